@@ -1,0 +1,309 @@
+/* llmroute.h -- the public API of libllmroute, a multi-LLM router.
+ *
+ * libllmroute is computation, not I/O: it parses model configurations, keeps
+ * the history store, embeds text with its built-in embedder, searches,
+ * predicts and optimizes. It never opens a socket. The CLI, the gateway and
+ * the Python binding use only this header.
+ *
+ * Conventions (after libuv):
+ *   - every public name starts with lr_ / LR_;
+ *   - functions return 0 or a negative LR_E* code; lr_strerror() explains it;
+ *   - functions that can fail on user input also fill a struct lr_error with
+ *     a message a user can act on ("models[1].cost_per_input_token: expected
+ *     a non-negative number");
+ *   - lr_x_free(NULL) is a no-op; every function that returns memory says who
+ *     frees it.
+ *
+ * Threads: a struct lr_config is immutable once loaded and may be read from
+ * any thread. A struct lr_router may be used for routing from several threads
+ * at once (lr_router_route and lr_router_route_batch are thread-safe). A
+ * struct lr_store serialises its own writers.
+ */
+#ifndef LLMROUTE_H
+#define LLMROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LR_VERSION_MAJOR 0
+#define LR_VERSION_MINOR 1
+#define LR_VERSION_PATCH 0
+#define LR_VERSION_STRING "0.1.0"
+
+/* ==== Errors ==== */
+
+enum lr_errcode {
+    LR_OK = 0,
+    LR_EINVAL = -1,      /* invalid argument or malformed input */
+    LR_ENOMEM = -2,      /* out of memory */
+    LR_ENOMODEL = -3,    /* a model or route name that is not configured */
+    LR_EIO = -4,         /* a file could not be read or written */
+    LR_EPARSE = -5,      /* malformed JSON or data */
+    LR_ECONFIG = -6,     /* a configuration that fails validation */
+    LR_EEMPTY = -7,      /* an empty candidate list, store or batch where one is needed */
+    LR_ESTORE = -8,      /* the history store failed or does not match */
+    LR_EINFEASIBLE = -9, /* no assignment meets the constraints (a best effort is returned) */
+    LR_ESTRATEGY = -10,  /* unknown strategy, or one that lacks what it needs */
+    LR_ETOOBIG = -11,    /* an input over a configured cap */
+};
+
+/* A short, static description of an error code. Never NULL. */
+const char *lr_strerror(int err);
+
+/* Filled by functions that can fail on user input. `line` is 1-based when the
+ * error is tied to a line of a file, else 0. The message is NUL-terminated. */
+struct lr_error {
+    int code;
+    int line;
+    char message[512];
+};
+
+/* ==== Configuration ==== */
+
+struct lr_config;
+
+/* One configured model. All strings belong to the config. Numbers that were
+ * not configured are NaN (prices are always set) or 0 (limits). */
+struct lr_model_info {
+    const char *name;           /* unique name clients use */
+    const char *backend;        /* "openai", "vllm", "ollama", ..., "mock" */
+    const char *base_url;       /* NULL when not set (mock) */
+    const char *api_key_env;    /* name of the env var holding the key, or NULL */
+    const char *upstream_model; /* the name sent upstream; defaults to name */
+    double cost_per_input_token;
+    double cost_per_output_token;
+    int max_concurrency; /* in-flight cap; 0 = unlimited */
+    int capacity;        /* batch workload cap L_j; 0 = unlimited */
+    const char *json;    /* the model's object as compact JSON, for sections
+                            the library does not interpret (e.g. "mock") */
+};
+
+/* A configured route: a name clients use as `model`, routed among models. */
+struct lr_route_info {
+    const char *name;
+    const char *strategy;           /* NULL = the router's default */
+    const int *models;              /* indices into the config's models */
+    size_t n_models;                /* 0 = all models */
+    double performance_requirement; /* NaN = the router's default */
+    const int *fallbacks;           /* explicit fallback models, or NULL */
+    size_t n_fallbacks;
+    const char *json; /* the route's object as compact JSON */
+};
+
+/* Router defaults from the config's "router" object. */
+struct lr_router_defaults {
+    const char *strategy;           /* default "sequential" */
+    double performance_requirement; /* default 0.7 */
+    int n_similar;                  /* default 16 */
+    const char *predictor;          /* default "default"; "aios" for parity */
+    double alpha;                   /* batch average-quality target, default = requirement */
+    const char *embedding_json;     /* the "embedding" object as JSON, or NULL (built-in) */
+};
+
+/* Parse and validate a configuration. On success *out owns a new config that
+ * the caller frees with lr_config_free(). On failure *out is NULL and err
+ * names the offending field. Secrets are never read here: only the names of
+ * the environment variables that hold them. */
+int lr_config_load_file(const char *path, struct lr_config **out, struct lr_error *err);
+int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
+                          struct lr_error *err);
+void lr_config_free(struct lr_config *cfg);
+
+size_t lr_config_model_count(const struct lr_config *cfg);
+/* NULL when i is out of range. */
+const struct lr_model_info *lr_config_model(const struct lr_config *cfg, size_t i);
+/* Index of the model named `name`, or LR_ENOMODEL. */
+int lr_config_model_index(const struct lr_config *cfg, const char *name);
+
+size_t lr_config_route_count(const struct lr_config *cfg);
+const struct lr_route_info *lr_config_route(const struct lr_config *cfg, size_t i);
+/* Index of the route named `name`, or LR_ENOMODEL. */
+int lr_config_route_index(const struct lr_config *cfg, const char *name);
+
+const struct lr_router_defaults *lr_config_router_defaults(const struct lr_config *cfg);
+
+/* A top-level section the library does not interpret ("server", ...), as
+ * compact JSON owned by the config, or NULL when absent. */
+const char *lr_config_section(const struct lr_config *cfg, const char *key);
+
+/* Warnings found while loading (unknown keys and the like). */
+size_t lr_config_warning_count(const struct lr_config *cfg);
+const char *lr_config_warning(const struct lr_config *cfg, size_t i);
+
+/* ==== History store ==== */
+
+struct lr_store;
+
+/* One model's outcome on one past query. */
+struct lr_outcome {
+    const char *model;    /* model name as in the history */
+    double correctness;   /* 0/1 or a score in [0,1] */
+    double output_tokens; /* output token count */
+};
+
+/* One past query with the outcomes of the models that answered it. */
+struct lr_record {
+    const char *query;
+    long input_tokens; /* < 0: estimate from the text */
+    const char *task;  /* optional label, may be NULL */
+    const struct lr_outcome *outcomes;
+    size_t n_outcomes;
+};
+
+struct lr_store_options {
+    const char *embedder;  /* embedder id; NULL = built-in "tfidf-v1" */
+    int dense_dim;         /* for a remote embedder: its dimension; 0 = unknown yet */
+    int read_only;         /* open without writing */
+    size_t max_records;    /* cap on records; 0 = no cap */
+};
+
+/* Open (or create) a history store in the SQLite file at `path`; ":memory:"
+ * gives a store that lives in memory. The caller frees it with
+ * lr_store_free(). Opening a store made by another embedder is LR_ESTORE. */
+int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
+                  struct lr_error *err);
+void lr_store_free(struct lr_store *store);
+
+size_t lr_store_count(const struct lr_store *store);
+
+/* Append one record; durable (committed) before it returns 0. A dense vector
+ * may be given for a store whose embedder is remote (else NULL, 0). */
+int lr_store_add(struct lr_store *store, const struct lr_record *rec, const float *vec,
+                 size_t dim, struct lr_error *err);
+
+/* Append one outcome for `query` (the gateway's feedback path): adds a record
+ * with a single outcome. Durable before it returns 0. */
+int lr_store_add_outcome(struct lr_store *store, const char *query, long input_tokens,
+                         const char *model, double correctness, double output_tokens,
+                         struct lr_error *err);
+
+struct lr_import_options {
+    const char *split; /* keep only records whose "split" equals this; NULL = all */
+    int strict;        /* 1: any bad record fails the whole import */
+};
+
+struct lr_import_report {
+    size_t read;     /* records seen */
+    size_t imported; /* records added */
+    size_t skipped_split;
+    size_t bad;      /* records skipped as malformed */
+    char first_bad[512]; /* message about the first bad record */
+};
+
+/* Import the AIOS smart-routing data format (JSON array or JSONL) from a
+ * file. All or nothing: on any error nothing is added to the store. */
+int lr_store_import_file(struct lr_store *store, const char *path,
+                         const struct lr_import_options *opts, struct lr_import_report *report,
+                         struct lr_error *err);
+
+/* ==== Routing ==== */
+
+struct lr_router;
+
+struct lr_router_options {
+    const char *strategy;           /* NULL = config's router.strategy */
+    struct lr_store *store;         /* history for smart routing (borrowed), or NULL */
+    double performance_requirement; /* NaN = config's */
+    int n_similar;                  /* 0 = config's */
+    const char *predictor;          /* NULL = config's */
+};
+
+/* Fill opts with "use the config" values. */
+void lr_router_options_init(struct lr_router_options *opts);
+
+/* Build a router over cfg (borrowed: it must outlive the router). */
+int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *opts,
+                  struct lr_router **out, struct lr_error *err);
+void lr_router_free(struct lr_router *router);
+
+/* The name of the router's strategy ("sequential", "smart", ...). */
+const char *lr_router_strategy(const struct lr_router *router);
+const struct lr_config *lr_router_config(const struct lr_router *router);
+
+/* One routing request. Candidates are given by name (`models`) or by config
+ * index (`model_indices`); with neither, every configured model is a
+ * candidate. Unknown names are LR_ENOMODEL, never dropped. */
+struct lr_request {
+    const char *const *models;
+    const int *model_indices;
+    size_t n_models;
+    const char *query;              /* the query text, may be NULL for sequential */
+    long input_tokens;              /* < 0: estimated from the text (see lr_estimate_tokens) */
+    const float *embedding;         /* precomputed dense vector (remote embedder) or NULL */
+    size_t embedding_dim;
+    double performance_requirement; /* NaN = router's */
+};
+
+/* Initialise a request with no candidates, no text, estimated tokens. */
+void lr_request_init(struct lr_request *req);
+
+/* A ranked candidate. Unknown figures are NaN. */
+struct lr_candidate {
+    int index; /* into the config's models */
+    double predicted_quality;
+    double predicted_output_tokens;
+    double estimated_cost;
+};
+
+/* The answer to one request: the chosen model and, when the caller gives a
+ * buffer, the full ranking, best first (the head is the choice; the tail is
+ * the fallback order). */
+struct lr_decision {
+    int index; /* chosen model's index into the config */
+    double predicted_quality;
+    double predicted_output_tokens;
+    double estimated_cost;
+    long input_tokens; /* as given, or as estimated */
+    /* in: optional buffer for the ranking; out: how many were written */
+    struct lr_candidate *ranking;
+    size_t ranking_cap;
+    size_t n_ranked;
+};
+
+int lr_router_route(struct lr_router *router, const struct lr_request *req,
+                    struct lr_decision *out, struct lr_error *err);
+
+enum lr_batch_mode {
+    LR_BATCH_PER_QUERY = 0, /* each query on its own, as lr_router_route */
+    LR_BATCH_QUALITY = 1,   /* min total cost s.t. mean quality >= alpha, load_j <= L_j */
+    LR_BATCH_BUDGET = 2,    /* max mean quality s.t. total cost <= budget, load_j <= L_j */
+};
+
+struct lr_batch_options {
+    enum lr_batch_mode mode;
+    double alpha;            /* NaN = config's */
+    double budget;           /* for LR_BATCH_BUDGET */
+    const int *capacities;   /* per config model; NULL = config's capacity; <=0 = unlimited */
+};
+
+struct lr_batch_report {
+    int feasible;            /* 1 when every constraint holds */
+    double mean_quality;     /* predicted, of the returned assignment */
+    double total_cost;       /* estimated, of the returned assignment */
+    int iterations;          /* optimizer iterations */
+    char message[256];       /* why it is infeasible and what was reached */
+};
+
+void lr_batch_options_init(struct lr_batch_options *opts);
+
+/* Route n requests together. out[i] receives request i's assignment (and
+ * ranking if out[i].ranking is set). Returns LR_EINFEASIBLE, with the best
+ * reachable assignment filled in and explained in report, when the
+ * constraints cannot all be met. */
+int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
+                          const struct lr_batch_options *opts, struct lr_decision *out,
+                          struct lr_batch_report *report, struct lr_error *err);
+
+/* Estimate the token count of text when no tokenizer count is given:
+ * about one token per 4 bytes of UTF-8, at least 1 for non-empty text. */
+long lr_estimate_tokens(const char *text, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLMROUTE_H */

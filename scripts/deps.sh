@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install the Debian packages llmroute needs that are missing on this machine.
+# Called by `make run`, `make test` and .ci/run. Runs apt-get only when
+# something is missing, so it is quick on a machine that has everything.
+#   scripts/deps.sh          build and test dependencies
+#   scripts/deps.sh bench    also what the benchmarks compare against
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config libjansson-dev libsqlite3-dev libcurl4-openssl-dev
+      libevent-dev libcmocka-dev python3 curl nodejs npm)
+if [ "${1:-}" = "bench" ]; then
+    pkgs+=(wrk python3-numpy python3-sklearn coinor-cbc python3-pulp)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+# nodejs/npm may come from outside Debian's packages on a developer machine.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    filtered=()
+    for p in "${missing[@]}"; do
+        case "$p" in nodejs|npm) ;; *) filtered+=("$p") ;; esac
+    done
+    missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
