@@ -1,0 +1,60 @@
+/* strategy.h -- the interface every routing strategy implements.
+ *
+ * A strategy answers a request with a ranking: every candidate, best first,
+ * each with its predicted quality and estimated cost where it knows them. The
+ * router (router.c) resolves candidate names to config indices, validates the
+ * request, calls the strategy, and copies the head of the ranking into the
+ * caller's decision. Adding a strategy is: one .c file defining a
+ * `const struct lr__strategy`, and one line in the table in router.c.
+ *
+ * Threads: rank() and rank_batch() may be called from several threads at once
+ * on the same state; a strategy makes its own state safe for that.
+ */
+#ifndef LR_STRATEGY_H
+#define LR_STRATEGY_H
+
+#include "llmroute.h"
+
+/* What a strategy sees for one request, already validated by the router. */
+struct lr__route_ctx {
+    const struct lr_config *cfg;
+    const struct lr_request *req; /* the caller's request (query text, embedding) */
+    const int *cands;             /* candidate config indices, distinct, n_cands >= 1 */
+    size_t n_cands;
+    double requirement; /* performance requirement in force for this request */
+    long input_tokens;  /* given, or estimated from the text */
+};
+
+struct lr__strategy {
+    const char *name;
+    /* Build the strategy's state for a router. opts is the caller's (store,
+     * predictor, n_similar already resolved against the config by the router
+     * where they are NaN/0/NULL). Return 0 or LR_E* and fill err. */
+    int (*create)(const struct lr_config *cfg, const struct lr_router_options *opts,
+                  void **state, struct lr_error *err);
+    void (*destroy)(void *state);
+    /* Write ctx->n_cands candidates into ranking, best first. With one
+     * candidate the ranking is that candidate (a strategy must not fail on
+     * it for lack of data). */
+    int (*rank)(void *state, const struct lr__route_ctx *ctx, struct lr_candidate *ranking,
+                struct lr_error *err);
+    /* Optional (NULL: the router ranks each request with rank()). Assign n
+     * requests together: write assign[i] (a config index among ctxs[i]'s
+     * candidates) and rankings[i][0..ctxs[i].n_cands) for each i, and fill
+     * report. LR_EINFEASIBLE with a best-effort assignment when the
+     * constraints cannot be met. */
+    int (*rank_batch)(void *state, const struct lr__route_ctx *ctxs, size_t n,
+                      const struct lr_batch_options *opts, struct lr_candidate *const *rankings,
+                      int *assign, struct lr_batch_report *report, struct lr_error *err);
+};
+
+extern const struct lr__strategy lr__strategy_sequential;
+
+/* Fill err (if not NULL) with code and a printf-style message; returns code. */
+int lr__error_set(struct lr_error *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#endif /* LR_STRATEGY_H */
