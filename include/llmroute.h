@@ -29,6 +29,13 @@
 extern "C" {
 #endif
 
+/* Public symbols are the only ones the shared library exports. */
+#if defined(LR_BUILDING_LIB) && defined(__GNUC__)
+#define LR_EXTERN __attribute__((visibility("default")))
+#else
+#define LR_EXTERN
+#endif
+
 #define LR_VERSION_MAJOR 0
 #define LR_VERSION_MINOR 1
 #define LR_VERSION_PATCH 0
@@ -52,7 +59,7 @@ enum lr_errcode {
 };
 
 /* A short, static description of an error code. Never NULL. */
-const char *lr_strerror(int err);
+LR_EXTERN const char *lr_strerror(int err);
 
 /* Filled by functions that can fail on user input. `line` is 1-based when the
  * error is tied to a line of a file, else 0. The message is NUL-terminated. */
@@ -66,8 +73,9 @@ struct lr_error {
 
 struct lr_config;
 
-/* One configured model. All strings belong to the config. Numbers that were
- * not configured are NaN (prices are always set) or 0 (limits). */
+/* One configured model. All strings belong to the config. Prices that were
+ * not configured are NaN (smart routing refuses a candidate without them);
+ * limits that were not configured are 0. */
 struct lr_model_info {
     const char *name;           /* unique name clients use */
     const char *backend;        /* "openai", "vllm", "ollama", ..., "mock" */
@@ -102,37 +110,39 @@ struct lr_router_defaults {
     const char *predictor;          /* default "default"; "aios" for parity */
     double alpha;                   /* batch average-quality target, default = requirement */
     const char *embedding_json;     /* the "embedding" object as JSON, or NULL (built-in) */
+    const char *store_path;         /* "store", resolved against the config file's folder, or NULL */
+    const char *query_text;         /* chat query text: "last_user" (default) or "all_user" */
 };
 
 /* Parse and validate a configuration. On success *out owns a new config that
  * the caller frees with lr_config_free(). On failure *out is NULL and err
  * names the offending field. Secrets are never read here: only the names of
  * the environment variables that hold them. */
-int lr_config_load_file(const char *path, struct lr_config **out, struct lr_error *err);
-int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
+LR_EXTERN int lr_config_load_file(const char *path, struct lr_config **out, struct lr_error *err);
+LR_EXTERN int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
                           struct lr_error *err);
-void lr_config_free(struct lr_config *cfg);
+LR_EXTERN void lr_config_free(struct lr_config *cfg);
 
-size_t lr_config_model_count(const struct lr_config *cfg);
+LR_EXTERN size_t lr_config_model_count(const struct lr_config *cfg);
 /* NULL when i is out of range. */
-const struct lr_model_info *lr_config_model(const struct lr_config *cfg, size_t i);
+LR_EXTERN const struct lr_model_info *lr_config_model(const struct lr_config *cfg, size_t i);
 /* Index of the model named `name`, or LR_ENOMODEL. */
-int lr_config_model_index(const struct lr_config *cfg, const char *name);
+LR_EXTERN int lr_config_model_index(const struct lr_config *cfg, const char *name);
 
-size_t lr_config_route_count(const struct lr_config *cfg);
-const struct lr_route_info *lr_config_route(const struct lr_config *cfg, size_t i);
+LR_EXTERN size_t lr_config_route_count(const struct lr_config *cfg);
+LR_EXTERN const struct lr_route_info *lr_config_route(const struct lr_config *cfg, size_t i);
 /* Index of the route named `name`, or LR_ENOMODEL. */
-int lr_config_route_index(const struct lr_config *cfg, const char *name);
+LR_EXTERN int lr_config_route_index(const struct lr_config *cfg, const char *name);
 
-const struct lr_router_defaults *lr_config_router_defaults(const struct lr_config *cfg);
+LR_EXTERN const struct lr_router_defaults *lr_config_router_defaults(const struct lr_config *cfg);
 
 /* A top-level section the library does not interpret ("server", ...), as
  * compact JSON owned by the config, or NULL when absent. */
-const char *lr_config_section(const struct lr_config *cfg, const char *key);
+LR_EXTERN const char *lr_config_section(const struct lr_config *cfg, const char *key);
 
 /* Warnings found while loading (unknown keys and the like). */
-size_t lr_config_warning_count(const struct lr_config *cfg);
-const char *lr_config_warning(const struct lr_config *cfg, size_t i);
+LR_EXTERN size_t lr_config_warning_count(const struct lr_config *cfg);
+LR_EXTERN const char *lr_config_warning(const struct lr_config *cfg, size_t i);
 
 /* ==== History store ==== */
 
@@ -164,20 +174,20 @@ struct lr_store_options {
 /* Open (or create) a history store in the SQLite file at `path`; ":memory:"
  * gives a store that lives in memory. The caller frees it with
  * lr_store_free(). Opening a store made by another embedder is LR_ESTORE. */
-int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
+LR_EXTERN int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
                   struct lr_error *err);
-void lr_store_free(struct lr_store *store);
+LR_EXTERN void lr_store_free(struct lr_store *store);
 
-size_t lr_store_count(const struct lr_store *store);
+LR_EXTERN size_t lr_store_count(const struct lr_store *store);
 
 /* Append one record; durable (committed) before it returns 0. A dense vector
  * may be given for a store whose embedder is remote (else NULL, 0). */
-int lr_store_add(struct lr_store *store, const struct lr_record *rec, const float *vec,
+LR_EXTERN int lr_store_add(struct lr_store *store, const struct lr_record *rec, const float *vec,
                  size_t dim, struct lr_error *err);
 
 /* Append one outcome for `query` (the gateway's feedback path): adds a record
  * with a single outcome. Durable before it returns 0. */
-int lr_store_add_outcome(struct lr_store *store, const char *query, long input_tokens,
+LR_EXTERN int lr_store_add_outcome(struct lr_store *store, const char *query, long input_tokens,
                          const char *model, double correctness, double output_tokens,
                          struct lr_error *err);
 
@@ -196,7 +206,7 @@ struct lr_import_report {
 
 /* Import the AIOS smart-routing data format (JSON array or JSONL) from a
  * file. All or nothing: on any error nothing is added to the store. */
-int lr_store_import_file(struct lr_store *store, const char *path,
+LR_EXTERN int lr_store_import_file(struct lr_store *store, const char *path,
                          const struct lr_import_options *opts, struct lr_import_report *report,
                          struct lr_error *err);
 
@@ -213,16 +223,16 @@ struct lr_router_options {
 };
 
 /* Fill opts with "use the config" values. */
-void lr_router_options_init(struct lr_router_options *opts);
+LR_EXTERN void lr_router_options_init(struct lr_router_options *opts);
 
 /* Build a router over cfg (borrowed: it must outlive the router). */
-int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *opts,
+LR_EXTERN int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *opts,
                   struct lr_router **out, struct lr_error *err);
-void lr_router_free(struct lr_router *router);
+LR_EXTERN void lr_router_free(struct lr_router *router);
 
 /* The name of the router's strategy ("sequential", "smart", ...). */
-const char *lr_router_strategy(const struct lr_router *router);
-const struct lr_config *lr_router_config(const struct lr_router *router);
+LR_EXTERN const char *lr_router_strategy(const struct lr_router *router);
+LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *router);
 
 /* One routing request. Candidates are given by name (`models`) or by config
  * index (`model_indices`); with neither, every configured model is a
@@ -239,7 +249,7 @@ struct lr_request {
 };
 
 /* Initialise a request with no candidates, no text, estimated tokens. */
-void lr_request_init(struct lr_request *req);
+LR_EXTERN void lr_request_init(struct lr_request *req);
 
 /* A ranked candidate. Unknown figures are NaN. */
 struct lr_candidate {
@@ -264,7 +274,7 @@ struct lr_decision {
     size_t n_ranked;
 };
 
-int lr_router_route(struct lr_router *router, const struct lr_request *req,
+LR_EXTERN int lr_router_route(struct lr_router *router, const struct lr_request *req,
                     struct lr_decision *out, struct lr_error *err);
 
 enum lr_batch_mode {
@@ -288,19 +298,19 @@ struct lr_batch_report {
     char message[256];       /* why it is infeasible and what was reached */
 };
 
-void lr_batch_options_init(struct lr_batch_options *opts);
+LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
 
 /* Route n requests together. out[i] receives request i's assignment (and
  * ranking if out[i].ranking is set). Returns LR_EINFEASIBLE, with the best
  * reachable assignment filled in and explained in report, when the
  * constraints cannot all be met. */
-int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
+LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                           const struct lr_batch_options *opts, struct lr_decision *out,
                           struct lr_batch_report *report, struct lr_error *err);
 
 /* Estimate the token count of text when no tokenizer count is given:
  * about one token per 4 bytes of UTF-8, at least 1 for non-empty text. */
-long lr_estimate_tokens(const char *text, size_t len);
+LR_EXTERN long lr_estimate_tokens(const char *text, size_t len);
 
 #ifdef __cplusplus
 }

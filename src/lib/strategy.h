@@ -50,10 +50,22 @@ struct lr__strategy {
 
 extern const struct lr__strategy lr__strategy_sequential;
 
+/* The strategy registered under `name`, or NULL (router.c holds the table). */
+const struct lr__strategy *lr__strategy_find(const char *name);
+/* The registered names, comma-separated, for messages. */
+const char *lr__strategy_names(void);
+
 /* Fill err (if not NULL) with code and a printf-style message; returns code. */
 int lr__error_set(struct lr_error *err, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Put a printf-style prefix before err's message (if err is not NULL). */
+void lr__error_prefix(struct lr_error *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
 #endif
     ;
 

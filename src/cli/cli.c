@@ -1,0 +1,182 @@
+/* cli.c -- helpers the llmroute subcommands share (see cli.h). */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "llmroute%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts,
+              char ***pos, int *n_pos)
+{
+    char **p = calloc((size_t)argc + 1, sizeof *p);
+    int np = 0, only_pos = 0;
+
+    if (!p) {
+        cli_error(cmd, "out of memory");
+        return CLI_RUNTIME;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const struct cli_opt *o;
+        const char *eq;
+        size_t len;
+
+        if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
+            p[np++] = argv[i];
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_pos = 1;
+            continue;
+        }
+        if (a[1] != '-') {
+            cli_error(cmd, "unknown option '%s' (see 'llmroute %s --help')", a, cmd);
+            free(p);
+            return CLI_USAGE;
+        }
+        eq = strchr(a, '=');
+        len = eq ? (size_t)(eq - a) : strlen(a);
+        for (o = opts; o->name; o++)
+            if (strlen(o->name) == len - 2 && strncmp(a + 2, o->name, len - 2) == 0)
+                break;
+        if (!o->name) {
+            cli_error(cmd, "unknown option '%.*s' (see 'llmroute %s --help')", (int)len, a, cmd);
+            free(p);
+            return CLI_USAGE;
+        }
+        if (o->value) {
+            if (eq) {
+                *o->value = eq + 1;
+            } else if (i + 1 < argc) {
+                *o->value = argv[++i];
+            } else {
+                cli_error(cmd, "option '--%s' needs a value", o->name);
+                free(p);
+                return CLI_USAGE;
+            }
+        } else {
+            if (eq) {
+                cli_error(cmd, "option '--%s' takes no value", o->name);
+                free(p);
+                return CLI_USAGE;
+            }
+            *o->flag = 1;
+        }
+    }
+    *pos = p;
+    *n_pos = np;
+    return CLI_OK;
+}
+
+int cli_load_config(const char *cmd, const char *path, struct lr_config **out)
+{
+    struct lr_error err = {0};
+    int rc;
+    if (!path) {
+        cli_error(cmd, "--config FILE is required");
+        return CLI_USAGE;
+    }
+    rc = lr_config_load_file(path, out, &err);
+    if (rc) {
+        cli_error(cmd, "%s", err.message);
+        return rc == LR_ENOMEM ? CLI_RUNTIME : CLI_USAGE;
+    }
+    for (size_t i = 0; i < lr_config_warning_count(*out); i++)
+        fprintf(stderr, "llmroute %s: warning: %s: %s\n", cmd, path,
+                lr_config_warning(*out, i));
+    return CLI_OK;
+}
+
+int cli_split_list(const char *cmd, const char *opt, const char *csv, char ***names, size_t *n)
+{
+    size_t count = 1, len = strlen(csv);
+    char **arr, *copy;
+    size_t k = 0;
+
+    if (len == 0) {
+        cli_error(cmd, "%s: the list is empty; give one or more names separated by commas", opt);
+        return CLI_USAGE;
+    }
+    for (const char *c = csv; *c; c++)
+        count += *c == ',';
+    /* One block: the pointer array, then a copy of the string. */
+    arr = malloc(count * sizeof *arr + len + 1);
+    if (!arr) {
+        cli_error(cmd, "out of memory");
+        return CLI_RUNTIME;
+    }
+    copy = (char *)(arr + count);
+    memcpy(copy, csv, len + 1);
+    for (char *tok = copy;; tok++) {
+        char *end = strchr(tok, ',');
+        if (end)
+            *end = '\0';
+        if (*tok == '\0') {
+            cli_error(cmd, "%s: name %zu of the list is empty", opt, k + 1);
+            free(arr);
+            return CLI_USAGE;
+        }
+        arr[k++] = tok;
+        if (!end)
+            break;
+        tok = end;
+    }
+    *names = arr;
+    *n = k;
+    return CLI_OK;
+}
+
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
+                     double *out)
+{
+    char *end;
+    double d;
+    errno = 0;
+    d = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(d) || d < lo || d > hi) {
+        cli_error(cmd, "%s: expected a number from %g to %g, got '%s'", opt, lo, hi, s);
+        return CLI_USAGE;
+    }
+    *out = d;
+    return CLI_OK;
+}
+
+int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        cli_error(cmd, "%s: expected an integer from %ld to %ld, got '%s'", opt, lo, hi, s);
+        return CLI_USAGE;
+    }
+    *out = v;
+    return CLI_OK;
+}
+
+int cli_exit_code(int lr_code)
+{
+    switch (lr_code) {
+    case LR_OK: return CLI_OK;
+    case LR_EINVAL:
+    case LR_ENOMODEL:
+    case LR_ECONFIG:
+    case LR_ESTRATEGY:
+    case LR_EEMPTY: return CLI_USAGE;
+    default: return CLI_RUNTIME;
+    }
+}

@@ -1,0 +1,55 @@
+/* cli.h -- what the llmroute subcommands share: exit codes, option parsing,
+ * messages, loading the config. The CLI uses only the public API.
+ */
+#ifndef LR_CLI_H
+#define LR_CLI_H
+
+#include <stddef.h>
+
+#include "llmroute.h"
+
+enum {
+    CLI_OK = 0,      /* success */
+    CLI_RUNTIME = 1, /* a runtime failure */
+    CLI_USAGE = 2,   /* bad usage, bad config, unknown model */
+};
+
+/* One option: "--name VALUE" / "--name=VALUE" when value is set, else a flag. */
+struct cli_opt {
+    const char *name;
+    const char **value;
+    int *flag;
+};
+
+/* Parse argv[1..] (argv[0] is the subcommand). Positional arguments are
+ * gathered into *pos (argv-owned strings, array freed by the caller).
+ * "--" ends the options. Returns CLI_OK, or CLI_USAGE after printing why. */
+int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts,
+              char ***pos, int *n_pos);
+
+/* Print "llmroute CMD: message" on stderr. */
+void cli_error(const char *cmd, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Load a config, printing its warnings; CLI_USAGE after printing why. */
+int cli_load_config(const char *cmd, const char *path, struct lr_config **out);
+
+/* Split "a,b,c" into names (one allocation, freed with free(*names)).
+ * An empty list or an empty name is CLI_USAGE after printing why. */
+int cli_split_list(const char *cmd, const char *opt, const char *csv, char ***names, size_t *n);
+
+/* Parse a number in [lo, hi]; CLI_USAGE after printing why. */
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
+                     double *out);
+int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+
+/* Exit code for a library error code. */
+int cli_exit_code(int lr_code);
+
+int cmd_route(int argc, char **argv);
+int cmd_check_config(int argc, char **argv);
+
+#endif

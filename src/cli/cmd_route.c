@@ -1,0 +1,292 @@
+/* cmd_route.c -- `llmroute route`: route queries with a strategy and print
+ * one line per query: the chosen model's name, or with --json one JSON object
+ * with the prediction and the ranking. Queries are the QUERY arguments, or
+ * each non-empty line of standard input when none is given. With --batch the
+ * queries are assigned together (smart strategy: mean quality >= alpha at the
+ * least cost, or the best quality within --budget).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+static const char help[] =
+    "usage: llmroute route --config FILE [options] [QUERY ...]\n"
+    "Route each QUERY (or each non-empty line of standard input) and print the\n"
+    "chosen model's name, one line per query.\n"
+    "\n"
+    "  --config FILE        model configuration (required)\n"
+    "  --strategy NAME      sequential or smart (default: the config's router.strategy)\n"
+    "  --models a,b,c       candidate models (default: every configured model)\n"
+    "  --store FILE         history store for smart routing (default: router.store)\n"
+    "  --requirement R      per-query quality requirement in [0,1] (default: config's)\n"
+    "  --predictor NAME     default or aios (smart)\n"
+    "  --n-similar K        neighbours used for prediction (smart)\n"
+    "  --input-tokens N     input token count of every query (default: estimated)\n"
+    "  --batch              assign all queries together (smart): min cost s.t. mean\n"
+    "                       predicted quality >= alpha and each model within capacity\n"
+    "  --alpha A            batch quality target in [0,1] (default: router.alpha)\n"
+    "  --budget B           batch: maximise quality with total estimated cost <= B\n"
+    "  --json               one JSON object per line with predictions and ranking\n"
+    "\n"
+    "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or unknown model.\n";
+
+struct route_args {
+    const char *config, *strategy, *models, *store, *requirement, *predictor, *n_similar,
+        *input_tokens, *alpha, *budget;
+    int json, batch, help;
+};
+
+static json_t *num_or_null(double d)
+{
+    return isnan(d) ? json_null() : json_real(d);
+}
+
+static void print_decision(const struct lr_config *cfg, const char *strategy,
+                           const struct lr_decision *d, int as_json)
+{
+    const struct lr_model_info *m = lr_config_model(cfg, (size_t)d->index);
+    json_t *o, *cands;
+    char *s;
+
+    if (!as_json) {
+        printf("%s\n", m->name);
+        return;
+    }
+    o = json_object();
+    cands = json_array();
+    json_object_set_new(o, "model", json_string(m->name));
+    json_object_set_new(o, "index", json_integer(d->index));
+    json_object_set_new(o, "strategy", json_string(strategy));
+    json_object_set_new(o, "input_tokens", json_integer(d->input_tokens));
+    json_object_set_new(o, "predicted_quality", num_or_null(d->predicted_quality));
+    json_object_set_new(o, "predicted_output_tokens", num_or_null(d->predicted_output_tokens));
+    json_object_set_new(o, "estimated_cost", num_or_null(d->estimated_cost));
+    for (size_t i = 0; i < d->n_ranked; i++) {
+        const struct lr_candidate *c = &d->ranking[i];
+        json_t *co = json_object();
+        json_object_set_new(co, "model",
+                            json_string(lr_config_model(cfg, (size_t)c->index)->name));
+        json_object_set_new(co, "index", json_integer(c->index));
+        json_object_set_new(co, "predicted_quality", num_or_null(c->predicted_quality));
+        json_object_set_new(co, "predicted_output_tokens",
+                            num_or_null(c->predicted_output_tokens));
+        json_object_set_new(co, "estimated_cost", num_or_null(c->estimated_cost));
+        json_array_append_new(cands, co);
+    }
+    json_object_set_new(o, "ranking", cands);
+    s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(o);
+}
+
+/* Read every non-empty line of f (without its line ending) into *lines. */
+static int read_lines(FILE *f, char ***lines, size_t *n)
+{
+    char *line = NULL, **arr = NULL;
+    size_t cap = 0, count = 0, arr_cap = 0;
+    ssize_t len;
+
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        if (len == 0)
+            continue;
+        if (count == arr_cap) {
+            char **grown;
+            arr_cap = arr_cap ? arr_cap * 2 : 64;
+            grown = realloc(arr, arr_cap * sizeof *arr);
+            if (!grown)
+                goto nomem;
+            arr = grown;
+        }
+        arr[count] = strdup(line);
+        if (!arr[count])
+            goto nomem;
+        count++;
+    }
+    free(line);
+    *lines = arr;
+    *n = count;
+    return 0;
+nomem:
+    for (size_t i = 0; i < count; i++)
+        free(arr[i]);
+    free(arr);
+    free(line);
+    return -1;
+}
+
+int cmd_route(int argc, char **argv)
+{
+    struct route_args a = {0};
+    const struct cli_opt opts[] = {
+        {"config", &a.config, NULL},
+        {"strategy", &a.strategy, NULL},
+        {"models", &a.models, NULL},
+        {"store", &a.store, NULL},
+        {"requirement", &a.requirement, NULL},
+        {"predictor", &a.predictor, NULL},
+        {"n-similar", &a.n_similar, NULL},
+        {"input-tokens", &a.input_tokens, NULL},
+        {"alpha", &a.alpha, NULL},
+        {"budget", &a.budget, NULL},
+        {"json", NULL, &a.json},
+        {"batch", NULL, &a.batch},
+        {"help", NULL, &a.help},
+        {NULL, NULL, NULL},
+    };
+    struct lr_config *cfg = NULL;
+    struct lr_router *router = NULL;
+    struct lr_router_options ro;
+    struct lr_error err = {0};
+    char **pos = NULL, **names = NULL, **lines = NULL, **queries;
+    size_t n_names = 0, n_lines = 0, n_queries;
+    int n_pos = 0, rc;
+    double requirement = NAN, alpha = NAN, budget = NAN;
+    long n_similar = 0, input_tokens = -1;
+    struct lr_request *reqs = NULL;
+    struct lr_decision *decs = NULL;
+    struct lr_candidate *rank_buf = NULL;
+    size_t n_models;
+
+    rc = cli_parse("route", argc, argv, opts, &pos, &n_pos);
+    if (rc)
+        return rc;
+    if (a.help) {
+        fputs(help, stdout);
+        free(pos);
+        return CLI_OK;
+    }
+    if ((a.requirement &&
+         (rc = cli_parse_double("route", "--requirement", a.requirement, 0, 1, &requirement))) ||
+        (a.alpha && (rc = cli_parse_double("route", "--alpha", a.alpha, 0, 1, &alpha))) ||
+        (a.budget && (rc = cli_parse_double("route", "--budget", a.budget, 0, 1e12, &budget))) ||
+        (a.n_similar &&
+         (rc = cli_parse_long("route", "--n-similar", a.n_similar, 1, 1024, &n_similar))) ||
+        (a.input_tokens && (rc = cli_parse_long("route", "--input-tokens", a.input_tokens, 0,
+                                                100000000L, &input_tokens))))
+        goto out;
+    if ((a.alpha || a.budget) && !a.batch) {
+        cli_error("route", "--alpha and --budget apply to --batch");
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if (a.models && (rc = cli_split_list("route", "--models", a.models, &names, &n_names)))
+        goto out;
+    if ((rc = cli_load_config("route", a.config, &cfg)))
+        goto out;
+    /* Unknown names fail before any query is read. */
+    for (size_t i = 0; i < n_names; i++)
+        if (lr_config_model_index(cfg, names[i]) < 0) {
+            cli_error("route", "--models: unknown model '%s' (not in %s)", names[i], a.config);
+            rc = CLI_USAGE;
+            goto out;
+        }
+
+    lr_router_options_init(&ro);
+    ro.strategy = a.strategy;
+    ro.performance_requirement = requirement;
+    ro.n_similar = (int)n_similar;
+    ro.predictor = a.predictor;
+    if (a.store) {
+        cli_error("route", "--store: this build has no history store");
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if ((rc = lr_router_new(cfg, &ro, &router, &err))) {
+        cli_error("route", "%s", err.message);
+        rc = cli_exit_code(rc);
+        goto out;
+    }
+
+    if (n_pos > 0) {
+        queries = pos;
+        n_queries = (size_t)n_pos;
+    } else {
+        if (read_lines(stdin, &lines, &n_lines)) {
+            cli_error("route", "out of memory reading standard input");
+            rc = CLI_RUNTIME;
+            goto out;
+        }
+        queries = lines;
+        n_queries = n_lines;
+    }
+    if (n_queries == 0) {
+        rc = CLI_OK;
+        goto out;
+    }
+
+    n_models = n_names ? n_names : lr_config_model_count(cfg);
+    reqs = calloc(n_queries, sizeof *reqs);
+    decs = calloc(n_queries, sizeof *decs);
+    rank_buf = a.json ? calloc(n_queries * n_models, sizeof *rank_buf) : NULL;
+    if (!reqs || !decs || (a.json && !rank_buf)) {
+        cli_error("route", "out of memory");
+        rc = CLI_RUNTIME;
+        goto out;
+    }
+    for (size_t i = 0; i < n_queries; i++) {
+        lr_request_init(&reqs[i]);
+        reqs[i].models = (const char *const *)names;
+        reqs[i].n_models = n_names;
+        reqs[i].query = queries[i];
+        reqs[i].input_tokens = input_tokens;
+        if (rank_buf) {
+            decs[i].ranking = rank_buf + i * n_models;
+            decs[i].ranking_cap = n_models;
+        }
+    }
+
+    if (a.batch) {
+        struct lr_batch_options bo;
+        struct lr_batch_report rep;
+        lr_batch_options_init(&bo);
+        bo.mode = a.budget ? LR_BATCH_BUDGET : LR_BATCH_QUALITY;
+        bo.alpha = alpha;
+        bo.budget = budget;
+        rc = lr_router_route_batch(router, reqs, n_queries, &bo, decs, &rep, &err);
+        if (rc && rc != LR_EINFEASIBLE) {
+            cli_error("route", "%s", err.message);
+            rc = cli_exit_code(rc);
+            goto out;
+        }
+        for (size_t i = 0; i < n_queries; i++)
+            print_decision(cfg, lr_router_strategy(router), &decs[i], a.json);
+        fprintf(stderr, "llmroute route: batch of %zu: mean predicted quality %.4f, "
+                        "estimated cost %.6g%s%s\n",
+                n_queries, rep.mean_quality, rep.total_cost, rc ? ": " : "",
+                rc ? rep.message : "");
+        rc = rc ? CLI_RUNTIME : CLI_OK;
+        goto out;
+    }
+    for (size_t i = 0; i < n_queries; i++) {
+        int r = lr_router_route(router, &reqs[i], &decs[i], &err);
+        if (r) {
+            cli_error("route", "query %zu: %s", i + 1, err.message);
+            rc = cli_exit_code(r);
+            goto out;
+        }
+        print_decision(cfg, lr_router_strategy(router), &decs[i], a.json);
+    }
+    rc = CLI_OK;
+out:
+    fflush(stdout);
+    free(rank_buf);
+    free(decs);
+    free(reqs);
+    for (size_t i = 0; i < n_lines; i++)
+        free(lines[i]);
+    free(lines);
+    lr_router_free(router);
+    lr_config_free(cfg);
+    free(names);
+    free(pos);
+    return rc;
+}

@@ -1,0 +1,64 @@
+/* main.c -- the llmroute command: dispatch to a subcommand.
+ *
+ *   llmroute route         route queries (arguments or standard input)
+ *   llmroute check-config  validate a configuration
+ *   llmroute version       print the version
+ *
+ * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+struct command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+};
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1 && strcmp(argv[1], "--help") != 0) {
+        cli_error("version", "takes no arguments");
+        return CLI_USAGE;
+    }
+    printf("llmroute %s\n", LR_VERSION_STRING);
+    return CLI_OK;
+}
+
+static const struct command commands[] = {
+    {"route", "route queries to models (arguments, or one per line of standard input)", cmd_route},
+    {"check-config", "validate a configuration file", cmd_check_config},
+    {"version", "print the version", cmd_version},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: llmroute <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'llmroute <command> --help' describes a command's options.\n"
+                 "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    cli_error(NULL, "unknown command '%s' (see 'llmroute --help')", argv[1]);
+    return CLI_USAGE;
+}

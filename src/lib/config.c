@@ -1,0 +1,751 @@
+/* config.c -- the model configuration: parse, validate, look up.
+ *
+ * A configuration is JSON (jansson) with the keys AIOS users know:
+ *   {"models": [{"name", "backend", "base_url", "api_key_env",
+ *                "cost_per_input_token", "cost_per_output_token",
+ *                "max_concurrency", "capacity", ...}],
+ *    "router": {"strategy", "performance_requirement", "n_similar", ...},
+ *    "routes": [{"name", "strategy", "models", "performance_requirement",
+ *                "fallbacks"}],
+ *    "server": {...}}
+ * Validation stops at the first error and names the field
+ * ("models[1].cost_per_input_token: expected a non-negative number"). Unknown
+ * keys are not errors: they are collected as warnings. Secrets are never read
+ * from the file: only the names of the environment variables that hold them.
+ *
+ * Once loaded, a config is immutable and may be read from any thread. Its
+ * strings point into the parsed JSON document, which the config keeps.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "strategy.h"
+
+#define CONFIG_MAX_BYTES (16u << 20)
+#define CONFIG_MAX_MODELS 1024
+#define CONFIG_MAX_ROUTES 1024
+#define CONFIG_MAX_WARNINGS 64
+
+struct section {
+    char *key;
+    char *json;
+};
+
+struct lr_config {
+    json_t *root; /* owns every string the infos point to */
+    struct lr_model_info *models;
+    size_t n_models;
+    struct lr_route_info *routes;
+    size_t n_routes;
+    struct lr_router_defaults defaults;
+    char *store_path;
+    char *embedding_json;
+    struct section *sections;
+    size_t n_sections;
+    char **warnings;
+    size_t n_warnings;
+};
+
+/* ==== Helpers ==== */
+
+static const char *const known_backends[] = {
+    "openai", "vllm",     "sglang", "ollama", "llamacpp", "groq",
+    "together", "deepseek", "mock",   "openai-compatible", NULL,
+};
+
+static int fail(struct lr_error *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static int fail(struct lr_error *err, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        err->code = LR_ECONFIG;
+        err->line = 0;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return LR_ECONFIG;
+}
+
+static int warn(struct lr_config *cfg, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static int warn(struct lr_config *cfg, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    char **grown;
+
+    if (cfg->n_warnings >= CONFIG_MAX_WARNINGS)
+        return 0; /* enough to act on; the rest add nothing */
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    grown = realloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *grown);
+    if (!grown)
+        return LR_ENOMEM;
+    cfg->warnings = grown;
+    grown[cfg->n_warnings] = strdup(buf);
+    if (!grown[cfg->n_warnings])
+        return LR_ENOMEM;
+    cfg->n_warnings++;
+    return 0;
+}
+
+static const char *json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "a value";
+}
+
+static int in_list(const char *s, const char *const *list)
+{
+    for (; *list; list++)
+        if (strcmp(s, *list) == 0)
+            return 1;
+    return 0;
+}
+
+/* Warn about every key of obj not in `known`. */
+static int warn_unknown_keys(struct lr_config *cfg, json_t *obj, const char *where,
+                             const char *const *known)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v)
+    {
+        (void)v;
+        if (!in_list(key, known)) {
+            int rc = warn(cfg, "%s%s%s: unknown key, ignored", where, *where ? "." : "", key);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Optional string member. Returns 0 with *out NULL when absent. */
+static int get_string(json_t *obj, const char *key, const char *where, int required,
+                      int nonempty, const char **out, struct lr_error *err)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v || json_is_null(v)) {
+        if (required)
+            return fail(err, "%s.%s: missing (expected a string)", where, key);
+        return 0;
+    }
+    if (!json_is_string(v))
+        return fail(err, "%s.%s: expected a string, got %s", where, key, json_type_name(v));
+    if (nonempty && json_string_length(v) == 0)
+        return fail(err, "%s.%s: expected a non-empty string", where, key);
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return fail(err, "%s.%s: the string contains a NUL byte", where, key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* Optional number member in [lo, hi]. *out is left as is when absent. */
+static int get_number(json_t *obj, const char *key, const char *where, double lo, double hi,
+                      const char *expect, double *out, struct lr_error *err)
+{
+    json_t *v = json_object_get(obj, key);
+    double d;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_number(v))
+        return fail(err, "%s.%s: expected %s, got %s", where, key, expect, json_type_name(v));
+    d = json_number_value(v);
+    if (!isfinite(d) || d < lo || d > hi)
+        return fail(err, "%s.%s: expected %s, got %g", where, key, expect, d);
+    *out = d;
+    return 0;
+}
+
+/* Optional integer member in [lo, hi]. */
+static int get_int(json_t *obj, const char *key, const char *where, long lo, long hi, int *out,
+                   struct lr_error *err)
+{
+    json_t *v = json_object_get(obj, key);
+    json_int_t i;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v))
+        return fail(err, "%s.%s: expected an integer from %ld to %ld, got %s", where, key, lo, hi,
+                    json_type_name(v));
+    i = json_integer_value(v);
+    if (i < lo || i > hi)
+        return fail(err, "%s.%s: expected an integer from %ld to %ld, got %lld", where, key, lo,
+                    hi, (long long)i);
+    *out = (int)i;
+    return 0;
+}
+
+static char *dump_compact(json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
+}
+
+/* ==== Models ==== */
+
+static const char *const model_keys[] = {
+    "name", "backend", "base_url", "api_key_env", "upstream_model", "hosted_model",
+    "cost_per_input_token", "cost_per_output_token", "max_concurrency", "capacity",
+    "mock", "timeouts", "retry", "headers", "description", NULL,
+};
+
+static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_error *err)
+{
+    struct lr_model_info *info = &cfg->models[i];
+    char where[48];
+    const char *up1, *up2;
+    int rc;
+
+    snprintf(where, sizeof where, "models[%zu]", i);
+    if (!json_is_object(m))
+        return fail(err, "%s: expected an object, got %s", where, json_type_name(m));
+    if (json_object_get(m, "api_key"))
+        return fail(err,
+                    "%s.api_key: keys are not read from the config file; put the key in an "
+                    "environment variable and name it in api_key_env",
+                    where);
+
+    info->cost_per_input_token = NAN;
+    info->cost_per_output_token = NAN;
+    if ((rc = get_string(m, "name", where, 1, 1, &info->name, err)) ||
+        (rc = get_string(m, "backend", where, 0, 1, &info->backend, err)) ||
+        (rc = get_string(m, "base_url", where, 0, 1, &info->base_url, err)) ||
+        (rc = get_string(m, "api_key_env", where, 0, 1, &info->api_key_env, err)) ||
+        (rc = get_string(m, "upstream_model", where, 0, 1, &up1, err)) ||
+        (rc = get_string(m, "hosted_model", where, 0, 1, &up2, err)) ||
+        (rc = get_number(m, "cost_per_input_token", where, 0, 1e6, "a non-negative number",
+                         &info->cost_per_input_token, err)) ||
+        (rc = get_number(m, "cost_per_output_token", where, 0, 1e6, "a non-negative number",
+                         &info->cost_per_output_token, err)) ||
+        (rc = get_int(m, "max_concurrency", where, 0, 1000000, &info->max_concurrency, err)) ||
+        (rc = get_int(m, "capacity", where, 0, 1000000000, &info->capacity, err)))
+        return rc;
+
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(cfg->models[j].name, info->name) == 0)
+            return fail(err, "%s.name: '%s' is already the name of models[%zu]", where,
+                        info->name, j);
+    if (!info->backend)
+        info->backend = "openai";
+    else if (!in_list(info->backend, known_backends) &&
+             (rc = warn(cfg,
+                        "%s.backend: '%s' is not a known backend (openai, vllm, sglang, ollama, "
+                        "llamacpp, groq, together, deepseek, mock); the gateway will not forward "
+                        "to it",
+                        where, info->backend)))
+        return rc;
+    info->upstream_model = up1 ? up1 : up2 ? up2 : info->name;
+    info->json = dump_compact(m);
+    if (!info->json)
+        return LR_ENOMEM;
+    return warn_unknown_keys(cfg, m, where, model_keys);
+}
+
+/* Resolve an array of model names into config indices (allocated). */
+static int resolve_names(struct lr_config *cfg, json_t *arr, const char *where, int **out,
+                         size_t *n_out, struct lr_error *err)
+{
+    size_t n, i;
+    int *idx;
+
+    *out = NULL;
+    *n_out = 0;
+    if (!arr || json_is_null(arr))
+        return 0;
+    if (!json_is_array(arr))
+        return fail(err, "%s: expected an array of model names, got %s", where,
+                    json_type_name(arr));
+    n = json_array_size(arr);
+    if (n == 0)
+        return fail(err, "%s: expected at least one model name", where);
+    idx = calloc(n, sizeof *idx);
+    if (!idx)
+        return LR_ENOMEM;
+    for (i = 0; i < n; i++) {
+        json_t *v = json_array_get(arr, i);
+        int k;
+        if (!json_is_string(v)) {
+            free(idx);
+            return fail(err, "%s[%zu]: expected a model name, got %s", where, i,
+                        json_type_name(v));
+        }
+        k = lr_config_model_index(cfg, json_string_value(v));
+        if (k < 0) {
+            free(idx);
+            return fail(err, "%s[%zu]: '%s' is not a configured model", where, i,
+                        json_string_value(v));
+        }
+        for (size_t j = 0; j < i; j++)
+            if (idx[j] == k) {
+                free(idx);
+                return fail(err, "%s[%zu]: '%s' is listed twice", where, i,
+                            json_string_value(v));
+            }
+        idx[i] = k;
+    }
+    *out = idx;
+    *n_out = n;
+    return 0;
+}
+
+/* ==== Router defaults and routes ==== */
+
+static const char *const router_keys[] = {
+    "strategy", "performance_requirement", "n_similar", "predictor", "alpha",
+    "embedding", "store", "query_text", NULL,
+};
+
+static int check_strategy(const char *name, const char *where, struct lr_error *err)
+{
+    if (name && !lr__strategy_find(name))
+        return fail(err, "%s: unknown strategy '%s' (known: %s)", where, name,
+                    lr__strategy_names());
+    return 0;
+}
+
+static int parse_router(struct lr_config *cfg, json_t *r, const char *base_dir,
+                        struct lr_error *err)
+{
+    struct lr_router_defaults *d = &cfg->defaults;
+    const char *store = NULL;
+    json_t *emb;
+    int rc;
+
+    d->strategy = "sequential";
+    d->performance_requirement = 0.7;
+    d->n_similar = 16;
+    d->predictor = "default";
+    d->alpha = NAN;
+    d->query_text = "last_user";
+    if (!r)
+        goto done;
+    if (!json_is_object(r))
+        return fail(err, "router: expected an object, got %s", json_type_name(r));
+    {
+        const char *s = NULL, *p = NULL;
+        if ((rc = get_string(r, "strategy", "router", 0, 1, &s, err)) ||
+            (rc = check_strategy(s, "router.strategy", err)) ||
+            (rc = get_number(r, "performance_requirement", "router", 0, 1,
+                             "a number from 0 to 1", &d->performance_requirement, err)) ||
+            (rc = get_int(r, "n_similar", "router", 1, 1024, &d->n_similar, err)) ||
+            (rc = get_string(r, "predictor", "router", 0, 1, &p, err)) ||
+            (rc = get_number(r, "alpha", "router", 0, 1, "a number from 0 to 1", &d->alpha,
+                             err)) ||
+            (rc = get_string(r, "store", "router", 0, 1, &store, err)))
+            return rc;
+        if (s)
+            d->strategy = s;
+        if (p) {
+            if (strcmp(p, "default") != 0 && strcmp(p, "aios") != 0)
+                return fail(err, "router.predictor: unknown predictor '%s' (known: default, aios)",
+                            p);
+            d->predictor = p;
+        }
+    }
+    emb = json_object_get(r, "embedding");
+    if (emb && !json_is_null(emb)) {
+        if (!json_is_object(emb))
+            return fail(err, "router.embedding: expected an object, got %s",
+                        json_type_name(emb));
+        cfg->embedding_json = dump_compact(emb);
+        if (!cfg->embedding_json)
+            return LR_ENOMEM;
+        d->embedding_json = cfg->embedding_json;
+    }
+    {
+        const char *qt = NULL;
+        if ((rc = get_string(r, "query_text", "router", 0, 1, &qt, err)))
+            return rc;
+        if (qt && strcmp(qt, "last_user") != 0 && strcmp(qt, "all_user") != 0)
+            return fail(err, "router.query_text: expected \"last_user\" or \"all_user\", got '%s'",
+                        qt);
+        if (qt)
+            d->query_text = qt;
+    }
+    if ((rc = warn_unknown_keys(cfg, r, "router", router_keys)))
+        return rc;
+done:
+    if (isnan(d->alpha))
+        d->alpha = d->performance_requirement;
+    if (store) {
+        if (store[0] == '/' || !base_dir || !*base_dir || strcmp(store, ":memory:") == 0) {
+            cfg->store_path = strdup(store);
+        } else {
+            size_t len = strlen(base_dir) + strlen(store) + 2;
+            cfg->store_path = malloc(len);
+            if (cfg->store_path)
+                snprintf(cfg->store_path, len, "%s/%s", base_dir, store);
+        }
+        if (!cfg->store_path)
+            return LR_ENOMEM;
+        d->store_path = cfg->store_path;
+    }
+    return 0;
+}
+
+static const char *const route_keys[] = {
+    "name", "strategy", "models", "performance_requirement", "fallbacks", "description", NULL,
+};
+
+static int parse_route(struct lr_config *cfg, json_t *r, size_t i, struct lr_error *err)
+{
+    struct lr_route_info *info = &cfg->routes[i];
+    char where[48], sub[64];
+    int rc;
+
+    snprintf(where, sizeof where, "routes[%zu]", i);
+    if (!json_is_object(r))
+        return fail(err, "%s: expected an object, got %s", where, json_type_name(r));
+    info->performance_requirement = NAN;
+    if ((rc = get_string(r, "name", where, 1, 1, &info->name, err)) ||
+        (rc = get_string(r, "strategy", where, 0, 1, &info->strategy, err)))
+        return rc;
+    snprintf(sub, sizeof sub, "%s.strategy", where);
+    if ((rc = check_strategy(info->strategy, sub, err)) ||
+        (rc = get_number(r, "performance_requirement", where, 0, 1, "a number from 0 to 1",
+                         &info->performance_requirement, err)))
+        return rc;
+    if (lr_config_model_index(cfg, info->name) >= 0)
+        return fail(err, "%s.name: '%s' is already the name of a model", where, info->name);
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(cfg->routes[j].name, info->name) == 0)
+            return fail(err, "%s.name: '%s' is already the name of routes[%zu]", where,
+                        info->name, j);
+    {
+        int *idx;
+        size_t n;
+        snprintf(sub, sizeof sub, "%s.models", where);
+        if ((rc = resolve_names(cfg, json_object_get(r, "models"), sub, &idx, &n, err)))
+            return rc;
+        info->models = idx;
+        info->n_models = n;
+        snprintf(sub, sizeof sub, "%s.fallbacks", where);
+        if ((rc = resolve_names(cfg, json_object_get(r, "fallbacks"), sub, &idx, &n, err)))
+            return rc;
+        info->fallbacks = idx;
+        info->n_fallbacks = n;
+    }
+    info->json = dump_compact(r);
+    if (!info->json)
+        return LR_ENOMEM;
+    return warn_unknown_keys(cfg, r, where, route_keys);
+}
+
+/* ==== Loading ==== */
+
+static const char *const top_keys[] = {"models", "router", "routes", "server", "gateway", NULL};
+
+static int parse_root(struct lr_config *cfg, const char *base_dir, struct lr_error *err)
+{
+    json_t *root = cfg->root, *models, *routes, *v;
+    const char *key;
+    size_t i;
+    int rc;
+
+    if (!json_is_object(root))
+        return fail(err, "the configuration must be a JSON object, got %s",
+                    json_type_name(root));
+    models = json_object_get(root, "models");
+    if (!models)
+        return fail(err, "models: missing (expected a non-empty array of models)");
+    if (!json_is_array(models))
+        return fail(err, "models: expected an array, got %s", json_type_name(models));
+    if (json_array_size(models) == 0)
+        return fail(err, "models: expected at least one model");
+    if (json_array_size(models) > CONFIG_MAX_MODELS)
+        return fail(err, "models: %zu models, more than the %d a config may hold",
+                    json_array_size(models), CONFIG_MAX_MODELS);
+    cfg->models = calloc(json_array_size(models), sizeof *cfg->models);
+    if (!cfg->models)
+        return LR_ENOMEM;
+    json_array_foreach(models, i, v)
+    {
+        cfg->n_models = i + 1; /* so lr_config_free() frees this one's dump too */
+        if ((rc = parse_model(cfg, v, i, err)))
+            return rc;
+    }
+
+    if ((rc = parse_router(cfg, json_object_get(root, "router"), base_dir, err)))
+        return rc;
+
+    routes = json_object_get(root, "routes");
+    if (routes && !json_is_null(routes)) {
+        if (!json_is_array(routes))
+            return fail(err, "routes: expected an array, got %s", json_type_name(routes));
+        if (json_array_size(routes) > CONFIG_MAX_ROUTES)
+            return fail(err, "routes: more than the %d a config may hold", CONFIG_MAX_ROUTES);
+        cfg->routes = calloc(json_array_size(routes) + 1, sizeof *cfg->routes);
+        if (!cfg->routes)
+            return LR_ENOMEM;
+        json_array_foreach(routes, i, v)
+        {
+            cfg->n_routes = i + 1;
+            if ((rc = parse_route(cfg, v, i, err)))
+                return rc;
+        }
+    }
+
+    cfg->sections = calloc(json_object_size(root) + 1, sizeof *cfg->sections);
+    if (!cfg->sections)
+        return LR_ENOMEM;
+    json_object_foreach(root, key, v)
+    {
+        struct section *s = &cfg->sections[cfg->n_sections];
+        if (!in_list(key, top_keys) && (rc = warn(cfg, "%s: unknown key, ignored", key)))
+            return rc;
+        if (strcmp(key, "server") == 0 && !json_is_object(v))
+            return fail(err, "server: expected an object, got %s", json_type_name(v));
+        s->key = strdup(key);
+        s->json = dump_compact(v);
+        if (!s->key || !s->json) {
+            free(s->key);
+            free(s->json);
+            return LR_ENOMEM;
+        }
+        cfg->n_sections++;
+    }
+    return 0;
+}
+
+static int load(json_t *root, const char *base_dir, struct lr_config **out, struct lr_error *err)
+{
+    struct lr_config *cfg = calloc(1, sizeof *cfg);
+    int rc;
+
+    if (!cfg) {
+        json_decref(root);
+        return lr__error_set(err, LR_ENOMEM, "out of memory loading the configuration");
+    }
+    cfg->root = root;
+    rc = parse_root(cfg, base_dir, err);
+    if (rc) {
+        if (rc == LR_ENOMEM)
+            lr__error_set(err, LR_ENOMEM, "out of memory loading the configuration");
+        lr_config_free(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}
+
+static int parse_failed(const json_error_t *je, const char *what, struct lr_error *err)
+{
+    lr__error_set(err, LR_EPARSE, "%s: line %d, column %d: %s", what, je->line, je->column,
+                  je->text);
+    if (err)
+        err->line = je->line;
+    return LR_EPARSE;
+}
+
+int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
+                          struct lr_error *err)
+{
+    json_error_t je;
+    json_t *root;
+
+    if (!out)
+        return lr__error_set(err, LR_EINVAL, "lr_config_load_string: out is NULL");
+    *out = NULL;
+    if (!json)
+        return lr__error_set(err, LR_EINVAL, "lr_config_load_string: json is NULL");
+    if (len > CONFIG_MAX_BYTES)
+        return lr__error_set(err, LR_ETOOBIG, "the configuration is over %u bytes",
+                             CONFIG_MAX_BYTES);
+    root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return parse_failed(&je, "configuration", err);
+    return load(root, NULL, out, err);
+}
+
+int lr_config_load_file(const char *path, struct lr_config **out, struct lr_error *err)
+{
+    FILE *f;
+    char *buf = NULL, *dir = NULL, *slash;
+    size_t len = 0, cap = 0;
+    json_error_t je;
+    json_t *root;
+    int rc;
+
+    if (!out)
+        return lr__error_set(err, LR_EINVAL, "lr_config_load_file: out is NULL");
+    *out = NULL;
+    if (!path)
+        return lr__error_set(err, LR_EINVAL, "lr_config_load_file: path is NULL");
+    f = fopen(path, "rb");
+    if (!f)
+        return lr__error_set(err, LR_EIO, "%s: %s", path, strerror(errno));
+    for (;;) {
+        size_t got;
+        if (len == cap) {
+            char *grown;
+            if (cap >= CONFIG_MAX_BYTES) {
+                free(buf);
+                fclose(f);
+                return lr__error_set(err, LR_ETOOBIG, "%s: the configuration is over %u bytes",
+                                     path, CONFIG_MAX_BYTES);
+            }
+            cap = cap ? cap * 2 : 8192;
+            grown = realloc(buf, cap + 1);
+            if (!grown) {
+                free(buf);
+                fclose(f);
+                return lr__error_set(err, LR_ENOMEM, "out of memory reading %s", path);
+            }
+            buf = grown;
+        }
+        got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        fclose(f);
+        return lr__error_set(err, LR_EIO, "%s: read error", path);
+    }
+    fclose(f);
+
+    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+    free(buf);
+    if (!root)
+        return parse_failed(&je, path, err);
+
+    dir = strdup(path);
+    if (!dir) {
+        json_decref(root);
+        return lr__error_set(err, LR_ENOMEM, "out of memory");
+    }
+    slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        dir[0] = '\0';
+    rc = load(root, slash ? dir : ".", out, err);
+    free(dir);
+    if (rc && rc != LR_ENOMEM)
+        lr__error_prefix(err, "%s: ", path); /* so a user knows which file to fix */
+    return rc;
+}
+
+void lr_config_free(struct lr_config *cfg)
+{
+    size_t i;
+    if (!cfg)
+        return;
+    for (i = 0; i < cfg->n_models; i++)
+        free((char *)cfg->models[i].json);
+    free(cfg->models);
+    for (i = 0; i < cfg->n_routes; i++) {
+        free((int *)cfg->routes[i].models);
+        free((int *)cfg->routes[i].fallbacks);
+        free((char *)cfg->routes[i].json);
+    }
+    free(cfg->routes);
+    for (i = 0; i < cfg->n_sections; i++) {
+        free(cfg->sections[i].key);
+        free(cfg->sections[i].json);
+    }
+    free(cfg->sections);
+    for (i = 0; i < cfg->n_warnings; i++)
+        free(cfg->warnings[i]);
+    free(cfg->warnings);
+    free(cfg->store_path);
+    free(cfg->embedding_json);
+    json_decref(cfg->root);
+    free(cfg);
+}
+
+/* ==== Lookups ==== */
+
+size_t lr_config_model_count(const struct lr_config *cfg)
+{
+    return cfg ? cfg->n_models : 0;
+}
+
+const struct lr_model_info *lr_config_model(const struct lr_config *cfg, size_t i)
+{
+    return cfg && i < cfg->n_models ? &cfg->models[i] : NULL;
+}
+
+int lr_config_model_index(const struct lr_config *cfg, const char *name)
+{
+    if (!cfg || !name)
+        return LR_ENOMODEL;
+    for (size_t i = 0; i < cfg->n_models; i++)
+        if (cfg->models[i].name && strcmp(cfg->models[i].name, name) == 0)
+            return (int)i;
+    return LR_ENOMODEL;
+}
+
+size_t lr_config_route_count(const struct lr_config *cfg)
+{
+    return cfg ? cfg->n_routes : 0;
+}
+
+const struct lr_route_info *lr_config_route(const struct lr_config *cfg, size_t i)
+{
+    return cfg && i < cfg->n_routes ? &cfg->routes[i] : NULL;
+}
+
+int lr_config_route_index(const struct lr_config *cfg, const char *name)
+{
+    if (!cfg || !name)
+        return LR_ENOMODEL;
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (cfg->routes[i].name && strcmp(cfg->routes[i].name, name) == 0)
+            return (int)i;
+    return LR_ENOMODEL;
+}
+
+const struct lr_router_defaults *lr_config_router_defaults(const struct lr_config *cfg)
+{
+    return cfg ? &cfg->defaults : NULL;
+}
+
+const char *lr_config_section(const struct lr_config *cfg, const char *key)
+{
+    if (!cfg || !key)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_sections; i++)
+        if (strcmp(cfg->sections[i].key, key) == 0)
+            return cfg->sections[i].json;
+    return NULL;
+}
+
+size_t lr_config_warning_count(const struct lr_config *cfg)
+{
+    return cfg ? cfg->n_warnings : 0;
+}
+
+const char *lr_config_warning(const struct lr_config *cfg, size_t i)
+{
+    return cfg && i < cfg->n_warnings ? cfg->warnings[i] : NULL;
+}

@@ -1,0 +1,417 @@
+/* router.c -- the router: a strategy over a configuration.
+ *
+ * The router validates a request (resolves candidate names to config
+ * indices, rejects unknown or repeated names, checks the requirement),
+ * estimates its input tokens when the caller gave none, asks the strategy for
+ * a ranking and copies its head into the caller's decision. Every strategy's
+ * answer is a ranking, so the gateway's fallback order is the strategy's own
+ * judgement.
+ *
+ * Threads: lr_router_route() and lr_router_route_batch() may run on several
+ * threads at once; the router itself holds no mutable state (strategies keep
+ * theirs safe). lr_router_new() and lr_router_free() are not concurrent with
+ * anything on the same router.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmroute.h"
+#include "strategy.h"
+
+/* ==== The strategy table ==== */
+
+static const struct lr__strategy *const strategies[] = {
+    &lr__strategy_sequential,
+};
+#define N_STRATEGIES (sizeof strategies / sizeof strategies[0])
+
+const struct lr__strategy *lr__strategy_find(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < N_STRATEGIES; i++)
+        if (strcmp(strategies[i]->name, name) == 0)
+            return strategies[i];
+    return NULL;
+}
+
+const char *lr__strategy_names(void)
+{
+    static char names[256];
+    static int built; /* the table is constant, so a racy rebuild writes the same bytes */
+    if (!built) {
+        size_t off = 0;
+        for (size_t i = 0; i < N_STRATEGIES && off < sizeof names; i++)
+            off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
+                                    strategies[i]->name);
+        built = 1;
+    }
+    return names;
+}
+
+/* ==== Router ==== */
+
+struct lr_router {
+    const struct lr_config *cfg;
+    const struct lr__strategy *strategy;
+    void *state;
+    double requirement;
+    size_t n_models;
+};
+
+void lr_router_options_init(struct lr_router_options *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->performance_requirement = NAN;
+}
+
+void lr_request_init(struct lr_request *req)
+{
+    if (!req)
+        return;
+    memset(req, 0, sizeof *req);
+    req->input_tokens = -1;
+    req->performance_requirement = NAN;
+}
+
+void lr_batch_options_init(struct lr_batch_options *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->mode = LR_BATCH_PER_QUERY;
+    opts->alpha = NAN;
+    opts->budget = NAN;
+}
+
+int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *opts,
+                  struct lr_router **out, struct lr_error *err)
+{
+    const struct lr_router_defaults *d;
+    struct lr_router_options o;
+    struct lr_router *r;
+    int rc;
+
+    if (!out)
+        return lr__error_set(err, LR_EINVAL, "lr_router_new: out is NULL");
+    *out = NULL;
+    if (!cfg)
+        return lr__error_set(err, LR_EINVAL, "lr_router_new: no configuration");
+    d = lr_config_router_defaults(cfg);
+    if (opts)
+        o = *opts;
+    else
+        lr_router_options_init(&o);
+    if (!o.strategy)
+        o.strategy = d->strategy;
+    if (isnan(o.performance_requirement))
+        o.performance_requirement = d->performance_requirement;
+    if (!(o.performance_requirement >= 0 && o.performance_requirement <= 1))
+        return lr__error_set(err, LR_EINVAL,
+                             "performance requirement: expected a number from 0 to 1, got %g",
+                             o.performance_requirement);
+    if (o.n_similar == 0)
+        o.n_similar = d->n_similar;
+    if (o.n_similar < 1 || o.n_similar > 1024)
+        return lr__error_set(err, LR_EINVAL, "n_similar: expected 1 to 1024, got %d",
+                             o.n_similar);
+    if (!o.predictor)
+        o.predictor = d->predictor;
+
+    r = calloc(1, sizeof *r);
+    if (!r)
+        return lr__error_set(err, LR_ENOMEM, "out of memory creating the router");
+    r->cfg = cfg;
+    r->n_models = lr_config_model_count(cfg);
+    r->requirement = o.performance_requirement;
+    r->strategy = lr__strategy_find(o.strategy);
+    if (!r->strategy) {
+        free(r);
+        return lr__error_set(err, LR_ESTRATEGY, "unknown strategy '%s' (known: %s)", o.strategy,
+                             lr__strategy_names());
+    }
+    rc = r->strategy->create(cfg, &o, &r->state, err);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void lr_router_free(struct lr_router *router)
+{
+    if (!router)
+        return;
+    if (router->strategy->destroy)
+        router->strategy->destroy(router->state);
+    free(router);
+}
+
+const char *lr_router_strategy(const struct lr_router *router)
+{
+    return router ? router->strategy->name : NULL;
+}
+
+const struct lr_config *lr_router_config(const struct lr_router *router)
+{
+    return router ? router->cfg : NULL;
+}
+
+long lr_estimate_tokens(const char *text, size_t len)
+{
+    /* About four bytes of UTF-8 per token for English text with a BPE
+     * tokenizer; the count only scales the input-price term. */
+    if (!text || len == 0)
+        return 0;
+    return (long)((len + 3) / 4);
+}
+
+/* ==== Routing ==== */
+
+/* Candidates live in a small buffer on the stack, or on the heap when a
+ * request names more than this many models. */
+#define STACK_CANDS 64
+
+struct resolved {
+    int stack_idx[STACK_CANDS];
+    struct lr_candidate stack_rank[STACK_CANDS];
+    int *idx;
+    struct lr_candidate *rank;
+    size_t n;
+};
+
+static void resolved_free(struct resolved *res)
+{
+    if (res->idx != res->stack_idx)
+        free(res->idx);
+    if (res->rank != res->stack_rank)
+        free(res->rank);
+}
+
+/* Resolve and validate a request into ctx; res owns the buffers. */
+static int resolve(struct lr_router *r, const struct lr_request *req, struct lr__route_ctx *ctx,
+                   struct resolved *res, struct lr_error *err)
+{
+    size_t n = req->n_models ? req->n_models : r->n_models;
+    unsigned char seen_stack[256], *seen = seen_stack;
+    int rc = 0;
+
+    res->idx = res->stack_idx;
+    res->rank = res->stack_rank;
+    res->n = n;
+    if (req->n_models && !req->models && !req->model_indices)
+        return lr__error_set(err, LR_EINVAL, "request: n_models is %zu but no models are given",
+                             req->n_models);
+    if (n > STACK_CANDS) {
+        res->idx = malloc(n * sizeof *res->idx);
+        res->rank = malloc(n * sizeof *res->rank);
+        if (!res->idx || !res->rank)
+            return lr__error_set(err, LR_ENOMEM, "out of memory routing a request");
+    }
+    if (r->n_models > sizeof seen_stack) {
+        seen = calloc(r->n_models, 1);
+        if (!seen)
+            return lr__error_set(err, LR_ENOMEM, "out of memory routing a request");
+    } else {
+        memset(seen, 0, r->n_models);
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        int k;
+        if (!req->n_models) {
+            k = (int)i;
+        } else if (req->models) {
+            const char *name = req->models[i];
+            if (!name) {
+                rc = lr__error_set(err, LR_EINVAL, "models[%zu]: missing model name", i);
+                goto out;
+            }
+            k = lr_config_model_index(r->cfg, name);
+            if (k < 0) {
+                rc = lr__error_set(err, LR_ENOMODEL, "unknown model '%s'", name);
+                goto out;
+            }
+        } else {
+            k = req->model_indices[i];
+            if (k < 0 || (size_t)k >= r->n_models) {
+                rc = lr__error_set(err, LR_ENOMODEL,
+                                   "model index %d is out of range (%zu models configured)", k,
+                                   r->n_models);
+                goto out;
+            }
+        }
+        if (seen[k]) {
+            rc = lr__error_set(err, LR_EINVAL, "model '%s' is listed twice among the candidates",
+                               lr_config_model(r->cfg, (size_t)k)->name);
+            goto out;
+        }
+        seen[k] = 1;
+        res->idx[i] = k;
+    }
+
+    ctx->cfg = r->cfg;
+    ctx->req = req;
+    ctx->cands = res->idx;
+    ctx->n_cands = n;
+    ctx->requirement = isnan(req->performance_requirement) ? r->requirement
+                                                           : req->performance_requirement;
+    if (!(ctx->requirement >= 0 && ctx->requirement <= 1)) {
+        rc = lr__error_set(err, LR_EINVAL,
+                           "performance requirement: expected a number from 0 to 1, got %g",
+                           req->performance_requirement);
+        goto out;
+    }
+    ctx->input_tokens = req->input_tokens >= 0
+                            ? req->input_tokens
+                            : lr_estimate_tokens(req->query, req->query ? strlen(req->query) : 0);
+out:
+    if (seen != seen_stack)
+        free(seen);
+    return rc;
+}
+
+static void fill_decision(struct lr_decision *out, const struct lr_candidate *rank, size_t n,
+                          long input_tokens)
+{
+    out->index = rank[0].index;
+    out->predicted_quality = rank[0].predicted_quality;
+    out->predicted_output_tokens = rank[0].predicted_output_tokens;
+    out->estimated_cost = rank[0].estimated_cost;
+    out->input_tokens = input_tokens;
+    out->n_ranked = 0;
+    if (out->ranking && out->ranking_cap) {
+        size_t k = n < out->ranking_cap ? n : out->ranking_cap;
+        memcpy(out->ranking, rank, k * sizeof *rank);
+        out->n_ranked = k;
+    }
+}
+
+int lr_router_route(struct lr_router *router, const struct lr_request *req,
+                    struct lr_decision *out, struct lr_error *err)
+{
+    struct lr__route_ctx ctx;
+    struct resolved res;
+    int rc;
+
+    if (!router || !req || !out)
+        return lr__error_set(err, LR_EINVAL, "lr_router_route: router, req and out are needed");
+    rc = resolve(router, req, &ctx, &res, err);
+    if (rc == 0)
+        rc = router->strategy->rank(router->state, &ctx, res.rank, err);
+    if (rc == 0)
+        fill_decision(out, res.rank, res.n, ctx.input_tokens);
+    resolved_free(&res);
+    return rc;
+}
+
+int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
+                          const struct lr_batch_options *opts, struct lr_decision *out,
+                          struct lr_batch_report *report, struct lr_error *err)
+{
+    struct lr_batch_options o;
+    struct lr_batch_report rep;
+    int rc = 0;
+
+    if (!router || (!reqs && n) || (!out && n))
+        return lr__error_set(err, LR_EINVAL, "lr_router_route_batch: missing arguments");
+    if (n == 0)
+        return lr__error_set(err, LR_EEMPTY, "the batch has no queries");
+    if (opts)
+        o = *opts;
+    else
+        lr_batch_options_init(&o);
+    memset(&rep, 0, sizeof rep);
+
+    if (o.mode != LR_BATCH_PER_QUERY) {
+        struct lr__route_ctx *ctxs;
+        struct resolved *res;
+        struct lr_candidate **ranks;
+        int *assign;
+        size_t done = 0;
+
+        if (o.mode != LR_BATCH_QUALITY && o.mode != LR_BATCH_BUDGET)
+            return lr__error_set(err, LR_EINVAL, "batch mode %d is not a known mode", (int)o.mode);
+        if (!router->strategy->rank_batch)
+            return lr__error_set(err, LR_ESTRATEGY,
+                                 "the %s strategy predicts no quality or cost, so it cannot "
+                                 "solve a batch assignment: use the smart strategy",
+                                 router->strategy->name);
+        if (isnan(o.alpha))
+            o.alpha = lr_config_router_defaults(router->cfg)->alpha;
+        if (o.mode == LR_BATCH_QUALITY && !(o.alpha >= 0 && o.alpha <= 1))
+            return lr__error_set(err, LR_EINVAL, "alpha: expected a number from 0 to 1, got %g",
+                                 o.alpha);
+        if (o.mode == LR_BATCH_BUDGET && !(o.budget >= 0 && isfinite(o.budget)))
+            return lr__error_set(err, LR_EINVAL,
+                                 "budget: expected a non-negative number, got %g", o.budget);
+        ctxs = calloc(n, sizeof *ctxs);
+        res = calloc(n, sizeof *res);
+        ranks = calloc(n, sizeof *ranks);
+        assign = calloc(n, sizeof *assign);
+        if (!ctxs || !res || !ranks || !assign) {
+            rc = lr__error_set(err, LR_ENOMEM, "out of memory routing a batch of %zu", n);
+            goto batch_out;
+        }
+        for (; done < n; done++) {
+            rc = resolve(router, &reqs[done], &ctxs[done], &res[done], err);
+            if (rc) {
+                lr__error_prefix(err, "query %zu: ", done);
+                done++; /* its buffers were set up and must be freed */
+                goto batch_out;
+            }
+            ranks[done] = res[done].rank;
+        }
+        rc = router->strategy->rank_batch(router->state, ctxs, n, &o, ranks, assign, &rep, err);
+        if (rc == 0 || rc == LR_EINFEASIBLE) {
+            for (size_t i = 0; i < n; i++) {
+                size_t j = 0;
+                /* The head of the ranking is the assignment. */
+                while (j < res[i].n && ranks[i][j].index != assign[i])
+                    j++;
+                if (j < res[i].n && j > 0) {
+                    struct lr_candidate head = ranks[i][j];
+                    memmove(&ranks[i][1], &ranks[i][0], j * sizeof head);
+                    ranks[i][0] = head;
+                }
+                fill_decision(&out[i], ranks[i], res[i].n, ctxs[i].input_tokens);
+            }
+        }
+    batch_out:
+        if (res)
+            for (size_t i = 0; i < done; i++)
+                resolved_free(&res[i]);
+        free(ctxs);
+        free(res);
+        free(ranks);
+        free(assign);
+    } else {
+        double q = 0, c = 0;
+        size_t nq = 0, nc = 0;
+        for (size_t i = 0; i < n; i++) {
+            rc = lr_router_route(router, &reqs[i], &out[i], err);
+            if (rc) {
+                lr__error_prefix(err, "query %zu: ", i);
+                break;
+            }
+            if (!isnan(out[i].predicted_quality)) {
+                q += out[i].predicted_quality;
+                nq++;
+            }
+            if (!isnan(out[i].estimated_cost)) {
+                c += out[i].estimated_cost;
+                nc++;
+            }
+        }
+        rep.feasible = rc == 0;
+        rep.mean_quality = nq ? q / (double)nq : NAN;
+        rep.total_cost = nc ? c : NAN;
+    }
+    if (report)
+        *report = rep;
+    return rc;
+}

@@ -1,0 +1,72 @@
+/* sequential.c -- round-robin over the request's candidates.
+ *
+ * AIOS SequentialRouting semantics with its two faults mended: one cursor per
+ * router, advanced once per routed query and taken modulo the current
+ * candidate list's length (a shorter list than last time never fails), and
+ * safe under concurrency: the cursor is an atomic counter, so every request
+ * draws a distinct ticket and each candidate's share differs by at most one.
+ * A request with a single candidate gets it without moving the cursor.
+ *
+ * The ranking is the cycle starting at the chosen candidate, which is the
+ * order the gateway falls back in. Sequential routing predicts nothing, so
+ * quality, output tokens and cost are NaN.
+ *
+ * Threads: rank() from any number of threads at once.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "llmroute.h"
+#include "strategy.h"
+
+struct sequential {
+    atomic_uint_fast64_t cursor;
+};
+
+static int seq_create(const struct lr_config *cfg, const struct lr_router_options *opts,
+                      void **state, struct lr_error *err)
+{
+    struct sequential *s = malloc(sizeof *s);
+    (void)cfg;
+    (void)opts;
+    if (!s)
+        return lr__error_set(err, LR_ENOMEM, "out of memory creating the sequential strategy");
+    atomic_init(&s->cursor, 0);
+    *state = s;
+    return 0;
+}
+
+static void seq_destroy(void *state)
+{
+    free(state);
+}
+
+static int seq_rank(void *state, const struct lr__route_ctx *ctx, struct lr_candidate *ranking,
+                    struct lr_error *err)
+{
+    struct sequential *s = state;
+    size_t n = ctx->n_cands, start = 0;
+    (void)err;
+
+    if (n > 1) {
+        uint_fast64_t ticket = atomic_fetch_add_explicit(&s->cursor, 1, memory_order_relaxed);
+        start = (size_t)(ticket % n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct lr_candidate *c = &ranking[i];
+        c->index = ctx->cands[(start + i) % n];
+        c->predicted_quality = NAN;
+        c->predicted_output_tokens = NAN;
+        c->estimated_cost = NAN;
+    }
+    return 0;
+}
+
+const struct lr__strategy lr__strategy_sequential = {
+    .name = "sequential",
+    .create = seq_create,
+    .destroy = seq_destroy,
+    .rank = seq_rank,
+    .rank_batch = NULL,
+};

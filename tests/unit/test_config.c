@@ -1,0 +1,280 @@
+/* test_config.c -- the configuration loader: valid configs load with the
+ * values and defaults a user expects; each invalid one is refused with a
+ * message that names the field. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "llmroute.h"
+
+static const char good[] =
+    "{\"models\": ["
+    " {\"name\": \"gpt-4o-mini\", \"backend\": \"openai\", \"base_url\": "
+    "\"https://api.openai.com/v1\", \"api_key_env\": \"OPENAI_API_KEY\", "
+    "\"cost_per_input_token\": 1.5e-7, \"cost_per_output_token\": 6e-7, \"max_concurrency\": 64},"
+    " {\"name\": \"qwen2.5:7b\", \"backend\": \"ollama\", \"base_url\": "
+    "\"http://localhost:11434/v1\", \"cost_per_input_token\": 0, \"cost_per_output_token\": 0,"
+    " \"hosted_model\": \"qwen2.5:7b-instruct\", \"capacity\": 100}],"
+    " \"router\": {\"strategy\": \"sequential\", \"performance_requirement\": 0.8, "
+    "\"n_similar\": 8, \"store\": \"hist.db\"},"
+    " \"routes\": [{\"name\": \"auto\", \"models\": [\"qwen2.5:7b\", \"gpt-4o-mini\"], "
+    "\"performance_requirement\": 0.9, \"fallbacks\": [\"gpt-4o-mini\"]}],"
+    " \"server\": {\"listen\": \"127.0.0.1:8080\"}}";
+
+static struct lr_config *load_ok(const char *json)
+{
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    int rc = lr_config_load_string(json, strlen(json), &cfg, &err);
+    if (rc)
+        fail_msg("expected the config to load, got %d: %s", rc, err.message);
+    return cfg;
+}
+
+/* Loads json, expects failure with `code`, and a message containing `want`. */
+static void expect_error(const char *json, int code, const char *want)
+{
+    struct lr_config *cfg = (struct lr_config *)1;
+    struct lr_error err = {0};
+    int rc = lr_config_load_string(json, strlen(json), &cfg, &err);
+    assert_int_equal(rc, code);
+    assert_null(cfg);
+    if (!strstr(err.message, want))
+        fail_msg("message '%s' does not contain '%s'", err.message, want);
+}
+
+static void loads_models_with_their_fields(void **state)
+{
+    struct lr_config *cfg = load_ok(good);
+    const struct lr_model_info *m0, *m1;
+    (void)state;
+    assert_int_equal(lr_config_model_count(cfg), 2);
+    m0 = lr_config_model(cfg, 0);
+    m1 = lr_config_model(cfg, 1);
+    assert_string_equal(m0->name, "gpt-4o-mini");
+    assert_string_equal(m0->backend, "openai");
+    assert_string_equal(m0->base_url, "https://api.openai.com/v1");
+    assert_string_equal(m0->api_key_env, "OPENAI_API_KEY");
+    assert_string_equal(m0->upstream_model, "gpt-4o-mini");
+    assert_true(m0->cost_per_input_token == 1.5e-7);
+    assert_true(m0->cost_per_output_token == 6e-7);
+    assert_int_equal(m0->max_concurrency, 64);
+    assert_int_equal(m0->capacity, 0);
+    assert_string_equal(m1->upstream_model, "qwen2.5:7b-instruct");
+    assert_int_equal(m1->capacity, 100);
+    assert_true(m1->cost_per_input_token == 0);
+    assert_non_null(strstr(m1->json, "\"hosted_model\""));
+    assert_null(lr_config_model(cfg, 2));
+    assert_int_equal(lr_config_model_index(cfg, "qwen2.5:7b"), 1);
+    assert_int_equal(lr_config_model_index(cfg, "nope"), LR_ENOMODEL);
+    assert_int_equal(lr_config_warning_count(cfg), 0);
+    lr_config_free(cfg);
+}
+
+static void loads_router_defaults_and_routes(void **state)
+{
+    struct lr_config *cfg = load_ok(good);
+    const struct lr_router_defaults *d = lr_config_router_defaults(cfg);
+    const struct lr_route_info *r;
+    (void)state;
+    assert_string_equal(d->strategy, "sequential");
+    assert_true(d->performance_requirement == 0.8);
+    assert_int_equal(d->n_similar, 8);
+    assert_string_equal(d->predictor, "default");
+    assert_true(d->alpha == 0.8); /* defaults to the requirement */
+    assert_string_equal(d->store_path, "hist.db");
+    assert_string_equal(d->query_text, "last_user");
+    assert_int_equal(lr_config_route_count(cfg), 1);
+    r = lr_config_route(cfg, 0);
+    assert_string_equal(r->name, "auto");
+    assert_null(r->strategy);
+    assert_int_equal(r->n_models, 2);
+    assert_int_equal(r->models[0], 1);
+    assert_int_equal(r->models[1], 0);
+    assert_true(r->performance_requirement == 0.9);
+    assert_int_equal(r->n_fallbacks, 1);
+    assert_int_equal(r->fallbacks[0], 0);
+    assert_int_equal(lr_config_route_index(cfg, "auto"), 0);
+    assert_int_equal(lr_config_route_index(cfg, "gpt-4o-mini"), LR_ENOMODEL);
+    assert_string_equal(lr_config_section(cfg, "server"), "{\"listen\":\"127.0.0.1:8080\"}");
+    assert_null(lr_config_section(cfg, "absent"));
+    lr_config_free(cfg);
+}
+
+static void applies_defaults_when_router_is_absent(void **state)
+{
+    struct lr_config *cfg = load_ok("{\"models\": [{\"name\": \"a\"}]}");
+    const struct lr_router_defaults *d = lr_config_router_defaults(cfg);
+    const struct lr_model_info *m = lr_config_model(cfg, 0);
+    (void)state;
+    assert_string_equal(d->strategy, "sequential");
+    assert_true(d->performance_requirement == 0.7);
+    assert_int_equal(d->n_similar, 16);
+    assert_null(d->store_path);
+    assert_string_equal(m->backend, "openai");
+    assert_true(isnan(m->cost_per_input_token)); /* no price configured */
+    assert_null(m->base_url);
+    lr_config_free(cfg);
+}
+
+static void warns_about_unknown_keys_and_backends(void **state)
+{
+    struct lr_config *cfg = load_ok("{\"models\": [{\"name\": \"a\", \"colour\": 1, "
+                                    "\"backend\": \"carrier-pigeon\"}],"
+                                    " \"router\": {\"strateg\": \"x\"}, \"extra\": true}");
+    int seen_colour = 0, seen_backend = 0, seen_router = 0, seen_top = 0;
+    (void)state;
+    for (size_t i = 0; i < lr_config_warning_count(cfg); i++) {
+        const char *w = lr_config_warning(cfg, i);
+        seen_colour |= strstr(w, "models[0].colour: unknown key") != NULL;
+        seen_backend |= strstr(w, "models[0].backend: 'carrier-pigeon'") != NULL;
+        seen_router |= strstr(w, "router.strateg: unknown key") != NULL;
+        seen_top |= strstr(w, "extra: unknown key") != NULL;
+    }
+    assert_true(seen_colour && seen_backend && seen_router && seen_top);
+    lr_config_free(cfg);
+}
+
+static void resolves_store_path_against_the_config_folder(void **state)
+{
+    char dir[] = "/tmp/lr_cfg_XXXXXX", path[128];
+    const char *json = "{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"h.db\"}}";
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    FILE *f;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/c.json", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(json, f);
+    fclose(f);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), 0);
+    snprintf(path, sizeof path, "%s/h.db", dir);
+    assert_string_equal(lr_config_router_defaults(cfg)->store_path, path);
+    lr_config_free(cfg);
+    snprintf(path, sizeof path, "%s/c.json", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void rejects_malformed_json_with_line_and_column(void **state)
+{
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    const char *json = "{\"models\": [\n  {\"name\": \"a\",}\n]}";
+    (void)state;
+    assert_int_equal(lr_config_load_string(json, strlen(json), &cfg, &err), LR_EPARSE);
+    assert_null(cfg);
+    assert_int_equal(err.line, 2);
+    assert_non_null(strstr(err.message, "line 2"));
+}
+
+static void rejects_a_missing_file_naming_it(void **state)
+{
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    (void)state;
+    assert_int_equal(lr_config_load_file("/nonexistent/x.json", &cfg, &err), LR_EIO);
+    assert_non_null(strstr(err.message, "/nonexistent/x.json"));
+}
+
+static void rejects_a_truncated_file(void **state)
+{
+    char path[] = "/tmp/lr_cfg_trunc_XXXXXX";
+    int fd = mkstemp(path);
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    const char *json = "{\"models\": [{\"name\": \"a\", \"cost_per_in";
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, json, strlen(json)), (int)strlen(json));
+    close(fd);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
+    assert_non_null(strstr(err.message, path));
+    unlink(path);
+}
+
+static void rejects_each_invalid_field_naming_it(void **state)
+{
+    (void)state;
+    expect_error("[]", LR_ECONFIG, "must be a JSON object");
+    expect_error("{}", LR_ECONFIG, "models: missing");
+    expect_error("{\"models\": {}}", LR_ECONFIG, "models: expected an array");
+    expect_error("{\"models\": []}", LR_ECONFIG, "models: expected at least one model");
+    expect_error("{\"models\": [3]}", LR_ECONFIG, "models[0]: expected an object");
+    expect_error("{\"models\": [{}]}", LR_ECONFIG, "models[0].name: missing");
+    expect_error("{\"models\": [{\"name\": \"\"}]}", LR_ECONFIG, "models[0].name: expected a non-empty");
+    expect_error("{\"models\": [{\"name\": 5}]}", LR_ECONFIG, "models[0].name: expected a string");
+    expect_error("{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\", \"cost_per_input_token\": -1}]}",
+                 LR_ECONFIG, "models[1].cost_per_input_token: expected a non-negative number");
+    expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_output_token\": \"free\"}]}",
+                 LR_ECONFIG, "models[0].cost_per_output_token: expected a non-negative number, got a string");
+    expect_error("{\"models\": [{\"name\": \"a\"}, {\"name\": \"a\"}]}", LR_ECONFIG,
+                 "models[1].name: 'a' is already the name of models[0]");
+    expect_error("{\"models\": [{\"name\": \"a\", \"max_concurrency\": 1.5}]}", LR_ECONFIG,
+                 "models[0].max_concurrency: expected an integer");
+    expect_error("{\"models\": [{\"name\": \"a\", \"capacity\": -2}]}", LR_ECONFIG,
+                 "models[0].capacity: expected an integer");
+    expect_error("{\"models\": [{\"name\": \"a\", \"api_key\": \"sk-123\"}]}", LR_ECONFIG,
+                 "models[0].api_key: keys are not read from the config file");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"strategy\": \"psychic\"}}",
+                 LR_ECONFIG, "router.strategy: unknown strategy 'psychic'");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"performance_requirement\": 1.5}}",
+                 LR_ECONFIG, "router.performance_requirement: expected a number from 0 to 1");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"n_similar\": 0}}", LR_ECONFIG,
+                 "router.n_similar: expected an integer from 1 to 1024");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"predictor\": \"tea-leaves\"}}",
+                 LR_ECONFIG, "router.predictor: unknown predictor 'tea-leaves'");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": []}", LR_ECONFIG,
+                 "router: expected an object");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\", \"models\": [\"b\"]}]}",
+                 LR_ECONFIG, "routes[0].models[0]: 'b' is not a configured model");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"a\"}]}", LR_ECONFIG,
+                 "routes[0].name: 'a' is already the name of a model");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\", \"models\": []}]}",
+                 LR_ECONFIG, "routes[0].models: expected at least one model name");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\", \"models\": [\"a\", \"a\"]}]}",
+                 LR_ECONFIG, "routes[0].models[1]: 'a' is listed twice");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\"}, {\"name\": \"r\"}]}",
+                 LR_ECONFIG, "routes[1].name: 'r' is already the name of routes[0]");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"server\": 1}", LR_ECONFIG,
+                 "server: expected an object");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"models\": [{\"name\": \"b\"}]}", LR_EPARSE,
+                 "duplicate object key");
+    /* JSON has no NaN, and jansson refuses numbers that overflow a double. */
+    expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_input_token\": NaN}]}", LR_EPARSE,
+                 "line 1");
+    expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_input_token\": 1e999}]}", LR_EPARSE,
+                 "overflow");
+}
+
+static void rejects_invalid_utf8(void **state)
+{
+    (void)state;
+    expect_error("{\"models\": [{\"name\": \"a\xff\"}]}", LR_EPARSE, "unable to decode byte 0xff");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(loads_models_with_their_fields),
+        cmocka_unit_test(loads_router_defaults_and_routes),
+        cmocka_unit_test(applies_defaults_when_router_is_absent),
+        cmocka_unit_test(warns_about_unknown_keys_and_backends),
+        cmocka_unit_test(resolves_store_path_against_the_config_folder),
+        cmocka_unit_test(rejects_malformed_json_with_line_and_column),
+        cmocka_unit_test(rejects_a_missing_file_naming_it),
+        cmocka_unit_test(rejects_a_truncated_file),
+        cmocka_unit_test(rejects_each_invalid_field_naming_it),
+        cmocka_unit_test(rejects_invalid_utf8),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

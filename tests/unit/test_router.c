@@ -1,0 +1,313 @@
+/* test_router.c -- the router and the sequential strategy: single-model
+ * passthrough, the round-robin cycle, changing candidate lists, unknown and
+ * repeated names, fairness under concurrency, batch refusal. */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "llmroute.h"
+
+static const char cfg_json[] =
+    "{\"models\": [{\"name\": \"A\", \"cost_per_input_token\": 1e-6, \"cost_per_output_token\": 2e-6},"
+    " {\"name\": \"B\", \"cost_per_input_token\": 1e-7, \"cost_per_output_token\": 2e-7},"
+    " {\"name\": \"C\", \"cost_per_input_token\": 0, \"cost_per_output_token\": 0},"
+    " {\"name\": \"D\"}]}";
+
+struct fixture {
+    struct lr_config *cfg;
+    struct lr_router *router;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    struct lr_error err = {0};
+    assert_int_equal(lr_config_load_string(cfg_json, strlen(cfg_json), &f->cfg, &err), 0);
+    assert_int_equal(lr_router_new(f->cfg, NULL, &f->router, &err), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    lr_router_free(f->router);
+    lr_config_free(f->cfg);
+    free(f);
+    return 0;
+}
+
+static int route_names(struct lr_router *r, const char *const *names, size_t n,
+                       struct lr_error *err)
+{
+    struct lr_request req;
+    struct lr_decision d = {0};
+    int rc;
+    lr_request_init(&req);
+    req.models = names;
+    req.n_models = n;
+    req.query = "what is the capital of France?";
+    rc = lr_router_route(r, &req, &d, err);
+    return rc ? rc : d.index;
+}
+
+static void sequential_cycles_over_selected_models(void **state)
+{
+    struct fixture *f = *state;
+    const char *names[] = {"A", "B", "C"};
+    const int want[] = {0, 1, 2, 0, 1, 2, 0};
+    assert_string_equal(lr_router_strategy(f->router), "sequential");
+    for (size_t i = 0; i < 7; i++)
+        assert_int_equal(route_names(f->router, names, 3, NULL), want[i]);
+}
+
+static void sequential_follows_the_candidate_order_given(void **state)
+{
+    struct fixture *f = *state;
+    const char *names[] = {"C", "A"};
+    assert_int_equal(route_names(f->router, names, 2, NULL), 2);
+    assert_int_equal(route_names(f->router, names, 2, NULL), 0);
+    assert_int_equal(route_names(f->router, names, 2, NULL), 2);
+}
+
+static void sequential_survives_a_shorter_candidate_list(void **state)
+{
+    struct fixture *f = *state;
+    const char *three[] = {"A", "B", "C"}, *two[] = {"A", "B"};
+    /* Cursor at 2 after two routes; a two-model list takes it modulo 2. */
+    assert_int_equal(route_names(f->router, three, 3, NULL), 0);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 1);
+    assert_int_equal(route_names(f->router, two, 2, NULL), 0);  /* cursor 2 % 2 */
+    assert_int_equal(route_names(f->router, two, 2, NULL), 1);  /* cursor 3 % 2 */
+    assert_int_equal(route_names(f->router, three, 3, NULL), 1); /* cursor 4 % 3 */
+}
+
+static void single_candidate_is_passed_through(void **state)
+{
+    struct fixture *f = *state;
+    const char *one[] = {"B"}, *three[] = {"A", "B", "C"};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(route_names(f->router, one, 1, NULL), 1);
+    /* A single-candidate request does not move the cursor. */
+    assert_int_equal(route_names(f->router, three, 3, NULL), 0);
+}
+
+static void empty_candidate_list_means_every_model(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request req;
+    struct lr_candidate rank[8];
+    struct lr_decision d = {0};
+    lr_request_init(&req);
+    d.ranking = rank;
+    d.ranking_cap = 8;
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(lr_router_route(f->router, &req, &d, NULL), 0);
+        assert_int_equal(d.index, i % 4);
+        assert_int_equal(d.n_ranked, 4);
+    }
+}
+
+static void ranking_is_the_cycle_from_the_choice(void **state)
+{
+    struct fixture *f = *state;
+    const char *names[] = {"A", "B", "C"};
+    struct lr_request req;
+    struct lr_candidate rank[2];
+    struct lr_decision d = {0};
+    lr_request_init(&req);
+    req.models = names;
+    req.n_models = 3;
+    d.ranking = rank;
+    d.ranking_cap = 2; /* a short buffer gets the head of the ranking */
+    assert_int_equal(lr_router_route(f->router, &req, &d, NULL), 0);
+    assert_int_equal(lr_router_route(f->router, &req, &d, NULL), 0);
+    assert_int_equal(d.index, 1);
+    assert_int_equal(d.n_ranked, 2);
+    assert_int_equal(rank[0].index, 1);
+    assert_int_equal(rank[1].index, 2);
+    assert_true(isnan(d.predicted_quality));
+    assert_true(isnan(d.estimated_cost));
+}
+
+static void unknown_model_is_an_error_naming_it(void **state)
+{
+    struct fixture *f = *state;
+    const char *names[] = {"A", "gpt-5-turbo-ultra", "C"};
+    struct lr_error err = {0};
+    assert_int_equal(route_names(f->router, names, 3, &err), LR_ENOMODEL);
+    assert_non_null(strstr(err.message, "'gpt-5-turbo-ultra'"));
+    /* A failed request does not move the cursor. */
+    assert_int_equal(route_names(f->router, names, 1, NULL), 0);
+    assert_int_equal(route_names(f->router, (const char *[]){"A", "B"}, 2, NULL), 0);
+}
+
+static void repeated_model_is_an_error_naming_it(void **state)
+{
+    struct fixture *f = *state;
+    const char *names[] = {"A", "B", "A"};
+    struct lr_error err = {0};
+    assert_int_equal(route_names(f->router, names, 3, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "'A' is listed twice"));
+}
+
+static void model_indices_are_checked(void **state)
+{
+    struct fixture *f = *state;
+    const int idx[] = {3, 9};
+    struct lr_request req;
+    struct lr_decision d = {0};
+    struct lr_error err = {0};
+    lr_request_init(&req);
+    req.model_indices = idx;
+    req.n_models = 2;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_ENOMODEL);
+    assert_non_null(strstr(err.message, "model index 9"));
+    req.n_models = 1;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    assert_int_equal(d.index, 3);
+}
+
+static void requirement_out_of_range_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request req;
+    struct lr_decision d = {0};
+    struct lr_error err = {0};
+    lr_request_init(&req);
+    req.performance_requirement = 1.5;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "performance requirement"));
+}
+
+static void input_tokens_are_estimated_from_text(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request req;
+    struct lr_decision d = {0};
+    (void)state;
+    lr_request_init(&req);
+    req.query = "0123456789abcdef"; /* 16 bytes */
+    assert_int_equal(lr_router_route(f->router, &req, &d, NULL), 0);
+    assert_int_equal(d.input_tokens, 4);
+    req.input_tokens = 77;
+    assert_int_equal(lr_router_route(f->router, &req, &d, NULL), 0);
+    assert_int_equal(d.input_tokens, 77);
+    assert_int_equal(lr_estimate_tokens("", 0), 0);
+    assert_int_equal(lr_estimate_tokens("a", 1), 1);
+}
+
+static void unknown_strategy_is_refused_naming_it(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    struct lr_error err = {0};
+    lr_router_options_init(&o);
+    o.strategy = "coin-flip";
+    assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), LR_ESTRATEGY);
+    assert_null(r);
+    assert_non_null(strstr(err.message, "'coin-flip'"));
+}
+
+static void sequential_refuses_a_batch_assignment(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request reqs[2];
+    struct lr_decision out[2];
+    struct lr_batch_options bo;
+    struct lr_error err = {0};
+    memset(out, 0, sizeof out);
+    lr_request_init(&reqs[0]);
+    lr_request_init(&reqs[1]);
+    lr_batch_options_init(&bo);
+    bo.mode = LR_BATCH_QUALITY;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err),
+                     LR_ESTRATEGY);
+    assert_non_null(strstr(err.message, "smart"));
+    bo.mode = LR_BATCH_PER_QUERY;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), 0);
+    assert_int_equal(out[0].index, 0);
+    assert_int_equal(out[1].index, 1);
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 0, &bo, out, NULL, &err), LR_EEMPTY);
+}
+
+/* ---- concurrency ---- */
+
+#define THREADS 4
+#define TOTAL 100000
+
+struct worker {
+    struct lr_router *router;
+    long counts[3];
+    int failures;
+};
+
+static void *work(void *arg)
+{
+    struct worker *w = arg;
+    const char *names[] = {"A", "B", "C"};
+    for (int i = 0; i < TOTAL / THREADS; i++) {
+        int k = route_names(w->router, names, 3, NULL);
+        if (k < 0 || k > 2)
+            w->failures++;
+        else
+            w->counts[k]++;
+    }
+    return NULL;
+}
+
+static void sequential_is_fair_under_concurrency(void **state)
+{
+    struct fixture *f = *state;
+    pthread_t t[THREADS];
+    struct worker w[THREADS];
+    long total[3] = {0, 0, 0}, lo, hi;
+    for (int i = 0; i < THREADS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].router = f->router;
+        assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+        for (int k = 0; k < 3; k++)
+            total[k] += w[i].counts[k];
+    }
+    assert_int_equal(total[0] + total[1] + total[2], TOTAL);
+    lo = hi = total[0];
+    for (int k = 1; k < 3; k++) {
+        lo = total[k] < lo ? total[k] : lo;
+        hi = total[k] > hi ? total[k] : hi;
+    }
+    assert_true(hi - lo <= 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(sequential_cycles_over_selected_models, setup, teardown),
+        cmocka_unit_test_setup_teardown(sequential_follows_the_candidate_order_given, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(sequential_survives_a_shorter_candidate_list, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(single_candidate_is_passed_through, setup, teardown),
+        cmocka_unit_test_setup_teardown(empty_candidate_list_means_every_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(ranking_is_the_cycle_from_the_choice, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_model_is_an_error_naming_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(repeated_model_is_an_error_naming_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(model_indices_are_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(requirement_out_of_range_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(input_tokens_are_estimated_from_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_strategy_is_refused_naming_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(sequential_refuses_a_batch_assignment, setup, teardown),
+        cmocka_unit_test_setup_teardown(sequential_is_fair_under_concurrency, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
