@@ -1,10 +1,10 @@
 /* embed.h -- the built-in text embedder "tfidf-v1" and dense-vector helpers.
  *
  * tfidf-v1 needs no weights. A text becomes a bag of hashed features (word
- * unigrams, word bigrams, character 3-5-grams inside words), each weighted by
- * sublinear term frequency times an inverse document frequency taken from the
- * history store, keeping the strongest LR__TFIDF_MAX_FEATURES features and
- * L2-normalising them. The result is a short sparse vector sorted by feature
+ * unigrams, word bigrams, character 3-grams inside words at a reduced
+ * weight), each weighted by sublinear term frequency times an inverse
+ * document frequency taken from the history store, keeping the strongest
+ * LR__TFIDF_MAX_FEATURES features and L2-normalising them. The result is a short sparse vector sorted by feature
  * id; the cosine of two such vectors is their dot product.
  *
  * Counting (lr__terms_count) depends on the text only. Weighting
@@ -23,6 +23,9 @@
 #define LR__TFIDF_ID "tfidf-v1"
 #define LR__TFIDF_BITS 20
 #define LR__TFIDF_SPACE (1u << LR__TFIDF_BITS) /* feature ids are < this */
+/* Character n-gram features have this bit set; their weight is scaled. */
+#define LR__TFIDF_CHAR_BIT (1u << (LR__TFIDF_BITS - 1))
+#define LR__TFIDF_CHAR_WEIGHT 0.3f
 /* Features kept per vector (documents and queries alike). */
 #define LR__TFIDF_MAX_FEATURES 128
 /* Only the first this many bytes of a text are embedded. */
@@ -37,9 +40,12 @@ struct lr__feat {
 };
 
 /* Distinct hashed features of one text with their counts (scratch). */
+struct lr__term_slot {
+    uint32_t key;   /* feature id + 1, 0 = empty */
+    uint32_t count;
+};
 struct lr__terms {
-    uint32_t *slots;  /* open addressing: feature id + 1, 0 = empty */
-    uint32_t *counts; /* parallel to slots */
+    struct lr__term_slot *slots; /* open addressing */
     uint32_t *list;   /* indices into slots of the distinct features, in order seen */
     struct lr__feat *cand; /* weighting scratch, cap/2 entries */
     size_t cap;       /* power of two */
@@ -56,11 +62,11 @@ int lr__terms_count(struct lr__terms *t, const char *text, size_t len);
 /* Feature id of the i-th distinct feature and its count. */
 static inline uint32_t lr__terms_feature(const struct lr__terms *t, size_t i)
 {
-    return t->slots[t->list[i]] - 1;
+    return t->slots[t->list[i]].key - 1;
 }
 static inline uint32_t lr__terms_tf(const struct lr__terms *t, size_t i)
 {
-    return t->counts[t->list[i]];
+    return t->slots[t->list[i]].count;
 }
 
 /* Inverse document frequency of a feature found in df of ndocs documents:

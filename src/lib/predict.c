@@ -132,7 +132,8 @@ void lr__predict(const struct lr__hist *h, enum lr__predict_mode mode,
             double m_o = params->length_prior_weight;
             double prior_o = all_n > 0.0 ? all_o / all_n : 0.0;
             quality[j] = NAN;
-            output_tokens[j] = (pool_wo + m_o * prior_o) / (pool_w + m_o > 0.0 ? pool_w + m_o : 1.0);
+            double d = pool_w + m_o;
+            output_tokens[j] = d > 0.0 ? (pool_wo + m_o * prior_o) / d : prior_o;
             continue;
         }
         double prior_c = ms->sum_correct / ms->n, prior_o = ms->sum_output / ms->n;

@@ -24,7 +24,6 @@
 
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,22 +45,6 @@ struct lr__smart {
     struct scratch *pool;
 };
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static int fail(struct lr_error *err, int code, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        err->code = code;
-        err->line = 0;
-        va_start(ap, fmt);
-        vsnprintf(err->message, sizeof(err->message), fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 /* ==== State ==== */
 
 int lr__smart_new(struct lr_store *store, const char *predictor, int n_similar,
@@ -72,16 +55,17 @@ int lr__smart_new(struct lr_store *store, const char *predictor, int n_similar,
 
     *out = NULL;
     if (!store)
-        return fail(err, LR_ESTRATEGY, "smart routing needs a history store");
+        return lr__error_set(err, LR_ESTRATEGY, "smart routing needs a history store");
     if (lr__predict_mode_parse(predictor, &mode) != 0)
-        return fail(err, LR_ESTRATEGY, "unknown predictor '%s' (expected \"default\" or \"aios\")",
-                    predictor);
+        return lr__error_set(err, LR_ESTRATEGY,
+                             "unknown predictor '%s' (expected \"default\" or \"aios\")",
+                             predictor);
     if (n_similar < 0 || n_similar > LR__SMART_MAX_K)
-        return fail(err, LR_ESTRATEGY, "n_similar %d is out of range [1, %d]", n_similar,
+        return lr__error_set(err, LR_ESTRATEGY, "n_similar %d is out of range [1, %d]", n_similar,
                     LR__SMART_MAX_K);
     s = calloc(1, sizeof(*s));
     if (!s)
-        return fail(err, LR_ENOMEM, "out of memory creating the smart strategy");
+        return lr__error_set(err, LR_ENOMEM, "out of memory creating the smart strategy");
     s->store = store;
     s->mode = mode;
     s->k = n_similar > 0 ? (size_t)n_similar : LR__SMART_DEFAULT_K;
@@ -214,11 +198,11 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
     int rc = 0, locked = 0, nn;
 
     if (m == 0) {
-        rc = fail(err, LR_EEMPTY, "no candidates to rank");
+        rc = lr__error_set(err, LR_EEMPTY, "no candidates to rank");
         goto out;
     }
     if (!buf || !ids || !order || !(x = scratch_get(s))) {
-        rc = fail(err, LR_ENOMEM, "out of memory ranking candidates");
+        rc = lr__error_set(err, LR_ENOMEM, "out of memory ranking candidates");
         goto out;
     }
     double *quality = buf, *tokens = buf + m, *cost = buf + 2 * m;
@@ -231,12 +215,12 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
             fill_unknown(models, m, out);
             goto out;
         }
-        rc = fail(err, LR_EEMPTY, "the history store is empty: import data first");
+        rc = lr__error_set(err, LR_EEMPTY, "the history store is empty: import data first");
         goto out;
     }
     if (lr__store_is_dense(s->store)) {
         if (!q->embedding || q->dim != lr__store_dim(s->store)) {
-            rc = fail(err, LR_EINVAL,
+            rc = lr__error_set(err, LR_EINVAL,
                       "the history store uses the remote embedder '%s': the request needs an "
                       "embedding of dimension %zu (got %zu)",
                       lr__store_embedder(s->store), lr__store_dim(s->store),
@@ -246,13 +230,13 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
         nn = lr__store_knn_vec(s->store, q->embedding, q->dim, s->k, &x->ss, x->nb);
     } else {
         if (!q->text || q->len == 0) {
-            rc = fail(err, LR_EINVAL, "smart routing needs the query text");
+            rc = lr__error_set(err, LR_EINVAL, "smart routing needs the query text");
             goto out;
         }
         nn = lr__store_knn_text(s->store, q->text, q->len, s->k, &x->ss, x->nb);
     }
     if (nn < 0) {
-        rc = fail(err, nn, nn == LR_ENOMEM ? "out of memory searching the history"
+        rc = lr__error_set(err, nn, nn == LR_ENOMEM ? "out of memory searching the history"
                                            : "the query's embedding is zero or not finite");
         goto out;
     }
@@ -296,7 +280,7 @@ static int smart_create(const struct lr_config *cfg, const struct lr_router_opti
     (void)cfg;
     *state = NULL;
     if (!opts)
-        return fail(err, LR_ESTRATEGY, "smart routing needs a history store");
+        return lr__error_set(err, LR_ESTRATEGY, "smart routing needs a history store");
     rc = lr__smart_new(opts->store, opts->predictor, opts->n_similar, &s, err);
     if (rc == 0)
         *state = s;
@@ -318,7 +302,7 @@ static int smart_rank(void *state, const struct lr__route_ctx *ctx, struct lr_ca
     int rc;
 
     if (!models)
-        return fail(err, LR_ENOMEM, "out of memory ranking candidates");
+        return lr__error_set(err, LR_ENOMEM, "out of memory ranking candidates");
     for (size_t j = 0; j < ctx->n_cands; j++) {
         const struct lr_model_info *mi = lr_config_model(ctx->cfg, (size_t)ctx->cands[j]);
         models[j].index = ctx->cands[j];

@@ -13,8 +13,6 @@
 #include "predict.h"
 #include "strategy.h"
 
-extern const struct lr__strategy lr__strategy_smart;
-
 #define LR__SMART_DEFAULT_K 16
 #define LR__SMART_MAX_K 1024
 

@@ -14,6 +14,13 @@
  * frequencies of the whole store, so they are recomputed from the text at
  * open and after every import.
  *
+ * TF-IDF weights depend on the whole store. An import rebuilds the copy (all
+ * weights recomputed). A single append is indexed at once with the current
+ * document frequencies, and the copy is rebuilt in the background of the
+ * writer each time the store has grown by a quarter, so that weights never
+ * lag far behind (O(1) amortised per append; readers keep using the old
+ * copy until the new one is swapped in).
+ *
  * Threads: routing threads read the in-memory copy under the read lock.
  * Writers take `wmu` (one writer at a time), commit to SQLite without
  * blocking readers, and take the write lock only to grow arrays (before the
@@ -49,7 +56,16 @@ struct lr_store {
     pthread_mutex_t wmu;
     pthread_rwlock_t rw;
     struct lr__hist *hist;
+    size_t rebuild_at; /* tfidf-v1: re-weigh everything when n reaches this */
 };
+
+/* Appends re-weigh the whole index when the store has grown by a quarter
+ * since the last rebuild: each append then costs O(1) amortised, and no
+ * document's weights lag far behind the document frequencies. */
+static size_t next_rebuild(size_t n)
+{
+    return n + n / 4 + 16;
+}
 
 /* ==== Errors ==== */
 
@@ -80,11 +96,6 @@ static int sql_fail(struct lr_store *st, struct lr_error *err, const char *what)
 {
     return fail(err, sql_code(st->db), 0, "history store '%s': %s: %s", st->path, what,
                 sqlite3_errmsg(st->db));
-}
-
-static long estimate_tokens(size_t len)
-{
-    return len == 0 ? 0 : (long)((len + 3) / 4);
 }
 
 /* ==== Model names ==== */
@@ -672,6 +683,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     if ((rc = hist_load(st, &st->hist, err)) != 0)
         goto fail;
+    st->rebuild_at = next_rebuild(st->hist->n);
     *out = st;
     return 0;
 fail:
@@ -754,7 +766,8 @@ static int validate_record(const struct lr_record *r, struct vrec *v, char *msg,
     v->qlen = r->query ? strlen(r->query) : 0;
     if (check_query(v->query, v->qlen, msg, cap) != 0)
         return -1;
-    v->input_tokens = r->input_tokens < 0 ? estimate_tokens(v->qlen) : r->input_tokens;
+    v->input_tokens =
+        r->input_tokens < 0 ? lr_estimate_tokens(v->query, v->qlen) : r->input_tokens;
     v->task = r->task;
     if (!r->outcomes || r->n_outcomes == 0 || r->n_outcomes > LR__STORE_MAX_OUTCOMES) {
         snprintf(msg, cap, "outputs: expected 1 to %d outcomes", LR__STORE_MAX_OUTCOMES);
@@ -815,7 +828,7 @@ static int validate_json(const json_t *rec, struct vrec *v, char *msg, size_t ca
         return -1;
     itl = json_object_get(rec, "input_token_length");
     if (!itl || json_is_null(itl)) {
-        v->input_tokens = estimate_tokens(v->qlen);
+        v->input_tokens = lr_estimate_tokens(v->query, v->qlen);
     } else if (json_num(itl, &d) != 0 || !(d >= 0.0) || d > 1e12) {
         snprintf(msg, cap, "input_token_length: expected a non-negative number");
         return -1;
@@ -1094,6 +1107,19 @@ static int store_append(struct lr_store *st, const struct vrec *v, const float *
     }
     h->n++;
     pthread_rwlock_unlock(&st->rw);
+
+    /* Re-weigh when due. The record is already safe on disk and in memory,
+     * so a failed rebuild only postpones the next one. */
+    if (!st->dense && h->n >= st->rebuild_at) {
+        struct lr__hist *fresh = NULL;
+        if (hist_load(st, &fresh, NULL) == 0) {
+            pthread_rwlock_wrlock(&st->rw);
+            st->hist = fresh;
+            pthread_rwlock_unlock(&st->rw);
+            hist_free(h);
+        }
+        st->rebuild_at = next_rebuild(st->hist->n);
+    }
 out:
     writer_close(&w);
     for (size_t j = 0; j < n_new; j++)
@@ -1416,6 +1442,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     store->hist = fresh;
     fresh = NULL;
     pthread_rwlock_unlock(&store->rw);
+    store->rebuild_at = next_rebuild(store->hist->n);
 out:
     if (in_tx)
         exec(store, "ROLLBACK", NULL);

@@ -8,7 +8,7 @@
  * lock. An import replaces the whole copy at once (every TF-IDF weight is
  * recomputed). A single append is added in place: it joins the document
  * frequencies, and the documents already indexed keep their weights until
- * the next rebuild (open or import).
+ * the next rebuild (open, import, or growth by a quarter since the last).
  *
  * Threads: call the lr__hist_* and lr__store_knn_* functions only between
  * lr__store_rdlock() and lr__store_unlock(). A struct lr__store_scratch is

@@ -320,10 +320,9 @@ static void appends_validate_and_respect_the_cap(void **st)
     assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, -1, &err), LR_EINVAL);
     assert_int_equal(lr_store_count(s), 0);
     /* An import that would pass the cap adds nothing. */
-    int rc = lr_store_import_file(s, write_file("big.jsonl",
-                                                REC("a", "x", "1", "1") "\n" REC("b", "x", "1", "1")
-                                                "\n" REC("c", "x", "1", "1") "\n" REC("d", "x", "1", "1")),
-                                  NULL, NULL, &err);
+    const char *big = write_file("big.jsonl", REC("a", "x", "1", "1") "\n" REC("b", "x", "1", "1")
+                                 "\n" REC("c", "x", "1", "1") "\n" REC("d", "x", "1", "1"));
+    int rc = lr_store_import_file(s, big, NULL, NULL, &err);
     assert_int_equal(rc, LR_ETOOBIG);
     assert_int_equal(lr_store_count(s), 0);
     for (int i = 0; i < 3; i++)
