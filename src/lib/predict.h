@@ -14,7 +14,8 @@
  *            A model with no outcome anywhere in the store has unknown
  *            quality (NaN) and the neighbours' output length pooled over all
  *            models. The constants were tuned by leave-one-out on the train
- *            split of the development data only (bench/predict_eval.c).
+ *            split of the development data only (bench/predict_eval.c); the
+ *            tuned temperature is 0 (equal weights), see predict.c.
  *
  * Threads: pure functions; call lr__predict with the store's read lock held.
  */
