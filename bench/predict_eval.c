@@ -236,7 +236,8 @@ int main(int argc, char **argv)
 
     /* Neighbour lists: test queries against the history; train records
      * against the rest of the history (themselves left out). */
-    struct lr__neighbor **nb_te = calloc(nte, sizeof(*nb_te)), **nb_tr = calloc(ntr, sizeof(*nb_tr));
+    struct lr__neighbor **nb_te = calloc(nte, sizeof(*nb_te));
+    struct lr__neighbor **nb_tr = calloc(ntr, sizeof(*nb_tr));
     int *n_te = calloc(nte, sizeof(int)), *n_tr = calloc(ntr, sizeof(int));
     double t1 = now();
     for (size_t i = 0; i < nte; i++) {

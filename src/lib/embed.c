@@ -160,7 +160,14 @@ static void add_chargrams(struct lr__terms *t, const unsigned char *w, size_t n)
             starts[ncp++] = i;
     starts[ncp] = len; /* end sentinel */
     for (size_t s = 0; s + 3 <= ncp; s++) {
-        uint64_t h = fnv_bytes(FNV_OFFSET, buf + starts[s], starts[s + 3] - starts[s]);
+        size_t a = starts[s], len3 = starts[s + 3] - a;
+        uint64_t h;
+        if (len3 == 3) {
+            /* Three single-byte characters, the common case: pack them. */
+            h = (uint64_t)buf[a] | (uint64_t)buf[a + 1] << 8 | (uint64_t)buf[a + 2] << 16;
+        } else {
+            h = fnv_bytes(FNV_OFFSET, buf + a, len3);
+        }
         terms_add(t, feature_of(h, KIND_CHARGRAM));
     }
 }
@@ -267,10 +274,23 @@ static void select_strongest(struct lr__feat *v, size_t n, size_t k)
     }
 }
 
-static int cmp_feat_id(const void *a, const void *b)
+/* Sort by feature id: a shell sort, since vectors are short and qsort's
+ * indirect comparisons cost more than the sort itself. */
+static void sort_by_id(struct lr__feat *v, size_t n)
 {
-    uint32_t x = ((const struct lr__feat *)a)->id, y = ((const struct lr__feat *)b)->id;
-    return (x > y) - (x < y);
+    static const size_t gaps[] = {57, 23, 10, 4, 1};
+    for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
+        size_t gap = gaps[g];
+        for (size_t i = gap; i < n; i++) {
+            struct lr__feat x = v[i];
+            size_t j = i;
+            while (j >= gap && v[j - gap].id > x.id) {
+                v[j] = v[j - gap];
+                j -= gap;
+            }
+            v[j] = x;
+        }
+    }
 }
 
 size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs, uint32_t self,
@@ -282,6 +302,10 @@ size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs,
 
     if (max_features == 0 || t->n == 0)
         return 0;
+    /* ln((N + 1) / (d + 0.5)) for the small d most features have. */
+    float n1 = (float)(ndocs + self) + 1.0f, small_idf[32];
+    for (uint32_t d = 0; d < 32; d++)
+        small_idf[d] = n1 > (float)d + 0.5f ? logf(n1 / ((float)d + 0.5f)) : 0.0f;
     /* The df table is large and read at random: fetch a few ahead. */
     enum { AHEAD = 16 };
     for (size_t i = 0; i < t->n && i < AHEAD; i++)
@@ -294,8 +318,9 @@ size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs,
         if (d == 0)
             continue;
         /* ln((N + 1) / (d + 0.5)) is lr__tfidf_idf's value, in float. */
-        float n1 = (float)(ndocs + self) + 1.0f, dd = (float)d + 0.5f;
-        float w = sublinear_tf(lr__terms_tf(t, i)) * logf(n1 > dd ? n1 / dd : 1.0f);
+        float dd = (float)d + 0.5f;
+        float idf = d < 32 ? small_idf[d] : logf(n1 > dd ? n1 / dd : 1.0f);
+        float w = sublinear_tf(lr__terms_tf(t, i)) * idf;
         if (f & LR__TFIDF_CHAR_BIT)
             w *= LR__TFIDF_CHAR_WEIGHT;
         if (!(w > 0.0f))
@@ -321,7 +346,7 @@ size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs,
             m++;
         }
     }
-    qsort(out, m, sizeof(*out), cmp_feat_id);
+    sort_by_id(out, m);
     return m;
 }
 

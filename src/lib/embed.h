@@ -4,8 +4,9 @@
  * unigrams, word bigrams, character 3-grams inside words at a reduced
  * weight), each weighted by sublinear term frequency times an inverse
  * document frequency taken from the history store, keeping the strongest
- * LR__TFIDF_MAX_FEATURES features and L2-normalising them. The result is a short sparse vector sorted by feature
- * id; the cosine of two such vectors is their dot product.
+ * LR__TFIDF_MAX_FEATURES features and L2-normalising them. The result is a
+ * short sparse vector sorted by feature id; the cosine of two such vectors
+ * is their dot product.
  *
  * Counting (lr__terms_count) depends on the text only. Weighting
  * (lr__tfidf_vector) depends on the document-frequency table the caller

@@ -233,6 +233,13 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
     /* Accumulate. Weights are positive, so a document's sum is > 0 from its
      * first shared feature on, and acc == 0 means "not yet touched". */
     if (idx->lists) {
+        /* The list headers and the postings are scattered over a large
+         * table: fetch them all first, so their cache misses overlap
+         * instead of coming one after another. */
+        for (size_t i = 0; i < n; i++)
+            __builtin_prefetch(&idx->lists[q[i].id]);
+        for (size_t i = 0; i < n; i++)
+            __builtin_prefetch(idx->lists[q[i].id].p);
         for (size_t i = 0; i < n; i++) {
             const struct lr__plist *l = &idx->lists[q[i].id];
             const float qw = q[i].w;
@@ -246,8 +253,13 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
         }
     }
     lr__topk_init(&top, out, k);
-    for (size_t i = 0; i < nt; i++)
-        lr__topk_push(&top, touched[i], acc[touched[i]]);
+    for (size_t i = 0; i < nt; i++) {
+        uint32_t d = touched[i];
+        /* Most documents lose to the current k-th at once: test inline. */
+        if (top.n == k && !lr__neighbor_better(d, acc[d], out[0].doc, out[0].sim))
+            continue;
+        lr__topk_push(&top, d, acc[d]);
+    }
     /* Fewer than k documents share a feature: the rest rank at 0 in document
      * order, as a full scan would have them. */
     for (uint32_t d = 0; top.n < k && d < ndocs; d++)

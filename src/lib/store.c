@@ -375,16 +375,18 @@ static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *
                     if (h->df[f] < UINT32_MAX)
                         h->df[f]++;
                 }
+                /* Every feature has df >= 1 here, so this bounds the
+                 * vector's length and the buffer is allocated once. */
+                cap += t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES;
             } else {
-                if (nf + LR__TFIDF_MAX_FEATURES > cap) {
-                    size_t ncap = cap ? cap * 2 : (size_t)LR__TFIDF_MAX_FEATURES * 1024;
-                    struct lr__feat *nfeats = realloc(feats, ncap * sizeof(*nfeats));
-                    if (!nfeats) {
-                        rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
-                        goto out;
-                    }
-                    feats = nfeats;
-                    cap = ncap;
+                if (!feats && !(feats = malloc((cap ? cap : 1) * sizeof(*feats)))) {
+                    rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+                    goto out;
+                }
+                if (nf + (t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES) > cap) {
+                    rc = fail(err, LR_ESTORE, 0,
+                              "history store '%s': records changed while loading", st->path);
+                    goto out;
                 }
                 nf += lr__tfidf_vector(&t, h->df, (uint32_t)h->n, 0, LR__TFIDF_MAX_FEATURES,
                                        feats + nf);
@@ -1392,6 +1394,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
             rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", path, strerror(errno));
             goto out;
         }
+        posix_madvise(map, len, POSIX_MADV_SEQUENTIAL);
     }
     const char *p = len > 0 ? map : "";
     size_t first = 0;
@@ -1432,6 +1435,10 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     rc = p[first] == '[' ? import_array(&im, path, p, len) : import_lines(&im, path, p, len);
     if (rc != 0 || report->imported == 0)
         goto out;
+    /* The file is no longer needed: give its pages back before the rebuild,
+     * which is the other large allocation. */
+    munmap(map, len);
+    map = MAP_FAILED;
     if ((rc = hist_load(store, &fresh, err)) != 0)
         goto out;
     if ((rc = exec(store, "COMMIT", err)) != 0)
