@@ -2,8 +2,9 @@
 # One smart routing decision against a 100,000-record history (built-in
 # embedder, exact kNN, k=16, 11 models), beside its anchor measured in the
 # same run: brute-force cosine kNN over sparse TF-IDF vectors (word 1-2-grams)
-# of the same synthetic corpus in Python, by scikit-learn's NearestNeighbors
-# and by a direct scipy sparse product (the faster, and the ratio to quote).
+# of the same synthetic corpus in Python: scikit-learn's NearestNeighbors, a
+# direct scipy sparse product, and that product over vectors cut to the 128
+# strongest features as tfidf-v1 cuts them (the like-for-like ratio).
 # Also prints import time and peak RSS. Takes several minutes: the Python
 # side fits TF-IDF over the whole corpus.
 #   bench/smart_bench.sh [build-dir] [records]
@@ -29,7 +30,9 @@ fi
 py_out=$("$PY" bench/smart_anchor.py "$DIR" 300)
 echo "$py_out" | grep -v '_P50_US='
 p=$(echo "$py_out" | sed -n 's/^PY_P50_US=//p')
+f=$(echo "$py_out" | sed -n 's/^PYFULL_P50_US=//p')
 s=$(echo "$py_out" | sed -n 's/^SK_P50_US=//p')
-"$PY" -c "import sys; c, p, s = map(float, sys.argv[1:4]); \
-print(f'smart decision p50 {c:.1f} us; the kNN alone in Python: scipy {p:.1f} us ({p / c:.1f}x), '
-      f'sklearn NearestNeighbors {s:.1f} us ({s / c:.0f}x)')" "$c" "$p" "$s"
+"$PY" -c "import sys; c, p, f, s = map(float, sys.argv[1:5]); \
+print(f'smart decision p50 {c:.1f} us vs the kNN alone in Python over the same cut vectors '
+      f'{p:.1f} us: {p / c:.1f}x (full vectors {f / c:.0f}x, sklearn NearestNeighbors {s / c:.0f}x)')" \
+    "$c" "$p" "$f" "$s"

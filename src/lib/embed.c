@@ -77,36 +77,83 @@ void lr__terms_free(struct lr__terms *t)
     memset(t, 0, sizeof(*t));
 }
 
-/* Make room for a text of len bytes: at most 4 features per byte plus a few,
- * so a table of twice that never fills beyond half. */
+/* Allocate an empty table of cap slots (a power of two). */
+static int terms_alloc(struct lr__terms *t, size_t cap)
+{
+    struct lr__term_slot *s = calloc(cap, sizeof(*s));
+    uint32_t *l = malloc(cap / 2 * sizeof(*l));
+    struct lr__feat *f = malloc(cap / 2 * sizeof(*f));
+    if (!s || !l || !f) {
+        free(s);
+        free(l);
+        free(f);
+        return LR_ENOMEM;
+    }
+    free(t->slots);
+    free(t->list);
+    free(t->cand);
+    t->slots = s;
+    t->list = l;
+    t->cand = f;
+    t->cap = t->alloc = cap;
+    t->n = 0;
+    return 0;
+}
+
+/* Start a text of len bytes. The table starts at about one slot per byte
+ * (texts have fewer distinct features than bytes) and doubles when half
+ * full, so it stays small enough to live in the first cache levels. */
 static int terms_reserve(struct lr__terms *t, size_t len)
 {
-    size_t need = 2 * (4 * len + 8), cap = 256;
-    while (cap < need)
+    size_t cap = 256;
+    while (cap < len)
         cap <<= 1;
-    if (cap > t->cap) {
-        struct lr__term_slot *s = calloc(cap, sizeof(*s));
-        uint32_t *l = malloc(cap / 2 * sizeof(*l));
-        struct lr__feat *f = malloc(cap / 2 * sizeof(*f));
-        if (!s || !l || !f) {
-            free(s);
-            free(l);
-            free(f);
-            return LR_ENOMEM;
-        }
-        free(t->slots);
-        free(t->list);
-        free(t->cand);
-        t->slots = s;
-        t->list = l;
-        t->cand = f;
-        t->cap = cap;
-    } else {
-        /* Clear only what the previous text used. */
-        for (size_t i = 0; i < t->n; i++)
-            t->slots[t->list[i]].key = 0;
-    }
+    /* Clear only what the previous text used. */
+    for (size_t i = 0; i < t->n; i++)
+        t->slots[t->list[i]].key = 0;
     t->n = 0;
+    t->oom = 0;
+    if (cap > t->alloc)
+        return terms_alloc(t, cap);
+    t->cap = cap;
+    return 0;
+}
+
+static void terms_insert_new(struct lr__terms *t, uint32_t key, uint32_t count)
+{
+    size_t mask = t->cap - 1, i = (size_t)(key - 1) & mask;
+    while (t->slots[i].key)
+        i = (i + 1) & mask;
+    t->slots[i].key = key;
+    t->slots[i].count = count;
+    t->list[t->n++] = (uint32_t)i;
+}
+
+/* Double the table, keeping its content and order. */
+static int terms_grow(struct lr__terms *t)
+{
+    size_t n = t->n, cap = t->cap * 2;
+    struct lr__term_slot *old = t->slots;
+    uint32_t *old_list = t->list;
+    struct lr__term_slot *s = calloc(cap, sizeof(*s));
+    uint32_t *l = malloc(cap / 2 * sizeof(*l));
+    struct lr__feat *f = malloc(cap / 2 * sizeof(*f));
+    if (!s || !l || !f) {
+        free(s);
+        free(l);
+        free(f);
+        return LR_ENOMEM;
+    }
+    t->slots = s;
+    t->list = l;
+    t->cap = t->alloc = cap;
+    t->n = 0;
+    for (size_t i = 0; i < n; i++)
+        terms_insert_new(t, old[old_list[i]].key, old[old_list[i]].count);
+    free(old);
+    free(old_list);
+    free(t->cand);
+    t->cand = f;
     return 0;
 }
 
@@ -123,14 +170,21 @@ static void terms_add(struct lr__terms *t, uint32_t feature)
                 sl->count++;
             return;
         }
-        if (sl->key == 0) {
-            sl->key = key;
-            sl->count = 1;
-            t->list[t->n++] = (uint32_t)i;
-            return;
-        }
+        if (sl->key == 0)
+            break;
         i = (i + 1) & mask;
     }
+    if (t->n + 1 > t->cap / 2) {
+        if (t->oom || terms_grow(t) != 0) {
+            t->oom = 1; /* reported by lr__terms_count */
+            return;
+        }
+        terms_insert_new(t, key, 1);
+        return;
+    }
+    t->slots[i].key = key;
+    t->slots[i].count = 1;
+    t->list[t->n++] = (uint32_t)i;
 }
 
 static int is_word_byte(unsigned char c)
@@ -209,7 +263,7 @@ int lr__terms_count(struct lr__terms *t, const char *text, size_t len)
         if (n <= LR__TFIDF_MAX_WORD)
             add_chargrams(t, word, n);
     }
-    return 0;
+    return t->oom ? LR_ENOMEM : 0;
 }
 
 /* ==== Weighting ==== */

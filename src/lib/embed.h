@@ -49,8 +49,10 @@ struct lr__terms {
     struct lr__term_slot *slots; /* open addressing */
     uint32_t *list;   /* indices into slots of the distinct features, in order seen */
     struct lr__feat *cand; /* weighting scratch, cap/2 entries */
-    size_t cap;       /* power of two */
+    size_t cap;       /* slots in use for this text, a power of two */
+    size_t alloc;     /* slots allocated */
     size_t n;         /* distinct features */
+    int oom;          /* an allocation failed while counting */
 };
 
 void lr__terms_init(struct lr__terms *t);
