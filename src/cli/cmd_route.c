@@ -144,11 +144,12 @@ int cmd_route(int argc, char **argv)
     };
     struct lr_config *cfg = NULL;
     struct lr_router *router = NULL;
+    struct lr_store *store = NULL;
     struct lr_router_options ro;
     struct lr_error err = {0};
     char **pos = NULL, **names = NULL, **lines = NULL, **queries;
     size_t n_names = 0, n_lines = 0, n_queries;
-    int n_pos = 0, rc;
+    int n_pos = 0, rc, r;
     double requirement = NAN, alpha = NAN, budget = NAN;
     long n_similar = 0, input_tokens = -1;
     struct lr_request *reqs = NULL;
@@ -195,10 +196,17 @@ int cmd_route(int argc, char **argv)
     ro.performance_requirement = requirement;
     ro.n_similar = (int)n_similar;
     ro.predictor = a.predictor;
+    if (!a.store)
+        a.store = lr_config_router_defaults(cfg)->store_path;
     if (a.store) {
-        cli_error("route", "--store: this build has no history store");
-        rc = CLI_USAGE;
-        goto out;
+        struct lr_store_options so = {0};
+        so.read_only = 1;
+        if ((r = lr_store_open(a.store, &so, &store, &err))) {
+            cli_error("route", "%s", err.message);
+            rc = cli_exit_code(r) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
+            goto out;
+        }
+        ro.store = store;
     }
     if ((rc = lr_router_new(cfg, &ro, &router, &err))) {
         cli_error("route", "%s", err.message);
@@ -267,7 +275,7 @@ int cmd_route(int argc, char **argv)
         goto out;
     }
     for (size_t i = 0; i < n_queries; i++) {
-        int r = lr_router_route(router, &reqs[i], &decs[i], &err);
+        r = lr_router_route(router, &reqs[i], &decs[i], &err);
         if (r) {
             cli_error("route", "query %zu: %s", i + 1, err.message);
             rc = cli_exit_code(r);
@@ -285,6 +293,7 @@ out:
         free(lines[i]);
     free(lines);
     lr_router_free(router);
+    lr_store_free(store);
     lr_config_free(cfg);
     free(names);
     free(pos);
