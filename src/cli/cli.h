@@ -51,5 +51,6 @@ int cli_exit_code(int lr_code);
 
 int cmd_route(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

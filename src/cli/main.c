@@ -2,6 +2,7 @@
  *
  *   llmroute route         route queries (arguments or standard input)
  *   llmroute check-config  validate a configuration
+ *   llmroute serve         run the OpenAI-compatible gateway
  *   llmroute version       print the version
  *
  * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
@@ -31,6 +32,7 @@ static int cmd_version(int argc, char **argv)
 static const struct command commands[] = {
     {"route", "route queries to models (arguments, or one per line of standard input)", cmd_route},
     {"check-config", "validate a configuration file", cmd_check_config},
+    {"serve", "run the OpenAI-compatible HTTP gateway", cmd_serve},
     {"version", "print the version", cmd_version},
 };
 
