@@ -401,11 +401,11 @@ static const char *endpoint_path(enum gw_endpoint ep)
 {
     switch (ep) {
     case EP_CHAT:
-        return "/chat/completions";
+        return "/v1/chat/completions";
     case EP_COMPLETIONS:
-        return "/completions";
+        return "/v1/completions";
     default:
-        return "/embeddings";
+        return "/v1/embeddings";
     }
 }
 
