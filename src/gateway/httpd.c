@@ -171,6 +171,7 @@ static void req_reset(struct hs_req *r)
     struct hs_conn *c = r->conn;
     struct evbuffer *h = r->resp_headers;
     free(r->head);
+    free(r->path);
     free(r->body);
     if (h)
         evbuffer_drain(h, evbuffer_get_length(h));

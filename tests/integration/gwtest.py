@@ -18,6 +18,7 @@ import time
 
 HOST = "127.0.0.1"
 _procs = []
+_gateways = []
 _failures = []
 
 
@@ -98,6 +99,7 @@ class Gateway:
              "--port-file", port_file],
             stdout=subprocess.DEVNULL, stderr=open(self.stderr, "w"), env=e)
         _procs.append(self.proc)
+        _gateways.append(self)
         self.port = _read_port(port_file, self.proc, "llmroute serve", self.stderr)
 
     def write_config(self, config):
@@ -229,7 +231,25 @@ def check(name, fn, *args):
         traceback.print_exc()
 
 
+def _stop_gateways():
+    """SIGTERM each gateway still running: it must exit 0 (under the sanitizers this is also
+    where leaks are reported)."""
+    for g in _gateways:
+        if g.proc.poll() is not None:
+            continue
+        g.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = g.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            rc = "no exit within 15 s"
+        if rc != 0:
+            _failures.append("gateway exit")
+            tail = open(g.stderr, errors="replace").read()[-4000:]
+            print("FAIL - gateway exited %s after SIGTERM; stderr tail:\n%s" % (rc, tail))
+
+
 def finish():
+    _stop_gateways()
     _cleanup()
     if _failures:
         print("%d failed: %s" % (len(_failures), ", ".join(_failures)))
