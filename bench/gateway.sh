@@ -42,6 +42,7 @@ done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port_file() { for _ in $(seq 200); do [ -s "$1" ] && { cat "$1"; return 0; }; sleep 0.05; done; return 1; }
 wait_http() { for _ in $(seq 300); do curl -s -o /dev/null --max-time 1 "$1" && return 0; sleep 0.1; done; return 1; }
+ms() { python3 -c "print('%.3f' % ($1 / 1000))"; }  # microseconds -> ms
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' /proc/$1/status; }
 
@@ -119,8 +120,8 @@ for t in direct llmroute portkey; do
     read -r n s p50 p90 p99 p999 max err <<<"$(run "$t" "$url" "$model" "$hdr" "$CONNS" "$SECS" 0)"
     rps=$(python3 -c "print(round($n/$s))")
     RPS[$t]=$rps
-    printf '%-10s %12s %10.3f %10.3f %10.3f %8s\n' "$t" "$rps" "$(echo "$p50/1000" | bc -l)" \
-        "$(echo "$p99/1000" | bc -l)" "$(echo "$max/1000" | bc -l)" "$err"
+    printf '%-10s %12s %10.3f %10.3f %10.3f %8s\n' "$t" "$rps" "$(ms $p50)" \
+        "$(ms $p99)" "$(ms $max)" "$err"
 done
 if [ -n "${RPS[portkey]:-}" ] && [ "${RPS[portkey]}" -gt 0 ]; then
     echo "llmroute / portkey throughput: $(python3 -c "print(f'{${RPS[llmroute]}/${RPS[portkey]}:.1f}x')") (target >= 5x)"
@@ -139,11 +140,11 @@ for t in direct llmroute; do
     read -r n s p50 p90 p99 p999 max err <<<"$(run "$t-paced" "$url" "$model" "" 50 20 10)"
     P50[$t]=$p50; P99[$t]=$p99; P999[$t]=$p999
     printf '%-10s %12s %10.3f %10.3f %10.3f %10.3f %8s\n' "$t" "$(python3 -c "print(round($n/$s))")" \
-        "$(echo "$p50/1000" | bc -l)" "$(echo "$p90/1000" | bc -l)" "$(echo "$p99/1000" | bc -l)" \
-        "$(echo "$p999/1000" | bc -l)" "$err"
+        "$(ms $p50)" "$(ms $p90)" "$(ms $p99)" \
+        "$(ms $p999)" "$err"
 done
-echo "llmroute overhead over direct: p50 +$(echo "(${P50[llmroute]}-${P50[direct]})/1000" | bc -l | xargs printf '%.3f') ms," \
-     "p99 +$(echo "(${P99[llmroute]}-${P99[direct]})/1000" | bc -l | xargs printf '%.3f') ms (target p99 < 1 ms)"
+echo "llmroute overhead over direct: p50 +$(ms $((P50[llmroute] - P50[direct]))) ms," \
+     "p99 +$(ms $((P99[llmroute] - P99[direct]))) ms (target p99 < 1 ms)"
 # The gateway's own view: request time not spent waiting on the upstream.
 curl -s "http://127.0.0.1:$GW_PORT/metrics" | python3 -c '
 import sys

@@ -61,54 +61,91 @@ void gw_request_id(struct gw *gw, struct hs_req *req, char *buf, size_t cap)
     }
 }
 
-static void log_str(FILE *f, const char *key, const char *v)
+/* The log line is built in a buffer and written with one call: stderr is
+ * unbuffered, and a write per field would cost a system call each. */
+struct line {
+    char buf[2048];
+    size_t len;
+};
+
+static void line_put(struct line *l, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void line_put(struct line *l, const char *fmt, ...)
 {
-    fprintf(f, ",\"%s\":\"", key);
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
+    va_list ap;
+    int n;
+    if (l->len >= sizeof l->buf)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(l->buf + l->len, sizeof l->buf - l->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        l->len += (size_t)n < sizeof l->buf - l->len ? (size_t)n : sizeof l->buf - l->len - 1;
 }
 
-void gw_log_request(const struct gw *gw, const struct gw_log *l)
+static void line_str(struct line *l, const char *key, const char *v)
 {
-    FILE *f = stderr;
+    line_put(l, ",\"%s\":\"", key);
+    for (const unsigned char *p = (const unsigned char *)v; *p && l->len + 8 < sizeof l->buf;
+         p++) {
+        if (*p == '"' || *p == '\\')
+            line_put(l, "\\%c", *p);
+        else if (*p < 0x20)
+            line_put(l, "\\u%04x", *p);
+        else
+            l->buf[l->len++] = (char)*p;
+    }
+    line_put(l, "\"");
+}
+
+static void line_write(struct line *l)
+{
+    if (l->len > sizeof l->buf - 3)
+        l->len = sizeof l->buf - 3;
+    l->buf[l->len++] = '}';
+    l->buf[l->len++] = '\n';
+    fwrite(l->buf, 1, l->len, stderr);
+}
+
+void gw_log_request(const struct gw *gw, const struct gw_log *lg)
+{
+    struct line l;
     struct timespec ts;
     struct tm tm;
     char when[40];
 
     if (!gw->conf->set.log_requests)
         return;
+    l.len = 0;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(f, "{\"ts\":\"%s.%03ldZ\"", when, ts.tv_nsec / 1000000);
-    log_str(f, "id", l->id);
-    log_str(f, "method", l->method);
-    log_str(f, "path", l->path);
-    log_str(f, "route", l->route ? l->route : "");
-    log_str(f, "model", l->model ? l->model : "");
-    log_str(f, "strategy", l->strategy ? l->strategy : "");
-    fprintf(f, ",\"status\":%d,\"stream\":%s,\"latency_ms\":%.3f", l->status,
-            l->stream ? "true" : "false", l->latency_ms);
-    if (l->upstream_ms >= 0)
-        fprintf(f, ",\"upstream_ms\":%.3f", l->upstream_ms);
-    if (l->ttft_ms >= 0)
-        fprintf(f, ",\"ttft_ms\":%.3f", l->ttft_ms);
-    if (l->tokens_in >= 0)
-        fprintf(f, ",\"tokens_in\":%ld", l->tokens_in);
-    if (l->tokens_out >= 0)
-        fprintf(f, ",\"tokens_out\":%ld", l->tokens_out);
-    if (!isnan(l->cost))
-        fprintf(f, ",\"cost\":%.9g", l->cost);
-    if (l->error)
-        log_str(f, "error", l->error);
-    fputs("}\n", f);
+    line_put(&l, "{\"ts\":\"%s.%03ldZ\"", when, ts.tv_nsec / 1000000);
+    line_str(&l, "id", lg->id);
+    line_str(&l, "method", lg->method);
+    line_str(&l, "path", lg->path);
+    line_str(&l, "route", lg->route ? lg->route : "");
+    line_str(&l, "model", lg->model ? lg->model : "");
+    line_str(&l, "strategy", lg->strategy ? lg->strategy : "");
+    line_put(&l, ",\"status\":%d,\"stream\":%s,\"latency_ms\":%.3f", lg->status,
+             lg->stream ? "true" : "false", lg->latency_ms);
+    if (lg->upstream_ms >= 0)
+        line_put(&l, ",\"upstream_ms\":%.3f", lg->upstream_ms);
+    if (lg->ttft_ms >= 0)
+        line_put(&l, ",\"ttft_ms\":%.3f", lg->ttft_ms);
+    if (lg->tokens_in >= 0)
+        line_put(&l, ",\"tokens_in\":%ld", lg->tokens_in);
+    if (lg->tokens_out >= 0)
+        line_put(&l, ",\"tokens_out\":%ld", lg->tokens_out);
+    if (!isnan(lg->cost))
+        line_put(&l, ",\"cost\":%.9g", lg->cost);
+    if (lg->error)
+        line_str(&l, "error", lg->error);
+    line_write(&l);
 }
 
 static void log_event(const char *event, const char *fmt, ...)
@@ -119,14 +156,16 @@ static void log_event(const char *event, const char *fmt, ...)
 
 static void log_event(const char *event, const char *fmt, ...)
 {
+    struct line l;
     char msg[700];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "{\"event\":\"%s\"", event);
-    log_str(stderr, "message", msg);
-    fputs("}\n", stderr);
+    l.len = 0;
+    line_put(&l, "{\"event\":\"%s\"", event);
+    line_str(&l, "message", msg);
+    line_write(&l);
 }
 
 /* ==== Dispatch ==== */

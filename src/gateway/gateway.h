@@ -168,7 +168,4 @@ int api_route(struct gw *gw, struct hs_req *req);
 int api_feedback(struct gw *gw, struct hs_req *req);
 int api_metrics(struct gw *gw, struct hs_req *req);
 
-/* A JSON number for a figure that may be unknown: "null" for NaN. */
-void gw_fmt_number(char *buf, size_t cap, double v);
-
 #endif
