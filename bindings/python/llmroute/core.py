@@ -21,7 +21,7 @@ from ctypes import byref, c_char_p, c_int, c_void_p, sizeof
 
 from . import _lib
 from ._lib import api
-from .errors import EmptyInput, InvalidInput, raise_for
+from .errors import EmptyInput, InvalidInput, UnknownModel, raise_for
 
 __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
            "ImportReport", "ModelInfo", "config_from_llm_configs"]
@@ -179,7 +179,10 @@ class Config:
         """The config index of model `name`; UnknownModel (a ValueError) if none."""
         i = api.lr_config_model_index(self.handle, _b(name))
         if i < 0:
-            raise_for(i, None, "lr_config_model_index")
+            # lr_config_model_index() has no lr_error: the message is the
+            # router's wording for the same fault.
+            raise UnknownModel("unknown model '%s'" % name, code=i,
+                               c_name="lr_config_model_index")
         return i
 
     @property
@@ -655,9 +658,7 @@ class Router:
             for i in range(n):
                 caps[i] = self.config.models[i].capacity
             for name, cap in capacities.items():
-                if name not in self.config._index:
-                    self.config.index(name)  # raises UnknownModel with the C message
-                caps[self.config._index[name]] = int(cap)
+                caps[self.config.index(name)] = int(cap)
         else:
             capacities = list(capacities)
             if len(capacities) != n:

@@ -17,11 +17,13 @@ unknown model names raise ValueError instead of being skipped (AIOS drops
 them, which shortens its result list) or mapped to index 0; a candidate list
 shorter than the previous one never fails (AIOS's cursor can run past it);
 prices come from llm_configs (cost_per_input_token, cost_per_output_token),
-and a smart candidate without them is refused with a message naming it.
+and a smart candidate without them is refused with a message naming it
+(AIOS counts a missing price as 0).
 
 Threads: every method may be called from several threads at once.
 """
 import enum
+import math
 import threading
 from collections.abc import Mapping
 
@@ -224,6 +226,11 @@ class SmartRouting:
         router = {"strategy": "smart", "performance_requirement": performance_requirement,
                   "n_similar": n_similar, "predictor": predictor, "alpha": alpha}
         self.config = Config(config_from_llm_configs(llm_configs, router))
+        # Smart routing prices every candidate; one without both prices is
+        # refused by name rather than treated as free (AIOS's default of 0).
+        self._unpriced = {m.name for m in self.config.models
+                          if math.isnan(m.cost_per_input_token)
+                          or math.isnan(m.cost_per_output_token)}
         self.store = QueryStore(store_path, embedder=embedder)
         self._lock = threading.Lock()
         self._router = None
@@ -269,7 +276,14 @@ class SmartRouting:
             if len(input_token_lengths) != len(texts):
                 raise _bad("Number of queries must match number of input token lengths "
                            "(%d queries, %d lengths)" % (len(texts), len(input_token_lengths)))
-        models, _ = _candidate_lists(selected_llms, len(texts))
+        models, per_query = _candidate_lists(selected_llms, len(texts))
+        if self._unpriced:
+            for names in (models if per_query else [models]):
+                for name in (self.config.names if names is None else names):
+                    if name in self._unpriced:
+                        raise _bad("model '%s' has no cost_per_input_token or "
+                                   "cost_per_output_token in llm_configs: smart routing "
+                                   "needs both prices of every candidate" % name)
         return models, texts, input_token_lengths
 
     def get_model_idxs(self, selected_llms=None, queries=None, input_token_lengths=None):
