@@ -413,12 +413,26 @@ _CANDS_CACHE_MAX = 512
 
 
 class _Scratch(threading.local):
-    """One thread's request, decision and error structures for route()."""
+    """One thread's request, decision and error structures for route(), and
+    its prepared text-less requests by candidate list for route_index()."""
 
     def __init__(self):
         self.req = _lib.lr_request()
         self.dec = _lib.lr_decision()
+        self.plain = _lib.lr_decision()  # never given a ranking buffer
         self.err = _lib.lr_error()
+        self.prepared = {}
+
+
+_route = api.lr_router_route
+
+_DECISION_INTS = sizeof(_lib.lr_decision) // sizeof(c_int)
+
+
+def _indices(decs):
+    """The `index` field (the first member, a C int) of every lr_decision in
+    a ctypes array, read through the buffer in one pass."""
+    return memoryview(decs).cast("B").cast("i")[::_DECISION_INTS].tolist()
 
 
 class Router:
@@ -477,6 +491,10 @@ class Router:
         if not key:
             raise EmptyInput("the candidate list is empty: give at least one model name",
                              code=_lib.LR_EEMPTY)
+        for i, m in enumerate(key):
+            if not isinstance(m, (str, bytes)):
+                raise InvalidInput("models[%d]: expected a model name, got %r" % (i, m),
+                                   code=_lib.LR_EINVAL)
         arr = (c_char_p * len(key))(*[_b(m) for m in key])
         hit = (arr, len(key))
         if len(self._cands) >= _CANDS_CACHE_MAX:
@@ -523,20 +541,28 @@ class Router:
         return self._decision(dec, buf)
 
     def route_index(self, models=None):
-        """The chosen config index alone: route() without a Decision."""
-        h = self._handle()
+        """The chosen config index alone, for a request without text (what
+        sequential routing needs): route() without building a Decision."""
+        h = self._h
+        if h is None:
+            self._handle()  # raises: closed
         s = self._scratch
-        req, dec, err = s.req, s.dec, s.err
-        req.models, req.n_models = self._candidates(models)
-        req.query = None
-        req.input_tokens = -1
-        req.performance_requirement = NAN
-        dec.ranking, dec.ranking_cap = None, 0
-        rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))
-        req.models = None
-        if rc < 0:
-            raise_for(rc, err, "lr_router_route")
-        return dec.index
+        key = models if type(models) is tuple else (
+            None if models is None else tuple((models,) if isinstance(models, (str, bytes))
+                                              else models))
+        req = s.prepared.get(key)
+        if req is None:
+            arr, k = self._candidates(key)
+            req = _lib.lr_request()
+            api.lr_request_init(byref(req))
+            req.models, req.n_models = arr, k
+            if len(s.prepared) >= _CANDS_CACHE_MAX:
+                s.prepared.clear()
+            s.prepared[key] = req
+        plain = s.plain
+        if _route(h, req, plain, s.err) < 0:
+            raise_for(s.err.code, s.err, "lr_router_route")
+        return plain.index
 
     # -- many requests --
 
@@ -553,13 +579,30 @@ class Router:
         mode: "per_query" (each on its own), "quality" (minimum total cost
             with mean predicted quality >= alpha and load <= capacity per
             model) or "budget" (maximum mean quality with total cost <= budget);
-        capacities: None (the config's), or a dict name -> cap or a list
-            with one cap per configured model (<= 0: unlimited).
+        capacities: None (the config's), or a dict name -> cap (models not
+            named keep their configured capacity) or a list with one cap per
+            configured model (<= 0: unlimited).
 
         Returns a BatchResult. When the constraints cannot all be met the
         result has feasible=False, the best reachable assignment and the
         library's explanation in `message`.
         """
+        decs, bufs, rep, rc, err = self._batch(queries, models, input_tokens, n, mode, alpha,
+                                               budget, capacities, ranking)
+        out = [self._decision(decs[i], bufs[i] if bufs else None) for i in range(len(decs))]
+        message = _s(rep.message) or (_s(err.message) if rc < 0 else "")
+        return BatchResult(out, bool(rep.feasible) and rc == 0, rep.mean_quality,
+                           rep.total_cost, rep.iterations, message)
+
+    def route_indices(self, queries=None, models=None, input_tokens=None, n=None):
+        """Each request routed on its own, as route_batch(mode="per_query"),
+        returning only the chosen config indices (no Decision objects)."""
+        decs, _, _, _, _ = self._batch(queries, models, input_tokens, n, "per_query", None,
+                                       None, None, False)
+        return _indices(decs)
+
+    def _batch(self, queries, models, input_tokens, n, mode, alpha, budget, capacities,
+               ranking):
         h = self._handle()
         if queries is None:
             if n is None:
@@ -617,15 +660,13 @@ class Router:
                                        byref(err))
         if rc < 0 and rc != _lib.LR_EINFEASIBLE:
             raise_for(rc, err, "lr_router_route_batch")
-        out = [self._decision(decs[i], bufs[i] if bufs else None) for i in range(count)]
-        message = _s(rep.message) or (_s(err.message) if rc < 0 else "")
-        return BatchResult(out, bool(rep.feasible) and rc == 0, rep.mean_quality,
-                           rep.total_cost, rep.iterations, message)
+        del keep, caps  # the C call is done with them
+        return decs, bufs, rep, rc, err
 
     def _requests(self, queries, models, input_tokens, per_query):
         """The lr_request array for a batch, and the objects it points into."""
         count = len(queries)
-        if not per_query and input_tokens is None and all(q is None for q in queries):
+        if not per_query and input_tokens is None and queries.count(None) == count:
             # Identical requests (sequential): one struct, copied in C.
             arr, k = self._candidates(models)
             one = _lib.lr_request()

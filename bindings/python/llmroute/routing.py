@@ -72,7 +72,17 @@ def _names(selected, where="selected_llms"):
         return None
     if isinstance(selected, (str, Mapping)):
         selected = [selected]
-    names = tuple(_name_of(llm, "%s[%d]" % (where, i)) for i, llm in enumerate(selected))
+    try:  # the usual case, a list of dicts with string names, in one pass
+        names = tuple([llm["name"] for llm in selected])
+        if all(type(n) is str for n in names):
+            if names:
+                return names
+        else:
+            names = None
+    except (TypeError, KeyError, IndexError):
+        names = None
+    if names is None:
+        names = tuple(_name_of(llm, "%s[%d]" % (where, i)) for i, llm in enumerate(selected))
     if not names:
         raise EmptyInput("%s is empty: give at least one model, or None for all configured "
                          "models" % where, code=_lib.LR_EEMPTY)
@@ -128,12 +138,21 @@ class SequentialRouting:
         candidate list. get_model_idxs(selected_llm_lists, queries): one pick
         per query from its own list. selected_llms=None means all models.
         """
+        # The usual call, one query over a list of dicts: straight through.
+        if (n_queries == 1 and type(selected_llms) is list and selected_llms
+                and type(selected_llms[0]) is dict):
+            try:
+                key = tuple([llm["name"] for llm in selected_llms])
+            except (KeyError, TypeError):
+                key = None
+            if key is not None:
+                return [self.router.route_index(key)]
         if _is_per_query(selected_llms):
             n = n_queries if isinstance(n_queries, int) else len(n_queries)
             models, _ = _candidate_lists(selected_llms, n)
             if n == 1:
                 return [self.router.route_index(models[0])]
-            return self.router.route_batch(models=models, n=n).indices
+            return self.router.route_indices(models=models, n=n)
         if not isinstance(n_queries, int):
             n_queries = len(n_queries)  # a list of queries: one pick each
         if n_queries < 0:
@@ -143,7 +162,7 @@ class SequentialRouting:
             return [self.router.route_index(names)]
         if n_queries == 0:
             return []
-        return self.router.route_batch(models=names, n=n_queries).indices
+        return self.router.route_indices(models=names, n=n_queries)
 
 
 class QueryStore:
@@ -295,7 +314,7 @@ class SmartRouting:
         to estimate them from the text (about 4 bytes per token).
         """
         models, texts, lengths = self._inputs(selected_llms, queries, input_token_lengths)
-        return self.router.route_batch(texts, models=models, input_tokens=lengths).indices
+        return self.router.route_indices(texts, models=models, input_tokens=lengths)
 
     def predict(self, queries, selected_llms=None, input_token_lengths=None):
         """Per query, per candidate (in the order given): predicted quality,
