@@ -12,7 +12,6 @@ store serialises writers and excludes readers). close() must not race
 anything else on the same object.
 """
 import json
-import math
 import os
 import tempfile
 import threading

@@ -252,8 +252,7 @@ class SmartRouting:
                           or math.isnan(m.cost_per_output_token)}
         self.store = QueryStore(store_path, embedder=embedder)
         self._lock = threading.Lock()
-        self._router = None
-        self._router_generation = -1
+        self._current = None
         if bootstrap_url and self.store.count() == 0:
             path = bootstrap_url
             if path.startswith("file://"):
@@ -269,16 +268,17 @@ class SmartRouting:
         the Router it took until its call returns, so a rebuild never frees
         a router in use."""
         gen = self.store.generation
-        r = self._router
-        if r is not None and self._router_generation == gen:
-            return r
+        current = self._current  # (router, generation), replaced as one object
+        if current is not None and current[1] == gen:
+            return current[0]
         with self._lock:
-            if self._router is None or self._router_generation != gen:
-                self._router = Router(self.config, strategy="smart", store=self.store._store,
-                                      performance_requirement=self.performance_requirement,
-                                      n_similar=self.n_similar, predictor=self.predictor)
-                self._router_generation = gen
-            return self._router
+            current = self._current
+            if current is None or current[1] != gen:
+                router = Router(self.config, strategy="smart", store=self.store._store,
+                                performance_requirement=self.performance_requirement,
+                                n_similar=self.n_similar, predictor=self.predictor)
+                current = self._current = (router, gen)
+            return current[0]
 
     def _inputs(self, selected_llms, queries, input_token_lengths):
         if queries is None:

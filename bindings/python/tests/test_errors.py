@@ -4,7 +4,7 @@ import os
 import tempfile
 import unittest
 
-import support  # noqa: F401
+import support  # noqa: F401  (puts the package on the path)
 from support import MODELS
 
 import llmroute

@@ -5,7 +5,7 @@ import os
 import subprocess
 import unittest
 
-import support  # noqa: F401
+import support  # noqa: F401  (puts the package on the path)
 from llmroute import _lib
 
 

@@ -1,6 +1,7 @@
 """`pip install ./bindings/python` works offline, and the wheel is complete."""
-import hashlib
 import base64
+import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -37,9 +38,7 @@ class PackagingTest(unittest.TestCase):
                 self.assertIn(b"Name: llmroute", z.read("llmroute-0.1.0.dist-info/METADATA"))
 
     def test_pip_installs_offline_and_the_package_routes(self):
-        try:
-            import pip  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("pip") is None:
             self.skipTest("%s has no pip" % sys.executable)
         env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PYTHONPATH")}
         env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1",

@@ -9,7 +9,7 @@ import collections
 import itertools
 import unittest
 
-import support
+import support  # noqa: F401  (puts the package on the path)
 from support import SmartTestCase, group_fixture, priced
 
 import llmroute

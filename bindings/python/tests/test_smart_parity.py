@@ -18,7 +18,7 @@ truncates a fractional score with int(), which the library does not.
 import random
 import unittest
 
-import support
+import support  # noqa: F401  (puts the package on the path)
 from support import SmartTestCase, group_fixture, priced
 
 from llmroute import SmartRouting

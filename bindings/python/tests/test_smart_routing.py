@@ -7,7 +7,7 @@ import tempfile
 import threading
 import unittest
 
-import support
+import support  # noqa: F401  (puts the package on the path)
 from support import SmartTestCase, group_fixture, priced
 
 import llmroute
