@@ -366,20 +366,72 @@ static double flow_top(struct flow *f, size_t a, size_t b)
     return h->len > 0 ? h->v[0].key : INFINITY;
 }
 
-/* Put query i on model j and record its possible moves out of j. */
+/* Put query i on model j and, when j is full, record i's possible moves out
+ * of j. Moves out of a model are only ever needed once it is full, and a full
+ * model stays full, so its heaps are built when it fills (flow_fill). */
 static int flow_place(struct flow *f, size_t i, size_t j)
 {
     size_t b, m = f->g->m;
     const double *wi = f->w + i * m;
     f->asg[i] = (int)j;
     f->ver[i]++;
-    if (!f->g->capped || (size_t)f->g->cap[j] >= f->g->n)
-        return 0; /* never full: no moves out of it are ever needed */
+    if (f->load[j] < f->g->cap[j])
+        return 0;
     for (b = 0; b < m; b++) {
         if (b == j || wi[b] == INFINITY)
             continue;
         if (heap_push(&f->h[j * m + b], wi[b] - wi[j], (int)i, f->ver[i]) != 0)
             return LR_ENOMEM;
+    }
+    return 0;
+}
+
+/* Model j has just filled: build the heaps of moves out of it from the
+ * queries it holds (entries appended, then each heap ordered bottom-up). */
+static int flow_fill(struct flow *f, size_t j)
+{
+    size_t n = f->g->n, m = f->g->m, k, b;
+    for (k = 0; k < n; k++) {
+        const double *wk = f->w + k * m;
+        if (f->asg[k] != (int)j)
+            continue;
+        for (b = 0; b < m; b++) {
+            struct heap *h = &f->h[j * m + b];
+            if (b == j || wk[b] == INFINITY)
+                continue;
+            if (h->len == h->cap) {
+                size_t ncap = h->cap ? h->cap * 2 : 64;
+                struct hent *nv = realloc(h->v, ncap * sizeof *nv);
+                if (nv == NULL)
+                    return LR_ENOMEM;
+                h->v = nv;
+                h->cap = ncap;
+            }
+            h->v[h->len].key = wk[b] - wk[j];
+            h->v[h->len].query = (int)k;
+            h->v[h->len].ver = f->ver[k];
+            h->len++;
+        }
+    }
+    for (b = 0; b < m; b++) {
+        struct heap *h = &f->h[j * m + b];
+        size_t top;
+        for (top = h->len / 2; top-- > 0;) {
+            struct hent v = h->v[top];
+            size_t pos = top;
+            for (;;) {
+                size_t c = 2 * pos + 1;
+                if (c >= h->len)
+                    break;
+                if (c + 1 < h->len && h->v[c + 1].key < h->v[c].key)
+                    c++;
+                if (v.key <= h->v[c].key)
+                    break;
+                h->v[pos] = h->v[c];
+                pos = c;
+            }
+            h->v[pos] = v;
+        }
     }
     return 0;
 }
@@ -397,6 +449,8 @@ static int flow_solve(struct flow *f)
             wscale = fmax(wscale, fabs(f->w[k]));
     eps = 1e-13 * (wscale > 0.0 ? wscale : 1.0);
     memset(f->load, 0, m * sizeof *f->load);
+    for (i = 0; i < n; i++)
+        f->asg[i] = -1; /* flow_fill scans asg: queries not yet placed must not match */
     f->unplaced = 0;
     if (f->h != NULL)
         for (k = 0; k < m * m; k++)
@@ -498,7 +552,9 @@ static int flow_solve(struct flow *f)
         }
         if ((rc = flow_place(f, i, cur)) != 0)
             return rc;
-        f->load[t]++;
+        if (++f->load[t] == g->cap[t] && (size_t)g->cap[t] < n &&
+            (rc = flow_fill(f, t)) != 0)
+            return rc;
     }
     return 0;
 }
