@@ -132,14 +132,16 @@ static int problem_check(const struct lr__opt_problem *p, struct lr__opt_result 
 }
 
 /* Fill mean_quality, total_cost and feasible from the original data. */
-static void result_measure(const struct lr__opt_problem *p, struct lr__opt_result *r,
-                           int quality_form)
+static int result_measure(const struct lr__opt_problem *p, struct lr__opt_result *r,
+                          int quality_form)
 {
     size_t i, j, n = p->n, m = p->m;
     double qsum = 0.0, csum = 0.0;
     int ok = 1;
     int *load = calloc(m, sizeof *load);
 
+    if (load == NULL)
+        return LR_ENOMEM;
     for (i = 0; i < n; i++) {
         int a = r->assign[i];
         if (a < 0 || (size_t)a >= m || isnan(p->quality[i * m + (size_t)a])) {
@@ -148,10 +150,9 @@ static void result_measure(const struct lr__opt_problem *p, struct lr__opt_resul
         }
         qsum += p->quality[i * m + (size_t)a];
         csum += p->cost[i * m + (size_t)a];
-        if (load != NULL)
-            load[a]++;
+        load[a]++;
     }
-    if (load != NULL && p->capacity != NULL) {
+    if (p->capacity != NULL) {
         for (j = 0; j < m; j++)
             if (p->capacity[j] > 0 && load[j] > p->capacity[j])
                 ok = 0;
@@ -164,6 +165,7 @@ static void result_measure(const struct lr__opt_problem *p, struct lr__opt_resul
     else
         ok = ok && csum <= p->budget + LR__OPT_TOL * fmax(1.0, fabs(p->budget));
     r->feasible = ok;
+    return 0;
 }
 
 /* ==== The generic problem ==== */
@@ -1168,9 +1170,9 @@ static int optimize(const struct lr__opt_problem *p, struct lr__opt_result *r, i
         r->iterations = ans.iterations;
         if (!isnan(ans.bound))
             r->lower_bound = quality_form ? ans.bound : -ans.bound / (double)p->n;
-        result_measure(p, r, quality_form);
+        rc = result_measure(p, r, quality_form);
         explain(p, &g, &ans, r, quality_form);
-        if (ans.status != GEN_OPTIMAL)
+        if (rc == 0 && ans.status != GEN_OPTIMAL)
             rc = LR_EINFEASIBLE;
     }
     gen_free(&g);
@@ -1222,9 +1224,8 @@ int lr__optimize_exact(const struct lr__opt_problem *p, struct lr__opt_result *r
     bb_run(&s, 0, NULL, 0.0);
     if (s.found) {
         memcpy(r->assign, s.best, n * sizeof *r->assign);
-        result_measure(p, r, quality_form);
+        rc = result_measure(p, r, quality_form);
         r->lower_bound = quality_form ? r->total_cost : r->mean_quality;
-        rc = 0;
         goto out;
     }
     bb_run(&s, 1, NULL, 0.0);
@@ -1233,9 +1234,9 @@ int lr__optimize_exact(const struct lr__opt_problem *p, struct lr__opt_result *r
         memset(&ans, 0, sizeof ans);
         ans.status = GEN_TARGET_UNMET;
         memcpy(r->assign, s.best, n * sizeof *r->assign);
-        result_measure(p, r, quality_form);
+        if ((rc = result_measure(p, r, quality_form)) == 0)
+            rc = LR_EINFEASIBLE;
         explain(p, &g, &ans, r, quality_form);
-        rc = LR_EINFEASIBLE;
         goto out;
     }
     {
@@ -1248,7 +1249,8 @@ int lr__optimize_exact(const struct lr__opt_problem *p, struct lr__opt_result *r
                     (r->assign[i] < 0 || g.a[i * m + j] < g.a[i * m + (size_t)r->assign[i]]))
                     r->assign[i] = (int)j;
         }
-        result_measure(p, r, quality_form);
+        if ((rc = result_measure(p, r, quality_form)) != 0)
+            goto out;
         if (g.cap_sum < (long long)n)
             result_message(r, "capacities sum to %lld, below the %zu queries", g.cap_sum, n);
         else
