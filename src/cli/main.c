@@ -4,6 +4,7 @@
  *   llmroute import        add past-query outcomes to a history store
  *   llmroute eval          score every strategy on data with real outcomes
  *   llmroute check-config  validate a configuration
+ *   llmroute serve         run the OpenAI-compatible gateway
  *   llmroute version       print the version
  *
  * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
@@ -35,6 +36,7 @@ static const struct command commands[] = {
     {"import", "add past-query outcomes to a history store", cmd_import},
     {"eval", "score every strategy on data with real outcomes", cmd_eval},
     {"check-config", "validate a configuration file", cmd_check_config},
+    {"serve", "run the OpenAI-compatible HTTP gateway", cmd_serve},
     {"version", "print the version", cmd_version},
 };
 
