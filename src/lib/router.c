@@ -24,6 +24,7 @@
 
 static const struct lr__strategy *const strategies[] = {
     &lr__strategy_sequential,
+    &lr__strategy_smart,
 };
 #define N_STRATEGIES (sizeof strategies / sizeof strategies[0])
 

@@ -49,6 +49,7 @@ struct lr__strategy {
 };
 
 extern const struct lr__strategy lr__strategy_sequential;
+extern const struct lr__strategy lr__strategy_smart;
 
 /* The strategy registered under `name`, or NULL (router.c holds the table). */
 const struct lr__strategy *lr__strategy_find(const char *name);

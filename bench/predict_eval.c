@@ -1,0 +1,337 @@
+/* predict_eval.c -- how well the predictor modes predict, on real data.
+ *
+ *   predict_eval [data.json] [prices.json] [--tune] [--k N]
+ *
+ * The data is the AIOS smart-routing format with a "split" field (the
+ * development data under ../shared/data; never part of the repository).
+ * The history is the train split, imported through lr_store_import_file.
+ *   --tune   leave-one-out over the train split only: every train record is
+ *            predicted from its k nearest other train records, over a grid
+ *            of the default predictor's constants; prints the best.
+ * Then, for each mode, over the test split (history = train): Brier score
+ * of predicted quality against correctness, mean absolute error of
+ * predicted output tokens, and, given prices, the success rate and cost of
+ * routing each test query by the per-query rule at requirement 0.7.
+ *
+ * Single-threaded.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "predict.h"
+#include "smart.h"
+#include "store.h"
+
+#define MAX_MODELS 64
+#define KMAX 64
+
+struct item {
+    const char *query;
+    long input_tokens;
+    const char *task;
+    int n;
+    int model[MAX_MODELS]; /* index into names */
+    double c[MAX_MODELS], o[MAX_MODELS];
+};
+
+static const char *names[MAX_MODELS];
+static int n_names;
+static double price_in[MAX_MODELS], price_out[MAX_MODELS];
+
+static int name_index(const char *s)
+{
+    for (int i = 0; i < n_names; i++)
+        if (strcmp(names[i], s) == 0)
+            return i;
+    if (n_names == MAX_MODELS)
+        return -1;
+    names[n_names] = s;
+    return n_names++;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Items of one split, in file order (the store's record order for train). */
+static struct item *load_split(json_t *all, const char *split, size_t *n)
+{
+    size_t cap = json_array_size(all), m = 0;
+    struct item *v = calloc(cap ? cap : 1, sizeof(*v));
+    for (size_t i = 0; v && i < cap; i++) {
+        json_t *r = json_array_get(all, i);
+        if (strcmp(json_string_value(json_object_get(r, "split")), split) != 0)
+            continue;
+        struct item *it = &v[m++];
+        it->query = json_string_value(json_object_get(r, "query"));
+        it->input_tokens = (long)json_integer_value(json_object_get(r, "input_token_length"));
+        it->task = json_string_value(json_object_get(r, "eval_name"));
+        json_t *outs = json_object_get(r, "outputs");
+        for (size_t j = 0; j < json_array_size(outs) && it->n < MAX_MODELS; j++) {
+            json_t *o = json_array_get(outs, j), *c = json_object_get(o, "correctness");
+            int mi = name_index(json_string_value(json_object_get(o, "model_name")));
+            if (mi < 0)
+                continue;
+            it->model[it->n] = mi;
+            it->c[it->n] = json_is_boolean(c) ? json_is_true(c) : json_number_value(c);
+            it->o[it->n] = json_number_value(json_object_get(o, "output_token_length"));
+            it->n++;
+        }
+    }
+    *n = m;
+    return v;
+}
+
+struct score {
+    double brier, mae, mae_by_task[8];
+    size_t n, n_by_task[8];
+};
+
+static const char *tasks[8];
+static int n_tasks;
+static int task_index(const char *t)
+{
+    for (int i = 0; i < n_tasks; i++)
+        if (strcmp(tasks[i], t) == 0)
+            return i;
+    if (n_tasks == 8)
+        return 7;
+    tasks[n_tasks] = t;
+    return n_tasks++;
+}
+
+/* Score predictions for items given their neighbour lists. */
+static void score_items(const struct lr__hist *h, enum lr__predict_mode mode,
+                        const struct lr__predict_params *p, const struct item *items, size_t n,
+                        struct lr__neighbor *const *nbs, const int *nnb, const int *ids,
+                        struct score *s)
+{
+    double q[MAX_MODELS], o[MAX_MODELS];
+    memset(s, 0, sizeof(*s));
+    for (size_t i = 0; i < n; i++) {
+        lr__predict(h, mode, p, nbs[i], (size_t)nnb[i], ids, (size_t)n_names, q, o);
+        int t = task_index(items[i].task ? items[i].task : "?");
+        for (int j = 0; j < items[i].n; j++) {
+            int m = items[i].model[j];
+            double qq = isnan(q[m]) ? 0.0 : q[m];
+            s->brier += (qq - items[i].c[j]) * (qq - items[i].c[j]);
+            s->mae += fabs(o[m] - items[i].o[j]);
+            s->mae_by_task[t] += fabs(o[m] - items[i].o[j]);
+            s->n_by_task[t]++;
+            s->n++;
+        }
+    }
+    s->brier /= (double)s->n;
+    s->mae /= (double)s->n;
+    for (int t = 0; t < n_tasks; t++)
+        if (s->n_by_task[t])
+            s->mae_by_task[t] /= (double)s->n_by_task[t];
+}
+
+/* Route each test item by the per-query rule; actual success and cost. */
+static void route_items(const struct lr__hist *h, enum lr__predict_mode mode,
+                        const struct lr__predict_params *p, const struct item *items, size_t n,
+                        struct lr__neighbor *const *nbs, const int *nnb, const int *ids,
+                        double req, double *success, double *cost)
+{
+    double q[MAX_MODELS], o[MAX_MODELS], c[MAX_MODELS];
+    size_t order[MAX_MODELS];
+    *success = *cost = 0;
+    for (size_t i = 0; i < n; i++) {
+        lr__predict(h, mode, p, nbs[i], (size_t)nnb[i], ids, (size_t)n_names, q, o);
+        for (int m = 0; m < n_names; m++)
+            c[m] = (double)items[i].input_tokens * price_in[m] + o[m] * price_out[m];
+        lr__smart_order(q, c, (size_t)n_names, req, order);
+        int pick = (int)order[0];
+        for (int j = 0; j < items[i].n; j++) {
+            if (items[i].model[j] != pick)
+                continue;
+            *success += items[i].c[j];
+            *cost += (double)items[i].input_tokens * price_in[pick] +
+                     items[i].o[j] * price_out[pick];
+        }
+    }
+    *success /= (double)n;
+}
+
+static int load_prices(const char *path)
+{
+    json_error_t je;
+    json_t *p = json_load_file(path, 0, &je);
+    if (!p)
+        return -1;
+    for (int m = 0; m < n_names; m++) {
+        json_t *e = json_object_get(p, names[m]);
+        price_in[m] = json_number_value(json_object_get(e, "input_price_per_mtok")) * 1e-6;
+        price_out[m] = json_number_value(json_object_get(e, "output_price_per_mtok")) * 1e-6;
+    }
+    json_decref(p);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *data = NULL, *prices = NULL;
+    int tune = 0, k = LR__SMART_DEFAULT_K;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--tune") == 0)
+            tune = 1;
+        else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc)
+            k = (int)strtol(argv[++i], NULL, 10);
+        else if (!data)
+            data = argv[i];
+        else
+            prices = argv[i];
+    }
+    if (k < 1 || k >= KMAX)
+        k = LR__SMART_DEFAULT_K;
+    if (!data) {
+        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--k N]\n");
+        return 2;
+    }
+    json_error_t je;
+    json_t *all = json_load_file(data, 0, &je);
+    if (!all) {
+        printf("predict_eval: skipped: cannot read %s (%s)\n", data, je.text);
+        return 0;
+    }
+    size_t ntr, nte;
+    struct item *train = load_split(all, "train", &ntr), *test = load_split(all, "test", &nte);
+    if (prices && load_prices(prices) != 0) {
+        fprintf(stderr, "cannot read prices %s\n", prices);
+        prices = NULL;
+    }
+
+    struct lr_store *st = NULL;
+    struct lr_error err;
+    struct lr_import_options io = {"train", 1};
+    struct lr_import_report rep;
+    double t0 = now();
+    if (lr_store_open(":memory:", NULL, &st, &err) ||
+        lr_store_import_file(st, data, &io, &rep, &err)) {
+        fprintf(stderr, "store: %s\n", err.message);
+        return 1;
+    }
+    printf("history: %zu train records imported in %.2f s; %zu test queries; %d models; k=%d\n",
+           rep.imported, now() - t0, nte, n_names, k);
+    if (rep.imported != ntr) {
+        fprintf(stderr, "train count mismatch %zu vs %zu\n", rep.imported, ntr);
+        return 1;
+    }
+
+    struct lr__store_scratch sc;
+    lr__store_scratch_init(&sc);
+    lr__store_rdlock(st);
+    const struct lr__hist *h = lr__store_hist(st);
+    int ids[MAX_MODELS];
+    for (int m = 0; m < n_names; m++)
+        ids[m] = lr__hist_model_id(h, names[m]);
+
+    /* Neighbour lists: test queries against the history; train records
+     * against the rest of the history (themselves left out). */
+    struct lr__neighbor **nb_te = calloc(nte, sizeof(*nb_te));
+    struct lr__neighbor **nb_tr = calloc(ntr, sizeof(*nb_tr));
+    int *n_te = calloc(nte, sizeof(int)), *n_tr = calloc(ntr, sizeof(int));
+    double t1 = now();
+    for (size_t i = 0; i < nte; i++) {
+        nb_te[i] = malloc((size_t)k * sizeof(**nb_te));
+        n_te[i] = lr__store_knn_text(st, test[i].query, strlen(test[i].query), (size_t)k, &sc,
+                                     nb_te[i]);
+    }
+    double per_q = (now() - t1) / (double)nte;
+    if (tune) {
+        struct lr__neighbor tmp[KMAX + 1];
+        for (size_t i = 0; i < ntr; i++) {
+            int n = lr__store_knn_text(st, train[i].query, strlen(train[i].query),
+                                       (size_t)k + 1, &sc, tmp);
+            nb_tr[i] = malloc((size_t)k * sizeof(**nb_tr));
+            int m = 0;
+            for (int j = 0; j < n && m < k; j++)
+                if (tmp[j].doc != (uint32_t)i)
+                    nb_tr[i][m++] = tmp[j];
+            n_tr[i] = m;
+        }
+    }
+    printf("kNN: %.1f us per test query (embed + search, %zu records)\n", per_q * 1e6, h->n);
+
+    struct lr__predict_params best;
+    lr__predict_params_default(&best);
+    if (tune) {
+        static const double Ts[] = {0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2};
+        static const double Ms[] = {0, 0.5, 1, 2, 4, 6, 8, 10, 12, 16, 24, 32};
+        struct score s;
+        double best_b = 1e9, best_mae = 1e18;
+        printf("\nleave-one-out on train (k=%d):\n", k);
+        score_items(h, LR__PREDICT_AIOS, &best, train, ntr, nb_tr, n_tr, ids, &s);
+        printf("  aios                         Brier %.4f  MAE %.2f\n", s.brier, s.mae);
+        for (size_t a = 0; a < sizeof(Ts) / sizeof(Ts[0]); a++) {
+            for (size_t b = 0; b < sizeof(Ms) / sizeof(Ms[0]); b++) {
+                struct lr__predict_params p = {Ts[a], Ms[b], Ms[b]};
+                score_items(h, LR__PREDICT_DEFAULT, &p, train, ntr, nb_tr, n_tr, ids, &s);
+                if (getenv("PREDICT_EVAL_GRID"))
+                    printf("    T=%-5g m_q=%-4g Brier %.5f\n", Ts[a], Ms[b], s.brier);
+                if (s.brier < best_b) {
+                    best_b = s.brier;
+                    best.temperature = Ts[a];
+                    best.prior_weight = Ms[b];
+                }
+            }
+        }
+        for (size_t b = 0; b < sizeof(Ms) / sizeof(Ms[0]); b++) {
+            struct lr__predict_params p = {best.temperature, best.prior_weight, Ms[b]};
+            score_items(h, LR__PREDICT_DEFAULT, &p, train, ntr, nb_tr, n_tr, ids, &s);
+            if (s.mae < best_mae) {
+                best_mae = s.mae;
+                best.length_prior_weight = Ms[b];
+            }
+        }
+        printf("  default best: T=%g m_q=%g m_o=%g  Brier %.4f  MAE %.2f\n", best.temperature,
+               best.prior_weight, best.length_prior_weight, best_b, best_mae);
+    }
+
+    printf("\ntest split (history = train, k=%d):\n", k);
+    for (int mode = 0; mode < 2; mode++) {
+        struct lr__predict_params p;
+        lr__predict_params_default(&p);
+        if (tune)
+            p = best;
+        enum lr__predict_mode md = mode ? LR__PREDICT_DEFAULT : LR__PREDICT_AIOS;
+        struct score s;
+        score_items(h, md, &p, test, nte, nb_te, n_te, ids, &s);
+        printf("  %-8s Brier %.4f  output-tokens MAE %.2f  (", mode ? "default" : "aios", s.brier,
+               s.mae);
+        for (int t = 0; t < n_tasks; t++)
+            printf("%s%s %.2f", t ? ", " : "", tasks[t], s.mae_by_task[t]);
+        printf(")\n");
+        if (prices) {
+            for (int r = 0; r < 3; r++) {
+                double req = r == 0 ? 0.5 : r == 1 ? 0.7 : 0.9, succ, cost;
+                route_items(h, md, &p, test, nte, nb_te, n_te, ids, req, &succ, &cost);
+                printf("           requirement %.1f: success %.3f, cost $%.2f\n", req, succ,
+                       cost);
+            }
+        }
+    }
+    lr__store_unlock(st);
+    lr__store_scratch_free(&sc);
+    for (size_t i = 0; i < nte; i++)
+        free(nb_te[i]);
+    for (size_t i = 0; i < ntr; i++)
+        free(nb_tr[i]);
+    free(nb_te);
+    free(nb_tr);
+    free(n_te);
+    free(n_tr);
+    free(train);
+    free(test);
+    lr_store_free(st);
+    json_decref(all);
+    return 0;
+}

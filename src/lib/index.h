@@ -1,0 +1,117 @@
+/* index.h -- exact k-nearest-neighbour search over the history's vectors.
+ *
+ * Two kinds of index, both exact (no approximation anywhere):
+ *   - sparse (tfidf-v1): an inverted index, one posting list per feature
+ *     holding (document, weight). A search accumulates the dot products of
+ *     the documents that share a feature with the query, then selects the
+ *     top k. Vectors are unit length, so the dot product is the cosine.
+ *   - dense (a remote embedder): a flat row-major matrix of unit vectors,
+ *     scanned with SIMD dot products.
+ * Both rank by similarity, higher first, ties broken by lower document
+ * number (documents are numbered in insertion order). When fewer than k
+ * documents share anything with a sparse query, the rest are filled with
+ * similarity 0 in document order, exactly as a full scan would rank them.
+ *
+ * Threads: searches only read an index and may run concurrently; adding to
+ * an index must exclude searches (the store holds its rwlock for writing).
+ * A search's scratch belongs to one search at a time.
+ */
+#ifndef LR_INDEX_H
+#define LR_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "embed.h"
+
+/* One neighbour: a document number and its similarity to the query. */
+struct lr__neighbor {
+    uint32_t doc;
+    float sim;
+};
+
+/* ==== Sparse (inverted) index ==== */
+
+struct lr__posting {
+    uint32_t doc;
+    float w;
+};
+
+struct lr__plist {
+    struct lr__posting *p;
+    uint32_t n;
+    uint32_t cap; /* 0: p points into the index's shared block */
+};
+
+struct lr__sindex {
+    struct lr__plist *lists; /* LR__TFIDF_SPACE lists */
+    struct lr__posting *block;
+    uint32_t ndocs;
+};
+
+/* Build from n document vectors given document-major: doc i's features are
+ * feats[off[i] .. off[i+1]). Returns 0 or LR_ENOMEM (idx left empty). */
+int lr__sindex_build(struct lr__sindex *idx, const struct lr__feat *feats, const size_t *off,
+                     uint32_t n);
+void lr__sindex_free(struct lr__sindex *idx);
+
+/* Make room to add one document with these features without allocating;
+ * call with searches excluded. Returns 0 or LR_ENOMEM. */
+int lr__sindex_reserve(struct lr__sindex *idx, const struct lr__feat *v, size_t n);
+/* Add document number idx->ndocs; needs a successful reserve for v first. */
+void lr__sindex_add(struct lr__sindex *idx, const struct lr__feat *v, size_t n);
+
+/* Per-search scratch; grows to the index's size. */
+struct lr__knn_scratch {
+    float *acc;
+    uint32_t *touched;
+    size_t cap;
+};
+void lr__knn_scratch_free(struct lr__knn_scratch *s);
+
+/* The k nearest documents to q (n features, unit length) into out (room
+ * for k), best first. Returns how many were written (min(k, ndocs)), or
+ * LR_ENOMEM. */
+int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_t n, size_t k,
+                   struct lr__knn_scratch *scratch, struct lr__neighbor *out);
+
+/* ==== Dense (flat) index ==== */
+
+struct lr__dindex {
+    float *m; /* n rows of dim floats */
+    size_t dim, n, cap;
+};
+
+void lr__dindex_free(struct lr__dindex *idx);
+/* Room for one more row without allocating (searches excluded). */
+int lr__dindex_reserve(struct lr__dindex *idx, size_t extra);
+/* Append a row (already unit length); needs room reserved first. */
+void lr__dindex_add(struct lr__dindex *idx, const float *v);
+
+/* k nearest rows to q (unit length, idx->dim floats). Returns the count. */
+int lr__dindex_knn(const struct lr__dindex *idx, const float *q, size_t k,
+                   struct lr__neighbor *out);
+/* nq queries at once (row-major nq x dim), out is nq x k; the matrix is
+ * read once per block of rows for all queries. counts[i] = how many. */
+int lr__dindex_knn_batch(const struct lr__dindex *idx, const float *qs, size_t nq, size_t k,
+                         struct lr__neighbor *out, size_t *counts);
+
+/* ==== Top-k selection (shared by both) ==== */
+
+/* A bounded min-heap of the k best neighbours seen so far. */
+struct lr__topk {
+    struct lr__neighbor *h;
+    size_t n, k;
+};
+void lr__topk_init(struct lr__topk *t, struct lr__neighbor *buf, size_t k);
+void lr__topk_push(struct lr__topk *t, uint32_t doc, float sim);
+/* Sort the heap's content best first in place (h[0] best); returns n. */
+size_t lr__topk_finish(struct lr__topk *t);
+
+/* a ranks before b: higher similarity, then lower document number. */
+static inline int lr__neighbor_better(uint32_t da, float sa, uint32_t db, float sb)
+{
+    return sa > sb || (sa == sb && da < db);
+}
+
+#endif /* LR_INDEX_H */

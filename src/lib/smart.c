@@ -1,0 +1,337 @@
+/* smart.c -- the "smart" routing strategy (see smart.h).
+ *
+ * Decisions where AIOS leaves things open, and why:
+ *   - An empty store cannot predict anything: rank() answers LR_EEMPTY
+ *     ("the history store is empty: import data first"), except with a
+ *     single candidate, which is its own ranking with unknown (NaN) figures.
+ *     The strategy is still created over an empty store, so a gateway can
+ *     start before its first feedback arrives.
+ *   - Model names in the history are matched to config names exactly.
+ *   - A candidate the history has never seen: in "aios" mode quality 0 and
+ *     0 output tokens, as AIOS does; in "default" mode its quality is
+ *     unknown (NaN, ranked after every known candidate) and its output
+ *     length is the neighbours' pooled over all models, so its cost is still
+ *     a fair estimate.
+ *   - Ties: among candidates meeting the requirement, equal cost goes to the
+ *     earlier candidate (AIOS's min() does the same); among the rest, equal
+ *     quality goes to the cheaper, then the earlier.
+ *
+ * Threads: rank() from many threads at once; each call takes its scratch
+ * from a mutex-guarded pool and holds the store's read lock while it
+ * searches and predicts.
+ */
+#include "smart.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+struct scratch {
+    struct scratch *next;
+    struct lr__store_scratch ss;
+    struct lr__neighbor nb[LR__SMART_MAX_K];
+};
+
+struct lr__smart {
+    struct lr_store *store;
+    enum lr__predict_mode mode;
+    struct lr__predict_params params;
+    size_t k;
+    pthread_mutex_t mu;
+    struct scratch *pool;
+};
+
+/* ==== State ==== */
+
+int lr__smart_new(struct lr_store *store, const char *predictor, int n_similar,
+                  struct lr__smart **out, struct lr_error *err)
+{
+    enum lr__predict_mode mode;
+    struct lr__smart *s;
+
+    *out = NULL;
+    if (!store)
+        return lr__error_set(err, LR_ESTRATEGY, "smart routing needs a history store");
+    if (lr__predict_mode_parse(predictor, &mode) != 0)
+        return lr__error_set(err, LR_ESTRATEGY,
+                             "unknown predictor '%s' (expected \"default\" or \"aios\")",
+                             predictor);
+    if (n_similar < 0 || n_similar > LR__SMART_MAX_K)
+        return lr__error_set(err, LR_ESTRATEGY, "n_similar %d is out of range [1, %d]", n_similar,
+                    LR__SMART_MAX_K);
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return lr__error_set(err, LR_ENOMEM, "out of memory creating the smart strategy");
+    s->store = store;
+    s->mode = mode;
+    s->k = n_similar > 0 ? (size_t)n_similar : LR__SMART_DEFAULT_K;
+    lr__predict_params_default(&s->params);
+    pthread_mutex_init(&s->mu, NULL);
+    *out = s;
+    return 0;
+}
+
+void lr__smart_free(struct lr__smart *s)
+{
+    if (!s)
+        return;
+    while (s->pool) {
+        struct scratch *x = s->pool;
+        s->pool = x->next;
+        lr__store_scratch_free(&x->ss);
+        free(x);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+void lr__smart_set_params(struct lr__smart *s, const struct lr__predict_params *p)
+{
+    s->params = *p;
+}
+
+static struct scratch *scratch_get(struct lr__smart *s)
+{
+    struct scratch *x;
+    pthread_mutex_lock(&s->mu);
+    x = s->pool;
+    if (x)
+        s->pool = x->next;
+    pthread_mutex_unlock(&s->mu);
+    if (!x) {
+        x = malloc(sizeof(*x));
+        if (x)
+            lr__store_scratch_init(&x->ss);
+    }
+    return x;
+}
+
+static void scratch_put(struct lr__smart *s, struct scratch *x)
+{
+    pthread_mutex_lock(&s->mu);
+    x->next = s->pool;
+    s->pool = x;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ==== The per-query rule ==== */
+
+struct ranked {
+    double q, cost;
+    size_t pos;
+    int meets;
+};
+
+static int cmp_ranked(const void *pa, const void *pb)
+{
+    const struct ranked *a = pa, *b = pb;
+    if (a->meets != b->meets)
+        return a->meets ? -1 : 1;
+    if (!a->meets) {
+        int an = isnan(a->q), bn = isnan(b->q);
+        if (an != bn)
+            return an ? 1 : -1;
+        if (!an && a->q != b->q)
+            return a->q > b->q ? -1 : 1;
+    }
+    /* Unknown costs sort after known ones. */
+    int ac = isnan(a->cost), bc = isnan(b->cost);
+    if (ac != bc)
+        return ac ? 1 : -1;
+    if (!ac && a->cost != b->cost)
+        return a->cost < b->cost ? -1 : 1;
+    return (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+void lr__smart_order(const double *quality, const double *cost, size_t m, double requirement,
+                     size_t *order)
+{
+    struct ranked stack_r[64];
+    struct ranked *r = m <= 64 ? stack_r : malloc(m * sizeof(*r));
+    if (!r) {
+        /* Without scratch, keep the given order rather than fail. */
+        for (size_t j = 0; j < m; j++)
+            order[j] = j;
+        return;
+    }
+    for (size_t j = 0; j < m; j++) {
+        r[j].q = quality[j];
+        r[j].cost = cost[j];
+        r[j].pos = j;
+        r[j].meets = !isnan(quality[j]) && quality[j] >= requirement;
+    }
+    qsort(r, m, sizeof(*r), cmp_ranked);
+    for (size_t j = 0; j < m; j++)
+        order[j] = r[j].pos;
+    if (r != stack_r)
+        free(r);
+}
+
+/* ==== Ranking ==== */
+
+static void fill_unknown(const struct lr__smart_model *models, size_t m,
+                         struct lr_candidate *out)
+{
+    for (size_t j = 0; j < m; j++) {
+        out[j].index = models[j].index;
+        out[j].predicted_quality = NAN;
+        out[j].predicted_output_tokens = NAN;
+        out[j].estimated_cost = NAN;
+    }
+}
+
+int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
+                          const struct lr__smart_model *models, size_t m,
+                          struct lr_candidate *out, struct lr_error *err)
+{
+    double stack_buf[4 * 32];
+    int stack_ids[32];
+    size_t stack_order[32];
+    double *buf = m <= 32 ? stack_buf : malloc(4 * m * sizeof(*buf));
+    int *ids = m <= 32 ? stack_ids : malloc(m * sizeof(*ids));
+    size_t *order = m <= 32 ? stack_order : malloc(m * sizeof(*order));
+    struct scratch *x = NULL;
+    int rc = 0, locked = 0, nn;
+
+    if (m == 0) {
+        rc = lr__error_set(err, LR_EEMPTY, "no candidates to rank");
+        goto out;
+    }
+    if (!buf || !ids || !order || !(x = scratch_get(s))) {
+        rc = lr__error_set(err, LR_ENOMEM, "out of memory ranking candidates");
+        goto out;
+    }
+    double *quality = buf, *tokens = buf + m, *cost = buf + 2 * m;
+
+    lr__store_rdlock(s->store);
+    locked = 1;
+    const struct lr__hist *h = lr__store_hist(s->store);
+    if (h->n == 0) {
+        if (m == 1) {
+            fill_unknown(models, m, out);
+            goto out;
+        }
+        rc = lr__error_set(err, LR_EEMPTY, "the history store is empty: import data first");
+        goto out;
+    }
+    if (lr__store_is_dense(s->store)) {
+        if (!q->embedding || q->dim != lr__store_dim(s->store)) {
+            rc = lr__error_set(err, LR_EINVAL,
+                      "the history store uses the remote embedder '%s': the request needs an "
+                      "embedding of dimension %zu (got %zu)",
+                      lr__store_embedder(s->store), lr__store_dim(s->store),
+                      q->embedding ? q->dim : 0);
+            goto out;
+        }
+        nn = lr__store_knn_vec(s->store, q->embedding, q->dim, s->k, &x->ss, x->nb);
+    } else {
+        if (!q->text || q->len == 0) {
+            rc = lr__error_set(err, LR_EINVAL, "smart routing needs the query text");
+            goto out;
+        }
+        nn = lr__store_knn_text(s->store, q->text, q->len, s->k, &x->ss, x->nb);
+    }
+    if (nn < 0) {
+        rc = lr__error_set(err, nn, nn == LR_ENOMEM ? "out of memory searching the history"
+                                           : "the query's embedding is zero or not finite");
+        goto out;
+    }
+    for (size_t j = 0; j < m; j++)
+        ids[j] = models[j].name ? lr__hist_model_id(h, models[j].name) : -1;
+    lr__predict(h, s->mode, &s->params, x->nb, (size_t)nn, ids, m, quality, tokens);
+    lr__store_unlock(s->store);
+    locked = 0;
+
+    for (size_t j = 0; j < m; j++)
+        cost[j] = (double)q->input_tokens * models[j].price_in + tokens[j] * models[j].price_out;
+    lr__smart_order(quality, cost, m, q->requirement, order);
+    for (size_t r = 0; r < m; r++) {
+        size_t j = order[r];
+        out[r].index = models[j].index;
+        out[r].predicted_quality = quality[j];
+        out[r].predicted_output_tokens = tokens[j];
+        out[r].estimated_cost = cost[j];
+    }
+out:
+    if (locked)
+        lr__store_unlock(s->store);
+    if (x)
+        scratch_put(s, x);
+    if (buf != stack_buf)
+        free(buf);
+    if (ids != stack_ids)
+        free(ids);
+    if (order != stack_order)
+        free(order);
+    return rc;
+}
+
+/* ==== The strategy interface ==== */
+
+static int smart_create(const struct lr_config *cfg, const struct lr_router_options *opts,
+                        void **state, struct lr_error *err)
+{
+    struct lr__smart *s = NULL;
+    int rc;
+    (void)cfg;
+    *state = NULL;
+    if (!opts)
+        return lr__error_set(err, LR_ESTRATEGY, "smart routing needs a history store");
+    rc = lr__smart_new(opts->store, opts->predictor, opts->n_similar, &s, err);
+    if (rc == 0)
+        *state = s;
+    return rc;
+}
+
+static void smart_destroy(void *state)
+{
+    lr__smart_free(state);
+}
+
+static int smart_rank(void *state, const struct lr__route_ctx *ctx, struct lr_candidate *ranking,
+                      struct lr_error *err)
+{
+    struct lr__smart_model stack_m[32];
+    struct lr__smart_model *models =
+        ctx->n_cands <= 32 ? stack_m : malloc(ctx->n_cands * sizeof(*models));
+    struct lr__smart_query q;
+    int rc;
+
+    if (!models)
+        return lr__error_set(err, LR_ENOMEM, "out of memory ranking candidates");
+    for (size_t j = 0; j < ctx->n_cands; j++) {
+        const struct lr_model_info *mi = lr_config_model(ctx->cfg, (size_t)ctx->cands[j]);
+        models[j].index = ctx->cands[j];
+        models[j].name = mi ? mi->name : NULL;
+        models[j].price_in = mi ? mi->cost_per_input_token : NAN;
+        models[j].price_out = mi ? mi->cost_per_output_token : NAN;
+    }
+    memset(&q, 0, sizeof(q));
+    q.text = ctx->req ? ctx->req->query : NULL;
+    q.len = q.text ? strlen(q.text) : 0;
+    q.embedding = ctx->req ? ctx->req->embedding : NULL;
+    q.dim = ctx->req ? ctx->req->embedding_dim : 0;
+    q.input_tokens = ctx->input_tokens;
+    q.requirement = ctx->requirement;
+    rc = lr__smart_rank_models(state, &q, models, ctx->n_cands, ranking, err);
+    /* One candidate is its own ranking whatever the history lacks. */
+    if (rc != 0 && rc != LR_ENOMEM && ctx->n_cands == 1) {
+        fill_unknown(models, 1, ranking);
+        rc = 0;
+    }
+    if (models != stack_m)
+        free(models);
+    return rc;
+}
+
+const struct lr__strategy lr__strategy_smart = {
+    .name = "smart",
+    .create = smart_create,
+    .destroy = smart_destroy,
+    .rank = smart_rank,
+    .rank_batch = NULL,
+};

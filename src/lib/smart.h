@@ -1,0 +1,59 @@
+/* smart.h -- the "smart" routing strategy (ECCOS per-query rule, as AIOS
+ * ships it): embed the query, find its nearest past queries, predict each
+ * candidate's quality and output length, price them, and rank: the
+ * candidates whose predicted quality meets the requirement, cheapest first,
+ * then the others by predicted quality, highest first.
+ *
+ * Threads: rank() may run on many threads at once against one state, while
+ * another thread appends to the store; per-call scratch comes from a pool.
+ */
+#ifndef LR_SMART_H
+#define LR_SMART_H
+
+#include "predict.h"
+#include "strategy.h"
+
+#define LR__SMART_DEFAULT_K 16
+#define LR__SMART_MAX_K 1024
+
+/* A candidate as the ranking sees it, independent of the config. */
+struct lr__smart_model {
+    int index;           /* reported in the ranking */
+    const char *name;    /* matched exactly against the history's model names */
+    double price_in;     /* per input token */
+    double price_out;    /* per output token */
+};
+
+/* One query, already resolved: text (built-in embedder) or a dense vector. */
+struct lr__smart_query {
+    const char *text;
+    size_t len;
+    const float *embedding;
+    size_t dim;
+    long input_tokens;
+    double requirement;
+};
+
+struct lr__smart;
+
+/* State without a config: a store (borrowed), the predictor mode and k. */
+int lr__smart_new(struct lr_store *store, const char *predictor, int n_similar,
+                  struct lr__smart **out, struct lr_error *err);
+void lr__smart_free(struct lr__smart *s);
+/* Override the default predictor constants (evaluation and tuning). */
+void lr__smart_set_params(struct lr__smart *s, const struct lr__predict_params *p);
+
+/* Rank m candidates into out[0..m), best first. LR_EEMPTY when the store
+ * holds nothing (and m > 1); LR_EINVAL when the query lacks what the
+ * store's embedder needs. */
+int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
+                          const struct lr__smart_model *models, size_t m,
+                          struct lr_candidate *out, struct lr_error *err);
+
+/* Order already-predicted candidates by the per-query rule (exposed so the
+ * rule can be tested on its own). quality may hold NaN (unknown: ranked
+ * last). order receives positions 0..m-1. */
+void lr__smart_order(const double *quality, const double *cost, size_t m, double requirement,
+                     size_t *order);
+
+#endif /* LR_SMART_H */

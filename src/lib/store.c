@@ -1,0 +1,1558 @@
+/* store.c -- the history store: past queries and how each model did on
+ * them, kept in SQLite and mirrored in memory for routing (see store.h).
+ *
+ * On disk (SQLite, WAL journal, synchronous=FULL so that a commit survives a
+ * power cut as well as a crash: "durable before it returns 0" holds without
+ * qualification; the price is one fsync per append, so the gateway appends
+ * off its event loop):
+ *   meta(key, value)          schema_version, embedder, dim
+ *   models(id, name)          id = the in-memory model id, 0, 1, ...
+ *   records(id, query, input_tokens, task)   id = record number, 0, 1, ...
+ *   outcomes(record_id, model_id, correctness, output_tokens)  in record order
+ *   vectors(record_id, vec)   remote-embedder stores only: float32 blobs
+ * tfidf-v1 vectors are not stored: their weights depend on the document
+ * frequencies of the whole store, so they are recomputed from the text at
+ * open and after every import.
+ *
+ * TF-IDF weights depend on the whole store. An import rebuilds the copy (all
+ * weights recomputed). A single append is indexed at once with the current
+ * document frequencies, and the copy is rebuilt in the background of the
+ * writer each time the store has grown by a quarter, so that weights never
+ * lag far behind (O(1) amortised per append; readers keep using the old
+ * copy until the new one is swapped in).
+ *
+ * Threads: routing threads read the in-memory copy under the read lock.
+ * Writers take `wmu` (one writer at a time), commit to SQLite without
+ * blocking readers, and take the write lock only to grow arrays (before the
+ * commit, so an allocation failure never leaves memory behind disk) and to
+ * publish the new data (after it).
+ */
+#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: writers must not starve */
+
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct lr_store {
+    sqlite3 *db;
+    char *path;
+    char embedder[LR__STORE_MAX_EMBEDDER + 1];
+    int dense;
+    size_t dim; /* dense dimension, 0 = not known yet */
+    int read_only;
+    size_t max_records;
+    pthread_mutex_t wmu;
+    pthread_rwlock_t rw;
+    struct lr__hist *hist;
+    size_t rebuild_at; /* tfidf-v1: re-weigh everything when n reaches this */
+};
+
+/* Appends re-weigh the whole index when the store has grown by a quarter
+ * since the last rebuild: each append then costs O(1) amortised, and no
+ * document's weights lag far behind the document frequencies. */
+static size_t next_rebuild(size_t n)
+{
+    return n + n / 4 + 16;
+}
+
+/* ==== Errors ==== */
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static int fail(struct lr_error *err, int code, int line, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        err->code = code;
+        err->line = line;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof(err->message), fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static int sql_code(sqlite3 *db)
+{
+    int rc = sqlite3_errcode(db) & 0xff;
+    return (rc == SQLITE_IOERR || rc == SQLITE_FULL || rc == SQLITE_CANTOPEN) ? LR_EIO
+                                                                               : LR_ESTORE;
+}
+
+static int sql_fail(struct lr_store *st, struct lr_error *err, const char *what)
+{
+    return fail(err, sql_code(st->db), 0, "history store '%s': %s: %s", st->path, what,
+                sqlite3_errmsg(st->db));
+}
+
+/* ==== Model names ==== */
+
+static uint64_t str_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h ^ (h >> 29);
+}
+
+static int names_find(const struct lr__names *t, const char *name)
+{
+    if (t->n_slots == 0)
+        return -1;
+    size_t mask = t->n_slots - 1, i = (size_t)(str_hash(name) & mask);
+    while (t->slots[i]) {
+        uint32_t id = t->slots[i] - 1;
+        if (strcmp(t->names[id], name) == 0)
+            return (int)id;
+        i = (i + 1) & mask;
+    }
+    return -1;
+}
+
+static void names_place(struct lr__names *t, uint32_t id)
+{
+    size_t mask = t->n_slots - 1, i = (size_t)(str_hash(t->names[id]) & mask);
+    while (t->slots[i])
+        i = (i + 1) & mask;
+    t->slots[i] = id + 1;
+}
+
+/* Room for `extra` more names without allocating. */
+static int names_reserve(struct lr__names *t, size_t extra)
+{
+    size_t need = t->n + extra;
+    if (need <= t->cap)
+        return 0;
+    size_t cap = t->cap < 16 ? 16 : t->cap * 2;
+    while (cap < need)
+        cap *= 2;
+    char **names = realloc(t->names, cap * sizeof(*names));
+    if (!names)
+        return LR_ENOMEM;
+    t->names = names;
+    size_t n_slots = 1;
+    while (n_slots < 2 * cap)
+        n_slots <<= 1;
+    uint32_t *slots = calloc(n_slots, sizeof(*slots));
+    if (!slots)
+        return LR_ENOMEM; /* names grew, which is harmless */
+    free(t->slots);
+    t->slots = slots;
+    t->n_slots = n_slots;
+    t->cap = cap;
+    for (size_t id = 0; id < t->n; id++)
+        names_place(t, (uint32_t)id);
+    return 0;
+}
+
+/* Add an owned name (room reserved); returns its id. */
+static uint32_t names_add(struct lr__names *t, char *name)
+{
+    uint32_t id = (uint32_t)t->n++;
+    t->names[id] = name;
+    names_place(t, id);
+    return id;
+}
+
+static void names_free(struct lr__names *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->names[i]);
+    free(t->names);
+    free(t->slots);
+    memset(t, 0, sizeof(*t));
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* ==== The in-memory copy ==== */
+
+static void hist_free(struct lr__hist *h)
+{
+    if (!h)
+        return;
+    free(h->out_start);
+    free(h->outs);
+    names_free(&h->models);
+    free(h->mstats);
+    free(h->df);
+    lr__sindex_free(&h->sidx);
+    lr__dindex_free(&h->didx);
+    free(h);
+}
+
+/* Room for `recs` more records, `outs` more outcomes, `models` more models. */
+static int hist_reserve(struct lr__hist *h, size_t recs, size_t outs, size_t models)
+{
+    if (h->n + recs > h->cap || !h->out_start) {
+        size_t cap = h->cap < 64 ? 64 : h->cap + h->cap / 2;
+        if (cap < h->n + recs)
+            cap = h->n + recs;
+        uint32_t *os = realloc(h->out_start, (cap + 1) * sizeof(*os));
+        if (!os)
+            return LR_ENOMEM;
+        if (!h->out_start)
+            os[0] = 0;
+        h->out_start = os;
+        h->cap = cap;
+    }
+    if (h->n_outs + outs > h->cap_outs) {
+        size_t cap = h->cap_outs < 256 ? 256 : h->cap_outs + h->cap_outs / 2;
+        if (cap < h->n_outs + outs)
+            cap = h->n_outs + outs;
+        if (cap > UINT32_MAX)
+            return LR_ENOMEM;
+        struct lr__outcome *o = realloc(h->outs, cap * sizeof(*o));
+        if (!o)
+            return LR_ENOMEM;
+        h->outs = o;
+        h->cap_outs = cap;
+    }
+    if (models) {
+        size_t old_cap = h->models.cap;
+        if (names_reserve(&h->models, models) != 0)
+            return LR_ENOMEM;
+        if (h->models.cap != old_cap || !h->mstats) {
+            struct lr__model_stats *ms = realloc(h->mstats, h->models.cap * sizeof(*ms));
+            if (!ms)
+                return LR_ENOMEM;
+            memset(ms + old_cap, 0, (h->models.cap - old_cap) * sizeof(*ms));
+            h->mstats = ms;
+        }
+    }
+    return 0;
+}
+
+static void hist_add_outcome(struct lr__hist *h, uint32_t model, double c, double o)
+{
+    struct lr__outcome *x = &h->outs[h->n_outs++];
+    x->model = model;
+    x->correctness = (float)c;
+    x->output_tokens = (float)o;
+    h->mstats[model].n += 1.0;
+    h->mstats[model].sum_correct += c;
+    h->mstats[model].sum_output += o;
+}
+
+int lr__hist_model_id(const struct lr__hist *h, const char *name)
+{
+    return names_find(&h->models, name);
+}
+
+/* ==== Loading from SQLite ==== */
+
+static int load_models(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = 0, s;
+    if (sqlite3_prepare_v2(st->db, "SELECT id, name FROM models ORDER BY id", -1, &q, NULL))
+        return sql_fail(st, err, "reading models");
+    while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(q, 1);
+        if (sqlite3_column_int64(q, 0) != (sqlite3_int64)h->models.n || !name ||
+            h->models.n >= LR__STORE_MAX_MODELS) {
+            rc = fail(err, LR_ESTORE, 0, "history store '%s': models table is inconsistent",
+                      st->path);
+            goto out;
+        }
+        char *d = dup_str(name);
+        if (!d || hist_reserve(h, 0, 0, 1) != 0) {
+            free(d);
+            rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+            goto out;
+        }
+        names_add(&h->models, d);
+    }
+    if (s != SQLITE_DONE)
+        rc = sql_fail(st, err, "reading models");
+out:
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int load_outcomes(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = 0, s;
+    size_t filled = 0; /* out_start[0 .. filled) are set */
+
+    /* Outcomes are inserted with their record, so rowid order is record
+     * order; a row out of order means the file was edited by hand. */
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT record_id, model_id, correctness, output_tokens FROM outcomes "
+                           "ORDER BY rowid",
+                           -1, &q, NULL))
+        return sql_fail(st, err, "reading outcomes");
+    while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+        sqlite3_int64 rec = sqlite3_column_int64(q, 0), model = sqlite3_column_int64(q, 1);
+        double c = sqlite3_column_double(q, 2), o = sqlite3_column_double(q, 3);
+        if (rec < 0 || (size_t)rec >= h->n || (size_t)rec + 1 < filled || model < 0 ||
+            (size_t)model >= h->models.n || !(c >= 0.0 && c <= 1.0) || !(o >= 0.0) ||
+            !isfinite(o)) {
+            rc = fail(err, LR_ESTORE, 0, "history store '%s': outcomes table is inconsistent",
+                      st->path);
+            goto out;
+        }
+        if (hist_reserve(h, 0, 1, 0) != 0) {
+            rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+            goto out;
+        }
+        while (filled <= (size_t)rec)
+            h->out_start[filled++] = (uint32_t)h->n_outs;
+        hist_add_outcome(h, (uint32_t)model, c, o);
+    }
+    if (s != SQLITE_DONE) {
+        rc = sql_fail(st, err, "reading outcomes");
+        goto out;
+    }
+    while (filled <= h->n)
+        h->out_start[filled++] = (uint32_t)h->n_outs;
+out:
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* Two passes over the texts: document frequencies, then vectors. */
+static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    struct lr__terms t;
+    struct lr__feat *feats = NULL;
+    size_t *off = NULL, nf = 0, cap = 0, i;
+    int rc = 0, s;
+
+    lr__terms_init(&t);
+    h->df = calloc(LR__TFIDF_SPACE, sizeof(*h->df));
+    off = malloc((h->n + 1) * sizeof(*off));
+    if (!h->df || !off) {
+        rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+        goto out;
+    }
+    if (sqlite3_prepare_v2(st->db, "SELECT query FROM records ORDER BY id", -1, &q, NULL)) {
+        rc = sql_fail(st, err, "reading records");
+        goto out;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        i = 0;
+        off[0] = 0;
+        while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+            const char *text = (const char *)sqlite3_column_text(q, 0);
+            size_t len = (size_t)sqlite3_column_bytes(q, 0);
+            if (i >= h->n) {
+                rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
+                          st->path);
+                goto out;
+            }
+            if (lr__terms_count(&t, text, text ? len : 0) != 0) {
+                rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+                goto out;
+            }
+            if (pass == 0) {
+                for (size_t j = 0; j < t.n; j++) {
+                    uint32_t f = lr__terms_feature(&t, j);
+                    if (h->df[f] < UINT32_MAX)
+                        h->df[f]++;
+                }
+                /* Every feature has df >= 1 here, so this bounds the
+                 * vector's length and the buffer is allocated once. */
+                cap += t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES;
+            } else {
+                if (!feats && !(feats = malloc((cap ? cap : 1) * sizeof(*feats)))) {
+                    rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+                    goto out;
+                }
+                if (nf + (t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES) > cap) {
+                    rc = fail(err, LR_ESTORE, 0,
+                              "history store '%s': records changed while loading", st->path);
+                    goto out;
+                }
+                nf += lr__tfidf_vector(&t, h->df, (uint32_t)h->n, 0, LR__TFIDF_MAX_FEATURES,
+                                       feats + nf);
+                off[i + 1] = nf;
+            }
+            i++;
+        }
+        if (s != SQLITE_DONE) {
+            rc = sql_fail(st, err, "reading records");
+            goto out;
+        }
+        if (i != h->n) {
+            rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
+                      st->path);
+            goto out;
+        }
+        sqlite3_reset(q);
+    }
+    h->df_ndocs = (uint32_t)h->n;
+    if (lr__sindex_build(&h->sidx, feats, off, (uint32_t)h->n) != 0)
+        rc = fail(err, LR_ENOMEM, 0, "out of memory building the history index");
+out:
+    sqlite3_finalize(q);
+    lr__terms_free(&t);
+    free(feats);
+    free(off);
+    return rc;
+}
+
+static int load_dense(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = 0, s;
+    h->didx.dim = st->dim;
+    if (h->n == 0)
+        return 0;
+    if (st->dim == 0 || lr__dindex_reserve(&h->didx, h->n) != 0)
+        return fail(err, st->dim ? LR_ENOMEM : LR_ESTORE, 0,
+                    "history store '%s': cannot load %zu vectors of dimension %zu", st->path,
+                    h->n, st->dim);
+    if (sqlite3_prepare_v2(st->db, "SELECT record_id, vec FROM vectors ORDER BY record_id", -1,
+                           &q, NULL))
+        return sql_fail(st, err, "reading vectors");
+    while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(q, 1);
+        size_t bytes = (size_t)sqlite3_column_bytes(q, 1);
+        if (sqlite3_column_int64(q, 0) != (sqlite3_int64)h->didx.n || h->didx.n >= h->n ||
+            bytes != st->dim * sizeof(float) || !blob) {
+            rc = fail(err, LR_ESTORE, 0, "history store '%s': vectors table is inconsistent",
+                      st->path);
+            goto out;
+        }
+        lr__dindex_add(&h->didx, blob);
+    }
+    if (s != SQLITE_DONE)
+        rc = sql_fail(st, err, "reading vectors");
+    else if (h->didx.n != h->n)
+        rc = fail(err, LR_ESTORE, 0, "history store '%s': %zu records but %zu vectors",
+                  st->path, h->n, h->didx.n);
+out:
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* Build a fresh in-memory copy from what the connection sees (inside a
+ * transaction, that includes its own uncommitted rows). */
+static int hist_load(struct lr_store *st, struct lr__hist **out, struct lr_error *err)
+{
+    struct lr__hist *h = calloc(1, sizeof(*h));
+    sqlite3_stmt *q = NULL;
+    int rc;
+
+    *out = NULL;
+    if (!h)
+        return fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+    if ((rc = load_models(st, h, err)) != 0)
+        goto fail;
+    if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*), COALESCE(MAX(id), -1) FROM records", -1,
+                           &q, NULL) ||
+        sqlite3_step(q) != SQLITE_ROW) {
+        rc = sql_fail(st, err, "counting records");
+        goto fail;
+    }
+    sqlite3_int64 count = sqlite3_column_int64(q, 0), max_id = sqlite3_column_int64(q, 1);
+    sqlite3_finalize(q);
+    q = NULL;
+    if (max_id != count - 1 || (uint64_t)count > LR__STORE_HARD_MAX_RECORDS) {
+        rc = fail(err, LR_ESTORE, 0, "history store '%s': records table is inconsistent",
+                  st->path);
+        goto fail;
+    }
+    if (hist_reserve(h, (size_t)count, 0, 0) != 0) {
+        rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+        goto fail;
+    }
+    h->n = (size_t)count;
+    if ((rc = load_outcomes(st, h, err)) != 0)
+        goto fail;
+    rc = st->dense ? load_dense(st, h, err) : load_tfidf(st, h, err);
+    if (rc != 0)
+        goto fail;
+    *out = h;
+    return 0;
+fail:
+    sqlite3_finalize(q);
+    hist_free(h);
+    return rc;
+}
+
+/* ==== Open and close ==== */
+
+static int exec(struct lr_store *st, const char *sql, struct lr_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        int code = sql_code(st->db);
+        fail(err, code, 0, "history store '%s': %s", st->path, msg ? msg : "SQLite error");
+        sqlite3_free(msg);
+        return code;
+    }
+    return 0;
+}
+
+static int meta_get(struct lr_store *st, const char *key, char *buf, size_t cap, int *found)
+{
+    sqlite3_stmt *q = NULL;
+    int s;
+    *found = 0;
+    if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key = ?", -1, &q, NULL))
+        return -1;
+    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+    s = sqlite3_step(q);
+    if (s == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(q, 0);
+        snprintf(buf, cap, "%s", v ? v : "");
+        *found = 1;
+    }
+    sqlite3_finalize(q);
+    return s == SQLITE_ROW || s == SQLITE_DONE ? 0 : -1;
+}
+
+static int meta_set_dim(struct lr_store *st, size_t dim)
+{
+    sqlite3_stmt *q = NULL;
+    char v[32];
+    int s;
+    snprintf(v, sizeof(v), "%zu", dim);
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('dim', ?)",
+                           -1, &q, NULL))
+        return -1;
+    sqlite3_bind_text(q, 1, v, -1, SQLITE_TRANSIENT);
+    s = sqlite3_step(q);
+    sqlite3_finalize(q);
+    return s == SQLITE_DONE ? 0 : -1;
+}
+
+static const char SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS models(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE IF NOT EXISTS records(id INTEGER PRIMARY KEY, query TEXT NOT NULL,"
+    " input_tokens INTEGER NOT NULL, task TEXT);"
+    "CREATE TABLE IF NOT EXISTS outcomes(record_id INTEGER NOT NULL, model_id INTEGER NOT NULL,"
+    " correctness REAL NOT NULL, output_tokens REAL NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS vectors(record_id INTEGER PRIMARY KEY, vec BLOB NOT NULL);";
+
+/* Create the schema in an empty database, or check an existing one. */
+static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *err)
+{
+    char buf[LR__STORE_MAX_EMBEDDER + 64];
+    int found, rc;
+
+    if (meta_get(st, "schema_version", buf, sizeof(buf), &found) != 0) {
+        /* No meta table: a new store, if the database is empty. */
+        sqlite3_stmt *q = NULL;
+        sqlite3_int64 objects = -1;
+        if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*) FROM sqlite_master", -1, &q, NULL) ==
+                SQLITE_OK &&
+            sqlite3_step(q) == SQLITE_ROW)
+            objects = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+        if (objects < 0)
+            return sql_fail(st, err, "opening");
+        if (objects > 0)
+            return fail(err, LR_ESTORE, 0, "'%s' is a SQLite database but not a history store",
+                        st->path);
+        if (st->read_only)
+            return fail(err, LR_ESTORE, 0, "'%s' is not a history store (opened read-only)",
+                        st->path);
+        if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
+            return rc;
+        char ins[LR__STORE_MAX_EMBEDDER + 256];
+        char *quoted = sqlite3_mprintf("%Q", st->embedder);
+        if (!quoted) {
+            exec(st, "ROLLBACK", NULL);
+            return fail(err, LR_ENOMEM, 0, "out of memory creating the history store");
+        }
+        snprintf(ins, sizeof(ins),
+                 "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '%d'),"
+                 "('embedder', %s), ('dim', '%zu');",
+                 LR__STORE_SCHEMA_VERSION, quoted, want_dim);
+        sqlite3_free(quoted);
+        if ((rc = exec(st, SCHEMA, err)) != 0 || (rc = exec(st, ins, err)) != 0 ||
+            (rc = exec(st, "COMMIT", err)) != 0) {
+            exec(st, "ROLLBACK", NULL);
+            return rc;
+        }
+        if (meta_get(st, "schema_version", buf, sizeof(buf), &found) != 0)
+            return sql_fail(st, err, "creating");
+    }
+    if (!found || strcmp(buf, "1") != 0)
+        return fail(err, LR_ESTORE, 0,
+                    "history store '%s' has schema version '%s'; this library reads version %d",
+                    st->path, found ? buf : "(none)", LR__STORE_SCHEMA_VERSION);
+    if (meta_get(st, "embedder", buf, sizeof(buf), &found) != 0 || !found)
+        return fail(err, LR_ESTORE, 0, "history store '%s' does not name its embedder", st->path);
+    if (strcmp(buf, st->embedder) != 0)
+        return fail(err, LR_ESTORE, 0,
+                    "history store '%s' was built with embedder '%s' but is opened with '%s': "
+                    "open it with the same embedder, or import the history into a new store",
+                    st->path, buf, st->embedder);
+    if (meta_get(st, "dim", buf, sizeof(buf), &found) != 0)
+        return sql_fail(st, err, "reading meta");
+    size_t dim = 0;
+    if (found) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(buf, &end, 10);
+        if (errno || end == buf || *end || v > LR__STORE_MAX_DIM)
+            return fail(err, LR_ESTORE, 0, "history store '%s': meta dim '%s' is not valid",
+                        st->path, buf);
+        dim = (size_t)v;
+    }
+    if (st->dense && want_dim && dim && want_dim != dim)
+        return fail(err, LR_ESTORE, 0,
+                    "history store '%s' holds vectors of dimension %zu, not %zu as configured",
+                    st->path, dim, want_dim);
+    if (st->dense && want_dim && !dim && !st->read_only) {
+        if (meta_set_dim(st, want_dim) != 0)
+            return sql_fail(st, err, "writing meta");
+        dim = want_dim;
+    }
+    st->dim = st->dense ? (dim ? dim : want_dim) : 0;
+    return 0;
+}
+
+int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
+                  struct lr_error *err)
+{
+    const char *embedder = opts && opts->embedder ? opts->embedder : LR__TFIDF_ID;
+    struct lr_store *st;
+    pthread_rwlockattr_t ra;
+    int rc, flags;
+
+    if (!out)
+        return fail(err, LR_EINVAL, 0, "lr_store_open: out is NULL");
+    *out = NULL;
+    if (!path || !*path)
+        return fail(err, LR_EINVAL, 0, "history store: no path given");
+    if (!*embedder || strlen(embedder) > LR__STORE_MAX_EMBEDDER)
+        return fail(err, LR_EINVAL, 0, "history store: embedder id must be 1 to %d bytes",
+                    LR__STORE_MAX_EMBEDDER);
+    if (opts && (opts->dense_dim < 0 || opts->dense_dim > LR__STORE_MAX_DIM))
+        return fail(err, LR_EINVAL, 0, "history store: dense_dim %d is out of range [0, %d]",
+                    opts->dense_dim, LR__STORE_MAX_DIM);
+    st = calloc(1, sizeof(*st));
+    if (!st || !(st->path = dup_str(path))) {
+        free(st);
+        return fail(err, LR_ENOMEM, 0, "out of memory opening the history store");
+    }
+    snprintf(st->embedder, sizeof(st->embedder), "%s", embedder);
+    st->dense = strcmp(embedder, LR__TFIDF_ID) != 0;
+    st->read_only = opts ? opts->read_only != 0 : 0;
+    st->max_records = opts && opts->max_records ? opts->max_records : LR__STORE_HARD_MAX_RECORDS;
+    if (st->max_records > LR__STORE_HARD_MAX_RECORDS)
+        st->max_records = LR__STORE_HARD_MAX_RECORDS;
+    pthread_mutex_init(&st->wmu, NULL);
+    pthread_rwlockattr_init(&ra);
+#if defined(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP)
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&st->rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
+
+    flags = st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+        rc = fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s", path,
+                  st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    if (!st->read_only &&
+        ((rc = exec(st, "PRAGMA journal_mode=WAL", err)) != 0 ||
+         (rc = exec(st, "PRAGMA synchronous=FULL", err)) != 0))
+        goto fail;
+    if ((rc = open_schema(st, opts ? (size_t)opts->dense_dim : 0, err)) != 0)
+        goto fail;
+    if ((rc = hist_load(st, &st->hist, err)) != 0)
+        goto fail;
+    st->rebuild_at = next_rebuild(st->hist->n);
+    *out = st;
+    return 0;
+fail:
+    lr_store_free(st);
+    return rc;
+}
+
+void lr_store_free(struct lr_store *store)
+{
+    if (!store)
+        return;
+    sqlite3_close(store->db);
+    hist_free(store->hist);
+    pthread_rwlock_destroy(&store->rw);
+    pthread_mutex_destroy(&store->wmu);
+    free(store->path);
+    free(store);
+}
+
+size_t lr_store_count(const struct lr_store *store)
+{
+    size_t n;
+    if (!store)
+        return 0;
+    lr__store_rdlock(store);
+    n = store->hist ? store->hist->n : 0;
+    lr__store_unlock(store);
+    return n;
+}
+
+/* ==== Validated records (shared by add and import) ==== */
+
+/* A record that passed validation; strings point into the caller's data. */
+struct vrec {
+    const char *query;
+    size_t qlen;
+    long input_tokens;
+    const char *task;
+    size_t n;
+    const char *model[LR__STORE_MAX_OUTCOMES];
+    double correctness[LR__STORE_MAX_OUTCOMES];
+    double output_tokens[LR__STORE_MAX_OUTCOMES];
+};
+
+static int check_query(const char *q, size_t len, char *msg, size_t cap)
+{
+    if (!q || len == 0) {
+        snprintf(msg, cap, "query: expected a non-empty string");
+        return -1;
+    }
+    if (len > LR__STORE_MAX_QUERY) {
+        snprintf(msg, cap, "query: %zu bytes is over the cap of %d", len, LR__STORE_MAX_QUERY);
+        return -1;
+    }
+    if (memchr(q, '\0', len)) {
+        snprintf(msg, cap, "query: contains a NUL byte");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_model_name(const char *m, size_t i, char *msg, size_t cap)
+{
+    size_t len = m ? strlen(m) : 0;
+    if (len == 0 || len > LR__STORE_MAX_MODEL_NAME) {
+        snprintf(msg, cap, "outputs[%zu].model_name: expected a string of 1 to %d bytes", i,
+                 LR__STORE_MAX_MODEL_NAME);
+        return -1;
+    }
+    return 0;
+}
+
+static int validate_record(const struct lr_record *r, struct vrec *v, char *msg, size_t cap)
+{
+    if (!r) {
+        snprintf(msg, cap, "record is NULL");
+        return -1;
+    }
+    v->query = r->query;
+    v->qlen = r->query ? strlen(r->query) : 0;
+    if (check_query(v->query, v->qlen, msg, cap) != 0)
+        return -1;
+    v->input_tokens =
+        r->input_tokens < 0 ? lr_estimate_tokens(v->query, v->qlen) : r->input_tokens;
+    v->task = r->task;
+    if (!r->outcomes || r->n_outcomes == 0 || r->n_outcomes > LR__STORE_MAX_OUTCOMES) {
+        snprintf(msg, cap, "outputs: expected 1 to %d outcomes", LR__STORE_MAX_OUTCOMES);
+        return -1;
+    }
+    v->n = r->n_outcomes;
+    for (size_t i = 0; i < v->n; i++) {
+        const struct lr_outcome *o = &r->outcomes[i];
+        if (check_model_name(o->model, i, msg, cap) != 0)
+            return -1;
+        if (!(o->correctness >= 0.0 && o->correctness <= 1.0)) {
+            snprintf(msg, cap, "outputs[%zu].correctness: expected a number in [0,1]", i);
+            return -1;
+        }
+        if (!(o->output_tokens >= 0.0) || !isfinite(o->output_tokens)) {
+            snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number",
+                     i);
+            return -1;
+        }
+        v->model[i] = o->model;
+        v->correctness[i] = o->correctness;
+        v->output_tokens[i] = o->output_tokens;
+    }
+    return 0;
+}
+
+/* A JSON number (or, for correctness, a boolean) as a double. */
+static int json_num(const json_t *j, double *out)
+{
+    if (json_is_integer(j)) {
+        *out = (double)json_integer_value(j);
+        return 0;
+    }
+    if (json_is_real(j)) {
+        *out = json_real_value(j);
+        return isfinite(*out) ? 0 : -1;
+    }
+    return -1;
+}
+
+static int validate_json(const json_t *rec, struct vrec *v, char *msg, size_t cap)
+{
+    const json_t *q, *itl, *outs, *task;
+    double d;
+
+    if (!json_is_object(rec)) {
+        snprintf(msg, cap, "expected an object");
+        return -1;
+    }
+    q = json_object_get(rec, "query");
+    if (!json_is_string(q)) {
+        snprintf(msg, cap, "query: expected a non-empty string");
+        return -1;
+    }
+    v->query = json_string_value(q);
+    v->qlen = json_string_length(q);
+    if (check_query(v->query, v->qlen, msg, cap) != 0)
+        return -1;
+    itl = json_object_get(rec, "input_token_length");
+    if (!itl || json_is_null(itl)) {
+        v->input_tokens = lr_estimate_tokens(v->query, v->qlen);
+    } else if (json_num(itl, &d) != 0 || !(d >= 0.0) || d > 1e12) {
+        snprintf(msg, cap, "input_token_length: expected a non-negative number");
+        return -1;
+    } else {
+        v->input_tokens = (long)llround(d);
+    }
+    task = json_object_get(rec, "task");
+    if (!json_is_string(task))
+        task = json_object_get(rec, "eval_name");
+    v->task = json_is_string(task) ? json_string_value(task) : NULL;
+    outs = json_object_get(rec, "outputs");
+    if (!json_is_array(outs) || json_array_size(outs) == 0) {
+        snprintf(msg, cap, "outputs: expected a non-empty array");
+        return -1;
+    }
+    if (json_array_size(outs) > LR__STORE_MAX_OUTCOMES) {
+        snprintf(msg, cap, "outputs: %zu outcomes is over the cap of %d", json_array_size(outs),
+                 LR__STORE_MAX_OUTCOMES);
+        return -1;
+    }
+    v->n = json_array_size(outs);
+    for (size_t i = 0; i < v->n; i++) {
+        const json_t *o = json_array_get(outs, i), *m, *c, *ol;
+        if (!json_is_object(o)) {
+            snprintf(msg, cap, "outputs[%zu]: expected an object", i);
+            return -1;
+        }
+        m = json_object_get(o, "model_name");
+        if (!json_is_string(m) || check_model_name(json_string_value(m), i, msg, cap) != 0) {
+            snprintf(msg, cap, "outputs[%zu].model_name: expected a string of 1 to %d bytes", i,
+                     LR__STORE_MAX_MODEL_NAME);
+            return -1;
+        }
+        v->model[i] = json_string_value(m);
+        c = json_object_get(o, "correctness");
+        if (json_is_boolean(c)) {
+            d = json_is_true(c) ? 1.0 : 0.0;
+        } else if (json_num(c, &d) != 0 || !(d >= 0.0 && d <= 1.0)) {
+            snprintf(msg, cap, "outputs[%zu].correctness: expected a number in [0,1]", i);
+            return -1;
+        }
+        v->correctness[i] = d;
+        ol = json_object_get(o, "output_token_length");
+        if (json_num(ol, &d) != 0 || !(d >= 0.0) || d > 1e12) {
+            snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number",
+                     i);
+            return -1;
+        }
+        v->output_tokens[i] = d;
+    }
+    return 0;
+}
+
+/* ==== Writing to SQLite ==== */
+
+struct writer {
+    sqlite3_stmt *model, *record, *outcome, *vector;
+};
+
+static void writer_close(struct writer *w)
+{
+    sqlite3_finalize(w->model);
+    sqlite3_finalize(w->record);
+    sqlite3_finalize(w->outcome);
+    sqlite3_finalize(w->vector);
+    memset(w, 0, sizeof(*w));
+}
+
+static int writer_open(struct lr_store *st, struct writer *w, struct lr_error *err)
+{
+    memset(w, 0, sizeof(*w));
+    if (sqlite3_prepare_v2(st->db, "INSERT INTO models(id, name) VALUES(?, ?)", -1, &w->model,
+                           NULL) ||
+        sqlite3_prepare_v2(st->db,
+                           "INSERT INTO records(id, query, input_tokens, task) VALUES(?, ?, ?, ?)",
+                           -1, &w->record, NULL) ||
+        sqlite3_prepare_v2(st->db,
+                           "INSERT INTO outcomes(record_id, model_id, correctness, output_tokens)"
+                           " VALUES(?, ?, ?, ?)",
+                           -1, &w->outcome, NULL) ||
+        sqlite3_prepare_v2(st->db, "INSERT INTO vectors(record_id, vec) VALUES(?, ?)", -1,
+                           &w->vector, NULL)) {
+        int rc = sql_fail(st, err, "preparing writes");
+        writer_close(w);
+        return rc;
+    }
+    return 0;
+}
+
+static int step_done(sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int put_model(struct writer *w, uint32_t id, const char *name)
+{
+    sqlite3_bind_int64(w->model, 1, id);
+    sqlite3_bind_text(w->model, 2, name, -1, SQLITE_STATIC);
+    return step_done(w->model);
+}
+
+/* The rows of one record whose model names are already resolved to ids. */
+static int put_record(struct writer *w, size_t id, const struct vrec *v, const uint32_t *mids,
+                      const float *vec, size_t dim)
+{
+    sqlite3_bind_int64(w->record, 1, (sqlite3_int64)id);
+    sqlite3_bind_text(w->record, 2, v->query, (int)v->qlen, SQLITE_STATIC);
+    sqlite3_bind_int64(w->record, 3, v->input_tokens);
+    if (v->task)
+        sqlite3_bind_text(w->record, 4, v->task, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(w->record, 4);
+    if (step_done(w->record) != 0)
+        return -1;
+    for (size_t i = 0; i < v->n; i++) {
+        sqlite3_bind_int64(w->outcome, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(w->outcome, 2, mids[i]);
+        sqlite3_bind_double(w->outcome, 3, v->correctness[i]);
+        sqlite3_bind_double(w->outcome, 4, v->output_tokens[i]);
+        if (step_done(w->outcome) != 0)
+            return -1;
+    }
+    if (vec) {
+        sqlite3_bind_int64(w->vector, 1, (sqlite3_int64)id);
+        sqlite3_bind_blob(w->vector, 2, vec, (int)(dim * sizeof(float)), SQLITE_STATIC);
+        if (step_done(w->vector) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ==== Appending one record ==== */
+
+static int store_append(struct lr_store *st, const struct vrec *v, const float *vec, size_t dim,
+                        struct lr_error *err)
+{
+    struct lr__hist *h = st->hist;
+    struct lr__terms t;
+    struct lr__feat feats[LR__TFIDF_MAX_FEATURES];
+    size_t nf = 0, n_new = 0;
+    char *new_names[LR__STORE_MAX_OUTCOMES];
+    uint32_t mids[LR__STORE_MAX_OUTCOMES];
+    float *unit = NULL;
+    struct writer w = {0};
+    int rc = 0, adopt_dim = 0;
+
+    lr__terms_init(&t);
+
+    if (st->read_only)
+        return fail(err, LR_EINVAL, 0, "history store '%s' is open read-only", st->path);
+    if (h->n >= st->max_records)
+        return fail(err, LR_ETOOBIG, 0, "history store '%s' is full (%zu records)", st->path,
+                    st->max_records);
+
+    /* The vector, computed before anything changes. */
+    if (st->dense) {
+        if (!vec || dim == 0)
+            return fail(err, LR_EINVAL, 0,
+                        "history store '%s' uses the remote embedder '%s': a vector is needed",
+                        st->path, st->embedder);
+        if (st->dim && dim != st->dim)
+            return fail(err, LR_EINVAL, 0,
+                        "vector has dimension %zu; history store '%s' holds dimension %zu", dim,
+                        st->path, st->dim);
+        if (dim > LR__STORE_MAX_DIM)
+            return fail(err, LR_EINVAL, 0, "vector dimension %zu is over the cap of %d", dim,
+                        LR__STORE_MAX_DIM);
+        adopt_dim = st->dim == 0;
+        unit = malloc(dim * sizeof(*unit));
+        if (!unit)
+            return fail(err, LR_ENOMEM, 0, "out of memory adding a record");
+        memcpy(unit, vec, dim * sizeof(*unit));
+        if (lr__l2_normalize(unit, dim) != 0) {
+            free(unit);
+            return fail(err, LR_EINVAL, 0, "vector is zero or not finite");
+        }
+    } else {
+        if (vec)
+            return fail(err, LR_EINVAL, 0,
+                        "history store '%s' uses the built-in embedder '%s': give no vector",
+                        st->path, st->embedder);
+        if (lr__terms_count(&t, v->query, v->qlen) != 0) {
+            lr__terms_free(&t);
+            return fail(err, LR_ENOMEM, 0, "out of memory adding a record");
+        }
+        /* The document joins the frequency counts; documents already in the
+         * index keep the weights they were given (until the next rebuild). */
+        nf = lr__tfidf_vector(&t, h->df, h->df_ndocs, 1, LR__TFIDF_MAX_FEATURES, feats);
+    }
+
+    /* Model ids; names seen for the first time get the next ids. */
+    for (size_t i = 0; i < v->n; i++) {
+        int id = names_find(&h->models, v->model[i]);
+        if (id < 0) {
+            for (size_t j = 0; j < n_new; j++)
+                if (strcmp(new_names[j], v->model[i]) == 0)
+                    id = (int)(h->models.n + j);
+        }
+        if (id < 0) {
+            if (h->models.n + n_new >= LR__STORE_MAX_MODELS) {
+                rc = fail(err, LR_ETOOBIG, 0, "history store '%s': more than %d models",
+                          st->path, LR__STORE_MAX_MODELS);
+                goto out;
+            }
+            if (!(new_names[n_new] = dup_str(v->model[i]))) {
+                rc = fail(err, LR_ENOMEM, 0, "out of memory adding a record");
+                goto out;
+            }
+            id = (int)(h->models.n + n_new++);
+        }
+        mids[i] = (uint32_t)id;
+    }
+
+    /* Grow memory first (readers excluded), so publishing cannot fail. */
+    pthread_rwlock_wrlock(&st->rw);
+    rc = hist_reserve(h, 1, v->n, n_new);
+    if (rc == 0 && st->dense) {
+        if (adopt_dim)
+            h->didx.dim = dim;
+        rc = lr__dindex_reserve(&h->didx, 1);
+    } else if (rc == 0) {
+        rc = lr__sindex_reserve(&h->sidx, feats, nf);
+    }
+    pthread_rwlock_unlock(&st->rw);
+    if (rc != 0) {
+        rc = fail(err, LR_ENOMEM, 0, "out of memory adding a record");
+        goto out;
+    }
+
+    /* Durable: one transaction, committed before memory changes. */
+    if ((rc = writer_open(st, &w, err)) != 0)
+        goto out;
+    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
+        goto out;
+    for (size_t j = 0; j < n_new && rc == 0; j++)
+        if (put_model(&w, (uint32_t)(h->models.n + j), new_names[j]) != 0)
+            rc = -1;
+    if (rc == 0 && put_record(&w, h->n, v, mids, unit, dim) != 0)
+        rc = -1;
+    if (rc == 0 && adopt_dim && meta_set_dim(st, dim) != 0)
+        rc = -1;
+    if (rc != 0) {
+        rc = sql_fail(st, err, "adding a record");
+        exec(st, "ROLLBACK", NULL);
+        goto out;
+    }
+    if ((rc = exec(st, "COMMIT", err)) != 0) {
+        exec(st, "ROLLBACK", NULL);
+        goto out;
+    }
+
+    /* Publish. */
+    pthread_rwlock_wrlock(&st->rw);
+    for (size_t j = 0; j < n_new; j++)
+        names_add(&h->models, new_names[j]);
+    n_new = 0;
+    for (size_t i = 0; i < v->n; i++)
+        hist_add_outcome(h, mids[i], v->correctness[i], v->output_tokens[i]);
+    h->out_start[h->n + 1] = (uint32_t)h->n_outs;
+    if (st->dense) {
+        if (adopt_dim)
+            st->dim = dim;
+        lr__dindex_add(&h->didx, unit);
+    } else {
+        lr__sindex_add(&h->sidx, feats, nf);
+        for (size_t j = 0; j < t.n; j++) {
+            uint32_t f = lr__terms_feature(&t, j);
+            if (h->df[f] < UINT32_MAX)
+                h->df[f]++;
+        }
+        if (h->df_ndocs < UINT32_MAX)
+            h->df_ndocs++;
+    }
+    h->n++;
+    pthread_rwlock_unlock(&st->rw);
+
+    /* Re-weigh when due. The record is already safe on disk and in memory,
+     * so a failed rebuild only postpones the next one. */
+    if (!st->dense && h->n >= st->rebuild_at) {
+        struct lr__hist *fresh = NULL;
+        if (hist_load(st, &fresh, NULL) == 0) {
+            pthread_rwlock_wrlock(&st->rw);
+            st->hist = fresh;
+            pthread_rwlock_unlock(&st->rw);
+            hist_free(h);
+        }
+        st->rebuild_at = next_rebuild(st->hist->n);
+    }
+out:
+    writer_close(&w);
+    for (size_t j = 0; j < n_new; j++)
+        free(new_names[j]);
+    free(unit);
+    lr__terms_free(&t);
+    return rc;
+}
+
+int lr_store_add(struct lr_store *store, const struct lr_record *rec, const float *vec,
+                 size_t dim, struct lr_error *err)
+{
+    char msg[400];
+    struct vrec *v;
+    int rc;
+
+    if (!store)
+        return fail(err, LR_EINVAL, 0, "lr_store_add: store is NULL");
+    v = malloc(sizeof(*v));
+    if (!v)
+        return fail(err, LR_ENOMEM, 0, "out of memory adding a record");
+    if (validate_record(rec, v, msg, sizeof(msg)) != 0) {
+        free(v);
+        return fail(err, LR_EINVAL, 0, "record: %s", msg);
+    }
+    pthread_mutex_lock(&store->wmu);
+    rc = store_append(store, v, vec, dim, err);
+    pthread_mutex_unlock(&store->wmu);
+    free(v);
+    return rc;
+}
+
+int lr_store_add_outcome(struct lr_store *store, const char *query, long input_tokens,
+                         const char *model, double correctness, double output_tokens,
+                         struct lr_error *err)
+{
+    struct lr_outcome o = {model, correctness, output_tokens};
+    struct lr_record r = {query, input_tokens, NULL, &o, 1};
+    return lr_store_add(store, &r, NULL, 0, err);
+}
+
+/* ==== Import ==== */
+
+struct importer {
+    struct lr_store *st;
+    const struct lr_import_options *opts;
+    struct lr_import_report *rep;
+    struct lr_error *err;
+    struct writer w;
+    struct lr__names names; /* the store's models plus those new in this file */
+    size_t base_models;
+    size_t next_id; /* the next record's id */
+    struct vrec *v;
+    uint32_t mids[LR__STORE_MAX_OUTCOMES];
+};
+
+/* One parsed element: check it, filter it, write it. Returns 0 (added,
+ * skipped or counted as bad) or an error that fails the whole import. */
+static int import_one(struct importer *im, const json_t *j, size_t index, int line)
+{
+    char msg[400];
+    im->rep->read++;
+    if (validate_json(j, im->v, msg, sizeof(msg)) != 0) {
+        im->rep->bad++;
+        if (im->rep->bad == 1)
+            snprintf(im->rep->first_bad, sizeof(im->rep->first_bad), "record %zu (line %d): %s",
+                     index, line, msg);
+        if (im->opts && im->opts->strict)
+            return fail(im->err, LR_EPARSE, line, "record %zu (line %d): %s", index, line, msg);
+        return 0;
+    }
+    if (im->opts && im->opts->split) {
+        const json_t *sp = json_object_get(j, "split");
+        if (!json_is_string(sp) || strcmp(json_string_value(sp), im->opts->split) != 0) {
+            im->rep->skipped_split++;
+            return 0;
+        }
+    }
+    if (im->next_id >= im->st->max_records)
+        return fail(im->err, LR_ETOOBIG, line,
+                    "record %zu (line %d): the history store's cap of %zu records is reached",
+                    index, line, im->st->max_records);
+    for (size_t i = 0; i < im->v->n; i++) {
+        int id = names_find(&im->names, im->v->model[i]);
+        if (id < 0) {
+            char *d;
+            if (im->names.n >= LR__STORE_MAX_MODELS)
+                return fail(im->err, LR_ETOOBIG, line,
+                            "record %zu (line %d): more than %d distinct models", index, line,
+                            LR__STORE_MAX_MODELS);
+            if (names_reserve(&im->names, 1) != 0 || !(d = dup_str(im->v->model[i])))
+                return fail(im->err, LR_ENOMEM, line, "out of memory importing");
+            id = (int)names_add(&im->names, d);
+            if (put_model(&im->w, (uint32_t)id, d) != 0)
+                return sql_fail(im->st, im->err, "importing");
+        }
+        im->mids[i] = (uint32_t)id;
+    }
+    if (put_record(&im->w, im->next_id, im->v, im->mids, NULL, 0) != 0)
+        return sql_fail(im->st, im->err, "importing");
+    im->next_id++;
+    im->rep->imported++;
+    return 0;
+}
+
+static int count_lines(const char *p, size_t from, size_t to)
+{
+    int n = 0;
+    for (size_t i = from; i < to; i++)
+        n += p[i] == '\n';
+    return n;
+}
+
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int parse_fail(struct importer *im, const char *path, int line, int col, const char *what)
+{
+    return fail(im->err, LR_EPARSE, line, "%s:%d:%d: %s", path, line, col, what);
+}
+
+/* A JSON array, element by element, so each record knows its line. */
+static int import_array(struct importer *im, const char *path, const char *p, size_t len)
+{
+    size_t pos = 0, index = 0, line_at = 0;
+    int line = 1;
+
+    while (pos < len && is_ws(p[pos]))
+        pos++;
+    pos++; /* the '[' */
+    for (;;) {
+        while (pos < len && is_ws(p[pos]))
+            pos++;
+        line += count_lines(p, line_at, pos);
+        line_at = pos;
+        if (pos >= len)
+            return parse_fail(im, path, line, 1, "unexpected end of file: the array is not closed");
+        if (p[pos] == ']' && index == 0) {
+            pos++;
+            break;
+        }
+        json_error_t je;
+        json_t *j = json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK, &je);
+        if (!j) {
+            int col = je.column;
+            if (je.line == 1) {
+                size_t ls = pos;
+                while (ls > 0 && p[ls - 1] != '\n')
+                    ls--;
+                col += (int)(pos - ls);
+            }
+            return parse_fail(im, path, line + (je.line > 0 ? je.line - 1 : 0), col, je.text);
+        }
+        int rc = import_one(im, j, index, line);
+        json_decref(j);
+        if (rc != 0)
+            return rc;
+        pos += (size_t)je.position;
+        index++;
+        while (pos < len && is_ws(p[pos]))
+            pos++;
+        if (pos < len && p[pos] == ',') {
+            pos++;
+            continue;
+        }
+        if (pos < len && p[pos] == ']') {
+            pos++;
+            break;
+        }
+        line += count_lines(p, line_at, pos);
+        line_at = pos;
+        return parse_fail(im, path, line, 1,
+                          pos >= len ? "unexpected end of file: the array is not closed"
+                                     : "expected ',' or ']' after a record");
+    }
+    while (pos < len && is_ws(p[pos]))
+        pos++;
+    if (pos < len) {
+        line += count_lines(p, line_at, pos);
+        return parse_fail(im, path, line, 1, "unexpected data after the array");
+    }
+    return 0;
+}
+
+/* JSON lines: one object per line; blank lines are ignored. */
+static int import_lines(struct importer *im, const char *path, const char *p, size_t len)
+{
+    size_t pos = 0, index = 0;
+    int line = 0;
+    while (pos < len) {
+        const char *nl = memchr(p + pos, '\n', len - pos);
+        size_t end = nl ? (size_t)(nl - p) : len, e = end;
+        line++;
+        while (e > pos && is_ws(p[e - 1]))
+            e--;
+        size_t s = pos;
+        while (s < e && is_ws(p[s]))
+            s++;
+        if (s < e) {
+            json_error_t je;
+            json_t *j = json_loadb(p + s, e - s, 0, &je);
+            if (!j)
+                return parse_fail(im, path, line, je.column + (int)(s - pos), je.text);
+            int rc = import_one(im, j, index, line);
+            json_decref(j);
+            if (rc != 0)
+                return rc;
+            index++;
+        }
+        pos = end + 1;
+    }
+    return 0;
+}
+
+int lr_store_import_file(struct lr_store *store, const char *path,
+                         const struct lr_import_options *opts, struct lr_import_report *report,
+                         struct lr_error *err)
+{
+    struct lr_import_report local_rep;
+    struct importer im;
+    struct lr__hist *fresh = NULL, *old = NULL;
+    struct stat sb;
+    void *map = MAP_FAILED;
+    size_t len = 0;
+    int fd = -1, rc = 0, in_tx = 0;
+
+    if (!report)
+        report = &local_rep;
+    memset(report, 0, sizeof(*report));
+    if (!store || !path)
+        return fail(err, LR_EINVAL, 0, "lr_store_import_file: store and path are required");
+    memset(&im, 0, sizeof(im));
+    im.st = store;
+    im.opts = opts;
+    im.rep = report;
+    im.err = err;
+
+    pthread_mutex_lock(&store->wmu);
+    if (store->read_only) {
+        rc = fail(err, LR_EINVAL, 0, "history store '%s' is open read-only", store->path);
+        goto out;
+    }
+    if (store->dense) {
+        rc = fail(err, LR_EINVAL, 0,
+                  "history store '%s' uses the remote embedder '%s': importing text needs "
+                  "vectors; add records with lr_store_add instead",
+                  store->path, store->embedder);
+        goto out;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        rc = fail(err, LR_EIO, 0, "cannot read '%s': not a regular file", path);
+        goto out;
+    }
+    if (sb.st_size > LR__STORE_MAX_IMPORT_BYTES) {
+        rc = fail(err, LR_ETOOBIG, 0, "'%s' is %lld bytes, over the import cap of %ld", path,
+                  (long long)sb.st_size, LR__STORE_MAX_IMPORT_BYTES);
+        goto out;
+    }
+    len = (size_t)sb.st_size;
+    if (len > 0) {
+        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", path, strerror(errno));
+            goto out;
+        }
+        posix_madvise(map, len, POSIX_MADV_SEQUENTIAL);
+    }
+    const char *p = len > 0 ? map : "";
+    size_t first = 0;
+    while (first < len && is_ws(p[first]))
+        first++;
+    if (first == len)
+        goto out; /* nothing to import */
+    if (p[first] != '[' && p[first] != '{') {
+        int line = 1 + count_lines(p, 0, first);
+        rc = fail(err, LR_EPARSE, line, "%s:%d: expected a JSON array or JSON lines of objects",
+                  path, line);
+        goto out;
+    }
+
+    /* Private state: the model names and a record buffer. */
+    im.v = malloc(sizeof(*im.v));
+    if (!im.v || names_reserve(&im.names, store->hist->models.n + 1) != 0) {
+        rc = fail(err, LR_ENOMEM, 0, "out of memory importing");
+        goto out;
+    }
+    for (size_t i = 0; i < store->hist->models.n; i++) {
+        char *d = dup_str(store->hist->models.names[i]);
+        if (!d) {
+            rc = fail(err, LR_ENOMEM, 0, "out of memory importing");
+            goto out;
+        }
+        names_add(&im.names, d);
+    }
+    im.next_id = store->hist->n;
+
+    /* All or nothing: one transaction, and the new in-memory copy is built
+     * from inside it before it commits. */
+    if ((rc = writer_open(store, &im.w, err)) != 0)
+        goto out;
+    if ((rc = exec(store, "BEGIN IMMEDIATE", err)) != 0)
+        goto out;
+    in_tx = 1;
+    rc = p[first] == '[' ? import_array(&im, path, p, len) : import_lines(&im, path, p, len);
+    if (rc != 0 || report->imported == 0)
+        goto out;
+    /* The file is no longer needed: give its pages back before the rebuild,
+     * which is the other large allocation. */
+    munmap(map, len);
+    map = MAP_FAILED;
+    if ((rc = hist_load(store, &fresh, err)) != 0)
+        goto out;
+    if ((rc = exec(store, "COMMIT", err)) != 0)
+        goto out;
+    in_tx = 0;
+    pthread_rwlock_wrlock(&store->rw);
+    old = store->hist;
+    store->hist = fresh;
+    fresh = NULL;
+    pthread_rwlock_unlock(&store->rw);
+    store->rebuild_at = next_rebuild(store->hist->n);
+out:
+    if (in_tx)
+        exec(store, "ROLLBACK", NULL);
+    if (rc != 0)
+        report->imported = 0;
+    writer_close(&im.w);
+    pthread_mutex_unlock(&store->wmu);
+    hist_free(old);
+    hist_free(fresh);
+    names_free(&im.names);
+    free(im.v);
+    if (map != MAP_FAILED)
+        munmap(map, len);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* ==== Reading (routing threads) ==== */
+
+void lr__store_rdlock(const struct lr_store *store)
+{
+    pthread_rwlock_rdlock(&((struct lr_store *)store)->rw);
+}
+
+void lr__store_unlock(const struct lr_store *store)
+{
+    pthread_rwlock_unlock(&((struct lr_store *)store)->rw);
+}
+
+const struct lr__hist *lr__store_hist(const struct lr_store *store)
+{
+    return store->hist;
+}
+
+int lr__store_is_dense(const struct lr_store *store)
+{
+    return store->dense;
+}
+
+size_t lr__store_dim(const struct lr_store *store)
+{
+    return store->dim;
+}
+
+const char *lr__store_embedder(const struct lr_store *store)
+{
+    return store->embedder;
+}
+
+void lr__store_scratch_init(struct lr__store_scratch *s)
+{
+    memset(s, 0, sizeof(*s));
+    lr__terms_init(&s->terms);
+}
+
+void lr__store_scratch_free(struct lr__store_scratch *s)
+{
+    if (!s)
+        return;
+    lr__terms_free(&s->terms);
+    lr__knn_scratch_free(&s->knn);
+    free(s->dq);
+    memset(s, 0, sizeof(*s));
+}
+
+int lr__store_embed_text(const struct lr_store *store, const char *text, size_t len,
+                         struct lr__store_scratch *s)
+{
+    const struct lr__hist *h = store->hist;
+    if (store->dense)
+        return LR_EINVAL;
+    if (lr__terms_count(&s->terms, text, len) != 0)
+        return LR_ENOMEM;
+    if (!h->df)
+        return 0;
+    return (int)lr__tfidf_vector(&s->terms, h->df, h->df_ndocs, 0, LR__TFIDF_MAX_FEATURES, s->q);
+}
+
+int lr__store_knn_text(const struct lr_store *store, const char *text, size_t len, size_t k,
+                       struct lr__store_scratch *s, struct lr__neighbor *out)
+{
+    int nq = lr__store_embed_text(store, text, len, s);
+    if (nq < 0)
+        return nq;
+    return lr__sindex_knn(&store->hist->sidx, s->q, (size_t)nq, k, &s->knn, out);
+}
+
+int lr__store_knn_vec(const struct lr_store *store, const float *vec, size_t dim, size_t k,
+                      struct lr__store_scratch *s, struct lr__neighbor *out)
+{
+    const struct lr__hist *h = store->hist;
+    if (!store->dense || !vec || dim == 0 || dim != h->didx.dim)
+        return LR_EINVAL;
+    if (s->dq_cap < dim) {
+        float *dq = realloc(s->dq, dim * sizeof(*dq));
+        if (!dq)
+            return LR_ENOMEM;
+        s->dq = dq;
+        s->dq_cap = dim;
+    }
+    memcpy(s->dq, vec, dim * sizeof(*vec));
+    if (lr__l2_normalize(s->dq, dim) != 0)
+        return LR_EINVAL;
+    return lr__dindex_knn(&h->didx, s->dq, k, out);
+}

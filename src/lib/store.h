@@ -1,0 +1,123 @@
+/* store.h -- the history store's internals, for the smart strategy and the
+ * predictor (the public half is lr_store_* in llmroute.h).
+ *
+ * A store is a SQLite file (the truth) plus an in-memory copy built at open:
+ * the records' outcomes in a compact form, per-model totals, and the kNN
+ * index. Routing reads the copy under the store's read lock; writers (one at
+ * a time) commit to SQLite first and then update the copy under the write
+ * lock. An import replaces the whole copy at once (every TF-IDF weight is
+ * recomputed). A single append is added in place: it joins the document
+ * frequencies, and the documents already indexed keep their weights until
+ * the next rebuild (open, import, or growth by a quarter since the last).
+ *
+ * Threads: call the lr__hist_* and lr__store_knn_* functions only between
+ * lr__store_rdlock() and lr__store_unlock(). A struct lr__store_scratch is
+ * one thread's at a time.
+ */
+#ifndef LR_STORE_H
+#define LR_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "embed.h"
+#include "index.h"
+#include "llmroute.h"
+
+/* Caps on what a store accepts. */
+#define LR__STORE_MAX_QUERY (256 * 1024) /* bytes of one query */
+#define LR__STORE_MAX_OUTCOMES 1024      /* outcomes per record */
+#define LR__STORE_MAX_MODEL_NAME 256     /* bytes of a model name */
+#define LR__STORE_MAX_MODELS 4096        /* distinct model names */
+#define LR__STORE_MAX_EMBEDDER 128       /* bytes of an embedder id */
+#define LR__STORE_MAX_DIM 65536          /* dense dimension */
+#define LR__STORE_MAX_IMPORT_BYTES (1024L * 1024 * 1024) /* import file size */
+#define LR__STORE_HARD_MAX_RECORDS 100000000u            /* with max_records = 0 */
+#define LR__STORE_SCHEMA_VERSION 1
+
+/* One model's outcome on one record, as kept in memory. */
+struct lr__outcome {
+    uint32_t model; /* store model id */
+    float correctness;
+    float output_tokens;
+};
+
+/* A model's totals over the whole store (the predictor's prior). */
+struct lr__model_stats {
+    double n;
+    double sum_correct;
+    double sum_output;
+};
+
+/* Model names and their ids (0, 1, ... in order of first appearance). */
+struct lr__names {
+    char **names;    /* id -> name (owned) */
+    size_t n, cap;
+    uint32_t *slots; /* open addressing: id + 1, 0 = empty */
+    size_t n_slots;  /* power of two, >= 2 * cap */
+};
+
+/* The in-memory copy routing reads. */
+struct lr__hist {
+    size_t n, cap;       /* records */
+    uint32_t *out_start; /* cap + 1 entries: record i's outcomes are outs[out_start[i] ..) */
+    struct lr__outcome *outs;
+    size_t n_outs, cap_outs;
+
+    struct lr__names models;
+    struct lr__model_stats *mstats; /* models.cap entries */
+
+    /* tfidf-v1: document frequencies of the last rebuild, and the index */
+    uint32_t *df; /* LR__TFIDF_SPACE entries */
+    uint32_t df_ndocs;
+    struct lr__sindex sidx;
+    /* a remote embedder's vectors */
+    struct lr__dindex didx;
+};
+
+void lr__store_rdlock(const struct lr_store *store);
+void lr__store_unlock(const struct lr_store *store);
+
+/* The copy; valid while the read lock is held. */
+const struct lr__hist *lr__store_hist(const struct lr_store *store);
+/* 1 when the store's vectors come from a remote embedder (dense). */
+int lr__store_is_dense(const struct lr_store *store);
+/* The dense dimension (0: not known yet), and the embedder's id. */
+size_t lr__store_dim(const struct lr_store *store);
+const char *lr__store_embedder(const struct lr_store *store);
+
+/* The store model id of `name`, or -1. */
+int lr__hist_model_id(const struct lr__hist *h, const char *name);
+
+static inline const struct lr__outcome *lr__hist_outcomes(const struct lr__hist *h, uint32_t rec,
+                                                          size_t *n)
+{
+    *n = h->out_start[rec + 1] - h->out_start[rec];
+    return h->outs + h->out_start[rec];
+}
+
+/* Scratch for one search at a time. */
+struct lr__store_scratch {
+    struct lr__terms terms;
+    struct lr__knn_scratch knn;
+    struct lr__feat q[LR__TFIDF_MAX_FEATURES];
+    float *dq;
+    size_t dq_cap;
+};
+void lr__store_scratch_init(struct lr__store_scratch *s);
+void lr__store_scratch_free(struct lr__store_scratch *s);
+
+/* The k nearest records to a query text (tfidf-v1 store) or to a dense
+ * vector (remote-embedder store; it is normalised here). Writes up to k
+ * neighbours to out, best first; returns the count or a negative LR_E*. */
+int lr__store_knn_text(const struct lr_store *store, const char *text, size_t len, size_t k,
+                       struct lr__store_scratch *s, struct lr__neighbor *out);
+int lr__store_knn_vec(const struct lr_store *store, const float *vec, size_t dim, size_t k,
+                      struct lr__store_scratch *s, struct lr__neighbor *out);
+
+/* Embed a text into a tfidf-v1 query vector with the store's statistics
+ * (read lock held); returns the feature count written to s->q. */
+int lr__store_embed_text(const struct lr_store *store, const char *text, size_t len,
+                         struct lr__store_scratch *s);
+
+#endif /* LR_STORE_H */

@@ -1,0 +1,267 @@
+/* test_index.c -- exact kNN: the inverted index and the dense scan agree
+ * with brute-force cosine, ties go to the lower document, appends are
+ * searched. Single-threaded. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index.h"
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 11);
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    uint32_t x = ((const struct lr__feat *)a)->id, y = ((const struct lr__feat *)b)->id;
+    return (x > y) - (x < y);
+}
+
+/* A random sparse unit vector over a skewed vocabulary of `vocab` ids. */
+static size_t random_sparse(struct lr__feat *v, size_t maxn, uint32_t vocab)
+{
+    size_t n = 1 + rnd() % maxn, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = rnd() % vocab, b = rnd() % vocab;
+        uint32_t id = (a < b ? a : b) * 7919u % LR__TFIDF_SPACE; /* skew toward small */
+        int dup = 0;
+        for (size_t j = 0; j < m; j++)
+            dup |= v[j].id == id;
+        if (dup)
+            continue;
+        v[m].id = id;
+        v[m].w = 0.05f + (float)(rnd() % 1000) / 1000.0f;
+        m++;
+    }
+    double s = 0;
+    for (size_t j = 0; j < m; j++)
+        s += (double)v[j].w * v[j].w;
+    for (size_t j = 0; j < m; j++)
+        v[j].w = (float)(v[j].w / sqrt(s));
+    qsort(v, m, sizeof(*v), cmp_id);
+    return m;
+}
+
+static float sparse_dot(const struct lr__feat *a, size_t na, const struct lr__feat *b, size_t nb)
+{
+    double s = 0;
+    size_t i = 0, j = 0;
+    while (i < na && j < nb) {
+        if (a[i].id == b[j].id)
+            s += (double)a[i++].w * b[j++].w;
+        else if (a[i].id < b[j].id)
+            i++;
+        else
+            j++;
+    }
+    return (float)s;
+}
+
+static int cmp_nb(const void *a, const void *b)
+{
+    const struct lr__neighbor *x = a, *y = b;
+    if (lr__neighbor_better(x->doc, x->sim, y->doc, y->sim))
+        return -1;
+    return lr__neighbor_better(y->doc, y->sim, x->doc, x->sim) ? 1 : 0;
+}
+
+/* out must match the brute-force top k: same similarities in order, and
+ * every returned document truly that close (floating sums may differ in
+ * the last bits, which may swap near-equal neighbours). */
+static void check_topk(const struct lr__neighbor *got, int ngot, struct lr__neighbor *all,
+                       size_t n, size_t k)
+{
+    qsort(all, n, sizeof(*all), cmp_nb);
+    size_t want = k < n ? k : n;
+    assert_int_equal(ngot, (int)want);
+    for (size_t i = 0; i < want; i++) {
+        assert_true(fabsf(got[i].sim - all[i].sim) < 1e-5f);
+        float truth = -1;
+        for (size_t j = 0; j < n; j++)
+            if (all[j].doc == got[i].doc)
+                truth = all[j].sim;
+        assert_true(fabsf(truth - got[i].sim) < 1e-5f);
+        if (i)
+            assert_true(lr__neighbor_better(got[i - 1].doc, got[i - 1].sim, got[i].doc,
+                                            got[i].sim));
+    }
+}
+
+#define NDOCS 3000
+#define MAXF 40
+
+static void sparse_knn_matches_brute_force(void **st)
+{
+    (void)st;
+    struct lr__feat *feats = malloc((size_t)NDOCS * MAXF * sizeof(*feats));
+    size_t *off = malloc((NDOCS + 1) * sizeof(*off));
+    struct lr__neighbor *all = malloc(NDOCS * sizeof(*all)), got[50];
+    struct lr__sindex idx;
+    struct lr__knn_scratch sc = {0};
+    assert_non_null(feats);
+    off[0] = 0;
+    for (size_t d = 0; d < NDOCS; d++)
+        off[d + 1] = off[d] + random_sparse(feats + off[d], MAXF, 800);
+    assert_int_equal(lr__sindex_build(&idx, feats, off, NDOCS), 0);
+    for (int qi = 0; qi < 60; qi++) {
+        struct lr__feat q[MAXF];
+        size_t nq = random_sparse(q, MAXF, 800);
+        size_t k = qi % 3 == 0 ? 1 : qi % 3 == 1 ? 16 : 50;
+        int n = lr__sindex_knn(&idx, q, nq, k, &sc, got);
+        for (size_t d = 0; d < NDOCS; d++) {
+            all[d].doc = (uint32_t)d;
+            all[d].sim = sparse_dot(q, nq, feats + off[d], off[d + 1] - off[d]);
+        }
+        check_topk(got, n, all, NDOCS, k);
+    }
+    lr__sindex_free(&idx);
+    lr__knn_scratch_free(&sc);
+    free(feats);
+    free(off);
+    free(all);
+}
+
+static void ties_go_to_the_lower_document(void **st)
+{
+    (void)st;
+    /* Five identical documents and one unrelated; k = 3 of the five. */
+    struct lr__feat f[12] = {
+        {10, 0.6f}, {20, 0.8f}, {10, 0.6f}, {20, 0.8f}, {10, 0.6f}, {20, 0.8f},
+        {99, 1.0f}, {10, 0.6f}, {20, 0.8f}, {10, 0.6f}, {20, 0.8f},
+    };
+    size_t off[7] = {0, 2, 4, 6, 7, 9, 11};
+    struct lr__sindex idx;
+    struct lr__knn_scratch sc = {0};
+    struct lr__neighbor got[8];
+    struct lr__feat q[2] = {{10, 0.6f}, {20, 0.8f}};
+    assert_int_equal(lr__sindex_build(&idx, f, off, 6), 0);
+    for (int rep = 0; rep < 3; rep++) {
+        int n = lr__sindex_knn(&idx, q, 2, 3, &sc, got);
+        assert_int_equal(n, 3);
+        assert_int_equal(got[0].doc, 0);
+        assert_int_equal(got[1].doc, 1);
+        assert_int_equal(got[2].doc, 2);
+    }
+    /* Asking for all: the unrelated one comes last with similarity 0. */
+    int n = lr__sindex_knn(&idx, q, 2, 8, &sc, got);
+    assert_int_equal(n, 6);
+    assert_int_equal(got[4].doc, 5);
+    assert_int_equal(got[5].doc, 3);
+    assert_true(got[5].sim == 0.0f);
+    lr__sindex_free(&idx);
+    lr__knn_scratch_free(&sc);
+}
+
+static void appended_documents_are_found(void **st)
+{
+    (void)st;
+    struct lr__feat f[2] = {{5, 1.0f}, {6, 1.0f}};
+    size_t off[3] = {0, 1, 2};
+    struct lr__sindex idx;
+    struct lr__knn_scratch sc = {0};
+    struct lr__neighbor got[4];
+    assert_int_equal(lr__sindex_build(&idx, f, off, 2), 0);
+    /* Grow list 5 many times so it moves out of the shared block. */
+    for (int i = 0; i < 100; i++) {
+        struct lr__feat v[2] = {{5, 0.6f}, {7, 0.8f}};
+        assert_int_equal(lr__sindex_reserve(&idx, v, 2), 0);
+        lr__sindex_add(&idx, v, 2);
+    }
+    struct lr__feat q[1] = {{7, 1.0f}};
+    int n = lr__sindex_knn(&idx, q, 1, 2, &sc, got);
+    assert_int_equal(n, 2);
+    assert_int_equal(got[0].doc, 2);
+    assert_int_equal(got[1].doc, 3);
+    assert_true(fabsf(got[0].sim - 0.8f) < 1e-6f);
+    /* An empty index answers nothing. */
+    struct lr__sindex empty;
+    assert_int_equal(lr__sindex_build(&empty, NULL, off, 0), 0);
+    assert_int_equal(lr__sindex_knn(&empty, q, 1, 4, &sc, got), 0);
+    lr__sindex_free(&empty);
+    lr__sindex_free(&idx);
+    lr__knn_scratch_free(&sc);
+}
+
+#define DDIM 37
+#define DROWS 2000
+
+static void dense_knn_matches_brute_force_and_batches_agree(void **st)
+{
+    (void)st;
+    struct lr__dindex idx = {0};
+    struct lr__neighbor *all = malloc(DROWS * sizeof(*all));
+    struct lr__neighbor got[20], batch[5 * 20];
+    size_t counts[5];
+    float qs[5 * DDIM];
+    idx.dim = DDIM;
+    assert_int_equal(lr__dindex_reserve(&idx, DROWS), 0);
+    for (size_t r = 0; r < DROWS; r++) {
+        float v[DDIM];
+        double s = 0;
+        for (size_t j = 0; j < DDIM; j++) {
+            v[j] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+            s += (double)v[j] * v[j];
+        }
+        for (size_t j = 0; j < DDIM; j++)
+            v[j] = (float)(v[j] / sqrt(s));
+        if (r > 5 && r % 97 == 5) /* exact duplicates of row 5 */
+            memcpy(v, idx.m + 5 * DDIM, sizeof(v));
+        lr__dindex_add(&idx, v);
+    }
+    for (size_t qi = 0; qi < 5; qi++) {
+        float *q = qs + qi * DDIM;
+        if (qi == 0)
+            memcpy(q, idx.m + 5 * DDIM, DDIM * sizeof(float));
+        else {
+            double s = 0;
+            for (size_t j = 0; j < DDIM; j++) {
+                q[j] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+                s += (double)q[j] * q[j];
+            }
+            for (size_t j = 0; j < DDIM; j++)
+                q[j] = (float)(q[j] / sqrt(s));
+        }
+        int n = lr__dindex_knn(&idx, q, 20, got);
+        for (size_t r = 0; r < DROWS; r++) {
+            double s = 0;
+            for (size_t j = 0; j < DDIM; j++)
+                s += (double)q[j] * idx.m[r * DDIM + j];
+            all[r].doc = (uint32_t)r;
+            all[r].sim = (float)s;
+        }
+        check_topk(got, n, all, DROWS, 20);
+        if (qi == 0) /* the duplicates tie: lower rows first */
+            for (int i = 1; i < n && got[i].sim == got[0].sim; i++)
+                assert_true(got[i].doc > got[i - 1].doc);
+    }
+    assert_int_equal(lr__dindex_knn_batch(&idx, qs, 5, 20, batch, counts), 0);
+    for (size_t qi = 0; qi < 5; qi++) {
+        int n = lr__dindex_knn(&idx, qs + qi * DDIM, 20, got);
+        assert_int_equal(counts[qi], (size_t)n);
+        assert_memory_equal(batch + qi * 20, got, (size_t)n * sizeof(*got));
+    }
+    lr__dindex_free(&idx);
+    free(all);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(sparse_knn_matches_brute_force),
+        cmocka_unit_test(ties_go_to_the_lower_document),
+        cmocka_unit_test(appended_documents_are_found),
+        cmocka_unit_test(dense_knn_matches_brute_force_and_batches_agree),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,404 @@
+/* test_smart.c -- the smart strategy through lr_router_route: the cheapest
+ * candidate meeting the requirement, else the most capable; the rest of the
+ * ranking; clear errors for a missing or empty store and an unknown
+ * predictor; concurrent routing while a writer appends (4 routing threads
+ * and 1 writer). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smart.h"
+#include "store.h"
+
+static const char CFG[] =
+    "{\"models\": ["
+    " {\"name\": \"cheap\", \"cost_per_input_token\": 1e-7, \"cost_per_output_token\": 1e-7},"
+    " {\"name\": \"mid\", \"cost_per_input_token\": 1e-6, \"cost_per_output_token\": 2e-6},"
+    " {\"name\": \"premium\", \"cost_per_input_token\": 1e-5, \"cost_per_output_token\": 3e-5},"
+    " {\"name\": \"fresh\", \"cost_per_input_token\": 0, \"cost_per_output_token\": 0}],"
+    " \"router\": {\"performance_requirement\": 0.7}}";
+
+enum { CHEAP, MID, PREMIUM, FRESH };
+
+/* Three topics, sixteen records each. On arithmetic only mid and premium
+ * are right; on poems every model is; on proofs only premium, half the
+ * time. */
+#define PER_TOPIC 16
+static const char *const MATH = "arithmetic problem: compute %d plus %d, then the total";
+static const char *const POEM = "poem request: write verses about %d roses and %d rivers";
+static const char *const PROOF = "theorem request: prove lemma %d about %d primes formally";
+
+static void add_topic(struct lr_store *s, const char *fmt, double c_cheap, double c_mid,
+                      double c_premium, double out_tokens)
+{
+    struct lr_error err;
+    char q[128];
+    for (int i = 0; i < PER_TOPIC; i++) {
+        double cp = c_premium == 0.5 ? (double)(i % 2) : c_premium;
+        struct lr_outcome o[] = {{"cheap", c_cheap, out_tokens},
+                                 {"mid", c_mid, out_tokens},
+                                 {"premium", cp, out_tokens * 2}};
+        struct lr_record r = {q, 20, "t", o, 3};
+        snprintf(q, sizeof(q), fmt, 100 + i, 7 * i);
+        assert_int_equal(lr_store_add(s, &r, NULL, 0, &err), 0);
+    }
+}
+
+#define Q_MATH "arithmetic problem: compute 15 plus 27"
+#define Q_POEM "poem request: write verses about roses"
+#define Q_PROOF "theorem request: prove lemma about primes"
+
+struct fixture {
+    struct lr_config *cfg;
+    struct lr_store *store;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    struct lr_error err;
+    if (!f || lr_config_load_string(CFG, strlen(CFG), &f->cfg, &err) != 0 ||
+        lr_store_open(":memory:", NULL, &f->store, &err) != 0)
+        return -1;
+    add_topic(f->store, MATH, 0, 1, 1, 10);
+    add_topic(f->store, POEM, 1, 1, 1, 80);
+    add_topic(f->store, PROOF, 0, 0, 0.5, 300);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    lr_store_free(f->store);
+    lr_config_free(f->cfg);
+    free(f);
+    return 0;
+}
+
+static struct lr_router *smart_router(struct fixture *f, const char *predictor, int k)
+{
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    struct lr_error err = {0};
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = f->store;
+    o.n_similar = k;
+    o.predictor = predictor;
+    int rc = lr_router_new(f->cfg, &o, &r, &err);
+    if (rc)
+        fprintf(stderr, "lr_router_new: %s\n", err.message);
+    assert_int_equal(rc, 0);
+    assert_string_equal(lr_router_strategy(r), "smart");
+    return r;
+}
+
+static int route(struct lr_router *r, const char *query, const char *const *names, size_t n,
+                 struct lr_decision *d, struct lr_candidate *rank, size_t cap)
+{
+    struct lr_request req;
+    struct lr_error err = {0};
+    lr_request_init(&req);
+    req.query = query;
+    req.models = names;
+    req.n_models = n;
+    req.input_tokens = 100;
+    memset(d, 0, sizeof(*d));
+    d->ranking = rank;
+    d->ranking_cap = cap;
+    int rc = lr_router_route(r, &req, d, &err);
+    if (rc)
+        fprintf(stderr, "route: %s\n", err.message);
+    return rc;
+}
+
+static void picks_the_cheapest_model_meeting_the_requirement(void **state)
+{
+    struct fixture *f = *state;
+    const char *const names[] = {"cheap", "mid", "premium"};
+    struct lr_candidate rank[3];
+    struct lr_decision d;
+    for (int mode = 0; mode < 2; mode++) {
+        struct lr_router *r = smart_router(f, mode ? "aios" : "default", 0);
+        /* Arithmetic: cheap fails, mid is cheaper than premium. */
+        assert_int_equal(route(r, Q_MATH, names, 3, &d, rank, 3),
+                         0);
+        assert_int_equal(d.index, MID);
+        assert_int_equal(d.n_ranked, 3);
+        assert_int_equal(rank[1].index, PREMIUM);
+        assert_int_equal(rank[2].index, CHEAP);
+        /* Poems: everyone succeeds, so the cheapest. */
+        assert_int_equal(route(r, Q_POEM, names, 3, &d, rank, 3), 0);
+        assert_int_equal(d.index, CHEAP);
+        assert_int_equal(rank[1].index, MID);
+        assert_int_equal(rank[2].index, PREMIUM);
+        /* The figures: quality from the history, cost = in*p_in + out*p_out. */
+        if (mode) {
+            assert_true(d.predicted_quality == 1.0);
+            assert_true(fabs(d.predicted_output_tokens - 80.0) < 1e-9);
+            assert_true(fabs(d.estimated_cost - (100 * 1e-7 + 80 * 1e-7)) < 1e-15);
+        }
+        lr_router_free(r);
+    }
+}
+
+static void falls_back_to_the_most_capable(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_candidate rank[4];
+    struct lr_decision d;
+    for (int mode = 0; mode < 2; mode++) {
+        struct lr_router *r = smart_router(f, mode ? "aios" : "default", 0);
+        /* Proofs: nobody reaches 0.7; premium is right half the time. */
+        assert_int_equal(route(r, Q_PROOF, NULL, 0, &d, rank, 4),
+                         0);
+        assert_int_equal(d.index, PREMIUM);
+        assert_true(d.predicted_quality < 0.7 && d.predicted_quality > 0.0);
+        if (mode) {
+            /* aios: the unseen model has quality 0 and cost of input only;
+             * cheap and mid also 0: equal quality goes to the cheaper. */
+            assert_int_equal(rank[1].index, FRESH);
+            assert_int_equal(rank[2].index, CHEAP);
+            assert_int_equal(rank[3].index, MID);
+        } else {
+            /* default: the unseen model's quality is unknown: last. */
+            assert_true(isnan(rank[3].predicted_quality));
+            assert_int_equal(rank[3].index, FRESH);
+            assert_true(rank[3].estimated_cost == 0.0);
+        }
+        lr_router_free(r);
+    }
+}
+
+static void a_stricter_requirement_moves_up_the_price_list(void **state)
+{
+    struct fixture *f = *state;
+    const char *const names[] = {"cheap", "mid", "premium"};
+    struct lr_router *r = smart_router(f, "aios", 0);
+    struct lr_request req;
+    struct lr_decision d = {0};
+    lr_request_init(&req);
+    req.query = Q_POEM;
+    req.models = names;
+    req.n_models = 3;
+    req.performance_requirement = 1.0;
+    assert_int_equal(lr_router_route(r, &req, &d, NULL), 0);
+    assert_int_equal(d.index, CHEAP); /* still 1.0 on poems */
+    req.query = Q_MATH;
+    assert_int_equal(lr_router_route(r, &req, &d, NULL), 0);
+    assert_int_equal(d.index, MID);
+    lr_router_free(r);
+}
+
+static void ordering_rule_on_its_own(void **state)
+{
+    (void)state;
+    double q[] = {0.9, 0.5, 0.8, NAN, 0.5};
+    double c[] = {3.0, 1.0, 2.0, 0.0, 0.5};
+    size_t order[5];
+    lr__smart_order(q, c, 5, 0.7, order);
+    size_t want[] = {2, 0, 4, 1, 3};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(order[i], want[i]);
+    /* Nobody qualifies: quality first. */
+    lr__smart_order(q, c, 5, 0.95, order);
+    size_t want2[] = {0, 2, 4, 1, 3};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(order[i], want2[i]);
+}
+
+static void missing_or_empty_store_and_bad_predictor_are_clear_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    struct lr_error err = {0};
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), LR_ESTRATEGY);
+    assert_non_null(strstr(err.message, "history store"));
+
+    o.store = f->store;
+    o.predictor = "crystal-ball";
+    assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), LR_ESTRATEGY);
+    assert_non_null(strstr(err.message, "crystal-ball"));
+
+    struct lr_store *empty = NULL;
+    assert_int_equal(lr_store_open(":memory:", NULL, &empty, &err), 0);
+    o.store = empty;
+    o.predictor = NULL;
+    assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), 0);
+    struct lr_request req;
+    struct lr_decision d = {0};
+    lr_request_init(&req);
+    req.query = "anything";
+    assert_int_equal(lr_router_route(r, &req, &d, &err), LR_EEMPTY);
+    assert_non_null(strstr(err.message, "empty"));
+    /* One candidate is its own ranking, history or not. */
+    const char *one[] = {"mid"};
+    req.models = one;
+    req.n_models = 1;
+    assert_int_equal(lr_router_route(r, &req, &d, &err), 0);
+    assert_int_equal(d.index, MID);
+    assert_true(isnan(d.predicted_quality));
+    lr_router_free(r);
+    lr_store_free(empty);
+
+    /* No query text for the built-in embedder. */
+    r = smart_router(f, NULL, 0);
+    lr_request_init(&req);
+    assert_int_equal(lr_router_route(r, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "query text"));
+    lr_router_free(r);
+}
+
+static void dense_store_routes_by_the_given_embedding(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_store *s = NULL;
+    struct lr_store_options so = {"remote-test", 2, 0, 0};
+    struct lr_error err = {0};
+    float east[2] = {1, 0}, north[2] = {0, 1};
+    assert_int_equal(lr_store_open(":memory:", &so, &s, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        struct lr_outcome oe[] = {{"cheap", 1, 5}, {"mid", 1, 5}};
+        struct lr_outcome on[] = {{"cheap", 0, 5}, {"mid", 1, 5}};
+        struct lr_record re = {"e", 5, NULL, oe, 2}, rn = {"n", 5, NULL, on, 2};
+        assert_int_equal(lr_store_add(s, &re, east, 2, &err), 0);
+        assert_int_equal(lr_store_add(s, &rn, north, 2, &err), 0);
+    }
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = s;
+    o.n_similar = 3;
+    o.predictor = "aios"; /* three neighbours: plain means are easy to check */
+    assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), 0);
+    const char *names[] = {"cheap", "mid"};
+    struct lr_request req;
+    struct lr_decision d = {0};
+    float q1[2] = {0.9f, 0.1f}, q2[2] = {0.1f, 0.9f};
+    lr_request_init(&req);
+    req.models = names;
+    req.n_models = 2;
+    req.embedding = q1;
+    req.embedding_dim = 2;
+    assert_int_equal(lr_router_route(r, &req, &d, &err), 0);
+    assert_int_equal(d.index, CHEAP);
+    req.embedding = q2;
+    assert_int_equal(lr_router_route(r, &req, &d, &err), 0);
+    assert_int_equal(d.index, MID);
+    req.embedding = NULL;
+    req.query = "text alone is not enough here";
+    assert_int_equal(lr_router_route(r, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "embedding"));
+    lr_router_free(r);
+    lr_store_free(s);
+}
+
+/* ==== Concurrency ==== */
+
+struct shared {
+    struct fixture *f;
+    struct lr_router *r;
+    int stop;
+    pthread_mutex_t mu;
+    int wrong;
+    int failed;
+};
+
+static void *router_thread(void *arg)
+{
+    struct shared *sh = arg;
+    const char *const names[] = {"cheap", "mid", "premium"};
+    for (int i = 0; i < 1500; i++) {
+        struct lr_request req;
+        struct lr_decision d = {0};
+        struct lr_candidate rank[3];
+        struct lr_error err;
+        lr_request_init(&req);
+        req.query = i % 2 ? Q_MATH : Q_POEM;
+        req.models = names;
+        req.n_models = 3;
+        d.ranking = rank;
+        d.ranking_cap = 3;
+        int rc = lr_router_route(sh->r, &req, &d, &err);
+        pthread_mutex_lock(&sh->mu);
+        if (rc)
+            sh->failed++;
+        else if (d.index != (i % 2 ? MID : CHEAP))
+            sh->wrong++;
+        pthread_mutex_unlock(&sh->mu);
+    }
+    return NULL;
+}
+
+static void *writer_thread(void *arg)
+{
+    struct shared *sh = arg;
+    struct lr_error err;
+    char q[128];
+    for (int i = 0; i < 300 && !__atomic_load_n(&sh->stop, __ATOMIC_RELAXED); i++) {
+        /* Unrelated topics: they never outrank the fixture's neighbours. */
+        snprintf(q, sizeof(q), "gardening tulip bulbs compost number%d", i);
+        if (lr_store_add_outcome(sh->f->store, q, -1, i % 3 ? "premium" : "newmodel", 0.5, 7,
+                                 &err) != 0) {
+            pthread_mutex_lock(&sh->mu);
+            sh->failed++;
+            pthread_mutex_unlock(&sh->mu);
+        }
+    }
+    return NULL;
+}
+
+static void routes_concurrently_while_a_writer_appends(void **state)
+{
+    struct fixture *f = *state;
+    struct shared sh = {0};
+    pthread_t th[5];
+    size_t before = lr_store_count(f->store);
+    sh.f = f;
+    sh.r = smart_router(f, "aios", 0);
+    pthread_mutex_init(&sh.mu, NULL);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, router_thread, &sh), 0);
+    assert_int_equal(pthread_create(&th[4], NULL, writer_thread, &sh), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    __atomic_store_n(&sh.stop, 1, __ATOMIC_RELAXED);
+    pthread_join(th[4], NULL);
+    assert_int_equal(sh.failed, 0);
+    assert_int_equal(sh.wrong, 0);
+    assert_true(lr_store_count(f->store) > before);
+    pthread_mutex_destroy(&sh.mu);
+    lr_router_free(sh.r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(picks_the_cheapest_model_meeting_the_requirement, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(falls_back_to_the_most_capable, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_stricter_requirement_moves_up_the_price_list, setup,
+                                        teardown),
+        cmocka_unit_test(ordering_rule_on_its_own),
+        cmocka_unit_test_setup_teardown(missing_or_empty_store_and_bad_predictor_are_clear_errors,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(routes_concurrently_while_a_writer_appends, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

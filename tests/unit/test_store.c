@@ -1,0 +1,389 @@
+/* test_store.c -- the history store: import (array and JSONL, split filter,
+ * bad records, truncated files), appends, durability across reopen, the
+ * embedder check, caps. Fixtures are written into a temporary directory.
+ * Single-threaded (concurrency is in test_smart.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+
+static char tmpdir[256];
+
+static int setup(void **st)
+{
+    (void)st;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/lr_test_store_XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *path_in(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/%s", tmpdir, name);
+    return buf;
+}
+
+static const char *write_file(const char *name, const char *content)
+{
+    static char p[512];
+    path_in(p, sizeof(p), name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+    return p;
+}
+
+#define REC(q, split, c1, c2)                                                                  \
+    "{\"query\": \"" q "\", \"input_token_length\": 12, \"split\": \"" split "\","             \
+    " \"eval_name\": \"t\", \"outputs\": [{\"model_name\": \"small\", \"correctness\": " c1    \
+    ", \"output_token_length\": 3}, {\"model_name\": \"big\", \"correctness\": " c2            \
+    ", \"output_token_length\": 5, \"extra\": [1,2]}]}"
+
+static const char ARRAY3[] = "[\n" REC("what is the capital of france", "train", "true", "true")
+    ",\n" REC("write a python function to add numbers", "train", "false", "true") ",\n"
+    REC("which planet is the largest", "test", "true", "false") "\n]\n";
+
+static struct lr_store *open_mem(void)
+{
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    return s;
+}
+
+static void imports_a_json_array(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_mem();
+    struct lr_import_report rep;
+    struct lr_error err;
+    const char *p = write_file("a.json", ARRAY3);
+    assert_int_equal(lr_store_count(s), 0);
+    assert_int_equal(lr_store_import_file(s, p, NULL, &rep, &err), 0);
+    assert_int_equal(rep.read, 3);
+    assert_int_equal(rep.imported, 3);
+    assert_int_equal(rep.bad, 0);
+    assert_int_equal(lr_store_count(s), 3);
+    /* The outcomes are in memory, by model. */
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    int big = lr__hist_model_id(h, "big"), small = lr__hist_model_id(h, "small");
+    assert_true(big >= 0 && small >= 0 && big != small);
+    assert_int_equal(lr__hist_model_id(h, "absent"), -1);
+    size_t n;
+    const struct lr__outcome *o = lr__hist_outcomes(h, 1, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(o[0].model, (uint32_t)small);
+    assert_true(o[0].correctness == 0.0f && o[1].correctness == 1.0f);
+    assert_true(o[1].output_tokens == 5.0f);
+    assert_true(h->mstats[big].n == 3 && h->mstats[big].sum_correct == 2);
+    lr__store_unlock(s);
+    lr_store_free(s);
+}
+
+static void imports_jsonl_with_a_split_filter(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_mem();
+    struct lr_import_report rep;
+    struct lr_error err;
+    struct lr_import_options io = {"train", 0};
+    const char *p = write_file("a.jsonl", REC("alpha beta", "train", "1", "0.5") "\n\n"
+                                          REC("gamma delta", "test", "0", "1") "\r\n"
+                                          REC("epsilon zeta", "train", "0", "1") "\n");
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), 0);
+    assert_int_equal(rep.read, 3);
+    assert_int_equal(rep.imported, 2);
+    assert_int_equal(rep.skipped_split, 1);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+}
+
+static void truncated_file_is_a_parse_error_and_changes_nothing(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_mem();
+    struct lr_import_report rep;
+    struct lr_error err;
+    assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), NULL, &rep, &err), 0);
+    /* Cut the array in the middle of its second record. */
+    char cut[sizeof(ARRAY3)];
+    memcpy(cut, ARRAY3, sizeof(ARRAY3));
+    cut[strlen(ARRAY3) / 2] = 0;
+    int rc = lr_store_import_file(s, write_file("cut.json", cut), NULL, &rep, &err);
+    assert_int_equal(rc, LR_EPARSE);
+    assert_int_equal(err.code, LR_EPARSE);
+    assert_int_equal(err.line, 3);
+    assert_non_null(strstr(err.message, "cut.json:3:"));
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(lr_store_count(s), 3);
+    /* The same for JSON lines: the first line is good, the second is cut. */
+    rc = lr_store_import_file(
+        s, write_file("cut.jsonl", REC("one two", "train", "1", "1") "\n{\"query\": \"thr"), NULL,
+        &rep, &err);
+    assert_int_equal(rc, LR_EPARSE);
+    assert_int_equal(err.line, 2);
+    assert_int_equal(lr_store_count(s), 3);
+    /* An array that never closes. */
+    rc = lr_store_import_file(s, write_file("open.json", "[" REC("x y", "train", "1", "1") ",\n"),
+                              NULL, &rep, &err);
+    assert_int_equal(rc, LR_EPARSE);
+    assert_int_equal(lr_store_count(s), 3);
+    /* Neither an array nor objects. */
+    rc = lr_store_import_file(s, write_file("junk.json", "\n\nhello"), NULL, &rep, &err);
+    assert_int_equal(rc, LR_EPARSE);
+    assert_int_equal(err.line, 3);
+    lr_store_free(s);
+}
+
+static const char BAD[] = "[\n" REC("fine record one", "train", "1", "0") ",\n"
+    "{\"query\": \"bad one\", \"input_token_length\": 3, \"outputs\": [\n"
+    "  {\"model_name\": \"small\", \"correctness\": 1, \"output_token_length\": 2},\n"
+    "  {\"model_name\": \"big\", \"correctness\": \"yes\", \"output_token_length\": 2}]},\n"
+    "{\"query\": 7, \"outputs\": []},\n"
+    REC("fine record two", "train", "0", "1") "\n]";
+
+static void bad_records_are_named_skipped_and_counted(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_mem();
+    struct lr_import_report rep;
+    struct lr_error err;
+    const char *p = write_file("bad.json", BAD);
+    assert_int_equal(lr_store_import_file(s, p, NULL, &rep, &err), 0);
+    assert_int_equal(rep.read, 4);
+    assert_int_equal(rep.imported, 2);
+    assert_int_equal(rep.bad, 2);
+    assert_string_equal(rep.first_bad,
+                        "record 1 (line 3): outputs[1].correctness: expected a number in [0,1]");
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+}
+
+static void strict_import_fails_whole_on_a_bad_record(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_mem();
+    struct lr_import_report rep;
+    struct lr_error err;
+    struct lr_import_options io = {NULL, 1};
+    assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), NULL, &rep, &err), 0);
+    int rc = lr_store_import_file(s, write_file("bad.json", BAD), &io, &rep, &err);
+    assert_int_equal(rc, LR_EPARSE);
+    assert_int_equal(err.line, 3);
+    assert_non_null(strstr(err.message, "record 1 (line 3): outputs[1].correctness"));
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(lr_store_count(s), 3);
+    /* A JSONL record where a string is given for a number. */
+    rc = lr_store_import_file(
+        s,
+        write_file("bad.jsonl",
+                   REC("ok", "train", "1", "1") "\n"
+                   "{\"query\": \"q\", \"input_token_length\": \"12\", \"outputs\": []}\n"),
+        &io, &rep, &err);
+    assert_int_equal(rc, LR_EPARSE);
+    assert_non_null(strstr(err.message, "record 1 (line 2): input_token_length"));
+    assert_int_equal(lr_store_count(s), 3);
+    lr_store_free(s);
+}
+
+static void store_survives_close_and_reopen(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_import_report rep;
+    path_in(db, sizeof(db), "hist.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), NULL, &rep, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "a brand new question", -1, "newcomer", 0.25, 40,
+                                          &err),
+                     0);
+    assert_int_equal(lr_store_count(s), 4);
+    lr_store_free(s);
+
+    s = NULL;
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 4);
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    int id = lr__hist_model_id(h, "newcomer");
+    assert_true(id >= 0);
+    size_t n;
+    const struct lr__outcome *o = lr__hist_outcomes(h, 3, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(o[0].model, (uint32_t)id);
+    assert_true(o[0].correctness == 0.25f && o[0].output_tokens == 40.0f);
+    lr__store_unlock(s);
+    lr_store_free(s);
+
+    /* Read-only: readable, not writable. */
+    struct lr_store_options ro = {NULL, 0, 1, 0};
+    assert_int_equal(lr_store_open(db, &ro, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 4);
+    assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, 1, &err), LR_EINVAL);
+    lr_store_free(s);
+}
+
+static void another_embedder_is_a_clear_error(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    path_in(db, sizeof(db), "emb.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
+    struct lr_store_options o = {"bge-small-en-v1.5", 384, 0, 0};
+    s = NULL;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), LR_ESTORE);
+    assert_null(s);
+    assert_non_null(strstr(err.message, "'tfidf-v1'"));
+    assert_non_null(strstr(err.message, "'bge-small-en-v1.5'"));
+    /* A file that is not a store at all. */
+    const char *junk = write_file("junk.db", "this is not sqlite at all, not even close........");
+    assert_int_equal(lr_store_open(junk, NULL, &s, &err), LR_ESTORE);
+}
+
+static void dense_store_keeps_vectors_and_checks_dimension(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_store_options o = {"remote-emb", 0, 0, 0};
+    struct lr_outcome oc = {"m", 1.0, 10};
+    struct lr_record r = {"some text", 4, NULL, &oc, 1};
+    float v0[3] = {1, 0, 0}, v1[3] = {0, 2, 0}, v2[3] = {0, 1, 1}, bad[2] = {1, 1};
+    path_in(db, sizeof(db), "dense.db");
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_add(s, &r, NULL, 0, &err), LR_EINVAL); /* needs a vector */
+    assert_int_equal(lr_store_add(s, &r, v0, 3, &err), 0);           /* fixes dim = 3 */
+    assert_int_equal(lr_store_add(s, &r, bad, 2, &err), LR_EINVAL);
+    assert_int_equal(lr_store_add(s, &r, v1, 3, &err), 0);
+    assert_int_equal(lr_store_add(s, &r, v2, 3, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, 1, &err), LR_EINVAL);
+    assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), NULL, NULL, &err),
+                     LR_EINVAL);
+    lr_store_free(s);
+
+    s = NULL;
+    o.dense_dim = 4;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), LR_ESTORE);
+    o.dense_dim = 3;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 3);
+    struct lr__store_scratch sc;
+    struct lr__neighbor nb[3];
+    float q[3] = {0, 5, 0.1f};
+    lr__store_scratch_init(&sc);
+    lr__store_rdlock(s);
+    assert_int_equal(lr__store_knn_vec(s, q, 3, 3, &sc, nb), 3);
+    lr__store_unlock(s);
+    assert_int_equal(nb[0].doc, 1);
+    assert_int_equal(nb[1].doc, 2);
+    assert_int_equal(nb[2].doc, 0);
+    lr__store_scratch_free(&sc);
+    lr_store_free(s);
+}
+
+static void appends_validate_and_respect_the_cap(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_store_options o = {NULL, 0, 0, 3};
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1.5, 1, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "correctness"));
+    assert_int_equal(lr_store_add_outcome(s, "", 1, "m", 1, 1, &err), LR_EINVAL);
+    assert_int_equal(lr_store_add_outcome(s, "q", 1, "", 1, 1, &err), LR_EINVAL);
+    assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", NAN, 1, &err), LR_EINVAL);
+    assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, -1, &err), LR_EINVAL);
+    assert_int_equal(lr_store_count(s), 0);
+    /* An import that would pass the cap adds nothing. */
+    const char *big = write_file("big.jsonl", REC("a", "x", "1", "1") "\n" REC("b", "x", "1", "1")
+                                 "\n" REC("c", "x", "1", "1") "\n" REC("d", "x", "1", "1"));
+    int rc = lr_store_import_file(s, big, NULL, NULL, &err);
+    assert_int_equal(rc, LR_ETOOBIG);
+    assert_int_equal(lr_store_count(s), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, 1, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, 1, &err), LR_ETOOBIG);
+    assert_int_equal(lr_store_count(s), 3);
+    lr_store_free(s);
+}
+
+static void records_appended_to_an_empty_store_are_searchable(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_mem();
+    struct lr_error err;
+    struct lr__store_scratch sc;
+    struct lr__neighbor nb[4];
+    assert_int_equal(lr_store_add_outcome(s, "python function reverse list", -1, "m", 1, 9, &err),
+                     0);
+    assert_int_equal(lr_store_add_outcome(s, "capital city of france", -1, "m", 0, 2, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "largest planet solar system", -1, "m", 1, 2, &err),
+                     0);
+    lr__store_scratch_init(&sc);
+    lr__store_rdlock(s);
+    const char *q = "what is the capital of france";
+    int n = lr__store_knn_text(s, q, strlen(q), 2, &sc, nb);
+    lr__store_unlock(s);
+    assert_int_equal(n, 2);
+    assert_int_equal(nb[0].doc, 1);
+    assert_true(nb[0].sim > 0.3f);
+    lr__store_scratch_free(&sc);
+    lr_store_free(s);
+}
+
+static void missing_file_is_an_io_error(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_mem();
+    struct lr_error err;
+    char p[512];
+    assert_int_equal(lr_store_import_file(s, path_in(p, sizeof(p), "nope.json"), NULL, NULL, &err),
+                     LR_EIO);
+    assert_int_equal(lr_store_import_file(s, write_file("empty.json", " \n"), NULL, NULL, &err),
+                     0);
+    assert_int_equal(lr_store_count(s), 0);
+    lr_store_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(imports_a_json_array),
+        cmocka_unit_test(imports_jsonl_with_a_split_filter),
+        cmocka_unit_test(truncated_file_is_a_parse_error_and_changes_nothing),
+        cmocka_unit_test(bad_records_are_named_skipped_and_counted),
+        cmocka_unit_test(strict_import_fails_whole_on_a_bad_record),
+        cmocka_unit_test(store_survives_close_and_reopen),
+        cmocka_unit_test(another_embedder_is_a_clear_error),
+        cmocka_unit_test(dense_store_keeps_vectors_and_checks_dimension),
+        cmocka_unit_test(appends_validate_and_respect_the_cap),
+        cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
+        cmocka_unit_test(missing_file_is_an_io_error),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
