@@ -296,7 +296,7 @@ static void print_json(const struct eval *e)
         json_array_append_new(results, o);
     }
     json_object_set_new(root, "results", results);
-    s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
+    s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     if (s)
         printf("%s\n", s);
     free(s);

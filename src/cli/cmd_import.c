@@ -9,7 +9,7 @@
 #include "cli.h"
 
 static const char help[] =
-    "usage: llmroute import --store FILE [--split NAME] [--strict] DATA...\n"
+    "usage: llmroute import --store FILE [--split NAME] [--strict] [DATA...]\n"
     "Add the records of each DATA file (a JSON array or JSONL of {\"query\",\n"
     "\"input_token_length\", \"outputs\": [{\"model_name\", \"correctness\",\n"
     "\"output_token_length\"}]}) to the history store FILE, creating it if needed.\n"
@@ -19,7 +19,8 @@ static const char help[] =
     "  --strict       a bad record fails its whole file instead of being skipped\n"
     "\n"
     "Each file is imported in one transaction: on any error nothing of it is\n"
-    "added. Exit codes: 0 ok, 1 a file could not be imported, 2 usage.\n";
+    "added. With no DATA, the store is created if needed and its size printed.\n"
+    "Exit codes: 0 ok, 1 a file could not be imported, 2 usage.\n";
 
 int cmd_import(int argc, char **argv)
 {
@@ -41,9 +42,8 @@ int cmd_import(int argc, char **argv)
         free(pos);
         return CLI_OK;
     }
-    if (!store_path || n_pos == 0) {
-        cli_error("import", "%s", !store_path ? "--store FILE is required"
-                                              : "give at least one DATA file");
+    if (!store_path) {
+        cli_error("import", "--store FILE is required");
         free(pos);
         return CLI_USAGE;
     }
