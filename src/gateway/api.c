@@ -50,6 +50,9 @@ int api_health(struct gw *gw, struct hs_req *req)
                         json_integer((json_int_t)lr_config_route_count(gw->conf->cfg)));
     json_object_set_new(o, "in_flight", json_integer((json_int_t)hs_server_busy(gw->http) - 1)); /* not this one */
     json_object_set_new(o, "version", json_string(LR_VERSION_STRING));
+    json_object_set_new(o, "history_records",
+                        gw->store ? json_integer((json_int_t)lr_store_count(gw->store))
+                                  : json_null());
     return send_json(req, 200, o);
 }
 
@@ -292,11 +295,84 @@ out:
     return status;
 }
 
+/* ==== POST /v1/feedback ==== */
+
+/* {"query": str, "model": str, "correctness": bool|number in [0,1],
+ *  "output_tokens": number >= 0, "input_tokens": int >= 0 (optional)}
+ * appends one outcome to the history store. The SQLite commit happens before
+ * the 200, so an acknowledged outcome survives a crash; it runs on the event
+ * loop and costs one small transaction. */
 int api_feedback(struct gw *gw, struct hs_req *req)
 {
-    (void)gw;
-    gw_send_error(req, 501, NULL, "no_history_store",
-                  "no history store in this build: POST /v1/feedback records outcomes for "
-                  "smart routing, which this build of llmroute does not include");
-    return 501;
+    struct lr_error err = {0};
+    json_error_t je;
+    json_t *root, *q, *m, *c, *ot, *it;
+    const char *body;
+    size_t len;
+    double correctness, out_tokens;
+    long in_tokens = -1;
+    int status, rc;
+    char msg[700];
+
+    if (!gw->store)
+        return refuse(req, 501, NULL, "no_history_store",
+                      "this gateway has no history store: start it with --store FILE or set "
+                      "router.store in the config");
+    body = hs_req_body(req, &len);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
+                 je.text, je.line, je.column);
+        return refuse(req, 400, NULL, "invalid_json", msg);
+    }
+    q = json_object_get(root, "query");
+    m = json_object_get(root, "model");
+    c = json_object_get(root, "correctness");
+    ot = json_object_get(root, "output_tokens");
+    it = json_object_get(root, "input_tokens");
+    correctness = json_is_boolean(c) ? (json_is_true(c) ? 1.0 : 0.0) : json_number_value(c);
+    out_tokens = json_number_value(ot);
+    if (!json_is_object(root)) {
+        status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
+    } else if (!json_is_string(q) || json_string_length(q) == 0) {
+        status = refuse(req, 400, "query", q ? "invalid_type" : "missing_required_parameter",
+                        "query: expected a non-empty string");
+    } else if (!json_is_string(m)) {
+        status = refuse(req, 400, "model", m ? "invalid_type" : "missing_required_parameter",
+                        "model: expected a model name");
+    } else if (lr_config_model_index(gw->conf->cfg, json_string_value(m)) < 0) {
+        snprintf(msg, sizeof msg, "model '%.200s' is not a configured model",
+                 json_string_value(m));
+        status = refuse(req, 404, "model", "model_not_found", msg);
+    } else if (!(json_is_boolean(c) || json_is_number(c)) ||
+               !(correctness >= 0 && correctness <= 1)) {
+        status = refuse(req, 400, "correctness", c ? "invalid_value" : "missing_required_parameter",
+                        "correctness: expected a boolean or a number from 0 to 1");
+    } else if (!json_is_number(ot) || !(out_tokens >= 0 && out_tokens <= 1e9)) {
+        status = refuse(req, 400, "output_tokens",
+                        ot ? "invalid_value" : "missing_required_parameter",
+                        "output_tokens: expected a non-negative number");
+    } else if (it && !json_is_null(it) &&
+               (!json_is_integer(it) || json_integer_value(it) < 0 ||
+                json_integer_value(it) > 1000000000)) {
+        status = refuse(req, 400, "input_tokens", "invalid_value",
+                        "input_tokens: expected a non-negative integer");
+    } else {
+        if (it && json_is_integer(it))
+            in_tokens = (long)json_integer_value(it);
+        rc = lr_store_add_outcome(gw->store, json_string_value(q), in_tokens,
+                                  json_string_value(m), correctness, out_tokens, &err);
+        if (rc) {
+            int code = rc == LR_EINVAL || rc == LR_ETOOBIG ? 400 : 500;
+            status = refuse(req, code, NULL, code == 400 ? "invalid_value" : "store_error",
+                            err.message);
+        } else {
+            json_t *o = json_object();
+            json_object_set_new(o, "status", json_string("recorded"));
+            json_object_set_new(o, "records", json_integer((json_int_t)lr_store_count(gw->store)));
+            status = send_json(req, 200, o);
+        }
+    }
+    json_decref(root);
+    return status;
 }

@@ -298,11 +298,16 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
 
-    if (gw_conf_load(gw->opts->config_path, gw->opts->listen, &nc, &err)) {
+    if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
         metrics_count_reload(gw->metrics, 0);
         log_event("reload_failed", "%s: %s (the previous configuration stays)",
                   gw->opts->config_path, err.message);
         return;
+    }
+    {
+        const char *sp = lr_config_router_defaults(nc->cfg)->store_path;
+        if (!gw->opts->store && sp && (!gw->store_path || strcmp(sp, gw->store_path) != 0))
+            log_event("reload_warning", "router.store changed; a new store needs a restart");
     }
     if (strcmp(nc->set.listen_host, gw->conf->set.listen_host) != 0 ||
         nc->set.listen_port != gw->conf->set.listen_port)
@@ -370,6 +375,39 @@ static int write_port_file(const char *path, int port)
     return rename(tmp, path);
 }
 
+/* Open the history store named by --store, or else by the config's
+ * router.store (created when missing). Returns 0, or an exit code after
+ * saying why. The store outlives reloads: a new path needs a restart. */
+static int open_store(struct gw *gw, const struct gw_options *opts)
+{
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    const char *path = opts->store;
+
+    if (!path) {
+        /* The config is read once here for router.store alone; its errors
+         * are reported by the full load that follows. */
+        if (lr_config_load_file(opts->config_path, &cfg, &err) != 0)
+            return 0;
+        path = lr_config_router_defaults(cfg)->store_path;
+    }
+    if (path) {
+        gw->store_path = strdup(path);
+        if (!gw->store_path ||
+            lr_store_open(path, NULL, &gw->store, &err) != 0) {
+            fprintf(stderr, "llmroute serve: %s\n",
+                    gw->store_path ? err.message : "out of memory");
+            free(gw->store_path);
+            gw->store_path = NULL;
+            lr_config_free(cfg);
+            return 2;
+        }
+        log_event("store", "%s: %zu records", path, lr_store_count(gw->store));
+    }
+    lr_config_free(cfg);
+    return 0;
+}
+
 int gw_run(const struct gw_options *opts)
 {
     struct gw gw;
@@ -381,19 +419,15 @@ int gw_run(const struct gw_options *opts)
 
     memset(&gw, 0, sizeof gw);
     gw.opts = opts;
-    if (gw_conf_load(opts->config_path, opts->listen, &gw.conf, &err)) {
+    if ((rc = open_store(&gw, opts)) != 0)
+        return rc;
+    rc = 1;
+    if (gw_conf_load(opts->config_path, opts->listen, gw.store, &gw.conf, &err)) {
         fprintf(stderr, "llmroute serve: %s\n", err.message);
+        lr_store_free(gw.store);
+        free(gw.store_path);
         return err.code == LR_ENOMEM ? 1 : 2;
     }
-    if (opts->store) {
-        fprintf(stderr, "llmroute serve: --store: this build has no history store (smart "
-                        "routing is not built in)\n");
-        gw_conf_unref(gw.conf);
-        return 2;
-    }
-    if (lr_config_router_defaults(gw.conf->cfg)->store_path)
-        fprintf(stderr, "llmroute serve: warning: router.store is set but this build has no "
-                        "history store; POST /v1/feedback answers 501\n");
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "llmroute serve: libcurl failed to initialise\n");
         gw_conf_unref(gw.conf);
@@ -460,6 +494,8 @@ out:
     if (gw.base)
         event_base_free(gw.base);
     gw_conf_unref(gw.conf);
+    lr_store_free(gw.store);
+    free(gw.store_path);
     curl_global_cleanup();
     return rc;
 }

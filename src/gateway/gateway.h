@@ -91,11 +91,13 @@ struct gw_conf {
     size_t n_routers, cap_routers;
     struct gw_settings set;
     const char *query_text; /* "last_user" or "all_user" */
+    struct lr_store *store;  /* the gateway's history store (borrowed), or NULL */
 };
 
 /* Load a configuration file into a new gw_conf (refs = 1). listen overrides
  * server.listen when not NULL. On failure returns an LR_E* code and fills err. */
-int gw_conf_load(const char *path, const char *listen, struct gw_conf **out, struct lr_error *err);
+int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
+                 struct gw_conf **out, struct lr_error *err);
 /* The router for a strategy name (NULL: the config's default), built on first
  * use and kept with the configuration. NULL with err filled when the
  * strategy is unknown or cannot be built. */
@@ -110,6 +112,8 @@ struct gw {
     struct hs_server *http;
     struct up_client *upstream;
     struct gw_conf *conf; /* current; requests hold their own reference */
+    struct lr_store *store; /* history store for smart routes and feedback, or NULL */
+    char *store_path;       /* where it was opened from */
     struct metrics *metrics;
     const struct gw_options *opts;
     uint64_t next_id;

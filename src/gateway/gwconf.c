@@ -360,6 +360,7 @@ struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct
     }
     lr_router_options_init(&o);
     o.strategy = name;
+    o.store = c->store;
     rc = lr_router_new(c->cfg, &o, &r, err);
     if (rc)
         return NULL;
@@ -375,7 +376,8 @@ struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct
 
 /* ==== Load and free ==== */
 
-int gw_conf_load(const char *path, const char *listen, struct gw_conf **out, struct lr_error *err)
+int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
+                 struct gw_conf **out, struct lr_error *err)
 {
     struct gw_conf *c = calloc(1, sizeof *c);
     int rc;
@@ -384,6 +386,7 @@ int gw_conf_load(const char *path, const char *listen, struct gw_conf **out, str
     if (!c)
         return fail(err, LR_ENOMEM, "out of memory");
     c->refs = 1;
+    c->store = store;
     rc = lr_config_load_file(path, &c->cfg, err);
     if (rc)
         goto fail_out;
