@@ -210,6 +210,30 @@ LR_EXTERN int lr_store_import_file(struct lr_store *store, const char *path,
                          const struct lr_import_options *opts, struct lr_import_report *report,
                          struct lr_error *err);
 
+/* ==== Datasets ==== */
+
+/* Records read from a file in the AIOS smart-routing format, held in memory:
+ * a JSON array, or JSONL (one object per line), of
+ *   {"query": str, "input_token_length": int,
+ *    "outputs": [{"model_name": str, "correctness": bool|number in [0,1],
+ *                 "output_token_length": number}], "split": str?, "task"|"eval_name": str?}
+ * Extra fields are ignored. `llmroute eval` scores routing against these;
+ * lr_store_import_file reads the same format. */
+struct lr_dataset;
+
+/* Load path. With opts->split only records whose "split" equals it are kept.
+ * A bad record is skipped and counted in report (its message in
+ * report->first_bad), or with opts->strict fails the load. A file that is
+ * not valid JSON(L) is LR_EPARSE with its line and column. The caller frees
+ * *out with lr_dataset_free(). */
+LR_EXTERN int lr_dataset_load(const char *path, const struct lr_import_options *opts,
+                              struct lr_dataset **out, struct lr_import_report *report,
+                              struct lr_error *err);
+LR_EXTERN void lr_dataset_free(struct lr_dataset *ds);
+LR_EXTERN size_t lr_dataset_count(const struct lr_dataset *ds);
+/* Record i; its strings and outcomes belong to ds. NULL when out of range. */
+LR_EXTERN const struct lr_record *lr_dataset_record(const struct lr_dataset *ds, size_t i);
+
 /* ==== Routing ==== */
 
 struct lr_router;

@@ -51,5 +51,8 @@ int cli_exit_code(int lr_code);
 
 int cmd_route(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

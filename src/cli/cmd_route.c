@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -144,11 +145,12 @@ int cmd_route(int argc, char **argv)
     };
     struct lr_config *cfg = NULL;
     struct lr_router *router = NULL;
+    struct lr_store *store = NULL;
     struct lr_router_options ro;
     struct lr_error err = {0};
     char **pos = NULL, **names = NULL, **lines = NULL, **queries;
     size_t n_names = 0, n_lines = 0, n_queries;
-    int n_pos = 0, rc;
+    int n_pos = 0, rc, r;
     double requirement = NAN, alpha = NAN, budget = NAN;
     long n_similar = 0, input_tokens = -1;
     struct lr_request *reqs = NULL;
@@ -195,10 +197,24 @@ int cmd_route(int argc, char **argv)
     ro.performance_requirement = requirement;
     ro.n_similar = (int)n_similar;
     ro.predictor = a.predictor;
-    if (a.store) {
-        cli_error("route", "--store: this build has no history store");
+    if (!a.store)
+        a.store = lr_config_router_defaults(cfg)->store_path;
+    if (a.store && strcmp(a.store, ":memory:") != 0 && access(a.store, F_OK) != 0) {
+        cli_error("route", "history store '%s' does not exist: create it with "
+                           "'llmroute import --store %s DATA'",
+                  a.store, a.store);
         rc = CLI_USAGE;
         goto out;
+    }
+    if (a.store) {
+        struct lr_store_options so = {0};
+        so.read_only = 1;
+        if ((r = lr_store_open(a.store, &so, &store, &err))) {
+            cli_error("route", "%s", err.message);
+            rc = cli_exit_code(r) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
+            goto out;
+        }
+        ro.store = store;
     }
     if ((rc = lr_router_new(cfg, &ro, &router, &err))) {
         cli_error("route", "%s", err.message);
@@ -267,7 +283,7 @@ int cmd_route(int argc, char **argv)
         goto out;
     }
     for (size_t i = 0; i < n_queries; i++) {
-        int r = lr_router_route(router, &reqs[i], &decs[i], &err);
+        r = lr_router_route(router, &reqs[i], &decs[i], &err);
         if (r) {
             cli_error("route", "query %zu: %s", i + 1, err.message);
             rc = cli_exit_code(r);
@@ -285,6 +301,7 @@ out:
         free(lines[i]);
     free(lines);
     lr_router_free(router);
+    lr_store_free(store);
     lr_config_free(cfg);
     free(names);
     free(pos);

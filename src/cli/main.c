@@ -1,7 +1,10 @@
 /* main.c -- the llmroute command: dispatch to a subcommand.
  *
  *   llmroute route         route queries (arguments or standard input)
+ *   llmroute import        add past-query outcomes to a history store
+ *   llmroute eval          score every strategy on data with real outcomes
  *   llmroute check-config  validate a configuration
+ *   llmroute serve         run the OpenAI-compatible gateway
  *   llmroute version       print the version
  *
  * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
@@ -30,7 +33,10 @@ static int cmd_version(int argc, char **argv)
 
 static const struct command commands[] = {
     {"route", "route queries to models (arguments, or one per line of standard input)", cmd_route},
+    {"import", "add past-query outcomes to a history store", cmd_import},
+    {"eval", "score every strategy on data with real outcomes", cmd_eval},
     {"check-config", "validate a configuration file", cmd_check_config},
+    {"serve", "run the OpenAI-compatible HTTP gateway", cmd_serve},
     {"version", "print the version", cmd_version},
 };
 

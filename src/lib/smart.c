@@ -333,5 +333,5 @@ const struct lr__strategy lr__strategy_smart = {
     .create = smart_create,
     .destroy = smart_destroy,
     .rank = smart_rank,
-    .rank_batch = NULL,
+    .rank_batch = lr__smart_rank_batch,
 };

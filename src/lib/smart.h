@@ -56,4 +56,10 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
 void lr__smart_order(const double *quality, const double *cost, size_t m, double requirement,
                      size_t *order);
 
+/* The strategy's rank_batch (smart_batch.c): predictions for every query,
+ * then the optimizer's assignment under the batch constraints. */
+int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n,
+                         const struct lr_batch_options *opts, struct lr_candidate *const *rankings,
+                         int *assign, struct lr_batch_report *report, struct lr_error *err);
+
 #endif /* LR_SMART_H */

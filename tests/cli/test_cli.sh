@@ -91,7 +91,7 @@ expect "batch with sequential" 2 "" "cannot solve a batch assignment" -- \
 expect "unknown command" 2 "" "unknown command 'fly'" -- "$BIN" fly
 
 # --- check-config, version, help ---
-expect "check-config ok" 0 "ok: 4 models, 1 routes" "" -- "$BIN" check-config "$CFG"
+expect "check-config ok" 0 "ok: 4 models, 2 routes" "" -- "$BIN" check-config "$CFG"
 expect "check-config bad" 2 "" "badtype.json: models[0].cost_per_input_token" -- \
     "$BIN" check-config "$TMP/badtype.json"
 printf '{"models": [{"name": "a", "shoe_size": 9}]}' >"$TMP/warn.json"

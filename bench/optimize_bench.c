@@ -1,0 +1,223 @@
+/* optimize_bench.c -- times the batch optimizer on a realistic instance.
+ *
+ * Builds a seeded instance of n queries x 11 models: the RouterBench models
+ * with their public prices per token, quality per (query, model) from a
+ * logistic model of model strength against query difficulty with noise,
+ * input tokens per query and output tokens per (query, model), and
+ * cost = input_tokens * price_in + output_tokens * price_out. Optionally
+ * every model gets a capacity of a fraction of n.
+ *
+ * It writes the instance to a file (for bench/optimize_cbc.py, which solves
+ * the same integer program with CBC), runs lr__optimize_quality or
+ * lr__optimize_budget several times and prints one JSON line: the median
+ * and every time in milliseconds, and the answer's cost, mean quality,
+ * bound and feasibility.
+ *
+ *   optimize_bench --n 1000 --seed 1 --alpha 0.8 [--budget B] [--caps 0.3]
+ *                  [--runs 7] [--write instance.txt]
+ *
+ * Single-threaded.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "optimize.h"
+
+#define N_MODELS 11
+
+/* RouterBench's models and prices in dollars per million tokens; strength
+ * (logit scale) and typical output length are this benchmark's assumptions. */
+static const struct {
+    const char *name;
+    double in_per_mtok, out_per_mtok;
+    double strength;
+    double out_tokens;
+} models[N_MODELS] = {
+    {"gpt-4-1106-preview", 10.0, 30.0, 2.2, 320.0},
+    {"gpt-3.5-turbo-1106", 1.0, 2.0, 1.0, 220.0},
+    {"claude-v2", 8.0, 24.0, 1.6, 300.0},
+    {"claude-v1", 8.0, 24.0, 1.4, 280.0},
+    {"claude-instant-v1", 0.8, 2.4, 0.9, 240.0},
+    {"meta/llama-2-70b-chat", 0.9, 0.9, 0.6, 380.0},
+    {"mistralai/mixtral-8x7b-chat", 0.6, 0.6, 1.0, 300.0},
+    {"zero-one-ai/Yi-34B-Chat", 0.8, 0.8, 0.8, 330.0},
+    {"meta/code-llama-instruct-34b-chat", 0.776, 0.776, 0.2, 260.0},
+    {"mistralai/mistral-7b-chat", 0.2, 0.2, 0.0, 280.0},
+    {"WizardLM/WizardLM-13B-V1.2", 0.3, 0.3, 0.1, 300.0},
+};
+
+struct rng {
+    uint64_t s;
+};
+
+static uint64_t rng_next(struct rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(struct rng *r)
+{
+    return ((double)(rng_next(r) >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double rng_normal(struct rng *r)
+{
+    return sqrt(-2.0 * log(rng_unit(r))) * cos(6.283185307179586 * rng_unit(r));
+}
+
+static void make_instance(size_t n, uint64_t seed, double *quality, double *cost)
+{
+    struct rng r = {seed};
+    size_t i, j;
+    for (i = 0; i < n; i++) {
+        double difficulty = 1.2 * rng_normal(&r);
+        double in_tokens = floor(300.0 * exp(0.8 * rng_normal(&r))) + 1.0;
+        double length = exp(0.5 * rng_normal(&r)); /* some queries want long answers */
+        for (j = 0; j < N_MODELS; j++) {
+            double z = models[j].strength - difficulty + 0.6 * rng_normal(&r);
+            double out = floor(models[j].out_tokens * length * exp(0.3 * rng_normal(&r))) + 1.0;
+            quality[i * N_MODELS + j] = 1.0 / (1.0 + exp(-z));
+            cost[i * N_MODELS + j] = (in_tokens * models[j].in_per_mtok +
+                                      out * models[j].out_per_mtok) / 1e6;
+        }
+    }
+}
+
+static int write_instance(const char *path, const struct lr__opt_problem *p, double caps)
+{
+    FILE *f = fopen(path, "w");
+    size_t i, j;
+    if (f == NULL)
+        return -1;
+    fprintf(f, "%zu %zu %.17g %.17g %.17g\n", p->n, p->m, p->alpha, p->budget, caps);
+    for (j = 0; j < p->m; j++)
+        fprintf(f, "%d%c", p->capacity ? p->capacity[j] : 0, j + 1 < p->m ? ' ' : '\n');
+    for (i = 0; i < p->n * p->m; i++)
+        fprintf(f, "%.17g%c", p->quality[i], (i + 1) % p->m ? ' ' : '\n');
+    for (i = 0; i < p->n * p->m; i++)
+        fprintf(f, "%.17g%c", p->cost[i], (i + 1) % p->m ? ' ' : '\n');
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtod(s, &end);
+    return errno == 0 && end != s && *end == '\0' ? 0 : -1;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: optimize_bench --n N [--seed S] [--alpha A | --budget B] "
+                    "[--caps FRACTION] [--runs R] [--write PATH]\n");
+}
+
+int main(int argc, char **argv)
+{
+    double n_arg = 1000, seed_arg = 1, alpha = 0.8, budget = NAN, caps = 0.0, runs_arg = 7;
+    const char *write_path = NULL;
+    struct lr__opt_problem p;
+    struct lr__opt_result r;
+    double *quality, *cost, *times;
+    int capacity[N_MODELS], *assign, i, runs, rc = 0;
+    size_t n, j;
+
+    for (i = 1; i < argc; i++) {
+        double *target = NULL;
+        if (strcmp(argv[i], "--n") == 0)
+            target = &n_arg;
+        else if (strcmp(argv[i], "--seed") == 0)
+            target = &seed_arg;
+        else if (strcmp(argv[i], "--alpha") == 0)
+            target = &alpha;
+        else if (strcmp(argv[i], "--budget") == 0)
+            target = &budget;
+        else if (strcmp(argv[i], "--caps") == 0)
+            target = &caps;
+        else if (strcmp(argv[i], "--runs") == 0)
+            target = &runs_arg;
+        else if (strcmp(argv[i], "--write") == 0 && i + 1 < argc) {
+            write_path = argv[++i];
+            continue;
+        }
+        if (target == NULL || i + 1 >= argc || parse_double(argv[++i], target) != 0) {
+            usage();
+            return 2;
+        }
+    }
+    if (!(n_arg >= 1 && n_arg <= 1e7) || !(runs_arg >= 1 && runs_arg <= 1000) ||
+        !(caps >= 0.0 && caps <= 1.0) || !(seed_arg >= 0)) {
+        usage();
+        return 2;
+    }
+    n = (size_t)n_arg;
+    runs = (int)runs_arg;
+    quality = malloc(n * N_MODELS * sizeof *quality);
+    cost = malloc(n * N_MODELS * sizeof *cost);
+    assign = malloc(n * sizeof *assign);
+    times = malloc((size_t)runs * sizeof *times);
+    if (quality == NULL || cost == NULL || assign == NULL || times == NULL) {
+        fprintf(stderr, "optimize_bench: out of memory\n");
+        return 1;
+    }
+    make_instance(n, (uint64_t)seed_arg, quality, cost);
+    for (j = 0; j < N_MODELS; j++)
+        capacity[j] = caps > 0.0 ? (int)ceil(caps * (double)n) : 0;
+    p.n = n;
+    p.m = N_MODELS;
+    p.quality = quality;
+    p.cost = cost;
+    p.capacity = caps > 0.0 ? capacity : NULL;
+    p.alpha = alpha;
+    p.budget = isnan(budget) ? 0.0 : budget;
+    if (write_path != NULL && write_instance(write_path, &p, caps) != 0) {
+        fprintf(stderr, "optimize_bench: cannot write %s\n", write_path);
+        return 1;
+    }
+    for (i = 0; i < runs; i++) {
+        double t0;
+        memset(&r, 0, sizeof r);
+        r.assign = assign;
+        t0 = now_ms();
+        rc = isnan(budget) ? lr__optimize_quality(&p, &r) : lr__optimize_budget(&p, &r);
+        times[i] = now_ms() - t0;
+    }
+    printf("{\"n\": %zu, \"m\": %d, \"form\": \"%s\", \"alpha\": %.17g, \"budget\": %.17g, "
+           "\"caps\": %.17g, \"rc\": %d, \"feasible\": %d, \"cost\": %.17g, "
+           "\"mean_quality\": %.17g, \"bound\": %.17g, \"iterations\": %d, \"message\": \"%s\", "
+           "\"times_ms\": [",
+           n, N_MODELS, isnan(budget) ? "quality" : "budget", alpha, p.budget, caps, rc,
+           r.feasible, r.total_cost, r.mean_quality,
+           isnan(r.lower_bound) ? -1.0 : r.lower_bound, r.iterations, r.message);
+    for (i = 0; i < runs; i++)
+        printf("%s%.6f", i ? ", " : "", times[i]);
+    qsort(times, (size_t)runs, sizeof *times, cmp_double);
+    printf("], \"median_ms\": %.6f}\n", times[runs / 2]);
+    free(quality);
+    free(cost);
+    free(assign);
+    free(times);
+    return 0;
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/python3
+"""optimize_cbc.py -- the batch optimizer against CBC on the same integer program.
+
+For each configuration (n queries x 11 models, alpha, capacities) this runs
+the C benchmark (bench/optimize_bench.c), which builds a seeded instance,
+writes it to a file, and times llmroute's optimizer over several runs; then it
+reads that same instance and solves the integer program of the ECCOS paper
+
+    min  sum_ij cost_ij x_ij
+    s.t. sum_j x_ij = 1                    for every query i
+         sum_ij quality_ij x_ij >= alpha*n
+         sum_i x_ij <= L_j                 for every capacitated model j
+         x_ij in {0, 1}
+
+with PuLP and CBC, and prints, side by side: llmroute's median time, CBC's
+time, the speed ratio, and the optimality gap of llmroute's cost against
+CBC's objective (and against llmroute's own Lagrangian bound).
+
+CBC's time is taken from CBC's own log ("Wallclock seconds"): the solver
+alone, including reading the model file, excluding PuLP's model building.
+PuLP's end-to-end time is printed too. CBC gets a time limit (--cbc-limit);
+a run that hits it is marked, and its objective is then only an incumbent.
+
+Run with Debian's python3 (where python3-pulp lives):
+    /usr/bin/python3 bench/optimize_cbc.py --bench build/bench/optimize_bench
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import pulp
+
+
+def read_instance(path):
+    with open(path) as f:
+        head = f.readline().split()
+        n, m = int(head[0]), int(head[1])
+        alpha, budget = float(head[2]), float(head[3])
+        caps = [int(x) for x in f.readline().split()]
+        quality = [[float(x) for x in f.readline().split()] for _ in range(n)]
+        cost = [[float(x) for x in f.readline().split()] for _ in range(n)]
+    return n, m, alpha, budget, caps, quality, cost
+
+
+def cbc_solver(limit, log_path):
+    """PuLP's bundled CBC when it has one, else the system cbc (coinor-cbc)."""
+    kwargs = dict(msg=0, timeLimit=limit, logPath=log_path)
+    bundled = pulp.PULP_CBC_CMD(**kwargs)
+    if bundled.available():
+        return bundled
+    return pulp.COIN_CMD(**kwargs)
+
+
+def solve_cbc(path, limit):
+    n, m, alpha, _budget, caps, quality, cost = read_instance(path)
+    t0 = time.perf_counter()
+    prob = pulp.LpProblem("assign", pulp.LpMinimize)
+    x = [[pulp.LpVariable(f"x_{i}_{j}", cat="Binary") for j in range(m)] for i in range(n)]
+    prob += pulp.lpSum(cost[i][j] * x[i][j] for i in range(n) for j in range(m))
+    for i in range(n):
+        prob += pulp.lpSum(x[i]) == 1
+    prob += pulp.lpSum(quality[i][j] * x[i][j] for i in range(n) for j in range(m)) >= alpha * n
+    for j in range(m):
+        if caps[j] > 0:
+            prob += pulp.lpSum(x[i][j] for i in range(n)) <= caps[j]
+    build_s = time.perf_counter() - t0
+    with tempfile.NamedTemporaryFile(suffix=".log", delete=False) as logf:
+        log_path = logf.name
+    try:
+        t1 = time.perf_counter()
+        prob.solve(cbc_solver(limit, log_path))
+        pulp_s = time.perf_counter() - t1
+        with open(log_path) as f:
+            log = f.read()
+    finally:
+        os.unlink(log_path)
+    wall = re.findall(r"Wallclock seconds\)?:\s*([0-9.]+)", log)
+    cbc_s = float(wall[-1]) if wall else pulp_s
+    stopped = bool(re.search(r"Stopped on time|time limit", log, re.I))
+    status = pulp.LpStatus[prob.status]
+    obj = pulp.value(prob.objective) if status in ("Optimal", "Not Solved") or stopped else None
+    if obj is None and prob.status == 1:
+        obj = pulp.value(prob.objective)
+    return dict(status=status, objective=obj, cbc_s=cbc_s, pulp_s=pulp_s, build_s=build_s,
+                hit_limit=stopped, timed_from_log=bool(wall))
+
+
+def run_bench(bench, n, seed, alpha, caps, runs, path):
+    out = subprocess.run([bench, "--n", str(n), "--seed", str(seed), "--alpha", str(alpha),
+                          "--caps", str(caps), "--runs", str(runs), "--write", path],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bench", required=True, help="path to the optimize_bench executable")
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--alphas", default="0.70,0.80")
+    ap.add_argument("--caps", default="0,0.3", help="capacity per model as a fraction of n; 0 = none")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=7, help="llmroute runs per instance (median)")
+    ap.add_argument("--cbc-limit", type=float, default=300.0, help="CBC time limit, seconds")
+    args = ap.parse_args()
+
+    print(f"llmroute batch optimizer vs CBC {'(PuLP ' + pulp.__version__ + ')'}: "
+          f"11 models, quality form, seed {args.seed}, llmroute median of {args.runs} runs, "
+          f"CBC time limit {args.cbc_limit:g} s")
+    header = (f"{'n':>6} {'alpha':>5} {'caps':>5} | {'llmroute ms':>11} {'CBC s':>8} "
+              f"{'PuLP s':>7} {'ratio':>8} | {'cost':>10} {'CBC cost':>10} {'gap':>8} "
+              f"{'gap/bound':>9} | note")
+    print("gap = (llmroute cost - CBC cost) / CBC cost; negative when CBC stopped within its own "
+          "default tolerances above the optimum.\ngap/bound = against llmroute's own Lagrangian "
+          "(LP) lower bound, which holds whatever CBC does.")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            for alpha in [float(s) for s in args.alphas.split(",")]:
+                for caps in [float(s) for s in args.caps.split(",")]:
+                    path = os.path.join(tmp, f"inst_{n}_{alpha}_{caps}.txt")
+                    ours = run_bench(args.bench, n, args.seed, alpha, caps, args.runs, path)
+                    cbc = solve_cbc(path, args.cbc_limit)
+                    ms = ours["median_ms"]
+                    ratio = cbc["cbc_s"] * 1e3 / ms if ms > 0 else float("inf")
+                    note = []
+                    if not ours["feasible"]:
+                        note.append("llmroute: " + ours["message"])
+                    if cbc["hit_limit"]:
+                        note.append(f"CBC stopped at its {args.cbc_limit:g} s limit")
+                    if cbc["status"] != "Optimal":
+                        note.append(f"CBC status {cbc['status']}")
+                    if not cbc["timed_from_log"]:
+                        note.append("CBC time from PuLP (no log)")
+                    gap = bound_gap = float("nan")
+                    if cbc["objective"]:
+                        gap = 100.0 * (ours["cost"] - cbc["objective"]) / cbc["objective"]
+                    if ours["bound"] > 0:
+                        bound_gap = 100.0 * (ours["cost"] - ours["bound"]) / ours["bound"]
+                    cbc_cost = cbc["objective"] if cbc["objective"] is not None else float("nan")
+                    print(f"{n:>6} {alpha:>5.2f} {caps:>5.2f} | {ms:>11.2f} {cbc['cbc_s']:>8.2f} "
+                          f"{cbc['pulp_s']:>7.2f} {ratio:>7.0f}x | {ours['cost']:>10.4f} "
+                          f"{cbc_cost:>10.4f} {gap:>7.4f}% {bound_gap:>8.4f}% | "
+                          f"{'; '.join(note)}", flush=True)
+                    rows.append(dict(n=n, alpha=alpha, caps=caps, ratio=ratio, gap=gap))
+    for n in sorted({r["n"] for r in rows}):
+        sel = [r for r in rows if r["n"] == n]
+        print(f"n={n}: median ratio {median([r['ratio'] for r in sel]):.0f}x "
+              f"(min {min(r['ratio'] for r in sel):.0f}x), "
+              f"median gap {median([r['gap'] for r in sel]):.4f}% "
+              f"(max {max(r['gap'] for r in sel):.4f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

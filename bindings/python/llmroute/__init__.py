@@ -1,0 +1,25 @@
+"""llmroute: Python binding of libllmroute, a multi-LLM router.
+
+    from llmroute import RouterStrategy, SequentialRouting, SmartRouting
+
+replaces AIOS's routing classes (aios/llm_core/routing.py) with the same
+names and arguments. Config, Store and Router expose the library directly.
+
+libllmroute is found through LLMROUTE_LIB (a path to libllmroute.so), the
+source tree's build folder, or the system loader; see llmroute._lib.
+"""
+from ._lib import LibraryNotFound, library_path
+from .core import (BatchResult, Candidate, Config, Decision, ImportReport, ModelInfo, Router,
+                   Store, config_from_llm_configs, estimate_tokens)
+from .errors import (ConfigError, EmptyInput, Error, Infeasible, InvalidInput, IOFailure,
+                     OutOfMemory, ParseError, StoreError, StrategyError, TooBig, UnknownModel)
+from .routing import QueryStore, RouterStrategy, SequentialRouting, SmartRouting
+
+__version__ = "0.1.0"
+
+__all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", "Config",
+           "Store", "Router", "Decision", "Candidate", "BatchResult", "ImportReport",
+           "ModelInfo", "config_from_llm_configs", "estimate_tokens", "library_path",
+           "LibraryNotFound", "Error", "InvalidInput", "UnknownModel", "ParseError",
+           "ConfigError", "EmptyInput", "StrategyError", "TooBig", "Infeasible", "StoreError",
+           "IOFailure", "OutOfMemory"]

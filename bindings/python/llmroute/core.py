@@ -1,0 +1,732 @@
+"""The library's objects in Python: Config, Store, Router.
+
+Each wraps one C handle and frees it when the Python object goes away (or at
+close()). A Router keeps references to its Config and Store, so the C
+objects it borrows outlive it. Routing calls copy their inputs into ctypes
+structures owned by the calling thread and make one foreign call; the GIL is
+released during it (ctypes.CDLL), so several threads route at once.
+
+Threads: route() and route_batch() on one Router from any number of threads.
+Store.import_file() and the add methods may run while others route (the C
+store serialises writers and excludes readers). close() must not race
+anything else on the same object.
+"""
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from ctypes import byref, c_char_p, c_int, c_void_p, sizeof
+
+from . import _lib
+from ._lib import api
+from .errors import EmptyInput, InvalidInput, UnknownModel, raise_for
+
+__all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
+           "ImportReport", "ModelInfo", "config_from_llm_configs"]
+
+NAN = float("nan")
+
+
+def _b(s):
+    """A str as UTF-8 bytes for a char * argument (None stays NULL)."""
+    if s is None:
+        return None
+    if isinstance(s, bytes):
+        return s
+    if not isinstance(s, str):
+        raise TypeError("expected a str, got %s" % type(s).__name__)
+    return s.encode("utf-8")
+
+
+def _s(b):
+    return None if b is None else b.decode("utf-8", "replace")
+
+
+def _nan(x):
+    return NAN if x is None else float(x)
+
+
+# ==== Configuration ====
+
+# Keys of a model object the C configuration reads (README, "Configuration
+# reference"). Everything else in an AIOS llm_config (max_gpu_memory,
+# eval_device, ...) concerns the caller's backends, not routing, and is not
+# passed on; `api_key` in particular is never passed: the C configuration
+# refuses keys in configuration text by design.
+_MODEL_KEYS = ("name", "backend", "base_url", "api_key_env", "upstream_model", "hosted_model",
+               "cost_per_input_token", "cost_per_output_token", "max_concurrency", "capacity",
+               "mock", "timeouts", "retry", "headers", "description")
+
+
+def _field(obj, key):
+    """obj[key] for a mapping, obj.key for an object (AIOS passes both)."""
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def config_from_llm_configs(llm_configs, router=None):
+    """The configuration document (a dict) for AIOS-style llm_configs.
+
+    Each llm_config (a dict, or an object with attributes such as AIOS's
+    LLMConfig) gives one model; AIOS's `hostname` becomes `base_url` when no
+    base_url is set. `router` is the "router" object, or None.
+    """
+    if isinstance(llm_configs, (str, bytes, Mapping)) or llm_configs is None:
+        raise InvalidInput("llm_configs: expected a list of model configurations, got %s"
+                           % type(llm_configs).__name__, code=_lib.LR_EINVAL)
+    models = []
+    for c in llm_configs:
+        if isinstance(c, str):
+            c = {"name": c}
+        m = {}
+        for k in _MODEL_KEYS:
+            v = _field(c, k)
+            if v is not None:
+                m[k] = v
+        if "base_url" not in m:
+            host = _field(c, "hostname")
+            if host:
+                m["base_url"] = host
+        models.append(m)
+    doc = {"models": models}
+    if router:
+        doc["router"] = {k: v for k, v in router.items() if v is not None}
+    return doc
+
+
+class ModelInfo(tuple):
+    """One configured model (struct lr_model_info); prices not set are NaN."""
+    __slots__ = ()
+    _names = ("name", "backend", "base_url", "api_key_env", "upstream_model",
+              "cost_per_input_token", "cost_per_output_token", "max_concurrency", "capacity")
+
+    def __new__(cls, *values):
+        return tuple.__new__(cls, values)
+
+    def __getattr__(self, key):
+        try:
+            return self[self._names.index(key)]
+        except ValueError:
+            raise AttributeError(key) from None
+
+    def __repr__(self):
+        return "ModelInfo(%s)" % ", ".join("%s=%r" % kv for kv in zip(self._names, self))
+
+
+class Config:
+    """A loaded, validated configuration (struct lr_config); immutable.
+
+    Config(doc) takes a dict (the JSON document) or JSON text;
+    Config.from_file(path) reads a file. Invalid configurations raise
+    ConfigError (a ValueError) with the C message naming the field.
+    """
+
+    def __init__(self, doc):
+        if isinstance(doc, Mapping):
+            try:
+                text = json.dumps(doc, allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise InvalidInput("configuration: cannot be written as JSON: %s" % e,
+                                   code=_lib.LR_EINVAL) from None
+        elif isinstance(doc, (str, bytes)):
+            text = doc
+        else:
+            raise InvalidInput("configuration: expected a dict or JSON text, got %s"
+                               % type(doc).__name__, code=_lib.LR_EINVAL)
+        data = _b(text)
+        h = c_void_p()
+        err = _lib.lr_error()
+        rc = api.lr_config_load_string(data, len(data), byref(h), byref(err))
+        raise_for(rc, err, "lr_config_load_string")
+        self._h = h
+        self.json = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        self._load_models()
+
+    @classmethod
+    def from_file(cls, path):
+        self = cls.__new__(cls)
+        h = c_void_p()
+        err = _lib.lr_error()
+        rc = api.lr_config_load_file(_b(os.fspath(path)), byref(h), byref(err))
+        raise_for(rc, err, "lr_config_load_file")
+        self._h = h
+        self.json = None
+        self._load_models()
+        return self
+
+    def _load_models(self):
+        models = []
+        for i in range(api.lr_config_model_count(self._h)):
+            p = api.lr_config_model(self._h, i).contents
+            models.append(ModelInfo(_s(p.name), _s(p.backend), _s(p.base_url),
+                                    _s(p.api_key_env), _s(p.upstream_model),
+                                    p.cost_per_input_token, p.cost_per_output_token,
+                                    p.max_concurrency, p.capacity))
+        self.models = models
+        self.names = [m.name for m in models]
+        self._index = {n: i for i, n in enumerate(self.names)}
+
+    @property
+    def handle(self):
+        if self._h is None:
+            raise InvalidInput("the configuration is closed", code=_lib.LR_EINVAL)
+        return self._h
+
+    def index(self, name):
+        """The config index of model `name`; UnknownModel (a ValueError) if none."""
+        i = api.lr_config_model_index(self.handle, _b(name))
+        if i < 0:
+            # lr_config_model_index() has no lr_error: the message is the
+            # router's wording for the same fault.
+            raise UnknownModel("unknown model '%s'" % name, code=i,
+                               c_name="lr_config_model_index")
+        return i
+
+    @property
+    def warnings(self):
+        """Warnings found while loading (unknown keys and the like)."""
+        h = self.handle
+        return [_s(api.lr_config_warning(h, i)) for i in range(api.lr_config_warning_count(h))]
+
+    @property
+    def router_defaults(self):
+        d = api.lr_config_router_defaults(self.handle).contents
+        return {"strategy": _s(d.strategy), "performance_requirement": d.performance_requirement,
+                "n_similar": d.n_similar, "predictor": _s(d.predictor), "alpha": d.alpha,
+                "store": _s(d.store_path), "query_text": _s(d.query_text)}
+
+    def __len__(self):
+        return len(self.models)
+
+    def close(self):
+        h, self._h = getattr(self, "_h", None), None
+        if h:
+            api.lr_config_free(h)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ==== History store ====
+
+
+class ImportReport(tuple):
+    """What an import did (struct lr_import_report)."""
+    __slots__ = ()
+    read = property(lambda self: self[0])
+    imported = property(lambda self: self[1])
+    skipped_split = property(lambda self: self[2])
+    bad = property(lambda self: self[3])
+    first_bad = property(lambda self: self[4])
+
+    def __new__(cls, read, imported, skipped_split, bad, first_bad):
+        return tuple.__new__(cls, (read, imported, skipped_split, bad, first_bad))
+
+    def __repr__(self):
+        return ("ImportReport(read=%d, imported=%d, skipped_split=%d, bad=%d, first_bad=%r)"
+                % self)
+
+
+class Store:
+    """A history store (struct lr_store) in a SQLite file, or in memory.
+
+    Store() or Store(":memory:") lives in memory; Store(path) opens or
+    creates the file. A store made by another embedder is StoreError.
+    """
+
+    def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
+                 dense_dim=0):
+        opts = _lib.lr_store_options(_b(embedder), int(dense_dim), 1 if read_only else 0,
+                                     int(max_records))
+        h = c_void_p()
+        err = _lib.lr_error()
+        rc = api.lr_store_open(_b(os.fspath(path)), byref(opts), byref(h), byref(err))
+        raise_for(rc, err, "lr_store_open")
+        self._h = h
+        self.path = os.fspath(path)
+
+    @property
+    def handle(self):
+        if self._h is None:
+            raise InvalidInput("the store is closed", code=_lib.LR_EINVAL)
+        return self._h
+
+    def __len__(self):
+        return api.lr_store_count(self.handle)
+
+    def import_file(self, path, split=None, strict=True):
+        """Import the AIOS smart-routing format (JSON array or JSONL) from a
+        file, all or nothing. Returns an ImportReport."""
+        opts = _lib.lr_import_options(_b(split), 1 if strict else 0)
+        rep = _lib.lr_import_report()
+        err = _lib.lr_error()
+        rc = api.lr_store_import_file(self.handle, _b(os.fspath(path)), byref(opts), byref(rep),
+                                      byref(err))
+        raise_for(rc, err, "lr_store_import_file")
+        return ImportReport(rep.read, rep.imported, rep.skipped_split, rep.bad,
+                            _s(rep.first_bad) or None)
+
+    def import_records(self, records, split=None, strict=True):
+        """Import records in the AIOS format (a list of dicts with "query",
+        "input_token_length", "outputs": [{"model_name", "correctness",
+        "output_token_length"}]) through the same all-or-nothing import as a
+        file, so the store's statistics are rebuilt once for the lot."""
+        try:
+            text = json.dumps(list(records), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput("records: cannot be written as JSON: %s" % e,
+                               code=_lib.LR_EINVAL) from None
+        fd, tmp = tempfile.mkstemp(prefix="llmroute-import-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            return self.import_file(tmp, split=split, strict=strict)
+        finally:
+            os.unlink(tmp)
+
+    def add(self, query, outcomes, input_tokens=None, task=None):
+        """Append one record: outcomes is a list of (model, correctness,
+        output_tokens) tuples or AIOS outcome dicts. Durable when it returns."""
+        outs = []
+        for o in outcomes:
+            if isinstance(o, Mapping):
+                o = (o.get("model_name", o.get("model")), o.get("correctness"),
+                     o.get("output_token_length", o.get("output_tokens")))
+            model, correct, out_tokens = o
+            outs.append(_lib.lr_outcome(_b(model), _nan(correct), _nan(out_tokens)))
+        arr = (_lib.lr_outcome * max(1, len(outs)))(*outs)
+        rec = _lib.lr_record(_b(query), -1 if input_tokens is None else int(input_tokens),
+                             _b(task), arr, len(outs))
+        err = _lib.lr_error()
+        rc = api.lr_store_add(self.handle, byref(rec), None, 0, byref(err))
+        raise_for(rc, err, "lr_store_add")
+
+    def add_outcome(self, query, model, correctness, output_tokens, input_tokens=None):
+        """Append one outcome for `query` (the feedback path)."""
+        err = _lib.lr_error()
+        rc = api.lr_store_add_outcome(self.handle, _b(query),
+                                      -1 if input_tokens is None else int(input_tokens),
+                                      _b(model), float(correctness), float(output_tokens),
+                                      byref(err))
+        raise_for(rc, err, "lr_store_add_outcome")
+
+    def close(self):
+        h, self._h = getattr(self, "_h", None), None
+        if h:
+            api.lr_store_free(h)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ==== Routing ====
+
+
+class Candidate(tuple):
+    """One ranked candidate (struct lr_candidate); unknown figures are NaN."""
+    __slots__ = ()
+    index = property(lambda self: self[0])
+    name = property(lambda self: self[1])
+    predicted_quality = property(lambda self: self[2])
+    predicted_output_tokens = property(lambda self: self[3])
+    estimated_cost = property(lambda self: self[4])
+
+    def __new__(cls, index, name, quality, out_tokens, cost):
+        return tuple.__new__(cls, (index, name, quality, out_tokens, cost))
+
+    def __repr__(self):
+        return ("Candidate(index=%d, name=%r, predicted_quality=%r, "
+                "predicted_output_tokens=%r, estimated_cost=%r)" % self)
+
+
+class Decision:
+    """The answer to one request (struct lr_decision): the chosen model's
+    config index and name, its predictions, and the ranking when asked for
+    (best first; the head is the choice, the tail the fallback order)."""
+    __slots__ = ("index", "name", "predicted_quality", "predicted_output_tokens",
+                 "estimated_cost", "input_tokens", "ranking")
+
+    def __init__(self, index, name, quality, out_tokens, cost, input_tokens, ranking):
+        self.index = index
+        self.name = name
+        self.predicted_quality = quality
+        self.predicted_output_tokens = out_tokens
+        self.estimated_cost = cost
+        self.input_tokens = input_tokens
+        self.ranking = ranking
+
+    def __repr__(self):
+        return ("Decision(index=%d, name=%r, predicted_quality=%r, estimated_cost=%r, "
+                "input_tokens=%d)" % (self.index, self.name, self.predicted_quality,
+                                      self.estimated_cost, self.input_tokens))
+
+
+class BatchResult:
+    """A batch's assignment (struct lr_batch_report and the decisions)."""
+    __slots__ = ("decisions", "feasible", "mean_quality", "total_cost", "iterations", "message")
+
+    def __init__(self, decisions, feasible, mean_quality, total_cost, iterations, message):
+        self.decisions = decisions
+        self.feasible = feasible
+        self.mean_quality = mean_quality
+        self.total_cost = total_cost
+        self.iterations = iterations
+        self.message = message
+
+    @property
+    def indices(self):
+        return [d.index for d in self.decisions]
+
+    def __repr__(self):
+        return ("BatchResult(n=%d, feasible=%r, mean_quality=%r, total_cost=%r, message=%r)"
+                % (len(self.decisions), self.feasible, self.mean_quality, self.total_cost,
+                   self.message))
+
+
+_BATCH_MODES = {"per_query": _lib.LR_BATCH_PER_QUERY, "quality": _lib.LR_BATCH_QUALITY,
+                "budget": _lib.LR_BATCH_BUDGET}
+
+# Candidate lists seen recently, as C arrays, so a repeated list (the usual
+# case: the same selected_llms on every call) costs one dict lookup.
+_CANDS_CACHE_MAX = 512
+
+
+class _Scratch(threading.local):
+    """One thread's request, decision and error structures for route(), and
+    its prepared text-less requests by candidate list for route_index()."""
+
+    def __init__(self):
+        self.req = _lib.lr_request()
+        self.dec = _lib.lr_decision()
+        self.plain = _lib.lr_decision()  # never given a ranking buffer
+        self.err = _lib.lr_error()
+        self.prepared = {}
+
+
+_route = api.lr_router_route
+
+_DECISION_INTS = sizeof(_lib.lr_decision) // sizeof(c_int)
+
+
+def _indices(decs):
+    """The `index` field (the first member, a C int) of every lr_decision in
+    a ctypes array, read through the buffer in one pass."""
+    return memoryview(decs).cast("B").cast("i")[::_DECISION_INTS].tolist()
+
+
+class Router:
+    """A router (struct lr_router) over a Config.
+
+    strategy, performance_requirement, n_similar and predictor default to
+    the config's "router" object; store is a Store for smart routing.
+    """
+
+    def __init__(self, config, strategy=None, store=None, performance_requirement=None,
+                 n_similar=None, predictor=None):
+        if not isinstance(config, Config):
+            config = Config(config)
+        opts = _lib.lr_router_options()
+        api.lr_router_options_init(byref(opts))
+        opts.strategy = _b(strategy)
+        opts.store = store.handle if store is not None else None
+        if performance_requirement is not None:
+            opts.performance_requirement = float(performance_requirement)
+        if n_similar is not None:
+            opts.n_similar = int(n_similar)
+        opts.predictor = _b(predictor)
+        h = c_void_p()
+        err = _lib.lr_error()
+        rc = api.lr_router_new(config.handle, byref(opts), byref(h), byref(err))
+        raise_for(rc, err, "lr_router_new")
+        self._h = h
+        self.config = config      # borrowed by the C router: kept alive here
+        self.store = store        # likewise
+        self._names = config.names
+        self._scratch = _Scratch()
+        self._cands = {}
+
+    @property
+    def strategy(self):
+        return _s(api.lr_router_strategy(self._handle()))
+
+    def _handle(self):
+        h = self._h
+        if h is None:
+            raise InvalidInput("the router is closed", code=_lib.LR_EINVAL)
+        return h
+
+    # -- candidates --
+
+    def _candidates(self, models):
+        """(char ** array, count) for a list of names; (None, 0) for all."""
+        if models is None:
+            return None, 0
+        if isinstance(models, (str, bytes)):
+            models = (models,)
+        key = tuple(models)
+        hit = self._cands.get(key)
+        if hit is not None:
+            return hit
+        if not key:
+            raise EmptyInput("the candidate list is empty: give at least one model name",
+                             code=_lib.LR_EEMPTY)
+        for i, m in enumerate(key):
+            if not isinstance(m, (str, bytes)):
+                raise InvalidInput("models[%d]: expected a model name, got %r" % (i, m),
+                                   code=_lib.LR_EINVAL)
+        arr = (c_char_p * len(key))(*[_b(m) for m in key])
+        hit = (arr, len(key))
+        if len(self._cands) >= _CANDS_CACHE_MAX:
+            self._cands.clear()
+        self._cands[key] = hit
+        return hit
+
+    def _decision(self, d, ranking_buf):
+        ranking = None
+        if ranking_buf is not None:
+            names = self._names
+            ranking = [Candidate(c.index, names[c.index], c.predicted_quality,
+                                 c.predicted_output_tokens, c.estimated_cost)
+                       for c in ranking_buf[:d.n_ranked]]
+        return Decision(d.index, self._names[d.index], d.predicted_quality,
+                        d.predicted_output_tokens, d.estimated_cost, d.input_tokens, ranking)
+
+    # -- one request --
+
+    def route(self, models=None, query=None, input_tokens=None, performance_requirement=None,
+              ranking=False):
+        """Route one request among `models` (names; None = every configured
+        model). Returns a Decision; with ranking=True it carries the full
+        ranking. Unknown names raise UnknownModel (a ValueError)."""
+        h = self._handle()
+        s = self._scratch
+        req, dec, err = s.req, s.dec, s.err
+        req.models, req.n_models = self._candidates(models)
+        req.query = _b(query)
+        req.input_tokens = -1 if input_tokens is None else int(input_tokens)
+        req.performance_requirement = _nan(performance_requirement)
+        buf = None
+        if ranking:
+            n = req.n_models or len(self._names)
+            buf = (_lib.lr_candidate * n)()
+            dec.ranking, dec.ranking_cap = buf, n
+        else:
+            dec.ranking, dec.ranking_cap = None, 0
+        rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))
+        req.models = None
+        req.query = None
+        if rc < 0:
+            raise_for(rc, err, "lr_router_route")
+        return self._decision(dec, buf)
+
+    def route_index(self, models=None):
+        """The chosen config index alone, for a request without text (what
+        sequential routing needs): route() without building a Decision."""
+        h = self._h
+        if h is None:
+            self._handle()  # raises: closed
+        s = self._scratch
+        key = models if type(models) is tuple else (
+            None if models is None else tuple((models,) if isinstance(models, (str, bytes))
+                                              else models))
+        req = s.prepared.get(key)
+        if req is None:
+            arr, k = self._candidates(key)
+            req = _lib.lr_request()
+            api.lr_request_init(byref(req))
+            req.models, req.n_models = arr, k
+            if len(s.prepared) >= _CANDS_CACHE_MAX:
+                s.prepared.clear()
+            s.prepared[key] = req
+        plain = s.plain
+        if _route(h, req, plain, s.err) < 0:
+            raise_for(s.err.code, s.err, "lr_router_route")
+        return plain.index
+
+    # -- many requests --
+
+    def route_batch(self, queries=None, models=None, input_tokens=None, n=None,
+                    mode="per_query", alpha=None, budget=None, capacities=None,
+                    ranking=False):
+        """Route n requests in one call (lr_router_route_batch).
+
+        queries: a list of query texts (or None entries), or None with `n`
+            for requests without text (sequential);
+        models: None (every configured model), one list of names shared by
+            all requests, or a list of lists (one per request);
+        input_tokens: None (estimated from the text) or one count per query;
+        mode: "per_query" (each on its own), "quality" (minimum total cost
+            with mean predicted quality >= alpha and load <= capacity per
+            model) or "budget" (maximum mean quality with total cost <= budget);
+        capacities: None (the config's), or a dict name -> cap (models not
+            named keep their configured capacity) or a list with one cap per
+            configured model (<= 0: unlimited).
+
+        Returns a BatchResult. When the constraints cannot all be met the
+        result has feasible=False, the best reachable assignment and the
+        library's explanation in `message`.
+        """
+        decs, bufs, rep, rc, err = self._batch(queries, models, input_tokens, n, mode, alpha,
+                                               budget, capacities, ranking)
+        out = [self._decision(decs[i], bufs[i] if bufs else None) for i in range(len(decs))]
+        message = _s(rep.message) or (_s(err.message) if rc < 0 else "")
+        return BatchResult(out, bool(rep.feasible) and rc == 0, rep.mean_quality,
+                           rep.total_cost, rep.iterations, message)
+
+    def route_indices(self, queries=None, models=None, input_tokens=None, n=None):
+        """Each request routed on its own, as route_batch(mode="per_query"),
+        returning only the chosen config indices (no Decision objects)."""
+        decs, _, _, _, _ = self._batch(queries, models, input_tokens, n, "per_query", None,
+                                       None, None, False)
+        return _indices(decs)
+
+    def _batch(self, queries, models, input_tokens, n, mode, alpha, budget, capacities,
+               ranking):
+        h = self._handle()
+        if queries is None:
+            if n is None:
+                raise InvalidInput("route_batch: give the queries or their number n",
+                                   code=_lib.LR_EINVAL)
+            queries = [None] * int(n)
+        else:
+            queries = list(queries)
+            if n is not None and int(n) != len(queries):
+                raise InvalidInput("route_batch: n is %d but %d queries are given"
+                                   % (n, len(queries)), code=_lib.LR_EINVAL)
+        count = len(queries)
+        if count == 0:
+            raise EmptyInput("the batch has no queries", code=_lib.LR_EEMPTY)
+        if input_tokens is not None:
+            input_tokens = list(input_tokens)
+            if len(input_tokens) != count:
+                raise InvalidInput("input_tokens: %d counts for %d queries"
+                                   % (len(input_tokens), count), code=_lib.LR_EINVAL)
+        per_query = (models is not None and not isinstance(models, (str, bytes))
+                     and len(models) > 0 and isinstance(models[0], (list, tuple)))
+        if per_query and len(models) != count:
+            raise InvalidInput("models: %d candidate lists for %d queries"
+                               % (len(models), count), code=_lib.LR_EINVAL)
+        if mode not in _BATCH_MODES:
+            raise InvalidInput("mode: expected one of %s, got %r"
+                               % (", ".join(_BATCH_MODES), mode), code=_lib.LR_EINVAL)
+
+        reqs, keep = self._requests(queries, models, input_tokens, per_query)
+        decs = (_lib.lr_decision * count)()
+        bufs = None
+        if ranking:
+            bufs = []
+            for i in range(count):
+                m = models[i] if per_query else models
+                k = len(self._names) if m is None else (1 if isinstance(m, (str, bytes))
+                                                        else len(m))
+                b = (_lib.lr_candidate * k)()
+                decs[i].ranking, decs[i].ranking_cap = b, k
+                bufs.append(b)
+        opts = _lib.lr_batch_options()
+        api.lr_batch_options_init(byref(opts))
+        opts.mode = _BATCH_MODES[mode]
+        if alpha is not None:
+            opts.alpha = float(alpha)
+        if budget is not None:
+            opts.budget = float(budget)
+        caps = None
+        if capacities is not None:
+            caps = self._capacities(capacities)
+            opts.capacities = caps
+        rep = _lib.lr_batch_report()
+        err = _lib.lr_error()
+        rc = api.lr_router_route_batch(h, reqs, count, byref(opts), decs, byref(rep),
+                                       byref(err))
+        if rc < 0 and rc != _lib.LR_EINFEASIBLE:
+            raise_for(rc, err, "lr_router_route_batch")
+        del keep, caps  # the C call is done with them
+        return decs, bufs, rep, rc, err
+
+    def _requests(self, queries, models, input_tokens, per_query):
+        """The lr_request array for a batch, and the objects it points into."""
+        count = len(queries)
+        if not per_query and input_tokens is None and queries.count(None) == count:
+            # Identical requests (sequential): one struct, copied in C.
+            arr, k = self._candidates(models)
+            one = _lib.lr_request()
+            api.lr_request_init(byref(one))
+            one.models, one.n_models = arr, k
+            reqs = (_lib.lr_request * count).from_buffer_copy(bytes(one) * count)
+            return reqs, arr
+        reqs = (_lib.lr_request * count)()
+        keep = []
+        shared = None if per_query else self._candidates(models)
+        for i in range(count):
+            r = reqs[i]
+            api.lr_request_init(byref(r))
+            arr, k = self._candidates(models[i]) if per_query else shared
+            r.models, r.n_models = arr, k
+            q = queries[i]
+            if q is not None:
+                qb = _b(q)
+                keep.append(qb)
+                r.query = qb
+            if input_tokens is not None and input_tokens[i] is not None:
+                r.input_tokens = int(input_tokens[i])
+        return reqs, keep
+
+    def _capacities(self, capacities):
+        n = len(self._names)
+        caps = (c_int * n)()
+        if isinstance(capacities, Mapping):
+            # Models the mapping does not name keep their configured capacity.
+            for i in range(n):
+                caps[i] = self.config.models[i].capacity
+            for name, cap in capacities.items():
+                caps[self.config.index(name)] = int(cap)
+        else:
+            capacities = list(capacities)
+            if len(capacities) != n:
+                raise InvalidInput("capacities: %d values for %d configured models"
+                                   % (len(capacities), n), code=_lib.LR_EINVAL)
+            for i, cap in enumerate(capacities):
+                caps[i] = 0 if cap is None else int(cap)
+        return caps
+
+    def close(self):
+        h, self._h = getattr(self, "_h", None), None
+        if h:
+            api.lr_router_free(h)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def estimate_tokens(text):
+    """lr_estimate_tokens(): the library's token estimate for a text."""
+    b = _b(text) or b""
+    return api.lr_estimate_tokens(b, len(b))

@@ -1,0 +1,149 @@
+"""C errors become Python exceptions that carry the library's message."""
+import json
+import os
+import tempfile
+import unittest
+
+import support  # noqa: F401  (puts the package on the path)
+from support import MODELS
+
+import llmroute
+from llmroute import Config, Router, SequentialRouting
+
+
+class ConfigErrorsTest(unittest.TestCase):
+    def assertRaisesWith(self, exc, text, fn, *args, **kw):
+        with self.assertRaises(exc) as cm:
+            fn(*args, **kw)
+        self.assertIn(text, str(cm.exception))
+        return cm.exception
+
+    def test_negative_price_names_the_field(self):
+        e = self.assertRaisesWith(ValueError, "models[1].cost_per_input_token",
+                                  SequentialRouting,
+                                  [{"name": "a"}, {"name": "b", "cost_per_input_token": -1}])
+        self.assertIsInstance(e, llmroute.ConfigError)
+        self.assertEqual(e.code, -6)
+
+    def test_price_of_the_wrong_type(self):
+        self.assertRaisesWith(ValueError, "expected a non-negative number, got a string",
+                              SequentialRouting, [{"name": "a", "cost_per_output_token": "1"}])
+
+    def test_duplicate_names(self):
+        self.assertRaisesWith(ValueError, "'a' is already the name of models[0]",
+                              SequentialRouting, [{"name": "a"}, {"name": "a"}])
+
+    def test_missing_name(self):
+        self.assertRaisesWith(ValueError, "models[0].name: missing", SequentialRouting,
+                              [{"backend": "openai"}])
+
+    def test_no_models(self):
+        self.assertRaises(ValueError, SequentialRouting, [])
+
+    def test_llm_configs_must_be_a_list(self):
+        self.assertRaisesWith(ValueError, "llm_configs", SequentialRouting, {"name": "a"})
+
+    def test_api_key_is_never_passed_but_refused_in_raw_config(self):
+        # Through llm_configs the key is dropped ...
+        SequentialRouting([{"name": "a", "api_key": "sk-secret"}])
+        # ... while a raw configuration holding one is refused by the library.
+        self.assertRaisesWith(ValueError, "models[0].api_key", Config,
+                              {"models": [{"name": "a", "api_key": "sk-secret"}]})
+
+    def test_malformed_json_text_gives_its_line(self):
+        e = self.assertRaisesWith(ValueError, "", Config, '{"models": [\n {"name": "a",,}]}')
+        self.assertIsInstance(e, llmroute.ParseError)
+        self.assertEqual(e.line, 2)
+
+    def test_unknown_strategy(self):
+        e = self.assertRaisesWith(ValueError, "unknown strategy 'fastest'", Router,
+                                  Config({"models": MODELS}), strategy="fastest")
+        self.assertIsInstance(e, llmroute.StrategyError)
+
+    def test_requirement_out_of_range(self):
+        self.assertRaisesWith(ValueError, "performance requirement", Router,
+                              Config({"models": MODELS}), performance_requirement=1.5)
+
+    def test_config_file(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "c.json")
+            with open(p, "w") as f:
+                json.dump({"models": MODELS, "router": {"strategy": "sequential"}}, f)
+            cfg = Config.from_file(p)
+            self.assertEqual(cfg.names, ["a", "b", "c"])
+            self.assertEqual(cfg.router_defaults["strategy"], "sequential")
+            with self.assertRaises(OSError):
+                Config.from_file(os.path.join(d, "missing.json"))
+
+    def test_unknown_keys_are_warnings(self):
+        cfg = Config({"models": [{"name": "a", "colour": "blue"}]})
+        self.assertEqual(len(cfg.warnings), 1)
+        self.assertIn("colour", cfg.warnings[0])
+
+    def test_config_values_round_trip(self):
+        cfg = Config(llmroute.config_from_llm_configs(MODELS))
+        self.assertEqual(cfg.index("c"), 2)
+        self.assertEqual(cfg.models[0].cost_per_output_token, 2e-6)
+        self.assertEqual(cfg.models[1].base_url, "http://localhost:11434")
+        self.assertRaisesWith(ValueError, "unknown model", cfg.index, "zzz")
+
+
+class RouterErrorsTest(unittest.TestCase):
+    def setUp(self):
+        self.router = Router(Config({"models": MODELS}), strategy="sequential")
+
+    def test_unknown_model_is_a_value_error_with_the_c_message(self):
+        with self.assertRaises(llmroute.UnknownModel) as cm:
+            self.router.route(["a", "gpt-5"])
+        self.assertIsInstance(cm.exception, ValueError)
+        self.assertEqual(str(cm.exception), "unknown model 'gpt-5'")
+        self.assertEqual(cm.exception.code, -3)
+        self.assertEqual(cm.exception.c_name, "lr_router_route")
+
+    def test_unknown_model_in_a_batch_names_the_query(self):
+        with self.assertRaises(ValueError) as cm:
+            self.router.route_batch(models=[["a"], ["a", "x"]], n=2)
+        self.assertIn("query 1", str(cm.exception))
+        self.assertIn("'x'", str(cm.exception))
+
+    def test_sequential_cannot_solve_a_batch_assignment(self):
+        with self.assertRaises(llmroute.StrategyError) as cm:
+            self.router.route_batch(models=["a", "b"], n=3, mode="quality", alpha=0.5)
+        self.assertIn("use the smart strategy", str(cm.exception))
+
+    def test_empty_batch(self):
+        with self.assertRaises(llmroute.EmptyInput):
+            self.router.route_batch(queries=[])
+
+    def test_bad_batch_mode(self):
+        with self.assertRaises(ValueError):
+            self.router.route_batch(n=2, mode="fastest")
+
+    def test_closed_router(self):
+        self.router.close()
+        with self.assertRaises(ValueError):
+            self.router.route(["a"])
+
+    def test_route_gives_the_ranking(self):
+        d = self.router.route(["a", "b", "c"], ranking=True)
+        self.assertEqual([c.name for c in d.ranking], ["a", "b", "c"])
+        d = self.router.route(["a", "b", "c"], ranking=True)
+        self.assertEqual([c.name for c in d.ranking], ["b", "c", "a"])
+        self.assertEqual(d.name, "b")
+
+    def test_input_tokens_are_estimated_from_the_text(self):
+        d = self.router.route(["a"], query="x" * 40)
+        self.assertEqual(d.input_tokens, llmroute.estimate_tokens("x" * 40))
+        self.assertEqual(d.input_tokens, 10)
+        self.assertEqual(self.router.route(["a"], query="q", input_tokens=77).input_tokens, 77)
+
+
+class StrErrorTest(unittest.TestCase):
+    def test_every_code_has_a_description(self):
+        from llmroute import errors
+        for code in range(-11, 1):
+            self.assertTrue(errors.strerror(code))
+
+
+if __name__ == "__main__":
+    unittest.main()

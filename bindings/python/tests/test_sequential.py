@@ -1,0 +1,168 @@
+"""SequentialRouting: AIOS's round-robin, backed by libllmroute."""
+import collections
+import threading
+import unittest
+
+import support  # noqa: F401  (puts the package on the path)
+from support import MODELS
+
+from llmroute import RouterStrategy, SequentialRouting
+
+
+def sel(*names):
+    return [{"name": n} for n in names]
+
+
+class SequentialTest(unittest.TestCase):
+    def setUp(self):
+        self.r = SequentialRouting(MODELS)
+
+    def test_cycles_over_selected_models(self):
+        # a, b, c over 7 queries: a b c a b c a
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c"), n_queries=7),
+                         [0, 1, 2, 0, 1, 2, 0])
+
+    def test_one_query_at_a_time_continues_the_cycle(self):
+        got = [self.r.get_model_idxs(sel("a", "b", "c"))[0] for _ in range(7)]
+        self.assertEqual(got, [0, 1, 2, 0, 1, 2, 0])
+
+    def test_indices_are_into_llm_configs_not_the_selection(self):
+        self.assertEqual(self.r.get_model_idxs(sel("c", "a"), n_queries=4), [2, 0, 2, 0])
+
+    def test_single_model(self):
+        self.assertEqual(self.r.get_model_idxs(sel("b"), n_queries=5), [1] * 5)
+        self.assertEqual(self.r.get_model_idxs(sel("b")), [1])
+
+    def test_single_model_does_not_move_the_cursor(self):
+        self.r.get_model_idxs(sel("a", "b", "c"))       # takes a
+        self.r.get_model_idxs(sel("c"), n_queries=3)    # one candidate: no ticket
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c")), [1])
+
+    def test_shorter_list_never_fails(self):
+        # AIOS keeps idx = 2 after three picks from three models and then
+        # indexes a two-model list with it; here the cursor is taken modulo
+        # the current list.
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c"), n_queries=2), [0, 1])
+        got = self.r.get_model_idxs(sel("a", "b"), n_queries=4)
+        self.assertEqual(len(got), 4)
+        self.assertTrue(set(got) <= {0, 1})
+        self.assertEqual(collections.Counter(got), {0: 2, 1: 2})
+        self.assertEqual(self.r.get_model_idxs(sel("c")), [2])
+
+    def test_unknown_name_raises_value_error_naming_it(self):
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs(sel("a", "gpt-5"), n_queries=2)
+        self.assertIn("gpt-5", str(cm.exception))
+        self.assertIn("unknown model", str(cm.exception))
+
+    def test_unknown_name_does_not_move_the_cursor(self):
+        with self.assertRaises(ValueError):
+            self.r.get_model_idxs(sel("a", "nope"))
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c")), [0])
+
+    def test_empty_selection_raises(self):
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs([])
+        self.assertIn("empty", str(cm.exception))
+
+    def test_repeated_name_raises(self):
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs(sel("a", "a"))
+        self.assertIn("listed twice", str(cm.exception))
+
+    def test_none_means_every_configured_model(self):
+        self.assertEqual(self.r.get_model_idxs(None, n_queries=4), [0, 1, 2, 0])
+
+    def test_selection_entries_may_be_names_dicts_or_objects(self):
+        class LLMConfig:  # AIOS's later form passes objects with .name
+            def __init__(self, name):
+                self.name = name
+        got = self.r.get_model_idxs(["a", {"name": "b", "backend": "x"}, LLMConfig("c")],
+                                    n_queries=3)
+        self.assertEqual(got, [0, 1, 2])
+
+    def test_entry_without_a_name_raises(self):
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs([{"model": "a"}])
+        self.assertIn("selected_llms[0]", str(cm.exception))
+
+    def test_zero_queries_gives_nothing_and_negative_raises(self):
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b"), n_queries=0), [])
+        with self.assertRaises(ValueError):
+            self.r.get_model_idxs(sel("a", "b"), n_queries=-1)
+
+    def test_per_query_candidate_lists(self):
+        # AIOS's later form: get_model_idxs(selected_llm_lists, queries)
+        lists = [sel("a", "b"), sel("c"), sel("a", "b"), sel("b", "c")]
+        queries = [[{"role": "user", "content": "q%d" % i}] for i in range(4)]
+        got = self.r.get_model_idxs(lists, queries)
+        self.assertEqual(got[1], 2)
+        self.assertEqual(len(got), 4)
+        for g, allowed in zip(got, ([0, 1], [2], [0, 1], [1, 2])):
+            self.assertIn(g, allowed)
+
+    def test_per_query_lists_must_match_the_queries(self):
+        with self.assertRaises(ValueError):
+            self.r.get_model_idxs([sel("a"), sel("b")], ["q"])
+
+    def test_instances_have_separate_cursors(self):
+        other = SequentialRouting(MODELS)
+        self.r.get_model_idxs(sel("a", "b", "c"), n_queries=2)
+        self.assertEqual(other.get_model_idxs(sel("a", "b", "c")), [0])
+
+    def test_router_strategy_names(self):
+        self.assertEqual(RouterStrategy.Sequential, "sequential")
+        self.assertEqual(RouterStrategy.Smart, "smart")
+        self.assertIs(RouterStrategy("smart"), RouterStrategy.Smart)
+
+    def test_aios_llm_configs_with_backend_only_keys(self):
+        cfgs = [{"name": "gpt-4o-mini", "backend": "openai", "api_key": "sk-not-passed"},
+                {"name": "mistral-7b", "backend": "huggingface", "max_gpu_memory": "12GiB",
+                 "eval_device": "cuda:0"},
+                {"name": "qwen2.5:7b", "backend": "ollama", "hostname": "http://localhost:11434"}]
+        r = SequentialRouting(cfgs)
+        self.assertEqual(r.get_model_idxs(sel("qwen2.5:7b", "gpt-4o-mini"), 3), [2, 0, 2])
+        self.assertEqual(r.config.models[2].base_url, "http://localhost:11434")
+        # The key is never handed to the library.
+        self.assertNotIn("sk-not-passed", r.config.json)
+
+
+class SequentialThreadsTest(unittest.TestCase):
+    def test_concurrent_threads_share_one_fair_cursor(self):
+        r = SequentialRouting(MODELS)
+        n_threads, per_thread = 8, 3000
+        results = [None] * n_threads
+        start = threading.Barrier(n_threads)
+
+        def work(t):
+            start.wait()
+            out = []
+            for i in range(per_thread):
+                if i % 2:
+                    out.extend(r.get_model_idxs(sel("a", "b", "c")))
+                else:
+                    out.extend(r.get_model_idxs(sel("a", "b", "c"), n_queries=1))
+            results[t] = out
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        counts = collections.Counter(i for out in results for i in out)
+        total = n_threads * per_thread
+        self.assertEqual(sum(counts.values()), total)
+        # Every ticket distinct: the three shares differ by at most one.
+        self.assertLessEqual(max(counts.values()) - min(counts.values()), 1)
+
+    def test_library_is_loaded_with_cdll_so_calls_release_the_gil(self):
+        import ctypes
+        from llmroute import _lib
+        self.assertIsInstance(_lib.lib, ctypes.CDLL)
+        self.assertNotIsInstance(_lib.lib, ctypes.PyDLL)
+        # FUNCFLAG_PYTHONAPI (PyDLL) would keep the GIL held during the call.
+        self.assertFalse(_lib.api.lr_router_route._flags_ & ctypes._FUNCFLAG_PYTHONAPI)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,261 @@
+"""SmartRouting on a small store built here: choices, predictions, the
+store, and the errors of bad data and bad calls."""
+import json
+import math
+import os
+import tempfile
+import threading
+import unittest
+
+import support  # noqa: F401  (puts the package on the path)
+from support import SmartTestCase, group_fixture, priced
+
+import llmroute
+from llmroute import SmartRouting
+
+NAMES = ["cheap", "mid", "strong"]
+PRICES = [(1e-7, 2e-7), (1e-6, 2e-6), (1e-5, 3e-5)]
+CONFIGS = priced(NAMES, PRICES)
+K = 6
+
+
+def clear_cut(rng, g, model):
+    """Group 0 is easy (every model right), group 1 hard (only "strong"),
+    group 2 middling ("mid" and "strong"). Lengths by model."""
+    right = {0: True, 1: model == "strong", 2: model != "cheap"}.get(g, True)
+    return (1.0 if right else 0.0), {"cheap": 100.0, "mid": 200.0, "strong": 300.0}[model]
+
+
+def fixture():
+    return group_fixture(3, NAMES, group_size=K, n_groups=3, outcome_p=1.0,
+                         queries_per_group=4, outcome=clear_cut)
+
+
+class SmartChoicesTest(SmartTestCase):
+    def setUp(self):
+        self.records, self.queries, self.groups = fixture()
+        self.sel = [{"name": n} for n in NAMES]
+
+    def router(self, **kw):
+        kw.setdefault("n_similar", K)
+        r = SmartRouting(CONFIGS, **kw)
+        report = r.store.add_data(self.records)
+        self.assertEqual(report.imported, len(self.records))
+        self.assertEqual(r.store.count(), len(self.records))
+        return r
+
+    def test_cheapest_model_that_meets_the_requirement(self):
+        r = self.router(predictor="aios")
+        texts = [q[0] for q in self.queries]
+        tokens = [q[2] for q in self.queries]
+        got = r.get_model_idxs(self.sel, texts, tokens)
+        want = [{0: 0, 1: 2, 2: 1}[g] for _, g, _ in self.queries]
+        self.assertEqual(got, want)
+
+    def test_default_predictor_makes_the_same_clear_cut_choices(self):
+        r = self.router()
+        texts = [q[0] for q in self.queries]
+        got = r.get_model_idxs(self.sel, texts)
+        self.assertEqual(len(got), len(texts))
+        for (text, g, _), idx in zip(self.queries, got):
+            if g == 1:  # only "strong" is ever right on the hard group
+                self.assertEqual(idx, 2, text)
+            self.assertIn(idx, (0, 1, 2))
+
+    def test_indices_are_into_llm_configs(self):
+        r = self.router(predictor="aios")
+        text = self.queries[0][0]  # easy: every candidate qualifies
+        self.assertEqual(r.get_model_idxs([{"name": "strong"}, {"name": "mid"}], [text]), [1])
+
+    def test_single_candidate_is_chosen_even_without_data(self):
+        r = SmartRouting(CONFIGS, n_similar=K)
+        self.assertEqual(r.get_model_idxs([{"name": "mid"}], ["anything at all"]), [1])
+
+    def test_predictions_and_costs(self):
+        r = self.router(predictor="aios")
+        text, g, _ = self.queries[4]  # group 1
+        self.assertEqual(g, 1)
+        perf, length, cost = r.predict([text], self.sel, [1000])
+        self.assertEqual(perf[0], [0.0, 0.0, 1.0])
+        self.assertEqual(length[0], [100.0, 200.0, 300.0])
+        for j, (pi, po) in enumerate(PRICES):
+            self.assertAlmostEqual(cost[0][j], 1000 * pi + length[0][j] * po, delta=1e-12)
+
+    def test_input_tokens_estimated_when_not_given(self):
+        r = self.router(predictor="aios")
+        text = self.queries[0][0]
+        d = r.router.route(NAMES, query=text)
+        self.assertEqual(d.input_tokens, llmroute.estimate_tokens(text))
+
+    def test_chat_messages_as_queries(self):
+        r = self.router(predictor="aios")
+        text = self.queries[5][0]  # hard group
+        messages = [{"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "earlier question"},
+                    {"role": "assistant", "content": "earlier answer"},
+                    {"role": "user", "content": text}]
+        self.assertEqual(r.get_model_idxs(self.sel, [messages], [50]),
+                         r.get_model_idxs(self.sel, [text], [50]))
+
+    def test_per_query_candidate_lists(self):
+        r = self.router(predictor="aios")
+        easy, hard = self.queries[0][0], self.queries[4][0]
+        lists = [[{"name": "mid"}, {"name": "strong"}], [{"name": "cheap"}, {"name": "strong"}]]
+        self.assertEqual(r.get_model_idxs(lists, [easy, hard]), [1, 2])
+
+    def test_threads_route_as_one_thread_does(self):
+        r = self.router()
+        texts = [q[0] for q in self.queries]
+        want = r.get_model_idxs(self.sel, texts)
+        errors, barrier = [], threading.Barrier(6)
+
+        def work():
+            barrier.wait()
+            for _ in range(20):
+                got = r.get_model_idxs(self.sel, texts)
+                if got != want:
+                    errors.append(got)
+
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+
+    def test_routing_while_data_is_added(self):
+        r = self.router()
+        texts = [q[0] for q in self.queries]
+        stop, errors = threading.Event(), []
+
+        def work():
+            while not stop.is_set():
+                try:
+                    got = r.get_model_idxs(self.sel, texts)
+                    assert len(got) == len(texts) and all(0 <= i < 3 for i in got)
+                except Exception as e:  # reported below
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for _ in range(5):
+            r.store.add_data(self.records)
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(r.store.count(), 6 * len(self.records))
+
+
+class SmartStoreTest(SmartTestCase):
+    def test_store_file_persists(self):
+        records, _, _ = fixture()
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "history.db")
+            r = SmartRouting(CONFIGS, n_similar=K, store_path=path)
+            r.store.add_data(records)
+            del r
+            again = SmartRouting(CONFIGS, n_similar=K, store_path=path)
+            self.assertEqual(again.store.count(), len(records))
+
+    def test_held_out_splits_are_kept_apart(self):
+        records, _, _ = fixture()
+        r = SmartRouting(CONFIGS, n_similar=K)
+        self.assertIsNone(r.store.add_data(records[:3], split="val"))
+        r.store.add_data(records[:2], split="test")
+        self.assertEqual(r.store.count(), 0)
+        self.assertEqual(len(r.store.held_out["val"]), 3)
+        with self.assertRaises(ValueError):
+            r.store.add_data(records, split="dev")
+
+    def test_bootstrap_from_a_local_file(self):
+        records, _, _ = fixture()
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "bootstrap.json")
+            with open(path, "w") as f:
+                json.dump(records, f)
+            r = SmartRouting(CONFIGS, n_similar=K, bootstrap_url=path)
+            self.assertEqual(r.store.count(), len(records))
+        with self.assertRaises(ValueError) as cm:
+            SmartRouting(CONFIGS, bootstrap_url="https://drive.google.com/x")
+        self.assertIn("download", str(cm.exception))
+
+    def test_bad_record_names_it_and_adds_nothing(self):
+        records, _, _ = fixture()
+        r = SmartRouting(CONFIGS, n_similar=K)
+        r.store.add_data(records[:4])
+        bad = [dict(rec) for rec in records[4:8]]
+        bad[2]["input_token_length"] = "twelve"
+        with self.assertRaises(ValueError) as cm:
+            r.store.add_data(bad)
+        self.assertIn("input_token_length", str(cm.exception))
+        self.assertEqual(r.store.count(), 4)
+
+    def test_record_without_outputs_is_refused(self):
+        r = SmartRouting(CONFIGS, n_similar=K)
+        with self.assertRaises(ValueError):
+            r.store.add_data([{"query": "q", "input_token_length": 3}])
+        self.assertEqual(r.store.count(), 0)
+
+    def test_data_that_is_not_json_is_refused(self):
+        r = SmartRouting(CONFIGS, n_similar=K)
+        with self.assertRaises(ValueError):
+            r.store.add_data([{"query": object(), "input_token_length": 1, "outputs": []}])
+
+
+class SmartErrorsTest(SmartTestCase):
+    def setUp(self):
+        self.records, self.queries, _ = fixture()
+        self.r = SmartRouting(CONFIGS, n_similar=K)
+        self.r.store.add_data(self.records)
+        self.sel = [{"name": n} for n in NAMES]
+
+    def test_unknown_candidate_raises_naming_it(self):
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs([{"name": "cheap"}, {"name": "gpt-9"}], ["q"])
+        self.assertIn("gpt-9", str(cm.exception))
+
+    def test_queries_are_needed(self):
+        with self.assertRaises(ValueError):
+            self.r.get_model_idxs(self.sel)
+        with self.assertRaises(ValueError):
+            self.r.get_model_idxs(self.sel, [])
+
+    def test_token_lengths_must_match_the_queries(self):
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs(self.sel, ["a", "b"], [3])
+        self.assertIn("must match", str(cm.exception))
+
+    def test_candidate_without_prices_is_refused_naming_it(self):
+        configs = CONFIGS + [{"name": "unpriced", "backend": "openai"}]
+        with self.assertRaises(ValueError) as cm:
+            r = SmartRouting(configs, n_similar=K)
+            r.store.add_data(self.records)
+            r.get_model_idxs([{"name": "cheap"}, {"name": "unpriced"}], [self.queries[0][0]])
+        self.assertIn("unpriced", str(cm.exception))
+
+    def test_bad_requirement(self):
+        with self.assertRaises(ValueError):
+            SmartRouting(CONFIGS, performance_requirement=1.5)
+        with self.assertRaises(ValueError):
+            SmartRouting(CONFIGS, n_similar=0)
+
+    def test_bad_predictor(self):
+        with self.assertRaises(ValueError) as cm:
+            SmartRouting(CONFIGS, predictor="oracle")
+        self.assertIn("predictor", str(cm.exception))
+
+    def test_predictions_are_in_range(self):
+        perf, length, cost = self.r.predict([q[0] for q in self.queries], self.sel)
+        for row in perf:
+            for p in row:
+                self.assertTrue(0.0 <= p <= 1.0, p)
+        for row in cost:
+            for c in row:
+                self.assertTrue(c >= 0 and not math.isnan(c), c)
+
+
+if __name__ == "__main__":
+    unittest.main()

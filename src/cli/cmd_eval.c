@@ -1,0 +1,874 @@
+/* cmd_eval.c -- `llmroute eval`: route every record of a data file with each
+ * strategy and score the choices with the record's real outcomes.
+ *
+ * For each strategy: success rate (mean real correctness of the chosen
+ * model), total real cost (the record's input tokens and the chosen model's
+ * real output tokens at the config's prices), each model's share, and the
+ * decision time per query (p50, p99; for a batch, its time divided by the
+ * queries). Rows: every single model, random, sequential, the oracle (the
+ * cheapest model with the best real correctness), smart per query at each
+ * alpha, smart batch at each alpha, smart under each budget, for each
+ * predictor; with --sweep, the batch frontier over a range of alpha.
+ *
+ * Only records with an outcome for every candidate model are scored (the
+ * others are counted and named on standard error), so every row is measured
+ * on the same queries. Uses the public API only.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+static const char help[] =
+    "usage: llmroute eval --config FILE --store FILE --data FILE [options]\n"
+    "Route every record of DATA with each strategy and score it with the record's\n"
+    "real outcomes: success rate, total real cost, model shares, decision time.\n"
+    "\n"
+    "  --config FILE        models and prices (candidates: the models that are both\n"
+    "                       configured and present in the data)\n"
+    "  --store FILE         history store for smart routing (default: router.store)\n"
+    "  --data FILE          records to score (AIOS format, array or JSONL)\n"
+    "  --split NAME         score only records of this split (e.g. test)\n"
+    "  --alpha A[,A...]     quality targets for smart rows (default: the config's)\n"
+    "  --budget B[,B...]    total-cost budgets for smart budget rows\n"
+    "  --predictors P[,P]   smart predictors to compare (default: default,aios)\n"
+    "  --sweep              add the batch frontier over alpha 0.50..0.98\n"
+    "  --format F           table (default), json or csv\n"
+    "  --plot FILE.svg      draw success against cost: single models as labelled\n"
+    "                       points, the frontier as a line\n"
+    "  --seed N             seed of the random strategy (default 1)\n"
+    "\n"
+    "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or data error.\n";
+
+/* ==== Rows ==== */
+
+struct row {
+    char strategy[96];
+    const char *predictor; /* NULL for non-smart rows */
+    double alpha, budget;
+    int frontier;
+    int feasible; /* -1 when not a constrained batch */
+    double success, cost, predicted_quality;
+    long *share; /* per candidate */
+    double p50, p99;
+};
+
+struct eval {
+    const struct lr_config *cfg;
+    const struct lr_dataset *ds;
+    int *cands;  /* config indices of the candidate models */
+    size_t n_cands;
+    int *cand_of_config; /* config index -> candidate slot or -1 */
+    size_t *recs;        /* scored record indices */
+    size_t n;
+    long *in_tokens;      /* per scored record */
+    double *correct;      /* n x n_cands real correctness */
+    double *real_cost;    /* n x n_cands real cost */
+    struct row *rows;
+    size_t n_rows, cap_rows;
+};
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double percentile(double *v, size_t n, double p)
+{
+    size_t k;
+    if (n == 0)
+        return NAN;
+    qsort(v, n, sizeof *v, cmp_double);
+    k = (size_t)ceil(p * (double)n) - (p > 0);
+    return v[k < n ? k : n - 1];
+}
+
+static struct row *new_row(struct eval *e, const char *name, const char *predictor, double alpha,
+                           double budget)
+{
+    struct row *r;
+    if (e->n_rows == e->cap_rows) {
+        size_t cap = e->cap_rows ? e->cap_rows * 2 : 32;
+        struct row *grown = realloc(e->rows, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        e->rows = grown;
+        e->cap_rows = cap;
+    }
+    r = &e->rows[e->n_rows];
+    memset(r, 0, sizeof *r);
+    r->share = calloc(e->n_cands, sizeof *r->share);
+    if (!r->share)
+        return NULL;
+    snprintf(r->strategy, sizeof r->strategy, "%s", name);
+    r->predictor = predictor;
+    r->alpha = alpha;
+    r->budget = budget;
+    r->feasible = -1;
+    r->predicted_quality = NAN;
+    r->p50 = r->p99 = NAN;
+    e->n_rows++;
+    return r;
+}
+
+/* Score a choice (candidate slot per scored record) into row r. */
+static void score(struct eval *e, struct row *r, const int *slot)
+{
+    double s = 0, c = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        s += e->correct[i * e->n_cands + (size_t)slot[i]];
+        c += e->real_cost[i * e->n_cands + (size_t)slot[i]];
+        r->share[slot[i]]++;
+    }
+    r->success = s / (double)e->n;
+    r->cost = c;
+}
+
+/* ==== Strategies ==== */
+
+static int run_baselines(struct eval *e, int *slot, unsigned long seed)
+{
+    char name[96];
+    struct row *r;
+    uint64_t x = seed ? seed : 1;
+
+    for (size_t j = 0; j < e->n_cands; j++) {
+        snprintf(name, sizeof name, "single:%s",
+                 lr_config_model(e->cfg, (size_t)e->cands[j])->name);
+        if (!(r = new_row(e, name, NULL, NAN, NAN)))
+            return -1;
+        for (size_t i = 0; i < e->n; i++)
+            slot[i] = (int)j;
+        score(e, r, slot);
+    }
+    if (!(r = new_row(e, "random", NULL, NAN, NAN)))
+        return -1;
+    for (size_t i = 0; i < e->n; i++) {
+        x ^= x << 13; /* xorshift64: reproducible across platforms */
+        x ^= x >> 7;
+        x ^= x << 17;
+        slot[i] = (int)(x % e->n_cands);
+    }
+    score(e, r, slot);
+    if (!(r = new_row(e, "oracle", NULL, NAN, NAN)))
+        return -1;
+    for (size_t i = 0; i < e->n; i++) {
+        size_t best = 0;
+        for (size_t j = 1; j < e->n_cands; j++) {
+            double cj = e->correct[i * e->n_cands + j], cb = e->correct[i * e->n_cands + best];
+            if (cj > cb ||
+                (cj == cb && e->real_cost[i * e->n_cands + j] < e->real_cost[i * e->n_cands + best]))
+                best = j;
+        }
+        slot[i] = (int)best;
+    }
+    score(e, r, slot);
+    return 0;
+}
+
+static void fill_requests(struct eval *e, struct lr_request *reqs, double requirement)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        const struct lr_record *rec = lr_dataset_record(e->ds, e->recs[i]);
+        lr_request_init(&reqs[i]);
+        reqs[i].model_indices = e->cands;
+        reqs[i].n_models = e->n_cands;
+        reqs[i].query = rec->query;
+        reqs[i].input_tokens = e->in_tokens[i];
+        reqs[i].performance_requirement = requirement;
+    }
+}
+
+/* Per-query routing of every record with router; times each decision. */
+static int run_per_query(struct eval *e, struct lr_router *router, struct row *r, int *slot,
+                         struct lr_request *reqs, double *times, double requirement)
+{
+    struct lr_error err = {0};
+    double q = 0;
+    size_t nq = 0;
+    fill_requests(e, reqs, requirement);
+    for (size_t i = 0; i < e->n; i++) {
+        struct lr_decision d = {0};
+        double t0 = now_us();
+        int rc = lr_router_route(router, &reqs[i], &d, &err);
+        times[i] = now_us() - t0;
+        if (rc) {
+            cli_error("eval", "%s: record %zu: %s", r->strategy, e->recs[i], err.message);
+            return rc;
+        }
+        slot[i] = e->cand_of_config[d.index];
+        if (!isnan(d.predicted_quality)) {
+            q += d.predicted_quality;
+            nq++;
+        }
+    }
+    score(e, r, slot);
+    r->predicted_quality = nq ? q / (double)nq : NAN;
+    r->p50 = percentile(times, e->n, 0.5);
+    r->p99 = percentile(times, e->n, 0.99);
+    return 0;
+}
+
+static int run_batch(struct eval *e, struct lr_router *router, struct row *r, int *slot,
+                     struct lr_request *reqs, struct lr_decision *decs, enum lr_batch_mode mode)
+{
+    struct lr_batch_options bo;
+    struct lr_batch_report rep = {0};
+    struct lr_error err = {0};
+    double t0, dt;
+    int rc;
+
+    fill_requests(e, reqs, NAN);
+    memset(decs, 0, e->n * sizeof *decs);
+    lr_batch_options_init(&bo);
+    bo.mode = mode;
+    bo.alpha = r->alpha;
+    bo.budget = r->budget;
+    t0 = now_us();
+    rc = lr_router_route_batch(router, reqs, e->n, &bo, decs, &rep, &err);
+    dt = now_us() - t0;
+    if (rc && rc != LR_EINFEASIBLE) {
+        cli_error("eval", "%s: %s", r->strategy, err.message);
+        return rc;
+    }
+    if (rc == LR_EINFEASIBLE)
+        fprintf(stderr, "llmroute eval: %s alpha %g budget %g: %s\n", r->strategy, r->alpha,
+                r->budget, rep.message);
+    for (size_t i = 0; i < e->n; i++)
+        slot[i] = e->cand_of_config[decs[i].index];
+    score(e, r, slot);
+    r->feasible = rep.feasible;
+    r->predicted_quality = rep.mean_quality;
+    r->p50 = r->p99 = dt / (double)e->n;
+    return 0;
+}
+
+/* ==== Output ==== */
+
+static const char *cand_name(const struct eval *e, size_t j)
+{
+    return lr_config_model(e->cfg, (size_t)e->cands[j])->name;
+}
+
+static json_t *num_or_null(double d)
+{
+    return isnan(d) ? json_null() : json_real(d);
+}
+
+static void print_json(const struct eval *e)
+{
+    json_t *root = json_object(), *results = json_array();
+    char *s;
+    json_object_set_new(root, "queries", json_integer((json_int_t)e->n));
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k];
+        json_t *o = json_object(), *share = json_object();
+        json_object_set_new(o, "strategy", json_string(r->strategy));
+        json_object_set_new(o, "predictor", r->predictor ? json_string(r->predictor)
+                                                          : json_null());
+        json_object_set_new(o, "alpha", num_or_null(r->alpha));
+        json_object_set_new(o, "budget", num_or_null(r->budget));
+        json_object_set_new(o, "frontier", json_boolean(r->frontier));
+        json_object_set_new(o, "feasible", r->feasible < 0 ? json_null()
+                                                            : json_boolean(r->feasible));
+        json_object_set_new(o, "success_rate", json_real(r->success));
+        json_object_set_new(o, "total_cost", json_real(r->cost));
+        json_object_set_new(o, "predicted_quality", num_or_null(r->predicted_quality));
+        for (size_t j = 0; j < e->n_cands; j++)
+            json_object_set_new(share, cand_name(e, j),
+                                json_real((double)r->share[j] / (double)e->n));
+        json_object_set_new(o, "model_share", share);
+        json_object_set_new(o, "decision_us_p50", num_or_null(r->p50));
+        json_object_set_new(o, "decision_us_p99", num_or_null(r->p99));
+        json_array_append_new(results, o);
+    }
+    json_object_set_new(root, "results", results);
+    s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    if (s)
+        printf("%s\n", s);
+    free(s);
+    json_decref(root);
+}
+
+static void csv_field(const char *s)
+{
+    if (strpbrk(s, ",\"\n")) {
+        putchar('"');
+        for (; *s; s++) {
+            if (*s == '"')
+                putchar('"');
+            putchar(*s);
+        }
+        putchar('"');
+    } else {
+        fputs(s, stdout);
+    }
+}
+
+static void csv_num(double d)
+{
+    if (isnan(d))
+        fputs(",", stdout);
+    else
+        printf(",%.10g", d);
+}
+
+static void print_csv(const struct eval *e)
+{
+    printf("strategy,predictor,alpha,budget,frontier,feasible,success_rate,total_cost,"
+           "predicted_quality,decision_us_p50,decision_us_p99");
+    for (size_t j = 0; j < e->n_cands; j++) {
+        putchar(',');
+        csv_field("share:");
+        csv_field(cand_name(e, j));
+    }
+    putchar('\n');
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k];
+        csv_field(r->strategy);
+        printf(",%s", r->predictor ? r->predictor : "");
+        csv_num(r->alpha);
+        csv_num(r->budget);
+        printf(",%d,%s", r->frontier, r->feasible < 0 ? "" : r->feasible ? "1" : "0");
+        csv_num(r->success);
+        csv_num(r->cost);
+        csv_num(r->predicted_quality);
+        csv_num(r->p50);
+        csv_num(r->p99);
+        for (size_t j = 0; j < e->n_cands; j++)
+            printf(",%.6f", (double)r->share[j] / (double)e->n);
+        putchar('\n');
+    }
+}
+
+static void print_table(const struct eval *e)
+{
+    printf("%zu queries, %zu candidate models\n\n", e->n, e->n_cands);
+    printf("%-44s %6s %8s %8s %10s %8s %9s %9s  %s\n", "strategy", "alpha", "budget", "success",
+           "cost($)", "pred.q", "p50(us)", "p99(us)", "largest shares");
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k];
+        char name[128], a[16], b[16], pq[16], p50[16], p99[16], shares[160] = "";
+        size_t off = 0;
+        int used[3] = {-1, -1, -1};
+        snprintf(name, sizeof name, "%s%s%s%s%s", r->strategy, r->predictor ? " (" : "",
+                 r->predictor ? r->predictor : "", r->predictor ? ")" : "",
+                 r->frontier ? " *" : "");
+        snprintf(a, sizeof a, isnan(r->alpha) ? "-" : "%.3f", r->alpha);
+        snprintf(b, sizeof b, isnan(r->budget) ? "-" : "%.3f", r->budget);
+        snprintf(pq, sizeof pq, isnan(r->predicted_quality) ? "-" : "%.3f", r->predicted_quality);
+        snprintf(p50, sizeof p50, isnan(r->p50) ? "-" : "%.1f", r->p50);
+        snprintf(p99, sizeof p99, isnan(r->p99) ? "-" : "%.1f", r->p99);
+        for (int t = 0; t < 3; t++) {
+            long best = 0;
+            for (size_t j = 0; j < e->n_cands; j++)
+                if (r->share[j] > best && (int)j != used[0] && (int)j != used[1]) {
+                    best = r->share[j];
+                    used[t] = (int)j;
+                }
+            if (used[t] < 0)
+                break;
+            off += (size_t)snprintf(shares + off, sizeof shares - off, "%s%s %.0f%%",
+                                    t ? ", " : "", cand_name(e, (size_t)used[t]),
+                                    100.0 * (double)best / (double)e->n);
+            if (off >= sizeof shares)
+                break;
+        }
+        printf("%-44s %6s %8s %8.4f %10.4f %8s %9s %9s  %s\n", name, a, b, r->success, r->cost,
+               pq, p50, p99, shares);
+    }
+    printf("\n* frontier (batch over a range of alpha). Cost is real: the record's input tokens\n"
+           "and the chosen model's real output tokens at the config's prices.\n");
+}
+
+/* ==== The plot ==== */
+
+static void svg_text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '&': fputs("&amp;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default: fputc(*s, f);
+        }
+    }
+}
+
+static int cmp_row_cost(const void *a, const void *b)
+{
+    const struct row *x = *(const struct row *const *)a, *y = *(const struct row *const *)b;
+    return (x->cost > y->cost) - (x->cost < y->cost);
+}
+
+static int write_plot(const struct eval *e, const char *path)
+{
+    const double W = 960, H = 620, L = 80, R = 250, T = 50, B = 60;
+    double cmin = INFINITY, cmax = 0, smin = 1, smax = 0;
+    const struct row **front;
+    size_t nf = 0;
+    FILE *f = fopen(path, "w");
+
+    if (!f) {
+        cli_error("eval", "--plot %s: cannot write the file", path);
+        return CLI_RUNTIME;
+    }
+    front = calloc(e->n_rows + 1, sizeof *front);
+    if (!front) {
+        fclose(f);
+        return CLI_RUNTIME;
+    }
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k];
+        if (r->cost > 0) {
+            cmin = fmin(cmin, r->cost);
+            cmax = fmax(cmax, r->cost);
+        }
+        smin = fmin(smin, r->success);
+        smax = fmax(smax, r->success);
+        if (r->frontier)
+            front[nf++] = r;
+    }
+    if (!isfinite(cmin) || cmax <= cmin) {
+        cmin = cmin > 0 && isfinite(cmin) ? cmin / 2 : 1e-3;
+        cmax = cmin * 4;
+    }
+    {
+        /* Log scale on cost, padded; linear on success, padded. */
+        double lx0 = floor(log10(cmin) * 4 - 0.5) / 4, lx1 = ceil(log10(cmax) * 4 + 0.5) / 4;
+        double y0 = floor(smin * 20 - 0.5) / 20, y1 = fmin(1.0, ceil(smax * 20 + 0.5) / 20);
+#define X(c) (L + ((log10(c) - lx0) / (lx1 - lx0)) * (W - L - R))
+#define Y(s) (H - B - (((s) - y0) / (y1 - y0)) * (H - T - B))
+        fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                   "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n",
+                W, H, W, H);
+        fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+        fprintf(f, "<text x=\"%.0f\" y=\"28\" font-size=\"16\">llmroute eval: success rate "
+                   "against total cost (%zu queries)</text>\n",
+                L, e->n);
+        for (double lx = ceil(lx0); lx <= lx1 + 1e-9; lx += 1) {
+            for (int m = 1; m < 10; m++) {
+                double c = pow(10, lx) * m;
+                if (log10(c) < lx0 || log10(c) > lx1)
+                    continue;
+                fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" "
+                           "stroke=\"%s\"/>\n",
+                        X(c), T, X(c), H - B, m == 1 ? "#bbb" : "#eee");
+                if (m == 1 || m == 2 || m == 5)
+                    fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">$%g</text>\n",
+                            X(c), H - B + 18, c);
+            }
+        }
+        for (double s = y0; s <= y1 + 1e-9; s += 0.05) {
+            fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
+                    L, Y(s), W - R, Y(s));
+            fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 6,
+                    Y(s) + 4, s);
+        }
+        fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+                   "stroke=\"#333\"/>\n",
+                L, T, W - L - R, H - T - B);
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">total cost (USD, log "
+                   "scale)</text>\n",
+                L + (W - L - R) / 2, H - 18);
+        fprintf(f, "<text x=\"18\" y=\"%.0f\" transform=\"rotate(-90 18 %.0f)\" "
+                   "text-anchor=\"middle\">success rate</text>\n",
+                T + (H - T - B) / 2, T + (H - T - B) / 2);
+
+        qsort(front, nf, sizeof *front, cmp_row_cost);
+        if (nf > 1) {
+            fprintf(f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
+            for (size_t k = 0; k < nf; k++)
+                if (front[k]->cost > 0)
+                    fprintf(f, "%.1f,%.1f ", X(front[k]->cost), Y(front[k]->success));
+            fprintf(f, "\"/>\n");
+        }
+        for (size_t k = 0; k < e->n_rows; k++) {
+            const struct row *r = &e->rows[k];
+            const char *colour;
+            int label;
+            if (r->cost <= 0 || r->frontier)
+                continue;
+            label = strncmp(r->strategy, "single:", 7) == 0 || !r->predictor;
+            colour = strncmp(r->strategy, "single:", 7) == 0 ? "#d62728"
+                     : r->predictor && strcmp(r->predictor, "aios") == 0 ? "#ff7f0e"
+                     : r->predictor ? "#1f77b4"
+                                    : "#555";
+            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"><title>", X(r->cost),
+                    Y(r->success), colour);
+            svg_text(f, r->strategy);
+            fprintf(f, ": success %.3f, cost $%.4f</title></circle>\n", r->success, r->cost);
+            if (label) {
+                fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">",
+                        X(r->cost) + 6, Y(r->success) - 4, colour);
+                svg_text(f, strncmp(r->strategy, "single:", 7) == 0 ? r->strategy + 7
+                                                                   : r->strategy);
+                fprintf(f, "</text>\n");
+            }
+        }
+        {
+            double lx = W - R + 16, ly = T + 10;
+            const char *items[][2] = {{"#1f77b4", "smart batch frontier (line), smart"},
+                                      {"#ff7f0e", "smart, aios predictor"},
+                                      {"#d62728", "single models"},
+                                      {"#555", "oracle, random, sequential"}};
+            for (size_t k = 0; k < 4; k++) {
+                fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"%s\"/>", lx,
+                        ly + 18.0 * (double)k, items[k][0]);
+                fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", lx + 10,
+                        ly + 18.0 * (double)k + 4, items[k][1]);
+            }
+        }
+        fprintf(f, "</svg>\n");
+#undef X
+#undef Y
+    }
+    free(front);
+    if (fclose(f) != 0) {
+        cli_error("eval", "--plot %s: write error", path);
+        return CLI_RUNTIME;
+    }
+    return CLI_OK;
+}
+
+/* ==== The command ==== */
+
+static int parse_list(const char *opt, const char *csv, double lo, double hi, double **out,
+                      size_t *n)
+{
+    char **items = NULL;
+    size_t k = 0;
+    int rc = cli_split_list("eval", opt, csv, &items, &k);
+    if (rc)
+        return rc;
+    *out = calloc(k, sizeof **out);
+    if (!*out) {
+        free(items);
+        return CLI_RUNTIME;
+    }
+    for (size_t i = 0; i < k; i++)
+        if ((rc = cli_parse_double("eval", opt, items[i], lo, hi, &(*out)[i]))) {
+            free(items);
+            return rc;
+        }
+    *n = k;
+    free(items);
+    return CLI_OK;
+}
+
+/* Find the candidates and the scored records; fill the real outcome tables. */
+static int prepare(struct eval *e)
+{
+    size_t n_models = lr_config_model_count(e->cfg), n_recs = lr_dataset_count(e->ds);
+    size_t incomplete = 0;
+    char *in_data = calloc(n_models, 1);
+
+    e->cand_of_config = malloc(n_models * sizeof *e->cand_of_config);
+    e->cands = calloc(n_models, sizeof *e->cands);
+    if (!in_data || !e->cand_of_config || !e->cands) {
+        free(in_data);
+        return CLI_RUNTIME;
+    }
+    for (size_t i = 0; i < n_recs; i++) {
+        const struct lr_record *r = lr_dataset_record(e->ds, i);
+        for (size_t k = 0; k < r->n_outcomes; k++) {
+            int m = lr_config_model_index(e->cfg, r->outcomes[k].model);
+            if (m >= 0)
+                in_data[m] = 1;
+        }
+    }
+    for (size_t m = 0; m < n_models; m++) {
+        const struct lr_model_info *mi = lr_config_model(e->cfg, m);
+        e->cand_of_config[m] = -1;
+        if (!in_data[m]) {
+            fprintf(stderr, "llmroute eval: warning: model '%s' has no outcomes in the data; "
+                            "it is not a candidate\n",
+                    mi->name);
+            continue;
+        }
+        if (isnan(mi->cost_per_input_token) || isnan(mi->cost_per_output_token)) {
+            cli_error("eval", "models[%zu] '%s' has no %s in the config: eval needs both prices",
+                      m, mi->name,
+                      isnan(mi->cost_per_input_token) ? "cost_per_input_token"
+                                                      : "cost_per_output_token");
+            free(in_data);
+            return CLI_USAGE;
+        }
+        e->cand_of_config[m] = (int)e->n_cands;
+        e->cands[e->n_cands++] = (int)m;
+    }
+    free(in_data);
+    if (e->n_cands == 0) {
+        cli_error("eval", "no configured model has outcomes in the data: check the model names");
+        return CLI_USAGE;
+    }
+
+    e->recs = calloc(n_recs, sizeof *e->recs);
+    e->in_tokens = calloc(n_recs, sizeof *e->in_tokens);
+    e->correct = calloc(n_recs * e->n_cands, sizeof *e->correct);
+    e->real_cost = calloc(n_recs * e->n_cands, sizeof *e->real_cost);
+    if (!e->recs || !e->in_tokens || !e->correct || !e->real_cost)
+        return CLI_RUNTIME;
+    for (size_t i = 0; i < n_recs; i++) {
+        const struct lr_record *r = lr_dataset_record(e->ds, i);
+        size_t found = 0, row = e->n;
+        long in = r->input_tokens >= 0 ? r->input_tokens
+                                       : lr_estimate_tokens(r->query, strlen(r->query));
+        for (size_t k = 0; k < r->n_outcomes; k++) {
+            int m = lr_config_model_index(e->cfg, r->outcomes[k].model);
+            const struct lr_model_info *mi;
+            int j;
+            if (m < 0 || (j = e->cand_of_config[m]) < 0)
+                continue;
+            mi = lr_config_model(e->cfg, (size_t)m);
+            e->correct[row * e->n_cands + (size_t)j] = r->outcomes[k].correctness;
+            e->real_cost[row * e->n_cands + (size_t)j] =
+                (double)in * mi->cost_per_input_token +
+                r->outcomes[k].output_tokens * mi->cost_per_output_token;
+            found++;
+        }
+        if (found < e->n_cands) {
+            incomplete++;
+            continue;
+        }
+        e->recs[e->n] = i;
+        e->in_tokens[e->n] = in;
+        e->n++;
+    }
+    if (incomplete)
+        fprintf(stderr, "llmroute eval: %zu records lack an outcome for some candidate and are "
+                        "not scored\n",
+                incomplete);
+    if (e->n == 0) {
+        cli_error("eval", "no record has outcomes for every candidate model");
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    const char *config = NULL, *store_path = NULL, *data = NULL, *split = NULL, *alpha_s = NULL,
+               *budget_s = NULL, *pred_s = NULL, *format = "table", *plot = NULL, *seed_s = NULL;
+    int sweep = 0, help_flag = 0, n_pos = 0, rc;
+    const struct cli_opt opts[] = {
+        {"config", &config, NULL},  {"store", &store_path, NULL}, {"data", &data, NULL},
+        {"split", &split, NULL},    {"alpha", &alpha_s, NULL},    {"budget", &budget_s, NULL},
+        {"predictors", &pred_s, NULL}, {"format", &format, NULL}, {"plot", &plot, NULL},
+        {"seed", &seed_s, NULL},    {"sweep", NULL, &sweep},      {"help", NULL, &help_flag},
+        {NULL, NULL, NULL},
+    };
+    struct lr_config *cfg = NULL;
+    struct lr_store *store = NULL;
+    struct lr_dataset *ds = NULL;
+    struct lr_error err = {0};
+    struct eval e;
+    char **pos = NULL, **preds = NULL;
+    double *alphas = NULL, *budgets = NULL, one_alpha;
+    size_t n_alphas = 0, n_budgets = 0, n_preds = 0;
+    long seed = 1;
+    int *slot = NULL;
+    double *times = NULL;
+    struct lr_request *reqs = NULL;
+    struct lr_decision *decs = NULL;
+    struct lr_router *router = NULL;
+    static const char *default_preds[] = {"default", "aios"};
+
+    memset(&e, 0, sizeof e);
+    rc = cli_parse("eval", argc, argv, opts, &pos, &n_pos);
+    if (rc)
+        return rc;
+    if (help_flag) {
+        fputs(help, stdout);
+        free(pos);
+        return CLI_OK;
+    }
+    if (n_pos) {
+        cli_error("eval", "unexpected argument '%s'", pos[0]);
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if (!data) {
+        cli_error("eval", "--data FILE is required");
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if (strcmp(format, "table") != 0 && strcmp(format, "json") != 0 &&
+        strcmp(format, "csv") != 0) {
+        cli_error("eval", "--format: expected table, json or csv, got '%s'", format);
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if ((alpha_s && (rc = parse_list("--alpha", alpha_s, 0, 1, &alphas, &n_alphas))) ||
+        (budget_s && (rc = parse_list("--budget", budget_s, 0, 1e12, &budgets, &n_budgets))) ||
+        (seed_s && (rc = cli_parse_long("eval", "--seed", seed_s, 0, 2147483647L, &seed))) ||
+        (pred_s && (rc = cli_split_list("eval", "--predictors", pred_s, &preds, &n_preds))))
+        goto out;
+    if ((rc = cli_load_config("eval", config, &cfg)))
+        goto out;
+    if (!alphas) {
+        one_alpha = lr_config_router_defaults(cfg)->performance_requirement;
+        alphas = malloc(sizeof *alphas);
+        if (!alphas) {
+            rc = CLI_RUNTIME;
+            goto out;
+        }
+        alphas[0] = one_alpha;
+        n_alphas = 1;
+    }
+    {
+        struct lr_import_options io = {.split = split, .strict = 0};
+        struct lr_import_report rep;
+        if ((rc = lr_dataset_load(data, &io, &ds, &rep, &err))) {
+            cli_error("eval", "%s", err.message);
+            rc = CLI_USAGE;
+            goto out;
+        }
+        if (rep.bad)
+            fprintf(stderr, "llmroute eval: %s: %zu bad records skipped (first: %s)\n", data,
+                    rep.bad, rep.first_bad);
+        if (lr_dataset_count(ds) == 0) {
+            cli_error("eval", "%s: no records%s%s", data, split ? " in split " : "",
+                      split ? split : "");
+            rc = CLI_USAGE;
+            goto out;
+        }
+    }
+    e.cfg = cfg;
+    e.ds = ds;
+    if ((rc = prepare(&e)))
+        goto out;
+
+    slot = calloc(e.n, sizeof *slot);
+    times = calloc(e.n, sizeof *times);
+    reqs = calloc(e.n, sizeof *reqs);
+    decs = calloc(e.n, sizeof *decs);
+    if (!slot || !times || !reqs || !decs || run_baselines(&e, slot, (unsigned long)seed)) {
+        cli_error("eval", "out of memory");
+        rc = CLI_RUNTIME;
+        goto out;
+    }
+    {
+        struct lr_router_options ro;
+        struct row *r;
+        lr_router_options_init(&ro);
+        ro.strategy = "sequential";
+        if ((rc = lr_router_new(cfg, &ro, &router, &err)) ||
+            !(r = new_row(&e, "sequential", NULL, NAN, NAN)) ||
+            (rc = run_per_query(&e, router, r, slot, reqs, times, NAN))) {
+            if (rc == 0)
+                rc = LR_ENOMEM;
+            rc = cli_exit_code(rc);
+            goto out;
+        }
+        lr_router_free(router);
+        router = NULL;
+    }
+
+    if (!store_path)
+        store_path = lr_config_router_defaults(cfg)->store_path;
+    if (!store_path) {
+        fprintf(stderr, "llmroute eval: no history store (--store or router.store): smart rows "
+                        "are left out\n");
+    } else {
+        struct lr_store_options so = {0};
+        so.read_only = 1;
+        if ((rc = lr_store_open(store_path, &so, &store, &err))) {
+            cli_error("eval", "%s", err.message);
+            rc = CLI_USAGE;
+            goto out;
+        }
+        if (!preds) {
+            preds = (char **)default_preds;
+            n_preds = 2;
+        }
+        for (size_t p = 0; p < n_preds; p++) {
+            struct lr_router_options ro;
+            lr_router_options_init(&ro);
+            ro.strategy = "smart";
+            ro.store = store;
+            ro.predictor = preds[p];
+            if ((rc = lr_router_new(cfg, &ro, &router, &err))) {
+                cli_error("eval", "%s", err.message);
+                rc = cli_exit_code(rc);
+                goto out;
+            }
+            for (size_t a = 0; a < n_alphas; a++) {
+                struct row *r = new_row(&e, "smart", preds[p], alphas[a], NAN);
+                if (!r || (rc = run_per_query(&e, router, r, slot, reqs, times, alphas[a])))
+                    goto smart_failed;
+            }
+            for (size_t a = 0; a < n_alphas; a++) {
+                struct row *r = new_row(&e, "smart-batch", preds[p], alphas[a], NAN);
+                if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_QUALITY)))
+                    goto smart_failed;
+            }
+            for (size_t b = 0; b < n_budgets; b++) {
+                struct row *r = new_row(&e, "smart-budget", preds[p], NAN, budgets[b]);
+                if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_BUDGET)))
+                    goto smart_failed;
+            }
+            if (sweep && p == 0) {
+                for (int k = 0; k <= 24; k++) {
+                    struct row *r = new_row(&e, "smart-batch", preds[p], 0.50 + 0.02 * k, NAN);
+                    if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_QUALITY)))
+                        goto smart_failed;
+                    r->frontier = 1;
+                }
+            }
+            lr_router_free(router);
+            router = NULL;
+            continue;
+        smart_failed:
+            rc = rc ? cli_exit_code(rc) : CLI_RUNTIME;
+            goto out;
+        }
+    }
+
+    if (strcmp(format, "json") == 0)
+        print_json(&e);
+    else if (strcmp(format, "csv") == 0)
+        print_csv(&e);
+    else
+        print_table(&e);
+    rc = plot ? write_plot(&e, plot) : CLI_OK;
+out:
+    fflush(stdout);
+    for (size_t k = 0; k < e.n_rows; k++)
+        free(e.rows[k].share);
+    free(e.rows);
+    free(e.cands);
+    free(e.cand_of_config);
+    free(e.recs);
+    free(e.in_tokens);
+    free(e.correct);
+    free(e.real_cost);
+    free(slot);
+    free(times);
+    free(reqs);
+    free(decs);
+    lr_router_free(router);
+    lr_store_free(store);
+    lr_dataset_free(ds);
+    lr_config_free(cfg);
+    if (preds != (char **)default_preds)
+        free(preds);
+    free(alphas);
+    free(budgets);
+    free(pos);
+    return rc;
+}

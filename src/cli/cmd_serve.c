@@ -1,0 +1,54 @@
+/* cmd_serve.c -- `llmroute serve`: run the OpenAI-compatible gateway
+ * (src/gateway/) in the foreground until SIGTERM. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "gateway.h"
+
+static const char help[] =
+    "usage: llmroute serve --config FILE [--listen HOST:PORT] [--store FILE]\n"
+    "                      [--port-file FILE]\n"
+    "Serve the OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
+    "/v1/completions, /v1/embeddings (routed and forwarded), GET /v1/models,\n"
+    "POST /v1/route, POST /v1/feedback, GET /health, GET /metrics.\n"
+    "\n"
+    "  --config FILE       the configuration (models, routes, `server` settings)\n"
+    "  --listen HOST:PORT  address to bind (default server.listen, else 127.0.0.1:8080);\n"
+    "                      port 0 lets the system choose\n"
+    "  --store FILE        history store for smart routing and feedback\n"
+    "  --port-file FILE    write the bound port to FILE once listening\n"
+    "\n"
+    "One JSON line per request goes to standard error. SIGHUP reloads the\n"
+    "configuration (a bad one is refused and the old one kept); SIGTERM stops\n"
+    "accepting, finishes in-flight requests within server.shutdown_timeout_ms\n"
+    "and exits 0.\n";
+
+int cmd_serve(int argc, char **argv)
+{
+    struct gw_options o = {0};
+    int help_flag = 0, n_pos = 0, rc;
+    char **pos = NULL;
+    const struct cli_opt opts[] = {
+        {"config", &o.config_path, NULL},  {"listen", &o.listen, NULL}, {"store", &o.store, NULL},
+        {"port-file", &o.port_file, NULL}, {"help", NULL, &help_flag},  {NULL, NULL, NULL},
+    };
+
+    rc = cli_parse("serve", argc, argv, opts, &pos, &n_pos);
+    if (rc)
+        return rc;
+    free(pos);
+    if (help_flag) {
+        fputs(help, stdout);
+        return CLI_OK;
+    }
+    if (n_pos) {
+        cli_error("serve", "takes no positional arguments (see 'llmroute serve --help')");
+        return CLI_USAGE;
+    }
+    if (!o.config_path) {
+        cli_error("serve", "--config FILE is required");
+        return CLI_USAGE;
+    }
+    return gw_run(&o);
+}

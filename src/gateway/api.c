@@ -1,0 +1,378 @@
+/* api.c -- the endpoints the gateway answers itself, at once:
+ *   GET  /health        liveness and a short summary
+ *   GET  /metrics       Prometheus text (metrics.c renders it)
+ *   GET  /v1/models     configured models and routes in OpenAI's list format
+ *   POST /v1/route      routing decisions without forwarding (AIOS's kernel asks,
+ *                       then calls the model itself)
+ *   POST /v1/feedback   an outcome for the history store
+ * Each returns the status it answered with, for the dispatcher's log line.
+ *
+ * Threads: the event loop thread only. /v1/route runs the router inline, so
+ * its batch size is capped to keep the loop responsive.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "gateway.h"
+#include "metrics.h"
+
+#define ROUTE_MAX_QUERIES 1000
+#define ROUTE_MAX_MODELS 64
+
+static int send_json(struct hs_req *req, int status, json_t *obj)
+{
+    char *s = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(obj);
+    if (!s) {
+        gw_send_error(req, 500, NULL, "out_of_memory", "out of memory");
+        return 500;
+    }
+    hs_respond(req, status, "application/json", s, strlen(s));
+    free(s);
+    return status;
+}
+
+static json_t *number_or_null(double v)
+{
+    return isnan(v) || isinf(v) ? json_null() : json_real(v);
+}
+
+int api_health(struct gw *gw, struct hs_req *req)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "status", json_string(gw->shutting_down ? "draining" : "ok"));
+    json_object_set_new(o, "models", json_integer((json_int_t)gw->conf->n_models));
+    json_object_set_new(o, "routes",
+                        json_integer((json_int_t)lr_config_route_count(gw->conf->cfg)));
+    json_object_set_new(o, "in_flight", json_integer((json_int_t)hs_server_busy(gw->http) - 1)); /* not this one */
+    json_object_set_new(o, "version", json_string(LR_VERSION_STRING));
+    json_object_set_new(o, "history_records",
+                        gw->store ? json_integer((json_int_t)lr_store_count(gw->store))
+                                  : json_null());
+    return send_json(req, 200, o);
+}
+
+int api_metrics(struct gw *gw, struct hs_req *req)
+{
+    size_t len = 0;
+    char *text = metrics_render(gw->metrics, &len);
+    if (!text) {
+        gw_send_error(req, 500, NULL, "out_of_memory", "out of memory rendering metrics");
+        return 500;
+    }
+    hs_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+    return 200;
+}
+
+int api_models(struct gw *gw, struct hs_req *req)
+{
+    const struct lr_config *cfg = gw->conf->cfg;
+    json_t *o = json_object(), *data = json_array();
+    for (size_t i = 0; i < lr_config_model_count(cfg); i++) {
+        const struct lr_model_info *m = lr_config_model(cfg, i);
+        json_t *e = json_object();
+        json_object_set_new(e, "id", json_string(m->name));
+        json_object_set_new(e, "object", json_string("model"));
+        json_object_set_new(e, "created", json_integer(0));
+        json_object_set_new(e, "owned_by", json_string(m->backend ? m->backend : "openai"));
+        json_array_append_new(data, e);
+    }
+    for (size_t i = 0; i < lr_config_route_count(cfg); i++) {
+        const struct lr_route_info *r = lr_config_route(cfg, i);
+        json_t *e = json_object();
+        json_object_set_new(e, "id", json_string(r->name));
+        json_object_set_new(e, "object", json_string("model"));
+        json_object_set_new(e, "created", json_integer(0));
+        json_object_set_new(e, "owned_by", json_string("llmroute-route"));
+        json_array_append_new(data, e);
+    }
+    json_object_set_new(o, "object", json_string("list"));
+    json_object_set_new(o, "data", data);
+    return send_json(req, 200, o);
+}
+
+/* ==== POST /v1/route ==== */
+
+static int refuse(struct hs_req *req, int status, const char *param, const char *code,
+                  const char *msg)
+{
+    gw_send_error(req, status, param, code, "%s", msg);
+    return status;
+}
+
+int api_route(struct gw *gw, struct hs_req *req)
+{
+    struct gw_conf *conf = gw->conf;
+    struct lr_error err = {0};
+    json_error_t je;
+    json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jdefault, *out = NULL, *list;
+    struct lr_request *reqs = NULL;
+    struct lr_decision *dec = NULL;
+    const char **names = NULL;
+    struct lr_router *router;
+    struct lr_batch_options bo;
+    struct lr_batch_report rep;
+    const char *body;
+    size_t len, n, n_names = 0;
+    int status = 200, rc, batch = 0;
+    char param[64], msg[700];
+
+    body = hs_req_body(req, &len);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
+                 je.text, je.line, je.column);
+        return refuse(req, 400, NULL, "invalid_json", msg);
+    }
+    queries = json_object_get(root, "queries");
+    jstrategy = json_object_get(root, "strategy");
+    jbatch = json_object_get(root, "batch");
+    jalpha = json_object_get(root, "alpha");
+    jdefault = json_object_get(root, "models");
+    if (!json_is_object(root)) {
+        status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
+        goto out;
+    }
+    if (!json_is_array(queries) || json_array_size(queries) == 0) {
+        status =
+            refuse(req, 400, "queries", queries ? "invalid_type" : "missing_required_parameter",
+                   "queries: expected a non-empty array of {\"query\", \"input_tokens\", "
+                   "\"models\"} objects");
+        goto out;
+    }
+    n = json_array_size(queries);
+    if (n > ROUTE_MAX_QUERIES) {
+        snprintf(msg, sizeof msg, "queries: at most %d per request, got %zu", ROUTE_MAX_QUERIES, n);
+        status = refuse(req, 413, "queries", "too_many_queries", msg);
+        goto out;
+    }
+    if (jstrategy && !json_is_string(jstrategy)) {
+        status = refuse(req, 400, "strategy", "invalid_type", "strategy: expected a string");
+        goto out;
+    }
+    if (jbatch && !json_is_boolean(jbatch)) {
+        status = refuse(req, 400, "batch", "invalid_type", "batch: expected a boolean");
+        goto out;
+    }
+    batch = json_is_true(jbatch);
+    if (jalpha && (!json_is_number(jalpha) || json_number_value(jalpha) < 0 ||
+                   json_number_value(jalpha) > 1)) {
+        status = refuse(req, 400, "alpha", "invalid_value", "alpha: expected a number from 0 to 1");
+        goto out;
+    }
+    if (jdefault && (!json_is_array(jdefault) || json_array_size(jdefault) > ROUTE_MAX_MODELS)) {
+        status = refuse(req, 400, "models", "invalid_type",
+                        "models: expected an array of at most 64 model names");
+        goto out;
+    }
+    router = gw_conf_router(conf, jstrategy ? json_string_value(jstrategy) : NULL, &err);
+    if (!router) {
+        status = refuse(req, 400, "strategy", "invalid_value", err.message);
+        goto out;
+    }
+    reqs = calloc(n, sizeof *reqs);
+    dec = calloc(n, sizeof *dec);
+    names = calloc(n * ROUTE_MAX_MODELS + ROUTE_MAX_MODELS, sizeof *names);
+    if (!reqs || !dec || !names) {
+        status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
+        goto out;
+    }
+    /* The request-wide default candidates, if any, come first in names. */
+    if (jdefault) {
+        size_t k;
+        json_t *v;
+        json_array_foreach(jdefault, k, v)
+        {
+            if (!json_is_string(v)) {
+                snprintf(param, sizeof param, "models[%zu]", k);
+                status = refuse(req, 400, param, "invalid_type", "models: expected strings");
+                goto out;
+            }
+            names[k] = json_string_value(v);
+        }
+        n_names = json_array_size(jdefault);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *q = json_array_get(queries, i), *text, *tok, *models;
+        lr_request_init(&reqs[i]);
+        if (!json_is_object(q)) {
+            snprintf(param, sizeof param, "queries[%zu]", i);
+            snprintf(msg, sizeof msg, "%s: expected an object", param);
+            status = refuse(req, 400, param, "invalid_type", msg);
+            goto out;
+        }
+        text = json_object_get(q, "query");
+        tok = json_object_get(q, "input_tokens");
+        models = json_object_get(q, "models");
+        if (text && !json_is_string(text)) {
+            snprintf(param, sizeof param, "queries[%zu].query", i);
+            snprintf(msg, sizeof msg, "%s: expected a string", param);
+            status = refuse(req, 400, param, "invalid_type", msg);
+            goto out;
+        }
+        if (tok && !json_is_null(tok) && (!json_is_integer(tok) || json_integer_value(tok) < 0)) {
+            snprintf(param, sizeof param, "queries[%zu].input_tokens", i);
+            snprintf(msg, sizeof msg, "%s: expected a non-negative integer", param);
+            status = refuse(req, 400, param, "invalid_type", msg);
+            goto out;
+        }
+        reqs[i].query = text ? json_string_value(text) : NULL;
+        if (json_is_integer(tok))
+            reqs[i].input_tokens = (long)json_integer_value(tok);
+        if (models) {
+            const char **mine = names + ROUTE_MAX_MODELS + i * ROUTE_MAX_MODELS;
+            size_t k;
+            json_t *v;
+            if (!json_is_array(models) || json_array_size(models) == 0 ||
+                json_array_size(models) > ROUTE_MAX_MODELS) {
+                snprintf(param, sizeof param, "queries[%zu].models", i);
+                snprintf(msg, sizeof msg, "%s: expected 1 to 64 model names", param);
+                status = refuse(req, 400, param, "invalid_type", msg);
+                goto out;
+            }
+            json_array_foreach(models, k, v)
+            {
+                if (!json_is_string(v)) {
+                    snprintf(param, sizeof param, "queries[%zu].models[%zu]", i, k);
+                    snprintf(msg, sizeof msg, "%s: expected a string", param);
+                    status = refuse(req, 400, param, "invalid_type", msg);
+                    goto out;
+                }
+                mine[k] = json_string_value(v);
+            }
+            reqs[i].models = mine;
+            reqs[i].n_models = json_array_size(models);
+        } else if (n_names) {
+            reqs[i].models = names;
+            reqs[i].n_models = n_names;
+        }
+    }
+    lr_batch_options_init(&bo);
+    if (batch)
+        bo.mode = LR_BATCH_QUALITY;
+    if (jalpha)
+        bo.alpha = json_number_value(jalpha);
+    memset(&rep, 0, sizeof rep);
+    rc = lr_router_route_batch(router, reqs, n, &bo, dec, &rep, &err);
+    if (rc && rc != LR_EINFEASIBLE) {
+        int st = rc == LR_ENOMODEL ? 404 : rc == LR_ENOMEM ? 500 : 400;
+        status = refuse(req, st, NULL, rc == LR_ENOMODEL ? "model_not_found" : "routing_failed",
+                        err.message);
+        goto out;
+    }
+    out = json_object();
+    list = json_array();
+    json_object_set_new(out, "strategy", json_string(lr_router_strategy(router)));
+    for (size_t i = 0; i < n; i++) {
+        json_t *a = json_object();
+        const struct lr_model_info *mi = lr_config_model(conf->cfg, (size_t)dec[i].index);
+        json_object_set_new(a, "model", json_string(mi ? mi->name : ""));
+        json_object_set_new(a, "index", json_integer(dec[i].index));
+        json_object_set_new(a, "predicted_quality", number_or_null(dec[i].predicted_quality));
+        json_object_set_new(a, "estimated_cost", number_or_null(dec[i].estimated_cost));
+        json_array_append_new(list, a);
+    }
+    json_object_set_new(out, "assignments", list);
+    if (batch) {
+        json_t *r = json_object();
+        json_object_set_new(r, "feasible", json_boolean(rep.feasible));
+        json_object_set_new(r, "mean_quality", number_or_null(rep.mean_quality));
+        json_object_set_new(r, "total_cost", number_or_null(rep.total_cost));
+        json_object_set_new(r, "message", json_string(rep.message));
+        json_object_set_new(out, "report", r);
+    }
+    status = send_json(req, 200, out);
+out:
+    free(reqs);
+    free(dec);
+    free(names);
+    json_decref(root);
+    return status;
+}
+
+/* ==== POST /v1/feedback ==== */
+
+/* {"query": str, "model": str, "correctness": bool|number in [0,1],
+ *  "output_tokens": number >= 0, "input_tokens": int >= 0 (optional)}
+ * appends one outcome to the history store. The SQLite commit happens before
+ * the 200, so an acknowledged outcome survives a crash; it runs on the event
+ * loop and costs one small transaction. */
+int api_feedback(struct gw *gw, struct hs_req *req)
+{
+    struct lr_error err = {0};
+    json_error_t je;
+    json_t *root, *q, *m, *c, *ot, *it;
+    const char *body;
+    size_t len;
+    double correctness, out_tokens;
+    long in_tokens = -1;
+    int status, rc;
+    char msg[700];
+
+    if (!gw->store)
+        return refuse(req, 501, NULL, "no_history_store",
+                      "this gateway has no history store: start it with --store FILE or set "
+                      "router.store in the config");
+    body = hs_req_body(req, &len);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
+                 je.text, je.line, je.column);
+        return refuse(req, 400, NULL, "invalid_json", msg);
+    }
+    q = json_object_get(root, "query");
+    m = json_object_get(root, "model");
+    c = json_object_get(root, "correctness");
+    ot = json_object_get(root, "output_tokens");
+    it = json_object_get(root, "input_tokens");
+    correctness = json_is_boolean(c) ? (json_is_true(c) ? 1.0 : 0.0) : json_number_value(c);
+    out_tokens = json_number_value(ot);
+    if (!json_is_object(root)) {
+        status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
+    } else if (!json_is_string(q) || json_string_length(q) == 0) {
+        status = refuse(req, 400, "query", q ? "invalid_type" : "missing_required_parameter",
+                        "query: expected a non-empty string");
+    } else if (!json_is_string(m)) {
+        status = refuse(req, 400, "model", m ? "invalid_type" : "missing_required_parameter",
+                        "model: expected a model name");
+    } else if (lr_config_model_index(gw->conf->cfg, json_string_value(m)) < 0) {
+        snprintf(msg, sizeof msg, "model '%.200s' is not a configured model",
+                 json_string_value(m));
+        status = refuse(req, 404, "model", "model_not_found", msg);
+    } else if (!(json_is_boolean(c) || json_is_number(c)) ||
+               !(correctness >= 0 && correctness <= 1)) {
+        status = refuse(req, 400, "correctness", c ? "invalid_value" : "missing_required_parameter",
+                        "correctness: expected a boolean or a number from 0 to 1");
+    } else if (!json_is_number(ot) || !(out_tokens >= 0 && out_tokens <= 1e9)) {
+        status = refuse(req, 400, "output_tokens",
+                        ot ? "invalid_value" : "missing_required_parameter",
+                        "output_tokens: expected a non-negative number");
+    } else if (it && !json_is_null(it) &&
+               (!json_is_integer(it) || json_integer_value(it) < 0 ||
+                json_integer_value(it) > 1000000000)) {
+        status = refuse(req, 400, "input_tokens", "invalid_value",
+                        "input_tokens: expected a non-negative integer");
+    } else {
+        if (it && json_is_integer(it))
+            in_tokens = (long)json_integer_value(it);
+        rc = lr_store_add_outcome(gw->store, json_string_value(q), in_tokens,
+                                  json_string_value(m), correctness, out_tokens, &err);
+        if (rc) {
+            int code = rc == LR_EINVAL || rc == LR_ETOOBIG ? 400 : 500;
+            status = refuse(req, code, NULL, code == 400 ? "invalid_value" : "store_error",
+                            err.message);
+        } else {
+            json_t *o = json_object();
+            json_object_set_new(o, "status", json_string("recorded"));
+            json_object_set_new(o, "records", json_integer((json_int_t)lr_store_count(gw->store)));
+            status = send_json(req, 200, o);
+        }
+    }
+    json_decref(root);
+    return status;
+}

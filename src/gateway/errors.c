@@ -1,0 +1,142 @@
+/* errors.c -- errors in OpenAI's shape:
+ *   {"error": {"message": "...", "type": "...", "param": ..., "code": ...}}
+ * Clients (the OpenAI SDKs among them) read `error.message` and map the HTTP
+ * status to their error classes, so every refusal the gateway makes, its
+ * HTTP server's included, goes through here.
+ *
+ * Threads: the event loop thread (the functions themselves are pure).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gateway.h"
+
+/* Append s as a JSON string (quotes included); returns the new offset. */
+static size_t put_json_string(char *buf, size_t cap, size_t o, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (o + 1 >= cap)
+        return o;
+    buf[o++] = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p && o + 8 < cap; p++) {
+        unsigned char ch = *p;
+        if (ch == '"' || ch == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)ch;
+        } else if (ch == '\n') {
+            buf[o++] = '\\';
+            buf[o++] = 'n';
+        } else if (ch < 0x20) {
+            buf[o++] = '\\';
+            buf[o++] = 'u';
+            buf[o++] = '0';
+            buf[o++] = '0';
+            buf[o++] = hex[ch >> 4];
+            buf[o++] = hex[ch & 15];
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    if (o + 1 < cap)
+        buf[o++] = '"';
+    buf[o < cap ? o : cap - 1] = '\0';
+    return o;
+}
+
+static size_t put_raw(char *buf, size_t cap, size_t o, const char *s)
+{
+    size_t n = strlen(s);
+    if (o + n >= cap)
+        n = o + 1 < cap ? cap - o - 1 : 0;
+    memcpy(buf + o, s, n);
+    o += n;
+    buf[o] = '\0';
+    return o;
+}
+
+size_t gw_error_format(char *buf, size_t cap, const char *message, const char *type,
+                       const char *param, const char *code)
+{
+    size_t o = 0, msg_cap = cap > 512 ? cap - 256 : cap / 2;
+    if (cap < 128)
+        return 0;
+    /* The message is cut to leave room for the rest of the object. */
+    o = put_raw(buf, cap, o, "{\"error\":{\"message\":");
+    o = put_json_string(buf, msg_cap, o, message);
+    o = put_raw(buf, cap, o, ",\"type\":");
+    o = put_json_string(buf, cap, o, type);
+    o = put_raw(buf, cap, o, ",\"param\":");
+    o = param ? put_json_string(buf, cap, o, param) : put_raw(buf, cap, o, "null");
+    o = put_raw(buf, cap, o, ",\"code\":");
+    o = code ? put_json_string(buf, cap, o, code) : put_raw(buf, cap, o, "null");
+    o = put_raw(buf, cap, o, "}}");
+    return o;
+}
+
+const char *gw_error_type(int status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+    case 405:
+    case 413:
+    case 431:
+    case 400:
+        return "invalid_request_error";
+    case 429:
+        return "rate_limit_error";
+    case 501:
+        return "not_implemented";
+    case 502:
+    case 503:
+    case 504:
+        return "upstream_error";
+    default:
+        return status < 500 ? "invalid_request_error" : "server_error";
+    }
+}
+
+const char *gw_error_code(int status)
+{
+    switch (status) {
+    case 401:
+        return "invalid_api_key";
+    case 404:
+        return "not_found";
+    case 405:
+        return "method_not_allowed";
+    case 413:
+        return "request_too_large";
+    case 431:
+        return "headers_too_large";
+    case 502:
+        return "upstream_unreachable";
+    case 504:
+        return "upstream_timeout";
+    default:
+        return NULL;
+    }
+}
+
+size_t gw_error_body(char *buf, size_t cap, int status, const char *message)
+{
+    return gw_error_format(buf, cap, message, gw_error_type(status), NULL, gw_error_code(status));
+}
+
+void gw_send_error(struct hs_req *req, int status, const char *param, const char *code,
+                   const char *fmt, ...)
+{
+    char msg[768], body[1200];
+    size_t n;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    n = gw_error_format(body, sizeof body, msg, gw_error_type(status), param,
+                        code ? code : gw_error_code(status));
+    hs_respond(req, status, "application/json", body, n);
+}

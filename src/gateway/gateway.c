@@ -1,0 +1,501 @@
+/* gateway.c -- the `llmroute serve` process: one event loop that owns the
+ * HTTP server, the upstream client and the current configuration.
+ *
+ * Requests are dispatched by path and method here (gateway keys checked for
+ * /v1/ paths when configured); forwarding goes to proxy.c, the rest to api.c.
+ * SIGHUP reloads the configuration: a complete new gw_conf is built first and
+ * swapped in only if it loads, so a bad file leaves the old one serving.
+ * SIGTERM (or SIGINT) stops accepting, lets in-flight requests finish until
+ * server.shutdown_timeout_ms, then exits 0.
+ *
+ * Threads: the event loop thread only (signals arrive as loop events).
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "gateway.h"
+#include "metrics.h"
+#include "upstream.h"
+
+double gw_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ==== Request ids and the log line ==== */
+
+void gw_request_id(struct gw *gw, struct hs_req *req, char *buf, size_t cap)
+{
+    const char *given = hs_req_header(req, "x-request-id");
+    if (given) {
+        size_t n = strlen(given);
+        int ok = n > 0 && n <= 128;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = given[i] > 0x20 && given[i] < 0x7f && given[i] != '"' && given[i] != '\\';
+        if (ok) {
+            snprintf(buf, cap, "%s", given);
+            return;
+        }
+    }
+    /* A counter mixed with a per-process seed: unique here, unguessable enough
+     * to tell runs apart in merged logs. */
+    {
+        uint64_t x = gw->id_seed ^ (++gw->next_id * 0x9E3779B97F4A7C15ull);
+        x ^= x >> 31;
+        x *= 0xBF58476D1CE4E5B9ull;
+        x ^= x >> 29;
+        snprintf(buf, cap, "req-%016llx", (unsigned long long)x);
+    }
+}
+
+/* The log line is built in a buffer and written with one call: stderr is
+ * unbuffered, and a write per field would cost a system call each. */
+struct line {
+    char buf[2048];
+    size_t len;
+};
+
+static void line_put(struct line *l, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void line_put(struct line *l, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    if (l->len >= sizeof l->buf)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(l->buf + l->len, sizeof l->buf - l->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        l->len += (size_t)n < sizeof l->buf - l->len ? (size_t)n : sizeof l->buf - l->len - 1;
+}
+
+static void line_str(struct line *l, const char *key, const char *v)
+{
+    line_put(l, ",\"%s\":\"", key);
+    for (const unsigned char *p = (const unsigned char *)v; *p && l->len + 8 < sizeof l->buf;
+         p++) {
+        if (*p == '"' || *p == '\\')
+            line_put(l, "\\%c", *p);
+        else if (*p < 0x20)
+            line_put(l, "\\u%04x", *p);
+        else
+            l->buf[l->len++] = (char)*p;
+    }
+    line_put(l, "\"");
+}
+
+static void line_write(struct line *l)
+{
+    if (l->len > sizeof l->buf - 3)
+        l->len = sizeof l->buf - 3;
+    l->buf[l->len++] = '}';
+    l->buf[l->len++] = '\n';
+    fwrite(l->buf, 1, l->len, stderr);
+}
+
+void gw_log_request(const struct gw *gw, const struct gw_log *lg)
+{
+    struct line l;
+    struct timespec ts;
+    struct tm tm;
+    char when[40];
+
+    if (!gw->conf->set.log_requests)
+        return;
+    l.len = 0;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    line_put(&l, "{\"ts\":\"%s.%03ldZ\"", when, ts.tv_nsec / 1000000);
+    line_str(&l, "id", lg->id);
+    line_str(&l, "method", lg->method);
+    line_str(&l, "path", lg->path);
+    line_str(&l, "route", lg->route ? lg->route : "");
+    line_str(&l, "model", lg->model ? lg->model : "");
+    line_str(&l, "strategy", lg->strategy ? lg->strategy : "");
+    line_put(&l, ",\"status\":%d,\"stream\":%s,\"latency_ms\":%.3f", lg->status,
+             lg->stream ? "true" : "false", lg->latency_ms);
+    if (lg->upstream_ms >= 0)
+        line_put(&l, ",\"upstream_ms\":%.3f", lg->upstream_ms);
+    if (lg->ttft_ms >= 0)
+        line_put(&l, ",\"ttft_ms\":%.3f", lg->ttft_ms);
+    if (lg->tokens_in >= 0)
+        line_put(&l, ",\"tokens_in\":%ld", lg->tokens_in);
+    if (lg->tokens_out >= 0)
+        line_put(&l, ",\"tokens_out\":%ld", lg->tokens_out);
+    if (!isnan(lg->cost))
+        line_put(&l, ",\"cost\":%.9g", lg->cost);
+    if (lg->error)
+        line_str(&l, "error", lg->error);
+    line_write(&l);
+}
+
+static void log_event(const char *event, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void log_event(const char *event, const char *fmt, ...)
+{
+    struct line l;
+    char msg[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    l.len = 0;
+    line_put(&l, "{\"event\":\"%s\"", event);
+    line_str(&l, "message", msg);
+    line_write(&l);
+}
+
+/* ==== Dispatch ==== */
+
+enum handler_kind { H_PROXY, H_API };
+
+struct path_entry {
+    const char *path;
+    const char *method;
+    int needs_key;
+    enum handler_kind kind;
+    enum gw_endpoint ep;
+    int (*api)(struct gw *, struct hs_req *);
+};
+
+static const struct path_entry paths[] = {
+    {"/v1/chat/completions", "POST", 1, H_PROXY, EP_CHAT, NULL},
+    {"/v1/completions", "POST", 1, H_PROXY, EP_COMPLETIONS, NULL},
+    {"/v1/embeddings", "POST", 1, H_PROXY, EP_EMBEDDINGS, NULL},
+    {"/v1/models", "GET", 1, H_API, EP_CHAT, api_models},
+    {"/v1/route", "POST", 1, H_API, EP_CHAT, api_route},
+    {"/v1/feedback", "POST", 1, H_API, EP_CHAT, api_feedback},
+    {"/health", "GET", 0, H_API, EP_CHAT, api_health},
+    {"/metrics", "GET", 0, H_API, EP_CHAT, api_metrics},
+};
+#define N_PATHS (sizeof paths / sizeof paths[0])
+
+/* Compare without leaking where the first difference is. */
+static int key_equals(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++)
+        d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return d == 0;
+}
+
+static int authorized(const struct gw_conf *conf, struct hs_req *req)
+{
+    const char *h = hs_req_header(req, "Authorization");
+    int ok = 0;
+    if (!conf->set.api_keys)
+        return 1;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    for (size_t i = 0; conf->set.api_keys[i]; i++)
+        ok |= key_equals(h, conf->set.api_keys[i]);
+    return ok;
+}
+
+static void handle(struct hs_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    const struct path_entry *e = NULL;
+    struct gw_log log;
+    char id[136], method[32], path[256];
+    double t0 = gw_now();
+    int status;
+
+    /* Copies: the request is gone once it is answered, and the log comes after. */
+    snprintf(method, sizeof method, "%s", hs_req_method(req));
+    snprintf(path, sizeof path, "%s", hs_req_path(req));
+    gw_request_id(gw, req, id, sizeof id);
+    for (size_t i = 0; i < N_PATHS; i++)
+        if (strcmp(paths[i].path, path) == 0) {
+            e = &paths[i];
+            break;
+        }
+    if (e && strcmp(e->method, method) == 0 && e->needs_key && !authorized(gw->conf, req)) {
+        hs_resp_header(req, "x-request-id", id);
+        hs_resp_header(req, "WWW-Authenticate", "Bearer");
+        gw_send_error(req, 401, NULL, "invalid_api_key",
+                      "Incorrect or missing API key: send 'Authorization: Bearer KEY' with one "
+                      "of the gateway's keys");
+        status = 401;
+    } else if (e && strcmp(e->method, method) == 0) {
+        if (e->kind == H_PROXY) {
+            proxy_handle(gw, req, e->ep, id);
+            return; /* it logs its own line when it finishes */
+        }
+        hs_resp_header(req, "x-request-id", id);
+        status = e->api(gw, req);
+        if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0)
+            return; /* scrapes and probes are not requests worth a line */
+    } else if (e) {
+        hs_resp_header(req, "x-request-id", id);
+        hs_resp_header(req, "Allow", e->method);
+        gw_send_error(req, 405, NULL, "method_not_allowed", "%s %s: method not allowed (use %s)",
+                      method, path, e->method);
+        status = 405;
+    } else {
+        hs_resp_header(req, "x-request-id", id);
+        gw_send_error(req, 404, NULL, "unknown_url", "Unknown request URL: %s %s", method, path);
+        status = 404;
+    }
+    metrics_count_request(gw->metrics, "", "", status);
+    memset(&log, 0, sizeof log);
+    log.id = id;
+    log.method = method;
+    log.path = path;
+    log.status = status;
+    log.latency_ms = (gw_now() - t0) * 1000;
+    log.upstream_ms = -1;
+    log.ttft_ms = -1;
+    log.tokens_in = -1;
+    log.tokens_out = -1;
+    log.cost = NAN;
+    gw_log_request(gw, &log);
+}
+
+/* ==== Signals: reload and shutdown ==== */
+
+static void limits_from(const struct gw_conf *c, struct hs_limits *l)
+{
+    l->max_head_bytes = c->set.max_header_bytes;
+    l->max_body_bytes = c->set.max_body_bytes;
+    l->out_high_water = c->set.stream_buffer_bytes;
+    l->idle_timeout_ms = (int)c->set.idle_timeout_ms;
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    struct gw *gw = arg;
+    struct gw_conf *nc = NULL;
+    struct lr_error err = {0};
+    struct hs_limits lim;
+    (void)sig;
+    (void)what;
+
+    if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
+        metrics_count_reload(gw->metrics, 0);
+        log_event("reload_failed", "%s: %s (the previous configuration stays)",
+                  gw->opts->config_path, err.message);
+        return;
+    }
+    {
+        const char *sp = lr_config_router_defaults(nc->cfg)->store_path;
+        if (!gw->opts->store && sp && (!gw->store_path || strcmp(sp, gw->store_path) != 0))
+            log_event("reload_warning", "router.store changed; a new store needs a restart");
+    }
+    if (strcmp(nc->set.listen_host, gw->conf->set.listen_host) != 0 ||
+        nc->set.listen_port != gw->conf->set.listen_port)
+        log_event("reload_warning", "server.listen changed; a new address needs a restart");
+    gw_conf_unref(gw->conf);
+    gw->conf = nc;
+    limits_from(nc, &lim);
+    hs_server_set_limits(gw->http, &lim);
+    metrics_count_reload(gw->metrics, 1);
+    log_event("reloaded", "%s: %zu models, %zu routes", gw->opts->config_path, nc->n_models,
+              lr_config_route_count(nc->cfg));
+}
+
+struct drain {
+    struct gw *gw;
+    struct event *timer;
+    double deadline;
+};
+
+static void drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct drain *d = arg;
+    (void)fd;
+    (void)what;
+    if (hs_server_connections(d->gw->http) == 0 || gw_now() >= d->deadline) {
+        if (hs_server_busy(d->gw->http))
+            log_event("shutdown", "deadline reached with %zu requests in flight; aborting them",
+                      hs_server_busy(d->gw->http));
+        event_base_loopbreak(d->gw->base);
+    }
+}
+
+static void on_term(evutil_socket_t sig, short what, void *arg)
+{
+    struct drain *d = arg;
+    struct timeval tv = {0, 20000};
+    (void)what;
+    if (d->gw->shutting_down) {
+        event_base_loopbreak(d->gw->base); /* a second signal: stop now */
+        return;
+    }
+    d->gw->shutting_down = 1;
+    log_event("shutdown", "signal %d: no new connections; %zu requests in flight", (int)sig,
+              hs_server_busy(d->gw->http));
+    hs_server_stop_accepting(d->gw->http);
+    d->deadline = gw_now() + (double)d->gw->conf->set.shutdown_timeout_ms / 1000.0;
+    event_add(d->timer, &tv);
+}
+
+/* ==== Run ==== */
+
+static int write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    FILE *f;
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return -1;
+    f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path);
+}
+
+/* Open the history store named by --store, or else by the config's
+ * router.store (created when missing). Returns 0, or an exit code after
+ * saying why. The store outlives reloads: a new path needs a restart. */
+static int open_store(struct gw *gw, const struct gw_options *opts)
+{
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    const char *path = opts->store;
+
+    if (!path) {
+        /* The config is read once here for router.store alone; its errors
+         * are reported by the full load that follows. */
+        if (lr_config_load_file(opts->config_path, &cfg, &err) != 0)
+            return 0;
+        path = lr_config_router_defaults(cfg)->store_path;
+    }
+    if (path) {
+        gw->store_path = strdup(path);
+        if (!gw->store_path ||
+            lr_store_open(path, NULL, &gw->store, &err) != 0) {
+            fprintf(stderr, "llmroute serve: %s\n",
+                    gw->store_path ? err.message : "out of memory");
+            free(gw->store_path);
+            gw->store_path = NULL;
+            lr_config_free(cfg);
+            return 2;
+        }
+        log_event("store", "%s: %zu records", path, lr_store_count(gw->store));
+    }
+    lr_config_free(cfg);
+    return 0;
+}
+
+int gw_run(const struct gw_options *opts)
+{
+    struct gw gw;
+    struct lr_error err = {0};
+    struct hs_limits lim;
+    struct drain drain = {0};
+    struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
+    int rc = 1;
+
+    memset(&gw, 0, sizeof gw);
+    gw.opts = opts;
+    if ((rc = open_store(&gw, opts)) != 0)
+        return rc;
+    rc = 1;
+    if (gw_conf_load(opts->config_path, opts->listen, gw.store, &gw.conf, &err)) {
+        fprintf(stderr, "llmroute serve: %s\n", err.message);
+        lr_store_free(gw.store);
+        free(gw.store_path);
+        return err.code == LR_ENOMEM ? 1 : 2;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "llmroute serve: libcurl failed to initialise\n");
+        gw_conf_unref(gw.conf);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    gw.id_seed = (uint64_t)time(NULL) * 0x100000001B3ull ^ (uint64_t)getpid();
+    gw.base = event_base_new();
+    gw.metrics = metrics_new();
+    gw.upstream = gw.base ? up_client_new(gw.base) : NULL;
+    limits_from(gw.conf, &lim);
+    gw.http = gw.base ? hs_server_new(gw.base, &lim, handle, gw_error_body, &gw) : NULL;
+    if (!gw.base || !gw.metrics || !gw.upstream || !gw.http) {
+        fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
+        goto out;
+    }
+    {
+        int lrc = hs_server_listen(gw.http, gw.conf->set.listen_host, gw.conf->set.listen_port);
+        if (lrc) {
+            fprintf(stderr, "llmroute serve: cannot listen on %s:%d: %s\n",
+                    gw.conf->set.listen_host, gw.conf->set.listen_port, strerror(-lrc));
+            goto out;
+        }
+    }
+    if (opts->port_file && write_port_file(opts->port_file, hs_server_port(gw.http))) {
+        fprintf(stderr, "llmroute serve: cannot write --port-file %s: %s\n", opts->port_file,
+                strerror(errno));
+        goto out;
+    }
+    drain.gw = &gw;
+    drain.timer = event_new(gw.base, -1, EV_PERSIST, drain_tick, &drain);
+    sig_term = evsignal_new(gw.base, SIGTERM, on_term, &drain);
+    sig_int = evsignal_new(gw.base, SIGINT, on_term, &drain);
+    sig_hup = evsignal_new(gw.base, SIGHUP, on_hup, &gw);
+    if (!drain.timer || !sig_term || !sig_int || !sig_hup || event_add(sig_term, NULL) ||
+        event_add(sig_int, NULL) || event_add(sig_hup, NULL)) {
+        fprintf(stderr, "llmroute serve: cannot set up signal handling\n");
+        goto out;
+    }
+    {
+        const char *host = gw.conf->set.listen_host;
+        int v6 = strchr(host, ':') != NULL;
+        log_event("listening", "http://%s%s%s:%d (%zu models, %zu routes, strategy %s)",
+                  v6 ? "[" : "", host, v6 ? "]" : "", hs_server_port(gw.http), gw.conf->n_models,
+                  lr_config_route_count(gw.conf->cfg),
+                  lr_config_router_defaults(gw.conf->cfg)->strategy);
+    }
+    event_base_dispatch(gw.base);
+    rc = 0;
+    log_event("stopped", "served until shutdown");
+out:
+    /* In-flight requests (past the deadline) are aborted here. */
+    hs_server_free(gw.http);
+    up_client_free(gw.upstream);
+    metrics_free(gw.metrics);
+    if (sig_term)
+        event_free(sig_term);
+    if (sig_int)
+        event_free(sig_int);
+    if (sig_hup)
+        event_free(sig_hup);
+    if (drain.timer)
+        event_free(drain.timer);
+    if (gw.base)
+        event_base_free(gw.base);
+    gw_conf_unref(gw.conf);
+    lr_store_free(gw.store);
+    free(gw.store_path);
+    curl_global_cleanup();
+    return rc;
+}

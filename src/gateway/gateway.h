@@ -1,0 +1,175 @@
+/* gateway.h -- the OpenAI-compatible gateway (`llmroute serve`): what its
+ * modules share.
+ *
+ *   gateway.c   the process: event loop, listening, signals, dispatch by path
+ *   gwconf.c    a loaded configuration: server settings, routers, backends
+ *   proxy.c     forwarding chat/completions/embeddings: route, rewrite, relay
+ *   mock.c      the in-process mock backend
+ *   api.c       /health, /v1/models, /v1/route, /v1/feedback
+ *   metrics.c   Prometheus metrics and the per-model state table
+ *   errors.c    OpenAI-shaped error bodies
+ *   httpd.c     the HTTP/1.1 server;  upstream.c  libcurl multi on the loop
+ *   jsonscan.c  byte ranges of top-level JSON members
+ *
+ * Threads: one event loop thread runs the whole gateway; nothing here is
+ * locked. A configuration (struct gw_conf) is reference-counted so a reload
+ * can swap it while requests that started under the old one finish with it.
+ */
+#ifndef GW_GATEWAY_H
+#define GW_GATEWAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "httpd.h"
+#include "llmroute.h"
+
+struct event_base;
+struct up_client;
+struct metrics;
+
+/* ==== Options from the command line ==== */
+
+struct gw_options {
+    const char *config_path;
+    const char *listen;    /* HOST:PORT overriding server.listen, or NULL */
+    const char *store;     /* history store file, or NULL */
+    const char *port_file; /* write the bound port here once listening, or NULL */
+};
+
+/* Run the gateway until SIGTERM/SIGINT. Returns a process exit code
+ * (0 after a clean shutdown, 1 runtime failure, 2 configuration error). */
+int gw_run(const struct gw_options *opts);
+
+/* ==== Configuration (gwconf.c) ==== */
+
+struct mock_spec {
+    long latency_ms;     /* before the first byte */
+    long chunk_delay_ms; /* between streamed events */
+    long tokens;         /* completion tokens reported; <0: one per word */
+    long chunks;         /* content pieces when streaming */
+    const char *content; /* the reply text (owned by the gw_model) */
+};
+
+struct gw_model {
+    const struct lr_model_info *info;
+    char *base_url;   /* without a trailing '/', or NULL */
+    char *auth;       /* "Bearer KEY", read from api_key_env at load; never logged */
+    char *model_json; /* upstream_model as a JSON string, quotes included */
+    int is_mock;
+    struct mock_spec mock;
+    char *mock_content;
+};
+
+struct gw_router {
+    char *strategy;
+    struct lr_router *router;
+};
+
+struct gw_settings {
+    char listen_host[64];
+    int listen_port;
+    size_t max_body_bytes;
+    size_t max_header_bytes;
+    size_t max_response_bytes;
+    size_t stream_buffer_bytes;
+    long idle_timeout_ms;
+    long shutdown_timeout_ms;
+    long connect_timeout_ms;
+    long upstream_timeout_ms;
+    int log_requests;
+    char *api_keys_env;
+    char **api_keys; /* NULL-terminated; NULL when no gateway keys */
+};
+
+struct gw_conf {
+    int refs;
+    struct lr_config *cfg;
+    struct gw_model *models;
+    size_t n_models;
+    struct gw_router *routers;
+    size_t n_routers, cap_routers;
+    struct gw_settings set;
+    const char *query_text; /* "last_user" or "all_user" */
+    struct lr_store *store;  /* the gateway's history store (borrowed), or NULL */
+};
+
+/* Load a configuration file into a new gw_conf (refs = 1). listen overrides
+ * server.listen when not NULL. On failure returns an LR_E* code and fills err. */
+int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
+                 struct gw_conf **out, struct lr_error *err);
+/* The router for a strategy name (NULL: the config's default), built on first
+ * use and kept with the configuration. NULL with err filled when the
+ * strategy is unknown or cannot be built. */
+struct lr_router *gw_conf_router(struct gw_conf *conf, const char *strategy, struct lr_error *err);
+void gw_conf_ref(struct gw_conf *conf);
+void gw_conf_unref(struct gw_conf *conf);
+
+/* ==== The running gateway ==== */
+
+struct gw {
+    struct event_base *base;
+    struct hs_server *http;
+    struct up_client *upstream;
+    struct gw_conf *conf; /* current; requests hold their own reference */
+    struct lr_store *store; /* history store for smart routes and feedback, or NULL */
+    char *store_path;       /* where it was opened from */
+    struct metrics *metrics;
+    const struct gw_options *opts;
+    uint64_t next_id;
+    uint64_t id_seed;
+    int shutting_down;
+};
+
+/* Monotonic time in seconds. */
+double gw_now(void);
+
+/* A request id: the client's x-request-id when it is sane, else generated.
+ * buf has room for at least 64 bytes. */
+void gw_request_id(struct gw *gw, struct hs_req *req, char *buf, size_t cap);
+
+/* One JSON line on stderr for a finished request (no prompt text). */
+struct gw_log {
+    const char *id, *method, *path, *route, *model, *strategy;
+    int status;
+    int stream;
+    double latency_ms, upstream_ms, ttft_ms; /* < 0: not applicable */
+    long tokens_in, tokens_out;              /* < 0: unknown */
+    double cost;                             /* NaN: unknown */
+    const char *error;                       /* NULL, or why it failed */
+};
+void gw_log_request(const struct gw *gw, const struct gw_log *log);
+
+/* ==== Errors (errors.c) ==== */
+
+/* Format {"error": {"message", "type", "param", "code"}} into buf. param and
+ * code may be NULL (JSON null). Returns the length written (truncated to fit). */
+size_t gw_error_format(char *buf, size_t cap, const char *message, const char *type,
+                       const char *param, const char *code);
+/* The default type and code for a status. */
+const char *gw_error_type(int status);
+const char *gw_error_code(int status);
+/* hs_error_fn for the HTTP server's own errors (400, 413, 431). */
+size_t gw_error_body(char *buf, size_t cap, int status, const char *message);
+/* Answer req with an error; completes the request. */
+void gw_send_error(struct hs_req *req, int status, const char *param, const char *code,
+                   const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
+
+/* ==== Endpoints ==== */
+
+enum gw_endpoint { EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS };
+
+/* Forwarding endpoints answer asynchronously and log their own line. */
+void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const char *id);
+/* The others answer at once and return the status they sent. */
+int api_health(struct gw *gw, struct hs_req *req);
+int api_models(struct gw *gw, struct hs_req *req);
+int api_route(struct gw *gw, struct hs_req *req);
+int api_feedback(struct gw *gw, struct hs_req *req);
+int api_metrics(struct gw *gw, struct hs_req *req);
+
+#endif

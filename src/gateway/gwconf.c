@@ -1,0 +1,459 @@
+/* gwconf.c -- what the gateway builds from a configuration file: the
+ * `server` settings, one backend description per model (upstream URL, the
+ * Authorization value read from the model's api_key_env, the upstream model
+ * name as a JSON string ready to splice, mock settings), and one lr_router
+ * per distinct strategy. Everything is built before it is used, so a reload
+ * either yields a complete new configuration or an error and nothing else.
+ *
+ * Threads: built and freed on the event loop thread; reference counts are
+ * plain integers for the same reason.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "gateway.h"
+
+static int fail(struct lr_error *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static int fail(struct lr_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    err->code = code;
+    err->line = 0;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* ==== server.listen ==== */
+
+static int parse_listen(const char *s, char *host, size_t host_cap, int *port, struct lr_error *err,
+                        const char *where)
+{
+    const char *colon, *h = s;
+    size_t hl;
+    char *end;
+    long p;
+
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return fail(err, LR_ECONFIG, "%s: expected [IPV6]:PORT, got '%s'", where, s);
+        h = s + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return fail(err, LR_ECONFIG, "%s: expected HOST:PORT, got '%s'", where, s);
+        hl = (size_t)(colon - s);
+    }
+    if (hl == 0 || hl >= host_cap)
+        return fail(err, LR_ECONFIG, "%s: expected a numeric host before ':', got '%s'", where, s);
+    errno = 0;
+    p = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || p < 0 || p > 65535)
+        return fail(err, LR_ECONFIG, "%s: expected a port from 0 to 65535, got '%s'", where,
+                    colon + 1);
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, host_cap, "127.0.0.1");
+    *port = (int)p;
+    return 0;
+}
+
+/* ==== server ==== */
+
+static int get_int(json_t *obj, const char *key, long long lo, long long hi, long long *out,
+                   struct lr_error *err, const char *section)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return fail(err, LR_ECONFIG, "%s.%s: expected an integer from %lld to %lld", section, key,
+                    lo, hi);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static const char *const server_keys[] = {
+    "listen",
+    "max_body_bytes",
+    "max_header_bytes",
+    "max_response_bytes",
+    "stream_buffer_bytes",
+    "idle_timeout_ms",
+    "shutdown_timeout_ms",
+    "connect_timeout_ms",
+    "upstream_timeout_ms",
+    "log_requests",
+    "api_keys_env",
+    NULL,
+};
+
+static int load_api_keys(struct gw_settings *s, struct lr_error *err)
+{
+    const char *env = getenv(s->api_keys_env);
+    size_t n = 1, k = 0;
+    char *copy, *tok, *save = NULL;
+
+    if (!env || !*env)
+        return fail(err, LR_ECONFIG,
+                    "server.api_keys_env: the environment variable %s is not set or empty "
+                    "(it must hold the gateway's keys, separated by commas)",
+                    s->api_keys_env);
+    for (const char *c = env; *c; c++)
+        n += *c == ',';
+    s->api_keys = calloc(n + 1, sizeof *s->api_keys);
+    copy = strdup(env);
+    if (!s->api_keys || !copy) {
+        free(copy);
+        return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
+    }
+    for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        if (!*tok)
+            continue;
+        s->api_keys[k] = strdup(tok);
+        if (!s->api_keys[k]) {
+            free(copy);
+            return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
+        }
+        k++;
+    }
+    free(copy);
+    if (k == 0)
+        return fail(err, LR_ECONFIG, "server.api_keys_env: %s holds no keys", s->api_keys_env);
+    return 0;
+}
+
+static int load_server(struct gw_conf *c, const char *listen, struct lr_error *err)
+{
+    struct gw_settings *s = &c->set;
+    const char *text = lr_config_section(c->cfg, "server");
+    const char *lis = "127.0.0.1:8080";
+    json_t *root = NULL;
+    long long v;
+    int rc = 0;
+
+    s->max_body_bytes = 4u << 20;
+    s->max_header_bytes = 32u << 10;
+    s->max_response_bytes = 64u << 20;
+    s->stream_buffer_bytes = 256u << 10;
+    s->idle_timeout_ms = 60000;
+    s->shutdown_timeout_ms = 10000;
+    s->connect_timeout_ms = 10000;
+    s->upstream_timeout_ms = 600000;
+    s->log_requests = 1;
+    if (text) {
+        json_error_t je;
+        json_t *jl, *jlog, *jkeys;
+        const char *key;
+        json_t *val;
+        root = json_loads(text, 0, &je);
+        if (!json_is_object(root)) {
+            rc = fail(err, LR_ECONFIG, "server: expected an object");
+            goto out;
+        }
+        json_object_foreach(root, key, val)
+        {
+            size_t i;
+            for (i = 0; server_keys[i] && strcmp(server_keys[i], key) != 0; i++)
+                ;
+            if (!server_keys[i])
+                fprintf(stderr, "llmroute serve: warning: server.%s: unknown key (ignored)\n", key);
+        }
+        jl = json_object_get(root, "listen");
+        if (jl && !json_is_string(jl)) {
+            rc = fail(err, LR_ECONFIG, "server.listen: expected a string HOST:PORT");
+            goto out;
+        }
+        if (jl)
+            lis = json_string_value(jl);
+#define INT_KEY(k, lo, hi, field, type)                                                            \
+    do {                                                                                           \
+        v = (long long)s->field;                                                                   \
+        if ((rc = get_int(root, k, lo, hi, &v, err, "server")))                                    \
+            goto out;                                                                              \
+        s->field = (type)v;                                                                        \
+    } while (0)
+        INT_KEY("max_body_bytes", 1, 1LL << 30, max_body_bytes, size_t);
+        INT_KEY("max_header_bytes", 1024, 1LL << 20, max_header_bytes, size_t);
+        INT_KEY("max_response_bytes", 1024, 1LL << 32, max_response_bytes, size_t);
+        INT_KEY("stream_buffer_bytes", 4096, 1LL << 26, stream_buffer_bytes, size_t);
+        INT_KEY("idle_timeout_ms", 0, 86400000, idle_timeout_ms, long);
+        INT_KEY("shutdown_timeout_ms", 0, 86400000, shutdown_timeout_ms, long);
+        INT_KEY("connect_timeout_ms", 0, 86400000, connect_timeout_ms, long);
+        INT_KEY("upstream_timeout_ms", 0, 86400000, upstream_timeout_ms, long);
+#undef INT_KEY
+        jlog = json_object_get(root, "log_requests");
+        if (jlog && !json_is_boolean(jlog)) {
+            rc = fail(err, LR_ECONFIG, "server.log_requests: expected true or false");
+            goto out;
+        }
+        if (jlog)
+            s->log_requests = json_is_true(jlog);
+        jkeys = json_object_get(root, "api_keys_env");
+        if (jkeys && (!json_is_string(jkeys) || !json_string_length(jkeys))) {
+            rc = fail(err, LR_ECONFIG,
+                      "server.api_keys_env: expected the name of an environment variable");
+            goto out;
+        }
+        if (jkeys) {
+            s->api_keys_env = strdup(json_string_value(jkeys));
+            if (!s->api_keys_env) {
+                rc = fail(err, LR_ENOMEM, "out of memory");
+                goto out;
+            }
+            if ((rc = load_api_keys(s, err)))
+                goto out;
+        }
+    }
+    if (listen)
+        rc = parse_listen(listen, s->listen_host, sizeof s->listen_host, &s->listen_port, err,
+                          "--listen");
+    else
+        rc = parse_listen(lis, s->listen_host, sizeof s->listen_host, &s->listen_port, err,
+                          "server.listen");
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* ==== Models ==== */
+
+static int load_mock(struct gw_model *m, size_t i, struct lr_error *err)
+{
+    json_t *root = m->info->json ? json_loads(m->info->json, 0, NULL) : NULL;
+    json_t *mock = json_object_get(root, "mock");
+    long long v;
+    int rc = 0;
+    char where[320];
+
+    m->mock.latency_ms = 0;
+    m->mock.chunk_delay_ms = 0;
+    m->mock.tokens = -1;
+    m->mock.chunks = 4;
+    m->mock.content = "This is a deterministic reply from the llmroute mock backend.";
+    snprintf(where, sizeof where, "models[%zu].mock", i);
+    if (mock && !json_is_object(mock)) {
+        rc = fail(err, LR_ECONFIG, "%s: expected an object", where);
+        goto out;
+    }
+    if (mock) {
+        json_t *content = json_object_get(mock, "content");
+#define MOCK_INT(k, lo, hi, field)                                                                 \
+    do {                                                                                           \
+        v = m->mock.field;                                                                         \
+        if ((rc = get_int(mock, k, lo, hi, &v, err, where)))                                       \
+            goto out;                                                                              \
+        m->mock.field = (long)v;                                                                   \
+    } while (0)
+        MOCK_INT("latency_ms", 0, 3600000, latency_ms);
+        MOCK_INT("chunk_delay_ms", 0, 3600000, chunk_delay_ms);
+        MOCK_INT("tokens", 0, 1000000000, tokens);
+        MOCK_INT("chunks", 1, 100000, chunks);
+#undef MOCK_INT
+        if (content && !json_is_string(content)) {
+            rc = fail(err, LR_ECONFIG, "%s.content: expected a string", where);
+            goto out;
+        }
+        if (content) {
+            m->mock_content = strdup(json_string_value(content));
+            if (!m->mock_content) {
+                rc = fail(err, LR_ENOMEM, "out of memory");
+                goto out;
+            }
+            m->mock.content = m->mock_content;
+        }
+    }
+out:
+    json_decref(root);
+    return rc;
+}
+
+static int load_model(struct gw_model *m, size_t i, struct lr_error *err)
+{
+    const struct lr_model_info *info = m->info;
+    const char *base = info->base_url;
+    json_t *name;
+
+    m->is_mock = info->backend && strcmp(info->backend, "mock") == 0;
+    name = json_string(info->upstream_model ? info->upstream_model : info->name);
+    m->model_json = name ? json_dumps(name, JSON_ENCODE_ANY) : NULL;
+    json_decref(name);
+    if (!m->model_json)
+        return fail(err, LR_ENOMEM, "out of memory");
+    if (m->is_mock)
+        return load_mock(m, i, err);
+    if (!base && (!info->backend || strcmp(info->backend, "openai") == 0))
+        base = "https://api.openai.com/v1";
+    if (!base)
+        return fail(err, LR_ECONFIG, "models[%zu] (%s): base_url is required to serve a %s backend",
+                    i, info->name, info->backend);
+    if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)
+        return fail(err, LR_ECONFIG, "models[%zu].base_url: expected an http:// or https:// URL",
+                    i);
+    m->base_url = strdup(base);
+    if (!m->base_url)
+        return fail(err, LR_ENOMEM, "out of memory");
+    for (size_t n = strlen(m->base_url); n > 0 && m->base_url[n - 1] == '/'; n--)
+        m->base_url[n - 1] = '\0';
+    if (info->api_key_env) {
+        const char *key = getenv(info->api_key_env);
+        if (key && *key) {
+            size_t n = strlen(key) + 8;
+            m->auth = malloc(n);
+            if (!m->auth)
+                return fail(err, LR_ENOMEM, "out of memory");
+            snprintf(m->auth, n, "Bearer %s", key);
+        } else {
+            fprintf(stderr,
+                    "llmroute serve: warning: models[%zu].api_key_env: %s is not set; "
+                    "requests to %s go without a key\n",
+                    i, info->api_key_env, info->name);
+        }
+    }
+    return 0;
+}
+
+/* ==== Routers ==== */
+
+struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct lr_error *err)
+{
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    const char *name = strategy ? strategy : lr_config_router_defaults(c->cfg)->strategy;
+    int rc;
+
+    for (size_t i = 0; i < c->n_routers; i++)
+        if (strcmp(c->routers[i].strategy, name) == 0)
+            return c->routers[i].router;
+    if (c->n_routers == c->cap_routers) {
+        size_t cap = c->cap_routers ? c->cap_routers * 2 : 4;
+        struct gw_router *g;
+        if (cap > 64) { /* strategies are few; refuse to grow without bound */
+            fail(err, LR_ESTRATEGY, "too many strategies");
+            return NULL;
+        }
+        g = realloc(c->routers, cap * sizeof *g);
+        if (!g) {
+            fail(err, LR_ENOMEM, "out of memory");
+            return NULL;
+        }
+        c->routers = g;
+        c->cap_routers = cap;
+    }
+    lr_router_options_init(&o);
+    o.strategy = name;
+    o.store = c->store;
+    rc = lr_router_new(c->cfg, &o, &r, err);
+    if (rc)
+        return NULL;
+    c->routers[c->n_routers].strategy = strdup(name);
+    if (!c->routers[c->n_routers].strategy) {
+        lr_router_free(r);
+        fail(err, LR_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->routers[c->n_routers++].router = r;
+    return r;
+}
+
+/* ==== Load and free ==== */
+
+int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
+                 struct gw_conf **out, struct lr_error *err)
+{
+    struct gw_conf *c = calloc(1, sizeof *c);
+    int rc;
+
+    *out = NULL;
+    if (!c)
+        return fail(err, LR_ENOMEM, "out of memory");
+    c->refs = 1;
+    c->store = store;
+    rc = lr_config_load_file(path, &c->cfg, err);
+    if (rc)
+        goto fail_out;
+    for (size_t i = 0; i < lr_config_warning_count(c->cfg); i++)
+        fprintf(stderr, "llmroute serve: warning: %s: %s\n", path, lr_config_warning(c->cfg, i));
+    c->query_text = lr_config_router_defaults(c->cfg)->query_text;
+    if ((rc = load_server(c, listen, err)))
+        goto fail_out;
+    c->n_models = lr_config_model_count(c->cfg);
+    c->models = calloc(c->n_models, sizeof *c->models);
+    if (!c->models) {
+        rc = fail(err, LR_ENOMEM, "out of memory");
+        goto fail_out;
+    }
+    for (size_t i = 0; i < c->n_models; i++) {
+        c->models[i].info = lr_config_model(c->cfg, i);
+        if ((rc = load_model(&c->models[i], i, err)))
+            goto fail_out;
+    }
+    /* Build every router the file names now, so a bad one fails the load. */
+    if (!gw_conf_router(c, NULL, err)) {
+        rc = err->code ? err->code : LR_ESTRATEGY;
+        goto fail_out;
+    }
+    for (size_t i = 0; i < lr_config_route_count(c->cfg); i++) {
+        const struct lr_route_info *ri = lr_config_route(c->cfg, i);
+        if (ri->strategy && !gw_conf_router(c, ri->strategy, err)) {
+            char msg[sizeof err->message];
+            snprintf(msg, sizeof msg, "%s", err->message);
+            snprintf(err->message, sizeof err->message, "routes[%zu] (%.64s): %.400s", i,
+                     ri->name, msg);
+            rc = err->code ? err->code : LR_ESTRATEGY;
+            goto fail_out;
+        }
+    }
+    *out = c;
+    return 0;
+fail_out:
+    gw_conf_unref(c);
+    return rc;
+}
+
+void gw_conf_ref(struct gw_conf *c)
+{
+    c->refs++;
+}
+
+void gw_conf_unref(struct gw_conf *c)
+{
+    if (!c || --c->refs > 0)
+        return;
+    for (size_t i = 0; i < c->n_routers; i++) {
+        lr_router_free(c->routers[i].router);
+        free(c->routers[i].strategy);
+    }
+    free(c->routers);
+    for (size_t i = 0; c->models && i < c->n_models; i++) {
+        free(c->models[i].base_url);
+        free(c->models[i].auth);
+        free(c->models[i].model_json);
+        free(c->models[i].mock_content);
+    }
+    free(c->models);
+    free(c->set.api_keys_env);
+    for (size_t i = 0; c->set.api_keys && c->set.api_keys[i]; i++)
+        free(c->set.api_keys[i]);
+    free(c->set.api_keys);
+    lr_config_free(c->cfg);
+    free(c);
+}

@@ -1,0 +1,900 @@
+/* httpd.c -- a small HTTP/1.1 server over libevent bufferevents (see
+ * httpd.h for what it does and the request lifetime).
+ *
+ * A connection is a state machine: reading the head, reading the body
+ * (Content-Length or chunked), handling (the caller owns the request), then
+ * back to reading the head for keep-alive, or closing. While a request is
+ * being handled reading stays enabled, so a client that disconnects is
+ * noticed at once (its EOF) and the caller's on_abort runs; bytes of a
+ * pipelined next request wait in the input buffer, bounded by a read
+ * high-water mark. Closing after an error response is "lingering": the server
+ * shuts down its sending side and drains what the client still sends for a
+ * moment, so the client reads the response instead of a reset.
+ *
+ * Threads: the event loop thread only.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "httpd.h"
+
+#define MAX_HEADERS 100
+#define MAX_CHUNK_LINE 1024
+#define LINGER_MS 2000
+
+enum conn_state {
+    C_HEAD,       /* waiting for a request line and headers */
+    C_BODY,       /* reading a Content-Length body */
+    C_CHUNK_SIZE, /* chunked body: the size line */
+    C_CHUNK_DATA, /* chunked body: data */
+    C_CHUNK_CRLF, /* chunked body: the CRLF after data */
+    C_TRAILER,    /* chunked body: trailer lines up to the empty one */
+    C_HANDLING,   /* the caller owns the request */
+    C_CLOSING,    /* response sent; flush, then linger and close */
+};
+
+struct header {
+    char *name;
+    char *value;
+};
+
+struct hs_req {
+    struct hs_conn *conn;
+    char *head; /* the header block, parsed in place */
+    const char *method, *target;
+    char *path;
+    int minor; /* HTTP/1.minor */
+    struct header hdr[MAX_HEADERS];
+    int n_hdr;
+    char *body;
+    size_t body_len, body_cap, remaining;
+    int keep_alive;
+    int streaming;
+    int want_drain;
+    struct evbuffer *resp_headers;
+    void (*on_drain)(void *);
+    void (*on_abort)(void *);
+    void *cb_arg;
+};
+
+struct hs_conn {
+    struct hs_server *srv;
+    struct bufferevent *bev;
+    struct hs_conn *prev, *next;
+    enum conn_state state;
+    int in_read; /* inside read_cb: completion must not re-enter it */
+    struct hs_req req;
+};
+
+struct hs_server {
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct hs_limits lim;
+    hs_handler_fn handler;
+    hs_error_fn error_body;
+    void *arg;
+    struct hs_conn *conns;
+    size_t n_conns, busy;
+    int draining;
+    int port;
+};
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* ==== Reason phrases ==== */
+
+const char *hs_reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/* ==== Connections ==== */
+
+static void set_read_timeout(struct hs_conn *c, int on)
+{
+    struct timeval tv, wtv;
+    int ms = c->srv->lim.idle_timeout_ms;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    wtv = tv;
+    if (c->state == C_CLOSING) {
+        tv.tv_sec = LINGER_MS / 1000;
+        tv.tv_usec = (LINGER_MS % 1000) * 1000;
+    }
+    bufferevent_set_timeouts(c->bev, on && ms > 0 ? &tv : NULL, ms > 0 ? &wtv : NULL);
+}
+
+static void req_reset(struct hs_req *r)
+{
+    struct hs_conn *c = r->conn;
+    struct evbuffer *h = r->resp_headers;
+    free(r->head);
+    free(r->path);
+    free(r->body);
+    if (h)
+        evbuffer_drain(h, evbuffer_get_length(h));
+    memset(r, 0, sizeof *r);
+    r->conn = c;
+    r->resp_headers = h;
+}
+
+static void conn_free(struct hs_conn *c)
+{
+    struct hs_server *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->n_conns--;
+    bufferevent_free(c->bev);
+    req_reset(&c->req);
+    if (c->req.resp_headers)
+        evbuffer_free(c->req.resp_headers);
+    free(c);
+}
+
+/* The client is gone or the connection failed: tell the caller if it holds
+ * the request, then free. */
+static void conn_drop(struct hs_conn *c)
+{
+    if (c->state == C_HANDLING) {
+        void (*abort_cb)(void *) = c->req.on_abort;
+        void *arg = c->req.cb_arg;
+        c->srv->busy--;
+        c->state = C_CLOSING;
+        if (abort_cb)
+            abort_cb(arg);
+    }
+    conn_free(c);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int socklen, void *arg)
+{
+    struct hs_server *s = arg;
+    struct hs_conn *c;
+    int one = 1;
+    (void)l;
+    (void)sa;
+    (void)socklen;
+
+    if (s->draining) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->srv = s;
+    c->req.conn = c;
+    c->req.resp_headers = evbuffer_new();
+    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev || !c->req.resp_headers) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
+        if (c->req.resp_headers)
+            evbuffer_free(c->req.resp_headers);
+        free(c);
+        return;
+    }
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->n_conns++;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    /* Bound what a client may queue while its request is handled. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, s->lim.max_head_bytes + 65536);
+    bufferevent_setwatermark(c->bev, EV_WRITE, s->lim.out_high_water / 4, 0);
+    set_read_timeout(c, 1);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* ==== Responses ==== */
+
+static void write_head(struct hs_req *r, int status, const char *content_type, long long length)
+{
+    struct evbuffer *out = bufferevent_get_output(r->conn->bev);
+    if (r->conn->srv->draining)
+        r->keep_alive = 0;
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, hs_reason(status));
+    if (content_type)
+        evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+    evbuffer_add_buffer(out, r->resp_headers);
+    if (length >= 0)
+        evbuffer_add_printf(out, "Content-Length: %lld\r\n", length);
+    else if (r->minor >= 1)
+        evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
+    else
+        r->keep_alive = 0; /* an HTTP/1.0 stream ends when the connection does */
+    if (!r->keep_alive)
+        evbuffer_add_printf(out, "Connection: close\r\n\r\n");
+    else if (r->minor == 0)
+        evbuffer_add_printf(out, "Connection: keep-alive\r\n\r\n");
+    else
+        evbuffer_add(out, "\r\n", 2);
+}
+
+static void process_input(struct hs_conn *c);
+
+/* The response is complete: next request, or close. */
+static void req_complete(struct hs_req *r)
+{
+    struct hs_conn *c = r->conn;
+    int keep = r->keep_alive && !c->srv->draining;
+
+    if (c->state == C_HANDLING)
+        c->srv->busy--;
+    req_reset(r);
+    if (!keep) {
+        c->state = C_CLOSING;
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+        set_read_timeout(c, 1);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            write_cb(c->bev, c);
+        return;
+    }
+    c->state = C_HEAD;
+    set_read_timeout(c, 1);
+    /* A pipelined request may already be waiting. */
+    if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+}
+
+void hs_resp_header(struct hs_req *req, const char *name, const char *value)
+{
+    evbuffer_add_printf(req->resp_headers, "%s: %s\r\n", name, value);
+}
+
+void hs_respond(struct hs_req *req, int status, const char *content_type, const char *body,
+                size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(req->conn->bev);
+    write_head(req, status, content_type, (long long)len);
+    if (len)
+        evbuffer_add(out, body, len);
+    req_complete(req);
+}
+
+void hs_stream_begin(struct hs_req *req, int status, const char *content_type)
+{
+    write_head(req, status, content_type, -1);
+    req->streaming = 1;
+}
+
+int hs_stream_write(struct hs_req *req, const void *data, size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(req->conn->bev);
+    if (len) {
+        if (req->minor >= 1)
+            evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add(out, data, len);
+        if (req->minor >= 1)
+            evbuffer_add(out, "\r\n", 2);
+    }
+    if (evbuffer_get_length(out) > req->conn->srv->lim.out_high_water) {
+        req->want_drain = 1;
+        return 1;
+    }
+    return 0;
+}
+
+size_t hs_req_pending_output(const struct hs_req *req)
+{
+    return evbuffer_get_length(bufferevent_get_output(req->conn->bev));
+}
+
+void hs_stream_end(struct hs_req *req)
+{
+    if (req->minor >= 1)
+        evbuffer_add(bufferevent_get_output(req->conn->bev), "0\r\n\r\n", 5);
+    req_complete(req);
+}
+
+void hs_req_watch(struct hs_req *req, void (*on_drain)(void *arg), void (*on_abort)(void *arg),
+                  void *arg)
+{
+    req->on_drain = on_drain;
+    req->on_abort = on_abort;
+    req->cb_arg = arg;
+}
+
+/* An error the server answers itself, before any handler: the connection
+ * closes after it, since the rest of the input cannot be trusted. */
+static void fail_request(struct hs_conn *c, int status, const char *message)
+{
+    char body[1024];
+    size_t n = c->srv->error_body(body, sizeof body, status, message);
+    struct hs_req *r = &c->req;
+    r->keep_alive = 0;
+    if (r->minor == 0 && !r->method)
+        r->minor = 1;
+    c->state = C_CLOSING; /* not a handled request: busy is not counted */
+    write_head(r, status, "application/json", (long long)n);
+    evbuffer_add(bufferevent_get_output(c->bev), body, n);
+    req_complete(r);
+}
+
+/* ==== Parsing ==== */
+
+static int is_tchar(int ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Parse the head in r->head (NUL-terminated, CRLF line ends). Returns 0, or
+ * an HTTP status with *why set. */
+static int parse_head(struct hs_req *r, const char **why)
+{
+    char *p = r->head, *line_end, *sp;
+
+    while (p[0] == '\r' && p[1] == '\n') /* tolerated leading empty lines */
+        p += 2;
+    line_end = strstr(p, "\r\n");
+    if (!line_end) {
+        *why = "malformed request line";
+        return 400;
+    }
+    *line_end = '\0';
+    /* METHOD SP target SP HTTP/1.x */
+    sp = strchr(p, ' ');
+    if (!sp || sp == p) {
+        *why = "malformed request line";
+        return 400;
+    }
+    *sp = '\0';
+    for (char *m = p; *m; m++)
+        if (!is_tchar((unsigned char)*m)) {
+            *why = "malformed request method";
+            return 400;
+        }
+    r->method = p;
+    p = sp + 1;
+    sp = strchr(p, ' ');
+    if (!sp || sp == p || strchr(sp + 1, ' ')) {
+        *why = "malformed request line";
+        return 400;
+    }
+    *sp = '\0';
+    r->target = p;
+    if (p[0] != '/') {
+        *why = "the request target must be an absolute path";
+        return 400;
+    }
+    if (strcmp(sp + 1, "HTTP/1.1") == 0) {
+        r->minor = 1;
+    } else if (strcmp(sp + 1, "HTTP/1.0") == 0) {
+        r->minor = 0;
+    } else {
+        *why = "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)";
+        return 400;
+    }
+    r->path = strdup(r->target);
+    if (!r->path) {
+        *why = "out of memory";
+        return 500;
+    }
+    r->path[strcspn(r->path, "?#")] = '\0';
+
+    for (p = line_end + 2; *p; p = line_end + 2) {
+        char *colon, *v, *e;
+        line_end = strstr(p, "\r\n");
+        if (!line_end) {
+            *why = "malformed header line";
+            return 400;
+        }
+        if (line_end == p)
+            break; /* the empty line that ends the head */
+        *line_end = '\0';
+        if (*p == ' ' || *p == '\t') {
+            *why = "folded header lines are not accepted";
+            return 400;
+        }
+        colon = strchr(p, ':');
+        if (!colon || colon == p) {
+            *why = "malformed header line";
+            return 400;
+        }
+        for (char *n = p; n < colon; n++)
+            if (!is_tchar((unsigned char)*n)) {
+                *why = "malformed header name";
+                return 400;
+            }
+        if (r->n_hdr >= MAX_HEADERS) {
+            *why = "too many header fields";
+            return 431;
+        }
+        *colon = '\0';
+        v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        e = v + strlen(v);
+        while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+            *--e = '\0';
+        r->hdr[r->n_hdr].name = p;
+        r->hdr[r->n_hdr].value = v;
+        r->n_hdr++;
+    }
+    return 0;
+}
+
+static int token_in_list(const char *list, const char *token)
+{
+    size_t tl = strlen(token);
+    const char *p = list;
+    while (p && *p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (strncasecmp(p, token, tl) == 0 &&
+            (p[tl] == '\0' || p[tl] == ',' || p[tl] == ' ' || p[tl] == '\t'))
+            return 1;
+        p = strchr(p, ',');
+    }
+    return 0;
+}
+
+/* After the head: decide how the body comes. Returns 0 or an HTTP status. */
+static int start_body(struct hs_conn *c, const char **why)
+{
+    struct hs_req *r = &c->req;
+    const char *te = NULL, *cl = NULL, *conn_hdr = hs_req_header(r, "Connection");
+    size_t max_body = c->srv->lim.max_body_bytes;
+
+    for (int i = 0; i < r->n_hdr; i++) {
+        if (strcasecmp(r->hdr[i].name, "Transfer-Encoding") == 0) {
+            if (te) {
+                *why = "repeated Transfer-Encoding";
+                return 400;
+            }
+            te = r->hdr[i].value;
+        } else if (strcasecmp(r->hdr[i].name, "Content-Length") == 0) {
+            if (cl && strcmp(cl, r->hdr[i].value) != 0) {
+                *why = "conflicting Content-Length headers";
+                return 400;
+            }
+            cl = r->hdr[i].value;
+        }
+    }
+    if (r->minor >= 1)
+        r->keep_alive = !(conn_hdr && token_in_list(conn_hdr, "close"));
+    else
+        r->keep_alive = conn_hdr && token_in_list(conn_hdr, "keep-alive");
+
+    if (te && cl) {
+        *why = "both Transfer-Encoding and Content-Length";
+        return 400;
+    }
+    if (te) {
+        if (strcasecmp(te, "chunked") != 0) {
+            *why = "unsupported Transfer-Encoding (only chunked)";
+            return 400;
+        }
+        c->state = C_CHUNK_SIZE;
+    } else if (cl) {
+        char *end;
+        long long n;
+        errno = 0;
+        n = strtoll(cl, &end, 10);
+        if (errno || end == cl || *end || n < 0 || cl[0] == '+' || cl[0] == '-') {
+            *why = "malformed Content-Length";
+            return 400;
+        }
+        if ((unsigned long long)n > max_body) {
+            *why = "request body too large";
+            return 413;
+        }
+        r->remaining = (size_t)n;
+        c->state = C_BODY;
+    } else {
+        r->remaining = 0;
+        c->state = C_BODY;
+    }
+    if (c->state == C_BODY && r->remaining) {
+        r->body_cap = r->remaining;
+    } else {
+        r->body_cap = 4096;
+    }
+    r->body = malloc(r->body_cap + 1);
+    if (!r->body) {
+        *why = "out of memory";
+        return 500;
+    }
+    {
+        const char *expect = hs_req_header(r, "Expect");
+        if (expect && strcasecmp(expect, "100-continue") == 0 && r->minor >= 1 &&
+            (c->state != C_BODY || r->remaining > 0))
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    }
+    return 0;
+}
+
+static int body_append(struct hs_conn *c, struct evbuffer *in, size_t n)
+{
+    struct hs_req *r = &c->req;
+    if (r->body_len + n > r->body_cap) {
+        size_t cap = r->body_cap * 2;
+        char *b;
+        while (cap < r->body_len + n)
+            cap *= 2;
+        if (cap > c->srv->lim.max_body_bytes)
+            cap = c->srv->lim.max_body_bytes;
+        b = realloc(r->body, cap + 1);
+        if (!b)
+            return -1;
+        r->body = b;
+        r->body_cap = cap;
+    }
+    evbuffer_remove(in, r->body + r->body_len, n);
+    r->body_len += n;
+    return 0;
+}
+
+static void dispatch(struct hs_conn *c)
+{
+    c->req.body[c->req.body_len] = '\0';
+    c->state = C_HANDLING;
+    c->srv->busy++;
+    set_read_timeout(c, 0);
+    c->srv->handler(&c->req, c->srv->arg);
+}
+
+/* Advance the state machine over what is in the input buffer. */
+static void process_input(struct hs_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct hs_server *s = c->srv;
+    const char *why = NULL;
+    int status;
+
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        switch (c->state) {
+        case C_HEAD: {
+            struct evbuffer_ptr end;
+            size_t head_len;
+            if (avail == 0)
+                return;
+            end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+            if (end.pos < 0) {
+                if (avail > s->lim.max_head_bytes) {
+                    fail_request(c, 431, "request header block too large");
+                    return;
+                }
+                return;
+            }
+            head_len = (size_t)end.pos + 4;
+            if (head_len > s->lim.max_head_bytes) {
+                fail_request(c, 431, "request header block too large");
+                return;
+            }
+            c->req.head = malloc(head_len + 1);
+            if (!c->req.head) {
+                fail_request(c, 500, "out of memory");
+                return;
+            }
+            evbuffer_remove(in, c->req.head, head_len);
+            c->req.head[head_len] = '\0';
+            status = parse_head(&c->req, &why);
+            if (!status)
+                status = start_body(c, &why);
+            if (status) {
+                fail_request(c, status, why);
+                return;
+            }
+            break;
+        }
+        case C_BODY: {
+            size_t n = avail < c->req.remaining ? avail : c->req.remaining;
+            if (n && body_append(c, in, n)) {
+                fail_request(c, 500, "out of memory");
+                return;
+            }
+            c->req.remaining -= n;
+            if (c->req.remaining)
+                return;
+            dispatch(c);
+            if (c->state == C_HANDLING || c->state == C_CLOSING)
+                return;
+            break;
+        }
+        case C_CHUNK_SIZE:
+        case C_TRAILER: {
+            size_t n;
+            char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
+            if (!line) {
+                if (avail > MAX_CHUNK_LINE) {
+                    fail_request(c, 400, "malformed chunked body");
+                    return;
+                }
+                return;
+            }
+            if (c->state == C_TRAILER) {
+                free(line);
+                if (n == 0) {
+                    dispatch(c);
+                    if (c->state == C_HANDLING || c->state == C_CLOSING)
+                        return;
+                }
+                break;
+            }
+            {
+                char *endp;
+                long long size;
+                line[strcspn(line, ";")] = '\0';
+                errno = 0;
+                size = strtoll(line, &endp, 16);
+                if (errno || endp == line || *endp || size < 0 || line[0] == '-' ||
+                    line[0] == '+') {
+                    free(line);
+                    {
+                        fail_request(c, 400, "malformed chunk size");
+                        return;
+                    }
+                }
+                free(line);
+                if ((unsigned long long)size > s->lim.max_body_bytes - c->req.body_len) {
+                    fail_request(c, 413, "request body too large");
+                    return;
+                }
+                c->req.remaining = (size_t)size;
+                c->state = size == 0 ? C_TRAILER : C_CHUNK_DATA;
+            }
+            break;
+        }
+        case C_CHUNK_DATA: {
+            size_t n = avail < c->req.remaining ? avail : c->req.remaining;
+            if (n && body_append(c, in, n)) {
+                fail_request(c, 500, "out of memory");
+                return;
+            }
+            c->req.remaining -= n;
+            if (c->req.remaining)
+                return;
+            c->state = C_CHUNK_CRLF;
+            break;
+        }
+        case C_CHUNK_CRLF: {
+            char crlf[2];
+            if (avail < 2)
+                return;
+            evbuffer_remove(in, crlf, 2);
+            if (crlf[0] != '\r' || crlf[1] != '\n') {
+                fail_request(c, 400, "malformed chunked body");
+                return;
+            }
+            c->state = C_CHUNK_SIZE;
+            break;
+        }
+        case C_HANDLING:
+            return; /* pipelined bytes wait */
+        case C_CLOSING:
+            evbuffer_drain(in, avail);
+            return;
+        }
+    }
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct hs_conn *c = arg;
+    (void)bev;
+    c->in_read = 1;
+    process_input(c);
+    c->in_read = 0;
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct hs_conn *c = arg;
+    if (c->state == C_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+            /* Everything is sent: stop sending, linger for the client's EOF. */
+            shutdown(bufferevent_getfd(bev), SHUT_WR);
+            bufferevent_disable(bev, EV_WRITE);
+        }
+        return;
+    }
+    if (c->state == C_HANDLING && c->req.want_drain) {
+        c->req.want_drain = 0;
+        if (c->req.on_drain)
+            c->req.on_drain(c->req.cb_arg);
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct hs_conn *c = arg;
+    (void)bev;
+    (void)what;
+    /* EOF, error or timeout: in every case the connection is over. */
+    conn_drop(c);
+}
+
+/* ==== The server ==== */
+
+struct hs_server *hs_server_new(struct event_base *base, const struct hs_limits *limits,
+                                hs_handler_fn handler, hs_error_fn error_body, void *arg)
+{
+    struct hs_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->base = base;
+    s->lim = *limits;
+    s->handler = handler;
+    s->error_body = error_body;
+    s->arg = arg;
+    s->port = -1;
+    return s;
+}
+
+void hs_server_set_limits(struct hs_server *srv, const struct hs_limits *limits)
+{
+    srv->lim = *limits;
+}
+
+int hs_server_listen(struct hs_server *srv, const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+    socklen_t len;
+
+    memset(&ss, 0, sizeof ss);
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((unsigned short)port);
+        len = sizeof *sin;
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((unsigned short)port);
+        len = sizeof *sin6;
+    } else {
+        return -EINVAL;
+    }
+    srv->listener = evconnlistener_new_bind(srv->base, accept_cb, srv,
+                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
+                                            (struct sockaddr *)&ss, (int)len);
+    if (!srv->listener)
+        return errno ? -errno : -EADDRINUSE;
+    len = sizeof ss;
+    if (getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &len) == 0)
+        srv->port = ss.ss_family == AF_INET ? ntohs(sin->sin_port) : ntohs(sin6->sin6_port);
+    return 0;
+}
+
+int hs_server_port(const struct hs_server *srv)
+{
+    return srv->port;
+}
+
+void hs_server_stop_accepting(struct hs_server *srv)
+{
+    struct hs_conn *c, *next;
+    srv->draining = 1;
+    if (srv->listener) {
+        evconnlistener_free(srv->listener);
+        srv->listener = NULL;
+    }
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+            conn_free(c);
+    }
+}
+
+size_t hs_server_busy(const struct hs_server *srv)
+{
+    return srv->busy;
+}
+
+size_t hs_server_connections(const struct hs_server *srv)
+{
+    return srv->n_conns;
+}
+
+void hs_server_free(struct hs_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->listener)
+        evconnlistener_free(srv->listener);
+    while (srv->conns)
+        conn_drop(srv->conns);
+    free(srv);
+}
+
+/* ==== Request accessors ==== */
+
+const char *hs_req_method(const struct hs_req *req)
+{
+    return req->method;
+}
+
+const char *hs_req_path(const struct hs_req *req)
+{
+    return req->path;
+}
+
+const char *hs_req_header(const struct hs_req *req, const char *name)
+{
+    for (int i = 0; i < req->n_hdr; i++)
+        if (strcasecmp(req->hdr[i].name, name) == 0)
+            return req->hdr[i].value;
+    return NULL;
+}
+
+const char *hs_req_body(const struct hs_req *req, size_t *len)
+{
+    *len = req->body_len;
+    return req->body ? req->body : "";
+}

@@ -1,0 +1,92 @@
+/* httpd.h -- the gateway's HTTP/1.1 server: a small interface over libevent
+ * bufferevents.
+ *
+ * One request at a time per connection (pipelined requests wait in the input
+ * buffer), keep-alive, Content-Length and chunked request bodies, caps on the
+ * header block (431) and the body (413, answered before the body is read,
+ * also for `Expect: 100-continue`), complete responses and chunked streaming
+ * responses with a high-water mark for backpressure, and a callback when the
+ * client goes away mid-request so the caller can abort its upstream work.
+ * Errors the server itself answers (400 for broken HTTP, 413, 431) carry a
+ * body made by the caller's error formatter, so they have the API's shape.
+ *
+ * Lifetime of a request: the handler receives a struct hs_req that stays
+ * valid until the caller completes it (hs_respond() or hs_stream_end()) or
+ * until its on_abort callback has run; after either the caller must not touch
+ * it again.
+ *
+ * Threads: everything runs on the event loop thread that owns the base.
+ */
+#ifndef GW_HTTPD_H
+#define GW_HTTPD_H
+
+#include <stddef.h>
+
+struct event_base;
+struct hs_server;
+struct hs_req;
+
+struct hs_limits {
+    size_t max_head_bytes; /* request line and headers; over it: 431 */
+    size_t max_body_bytes; /* request body; over it: 413 */
+    size_t out_high_water; /* streaming: hs_stream_write() reports "full" above this */
+    int idle_timeout_ms;   /* a keep-alive connection idle, or a request arriving this slowly */
+};
+
+typedef void (*hs_handler_fn)(struct hs_req *req, void *arg);
+/* Format an error body for a status the server answers itself; returns the
+ * content length written into buf (at most cap). */
+typedef size_t (*hs_error_fn)(char *buf, size_t cap, int status, const char *message);
+
+struct hs_server *hs_server_new(struct event_base *base, const struct hs_limits *limits,
+                                hs_handler_fn handler, hs_error_fn error_body, void *arg);
+/* Listen on host:port (numeric IPv4/IPv6 host; port 0 lets the OS choose).
+ * Returns 0 or -errno. */
+int hs_server_listen(struct hs_server *srv, const char *host, int port);
+/* The port actually bound (after listening), or -1. */
+int hs_server_port(const struct hs_server *srv);
+/* Change the caps for requests that start from now on. */
+void hs_server_set_limits(struct hs_server *srv, const struct hs_limits *limits);
+/* Stop accepting; close idle connections; later responses close theirs. */
+void hs_server_stop_accepting(struct hs_server *srv);
+/* Requests being handled, and open connections. */
+size_t hs_server_busy(const struct hs_server *srv);
+size_t hs_server_connections(const struct hs_server *srv);
+/* Close everything (in-flight requests are aborted: on_abort runs) and free. */
+void hs_server_free(struct hs_server *srv);
+
+/* ---- the request ---- */
+const char *hs_req_method(const struct hs_req *req);
+/* The target up to '?' (the query string is not used by the gateway). */
+const char *hs_req_path(const struct hs_req *req);
+/* The first header with this name (case-insensitive), or NULL. */
+const char *hs_req_header(const struct hs_req *req, const char *name);
+/* The body (NUL-terminated for convenience; *len excludes the NUL). */
+const char *hs_req_body(const struct hs_req *req, size_t *len);
+
+/* Callbacks for a request being answered later: on_drain when the output of a
+ * stream that was reported full has drained; on_abort when the client went
+ * away before the response was complete (the request is gone after it). */
+void hs_req_watch(struct hs_req *req, void (*on_drain)(void *arg), void (*on_abort)(void *arg),
+                  void *arg);
+
+/* ---- the response ---- */
+/* Add a response header (copied). Call before hs_respond / hs_stream_begin. */
+void hs_resp_header(struct hs_req *req, const char *name, const char *value);
+/* Send a complete response; completes the request. */
+void hs_respond(struct hs_req *req, int status, const char *content_type, const char *body,
+                size_t len);
+/* Start a streamed (chunked) response. */
+void hs_stream_begin(struct hs_req *req, int status, const char *content_type);
+/* Send one piece of a streamed response. Returns 1 when the client's output
+ * buffer is above the high-water mark (stop sending until on_drain), else 0. */
+int hs_stream_write(struct hs_req *req, const void *data, size_t len);
+/* Bytes waiting to be written to the client. */
+size_t hs_req_pending_output(const struct hs_req *req);
+/* End a streamed response; completes the request. */
+void hs_stream_end(struct hs_req *req);
+
+/* The reason phrase for a status ("Not Found"). */
+const char *hs_reason(int status);
+
+#endif

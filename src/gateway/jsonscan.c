@@ -1,0 +1,222 @@
+/* jsonscan.c -- a scanner over the top level of a JSON object (see
+ * jsonscan.h). It skips values without interpreting them: strings by their
+ * escapes, containers by bracket depth, anything else up to the next
+ * delimiter. The body was already accepted by jansson, so this only has to be
+ * exact about where members begin and end; it still checks every byte it
+ * relies on and refuses what it does not recognise.
+ *
+ * Threads: pure functions; any thread.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "jsonscan.h"
+
+static size_t skip_ws(const char *b, size_t i, size_t len)
+{
+    while (i < len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* b[i] is '"'; return the index after the closing quote, or 0 on error. */
+static size_t skip_string(const char *b, size_t i, size_t len)
+{
+    for (i++; i < len; i++) {
+        if (b[i] == '\\') {
+            i++;
+            continue;
+        }
+        if (b[i] == '"')
+            return i + 1;
+    }
+    return 0;
+}
+
+/* Skip one value starting at b[i] (not whitespace); index after it, or 0. */
+static size_t skip_value(const char *b, size_t i, size_t len)
+{
+    if (i >= len)
+        return 0;
+    if (b[i] == '"')
+        return skip_string(b, i, len);
+    if (b[i] == '{' || b[i] == '[') {
+        size_t depth = 0;
+        for (; i < len; i++) {
+            char c = b[i];
+            if (c == '"') {
+                size_t j = skip_string(b, i, len);
+                if (!j)
+                    return 0;
+                i = j - 1;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (depth == 0)
+                    return 0;
+                if (--depth == 0)
+                    return i + 1;
+            }
+        }
+        return 0;
+    }
+    /* A number or a literal: up to the next delimiter. */
+    {
+        size_t start = i;
+        while (i < len && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' &&
+               b[i] != '\t' && b[i] != '\n' && b[i] != '\r' && b[i] != '"' && b[i] != '{' &&
+               b[i] != '[' && b[i] != ':')
+            i++;
+        return i > start ? i : 0;
+    }
+}
+
+int js_scan_object(const char *buf, size_t len, struct js_member *members, size_t cap, size_t *n)
+{
+    size_t i = skip_ws(buf, 0, len), count = 0;
+
+    *n = 0;
+    if (i >= len || buf[i] != '{')
+        return -1;
+    i = skip_ws(buf, i + 1, len);
+    if (i < len && buf[i] == '}') {
+        i = skip_ws(buf, i + 1, len);
+        return i == len ? 0 : -1;
+    }
+    for (;;) {
+        struct js_member m;
+        if (i >= len || buf[i] != '"')
+            return -1;
+        m.key_start = i;
+        i = skip_string(buf, i, len);
+        if (!i)
+            return -1;
+        m.key_end = i;
+        i = skip_ws(buf, i, len);
+        if (i >= len || buf[i] != ':')
+            return -1;
+        i = skip_ws(buf, i + 1, len);
+        m.value_start = i;
+        i = skip_value(buf, i, len);
+        if (!i)
+            return -1;
+        m.value_end = i;
+        if (count < cap)
+            members[count] = m;
+        count++;
+        i = skip_ws(buf, i, len);
+        if (i >= len)
+            return -1;
+        if (buf[i] == ',') {
+            i = skip_ws(buf, i + 1, len);
+            continue;
+        }
+        if (buf[i] != '}')
+            return -1;
+        i = skip_ws(buf, i + 1, len);
+        if (i != len)
+            return -1;
+        break;
+    }
+    *n = count;
+    return count > cap ? -2 : 0;
+}
+
+int js_key_equals(const char *buf, const struct js_member *m, const char *name)
+{
+    const char *k = buf + m->key_start + 1;
+    size_t klen = m->key_end - m->key_start - 2, nlen = strlen(name);
+    json_t *s;
+    int eq;
+
+    if (!memchr(k, '\\', klen))
+        return klen == nlen && memcmp(k, name, nlen) == 0;
+    /* An escaped key ("mod\u0065l") means what jansson decodes it to. */
+    s = json_loadb(buf + m->key_start, m->key_end - m->key_start, JSON_DECODE_ANY, NULL);
+    eq = json_is_string(s) && json_string_length(s) == nlen &&
+         memcmp(json_string_value(s), name, nlen) == 0;
+    json_decref(s);
+    return eq;
+}
+
+static int is_removed(const char *buf, const struct js_member *m, const char *const *remove)
+{
+    for (size_t r = 0; remove && remove[r]; r++)
+        if (js_key_equals(buf, m, remove[r]))
+            return 1;
+    return 0;
+}
+
+#define STACK_MEMBERS 64
+
+int js_rewrite_body(const char *buf, size_t len, const struct js_rewrite *rw, char **out,
+                    size_t *out_len)
+{
+    struct js_member stack[STACK_MEMBERS], *m = stack;
+    size_t n = 0, mlen = rw->model_json ? strlen(rw->model_json) : 0, o = 0;
+    ssize_t prev_kept = -1;
+    char *dst = NULL;
+    int rc;
+
+    rc = js_scan_object(buf, len, stack, STACK_MEMBERS, &n);
+    if (rc == -2) {
+        m = malloc(n * sizeof *m);
+        if (!m)
+            return -2;
+        rc = js_scan_object(buf, len, m, n, &n);
+    }
+    if (rc)
+        goto out;
+    /* The result is never longer than the body plus the new model value. */
+    dst = malloc(len + mlen + 1);
+    if (!dst) {
+        rc = -2;
+        goto out;
+    }
+    if (n == 0) {
+        memcpy(dst, buf, len);
+        o = len;
+        goto done;
+    }
+    /* Everything before the first member: the brace and whitespace. */
+    memcpy(dst, buf, m[0].key_start);
+    o = m[0].key_start;
+    for (size_t i = 0; i < n; i++) {
+        if (is_removed(buf, &m[i], rw->remove))
+            continue;
+        if (prev_kept >= 0) {
+            /* The separator that followed the previous kept member. */
+            size_t p = (size_t)prev_kept;
+            size_t gap = m[p + 1].key_start - m[p].value_end;
+            memcpy(dst + o, buf + m[p].value_end, gap);
+            o += gap;
+        }
+        if (rw->model_json && js_key_equals(buf, &m[i], "model")) {
+            size_t head = m[i].value_start - m[i].key_start;
+            memcpy(dst + o, buf + m[i].key_start, head);
+            o += head;
+            memcpy(dst + o, rw->model_json, mlen);
+            o += mlen;
+        } else {
+            memcpy(dst + o, buf + m[i].key_start, m[i].value_end - m[i].key_start);
+            o += m[i].value_end - m[i].key_start;
+        }
+        prev_kept = (ssize_t)i;
+    }
+    /* Whitespace and the closing brace after the last member. */
+    memcpy(dst + o, buf + m[n - 1].value_end, len - m[n - 1].value_end);
+    o += len - m[n - 1].value_end;
+done:
+    dst[o] = '\0';
+    *out = dst;
+    *out_len = o;
+    dst = NULL;
+out:
+    free(dst);
+    if (m != stack)
+        free(m);
+    return rc;
+}

@@ -1,0 +1,49 @@
+/* jsonscan.h -- byte ranges of the top-level members of a JSON object, and
+ * the body rewrite the gateway forwards upstream.
+ *
+ * The gateway parses a request body once with jansson to learn what routing
+ * needs, but forwards the client's own bytes: only the `model` value is
+ * replaced and the extension members (`models`, `route`) are cut out by their
+ * byte ranges, so numbers, key order and whitespace reach the upstream as the
+ * client sent them. This scanner finds those ranges. It trusts nothing: on any
+ * byte it does not expect it returns an error rather than guessing.
+ *
+ * Threads: pure functions over caller buffers; any thread.
+ */
+#ifndef GW_JSONSCAN_H
+#define GW_JSONSCAN_H
+
+#include <stddef.h>
+
+/* One top-level member: `"key"` spans [key_start, key_end) including the
+ * quotes, the value spans [value_start, value_end). */
+struct js_member {
+    size_t key_start, key_end;
+    size_t value_start, value_end;
+};
+
+/* Scan the top level of the object in buf[0..len). Fills up to cap members
+ * in order and sets *n to how many the object has. Returns 0, -1 when buf is
+ * not an object the scanner understands, -2 when it has more than cap
+ * members. */
+int js_scan_object(const char *buf, size_t len, struct js_member *members, size_t cap, size_t *n);
+
+/* Does member m's key equal `name`? Keys with escapes are decoded first. */
+int js_key_equals(const char *buf, const struct js_member *m, const char *name);
+
+/* What to do with a body: the new `model` value (a JSON-encoded string,
+ * quotes included) or NULL to keep it, and a NULL-terminated list of member
+ * names to remove. */
+struct js_rewrite {
+    const char *model_json;
+    const char *const *remove;
+};
+
+/* Write the rewritten body into a new buffer (*out, *out_len; the caller
+ * frees *out). Returns 0, -1 when buf is not a scannable object, -2 on
+ * allocation failure or too many members. Members named `model` that are
+ * absent are not added. */
+int js_rewrite_body(const char *buf, size_t len, const struct js_rewrite *rw, char **out,
+                    size_t *out_len);
+
+#endif

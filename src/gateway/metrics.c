@@ -1,0 +1,326 @@
+/* metrics.c -- counters, histograms and their Prometheus text exposition
+ * (see metrics.h). Lookups are linear scans over small arrays: the series are
+ * bounded by the configured models and routes and a few statuses, and a scan
+ * over a few dozen short strings is cheaper than hashing them.
+ *
+ * Threads: the event loop thread only.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+#define MAX_SERIES 4096
+#define MAX_MODELS 4096
+
+static const double latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                        1,     2.5,  5,     10,   30,  60,   120};
+static const double overhead_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                         0.005,   0.01,   0.025,   0.05,   0.1};
+#define N_LAT (sizeof latency_bounds / sizeof latency_bounds[0])
+#define N_OVH (sizeof overhead_bounds / sizeof overhead_bounds[0])
+
+struct series {
+    char *route, *model;
+    int status;
+    uint64_t count;
+};
+
+struct metrics {
+    struct series *series;
+    size_t n_series, cap_series;
+    uint64_t dropped_series; /* requests not counted by label once the cap is hit */
+    struct model_stats **models;
+    size_t n_models, cap_models;
+    struct hist overhead, duration;
+    uint64_t reloads_ok, reloads_failed;
+};
+
+static void hist_init(struct hist *h, const double *bounds, size_t n)
+{
+    memset(h, 0, sizeof *h);
+    h->bounds = bounds;
+    h->n_bounds = n;
+}
+
+void hist_observe(struct hist *h, double s)
+{
+    size_t i = 0;
+    if (s < 0)
+        s = 0;
+    while (i < h->n_bounds && s > h->bounds[i])
+        i++;
+    h->counts[i]++;
+    h->count++;
+    h->sum += s;
+}
+
+struct metrics *metrics_new(void)
+{
+    struct metrics *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    hist_init(&m->overhead, overhead_bounds, N_OVH);
+    hist_init(&m->duration, latency_bounds, N_LAT);
+    return m;
+}
+
+void metrics_free(struct metrics *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n_series; i++) {
+        free(m->series[i].route);
+        free(m->series[i].model);
+    }
+    free(m->series);
+    for (size_t i = 0; i < m->n_models; i++) {
+        free(m->models[i]->name);
+        free(m->models[i]);
+    }
+    free(m->models);
+    free(m);
+}
+
+struct model_stats *metrics_model(struct metrics *m, const char *name)
+{
+    struct model_stats *s;
+    for (size_t i = 0; i < m->n_models; i++)
+        if (strcmp(m->models[i]->name, name) == 0)
+            return m->models[i];
+    if (m->n_models >= MAX_MODELS)
+        return NULL;
+    if (m->n_models == m->cap_models) {
+        size_t cap = m->cap_models ? m->cap_models * 2 : 16;
+        struct model_stats **g = realloc(m->models, cap * sizeof *g);
+        if (!g)
+            return NULL;
+        m->models = g;
+        m->cap_models = cap;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s || !(s->name = strdup(name))) {
+        free(s);
+        return NULL;
+    }
+    hist_init(&s->upstream_latency, latency_bounds, N_LAT);
+    hist_init(&s->ttft, latency_bounds, N_LAT);
+    m->models[m->n_models++] = s;
+    return s;
+}
+
+void metrics_count_request(struct metrics *m, const char *route, const char *model, int status)
+{
+    struct series *s;
+    for (size_t i = 0; i < m->n_series; i++) {
+        s = &m->series[i];
+        if (s->status == status && strcmp(s->model, model) == 0 && strcmp(s->route, route) == 0) {
+            s->count++;
+            return;
+        }
+    }
+    if (m->n_series >= MAX_SERIES) {
+        m->dropped_series++;
+        return;
+    }
+    if (m->n_series == m->cap_series) {
+        size_t cap = m->cap_series ? m->cap_series * 2 : 32;
+        struct series *g = realloc(m->series, cap * sizeof *g);
+        if (!g) {
+            m->dropped_series++;
+            return;
+        }
+        m->series = g;
+        m->cap_series = cap;
+    }
+    s = &m->series[m->n_series];
+    s->route = strdup(route);
+    s->model = strdup(model);
+    if (!s->route || !s->model) {
+        free(s->route);
+        free(s->model);
+        m->dropped_series++;
+        return;
+    }
+    s->status = status;
+    s->count = 1;
+    m->n_series++;
+}
+
+void metrics_observe_overhead(struct metrics *m, double s)
+{
+    hist_observe(&m->overhead, s);
+}
+
+void metrics_observe_duration(struct metrics *m, double s)
+{
+    hist_observe(&m->duration, s);
+}
+
+void metrics_count_reload(struct metrics *m, int ok)
+{
+    if (ok)
+        m->reloads_ok++;
+    else
+        m->reloads_failed++;
+}
+
+/* ==== Exposition ==== */
+
+struct out {
+    char *p;
+    size_t len, cap;
+    int failed;
+};
+
+static void put(struct out *o, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    if (o->failed)
+        return;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = 1;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        {
+            size_t cap = o->cap * 2 + (size_t)n;
+            char *g = realloc(o->p, cap);
+            if (!g) {
+                o->failed = 1;
+                return;
+            }
+            o->p = g;
+            o->cap = cap;
+        }
+    }
+}
+
+/* A label value with \, " and newline escaped, into a static-size buffer. */
+static const char *esc(const char *s, char *buf, size_t cap)
+{
+    size_t o = 0;
+    for (; *s && o + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"') {
+            buf[o++] = '\\';
+            buf[o++] = *s;
+        } else if (*s == '\n') {
+            buf[o++] = '\\';
+            buf[o++] = 'n';
+        } else {
+            buf[o++] = *s;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static void put_hist(struct out *o, const char *name, const char *labels, const struct hist *h)
+{
+    uint64_t cum = 0;
+    const char *sep = labels[0] ? "," : "";
+    for (size_t i = 0; i < h->n_bounds; i++) {
+        cum += h->counts[i];
+        put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[i],
+            (unsigned long long)cum);
+    }
+    cum += h->counts[h->n_bounds];
+    put(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
+    put(o, "%s_sum%s%s%s %.9g\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "", h->sum);
+    put(o, "%s_count%s%s%s %llu\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
+        (unsigned long long)h->count);
+}
+
+char *metrics_render(const struct metrics *m, size_t *len)
+{
+    struct out o = {malloc(8192), 0, 8192, 0};
+    char a[512], b[512], labels[600];
+
+    if (!o.p)
+        return NULL;
+    put(&o, "# HELP llmroute_requests_total Requests answered, by route, model and status.\n"
+            "# TYPE llmroute_requests_total counter\n");
+    for (size_t i = 0; i < m->n_series; i++) {
+        const struct series *s = &m->series[i];
+        put(&o, "llmroute_requests_total{route=\"%s\",model=\"%s\",status=\"%d\"} %llu\n",
+            esc(s->route, a, sizeof a), esc(s->model, b, sizeof b), s->status,
+            (unsigned long long)s->count);
+    }
+    put(&o,
+        "# HELP llmroute_requests_unlabelled_total Requests past the series cap.\n"
+        "# TYPE llmroute_requests_unlabelled_total counter\n"
+        "llmroute_requests_unlabelled_total %llu\n",
+        (unsigned long long)m->dropped_series);
+
+    put(&o, "# HELP llmroute_in_flight Requests in flight per model.\n"
+            "# TYPE llmroute_in_flight gauge\n");
+    for (size_t i = 0; i < m->n_models; i++)
+        put(&o, "llmroute_in_flight{model=\"%s\"} %ld\n", esc(m->models[i]->name, a, sizeof a),
+            m->models[i]->in_flight);
+    put(&o, "# HELP llmroute_tokens_total Tokens reported by upstreams' usage.\n"
+            "# TYPE llmroute_tokens_total counter\n");
+    for (size_t i = 0; i < m->n_models; i++) {
+        esc(m->models[i]->name, a, sizeof a);
+        put(&o, "llmroute_tokens_total{model=\"%s\",direction=\"in\"} %llu\n", a,
+            (unsigned long long)m->models[i]->tokens_in);
+        put(&o, "llmroute_tokens_total{model=\"%s\",direction=\"out\"} %llu\n", a,
+            (unsigned long long)m->models[i]->tokens_out);
+    }
+    put(&o, "# HELP llmroute_estimated_cost_total Cost the router estimated when routing.\n"
+            "# TYPE llmroute_estimated_cost_total counter\n");
+    for (size_t i = 0; i < m->n_models; i++)
+        put(&o, "llmroute_estimated_cost_total{model=\"%s\"} %.9g\n",
+            esc(m->models[i]->name, a, sizeof a), m->models[i]->estimated_cost);
+    put(&o, "# HELP llmroute_cost_total Cost from the upstreams' reported usage and prices.\n"
+            "# TYPE llmroute_cost_total counter\n");
+    for (size_t i = 0; i < m->n_models; i++)
+        put(&o, "llmroute_cost_total{model=\"%s\"} %.9g\n", esc(m->models[i]->name, a, sizeof a),
+            m->models[i]->actual_cost);
+
+    put(&o, "# HELP llmroute_upstream_latency_seconds Upstream attempt time, start to last "
+            "byte.\n# TYPE llmroute_upstream_latency_seconds histogram\n");
+    for (size_t i = 0; i < m->n_models; i++) {
+        snprintf(labels, sizeof labels, "model=\"%s\"", esc(m->models[i]->name, a, sizeof a));
+        put_hist(&o, "llmroute_upstream_latency_seconds", labels, &m->models[i]->upstream_latency);
+    }
+    put(&o, "# HELP llmroute_time_to_first_token_seconds Upstream attempt start to the first "
+            "streamed byte.\n# TYPE llmroute_time_to_first_token_seconds histogram\n");
+    for (size_t i = 0; i < m->n_models; i++) {
+        snprintf(labels, sizeof labels, "model=\"%s\"", esc(m->models[i]->name, a, sizeof a));
+        put_hist(&o, "llmroute_time_to_first_token_seconds", labels, &m->models[i]->ttft);
+    }
+    put(&o, "# HELP llmroute_gateway_overhead_seconds Request time not spent waiting on the "
+            "upstream.\n# TYPE llmroute_gateway_overhead_seconds histogram\n");
+    put_hist(&o, "llmroute_gateway_overhead_seconds", "", &m->overhead);
+    put(&o, "# HELP llmroute_request_duration_seconds Request time in the gateway, end to "
+            "end.\n# TYPE llmroute_request_duration_seconds histogram\n");
+    put_hist(&o, "llmroute_request_duration_seconds", "", &m->duration);
+    put(&o,
+        "# HELP llmroute_config_reloads_total Configuration reloads by result.\n"
+        "# TYPE llmroute_config_reloads_total counter\n"
+        "llmroute_config_reloads_total{result=\"ok\"} %llu\n"
+        "llmroute_config_reloads_total{result=\"error\"} %llu\n",
+        (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
+    if (o.failed) {
+        free(o.p);
+        return NULL;
+    }
+    *len = o.len;
+    return o.p;
+}

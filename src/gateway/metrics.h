@@ -1,0 +1,53 @@
+/* metrics.h -- the gateway's counters and histograms, and the per-model
+ * state table (in-flight counts today; breaker state and latency averages
+ * belong here too, where routing can read them). Rendered in Prometheus text
+ * format by GET /metrics. Series are keyed by configured names only, so their
+ * number is bounded by the configuration, and they survive reloads.
+ *
+ * Threads: the event loop thread only.
+ */
+#ifndef GW_METRICS_H
+#define GW_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HIST_MAX_BUCKETS 16
+
+struct hist {
+    const double *bounds; /* upper bounds in seconds, ascending */
+    size_t n_bounds;
+    uint64_t counts[HIST_MAX_BUCKETS + 1]; /* the last is +Inf */
+    uint64_t count;
+    double sum;
+};
+
+/* One model's live state and totals. */
+struct model_stats {
+    char *name;
+    long in_flight;
+    uint64_t tokens_in, tokens_out;
+    double estimated_cost, actual_cost;
+    struct hist upstream_latency; /* attempt start to last byte */
+    struct hist ttft;             /* attempt start to first body byte, streams */
+};
+
+struct metrics;
+
+struct metrics *metrics_new(void);
+void metrics_free(struct metrics *m);
+
+/* The model's entry, created on first use; NULL only when out of memory. */
+struct model_stats *metrics_model(struct metrics *m, const char *name);
+/* One answered request. route and model may be "" (none). */
+void metrics_count_request(struct metrics *m, const char *route, const char *model, int status);
+void metrics_observe_overhead(struct metrics *m, double seconds);
+void metrics_observe_duration(struct metrics *m, double seconds);
+void metrics_count_reload(struct metrics *m, int ok);
+void hist_observe(struct hist *h, double seconds);
+
+/* The exposition text in a new buffer (caller frees), or NULL when out of
+ * memory. */
+char *metrics_render(const struct metrics *m, size_t *len);
+
+#endif

@@ -1,0 +1,36 @@
+/* mock.h -- the `mock` backend: an in-process, deterministic responder with
+ * configurable latency, token count and streaming, for demos and load tests.
+ * It answers through the same callbacks as a real upstream transfer
+ * (upstream.h), so the proxy relays it exactly like one; every answer says
+ * `"system_fingerprint": "llmroute-mock"` so nobody mistakes it for a model.
+ *
+ * Threads: the event loop thread only.
+ */
+#ifndef GW_MOCK_H
+#define GW_MOCK_H
+
+#include <stddef.h>
+
+#include "gateway.h"
+#include "upstream.h"
+
+struct mock_call {
+    enum gw_endpoint ep;
+    int stream;
+    int include_usage;
+    const char *model_json; /* the model name as a JSON string */
+    long prompt_tokens;
+    size_t n_inputs; /* embeddings: how many vectors */
+};
+
+struct mock_xfer;
+
+/* Start answering; NULL when out of memory (no callback runs). */
+struct mock_xfer *mock_start(struct event_base *base, const struct mock_spec *spec,
+                             const struct mock_call *call, const struct up_callbacks *cb,
+                             void *arg);
+void mock_resume(struct mock_xfer *x);
+/* Stop; no callback runs after it. */
+void mock_abort(struct mock_xfer *x);
+
+#endif

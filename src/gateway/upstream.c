@@ -1,0 +1,371 @@
+/* upstream.c -- libcurl multi_socket on a libevent loop (see upstream.h).
+ *
+ * The pattern is curl's docs/examples/multi-event.c: curl tells us which
+ * sockets to watch (sock_cb) and when to wake it (timer_cb); libevent calls
+ * back and we hand the event to curl_multi_socket_action(), then collect
+ * finished transfers with curl_multi_info_read(). Easy handles are kept in a
+ * small free list and reused; connections live in the multi handle's cache,
+ * so keep-alive to each upstream spans transfers.
+ *
+ * Aborting from inside one of a transfer's own callbacks is allowed: the
+ * transfer is marked, its next callback fails it, and it is freed when curl
+ * reports it done, silently.
+ *
+ * Threads: the event loop thread only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "upstream.h"
+
+#define MAX_IDLE_EASY 64
+
+struct up_client {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    CURL *idle[MAX_IDLE_EASY];
+    int n_idle;
+    struct up_xfer *xfers; /* live transfers, for up_client_free */
+};
+
+struct up_xfer {
+    struct up_client *cl;
+    struct up_xfer *prev, *next;
+    CURL *easy;
+    struct curl_slist *headers;
+    struct up_callbacks cb;
+    void *arg;
+    long status;
+    char content_type[128];
+    int head_done;
+    int aborted;
+    int in_cb;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct sock_ctx {
+    struct up_client *cl;
+    curl_socket_t fd;
+    struct event ev;
+    int has_ev;
+};
+
+/* ==== Transfers ==== */
+
+static void xfer_unlink_free(struct up_xfer *x)
+{
+    struct up_client *cl = x->cl;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        cl->xfers = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    curl_multi_remove_handle(cl->multi, x->easy);
+    if (cl->n_idle < MAX_IDLE_EASY) {
+        curl_easy_reset(x->easy);
+        cl->idle[cl->n_idle++] = x->easy;
+    } else {
+        curl_easy_cleanup(x->easy);
+    }
+    curl_slist_free_all(x->headers);
+    free(x);
+}
+
+static void check_done(struct up_client *cl)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(cl->multi, &left))) {
+        struct up_xfer *x = NULL;
+        CURLcode code;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        code = msg->data.result;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        if (!x)
+            continue;
+        if (!x->aborted) {
+            const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(code);
+            void (*done)(void *, int, const char *) = x->cb.on_done;
+            void *arg = x->arg;
+            char msgbuf[CURL_ERROR_SIZE];
+            /* Free first: on_done may start a new transfer on this client. */
+            snprintf(msgbuf, sizeof msgbuf, "%s", why);
+            xfer_unlink_free(x);
+            done(arg, (int)code, msgbuf);
+        } else {
+            xfer_unlink_free(x);
+        }
+    }
+}
+
+static void deliver_head(struct up_xfer *x)
+{
+    x->head_done = 1;
+    if (x->cb.on_head)
+        x->cb.on_head(x->arg, x->status, x->content_type[0] ? x->content_type : NULL);
+}
+
+static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
+{
+    struct up_xfer *x = ud;
+    size_t len = size * n;
+
+    if (x->aborted)
+        return 0;
+    if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        /* A status line: a new response (after a 1xx, or the first). */
+        const char *sp = memchr(buf, ' ', len);
+        long st = 0;
+        if (sp) {
+            for (sp++; sp < buf + len && *sp >= '0' && *sp <= '9' && st < 1000; sp++)
+                st = st * 10 + (*sp - '0');
+        }
+        x->status = st;
+        x->content_type[0] = '\0';
+    } else if (len > 13 && strncasecmp(buf, "content-type:", 13) == 0) {
+        const char *v = buf + 13, *e = buf + len;
+        size_t vl;
+        while (v < e && (*v == ' ' || *v == '\t'))
+            v++;
+        while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        vl = (size_t)(e - v);
+        if (vl >= sizeof x->content_type)
+            vl = sizeof x->content_type - 1;
+        memcpy(x->content_type, v, vl);
+        x->content_type[vl] = '\0';
+    } else if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
+        if (x->status >= 200) {
+            x->in_cb++;
+            deliver_head(x);
+            x->in_cb--;
+            if (x->aborted)
+                return 0;
+        }
+    }
+    return len;
+}
+
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct up_xfer *x = ud;
+    size_t len = size * nmemb;
+    int rc;
+
+    if (x->aborted)
+        return 0;
+    x->in_cb++;
+    if (!x->head_done)
+        deliver_head(x);
+    rc = x->aborted ? UP_CONSUMED : x->cb.on_data(x->arg, ptr, len);
+    x->in_cb--;
+    if (x->aborted)
+        return 0;
+    if (rc == UP_PAUSE)
+        return CURL_WRITEFUNC_PAUSE;
+    return len;
+}
+
+struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req,
+                              const struct up_callbacks *cb, void *arg)
+{
+    struct up_xfer *x = calloc(1, sizeof *x);
+    struct curl_slist *h = NULL, *t;
+    char auth[1024];
+
+    if (!x)
+        return NULL;
+    x->cl = cl;
+    x->cb = *cb;
+    x->arg = arg;
+    x->easy = cl->n_idle ? cl->idle[--cl->n_idle] : curl_easy_init();
+    if (!x->easy)
+        goto fail;
+    if (!(t = curl_slist_append(h, "Content-Type: application/json")))
+        goto fail;
+    h = t;
+    if (!(t = curl_slist_append(h, "Expect:")))
+        goto fail;
+    h = t;
+    if (req->authorization) {
+        int n = snprintf(auth, sizeof auth, "Authorization: %s", req->authorization);
+        if (n < 0 || (size_t)n >= sizeof auth || !(t = curl_slist_append(h, auth)))
+            goto fail;
+        h = t;
+    }
+    x->headers = h;
+    h = NULL;
+
+    curl_easy_setopt(x->easy, CURLOPT_URL, req->url);
+    curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, req->body);
+    curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (char *)x);
+    curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (req->connect_timeout_ms > 0)
+        curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
+    if (req->timeout_ms > 0)
+        curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+
+    x->next = cl->xfers;
+    if (cl->xfers)
+        cl->xfers->prev = x;
+    cl->xfers = x;
+    if (curl_multi_add_handle(cl->multi, x->easy) != CURLM_OK) {
+        cl->xfers = x->next;
+        if (x->next)
+            x->next->prev = NULL;
+        goto fail;
+    }
+    return x;
+fail:
+    curl_slist_free_all(h);
+    curl_slist_free_all(x->headers);
+    if (x->easy)
+        curl_easy_cleanup(x->easy);
+    free(x);
+    return NULL;
+}
+
+void up_xfer_resume(struct up_xfer *x)
+{
+    if (x->aborted)
+        return;
+    /* May deliver the held-back data at once, through write_cb. */
+    curl_easy_pause(x->easy, CURLPAUSE_CONT);
+}
+
+void up_xfer_abort(struct up_xfer *x)
+{
+    if (!x)
+        return;
+    x->aborted = 1;
+    if (x->in_cb)
+        return; /* failed by the callback's return, freed in check_done */
+    xfer_unlink_free(x);
+}
+
+/* ==== Driving curl from libevent ==== */
+
+static void event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sock_ctx *sc = arg;
+    struct up_client *cl = sc->cl;
+    int running = 0;
+    int flags = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
+    curl_multi_socket_action(cl->multi, fd, flags, &running);
+    check_done(cl);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct up_client *cl = arg;
+    int running = 0;
+    (void)fd;
+    (void)what;
+    curl_multi_socket_action(cl->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(cl);
+}
+
+static int multi_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct up_client *cl = userp;
+    (void)multi;
+    if (timeout_ms < 0) {
+        evtimer_del(cl->timer);
+    } else {
+        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        evtimer_add(cl->timer, &tv);
+    }
+    return 0;
+}
+
+static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
+{
+    struct up_client *cl = userp;
+    struct sock_ctx *sc = sockp;
+    short kind;
+    (void)e;
+
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            if (sc->has_ev)
+                event_del(&sc->ev);
+            free(sc);
+            curl_multi_assign(cl->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (!sc) {
+        sc = calloc(1, sizeof *sc);
+        if (!sc)
+            return -1;
+        sc->cl = cl;
+        sc->fd = s;
+        curl_multi_assign(cl->multi, s, sc);
+    } else if (sc->has_ev) {
+        event_del(&sc->ev);
+    }
+    kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0) |
+                   EV_PERSIST);
+    event_assign(&sc->ev, cl->base, s, kind, event_cb, sc);
+    sc->has_ev = 1;
+    event_add(&sc->ev, NULL);
+    return 0;
+}
+
+struct up_client *up_client_new(struct event_base *base)
+{
+    struct up_client *cl = calloc(1, sizeof *cl);
+    if (!cl)
+        return NULL;
+    cl->base = base;
+    cl->multi = curl_multi_init();
+    cl->timer = evtimer_new(base, timer_cb, cl);
+    if (!cl->multi || !cl->timer) {
+        up_client_free(cl);
+        return NULL;
+    }
+    curl_multi_setopt(cl->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(cl->multi, CURLMOPT_SOCKETDATA, cl);
+    curl_multi_setopt(cl->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+    curl_multi_setopt(cl->multi, CURLMOPT_TIMERDATA, cl);
+    /* Keep enough idle connections for a busy gateway's keep-alive. */
+    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    return cl;
+}
+
+void up_client_free(struct up_client *cl)
+{
+    if (!cl)
+        return;
+    while (cl->xfers) {
+        cl->xfers->aborted = 1;
+        xfer_unlink_free(cl->xfers);
+    }
+    for (int i = 0; i < cl->n_idle; i++)
+        curl_easy_cleanup(cl->idle[i]);
+    if (cl->multi)
+        curl_multi_cleanup(cl->multi);
+    if (cl->timer)
+        event_free(cl->timer);
+    free(cl);
+}

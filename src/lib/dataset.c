@@ -1,0 +1,421 @@
+/* dataset.c -- read past-query outcomes in the AIOS smart-routing format.
+ *
+ * The file is a JSON array of records or JSONL (one record per line); the
+ * first non-blank byte tells which. Each record is validated field by field
+ * and copied into compact arrays: one block of records, one of outcomes, and
+ * interned model names, so 100k records cost a few tens of MB rather than a
+ * jansson tree each. Messages name the record, its line (JSONL) and the field:
+ *   record 12 (line 13): outputs[2].correctness: expected a boolean or a number in [0,1]
+ *
+ * Threads: a loaded dataset is immutable and may be read from any thread.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+
+#include "llmroute.h"
+#include "strategy.h"
+
+#define DATASET_MAX_FILE (1024L * 1024 * 1024)
+#define DATASET_MAX_QUERY (256 * 1024)
+#define DATASET_MAX_OUTCOMES 1024
+#define DATASET_MAX_MODELS 4096
+
+struct lr_dataset {
+    struct lr_record *recs;
+    size_t n, cap;
+    struct lr_outcome *outs; /* recs[i].outcomes point here once loading ends */
+    size_t *out_start;       /* record i's outcomes start at outs[out_start[i]] */
+    size_t n_outs, cap_outs;
+    char **names; /* interned model names */
+    size_t n_names;
+    char **strings; /* owned query and task strings, parallel to recs (2 per record) */
+};
+
+/* ==== Building ==== */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    size_t c = *cap ? *cap : 64;
+    void *q;
+    if (need <= *cap)
+        return 0;
+    while (c < need)
+        c *= 2;
+    q = realloc(*p, c * elem);
+    if (!q)
+        return LR_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static const char *intern(struct lr_dataset *ds, const char *name)
+{
+    char **grown;
+    for (size_t i = 0; i < ds->n_names; i++)
+        if (strcmp(ds->names[i], name) == 0)
+            return ds->names[i];
+    if (ds->n_names >= DATASET_MAX_MODELS)
+        return NULL;
+    grown = realloc(ds->names, (ds->n_names + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    ds->names = grown;
+    grown[ds->n_names] = strdup(name);
+    if (!grown[ds->n_names])
+        return NULL;
+    return grown[ds->n_names++];
+}
+
+/* Validate one record's JSON; on success append it. Returns 0, LR_EPARSE
+ * with msg filled (a bad record), or LR_ENOMEM. */
+static int add_record(struct lr_dataset *ds, json_t *r, const char *split, int *skipped_split,
+                      char *msg, size_t msg_len)
+{
+    json_t *q, *itl, *outs, *sp, *task, *o;
+    size_t i, cap_recs = ds->cap, n_outs;
+    struct lr_record *rec;
+    long in_tokens = -1;
+    char *qcopy = NULL, *tcopy = NULL;
+
+    *skipped_split = 0;
+    if (!json_is_object(r)) {
+        snprintf(msg, msg_len, "expected an object");
+        return LR_EPARSE;
+    }
+    sp = json_object_get(r, "split");
+    if (split) {
+        if (!json_is_string(sp) || strcmp(json_string_value(sp), split) != 0) {
+            *skipped_split = 1;
+            return 0;
+        }
+    }
+    q = json_object_get(r, "query");
+    if (!json_is_string(q)) {
+        snprintf(msg, msg_len, "query: expected a string%s", q ? "" : ", missing");
+        return LR_EPARSE;
+    }
+    if (json_string_length(q) > DATASET_MAX_QUERY) {
+        snprintf(msg, msg_len, "query: %zu bytes, over the %d a record may hold",
+                 json_string_length(q), DATASET_MAX_QUERY);
+        return LR_EPARSE;
+    }
+    itl = json_object_get(r, "input_token_length");
+    if (itl && !json_is_null(itl)) {
+        double d = json_number_value(itl);
+        if (!json_is_number(itl) || !isfinite(d) || d < 0 || d > 1e9 || d != floor(d)) {
+            snprintf(msg, msg_len, "input_token_length: expected a non-negative integer");
+            return LR_EPARSE;
+        }
+        in_tokens = (long)d;
+    }
+    outs = json_object_get(r, "outputs");
+    if (!json_is_array(outs)) {
+        snprintf(msg, msg_len, "outputs: expected an array%s", outs ? "" : ", missing");
+        return LR_EPARSE;
+    }
+    n_outs = json_array_size(outs);
+    if (n_outs > DATASET_MAX_OUTCOMES) {
+        snprintf(msg, msg_len, "outputs: %zu entries, over the %d a record may hold", n_outs,
+                 DATASET_MAX_OUTCOMES);
+        return LR_EPARSE;
+    }
+    task = json_object_get(r, "task");
+    if (!task)
+        task = json_object_get(r, "eval_name");
+    if (task && !json_is_null(task) && !json_is_string(task)) {
+        snprintf(msg, msg_len, "task: expected a string");
+        return LR_EPARSE;
+    }
+
+    /* Validate every outcome before anything is appended. */
+    json_array_foreach(outs, i, o)
+    {
+        json_t *mn, *c, *ot;
+        double cv, ov;
+        if (!json_is_object(o)) {
+            snprintf(msg, msg_len, "outputs[%zu]: expected an object", i);
+            return LR_EPARSE;
+        }
+        mn = json_object_get(o, "model_name");
+        if (!json_is_string(mn) || json_string_length(mn) == 0 ||
+            json_string_length(mn) > 256) {
+            snprintf(msg, msg_len, "outputs[%zu].model_name: expected a model name", i);
+            return LR_EPARSE;
+        }
+        c = json_object_get(o, "correctness");
+        cv = json_is_boolean(c) ? (json_is_true(c) ? 1.0 : 0.0) : json_number_value(c);
+        if (!(json_is_boolean(c) || json_is_number(c)) || !(cv >= 0 && cv <= 1)) {
+            snprintf(msg, msg_len,
+                     "outputs[%zu].correctness: expected a boolean or a number in [0,1]", i);
+            return LR_EPARSE;
+        }
+        ot = json_object_get(o, "output_token_length");
+        ov = json_number_value(ot);
+        if (!json_is_number(ot) || !isfinite(ov) || ov < 0 || ov > 1e9) {
+            snprintf(msg, msg_len,
+                     "outputs[%zu].output_token_length: expected a non-negative number", i);
+            return LR_EPARSE;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(json_string_value(json_object_get(json_array_get(outs, j), "model_name")),
+                       json_string_value(mn)) == 0) {
+                snprintf(msg, msg_len, "outputs[%zu].model_name: '%s' appears twice", i,
+                         json_string_value(mn));
+                return LR_EPARSE;
+            }
+    }
+
+    if (grow((void **)&ds->recs, &cap_recs, ds->n + 1, sizeof *ds->recs))
+        return LR_ENOMEM;
+    if (cap_recs != ds->cap) {
+        size_t c1 = ds->cap, c2 = ds->cap;
+        void *p = ds->out_start, *s = ds->strings;
+        if (grow(&p, &c1, cap_recs + 1, sizeof *ds->out_start))
+            return LR_ENOMEM;
+        ds->out_start = p;
+        if (grow(&s, &c2, cap_recs * 2, sizeof *ds->strings))
+            return LR_ENOMEM;
+        ds->strings = s;
+        ds->cap = cap_recs;
+    }
+    if (grow((void **)&ds->outs, &ds->cap_outs, ds->n_outs + n_outs, sizeof *ds->outs))
+        return LR_ENOMEM;
+    qcopy = strdup(json_string_value(q));
+    if (task && json_is_string(task))
+        tcopy = strdup(json_string_value(task));
+    if (!qcopy || (task && json_is_string(task) && !tcopy)) {
+        free(qcopy);
+        free(tcopy);
+        return LR_ENOMEM;
+    }
+    ds->out_start[ds->n] = ds->n_outs;
+    json_array_foreach(outs, i, o)
+    {
+        json_t *c = json_object_get(o, "correctness");
+        struct lr_outcome *oc = &ds->outs[ds->n_outs + i];
+        oc->model = intern(ds, json_string_value(json_object_get(o, "model_name")));
+        if (!oc->model) {
+            free(qcopy);
+            free(tcopy);
+            if (ds->n_names >= DATASET_MAX_MODELS) {
+                snprintf(msg, msg_len, "outputs[%zu].model_name: more than %d distinct models",
+                         i, DATASET_MAX_MODELS);
+                return LR_EPARSE;
+            }
+            return LR_ENOMEM;
+        }
+        oc->correctness = json_is_boolean(c) ? (json_is_true(c) ? 1.0 : 0.0)
+                                             : json_number_value(c);
+        oc->output_tokens = json_number_value(json_object_get(o, "output_token_length"));
+    }
+    ds->n_outs += n_outs;
+    rec = &ds->recs[ds->n];
+    rec->query = qcopy;
+    rec->task = tcopy;
+    rec->input_tokens = in_tokens;
+    rec->outcomes = NULL; /* set when loading ends: outs may still move */
+    rec->n_outcomes = n_outs;
+    ds->strings[2 * ds->n] = qcopy;
+    ds->strings[2 * ds->n + 1] = tcopy;
+    ds->n++;
+    return 0;
+}
+
+/* ==== Loading ==== */
+
+struct loader {
+    struct lr_dataset *ds;
+    const struct lr_import_options *opts;
+    struct lr_import_report *rep;
+    struct lr_error *err;
+    const char *path;
+};
+
+/* One record parsed from the file: add it, or count and explain it. */
+static int take(struct loader *L, json_t *r, size_t index, long line)
+{
+    char msg[400], where[64];
+    int skipped = 0, rc;
+
+    L->rep->read++;
+    rc = add_record(L->ds, r, L->opts ? L->opts->split : NULL, &skipped, msg, sizeof msg);
+    if (rc == LR_ENOMEM)
+        return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
+    if (skipped) {
+        L->rep->skipped_split++;
+        return 0;
+    }
+    if (rc == 0) {
+        L->rep->imported++;
+        return 0;
+    }
+    if (line > 0)
+        snprintf(where, sizeof where, "record %zu (line %ld)", index, line);
+    else
+        snprintf(where, sizeof where, "record %zu", index);
+    if (L->rep->bad++ == 0)
+        snprintf(L->rep->first_bad, sizeof L->rep->first_bad, "%s: %s", where, msg);
+    if (L->opts && L->opts->strict) {
+        lr__error_set(L->err, LR_EPARSE, "%s: %s: %s", L->path, where, msg);
+        if (L->err)
+            L->err->line = (int)line;
+        return LR_EPARSE;
+    }
+    return 0;
+}
+
+static int parse_error(struct loader *L, const json_error_t *je, long line)
+{
+    lr__error_set(L->err, LR_EPARSE, "%s: line %ld, column %d: %s", L->path,
+                  line > 0 ? line : (long)je->line, je->column, je->text);
+    if (L->err)
+        L->err->line = (int)(line > 0 ? line : je->line);
+    return LR_EPARSE;
+}
+
+static int load_array(struct loader *L, FILE *f)
+{
+    json_error_t je;
+    json_t *root = json_loadf(f, 0, &je), *r;
+    size_t i;
+    int rc = 0;
+
+    if (!root)
+        return parse_error(L, &je, 0);
+    if (!json_is_array(root)) {
+        json_decref(root);
+        return lr__error_set(L->err, LR_EPARSE, "%s: expected a JSON array of records",
+                             L->path);
+    }
+    json_array_foreach(root, i, r)
+    {
+        if ((rc = take(L, r, i, 0)))
+            break;
+    }
+    json_decref(root);
+    return rc;
+}
+
+static int load_lines(struct loader *L, FILE *f)
+{
+    char *line = NULL;
+    size_t cap = 0, index = 0;
+    ssize_t len;
+    long lineno = 0;
+    int rc = 0;
+
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        json_error_t je;
+        json_t *r;
+        ssize_t k = 0;
+        lineno++;
+        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r' ||
+                           line[k] == '\n'))
+            k++;
+        if (k == len)
+            continue; /* blank line */
+        r = json_loadb(line, (size_t)len, 0, &je);
+        if (!r) {
+            rc = parse_error(L, &je, lineno);
+            break;
+        }
+        rc = take(L, r, index++, lineno);
+        json_decref(r);
+        if (rc)
+            break;
+    }
+    free(line);
+    if (rc == 0 && ferror(f))
+        rc = lr__error_set(L->err, LR_EIO, "%s: read error", L->path);
+    return rc;
+}
+
+int lr_dataset_load(const char *path, const struct lr_import_options *opts,
+                    struct lr_dataset **out, struct lr_import_report *report,
+                    struct lr_error *err)
+{
+    struct lr_import_report rep_local;
+    struct loader L;
+    struct stat st;
+    FILE *f;
+    int c, rc;
+
+    if (!out)
+        return lr__error_set(err, LR_EINVAL, "lr_dataset_load: out is NULL");
+    *out = NULL;
+    if (!path)
+        return lr__error_set(err, LR_EINVAL, "lr_dataset_load: path is NULL");
+    if (!report)
+        report = &rep_local;
+    memset(report, 0, sizeof *report);
+    f = fopen(path, "rb");
+    if (!f)
+        return lr__error_set(err, LR_EIO, "%s: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) == 0 && st.st_size > DATASET_MAX_FILE) {
+        fclose(f);
+        return lr__error_set(err, LR_ETOOBIG, "%s: %lld bytes, over the %ld a data file may be",
+                             path, (long long)st.st_size, DATASET_MAX_FILE);
+    }
+    L.ds = calloc(1, sizeof *L.ds);
+    if (!L.ds) {
+        fclose(f);
+        return lr__error_set(err, LR_ENOMEM, "out of memory reading %s", path);
+    }
+    L.opts = opts;
+    L.rep = report;
+    L.err = err;
+    L.path = path;
+
+    do
+        c = fgetc(f);
+    while (c == ' ' || c == '\t' || c == '\r' || c == '\n');
+    if (c == EOF) {
+        rc = lr__error_set(err, LR_EEMPTY, "%s: the file holds no records", path);
+    } else {
+        ungetc(c, f);
+        rc = c == '[' ? load_array(&L, f) : load_lines(&L, f);
+    }
+    fclose(f);
+    if (rc) {
+        lr_dataset_free(L.ds);
+        return rc;
+    }
+    for (size_t i = 0; i < L.ds->n; i++)
+        L.ds->recs[i].outcomes = L.ds->outs + L.ds->out_start[i];
+    *out = L.ds;
+    return 0;
+}
+
+void lr_dataset_free(struct lr_dataset *ds)
+{
+    if (!ds)
+        return;
+    for (size_t i = 0; i < 2 * ds->n; i++)
+        free(ds->strings[i]);
+    for (size_t i = 0; i < ds->n_names; i++)
+        free(ds->names[i]);
+    free(ds->strings);
+    free(ds->names);
+    free(ds->recs);
+    free(ds->outs);
+    free(ds->out_start);
+    free(ds);
+}
+
+size_t lr_dataset_count(const struct lr_dataset *ds)
+{
+    return ds ? ds->n : 0;
+}
+
+const struct lr_record *lr_dataset_record(const struct lr_dataset *ds, size_t i)
+{
+    return ds && i < ds->n ? &ds->recs[i] : NULL;
+}

@@ -1,0 +1,1264 @@
+/* optimize.c -- the batch assignment optimizer (see optimize.h).
+ *
+ * Both forms are solved as one generic problem:
+ *
+ *     minimise  A(x) = sum_i a[i][x_i]
+ *     subject   B(x) = sum_i b[i][x_i] >= T,   load_j(x) <= L_j,
+ *
+ * with a = cost, b = quality, T = alpha*n for the quality form, and
+ * a = -quality, b = -cost, T = -budget for the budget form (maximising
+ * quality under a cost ceiling is minimising -quality under a floor on -cost).
+ *
+ * The method, after the ECCOS paper's Lagrangian dual:
+ *
+ *  1. For weights (wa, wb) >= 0 the relaxed problem "minimise
+ *     wa*A(x) - wb*B(x) subject to capacities" is a transportation problem,
+ *     solved exactly by successive shortest paths (struct flow): queries are
+ *     inserted one at a time, and a query whose best model is full displaces
+ *     a chain of queries along the cheapest path in the M-node graph of
+ *     "move one query from model a to model b" (per-pair heaps keep the
+ *     cheapest such move). The model potentials of that flow are the
+ *     capacity multipliers mu_j, found exactly rather than by subgradient
+ *     steps. Each solve gives a Lagrangian bound on A.
+ *
+ *  2. The quality multiplier lambda = wb/wa is found by a parametric secant
+ *     search on the lower convex hull of the points (A(x), B(x)): keep the
+ *     best hull point on each side of the target and weigh the next solve by
+ *     the normal of the segment between them; when no point lies below the
+ *     segment it is a hull edge and the bound equals the LP relaxation's
+ *     optimum. B is monotone in lambda, so this is a bracketing search that
+ *     ends in a few solves.
+ *
+ *  3. Repair and improvement: the hull point on the feasible side is
+ *     integral and meets every constraint; the one on the other side is
+ *     repaired by the cheapest upgrades per unit of B. Both are improved by
+ *     single moves and by pairs of moves (a saving paired with an upgrade or
+ *     with a move that frees the capacity it needs), and the better is kept.
+ *
+ * The exact solver at the end is a plain depth-first branch and bound, for
+ * tests on small instances.
+ *
+ * Threads: no shared state; every call works on its own scratch memory.
+ */
+#include "optimize.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <limits.h>
+
+/* ==== Result and messages ==== */
+
+static void result_message(struct lr__opt_result *r, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void result_message(struct lr__opt_result *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    va_end(ap);
+}
+
+static void result_reset(struct lr__opt_result *r)
+{
+    r->feasible = 0;
+    r->mean_quality = NAN;
+    r->total_cost = NAN;
+    r->lower_bound = NAN;
+    r->iterations = 0;
+    r->message[0] = '\0';
+}
+
+/* Check the problem; on error write a message naming the bad field. */
+static int problem_check(const struct lr__opt_problem *p, struct lr__opt_result *r,
+                         int quality_form)
+{
+    size_t i, j;
+
+    if (p->n == 0) {
+        result_message(r, "n is zero: there are no queries to assign");
+        return LR_EINVAL;
+    }
+    if (p->m == 0) {
+        result_message(r, "m is zero: there are no models to assign to");
+        return LR_EINVAL;
+    }
+    if (p->n > (size_t)INT_MAX || p->m > (size_t)INT_MAX || p->n > SIZE_MAX / p->m / 8) {
+        result_message(r, "%zu queries x %zu models is too large", p->n, p->m);
+        return LR_ETOOBIG;
+    }
+    if (p->quality == NULL || p->cost == NULL) {
+        result_message(r, "%s is NULL", p->quality == NULL ? "quality" : "cost");
+        return LR_EINVAL;
+    }
+    for (i = 0; i < p->n; i++) {
+        size_t n_cand = 0;
+        for (j = 0; j < p->m; j++) {
+            double q = p->quality[i * p->m + j], c = p->cost[i * p->m + j];
+            if (isnan(q))
+                continue;
+            if (!(q >= 0.0 && q <= 1.0)) {
+                result_message(r, "quality[%zu][%zu] = %g is outside [0,1]", i, j, q);
+                return LR_EINVAL;
+            }
+            if (!(c >= 0.0) || !isfinite(c)) {
+                result_message(r, "cost[%zu][%zu] = %g: expected a finite number >= 0", i, j,
+                               c);
+                return LR_EINVAL;
+            }
+            n_cand++;
+        }
+        if (n_cand == 0) {
+            result_message(r, "query %zu has no candidate model (its quality is NaN for all "
+                              "%zu models)", i, p->m);
+            return LR_EINVAL;
+        }
+    }
+    if (quality_form && !isfinite(p->alpha)) {
+        result_message(r, "alpha = %g: expected a finite number", p->alpha);
+        return LR_EINVAL;
+    }
+    if (!quality_form && !isfinite(p->budget)) {
+        result_message(r, "budget = %g: expected a finite number", p->budget);
+        return LR_EINVAL;
+    }
+    return 0;
+}
+
+/* Fill mean_quality, total_cost and feasible from the original data. */
+static int result_measure(const struct lr__opt_problem *p, struct lr__opt_result *r,
+                          int quality_form)
+{
+    size_t i, j, n = p->n, m = p->m;
+    double qsum = 0.0, csum = 0.0;
+    int ok = 1;
+    int *load = calloc(m, sizeof *load);
+
+    if (load == NULL)
+        return LR_ENOMEM;
+    for (i = 0; i < n; i++) {
+        int a = r->assign[i];
+        if (a < 0 || (size_t)a >= m || isnan(p->quality[i * m + (size_t)a])) {
+            ok = 0;
+            continue;
+        }
+        qsum += p->quality[i * m + (size_t)a];
+        csum += p->cost[i * m + (size_t)a];
+        load[a]++;
+    }
+    if (p->capacity != NULL) {
+        for (j = 0; j < m; j++)
+            if (p->capacity[j] > 0 && load[j] > p->capacity[j])
+                ok = 0;
+    }
+    free(load);
+    r->mean_quality = qsum / (double)n;
+    r->total_cost = csum;
+    if (quality_form)
+        ok = ok && r->mean_quality >= p->alpha - LR__OPT_TOL;
+    else
+        ok = ok && csum <= p->budget + LR__OPT_TOL * fmax(1.0, fabs(p->budget));
+    r->feasible = ok;
+    return 0;
+}
+
+/* ==== The generic problem ==== */
+
+struct gen {
+    size_t n, m;
+    double *a, *b; /* n*m; a is NaN where model j is not a candidate */
+    int *cap;      /* m effective capacities; n stands for unlimited */
+    int capped;    /* some capacity is below n */
+    long long cap_sum;
+    double target; /* T */
+    double tol_b;  /* B >= T - tol_b counts as met */
+    double tol_a;  /* improvements in A below this are noise */
+    double sa, sb; /* largest |a|, |b| over candidates (at least 1e-300) */
+};
+
+static void gen_free(struct gen *g)
+{
+    free(g->a);
+    free(g->b);
+    free(g->cap);
+}
+
+static int gen_build(const struct lr__opt_problem *p, int quality_form, struct gen *g)
+{
+    size_t i, j, n = p->n, m = p->m;
+
+    memset(g, 0, sizeof *g);
+    g->n = n;
+    g->m = m;
+    g->a = malloc(n * m * sizeof *g->a);
+    g->b = malloc(n * m * sizeof *g->b);
+    g->cap = malloc(m * sizeof *g->cap);
+    if (g->a == NULL || g->b == NULL || g->cap == NULL) {
+        gen_free(g);
+        return LR_ENOMEM;
+    }
+    g->sa = g->sb = 1e-300;
+    for (i = 0; i < n * m; i++) {
+        double q = p->quality[i], c = p->cost[i];
+        if (isnan(q)) {
+            g->a[i] = NAN;
+            g->b[i] = NAN;
+            continue;
+        }
+        g->a[i] = quality_form ? c : -q;
+        g->b[i] = quality_form ? q : -c;
+        g->sa = fmax(g->sa, fabs(g->a[i]));
+        g->sb = fmax(g->sb, fabs(g->b[i]));
+    }
+    g->cap_sum = 0;
+    for (j = 0; j < m; j++) {
+        int c = p->capacity != NULL ? p->capacity[j] : 0;
+        g->cap[j] = (c <= 0 || (size_t)c >= n) ? (int)n : c;
+        if ((size_t)g->cap[j] < n)
+            g->capped = 1;
+        g->cap_sum += g->cap[j];
+    }
+    if (quality_form) {
+        g->target = p->alpha * (double)n;
+        g->tol_b = LR__OPT_TOL * (double)n;
+    } else {
+        g->target = -p->budget;
+        g->tol_b = LR__OPT_TOL * fmax(1.0, fabs(p->budget));
+    }
+    g->tol_a = 1e-12 * g->sa * (double)n;
+    return 0;
+}
+
+#define CAND(g, i, j) (!isnan((g)->a[(i) * (g)->m + (j)]))
+
+static void gen_sums(const struct gen *g, const int *asg, double *A, double *B)
+{
+    size_t i;
+    double sa = 0.0, sb = 0.0;
+    for (i = 0; i < g->n; i++) {
+        sa += g->a[i * g->m + (size_t)asg[i]];
+        sb += g->b[i * g->m + (size_t)asg[i]];
+    }
+    *A = sa;
+    *B = sb;
+}
+
+/* ==== Transportation subproblem by successive shortest paths ==== */
+
+struct hent {
+    double key;
+    int query;
+    unsigned ver;
+};
+
+struct heap {
+    struct hent *v;
+    size_t len, cap;
+};
+
+struct flow {
+    const struct gen *g;
+    double *w;      /* n*m weights, INFINITY where not a candidate */
+    int *asg;       /* n; -1 while unplaced */
+    int *load;      /* m */
+    unsigned *ver;  /* n; bumped on every move so old heap entries go stale */
+    struct heap *h; /* m*m; h[a*m+b] holds queries at (full-capable) model a */
+    double *dist;   /* m */
+    int *pred;      /* m */
+    int *mark;      /* m */
+    size_t unplaced;
+};
+
+static void flow_free(struct flow *f)
+{
+    size_t k;
+    if (f->h != NULL)
+        for (k = 0; k < f->g->m * f->g->m; k++)
+            free(f->h[k].v);
+    free(f->h);
+    free(f->w);
+    free(f->asg);
+    free(f->load);
+    free(f->ver);
+    free(f->dist);
+    free(f->pred);
+    free(f->mark);
+}
+
+static int flow_init(struct flow *f, const struct gen *g)
+{
+    size_t n = g->n, m = g->m;
+    memset(f, 0, sizeof *f);
+    f->g = g;
+    f->w = malloc(n * m * sizeof *f->w);
+    f->asg = malloc(n * sizeof *f->asg);
+    f->load = malloc(m * sizeof *f->load);
+    f->ver = calloc(n, sizeof *f->ver);
+    f->dist = malloc(m * sizeof *f->dist);
+    f->pred = malloc(m * sizeof *f->pred);
+    f->mark = malloc(m * sizeof *f->mark);
+    f->h = g->capped ? calloc(m * m, sizeof *f->h) : NULL;
+    if (f->w == NULL || f->asg == NULL || f->load == NULL || f->ver == NULL ||
+        f->dist == NULL || f->pred == NULL || f->mark == NULL || (g->capped && f->h == NULL)) {
+        flow_free(f);
+        return LR_ENOMEM;
+    }
+    return 0;
+}
+
+static int heap_push(struct heap *h, double key, int query, unsigned ver)
+{
+    size_t k;
+    if (h->len == h->cap) {
+        size_t ncap = h->cap ? h->cap * 2 : 64;
+        struct hent *nv = realloc(h->v, ncap * sizeof *nv);
+        if (nv == NULL)
+            return LR_ENOMEM;
+        h->v = nv;
+        h->cap = ncap;
+    }
+    k = h->len++;
+    while (k > 0) {
+        size_t parent = (k - 1) / 2;
+        if (h->v[parent].key <= key)
+            break;
+        h->v[k] = h->v[parent];
+        k = parent;
+    }
+    h->v[k].key = key;
+    h->v[k].query = query;
+    h->v[k].ver = ver;
+    return 0;
+}
+
+static void heap_pop(struct heap *h)
+{
+    struct hent last;
+    size_t k = 0;
+    if (h->len == 0)
+        return;
+    last = h->v[--h->len];
+    for (;;) {
+        size_t c = 2 * k + 1;
+        if (c >= h->len)
+            break;
+        if (c + 1 < h->len && h->v[c + 1].key < h->v[c].key)
+            c++;
+        if (last.key <= h->v[c].key)
+            break;
+        h->v[k] = h->v[c];
+        k = c;
+    }
+    if (h->len > 0)
+        h->v[k] = last;
+}
+
+/* The cheapest live move out of model a into model b, or INFINITY. */
+static double flow_top(struct flow *f, size_t a, size_t b)
+{
+    struct heap *h = &f->h[a * f->g->m + b];
+    while (h->len > 0 && h->v[0].ver != f->ver[h->v[0].query])
+        heap_pop(h);
+    return h->len > 0 ? h->v[0].key : INFINITY;
+}
+
+/* Put query i on model j and, when j is full, record i's possible moves out
+ * of j. Moves out of a model are only ever needed once it is full, and a full
+ * model stays full, so its heaps are built when it fills (flow_fill). */
+static int flow_place(struct flow *f, size_t i, size_t j)
+{
+    size_t b, m = f->g->m;
+    const double *wi = f->w + i * m;
+    f->asg[i] = (int)j;
+    f->ver[i]++;
+    if (f->load[j] < f->g->cap[j])
+        return 0;
+    for (b = 0; b < m; b++) {
+        if (b == j || wi[b] == INFINITY)
+            continue;
+        if (heap_push(&f->h[j * m + b], wi[b] - wi[j], (int)i, f->ver[i]) != 0)
+            return LR_ENOMEM;
+    }
+    return 0;
+}
+
+/* Model j has just filled: build the heaps of moves out of it from the
+ * queries it holds (entries appended, then each heap ordered bottom-up). */
+static int flow_fill(struct flow *f, size_t j)
+{
+    size_t n = f->g->n, m = f->g->m, k, b;
+    for (k = 0; k < n; k++) {
+        const double *wk = f->w + k * m;
+        if (f->asg[k] != (int)j)
+            continue;
+        for (b = 0; b < m; b++) {
+            struct heap *h = &f->h[j * m + b];
+            if (b == j || wk[b] == INFINITY)
+                continue;
+            if (h->len == h->cap) {
+                size_t ncap = h->cap ? h->cap * 2 : 64;
+                struct hent *nv = realloc(h->v, ncap * sizeof *nv);
+                if (nv == NULL)
+                    return LR_ENOMEM;
+                h->v = nv;
+                h->cap = ncap;
+            }
+            h->v[h->len].key = wk[b] - wk[j];
+            h->v[h->len].query = (int)k;
+            h->v[h->len].ver = f->ver[k];
+            h->len++;
+        }
+    }
+    for (b = 0; b < m; b++) {
+        struct heap *h = &f->h[j * m + b];
+        size_t top;
+        for (top = h->len / 2; top-- > 0;) {
+            struct hent v = h->v[top];
+            size_t pos = top;
+            for (;;) {
+                size_t c = 2 * pos + 1;
+                if (c >= h->len)
+                    break;
+                if (c + 1 < h->len && h->v[c + 1].key < h->v[c].key)
+                    c++;
+                if (v.key <= h->v[c].key)
+                    break;
+                h->v[pos] = h->v[c];
+                pos = c;
+            }
+            h->v[pos] = v;
+        }
+    }
+    return 0;
+}
+
+/* Solve min sum w[i][x_i] subject to capacities exactly. Queries that no
+ * augmenting path can place are left at -1 and counted in f->unplaced. */
+static int flow_solve(struct flow *f)
+{
+    const struct gen *g = f->g;
+    size_t n = g->n, m = g->m, i, j, k;
+    double wscale = 0.0, eps;
+
+    for (k = 0; k < n * m; k++)
+        if (f->w[k] != INFINITY)
+            wscale = fmax(wscale, fabs(f->w[k]));
+    eps = 1e-13 * (wscale > 0.0 ? wscale : 1.0);
+    memset(f->load, 0, m * sizeof *f->load);
+    for (i = 0; i < n; i++)
+        f->asg[i] = -1; /* flow_fill scans asg: queries not yet placed must not match */
+    f->unplaced = 0;
+    if (f->h != NULL)
+        for (k = 0; k < m * m; k++)
+            f->h[k].len = 0;
+
+    for (i = 0; i < n; i++) {
+        const double *wi = f->w + i * m;
+        size_t t = m, cur, steps;
+        double best = INFINITY;
+        int rc;
+
+        if (!g->capped) {
+            for (j = 0; j < m; j++)
+                if (wi[j] < best) {
+                    best = wi[j];
+                    t = j;
+                }
+            f->asg[i] = (int)t;
+            f->load[t]++;
+            continue;
+        }
+        /* Bellman-Ford over the model graph: dist[j] is the cheapest way to
+         * make room for query i ending with a model j that has room. The
+         * current partial flow is optimal, so there are no negative cycles
+         * and m rounds suffice. */
+        for (j = 0; j < m; j++) {
+            f->dist[j] = wi[j];
+            f->pred[j] = -1;
+        }
+        for (k = 0; k < m; k++) {
+            int changed = 0;
+            size_t a, b;
+            for (a = 0; a < m; a++) {
+                if (f->load[a] < g->cap[a] || f->dist[a] == INFINITY)
+                    continue;
+                for (b = 0; b < m; b++) {
+                    double t_ab, nd;
+                    if (b == a)
+                        continue;
+                    t_ab = flow_top(f, a, b);
+                    if (t_ab == INFINITY)
+                        continue;
+                    nd = f->dist[a] + t_ab;
+                    if (nd < f->dist[b] - eps) {
+                        f->dist[b] = nd;
+                        f->pred[b] = (int)a;
+                        changed = 1;
+                    }
+                }
+            }
+            if (!changed)
+                break;
+        }
+        for (j = 0; j < m; j++)
+            if (f->load[j] < g->cap[j] && f->dist[j] < best) {
+                best = f->dist[j];
+                t = j;
+            }
+        if (t == m) {
+            f->asg[i] = -1;
+            f->unplaced++;
+            continue;
+        }
+        /* A path that revisits a model would mean a negative cycle, which
+         * rounding alone could cause; fall back to the direct placement. */
+        memset(f->mark, 0, m * sizeof *f->mark);
+        for (cur = t, steps = 0; f->pred[cur] >= 0 && steps <= m; steps++) {
+            f->mark[cur] = 1;
+            cur = (size_t)f->pred[cur];
+            if (f->mark[cur]) {
+                steps = m + 1;
+                break;
+            }
+        }
+        if (steps > m) {
+            best = INFINITY;
+            t = m;
+            for (j = 0; j < m; j++)
+                if (f->load[j] < g->cap[j] && wi[j] < best) {
+                    best = wi[j];
+                    t = j;
+                }
+            if (t == m) {
+                f->asg[i] = -1;
+                f->unplaced++;
+                continue;
+            }
+            for (j = 0; j < m; j++)
+                f->pred[j] = -1;
+        }
+        for (cur = t; f->pred[cur] >= 0;) {
+            size_t a = (size_t)f->pred[cur];
+            int moved;
+            (void)flow_top(f, a, cur);
+            moved = f->h[a * m + cur].v[0].query;
+            if ((rc = flow_place(f, (size_t)moved, cur)) != 0)
+                return rc;
+            cur = a;
+        }
+        if ((rc = flow_place(f, i, cur)) != 0)
+            return rc;
+        if (++f->load[t] == g->cap[t] && (size_t)g->cap[t] < n &&
+            (rc = flow_fill(f, t)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Solve the relaxation for weights (wa, wb): minimise wa*A - wb*B. */
+static int flow_eval(struct flow *f, double wa, double wb, double *A, double *B)
+{
+    const struct gen *g = f->g;
+    size_t k, i;
+    double sa = 0.0, sb = 0.0;
+    int rc;
+
+    for (k = 0; k < g->n * g->m; k++)
+        f->w[k] = isnan(g->a[k]) ? INFINITY : wa * g->a[k] - wb * g->b[k];
+    if ((rc = flow_solve(f)) != 0)
+        return rc;
+    for (i = 0; i < g->n; i++) {
+        if (f->asg[i] < 0)
+            continue;
+        sa += g->a[i * g->m + (size_t)f->asg[i]];
+        sb += g->b[i * g->m + (size_t)f->asg[i]];
+    }
+    *A = sa;
+    *B = sb;
+    return 0;
+}
+
+/* ==== Repair and local improvement ==== */
+
+struct move {
+    int query, to;
+    double dA, dB, key;
+};
+
+/* Keep the k moves of smallest key in list (sorted ascending). */
+static void top_keep(struct move *list, size_t *len, size_t k, const struct move *mv)
+{
+    size_t pos;
+    if (*len == k && mv->key >= list[k - 1].key)
+        return;
+    pos = *len < k ? (*len)++ : k - 1;
+    while (pos > 0 && list[pos - 1].key > mv->key) {
+        list[pos] = list[pos - 1];
+        pos--;
+    }
+    list[pos] = *mv;
+}
+
+#define LIST_K 16
+
+struct search {
+    const struct gen *g;
+    int *asg, *load;
+    double A, B;
+    double lambda; /* the Lagrangian price of one unit of B, in units of A */
+    struct move lists[5][LIST_K];
+    size_t lens[5];
+    int moves;
+};
+
+static void search_apply(struct search *s, const struct move *mv)
+{
+    size_t i = (size_t)mv->query;
+    s->load[s->asg[i]]--;
+    s->load[mv->to]++;
+    s->asg[i] = mv->to;
+    s->A += mv->dA;
+    s->B += mv->dB;
+    s->moves++;
+}
+
+/* Raise B to the target by the cheapest upgrades per unit of B into models
+ * with room. Returns 1 when the target is met. */
+static int search_restore(struct search *s)
+{
+    const struct gen *g = s->g;
+    size_t n = g->n, m = g->m, i, j;
+
+    while (s->B < g->target - g->tol_b) {
+        struct move best = {-1, -1, 0.0, 0.0, INFINITY};
+        for (i = 0; i < n; i++) {
+            size_t from = (size_t)s->asg[i];
+            for (j = 0; j < m; j++) {
+                double dA, dB, key;
+                if (j == from || !CAND(g, i, j) || s->load[j] >= g->cap[j])
+                    continue;
+                dB = g->b[i * m + j] - g->b[i * m + from];
+                if (dB <= 0.0)
+                    continue;
+                dA = g->a[i * m + j] - g->a[i * m + from];
+                /* Upgrades that also save are taken first, biggest saving
+                 * first; otherwise cheapest per unit, with overshoot
+                 * beyond the missing amount not counted as gain. */
+                if (dA <= 0.0)
+                    key = -1e300 + (dA / g->sa);
+                else
+                    key = dA / fmin(dB, g->target - s->B);
+                if (key < best.key) {
+                    best.query = (int)i;
+                    best.to = (int)j;
+                    best.dA = dA;
+                    best.dB = dB;
+                    best.key = key;
+                }
+            }
+        }
+        if (best.query < 0)
+            return 0;
+        search_apply(s, &best);
+    }
+    return 1;
+}
+
+/* Whether applying u after d keeps every capacity. */
+static int pair_fits(const struct search *s, const struct move *d, const struct move *u)
+{
+    const struct gen *g = s->g;
+    int fd = s->asg[d->query], fu = s->asg[u->query];
+    int ld = s->load[d->to] + 1 - (fd == d->to) - (fu == d->to) + (u->to == d->to);
+    int lu = s->load[u->to] + 1 - (fu == u->to) - (fd == u->to) + (d->to == u->to);
+    return ld <= g->cap[d->to] && lu <= g->cap[u->to];
+}
+
+/* Improve a feasible assignment (B >= T) by single moves and pairs of moves
+ * until none lowers A. */
+static void search_improve(struct search *s, int max_moves)
+{
+    const struct gen *g = s->g;
+    size_t n = g->n, m = g->m, i, j, x, y, dl, ul;
+
+    while (s->moves < max_moves) {
+        struct move single = {-1, -1, 0.0, 0.0, 0.0};
+        struct move pd, pu;
+        double slack = s->B - (g->target - g->tol_b), best_pair = -g->tol_a;
+
+        memset(s->lens, 0, sizeof s->lens);
+        for (i = 0; i < n; i++) {
+            size_t from = (size_t)s->asg[i];
+            int from_full = s->load[from] >= g->cap[from];
+            for (j = 0; j < m; j++) {
+                struct move mv;
+                int room;
+                if (j == from || !CAND(g, i, j))
+                    continue;
+                mv.query = (int)i;
+                mv.to = (int)j;
+                mv.dA = g->a[i * m + j] - g->a[i * m + from];
+                mv.dB = g->b[i * m + j] - g->b[i * m + from];
+                room = s->load[j] < g->cap[j];
+                if (room && mv.dA < single.dA - g->tol_a && mv.dB >= -slack)
+                    single = mv;
+                /* Savings: largest first, and best by reduced cost. */
+                if (mv.dA < 0.0) {
+                    mv.key = mv.dA;
+                    top_keep(s->lists[0], &s->lens[0], LIST_K, &mv);
+                    mv.key = mv.dA - s->lambda * mv.dB;
+                    top_keep(s->lists[1], &s->lens[1], LIST_K, &mv);
+                }
+                /* Upgrades: best by reduced cost and by cost per unit. */
+                if (mv.dB > 0.0) {
+                    mv.key = mv.dA - s->lambda * mv.dB;
+                    top_keep(s->lists[2], &s->lens[2], LIST_K, &mv);
+                    mv.key = mv.dA / mv.dB;
+                    top_keep(s->lists[3], &s->lens[3], LIST_K, &mv);
+                }
+                /* Moves that free room in a full model, cheapest first. */
+                if (from_full && room) {
+                    mv.key = mv.dA - s->lambda * mv.dB;
+                    top_keep(s->lists[4], &s->lens[4], LIST_K, &mv);
+                }
+            }
+        }
+        if (single.query >= 0) {
+            search_apply(s, &single);
+            continue;
+        }
+        pd.query = pu.query = -1;
+        for (dl = 0; dl < 2; dl++)
+            for (x = 0; x < s->lens[dl]; x++) {
+                const struct move *d = &s->lists[dl][x];
+                for (ul = 1; ul < 5; ul++)
+                    for (y = 0; y < s->lens[ul]; y++) {
+                        const struct move *u = &s->lists[ul][y];
+                        double dA = d->dA + u->dA;
+                        if (u->query == d->query || dA >= best_pair ||
+                            d->dB + u->dB < -slack || !pair_fits(s, d, u))
+                            continue;
+                        best_pair = dA;
+                        pd = *d;
+                        pu = *u;
+                    }
+            }
+        if (pd.query < 0)
+            break;
+        search_apply(s, &pd);
+        search_apply(s, &pu);
+    }
+}
+
+/* ==== Exact branch and bound ====
+ *
+ * Depth-first over the queries, cheapest candidates first, pruned by the
+ * sum of the cheapest remaining choices and by the largest B still
+ * reachable. Used by lr__optimize_exact, and by the optimizer to close the
+ * gap on small batches where one query's choice is a large share of the
+ * total, under a node budget. */
+
+struct bb {
+    const struct gen *g;
+    size_t *order;     /* queries, most spread in a first */
+    int *children;     /* n*m: candidate models per query, best first, -1 ends */
+    double *min_a_rest; /* n+1: sum of min a over order[k..] */
+    double *max_b_rest; /* n+1: sum of max b over order[k..] */
+    int *cur, *best, *load;
+    double best_a, best_b;
+    int found;
+    int max_b_mode; /* 0: min A s.t. B >= T; 1: max B, then min A */
+    long nodes, max_nodes; /* max_nodes 0: no limit */
+};
+
+static void bb_visit(struct bb *s, size_t k, double A, double B)
+{
+    const struct gen *g = s->g;
+    size_t m = g->m, i, c;
+    double tie = g->tol_b * 1e-3;
+
+    if (s->max_nodes > 0 && s->nodes >= s->max_nodes)
+        return;
+    s->nodes++;
+    if (k == g->n) {
+        int better;
+        if (!s->max_b_mode)
+            better = B >= g->target - g->tol_b && (!s->found || A < s->best_a);
+        else
+            better = !s->found || B > s->best_b + tie ||
+                     (B >= s->best_b - tie && A < s->best_a);
+        if (better) {
+            s->found = 1;
+            s->best_a = A;
+            s->best_b = B;
+            memcpy(s->best, s->cur, g->n * sizeof *s->best);
+        }
+        return;
+    }
+    if (!s->max_b_mode) {
+        if (s->found && A + s->min_a_rest[k] >= s->best_a)
+            return;
+        if (B + s->max_b_rest[k] < g->target - g->tol_b)
+            return;
+    } else if (s->found) {
+        double reach = B + s->max_b_rest[k];
+        if (reach < s->best_b - tie)
+            return;
+        if (reach <= s->best_b + tie && A + s->min_a_rest[k] >= s->best_a)
+            return;
+    }
+    i = s->order[k];
+    for (c = 0; c < m && s->children[i * m + c] >= 0; c++) {
+        size_t j = (size_t)s->children[i * m + c];
+        if (s->load[j] >= g->cap[j])
+            continue;
+        s->load[j]++;
+        s->cur[i] = (int)j;
+        bb_visit(s, k + 1, A + g->a[i * m + j], B + g->b[i * m + j]);
+        s->load[j]--;
+    }
+}
+
+/* Order each query's children for the mode: cheapest first, or best first. */
+static void bb_order_children(struct bb *s)
+{
+    const struct gen *g = s->g;
+    size_t i, j, m = g->m;
+    for (i = 0; i < g->n; i++) {
+        size_t c = 0;
+        for (j = 0; j < m; j++)
+            if (CAND(g, i, j))
+                s->children[i * m + c++] = (int)j;
+        for (j = c; j < m; j++)
+            s->children[i * m + j] = -1;
+        {
+            size_t x, y;
+            for (x = 1; x < c; x++) {
+                int v = s->children[i * m + x];
+                double kv = s->max_b_mode ? -g->b[i * m + (size_t)v] : g->a[i * m + (size_t)v];
+                for (y = x; y > 0; y--) {
+                    int u = s->children[i * m + y - 1];
+                    double ku =
+                        s->max_b_mode ? -g->b[i * m + (size_t)u] : g->a[i * m + (size_t)u];
+                    if (ku <= kv)
+                        break;
+                    s->children[i * m + y] = u;
+                }
+                s->children[i * m + y] = v;
+            }
+        }
+    }
+}
+
+static void bb_free(struct bb *s)
+{
+    free(s->order);
+    free(s->children);
+    free(s->min_a_rest);
+    free(s->max_b_rest);
+    free(s->cur);
+    free(s->best);
+    free(s->load);
+}
+
+static int bb_init(struct bb *s, const struct gen *g)
+{
+    size_t n = g->n, m = g->m, i, j, k;
+    double *spread;
+
+    memset(s, 0, sizeof *s);
+    s->g = g;
+    s->order = malloc(n * sizeof *s->order);
+    s->children = malloc(n * m * sizeof *s->children);
+    s->min_a_rest = malloc((n + 1) * sizeof *s->min_a_rest);
+    s->max_b_rest = malloc((n + 1) * sizeof *s->max_b_rest);
+    s->cur = malloc(n * sizeof *s->cur);
+    s->best = malloc(n * sizeof *s->best);
+    s->load = malloc(m * sizeof *s->load);
+    spread = malloc(n * sizeof *spread);
+    if (s->order == NULL || s->children == NULL || s->min_a_rest == NULL ||
+        s->max_b_rest == NULL || s->cur == NULL || s->best == NULL || s->load == NULL ||
+        spread == NULL) {
+        free(spread);
+        bb_free(s);
+        return LR_ENOMEM;
+    }
+    /* Branch first on the queries whose choice matters most. */
+    for (i = 0; i < n; i++) {
+        double lo = INFINITY, hi = -INFINITY;
+        for (j = 0; j < m; j++)
+            if (CAND(g, i, j)) {
+                lo = fmin(lo, g->a[i * m + j]);
+                hi = fmax(hi, g->a[i * m + j]);
+            }
+        spread[i] = hi - lo;
+        s->order[i] = i;
+    }
+    for (i = 1; i < n; i++) {
+        size_t v = s->order[i];
+        for (k = i; k > 0 && spread[s->order[k - 1]] < spread[v]; k--)
+            s->order[k] = s->order[k - 1];
+        s->order[k] = v;
+    }
+    free(spread);
+    s->min_a_rest[n] = 0.0;
+    s->max_b_rest[n] = 0.0;
+    for (k = n; k-- > 0;) {
+        double lo = INFINITY, hi = -INFINITY;
+        i = s->order[k];
+        for (j = 0; j < m; j++)
+            if (CAND(g, i, j)) {
+                lo = fmin(lo, g->a[i * m + j]);
+                hi = fmax(hi, g->b[i * m + j]);
+            }
+        s->min_a_rest[k] = s->min_a_rest[k + 1] + lo;
+        s->max_b_rest[k] = s->max_b_rest[k + 1] + hi;
+    }
+    return 0;
+}
+
+/* Search in the given mode. With an incumbent (mode 0 only) the search
+ * looks only for strictly better assignments. */
+static void bb_run(struct bb *s, int max_b_mode, const int *incumbent, double incumbent_a)
+{
+    s->max_b_mode = max_b_mode;
+    s->found = 0;
+    s->best_a = INFINITY;
+    s->best_b = -INFINITY;
+    s->nodes = 0;
+    if (incumbent != NULL) {
+        s->found = 1;
+        s->best_a = incumbent_a;
+        memcpy(s->best, incumbent, s->g->n * sizeof *s->best);
+    }
+    memset(s->load, 0, s->g->m * sizeof *s->load);
+    bb_order_children(s);
+    bb_visit(s, 0, 0.0, 0.0);
+}
+
+/* ==== The generic solver ==== */
+
+/* Batches up to this many queries get the branch-and-bound polish. */
+#ifndef LR__OPT_POLISH_MAX_N
+#define LR__OPT_POLISH_MAX_N 24
+#endif
+#define LR__OPT_POLISH_NODES 200000L
+
+enum gen_status { GEN_OPTIMAL = 0, GEN_TARGET_UNMET = 1, GEN_CAPACITY = 2 };
+
+struct gen_answer {
+    enum gen_status status;
+    double bound;     /* lower bound on A, or NaN */
+    double A, B;      /* of the assignment returned */
+    size_t unplaced;  /* GEN_CAPACITY: queries put over capacity */
+    int iterations;
+};
+
+static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
+{
+    size_t n = g->n, m = g->m, i, j;
+    struct flow f;
+    int *lo = NULL, *hi = NULL, *cand = NULL, *load = NULL;
+    double A_lo, B_lo, A_hi, B_hi, A, B, tiny_b, tiny_a, lambda = 0.0;
+    int rc, iter;
+
+    memset(ans, 0, sizeof *ans);
+    ans->bound = NAN;
+    if ((rc = flow_init(&f, g)) != 0)
+        return rc;
+    lo = malloc(n * sizeof *lo);
+    hi = malloc(n * sizeof *hi);
+    cand = malloc(n * sizeof *cand);
+    load = malloc(m * sizeof *load);
+    if (lo == NULL || hi == NULL || cand == NULL || load == NULL) {
+        rc = LR_ENOMEM;
+        goto out;
+    }
+
+    /* The two ends of the hull: least A (ties to the larger B), and
+     * largest B (ties to the smaller A). */
+    tiny_b = 1e-9 * g->sa / (g->sb * (double)n);
+    tiny_a = 1e-9 * g->sb / (g->sa * (double)n);
+    if ((rc = flow_eval(&f, 1.0, tiny_b, &A_lo, &B_lo)) != 0)
+        goto out;
+    ans->iterations++;
+    if (f.unplaced > 0) {
+        /* Capacities cannot hold every query: place the rest over
+         * capacity on their cheapest candidate. */
+        for (i = 0; i < n; i++) {
+            if (f.asg[i] >= 0) {
+                out[i] = f.asg[i];
+                continue;
+            }
+            out[i] = -1;
+            for (j = 0; j < m; j++)
+                if (CAND(g, i, j) && (out[i] < 0 || g->a[i * m + j] < g->a[i * m + out[i]]))
+                    out[i] = (int)j;
+        }
+        ans->status = GEN_CAPACITY;
+        ans->unplaced = f.unplaced;
+        gen_sums(g, out, &ans->A, &ans->B);
+        rc = 0;
+        goto out;
+    }
+    memcpy(lo, f.asg, n * sizeof *lo);
+    ans->bound = A_lo + tiny_b * (g->target - B_lo);
+    if (B_lo >= g->target - g->tol_b) {
+        memcpy(out, lo, n * sizeof *out);
+        ans->A = A_lo;
+        ans->B = B_lo;
+        ans->status = GEN_OPTIMAL;
+        ans->bound = A_lo;
+        goto out;
+    }
+    if ((rc = flow_eval(&f, tiny_a, 1.0, &A_hi, &B_hi)) != 0)
+        goto out;
+    ans->iterations++;
+    memcpy(hi, f.asg, n * sizeof *hi);
+    if (B_hi < g->target - g->tol_b) {
+        memcpy(out, hi, n * sizeof *out);
+        ans->A = A_hi;
+        ans->B = B_hi;
+        ans->status = GEN_TARGET_UNMET;
+        ans->bound = NAN;
+        goto out;
+    }
+
+    /* Secant search on the hull between lo (B short of T) and hi. */
+    for (iter = 0; iter < 100; iter++) {
+        double wa = B_hi - B_lo, wb = fmax(A_hi - A_lo, 0.0), v_line, v_new;
+        if (wa <= 0.0)
+            break;
+        if ((rc = flow_eval(&f, wa, wb, &A, &B)) != 0)
+            goto out;
+        ans->iterations++;
+        lambda = wb / wa;
+        v_line = wa * A_lo - wb * B_lo;
+        v_new = wa * A - wb * B;
+        ans->bound = fmax(ans->bound, (v_new + wb * g->target) / wa);
+        if (v_new >= v_line - 1e-12 * (fabs(wa) * g->sa + fabs(wb) * g->sb) * (double)n)
+            break; /* lo-hi is an edge of the hull: the LP optimum lies on it */
+        if (B >= g->target - g->tol_b) {
+            memcpy(hi, f.asg, n * sizeof *hi);
+            A_hi = A;
+            B_hi = B;
+        } else {
+            memcpy(lo, f.asg, n * sizeof *lo);
+            A_lo = A;
+            B_lo = B;
+        }
+    }
+
+    /* Repair: improve hi; repair lo up to the target and improve it; keep
+     * the better. */
+    {
+        struct search s;
+        int max_moves = 200 + (int)(n < 100000 ? n : 100000);
+
+        memset(&s, 0, sizeof s);
+        s.g = g;
+        s.lambda = lambda;
+        s.asg = out;
+        s.load = load;
+        memcpy(out, hi, n * sizeof *out);
+        memset(load, 0, m * sizeof *load);
+        for (i = 0; i < n; i++)
+            load[out[i]]++;
+        s.A = A_hi;
+        s.B = B_hi;
+        search_improve(&s, max_moves);
+        gen_sums(g, out, &A_hi, &B_hi);
+        ans->iterations += s.moves;
+
+        s.asg = cand;
+        s.moves = 0;
+        memcpy(cand, lo, n * sizeof *cand);
+        memset(load, 0, m * sizeof *load);
+        for (i = 0; i < n; i++)
+            load[cand[i]]++;
+        s.A = A_lo;
+        s.B = B_lo;
+        if (search_restore(&s)) {
+            search_improve(&s, max_moves);
+            gen_sums(g, cand, &A, &B);
+            if (B >= g->target - g->tol_b && A < A_hi) {
+                memcpy(out, cand, n * sizeof *out);
+                A_hi = A;
+                B_hi = B;
+            }
+        }
+        ans->iterations += s.moves;
+    }
+
+    /* On small batches one query can be a large share of the total, and the
+     * rounding gap may exceed what single and paired moves can close: search
+     * for a better assignment under a node budget. */
+    if (n <= LR__OPT_POLISH_MAX_N && A_hi - ans->bound > g->tol_a) {
+        struct bb s;
+        if ((rc = bb_init(&s, g)) != 0)
+            goto out;
+        s.max_nodes = LR__OPT_POLISH_NODES;
+        bb_run(&s, 0, out, A_hi);
+        memcpy(out, s.best, n * sizeof *out);
+        gen_sums(g, out, &A_hi, &B_hi);
+        ans->iterations += (int)s.nodes;
+        bb_free(&s);
+    }
+    ans->status = GEN_OPTIMAL;
+    ans->A = A_hi;
+    ans->B = B_hi;
+    rc = 0;
+out:
+    flow_free(&f);
+    free(lo);
+    free(hi);
+    free(cand);
+    free(load);
+    return rc;
+}
+
+/* ==== Public entry points ==== */
+
+static void explain(const struct lr__opt_problem *p, const struct gen *g,
+                    const struct gen_answer *ans, struct lr__opt_result *r, int quality_form)
+{
+    if (ans->status == GEN_CAPACITY) {
+        if (g->cap_sum < (long long)p->n)
+            result_message(r, "capacities sum to %lld, below the %zu queries; %zu queries "
+                              "were placed over capacity", g->cap_sum, p->n, ans->unplaced);
+        else
+            result_message(r, "capacities and candidate sets hold only %zu of the %zu "
+                              "queries; %zu were placed over capacity",
+                           p->n - ans->unplaced, p->n, ans->unplaced);
+    } else if (ans->status == GEN_TARGET_UNMET) {
+        if (quality_form)
+            result_message(r, "mean quality %.6g is the most reachable%s; alpha %.6g cannot "
+                              "be met", r->mean_quality,
+                           g->capped ? " within capacities" : "", p->alpha);
+        else
+            result_message(r, "total cost %.6g is the least reachable%s; budget %.6g cannot "
+                              "be met", r->total_cost,
+                           g->capped ? " within capacities" : "", p->budget);
+    }
+}
+
+static int optimize(const struct lr__opt_problem *p, struct lr__opt_result *r, int quality_form)
+{
+    struct gen g;
+    struct gen_answer ans;
+    int rc;
+
+    if (r == NULL)
+        return LR_EINVAL;
+    result_reset(r);
+    if (p == NULL || r->assign == NULL) {
+        result_message(r, "%s is NULL", p == NULL ? "problem" : "result assign");
+        return LR_EINVAL;
+    }
+    if ((rc = problem_check(p, r, quality_form)) != 0)
+        return rc;
+    if ((rc = gen_build(p, quality_form, &g)) != 0)
+        return rc;
+    rc = gen_solve(&g, r->assign, &ans);
+    if (rc == 0) {
+        r->iterations = ans.iterations;
+        if (!isnan(ans.bound))
+            r->lower_bound = quality_form ? ans.bound : -ans.bound / (double)p->n;
+        rc = result_measure(p, r, quality_form);
+        explain(p, &g, &ans, r, quality_form);
+        if (rc == 0 && ans.status != GEN_OPTIMAL)
+            rc = LR_EINFEASIBLE;
+    }
+    gen_free(&g);
+    return rc;
+}
+
+int lr__optimize_quality(const struct lr__opt_problem *p, struct lr__opt_result *r)
+{
+    return optimize(p, r, 1);
+}
+
+int lr__optimize_budget(const struct lr__opt_problem *p, struct lr__opt_result *r)
+{
+    return optimize(p, r, 0);
+}
+
+int lr__optimize_exact(const struct lr__opt_problem *p, struct lr__opt_result *r,
+                       int quality_form)
+{
+    struct gen g;
+    struct bb s;
+    size_t n, m, i, j;
+    double space;
+    int rc;
+
+    if (r == NULL)
+        return LR_EINVAL;
+    result_reset(r);
+    if (p == NULL || r->assign == NULL) {
+        result_message(r, "%s is NULL", p == NULL ? "problem" : "result assign");
+        return LR_EINVAL;
+    }
+    if ((rc = problem_check(p, r, quality_form)) != 0)
+        return rc;
+    n = p->n;
+    m = p->m;
+    space = pow((double)m, (double)n);
+    if (!(space <= LR__OPT_EXACT_MAX_SPACE)) {
+        result_message(r, "%zu models ^ %zu queries is over the exact solver's limit of %g",
+                       m, n, LR__OPT_EXACT_MAX_SPACE);
+        return LR_ETOOBIG;
+    }
+    if ((rc = gen_build(p, quality_form, &g)) != 0)
+        return rc;
+    if ((rc = bb_init(&s, &g)) != 0) {
+        gen_free(&g);
+        return rc;
+    }
+    bb_run(&s, 0, NULL, 0.0);
+    if (s.found) {
+        memcpy(r->assign, s.best, n * sizeof *r->assign);
+        rc = result_measure(p, r, quality_form);
+        r->lower_bound = quality_form ? r->total_cost : r->mean_quality;
+        goto out;
+    }
+    bb_run(&s, 1, NULL, 0.0);
+    if (s.found) {
+        struct gen_answer ans;
+        memset(&ans, 0, sizeof ans);
+        ans.status = GEN_TARGET_UNMET;
+        memcpy(r->assign, s.best, n * sizeof *r->assign);
+        if ((rc = result_measure(p, r, quality_form)) == 0)
+            rc = LR_EINFEASIBLE;
+        explain(p, &g, &ans, r, quality_form);
+        goto out;
+    }
+    {
+        /* No assignment fits the capacities: report it, with every query on
+         * its cheapest candidate. */
+        for (i = 0; i < n; i++) {
+            r->assign[i] = -1;
+            for (j = 0; j < m; j++)
+                if (CAND(&g, i, j) &&
+                    (r->assign[i] < 0 || g.a[i * m + j] < g.a[i * m + (size_t)r->assign[i]]))
+                    r->assign[i] = (int)j;
+        }
+        if ((rc = result_measure(p, r, quality_form)) != 0)
+            goto out;
+        if (g.cap_sum < (long long)n)
+            result_message(r, "capacities sum to %lld, below the %zu queries", g.cap_sum, n);
+        else
+            result_message(r, "capacities and candidate sets cannot hold all %zu queries", n);
+        rc = LR_EINFEASIBLE;
+    }
+out:
+    bb_free(&s);
+    gen_free(&g);
+    return rc;
+}

@@ -1,0 +1,88 @@
+/* optimize.h -- the batch assignment optimizer of smart routing.
+ *
+ * Given N queries and M models as a dense matrix of predicted quality and
+ * estimated cost, assign every query to one model so that either
+ *   - the total cost is least while the mean quality is at least alpha
+ *     (the quality form, the integer program of the ECCOS paper), or
+ *   - the mean quality is greatest while the total cost is within a budget
+ *     (the budget form),
+ * and no model j receives more than its capacity L_j queries.
+ *
+ * The module knows nothing of text, models or configs: callers (the smart
+ * strategy, benchmarks, tests) build the matrices. It allocates only scratch
+ * memory, which it frees before returning; the caller owns every array it
+ * passes in. The functions keep no state, so any thread may call them.
+ *
+ * Method: a Lagrangian relaxation of the quality (or budget) constraint whose
+ * subproblem, an assignment with capacities, is solved exactly as a min-cost
+ * flow by successive shortest paths over the M model nodes. The multiplier is
+ * found by a parametric (secant) search on the lower convex hull of
+ * (cost, quality), which gives the linear-programming bound; a repair and
+ * local-improvement pass then turns the two hull points around the target
+ * into an integral assignment. See optimize.c.
+ */
+#ifndef LR_OPTIMIZE_H
+#define LR_OPTIMIZE_H
+
+#include <stddef.h>
+
+#include "llmroute.h"
+
+/* Constraints are judged with this absolute tolerance on the mean quality
+ * (and the same relative tolerance on the budget), so rounding in long sums
+ * does not turn a met constraint into a missed one. */
+#define LR__OPT_TOL 1e-9
+
+/* The exact solver refuses instances whose search space M^N exceeds this. */
+#define LR__OPT_EXACT_MAX_SPACE 1e9
+
+struct lr__opt_problem {
+    size_t n, m;           /* queries, models */
+    const double *quality; /* n*m row-major predicted quality in [0,1];
+                              NaN = model j is not a candidate for query i */
+    const double *cost;    /* n*m estimated cost >= 0 (ignored where quality is NaN) */
+    const int *capacity;   /* m entries, <= 0 = unlimited (L_j); NULL = all unlimited */
+    double alpha;          /* quality form: mean quality over the n queries >= alpha */
+    double budget;         /* budget form: total cost <= budget */
+};
+
+struct lr__opt_result {
+    int *assign;        /* caller-allocated, n entries: the model j for query i */
+    int feasible;       /* 1 if all constraints hold */
+    double mean_quality, total_cost;
+    double lower_bound; /* best dual bound found: in the quality form a lower
+                           bound on the total cost, in the budget form an upper
+                           bound on the mean quality; NaN if none */
+    int iterations;     /* Lagrangian subproblems solved plus improving moves */
+    char message[256];  /* why the result is infeasible and what was reached;
+                           names the bad field on LR_EINVAL; else empty */
+};
+
+/* Minimise the total cost subject to mean quality >= alpha and load_j <= L_j.
+ * Returns 0; LR_EINVAL for bad input (message names it); LR_ENOMEM;
+ * LR_ETOOBIG when n or m do not fit an int; or LR_EINFEASIBLE with the best
+ * reachable assignment in r->assign and r->message saying why:
+ *   - capacities (with the candidate sets) cannot hold all n queries: the
+ *     queries that fit are placed, the rest go to their best candidate over
+ *     capacity;
+ *   - alpha is above the highest mean quality the capacities allow: the
+ *     assignment of highest mean quality (cheapest among those) is returned. */
+int lr__optimize_quality(const struct lr__opt_problem *p, struct lr__opt_result *r);
+
+/* Maximise the mean quality subject to total cost <= budget and
+ * load_j <= L_j. Same returns; when the budget is below the cheapest
+ * assignment the capacities allow, that cheapest assignment is returned
+ * with LR_EINFEASIBLE. */
+int lr__optimize_budget(const struct lr__opt_problem *p, struct lr__opt_result *r);
+
+/* Exact branch and bound over all assignments, for small instances (tests
+ * and checks). quality_form selects lr__optimize_quality's problem (1) or
+ * lr__optimize_budget's (0). Same returns and result as those, with
+ * lower_bound equal to the optimum; LR_ETOOBIG when M^N is over
+ * LR__OPT_EXACT_MAX_SPACE. When the constraint cannot be met the assignment
+ * returned is the exact best reachable one (highest quality, or lowest
+ * cost, within capacities). */
+int lr__optimize_exact(const struct lr__opt_problem *p, struct lr__opt_result *r,
+                       int quality_form);
+
+#endif /* LR_OPTIMIZE_H */

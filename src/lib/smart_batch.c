@@ -1,0 +1,165 @@
+/* smart_batch.c -- the smart strategy's batch assignment (ECCOS).
+ *
+ * Each query is predicted as the per-query rule does it (lr__smart_rank_models:
+ * k nearest past queries, predicted quality and output length, estimated
+ * cost), which also gives each query's own ranking, the gateway's fallback
+ * order. The predictions become a dense n x m matrix over the models that
+ * are a candidate of any query (NaN where a model is not a query's
+ * candidate), and the optimizer (optimize.c) solves
+ *   quality form: min total cost  s.t. mean quality >= alpha, load_j <= L_j
+ *   budget form:  max mean quality s.t. total cost <= budget, load_j <= L_j.
+ * A candidate whose quality the predictor does not know (a model the history
+ * has never seen, in the default predictor) counts as quality 0 here: the
+ * assignment must rest on what is predicted.
+ *
+ * Threads: like rank(), from many threads at once; all state is per call.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optimize.h"
+#include "smart.h"
+
+/* A candidate's prices, checked: batch costs must be known. */
+static int fill_models(const struct lr__route_ctx *ctx, struct lr__smart_model *models,
+                       struct lr_error *err)
+{
+    for (size_t j = 0; j < ctx->n_cands; j++) {
+        const struct lr_model_info *mi = lr_config_model(ctx->cfg, (size_t)ctx->cands[j]);
+        models[j].index = ctx->cands[j];
+        models[j].name = mi->name;
+        models[j].price_in = mi->cost_per_input_token;
+        models[j].price_out = mi->cost_per_output_token;
+        if (isnan(models[j].price_in) || isnan(models[j].price_out))
+            return lr__error_set(err, LR_EINVAL,
+                                 "model '%s' has no %s: smart routing needs both prices",
+                                 mi->name,
+                                 isnan(models[j].price_in) ? "cost_per_input_token"
+                                                           : "cost_per_output_token");
+    }
+    return 0;
+}
+
+int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n,
+                         const struct lr_batch_options *opts, struct lr_candidate *const *rankings,
+                         int *assign, struct lr_batch_report *report, struct lr_error *err)
+{
+    const struct lr_config *cfg = ctxs[0].cfg;
+    size_t n_models = lr_config_model_count(cfg), m = 0, max_cands = 0;
+    int *col_of = NULL, *model_of_col = NULL, *cap = NULL, *col_assign = NULL;
+    double *quality = NULL, *cost = NULL;
+    struct lr__smart_model *models = NULL;
+    struct lr__opt_problem p;
+    struct lr__opt_result r;
+    int rc = 0;
+
+    memset(report, 0, sizeof *report);
+    col_of = malloc(n_models * sizeof *col_of);
+    model_of_col = malloc(n_models * sizeof *model_of_col);
+    if (!col_of || !model_of_col)
+        goto nomem;
+    for (size_t k = 0; k < n_models; k++)
+        col_of[k] = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (ctxs[i].n_cands > max_cands)
+            max_cands = ctxs[i].n_cands;
+        for (size_t j = 0; j < ctxs[i].n_cands; j++) {
+            int k = ctxs[i].cands[j];
+            if (col_of[k] < 0) {
+                col_of[k] = (int)m;
+                model_of_col[m++] = k;
+            }
+        }
+    }
+    quality = malloc(n * m * sizeof *quality);
+    cost = malloc(n * m * sizeof *cost);
+    cap = calloc(m, sizeof *cap);
+    col_assign = malloc(n * sizeof *col_assign);
+    models = malloc(max_cands * sizeof *models);
+    if (!quality || !cost || !cap || !col_assign || !models)
+        goto nomem;
+    for (size_t c = 0; c < m; c++) {
+        int k = model_of_col[c];
+        cap[c] = opts->capacities ? opts->capacities[k]
+                                  : lr_config_model(cfg, (size_t)k)->capacity;
+    }
+
+    /* Predict every query; its ranking is its fallback order. */
+    for (size_t i = 0; i < n; i++) {
+        struct lr__smart_query q;
+        const struct lr__route_ctx *ctx = &ctxs[i];
+        if ((rc = fill_models(ctx, models, err)))
+            goto fail_query;
+        memset(&q, 0, sizeof q);
+        q.text = ctx->req->query;
+        q.len = q.text ? strlen(q.text) : 0;
+        q.embedding = ctx->req->embedding;
+        q.dim = ctx->req->embedding_dim;
+        q.input_tokens = ctx->input_tokens;
+        q.requirement = ctx->requirement;
+        if ((rc = lr__smart_rank_models(state, &q, models, ctx->n_cands, rankings[i], err)))
+            goto fail_query;
+        for (size_t c = 0; c < m; c++) {
+            quality[i * m + c] = NAN;
+            cost[i * m + c] = 0;
+        }
+        for (size_t j = 0; j < ctx->n_cands; j++) {
+            const struct lr_candidate *cd = &rankings[i][j];
+            size_t c = (size_t)col_of[cd->index];
+            quality[i * m + c] = isnan(cd->predicted_quality) ? 0.0 : cd->predicted_quality;
+            cost[i * m + c] = cd->estimated_cost;
+            if (isnan(cd->estimated_cost)) {
+                rc = lr__error_set(err, LR_EINVAL,
+                                   "model '%s': no output length could be predicted",
+                                   lr_config_model(cfg, (size_t)cd->index)->name);
+                goto fail_query;
+            }
+        }
+        continue;
+    fail_query:
+        lr__error_prefix(err, "query %zu: ", i);
+        goto out;
+    }
+
+    memset(&p, 0, sizeof p);
+    memset(&r, 0, sizeof r);
+    p.n = n;
+    p.m = m;
+    p.quality = quality;
+    p.cost = cost;
+    p.capacity = cap;
+    p.alpha = opts->alpha;
+    p.budget = opts->budget;
+    r.assign = col_assign;
+    rc = opts->mode == LR_BATCH_BUDGET ? lr__optimize_budget(&p, &r) : lr__optimize_quality(&p, &r);
+    if (rc != 0 && rc != LR_EINFEASIBLE) {
+        lr__error_set(err, rc, "batch assignment: %s",
+                      r.message[0] ? r.message : lr_strerror(rc));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        assign[i] = model_of_col[col_assign[i]];
+    report->feasible = r.feasible;
+    report->mean_quality = r.mean_quality;
+    report->total_cost = r.total_cost;
+    report->iterations = r.iterations;
+    memcpy(report->message, r.message, sizeof report->message < sizeof r.message
+                                            ? sizeof report->message
+                                            : sizeof r.message);
+    report->message[sizeof report->message - 1] = '\0';
+    if (rc == LR_EINFEASIBLE)
+        lr__error_set(err, rc, "batch assignment: %s", r.message);
+    goto out;
+nomem:
+    rc = lr__error_set(err, LR_ENOMEM, "out of memory assigning a batch of %zu queries", n);
+out:
+    free(col_of);
+    free(model_of_col);
+    free(cap);
+    free(col_assign);
+    free(quality);
+    free(cost);
+    free(models);
+    return rc;
+}

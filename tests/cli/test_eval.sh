@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# End-to-end tests of `llmroute import` and `llmroute eval` on a small
+# synthetic fixture made here: imports, bad data that must leave the store as
+# it was, and eval's scores checked against an independent computation.
+#   usage: test_eval.sh /path/to/llmroute /path/to/source
+set -u
+BIN=$1
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect NAME WANT_RC WANT_STDERR_SUBSTRING -- CMD...
+expect() {
+    local name=$1 want_rc=$2 want_err=$3
+    shift 4
+    "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
+    local rc=$?
+    if [ "$rc" != "$want_rc" ]; then
+        bad "$name: exit $rc, wanted $want_rc; stderr: $(cat "$TMP/err")"
+    elif [ -n "$want_err" ] && ! grep -qF -- "$want_err" "$TMP/err" "$TMP/out"; then
+        bad "$name: output lacks '$want_err': $(cat "$TMP/err" "$TMP/out")"
+    else
+        ok
+    fi
+}
+count() { "$BIN" import --store "$1" 2>/dev/null | tail -1; }
+
+# A fixture: three topics; "strong" is right on all, costly; "cheap" is right
+# on arithmetic only; "mid" on arithmetic and geography.
+python3 - "$TMP" <<'PY'
+import json, random, sys
+out = sys.argv[1]
+random.seed(7)
+topics = {
+    "math": ["What is %d plus %d?" % (a, b) for a in range(1, 30) for b in range(1, 4)],
+    "geo": ["Which river flows through the capital city number %d of the atlas?" % i for i in range(87)],
+    "code": ["Write a python function named f%d that sorts a list of integers" % i for i in range(87)],
+}
+right = {"strong": {"math", "geo", "code"}, "mid": {"math", "geo"}, "cheap": {"math"}}
+length = {"strong": 40, "mid": 30, "cheap": 20}
+recs = []
+for topic, qs in topics.items():
+    for i, q in enumerate(qs):
+        recs.append({"query": q, "input_token_length": 12, "split": "train" if i % 3 else "test",
+                     "eval_name": topic,
+                     "outputs": [{"model_name": m, "correctness": topic in right[m],
+                                  "output_token_length": length[m]} for m in right]})
+json.dump(recs, open(out + "/data.json", "w"))
+with open(out + "/data.jsonl", "w") as f:
+    for r in recs:
+        f.write(json.dumps(r) + "\n")
+cfg = {"models": [
+    {"name": "strong", "cost_per_input_token": 1e-5, "cost_per_output_token": 3e-5},
+    {"name": "mid", "cost_per_input_token": 1e-6, "cost_per_output_token": 2e-6},
+    {"name": "cheap", "cost_per_input_token": 1e-7, "cost_per_output_token": 2e-7},
+    {"name": "unused", "cost_per_input_token": 0, "cost_per_output_token": 0}],
+    "router": {"strategy": "smart", "n_similar": 8}}
+json.dump(cfg, open(out + "/cfg.json", "w"))
+noprice = dict(cfg, models=[dict(m) for m in cfg["models"]])
+del noprice["models"][1]["cost_per_output_token"]
+json.dump(noprice, open(out + "/noprice.json", "w"))
+PY
+
+# --- import ---
+expect "import train split" 0 "imported 174 of 261 records (87 in other splits)" -- \
+    "$BIN" import --store "$TMP/h.db" --split train "$TMP/data.json"
+[ "$(count "$TMP/h.db")" = "$TMP/h.db: 174 records" ] && ok || bad "store count after import"
+
+# Bad data leaves the store as it was.
+head -c 3000 "$TMP/data.json" >"$TMP/trunc.json"
+expect "truncated file" 1 "trunc.json" -- \
+    "$BIN" import --store "$TMP/h.db" "$TMP/trunc.json"
+grep -qF "nothing imported" "$TMP/err" && grep -qF "end of input" "$TMP/err" && ok || bad "truncated file: says where and that nothing was imported"
+[ "$(count "$TMP/h.db")" = "$TMP/h.db: 174 records" ] && ok || bad "store changed by a truncated file"
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [json.loads(l) for l in open(out + "/data.jsonl")][:5]
+recs[2]["outputs"][1]["output_token_length"] = "thirty"
+with open(out + "/typo.jsonl", "w") as f:
+    for r in recs:
+        f.write(json.dumps(r) + "\n")
+PY
+expect "strict import of a bad record" 1 "record 2 (line 3): outputs[1].output_token_length" -- \
+    "$BIN" import --store "$TMP/h.db" --strict "$TMP/typo.jsonl"
+[ "$(count "$TMP/h.db")" = "$TMP/h.db: 174 records" ] && ok || bad "store changed by a strict failure"
+expect "lenient import skips the bad record" 0 "imported 4 of 5 records, skipped 1 bad" -- \
+    "$BIN" import --store "$TMP/h2.db" "$TMP/typo.jsonl"
+expect "import with no data creates the store" 0 "empty.db: 0 records" -- "$BIN" import --store "$TMP/empty.db"
+expect "import needs --store" 2 "--store FILE is required" -- "$BIN" import "$TMP/data.json"
+expect "import of a missing file" 1 "/nonexistent.json" -- "$BIN" import --store "$TMP/h.db" /nonexistent.json
+
+# --- smart routing from the store ---
+# AIOS's rule with plain means: the arithmetic neighbours are all right for
+# "cheap", so the cheapest model meeting 0.7 is "cheap".
+"$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --models strong,mid,cheap --json \
+    --predictor aios "What is 31 plus 2?" >"$TMP/route.json" 2>"$TMP/err"
+python3 - "$TMP/route.json" <<'PY' && ok || bad "smart route (aios) picks the cheap model for arithmetic: $(cat "$TMP/route.json" "$TMP/err")"
+import json, sys
+d = json.loads(open(sys.argv[1]).read())
+assert d["model"] == "cheap", d
+assert d["strategy"] == "smart"
+assert d["predicted_quality"] >= 0.7, d
+assert all(c["estimated_cost"] is not None for c in d["ranking"]), d
+PY
+# The default predictor shrinks toward each model's mean, but still finds a
+# model that meets the requirement well below the strong model's price.
+"$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --models strong,mid,cheap --json \
+    "Write a python function named g5 that sorts a list of integers" "What is 31 plus 2?" >"$TMP/route.json" 2>"$TMP/err"
+python3 - "$TMP/route.json" <<'PY' && ok || bad "smart route (default): $(cat "$TMP/route.json" "$TMP/err")"
+import json, sys
+code, math = (json.loads(l) for l in open(sys.argv[1]).read().splitlines())
+assert code["model"] == "strong", code  # only strong writes code
+assert math["model"] != "strong" and math["predicted_quality"] >= 0.7, math
+PY
+expect "smart route with a store that does not exist" 2 "does not exist: create it" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/none.db" "What is 1 plus 1?"
+expect "smart route with an empty store" 2 "the history store is empty" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/empty.db" "What is 1 plus 1?"
+
+# --- eval ---
+"$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
+    --alpha 0.7,0.9 --budget 0.01 --sweep --format json --plot "$TMP/plot.svg" >"$TMP/eval.json" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 0 ] && ok || bad "eval exit $rc: $(cat "$TMP/err")"
+grep -qF "model 'unused' has no outcomes" "$TMP/err" && ok || bad "eval warns about a model without data"
+python3 - "$TMP" <<'PY' && ok || bad "eval json scores"
+import json, sys
+out = sys.argv[1]
+res = json.load(open(out + "/eval.json"))
+data = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"]
+assert res["queries"] == len(data) == 87, res["queries"]
+rows = {(r["strategy"], r["predictor"], r["alpha"], r["frontier"]): r for r in res["results"]}
+price = {"strong": (1e-5, 3e-5), "mid": (1e-6, 2e-6), "cheap": (1e-7, 2e-7)}
+def real(r, m):
+    o = [o for o in r["outputs"] if o["model_name"] == m][0]
+    return float(o["correctness"]), r["input_token_length"] * price[m][0] + o["output_token_length"] * price[m][1]
+for m in price:
+    row = rows[("single:" + m, None, None, False)]
+    s = sum(real(r, m)[0] for r in data) / len(data)
+    c = sum(real(r, m)[1] for r in data)
+    assert abs(row["success_rate"] - s) < 1e-12 and abs(row["total_cost"] - c) <= 1e-12 * c, (m, row, s, c)
+    assert row["model_share"][m] == 1.0
+# The oracle: cheapest correct model everywhere; success 1 on this fixture.
+orc = rows[("oracle", None, None, False)]
+oc = sum(min(real(r, m)[1] for m in price if real(r, m)[0] == 1) for r in data)
+assert orc["success_rate"] == 1.0 and abs(orc["total_cost"] - oc) <= 1e-12 * oc, orc
+assert abs(sum(rows[("random", None, None, False)]["model_share"].values()) - 1) < 1e-9
+# Smart per query at 0.7 must beat the single strong model on cost at equal success here.
+sm = rows[("smart", "default", 0.7, False)]
+strong = rows[("single:strong", None, None, False)]
+assert sm["success_rate"] >= 0.95 and sm["total_cost"] < strong["total_cost"] / 2, sm
+assert sm["decision_us_p50"] is not None and sm["decision_us_p50"] > 0
+assert ("smart", "aios", 0.7, False) in rows
+b = rows[("smart-batch", "default", 0.9, False)]
+assert b["feasible"] is True and b["predicted_quality"] >= 0.9 - 1e-9, b
+frontier = [r for r in res["results"] if r["frontier"]]
+assert len(frontier) >= 10
+assert any(r["strategy"] == "smart-budget" and r["budget"] == 0.01 for r in res["results"])
+PY
+python3 -c "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); assert d.documentElement.tagName == 'svg'; assert len(d.getElementsByTagName('polyline')) == 1; t = [x.firstChild.data for x in d.getElementsByTagName('text') if x.firstChild]; assert 'strong' in t and 'cheap' in t, t" "$TMP/plot.svg" \
+    && ok || bad "eval --plot writes an SVG with the frontier and labelled models"
+"$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.jsonl" --split test --format csv >"$TMP/eval.csv" 2>/dev/null
+python3 -c "import csv, sys; rows = list(csv.DictReader(open(sys.argv[1]))); assert len(rows) >= 8 and 'share:strong' in rows[0], rows[0]" "$TMP/eval.csv" \
+    && ok || bad "eval --format csv"
+expect "eval table" 0 "oracle" -- "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test
+expect "eval with a model without price" 2 "models[1] 'mid' has no cost_per_output_token" -- \
+    "$BIN" eval --config "$TMP/noprice.json" --store "$TMP/h.db" --data "$TMP/data.json"
+expect "eval with a truncated data file" 2 "trunc.json: line 1" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/trunc.json"
+expect "eval with an unknown split" 2 "no records in split dev" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split dev
+expect "eval with a bad format" 2 "--format: expected table, json or csv" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --format xml
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

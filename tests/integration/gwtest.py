@@ -1,0 +1,265 @@
+"""gwtest.py -- what the gateway's integration tests share: starting the fake
+upstream and `llmroute serve` on 127.0.0.1 with ports chosen by the OS,
+bounded waits, HTTP helpers, and killing every process at exit.
+
+Only the standard library is used, so the tests run wherever python3 does.
+"""
+import atexit
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+_procs = []
+_gateways = []
+_failures = []
+
+
+def _cleanup():
+    for p in _procs:
+        if p.poll() is None:
+            p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+atexit.register(_cleanup)
+
+
+def wait_for(pred, timeout=10.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def _read_port(path, proc, name, log):
+    def ready():
+        if proc.poll() is not None:
+            raise AssertionError("%s exited with %s; its stderr:\n%s"
+                                 % (name, proc.returncode, open(log).read()))
+        try:
+            s = open(path).read().strip()
+            return int(s) if s else None
+        except (OSError, ValueError):
+            return None
+    return wait_for(ready, 10, name + " to listen")
+
+
+class Fake:
+    """The fake OpenAI-compatible upstream."""
+
+    def __init__(self, binary, workdir, name="fake"):
+        self.log = os.path.join(workdir, name + ".jsonl")
+        self.stderr = os.path.join(workdir, name + ".err")
+        port_file = os.path.join(workdir, name + ".port")
+        self.proc = subprocess.Popen(
+            [binary, "--listen", HOST + ":0", "--port-file", port_file, "--log", self.log,
+             "--name", name],
+            stdout=subprocess.DEVNULL, stderr=open(self.stderr, "w"))
+        _procs.append(self.proc)
+        self.port = _read_port(port_file, self.proc, "fake upstream", self.stderr)
+        self.base_url = "http://%s:%d/v1" % (HOST, self.port)
+
+    def scenario(self, spec):
+        st, _, body = request(self.port, "POST", "/_control",
+                              json.dumps({"scenario": spec, "reset": True}))
+        assert st == 200, (st, body)
+
+    def logged(self):
+        with open(self.log, encoding="utf-8") as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+
+class Gateway:
+    """`llmroute serve` on a config written from a dict."""
+
+    def __init__(self, binary, workdir, config, name="gw", env=None):
+        self.workdir = workdir
+        self.config_path = os.path.join(workdir, name + ".json")
+        self.write_config(config)
+        self.stderr = os.path.join(workdir, name + ".err")
+        port_file = os.path.join(workdir, name + ".port")
+        e = dict(os.environ)
+        e.update(env or {})
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--config", self.config_path, "--listen", HOST + ":0",
+             "--port-file", port_file],
+            stdout=subprocess.DEVNULL, stderr=open(self.stderr, "w"), env=e)
+        _procs.append(self.proc)
+        _gateways.append(self)
+        self.port = _read_port(port_file, self.proc, "llmroute serve", self.stderr)
+
+    def write_config(self, config):
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(config, f)
+        os.replace(tmp, self.config_path)
+
+    def log_lines(self):
+        out = []
+        with open(self.stderr, encoding="utf-8", errors="replace") as f:
+            for l in f:
+                l = l.strip()
+                if l.startswith("{"):
+                    try:
+                        out.append(json.loads(l))
+                    except ValueError:
+                        pass
+        return out
+
+    def metrics(self):
+        st, _, body = request(self.port, "GET", "/metrics")
+        assert st == 200, st
+        return parse_metrics(body.decode())
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for l in f:
+                if l.startswith("VmRSS:"):
+                    return int(l.split()[1])
+        return 0
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=15):
+        return self.proc.wait(timeout=timeout)
+
+
+def parse_metrics(text):
+    m = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        m[key] = float(value)
+    return m
+
+
+def request(port, method, path, body=None, headers=None, timeout=10):
+    """One request on a fresh connection: (status, headers dict lowercased, body bytes)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    if isinstance(body, str):
+        body = body.encode()
+    conn.request(method, path, body=body, headers=h)
+    r = conn.getresponse()
+    data = r.read()
+    hdrs = {k.lower(): v for k, v in r.getheaders()}
+    conn.close()
+    return r.status, hdrs, data
+
+
+def chat(port, payload, headers=None, timeout=10):
+    st, h, body = request(port, "POST", "/v1/chat/completions", json.dumps(payload), headers,
+                          timeout)
+    try:
+        j = json.loads(body)
+    except ValueError:
+        j = None
+    return st, h, j, body
+
+
+def raw_exchange(port, data, timeout=5):
+    """Send raw bytes, read until the server closes or timeout: the response bytes."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    try:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out = b""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                b = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not b:
+                break
+            out += b
+        return out
+    finally:
+        s.close()
+
+
+def status_of(raw):
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
+    return int(m.group(1)) if m else None
+
+
+def closed_port():
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def error_shape(j):
+    """The OpenAI error object, after checking its shape."""
+    assert isinstance(j, dict) and set(j) == {"error"}, j
+    e = j["error"]
+    assert set(e) == {"message", "type", "param", "code"}, e
+    assert isinstance(e["message"], str) and e["message"], e
+    return e
+
+
+def check(name, fn, *args):
+    try:
+        fn(*args)
+        print("ok   - " + name, flush=True)
+    except Exception as ex:  # report every failure, keep going
+        import traceback
+        _failures.append(name)
+        print("FAIL - %s: %r" % (name, ex), flush=True)
+        traceback.print_exc()
+
+
+def _stop_gateways():
+    """SIGTERM each gateway still running: it must exit 0 (under the sanitizers this is also
+    where leaks are reported)."""
+    for g in _gateways:
+        if g.proc.poll() is not None:
+            continue
+        g.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = g.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            rc = "no exit within 15 s"
+        if rc != 0:
+            _failures.append("gateway exit")
+            tail = open(g.stderr, errors="replace").read()[-4000:]
+            print("FAIL - gateway exited %s after SIGTERM; stderr tail:\n%s" % (rc, tail))
+
+
+def finish():
+    _stop_gateways()
+    _cleanup()
+    if _failures:
+        print("%d failed: %s" % (len(_failures), ", ".join(_failures)))
+        sys.exit(1)
+    print("all passed")
+    sys.exit(0)
+
+
+def workdir():
+    d = tempfile.mkdtemp(prefix="llmroute-it-")
+    import shutil
+    atexit.register(shutil.rmtree, d, True)
+    return d

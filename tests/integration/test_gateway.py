@@ -1,0 +1,596 @@
+"""test_gateway.py -- `llmroute serve` against the fake upstream, end to end.
+
+    python3 test_gateway.py GROUP LLMROUTE FAKE_UPSTREAM
+
+Groups (each one ctest entry with its own processes):
+  proxy       non-stream, stream with chunks and delays (arriving incrementally,
+              [DONE] last), upstream error statuses passed through with their
+              bodies, usage into metrics, routes and candidate lists, headers,
+              client disconnect aborting the upstream, backpressure on a slow client
+  forwarding  the upstream receives the client's bytes but for `model` and the
+              extension members
+  errors      every refusal: 400 malformed / field, 404 model / path, 405, 413,
+              431, 401, 502; the gateway still serving after each
+  lifecycle   SIGHUP reload (good and bad files), SIGTERM draining in-flight
+              streams and exiting 0
+"""
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import (HOST, Fake, Gateway, chat, check, closed_port, error_shape, finish,  # noqa
+                    raw_exchange, request, status_of, wait_for, workdir)
+
+KEY_ENV = "LLMROUTE_IT_UPSTREAM_KEY"
+UPSTREAM_KEY = "sk-upstream-test-key"
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def base_config(fake, extra_models=(), server=None):
+    cfg = {
+        "models": [
+            {"name": "fake-a", "backend": "openai", "base_url": fake.base_url,
+             "api_key_env": KEY_ENV, "upstream_model": "upstream-a",
+             "cost_per_input_token": 1e-6, "cost_per_output_token": 2e-6},
+            {"name": "fake-b", "backend": "vllm", "base_url": fake.base_url + "/",
+             "upstream_model": "upstream-b",
+             "cost_per_input_token": 1e-7, "cost_per_output_token": 2e-7},
+            {"name": "dead", "backend": "openai",
+             "base_url": "http://127.0.0.1:%d/v1" % closed_port()},
+            {"name": "mocky", "backend": "mock",
+             "mock": {"chunks": 3, "tokens": 7, "content": "one two three"}},
+        ] + list(extra_models),
+        "routes": [{"name": "auto", "strategy": "sequential", "models": ["fake-a", "fake-b"]}],
+        "server": {"max_body_bytes": 65536, "max_header_bytes": 4096,
+                   "stream_buffer_bytes": 65536, "shutdown_timeout_ms": 5000},
+    }
+    if server:
+        cfg["server"].update(server)
+    return cfg
+
+
+def start(fake_bin, gw_bin, server=None, env=None):
+    wd = workdir()
+    fake = Fake(fake_bin, wd)
+    e = {KEY_ENV: UPSTREAM_KEY}
+    e.update(env or {})
+    gw = Gateway(gw_bin, wd, base_config(fake, server=server), env=e)
+    return wd, fake, gw
+
+
+def still_serving(gw, headers=None):
+    st, h, j, _ = chat(gw.port, {"model": "mocky", "messages": HELLO}, headers)
+    assert st == 200 and j["system_fingerprint"] == "llmroute-mock", (st, j)
+
+
+# ==== proxy ====
+
+def proxy(gw_bin, fake_bin):
+    wd, fake, gw = start(fake_bin, gw_bin)
+
+    def non_stream():
+        fake.scenario("ok")
+        st, h, j, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO})
+        assert st == 200, (st, j)
+        assert j["object"] == "chat.completion" and j["model"] == "upstream-a", j
+        assert j["choices"][0]["message"]["content"] == "tok0 tok1 tok2", j
+        assert h["x-llmroute-model"] == "fake-a" and h["x-llmroute-strategy"] == "direct", h
+        assert h["x-request-id"].startswith("req-"), h
+        assert h["content-type"].startswith("application/json"), h
+        rec = fake.logged()[-1]
+        assert rec["headers"].get("authorization") == "Bearer " + UPSTREAM_KEY, rec["headers"]
+        assert rec["path"] == "/v1/chat/completions", rec
+        # the key never reaches the log
+        assert UPSTREAM_KEY not in open(gw.stderr).read()
+    check("non-stream completion relayed with routing headers and the upstream key", non_stream)
+
+    def request_id_echoed():
+        st, h, _, _ = chat(gw.port, {"model": "mocky", "messages": HELLO},
+                           {"x-request-id": "client-id-42"})
+        assert st == 200 and h["x-request-id"] == "client-id-42", h
+    check("x-request-id from the client is echoed", request_id_echoed)
+
+    def route_round_robin():
+        fake.scenario("ok")
+        seen = []
+        for _ in range(4):
+            st, h, j, _ = chat(gw.port, {"model": "auto", "messages": HELLO})
+            assert st == 200, (st, j)
+            assert h["x-llmroute-route"] == "auto" and h["x-llmroute-strategy"] == "sequential"
+            seen.append((h["x-llmroute-model"], j["model"]))
+        assert seen == [("fake-a", "upstream-a"), ("fake-b", "upstream-b")] * 2, seen
+    check("a route is routed round-robin among its models (sequential)", route_round_robin)
+
+    def candidate_list():
+        st, h, j, _ = chat(gw.port, {"model": "auto", "models": ["mocky"], "messages": HELLO,
+                                     "route": {"strategy": "sequential"}})
+        assert st == 200 and h["x-llmroute-model"] == "mocky", (st, h, j)
+        st, h, j, _ = chat(gw.port, {"models": ["fake-b"], "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "fake-b", (st, h)
+    check("request-level models and route are honoured", candidate_list)
+
+    def stream_incremental():
+        fake.scenario("chunks=5;chunk_delay_ms=150")
+        conn = socket.create_connection((HOST, gw.port), timeout=10)
+        body = json.dumps({"model": "auto", "stream": True, "messages": HELLO,
+                           "stream_options": {"include_usage": True}}).encode()
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body)
+        f = conn.makefile("rb")
+        status = f.readline()
+        assert b" 200 " in status, status
+        headers = {}
+        while True:
+            l = f.readline().strip()
+            if not l:
+                break
+            k, _, v = l.decode().partition(":")
+            headers[k.lower()] = v.strip()
+        assert headers["transfer-encoding"] == "chunked", headers
+        assert headers["content-type"].startswith("text/event-stream"), headers
+        assert headers.get("x-llmroute-route") == "auto", headers
+        events = []  # (time, data)
+        buf = b""
+        while True:
+            size = int(f.readline().strip(), 16)
+            if size == 0:
+                f.readline()
+                break
+            buf += f.read(size)
+            f.readline()
+            while b"\n\n" in buf:
+                ev, buf = buf.split(b"\n\n", 1)
+                events.append((time.monotonic(), ev.decode()))
+        conn.close()
+        datas = [d for _, d in events]
+        assert datas[-1] == "data: [DONE]", datas[-3:]
+        assert sum(1 for d in datas if d == "data: [DONE]") == 1
+        content = [json.loads(d[6:]) for d in datas[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or ""
+                       for c in content if c.get("choices"))
+        assert text.replace(" ", "") == "tok0tok1tok2tok3tok4", text
+        # 5 content chunks 150 ms apart: they must arrive spread out, not at once
+        spread = events[-1][0] - events[0][0]
+        assert spread > 0.6, "events arrived within %.3fs: buffered, not relayed" % spread
+        gaps = [b[0] - a[0] for a, b in zip(events, events[1:])]
+        assert sum(1 for g in gaps if g > 0.08) >= 4, gaps
+    check("stream relayed chunk by chunk as it arrives, [DONE] last", stream_incremental)
+
+    def upstream_error_passthrough():
+        fake.scenario("status=429;retry_after=2;message=slow%20down")
+        st, h, body = request(fake.port, "POST", "/v1/chat/completions",
+                              json.dumps({"model": "upstream-a", "messages": HELLO}))
+        direct = json.loads(body)
+        st, h, j, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO})
+        assert st == 429, st
+        assert j == direct, (j, direct)
+        fake.scenario("status=503")
+        st, h, j, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO, "stream": True})
+        assert st == 503 and error_shape(j), (st, j)
+        fake.scenario("status=400;code=context_length_exceeded")
+        st, h, j, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO})
+        assert st == 400 and j["error"]["code"] == "context_length_exceeded", j
+        fake.scenario("ok")
+    check("upstream error statuses passed through with their bodies", upstream_error_passthrough)
+
+    def usage_into_metrics():
+        before = gw.metrics()
+        k_out = 'llmroute_tokens_total{model="fake-b",direction="out"}'
+        k_in = 'llmroute_tokens_total{model="fake-b",direction="in"}'
+        k_cost = 'llmroute_cost_total{model="fake-b"}'
+        fake.scenario("chunks=4;tokens=11")
+        st, _, j, _ = chat(gw.port, {"model": "fake-b", "messages": HELLO})
+        assert st == 200 and j["usage"]["completion_tokens"] == 11, j
+        prompt = j["usage"]["prompt_tokens"]
+        # a stream with include_usage: the final chunk's usage counts
+        st, _, body = request(gw.port, "POST", "/v1/chat/completions", json.dumps(
+            {"model": "fake-b", "messages": HELLO, "stream": True,
+             "stream_options": {"include_usage": True}}))
+        assert st == 200 and body.rstrip().endswith(b"data: [DONE]"), body[-100:]
+        last = json.loads(body.decode().strip().split("\n\n")[-2][6:])
+        assert last["usage"]["completion_tokens"] == 11, last
+        prompt2 = last["usage"]["prompt_tokens"]
+        after = gw.metrics()
+        assert after[k_out] - before.get(k_out, 0) == 22, (before.get(k_out), after[k_out])
+        assert after[k_in] - before.get(k_in, 0) == prompt + prompt2
+        want = (prompt + prompt2) * 1e-7 + 22 * 2e-7
+        assert abs(after[k_cost] - before.get(k_cost, 0) - want) < 1e-12, after[k_cost]
+        assert after['llmroute_requests_total{route="",model="fake-b",status="200"}'] >= 2
+        assert after["llmroute_gateway_overhead_seconds_count"] > 0
+        assert after['llmroute_time_to_first_token_seconds_count{model="fake-b"}'] >= 1
+        logs = [l for l in gw.log_lines() if l.get("model") == "fake-b" and l.get("stream")]
+        assert logs and logs[-1]["tokens_out"] == 11 and logs[-1]["status"] == 200, logs[-1:]
+        assert "hello" not in open(gw.stderr).read(), "prompt text in the log"
+    check("usage read from body and final stream chunk into metrics, cost and log",
+          usage_into_metrics)
+
+    def other_endpoints():
+        fake.scenario("ok")
+        st, h, body = request(gw.port, "POST", "/v1/embeddings",
+                              json.dumps({"model": "auto", "input": ["a", "b"]}))
+        j = json.loads(body)
+        assert st == 200 and len(j["data"]) == 2, (st, j)
+        assert fake.logged()[-1]["path"] == "/v1/embeddings"
+        st, h, body = request(gw.port, "POST", "/v1/completions",
+                              json.dumps({"model": "fake-a", "prompt": "say"}))
+        assert st == 200 and json.loads(body)["object"] == "text_completion", body
+        assert fake.logged()[-1]["path"] == "/v1/completions"
+        st, h, body = request(gw.port, "GET", "/v1/models")
+        ids = [m["id"] for m in json.loads(body)["data"]]
+        assert st == 200 and ids == ["fake-a", "fake-b", "dead", "mocky", "auto"], ids
+        st, h, body = request(gw.port, "GET", "/health")
+        assert st == 200 and json.loads(body)["status"] == "ok"
+        st, h, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "a"}, {"query": "b", "input_tokens": 5}],
+             "strategy": "sequential", "models": ["fake-a", "mocky"]}))
+        j = json.loads(body)
+        assert st == 200 and [a["model"] for a in j["assignments"]] == ["fake-a", "mocky"], j
+        assert j["assignments"][0]["predicted_quality"] is None
+    check("completions, embeddings, models, health and route endpoints", other_endpoints)
+
+    def mock_stream():
+        st, h, body = request(gw.port, "POST", "/v1/chat/completions", json.dumps(
+            {"model": "mocky", "messages": HELLO, "stream": True,
+             "stream_options": {"include_usage": True}}))
+        events = [e for e in body.decode().split("\n\n") if e.strip()]
+        assert st == 200 and events[-1] == "data: [DONE]", events
+        chunks = [json.loads(e[6:]) for e in events[:-1]]
+        assert all(c["system_fingerprint"] == "llmroute-mock" for c in chunks)
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks
+                       if c["choices"])
+        assert text == "one two three" and chunks[-1]["usage"]["completion_tokens"] == 7
+    check("mock backend streams deterministically, labelled", mock_stream)
+
+    def disconnect_aborts_upstream():
+        fake.scenario("chunks=200;chunk_delay_ms=50")
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        body = json.dumps({"model": "fake-a", "stream": True, "messages": HELLO}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                  % len(body) + body)
+        assert b" 200 " in s.recv(4096)
+        key = 'llmroute_in_flight{model="fake-a"}'
+        assert gw.metrics()[key] == 1
+        s.close()
+        wait_for(lambda: gw.metrics()[key] == 0, 5, "the upstream transfer to be aborted")
+        wait_for(lambda: any(l.get("status") == 499 and l.get("error") == "client_closed"
+                             for l in gw.log_lines()), 5, "a 499 log line")
+        fake.scenario("ok")
+    check("client disconnect aborts the upstream transfer", disconnect_aborts_upstream)
+
+    def backpressure():
+        # ~60 MB of events as fast as the fake can write them; the client reads nothing
+        # for a while: the gateway must hold the upstream, not buffer the stream.
+        fake.scenario("chunks=400000")
+        rss0 = gw.rss_kb()
+        s = socket.create_connection((HOST, gw.port), timeout=20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        body = json.dumps({"model": "fake-a", "stream": True, "messages": HELLO}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                  % len(body) + body)
+        time.sleep(2.0)
+        grown = gw.rss_kb() - rss0
+        key = 'llmroute_in_flight{model="fake-a"}'
+        assert gw.metrics()[key] == 1, "the stream finished while the client read nothing"
+        assert grown < 30000, "RSS grew by %d kB while the client was not reading" % grown
+        total = 0
+        tail = b""
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            total += len(b)
+            tail = (tail + b)[-64:]
+            if tail.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):
+                break
+        s.close()
+        assert total > 40_000_000 and b"[DONE]" in tail, (total, tail)
+        wait_for(lambda: gw.metrics()[key] == 0, 5, "the stream to end")
+        fake.scenario("ok")
+    check("a slow client gets backpressure, not unbounded buffering", backpressure)
+
+    check("the gateway still serves", still_serving, gw)
+
+
+# ==== forwarding ====
+
+def forwarding(gw_bin, fake_bin):
+    wd, fake, gw = start(fake_bin, gw_bin)
+    fake.scenario("ok")
+
+    def byte_exact():
+        body = ('{ "seed": 9007199254740993,\n  "models": ["fake-b", "fake-a"],'
+                '"temperature": 0.70, "model" : "auto", "messages": [{"role": "user", '
+                '"content": "caf\\u00e9 \\"q\\" \u00e9 {\\"model\\": 1}"}],'
+                ' "route": {"strategy": "sequential", "performance_requirement": 0.5},'
+                ' "top_p": 1e-3, "logit_bias": {"50256": -100}, "x": [1.0, 2.50, -0]  }')
+        st, h, data = request(gw.port, "POST", "/v1/chat/completions", body)
+        assert st == 200, (st, data)
+        model = h["x-llmroute-model"]
+        up = {"fake-a": "upstream-a", "fake-b": "upstream-b"}[model]
+        want = ('{ "seed": 9007199254740993,\n  '
+                '"temperature": 0.70, "model" : "%s", "messages": [{"role": "user", '
+                '"content": "caf\\u00e9 \\"q\\" \u00e9 {\\"model\\": 1}"}],'
+                ' "top_p": 1e-3, "logit_bias": {"50256": -100}, "x": [1.0, 2.50, -0]  }') % up
+        got = fake.logged()[-1]["body"]
+        assert got == want, "\n got: %r\nwant: %r" % (got, want)
+    check("upstream receives the client's bytes but for model and extension fields", byte_exact)
+
+    def model_alone():
+        body = '{"model":"fake-b","messages":[{"role":"user","content":"x"}],"n":1}'
+        st, _, _ = request(gw.port, "POST", "/v1/chat/completions", body)
+        assert st == 200
+        assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
+    check("a compact body is only changed in its model value", model_alone)
+
+
+# ==== errors ====
+
+def errors(gw_bin, fake_bin):
+    keys = {"LLMROUTE_IT_GATEWAY_KEYS": "gk-one, gk-two"}
+    wd, fake, gw = start(fake_bin, gw_bin, server={"api_keys_env": "LLMROUTE_IT_GATEWAY_KEYS"},
+                         env=keys)
+    auth = {"Authorization": "Bearer gk-two"}
+    port = gw.port
+
+    def err(status, body, param=None, code=None, path="/v1/chat/completions", method="POST",
+            headers=auth):
+        st, h, data = request(port, method, path, body, headers)
+        try:
+            j = json.loads(data)
+        except ValueError:
+            raise AssertionError("not JSON: %r" % data)
+        assert st == status, (st, status, j)
+        e = error_shape(j)
+        if param is not None:
+            assert e["param"] == param, e
+        if code is not None:
+            assert e["code"] == code, e
+        assert h.get("x-request-id"), h
+        still_serving(gw, auth)
+        return e
+
+    check("400 malformed JSON",
+          lambda: err(400, '{"model": "fake-a", "messages": [', code="invalid_json"))
+    check("400 body not an object", lambda: err(400, '[1, 2]'))
+    check("400 duplicate keys refused",
+          lambda: err(400, '{"model": "fake-a", "model": "dead", "messages": []}'))
+    check("400 empty body", lambda: err(400, ''))
+    check("400 model missing", lambda: err(400, '{"messages": []}', param="model"))
+    check("400 model not a string", lambda: err(400, '{"model": 3, "messages": []}',
+                                                param="model"))
+    check("400 messages missing", lambda: err(400, '{"model": "fake-a"}', param="messages"))
+    check("400 messages not an array",
+          lambda: err(400, '{"model": "fake-a", "messages": "hi"}', param="messages"))
+    check("400 message role not a string",
+          lambda: err(400, '{"model": "fake-a", "messages": [{"role": 1}]}',
+                      param="messages[0].role"))
+    check("400 stream not a boolean",
+          lambda: err(400, '{"model": "fake-a", "messages": [], "stream": "yes"}',
+                      param="stream"))
+    check("400 models not an array of names",
+          lambda: err(400, '{"models": "fake-a", "messages": []}', param="models"))
+    check("400 route.strategy unknown",
+          lambda: err(400, '{"model": "auto", "messages": [], "route": {"strategy": "nope"}}',
+                      param="route.strategy"))
+    check("400 embeddings input missing",
+          lambda: err(400, '{"model": "fake-a"}', param="input", path="/v1/embeddings"))
+    check("404 unknown model", lambda: err(404, '{"model": "gpt-9", "messages": []}',
+                                           param="model", code="model_not_found"))
+    check("404 unknown model among candidates",
+          lambda: err(404, '{"models": ["fake-a", "gpt-9"], "messages": []}',
+                      code="model_not_found"))
+    check("404 unknown path", lambda: err(404, None, path="/v1/nothing", method="GET"))
+    check("405 wrong method", lambda: err(405, None, method="GET"))
+    check("405 wrong method on /v1/models", lambda: err(405, "{}", path="/v1/models"))
+
+    def too_large():
+        big = b'{"model": "fake-a", "messages": [], "pad": "' + b"x" * 70000 + b'"}'
+        raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: Bearer gk-one\r\nContent-Length: %d\r\n\r\n"
+                           % len(big) + big)
+        assert status_of(raw) == 413, raw[:200]
+        error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+        # announced with Expect: 100-continue, refused before the body is sent
+        raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
+        assert status_of(raw) == 413, raw[:200]
+        # chunked bodies are capped as they arrive
+        chunk = b"x" * 40000
+        raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n" +
+                           (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2 + b"0\r\n\r\n")
+        assert status_of(raw) == 413, raw[:200]
+        still_serving(gw, auth)
+    check("413 body over server.max_body_bytes", too_large)
+
+    def headers_too_large():
+        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8000 +
+                           b"\r\n\r\n")
+        assert status_of(raw) == 431, raw[:200]
+        error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\n" +
+                           b"".join(b"X-H%d: v\r\n" % i for i in range(150)) + b"\r\n")
+        assert status_of(raw) == 431, raw[:200]
+        still_serving(gw, auth)
+    check("431 header block over server.max_header_bytes", headers_too_large)
+
+    def broken_http():
+        for bad in (b"NOT HTTP\r\n\r\n", b"GET /health HTTP/2.0\r\n\r\n",
+                    b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",
+                    b"POST /v1/route HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+            raw = raw_exchange(port, bad)
+            assert status_of(raw) == 400, (bad, raw[:200])
+        still_serving(gw, auth)
+    check("400 for broken HTTP, connection closed", broken_http)
+
+    def unauthorized():
+        for h in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "gk-one"},
+                  {"Authorization": "Bearer gk-on"}):
+            e = err(401, '{"model": "mocky", "messages": []}', headers=h)
+            assert e["code"] == "invalid_api_key", e
+        st, _, _ = request(port, "GET", "/health")  # probes need no key
+        assert st == 200
+        st, _, _ = request(port, "GET", "/v1/models", headers={"Authorization": "Bearer gk-one"})
+        assert st == 200
+    check("401 without a valid gateway key", unauthorized)
+
+    check("502 upstream unreachable (closed port)",
+          lambda: err(502, '{"model": "dead", "messages": []}', code="upstream_unreachable"))
+
+    def pipelined_and_keepalive():
+        body = b'{"model": "mocky", "messages": []}'
+        one = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gk-one"
+               b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        s = socket.create_connection((HOST, port), timeout=5)
+        s.sendall(one * 3)
+        got = b""
+        end = time.monotonic() + 5
+        while got.count(b"llmroute-mock") < 3 and time.monotonic() < end:
+            got += s.recv(65536)
+        s.close()
+        assert got.count(b"HTTP/1.1 200") == 3, got
+    check("pipelined requests on one keep-alive connection", pipelined_and_keepalive)
+
+    def fuzz_bodies():
+        import random
+        rnd = random.Random(4)
+        seeds = [b'{"model": "mocky", "messages": [{"role": "user", "content": "x"}]}',
+                 b'{"model": "auto", "models": ["mocky"], "route": {"strategy": "sequential"}}']
+        for i in range(300):
+            b = bytearray(rnd.choice(seeds))
+            for _ in range(rnd.randint(1, 4)):
+                op = rnd.random()
+                pos = rnd.randrange(len(b))
+                if op < 0.4:
+                    b[pos] = rnd.randrange(256)
+                elif op < 0.7:
+                    del b[pos]
+                else:
+                    b.insert(pos, rnd.choice(b'{}[]",:\\0 \xff'))
+            st, h, data = request(port, "POST", "/v1/chat/completions", bytes(b), auth)
+            assert st in (200, 400, 404), (st, bytes(b), data)
+            if st != 200:
+                error_shape(json.loads(data))
+        still_serving(gw, auth)
+    check("mutated bodies are answered 200/400/404, never a crash", fuzz_bodies)
+
+    check("the gateway still serves after every bad input", still_serving, gw, auth)
+    assert gw.proc.poll() is None
+
+
+# ==== lifecycle ====
+
+def lifecycle(gw_bin, fake_bin):
+    wd, fake, gw = start(fake_bin, gw_bin)
+
+    def reload_good_and_bad():
+        cfg = base_config(fake, extra_models=[{"name": "late", "backend": "mock"}])
+        gw.write_config(cfg)
+        gw.signal(signal.SIGHUP)
+
+        def has_late():
+            st, _, body = request(gw.port, "GET", "/v1/models")
+            return "late" in [m["id"] for m in json.loads(body)["data"]]
+        wait_for(has_late, 5, "the reloaded config")
+        st, h, j, _ = chat(gw.port, {"model": "late", "messages": HELLO})
+        assert st == 200, (st, j)
+        open(gw.config_path, "w").write('{"models": [{"name": 1}]}')
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: any(l.get("event") == "reload_failed" for l in gw.log_lines()), 5,
+                 "the failed reload to be logged")
+        st, h, j, _ = chat(gw.port, {"model": "late", "messages": HELLO})
+        assert st == 200, "the old config should keep serving"
+        m = gw.metrics()
+        assert m['llmroute_config_reloads_total{result="error"}'] == 1
+        assert m['llmroute_config_reloads_total{result="ok"}'] == 1
+    check("SIGHUP reloads; a bad file is refused and the old config kept", reload_good_and_bad)
+
+    def sigterm_drains():
+        fake.scenario("chunks=6;chunk_delay_ms=200")
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        body = json.dumps({"model": "fake-a", "stream": True, "messages": HELLO}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                  % len(body) + body)
+        first = s.recv(4096)
+        assert b" 200 " in first
+        gw.signal(signal.SIGTERM)
+        time.sleep(0.2)
+        try:  # no new connections once draining
+            c = socket.create_connection((HOST, gw.port), timeout=1)
+            c.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+            refused = c.recv(100) == b""
+            c.close()
+        except OSError:
+            refused = True
+        assert refused, "a new connection was served during shutdown"
+        got = first
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+        s.close()
+        assert b"data: [DONE]" in got and got.endswith(b"0\r\n\r\n"), got[-200:]
+        assert gw.wait(10) == 0
+    check("SIGTERM finishes in-flight streams, refuses new connections, exits 0", sigterm_drains)
+
+
+# ==== sdk ====
+
+OPENAI_SDK = "openai@7.59.0"
+
+
+def npm_modules(build_dir):
+    """The SDK, installed once into the build tree. No network means a failure, not a skip."""
+    import shutil
+    import subprocess
+    prefix = os.path.join(build_dir, "npm")
+    pkg = os.path.join(prefix, "node_modules", "openai", "package.json")
+    if not os.path.exists(pkg):
+        for tool in ("node", "npm"):
+            assert shutil.which(tool), "%s is not installed (scripts/deps.sh installs it)" % tool
+        os.makedirs(prefix, exist_ok=True)
+        r = subprocess.run(["npm", "install", "--prefix", prefix, "--no-audit", "--no-fund",
+                            "--no-save", OPENAI_SDK], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0 and os.path.exists(pkg), \
+            "npm could not install %s (network?):\n%s%s" % (OPENAI_SDK, r.stdout, r.stderr)
+    return os.path.join(prefix, "node_modules")
+
+
+def sdk(gw_bin, fake_bin):
+    import subprocess
+    build_dir = os.path.dirname(os.path.abspath(gw_bin))
+    try:
+        modules = npm_modules(build_dir)
+    except AssertionError as e:
+        print("FAIL - install the OpenAI Node SDK: %s" % e)
+        sys.exit(1)
+    keys = {"LLMROUTE_IT_GATEWAY_KEYS": "gk-sdk"}
+    wd, fake, gw = start(fake_bin, gw_bin, server={"api_keys_env": "LLMROUTE_IT_GATEWAY_KEYS"},
+                         env=keys)
+    fake.scenario("ok")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openai_sdk.mjs")
+    r = subprocess.run(["node", script, modules, str(gw.port), "gk-sdk", str(fake.port)],
+                       capture_output=True, text=True, timeout=90)
+    sys.stdout.write(r.stdout + r.stderr)
+
+    def node_checks_passed():
+        assert r.returncode == 0 and "FAIL" not in r.stdout, "the SDK checks failed"
+    check("the OpenAI Node SDK's checks", node_checks_passed)
+
+
+GROUPS = {"sdk": sdk, "proxy": proxy, "forwarding": forwarding, "errors": errors, "lifecycle": lifecycle}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
+        sys.exit("usage: test_gateway.py {%s} LLMROUTE FAKE_UPSTREAM" % "|".join(GROUPS))
+    GROUPS[sys.argv[1]](sys.argv[2], sys.argv[3])
+    finish()

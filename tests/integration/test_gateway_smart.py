@@ -1,0 +1,176 @@
+"""test_gateway_smart.py -- the gateway with a history store: smart routes,
+/v1/route batches, and POST /v1/feedback durable before its 200.
+
+    python3 test_gateway_smart.py LLMROUTE
+
+Uses mock backends only: what is under test is the routing and the store.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import Gateway, chat, check, finish, request, workdir  # noqa
+
+ASK = lambda text: [{"role": "system", "content": "be brief"},  # noqa: E731
+                    {"role": "user", "content": text}]
+
+
+def history(path):
+    """Arithmetic: both models right. Code: only 'smarty' is right."""
+    with open(path, "w") as f:
+        for i in range(40):
+            f.write(json.dumps({"query": "What is %d plus %d?" % (i, i + 3),
+                                "input_token_length": 8,
+                                "outputs": [{"model_name": "cheapo", "correctness": 1,
+                                             "output_token_length": 4},
+                                            {"model_name": "smarty", "correctness": 1,
+                                             "output_token_length": 6}]}) + "\n")
+            f.write(json.dumps({"query": "Write a python function parse_%d that reads a csv "
+                                         "file into a list of dicts" % i,
+                                "input_token_length": 20,
+                                "outputs": [{"model_name": "cheapo", "correctness": 0,
+                                             "output_token_length": 90},
+                                            {"model_name": "smarty", "correctness": 1,
+                                             "output_token_length": 120}]}) + "\n")
+
+
+def config(store):
+    return {
+        "models": [
+            {"name": "cheapo", "backend": "mock", "cost_per_input_token": 1e-7,
+             "cost_per_output_token": 2e-7, "mock": {"content": "cheap answer"}},
+            {"name": "smarty", "backend": "mock", "cost_per_input_token": 1e-5,
+             "cost_per_output_token": 3e-5, "mock": {"content": "careful answer"}},
+        ],
+        "router": {"strategy": "sequential", "store": store, "predictor": "aios"},
+        "routes": [{"name": "auto", "strategy": "smart", "models": ["cheapo", "smarty"],
+                    "performance_requirement": 0.7}],
+    }
+
+
+def main(bin_):
+    wd = workdir()
+    store = os.path.join(wd, "history.db")
+    hist = os.path.join(wd, "history.jsonl")
+    history(hist)
+    out = subprocess.run([bin_, "import", "--store", store, hist], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    gw = Gateway(bin_, wd, config(store))
+
+    def smart_route_picks_by_prediction():
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 50 plus 53?")})
+        assert st == 200, (st, j)
+        assert h["x-llmroute-strategy"] == "smart" and h["x-llmroute-model"] == "cheapo", h
+        assert float(h["x-llmroute-predicted-quality"]) >= 0.7, h
+        assert float(h["x-llmroute-estimated-cost"]) > 0, h
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(
+            "Write a python function parse_77 that reads a csv file into a list of dicts")})
+        assert st == 200 and h["x-llmroute-model"] == "smarty", h
+        assert j["choices"][0]["message"]["content"] == "careful answer", j
+    check("a smart route sends arithmetic to the cheap model and code to the capable one",
+          smart_route_picks_by_prediction)
+
+    def route_endpoint_batch():
+        qs = [{"query": "What is %d plus 1?" % i} for i in range(6)] + \
+             [{"query": "Write a python function parse_%d that reads a csv file" % i}
+              for i in range(2)]
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": qs, "strategy": "smart", "models": ["cheapo", "smarty"],
+             "batch": True, "alpha": 0.9}))
+        j = json.loads(body)
+        assert st == 200, (st, j)
+        a = j["assignments"]
+        assert len(a) == 8 and all(x["predicted_quality"] is not None for x in a), a
+        mean = sum(x["predicted_quality"] for x in a) / len(a)
+        assert mean >= 0.9 - 1e-9 and j["report"]["feasible"] is True, j
+        assert [x["model"] for x in a[6:]] == ["smarty", "smarty"], a
+        assert sum(x["model"] == "cheapo" for x in a[:6]) >= 5, a
+    check("/v1/route solves a smart batch under its quality target", route_endpoint_batch)
+
+    def records():
+        st, _, body = request(gw.port, "GET", "/health")
+        assert st == 200, st
+        return json.loads(body)["history_records"]
+
+    def feedback_is_recorded():
+        before = records()
+        st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 2 plus 2?", "model": "cheapo", "correctness": True,
+             "output_tokens": 3, "input_tokens": 7}))
+        assert st == 200, (st, body)
+        assert json.loads(body)["records"] == before + 1, body
+        assert records() == before + 1
+    check("POST /v1/feedback appends an outcome", feedback_is_recorded)
+
+    def bad_feedback_changes_nothing():
+        before = records()
+        cases = [
+            ("{not json", 400, None),
+            ("[]", 400, None),
+            (json.dumps({"model": "cheapo", "correctness": 1, "output_tokens": 1}), 400, "query"),
+            (json.dumps({"query": "q", "correctness": 1, "output_tokens": 1}), 400, "model"),
+            (json.dumps({"query": "q", "model": "gpt-9", "correctness": 1, "output_tokens": 1}),
+             404, "model"),
+            (json.dumps({"query": "q", "model": "cheapo", "correctness": 2, "output_tokens": 1}),
+             400, "correctness"),
+            (json.dumps({"query": "q", "model": "cheapo", "correctness": "yes",
+                         "output_tokens": 1}), 400, "correctness"),
+            (json.dumps({"query": "q", "model": "cheapo", "correctness": 1,
+                         "output_tokens": "many"}), 400, "output_tokens"),
+            (json.dumps({"query": "q", "model": "cheapo", "correctness": 1, "output_tokens": 1,
+                         "input_tokens": -4}), 400, "input_tokens"),
+        ]
+        for body, want, param in cases:
+            st, _, resp = request(gw.port, "POST", "/v1/feedback", body)
+            err = json.loads(resp)["error"]
+            assert st == want and err["param"] == param, (body, st, err)
+            assert err["message"], err
+        assert records() == before
+    check("bad feedback is refused naming the field and stores nothing",
+          bad_feedback_changes_nothing)
+
+    def feedback_survives_a_restart():
+        before = records()
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+        gw2 = Gateway(bin_, wd, config(store), name="gw2")
+        st, _, body = request(gw2.port, "GET", "/health")
+        assert json.loads(body)["history_records"] == before, body
+        gw2.signal(signal.SIGTERM)
+        assert gw2.wait() == 0
+    check("acknowledged feedback is in the store after a restart", feedback_survives_a_restart)
+
+    def no_store_is_501():
+        cfg = config(store)
+        del cfg["router"]["store"]
+        cfg["routes"] = []
+        gw3 = Gateway(bin_, wd, cfg, name="gw3")
+        st, _, body = request(gw3.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "q", "model": "cheapo", "correctness": 1, "output_tokens": 1}))
+        assert st == 501 and "--store" in json.loads(body)["error"]["message"], (st, body)
+        gw3.signal(signal.SIGTERM)
+        assert gw3.wait() == 0
+    check("feedback without a history store is 501 and says how to add one", no_store_is_501)
+
+    def smart_route_without_store_refuses_to_start():
+        cfg = config(store)
+        del cfg["router"]["store"]
+        path = os.path.join(wd, "nostore.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        r = subprocess.run([bin_, "serve", "--config", path, "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "history store" in r.stderr, (r.returncode, r.stderr)
+    check("a smart route without a history store is refused at start",
+          smart_route_without_store_refuses_to_start)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: test_gateway_smart.py LLMROUTE")
+    main(sys.argv[1])
+    finish()

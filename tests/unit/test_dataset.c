@@ -1,0 +1,211 @@
+/* test_dataset.c -- reading the AIOS smart-routing data format: arrays and
+ * JSONL, the split filter, and every kind of bad record named precisely. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "llmroute.h"
+
+static char path[64];
+
+static void write_file(const char *text)
+{
+    int fd;
+    strcpy(path, "/tmp/lr_ds_XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(path);
+    return 0;
+}
+
+static const char array_text[] =
+    "[{\"query\": \"2+2?\", \"input_token_length\": 5, \"split\": \"train\", \"eval_name\": \"math\","
+    "  \"outputs\": [{\"model_name\": \"a\", \"correctness\": true, \"output_token_length\": 3},"
+    "              {\"model_name\": \"b\", \"correctness\": 0.25, \"output_token_length\": 7.5}]},"
+    " {\"query\": \"capital of France?\", \"input_token_length\": 9, \"split\": \"test\","
+    "  \"outputs\": [{\"model_name\": \"b\", \"correctness\": false, \"output_token_length\": 2,"
+    "                \"extra\": 1}]}]";
+
+static void reads_an_array_with_booleans_and_scores(void **state)
+{
+    struct lr_dataset *ds = NULL;
+    struct lr_import_report rep;
+    const struct lr_record *r;
+    (void)state;
+    write_file(array_text);
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, NULL), 0);
+    assert_int_equal(lr_dataset_count(ds), 2);
+    assert_int_equal(rep.read, 2);
+    assert_int_equal(rep.imported, 2);
+    r = lr_dataset_record(ds, 0);
+    assert_string_equal(r->query, "2+2?");
+    assert_int_equal(r->input_tokens, 5);
+    assert_string_equal(r->task, "math");
+    assert_int_equal(r->n_outcomes, 2);
+    assert_string_equal(r->outcomes[0].model, "a");
+    assert_true(r->outcomes[0].correctness == 1.0);
+    assert_true(r->outcomes[1].correctness == 0.25);
+    assert_true(r->outcomes[1].output_tokens == 7.5);
+    r = lr_dataset_record(ds, 1);
+    assert_null(r->task);
+    assert_true(r->outcomes[0].correctness == 0.0);
+    /* Model names are interned: equal names share one string. */
+    assert_ptr_equal(lr_dataset_record(ds, 0)->outcomes[1].model, r->outcomes[0].model);
+    assert_null(lr_dataset_record(ds, 2));
+    lr_dataset_free(ds);
+}
+
+static void keeps_only_the_split_asked_for(void **state)
+{
+    struct lr_dataset *ds = NULL;
+    struct lr_import_report rep;
+    struct lr_import_options o = {.split = "test", .strict = 0};
+    (void)state;
+    write_file(array_text);
+    assert_int_equal(lr_dataset_load(path, &o, &ds, &rep, NULL), 0);
+    assert_int_equal(lr_dataset_count(ds), 1);
+    assert_int_equal(rep.skipped_split, 1);
+    assert_string_equal(lr_dataset_record(ds, 0)->query, "capital of France?");
+    lr_dataset_free(ds);
+}
+
+static void reads_jsonl_and_names_the_line_of_a_bad_record(void **state)
+{
+    struct lr_dataset *ds = NULL;
+    struct lr_import_report rep;
+    (void)state;
+    write_file("{\"query\": \"q0\", \"outputs\": []}\n"
+               "\n"
+               "{\"query\": \"q1\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": \"yes\","
+               " \"output_token_length\": 1}]}\n"
+               "{\"query\": \"q2\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 1,"
+               " \"output_token_length\": 1}]}\n");
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, NULL), 0);
+    assert_int_equal(lr_dataset_count(ds), 2);
+    assert_int_equal(rep.bad, 1);
+    assert_string_equal(rep.first_bad, "record 1 (line 3): outputs[0].correctness: expected a "
+                                       "boolean or a number in [0,1]");
+    assert_int_equal(lr_dataset_record(ds, 0)->input_tokens, -1); /* not given */
+    lr_dataset_free(ds);
+}
+
+static void strict_load_fails_on_the_first_bad_record(void **state)
+{
+    struct lr_dataset *ds = (struct lr_dataset *)1;
+    struct lr_import_options o = {.split = NULL, .strict = 1};
+    struct lr_error err = {0};
+    (void)state;
+    write_file("{\"query\": \"q0\", \"outputs\": []}\n"
+               "{\"query\": \"q1\", \"input_token_length\": \"ten\", \"outputs\": []}\n");
+    assert_int_equal(lr_dataset_load(path, &o, &ds, NULL, &err), LR_EPARSE);
+    assert_null(ds);
+    assert_non_null(strstr(err.message, "record 1 (line 2): input_token_length: expected a "
+                                        "non-negative integer"));
+    assert_int_equal(err.line, 2);
+}
+
+static void each_bad_field_is_named(void **state)
+{
+    static const struct {
+        const char *record, *want;
+    } cases[] = {
+        {"3", "record 0: expected an object"},
+        {"{\"outputs\": []}", "query: expected a string, missing"},
+        {"{\"query\": 1, \"outputs\": []}", "query: expected a string"},
+        {"{\"query\": \"q\"}", "outputs: expected an array, missing"},
+        {"{\"query\": \"q\", \"input_token_length\": -3, \"outputs\": []}", "input_token_length"},
+        {"{\"query\": \"q\", \"input_token_length\": 2.5, \"outputs\": []}", "input_token_length"},
+        {"{\"query\": \"q\", \"outputs\": [1]}", "outputs[0]: expected an object"},
+        {"{\"query\": \"q\", \"outputs\": [{\"correctness\": 1, \"output_token_length\": 1}]}",
+         "outputs[0].model_name: expected a model name"},
+        {"{\"query\": \"q\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 1.5, "
+         "\"output_token_length\": 1}]}",
+         "outputs[0].correctness"},
+        {"{\"query\": \"q\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 1, "
+         "\"output_token_length\": \"long\"}]}",
+         "outputs[0].output_token_length: expected a non-negative number"},
+        {"{\"query\": \"q\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 1, "
+         "\"output_token_length\": 1}, {\"model_name\": \"a\", \"correctness\": 0, "
+         "\"output_token_length\": 1}]}",
+         "outputs[1].model_name: 'a' appears twice"},
+        {"{\"query\": \"q\", \"task\": 7, \"outputs\": []}", "task: expected a string"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[512];
+        struct lr_dataset *ds = NULL;
+        struct lr_import_report rep;
+        snprintf(text, sizeof text, "[%s]", cases[i].record);
+        write_file(text);
+        assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, NULL), 0);
+        assert_int_equal(lr_dataset_count(ds), 0);
+        assert_int_equal(rep.bad, 1);
+        if (!strstr(rep.first_bad, cases[i].want))
+            fail_msg("case %zu: '%s' lacks '%s'", i, rep.first_bad, cases[i].want);
+        lr_dataset_free(ds);
+        unlink(path);
+    }
+}
+
+static void truncated_file_is_a_parse_error_with_position(void **state)
+{
+    struct lr_dataset *ds = (struct lr_dataset *)1;
+    struct lr_error err = {0};
+    (void)state;
+    write_file("[{\"query\": \"q\", \"outputs\": [{\"model_name\": \"a\", \"correct");
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_EPARSE);
+    assert_null(ds);
+    assert_non_null(strstr(err.message, "line 1, column"));
+    unlink(path);
+    write_file("{\"query\": \"q\", \"outputs\": []}\n{\"query\": \"q\", \"outp");
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_EPARSE);
+    assert_non_null(strstr(err.message, "line 2"));
+}
+
+static void empty_and_missing_files_are_refused(void **state)
+{
+    struct lr_dataset *ds = NULL;
+    struct lr_error err = {0};
+    (void)state;
+    write_file("  \n");
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_EEMPTY);
+    assert_non_null(strstr(err.message, "holds no records"));
+    assert_int_equal(lr_dataset_load("/nonexistent/d.json", NULL, &ds, NULL, &err), LR_EIO);
+    assert_non_null(strstr(err.message, "/nonexistent/d.json"));
+    /* An object that is not a record is one bad JSONL record, not a crash. */
+    write_file("{\"not\": \"a record\"}");
+    {
+        struct lr_import_report rep;
+        assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, &err), 0);
+        assert_int_equal(lr_dataset_count(ds), 0);
+        assert_int_equal(rep.bad, 1);
+    }
+    lr_dataset_free(ds);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(reads_an_array_with_booleans_and_scores, teardown),
+        cmocka_unit_test_teardown(keeps_only_the_split_asked_for, teardown),
+        cmocka_unit_test_teardown(reads_jsonl_and_names_the_line_of_a_bad_record, teardown),
+        cmocka_unit_test_teardown(strict_load_fails_on_the_first_bad_record, teardown),
+        cmocka_unit_test_teardown(each_bad_field_is_named, teardown),
+        cmocka_unit_test_teardown(truncated_file_is_a_parse_error_with_position, teardown),
+        cmocka_unit_test_teardown(empty_and_missing_files_are_refused, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

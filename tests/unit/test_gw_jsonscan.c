@@ -1,0 +1,131 @@
+/* test_gw_jsonscan.c -- the gateway's top-level JSON scanner and body
+ * rewrite: members found by byte range, `model` spliced, extension members
+ * removed wherever they sit, every other byte kept, bad input refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "jsonscan.h"
+
+static const char *const ext[] = {"models", "route", NULL};
+
+static char *rewrite(const char *body, const char *model_json)
+{
+    struct js_rewrite rw = {model_json, ext};
+    char *out = NULL;
+    size_t out_len = 0;
+    int rc = js_rewrite_body(body, strlen(body), &rw, &out, &out_len);
+    if (rc)
+        return NULL;
+    assert_int_equal(strlen(out), out_len);
+    return out;
+}
+
+static void expect_rewrite(const char *body, const char *model_json, const char *want)
+{
+    char *got = rewrite(body, model_json);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void scan_finds_members_by_byte_range(void **state)
+{
+    const char *b = " {\"a\": 1, \"b\" : {\"x\": [1, \"}\"]}, \"c\":\"q\\\"\"} ";
+    struct js_member m[4];
+    size_t n = 0;
+    (void)state;
+    assert_int_equal(js_scan_object(b, strlen(b), m, 4, &n), 0);
+    assert_int_equal(n, 3);
+    assert_memory_equal(b + m[1].value_start, "{\"x\": [1, \"}\"]}",
+                        m[1].value_end - m[1].value_start);
+    assert_memory_equal(b + m[2].value_start, "\"q\\\"\"", m[2].value_end - m[2].value_start);
+    assert_true(js_key_equals(b, &m[0], "a"));
+    assert_false(js_key_equals(b, &m[0], "b"));
+}
+
+static void rewrite_keeps_numbers_and_order_exactly(void **state)
+{
+    (void)state;
+    expect_rewrite("{\"seed\": 9007199254740993, \"model\": \"auto\", \"temperature\": 0.70}",
+                   "\"gpt-4o\"",
+                   "{\"seed\": 9007199254740993, \"model\": \"gpt-4o\", \"temperature\": 0.70}");
+}
+
+static void rewrite_removes_extension_members_anywhere(void **state)
+{
+    (void)state;
+    /* first, middle, last, adjacent, and the only other member */
+    expect_rewrite("{\"models\": [\"a\",\"b\"], \"model\": \"x\", \"n\": 1}", "\"y\"",
+                   "{\"model\": \"y\", \"n\": 1}");
+    expect_rewrite("{\"model\": \"x\", \"route\": {\"strategy\": \"s\"}, \"n\": 1}", "\"y\"",
+                   "{\"model\": \"y\", \"n\": 1}");
+    expect_rewrite("{\"model\": \"x\",\n \"models\": [], \"route\": {}\n}", "\"y\"",
+                   "{\"model\": \"y\"\n}");
+    expect_rewrite("{\"route\": {}, \"models\": [], \"model\": \"x\"}", "\"y\"",
+                   "{\"model\": \"y\"}");
+    expect_rewrite("{\"models\": [\"a\"]}", NULL, "{}");
+}
+
+static void rewrite_decodes_escaped_keys(void **state)
+{
+    (void)state;
+    expect_rewrite("{\"mod\\u0065l\": \"x\", \"rout\\u0065\": 1}", "\"y\"",
+                   "{\"mod\\u0065l\": \"y\"}");
+}
+
+static void rewrite_leaves_nested_lookalikes_alone(void **state)
+{
+    (void)state;
+    expect_rewrite("{\"messages\": [{\"model\": \"m\", \"route\": 1}], \"model\": \"x\"}",
+                   "\"y\"", "{\"messages\": [{\"model\": \"m\", \"route\": 1}], \"model\": \"y\"}");
+}
+
+static void rewrite_handles_many_members(void **state)
+{
+    char body[4096];
+    size_t o = 0;
+    char *got;
+    (void)state;
+    o += (size_t)snprintf(body + o, sizeof body - o, "{");
+    for (int i = 0; i < 100; i++)
+        o += (size_t)snprintf(body + o, sizeof body - o, "\"k%d\": %d, ", i, i);
+    snprintf(body + o, sizeof body - o, "\"route\": {}, \"model\": \"x\"}");
+    got = rewrite(body, "\"y\"");
+    assert_non_null(got);
+    assert_non_null(strstr(got, "\"k99\": 99, \"model\": \"y\"}"));
+    assert_null(strstr(got, "route"));
+    free(got);
+}
+
+static void scan_refuses_what_is_not_an_object(void **state)
+{
+    const char *bad[] = {"", "[]", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":1} x",
+                         "{\"a\":\"unterminated}", "{\"a\":[1,2}", "{a:1}", "\"s\"", "{\"a\":]}"};
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct js_member m[4];
+        size_t n;
+        assert_int_equal(js_scan_object(bad[i], strlen(bad[i]), m, 4, &n), -1);
+        assert_null(rewrite(bad[i], "\"y\""));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(scan_finds_members_by_byte_range),
+        cmocka_unit_test(rewrite_keeps_numbers_and_order_exactly),
+        cmocka_unit_test(rewrite_removes_extension_members_anywhere),
+        cmocka_unit_test(rewrite_decodes_escaped_keys),
+        cmocka_unit_test(rewrite_leaves_nested_lookalikes_alone),
+        cmocka_unit_test(rewrite_handles_many_members),
+        cmocka_unit_test(scan_refuses_what_is_not_an_object),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

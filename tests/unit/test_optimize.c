@@ -1,0 +1,670 @@
+/* test_optimize.c -- unit tests of the batch assignment optimizer.
+ *
+ * The exact branch and bound is first checked against plain enumeration of
+ * every assignment on tiny instances; it then serves as the reference for
+ * the Lagrangian optimizer on several hundred seeded random instances of up
+ * to 8 queries and 4 models, with and without capacities and with
+ * non-candidate models (NaN quality). Every constraint is checked here from
+ * the raw matrices, not taken from the optimizer's own report. No test is
+ * timed. Single-threaded.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optimize.h"
+
+/* ==== Seeded instances ==== */
+
+struct rng {
+    uint64_t s;
+};
+
+static uint64_t rng_next(struct rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(struct rng *r)
+{
+    return (double)(rng_next(r) >> 11) / 9007199254740992.0;
+}
+
+static size_t rng_below(struct rng *r, size_t k)
+{
+    return (size_t)(rng_next(r) % k);
+}
+
+#define MAXN 8
+#define MAXM 4
+
+struct inst {
+    size_t n, m;
+    double quality[MAXN * MAXM];
+    double cost[MAXN * MAXM];
+    int capacity[MAXM];
+    struct lr__opt_problem p;
+};
+
+/* Models get a strength and a price that grow together, so quality costs
+ * money; per-query noise and some non-candidates make each instance its own.
+ * with_caps: 0 none, 1 capacities that hold everyone (usually), 2 any. */
+static void inst_make(struct inst *in, uint64_t seed, size_t maxn, size_t maxm, int with_caps,
+                      int with_nan)
+{
+    struct rng r = {seed * 7919u + 17u};
+    double strength[MAXM], price[MAXM];
+    size_t i, j;
+
+    memset(in, 0, sizeof *in);
+    in->n = 1 + rng_below(&r, maxn);
+    in->m = 1 + rng_below(&r, maxm);
+    for (j = 0; j < in->m; j++) {
+        strength[j] = 0.3 + 0.6 * rng_unit(&r);
+        price[j] = 0.05 + strength[j] * strength[j] * (0.5 + rng_unit(&r));
+    }
+    for (i = 0; i < in->n; i++) {
+        size_t keep = rng_below(&r, in->m);
+        for (j = 0; j < in->m; j++) {
+            double q = strength[j] + 0.3 * (rng_unit(&r) - 0.5);
+            in->quality[i * in->m + j] = q < 0.0 ? 0.0 : q > 1.0 ? 1.0 : q;
+            in->cost[i * in->m + j] = price[j] * (0.5 + rng_unit(&r));
+            if (with_nan && j != keep && rng_unit(&r) < 0.25) {
+                in->quality[i * in->m + j] = NAN;
+                in->cost[i * in->m + j] = NAN; /* ignored where quality is NaN */
+            }
+        }
+    }
+    for (j = 0; j < in->m; j++) {
+        if (with_caps == 0 || rng_unit(&r) < 0.2)
+            in->capacity[j] = 0;
+        else if (with_caps == 1)
+            in->capacity[j] = 1 + (int)rng_below(&r, in->n / in->m + 2);
+        else
+            in->capacity[j] = 1 + (int)rng_below(&r, in->n);
+    }
+    if (with_caps == 1) {
+        /* Top up the capacities so that their sum covers n. */
+        long sum = 0;
+        int unlimited = 0;
+        for (j = 0; j < in->m; j++) {
+            sum += in->capacity[j];
+            unlimited |= in->capacity[j] == 0;
+        }
+        for (j = 0; !unlimited && sum < (long)in->n; j = (j + 1) % in->m, sum++)
+            in->capacity[j]++;
+    }
+    in->p.n = in->n;
+    in->p.m = in->m;
+    in->p.quality = in->quality;
+    in->p.cost = in->cost;
+    in->p.capacity = with_caps ? in->capacity : NULL;
+    in->p.alpha = 0.3 + 0.65 * rng_unit(&r);
+    in->p.budget = 0.0; /* set by the budget tests */
+}
+
+/* ==== Checking from the raw matrices ==== */
+
+struct eval {
+    int valid; /* every query on a candidate, every load within capacity */
+    double mean_quality, total_cost;
+};
+
+static struct eval eval_assign(const struct lr__opt_problem *p, const int *assign)
+{
+    struct eval e = {1, 0.0, 0.0};
+    int load[64] = {0};
+    size_t i, j;
+    for (i = 0; i < p->n; i++) {
+        int a = assign[i];
+        if (a < 0 || (size_t)a >= p->m || isnan(p->quality[i * p->m + (size_t)a])) {
+            e.valid = 0;
+            continue;
+        }
+        load[a]++;
+        e.mean_quality += p->quality[i * p->m + (size_t)a];
+        e.total_cost += p->cost[i * p->m + (size_t)a];
+    }
+    e.mean_quality /= (double)p->n;
+    if (p->capacity != NULL)
+        for (j = 0; j < p->m; j++)
+            if (p->capacity[j] > 0 && load[j] > p->capacity[j])
+                e.valid = 0;
+    return e;
+}
+
+static int meets_alpha(const struct lr__opt_problem *p, const struct eval *e)
+{
+    return e->valid && e->mean_quality >= p->alpha - LR__OPT_TOL;
+}
+
+static int meets_budget(const struct lr__opt_problem *p, const struct eval *e)
+{
+    return e->valid && e->total_cost <= p->budget + LR__OPT_TOL * fmax(1.0, p->budget);
+}
+
+/* Enumerate all m^n assignments. Fills the optimum of the chosen form, or,
+ * when no assignment meets the constraint, the best reachable value
+ * (highest quality / lowest cost) among capacity-respecting ones.
+ * Returns 1 when feasible, 0 when the target is unmet, -1 when no
+ * assignment respects the capacities. */
+static int brute_force(const struct lr__opt_problem *p, int quality_form, double *best)
+{
+    int assign[MAXN] = {0};
+    size_t i;
+    int found = 0, any_valid = 0;
+    double reach = quality_form ? -INFINITY : INFINITY;
+
+    *best = quality_form ? INFINITY : -INFINITY;
+    for (;;) {
+        struct eval e = eval_assign(p, assign);
+        if (e.valid) {
+            any_valid = 1;
+            if (quality_form) {
+                reach = fmax(reach, e.mean_quality);
+                if (meets_alpha(p, &e) && e.total_cost < *best) {
+                    *best = e.total_cost;
+                    found = 1;
+                }
+            } else {
+                reach = fmin(reach, e.total_cost);
+                if (meets_budget(p, &e) && e.mean_quality > *best) {
+                    *best = e.mean_quality;
+                    found = 1;
+                }
+            }
+        }
+        for (i = 0; i < p->n; i++) {
+            if ((size_t)++assign[i] < p->m)
+                break;
+            assign[i] = 0;
+        }
+        if (i == p->n)
+            break;
+    }
+    if (found)
+        return 1;
+    if (!any_valid)
+        return -1;
+    *best = reach;
+    return 0;
+}
+
+/* A budget between the cheapest and the dearest candidate sums, so that
+ * some instances are infeasible and most bind. */
+static void pick_budget(struct inst *in, uint64_t seed)
+{
+    struct rng r = {seed * 31u + 5u};
+    double lo = 0.0, hi = 0.0;
+    size_t i, j;
+    for (i = 0; i < in->n; i++) {
+        double cmin = INFINITY, cmax = 0.0;
+        for (j = 0; j < in->m; j++)
+            if (!isnan(in->quality[i * in->m + j])) {
+                cmin = fmin(cmin, in->cost[i * in->m + j]);
+                cmax = fmax(cmax, in->cost[i * in->m + j]);
+            }
+        lo += cmin;
+        hi += cmax;
+    }
+    in->p.budget = lo * 0.95 + (hi - lo * 0.95) * rng_unit(&r);
+}
+
+/* ==== The exact solver against enumeration ==== */
+
+static void exact_matches_brute_force_on_tiny_instances(void **state)
+{
+    uint64_t seed;
+    int checked = 0, infeasible = 0;
+    (void)state;
+    for (seed = 1; seed <= 400; seed++) {
+        int form;
+        for (form = 0; form <= 1; form++) {
+            struct inst in;
+            struct lr__opt_result r;
+            int assign[MAXN], rc, bf;
+            double best;
+
+            inst_make(&in, seed, 6, 3, (int)(seed % 3), seed % 2 == 0);
+            if (!form)
+                pick_budget(&in, seed);
+            memset(&r, 0, sizeof r);
+            r.assign = assign;
+            bf = brute_force(&in.p, form, &best);
+            rc = lr__optimize_exact(&in.p, &r, form);
+            checked++;
+            if (bf == 1) {
+                struct eval e = eval_assign(&in.p, assign);
+                assert_int_equal(rc, 0);
+                assert_true(r.feasible);
+                assert_true(form ? meets_alpha(&in.p, &e) : meets_budget(&in.p, &e));
+                if (form)
+                    assert_true(fabs(e.total_cost - best) <= 1e-9 * fmax(1.0, best));
+                else
+                    assert_true(fabs(e.mean_quality - best) <= 1e-9);
+            } else if (bf == 0) {
+                struct eval e = eval_assign(&in.p, assign);
+                infeasible++;
+                assert_int_equal(rc, LR_EINFEASIBLE);
+                assert_false(r.feasible);
+                assert_true(e.valid);
+                if (form)
+                    assert_true(fabs(e.mean_quality - best) <= 1e-9);
+                else
+                    assert_true(fabs(e.total_cost - best) <= 1e-9 * fmax(1.0, best));
+            } else {
+                assert_int_equal(rc, LR_EINFEASIBLE);
+                assert_false(r.feasible);
+            }
+        }
+    }
+    assert_int_equal(checked, 800);
+    assert_true(infeasible > 0);
+}
+
+static void exact_refuses_instances_over_its_size_limit(void **state)
+{
+    enum { N = 40, M = 11 };
+    static double q[N * M], c[N * M];
+    int assign[N];
+    struct lr__opt_problem p = {N, M, q, c, NULL, 0.5, 0.0};
+    struct lr__opt_result r;
+    size_t k;
+    (void)state;
+    for (k = 0; k < N * M; k++) {
+        q[k] = 0.5;
+        c[k] = 1.0;
+    }
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_exact(&p, &r, 1), LR_ETOOBIG);
+    assert_non_null(strstr(r.message, "limit"));
+}
+
+/* ==== The optimizer against the exact solver ==== */
+
+struct tally {
+    int runs, feasible, infeasible, exact_hits;
+    double worst_ratio;
+};
+
+/* One instance, one form: the optimizer's answer must meet every
+ * constraint whenever the exact solver finds the problem feasible, be within
+ * 1% of the optimum, and its bound must not pass the optimum. */
+static void compare_with_exact(struct inst *in, int form, struct tally *t)
+{
+    struct lr__opt_result rx, ro;
+    int ax[MAXN], ao[MAXN], rcx, rco;
+    struct eval ex, eo;
+
+    memset(&rx, 0, sizeof rx);
+    memset(&ro, 0, sizeof ro);
+    rx.assign = ax;
+    ro.assign = ao;
+    rcx = lr__optimize_exact(&in->p, &rx, form);
+    rco = form ? lr__optimize_quality(&in->p, &ro) : lr__optimize_budget(&in->p, &ro);
+    t->runs++;
+    ex = eval_assign(&in->p, ax);
+    eo = eval_assign(&in->p, ao);
+    if (rcx == 0) {
+        t->feasible++;
+        assert_int_equal(rco, 0);
+        assert_true(ro.feasible);
+        if (form) {
+            double ratio;
+            assert_true(meets_alpha(&in->p, &eo));
+            assert_true(eo.total_cost <= ex.total_cost * 1.01 + 1e-12);
+            assert_true(ro.lower_bound <= ex.total_cost * (1.0 + 1e-9) + 1e-12);
+            ratio = ex.total_cost > 0.0 ? eo.total_cost / ex.total_cost : 1.0;
+            t->worst_ratio = fmax(t->worst_ratio, ratio);
+            t->exact_hits += eo.total_cost <= ex.total_cost * (1.0 + 1e-9) + 1e-12;
+        } else {
+            assert_true(meets_budget(&in->p, &eo));
+            assert_true(eo.mean_quality >= ex.mean_quality * 0.99 - 1e-12);
+            assert_true(ro.lower_bound >= ex.mean_quality - 1e-9);
+            t->worst_ratio = fmax(t->worst_ratio,
+                                  eo.mean_quality > 0 ? ex.mean_quality / eo.mean_quality : 1.0);
+            t->exact_hits += eo.mean_quality >= ex.mean_quality - 1e-9;
+        }
+        assert_true(fabs(ro.mean_quality - eo.mean_quality) <= 1e-9);
+        assert_true(fabs(ro.total_cost - eo.total_cost) <= 1e-9 * fmax(1.0, eo.total_cost));
+    } else {
+        assert_int_equal(rcx, LR_EINFEASIBLE);
+        assert_int_equal(rco, LR_EINFEASIBLE);
+        assert_false(ro.feasible);
+        assert_true(ro.message[0] != '\0');
+        t->infeasible++;
+        if (ex.valid) {
+            /* The best reachable value is reported, within capacities. */
+            assert_true(eo.valid);
+            if (form)
+                assert_true(fabs(eo.mean_quality - ex.mean_quality) <= 1e-6);
+            else
+                assert_true(eo.total_cost <= ex.total_cost * (1.0 + 1e-6) + 1e-12);
+        }
+    }
+}
+
+static void run_random(int form, int with_caps, int with_nan, uint64_t first, int count,
+                       const char *label)
+{
+    struct tally t = {0, 0, 0, 0, 1.0};
+    uint64_t seed;
+    for (seed = first; seed < first + (uint64_t)count; seed++) {
+        struct inst in;
+        inst_make(&in, seed, MAXN, MAXM, with_caps, with_nan);
+        if (!form)
+            pick_budget(&in, seed);
+        compare_with_exact(&in, form, &t);
+    }
+    print_message("%s: %d instances, %d feasible (%d solved to the optimum), %d infeasible, "
+                  "worst ratio to optimum %.5f\n", label, t.runs, t.feasible, t.exact_hits,
+                  t.infeasible, t.worst_ratio);
+    assert_true(t.feasible > count / 3);
+}
+
+static void quality_form_meets_alpha_within_one_percent_of_optimum(void **state)
+{
+    (void)state;
+    run_random(1, 0, 0, 1000, 300, "quality form, no capacities");
+}
+
+static void quality_form_with_non_candidates_within_one_percent_of_optimum(void **state)
+{
+    (void)state;
+    run_random(1, 0, 1, 2000, 300, "quality form, non-candidates");
+}
+
+static void quality_form_respects_capacities_within_one_percent_of_optimum(void **state)
+{
+    (void)state;
+    run_random(1, 1, 1, 3000, 400, "quality form, capacities");
+}
+
+static void quality_form_reports_the_same_infeasibility_as_exact_search(void **state)
+{
+    (void)state;
+    run_random(1, 2, 1, 4000, 300, "quality form, tight capacities");
+}
+
+static void budget_form_meets_budget_within_one_percent_of_optimum(void **state)
+{
+    (void)state;
+    run_random(0, 0, 1, 5000, 300, "budget form, no capacities");
+}
+
+static void budget_form_respects_capacities_within_one_percent_of_optimum(void **state)
+{
+    (void)state;
+    run_random(0, 1, 1, 6000, 400, "budget form, capacities");
+}
+
+/* ==== Infeasible constraints ==== */
+
+static void unreachable_alpha_returns_max_quality_within_capacities(void **state)
+{
+    /* Model 0 is the best for every query but holds only one. */
+    double q[3 * 2] = {0.9, 0.5, 0.8, 0.6, 0.95, 0.4};
+    double c[3 * 2] = {3.0, 1.0, 3.0, 1.0, 3.0, 1.0};
+    int cap[2] = {1, 0}, assign[3];
+    struct lr__opt_problem p = {3, 2, q, c, cap, 0.9, 0.0};
+    struct lr__opt_result r;
+    struct eval e;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_false(r.feasible);
+    e = eval_assign(&p, assign);
+    assert_true(e.valid);
+    /* Best within capacity: query 2 on model 0, the others on model 1. */
+    assert_int_equal(assign[2], 0);
+    assert_true(fabs(e.mean_quality - (0.5 + 0.6 + 0.95) / 3.0) < 1e-12);
+    assert_true(fabs(r.mean_quality - e.mean_quality) < 1e-12);
+    assert_non_null(strstr(r.message, "alpha 0.9 cannot be met"));
+    assert_non_null(strstr(r.message, "0.683333"));
+    assert_non_null(strstr(r.message, "within capacities"));
+}
+
+static void capacities_below_query_count_are_infeasible_with_message(void **state)
+{
+    double q[4 * 2] = {0.5, 0.6, 0.5, 0.6, 0.5, 0.6, 0.5, 0.6};
+    double c[4 * 2] = {1, 2, 1, 2, 1, 2, 1, 2};
+    int cap[2] = {1, 2}, assign[4];
+    struct lr__opt_problem p = {4, 2, q, c, cap, 0.1, 0.0};
+    struct lr__opt_result r;
+    size_t i;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_false(r.feasible);
+    assert_non_null(strstr(r.message, "capacities sum to 3, below the 4 queries"));
+    for (i = 0; i < 4; i++)
+        assert_true(assign[i] == 0 || assign[i] == 1);
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    p.budget = 100.0;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINFEASIBLE);
+    assert_non_null(strstr(r.message, "capacities sum to 3"));
+}
+
+static void candidate_sets_that_overfill_a_model_are_infeasible(void **state)
+{
+    /* Both queries can only use model 0, which holds one. */
+    double q[2 * 2] = {0.5, NAN, 0.7, NAN};
+    double c[2 * 2] = {1, 0, 1, 0};
+    int cap[2] = {1, 0}, assign[2];
+    struct lr__opt_problem p = {2, 2, q, c, cap, 0.1, 0.0};
+    struct lr__opt_result r;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_non_null(strstr(r.message, "hold only 1 of the 2 queries"));
+    assert_int_equal(assign[0], 0);
+    assert_int_equal(assign[1], 0);
+}
+
+static void budget_below_cheapest_assignment_returns_the_cheapest(void **state)
+{
+    double q[2 * 3] = {0.9, 0.5, 0.7, 0.8, 0.6, 0.2};
+    double c[2 * 3] = {5.0, 1.0, 2.0, 4.0, 3.0, 0.5};
+    int assign[2];
+    struct lr__opt_problem p = {2, 3, q, c, NULL, 0.0, 1.0};
+    struct lr__opt_result r;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINFEASIBLE);
+    assert_int_equal(assign[0], 1);
+    assert_int_equal(assign[1], 2);
+    assert_true(fabs(r.total_cost - 1.5) < 1e-12);
+    assert_non_null(strstr(r.message, "total cost 1.5 is the least reachable"));
+    assert_non_null(strstr(r.message, "budget 1 cannot be met"));
+}
+
+/* ==== Bad input ==== */
+
+static int run_bad(double *q, double *c, size_t n, size_t m, double alpha, char *msg,
+                   size_t msg_len)
+{
+    int assign[4];
+    struct lr__opt_problem p = {n, m, q, c, NULL, alpha, 1.0};
+    struct lr__opt_result r;
+    int rc;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    rc = lr__optimize_quality(&p, &r);
+    snprintf(msg, msg_len, "%s", r.message);
+    return rc;
+}
+
+static void nan_cost_is_rejected_naming_the_cost(void **state)
+{
+    double q[2 * 2] = {0.5, 0.6, 0.7, 0.8};
+    double c[2 * 2] = {1.0, 2.0, NAN, 1.0};
+    char msg[256];
+    (void)state;
+    assert_int_equal(run_bad(q, c, 2, 2, 0.5, msg, sizeof msg), LR_EINVAL);
+    assert_non_null(strstr(msg, "cost[1][0]"));
+}
+
+static void negative_cost_is_rejected_naming_the_cost(void **state)
+{
+    double q[1 * 2] = {0.5, 0.6};
+    double c[1 * 2] = {1.0, -2.0};
+    char msg[256];
+    (void)state;
+    assert_int_equal(run_bad(q, c, 1, 2, 0.5, msg, sizeof msg), LR_EINVAL);
+    assert_non_null(strstr(msg, "cost[0][1]"));
+}
+
+static void quality_above_one_is_rejected_naming_the_quality(void **state)
+{
+    double q[2 * 2] = {0.5, 1.5, 0.7, 0.8};
+    double c[2 * 2] = {1.0, 2.0, 1.0, 1.0};
+    char msg[256];
+    (void)state;
+    assert_int_equal(run_bad(q, c, 2, 2, 0.5, msg, sizeof msg), LR_EINVAL);
+    assert_non_null(strstr(msg, "quality[0][1] = 1.5 is outside [0,1]"));
+}
+
+static void zero_queries_is_rejected(void **state)
+{
+    double q[1] = {0.5}, c[1] = {1.0};
+    char msg[256];
+    (void)state;
+    assert_int_equal(run_bad(q, c, 0, 1, 0.5, msg, sizeof msg), LR_EINVAL);
+    assert_non_null(strstr(msg, "n is zero"));
+    assert_int_equal(run_bad(q, c, 1, 0, 0.5, msg, sizeof msg), LR_EINVAL);
+    assert_non_null(strstr(msg, "m is zero"));
+}
+
+static void query_without_candidate_is_rejected(void **state)
+{
+    double q[2 * 2] = {0.5, 0.6, NAN, NAN};
+    double c[2 * 2] = {1.0, 2.0, 1.0, 1.0};
+    char msg[256];
+    (void)state;
+    assert_int_equal(run_bad(q, c, 2, 2, 0.5, msg, sizeof msg), LR_EINVAL);
+    assert_non_null(strstr(msg, "query 1 has no candidate"));
+}
+
+static void non_finite_alpha_and_budget_are_rejected(void **state)
+{
+    double q[2] = {0.5, 0.6}, c[2] = {1.0, 2.0};
+    int assign[1];
+    struct lr__opt_problem p = {1, 2, q, c, NULL, NAN, INFINITY};
+    struct lr__opt_result r;
+    char msg[256];
+    (void)state;
+    assert_int_equal(run_bad(q, c, 1, 2, INFINITY, msg, sizeof msg), LR_EINVAL);
+    assert_non_null(strstr(msg, "alpha"));
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINVAL);
+    assert_non_null(strstr(r.message, "budget"));
+    assert_int_equal(lr__optimize_quality(NULL, &r), LR_EINVAL);
+}
+
+/* ==== A larger batch against its own bound ==== */
+
+static void large_batch_is_within_half_a_percent_of_its_lagrangian_bound(void **state)
+{
+    enum { N = 2000, M = 11 };
+    double *q = malloc(N * M * sizeof *q), *c = malloc(N * M * sizeof *c);
+    int *assign = malloc(N * sizeof *assign), cap[M];
+    struct rng r = {42};
+    struct lr__opt_problem p;
+    struct lr__opt_result res;
+    size_t i, j;
+    int pass;
+    (void)state;
+    assert_non_null(q);
+    assert_non_null(c);
+    assert_non_null(assign);
+    for (i = 0; i < N; i++) {
+        double difficulty = rng_unit(&r) * 4.0 - 2.0;
+        for (j = 0; j < M; j++) {
+            double strength = -1.0 + 3.0 * (double)j / (M - 1);
+            double z = strength - difficulty + (rng_unit(&r) - 0.5);
+            q[i * M + j] = 1.0 / (1.0 + exp(-z));
+            c[i * M + j] = (0.2 + (double)(j * j)) * (1.0 + rng_unit(&r)) * 1e-4;
+        }
+    }
+    for (j = 0; j < M; j++)
+        cap[j] = N / 10;
+    for (pass = 0; pass < 4; pass++) {
+        struct eval e;
+        p.n = N;
+        p.m = M;
+        p.quality = q;
+        p.cost = c;
+        p.capacity = pass % 2 ? cap : NULL;
+        p.alpha = pass < 2 ? 0.6 : 0.7;
+        p.budget = 0.0;
+        memset(&res, 0, sizeof res);
+        res.assign = assign;
+        assert_int_equal(lr__optimize_quality(&p, &res), 0);
+        e = eval_assign(&p, assign);
+        assert_true(meets_alpha(&p, &e));
+        assert_true(res.lower_bound <= e.total_cost * (1.0 + 1e-12));
+        print_message("n=%d alpha=%.2f caps=%s: cost %.6f bound %.6f gap %.4f%% (%d iterations)\n",
+                      N, p.alpha, p.capacity ? "10%" : "none", e.total_cost, res.lower_bound,
+                      100.0 * (e.total_cost - res.lower_bound) / res.lower_bound,
+                      res.iterations);
+        assert_true(e.total_cost <= res.lower_bound * 1.005);
+
+        /* The budget form with that cost as budget reaches about as much. */
+        p.budget = e.total_cost;
+        memset(&res, 0, sizeof res);
+        res.assign = assign;
+        assert_int_equal(lr__optimize_budget(&p, &res), 0);
+        e = eval_assign(&p, assign);
+        assert_true(meets_budget(&p, &e));
+        assert_true(e.mean_quality >= p.alpha - 0.005);
+        assert_true(res.lower_bound >= e.mean_quality - 1e-12);
+        assert_true(e.mean_quality >= res.lower_bound * 0.995);
+    }
+    free(q);
+    free(c);
+    free(assign);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(exact_matches_brute_force_on_tiny_instances),
+        cmocka_unit_test(exact_refuses_instances_over_its_size_limit),
+        cmocka_unit_test(quality_form_meets_alpha_within_one_percent_of_optimum),
+        cmocka_unit_test(quality_form_with_non_candidates_within_one_percent_of_optimum),
+        cmocka_unit_test(quality_form_respects_capacities_within_one_percent_of_optimum),
+        cmocka_unit_test(quality_form_reports_the_same_infeasibility_as_exact_search),
+        cmocka_unit_test(budget_form_meets_budget_within_one_percent_of_optimum),
+        cmocka_unit_test(budget_form_respects_capacities_within_one_percent_of_optimum),
+        cmocka_unit_test(unreachable_alpha_returns_max_quality_within_capacities),
+        cmocka_unit_test(capacities_below_query_count_are_infeasible_with_message),
+        cmocka_unit_test(candidate_sets_that_overfill_a_model_are_infeasible),
+        cmocka_unit_test(budget_below_cheapest_assignment_returns_the_cheapest),
+        cmocka_unit_test(nan_cost_is_rejected_naming_the_cost),
+        cmocka_unit_test(negative_cost_is_rejected_naming_the_cost),
+        cmocka_unit_test(quality_above_one_is_rejected_naming_the_quality),
+        cmocka_unit_test(zero_queries_is_rejected),
+        cmocka_unit_test(query_without_candidate_is_rejected),
+        cmocka_unit_test(non_finite_alpha_and_budget_are_rejected),
+        cmocka_unit_test(large_batch_is_within_half_a_percent_of_its_lagrangian_bound),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
