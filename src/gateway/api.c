@@ -105,11 +105,26 @@ static int refuse(struct hs_req *req, int status, const char *param, const char 
     return status;
 }
 
+/* The request body as JSON, or NULL after answering 400 (status set). */
+static json_t *load_body(struct hs_req *req, int *status)
+{
+    json_error_t je;
+    size_t len;
+    const char *body = hs_req_body(req, &len);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
+                 je.text, je.line, je.column);
+        *status = refuse(req, 400, NULL, "invalid_json", msg);
+    }
+    return root;
+}
+
 int api_route(struct gw *gw, struct hs_req *req)
 {
     struct gw_conf *conf = gw->conf;
     struct lr_error err = {0};
-    json_error_t je;
     json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jdefault, *out = NULL, *list;
     struct lr_request *reqs = NULL;
     struct lr_decision *dec = NULL;
@@ -117,18 +132,12 @@ int api_route(struct gw *gw, struct hs_req *req)
     struct lr_router *router;
     struct lr_batch_options bo;
     struct lr_batch_report rep;
-    const char *body;
-    size_t len, n, n_names = 0;
+    size_t n, n_names = 0;
     int status = 200, rc, batch = 0;
     char param[64], msg[700];
 
-    body = hs_req_body(req, &len);
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
-                 je.text, je.line, je.column);
-        return refuse(req, 400, NULL, "invalid_json", msg);
-    }
+    if (!(root = load_body(req, &status)))
+        return status;
     queries = json_object_get(root, "queries");
     jstrategy = json_object_get(root, "strategy");
     jbatch = json_object_get(root, "batch");
@@ -305,10 +314,7 @@ out:
 int api_feedback(struct gw *gw, struct hs_req *req)
 {
     struct lr_error err = {0};
-    json_error_t je;
     json_t *root, *q, *m, *c, *ot, *it;
-    const char *body;
-    size_t len;
     double correctness, out_tokens;
     long in_tokens = -1;
     int status, rc;
@@ -318,13 +324,8 @@ int api_feedback(struct gw *gw, struct hs_req *req)
         return refuse(req, 501, NULL, "no_history_store",
                       "this gateway has no history store: start it with --store FILE or set "
                       "router.store in the config");
-    body = hs_req_body(req, &len);
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
-                 je.text, je.line, je.column);
-        return refuse(req, 400, NULL, "invalid_json", msg);
-    }
+    if (!(root = load_body(req, &status)))
+        return status;
     q = json_object_get(root, "query");
     m = json_object_get(root, "model");
     c = json_object_get(root, "correctness");
