@@ -30,7 +30,8 @@ static const char help[] =
     "  --input-tokens N     input token count of every query (default: estimated)\n"
     "  --batch              assign all queries together (smart): min cost s.t. mean\n"
     "                       predicted quality >= alpha and each model within capacity\n"
-    "  --alpha A            batch quality target in [0,1] (default: router.alpha)\n"
+    "  --alpha A            with --batch: the mean quality target in [0,1] (default:\n"
+    "                       router.alpha); without: the same as --requirement\n"
     "  --budget B           batch: maximise quality with total estimated cost <= B\n"
     "  --json               one JSON object per line with predictions and ranking\n"
     "\n"
@@ -175,10 +176,19 @@ int cmd_route(int argc, char **argv)
         (a.input_tokens && (rc = cli_parse_long("route", "--input-tokens", a.input_tokens, 0,
                                                 100000000L, &input_tokens))))
         goto out;
-    if ((a.alpha || a.budget) && !a.batch) {
-        cli_error("route", "--alpha and --budget apply to --batch");
+    if (a.budget && !a.batch) {
+        cli_error("route", "--budget applies to --batch");
         rc = CLI_USAGE;
         goto out;
+    }
+    /* Per query, alpha is the requirement each choice must meet. */
+    if (a.alpha && !a.batch) {
+        if (a.requirement) {
+            cli_error("route", "give --requirement or --alpha, not both");
+            rc = CLI_USAGE;
+            goto out;
+        }
+        requirement = alpha;
     }
     if (a.models && (rc = cli_split_list("route", "--models", a.models, &names, &n_names)))
         goto out;

@@ -309,6 +309,17 @@ static int smart_rank(void *state, const struct lr__route_ctx *ctx, struct lr_ca
         models[j].name = mi ? mi->name : NULL;
         models[j].price_in = mi ? mi->cost_per_input_token : NAN;
         models[j].price_out = mi ? mi->cost_per_output_token : NAN;
+        /* A cost cannot be estimated without prices; one candidate needs none. */
+        if (ctx->n_cands > 1 && (isnan(models[j].price_in) || isnan(models[j].price_out))) {
+            rc = lr__error_set(err, LR_EINVAL,
+                               "model '%s' has no %s: smart routing needs both prices",
+                               models[j].name,
+                               isnan(models[j].price_in) ? "cost_per_input_token"
+                                                         : "cost_per_output_token");
+            if (models != stack_m)
+                free(models);
+            return rc;
+        }
     }
     memset(&q, 0, sizeof(q));
     q.text = ctx->req ? ctx->req->query : NULL;

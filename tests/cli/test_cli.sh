@@ -84,8 +84,10 @@ expect "option without value" 2 "" "'--models' needs a value" -- "$BIN" route --
 expect "requirement out of range" 2 "" "--requirement: expected a number from 0 to 1" -- \
     "$BIN" route --config "$CFG" --requirement 1.2 q
 expect "requirement NaN" 2 "" "--requirement" -- "$BIN" route --config "$CFG" --requirement nan q
-expect "alpha without batch" 2 "" "--alpha and --budget apply to --batch" -- \
-    "$BIN" route --config "$CFG" --alpha 0.8 q
+expect "budget without batch" 2 "" "--budget applies to --batch" -- \
+    "$BIN" route --config "$CFG" --budget 0.8 q
+expect "alpha and requirement together" 2 "" "give --requirement or --alpha, not both" -- \
+    "$BIN" route --config "$CFG" --alpha 0.8 --requirement 0.7 q
 expect "batch with sequential" 2 "" "cannot solve a batch assignment" -- \
     "$BIN" route --config "$CFG" --batch --alpha 0.8 q1 q2
 expect "unknown command" 2 "" "unknown command 'fly'" -- "$BIN" fly

@@ -116,6 +116,15 @@ code, math = (json.loads(l) for l in open(sys.argv[1]).read().splitlines())
 assert code["model"] == "strong", code  # only strong writes code
 assert math["model"] != "strong" and math["predicted_quality"] >= 0.7, math
 PY
+# Without --batch, --alpha is the per-query requirement: at 0.99 only the
+# model that is right everywhere qualifies.
+out=$("$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --models strong,mid,cheap \
+      --alpha 0.99 "What is 31 plus 2?" 2>&1)
+[ "$out" = "strong" ] && ok || bad "route --alpha as the requirement: got [$out]"
+expect "smart route with a model without price" 2 "model 'mid' has no cost_per_output_token" -- \
+    "$BIN" route --config "$TMP/noprice.json" --store "$TMP/h.db" --models strong,mid "What is 1 plus 1?"
+expect "smart route with one unpriced candidate passes it through" 0 "" -- \
+    "$BIN" route --config "$TMP/noprice.json" --store "$TMP/h.db" --models mid "What is 1 plus 1?"
 expect "smart route with a store that does not exist" 2 "does not exist: create it" -- \
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/none.db" "What is 1 plus 1?"
 expect "smart route with an empty store" 2 "the history store is empty" -- \
