@@ -56,7 +56,7 @@ int api_health(struct gw *gw, struct hs_req *req)
 int api_metrics(struct gw *gw, struct hs_req *req)
 {
     size_t len = 0;
-    char *text = metrics_render(gw->metrics, &len);
+    char *text = metrics_render(gw->metrics, gw_now(), &len);
     if (!text) {
         gw_send_error(req, 500, NULL, "out_of_memory", "out of memory rendering metrics");
         return 500;
