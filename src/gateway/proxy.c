@@ -49,7 +49,7 @@
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
-enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_IDLE };
+enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_IDLE, WATCH_FAILED };
 enum wait_kind { WAIT_NONE, WAIT_RETRY, WAIT_QUEUE };
 
 struct exchange {
@@ -78,8 +78,10 @@ struct exchange {
     unsigned retries;          /* retries of the current candidate */
     int probe;                 /* this attempt is its breaker's half-open probe */
     int in_attempt;            /* an attempt is running (holds an in-flight slot) */
-    struct event *watch;       /* first byte / idle timer */
+    struct event *watch;       /* first byte / idle timer; a deferred failure */
     enum watch_kind watch_kind;
+    enum rs_class deferred_class;
+    char deferred_msg[160];
     struct event *wait; /* backoff before a retry, or the queue's limit */
     enum wait_kind wait_kind;
     int queued;
@@ -603,11 +605,35 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     ex->watch_kind = WATCH_NONE;
-    if (kind == WATCH_FIRST_BYTE)
+    if (kind == WATCH_FAILED) {
+        char msg[sizeof ex->deferred_msg];
+        snprintf(msg, sizeof msg, "%s", ex->deferred_msg);
+        failed(ex, ex->deferred_class, msg);
+    } else if (kind == WATCH_FIRST_BYTE)
         failed(ex, RS_TIMEOUT, "no first byte within timeouts.first_byte_ms");
     else if (kind == WATCH_IDLE)
         failed(ex, ex->sse ? RS_STREAM_STALL : RS_TIMEOUT,
                "nothing received within timeouts.idle_ms");
+}
+
+/* A failure noticed inside a transfer's own callback: stop the transfer now
+ * and handle the failure from the loop, where starting the next attempt
+ * (a new transfer) is allowed and the exchange may be freed. */
+static void defer_failure(struct exchange *ex, enum rs_class c, const char *message)
+{
+    struct timeval now = {0, 0};
+    stop_transfer(ex);
+    ex->deferred_class = c;
+    snprintf(ex->deferred_msg, sizeof ex->deferred_msg, "%s", message);
+    if (ex->watch)
+        evtimer_del(ex->watch);
+    if (!ex->watch && !(ex->watch = evtimer_new(ex->gw->base, watch_cb, ex))) {
+        /* Out of memory: the client cannot be answered normally. */
+        failed(ex, c, message);
+        return;
+    }
+    ex->watch_kind = WATCH_FAILED;
+    evtimer_add(ex->watch, &now);
 }
 
 static void wait_cb(evutil_socket_t fd, short what, void *arg)
@@ -804,7 +830,7 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             cap *= 2;
         g = realloc(ex->held, cap);
         if (!g) {
-            failed(ex, RS_PROTOCOL, "out of memory holding the stream");
+            defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
             return UP_CONSUMED;
         }
         ex->held = g;
@@ -825,7 +851,7 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             /* Relay the good lines before it, then fail. */
             if (ex->streaming)
                 flush_held(ex);
-            failed(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
+            defer_failure(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
             return UP_CONSUMED;
         }
         scan = (size_t)(nl - ex->held) + 1;
@@ -852,7 +878,7 @@ static int on_data(void *arg, const char *data, size_t len)
         if (ex->streaming && !ex->req)
             return UP_CONSUMED;
         rc = stream_data(ex, data, len);
-        if (rc == UP_CONSUMED && ex->in_attempt && !ex->paused)
+        if (rc == UP_CONSUMED && (ex->xfer || ex->mock) && !ex->paused)
             watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
         return rc;
     }
@@ -861,7 +887,7 @@ static int on_data(void *arg, const char *data, size_t len)
         char msg[128];
         snprintf(msg, sizeof msg, "the response is larger than server.max_response_bytes (%zu)",
                  ex->conf->set.max_response_bytes);
-        failed(ex, RS_TOO_LARGE, msg);
+        defer_failure(ex, RS_TOO_LARGE, msg);
         return UP_CONSUMED;
     }
     if (ex->resp_len + len + 1 > ex->resp_cap) {
@@ -871,7 +897,7 @@ static int on_data(void *arg, const char *data, size_t len)
             cap *= 2;
         g = realloc(ex->resp, cap);
         if (!g) {
-            failed(ex, RS_PROTOCOL, "out of memory buffering the response");
+            defer_failure(ex, RS_PROTOCOL, "out of memory buffering the response");
             return UP_CONSUMED;
         }
         ex->resp = g;
