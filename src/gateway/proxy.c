@@ -17,8 +17,8 @@
  * attempt_failed(), which classifies it and, by the policy for that class,
  * retries the same model after a backoff (or its Retry-After), falls back to
  * the next candidate, or answers the client with the failure. A stream is
- * held back until its first complete event, so a failure before that falls
- * back too; after it, a cut, stall or malformed event ends the client's
+ * held back until its first complete event with content (a role-only first
+ * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or malformed event ends the client's
  * stream with an SSE error event and no [DONE]. Time to first byte and idle
  * time are watched here with a timer that aborts the transfer.
  *
@@ -46,6 +46,7 @@
 #define RANK_CAP 64
 #define SSE_LINE_CAP (1u << 20)
 #define ATTEMPT_LOG_CAP 1536
+#define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -118,7 +119,8 @@ struct exchange {
     size_t resp_len, resp_cap;
     char *held; /* stream bytes not yet relayed: checked lines, then a partial one */
     size_t held_len, held_cap, held_ok;
-    int event_seen; /* a complete event is among the checked lines */
+    int content_seen; /* a data line with content (not just a role) arrived */
+    int event_seen;   /* ... and its event is complete: the stream may commit */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_first, t_up_end;
@@ -251,13 +253,49 @@ static void sse_usage(struct exchange *ex, const char *p, const char *end)
     json_decref(j);
 }
 
+/* Does a chunk carry anything a client would show or act on: content,
+ * text, a tool call, a finish reason, usage, an error? The first chunk of a
+ * chat stream usually carries only the role; it is held back with the rest
+ * until one that does, so a stream that stalls or breaks right after it can
+ * still fail over. Parsed only before the stream commits. */
+static int chunk_has_content(const char *p, size_t n)
+{
+    json_t *j = json_loadb(p, n, 0, NULL), *choices, *c;
+    size_t i;
+    int yes = 0;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return 1;
+    }
+    if ((json_object_get(j, "usage") && !json_is_null(json_object_get(j, "usage"))) ||
+        json_object_get(j, "error"))
+        yes = 1;
+    choices = json_object_get(j, "choices");
+    json_array_foreach(choices, i, c)
+    {
+        json_t *d = json_object_get(c, "delta"), *t = json_object_get(c, "text");
+        json_t *content = json_object_get(d, "content"), *fr = json_object_get(c, "finish_reason");
+        if ((json_is_string(content) && json_string_length(content) > 0) ||
+            (json_is_string(t) && json_string_length(t) > 0) ||
+            json_object_get(d, "tool_calls") || json_object_get(d, "function_call") ||
+            (json_object_get(d, "refusal") && !json_is_null(json_object_get(d, "refusal"))) ||
+            (fr && !json_is_null(fr)))
+            yes = 1;
+    }
+    if (!json_is_array(choices) && !yes)
+        yes = 1; /* not a chat or completions chunk: nothing to wait for */
+    json_decref(j);
+    return yes;
+}
+
 /* One complete SSE line (without its line end). Returns 0, or -1 for a data
  * line that is neither JSON nor [DONE]. A blank line ends an event. */
 static int sse_line(struct exchange *ex, const char *l, size_t n)
 {
     const char *p, *end = l + n;
     if (n == 0) {
-        ex->event_seen = 1;
+        if (ex->content_seen)
+            ex->event_seen = 1;
         return 0;
     }
     if (n < 5 || memcmp(l, "data:", 5) != 0)
@@ -275,6 +313,8 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
     }
     if (!is_json_object(p, (size_t)(end - p)))
         return -1;
+    if (!ex->streaming && !ex->content_seen && chunk_has_content(p, (size_t)(end - p)))
+        ex->content_seen = 1;
     sse_usage(ex, p, end);
     return 0;
 }
@@ -861,7 +901,7 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
         /* A line this long is relayed unchecked. */
         ex->held_ok = ex->held_len;
     }
-    if (!ex->streaming && ex->event_seen)
+    if (!ex->streaming && (ex->event_seen || ex->held_len > HOLD_CAP))
         commit_stream(ex);
     if (ex->streaming)
         flush_held(ex);
@@ -1049,7 +1089,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_status = 0;
     ex->up_ctype[0] = '\0';
     ex->up_retry_after[0] = '\0';
-    ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = 0;
+    ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->content_seen = 0;
     ex->held_len = ex->held_ok = 0;
     ex->resp_len = 0;
     ex->t_first = 0;

@@ -310,6 +310,9 @@ def streams(gw_bin, fake_bin):
     check("cut before the first event: falls back", lambda: before_first("cut_after=0"))
     check("stall before the first event: falls back", lambda: before_first("stall_after=0"))
     check("malformed first event: falls back", lambda: before_first("malformed_after=0"))
+    # The role-only first chunk is held back with the first content, so these fail over too.
+    check("stall right after the role chunk: falls back", lambda: before_first("stall_after=1"))
+    check("cut right after the role chunk: falls back", lambda: before_first("cut_after=1"))
     check("reset before headers: falls back", lambda: before_first("reset"))
     check("non-stream cut: falls back", lambda: nonstream("cut_after=1"))
     check("non-stream stall: falls back", lambda: nonstream("stall_after=1"))
