@@ -393,6 +393,12 @@ def breaker(gw_bin, fake_bin):
         st, h, j, _ = chat(g.port, {"model": "b", "messages": HELLO})
         assert st == 503 and error_shape(j)["code"] == "circuit_open", (st, j)
         assert int(h["retry-after"]) >= 1 and h["x-llmroute-attempts"] == "0", h
+        # /v1/route leaves an open model out
+        st, _, body = request(g.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "x"}, {"query": "y"}], "strategy": "sequential",
+             "models": ["b", "c"]}))
+        assert st == 200, body
+        assert [a["model"] for a in json.loads(body)["assignments"]] == ["c", "c"], body
         # after the cooldown (600 ms): half-open; a failing probe reopens it
         wait_for(lambda: health(g, "b")["breaker"] == "half_open", 3, "half-open")
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
@@ -482,6 +488,14 @@ def breaker(gw_bin, fake_bin):
             t.join(10)
         assert sorted(out) == [(200, "b"), (200, "c")], out
         assert metric(g, 'llmroute_candidates_skipped_total{model="b",reason="at_capacity"}') == 1
+        # /v1/route leaves a full model out too
+        t = threading.Thread(target=one)
+        t.start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        st, _, body = request(g.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "x"}], "strategy": "sequential", "models": ["b", "c"]}))
+        assert [a["model"] for a in json.loads(body)["assignments"]] == ["c"], body
+        t.join(10)
         stop(g)
     check("a model at max_concurrency is skipped for the next candidate", capacity_skip)
 
