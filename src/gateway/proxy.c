@@ -18,9 +18,9 @@
  * retries the same model after a backoff (or its Retry-After), falls back to
  * the next candidate, or answers the client with the failure. A stream is
  * held back until its first complete event with content (a role-only first
- * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or malformed event ends the client's
- * stream with an SSE error event and no [DONE]. Time to first byte and idle
- * time are watched here with a timer that aborts the transfer.
+ * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or
+ * malformed event ends the client's stream with an SSE error event and no [DONE]. Time to first
+ * byte and idle time are watched here with a timer that aborts the transfer.
  *
  * Threads: the event loop thread only. An exchange is freed exactly once, by
  * finish(), after the client was answered or went away.
@@ -124,7 +124,7 @@ struct exchange {
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_first, t_up_end;
-    const char *error; /* why it failed, for the log */
+    const char *error;           /* why it failed, for the log */
     char tries[ATTEMPT_LOG_CAP]; /* the attempts as a JSON array, for the log */
     size_t tries_len;
 };
@@ -276,8 +276,8 @@ static int chunk_has_content(const char *p, size_t n)
         json_t *d = json_object_get(c, "delta"), *t = json_object_get(c, "text");
         json_t *content = json_object_get(d, "content"), *fr = json_object_get(c, "finish_reason");
         if ((json_is_string(content) && json_string_length(content) > 0) ||
-            (json_is_string(t) && json_string_length(t) > 0) ||
-            json_object_get(d, "tool_calls") || json_object_get(d, "function_call") ||
+            (json_is_string(t) && json_string_length(t) > 0) || json_object_get(d, "tool_calls") ||
+            json_object_get(d, "function_call") ||
             (json_object_get(d, "refusal") && !json_is_null(json_object_get(d, "refusal"))) ||
             (fr && !json_is_null(fr)))
             yes = 1;
@@ -500,9 +500,8 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
                 *p = '_';
         k = snprintf(ex->tries + ex->tries_len, sizeof ex->tries - ex->tries_len,
                      "%s{\"model\":\"%s\",\"class\":\"%s\",\"status\":%ld,\"ms\":%.1f}",
-                     ex->tries_len ? "," : "", name,
-                         record ? rs_class_name(c) : "client_closed", ex->up_status,
-                         (now - ex->t_up_start) * 1000);
+                     ex->tries_len ? "," : "", name, record ? rs_class_name(c) : "client_closed",
+                     ex->up_status, (now - ex->t_up_start) * 1000);
         if (k > 0 && ex->tries_len + (size_t)k < sizeof ex->tries)
             ex->tries_len += (size_t)k;
     }
@@ -531,7 +530,8 @@ static void give_up(struct exchange *ex, const char *why)
     if (c == RS_CONNECT_REFUSED)
         fail_with(ex, 502, NULL, "upstream_unreachable",
                   "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
-                  ex->last_model, ex->last_msg, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+                  ex->last_model, ex->last_msg, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
     else if (c == RS_TIMEOUT || c == RS_CONNECT_TIMEOUT || c == RS_STREAM_STALL)
         fail_with(ex, 504, NULL, "upstream_timeout",
                   "the upstream for model '%s' timed out: %s (%s; %u attempt%s)", ex->last_model,
@@ -539,8 +539,9 @@ static void give_up(struct exchange *ex, const char *why)
     else {
         char code[48];
         snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
-        fail_with(ex, 502, NULL, code, "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)",
-                  ex->last_model, rs_class_name(c), ex->last_msg, why, ex->n_attempts,
+        fail_with(ex, 502, NULL, code,
+                  "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)", ex->last_model,
+                  rs_class_name(c), ex->last_msg, why, ex->n_attempts,
                   ex->n_attempts == 1 ? "" : "s");
     }
 }
@@ -591,8 +592,8 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
         ex->n_attempts < (unsigned)ex->req_retry.max_attempts) {
         long delay;
         if (c == RS_RATE_LIMITED && ra >= 0)
-            delay = ra * 1000 <= (double)ex->pol.retry.max_retry_after_ms ? (long)(ra * 1000) + 5
-                                                                          : -1;
+            delay =
+                ra * 1000 <= (double)ex->pol.retry.max_retry_after_ms ? (long)(ra * 1000) + 5 : -1;
         else
             delay = rs_backoff_ms(&ex->pol.retry, ex->retries, unit_random(ex->gw));
         if (delay >= 0 && (ex->deadline == 0 || gw_now() + (double)delay / 1000 < ex->deadline) &&
@@ -685,8 +686,8 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
     ex->wait_kind = WAIT_NONE;
     if (kind == WAIT_RETRY) {
         /* The same model again, if its breaker lets us. */
-        struct model_stats *ms =
-            metrics_model(ex->gw->metrics, ex->conf->models[ex->ranking[ex->cand].index].info->name);
+        struct model_stats *ms = metrics_model(
+            ex->gw->metrics, ex->conf->models[ex->ranking[ex->cand].index].info->name);
         int probe = 0;
         if (!ms || rs_breaker_admit(&ms->breaker, gw_now(), &probe)) {
             ex->probe = probe;
@@ -979,8 +980,8 @@ static void on_done(void *arg, enum up_error err, const char *message)
                "the upstream answered with an error status");
         return;
     }
-    if (ex->up_status < 200 || (strstr(ex->up_ctype, "json") &&
-                                !is_json_object(ex->resp ? ex->resp : "", ex->resp_len))) {
+    if (ex->up_status < 200 ||
+        (strstr(ex->up_ctype, "json") && !is_json_object(ex->resp ? ex->resp : "", ex->resp_len))) {
         failed(ex, ex->up_status < 200 ? RS_PROTOCOL : RS_MALFORMED,
                "the upstream's answer is not a JSON object");
         return;
