@@ -10,7 +10,7 @@ x-llmroute-attempts header) and the breaker state (/health, /metrics).
 Timeouts in the test configuration are small so the suite stays quick.
 
 Groups (each one ctest entry):
-  attempts  refused, hang, every status with and without Retry-After, delayed
+  attempts  refused, connect timeout, hang, every status with and without Retry-After, delayed
             first byte, fail N times then recover, fallback order, deadline
   streams   cut, stall and malformed chunk before and after the first event,
             a clean close without [DONE]
@@ -144,6 +144,46 @@ def attempts(gw_bin, fake_bin):
         assert st == 502 and error_shape(j)["code"] == "upstream_unreachable", (st, j)
         assert h["x-llmroute-attempts"] == "1", h
     check("refused connection: falls back to the route's fallback; alone, 502", refused)
+
+    def connect_timeout():
+        # A listener whose backlog is full: new connections hang in the SYN stage.
+        srv = socket.socket()
+        srv.bind((HOST, 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        fill = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect((HOST, port))
+            except BlockingIOError:
+                pass
+            fill.append(c)
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}])
+        cfg = json.load(open(g.config_path))
+        stop(g)
+        # first_byte_ms counts from the attempt's start: longer here, so connect_ms decides
+        cfg["models"].append({"name": "syn", "backend": "openai",
+                              "base_url": "http://%s:%d/v1" % (HOST, port),
+                              "timeouts": {"first_byte_ms": 3000}})
+        cfg["routes"] = [{"name": "r", "strategy": "sequential", "models": ["syn"],
+                          "fallbacks": ["c"]}]
+        g = Gateway(gw_bin, w.wd, cfg, name="gw-syn")
+        t0 = time.monotonic()
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        took = time.monotonic() - t0
+        assert st == 200 and h["x-llmroute-model"] == "c" and h["x-llmroute-attempts"] == "2"
+        assert 0.45 < took < 2.0, took  # connect_ms is 500
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="syn",class="connect_timeout"}'] == 1, \
+            [k for k in m if "syn" in k]
+        stop(g)
+        for c in fill:
+            c.close()
+        srv.close()
+    check("connect timeout: falls back", connect_timeout)
 
     def hang():
         gw = fresh()
