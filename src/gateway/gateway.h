@@ -62,7 +62,8 @@ struct gw_model {
     int is_mock;
     struct mock_spec mock;
     char *mock_content;
-    struct rs_policy policy; /* the model's own `retry` / `timeouts` (an overlay) */
+    struct rs_policy policy;   /* the model's own `retry` / `timeouts` (an overlay) */
+    struct model_stats *stats; /* its entry in the metrics table, found on first use */
 };
 
 struct gw_router {

@@ -448,6 +448,16 @@ void proxy_shutdown(struct gw *gw)
 
 /* ==== Attempts: bookkeeping ==== */
 
+/* A model's live state (in-flight count, breaker). The metrics table
+ * outlives configurations, so the pointer is kept on the model. */
+static struct model_stats *model_state(struct exchange *ex, int model)
+{
+    struct gw_model *gm = &ex->conf->models[model];
+    if (!gm->stats)
+        gm->stats = metrics_model(ex->gw->metrics, gm->info->name);
+    return gm->stats;
+}
+
 static void stop_transfer(struct exchange *ex)
 {
     if (ex->xfer) {
@@ -686,8 +696,7 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
     ex->wait_kind = WAIT_NONE;
     if (kind == WAIT_RETRY) {
         /* The same model again, if its breaker lets us. */
-        struct model_stats *ms = metrics_model(
-            ex->gw->metrics, ex->conf->models[ex->ranking[ex->cand].index].info->name);
+        struct model_stats *ms = model_state(ex, ex->ranking[ex->cand].index);
         int probe = 0;
         if (!ms || rs_breaker_admit(&ms->breaker, gw_now(), &probe)) {
             ex->probe = probe;
@@ -736,7 +745,7 @@ static void next_candidate(struct exchange *ex)
         if (ex->given_up[i])
             continue;
         gm = &conf->models[ex->ranking[i].index];
-        ms = metrics_model(ex->gw->metrics, gm->info->name);
+        ms = model_state(ex, ex->ranking[i].index);
         if (ms && gm->info->max_concurrency > 0 && ms->in_flight >= gm->info->max_concurrency) {
             ms->skipped_full++;
             any_full = 1;
@@ -1040,12 +1049,12 @@ static const char *endpoint_path(enum gw_endpoint ep)
 }
 
 /* An admitted probe that will not run after all. */
-static void release_probe(struct exchange *ex, const struct gw_model *gm)
+static void release_probe(struct exchange *ex)
 {
     struct model_stats *ms;
     if (!ex->probe)
         return;
-    ms = metrics_model(ex->gw->metrics, gm->info->name);
+    ms = model_state(ex, ex->model);
     if (ms)
         rs_breaker_release(&ms->breaker, 1);
     ex->probe = 0;
@@ -1068,7 +1077,7 @@ static void start_attempt(struct exchange *ex)
     rs_policy_merge(&ex->pol, &gm->policy);
     if (!ex->req) {
         /* The client left while this attempt waited. */
-        release_probe(ex, gm);
+        release_probe(ex);
         ex->error = "client_closed";
         finish(ex, 499);
         return;
@@ -1080,7 +1089,7 @@ static void start_attempt(struct exchange *ex)
     rw.remove = extension_members;
     rc = js_rewrite_body(body, len, &rw, &ex->fwd, &ex->fwd_len);
     if (rc) {
-        release_probe(ex, gm);
+        release_probe(ex);
         fail_with(ex, rc == -2 ? 500 : 400, NULL, NULL,
                   rc == -2 ? "out of memory preparing the upstream request"
                            : "the request body could not be scanned for forwarding");
@@ -1094,7 +1103,7 @@ static void start_attempt(struct exchange *ex)
     ex->held_len = ex->held_ok = 0;
     ex->resp_len = 0;
     ex->t_first = 0;
-    ex->ms = metrics_model(ex->gw->metrics, gm->info->name);
+    ex->ms = model_state(ex, ex->model);
     if (ex->ms)
         ex->ms->in_flight++;
     ex->in_attempt = 1;
