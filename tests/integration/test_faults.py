@@ -579,6 +579,34 @@ def breaker(gw_bin, fake_bin):
         stop(g)
     check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
 
+    def client_gone_while_waiting():
+        g = w.gateway(models={"b": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},
+                      resilience={"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
+
+        def raw(model, hold):
+            s = socket.create_connection((HOST, g.port), timeout=10)
+            body = json.dumps({"model": model, "messages": HELLO}).encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            time.sleep(hold)
+            s.close()
+        w.set("c", "status=429;retry_after=1")
+        raw("c", 0.3)  # gone during the wait before the retry
+        w.set("b", "delay_ms=800")
+        t = threading.Thread(target=raw, args=("b", 1.2))
+        t.start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        raw("b", 0.2)  # gone while queued
+        t.join(10)
+        wait_for(lambda: metric(g, "llmroute_queue_waiting") == 0, 3, "the queue empty")
+        wait_for(lambda: health(g, "b")["in_flight"] == 0, 3, "b idle")
+        assert any(l.get("status") == 499 for l in g.log_lines())
+        still = chat(g.port, {"model": "a", "messages": HELLO})
+        assert still[0] == 200, still
+        stop(g)  # exit 0: under the sanitizers, no leak and no use after free
+    check("a client gone during a retry wait or in the queue is cleaned up",
+          client_gone_while_waiting)
+
     def counted_and_logged():
         g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["dead"],
                                "fallbacks": ["b", "c"]}])
