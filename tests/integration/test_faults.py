@@ -479,7 +479,8 @@ def breaker(gw_bin, fake_bin):
     check("breaker: opens on the failure rate over the window", failure_rate)
 
     def no_retry_storm():
-        g = w.gateway()
+        # Generous timeouts: under a loaded machine a slow answer must not pass for a fault.
+        g = w.gateway(resilience={"timeouts": {"first_byte_ms": 5000, "idle_ms": 5000}})
         w.set("b", "status=429;retry_after=2")
         duration, clients = 4.0, 8
         end = time.monotonic() + duration
@@ -505,7 +506,8 @@ def breaker(gw_bin, fake_bin):
               "(%.2f/s, bound %.2f/s)" % (len(answers), upstream, elapsed, rate, bound))
         assert len(answers) > 100, len(answers)
         assert rate <= bound, (rate, bound)
-        assert all(st in (429, 503) and ra for st, ra in answers), answers[:5]
+        bad = [a for a in answers if a[0] not in (429, 503) or not a[1]]
+        assert not bad, bad[:5]
         stop(g)
     check("no retry storm: 429 Retry-After 2 keeps upstream attempts under the bound",
           no_retry_storm)
