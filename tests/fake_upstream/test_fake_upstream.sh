@@ -102,7 +102,11 @@ while True:
     if line.startswith(b"data: "):
         stamps.append(time.monotonic())
 gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-assert len(stamps) == 6 and min(gaps) > 0.1, gaps
+# A loaded machine may let the reader fall behind and read two buffered
+# events back to back, so ask for spread, not for every gap: the events span
+# most of the 5 x 150 ms, and most gaps are real waits.
+assert len(stamps) == 6, stamps
+assert stamps[-1] - stamps[0] > 0.5 and sum(g > 0.05 for g in gaps) >= 3, gaps
 ' "$PORT"
 
 # ---- status=429 with Retry-After and an OpenAI error body ----
