@@ -47,6 +47,9 @@ static const char help[] =
     "                       points, the frontier as a line\n"
     "  --seed N             seed of the random strategy (default 1)\n"
     "\n"
+    "With router.embedding in the config (a remote embedder), every scored query\n"
+    "is embedded through that server before the smart rows.\n"
+    "\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or data error.\n";
 
 /* ==== Rows ==== */

@@ -37,6 +37,9 @@ static const char help[] =
     "  --budget B           batch: maximise quality with total estimated cost <= B\n"
     "  --json               one JSON object per line with predictions and ranking\n"
     "\n"
+    "With router.embedding in the config (a remote embedder), smart routing\n"
+    "embeds the queries through that server first.\n"
+    "\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or unknown model.\n";
 
 struct route_args {
