@@ -211,7 +211,7 @@ int main(int argc, char **argv)
 
     struct lr_store *st = NULL;
     struct lr_error err;
-    struct lr_import_options io = {"train", 1};
+    struct lr_import_options io = {.split = "train", .strict = 1};
     struct lr_import_report rep;
     double t0 = now();
     if (lr_store_open(":memory:", NULL, &st, &err) ||

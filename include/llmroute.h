@@ -136,6 +136,25 @@ LR_EXTERN int lr_config_route_index(const struct lr_config *cfg, const char *nam
 
 LR_EXTERN const struct lr_router_defaults *lr_config_router_defaults(const struct lr_config *cfg);
 
+/* A remote embedder, from the config's "router.embedding": any server that
+ * answers OpenAI's POST {base_url}/embeddings (Ollama, llama.cpp server,
+ * vLLM, TEI, OpenAI). The library never calls it: the caller fetches vectors
+ * with its own HTTP client and hands them in (lr_request.embedding,
+ * lr_import_options.embed, lr_store_add_outcome_vec). Strings belong to the
+ * config. */
+struct lr_embedding_info {
+    const char *base_url;    /* e.g. "http://localhost:11434/v1" (no trailing '/') */
+    const char *model;       /* the embedding model's name on that server */
+    const char *api_key_env; /* env var holding the key (sent as a Bearer token), or NULL */
+    int dimensions;          /* sent as "dimensions" and checked in answers; 0 = server's own */
+    int batch_size;          /* texts per request, 1..2048, default 64 */
+    long timeout_ms;         /* per request, default 30000 */
+    const char *embedder_id; /* the id a store records: "openai:" + model */
+};
+
+/* The configured remote embedder, or NULL when the built-in one is used. */
+LR_EXTERN const struct lr_embedding_info *lr_config_embedding(const struct lr_config *cfg);
+
 /* A top-level section the library does not interpret ("server", ...), as
  * compact JSON owned by the config, or NULL when absent. */
 LR_EXTERN const char *lr_config_section(const struct lr_config *cfg, const char *key);
@@ -164,8 +183,12 @@ struct lr_record {
     size_t n_outcomes;
 };
 
+/* The built-in embedder's id (TF-IDF over hashed n-grams, sparse vectors). */
+#define LR_EMBEDDER_BUILTIN "tfidf-v1"
+
 struct lr_store_options {
-    const char *embedder;  /* embedder id; NULL = built-in "tfidf-v1" */
+    const char *embedder;  /* embedder id; NULL = built-in LR_EMBEDDER_BUILTIN; any other
+                              id makes a dense store (lr_embedding_info.embedder_id) */
     int dense_dim;         /* for a remote embedder: its dimension; 0 = unknown yet */
     int read_only;         /* open without writing */
     size_t max_records;    /* cap on records; 0 = no cap */
@@ -180,20 +203,49 @@ LR_EXTERN void lr_store_free(struct lr_store *store);
 
 LR_EXTERN size_t lr_store_count(const struct lr_store *store);
 
+/* The id of the embedder the store was opened with (owned by the store). A
+ * store whose id is not LR_EMBEDDER_BUILTIN is dense: it needs vectors from
+ * the caller. */
+LR_EXTERN const char *lr_store_embedder(const struct lr_store *store);
+/* A dense store's vector dimension; 0 for the built-in embedder, or for a
+ * dense store that holds no vector yet and was opened without dense_dim. */
+LR_EXTERN size_t lr_store_dim(const struct lr_store *store);
+
 /* Append one record; durable (committed) before it returns 0. A dense vector
  * may be given for a store whose embedder is remote (else NULL, 0). */
 LR_EXTERN int lr_store_add(struct lr_store *store, const struct lr_record *rec, const float *vec,
                  size_t dim, struct lr_error *err);
 
 /* Append one outcome for `query` (the gateway's feedback path): adds a record
- * with a single outcome. Durable before it returns 0. */
+ * with a single outcome. Durable before it returns 0. A dense store needs
+ * the query's vector: use lr_store_add_outcome_vec. */
 LR_EXTERN int lr_store_add_outcome(struct lr_store *store, const char *query, long input_tokens,
                          const char *model, double correctness, double output_tokens,
                          struct lr_error *err);
 
+/* lr_store_add_outcome with the query's vector from the store's remote
+ * embedder (dim floats; it need not be unit length). For a dense store only. */
+LR_EXTERN int lr_store_add_outcome_vec(struct lr_store *store, const char *query,
+                                       long input_tokens, const char *model, double correctness,
+                                       double output_tokens, const float *vec, size_t dim,
+                                       struct lr_error *err);
+
+/* Embeds texts for an import into a dense store: writes n rows of dim floats
+ * to out (row i for texts[i]; any length but zero, the store normalises
+ * them). Returns 0, or a negative LR_E* code with err's message filled in,
+ * which fails the whole import. */
+typedef int (*lr_embed_fn)(void *arg, const char *const *texts, size_t n, float *out,
+                           size_t dim, struct lr_error *err);
+
 struct lr_import_options {
     const char *split; /* keep only records whose "split" equals this; NULL = all */
     int strict;        /* 1: any bad record fails the whole import */
+    /* Dense stores only (else NULL): the embedder, called in batches of up to
+     * embed_batch texts (0 = 64) from inside the import's transaction. */
+    lr_embed_fn embed;
+    void *embed_arg;
+    size_t embed_batch;
+    size_t embed_dim; /* the vectors' dimension; 0 = the store's (which must be known) */
 };
 
 struct lr_import_report {
@@ -205,7 +257,10 @@ struct lr_import_report {
 };
 
 /* Import the AIOS smart-routing data format (JSON array or JSONL) from a
- * file. All or nothing: on any error nothing is added to the store. */
+ * file. All or nothing: on any error nothing is added to the store. A dense
+ * store needs opts->embed; every kept record's query is embedded, in order,
+ * before the transaction commits, and an error from the callback fails the
+ * import. */
 LR_EXTERN int lr_store_import_file(struct lr_store *store, const char *path,
                          const struct lr_import_options *opts, struct lr_import_report *report,
                          struct lr_error *err);

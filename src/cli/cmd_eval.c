@@ -12,7 +12,10 @@
  *
  * Only records with an outcome for every candidate model are scored (the
  * others are counted and named on standard error), so every row is measured
- * on the same queries. Uses the public API only.
+ * on the same queries. With a remote embedder (router.embedding) the store is
+ * dense: every scored query is embedded through it, in batches, before the
+ * smart rows, so decision times measure routing alone. Uses the public API
+ * only.
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +26,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "embed_http.h"
 
 static const char help[] =
     "usage: llmroute eval --config FILE --store FILE --data FILE [options]\n"
@@ -42,6 +46,9 @@ static const char help[] =
     "  --plot FILE.svg      draw success against cost: single models as labelled\n"
     "                       points, the frontier as a line\n"
     "  --seed N             seed of the random strategy (default 1)\n"
+    "\n"
+    "With router.embedding in the config (a remote embedder), every scored query\n"
+    "is embedded through that server before the smart rows.\n"
     "\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or data error.\n";
 
@@ -69,6 +76,8 @@ struct eval {
     long *in_tokens;      /* per scored record */
     double *correct;      /* n x n_cands real correctness */
     double *real_cost;    /* n x n_cands real cost */
+    const float *vecs;    /* n x dim query vectors (remote embedder), or NULL */
+    size_t dim;
     struct row *rows;
     size_t n_rows, cap_rows;
 };
@@ -189,7 +198,50 @@ static void fill_requests(struct eval *e, struct lr_request *reqs, double requir
         reqs[i].query = rec->query;
         reqs[i].input_tokens = e->in_tokens[i];
         reqs[i].performance_requirement = requirement;
+        if (e->vecs) {
+            reqs[i].embedding = e->vecs + i * e->dim;
+            reqs[i].embedding_dim = e->dim;
+        }
     }
+}
+
+/* Embed every scored query with the remote embedder, in batches. */
+static int embed_all(struct eval *e, const struct lr_store *store, float **vecs)
+{
+    struct embed_http *emb = NULL;
+    struct lr_error err = {0};
+    const char **texts = NULL;
+    size_t dim = lr_store_dim(store);
+    double t0 = now_us();
+    int rc;
+
+    *vecs = NULL;
+    if (dim == 0)
+        return 0; /* an empty store: the router says so */
+    texts = calloc(e->n, sizeof *texts);
+    *vecs = calloc(e->n, dim * sizeof **vecs);
+    if (!texts || !*vecs) {
+        free(texts);
+        cli_error("eval", "out of memory");
+        return CLI_RUNTIME;
+    }
+    for (size_t i = 0; i < e->n; i++)
+        texts[i] = lr_dataset_record(e->ds, e->recs[i])->query;
+    if ((rc = embed_http_new(lr_config_embedding(e->cfg), &emb, &err)) ||
+        (rc = embed_http_embed(emb, texts, e->n, *vecs, dim, &err))) {
+        cli_error("eval", "%s", err.message);
+        rc = rc == LR_ECONFIG ? CLI_USAGE : CLI_RUNTIME;
+    } else {
+        fprintf(stderr,
+                "llmroute eval: embedded %zu queries with %s at %s in %.2f s (not part of the "
+                "decision times)\n",
+                e->n, lr_store_embedder(store), embed_http_url(emb), (now_us() - t0) / 1e6);
+        e->vecs = *vecs;
+        e->dim = dim;
+    }
+    embed_http_free(emb);
+    free(texts);
+    return rc;
 }
 
 /* Per-query routing of every record with router; times each decision. */
@@ -686,6 +738,7 @@ int cmd_eval(int argc, char **argv)
     struct lr_request *reqs = NULL;
     struct lr_decision *decs = NULL;
     struct lr_router *router = NULL;
+    float *vecs = NULL;
     static const char *default_preds[] = {"default", "aios"};
 
     memset(&e, 0, sizeof e);
@@ -786,12 +839,15 @@ int cmd_eval(int argc, char **argv)
                         "are left out\n");
     } else {
         struct lr_store_options so = {0};
+        embed_store_options(cfg, &so);
         so.read_only = 1;
         if ((rc = lr_store_open(store_path, &so, &store, &err))) {
             cli_error("eval", "%s", err.message);
             rc = CLI_USAGE;
             goto out;
         }
+        if (embed_store_is_dense(store) && (rc = embed_all(&e, store, &vecs)))
+            goto out;
         if (!preds) {
             preds = (char **)default_preds;
             n_preds = 2;
@@ -857,6 +913,7 @@ out:
     free(e.in_tokens);
     free(e.correct);
     free(e.real_cost);
+    free(vecs);
     free(slot);
     free(times);
     free(reqs);

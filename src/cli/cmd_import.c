@@ -1,20 +1,26 @@
 /* cmd_import.c -- `llmroute import`: add past-query outcomes to a history
  * store from files in the AIOS smart-routing format. Each file is imported
  * all or nothing; a bad record is skipped and counted (or with --strict fails
- * its file) and the store is never left half-written.
+ * its file) and the store is never left half-written. With a config whose
+ * router.embedding names a remote embedder, the store is dense and each
+ * file's queries are embedded through it in batches during the import (a
+ * failed request fails the file).
  */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "cli.h"
+#include "embed_http.h"
 
 static const char help[] =
-    "usage: llmroute import --store FILE [--split NAME] [--strict] [DATA...]\n"
+    "usage: llmroute import --store FILE [--config FILE] [--split NAME] [--strict] [DATA...]\n"
     "Add the records of each DATA file (a JSON array or JSONL of {\"query\",\n"
     "\"input_token_length\", \"outputs\": [{\"model_name\", \"correctness\",\n"
     "\"output_token_length\"}]}) to the history store FILE, creating it if needed.\n"
     "\n"
-    "  --store FILE   the SQLite history store\n"
+    "  --store FILE   the SQLite history store (default: the config's router.store)\n"
+    "  --config FILE  with router.embedding set, embed the queries with that remote\n"
+    "                 embedder (the store is then dense); default: built-in embedder\n"
     "  --split NAME   keep only records whose \"split\" is NAME (e.g. train)\n"
     "  --strict       a bad record fails its whole file instead of being skipped\n"
     "\n"
@@ -24,13 +30,17 @@ static const char help[] =
 
 int cmd_import(int argc, char **argv)
 {
-    const char *store_path = NULL, *split = NULL;
+    const char *store_path = NULL, *split = NULL, *config = NULL;
     int strict = 0, help_flag = 0, n_pos = 0, rc, status = CLI_OK;
     const struct cli_opt opts[] = {
-        {"store", &store_path, NULL}, {"split", &split, NULL},  {"strict", NULL, &strict},
-        {"help", NULL, &help_flag},   {NULL, NULL, NULL},
+        {"store", &store_path, NULL}, {"split", &split, NULL},   {"strict", NULL, &strict},
+        {"config", &config, NULL},    {"help", NULL, &help_flag}, {NULL, NULL, NULL},
     };
+    struct lr_config *cfg = NULL;
     struct lr_store *store = NULL;
+    struct lr_store_options so = {0};
+    struct embed_http *emb = NULL;
+    size_t dim = 0;
     struct lr_error err = {0};
     char **pos = NULL;
 
@@ -42,19 +52,43 @@ int cmd_import(int argc, char **argv)
         free(pos);
         return CLI_OK;
     }
+    if (config && (rc = cli_load_config("import", config, &cfg))) {
+        free(pos);
+        return rc;
+    }
+    if (!store_path && cfg)
+        store_path = lr_config_router_defaults(cfg)->store_path;
     if (!store_path) {
         cli_error("import", "--store FILE is required");
-        free(pos);
-        return CLI_USAGE;
+        status = CLI_USAGE;
+        goto out;
     }
-    if ((rc = lr_store_open(store_path, NULL, &store, &err))) {
+    embed_store_options(cfg, &so);
+    if ((rc = lr_store_open(store_path, &so, &store, &err))) {
         cli_error("import", "%s", err.message);
-        free(pos);
-        return cli_exit_code(rc) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
+        status = cli_exit_code(rc) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
+        goto out;
+    }
+    if (embed_store_is_dense(store) && n_pos > 0) {
+        /* The vectors' dimension: the store's, else the config's, else the
+         * server's own (one probe request). */
+        dim = lr_store_dim(store);
+        if ((rc = embed_http_new(lr_config_embedding(cfg), &emb, &err)) ||
+            (!dim && (rc = embed_http_dim(emb, &dim, &err)))) {
+            cli_error("import", "%s: nothing imported", err.message);
+            status = cli_exit_code(rc) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
+            goto out;
+        }
     }
     for (int i = 0; i < n_pos; i++) {
         struct lr_import_options io = {.split = split, .strict = strict};
         struct lr_import_report rep = {0};
+        if (emb) {
+            io.embed = embed_http_callback;
+            io.embed_arg = emb;
+            io.embed_batch = (size_t)lr_config_embedding(cfg)->batch_size;
+            io.embed_dim = dim;
+        }
         rc = lr_store_import_file(store, pos[i], &io, &rep, &err);
         if (rc) {
             cli_error("import", "%s: nothing imported from this file", err.message);
@@ -69,7 +103,10 @@ int cmd_import(int argc, char **argv)
         printf("\n");
     }
     printf("%s: %zu records\n", store_path, lr_store_count(store));
+out:
+    embed_http_free(emb);
     lr_store_free(store);
+    lr_config_free(cfg);
     free(pos);
     return status;
 }

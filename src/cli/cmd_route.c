@@ -3,7 +3,9 @@
  * with the prediction and the ranking. Queries are the QUERY arguments, or
  * each non-empty line of standard input when none is given. With --batch the
  * queries are assigned together (smart strategy: mean quality >= alpha at the
- * least cost, or the best quality within --budget).
+ * least cost, or the best quality within --budget). When the config names a
+ * remote embedder (router.embedding), the store is dense and the queries are
+ * embedded through it, in batches, before any is routed.
  */
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "embed_http.h"
 
 static const char help[] =
     "usage: llmroute route --config FILE [options] [QUERY ...]\n"
@@ -34,6 +37,9 @@ static const char help[] =
     "                       router.alpha); without: the same as --requirement\n"
     "  --budget B           batch: maximise quality with total estimated cost <= B\n"
     "  --json               one JSON object per line with predictions and ranking\n"
+    "\n"
+    "With router.embedding in the config (a remote embedder), smart routing\n"
+    "embeds the queries through that server first.\n"
     "\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or unknown model.\n";
 
@@ -157,6 +163,8 @@ int cmd_route(int argc, char **argv)
     struct lr_request *reqs = NULL;
     struct lr_decision *decs = NULL;
     struct lr_candidate *rank_buf = NULL;
+    struct embed_http *emb = NULL;
+    float *vecs = NULL;
     size_t n_models;
 
     rc = cli_parse("route", argc, argv, opts, &pos, &n_pos);
@@ -218,6 +226,7 @@ int cmd_route(int argc, char **argv)
     }
     if (a.store) {
         struct lr_store_options so = {0};
+        embed_store_options(cfg, &so);
         so.read_only = 1;
         if ((r = lr_store_open(a.store, &so, &store, &err))) {
             cli_error("route", "%s", err.message);
@@ -270,6 +279,31 @@ int cmd_route(int argc, char **argv)
         }
     }
 
+    /* A dense store: the smart strategy needs each query's vector from the
+     * remote embedder (an empty store has no dimension yet, and the router
+     * says it is empty). */
+    if (store && embed_store_is_dense(store) && lr_store_dim(store) > 0 &&
+        strcmp(lr_router_strategy(router), "smart") == 0) {
+        size_t dim = lr_store_dim(store);
+        vecs = calloc(n_queries, dim * sizeof *vecs);
+        if (!vecs) {
+            cli_error("route", "out of memory");
+            rc = CLI_RUNTIME;
+            goto out;
+        }
+        if ((r = embed_http_new(lr_config_embedding(cfg), &emb, &err)) ||
+            (r = embed_http_embed(emb, (const char *const *)queries, n_queries, vecs, dim,
+                                  &err))) {
+            cli_error("route", "%s", err.message);
+            rc = cli_exit_code(r) == CLI_USAGE && r != LR_EINVAL ? CLI_USAGE : CLI_RUNTIME;
+            goto out;
+        }
+        for (size_t i = 0; i < n_queries; i++) {
+            reqs[i].embedding = vecs + i * dim;
+            reqs[i].embedding_dim = dim;
+        }
+    }
+
     if (a.batch) {
         struct lr_batch_options bo;
         struct lr_batch_report rep;
@@ -304,6 +338,8 @@ int cmd_route(int argc, char **argv)
     rc = CLI_OK;
 out:
     fflush(stdout);
+    embed_http_free(emb);
+    free(vecs);
     free(rank_buf);
     free(decs);
     free(reqs);

@@ -379,25 +379,34 @@ static int write_port_file(const char *path, int port)
 }
 
 /* Open the history store named by --store, or else by the config's
- * router.store (created when missing). Returns 0, or an exit code after
- * saying why. The store outlives reloads: a new path needs a restart. */
+ * router.store (created when missing), with the config's embedder. Returns
+ * 0, or an exit code after saying why. The store outlives reloads: a new
+ * path needs a restart. */
 static int open_store(struct gw *gw, const struct gw_options *opts)
 {
     struct lr_config *cfg = NULL;
     struct lr_error err = {0};
+    struct lr_store_options so = {0};
     const char *path = opts->store;
 
-    if (!path) {
-        /* The config is read once here for router.store alone; its errors
-         * are reported by the full load that follows. */
-        if (lr_config_load_file(opts->config_path, &cfg, &err) != 0)
+    /* The config is read once here for router.store and router.embedding
+     * alone; its errors are reported by the full load that follows. */
+    if (lr_config_load_file(opts->config_path, &cfg, &err) != 0) {
+        if (!path)
             return 0;
-        path = lr_config_router_defaults(cfg)->store_path;
+    } else {
+        const struct lr_embedding_info *emb = lr_config_embedding(cfg);
+        if (!path)
+            path = lr_config_router_defaults(cfg)->store_path;
+        if (emb) {
+            so.embedder = emb->embedder_id;
+            so.dense_dim = emb->dimensions;
+        }
     }
     if (path) {
         gw->store_path = strdup(path);
         if (!gw->store_path ||
-            lr_store_open(path, NULL, &gw->store, &err) != 0) {
+            lr_store_open(path, &so, &gw->store, &err) != 0) {
             fprintf(stderr, "llmroute serve: %s\n",
                     gw->store_path ? err.message : "out of memory");
             free(gw->store_path);

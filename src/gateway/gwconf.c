@@ -4,6 +4,9 @@
  * name as a JSON string ready to splice, mock settings), and one lr_router
  * per distinct strategy. Everything is built before it is used, so a reload
  * either yields a complete new configuration or an error and nothing else.
+ * A smart router over a dense store (a remote embedder's vectors) is refused:
+ * the gateway does not fetch query embeddings yet, so such a configuration
+ * fails to load rather than failing every request.
  *
  * Threads: built and freed on the event loop thread; reference counts are
  * plain integers for the same reason.
@@ -395,6 +398,15 @@ struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct
     for (size_t i = 0; i < c->n_routers; i++)
         if (strcmp(c->routers[i].strategy, name) == 0)
             return c->routers[i].router;
+    if (strcmp(name, "smart") == 0 && c->store &&
+        strcmp(lr_store_embedder(c->store), LR_EMBEDDER_BUILTIN) != 0) {
+        fail(err, LR_ESTRATEGY,
+             "the history store uses the remote embedder '%s' and smart routing needs each "
+             "query's embedding: remote embedder in the gateway is not supported yet: use the "
+             "built-in embedder for served routes",
+             lr_store_embedder(c->store));
+        return NULL;
+    }
     if (c->n_routers == c->cap_routers) {
         size_t cap = c->cap_routers ? c->cap_routers * 2 : 4;
         struct gw_router *g;

@@ -4,7 +4,9 @@
  *   {"models": [{"name", "backend", "base_url", "api_key_env",
  *                "cost_per_input_token", "cost_per_output_token",
  *                "max_concurrency", "capacity", ...}],
- *    "router": {"strategy", "performance_requirement", "n_similar", ...},
+ *    "router": {"strategy", "performance_requirement", "n_similar", ...,
+ *               "embedding": {"base_url", "model", "api_key_env", "dimensions",
+ *                             "batch_size", "timeout_ms"}},
  *    "routes": [{"name", "strategy", "models", "performance_requirement",
  *                "fallbacks", "retry", "timeouts"}],
  *    "server": {...}}
@@ -33,6 +35,8 @@
 #define CONFIG_MAX_MODELS 1024
 #define CONFIG_MAX_ROUTES 1024
 #define CONFIG_MAX_WARNINGS 64
+/* "openai:" + model must fit a store's embedder id (128 bytes). */
+#define CONFIG_MAX_EMBED_MODEL 120
 
 struct section {
     char *key;
@@ -48,6 +52,10 @@ struct lr_config {
     struct lr_router_defaults defaults;
     char *store_path;
     char *embedding_json;
+    struct lr_embedding_info embedding; /* valid when has_embedding */
+    int has_embedding;
+    char *embedding_base_url; /* base_url without trailing slashes */
+    char embedder_id[8 + CONFIG_MAX_EMBED_MODEL];
     struct section *sections;
     size_t n_sections;
     char **warnings;
@@ -325,6 +333,56 @@ static const char *const router_keys[] = {
     "embedding", "store", "query_text", NULL,
 };
 
+static const char *const embedding_keys[] = {
+    "base_url", "model", "api_key_env", "dimensions", "batch_size", "timeout_ms", NULL,
+};
+
+/* router.embedding: a remote OpenAI-compatible embeddings endpoint. */
+static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *err)
+{
+    static const char where[] = "router.embedding";
+    struct lr_embedding_info *info = &cfg->embedding;
+    const char *url = NULL;
+    int timeout = 30000;
+    size_t len;
+    int rc;
+
+    if (!json_is_object(e))
+        return fail(err, "%s: expected an object, got %s", where, json_type_name(e));
+    if (json_object_get(e, "api_key"))
+        return fail(err,
+                    "%s.api_key: keys are not read from the config file; put the key in an "
+                    "environment variable and name it in api_key_env",
+                    where);
+    info->batch_size = 64;
+    if ((rc = get_string(e, "base_url", where, 1, 1, &url, err)) ||
+        (rc = get_string(e, "model", where, 1, 1, &info->model, err)) ||
+        (rc = get_string(e, "api_key_env", where, 0, 1, &info->api_key_env, err)) ||
+        (rc = get_int(e, "dimensions", where, 1, 65536, &info->dimensions, err)) ||
+        (rc = get_int(e, "batch_size", where, 1, 2048, &info->batch_size, err)) ||
+        (rc = get_int(e, "timeout_ms", where, 1, 3600000, &timeout, err)))
+        return rc;
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return fail(err, "%s.base_url: expected an http:// or https:// URL, got '%s'", where,
+                    url);
+    if (strlen(info->model) > CONFIG_MAX_EMBED_MODEL)
+        return fail(err, "%s.model: longer than %d bytes", where, CONFIG_MAX_EMBED_MODEL);
+    len = strlen(url);
+    while (len > 0 && url[len - 1] == '/')
+        len--;
+    cfg->embedding_base_url = malloc(len + 1);
+    if (!cfg->embedding_base_url)
+        return LR_ENOMEM;
+    memcpy(cfg->embedding_base_url, url, len);
+    cfg->embedding_base_url[len] = '\0';
+    info->base_url = cfg->embedding_base_url;
+    info->timeout_ms = timeout;
+    snprintf(cfg->embedder_id, sizeof cfg->embedder_id, "openai:%s", info->model);
+    info->embedder_id = cfg->embedder_id;
+    cfg->has_embedding = 1;
+    return warn_unknown_keys(cfg, e, where, embedding_keys);
+}
+
 static int check_strategy(const char *name, const char *where, struct lr_error *err)
 {
     if (name && !lr__strategy_find(name))
@@ -381,6 +439,8 @@ static int parse_router(struct lr_config *cfg, json_t *r, const char *base_dir,
         if (!cfg->embedding_json)
             return LR_ENOMEM;
         d->embedding_json = cfg->embedding_json;
+        if ((rc = parse_embedding(cfg, emb, err)))
+            return rc;
     }
     {
         const char *qt = NULL;
@@ -682,6 +742,7 @@ void lr_config_free(struct lr_config *cfg)
     free(cfg->warnings);
     free(cfg->store_path);
     free(cfg->embedding_json);
+    free(cfg->embedding_base_url);
     json_decref(cfg->root);
     free(cfg);
 }
@@ -731,6 +792,11 @@ int lr_config_route_index(const struct lr_config *cfg, const char *name)
 const struct lr_router_defaults *lr_config_router_defaults(const struct lr_config *cfg)
 {
     return cfg ? &cfg->defaults : NULL;
+}
+
+const struct lr_embedding_info *lr_config_embedding(const struct lr_config *cfg)
+{
+    return cfg && cfg->has_embedding ? &cfg->embedding : NULL;
 }
 
 const char *lr_config_section(const struct lr_config *cfg, const char *key)

@@ -12,7 +12,10 @@
  *   vectors(record_id, vec)   remote-embedder stores only: float32 blobs
  * tfidf-v1 vectors are not stored: their weights depend on the document
  * frequencies of the whole store, so they are recomputed from the text at
- * open and after every import.
+ * open and after every import. A remote embedder's vectors are stored unit
+ * length; the library never fetches them: an import into such a (dense)
+ * store calls the caller's embed callback in batches from inside its one
+ * transaction, and appends are handed their vector.
  *
  * TF-IDF weights depend on the whole store. An import rebuilds the copy (all
  * weights recomputed). A single append is indexed at once with the current
@@ -416,17 +419,17 @@ out:
     return rc;
 }
 
-static int load_dense(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+static int load_dense(struct lr_store *st, size_t dim, struct lr__hist *h, struct lr_error *err)
 {
     sqlite3_stmt *q = NULL;
     int rc = 0, s;
-    h->didx.dim = st->dim;
+    h->didx.dim = dim;
     if (h->n == 0)
         return 0;
-    if (st->dim == 0 || lr__dindex_reserve(&h->didx, h->n) != 0)
-        return fail(err, st->dim ? LR_ENOMEM : LR_ESTORE, 0,
+    if (dim == 0 || lr__dindex_reserve(&h->didx, h->n) != 0)
+        return fail(err, dim ? LR_ENOMEM : LR_ESTORE, 0,
                     "history store '%s': cannot load %zu vectors of dimension %zu", st->path,
-                    h->n, st->dim);
+                    h->n, dim);
     if (sqlite3_prepare_v2(st->db, "SELECT record_id, vec FROM vectors ORDER BY record_id", -1,
                            &q, NULL))
         return sql_fail(st, err, "reading vectors");
@@ -434,7 +437,7 @@ static int load_dense(struct lr_store *st, struct lr__hist *h, struct lr_error *
         const void *blob = sqlite3_column_blob(q, 1);
         size_t bytes = (size_t)sqlite3_column_bytes(q, 1);
         if (sqlite3_column_int64(q, 0) != (sqlite3_int64)h->didx.n || h->didx.n >= h->n ||
-            bytes != st->dim * sizeof(float) || !blob) {
+            bytes != dim * sizeof(float) || !blob) {
             rc = fail(err, LR_ESTORE, 0, "history store '%s': vectors table is inconsistent",
                       st->path);
             goto out;
@@ -452,8 +455,10 @@ out:
 }
 
 /* Build a fresh in-memory copy from what the connection sees (inside a
- * transaction, that includes its own uncommitted rows). */
-static int hist_load(struct lr_store *st, struct lr__hist **out, struct lr_error *err)
+ * transaction, that includes its own uncommitted rows); a dense store's
+ * vectors have dimension `dim`. */
+static int hist_load(struct lr_store *st, size_t dim, struct lr__hist **out,
+                     struct lr_error *err)
 {
     struct lr__hist *h = calloc(1, sizeof(*h));
     sqlite3_stmt *q = NULL;
@@ -485,7 +490,7 @@ static int hist_load(struct lr_store *st, struct lr__hist **out, struct lr_error
     h->n = (size_t)count;
     if ((rc = load_outcomes(st, h, err)) != 0)
         goto fail;
-    rc = st->dense ? load_dense(st, h, err) : load_tfidf(st, h, err);
+    rc = st->dense ? load_dense(st, dim, h, err) : load_tfidf(st, h, err);
     if (rc != 0)
         goto fail;
     *out = h;
@@ -683,7 +688,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     if ((rc = open_schema(st, opts ? (size_t)opts->dense_dim : 0, err)) != 0)
         goto fail;
-    if ((rc = hist_load(st, &st->hist, err)) != 0)
+    if ((rc = hist_load(st, st->dim, &st->hist, err)) != 0)
         goto fail;
     st->rebuild_at = next_rebuild(st->hist->n);
     *out = st;
@@ -1114,7 +1119,7 @@ static int store_append(struct lr_store *st, const struct vrec *v, const float *
      * so a failed rebuild only postpones the next one. */
     if (!st->dense && h->n >= st->rebuild_at) {
         struct lr__hist *fresh = NULL;
-        if (hist_load(st, &fresh, NULL) == 0) {
+        if (hist_load(st, st->dim, &fresh, NULL) == 0) {
             pthread_rwlock_wrlock(&st->rw);
             st->hist = fresh;
             pthread_rwlock_unlock(&st->rw);
@@ -1123,6 +1128,16 @@ static int store_append(struct lr_store *st, const struct vrec *v, const float *
         st->rebuild_at = next_rebuild(st->hist->n);
     }
 out:
+    /* A first vector that did not make it to disk must not leave its
+     * dimension (and rows sized for it) behind in memory. */
+    if (rc != 0 && adopt_dim && st->dim == 0 && h->didx.dim != 0) {
+        pthread_rwlock_wrlock(&st->rw);
+        if (h->didx.n == 0) {
+            lr__dindex_free(&h->didx);
+            h->didx.dim = 0;
+        }
+        pthread_rwlock_unlock(&st->rw);
+    }
     writer_close(&w);
     for (size_t j = 0; j < n_new; j++)
         free(new_names[j]);
@@ -1163,6 +1178,20 @@ int lr_store_add_outcome(struct lr_store *store, const char *query, long input_t
     return lr_store_add(store, &r, NULL, 0, err);
 }
 
+int lr_store_add_outcome_vec(struct lr_store *store, const char *query, long input_tokens,
+                             const char *model, double correctness, double output_tokens,
+                             const float *vec, size_t dim, struct lr_error *err)
+{
+    struct lr_outcome o = {model, correctness, output_tokens};
+    struct lr_record r = {query, input_tokens, NULL, &o, 1};
+    if (store && !store->dense)
+        return fail(err, LR_EINVAL, 0,
+                    "history store '%s' uses the built-in embedder '%s': use "
+                    "lr_store_add_outcome (no vector)",
+                    store->path, store->embedder);
+    return lr_store_add(store, &r, vec, dim, err);
+}
+
 /* ==== Import ==== */
 
 struct importer {
@@ -1176,11 +1205,100 @@ struct importer {
     size_t next_id; /* the next record's id */
     struct vrec *v;
     uint32_t mids[LR__STORE_MAX_OUTCOMES];
+
+    /* Dense stores: records wait here until a batch of their queries has
+     * been embedded, then are written in order with their vectors. */
+    size_t dim, batch;
+    json_t **pend;        /* batch kept records (references held) */
+    size_t *pend_index;   /* their element numbers */
+    int *pend_line;       /* and lines */
+    size_t n_pend;
+    const char **texts;   /* batch query strings (owned by pend) */
+    float *vecs;          /* batch x dim */
 };
 
-/* One parsed element: check it, filter it, write it. Returns 0 (added,
- * skipped or counted as bad) or an error that fails the whole import. */
-static int import_one(struct importer *im, const json_t *j, size_t index, int line)
+/* Write one validated record (in im->v) with its vector, if any. */
+static int import_write(struct importer *im, size_t index, int line, const float *vec)
+{
+    for (size_t i = 0; i < im->v->n; i++) {
+        int id = names_find(&im->names, im->v->model[i]);
+        if (id < 0) {
+            char *d;
+            if (im->names.n >= LR__STORE_MAX_MODELS)
+                return fail(im->err, LR_ETOOBIG, line,
+                            "record %zu (line %d): more than %d distinct models", index, line,
+                            LR__STORE_MAX_MODELS);
+            if (names_reserve(&im->names, 1) != 0 || !(d = dup_str(im->v->model[i])))
+                return fail(im->err, LR_ENOMEM, line, "out of memory importing");
+            id = (int)names_add(&im->names, d);
+            if (put_model(&im->w, (uint32_t)id, d) != 0)
+                return sql_fail(im->st, im->err, "importing");
+        }
+        im->mids[i] = (uint32_t)id;
+    }
+    if (put_record(&im->w, im->next_id, im->v, im->mids, vec, vec ? im->dim : 0) != 0)
+        return sql_fail(im->st, im->err, "importing");
+    im->next_id++;
+    im->rep->imported++;
+    return 0;
+}
+
+static void pending_drop(struct importer *im)
+{
+    for (size_t k = 0; k < im->n_pend; k++)
+        json_decref(im->pend[k]);
+    im->n_pend = 0;
+}
+
+/* Embed the waiting records' queries with the caller's callback, then write
+ * them. Any failure fails the whole import (the transaction is rolled back). */
+static int pending_flush(struct importer *im)
+{
+    struct lr_error cb_err;
+    int rc = 0;
+    size_t n = im->n_pend;
+
+    if (n == 0)
+        return 0;
+    for (size_t k = 0; k < n; k++)
+        im->texts[k] = json_string_value(json_object_get(im->pend[k], "query"));
+    memset(&cb_err, 0, sizeof(cb_err));
+    memset(im->vecs, 0, n * im->dim * sizeof(*im->vecs));
+    rc = im->opts->embed(im->opts->embed_arg, im->texts, n, im->vecs, im->dim, &cb_err);
+    if (rc != 0) {
+        int code = rc < 0 && rc >= LR_ETOOBIG ? rc : LR_EIO;
+        rc = fail(im->err, code, im->pend_line[0],
+                  "embedding records %zu to %zu (lines %d to %d): %s", im->pend_index[0],
+                  im->pend_index[n - 1], im->pend_line[0], im->pend_line[n - 1],
+                  cb_err.message[0] ? cb_err.message : lr_strerror(code));
+        goto out;
+    }
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        char msg[400];
+        float *vec = im->vecs + k * im->dim;
+        if (lr__l2_normalize(vec, im->dim) != 0) {
+            rc = fail(im->err, LR_EINVAL, im->pend_line[k],
+                      "record %zu (line %d): the embedder returned a zero or non-finite vector",
+                      im->pend_index[k], im->pend_line[k]);
+            break;
+        }
+        /* Validated when it was queued; this fills im->v again. */
+        if (validate_json(im->pend[k], im->v, msg, sizeof(msg)) != 0) {
+            rc = fail(im->err, LR_EPARSE, im->pend_line[k], "record %zu (line %d): %s",
+                      im->pend_index[k], im->pend_line[k], msg);
+            break;
+        }
+        rc = import_write(im, im->pend_index[k], im->pend_line[k], vec);
+    }
+out:
+    pending_drop(im);
+    return rc;
+}
+
+/* One parsed element: check it, filter it, write it (or, for a dense store,
+ * queue it for embedding). Returns 0 (added, queued, skipped or counted as
+ * bad) or an error that fails the whole import. */
+static int import_one(struct importer *im, json_t *j, size_t index, int line)
 {
     char msg[400];
     im->rep->read++;
@@ -1200,30 +1318,55 @@ static int import_one(struct importer *im, const json_t *j, size_t index, int li
             return 0;
         }
     }
-    if (im->next_id >= im->st->max_records)
+    if (im->next_id + im->n_pend >= im->st->max_records)
         return fail(im->err, LR_ETOOBIG, line,
                     "record %zu (line %d): the history store's cap of %zu records is reached",
                     index, line, im->st->max_records);
-    for (size_t i = 0; i < im->v->n; i++) {
-        int id = names_find(&im->names, im->v->model[i]);
-        if (id < 0) {
-            char *d;
-            if (im->names.n >= LR__STORE_MAX_MODELS)
-                return fail(im->err, LR_ETOOBIG, line,
-                            "record %zu (line %d): more than %d distinct models", index, line,
-                            LR__STORE_MAX_MODELS);
-            if (names_reserve(&im->names, 1) != 0 || !(d = dup_str(im->v->model[i])))
-                return fail(im->err, LR_ENOMEM, line, "out of memory importing");
-            id = (int)names_add(&im->names, d);
-            if (put_model(&im->w, (uint32_t)id, d) != 0)
-                return sql_fail(im->st, im->err, "importing");
-        }
-        im->mids[i] = (uint32_t)id;
-    }
-    if (put_record(&im->w, im->next_id, im->v, im->mids, NULL, 0) != 0)
-        return sql_fail(im->st, im->err, "importing");
-    im->next_id++;
-    im->rep->imported++;
+    if (!im->st->dense)
+        return import_write(im, index, line, NULL);
+    im->pend[im->n_pend] = json_incref(j);
+    im->pend_index[im->n_pend] = index;
+    im->pend_line[im->n_pend] = line;
+    if (++im->n_pend == im->batch)
+        return pending_flush(im);
+    return 0;
+}
+
+/* A dense store's import: the callback, its dimension and the batch buffers. */
+static int import_dense_setup(struct importer *im, struct lr_error *err)
+{
+    struct lr_store *st = im->st;
+    const struct lr_import_options *o = im->opts;
+
+    if (!o || !o->embed)
+        return fail(err, LR_EINVAL, 0,
+                    "history store '%s' uses the remote embedder '%s': importing text needs "
+                    "its vectors (lr_import_options.embed)",
+                    st->path, st->embedder);
+    im->dim = o->embed_dim ? o->embed_dim : st->dim;
+    if (im->dim == 0)
+        return fail(err, LR_EINVAL, 0,
+                    "history store '%s' does not know its vector dimension yet: give "
+                    "lr_import_options.embed_dim",
+                    st->path);
+    if (im->dim > LR__STORE_MAX_DIM)
+        return fail(err, LR_EINVAL, 0, "vector dimension %zu is over the cap of %d", im->dim,
+                    LR__STORE_MAX_DIM);
+    if (st->dim && im->dim != st->dim)
+        return fail(err, LR_EINVAL, 0,
+                    "vectors of dimension %zu cannot go into history store '%s', which holds "
+                    "dimension %zu",
+                    im->dim, st->path, st->dim);
+    im->batch = o->embed_batch ? o->embed_batch : 64;
+    if (im->batch > 65536)
+        return fail(err, LR_EINVAL, 0, "embed_batch %zu is over the cap of 65536", im->batch);
+    im->pend = calloc(im->batch, sizeof(*im->pend));
+    im->pend_index = calloc(im->batch, sizeof(*im->pend_index));
+    im->pend_line = calloc(im->batch, sizeof(*im->pend_line));
+    im->texts = calloc(im->batch, sizeof(*im->texts));
+    im->vecs = calloc(im->batch * im->dim, sizeof(*im->vecs));
+    if (!im->pend || !im->pend_index || !im->pend_line || !im->texts || !im->vecs)
+        return fail(err, LR_ENOMEM, 0, "out of memory importing");
     return 0;
 }
 
@@ -1367,9 +1510,11 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         goto out;
     }
     if (store->dense) {
+        if ((rc = import_dense_setup(&im, err)) != 0)
+            goto out;
+    } else if (opts && opts->embed) {
         rc = fail(err, LR_EINVAL, 0,
-                  "history store '%s' uses the remote embedder '%s': importing text needs "
-                  "vectors; add records with lr_store_add instead",
+                  "history store '%s' uses the built-in embedder '%s': give no embed callback",
                   store->path, store->embedder);
         goto out;
     }
@@ -1433,13 +1578,20 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         goto out;
     in_tx = 1;
     rc = p[first] == '[' ? import_array(&im, path, p, len) : import_lines(&im, path, p, len);
+    if (rc == 0)
+        rc = pending_flush(&im);
     if (rc != 0 || report->imported == 0)
         goto out;
+    /* A dense store that had no dimension yet takes the vectors'. */
+    if (store->dense && store->dim == 0 && meta_set_dim(store, im.dim) != 0) {
+        rc = sql_fail(store, err, "writing meta");
+        goto out;
+    }
     /* The file is no longer needed: give its pages back before the rebuild,
      * which is the other large allocation. */
     munmap(map, len);
     map = MAP_FAILED;
-    if ((rc = hist_load(store, &fresh, err)) != 0)
+    if ((rc = hist_load(store, store->dense ? im.dim : 0, &fresh, err)) != 0)
         goto out;
     if ((rc = exec(store, "COMMIT", err)) != 0)
         goto out;
@@ -1447,6 +1599,8 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     pthread_rwlock_wrlock(&store->rw);
     old = store->hist;
     store->hist = fresh;
+    if (store->dense)
+        store->dim = im.dim;
     fresh = NULL;
     pthread_rwlock_unlock(&store->rw);
     store->rebuild_at = next_rebuild(store->hist->n);
@@ -1455,12 +1609,18 @@ out:
         exec(store, "ROLLBACK", NULL);
     if (rc != 0)
         report->imported = 0;
+    pending_drop(&im);
     writer_close(&im.w);
     pthread_mutex_unlock(&store->wmu);
     hist_free(old);
     hist_free(fresh);
     names_free(&im.names);
     free(im.v);
+    free(im.pend);
+    free(im.pend_index);
+    free(im.pend_line);
+    free(im.texts);
+    free(im.vecs);
     if (map != MAP_FAILED)
         munmap(map, len);
     if (fd >= 0)
@@ -1488,6 +1648,22 @@ const struct lr__hist *lr__store_hist(const struct lr_store *store)
 int lr__store_is_dense(const struct lr_store *store)
 {
     return store->dense;
+}
+
+const char *lr_store_embedder(const struct lr_store *store)
+{
+    return store ? store->embedder : NULL;
+}
+
+size_t lr_store_dim(const struct lr_store *store)
+{
+    size_t dim;
+    if (!store)
+        return 0;
+    lr__store_rdlock(store);
+    dim = store->dim;
+    lr__store_unlock(store);
+    return dim;
 }
 
 size_t lr__store_dim(const struct lr_store *store)

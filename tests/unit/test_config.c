@@ -256,6 +256,69 @@ static void rejects_each_invalid_field_naming_it(void **state)
                  "overflow");
 }
 
+#define EMB_CFG(emb)                                                                           \
+    "{\"models\": [{\"name\": \"a\"}], \"router\": {\"embedding\": " emb "}}"
+
+static void loads_a_remote_embedder_with_defaults(void **state)
+{
+    struct lr_config *cfg;
+    const struct lr_embedding_info *e;
+    (void)state;
+    cfg = load_ok(EMB_CFG("{\"base_url\": \"http://localhost:11434/v1/\", "
+                          "\"model\": \"all-minilm\", \"colour\": 1}"));
+    e = lr_config_embedding(cfg);
+    assert_non_null(e);
+    assert_string_equal(e->base_url, "http://localhost:11434/v1");
+    assert_string_equal(e->model, "all-minilm");
+    assert_null(e->api_key_env);
+    assert_int_equal(e->dimensions, 0);
+    assert_int_equal(e->batch_size, 64);
+    assert_int_equal(e->timeout_ms, 30000);
+    assert_string_equal(e->embedder_id, "openai:all-minilm");
+    assert_non_null(lr_config_router_defaults(cfg)->embedding_json);
+    assert_int_equal(lr_config_warning_count(cfg), 1);
+    assert_non_null(strstr(lr_config_warning(cfg, 0), "router.embedding.colour"));
+    lr_config_free(cfg);
+
+    cfg = load_ok(EMB_CFG("{\"base_url\": \"https://api.openai.com/v1\", \"model\": "
+                          "\"text-embedding-3-small\", \"api_key_env\": \"OPENAI_API_KEY\", "
+                          "\"dimensions\": 256, \"batch_size\": 2048, \"timeout_ms\": 5000}"));
+    e = lr_config_embedding(cfg);
+    assert_string_equal(e->api_key_env, "OPENAI_API_KEY");
+    assert_int_equal(e->dimensions, 256);
+    assert_int_equal(e->batch_size, 2048);
+    assert_int_equal(e->timeout_ms, 5000);
+    lr_config_free(cfg);
+
+    /* Without router.embedding the built-in embedder is used. */
+    cfg = load_ok(good);
+    assert_null(lr_config_embedding(cfg));
+    lr_config_free(cfg);
+}
+
+static void rejects_each_invalid_embedding_field_naming_it(void **state)
+{
+    (void)state;
+    expect_error(EMB_CFG("[1]"), LR_ECONFIG, "router.embedding: expected an object");
+    expect_error(EMB_CFG("{\"model\": \"m\"}"), LR_ECONFIG, "router.embedding.base_url: missing");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h/v1\"}"), LR_ECONFIG,
+                 "router.embedding.model: missing");
+    expect_error(EMB_CFG("{\"base_url\": \"localhost:11434\", \"model\": \"m\"}"), LR_ECONFIG,
+                 "router.embedding.base_url: expected an http:// or https:// URL");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", \"api_key\": \"sk\"}"),
+                 LR_ECONFIG, "router.embedding.api_key: keys are not read from the config file");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", \"batch_size\": 0}"),
+                 LR_ECONFIG, "router.embedding.batch_size: expected an integer from 1 to 2048");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", \"batch_size\": 4096}"),
+                 LR_ECONFIG, "router.embedding.batch_size");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", \"dimensions\": 1.5}"),
+                 LR_ECONFIG, "router.embedding.dimensions: expected an integer");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", \"timeout_ms\": -1}"),
+                 LR_ECONFIG, "router.embedding.timeout_ms");
+    expect_error(EMB_CFG("{\"base_url\": 7, \"model\": \"m\"}"), LR_ECONFIG,
+                 "router.embedding.base_url: expected a string");
+}
+
 static void rejects_invalid_utf8(void **state)
 {
     (void)state;
@@ -275,6 +338,8 @@ int main(void)
         cmocka_unit_test(rejects_a_truncated_file),
         cmocka_unit_test(rejects_each_invalid_field_naming_it),
         cmocka_unit_test(rejects_invalid_utf8),
+        cmocka_unit_test(loads_a_remote_embedder_with_defaults),
+        cmocka_unit_test(rejects_each_invalid_embedding_field_naming_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

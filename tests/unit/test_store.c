@@ -1,7 +1,9 @@
 /* test_store.c -- the history store: import (array and JSONL, split filter,
  * bad records, truncated files), appends, durability across reopen, the
- * embedder check, caps. Fixtures are written into a temporary directory.
- * Single-threaded (concurrency is in test_smart.c). */
+ * embedder check, caps, and dense stores fed by a remote embedder (here a
+ * deterministic in-test callback standing in for the caller's HTTP client).
+ * Fixtures are written into a temporary directory. Single-threaded
+ * (concurrency is in test_smart.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "store.h"
 
@@ -104,7 +108,7 @@ static void imports_jsonl_with_a_split_filter(void **st)
     struct lr_store *s = open_mem();
     struct lr_import_report rep;
     struct lr_error err;
-    struct lr_import_options io = {"train", 0};
+    struct lr_import_options io = {.split = "train", .strict = 0};
     const char *p = write_file("a.jsonl", REC("alpha beta", "train", "1", "0.5") "\n\n"
                                           REC("gamma delta", "test", "0", "1") "\r\n"
                                           REC("epsilon zeta", "train", "0", "1") "\n");
@@ -183,7 +187,7 @@ static void strict_import_fails_whole_on_a_bad_record(void **st)
     struct lr_store *s = open_mem();
     struct lr_import_report rep;
     struct lr_error err;
-    struct lr_import_options io = {NULL, 1};
+    struct lr_import_options io = {.split = NULL, .strict = 1};
     assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), NULL, &rep, &err), 0);
     int rc = lr_store_import_file(s, write_file("bad.json", BAD), &io, &rep, &err);
     assert_int_equal(rc, LR_EPARSE);
@@ -356,6 +360,246 @@ static void records_appended_to_an_empty_store_are_searchable(void **st)
     lr_store_free(s);
 }
 
+/* ==== Dense stores: a remote embedder's vectors ==== */
+
+/* A deterministic stand-in for a remote embedder: each text's vector comes
+ * from an FNV-1a hash of it, so equal texts give equal vectors. */
+struct fake_embedder {
+    int calls;
+    size_t texts;        /* texts embedded so far */
+    size_t batch_sizes[16];
+    int fail_on_call;    /* 1-based call that fails; 0 = never */
+    int zero_on_call;    /* call whose vectors are all zero */
+};
+
+static void hash_vector(const char *text, float *out, size_t dim)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (const char *c = text; *c; c++) {
+        h ^= (unsigned char)*c;
+        h *= 1099511628211ull;
+    }
+    for (size_t j = 0; j < dim; j++) {
+        h ^= h >> 33;
+        h *= 0xff51afd7ed558ccdull;
+        h ^= h >> 29;
+        out[j] = (float)((double)(h % 2001) / 1000.0 - 1.0);
+    }
+}
+
+static int fake_embed(void *arg, const char *const *texts, size_t n, float *out, size_t dim,
+                      struct lr_error *err)
+{
+    struct fake_embedder *fe = arg;
+    fe->calls++;
+    if (fe->calls <= 16)
+        fe->batch_sizes[fe->calls - 1] = n;
+    if (fe->calls == fe->fail_on_call) {
+        snprintf(err->message, sizeof(err->message), "embedding server is down");
+        return LR_EIO;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (fe->calls == fe->zero_on_call)
+            memset(out + i * dim, 0, dim * sizeof(float));
+        else
+            hash_vector(texts[i], out + i * dim, dim);
+    }
+    fe->texts += n;
+    return 0;
+}
+
+/* The nearest record to `text`'s own vector. */
+static int nearest_by_vector(struct lr_store *s, const char *text, size_t dim, float *sim)
+{
+    struct lr__store_scratch sc;
+    struct lr__neighbor nb[1];
+    float v[16];
+    assert_true(dim <= 16);
+    hash_vector(text, v, dim);
+    lr__store_scratch_init(&sc);
+    lr__store_rdlock(s);
+    int n = lr__store_knn_vec(s, v, dim, 1, &sc, nb);
+    lr__store_unlock(s);
+    lr__store_scratch_free(&sc);
+    assert_int_equal(n, 1);
+    *sim = nb[0].sim;
+    return (int)nb[0].doc;
+}
+
+#define FIVE                                                                                  \
+    "[" REC("alpha one", "train", "1", "0") "," REC("beta two", "test", "1", "1") ","         \
+    REC("gamma three", "train", "0", "1") "," REC("delta four", "train", "1", "1") ","        \
+    REC("epsilon five", "train", "0", "0") "]"
+
+static void dense_import_embeds_kept_records_in_batches(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_import_report rep;
+    struct fake_embedder fe = {0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    struct lr_import_options io = {.split = "train", .embed = fake_embed, .embed_arg = &fe,
+                                   .embed_batch = 3, .embed_dim = 8};
+    float sim;
+    path_in(db, sizeof(db), "dense_import.db");
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_dim(s), 0);
+    assert_string_equal(lr_store_embedder(s), "openai:fake");
+    assert_int_equal(lr_store_import_file(s, write_file("five.json", FIVE), &io, &rep, &err), 0);
+    assert_int_equal(rep.imported, 4);
+    assert_int_equal(rep.skipped_split, 1);
+    /* Only kept records are embedded: a batch of 3, then the rest. */
+    assert_int_equal(fe.calls, 2);
+    assert_int_equal(fe.batch_sizes[0], 3);
+    assert_int_equal(fe.batch_sizes[1], 1);
+    assert_int_equal(lr_store_count(s), 4);
+    assert_int_equal(lr_store_dim(s), 8);
+    /* Records keep their order, and each text's vector finds its record. */
+    assert_int_equal(nearest_by_vector(s, "alpha one", 8, &sim), 0);
+    assert_true(sim > 0.999f);
+    assert_int_equal(nearest_by_vector(s, "epsilon five", 8, &sim), 3);
+    lr_store_free(s);
+
+    /* The vectors and the dimension survive a reopen; a second import
+     * appends and may take the store's dimension. */
+    s = NULL;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_dim(s), 8);
+    assert_int_equal(nearest_by_vector(s, "delta four", 8, &sim), 2);
+    io.split = "test";
+    io.embed_dim = 0;
+    assert_int_equal(lr_store_import_file(s, write_file("five.json", FIVE), &io, &rep, &err), 0);
+    assert_int_equal(lr_store_count(s), 5);
+    assert_int_equal(nearest_by_vector(s, "beta two", 8, &sim), 4);
+    lr_store_free(s);
+}
+
+static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_import_report rep;
+    struct fake_embedder fe = {0};
+    struct lr_store_options o = {"openai:fake", 4, 0, 0};
+    struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe, .embed_batch = 2};
+    const char *p = write_file("five.json", FIVE);
+
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    assert_int_equal(lr_store_dim(s), 4);
+    fe.fail_on_call = 2;
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), LR_EIO);
+    assert_non_null(strstr(err.message, "embedding server is down"));
+    assert_non_null(strstr(err.message, "records 2 to 3"));
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(lr_store_count(s), 0);
+
+    /* A zero vector is the embedder's fault too: nothing is imported. */
+    memset(&fe, 0, sizeof(fe));
+    fe.zero_on_call = 3;
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "record 4"));
+    assert_int_equal(lr_store_count(s), 0);
+
+    /* What a dense import needs: the callback, and a matching dimension. */
+    struct lr_import_options none = {.split = NULL};
+    assert_int_equal(lr_store_import_file(s, p, &none, &rep, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "embed"));
+    io.embed_dim = 5;
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "dimension 5"));
+    assert_int_equal(lr_store_count(s), 0);
+
+    memset(&fe, 0, sizeof(fe));
+    io.embed_dim = 0;
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), 0);
+    assert_int_equal(lr_store_count(s), 5);
+    assert_int_equal(fe.texts, 5);
+    lr_store_free(s);
+
+    /* A dense store that knows no dimension needs embed_dim. */
+    struct lr_store_options o0 = {"openai:fake", 0, 0, 0};
+    assert_int_equal(lr_store_open(":memory:", &o0, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "embed_dim"));
+    lr_store_free(s);
+
+    /* The built-in embedder takes no callback. */
+    s = open_mem();
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), LR_EINVAL);
+    assert_int_equal(lr_store_count(s), 0);
+    lr_store_free(s);
+}
+
+static void dense_outcome_appends_carry_their_vector(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    float v[8], sim;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    hash_vector("first query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(s, "first query", 5, "m", 1, 7, v, 8, &err), 0);
+    hash_vector("second query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(s, "second query", 5, "m", 0, 3, v, 8, &err), 0);
+    assert_int_equal(lr_store_add_outcome_vec(s, "third", 5, "m", 0, 3, v, 4, &err), LR_EINVAL);
+    assert_int_equal(lr_store_add_outcome_vec(s, "third", 5, "m", 0, 3, NULL, 0, &err),
+                     LR_EINVAL);
+    assert_int_equal(lr_store_add_outcome(s, "third", 5, "m", 0, 3, &err), LR_EINVAL);
+    assert_int_equal(lr_store_count(s), 2);
+    assert_int_equal(lr_store_dim(s), 8);
+    assert_int_equal(nearest_by_vector(s, "second query", 8, &sim), 1);
+    assert_true(sim > 0.999f);
+    lr_store_free(s);
+
+    s = open_mem();
+    assert_int_equal(lr_store_add_outcome_vec(s, "q", 5, "m", 0, 3, v, 8, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "built-in"));
+    assert_int_equal(lr_store_dim(s), 0);
+    lr_store_free(s);
+}
+
+/* A first vector whose write fails must not fix the store's dimension in
+ * memory: later vectors of another dimension are then sized correctly. */
+static void failed_first_vector_leaves_no_dimension_behind(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    sqlite3 *raw = NULL;
+    float v4[4] = {1, 2, 3, 4}, v8[8], sim;
+    path_in(db, sizeof(db), "first_fails.db");
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw,
+                                  "CREATE TRIGGER boom BEFORE INSERT ON records "
+                                  "WHEN NEW.query = 'boom' BEGIN SELECT RAISE(ABORT, 'no'); END;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(raw);
+    assert_int_not_equal(lr_store_add_outcome_vec(s, "boom", 1, "m", 1, 1, v4, 4, &err), 0);
+    assert_int_equal(lr_store_dim(s), 0);
+    for (int i = 0; i < 100; i++) {
+        char q[32];
+        snprintf(q, sizeof(q), "query %d", i);
+        hash_vector(q, v8, 8);
+        assert_int_equal(lr_store_add_outcome_vec(s, q, 1, "m", 1, 1, v8, 8, &err), 0);
+    }
+    assert_int_equal(lr_store_dim(s), 8);
+    assert_int_equal(nearest_by_vector(s, "query 77", 8, &sim), 77);
+    lr_store_free(s);
+    s = NULL;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 100);
+    assert_int_equal(nearest_by_vector(s, "query 42", 8, &sim), 42);
+    lr_store_free(s);
+}
+
 static void missing_file_is_an_io_error(void **st)
 {
     (void)st;
@@ -384,6 +628,10 @@ int main(void)
         cmocka_unit_test(appends_validate_and_respect_the_cap),
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
         cmocka_unit_test(missing_file_is_an_io_error),
+        cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
+        cmocka_unit_test(dense_import_is_all_or_nothing_when_the_embedder_fails),
+        cmocka_unit_test(dense_outcome_appends_carry_their_vector),
+        cmocka_unit_test(failed_first_vector_leaves_no_dimension_behind),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

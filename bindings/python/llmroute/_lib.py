@@ -23,8 +23,8 @@ Where the library is looked for, in order:
 import ctypes
 import ctypes.util
 import os
-from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int, c_long,
-                    c_size_t, c_void_p)
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
+                    c_long, c_size_t, c_void_p)
 
 __all__ = ["lib", "library_path", "LibraryNotFound"]
 
@@ -137,8 +137,21 @@ class lr_store_options(Structure):
                 ("max_records", c_size_t)]
 
 
+class lr_embedding_info(Structure):
+    _fields_ = [("base_url", c_char_p), ("model", c_char_p), ("api_key_env", c_char_p),
+                ("dimensions", c_int), ("batch_size", c_int), ("timeout_ms", c_long),
+                ("embedder_id", c_char_p)]
+
+
+# int (*lr_embed_fn)(void *arg, const char *const *texts, size_t n, float *out,
+#                    size_t dim, struct lr_error *err)
+lr_embed_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_char_p), c_size_t, POINTER(c_float),
+                        c_size_t, POINTER(lr_error))
+
+
 class lr_import_options(Structure):
-    _fields_ = [("split", c_char_p), ("strict", c_int)]
+    _fields_ = [("split", c_char_p), ("strict", c_int), ("embed", lr_embed_fn),
+                ("embed_arg", c_void_p), ("embed_batch", c_size_t), ("embed_dim", c_size_t)]
 
 
 class lr_import_report(Structure):
@@ -181,7 +194,8 @@ class lr_batch_report(Structure):
                 ("iterations", c_int), ("message", c_char * 256)]
 
 
-STRUCTS = [lr_error, lr_model_info, lr_route_info, lr_router_defaults, lr_outcome, lr_record,
+STRUCTS = [lr_error, lr_model_info, lr_route_info, lr_router_defaults, lr_embedding_info,
+           lr_outcome, lr_record,
            lr_store_options, lr_import_options, lr_import_report, lr_router_options,
            lr_request, lr_candidate, lr_decision, lr_batch_options, lr_batch_report]
 
@@ -204,15 +218,20 @@ _PROTOTYPES = {
     "lr_config_route": (_P(lr_route_info), [_cfg, c_size_t]),
     "lr_config_route_index": (c_int, [_cfg, c_char_p]),
     "lr_config_router_defaults": (_P(lr_router_defaults), [_cfg]),
+    "lr_config_embedding": (_P(lr_embedding_info), [_cfg]),
     "lr_config_section": (c_char_p, [_cfg, c_char_p]),
     "lr_config_warning_count": (c_size_t, [_cfg]),
     "lr_config_warning": (c_char_p, [_cfg, c_size_t]),
     "lr_store_open": (c_int, [c_char_p, _P(lr_store_options), _P(_store), _P(lr_error)]),
     "lr_store_free": (None, [_store]),
     "lr_store_count": (c_size_t, [_store]),
+    "lr_store_embedder": (c_char_p, [_store]),
+    "lr_store_dim": (c_size_t, [_store]),
     "lr_store_add": (c_int, [_store, _P(lr_record), _P(c_float), c_size_t, _P(lr_error)]),
     "lr_store_add_outcome": (c_int, [_store, c_char_p, c_long, c_char_p, c_double, c_double,
                                      _P(lr_error)]),
+    "lr_store_add_outcome_vec": (c_int, [_store, c_char_p, c_long, c_char_p, c_double,
+                                         c_double, _P(c_float), c_size_t, _P(lr_error)]),
     "lr_store_import_file": (c_int, [_store, c_char_p, _P(lr_import_options),
                                      _P(lr_import_report), _P(lr_error)]),
     "lr_router_options_init": (None, [_P(lr_router_options)]),

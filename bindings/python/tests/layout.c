@@ -87,9 +87,21 @@ int main(void)
       F(lr_store_options, dense_dim),
       F(lr_store_options, read_only),
       F(lr_store_options, max_records));
+    S(lr_embedding_info,
+      F(lr_embedding_info, base_url),
+      F(lr_embedding_info, model),
+      F(lr_embedding_info, api_key_env),
+      F(lr_embedding_info, dimensions),
+      F(lr_embedding_info, batch_size),
+      F(lr_embedding_info, timeout_ms),
+      F(lr_embedding_info, embedder_id));
     S(lr_import_options,
       F(lr_import_options, split),
-      F(lr_import_options, strict));
+      F(lr_import_options, strict),
+      F(lr_import_options, embed),
+      F(lr_import_options, embed_arg),
+      F(lr_import_options, embed_batch),
+      F(lr_import_options, embed_dim));
     S(lr_import_report,
       F(lr_import_report, read),
       F(lr_import_report, imported),

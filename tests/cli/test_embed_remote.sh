@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# End-to-end tests of the remote embedder (router.embedding): `llmroute
+# import`, `route --strategy smart` and `eval` fetch vectors from the fake
+# upstream's POST /v1/embeddings (deterministic vectors from a hash of each
+# text) on 127.0.0.1, into a dense store. Then the errors: the server down
+# (exit 1 naming the URL, store unchanged), a wrong dimension, a non-200
+# answer, an answer that is not JSON, a built-in store opened with the
+# remote config, and the gateway refusing smart routes over a dense store.
+#   usage: test_embed_remote.sh /path/to/llmroute /path/to/source /path/to/fake_upstream
+set -u
+BIN=$1
+FAKE=${3:-}
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+if [ -z "$FAKE" ] || [ ! -x "$FAKE" ]; then
+    echo "FAIL: the fake upstream's path is the third argument"
+    exit 1
+fi
+
+# expect NAME WANT_RC WANT_OUTPUT_SUBSTRING -- CMD...
+expect() {
+    local name=$1 want_rc=$2 want_err=$3
+    shift 4
+    "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
+    local rc=$?
+    if [ "$rc" != "$want_rc" ]; then
+        bad "$name: exit $rc, wanted $want_rc; stderr: $(cat "$TMP/err")"
+    elif [ -n "$want_err" ] && ! grep -qF -- "$want_err" "$TMP/err" "$TMP/out"; then
+        bad "$name: output lacks '$want_err': $(cat "$TMP/err" "$TMP/out")"
+    else
+        ok
+    fi
+}
+count() { "$BIN" import --store "$1" 2>/dev/null | tail -1; }
+# The store's meta and row counts, read with Python's sqlite3.
+store_facts() {
+    python3 - "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+meta = dict(db.execute("SELECT key, value FROM meta"))
+n = db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+v = db.execute("SELECT COUNT(*), COALESCE(MIN(LENGTH(vec)), 0) FROM vectors").fetchone()
+print("%s dim=%s records=%d vectors=%d bytes=%d" % (meta["embedder"], meta["dim"], n, v[0], v[1]))
+PY
+}
+
+# start_fake NAME ARGS...: start a fake upstream on a port the OS picks; sets
+# PORT. Every wait is bounded.
+start_fake() {
+    local name=$1
+    shift
+    "$FAKE" --listen 127.0.0.1:0 --port-file "$TMP/$name.port" --log "$TMP/$name.log" "$@" \
+        2>"$TMP/$name.err" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        [ -s "$TMP/$name.port" ] && break
+        sleep 0.05
+    done
+    PORT=$(cat "$TMP/$name.port" 2>/dev/null)
+    if [ -z "$PORT" ]; then
+        echo "FAIL: the fake upstream $name did not start: $(cat "$TMP/$name.err")"
+        exit 1
+    fi
+}
+
+# scenario PORT SPEC: set the fake upstream's default scenario.
+scenario() {
+    python3 - "$1" "$2" <<'PY' || bad "setting scenario $2"
+import http.client, json, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+c.request("POST", "/_control", json.dumps({"scenario": sys.argv[2]}))
+assert c.getresponse().status == 200
+PY
+}
+
+# A port on 127.0.0.1 that nothing listens on.
+CLOSED=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+
+start_fake emb --embedding-dim 16
+EMB_PORT=$PORT
+start_fake emb8 --embedding-dim 8
+EMB8_PORT=$PORT
+
+# A fixture: three topics; "strong" is right on all, "mid" on arithmetic and
+# geography, "cheap" on arithmetic only. Configs for each server.
+python3 - "$TMP" "$EMB_PORT" "$EMB8_PORT" "$CLOSED" <<'PY'
+import json, sys
+out, port, port8, closed = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+topics = {
+    "math": ["What is %d plus %d?" % (a, a + 3) for a in range(12)],
+    "geo": ["Which river flows through capital number %d of the atlas?" % i for i in range(12)],
+    "code": ["Write a python function named f%d that sorts a list" % i for i in range(12)],
+}
+right = {"strong": {"math", "geo", "code"}, "mid": {"math", "geo"}, "cheap": {"math"}}
+recs = []
+for topic, qs in topics.items():
+    for i, q in enumerate(qs):
+        recs.append({"query": q, "input_token_length": 12, "split": "test" if i % 3 == 0 else "train",
+                     "outputs": [{"model_name": m, "correctness": topic in right[m],
+                                  "output_token_length": 20} for m in right]})
+json.dump(recs, open(out + "/data.json", "w"))
+json.dump(recs[:3], open(out + "/more.json", "w"))
+models = [{"name": "strong", "cost_per_input_token": 1e-5, "cost_per_output_token": 3e-5},
+          {"name": "mid", "cost_per_input_token": 1e-6, "cost_per_output_token": 2e-6},
+          {"name": "cheap", "cost_per_input_token": 1e-7, "cost_per_output_token": 2e-7}]
+def cfg(name, url, **emb):
+    e = {"base_url": url, "model": "fake-emb", "batch_size": 5}
+    e.update(emb)
+    json.dump({"models": models, "router": {"strategy": "smart", "n_similar": 1,
+                                           "predictor": "aios", "embedding": e},
+               "routes": [{"name": "auto", "strategy": "smart"}]},
+              open(out + "/" + name, "w"))
+cfg("remote.json", "http://127.0.0.1:%s/v1/" % port, api_key_env="LR_TEST_EMB_KEY")
+cfg("down.json", "http://127.0.0.1:%s/v1" % closed)
+cfg("dim8.json", "http://127.0.0.1:%s/v1" % port8)
+cfg("dims12.json", "http://127.0.0.1:%s/v1" % port, dimensions=12)
+cfg("conf8.json", "http://127.0.0.1:%s/v1" % port, dimensions=8)
+json.dump({"models": models, "router": {"strategy": "smart"}}, open(out + "/builtin.json", "w"))
+# The train records' queries and what each model got right on them.
+with open(out + "/probe.txt", "w") as f:
+    for r in recs:
+        if r["split"] == "train":
+            f.write(json.dumps({"query": r["query"], "correct": {o["model_name"]: o["correctness"] for o in r["outputs"]}}) + "\n")
+PY
+DENSE=$TMP/dense.db
+export LR_TEST_EMB_KEY=sekret-emb-key
+
+# ---- import: batches through the server, a dense store ----
+expect import_remote 0 "imported 24 of 36 records" -- \
+    "$BIN" import --config "$TMP/remote.json" --store "$DENSE" --split train "$TMP/data.json"
+facts=$(store_facts "$DENSE")
+[ "$facts" = "openai:fake-emb dim=16 records=24 vectors=24 bytes=64" ] && ok ||
+    bad "dense store: $facts"
+python3 - "$TMP/emb.log" <<'PY' && ok || bad "import requests: see above"
+import json, sys
+reqs = [json.loads(l) for l in open(sys.argv[1])]
+bodies = [json.loads(r["body"]) for r in reqs]
+assert all(r["path"] == "/v1/embeddings" for r in reqs), reqs
+assert all(b["model"] == "fake-emb" and "dimensions" not in b for b in bodies), bodies
+assert all(r["headers"].get("authorization") == "Bearer sekret-emb-key" for r in reqs), reqs[0]
+# One probe for the dimension, then the 24 queries in batches of at most 5.
+sizes = [len(b["input"]) for b in bodies]
+assert sizes == [1, 5, 5, 5, 5, 4], sizes
+PY
+
+# ---- route: the query's vector comes from the server ----
+# With n_similar 1 and the aios predictor, each model's predicted quality is
+# its correctness on the one nearest record: an identical text must find its
+# own record first (hash vectors put every other text far away).
+: >"$TMP/emb.log"
+python3 - "$BIN" "$TMP" "$DENSE" <<'PY' && ok || bad "route finds each query's own record"
+import json, subprocess, sys
+binary, tmp, store = sys.argv[1:4]
+probes = [json.loads(l) for l in open(tmp + "/probe.txt")][::4]
+out = subprocess.run([binary, "route", "--config", tmp + "/remote.json", "--store", store,
+                      "--strategy", "smart", "--json"] + [p["query"] for p in probes],
+                     capture_output=True, text=True, timeout=60)
+assert out.returncode == 0, out.stderr
+lines = out.stdout.splitlines()
+assert len(lines) == len(probes), out.stdout
+for p, line in zip(probes, lines):
+    d = json.loads(line)
+    got = {c["model"]: c["predicted_quality"] for c in d["ranking"]}
+    want = {m: 1.0 if c else 0.0 for m, c in p["correct"].items()}
+    assert got == want, (p["query"], got, want)
+    cheapest_right = [m for m in ("cheap", "mid", "strong") if p["correct"][m]][0]
+    assert d["model"] == cheapest_right, (p["query"], d["model"])
+reqs = [json.loads(l) for l in open(tmp + "/emb.log")]
+inputs = [q for r in reqs for q in json.loads(r["body"])["input"]]
+assert inputs == [p["query"] for p in probes], inputs  # one batch of 5, one of 1
+assert [len(json.loads(r["body"])["input"]) for r in reqs] == [5, 1]
+PY
+
+# ---- eval: every test query embedded up front, in batches ----
+: >"$TMP/emb.log"
+expect eval_remote 0 "embedded 12 queries with openai:fake-emb" -- \
+    "$BIN" eval --config "$TMP/remote.json" --store "$DENSE" --data "$TMP/data.json" \
+    --split test --format json
+python3 - "$TMP/out" "$TMP/emb.log" <<'PY' && ok || bad "eval output or requests"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["queries"] == 12, r["queries"]
+smart = [x for x in r["results"] if x["strategy"] == "smart"]
+assert smart and all(0 <= x["success_rate"] <= 1 for x in smart), smart
+sizes = [len(json.loads(json.loads(l)["body"])["input"]) for l in open(sys.argv[2])]
+assert sizes == [5, 5, 2], sizes
+PY
+
+# ---- the server down: exit 1 naming the URL, the store unchanged ----
+before=$(count "$DENSE")
+expect import_down 1 "http://127.0.0.1:$CLOSED/v1/embeddings" -- \
+    "$BIN" import --config "$TMP/down.json" --store "$DENSE" "$TMP/more.json"
+grep -qF "nothing imported" "$TMP/err" && ok || bad "import_down: $(cat "$TMP/err")"
+[ "$(count "$DENSE")" = "$before" ] && ok || bad "store changed after a failed import"
+[ "$(store_facts "$DENSE")" = "openai:fake-emb dim=16 records=24 vectors=24 bytes=64" ] && ok ||
+    bad "store changed: $(store_facts "$DENSE")"
+expect route_down 1 "cannot reach the embedding server at http://127.0.0.1:$CLOSED/v1/embeddings" -- \
+    "$BIN" route --config "$TMP/down.json" --store "$DENSE" "What is 1 plus 4?"
+expect eval_down 1 "http://127.0.0.1:$CLOSED/v1/embeddings" -- \
+    "$BIN" eval --config "$TMP/down.json" --store "$DENSE" --data "$TMP/data.json" --split test
+
+# ---- wrong dimensions ----
+# The server answers 8 floats where the store holds 16.
+expect route_wrong_dim 1 "returned vectors of dimension 8, expected 16" -- \
+    "$BIN" route --config "$TMP/dim8.json" --store "$DENSE" "What is 1 plus 4?"
+expect import_wrong_dim 1 "returned vectors of dimension 8, expected 16" -- \
+    "$BIN" import --config "$TMP/dim8.json" --store "$DENSE" "$TMP/more.json"
+[ "$(count "$DENSE")" = "$before" ] && ok || bad "store changed after a wrong dimension"
+# A configured dimension that differs from the store's.
+expect open_conf_dim 1 "holds vectors of dimension 16, not 8 as configured" -- \
+    "$BIN" route --config "$TMP/conf8.json" --store "$DENSE" "What is 1 plus 4?"
+# A configured dimension is sent to the server and becomes a new store's.
+: >"$TMP/emb.log"
+expect import_dims12 0 "imported 3 of 3" -- \
+    "$BIN" import --config "$TMP/dims12.json" --store "$TMP/d12.db" "$TMP/more.json"
+[ "$(store_facts "$TMP/d12.db")" = "openai:fake-emb dim=12 records=3 vectors=3 bytes=48" ] && ok ||
+    bad "dimensions 12: $(store_facts "$TMP/d12.db")"
+grep -qF '\"dimensions\":12' "$TMP/emb.log" && ok || bad "dimensions not sent: $(cat "$TMP/emb.log")"
+[ "$(grep -c . "$TMP/emb.log")" = 1 ] && ok || bad "a configured dimension needs no probe"
+
+# ---- the server's own errors ----
+scenario "$EMB_PORT" 'status=401;message=Incorrect%20API%20key%20provided'
+expect route_401 1 "answered HTTP 401: Incorrect API key provided" -- \
+    "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
+scenario "$EMB_PORT" 'malformed_after=0'
+expect route_not_json 1 "the answer is not JSON" -- \
+    "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
+scenario "$EMB_PORT" ok
+
+# ---- a built-in store and the remote config do not mix ----
+expect import_builtin 0 "imported 24 of 36" -- \
+    "$BIN" import --store "$TMP/tfidf.db" --split train "$TMP/data.json"
+expect route_builtin_with_remote 1 \
+    "built with embedder 'tfidf-v1' but is opened with 'openai:fake-emb'" -- \
+    "$BIN" route --config "$TMP/remote.json" --store "$TMP/tfidf.db" "What is 1 plus 4?"
+expect import_remote_into_builtin 1 "built with embedder 'tfidf-v1'" -- \
+    "$BIN" import --config "$TMP/remote.json" --store "$TMP/tfidf.db" "$TMP/more.json"
+expect route_dense_without_config 1 "built with embedder 'openai:fake-emb'" -- \
+    "$BIN" route --config "$TMP/builtin.json" --store "$DENSE" "What is 1 plus 4?"
+# The built-in embedder stays the default and needs no server.
+expect route_builtin 0 "" -- \
+    "$BIN" route --config "$TMP/builtin.json" --store "$TMP/tfidf.db" "What is 11 plus 14?"
+
+# ---- the gateway refuses smart routes over a dense store ----
+expect serve_dense_smart 2 "remote embedder in the gateway is not supported yet" -- \
+    timeout 20 "$BIN" serve --config "$TMP/remote.json" --store "$DENSE" --listen 127.0.0.1:0
+
+echo "test_embed_remote: $pass passed, $fail failed"
+[ "$fail" = 0 ]
