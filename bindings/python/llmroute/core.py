@@ -115,13 +115,45 @@ class ModelInfo(tuple):
         return "ModelInfo(%s)" % ", ".join("%s=%r" % kv for kv in zip(self._names, self))
 
 
-class Config:
+class _Handle:
+    """A C handle with its free function: close() frees it once; with-blocks
+    and garbage collection close it too."""
+    _free = None
+    _what = "object"
+
+    @property
+    def handle(self):
+        if getattr(self, "_h", None) is None:
+            raise InvalidInput("the %s is closed" % self._what, code=_lib.LR_EINVAL)
+        return self._h
+
+    def close(self):
+        h, self._h = getattr(self, "_h", None), None
+        if h:
+            type(self)._free(h)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Config(_Handle):
     """A loaded, validated configuration (struct lr_config); immutable.
 
     Config(doc) takes a dict (the JSON document) or JSON text;
     Config.from_file(path) reads a file. Invalid configurations raise
     ConfigError (a ValueError) with the C message naming the field.
     """
+    _free = staticmethod(api.lr_config_free)
+    _what = "configuration"
 
     def __init__(self, doc):
         if isinstance(doc, Mapping):
@@ -168,11 +200,6 @@ class Config:
         self.names = [m.name for m in models]
         self._index = {n: i for i, n in enumerate(self.names)}
 
-    @property
-    def handle(self):
-        if self._h is None:
-            raise InvalidInput("the configuration is closed", code=_lib.LR_EINVAL)
-        return self._h
 
     def index(self, name):
         """The config index of model `name`; UnknownModel (a ValueError) if none."""
@@ -200,22 +227,6 @@ class Config:
     def __len__(self):
         return len(self.models)
 
-    def close(self):
-        h, self._h = getattr(self, "_h", None), None
-        if h:
-            api.lr_config_free(h)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ==== History store ====
@@ -238,12 +249,14 @@ class ImportReport(tuple):
                 % self)
 
 
-class Store:
+class Store(_Handle):
     """A history store (struct lr_store) in a SQLite file, or in memory.
 
     Store() or Store(":memory:") lives in memory; Store(path) opens or
     creates the file. A store made by another embedder is StoreError.
     """
+    _free = staticmethod(api.lr_store_free)
+    _what = "store"
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
                  dense_dim=0):
@@ -256,11 +269,6 @@ class Store:
         self._h = h
         self.path = os.fspath(path)
 
-    @property
-    def handle(self):
-        if self._h is None:
-            raise InvalidInput("the store is closed", code=_lib.LR_EINVAL)
-        return self._h
 
     def __len__(self):
         return api.lr_store_count(self.handle)
@@ -321,22 +329,6 @@ class Store:
                                       byref(err))
         raise_for(rc, err, "lr_store_add_outcome")
 
-    def close(self):
-        h, self._h = getattr(self, "_h", None), None
-        if h:
-            api.lr_store_free(h)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ==== Routing ====
@@ -434,12 +426,14 @@ def _indices(decs):
     return memoryview(decs).cast("B").cast("i")[::_DECISION_INTS].tolist()
 
 
-class Router:
+class Router(_Handle):
     """A router (struct lr_router) over a Config.
 
     strategy, performance_requirement, n_similar and predictor default to
     the config's "router" object; store is a Store for smart routing.
     """
+    _free = staticmethod(api.lr_router_free)
+    _what = "router"
 
     def __init__(self, config, strategy=None, store=None, performance_requirement=None,
                  n_similar=None, predictor=None):
@@ -708,22 +702,6 @@ class Router:
                 caps[i] = 0 if cap is None else int(cap)
         return caps
 
-    def close(self):
-        h, self._h = getattr(self, "_h", None), None
-        if h:
-            api.lr_router_free(h)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def estimate_tokens(text):
