@@ -18,31 +18,13 @@ cleanup() {
 }
 trap cleanup EXIT
 export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/lib.sh"
 
 if [ -z "$FAKE" ] || [ ! -x "$FAKE" ]; then
     echo "FAIL: the fake upstream's path is the third argument"
     exit 1
 fi
 
-# expect NAME WANT_RC WANT_OUTPUT_SUBSTRING -- CMD...
-expect() {
-    local name=$1 want_rc=$2 want_err=$3
-    shift 4
-    "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
-    local rc=$?
-    if [ "$rc" != "$want_rc" ]; then
-        bad "$name: exit $rc, wanted $want_rc; stderr: $(cat "$TMP/err")"
-    elif [ -n "$want_err" ] && ! grep -qF -- "$want_err" "$TMP/err" "$TMP/out"; then
-        bad "$name: output lacks '$want_err': $(cat "$TMP/err" "$TMP/out")"
-    else
-        ok
-    fi
-}
-count() { "$BIN" import --store "$1" 2>/dev/null | tail -1; }
 # The store's meta and row counts, read with Python's sqlite3.
 store_facts() {
     python3 - "$1" <<'PY'

@@ -7,26 +7,8 @@ set -u
 BIN=$1
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+. "$(dirname "$0")/lib.sh"
 
-# expect NAME WANT_RC WANT_STDERR_SUBSTRING -- CMD...
-expect() {
-    local name=$1 want_rc=$2 want_err=$3
-    shift 4
-    "$@" >"$TMP/out" 2>"$TMP/err" </dev/null
-    local rc=$?
-    if [ "$rc" != "$want_rc" ]; then
-        bad "$name: exit $rc, wanted $want_rc; stderr: $(cat "$TMP/err")"
-    elif [ -n "$want_err" ] && ! grep -qF -- "$want_err" "$TMP/err" "$TMP/out"; then
-        bad "$name: output lacks '$want_err': $(cat "$TMP/err" "$TMP/out")"
-    else
-        ok
-    fi
-}
-count() { "$BIN" import --store "$1" 2>/dev/null | tail -1; }
 
 # A fixture: three topics; "strong" is right on all, costly; "cheap" is right
 # on arithmetic only; "mid" on arithmetic and geography.
@@ -185,5 +167,4 @@ expect "eval with an unknown split" 2 "no records in split dev" -- \
 expect "eval with a bad format" 2 "--format: expected table, json or csv" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --format xml
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary
