@@ -1,13 +1,14 @@
 /* predict_eval.c -- how well the predictor modes predict, on real data.
  *
- *   predict_eval [data.json] [prices.json] [--tune] [--k N]
+ *   predict_eval [data.json] [prices.json] [--tune] [--k N] [--wide-k K]
  *
  * The data is the AIOS smart-routing format with a "split" field (the
  * development data under ../shared/data; never part of the repository).
  * The history is the train split, imported through lr_store_import_file.
  *   --tune   leave-one-out over the train split only: every train record is
  *            predicted from its k nearest other train records, over a grid
- *            of the default predictor's constants; prints the best.
+ *            of the default predictor's constants; prints the best
+ *            (--wide-k: the best at that wide K only).
  * Then, for each mode, over the test split (history = train): Brier score
  * of predicted quality against correctness, mean absolute error of
  * predicted output tokens, and, given prices, the success rate and cost of
@@ -183,11 +184,14 @@ int main(int argc, char **argv)
 {
     const char *data = NULL, *prices = NULL;
     int tune = 0, k = LR__SMART_DEFAULT_K;
+    long only_wide_k = -1; /* --wide-k: tune the other constants at this K */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--tune") == 0)
             tune = 1;
         else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc)
             k = (int)strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--wide-k") == 0 && i + 1 < argc)
+            only_wide_k = strtol(argv[++i], NULL, 10);
         else if (!data)
             data = argv[i];
         else
@@ -196,7 +200,7 @@ int main(int argc, char **argv)
     if (k < 1 || k >= KMAX)
         k = LR__SMART_DEFAULT_K;
     if (!data) {
-        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--k N]\n");
+        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--k N] [--wide-k K]\n");
         return 2;
     }
     json_error_t je;
@@ -279,7 +283,7 @@ int main(int argc, char **argv)
          * error: cost is linear in tokens, so the estimate should be a mean. */
         static const double Ts[] = {0, 0.05, 0.2};
         static const double Mq[] = {0, 4, 8, 16, 32, 64, 128};
-        static const size_t Ks[] = {0, 64, 128, 192, 256, 384};
+        static const size_t Ks[] = {0, 64, 96, 128, 160, 192, 256, 384};
         static const double Mw[] = {0, 2, 8, 32};
         static const double Mo[] = {0, 1, 2, 4, 8, 16, 32, 64};
         struct score s;
@@ -298,6 +302,8 @@ int main(int argc, char **argv)
                     for (size_t d = 0; d < sizeof(Mw) / sizeof(Mw[0]); d++) {
                         if (Ks[c] == 0 && d > 0)
                             continue; /* m_w means nothing without K */
+                        if (only_wide_k >= 0 && Ks[c] != (size_t)only_wide_k)
+                            continue;
                         /* share 1: the grid's K is the K searched */
                         struct lr__predict_params p = defaults;
                         p.temperature = Ts[a];

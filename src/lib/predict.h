@@ -7,7 +7,7 @@
  *            have an outcome for it; 0 and 0 when none has.
  *   default  a three-level hierarchical estimate. The k nearest neighbours
  *            (local) are shrunk toward the mean over a wide neighbourhood,
- *            the K nearest (K = 192 by default), which is shrunk in turn
+ *            the K nearest (K = 128 by default), which is shrunk in turn
  *            toward the model's mean over the whole store:
  *              wide_q  = (sum_K c + m_w * store_q) / (n_K + m_w)
  *              quality = (sum_k w*c + m_q * wide_q) / (sum_k w + m_q)
@@ -17,7 +17,8 @@
  *            query this is (the same task, or topic); a neighbourhood of a
  *            couple of hundred recovers that per-kind accuracy, which the
  *            store-wide mean (the previous default) blurs across kinds.
- *            The local neighbours keep a small say (16 against 64).
+ *            The local neighbours keep a small say (k = 16 against m_q =
+ *            128).
  *            The wide level is used only when K is larger than k and at
  *            most an eighth of the store; otherwise (a small store, where
  *            K records would be most of it) the local estimate is shrunk
