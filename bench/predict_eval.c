@@ -1,13 +1,14 @@
 /* predict_eval.c -- how well the predictor modes predict, on real data.
  *
- *   predict_eval [data.json] [prices.json] [--tune] [--k N]
+ *   predict_eval [data.json] [prices.json] [--tune] [--k N] [--wide-k K]
  *
  * The data is the AIOS smart-routing format with a "split" field (the
  * development data under ../shared/data; never part of the repository).
  * The history is the train split, imported through lr_store_import_file.
  *   --tune   leave-one-out over the train split only: every train record is
  *            predicted from its k nearest other train records, over a grid
- *            of the default predictor's constants; prints the best.
+ *            of the default predictor's constants; prints the best
+ *            (--wide-k: the best at that wide K only).
  * Then, for each mode, over the test split (history = train): Brier score
  * of predicted quality against correctness, mean absolute error of
  * predicted output tokens, and, given prices, the success rate and cost of
@@ -27,7 +28,7 @@
 #include "store.h"
 
 #define MAX_MODELS 64
-#define KMAX 64
+#define KMAX 512 /* neighbours fetched: room for every wide K of the grid */
 
 struct item {
     const char *query;
@@ -90,7 +91,7 @@ static struct item *load_split(json_t *all, const char *split, size_t *n)
 }
 
 struct score {
-    double brier, mae, mae_by_task[8];
+    double brier, mae, mse, mae_by_task[8];
     size_t n, n_by_task[8];
 };
 
@@ -109,20 +110,21 @@ static int task_index(const char *t)
 
 /* Score predictions for items given their neighbour lists. */
 static void score_items(const struct lr__hist *h, enum lr__predict_mode mode,
-                        const struct lr__predict_params *p, const struct item *items, size_t n,
-                        struct lr__neighbor *const *nbs, const int *nnb, const int *ids,
-                        struct score *s)
+                        const struct lr__predict_params *p, size_t k, const struct item *items,
+                        size_t n, struct lr__neighbor *const *nbs, const int *nnb,
+                        const int *ids, struct score *s)
 {
     double q[MAX_MODELS], o[MAX_MODELS];
     memset(s, 0, sizeof(*s));
     for (size_t i = 0; i < n; i++) {
-        lr__predict(h, mode, p, nbs[i], (size_t)nnb[i], ids, (size_t)n_names, q, o);
+        lr__predict(h, mode, p, nbs[i], (size_t)nnb[i], k, ids, (size_t)n_names, q, o);
         int t = task_index(items[i].task ? items[i].task : "?");
         for (int j = 0; j < items[i].n; j++) {
             int m = items[i].model[j];
             double qq = isnan(q[m]) ? 0.0 : q[m];
             s->brier += (qq - items[i].c[j]) * (qq - items[i].c[j]);
             s->mae += fabs(o[m] - items[i].o[j]);
+            s->mse += (o[m] - items[i].o[j]) * (o[m] - items[i].o[j]);
             s->mae_by_task[t] += fabs(o[m] - items[i].o[j]);
             s->n_by_task[t]++;
             s->n++;
@@ -130,6 +132,7 @@ static void score_items(const struct lr__hist *h, enum lr__predict_mode mode,
     }
     s->brier /= (double)s->n;
     s->mae /= (double)s->n;
+    s->mse /= (double)s->n;
     for (int t = 0; t < n_tasks; t++)
         if (s->n_by_task[t])
             s->mae_by_task[t] /= (double)s->n_by_task[t];
@@ -137,7 +140,8 @@ static void score_items(const struct lr__hist *h, enum lr__predict_mode mode,
 
 /* Route each test item by the per-query rule; actual success and cost. */
 static void route_items(const struct lr__hist *h, enum lr__predict_mode mode,
-                        const struct lr__predict_params *p, const struct item *items, size_t n,
+                        const struct lr__predict_params *p, size_t k, const struct item *items,
+                        size_t n,
                         struct lr__neighbor *const *nbs, const int *nnb, const int *ids,
                         double req, double *success, double *cost)
 {
@@ -145,7 +149,7 @@ static void route_items(const struct lr__hist *h, enum lr__predict_mode mode,
     size_t order[MAX_MODELS];
     *success = *cost = 0;
     for (size_t i = 0; i < n; i++) {
-        lr__predict(h, mode, p, nbs[i], (size_t)nnb[i], ids, (size_t)n_names, q, o);
+        lr__predict(h, mode, p, nbs[i], (size_t)nnb[i], k, ids, (size_t)n_names, q, o);
         for (int m = 0; m < n_names; m++)
             c[m] = (double)items[i].input_tokens * price_in[m] + o[m] * price_out[m];
         lr__smart_order(q, c, (size_t)n_names, req, order);
@@ -180,11 +184,14 @@ int main(int argc, char **argv)
 {
     const char *data = NULL, *prices = NULL;
     int tune = 0, k = LR__SMART_DEFAULT_K;
+    long only_wide_k = -1; /* --wide-k: tune the other constants at this K */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--tune") == 0)
             tune = 1;
         else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc)
             k = (int)strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--wide-k") == 0 && i + 1 < argc)
+            only_wide_k = strtol(argv[++i], NULL, 10);
         else if (!data)
             data = argv[i];
         else
@@ -193,7 +200,7 @@ int main(int argc, char **argv)
     if (k < 1 || k >= KMAX)
         k = LR__SMART_DEFAULT_K;
     if (!data) {
-        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--k N]\n");
+        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--k N] [--wide-k K]\n");
         return 2;
     }
     json_error_t je;
@@ -234,86 +241,120 @@ int main(int argc, char **argv)
     for (int m = 0; m < n_names; m++)
         ids[m] = lr__hist_model_id(h, names[m]);
 
-    /* Neighbour lists: test queries against the history; train records
-     * against the rest of the history (themselves left out). */
+    /* Neighbour lists, KMAX deep so that every wide K of the grid is there:
+     * test queries against the history; train records against the rest of
+     * the history (themselves left out). */
     struct lr__neighbor **nb_te = calloc(nte, sizeof(*nb_te));
     struct lr__neighbor **nb_tr = calloc(ntr, sizeof(*nb_tr));
     int *n_te = calloc(nte, sizeof(int)), *n_tr = calloc(ntr, sizeof(int));
+    struct lr__predict_params defaults;
+    lr__predict_params_default(&defaults);
+    size_t fetch = lr__predict_fetch(LR__PREDICT_DEFAULT, &defaults, (size_t)k);
     double t1 = now();
     for (size_t i = 0; i < nte; i++) {
-        nb_te[i] = malloc((size_t)k * sizeof(**nb_te));
-        n_te[i] = lr__store_knn_text(st, test[i].query, strlen(test[i].query), (size_t)k, &sc,
+        nb_te[i] = malloc((size_t)KMAX * sizeof(**nb_te));
+        n_te[i] = lr__store_knn_text(st, test[i].query, strlen(test[i].query), fetch, &sc,
                                      nb_te[i]);
     }
     double per_q = (now() - t1) / (double)nte;
+    for (size_t i = 0; i < nte; i++)
+        n_te[i] = lr__store_knn_text(st, test[i].query, strlen(test[i].query), KMAX, &sc,
+                                     nb_te[i]);
     if (tune) {
         struct lr__neighbor tmp[KMAX + 1];
         for (size_t i = 0; i < ntr; i++) {
-            int n = lr__store_knn_text(st, train[i].query, strlen(train[i].query),
-                                       (size_t)k + 1, &sc, tmp);
-            nb_tr[i] = malloc((size_t)k * sizeof(**nb_tr));
+            int n = lr__store_knn_text(st, train[i].query, strlen(train[i].query), KMAX + 1,
+                                       &sc, tmp);
+            nb_tr[i] = malloc((size_t)KMAX * sizeof(**nb_tr));
             int m = 0;
-            for (int j = 0; j < n && m < k; j++)
+            for (int j = 0; j < n && m < KMAX; j++)
                 if (tmp[j].doc != (uint32_t)i)
                     nb_tr[i][m++] = tmp[j];
             n_tr[i] = m;
         }
     }
-    printf("kNN: %.1f us per test query (embed + search, %zu records)\n", per_q * 1e6, h->n);
+    printf("kNN: %.1f us per test query (embed + search of %zu neighbours, %zu records)\n",
+           per_q * 1e6, fetch, h->n);
 
-    struct lr__predict_params best;
-    lr__predict_params_default(&best);
+    struct lr__predict_params best = defaults;
     if (tune) {
-        static const double Ts[] = {0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2};
-        static const double Ms[] = {0, 0.5, 1, 2, 4, 6, 8, 10, 12, 16, 24, 32};
+        /* Quality first (Brier): the local temperature and weight, the wide
+         * K and its weights; then the length weight at the best, by squared
+         * error: cost is linear in tokens, so the estimate should be a mean. */
+        static const double Ts[] = {0, 0.05, 0.2};
+        static const double Mq[] = {0, 4, 8, 16, 32, 64, 128};
+        static const size_t Ks[] = {0, 64, 96, 128, 160, 192, 256, 384};
+        static const double Mw[] = {0, 2, 8, 32};
+        static const double Mo[] = {0, 1, 2, 4, 8, 16, 32, 64};
         struct score s;
-        double best_b = 1e9, best_mae = 1e18;
+        double best_b = 1e9, best_mse = 1e18;
         printf("\nleave-one-out on train (k=%d):\n", k);
-        score_items(h, LR__PREDICT_AIOS, &best, train, ntr, nb_tr, n_tr, ids, &s);
-        printf("  aios                         Brier %.4f  MAE %.2f\n", s.brier, s.mae);
-        for (size_t a = 0; a < sizeof(Ts) / sizeof(Ts[0]); a++) {
-            for (size_t b = 0; b < sizeof(Ms) / sizeof(Ms[0]); b++) {
-                struct lr__predict_params p = {Ts[a], Ms[b], Ms[b]};
-                score_items(h, LR__PREDICT_DEFAULT, &p, train, ntr, nb_tr, n_tr, ids, &s);
-                if (getenv("PREDICT_EVAL_GRID"))
-                    printf("    T=%-5g m_q=%-4g Brier %.5f\n", Ts[a], Ms[b], s.brier);
-                if (s.brier < best_b) {
-                    best_b = s.brier;
-                    best.temperature = Ts[a];
-                    best.prior_weight = Ms[b];
-                }
+        score_items(h, LR__PREDICT_AIOS, &best, (size_t)k, train, ntr, nb_tr, n_tr, ids, &s);
+        printf("  aios                         Brier %.4f  MAE %.2f  RMSE %.2f\n", s.brier, s.mae,
+               sqrt(s.mse));
+        score_items(h, LR__PREDICT_DEFAULT, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, ids,
+                    &s);
+        printf("  default (built in)           Brier %.4f  MAE %.2f  RMSE %.2f\n", s.brier, s.mae,
+               sqrt(s.mse));
+        for (size_t a = 0; a < sizeof(Ts) / sizeof(Ts[0]); a++)
+            for (size_t b = 0; b < sizeof(Mq) / sizeof(Mq[0]); b++)
+                for (size_t c = 0; c < sizeof(Ks) / sizeof(Ks[0]); c++)
+                    for (size_t d = 0; d < sizeof(Mw) / sizeof(Mw[0]); d++) {
+                        if (Ks[c] == 0 && d > 0)
+                            continue; /* m_w means nothing without K */
+                        if (only_wide_k >= 0 && Ks[c] != (size_t)only_wide_k)
+                            continue;
+                        /* share 1: the grid's K is the K searched */
+                        struct lr__predict_params p = defaults;
+                        p.temperature = Ts[a];
+                        p.wide_k = Ks[c];
+                        p.wide_max_share = 1.0;
+                        p.wide_prior_weight = Mw[d];
+                        if (Ks[c] == 0)
+                            p.prior_weight = Mq[b];
+                        else
+                            p.wide_weight = Mq[b];
+                        score_items(h, LR__PREDICT_DEFAULT, &p, (size_t)k, train, ntr, nb_tr,
+                                    n_tr, ids, &s);
+                        if (getenv("PREDICT_EVAL_GRID"))
+                            printf("    T=%-4g m_q=%-4g K=%-4zu m_w=%-3g Brier %.5f\n", Ts[a],
+                                   Mq[b], Ks[c], Mw[d], s.brier);
+                        if (s.brier < best_b) {
+                            best_b = s.brier;
+                            best = p;
+                        }
+                    }
+        for (size_t b = 0; b < sizeof(Mo) / sizeof(Mo[0]); b++) {
+            struct lr__predict_params p = best;
+            p.length_prior_weight = Mo[b];
+            score_items(h, LR__PREDICT_DEFAULT, &p, (size_t)k, train, ntr, nb_tr, n_tr, ids, &s);
+            if (s.mse < best_mse) {
+                best_mse = s.mse;
+                best.length_prior_weight = Mo[b];
             }
         }
-        for (size_t b = 0; b < sizeof(Ms) / sizeof(Ms[0]); b++) {
-            struct lr__predict_params p = {best.temperature, best.prior_weight, Ms[b]};
-            score_items(h, LR__PREDICT_DEFAULT, &p, train, ntr, nb_tr, n_tr, ids, &s);
-            if (s.mae < best_mae) {
-                best_mae = s.mae;
-                best.length_prior_weight = Ms[b];
-            }
-        }
-        printf("  default best: T=%g m_q=%g m_o=%g  Brier %.4f  MAE %.2f\n", best.temperature,
-               best.prior_weight, best.length_prior_weight, best_b, best_mae);
+        printf("  default best: T=%g m_s=%g K=%zu m_q=%g m_w=%g m_o=%g  Brier %.4f  "
+               "length RMSE %.2f\n",
+               best.temperature, best.prior_weight, best.wide_k, best.wide_weight,
+               best.wide_prior_weight, best.length_prior_weight, best_b, sqrt(best_mse));
     }
 
     printf("\ntest split (history = train, k=%d):\n", k);
     for (int mode = 0; mode < 2; mode++) {
-        struct lr__predict_params p;
-        lr__predict_params_default(&p);
-        if (tune)
-            p = best;
+        struct lr__predict_params p = tune ? best : defaults;
         enum lr__predict_mode md = mode ? LR__PREDICT_DEFAULT : LR__PREDICT_AIOS;
         struct score s;
-        score_items(h, md, &p, test, nte, nb_te, n_te, ids, &s);
-        printf("  %-8s Brier %.4f  output-tokens MAE %.2f  (", mode ? "default" : "aios", s.brier,
-               s.mae);
+        score_items(h, md, &p, (size_t)k, test, nte, nb_te, n_te, ids, &s);
+        printf("  %-8s Brier %.4f  output tokens MAE %.2f RMSE %.2f  (MAE ",
+               mode ? "default" : "aios", s.brier, s.mae, sqrt(s.mse));
         for (int t = 0; t < n_tasks; t++)
             printf("%s%s %.2f", t ? ", " : "", tasks[t], s.mae_by_task[t]);
         printf(")\n");
         if (prices) {
             for (int r = 0; r < 3; r++) {
                 double req = r == 0 ? 0.5 : r == 1 ? 0.7 : 0.9, succ, cost;
-                route_items(h, md, &p, test, nte, nb_te, n_te, ids, req, &succ, &cost);
+                route_items(h, md, &p, (size_t)k, test, nte, nb_te, n_te, ids, req, &succ,
+                            &cost);
                 printf("           requirement %.1f: success %.3f, cost $%.2f\n", req, succ,
                        cost);
             }

@@ -218,6 +218,10 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
         rc = lr__error_set(err, LR_EEMPTY, "the history store is empty: import data first");
         goto out;
     }
+    /* The predictor may want a wider neighbourhood than the k it averages. */
+    size_t fetch = lr__predict_fetch(s->mode, &s->params, s->k);
+    if (fetch > LR__SMART_MAX_K)
+        fetch = LR__SMART_MAX_K;
     if (lr__store_is_dense(s->store)) {
         if (!q->embedding || q->dim != lr__store_dim(s->store)) {
             rc = lr__error_set(err, LR_EINVAL,
@@ -227,13 +231,13 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
                       q->embedding ? q->dim : 0);
             goto out;
         }
-        nn = lr__store_knn_vec(s->store, q->embedding, q->dim, s->k, &x->ss, x->nb);
+        nn = lr__store_knn_vec(s->store, q->embedding, q->dim, fetch, &x->ss, x->nb);
     } else {
         if (!q->text || q->len == 0) {
             rc = lr__error_set(err, LR_EINVAL, "smart routing needs the query text");
             goto out;
         }
-        nn = lr__store_knn_text(s->store, q->text, q->len, s->k, &x->ss, x->nb);
+        nn = lr__store_knn_text(s->store, q->text, q->len, fetch, &x->ss, x->nb);
     }
     if (nn < 0) {
         rc = lr__error_set(err, nn, nn == LR_ENOMEM ? "out of memory searching the history"
@@ -242,7 +246,7 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
     }
     for (size_t j = 0; j < m; j++)
         ids[j] = models[j].name ? lr__hist_model_id(h, models[j].name) : -1;
-    lr__predict(h, s->mode, &s->params, x->nb, (size_t)nn, ids, m, quality, tokens);
+    lr__predict(h, s->mode, &s->params, x->nb, (size_t)nn, s->k, ids, m, quality, tokens);
     lr__store_unlock(s->store);
     locked = 0;
 
