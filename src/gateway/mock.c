@@ -57,8 +57,10 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     x->in_tick = 1;
     if (!x->head_sent) {
+        struct up_head h = {200, NULL, NULL};
+        h.content_type = x->stream ? "text/event-stream" : "application/json";
         x->head_sent = 1;
-        x->cb.on_head(x->arg, 200, x->stream ? "text/event-stream" : "application/json");
+        x->cb.on_head(x->arg, &h);
     }
     while (x->next < x->n && !x->aborted) {
         int rc = x->cb.on_data(x->arg, x->pieces[x->next], x->lens[x->next]);
@@ -80,10 +82,10 @@ static void tick(evutil_socket_t fd, short what, void *arg)
         return;
     }
     {
-        void (*done)(void *, int, const char *) = x->cb.on_done;
+        void (*done)(void *, enum up_error, const char *) = x->cb.on_done;
         void *a = x->arg;
         mock_free(x);
-        done(a, 0, "ok");
+        done(a, UP_OK, "ok");
     }
 }
 

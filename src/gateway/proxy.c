@@ -23,7 +23,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 
 #include "gateway.h"
@@ -228,9 +227,11 @@ static void sse_scan(struct exchange *ex, const char *data, size_t len)
 
 /* ==== Upstream callbacks ==== */
 
-static void on_head(void *arg, long status, const char *content_type)
+static void on_head(void *arg, const struct up_head *head)
 {
     struct exchange *ex = arg;
+    long status = head->status;
+    const char *content_type = head->content_type;
     ex->up_status = status;
     snprintf(ex->up_ctype, sizeof ex->up_ctype, "%s",
              content_type ? content_type : "application/json");
@@ -313,10 +314,10 @@ static int on_data(void *arg, const char *data, size_t len)
 
 /* A failure before anything reached the client. This is where a retry of
  * the same model, or the next model in the ranking, will be decided. */
-static void attempt_failed(struct exchange *ex, int curl_code, const char *message)
+static void attempt_failed(struct exchange *ex, enum up_error err, const char *message)
 {
     const char *name = ex->conf->models[ex->model].info->name;
-    if (curl_code == CURLE_OPERATION_TIMEDOUT)
+    if (err == UP_ETIMEOUT || err == UP_ECONNTIMEOUT)
         fail_with(ex, 504, NULL, "upstream_timeout", "the upstream for model '%s' timed out: %s",
                   name, message);
     else
@@ -324,15 +325,15 @@ static void attempt_failed(struct exchange *ex, int curl_code, const char *messa
                   "the upstream for model '%s' could not be reached: %s", name, message);
 }
 
-static void on_done(void *arg, int curl_code, const char *message)
+static void on_done(void *arg, enum up_error err, const char *message)
 {
     struct exchange *ex = arg;
     ex->xfer = NULL;
     ex->mock = NULL;
     attempt_ended(ex);
-    if (curl_code != 0) {
+    if (err != UP_OK) {
         if (!ex->streaming) {
-            attempt_failed(ex, curl_code, message);
+            attempt_failed(ex, err, message);
             return;
         }
         /* Mid-stream: the client must see an error, never a clean end. */

@@ -44,6 +44,7 @@ struct up_xfer {
     void *arg;
     long status;
     char content_type[128];
+    char retry_after[64];
     int head_done;
     int aborted;
     int in_cb;
@@ -79,6 +80,91 @@ static void xfer_unlink_free(struct up_xfer *x)
     free(x);
 }
 
+/* ==== Errors ==== */
+
+const char *up_error_name(enum up_error err)
+{
+    switch (err) {
+    case UP_OK:
+        return "ok";
+    case UP_ECONNREFUSED:
+        return "connect_refused";
+    case UP_ECONNTIMEOUT:
+        return "connect_timeout";
+    case UP_ETLS:
+        return "tls";
+    case UP_ERESET:
+        return "reset_before_headers";
+    case UP_ECLOSED:
+        return "closed_mid_body";
+    case UP_ETIMEOUT:
+        return "timeout";
+    case UP_EPROTO:
+        return "protocol";
+    case UP_ETOOBIG:
+        return "too_big";
+    case UP_ENOMEM:
+        return "no_memory";
+    default:
+        return "other";
+    }
+}
+
+/* curl's code for a finished transfer, in the interface's terms. Whether the
+ * connection was ever made tells a connect timeout from a slow answer, and
+ * whether the head arrived tells a reset from a body cut short. */
+static enum up_error classify(const struct up_xfer *x, CURLcode code)
+{
+    curl_off_t connected = 0;
+    switch (code) {
+    case CURLE_OK:
+        return UP_OK;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+        return UP_ECONNREFUSED;
+    case CURLE_OPERATION_TIMEDOUT:
+        if (!x->head_done &&
+            curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connected) == CURLE_OK &&
+            connected == 0)
+            return UP_ECONNTIMEOUT;
+        return UP_ETIMEOUT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_USE_SSL_FAILED:
+        return UP_ETLS;
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+        return x->head_done ? UP_ECLOSED : UP_ERESET;
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return UP_EPROTO;
+    case CURLE_FILESIZE_EXCEEDED:
+        return UP_ETOOBIG;
+    case CURLE_OUT_OF_MEMORY:
+        return UP_ENOMEM;
+    default:
+        return UP_EOTHER;
+    }
+}
+
+/* ==== Finishing ==== */
+
 static void check_done(struct up_client *cl)
 {
     CURLMsg *msg;
@@ -94,13 +180,14 @@ static void check_done(struct up_client *cl)
             continue;
         if (!x->aborted) {
             const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(code);
-            void (*done)(void *, int, const char *) = x->cb.on_done;
+            void (*done)(void *, enum up_error, const char *) = x->cb.on_done;
             void *arg = x->arg;
+            enum up_error err = classify(x, code);
             char msgbuf[CURL_ERROR_SIZE];
             /* Free first: on_done may start a new transfer on this client. */
             snprintf(msgbuf, sizeof msgbuf, "%s", why);
             xfer_unlink_free(x);
-            done(arg, (int)code, msgbuf);
+            done(arg, err, msgbuf);
         } else {
             xfer_unlink_free(x);
         }
@@ -109,9 +196,29 @@ static void check_done(struct up_client *cl)
 
 static void deliver_head(struct up_xfer *x)
 {
+    struct up_head h;
     x->head_done = 1;
+    h.status = x->status;
+    h.content_type = x->content_type[0] ? x->content_type : NULL;
+    h.retry_after = x->retry_after[0] ? x->retry_after : NULL;
     if (x->cb.on_head)
-        x->cb.on_head(x->arg, x->status, x->content_type[0] ? x->content_type : NULL);
+        x->cb.on_head(x->arg, &h);
+}
+
+/* Copy a header's value, trimmed, into dst (truncated to fit). */
+static void header_value(const char *buf, size_t len, size_t name_len, char *dst, size_t cap)
+{
+    const char *v = buf + name_len, *e = buf + len;
+    size_t vl;
+    while (v < e && (*v == ' ' || *v == '\t'))
+        v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    vl = (size_t)(e - v);
+    if (vl >= cap)
+        vl = cap - 1;
+    memcpy(dst, v, vl);
+    dst[vl] = '\0';
 }
 
 static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
@@ -131,18 +238,11 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         }
         x->status = st;
         x->content_type[0] = '\0';
+        x->retry_after[0] = '\0';
     } else if (len > 13 && strncasecmp(buf, "content-type:", 13) == 0) {
-        const char *v = buf + 13, *e = buf + len;
-        size_t vl;
-        while (v < e && (*v == ' ' || *v == '\t'))
-            v++;
-        while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        vl = (size_t)(e - v);
-        if (vl >= sizeof x->content_type)
-            vl = sizeof x->content_type - 1;
-        memcpy(x->content_type, v, vl);
-        x->content_type[vl] = '\0';
+        header_value(buf, len, 13, x->content_type, sizeof x->content_type);
+    } else if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
+        header_value(buf, len, 12, x->retry_after, sizeof x->retry_after);
     } else if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
         if (x->status >= 200) {
             x->in_cb++;

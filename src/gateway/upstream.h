@@ -2,12 +2,19 @@
  * multi_socket interface driven by the gateway's libevent loop.
  *
  * One transfer is one POST of a prepared body. The caller hears, in order:
- * on_head once the status line and headers are in (status and content type),
- * on_data for each piece of the body as it arrives (it may refuse a piece to
- * pause the transfer: the same bytes come again after up_xfer_resume()), and
- * on_done exactly once, with 0 or a curl error code and a message. Connections
- * are reused across transfers (keep-alive) and TLS is libcurl's. After
+ * on_head once the status line and headers are in (struct up_head: status,
+ * content type, Retry-After), on_data for each piece of the body as it
+ * arrives (it may refuse a piece to pause the transfer: the same bytes come
+ * again after up_xfer_resume()), and on_done exactly once, with UP_OK or a
+ * classified transport error (enum up_error) and a message. Connections are
+ * reused across transfers (keep-alive) and TLS is libcurl's. After
  * up_xfer_abort() no callback runs for that transfer.
+ *
+ * The interface knows two timeouts only, connect and total. Time to first
+ * byte and idle time between chunks are the caller's (proxy.c keeps timers
+ * and calls up_xfer_abort()), so an implementation need not know them.
+ * on_done's error describes the transport only: an HTTP status, however bad,
+ * arrives through on_head and a complete body ends with UP_OK.
  *
  * Threads: the event loop thread only; callbacks run on it.
  */
@@ -24,10 +31,35 @@ struct up_xfer;
 #define UP_CONSUMED 0
 #define UP_PAUSE 1
 
+/* How a transfer ended. Implementations map their own errors onto these. */
+enum up_error {
+    UP_OK = 0,
+    UP_ECONNREFUSED,  /* connection refused, host or port unreachable, name not resolved */
+    UP_ECONNTIMEOUT,  /* connect (TCP or TLS handshake) took longer than connect_timeout_ms */
+    UP_ETLS,          /* TLS handshake or certificate failure */
+    UP_ERESET,        /* reset or closed before a complete response head */
+    UP_ECLOSED,       /* closed, reset or truncated after the head, in the body */
+    UP_ETIMEOUT,      /* timeout_ms passed before the transfer ended */
+    UP_EPROTO,        /* not valid HTTP (bad status line, bad chunked encoding) */
+    UP_ETOOBIG,       /* a response head larger than the implementation accepts */
+    UP_ENOMEM,        /* out of memory */
+    UP_EOTHER         /* anything else */
+};
+
+/* A short stable name for logs and metrics ("connect_refused", ...). */
+const char *up_error_name(enum up_error err);
+
+/* The response head. Pointers are valid during on_head only. */
+struct up_head {
+    long status;
+    const char *content_type; /* the Content-Type value, or NULL */
+    const char *retry_after;  /* the raw Retry-After value, or NULL */
+};
+
 struct up_callbacks {
-    void (*on_head)(void *arg, long status, const char *content_type);
+    void (*on_head)(void *arg, const struct up_head *head);
     int (*on_data)(void *arg, const char *data, size_t len);
-    void (*on_done)(void *arg, int curl_code, const char *message);
+    void (*on_done)(void *arg, enum up_error err, const char *message);
 };
 
 struct up_request {
