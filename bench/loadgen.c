@@ -44,8 +44,8 @@ struct conn {
     int busy;
     double sched; /* the scheduled send time of the request in flight */
     int measured;
-    size_t sent;  /* bytes of the request written */
-    char *rbuf;   /* response bytes not yet consumed */
+    size_t sent; /* bytes of the request written */
+    char *rbuf;  /* response bytes not yet consumed */
     size_t rlen;
     /* response parsing */
     int have_head;
@@ -485,9 +485,8 @@ int main(int argc, char **argv)
 
     qsort(G.lat, G.n_lat, sizeof *G.lat, cmp_double);
     printf("RESULT %lld %lld %lld %.0f %lld %lld %lld %lld %lld\n", G.measured_sched, G.completed,
-           G.measured_sched - G.completed, (double)G.completed / G.seconds,
-           pct_us(50), pct_us(90), pct_us(99), pct_us(99.9),
-           G.n_lat ? (long long)(G.lat[G.n_lat - 1] * 1e6 + 0.5) : 0LL);
+           G.measured_sched - G.completed, (double)G.completed / G.seconds, pct_us(50), pct_us(90),
+           pct_us(99), pct_us(99.9), G.n_lat ? (long long)(G.lat[G.n_lat - 1] * 1e6 + 0.5) : 0LL);
     for (int i = 0; i < G.n_conns; i++) {
         if (G.conns[i].ev)
             event_free(G.conns[i].ev);
