@@ -50,13 +50,38 @@ int api_health(struct gw *gw, struct hs_req *req)
                         json_integer((json_int_t)lr_config_route_count(gw->conf->cfg)));
     json_object_set_new(o, "in_flight", json_integer((json_int_t)hs_server_busy(gw->http) - 1)); /* not this one */
     json_object_set_new(o, "version", json_string(LR_VERSION_STRING));
+    {
+        /* Each configured model's breaker and load, for operators and probes. */
+        json_t *ups = json_object();
+        double now = gw_now();
+        for (size_t i = 0; i < gw->conf->n_models; i++) {
+            const struct lr_model_info *mi = gw->conf->models[i].info;
+            struct model_stats *ms = metrics_model(gw->metrics, mi->name);
+            json_t *e = json_object();
+            int st = RS_CLOSED;
+            if (ms) {
+                st = ms->breaker.state;
+                if (st == RS_OPEN && now >= ms->breaker.open_until)
+                    st = RS_HALF_OPEN;
+                json_object_set_new(e, "consecutive_failures",
+                                    json_integer((json_int_t)ms->breaker.consecutive));
+                json_object_set_new(e, "retry_in_s",
+                                    json_real(rs_breaker_ready_in(&ms->breaker, now)));
+                json_object_set_new(e, "in_flight", json_integer((json_int_t)ms->in_flight));
+            }
+            json_object_set_new(e, "breaker", json_string(rs_breaker_state_name(st)));
+            json_object_set_new(e, "max_concurrency", json_integer(mi->max_concurrency));
+            json_object_set_new(ups, mi->name, e);
+        }
+        json_object_set_new(o, "upstreams", ups);
+    }
     return send_json(req, 200, o);
 }
 
 int api_metrics(struct gw *gw, struct hs_req *req)
 {
     size_t len = 0;
-    char *text = metrics_render(gw->metrics, &len);
+    char *text = metrics_render(gw->metrics, gw_now(), &len);
     if (!text) {
         gw_send_error(req, 500, NULL, "out_of_memory", "out of memory rendering metrics");
         return 500;

@@ -64,7 +64,7 @@ void gw_request_id(struct gw *gw, struct hs_req *req, char *buf, size_t cap)
 /* The log line is built in a buffer and written with one call: stderr is
  * unbuffered, and a write per field would cost a system call each. */
 struct line {
-    char buf[2048];
+    char buf[4096];
     size_t len;
 };
 
@@ -145,6 +145,8 @@ void gw_log_request(const struct gw *gw, const struct gw_log *lg)
         line_put(&l, ",\"cost\":%.9g", lg->cost);
     if (lg->error)
         line_str(&l, "error", lg->error);
+    if (lg->attempts >= 0 && lg->attempts_json)
+        line_put(&l, ",\"attempts\":%d,\"tries\":%s", lg->attempts, lg->attempts_json);
     line_write(&l);
 }
 
@@ -276,6 +278,7 @@ static void handle(struct hs_req *req, void *arg)
     log.tokens_in = -1;
     log.tokens_out = -1;
     log.cost = NAN;
+    log.attempts = -1;
     gw_log_request(gw, &log);
 }
 
@@ -447,6 +450,7 @@ int gw_run(const struct gw_options *opts)
 out:
     /* In-flight requests (past the deadline) are aborted here. */
     hs_server_free(gw.http);
+    proxy_shutdown(&gw);
     up_client_free(gw.upstream);
     metrics_free(gw.metrics);
     if (sig_term)

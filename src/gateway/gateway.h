@@ -23,10 +23,13 @@
 
 #include "httpd.h"
 #include "llmroute.h"
+#include "resil.h"
 
 struct event_base;
+struct event;
 struct up_client;
 struct metrics;
+struct exchange;
 
 /* ==== Options from the command line ==== */
 
@@ -59,6 +62,7 @@ struct gw_model {
     int is_mock;
     struct mock_spec mock;
     char *mock_content;
+    struct rs_policy policy; /* the model's own `retry` / `timeouts` (an overlay) */
 };
 
 struct gw_router {
@@ -78,6 +82,9 @@ struct gw_settings {
     long connect_timeout_ms;
     long upstream_timeout_ms;
     int log_requests;
+    struct rs_policy policy; /* server.resilience.retry / .timeouts: complete */
+    struct rs_breaker_conf breaker;
+    struct rs_queue_conf queue;
     char *api_keys_env;
     char **api_keys; /* NULL-terminated; NULL when no gateway keys */
 };
@@ -90,7 +97,8 @@ struct gw_conf {
     struct gw_router *routers;
     size_t n_routers, cap_routers;
     struct gw_settings set;
-    const char *query_text; /* "last_user" or "all_user" */
+    const char *query_text;      /* "last_user" or "all_user" */
+    struct rs_policy *route_policy; /* per route: its `retry` / `timeouts` (overlays) */
 };
 
 /* Load a configuration file into a new gw_conf (refs = 1). listen overrides
@@ -114,8 +122,16 @@ struct gw {
     const struct gw_options *opts;
     uint64_t next_id;
     uint64_t id_seed;
+    uint64_t rng;     /* backoff jitter (xorshift state) */
     int shutting_down;
+    /* Requests waiting for a model with room (proxy.c), oldest first. */
+    struct exchange *wait_head, *wait_tail;
+    long n_waiting;
+    struct event *wake; /* runs the queue after an attempt frees a slot */
 };
+
+/* Free what the proxy keeps on the gateway (the wake event). */
+void proxy_shutdown(struct gw *gw);
 
 /* Monotonic time in seconds. */
 double gw_now(void);
@@ -133,6 +149,8 @@ struct gw_log {
     long tokens_in, tokens_out;              /* < 0: unknown */
     double cost;                             /* NaN: unknown */
     const char *error;                       /* NULL, or why it failed */
+    int attempts;                            /* upstream attempts; < 0: not forwarded */
+    const char *attempts_json;               /* each attempt's model and outcome, or NULL */
 };
 void gw_log_request(const struct gw *gw, const struct gw_log *log);
 

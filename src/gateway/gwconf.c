@@ -101,6 +101,7 @@ static const char *const server_keys[] = {
     "upstream_timeout_ms",
     "log_requests",
     "api_keys_env",
+    "resilience",
     NULL,
 };
 
@@ -159,6 +160,9 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
     s->connect_timeout_ms = 10000;
     s->upstream_timeout_ms = 600000;
     s->log_requests = 1;
+    rs_policy_defaults(&s->policy);
+    rs_breaker_defaults(&s->breaker);
+    rs_queue_defaults(&s->queue);
     if (text) {
         json_error_t je;
         json_t *jl, *jlog, *jkeys;
@@ -200,6 +204,25 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         INT_KEY("connect_timeout_ms", 0, 86400000, connect_timeout_ms, long);
         INT_KEY("upstream_timeout_ms", 0, 86400000, upstream_timeout_ms, long);
 #undef INT_KEY
+        {
+            json_t *jr = json_object_get(root, "resilience");
+            char *txt = jr ? json_dumps(jr, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+            rs_policy_defaults(&s->policy);
+            s->policy.timeouts.connect_ms = s->connect_timeout_ms ? s->connect_timeout_ms : 10000;
+            s->policy.timeouts.total_ms = s->upstream_timeout_ms;
+            if (jr && !txt) {
+                rc = fail(err, LR_ENOMEM, "out of memory");
+                goto out;
+            }
+            if (rs_resilience_parse(txt, &s->policy, &s->breaker, &s->queue, err->message,
+                                    sizeof err->message)) {
+                free(txt);
+                rc = err->code = LR_ECONFIG;
+                err->line = 0;
+                goto out;
+            }
+            free(txt);
+        }
         jlog = json_object_get(root, "log_requests");
         if (jlog && !json_is_boolean(jlog)) {
             rc = fail(err, LR_ECONFIG, "server.log_requests: expected true or false");
@@ -286,11 +309,40 @@ out:
     return rc;
 }
 
+/* A `retry` and a `timeouts` member of a model's or route's object (JSON
+ * text) into an overlay policy. */
+static int load_policy(const char *obj_json, struct rs_policy *p, const char *where,
+                       struct lr_error *err)
+{
+    json_t *root = obj_json ? json_loads(obj_json, 0, NULL) : NULL;
+    json_t *jr = json_object_get(root, "retry"), *jt = json_object_get(root, "timeouts");
+    char *r = jr ? json_dumps(jr, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *t = jt ? json_dumps(jt, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    int rc = 0;
+    rs_policy_unset(p);
+    if ((jr && !r) || (jt && !t))
+        rc = fail(err, LR_ENOMEM, "out of memory");
+    else if (rs_policy_parse(r, t, p, where, err->message, sizeof err->message)) {
+        err->code = rc = LR_ECONFIG;
+        err->line = 0;
+    }
+    free(r);
+    free(t);
+    json_decref(root);
+    return rc;
+}
+
 static int load_model(struct gw_model *m, size_t i, struct lr_error *err)
 {
     const struct lr_model_info *info = m->info;
     const char *base = info->base_url;
     json_t *name;
+    char where[64];
+    int rc;
+
+    snprintf(where, sizeof where, "models[%zu]", i);
+    if ((rc = load_policy(info->json, &m->policy, where, err)))
+        return rc;
 
     m->is_mock = info->backend && strcmp(info->backend, "mock") == 0;
     name = json_string(info->upstream_model ? info->upstream_model : info->name);
@@ -403,6 +455,17 @@ int gw_conf_load(const char *path, const char *listen, struct gw_conf **out, str
         if ((rc = load_model(&c->models[i], i, err)))
             goto fail_out;
     }
+    c->route_policy = calloc(lr_config_route_count(c->cfg) + 1, sizeof *c->route_policy);
+    if (!c->route_policy) {
+        rc = fail(err, LR_ENOMEM, "out of memory");
+        goto fail_out;
+    }
+    for (size_t i = 0; i < lr_config_route_count(c->cfg); i++) {
+        char where[64];
+        snprintf(where, sizeof where, "routes[%zu]", i);
+        if ((rc = load_policy(lr_config_route(c->cfg, i)->json, &c->route_policy[i], where, err)))
+            goto fail_out;
+    }
     /* Build every router the file names now, so a bad one fails the load. */
     if (!gw_conf_router(c, NULL, err)) {
         rc = err->code ? err->code : LR_ESTRATEGY;
@@ -447,6 +510,7 @@ void gw_conf_unref(struct gw_conf *c)
         free(c->models[i].mock_content);
     }
     free(c->models);
+    free(c->route_policy);
     free(c->set.api_keys_env);
     for (size_t i = 0; c->set.api_keys && c->set.api_keys[i]; i++)
         free(c->set.api_keys[i]);

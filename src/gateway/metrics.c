@@ -36,6 +36,10 @@ struct metrics {
     size_t n_models, cap_models;
     struct hist overhead, duration;
     uint64_t reloads_ok, reloads_failed;
+    uint64_t attempts_sum, attempts_count;
+    uint64_t attempts_per_request[6]; /* 0, 1, 2, 3, 4, 5+ */
+    long waiting;
+    uint64_t queue_rejected;
 };
 
 static void hist_init(struct hist *h, const double *bounds, size_t n)
@@ -167,6 +171,23 @@ void metrics_count_reload(struct metrics *m, int ok)
         m->reloads_failed++;
 }
 
+void metrics_count_attempts(struct metrics *m, unsigned attempts)
+{
+    m->attempts_sum += attempts;
+    m->attempts_count++;
+    m->attempts_per_request[attempts < 5 ? attempts : 5]++;
+}
+
+void metrics_set_waiting(struct metrics *m, long waiting)
+{
+    m->waiting = waiting;
+}
+
+void metrics_count_queue_rejected(struct metrics *m)
+{
+    m->queue_rejected++;
+}
+
 /* ==== Exposition ==== */
 
 struct out {
@@ -247,7 +268,7 @@ static void put_hist(struct out *o, const char *name, const char *labels, const 
         (unsigned long long)h->count);
 }
 
-char *metrics_render(const struct metrics *m, size_t *len)
+char *metrics_render(const struct metrics *m, double now, size_t *len)
 {
     struct out o = {malloc(8192), 0, 8192, 0};
     char a[512], b[512], labels[600];
@@ -311,6 +332,53 @@ char *metrics_render(const struct metrics *m, size_t *len)
     put(&o, "# HELP llmroute_request_duration_seconds Request time in the gateway, end to "
             "end.\n# TYPE llmroute_request_duration_seconds histogram\n");
     put_hist(&o, "llmroute_request_duration_seconds", "", &m->duration);
+    put(&o, "# HELP llmroute_upstream_attempts_total Upstream attempts by model and outcome "
+            "(failure class, or ok).\n# TYPE llmroute_upstream_attempts_total counter\n");
+    for (size_t i = 0; i < m->n_models; i++) {
+        esc(m->models[i]->name, a, sizeof a);
+        for (int c = 0; c < RS_N_CLASSES; c++)
+            if (m->models[i]->attempts[c] || c == RS_OK)
+                put(&o, "llmroute_upstream_attempts_total{model=\"%s\",class=\"%s\"} %llu\n", a,
+                    rs_class_name((enum rs_class)c),
+                    (unsigned long long)m->models[i]->attempts[c]);
+    }
+    put(&o, "# HELP llmroute_candidates_skipped_total Candidates passed over, by model and "
+            "reason.\n# TYPE llmroute_candidates_skipped_total counter\n");
+    for (size_t i = 0; i < m->n_models; i++) {
+        esc(m->models[i]->name, a, sizeof a);
+        put(&o, "llmroute_candidates_skipped_total{model=\"%s\",reason=\"breaker_open\"} %llu\n",
+            a, (unsigned long long)m->models[i]->skipped_open);
+        put(&o, "llmroute_candidates_skipped_total{model=\"%s\",reason=\"at_capacity\"} %llu\n",
+            a, (unsigned long long)m->models[i]->skipped_full);
+    }
+    put(&o, "# HELP llmroute_breaker_state Circuit breaker per model: 0 closed, 1 open, "
+            "2 half-open.\n# TYPE llmroute_breaker_state gauge\n");
+    for (size_t i = 0; i < m->n_models; i++) {
+        const struct rs_breaker *br = &m->models[i]->breaker;
+        int st = br->state == RS_OPEN && now >= br->open_until ? RS_HALF_OPEN : br->state;
+        put(&o, "llmroute_breaker_state{model=\"%s\"} %d\n", esc(m->models[i]->name, a, sizeof a),
+            st);
+    }
+    put(&o, "# HELP llmroute_breaker_opens_total Times each model's breaker opened.\n"
+            "# TYPE llmroute_breaker_opens_total counter\n");
+    for (size_t i = 0; i < m->n_models; i++)
+        put(&o, "llmroute_breaker_opens_total{model=\"%s\"} %llu\n",
+            esc(m->models[i]->name, a, sizeof a), (unsigned long long)m->models[i]->breaker.opens);
+    put(&o, "# HELP llmroute_request_attempts Upstream attempts per forwarded request.\n"
+            "# TYPE llmroute_request_attempts summary\n"
+            "llmroute_request_attempts_sum %llu\nllmroute_request_attempts_count %llu\n",
+        (unsigned long long)m->attempts_sum, (unsigned long long)m->attempts_count);
+    put(&o, "# HELP llmroute_requests_by_attempts_total Forwarded requests by how many upstream "
+            "attempts they made.\n# TYPE llmroute_requests_by_attempts_total counter\n");
+    for (int k = 0; k < 6; k++)
+        put(&o, "llmroute_requests_by_attempts_total{attempts=\"%d%s\"} %llu\n", k,
+            k == 5 ? "+" : "", (unsigned long long)m->attempts_per_request[k]);
+    put(&o,
+        "# HELP llmroute_queue_waiting Requests waiting for a model with room.\n"
+        "# TYPE llmroute_queue_waiting gauge\nllmroute_queue_waiting %ld\n"
+        "# HELP llmroute_queue_rejected_total Requests refused with 429: queue full or wait "
+        "over.\n# TYPE llmroute_queue_rejected_total counter\nllmroute_queue_rejected_total %llu\n",
+        m->waiting, (unsigned long long)m->queue_rejected);
     put(&o,
         "# HELP llmroute_config_reloads_total Configuration reloads by result.\n"
         "# TYPE llmroute_config_reloads_total counter\n"

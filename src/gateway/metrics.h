@@ -1,6 +1,6 @@
 /* metrics.h -- the gateway's counters and histograms, and the per-model
- * state table (in-flight counts today; breaker state and latency averages
- * belong here too, where routing can read them). Rendered in Prometheus text
+ * state table (in-flight counts, circuit breakers, attempts by failure
+ * class), where routing reads them. Rendered in Prometheus text
  * format by GET /metrics. Series are keyed by configured names only, so their
  * number is bounded by the configuration, and they survive reloads.
  *
@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "resil.h"
 
 #define HIST_MAX_BUCKETS 16
 
@@ -30,6 +32,10 @@ struct model_stats {
     double estimated_cost, actual_cost;
     struct hist upstream_latency; /* attempt start to last byte */
     struct hist ttft;             /* attempt start to first body byte, streams */
+    struct rs_breaker breaker;
+    uint64_t attempts[RS_N_CLASSES]; /* upstream attempts by outcome (RS_OK: success) */
+    uint64_t skipped_open;           /* candidates passed over: breaker open */
+    uint64_t skipped_full;           /* candidates passed over: max_concurrency reached */
 };
 
 struct metrics;
@@ -44,10 +50,15 @@ void metrics_count_request(struct metrics *m, const char *route, const char *mod
 void metrics_observe_overhead(struct metrics *m, double seconds);
 void metrics_observe_duration(struct metrics *m, double seconds);
 void metrics_count_reload(struct metrics *m, int ok);
+/* A finished request made `attempts` upstream attempts (0 when none). */
+void metrics_count_attempts(struct metrics *m, unsigned attempts);
+/* The capacity queue: its length now, and one more request refused. */
+void metrics_set_waiting(struct metrics *m, long waiting);
+void metrics_count_queue_rejected(struct metrics *m);
 void hist_observe(struct hist *h, double seconds);
 
 /* The exposition text in a new buffer (caller frees), or NULL when out of
  * memory. */
-char *metrics_render(const struct metrics *m, size_t *len);
+char *metrics_render(const struct metrics *m, double now, size_t *len);
 
 #endif

@@ -3,15 +3,24 @@
  *
  *   parse the body once (jansson) for model / models / route / stream /
  *   stream_options and the query text -> a ranking from the router ->
- *   attempt on ranking[attempt]: rewrite the client's bytes (model spliced,
+ *   attempts along the ranking: rewrite the client's bytes (model spliced,
  *   extension members cut) and send them upstream (or to the mock) ->
- *   relay: a stream chunk by chunk with backpressure, anything else buffered
+ *   relay: a stream event by event with backpressure, anything else buffered
  *   up to a cap and sent whole -> usage, metrics, one log line.
  *
- * The ranking's tail is the fallback order: start_attempt() takes any index
- * into it, and every failure before the first byte reaches the client goes
- * through attempt_failed(), which is where retries and fallback belong. Today
- * it reports the failure to the client.
+ * Resilience (the rules are resil.c's; this file applies them). The ranking's
+ * tail is the fallback order. next_candidate() starts the first candidate not
+ * yet given up on whose breaker admits an attempt and which has room under
+ * its max_concurrency; when every remaining one is full the request waits in
+ * a bounded queue, and when every one is open it fails fast with 503. Every
+ * failure before the first byte reaches the client goes through
+ * attempt_failed(), which classifies it and, by the policy for that class,
+ * retries the same model after a backoff (or its Retry-After), falls back to
+ * the next candidate, or answers the client with the failure. A stream is
+ * held back until its first complete event with content (a role-only first
+ * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or malformed event ends the client's
+ * stream with an SSE error event and no [DONE]. Time to first byte and idle
+ * time are watched here with a timer that aborts the transfer.
  *
  * Threads: the event loop thread only. An exchange is freed exactly once, by
  * finish(), after the client was answered or went away.
@@ -22,19 +31,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
+#include <event2/event.h>
 #include <jansson.h>
 
 #include "gateway.h"
 #include "jsonscan.h"
 #include "metrics.h"
 #include "mock.h"
+#include "resil.h"
 #include "upstream.h"
 
 #define RANK_CAP 64
 #define SSE_LINE_CAP (1u << 20)
+#define ATTEMPT_LOG_CAP 1536
+#define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
 
 static const char *const extension_members[] = {"models", "route", NULL};
+
+enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_IDLE, WATCH_FAILED };
+enum wait_kind { WAIT_NONE, WAIT_RETRY, WAIT_QUEUE };
 
 struct exchange {
     struct gw *gw;
@@ -43,14 +60,45 @@ struct exchange {
     enum gw_endpoint ep;
     char id[72];
     const char *route;    /* the configured route's name, or "" */
+    int route_idx;        /* its index in the config, or -1 */
     const char *strategy; /* for headers and logs */
     struct lr_candidate ranking[RANK_CAP];
-    size_t n_ranked, attempt;
+    unsigned char given_up[RANK_CAP]; /* candidates not to be tried again */
+    size_t n_ranked, cand;
     int model; /* config index of the model tried, or -1 */
     long input_tokens;
     double est_quality, est_cost;
     int stream, include_usage;
     size_t n_inputs;
+
+    /* Resilience */
+    struct rs_retry req_retry; /* server + route: attempt cap and deadline */
+    struct rs_policy pol;      /* server + route + model: this attempt's */
+    double deadline;           /* gw_now() after which nothing new starts; 0 = none */
+    unsigned n_attempts;       /* upstream attempts started */
+    unsigned retries;          /* retries of the current candidate */
+    int probe;                 /* this attempt is its breaker's half-open probe */
+    int in_attempt;            /* an attempt is running (holds an in-flight slot) */
+    struct event *watch;       /* first byte / idle timer; a deferred failure */
+    enum watch_kind watch_kind;
+    enum rs_class deferred_class;
+    char deferred_msg[160];
+    struct event *wait; /* backoff before a retry, or the queue's limit */
+    enum wait_kind wait_kind;
+    int queued;
+    struct exchange *q_prev, *q_next;
+    const char *answer_retry_after; /* Retry-After on a refusal of our own */
+    char retry_after_buf[24];
+
+    /* The last failure, answered when nothing is left to try. */
+    enum rs_class last_class;
+    long last_status;
+    char *last_body;
+    size_t last_len;
+    char last_ctype[128];
+    char last_retry_after[64];
+    char last_msg[256];
+    char last_model[128];
 
     char *fwd; /* the body sent upstream */
     size_t fwd_len;
@@ -61,20 +109,28 @@ struct exchange {
 
     long up_status;
     char up_ctype[128];
+    char up_retry_after[64];
+    int head_seen;
+    int sse;       /* the upstream answers with an event stream */
     int streaming; /* the client has the response head of a stream */
+    int saw_done;
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
     size_t resp_len, resp_cap;
-    char *line; /* the SSE line being scanned for usage */
-    size_t line_len;
-    int line_overflow;
+    char *held; /* stream bytes not yet relayed: checked lines, then a partial one */
+    size_t held_len, held_cap, held_ok;
+    int content_seen; /* a data line with content (not just a role) arrived */
+    int event_seen;   /* ... and its event is complete: the stream may commit */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_first, t_up_end;
     const char *error; /* why it failed, for the log */
+    char tries[ATTEMPT_LOG_CAP]; /* the attempts as a JSON array, for the log */
+    size_t tries_len;
 };
 
 static void finish(struct exchange *ex, int status);
+static void next_candidate(struct exchange *ex);
 
 /* ==== Answering the client ==== */
 
@@ -82,6 +138,10 @@ static void add_headers(struct exchange *ex)
 {
     char v[64];
     hs_resp_header(ex->req, "x-request-id", ex->id);
+    snprintf(v, sizeof v, "%u", ex->n_attempts);
+    hs_resp_header(ex->req, "x-llmroute-attempts", v);
+    if (ex->answer_retry_after)
+        hs_resp_header(ex->req, "Retry-After", ex->answer_retry_after);
     if (ex->model >= 0) {
         hs_resp_header(ex->req, "x-llmroute-model", ex->conf->models[ex->model].info->name);
         hs_resp_header(ex->req, "x-llmroute-strategy", ex->strategy);
@@ -157,21 +217,27 @@ static void usage_from_body(struct exchange *ex)
     }
 }
 
-/* One complete SSE line: a `data:` line whose usage is an object is parsed. */
-static void sse_line(struct exchange *ex, const char *l, size_t n)
+/* Is buf a JSON object, as far as the top-level scanner can tell? */
+static int is_json_object(const char *buf, size_t len)
 {
-    const char *u, *p, *end = l + n;
+    struct js_member m[8];
+    size_t n = 0;
+    int rc = js_scan_object(buf, len, m, 8, &n);
+    return rc == 0 || rc == -2; /* -2: more members than m holds, still an object */
+}
+
+/* The payload of a data line with usage: parsed for the token counts. */
+static void sse_usage(struct exchange *ex, const char *p, const char *end)
+{
+    const char *u = NULL, *q;
     json_t *j;
-    if (n < 6 || memcmp(l, "data:", 5) != 0)
-        return;
     /* Most chunks carry no usage, or "usage": null; skip those cheaply. */
-    u = NULL;
-    for (p = l; p + 7 <= end; p++) {
-        p = memchr(p, '"', (size_t)(end - p));
-        if (!p || p + 7 > end)
+    for (q = p; q + 7 <= end; q++) {
+        q = memchr(q, '"', (size_t)(end - q));
+        if (!q || q + 7 > end)
             return;
-        if (memcmp(p, "\"usage\"", 7) == 0) {
-            u = p + 7;
+        if (memcmp(q, "\"usage\"", 7) == 0) {
+            u = q + 7;
             break;
         }
     }
@@ -181,68 +247,206 @@ static void sse_line(struct exchange *ex, const char *l, size_t n)
         u++;
     if (u >= end || *u != '{')
         return;
-    p = l + 5;
-    while (p < end && *p == ' ')
-        p++;
     j = json_loadb(p, (size_t)(end - p), 0, NULL);
     if (json_is_object(j) && json_is_object(json_object_get(j, "usage")))
         read_usage(ex, json_object_get(j, "usage"));
     json_decref(j);
 }
 
-static void sse_scan(struct exchange *ex, const char *data, size_t len)
+/* Does a chunk carry anything a client would show or act on: content,
+ * text, a tool call, a finish reason, usage, an error? The first chunk of a
+ * chat stream usually carries only the role; it is held back with the rest
+ * until one that does, so a stream that stalls or breaks right after it can
+ * still fail over. Parsed only before the stream commits. */
+static int chunk_has_content(const char *p, size_t n)
 {
-    while (len) {
-        const char *nl = memchr(data, '\n', len);
-        size_t seg = nl ? (size_t)(nl - data) : len;
-        if (!ex->line_overflow) {
-            if (ex->line_len + seg > SSE_LINE_CAP) {
-                ex->line_overflow = 1; /* a line this long is relayed, not read */
-            } else {
-                if (!ex->line) {
-                    ex->line = malloc(SSE_LINE_CAP);
-                    if (!ex->line)
-                        ex->line_overflow = 1;
-                }
-                if (ex->line) {
-                    memcpy(ex->line + ex->line_len, data, seg);
-                    ex->line_len += seg;
-                }
-            }
-        }
-        if (!nl)
-            return;
-        if (!ex->line_overflow) {
-            size_t n = ex->line_len;
-            if (n && ex->line[n - 1] == '\r')
-                n--;
-            sse_line(ex, ex->line, n);
-        }
-        ex->line_len = 0;
-        ex->line_overflow = 0;
-        data = nl + 1;
-        len -= seg + 1;
+    json_t *j = json_loadb(p, n, 0, NULL), *choices, *c;
+    size_t i;
+    int yes = 0;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return 1;
+    }
+    if ((json_object_get(j, "usage") && !json_is_null(json_object_get(j, "usage"))) ||
+        json_object_get(j, "error"))
+        yes = 1;
+    choices = json_object_get(j, "choices");
+    json_array_foreach(choices, i, c)
+    {
+        json_t *d = json_object_get(c, "delta"), *t = json_object_get(c, "text");
+        json_t *content = json_object_get(d, "content"), *fr = json_object_get(c, "finish_reason");
+        if ((json_is_string(content) && json_string_length(content) > 0) ||
+            (json_is_string(t) && json_string_length(t) > 0) ||
+            json_object_get(d, "tool_calls") || json_object_get(d, "function_call") ||
+            (json_object_get(d, "refusal") && !json_is_null(json_object_get(d, "refusal"))) ||
+            (fr && !json_is_null(fr)))
+            yes = 1;
+    }
+    if (!json_is_array(choices) && !yes)
+        yes = 1; /* not a chat or completions chunk: nothing to wait for */
+    json_decref(j);
+    return yes;
+}
+
+/* One complete SSE line (without its line end). Returns 0, or -1 for a data
+ * line that is neither JSON nor [DONE]. A blank line ends an event. */
+static int sse_line(struct exchange *ex, const char *l, size_t n)
+{
+    const char *p, *end = l + n;
+    if (n == 0) {
+        if (ex->content_seen)
+            ex->event_seen = 1;
+        return 0;
+    }
+    if (n < 5 || memcmp(l, "data:", 5) != 0)
+        return 0; /* comments, event:, id:, retry: */
+    p = l + 5;
+    while (p < end && *p == ' ')
+        p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    if (p == end)
+        return 0;
+    if (end - p == 6 && memcmp(p, "[DONE]", 6) == 0) {
+        ex->saw_done = 1;
+        return 0;
+    }
+    if (!is_json_object(p, (size_t)(end - p)))
+        return -1;
+    if (!ex->streaming && !ex->content_seen && chunk_has_content(p, (size_t)(end - p)))
+        ex->content_seen = 1;
+    sse_usage(ex, p, end);
+    return 0;
+}
+
+/* ==== Timers ==== */
+
+static void watch_cb(evutil_socket_t fd, short what, void *arg);
+static void wait_cb(evutil_socket_t fd, short what, void *arg);
+
+static void watch_arm(struct exchange *ex, enum watch_kind kind, long ms)
+{
+    struct timeval tv;
+    if (ex->watch)
+        evtimer_del(ex->watch);
+    ex->watch_kind = WATCH_NONE;
+    if (ms <= 0)
+        return;
+    if (!ex->watch && !(ex->watch = evtimer_new(ex->gw->base, watch_cb, ex)))
+        return; /* out of memory: the total timeout still bounds the attempt */
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    ex->watch_kind = kind;
+    evtimer_add(ex->watch, &tv);
+}
+
+static void watch_stop(struct exchange *ex)
+{
+    if (ex->watch)
+        evtimer_del(ex->watch);
+    ex->watch_kind = WATCH_NONE;
+}
+
+static int wait_arm(struct exchange *ex, enum wait_kind kind, long ms)
+{
+    struct timeval tv;
+    if (!ex->wait && !(ex->wait = evtimer_new(ex->gw->base, wait_cb, ex)))
+        return -1;
+    evtimer_del(ex->wait);
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    ex->wait_kind = kind;
+    evtimer_add(ex->wait, &tv);
+    return 0;
+}
+
+static void wait_stop(struct exchange *ex)
+{
+    if (ex->wait)
+        evtimer_del(ex->wait);
+    ex->wait_kind = WAIT_NONE;
+}
+
+/* Uniform in [0, 1), for backoff jitter. */
+static double unit_random(struct gw *gw)
+{
+    uint64_t x = gw->rng ? gw->rng : (gw->id_seed | 1) ^ 0x9E3779B97F4A7C15ull;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    gw->rng = x;
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* ==== The capacity queue ==== */
+
+static void queue_unlink(struct exchange *ex)
+{
+    struct gw *gw = ex->gw;
+    if (!ex->queued)
+        return;
+    if (ex->q_prev)
+        ex->q_prev->q_next = ex->q_next;
+    else
+        gw->wait_head = ex->q_next;
+    if (ex->q_next)
+        ex->q_next->q_prev = ex->q_prev;
+    else
+        gw->wait_tail = ex->q_prev;
+    ex->q_prev = ex->q_next = NULL;
+    ex->queued = 0;
+    gw->n_waiting--;
+    metrics_set_waiting(gw->metrics, gw->n_waiting);
+}
+
+static void queue_append(struct exchange *ex)
+{
+    struct gw *gw = ex->gw;
+    ex->q_prev = gw->wait_tail;
+    ex->q_next = NULL;
+    if (gw->wait_tail)
+        gw->wait_tail->q_next = ex;
+    else
+        gw->wait_head = ex;
+    gw->wait_tail = ex;
+    ex->queued = 1;
+    gw->n_waiting++;
+    metrics_set_waiting(gw->metrics, gw->n_waiting);
+}
+
+/* A slot may have freed: offer it to the waiting requests, oldest first.
+ * Each one either starts, waits again (at the tail, in the same order) or
+ * is answered. Runs from the loop, never inside a transfer's callback. */
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw *gw = arg;
+    long n = gw->n_waiting;
+    (void)fd;
+    (void)what;
+    while (n-- > 0 && gw->wait_head) {
+        struct exchange *ex = gw->wait_head;
+        queue_unlink(ex);
+        next_candidate(ex);
     }
 }
 
-/* ==== Upstream callbacks ==== */
-
-static void on_head(void *arg, const struct up_head *head)
+static void queue_kick(struct gw *gw)
 {
-    struct exchange *ex = arg;
-    long status = head->status;
-    const char *content_type = head->content_type;
-    ex->up_status = status;
-    snprintf(ex->up_ctype, sizeof ex->up_ctype, "%s",
-             content_type ? content_type : "application/json");
-    if (ex->req && ex->stream && status >= 200 && status < 300 && content_type &&
-        strncasecmp(content_type, "text/event-stream", 17) == 0) {
-        add_headers(ex);
-        hs_resp_header(ex->req, "Cache-Control", "no-cache");
-        hs_stream_begin(ex->req, (int)status, content_type);
-        ex->streaming = 1;
-    }
+    if (gw->n_waiting <= 0)
+        return;
+    if (!gw->wake && !(gw->wake = event_new(gw->base, -1, 0, wake_cb, gw)))
+        return; /* out of memory: waiters end at their time limit */
+    event_active(gw->wake, 0, 0);
 }
+
+void proxy_shutdown(struct gw *gw)
+{
+    if (gw->wake)
+        event_free(gw->wake);
+    gw->wake = NULL;
+}
+
+/* ==== Attempts: bookkeeping ==== */
 
 static void stop_transfer(struct exchange *ex)
 {
@@ -256,15 +460,452 @@ static void stop_transfer(struct exchange *ex)
     }
 }
 
-static void attempt_ended(struct exchange *ex)
+static const char *model_name(const struct exchange *ex)
 {
-    ex->t_up_end = gw_now();
-    if (ex->ms) {
-        ex->ms->in_flight--;
-        hist_observe(&ex->ms->upstream_latency, ex->t_up_end - ex->t_up_start);
+    return ex->model >= 0 ? ex->conf->models[ex->model].info->name : "";
+}
+
+/* The attempt is over, with outcome c (RS_OK for success). The breaker hears
+ * the verdict unless record is 0 (the client went away). */
+static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after_s, int record)
+{
+    double now = gw_now();
+    struct model_stats *ms = ex->ms;
+    if (!ex->in_attempt)
+        return;
+    ex->in_attempt = 0;
+    watch_stop(ex);
+    ex->t_up_end = now;
+    if (ms) {
+        ms->in_flight--;
+        hist_observe(&ms->upstream_latency, now - ex->t_up_start);
         if (ex->streaming && ex->t_first > 0)
-            hist_observe(&ex->ms->ttft, ex->t_first - ex->t_up_start);
+            hist_observe(&ms->ttft, ex->t_first - ex->t_up_start);
+        if (record) {
+            ms->attempts[c]++;
+            rs_breaker_record(&ms->breaker, &ex->conf->set.breaker, now,
+                              rs_class_is_upstream_failure(c), retry_after_s, ex->probe);
+        } else {
+            rs_breaker_release(&ms->breaker, ex->probe);
+        }
     }
+    ex->probe = 0;
+    if (ex->tries_len + 200 < sizeof ex->tries) {
+        char name[65];
+        int k;
+        /* The name goes into a JSON string: keep it plain. */
+        snprintf(name, sizeof name, "%s", model_name(ex));
+        for (char *p = name; *p; p++)
+            if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+                *p = '_';
+        k = snprintf(ex->tries + ex->tries_len, sizeof ex->tries - ex->tries_len,
+                     "%s{\"model\":\"%s\",\"class\":\"%s\",\"status\":%ld,\"ms\":%.1f}",
+                     ex->tries_len ? "," : "", name,
+                         record ? rs_class_name(c) : "client_closed", ex->up_status,
+                         (now - ex->t_up_start) * 1000);
+        if (k > 0 && ex->tries_len + (size_t)k < sizeof ex->tries)
+            ex->tries_len += (size_t)k;
+    }
+    queue_kick(ex->gw);
+}
+
+/* ==== Giving up ==== */
+
+/* Nothing more to try: answer with the last failure. An upstream's own error
+ * response is relayed as it came (status, body, Retry-After); a transport
+ * failure becomes 502 (or 504 for the timeouts). */
+static void give_up(struct exchange *ex, const char *why)
+{
+    enum rs_class c = ex->last_class;
+    if (ex->last_status >= 300 && ex->req) {
+        if (ex->last_retry_after[0])
+            ex->answer_retry_after = ex->last_retry_after;
+        add_headers(ex);
+        hs_respond(ex->req, (int)ex->last_status, ex->last_ctype,
+                   ex->last_body ? ex->last_body : "", ex->last_len);
+        ex->req = NULL;
+        ex->error = rs_class_name(c);
+        finish(ex, (int)ex->last_status);
+        return;
+    }
+    if (c == RS_CONNECT_REFUSED)
+        fail_with(ex, 502, NULL, "upstream_unreachable",
+                  "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
+                  ex->last_model, ex->last_msg, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+    else if (c == RS_TIMEOUT || c == RS_CONNECT_TIMEOUT || c == RS_STREAM_STALL)
+        fail_with(ex, 504, NULL, "upstream_timeout",
+                  "the upstream for model '%s' timed out: %s (%s; %u attempt%s)", ex->last_model,
+                  ex->last_msg, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+    else {
+        char code[48];
+        snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
+        fail_with(ex, 502, NULL, code, "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)",
+                  ex->last_model, rs_class_name(c), ex->last_msg, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
+    }
+}
+
+/* ==== Attempts: failure and the next one ==== */
+
+static void start_attempt(struct exchange *ex);
+
+/* A failure before anything reached the client: classify, remember, and by
+ * the policy retry the same model, fall back to the next, or give up. The
+ * transfer is already stopped. */
+static void attempt_failed(struct exchange *ex, enum rs_class c, const char *message)
+{
+    double ra = -1;
+    int action;
+
+    if (ex->up_status >= 300 && ex->head_seen)
+        ra = rs_retry_after_seconds(ex->up_retry_after[0] ? ex->up_retry_after : NULL,
+                                    (double)time(NULL));
+    attempt_end(ex, c, ra, 1);
+
+    ex->last_class = c;
+    snprintf(ex->last_msg, sizeof ex->last_msg, "%s", message);
+    snprintf(ex->last_model, sizeof ex->last_model, "%s", model_name(ex));
+    free(ex->last_body);
+    ex->last_body = NULL;
+    ex->last_len = 0;
+    ex->last_status = 0;
+    ex->last_retry_after[0] = '\0';
+    if (ex->up_status >= 300 && !ex->sse) {
+        /* Keep the upstream's own answer, to relay if nothing else works. */
+        ex->last_status = ex->up_status;
+        ex->last_body = ex->resp;
+        ex->last_len = ex->resp_len;
+        ex->resp = NULL;
+        ex->resp_len = ex->resp_cap = 0;
+        snprintf(ex->last_ctype, sizeof ex->last_ctype, "%s", ex->up_ctype);
+        snprintf(ex->last_retry_after, sizeof ex->last_retry_after, "%s", ex->up_retry_after);
+    }
+    ex->resp_len = 0;
+
+    action = ex->pol.retry.on[c];
+    if (action == RS_FAIL) {
+        give_up(ex, "not retried by policy");
+        return;
+    }
+    if (action == RS_RETRY && ex->retries < (unsigned)ex->pol.retry.max_retries &&
+        ex->n_attempts < (unsigned)ex->req_retry.max_attempts) {
+        long delay;
+        if (c == RS_RATE_LIMITED && ra >= 0)
+            delay = ra * 1000 <= (double)ex->pol.retry.max_retry_after_ms ? (long)(ra * 1000) + 5
+                                                                          : -1;
+        else
+            delay = rs_backoff_ms(&ex->pol.retry, ex->retries, unit_random(ex->gw));
+        if (delay >= 0 && (ex->deadline == 0 || gw_now() + (double)delay / 1000 < ex->deadline) &&
+            wait_arm(ex, WAIT_RETRY, delay) == 0) {
+            ex->retries++;
+            return;
+        }
+    }
+    ex->given_up[ex->cand] = 1;
+    ex->retries = 0;
+    next_candidate(ex);
+}
+
+/* A failure after the client has the stream's head: end it with an error
+ * event and no [DONE], so it cannot pass for a complete answer. */
+static void stream_failed(struct exchange *ex, enum rs_class c, const char *message)
+{
+    attempt_end(ex, c, -1, 1);
+    if (ex->req) {
+        char ev[900], body[800], msg[400], code[48];
+        size_t n;
+        int k;
+        snprintf(msg, sizeof msg, "the upstream for model '%s' failed mid-stream (%s): %s",
+                 model_name(ex), rs_class_name(c), message);
+        snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
+        n = gw_error_format(body, sizeof body, msg, "upstream_error", NULL, code);
+        k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
+        hs_stream_write(ex->req, ev, k > 0 ? (size_t)k : 0);
+        hs_stream_end(ex->req);
+        ex->req = NULL;
+    }
+    ex->error = rs_class_name(c);
+    finish(ex, (int)ex->up_status);
+}
+
+/* The attempt failed, wherever it was: before or after the client's first byte. */
+static void failed(struct exchange *ex, enum rs_class c, const char *message)
+{
+    stop_transfer(ex);
+    if (ex->streaming)
+        stream_failed(ex, c, message);
+    else
+        attempt_failed(ex, c, message);
+}
+
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct exchange *ex = arg;
+    enum watch_kind kind = ex->watch_kind;
+    (void)fd;
+    (void)what;
+    ex->watch_kind = WATCH_NONE;
+    if (kind == WATCH_FAILED) {
+        char msg[sizeof ex->deferred_msg];
+        snprintf(msg, sizeof msg, "%s", ex->deferred_msg);
+        failed(ex, ex->deferred_class, msg);
+    } else if (kind == WATCH_FIRST_BYTE)
+        failed(ex, RS_TIMEOUT, "no first byte within timeouts.first_byte_ms");
+    else if (kind == WATCH_IDLE)
+        failed(ex, ex->sse ? RS_STREAM_STALL : RS_TIMEOUT,
+               "nothing received within timeouts.idle_ms");
+}
+
+/* A failure noticed inside a transfer's own callback: stop the transfer now
+ * and handle the failure from the loop, where starting the next attempt
+ * (a new transfer) is allowed and the exchange may be freed. */
+static void defer_failure(struct exchange *ex, enum rs_class c, const char *message)
+{
+    struct timeval now = {0, 0};
+    stop_transfer(ex);
+    ex->deferred_class = c;
+    snprintf(ex->deferred_msg, sizeof ex->deferred_msg, "%s", message);
+    if (ex->watch)
+        evtimer_del(ex->watch);
+    if (!ex->watch && !(ex->watch = evtimer_new(ex->gw->base, watch_cb, ex))) {
+        /* Out of memory: the client cannot be answered normally. */
+        failed(ex, c, message);
+        return;
+    }
+    ex->watch_kind = WATCH_FAILED;
+    evtimer_add(ex->watch, &now);
+}
+
+static void wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct exchange *ex = arg;
+    enum wait_kind kind = ex->wait_kind;
+    (void)fd;
+    (void)what;
+    ex->wait_kind = WAIT_NONE;
+    if (kind == WAIT_RETRY) {
+        /* The same model again, if its breaker lets us. */
+        struct model_stats *ms =
+            metrics_model(ex->gw->metrics, ex->conf->models[ex->ranking[ex->cand].index].info->name);
+        int probe = 0;
+        if (!ms || rs_breaker_admit(&ms->breaker, gw_now(), &probe)) {
+            ex->probe = probe;
+            start_attempt(ex);
+            return;
+        }
+        ms->skipped_open++;
+        ex->given_up[ex->cand] = 1;
+        ex->retries = 0;
+        next_candidate(ex);
+    } else if (kind == WAIT_QUEUE) {
+        queue_unlink(ex);
+        metrics_count_queue_rejected(ex->gw->metrics);
+        ex->answer_retry_after = "1";
+        fail_with(ex, 429, NULL, "model_at_capacity",
+                  "every candidate model is at its max_concurrency; waited %ld ms for room",
+                  ex->conf->set.queue.max_wait_ms);
+    }
+}
+
+/* Start the first candidate still in play that its breaker admits and that
+ * has room; else wait for room, fail fast, or give up. */
+static void next_candidate(struct exchange *ex)
+{
+    const struct gw_conf *conf = ex->conf;
+    double now = gw_now(), soonest = 1e18;
+    int any_full = 0, any_open = 0;
+    size_t closest = RANK_CAP;
+
+    if (ex->n_attempts >= (unsigned)ex->req_retry.max_attempts) {
+        give_up(ex, "retry.max_attempts reached");
+        return;
+    }
+    if (ex->deadline > 0 && now >= ex->deadline) {
+        if (ex->n_attempts)
+            give_up(ex, "retry.deadline_ms passed");
+        else
+            fail_with(ex, 504, NULL, "deadline_exceeded",
+                      "retry.deadline_ms passed before any upstream could be tried");
+        return;
+    }
+    for (size_t i = 0; i < ex->n_ranked; i++) {
+        const struct gw_model *gm;
+        struct model_stats *ms;
+        int probe = 0;
+        if (ex->given_up[i])
+            continue;
+        gm = &conf->models[ex->ranking[i].index];
+        ms = metrics_model(ex->gw->metrics, gm->info->name);
+        if (ms && gm->info->max_concurrency > 0 && ms->in_flight >= gm->info->max_concurrency) {
+            ms->skipped_full++;
+            any_full = 1;
+            continue;
+        }
+        if (ms && !rs_breaker_admit(&ms->breaker, now, &probe)) {
+            double r = rs_breaker_ready_in(&ms->breaker, now);
+            ms->skipped_open++;
+            any_open = 1;
+            if (r < soonest) {
+                soonest = r;
+                closest = i;
+            }
+            continue;
+        }
+        if (ex->queued)
+            queue_unlink(ex);
+        wait_stop(ex);
+        ex->cand = i;
+        ex->probe = probe;
+        ex->retries = 0;
+        start_attempt(ex);
+        return;
+    }
+    if (any_full && conf->set.queue.max_waiting > 0) {
+        /* Wait for room: the first time with a time limit, after that in turn. */
+        if (ex->wait_kind != WAIT_QUEUE) {
+            long ms = conf->set.queue.max_wait_ms;
+            if (ex->gw->n_waiting >= conf->set.queue.max_waiting) {
+                metrics_count_queue_rejected(ex->gw->metrics);
+                ex->answer_retry_after = "1";
+                fail_with(ex, 429, NULL, "model_at_capacity",
+                          "every candidate model is at its max_concurrency and %ld requests "
+                          "are already waiting",
+                          conf->set.queue.max_waiting);
+                return;
+            }
+            if (ex->deadline > 0 && now + (double)ms / 1000 > ex->deadline)
+                ms = (long)((ex->deadline - now) * 1000) + 1;
+            if (wait_arm(ex, WAIT_QUEUE, ms)) {
+                fail_with(ex, 500, NULL, "out_of_memory", "out of memory");
+                return;
+            }
+        }
+        queue_append(ex);
+        return;
+    }
+    if (any_full) {
+        metrics_count_queue_rejected(ex->gw->metrics);
+        ex->answer_retry_after = "1";
+        fail_with(ex, 429, NULL, "model_at_capacity",
+                  "every candidate model is at its max_concurrency");
+        return;
+    }
+    if (any_open && conf->set.breaker.try_closest && closest < RANK_CAP) {
+        ex->cand = closest;
+        ex->probe = 0;
+        ex->retries = 0;
+        start_attempt(ex);
+        return;
+    }
+    if (any_open && ex->n_attempts == 0) {
+        long s = (long)ceil(soonest);
+        snprintf(ex->retry_after_buf, sizeof ex->retry_after_buf, "%ld", s > 0 ? s : 1);
+        ex->answer_retry_after = ex->retry_after_buf;
+        fail_with(ex, 503, NULL, "circuit_open",
+                  "every candidate model's circuit breaker is open (upstreams failing); "
+                  "retry after %s s",
+                  ex->retry_after_buf);
+        return;
+    }
+    give_up(ex, any_open ? "the other candidates' breakers are open" : "no other candidate");
+}
+
+/* ==== Upstream callbacks ==== */
+
+static void on_head(void *arg, const struct up_head *head)
+{
+    struct exchange *ex = arg;
+    const char *ct = head->content_type;
+    ex->up_status = head->status;
+    ex->head_seen = 1;
+    snprintf(ex->up_ctype, sizeof ex->up_ctype, "%s", ct ? ct : "application/json");
+    snprintf(ex->up_retry_after, sizeof ex->up_retry_after, "%s",
+             head->retry_after ? head->retry_after : "");
+    ex->sse = ex->stream && head->status >= 200 && head->status < 300 && ct &&
+              strncasecmp(ct, "text/event-stream", 17) == 0;
+    /* A stream's first byte is its first event; any other answer's is its head. */
+    if (!ex->sse)
+        watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+}
+
+/* Send the checked lines held so far to the client; keep the partial one. */
+static void flush_held(struct exchange *ex)
+{
+    if (!ex->held_ok)
+        return;
+    if (ex->req)
+        hs_stream_write(ex->req, ex->held, ex->held_ok);
+    memmove(ex->held, ex->held + ex->held_ok, ex->held_len - ex->held_ok);
+    ex->held_len -= ex->held_ok;
+    ex->held_ok = 0;
+}
+
+static void commit_stream(struct exchange *ex)
+{
+    watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+    if (ex->req) {
+        add_headers(ex);
+        hs_resp_header(ex->req, "Cache-Control", "no-cache");
+        hs_stream_begin(ex->req, (int)ex->up_status, ex->up_ctype);
+    }
+    ex->streaming = 1;
+}
+
+/* Stream bytes: held until their lines are complete and checked; before the
+ * first complete event nothing reaches the client, so failing over is free. */
+static int stream_data(struct exchange *ex, const char *data, size_t len)
+{
+    size_t scan;
+    if (ex->streaming && ex->req &&
+        hs_req_pending_output(ex->req) > ex->conf->set.stream_buffer_bytes) {
+        /* Backpressure: hold the upstream while the client is behind. */
+        ex->paused = 1;
+        watch_stop(ex);
+        return UP_PAUSE;
+    }
+    if (ex->held_len + len > ex->held_cap) {
+        size_t cap = ex->held_cap ? ex->held_cap : 4096;
+        char *g;
+        while (cap < ex->held_len + len)
+            cap *= 2;
+        g = realloc(ex->held, cap);
+        if (!g) {
+            defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
+            return UP_CONSUMED;
+        }
+        ex->held = g;
+        ex->held_cap = cap;
+    }
+    memcpy(ex->held + ex->held_len, data, len);
+    ex->held_len += len;
+    scan = ex->held_ok;
+    for (;;) {
+        const char *nl = memchr(ex->held + scan, '\n', ex->held_len - scan);
+        size_t n;
+        if (!nl)
+            break;
+        n = (size_t)(nl - (ex->held + scan));
+        if (n && ex->held[scan + n - 1] == '\r')
+            n--;
+        if (sse_line(ex, ex->held + scan, n) < 0) {
+            /* Relay the good lines before it, then fail. */
+            if (ex->streaming)
+                flush_held(ex);
+            defer_failure(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
+            return UP_CONSUMED;
+        }
+        scan = (size_t)(nl - ex->held) + 1;
+        ex->held_ok = scan;
+    }
+    if (ex->held_len - ex->held_ok > SSE_LINE_CAP) {
+        /* A line this long is relayed unchecked. */
+        ex->held_ok = ex->held_len;
+    }
+    if (!ex->streaming && (ex->event_seen || ex->held_len > HOLD_CAP))
+        commit_stream(ex);
+    if (ex->streaming)
+        flush_held(ex);
+    return UP_CONSUMED;
 }
 
 static int on_data(void *arg, const char *data, size_t len)
@@ -272,24 +913,21 @@ static int on_data(void *arg, const char *data, size_t len)
     struct exchange *ex = arg;
     if (ex->t_first == 0)
         ex->t_first = gw_now();
-    if (ex->streaming) {
-        if (!ex->req)
+    if (ex->sse) {
+        int rc;
+        if (ex->streaming && !ex->req)
             return UP_CONSUMED;
-        /* Backpressure: hold the upstream while the client is behind. */
-        if (hs_req_pending_output(ex->req) > ex->conf->set.stream_buffer_bytes) {
-            ex->paused = 1;
-            return UP_PAUSE;
-        }
-        sse_scan(ex, data, len);
-        hs_stream_write(ex->req, data, len);
-        return UP_CONSUMED;
+        rc = stream_data(ex, data, len);
+        if (rc == UP_CONSUMED && (ex->xfer || ex->mock) && !ex->paused)
+            watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+        return rc;
     }
+    watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
     if (ex->resp_len + len > ex->conf->set.max_response_bytes) {
-        stop_transfer(ex);
-        attempt_ended(ex);
-        fail_with(ex, 502, NULL, "upstream_response_too_large",
-                  "the upstream's response is larger than server.max_response_bytes (%zu)",
-                  ex->conf->set.max_response_bytes);
+        char msg[128];
+        snprintf(msg, sizeof msg, "the response is larger than server.max_response_bytes (%zu)",
+                 ex->conf->set.max_response_bytes);
+        defer_failure(ex, RS_TOO_LARGE, msg);
         return UP_CONSUMED;
     }
     if (ex->resp_len + len + 1 > ex->resp_cap) {
@@ -299,9 +937,7 @@ static int on_data(void *arg, const char *data, size_t len)
             cap *= 2;
         g = realloc(ex->resp, cap);
         if (!g) {
-            stop_transfer(ex);
-            attempt_ended(ex);
-            fail_with(ex, 500, NULL, "out_of_memory", "out of memory buffering the response");
+            defer_failure(ex, RS_PROTOCOL, "out of memory buffering the response");
             return UP_CONSUMED;
         }
         ex->resp = g;
@@ -312,53 +948,45 @@ static int on_data(void *arg, const char *data, size_t len)
     return UP_CONSUMED;
 }
 
-/* A failure before anything reached the client. This is where a retry of
- * the same model, or the next model in the ranking, will be decided. */
-static void attempt_failed(struct exchange *ex, enum up_error err, const char *message)
-{
-    const char *name = ex->conf->models[ex->model].info->name;
-    if (err == UP_ETIMEOUT || err == UP_ECONNTIMEOUT)
-        fail_with(ex, 504, NULL, "upstream_timeout", "the upstream for model '%s' timed out: %s",
-                  name, message);
-    else
-        fail_with(ex, 502, NULL, "upstream_unreachable",
-                  "the upstream for model '%s' could not be reached: %s", name, message);
-}
-
 static void on_done(void *arg, enum up_error err, const char *message)
 {
     struct exchange *ex = arg;
     ex->xfer = NULL;
     ex->mock = NULL;
-    attempt_ended(ex);
-    if (err != UP_OK) {
-        if (!ex->streaming) {
-            attempt_failed(ex, err, message);
+    if (ex->sse) {
+        if (err == UP_OK && ex->saw_done) {
+            if (!ex->streaming)
+                commit_stream(ex);
+            ex->held_ok = ex->held_len; /* a last line without its newline */
+            flush_held(ex);
+            attempt_end(ex, RS_OK, -1, 1);
+            if (ex->req)
+                hs_stream_end(ex->req);
+            ex->req = NULL;
+            finish(ex, (int)ex->up_status);
             return;
         }
-        /* Mid-stream: the client must see an error, never a clean end. */
-        if (ex->req) {
-            char ev[900], body[800];
-            size_t n = gw_error_format(body, sizeof body, message, "upstream_error", NULL,
-                                       "stream_interrupted");
-            int k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
-            hs_stream_write(ex->req, ev, k > 0 ? (size_t)k : 0);
-            hs_stream_end(ex->req);
-            ex->req = NULL;
-        }
-        ex->error = "stream_interrupted";
-        finish(ex, (int)ex->up_status);
+        failed(ex, err == UP_OK ? RS_STREAM_CUT : rs_class_of_transport(err, ex->head_seen),
+               err == UP_OK ? "the stream ended without [DONE]" : message);
         return;
     }
-    if (ex->streaming) {
-        if (ex->req)
-            hs_stream_end(ex->req);
-        ex->req = NULL;
-        finish(ex, (int)ex->up_status);
+    if (err != UP_OK) {
+        failed(ex, rs_class_of_transport(err, ex->head_seen), message);
         return;
     }
-    if (ex->up_status >= 200 && ex->up_status < 300)
-        usage_from_body(ex);
+    if (ex->up_status >= 300) {
+        failed(ex, rs_class_of_status(ex->up_status, ex->resp, ex->resp_len, ex->up_retry_after),
+               "the upstream answered with an error status");
+        return;
+    }
+    if (ex->up_status < 200 || (strstr(ex->up_ctype, "json") &&
+                                !is_json_object(ex->resp ? ex->resp : "", ex->resp_len))) {
+        failed(ex, ex->up_status < 200 ? RS_PROTOCOL : RS_MALFORMED,
+               "the upstream's answer is not a JSON object");
+        return;
+    }
+    usage_from_body(ex);
+    attempt_end(ex, RS_OK, -1, 1);
     if (ex->req) {
         add_headers(ex);
         hs_respond(ex->req, (int)ex->up_status, ex->up_ctype, ex->resp ? ex->resp : "",
@@ -378,6 +1006,7 @@ static void on_drain(void *arg)
     if (!ex->paused)
         return;
     ex->paused = 0;
+    watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
     if (ex->xfer)
         up_xfer_resume(ex->xfer);
     else if (ex->mock)
@@ -388,15 +1017,14 @@ static void on_abort(void *arg)
 {
     struct exchange *ex = arg;
     ex->req = NULL;
-    if (ex->xfer || ex->mock) {
+    if (ex->xfer || ex->mock)
         stop_transfer(ex);
-        attempt_ended(ex);
-    }
+    attempt_end(ex, RS_OK, -1, 0);
     ex->error = "client_closed";
     finish(ex, 499);
 }
 
-/* ==== Attempts ==== */
+/* ==== Attempts: starting one ==== */
 
 static const char *endpoint_path(enum gw_endpoint ep)
 {
@@ -410,6 +1038,19 @@ static const char *endpoint_path(enum gw_endpoint ep)
     }
 }
 
+/* An admitted probe that will not run after all. */
+static void release_probe(struct exchange *ex, const struct gw_model *gm)
+{
+    struct model_stats *ms;
+    if (!ex->probe)
+        return;
+    ms = metrics_model(ex->gw->metrics, gm->info->name);
+    if (ms)
+        rs_breaker_release(&ms->breaker, 1);
+    ex->probe = 0;
+}
+
+/* Start an attempt on ranking[ex->cand]; its breaker has admitted it. */
 static void start_attempt(struct exchange *ex)
 {
     const struct gw_model *gm;
@@ -418,8 +1059,19 @@ static void start_attempt(struct exchange *ex)
     size_t len;
     int rc;
 
-    ex->model = ex->ranking[ex->attempt].index;
+    ex->model = ex->ranking[ex->cand].index;
     gm = &ex->conf->models[ex->model];
+    ex->pol = ex->conf->set.policy;
+    if (ex->route_idx >= 0)
+        rs_policy_merge(&ex->pol, &ex->conf->route_policy[ex->route_idx]);
+    rs_policy_merge(&ex->pol, &gm->policy);
+    if (!ex->req) {
+        /* The client left while this attempt waited. */
+        release_probe(ex, gm);
+        ex->error = "client_closed";
+        finish(ex, 499);
+        return;
+    }
     body = hs_req_body(ex->req, &len);
     free(ex->fwd);
     ex->fwd = NULL;
@@ -427,17 +1079,27 @@ static void start_attempt(struct exchange *ex)
     rw.remove = extension_members;
     rc = js_rewrite_body(body, len, &rw, &ex->fwd, &ex->fwd_len);
     if (rc) {
+        release_probe(ex, gm);
         fail_with(ex, rc == -2 ? 500 : 400, NULL, NULL,
                   rc == -2 ? "out of memory preparing the upstream request"
                            : "the request body could not be scanned for forwarding");
         return;
     }
+    /* Per-attempt state. */
+    ex->up_status = 0;
+    ex->up_ctype[0] = '\0';
+    ex->up_retry_after[0] = '\0';
+    ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->content_seen = 0;
+    ex->held_len = ex->held_ok = 0;
+    ex->resp_len = 0;
+    ex->t_first = 0;
     ex->ms = metrics_model(ex->gw->metrics, gm->info->name);
     if (ex->ms)
         ex->ms->in_flight++;
+    ex->in_attempt = 1;
+    ex->n_attempts++;
     ex->t_up_start = gw_now();
-    ex->t_first = 0;
-    ex->up_status = 0;
+    watch_arm(ex, WATCH_FIRST_BYTE, ex->pol.timeouts.first_byte_ms);
     if (gm->is_mock) {
         struct mock_call call;
         call.ep = ex->ep;
@@ -448,7 +1110,7 @@ static void start_attempt(struct exchange *ex)
         call.n_inputs = ex->n_inputs;
         ex->mock = mock_start(ex->gw->base, &gm->mock, &call, &upstream_cbs, ex);
         if (!ex->mock) {
-            attempt_ended(ex);
+            attempt_end(ex, RS_OK, -1, 0);
             fail_with(ex, 500, NULL, "out_of_memory", "out of memory starting the mock");
         }
         return;
@@ -458,7 +1120,7 @@ static void start_attempt(struct exchange *ex)
         free(ex->url);
         ex->url = malloc(ul);
         if (!ex->url) {
-            attempt_ended(ex);
+            attempt_end(ex, RS_OK, -1, 0);
             fail_with(ex, 500, NULL, "out_of_memory", "out of memory");
             return;
         }
@@ -468,11 +1130,11 @@ static void start_attempt(struct exchange *ex)
         ur.authorization = gm->auth;
         ur.body = ex->fwd;
         ur.body_len = ex->fwd_len;
-        ur.connect_timeout_ms = ex->conf->set.connect_timeout_ms;
-        ur.timeout_ms = ex->conf->set.upstream_timeout_ms;
+        ur.connect_timeout_ms = ex->pol.timeouts.connect_ms;
+        ur.timeout_ms = ex->pol.timeouts.total_ms;
         ex->xfer = up_xfer_start(ex->gw->upstream, &ur, &upstream_cbs, ex);
         if (!ex->xfer) {
-            attempt_ended(ex);
+            attempt_end(ex, RS_OK, -1, 0);
             fail_with(ex, 500, NULL, "out_of_memory", "could not start the upstream transfer");
         }
     }
@@ -490,13 +1152,17 @@ static void finish(struct exchange *ex, int status)
     const struct lr_model_info *mi = ex->model >= 0 ? ex->conf->models[ex->model].info : NULL;
     double cost = NAN;
     struct gw_log log;
+    char tries[ATTEMPT_LOG_CAP + 4];
 
+    queue_unlink(ex);
     if (mi && ex->prompt_tokens >= 0 && ex->completion_tokens >= 0 &&
         !isnan(mi->cost_per_input_token) && !isnan(mi->cost_per_output_token))
         cost = (double)ex->prompt_tokens * mi->cost_per_input_token +
                (double)ex->completion_tokens * mi->cost_per_output_token;
     metrics_count_request(gw->metrics, ex->route, model, status);
-    if (ex->ms) {
+    if (ex->n_ranked)
+        metrics_count_attempts(gw->metrics, ex->n_attempts);
+    if (ex->ms && status < 300) {
         if (ex->prompt_tokens > 0)
             ex->ms->tokens_in += (uint64_t)ex->prompt_tokens;
         if (ex->completion_tokens > 0)
@@ -509,6 +1175,7 @@ static void finish(struct exchange *ex, int status)
     metrics_observe_duration(gw->metrics, total);
     metrics_observe_overhead(gw->metrics, total - up > 0 ? total - up : 0);
 
+    snprintf(tries, sizeof tries, "[%.*s]", (int)ex->tries_len, ex->tries);
     memset(&log, 0, sizeof log);
     log.id = ex->id;
     log.method = "POST";
@@ -525,16 +1192,22 @@ static void finish(struct exchange *ex, int status)
     log.tokens_out = ex->completion_tokens;
     log.cost = cost;
     log.error = ex->error;
+    log.attempts = (int)ex->n_attempts;
+    log.attempts_json = ex->tries_len ? tries : NULL;
     gw_log_request(gw, &log);
 
+    if (ex->watch)
+        event_free(ex->watch);
+    if (ex->wait)
+        event_free(ex->wait);
     gw_conf_unref(ex->conf);
     free(ex->fwd);
     free(ex->url);
     free(ex->resp);
-    free(ex->line);
+    free(ex->held);
+    free(ex->last_body);
     free(ex);
 }
-
 /* ==== Reading the request ==== */
 
 struct text {
@@ -781,6 +1454,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         }
         ri = lr_config_route(cfg, (size_t)r);
         ex->route = ri->name;
+        ex->route_idx = r;
     }
     if (idx >= 0 && !names) {
         /* A model named directly: no routing decision to make. */
@@ -866,6 +1540,7 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     ex->ep = ep;
     ex->t_start = gw_now();
     ex->model = -1;
+    ex->route_idx = -1;
     ex->route = "";
     ex->strategy = "";
     ex->est_quality = NAN;
@@ -910,5 +1585,14 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     json_decref(root);
     free(query.p);
     hs_req_watch(req, on_drain, on_abort, ex);
-    start_attempt(ex);
+    /* The request's own limits: the server's, then its route's. */
+    {
+        struct rs_policy p = ex->conf->set.policy;
+        if (ex->route_idx >= 0)
+            rs_policy_merge(&p, &ex->conf->route_policy[ex->route_idx]);
+        ex->req_retry = p.retry;
+        if (p.retry.deadline_ms > 0)
+            ex->deadline = ex->t_start + (double)p.retry.deadline_ms / 1000;
+    }
+    next_candidate(ex);
 }

@@ -6,8 +6,10 @@
  *                "max_concurrency", "capacity", ...}],
  *    "router": {"strategy", "performance_requirement", "n_similar", ...},
  *    "routes": [{"name", "strategy", "models", "performance_requirement",
- *                "fallbacks"}],
+ *                "fallbacks", "retry", "timeouts"}],
  *    "server": {...}}
+ * A model's and a route's `retry` and `timeouts` objects are the gateway's to
+ * read (from the `json` text); the library only carries them.
  * Validation stops at the first error and names the field
  * ("models[1].cost_per_input_token: expected a non-negative number"). Unknown
  * keys are not errors: they are collected as warnings. Secrets are never read
@@ -412,7 +414,8 @@ done:
 }
 
 static const char *const route_keys[] = {
-    "name", "strategy", "models", "performance_requirement", "fallbacks", "description", NULL,
+    "name",     "strategy", "models", "performance_requirement", "fallbacks", "description",
+    "retry",    "timeouts", NULL,
 };
 
 static int parse_route(struct lr_config *cfg, json_t *r, size_t i, struct lr_error *err)

@@ -169,6 +169,18 @@ def proxy(gw_bin, fake_bin):
         st, h, j, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO})
         assert st == 429, st
         assert j == direct, (j, direct)
+        assert h.get("retry-after") == "2" and h["x-llmroute-attempts"] == "1", h
+        # Retry-After opened fake-a's breaker: until it passes, fail fast without an attempt
+        n = len(fake.logged())
+        st, h, j, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO})
+        assert st == 503 and error_shape(j)["code"] == "circuit_open", (st, j)
+        assert int(h["retry-after"]) in (1, 2) and h["x-llmroute-attempts"] == "0", h
+        assert len(fake.logged()) == n
+        wait_for(lambda: gw.metrics()['llmroute_breaker_state{model="fake-a"}'] == 2, 4,
+                 "fake-a's breaker to become half-open")
+        fake.scenario("ok")  # the half-open probe succeeds: closed again
+        st, h, j, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO})
+        assert st == 200 and gw.metrics()['llmroute_breaker_state{model="fake-a"}'] == 0, st
         fake.scenario("status=503")
         st, h, j, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO, "stream": True})
         assert st == 503 and error_shape(j), (st, j)

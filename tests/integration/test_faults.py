@@ -1,0 +1,556 @@
+"""test_faults.py -- the gateway's resilience under injected upstream faults.
+
+    python3 test_faults.py GROUP LLMROUTE FAKE_UPSTREAM
+
+Each scenario starts a fresh `llmroute serve` (so breakers start closed) over
+fake upstreams told what to do through POST /_control, and asserts what the
+client received (status, body, whether a stream ended with an error event and
+no [DONE]), how many upstream attempts were made (the fakes' /_stats and the
+x-llmroute-attempts header) and the breaker state (/health, /metrics).
+Timeouts in the test configuration are small so the suite stays quick.
+
+Groups (each one ctest entry):
+  attempts  refused, hang, every status with and without Retry-After, delayed
+            first byte, fail N times then recover, fallback order, deadline
+  streams   cut, stall and malformed chunk before and after the first event,
+            a clean close without [DONE]
+  breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
+            storm under 429 Retry-After, max_concurrency skip, queue and 429,
+            attempts by class in metrics and logs
+"""
+import http.client
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import (HOST, Fake, Gateway, chat, check, closed_port, error_shape, finish,  # noqa
+                    request, wait_for, workdir)
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+TIMEOUTS = {"connect_ms": 500, "first_byte_ms": 400, "idle_ms": 300, "total_ms": 5000}
+RETRY = {"base_delay_ms": 20, "max_delay_ms": 100, "deadline_ms": 4000,
+         "max_retry_after_ms": 1500}
+BREAKER = {"consecutive_failures": 3, "cooldown_ms": 600, "min_requests": 50}
+
+
+class World:
+    """Three fake upstreams (a, b, c) and a closed port, shared by a group; a fresh gateway
+    per scenario."""
+
+    def __init__(self, gw_bin, fake_bin):
+        self.wd = workdir()
+        self.gw_bin = gw_bin
+        self.fakes = {n: Fake(fake_bin, self.wd, name="fake-" + n) for n in "abc"}
+        self.dead_url = "http://%s:%d/v1" % (HOST, closed_port())
+        self.n = 0
+
+    def gateway(self, models=None, routes=None, resilience=None):
+        """models: extra fields per model name; routes: list of route objects."""
+        for f in self.fakes.values():
+            f.scenario("ok")
+        ms = []
+        for name in "abc":
+            m = {"name": name, "backend": "openai", "base_url": self.fakes[name].base_url,
+                 "upstream_model": "up-" + name}
+            m.update((models or {}).get(name, {}))
+            ms.append(m)
+        ms.append({"name": "dead", "backend": "openai", "base_url": self.dead_url})
+        res = {"timeouts": dict(TIMEOUTS), "retry": dict(RETRY), "breaker": dict(BREAKER)}
+        for k, v in (resilience or {}).items():
+            res[k] = dict(res.get(k, {}), **v)
+        cfg = {"models": ms,
+               "routes": routes or [
+                   {"name": "r", "strategy": "sequential", "models": ["a"], "fallbacks": ["b"]},
+                   {"name": "dead-r", "strategy": "sequential", "models": ["dead"],
+                    "fallbacks": ["b"]}],
+               "server": {"shutdown_timeout_ms": 2000, "resilience": res}}
+        self.n += 1
+        return Gateway(self.gw_bin, self.wd, cfg, name="gw%d" % self.n)
+
+    def stats(self, name):
+        st, _, body = request(self.fakes[name].port, "GET", "/_stats")
+        assert st == 200
+        return json.loads(body)["requests"]
+
+    def set(self, name, spec):
+        self.fakes[name].scenario(spec)
+
+
+def stop(gw):
+    gw.signal(15)
+    assert gw.wait(15) == 0
+
+
+def health(gw, model):
+    st, _, body = request(gw.port, "GET", "/health")
+    assert st == 200
+    return json.loads(body)["upstreams"][model]
+
+
+def metric(gw, key):
+    return gw.metrics().get(key, 0)
+
+
+def stream_chat(port, payload, timeout=10):
+    """A streamed chat: (status, headers, [event data strings], raw body)."""
+    st, h, body = request(port, "POST", "/v1/chat/completions",
+                          json.dumps(dict(payload, stream=True)), timeout=timeout)
+    events = [e[len("data: "):] for e in body.decode().split("\n\n")
+              if e.startswith("data: ")]
+    return st, h, events, body
+
+
+def assert_error_event_no_done(events, code):
+    assert events, events
+    assert "[DONE]" not in events, events
+    last = json.loads(events[-1])
+    assert error_shape(last)["code"] == code, last
+    for e in events[:-1]:
+        json.loads(e)  # everything relayed before the error is valid JSON
+
+
+def assert_complete_stream(events):
+    assert events and events[-1] == "[DONE]", events[-3:]
+    assert all("error" not in json.loads(e) for e in events[:-1]), events
+
+
+# ==== attempts ====
+
+def attempts(gw_bin, fake_bin):
+    w = World(gw_bin, fake_bin)
+
+    def fresh():
+        return w.gateway(
+            models={"a": {"retry": {"on": {"server_error": "retry"}, "max_retries": 3}}},
+            routes=[{"name": "r", "strategy": "sequential", "models": ["b"], "fallbacks": ["c"]},
+                    {"name": "dead-r", "strategy": "sequential", "models": ["dead"],
+                     "fallbacks": ["b"]},
+                    {"name": "seq", "strategy": "sequential", "models": ["b", "c"]}])
+
+    def refused():
+        gw = fresh()
+        st, h, j, _ = chat(gw.port, {"model": "dead-r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b" and j["model"] == "up-b", (st, h)
+        assert h["x-llmroute-attempts"] == "2", h
+        assert w.stats("b") == 1
+        m = gw.metrics()
+        assert m['llmroute_upstream_attempts_total{model="dead",class="connect_refused"}'] == 1
+        st, h, j, _ = chat(gw.port, {"model": "dead", "messages": HELLO})
+        assert st == 502 and error_shape(j)["code"] == "upstream_unreachable", (st, j)
+        assert h["x-llmroute-attempts"] == "1", h
+    check("refused connection: falls back to the route's fallback; alone, 502", refused)
+
+    def hang():
+        gw = fresh()
+        w.set("b", "hang")
+        t0 = time.monotonic()
+        st, h, j, _ = chat(gw.port, {"model": "r", "messages": HELLO})
+        took = time.monotonic() - t0
+        assert st == 200 and h["x-llmroute-model"] == "c" and j["model"] == "up-c", (st, h, j)
+        assert h["x-llmroute-attempts"] == "2" and w.stats("b") == 1 and w.stats("c") == 1
+        assert 0.35 < took < 2.0, took  # first_byte_ms is 400
+        st, h, j, _ = chat(gw.port, {"model": "b", "messages": HELLO})
+        assert st == 504 and error_shape(j)["code"] == "upstream_timeout", (st, j)
+    check("hung upstream: first-byte timeout, then the fallback answers", hang)
+
+    def statuses():
+        # (spec, fell back to c?, attempts on b, client status when it does not fall back)
+        cases = [("status=500", True, 1, None),
+                 ("status=502", True, 1, None),
+                 ("status=503;retry_after=1", True, 1, None),
+                 ("status=429", True, 1, None),                  # no Retry-After: fall back
+                 ("status=429;retry_after=5", True, 1, None),    # longer than the cap
+                 ("status=401", True, 1, None),
+                 ("status=403", True, 1, None),
+                 ("status=404", True, 1, None),
+                 ("status=408", True, 1, None),
+                 ("status=400;code=context_length_exceeded", True, 1, None),
+                 ("status=400;code=invalid_value", False, 1, 400),  # never retried
+                 ("status=422", False, 1, 422)]
+        for spec, falls_back, on_b, client in cases:
+            g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                                   "fallbacks": ["c"]}])
+            w.set("b", spec)
+            st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+            if falls_back:
+                assert st == 200 and h["x-llmroute-model"] == "c", (spec, st, h, j)
+                assert h["x-llmroute-attempts"] == "2", (spec, h)
+                assert w.stats("c") == 1, spec
+            else:
+                assert st == client and h["x-llmroute-model"] == "b", (spec, st, h)
+                assert error_shape(j)["message"], (spec, j)
+                assert h["x-llmroute-attempts"] == "1" and w.stats("c") == 0, (spec, h)
+            assert w.stats("b") == on_b, (spec, w.stats("b"))
+            b = health(g, "b")["breaker"]
+            want = "open" if "retry_after" in spec else "closed"
+            assert b == want, (spec, b)
+            stop(g)
+    check("each status: 5xx, 429, 401/403, 404, 408, context length fall back; "
+          "400 and 422 are answered at once", statuses)
+
+    def rate_limited_retry_after():
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}])
+        w.set("b", "status=429;retry_after=1")
+        t0 = time.monotonic()
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        took = time.monotonic() - t0
+        # waited the Retry-After, retried b once (the half-open probe), then fell back
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+        assert w.stats("b") == 2 and h["x-llmroute-attempts"] == "3", (w.stats("b"), h)
+        assert 0.95 < took < 3, took
+        # alone: the upstream's 429 is relayed with its Retry-After
+        st, h, j, _ = chat(g.port, {"model": "c", "messages": HELLO})
+        assert st == 200
+        stop(g)
+    check("429 with a short Retry-After: waits it, retries once, then falls back",
+          rate_limited_retry_after)
+
+    def slow_first_byte():
+        gw = fresh()
+        w.set("b", "delay_ms=800")
+        st, h, j, _ = chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+        st, h, ev, _ = stream_chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+        assert_complete_stream(ev)
+        w.set("b", "delay_ms=150")
+        st, h, j, _ = chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b" and h["x-llmroute-attempts"] == "1"
+    check("first byte later than first_byte_ms falls back (stream and not); "
+          "a little late is fine", slow_first_byte)
+
+    def fail_then_recover():
+        gw = fresh()
+        w.set("a", "fail_first=2;fail_status=503")
+        st, h, j, _ = chat(gw.port, {"model": "a", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "a" and j["model"] == "up-a", (st, j)
+        assert h["x-llmroute-attempts"] == "3" and w.stats("a") == 3, h
+        assert health(gw, "a")["breaker"] == "closed"
+        assert health(gw, "a")["consecutive_failures"] == 0
+    check("fail 2 times then recover: the model's retry policy retries it with backoff",
+          fail_then_recover)
+
+    def sequential_tail():
+        gw = fresh()
+        w.set("b", "status=500")
+        models = []
+        for _ in range(4):
+            st, h, j, _ = chat(gw.port, {"model": "seq", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+            models.append(h["x-llmroute-attempts"])
+        # the cycle alternates its head: b then c (2 attempts), c alone (1 attempt)
+        assert sorted(models) == ["1", "1", "2", "2"], models
+    check("sequential: the next model in the cycle is the fallback", sequential_tail)
+
+    def deadline():
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"], "retry": {"deadline_ms": 300}}])
+        w.set("b", "hang")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 504 and h["x-llmroute-attempts"] == "1" and w.stats("c") == 0, (st, h, j)
+        stop(g)
+    check("a route's retry.deadline_ms stops further attempts", deadline)
+
+
+
+# ==== streams ====
+
+def streams(gw_bin, fake_bin):
+    w = World(gw_bin, fake_bin)
+
+    def fresh():
+        return w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                                  "fallbacks": ["c"]}])
+
+    def after_first(spec, code):
+        gw = fresh()
+        w.set("b", spec)
+        st, h, ev, _ = stream_chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h)
+        assert_error_event_no_done(ev, code)
+        assert len(ev) >= 3, ev  # the events before the failure were relayed
+        assert w.stats("b") == 1 and w.stats("c") == 0
+
+    def before_first(spec):
+        gw = fresh()
+        w.set("b", spec)
+        st, h, ev, _ = stream_chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (spec, st, h)
+        assert h["x-llmroute-attempts"] == "2", h
+        assert_complete_stream(ev)
+        assert w.stats("b") == 1 and w.stats("c") == 1
+
+    def nonstream(spec):
+        gw = fresh()
+        w.set("b", spec)
+        st, h, j, _ = chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c" and j["object"] == "chat.completion"
+        assert w.stats("b") == 1 and w.stats("c") == 1
+
+    check("cut mid-stream: error event, no [DONE]",
+          lambda: after_first("cut_after=2", "upstream_stream_cut"))
+    check("stall mid-stream: error event after idle_ms, no [DONE]",
+          lambda: after_first("stall_after=2", "upstream_stream_stall"))
+    check("malformed chunk mid-stream: error event instead of it, no [DONE]",
+          lambda: after_first("malformed_after=2", "upstream_malformed"))
+
+    def malformed_not_relayed():
+        gw = fresh()
+        w.set("b", "malformed_after=2")
+        _, _, _, raw = stream_chat(gw.port, {"model": "r", "messages": HELLO})
+        assert b"{not json" not in raw, raw
+    check("a malformed chunk never reaches the client", malformed_not_relayed)
+
+    check("cut before the first event: falls back", lambda: before_first("cut_after=0"))
+    check("stall before the first event: falls back", lambda: before_first("stall_after=0"))
+    check("malformed first event: falls back", lambda: before_first("malformed_after=0"))
+    # The role-only first chunk is held back with the first content, so these fail over too.
+    check("stall right after the role chunk: falls back", lambda: before_first("stall_after=1"))
+    check("cut right after the role chunk: falls back", lambda: before_first("cut_after=1"))
+    check("reset before headers: falls back", lambda: before_first("reset"))
+    check("non-stream cut: falls back", lambda: nonstream("cut_after=1"))
+    check("non-stream stall: falls back", lambda: nonstream("stall_after=1"))
+    check("non-stream malformed body: falls back", lambda: nonstream("malformed_after=1"))
+
+    def clean_close_without_done():
+        gw = fresh()
+        # A tiny upstream that ends a chunked stream properly, but without [DONE].
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((HOST, 0))
+        srv.listen(8)
+        port = srv.getsockname()[1]
+        ev = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,' \
+             b'"delta":{"content":"hi"}}]}\n\n'
+
+        def serve():
+            srv.settimeout(10)
+            try:
+                while True:
+                    c, _ = srv.accept()
+                    c.settimeout(5)
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += c.recv(65536)
+                    head, _, rest = data.partition(b"\r\n\r\n")
+                    n = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                             if l.lower().startswith(b"content-length")][0])
+                    while len(rest) < n:
+                        rest += c.recv(65536)
+                    body = ev * 3
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                              b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                              b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+                    c.close()
+            except OSError:
+                pass
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        cfg = json.load(open(gw.config_path))
+        cfg["models"].append({"name": "nodone", "backend": "openai",
+                              "base_url": "http://%s:%d/v1" % (HOST, port)})
+        g = Gateway(gw_bin, w.wd, cfg, name="gw-nodone")
+        st, h, events, _ = stream_chat(g.port, {"model": "nodone", "messages": HELLO})
+        assert st == 200, st
+        assert_error_event_no_done(events, "upstream_stream_cut")
+        assert len(events) == 4, events
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="nodone",class="stream_cut"}'] == 1
+        stop(g)
+        srv.close()
+    check("a stream that closes cleanly without [DONE] is a cut, not a success",
+          clean_close_without_done)
+
+
+
+# ==== breaker ====
+
+def breaker(gw_bin, fake_bin):
+    w = World(gw_bin, fake_bin)
+
+    def opens_and_recovers():
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}])
+        w.set("b", "status=500")
+        for i in range(3):
+            st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (i, st)
+        assert w.stats("b") == 3
+        assert health(g, "b")["breaker"] == "open"
+        assert metric(g, 'llmroute_breaker_state{model="b"}') == 1
+        assert metric(g, 'llmroute_breaker_opens_total{model="b"}') == 1
+        # open: b is skipped, c answers in one attempt
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-attempts"] == "1" and w.stats("b") == 3, h
+        assert metric(g, 'llmroute_candidates_skipped_total{model="b",reason="breaker_open"}') >= 1
+        # alone and open: 503 at once with Retry-After, no attempt
+        st, h, j, _ = chat(g.port, {"model": "b", "messages": HELLO})
+        assert st == 503 and error_shape(j)["code"] == "circuit_open", (st, j)
+        assert int(h["retry-after"]) >= 1 and h["x-llmroute-attempts"] == "0", h
+        # after the cooldown (600 ms): half-open; a failing probe reopens it
+        wait_for(lambda: health(g, "b")["breaker"] == "half_open", 3, "half-open")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and w.stats("b") == 4 and h["x-llmroute-attempts"] == "2", h
+        assert health(g, "b")["breaker"] == "open"
+        # the next probe succeeds: closed
+        w.set("b", "ok")
+        wait_for(lambda: health(g, "b")["breaker"] == "half_open", 4, "half-open again")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", h
+        assert health(g, "b")["breaker"] == "closed"
+        assert metric(g, 'llmroute_breaker_state{model="b"}') == 0
+        stop(g)
+    check("breaker: opens after 3 failures, skipped while open, 503 when alone, "
+          "half-open probe fails then succeeds", opens_and_recovers)
+
+    def try_closest():
+        g = w.gateway(resilience={"breaker": {"when_all_open": "try_closest"}})
+        w.set("b", "status=500")
+        for _ in range(3):
+            chat(g.port, {"model": "b", "messages": HELLO})
+        assert health(g, "b")["breaker"] == "open" and w.stats("b") == 3
+        w.set("b", "ok")
+        st, h, j, _ = chat(g.port, {"model": "b", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-attempts"] == "1", (st, h)
+        stop(g)
+    check("when_all_open try_closest: the model closest to recovery is tried anyway",
+          try_closest)
+
+    def failure_rate():
+        g = w.gateway(resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0.5,
+                                              "min_requests": 6, "window_ms": 10000}})
+        w.set("b", "every=2")  # every second request fails: rate 0.5
+        for _ in range(6):
+            chat(g.port, {"model": "b", "messages": HELLO})
+        assert health(g, "b")["breaker"] == "open", health(g, "b")
+        stop(g)
+    check("breaker: opens on the failure rate over the window", failure_rate)
+
+    def no_retry_storm():
+        g = w.gateway()
+        w.set("b", "status=429;retry_after=2")
+        duration, clients = 4.0, 8
+        end = time.monotonic() + duration
+        answers = []
+
+        def hammer():
+            while time.monotonic() < end:
+                st, h, _, _ = chat(g.port, {"model": "b", "messages": HELLO})
+                answers.append((st, h.get("retry-after")))
+        ts = [threading.Thread(target=hammer) for _ in range(clients)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        elapsed = time.monotonic() - t0
+        upstream = w.stats("b")
+        # The bound: each client's first request may reach the upstream before the first
+        # 429 opens the breaker; after that, one half-open probe per Retry-After at most.
+        bound = (clients + duration / 2 + 1) / duration
+        rate = upstream / elapsed
+        print("     429 storm: %d client requests, %d upstream attempts in %.1fs "
+              "(%.2f/s, bound %.2f/s)" % (len(answers), upstream, elapsed, rate, bound))
+        assert len(answers) > 100, len(answers)
+        assert rate <= bound, (rate, bound)
+        assert all(st in (429, 503) and ra for st, ra in answers), answers[:5]
+        stop(g)
+    check("no retry storm: 429 Retry-After 2 keeps upstream attempts under the bound",
+          no_retry_storm)
+
+    def capacity_skip():
+        g = w.gateway(models={"b": {"max_concurrency": 1}},
+                      routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}])
+        w.set("b", "delay_ms=300")
+        out = []
+
+        def one():
+            st, h, _, _ = chat(g.port, {"model": "r", "messages": HELLO})
+            out.append((st, h["x-llmroute-model"]))
+        ts = [threading.Thread(target=one) for _ in range(2)]
+        ts[0].start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        ts[1].start()
+        for t in ts:
+            t.join(10)
+        assert sorted(out) == [(200, "b"), (200, "c")], out
+        assert metric(g, 'llmroute_candidates_skipped_total{model="b",reason="at_capacity"}') == 1
+        stop(g)
+    check("a model at max_concurrency is skipped for the next candidate", capacity_skip)
+
+    def capacity_queue():
+        g = w.gateway(models={"b": {"max_concurrency": 1},
+                              "c": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},
+                      resilience={"queue": {"max_waiting": 1, "max_wait_ms": 1500}})
+        w.set("b", "delay_ms=300")
+        w.set("c", "delay_ms=2500")
+        out = {}
+
+        def one(key, model):
+            st, h, _, _ = chat(g.port, {"model": model, "messages": HELLO}, timeout=10)
+            out[key] = (st, h.get("retry-after"), h.get("x-llmroute-model"))
+        # b: the second request waits for the first, then runs
+        t1 = threading.Thread(target=one, args=("b1", "b"))
+        t1.start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        t2 = threading.Thread(target=one, args=("b2", "b"))
+        t2.start()
+        wait_for(lambda: metric(g, "llmroute_queue_waiting") == 1, 3, "one waiting")
+        t1.join(10)
+        t2.join(10)
+        assert out["b1"][0] == 200 and out["b2"][0] == 200, out
+        assert w.stats("b") == 2
+        # c: busy longer than max_wait_ms -> 429 with Retry-After; a third is refused at once
+        t3 = threading.Thread(target=one, args=("c1", "c"))
+        t3.start()
+        wait_for(lambda: health(g, "c").get("in_flight") == 1, 3, "c busy")
+        t4 = threading.Thread(target=one, args=("c2", "c"))
+        t4.start()
+        wait_for(lambda: metric(g, "llmroute_queue_waiting") == 1, 3, "one waiting")
+        st, h, j, _ = chat(g.port, {"model": "c", "messages": HELLO})
+        assert st == 429 and h.get("retry-after") and \
+            error_shape(j)["code"] == "model_at_capacity", (st, h, j)
+        t4.join(10)
+        assert out["c2"][0] == 429 and out["c2"][1], out
+        t3.join(10)
+        assert out["c1"][0] == 200 and w.stats("c") == 1, out
+        assert metric(g, "llmroute_queue_rejected_total") == 2
+        stop(g)
+    check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
+
+    def counted_and_logged():
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["dead"],
+                               "fallbacks": ["b", "c"]}])
+        w.set("b", "status=503")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c" and h["x-llmroute-attempts"] == "3"
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="dead",class="connect_refused"}'] == 1
+        assert m['llmroute_upstream_attempts_total{model="b",class="server_error"}'] == 1
+        assert m['llmroute_upstream_attempts_total{model="c",class="ok"}'] == 1
+        assert m['llmroute_requests_by_attempts_total{attempts="3"}'] == 1
+        assert m["llmroute_request_attempts_sum"] == 3
+        line = [l for l in g.log_lines() if l.get("route") == "r"][-1]
+        assert line["attempts"] == 3, line
+        assert [(t["model"], t["class"]) for t in line["tries"]] == \
+            [("dead", "connect_refused"), ("b", "server_error"), ("c", "ok")], line
+        stop(g)
+    check("every attempt is counted by class in metrics and listed in the log line",
+          counted_and_logged)
+
+
+GROUPS = {"attempts": attempts, "streams": streams, "breaker": breaker}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
+        print(__doc__)
+        sys.exit(2)
+    GROUPS[sys.argv[1]](sys.argv[2], sys.argv[3])
+    finish()

@@ -1,0 +1,270 @@
+/* test_gw_resil.c -- the gateway's resilience rules: failure classes from
+ * transport errors and statuses, Retry-After, policy layers, backoff with
+ * full jitter, and the circuit breaker's state machine driven by a clock
+ * passed in (no waiting). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "resil.h"
+
+static void statuses_map_to_classes(void **state)
+{
+    const char *ctx = "{\"error\":{\"code\":\"context_length_exceeded\"}}";
+    (void)state;
+    assert_int_equal(rs_class_of_status(500, NULL, 0, NULL), RS_SERVER_ERROR);
+    assert_int_equal(rs_class_of_status(503, NULL, 0, "3"), RS_SERVER_ERROR);
+    assert_int_equal(rs_class_of_status(429, NULL, 0, "2"), RS_RATE_LIMITED);
+    assert_int_equal(rs_class_of_status(429, NULL, 0, NULL), RS_RATE_LIMITED_BARE);
+    assert_int_equal(rs_class_of_status(429, NULL, 0, "soon"), RS_RATE_LIMITED_BARE);
+    assert_int_equal(rs_class_of_status(401, NULL, 0, NULL), RS_AUTH);
+    assert_int_equal(rs_class_of_status(403, NULL, 0, NULL), RS_AUTH);
+    assert_int_equal(rs_class_of_status(404, NULL, 0, NULL), RS_NOT_FOUND);
+    assert_int_equal(rs_class_of_status(408, NULL, 0, NULL), RS_TIMEOUT);
+    assert_int_equal(rs_class_of_status(400, ctx, strlen(ctx), NULL), RS_CONTEXT_LENGTH);
+    assert_int_equal(rs_class_of_status(400, "{}", 2, NULL), RS_BAD_REQUEST);
+    assert_int_equal(rs_class_of_status(422, NULL, 0, NULL), RS_BAD_REQUEST);
+    assert_int_equal(rs_class_of_status(302, NULL, 0, NULL), RS_PROTOCOL);
+}
+
+static void transport_errors_map_to_classes(void **state)
+{
+    (void)state;
+    assert_int_equal(rs_class_of_transport(UP_ECONNREFUSED, 0), RS_CONNECT_REFUSED);
+    assert_int_equal(rs_class_of_transport(UP_ECONNTIMEOUT, 0), RS_CONNECT_TIMEOUT);
+    assert_int_equal(rs_class_of_transport(UP_ETLS, 0), RS_TLS);
+    assert_int_equal(rs_class_of_transport(UP_ERESET, 0), RS_RESET);
+    assert_int_equal(rs_class_of_transport(UP_ERESET, 1), RS_STREAM_CUT);
+    assert_int_equal(rs_class_of_transport(UP_ECLOSED, 1), RS_STREAM_CUT);
+    assert_int_equal(rs_class_of_transport(UP_ETIMEOUT, 1), RS_TIMEOUT);
+    assert_int_equal(rs_class_of_transport(UP_EPROTO, 0), RS_PROTOCOL);
+    assert_false(rs_class_is_upstream_failure(RS_BAD_REQUEST));
+    assert_false(rs_class_is_upstream_failure(RS_CONTEXT_LENGTH));
+    assert_true(rs_class_is_upstream_failure(RS_AUTH));
+    for (int c = 0; c < RS_N_CLASSES; c++)
+        assert_int_equal(rs_class_from_name(rs_class_name((enum rs_class)c)), c ? c : -1);
+}
+
+static void retry_after_reads_seconds_and_dates(void **state)
+{
+    (void)state;
+    assert_true(rs_retry_after_seconds("2", 0) == 2);
+    assert_true(rs_retry_after_seconds(" 17 ", 0) == 17);
+    assert_true(rs_retry_after_seconds("99999999", 0) == 86400);
+    assert_true(rs_retry_after_seconds(NULL, 0) < 0);
+    assert_true(rs_retry_after_seconds("2x", 0) < 0);
+    assert_true(rs_retry_after_seconds("-3", 0) < 0);
+    /* 1994-11-06 08:49:37 UTC is 784111777. */
+    assert_true(rs_retry_after_seconds("Sun, 06 Nov 1994 08:49:37 GMT", 784111770) == 7);
+    assert_true(rs_retry_after_seconds("Sun, 06 Nov 1994 08:49:37 GMT", 784111790) == 0);
+}
+
+static void defaults_are_safe(void **state)
+{
+    struct rs_policy p;
+    (void)state;
+    rs_policy_defaults(&p);
+    assert_int_equal(p.retry.on[RS_BAD_REQUEST], RS_FAIL);
+    assert_int_equal(p.retry.on[RS_RATE_LIMITED], RS_RETRY);
+    assert_int_equal(p.retry.on[RS_RATE_LIMITED_BARE], RS_FALLBACK);
+    assert_int_equal(p.retry.on[RS_SERVER_ERROR], RS_FALLBACK);
+    assert_int_equal(p.retry.on[RS_CONNECT_REFUSED], RS_FALLBACK);
+    assert_int_equal(p.retry.on[RS_AUTH], RS_FALLBACK);
+}
+
+static void policy_layers_override_field_by_field(void **state)
+{
+    struct rs_policy base, over;
+    char msg[256];
+    (void)state;
+    rs_policy_defaults(&base);
+    rs_policy_unset(&over);
+    assert_int_equal(rs_policy_parse("{\"max_retries\":3,\"on\":{\"server_error\":\"retry\"}}",
+                                     "{\"idle_ms\":50}", &over, "models[0]", msg, sizeof msg),
+                     0);
+    rs_policy_merge(&base, &over);
+    assert_int_equal(base.retry.max_retries, 3);
+    assert_int_equal(base.retry.on[RS_SERVER_ERROR], RS_RETRY);
+    assert_int_equal(base.retry.on[RS_AUTH], RS_FALLBACK);
+    assert_int_equal(base.timeouts.idle_ms, 50);
+    assert_int_equal(base.timeouts.connect_ms, 10000);
+
+    assert_int_equal(rs_policy_parse("{\"on\":{\"server_eror\":\"retry\"}}", NULL, &over,
+                                     "routes[1]", msg, sizeof msg),
+                     -1);
+    assert_non_null(strstr(msg, "routes[1].retry.on.server_eror"));
+    assert_int_equal(rs_policy_parse("{\"on\":{\"auth\":\"again\"}}", NULL, &over, "m", msg,
+                                     sizeof msg),
+                     -1);
+    assert_int_equal(rs_policy_parse(NULL, "{\"idle\":5}", &over, "m", msg, sizeof msg), -1);
+    assert_int_equal(rs_policy_parse("{\"max_attempts\":0}", NULL, &over, "m", msg, sizeof msg),
+                     -1);
+}
+
+static void resilience_section_parses_every_part(void **state)
+{
+    struct rs_policy p;
+    struct rs_breaker_conf b;
+    struct rs_queue_conf q;
+    char msg[256];
+    (void)state;
+    rs_policy_defaults(&p);
+    rs_breaker_defaults(&b);
+    rs_queue_defaults(&q);
+    assert_int_equal(rs_resilience_parse("{\"retry\":{\"max_attempts\":2},\"timeouts\":"
+                                         "{\"first_byte_ms\":7},\"breaker\":{\"cooldown_ms\":9,"
+                                         "\"when_all_open\":\"try_closest\"},\"queue\":"
+                                         "{\"max_waiting\":0}}",
+                                         &p, &b, &q, msg, sizeof msg),
+                     0);
+    assert_int_equal(p.retry.max_attempts, 2);
+    assert_int_equal(p.timeouts.first_byte_ms, 7);
+    assert_int_equal(b.cooldown_ms, 9);
+    assert_true(b.try_closest);
+    assert_int_equal(q.max_waiting, 0);
+    assert_int_equal(rs_resilience_parse("{\"breaker\":{\"failure_rate\":2}}", &p, &b, &q, msg,
+                                         sizeof msg),
+                     -1);
+    assert_int_equal(rs_resilience_parse("[]", &p, &b, &q, msg, sizeof msg), -1);
+    assert_int_equal(rs_resilience_parse("{\"retries\":{}}", &p, &b, &q, msg, sizeof msg), -1);
+}
+
+static void backoff_is_full_jitter_capped(void **state)
+{
+    struct rs_retry r;
+    (void)state;
+    r.base_delay_ms = 100;
+    r.max_delay_ms = 1000;
+    assert_int_equal(rs_backoff_ms(&r, 0, 0.0), 0);
+    assert_int_equal(rs_backoff_ms(&r, 0, 0.5), 50);
+    assert_int_equal(rs_backoff_ms(&r, 1, 0.5), 100);
+    assert_int_equal(rs_backoff_ms(&r, 2, 0.5), 200);
+    assert_true(rs_backoff_ms(&r, 10, 0.999) <= 1000);
+    assert_true(rs_backoff_ms(&r, 500, 0.999) <= 1000); /* no overflow */
+    assert_int_equal(rs_backoff_ms(&r, 3, 2.0), 799);   /* unit clamped below 1 */
+}
+
+static struct rs_breaker_conf conf(void)
+{
+    struct rs_breaker_conf c;
+    rs_breaker_defaults(&c);
+    c.consecutive_failures = 3;
+    c.failure_rate = 0;
+    c.cooldown_ms = 1000;
+    c.max_cooldown_ms = 8000;
+    return c;
+}
+
+static void breaker_opens_after_consecutive_failures(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    int probe;
+    (void)state;
+    memset(&b, 0, sizeof b);
+    rs_breaker_record(&b, &c, 10.0, 1, -1, 0);
+    rs_breaker_record(&b, &c, 10.1, 0, -1, 0); /* a success resets the run */
+    rs_breaker_record(&b, &c, 10.2, 1, -1, 0);
+    rs_breaker_record(&b, &c, 10.3, 1, -1, 0);
+    assert_int_equal(b.state, RS_CLOSED);
+    assert_true(rs_breaker_admit(&b, 10.3, &probe) && !probe);
+    rs_breaker_record(&b, &c, 10.4, 1, -1, 0);
+    assert_int_equal(b.state, RS_OPEN);
+    assert_false(rs_breaker_admit(&b, 11.0, &probe));
+    assert_true(rs_breaker_ready_in(&b, 11.0) > 0.39 && rs_breaker_ready_in(&b, 11.0) < 0.41);
+}
+
+static void breaker_half_open_admits_one_probe(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    int probe;
+    (void)state;
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 3; i++)
+        rs_breaker_record(&b, &c, 0, 1, -1, 0);
+    assert_true(rs_breaker_admit(&b, 1.0, &probe) && probe);
+    assert_int_equal(b.state, RS_HALF_OPEN);
+    assert_false(rs_breaker_admit(&b, 1.0, &probe)); /* one probe at a time */
+    /* The probe fails: open again, twice as long. */
+    rs_breaker_record(&b, &c, 1.1, 1, -1, 1);
+    assert_int_equal(b.state, RS_OPEN);
+    assert_false(rs_breaker_admit(&b, 2.5, &probe));
+    assert_true(rs_breaker_admit(&b, 3.2, &probe) && probe);
+    /* A probe released without a verdict lets another one go. */
+    rs_breaker_release(&b, 1);
+    assert_true(rs_breaker_admit(&b, 3.2, &probe) && probe);
+    rs_breaker_record(&b, &c, 3.3, 0, -1, 1);
+    assert_int_equal(b.state, RS_CLOSED);
+    assert_int_equal(b.consecutive, 0);
+    assert_true(b.opens == 2);
+}
+
+static void breaker_honours_retry_after(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    int probe;
+    (void)state;
+    memset(&b, 0, sizeof b);
+    /* One failure with Retry-After opens it for exactly that long. */
+    rs_breaker_record(&b, &c, 100, 1, 2.0, 0);
+    assert_int_equal(b.state, RS_OPEN);
+    assert_false(rs_breaker_admit(&b, 101.9, &probe));
+    assert_true(rs_breaker_admit(&b, 102.0, &probe) && probe);
+    /* Capped by max_cooldown_ms. */
+    memset(&b, 0, sizeof b);
+    rs_breaker_record(&b, &c, 0, 1, 3600, 0);
+    assert_true(rs_breaker_ready_in(&b, 0) == 8.0);
+    /* Opened by the count, Retry-After longer than the cooldown wins. */
+    memset(&b, 0, sizeof b);
+    rs_breaker_record(&b, &c, 0, 1, -1, 0);
+    rs_breaker_record(&b, &c, 0, 1, -1, 0);
+    rs_breaker_record(&b, &c, 0, 1, 5, 0);
+    assert_true(rs_breaker_ready_in(&b, 0) == 5.0);
+}
+
+static void breaker_opens_on_failure_rate_with_minimum(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    uint32_t f, t;
+    (void)state;
+    c.consecutive_failures = 0;
+    c.failure_rate = 0.5;
+    c.min_requests = 6;
+    c.window_ms = 10000;
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 4; i++) /* 2 of 4 failed: under the minimum */
+        rs_breaker_record(&b, &c, 1.0 + i * 0.1, i % 2, -1, 0);
+    assert_int_equal(b.state, RS_CLOSED);
+    rs_breaker_record(&b, &c, 2.0, 0, -1, 0);
+    rs_breaker_record(&b, &c, 2.1, 1, -1, 0); /* 3 of 6 */
+    assert_int_equal(b.state, RS_OPEN);
+    /* Old buckets leave the window. */
+    rs_breaker_window(&b, &c, 30.0, &f, &t);
+    assert_int_equal(t, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(statuses_map_to_classes),
+        cmocka_unit_test(transport_errors_map_to_classes),
+        cmocka_unit_test(retry_after_reads_seconds_and_dates),
+        cmocka_unit_test(defaults_are_safe),
+        cmocka_unit_test(policy_layers_override_field_by_field),
+        cmocka_unit_test(resilience_section_parses_every_part),
+        cmocka_unit_test(backoff_is_full_jitter_capped),
+        cmocka_unit_test(breaker_opens_after_consecutive_failures),
+        cmocka_unit_test(breaker_half_open_admits_one_probe),
+        cmocka_unit_test(breaker_honours_retry_after),
+        cmocka_unit_test(breaker_opens_on_failure_rate_with_minimum),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
