@@ -948,13 +948,56 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ==== Transfers ==== */
 
+struct piece {
+    const char *p;
+    size_t n;
+};
+#define LIT(s)                                                                                     \
+    {                                                                                              \
+        s, sizeof s - 1                                                                            \
+    }
+
+/* The request head, from pieces copied in place (snprintf of the same was a
+ * visible share of a request's instructions). 0, or -1 out of memory. */
+static int build_head(struct h1_xfer *x, const struct url_parts *u, const struct up_request *req)
+{
+    char clen[32];
+    int k = snprintf(clen, sizeof clen, "%zu", req->body_len);
+    const char *auth = req->authorization;
+    const struct piece pieces[] = {
+        LIT("POST "),
+        {"/", u->path[0] == '/' ? 0 : 1},
+        {u->path, strlen(u->path)},
+        LIT(" HTTP/1.1\r\nHost: "),
+        {u->authority, strlen(u->authority)},
+        LIT("\r\nAccept: */*\r\nContent-Type: application/json\r\n"),
+        {"Authorization: ", auth ? sizeof "Authorization: " - 1 : 0},
+        {auth ? auth : "", auth ? strlen(auth) : 0},
+        {"\r\n", auth ? 2 : 0},
+        LIT("Content-Length: "),
+        {clen, k > 0 ? (size_t)k : 0},
+        LIT("\r\n\r\n"),
+    };
+    size_t total = 0, off = 0;
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++)
+        total += pieces[i].n;
+    x->head = malloc(total);
+    if (!x->head)
+        return -1;
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        memcpy(x->head + off, pieces[i].p, pieces[i].n);
+        off += pieces[i].n;
+    }
+    x->head_len = total;
+    return 0;
+}
+
 struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req,
                               const struct up_callbacks *cb, void *arg)
 {
     struct url_parts u;
     struct h1_xfer *x;
     struct h1_conn *c;
-    int n;
 
     if (!req->url || parse_url(req->url, &u) != 0)
         return NULL;
@@ -973,22 +1016,8 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
     x->host = host_get(cl, &u);
     if (!x->host)
         goto fail;
-    n = snprintf(NULL, 0,
-                 "POST %s%s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\n"
-                 "Content-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
-                 u.path[0] == '/' ? "" : "/", u.path, u.authority,
-                 req->authorization ? "Authorization: " : "",
-                 req->authorization ? req->authorization : "", req->authorization ? "\r\n" : "",
-                 req->body_len);
-    if (n < 0 || !(x->head = malloc((size_t)n + 1)))
+    if (build_head(x, &u, req) != 0)
         goto fail;
-    x->head_len = (size_t)snprintf(
-        x->head, (size_t)n + 1,
-        "POST %s%s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\n"
-        "Content-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
-        u.path[0] == '/' ? "" : "/", u.path, u.authority,
-        req->authorization ? "Authorization: " : "", req->authorization ? req->authorization : "",
-        req->authorization ? "\r\n" : "", req->body_len);
     evtimer_assign(&x->ev_timeout, cl->base, timeout_cb, x);
     evtimer_assign(&x->ev_connect_timeout, cl->base, connect_timeout_cb, x);
     event_assign(&x->ev_defer, cl->base, -1, 0, defer_cb, x);
