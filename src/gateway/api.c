@@ -3,7 +3,9 @@
  *   GET  /metrics       Prometheus text (metrics.c renders it)
  *   GET  /v1/models     configured models and routes in OpenAI's list format
  *   POST /v1/route      routing decisions without forwarding (AIOS's kernel asks,
- *                       then calls the model itself)
+ *                       then calls the model itself); models that are full or
+ *                       whose breaker is open are left out, and the room left
+ *                       under max_concurrency is the batch optimizer's L_j
  *   POST /v1/feedback   an outcome for the history store
  * Each returns the status it answered with, for the dispatcher's log line.
  *
@@ -127,6 +129,56 @@ static int refuse(struct hs_req *req, int status, const char *param, const char 
     return status;
 }
 
+/* Live load for /v1/route. Each model's room left under max_concurrency is
+ * its batch capacity L_j (its configured capacity stays a ceiling); a model
+ * that is full, or whose breaker is open, is not live. caps and live have one
+ * entry per configured model. Returns how many are live. */
+static size_t live_models(struct gw *gw, int *caps, int *live)
+{
+    const struct gw_conf *conf = gw->conf;
+    double now = gw_now();
+    size_t n_live = 0;
+    for (size_t j = 0; j < conf->n_models; j++) {
+        const struct lr_model_info *mi = conf->models[j].info;
+        struct model_stats *ms = metrics_model(gw->metrics, mi->name);
+        caps[j] = mi->capacity;
+        live[j] = 1;
+        if (ms && mi->max_concurrency > 0) {
+            long room = mi->max_concurrency - ms->in_flight;
+            if (room <= 0)
+                live[j] = 0;
+            else if (caps[j] <= 0 || room < caps[j])
+                caps[j] = (int)room;
+        }
+        if (ms && ms->breaker.state == RS_OPEN && now < ms->breaker.open_until)
+            live[j] = 0;
+        n_live += (size_t)live[j];
+    }
+    return n_live;
+}
+
+/* Keep only live models in a list of names, unless none would be left (the
+ * router then decides among them as usual). Unknown names stay, so the
+ * router reports them. Returns the new length. */
+static size_t keep_live(const struct lr_config *cfg, const char **names, size_t n, const int *live)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int j = lr_config_model_index(cfg, names[i]);
+        if (j < 0 || live[j])
+            k++;
+    }
+    if (k == 0 || k == n)
+        return n;
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int j = lr_config_model_index(cfg, names[i]);
+        if (j < 0 || live[j])
+            names[k++] = names[i];
+    }
+    return k;
+}
+
 int api_route(struct gw *gw, struct hs_req *req)
 {
     struct gw_conf *conf = gw->conf;
@@ -136,6 +188,8 @@ int api_route(struct gw *gw, struct hs_req *req)
     struct lr_request *reqs = NULL;
     struct lr_decision *dec = NULL;
     const char **names = NULL;
+    int *caps = NULL, *live = NULL, *live_idx = NULL;
+    size_t n_live = 0;
     struct lr_router *router;
     struct lr_batch_options bo;
     struct lr_batch_report rep;
@@ -274,7 +328,35 @@ int api_route(struct gw *gw, struct hs_req *req)
             reqs[i].n_models = n_names;
         }
     }
+    caps = calloc(conf->n_models + 1, sizeof *caps);
+    live = calloc(conf->n_models + 1, sizeof *live);
+    live_idx = calloc(conf->n_models + 1, sizeof *live_idx);
+    if (!caps || !live || !live_idx) {
+        status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
+        goto out;
+    }
+    n_live = live_models(gw, caps, live);
+    if (n_live > 0 && n_live < conf->n_models) {
+        size_t k = 0;
+        for (size_t j = 0; j < conf->n_models; j++)
+            if (live[j])
+                live_idx[k++] = (int)j;
+        for (size_t i = 0; i < n; i++) {
+            if (reqs[i].models && reqs[i].models != names)
+                reqs[i].n_models = keep_live(conf->cfg, (const char **)reqs[i].models,
+                                             reqs[i].n_models, live);
+            else if (!reqs[i].models) {
+                reqs[i].model_indices = live_idx;
+                reqs[i].n_models = n_live;
+            }
+        }
+        n_names = keep_live(conf->cfg, names, n_names, live);
+        for (size_t i = 0; i < n; i++)
+            if (reqs[i].models == names)
+                reqs[i].n_models = n_names;
+    }
     lr_batch_options_init(&bo);
+    bo.capacities = caps;
     if (batch)
         bo.mode = LR_BATCH_QUALITY;
     if (jalpha)
@@ -313,6 +395,9 @@ out:
     free(reqs);
     free(dec);
     free(names);
+    free(caps);
+    free(live);
+    free(live_idx);
     json_decref(root);
     return status;
 }

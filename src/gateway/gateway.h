@@ -62,7 +62,8 @@ struct gw_model {
     int is_mock;
     struct mock_spec mock;
     char *mock_content;
-    struct rs_policy policy; /* the model's own `retry` / `timeouts` (an overlay) */
+    struct rs_policy policy;   /* the model's own `retry` / `timeouts` (an overlay) */
+    struct model_stats *stats; /* its entry in the metrics table, found on first use */
 };
 
 struct gw_router {
@@ -97,7 +98,7 @@ struct gw_conf {
     struct gw_router *routers;
     size_t n_routers, cap_routers;
     struct gw_settings set;
-    const char *query_text;      /* "last_user" or "all_user" */
+    const char *query_text;         /* "last_user" or "all_user" */
     struct rs_policy *route_policy; /* per route: its `retry` / `timeouts` (overlays) */
 };
 
@@ -122,7 +123,7 @@ struct gw {
     const struct gw_options *opts;
     uint64_t next_id;
     uint64_t id_seed;
-    uint64_t rng;     /* backoff jitter (xorshift state) */
+    uint64_t rng; /* backoff jitter (xorshift state) */
     int shutting_down;
     /* Requests waiting for a model with room (proxy.c), oldest first. */
     struct exchange *wait_head, *wait_tail;

@@ -339,17 +339,16 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         for (int c = 0; c < RS_N_CLASSES; c++)
             if (m->models[i]->attempts[c] || c == RS_OK)
                 put(&o, "llmroute_upstream_attempts_total{model=\"%s\",class=\"%s\"} %llu\n", a,
-                    rs_class_name((enum rs_class)c),
-                    (unsigned long long)m->models[i]->attempts[c]);
+                    rs_class_name((enum rs_class)c), (unsigned long long)m->models[i]->attempts[c]);
     }
     put(&o, "# HELP llmroute_candidates_skipped_total Candidates passed over, by model and "
             "reason.\n# TYPE llmroute_candidates_skipped_total counter\n");
     for (size_t i = 0; i < m->n_models; i++) {
         esc(m->models[i]->name, a, sizeof a);
-        put(&o, "llmroute_candidates_skipped_total{model=\"%s\",reason=\"breaker_open\"} %llu\n",
-            a, (unsigned long long)m->models[i]->skipped_open);
-        put(&o, "llmroute_candidates_skipped_total{model=\"%s\",reason=\"at_capacity\"} %llu\n",
-            a, (unsigned long long)m->models[i]->skipped_full);
+        put(&o, "llmroute_candidates_skipped_total{model=\"%s\",reason=\"breaker_open\"} %llu\n", a,
+            (unsigned long long)m->models[i]->skipped_open);
+        put(&o, "llmroute_candidates_skipped_total{model=\"%s\",reason=\"at_capacity\"} %llu\n", a,
+            (unsigned long long)m->models[i]->skipped_full);
     }
     put(&o, "# HELP llmroute_breaker_state Circuit breaker per model: 0 closed, 1 open, "
             "2 half-open.\n# TYPE llmroute_breaker_state gauge\n");
@@ -364,9 +363,10 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
     for (size_t i = 0; i < m->n_models; i++)
         put(&o, "llmroute_breaker_opens_total{model=\"%s\"} %llu\n",
             esc(m->models[i]->name, a, sizeof a), (unsigned long long)m->models[i]->breaker.opens);
-    put(&o, "# HELP llmroute_request_attempts Upstream attempts per forwarded request.\n"
-            "# TYPE llmroute_request_attempts summary\n"
-            "llmroute_request_attempts_sum %llu\nllmroute_request_attempts_count %llu\n",
+    put(&o,
+        "# HELP llmroute_request_attempts Upstream attempts per forwarded request.\n"
+        "# TYPE llmroute_request_attempts summary\n"
+        "llmroute_request_attempts_sum %llu\nllmroute_request_attempts_count %llu\n",
         (unsigned long long)m->attempts_sum, (unsigned long long)m->attempts_count);
     put(&o, "# HELP llmroute_requests_by_attempts_total Forwarded requests by how many upstream "
             "attempts they made.\n# TYPE llmroute_requests_by_attempts_total counter\n");

@@ -18,9 +18,9 @@
  * retries the same model after a backoff (or its Retry-After), falls back to
  * the next candidate, or answers the client with the failure. A stream is
  * held back until its first complete event with content (a role-only first
- * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or malformed event ends the client's
- * stream with an SSE error event and no [DONE]. Time to first byte and idle
- * time are watched here with a timer that aborts the transfer.
+ * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or
+ * malformed event ends the client's stream with an SSE error event and no [DONE]. Time to first
+ * byte and idle time are watched here with a timer that aborts the transfer.
  *
  * Threads: the event loop thread only. An exchange is freed exactly once, by
  * finish(), after the client was answered or went away.
@@ -124,7 +124,7 @@ struct exchange {
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_first, t_up_end;
-    const char *error; /* why it failed, for the log */
+    const char *error;           /* why it failed, for the log */
     char tries[ATTEMPT_LOG_CAP]; /* the attempts as a JSON array, for the log */
     size_t tries_len;
 };
@@ -276,8 +276,8 @@ static int chunk_has_content(const char *p, size_t n)
         json_t *d = json_object_get(c, "delta"), *t = json_object_get(c, "text");
         json_t *content = json_object_get(d, "content"), *fr = json_object_get(c, "finish_reason");
         if ((json_is_string(content) && json_string_length(content) > 0) ||
-            (json_is_string(t) && json_string_length(t) > 0) ||
-            json_object_get(d, "tool_calls") || json_object_get(d, "function_call") ||
+            (json_is_string(t) && json_string_length(t) > 0) || json_object_get(d, "tool_calls") ||
+            json_object_get(d, "function_call") ||
             (json_object_get(d, "refusal") && !json_is_null(json_object_get(d, "refusal"))) ||
             (fr && !json_is_null(fr)))
             yes = 1;
@@ -448,6 +448,16 @@ void proxy_shutdown(struct gw *gw)
 
 /* ==== Attempts: bookkeeping ==== */
 
+/* A model's live state (in-flight count, breaker). The metrics table
+ * outlives configurations, so the pointer is kept on the model. */
+static struct model_stats *model_state(struct exchange *ex, int model)
+{
+    struct gw_model *gm = &ex->conf->models[model];
+    if (!gm->stats)
+        gm->stats = metrics_model(ex->gw->metrics, gm->info->name);
+    return gm->stats;
+}
+
 static void stop_transfer(struct exchange *ex)
 {
     if (ex->xfer) {
@@ -500,9 +510,8 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
                 *p = '_';
         k = snprintf(ex->tries + ex->tries_len, sizeof ex->tries - ex->tries_len,
                      "%s{\"model\":\"%s\",\"class\":\"%s\",\"status\":%ld,\"ms\":%.1f}",
-                     ex->tries_len ? "," : "", name,
-                         record ? rs_class_name(c) : "client_closed", ex->up_status,
-                         (now - ex->t_up_start) * 1000);
+                     ex->tries_len ? "," : "", name, record ? rs_class_name(c) : "client_closed",
+                     ex->up_status, (now - ex->t_up_start) * 1000);
         if (k > 0 && ex->tries_len + (size_t)k < sizeof ex->tries)
             ex->tries_len += (size_t)k;
     }
@@ -531,7 +540,8 @@ static void give_up(struct exchange *ex, const char *why)
     if (c == RS_CONNECT_REFUSED)
         fail_with(ex, 502, NULL, "upstream_unreachable",
                   "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
-                  ex->last_model, ex->last_msg, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+                  ex->last_model, ex->last_msg, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
     else if (c == RS_TIMEOUT || c == RS_CONNECT_TIMEOUT || c == RS_STREAM_STALL)
         fail_with(ex, 504, NULL, "upstream_timeout",
                   "the upstream for model '%s' timed out: %s (%s; %u attempt%s)", ex->last_model,
@@ -539,8 +549,9 @@ static void give_up(struct exchange *ex, const char *why)
     else {
         char code[48];
         snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
-        fail_with(ex, 502, NULL, code, "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)",
-                  ex->last_model, rs_class_name(c), ex->last_msg, why, ex->n_attempts,
+        fail_with(ex, 502, NULL, code,
+                  "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)", ex->last_model,
+                  rs_class_name(c), ex->last_msg, why, ex->n_attempts,
                   ex->n_attempts == 1 ? "" : "s");
     }
 }
@@ -591,8 +602,8 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
         ex->n_attempts < (unsigned)ex->req_retry.max_attempts) {
         long delay;
         if (c == RS_RATE_LIMITED && ra >= 0)
-            delay = ra * 1000 <= (double)ex->pol.retry.max_retry_after_ms ? (long)(ra * 1000) + 5
-                                                                          : -1;
+            delay =
+                ra * 1000 <= (double)ex->pol.retry.max_retry_after_ms ? (long)(ra * 1000) + 5 : -1;
         else
             delay = rs_backoff_ms(&ex->pol.retry, ex->retries, unit_random(ex->gw));
         if (delay >= 0 && (ex->deadline == 0 || gw_now() + (double)delay / 1000 < ex->deadline) &&
@@ -685,8 +696,7 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
     ex->wait_kind = WAIT_NONE;
     if (kind == WAIT_RETRY) {
         /* The same model again, if its breaker lets us. */
-        struct model_stats *ms =
-            metrics_model(ex->gw->metrics, ex->conf->models[ex->ranking[ex->cand].index].info->name);
+        struct model_stats *ms = model_state(ex, ex->ranking[ex->cand].index);
         int probe = 0;
         if (!ms || rs_breaker_admit(&ms->breaker, gw_now(), &probe)) {
             ex->probe = probe;
@@ -735,7 +745,7 @@ static void next_candidate(struct exchange *ex)
         if (ex->given_up[i])
             continue;
         gm = &conf->models[ex->ranking[i].index];
-        ms = metrics_model(ex->gw->metrics, gm->info->name);
+        ms = model_state(ex, ex->ranking[i].index);
         if (ms && gm->info->max_concurrency > 0 && ms->in_flight >= gm->info->max_concurrency) {
             ms->skipped_full++;
             any_full = 1;
@@ -979,8 +989,8 @@ static void on_done(void *arg, enum up_error err, const char *message)
                "the upstream answered with an error status");
         return;
     }
-    if (ex->up_status < 200 || (strstr(ex->up_ctype, "json") &&
-                                !is_json_object(ex->resp ? ex->resp : "", ex->resp_len))) {
+    if (ex->up_status < 200 ||
+        (strstr(ex->up_ctype, "json") && !is_json_object(ex->resp ? ex->resp : "", ex->resp_len))) {
         failed(ex, ex->up_status < 200 ? RS_PROTOCOL : RS_MALFORMED,
                "the upstream's answer is not a JSON object");
         return;
@@ -1039,12 +1049,12 @@ static const char *endpoint_path(enum gw_endpoint ep)
 }
 
 /* An admitted probe that will not run after all. */
-static void release_probe(struct exchange *ex, const struct gw_model *gm)
+static void release_probe(struct exchange *ex)
 {
     struct model_stats *ms;
     if (!ex->probe)
         return;
-    ms = metrics_model(ex->gw->metrics, gm->info->name);
+    ms = model_state(ex, ex->model);
     if (ms)
         rs_breaker_release(&ms->breaker, 1);
     ex->probe = 0;
@@ -1067,7 +1077,7 @@ static void start_attempt(struct exchange *ex)
     rs_policy_merge(&ex->pol, &gm->policy);
     if (!ex->req) {
         /* The client left while this attempt waited. */
-        release_probe(ex, gm);
+        release_probe(ex);
         ex->error = "client_closed";
         finish(ex, 499);
         return;
@@ -1079,7 +1089,7 @@ static void start_attempt(struct exchange *ex)
     rw.remove = extension_members;
     rc = js_rewrite_body(body, len, &rw, &ex->fwd, &ex->fwd_len);
     if (rc) {
-        release_probe(ex, gm);
+        release_probe(ex);
         fail_with(ex, rc == -2 ? 500 : 400, NULL, NULL,
                   rc == -2 ? "out of memory preparing the upstream request"
                            : "the request body could not be scanned for forwarding");
@@ -1093,7 +1103,7 @@ static void start_attempt(struct exchange *ex)
     ex->held_len = ex->held_ok = 0;
     ex->resp_len = 0;
     ex->t_first = 0;
-    ex->ms = metrics_model(ex->gw->metrics, gm->info->name);
+    ex->ms = model_state(ex, ex->model);
     if (ex->ms)
         ex->ms->in_flight++;
     ex->in_attempt = 1;

@@ -18,11 +18,24 @@
 /* ==== Classes ==== */
 
 static const char *const class_names[RS_N_CLASSES] = {
-    "ok",           "connect_refused", "connect_timeout", "tls",
-    "reset",        "timeout",         "rate_limited",    "rate_limited_no_retry_after",
-    "server_error", "auth",            "not_found",       "context_length",
-    "bad_request",  "stream_cut",      "stream_stall",    "malformed",
-    "protocol",     "too_large",
+    "ok",
+    "connect_refused",
+    "connect_timeout",
+    "tls",
+    "reset",
+    "timeout",
+    "rate_limited",
+    "rate_limited_no_retry_after",
+    "server_error",
+    "auth",
+    "not_found",
+    "context_length",
+    "bad_request",
+    "stream_cut",
+    "stream_stall",
+    "malformed",
+    "protocol",
+    "too_large",
 };
 
 const char *rs_class_name(enum rs_class c)
@@ -245,8 +258,7 @@ static int get_long(json_t *o, const char *key, long lo, long hi, long *out, con
 }
 
 /* Refuse members not in keys: a misspelt key would silently do nothing. */
-static int known_keys(json_t *o, const char *const *keys, const char *where, char *msg,
-                      size_t cap)
+static int known_keys(json_t *o, const char *const *keys, const char *where, char *msg, size_t cap)
 {
     const char *key;
     json_t *v;
@@ -265,9 +277,9 @@ static int known_keys(json_t *o, const char *const *keys, const char *where, cha
 
 static int parse_retry(json_t *o, struct rs_retry *r, const char *where, char *msg, size_t cap)
 {
-    static const char *const keys[] = {"max_attempts",       "max_retries", "base_delay_ms",
-                                       "max_delay_ms",       "deadline_ms", "max_retry_after_ms",
-                                       "on",                 NULL};
+    static const char *const keys[] = {"max_attempts", "max_retries", "base_delay_ms",
+                                       "max_delay_ms", "deadline_ms", "max_retry_after_ms",
+                                       "on",           NULL};
     json_t *on;
     if (!json_is_object(o))
         return perr(msg, cap, "%s: expected an object", where);
@@ -293,8 +305,8 @@ static int parse_retry(json_t *o, struct rs_retry *r, const char *where, char *m
                 return perr(msg, cap,
                             "%s.on.%s: unknown failure class (see the README's Resilience part)",
                             where, key);
-            if (!a || (strcmp(a, "retry") != 0 && strcmp(a, "fallback") != 0 &&
-                       strcmp(a, "fail") != 0))
+            if (!a ||
+                (strcmp(a, "retry") != 0 && strcmp(a, "fallback") != 0 && strcmp(a, "fail") != 0))
                 return perr(msg, cap, "%s.on.%s: expected \"retry\", \"fallback\" or \"fail\"",
                             where, key);
             r->on[c] = a[1] == 'e' ? RS_RETRY : a[1] == 'a' ? RS_FALLBACK : RS_FAIL;
@@ -306,8 +318,7 @@ static int parse_retry(json_t *o, struct rs_retry *r, const char *where, char *m
 static int parse_timeouts(json_t *o, struct rs_timeouts *t, const char *where, char *msg,
                           size_t cap)
 {
-    static const char *const keys[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms",
-                                       NULL};
+    static const char *const keys[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms", NULL};
     if (!json_is_object(o))
         return perr(msg, cap, "%s: expected an object", where);
     if (known_keys(o, keys, where, msg, cap) ||
@@ -343,9 +354,9 @@ int rs_policy_parse(const char *retry_json, const char *timeouts_json, struct rs
 
 static int parse_breaker(json_t *o, struct rs_breaker_conf *b, char *msg, size_t cap)
 {
-    static const char *const keys[] = {"consecutive_failures", "failure_rate", "min_requests",
-                                       "window_ms",            "cooldown_ms",  "max_cooldown_ms",
-                                       "when_all_open",        NULL};
+    static const char *const keys[] = {
+        "consecutive_failures", "failure_rate",    "min_requests",  "window_ms",
+        "cooldown_ms",          "max_cooldown_ms", "when_all_open", NULL};
     const char *where = "server.resilience.breaker";
     json_t *rate = json_object_get(o, "failure_rate"), *all = json_object_get(o, "when_all_open");
     if (!json_is_object(o))
@@ -366,8 +377,7 @@ static int parse_breaker(json_t *o, struct rs_breaker_conf *b, char *msg, size_t
     if (all) {
         const char *s = json_string_value(all);
         if (!s || (strcmp(s, "fail") != 0 && strcmp(s, "try_closest") != 0))
-            return perr(msg, cap, "%s.when_all_open: expected \"fail\" or \"try_closest\"",
-                        where);
+            return perr(msg, cap, "%s.when_all_open: expected \"fail\" or \"try_closest\"", where);
         b->try_closest = strcmp(s, "try_closest") == 0;
     }
     if (b->max_cooldown_ms < b->cooldown_ms)

@@ -29,23 +29,23 @@
 
 enum rs_class {
     RS_OK = 0,
-    RS_CONNECT_REFUSED,  /* refused, unreachable, name not resolved */
-    RS_CONNECT_TIMEOUT,  /* no connection within timeouts.connect_ms */
-    RS_TLS,              /* TLS handshake or certificate */
-    RS_RESET,            /* reset or closed before the response head */
-    RS_TIMEOUT,          /* 408, no first byte within first_byte_ms, total_ms passed */
-    RS_RATE_LIMITED,     /* 429 with Retry-After */
+    RS_CONNECT_REFUSED,   /* refused, unreachable, name not resolved */
+    RS_CONNECT_TIMEOUT,   /* no connection within timeouts.connect_ms */
+    RS_TLS,               /* TLS handshake or certificate */
+    RS_RESET,             /* reset or closed before the response head */
+    RS_TIMEOUT,           /* 408, no first byte within first_byte_ms, total_ms passed */
+    RS_RATE_LIMITED,      /* 429 with Retry-After */
     RS_RATE_LIMITED_BARE, /* 429 without Retry-After */
-    RS_SERVER_ERROR,     /* 5xx */
-    RS_AUTH,             /* 401, 403 */
-    RS_NOT_FOUND,        /* 404: the model is gone */
-    RS_CONTEXT_LENGTH,   /* 400 context_length_exceeded */
-    RS_BAD_REQUEST,      /* any other 4xx */
-    RS_STREAM_CUT,       /* closed before [DONE], or a body cut short */
-    RS_STREAM_STALL,     /* nothing within timeouts.idle_ms */
-    RS_MALFORMED,        /* an SSE data line, or a 2xx body, that is not JSON */
-    RS_PROTOCOL,         /* not HTTP as expected, or any other transport error */
-    RS_TOO_LARGE,        /* larger than server.max_response_bytes */
+    RS_SERVER_ERROR,      /* 5xx */
+    RS_AUTH,              /* 401, 403 */
+    RS_NOT_FOUND,         /* 404: the model is gone */
+    RS_CONTEXT_LENGTH,    /* 400 context_length_exceeded */
+    RS_BAD_REQUEST,       /* any other 4xx */
+    RS_STREAM_CUT,        /* closed before [DONE], or a body cut short */
+    RS_STREAM_STALL,      /* nothing within timeouts.idle_ms */
+    RS_MALFORMED,         /* an SSE data line, or a 2xx body, that is not JSON */
+    RS_PROTOCOL,          /* not HTTP as expected, or any other transport error */
+    RS_TOO_LARGE,         /* larger than server.max_response_bytes */
     RS_N_CLASSES
 };
 
@@ -144,10 +144,10 @@ enum rs_breaker_state { RS_CLOSED = 0, RS_OPEN = 1, RS_HALF_OPEN = 2 };
 struct rs_breaker {
     int state;
     long consecutive;
-    double open_until;  /* while open */
-    double cooldown_s;  /* the last cooldown, doubled while probes fail */
+    double open_until; /* while open */
+    double cooldown_s; /* the last cooldown, doubled while probes fail */
     int probe_in_flight;
-    uint64_t opens;     /* times it opened */
+    uint64_t opens; /* times it opened */
     struct {
         double start;
         uint32_t ok, failed;

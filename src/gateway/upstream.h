@@ -34,16 +34,16 @@ struct up_xfer;
 /* How a transfer ended. Implementations map their own errors onto these. */
 enum up_error {
     UP_OK = 0,
-    UP_ECONNREFUSED,  /* connection refused, host or port unreachable, name not resolved */
-    UP_ECONNTIMEOUT,  /* connect (TCP or TLS handshake) took longer than connect_timeout_ms */
-    UP_ETLS,          /* TLS handshake or certificate failure */
-    UP_ERESET,        /* reset or closed before a complete response head */
-    UP_ECLOSED,       /* closed, reset or truncated after the head, in the body */
-    UP_ETIMEOUT,      /* timeout_ms passed before the transfer ended */
-    UP_EPROTO,        /* not valid HTTP (bad status line, bad chunked encoding) */
-    UP_ETOOBIG,       /* a response head larger than the implementation accepts */
-    UP_ENOMEM,        /* out of memory */
-    UP_EOTHER         /* anything else */
+    UP_ECONNREFUSED, /* connection refused, host or port unreachable, name not resolved */
+    UP_ECONNTIMEOUT, /* connect (TCP or TLS handshake) took longer than connect_timeout_ms */
+    UP_ETLS,         /* TLS handshake or certificate failure */
+    UP_ERESET,       /* reset or closed before a complete response head */
+    UP_ECLOSED,      /* closed, reset or truncated after the head, in the body */
+    UP_ETIMEOUT,     /* timeout_ms passed before the transfer ended */
+    UP_EPROTO,       /* not valid HTTP (bad status line, bad chunked encoding) */
+    UP_ETOOBIG,      /* a response head larger than the implementation accepts */
+    UP_ENOMEM,       /* out of memory */
+    UP_EOTHER        /* anything else */
 };
 
 /* A short stable name for logs and metrics ("connect_refused", ...). */

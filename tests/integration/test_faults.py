@@ -10,7 +10,7 @@ x-llmroute-attempts header) and the breaker state (/health, /metrics).
 Timeouts in the test configuration are small so the suite stays quick.
 
 Groups (each one ctest entry):
-  attempts  refused, hang, every status with and without Retry-After, delayed
+  attempts  refused, connect timeout, hang, every status with and without Retry-After, delayed
             first byte, fail N times then recover, fallback order, deadline
   streams   cut, stall and malformed chunk before and after the first event,
             a clean close without [DONE]
@@ -144,6 +144,46 @@ def attempts(gw_bin, fake_bin):
         assert st == 502 and error_shape(j)["code"] == "upstream_unreachable", (st, j)
         assert h["x-llmroute-attempts"] == "1", h
     check("refused connection: falls back to the route's fallback; alone, 502", refused)
+
+    def connect_timeout():
+        # A listener whose backlog is full: new connections hang in the SYN stage.
+        srv = socket.socket()
+        srv.bind((HOST, 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        fill = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect((HOST, port))
+            except BlockingIOError:
+                pass
+            fill.append(c)
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}])
+        cfg = json.load(open(g.config_path))
+        stop(g)
+        # first_byte_ms counts from the attempt's start: longer here, so connect_ms decides
+        cfg["models"].append({"name": "syn", "backend": "openai",
+                              "base_url": "http://%s:%d/v1" % (HOST, port),
+                              "timeouts": {"first_byte_ms": 3000}})
+        cfg["routes"] = [{"name": "r", "strategy": "sequential", "models": ["syn"],
+                          "fallbacks": ["c"]}]
+        g = Gateway(gw_bin, w.wd, cfg, name="gw-syn")
+        t0 = time.monotonic()
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        took = time.monotonic() - t0
+        assert st == 200 and h["x-llmroute-model"] == "c" and h["x-llmroute-attempts"] == "2"
+        assert 0.45 < took < 2.0, took  # connect_ms is 500
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="syn",class="connect_timeout"}'] == 1, \
+            [k for k in m if "syn" in k]
+        stop(g)
+        for c in fill:
+            c.close()
+        srv.close()
+    check("connect timeout: falls back", connect_timeout)
 
     def hang():
         gw = fresh()
@@ -393,6 +433,12 @@ def breaker(gw_bin, fake_bin):
         st, h, j, _ = chat(g.port, {"model": "b", "messages": HELLO})
         assert st == 503 and error_shape(j)["code"] == "circuit_open", (st, j)
         assert int(h["retry-after"]) >= 1 and h["x-llmroute-attempts"] == "0", h
+        # /v1/route leaves an open model out
+        st, _, body = request(g.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "x"}, {"query": "y"}], "strategy": "sequential",
+             "models": ["b", "c"]}))
+        assert st == 200, body
+        assert [a["model"] for a in json.loads(body)["assignments"]] == ["c", "c"], body
         # after the cooldown (600 ms): half-open; a failing probe reopens it
         wait_for(lambda: health(g, "b")["breaker"] == "half_open", 3, "half-open")
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
@@ -482,6 +528,14 @@ def breaker(gw_bin, fake_bin):
             t.join(10)
         assert sorted(out) == [(200, "b"), (200, "c")], out
         assert metric(g, 'llmroute_candidates_skipped_total{model="b",reason="at_capacity"}') == 1
+        # /v1/route leaves a full model out too
+        t = threading.Thread(target=one)
+        t.start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        st, _, body = request(g.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "x"}], "strategy": "sequential", "models": ["b", "c"]}))
+        assert [a["model"] for a in json.loads(body)["assignments"]] == ["c"], body
+        t.join(10)
         stop(g)
     check("a model at max_concurrency is skipped for the next candidate", capacity_skip)
 
@@ -524,6 +578,34 @@ def breaker(gw_bin, fake_bin):
         assert metric(g, "llmroute_queue_rejected_total") == 2
         stop(g)
     check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
+
+    def client_gone_while_waiting():
+        g = w.gateway(models={"b": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},
+                      resilience={"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
+
+        def raw(model, hold):
+            s = socket.create_connection((HOST, g.port), timeout=10)
+            body = json.dumps({"model": model, "messages": HELLO}).encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            time.sleep(hold)
+            s.close()
+        w.set("c", "status=429;retry_after=1")
+        raw("c", 0.3)  # gone during the wait before the retry
+        w.set("b", "delay_ms=800")
+        t = threading.Thread(target=raw, args=("b", 1.2))
+        t.start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        raw("b", 0.2)  # gone while queued
+        t.join(10)
+        wait_for(lambda: metric(g, "llmroute_queue_waiting") == 0, 3, "the queue empty")
+        wait_for(lambda: health(g, "b")["in_flight"] == 0, 3, "b idle")
+        assert any(l.get("status") == 499 for l in g.log_lines())
+        still = chat(g.port, {"model": "a", "messages": HELLO})
+        assert still[0] == 200, still
+        stop(g)  # exit 0: under the sanitizers, no leak and no use after free
+    check("a client gone during a retry wait or in the queue is cleaned up",
+          client_gone_while_waiting)
 
     def counted_and_logged():
         g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["dead"],

@@ -98,9 +98,8 @@ static void policy_layers_override_field_by_field(void **state)
                                      "routes[1]", msg, sizeof msg),
                      -1);
     assert_non_null(strstr(msg, "routes[1].retry.on.server_eror"));
-    assert_int_equal(rs_policy_parse("{\"on\":{\"auth\":\"again\"}}", NULL, &over, "m", msg,
-                                     sizeof msg),
-                     -1);
+    assert_int_equal(
+        rs_policy_parse("{\"on\":{\"auth\":\"again\"}}", NULL, &over, "m", msg, sizeof msg), -1);
     assert_int_equal(rs_policy_parse(NULL, "{\"idle\":5}", &over, "m", msg, sizeof msg), -1);
     assert_int_equal(rs_policy_parse("{\"max_attempts\":0}", NULL, &over, "m", msg, sizeof msg),
                      -1);
@@ -127,9 +126,8 @@ static void resilience_section_parses_every_part(void **state)
     assert_int_equal(b.cooldown_ms, 9);
     assert_true(b.try_closest);
     assert_int_equal(q.max_waiting, 0);
-    assert_int_equal(rs_resilience_parse("{\"breaker\":{\"failure_rate\":2}}", &p, &b, &q, msg,
-                                         sizeof msg),
-                     -1);
+    assert_int_equal(
+        rs_resilience_parse("{\"breaker\":{\"failure_rate\":2}}", &p, &b, &q, msg, sizeof msg), -1);
     assert_int_equal(rs_resilience_parse("[]", &p, &b, &q, msg, sizeof msg), -1);
     assert_int_equal(rs_resilience_parse("{\"retries\":{}}", &p, &b, &q, msg, sizeof msg), -1);
 }
