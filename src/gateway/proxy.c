@@ -111,8 +111,9 @@ struct exchange {
     char up_ctype[128];
     char up_retry_after[64];
     int head_seen;
-    int sse;       /* the upstream answers with an event stream */
-    int streaming; /* the client has the response head of a stream */
+    int body_complete; /* the upstream's whole answer is in ex->resp */
+    int sse;           /* the upstream answers with an event stream */
+    int streaming;     /* the client has the response head of a stream */
     int saw_done;
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
@@ -581,7 +582,7 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     ex->last_len = 0;
     ex->last_status = 0;
     ex->last_retry_after[0] = '\0';
-    if (ex->up_status >= 300 && !ex->sse) {
+    if (ex->up_status >= 300 && !ex->sse && ex->body_complete) {
         /* Keep the upstream's own answer, to relay if nothing else works. */
         ex->last_status = ex->up_status;
         ex->last_body = ex->resp;
@@ -984,6 +985,7 @@ static void on_done(void *arg, enum up_error err, const char *message)
         failed(ex, rs_class_of_transport(err, ex->head_seen), message);
         return;
     }
+    ex->body_complete = 1;
     if (ex->up_status >= 300) {
         failed(ex, rs_class_of_status(ex->up_status, ex->resp, ex->resp_len, ex->up_retry_after),
                "the upstream answered with an error status");
@@ -1100,6 +1102,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_ctype[0] = '\0';
     ex->up_retry_after[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->content_seen = 0;
+    ex->body_complete = 0;
     ex->held_len = ex->held_ok = 0;
     ex->resp_len = 0;
     ex->t_first = 0;

@@ -32,7 +32,7 @@ from gwtest import (HOST, Fake, Gateway, chat, check, closed_port, error_shape, 
 
 HELLO = [{"role": "user", "content": "hello"}]
 
-TIMEOUTS = {"connect_ms": 500, "first_byte_ms": 400, "idle_ms": 300, "total_ms": 5000}
+TIMEOUTS = {"connect_ms": 500, "first_byte_ms": 1000, "idle_ms": 600, "total_ms": 8000}
 RETRY = {"base_delay_ms": 20, "max_delay_ms": 100, "deadline_ms": 4000,
          "max_retry_after_ms": 1500}
 BREAKER = {"consecutive_failures": 3, "cooldown_ms": 600, "min_requests": 50}
@@ -175,7 +175,7 @@ def attempts(gw_bin, fake_bin):
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
         took = time.monotonic() - t0
         assert st == 200 and h["x-llmroute-model"] == "c" and h["x-llmroute-attempts"] == "2"
-        assert 0.45 < took < 2.0, took  # connect_ms is 500
+        assert 0.45 < took < 3.0, took  # connect_ms is 500
         m = g.metrics()
         assert m['llmroute_upstream_attempts_total{model="syn",class="connect_timeout"}'] == 1, \
             [k for k in m if "syn" in k]
@@ -193,7 +193,7 @@ def attempts(gw_bin, fake_bin):
         took = time.monotonic() - t0
         assert st == 200 and h["x-llmroute-model"] == "c" and j["model"] == "up-c", (st, h, j)
         assert h["x-llmroute-attempts"] == "2" and w.stats("b") == 1 and w.stats("c") == 1
-        assert 0.35 < took < 2.0, took  # first_byte_ms is 400
+        assert 0.95 < took < 4.0, took  # first_byte_ms is 1000
         st, h, j, _ = chat(gw.port, {"model": "b", "messages": HELLO})
         assert st == 504 and error_shape(j)["code"] == "upstream_timeout", (st, j)
     check("hung upstream: first-byte timeout, then the fallback answers", hang)
@@ -243,7 +243,7 @@ def attempts(gw_bin, fake_bin):
         # waited the Retry-After, retried b once (the half-open probe), then fell back
         assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
         assert w.stats("b") == 2 and h["x-llmroute-attempts"] == "3", (w.stats("b"), h)
-        assert 0.95 < took < 3, took
+        assert 0.95 < took < 4, took
         # alone: the upstream's 429 is relayed with its Retry-After
         st, h, j, _ = chat(g.port, {"model": "c", "messages": HELLO})
         assert st == 200
@@ -253,13 +253,13 @@ def attempts(gw_bin, fake_bin):
 
     def slow_first_byte():
         gw = fresh()
-        w.set("b", "delay_ms=800")
+        w.set("b", "delay_ms=1500")
         st, h, j, _ = chat(gw.port, {"model": "r", "messages": HELLO})
         assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
         st, h, ev, _ = stream_chat(gw.port, {"model": "r", "messages": HELLO})
         assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
         assert_complete_stream(ev)
-        w.set("b", "delay_ms=150")
+        w.set("b", "delay_ms=200")
         st, h, j, _ = chat(gw.port, {"model": "r", "messages": HELLO})
         assert st == 200 and h["x-llmroute-model"] == "b" and h["x-llmroute-attempts"] == "1"
     check("first byte later than first_byte_ms falls back (stream and not); "
@@ -479,7 +479,8 @@ def breaker(gw_bin, fake_bin):
     check("breaker: opens on the failure rate over the window", failure_rate)
 
     def no_retry_storm():
-        g = w.gateway()
+        # Generous timeouts: under a loaded machine a slow answer must not pass for a fault.
+        g = w.gateway(resilience={"timeouts": {"first_byte_ms": 5000, "idle_ms": 5000}})
         w.set("b", "status=429;retry_after=2")
         duration, clients = 4.0, 8
         end = time.monotonic() + duration
@@ -505,7 +506,8 @@ def breaker(gw_bin, fake_bin):
               "(%.2f/s, bound %.2f/s)" % (len(answers), upstream, elapsed, rate, bound))
         assert len(answers) > 100, len(answers)
         assert rate <= bound, (rate, bound)
-        assert all(st in (429, 503) and ra for st, ra in answers), answers[:5]
+        bad = [a for a in answers if a[0] not in (429, 503) or not a[1]]
+        assert not bad, bad[:5]
         stop(g)
     check("no retry storm: 429 Retry-After 2 keeps upstream attempts under the bound",
           no_retry_storm)
