@@ -67,6 +67,16 @@ wait_http() { for _ in $(seq 300); do curl -s -o /dev/null --max-time 1 "$1" && 
 ms() { python3 -c "print('%.3f' % ($1 / 1000))"; }  # microseconds -> ms
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' /proc/$1/status; }
+# CPU accounting, to tell what the rest of the machine was doing during a section:
+# jiffies busy on the whole machine, and used by this script's processes.
+machine_busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+proc_cpu() { local t=0 p; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+# `times` must run in this shell (not a subshell) to see its finished children.
+children_cpu_file() { times >"$TMP/times"; }
+children_cpu() { tail -1 "$TMP/times" | python3 -c '
+import re, sys
+v = [float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())]
+print(int(round(sum(v) * '"$(getconf CLK_TCK)"')))'; }  # in jiffies
 
 # ---- the upstream ----
 $PIN_LOAD "$FAKE" --listen 127.0.0.1:0 --port-file "$TMP/fake.port" 2>"$TMP/fake.err" &
@@ -177,9 +187,12 @@ rate_run() {
         --seconds "$RATE_SECS" --warmup 1 --body "${BODY/MODEL/$model}" | grep '^RESULT' | cut -d' ' -f2-)
     echo "$2 ${r:-0 0 0 0 0 0 0 0 0}" >>"$TMP/rate.$1"
 }
+children_cpu_file; BUSY0=$(machine_busy); OURS0=$(( $(proc_cpu "${PIDS[@]}") + $(children_cpu) )); T0=$(date +%s.%N)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
     for t in $TARGETS; do rate_run "$t" "$round"; done
 done
+children_cpu_file; BUSY1=$(machine_busy); OURS1=$(( $(proc_cpu "${PIDS[@]}") + $(children_cpu) )); T1=$(date +%s.%N)
 python3 - "$TMP" "$RATE" $TARGETS <<'PY'
 import statistics, sys
 tmp, rate, targets = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
@@ -208,6 +221,14 @@ for t in targets[1:]:
           "p99 %+.3f ms, p99.9 %+.3f ms; target p99 < 1 ms at %.0f req/s: %s"
           % (t, o50, o99, o999, rate, verdict))
 PY
+python3 -c "
+hz, n = $(getconf CLK_TCK), $(nproc)
+secs = $T1 - $T0
+busy, ours = ($BUSY1 - $BUSY0) / hz, ($OURS1 - $OURS0) / hz
+print('   during this section (%.0f s): the machine was %.0f%% busy (of %d cores); this benchmark\'s'
+      ' processes used %.0f%%, other processes %.0f%%; load average before: $LOAD0'
+      % (secs, 100 * busy / secs / n, n, 100 * ours / secs / n, 100 * max(busy - ours, 0) / secs / n))
+"
 # The gateway's own view: request time not spent waiting on the upstream.
 curl -s "http://127.0.0.1:$GW_PORT/metrics" | python3 -c '
 import sys
