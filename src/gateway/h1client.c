@@ -196,14 +196,6 @@ static int resolve_numeric(const struct url_parts *u, struct sockaddr_storage *s
     return -1;
 }
 
-int h1_url_supported(const char *url)
-{
-    struct url_parts u;
-    struct sockaddr_storage ss;
-    socklen_t len;
-    return url && parse_url(url, &u) == 0 && resolve_numeric(&u, &ss, &len) == 0;
-}
-
 /* ==== Hosts and connections ==== */
 
 static struct h1_host *host_get(struct h1_client *cl, const struct url_parts *u)

@@ -17,7 +17,8 @@
  * stops, so TCP pushes back on the upstream); connect and total timeouts; one
  * retry on a fresh connection when a reused one turns out to be closed before
  * any byte of the response arrived (as curl does). Hosts must be numeric IPv4
- * or IPv6 addresses or `localhost`: no name resolution on the event loop.
+ * or IPv6 addresses: no name resolution on the event loop (libcurl, with its
+ * threaded resolver, takes host names).
  *
  * Callbacks are never called from inside h1_xfer_start(); a transfer may be
  * aborted from inside its own callbacks, after which none runs.
@@ -38,12 +39,10 @@ struct h1_client *h1_client_new(struct event_base *base);
 /* Abort every transfer (no callbacks), close every connection, free. */
 void h1_client_free(struct h1_client *client);
 
-/* 1 if this client can take the URL: http://, a numeric or localhost host,
- * an optional port, and the rest no longer than the client accepts. */
-int h1_url_supported(const char *url);
-
-/* As up_xfer_start(): NULL on allocation failure or an unsupported URL, and
- * then no callback runs. */
+/* As up_xfer_start(): NULL on allocation failure or a URL this client does
+ * not take (not http://, a host that is not a numeric IPv4 or IPv6 address,
+ * a path over 8 KiB, bytes outside printable ASCII, a line break in the
+ * authorization value); then no callback runs. */
 struct h1_xfer *h1_xfer_start(struct h1_client *client, const struct up_request *req,
                               const struct up_callbacks *cb, void *arg);
 void h1_xfer_resume(struct h1_xfer *xfer);
