@@ -157,6 +157,33 @@ def no_content(c):
     c.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
 
 
+def mutated(seed):
+    """A valid chunked answer with a few bytes changed, cut short or padded, from a
+    fixed seed; the connection closes after it, so every case ends."""
+    import random
+    rnd = random.Random(seed)
+    body = OK_BODY
+    wire = bytearray(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" +
+                     b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    for _ in range(rnd.randint(1, 4)):
+        kind = rnd.randrange(4)
+        i = rnd.randrange(len(wire))
+        if kind == 0:
+            wire[i] = rnd.randrange(256)
+        elif kind == 1:
+            del wire[i:]
+        elif kind == 2:
+            wire[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 64)))
+        elif wire:
+            wire[i:i] = rnd.choice([b"\r\n", b"\n", b":", b"ffffffffffffffffff", b"0\r\n\r\n"])
+
+    def step(c):
+        c.sendall(bytes(wire))
+        return "close"
+    return step
+
+
 def run(gw_bin, env):
     up = Scripted()
     cfg = {"models": [{"name": "s", "backend": "openai", "api_key_env": "LLMROUTE_IT_KEY",
@@ -234,6 +261,17 @@ def run(gw_bin, env):
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
     check(tag + "reset before the head: 502", expect_502, reset_before_head)
+    def mutations():
+        seen = {}
+        for seed in range(40):
+            up.steps.put(mutated(seed))
+            st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO}, timeout=10)
+            assert st in (200, 502, 504), (seed, st, raw)
+            seen[st] = seen.get(st, 0) + 1
+        print("     statuses: %s" % seen)
+        assert seen.get(502) and seen.get(200), seen  # both paths were exercised
+
+    check(tag + "40 mangled answers (fixed seeds): each ends in 200, 502 or 504", mutations)
     check(tag + "still serving after all of it", expect_ok, ok_with_length)
 
 
