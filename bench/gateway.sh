@@ -7,11 +7,22 @@
 #   bench/gateway.sh BUILD_DIR
 #
 # Prints, for each target, throughput and p50/p99 latency at fixed concurrency
-# (saturation); then direct vs llmroute paced to about 5,000 requests/s (wrk's
-# per-connection delay(), since wrk2 is not packaged), with llmroute's overhead
-# over direct; then llmroute's RSS as requests accumulate to 1,000,000.
+# (wrk, saturation); then direct vs llmroute at a FIXED RATE (bench/loadgen, an
+# open-loop generator: latency from each request's scheduled send time, so a
+# stall counts for every request it delays), several rounds alternating the
+# targets, medians over rounds, and llmroute's overhead over direct; then
+# llmroute's RSS as requests accumulate to 1,000,000.
+#
+# The fixed-rate section also runs a second llmroute forced onto libcurl for
+# its upstream leg (LLMROUTE_UPSTREAM_CLIENT=curl), the gateway's previous
+# upstream client, so the two are compared in the same run.
+#
 # Environment: FAKE_UPSTREAM (path), BENCH_SECONDS (default 10), BENCH_CONNS
-# (default 32), BENCH_TOTAL (default 1000000), BENCH_SKIP_PORTKEY=1.
+# (default 32), BENCH_TOTAL (default 1000000), BENCH_SKIP_PORTKEY=1,
+# BENCH_RATE (default 5000), BENCH_RATE_CONNS (default 32), BENCH_ROUNDS
+# (default 5), BENCH_RATE_SECONDS (default 10 per target per round),
+# BENCH_SKIP_CURL=1, BENCH_PIN=1 (gateways on CPU 1; upstream and load
+# generators on CPU 0: each side gets a core instead of the scheduler's mix).
 set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 cd "$(dirname "$0")/.."
@@ -33,11 +44,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in wrk python3; do
+for tool in wrk python3 taskset; do
     command -v $tool >/dev/null || { echo "gateway bench: $tool is missing (make bench installs it)"; exit 1; }
 done
 [ -x "$LLMROUTE" ] || { echo "gateway bench: $LLMROUTE not built"; exit 1; }
 [ -x "$FAKE" ] || { echo "gateway bench: fake upstream $FAKE not built"; exit 1; }
+LOADGEN=$BUILD/bench/loadgen
+[ -x "$LOADGEN" ] || { echo "gateway bench: $LOADGEN not built"; exit 1; }
+RATE=${BENCH_RATE:-5000}
+RATE_CONNS=${BENCH_RATE_CONNS:-32}
+ROUNDS=${BENCH_ROUNDS:-5}
+RATE_SECS=${BENCH_RATE_SECONDS:-10}
+# Pinning: the gateways on one core, the upstream and the load generators on the other.
+PIN_GW="" PIN_LOAD=""
+if [ "${BENCH_PIN:-0}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    PIN_GW="taskset -c 1" PIN_LOAD="taskset -c 0"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port_file() { for _ in $(seq 200); do [ -s "$1" ] && { cat "$1"; return 0; }; sleep 0.05; done; return 1; }
@@ -45,9 +67,19 @@ wait_http() { for _ in $(seq 300); do curl -s -o /dev/null --max-time 1 "$1" && 
 ms() { python3 -c "print('%.3f' % ($1 / 1000))"; }  # microseconds -> ms
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' /proc/$1/status; }
+# CPU accounting, to tell what the rest of the machine was doing during a section:
+# jiffies busy on the whole machine, and used by this script's processes.
+machine_busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+proc_cpu() { local t=0 p; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+# `times` must run in this shell (not a subshell) to see its finished children.
+children_cpu_file() { times >"$TMP/times"; }
+children_cpu() { tail -1 "$TMP/times" | python3 -c '
+import re, sys
+v = [float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())]
+print(int(round(sum(v) * '"$(getconf CLK_TCK)"')))'; }  # in jiffies
 
 # ---- the upstream ----
-"$FAKE" --listen 127.0.0.1:0 --port-file "$TMP/fake.port" 2>"$TMP/fake.err" &
+$PIN_LOAD "$FAKE" --listen 127.0.0.1:0 --port-file "$TMP/fake.port" 2>"$TMP/fake.err" &
 PIDS+=($!)
 FAKE_PORT=$(wait_port_file "$TMP/fake.port") || { cat "$TMP/fake.err"; exit 1; }
 
@@ -59,10 +91,17 @@ cat >"$TMP/llmroute.json" <<EOF
  "server": {"listen": "127.0.0.1:0"}}
 EOF
 # Request logging stays on (one JSON line per request), written to /dev/null.
-"$LLMROUTE" serve --config "$TMP/llmroute.json" --port-file "$TMP/gw.port" 2>/dev/null &
+$PIN_GW "$LLMROUTE" serve --config "$TMP/llmroute.json" --port-file "$TMP/gw.port" 2>/dev/null &
 GW_PID=$!
 PIDS+=($GW_PID)
 GW_PORT=$(wait_port_file "$TMP/gw.port") || { echo "llmroute did not start"; exit 1; }
+CURL_PORT=""
+if [ "${BENCH_SKIP_CURL:-0}" != 1 ]; then
+    LLMROUTE_UPSTREAM_CLIENT=curl $PIN_GW "$LLMROUTE" serve --config "$TMP/llmroute.json" \
+        --port-file "$TMP/gwcurl.port" 2>/dev/null &
+    PIDS+=($!)
+    CURL_PORT=$(wait_port_file "$TMP/gwcurl.port") || { echo "llmroute (curl) did not start"; exit 1; }
+fi
 
 # ---- Portkey ----
 PK_PORT=""
@@ -77,7 +116,7 @@ if [ "${BENCH_SKIP_PORTKEY:-0}" != 1 ]; then
             { cat "$TMP/npm.log"; echo "gateway bench: npm could not install Portkey"; exit 1; }
     fi
     PK_PORT=$(free_port)
-    (cd "$NPM" && exec node --import "$SRC/bench/gateway/bind-local.mjs" \
+    (cd "$NPM" && exec $PIN_GW node --import "$SRC/bench/gateway/bind-local.mjs" \
         node_modules/@portkey-ai/gateway/build/start-server.js --port="$PK_PORT") \
         >"$TMP/portkey.log" 2>&1 &
     PIDS+=($!)
@@ -90,7 +129,7 @@ PK_HEADERS="x-portkey-provider: openai|x-portkey-custom-host: http://127.0.0.1:$
 
 # run NAME URL MODEL HEADERS CONNS SECONDS DELAY_MS -> "requests seconds p50 p90 p99 p999 max errors"
 run() {
-    WRK_MODEL=$3 WRK_HEADERS=$4 WRK_DELAY_MS=$7 wrk -t1 -c"$5" -d"$6"s -s "$LUA" "$2" \
+    WRK_MODEL=$3 WRK_HEADERS=$4 WRK_DELAY_MS=$7 $PIN_LOAD wrk -t1 -c"$5" -d"$6"s -s "$LUA" "$2" \
         >"$TMP/wrk.$1.out" 2>&1 || true
     grep '^RESULT' "$TMP/wrk.$1.out" | tail -1 | cut -d' ' -f2- || echo "0 1 0 0 0 0 0 1"
 }
@@ -129,22 +168,67 @@ fi
 echo "llmroute / direct throughput:  $(python3 -c "print(f'{${RPS[llmroute]}/${RPS[direct]}:.2f}')")"
 
 echo
-echo "-- paced: 50 connections x (request, 10 ms pause) ~ 5,000 req/s, 20s each --"
-printf '%-10s %12s %10s %10s %10s %10s %8s\n' target req/s p50_ms p90_ms p99_ms p99.9_ms errors
-declare -A P50 P99 P999
-for t in direct llmroute; do
-    case $t in
+echo "-- fixed rate: $RATE req/s over $RATE_CONNS connections (bench/loadgen, open loop)," \
+     "$ROUNDS rounds x ${RATE_SECS}s per target, 1s warm-up each; medians over rounds --"
+[ -n "$PIN_GW" ] && echo "   pinned: gateways on CPU 1, fake upstream and loadgen on CPU 0"
+BODY='{"model":"MODEL","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"What is the capital of France?"}],"temperature":0.2,"max_tokens":16}'
+TARGETS="direct llmroute"
+[ -n "$CURL_PORT" ] && TARGETS="$TARGETS llmroute-curl"
+# rate_run TARGET ROUND -> appends "round sched done errors rps p50 p90 p99 p999 max" to $TMP/rate.TARGET
+rate_run() {
+    local url model
+    case $1 in
     direct) url=$DIRECT_URL; model=fake ;;
     llmroute) url=$GW_URL; model=auto ;;
+    llmroute-curl) url=http://127.0.0.1:$CURL_PORT/v1/chat/completions; model=auto ;;
     esac
-    read -r n s p50 p90 p99 p999 max err <<<"$(run "$t-paced" "$url" "$model" "" 50 20 10)"
-    P50[$t]=$p50; P99[$t]=$p99; P999[$t]=$p999
-    printf '%-10s %12s %10.3f %10.3f %10.3f %10.3f %8s\n' "$t" "$(python3 -c "print(round($n/$s))")" \
-        "$(ms $p50)" "$(ms $p90)" "$(ms $p99)" \
-        "$(ms $p999)" "$err"
+    local r
+    r=$($PIN_LOAD "$LOADGEN" --url "$url" --rate "$RATE" --conns "$RATE_CONNS" \
+        --seconds "$RATE_SECS" --warmup 1 --body "${BODY/MODEL/$model}" | grep '^RESULT' | cut -d' ' -f2-)
+    echo "$2 ${r:-0 0 0 0 0 0 0 0 0}" >>"$TMP/rate.$1"
+}
+children_cpu_file; BUSY0=$(machine_busy); OURS0=$(( $(proc_cpu "${PIDS[@]}") + $(children_cpu) )); T0=$(date +%s.%N)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+for round in $(seq "$ROUNDS"); do
+    for t in $TARGETS; do rate_run "$t" "$round"; done
 done
-echo "llmroute overhead over direct: p50 +$(ms $((P50[llmroute] - P50[direct]))) ms," \
-     "p99 +$(ms $((P99[llmroute] - P99[direct]))) ms (target p99 < 1 ms)"
+children_cpu_file; BUSY1=$(machine_busy); OURS1=$(( $(proc_cpu "${PIDS[@]}") + $(children_cpu) )); T1=$(date +%s.%N)
+python3 - "$TMP" "$RATE" $TARGETS <<'PY'
+import statistics, sys
+tmp, rate, targets = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+rows = {}
+for t in targets:
+    rows[t] = [list(map(float, l.split())) for l in open("%s/rate.%s" % (tmp, t))]
+med = lambda xs: statistics.median(xs)
+ms = lambda us: us / 1000.0
+print("%-14s %9s %9s %9s %9s %10s %8s" % ("target", "req/s", "p50_ms", "p90_ms", "p99_ms",
+                                         "p99.9_ms", "errors"))
+for t in targets:
+    r = rows[t]
+    print("%-14s %9.0f %9.3f %9.3f %9.3f %10.3f %8d" % (
+        t, med([x[4] for x in r]), ms(med([x[5] for x in r])), ms(med([x[6] for x in r])),
+        ms(med([x[7] for x in r])), ms(med([x[8] for x in r])), sum(int(x[3]) for x in r)))
+print("per round, p99 ms:" + "".join("  %s %s" % (t, " ".join("%.2f" % ms(x[7]) for x in rows[t]))
+                                     for t in targets))
+d = rows["direct"]
+for t in targets[1:]:
+    g = rows[t]
+    o50 = med([ms(a[5] - b[5]) for a, b in zip(g, d)])
+    o99 = med([ms(a[7] - b[7]) for a, b in zip(g, d)])
+    o999 = med([ms(a[8] - b[8]) for a, b in zip(g, d)])
+    verdict = "met" if o99 < 1.0 and med([a[4] for a in g]) >= 0.98 * rate else "NOT met"
+    print("%s overhead over direct (median of per-round differences): p50 %+.3f ms, "
+          "p99 %+.3f ms, p99.9 %+.3f ms; target p99 < 1 ms at %.0f req/s: %s"
+          % (t, o50, o99, o999, rate, verdict))
+PY
+python3 -c "
+hz, n = $(getconf CLK_TCK), $(nproc)
+secs = $T1 - $T0
+busy, ours = ($BUSY1 - $BUSY0) / hz, ($OURS1 - $OURS0) / hz
+print('   during this section (%.0f s): the machine was %.0f%% busy (of %d cores); this benchmark\'s'
+      ' processes used %.0f%%, other processes %.0f%%; load average before: $LOAD0'
+      % (secs, 100 * busy / secs / n, n, 100 * ours / secs / n, 100 * max(busy - ours, 0) / secs / n))
+"
 # The gateway's own view: request time not spent waiting on the upstream.
 curl -s "http://127.0.0.1:$GW_PORT/metrics" | python3 -c '
 import sys

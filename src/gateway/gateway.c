@@ -87,9 +87,20 @@ static void line_put(struct line *l, const char *fmt, ...)
         l->len += (size_t)n < sizeof l->buf - l->len ? (size_t)n : sizeof l->buf - l->len - 1;
 }
 
+/* Append n bytes as they are (no formatting: most of a line is this). */
+static void line_raw(struct line *l, const char *s, size_t n)
+{
+    if (n > sizeof l->buf - 1 - l->len)
+        n = l->len < sizeof l->buf - 1 ? sizeof l->buf - 1 - l->len : 0;
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
 static void line_str(struct line *l, const char *key, const char *v)
 {
-    line_put(l, ",\"%s\":\"", key);
+    line_raw(l, ",\"", 2);
+    line_raw(l, key, strlen(key));
+    line_raw(l, "\":\"", 3);
     for (const unsigned char *p = (const unsigned char *)v; *p && l->len + 8 < sizeof l->buf;
          p++) {
         if (*p == '"' || *p == '\\')
@@ -99,7 +110,7 @@ static void line_str(struct line *l, const char *key, const char *v)
         else
             l->buf[l->len++] = (char)*p;
     }
-    line_put(l, "\"");
+    line_raw(l, "\"", 1);
 }
 
 static void line_write(struct line *l)

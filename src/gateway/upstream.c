@@ -1,5 +1,11 @@
 /* upstream.c -- libcurl multi_socket on a libevent loop (see upstream.h).
  *
+ * Plain http:// URLs to numeric hosts go to the gateway's own HTTP/1.1
+ * client (h1client.c), which costs a fraction of libcurl's CPU and system
+ * calls per request; a transfer here then only forwards its callbacks. The
+ * rest (https://, host names) and every URL when a proxy is set in the
+ * environment, or when LLMROUTE_UPSTREAM_CLIENT=curl, stay with libcurl.
+ *
  * The pattern is curl's docs/examples/multi-event.c: curl tells us which
  * sockets to watch (sock_cb) and when to wake it (timer_cb); libevent calls
  * back and we hand the event to curl_multi_socket_action(), then collect
@@ -22,6 +28,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "h1client.h"
 #include "upstream.h"
 
 #define MAX_IDLE_EASY 64
@@ -33,6 +40,7 @@ struct up_client {
     CURL *idle[MAX_IDLE_EASY];
     int n_idle;
     struct up_xfer *xfers; /* live transfers, for up_client_free */
+    struct h1_client *h1;  /* for http:// URLs, or NULL: libcurl for all */
 };
 
 struct up_xfer {
@@ -49,6 +57,7 @@ struct up_xfer {
     int aborted;
     int in_cb;
     char errbuf[CURL_ERROR_SIZE];
+    struct h1_xfer *h1; /* a transfer of h1client's (no easy handle), or NULL */
 };
 
 struct sock_ctx {
@@ -69,6 +78,11 @@ static void xfer_unlink_free(struct up_xfer *x)
         cl->xfers = x->next;
     if (x->next)
         x->next->prev = x->prev;
+    if (x->h1 || !x->easy) {
+        h1_xfer_abort(x->h1); /* no-op for NULL */
+        free(x);
+        return;
+    }
     curl_multi_remove_handle(cl->multi, x->easy);
     if (cl->n_idle < MAX_IDLE_EASY) {
         curl_easy_reset(x->easy);
@@ -275,6 +289,33 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
+/* ==== Transfers on h1client ==== */
+
+static void h1_on_head(void *arg, const struct up_head *head)
+{
+    struct up_xfer *x = arg;
+    if (x->cb.on_head)
+        x->cb.on_head(x->arg, head);
+}
+
+static int h1_on_data(void *arg, const char *data, size_t len)
+{
+    struct up_xfer *x = arg;
+    return x->cb.on_data(x->arg, data, len);
+}
+
+static void h1_on_done(void *arg, enum up_error err, const char *message)
+{
+    struct up_xfer *x = arg;
+    void (*done)(void *, enum up_error, const char *) = x->cb.on_done;
+    void *done_arg = x->arg;
+    x->h1 = NULL; /* h1client has freed its transfer */
+    xfer_unlink_free(x);
+    done(done_arg, err, message);
+}
+
+static const struct up_callbacks h1_forward = {h1_on_head, h1_on_data, h1_on_done};
+
 struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req,
                               const struct up_callbacks *cb, void *arg)
 {
@@ -287,6 +328,13 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     x->cl = cl;
     x->cb = *cb;
     x->arg = arg;
+    if (cl->h1 && (x->h1 = h1_xfer_start(cl->h1, req, &h1_forward, x))) {
+        x->next = cl->xfers;
+        if (cl->xfers)
+            cl->xfers->prev = x;
+        cl->xfers = x;
+        return x;
+    }
     x->easy = cl->n_idle ? cl->idle[--cl->n_idle] : curl_easy_init();
     if (!x->easy)
         goto fail;
@@ -349,6 +397,10 @@ void up_xfer_resume(struct up_xfer *x)
 {
     if (x->aborted)
         return;
+    if (x->h1) {
+        h1_xfer_resume(x->h1);
+        return;
+    }
     /* May deliver the held-back data at once, through write_cb. */
     curl_easy_pause(x->easy, CURLPAUSE_CONT);
 }
@@ -432,6 +484,26 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
     return 0;
 }
 
+/* libcurl honours proxy variables; h1client does not, so they send every
+ * URL to libcurl. */
+static int proxy_in_environment(void)
+{
+    static const char *const names[] = {"http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v)
+            return 1;
+    }
+    return 0;
+}
+
+/* LLMROUTE_UPSTREAM_CLIENT=curl: libcurl for every URL (for comparison). */
+static int curl_wanted(void)
+{
+    const char *v = getenv("LLMROUTE_UPSTREAM_CLIENT");
+    return v && strcmp(v, "curl") == 0;
+}
+
 struct up_client *up_client_new(struct event_base *base)
 {
     struct up_client *cl = calloc(1, sizeof *cl);
@@ -450,6 +522,9 @@ struct up_client *up_client_new(struct event_base *base)
     curl_multi_setopt(cl->multi, CURLMOPT_TIMERDATA, cl);
     /* Keep enough idle connections for a busy gateway's keep-alive. */
     curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    /* Without h1client (out of memory, or not wanted) libcurl takes all. */
+    if (!proxy_in_environment() && !curl_wanted())
+        cl->h1 = h1_client_new(base);
     return cl;
 }
 
@@ -461,6 +536,7 @@ void up_client_free(struct up_client *cl)
         cl->xfers->aborted = 1;
         xfer_unlink_free(cl->xfers);
     }
+    h1_client_free(cl->h1);
     for (int i = 0; i < cl->n_idle; i++)
         curl_easy_cleanup(cl->idle[i]);
     if (cl->multi)

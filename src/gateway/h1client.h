@@ -1,0 +1,51 @@
+/* h1client.h -- a small HTTP/1.1 client for plain http:// upstreams, on the
+ * gateway's libevent loop, behind the same transfer interface as upstream.h
+ * (upstream.c sends http:// URLs here and keeps libcurl for the rest).
+ *
+ * Why it exists: for a local upstream (vLLM, llama.cpp, a fake in a
+ * benchmark) the gateway's cost per request was mostly libcurl's per-transfer
+ * work and its extra system calls (a liveness poll() on every reused
+ * connection, socket re-registration with the event loop). This client does
+ * one writev() to send a request and one recv() per readable event, keeps
+ * each connection's read event registered for the connection's whole life,
+ * and parses responses in place.
+ *
+ * What it does: POST with Content-Length; per-host keep-alive pools (LIFO,
+ * bounded idle count); responses with Content-Length, chunked, or delimited
+ * by the connection's close; 1xx heads skipped; a cap on the response head
+ * (UP_ETOOBIG over it); pause/resume of the body for backpressure (reading
+ * stops, so TCP pushes back on the upstream); connect and total timeouts; one
+ * retry on a fresh connection when a reused one turns out to be closed before
+ * any byte of the response arrived (as curl does). Hosts must be numeric IPv4
+ * or IPv6 addresses: no name resolution on the event loop (libcurl, with its
+ * threaded resolver, takes host names).
+ *
+ * Callbacks are never called from inside h1_xfer_start(); a transfer may be
+ * aborted from inside its own callbacks, after which none runs.
+ *
+ * Threads: the event loop thread only.
+ */
+#ifndef GW_H1CLIENT_H
+#define GW_H1CLIENT_H
+
+#include "upstream.h"
+
+struct event_base;
+struct h1_client;
+struct h1_xfer;
+
+/* NULL on allocation failure. */
+struct h1_client *h1_client_new(struct event_base *base);
+/* Abort every transfer (no callbacks), close every connection, free. */
+void h1_client_free(struct h1_client *client);
+
+/* As up_xfer_start(): NULL on allocation failure or a URL this client does
+ * not take (not http://, a host that is not a numeric IPv4 or IPv6 address,
+ * a path over 8 KiB, bytes outside printable ASCII, a line break in the
+ * authorization value); then no callback runs. */
+struct h1_xfer *h1_xfer_start(struct h1_client *client, const struct up_request *req,
+                              const struct up_callbacks *cb, void *arg);
+void h1_xfer_resume(struct h1_xfer *xfer);
+void h1_xfer_abort(struct h1_xfer *xfer);
+
+#endif

@@ -1,0 +1,283 @@
+"""test_upstream_client.py -- the gateway's HTTP/1.1 upstream client (h1client.c)
+against a scripted upstream that misbehaves byte by byte.
+
+    python3 test_upstream_client.py LLMROUTE
+
+The scripted upstream is a thread in this process on 127.0.0.1: for each
+request it reads the head and the Content-Length body, records the head, and
+plays the next step of the test's script on the raw socket (framing variants,
+interim 1xx heads, an oversized head, garbage, a reset in the body, closing
+after a response). The gateway makes one attempt per request and has no
+breaker here, so each request plays exactly one step. Every test goes through `llmroute serve` and checks what
+the client sees; the gateway must still serve afterwards and exit 0 on SIGTERM.
+Run twice: with the default client and with LLMROUTE_UPSTREAM_CLIENT=curl, so
+both implementations behind upstream.h answer the same way.
+"""
+import json
+import os
+import queue
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import HOST, Gateway, chat, check, error_shape, finish, workdir  # noqa
+
+HELLO = [{"role": "user", "content": "hello"}]
+OK_BODY = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+    {"index": 0, "message": {"role": "assistant", "content": "hi there"},
+     "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 2,
+                                          "total_tokens": 5}}).encode()
+
+
+class Scripted:
+    """A raw upstream: each request consumes one step from `steps`."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.steps = queue.Queue()
+        self.heads = []
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        c.settimeout(20)
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    b = c.recv(65536)
+                    if not b:
+                        return
+                    buf += b
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        length = int(v.strip())
+                while len(buf) < length:
+                    b = c.recv(65536)
+                    if not b:
+                        return
+                    buf += b
+                buf = buf[length:]
+                self.heads.append(head.decode("latin-1"))
+                step = self.steps.get(timeout=10)
+                if step(c) == "close":
+                    return
+        except (OSError, queue.Empty):
+            return
+        finally:
+            c.close()
+
+
+def ok_with_length(c):
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+              % len(OK_BODY) + OK_BODY)
+
+
+def chunked_pieces(c):
+    # Chunk extensions, a lower-case hex size, a trailer, and the bytes trickled in
+    # pieces that split size lines and CRLFs.
+    body = OK_BODY
+    a, b = body[:7], body[7:]
+    wire = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" +
+            b"%x;name=value\r\n" % len(a) + a + b"\r\n" +
+            b"%x\r\n" % len(b) + b + b"\r\n" + b"0\r\nX-Trailer: yes\r\n\r\n")
+    for i in range(0, len(wire), 5):
+        c.sendall(wire[i:i + 5])
+        time.sleep(0.002)
+
+
+def close_delimited(c):
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+              + OK_BODY)
+    return "close"
+
+
+def interim_then_ok(c):
+    c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    time.sleep(0.01)
+    ok_with_length(c)
+
+
+def huge_head(c):
+    c.sendall(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 300000 + b"\r\nContent-Length: 2\r\n\r\n{}")
+    return "close"
+
+
+def garbage(c):
+    c.sendall(b"SPDY/9 what\r\n\r\n")
+    return "close"
+
+
+def reset_mid_body(c):
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+              + OK_BODY[:20])
+    time.sleep(0.05)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return "close"
+
+
+def reset_before_head(c):
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return "close"
+
+
+def ok_then_close(c):
+    ok_with_length(c)
+    return "close"
+
+
+def error_400(c):
+    body = b'{"error":{"message":"bad thing","type":"invalid_request_error","param":null,' \
+           b'"code":null}}'
+    c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def no_content(c):
+    c.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
+def mutated(seed):
+    """A valid chunked answer with a few bytes changed, cut short or padded, from a
+    fixed seed; the connection closes after it, so every case ends."""
+    import random
+    rnd = random.Random(seed)
+    body = OK_BODY
+    wire = bytearray(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" +
+                     b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    for _ in range(rnd.randint(1, 4)):
+        kind = rnd.randrange(4)
+        i = rnd.randrange(len(wire))
+        if kind == 0:
+            wire[i] = rnd.randrange(256)
+        elif kind == 1:
+            del wire[i:]
+        elif kind == 2:
+            wire[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 64)))
+        elif wire:
+            wire[i:i] = rnd.choice([b"\r\n", b"\n", b":", b"ffffffffffffffffff", b"0\r\n\r\n"])
+
+    def step(c):
+        c.sendall(bytes(wire))
+        return "close"
+    return step
+
+
+def run(gw_bin, env):
+    up = Scripted()
+    cfg = {"models": [{"name": "s", "backend": "openai", "api_key_env": "LLMROUTE_IT_KEY",
+                       "base_url": "http://127.0.0.1:%d/v1" % up.port}],
+           # One attempt per request and no breaker: each request plays one step.
+           "server": {"upstream_timeout_ms": 5000,
+                      "resilience": {"retry": {"max_attempts": 1},
+                                     "breaker": {"consecutive_failures": 0,
+                                                 "failure_rate": 0}}}}
+    e = {"LLMROUTE_IT_KEY": "sk-test"}
+    e.update(env)
+    gw = Gateway(gw_bin, workdir(), cfg, env=e)
+    tag = "[%s] " % (env.get("LLMROUTE_UPSTREAM_CLIENT") or "default")
+
+    def expect_ok(step):
+        up.steps.put(step)
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200, (st, raw)
+        assert j["choices"][0]["message"]["content"] == "hi there", j
+
+    def expect_502(step):
+        up.steps.put(step)
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 502, (st, raw)
+        error_shape(j)
+
+    def request_head():
+        up.steps.put(ok_with_length)
+        st, _, _, _ = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200
+        head = up.heads[-1].lower()
+        assert head.startswith("post /v1/chat/completions http/1.1\r\n"), head
+        assert "\r\nhost: 127.0.0.1:%d" % up.port in head, head
+        assert "\r\nauthorization: bearer sk-test" in head, head
+        assert "\r\ncontent-type: application/json" in head, head
+        assert "\r\ncontent-length: " in head, head
+        assert "expect:" not in head, head
+
+    def keep_alive_reused():
+        before = up.connections
+        for _ in range(5):
+            expect_ok(ok_with_length)
+        assert up.connections - before <= 1, up.connections - before
+
+    def status_passed_through():
+        up.steps.put(error_400)
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 400, (st, raw)
+        assert j["error"]["message"] == "bad thing", j
+
+    def empty_204():
+        # The transfer must end at the head (no body follows a 204); what the
+        # gateway then makes of an empty answer is its policy's business.
+        up.steps.put(no_content)
+        t = time.monotonic()
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st in (204, 502) and time.monotonic() - t < 2, (st, raw)
+
+    def closed_after_response():
+        expect_ok(ok_then_close)
+        time.sleep(0.2)  # the pooled connection is closed by now
+        expect_ok(ok_with_length)
+
+    check(tag + "request head: host, authorization, content type and length", request_head)
+    check(tag + "keep-alive: five requests on one connection", keep_alive_reused)
+    check(tag + "chunked body with extensions and a trailer, in 5-byte pieces",
+          expect_ok, chunked_pieces)
+    check(tag + "body delimited by the connection's close", expect_ok, close_delimited)
+    check(tag + "interim 100 head skipped", expect_ok, interim_then_ok)
+    check(tag + "upstream status and body passed through", status_passed_through)
+    check(tag + "204: the transfer ends at the head", empty_204)
+    check(tag + "a connection the upstream closed after a response is not reused",
+          closed_after_response)
+    check(tag + "oversized response head: 502", expect_502, huge_head)
+    check(tag + "garbage instead of a status line: 502", expect_502, garbage)
+    check(tag + "reset in the body: 502", expect_502, reset_mid_body)
+    check(tag + "reset before the head: 502", expect_502, reset_before_head)
+    def mutations():
+        seen = {}
+        for seed in range(40):
+            up.steps.put(mutated(seed))
+            st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO}, timeout=10)
+            assert st in (200, 502, 504), (seed, st, raw)
+            seen[st] = seen.get(st, 0) + 1
+        print("     statuses: %s" % seen)
+        assert seen.get(502) and seen.get(200), seen  # both paths were exercised
+
+    check(tag + "40 mangled answers (fixed seeds): each ends in 200, 502 or 504", mutations)
+    check(tag + "still serving after all of it", expect_ok, ok_with_length)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: test_upstream_client.py LLMROUTE")
+    run(sys.argv[1], {})
+    run(sys.argv[1], {"LLMROUTE_UPSTREAM_CLIENT": "curl"})
+    finish()
