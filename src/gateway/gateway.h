@@ -101,6 +101,10 @@ struct gw_conf {
     const char *query_text;         /* "last_user" or "all_user" */
     struct rs_policy *route_policy; /* per route: its `retry` / `timeouts` (overlays) */
     struct lr_store *store;         /* the gateway's history store (borrowed), or NULL */
+    /* A dense store's embedder: where proxy.c fetches query vectors. */
+    const struct lr_embedding_info *embed; /* NULL: the store is not dense */
+    char *embed_url;                       /* {base_url}/embeddings */
+    char *embed_auth;                      /* "Bearer ..." or NULL */
 };
 
 /* Load a configuration file into a new gw_conf (refs = 1). listen overrides

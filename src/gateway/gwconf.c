@@ -4,9 +4,10 @@
  * name as a JSON string ready to splice, mock settings), and one lr_router
  * per distinct strategy. Everything is built before it is used, so a reload
  * either yields a complete new configuration or an error and nothing else.
- * A smart router over a dense store (a remote embedder's vectors) is refused:
- * the gateway does not fetch query embeddings yet, so such a configuration
- * fails to load rather than failing every request.
+ * With a dense store (a remote embedder's vectors), the configuration's
+ * router.embedding must name the store's embedder: the gateway fetches each
+ * routed query's vector from it (proxy.c), so embed_url and embed_auth are
+ * prepared here.
  *
  * Threads: built and freed on the event loop thread; reference counts are
  * plain integers for the same reason.
@@ -386,6 +387,42 @@ static int load_model(struct gw_model *m, size_t i, struct lr_error *err)
     return 0;
 }
 
+/* ==== The remote embedder ==== */
+
+/* With a dense store, router.embedding must be the embedder that made it;
+ * the URL and the Authorization value are prepared for proxy.c's fetch. */
+static int load_embedder(struct gw_conf *c, struct lr_error *err)
+{
+    const struct lr_embedding_info *e = lr_config_embedding(c->cfg);
+    int dense = c->store && strcmp(lr_store_embedder(c->store), LR_EMBEDDER_BUILTIN) != 0;
+    size_t n;
+
+    if (!dense || !e)
+        return 0;
+    if (strcmp(e->embedder_id, lr_store_embedder(c->store)) != 0)
+        return fail(err, LR_ECONFIG,
+                    "router.embedding: the history store was made by the embedder '%s', not "
+                    "'%s'",
+                    lr_store_embedder(c->store), e->embedder_id);
+    n = strlen(e->base_url) + sizeof "/embeddings";
+    c->embed_url = malloc(n);
+    if (!c->embed_url)
+        return fail(err, LR_ENOMEM, "out of memory");
+    snprintf(c->embed_url, n, "%s/embeddings", e->base_url);
+    if (e->api_key_env) {
+        const char *key = getenv(e->api_key_env);
+        if (key && *key) {
+            n = strlen(key) + sizeof "Bearer ";
+            c->embed_auth = malloc(n);
+            if (!c->embed_auth)
+                return fail(err, LR_ENOMEM, "out of memory");
+            snprintf(c->embed_auth, n, "Bearer %s", key);
+        }
+    }
+    c->embed = e;
+    return 0;
+}
+
 /* ==== Routers ==== */
 
 struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct lr_error *err)
@@ -398,12 +435,11 @@ struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct
     for (size_t i = 0; i < c->n_routers; i++)
         if (strcmp(c->routers[i].strategy, name) == 0)
             return c->routers[i].router;
-    if (strcmp(name, "smart") == 0 && c->store &&
+    if (strcmp(name, "smart") == 0 && c->store && c->embed_url == NULL &&
         strcmp(lr_store_embedder(c->store), LR_EMBEDDER_BUILTIN) != 0) {
         fail(err, LR_ESTRATEGY,
-             "the history store uses the remote embedder '%s' and smart routing needs each "
-             "query's embedding: remote embedder in the gateway is not supported yet: use the "
-             "built-in embedder for served routes",
+             "the history store uses the remote embedder '%s', so smart routing needs each "
+             "query's embedding: set router.embedding in the config to that embedder",
              lr_store_embedder(c->store));
         return NULL;
     }
@@ -457,7 +493,7 @@ int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
     for (size_t i = 0; i < lr_config_warning_count(c->cfg); i++)
         fprintf(stderr, "llmroute serve: warning: %s: %s\n", path, lr_config_warning(c->cfg, i));
     c->query_text = lr_config_router_defaults(c->cfg)->query_text;
-    if ((rc = load_server(c, listen, err)))
+    if ((rc = load_server(c, listen, err)) || (rc = load_embedder(c, err)))
         goto fail_out;
     c->n_models = lr_config_model_count(c->cfg);
     c->models = calloc(c->n_models, sizeof *c->models);
@@ -530,6 +566,8 @@ void gw_conf_unref(struct gw_conf *c)
     for (size_t i = 0; c->set.api_keys && c->set.api_keys[i]; i++)
         free(c->set.api_keys[i]);
     free(c->set.api_keys);
+    free(c->embed_url);
+    free(c->embed_auth);
     lr_config_free(c->cfg);
     free(c);
 }

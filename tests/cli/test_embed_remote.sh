@@ -5,7 +5,7 @@
 # text) on 127.0.0.1, into a dense store. Then the errors: the server down
 # (exit 1 naming the URL, store unchanged), a wrong dimension, a non-200
 # answer, an answer that is not JSON, a built-in store opened with the
-# remote config, and the gateway refusing smart routes over a dense store.
+# remote config, and the gateway refusing a dense store without router.embedding.
 #   usage: test_embed_remote.sh /path/to/llmroute /path/to/source /path/to/fake_upstream
 set -u
 BIN=$1
@@ -234,9 +234,10 @@ expect route_dense_without_config 1 "built with embedder 'openai:fake-emb'" -- \
 expect route_builtin 0 "" -- \
     "$BIN" route --config "$TMP/builtin.json" --store "$TMP/tfidf.db" "What is 11 plus 14?"
 
-# ---- the gateway refuses smart routes over a dense store ----
-expect serve_dense_smart 2 "remote embedder in the gateway is not supported yet" -- \
-    timeout 20 "$BIN" serve --config "$TMP/remote.json" --store "$DENSE" --listen 127.0.0.1:0
+# ---- the gateway: smart routes over a dense store need router.embedding ----
+# (Serving with it is tested in tests/integration/test_gateway_smart.py.)
+expect serve_dense_without_embedder 2 "was built with embedder 'openai:fake-emb'" -- \
+    timeout 20 "$BIN" serve --config "$TMP/builtin.json" --store "$DENSE" --listen 127.0.0.1:0
 
 echo "test_embed_remote: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -1,7 +1,7 @@
 """test_gateway_smart.py -- the gateway with a history store: smart routes,
 /v1/route batches, and POST /v1/feedback durable before its 200.
 
-    python3 test_gateway_smart.py LLMROUTE
+    python3 test_gateway_smart.py LLMROUTE FAKE_UPSTREAM
 
 Uses mock backends only: what is under test is the routing and the store.
 """
@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import Gateway, chat, check, finish, request, workdir  # noqa
+from gwtest import Fake, Gateway, chat, check, closed_port, finish, request, workdir  # noqa
 
 ASK = lambda text: [{"role": "system", "content": "be brief"},  # noqa: E731
                     {"role": "user", "content": text}]
@@ -169,8 +169,71 @@ def main(bin_):
           smart_route_without_store_refuses_to_start)
 
 
+def dense(bin_, fake_bin):
+    """A store made by a remote embedder: the gateway fetches each routed
+    query's vector from it before routing (the fake upstream's embeddings are
+    a hash of the text, so an identical text finds its own record first)."""
+    wd = workdir()
+    fake = Fake(fake_bin, wd)
+    store = os.path.join(wd, "dense.db")
+    hist = os.path.join(wd, "history.jsonl")
+    history(hist)
+    cfg = config(store)
+    cfg["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-small"}
+    cfg["router"]["n_similar"] = 1
+    path = os.path.join(wd, "import.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    out = subprocess.run([bin_, "import", "--config", path, "--store", store, hist],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    gw = Gateway(bin_, wd, cfg, name="dense")
+
+    def routes_by_the_fetched_vector():
+        code = "Write a python function parse_7 that reads a csv file into a list of dicts"
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 5 plus 8?")})
+        assert st == 200 and h["x-llmroute-model"] == "cheapo", (st, h, j)
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(code)})
+        assert st == 200 and h["x-llmroute-model"] == "smarty", (st, h, j)
+        asked = [json.loads(r["body"]) for r in fake.logged() if r["path"] == "/v1/embeddings"]
+        assert {"model": "embed-small", "input": [code]} in asked, asked[-2:]
+        st, h, j, _ = chat(gw.port, {"model": "smarty", "messages": ASK("hi")})
+        assert st == 200, (st, j)  # a model named directly needs no vector
+    check("a smart route over a dense store routes by the query's fetched vector",
+          routes_by_the_fetched_vector)
+
+    def embedder_down_is_502():
+        cfg2 = config(store)
+        cfg2["router"]["embedding"] = {"base_url": "http://127.0.0.1:%d/v1" % closed_port(),
+                                       "model": "embed-small"}
+        gw2 = Gateway(bin_, wd, cfg2, name="dense-down")
+        st, h, j, _ = chat(gw2.port, {"model": "auto", "messages": ASK("What is 1 plus 4?")})
+        assert st == 502 and "/v1/embeddings" in j["error"]["message"], (st, j)
+        st, h, j, _ = chat(gw2.port, {"model": "cheapo", "messages": ASK("hi")})
+        assert st == 200, (st, j)
+        gw2.signal(signal.SIGTERM)
+        assert gw2.wait() == 0
+    check("an unreachable embedder answers 502 naming it; direct models still serve",
+          embedder_down_is_502)
+
+    def other_embedder_is_refused():
+        cfg3 = config(store)
+        cfg3["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-large"}
+        path3 = os.path.join(wd, "other.json")
+        with open(path3, "w") as f:
+            json.dump(cfg3, f)
+        r = subprocess.run([bin_, "serve", "--config", path3, "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and "embedder" in r.stderr, (r.returncode, r.stderr)
+    check("a config whose embedder did not make the store is refused at start",
+          other_embedder_is_refused)
+    gw.signal(signal.SIGTERM)
+    assert gw.wait() == 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: test_gateway_smart.py LLMROUTE")
+    if len(sys.argv) != 3:
+        sys.exit("usage: test_gateway_smart.py LLMROUTE FAKE_UPSTREAM")
     main(sys.argv[1])
+    dense(sys.argv[1], sys.argv[2])
     finish()
