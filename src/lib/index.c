@@ -9,6 +9,7 @@
  */
 #include "index.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,10 +90,126 @@ size_t lr__topk_finish(struct lr__topk *t)
     return t->n;
 }
 
-/* ==== Sparse index ==== */
+/* ==== Sparse index ====
+ *
+ * Why a search does not walk every list: on real traffic most queries of
+ * a task start with the same long prompt (few-shot examples, instructions),
+ * so the features of that prompt are in a large share of the history and
+ * their lists hold tens of thousands of postings at 100,000 records. Those
+ * lists decide little (every document of the task gets about the same from
+ * them) but walking them is most of the work.
+ *
+ * So a list with at least long_min postings at build time is "long" and
+ * gets a row of bounds instead of being walked:
+ *   - bmax[row][b]: the largest weight of the feature among block b's
+ *     documents (0 when none has it);
+ *   - hnorm[d]: the norm of document d's weights on all long lists, and
+ *     hmax[b] the largest hnorm in block b;
+ *   - fwd: each document's long-list features (row, weight), to finish its
+ *     score when it is a candidate.
+ * A search (lr__sindex_knn):
+ *   1. walks the short lists into acc[d] (exact partial dot products);
+ *   2. bounds the long lists' part for every document of block b by
+ *      bub[b] = sum over the query's long features of q_t * bmax[t][b], and
+ *      by Cauchy-Schwarz, |q_long| * hnorm[d]; either bound holds, so the
+ *      smaller is used;
+ *   3. visits blocks best bound first, and in each scores exactly (acc[d]
+ *      plus the long part from fwd) only the documents whose bound can
+ *      still beat the current k-th; it stops at the first block whose bound
+ *      cannot.
+ * Every document not scored has a bound below the final k-th similarity, so
+ * the result is the exact top k, ties to the lower document. Bounds and
+ * scores are float sums in different orders; a bound is trusted only when
+ * it is below the k-th by more than a relative 1e-4, far above the rounding
+ * of a sum of at most LR__TFIDF_MAX_FEATURES terms (about 1e-5).
+ *
+ * Memory: a sparse index built at once keeps all postings in one block; a
+ * list that grows afterwards (an appended document) moves to its own
+ * allocation, so appends cost O(features) and never rebuild anything. An
+ * appended document's long features update the bounds in place; a list
+ * that grows long through appends stays short (walked) until the next
+ * rebuild, which is correct, only slower. The rows are few by construction:
+ * each holds at least long_min postings of at most LR__TFIDF_MAX_FEATURES
+ * per document, so at most 128 * 64 / 3 (about 2,700) with the automatic
+ * threshold. */
 
-int lr__sindex_build(struct lr__sindex *idx, const struct lr__feat *feats, const size_t *off,
-                     uint32_t n)
+#define RELATIVE_SLACK 1.0001f
+
+static size_t n_blocks(size_t ndocs)
+{
+    return (ndocs + LR__SINDEX_BLOCK - 1) >> LR__SINDEX_BLOCK_SHIFT;
+}
+
+static void bounds_free(struct lr__sindex *idx)
+{
+    free(idx->row_of);
+    free(idx->bmax);
+    free(idx->hmax);
+    free(idx->hnorm);
+    free(idx->fwd_off);
+    free(idx->fwd);
+    idx->row_of = NULL;
+    idx->bmax = idx->hmax = idx->hnorm = NULL;
+    idx->fwd_off = NULL;
+    idx->fwd = NULL;
+    idx->nrows = 0;
+    idx->bstride = idx->fwd_n = idx->fwd_cap = idx->docs_cap = 0;
+}
+
+/* The bounds of a freshly built index (lists filled, idx->ndocs = n). */
+static int bounds_build(struct lr__sindex *idx, const struct lr__feat *feats, const size_t *off,
+                        uint32_t n, uint32_t long_min)
+{
+    size_t nb = n_blocks(n), nfwd = 0;
+
+    if (long_min == LR__SINDEX_LONG_AUTO)
+        long_min = nb * 3 > 2 ? (uint32_t)(nb * 3) : 2;
+    idx->row_of = calloc(LR__TFIDF_SPACE, sizeof(*idx->row_of));
+    if (!idx->row_of)
+        return LR_ENOMEM;
+    for (size_t f = 0; f < LR__TFIDF_SPACE; f++)
+        if (idx->lists[f].n >= long_min) {
+            idx->row_of[f] = ++idx->nrows;
+            nfwd += idx->lists[f].n;
+        }
+    /* Room for a quarter more documents before anything moves (the store
+     * rebuilds after growing by a quarter). */
+    idx->docs_cap = (size_t)n + n / 4 + LR__SINDEX_BLOCK;
+    idx->bstride = n_blocks(idx->docs_cap);
+    idx->fwd_cap = nfwd + nfwd / 4 + 64;
+    idx->bmax = calloc((size_t)idx->nrows * idx->bstride + 1, sizeof(*idx->bmax));
+    idx->hmax = calloc(idx->bstride, sizeof(*idx->hmax));
+    idx->hnorm = calloc(idx->docs_cap, sizeof(*idx->hnorm));
+    idx->fwd_off = calloc(idx->docs_cap + 1, sizeof(*idx->fwd_off));
+    idx->fwd = malloc(idx->fwd_cap * sizeof(*idx->fwd));
+    if (!idx->bmax || !idx->hmax || !idx->hnorm || !idx->fwd_off || !idx->fwd)
+        return LR_ENOMEM;
+    (void)nb;
+    for (uint32_t d = 0; d < n; d++) {
+        size_t b = d >> LR__SINDEX_BLOCK_SHIFT;
+        double h2 = 0.0;
+        for (size_t i = off[d]; i < off[d + 1]; i++) {
+            uint32_t r = idx->row_of[feats[i].id];
+            if (!r)
+                continue;
+            float w = feats[i].w, *m = &idx->bmax[(size_t)(r - 1) * idx->bstride + b];
+            if (w > *m)
+                *m = w;
+            idx->fwd[idx->fwd_n].row = r - 1;
+            idx->fwd[idx->fwd_n].w = w;
+            idx->fwd_n++;
+            h2 += (double)w * w;
+        }
+        idx->fwd_off[d + 1] = idx->fwd_n;
+        idx->hnorm[d] = (float)sqrt(h2);
+        if (idx->hnorm[d] > idx->hmax[b])
+            idx->hmax[b] = idx->hnorm[d];
+    }
+    return 0;
+}
+
+int lr__sindex_build_with(struct lr__sindex *idx, const struct lr__feat *feats, const size_t *off,
+                          uint32_t n, uint32_t long_min)
 {
     size_t total = n ? off[n] : 0;
     memset(idx, 0, sizeof(*idx));
@@ -126,32 +243,91 @@ int lr__sindex_build(struct lr__sindex *idx, const struct lr__feat *feats, const
         }
     }
     idx->ndocs = n;
+    if (bounds_build(idx, feats, off, n, long_min) != 0) {
+        lr__sindex_free(idx);
+        return LR_ENOMEM;
+    }
     return 0;
+}
+
+int lr__sindex_build(struct lr__sindex *idx, const struct lr__feat *feats, const size_t *off,
+                     uint32_t n)
+{
+    return lr__sindex_build_with(idx, feats, off, n, LR__SINDEX_LONG_AUTO);
 }
 
 void lr__sindex_free(struct lr__sindex *idx)
 {
-    if (!idx || !idx->lists) {
-        if (idx)
-            memset(idx, 0, sizeof(*idx));
+    if (!idx)
         return;
-    }
-    for (size_t f = 0; f < LR__TFIDF_SPACE; f++)
-        if (idx->lists[f].cap)
-            free(idx->lists[f].p);
+    if (idx->lists)
+        for (size_t f = 0; f < LR__TFIDF_SPACE; f++)
+            if (idx->lists[f].cap)
+                free(idx->lists[f].p);
     free(idx->lists);
     free(idx->block);
+    bounds_free(idx);
     memset(idx, 0, sizeof(*idx));
+}
+
+/* Room for document idx->ndocs with nf more long features in the bounds. */
+static int bounds_reserve(struct lr__sindex *idx, size_t nf)
+{
+    size_t d = idx->ndocs;
+    if (d + 1 > idx->docs_cap) {
+        size_t cap = idx->docs_cap + idx->docs_cap / 2 + LR__SINDEX_BLOCK;
+        float *h = realloc(idx->hnorm, cap * sizeof(*h));
+        if (!h)
+            return LR_ENOMEM;
+        idx->hnorm = h;
+        size_t *o = realloc(idx->fwd_off, (cap + 1) * sizeof(*o));
+        if (!o)
+            return LR_ENOMEM;
+        idx->fwd_off = o;
+        idx->docs_cap = cap;
+    }
+    size_t b = d >> LR__SINDEX_BLOCK_SHIFT;
+    if (b >= idx->bstride) {
+        /* Every row moves to a longer stride; blocks past the old end are 0. */
+        size_t stride = n_blocks(idx->docs_cap) > b + 1 ? n_blocks(idx->docs_cap) : b + 1;
+        float *m = calloc((size_t)idx->nrows * stride + 1, sizeof(*m));
+        float *hm = calloc(stride, sizeof(*hm));
+        if (!m || !hm) {
+            free(m);
+            free(hm);
+            return LR_ENOMEM;
+        }
+        for (size_t r = 0; r < idx->nrows; r++)
+            memcpy(m + r * stride, idx->bmax + r * idx->bstride, idx->bstride * sizeof(*m));
+        memcpy(hm, idx->hmax, idx->bstride * sizeof(*hm));
+        free(idx->bmax);
+        free(idx->hmax);
+        idx->bmax = m;
+        idx->hmax = hm;
+        idx->bstride = stride;
+    }
+    if (idx->fwd_n + nf > idx->fwd_cap) {
+        size_t cap = idx->fwd_cap + idx->fwd_cap / 2 + nf;
+        struct lr__rowfeat *f = realloc(idx->fwd, cap * sizeof(*f));
+        if (!f)
+            return LR_ENOMEM;
+        idx->fwd = f;
+        idx->fwd_cap = cap;
+    }
+    return 0;
 }
 
 int lr__sindex_reserve(struct lr__sindex *idx, const struct lr__feat *v, size_t n)
 {
     if (!idx->lists) {
-        idx->lists = calloc(LR__TFIDF_SPACE, sizeof(*idx->lists));
-        if (!idx->lists)
-            return LR_ENOMEM;
+        /* Never built (an empty store): start from an empty index. */
+        int rc = lr__sindex_build(idx, NULL, NULL, 0);
+        if (rc != 0)
+            return rc;
     }
     if (idx->ndocs == UINT32_MAX)
+        return LR_ENOMEM;
+    if (bounds_reserve(idx, n) != 0)
         return LR_ENOMEM;
     for (size_t i = 0; i < n; i++) {
         struct lr__plist *l = &idx->lists[v[i].id];
@@ -176,12 +352,28 @@ int lr__sindex_reserve(struct lr__sindex *idx, const struct lr__feat *v, size_t 
 void lr__sindex_add(struct lr__sindex *idx, const struct lr__feat *v, size_t n)
 {
     uint32_t d = idx->ndocs;
+    size_t b = d >> LR__SINDEX_BLOCK_SHIFT;
+    double h2 = 0.0;
     for (size_t i = 0; i < n; i++) {
         struct lr__plist *l = &idx->lists[v[i].id];
         l->p[l->n].doc = d;
         l->p[l->n].w = v[i].w;
         l->n++;
+        uint32_t r = idx->row_of[v[i].id];
+        if (r) {
+            float *m = &idx->bmax[(size_t)(r - 1) * idx->bstride + b];
+            if (v[i].w > *m)
+                *m = v[i].w;
+            idx->fwd[idx->fwd_n].row = r - 1;
+            idx->fwd[idx->fwd_n].w = v[i].w;
+            idx->fwd_n++;
+            h2 += (double)v[i].w * v[i].w;
+        }
     }
+    idx->fwd_off[d + 1] = idx->fwd_n;
+    idx->hnorm[d] = (float)sqrt(h2);
+    if (idx->hnorm[d] > idx->hmax[b])
+        idx->hmax[b] = idx->hnorm[d];
     idx->ndocs = d + 1;
 }
 
@@ -191,26 +383,103 @@ void lr__knn_scratch_free(struct lr__knn_scratch *s)
         return;
     free(s->acc);
     free(s->touched);
+    free(s->bub);
+    free(s->bacc);
+    free(s->heap);
+    free(s->qrow);
     memset(s, 0, sizeof(*s));
 }
 
-static int scratch_reserve(struct lr__knn_scratch *s, size_t n)
+static int scratch_reserve(struct lr__knn_scratch *s, size_t ndocs, size_t nblocks, size_t nrows)
 {
-    if (s->cap >= n && s->acc)
-        return 0;
-    size_t cap = n < 1024 ? 1024 : n + n / 4;
-    float *acc = calloc(cap, sizeof(*acc));
-    uint32_t *touched = malloc(cap * sizeof(*touched));
-    if (!acc || !touched) {
-        free(acc);
-        free(touched);
-        return LR_ENOMEM;
+    if (s->cap < ndocs || !s->acc) {
+        size_t cap = ndocs < 1024 ? 1024 : ndocs + ndocs / 4;
+        /* touched has one spare slot: the branch-free append writes one
+         * past the last touched document. */
+        float *acc = calloc(cap, sizeof(*acc));
+        uint32_t *touched = malloc((cap + 1) * sizeof(*touched));
+        if (!acc || !touched) {
+            free(acc);
+            free(touched);
+            return LR_ENOMEM;
+        }
+        free(s->acc);
+        free(s->touched);
+        s->acc = acc;
+        s->touched = touched;
+        s->cap = cap;
     }
-    free(s->acc);
-    free(s->touched);
-    s->acc = acc;
-    s->touched = touched;
-    s->cap = cap;
+    if (s->bcap < nblocks || !s->bub) {
+        size_t cap = nblocks < 64 ? 64 : nblocks + nblocks / 4;
+        float *bub = malloc(cap * sizeof(*bub)), *bacc = malloc(cap * sizeof(*bacc));
+        struct lr__block_ub *heap = malloc(cap * sizeof(*heap));
+        if (!bub || !bacc || !heap) {
+            free(bub);
+            free(bacc);
+            free(heap);
+            return LR_ENOMEM;
+        }
+        free(s->bub);
+        free(s->bacc);
+        free(s->heap);
+        s->bub = bub;
+        s->bacc = bacc;
+        s->heap = heap;
+        s->bcap = cap;
+    }
+    if (s->rcap < nrows || !s->qrow) {
+        size_t cap = nrows < 256 ? 256 : nrows + nrows / 4;
+        float *qrow = calloc(cap, sizeof(*qrow));
+        if (!qrow)
+            return LR_ENOMEM;
+        free(s->qrow);
+        s->qrow = qrow;
+        s->rcap = cap;
+    }
+    return 0;
+}
+
+/* Max-heap of blocks by bound (ties: lower block first, for a stable
+ * visiting order; the result does not depend on it). */
+static int block_before(const struct lr__block_ub *a, const struct lr__block_ub *b)
+{
+    return a->ub > b->ub || (a->ub == b->ub && a->b < b->b);
+}
+
+static void block_sift(struct lr__block_ub *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && block_before(&h[l], &h[m]))
+            m = l;
+        if (r < n && block_before(&h[r], &h[m]))
+            m = r;
+        if (m == i)
+            return;
+        struct lr__block_ub x = h[i];
+        h[i] = h[m];
+        h[m] = x;
+        i = m;
+    }
+}
+
+/* The long lists' part of document d's dot product: its long features
+ * times the query's weights on their rows (0 on rows the query lacks). */
+static float long_part(const struct lr__sindex *idx, const float *qrow, uint32_t d)
+{
+    const struct lr__rowfeat *f = idx->fwd + idx->fwd_off[d], *e = idx->fwd + idx->fwd_off[d + 1];
+    float s = 0.0f;
+    for (; f < e; f++)
+        s += qrow[f->row] * f->w;
+    return s;
+}
+
+/* Is doc d in out[0 .. n)? (out is a heap of fewer than k entries.) */
+static int among(const struct lr__neighbor *out, size_t n, uint32_t d)
+{
+    for (size_t i = 0; i < n; i++)
+        if (out[i].doc == d)
+            return 1;
     return 0;
 }
 
@@ -218,55 +487,125 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
                    struct lr__knn_scratch *scratch, struct lr__neighbor *out)
 {
     uint32_t ndocs = idx->ndocs;
+    size_t nb = n_blocks(ndocs), nheap = 0;
     struct lr__topk top;
-    size_t nt = 0;
+    double qlong2 = 0.0;
 
     if (k > ndocs)
         k = ndocs;
     if (k == 0)
         return 0;
-    if (scratch_reserve(scratch, ndocs) != 0)
+    lr__topk_init(&top, out, k);
+    if (!idx->lists) {
+        for (uint32_t d = 0; d < k; d++)
+            lr__topk_push(&top, d, 0.0f);
+        return (int)lr__topk_finish(&top);
+    }
+    if (scratch_reserve(scratch, ndocs, nb, idx->nrows) != 0)
         return LR_ENOMEM;
-    float *acc = scratch->acc;
+    float *acc = scratch->acc, *bub = scratch->bub, *bacc = scratch->bacc, *qrow = scratch->qrow;
     uint32_t *touched = scratch->touched;
+    size_t nt = 0;
+    struct lr__block_ub *heap = scratch->heap;
 
-    /* Accumulate. Weights are positive, so a document's sum is > 0 from its
-     * first shared feature on, and acc == 0 means "not yet touched". */
-    if (idx->lists) {
-        /* The list headers and the postings are scattered over a large
-         * table: fetch them all first, so their cache misses overlap
-         * instead of coming one after another. */
-        for (size_t i = 0; i < n; i++)
-            __builtin_prefetch(&idx->lists[q[i].id]);
-        for (size_t i = 0; i < n; i++)
-            __builtin_prefetch(idx->lists[q[i].id].p);
-        for (size_t i = 0; i < n; i++) {
-            const struct lr__plist *l = &idx->lists[q[i].id];
-            const float qw = q[i].w;
-            const struct lr__posting *p = l->p;
-            for (uint32_t j = 0; j < l->n; j++) {
-                uint32_t d = p[j].doc;
-                if (acc[d] == 0.0f && nt < ndocs)
-                    touched[nt++] = d;
-                acc[d] += qw * p[j].w;
-            }
+    /* 1. Short lists into acc; long lists into the per-block bound. The
+     * list headers and the postings are scattered over a large table:
+     * fetch them all first, so their cache misses overlap. */
+    for (size_t i = 0; i < n; i++)
+        __builtin_prefetch(&idx->lists[q[i].id]);
+    for (size_t i = 0; i < n; i++)
+        __builtin_prefetch(idx->lists[q[i].id].p);
+    memset(bub, 0, nb * sizeof(*bub));
+    for (size_t i = 0; i < n; i++) {
+        const float qw = q[i].w;
+        uint32_t r = idx->row_of[q[i].id];
+        if (r) {
+            const float *restrict m = idx->bmax + (size_t)(r - 1) * idx->bstride;
+            float *restrict u = bub;
+            qrow[r - 1] = qw;
+            qlong2 += (double)qw * qw;
+#pragma omp simd
+            for (size_t b = 0; b < nb; b++)
+                u[b] += qw * m[b];
+            continue;
+        }
+        const struct lr__plist *l = &idx->lists[q[i].id];
+        const struct lr__posting *p = l->p;
+        /* Weights are positive, so acc == 0 means "not touched yet"; the
+         * list of touched documents is kept without a branch. */
+        for (uint32_t j = 0; j < l->n; j++) {
+            uint32_t d = p[j].doc;
+            touched[nt] = d;
+            nt += acc[d] == 0.0f;
+            acc[d] += qw * p[j].w;
         }
     }
-    lr__topk_init(&top, out, k);
+    const float qlong = (float)sqrt(qlong2);
+
+    /* 2. Each block's bound: its best acc plus the smaller bound on the
+     * long part. Blocks that cannot score above 0 share nothing with q. */
+    memset(bacc, 0, nb * sizeof(*bacc));
     for (size_t i = 0; i < nt; i++) {
         uint32_t d = touched[i];
-        /* Most documents lose to the current k-th at once: test inline. */
-        if (top.n == k && !lr__neighbor_better(d, acc[d], out[0].doc, out[0].sim))
-            continue;
-        lr__topk_push(&top, d, acc[d]);
+        float *m = &bacc[d >> LR__SINDEX_BLOCK_SHIFT];
+        *m = acc[d] > *m ? acc[d] : *m;
     }
-    /* Fewer than k documents share a feature: the rest rank at 0 in document
-     * order, as a full scan would have them. */
-    for (uint32_t d = 0; top.n < k && d < ndocs; d++)
-        if (acc[d] == 0.0f)
-            lr__topk_push(&top, d, 0.0f);
+    for (size_t b = 0; b < nb; b++) {
+        float m = bacc[b];
+        float lb = qlong * idx->hmax[b];
+        float ub = m + (bub[b] < lb ? bub[b] : lb);
+        if (ub > 0.0f) {
+            heap[nheap].ub = ub;
+            heap[nheap].b = (uint32_t)b;
+            nheap++;
+        }
+    }
+    for (size_t i = nheap / 2; i-- > 0;)
+        block_sift(heap, nheap, i);
+
+    /* 3. Best block first; inside it, only documents whose own bound can
+     * still beat the k-th are scored. */
+    while (nheap > 0) {
+        struct lr__block_ub cur = heap[0];
+        heap[0] = heap[--nheap];
+        block_sift(heap, nheap, 0);
+        if (top.n == k && cur.ub * RELATIVE_SLACK < out[0].sim)
+            break; /* and so is every block after it */
+        size_t lo = (size_t)cur.b << LR__SINDEX_BLOCK_SHIFT;
+        size_t hi = lo + LR__SINDEX_BLOCK < ndocs ? lo + LR__SINDEX_BLOCK : ndocs;
+        const float bb = bub[cur.b];
+        for (size_t d = lo; d < hi; d++) {
+            float lb = qlong * idx->hnorm[d];
+            float ub = acc[d] + (bb < lb ? bb : lb);
+            if (!(ub > 0.0f) || (top.n == k && ub * RELATIVE_SLACK < out[0].sim))
+                continue;
+            float sim = acc[d] + (lb > 0.0f ? long_part(idx, qrow, (uint32_t)d) : 0.0f);
+            if (!(sim > 0.0f))
+                continue;
+            if (top.n == k && !lr__neighbor_better((uint32_t)d, sim, out[0].doc, out[0].sim))
+                continue;
+            lr__topk_push(&top, (uint32_t)d, sim);
+        }
+    }
+
+    /* Fewer than k documents share a feature (then every block with a
+     * positive bound was visited, so all of them are in the heap): the rest
+     * rank at 0 in document order, as a full scan would have them. */
+    if (top.n < k) {
+        size_t shared = top.n;
+        for (uint32_t d = 0; top.n < k && d < ndocs; d++)
+            if (!among(out, shared, d))
+                lr__topk_push(&top, d, 0.0f);
+    }
+
+    /* Leave the scratch all zero for the next search. */
     for (size_t i = 0; i < nt; i++)
         acc[touched[i]] = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = idx->row_of[q[i].id];
+        if (r)
+            qrow[r - 1] = 0.0f;
+    }
     return (int)lr__topk_finish(&top);
 }
 

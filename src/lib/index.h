@@ -2,9 +2,10 @@
  *
  * Two kinds of index, both exact (no approximation anywhere):
  *   - sparse (tfidf-v1): an inverted index, one posting list per feature
- *     holding (document, weight). A search accumulates the dot products of
- *     the documents that share a feature with the query, then selects the
- *     top k. Vectors are unit length, so the dot product is the cosine.
+ *     holding (document, weight), plus per-block upper bounds for the long
+ *     lists, so a search walks only the short lists and then scores just
+ *     the documents whose bound can still reach the top k (index.c).
+ *     Vectors are unit length, so the dot product is the cosine.
  *   - dense (a remote embedder): a flat row-major matrix of unit vectors,
  *     scanned with SIMD dot products.
  * Both rank by similarity, higher first, ties broken by lower document
@@ -43,14 +44,46 @@ struct lr__plist {
     uint32_t cap; /* 0: p points into the index's shared block */
 };
 
+/* Documents are cut into blocks of this many consecutive numbers; the
+ * bounds that let a search skip documents are kept per block. */
+#define LR__SINDEX_BLOCK_SHIFT 6
+#define LR__SINDEX_BLOCK (1u << LR__SINDEX_BLOCK_SHIFT)
+/* lr__sindex_build_with's long_min: choose it from the index's size. */
+#define LR__SINDEX_LONG_AUTO 0u
+
+/* One of a document's features that has a long posting list: its row (see
+ * below) and its weight. */
+struct lr__rowfeat {
+    uint32_t row;
+    float w;
+};
+
 struct lr__sindex {
     struct lr__plist *lists; /* LR__TFIDF_SPACE lists */
     struct lr__posting *block;
     uint32_t ndocs;
+
+    /* Bounds for the long lists (those with at least long_min postings when
+     * the index was built), which a search does not walk (index.c explains
+     * how they are used). Each long list has a row: */
+    uint32_t *row_of;         /* feature -> row + 1, 0: not a long list */
+    uint32_t nrows;
+    float *bmax;              /* nrows x bstride: the row's largest weight in each block */
+    float *hmax;              /* per block: the largest hnorm of its documents */
+    size_t bstride;           /* blocks allocated per row */
+    float *hnorm;             /* per document: the norm of its weights on long lists */
+    size_t *fwd_off;          /* per document: its long-list features are */
+    struct lr__rowfeat *fwd;  /* fwd[fwd_off[d] .. fwd_off[d + 1]) */
+    size_t fwd_n, fwd_cap, docs_cap;
 };
 
 /* Build from n document vectors given document-major: doc i's features are
- * feats[off[i] .. off[i+1]). Returns 0 or LR_ENOMEM (idx left empty). */
+ * feats[off[i] .. off[i+1]). Lists holding at least long_min postings are
+ * bounded per block rather than walked (LR__SINDEX_LONG_AUTO: three
+ * postings per block on average). Returns 0 or LR_ENOMEM (idx left empty). */
+int lr__sindex_build_with(struct lr__sindex *idx, const struct lr__feat *feats, const size_t *off,
+                          uint32_t n, uint32_t long_min);
+/* lr__sindex_build_with(..., LR__SINDEX_LONG_AUTO). */
 int lr__sindex_build(struct lr__sindex *idx, const struct lr__feat *feats, const size_t *off,
                      uint32_t n);
 void lr__sindex_free(struct lr__sindex *idx);
@@ -61,17 +94,30 @@ int lr__sindex_reserve(struct lr__sindex *idx, const struct lr__feat *v, size_t 
 /* Add document number idx->ndocs; needs a successful reserve for v first. */
 void lr__sindex_add(struct lr__sindex *idx, const struct lr__feat *v, size_t n);
 
-/* Per-search scratch; grows to the index's size. */
+/* A block and the bound on its documents' similarities (search scratch). */
+struct lr__block_ub {
+    float ub;
+    uint32_t b;
+};
+
+/* Per-search scratch; grows to the index's size. acc and qrow are all zero
+ * between searches. */
 struct lr__knn_scratch {
-    float *acc;
+    float *acc;  /* per document */
     uint32_t *touched;
     size_t cap;
+    float *bub;  /* per block: bound from the long lists */
+    float *bacc; /* per block: largest acc */
+    struct lr__block_ub *heap;
+    size_t bcap;
+    float *qrow; /* per row: the query's weight */
+    size_t rcap;
 };
 void lr__knn_scratch_free(struct lr__knn_scratch *s);
 
-/* The k nearest documents to q (n features, unit length) into out (room
- * for k), best first. Returns how many were written (min(k, ndocs)), or
- * LR_ENOMEM. */
+/* The k nearest documents to q (n features sorted by id, unit length) into
+ * out (room for k), best first. Returns how many were written
+ * (min(k, ndocs)), or LR_ENOMEM. */
 int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_t n, size_t k,
                    struct lr__knn_scratch *scratch, struct lr__neighbor *out);
 

@@ -1,6 +1,7 @@
-/* test_index.c -- exact kNN: the inverted index and the dense scan agree
- * with brute-force cosine, ties go to the lower document, appends are
- * searched. Single-threaded. */
+/* test_index.c -- exact kNN: the inverted index (with its pruning, on
+ * data shaped like few-shot prompts, and with pruning forced everywhere or
+ * turned off) and the dense scan agree with brute-force cosine, ties go to
+ * the lower document, appends are searched. Single-threaded. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -193,6 +194,182 @@ static void appended_documents_are_found(void **st)
     lr__knn_scratch_free(&sc);
 }
 
+/* ==== Pruning against brute force on prompt-shaped data ==== */
+
+/* A corpus shaped like few-shot traffic: most documents of a task carry
+ * the task's long shared prefix (the same features, weights varying with
+ * each document's norm), then a few features of their own drawn from a
+ * skewed vocabulary; every seventh document is an exact copy of an earlier
+ * one, so true ties are common. dup_of[d] is the first document with d's
+ * vector. */
+#define PDOCS 4000
+#define PMAXF 96
+#define PREFIX 40
+
+static size_t prompt_doc(struct lr__feat *v, int task)
+{
+    size_t m = 0;
+    if (task < 3) {
+        for (uint32_t i = 0; i < PREFIX; i++) {
+            if (rnd() % 16 == 0)
+                continue; /* cut by the strongest-features rule now and then */
+            v[m].id = 100000u * (uint32_t)(task + 1) + i;
+            v[m].w = 0.2f + (float)(i % 5) * 0.05f;
+            m++;
+        }
+    }
+    size_t own = 2 + rnd() % 40;
+    for (size_t i = 0; i < own && m < PMAXF; i++) {
+        uint32_t a = rnd() % 3000, b = rnd() % 3000;
+        uint32_t id = 500000u + (a < b ? a : b); /* skewed: low ids common */
+        int dup = 0;
+        for (size_t j = 0; j < m; j++)
+            dup |= v[j].id == id;
+        if (dup)
+            continue;
+        v[m].id = id;
+        v[m].w = 0.1f + (float)(rnd() % 1000) / 250.0f;
+        m++;
+    }
+    double s = 0;
+    for (size_t j = 0; j < m; j++)
+        s += (double)v[j].w * v[j].w;
+    for (size_t j = 0; j < m; j++)
+        v[j].w = (float)(v[j].w / sqrt(s));
+    qsort(v, m, sizeof(*v), cmp_id);
+    return m;
+}
+
+static void make_prompt_corpus(struct lr__feat *feats, size_t *off, uint32_t *dup_of, size_t n)
+{
+    off[0] = 0;
+    for (size_t d = 0; d < n; d++) {
+        dup_of[d] = (uint32_t)d;
+        if (d > 0 && d % 7 == 0) {
+            size_t src = rnd() % d;
+            size_t len = off[src + 1] - off[src];
+            memcpy(feats + off[d], feats + off[src], len * sizeof(*feats));
+            off[d + 1] = off[d] + len;
+            dup_of[d] = dup_of[src];
+            continue;
+        }
+        off[d + 1] = off[d] + prompt_doc(feats + off[d], (int)(rnd() % 4));
+    }
+}
+
+/* got must be the brute-force top k (check_topk), and a copy of a returned
+ * document with a lower number must be returned too, before it. */
+static void check_prompt_topk(const struct lr__neighbor *got, int ngot, const struct lr__feat *q,
+                              size_t nq, const struct lr__feat *feats, const size_t *off,
+                              const uint32_t *dup_of, size_t n, size_t k,
+                              struct lr__neighbor *all)
+{
+    for (size_t d = 0; d < n; d++) {
+        all[d].doc = (uint32_t)d;
+        all[d].sim = sparse_dot(q, nq, feats + off[d], off[d + 1] - off[d]);
+    }
+    check_topk(got, ngot, all, n, k);
+    for (int i = 0; i < ngot; i++) {
+        for (uint32_t d = dup_of[got[i].doc]; d < got[i].doc; d++) {
+            if (dup_of[d] != dup_of[got[i].doc] || got[i].sim == 0.0f)
+                continue;
+            int found = 0;
+            for (int j = 0; j < i; j++)
+                found |= got[j].doc == d;
+            assert_true(found);
+        }
+    }
+}
+
+static void pruned_knn_matches_brute_force_on_long_shared_lists(void **st)
+{
+    (void)st;
+    struct lr__feat *feats = malloc((size_t)PDOCS * PMAXF * sizeof(*feats));
+    size_t *off = malloc((PDOCS + 1) * sizeof(*off));
+    uint32_t *dup_of = malloc(PDOCS * sizeof(*dup_of));
+    struct lr__neighbor *all = malloc(PDOCS * sizeof(*all)), got[3][64];
+    /* Automatic threshold; every list bounded (nothing walked); no list
+     * bounded (everything walked, no pruning). */
+    const uint32_t long_min[3] = {LR__SINDEX_LONG_AUTO, 1, UINT32_MAX};
+    struct lr__sindex idx[3];
+    struct lr__knn_scratch sc = {0};
+    assert_non_null(feats);
+    make_prompt_corpus(feats, off, dup_of, PDOCS);
+    for (int v = 0; v < 3; v++)
+        assert_int_equal(lr__sindex_build_with(&idx[v], feats, off, PDOCS, long_min[v]), 0);
+    assert_true(idx[0].nrows >= 3 * PREFIX); /* the prefixes are bounded, not walked */
+    assert_int_equal(idx[2].nrows, 0);
+    for (int qi = 0; qi < 120; qi++) {
+        struct lr__feat q[PMAXF];
+        size_t nq;
+        if (qi % 3 == 0) { /* a stored document: it and its copies tie at the top */
+            size_t d = rnd() % PDOCS;
+            nq = off[d + 1] - off[d];
+            memcpy(q, feats + off[d], nq * sizeof(*q));
+        } else {
+            nq = prompt_doc(q, (int)(rnd() % 4));
+        }
+        size_t k = qi % 4 == 0 ? 1 : qi % 4 == 1 ? 16 : qi % 4 == 2 ? 5 : 64;
+        for (int v = 0; v < 3; v++) {
+            int n = lr__sindex_knn(&idx[v], q, nq, k, &sc, got[v]);
+            check_prompt_topk(got[v], n, q, nq, feats, off, dup_of, PDOCS, k, all);
+        }
+    }
+    for (int v = 0; v < 3; v++)
+        lr__sindex_free(&idx[v]);
+    lr__knn_scratch_free(&sc);
+    free(feats);
+    free(off);
+    free(dup_of);
+    free(all);
+}
+
+static void pruned_knn_stays_exact_as_documents_are_appended(void **st)
+{
+    (void)st;
+    /* Build over the first 300 documents, then append the rest one by one:
+     * appends update the bounds in place, cross into new blocks and make
+     * the bound rows grow past what the build allocated. */
+    const size_t n0 = 300, n = 2000;
+    struct lr__feat *feats = malloc(n * PMAXF * sizeof(*feats));
+    size_t *off = malloc((n + 1) * sizeof(*off));
+    uint32_t *dup_of = malloc(n * sizeof(*dup_of));
+    struct lr__neighbor *all = malloc(n * sizeof(*all)), got[16];
+    struct lr__sindex idx;
+    struct lr__knn_scratch sc = {0};
+    make_prompt_corpus(feats, off, dup_of, n);
+    assert_int_equal(lr__sindex_build(&idx, feats, off, (uint32_t)n0), 0);
+    assert_true(idx.nrows > 0);
+    for (size_t d = n0; d < n; d++) {
+        const struct lr__feat *v = feats + off[d];
+        size_t nv = off[d + 1] - off[d];
+        assert_int_equal(lr__sindex_reserve(&idx, v, nv), 0);
+        lr__sindex_add(&idx, v, nv);
+        if (d % 97 == 0 || d == n - 1) {
+            struct lr__feat q[PMAXF];
+            size_t nq = prompt_doc(q, (int)(rnd() % 4));
+            int got_n = lr__sindex_knn(&idx, q, nq, 16, &sc, got);
+            check_prompt_topk(got, got_n, q, nq, feats, off, dup_of, d + 1, 16, all);
+        }
+    }
+    /* An index that was never built (an empty store's) takes appends too. */
+    struct lr__sindex fresh;
+    memset(&fresh, 0, sizeof(fresh));
+    for (size_t d = 0; d < 200; d++) {
+        assert_int_equal(lr__sindex_reserve(&fresh, feats + off[d], off[d + 1] - off[d]), 0);
+        lr__sindex_add(&fresh, feats + off[d], off[d + 1] - off[d]);
+    }
+    int got_n = lr__sindex_knn(&fresh, feats, off[1], 16, &sc, got);
+    check_prompt_topk(got, got_n, feats, off[1], feats, off, dup_of, 200, 16, all);
+    lr__sindex_free(&fresh);
+    lr__sindex_free(&idx);
+    lr__knn_scratch_free(&sc);
+    free(feats);
+    free(off);
+    free(dup_of);
+    free(all);
+}
+
 #define DDIM 37
 #define DROWS 2000
 
@@ -261,6 +438,8 @@ int main(void)
         cmocka_unit_test(sparse_knn_matches_brute_force),
         cmocka_unit_test(ties_go_to_the_lower_document),
         cmocka_unit_test(appended_documents_are_found),
+        cmocka_unit_test(pruned_knn_matches_brute_force_on_long_shared_lists),
+        cmocka_unit_test(pruned_knn_stays_exact_as_documents_are_appended),
         cmocka_unit_test(dense_knn_matches_brute_force_and_batches_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
