@@ -16,33 +16,13 @@
 # 30), BENCH_CONNS (default 32), FAULTS_IDLE_MS (the stall detector,
 # timeouts.idle_ms; default 250).
 set -euo pipefail
-BUILD=$(cd "${1:-build}" && pwd)
-cd "$(dirname "$0")/.."
-SRC=$(pwd)
-LLMROUTE=$BUILD/llmroute
-FAKE=${FAKE_UPSTREAM:-$BUILD/tests/fake_upstream/fake_upstream}
+. "$(dirname "$0")/common.bash"
+bench_setup faults "${1:-build}" wrk python3 curl
 SECS=${BENCH_SECONDS:-30}
 CONNS=${BENCH_CONNS:-32}
 IDLE_MS=${FAULTS_IDLE_MS:-250}
 LUA=$SRC/bench/faults/stream.lua
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/llmroute-faults.XXXXXX")
-PIDS=()
 
-cleanup() {
-    for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-for tool in wrk python3 curl; do
-    command -v $tool >/dev/null || { echo "faults bench: $tool is missing (make bench installs it)"; exit 1; }
-done
-[ -x "$LLMROUTE" ] || { echo "faults bench: $LLMROUTE not built"; exit 1; }
-[ -x "$FAKE" ] || { echo "faults bench: fake upstream $FAKE not built"; exit 1; }
-
-wait_port_file() { for _ in $(seq 200); do [ -s "$1" ] && { cat "$1"; return 0; }; sleep 0.05; done; return 1; }
 ms() { python3 -c "print('%.3f' % ($1 / 1000))"; }  # microseconds -> ms
 
 # ---- three upstreams ----

@@ -24,31 +24,12 @@
 # BENCH_SKIP_CURL=1, BENCH_PIN=1 (gateways on CPU 1; upstream and load
 # generators on CPU 0: each side gets a core instead of the scheduler's mix).
 set -euo pipefail
-BUILD=$(cd "${1:-build}" && pwd)
-cd "$(dirname "$0")/.."
-SRC=$(pwd)
-LLMROUTE=$BUILD/llmroute
-FAKE=${FAKE_UPSTREAM:-$BUILD/tests/fake_upstream/fake_upstream}
+. "$(dirname "$0")/common.bash"
+bench_setup gateway "${1:-build}" wrk python3 taskset
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNS:-32}
 TOTAL=${BENCH_TOTAL:-1000000}
 LUA=$SRC/bench/gateway/post.lua
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/llmroute-bench.XXXXXX")
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-for tool in wrk python3 taskset; do
-    command -v $tool >/dev/null || { echo "gateway bench: $tool is missing (make bench installs it)"; exit 1; }
-done
-[ -x "$LLMROUTE" ] || { echo "gateway bench: $LLMROUTE not built"; exit 1; }
-[ -x "$FAKE" ] || { echo "gateway bench: fake upstream $FAKE not built"; exit 1; }
 LOADGEN=$BUILD/bench/loadgen
 [ -x "$LOADGEN" ] || { echo "gateway bench: $LOADGEN not built"; exit 1; }
 RATE=${BENCH_RATE:-5000}
@@ -62,7 +43,6 @@ if [ "${BENCH_PIN:-0}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port_file() { for _ in $(seq 200); do [ -s "$1" ] && { cat "$1"; return 0; }; sleep 0.05; done; return 1; }
 wait_http() { for _ in $(seq 300); do curl -s -o /dev/null --max-time 1 "$1" && return 0; sleep 0.1; done; return 1; }
 ms() { python3 -c "print('%.3f' % ($1 / 1000))"; }  # microseconds -> ms
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status; }
