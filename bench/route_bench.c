@@ -47,34 +47,19 @@ static void *anchor_worker(void *arg)
     return NULL;
 }
 
-static void *names_worker(void *arg)
+/* Route per_thread requests; arg non-NULL: candidates by index, else by name. */
+static void *route_worker(void *arg)
 {
     static const char *names[] = {"gpt-4o", "gpt-4o-mini", "qwen2.5:7b"};
-    struct lr_request req;
-    struct lr_decision d = {0};
-    long acc = 0;
-    (void)arg;
-    lr_request_init(&req);
-    req.models = names;
-    req.n_models = 3;
-    req.input_tokens = 100;
-    for (long i = 0; i < per_thread; i++) {
-        if (lr_router_route(router, &req, &d, NULL) == 0)
-            acc += d.index;
-    }
-    sink += acc;
-    return NULL;
-}
-
-static void *indices_worker(void *arg)
-{
     static const int idx[] = {0, 1, 2};
     struct lr_request req;
     struct lr_decision d = {0};
     long acc = 0;
-    (void)arg;
     lr_request_init(&req);
-    req.model_indices = idx;
+    if (arg)
+        req.model_indices = idx;
+    else
+        req.models = names;
     req.n_models = 3;
     req.input_tokens = 100;
     for (long i = 0; i < per_thread; i++) {
@@ -85,13 +70,13 @@ static void *indices_worker(void *arg)
     return NULL;
 }
 
-/* Decisions per second with `threads` threads running fn. */
-static double rate(void *(*fn)(void *), int threads)
+/* Decisions per second with `threads` threads running fn(arg). */
+static double rate(void *(*fn)(void *), void *arg, int threads)
 {
     pthread_t t[8];
     double t0 = now(), dt;
     for (int i = 0; i < threads; i++)
-        pthread_create(&t[i], NULL, fn, NULL);
+        pthread_create(&t[i], NULL, fn, arg);
     for (int i = 0; i < threads; i++)
         pthread_join(t[i], NULL);
     dt = now() - t0;
@@ -133,8 +118,8 @@ int main(int argc, char **argv)
         for (int form = 0; form < 2; form++) {
             double r[ROUNDS], a[ROUNDS], ratio[ROUNDS];
             for (int k = 0; k < ROUNDS; k++) {
-                a[k] = rate(anchor_worker, threads);
-                r[k] = rate(form ? indices_worker : names_worker, threads);
+                a[k] = rate(anchor_worker, NULL, threads);
+                r[k] = rate(route_worker, form ? (void *)&form : NULL, threads);
                 ratio[k] = r[k] / a[k];
             }
             printf("%-8d %-22s %14.3g %14.3g %7.2fx\n", threads,

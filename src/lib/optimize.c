@@ -1148,12 +1148,9 @@ static void explain(const struct lr__opt_problem *p, const struct gen *g,
     }
 }
 
-static int optimize(const struct lr__opt_problem *p, struct lr__opt_result *r, int quality_form)
+/* What every entry point checks first: the arguments, then the problem. */
+static int begin(const struct lr__opt_problem *p, struct lr__opt_result *r, int quality_form)
 {
-    struct gen g;
-    struct gen_answer ans;
-    int rc;
-
     if (r == NULL)
         return LR_EINVAL;
     result_reset(r);
@@ -1161,7 +1158,16 @@ static int optimize(const struct lr__opt_problem *p, struct lr__opt_result *r, i
         result_message(r, "%s is NULL", p == NULL ? "problem" : "result assign");
         return LR_EINVAL;
     }
-    if ((rc = problem_check(p, r, quality_form)) != 0)
+    return problem_check(p, r, quality_form);
+}
+
+static int optimize(const struct lr__opt_problem *p, struct lr__opt_result *r, int quality_form)
+{
+    struct gen g;
+    struct gen_answer ans;
+    int rc;
+
+    if ((rc = begin(p, r, quality_form)) != 0)
         return rc;
     if ((rc = gen_build(p, quality_form, &g)) != 0)
         return rc;
@@ -1198,14 +1204,7 @@ int lr__optimize_exact(const struct lr__opt_problem *p, struct lr__opt_result *r
     double space;
     int rc;
 
-    if (r == NULL)
-        return LR_EINVAL;
-    result_reset(r);
-    if (p == NULL || r->assign == NULL) {
-        result_message(r, "%s is NULL", p == NULL ? "problem" : "result assign");
-        return LR_EINVAL;
-    }
-    if ((rc = problem_check(p, r, quality_form)) != 0)
+    if ((rc = begin(p, r, quality_form)) != 0)
         return rc;
     n = p->n;
     m = p->m;
