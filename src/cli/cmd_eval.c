@@ -8,7 +8,10 @@
  * queries). Rows: every single model, random, sequential, the oracle (the
  * cheapest model with the best real correctness), smart per query at each
  * alpha, smart batch at each alpha, smart under each budget, for each
- * predictor; with --sweep, the batch frontier over a range of alpha.
+ * predictor; with --sweep, the frontier: the batch over a range of alpha
+ * and the budget form at each single model's real total cost (first
+ * predictor), and for each single model the best frontier point that costs
+ * no more than it does (see versus_single()).
  *
  * Only records with an outcome for every candidate model are scored (the
  * others are counted and named on standard error), so every row is measured
@@ -41,7 +44,9 @@ static const char help[] =
     "  --alpha A[,A...]     quality targets for smart rows (default: the config's)\n"
     "  --budget B[,B...]    total-cost budgets for smart budget rows\n"
     "  --predictors P[,P]   smart predictors to compare (default: default,aios)\n"
-    "  --sweep              add the batch frontier over alpha 0.50..0.98\n"
+    "  --sweep              add the frontier: batch over alpha 0.50..0.98, and the\n"
+    "                       budget form at each single model's real cost; then\n"
+    "                       compare every single model with the frontier\n"
     "  --format F           table (default), json or csv\n"
     "  --plot FILE.svg      draw success against cost: single models as labelled\n"
     "                       points, the frontier as a line\n"
@@ -80,6 +85,7 @@ struct eval {
     size_t dim;
     struct row *rows;
     size_t n_rows, cap_rows;
+    int has_frontier; /* --sweep ran */
 };
 
 static double now_us(void)
@@ -320,9 +326,32 @@ static json_t *num_or_null(double d)
     return isnan(d) ? json_null() : json_real(d);
 }
 
+/* For single-model row s: the frontier row with the highest success among
+ * those whose real cost is no higher than s's (ties: the cheaper), or NULL.
+ * "Above" the model means that row's success is at least the model's: the
+ * frontier offers its quality for no more money. */
+static const struct row *versus_single(const struct eval *e, const struct row *s)
+{
+    const struct row *best = NULL;
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k];
+        if (!r->frontier || r->cost > s->cost)
+            continue;
+        if (!best || r->success > best->success ||
+            (r->success == best->success && r->cost < best->cost))
+            best = r;
+    }
+    return best;
+}
+
+static int is_single(const struct row *r)
+{
+    return strncmp(r->strategy, "single:", 7) == 0;
+}
+
 static void print_json(const struct eval *e)
 {
-    json_t *root = json_object(), *results = json_array();
+    json_t *root = json_object(), *results = json_array(), *versus = NULL;
     char *s;
     json_object_set_new(root, "queries", json_integer((json_int_t)e->n));
     for (size_t k = 0; k < e->n_rows; k++) {
@@ -348,6 +377,28 @@ static void print_json(const struct eval *e)
         json_array_append_new(results, o);
     }
     json_object_set_new(root, "results", results);
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k], *f;
+        json_t *o;
+        if (!is_single(r) || !e->has_frontier)
+            continue;
+        if (!versus)
+            versus = json_array();
+        f = versus_single(e, r);
+        o = json_object();
+        json_object_set_new(o, "model", json_string(r->strategy + 7));
+        json_object_set_new(o, "success_rate", json_real(r->success));
+        json_object_set_new(o, "total_cost", json_real(r->cost));
+        json_object_set_new(o, "frontier_strategy", f ? json_string(f->strategy) : json_null());
+        json_object_set_new(o, "frontier_alpha", f ? num_or_null(f->alpha) : json_null());
+        json_object_set_new(o, "frontier_budget", f ? num_or_null(f->budget) : json_null());
+        json_object_set_new(o, "frontier_success_rate", f ? json_real(f->success) : json_null());
+        json_object_set_new(o, "frontier_total_cost", f ? json_real(f->cost) : json_null());
+        json_object_set_new(o, "above", json_boolean(f && f->success >= r->success));
+        json_array_append_new(versus, o);
+    }
+    if (versus)
+        json_object_set_new(root, "versus_single", versus);
     s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     if (s)
         printf("%s\n", s);
@@ -442,8 +493,31 @@ static void print_table(const struct eval *e)
         printf("%-44s %6s %8s %8.4f %10.4f %8s %9s %9s  %s\n", name, a, b, r->success, r->cost,
                pq, p50, p99, shares);
     }
-    printf("\n* frontier (batch over a range of alpha). Cost is real: the record's input tokens\n"
-           "and the chosen model's real output tokens at the config's prices.\n");
+    printf("\n* frontier (batch over a range of alpha, and the budget form at each single\n"
+           "model's cost). Cost is real: the record's input tokens and the chosen model's\n"
+           "real output tokens at the config's prices.\n");
+    if (!e->has_frontier)
+        return;
+    printf("\nSingle models against the frontier (its best point at no higher real cost):\n");
+    printf("%-40s %8s %10s   %8s %10s  %-6s %s\n", "model", "success", "cost($)", "frontier",
+           "cost($)", "above", "point");
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k], *f;
+        char point[64] = "-";
+        if (!is_single(r))
+            continue;
+        f = versus_single(e, r);
+        if (f && !isnan(f->budget))
+            snprintf(point, sizeof point, "budget %.4f", f->budget);
+        else if (f)
+            snprintf(point, sizeof point, "alpha %.2f", f->alpha);
+        if (f)
+            printf("%-40s %8.4f %10.4f   %8.4f %10.4f  %-6s %s\n", r->strategy + 7, r->success,
+                   r->cost, f->success, f->cost, f->success >= r->success ? "yes" : "NO", point);
+        else
+            printf("%-40s %8.4f %10.4f   %8s %10s  %-6s %s\n", r->strategy + 7, r->success,
+                   r->cost, "-", "-", "NO", point);
+    }
 }
 
 /* ==== The plot ==== */
@@ -543,11 +617,28 @@ static int write_plot(const struct eval *e, const char *path)
 
         qsort(front, nf, sizeof *front, cmp_row_cost);
         if (nf > 1) {
+            /* The line is the upper envelope: the points that beat every
+             * cheaper one. The others are drawn as small open circles. */
+            double best = -1;
             fprintf(f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
             for (size_t k = 0; k < nf; k++)
-                if (front[k]->cost > 0)
+                if (front[k]->cost > 0 && front[k]->success > best) {
                     fprintf(f, "%.1f,%.1f ", X(front[k]->cost), Y(front[k]->success));
+                    best = front[k]->success;
+                }
             fprintf(f, "\"/>\n");
+            best = -1;
+            for (size_t k = 0; k < nf; k++) {
+                if (front[k]->cost <= 0)
+                    continue;
+                if (front[k]->success > best) {
+                    best = front[k]->success;
+                    continue;
+                }
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"none\" "
+                           "stroke=\"#1f77b4\"/>\n",
+                        X(front[k]->cost), Y(front[k]->success));
+            }
         }
         for (size_t k = 0; k < e->n_rows; k++) {
             const struct row *r = &e->rows[k];
@@ -734,7 +825,8 @@ int cmd_eval(int argc, char **argv)
     size_t n_alphas = 0, n_budgets = 0, n_preds = 0;
     long seed = 1;
     int *slot = NULL;
-    double *times = NULL;
+    double *times = NULL, *single_cost = NULL;
+    size_t n_single = 0;
     struct lr_request *reqs = NULL;
     struct lr_decision *decs = NULL;
     struct lr_router *router = NULL;
@@ -885,6 +977,22 @@ int cmd_eval(int argc, char **argv)
                         goto smart_failed;
                     r->frontier = 1;
                 }
+                /* Copy the costs first: new_row may move the rows. */
+                single_cost = calloc(e.n_rows, sizeof *single_cost);
+                if (!single_cost) {
+                    rc = CLI_RUNTIME;
+                    goto smart_failed;
+                }
+                for (size_t k = 0; k < e.n_rows; k++)
+                    if (is_single(&e.rows[k]))
+                        single_cost[n_single++] = e.rows[k].cost;
+                for (size_t k = 0; k < n_single; k++) {
+                    struct row *r = new_row(&e, "smart-budget", preds[p], NAN, single_cost[k]);
+                    if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_BUDGET)))
+                        goto smart_failed;
+                    r->frontier = 1;
+                }
+                e.has_frontier = 1;
             }
             lr_router_free(router);
             router = NULL;
@@ -916,6 +1024,7 @@ out:
     free(vecs);
     free(slot);
     free(times);
+    free(single_cost);
     free(reqs);
     free(decs);
     lr_router_free(router);

@@ -151,6 +151,23 @@ assert b["feasible"] is True and b["predicted_quality"] >= 0.9 - 1e-9, b
 frontier = [r for r in res["results"] if r["frontier"]]
 assert len(frontier) >= 10
 assert any(r["strategy"] == "smart-budget" and r["budget"] == 0.01 for r in res["results"])
+# --sweep: the budget form at each single model's real cost joins the frontier,
+# and every single model is compared with the best frontier point at no higher cost.
+singles = {r["strategy"][7:]: r for r in res["results"] if r["strategy"].startswith("single:")}
+for m, s in singles.items():
+    assert any(r["frontier"] and r["strategy"] == "smart-budget" and r["budget"] == s["total_cost"]
+               for r in res["results"]), m
+vs = {v["model"]: v for v in res["versus_single"]}
+assert set(vs) == set(singles), vs
+for m, v in vs.items():
+    s = singles[m]
+    cheaper = [r for r in frontier if r["total_cost"] <= s["total_cost"]]
+    best = max((r["success_rate"] for r in cheaper), default=None)
+    assert v["frontier_success_rate"] == best, (m, v, best)
+    assert best is None or v["frontier_total_cost"] <= s["total_cost"]
+    assert v["above"] == (best is not None and best >= s["success_rate"]), v
+# On this fixture the router reaches the strong model's success for less.
+assert vs["strong"]["above"] and vs["strong"]["frontier_total_cost"] < singles["strong"]["total_cost"], vs["strong"]
 PY
 python3 -c "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); assert d.documentElement.tagName == 'svg'; assert len(d.getElementsByTagName('polyline')) == 1; t = [x.firstChild.data for x in d.getElementsByTagName('text') if x.firstChild]; assert 'strong' in t and 'cheap' in t, t" "$TMP/plot.svg" \
     && ok || bad "eval --plot writes an SVG with the frontier and labelled models"
