@@ -43,9 +43,10 @@ static json_t *number_or_null(double v)
     return isnan(v) || isinf(v) ? json_null() : json_real(v);
 }
 
-int api_health(struct gw *gw, struct hs_req *req)
+int api_health(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *o = json_object();
+    (void)id;
     json_object_set_new(o, "status", json_string(gw->shutting_down ? "draining" : "ok"));
     json_object_set_new(o, "models", json_integer((json_int_t)gw->conf->n_models));
     json_object_set_new(o, "routes",
@@ -83,10 +84,11 @@ int api_health(struct gw *gw, struct hs_req *req)
     return send_json(req, 200, o);
 }
 
-int api_metrics(struct gw *gw, struct hs_req *req)
+int api_metrics(struct gw *gw, struct hs_req *req, const char *id)
 {
     size_t len = 0;
     char *text = metrics_render(gw->metrics, gw_now(), &len);
+    (void)id;
     if (!text) {
         gw_send_error(req, 500, NULL, "out_of_memory", "out of memory rendering metrics");
         return 500;
@@ -96,10 +98,11 @@ int api_metrics(struct gw *gw, struct hs_req *req)
     return 200;
 }
 
-int api_models(struct gw *gw, struct hs_req *req)
+int api_models(struct gw *gw, struct hs_req *req, const char *id)
 {
     const struct lr_config *cfg = gw->conf->cfg;
     json_t *o = json_object(), *data = json_array();
+    (void)id;
     for (size_t i = 0; i < lr_config_model_count(cfg); i++) {
         const struct lr_model_info *m = lr_config_model(cfg, i);
         json_t *e = json_object();
@@ -198,10 +201,11 @@ static size_t keep_live(const struct lr_config *cfg, const char **names, size_t 
     return k;
 }
 
-int api_route(struct gw *gw, struct hs_req *req)
+int api_route(struct gw *gw, struct hs_req *req, const char *id)
 {
     struct gw_conf *conf = gw->conf;
     struct lr_error err = {0};
+    (void)id;
     json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jdefault, *out = NULL, *list;
     struct lr_request *reqs = NULL;
     struct lr_decision *dec = NULL;
@@ -416,18 +420,138 @@ out:
 
 /* ==== POST /v1/feedback ==== */
 
+/* Answer a feedback request: append the outcome (with its vector for a
+ * dense store), then 200 {"status": "recorded", "records": N} or the error. */
+static int feedback_store(struct gw *gw, struct hs_req *req, const char *query, long in_tokens,
+                          const char *model, double correctness, double out_tokens,
+                          const float *vec, size_t dim)
+{
+    struct lr_error err = {0};
+    int rc = vec ? lr_store_add_outcome_vec(gw->store, query, in_tokens, model, correctness,
+                                            out_tokens, vec, dim, &err)
+                 : lr_store_add_outcome(gw->store, query, in_tokens, model, correctness,
+                                        out_tokens, &err);
+    json_t *o;
+    if (rc) {
+        int code = rc == LR_EINVAL || rc == LR_ETOOBIG ? 400 : 500;
+        return refuse(req, code, NULL, code == 400 ? "invalid_value" : "store_error",
+                      err.message);
+    }
+    o = json_object();
+    json_object_set_new(o, "status", json_string("recorded"));
+    json_object_set_new(o, "records", json_integer((json_int_t)lr_store_count(gw->store)));
+    return send_json(req, 200, o);
+}
+
+/* Feedback into a dense store waits for its query's vector. */
+struct feedback {
+    struct gw *gw;
+    struct gw_conf *conf; /* a reference: its embedder is in use */
+    struct hs_req *req;   /* NULL once the client has gone */
+    struct gw_embed *embed;
+    char *query, *model;
+    long in_tokens;
+    double correctness, out_tokens;
+    double t0;
+    char id[136];
+};
+
+static void feedback_end(struct feedback *fb, int status, const char *error)
+{
+    struct gw_log log;
+    metrics_count_request(fb->gw->metrics, "", "", status);
+    memset(&log, 0, sizeof log);
+    log.id = fb->id;
+    log.method = "POST";
+    log.path = "/v1/feedback";
+    log.status = status;
+    log.error = error;
+    log.latency_ms = (gw_now() - fb->t0) * 1000;
+    log.upstream_ms = -1;
+    log.ttft_ms = -1;
+    log.tokens_in = -1;
+    log.tokens_out = -1;
+    log.cost = NAN;
+    log.attempts = -1;
+    gw_log_request(fb->gw, &log);
+    gw_embed_cancel(fb->embed);
+    gw_conf_unref(fb->conf);
+    free(fb->query);
+    free(fb->model);
+    free(fb);
+}
+
+/* The client went away before its answer: nothing is stored (it saw no 200). */
+static void feedback_abort(void *arg)
+{
+    struct feedback *fb = arg;
+    fb->req = NULL;
+    feedback_end(fb, 499, "client_closed");
+}
+
+static void feedback_got(void *arg, float *vec, size_t dim, const char *why)
+{
+    struct feedback *fb = arg;
+    int status;
+    fb->embed = NULL; /* the fetch frees itself */
+    if (!vec) {
+        status = refuse(fb->req, 502, NULL, "embedding_failed", why);
+        feedback_end(fb, status, "embedding_failed");
+        return;
+    }
+    status = feedback_store(fb->gw, fb->req, fb->query, fb->in_tokens, fb->model,
+                            fb->correctness, fb->out_tokens, vec, dim);
+    free(vec);
+    feedback_end(fb, status, status == 200 ? NULL : "feedback_refused");
+}
+
+/* Start fetching the vector; 0 (answered later), or a status sent now. */
+static int feedback_later(struct gw *gw, struct hs_req *req, const char *id, const char *query,
+                          long in_tokens, const char *model, double correctness,
+                          double out_tokens)
+{
+    struct feedback *fb = calloc(1, sizeof *fb);
+    if (!fb || !(fb->query = strdup(query)) || !(fb->model = strdup(model))) {
+        if (fb) {
+            free(fb->query);
+            free(fb);
+        }
+        return refuse(req, 500, NULL, "out_of_memory", "out of memory recording feedback");
+    }
+    fb->gw = gw;
+    fb->conf = gw->conf;
+    gw_conf_ref(fb->conf);
+    fb->req = req;
+    fb->in_tokens = in_tokens;
+    fb->correctness = correctness;
+    fb->out_tokens = out_tokens;
+    fb->t0 = gw_now();
+    snprintf(fb->id, sizeof fb->id, "%s", id);
+    fb->embed = gw_embed_start(gw, fb->conf, query, feedback_got, fb);
+    if (!fb->embed) {
+        gw_conf_unref(fb->conf);
+        free(fb->query);
+        free(fb->model);
+        free(fb);
+        return refuse(req, 500, NULL, "out_of_memory", "out of memory recording feedback");
+    }
+    hs_req_watch(req, NULL, feedback_abort, fb);
+    return 0;
+}
+
 /* {"query": str, "model": str, "correctness": bool|number in [0,1],
  *  "output_tokens": number >= 0, "input_tokens": int >= 0 (optional)}
  * appends one outcome to the history store. The SQLite commit happens before
  * the 200, so an acknowledged outcome survives a crash; it runs on the event
- * loop and costs one small transaction. */
-int api_feedback(struct gw *gw, struct hs_req *req)
+ * loop and costs one small transaction. A dense store (a remote embedder's
+ * vectors) needs the query's vector: it is fetched from the embedder first,
+ * without blocking the loop, and the answer waits for it. */
+int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
 {
-    struct lr_error err = {0};
     json_t *root, *q, *m, *c, *ot, *it;
     double correctness, out_tokens;
     long in_tokens = -1;
-    int status, rc;
+    int status;
     char msg[700];
 
     if (!gw->store)
@@ -471,18 +595,12 @@ int api_feedback(struct gw *gw, struct hs_req *req)
     } else {
         if (it && json_is_integer(it))
             in_tokens = (long)json_integer_value(it);
-        rc = lr_store_add_outcome(gw->store, json_string_value(q), in_tokens,
-                                  json_string_value(m), correctness, out_tokens, &err);
-        if (rc) {
-            int code = rc == LR_EINVAL || rc == LR_ETOOBIG ? 400 : 500;
-            status = refuse(req, code, NULL, code == 400 ? "invalid_value" : "store_error",
-                            err.message);
-        } else {
-            json_t *o = json_object();
-            json_object_set_new(o, "status", json_string("recorded"));
-            json_object_set_new(o, "records", json_integer((json_int_t)lr_store_count(gw->store)));
-            status = send_json(req, 200, o);
-        }
+        if (gw->conf->embed)
+            status = feedback_later(gw, req, id, json_string_value(q), in_tokens,
+                                    json_string_value(m), correctness, out_tokens);
+        else
+            status = feedback_store(gw, req, json_string_value(q), in_tokens,
+                                    json_string_value(m), correctness, out_tokens, NULL, 0);
     }
     json_decref(root);
     return status;

@@ -191,7 +191,7 @@ struct path_entry {
     int needs_key;
     enum handler_kind kind;
     enum gw_endpoint ep;
-    int (*api)(struct gw *, struct hs_req *);
+    int (*api)(struct gw *, struct hs_req *, const char *id);
 };
 
 static const struct path_entry paths[] = {
@@ -263,7 +263,9 @@ static void handle(struct hs_req *req, void *arg)
             return; /* it logs its own line when it finishes */
         }
         hs_resp_header(req, "x-request-id", id);
-        status = e->api(gw, req);
+        status = e->api(gw, req, id);
+        if (status == 0)
+            return; /* answered later; it logs its own line then */
         if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0)
             return; /* scrapes and probes are not requests worth a line */
     } else if (e) {

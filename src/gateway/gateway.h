@@ -6,6 +6,7 @@
  *   proxy.c     forwarding chat/completions/embeddings: route, rewrite, relay
  *   mock.c      the in-process mock backend
  *   api.c       /health, /v1/models, /v1/route, /v1/feedback
+ *   embedq.c    a query's vector from the remote embedder, on the loop
  *   metrics.c   Prometheus metrics and the per-model state table
  *   errors.c    OpenAI-shaped error bodies
  *   httpd.c     the HTTP/1.1 server;  upstream.c  libcurl multi on the loop
@@ -182,17 +183,34 @@ void gw_send_error(struct hs_req *req, int status, const char *param, const char
 #endif
     ;
 
+/* ==== A query's vector from the remote embedder (embedq.c) ==== */
+
+struct gw_embed;
+/* The fetch's end: vec (dim floats, the callee's to free()) or NULL and why,
+ * a message naming the embedder. Runs from the event loop, never inside the
+ * transfer's callback; the fetch is freed after it returns. */
+typedef void (*gw_embed_fn)(void *arg, float *vec, size_t dim, const char *why);
+/* Fetch text's vector from conf's embedder (conf->embed must be set; the
+ * caller keeps conf alive until the callback or a cancel). NULL when out of
+ * memory (no callback will run). */
+struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const char *text,
+                                gw_embed_fn done, void *arg);
+/* Abort a fetch whose callback has not run; no callback will. NULL is a no-op. */
+void gw_embed_cancel(struct gw_embed *e);
+
 /* ==== Endpoints ==== */
 
 enum gw_endpoint { EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS };
 
 /* Forwarding endpoints answer asynchronously and log their own line. */
 void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const char *id);
-/* The others answer at once and return the status they sent. */
-int api_health(struct gw *gw, struct hs_req *req);
-int api_models(struct gw *gw, struct hs_req *req);
-int api_route(struct gw *gw, struct hs_req *req);
-int api_feedback(struct gw *gw, struct hs_req *req);
-int api_metrics(struct gw *gw, struct hs_req *req);
+/* The others answer at once and return the status they sent, or return 0
+ * when they answer later (feedback into a dense store, after its vector is
+ * fetched) and log their own line then. */
+int api_health(struct gw *gw, struct hs_req *req, const char *id);
+int api_models(struct gw *gw, struct hs_req *req, const char *id);
+int api_route(struct gw *gw, struct hs_req *req, const char *id);
+int api_feedback(struct gw *gw, struct hs_req *req, const char *id);
+int api_metrics(struct gw *gw, struct hs_req *req, const char *id);
 
 #endif

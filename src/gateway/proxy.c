@@ -130,16 +130,11 @@ struct exchange {
     size_t tries_len;
 
     /* A dense store: the query's vector, fetched before routing. */
-    json_t *root;       /* the request, kept while the vector is fetched */
-    char *query;        /* its query text */
+    json_t *root;          /* the request, kept while the vector is fetched */
+    char *query;           /* its query text */
     float *vec;
     size_t vec_dim;
-    struct up_xfer *embed_xfer;
-    char *embed_body;   /* the embeddings request */
-    char *embed_resp;   /* its answer, capped */
-    size_t embed_len, embed_cap;
-    long embed_status;
-    struct event *resume; /* routes once the vector is in, off the transfer's callback */
+    struct gw_embed *embed; /* the fetch in flight */
 };
 
 static void finish(struct exchange *ex, int status);
@@ -1041,10 +1036,8 @@ static void on_abort(void *arg)
 {
     struct exchange *ex = arg;
     ex->req = NULL;
-    if (ex->embed_xfer) {
-        up_xfer_abort(ex->embed_xfer);
-        ex->embed_xfer = NULL;
-    }
+    gw_embed_cancel(ex->embed);
+    ex->embed = NULL;
     if (ex->xfer || ex->mock)
         stop_transfer(ex);
     attempt_end(ex, RS_OK, -1, 0);
@@ -1235,15 +1228,10 @@ static void finish(struct exchange *ex, int status)
     free(ex->resp);
     free(ex->held);
     free(ex->last_body);
-    if (ex->embed_xfer)
-        up_xfer_abort(ex->embed_xfer);
-    if (ex->resume)
-        event_free(ex->resume);
+    gw_embed_cancel(ex->embed);
     json_decref(ex->root);
     free(ex->query);
     free(ex->vec);
-    free(ex->embed_body);
-    free(ex->embed_resp);
     free(ex);
 }
 /* ==== Reading the request ==== */
@@ -1566,142 +1554,29 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
 
 /* ==== A dense store: the query's vector ==== */
 
-#define EMBED_RESP_CAP (8u << 20)
-
 static void proceed(struct exchange *ex);
 
-static void embed_head(void *arg, const struct up_head *head)
-{
-    struct exchange *ex = arg;
-    ex->embed_status = head->status;
-}
-
-static int embed_data(void *arg, const char *data, size_t len)
-{
-    struct exchange *ex = arg;
-    if (ex->embed_len + len > EMBED_RESP_CAP)
-        return UP_CONSUMED; /* over the cap: dropped, and the parse below fails */
-    if (ex->embed_len + len + 1 > ex->embed_cap) {
-        size_t cap = ex->embed_cap ? ex->embed_cap : 4096;
-        char *p;
-        while (cap < ex->embed_len + len + 1)
-            cap *= 2;
-        p = realloc(ex->embed_resp, cap);
-        if (!p)
-            return UP_CONSUMED;
-        ex->embed_resp = p;
-        ex->embed_cap = cap;
-    }
-    memcpy(ex->embed_resp + ex->embed_len, data, len);
-    ex->embed_len += len;
-    return UP_CONSUMED;
-}
-
-/* The vector from an OpenAI-shaped embeddings answer; 0 or -1 with why. */
-static int embed_parse(struct exchange *ex, char *why, size_t cap)
-{
-    json_t *root = ex->embed_resp ? json_loadb(ex->embed_resp, ex->embed_len, 0, NULL) : NULL;
-    json_t *v = json_object_get(json_array_get(json_object_get(root, "data"), 0), "embedding");
-    size_t dim = lr_store_dim(ex->conf->store), n = json_array_size(v);
-    int rc = -1;
-
-    if (!json_is_array(v) || n == 0)
-        snprintf(why, cap, "the answer holds no data[0].embedding");
-    else if (dim && n != dim)
-        snprintf(why, cap, "a vector of %zu numbers, but the history store's are %zu", n, dim);
-    else if (!(ex->vec = malloc(n * sizeof *ex->vec)))
-        snprintf(why, cap, "out of memory");
-    else {
-        rc = 0;
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            json_t *x = json_array_get(v, i);
-            if (!json_is_number(x)) {
-                snprintf(why, cap, "data[0].embedding[%zu] is not a number", i);
-                rc = -1;
-            }
-            ex->vec[i] = (float)json_number_value(x);
-        }
-        ex->vec_dim = n;
-    }
-    json_decref(root);
-    return rc;
-}
-
-/* Off the transfer's callback: route with the vector, then go on. */
-static void embed_resume(evutil_socket_t fd, short what, void *arg)
+/* The vector is in (or not): route with it, then go on. */
+static void embed_got(void *arg, float *vec, size_t dim, const char *why)
 {
     struct exchange *ex = arg;
     json_t *root;
     int rc;
-    (void)fd;
-    (void)what;
+
+    ex->embed = NULL; /* the fetch frees itself */
+    if (!vec) {
+        ex->error = "embedding_failed";
+        fail_with(ex, 502, NULL, "embedding_failed", "%s", why);
+        return;
+    }
+    ex->vec = vec;
+    ex->vec_dim = dim;
     root = ex->root;
     ex->root = NULL; /* a refusal in decide() frees ex: nothing of it is used after */
     rc = decide(ex, root, ex->query);
     json_decref(root);
     if (rc == 0)
         proceed(ex);
-}
-
-static void embed_done(void *arg, enum up_error err, const char *message)
-{
-    struct exchange *ex = arg;
-    char why[200];
-    struct timeval now = {0, 0};
-
-    ex->embed_xfer = NULL;
-    if (err != UP_OK) {
-        ex->error = "embedding_failed";
-        fail_with(ex, 502, NULL, "embedding_failed", "the embedding server %s failed: %s",
-                  ex->conf->embed_url, message ? message : up_error_name(err));
-        return;
-    }
-    if (ex->embed_status != 200) {
-        ex->error = "embedding_failed";
-        fail_with(ex, 502, NULL, "embedding_failed",
-                  "the embedding server %s answered %ld: %.200s", ex->conf->embed_url,
-                  ex->embed_status, ex->embed_resp ? ex->embed_resp : "");
-        return;
-    }
-    if (embed_parse(ex, why, sizeof why) != 0) {
-        ex->error = "embedding_failed";
-        fail_with(ex, 502, NULL, "embedding_failed", "the embedding server %s: %s",
-                  ex->conf->embed_url, why);
-        return;
-    }
-    ex->resume = evtimer_new(ex->gw->base, embed_resume, ex);
-    if (!ex->resume || evtimer_add(ex->resume, &now) != 0) {
-        ex->error = "embedding_failed";
-        fail_with(ex, 500, NULL, "out_of_memory", "out of memory routing the request");
-    }
-}
-
-static const struct up_callbacks embed_cbs = {embed_head, embed_data, embed_done};
-
-/* POST {"model", "input": [query]} to the configured embedder. */
-static int embed_start(struct exchange *ex)
-{
-    const struct lr_embedding_info *e = ex->conf->embed;
-    json_t *body = json_object();
-    struct up_request r;
-
-    json_object_set_new(body, "model", json_string(e->model));
-    json_object_set_new(body, "input", json_pack("[s]", ex->query));
-    if (e->dimensions > 0)
-        json_object_set_new(body, "dimensions", json_integer(e->dimensions));
-    ex->embed_body = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    if (!ex->embed_body)
-        return -1;
-    memset(&r, 0, sizeof r);
-    r.url = ex->conf->embed_url;
-    r.authorization = ex->conf->embed_auth;
-    r.body = ex->embed_body;
-    r.body_len = strlen(ex->embed_body);
-    r.connect_timeout_ms = e->timeout_ms;
-    r.timeout_ms = e->timeout_ms;
-    ex->embed_xfer = up_xfer_start(ex->gw->upstream, &r, &embed_cbs, ex);
-    return ex->embed_xfer ? 0 : -1;
 }
 
 void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const char *id)
@@ -1773,7 +1648,7 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
         ex->root = root;
         ex->query = query.p ? query.p : strdup("");
         hs_req_watch(req, on_drain, on_abort, ex);
-        if (!ex->query || embed_start(ex) != 0) {
+        if (!ex->query || !(ex->embed = gw_embed_start(gw, ex->conf, ex->query, embed_got, ex))) {
             ex->error = "embedding_failed";
             fail_with(ex, 500, NULL, "out_of_memory", "out of memory fetching the embedding");
         }

@@ -202,6 +202,35 @@ def dense(bin_, fake_bin):
     check("a smart route over a dense store routes by the query's fetched vector",
           routes_by_the_fetched_vector)
 
+    def records(port):
+        st, _, body = request(port, "GET", "/health")
+        assert st == 200, st
+        return json.loads(body)["history_records"]
+
+    def feedback_fetches_the_vector():
+        # The fake's vectors are hashes of the text: a new text's nearest record
+        # is arbitrary until its own outcome is recorded, then it is that one.
+        text = "Translate good morning into French, politely"
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(text)})
+        assert st == 200, (st, j)
+        fed = "smarty" if h["x-llmroute-model"] == "cheapo" else "cheapo"
+        before = records(gw.port)
+        st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+            {"query": text, "model": fed, "correctness": 1, "output_tokens": 5}))
+        assert st == 200 and json.loads(body)["records"] == before + 1, (st, body)
+        asked = [json.loads(r["body"]) for r in fake.logged() if r["path"] == "/v1/embeddings"]
+        assert asked.count({"model": "embed-small", "input": [text]}) == 2, asked[-3:]
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(text)})
+        assert st == 200 and h["x-llmroute-model"] == fed, (st, h, fed)
+        # Bad fields are refused before any fetch.
+        n = len(fake.logged())
+        st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+            {"query": text, "model": fed, "correctness": 3, "output_tokens": 5}))
+        assert st == 400 and json.loads(body)["error"]["param"] == "correctness", (st, body)
+        assert len(fake.logged()) == n and records(gw.port) == before + 1
+    check("feedback into a dense store fetches the query's vector, and the next route uses it",
+          feedback_fetches_the_vector)
+
     def embedder_down_is_502():
         cfg2 = config(store)
         cfg2["router"]["embedding"] = {"base_url": "http://127.0.0.1:%d/v1" % closed_port(),
@@ -211,9 +240,17 @@ def dense(bin_, fake_bin):
         assert st == 502 and "/v1/embeddings" in j["error"]["message"], (st, j)
         st, h, j, _ = chat(gw2.port, {"model": "cheapo", "messages": ASK("hi")})
         assert st == 200, (st, j)
+        before = records(gw2.port)
+        st, _, body = request(gw2.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 1 plus 4?", "model": "cheapo", "correctness": 1,
+             "output_tokens": 2}))
+        err = json.loads(body)["error"]
+        assert st == 502 and "/v1/embeddings" in err["message"], (st, err)
+        assert records(gw2.port) == before
         gw2.signal(signal.SIGTERM)
         assert gw2.wait() == 0
-    check("an unreachable embedder answers 502 naming it; direct models still serve",
+    check("an unreachable embedder answers 502 naming it, stores no feedback; direct models "
+          "still serve",
           embedder_down_is_502)
 
     def other_embedder_is_refused():

@@ -1,0 +1,217 @@
+/* embedq.c -- one query's vector from the remote embedder, fetched on the
+ * event loop without blocking it.
+ *
+ * A history store made by a remote embedder (a dense store) needs each
+ * query's vector twice in the gateway: to route a smart request (proxy.c)
+ * and to record a feedback outcome (api.c). Both start a fetch here:
+ * POST {"model", "input": [text]} (and "dimensions" when configured) to
+ * {router.embedding.base_url}/embeddings, the answer capped at 8 MB, checked
+ * (data[0].embedding an array of numbers, of the store's dimension once it
+ * has one) and handed over.
+ *
+ * The callback runs from a zero-delay timer, never inside the transfer's own
+ * callback, so it may free whatever it likes (the request, its exchange).
+ * The fetch frees itself after the callback; gw_embed_cancel before that
+ * aborts it and no callback runs.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "gateway.h"
+#include "upstream.h"
+
+#define EMBED_RESP_CAP (8u << 20)
+
+struct gw_embed {
+    struct up_xfer *xfer;
+    struct event *later; /* runs the callback off the transfer's callback */
+    const struct gw_conf *conf;
+    gw_embed_fn done;
+    void *arg;
+    char *body;         /* the request */
+    char *resp;         /* the answer, capped */
+    size_t len, cap;
+    long status;
+    float *vec;         /* the vector once parsed (handed to the callback) */
+    size_t dim;
+    char why[400];      /* else why it failed */
+};
+
+static void embed_free(struct gw_embed *e)
+{
+    if (e->xfer)
+        up_xfer_abort(e->xfer);
+    if (e->later)
+        event_free(e->later);
+    free(e->body);
+    free(e->resp);
+    free(e->vec);
+    free(e);
+}
+
+static void embed_head(void *arg, const struct up_head *head)
+{
+    struct gw_embed *e = arg;
+    e->status = head->status;
+}
+
+static int embed_data(void *arg, const char *data, size_t len)
+{
+    struct gw_embed *e = arg;
+    if (e->len + len > EMBED_RESP_CAP)
+        return UP_CONSUMED; /* over the cap: dropped, and the parse fails */
+    if (e->len + len + 1 > e->cap) {
+        size_t cap = e->cap ? e->cap : 4096;
+        char *p;
+        while (cap < e->len + len + 1)
+            cap *= 2;
+        p = realloc(e->resp, cap);
+        if (!p)
+            return UP_CONSUMED;
+        e->resp = p;
+        e->cap = cap;
+    }
+    memcpy(e->resp + e->len, data, len);
+    e->len += len;
+    return UP_CONSUMED;
+}
+
+static void set_why(struct gw_embed *e, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void set_why(struct gw_embed *e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->why, sizeof e->why, fmt, ap);
+    va_end(ap);
+}
+
+/* The vector from an OpenAI-shaped embeddings answer; 0, or -1 with why. */
+static int embed_parse(struct gw_embed *e)
+{
+    json_t *root = e->resp ? json_loadb(e->resp, e->len, 0, NULL) : NULL;
+    json_t *v = json_object_get(json_array_get(json_object_get(root, "data"), 0), "embedding");
+    size_t dim = lr_store_dim(e->conf->store), n = json_array_size(v);
+    int rc = -1;
+
+    if (!json_is_array(v) || n == 0)
+        set_why(e, "the embedding server %s: the answer holds no data[0].embedding",
+                e->conf->embed_url);
+    else if (dim && n != dim)
+        set_why(e,
+                "the embedding server %s: a vector of %zu numbers, but the history store's "
+                "are %zu",
+                e->conf->embed_url, n, dim);
+    else if (!(e->vec = malloc(n * sizeof *e->vec)))
+        set_why(e, "out of memory");
+    else {
+        rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            json_t *x = json_array_get(v, i);
+            if (!json_is_number(x)) {
+                set_why(e, "the embedding server %s: data[0].embedding[%zu] is not a number",
+                        e->conf->embed_url, i);
+                rc = -1;
+            }
+            e->vec[i] = (float)json_number_value(x);
+        }
+        e->dim = n;
+    }
+    if (rc) {
+        free(e->vec);
+        e->vec = NULL;
+        e->dim = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
+static void embed_later(evutil_socket_t fd, short what, void *arg)
+{
+    struct gw_embed *e = arg;
+    float *vec = e->vec;
+    (void)fd;
+    (void)what;
+    e->vec = NULL; /* the callback owns it now */
+    e->done(e->arg, vec, e->dim, vec ? NULL : e->why);
+    embed_free(e);
+}
+
+static void embed_done(void *arg, enum up_error err, const char *message)
+{
+    struct gw_embed *e = arg;
+    struct timeval now = {0, 0};
+
+    e->xfer = NULL;
+    if (err != UP_OK)
+        set_why(e, "the embedding server %s failed: %s", e->conf->embed_url,
+                message ? message : up_error_name(err));
+    else if (e->status != 200)
+        set_why(e, "the embedding server %s answered %ld: %.200s", e->conf->embed_url,
+                e->status, e->resp ? e->resp : "");
+    else
+        embed_parse(e);
+    if (evtimer_add(e->later, &now) != 0) {
+        /* Cannot happen with a valid timer; answer now rather than never. */
+        embed_later(-1, 0, e);
+    }
+}
+
+static const struct up_callbacks embed_cbs = {embed_head, embed_data, embed_done};
+
+struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const char *text,
+                                gw_embed_fn done, void *arg)
+{
+    const struct lr_embedding_info *info = conf->embed;
+    struct gw_embed *e = calloc(1, sizeof *e);
+    json_t *body = json_object();
+    struct up_request r;
+
+    if (!e || !body || !info)
+        goto fail;
+    e->conf = conf;
+    e->done = done;
+    e->arg = arg;
+    json_object_set_new(body, "model", json_string(info->model));
+    json_object_set_new(body, "input", json_pack("[s]", text));
+    if (info->dimensions > 0)
+        json_object_set_new(body, "dimensions", json_integer(info->dimensions));
+    e->body = json_dumps(body, JSON_COMPACT);
+    e->later = evtimer_new(gw->base, embed_later, e);
+    if (!e->body || !e->later)
+        goto fail;
+    json_decref(body);
+    memset(&r, 0, sizeof r);
+    r.url = conf->embed_url;
+    r.authorization = conf->embed_auth;
+    r.body = e->body;
+    r.body_len = strlen(e->body);
+    r.connect_timeout_ms = info->timeout_ms;
+    r.timeout_ms = info->timeout_ms;
+    e->xfer = up_xfer_start(gw->upstream, &r, &embed_cbs, e);
+    if (!e->xfer) {
+        embed_free(e);
+        return NULL;
+    }
+    return e;
+fail:
+    json_decref(body);
+    if (e)
+        embed_free(e);
+    return NULL;
+}
+
+void gw_embed_cancel(struct gw_embed *e)
+{
+    if (e)
+        embed_free(e);
+}
