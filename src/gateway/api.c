@@ -458,22 +458,7 @@ struct feedback {
 
 static void feedback_end(struct feedback *fb, int status, const char *error)
 {
-    struct gw_log log;
-    metrics_count_request(fb->gw->metrics, "", "", status);
-    memset(&log, 0, sizeof log);
-    log.id = fb->id;
-    log.method = "POST";
-    log.path = "/v1/feedback";
-    log.status = status;
-    log.error = error;
-    log.latency_ms = (gw_now() - fb->t0) * 1000;
-    log.upstream_ms = -1;
-    log.ttft_ms = -1;
-    log.tokens_in = -1;
-    log.tokens_out = -1;
-    log.cost = NAN;
-    log.attempts = -1;
-    gw_log_request(fb->gw, &log);
+    gw_log_answered(fb->gw, fb->id, "POST", "/v1/feedback", status, error, fb->t0);
     gw_embed_cancel(fb->embed);
     gw_conf_unref(fb->conf);
     free(fb->query);

@@ -236,7 +236,6 @@ static void handle(struct hs_req *req, void *arg)
 {
     struct gw *gw = arg;
     const struct path_entry *e = NULL;
-    struct gw_log log;
     char id[136], method[32], path[256];
     double t0 = gw_now();
     int status;
@@ -279,12 +278,20 @@ static void handle(struct hs_req *req, void *arg)
         gw_send_error(req, 404, NULL, "unknown_url", "Unknown request URL: %s %s", method, path);
         status = 404;
     }
+    gw_log_answered(gw, id, method, path, status, NULL, t0);
+}
+
+void gw_log_answered(struct gw *gw, const char *id, const char *method, const char *path,
+                     int status, const char *error, double t0)
+{
+    struct gw_log log;
     metrics_count_request(gw->metrics, "", "", status);
     memset(&log, 0, sizeof log);
     log.id = id;
     log.method = method;
     log.path = path;
     log.status = status;
+    log.error = error;
     log.latency_ms = (gw_now() - t0) * 1000;
     log.upstream_ms = -1;
     log.ttft_ms = -1;

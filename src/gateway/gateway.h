@@ -163,6 +163,10 @@ struct gw_log {
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
 };
 void gw_log_request(const struct gw *gw, const struct gw_log *log);
+/* Count and log a request the gateway answered itself (not forwarded),
+ * started at t0 (gw_now()); error may be NULL. */
+void gw_log_answered(struct gw *gw, const char *id, const char *method, const char *path,
+                     int status, const char *error, double t0);
 
 /* ==== Errors (errors.c) ==== */
 
