@@ -1,6 +1,6 @@
 /* predict_eval.c -- how well the predictor modes predict, on real data.
  *
- *   predict_eval [data.json] [prices.json] [--tune] [--k N] [--wide-k K]
+ *   predict_eval [data.json] [prices.json] [--tune] [--k N] [--groups C]
  *
  * The data is the AIOS smart-routing format with a "split" field (the
  * development data under ../shared/data; never part of the repository).
@@ -8,7 +8,7 @@
  *   --tune   leave-one-out over the train split only: every train record is
  *            predicted from its k nearest other train records, over a grid
  *            of the default predictor's constants; prints the best
- *            (--wide-k: the best at that wide K only).
+ *            (--groups: the best at that group count only).
  * Then, for each mode, over the test split (history = train): Brier score
  * of predicted quality against correctness, mean absolute error of
  * predicted output tokens, and, given prices, the success rate and cost of
@@ -28,7 +28,7 @@
 #include "store.h"
 
 #define MAX_MODELS 64
-#define KMAX 512 /* neighbours fetched: room for every wide K of the grid */
+#define KMAX 64 /* neighbours fetched: room for any --k below it */
 
 struct item {
     const char *query;
@@ -112,12 +112,14 @@ static int task_index(const char *t)
 static void score_items(const struct lr__hist *h, enum lr__predict_mode mode,
                         const struct lr__predict_params *p, size_t k, const struct item *items,
                         size_t n, struct lr__neighbor *const *nbs, const int *nnb,
-                        const int *ids, struct score *s)
+                        const int *ids, int loo, struct score *s)
 {
     double q[MAX_MODELS], o[MAX_MODELS];
     memset(s, 0, sizeof(*s));
     for (size_t i = 0; i < n; i++) {
-        lr__predict(h, mode, p, nbs[i], (size_t)nnb[i], k, ids, (size_t)n_names, q, o);
+        /* Leave-one-out: item i is store record i; out of its group too. */
+        lr__predict_excluding(h, mode, p, nbs[i], (size_t)nnb[i], k, ids, (size_t)n_names,
+                              loo ? (uint32_t)i : LR__PREDICT_NO_RECORD, q, o);
         int t = task_index(items[i].task ? items[i].task : "?");
         for (int j = 0; j < items[i].n; j++) {
             int m = items[i].model[j];
@@ -180,18 +182,41 @@ static int load_prices(const char *path)
     return 0;
 }
 
+/* Cluster the history again into about c groups (0: none), from the same
+ * vectors the store computed at load (bench only: it writes the store's
+ * copy, which nothing else reads meanwhile). */
+static void regroup(const struct lr__hist *hc, const struct item *train, size_t ntr, size_t c)
+{
+    struct lr__hist *h = (struct lr__hist *)hc;
+    struct lr__terms t;
+    struct lr__feat *feats = malloc(ntr * LR__TFIDF_MAX_FEATURES * sizeof(*feats));
+    size_t *off = malloc((ntr + 1) * sizeof(*off));
+    lr__terms_init(&t);
+    off[0] = 0;
+    for (size_t i = 0; i < ntr; i++) {
+        lr__terms_count(&t, train[i].query, strlen(train[i].query));
+        off[i + 1] = off[i] + lr__tfidf_vector(&t, h->df, h->df_ndocs, 0,
+                                               LR__TFIDF_MAX_FEATURES, feats + off[i]);
+    }
+    lr__groups_free(&h->groups);
+    lr__groups_build_sparse(&h->groups, h, feats, off, c);
+    lr__terms_free(&t);
+    free(feats);
+    free(off);
+}
+
 int main(int argc, char **argv)
 {
     const char *data = NULL, *prices = NULL;
     int tune = 0, k = LR__SMART_DEFAULT_K;
-    long only_wide_k = -1; /* --wide-k: tune the other constants at this K */
+    long only_groups = -1; /* --groups: tune the other constants at this count */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--tune") == 0)
             tune = 1;
         else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc)
             k = (int)strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--wide-k") == 0 && i + 1 < argc)
-            only_wide_k = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--groups") == 0 && i + 1 < argc)
+            only_groups = strtol(argv[++i], NULL, 10);
         else if (!data)
             data = argv[i];
         else
@@ -200,7 +225,7 @@ int main(int argc, char **argv)
     if (k < 1 || k >= KMAX)
         k = LR__SMART_DEFAULT_K;
     if (!data) {
-        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--k N] [--wide-k K]\n");
+        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--k N] [--groups C]\n");
         return 2;
     }
     json_error_t je;
@@ -241,7 +266,7 @@ int main(int argc, char **argv)
     for (int m = 0; m < n_names; m++)
         ids[m] = lr__hist_model_id(h, names[m]);
 
-    /* Neighbour lists, KMAX deep so that every wide K of the grid is there:
+    /* Neighbour lists, KMAX deep (room for any --k):
      * test queries against the history; train records against the rest of
      * the history (themselves left out). */
     struct lr__neighbor **nb_te = calloc(nte, sizeof(*nb_te));
@@ -249,7 +274,7 @@ int main(int argc, char **argv)
     int *n_te = calloc(nte, sizeof(int)), *n_tr = calloc(ntr, sizeof(int));
     struct lr__predict_params defaults;
     lr__predict_params_default(&defaults);
-    size_t fetch = lr__predict_fetch(LR__PREDICT_DEFAULT, &defaults, (size_t)k);
+    size_t fetch = (size_t)k;
     double t1 = now();
     for (size_t i = 0; i < nte; i++) {
         nb_te[i] = malloc((size_t)KMAX * sizeof(**nb_te));
@@ -277,66 +302,86 @@ int main(int argc, char **argv)
            per_q * 1e6, fetch, h->n);
 
     struct lr__predict_params best = defaults;
+    size_t default_groups = h->groups.n, best_groups = h->groups.n;
     if (tune) {
-        /* Quality first (Brier): the local temperature and weight, the wide
-         * K and its weights; then the length weight at the best, by squared
-         * error: cost is linear in tokens, so the estimate should be a mean. */
-        static const double Ts[] = {0, 0.05, 0.2};
-        static const double Mq[] = {0, 4, 8, 16, 32, 64, 128};
-        static const size_t Ks[] = {0, 64, 96, 128, 160, 192, 256, 384};
+        /* Quality first (Brier): the group count, the local temperature and
+         * weight, the groups' weight toward the store; then the length
+         * weight at the best, by squared error: cost is linear in tokens,
+         * so the estimate should be a mean. */
+        static const size_t Cs[] = {0, 4, 8, 12, 17, 24, 34, 64};
+        static const double Ts[] = {0, 0.05};
+        static const double Mq[] = {4, 8, 16, 32, 64, 128, 256};
         static const double Mw[] = {0, 2, 8, 32};
         static const double Mo[] = {0, 1, 2, 4, 8, 16, 32, 64};
         struct score s;
         double best_b = 1e9, best_mse = 1e18;
-        printf("\nleave-one-out on train (k=%d):\n", k);
-        score_items(h, LR__PREDICT_AIOS, &best, (size_t)k, train, ntr, nb_tr, n_tr, ids, &s);
+        printf("\nleave-one-out on train (k=%d; the store's own grouping: %zu groups):\n", k,
+               default_groups);
+        score_items(h, LR__PREDICT_AIOS, &best, (size_t)k, train, ntr, nb_tr, n_tr, ids, 1, &s);
         printf("  aios                         Brier %.4f  MAE %.2f  RMSE %.2f\n", s.brier, s.mae,
                sqrt(s.mse));
         score_items(h, LR__PREDICT_DEFAULT, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, ids,
-                    &s);
+                    1, &s);
         printf("  default (built in)           Brier %.4f  MAE %.2f  RMSE %.2f\n", s.brier, s.mae,
                sqrt(s.mse));
-        for (size_t a = 0; a < sizeof(Ts) / sizeof(Ts[0]); a++)
-            for (size_t b = 0; b < sizeof(Mq) / sizeof(Mq[0]); b++)
-                for (size_t c = 0; c < sizeof(Ks) / sizeof(Ks[0]); c++)
+        for (size_t c = 0; c < sizeof(Cs) / sizeof(Cs[0]); c++) {
+            if (only_groups >= 0 && Cs[c] != (size_t)only_groups)
+                continue;
+            regroup(h, train, ntr, Cs[c]);
+            double cb = 1e9;
+            for (size_t a = 0; a < sizeof(Ts) / sizeof(Ts[0]); a++)
+                for (size_t b = 0; b < sizeof(Mq) / sizeof(Mq[0]); b++)
                     for (size_t d = 0; d < sizeof(Mw) / sizeof(Mw[0]); d++) {
-                        if (Ks[c] == 0 && d > 0)
-                            continue; /* m_w means nothing without K */
-                        if (only_wide_k >= 0 && Ks[c] != (size_t)only_wide_k)
-                            continue;
-                        /* share 1: the grid's K is the K searched */
+                        if (h->groups.n == 0 && d > 0)
+                            continue; /* m_w means nothing without groups */
                         struct lr__predict_params p = defaults;
                         p.temperature = Ts[a];
-                        p.wide_k = Ks[c];
-                        p.wide_max_share = 1.0;
-                        p.wide_prior_weight = Mw[d];
-                        if (Ks[c] == 0)
+                        p.group_prior_weight = Mw[d];
+                        if (h->groups.n == 0)
                             p.prior_weight = Mq[b];
                         else
-                            p.wide_weight = Mq[b];
+                            p.group_weight = Mq[b];
                         score_items(h, LR__PREDICT_DEFAULT, &p, (size_t)k, train, ntr, nb_tr,
-                                    n_tr, ids, &s);
+                                    n_tr, ids, 1, &s);
                         if (getenv("PREDICT_EVAL_GRID"))
-                            printf("    T=%-4g m_q=%-4g K=%-4zu m_w=%-3g Brier %.5f\n", Ts[a],
-                                   Mq[b], Ks[c], Mw[d], s.brier);
+                            printf("    C=%-3u T=%-4g m_q=%-4g m_w=%-3g Brier %.5f\n",
+                                   h->groups.n, Ts[a], Mq[b], Mw[d], s.brier);
+                        if (s.brier < cb)
+                            cb = s.brier;
                         if (s.brier < best_b) {
                             best_b = s.brier;
                             best = p;
+                            best_groups = h->groups.n;
                         }
                     }
-        for (size_t b = 0; b < sizeof(Mo) / sizeof(Mo[0]); b++) {
-            struct lr__predict_params p = best;
-            p.length_prior_weight = Mo[b];
-            score_items(h, LR__PREDICT_DEFAULT, &p, (size_t)k, train, ntr, nb_tr, n_tr, ids, &s);
-            if (s.mse < best_mse) {
-                best_mse = s.mse;
-                best.length_prior_weight = Mo[b];
-            }
+            printf("  %3u groups (asked %2zu): best Brier %.5f\n", h->groups.n, Cs[c], cb);
         }
-        printf("  default best: T=%g m_s=%g K=%zu m_q=%g m_w=%g m_o=%g  Brier %.4f  "
+        regroup(h, train, ntr, best_groups);
+        static const double Mwo[] = {0, 2, 8, 32, 128};
+        struct lr__predict_params bl = best;
+        for (size_t b = 0; b < sizeof(Mo) / sizeof(Mo[0]); b++)
+            for (size_t d = 0; d < sizeof(Mwo) / sizeof(Mwo[0]); d++) {
+                struct lr__predict_params p = best;
+                p.length_prior_weight = Mo[b];
+                p.length_group_prior_weight = Mwo[d];
+                score_items(h, LR__PREDICT_DEFAULT, &p, (size_t)k, train, ntr, nb_tr, n_tr, ids,
+                            1, &s);
+                if (getenv("PREDICT_EVAL_GRID"))
+                    printf("    m_o=%-3g m_wo=%-3g length RMSE %.3f MAE %.3f\n", Mo[b], Mwo[d],
+                           sqrt(s.mse), s.mae);
+                if (s.mse < best_mse) {
+                    best_mse = s.mse;
+                    bl = p;
+                }
+            }
+        best = bl;
+        printf("  default best: groups=%zu T=%g m_s=%g m_q=%g m_w=%g m_o=%g m_wo=%g  Brier %.4f  "
                "length RMSE %.2f\n",
-               best.temperature, best.prior_weight, best.wide_k, best.wide_weight,
-               best.wide_prior_weight, best.length_prior_weight, best_b, sqrt(best_mse));
+               best_groups, best.temperature, best.prior_weight, best.group_weight,
+               best.group_prior_weight, best.length_prior_weight,
+               best.length_group_prior_weight, best_b, sqrt(best_mse));
+        /* The test split is scored with the store's own grouping. */
+        regroup(h, train, ntr, default_groups);
     }
 
     printf("\ntest split (history = train, k=%d):\n", k);
@@ -344,7 +389,7 @@ int main(int argc, char **argv)
         struct lr__predict_params p = tune ? best : defaults;
         enum lr__predict_mode md = mode ? LR__PREDICT_DEFAULT : LR__PREDICT_AIOS;
         struct score s;
-        score_items(h, md, &p, (size_t)k, test, nte, nb_te, n_te, ids, &s);
+        score_items(h, md, &p, (size_t)k, test, nte, nb_te, n_te, ids, 0, &s);
         printf("  %-8s Brier %.4f  output tokens MAE %.2f RMSE %.2f  (MAE ",
                mode ? "default" : "aios", s.brier, s.mae, sqrt(s.mse));
         for (int t = 0; t < n_tasks; t++)

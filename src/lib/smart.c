@@ -218,10 +218,7 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
         rc = lr__error_set(err, LR_EEMPTY, "the history store is empty: import data first");
         goto out;
     }
-    /* The predictor may want a wider neighbourhood than the k it averages. */
-    size_t fetch = lr__predict_fetch(s->mode, &s->params, s->k);
-    if (fetch > LR__SMART_MAX_K)
-        fetch = LR__SMART_MAX_K;
+    size_t fetch = s->k;
     if (lr__store_is_dense(s->store)) {
         if (!q->embedding || q->dim != lr__store_dim(s->store)) {
             rc = lr__error_set(err, LR_EINVAL,

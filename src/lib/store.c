@@ -203,6 +203,7 @@ static void hist_free(struct lr__hist *h)
     free(h->df);
     lr__sindex_free(&h->sidx);
     lr__dindex_free(&h->didx);
+    lr__groups_free(&h->groups);
     free(h);
 }
 
@@ -411,6 +412,9 @@ static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *
     h->df_ndocs = (uint32_t)h->n;
     if (lr__sindex_build(&h->sidx, feats, off, (uint32_t)h->n) != 0)
         rc = fail(err, LR_ENOMEM, 0, "out of memory building the history index");
+    /* Without memory for groups the predictor does without them. */
+    else if (h->n > 0)
+        lr__groups_build_sparse(&h->groups, h, feats, off, lr__groups_count_for(h->n));
 out:
     sqlite3_finalize(q);
     lr__terms_free(&t);
@@ -493,6 +497,8 @@ static int hist_load(struct lr_store *st, size_t dim, struct lr__hist **out,
     rc = st->dense ? load_dense(st, dim, h, err) : load_tfidf(st, h, err);
     if (rc != 0)
         goto fail;
+    if (st->dense && h->n > 0)
+        lr__groups_build_dense(&h->groups, h, h->didx.m, dim, lr__groups_count_for(h->n));
     *out = h;
     return 0;
 fail:
@@ -1052,9 +1058,15 @@ static int store_append(struct lr_store *st, const struct vrec *v, const float *
         mids[i] = (uint32_t)id;
     }
 
+    /* The record's group (groups.h); only this writer changes groups. */
+    uint32_t group = st->dense ? lr__groups_nearest_dense(&h->groups, unit)
+                               : lr__groups_nearest_sparse(&h->groups, feats, nf);
+
     /* Grow memory first (readers excluded), so publishing cannot fail. */
     pthread_rwlock_wrlock(&st->rw);
     rc = hist_reserve(h, 1, v->n, n_new);
+    if (rc == 0)
+        rc = lr__groups_reserve(&h->groups, h->n + 1, h->models.cap);
     if (rc == 0 && st->dense) {
         if (adopt_dim)
             h->didx.dim = dim;
@@ -1098,6 +1110,7 @@ static int store_append(struct lr_store *st, const struct vrec *v, const float *
     for (size_t i = 0; i < v->n; i++)
         hist_add_outcome(h, mids[i], v->correctness[i], v->output_tokens[i]);
     h->out_start[h->n + 1] = (uint32_t)h->n_outs;
+    lr__groups_add(&h->groups, h, (uint32_t)h->n, group);
     if (st->dense) {
         if (adopt_dim)
             st->dim = dim;

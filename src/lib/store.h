@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "embed.h"
+#include "groups.h"
 #include "index.h"
 #include "llmroute.h"
 
@@ -73,6 +74,10 @@ struct lr__hist {
     struct lr__sindex sidx;
     /* a remote embedder's vectors */
     struct lr__dindex didx;
+
+    /* groups of similar records and their per-model totals (groups.h),
+     * built with the index; n == 0 when the store has none */
+    struct lr__groups groups;
 };
 
 void lr__store_rdlock(const struct lr_store *store);

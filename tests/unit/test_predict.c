@@ -1,6 +1,7 @@
 /* test_predict.c -- the predictor on a hand-computed fixture: aios mode is
  * the plain mean (0 and 0 without data), default mode weights by similarity
- * and shrinks toward each model's overall record. Single-threaded. */
+ * and shrinks toward the neighbours' groups (built here by hand) and each
+ * model's overall record. Single-threaded. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -71,7 +72,7 @@ static void default_mode_weights_and_shrinks(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    struct lr__predict_params p = {0.1, 2.0, 1.0, 0, 0.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.1, 2.0, 1.0, 0.0, 0.0, 0.0};
     double q[4], o[4];
     int ids[4];
     lr__store_rdlock(s);
@@ -101,7 +102,7 @@ static void default_without_weights_or_prior_equals_aios(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    struct lr__predict_params p = {0.0, 0.0, 0.0, 0, 0.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
     double qd[2], od[2], qa[2], oa[2];
     int ids[4];
     lr__store_rdlock(s);
@@ -117,61 +118,95 @@ static void default_without_weights_or_prior_equals_aios(void **st)
     lr_store_free(s);
 }
 
-/* Four neighbours: the first k = 1 is local, all four the wide
- * neighbourhood (K = 4). */
+/* Four neighbours, for tests that take the first k of them. */
 static const struct lr__neighbor NB4[4] = {{0, 0.9f}, {1, 0.8f}, {2, 0.7f}, {3, 0.6f}};
 
-static void default_shrinks_local_toward_wide_then_store(void **st)
+/* Group the fixture by hand: rec0 and rec1 near one direction, rec2 and
+ * rec3 near another; returns the group of rec0. */
+static uint32_t group_fixture(const struct lr__hist *hc)
+{
+    struct lr__hist *h = (struct lr__hist *)hc; /* no reader meanwhile */
+    static const float rows[4 * 2] = {1.0f, 0.0f, 0.995f, 0.0998f, 0.0f, 1.0f, 0.0998f, 0.995f};
+    lr__groups_free(&h->groups);
+    assert_int_equal(lr__groups_build_dense(&h->groups, h, rows, 2, 2), 0);
+    assert_int_equal(h->groups.n, 2);
+    assert_int_equal(h->groups.of[0], h->groups.of[1]);
+    assert_int_equal(h->groups.of[2], h->groups.of[3]);
+    assert_int_not_equal(h->groups.of[0], h->groups.of[2]);
+    return h->groups.of[0];
+}
+
+static void default_shrinks_local_toward_group_then_store(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    /* equal weights, m_o = 1, K = 4 (any share), m_q = 2, m_w = 3 */
-    struct lr__predict_params p = {0.0, 0.0, 1.0, 4, 1.0, 2.0, 3.0};
+    /* equal weights, m_o = 1, m_q = 2, m_w = 3, m_wo = 0 */
+    struct lr__predict_params p = {0.0, 0.0, 1.0, 2.0, 3.0, 0.0};
     double q[4], o[4];
     int ids[4];
     lr__store_rdlock(s);
     const struct lr__hist *h = lr__store_hist(s);
     ids_of(h, ids);
+    group_fixture(h);
     lr__predict(h, LR__PREDICT_DEFAULT, &p, NB4, 4, 1, ids, 4, q, o);
     lr__store_unlock(s);
-    /* A: wide = rec0..2: 2 correct of 3, outputs 60 in all; store mean 2/3
-     * and 20. wide q = (2 + 3 * 2/3) / (3 + 3) = 2/3; local rec0: 1 of 1,
-     * q = (1 + 2 * 2/3) / (1 + 2) = 7/9. wide o = (60 + 3 * 20) / 6 = 20;
-     * o = (10 + 1 * 20) / (1 + 1) = 15. */
-    assert_true(fabs(q[0] - 7.0 / 9.0) < 1e-9);
-    assert_true(fabs(o[0] - 15.0) < 1e-6);
-    /* B: wide = rec0, rec1: 1 of 2, outputs 300; store mean 1/2 and 150.
-     * wide q = (1 + 1.5) / 5 = 0.5; q = (0 + 2 * 0.5) / 3 = 1/3.
-     * wide o = (300 + 450) / 5 = 150; o = (100 + 150) / 2 = 125. */
+    /* k = 1: rec0 alone, its group {rec0, rec1} the whole mixture.
+     * A: group 1 of 2, outputs 30; store 2/3 and 20. group q =
+     * (1 + 3 * 2/3) / (2 + 3) = 3/5; q = (1 + 2 * 3/5) / (1 + 2) = 11/15.
+     * group o = 15 (m_wo = 0); o = (10 + 1 * 15) / 2 = 12.5. */
+    assert_true(fabs(q[0] - 11.0 / 15.0) < 1e-9);
+    assert_true(fabs(o[0] - 12.5) < 1e-6);
+    /* B: group 1 of 2, outputs 300; store 1/2 and 150. group q =
+     * (1 + 1.5) / 5 = 1/2; q = (0 + 2 * 1/2) / 3 = 1/3. o = (100 + 150) / 2. */
     assert_true(fabs(q[1] - 1.0 / 3.0) < 1e-9);
     assert_true(fabs(o[1] - 125.0) < 1e-6);
-    /* C: no local outcome, one wide (rec3: 1, 5 tokens), store mean 1 and 5:
-     * the wide estimate, which is the store's here. */
+    /* C: nothing in the group: the store's mean (1, 5 tokens). */
     assert_true(fabs(q[2] - 1.0) < 1e-9);
     assert_true(fabs(o[2] - 5.0) < 1e-6);
     assert_true(isnan(q[3]));
     lr_store_free(s);
 }
 
-static void wide_neighbourhood_without_store_prior_is_its_mean(void **st)
+static void neighbours_in_two_groups_mix_them_by_share(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    /* m_w = 0: the wide mean as the prior; K = 2 cuts the wide list. */
-    struct lr__predict_params p = {0.0, 0.0, 0.0, 2, 1.0, 1.0, 0.0};
-    double q[3], o[3];
+    /* m_q = 1, m_w = 0: the groups' plain means, mixed half and half. */
+    struct lr__predict_params p = {0.0, 0.0, 0.0, 1.0, 0.0, 0.0};
+    double q[1], o[1];
     int ids[4];
     lr__store_rdlock(s);
     const struct lr__hist *h = lr__store_hist(s);
     ids_of(h, ids);
-    lr__predict(h, LR__PREDICT_DEFAULT, &p, NB4, 4, 1, ids, 3, q, o);
+    group_fixture(h);
+    lr__predict(h, LR__PREDICT_DEFAULT, &p, NB4, 4, 4, ids, 1, q, o);
     lr__store_unlock(s);
-    /* A: wide rec0, rec1: 1 of 2 -> 0.5; local rec0: 1. q = (1 + 0.5) / 2. */
+    /* A: group {rec0, rec1} 1 of 2, group {rec2, rec3} 1 of 1; mixture
+     * 0.5 * 0.5 + 0.5 * 1 = 0.75. Local: 2 of 3. q = (2 + 0.75) / 4. */
+    assert_true(fabs(q[0] - 2.75 / 4.0) < 1e-9);
+    assert_true(fabs(o[0] - 20.0) < 1e-6); /* m_o = 0: the local mean */
+    lr_store_free(s);
+}
+
+static void leave_one_out_takes_the_record_out_of_its_group(void **st)
+{
+    (void)st;
+    struct lr_store *s = fixture();
+    struct lr__predict_params p = {0.0, 0.0, 0.0, 1.0, 0.0, 0.0};
+    double q[1], o[1], qx[1], ox[1];
+    int ids[4];
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    ids_of(h, ids);
+    group_fixture(h);
+    /* rec1 (A wrong, 20 tokens) predicted from rec0 alone. */
+    lr__predict(h, LR__PREDICT_DEFAULT, &p, NB4, 4, 1, ids, 1, q, o);
+    lr__predict_excluding(h, LR__PREDICT_DEFAULT, &p, NB4, 4, 1, ids, 1, 1, qx, ox);
+    lr__store_unlock(s);
+    /* With rec1: group 1 of 2, q = (1 + 0.5) / 2. Without: group 1 of 1. */
     assert_true(fabs(q[0] - 0.75) < 1e-9);
-    assert_true(fabs(o[0] - 10.0) < 1e-6); /* m_o = 0: the local mean */
-    /* C: neither local nor wide (K = 2) outcome: the store's mean. */
-    assert_true(fabs(q[2] - 1.0) < 1e-9);
-    assert_true(fabs(o[2] - 5.0) < 1e-6);
+    assert_true(fabs(qx[0] - 1.0) < 1e-9);
+    assert_true(fabs(ox[0] - 10.0) < 1e-6);
     lr_store_free(s);
 }
 
@@ -179,13 +214,13 @@ static void small_store_shrinks_toward_the_store_mean(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    /* K = 4 but at most a quarter of the 4 records: 1, not wider than
-     * k = 1, so no wide level: m_s = 2 toward the store's mean. */
-    struct lr__predict_params p = {0.0, 2.0, 0.0, 4, 0.25, 100.0, 0.0};
+    /* Four records: no groups; m_s = 2 toward the store's mean. */
+    struct lr__predict_params p = {0.0, 2.0, 0.0, 100.0, 0.0, 0.0};
     double q[1], o[1];
     int ids[4];
     lr__store_rdlock(s);
     const struct lr__hist *h = lr__store_hist(s);
+    assert_int_equal(h->groups.n, 0);
     ids_of(h, ids);
     lr__predict(h, LR__PREDICT_DEFAULT, &p, NB4, 4, 1, ids, 1, q, o);
     lr__store_unlock(s);
@@ -195,7 +230,7 @@ static void small_store_shrinks_toward_the_store_mean(void **st)
     lr_store_free(s);
 }
 
-static void aios_mode_ignores_the_wide_neighbourhood(void **st)
+static void aios_mode_ignores_the_local_tail_and_groups(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
@@ -206,24 +241,14 @@ static void aios_mode_ignores_the_wide_neighbourhood(void **st)
     lr__store_rdlock(s);
     const struct lr__hist *h = lr__store_hist(s);
     ids_of(h, ids);
-    /* Four neighbours given, k = 1: only rec0 counts. */
+    group_fixture(h);
+    /* Four neighbours given, k = 1: only rec0 counts, groups do not. */
     lr__predict(h, LR__PREDICT_AIOS, &p, NB4, 4, 1, ids, 4, q, o);
     lr__store_unlock(s);
     assert_true(q[0] == 1.0 && o[0] == 10.0);
     assert_true(q[1] == 0.0 && o[1] == 100.0);
     assert_true(q[2] == 0.0 && o[2] == 0.0);
     lr_store_free(s);
-}
-
-static void fetch_asks_for_the_wider_of_k_and_wide_k(void **st)
-{
-    (void)st;
-    struct lr__predict_params p = {0.0, 10.0, 0.0, 192, 0.125, 64.0, 8.0};
-    assert_int_equal(lr__predict_fetch(LR__PREDICT_DEFAULT, &p, 16), 192);
-    assert_int_equal(lr__predict_fetch(LR__PREDICT_DEFAULT, &p, 300), 300);
-    assert_int_equal(lr__predict_fetch(LR__PREDICT_AIOS, &p, 16), 16);
-    p.wide_k = 0;
-    assert_int_equal(lr__predict_fetch(LR__PREDICT_DEFAULT, &p, 16), 16);
 }
 
 static void mode_names_parse(void **st)
@@ -243,11 +268,11 @@ int main(void)
         cmocka_unit_test(aios_mode_is_the_plain_mean),
         cmocka_unit_test(default_mode_weights_and_shrinks),
         cmocka_unit_test(default_without_weights_or_prior_equals_aios),
-        cmocka_unit_test(default_shrinks_local_toward_wide_then_store),
-        cmocka_unit_test(wide_neighbourhood_without_store_prior_is_its_mean),
+        cmocka_unit_test(default_shrinks_local_toward_group_then_store),
+        cmocka_unit_test(neighbours_in_two_groups_mix_them_by_share),
+        cmocka_unit_test(leave_one_out_takes_the_record_out_of_its_group),
         cmocka_unit_test(small_store_shrinks_toward_the_store_mean),
-        cmocka_unit_test(aios_mode_ignores_the_wide_neighbourhood),
-        cmocka_unit_test(fetch_asks_for_the_wider_of_k_and_wide_k),
+        cmocka_unit_test(aios_mode_ignores_the_local_tail_and_groups),
         cmocka_unit_test(mode_names_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,517 @@
+/* groups.c -- spherical k-means over the history's vectors and per-group
+ * per-model totals (see groups.h for what they are for).
+ *
+ * The fit: a sample of at most LR__GROUPS_SAMPLE records spread evenly over
+ * the store, seeded by k-means++ (with 1 - cosine as the squared distance,
+ * which it is, halved, between unit vectors) from a fixed seed, then at most
+ * LR__GROUPS_ROUNDS rounds of assigning the sample to the most similar
+ * centroid and moving each centroid to its members' normalised mean (a
+ * sparse centroid keeps its strongest LR__GROUPS_CENTROID_FEATURES
+ * features). Then every record is assigned once. A group that ends empty
+ * keeps its number and has no totals; the predictor never meets it, since
+ * no record is in it.
+ *
+ * Threads: see groups.h.
+ */
+#include "groups.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llmroute.h"
+#include "store.h"
+
+/* ==== Shared ==== */
+
+size_t lr__groups_count_for(size_t n)
+{
+    if (n < LR__GROUPS_MIN_RECORDS)
+        return 0;
+    size_t c = n / LR__GROUPS_RECORDS_EACH;
+    return c > LR__GROUPS_MAX ? LR__GROUPS_MAX : c;
+}
+
+void lr__groups_free(struct lr__groups *g)
+{
+    if (!g)
+        return;
+    free(g->of);
+    free(g->stats);
+    free(g->cfeat);
+    free(g->cdense);
+    memset(g, 0, sizeof(*g));
+}
+
+int lr__groups_reserve(struct lr__groups *g, size_t records, size_t models)
+{
+    if (g->n == 0)
+        return 0;
+    if (records > g->cap) {
+        size_t cap = g->cap + g->cap / 2;
+        if (cap < records)
+            cap = records;
+        uint32_t *of = realloc(g->of, cap * sizeof(*of));
+        if (!of)
+            return LR_ENOMEM;
+        g->of = of;
+        g->cap = cap;
+    }
+    if (models > g->models_cap) {
+        struct lr__group_stats *s = realloc(g->stats, models * g->n * sizeof(*s));
+        if (!s)
+            return LR_ENOMEM;
+        memset(s + g->models_cap * g->n, 0, (models - g->models_cap) * g->n * sizeof(*s));
+        g->stats = s;
+        g->models_cap = models;
+    }
+    return 0;
+}
+
+void lr__groups_add(struct lr__groups *g, const struct lr__hist *h, uint32_t rec, uint32_t group)
+{
+    size_t no;
+    if (g->n == 0)
+        return;
+    g->of[rec] = group;
+    const struct lr__outcome *o = lr__hist_outcomes(h, rec, &no);
+    for (size_t x = 0; x < no; x++) {
+        struct lr__group_stats *s = &g->stats[(size_t)o[x].model * g->n + group];
+        s->n += 1.0;
+        s->sum_correct += o[x].correctness;
+        s->sum_output += o[x].output_tokens;
+    }
+}
+
+/* Every record's group and outcomes into the totals (of[] filled). */
+static int totals_build(struct lr__groups *g, const struct lr__hist *h)
+{
+    g->models_cap = h->models.cap ? h->models.cap : 1;
+    g->stats = calloc(g->models_cap * g->n, sizeof(*g->stats));
+    if (!g->stats)
+        return LR_ENOMEM;
+    for (size_t i = 0; i < h->n; i++)
+        lr__groups_add(g, h, (uint32_t)i, g->of[i]);
+    return 0;
+}
+
+/* xorshift64: the seeding's only randomness, from a fixed seed. */
+static uint64_t next_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* k-means++ seeding over the sample, through a similarity between sample
+ * points; writes up to c seeds (sample positions), returns how many: fewer
+ * when every point already coincides with a seed. best[] is scratch. */
+static size_t seed_plusplus(size_t ns, size_t c, double (*sim)(const void *, size_t, size_t),
+                            const void *ctx, size_t *seeds, double *best)
+{
+    uint64_t rs = 0x9E3779B97F4A7C15ull;
+    size_t n_seeds = 0;
+    seeds[n_seeds++] = (size_t)(next_rand(&rs) % ns);
+    for (size_t i = 0; i < ns; i++)
+        best[i] = sim(ctx, i, seeds[0]);
+    while (n_seeds < c) {
+        double total = 0.0;
+        for (size_t i = 0; i < ns; i++)
+            total += best[i] < 1.0 ? 1.0 - best[i] : 0.0;
+        if (!(total > 1e-9))
+            break;
+        double r = (double)(next_rand(&rs) >> 11) / 9007199254740992.0 * total;
+        size_t pick = ns;
+        for (size_t i = 0; i < ns; i++) {
+            double d = best[i] < 1.0 ? 1.0 - best[i] : 0.0;
+            if (d > 0.0)
+                pick = i;
+            if (r < d)
+                break;
+            r -= d;
+        }
+        if (pick == ns)
+            break;
+        seeds[n_seeds++] = pick;
+        for (size_t i = 0; i < ns; i++) {
+            double s = sim(ctx, i, pick);
+            if (s > best[i])
+                best[i] = s;
+        }
+    }
+    return n_seeds;
+}
+
+/* Sample position i is record sample_rec(i): evenly spread, in order. */
+static size_t sample_rec(size_t i, size_t ns, size_t n)
+{
+    return ns == n ? i : (size_t)((double)i * (double)n / (double)ns);
+}
+
+/* ==== Sparse ==== */
+
+struct sparse_ctx {
+    const struct lr__feat *feats;
+    const size_t *off;
+    size_t ns, n;
+};
+
+static double sparse_dot(const struct lr__feat *a, size_t na, const struct lr__feat *b, size_t nb)
+{
+    double s = 0.0;
+    size_t i = 0, j = 0;
+    while (i < na && j < nb) {
+        if (a[i].id < b[j].id)
+            i++;
+        else if (a[i].id > b[j].id)
+            j++;
+        else
+            s += (double)a[i++].w * b[j++].w;
+    }
+    return s;
+}
+
+static double sparse_sim(const void *vctx, size_t a, size_t b)
+{
+    const struct sparse_ctx *x = vctx;
+    size_t ra = sample_rec(a, x->ns, x->n), rb = sample_rec(b, x->ns, x->n);
+    return sparse_dot(x->feats + x->off[ra], x->off[ra + 1] - x->off[ra], x->feats + x->off[rb],
+                      x->off[rb + 1] - x->off[rb]);
+}
+
+static int cmp_cfeat(const void *pa, const void *pb)
+{
+    const struct lr__group_feat *a = pa, *b = pb;
+    if (a->feat != b->feat)
+        return a->feat < b->feat ? -1 : 1;
+    return (a->group > b->group) - (a->group < b->group);
+}
+
+/* The best group for a sparse vector: scores[] (n entries) is scratch. */
+static uint32_t nearest_sparse(const struct lr__groups *g, const struct lr__feat *v, size_t n,
+                               double *scores)
+{
+    for (uint32_t c = 0; c < g->n; c++)
+        scores[c] = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        size_t lo = 0, hi = g->n_cfeat;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (g->cfeat[mid].feat < v[i].id)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (size_t p = lo; p < g->n_cfeat && g->cfeat[p].feat == v[i].id; p++)
+            scores[g->cfeat[p].group] += (double)v[i].w * g->cfeat[p].w;
+    }
+    uint32_t best = 0;
+    for (uint32_t c = 1; c < g->n; c++)
+        if (scores[c] > scores[best])
+            best = c;
+    return best;
+}
+
+uint32_t lr__groups_nearest_sparse(const struct lr__groups *g, const struct lr__feat *v, size_t n)
+{
+    double scores[LR__GROUPS_MAX];
+    if (g->n == 0 || g->n > LR__GROUPS_MAX)
+        return 0;
+    return nearest_sparse(g, v, n, scores);
+}
+
+/* Quickselect: the `keep` heaviest of a[0..n) into a[0..keep), in no
+ * particular order (three-way partitions, so equal weights cannot stall it). */
+static void select_heaviest(struct lr__feat *a, size_t n, size_t keep)
+{
+    size_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        float pivot = a[lo + (hi - lo) / 2].w;
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            struct lr__feat t = a[i];
+            if (t.w > pivot) {
+                a[i++] = a[lt];
+                a[lt++] = t;
+            } else if (t.w < pivot) {
+                a[i] = a[--gt];
+                a[gt] = t;
+            } else {
+                i++;
+            }
+        }
+        /* a[lo..lt) > pivot, a[lt..gt) == pivot, a[gt..hi) < pivot */
+        if (keep < lt)
+            hi = lt;
+        else if (keep > gt)
+            lo = gt;
+        else
+            return;
+    }
+}
+
+static int cmp_feat_id(const void *pa, const void *pb)
+{
+    const struct lr__feat *a = pa, *b = pb;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+/* Centroid c from its members' sum held in acc (touched features listed in
+ * tl[0..nt)); acc is zeroed again. Writes its features to out, returns how
+ * many. */
+static size_t centroid_from_sum(float *acc, struct lr__feat *tl, size_t nt, struct lr__feat *out)
+{
+    for (size_t i = 0; i < nt; i++) {
+        tl[i].w = acc[tl[i].id];
+        acc[tl[i].id] = 0.0f;
+    }
+    size_t keep = nt < LR__GROUPS_CENTROID_FEATURES ? nt : LR__GROUPS_CENTROID_FEATURES;
+    select_heaviest(tl, nt, keep);
+    double norm = 0.0;
+    for (size_t i = 0; i < keep; i++)
+        norm += (double)tl[i].w * tl[i].w;
+    if (!(norm > 0.0))
+        return 0;
+    float inv = (float)(1.0 / sqrt(norm));
+    for (size_t i = 0; i < keep; i++) {
+        out[i].id = tl[i].id;
+        out[i].w = tl[i].w * inv;
+    }
+    qsort(out, keep, sizeof(*out), cmp_feat_id);
+    return keep;
+}
+
+int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
+                            const struct lr__feat *feats, const size_t *off, size_t n_groups)
+{
+    size_t n = h->n, ns = n < LR__GROUPS_SAMPLE ? n : LR__GROUPS_SAMPLE;
+    size_t c = n_groups < ns ? n_groups : ns;
+    size_t *seeds = NULL, *member_off = NULL, *members = NULL;
+    double *best = NULL, scores[LR__GROUPS_MAX];
+    uint32_t *assign = NULL;
+    float *acc = NULL;
+    struct lr__feat *tl = NULL, *cent = NULL;
+    size_t *cent_n = NULL;
+    int rc = LR_ENOMEM;
+
+    memset(g, 0, sizeof(*g));
+    if (c < 2 || c > LR__GROUPS_MAX)
+        return 0;
+    size_t tl_cap = ns * LR__TFIDF_MAX_FEATURES;
+    seeds = malloc(c * sizeof(*seeds));
+    best = malloc(ns * sizeof(*best));
+    assign = malloc(ns * sizeof(*assign));
+    member_off = malloc((c + 1) * sizeof(*member_off));
+    members = malloc(ns * sizeof(*members));
+    acc = calloc(LR__TFIDF_SPACE, sizeof(*acc));
+    tl = malloc(tl_cap * sizeof(*tl));
+    cent = malloc(c * LR__GROUPS_CENTROID_FEATURES * sizeof(*cent));
+    cent_n = calloc(c, sizeof(*cent_n));
+    g->cfeat = malloc(c * LR__GROUPS_CENTROID_FEATURES * sizeof(*g->cfeat));
+    g->of = malloc((n ? n : 1) * sizeof(*g->of));
+    if (!seeds || !best || !assign || !member_off || !members || !acc || !tl || !cent || !cent_n ||
+        !g->cfeat || !g->of)
+        goto out;
+    g->cap = n;
+
+    struct sparse_ctx x = {feats, off, ns, n};
+    c = seed_plusplus(ns, c, sparse_sim, &x, seeds, best);
+    if (c < 2) {
+        rc = 0;
+        goto out;
+    }
+    for (size_t j = 0; j < c; j++) {
+        size_t r = sample_rec(seeds[j], ns, n), nf = off[r + 1] - off[r];
+        if (nf > LR__GROUPS_CENTROID_FEATURES)
+            nf = LR__GROUPS_CENTROID_FEATURES; /* cannot happen: records keep fewer */
+        memcpy(cent + j * LR__GROUPS_CENTROID_FEATURES, feats + off[r], nf * sizeof(*cent));
+        cent_n[j] = nf;
+    }
+    g->n = (uint32_t)c;
+    for (size_t i = 0; i < ns; i++)
+        assign[i] = UINT32_MAX;
+
+    for (int round = 0; round <= LR__GROUPS_ROUNDS; round++) {
+        /* The centroids as a lookup table. */
+        g->n_cfeat = 0;
+        for (size_t j = 0; j < c; j++)
+            for (size_t f = 0; f < cent_n[j]; f++) {
+                const struct lr__feat *e = &cent[j * LR__GROUPS_CENTROID_FEATURES + f];
+                g->cfeat[g->n_cfeat++] = (struct lr__group_feat){e->id, (uint32_t)j, e->w};
+            }
+        qsort(g->cfeat, g->n_cfeat, sizeof(*g->cfeat), cmp_cfeat);
+        if (round == LR__GROUPS_ROUNDS)
+            break;
+        size_t moved = 0;
+        for (size_t i = 0; i < ns; i++) {
+            size_t r = sample_rec(i, ns, n);
+            uint32_t a = nearest_sparse(g, feats + off[r], off[r + 1] - off[r], scores);
+            moved += a != assign[i];
+            assign[i] = a;
+        }
+        if (moved == 0)
+            break;
+        /* Members by group, then each group's sum and new centroid. */
+        memset(member_off, 0, (c + 1) * sizeof(*member_off));
+        for (size_t i = 0; i < ns; i++)
+            member_off[assign[i] + 1]++;
+        for (size_t j = 0; j < c; j++)
+            member_off[j + 1] += member_off[j];
+        for (size_t i = 0; i < ns; i++)
+            members[member_off[assign[i]]++] = i;
+        for (size_t j = c; j > 0; j--)
+            member_off[j] = member_off[j - 1];
+        member_off[0] = 0;
+        for (size_t j = 0; j < c; j++) {
+            size_t nt = 0;
+            if (member_off[j + 1] == member_off[j])
+                continue; /* empty: keeps its centroid */
+            for (size_t p = member_off[j]; p < member_off[j + 1]; p++) {
+                size_t r = sample_rec(members[p], ns, n);
+                for (size_t f = off[r]; f < off[r + 1]; f++) {
+                    if (acc[feats[f].id] == 0.0f)
+                        tl[nt++].id = feats[f].id;
+                    acc[feats[f].id] += feats[f].w;
+                }
+            }
+            size_t nk = centroid_from_sum(acc, tl, nt, cent + j * LR__GROUPS_CENTROID_FEATURES);
+            if (nk)
+                cent_n[j] = nk;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        g->of[i] = nearest_sparse(g, feats + off[i], off[i + 1] - off[i], scores);
+    rc = totals_build(g, h);
+out:
+    if (rc != 0 || g->n < 2)
+        lr__groups_free(g);
+    free(seeds);
+    free(best);
+    free(assign);
+    free(member_off);
+    free(members);
+    free(acc);
+    free(tl);
+    free(cent);
+    free(cent_n);
+    return rc;
+}
+
+/* ==== Dense ==== */
+
+struct dense_ctx {
+    const float *rows;
+    size_t dim, ns, n;
+};
+
+static float dense_dot(const float *restrict a, const float *restrict b, size_t dim)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (size_t j = 0; j < dim; j++)
+        s += a[j] * b[j];
+    return s;
+}
+
+static double dense_sim(const void *vctx, size_t a, size_t b)
+{
+    const struct dense_ctx *x = vctx;
+    return dense_dot(x->rows + sample_rec(a, x->ns, x->n) * x->dim,
+                     x->rows + sample_rec(b, x->ns, x->n) * x->dim, x->dim);
+}
+
+uint32_t lr__groups_nearest_dense(const struct lr__groups *g, const float *v)
+{
+    uint32_t best = 0;
+    float bs = -INFINITY;
+    for (uint32_t c = 0; c < g->n; c++) {
+        float s = dense_dot(g->cdense + (size_t)c * g->dim, v, g->dim);
+        if (s > bs) {
+            bs = s;
+            best = c;
+        }
+    }
+    return best;
+}
+
+int lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h, const float *rows,
+                           size_t dim, size_t n_groups)
+{
+    size_t n = h->n, ns = n < LR__GROUPS_SAMPLE ? n : LR__GROUPS_SAMPLE;
+    size_t c = n_groups < ns ? n_groups : ns;
+    size_t *seeds = NULL, *count = NULL;
+    double *best = NULL, *sum = NULL;
+    uint32_t *assign = NULL;
+    int rc = LR_ENOMEM;
+
+    memset(g, 0, sizeof(*g));
+    if (c < 2 || c > LR__GROUPS_MAX || dim == 0)
+        return 0;
+    seeds = malloc(c * sizeof(*seeds));
+    best = malloc(ns * sizeof(*best));
+    assign = malloc(ns * sizeof(*assign));
+    count = malloc(c * sizeof(*count));
+    sum = malloc(c * dim * sizeof(*sum));
+    g->cdense = malloc(c * dim * sizeof(*g->cdense));
+    g->of = malloc(n * sizeof(*g->of));
+    if (!seeds || !best || !assign || !count || !sum || !g->cdense || !g->of)
+        goto out;
+    g->cap = n;
+    g->dim = dim;
+
+    struct dense_ctx x = {rows, dim, ns, n};
+    c = seed_plusplus(ns, c, dense_sim, &x, seeds, best);
+    if (c < 2) {
+        rc = 0;
+        goto out;
+    }
+    for (size_t j = 0; j < c; j++)
+        memcpy(g->cdense + j * dim, rows + sample_rec(seeds[j], ns, n) * dim, dim * sizeof(float));
+    g->n = (uint32_t)c;
+    for (size_t i = 0; i < ns; i++)
+        assign[i] = UINT32_MAX;
+    for (int round = 0; round < LR__GROUPS_ROUNDS; round++) {
+        size_t moved = 0;
+        for (size_t i = 0; i < ns; i++) {
+            uint32_t a = lr__groups_nearest_dense(g, rows + sample_rec(i, ns, n) * dim);
+            moved += a != assign[i];
+            assign[i] = a;
+        }
+        if (moved == 0)
+            break;
+        memset(count, 0, c * sizeof(*count));
+        memset(sum, 0, c * dim * sizeof(*sum));
+        for (size_t i = 0; i < ns; i++) {
+            const float *r = rows + sample_rec(i, ns, n) * dim;
+            double *s = sum + (size_t)assign[i] * dim;
+            count[assign[i]]++;
+            for (size_t d = 0; d < dim; d++)
+                s[d] += r[d];
+        }
+        for (size_t j = 0; j < c; j++) {
+            double norm = 0.0;
+            if (count[j] == 0)
+                continue; /* empty: keeps its centroid */
+            for (size_t d = 0; d < dim; d++)
+                norm += sum[j * dim + d] * sum[j * dim + d];
+            if (!(norm > 0.0))
+                continue;
+            double inv = 1.0 / sqrt(norm);
+            for (size_t d = 0; d < dim; d++)
+                g->cdense[j * dim + d] = (float)(sum[j * dim + d] * inv);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        g->of[i] = lr__groups_nearest_dense(g, rows + i * dim);
+    rc = totals_build(g, h);
+out:
+    if (rc != 0 || g->n < 2)
+        lr__groups_free(g);
+    free(seeds);
+    free(best);
+    free(assign);
+    free(count);
+    free(sum);
+    return rc;
+}
