@@ -15,6 +15,15 @@
  * share letter sequences); 3-grams at 0.3 matched the best Brier within
  * 0.0003 with half the features of 3-5-grams, which keeps embedding fast.
  *
+ * Speed (a query is embedded on every smart decision): bytes are
+ * classified and lowercased by one table; the 3-grams of an ASCII word are
+ * a sliding window over it; counting has no branch on whether a feature is
+ * new; the strongest features are chosen with integer keys and a
+ * branch-free partition; the final order by id is a radix sort; and each
+ * scratch remembers the idfs it computed. Every shortcut gives the same
+ * bits as the plain computation (tests/unit/test_embed.c pins them), since
+ * stored documents' vectors are compared with new queries' vectors.
+ *
  * Threads: no shared state; a struct lr__terms is one caller's scratch.
  */
 #include "embed.h"
@@ -74,29 +83,38 @@ void lr__terms_free(struct lr__terms *t)
     free(t->slots);
     free(t->list);
     free(t->cand);
+    free(t->sorted);
+    free(t->memo);
     memset(t, 0, sizeof(*t));
 }
 
-/* Allocate an empty table of cap slots (a power of two). */
-static int terms_alloc(struct lr__terms *t, size_t cap)
+/* Allocate an empty table of cap slots (a power of two) and the arrays
+ * sized by it, keeping the first n entries of the old list. The old slots
+ * are returned in *old for the caller to re-insert and free. */
+static int terms_alloc(struct lr__terms *t, size_t cap, struct lr__term_slot **old)
 {
     struct lr__term_slot *s = calloc(cap, sizeof(*s));
     uint32_t *l = malloc(cap / 2 * sizeof(*l));
+    uint64_t *c = malloc(cap / 2 * sizeof(*c));
     struct lr__feat *f = malloc(cap / 2 * sizeof(*f));
-    if (!s || !l || !f) {
+    if (!s || !l || !c || !f) {
         free(s);
         free(l);
+        free(c);
         free(f);
         return LR_ENOMEM;
     }
-    free(t->slots);
+    if (t->n)
+        memcpy(l, t->list, t->n * sizeof(*l));
+    *old = t->slots;
     free(t->list);
     free(t->cand);
+    free(t->sorted);
     t->slots = s;
     t->list = l;
-    t->cand = f;
+    t->cand = c;
+    t->sorted = f;
     t->cap = t->alloc = cap;
-    t->n = 0;
     return 0;
 }
 
@@ -106,97 +124,84 @@ static int terms_alloc(struct lr__terms *t, size_t cap)
 static int terms_reserve(struct lr__terms *t, size_t len)
 {
     size_t cap = 256;
-    while (cap < len)
+    while (cap < 2 * len)
         cap <<= 1;
     /* Clear only what the previous text used. */
-    for (size_t i = 0; i < t->n; i++)
+    for (size_t i = 0; i < t->n; i++) {
         t->slots[t->list[i]].key = 0;
+        t->slots[t->list[i]].count = 0;
+    }
     t->n = 0;
     t->oom = 0;
-    if (cap > t->alloc)
-        return terms_alloc(t, cap);
+    if (cap > t->alloc) {
+        struct lr__term_slot *old = NULL;
+        int rc = terms_alloc(t, cap, &old);
+        free(old);
+        return rc;
+    }
     t->cap = cap;
     return 0;
 }
 
-static void terms_insert_new(struct lr__terms *t, uint32_t key, uint32_t count)
-{
-    size_t mask = t->cap - 1, i = (size_t)(key - 1) & mask;
-    while (t->slots[i].key)
-        i = (i + 1) & mask;
-    t->slots[i].key = key;
-    t->slots[i].count = count;
-    t->list[t->n++] = (uint32_t)i;
-}
-
-/* Double the table, keeping its content and order. */
+/* Double the table, keeping its content and the list's order. */
 static int terms_grow(struct lr__terms *t)
 {
-    size_t n = t->n, cap = t->cap * 2;
-    struct lr__term_slot *old = t->slots;
-    uint32_t *old_list = t->list;
-    struct lr__term_slot *s = calloc(cap, sizeof(*s));
-    uint32_t *l = malloc(cap / 2 * sizeof(*l));
-    struct lr__feat *f = malloc(cap / 2 * sizeof(*f));
-    if (!s || !l || !f) {
-        free(s);
-        free(l);
-        free(f);
+    struct lr__term_slot *old = NULL;
+    if (terms_alloc(t, t->cap * 2, &old) != 0)
         return LR_ENOMEM;
+    size_t mask = t->cap - 1;
+    for (size_t j = 0; j < t->n; j++) {
+        struct lr__term_slot sl = old[t->list[j]];
+        size_t i = (size_t)(sl.key - 1) & mask;
+        while (t->slots[i].key)
+            i = (i + 1) & mask;
+        t->slots[i] = sl;
+        t->list[j] = (uint32_t)i;
     }
-    t->slots = s;
-    t->list = l;
-    t->cap = t->alloc = cap;
-    t->n = 0;
-    for (size_t i = 0; i < n; i++)
-        terms_insert_new(t, old[old_list[i]].key, old[old_list[i]].count);
     free(old);
-    free(old_list);
-    free(t->cand);
-    t->cand = f;
     return 0;
 }
 
-static void terms_add(struct lr__terms *t, uint32_t feature)
+/* Count one occurrence of a feature. Written without a branch on whether
+ * the feature is new (which a text's repeats make unpredictable): empty
+ * slots hold count 0, and the list's next entry is always written but
+ * only kept when the slot was empty. Counts cannot overflow: a text of at
+ * most LR__TFIDF_MAX_TEXT bytes has fewer features than that. */
+static inline void terms_add(struct lr__terms *t, uint32_t feature)
 {
+    struct lr__term_slot *s = t->slots;
     uint32_t key = feature + 1;
     size_t mask = t->cap - 1;
     /* Feature ids are already well-mixed hash bits. */
     size_t i = (size_t)feature & mask;
-    for (;;) {
-        struct lr__term_slot *sl = &t->slots[i];
-        if (sl->key == key) {
-            if (sl->count < UINT32_MAX)
-                sl->count++;
-            return;
-        }
-        if (sl->key == 0)
-            break;
+
+    if (t->oom)
+        return; /* reported by lr__terms_count */
+    while (s[i].key != key && s[i].key != 0)
         i = (i + 1) & mask;
-    }
-    if (t->n + 1 > t->cap / 2) {
-        if (t->oom || terms_grow(t) != 0) {
-            t->oom = 1; /* reported by lr__terms_count */
-            return;
-        }
-        terms_insert_new(t, key, 1);
-        return;
-    }
-    t->slots[i].key = key;
-    t->slots[i].count = 1;
-    t->list[t->n++] = (uint32_t)i;
+    size_t fresh = s[i].key == 0;
+    s[i].key = key;
+    s[i].count++;
+    t->list[t->n] = (uint32_t)i;
+    t->n += fresh;
+    /* Keep the table at most half full (and the list within its room). */
+    if (t->n >= t->cap / 2 && terms_grow(t) != 0)
+        t->oom = 1;
 }
 
-static int is_word_byte(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c >= 0x80;
-}
-
-static unsigned char lower(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c - 'A' + 'a') : c;
-}
+/* Each byte as a word character, lowercased, or 0 for a separator: ASCII
+ * letters, digits, '_' and every byte >= 0x80 are word characters. */
+#define WB(c)                                                                                   \
+    ((c) >= 'A' && (c) <= 'Z'                                                                   \
+         ? (c) - 'A' + 'a'                                                                      \
+         : ((c) >= 'a' && (c) <= 'z') || ((c) >= '0' && (c) <= '9') || (c) == '_' || (c) >= 0x80 \
+               ? (c)                                                                            \
+               : 0)
+#define WB4(c) WB(c), WB((c) + 1), WB((c) + 2), WB((c) + 3)
+#define WB16(c) WB4(c), WB4((c) + 4), WB4((c) + 8), WB4((c) + 12)
+static const unsigned char word_byte[256] = {
+    WB16(0),   WB16(16),  WB16(32),  WB16(48),  WB16(64),  WB16(80),  WB16(96),  WB16(112),
+    WB16(128), WB16(144), WB16(160), WB16(176), WB16(192), WB16(208), WB16(224), WB16(240)};
 
 /* Character 3-grams of "<word>", cut at UTF-8 code-point starts. */
 static void add_chargrams(struct lr__terms *t, const unsigned char *w, size_t n)
@@ -226,6 +231,20 @@ static void add_chargrams(struct lr__terms *t, const unsigned char *w, size_t n)
     }
 }
 
+/* add_chargrams for a word of n >= 1 ASCII bytes: every 3-gram is three
+ * single-byte characters, packed as add_chargrams packs them, so a window
+ * slides over the word instead. */
+static void add_chargrams_ascii(struct lr__terms *t, const unsigned char *w, size_t n)
+{
+    uint64_t g = '<' | (uint64_t)w[0] << 8;
+    for (size_t j = 1; j < n; j++) {
+        g |= (uint64_t)w[j] << 16;
+        terms_add(t, feature_of(g, KIND_CHARGRAM));
+        g >>= 8;
+    }
+    terms_add(t, feature_of(g | (uint64_t)'>' << 16, KIND_CHARGRAM));
+}
+
 int lr__terms_count(struct lr__terms *t, const char *text, size_t len)
 {
     const unsigned char *p = (const unsigned char *)text;
@@ -241,27 +260,33 @@ int lr__terms_count(struct lr__terms *t, const char *text, size_t len)
         return rc;
     if (!p)
         return 0;
-    while (i < len) {
-        while (i < len && !is_word_byte(p[i]))
+    while (i < len && !t->oom) {
+        while (i < len && !word_byte[p[i]])
             i++;
         if (i >= len)
             break;
         size_t n = 0;
         uint64_t h = FNV_OFFSET;
-        while (i < len && is_word_byte(p[i])) {
-            unsigned char c = lower(p[i++]);
-            h = fnv_bytes(h, &c, 1);
+        unsigned char c, high = 0;
+        while (i < len && (c = word_byte[p[i]]) != 0) {
+            h = (h ^ c) * FNV_PRIME;
             if (n < sizeof(word))
                 word[n] = c;
+            high |= c;
             n++;
+            i++;
         }
         terms_add(t, feature_of(h, KIND_UNIGRAM));
         if (have_prev)
             terms_add(t, feature_of(prev * 31 + h, KIND_BIGRAM));
         prev = h;
         have_prev = 1;
-        if (n <= LR__TFIDF_MAX_WORD)
-            add_chargrams(t, word, n);
+        if (n <= LR__TFIDF_MAX_WORD) {
+            if (high & 0x80)
+                add_chargrams(t, word, n);
+            else
+                add_chargrams_ascii(t, word, n);
+        }
     }
     return t->oom ? LR_ENOMEM : 0;
 }
@@ -286,39 +311,66 @@ static float sublinear_tf(uint32_t tf)
     return tf < 16 ? table[tf] : 1.0f + logf((float)tf);
 }
 
-/* a ranks before b: heavier first, then lower id. */
-static int stronger(const struct lr__feat *a, const struct lr__feat *b)
+/* Candidates during weighting are 64-bit keys, the weight's bits above the
+ * complement of the feature id: weights are positive floats, whose bits
+ * order like their values, so a larger key is a stronger feature (heavier
+ * first, then lower id) and one integer comparison decides. */
+static uint64_t cand_key(uint32_t id, float w)
 {
-    return a->w > b->w || (a->w == b->w && a->id < b->id);
+    uint32_t wb;
+    memcpy(&wb, &w, sizeof(wb));
+    return (uint64_t)wb << 32 | (uint32_t)~id;
 }
 
-static void swap_feat(struct lr__feat *a, struct lr__feat *b)
+static uint32_t cand_id(uint64_t key)
 {
-    struct lr__feat x = *a;
+    return ~(uint32_t)key;
+}
+
+static float cand_w(uint64_t key)
+{
+    uint32_t wb = (uint32_t)(key >> 32);
+    float w;
+    memcpy(&w, &wb, sizeof(w));
+    return w;
+}
+
+static void swap_key(uint64_t *a, uint64_t *b)
+{
+    uint64_t x = *a;
     *a = *b;
     *b = x;
 }
 
 /* Partition v[0..n) so that its k strongest come first (quickselect with a
- * median-of-three pivot; the order within each side is unspecified). */
-static void select_strongest(struct lr__feat *v, size_t n, size_t k)
+ * median-of-three pivot and Lomuto's partition; the order within each side
+ * is unspecified but fixed: the caller sums the first k in this order, so
+ * any change here may change a weight's last bit). The partition loop has
+ * no data-dependent branch: it writes both elements either way. */
+static void select_strongest(uint64_t *v, size_t n, size_t k)
 {
     size_t lo = 0, hi = n; /* the k-th boundary lies in [lo, hi) */
     while (hi - lo > 1 && k > lo && k < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (stronger(&v[hi - 1], &v[lo]))
-            swap_feat(&v[hi - 1], &v[lo]);
-        if (stronger(&v[mid], &v[lo]))
-            swap_feat(&v[mid], &v[lo]);
-        if (stronger(&v[hi - 1], &v[mid]))
-            swap_feat(&v[hi - 1], &v[mid]);
-        struct lr__feat pivot = v[mid]; /* median of three */
-        swap_feat(&v[mid], &v[hi - 1]);
+        if (v[hi - 1] > v[lo])
+            swap_key(&v[hi - 1], &v[lo]);
+        if (v[mid] > v[lo])
+            swap_key(&v[mid], &v[lo]);
+        if (v[hi - 1] > v[mid])
+            swap_key(&v[hi - 1], &v[mid]);
+        uint64_t pivot = v[mid]; /* median of three */
+        swap_key(&v[mid], &v[hi - 1]);
         size_t store = lo;
-        for (size_t i = lo; i < hi - 1; i++)
-            if (stronger(&v[i], &pivot))
-                swap_feat(&v[i], &v[store++]);
-        swap_feat(&v[store], &v[hi - 1]);
+        uint64_t y = v[store]; /* v[store], kept in a register */
+        for (size_t i = lo; i < hi - 1; i++) {
+            uint64_t x = v[i];
+            int c = x > pivot;
+            v[i] = c ? y : x;
+            v[store] = c ? x : y;
+            store += (size_t)c;
+            y = c ? v[store] : y;
+        }
+        swap_key(&v[store], &v[hi - 1]);
         if (store == k)
             return;
         if (store < k)
@@ -328,29 +380,81 @@ static void select_strongest(struct lr__feat *v, size_t n, size_t k)
     }
 }
 
-/* Sort by feature id: a shell sort, since vectors are short and qsort's
- * indirect comparisons cost more than the sort itself. */
-static void sort_by_id(struct lr__feat *v, size_t n)
+/* Sort v[0..n) by feature id into out, using tmp (n entries): an LSD radix
+ * sort on the id's 21 low bits, 7 at a time. Ids are distinct, so any
+ * correct sort gives this order. */
+#define RADIX_BITS 7
+#define RADIX (1u << RADIX_BITS)
+_Static_assert(LR__TFIDF_BITS <= 3 * RADIX_BITS, "feature ids fit in three radix digits");
+static void sort_by_id(struct lr__feat *v, size_t n, struct lr__feat *out)
 {
-    static const size_t gaps[] = {57, 23, 10, 4, 1};
-    for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
-        size_t gap = gaps[g];
-        for (size_t i = gap; i < n; i++) {
-            struct lr__feat x = v[i];
-            size_t j = i;
-            while (j >= gap && v[j - gap].id > x.id) {
-                v[j] = v[j - gap];
-                j -= gap;
-            }
-            v[j] = x;
+    uint32_t count[3][RADIX];
+    struct lr__feat *src[3] = {v, out, v}, *dst[3] = {out, v, out};
+
+    memset(count, 0, sizeof(count));
+    for (size_t i = 0; i < n; i++)
+        for (int d = 0; d < 3; d++)
+            count[d][(v[i].id >> (d * RADIX_BITS)) & (RADIX - 1)]++;
+    for (int d = 0; d < 3; d++) {
+        uint32_t at = 0;
+        for (uint32_t b = 0; b < RADIX; b++) {
+            uint32_t c = count[d][b];
+            count[d][b] = at;
+            at += c;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct lr__feat x = src[d][i];
+            dst[d][count[d][(x.id >> (d * RADIX_BITS)) & (RADIX - 1)]++] = x;
         }
     }
+}
+
+/* idf = ln((N + 1) / (d + 0.5)) costs a logf, and a text has hundreds of
+ * features with d >= 32; but the same d values come back text after text
+ * (the common features), so the scratch remembers the last idf computed
+ * for each d modulo IDF_MEMO, for one N at a time. A remembered value is
+ * the one logf gave, so nothing changes but the time. */
+#define IDF_MEMO 8192u
+struct lr__idf_memo {
+    uint32_t d; /* 0: empty (d == 0 is never looked up) */
+    float idf;
+};
+
+/* The memo for n1, emptied when n1 changed; NULL when it cannot be
+ * allocated (idf is then computed every time). */
+static struct lr__idf_memo *idf_memo(struct lr__terms *t, float n1)
+{
+    if (!t->memo) {
+        t->memo = calloc(IDF_MEMO, sizeof(*t->memo));
+        if (!t->memo)
+            return NULL;
+        t->memo_n1 = n1;
+    }
+    if (t->memo_n1 != n1) {
+        memset(t->memo, 0, IDF_MEMO * sizeof(*t->memo));
+        t->memo_n1 = n1;
+    }
+    return t->memo;
+}
+
+static float idf_of(struct lr__idf_memo *memo, uint32_t d, float n1)
+{
+    /* ln((N + 1) / (d + 0.5)) is lr__tfidf_idf's value, in float. */
+    float dd = (float)d + 0.5f;
+    if (!memo)
+        return logf(n1 > dd ? n1 / dd : 1.0f);
+    struct lr__idf_memo *e = &memo[d & (IDF_MEMO - 1)];
+    if (e->d != d) {
+        e->d = d;
+        e->idf = logf(n1 > dd ? n1 / dd : 1.0f);
+    }
+    return e->idf;
 }
 
 size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs, uint32_t self,
                         size_t max_features, struct lr__feat *out)
 {
-    struct lr__feat *cand = t->cand;
+    uint64_t *cand = t->cand;
     size_t n = 0, kept;
     double norm = 0.0;
 
@@ -360,6 +464,7 @@ size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs,
     float n1 = (float)(ndocs + self) + 1.0f, small_idf[32];
     for (uint32_t d = 0; d < 32; d++)
         small_idf[d] = n1 > (float)d + 0.5f ? logf(n1 / ((float)d + 0.5f)) : 0.0f;
+    struct lr__idf_memo *memo = idf_memo(t, n1);
     /* The df table is large and read at random: fetch a few ahead. */
     enum { AHEAD = 16 };
     for (size_t i = 0; i < t->n && i < AHEAD; i++)
@@ -371,36 +476,35 @@ size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs,
         uint32_t d = df[f] + self;
         if (d == 0)
             continue;
-        /* ln((N + 1) / (d + 0.5)) is lr__tfidf_idf's value, in float. */
-        float dd = (float)d + 0.5f;
-        float idf = d < 32 ? small_idf[d] : logf(n1 > dd ? n1 / dd : 1.0f);
+        float idf = d < 32 ? small_idf[d] : idf_of(memo, d, n1);
         float w = sublinear_tf(lr__terms_tf(t, i)) * idf;
         if (f & LR__TFIDF_CHAR_BIT)
             w *= LR__TFIDF_CHAR_WEIGHT;
         if (!(w > 0.0f))
             continue;
-        cand[n].id = f;
-        cand[n].w = w;
-        n++;
+        cand[n++] = cand_key(f, w);
     }
     kept = n < max_features ? n : max_features;
     if (n > kept)
         select_strongest(cand, n, kept);
-    for (size_t i = 0; i < kept; i++)
-        norm += (double)cand[i].w * cand[i].w;
+    for (size_t i = 0; i < kept; i++) {
+        double w = cand_w(cand[i]);
+        norm += w * w;
+    }
     norm = sqrt(norm);
     /* A weight that rounds to 0 after normalising is dropped: the index
      * relies on every stored weight being positive. */
+    struct lr__feat *v = t->sorted;
     size_t m = 0;
     for (size_t i = 0; i < kept; i++) {
-        float w = (float)(cand[i].w / norm);
+        float w = (float)(cand_w(cand[i]) / norm);
         if (w > 0.0f) {
-            out[m].id = cand[i].id;
-            out[m].w = w;
+            v[m].id = cand_id(cand[i]);
+            v[m].w = w;
             m++;
         }
     }
-    sort_by_id(out, m);
+    sort_by_id(v, m, out);
     return m;
 }
 

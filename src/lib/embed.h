@@ -40,15 +40,20 @@ struct lr__feat {
     float w;
 };
 
+struct lr__idf_memo;
+
 /* Distinct hashed features of one text with their counts (scratch). */
 struct lr__term_slot {
     uint32_t key;   /* feature id + 1, 0 = empty */
-    uint32_t count;
+    uint32_t count; /* 0 in an empty slot */
 };
 struct lr__terms {
     struct lr__term_slot *slots; /* open addressing */
     uint32_t *list;   /* indices into slots of the distinct features, in order seen */
-    struct lr__feat *cand; /* weighting scratch, cap/2 entries */
+    uint64_t *cand;   /* weighting scratch, cap/2 entries (see embed.c) */
+    struct lr__feat *sorted; /* weighting scratch, cap/2 entries */
+    struct lr__idf_memo *memo; /* idf by df, for memo_n1 (see embed.c) */
+    float memo_n1;
     size_t cap;       /* slots in use for this text, a power of two */
     size_t alloc;     /* slots allocated */
     size_t n;         /* distinct features */

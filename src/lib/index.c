@@ -116,7 +116,12 @@ size_t lr__topk_finish(struct lr__topk *t)
  *   3. visits blocks best bound first, and in each scores exactly (acc[d]
  *      plus the long part from fwd) only the documents whose bound can
  *      still beat the current k-th; it stops at the first block whose bound
- *      cannot.
+ *      cannot. Blocks below a first k-th taken from the blocks' best acc
+ *      (see lr__sindex_knn) never enter the heap.
+ * Step 1 walks the short lists a slice of documents at a time (walk_short),
+ * which keeps each document's terms in the query's order: a document's
+ * similarity is the same float whatever the walk's layout, and the tests
+ * compare it bit for bit with scoring every document the plain way.
  * Every document not scored has a bound below the final k-th similarity, so
  * the result is the exact top k, ties to the lower document. Bounds and
  * scores are float sums in different orders; a bound is trusted only when
@@ -134,6 +139,10 @@ size_t lr__topk_finish(struct lr__topk *t)
  * threshold. */
 
 #define RELATIVE_SLACK 1.0001f
+/* Searches for at most this many neighbours start with a first k-th. */
+#define FIRST_KTH_MAX_K 64
+/* Documents per slice of the short lists' walk (acc of 32 KB). */
+#define KNN_SLICE 8192u
 
 static size_t n_blocks(size_t ndocs)
 {
@@ -382,7 +391,6 @@ void lr__knn_scratch_free(struct lr__knn_scratch *s)
     if (!s)
         return;
     free(s->acc);
-    free(s->touched);
     free(s->bub);
     free(s->bacc);
     free(s->heap);
@@ -394,19 +402,11 @@ static int scratch_reserve(struct lr__knn_scratch *s, size_t ndocs, size_t nbloc
 {
     if (s->cap < ndocs || !s->acc) {
         size_t cap = ndocs < 1024 ? 1024 : ndocs + ndocs / 4;
-        /* touched has one spare slot: the branch-free append writes one
-         * past the last touched document. */
         float *acc = calloc(cap, sizeof(*acc));
-        uint32_t *touched = malloc((cap + 1) * sizeof(*touched));
-        if (!acc || !touched) {
-            free(acc);
-            free(touched);
+        if (!acc)
             return LR_ENOMEM;
-        }
         free(s->acc);
-        free(s->touched);
         s->acc = acc;
-        s->touched = touched;
         s->cap = cap;
     }
     if (s->bcap < nblocks || !s->bub) {
@@ -483,6 +483,48 @@ static int among(const struct lr__neighbor *out, size_t n, uint32_t d)
     return 0;
 }
 
+/* Add the short lists of q[0 .. n) (n <= LR__TFIDF_MAX_FEATURES) into acc,
+ * keeping each block's largest acc in bacc.
+ *
+ * The lists are walked a slice of documents at a time, every list in the
+ * query's order within a slice: each document still adds its terms in the
+ * query's order (so its float sum is the same as a list-by-list walk),
+ * while the slice of acc being written stays in the first cache level.
+ * Weights are positive, so a document's acc only grows and its block's
+ * largest acc can be kept as it goes. */
+static void walk_short(const struct lr__sindex *idx, const struct lr__feat *q, size_t n,
+                       float *restrict acc, float *restrict bacc)
+{
+    const struct lr__posting *cur[LR__TFIDF_MAX_FEATURES], *end[LR__TFIDF_MAX_FEATURES];
+    float qw[LR__TFIDF_MAX_FEATURES];
+    size_t ns = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct lr__plist *l = &idx->lists[q[i].id];
+        if (idx->row_of[q[i].id] || l->n == 0)
+            continue;
+        cur[ns] = l->p;
+        end[ns] = l->p + l->n;
+        qw[ns] = q[i].w;
+        ns++;
+    }
+    for (uint32_t lo = 0; lo < idx->ndocs; lo += KNN_SLICE) {
+        uint32_t hi = idx->ndocs - lo > KNN_SLICE ? lo + KNN_SLICE : idx->ndocs;
+        for (size_t s = 0; s < ns; s++) {
+            const struct lr__posting *p = cur[s], *e = end[s];
+            const float w = qw[s];
+            for (; p < e && p->doc < hi; p++) {
+                uint32_t d = p->doc;
+                float a = acc[d] + w * p->w;
+                float *m = &bacc[d >> LR__SINDEX_BLOCK_SHIFT];
+                acc[d] = a;
+                *m = a > *m ? a : *m;
+            }
+            cur[s] = p;
+        }
+    }
+}
+
 int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_t n, size_t k,
                    struct lr__knn_scratch *scratch, struct lr__neighbor *out)
 {
@@ -504,22 +546,22 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
     if (scratch_reserve(scratch, ndocs, nb, idx->nrows) != 0)
         return LR_ENOMEM;
     float *acc = scratch->acc, *bub = scratch->bub, *bacc = scratch->bacc, *qrow = scratch->qrow;
-    uint32_t *touched = scratch->touched;
-    size_t nt = 0;
     struct lr__block_ub *heap = scratch->heap;
 
-    /* 1. Short lists into acc; long lists into the per-block bound. The
-     * list headers and the postings are scattered over a large table:
-     * fetch them all first, so their cache misses overlap. */
+    /* 1. Short lists into acc, and each block's largest acc into bacc;
+     * long lists into the per-block bound. The list headers and the
+     * postings are scattered over a large table: fetch them all first, so
+     * their cache misses overlap. */
     for (size_t i = 0; i < n; i++)
         __builtin_prefetch(&idx->lists[q[i].id]);
     for (size_t i = 0; i < n; i++)
         __builtin_prefetch(idx->lists[q[i].id].p);
     memset(bub, 0, nb * sizeof(*bub));
+    memset(bacc, 0, nb * sizeof(*bacc));
     for (size_t i = 0; i < n; i++) {
-        const float qw = q[i].w;
         uint32_t r = idx->row_of[q[i].id];
         if (r) {
+            const float qw = q[i].w;
             const float *restrict m = idx->bmax + (size_t)(r - 1) * idx->bstride;
             float *restrict u = bub;
             qrow[r - 1] = qw;
@@ -527,34 +569,55 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
 #pragma omp simd
             for (size_t b = 0; b < nb; b++)
                 u[b] += qw * m[b];
-            continue;
-        }
-        const struct lr__plist *l = &idx->lists[q[i].id];
-        const struct lr__posting *p = l->p;
-        /* Weights are positive, so acc == 0 means "not touched yet"; the
-         * list of touched documents is kept without a branch. */
-        for (uint32_t j = 0; j < l->n; j++) {
-            uint32_t d = p[j].doc;
-            touched[nt] = d;
-            nt += acc[d] == 0.0f;
-            acc[d] += qw * p[j].w;
         }
     }
+    /* A query longer than a vector (not one of ours) is walked in groups
+     * of consecutive features, which keeps each document's order. */
+    for (size_t g = 0; g < n; g += LR__TFIDF_MAX_FEATURES)
+        walk_short(idx, q + g, n - g < LR__TFIDF_MAX_FEATURES ? n - g : LR__TFIDF_MAX_FEATURES,
+                   acc, bacc);
     const float qlong = (float)sqrt(qlong2);
 
-    /* 2. Each block's bound: its best acc plus the smaller bound on the
-     * long part. Blocks that cannot score above 0 share nothing with q. */
-    memset(bacc, 0, nb * sizeof(*bacc));
-    for (size_t i = 0; i < nt; i++) {
-        uint32_t d = touched[i];
-        float *m = &bacc[d >> LR__SINDEX_BLOCK_SHIFT];
-        *m = acc[d] > *m ? acc[d] : *m;
+    /* 2. A first k-th similarity: every block's largest acc belongs to a
+     * different document, and a document's similarity is at least its acc
+     * (the long part is not negative), so the k-th largest bacc is at most
+     * the final k-th similarity. Blocks whose bound is below it by more
+     * than the slack cannot hold a neighbour and do not enter the heap. */
+    float floor_kth = 0.0f;
+    if (k <= FIRST_KTH_MAX_K) {
+        float best[FIRST_KTH_MAX_K]; /* the k largest bacc, ascending */
+        size_t nbest = 0;
+        for (size_t b = 0; b < nb; b++) {
+            float m = bacc[b];
+            size_t j;
+            if (nbest < k) {
+                j = nbest++;
+                while (j > 0 && best[j - 1] > m) {
+                    best[j] = best[j - 1];
+                    j--;
+                }
+            } else {
+                if (!(m > best[0]))
+                    continue;
+                j = 0;
+                while (j + 1 < k && best[j + 1] < m) {
+                    best[j] = best[j + 1];
+                    j++;
+                }
+            }
+            best[j] = m;
+        }
+        if (nbest == k)
+            floor_kth = best[0];
     }
+
+    /* Each block's bound: its best acc plus the smaller bound on the long
+     * part. Blocks that cannot score above 0 share nothing with q. */
     for (size_t b = 0; b < nb; b++) {
         float m = bacc[b];
         float lb = qlong * idx->hmax[b];
         float ub = m + (bub[b] < lb ? bub[b] : lb);
-        if (ub > 0.0f) {
+        if (ub > 0.0f && !(ub * RELATIVE_SLACK < floor_kth)) {
             heap[nheap].ub = ub;
             heap[nheap].b = (uint32_t)b;
             nheap++;
@@ -598,9 +661,14 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
                 lr__topk_push(&top, d, 0.0f);
     }
 
-    /* Leave the scratch all zero for the next search. */
-    for (size_t i = 0; i < nt; i++)
-        acc[touched[i]] = 0.0f;
+    /* Leave the scratch all zero for the next search: a block's acc is
+     * all zero unless its bacc is not. */
+    for (size_t b = 0; b < nb; b++)
+        if (bacc[b] > 0.0f) {
+            size_t lo = b << LR__SINDEX_BLOCK_SHIFT;
+            size_t hi = lo + LR__SINDEX_BLOCK < ndocs ? lo + LR__SINDEX_BLOCK : ndocs;
+            memset(acc + lo, 0, (hi - lo) * sizeof(*acc));
+        }
     for (size_t i = 0; i < n; i++) {
         uint32_t r = idx->row_of[q[i].id];
         if (r)

@@ -104,7 +104,6 @@ struct lr__block_ub {
  * between searches. */
 struct lr__knn_scratch {
     float *acc;  /* per document */
-    uint32_t *touched;
     size_t cap;
     float *bub;  /* per block: bound from the long lists */
     float *bacc; /* per block: largest acc */

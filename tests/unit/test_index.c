@@ -373,6 +373,153 @@ static void pruned_knn_stays_exact_as_documents_are_appended(void **st)
 #define DDIM 37
 #define DROWS 2000
 
+/* The similarity the index defines, computed the plain way: the short
+ * lists' terms in the query's order (each weight found by a binary search
+ * in its list), then the long part from the document's long features. */
+static float plain_sim(const struct lr__sindex *idx, const struct lr__feat *q, size_t nq,
+                       const float *qrow, uint32_t d)
+{
+    float acc = 0.0f, lp = 0.0f;
+    for (size_t i = 0; i < nq; i++) {
+        const struct lr__plist *l = &idx->lists[q[i].id];
+        if (idx->row_of && idx->row_of[q[i].id])
+            continue;
+        size_t lo = 0, hi = l->n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (l->p[mid].doc < d)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < l->n && l->p[lo].doc == d)
+            acc = acc + q[i].w * l->p[lo].w;
+    }
+    if (idx->nrows)
+        for (size_t j = idx->fwd_off[d]; j < idx->fwd_off[d + 1]; j++)
+            lp += qrow[idx->fwd[j].row] * idx->fwd[j].w;
+    return acc + lp;
+}
+
+/* The search must return exactly (same documents, same float bits, same
+ * order) what scoring every document the plain way and sorting gives. */
+static void check_exact(const struct lr__sindex *idx, const struct lr__feat *q, size_t nq,
+                        size_t k, struct lr__knn_scratch *sc, struct lr__neighbor *got,
+                        struct lr__neighbor *all, float *qrow)
+{
+    size_t n = 0;
+    for (size_t r = 0; r < idx->nrows; r++)
+        qrow[r] = 0.0f;
+    for (size_t i = 0; i < nq; i++)
+        if (idx->row_of && idx->row_of[q[i].id])
+            qrow[idx->row_of[q[i].id] - 1] = q[i].w;
+    for (uint32_t d = 0; d < idx->ndocs; d++) {
+        float s = plain_sim(idx, q, nq, qrow, d);
+        if (s > 0.0f) {
+            all[n].doc = d;
+            all[n].sim = s;
+            n++;
+        }
+    }
+    qsort(all, n, sizeof(*all), cmp_nb);
+    /* Fewer than k share a feature: the rest at 0 in document order. */
+    for (uint32_t d = 0, shared = (uint32_t)n; n < k && d < idx->ndocs; d++) {
+        int in = 0;
+        for (size_t j = 0; j < shared && !in; j++)
+            in = all[j].doc == d;
+        if (!in) {
+            all[n].doc = d;
+            all[n].sim = 0.0f;
+            n++;
+        }
+    }
+    size_t want = k < idx->ndocs ? k : idx->ndocs;
+    int ngot = lr__sindex_knn(idx, q, nq, k, sc, got);
+    assert_int_equal(ngot, (int)want);
+    for (size_t i = 0; i < want; i++) {
+        assert_int_equal(got[i].doc, all[i].doc);
+        assert_memory_equal(&got[i].sim, &all[i].sim, sizeof(float));
+    }
+}
+
+#define XDOCS 20000
+#define XMAXF 48
+
+/* More documents than one slice of the walk, skewed features (long lists
+ * with the automatic threshold), copies (ties), k on both sides of the
+ * first-k-th shortcut's limit, a query longer than a vector, and appends. */
+static void knn_equals_plain_scoring_bit_for_bit(void **st)
+{
+    (void)st;
+    struct lr__feat *feats = malloc((size_t)XDOCS * XMAXF * sizeof(*feats));
+    size_t *off = malloc((XDOCS + 1) * sizeof(*off));
+    struct lr__neighbor *all = malloc(XDOCS * sizeof(*all)), *got = malloc(300 * sizeof(*got));
+    float *qrow = malloc(LR__TFIDF_SPACE * sizeof(*qrow));
+    struct lr__feat *q = malloc(400 * sizeof(*q));
+    const uint32_t long_min[3] = {LR__SINDEX_LONG_AUTO, 1, UINT32_MAX};
+    const size_t ks[5] = {1, 16, 64, 65, 300};
+    struct lr__knn_scratch sc = {0};
+    assert_non_null(feats);
+    assert_non_null(off);
+    assert_non_null(all);
+    assert_non_null(got);
+    assert_non_null(qrow);
+    assert_non_null(q);
+    off[0] = 0;
+    for (size_t d = 0; d < XDOCS; d++) {
+        if (d % 10 == 9) { /* a copy of an earlier document */
+            size_t c = rnd() % d;
+            memcpy(feats + off[d], feats + off[c], (off[c + 1] - off[c]) * sizeof(*feats));
+            off[d + 1] = off[d] + off[c + 1] - off[c];
+        } else {
+            off[d + 1] = off[d] + random_sparse(feats + off[d], XMAXF, 600);
+        }
+    }
+    for (int v = 0; v < 4; v++) {
+        struct lr__sindex idx;
+        if (v < 3) {
+            assert_int_equal(lr__sindex_build_with(&idx, feats, off, XDOCS, long_min[v]), 0);
+        } else { /* built over the first 15000, then appended */
+            assert_int_equal(lr__sindex_build(&idx, feats, off, 15000), 0);
+            for (size_t d = 15000; d < XDOCS; d++) {
+                size_t nf = off[d + 1] - off[d];
+                assert_int_equal(lr__sindex_reserve(&idx, feats + off[d], nf), 0);
+                lr__sindex_add(&idx, feats + off[d], nf);
+            }
+        }
+        if (v == 0)
+            assert_true(idx.nrows > 0);
+        for (int qi = 0; qi < 12; qi++) {
+            size_t nq;
+            if (qi % 3 == 0) { /* a stored document: it and its copies tie */
+                size_t d = rnd() % XDOCS;
+                nq = off[d + 1] - off[d];
+                memcpy(q, feats + off[d], nq * sizeof(*q));
+            } else if (qi % 3 == 1) {
+                nq = random_sparse(q, XMAXF, 600);
+            } else { /* longer than any vector the embedder makes */
+                nq = 0;
+                for (uint32_t id = rnd() % 5; id < 1200 && nq < 400; id += 1 + rnd() % 5) {
+                    q[nq].id = id * 7919u % LR__TFIDF_SPACE;
+                    q[nq].w = 0.01f + (float)(rnd() % 100) / 2000.0f;
+                    nq++;
+                }
+                qsort(q, nq, sizeof(*q), cmp_id);
+                assert_true(nq > LR__TFIDF_MAX_FEATURES);
+            }
+            check_exact(&idx, q, nq, ks[qi % 5], &sc, got, all, qrow);
+        }
+        lr__sindex_free(&idx);
+    }
+    lr__knn_scratch_free(&sc);
+    free(feats);
+    free(off);
+    free(all);
+    free(got);
+    free(qrow);
+    free(q);
+}
+
 static void dense_knn_matches_brute_force_and_batches_agree(void **st)
 {
     (void)st;
@@ -440,6 +587,7 @@ int main(void)
         cmocka_unit_test(appended_documents_are_found),
         cmocka_unit_test(pruned_knn_matches_brute_force_on_long_shared_lists),
         cmocka_unit_test(pruned_knn_stays_exact_as_documents_are_appended),
+        cmocka_unit_test(knn_equals_plain_scoring_bit_for_bit),
         cmocka_unit_test(dense_knn_matches_brute_force_and_batches_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
