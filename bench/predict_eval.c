@@ -1,6 +1,6 @@
 /* predict_eval.c -- how well the predictor modes predict, on real data.
  *
- *   predict_eval [data.json] [prices.json] [--tune] [--k N] [--groups C]
+ *   predict_eval [data.json] [prices.json] [--tune] [--decide] [--k N] [--groups C]
  *
  * The data is the AIOS smart-routing format with a "split" field (the
  * development data under ../shared/data; never part of the repository).
@@ -9,6 +9,13 @@
  *            predicted from its k nearest other train records, over a grid
  *            of the default predictor's constants; prints the best
  *            (--groups: the best at that group count only).
+ *   --decide with prices: the batch decisions on train, leave-one-out:
+ *            every train record predicted from the others with the built-in
+ *            constants, then the budget form (lr__optimize_budget) over all
+ *            of them at each single model's real cost on train, scored with
+ *            the real outcomes and prices: the realised success against the
+ *            optimizer's predicted mean quality shows the winner's curse, and
+ *            a change of predictor can be judged by its decisions on train.
  * Then, for each mode, over the test split (history = train): Brier score
  * of predicted quality against correctness, mean absolute error of
  * predicted output tokens, and, given prices, the success rate and cost of
@@ -23,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "optimize.h"
 #include "predict.h"
 #include "smart.h"
 #include "store.h"
@@ -182,6 +190,65 @@ static int load_prices(const char *path)
     return 0;
 }
 
+/* The budget form on train, leave-one-out (--decide): for each single
+ * model, the optimizer's assignment within that model's real train cost. */
+static void decide_train(const struct lr__hist *h, const struct lr__predict_params *p, size_t k,
+                         const struct item *items, size_t n, struct lr__neighbor *const *nbs,
+                         const int *nnb, const int *ids)
+{
+    size_t mm = (size_t)n_names;
+    double *qq = malloc(n * mm * sizeof(*qq)), *cc = malloc(n * mm * sizeof(*cc));
+    double *rc = calloc(n * mm, sizeof(*rc)), *rq = calloc(n * mm, sizeof(*rq));
+    int *as = malloc(n * sizeof(*as));
+    double single[MAX_MODELS] = {0}, ssucc[MAX_MODELS] = {0}, q[MAX_MODELS], o[MAX_MODELS];
+    double mean_gap = 0.0, mean_succ = 0.0;
+
+    if (!qq || !cc || !rc || !rq || !as)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        lr__predict_excluding(h, LR__PREDICT_DEFAULT, p, nbs[i], (size_t)nnb[i], k, ids, mm,
+                              (uint32_t)i, q, o);
+        for (size_t m = 0; m < mm; m++) {
+            qq[i * mm + m] = isnan(q[m]) ? 0.0 : q[m];
+            cc[i * mm + m] = (double)items[i].input_tokens * price_in[m] + o[m] * price_out[m];
+        }
+        for (int j = 0; j < items[i].n; j++) {
+            int m = items[i].model[j];
+            rc[i * mm + (size_t)m] = (double)items[i].input_tokens * price_in[m] +
+                                     items[i].o[j] * price_out[m];
+            rq[i * mm + (size_t)m] = items[i].c[j];
+            single[m] += rc[i * mm + (size_t)m];
+            ssucc[m] += items[i].c[j] / (double)n;
+        }
+    }
+    printf("\nbudget form on train, leave-one-out (budget = a single model's real cost):\n");
+    printf("  %-36s %8s %8s  %8s %8s %8s\n", "single model", "cost($)", "success", "routed",
+           "cost($)", "pred.q");
+    for (size_t s1 = 0; s1 < mm; s1++) {
+        struct lr__opt_problem pr = {.n = n, .m = mm, .quality = qq, .cost = cc,
+                                     .budget = single[s1]};
+        struct lr__opt_result r = {.assign = as};
+        double su = 0.0, co = 0.0;
+        lr__optimize_budget(&pr, &r);
+        for (size_t i = 0; i < n; i++) {
+            su += rq[i * mm + (size_t)as[i]];
+            co += rc[i * mm + (size_t)as[i]];
+        }
+        su /= (double)n;
+        mean_succ += su / (double)mm;
+        mean_gap += (r.mean_quality - su) / (double)mm;
+        printf("  %-36.36s %8.3f %8.4f  %8.4f %8.3f %8.4f\n", names[s1], single[s1], ssucc[s1],
+               su, co, r.mean_quality);
+    }
+    printf("  mean routed success %.5f; mean pred.q - success %+.4f\n", mean_succ, mean_gap);
+out:
+    free(qq);
+    free(cc);
+    free(rc);
+    free(rq);
+    free(as);
+}
+
 /* Cluster the history again into about c groups (0: none), from the same
  * vectors the store computed at load (bench only: it writes the store's
  * copy, which nothing else reads meanwhile). */
@@ -208,11 +275,13 @@ static void regroup(const struct lr__hist *hc, const struct item *train, size_t 
 int main(int argc, char **argv)
 {
     const char *data = NULL, *prices = NULL;
-    int tune = 0, k = LR__SMART_DEFAULT_K;
+    int tune = 0, decide = 0, k = LR__SMART_DEFAULT_K;
     long only_groups = -1; /* --groups: tune the other constants at this count */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--tune") == 0)
             tune = 1;
+        else if (strcmp(argv[i], "--decide") == 0)
+            decide = 1;
         else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc)
             k = (int)strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--groups") == 0 && i + 1 < argc)
@@ -225,7 +294,8 @@ int main(int argc, char **argv)
     if (k < 1 || k >= KMAX)
         k = LR__SMART_DEFAULT_K;
     if (!data) {
-        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--k N] [--groups C]\n");
+        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--decide] [--k N] "
+                        "[--groups C]\n");
         return 2;
     }
     json_error_t je;
@@ -285,7 +355,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nte; i++)
         n_te[i] = lr__store_knn_text(st, test[i].query, strlen(test[i].query), KMAX, &sc,
                                      nb_te[i]);
-    if (tune) {
+    if (tune || decide) {
         struct lr__neighbor tmp[KMAX + 1];
         for (size_t i = 0; i < ntr; i++) {
             int n = lr__store_knn_text(st, train[i].query, strlen(train[i].query), KMAX + 1,
@@ -383,6 +453,9 @@ int main(int argc, char **argv)
         /* The test split is scored with the store's own grouping. */
         regroup(h, train, ntr, default_groups);
     }
+
+    if (decide && prices)
+        decide_train(h, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, ids);
 
     printf("\ntest split (history = train, k=%d):\n", k);
     for (int mode = 0; mode < 2; mode++) {

@@ -25,7 +25,33 @@
  * 128-nearest wide neighbourhood this level replaced 0.19411 and 37.06,
  * the plain AIOS mean 0.2027, per-task means from the true task labels
  * 0.1945. Every temperature scored worse than equal weights. m_s is kept
- * for stores too small for groups (see groups.h). */
+ * for stores too small for groups (see groups.h).
+ *
+ * Measured on the same leave-one-out predictions and not adopted, since none
+ * beat this form beyond noise (Brier 0.19386; the budget form's decisions
+ * on train, predict_eval --decide: mean routed success 0.77811 over the 11
+ * single models' costs):
+ *   - calibration fitted on the predictions (10-fold over records): Platt
+ *     0.19396 global, 0.19419 per model; isotonic 0.19408 global, 0.19472
+ *     per model. Per decile of prediction, predicted and realised means
+ *     differ by 0.021 at most; per model by 0.011 at most.
+ *   - shrinking harder when the neighbours are far: m_q times (median
+ *     similarity / their mean)^g, g from -1 to 2: 0.19385 at best.
+ *   - m_q per model: 0.19371 fitted in-sample, so no better out of it;
+ *     m_q = 128 or 256: decisions 0.77835, 0.77844; groups only: 0.77757.
+ *   - an additive form (a level shared by all models, the neighbours' read
+ *     off all their outcomes, plus each model's contrast, shrunk apart):
+ *     0.19368 (paired z about -0.5, log-loss unchanged), 0.19360 with k = 32;
+ *     decisions 0.77786. Shrinking the contrasts hard did not help either.
+ *   - the neighbours' output-length ratio to their groups' as a level:
+ *     length RMSE 37.00 at best (the level off).
+ * The optimizer's predicted mean quality exceeds the realised one where it
+ * trades cheap models against each other (at mixtral's cost 0.758 against
+ * 0.734 on train) under every variant above. With the real output lengths
+ * in place of predicted ones, a simulation of the same budget reached 0.745
+ * against 0.735: the length side holds more for decisions, but the
+ * neighbours predict a coding answer's length poorly (correlation 0.1 to
+ * 0.25 per model). */
 #define DEFAULT_TEMPERATURE 0.0
 #define DEFAULT_PRIOR_WEIGHT 10.0
 #define DEFAULT_LENGTH_PRIOR_WEIGHT 16.0
