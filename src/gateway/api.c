@@ -201,22 +201,120 @@ static size_t keep_live(const struct lr_config *cfg, const char **names, size_t 
     return k;
 }
 
+/* A /v1/route request between its parse (on the loop) and its answer: the
+ * decisions run on a worker (offload.c). Everything it points into (the
+ * parsed body's strings, the router) is kept alive by the job. */
+struct route_job {
+    struct gw *gw;
+    struct gw_conf *conf; /* a reference: the router belongs to it */
+    struct hs_req *req;   /* NULL once the client has gone */
+    json_t *root;
+    struct lr_router *router;
+    struct lr_request *reqs;
+    struct lr_decision *dec;
+    const char **names;
+    int *caps, *live, *live_idx;
+    size_t n;
+    int batch;
+    struct lr_batch_options bo;
+    struct lr_batch_report rep;
+    struct lr_error err;
+    int rc;
+    double t0;
+    char id[136];
+};
+
+static void route_job_free(struct route_job *j)
+{
+    gw_conf_unref(j->conf);
+    json_decref(j->root);
+    free(j->reqs);
+    free(j->dec);
+    free(j->names);
+    free(j->caps);
+    free(j->live);
+    free(j->live_idx);
+    free(j);
+}
+
+static void route_work(void *arg)
+{
+    struct route_job *j = arg;
+    memset(&j->rep, 0, sizeof j->rep);
+    j->rc = lr_router_route_batch(j->router, j->reqs, j->n, &j->bo, j->dec, &j->rep, &j->err);
+}
+
+/* On the loop again: answer with the decisions (or the error). */
+static void route_done(void *arg)
+{
+    struct route_job *j = arg;
+    const struct lr_config *cfg = j->conf->cfg;
+    json_t *out, *list;
+    int status;
+
+    if (!j->req) {
+        gw_log_answered(j->gw, j->id, "POST", "/v1/route", 499, "client_closed", j->t0);
+        route_job_free(j);
+        return;
+    }
+    hs_req_watch(j->req, NULL, NULL, NULL);
+    if (j->rc && j->rc != LR_EINFEASIBLE) {
+        int st = j->rc == LR_ENOMODEL ? 404 : j->rc == LR_ENOMEM ? 500 : 400;
+        status = refuse(j->req, st, NULL,
+                        j->rc == LR_ENOMODEL ? "model_not_found" : "routing_failed",
+                        j->err.message);
+        gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, "routing_failed", j->t0);
+        route_job_free(j);
+        return;
+    }
+    out = json_object();
+    list = json_array();
+    json_object_set_new(out, "strategy", json_string(lr_router_strategy(j->router)));
+    for (size_t i = 0; i < j->n; i++) {
+        json_t *a = json_object();
+        const struct lr_model_info *mi = lr_config_model(cfg, (size_t)j->dec[i].index);
+        json_object_set_new(a, "model", json_string(mi ? mi->name : ""));
+        json_object_set_new(a, "index", json_integer(j->dec[i].index));
+        json_object_set_new(a, "predicted_quality", number_or_null(j->dec[i].predicted_quality));
+        json_object_set_new(a, "estimated_cost", number_or_null(j->dec[i].estimated_cost));
+        json_array_append_new(list, a);
+    }
+    json_object_set_new(out, "assignments", list);
+    if (j->batch) {
+        json_t *r = json_object();
+        json_object_set_new(r, "feasible", json_boolean(j->rep.feasible));
+        json_object_set_new(r, "mean_quality", number_or_null(j->rep.mean_quality));
+        json_object_set_new(r, "total_cost", number_or_null(j->rep.total_cost));
+        json_object_set_new(r, "message", json_string(j->rep.message));
+        json_object_set_new(out, "report", r);
+    }
+    status = send_json(j->req, 200, out);
+    gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, NULL, j->t0);
+    route_job_free(j);
+}
+
+static void route_abort(void *arg)
+{
+    struct route_job *j = arg;
+    j->req = NULL; /* the worker goes on; route_done frees the job */
+}
+
+/* Checked on the loop, decided on a worker, answered on the loop: returns
+ * 0 when the answer comes later, or the status of a refusal sent now. */
 int api_route(struct gw *gw, struct hs_req *req, const char *id)
 {
     struct gw_conf *conf = gw->conf;
     struct lr_error err = {0};
-    (void)id;
-    json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jdefault, *out = NULL, *list;
+    struct route_job *job;
+    json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jdefault;
     struct lr_request *reqs = NULL;
     struct lr_decision *dec = NULL;
     const char **names = NULL;
     int *caps = NULL, *live = NULL, *live_idx = NULL;
     size_t n_live = 0;
     struct lr_router *router;
-    struct lr_batch_options bo;
-    struct lr_batch_report rep;
     size_t n, n_names = 0;
-    int status = 200, rc, batch = 0;
+    int status = 200, batch = 0;
     char param[64], msg[700];
 
     if (!(root = load_body(req, &status)))
@@ -371,42 +469,45 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             if (reqs[i].models == names)
                 reqs[i].n_models = n_names;
     }
-    lr_batch_options_init(&bo);
-    bo.capacities = caps;
-    if (batch)
-        bo.mode = LR_BATCH_QUALITY;
-    if (jalpha)
-        bo.alpha = json_number_value(jalpha);
-    memset(&rep, 0, sizeof rep);
-    rc = lr_router_route_batch(router, reqs, n, &bo, dec, &rep, &err);
-    if (rc && rc != LR_EINFEASIBLE) {
-        int st = rc == LR_ENOMODEL ? 404 : rc == LR_ENOMEM ? 500 : 400;
-        status = refuse(req, st, NULL, rc == LR_ENOMODEL ? "model_not_found" : "routing_failed",
-                        err.message);
+    job = calloc(1, sizeof *job);
+    if (!job) {
+        status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
         goto out;
     }
-    out = json_object();
-    list = json_array();
-    json_object_set_new(out, "strategy", json_string(lr_router_strategy(router)));
-    for (size_t i = 0; i < n; i++) {
-        json_t *a = json_object();
-        const struct lr_model_info *mi = lr_config_model(conf->cfg, (size_t)dec[i].index);
-        json_object_set_new(a, "model", json_string(mi ? mi->name : ""));
-        json_object_set_new(a, "index", json_integer(dec[i].index));
-        json_object_set_new(a, "predicted_quality", number_or_null(dec[i].predicted_quality));
-        json_object_set_new(a, "estimated_cost", number_or_null(dec[i].estimated_cost));
-        json_array_append_new(list, a);
+    job->gw = gw;
+    job->conf = conf;
+    gw_conf_ref(conf);
+    job->req = req;
+    job->root = root;
+    job->router = router;
+    job->reqs = reqs;
+    job->dec = dec;
+    job->names = names;
+    job->caps = caps;
+    job->live = live;
+    job->live_idx = live_idx;
+    job->n = n;
+    job->batch = batch;
+    job->t0 = gw_now();
+    snprintf(job->id, sizeof job->id, "%s", id);
+    lr_batch_options_init(&job->bo);
+    job->bo.capacities = caps;
+    if (batch)
+        job->bo.mode = LR_BATCH_QUALITY;
+    if (jalpha)
+        job->bo.alpha = json_number_value(jalpha);
+    root = NULL; /* the job owns these now */
+    reqs = NULL;
+    dec = NULL;
+    names = NULL;
+    caps = live = live_idx = NULL;
+    if (gw_offload(gw, route_work, route_done, job) != 0) {
+        route_job_free(job);
+        status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
+        goto out;
     }
-    json_object_set_new(out, "assignments", list);
-    if (batch) {
-        json_t *r = json_object();
-        json_object_set_new(r, "feasible", json_boolean(rep.feasible));
-        json_object_set_new(r, "mean_quality", number_or_null(rep.mean_quality));
-        json_object_set_new(r, "total_cost", number_or_null(rep.total_cost));
-        json_object_set_new(r, "message", json_string(rep.message));
-        json_object_set_new(out, "report", r);
-    }
-    status = send_json(req, 200, out);
+    hs_req_watch(req, NULL, route_abort, job);
+    status = 0;
 out:
     free(reqs);
     free(dec);
@@ -420,38 +521,23 @@ out:
 
 /* ==== POST /v1/feedback ==== */
 
-/* Answer a feedback request: append the outcome (with its vector for a
- * dense store), then 200 {"status": "recorded", "records": N} or the error. */
-static int feedback_store(struct gw *gw, struct hs_req *req, const char *query, long in_tokens,
-                          const char *model, double correctness, double out_tokens,
-                          const float *vec, size_t dim)
-{
-    struct lr_error err = {0};
-    int rc = vec ? lr_store_add_outcome_vec(gw->store, query, in_tokens, model, correctness,
-                                            out_tokens, vec, dim, &err)
-                 : lr_store_add_outcome(gw->store, query, in_tokens, model, correctness,
-                                        out_tokens, &err);
-    json_t *o;
-    if (rc) {
-        int code = rc == LR_EINVAL || rc == LR_ETOOBIG ? 400 : 500;
-        return refuse(req, code, NULL, code == 400 ? "invalid_value" : "store_error",
-                      err.message);
-    }
-    o = json_object();
-    json_object_set_new(o, "status", json_string("recorded"));
-    json_object_set_new(o, "records", json_integer((json_int_t)lr_store_count(gw->store)));
-    return send_json(req, 200, o);
-}
-
-/* Feedback into a dense store waits for its query's vector. */
+/* A feedback request between its check and its answer: the vector is
+ * fetched first for a dense store, then the append (a commit with fsync, and
+ * now and then a re-weigh of the store's copy) runs on a worker. */
 struct feedback {
     struct gw *gw;
-    struct gw_conf *conf; /* a reference: its embedder is in use */
+    struct gw_conf *conf; /* a reference: its embedder may be in use */
     struct hs_req *req;   /* NULL once the client has gone */
     struct gw_embed *embed;
+    int working; /* on a worker: only feedback_done may end it */
     char *query, *model;
     long in_tokens;
     double correctness, out_tokens;
+    float *vec; /* a dense store's vector for the query */
+    size_t dim;
+    int rc; /* the append's result, and the store's size after it */
+    struct lr_error err;
+    size_t records;
     double t0;
     char id[136];
 };
@@ -463,35 +549,89 @@ static void feedback_end(struct feedback *fb, int status, const char *error)
     gw_conf_unref(fb->conf);
     free(fb->query);
     free(fb->model);
+    free(fb->vec);
     free(fb);
 }
 
-/* The client went away before its answer: nothing is stored (it saw no 200). */
+/* The client went away before its answer. While the append runs it cannot
+ * be called back (it may be committed: the client saw no 200 and may send
+ * it again); before that, nothing is stored. */
 static void feedback_abort(void *arg)
 {
     struct feedback *fb = arg;
     fb->req = NULL;
-    feedback_end(fb, 499, "client_closed");
+    if (!fb->working)
+        feedback_end(fb, 499, "client_closed");
+}
+
+static void feedback_work(void *arg)
+{
+    struct feedback *fb = arg;
+    fb->rc = fb->vec ? lr_store_add_outcome_vec(fb->gw->store, fb->query, fb->in_tokens,
+                                                fb->model, fb->correctness, fb->out_tokens,
+                                                fb->vec, fb->dim, &fb->err)
+                     : lr_store_add_outcome(fb->gw->store, fb->query, fb->in_tokens, fb->model,
+                                            fb->correctness, fb->out_tokens, &fb->err);
+    fb->records = lr_store_count(fb->gw->store);
+}
+
+/* On the loop again: 200 {"status": "recorded", "records": N} or the error. */
+static void feedback_done(void *arg)
+{
+    struct feedback *fb = arg;
+    int status;
+    fb->working = 0;
+    if (!fb->req) {
+        feedback_end(fb, 499, "client_closed");
+        return;
+    }
+    hs_req_watch(fb->req, NULL, NULL, NULL);
+    if (fb->rc) {
+        int code = fb->rc == LR_EINVAL || fb->rc == LR_ETOOBIG ? 400 : 500;
+        status = refuse(fb->req, code, NULL, code == 400 ? "invalid_value" : "store_error",
+                        fb->err.message);
+        feedback_end(fb, status, "feedback_refused");
+        return;
+    }
+    {
+        json_t *o = json_object();
+        json_object_set_new(o, "status", json_string("recorded"));
+        json_object_set_new(o, "records", json_integer((json_int_t)fb->records));
+        status = send_json(fb->req, 200, o);
+    }
+    feedback_end(fb, status, NULL);
+}
+
+static void feedback_append(struct feedback *fb)
+{
+    fb->working = 1;
+    if (gw_offload(fb->gw, feedback_work, feedback_done, fb) != 0) {
+        int status;
+        fb->working = 0;
+        hs_req_watch(fb->req, NULL, NULL, NULL);
+        status = refuse(fb->req, 500, NULL, "out_of_memory", "out of memory recording feedback");
+        feedback_end(fb, status, "out_of_memory");
+    }
 }
 
 static void feedback_got(void *arg, float *vec, size_t dim, const char *why)
 {
     struct feedback *fb = arg;
-    int status;
     fb->embed = NULL; /* the fetch frees itself */
     if (!vec) {
+        int status;
+        hs_req_watch(fb->req, NULL, NULL, NULL);
         status = refuse(fb->req, 502, NULL, "embedding_failed", why);
         feedback_end(fb, status, "embedding_failed");
         return;
     }
-    status = feedback_store(fb->gw, fb->req, fb->query, fb->in_tokens, fb->model,
-                            fb->correctness, fb->out_tokens, vec, dim);
-    free(vec);
-    feedback_end(fb, status, status == 200 ? NULL : "feedback_refused");
+    fb->vec = vec;
+    fb->dim = dim;
+    feedback_append(fb);
 }
 
-/* Start fetching the vector; 0 (answered later), or a status sent now. */
-static int feedback_later(struct gw *gw, struct hs_req *req, const char *id, const char *query,
+/* Take the checked outcome over: 0 (answered later), or a status sent now. */
+static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, const char *query,
                           long in_tokens, const char *model, double correctness,
                           double out_tokens)
 {
@@ -512,15 +652,18 @@ static int feedback_later(struct gw *gw, struct hs_req *req, const char *id, con
     fb->out_tokens = out_tokens;
     fb->t0 = gw_now();
     snprintf(fb->id, sizeof fb->id, "%s", id);
+    hs_req_watch(req, NULL, feedback_abort, fb);
+    if (!fb->conf->embed) {
+        feedback_append(fb);
+        return 0;
+    }
     fb->embed = gw_embed_start(gw, fb->conf, query, feedback_got, fb);
     if (!fb->embed) {
-        gw_conf_unref(fb->conf);
-        free(fb->query);
-        free(fb->model);
-        free(fb);
-        return refuse(req, 500, NULL, "out_of_memory", "out of memory recording feedback");
+        int status;
+        hs_req_watch(req, NULL, NULL, NULL);
+        status = refuse(req, 500, NULL, "out_of_memory", "out of memory recording feedback");
+        feedback_end(fb, status, "out_of_memory");
     }
-    hs_req_watch(req, NULL, feedback_abort, fb);
     return 0;
 }
 
@@ -580,12 +723,8 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
     } else {
         if (it && json_is_integer(it))
             in_tokens = (long)json_integer_value(it);
-        if (gw->conf->embed)
-            status = feedback_later(gw, req, id, json_string_value(q), in_tokens,
-                                    json_string_value(m), correctness, out_tokens);
-        else
-            status = feedback_store(gw, req, json_string_value(q), in_tokens,
-                                    json_string_value(m), correctness, out_tokens, NULL, 0);
+        status = feedback_begin(gw, req, id, json_string_value(q), in_tokens,
+                                json_string_value(m), correctness, out_tokens);
     }
     json_decref(root);
     return status;

@@ -476,6 +476,10 @@ int gw_run(const struct gw_options *opts)
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;
     }
+    if (gw_offload_start(&gw) != 0) {
+        fprintf(stderr, "llmroute serve: cannot start the worker threads\n");
+        goto out;
+    }
     {
         int lrc = hs_server_listen(gw.http, gw.conf->set.listen_host, gw.conf->set.listen_port);
         if (lrc) {
@@ -513,6 +517,7 @@ int gw_run(const struct gw_options *opts)
 out:
     /* In-flight requests (past the deadline) are aborted here. */
     hs_server_free(gw.http);
+    gw_offload_stop(&gw); /* jobs of aborted requests finish and are freed */
     proxy_shutdown(&gw);
     up_client_free(gw.upstream);
     metrics_free(gw.metrics);

@@ -7,6 +7,7 @@
  *   mock.c      the in-process mock backend
  *   api.c       /health, /v1/models, /v1/route, /v1/feedback
  *   embedq.c    a query's vector from the remote embedder, on the loop
+ *   offload.c   worker threads for what must not run on the loop
  *   metrics.c   Prometheus metrics and the per-model state table
  *   errors.c    OpenAI-shaped error bodies
  *   httpd.c     the HTTP/1.1 server;  upstream.c  libcurl multi on the loop
@@ -31,6 +32,7 @@ struct event;
 struct up_client;
 struct metrics;
 struct exchange;
+struct gw_offload;
 
 /* ==== Options from the command line ==== */
 
@@ -138,6 +140,7 @@ struct gw {
     struct exchange *wait_head, *wait_tail;
     long n_waiting;
     struct event *wake; /* runs the queue after an attempt frees a slot */
+    struct gw_offload *offload; /* worker threads (offload.c) */
 };
 
 /* Free what the proxy keeps on the gateway (the wake event). */
@@ -202,15 +205,27 @@ struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const
 /* Abort a fetch whose callback has not run; no callback will. NULL is a no-op. */
 void gw_embed_cancel(struct gw_embed *e);
 
+/* ==== Work off the loop (offload.c) ==== */
+
+/* work(arg) runs on a worker thread, then done(arg) on the loop thread. */
+typedef void (*gw_work_fn)(void *arg);
+typedef void (*gw_done_fn)(void *arg);
+/* Start the workers; 0, or -1 when threads or the wake-up pipe fail. */
+int gw_offload_start(struct gw *gw);
+/* Queue a job; -1 when out of memory (nothing will run). */
+int gw_offload(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg);
+/* Work and finish every queued job, then stop the workers. */
+void gw_offload_stop(struct gw *gw);
+
 /* ==== Endpoints ==== */
 
 enum gw_endpoint { EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS };
 
 /* Forwarding endpoints answer asynchronously and log their own line. */
 void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const char *id);
-/* The others answer at once and return the status they sent, or return 0
- * when they answer later (feedback into a dense store, after its vector is
- * fetched) and log their own line then. */
+/* The others return the status they sent, or 0 when they answer later
+ * (/v1/route and /v1/feedback, whose work runs off the loop) and log their
+ * own line then. */
 int api_health(struct gw *gw, struct hs_req *req, const char *id);
 int api_models(struct gw *gw, struct hs_req *req, const char *id);
 int api_route(struct gw *gw, struct hs_req *req, const char *id);

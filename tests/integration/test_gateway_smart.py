@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import Fake, Gateway, chat, check, closed_port, finish, request, workdir  # noqa
+from gwtest import (Fake, Gateway, chat, check, closed_port, finish, request, wait_for,  # noqa
+                    workdir)
 
 ASK = lambda text: [{"role": "system", "content": "be brief"},  # noqa: E731
                     {"role": "user", "content": text}]
@@ -105,6 +106,53 @@ def main(bin_):
         assert json.loads(body)["records"] == before + 1, body
         assert records() == before + 1
     check("POST /v1/feedback appends an outcome", feedback_is_recorded)
+
+    def concurrent_feedback_is_all_recorded():
+        # Appends run on worker threads; none may be lost or doubled.
+        import threading
+        before = records()
+        results = []
+
+        def send(i):
+            st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+                {"query": "What is %d times 3?" % i, "model": "smarty", "correctness": 1,
+                 "output_tokens": 4}), timeout=30)
+            results.append((st, body))
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 40 and all(st == 200 for st, _ in results), results[:3]
+        counts = sorted(json.loads(b)["records"] for _, b in results)
+        assert counts[-1] == before + 40 and counts[0] >= before + 1, counts
+        assert records() == before + 40
+    check("40 concurrent feedback requests are all recorded, once each",
+          concurrent_feedback_is_all_recorded)
+
+    def client_gone_during_route_batch():
+        import socket
+        qs = [{"query": "What is %d plus %d?" % (i, i)} for i in range(1000)]
+        body = json.dumps({"queries": qs, "strategy": "smart", "models": ["cheapo", "smarty"],
+                           "batch": True, "alpha": 0.9}).encode()
+        def route_lines():
+            return [l for l in gw.log_lines() if l.get("path") == "/v1/route"]
+        seen = len(route_lines())
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", gw.port))
+            s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                      b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            s.close()
+        st, _, resp = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": qs[:3], "strategy": "smart", "models": ["cheapo", "smarty"]}))
+        assert st == 200 and len(json.loads(resp)["assignments"]) == 3, (st, resp[:200])
+        # Each abandoned batch is logged once: 499, or 200 when it was done
+        # before the close was seen.
+        wait_for(lambda: len(route_lines()) == seen + 4, what="four /v1/route log lines")
+        statuses = [l["status"] for l in route_lines()[seen:]]
+        assert statuses.count(200) + statuses.count(499) == 4, statuses
+    check("a client gone during a /v1/route batch is logged once; the gateway serves on",
+          client_gone_during_route_batch)
 
     def bad_feedback_changes_nothing():
         before = records()
