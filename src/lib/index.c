@@ -638,20 +638,50 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
         block_sift(heap, nheap, 0);
         if (top.n == k && cur.ub * RELATIVE_SLACK < out[0].sim)
             break; /* and so is every block after it */
+        if (nheap > 0) {
+            /* Start fetching what the likely next block reads first (its
+             * documents' acc, norms and offsets into fwd). The loops are
+             * written here: GCC drops calls to a function that only
+             * prefetches, taking it for one without effects. */
+            size_t nlo = (size_t)heap[0].b << LR__SINDEX_BLOCK_SHIFT;
+            size_t nn = ndocs - nlo < LR__SINDEX_BLOCK ? ndocs - nlo : LR__SINDEX_BLOCK;
+            for (size_t i = 0; i < nn; i += 16) {
+                __builtin_prefetch(acc + nlo + i);
+                __builtin_prefetch(idx->hnorm + nlo + i);
+            }
+            for (size_t i = 0; i <= nn; i += 8)
+                __builtin_prefetch(idx->fwd_off + nlo + i);
+        }
         size_t lo = (size_t)cur.b << LR__SINDEX_BLOCK_SHIFT;
         size_t hi = lo + LR__SINDEX_BLOCK < ndocs ? lo + LR__SINDEX_BLOCK : ndocs;
         const float bb = bub[cur.b];
+        uint32_t cand[LR__SINDEX_BLOCK];
+        size_t ncand = 0;
+        /* The documents that can still make it, with their long features
+         * fetched before any is scored, so the fetches overlap. */
         for (size_t d = lo; d < hi; d++) {
             float lb = qlong * idx->hnorm[d];
             float ub = acc[d] + (bb < lb ? bb : lb);
             if (!(ub > 0.0f) || (top.n == k && ub * RELATIVE_SLACK < out[0].sim))
                 continue;
-            float sim = acc[d] + (lb > 0.0f ? long_part(idx, qrow, (uint32_t)d) : 0.0f);
+            cand[ncand++] = (uint32_t)d;
+            const char *f = (const char *)(idx->fwd + idx->fwd_off[d]);
+            const char *fe = (const char *)(idx->fwd + idx->fwd_off[d + 1]);
+            for (; f < fe; f += 64)
+                __builtin_prefetch(f);
+        }
+        for (size_t c = 0; c < ncand; c++) {
+            uint32_t d = cand[c];
+            float lb = qlong * idx->hnorm[d];
+            /* The k-th may have risen since the document was picked. */
+            if (top.n == k && (acc[d] + (bb < lb ? bb : lb)) * RELATIVE_SLACK < out[0].sim)
+                continue;
+            float sim = acc[d] + (lb > 0.0f ? long_part(idx, qrow, d) : 0.0f);
             if (!(sim > 0.0f))
                 continue;
-            if (top.n == k && !lr__neighbor_better((uint32_t)d, sim, out[0].doc, out[0].sim))
+            if (top.n == k && !lr__neighbor_better(d, sim, out[0].doc, out[0].sim))
                 continue;
-            lr__topk_push(&top, (uint32_t)d, sim);
+            lr__topk_push(&top, d, sim);
         }
     }
 
