@@ -117,7 +117,10 @@ size_t lr__topk_finish(struct lr__topk *t)
  *      plus the long part from fwd) only the documents whose bound can
  *      still beat the current k-th; it stops at the first block whose bound
  *      cannot. Blocks below a first k-th taken from the blocks' best acc
- *      (see lr__sindex_knn) never enter the heap.
+ *      (see lr__sindex_knn) never enter the heap. Scoring a candidate
+ *      reads its long features from fwd, far apart in memory from the
+ *      next candidate's: the candidates of the next block are picked and
+ *      their features fetched while the current block's are scored.
  * Step 1 walks the short lists a slice of documents at a time (walk_short),
  * which keeps each document's terms in the query's order: a document's
  * similarity is the same float whatever the walk's layout, and the tests
