@@ -117,7 +117,10 @@ size_t lr__topk_finish(struct lr__topk *t)
  *      plus the long part from fwd) only the documents whose bound can
  *      still beat the current k-th; it stops at the first block whose bound
  *      cannot. Blocks below a first k-th taken from the blocks' best acc
- *      (see lr__sindex_knn) never enter the heap.
+ *      (see lr__sindex_knn) never enter the heap. Scoring a candidate
+ *      reads its long features from fwd, far apart in memory from the
+ *      next candidate's: the candidates of the next block are picked and
+ *      their features fetched while the current block's are scored.
  * Step 1 walks the short lists a slice of documents at a time (walk_short),
  * which keeps each document's terms in the query's order: a document's
  * similarity is the same float whatever the walk's layout, and the tests
@@ -141,6 +144,9 @@ size_t lr__topk_finish(struct lr__topk *t)
 #define RELATIVE_SLACK 1.0001f
 /* Searches for at most this many neighbours start with a first k-th. */
 #define FIRST_KTH_MAX_K 64
+/* Short postings per block from which the walk takes each block's largest
+ * acc once per slice rather than at each posting (walk_short). */
+#define DENSE_WALK_PER_BLOCK 16u
 /* Documents per slice of the short lists' walk (acc of 32 KB). */
 #define KNN_SLICE 8192u
 
@@ -400,8 +406,9 @@ void lr__knn_scratch_free(struct lr__knn_scratch *s)
 
 static int scratch_reserve(struct lr__knn_scratch *s, size_t ndocs, size_t nblocks, size_t nrows)
 {
-    if (s->cap < ndocs || !s->acc) {
-        size_t cap = ndocs < 1024 ? 1024 : ndocs + ndocs / 4;
+    /* acc covers whole blocks: the walk reads every block to its end. */
+    if (s->cap < nblocks * LR__SINDEX_BLOCK || !s->acc) {
+        size_t cap = ndocs < 1024 ? 1024 : ndocs + ndocs / 4 + LR__SINDEX_BLOCK;
         float *acc = calloc(cap, sizeof(*acc));
         if (!acc)
             return LR_ENOMEM;
@@ -474,6 +481,45 @@ static float long_part(const struct lr__sindex *idx, const float *qrow, uint32_t
     return s;
 }
 
+/* Start fetching what visiting block b reads first: its documents' acc,
+ * long-list norms and offsets into fwd. A macro, not a function: GCC takes
+ * a function that only prefetches for one without effects and drops its
+ * calls. */
+#define prefetch_block(idx, acc, b)                                                    \
+    do {                                                                               \
+        size_t pf_lo = (size_t)(b) << LR__SINDEX_BLOCK_SHIFT;                          \
+        size_t pf_n = (idx)->ndocs - pf_lo < LR__SINDEX_BLOCK ? (idx)->ndocs - pf_lo   \
+                                                               : LR__SINDEX_BLOCK;     \
+        for (size_t pf_i = 0; pf_i < pf_n; pf_i += 16) {                               \
+            __builtin_prefetch((acc) + pf_lo + pf_i);                                  \
+            __builtin_prefetch((idx)->hnorm + pf_lo + pf_i);                           \
+        }                                                                              \
+        for (size_t pf_i = 0; pf_i <= pf_n; pf_i += 8)                                 \
+            __builtin_prefetch((idx)->fwd_off + pf_lo + pf_i);                         \
+    } while (0)
+
+/* Block b's documents whose bound can beat kth (0: any positive bound)
+ * into cand, in order; their long features start being fetched. Returns
+ * how many. */
+static size_t block_candidates(const struct lr__sindex *idx, const float *acc, float bb,
+                               float qlong, uint32_t b, float kth, uint32_t *cand)
+{
+    size_t lo = (size_t)b << LR__SINDEX_BLOCK_SHIFT, n = 0;
+    size_t hi = lo + LR__SINDEX_BLOCK < idx->ndocs ? lo + LR__SINDEX_BLOCK : idx->ndocs;
+    for (size_t d = lo; d < hi; d++) {
+        float lb = qlong * idx->hnorm[d];
+        float ub = acc[d] + (bb < lb ? bb : lb);
+        if (!(ub > 0.0f) || ub * RELATIVE_SLACK < kth)
+            continue;
+        cand[n++] = (uint32_t)d;
+        const char *f = (const char *)(idx->fwd + idx->fwd_off[d]);
+        const char *e = (const char *)(idx->fwd + idx->fwd_off[d + 1]);
+        for (; f < e; f += 64)
+            __builtin_prefetch(f);
+    }
+    return n;
+}
+
 /* Is doc d in out[0 .. n)? (out is a heap of fewer than k entries.) */
 static int among(const struct lr__neighbor *out, size_t n, uint32_t d)
 {
@@ -490,14 +536,14 @@ static int among(const struct lr__neighbor *out, size_t n, uint32_t d)
  * query's order within a slice: each document still adds its terms in the
  * query's order (so its float sum is the same as a list-by-list walk),
  * while the slice of acc being written stays in the first cache level.
- * Weights are positive, so a document's acc only grows and its block's
- * largest acc can be kept as it goes. */
+ * Each block's largest acc goes into bacc, as the walk goes or when its
+ * slice is done (weights are positive, so a document's acc only grows). */
 static void walk_short(const struct lr__sindex *idx, const struct lr__feat *q, size_t n,
                        float *restrict acc, float *restrict bacc)
 {
     const struct lr__posting *cur[LR__TFIDF_MAX_FEATURES], *end[LR__TFIDF_MAX_FEATURES];
     float qw[LR__TFIDF_MAX_FEATURES];
-    size_t ns = 0;
+    size_t ns = 0, total = 0;
 
     for (size_t i = 0; i < n; i++) {
         const struct lr__plist *l = &idx->lists[q[i].id];
@@ -507,24 +553,47 @@ static void walk_short(const struct lr__sindex *idx, const struct lr__feat *q, s
         end[ns] = l->p + l->n;
         qw[ns] = q[i].w;
         ns++;
+        total += l->n;
     }
+    /* Many postings per block: consecutive postings often fall in one
+     * block, and updating its largest acc at each made every posting wait
+     * for the one before; then the largest acc is taken once per slice,
+     * which reads all of acc. Few postings: updating is cheaper than that
+     * read. Both give the same bacc (acc only grows). */
+    const int dense = total >= DENSE_WALK_PER_BLOCK * n_blocks(idx->ndocs);
     for (uint32_t lo = 0; lo < idx->ndocs; lo += KNN_SLICE) {
         uint32_t hi = idx->ndocs - lo > KNN_SLICE ? lo + KNN_SLICE : idx->ndocs;
         for (size_t s = 0; s < ns; s++) {
             const struct lr__posting *p = cur[s], *e = end[s];
             const float w = qw[s];
-            for (; p < e && p->doc < hi; p++) {
-                uint32_t d = p->doc;
-                float a = acc[d] + w * p->w;
-                float *m = &bacc[d >> LR__SINDEX_BLOCK_SHIFT];
-                acc[d] = a;
-                *m = a > *m ? a : *m;
+            if (dense) {
+                for (; p < e && p->doc < hi; p++)
+                    acc[p->doc] += w * p->w;
+            } else {
+                for (; p < e && p->doc < hi; p++) {
+                    uint32_t d = p->doc;
+                    float a = acc[d] + w * p->w;
+                    float *m = &bacc[d >> LR__SINDEX_BLOCK_SHIFT];
+                    acc[d] = a;
+                    *m = a > *m ? a : *m;
+                }
             }
             /* The next slice comes back to this list after all the others:
              * fetch its next postings now, so that visit does not wait. */
             __builtin_prefetch(p + 8);
             __builtin_prefetch(p + 16);
             cur[s] = p;
+        }
+        /* The slice's blocks' largest acc, while the slice is in cache
+         * (the scratch's acc is zero past the last document up to the end
+         * of its block). */
+        for (uint32_t b0 = lo; dense && b0 < hi; b0 += LR__SINDEX_BLOCK) {
+            const float *a = acc + b0;
+            float m = 0.0f;
+#pragma omp simd reduction(max : m)
+            for (size_t i = 0; i < LR__SINDEX_BLOCK; i++)
+                m = a[i] > m ? a[i] : m;
+            bacc[b0 >> LR__SINDEX_BLOCK_SHIFT] = m;
         }
     }
 }
@@ -631,28 +700,46 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
         block_sift(heap, nheap, i);
 
     /* 3. Best block first; inside it, only documents whose own bound can
-     * still beat the k-th are scored. */
+     * still beat the k-th are scored. The heap only shrinks, so the next
+     * two blocks are known while one is scored: the one after next has its
+     * acc, norms and offsets fetched, the next one its candidates picked
+     * (with the k-th so far, which only rises) and their long features
+     * fetched, so memory is waited for once per block, not per document. */
+    uint32_t cand[2][LR__SINDEX_BLOCK];
+    size_t ncand[2] = {0, 0}, cb = 0;
+    if (nheap > 0) {
+        prefetch_block(idx, acc, heap[0].b);
+        ncand[0] = block_candidates(idx, acc, bub[heap[0].b], qlong, heap[0].b,
+                                    top.n == k ? out[0].sim : 0.0f, cand[0]);
+    }
     while (nheap > 0) {
         struct lr__block_ub cur = heap[0];
         heap[0] = heap[--nheap];
         block_sift(heap, nheap, 0);
         if (top.n == k && cur.ub * RELATIVE_SLACK < out[0].sim)
             break; /* and so is every block after it */
-        size_t lo = (size_t)cur.b << LR__SINDEX_BLOCK_SHIFT;
-        size_t hi = lo + LR__SINDEX_BLOCK < ndocs ? lo + LR__SINDEX_BLOCK : ndocs;
+        if (nheap > 1) {
+            size_t after = nheap > 2 && block_before(&heap[2], &heap[1]) ? 2 : 1;
+            prefetch_block(idx, acc, heap[after].b);
+        }
+        if (nheap > 0)
+            ncand[!cb] = block_candidates(idx, acc, bub[heap[0].b], qlong, heap[0].b,
+                                          top.n == k ? out[0].sim : 0.0f, cand[!cb]);
         const float bb = bub[cur.b];
-        for (size_t d = lo; d < hi; d++) {
+        for (size_t c = 0; c < ncand[cb]; c++) {
+            uint32_t d = cand[cb][c];
             float lb = qlong * idx->hnorm[d];
-            float ub = acc[d] + (bb < lb ? bb : lb);
-            if (!(ub > 0.0f) || (top.n == k && ub * RELATIVE_SLACK < out[0].sim))
+            /* The k-th may have risen since the document was picked. */
+            if (top.n == k && (acc[d] + (bb < lb ? bb : lb)) * RELATIVE_SLACK < out[0].sim)
                 continue;
-            float sim = acc[d] + (lb > 0.0f ? long_part(idx, qrow, (uint32_t)d) : 0.0f);
+            float sim = acc[d] + (lb > 0.0f ? long_part(idx, qrow, d) : 0.0f);
             if (!(sim > 0.0f))
                 continue;
-            if (top.n == k && !lr__neighbor_better((uint32_t)d, sim, out[0].doc, out[0].sim))
+            if (top.n == k && !lr__neighbor_better(d, sim, out[0].doc, out[0].sim))
                 continue;
-            lr__topk_push(&top, (uint32_t)d, sim);
+            lr__topk_push(&top, d, sim);
         }
+        cb = !cb;
     }
 
     /* Fewer than k documents share a feature (then every block with a

@@ -447,7 +447,10 @@ static void check_exact(const struct lr__sindex *idx, const struct lr__feat *q, 
 
 /* More documents than one slice of the walk, skewed features (long lists
  * with the automatic threshold), copies (ties), k on both sides of the
- * first-k-th shortcut's limit, a query longer than a vector, and appends. */
+ * first-k-th shortcut's limit, a query longer than a vector, and appends.
+ * Queries with few short postings per block and with many (the long query,
+ * and every query when nothing is bounded) take both ways the walk keeps
+ * each block's largest partial sum. */
 static void knn_equals_plain_scoring_bit_for_bit(void **st)
 {
     (void)st;
