@@ -106,13 +106,22 @@ size_t lr__topk_finish(struct lr__topk *t)
  *   - hnorm[d]: the norm of document d's weights on all long lists, and
  *     hmax[b] the largest hnorm in block b;
  *   - fwd: each document's long-list features (row, weight), to finish its
- *     score when it is a candidate.
+ *     score when it is a candidate;
+ *   - a basis of up to LR__SINDEX_DIRS orthonormal directions over the rows
+ *     (centres of clusters of the documents' long parts: the common
+ *     prompts), and per document proj[d]: its long part's coordinates
+ *     along them and the norm of the rest, with each block's extremes.
  * A search (lr__sindex_knn):
  *   1. walks the short lists into acc[d] (exact partial dot products);
  *   2. bounds the long lists' part for every document of block b by
  *      bub[b] = sum over the query's long features of q_t * bmax[t][b], and
- *      by Cauchy-Schwarz, |q_long| * hnorm[d]; either bound holds, so the
- *      smaller is used;
+ *      by the projection bound: with x = sum_j x_j e_j + x_perp for the
+ *      basis e_j, q . d = sum_j q_j d_j + q_perp . d_perp, at most
+ *      sum_j q_j d_j + |q_perp| |d_perp| (Cauchy-Schwarz on the rest only,
+ *      so never looser than on the whole, and tight when the query and the
+ *      document share a prompt). Both hold, so the smaller is used; for a
+ *      block, the coordinates' extremes and the largest rest give the
+ *      projection bound, next to |q_long| times the largest norm;
  *   3. visits blocks best bound first, and in each scores exactly (acc[d]
  *      plus the long part from fwd) only the documents whose bound can
  *      still beat the current k-th; it stops at the first block whose bound
@@ -129,7 +138,11 @@ size_t lr__topk_finish(struct lr__topk *t)
  * the result is the exact top k, ties to the lower document. Bounds and
  * scores are float sums in different orders; a bound is trusted only when
  * it is below the k-th by more than a relative 1e-4, far above the rounding
- * of a sum of at most LR__TFIDF_MAX_FEATURES terms (about 1e-5).
+ * of a sum of at most LR__TFIDF_MAX_FEATURES terms (about 1e-5). The
+ * projection bound's own rounding (float coordinates, a basis orthonormal
+ * only to float precision; the rests are worked out in double and rounded
+ * up) stays below 1e-6 of Cauchy-Schwarz, and it gets a margin of 1e-5 of
+ * that (PROJ_MARGIN) on top.
  *
  * Memory: a sparse index built at once keeps all postings in one block; a
  * list that grows afterwards (an appended document) moves to its own
@@ -139,9 +152,12 @@ size_t lr__topk_finish(struct lr__topk *t)
  * rebuild, which is correct, only slower. The rows are few by construction:
  * each holds at least long_min postings of at most LR__TFIDF_MAX_FEATURES
  * per document, so at most 128 * 64 / 3 (about 2,700) with the automatic
- * threshold. */
+ * threshold. The projection bound costs 16 bytes per document and 32 per
+ * block; appended documents are projected on the basis of the last build. */
 
 #define RELATIVE_SLACK 1.0001f
+/* The projection bound's float error, as a share of Cauchy-Schwarz. */
+#define PROJ_MARGIN 1e-5f
 /* Searches for at most this many neighbours start with a first k-th. */
 #define FIRST_KTH_MAX_K 64
 /* Short postings per block from which the walk takes each block's largest
@@ -163,12 +179,175 @@ static void bounds_free(struct lr__sindex *idx)
     free(idx->hnorm);
     free(idx->fwd_off);
     free(idx->fwd);
+    free(idx->basis);
+    free(idx->proj);
+    free(idx->pmax);
+    free(idx->pmin);
     idx->row_of = NULL;
     idx->bmax = idx->hmax = idx->hnorm = NULL;
+    idx->basis = idx->proj = idx->pmax = idx->pmin = NULL;
     idx->fwd_off = NULL;
     idx->fwd = NULL;
-    idx->nrows = 0;
+    idx->nrows = idx->ndirs = 0;
     idx->bstride = idx->fwd_n = idx->fwd_cap = idx->docs_cap = 0;
+}
+
+/* Cosine-like score of document d's long part against a dense direction
+ * c over the rows (not divided by d's norm). */
+static double doc_dot(const struct lr__sindex *idx, uint32_t d, const double *c)
+{
+    double s = 0.0;
+    for (size_t i = idx->fwd_off[d]; i < idx->fwd_off[d + 1]; i++)
+        s += (double)idx->fwd[i].w * c[idx->fwd[i].row];
+    return s;
+}
+
+/* Directions for the projection bound: the centres of a few clusters of
+ * the documents' long parts (the common prompts), found by a short
+ * deterministic spherical k-means over a sample, then made orthonormal.
+ * Any directions give a valid bound; good ones make it tight. */
+static int basis_build(struct lr__sindex *idx, uint32_t n)
+{
+    size_t nr = idx->nrows, want = nr < LR__SINDEX_DIRS ? nr : LR__SINDEX_DIRS;
+    uint32_t step = n / 4096 + 1, sample[4096 + 1];
+    size_t ns = 0;
+
+    idx->ndirs = 0;
+    memset(idx->gram, 0, sizeof(idx->gram));
+    for (uint32_t d = 0; d < n && ns < 4096; d += step)
+        if (idx->hnorm[d] > 0.0f)
+            sample[ns++] = d;
+    if (want == 0 || ns == 0)
+        return 0;
+    double *c = calloc(want * nr, sizeof(*c)), *sum = calloc(want * nr, sizeof(*sum));
+    size_t *cnt = calloc(want, sizeof(*cnt));
+    idx->basis = calloc(want * nr, sizeof(*idx->basis));
+    if (!c || !sum || !cnt || !idx->basis) {
+        free(c);
+        free(sum);
+        free(cnt);
+        return LR_ENOMEM;
+    }
+    /* Seeds: the first sampled document, then each time the one least
+     * like the seeds so far. */
+    size_t nc = 0;
+    for (uint32_t seed = sample[0];;) {
+        for (size_t i = idx->fwd_off[seed]; i < idx->fwd_off[seed + 1]; i++)
+            c[nc * nr + idx->fwd[i].row] = idx->fwd[i].w / idx->hnorm[seed];
+        if (++nc == want)
+            break;
+        double worst = 2.0;
+        for (size_t i = 0; i < ns; i++) {
+            double best = -1.0;
+            for (size_t j = 0; j < nc; j++) {
+                double cs = doc_dot(idx, sample[i], c + j * nr) / idx->hnorm[sample[i]];
+                best = cs > best ? cs : best;
+            }
+            if (best < worst) {
+                worst = best;
+                seed = sample[i];
+            }
+        }
+        if (worst > 0.999)
+            break; /* every sampled document is like a seed already */
+    }
+    for (int it = 0; it < 4; it++) {
+        memset(sum, 0, nc * nr * sizeof(*sum));
+        memset(cnt, 0, nc * sizeof(*cnt));
+        for (size_t i = 0; i < ns; i++) {
+            uint32_t d = sample[i];
+            size_t bj = 0;
+            double best = -1.0;
+            for (size_t j = 0; j < nc; j++) {
+                double cs = doc_dot(idx, d, c + j * nr);
+                if (cs > best) {
+                    best = cs;
+                    bj = j;
+                }
+            }
+            for (size_t f = idx->fwd_off[d]; f < idx->fwd_off[d + 1]; f++)
+                sum[bj * nr + idx->fwd[f].row] += idx->fwd[f].w / idx->hnorm[d];
+            cnt[bj]++;
+        }
+        for (size_t j = 0; j < nc; j++) {
+            double s2 = 0.0;
+            for (size_t r = 0; r < nr; r++)
+                s2 += sum[j * nr + r] * sum[j * nr + r];
+            if (cnt[j] == 0 || !(s2 > 0.0))
+                continue; /* keep the old centre */
+            for (size_t r = 0; r < nr; r++)
+                c[j * nr + r] = sum[j * nr + r] / sqrt(s2);
+        }
+    }
+    /* Gram-Schmidt; a centre that is nearly a mix of the earlier ones adds
+     * nothing and is dropped. */
+    for (size_t j = 0; j < nc; j++) {
+        double *v = c + j * nr;
+        for (size_t i = 0; i < idx->ndirs; i++) {
+            const double *u = c + i * nr;
+            double p = 0.0;
+            for (size_t r = 0; r < nr; r++)
+                p += v[r] * u[r];
+            for (size_t r = 0; r < nr; r++)
+                v[r] -= p * u[r];
+        }
+        double s2 = 0.0;
+        for (size_t r = 0; r < nr; r++)
+            s2 += v[r] * v[r];
+        if (!(s2 > 1e-6))
+            continue;
+        double *dst = c + idx->ndirs * nr;
+        for (size_t r = 0; r < nr; r++)
+            dst[r] = v[r] / sqrt(s2);
+        idx->ndirs++;
+    }
+    for (size_t i = 0; i < idx->ndirs * nr; i++)
+        idx->basis[i] = (float)c[i];
+    /* The bound's algebra uses the basis as stored (floats). */
+    for (size_t i = 0; i < idx->ndirs; i++)
+        for (size_t j = 0; j < idx->ndirs; j++) {
+            double g = 0.0;
+            for (size_t r = 0; r < nr; r++)
+                g += (double)idx->basis[i * nr + r] * idx->basis[j * nr + r];
+            idx->gram[i * LR__SINDEX_DIRS + j] = g;
+        }
+    free(c);
+    free(sum);
+    free(cnt);
+    return 0;
+}
+
+/* |x - sum_j a_j basis_j|^2 for a vector x with |x|^2 = x2 and a_j = x . basis_j. */
+static double perp2(const struct lr__sindex *idx, double x2, const double *a)
+{
+    double s = x2;
+    for (size_t i = 0; i < idx->ndirs; i++) {
+        s -= 2.0 * a[i] * a[i];
+        for (size_t j = 0; j < idx->ndirs; j++)
+            s += a[i] * a[j] * idx->gram[i * LR__SINDEX_DIRS + j];
+    }
+    return s > 0.0 ? s : 0.0;
+}
+
+/* Document d's coordinates along the basis and norm off it (h2: its long
+ * part's squared norm), and its block's extremes of both. */
+static void doc_project(struct lr__sindex *idx, uint32_t d, double h2)
+{
+    double a[LR__SINDEX_DIRS] = {0};
+    float *pd = idx->proj + (size_t)d * LR__SINDEX_PROJ;
+    size_t b = d >> LR__SINDEX_BLOCK_SHIFT, nr = idx->nrows;
+    for (size_t i = idx->fwd_off[d]; i < idx->fwd_off[d + 1]; i++)
+        for (size_t j = 0; j < idx->ndirs; j++)
+            a[j] += (double)idx->fwd[i].w * idx->basis[j * nr + idx->fwd[i].row];
+    for (size_t j = 0; j < LR__SINDEX_DIRS; j++)
+        pd[j] = (float)a[j];
+    pd[LR__SINDEX_DIRS] = (float)(sqrt(perp2(idx, h2, a)) * (1.0 + 1e-6));
+    float *mx = idx->pmax + b * LR__SINDEX_PROJ, *mn = idx->pmin + b * LR__SINDEX_PROJ;
+    int first = (d & (LR__SINDEX_BLOCK - 1)) == 0;
+    for (size_t j = 0; j < LR__SINDEX_PROJ; j++) {
+        mx[j] = first || pd[j] > mx[j] ? pd[j] : mx[j];
+        mn[j] = first || pd[j] < mn[j] ? pd[j] : mn[j];
+    }
 }
 
 /* The bounds of a freshly built index (lists filled, idx->ndocs = n). */
@@ -197,7 +376,11 @@ static int bounds_build(struct lr__sindex *idx, const struct lr__feat *feats, co
     idx->hnorm = calloc(idx->docs_cap, sizeof(*idx->hnorm));
     idx->fwd_off = calloc(idx->docs_cap + 1, sizeof(*idx->fwd_off));
     idx->fwd = malloc(idx->fwd_cap * sizeof(*idx->fwd));
-    if (!idx->bmax || !idx->hmax || !idx->hnorm || !idx->fwd_off || !idx->fwd)
+    idx->proj = calloc(idx->docs_cap * LR__SINDEX_PROJ, sizeof(*idx->proj));
+    idx->pmax = calloc(idx->bstride * LR__SINDEX_PROJ, sizeof(*idx->pmax));
+    idx->pmin = calloc(idx->bstride * LR__SINDEX_PROJ, sizeof(*idx->pmin));
+    if (!idx->bmax || !idx->hmax || !idx->hnorm || !idx->fwd_off || !idx->fwd || !idx->proj ||
+        !idx->pmax || !idx->pmin)
         return LR_ENOMEM;
     (void)nb;
     for (uint32_t d = 0; d < n; d++) {
@@ -219,6 +402,14 @@ static int bounds_build(struct lr__sindex *idx, const struct lr__feat *feats, co
         idx->hnorm[d] = (float)sqrt(h2);
         if (idx->hnorm[d] > idx->hmax[b])
             idx->hmax[b] = idx->hnorm[d];
+    }
+    if (basis_build(idx, n) != 0)
+        return LR_ENOMEM;
+    for (uint32_t d = 0; d < n; d++) {
+        double h2 = 0.0;
+        for (size_t i = idx->fwd_off[d]; i < idx->fwd_off[d + 1]; i++)
+            h2 += (double)idx->fwd[i].w * idx->fwd[i].w;
+        doc_project(idx, d, h2);
     }
     return 0;
 }
@@ -299,6 +490,10 @@ static int bounds_reserve(struct lr__sindex *idx, size_t nf)
         if (!o)
             return LR_ENOMEM;
         idx->fwd_off = o;
+        h = realloc(idx->proj, cap * LR__SINDEX_PROJ * sizeof(*h));
+        if (!h)
+            return LR_ENOMEM;
+        idx->proj = h;
         idx->docs_cap = cap;
     }
     size_t b = d >> LR__SINDEX_BLOCK_SHIFT;
@@ -307,7 +502,13 @@ static int bounds_reserve(struct lr__sindex *idx, size_t nf)
         size_t stride = n_blocks(idx->docs_cap) > b + 1 ? n_blocks(idx->docs_cap) : b + 1;
         float *m = calloc((size_t)idx->nrows * stride + 1, sizeof(*m));
         float *hm = calloc(stride, sizeof(*hm));
-        if (!m || !hm) {
+        float *px = realloc(idx->pmax, stride * LR__SINDEX_PROJ * sizeof(*px));
+        if (px)
+            idx->pmax = px;
+        float *pn = realloc(idx->pmin, stride * LR__SINDEX_PROJ * sizeof(*pn));
+        if (pn)
+            idx->pmin = pn;
+        if (!m || !hm || !px || !pn) {
             free(m);
             free(hm);
             return LR_ENOMEM;
@@ -389,6 +590,7 @@ void lr__sindex_add(struct lr__sindex *idx, const struct lr__feat *v, size_t n)
     idx->hnorm[d] = (float)sqrt(h2);
     if (idx->hnorm[d] > idx->hmax[b])
         idx->hmax[b] = idx->hnorm[d];
+    doc_project(idx, d, h2);
     idx->ndocs = d + 1;
 }
 
@@ -481,34 +683,61 @@ static float long_part(const struct lr__sindex *idx, const float *qrow, uint32_t
     return s;
 }
 
-/* Start fetching what visiting block b reads first: its documents' acc,
- * long-list norms and offsets into fwd. A macro, not a function: GCC takes
- * a function that only prefetches for one without effects and drops its
+/* Start fetching what visiting block b reads first: its documents' acc
+ * and, when the query has a long part (with_long), their coordinates
+ * (proj) and offsets into fwd. A macro, not a function: GCC takes a
+ * function that only prefetches for one without effects and drops its
  * calls. */
-#define prefetch_block(idx, acc, b)                                                    \
+#define prefetch_block(idx, acc, b, with_long)                                         \
     do {                                                                               \
         size_t pf_lo = (size_t)(b) << LR__SINDEX_BLOCK_SHIFT;                          \
         size_t pf_n = (idx)->ndocs - pf_lo < LR__SINDEX_BLOCK ? (idx)->ndocs - pf_lo   \
                                                                : LR__SINDEX_BLOCK;     \
-        for (size_t pf_i = 0; pf_i < pf_n; pf_i += 16) {                               \
+        for (size_t pf_i = 0; pf_i < pf_n; pf_i += 16)                                 \
             __builtin_prefetch((acc) + pf_lo + pf_i);                                  \
-            __builtin_prefetch((idx)->hnorm + pf_lo + pf_i);                           \
-        }                                                                              \
-        for (size_t pf_i = 0; pf_i <= pf_n; pf_i += 8)                                 \
+        for (size_t pf_i = 0; (with_long) && pf_i < pf_n; pf_i += 4)                   \
+            __builtin_prefetch((idx)->proj + (pf_lo + pf_i) * LR__SINDEX_PROJ);        \
+        for (size_t pf_i = 0; (with_long) && pf_i <= pf_n; pf_i += 8)                  \
             __builtin_prefetch((idx)->fwd_off + pf_lo + pf_i);                         \
     } while (0)
+
+/* The query's long part as the bounds see it. */
+struct long_query {
+    float qlong;               /* its norm */
+    float qp[LR__SINDEX_PROJ]; /* its coordinates along the basis (0 past ndirs),
+                                * then its norm off it, rounded up */
+};
+
+/* A bound on document d's long part: the smaller of its block's bound bb
+ * and the projection bound, which needs a margin for its float error
+ * (margin: PROJ_MARGIN times Cauchy-Schwarz for the block's largest norm). */
+static inline float doc_long_bound(const struct lr__sindex *idx, const struct long_query *lq,
+                                   float bb, float margin, size_t d)
+{
+    const float *pd = idx->proj + d * LR__SINDEX_PROJ;
+    float pb = margin;
+    for (size_t j = 0; j < LR__SINDEX_PROJ; j++)
+        pb += lq->qp[j] * pd[j];
+    return pb < bb ? pb : bb;
+}
 
 /* Block b's documents whose bound can beat kth (0: any positive bound)
  * into cand, in order; their long features start being fetched. Returns
  * how many. */
 static size_t block_candidates(const struct lr__sindex *idx, const float *acc, float bb,
-                               float qlong, uint32_t b, float kth, uint32_t *cand)
+                               const struct long_query *lq, uint32_t b, float kth, uint32_t *cand)
 {
     size_t lo = (size_t)b << LR__SINDEX_BLOCK_SHIFT, n = 0;
     size_t hi = lo + LR__SINDEX_BLOCK < idx->ndocs ? lo + LR__SINDEX_BLOCK : idx->ndocs;
+    const float margin = PROJ_MARGIN * lq->qlong * idx->hmax[b];
+    if (!(lq->qlong > 0.0f)) { /* no long part: the bound is acc itself */
+        for (size_t d = lo; d < hi; d++)
+            if (acc[d] > 0.0f && !(acc[d] * RELATIVE_SLACK < kth))
+                cand[n++] = (uint32_t)d;
+        return n;
+    }
     for (size_t d = lo; d < hi; d++) {
-        float lb = qlong * idx->hnorm[d];
-        float ub = acc[d] + (bb < lb ? bb : lb);
+        float ub = acc[d] + doc_long_bound(idx, lq, bb, margin, d);
         if (!(ub > 0.0f) || ub * RELATIVE_SLACK < kth)
             continue;
         cand[n++] = (uint32_t)d;
@@ -649,7 +878,20 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
     for (size_t g = 0; g < n; g += LR__TFIDF_MAX_FEATURES)
         walk_short(idx, q + g, n - g < LR__TFIDF_MAX_FEATURES ? n - g : LR__TFIDF_MAX_FEATURES,
                    acc, bacc);
-    const float qlong = (float)sqrt(qlong2);
+    struct long_query lq;
+    lq.qlong = (float)sqrt(qlong2);
+    {
+        double a[LR__SINDEX_DIRS] = {0};
+        size_t nr = idx->nrows;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t r = idx->row_of[q[i].id];
+            for (size_t j = 0; r && j < idx->ndirs; j++)
+                a[j] += (double)q[i].w * idx->basis[j * nr + r - 1];
+        }
+        for (size_t j = 0; j < LR__SINDEX_DIRS; j++)
+            lq.qp[j] = (float)a[j];
+        lq.qp[LR__SINDEX_DIRS] = (float)(sqrt(perp2(idx, qlong2, a)) * (1.0 + 1e-6));
+    }
 
     /* 2. A first k-th similarity: every block's largest acc belongs to a
      * different document, and a document's similarity is at least its acc
@@ -684,17 +926,31 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
             floor_kth = best[0];
     }
 
-    /* Each block's bound: its best acc plus the smaller bound on the long
-     * part. Blocks that cannot score above 0 share nothing with q. */
+    /* Each block's bound: its best acc plus the smallest bound on the long
+     * part. Blocks that cannot score above 0 share nothing with q. The
+     * projection bound is worked out only for blocks the cheaper ones
+     * keep. */
     for (size_t b = 0; b < nb; b++) {
-        float m = bacc[b];
-        float lb = qlong * idx->hmax[b];
-        float ub = m + (bub[b] < lb ? bub[b] : lb);
-        if (ub > 0.0f && !(ub * RELATIVE_SLACK < floor_kth)) {
-            heap[nheap].ub = ub;
-            heap[nheap].b = (uint32_t)b;
-            nheap++;
+        float lb = lq.qlong * idx->hmax[b];
+        lb = bub[b] < lb ? bub[b] : lb;
+        float ub = bacc[b] + lb;
+        if (!(ub > 0.0f) || ub * RELATIVE_SLACK < floor_kth)
+            continue;
+        if (lb > 0.0f) {
+            const float *mx = idx->pmax + b * LR__SINDEX_PROJ;
+            const float *mn = idx->pmin + b * LR__SINDEX_PROJ;
+            float pb = PROJ_MARGIN * lq.qlong * idx->hmax[b];
+            for (size_t j = 0; j < LR__SINDEX_PROJ; j++)
+                pb += lq.qp[j] * (lq.qp[j] > 0.0f ? mx[j] : mn[j]);
+            if (pb < lb) {
+                ub = bacc[b] + pb;
+                if (!(ub > 0.0f) || ub * RELATIVE_SLACK < floor_kth)
+                    continue;
+            }
         }
+        heap[nheap].ub = ub;
+        heap[nheap].b = (uint32_t)b;
+        nheap++;
     }
     for (size_t i = nheap / 2; i-- > 0;)
         block_sift(heap, nheap, i);
@@ -708,8 +964,8 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
     uint32_t cand[2][LR__SINDEX_BLOCK];
     size_t ncand[2] = {0, 0}, cb = 0;
     if (nheap > 0) {
-        prefetch_block(idx, acc, heap[0].b);
-        ncand[0] = block_candidates(idx, acc, bub[heap[0].b], qlong, heap[0].b,
+        prefetch_block(idx, acc, heap[0].b, lq.qlong > 0.0f);
+        ncand[0] = block_candidates(idx, acc, bub[heap[0].b], &lq, heap[0].b,
                                     top.n == k ? out[0].sim : 0.0f, cand[0]);
     }
     while (nheap > 0) {
@@ -720,19 +976,19 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
             break; /* and so is every block after it */
         if (nheap > 1) {
             size_t after = nheap > 2 && block_before(&heap[2], &heap[1]) ? 2 : 1;
-            prefetch_block(idx, acc, heap[after].b);
+            prefetch_block(idx, acc, heap[after].b, lq.qlong > 0.0f);
         }
         if (nheap > 0)
-            ncand[!cb] = block_candidates(idx, acc, bub[heap[0].b], qlong, heap[0].b,
+            ncand[!cb] = block_candidates(idx, acc, bub[heap[0].b], &lq, heap[0].b,
                                           top.n == k ? out[0].sim : 0.0f, cand[!cb]);
-        const float bb = bub[cur.b];
+        const float bb = bub[cur.b], margin = PROJ_MARGIN * lq.qlong * idx->hmax[cur.b];
         for (size_t c = 0; c < ncand[cb]; c++) {
             uint32_t d = cand[cb][c];
-            float lb = qlong * idx->hnorm[d];
             /* The k-th may have risen since the document was picked. */
-            if (top.n == k && (acc[d] + (bb < lb ? bb : lb)) * RELATIVE_SLACK < out[0].sim)
+            if (top.n == k &&
+                (acc[d] + doc_long_bound(idx, &lq, bb, margin, d)) * RELATIVE_SLACK < out[0].sim)
                 continue;
-            float sim = acc[d] + (lb > 0.0f ? long_part(idx, qrow, d) : 0.0f);
+            float sim = acc[d] + (lq.qlong > 0.0f ? long_part(idx, qrow, d) : 0.0f);
             if (!(sim > 0.0f))
                 continue;
             if (top.n == k && !lr__neighbor_better(d, sim, out[0].doc, out[0].sim))

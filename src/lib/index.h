@@ -51,6 +51,12 @@ struct lr__plist {
 /* lr__sindex_build_with's long_min: choose it from the index's size. */
 #define LR__SINDEX_LONG_AUTO 0u
 
+/* Directions kept for the long-list part of the vectors (index.c: the
+ * documents' long parts are bounded by their coordinates along a few
+ * directions and their norm off them). */
+#define LR__SINDEX_DIRS 3
+#define LR__SINDEX_PROJ (LR__SINDEX_DIRS + 1)
+
 /* One of a document's features that has a long posting list: its row (see
  * below) and its weight. */
 struct lr__rowfeat {
@@ -75,6 +81,14 @@ struct lr__sindex {
     size_t *fwd_off;          /* per document: its long-list features are */
     struct lr__rowfeat *fwd;  /* fwd[fwd_off[d] .. fwd_off[d + 1]) */
     size_t fwd_n, fwd_cap, docs_cap;
+
+    /* A few directions over the rows, near the common long parts: */
+    uint32_t ndirs;           /* directions in use, at most LR__SINDEX_DIRS */
+    float *basis;             /* ndirs x nrows, orthonormal up to rounding */
+    double gram[LR__SINDEX_DIRS * LR__SINDEX_DIRS]; /* basis . basis, as stored */
+    float *proj;              /* per document, LR__SINDEX_PROJ: its long part's
+                               * coordinates along the basis, then its norm off it */
+    float *pmax, *pmin;       /* per block, LR__SINDEX_PROJ: the largest and smallest */
 };
 
 /* Build from n document vectors given document-major: doc i's features are
