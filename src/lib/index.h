@@ -9,7 +9,8 @@
  *   - dense (a remote embedder): a flat row-major matrix of unit vectors,
  *     scanned with SIMD dot products.
  * Both rank by similarity, higher first, ties broken by lower document
- * number (documents are numbered in insertion order). When fewer than k
+ * number (documents are numbered in insertion order; the sparse index
+ * orders them its own way inside, which callers never see). When fewer than k
  * documents share anything with a sparse query, the rest are filled with
  * similarity 0 in document order, exactly as a full scan would rank them.
  *
@@ -68,6 +69,10 @@ struct lr__sindex {
     struct lr__plist *lists; /* LR__TFIDF_SPACE lists */
     struct lr__posting *block;
     uint32_t ndocs;
+    /* Inside the index documents are renumbered (index.c says why); the
+     * lists and everything below use the index's numbers, results and
+     * ties the caller's: */
+    uint32_t *orig;           /* per index number: the caller's number */
 
     /* Bounds for the long lists (those with at least long_min postings when
      * the index was built), which a search does not walk (index.c explains

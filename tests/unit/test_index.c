@@ -164,6 +164,50 @@ static void ties_go_to_the_lower_document(void **st)
     lr__knn_scratch_free(&sc);
 }
 
+static void renumbered_documents_keep_their_numbers_and_ties(void **st)
+{
+    (void)st;
+    /* Features 1 and 2 are long (in at least three documents), 7 short.
+     * Documents 0 and 4 tie on q, but 4's long part is larger, so the
+     * index puts it first in its own order: the result must still give 0
+     * before 4, under the caller's numbers. */
+    struct lr__feat f[11] = {
+        {1, 0.3f}, {7, 0.5f}, {1, 0.3f}, {2, 0.3f}, {1, 0.3f}, {2, 0.3f},
+        {2, 0.3f}, {9, 0.2f}, {1, 0.8f}, {7, 0.5f}, {2, 0.1f},
+    };
+    size_t off[7] = {0, 2, 4, 6, 8, 10, 11};
+    struct lr__sindex idx;
+    struct lr__knn_scratch sc = {0};
+    struct lr__neighbor got[6];
+    struct lr__feat q[1] = {{7, 1.0f}};
+    assert_int_equal(lr__sindex_build_with(&idx, f, off, 6, 3), 0);
+    assert_int_equal(idx.nrows, 2);
+    int moved = 0;
+    for (uint32_t d = 0; d < idx.ndocs; d++)
+        moved |= idx.orig[d] != d;
+    assert_true(moved);
+    int n = lr__sindex_knn(&idx, q, 1, 1, &sc, got);
+    assert_int_equal(n, 1);
+    assert_int_equal(got[0].doc, 0);
+    n = lr__sindex_knn(&idx, q, 1, 6, &sc, got);
+    assert_int_equal(n, 6);
+    assert_int_equal(got[0].doc, 0);
+    assert_int_equal(got[1].doc, 4);
+    assert_true(got[0].sim == got[1].sim);
+    for (int i = 2; i < 6; i++) { /* the rest at 0, in the caller's order */
+        assert_true(got[i].sim == 0.0f);
+        assert_int_equal(got[i].doc, i == 2 ? 1 : i == 3 ? 2 : i == 4 ? 3 : 5);
+    }
+    /* A query on the long features too: the same as scoring all. */
+    struct lr__feat q2[2] = {{1, 0.6f}, {7, 0.8f}};
+    n = lr__sindex_knn(&idx, q2, 2, 2, &sc, got);
+    assert_int_equal(n, 2);
+    assert_int_equal(got[0].doc, 4);
+    assert_int_equal(got[1].doc, 0);
+    lr__sindex_free(&idx);
+    lr__knn_scratch_free(&sc);
+}
+
 static void appended_documents_are_found(void **st)
 {
     (void)st;
@@ -375,7 +419,8 @@ static void pruned_knn_stays_exact_as_documents_are_appended(void **st)
 
 /* The similarity the index defines, computed the plain way: the short
  * lists' terms in the query's order (each weight found by a binary search
- * in its list), then the long part from the document's long features. */
+ * in its list), then the long part from the document's long features.
+ * d is the index's number of the document (idx->orig[d] the caller's). */
 static float plain_sim(const struct lr__sindex *idx, const struct lr__feat *q, size_t nq,
                        const float *qrow, uint32_t d)
 {
@@ -416,7 +461,7 @@ static void check_exact(const struct lr__sindex *idx, const struct lr__feat *q, 
     for (uint32_t d = 0; d < idx->ndocs; d++) {
         float s = plain_sim(idx, q, nq, qrow, d);
         if (s > 0.0f) {
-            all[n].doc = d;
+            all[n].doc = idx->orig[d];
             all[n].sim = s;
             n++;
         }
@@ -587,6 +632,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sparse_knn_matches_brute_force),
         cmocka_unit_test(ties_go_to_the_lower_document),
+        cmocka_unit_test(renumbered_documents_keep_their_numbers_and_ties),
         cmocka_unit_test(appended_documents_are_found),
         cmocka_unit_test(pruned_knn_matches_brute_force_on_long_shared_lists),
         cmocka_unit_test(pruned_knn_stays_exact_as_documents_are_appended),
