@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index.h"
 #include "llmroute.h"
 #include "store.h"
 
@@ -405,19 +406,10 @@ struct dense_ctx {
     size_t dim, ns, n;
 };
 
-static float dense_dot(const float *restrict a, const float *restrict b, size_t dim)
-{
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (size_t j = 0; j < dim; j++)
-        s += a[j] * b[j];
-    return s;
-}
-
 static double dense_sim(const void *vctx, size_t a, size_t b)
 {
     const struct dense_ctx *x = vctx;
-    return dense_dot(x->rows + sample_rec(a, x->ns, x->n) * x->dim,
+    return lr__dense_dot(x->rows + sample_rec(a, x->ns, x->n) * x->dim,
                      x->rows + sample_rec(b, x->ns, x->n) * x->dim, x->dim);
 }
 
@@ -426,7 +418,7 @@ uint32_t lr__groups_nearest_dense(const struct lr__groups *g, const float *v)
     uint32_t best = 0;
     float bs = -INFINITY;
     for (uint32_t c = 0; c < g->n; c++) {
-        float s = dense_dot(g->cdense + (size_t)c * g->dim, v, g->dim);
+        float s = lr__dense_dot(g->cdense + (size_t)c * g->dim, v, g->dim);
         if (s > bs) {
             bs = s;
             best = c;

@@ -1175,15 +1175,6 @@ void lr__dindex_add(struct lr__dindex *idx, const float *v)
     idx->n++;
 }
 
-static float dot(const float *restrict a, const float *restrict b, size_t dim)
-{
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (size_t j = 0; j < dim; j++)
-        s += a[j] * b[j];
-    return s;
-}
-
 int lr__dindex_knn(const struct lr__dindex *idx, const float *q, size_t k,
                    struct lr__neighbor *out)
 {
@@ -1214,7 +1205,8 @@ int lr__dindex_knn_batch(const struct lr__dindex *idx, const float *qs, size_t n
         for (size_t i = 0; i < nq; i++) {
             const float *q = qs + i * idx->dim;
             for (size_t r = r0; r < r1; r++)
-                lr__topk_push(&tops[i], (uint32_t)r, dot(idx->m + r * idx->dim, q, idx->dim));
+                lr__topk_push(&tops[i], (uint32_t)r,
+                              lr__dense_dot(idx->m + r * idx->dim, q, idx->dim));
         }
     }
     for (size_t i = 0; i < nq; i++)

@@ -152,6 +152,17 @@ int lr__dindex_reserve(struct lr__dindex *idx, size_t extra);
 /* Append a row (already unit length); needs room reserved first. */
 void lr__dindex_add(struct lr__dindex *idx, const float *v);
 
+/* The dot product of two dense vectors: the dense index's similarity, and
+ * the groups' (groups.c) for dense stores. */
+static inline float lr__dense_dot(const float *restrict a, const float *restrict b, size_t dim)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (size_t j = 0; j < dim; j++)
+        s += a[j] * b[j];
+    return s;
+}
+
 /* k nearest rows to q (unit length, idx->dim floats). Returns the count. */
 int lr__dindex_knn(const struct lr__dindex *idx, const float *q, size_t k,
                    struct lr__neighbor *out);

@@ -29,22 +29,17 @@ static int cmp_id(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* A random sparse unit vector over a skewed vocabulary of `vocab` ids. */
-static size_t random_sparse(struct lr__feat *v, size_t maxn, uint32_t vocab)
+static int has_id(const struct lr__feat *v, size_t m, uint32_t id)
 {
-    size_t n = 1 + rnd() % maxn, m = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t a = rnd() % vocab, b = rnd() % vocab;
-        uint32_t id = (a < b ? a : b) * 7919u % LR__TFIDF_SPACE; /* skew toward small */
-        int dup = 0;
-        for (size_t j = 0; j < m; j++)
-            dup |= v[j].id == id;
-        if (dup)
-            continue;
-        v[m].id = id;
-        v[m].w = 0.05f + (float)(rnd() % 1000) / 1000.0f;
-        m++;
-    }
+    for (size_t j = 0; j < m; j++)
+        if (v[j].id == id)
+            return 1;
+    return 0;
+}
+
+/* v[0 .. m) scaled to unit length and sorted by id; returns m. */
+static size_t unit_sorted(struct lr__feat *v, size_t m)
+{
     double s = 0;
     for (size_t j = 0; j < m; j++)
         s += (double)v[j].w * v[j].w;
@@ -52,6 +47,22 @@ static size_t random_sparse(struct lr__feat *v, size_t maxn, uint32_t vocab)
         v[j].w = (float)(v[j].w / sqrt(s));
     qsort(v, m, sizeof(*v), cmp_id);
     return m;
+}
+
+/* A random sparse unit vector over a skewed vocabulary of `vocab` ids. */
+static size_t random_sparse(struct lr__feat *v, size_t maxn, uint32_t vocab)
+{
+    size_t n = 1 + rnd() % maxn, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = rnd() % vocab, b = rnd() % vocab;
+        uint32_t id = (a < b ? a : b) * 7919u % LR__TFIDF_SPACE; /* skew toward small */
+        if (has_id(v, m, id))
+            continue;
+        v[m].id = id;
+        v[m].w = 0.05f + (float)(rnd() % 1000) / 1000.0f;
+        m++;
+    }
+    return unit_sorted(v, m);
 }
 
 static float sparse_dot(const struct lr__feat *a, size_t na, const struct lr__feat *b, size_t nb)
@@ -266,22 +277,13 @@ static size_t prompt_doc(struct lr__feat *v, int task)
     for (size_t i = 0; i < own && m < PMAXF; i++) {
         uint32_t a = rnd() % 3000, b = rnd() % 3000;
         uint32_t id = 500000u + (a < b ? a : b); /* skewed: low ids common */
-        int dup = 0;
-        for (size_t j = 0; j < m; j++)
-            dup |= v[j].id == id;
-        if (dup)
+        if (has_id(v, m, id))
             continue;
         v[m].id = id;
         v[m].w = 0.1f + (float)(rnd() % 1000) / 250.0f;
         m++;
     }
-    double s = 0;
-    for (size_t j = 0; j < m; j++)
-        s += (double)v[j].w * v[j].w;
-    for (size_t j = 0; j < m; j++)
-        v[j].w = (float)(v[j].w / sqrt(s));
-    qsort(v, m, sizeof(*v), cmp_id);
-    return m;
+    return unit_sorted(v, m);
 }
 
 static void make_prompt_corpus(struct lr__feat *feats, size_t *off, uint32_t *dup_of, size_t n)
