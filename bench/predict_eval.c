@@ -1,6 +1,7 @@
 /* predict_eval.c -- how well the predictor modes predict, on real data.
  *
  *   predict_eval [data.json] [prices.json] [--tune] [--decide] [--k N] [--groups C]
+ *                [--dump FILE]
  *
  * The data is the AIOS smart-routing format with a "split" field (the
  * development data under ../shared/data; never part of the repository).
@@ -16,6 +17,9 @@
  *            the real outcomes and prices: the realised success against the
  *            optimizer's predicted mean quality shows the winner's curse, and
  *            a change of predictor can be judged by its decisions on train.
+ *   --dump   every prediction of both modes as TSV (train leave-one-out
+ *            when --tune or --decide made the train neighbour lists; test
+ *            from all of train), for bench/predict_compare.py.
  * Then, for each mode, over the test split (history = train): Brier score
  * of predicted quality against correctness, mean absolute error of
  * predicted output tokens, and, given prices, the success rate and cost of
@@ -249,6 +253,42 @@ out:
     free(as);
 }
 
+/* --dump FILE: every prediction as TSV, one line per (record, model):
+ * split, record index, model, predicted quality and output tokens by the
+ * default and the aios modes (train: leave-one-out, needs --tune or
+ * --decide for the train neighbour lists), for analysis outside. */
+static void dump_predictions(const char *path, const struct lr__hist *h,
+                             const struct lr__predict_params *p, size_t k,
+                             const struct item *train, size_t ntr,
+                             struct lr__neighbor *const *nb_tr, const int *n_tr,
+                             const struct item *test, size_t nte,
+                             struct lr__neighbor *const *nb_te, const int *n_te, const int *ids)
+{
+    FILE *f = fopen(path, "w");
+    double q[MAX_MODELS], o[MAX_MODELS], qa[MAX_MODELS], oa[MAX_MODELS];
+    if (!f)
+        return;
+    fprintf(f, "split\tindex\tmodel\tq_default\to_default\tq_aios\to_aios\n");
+    for (int s = 0; s < 2; s++) {
+        size_t n = s ? nte : (nb_tr[0] ? ntr : 0);
+        for (size_t i = 0; i < n; i++) {
+            struct lr__neighbor *nb = s ? nb_te[i] : nb_tr[i];
+            size_t nn = (size_t)(s ? n_te[i] : n_tr[i]);
+            uint32_t ex = s ? LR__PREDICT_NO_RECORD : (uint32_t)i;
+            lr__predict_excluding(h, LR__PREDICT_DEFAULT, p, nb, nn, k, ids, (size_t)n_names,
+                                  ex, q, o);
+            lr__predict_excluding(h, LR__PREDICT_AIOS, p, nb, nn, k, ids, (size_t)n_names, ex,
+                                  qa, oa);
+            for (int m = 0; m < n_names; m++)
+                fprintf(f, "%s\t%zu\t%s\t%.6f\t%.3f\t%.6f\t%.3f\n", s ? "test" : "train", i,
+                        names[m], q[m], o[m], qa[m], oa[m]);
+        }
+    }
+    fclose(f);
+    (void)train;
+    (void)test;
+}
+
 /* Cluster the history again into about c groups (0: none), from the same
  * vectors the store computed at load (bench only: it writes the store's
  * copy, which nothing else reads meanwhile). */
@@ -276,12 +316,15 @@ int main(int argc, char **argv)
 {
     const char *data = NULL, *prices = NULL;
     int tune = 0, decide = 0, k = LR__SMART_DEFAULT_K;
+    const char *dump = NULL;
     long only_groups = -1; /* --groups: tune the other constants at this count */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--tune") == 0)
             tune = 1;
         else if (strcmp(argv[i], "--decide") == 0)
             decide = 1;
+        else if (strcmp(argv[i], "--dump") == 0 && i + 1 < argc)
+            dump = argv[++i];
         else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc)
             k = (int)strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--groups") == 0 && i + 1 < argc)
@@ -295,7 +338,7 @@ int main(int argc, char **argv)
         k = LR__SMART_DEFAULT_K;
     if (!data) {
         fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--decide] [--k N] "
-                        "[--groups C]\n");
+                        "[--groups C] [--dump FILE]\n");
         return 2;
     }
     json_error_t je;
@@ -453,6 +496,10 @@ int main(int argc, char **argv)
         /* The test split is scored with the store's own grouping. */
         regroup(h, train, ntr, default_groups);
     }
+
+    if (dump)
+        dump_predictions(dump, h, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, test, nte,
+                         nb_te, n_te, ids);
 
     if (decide && prices)
         decide_train(h, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, ids);

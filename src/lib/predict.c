@@ -45,6 +45,16 @@
  *     decisions 0.77786. Shrinking the contrasts hard did not help either.
  *   - the neighbours' output-length ratio to their groups' as a level:
  *     length RMSE 37.00 at best (the level off).
+ *   - a trained predictor (bench/predict_compare.py): logistic regression
+ *     per model over TF-IDF word and character n-grams, 5-fold on train:
+ *     Brier 0.19965, decisions 0.77118 (paired z -2.2 against this form);
+ *     blended 1:3 with this form: 0.19390, 0.77914 (z 0.8).
+ *   - the records' task labels as a level (each task's mean correctness):
+ *     alone 0.19502, decisions 0.77374 (z -2.4); blended with this form at
+ *     weights 0.25, 0.5, 0.75: Brier 0.19390 to 0.19448, decisions 0.77918
+ *     to 0.77992 (z 1.6, 1.1, 1.3: within noise; on the test split the
+ *     blends trade about two queries at half GPT-4's cost for one at
+ *     mixtral's).
  * The optimizer's predicted mean quality exceeds the realised one where it
  * trades cheap models against each other (at mixtral's cost 0.758 against
  * 0.734 on train) under every variant above. With the real output lengths
