@@ -22,7 +22,10 @@
  * document frequencies, and the copy is rebuilt in the background of the
  * writer each time the store has grown by a quarter, so that weights never
  * lag far behind (O(1) amortised per append; readers keep using the old
- * copy until the new one is swapped in).
+ * copy until the new one is swapped in). A dense store's vectors never lag,
+ * but its groups do: on the same schedule, and first when groups become
+ * possible, the writer refits them from the vectors in memory and swaps
+ * them in the same way (regroup_dense()).
  *
  * Threads: routing threads read the in-memory copy under the read lock.
  * Writers take `wmu` (one writer at a time), commit to SQLite without
@@ -59,14 +62,20 @@ struct lr_store {
     pthread_mutex_t wmu;
     pthread_rwlock_t rw;
     struct lr__hist *hist;
-    size_t rebuild_at; /* tfidf-v1: re-weigh everything when n reaches this */
+    size_t rebuild_at; /* re-weigh (tfidf-v1) or regroup (dense) when n reaches this */
 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
  * since the last rebuild: each append then costs O(1) amortised, and no
- * document's weights lag far behind the document frequencies. */
-static size_t next_rebuild(size_t n)
+ * document's weights lag far behind the document frequencies. A dense
+ * store's weights never change, but its groups (groups.h) are fitted to
+ * the vectors of the last build, so it is regrouped on the same rule; below
+ * the size at which groups become possible there is nothing to fit, so it
+ * waits for that size instead. */
+static size_t next_rebuild(const struct lr_store *st, size_t n)
 {
+    if (st->dense && n < LR__GROUPS_MIN_RECORDS)
+        return LR__GROUPS_MIN_RECORDS;
     return n + n / 4 + 16;
 }
 
@@ -696,7 +705,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     if ((rc = hist_load(st, st->dim, &st->hist, err)) != 0)
         goto fail;
-    st->rebuild_at = next_rebuild(st->hist->n);
+    st->rebuild_at = next_rebuild(st, st->hist->n);
     *out = st;
     return 0;
 fail:
@@ -978,6 +987,26 @@ static int put_record(struct writer *w, size_t id, const struct vrec *v, const u
 
 /* ==== Appending one record ==== */
 
+/* A dense store's groups fitted again to every vector in memory (the same
+ * build as at open, so the same vectors give the same groups), then swapped
+ * in under the write lock; readers use the old groups until then. Only the
+ * writer (wmu held) changes h, so the build reads it without the read lock.
+ * On failure h keeps its old groups. */
+static int regroup_dense(struct lr_store *st, struct lr__hist *h)
+{
+    struct lr__groups fresh, old;
+    int rc = lr__groups_build_dense(&fresh, h, h->didx.m, h->didx.dim,
+                                    lr__groups_count_for(h->n));
+    if (rc != 0)
+        return rc;
+    pthread_rwlock_wrlock(&st->rw);
+    old = h->groups;
+    h->groups = fresh;
+    pthread_rwlock_unlock(&st->rw);
+    lr__groups_free(&old);
+    return 0;
+}
+
 static int store_append(struct lr_store *st, const struct vrec *v, const float *vec, size_t dim,
                         struct lr_error *err)
 {
@@ -1128,17 +1157,21 @@ static int store_append(struct lr_store *st, const struct vrec *v, const float *
     h->n++;
     pthread_rwlock_unlock(&st->rw);
 
-    /* Re-weigh when due. The record is already safe on disk and in memory,
-     * so a failed rebuild only postpones the next one. */
-    if (!st->dense && h->n >= st->rebuild_at) {
-        struct lr__hist *fresh = NULL;
-        if (hist_load(st, st->dim, &fresh, NULL) == 0) {
-            pthread_rwlock_wrlock(&st->rw);
-            st->hist = fresh;
-            pthread_rwlock_unlock(&st->rw);
-            hist_free(h);
+    /* Re-weigh (or regroup) when due. The record is already safe on disk
+     * and in memory, so a failed rebuild only postpones the next one. */
+    if (h->n >= st->rebuild_at) {
+        if (st->dense) {
+            regroup_dense(st, h);
+        } else {
+            struct lr__hist *fresh = NULL;
+            if (hist_load(st, st->dim, &fresh, NULL) == 0) {
+                pthread_rwlock_wrlock(&st->rw);
+                st->hist = fresh;
+                pthread_rwlock_unlock(&st->rw);
+                hist_free(h);
+            }
         }
-        st->rebuild_at = next_rebuild(st->hist->n);
+        st->rebuild_at = next_rebuild(st, st->hist->n);
     }
 out:
     /* A first vector that did not make it to disk must not leave its
@@ -1616,7 +1649,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         store->dim = im.dim;
     fresh = NULL;
     pthread_rwlock_unlock(&store->rw);
-    store->rebuild_at = next_rebuild(store->hist->n);
+    store->rebuild_at = next_rebuild(store, store->hist->n);
 out:
     if (in_tx)
         exec(store, "ROLLBACK", NULL);

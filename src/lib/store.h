@@ -9,6 +9,8 @@
  * recomputed). A single append is added in place: it joins the document
  * frequencies, and the documents already indexed keep their weights until
  * the next rebuild (open, import, or growth by a quarter since the last).
+ * A dense store's appends never rebuild the copy; on the same schedule (and
+ * first on reaching LR__GROUPS_MIN_RECORDS) they refit only its groups.
  *
  * Threads: call the lr__hist_* and lr__store_knn_* functions only between
  * lr__store_rdlock() and lr__store_unlock(). A struct lr__store_scratch is

@@ -316,9 +316,71 @@ def dense(bin_, fake_bin):
     assert gw.wait() == 0
 
 
+def dense_from_empty(bin_, fake_bin):
+    """A dense store that starts empty and grows only by feedback gets its
+    groups once it reaches 256 records, and the default predictor then gives
+    a query its group's rate. The fake's vectors of dimension 1 are +1 or -1
+    (the sign of a hash of the text): two clusters; "cheapo" is right on
+    every text of the + side and wrong on the - side."""
+    wd = workdir()
+    fake = Fake(fake_bin, wd, name="fake-tiny")
+    store = os.path.join(wd, "grown.db")
+    cfg = config(store)
+    cfg["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-tiny",
+                                  "dimensions": 1}
+    cfg["router"]["predictor"] = "default"
+    cfg["router"]["n_similar"] = 1
+    gw = Gateway(bin_, wd, cfg, name="grown")
+
+    texts = ["Question %d: what is the weather like on day %d?" % (i, i) for i in range(700)]
+    st, _, body = request(fake.port, "POST", "/v1/embeddings", json.dumps(
+        {"model": "embed-tiny", "input": texts, "dimensions": 1}))
+    assert st == 200, (st, body[:200])
+    side = [d["embedding"][0] > 0 for d in json.loads(body)["data"]]
+    plus = [t for t, p in zip(texts, side) if p]
+    minus = [t for t, p in zip(texts, side) if not p]
+    assert len(plus) > 150 and len(minus) > 150, (len(plus), len(minus))
+
+    def feed(i):
+        text = plus[i // 2] if i % 2 == 0 else minus[i // 2]
+        st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+            {"query": text, "model": "cheapo", "correctness": i % 2 == 0, "output_tokens": 4}))
+        assert st == 200 and json.loads(body)["records"] == i + 1, (i, st, body)
+
+    def quality(text, port=gw.port):
+        st, h, j, _ = chat(port, {"model": "auto", "messages": ASK(text)})
+        assert st == 200 and h["x-llmroute-model"] == "cheapo", (st, h, j)
+        return float(h["x-llmroute-predicted-quality"])
+
+    def grouped_at_256_records():
+        for i in range(255):
+            feed(i)
+        # No groups: one neighbour of the query's side, shrunk toward the
+        # store's mean (about 1/2) with weight 10.
+        before_plus, before_minus = quality(plus[-1]), quality(minus[-1])
+        assert 0.5 < before_plus < 0.6 and 0.4 < before_minus < 0.5, (before_plus, before_minus)
+        feed(255)
+        # Grouped: shrunk toward the side's own rate (1 or 0) with weight 64.
+        after_plus, after_minus = quality(plus[-1]), quality(minus[-1])
+        assert after_plus > 0.98 and after_minus < 0.02, (after_plus, after_minus)
+        st, _, body = request(gw.port, "GET", "/health")
+        assert json.loads(body)["history_records"] == 256, body
+        # A restart groups the same records the same way.
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+        gw2 = Gateway(bin_, wd, cfg, name="grown2")
+        again = (quality(plus[-1], gw2.port), quality(minus[-1], gw2.port))
+        assert again == (after_plus, after_minus), (again, after_plus, after_minus)
+        gw2.signal(signal.SIGTERM)
+        assert gw2.wait() == 0
+    check("a dense store grown from empty by feedback is grouped at 256 records and "
+          "predicts each cluster's rate", grouped_at_256_records)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: test_gateway_smart.py LLMROUTE FAKE_UPSTREAM")
     main(sys.argv[1])
     dense(sys.argv[1], sys.argv[2])
+    dense_from_empty(sys.argv[1], sys.argv[2])
     finish()

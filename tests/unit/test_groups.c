@@ -1,13 +1,17 @@
 /* test_groups.c -- groups of similar records: a sparse store grouped when
- * its copy is rebuilt, a dense store grouped at open, appends joining the
- * nearest group and its totals, small stores without groups.
- * Single-threaded. */
+ * its copy is rebuilt, a dense store grouped at open and regrouped as
+ * appends grow it, appends joining the nearest group and its totals, small
+ * stores without groups, the predictor reading them, and a failed regroup
+ * keeping the append. The build of dense groups is wrapped at link time
+ * (-Wl,--wrap=lr__groups_build_dense, see tests/CMakeLists.txt) so a test
+ * can make it fail. Single-threaded. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +21,27 @@
 #include "store.h"
 
 static char tmpdir[256];
+
+/* ==== The wrapped dense build ==== */
+
+int __real_lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h,
+                                  const float *rows, size_t dim, size_t n_groups);
+
+static int dense_builds;     /* calls so far */
+static int fail_dense_build; /* answer LR_ENOMEM, as the build does without memory */
+
+int __wrap_lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h,
+                                  const float *rows, size_t dim, size_t n_groups);
+int __wrap_lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h,
+                                  const float *rows, size_t dim, size_t n_groups)
+{
+    dense_builds++;
+    if (fail_dense_build) {
+        memset(g, 0, sizeof(*g));
+        return LR_ENOMEM;
+    }
+    return __real_lr__groups_build_dense(g, h, rows, dim, n_groups);
+}
 
 static int setup_dir(void **st)
 {
@@ -29,7 +54,10 @@ static int remove_dir(void **st)
 {
     char p[512];
     (void)st;
-    static const char *files[] = {"dense.db", "dense.db-wal", "dense.db-shm"};
+    static const char *files[] = {"dense.db", "dense.db-wal", "dense.db-shm",
+                                  "empty.db", "empty.db-wal", "empty.db-shm",
+                                  "grow.db",  "grow.db-wal",  "grow.db-shm",
+                                  "fail.db",  "fail.db-wal",  "fail.db-shm"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", tmpdir, files[i]);
         unlink(p);
@@ -118,7 +146,9 @@ static void add_dense_record(struct lr_store *s, size_t i)
     /* Two directions, a little jitter. */
     float j = (float)(i % 7) * 0.01f;
     float v[3] = {i % 2 == 0 ? 1.0f : 0.1f + j, i % 2 == 0 ? 0.1f + j : 1.0f, j};
-    assert_int_equal(lr_store_add(s, &r, v, 3, &err), 0);
+    int rc = lr_store_add(s, &r, v, 3, &err);
+    if (rc != 0)
+        fail_msg("record %zu: %s", i, err.message);
 }
 
 static void dense_store_gets_groups_at_open(void **st)
@@ -132,10 +162,6 @@ static void dense_store_gets_groups_at_open(void **st)
     assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
     for (size_t i = 0; i < 300; i++)
         add_dense_record(s, i);
-    /* A dense store is not rebuilt by appends: no groups until opened. */
-    lr__store_rdlock(s);
-    assert_int_equal(lr__store_hist(s)->groups.n, 0);
-    lr__store_unlock(s);
     lr_store_free(s);
 
     assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
@@ -179,6 +205,288 @@ static void predictor_reads_the_neighbours_groups(void **st)
     lr_store_free(s);
 }
 
+/* ==== Dense stores grown by appends ==== */
+
+/* Each record's outcome is in exactly one group's totals: per group, model
+ * A's count is the number of records in the group, and per model the
+ * groups add up to the store's totals. */
+static void check_counted_once(const struct lr__hist *h)
+{
+    const struct lr__groups *g = &h->groups;
+    int a = lr__hist_model_id(h, "A");
+    assert_true(a >= 0);
+    for (uint32_t x = 0; x < g->n; x++) {
+        double members = 0.0;
+        for (size_t i = 0; i < h->n; i++)
+            members += g->of[i] == x;
+        assert_true(lr__groups_stats(g, (uint32_t)a, x)->n == members);
+    }
+    for (size_t m = 0; m < h->models.n; m++) {
+        double n = 0.0, c = 0.0, o = 0.0;
+        for (uint32_t x = 0; x < g->n; x++) {
+            const struct lr__group_stats *gs = lr__groups_stats(g, (uint32_t)m, x);
+            n += gs->n;
+            c += gs->sum_correct;
+            o += gs->sum_output;
+        }
+        assert_true(n == h->mstats[m].n);
+        assert_true(c == h->mstats[m].sum_correct);
+        assert_true(o == h->mstats[m].sum_output);
+    }
+}
+
+static struct lr_store *open_dense(const char *name, int read_only)
+{
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    /* No dimension given: the store takes its first vector's. */
+    struct lr_store_options o = {"remote-emb", 0, read_only, 0};
+    snprintf(db, sizeof(db), "%s/%s", tmpdir, name);
+    if (lr_store_open(db, &o, &s, &err) != 0)
+        fail_msg("lr_store_open: %s", err.message);
+    return s;
+}
+
+static void dense_store_opened_empty_is_grouped_once_appends_reach_the_threshold(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_dense("empty.db", 0);
+    for (size_t i = 0; i < LR__GROUPS_MIN_RECORDS - 1; i++)
+        add_dense_record(s, i);
+    lr__store_rdlock(s);
+    assert_int_equal(lr__store_hist(s)->groups.n, 0);
+    lr__store_unlock(s);
+    /* The append that makes groups possible groups the store. */
+    add_dense_record(s, LR__GROUPS_MIN_RECORDS - 1);
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    assert_int_equal(h->groups.n, lr__groups_count_for(LR__GROUPS_MIN_RECORDS));
+    check_topic_groups(h, LR__GROUPS_MIN_RECORDS);
+    check_counted_once(h);
+    lr__store_unlock(s);
+    /* Later appends join them, each once, and are on disk. */
+    for (size_t i = LR__GROUPS_MIN_RECORDS; i < 300; i++)
+        add_dense_record(s, i);
+    lr__store_rdlock(s);
+    check_topic_groups(lr__store_hist(s), 300);
+    check_counted_once(lr__store_hist(s));
+    lr__store_unlock(s);
+    assert_int_equal(lr_store_count(s), 300);
+    lr_store_free(s);
+
+    s = open_dense("empty.db", 0);
+    assert_int_equal(lr_store_count(s), 300);
+    lr__store_rdlock(s);
+    check_topic_groups(lr__store_hist(s), 300);
+    check_counted_once(lr__store_hist(s));
+    lr__store_unlock(s);
+    lr_store_free(s);
+}
+
+/* Model A's predicted quality for a query vector, through a smart router
+ * with the default predictor. */
+static double predicted_a(struct lr_router *r, const float *v)
+{
+    const char *const names[] = {"A", "B"};
+    struct lr_request req;
+    struct lr_decision d = {0};
+    struct lr_candidate rank[2];
+    struct lr_error err;
+    lr_request_init(&req);
+    req.models = names;
+    req.n_models = 2;
+    req.embedding = v;
+    req.embedding_dim = 3;
+    d.ranking = rank;
+    d.ranking_cap = 2;
+    if (lr_router_route(r, &req, &d, &err) != 0)
+        fail_msg("lr_router_route: %s", err.message);
+    assert_int_equal(d.n_ranked, 2);
+    for (size_t i = 0; i < 2; i++)
+        if (rank[i].index == 0)
+            return rank[i].predicted_quality;
+    fail_msg("A is not in the ranking");
+    return NAN;
+}
+
+static void dense_groups_predict_each_cluster_rate_not_the_store_mean(void **st)
+{
+    (void)st;
+    static const char cfg_text[] =
+        "{\"models\": ["
+        " {\"name\": \"A\", \"cost_per_input_token\": 1e-7, \"cost_per_output_token\": 1e-7},"
+        " {\"name\": \"B\", \"cost_per_input_token\": 1e-6, \"cost_per_output_token\": 1e-6}]}";
+    struct lr_config *cfg = NULL;
+    struct lr_router *r = NULL;
+    struct lr_router_options ro;
+    struct lr_error err;
+    struct lr_store_options so = {"remote-emb", 0, 0, 0};
+    struct lr_store *s = NULL;
+    /* A is right on every topic-0 record and wrong on every topic-1 one:
+     * its rate is 1 and 0 in the clusters, 1/2 over the store. */
+    float q0[3] = {1.0f, 0.12f, 0.02f}, q1[3] = {0.12f, 1.0f, 0.02f};
+    assert_int_equal(lr_config_load_string(cfg_text, strlen(cfg_text), &cfg, &err), 0);
+    assert_int_equal(lr_store_open(":memory:", &so, &s, &err), 0);
+    lr_router_options_init(&ro);
+    ro.strategy = "smart";
+    ro.store = s;
+    ro.predictor = "default";
+    assert_int_equal(lr_router_new(cfg, &ro, &r, &err), 0);
+
+    for (size_t i = 0; i < LR__GROUPS_MIN_RECORDS - 1; i++)
+        add_dense_record(s, i);
+    /* No groups yet: the 16 neighbours (all of the query's topic) are
+     * shrunk toward the store's mean, (16 * rate + 10 * 1/2) / 26. */
+    double before0 = predicted_a(r, q0), before1 = predicted_a(r, q1);
+    assert_true(fabs(before0 - 21.0 / 26.0) < 0.01);
+    assert_true(fabs(before1 - 5.0 / 26.0) < 0.01);
+
+    add_dense_record(s, LR__GROUPS_MIN_RECORDS - 1);
+    /* Grouped: the neighbours are shrunk toward their group's rate, which
+     * is the cluster's (itself shrunk a little, by 2 records' worth, toward
+     * the store's mean), so each query gets its cluster's rate. */
+    double after0 = predicted_a(r, q0), after1 = predicted_a(r, q1);
+    assert_true(after0 > 0.99);
+    assert_true(after1 < 0.01);
+
+    lr_router_free(r);
+    lr_store_free(s);
+    lr_config_free(cfg);
+}
+
+/* Record i of cluster i % 8: near axis i % 8 of 8 dimensions, seven
+ * jittered variants each; model A right on even clusters. */
+static void add_cluster_record(struct lr_store *s, size_t i)
+{
+    struct lr_error err;
+    struct lr_outcome o = {"A", (i % 8) % 2 == 0 ? 1.0 : 0.0, (double)(i % 8)};
+    struct lr_record r = {"text", 8, NULL, &o, 1};
+    float v[8] = {0};
+    v[i % 8] = 1.0f;
+    v[(i + 1) % 8] = 0.1f + (float)(i % 7) * 0.01f;
+    assert_int_equal(lr_store_add(s, &r, v, 8, &err), 0);
+}
+
+/* The groups a store holds now are those a fresh open of its file builds. */
+static void check_same_as_fresh_open(const struct lr__hist *h, const char *name)
+{
+    struct lr_store *fresh = open_dense(name, 1);
+    lr__store_rdlock(fresh);
+    const struct lr__hist *f = lr__store_hist(fresh);
+    const struct lr__groups *a = &h->groups, *b = &f->groups;
+    assert_int_equal(f->n, h->n);
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->dim, b->dim);
+    assert_memory_equal(a->of, b->of, h->n * sizeof(*a->of));
+    assert_memory_equal(a->cdense, b->cdense, a->n * a->dim * sizeof(*a->cdense));
+    for (size_t m = 0; m < h->models.n; m++)
+        for (uint32_t x = 0; x < a->n; x++)
+            assert_memory_equal(lr__groups_stats(a, (uint32_t)m, x),
+                                lr__groups_stats(b, (uint32_t)m, x),
+                                sizeof(struct lr__group_stats));
+    lr__store_unlock(fresh);
+    lr_store_free(fresh);
+}
+
+static void dense_groups_grow_as_appends_pass_each_quarter(void **st)
+{
+    (void)st;
+    /* Regrouped at 256 records, then each time the store has grown by a
+     * quarter (plus 16) since: the count follows the size. */
+    static const size_t at[] = {256, 336, 436, 561, 717, 912, 1156};
+    const size_t n_at = sizeof(at) / sizeof(at[0]);
+    struct lr_store *s = open_dense("grow.db", 0);
+    size_t next = 0, want = 0;
+    dense_builds = 0;
+    for (size_t i = 0; i < at[n_at - 1] + 10; i++) {
+        add_cluster_record(s, i);
+        int due = next < n_at && i + 1 == at[next];
+        if (due)
+            want = lr__groups_count_for(at[next++]);
+        lr__store_rdlock(s);
+        const struct lr__hist *h = lr__store_hist(s);
+        assert_int_equal(h->groups.n, want);
+        if (due) {
+            check_counted_once(h);
+            check_same_as_fresh_open(h, "grow.db");
+        }
+        lr__store_unlock(s);
+    }
+    /* One build per threshold, plus one per fresh open. */
+    assert_int_equal(dense_builds, 2 * (int)n_at);
+    assert_int_equal(lr__groups_count_for(at[n_at - 1]), 9);
+    lr__store_rdlock(s);
+    check_counted_once(lr__store_hist(s));
+    lr__store_unlock(s);
+    assert_int_equal(lr_store_count(s), at[n_at - 1] + 10);
+    lr_store_free(s);
+}
+
+static void failed_regroup_keeps_the_append_and_tries_again_later(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_dense("fail.db", 0);
+    size_t no;
+
+    /* The first regroup (at 256 records) fails: the record is kept. */
+    dense_builds = 0;
+    fail_dense_build = 1;
+    for (size_t i = 0; i < 256; i++)
+        add_dense_record(s, i);
+    assert_int_equal(dense_builds, 1);
+    assert_int_equal(lr_store_count(s), 256);
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    assert_int_equal(h->groups.n, 0);
+    assert_int_equal(h->didx.n, 256);
+    const struct lr__outcome *o = lr__hist_outcomes(h, 255, &no);
+    assert_int_equal(no, 1);
+    assert_true(o[0].correctness == 0.0f && o[0].output_tokens == 100.0f);
+    lr__store_unlock(s);
+
+    /* Postponed, not given up: tried again a quarter later. */
+    fail_dense_build = 0;
+    for (size_t i = 256; i < 335; i++)
+        add_dense_record(s, i);
+    assert_int_equal(dense_builds, 1);
+    add_dense_record(s, 335);
+    assert_int_equal(dense_builds, 2);
+    lr__store_rdlock(s);
+    check_topic_groups(lr__store_hist(s), 336);
+    check_counted_once(lr__store_hist(s));
+    lr__store_unlock(s);
+
+    /* A failure with groups in place keeps them whole: the appends that
+     * follow join them, each once. */
+    fail_dense_build = 1;
+    for (size_t i = 336; i < 450; i++)
+        add_dense_record(s, i);
+    assert_int_equal(dense_builds, 3);
+    lr__store_rdlock(s);
+    assert_int_equal(lr__store_hist(s)->groups.n, lr__groups_count_for(336));
+    check_topic_groups(lr__store_hist(s), 450);
+    check_counted_once(lr__store_hist(s));
+    lr__store_unlock(s);
+    fail_dense_build = 0;
+    for (size_t i = 450; i < 580; i++)
+        add_dense_record(s, i);
+    assert_int_equal(dense_builds, 4);
+    lr__store_rdlock(s);
+    assert_int_equal(lr__store_hist(s)->groups.n, lr__groups_count_for(561));
+    check_counted_once(lr__store_hist(s));
+    lr__store_unlock(s);
+    assert_int_equal(lr_store_count(s), 580);
+    lr_store_free(s);
+
+    s = open_dense("fail.db", 0);
+    assert_int_equal(lr_store_count(s), 580);
+    lr__store_rdlock(s);
+    check_counted_once(lr__store_hist(s));
+    lr__store_unlock(s);
+    lr_store_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +495,10 @@ int main(void)
         cmocka_unit_test(small_store_has_no_groups),
         cmocka_unit_test(dense_store_gets_groups_at_open),
         cmocka_unit_test(predictor_reads_the_neighbours_groups),
+        cmocka_unit_test(dense_store_opened_empty_is_grouped_once_appends_reach_the_threshold),
+        cmocka_unit_test(dense_groups_predict_each_cluster_rate_not_the_store_mean),
+        cmocka_unit_test(dense_groups_grow_as_appends_pass_each_quarter),
+        cmocka_unit_test(failed_regroup_keeps_the_append_and_tries_again_later),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

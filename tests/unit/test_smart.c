@@ -2,7 +2,8 @@
  * candidate meeting the requirement, else the most capable; the rest of the
  * ranking; clear errors for a missing or empty store and an unknown
  * predictor; concurrent routing while a writer appends (4 routing threads
- * and 1 writer). */
+ * and 1 writer), to a sparse store and to a dense one whose appends regroup
+ * it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -384,6 +385,90 @@ static void routes_concurrently_while_a_writer_appends(void **state)
     lr_router_free(sh.r);
 }
 
+/* A dense store: east-ish queries only "cheap" is good enough for (both
+ * right), north-ish ones need "mid" (cheap wrong). */
+static void add_compass_record(struct lr_store *s, int i, int *failed)
+{
+    struct lr_error err;
+    int north = i % 2;
+    float j = (float)(i % 5) * 0.02f;
+    float v[2] = {north ? j : 1.0f, north ? 1.0f : j};
+    struct lr_outcome o[] = {{"cheap", north ? 0.0 : 1.0, 5}, {"mid", 1, 5}};
+    struct lr_record r = {"text", 5, NULL, o, 2};
+    if (lr_store_add(s, &r, v, 2, &err) != 0)
+        __atomic_add_fetch(failed, 1, __ATOMIC_RELAXED);
+}
+
+struct dense_shared {
+    struct lr_store *s;
+    struct lr_router *r;
+    int wrong, failed;
+};
+
+static void *dense_router_thread(void *arg)
+{
+    struct dense_shared *sh = arg;
+    const char *const names[] = {"cheap", "mid"};
+    float east[2] = {0.95f, 0.05f}, north[2] = {0.05f, 0.95f};
+    for (int i = 0; i < 1500; i++) {
+        struct lr_request req;
+        struct lr_decision d = {0};
+        struct lr_error err;
+        lr_request_init(&req);
+        req.models = names;
+        req.n_models = 2;
+        req.embedding = i % 2 ? north : east;
+        req.embedding_dim = 2;
+        if (lr_router_route(sh->r, &req, &d, &err) != 0)
+            __atomic_add_fetch(&sh->failed, 1, __ATOMIC_RELAXED);
+        else if (d.index != (i % 2 ? MID : CHEAP))
+            __atomic_add_fetch(&sh->wrong, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void *dense_writer_thread(void *arg)
+{
+    struct dense_shared *sh = arg;
+    for (int i = 40; i < 480; i++)
+        add_compass_record(sh->s, i, &sh->failed);
+    return NULL;
+}
+
+static void dense_store_routes_concurrently_while_appends_regroup_it(void **state)
+{
+    struct fixture *f = *state;
+    struct dense_shared sh = {0};
+    struct lr_store_options so = {"remote-test", 2, 0, 0};
+    struct lr_router_options o;
+    struct lr_error err = {0};
+    pthread_t th[5];
+    assert_int_equal(lr_store_open(":memory:", &so, &sh.s, &err), 0);
+    for (int i = 0; i < 40; i++)
+        add_compass_record(sh.s, i, &sh.failed);
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = sh.s;
+    o.predictor = "default";
+    assert_int_equal(lr_router_new(f->cfg, &o, &sh.r, &err), 0);
+    /* The writer takes the store past 256 and 336 records, where it is
+     * regrouped while the routers read. */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, dense_router_thread, &sh), 0);
+    assert_int_equal(pthread_create(&th[4], NULL, dense_writer_thread, &sh), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    pthread_join(th[4], NULL);
+    assert_int_equal(sh.failed, 0);
+    assert_int_equal(sh.wrong, 0);
+    assert_int_equal(lr_store_count(sh.s), 480);
+    lr__store_rdlock(sh.s);
+    assert_int_equal(lr__store_hist(sh.s)->groups.n, lr__groups_count_for(436));
+    lr__store_unlock(sh.s);
+    lr_router_free(sh.r);
+    lr_store_free(sh.s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -399,6 +484,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(routes_concurrently_while_a_writer_appends, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(dense_store_routes_concurrently_while_appends_regroup_it,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
