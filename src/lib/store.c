@@ -71,12 +71,15 @@ struct lr_store {
  * store's weights never change, but its groups (groups.h) are fitted to
  * the vectors of the last build, so it is regrouped on the same rule; below
  * the size at which groups become possible there is nothing to fit, so it
- * waits for that size instead. */
+ * waits for that size instead. A sparse store's schedule also stops at
+ * that size on its way past it, so both kinds get their first groups at
+ * the same record. */
 static size_t next_rebuild(const struct lr_store *st, size_t n)
 {
-    if (st->dense && n < LR__GROUPS_MIN_RECORDS)
+    size_t at = n + n / 4 + 16;
+    if (n < LR__GROUPS_MIN_RECORDS && (st->dense || at > LR__GROUPS_MIN_RECORDS))
         return LR__GROUPS_MIN_RECORDS;
-    return n + n / 4 + 16;
+    return at;
 }
 
 /* ==== Errors ==== */

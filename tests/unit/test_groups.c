@@ -114,9 +114,22 @@ static void sparse_store_groups_by_topic_and_appends_join(void **st)
     struct lr_store *s = NULL;
     struct lr_error err;
     assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
-    /* Appends rebuild the copy at 314 records (growth by a quarter), which
-     * groups it; the last ones join a group one by one. */
-    for (size_t i = 0; i < 320; i++)
+    /* Appends re-weigh the copy as it grows by quarters; the schedule stops
+     * at the size that makes groups possible, so the append that brings the
+     * store there groups it, as a dense store's does. */
+    for (size_t i = 0; i < LR__GROUPS_MIN_RECORDS - 1; i++)
+        add_topic_record(s, i);
+    lr__store_rdlock(s);
+    assert_int_equal(lr__store_hist(s)->groups.n, 0);
+    lr__store_unlock(s);
+    add_topic_record(s, LR__GROUPS_MIN_RECORDS - 1);
+    lr__store_rdlock(s);
+    assert_int_equal(lr__store_hist(s)->groups.n,
+                     lr__groups_count_for(LR__GROUPS_MIN_RECORDS));
+    check_topic_groups(lr__store_hist(s), LR__GROUPS_MIN_RECORDS);
+    lr__store_unlock(s);
+    /* The next ones join a group one by one. */
+    for (size_t i = LR__GROUPS_MIN_RECORDS; i < 320; i++)
         add_topic_record(s, i);
     lr__store_rdlock(s);
     check_topic_groups(lr__store_hist(s), 320);
