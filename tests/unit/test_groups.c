@@ -88,6 +88,15 @@ static void add_topic_record(struct lr_store *s, size_t i)
     assert_int_equal(lr_store_add(s, &r, NULL, 0, &err), 0);
 }
 
+/* The store's number of groups, read under the read lock. */
+static uint32_t group_count(const struct lr_store *s)
+{
+    lr__store_rdlock(s);
+    uint32_t n = lr__store_hist(s)->groups.n;
+    lr__store_unlock(s);
+    return n;
+}
+
 /* Every record of a topic in one group, the two topics in different ones,
  * and the totals of model A per group add up to the records. */
 static void check_topic_groups(const struct lr__hist *h, size_t n)
@@ -119,9 +128,7 @@ static void sparse_store_groups_by_topic_and_appends_join(void **st)
      * store there groups it, as a dense store's does. */
     for (size_t i = 0; i < LR__GROUPS_MIN_RECORDS - 1; i++)
         add_topic_record(s, i);
-    lr__store_rdlock(s);
-    assert_int_equal(lr__store_hist(s)->groups.n, 0);
-    lr__store_unlock(s);
+    assert_int_equal(group_count(s), 0);
     add_topic_record(s, LR__GROUPS_MIN_RECORDS - 1);
     lr__store_rdlock(s);
     assert_int_equal(lr__store_hist(s)->groups.n,
@@ -145,9 +152,7 @@ static void small_store_has_no_groups(void **st)
     assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
     for (size_t i = 0; i < 40; i++)
         add_topic_record(s, i);
-    lr__store_rdlock(s);
-    assert_int_equal(lr__store_hist(s)->groups.n, 0);
-    lr__store_unlock(s);
+    assert_int_equal(group_count(s), 0);
     lr_store_free(s);
 }
 
@@ -248,6 +253,16 @@ static void check_counted_once(const struct lr__hist *h)
     }
 }
 
+/* The store's copy, under the read lock: n records in their topics'
+ * groups, each counted once. */
+static void check_grouped(const struct lr_store *s, size_t n)
+{
+    lr__store_rdlock(s);
+    check_topic_groups(lr__store_hist(s), n);
+    check_counted_once(lr__store_hist(s));
+    lr__store_unlock(s);
+}
+
 static struct lr_store *open_dense(const char *name, int read_only)
 {
     char db[512];
@@ -267,33 +282,21 @@ static void dense_store_opened_empty_is_grouped_once_appends_reach_the_threshold
     struct lr_store *s = open_dense("empty.db", 0);
     for (size_t i = 0; i < LR__GROUPS_MIN_RECORDS - 1; i++)
         add_dense_record(s, i);
-    lr__store_rdlock(s);
-    assert_int_equal(lr__store_hist(s)->groups.n, 0);
-    lr__store_unlock(s);
+    assert_int_equal(group_count(s), 0);
     /* The append that makes groups possible groups the store. */
     add_dense_record(s, LR__GROUPS_MIN_RECORDS - 1);
-    lr__store_rdlock(s);
-    const struct lr__hist *h = lr__store_hist(s);
-    assert_int_equal(h->groups.n, lr__groups_count_for(LR__GROUPS_MIN_RECORDS));
-    check_topic_groups(h, LR__GROUPS_MIN_RECORDS);
-    check_counted_once(h);
-    lr__store_unlock(s);
+    assert_int_equal(group_count(s), lr__groups_count_for(LR__GROUPS_MIN_RECORDS));
+    check_grouped(s, LR__GROUPS_MIN_RECORDS);
     /* Later appends join them, each once, and are on disk. */
     for (size_t i = LR__GROUPS_MIN_RECORDS; i < 300; i++)
         add_dense_record(s, i);
-    lr__store_rdlock(s);
-    check_topic_groups(lr__store_hist(s), 300);
-    check_counted_once(lr__store_hist(s));
-    lr__store_unlock(s);
+    check_grouped(s, 300);
     assert_int_equal(lr_store_count(s), 300);
     lr_store_free(s);
 
     s = open_dense("empty.db", 0);
     assert_int_equal(lr_store_count(s), 300);
-    lr__store_rdlock(s);
-    check_topic_groups(lr__store_hist(s), 300);
-    check_counted_once(lr__store_hist(s));
-    lr__store_unlock(s);
+    check_grouped(s, 300);
     lr_store_free(s);
 }
 
@@ -465,10 +468,7 @@ static void failed_regroup_keeps_the_append_and_tries_again_later(void **st)
     assert_int_equal(dense_builds, 1);
     add_dense_record(s, 335);
     assert_int_equal(dense_builds, 2);
-    lr__store_rdlock(s);
-    check_topic_groups(lr__store_hist(s), 336);
-    check_counted_once(lr__store_hist(s));
-    lr__store_unlock(s);
+    check_grouped(s, 336);
 
     /* A failure with groups in place keeps them whole: the appends that
      * follow join them, each once. */
@@ -476,17 +476,14 @@ static void failed_regroup_keeps_the_append_and_tries_again_later(void **st)
     for (size_t i = 336; i < 450; i++)
         add_dense_record(s, i);
     assert_int_equal(dense_builds, 3);
-    lr__store_rdlock(s);
-    assert_int_equal(lr__store_hist(s)->groups.n, lr__groups_count_for(336));
-    check_topic_groups(lr__store_hist(s), 450);
-    check_counted_once(lr__store_hist(s));
-    lr__store_unlock(s);
+    assert_int_equal(group_count(s), lr__groups_count_for(336));
+    check_grouped(s, 450);
     fail_dense_build = 0;
     for (size_t i = 450; i < 580; i++)
         add_dense_record(s, i);
     assert_int_equal(dense_builds, 4);
+    assert_int_equal(group_count(s), lr__groups_count_for(561));
     lr__store_rdlock(s);
-    assert_int_equal(lr__store_hist(s)->groups.n, lr__groups_count_for(561));
     check_counted_once(lr__store_hist(s));
     lr__store_unlock(s);
     assert_int_equal(lr_store_count(s), 580);
