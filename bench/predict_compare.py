@@ -22,7 +22,8 @@ with predicted output lengths from the default mode), scored with the real
 outcomes at the budgets of each single model's real cost: the mean success
 over those budgets, on train and test, and at half of GPT-4's cost. The
 paired z compares each predictor's train decisions with the default's,
-query by query; predictors are judged on train only.
+query by query; predictors are judged on train only. Last, how well the
+default mode ranks the queries within each task.
 """
 import json
 import sys
@@ -171,6 +172,22 @@ def main():
         print("%-18s %8.5f %8.5f %8.4f %6.2f | %8.5f %8.5f %8.4f" % (
             name, ((ptr - tr["c"]) ** 2).mean(), dtr.mean(), htr, z,
             ((pte - te["c"]) ** 2).mean(), dte.mean(), hte))
+
+    # Does the default mode tell a task's queries apart? Rank correlation of
+    # predicted and real correctness within each task, per model.
+    from scipy.stats import spearmanr
+
+    print("\nwithin each task, test split: Spearman of the default mode's predicted "
+          "against real correctness, per model")
+    for t in sorted(set(te["task"])):
+        s = te["task"] == t
+        rho = []
+        for j in range(len(models)):
+            if te["c"][s, j].std() > 0 and q["test"][s, j].std() > 0:
+                rho.append(spearmanr(q["test"][s, j], te["c"][s, j])[0])
+        if rho:
+            print("  %-16s %4d queries: median %+.3f, from %+.3f to %+.3f over %d models" % (
+                t, s.sum(), np.median(rho), min(rho), max(rho), len(rho)))
 
 
 if __name__ == "__main__":
