@@ -22,8 +22,9 @@ with predicted output lengths from the default mode), scored with the real
 outcomes at the budgets of each single model's real cost: the mean success
 over those budgets, on train and test, and at half of GPT-4's cost. The
 paired z compares each predictor's train decisions with the default's,
-query by query; predictors are judged on train only. Last, how well the
-default mode ranks the queries within each task.
+query by query; predictors are judged on train only. Then the bound of
+routing by task alone (each task's real rates on the test split itself),
+and how well the default mode ranks the queries within each task.
 """
 import json
 import sys
@@ -172,6 +173,16 @@ def main():
         print("%-18s %8.5f %8.5f %8.4f %6.2f | %8.5f %8.5f %8.4f" % (
             name, ((ptr - tr["c"]) ** 2).mean(), dtr.mean(), htr, z,
             ((pte - te["c"]) ** 2).mean(), dte.mean(), hte))
+
+    # The bound of routing by task alone: each task's real mean correctness
+    # on the test split itself (known to no router), with the default
+    # mode's output lengths.
+    bound = np.zeros_like(te["c"])
+    for t in set(te["task"]):
+        bound[te["task"] == t] = te["c"][te["task"] == t].mean(0)
+    dte, hte = decisions(bound, te, o["test"])
+    print("%-18s %35s | %8.5f %8.5f %8.4f" % ("task (test rates)", "(a bound, not a predictor)",
+                                             ((bound - te["c"]) ** 2).mean(), dte.mean(), hte))
 
     # Does the default mode tell a task's queries apart? Rank correlation of
     # predicted and real correctness within each task, per model.
