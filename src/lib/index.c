@@ -209,7 +209,8 @@ size_t lr__topk_finish(struct lr__topk *t)
  * second cache level (zipf 1.24 into the first), 0.86, 0.97 and 0.97 as
  * non-temporal; slices of 4,096 or 2,048 documents: 0.95 to 1.08; finding
  * each list's end in a slice first (galloping, then halving) so the walk
- * tests only the pointer: 1.35 (zipf 1.13). The
+ * tests only the pointer: 1.35 (zipf 1.13); zeroing acc a slice at a
+ * time just before the walk writes it, not after the search: 0.99. The
  * block sums 16 blocks at a time over all rows (one pass over bub): much
  * slower; summed only for the blocks the other bounds keep: 1.20 (their
  * rows are read scattered); bmax as 16-bit fixed point rounded up (half
