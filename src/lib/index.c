@@ -121,7 +121,14 @@ size_t lr__topk_finish(struct lr__topk *t)
  *      so never looser than on the whole, and tight when the query and the
  *      document share a prompt). Both hold, so the smaller is used; for a
  *      block, the coordinates' extremes and the largest rest give the
- *      projection bound, next to |q_long| times the largest norm;
+ *      projection bound, next to |q_long| times the largest norm. The
+ *      block sums bub cost a pass over a row of bmax per long feature of
+ *      the query (about 58 rows of 1,563 blocks on the fewshot bench, 40
+ *      us); when the query's long part is near the basis (its rest at most
+ *      block_sum_perp, 0.75, of its norm) the projection bound is nearly
+ *      exact and they add little (fewshot: 395 blocks bounded instead of
+ *      410, 29 visited instead of 32, the same 274 documents scored), so
+ *      such a query leaves them out (bub infinite);
  *   3. visits blocks best bound first, and in each scores exactly (acc[d]
  *      plus the long part from fwd) only the documents whose bound can
  *      still beat the current k-th; it stops at the first block whose bound
@@ -186,7 +193,35 @@ size_t lr__topk_finish(struct lr__topk *t)
  * a group needs its own acc (400 KB at 100,000 documents), so the group's
  * no longer stay in the second cache level. Groups of identical queries
  * were slower too (0.62 to 1.01): a query searched right after another
- * over the same lists finds their postings in cache already. */
+ * over the same lists finds their postings in cache already.
+ *
+ * Measured on the fewshot bench and not adopted (kNN time against the
+ * code before, the same 2,000 queries searched alternately in one process
+ * over the same index, median of 8 to 16 rounds' ratios; this machine's
+ * noise is about 5%). A query there has 62 short lists holding 66,000
+ * postings (75% of them in the 17 lists of 1 to 3 postings per block) and
+ * 58 long ones; the walk took about 150 of its 290 us, the block sums 40,
+ * visiting the blocks 55. A lower long_min (1 or 2 postings per block)
+ * walks less but loosens the bounds: 2.09 and 1.10 times the time, and
+ * another split of the sum changes the last bits of similarities; 5 per
+ * block: 1.03. Fetching each list's whole next part of a slice (as long
+ * as this one's) instead of two lines: 0.94 to 0.97 into the first or
+ * second cache level (zipf 1.24 into the first), 0.86, 0.97 and 0.97 as
+ * non-temporal; slices of 4,096 or 2,048 documents: 0.95 to 1.08; finding
+ * each list's end in a slice first (galloping, then halving) so the walk
+ * tests only the pointer: 1.35 (zipf 1.13); zeroing acc a slice at a
+ * time just before the walk writes it, not after the search: 0.99. The
+ * block sums 16 blocks at a time over all rows (one pass over bub): much
+ * slower; summed only for the blocks the other bounds keep: 1.20 (their
+ * rows are read scattered); bmax as 16-bit fixed point rounded up (half
+ * the bytes): no gain. Skipping slices of the walk whose bound cannot
+ * reach a first k-th needs a bound on the short part, and Cauchy-Schwarz
+ * gives none: the query's short part has norm 0.97 against a k-th of
+ * 0.13, so every slice stays. Leaving out short lists whose largest terms
+ * together cannot lift a document to the k-th (max-score) would skip
+ * about a quarter of the short postings even with the final k-th known in
+ * advance, and needs every document's short features stored again to
+ * score its candidates in the query's order; not attempted. */
 
 #define RELATIVE_SLACK 1.0001f
 /* The projection bound's float error, as a share of Cauchy-Schwarz. */
@@ -566,6 +601,7 @@ int lr__sindex_build_with(struct lr__sindex *idx, const struct lr__feat *feats, 
     for (size_t i = 0; i < total; i++)
         idx->lists[feats[i].id].n++;
     idx->ndocs = n;
+    idx->block_sum_perp = LR__SINDEX_BLOCK_SUM_PERP;
     if (bounds_build(idx, feats, off, n, long_min) != 0) {
         lr__sindex_free(idx);
         return LR_ENOMEM;
@@ -991,26 +1027,14 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
         __builtin_prefetch(&idx->lists[q[i].id]);
     for (size_t i = 0; i < n; i++)
         __builtin_prefetch(idx->lists[q[i].id].p);
-    memset(bub, 0, nb * sizeof(*bub));
     memset(bacc, 0, nb * sizeof(*bacc));
     for (size_t i = 0; i < n; i++) {
         uint32_t r = idx->row_of[q[i].id];
         if (r) {
-            const float qw = q[i].w;
-            const float *restrict m = idx->bmax + (size_t)(r - 1) * idx->bstride;
-            float *restrict u = bub;
-            qrow[r - 1] = qw;
-            qlong2 += (double)qw * qw;
-#pragma omp simd
-            for (size_t b = 0; b < nb; b++)
-                u[b] += qw * m[b];
+            qrow[r - 1] = q[i].w;
+            qlong2 += (double)q[i].w * q[i].w;
         }
     }
-    /* A query longer than a vector (not one of ours) is walked in groups
-     * of consecutive features, which keeps each document's order. */
-    for (size_t g = 0; g < n; g += LR__TFIDF_MAX_FEATURES)
-        walk_short(idx, q + g, n - g < LR__TFIDF_MAX_FEATURES ? n - g : LR__TFIDF_MAX_FEATURES,
-                   acc, bacc);
     struct long_query lq;
     lq.qlong = (float)sqrt(qlong2);
     {
@@ -1025,6 +1049,31 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
             lq.qp[j] = (float)a[j];
         lq.qp[LR__SINDEX_DIRS] = (float)(sqrt(perp2(idx, qlong2, a)) * (1.0 + 1e-6));
     }
+    /* The block sums cost a pass over a row per long feature of the query
+     * and decide little when the projection bound is close (the query's
+     * long part near the basis): then they are left out (infinite). */
+    if (lq.qp[LR__SINDEX_DIRS] > idx->block_sum_perp * lq.qlong) {
+        memset(bub, 0, nb * sizeof(*bub));
+        for (size_t i = 0; i < n; i++) {
+            uint32_t r = idx->row_of[q[i].id];
+            if (r) {
+                const float qw = q[i].w;
+                const float *restrict m = idx->bmax + (size_t)(r - 1) * idx->bstride;
+                float *restrict u = bub;
+#pragma omp simd
+                for (size_t b = 0; b < nb; b++)
+                    u[b] += qw * m[b];
+            }
+        }
+    } else {
+        for (size_t b = 0; b < nb; b++)
+            bub[b] = INFINITY;
+    }
+    /* A query longer than a vector (not one of ours) is walked in groups
+     * of consecutive features, which keeps each document's order. */
+    for (size_t g = 0; g < n; g += LR__TFIDF_MAX_FEATURES)
+        walk_short(idx, q + g, n - g < LR__TFIDF_MAX_FEATURES ? n - g : LR__TFIDF_MAX_FEATURES,
+                   acc, bacc);
 
     /* 2. A first k-th similarity: every block's largest acc belongs to a
      * different document, and a document's similarity is at least its acc

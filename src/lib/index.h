@@ -57,6 +57,8 @@ struct lr__plist {
  * directions and their norm off them). */
 #define LR__SINDEX_DIRS 3
 #define LR__SINDEX_PROJ (LR__SINDEX_DIRS + 1)
+/* lr__sindex.block_sum_perp as a build sets it. */
+#define LR__SINDEX_BLOCK_SUM_PERP 0.75f
 
 /* One of a document's features that has a long posting list: its row (see
  * below) and its weight. */
@@ -94,6 +96,10 @@ struct lr__sindex {
     float *proj;              /* per document, LR__SINDEX_PROJ: its long part's
                                * coordinates along the basis, then its norm off it */
     float *pmax, *pmin;       /* per block, LR__SINDEX_PROJ: the largest and smallest */
+    /* A search adds the block sums of bmax to its bounds only when the
+     * query's long part lies off the basis by more than this share of its
+     * norm (builds set LR__SINDEX_BLOCK_SUM_PERP; 0: nearly always, 2: never). */
+    float block_sum_perp;
 };
 
 /* Build from n document vectors given document-major: doc i's features are

@@ -360,6 +360,13 @@ static void pruned_knn_matches_brute_force_on_long_shared_lists(void **st)
             int n = lr__sindex_knn(&idx[v], q, nq, k, &sc, got[v]);
             check_prompt_topk(got[v], n, q, nq, feats, off, dup_of, PDOCS, k, all);
         }
+        /* The block sums in every query's bounds, then in none. */
+        for (int s = 0; s < 2; s++) {
+            idx[0].block_sum_perp = s == 0 ? 0.0f : 2.0f;
+            int n = lr__sindex_knn(&idx[0], q, nq, k, &sc, got[0]);
+            check_prompt_topk(got[0], n, q, nq, feats, off, dup_of, PDOCS, k, all);
+        }
+        idx[0].block_sum_perp = LR__SINDEX_BLOCK_SUM_PERP;
     }
     for (int v = 0; v < 3; v++)
         lr__sindex_free(&idx[v]);
@@ -558,6 +565,12 @@ static void knn_equals_plain_scoring_bit_for_bit(void **st)
                 assert_true(nq > LR__TFIDF_MAX_FEATURES);
             }
             check_exact(&idx, q, nq, ks[qi % 5], &sc, got, all, qrow);
+            /* The block sums in the bounds always, then never. */
+            for (int s = 0; s < 2 && idx.nrows > 0; s++) {
+                idx.block_sum_perp = s == 0 ? 0.0f : 2.0f;
+                check_exact(&idx, q, nq, ks[qi % 5], &sc, got, all, qrow);
+            }
+            idx.block_sum_perp = LR__SINDEX_BLOCK_SUM_PERP;
         }
         lr__sindex_free(&idx);
     }
