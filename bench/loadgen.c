@@ -34,6 +34,8 @@
 
 #include <event2/event.h>
 
+#include "bench.h"
+
 #define MAX_CONNS 4096
 #define MAX_HEADERS_OPT 16
 #define RBUF_CAP (256 * 1024)
@@ -350,12 +352,6 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         struct timeval tv = {0, 1000};
         evtimer_add(G.tick, &tv);
     }
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 static long long pct_us(double p)

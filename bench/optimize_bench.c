@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "optimize.h"
+#include "bench.h"
 
 #define N_MODELS 11
 
@@ -112,12 +113,6 @@ static double now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
 }
 
 static int parse_double(const char *s, double *out)

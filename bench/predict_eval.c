@@ -38,6 +38,7 @@
 #include "predict.h"
 #include "smart.h"
 #include "store.h"
+#include "bench.h"
 
 #define MAX_MODELS 64
 #define KMAX 64 /* neighbours fetched: room for any --k below it */
@@ -64,13 +65,6 @@ static int name_index(const char *s)
         return -1;
     names[n_names] = s;
     return n_names++;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* Items of one split, in file order (the store's record order for train). */

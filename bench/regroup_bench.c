@@ -25,15 +25,8 @@
 
 #include "groups.h"
 #include "store.h"
+#include "bench.h"
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 static double uniform(void)
 {
     return ((double)(next_u64() >> 11) + 0.5) / 9007199254740992.0;
@@ -41,19 +34,6 @@ static double uniform(void)
 static double gaussian(void)
 {
     return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static long arg_long(const char *flag, const char *v, long lo, long hi)
@@ -82,7 +62,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--store") == 0 && v)
             path = v;
         else if (strcmp(a, "--seed") == 0)
-            rng = (uint64_t)arg_long(a, v, 1, 1L << 62);
+            bench_rng = (uint64_t)arg_long(a, v, 1, 1L << 62);
         else {
             fprintf(stderr, "usage: regroup_bench [--records N] [--dim D] [--topics T] "
                             "[--store PATH] [--seed S]\n");

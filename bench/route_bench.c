@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "llmroute.h"
+#include "bench.h"
 
 #define ROUNDS 7
 
@@ -26,13 +27,6 @@ static struct lr_router *router;
 static pthread_mutex_t anchor_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long anchor_counter;
 static volatile long sink;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void *anchor_worker(void *arg)
 {
@@ -83,15 +77,9 @@ static double rate(void *(*fn)(void *), void *arg, int threads)
     return (double)per_thread * threads / dt;
 }
 
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 

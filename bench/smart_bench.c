@@ -33,19 +33,12 @@
 
 #include "smart.h"
 #include "store.h"
+#include "bench.h"
 
 #define VOCAB 30000
 #define N_MODELS 11
 #define N_TASKS 3
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 static double uniform(void)
 {
     return (double)(next_u64() >> 11) / 9007199254740992.0;
@@ -214,13 +207,6 @@ static size_t make_fewshot_text(char *buf, size_t cap, int *task)
     return at;
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* This thread's CPU time: unlike the wall clock it does not count the time
  * the thread waits while other jobs have the core. */
 static double cpu_now(void)
@@ -228,12 +214,6 @@ static double cpu_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static double quantile(double *v, size_t n, double q)
@@ -362,7 +342,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--dir") == 0)
             dir = v;
         else if (strcmp(a, "--seed") == 0)
-            rng = strtoull(v, NULL, 10) | 1;
+            bench_rng = strtoull(v, NULL, 10) | 1;
         else if (strcmp(a, "--corpus") == 0)
             corpus = v;
         else if (strcmp(a, "--data") == 0)
