@@ -1,7 +1,7 @@
 /* predict_eval.c -- how well the predictor modes predict, on real data.
  *
- *   predict_eval [data.json] [prices.json] [--tune] [--decide] [--k N] [--groups C]
- *                [--dump FILE]
+ *   predict_eval [data.json] [prices.json] [--tune] [--decide] [--ebayes] [--k N]
+ *                [--groups C] [--dump FILE]
  *
  * The data is the AIOS smart-routing format with a "split" field (the
  * development data under ../shared/data; never part of the repository).
@@ -17,6 +17,9 @@
  *            the real outcomes and prices: the realised success against the
  *            optimizer's predicted mean quality shows the winner's curse, and
  *            a change of predictor can be judged by its decisions on train.
+ *   --ebayes with prices: an experiment, a local weight per (group, model)
+ *            fitted by empirical Bayes, cross-fitted on train against the
+ *            built-in form (see ebayes_eval).
  *   --dump   every prediction of both modes as TSV (train leave-one-out
  *            when --tune or --decide made the train neighbour lists; test
  *            from all of train), for bench/predict_compare.py.
@@ -247,6 +250,412 @@ out:
     free(as);
 }
 
+/* --ebayes: an experiment, not the product's predictor. An empirical-Bayes
+ * local weight per (group, model) in place of the single k / (k + m_q):
+ *   q = G + beta (L - G),  beta = sum_g s_g beta_gm over the query's groups,
+ * with L the k neighbours' plain mean correctness for the model, G the
+ * built-in group-mixture prior (the default form with m_q -> infinity),
+ * and beta_gm the least-squares slope of (c - G) on (L - G) over the train
+ * records of group g (own group, leave-one-out L and G), through the origin
+ * or centred (a covariance over a variance), shrunk toward the model's
+ * slope over all groups with n0 pseudo-records of its mean (L - G)^2, then
+ * clipped to [0, 1]. The default form is beta = n_L / (n_L + m_q).
+ * Judged on train by two-fold cross-fitting over records (slopes from one
+ * half's leave-one-out neighbourhoods, predictions for the other half;
+ * each record's prediction averaged over EB_SPLITS random halvings):
+ * Brier, and the budget form's decisions as --decide makes them, each
+ * against the built-in default on the same records with a paired z over
+ * records. Then, for reporting only, the test split with slopes from all
+ * of train: Brier and the budget form at EB_TEST_BUDGET. */
+#define EB_TEST_BUDGET 2.36
+#define EB_SPLITS 5
+
+/* Per record (n of them), per model (mm): L, its count, the mixture prior
+ * G, the default prediction and its output tokens, and the query's groups. */
+struct eb_set {
+    size_t n, mm, k;
+    double *L, *nL, *G, *qd, *od;
+    uint32_t *mixg; /* n x k groups (UINT32_MAX: unused) */
+    double *mixs;   /* n x k shares */
+};
+
+static void eb_set_free(struct eb_set *s)
+{
+    free(s->L);
+    free(s->nL);
+    free(s->G);
+    free(s->qd);
+    free(s->od);
+    free(s->mixg);
+    free(s->mixs);
+}
+
+static int eb_set_build(struct eb_set *s, const struct lr__hist *h,
+                        const struct lr__predict_params *p, size_t k, size_t n,
+                        struct lr__neighbor *const *nbs, const int *nnb, const int *ids, int loo)
+{
+    size_t mm = (size_t)n_names;
+    struct lr__predict_params pg = *p;
+    double q[MAX_MODELS], o[MAX_MODELS];
+    pg.group_weight = 1e12; /* the prior alone */
+    s->n = n;
+    s->mm = mm;
+    s->k = k;
+    s->L = calloc(n * mm, sizeof(double));
+    s->nL = calloc(n * mm, sizeof(double));
+    s->G = calloc(n * mm, sizeof(double));
+    s->qd = calloc(n * mm, sizeof(double));
+    s->od = calloc(n * mm, sizeof(double));
+    s->mixg = malloc(n * k * sizeof(uint32_t));
+    s->mixs = calloc(n * k, sizeof(double));
+    if (!s->L || !s->nL || !s->G || !s->qd || !s->od || !s->mixg || !s->mixs)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t self = loo ? (uint32_t)i : LR__PREDICT_NO_RECORD;
+        size_t nl = (size_t)nnb[i] < k ? (size_t)nnb[i] : k;
+        lr__predict_excluding(h, LR__PREDICT_DEFAULT, p, nbs[i], (size_t)nnb[i], k, ids, mm,
+                              self, q, o);
+        for (size_t m = 0; m < mm; m++) {
+            s->qd[i * mm + m] = isnan(q[m]) ? 0.0 : q[m];
+            s->od[i * mm + m] = o[m];
+        }
+        lr__predict_excluding(h, LR__PREDICT_DEFAULT, &pg, nbs[i], (size_t)nnb[i], k, ids, mm,
+                              self, q, o);
+        for (size_t m = 0; m < mm; m++)
+            s->G[i * mm + m] = isnan(q[m]) ? 0.0 : q[m];
+        for (size_t x = 0; x < k; x++)
+            s->mixg[i * k + x] = UINT32_MAX;
+        for (size_t a = 0; a < nl; a++) {
+            size_t no;
+            const struct lr__outcome *oc = lr__hist_outcomes(h, nbs[i][a].doc, &no);
+            for (size_t y = 0; y < no; y++)
+                for (size_t m = 0; m < mm; m++)
+                    if (ids[m] == (int)oc[y].model) {
+                        s->L[i * mm + m] += oc[y].correctness;
+                        s->nL[i * mm + m] += 1.0;
+                    }
+            if (h->groups.n == 0)
+                continue;
+            uint32_t g = h->groups.of[nbs[i][a].doc];
+            size_t x = 0;
+            while (x < k && s->mixg[i * k + x] != UINT32_MAX && s->mixg[i * k + x] != g)
+                x++;
+            s->mixg[i * k + x] = g;
+            s->mixs[i * k + x] += 1.0 / (double)nl;
+        }
+        for (size_t m = 0; m < mm; m++)
+            if (s->nL[i * mm + m] > 0.0)
+                s->L[i * mm + m] /= s->nL[i * mm + m];
+    }
+    return 0;
+}
+
+/* Slopes beta[g * mm + m] from the train records i with use[i] (NULL: all),
+ * each in its own group. centred: covariance over variance; else through
+ * the origin. n0: pseudo-records of the model's all-group slope (>= 1e9:
+ * that slope alone). */
+static void eb_betas(const struct lr__hist *h, const struct eb_set *s, const struct item *items,
+                     const int *use, int centred, double n0, double *beta, double *cnt_out)
+{
+    size_t mm = s->mm, ng = h->groups.n ? h->groups.n : 1;
+    double *S = calloc(ng * mm * 5, sizeof(double)); /* n, x, y, xx, xy */
+    double T[MAX_MODELS][5];
+    memset(T, 0, sizeof(T));
+    for (size_t i = 0; i < s->n; i++) {
+        if (use && !use[i])
+            continue;
+        size_t g = h->groups.n ? h->groups.of[i] : 0;
+        for (int j = 0; j < items[i].n; j++) {
+            size_t m = (size_t)items[i].model[j];
+            if (s->nL[i * mm + m] <= 0.0)
+                continue;
+            double x = s->L[i * mm + m] - s->G[i * mm + m];
+            double y = items[i].c[j] - s->G[i * mm + m];
+            double *a = &S[(g * mm + m) * 5], v[5] = {1.0, x, y, x * x, x * y};
+            for (int t = 0; t < 5; t++) {
+                a[t] += v[t];
+                T[m][t] += v[t];
+            }
+        }
+    }
+    for (size_t m = 0; m < mm; m++) {
+        double *t = T[m];
+        double sxx = t[3], sxy = t[4];
+        if (centred && t[0] > 0.0) {
+            sxx -= t[1] * t[1] / t[0];
+            sxy -= t[1] * t[2] / t[0];
+        }
+        double b0 = sxx > 0.0 ? sxy / sxx : 0.0;
+        b0 = b0 < 0.0 ? 0.0 : b0 > 1.0 ? 1.0 : b0;
+        double xx = t[0] > 0.0 ? sxx / t[0] : 0.0;
+        for (size_t g = 0; g < ng; g++) {
+            double *a = &S[(g * mm + m) * 5];
+            double gxx = a[3], gxy = a[4];
+            if (centred && a[0] > 0.0) {
+                gxx -= a[1] * a[1] / a[0];
+                gxy -= a[1] * a[2] / a[0];
+            }
+            double d = gxx + n0 * xx;
+            double b = d > 0.0 ? (gxy + n0 * xx * b0) / d : b0;
+            if (n0 >= 1e9)
+                b = b0;
+            beta[g * mm + m] = b < 0.0 ? 0.0 : b > 1.0 ? 1.0 : b;
+            if (cnt_out)
+                cnt_out[g * mm + m] = a[0];
+        }
+    }
+    free(S);
+}
+
+/* Predictions for records with pick[i] (NULL: all) from slopes beta. */
+static void eb_predict(const struct lr__hist *h, const struct eb_set *s, const double *beta,
+                       const int *pick, double *q)
+{
+    size_t mm = s->mm;
+    for (size_t i = 0; i < s->n; i++) {
+        if (pick && !pick[i])
+            continue;
+        for (size_t m = 0; m < mm; m++) {
+            double b = 0.0;
+            for (size_t x = 0; x < s->k && s->mixg[i * s->k + x] != UINT32_MAX; x++)
+                b += s->mixs[i * s->k + x] * beta[(size_t)s->mixg[i * s->k + x] * mm + m];
+            if (h->groups.n == 0)
+                b = beta[m];
+            double G = s->G[i * mm + m];
+            q[i * mm + m] = s->nL[i * mm + m] > 0.0 ? G + b * (s->L[i * mm + m] - G) : G;
+        }
+    }
+}
+
+/* Per-record squared error summed over its outcomes; returns the Brier. */
+static double eb_brier(const struct eb_set *s, const struct item *items, const double *q,
+                       double *per_rec)
+{
+    double sum = 0.0, cnt = 0.0;
+    for (size_t i = 0; i < s->n; i++) {
+        double e = 0.0;
+        for (int j = 0; j < items[i].n; j++) {
+            double d = q[i * s->mm + (size_t)items[i].model[j]] - items[i].c[j];
+            e += d * d;
+            cnt += 1.0;
+        }
+        per_rec[i] = e;
+        sum += e;
+    }
+    return sum / cnt;
+}
+
+/* The budget form over all records at each budget: mean realised success,
+ * per-record success averaged over the budgets, mean realised cost. */
+static double eb_decide(const struct eb_set *s, const struct item *items, const double *q,
+                        const double *budgets, size_t nb, double *per_rec, double *cost_out)
+{
+    size_t n = s->n, mm = s->mm;
+    double *cc = malloc(n * mm * sizeof(double)), *rq = calloc(n * mm, sizeof(double));
+    double *rc = calloc(n * mm, sizeof(double));
+    int *as = malloc(n * sizeof(int));
+    double succ = 0.0, cost = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        per_rec[i] = 0.0;
+        for (size_t m = 0; m < mm; m++)
+            cc[i * mm + m] = (double)items[i].input_tokens * price_in[m] +
+                             s->od[i * mm + m] * price_out[m];
+        for (int j = 0; j < items[i].n; j++) {
+            size_t m = (size_t)items[i].model[j];
+            rq[i * mm + m] = items[i].c[j];
+            rc[i * mm + m] = (double)items[i].input_tokens * price_in[m] +
+                             items[i].o[j] * price_out[m];
+        }
+    }
+    for (size_t b = 0; b < nb; b++) {
+        struct lr__opt_problem pr = {.n = n, .m = mm, .quality = q, .cost = cc,
+                                     .budget = budgets[b]};
+        struct lr__opt_result r = {.assign = as};
+        lr__optimize_budget(&pr, &r);
+        for (size_t i = 0; i < n; i++) {
+            double v = rq[i * mm + (size_t)as[i]];
+            per_rec[i] += v / (double)nb;
+            succ += v / (double)n / (double)nb;
+            cost += rc[i * mm + (size_t)as[i]] / (double)nb;
+        }
+    }
+    if (cost_out)
+        *cost_out = cost;
+    free(cc);
+    free(rq);
+    free(rc);
+    free(as);
+    return succ;
+}
+
+/* Paired z of mean(a - b) over n records. */
+static double paired_z(const double *a, const double *b, size_t n)
+{
+    double s = 0.0, ss = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = a[i] - b[i];
+        s += d;
+        ss += d * d;
+    }
+    double mean = s / (double)n, var = (ss - s * mean) / (double)(n - 1);
+    return var > 0.0 ? mean / sqrt(var / (double)n) : 0.0;
+}
+
+static void ebayes_eval(const struct lr__hist *h, const struct lr__predict_params *p, size_t k,
+                        const struct item *train, size_t ntr, struct lr__neighbor *const *nb_tr,
+                        const int *n_tr, const struct item *test, size_t nte,
+                        struct lr__neighbor *const *nb_te, const int *n_te, const int *ids)
+{
+    size_t mm = (size_t)n_names, ng = h->groups.n ? h->groups.n : 1;
+    struct eb_set tr = {0}, te = {0};
+    static const double N0[] = {0, 4, 16, 64, 256, 1e9};
+    double budgets[MAX_MODELS] = {0};
+    double *beta = malloc(ng * mm * sizeof(double)), *cnt = malloc(ng * mm * sizeof(double));
+    double *q = malloc(ntr * mm * sizeof(double));
+    double *bd = malloc(ntr * sizeof(double)), *be = malloc(ntr * sizeof(double));
+    double *sd = malloc(ntr * sizeof(double)), *se = malloc(ntr * sizeof(double));
+    double *qsum = malloc(ntr * mm * sizeof(double));
+    int *half = malloc(ntr * sizeof(int)), *pick = malloc(ntr * sizeof(int));
+    int *use = malloc(ntr * sizeof(int));
+    if (!beta || !cnt || !q || !qsum || !bd || !be || !sd || !se || !half || !pick || !use ||
+        eb_set_build(&tr, h, p, k, ntr, nb_tr, n_tr, ids, 1) ||
+        eb_set_build(&te, h, p, k, nte, nb_te, n_te, ids, 0))
+        goto out;
+
+    /* Sanity: beta = n_L / (n_L + m_q) must give the default back. */
+    double dmax = 0.0;
+    for (size_t i = 0; i < ntr; i++)
+        for (size_t m = 0; m < mm; m++) {
+            double nl = tr.nL[i * mm + m], G = tr.G[i * mm + m];
+            double v = G + nl / (nl + p->group_weight) * (tr.L[i * mm + m] - G);
+            if (fabs(v - tr.qd[i * mm + m]) > dmax)
+                dmax = fabs(v - tr.qd[i * mm + m]);
+        }
+    for (size_t i = 0; i < ntr; i++)
+        for (int j = 0; j < train[i].n; j++)
+            budgets[train[i].model[j]] += (double)train[i].input_tokens *
+                                              price_in[train[i].model[j]] +
+                                          train[i].o[j] * price_out[train[i].model[j]];
+    printf("\nempirical-Bayes local weight per (group, model), k=%zu, %u groups "
+           "(default form reproduced to %.1e):\n", k, h->groups.n, dmax);
+    double b_def = eb_brier(&tr, train, tr.qd, bd);
+    double s_def = eb_decide(&tr, train, tr.qd, budgets, mm, sd, NULL);
+    printf("  train LOO default               Brier %.5f  decisions %.5f\n", b_def, s_def);
+
+    /* Cross-fitting over EB_SPLITS random halvings; each record's
+     * prediction is the mean of its out-of-half predictions. */
+    printf("  (z: paired over records, EB minus default; Brier: < 0 is better)\n");
+    for (int centred = 0; centred < 2; centred++)
+        for (size_t v = 0; v < sizeof(N0) / sizeof(N0[0]); v++) {
+            bench_rng = 0x9E3779B97F4A7C15ull;
+            memset(qsum, 0, ntr * mm * sizeof(double));
+            for (int r = 0; r < EB_SPLITS; r++) {
+                for (size_t i = 0; i < ntr; i++)
+                    half[i] = (int)(next_u64() >> 63);
+                for (int f = 0; f < 2; f++) {
+                    for (size_t i = 0; i < ntr; i++) {
+                        pick[i] = half[i] != f;
+                        use[i] = half[i] == f;
+                    }
+                    eb_betas(h, &tr, train, use, centred, N0[v], beta, NULL);
+                    eb_predict(h, &tr, beta, pick, q);
+                }
+                for (size_t x = 0; x < ntr * mm; x++)
+                    qsum[x] += q[x] / EB_SPLITS;
+            }
+            memcpy(q, qsum, ntr * mm * sizeof(double));
+            double b = eb_brier(&tr, train, q, be);
+            double s = eb_decide(&tr, train, q, budgets, mm, se, NULL);
+            printf("  cross-fit %-8s n0=%-5g       Brier %.5f (z %+.2f)  decisions %.5f "
+                   "(z %+.2f)\n", centred ? "centred" : "origin", N0[v], b,
+                   paired_z(be, bd, ntr), s, paired_z(se, sd, ntr));
+        }
+
+    /* The slopes from all of train (through the origin, unpooled and
+     * n0 = 16), by group with its commonest task. */
+    double *beta16 = malloc(ng * mm * sizeof(double));
+    eb_betas(h, &tr, train, NULL, 0, 0, beta, cnt);
+    eb_betas(h, &tr, train, NULL, 0, 16, beta16, NULL);
+    printf("  slopes from all of train (origin; unpooled / n0=16), per group:\n");
+    printf("    %-5s %5s %-16s", "group", "recs", "task (share)");
+    for (size_t m = 0; m < mm; m++) {
+        const char *slash = strchr(names[m], '/');
+        printf(" %9.9s", slash ? slash + 1 : names[m]);
+    }
+    printf("\n");
+    double tb[8][MAX_MODELS] = {{0}}, tn[8][MAX_MODELS] = {{0}};
+    for (size_t g = 0; g < ng; g++) {
+        int tc[8] = {0}, best = 0, tot = 0;
+        for (size_t i = 0; i < ntr; i++)
+            if (!h->groups.n || h->groups.of[i] == g) {
+                tc[task_index(train[i].task ? train[i].task : "?")]++;
+                tot++;
+            }
+        for (int t = 1; t < n_tasks; t++)
+            if (tc[t] > tc[best])
+                best = t;
+        printf("    %-5zu %5d %-12.12s %3.0f%%", g, tot, tasks[best],
+               tot ? 100.0 * tc[best] / tot : 0.0);
+        for (size_t m = 0; m < mm; m++) {
+            printf(" %4.2f/%4.2f", beta[g * mm + m], beta16[g * mm + m]);
+            tb[best][m] += cnt[g * mm + m] * beta[g * mm + m];
+            tn[best][m] += cnt[g * mm + m];
+        }
+        printf("\n");
+    }
+    printf("  per task (groups by their commonest task, weighted by records):\n");
+    for (int t = 0; t < n_tasks; t++) {
+        printf("    %-20s", tasks[t]);
+        for (size_t m = 0; m < mm; m++)
+            printf(" %4.2f", tn[t][m] > 0 ? tb[t][m] / tn[t][m] : NAN);
+        printf("\n");
+    }
+    eb_betas(h, &tr, train, NULL, 0, 1e9, beta, NULL);
+    printf("  per model over all groups:  ");
+    for (size_t m = 0; m < mm; m++)
+        printf(" %4.2f", beta[m]);
+    printf("\n");
+
+    /* Test, for reporting only: slopes from all of train. */
+    double *qt = malloc(nte * mm * sizeof(double)), *a1 = malloc(nte * sizeof(double));
+    double *a2 = malloc(nte * sizeof(double)), *d1 = malloc(nte * sizeof(double));
+    double *d2 = malloc(nte * sizeof(double)), tb2 = EB_TEST_BUDGET, c1, c2;
+    double tbd = eb_brier(&te, test, te.qd, a1);
+    double tsd = eb_decide(&te, test, te.qd, &tb2, 1, d1, &c1);
+    printf("  test default                    Brier %.5f  budget $%.2f: success %.4f cost $%.3f\n",
+           tbd, tb2, tsd, c1);
+    for (int centred = 0; centred < 2; centred++)
+        for (size_t v = 0; v < sizeof(N0) / sizeof(N0[0]); v++) {
+            eb_betas(h, &tr, train, NULL, centred, N0[v], beta, NULL);
+            eb_predict(h, &te, beta, NULL, qt);
+            double b = eb_brier(&te, test, qt, a2);
+            double s = eb_decide(&te, test, qt, &tb2, 1, d2, &c2);
+            printf("  test %-8s n0=%-5g             Brier %.5f (z %+.2f)  success %.4f "
+                   "(z %+.2f) cost $%.3f\n", centred ? "centred" : "origin", N0[v], b,
+                   paired_z(a2, a1, nte), s, paired_z(d2, d1, nte), c2);
+        }
+    free(qt);
+    free(a1);
+    free(a2);
+    free(d1);
+    free(d2);
+    free(beta16);
+out:
+    eb_set_free(&tr);
+    eb_set_free(&te);
+    free(beta);
+    free(cnt);
+    free(q);
+    free(bd);
+    free(be);
+    free(sd);
+    free(se);
+    free(half);
+    free(pick);
+    free(use);
+    free(qsum);
+}
+
 /* --dump FILE: every prediction as TSV, one line per (record, model):
  * split, record index, model, predicted quality and output tokens by the
  * default and the aios modes (train: leave-one-out, needs --tune or
@@ -309,7 +718,7 @@ static void regroup(const struct lr__hist *hc, const struct item *train, size_t 
 int main(int argc, char **argv)
 {
     const char *data = NULL, *prices = NULL;
-    int tune = 0, decide = 0, k = LR__SMART_DEFAULT_K;
+    int tune = 0, decide = 0, ebayes = 0, k = LR__SMART_DEFAULT_K;
     const char *dump = NULL;
     long only_groups = -1; /* --groups: tune the other constants at this count */
     for (int i = 1; i < argc; i++) {
@@ -317,6 +726,8 @@ int main(int argc, char **argv)
             tune = 1;
         else if (strcmp(argv[i], "--decide") == 0)
             decide = 1;
+        else if (strcmp(argv[i], "--ebayes") == 0)
+            ebayes = 1;
         else if (strcmp(argv[i], "--dump") == 0 && i + 1 < argc)
             dump = argv[++i];
         else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc)
@@ -331,8 +742,8 @@ int main(int argc, char **argv)
     if (k < 1 || k >= KMAX)
         k = LR__SMART_DEFAULT_K;
     if (!data) {
-        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--decide] [--k N] "
-                        "[--groups C] [--dump FILE]\n");
+        fprintf(stderr, "usage: predict_eval data.json [prices.json] [--tune] [--decide] "
+                        "[--ebayes] [--k N] [--groups C] [--dump FILE]\n");
         return 2;
     }
     json_error_t je;
@@ -392,7 +803,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nte; i++)
         n_te[i] = lr__store_knn_text(st, test[i].query, strlen(test[i].query), KMAX, &sc,
                                      nb_te[i]);
-    if (tune || decide) {
+    if (tune || decide || ebayes) {
         struct lr__neighbor tmp[KMAX + 1];
         for (size_t i = 0; i < ntr; i++) {
             int n = lr__store_knn_text(st, train[i].query, strlen(train[i].query), KMAX + 1,
@@ -497,6 +908,10 @@ int main(int argc, char **argv)
 
     if (decide && prices)
         decide_train(h, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, ids);
+
+    if (ebayes && prices)
+        ebayes_eval(h, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, test, nte, nb_te, n_te,
+                    ids);
 
     printf("\ntest split (history = train, k=%d):\n", k);
     for (int mode = 0; mode < 2; mode++) {
