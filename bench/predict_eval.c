@@ -191,6 +191,21 @@ static int load_prices(const char *path)
     return 0;
 }
 
+/* Each item's real correctness rq and real cost rc per model (n x
+ * n_names, zero where the item has no outcome for the model; the caller
+ * zeroes them). */
+static void real_outcomes(const struct item *items, size_t n, double *rq, double *rc)
+{
+    size_t mm = (size_t)n_names;
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < items[i].n; j++) {
+            size_t m = (size_t)items[i].model[j];
+            rq[i * mm + m] = items[i].c[j];
+            rc[i * mm + m] = (double)items[i].input_tokens * price_in[m] +
+                             items[i].o[j] * price_out[m];
+        }
+}
+
 /* The budget form on train, leave-one-out (--decide): for each single
  * model, the optimizer's assignment within that model's real train cost. */
 static void decide_train(const struct lr__hist *h, const struct lr__predict_params *p, size_t k,
@@ -213,15 +228,13 @@ static void decide_train(const struct lr__hist *h, const struct lr__predict_para
             qq[i * mm + m] = isnan(q[m]) ? 0.0 : q[m];
             cc[i * mm + m] = (double)items[i].input_tokens * price_in[m] + o[m] * price_out[m];
         }
-        for (int j = 0; j < items[i].n; j++) {
-            int m = items[i].model[j];
-            rc[i * mm + (size_t)m] = (double)items[i].input_tokens * price_in[m] +
-                                     items[i].o[j] * price_out[m];
-            rq[i * mm + (size_t)m] = items[i].c[j];
-            single[m] += rc[i * mm + (size_t)m];
-            ssucc[m] += items[i].c[j] / (double)n;
-        }
     }
+    real_outcomes(items, n, rq, rc);
+    for (size_t i = 0; i < n; i++)
+        for (size_t m = 0; m < mm; m++) {
+            single[m] += rc[i * mm + m];
+            ssucc[m] += rq[i * mm + m] / (double)n;
+        }
     printf("\nbudget form on train, leave-one-out (budget = a single model's real cost):\n");
     printf("  %-36s %8s %8s  %8s %8s %8s\n", "single model", "cost($)", "success", "routed",
            "cost($)", "pred.q");
@@ -455,18 +468,17 @@ static double eb_decide(const struct eb_set *s, const struct item *items, const 
     double *rc = calloc(n * mm, sizeof(double));
     int *as = malloc(n * sizeof(int));
     double succ = 0.0, cost = 0.0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         per_rec[i] = 0.0;
+    if (!cc || !rq || !rc || !as) {
+        succ = NAN;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
         for (size_t m = 0; m < mm; m++)
             cc[i * mm + m] = (double)items[i].input_tokens * price_in[m] +
                              s->od[i * mm + m] * price_out[m];
-        for (int j = 0; j < items[i].n; j++) {
-            size_t m = (size_t)items[i].model[j];
-            rq[i * mm + m] = items[i].c[j];
-            rc[i * mm + m] = (double)items[i].input_tokens * price_in[m] +
-                             items[i].o[j] * price_out[m];
-        }
-    }
+    real_outcomes(items, n, rq, rc);
     for (size_t b = 0; b < nb; b++) {
         struct lr__opt_problem pr = {.n = n, .m = mm, .quality = q, .cost = cc,
                                      .budget = budgets[b]};
@@ -479,6 +491,7 @@ static double eb_decide(const struct eb_set *s, const struct item *items, const 
             cost += rc[i * mm + (size_t)as[i]] / (double)nb;
         }
     }
+out:
     if (cost_out)
         *cost_out = cost;
     free(cc);
@@ -661,10 +674,8 @@ out:
  * default and the aios modes (train: leave-one-out, needs --tune or
  * --decide for the train neighbour lists), for analysis outside. */
 static void dump_predictions(const char *path, const struct lr__hist *h,
-                             const struct lr__predict_params *p, size_t k,
-                             const struct item *train, size_t ntr,
-                             struct lr__neighbor *const *nb_tr, const int *n_tr,
-                             const struct item *test, size_t nte,
+                             const struct lr__predict_params *p, size_t k, size_t ntr,
+                             struct lr__neighbor *const *nb_tr, const int *n_tr, size_t nte,
                              struct lr__neighbor *const *nb_te, const int *n_te, const int *ids)
 {
     FILE *f = fopen(path, "w");
@@ -673,7 +684,7 @@ static void dump_predictions(const char *path, const struct lr__hist *h,
         return;
     fprintf(f, "split\tindex\tmodel\tq_default\to_default\tq_aios\to_aios\n");
     for (int s = 0; s < 2; s++) {
-        size_t n = s ? nte : (nb_tr[0] ? ntr : 0);
+        size_t n = s ? nte : (ntr && nb_tr[0] ? ntr : 0);
         for (size_t i = 0; i < n; i++) {
             struct lr__neighbor *nb = s ? nb_te[i] : nb_tr[i];
             size_t nn = (size_t)(s ? n_te[i] : n_tr[i]);
@@ -688,8 +699,6 @@ static void dump_predictions(const char *path, const struct lr__hist *h,
         }
     }
     fclose(f);
-    (void)train;
-    (void)test;
 }
 
 /* Cluster the history again into about c groups (0: none), from the same
@@ -903,8 +912,7 @@ int main(int argc, char **argv)
     }
 
     if (dump)
-        dump_predictions(dump, h, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, test, nte,
-                         nb_te, n_te, ids);
+        dump_predictions(dump, h, &defaults, (size_t)k, ntr, nb_tr, n_tr, nte, nb_te, n_te, ids);
 
     if (decide && prices)
         decide_train(h, &defaults, (size_t)k, train, ntr, nb_tr, n_tr, ids);
