@@ -117,6 +117,14 @@ static void check_topic_groups(const struct lr__hist *h, size_t n)
     assert_true(s1->sum_output == 100.0 * s1->n);
 }
 
+/* check_topic_groups on the store's copy, under the read lock. */
+static void check_topics(const struct lr_store *s, size_t n)
+{
+    lr__store_rdlock(s);
+    check_topic_groups(lr__store_hist(s), n);
+    lr__store_unlock(s);
+}
+
 static void sparse_store_groups_by_topic_and_appends_join(void **st)
 {
     (void)st;
@@ -130,17 +138,12 @@ static void sparse_store_groups_by_topic_and_appends_join(void **st)
         add_topic_record(s, i);
     assert_int_equal(group_count(s), 0);
     add_topic_record(s, LR__GROUPS_MIN_RECORDS - 1);
-    lr__store_rdlock(s);
-    assert_int_equal(lr__store_hist(s)->groups.n,
-                     lr__groups_count_for(LR__GROUPS_MIN_RECORDS));
-    check_topic_groups(lr__store_hist(s), LR__GROUPS_MIN_RECORDS);
-    lr__store_unlock(s);
+    assert_int_equal(group_count(s), lr__groups_count_for(LR__GROUPS_MIN_RECORDS));
+    check_topics(s, LR__GROUPS_MIN_RECORDS);
     /* The next ones join a group one by one. */
     for (size_t i = LR__GROUPS_MIN_RECORDS; i < 320; i++)
         add_topic_record(s, i);
-    lr__store_rdlock(s);
-    check_topic_groups(lr__store_hist(s), 320);
-    lr__store_unlock(s);
+    check_topics(s, 320);
     lr_store_free(s);
 }
 
@@ -183,14 +186,10 @@ static void dense_store_gets_groups_at_open(void **st)
     lr_store_free(s);
 
     assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
-    lr__store_rdlock(s);
-    check_topic_groups(lr__store_hist(s), 300);
-    lr__store_unlock(s);
+    check_topics(s, 300);
     for (size_t i = 300; i < 305; i++)
         add_dense_record(s, i);
-    lr__store_rdlock(s);
-    check_topic_groups(lr__store_hist(s), 305);
-    lr__store_unlock(s);
+    check_topics(s, 305);
     lr_store_free(s);
 }
 
@@ -257,8 +256,8 @@ static void check_counted_once(const struct lr__hist *h)
  * groups, each counted once. */
 static void check_grouped(const struct lr_store *s, size_t n)
 {
+    check_topics(s, n);
     lr__store_rdlock(s);
-    check_topic_groups(lr__store_hist(s), n);
     check_counted_once(lr__store_hist(s));
     lr__store_unlock(s);
 }
