@@ -115,11 +115,23 @@ class ModelInfo(tuple):
         return "ModelInfo(%s)" % ", ".join("%s=%r" % kv for kv in zip(self._names, self))
 
 
+# Guards the borrow counts of Config and Store handles (taken and given back
+# only when a Router is made or freed, never per call).
+_borrow_lock = threading.Lock()
+
+
 class _Handle:
     """A C handle with its free function: close() frees it once; with-blocks
-    and garbage collection close it too."""
+    and garbage collection close it too.
+
+    A Config or Store that a live Router borrows (the C router keeps its
+    pointer) is not freed by close(): the handle is closed to its owner at
+    once, and the C object is freed when the last borrower gives it back, so
+    closing one never leaves a router pointing at freed memory."""
     _free = None
     _what = "object"
+    _borrowers = 0
+    _orphan = None  # the C handle of a closed object still borrowed
 
     @property
     def handle(self):
@@ -127,8 +139,27 @@ class _Handle:
             raise InvalidInput("the %s is closed" % self._what, code=_lib.LR_EINVAL)
         return self._h
 
+    def _borrow(self):
+        """The C handle, counted as borrowed until _give_back()."""
+        with _borrow_lock:
+            h = self.handle
+            self._borrowers += 1
+        return h
+
+    def _give_back(self):
+        with _borrow_lock:
+            self._borrowers -= 1
+            h = self._orphan if self._borrowers == 0 else None
+            if h:
+                self._orphan = None
+        if h:
+            type(self)._free(h)
+
     def close(self):
-        h, self._h = getattr(self, "_h", None), None
+        with _borrow_lock:
+            h, self._h = getattr(self, "_h", None), None
+            if h and self._borrowers:
+                self._orphan, h = h, None
         if h:
             type(self)._free(h)
 
@@ -442,22 +473,40 @@ class Router(_Handle):
         opts = _lib.lr_router_options()
         api.lr_router_options_init(byref(opts))
         opts.strategy = _b(strategy)
-        opts.store = store.handle if store is not None else None
         if performance_requirement is not None:
             opts.performance_requirement = float(performance_requirement)
         if n_similar is not None:
             opts.n_similar = int(n_similar)
         opts.predictor = _b(predictor)
-        h = c_void_p()
-        err = _lib.lr_error()
-        rc = api.lr_router_new(config.handle, byref(opts), byref(h), byref(err))
-        raise_for(rc, err, "lr_router_new")
+        # The C router keeps both pointers: borrowed until close() gives them back.
+        borrowed = [config]
+        config_h = config._borrow()
+        try:
+            if store is not None:
+                opts.store = store._borrow()
+                borrowed.append(store)
+            h = c_void_p()
+            err = _lib.lr_error()
+            rc = api.lr_router_new(config_h, byref(opts), byref(h), byref(err))
+            raise_for(rc, err, "lr_router_new")
+        except BaseException:
+            for o in borrowed:
+                o._give_back()
+            raise
         self._h = h
-        self.config = config      # borrowed by the C router: kept alive here
-        self.store = store        # likewise
+        self._borrowed = borrowed
+        self.config = config
+        self.store = store
         self._names = config.names
         self._scratch = _Scratch()
         self._cands = {}
+
+    def close(self):
+        with _borrow_lock:
+            borrowed, self._borrowed = getattr(self, "_borrowed", ()), ()
+        super().close()
+        for o in borrowed:
+            o._give_back()
 
     @property
     def strategy(self):

@@ -267,6 +267,8 @@ class SmartRouting:
         """The C router, rebuilt after the store gains data. A thread keeps
         the Router it took until its call returns, so a rebuild never frees
         a router in use."""
+        if self.store._store._h is None:
+            raise _bad("the store is closed")
         gen = self.store.generation
         current = self._current  # (router, generation), replaced as one object
         if current is not None and current[1] == gen:

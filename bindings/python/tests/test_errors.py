@@ -1,6 +1,8 @@
 """C errors become Python exceptions that carry the library's message."""
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -136,6 +138,65 @@ class RouterErrorsTest(unittest.TestCase):
         self.assertEqual(d.input_tokens, llmroute.estimate_tokens("x" * 40))
         self.assertEqual(d.input_tokens, 10)
         self.assertEqual(self.router.route(["a"], query="q", input_tokens=77).input_tokens, 77)
+
+
+def run_apart(code):
+    """Runs `code` in a python3 of its own, with this package on the path, so
+    that a fault in the C library fails the test instead of the runner."""
+    env = dict(os.environ, PYTHONPATH=support.PACKAGE_ROOT)
+    prelude = ("import llmroute\nfrom llmroute import *\nM = [{'name': 'a', "
+               "'cost_per_input_token': 1e-6, 'cost_per_output_token': 2e-6}, "
+               "{'name': 'b', 'cost_per_input_token': 0, 'cost_per_output_token': 0}]\n")
+    return subprocess.run([sys.executable, "-c", prelude + code], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+class BorrowedHandlesTest(unittest.TestCase):
+    """A Router keeps pointers to its Config and Store: closing either while
+    the router lives must not free what the router reads."""
+
+    def test_closing_a_borrowed_config_keeps_its_router_working(self):
+        p = run_apart("c = Config({'models': M})\n"
+                      "r = Router(c, strategy='sequential')\n"
+                      "c.close()\n"
+                      "print(r.route(['a', 'b']).name, r.route_index(('a', 'b')))\n"
+                      "try:\n    c.index('a')\nexcept ValueError as e:\n    print(e)\n"
+                      "r.close()\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.splitlines(), ["a 1", "the configuration is closed"])
+
+    def test_closing_the_store_of_a_smart_router(self):
+        p = run_apart("s = SmartRouting(M, n_similar=4)\n"
+                      "s.store.add_data([{'query': 'hello world', 'input_token_length': 3,"
+                      " 'outputs': [{'model_name': 'a', 'correctness': True,"
+                      " 'output_token_length': 10}]}])\n"
+                      "print(s.get_model_idxs(M, ['hello']))\n"
+                      "s.store.close()\n"
+                      "try:\n    s.get_model_idxs(M, ['hello'])\n"
+                      "except ValueError as e:\n    print(e)\n")
+        if "unknown strategy" in p.stderr:
+            self.skipTest("this libllmroute has no smart strategy")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.splitlines(), ["[0]", "the store is closed"])
+
+    def test_a_borrowed_config_is_freed_with_its_last_router(self):
+        cfg = Config({"models": MODELS})
+        r1, r2 = Router(cfg, strategy="sequential"), Router(cfg, strategy="sequential")
+        cfg.close()
+        self.assertIsNotNone(cfg._orphan)
+        r1.close()
+        self.assertIsNotNone(cfg._orphan)
+        self.assertEqual(r2.route(["a"]).name, "a")
+        r2.close()
+        r2.close()
+        self.assertIsNone(cfg._orphan)
+        self.assertEqual(cfg._borrowers, 0)
+
+    def test_a_router_that_fails_to_build_borrows_nothing(self):
+        cfg = Config({"models": MODELS})
+        with self.assertRaises(ValueError):
+            Router(cfg, strategy="fastest")
+        self.assertEqual(cfg._borrowers, 0)
 
 
 class StrErrorTest(unittest.TestCase):
