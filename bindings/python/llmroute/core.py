@@ -12,11 +12,12 @@ store serialises writers and excludes readers). close() must not race
 anything else on the same object.
 """
 import json
+import operator
 import os
 import tempfile
 import threading
 from collections.abc import Mapping
-from ctypes import byref, c_char_p, c_int, c_void_p, sizeof
+from ctypes import byref, c_char_p, c_int, c_long, c_void_p, sizeof
 
 from . import _lib
 from ._lib import api
@@ -29,14 +30,20 @@ NAN = float("nan")
 
 
 def _b(s):
-    """A str as UTF-8 bytes for a char * argument (None stays NULL)."""
+    """A str as UTF-8 bytes for a char * argument (None stays NULL). A NUL
+    inside would end the C string early (a model name "a\\0b" would route
+    as "a"), so one raises InvalidInput."""
     if s is None:
         return None
-    if isinstance(s, bytes):
-        return s
-    if not isinstance(s, str):
+    if isinstance(s, str):
+        s = s.encode("utf-8")
+    elif not isinstance(s, bytes):
         raise TypeError("expected a str, got %s" % type(s).__name__)
-    return s.encode("utf-8")
+    if b"\0" in s:
+        raise InvalidInput("%r: a NUL byte inside a string would cut it short in C"
+                           % (s[:40] + (b"..." if len(s) > 40 else b"")).decode(
+                               "utf-8", "replace"), code=_lib.LR_EINVAL)
+    return s
 
 
 def _s(b):
@@ -45,6 +52,46 @@ def _s(b):
 
 def _nan(x):
     return NAN if x is None else float(x)
+
+
+_INT_MAX = 2 ** (8 * sizeof(c_int) - 1) - 1
+_LONG_MAX = 2 ** (8 * sizeof(c_long) - 1) - 1
+
+
+def _whole(x, what, lo, hi):
+    """x as a Python int in [lo, hi] for a C integer field. ctypes stores an
+    int too large for the field modulo its size without a word, so a value
+    out of range, or one that is not a whole number, raises InvalidInput."""
+    try:
+        v = operator.index(x)
+    except TypeError:
+        if isinstance(x, float) and x.is_integer():
+            v = int(x)
+        else:
+            raise InvalidInput("%s: expected a whole number, got %r" % (what, x),
+                               code=_lib.LR_EINVAL) from None
+    if not lo <= v <= hi:
+        raise InvalidInput("%s: expected a whole number from %d to %d, got %d"
+                           % (what, lo, hi, v), code=_lib.LR_EINVAL)
+    return v
+
+
+def _tokens(x, what):
+    """An input-token count for a C long; None (estimate from the text) is -1."""
+    return -1 if x is None else _whole(x, what, 0, _LONG_MAX)
+
+
+def _number(x, what):
+    """x as a float that is not NaN: NaN means "the default" to the library,
+    so it is refused rather than passed on."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise InvalidInput("%s: expected a number, got %r" % (what, x),
+                           code=_lib.LR_EINVAL) from None
+    if v != v:
+        raise InvalidInput("%s: expected a number, got NaN" % what, code=_lib.LR_EINVAL)
+    return v
 
 
 # ==== Configuration ====
@@ -291,8 +338,9 @@ class Store(_Handle):
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
                  dense_dim=0):
-        opts = _lib.lr_store_options(_b(embedder), int(dense_dim), 1 if read_only else 0,
-                                     int(max_records))
+        opts = _lib.lr_store_options(_b(embedder), _whole(dense_dim, "dense_dim", 0, _INT_MAX),
+                                     1 if read_only else 0,
+                                     _whole(max_records, "max_records", 0, 2 ** 63 - 1))
         h = c_void_p()
         err = _lib.lr_error()
         rc = api.lr_store_open(_b(os.fspath(path)), byref(opts), byref(h), byref(err))
@@ -321,8 +369,18 @@ class Store(_Handle):
         "input_token_length", "outputs": [{"model_name", "correctness",
         "output_token_length"}]) through the same all-or-nothing import as a
         file, so the store's statistics are rebuilt once for the lot."""
+        if records is None or isinstance(records, (str, bytes, Mapping)):
+            raise InvalidInput("records: expected a list of records (dicts), got %s"
+                               % type(records).__name__, code=_lib.LR_EINVAL)
+        records = list(records)
+        for i, rec in enumerate(records):
+            # Checked here: the library would name the temporary file instead.
+            if not isinstance(rec, Mapping):
+                raise InvalidInput("records[%d]: expected a record (a dict with \"query\", "
+                                   "\"input_token_length\", \"outputs\"), got %s"
+                                   % (i, type(rec).__name__), code=_lib.LR_EINVAL)
         try:
-            text = json.dumps(list(records), allow_nan=False)
+            text = json.dumps(records, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise InvalidInput("records: cannot be written as JSON: %s" % e,
                                code=_lib.LR_EINVAL) from None
@@ -345,7 +403,7 @@ class Store(_Handle):
             model, correct, out_tokens = o
             outs.append(_lib.lr_outcome(_b(model), _nan(correct), _nan(out_tokens)))
         arr = (_lib.lr_outcome * max(1, len(outs)))(*outs)
-        rec = _lib.lr_record(_b(query), -1 if input_tokens is None else int(input_tokens),
+        rec = _lib.lr_record(_b(query), _tokens(input_tokens, "input_tokens"),
                              _b(task), arr, len(outs))
         err = _lib.lr_error()
         rc = api.lr_store_add(self.handle, byref(rec), None, 0, byref(err))
@@ -355,7 +413,7 @@ class Store(_Handle):
         """Append one outcome for `query` (the feedback path)."""
         err = _lib.lr_error()
         rc = api.lr_store_add_outcome(self.handle, _b(query),
-                                      -1 if input_tokens is None else int(input_tokens),
+                                      _tokens(input_tokens, "input_tokens"),
                                       _b(model), float(correctness), float(output_tokens),
                                       byref(err))
         raise_for(rc, err, "lr_store_add_outcome")
@@ -474,9 +532,10 @@ class Router(_Handle):
         api.lr_router_options_init(byref(opts))
         opts.strategy = _b(strategy)
         if performance_requirement is not None:
-            opts.performance_requirement = float(performance_requirement)
+            opts.performance_requirement = _number(performance_requirement,
+                                                   "performance_requirement")
         if n_similar is not None:
-            opts.n_similar = int(n_similar)
+            opts.n_similar = _whole(n_similar, "n_similar", 1, _INT_MAX)
         opts.predictor = _b(predictor)
         # The C router keeps both pointers: borrowed until close() gives them back.
         borrowed = [config]
@@ -526,8 +585,15 @@ class Router(_Handle):
             return None, 0
         if isinstance(models, (str, bytes)):
             models = (models,)
-        key = tuple(models)
-        hit = self._cands.get(key)
+        try:
+            key = tuple(models)
+        except TypeError:
+            raise InvalidInput("models: expected a list of model names, got %s"
+                               % type(models).__name__, code=_lib.LR_EINVAL) from None
+        try:
+            hit = self._cands.get(key)
+        except TypeError:  # an entry that is no name: refused below
+            hit = None
         if hit is not None:
             return hit
         if not key:
@@ -566,8 +632,10 @@ class Router(_Handle):
         req, dec, err = s.req, s.dec, s.err
         req.models, req.n_models = self._candidates(models)
         req.query = _b(query)
-        req.input_tokens = -1 if input_tokens is None else int(input_tokens)
-        req.performance_requirement = _nan(performance_requirement)
+        req.input_tokens = _tokens(input_tokens, "input_tokens")
+        req.performance_requirement = (NAN if performance_requirement is None else
+                                       _number(performance_requirement,
+                                               "performance_requirement"))
         buf = None
         if ranking:
             n = req.n_models or len(self._names)
@@ -589,10 +657,13 @@ class Router(_Handle):
         if h is None:
             self._handle()  # raises: closed
         s = self._scratch
-        key = models if type(models) is tuple else (
-            None if models is None else tuple((models,) if isinstance(models, (str, bytes))
-                                              else models))
-        req = s.prepared.get(key)
+        try:
+            key = models if type(models) is tuple else (
+                None if models is None else tuple((models,) if isinstance(models, (str, bytes))
+                                                  else models))
+            req = s.prepared.get(key)
+        except TypeError:  # not a list of names: _candidates() says what is wrong
+            key, req = models, None
         if req is None:
             arr, k = self._candidates(key)
             req = _lib.lr_request()
@@ -650,10 +721,10 @@ class Router(_Handle):
             if n is None:
                 raise InvalidInput("route_batch: give the queries or their number n",
                                    code=_lib.LR_EINVAL)
-            queries = [None] * int(n)
+            queries = [None] * _whole(n, "n", 0, 2 ** 31)
         else:
             queries = list(queries)
-            if n is not None and int(n) != len(queries):
+            if n is not None and _whole(n, "n", 0, 2 ** 63) != len(queries):
                 raise InvalidInput("route_batch: n is %d but %d queries are given"
                                    % (n, len(queries)), code=_lib.LR_EINVAL)
         count = len(queries)
@@ -689,9 +760,9 @@ class Router(_Handle):
         api.lr_batch_options_init(byref(opts))
         opts.mode = _BATCH_MODES[mode]
         if alpha is not None:
-            opts.alpha = float(alpha)
+            opts.alpha = _number(alpha, "alpha")
         if budget is not None:
-            opts.budget = float(budget)
+            opts.budget = _number(budget, "budget")
         caps = None
         if capacities is not None:
             caps = self._capacities(capacities)
@@ -729,8 +800,8 @@ class Router(_Handle):
                 qb = _b(q)
                 keep.append(qb)
                 r.query = qb
-            if input_tokens is not None and input_tokens[i] is not None:
-                r.input_tokens = int(input_tokens[i])
+            if input_tokens is not None:
+                r.input_tokens = _tokens(input_tokens[i], "input_tokens[%d]" % i)
         return reqs, keep
 
     def _capacities(self, capacities):
@@ -741,19 +812,25 @@ class Router(_Handle):
             for i in range(n):
                 caps[i] = self.config.models[i].capacity
             for name, cap in capacities.items():
-                caps[self.config.index(name)] = int(cap)
+                caps[self.config.index(name)] = _whole(cap, "capacities[%r]" % (name,),
+                                                       -_INT_MAX - 1, _INT_MAX)
         else:
             capacities = list(capacities)
             if len(capacities) != n:
                 raise InvalidInput("capacities: %d values for %d configured models"
                                    % (len(capacities), n), code=_lib.LR_EINVAL)
             for i, cap in enumerate(capacities):
-                caps[i] = 0 if cap is None else int(cap)
+                caps[i] = 0 if cap is None else _whole(cap, "capacities[%d]" % i,
+                                                       -_INT_MAX - 1, _INT_MAX)
         return caps
 
 
 
 def estimate_tokens(text):
     """lr_estimate_tokens(): the library's token estimate for a text."""
-    b = _b(text) or b""
+    if text is None:
+        return 0
+    if not isinstance(text, (str, bytes)):
+        raise TypeError("expected a str, got %s" % type(text).__name__)
+    b = text.encode("utf-8") if isinstance(text, str) else text
     return api.lr_estimate_tokens(b, len(b))

@@ -118,6 +118,26 @@ def _query_text(q, i):
                % (i, type(q).__name__))
 
 
+def _n_picks(n_queries):
+    """How many picks n_queries asks for: a count, or the queries themselves
+    (one pick each; a single string is one query, as in SmartRouting)."""
+    if isinstance(n_queries, str):
+        return 1
+    if isinstance(n_queries, int):
+        if n_queries < 0:
+            raise _bad("n_queries: expected a count >= 0, got %d" % n_queries)
+        return n_queries
+    if isinstance(n_queries, float):
+        if not n_queries.is_integer() or n_queries < 0:
+            raise _bad("n_queries: expected a count >= 0, got %r" % n_queries)
+        return int(n_queries)
+    try:
+        return len(n_queries)
+    except TypeError:
+        raise _bad("n_queries: expected a count or a list of queries, got %s"
+                   % type(n_queries).__name__) from None
+
+
 class SequentialRouting:
     """Round-robin over the selected models (AIOS SequentialRouting).
 
@@ -147,16 +167,12 @@ class SequentialRouting:
                 key = None
             if key is not None:
                 return [self.router.route_index(key)]
+        n_queries = _n_picks(n_queries)
         if _is_per_query(selected_llms):
-            n = n_queries if isinstance(n_queries, int) else len(n_queries)
-            models, _ = _candidate_lists(selected_llms, n)
-            if n == 1:
+            models, _ = _candidate_lists(selected_llms, n_queries)
+            if n_queries == 1:
                 return [self.router.route_index(models[0])]
-            return self.router.route_indices(models=models, n=n)
-        if not isinstance(n_queries, int):
-            n_queries = len(n_queries)  # a list of queries: one pick each
-        if n_queries < 0:
-            raise _bad("n_queries: expected a count >= 0, got %d" % n_queries)
+            return self.router.route_indices(models=models, n=n_queries)
         names = _names(selected_llms)
         if n_queries == 1:
             return [self.router.route_index(names)]
@@ -191,6 +207,8 @@ class QueryStore:
         naming its index and field."""
         if split not in self.SPLITS:
             raise _bad("split: expected one of %s, got %r" % (", ".join(self.SPLITS), split))
+        if data is None or isinstance(data, (str, bytes, Mapping)):
+            raise _bad("data: expected a list of records (dicts), got %s" % type(data).__name__)
         data = list(data)
         if split != "train":
             with self._lock:

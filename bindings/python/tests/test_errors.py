@@ -199,6 +199,57 @@ class BorrowedHandlesTest(unittest.TestCase):
         self.assertEqual(cfg._borrowers, 0)
 
 
+class OutOfRangeInputTest(unittest.TestCase):
+    """Values ctypes would store modulo the C field's size, or that the
+    library reads as "the default", are refused by name instead."""
+
+    def setUp(self):
+        self.router = Router(Config({"models": MODELS}), strategy="sequential")
+
+    def assertRefused(self, text, fn, *args, **kw):
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            fn(*args, **kw)
+        self.assertIn(text, str(cm.exception))
+
+    def test_input_tokens_beyond_a_c_long_are_refused_not_wrapped(self):
+        self.assertRefused("input_tokens", self.router.route, ["a"], "q",
+                           input_tokens=2 ** 64 + 7)
+        self.assertRefused("input_tokens[1]", self.router.route_batch, ["q", "r"],
+                           models=["a"], input_tokens=[3, 2 ** 64 + 7])
+        self.assertEqual(self.router.route(["a"], "q", input_tokens=2 ** 40).input_tokens,
+                         2 ** 40)
+
+    def test_input_tokens_that_are_no_count(self):
+        for bad in (float("nan"), float("inf"), -5, 2.5, "12"):
+            with self.subTest(bad=bad):
+                self.assertRefused("input_tokens", self.router.route, ["a"], "q",
+                                   input_tokens=bad)
+        self.assertEqual(self.router.route(["a"], "q", input_tokens=12.0).input_tokens, 12)
+
+    def test_n_similar_beyond_a_c_int_is_refused_not_wrapped(self):
+        self.assertRefused("n_similar", Router, Config({"models": MODELS}),
+                           strategy="sequential", n_similar=2 ** 32 + 16)
+        self.assertRefused("n_similar", Router, Config({"models": MODELS}),
+                           strategy="sequential", n_similar=0)
+
+    def test_nan_is_no_requirement(self):
+        self.assertRefused("performance_requirement", Router, Config({"models": MODELS}),
+                           strategy="sequential", performance_requirement=float("nan"))
+        self.assertRefused("performance_requirement", self.router.route, ["a"], "q",
+                           performance_requirement=float("nan"))
+
+    def test_nul_inside_a_model_name_is_refused_not_cut_short(self):
+        with self.assertRaises(ValueError) as cm:
+            SequentialRouting(MODELS).get_model_idxs([{"name": "a\0b"}])
+        self.assertIn("NUL", str(cm.exception))
+        self.assertRefused("NUL", self.router.route, ["a"], "x\0y")
+
+    def test_candidates_that_are_no_names(self):
+        self.assertRefused("expected a list of model names", self.router.route, 5)
+        self.assertRefused("models[0]", self.router.route, [["a"]])
+        self.assertRefused("models[0]", self.router.route_index, [{"name": "a"}])
+
+
 class StrErrorTest(unittest.TestCase):
     def test_every_code_has_a_description(self):
         from llmroute import errors

@@ -91,6 +91,19 @@ class SequentialTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             self.r.get_model_idxs(sel("a", "b"), n_queries=-1)
 
+    def test_n_queries_that_is_no_count(self):
+        for bad in (None, float("nan"), 2.5, object()):
+            with self.subTest(bad=bad):
+                with self.assertRaises(ValueError) as cm:
+                    self.r.get_model_idxs(sel("a", "b"), bad)
+                self.assertIn("n_queries", str(cm.exception))
+
+    def test_one_query_string_is_one_pick(self):
+        # As SmartRouting takes a lone string as one query, not one per letter.
+        self.assertEqual(len(self.r.get_model_idxs(sel("a", "b"), "What is 2+2?")), 1)
+        self.assertEqual(len(self.r.get_model_idxs(sel("a", "b"), ["q1", "q2"])), 2)
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c"), 2.0), [0, 1])
+
     def test_per_query_candidate_lists(self):
         # AIOS's later form: get_model_idxs(selected_llm_lists, queries)
         lists = [sel("a", "b"), sel("c"), sel("a", "b"), sel("b", "c")]

@@ -158,6 +158,18 @@ class BatchTest(SmartTestCase):
             r.route_batch(CONFIGS, texts, tokens, alpha=0.5, capacities={"gpt-9": 3})
         self.assertIn("gpt-9", str(cm.exception))
 
+    def test_capacity_beyond_a_c_int_is_refused_not_wrapped(self):
+        r, texts, tokens = build(29)
+        with self.assertRaises(ValueError) as cm:  # would have wrapped to 1
+            r.route_batch(CONFIGS, texts, tokens, alpha=0.5, capacities={"m0": 2 ** 32 + 1})
+        self.assertIn("capacities['m0']", str(cm.exception))
+
+    def test_nan_alpha_is_refused_not_taken_as_the_default(self):
+        r, texts, tokens = build(30)
+        with self.assertRaises(ValueError) as cm:
+            r.route_batch(CONFIGS, texts, tokens, alpha=float("nan"))
+        self.assertIn("alpha", str(cm.exception))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -247,6 +247,24 @@ class SmartErrorsTest(SmartTestCase):
             SmartRouting(CONFIGS, predictor="oracle")
         self.assertIn("predictor", str(cm.exception))
 
+    def test_token_lengths_beyond_a_c_long_are_refused_not_wrapped(self):
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs(self.sel, ["a", "b"], [3, 2 ** 64 + 5])
+        self.assertIn("input_tokens[1]", str(cm.exception))
+
+    def test_query_with_a_nul_is_refused_not_cut_short(self):
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs(self.sel, [self.queries[0][0] + "\0 and more"])
+        self.assertIn("NUL", str(cm.exception))
+
+    def test_data_that_is_no_list_of_records(self):
+        for bad in (None, "[]", {"query": "q"}, ["q"], [5]):
+            with self.subTest(bad=bad):
+                with self.assertRaises(ValueError) as cm:
+                    self.r.store.add_data(bad)
+                self.assertNotIn("llmroute-import-", str(cm.exception))
+                self.assertRegex(str(cm.exception), r"^(data|records)")
+
     def test_predictions_are_in_range(self):
         perf, length, cost = self.r.predict([q[0] for q in self.queries], self.sel)
         for row in perf:
