@@ -181,6 +181,20 @@ expect "eval with a truncated data file" 2 "trunc.json: line 1" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/trunc.json"
 expect "eval with an unknown split" 2 "no records in split dev" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split dev
+# A record with an empty query is one bad record, skipped and named; the
+# other records are still scored (it used to stop the smart rows, exit 2).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:20]
+recs[4]["query"] = ""
+json.dump(recs, open(out + "/emptyq.json", "w"))
+PY
+expect "eval skips a record with an empty query" 0 "record 4: query: expected a non-empty string" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/emptyq.json"
+grep -qF "19 queries" "$TMP/out" && ok || bad "eval with an empty query: $(cat "$TMP/out")"
+expect "eval of a directory" 2 "is a directory, not a data file" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP"
 expect "eval with a bad format" 2 "--format: expected table, json or csv" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --format xml
 
