@@ -66,9 +66,17 @@ with open(out + "/typo.jsonl", "w") as f:
     for r in recs:
         f.write(json.dumps(r) + "\n")
 PY
+cp "$TMP/h.db" "$TMP/h.copy"
 expect "strict import of a bad record" 1 "record 2 (line 3): outputs[1].output_token_length" -- \
     "$BIN" import --store "$TMP/h.db" --strict "$TMP/typo.jsonl"
 [ "$(count "$TMP/h.db")" = "$TMP/h.db: 174 records" ] && ok || bad "store changed by a strict failure"
+cmp -s "$TMP/h.db" "$TMP/h.copy" && ok || bad "store file changed by a strict failure"
+rm -f "$TMP/h.copy"
+# With several files, the message says which one the bad record is in, and
+# only that file is left out.
+expect "strict import names the file" 1 "typo.jsonl: record 2 (line 3)" -- \
+    "$BIN" import --store "$TMP/m.db" --strict "$TMP/data.jsonl" "$TMP/typo.jsonl"
+[ "$(count "$TMP/m.db")" = "$TMP/m.db: 261 records" ] && ok || bad "a strict failure changed the store beyond its good file"
 expect "lenient import skips the bad record" 0 "imported 4 of 5 records, skipped 1 bad" -- \
     "$BIN" import --store "$TMP/h2.db" "$TMP/typo.jsonl"
 expect "import with no data creates the store" 0 "empty.db: 0 records" -- "$BIN" import --store "$TMP/empty.db"
