@@ -203,6 +203,11 @@ expect "eval skips a record with an empty query" 0 "record 4: query: expected a 
 grep -qF "19 queries" "$TMP/out" && ok || bad "eval with an empty query: $(cat "$TMP/out")"
 expect "eval of a directory" 2 "is a directory, not a data file" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP"
+# A file that is not a history store: the same exit code from eval as from route.
+expect "route with a store that is not one" 1 "is not a database" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/data.json" "What is 1 plus 1?"
+expect "eval with a store that is not one" 1 "is not a database" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/data.json" --data "$TMP/data.json"
 expect "eval with a bad format" 2 "--format: expected table, json or csv" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --format xml
 
