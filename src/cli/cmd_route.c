@@ -332,7 +332,14 @@ int cmd_route(int argc, char **argv)
         bo.budget = budget;
         rc = lr_router_route_batch(router, reqs, n_queries, &bo, decs, &rep, &err);
         if (rc && rc != LR_EINFEASIBLE) {
-            cli_error("route", "%s", err.message);
+            /* The library counts a batch's queries from 0; here, as without
+             * --batch, the first query (argument or line) is query 1. */
+            size_t qi;
+            int off = 0;
+            if (sscanf(err.message, "query %zu: %n", &qi, &off) == 1 && off > 0)
+                cli_error("route", "query %zu: %s", qi + 1, err.message + off);
+            else
+                cli_error("route", "%s", err.message);
             rc = cli_exit_code(rc);
             goto out;
         }

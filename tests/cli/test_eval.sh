@@ -119,6 +119,11 @@ expect "smart route with a store that does not exist" 2 "does not exist: create 
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/none.db" "What is 1 plus 1?"
 expect "smart route with an empty store" 2 "the history store is empty" -- \
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/empty.db" "What is 1 plus 1?"
+# A batch names its bad query as a route without --batch does: from 1.
+expect "route names a bad query by its place" 2 "query 3: smart routing needs the query text" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" "What is 1 plus 1?" "x" ""
+expect "route --batch names a bad query by its place" 2 "query 3: smart routing needs the query text" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --batch "What is 1 plus 1?" "x" ""
 
 # --- eval ---
 "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
