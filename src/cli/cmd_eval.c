@@ -302,9 +302,13 @@ static int run_batch(struct eval *e, struct lr_router *router, struct row *r, in
         cli_error("eval", "%s: %s", r->strategy, err.message);
         return rc;
     }
-    if (rc == LR_EINFEASIBLE)
-        fprintf(stderr, "llmroute eval: %s alpha %g budget %g: %s\n", r->strategy, r->alpha,
+    /* Name the row by its one constraint: the other is NaN, not a value. */
+    if (rc == LR_EINFEASIBLE && mode == LR_BATCH_BUDGET)
+        fprintf(stderr, "llmroute eval: %s (%s) budget %g: %s\n", r->strategy, r->predictor,
                 r->budget, rep.message);
+    else if (rc == LR_EINFEASIBLE)
+        fprintf(stderr, "llmroute eval: %s (%s) alpha %g: %s\n", r->strategy, r->predictor,
+                r->alpha, rep.message);
     for (size_t i = 0; i < e->n; i++)
         slot[i] = e->cand_of_config[decs[i].index];
     score(e, r, slot);
@@ -807,7 +811,7 @@ int cmd_eval(int argc, char **argv)
 {
     const char *config = NULL, *store_path = NULL, *data = NULL, *split = NULL, *alpha_s = NULL,
                *budget_s = NULL, *pred_s = NULL, *format = "table", *plot = NULL, *seed_s = NULL;
-    int sweep = 0, help_flag = 0, n_pos = 0, rc;
+    int sweep = 0, help_flag = 0, n_pos = 0, rc, lrc;
     const struct cli_opt opts[] = {
         {"config", &config, NULL},  {"store", &store_path, NULL}, {"data", &data, NULL},
         {"split", &split, NULL},    {"alpha", &alpha_s, NULL},    {"budget", &budget_s, NULL},
@@ -933,9 +937,10 @@ int cmd_eval(int argc, char **argv)
         struct lr_store_options so = {0};
         embed_store_options(cfg, &so);
         so.read_only = 1;
-        if ((rc = lr_store_open(store_path, &so, &store, &err))) {
+        if ((lrc = lr_store_open(store_path, &so, &store, &err))) {
+            /* The same exit code as route and import give for this store. */
             cli_error("eval", "%s", err.message);
-            rc = CLI_USAGE;
+            rc = cli_exit_code(lrc) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
             goto out;
         }
         if (embed_store_is_dense(store) && (rc = embed_all(&e, store, &vecs)))

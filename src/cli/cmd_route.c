@@ -7,6 +7,7 @@
  * remote embedder (router.embedding), the store is dense and the queries are
  * embedded through it, in batches, before any is routed.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,18 +95,31 @@ static void print_decision(const struct lr_config *cfg, const char *strategy,
     json_decref(o);
 }
 
-/* Read every non-empty line of f (without its line ending) into *lines. */
+/* Read every non-empty line of f (without its line ending) into *lines.
+ * Returns CLI_OK, or CLI_RUNTIME / CLI_USAGE after printing why: a read
+ * error (standard input is a directory, say) must not pass for no queries,
+ * and a line with a NUL byte is binary input, not a query to cut short. */
 static int read_lines(FILE *f, char ***lines, size_t *n)
 {
     char *line = NULL, **arr = NULL;
-    size_t cap = 0, count = 0, arr_cap = 0;
+    size_t cap = 0, count = 0, arr_cap = 0, lineno = 0;
     ssize_t len;
+    int rc = CLI_RUNTIME;
 
+    errno = 0;
     while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
         if (len == 0)
             continue;
+        if (memchr(line, '\0', (size_t)len)) {
+            cli_error("route", "standard input, line %zu: contains a NUL byte (expected one "
+                               "query per line of text)",
+                      lineno);
+            rc = CLI_USAGE;
+            goto fail;
+        }
         if (count == arr_cap) {
             char **grown;
             arr_cap = arr_cap ? arr_cap * 2 : 64;
@@ -118,17 +132,25 @@ static int read_lines(FILE *f, char ***lines, size_t *n)
         if (!arr[count])
             goto nomem;
         count++;
+        errno = 0;
+    }
+    if (ferror(f)) {
+        cli_error("route", "cannot read standard input: %s",
+                  errno ? strerror(errno) : "read error");
+        goto fail;
     }
     free(line);
     *lines = arr;
     *n = count;
-    return 0;
+    return CLI_OK;
 nomem:
+    cli_error("route", "out of memory reading standard input");
+fail:
     for (size_t i = 0; i < count; i++)
         free(arr[i]);
     free(arr);
     free(line);
-    return -1;
+    return rc;
 }
 
 int cmd_route(int argc, char **argv)
@@ -245,11 +267,8 @@ int cmd_route(int argc, char **argv)
         queries = pos;
         n_queries = (size_t)n_pos;
     } else {
-        if (read_lines(stdin, &lines, &n_lines)) {
-            cli_error("route", "out of memory reading standard input");
-            rc = CLI_RUNTIME;
+        if ((rc = read_lines(stdin, &lines, &n_lines)))
             goto out;
-        }
         queries = lines;
         n_queries = n_lines;
     }
@@ -313,7 +332,14 @@ int cmd_route(int argc, char **argv)
         bo.budget = budget;
         rc = lr_router_route_batch(router, reqs, n_queries, &bo, decs, &rep, &err);
         if (rc && rc != LR_EINFEASIBLE) {
-            cli_error("route", "%s", err.message);
+            /* The library counts a batch's queries from 0; here, as without
+             * --batch, the first query (argument or line) is query 1. */
+            size_t qi;
+            int off = 0;
+            if (sscanf(err.message, "query %zu: %n", &qi, &off) == 1 && off > 0)
+                cli_error("route", "query %zu: %s", qi + 1, err.message + off);
+            else
+                cli_error("route", "%s", err.message);
             rc = cli_exit_code(rc);
             goto out;
         }

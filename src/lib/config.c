@@ -189,6 +189,10 @@ static int get_number(json_t *obj, const char *key, const char *where, double lo
     if (!json_is_number(v))
         return fail(err, "%s.%s: expected %s, got %s", where, key, expect, json_type_name(v));
     d = json_number_value(v);
+    /* Above the cap, say so: "a non-negative number, got 1e+07" would not. */
+    if (isfinite(d) && d > hi && d >= lo)
+        return fail(err, "%s.%s: expected %s, got %g, over the cap of %g", where, key, expect,
+                    d, hi);
     if (!isfinite(d) || d < lo || d > hi)
         return fail(err, "%s.%s: expected %s, got %g", where, key, expect, d);
     *out = d;

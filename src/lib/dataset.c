@@ -102,6 +102,13 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split, int *
         snprintf(msg, msg_len, "query: expected a string%s", q ? "" : ", missing");
         return LR_EPARSE;
     }
+    /* An empty query cannot be embedded or routed by content (the store's
+     * import refuses it too); caught here it is one bad record, not a failed
+     * evaluation. */
+    if (json_string_length(q) == 0) {
+        snprintf(msg, msg_len, "query: expected a non-empty string");
+        return LR_EPARSE;
+    }
     if (json_string_length(q) > DATASET_MAX_QUERY) {
         snprintf(msg, msg_len, "query: %zu bytes, over the %d a record may hold",
                  json_string_length(q), DATASET_MAX_QUERY);
@@ -359,7 +366,18 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     f = fopen(path, "rb");
     if (!f)
         return lr__error_set(err, LR_EIO, "%s: %s", path, strerror(errno));
-    if (fstat(fileno(f), &st) == 0 && st.st_size > DATASET_MAX_FILE) {
+    if (fstat(fileno(f), &st) != 0) {
+        int e = errno;
+        fclose(f);
+        return lr__error_set(err, LR_EIO, "%s: %s", path, strerror(e));
+    }
+    /* A directory opens for reading and reads as empty; say what it is. A
+     * pipe (--data <(zcat ...)) is read like a file. */
+    if (S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return lr__error_set(err, LR_EIO, "%s: is a directory, not a data file", path);
+    }
+    if (S_ISREG(st.st_mode) && st.st_size > DATASET_MAX_FILE) {
         fclose(f);
         return lr__error_set(err, LR_ETOOBIG, "%s: %lld bytes, over the %ld a data file may be",
                              path, (long long)st.st_size, DATASET_MAX_FILE);

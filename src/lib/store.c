@@ -1248,6 +1248,7 @@ struct importer {
     const struct lr_import_options *opts;
     struct lr_import_report *rep;
     struct lr_error *err;
+    const char *path; /* the file, named in every message about its records */
     struct writer w;
     struct lr__names names; /* the store's models plus those new in this file */
     size_t base_models;
@@ -1275,8 +1276,8 @@ static int import_write(struct importer *im, size_t index, int line, const float
             char *d;
             if (im->names.n >= LR__STORE_MAX_MODELS)
                 return fail(im->err, LR_ETOOBIG, line,
-                            "record %zu (line %d): more than %d distinct models", index, line,
-                            LR__STORE_MAX_MODELS);
+                            "%s: record %zu (line %d): more than %d distinct models", im->path,
+                            index, line, LR__STORE_MAX_MODELS);
             if (names_reserve(&im->names, 1) != 0 || !(d = dup_str(im->v->model[i])))
                 return fail(im->err, LR_ENOMEM, line, "out of memory importing");
             id = (int)names_add(&im->names, d);
@@ -1317,7 +1318,8 @@ static int pending_flush(struct importer *im)
     if (rc != 0) {
         int code = rc < 0 && rc >= LR_ETOOBIG ? rc : LR_EIO;
         rc = fail(im->err, code, im->pend_line[0],
-                  "embedding records %zu to %zu (lines %d to %d): %s", im->pend_index[0],
+                  "%s: embedding records %zu to %zu (lines %d to %d): %s", im->path,
+                  im->pend_index[0],
                   im->pend_index[n - 1], im->pend_line[0], im->pend_line[n - 1],
                   cb_err.message[0] ? cb_err.message : lr_strerror(code));
         goto out;
@@ -1327,14 +1329,15 @@ static int pending_flush(struct importer *im)
         float *vec = im->vecs + k * im->dim;
         if (lr__l2_normalize(vec, im->dim) != 0) {
             rc = fail(im->err, LR_EINVAL, im->pend_line[k],
-                      "record %zu (line %d): the embedder returned a zero or non-finite vector",
-                      im->pend_index[k], im->pend_line[k]);
+                      "%s: record %zu (line %d): the embedder returned a zero or non-finite "
+                      "vector",
+                      im->path, im->pend_index[k], im->pend_line[k]);
             break;
         }
         /* Validated when it was queued; this fills im->v again. */
         if (validate_json(im->pend[k], im->v, msg, sizeof(msg)) != 0) {
-            rc = fail(im->err, LR_EPARSE, im->pend_line[k], "record %zu (line %d): %s",
-                      im->pend_index[k], im->pend_line[k], msg);
+            rc = fail(im->err, LR_EPARSE, im->pend_line[k], "%s: record %zu (line %d): %s",
+                      im->path, im->pend_index[k], im->pend_line[k], msg);
             break;
         }
         rc = import_write(im, im->pend_index[k], im->pend_line[k], vec);
@@ -1357,7 +1360,8 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
             snprintf(im->rep->first_bad, sizeof(im->rep->first_bad), "record %zu (line %d): %s",
                      index, line, msg);
         if (im->opts && im->opts->strict)
-            return fail(im->err, LR_EPARSE, line, "record %zu (line %d): %s", index, line, msg);
+            return fail(im->err, LR_EPARSE, line, "%s: record %zu (line %d): %s", im->path,
+                        index, line, msg);
         return 0;
     }
     if (im->opts && im->opts->split) {
@@ -1369,8 +1373,8 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
     }
     if (im->next_id + im->n_pend >= im->st->max_records)
         return fail(im->err, LR_ETOOBIG, line,
-                    "record %zu (line %d): the history store's cap of %zu records is reached",
-                    index, line, im->st->max_records);
+                    "%s: record %zu (line %d): the history store's cap of %zu records is reached",
+                    im->path, index, line, im->st->max_records);
     if (!im->st->dense)
         return import_write(im, index, line, NULL);
     im->pend[im->n_pend] = json_incref(j);
@@ -1552,6 +1556,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     im.opts = opts;
     im.rep = report;
     im.err = err;
+    im.path = path;
 
     pthread_mutex_lock(&store->wmu);
     if (store->read_only) {

@@ -91,6 +91,16 @@ expect "alpha and requirement together" 2 "" "give --requirement or --alpha, not
 expect "batch with sequential" 2 "" "cannot solve a batch assignment" -- \
     "$BIN" route --config "$CFG" --batch --alpha 0.8 q1 q2
 expect "unknown command" 2 "" "unknown command 'fly'" -- "$BIN" fly
+# Standard input that cannot be read is an error, not zero queries; a line
+# with a NUL byte is refused, not cut short at it.
+"$BIN" route --config "$CFG" <"$TMP" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 1 ] && grep -qF "cannot read standard input" "$TMP/err" && ok ||
+    bad "unreadable standard input: exit $rc: $(cat "$TMP/err")"
+printf 'q1\nq\0two\n' | "$BIN" route --config "$CFG" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 2 ] && grep -qF "standard input, line 2: contains a NUL byte" "$TMP/err" && ok ||
+    bad "NUL byte in standard input: exit $rc: $(cat "$TMP/err")"
 
 # --- check-config, version, help ---
 expect "check-config ok" 0 "ok: 4 models, 2 routes" "" -- "$BIN" check-config "$CFG"

@@ -66,9 +66,17 @@ with open(out + "/typo.jsonl", "w") as f:
     for r in recs:
         f.write(json.dumps(r) + "\n")
 PY
+cp "$TMP/h.db" "$TMP/h.copy"
 expect "strict import of a bad record" 1 "record 2 (line 3): outputs[1].output_token_length" -- \
     "$BIN" import --store "$TMP/h.db" --strict "$TMP/typo.jsonl"
 [ "$(count "$TMP/h.db")" = "$TMP/h.db: 174 records" ] && ok || bad "store changed by a strict failure"
+cmp -s "$TMP/h.db" "$TMP/h.copy" && ok || bad "store file changed by a strict failure"
+rm -f "$TMP/h.copy"
+# With several files, the message says which one the bad record is in, and
+# only that file is left out.
+expect "strict import names the file" 1 "typo.jsonl: record 2 (line 3)" -- \
+    "$BIN" import --store "$TMP/m.db" --strict "$TMP/data.jsonl" "$TMP/typo.jsonl"
+[ "$(count "$TMP/m.db")" = "$TMP/m.db: 261 records" ] && ok || bad "a strict failure changed the store beyond its good file"
 expect "lenient import skips the bad record" 0 "imported 4 of 5 records, skipped 1 bad" -- \
     "$BIN" import --store "$TMP/h2.db" "$TMP/typo.jsonl"
 expect "import with no data creates the store" 0 "empty.db: 0 records" -- "$BIN" import --store "$TMP/empty.db"
@@ -111,6 +119,11 @@ expect "smart route with a store that does not exist" 2 "does not exist: create 
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/none.db" "What is 1 plus 1?"
 expect "smart route with an empty store" 2 "the history store is empty" -- \
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/empty.db" "What is 1 plus 1?"
+# A batch names its bad query as a route without --batch does: from 1.
+expect "route names a bad query by its place" 2 "query 3: smart routing needs the query text" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" "What is 1 plus 1?" "x" ""
+expect "route --batch names a bad query by its place" 2 "query 3: smart routing needs the query text" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --batch "What is 1 plus 1?" "x" ""
 
 # --- eval ---
 "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
@@ -181,6 +194,25 @@ expect "eval with a truncated data file" 2 "trunc.json: line 1" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/trunc.json"
 expect "eval with an unknown split" 2 "no records in split dev" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split dev
+# A record with an empty query is one bad record, skipped and named; the
+# other records are still scored (it used to stop the smart rows, exit 2).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:20]
+recs[4]["query"] = ""
+json.dump(recs, open(out + "/emptyq.json", "w"))
+PY
+expect "eval skips a record with an empty query" 0 "record 4: query: expected a non-empty string" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/emptyq.json"
+grep -qF "19 queries" "$TMP/out" && ok || bad "eval with an empty query: $(cat "$TMP/out")"
+expect "eval of a directory" 2 "is a directory, not a data file" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP"
+# A file that is not a history store: the same exit code from eval as from route.
+expect "route with a store that is not one" 1 "is not a database" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/data.json" "What is 1 plus 1?"
+expect "eval with a store that is not one" 1 "is not a database" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/data.json" --data "$TMP/data.json"
 expect "eval with a bad format" 2 "--format: expected table, json or csv" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --format xml
 

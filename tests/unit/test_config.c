@@ -217,6 +217,10 @@ static void rejects_each_invalid_field_naming_it(void **state)
                  LR_ECONFIG, "models[1].cost_per_input_token: expected a non-negative number");
     expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_output_token\": \"free\"}]}",
                  LR_ECONFIG, "models[0].cost_per_output_token: expected a non-negative number, got a string");
+    /* A price over the cap names the cap, not a sign it does not have. */
+    expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_input_token\": 2e6}]}", LR_ECONFIG,
+                 "models[0].cost_per_input_token: expected a non-negative number, got 2e+06, "
+                 "over the cap of 1e+06");
     expect_error("{\"models\": [{\"name\": \"a\"}, {\"name\": \"a\"}]}", LR_ECONFIG,
                  "models[1].name: 'a' is already the name of models[0]");
     expect_error("{\"models\": [{\"name\": \"a\", \"max_concurrency\": 1.5}]}", LR_ECONFIG,

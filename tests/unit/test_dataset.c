@@ -125,6 +125,7 @@ static void each_bad_field_is_named(void **state)
         {"3", "record 0: expected an object"},
         {"{\"outputs\": []}", "query: expected a string, missing"},
         {"{\"query\": 1, \"outputs\": []}", "query: expected a string"},
+        {"{\"query\": \"\", \"outputs\": []}", "query: expected a non-empty string"},
         {"{\"query\": \"q\"}", "outputs: expected an array, missing"},
         {"{\"query\": \"q\", \"input_token_length\": -3, \"outputs\": []}", "input_token_length"},
         {"{\"query\": \"q\", \"input_token_length\": 2.5, \"outputs\": []}", "input_token_length"},
@@ -185,6 +186,9 @@ static void empty_and_missing_files_are_refused(void **state)
     assert_non_null(strstr(err.message, "holds no records"));
     assert_int_equal(lr_dataset_load("/nonexistent/d.json", NULL, &ds, NULL, &err), LR_EIO);
     assert_non_null(strstr(err.message, "/nonexistent/d.json"));
+    /* A directory opens and reads as empty: it is named as a directory. */
+    assert_int_equal(lr_dataset_load("/tmp", NULL, &ds, NULL, &err), LR_EIO);
+    assert_non_null(strstr(err.message, "/tmp: is a directory"));
     /* An object that is not a record is one bad JSONL record, not a crash. */
     write_file("{\"not\": \"a record\"}");
     {
