@@ -339,6 +339,15 @@ def forwarding(gw_bin, fake_bin):
         assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
     check("a compact body is only changed in its model value", model_alone)
 
+    def candidates_without_model():
+        body = '{"models":["fake-b"],"messages":[{"role":"user","content":"x"}]}'
+        st, _, data = request(gw.port, "POST", "/v1/chat/completions", body)
+        assert st == 200, (st, data)
+        got = fake.logged()[-1]["body"]
+        assert got == '{"model":"upstream-b", "messages":[{"role":"user","content":"x"}]}', got
+    check("a candidate list without model: the upstream is still told its model",
+          candidates_without_model)
+
 
 # ==== errors ====
 
