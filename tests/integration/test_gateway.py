@@ -406,6 +406,19 @@ def errors(gw_bin, fake_bin):
           lambda: err(404, '{"models": ["fake-a", "gpt-9"], "messages": []}',
                       code="model_not_found"))
     check("404 unknown path", lambda: err(404, None, path="/v1/nothing", method="GET"))
+
+    def not_utf8_quoted():
+        # The message quotes the path; the body must still be UTF-8 JSON.
+        raw = raw_exchange(port, b"GET /v1/\xff\xfe%d HTTP/1.1\r\nHost: x\r\n"
+                           b"Connection: close\r\n\r\n" % 1)
+        assert status_of(raw) == 404, raw[:200]
+        e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1].decode("utf-8")))
+        assert "/v1/\ufffd\ufffd1" in e["message"], e
+        # A long name cut to fit the message is cut between characters.
+        e = err(404, json.dumps({"model": "a" + "\u00e9" * 400, "messages": []},
+                                ensure_ascii=False), param="model")
+        assert e["message"].startswith("The model 'a\u00e9\u00e9"), e
+    check("404 messages quoting bytes that are not UTF-8 stay UTF-8 JSON", not_utf8_quoted)
     check("405 wrong method", lambda: err(405, None, method="GET"))
     check("405 wrong method on /v1/models", lambda: err(405, "{}", path="/v1/models"))
 
