@@ -687,6 +687,13 @@ static void process_input(struct hs_conn *c)
             }
             evbuffer_remove(in, c->req.head, head_len);
             c->req.head[head_len] = '\0';
+            /* The head is parsed as a C string: a NUL inside it would end it
+             * early, and the headers after it (Content-Length among them)
+             * would go unseen, their body read as the next request. */
+            if (memchr(c->req.head, '\0', head_len)) {
+                fail_request(c, 400, "a NUL byte in the request head");
+                return;
+            }
             status = parse_head(&c->req, &why);
             if (!status)
                 status = start_body(c, &why);

@@ -458,9 +458,13 @@ def errors(gw_bin, fake_bin):
                     b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",
                     b"POST /v1/route HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
                     b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                    # a NUL must not end the head early and hide Content-Length
+                    b"POST /v1/route HTTP/1.1\r\n\x00X: y\r\nContent-Length: 24\r\n\r\n"
+                    b"GET /health HTTP/1.1\r\n\r\n"):
             raw = raw_exchange(port, bad)
             assert status_of(raw) == 400, (bad, raw[:200])
+            assert raw.count(b"\r\nContent-Length: ") == 1, (bad, raw)  # nothing after it served
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
 
