@@ -398,6 +398,9 @@ def errors(gw_bin, fake_bin):
     check("400 route.strategy unknown",
           lambda: err(400, '{"model": "auto", "messages": [], "route": {"strategy": "nope"}}',
                       param="route.strategy"))
+    check("400 empty candidate list for /v1/route",
+          lambda: err(400, '{"queries": [{"query": "q"}], "models": []}', param="models",
+                      path="/v1/route"))
     check("400 embeddings input missing",
           lambda: err(400, '{"model": "fake-a"}', param="input", path="/v1/embeddings"))
     check("404 unknown model", lambda: err(404, '{"model": "gpt-9", "messages": []}',
