@@ -39,6 +39,7 @@
 #define MAX_HEADERS 100
 #define MAX_CHUNK_LINE 1024
 #define LINGER_MS 2000
+#define ACCEPT_PAUSE_MS 100
 
 enum conn_state {
     C_HEAD,       /* waiting for a request line and headers */
@@ -95,9 +96,12 @@ struct hs_server {
     size_t n_conns, busy;
     int draining;
     int port;
+    struct event *accept_resume; /* accepting paused: out of descriptors */
+    int accept_paused;
 };
 
 static void read_cb(struct bufferevent *bev, void *arg);
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
@@ -200,6 +204,11 @@ static void conn_free(struct hs_conn *c)
     if (c->req.resp_headers)
         evbuffer_free(c->req.resp_headers);
     free(c);
+    /* A descriptor is free again: a paused listener need not wait. */
+    if (s->accept_paused && s->accept_resume && evtimer_pending(s->accept_resume, NULL)) {
+        evtimer_del(s->accept_resume);
+        accept_resume_cb(-1, 0, s);
+    }
 }
 
 /* The client is gone or the connection failed: tell the caller if it holds
@@ -237,6 +246,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    s->accept_paused = 0;
     c->srv = s;
     c->req.conn = c;
     c->req.resp_headers = evbuffer_new();
@@ -265,6 +275,39 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
      * (flush_out). */
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_enable(c->bev, EV_READ);
+}
+
+/* accept() failed. Out of file descriptors (or memory) the connection stays
+ * in the backlog and the listener stays readable: left enabled it would be
+ * called again at once, a loop that burns a core while the descriptors are
+ * held. So accepting pauses for a moment, and resumes on a timer (or as soon
+ * as a connection closes); the waiting clients are accepted then. */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct hs_server *s = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+        return; /* a connection that failed before it was accepted: nothing to do */
+    evconnlistener_disable(l);
+    if (!s->accept_paused)
+        fprintf(stderr,
+                "{\"event\":\"accept_paused\",\"message\":\"cannot accept connections: %s "
+                "(%zu open); retrying every %d ms\"}\n",
+                evutil_socket_error_to_string(err), s->n_conns, ACCEPT_PAUSE_MS);
+    s->accept_paused = 1;
+    if (s->accept_resume)
+        evtimer_add(s->accept_resume, &tv);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct hs_server *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->listener && !s->draining)
+        evconnlistener_enable(s->listener);
 }
 
 /* ==== Responses ==== */
@@ -879,6 +922,13 @@ int hs_server_listen(struct hs_server *srv, const char *host, int port)
                                             (struct sockaddr *)&ss, (int)len);
     if (!srv->listener)
         return errno ? -errno : -EADDRINUSE;
+    srv->accept_resume = evtimer_new(srv->base, accept_resume_cb, srv);
+    if (!srv->accept_resume) {
+        evconnlistener_free(srv->listener);
+        srv->listener = NULL;
+        return -ENOMEM;
+    }
+    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     len = sizeof ss;
     if (getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &len) == 0)
         srv->port = ss.ss_family == AF_INET ? ntohs(sin->sin_port) : ntohs(sin6->sin6_port);
@@ -898,6 +948,8 @@ void hs_server_stop_accepting(struct hs_server *srv)
         evconnlistener_free(srv->listener);
         srv->listener = NULL;
     }
+    if (srv->accept_resume)
+        evtimer_del(srv->accept_resume);
     for (c = srv->conns; c; c = next) {
         next = c->next;
         if (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
@@ -921,8 +973,11 @@ void hs_server_free(struct hs_server *srv)
         return;
     if (srv->listener)
         evconnlistener_free(srv->listener);
+    srv->listener = NULL;
     while (srv->conns)
         conn_drop(srv->conns);
+    if (srv->accept_resume)
+        event_free(srv->accept_resume);
     free(srv);
 }
 

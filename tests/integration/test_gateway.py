@@ -553,6 +553,45 @@ def lifecycle(gw_bin, fake_bin):
         assert m['llmroute_config_reloads_total{result="ok"}'] == 1
     check("SIGHUP reloads; a bad file is refused and the old config kept", reload_good_and_bad)
 
+    def out_of_descriptors():
+        # A gateway allowed few descriptors, and more clients than it can
+        # hold: it pauses accepting (one log line) instead of spinning on
+        # accept(), and takes the waiting clients once descriptors are free.
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
+        try:
+            small = Gateway(gw_bin, wd, base_config(fake), name="gw-fds",
+                            env={KEY_ENV: UPSTREAM_KEY})
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+        def cpu_s():
+            f = open("/proc/%d/stat" % small.proc.pid).read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        held = [socket.create_connection((HOST, small.port), timeout=5) for _ in range(120)]
+        try:
+            time.sleep(0.5)
+            c0, t0 = cpu_s(), time.monotonic()
+            time.sleep(2)
+            busy = (cpu_s() - c0) / (time.monotonic() - t0)
+            assert busy < 0.3, "the gateway used %.0f%% of a core while out of descriptors" % (
+                busy * 100)
+            assert os.path.getsize(small.stderr) < 100000, "log flooded"
+            assert sum(1 for l in small.log_lines() if l.get("event") == "accept_paused") >= 1
+        finally:
+            late = held[-1]  # in the backlog, never accepted so far
+            for s in held[:-1]:
+                s.close()
+        late.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert late.recv(100).startswith(b"HTTP/1.1 200"), "the waiting client was not served"
+        late.close()
+        still_serving(small)
+        small.signal(signal.SIGTERM)
+        assert small.wait(15) == 0
+    check("out of file descriptors: accepting pauses, no busy loop, then resumes",
+          out_of_descriptors)
+
     def sigterm_drains():
         fake.scenario("chunks=6;chunk_delay_ms=200")
         s = socket.create_connection((HOST, gw.port), timeout=10)
