@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <arpa/inet.h>
 
 #include <event2/buffer.h>
@@ -82,6 +83,8 @@ struct hs_conn {
     struct hs_conn *prev, *next;
     enum conn_state state;
     int in_read; /* inside read_cb: completion must not re-enter it */
+    int head_started;
+    long long head_deadline_ms; /* a head in progress must be whole by then (monotonic) */
     struct hs_req req;
 };
 
@@ -160,6 +163,30 @@ const char *hs_reason(int status)
 }
 
 /* ==== Connections ==== */
+
+/* The first bytes of a head have arrived: the rest must follow within the
+ * idle timeout, however it trickles in. The read timeout alone restarts with
+ * every byte, so a client sending one byte at a time would hold the
+ * connection (and a descriptor) for ever. */
+static void head_timeout(struct hs_conn *c)
+{
+    int ms = c->srv->lim.idle_timeout_ms;
+    struct timeval left, wtv = {ms / 1000, (ms % 1000) * 1000};
+    struct timespec ts;
+    long long now, rest;
+    if (ms <= 0)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (!c->head_started) {
+        c->head_deadline_ms = now + ms;
+        c->head_started = 1;
+    }
+    rest = c->head_deadline_ms > now ? c->head_deadline_ms - now : 1;
+    left.tv_sec = (time_t)(rest / 1000);
+    left.tv_usec = (suseconds_t)(rest % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, &left, &wtv);
+}
 
 static void set_read_timeout(struct hs_conn *c, int on)
 {
@@ -716,7 +743,12 @@ static void process_input(struct hs_conn *c)
                     fail_request(c, 431, "request header block too large");
                     return;
                 }
+                head_timeout(c);
                 return;
+            }
+            if (c->head_started) {
+                c->head_started = 0;
+                set_read_timeout(c, 1);
             }
             head_len = (size_t)end.pos + 4;
             if (head_len > s->lim.max_head_bytes) {

@@ -592,6 +592,35 @@ def lifecycle(gw_bin, fake_bin):
     check("out of file descriptors: accepting pauses, no busy loop, then resumes",
           out_of_descriptors)
 
+    def trickled_head():
+        # A head sent a byte at a time, faster than idle_timeout_ms but never
+        # finished, is closed once idle_timeout_ms has passed since it began.
+        cfg = base_config(fake, server={"idle_timeout_ms": 1000})
+        slow = Gateway(gw_bin, wd, cfg, name="gw-slow", env={KEY_ENV: UPSTREAM_KEY})
+        s = socket.create_connection((HOST, slow.port), timeout=5)
+        t0 = time.monotonic()
+        closed = False
+        try:
+            for b in b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 40:
+                s.sendall(bytes([b]))
+                time.sleep(0.1)
+        except OSError:
+            closed = True
+        if not closed:
+            s.settimeout(3)
+            try:
+                closed = s.recv(100) == b""
+            except OSError:
+                closed = True
+        s.close()
+        took = time.monotonic() - t0
+        assert closed and took < 3.5, "a trickled head kept its connection %.1f s" % took
+        still_serving(slow)
+        slow.signal(signal.SIGTERM)
+        assert slow.wait(15) == 0
+    check("a head trickled in a byte at a time is cut off after idle_timeout_ms",
+          trickled_head)
+
     def sigterm_drains():
         fake.scenario("chunks=6;chunk_delay_ms=200")
         s = socket.create_connection((HOST, gw.port), timeout=10)
