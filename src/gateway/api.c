@@ -355,9 +355,11 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
         status = refuse(req, 400, "alpha", "invalid_value", "alpha: expected a number from 0 to 1");
         goto out;
     }
-    if (jdefault && (!json_is_array(jdefault) || json_array_size(jdefault) > ROUTE_MAX_MODELS)) {
-        status = refuse(req, 400, "models", "invalid_type",
-                        "models: expected an array of at most 64 model names");
+    /* An empty list is refused as a query's own is: taking it for "no
+     * default" would route among every configured model. */
+    if (jdefault && (!json_is_array(jdefault) || json_array_size(jdefault) == 0 ||
+                     json_array_size(jdefault) > ROUTE_MAX_MODELS)) {
+        status = refuse(req, 400, "models", "invalid_type", "models: expected 1 to 64 model names");
         goto out;
     }
     router = gw_conf_router(conf, jstrategy ? json_string_value(jstrategy) : NULL, &err);

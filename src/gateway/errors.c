@@ -12,7 +12,35 @@
 
 #include "gateway.h"
 
-/* Append s as a JSON string (quotes included); returns the new offset. */
+size_t gw_utf8_char_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4;
+    else
+        return 0;
+    /* No overlong forms, no surrogates, nothing above U+10FFFF. */
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] > 0x8F))
+        return 0;
+    for (size_t i = 1; i < n; i++) /* a NUL ends the check: it is no continuation */
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* Append s as a JSON string (quotes included); returns the new offset.
+ * Messages quote what clients sent (a model name, a path) and are cut to
+ * fit, so a byte that does not start a whole UTF-8 character becomes
+ * U+FFFD and a character that does not fit is left out whole: the body
+ * stays valid JSON. */
 static size_t put_json_string(char *buf, size_t cap, size_t o, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -21,7 +49,19 @@ static size_t put_json_string(char *buf, size_t cap, size_t o, const char *s)
     buf[o++] = '"';
     for (const unsigned char *p = (const unsigned char *)s; *p && o + 8 < cap; p++) {
         unsigned char ch = *p;
-        if (ch == '"' || ch == '\\') {
+        if (ch >= 0x80) {
+            size_t n = gw_utf8_char_len(p);
+            if (n == 0) {
+                memcpy(buf + o, "\\ufffd", 6);
+                o += 6;
+                continue;
+            }
+            if (o + n + 8 >= cap)
+                break;
+            memcpy(buf + o, p, n);
+            o += n;
+            p += n - 1;
+        } else if (ch == '"' || ch == '\\') {
             buf[o++] = '\\';
             buf[o++] = (char)ch;
         } else if (ch == '\n') {

@@ -177,6 +177,10 @@ void gw_log_answered(struct gw *gw, const char *id, const char *method, const ch
  * code may be NULL (JSON null). Returns the length written (truncated to fit). */
 size_t gw_error_format(char *buf, size_t cap, const char *message, const char *type,
                        const char *param, const char *code);
+/* The length of the whole, valid UTF-8 character at p (1 for ASCII), or 0
+ * when p does not start one (a stray byte, an overlong form, a surrogate, a
+ * sequence cut short by the string's NUL). */
+size_t gw_utf8_char_len(const unsigned char *p);
 /* The default type and code for a status. */
 const char *gw_error_type(int status);
 const char *gw_error_code(int status);

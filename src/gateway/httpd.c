@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <arpa/inet.h>
 
 #include <event2/buffer.h>
@@ -39,6 +40,7 @@
 #define MAX_HEADERS 100
 #define MAX_CHUNK_LINE 1024
 #define LINGER_MS 2000
+#define ACCEPT_PAUSE_MS 100
 
 enum conn_state {
     C_HEAD,       /* waiting for a request line and headers */
@@ -81,6 +83,8 @@ struct hs_conn {
     struct hs_conn *prev, *next;
     enum conn_state state;
     int in_read; /* inside read_cb: completion must not re-enter it */
+    int head_started;
+    long long head_deadline_ms; /* a head in progress must be whole by then (monotonic) */
     struct hs_req req;
 };
 
@@ -95,9 +99,12 @@ struct hs_server {
     size_t n_conns, busy;
     int draining;
     int port;
+    struct event *accept_resume; /* accepting paused: out of descriptors */
+    int accept_paused;
 };
 
 static void read_cb(struct bufferevent *bev, void *arg);
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
@@ -157,6 +164,30 @@ const char *hs_reason(int status)
 
 /* ==== Connections ==== */
 
+/* The first bytes of a head have arrived: the rest must follow within the
+ * idle timeout, however it trickles in. The read timeout alone restarts with
+ * every byte, so a client sending one byte at a time would hold the
+ * connection (and a descriptor) for ever. */
+static void head_timeout(struct hs_conn *c)
+{
+    int ms = c->srv->lim.idle_timeout_ms;
+    struct timeval left, wtv = {ms / 1000, (ms % 1000) * 1000};
+    struct timespec ts;
+    long long now, rest;
+    if (ms <= 0)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (!c->head_started) {
+        c->head_deadline_ms = now + ms;
+        c->head_started = 1;
+    }
+    rest = c->head_deadline_ms > now ? c->head_deadline_ms - now : 1;
+    left.tv_sec = (time_t)(rest / 1000);
+    left.tv_usec = (suseconds_t)(rest % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, &left, &wtv);
+}
+
 static void set_read_timeout(struct hs_conn *c, int on)
 {
     struct timeval tv, wtv;
@@ -200,6 +231,11 @@ static void conn_free(struct hs_conn *c)
     if (c->req.resp_headers)
         evbuffer_free(c->req.resp_headers);
     free(c);
+    /* A descriptor is free again: a paused listener need not wait. */
+    if (s->accept_paused && s->accept_resume && evtimer_pending(s->accept_resume, NULL)) {
+        evtimer_del(s->accept_resume);
+        accept_resume_cb(-1, 0, s);
+    }
 }
 
 /* The client is gone or the connection failed: tell the caller if it holds
@@ -237,6 +273,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    s->accept_paused = 0;
     c->srv = s;
     c->req.conn = c;
     c->req.resp_headers = evbuffer_new();
@@ -265,6 +302,39 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
      * (flush_out). */
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_enable(c->bev, EV_READ);
+}
+
+/* accept() failed. Out of file descriptors (or memory) the connection stays
+ * in the backlog and the listener stays readable: left enabled it would be
+ * called again at once, a loop that burns a core while the descriptors are
+ * held. So accepting pauses for a moment, and resumes on a timer (or as soon
+ * as a connection closes); the waiting clients are accepted then. */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct hs_server *s = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+        return; /* a connection that failed before it was accepted: nothing to do */
+    evconnlistener_disable(l);
+    if (!s->accept_paused)
+        fprintf(stderr,
+                "{\"event\":\"accept_paused\",\"message\":\"cannot accept connections: %s "
+                "(%zu open); retrying every %d ms\"}\n",
+                evutil_socket_error_to_string(err), s->n_conns, ACCEPT_PAUSE_MS);
+    s->accept_paused = 1;
+    if (s->accept_resume)
+        evtimer_add(s->accept_resume, &tv);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct hs_server *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->listener && !s->draining)
+        evconnlistener_enable(s->listener);
 }
 
 /* ==== Responses ==== */
@@ -673,7 +743,12 @@ static void process_input(struct hs_conn *c)
                     fail_request(c, 431, "request header block too large");
                     return;
                 }
+                head_timeout(c);
                 return;
+            }
+            if (c->head_started) {
+                c->head_started = 0;
+                set_read_timeout(c, 1);
             }
             head_len = (size_t)end.pos + 4;
             if (head_len > s->lim.max_head_bytes) {
@@ -687,6 +762,13 @@ static void process_input(struct hs_conn *c)
             }
             evbuffer_remove(in, c->req.head, head_len);
             c->req.head[head_len] = '\0';
+            /* The head is parsed as a C string: a NUL inside it would end it
+             * early, and the headers after it (Content-Length among them)
+             * would go unseen, their body read as the next request. */
+            if (memchr(c->req.head, '\0', head_len)) {
+                fail_request(c, 400, "a NUL byte in the request head");
+                return;
+            }
             status = parse_head(&c->req, &why);
             if (!status)
                 status = start_body(c, &why);
@@ -872,6 +954,13 @@ int hs_server_listen(struct hs_server *srv, const char *host, int port)
                                             (struct sockaddr *)&ss, (int)len);
     if (!srv->listener)
         return errno ? -errno : -EADDRINUSE;
+    srv->accept_resume = evtimer_new(srv->base, accept_resume_cb, srv);
+    if (!srv->accept_resume) {
+        evconnlistener_free(srv->listener);
+        srv->listener = NULL;
+        return -ENOMEM;
+    }
+    evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     len = sizeof ss;
     if (getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &len) == 0)
         srv->port = ss.ss_family == AF_INET ? ntohs(sin->sin_port) : ntohs(sin6->sin6_port);
@@ -891,6 +980,8 @@ void hs_server_stop_accepting(struct hs_server *srv)
         evconnlistener_free(srv->listener);
         srv->listener = NULL;
     }
+    if (srv->accept_resume)
+        evtimer_del(srv->accept_resume);
     for (c = srv->conns; c; c = next) {
         next = c->next;
         if (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
@@ -914,8 +1005,11 @@ void hs_server_free(struct hs_server *srv)
         return;
     if (srv->listener)
         evconnlistener_free(srv->listener);
+    srv->listener = NULL;
     while (srv->conns)
         conn_drop(srv->conns);
+    if (srv->accept_resume)
+        event_free(srv->accept_resume);
     free(srv);
 }
 

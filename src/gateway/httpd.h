@@ -30,7 +30,8 @@ struct hs_limits {
     size_t max_head_bytes; /* request line and headers; over it: 431 */
     size_t max_body_bytes; /* request body; over it: 413 */
     size_t out_high_water; /* streaming: hs_stream_write() reports "full" above this */
-    int idle_timeout_ms;   /* a keep-alive connection idle, or a request arriving this slowly */
+    int idle_timeout_ms;   /* a keep-alive connection idle, a request arriving this slowly, or
+                            * a head not whole this long after its first byte */
 };
 
 typedef void (*hs_handler_fn)(struct hs_req *req, void *arg);

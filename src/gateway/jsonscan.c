@@ -155,11 +155,13 @@ static int is_removed(const char *buf, const struct js_member *m, const char *co
 int js_rewrite_body(const char *buf, size_t len, const struct js_rewrite *rw, char **out,
                     size_t *out_len)
 {
+    static const char model_key[] = "\"model\":";
     struct js_member stack[STACK_MEMBERS], *m = stack;
     size_t n = 0, mlen = rw->model_json ? strlen(rw->model_json) : 0, o = 0;
+    size_t klen = sizeof model_key - 1;
     ssize_t prev_kept = -1;
     char *dst = NULL;
-    int rc;
+    int rc, add_model = rw->model_json != NULL;
 
     rc = js_scan_object(buf, len, stack, STACK_MEMBERS, &n);
     if (rc == -2) {
@@ -170,23 +172,49 @@ int js_rewrite_body(const char *buf, size_t len, const struct js_rewrite *rw, ch
     }
     if (rc)
         goto out;
-    /* The result is never longer than the body plus the new model value. */
-    dst = malloc(len + mlen + 1);
+    for (size_t i = 0; add_model && i < n; i++)
+        if (js_key_equals(buf, &m[i], "model"))
+            add_model = 0;
+    /* The result is never longer than the body plus the new model member
+     * and its comma. */
+    dst = malloc(len + klen + mlen + 2);
     if (!dst) {
         rc = -2;
         goto out;
     }
     if (n == 0) {
-        memcpy(dst, buf, len);
-        o = len;
+        /* An empty object: the model member (if any) goes inside its braces. */
+        size_t b = (size_t)((const char *)memchr(buf, '{', len) - buf) + 1;
+        memcpy(dst, buf, b);
+        o = b;
+        if (add_model) {
+            memcpy(dst + o, model_key, klen);
+            o += klen;
+            memcpy(dst + o, rw->model_json, mlen);
+            o += mlen;
+        }
+        memcpy(dst + o, buf + b, len - b);
+        o += len - b;
         goto done;
     }
-    /* Everything before the first member: the brace and whitespace. */
+    /* Everything before the first member: the brace and whitespace. A body
+     * without `model` (a candidate list alone) gets it first: the upstream
+     * must be told which of its models to use. */
     memcpy(dst, buf, m[0].key_start);
     o = m[0].key_start;
+    if (add_model) {
+        memcpy(dst + o, model_key, klen);
+        o += klen;
+        memcpy(dst + o, rw->model_json, mlen);
+        o += mlen;
+    }
     for (size_t i = 0; i < n; i++) {
         if (is_removed(buf, &m[i], rw->remove))
             continue;
+        if (prev_kept < 0 && add_model) {
+            memcpy(dst + o, ", ", 2);
+            o += 2;
+        }
         if (prev_kept >= 0) {
             /* The separator that followed the previous kept member. */
             size_t p = (size_t)prev_kept;

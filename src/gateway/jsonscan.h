@@ -41,8 +41,8 @@ struct js_rewrite {
 
 /* Write the rewritten body into a new buffer (*out, *out_len; the caller
  * frees *out). Returns 0, -1 when buf is not a scannable object, -2 on
- * allocation failure or too many members. Members named `model` that are
- * absent are not added. */
+ * allocation failure or too many members. A body without a `model` member
+ * gets one, first, when model_json is given. */
 int js_rewrite_body(const char *buf, size_t len, const struct js_rewrite *rw, char **out,
                     size_t *out_len);
 

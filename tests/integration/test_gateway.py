@@ -339,6 +339,15 @@ def forwarding(gw_bin, fake_bin):
         assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
     check("a compact body is only changed in its model value", model_alone)
 
+    def candidates_without_model():
+        body = '{"models":["fake-b"],"messages":[{"role":"user","content":"x"}]}'
+        st, _, data = request(gw.port, "POST", "/v1/chat/completions", body)
+        assert st == 200, (st, data)
+        got = fake.logged()[-1]["body"]
+        assert got == '{"model":"upstream-b", "messages":[{"role":"user","content":"x"}]}', got
+    check("a candidate list without model: the upstream is still told its model",
+          candidates_without_model)
+
 
 # ==== errors ====
 
@@ -389,6 +398,9 @@ def errors(gw_bin, fake_bin):
     check("400 route.strategy unknown",
           lambda: err(400, '{"model": "auto", "messages": [], "route": {"strategy": "nope"}}',
                       param="route.strategy"))
+    check("400 empty candidate list for /v1/route",
+          lambda: err(400, '{"queries": [{"query": "q"}], "models": []}', param="models",
+                      path="/v1/route"))
     check("400 embeddings input missing",
           lambda: err(400, '{"model": "fake-a"}', param="input", path="/v1/embeddings"))
     check("404 unknown model", lambda: err(404, '{"model": "gpt-9", "messages": []}',
@@ -397,6 +409,19 @@ def errors(gw_bin, fake_bin):
           lambda: err(404, '{"models": ["fake-a", "gpt-9"], "messages": []}',
                       code="model_not_found"))
     check("404 unknown path", lambda: err(404, None, path="/v1/nothing", method="GET"))
+
+    def not_utf8_quoted():
+        # The message quotes the path; the body must still be UTF-8 JSON.
+        raw = raw_exchange(port, b"GET /v1/\xff\xfe%d HTTP/1.1\r\nHost: x\r\n"
+                           b"Connection: close\r\n\r\n" % 1)
+        assert status_of(raw) == 404, raw[:200]
+        e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1].decode("utf-8")))
+        assert "/v1/\ufffd\ufffd1" in e["message"], e
+        # A long name cut to fit the message is cut between characters.
+        e = err(404, json.dumps({"model": "a" + "\u00e9" * 400, "messages": []},
+                                ensure_ascii=False), param="model")
+        assert e["message"].startswith("The model 'a\u00e9\u00e9"), e
+    check("404 messages quoting bytes that are not UTF-8 stay UTF-8 JSON", not_utf8_quoted)
     check("405 wrong method", lambda: err(405, None, method="GET"))
     check("405 wrong method on /v1/models", lambda: err(405, "{}", path="/v1/models"))
 
@@ -436,9 +461,13 @@ def errors(gw_bin, fake_bin):
                     b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",
                     b"POST /v1/route HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
                     b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                    # a NUL must not end the head early and hide Content-Length
+                    b"POST /v1/route HTTP/1.1\r\n\x00X: y\r\nContent-Length: 24\r\n\r\n"
+                    b"GET /health HTTP/1.1\r\n\r\n"):
             raw = raw_exchange(port, bad)
             assert status_of(raw) == 400, (bad, raw[:200])
+            assert raw.count(b"\r\nContent-Length: ") == 1, (bad, raw)  # nothing after it served
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
 
@@ -523,6 +552,74 @@ def lifecycle(gw_bin, fake_bin):
         assert m['llmroute_config_reloads_total{result="error"}'] == 1
         assert m['llmroute_config_reloads_total{result="ok"}'] == 1
     check("SIGHUP reloads; a bad file is refused and the old config kept", reload_good_and_bad)
+
+    def out_of_descriptors():
+        # A gateway allowed few descriptors, and more clients than it can
+        # hold: it pauses accepting (one log line) instead of spinning on
+        # accept(), and takes the waiting clients once descriptors are free.
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
+        try:
+            small = Gateway(gw_bin, wd, base_config(fake), name="gw-fds",
+                            env={KEY_ENV: UPSTREAM_KEY})
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+        def cpu_s():
+            f = open("/proc/%d/stat" % small.proc.pid).read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        held = [socket.create_connection((HOST, small.port), timeout=5) for _ in range(120)]
+        try:
+            time.sleep(0.5)
+            c0, t0 = cpu_s(), time.monotonic()
+            time.sleep(2)
+            busy = (cpu_s() - c0) / (time.monotonic() - t0)
+            assert busy < 0.3, "the gateway used %.0f%% of a core while out of descriptors" % (
+                busy * 100)
+            assert os.path.getsize(small.stderr) < 100000, "log flooded"
+            assert sum(1 for l in small.log_lines() if l.get("event") == "accept_paused") >= 1
+        finally:
+            late = held[-1]  # in the backlog, never accepted so far
+            for s in held[:-1]:
+                s.close()
+        late.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert late.recv(100).startswith(b"HTTP/1.1 200"), "the waiting client was not served"
+        late.close()
+        still_serving(small)
+        small.signal(signal.SIGTERM)
+        assert small.wait(15) == 0
+    check("out of file descriptors: accepting pauses, no busy loop, then resumes",
+          out_of_descriptors)
+
+    def trickled_head():
+        # A head sent a byte at a time, faster than idle_timeout_ms but never
+        # finished, is closed once idle_timeout_ms has passed since it began.
+        cfg = base_config(fake, server={"idle_timeout_ms": 1000})
+        slow = Gateway(gw_bin, wd, cfg, name="gw-slow", env={KEY_ENV: UPSTREAM_KEY})
+        s = socket.create_connection((HOST, slow.port), timeout=5)
+        t0 = time.monotonic()
+        closed = False
+        try:
+            for b in b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 40:
+                s.sendall(bytes([b]))
+                time.sleep(0.1)
+        except OSError:
+            closed = True
+        if not closed:
+            s.settimeout(3)
+            try:
+                closed = s.recv(100) == b""
+            except OSError:
+                closed = True
+        s.close()
+        took = time.monotonic() - t0
+        assert closed and took < 3.5, "a trickled head kept its connection %.1f s" % took
+        still_serving(slow)
+        slow.signal(signal.SIGTERM)
+        assert slow.wait(15) == 0
+    check("a head trickled in a byte at a time is cut off after idle_timeout_ms",
+          trickled_head)
 
     def sigterm_drains():
         fake.scenario("chunks=6;chunk_delay_ms=200")

@@ -79,6 +79,19 @@ static void rewrite_decodes_escaped_keys(void **state)
                    "{\"mod\\u0065l\": \"y\"}");
 }
 
+static void rewrite_adds_model_when_the_body_has_none(void **state)
+{
+    (void)state;
+    /* A candidate list alone: the upstream still needs its model's name. */
+    expect_rewrite("{\"models\": [\"a\", \"b\"], \"messages\": []}", "\"y\"",
+                   "{\"model\":\"y\", \"messages\": []}");
+    expect_rewrite("{\n  \"n\": 1,\n  \"models\": [\"a\"]\n}", "\"y\"",
+                   "{\n  \"model\":\"y\", \"n\": 1\n}");
+    expect_rewrite("{\"models\": [\"a\"], \"route\": {}}", "\"y\"", "{\"model\":\"y\"}");
+    expect_rewrite(" { } ", "\"y\"", " {\"model\":\"y\" } ");
+    expect_rewrite("{}", NULL, "{}");
+}
+
 static void rewrite_leaves_nested_lookalikes_alone(void **state)
 {
     (void)state;
@@ -123,6 +136,7 @@ int main(void)
         cmocka_unit_test(rewrite_keeps_numbers_and_order_exactly),
         cmocka_unit_test(rewrite_removes_extension_members_anywhere),
         cmocka_unit_test(rewrite_decodes_escaped_keys),
+        cmocka_unit_test(rewrite_adds_model_when_the_body_has_none),
         cmocka_unit_test(rewrite_leaves_nested_lookalikes_alone),
         cmocka_unit_test(rewrite_handles_many_members),
         cmocka_unit_test(scan_refuses_what_is_not_an_object),

@@ -1,0 +1,87 @@
+/* test_gw_errors.c -- the gateway's OpenAI-shaped error bodies: whatever
+ * the message quotes (a client's model name, path or bytes) and however it
+ * is cut to fit, the body is valid JSON in UTF-8. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "gateway.h"
+
+/* Format the message and parse the body back (jansson refuses bad UTF-8):
+ * the message as decoded. */
+static char *round_trip(const char *message, size_t cap)
+{
+    char *buf = malloc(cap);
+    json_error_t je;
+    json_t *j, *m;
+    char *out;
+    size_t n;
+    assert_non_null(buf);
+    n = gw_error_format(buf, cap, message, "invalid_request_error", "model", "model_not_found");
+    assert_true(n < cap);
+    j = json_loadb(buf, n, 0, &je);
+    if (!j)
+        fail_msg("not valid JSON (%s): %s", je.text, buf);
+    m = json_object_get(json_object_get(j, "error"), "message");
+    assert_true(json_is_string(m));
+    out = strdup(json_string_value(m));
+    json_decref(j);
+    free(buf);
+    return out;
+}
+
+static void error_body_replaces_bytes_that_are_not_utf8(void **state)
+{
+    char *got;
+    (void)state;
+    got = round_trip("Unknown request URL: GET /v1/\xff\xfe x", 512);
+    assert_string_equal(got, "Unknown request URL: GET /v1/\xef\xbf\xbd\xef\xbf\xbd x");
+    free(got);
+    /* a lone continuation byte, an overlong form, a surrogate, a cut-short tail */
+    got = round_trip("a\x80 b\xc0\xaf c\xed\xa0\x80 d\xe2\x82", 512);
+    assert_null(strstr(got, "\x80 "));
+    assert_non_null(strstr(got, "a\xef\xbf\xbd b"));
+    assert_non_null(strstr(got, " d\xef\xbf\xbd"));
+    free(got);
+    got = round_trip("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 512);
+    assert_string_equal(got, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+    free(got);
+}
+
+static void error_body_cut_to_fit_never_splits_a_character(void **state)
+{
+    char msg[2000];
+    (void)state;
+    /* Every offset of a run of two-byte and then four-byte characters. */
+    for (size_t lead = 0; lead < 4; lead++) {
+        size_t o = 0;
+        memset(msg, 'x', lead);
+        o = lead;
+        while (o + 4 < 1200) {
+            memcpy(msg + o, "\xc3\xa9", 2);
+            o += 2;
+        }
+        while (o + 5 < sizeof msg) {
+            memcpy(msg + o, "\xf0\x9f\x98\x80", 4);
+            o += 4;
+        }
+        msg[o] = '\0';
+        for (size_t cap = 128; cap < 1600; cap += 37)
+            free(round_trip(msg, cap));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(error_body_replaces_bytes_that_are_not_utf8),
+        cmocka_unit_test(error_body_cut_to_fit_never_splits_a_character),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
