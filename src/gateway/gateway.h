@@ -61,6 +61,8 @@ struct gw_model {
     const struct lr_model_info *info;
     char *base_url;   /* without a trailing '/', or NULL */
     char *auth;       /* "Bearer KEY", read from api_key_env at load; never logged */
+    char *headers;    /* the model's `headers` as "Name: value\r\n" lines, or NULL;
+                         env values read at load; never logged */
     char *model_json; /* upstream_model as a JSON string, quotes included */
     int is_mock;
     struct mock_spec mock;

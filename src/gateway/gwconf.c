@@ -1,6 +1,7 @@
 /* gwconf.c -- what the gateway builds from a configuration file: the
  * `server` settings, one backend description per model (upstream URL, the
- * Authorization value read from the model's api_key_env, the upstream model
+ * Authorization value read from the model's api_key_env, its extra request
+ * headers with values read from the environment, the upstream model
  * name as a JSON string ready to splice, mock settings), and one lr_router
  * per distinct strategy. Everything is built before it is used, so a reload
  * either yields a complete new configuration or an error and nothing else.
@@ -336,6 +337,79 @@ static int load_policy(const char *obj_json, struct rs_policy *p, const char *wh
     return rc;
 }
 
+/* A model's `headers` into m->headers, "Name: value\r\n" lines in the
+ * file's order. The library has checked the names, the literal values and
+ * the caps; a value from the environment is checked here, where it is read.
+ * An unset (or empty) variable leaves its header out, with a warning, as an
+ * unset api_key_env leaves out the key. */
+#define GW_MAX_HEADER_BYTES 8192
+
+static int load_headers(struct gw_model *m, size_t i, struct lr_error *err)
+{
+    json_t *root = m->info->json ? json_loads(m->info->json, 0, NULL) : NULL;
+    json_t *h = json_object_get(root, "headers"), *v;
+    const char *name;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = 0;
+
+    if (m->info->json && !root) {
+        rc = fail(err, LR_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (!json_is_object(h) || json_object_size(h) == 0)
+        goto out;
+    buf = malloc(GW_MAX_HEADER_BYTES + 1);
+    if (!buf) {
+        rc = fail(err, LR_ENOMEM, "out of memory");
+        goto out;
+    }
+    json_object_foreach(h, name, v)
+    {
+        const char *value = json_string_value(v);
+        size_t nl = strlen(name), vl;
+        if (!value) { /* {"env": NAME} */
+            const char *var = json_string_value(json_object_get(v, "env"));
+            value = var ? getenv(var) : NULL;
+            if (!value || !*value) {
+                fprintf(stderr,
+                        "llmroute serve: warning: models[%zu].headers.%s: %s is not set; "
+                        "requests to %s go without this header\n",
+                        i, name, var ? var : "?", m->info->name);
+                continue;
+            }
+            for (const char *c = value; *c; c++)
+                if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f) {
+                    rc = fail(err, LR_ECONFIG,
+                              "models[%zu].headers.%s: %s holds a control character (CR, LF, "
+                              "...), not a header value",
+                              i, name, var);
+                    goto out;
+                }
+        }
+        vl = strlen(value);
+        if (nl + vl + 4 > GW_MAX_HEADER_BYTES - len) {
+            rc = fail(err, LR_ECONFIG, "models[%zu].headers: more than %d bytes of headers", i,
+                      GW_MAX_HEADER_BYTES);
+            goto out;
+        }
+        memcpy(buf + len, name, nl);
+        memcpy(buf + len + nl, ": ", 2);
+        memcpy(buf + len + nl + 2, value, vl);
+        memcpy(buf + len + nl + 2 + vl, "\r\n", 2);
+        len += nl + vl + 4;
+    }
+    if (len > 0) {
+        buf[len] = '\0';
+        m->headers = buf;
+        buf = NULL;
+    }
+out:
+    free(buf);
+    json_decref(root);
+    return rc;
+}
+
 static int load_model(struct gw_model *m, size_t i, struct lr_error *err)
 {
     const struct lr_model_info *info = m->info;
@@ -384,7 +458,7 @@ static int load_model(struct gw_model *m, size_t i, struct lr_error *err)
                     i, info->api_key_env, info->name);
         }
     }
-    return 0;
+    return load_headers(m, i, err);
 }
 
 /* ==== The remote embedder ==== */
@@ -557,6 +631,7 @@ void gw_conf_unref(struct gw_conf *c)
     for (size_t i = 0; c->models && i < c->n_models; i++) {
         free(c->models[i].base_url);
         free(c->models[i].auth);
+        free(c->models[i].headers);
         free(c->models[i].model_json);
         free(c->models[i].mock_content);
     }

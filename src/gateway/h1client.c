@@ -949,6 +949,21 @@ struct piece {
         s, sizeof s - 1                                                                            \
     }
 
+/* Whether the caller's header lines set Accept (libcurl's default Accept
+ * gives way to the caller's, and so does ours). */
+static int sets_accept(const char *lines)
+{
+    for (const char *p = lines; p && *p;) {
+        const char *eol = strstr(p, "\r\n");
+        if (strncasecmp(p, "Accept:", 7) == 0)
+            return 1;
+        if (!eol)
+            break;
+        p = eol + 2;
+    }
+    return 0;
+}
+
 /* The request head, from pieces copied in place (snprintf of the same was a
  * visible share of a request's instructions). 0, or -1 out of memory. */
 static int build_head(struct h1_xfer *x, const struct url_parts *u, const struct up_request *req)
@@ -956,16 +971,21 @@ static int build_head(struct h1_xfer *x, const struct url_parts *u, const struct
     char clen[32];
     int k = snprintf(clen, sizeof clen, "%zu", req->body_len);
     const char *auth = req->authorization;
+    const char *more = req->headers;
+    int default_accept = !more || !sets_accept(more);
     const struct piece pieces[] = {
         LIT("POST "),
         {"/", u->path[0] == '/' ? 0 : 1},
         {u->path, strlen(u->path)},
         LIT(" HTTP/1.1\r\nHost: "),
         {u->authority, strlen(u->authority)},
-        LIT("\r\nAccept: */*\r\nContent-Type: application/json\r\n"),
+        LIT("\r\n"),
+        {"Accept: */*\r\n", default_accept ? sizeof "Accept: */*\r\n" - 1 : 0},
+        LIT("Content-Type: application/json\r\n"),
         {"Authorization: ", auth ? sizeof "Authorization: " - 1 : 0},
         {auth ? auth : "", auth ? strlen(auth) : 0},
         {"\r\n", auth ? 2 : 0},
+        {more ? more : "", more ? strlen(more) : 0},
         LIT("Content-Length: "),
         {clen, k > 0 ? (size_t)k : 0},
         LIT("\r\n\r\n"),

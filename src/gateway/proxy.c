@@ -1150,6 +1150,7 @@ static void start_attempt(struct exchange *ex)
         snprintf(ex->url, ul, "%s%s", gm->base_url, endpoint_path(ex->ep) + 3);
         ur.url = ex->url;
         ur.authorization = gm->auth;
+        ur.headers = gm->headers;
         ur.body = ex->fwd;
         ur.body_len = ex->fwd_len;
         ur.connect_timeout_ms = ex->pol.timeouts.connect_ms;

@@ -316,6 +316,40 @@ static void h1_on_done(void *arg, enum up_error err, const char *message)
 
 static const struct up_callbacks h1_forward = {h1_on_head, h1_on_data, h1_on_done};
 
+/* The caller's "Name: value\r\n" lines appended to a curl header list, one
+ * entry each. An empty value is written "Name;", since "Name:" alone would
+ * tell libcurl to leave the header out. NULL when out of memory (h freed). */
+static struct curl_slist *append_lines(struct curl_slist *h, const char *lines)
+{
+    const char *p = lines;
+    while (p && *p) {
+        const char *eol = strstr(p, "\r\n");
+        size_t n = eol ? (size_t)(eol - p) : strlen(p);
+        char *line = malloc(n + 1), *colon;
+        struct curl_slist *t;
+        if (!line)
+            goto fail;
+        memcpy(line, p, n);
+        line[n] = '\0';
+        /* A name is a token, so its first ':' ends it. */
+        colon = strchr(line, ':');
+        if (colon && colon[strspn(colon + 1, " \t") + 1] == '\0') {
+            colon[0] = ';';
+            colon[1] = '\0';
+        }
+        t = curl_slist_append(h, line);
+        free(line);
+        if (!t)
+            goto fail;
+        h = t;
+        p = eol ? eol + 2 : p + n;
+    }
+    return h;
+fail:
+    curl_slist_free_all(h);
+    return NULL;
+}
+
 struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req,
                               const struct up_callbacks *cb, void *arg)
 {
@@ -350,6 +384,8 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
             goto fail;
         h = t;
     }
+    if (req->headers && !(h = append_lines(h, req->headers)))
+        goto fail;
     x->headers = h;
     h = NULL;
 

@@ -65,6 +65,10 @@ struct up_callbacks {
 struct up_request {
     const char *url;
     const char *authorization; /* full header value ("Bearer ..."), or NULL */
+    /* More request headers, as "Name: value\r\n" lines, or NULL. The caller
+     * has checked them: tokens for names, no CR, LF or NUL in values, none
+     * of the headers a client sets itself (Host, Content-Length, ...). */
+    const char *headers;
     const char *body;          /* borrowed: must stay valid until on_done or abort */
     size_t body_len;
     long connect_timeout_ms; /* 0 = libcurl's default */

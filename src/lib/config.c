@@ -11,7 +11,9 @@
  *                "fallbacks", "retry", "timeouts"}],
  *    "server": {...}}
  * A model's and a route's `retry` and `timeouts` objects are the gateway's to
- * read (from the `json` text); the library only carries them.
+ * read (from the `json` text); the library only carries them. A model's
+ * `headers` (extra request headers for its upstream) are checked here, so
+ * every user of a config refuses the same files, and sent by the gateway.
  * Validation stops at the first error and names the field
  * ("models[1].cost_per_input_token: expected a non-negative number"). Unknown
  * keys are not errors: they are collected as warnings. Secrets are never read
@@ -231,6 +233,113 @@ static const char *const model_keys[] = {
     "mock", "timeouts", "retry", "headers", "description", NULL,
 };
 
+/* Extra request headers sent to a model's upstream (`headers`): the
+ * gateway sends them; the library checks them, so check-config and every
+ * other user of a config refuse the same files. A value is a string or
+ * {"env": NAME}; an env value is read and checked where it is used. */
+#define CONFIG_MAX_HEADERS 32
+#define CONFIG_MAX_HEADER_BYTES 8192
+
+/* What the gateway writes itself, and hop-by-hop fields a connection owns. */
+static const char *const managed_headers[] = {
+    "host",       "content-length", "content-type",     "transfer-encoding",
+    "connection", "expect",         "keep-alive",       "te",
+    "trailer",    "upgrade",        "proxy-connection", NULL,
+};
+
+/* RFC 9110 token characters. */
+static int is_token_char(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* ASCII case-insensitive equality: header names are tokens, so no locale. */
+static int same_name(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y - 'A' + 'a');
+        if (x != y)
+            return 0;
+    }
+    return *a == *b;
+}
+
+static int parse_headers(json_t *m, const char *where, struct lr_error *err)
+{
+    json_t *h = json_object_get(m, "headers"), *v;
+    const char *name;
+    size_t bytes = 0;
+
+    if (!h || json_is_null(h))
+        return 0;
+    if (!json_is_object(h))
+        return fail(err, "%s.headers: expected an object of header names and values, got %s", where,
+                    json_type_name(h));
+    if (json_object_size(h) > CONFIG_MAX_HEADERS)
+        return fail(err, "%s.headers: at most %d headers, got %zu", where, CONFIG_MAX_HEADERS,
+                    json_object_size(h));
+    json_object_foreach(h, name, v)
+    {
+        const char *k2;
+        json_t *v2, *env;
+        size_t nl = strlen(name), n;
+
+        if (nl == 0)
+            return fail(err, "%s.headers: a header name is empty", where);
+        for (n = 0; n < nl; n++)
+            if (!is_token_char((unsigned char)name[n]))
+                return fail(err,
+                            "%s.headers.%.100s: not a valid header name (letters, digits and "
+                            "!#$%%&'*+-.^_`|~ only)",
+                            where, name);
+        if (same_name(name, "authorization"))
+            return fail(err,
+                        "%s.headers.%s: the gateway sets Authorization from api_key_env; name "
+                        "the key's environment variable there",
+                        where, name);
+        for (const char *const *r = managed_headers; *r; r++)
+            if (same_name(name, *r))
+                return fail(err, "%s.headers.%s: the gateway sets this header itself", where, name);
+        json_object_foreach(h, k2, v2)
+        {
+            if (k2 == name)
+                break;
+            if (same_name(k2, name))
+                return fail(err, "%s.headers.%s: the same header as %s (names ignore case)",
+                            where, name, k2);
+        }
+        if (json_is_string(v)) {
+            const char *s = json_string_value(v);
+            size_t sl = json_string_length(v);
+            for (n = 0; n < sl; n++) {
+                unsigned char c = (unsigned char)s[n];
+                if ((c < 0x20 && c != '\t') || c == 0x7f)
+                    return fail(err,
+                                "%s.headers.%s: the value contains a control character (CR, LF, "
+                                "NUL, ...)",
+                                where, name);
+            }
+            bytes += nl + sl + 4; /* "Name: value\r\n" */
+        } else if (json_is_object(v) && json_object_size(v) == 1 &&
+                   (env = json_object_get(v, "env")) && json_is_string(env) &&
+                   json_string_length(env) > 0 &&
+                   strlen(json_string_value(env)) == json_string_length(env)) {
+            bytes += nl + 4; /* the value is counted where it is read */
+        } else {
+            return fail(err, "%s.headers.%s: expected a string or {\"env\": NAME}", where, name);
+        }
+        if (bytes > CONFIG_MAX_HEADER_BYTES)
+            return fail(err, "%s.headers: more than %d bytes of headers", where,
+                        CONFIG_MAX_HEADER_BYTES);
+    }
+    return 0;
+}
+
 static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_error *err)
 {
     struct lr_model_info *info = &cfg->models[i];
@@ -260,7 +369,8 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
         (rc = get_number(m, "cost_per_output_token", where, 0, 1e6, "a non-negative number",
                          &info->cost_per_output_token, err)) ||
         (rc = get_int(m, "max_concurrency", where, 0, 1000000, &info->max_concurrency, err)) ||
-        (rc = get_int(m, "capacity", where, 0, 1000000000, &info->capacity, err)))
+        (rc = get_int(m, "capacity", where, 0, 1000000000, &info->capacity, err)) ||
+        (rc = parse_headers(m, where, err)))
         return rc;
 
     for (size_t j = 0; j < i; j++)

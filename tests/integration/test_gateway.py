@@ -13,6 +13,8 @@ Groups (each one ctest entry with its own processes):
               431, 401, 502; the gateway still serving after each
   lifecycle   SIGHUP reload (good and bad files), SIGTERM draining in-flight
               streams and exiting 0
+  headers     a model's `headers` (literal and from the environment) reach its
+              upstream and no other, follow a reload, and bad ones are refused
 """
 import json
 import os
@@ -651,6 +653,114 @@ def lifecycle(gw_bin, fake_bin):
     check("SIGTERM finishes in-flight streams, refuses new connections, exits 0", sigterm_drains)
 
 
+# ==== headers ====
+
+HDR_ENV = "LLMROUTE_IT_HEADER_KEY"
+HDR_SECRET = "azure-secret-in-env"
+HDR_UNSET = "LLMROUTE_IT_HEADER_UNSET"
+
+
+def headers_model(fake, title="my app"):
+    return {"name": "fake-h", "backend": "openai-compatible", "base_url": fake.base_url,
+            "api_key_env": KEY_ENV, "upstream_model": "upstream-h",
+            "headers": {"HTTP-Referer": "https://example.org", "X-Title": title,
+                        "api-key": {"env": HDR_ENV}, "X-Gone": {"env": HDR_UNSET}}}
+
+
+def headers(gw_bin, fake_bin):
+    import subprocess
+    wd = workdir()
+    fake = Fake(fake_bin, wd)
+    env = {KEY_ENV: UPSTREAM_KEY, HDR_ENV: HDR_SECRET}
+    gw = Gateway(gw_bin, wd, base_config(fake, extra_models=[headers_model(fake)]), env=env)
+
+    def received(model):
+        fake.scenario("ok")
+        st, h, j, _ = chat(gw.port, {"model": model, "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == model, (st, h, j)
+        return fake.logged()[-1]["headers"]
+
+    def literal_and_env_arrive():
+        got = received("fake-h")
+        assert got.get("http-referer") == "https://example.org", got
+        assert got.get("x-title") == "my app", got
+        assert got.get("api-key") == HDR_SECRET, got
+        assert got.get("authorization") == "Bearer " + UPSTREAM_KEY, got
+        assert got.get("content-type") == "application/json", got
+        assert "x-gone" not in got, got
+        err = open(gw.stderr).read()
+        assert "models[4].headers.X-Gone: %s is not set" % HDR_UNSET in err, err
+        assert HDR_SECRET not in err, "a header's value reached the log"
+    check("a model's literal and env headers reach its upstream; an unset variable's is left "
+          "out with a warning", literal_and_env_arrive)
+
+    def only_that_model():
+        got = received("fake-a")
+        assert not {"http-referer", "x-title", "api-key"} & set(got), got
+    check("another model's requests carry none of them", only_that_model)
+
+    def streamed_too():
+        fake.scenario("chunks=3")
+        st, h, j, raw = chat(gw.port, {"model": "fake-h", "stream": True, "messages": HELLO})
+        assert st == 200, (st, raw)
+        got = fake.logged()[-1]["headers"]
+        assert got.get("x-title") == "my app" and got.get("api-key") == HDR_SECRET, got
+    check("a streamed request carries them too", streamed_too)
+
+    def reload_picks_up_changes():
+        m = headers_model(fake, title="my app v2")
+        del m["headers"]["HTTP-Referer"]
+        gw.write_config(base_config(fake, extra_models=[m]))
+        gw.signal(signal.SIGHUP)
+
+        def changed():
+            got = received("fake-h")
+            return got.get("x-title") == "my app v2" and "http-referer" not in got
+        wait_for(changed, 5, "the reloaded headers")
+        assert received("fake-h").get("api-key") == HDR_SECRET
+        bad = headers_model(fake, title="my app v3")
+        bad["headers"]["Host"] = "example.org"
+        gw.write_config(base_config(fake, extra_models=[bad]))
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: any(l.get("event") == "reload_failed" for l in gw.log_lines()), 5,
+                 "the failed reload to be logged")
+        err = open(gw.stderr).read()
+        assert "models[4].headers.Host: the gateway sets this header itself" in err, err
+        assert received("fake-h").get("x-title") == "my app v2", "the old config should serve"
+    check("SIGHUP picks up changed headers; a refused header keeps the old config",
+          reload_picks_up_changes)
+
+    def env_value_with_a_line_break_refused():
+        cfg = os.path.join(wd, "crlf.json")
+        with open(cfg, "w") as f:
+            json.dump(base_config(fake, extra_models=[headers_model(fake)]), f)
+        e = dict(os.environ)
+        e.update(env)
+        e[HDR_ENV] = "abc\r\nHost: evil.example"
+        r = subprocess.run([gw_bin, "serve", "--config", cfg, "--listen", HOST + ":0"],
+                           capture_output=True, text=True, timeout=10, env=e)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "models[4].headers.api-key: %s holds a control character" % HDR_ENV in r.stderr, \
+            r.stderr
+        assert "evil" not in r.stderr, r.stderr
+    check("an env value with CR LF is refused at start, naming the field and not the value",
+          env_value_with_a_line_break_refused)
+
+    def check_config_refuses():
+        cfg = os.path.join(wd, "authz.json")
+        m = headers_model(fake)
+        m["headers"]["authorization"] = "Bearer sk-in-file"
+        with open(cfg, "w") as f:
+            json.dump(base_config(fake, extra_models=[m]), f)
+        r = subprocess.run([gw_bin, "check-config", cfg], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+        assert "models[4].headers.authorization: the gateway sets Authorization from " \
+            "api_key_env" in r.stderr, r.stderr
+    check("check-config refuses a header the gateway sets, naming the field", check_config_refuses)
+    assert gw.proc.poll() is None
+
+
 # ==== sdk ====
 
 OPENAI_SDK = "openai@7.59.0"
@@ -696,7 +806,8 @@ def sdk(gw_bin, fake_bin):
     check("the OpenAI Node SDK's checks", node_checks_passed)
 
 
-GROUPS = {"sdk": sdk, "proxy": proxy, "forwarding": forwarding, "errors": errors, "lifecycle": lifecycle}
+GROUPS = {"sdk": sdk, "proxy": proxy, "forwarding": forwarding, "errors": errors,
+          "lifecycle": lifecycle, "headers": headers}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:

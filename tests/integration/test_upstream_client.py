@@ -187,13 +187,15 @@ def mutated(seed):
 def run(gw_bin, env):
     up = Scripted()
     cfg = {"models": [{"name": "s", "backend": "openai", "api_key_env": "LLMROUTE_IT_KEY",
-                       "base_url": "http://127.0.0.1:%d/v1" % up.port}],
+                       "base_url": "http://127.0.0.1:%d/v1" % up.port,
+                       "headers": {"X-Title": "my app", "api-key": {"env": "LLMROUTE_IT_HDR"},
+                                   "X-Empty": "", "Accept": "application/json"}}],
            # One attempt per request and no breaker: each request plays one step.
            "server": {"upstream_timeout_ms": 5000,
                       "resilience": {"retry": {"max_attempts": 1},
                                      "breaker": {"consecutive_failures": 0,
                                                  "failure_rate": 0}}}}
-    e = {"LLMROUTE_IT_KEY": "sk-test"}
+    e = {"LLMROUTE_IT_KEY": "sk-test", "LLMROUTE_IT_HDR": "hdr-secret"}
     e.update(env)
     gw = Gateway(gw_bin, workdir(), cfg, env=e)
     tag = "[%s] " % (env.get("LLMROUTE_UPSTREAM_CLIENT") or "default")
@@ -221,6 +223,11 @@ def run(gw_bin, env):
         assert "\r\ncontent-type: application/json" in head, head
         assert "\r\ncontent-length: " in head, head
         assert "expect:" not in head, head
+        # the model's own headers, one line each; its Accept replaces the default
+        assert "\r\nx-title: my app\r\n" in head, head
+        assert "\r\napi-key: hdr-secret\r\n" in head, head
+        assert "\r\nx-empty:" in head, head
+        assert head.count("\r\naccept:") == 1 and "\r\naccept: application/json\r\n" in head, head
 
     def keep_alive_reused():
         before = up.connections
@@ -247,7 +254,8 @@ def run(gw_bin, env):
         time.sleep(0.2)  # the pooled connection is closed by now
         expect_ok(ok_with_length)
 
-    check(tag + "request head: host, authorization, content type and length", request_head)
+    check(tag + "request head: host, authorization, content type and length, the model's headers",
+          request_head)
     check(tag + "keep-alive: five requests on one connection", keep_alive_reused)
     check(tag + "chunked body with extensions and a trailer, in 5-byte pieces",
           expect_ok, chunked_pieces)

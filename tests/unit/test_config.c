@@ -260,6 +260,96 @@ static void rejects_each_invalid_field_naming_it(void **state)
                  "overflow");
 }
 
+#define HDR_CFG(h) "{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\", \"headers\": " h "}]}"
+
+static void loads_literal_and_env_headers(void **state)
+{
+    struct lr_config *cfg;
+    (void)state;
+    cfg = load_ok(HDR_CFG("{\"HTTP-Referer\": \"https://example.org\", \"X-Title\": \"my app\","
+                          " \"api-key\": {\"env\": \"AZURE_KEY\"}, \"X-Empty\": \"\","
+                          " \"X-Tab\": \"a\\tb\", \"Accept\": \"application/json\"}"));
+    lr_config_free(cfg);
+    cfg = load_ok(HDR_CFG("{}"));
+    lr_config_free(cfg);
+    cfg = load_ok(HDR_CFG("null"));
+    lr_config_free(cfg);
+}
+
+static void refuses_each_bad_header_naming_it(void **state)
+{
+    char big[12000];
+    size_t off;
+    (void)state;
+    expect_error(HDR_CFG("[]"), LR_ECONFIG,
+                 "models[1].headers: expected an object of header names and values, got an array");
+    expect_error(HDR_CFG("{\"X-Title\": 5}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: expected a string or {\"env\": NAME}");
+    expect_error(HDR_CFG("{\"X-Title\": null}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: expected a string or {\"env\": NAME}");
+    expect_error(HDR_CFG("{\"X-Title\": {\"env\": \"\"}}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: expected a string or {\"env\": NAME}");
+    expect_error(HDR_CFG("{\"X-Title\": {\"env\": 3}}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: expected a string or {\"env\": NAME}");
+    expect_error(HDR_CFG("{\"X-Title\": {\"env\": \"V\", \"default\": \"x\"}}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: expected a string or {\"env\": NAME}");
+    expect_error(HDR_CFG("{\"X-Title\": {\"var\": \"V\"}}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: expected a string or {\"env\": NAME}");
+    /* Names: non-empty HTTP tokens. */
+    expect_error(HDR_CFG("{\"\": \"x\"}"), LR_ECONFIG, "models[1].headers: a header name is empty");
+    expect_error(HDR_CFG("{\"X Title\": \"x\"}"), LR_ECONFIG,
+                 "models[1].headers.X Title: not a valid header name");
+    expect_error(HDR_CFG("{\"X-Title:\": \"x\"}"), LR_ECONFIG,
+                 "models[1].headers.X-Title:: not a valid header name");
+    expect_error(HDR_CFG("{\"X\\r\\nEvil\": \"x\"}"), LR_ECONFIG, "not a valid header name");
+    expect_error(HDR_CFG("{\"X-T\\u00e9\": \"x\"}"), LR_ECONFIG, "not a valid header name");
+    /* Values: no CR, LF, NUL or other control characters. */
+    expect_error(HDR_CFG("{\"X-Title\": \"a\\r\\nHost: evil\"}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: the value contains a control character");
+    expect_error(HDR_CFG("{\"X-Title\": \"a\\nb\"}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: the value contains a control character");
+    /* A NUL never gets past the parser. */
+    expect_error(HDR_CFG("{\"X-Title\": \"a\\u0000b\"}"), LR_EPARSE, "u0000");
+    /* The headers the gateway sets itself, in any case. */
+    expect_error(HDR_CFG("{\"Authorization\": \"Bearer sk\"}"), LR_ECONFIG,
+                 "models[1].headers.Authorization: the gateway sets Authorization from "
+                 "api_key_env");
+    expect_error(HDR_CFG("{\"authorization\": {\"env\": \"K\"}}"), LR_ECONFIG,
+                 "models[1].headers.authorization: the gateway sets Authorization");
+    expect_error(HDR_CFG("{\"HOST\": \"x\"}"), LR_ECONFIG,
+                 "models[1].headers.HOST: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"content-length\": \"1\"}"), LR_ECONFIG,
+                 "models[1].headers.content-length: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"Content-Type\": \"text/plain\"}"), LR_ECONFIG,
+                 "models[1].headers.Content-Type: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"Transfer-Encoding\": \"chunked\"}"), LR_ECONFIG,
+                 "models[1].headers.Transfer-Encoding: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"Connection\": \"close\"}"), LR_ECONFIG,
+                 "models[1].headers.Connection: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"Expect\": \"100-continue\"}"), LR_ECONFIG,
+                 "models[1].headers.Expect: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"Upgrade\": \"h2c\"}"), LR_ECONFIG,
+                 "models[1].headers.Upgrade: the gateway sets this header itself");
+    /* One header named twice in different case. */
+    expect_error(HDR_CFG("{\"X-Title\": \"a\", \"x-title\": \"b\"}"), LR_ECONFIG,
+                 "models[1].headers.x-title: the same header as X-Title");
+    /* Caps: 32 headers, 8 KB. */
+    off = (size_t)snprintf(big, sizeof big, "{\"models\": [{\"name\": \"a\", \"headers\": {");
+    for (int i = 0; i < 33; i++)
+        off += (size_t)snprintf(big + off, sizeof big - off, "%s\"X-%d\": \"v\"", i ? ", " : "", i);
+    snprintf(big + off, sizeof big - off, "}}]}");
+    expect_error(big, LR_ECONFIG, "models[0].headers: at most 32 headers, got 33");
+    off = (size_t)snprintf(big, sizeof big, "{\"models\": [{\"name\": \"a\", \"headers\": {");
+    for (int i = 0; i < 3; i++) {
+        off += (size_t)snprintf(big + off, sizeof big - off, "%s\"X-%d\": \"", i ? ", " : "", i);
+        memset(big + off, 'v', 3000);
+        off += 3000;
+        big[off++] = '"';
+    }
+    snprintf(big + off, sizeof big - off, "}}]}");
+    expect_error(big, LR_ECONFIG, "models[0].headers: more than 8192 bytes of headers");
+}
+
 #define EMB_CFG(emb)                                                                           \
     "{\"models\": [{\"name\": \"a\"}], \"router\": {\"embedding\": " emb "}}"
 
@@ -342,6 +432,8 @@ int main(void)
         cmocka_unit_test(rejects_a_truncated_file),
         cmocka_unit_test(rejects_each_invalid_field_naming_it),
         cmocka_unit_test(rejects_invalid_utf8),
+        cmocka_unit_test(loads_literal_and_env_headers),
+        cmocka_unit_test(refuses_each_bad_header_naming_it),
         cmocka_unit_test(loads_a_remote_embedder_with_defaults),
         cmocka_unit_test(rejects_each_invalid_embedding_field_naming_it),
     };
