@@ -1,16 +1,16 @@
 /* dataset.c -- read past-query outcomes in the AIOS smart-routing format.
  *
  * The file is a JSON array of records or JSONL (one record per line); the
- * first non-blank byte tells which. Each record is validated field by field
- * and copied into compact arrays: one block of records, one of outcomes, and
- * interned model names, so 100k records cost a few tens of MB rather than a
- * jansson tree each. Messages name the record, its line (JSONL) and the field:
+ * first non-blank byte tells which. Each record is checked field by field by
+ * record.c, on the rules the store's import uses too, and copied into
+ * compact arrays: one block of records, one of outcomes, and interned model
+ * names, so 100k records cost a few tens of MB rather than a jansson tree
+ * each. Messages name the record, its line (JSONL) and the field:
  *   record 12 (line 13): outputs[2].correctness: expected a boolean or a number in [0,1]
  *
  * Threads: a loaded dataset is immutable and may be read from any thread.
  */
 #include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,11 +20,10 @@
 #include <jansson.h>
 
 #include "llmroute.h"
+#include "record.h"
 #include "strategy.h"
 
 #define DATASET_MAX_FILE (1024L * 1024 * 1024)
-#define DATASET_MAX_QUERY (256 * 1024)
-#define DATASET_MAX_OUTCOMES 1024
 #define DATASET_MAX_MODELS 4096
 
 struct lr_dataset {
@@ -74,15 +73,15 @@ static const char *intern(struct lr_dataset *ds, const char *name)
     return grown[ds->n_names++];
 }
 
-/* Validate one record's JSON; on success append it. Returns 0, LR_EPARSE
- * with msg filled (a bad record), or LR_ENOMEM. */
-static int add_record(struct lr_dataset *ds, json_t *r, const char *split, int *skipped_split,
-                      char *msg, size_t msg_len)
+/* Check one record's JSON (record.h, the rules the store's import uses too)
+ * into *v; on success append it. Returns 0, LR_EPARSE with msg filled (a bad
+ * record), or LR_ENOMEM. A record of another split is skipped before it is
+ * checked: evaluating the test split does not judge the train split. */
+static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
+                      struct lr__record_view *v, int *skipped_split, char *msg, size_t msg_len)
 {
-    json_t *q, *itl, *outs, *sp, *task, *o;
-    size_t i, cap_recs = ds->cap, n_outs;
+    size_t cap_recs = ds->cap;
     struct lr_record *rec;
-    long in_tokens = -1;
     char *qcopy = NULL, *tcopy = NULL;
 
     *skipped_split = 0;
@@ -90,95 +89,15 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split, int *
         snprintf(msg, msg_len, "expected an object");
         return LR_EPARSE;
     }
-    sp = json_object_get(r, "split");
     if (split) {
+        json_t *sp = json_object_get(r, "split");
         if (!json_is_string(sp) || strcmp(json_string_value(sp), split) != 0) {
             *skipped_split = 1;
             return 0;
         }
     }
-    q = json_object_get(r, "query");
-    if (!json_is_string(q)) {
-        snprintf(msg, msg_len, "query: expected a string%s", q ? "" : ", missing");
+    if (lr__record_from_json(r, v, msg, msg_len) != 0)
         return LR_EPARSE;
-    }
-    /* An empty query cannot be embedded or routed by content (the store's
-     * import refuses it too); caught here it is one bad record, not a failed
-     * evaluation. */
-    if (json_string_length(q) == 0) {
-        snprintf(msg, msg_len, "query: expected a non-empty string");
-        return LR_EPARSE;
-    }
-    if (json_string_length(q) > DATASET_MAX_QUERY) {
-        snprintf(msg, msg_len, "query: %zu bytes, over the %d a record may hold",
-                 json_string_length(q), DATASET_MAX_QUERY);
-        return LR_EPARSE;
-    }
-    itl = json_object_get(r, "input_token_length");
-    if (itl && !json_is_null(itl)) {
-        double d = json_number_value(itl);
-        if (!json_is_number(itl) || !isfinite(d) || d < 0 || d > 1e9 || d != floor(d)) {
-            snprintf(msg, msg_len, "input_token_length: expected a non-negative integer");
-            return LR_EPARSE;
-        }
-        in_tokens = (long)d;
-    }
-    outs = json_object_get(r, "outputs");
-    if (!json_is_array(outs)) {
-        snprintf(msg, msg_len, "outputs: expected an array%s", outs ? "" : ", missing");
-        return LR_EPARSE;
-    }
-    n_outs = json_array_size(outs);
-    if (n_outs > DATASET_MAX_OUTCOMES) {
-        snprintf(msg, msg_len, "outputs: %zu entries, over the %d a record may hold", n_outs,
-                 DATASET_MAX_OUTCOMES);
-        return LR_EPARSE;
-    }
-    task = json_object_get(r, "task");
-    if (!task)
-        task = json_object_get(r, "eval_name");
-    if (task && !json_is_null(task) && !json_is_string(task)) {
-        snprintf(msg, msg_len, "task: expected a string");
-        return LR_EPARSE;
-    }
-
-    /* Validate every outcome before anything is appended. */
-    json_array_foreach(outs, i, o)
-    {
-        json_t *mn, *c, *ot;
-        double cv, ov;
-        if (!json_is_object(o)) {
-            snprintf(msg, msg_len, "outputs[%zu]: expected an object", i);
-            return LR_EPARSE;
-        }
-        mn = json_object_get(o, "model_name");
-        if (!json_is_string(mn) || json_string_length(mn) == 0 ||
-            json_string_length(mn) > 256) {
-            snprintf(msg, msg_len, "outputs[%zu].model_name: expected a model name", i);
-            return LR_EPARSE;
-        }
-        c = json_object_get(o, "correctness");
-        cv = json_is_boolean(c) ? (json_is_true(c) ? 1.0 : 0.0) : json_number_value(c);
-        if (!(json_is_boolean(c) || json_is_number(c)) || !(cv >= 0 && cv <= 1)) {
-            snprintf(msg, msg_len,
-                     "outputs[%zu].correctness: expected a boolean or a number in [0,1]", i);
-            return LR_EPARSE;
-        }
-        ot = json_object_get(o, "output_token_length");
-        ov = json_number_value(ot);
-        if (!json_is_number(ot) || !isfinite(ov) || ov < 0 || ov > 1e9) {
-            snprintf(msg, msg_len,
-                     "outputs[%zu].output_token_length: expected a non-negative number", i);
-            return LR_EPARSE;
-        }
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(json_string_value(json_object_get(json_array_get(outs, j), "model_name")),
-                       json_string_value(mn)) == 0) {
-                snprintf(msg, msg_len, "outputs[%zu].model_name: '%s' appears twice", i,
-                         json_string_value(mn));
-                return LR_EPARSE;
-            }
-    }
 
     if (grow((void **)&ds->recs, &cap_recs, ds->n + 1, sizeof *ds->recs))
         return LR_ENOMEM;
@@ -193,22 +112,20 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split, int *
         ds->strings = s;
         ds->cap = cap_recs;
     }
-    if (grow((void **)&ds->outs, &ds->cap_outs, ds->n_outs + n_outs, sizeof *ds->outs))
+    if (grow((void **)&ds->outs, &ds->cap_outs, ds->n_outs + v->n, sizeof *ds->outs))
         return LR_ENOMEM;
-    qcopy = strdup(json_string_value(q));
-    if (task && json_is_string(task))
-        tcopy = strdup(json_string_value(task));
-    if (!qcopy || (task && json_is_string(task) && !tcopy)) {
+    qcopy = strdup(v->query);
+    if (v->task)
+        tcopy = strdup(v->task);
+    if (!qcopy || (v->task && !tcopy)) {
         free(qcopy);
         free(tcopy);
         return LR_ENOMEM;
     }
     ds->out_start[ds->n] = ds->n_outs;
-    json_array_foreach(outs, i, o)
-    {
-        json_t *c = json_object_get(o, "correctness");
+    for (size_t i = 0; i < v->n; i++) {
         struct lr_outcome *oc = &ds->outs[ds->n_outs + i];
-        oc->model = intern(ds, json_string_value(json_object_get(o, "model_name")));
+        oc->model = intern(ds, v->model[i]);
         if (!oc->model) {
             free(qcopy);
             free(tcopy);
@@ -219,17 +136,16 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split, int *
             }
             return LR_ENOMEM;
         }
-        oc->correctness = json_is_boolean(c) ? (json_is_true(c) ? 1.0 : 0.0)
-                                             : json_number_value(c);
-        oc->output_tokens = json_number_value(json_object_get(o, "output_token_length"));
+        oc->correctness = v->correctness[i];
+        oc->output_tokens = v->output_tokens[i];
     }
-    ds->n_outs += n_outs;
+    ds->n_outs += v->n;
     rec = &ds->recs[ds->n];
     rec->query = qcopy;
     rec->task = tcopy;
-    rec->input_tokens = in_tokens;
+    rec->input_tokens = v->input_tokens;
     rec->outcomes = NULL; /* set when loading ends: outs may still move */
-    rec->n_outcomes = n_outs;
+    rec->n_outcomes = v->n;
     ds->strings[2 * ds->n] = qcopy;
     ds->strings[2 * ds->n + 1] = tcopy;
     ds->n++;
@@ -244,6 +160,7 @@ struct loader {
     struct lr_import_report *rep;
     struct lr_error *err;
     const char *path;
+    struct lr__record_view *view; /* about 24 KB: on the heap, reused per record */
 };
 
 /* One record parsed from the file: add it, or count and explain it. */
@@ -253,7 +170,8 @@ static int take(struct loader *L, json_t *r, size_t index, long line)
     int skipped = 0, rc;
 
     L->rep->read++;
-    rc = add_record(L->ds, r, L->opts ? L->opts->split : NULL, &skipped, msg, sizeof msg);
+    rc = add_record(L->ds, r, L->opts ? L->opts->split : NULL, L->view, &skipped, msg,
+                    sizeof msg);
     if (rc == LR_ENOMEM)
         return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
     if (skipped) {
@@ -383,7 +301,10 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
                              path, (long long)st.st_size, DATASET_MAX_FILE);
     }
     L.ds = calloc(1, sizeof *L.ds);
-    if (!L.ds) {
+    L.view = malloc(sizeof *L.view);
+    if (!L.ds || !L.view) {
+        free(L.ds);
+        free(L.view);
         fclose(f);
         return lr__error_set(err, LR_ENOMEM, "out of memory reading %s", path);
     }
@@ -402,6 +323,7 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
         rc = c == '[' ? load_array(&L, f) : load_lines(&L, f);
     }
     fclose(f);
+    free(L.view);
     if (rc) {
         lr_dataset_free(L.ds);
         return rc;

@@ -741,58 +741,24 @@ size_t lr_store_count(const struct lr_store *store)
 
 /* ==== Validated records (shared by add and import) ==== */
 
-/* A record that passed validation; strings point into the caller's data. */
-struct vrec {
-    const char *query;
-    size_t qlen;
-    long input_tokens;
-    const char *task;
-    size_t n;
-    const char *model[LR__STORE_MAX_OUTCOMES];
-    double correctness[LR__STORE_MAX_OUTCOMES];
-    double output_tokens[LR__STORE_MAX_OUTCOMES];
-};
-
-static int check_query(const char *q, size_t len, char *msg, size_t cap)
-{
-    if (!q || len == 0) {
-        snprintf(msg, cap, "query: expected a non-empty string");
-        return -1;
-    }
-    if (len > LR__STORE_MAX_QUERY) {
-        snprintf(msg, cap, "query: %zu bytes is over the cap of %d", len, LR__STORE_MAX_QUERY);
-        return -1;
-    }
-    if (memchr(q, '\0', len)) {
-        snprintf(msg, cap, "query: contains a NUL byte");
-        return -1;
-    }
-    return 0;
-}
-
-static int check_model_name(const char *m, size_t i, char *msg, size_t cap)
-{
-    size_t len = m ? strlen(m) : 0;
-    if (len == 0 || len > LR__STORE_MAX_MODEL_NAME) {
-        snprintf(msg, cap, "outputs[%zu].model_name: expected a string of 1 to %d bytes", i,
-                 LR__STORE_MAX_MODEL_NAME);
-        return -1;
-    }
-    return 0;
-}
-
-static int validate_record(const struct lr_record *r, struct vrec *v, char *msg, size_t cap)
+/* Both fill a struct lr__record_view (record.h), whose strings point into
+ * the caller's data. Unlike the dataset loader, the store estimates a missing
+ * input_token_length here, so input_tokens is never -1 once validated.
+ * validate_record() checks lr_store_add's struct lr_record, validate_json()
+ * one record of an import file. */
+static int validate_record(const struct lr_record *r, struct lr__record_view *v, char *msg,
+                           size_t cap)
 {
     if (!r) {
         snprintf(msg, cap, "record is NULL");
         return -1;
     }
     v->query = r->query;
-    v->qlen = r->query ? strlen(r->query) : 0;
-    if (check_query(v->query, v->qlen, msg, cap) != 0)
+    v->query_len = r->query ? strlen(r->query) : 0;
+    if (lr__record_check_query(v->query, v->query_len, msg, cap) != 0)
         return -1;
     v->input_tokens =
-        r->input_tokens < 0 ? lr_estimate_tokens(v->query, v->qlen) : r->input_tokens;
+        r->input_tokens < 0 ? lr_estimate_tokens(v->query, v->query_len) : r->input_tokens;
     v->task = r->task;
     if (!r->outcomes || r->n_outcomes == 0 || r->n_outcomes > LR__STORE_MAX_OUTCOMES) {
         snprintf(msg, cap, "outputs: expected 1 to %d outcomes", LR__STORE_MAX_OUTCOMES);
@@ -801,7 +767,7 @@ static int validate_record(const struct lr_record *r, struct vrec *v, char *msg,
     v->n = r->n_outcomes;
     for (size_t i = 0; i < v->n; i++) {
         const struct lr_outcome *o = &r->outcomes[i];
-        if (check_model_name(o->model, i, msg, cap) != 0)
+        if (lr__record_check_model_name(o->model, i, msg, cap) != 0)
             return -1;
         if (!(o->correctness >= 0.0 && o->correctness <= 1.0)) {
             snprintf(msg, cap, "outputs[%zu].correctness: expected a number in [0,1]", i);
@@ -819,91 +785,13 @@ static int validate_record(const struct lr_record *r, struct vrec *v, char *msg,
     return 0;
 }
 
-/* A JSON number (or, for correctness, a boolean) as a double. */
-static int json_num(const json_t *j, double *out)
+/* One record of an import file: the shared rules, then the estimate. */
+static int validate_json(const json_t *rec, struct lr__record_view *v, char *msg, size_t cap)
 {
-    if (json_is_integer(j)) {
-        *out = (double)json_integer_value(j);
-        return 0;
-    }
-    if (json_is_real(j)) {
-        *out = json_real_value(j);
-        return isfinite(*out) ? 0 : -1;
-    }
-    return -1;
-}
-
-static int validate_json(const json_t *rec, struct vrec *v, char *msg, size_t cap)
-{
-    const json_t *q, *itl, *outs, *task;
-    double d;
-
-    if (!json_is_object(rec)) {
-        snprintf(msg, cap, "expected an object");
+    if (lr__record_from_json(rec, v, msg, cap) != 0)
         return -1;
-    }
-    q = json_object_get(rec, "query");
-    if (!json_is_string(q)) {
-        snprintf(msg, cap, "query: expected a non-empty string");
-        return -1;
-    }
-    v->query = json_string_value(q);
-    v->qlen = json_string_length(q);
-    if (check_query(v->query, v->qlen, msg, cap) != 0)
-        return -1;
-    itl = json_object_get(rec, "input_token_length");
-    if (!itl || json_is_null(itl)) {
-        v->input_tokens = lr_estimate_tokens(v->query, v->qlen);
-    } else if (json_num(itl, &d) != 0 || !(d >= 0.0) || d > 1e12) {
-        snprintf(msg, cap, "input_token_length: expected a non-negative number");
-        return -1;
-    } else {
-        v->input_tokens = (long)llround(d);
-    }
-    task = json_object_get(rec, "task");
-    if (!json_is_string(task))
-        task = json_object_get(rec, "eval_name");
-    v->task = json_is_string(task) ? json_string_value(task) : NULL;
-    outs = json_object_get(rec, "outputs");
-    if (!json_is_array(outs) || json_array_size(outs) == 0) {
-        snprintf(msg, cap, "outputs: expected a non-empty array");
-        return -1;
-    }
-    if (json_array_size(outs) > LR__STORE_MAX_OUTCOMES) {
-        snprintf(msg, cap, "outputs: %zu outcomes is over the cap of %d", json_array_size(outs),
-                 LR__STORE_MAX_OUTCOMES);
-        return -1;
-    }
-    v->n = json_array_size(outs);
-    for (size_t i = 0; i < v->n; i++) {
-        const json_t *o = json_array_get(outs, i), *m, *c, *ol;
-        if (!json_is_object(o)) {
-            snprintf(msg, cap, "outputs[%zu]: expected an object", i);
-            return -1;
-        }
-        m = json_object_get(o, "model_name");
-        if (!json_is_string(m) || check_model_name(json_string_value(m), i, msg, cap) != 0) {
-            snprintf(msg, cap, "outputs[%zu].model_name: expected a string of 1 to %d bytes", i,
-                     LR__STORE_MAX_MODEL_NAME);
-            return -1;
-        }
-        v->model[i] = json_string_value(m);
-        c = json_object_get(o, "correctness");
-        if (json_is_boolean(c)) {
-            d = json_is_true(c) ? 1.0 : 0.0;
-        } else if (json_num(c, &d) != 0 || !(d >= 0.0 && d <= 1.0)) {
-            snprintf(msg, cap, "outputs[%zu].correctness: expected a number in [0,1]", i);
-            return -1;
-        }
-        v->correctness[i] = d;
-        ol = json_object_get(o, "output_token_length");
-        if (json_num(ol, &d) != 0 || !(d >= 0.0) || d > 1e12) {
-            snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number",
-                     i);
-            return -1;
-        }
-        v->output_tokens[i] = d;
-    }
+    if (v->input_tokens < 0)
+        v->input_tokens = lr_estimate_tokens(v->query, v->query_len);
     return 0;
 }
 
@@ -959,11 +847,11 @@ static int put_model(struct writer *w, uint32_t id, const char *name)
 }
 
 /* The rows of one record whose model names are already resolved to ids. */
-static int put_record(struct writer *w, size_t id, const struct vrec *v, const uint32_t *mids,
-                      const float *vec, size_t dim)
+static int put_record(struct writer *w, size_t id, const struct lr__record_view *v,
+                      const uint32_t *mids, const float *vec, size_t dim)
 {
     sqlite3_bind_int64(w->record, 1, (sqlite3_int64)id);
-    sqlite3_bind_text(w->record, 2, v->query, (int)v->qlen, SQLITE_STATIC);
+    sqlite3_bind_text(w->record, 2, v->query, (int)v->query_len, SQLITE_STATIC);
     sqlite3_bind_int64(w->record, 3, v->input_tokens);
     if (v->task)
         sqlite3_bind_text(w->record, 4, v->task, -1, SQLITE_STATIC);
@@ -1010,8 +898,8 @@ static int regroup_dense(struct lr_store *st, struct lr__hist *h)
     return 0;
 }
 
-static int store_append(struct lr_store *st, const struct vrec *v, const float *vec, size_t dim,
-                        struct lr_error *err)
+static int store_append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
+                        size_t dim, struct lr_error *err)
 {
     struct lr__hist *h = st->hist;
     struct lr__terms t;
@@ -1058,7 +946,7 @@ static int store_append(struct lr_store *st, const struct vrec *v, const float *
             return fail(err, LR_EINVAL, 0,
                         "history store '%s' uses the built-in embedder '%s': give no vector",
                         st->path, st->embedder);
-        if (lr__terms_count(&t, v->query, v->qlen) != 0) {
+        if (lr__terms_count(&t, v->query, v->query_len) != 0) {
             lr__terms_free(&t);
             return fail(err, LR_ENOMEM, 0, "out of memory adding a record");
         }
@@ -1199,7 +1087,7 @@ int lr_store_add(struct lr_store *store, const struct lr_record *rec, const floa
                  size_t dim, struct lr_error *err)
 {
     char msg[400];
-    struct vrec *v;
+    struct lr__record_view *v;
     int rc;
 
     if (!store)
@@ -1253,7 +1141,7 @@ struct importer {
     struct lr__names names; /* the store's models plus those new in this file */
     size_t base_models;
     size_t next_id; /* the next record's id */
-    struct vrec *v;
+    struct lr__record_view *v;
     uint32_t mids[LR__STORE_MAX_OUTCOMES];
 
     /* Dense stores: records wait here until a batch of their queries has

@@ -26,11 +26,12 @@
 #include "groups.h"
 #include "index.h"
 #include "llmroute.h"
+#include "record.h"
 
 /* Caps on what a store accepts. */
-#define LR__STORE_MAX_QUERY (256 * 1024) /* bytes of one query */
-#define LR__STORE_MAX_OUTCOMES 1024      /* outcomes per record */
-#define LR__STORE_MAX_MODEL_NAME 256     /* bytes of a model name */
+#define LR__STORE_MAX_QUERY LR__RECORD_MAX_QUERY           /* bytes of one query */
+#define LR__STORE_MAX_OUTCOMES LR__RECORD_MAX_OUTCOMES     /* outcomes per record */
+#define LR__STORE_MAX_MODEL_NAME LR__RECORD_MAX_MODEL_NAME /* bytes of a model name */
 #define LR__STORE_MAX_MODELS 4096        /* distinct model names */
 #define LR__STORE_MAX_EMBEDDER 128       /* bytes of an embedder id */
 #define LR__STORE_MAX_DIM 65536          /* dense dimension */

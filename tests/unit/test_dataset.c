@@ -87,7 +87,8 @@ static void reads_jsonl_and_names_the_line_of_a_bad_record(void **state)
     struct lr_dataset *ds = NULL;
     struct lr_import_report rep;
     (void)state;
-    write_file("{\"query\": \"q0\", \"outputs\": []}\n"
+    write_file("{\"query\": \"q0\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 0,"
+               " \"output_token_length\": 1}]}\n"
                "\n"
                "{\"query\": \"q1\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": \"yes\","
                " \"output_token_length\": 1}]}\n"
@@ -108,7 +109,8 @@ static void strict_load_fails_on_the_first_bad_record(void **state)
     struct lr_import_options o = {.split = NULL, .strict = 1};
     struct lr_error err = {0};
     (void)state;
-    write_file("{\"query\": \"q0\", \"outputs\": []}\n"
+    write_file("{\"query\": \"q0\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 0,"
+               " \"output_token_length\": 1}]}\n"
                "{\"query\": \"q1\", \"input_token_length\": \"ten\", \"outputs\": []}\n");
     assert_int_equal(lr_dataset_load(path, &o, &ds, NULL, &err), LR_EPARSE);
     assert_null(ds);
@@ -123,15 +125,15 @@ static void each_bad_field_is_named(void **state)
         const char *record, *want;
     } cases[] = {
         {"3", "record 0: expected an object"},
-        {"{\"outputs\": []}", "query: expected a string, missing"},
-        {"{\"query\": 1, \"outputs\": []}", "query: expected a string"},
+        {"{\"outputs\": []}", "query: expected a non-empty string"},
+        {"{\"query\": 1, \"outputs\": []}", "query: expected a non-empty string"},
         {"{\"query\": \"\", \"outputs\": []}", "query: expected a non-empty string"},
-        {"{\"query\": \"q\"}", "outputs: expected an array, missing"},
+        {"{\"query\": \"q\"}", "outputs: expected a non-empty array"},
         {"{\"query\": \"q\", \"input_token_length\": -3, \"outputs\": []}", "input_token_length"},
         {"{\"query\": \"q\", \"input_token_length\": 2.5, \"outputs\": []}", "input_token_length"},
         {"{\"query\": \"q\", \"outputs\": [1]}", "outputs[0]: expected an object"},
         {"{\"query\": \"q\", \"outputs\": [{\"correctness\": 1, \"output_token_length\": 1}]}",
-         "outputs[0].model_name: expected a model name"},
+         "outputs[0].model_name: expected a string of 1 to 256 bytes"},
         {"{\"query\": \"q\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 1.5, "
          "\"output_token_length\": 1}]}",
          "outputs[0].correctness"},
@@ -143,6 +145,7 @@ static void each_bad_field_is_named(void **state)
          "\"output_token_length\": 1}]}",
          "outputs[1].model_name: 'a' appears twice"},
         {"{\"query\": \"q\", \"task\": 7, \"outputs\": []}", "task: expected a string"},
+        {"{\"query\": \"q\", \"outputs\": []}", "outputs: expected a non-empty array"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

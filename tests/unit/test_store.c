@@ -176,7 +176,8 @@ static void bad_records_are_named_skipped_and_counted(void **st)
     assert_int_equal(rep.imported, 2);
     assert_int_equal(rep.bad, 2);
     assert_string_equal(rep.first_bad,
-                        "record 1 (line 3): outputs[1].correctness: expected a number in [0,1]");
+                        "record 1 (line 3): outputs[1].correctness: expected a boolean or a "
+                        "number in [0,1]");
     assert_int_equal(lr_store_count(s), 2);
     lr_store_free(s);
 }

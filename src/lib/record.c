@@ -1,0 +1,175 @@
+/* record.c -- one record of the AIOS data format, checked field by field
+ * (see record.h for the rules and who calls it).
+ *
+ * Threads: no shared state; call from any thread.
+ */
+#include "record.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+int lr__record_check_query(const char *query, size_t len, char *msg, size_t cap)
+{
+    if (!query || len == 0) {
+        snprintf(msg, cap, "query: expected a non-empty string");
+        return -1;
+    }
+    if (len > LR__RECORD_MAX_QUERY) {
+        snprintf(msg, cap, "query: %zu bytes is over the cap of %d", len, LR__RECORD_MAX_QUERY);
+        return -1;
+    }
+    if (memchr(query, '\0', len)) {
+        snprintf(msg, cap, "query: contains a NUL byte");
+        return -1;
+    }
+    return 0;
+}
+
+int lr__record_check_model_name(const char *name, size_t i, char *msg, size_t cap)
+{
+    size_t len = name ? strlen(name) : 0;
+    if (len == 0 || len > LR__RECORD_MAX_MODEL_NAME) {
+        snprintf(msg, cap, "outputs[%zu].model_name: expected a string of 1 to %d bytes", i,
+                 LR__RECORD_MAX_MODEL_NAME);
+        return -1;
+    }
+    return 0;
+}
+
+/* A JSON number as a double; -1 for anything else or a non-finite real. */
+static int number(const json_t *j, double *out)
+{
+    if (json_is_integer(j)) {
+        *out = (double)json_integer_value(j);
+        return 0;
+    }
+    if (json_is_real(j)) {
+        *out = json_real_value(j);
+        return isfinite(*out) ? 0 : -1;
+    }
+    return -1;
+}
+
+/* "task" or "eval_name": absent, null or a string. */
+static int optional_string(const json_t *rec, const char *key, const char **out, char *msg,
+                           size_t cap)
+{
+    const json_t *j = json_object_get(rec, key);
+    *out = NULL;
+    if (!j || json_is_null(j))
+        return 0;
+    if (!json_is_string(j)) {
+        snprintf(msg, cap, "%s: expected a string", key);
+        return -1;
+    }
+    *out = json_string_value(j);
+    return 0;
+}
+
+static int check_outcome(const json_t *o, size_t i, struct lr__record_view *v, char *msg,
+                         size_t cap)
+{
+    const json_t *m, *c, *ol;
+    double d;
+
+    if (!json_is_object(o)) {
+        snprintf(msg, cap, "outputs[%zu]: expected an object", i);
+        return -1;
+    }
+    m = json_object_get(o, "model_name");
+    if (!json_is_string(m) || json_string_length(m) != strlen(json_string_value(m)) ||
+        lr__record_check_model_name(json_string_value(m), i, msg, cap) != 0) {
+        snprintf(msg, cap, "outputs[%zu].model_name: expected a string of 1 to %d bytes", i,
+                 LR__RECORD_MAX_MODEL_NAME);
+        return -1;
+    }
+    v->model[i] = json_string_value(m);
+    for (size_t k = 0; k < i; k++)
+        if (strcmp(v->model[k], v->model[i]) == 0) {
+            snprintf(msg, cap, "outputs[%zu].model_name: '%s' appears twice", i, v->model[i]);
+            return -1;
+        }
+    c = json_object_get(o, "correctness");
+    if (json_is_boolean(c)) {
+        d = json_is_true(c) ? 1.0 : 0.0;
+    } else if (number(c, &d) != 0 || !(d >= 0.0 && d <= 1.0)) {
+        snprintf(msg, cap, "outputs[%zu].correctness: expected a boolean or a number in [0,1]",
+                 i);
+        return -1;
+    }
+    v->correctness[i] = d;
+    ol = json_object_get(o, "output_token_length");
+    if (number(ol, &d) != 0 || !(d >= 0.0)) {
+        snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number", i);
+        return -1;
+    }
+    if (d > LR__RECORD_MAX_TOKENS) {
+        snprintf(msg, cap, "outputs[%zu].output_token_length: %g is over the cap of %d", i, d,
+                 LR__RECORD_MAX_TOKENS);
+        return -1;
+    }
+    v->output_tokens[i] = d;
+    return 0;
+}
+
+int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
+                         size_t cap)
+{
+    const json_t *q, *itl, *outs;
+    const char *eval_name;
+    double d;
+
+    if (!json_is_object(rec)) {
+        snprintf(msg, cap, "expected an object");
+        return -1;
+    }
+
+    q = json_object_get(rec, "query");
+    if (!json_is_string(q)) {
+        snprintf(msg, cap, "query: expected a non-empty string");
+        return -1;
+    }
+    v->query = json_string_value(q);
+    v->query_len = json_string_length(q);
+    if (lr__record_check_query(v->query, v->query_len, msg, cap) != 0)
+        return -1;
+
+    /* A count: 123.0 is 123, but 2.5 is a mistake, not something to round. */
+    itl = json_object_get(rec, "input_token_length");
+    if (!itl || json_is_null(itl)) {
+        v->input_tokens = -1;
+    } else if (number(itl, &d) != 0 || !(d >= 0.0) || d != floor(d)) {
+        snprintf(msg, cap, "input_token_length: expected a non-negative integer");
+        return -1;
+    } else if (d > LR__RECORD_MAX_TOKENS) {
+        snprintf(msg, cap, "input_token_length: %g is over the cap of %d", d,
+                 LR__RECORD_MAX_TOKENS);
+        return -1;
+    } else {
+        v->input_tokens = (long)d;
+    }
+
+    if (optional_string(rec, "task", &v->task, msg, cap) != 0 ||
+        optional_string(rec, "eval_name", &eval_name, msg, cap) != 0)
+        return -1;
+    if (!v->task)
+        v->task = eval_name;
+
+    outs = json_object_get(rec, "outputs");
+    if (!json_is_array(outs) || json_array_size(outs) == 0) {
+        snprintf(msg, cap, "outputs: expected a non-empty array");
+        return -1;
+    }
+    if (json_array_size(outs) > LR__RECORD_MAX_OUTCOMES) {
+        snprintf(msg, cap, "outputs: %zu outcomes is over the cap of %d", json_array_size(outs),
+                 LR__RECORD_MAX_OUTCOMES);
+        return -1;
+    }
+    v->n = json_array_size(outs);
+    for (size_t i = 0; i < v->n; i++)
+        if (check_outcome(json_array_get(outs, i), i, v, msg, cap) != 0)
+            return -1;
+    return 0;
+}

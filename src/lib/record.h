@@ -1,0 +1,61 @@
+/* record.h -- one record of the AIOS data format, checked field by field.
+ *
+ * The one place that says what a record in a data file may hold. The store's
+ * import (store.c; `llmroute import` and the Python binding) and the dataset
+ * loader behind `llmroute eval` (dataset.c) both call it, so a file that one
+ * accepts the other accepts too, with the same message naming the same
+ * field. What is
+ * the caller's own stays with it: the split filter, interning names, writing
+ * to SQLite, estimating a missing input_token_length, and the file name,
+ * record number and line in front of a message.
+ *
+ * Threads: no shared state; call from any thread.
+ */
+#ifndef LR_RECORD_H
+#define LR_RECORD_H
+
+#include <stddef.h>
+
+#define LR__RECORD_MAX_QUERY (256 * 1024) /* bytes of one query */
+#define LR__RECORD_MAX_OUTCOMES 1024      /* outcomes per record */
+#define LR__RECORD_MAX_MODEL_NAME 256     /* bytes of a model name */
+#define LR__RECORD_MAX_TOKENS 1000000000  /* input_token_length, output_token_length */
+
+struct json_t; /* jansson's json_t */
+
+/* A record that passed the checks. Strings point into the JSON value it was
+ * read from and live as long as that value. */
+struct lr__record_view {
+    const char *query;
+    size_t query_len;
+    long input_tokens; /* -1: absent or null (the caller estimates it) */
+    const char *task;  /* "task", else "eval_name"; NULL: neither */
+    size_t n;          /* outcomes, 1 to LR__RECORD_MAX_OUTCOMES */
+    const char *model[LR__RECORD_MAX_OUTCOMES];
+    double correctness[LR__RECORD_MAX_OUTCOMES];
+    double output_tokens[LR__RECORD_MAX_OUTCOMES];
+};
+
+/* Check one record's JSON and fill *v. Returns 0, or -1 with msg (cap bytes)
+ * naming the field and what it should be, for example
+ * "outputs[2].correctness: expected a boolean or a number in [0,1]".
+ * The rules:
+ *   query                 a string of 1 to LR__RECORD_MAX_QUERY bytes, no NUL
+ *   input_token_length    absent or null, or a whole number from 0 to 1e9
+ *                         (123.0 is 123; 2.5 is refused: it is a count)
+ *   task, eval_name       each absent, null or a string
+ *   outputs               an array of 1 to LR__RECORD_MAX_OUTCOMES objects
+ *   outputs[i].model_name         a string of 1 to LR__RECORD_MAX_MODEL_NAME
+ *                                 bytes, each name once in a record
+ *   outputs[i].correctness        a boolean or a number in [0,1]
+ *   outputs[i].output_token_length  a number from 0 to 1e9 (may be a mean)
+ * Other members ("split", extra fields) are not looked at. */
+int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
+                         size_t cap);
+
+/* The checks on a query and on outcome i's model name, for records that do
+ * not come from JSON (lr_store_add). Return 0, or -1 with msg filled. */
+int lr__record_check_query(const char *query, size_t len, char *msg, size_t cap);
+int lr__record_check_model_name(const char *name, size_t i, char *msg, size_t cap);
+
+#endif

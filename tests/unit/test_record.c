@@ -1,0 +1,238 @@
+/* test_record.c -- one record of the AIOS data format, checked by record.c.
+ * The dataset loader (llmroute eval) and the store's import (llmroute
+ * import, the Python binding) once checked records each on their own rules,
+ * so a file could be imported and then refused by eval, or the reverse. Here
+ * every kind of bad record goes through both, and both must refuse it with
+ * the same message naming the same field; the edge cases that are valid
+ * must be read the same by both. Files go in a temporary directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "llmroute.h"
+#include "record.h"
+
+static char tmpdir[256];
+static char path[512];
+
+static int setup(void **st)
+{
+    (void)st;
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/lr_test_record_XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **st)
+{
+    char cmd[512];
+    (void)st;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* A JSONL file of the given record then a good one, so that a refusal is
+ * one bad record among records that still load. */
+#define GOOD                                                                                   \
+    "{\"query\": \"fine\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 1,"          \
+    " \"output_token_length\": 2}]}"
+
+static const char *write_jsonl(const char *record)
+{
+    FILE *f;
+    snprintf(path, sizeof(path), "%s/data.jsonl", tmpdir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n%s\n", record, GOOD);
+    fclose(f);
+    return path;
+}
+
+/* The first bad record's message from each path, "record 0 (line 1): ...". */
+static void both_refuse(const char *record, const char *want)
+{
+    struct lr_dataset *ds = NULL;
+    struct lr_store *s = NULL;
+    struct lr_import_report drep, srep;
+    struct lr_error err;
+    const char *p = write_jsonl(record);
+    char expect[512];
+
+    snprintf(expect, sizeof(expect), "record 0 (line 1): %s", want);
+    assert_int_equal(lr_dataset_load(p, NULL, &ds, &drep, &err), 0);
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, p, NULL, &srep, &err), 0);
+    if (drep.bad != 1 || strcmp(drep.first_bad, expect) != 0)
+        fail_msg("eval's loader on %.80s: bad %zu, '%s', expected '%s'", record, drep.bad,
+                 drep.first_bad, expect);
+    if (srep.bad != 1 || strcmp(srep.first_bad, expect) != 0)
+        fail_msg("import on %.80s: bad %zu, '%s', expected '%s'", record, srep.bad,
+                 srep.first_bad, expect);
+    assert_int_equal(lr_dataset_count(ds), 1);
+    assert_int_equal(lr_store_count(s), 1);
+    lr_dataset_free(ds);
+    lr_store_free(s);
+}
+
+#define OUT(m, c, o)                                                                           \
+    "{\"model_name\": " m ", \"correctness\": " c ", \"output_token_length\": " o "}"
+
+static void loader_and_import_refuse_each_bad_field_alike(void **st)
+{
+    static const struct {
+        const char *record, *want;
+    } cases[] = {
+        {"{\"outputs\": [" OUT("\"a\"", "1", "1") "]}", "query: expected a non-empty string"},
+        {"{\"query\": 1, \"outputs\": []}", "query: expected a non-empty string"},
+        {"{\"query\": \"\", \"outputs\": []}", "query: expected a non-empty string"},
+        {"{\"query\": \"q\", \"input_token_length\": 2.5, \"outputs\": []}",
+         "input_token_length: expected a non-negative integer"},
+        {"{\"query\": \"q\", \"input_token_length\": -3, \"outputs\": []}",
+         "input_token_length: expected a non-negative integer"},
+        {"{\"query\": \"q\", \"input_token_length\": \"ten\", \"outputs\": []}",
+         "input_token_length: expected a non-negative integer"},
+        {"{\"query\": \"q\", \"input_token_length\": 2e9, \"outputs\": []}",
+         "input_token_length: 2e+09 is over the cap of 1000000000"},
+        {"{\"query\": \"q\", \"input_token_length\": 2000000000, \"outputs\": []}",
+         "input_token_length: 2e+09 is over the cap of 1000000000"},
+        {"{\"query\": \"q\", \"task\": 7, \"outputs\": []}", "task: expected a string"},
+        {"{\"query\": \"q\", \"eval_name\": [], \"outputs\": []}",
+         "eval_name: expected a string"},
+        {"{\"query\": \"q\"}", "outputs: expected a non-empty array"},
+        {"{\"query\": \"q\", \"outputs\": []}", "outputs: expected a non-empty array"},
+        {"{\"query\": \"q\", \"outputs\": {}}", "outputs: expected a non-empty array"},
+        {"{\"query\": \"q\", \"outputs\": [1]}", "outputs[0]: expected an object"},
+        {"{\"query\": \"q\", \"outputs\": [{\"correctness\": 1, \"output_token_length\": 1}]}",
+         "outputs[0].model_name: expected a string of 1 to 256 bytes"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"\"", "1", "1") "]}",
+         "outputs[0].model_name: expected a string of 1 to 256 bytes"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("5", "1", "1") "]}",
+         "outputs[0].model_name: expected a string of 1 to 256 bytes"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "1") ", " OUT("\"b\"", "0", "1")
+         ", " OUT("\"a\"", "0", "1") "]}",
+         "outputs[2].model_name: 'a' appears twice"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1.5", "1") "]}",
+         "outputs[0].correctness: expected a boolean or a number in [0,1]"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "-0.1", "1") "]}",
+         "outputs[0].correctness: expected a boolean or a number in [0,1]"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "\"yes\"", "1") "]}",
+         "outputs[0].correctness: expected a boolean or a number in [0,1]"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "null", "1") "]}",
+         "outputs[0].correctness: expected a boolean or a number in [0,1]"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "-1") "]}",
+         "outputs[0].output_token_length: expected a non-negative number"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "\"long\"") "]}",
+         "outputs[0].output_token_length: expected a non-negative number"},
+        {"{\"query\": \"q\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 1}]}",
+         "outputs[0].output_token_length: expected a non-negative number"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "1.5e9") "]}",
+         "outputs[0].output_token_length: 1.5e+09 is over the cap of 1000000000"},
+    };
+    (void)st;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        both_refuse(cases[i].record, cases[i].want);
+}
+
+/* Strings at their caps and one byte over: a query and a model name. */
+static void loader_and_import_refuse_strings_over_their_caps_alike(void **st)
+{
+    size_t qlen = LR__RECORD_MAX_QUERY + 1, mlen = LR__RECORD_MAX_MODEL_NAME + 1;
+    size_t cap = qlen + mlen + 256;
+    char *q = malloc(qlen + 1), *m = malloc(mlen + 1), *rec = malloc(cap);
+    char want[128];
+    (void)st;
+    assert_non_null(q);
+    assert_non_null(m);
+    assert_non_null(rec);
+    memset(q, 'x', qlen);
+    q[qlen] = '\0';
+    memset(m, 'm', mlen);
+    m[mlen] = '\0';
+    snprintf(rec, cap, "{\"query\": \"%s\", \"outputs\": [" OUT("\"a\"", "1", "1") "]}", q);
+    snprintf(want, sizeof(want), "query: %zu bytes is over the cap of %d", qlen,
+             LR__RECORD_MAX_QUERY);
+    both_refuse(rec, want);
+    snprintf(rec, cap, "{\"query\": \"q\", \"outputs\": [" OUT("\"%s\"", "1", "1") "]}", m);
+    both_refuse(rec, "outputs[0].model_name: expected a string of 1 to 256 bytes");
+    free(q);
+    free(m);
+    free(rec);
+}
+
+/* Valid edge cases: both keep the record, with the same values. */
+static void loader_and_import_read_valid_edge_cases_alike(void **st)
+{
+    static const char text[] =
+        "{\"query\": \"whole\", \"input_token_length\": 123.0, \"task\": null, \"eval_name\": "
+        "\"math\", \"outputs\": [" OUT("\"a\"", "true", "7.5") ", " OUT("\"b\"", "0.25", "0")
+        "]}\n"
+        "{\"query\": \"none\", \"input_token_length\": null, \"task\": \"t\", \"outputs\": ["
+        OUT("\"a\"", "false", "3") "]}\n";
+    struct lr_dataset *ds = NULL;
+    struct lr_store *s = NULL;
+    struct lr_import_report rep;
+    struct lr_error err;
+    char db[512];
+    sqlite3 *h;
+    sqlite3_stmt *stmt;
+    const struct lr_record *r;
+    FILE *f;
+    (void)st;
+
+    snprintf(path, sizeof(path), "%s/edge.jsonl", tmpdir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, &err), 0);
+    assert_int_equal(rep.bad, 0);
+    assert_int_equal(lr_dataset_count(ds), 2);
+    r = lr_dataset_record(ds, 0);
+    assert_int_equal(r->input_tokens, 123);
+    assert_string_equal(r->task, "math");
+    assert_true(r->outcomes[0].correctness == 1.0 && r->outcomes[0].output_tokens == 7.5);
+    assert_true(r->outcomes[1].correctness == 0.25);
+    r = lr_dataset_record(ds, 1);
+    assert_int_equal(r->input_tokens, -1); /* eval estimates it, as import does */
+    assert_string_equal(r->task, "t");
+
+    snprintf(db, sizeof(db), "%s/edge.db", tmpdir);
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, path, NULL, &rep, &err), 0);
+    assert_int_equal(rep.bad, 0);
+    assert_int_equal(rep.imported, 2);
+    lr_store_free(s);
+    assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(h, "SELECT input_tokens, task FROM records ORDER BY id",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(stmt, 0), 123);
+    assert_string_equal((const char *)sqlite3_column_text(stmt, 1), "math");
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(stmt, 0),
+                     lr_estimate_tokens(lr_dataset_record(ds, 1)->query, 4));
+    assert_string_equal((const char *)sqlite3_column_text(stmt, 1), "t");
+    sqlite3_finalize(stmt);
+    sqlite3_close(h);
+    lr_dataset_free(ds);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(loader_and_import_refuse_each_bad_field_alike),
+        cmocka_unit_test(loader_and_import_refuse_strings_over_their_caps_alike),
+        cmocka_unit_test(loader_and_import_read_valid_edge_cases_alike),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
