@@ -107,6 +107,7 @@ struct h1_xfer {
     long status;
     char ctype[CTYPE_CAP];
     char retry_after[RETRY_AFTER_CAP];
+    char location[UP_LOCATION_CAP];
 };
 
 struct h1_client {
@@ -577,6 +578,7 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
     x->status = st;
     x->ctype[0] = '\0';
     x->retry_after[0] = '\0';
+    x->location[0] = '\0';
 
     for (line = nl + 1; line < end; line = nl + 1) {
         const char *colon, *v, *ve;
@@ -634,6 +636,8 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
             copy_value(x->ctype, sizeof x->ctype, v, (size_t)(ve - v));
         } else if (nlen == 11 && strncasecmp(line, "retry-after", 11) == 0) {
             copy_value(x->retry_after, sizeof x->retry_after, v, (size_t)(ve - v));
+        } else if (nlen == 8 && strncasecmp(line, "location", 8) == 0) {
+            copy_value(x->location, sizeof x->location, v, (size_t)(ve - v));
         }
     }
     x->keep_alive = minor == 1 ? !close_conn : keep_alive_hdr && !close_conn;
@@ -737,6 +741,7 @@ static enum pump_result pump(struct h1_xfer *x)
                 h.status = x->status;
                 h.content_type = x->ctype[0] ? x->ctype : NULL;
                 h.retry_after = x->retry_after[0] ? x->retry_after : NULL;
+                h.location = x->location[0] ? x->location : NULL;
                 x->in_cb++;
                 x->cb.on_head(x->arg, &h);
                 x->in_cb--;

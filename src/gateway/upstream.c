@@ -53,6 +53,7 @@ struct up_xfer {
     long status;
     char content_type[128];
     char retry_after[64];
+    char location[UP_LOCATION_CAP];
     int head_done;
     int aborted;
     int in_cb;
@@ -215,6 +216,7 @@ static void deliver_head(struct up_xfer *x)
     h.status = x->status;
     h.content_type = x->content_type[0] ? x->content_type : NULL;
     h.retry_after = x->retry_after[0] ? x->retry_after : NULL;
+    h.location = x->location[0] ? x->location : NULL;
     if (x->cb.on_head)
         x->cb.on_head(x->arg, &h);
 }
@@ -253,10 +255,13 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         x->status = st;
         x->content_type[0] = '\0';
         x->retry_after[0] = '\0';
+        x->location[0] = '\0';
     } else if (len > 13 && strncasecmp(buf, "content-type:", 13) == 0) {
         header_value(buf, len, 13, x->content_type, sizeof x->content_type);
     } else if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
         header_value(buf, len, 12, x->retry_after, sizeof x->retry_after);
+    } else if (len > 9 && strncasecmp(buf, "location:", 9) == 0) {
+        header_value(buf, len, 9, x->location, sizeof x->location);
     } else if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
         if (x->status >= 200) {
             x->in_cb++;
@@ -391,6 +396,10 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
 
     curl_easy_setopt(x->easy, CURLOPT_URL, req->url);
     curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* A redirect is never followed: it would resend the body, and the
+     * Authorization header, to wherever the upstream points. proxy.c turns
+     * a 3xx into an error naming its Location. */
+    curl_easy_setopt(x->easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
     curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, req->body);
     curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);

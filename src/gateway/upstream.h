@@ -3,7 +3,7 @@
  *
  * One transfer is one POST of a prepared body. The caller hears, in order:
  * on_head once the status line and headers are in (struct up_head: status,
- * content type, Retry-After), on_data for each piece of the body as it
+ * content type, Retry-After, Location), on_data for each piece of the body as it
  * arrives (it may refuse a piece to pause the transfer: the same bytes come
  * again after up_xfer_resume()), and on_done exactly once, with UP_OK or a
  * classified transport error (enum up_error) and a message. Connections are
@@ -54,7 +54,12 @@ struct up_head {
     long status;
     const char *content_type; /* the Content-Type value, or NULL */
     const char *retry_after;  /* the raw Retry-After value, or NULL */
+    /* The raw Location value (possibly cut to UP_LOCATION_CAP - 1 bytes), or
+     * NULL. Redirects are never followed: a 3xx arrives here like any status. */
+    const char *location;
 };
+
+#define UP_LOCATION_CAP 1024
 
 struct up_callbacks {
     void (*on_head)(void *arg, const struct up_head *head);
