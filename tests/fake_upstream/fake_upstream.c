@@ -24,7 +24,8 @@
  *
  * At most one mode item (default ok):
  *   ok                  a normal response
- *   status=CODE         an OpenAI-shaped error, CODE in 400..599
+ *   status=CODE         an OpenAI-shaped error, CODE in 400..599; or a redirect,
+ *                       CODE in 300..399 (with location=URL for its Location)
  *   hang                read the request, never answer (connection stays open)
  *   reset               close with a TCP RST right after reading the request
  *   cut_after=N         stream: send N SSE events, then close without the
@@ -46,6 +47,7 @@
  *   chunk_delay_ms=D    wait between stream events
  *   retry_after=S       send "Retry-After: S" with error statuses
  *   code=STR            error "code" (e.g. context_length_exceeded); message=TEXT its message
+ *   location=URL        send "Location: URL" with a 3xx from status= (%XX escapes)
  *
  * Failure selectors: request number k counts requests that used this same SPEC
  * text since it was set or since the last reset, starting at 1. The first
@@ -113,7 +115,7 @@ struct scenario {
     long status; /* for M_STATUS */
     long after;  /* for M_CUT, M_STALL, M_MALFORMED */
     long chunks, tokens, delay_ms, chunk_delay_ms, retry_after;
-    char *content, *code, *message;
+    char *content, *code, *message, *location;
     long fail_first, fail_every, fail_pct, stall_pct, fail_status;
     unsigned long long seed;
     enum mode fail_mode;
@@ -195,6 +197,7 @@ static void scenario_unref(struct scenario *sc)
     free(sc->content);
     free(sc->code);
     free(sc->message);
+    free(sc->location);
     free(sc);
 }
 
@@ -260,7 +263,7 @@ static int scenario_item(struct scenario *sc, char *item, int *nmodes, char *err
     if (strcmp(key, "status") == 0) {
         sc->mode = M_STATUS;
         (*nmodes)++;
-        num = &sc->status, lo = 400, hi = 599;
+        num = &sc->status, lo = 300, hi = 599;
     } else if (strcmp(key, "cut_after") == 0 || strcmp(key, "stall_after") == 0 ||
                strcmp(key, "malformed_after") == 0) {
         sc->mode = strcmp(key, "cut_after") == 0     ? M_CUT
@@ -307,13 +310,20 @@ static int scenario_item(struct scenario *sc, char *item, int *nmodes, char *err
         }
         return 0;
     } else if (strcmp(key, "content") == 0 || strcmp(key, "code") == 0 ||
-               strcmp(key, "message") == 0) {
-        char **dst = strcmp(key, "content") == 0 ? &sc->content
-                     : strcmp(key, "code") == 0  ? &sc->code
-                                                 : &sc->message;
+               strcmp(key, "message") == 0 || strcmp(key, "location") == 0) {
+        char **dst = strcmp(key, "content") == 0    ? &sc->content
+                     : strcmp(key, "code") == 0     ? &sc->code
+                     : strcmp(key, "location") == 0 ? &sc->location
+                                                    : &sc->message;
         char *decoded = percent_decode(val);
         if (decoded == NULL) {
             snprintf(err, errsz, "%s: bad %%XX escape or invalid UTF-8", key);
+            return -1;
+        }
+        /* A header value cannot hold a line break. */
+        if (dst == &sc->location && strpbrk(decoded, "\r\n") != NULL) {
+            free(decoded);
+            snprintf(err, errsz, "location: no CR or LF");
             return -1;
         }
         free(*dst);
@@ -676,6 +686,10 @@ static const char *reason_phrase(int status)
     } phrases[] = {
         {100, "Continue"},
         {200, "OK"},
+        {301, "Moved Permanently"},
+        {302, "Found"},
+        {307, "Temporary Redirect"},
+        {308, "Permanent Redirect"},
         {400, "Bad Request"},
         {401, "Unauthorized"},
         {403, "Forbidden"},
@@ -697,7 +711,7 @@ static const char *reason_phrase(int status)
         if (phrases[i].status == status)
             return phrases[i].text;
     }
-    return status < 500 ? "Client Error" : "Server Error";
+    return status < 400 ? "Redirect" : status < 500 ? "Client Error" : "Server Error";
 }
 
 /* Writes a status line and headers. content_length < 0 means a body of
@@ -719,6 +733,8 @@ static void write_head(struct conn *c, int status, const char *ctype, long conte
     }
     if (retry_after >= 0)
         evbuffer_add_printf(out, "Retry-After: %ld\r\n", retry_after);
+    if (status >= 300 && status < 400 && c->sc != NULL && c->sc->location != NULL)
+        evbuffer_add_printf(out, "Location: %s\r\n", c->sc->location);
     if (!c->keep_alive)
         evbuffer_add_printf(out, "Connection: close\r\n");
     else if (c->http_minor == 0)

@@ -129,6 +129,12 @@ assert sys.argv[2] == "400"
 assert json.load(open(sys.argv[1]))["error"]["code"] == "context_length_exceeded"
 ' "$WORK/b400" "$code"
 
+# ---- status=301 with location=: a redirect with its Location ----
+code=$("${CURL[@]}" -D "$WORK/h301" -o /dev/null -w '%{http_code}' \
+    -H 'x-fake-scenario: status=301;location=https://example.com/v1/x%3By' "$CHAT" -d '{}')
+check "status=301 answers 301" test "$code" = 301
+check "status=301 sends Location" grep -qi '^location: https://example.com/v1/x;y' "$WORK/h301"
+
 code=$("${CURL[@]}" -o "$WORK/bbad" -w '%{http_code}' "$CHAT" -d '{"model": nope')
 check "malformed request JSON answers 400" test "$code" = 400
 
