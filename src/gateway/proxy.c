@@ -20,7 +20,9 @@
  * held back until its first complete event with content (a role-only first
  * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or
  * malformed event ends the client's stream with an SSE error event and no [DONE]. Time to first
- * byte and idle time are watched here with a timer that aborts the transfer.
+ * byte and idle time are watched here with a timer that aborts the transfer. A 3xx is never
+ * followed nor relayed: it ends the attempt at its head (class redirect), and when nothing else
+ * works the client gets a 502 naming the Location and the model's base_url to fix.
  *
  * Threads: the event loop thread only. An exchange is freed exactly once, by
  * finish(), after the client was answered or went away.
@@ -47,6 +49,7 @@
 #define SSE_LINE_CAP (1u << 20)
 #define ATTEMPT_LOG_CAP 1536
 #define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
+#define LOCATION_SHOWN 200   /* bytes of a redirect's Location quoted in the 502 */
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -99,6 +102,8 @@ struct exchange {
     char last_retry_after[64];
     char last_msg[256];
     char last_model[128];
+    int last_model_idx; /* config index of last_model, or -1 */
+    char last_location[UP_LOCATION_CAP];
 
     char *fwd; /* the body sent upstream */
     size_t fwd_len;
@@ -110,6 +115,7 @@ struct exchange {
     long up_status;
     char up_ctype[128];
     char up_retry_after[64];
+    char up_location[UP_LOCATION_CAP];
     int head_seen;
     int body_complete; /* the upstream's whole answer is in ex->resp */
     int sse;           /* the upstream answers with an event stream */
@@ -528,12 +534,55 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
 
 /* ==== Giving up ==== */
 
+/* A redirect's Location, fit to quote in a message: at most LOCATION_SHOWN
+ * bytes cut between characters ("..." marks the cut), control characters as
+ * '?' and bytes that are not UTF-8 as U+FFFD. The upstream chose these bytes. */
+static void location_for_message(char *dst, size_t cap, const char *loc)
+{
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)loc;
+    while (*p) {
+        size_t n = *p >= 0x80 ? gw_utf8_char_len(p) : 1;
+        size_t out = n ? n : 3;
+        if (o + out > LOCATION_SHOWN || o + out + 4 > cap) {
+            memcpy(dst + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (n == 0)
+            memcpy(dst + o, "\xEF\xBF\xBD", 3);
+        else if (n == 1)
+            dst[o] = *p < 0x20 || *p == 0x7f ? '?' : (char)*p;
+        else
+            memcpy(dst + o, p, n);
+        o += out;
+        p += n ? n : 1;
+    }
+    dst[o] = '\0';
+}
+
 /* Nothing more to try: answer with the last failure. An upstream's own error
  * response is relayed as it came (status, body, Retry-After); a transport
- * failure becomes 502 (or 504 for the timeouts). */
+ * failure becomes 502 (or 504 for the timeouts); so does a redirect, which
+ * is useless to the client (its URL is the gateway's) and means the model's
+ * base_url is wrong. */
 static void give_up(struct exchange *ex, const char *why)
 {
     enum rs_class c = ex->last_class;
+    if (c == RS_REDIRECT) {
+        char loc[LOCATION_SHOWN + 4], where[LOCATION_SHOWN + 40];
+        location_for_message(loc, sizeof loc, ex->last_location);
+        if (loc[0])
+            snprintf(where, sizeof where, "a redirect to '%s'", loc);
+        else
+            snprintf(where, sizeof where, "a redirect without a Location");
+        fail_with(ex, 502, NULL, "upstream_redirect",
+                  "the upstream for model '%s' answered %ld, %s; redirects are not followed: "
+                  "check models[%d].base_url (%s; %u attempt%s)",
+                  ex->last_model, ex->last_status, where, ex->last_model_idx, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
+        return;
+    }
     if (ex->last_status >= 300 && ex->req) {
         if (ex->last_retry_after[0])
             ex->answer_retry_after = ex->last_retry_after;
@@ -584,11 +633,18 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     ex->last_class = c;
     snprintf(ex->last_msg, sizeof ex->last_msg, "%s", message);
     snprintf(ex->last_model, sizeof ex->last_model, "%s", model_name(ex));
+    ex->last_model_idx = ex->model;
     free(ex->last_body);
     ex->last_body = NULL;
     ex->last_len = 0;
     ex->last_status = 0;
     ex->last_retry_after[0] = '\0';
+    ex->last_location[0] = '\0';
+    if (c == RS_REDIRECT) {
+        /* Its body is not read: the 502 names the status and Location. */
+        ex->last_status = ex->up_status;
+        snprintf(ex->last_location, sizeof ex->last_location, "%s", ex->up_location);
+    }
     if (ex->up_status >= 300 && !ex->sse && ex->body_complete) {
         /* Keep the upstream's own answer, to relay if nothing else works. */
         ex->last_status = ex->up_status;
@@ -839,6 +895,13 @@ static void on_head(void *arg, const struct up_head *head)
     snprintf(ex->up_ctype, sizeof ex->up_ctype, "%s", ct ? ct : "application/json");
     snprintf(ex->up_retry_after, sizeof ex->up_retry_after, "%s",
              head->retry_after ? head->retry_after : "");
+    snprintf(ex->up_location, sizeof ex->up_location, "%s", head->location ? head->location : "");
+    if (head->status >= 300 && head->status < 400) {
+        /* Not followed (the body and the API key would go wherever it points),
+         * not relayed (the client's URL is the gateway's): an error now. */
+        defer_failure(ex, RS_REDIRECT, "the upstream answered with a redirect");
+        return;
+    }
     ex->sse = ex->stream && head->status >= 200 && head->status < 300 && ct &&
               strncasecmp(ct, "text/event-stream", 17) == 0;
     /* A stream's first byte is its first event; any other answer's is its head. */
@@ -1110,6 +1173,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_status = 0;
     ex->up_ctype[0] = '\0';
     ex->up_retry_after[0] = '\0';
+    ex->up_location[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->content_seen = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = 0;
@@ -1601,6 +1665,7 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     ex->ep = ep;
     ex->t_start = gw_now();
     ex->model = -1;
+    ex->last_model_idx = -1;
     ex->route_idx = -1;
     ex->route = "";
     ex->strategy = "";

@@ -29,6 +29,7 @@ static const char *const class_names[RS_N_CLASSES] = {
     "server_error",
     "auth",
     "not_found",
+    "redirect",
     "context_length",
     "bad_request",
     "stream_cut",
@@ -96,6 +97,8 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
         return RS_AUTH;
     if (status == 404)
         return RS_NOT_FOUND;
+    if (status >= 300 && status < 400)
+        return RS_REDIRECT;
     if (status == 400 && body && contains(body, body_len, "context_length_exceeded"))
         return RS_CONTEXT_LENGTH;
     if (status == 413 && body && contains(body, body_len, "context_length_exceeded"))

@@ -39,6 +39,7 @@ enum rs_class {
     RS_SERVER_ERROR,      /* 5xx */
     RS_AUTH,              /* 401, 403 */
     RS_NOT_FOUND,         /* 404: the model is gone */
+    RS_REDIRECT,          /* 3xx: base_url points elsewhere (never followed) */
     RS_CONTEXT_LENGTH,    /* 400 context_length_exceeded */
     RS_BAD_REQUEST,       /* any other 4xx */
     RS_STREAM_CUT,        /* closed before [DONE], or a body cut short */
@@ -57,7 +58,9 @@ int rs_class_from_name(const char *name);
 /* The class of a transport error (on_done's). */
 enum rs_class rs_class_of_transport(enum up_error err, int head_seen);
 /* The class of an HTTP response status (>= 300) with its (possibly partial)
- * body; retry_after is the raw header value or NULL. */
+ * body; retry_after is the raw header value or NULL. A 3xx is RS_REDIRECT:
+ * the gateway follows no redirect (it would resend the body and the API key
+ * to wherever the upstream points), so it is a configuration error. */
 enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
                                  const char *retry_after);
 /* Does this class say something about the upstream's health? (A 400 says

@@ -233,6 +233,40 @@ def attempts(gw_bin, fake_bin):
     check("each status: 5xx, 429, 401/403, 404, 408, context length fall back; "
           "400 and 422 are answered at once", statuses)
 
+    def redirect():
+        # No breaker here, so every request tries b. The Location points at c:
+        # followed, it would show in c's count.
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}],
+                      resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
+        loc = "http://%s:%d/v1/chat/completions" % (HOST, w.fakes["c"].port)
+        w.set("b", "status=301;location=" + loc)
+        for stream in (False, True):
+            payload = {"model": "b", "messages": HELLO}
+            if stream:
+                payload["stream"] = True
+            st, h, j, raw = chat(g.port, payload)
+            assert st == 502 and h["content-type"] == "application/json", (stream, st, h, raw)
+            e = error_shape(j)
+            assert e["code"] == "upstream_redirect", e
+            for part in ("model 'b'", "301", "'%s'" % loc, "models[1].base_url"):
+                assert part in e["message"], (part, e["message"])
+            assert h["x-llmroute-attempts"] == "1", h
+        # one request per attempt: not retried on b, and the Location never fetched
+        assert w.stats("b") == 2 and w.stats("c") == 0, (w.stats("b"), w.stats("c"))
+        # through a route: the fallback answers, stream and not
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
+        assert h["x-llmroute-attempts"] == "2", h
+        st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+        assert_complete_stream(ev)
+        assert w.stats("b") == 4 and w.stats("c") == 2, (w.stats("b"), w.stats("c"))
+        assert metric(g, 'llmroute_upstream_attempts_total{model="b",class="redirect"}') == 4
+        stop(g)
+    check("3xx: never followed nor retried; 502 upstream_redirect naming status, Location "
+          "and base_url (stream and not); a route falls back", redirect)
+
     def rate_limited_retry_after():
         g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
                                "fallbacks": ["c"]}])

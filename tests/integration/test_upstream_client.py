@@ -157,6 +157,15 @@ def no_content(c):
     c.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
 
 
+def redirect_to(location):
+    """A 302 to location (raw bytes: the upstream chooses them), with a body."""
+    def step(c):
+        body = b"<html>moved</html>"
+        c.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n"
+                  b"Content-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    return step
+
+
 def mutated(seed):
     """A valid chunked answer with a few bytes changed, cut short or padded, from a
     fixed seed; the connection closes after it, so every case ends."""
@@ -249,6 +258,30 @@ def run(gw_bin, env):
         st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
         assert st in (204, 502) and time.monotonic() - t < 2, (st, raw)
 
+    def redirect_not_followed():
+        # The Location points back at this upstream: followed, it would show as a
+        # second request head. It has an escape sequence, a byte that is not
+        # UTF-8 and is long: the message quotes it cut, with both made safe.
+        loc = b"http://127.0.0.1:%d/v2/\x1b[31mred\xff" % up.port + b"x" * 400
+        for stream in (False, True):
+            before = len(up.heads)
+            up.steps.put(redirect_to(loc))
+            payload = {"model": "s", "messages": HELLO}
+            if stream:
+                payload["stream"] = True
+            st, h, j, raw = chat(gw.port, payload)
+            assert st == 502 and h["content-type"] == "application/json", (st, h, raw)
+            e = error_shape(j)
+            m = e["message"]
+            assert e["code"] == "upstream_redirect" and e["type"] == "upstream_error", e
+            assert "model 's'" in m and "302" in m and "models[0].base_url" in m, m
+            assert "http://127.0.0.1:%d/v2/?[31mred\ufffdxxx" % up.port in m, m
+            assert "x" * 200 not in m and "...'" in m, m
+            assert not any(ord(ch) < 0x20 for ch in m), m
+            assert h["x-llmroute-attempts"] == "1", h
+            time.sleep(0.2)  # a followed redirect would have arrived by now
+            assert len(up.heads) == before + 1, up.heads[before:]
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -263,6 +296,8 @@ def run(gw_bin, env):
     check(tag + "interim 100 head skipped", expect_ok, interim_then_ok)
     check(tag + "upstream status and body passed through", status_passed_through)
     check(tag + "204: the transfer ends at the head", empty_204)
+    check(tag + "302: not followed; 502 naming the status and a safe, cut Location "
+          "(stream and not)", redirect_not_followed)
     check(tag + "a connection the upstream closed after a response is not reused",
           closed_after_response)
     check(tag + "oversized response head: 502", expect_502, huge_head)

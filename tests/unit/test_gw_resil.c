@@ -29,7 +29,11 @@ static void statuses_map_to_classes(void **state)
     assert_int_equal(rs_class_of_status(400, ctx, strlen(ctx), NULL), RS_CONTEXT_LENGTH);
     assert_int_equal(rs_class_of_status(400, "{}", 2, NULL), RS_BAD_REQUEST);
     assert_int_equal(rs_class_of_status(422, NULL, 0, NULL), RS_BAD_REQUEST);
-    assert_int_equal(rs_class_of_status(302, NULL, 0, NULL), RS_PROTOCOL);
+    assert_int_equal(rs_class_of_status(301, NULL, 0, NULL), RS_REDIRECT);
+    assert_int_equal(rs_class_of_status(302, NULL, 0, NULL), RS_REDIRECT);
+    assert_int_equal(rs_class_of_status(307, "moved", 5, "1"), RS_REDIRECT);
+    assert_int_equal(rs_class_of_status(308, NULL, 0, NULL), RS_REDIRECT);
+    assert_int_equal(rs_class_of_status(600, NULL, 0, NULL), RS_PROTOCOL);
 }
 
 static void transport_errors_map_to_classes(void **state)
@@ -75,6 +79,9 @@ static void defaults_are_safe(void **state)
     assert_int_equal(p.retry.on[RS_SERVER_ERROR], RS_FALLBACK);
     assert_int_equal(p.retry.on[RS_CONNECT_REFUSED], RS_FALLBACK);
     assert_int_equal(p.retry.on[RS_AUTH], RS_FALLBACK);
+    /* A redirect does not go away on a retry; another model may work. */
+    assert_int_equal(p.retry.on[RS_REDIRECT], RS_FALLBACK);
+    assert_true(rs_class_is_upstream_failure(RS_REDIRECT));
 }
 
 static void policy_layers_override_field_by_field(void **state)
