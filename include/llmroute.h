@@ -196,7 +196,10 @@ struct lr_store_options {
 
 /* Open (or create) a history store in the SQLite file at `path`; ":memory:"
  * gives a store that lives in memory. The caller frees it with
- * lr_store_free(). Opening a store made by another embedder is LR_ESTORE. */
+ * lr_store_free(). Opening a store made by another embedder is LR_ESTORE.
+ * Other processes may write the same file: each write (lr_store_add, an
+ * import) first reads the records they committed, and routing sees those
+ * from then on (or from the next open). */
 LR_EXTERN int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
                   struct lr_error *err);
 LR_EXTERN void lr_store_free(struct lr_store *store);

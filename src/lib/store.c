@@ -27,6 +27,15 @@
  * possible, the writer refits them from the vectors in memory and swaps
  * them in the same way (regroup_dense()).
  *
+ * Other writers: another process (`llmroute import` beside a gateway) may
+ * commit to the same file. Record and model ids are assigned from the copy,
+ * so every write first checks, inside its BEGIN IMMEDIATE (which serialises
+ * writers across processes), whether another connection has committed since
+ * the copy last matched the database (PRAGMA data_version), and if so
+ * rebuilds and publishes the copy before it assigns any id (catch_up()).
+ * Readers are not told: records another process adds are routed on after
+ * this process's next write, or its next open.
+ *
  * Threads: routing threads read the in-memory copy under the read lock.
  * Writers take `wmu` (one writer at a time), commit to SQLite without
  * blocking readers, and take the write lock only to grow arrays (before the
@@ -63,6 +72,10 @@ struct lr_store {
     pthread_rwlock_t rw;
     struct lr__hist *hist;
     size_t rebuild_at; /* re-weigh (tfidf-v1) or regroup (dense) when n reaches this */
+    /* PRAGMA data_version when `hist` last matched the database: it changes
+     * when another connection (another process, or another handle on the
+     * same file) commits, never for this connection's own commits. */
+    sqlite3_int64 data_version;
 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
@@ -566,6 +579,26 @@ static int meta_set_dim(struct lr_store *st, size_t dim)
     return s == SQLITE_DONE ? 0 : -1;
 }
 
+/* The dense dimension in meta; 0 when none is recorded. */
+static int meta_dim(struct lr_store *st, size_t *dim, struct lr_error *err)
+{
+    char buf[LR__STORE_MAX_EMBEDDER + 64];
+    int found;
+    *dim = 0;
+    if (meta_get(st, "dim", buf, sizeof(buf), &found) != 0)
+        return sql_fail(st, err, "reading meta");
+    if (found) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(buf, &end, 10);
+        if (errno || end == buf || *end || v > LR__STORE_MAX_DIM)
+            return fail(err, LR_ESTORE, 0, "history store '%s': meta dim '%s' is not valid",
+                        st->path, buf);
+        *dim = (size_t)v;
+    }
+    return 0;
+}
+
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS models(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
@@ -630,18 +663,9 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
                     "history store '%s' was built with embedder '%s' but is opened with '%s': "
                     "open it with the same embedder, or import the history into a new store",
                     st->path, buf, st->embedder);
-    if (meta_get(st, "dim", buf, sizeof(buf), &found) != 0)
-        return sql_fail(st, err, "reading meta");
-    size_t dim = 0;
-    if (found) {
-        char *end = NULL;
-        errno = 0;
-        unsigned long long v = strtoull(buf, &end, 10);
-        if (errno || end == buf || *end || v > LR__STORE_MAX_DIM)
-            return fail(err, LR_ESTORE, 0, "history store '%s': meta dim '%s' is not valid",
-                        st->path, buf);
-        dim = (size_t)v;
-    }
+    size_t dim;
+    if ((rc = meta_dim(st, &dim, err)) != 0)
+        return rc;
     if (st->dense && want_dim && dim && want_dim != dim)
         return fail(err, LR_ESTORE, 0,
                     "history store '%s' holds vectors of dimension %zu, not %zu as configured",
@@ -652,6 +676,78 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
         dim = want_dim;
     }
     st->dim = st->dense ? (dim ? dim : want_dim) : 0;
+    return 0;
+}
+
+/* ==== Other connections' commits ==== */
+
+static int data_version(struct lr_store *st, sqlite3_int64 *v)
+{
+    sqlite3_stmt *q = NULL;
+    int ok = sqlite3_prepare_v2(st->db, "PRAGMA data_version", -1, &q, NULL) == SQLITE_OK &&
+             sqlite3_step(q) == SQLITE_ROW;
+    if (ok)
+        *v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return ok ? 0 : -1;
+}
+
+/* hist_load() in a read transaction of its own, so that all its statements
+ * see one moment of the database while other connections commit, and the
+ * data version of that moment. Writes nothing. */
+static int hist_load_snapshot(struct lr_store *st, size_t dim, struct lr__hist **out,
+                              sqlite3_int64 *version, struct lr_error *err)
+{
+    int rc;
+    *out = NULL;
+    if ((rc = exec(st, "BEGIN", err)) != 0)
+        return rc;
+    if (data_version(st, version) != 0)
+        rc = sql_fail(st, err, "reading the data version");
+    else
+        rc = hist_load(st, dim, out, err);
+    exec(st, "ROLLBACK", NULL); /* ends the read; there is nothing to commit */
+    return rc;
+}
+
+/* Called by a writer (wmu held) inside its BEGIN IMMEDIATE, before it
+ * assigns record or model ids from the copy: if another connection has
+ * committed since the copy last matched the database, the copy is built
+ * again from the database, as at open (weights, index and groups alike),
+ * and published under the write lock. No other writer can commit while the
+ * transaction holds the write lock, so the copy then matches what this
+ * writer's ids follow. On failure the old copy stays and the caller rolls
+ * back. */
+static int catch_up(struct lr_store *st, struct lr_error *err)
+{
+    struct lr__hist *fresh = NULL, *old;
+    sqlite3_int64 v;
+    size_t dim = st->dim;
+    int rc;
+
+    if (data_version(st, &v) != 0)
+        return sql_fail(st, err, "reading the data version");
+    if (v == st->data_version)
+        return 0;
+    /* A dense store's first vector may have come from the other writer. */
+    if (st->dense && dim == 0 && (rc = meta_dim(st, &dim, err)) != 0)
+        return rc;
+    if ((rc = hist_load(st, dim, &fresh, err)) != 0) {
+        if (err) {
+            char m[sizeof(err->message)];
+            snprintf(m, sizeof(m), "%s", err->message);
+            fail(err, rc, 0, "reading records another process added: %s", m);
+        }
+        return rc;
+    }
+    pthread_rwlock_wrlock(&st->rw);
+    old = st->hist;
+    st->hist = fresh;
+    st->dim = dim;
+    pthread_rwlock_unlock(&st->rw);
+    hist_free(old);
+    st->data_version = v;
+    st->rebuild_at = next_rebuild(st, fresh->n);
     return 0;
 }
 
@@ -706,7 +802,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     if ((rc = open_schema(st, opts ? (size_t)opts->dense_dim : 0, err)) != 0)
         goto fail;
-    if ((rc = hist_load(st, st->dim, &st->hist, err)) != 0)
+    if ((rc = hist_load_snapshot(st, st->dim, &st->hist, &st->data_version, err)) != 0)
         goto fail;
     st->rebuild_at = next_rebuild(st, st->hist->n);
     *out = st;
@@ -909,30 +1005,22 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     uint32_t mids[LR__STORE_MAX_OUTCOMES];
     float *unit = NULL;
     struct writer w = {0};
-    int rc = 0, adopt_dim = 0;
+    int rc = 0, adopt_dim = 0, in_tx = 0;
 
     lr__terms_init(&t);
 
     if (st->read_only)
         return fail(err, LR_EINVAL, 0, "history store '%s' is open read-only", st->path);
-    if (h->n >= st->max_records)
-        return fail(err, LR_ETOOBIG, 0, "history store '%s' is full (%zu records)", st->path,
-                    st->max_records);
 
-    /* The vector, computed before anything changes. */
+    /* The vector, checked and normalised before anything changes. */
     if (st->dense) {
         if (!vec || dim == 0)
             return fail(err, LR_EINVAL, 0,
                         "history store '%s' uses the remote embedder '%s': a vector is needed",
                         st->path, st->embedder);
-        if (st->dim && dim != st->dim)
-            return fail(err, LR_EINVAL, 0,
-                        "vector has dimension %zu; history store '%s' holds dimension %zu", dim,
-                        st->path, st->dim);
         if (dim > LR__STORE_MAX_DIM)
             return fail(err, LR_EINVAL, 0, "vector dimension %zu is over the cap of %d", dim,
                         LR__STORE_MAX_DIM);
-        adopt_dim = st->dim == 0;
         unit = malloc(dim * sizeof(*unit));
         if (!unit)
             return fail(err, LR_ENOMEM, 0, "out of memory adding a record");
@@ -941,14 +1029,39 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
             free(unit);
             return fail(err, LR_EINVAL, 0, "vector is zero or not finite");
         }
+    } else if (vec) {
+        return fail(err, LR_EINVAL, 0,
+                    "history store '%s' uses the built-in embedder '%s': give no vector",
+                    st->path, st->embedder);
+    }
+
+    /* The transaction opens before any id is taken from the copy, which
+     * first catches up with other connections' commits. */
+    if ((rc = writer_open(st, &w, err)) != 0)
+        goto out;
+    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
+        goto out;
+    in_tx = 1;
+    if ((rc = catch_up(st, err)) != 0)
+        goto out;
+    h = st->hist;
+    if (h->n >= st->max_records) {
+        rc = fail(err, LR_ETOOBIG, 0, "history store '%s' is full (%zu records)", st->path,
+                  st->max_records);
+        goto out;
+    }
+    if (st->dense) {
+        if (st->dim && dim != st->dim) {
+            rc = fail(err, LR_EINVAL, 0,
+                      "vector has dimension %zu; history store '%s' holds dimension %zu", dim,
+                      st->path, st->dim);
+            goto out;
+        }
+        adopt_dim = st->dim == 0;
     } else {
-        if (vec)
-            return fail(err, LR_EINVAL, 0,
-                        "history store '%s' uses the built-in embedder '%s': give no vector",
-                        st->path, st->embedder);
         if (lr__terms_count(&t, v->query, v->query_len) != 0) {
-            lr__terms_free(&t);
-            return fail(err, LR_ENOMEM, 0, "out of memory adding a record");
+            rc = fail(err, LR_ENOMEM, 0, "out of memory adding a record");
+            goto out;
         }
         /* The document joins the frequency counts; documents already in the
          * index keep the weights they were given (until the next rebuild). */
@@ -1001,10 +1114,6 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     }
 
     /* Durable: one transaction, committed before memory changes. */
-    if ((rc = writer_open(st, &w, err)) != 0)
-        goto out;
-    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
-        goto out;
     for (size_t j = 0; j < n_new && rc == 0; j++)
         if (put_model(&w, (uint32_t)(h->models.n + j), new_names[j]) != 0)
             rc = -1;
@@ -1014,13 +1123,11 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         rc = -1;
     if (rc != 0) {
         rc = sql_fail(st, err, "adding a record");
-        exec(st, "ROLLBACK", NULL);
         goto out;
     }
-    if ((rc = exec(st, "COMMIT", err)) != 0) {
-        exec(st, "ROLLBACK", NULL);
+    if ((rc = exec(st, "COMMIT", err)) != 0)
         goto out;
-    }
+    in_tx = 0;
 
     /* Publish. */
     pthread_rwlock_wrlock(&st->rw);
@@ -1054,17 +1161,22 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         if (st->dense) {
             regroup_dense(st, h);
         } else {
+            /* Its own read transaction: other connections may commit now. */
             struct lr__hist *fresh = NULL;
-            if (hist_load(st, st->dim, &fresh, NULL) == 0) {
+            sqlite3_int64 version;
+            if (hist_load_snapshot(st, st->dim, &fresh, &version, NULL) == 0) {
                 pthread_rwlock_wrlock(&st->rw);
                 st->hist = fresh;
                 pthread_rwlock_unlock(&st->rw);
                 hist_free(h);
+                st->data_version = version;
             }
         }
         st->rebuild_at = next_rebuild(st, st->hist->n);
     }
 out:
+    if (in_tx)
+        exec(st, "ROLLBACK", NULL);
     /* A first vector that did not make it to disk must not leave its
      * dimension (and rows sized for it) behind in memory. */
     if (rc != 0 && adopt_dim && st->dim == 0 && h->didx.dim != 0) {
@@ -1496,6 +1608,24 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         goto out;
     }
 
+    /* All or nothing: one transaction, and the new in-memory copy is built
+     * from inside it before it commits. Ids are taken from the copy, so it
+     * first catches up with other connections' commits. */
+    if ((rc = writer_open(store, &im.w, err)) != 0)
+        goto out;
+    if ((rc = exec(store, "BEGIN IMMEDIATE", err)) != 0)
+        goto out;
+    in_tx = 1;
+    if ((rc = catch_up(store, err)) != 0)
+        goto out;
+    if (store->dense && store->dim && im.dim != store->dim) {
+        rc = fail(err, LR_EINVAL, 0,
+                  "vectors of dimension %zu cannot go into history store '%s', which holds "
+                  "dimension %zu",
+                  im.dim, store->path, store->dim);
+        goto out;
+    }
+
     /* Private state: the model names and a record buffer. */
     im.v = malloc(sizeof(*im.v));
     if (!im.v || names_reserve(&im.names, store->hist->models.n + 1) != 0) {
@@ -1511,14 +1641,6 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         names_add(&im.names, d);
     }
     im.next_id = store->hist->n;
-
-    /* All or nothing: one transaction, and the new in-memory copy is built
-     * from inside it before it commits. */
-    if ((rc = writer_open(store, &im.w, err)) != 0)
-        goto out;
-    if ((rc = exec(store, "BEGIN IMMEDIATE", err)) != 0)
-        goto out;
-    in_tx = 1;
     rc = p[first] == '[' ? import_array(&im, path, p, len) : import_lines(&im, path, p, len);
     if (rc == 0)
         rc = pending_flush(&im);

@@ -601,6 +601,154 @@ static void failed_first_vector_leaves_no_dimension_behind(void **st)
     lr_store_free(s);
 }
 
+/* ==== Two connections on one file ==== */
+
+/* Two handles on one file stand for two processes (a gateway appending
+ * feedback, `llmroute import` run beside it): SQLite tells a connection
+ * about another's commits the same way in both cases. */
+
+/* The nearest record to `text` by the built-in embedder. */
+static int nearest_by_text(struct lr_store *s, const char *text)
+{
+    struct lr__store_scratch sc;
+    struct lr__neighbor nb[1];
+    lr__store_scratch_init(&sc);
+    lr__store_rdlock(s);
+    int n = lr__store_knn_text(s, text, strlen(text), 1, &sc, nb);
+    lr__store_unlock(s);
+    lr__store_scratch_free(&sc);
+    assert_int_equal(n, 1);
+    return (int)nb[0].doc;
+}
+
+/* The queries in record order, one a line, read with SQLite directly. */
+static void stored_queries(const char *db, char *buf, size_t cap)
+{
+    sqlite3 *c = NULL;
+    sqlite3_stmt *q = NULL;
+    size_t len = 0;
+    long want = 0;
+    assert_int_equal(sqlite3_open_v2(db, &c, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(c, "SELECT id, query FROM records ORDER BY id", -1, &q,
+                                        NULL),
+                     SQLITE_OK);
+    buf[0] = '\0';
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        assert_int_equal(sqlite3_column_int64(q, 0), want++);
+        len += (size_t)snprintf(buf + len, cap - len, "%s\n", sqlite3_column_text(q, 1));
+        assert_true(len < cap);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(c);
+}
+
+static void writers_catch_up_with_another_connections_commits(void **st)
+{
+    (void)st;
+    char db[512], got[2048];
+    struct lr_store *a = NULL, *b = NULL;
+    struct lr_error err;
+    struct lr_import_report rep;
+    path_in(db, sizeof(db), "two.db");
+    assert_int_equal(lr_store_open(db, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_open(db, NULL, &b, &err), 0);
+
+    /* An import through a, then an append through b, which has not seen it. */
+    assert_int_equal(lr_store_import_file(a, write_file("a.json", ARRAY3), NULL, &rep, &err), 0);
+    assert_int_equal(lr_store_add_outcome(b, "a question from the gateway", -1, "newcomer", 0.5,
+                                          7, &err),
+                     0);
+    assert_int_equal(lr_store_count(b), 4);
+    /* b routes over a's records now, with a's model ids. */
+    assert_int_equal(nearest_by_text(b, "capital of france"), 0);
+    lr__store_rdlock(b);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(b), "small"), 0);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(b), "newcomer"), 2);
+    lr__store_unlock(b);
+
+    /* The other way round: a appends after b's append, b imports after a's. */
+    assert_int_equal(lr_store_add_outcome(a, "one more from the first", -1, "big", 1, 3, &err),
+                     0);
+    assert_int_equal(lr_store_count(a), 5);
+    assert_int_equal(nearest_by_text(a, "a question from the gateway"), 3);
+    const char *two = "{\"query\": \"imported later one\", \"outputs\": [{\"model_name\": "
+                      "\"small\", \"correctness\": 1, \"output_token_length\": 2}]}\n"
+                      "{\"query\": \"imported later two\", \"outputs\": [{\"model_name\": "
+                      "\"third\", \"correctness\": 0, \"output_token_length\": 9}]}\n";
+    assert_int_equal(lr_store_import_file(b, write_file("b.jsonl", two), NULL, &rep, &err), 0);
+    assert_int_equal(rep.imported, 2);
+    assert_int_equal(lr_store_count(b), 7);
+    assert_int_equal(nearest_by_text(b, "one more from the first"), 4);
+    assert_int_equal(lr_store_import_file(a, write_file("a.json", ARRAY3), NULL, &rep, &err), 0);
+    assert_int_equal(lr_store_count(a), 10);
+    assert_int_equal(nearest_by_text(a, "imported later two"), 6);
+    lr__store_rdlock(a);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(a), "third"), 3);
+    lr__store_unlock(a);
+    lr_store_free(a);
+    lr_store_free(b);
+
+    /* Every record once, in the order written, with its own outcome. */
+    stored_queries(db, got, sizeof(got));
+    assert_string_equal(got, "what is the capital of france\n"
+                             "write a python function to add numbers\n"
+                             "which planet is the largest\n"
+                             "a question from the gateway\n"
+                             "one more from the first\n"
+                             "imported later one\n"
+                             "imported later two\n"
+                             "what is the capital of france\n"
+                             "write a python function to add numbers\n"
+                             "which planet is the largest\n");
+    assert_int_equal(lr_store_open(db, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_count(a), 10);
+    lr__store_rdlock(a);
+    const struct lr__hist *h = lr__store_hist(a);
+    size_t n;
+    const struct lr__outcome *o = lr__hist_outcomes(h, 3, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(o[0].model, (uint32_t)lr__hist_model_id(h, "newcomer"));
+    assert_true(o[0].correctness == 0.5f && o[0].output_tokens == 7.0f);
+    o = lr__hist_outcomes(h, 6, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(o[0].model, (uint32_t)lr__hist_model_id(h, "third"));
+    lr__store_unlock(a);
+    lr_store_free(a);
+}
+
+/* A dense store's dimension may be fixed by the other connection's first
+ * vector: the writer that catches up takes it, with the vectors. */
+static void dense_writer_catches_up_with_another_connections_vectors(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *a = NULL, *b = NULL;
+    struct lr_error err;
+    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    float v[8], sim;
+    path_in(db, sizeof(db), "two-dense.db");
+    assert_int_equal(lr_store_open(db, &o, &a, &err), 0);
+    assert_int_equal(lr_store_open(db, &o, &b, &err), 0);
+    hash_vector("first query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(a, "first query", 5, "m", 1, 7, v, 8, &err), 0);
+    hash_vector("second query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(b, "second query", 5, "n", 0, 3, v, 8, &err), 0);
+    assert_int_equal(lr_store_count(b), 2);
+    assert_int_equal(lr_store_dim(b), 8);
+    assert_int_equal(nearest_by_vector(b, "first query", 8, &sim), 0);
+    assert_true(sim > 0.999f);
+    hash_vector("third query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(a, "third query", 5, "n", 1, 1, v, 8, &err), 0);
+    assert_int_equal(lr_store_count(a), 3);
+    assert_int_equal(nearest_by_vector(a, "second query", 8, &sim), 1);
+    lr_store_free(a);
+    lr_store_free(b);
+    assert_int_equal(lr_store_open(db, &o, &a, &err), 0);
+    assert_int_equal(lr_store_count(a), 3);
+    assert_int_equal(nearest_by_vector(a, "third query", 8, &sim), 2);
+    lr_store_free(a);
+}
+
 static void missing_file_is_an_io_error(void **st)
 {
     (void)st;
@@ -633,6 +781,8 @@ int main(void)
         cmocka_unit_test(dense_import_is_all_or_nothing_when_the_embedder_fails),
         cmocka_unit_test(dense_outcome_appends_carry_their_vector),
         cmocka_unit_test(failed_first_vector_leaves_no_dimension_behind),
+        cmocka_unit_test(writers_catch_up_with_another_connections_commits),
+        cmocka_unit_test(dense_writer_catches_up_with_another_connections_vectors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

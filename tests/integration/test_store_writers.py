@@ -1,0 +1,130 @@
+"""test_store_writers.py -- two processes writing one history store: a
+running gateway appending feedback and `llmroute import` run beside it.
+
+    python3 test_store_writers.py LLMROUTE
+
+Record ids come from each process's in-memory copy of the store, so a
+gateway that did not notice the import's commit gave its next feedback an id
+the import had taken (500 store_error, "UNIQUE constraint failed:
+records.id", for every feedback until a restart). The store is read at the
+end with Python's sqlite3 module, read-only, with the gateway stopped.
+"""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import Gateway, check, finish, request, workdir  # noqa
+
+SEED = 40
+IMPORTED = 5
+
+
+def history(path, n, tag):
+    """n records, arithmetic (both models right) and code (only 'smarty'
+    right), as test_crash.py's; queries unique by tag."""
+    with open(path, "w") as f:
+        for i in range(n):
+            if i % 2 == 0:
+                rec = {"query": "What is %d plus %d? (%s)" % (i, i + 3, tag),
+                       "input_token_length": 8,
+                       "outputs": [{"model_name": "cheapo", "correctness": 1,
+                                    "output_token_length": 4},
+                                   {"model_name": "smarty", "correctness": 1,
+                                    "output_token_length": 6}]}
+            else:
+                rec = {"query": "Write a python function parse_%d that reads a csv file into "
+                                "a list of dicts (%s)" % (i, tag),
+                       "input_token_length": 20,
+                       "outputs": [{"model_name": "cheapo", "correctness": 0,
+                                    "output_token_length": 90},
+                                   {"model_name": "smarty", "correctness": 1,
+                                    "output_token_length": 120}]}
+            f.write(json.dumps(rec) + "\n")
+
+
+def config(store):
+    return {
+        "models": [
+            {"name": "cheapo", "backend": "mock", "cost_per_input_token": 1e-7,
+             "cost_per_output_token": 2e-7, "mock": {"content": "cheap answer"}},
+            {"name": "smarty", "backend": "mock", "cost_per_input_token": 1e-5,
+             "cost_per_output_token": 3e-5, "mock": {"content": "careful answer"}},
+        ],
+        "router": {"strategy": "sequential", "store": store, "predictor": "aios"},
+        "routes": [{"name": "auto", "strategy": "smart", "models": ["cheapo", "smarty"],
+                    "performance_requirement": 0.7}],
+    }
+
+
+def import_ok(bin_, store, path):
+    r = subprocess.run([bin_, "import", "--store", store, path], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+def feedback(port, query, model):
+    body = json.dumps({"query": query, "model": model, "correctness": 1, "output_tokens": 5})
+    st, _, data = request(port, "POST", "/v1/feedback", body,
+                          {"Content-Type": "application/json"})
+    assert st == 200, (st, data)
+    j = json.loads(data)
+    assert j["status"] == "recorded", j
+    return j["records"]
+
+
+def history_records(port):
+    st, _, body = request(port, "GET", "/health")
+    assert st == 200, st
+    return json.loads(body)["history_records"]
+
+
+def main(bin_):
+    wd = workdir()
+    store = os.path.join(wd, "history.db")
+    seed = os.path.join(wd, "seed.jsonl")
+    more = os.path.join(wd, "more.jsonl")
+    history(seed, SEED, "seed")
+    history(more, IMPORTED, "imported beside the gateway")
+    import_ok(bin_, store, seed)
+    gw = Gateway(bin_, wd, config(store))
+
+    def feedback_after_an_import_into_the_live_store():
+        assert feedback(gw.port, "first feedback question", "cheapo") == SEED + 1
+        import_ok(bin_, store, more)
+        assert feedback(gw.port, "second feedback question", "smarty") == SEED + IMPORTED + 2
+        assert feedback(gw.port, "third feedback question", "smarty") == SEED + IMPORTED + 3
+        assert history_records(gw.port) == SEED + IMPORTED + 3
+    check("feedback after `llmroute import` into the gateway's store is recorded (200), and "
+          "/health counts the imported records", feedback_after_an_import_into_the_live_store)
+
+    def every_record_once_in_order():
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+        db = sqlite3.connect("file:%s?mode=ro" % store, uri=True)
+        try:
+            rows = db.execute("SELECT id, query FROM records ORDER BY id").fetchall()
+            n_outcomes = db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0]
+        finally:
+            db.close()
+        assert [r[0] for r in rows] == list(range(SEED + IMPORTED + 3)), rows[SEED - 1:]
+        queries = [r[1] for r in rows]
+        assert len(set(queries)) == len(queries), "a record is stored twice"
+        assert queries[SEED] == "first feedback question", queries[SEED]
+        assert all("imported beside the gateway" in q
+                   for q in queries[SEED + 1:SEED + 1 + IMPORTED]), queries
+        assert queries[SEED + IMPORTED + 1:] == ["second feedback question",
+                                                "third feedback question"], queries
+        assert n_outcomes == 2 * (SEED + IMPORTED) + 3, n_outcomes
+    check("the store holds every record once, with ids in the order they were written",
+          every_record_once_in_order)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: test_store_writers.py LLMROUTE")
+    main(sys.argv[1])
+    finish()
