@@ -56,6 +56,8 @@ enum lr_errcode {
     LR_EINFEASIBLE = -9, /* no assignment meets the constraints (a best effort is returned) */
     LR_ESTRATEGY = -10,  /* unknown strategy, or one that lacks what it needs */
     LR_ETOOBIG = -11,    /* an input over a configured cap */
+    LR_EBUSY = -12,      /* the history store is being written by another process for longer
+                            than a write waits (5 s); nothing was written: try again */
 };
 
 /* A short, static description of an error code. Never NULL. */
@@ -199,7 +201,8 @@ struct lr_store_options {
  * lr_store_free(). Opening a store made by another embedder is LR_ESTORE.
  * Other processes may write the same file: each write (lr_store_add, an
  * import) first reads the records they committed, and routing sees those
- * from then on (or from the next open). */
+ * from then on (or from the next open). A write waits up to 5 s for another
+ * process's transaction, then fails with LR_EBUSY, having written nothing. */
 LR_EXTERN int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
                   struct lr_error *err);
 LR_EXTERN void lr_store_free(struct lr_store *store);

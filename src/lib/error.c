@@ -26,6 +26,7 @@ const char *lr_strerror(int err)
     case LR_EINFEASIBLE: return "constraints cannot be met";
     case LR_ESTRATEGY: return "strategy error";
     case LR_ETOOBIG: return "input too large";
+    case LR_EBUSY: return "history store busy (another process is writing it)";
     default: return "unknown error";
     }
 }

@@ -60,6 +60,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* How long a statement waits for another connection's write transaction
+ * before it fails with SQLITE_BUSY (LR_EBUSY). */
+#define BUSY_TIMEOUT_MS 5000
+
 struct lr_store {
     sqlite3 *db;
     char *path;
@@ -113,17 +117,35 @@ static int fail(struct lr_error *err, int code, int line, const char *fmt, ...)
     return code;
 }
 
+/* SQLITE_BUSY (and SQLITE_LOCKED) after BUSY_TIMEOUT_MS: another connection
+ * has held its write transaction all that time (an import into the store a
+ * gateway uses). Transient, so it is LR_EBUSY and not LR_ESTORE: the caller
+ * may try again, and nothing was written. */
 static int sql_code(sqlite3 *db)
 {
     int rc = sqlite3_errcode(db) & 0xff;
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+        return LR_EBUSY;
     return (rc == SQLITE_IOERR || rc == SQLITE_FULL || rc == SQLITE_CANTOPEN) ? LR_EIO
                                                                                : LR_ESTORE;
 }
 
+/* Fill err for a failed SQLite call on st->db; `detail` is SQLite's message. */
+static int sql_fail_msg(struct lr_store *st, struct lr_error *err, const char *what,
+                        const char *detail)
+{
+    int code = sql_code(st->db);
+    if (code == LR_EBUSY)
+        return fail(err, code, 0,
+                    "history store '%s' is busy: another process has been writing it for "
+                    "over %d s (%.40s: %s); nothing was written, try again",
+                    st->path, BUSY_TIMEOUT_MS / 1000, what, detail);
+    return fail(err, code, 0, "history store '%s': %s: %s", st->path, what, detail);
+}
+
 static int sql_fail(struct lr_store *st, struct lr_error *err, const char *what)
 {
-    return fail(err, sql_code(st->db), 0, "history store '%s': %s: %s", st->path, what,
-                sqlite3_errmsg(st->db));
+    return sql_fail_msg(st, err, what, sqlite3_errmsg(st->db));
 }
 
 /* ==== Model names ==== */
@@ -539,7 +561,10 @@ static int exec(struct lr_store *st, const char *sql, struct lr_error *err)
     char *msg = NULL;
     if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
         int code = sql_code(st->db);
-        fail(err, code, 0, "history store '%s': %s", st->path, msg ? msg : "SQLite error");
+        if (code == LR_EBUSY)
+            sql_fail_msg(st, err, sql, msg ? msg : "SQLite error");
+        else
+            fail(err, code, 0, "history store '%s': %s", st->path, msg ? msg : "SQLite error");
         sqlite3_free(msg);
         return code;
     }
@@ -795,7 +820,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
                   st->db ? sqlite3_errmsg(st->db) : "out of memory");
         goto fail;
     }
-    sqlite3_busy_timeout(st->db, 5000);
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
     if (!st->read_only &&
         ((rc = exec(st, "PRAGMA journal_mode=WAL", err)) != 0 ||
          (rc = exec(st, "PRAGMA synchronous=FULL", err)) != 0))

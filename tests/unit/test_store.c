@@ -716,6 +716,40 @@ static void writers_catch_up_with_another_connections_commits(void **st)
     lr_store_free(a);
 }
 
+/* Another connection holds the write lock past the busy timeout (an import
+ * into the store a gateway appends to): the append is LR_EBUSY, naming the
+ * store, and writes nothing; once the lock is gone the same append succeeds. */
+static void append_while_another_connection_writes_is_busy_then_succeeds(void **st)
+{
+    (void)st;
+    char db[512], got[1024];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    sqlite3 *raw = NULL;
+    path_in(db, sizeof(db), "busy.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "before the lock", -1, "small", 1, 3, &err), 0);
+
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(lr_store_add_outcome(s, "during the lock", -1, "big", 0, 5, &err), LR_EBUSY);
+    assert_int_equal(err.code, LR_EBUSY);
+    assert_non_null(strstr(err.message, db));
+    assert_non_null(strstr(err.message, "another process"));
+    assert_int_equal(lr_store_count(s), 1);
+    assert_int_equal(sqlite3_exec(raw, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(raw);
+
+    assert_int_equal(lr_store_add_outcome(s, "during the lock", -1, "big", 0, 5, &err), 0);
+    assert_int_equal(lr_store_count(s), 2);
+    lr__store_rdlock(s);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(s), "big"), 1);
+    lr__store_unlock(s);
+    lr_store_free(s);
+    stored_queries(db, got, sizeof(got));
+    assert_string_equal(got, "before the lock\nduring the lock\n");
+}
+
 /* A dense store's dimension may be fixed by the other connection's first
  * vector: the writer that catches up takes it, with the vectors. */
 static void dense_writer_catches_up_with_another_connections_vectors(void **st)
@@ -783,6 +817,7 @@ int main(void)
         cmocka_unit_test(failed_first_vector_leaves_no_dimension_behind),
         cmocka_unit_test(writers_catch_up_with_another_connections_commits),
         cmocka_unit_test(dense_writer_catches_up_with_another_connections_vectors),
+        cmocka_unit_test(append_while_another_connection_writes_is_busy_then_succeeds),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
