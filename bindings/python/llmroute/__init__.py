@@ -12,7 +12,8 @@ from ._lib import LibraryNotFound, library_path
 from .core import (BatchResult, Candidate, Config, Decision, ImportReport, ModelInfo, Router,
                    Store, config_from_llm_configs, estimate_tokens)
 from .errors import (ConfigError, EmptyInput, Error, Infeasible, InvalidInput, IOFailure,
-                     OutOfMemory, ParseError, StoreError, StrategyError, TooBig, UnknownModel)
+                     OutOfMemory, ParseError, StoreBusy, StoreError, StrategyError, TooBig,
+                     UnknownModel)
 from .routing import QueryStore, RouterStrategy, SequentialRouting, SmartRouting
 
 __version__ = "0.1.0"
@@ -22,4 +23,4 @@ __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", 
            "ModelInfo", "config_from_llm_configs", "estimate_tokens", "library_path",
            "LibraryNotFound", "Error", "InvalidInput", "UnknownModel", "ParseError",
            "ConfigError", "EmptyInput", "StrategyError", "TooBig", "Infeasible", "StoreError",
-           "IOFailure", "OutOfMemory"]
+           "StoreBusy", "IOFailure", "OutOfMemory"]

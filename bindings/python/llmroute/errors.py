@@ -8,8 +8,8 @@ Every exception raised for a failed C call carries the library's own message
 from . import _lib
 
 __all__ = ["Error", "InvalidInput", "UnknownModel", "ParseError", "ConfigError",
-           "EmptyInput", "StoreError", "Infeasible", "StrategyError", "TooBig", "IOFailure",
-           "OutOfMemory", "raise_for"]
+           "EmptyInput", "StoreError", "StoreBusy", "Infeasible", "StrategyError", "TooBig",
+           "IOFailure", "OutOfMemory", "raise_for"]
 
 
 class Error(Exception):
@@ -62,6 +62,11 @@ class StoreError(Error, RuntimeError):
     """LR_ESTORE: the history store failed or does not match (e.g. another embedder)."""
 
 
+class StoreBusy(StoreError):
+    """LR_EBUSY: another process has been writing the history store for longer
+    than a write waits (5 s); nothing was written. Transient: try again."""
+
+
 class IOFailure(Error, OSError):
     """LR_EIO: a file could not be read or written."""
 
@@ -79,6 +84,7 @@ _BY_CODE = {
     _lib.LR_ECONFIG: ConfigError,
     _lib.LR_EEMPTY: EmptyInput,
     _lib.LR_ESTORE: StoreError,
+    _lib.LR_EBUSY: StoreBusy,
     _lib.LR_EINFEASIBLE: Infeasible,
     _lib.LR_ESTRATEGY: StrategyError,
     _lib.LR_ETOOBIG: TooBig,

@@ -250,10 +250,33 @@ class OutOfRangeInputTest(unittest.TestCase):
         self.assertRefused("models[0]", self.router.route_index, [{"name": "a"}])
 
 
+class StoreBusyTest(unittest.TestCase):
+    def test_a_write_lock_held_past_the_wait_is_store_busy(self):
+        import sqlite3
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "h.db")
+            store = llmroute.Store(path)
+            lock = sqlite3.connect(path, isolation_level=None, timeout=0)
+            try:
+                lock.execute("BEGIN IMMEDIATE")
+                with self.assertRaises(llmroute.StoreBusy) as cm:
+                    store.add_outcome("a question", "a", 1, 5)
+                self.assertIsInstance(cm.exception, llmroute.StoreError)
+                self.assertEqual(cm.exception.code, -12)
+                self.assertIn(path, str(cm.exception))
+                self.assertIn("another process", str(cm.exception))
+            finally:
+                lock.rollback()
+                lock.close()
+            store.add_outcome("a question", "a", 1, 5)
+            self.assertEqual(len(store), 1)
+            store.close()
+
+
 class StrErrorTest(unittest.TestCase):
     def test_every_code_has_a_description(self):
         from llmroute import errors
-        for code in range(-11, 1):
+        for code in range(-12, 1):
             self.assertTrue(errors.strerror(code))
 
 
