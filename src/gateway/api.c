@@ -588,6 +588,16 @@ static void feedback_done(void *arg)
         return;
     }
     hs_req_watch(fb->req, NULL, NULL, NULL);
+    if (fb->rc == LR_EBUSY) {
+        /* Another process (an import) has held the store's write lock longer
+         * than the append waits: transient, and nothing was stored. */
+        hs_resp_header(fb->req, "Retry-After", "1");
+        status = refuse(fb->req, 503, NULL, "store_busy",
+                        "the history store is busy (another process is writing it); nothing "
+                        "was recorded, retry the feedback");
+        feedback_end(fb, status, "store_busy");
+        return;
+    }
     if (fb->rc) {
         int code = fb->rc == LR_EINVAL || fb->rc == LR_ETOOBIG ? 400 : 500;
         status = refuse(fb->req, code, NULL, code == 400 ? "invalid_value" : "store_error",

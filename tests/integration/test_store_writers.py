@@ -6,8 +6,10 @@ running gateway appending feedback and `llmroute import` run beside it.
 Record ids come from each process's in-memory copy of the store, so a
 gateway that did not notice the import's commit gave its next feedback an id
 the import had taken (500 store_error, "UNIQUE constraint failed:
-records.id", for every feedback until a restart). The store is read at the
-end with Python's sqlite3 module, read-only, with the gateway stopped.
+records.id", for every feedback until a restart). A write lock held longer
+than the gateway waits (5 s) is a 503 store_busy, not a 500 store_error. The
+store is read at the end with Python's sqlite3 module, read-only, with the
+gateway stopped.
 """
 import json
 import os
@@ -101,6 +103,35 @@ def main(bin_):
     check("feedback after `llmroute import` into the gateway's store is recorded (200), and "
           "/health counts the imported records", feedback_after_an_import_into_the_live_store)
 
+    def feedback_while_another_process_holds_the_write_lock():
+        # Another process holds a write transaction past the gateway's 5 s
+        # wait: 503 store_busy with Retry-After, nothing stored; then a retry
+        # is recorded once. An import into the locked store fails the same way.
+        lock = sqlite3.connect(store, isolation_level=None, timeout=0)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            body = json.dumps({"query": "busy feedback question", "model": "cheapo",
+                               "correctness": 1, "output_tokens": 5})
+            st, hdrs, data = request(gw.port, "POST", "/v1/feedback", body, timeout=30)
+            assert st == 503, (st, data)
+            assert hdrs.get("retry-after") == "1", hdrs
+            err = json.loads(data)["error"]
+            assert err["code"] == "store_busy", err
+            assert "busy" in err["message"] and "another process" in err["message"], err
+            r = subprocess.run([bin_, "import", "--store", store, more], capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode == 1, (r.returncode, r.stderr)
+            assert store in r.stderr and "another process" in r.stderr, r.stderr
+            assert history_records(gw.port) == SEED + IMPORTED + 3
+        finally:
+            lock.rollback()
+            lock.close()
+        assert feedback(gw.port, "busy feedback question", "cheapo") == SEED + IMPORTED + 4
+        assert history_records(gw.port) == SEED + IMPORTED + 4
+    check("feedback while another process holds the store's write lock is a 503 store_busy "
+          "with Retry-After, and its retry is recorded once; an import then exits 1 naming "
+          "the store", feedback_while_another_process_holds_the_write_lock)
+
     def every_record_once_in_order():
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
@@ -110,15 +141,16 @@ def main(bin_):
             n_outcomes = db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0]
         finally:
             db.close()
-        assert [r[0] for r in rows] == list(range(SEED + IMPORTED + 3)), rows[SEED - 1:]
+        assert [r[0] for r in rows] == list(range(SEED + IMPORTED + 4)), rows[SEED - 1:]
         queries = [r[1] for r in rows]
         assert len(set(queries)) == len(queries), "a record is stored twice"
         assert queries[SEED] == "first feedback question", queries[SEED]
         assert all("imported beside the gateway" in q
                    for q in queries[SEED + 1:SEED + 1 + IMPORTED]), queries
         assert queries[SEED + IMPORTED + 1:] == ["second feedback question",
-                                                "third feedback question"], queries
-        assert n_outcomes == 2 * (SEED + IMPORTED) + 3, n_outcomes
+                                                "third feedback question",
+                                                "busy feedback question"], queries
+        assert n_outcomes == 2 * (SEED + IMPORTED) + 4, n_outcomes
     check("the store holds every record once, with ids in the order they were written",
           every_record_once_in_order)
 
