@@ -23,50 +23,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import HOST, Gateway, chat, check, finish, request, wait_for, workdir  # noqa
+from gwtest import (HOST, Gateway, chat, check, finish, request, smart_config as config,  # noqa
+                    smart_history as history, wait_for, workdir)
 
 ASK = lambda text: [{"role": "user", "content": text}]  # noqa: E731
-
-
-def history(path, n, tag, pad=0):
-    """n records in two kinds, as test_gateway_smart.py's: arithmetic (both
-    models right) and code (only 'smarty' right); queries unique by tag. With
-    pad, each record's task is that many bytes: a large transaction that costs
-    little to parse or index (a task is stored, not embedded)."""
-    with open(path, "w") as f:
-        for i in range(n):
-            if i % 2 == 0:
-                rec = {"query": "What is %d plus %d? (%s)" % (i, i + 3, tag),
-                       "input_token_length": 8,
-                       "outputs": [{"model_name": "cheapo", "correctness": 1,
-                                    "output_token_length": 4},
-                                   {"model_name": "smarty", "correctness": 1,
-                                    "output_token_length": 6}]}
-            else:
-                rec = {"query": "Write a python function parse_%d that reads a csv file into "
-                                "a list of dicts (%s)" % (i, tag),
-                       "input_token_length": 20,
-                       "outputs": [{"model_name": "cheapo", "correctness": 0,
-                                    "output_token_length": 90},
-                                   {"model_name": "smarty", "correctness": 1,
-                                    "output_token_length": 120}]}
-            if pad:
-                rec["task"] = ("task %d " % i).ljust(pad, "x")
-            f.write(json.dumps(rec) + "\n")
-
-
-def config(store):
-    return {
-        "models": [
-            {"name": "cheapo", "backend": "mock", "cost_per_input_token": 1e-7,
-             "cost_per_output_token": 2e-7, "mock": {"content": "cheap answer"}},
-            {"name": "smarty", "backend": "mock", "cost_per_input_token": 1e-5,
-             "cost_per_output_token": 3e-5, "mock": {"content": "careful answer"}},
-        ],
-        "router": {"strategy": "sequential", "store": store, "predictor": "aios"},
-        "routes": [{"name": "auto", "strategy": "smart", "models": ["cheapo", "smarty"],
-                    "performance_requirement": 0.7}],
-    }
 
 
 def run(args, timeout=120):

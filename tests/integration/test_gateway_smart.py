@@ -12,8 +12,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (Fake, Gateway, chat, check, closed_port, finish, request, wait_for,  # noqa
-                    workdir)
+from gwtest import (Fake, Gateway, chat, check, closed_port, finish, request,  # noqa
+                    smart_config as config, wait_for, workdir)
 
 ASK = lambda text: [{"role": "system", "content": "be brief"},  # noqa: E731
                     {"role": "user", "content": text}]
@@ -36,20 +36,6 @@ def history(path):
                                              "output_token_length": 90},
                                             {"model_name": "smarty", "correctness": 1,
                                              "output_token_length": 120}]}) + "\n")
-
-
-def config(store):
-    return {
-        "models": [
-            {"name": "cheapo", "backend": "mock", "cost_per_input_token": 1e-7,
-             "cost_per_output_token": 2e-7, "mock": {"content": "cheap answer"}},
-            {"name": "smarty", "backend": "mock", "cost_per_input_token": 1e-5,
-             "cost_per_output_token": 3e-5, "mock": {"content": "careful answer"}},
-        ],
-        "router": {"strategy": "sequential", "store": store, "predictor": "aios"},
-        "routes": [{"name": "auto", "strategy": "smart", "models": ["cheapo", "smarty"],
-                    "performance_requirement": 0.7}],
-    }
 
 
 def main(bin_):

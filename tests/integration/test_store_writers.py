@@ -19,47 +19,11 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import Gateway, check, finish, request, workdir  # noqa
+from gwtest import (Gateway, check, finish, request, smart_config as config,  # noqa
+                    smart_history as history, workdir)
 
 SEED = 40
 IMPORTED = 5
-
-
-def history(path, n, tag):
-    """n records, arithmetic (both models right) and code (only 'smarty'
-    right), as test_crash.py's; queries unique by tag."""
-    with open(path, "w") as f:
-        for i in range(n):
-            if i % 2 == 0:
-                rec = {"query": "What is %d plus %d? (%s)" % (i, i + 3, tag),
-                       "input_token_length": 8,
-                       "outputs": [{"model_name": "cheapo", "correctness": 1,
-                                    "output_token_length": 4},
-                                   {"model_name": "smarty", "correctness": 1,
-                                    "output_token_length": 6}]}
-            else:
-                rec = {"query": "Write a python function parse_%d that reads a csv file into "
-                                "a list of dicts (%s)" % (i, tag),
-                       "input_token_length": 20,
-                       "outputs": [{"model_name": "cheapo", "correctness": 0,
-                                    "output_token_length": 90},
-                                   {"model_name": "smarty", "correctness": 1,
-                                    "output_token_length": 120}]}
-            f.write(json.dumps(rec) + "\n")
-
-
-def config(store):
-    return {
-        "models": [
-            {"name": "cheapo", "backend": "mock", "cost_per_input_token": 1e-7,
-             "cost_per_output_token": 2e-7, "mock": {"content": "cheap answer"}},
-            {"name": "smarty", "backend": "mock", "cost_per_input_token": 1e-5,
-             "cost_per_output_token": 3e-5, "mock": {"content": "careful answer"}},
-        ],
-        "router": {"strategy": "sequential", "store": store, "predictor": "aios"},
-        "routes": [{"name": "auto", "strategy": "smart", "models": ["cheapo", "smarty"],
-                    "performance_requirement": 0.7}],
-    }
 
 
 def import_ok(bin_, store, path):
