@@ -952,6 +952,20 @@ static int writer_open(struct lr_store *st, struct writer *w, struct lr_error *e
     return 0;
 }
 
+/* A write's start: the statements, BEGIN IMMEDIATE (which serialises the
+ * writers of every process; *in_tx set once it holds), then catch_up(), so
+ * the ids the caller takes from the copy follow what is in the file. */
+static int write_begin(struct lr_store *st, struct writer *w, int *in_tx, struct lr_error *err)
+{
+    int rc;
+    if ((rc = writer_open(st, w, err)) != 0)
+        return rc;
+    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
+        return rc;
+    *in_tx = 1;
+    return catch_up(st, err);
+}
+
 static int step_done(sqlite3_stmt *s)
 {
     int rc = sqlite3_step(s);
@@ -1062,12 +1076,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
 
     /* The transaction opens before any id is taken from the copy, which
      * first catches up with other connections' commits. */
-    if ((rc = writer_open(st, &w, err)) != 0)
-        goto out;
-    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
-        goto out;
-    in_tx = 1;
-    if ((rc = catch_up(st, err)) != 0)
+    if ((rc = write_begin(st, &w, &in_tx, err)) != 0)
         goto out;
     h = st->hist;
     if (h->n >= st->max_records) {
@@ -1636,12 +1645,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     /* All or nothing: one transaction, and the new in-memory copy is built
      * from inside it before it commits. Ids are taken from the copy, so it
      * first catches up with other connections' commits. */
-    if ((rc = writer_open(store, &im.w, err)) != 0)
-        goto out;
-    if ((rc = exec(store, "BEGIN IMMEDIATE", err)) != 0)
-        goto out;
-    in_tx = 1;
-    if ((rc = catch_up(store, err)) != 0)
+    if ((rc = write_begin(store, &im.w, &in_tx, err)) != 0)
         goto out;
     if (store->dense && store->dim && im.dim != store->dim) {
         rc = fail(err, LR_EINVAL, 0,
