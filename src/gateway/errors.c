@@ -41,7 +41,7 @@ size_t gw_utf8_char_len(const unsigned char *p)
  * fit, so a byte that does not start a whole UTF-8 character becomes
  * U+FFFD and a character that does not fit is left out whole: the body
  * stays valid JSON. */
-static size_t put_json_string(char *buf, size_t cap, size_t o, const char *s)
+size_t gw_json_string(char *buf, size_t cap, size_t o, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     if (o + 1 >= cap)
@@ -103,13 +103,13 @@ size_t gw_error_format(char *buf, size_t cap, const char *message, const char *t
         return 0;
     /* The message is cut to leave room for the rest of the object. */
     o = put_raw(buf, cap, o, "{\"error\":{\"message\":");
-    o = put_json_string(buf, msg_cap, o, message);
+    o = gw_json_string(buf, msg_cap, o, message);
     o = put_raw(buf, cap, o, ",\"type\":");
-    o = put_json_string(buf, cap, o, type);
+    o = gw_json_string(buf, cap, o, type);
     o = put_raw(buf, cap, o, ",\"param\":");
-    o = param ? put_json_string(buf, cap, o, param) : put_raw(buf, cap, o, "null");
+    o = param ? gw_json_string(buf, cap, o, param) : put_raw(buf, cap, o, "null");
     o = put_raw(buf, cap, o, ",\"code\":");
-    o = code ? put_json_string(buf, cap, o, code) : put_raw(buf, cap, o, "null");
+    o = code ? gw_json_string(buf, cap, o, code) : put_raw(buf, cap, o, "null");
     o = put_raw(buf, cap, o, "}}");
     return o;
 }

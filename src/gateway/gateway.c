@@ -100,25 +100,8 @@ static void line_str(struct line *l, const char *key, const char *v)
 {
     line_raw(l, ",\"", 2);
     line_raw(l, key, strlen(key));
-    line_raw(l, "\":\"", 3);
-    for (const unsigned char *p = (const unsigned char *)v; *p && l->len + 8 < sizeof l->buf;
-         p++) {
-        size_t n = *p >= 0x80 ? gw_utf8_char_len(p) : 1;
-        if (*p == '"' || *p == '\\')
-            line_put(l, "\\%c", *p);
-        else if (*p < 0x20)
-            line_put(l, "\\u%04x", *p);
-        else if (n == 0)
-            line_raw(l, "\\ufffd", 6); /* the line stays valid JSON */
-        else if (l->len + n + 8 >= sizeof l->buf)
-            break;
-        else {
-            memcpy(l->buf + l->len, p, n);
-            l->len += n;
-            p += n - 1;
-        }
-    }
-    line_raw(l, "\"", 1);
+    line_raw(l, "\":", 2);
+    l->len = gw_json_string(l->buf, sizeof l->buf, l->len, v);
 }
 
 static void line_write(struct line *l)

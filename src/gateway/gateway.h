@@ -183,6 +183,10 @@ size_t gw_error_format(char *buf, size_t cap, const char *message, const char *t
  * when p does not start one (a stray byte, an overlong form, a surrogate, a
  * sequence cut short by the string's NUL). */
 size_t gw_utf8_char_len(const unsigned char *p);
+/* s as a JSON string, quotes included, written at buf + o within cap bytes
+ * (NUL-terminated): escapes, stray bytes as U+FFFD, and a cut never inside a
+ * character, so the result stays valid JSON. Returns the new offset. */
+size_t gw_json_string(char *buf, size_t cap, size_t o, const char *s);
 /* The default type and code for a status. */
 const char *gw_error_type(int status);
 const char *gw_error_code(int status);
