@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -254,21 +255,6 @@ static int is_token_char(unsigned char c)
            (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-/* ASCII case-insensitive equality: header names are tokens, so no locale. */
-static int same_name(const char *a, const char *b)
-{
-    for (; *a && *b; a++, b++) {
-        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
-        if (x >= 'A' && x <= 'Z')
-            x = (unsigned char)(x - 'A' + 'a');
-        if (y >= 'A' && y <= 'Z')
-            y = (unsigned char)(y - 'A' + 'a');
-        if (x != y)
-            return 0;
-    }
-    return *a == *b;
-}
-
 static int parse_headers(json_t *m, const char *where, struct lr_error *err)
 {
     json_t *h = json_object_get(m, "headers"), *v;
@@ -297,19 +283,19 @@ static int parse_headers(json_t *m, const char *where, struct lr_error *err)
                             "%s.headers.%.100s: not a valid header name (letters, digits and "
                             "!#$%%&'*+-.^_`|~ only)",
                             where, name);
-        if (same_name(name, "authorization"))
+        if (strcasecmp(name, "authorization") == 0)
             return fail(err,
                         "%s.headers.%s: the gateway sets Authorization from api_key_env; name "
                         "the key's environment variable there",
                         where, name);
         for (const char *const *r = managed_headers; *r; r++)
-            if (same_name(name, *r))
+            if (strcasecmp(name, *r) == 0)
                 return fail(err, "%s.headers.%s: the gateway sets this header itself", where, name);
         json_object_foreach(h, k2, v2)
         {
             if (k2 == name)
                 break;
-            if (same_name(k2, name))
+            if (strcasecmp(k2, name) == 0)
                 return fail(err, "%s.headers.%s: the same header as %s (names ignore case)",
                             where, name, k2);
         }
