@@ -200,14 +200,27 @@ struct lr_store_options {
  * gives a store that lives in memory. The caller frees it with
  * lr_store_free(). Opening a store made by another embedder is LR_ESTORE.
  * Other processes may write the same file: each write (lr_store_add, an
- * import) first reads the records they committed, and routing sees those
- * from then on (or from the next open). A write waits up to 5 s for another
- * process's transaction, then fails with LR_EBUSY, having written nothing. */
+ * import) first reads the records they committed, and lr_store_refresh()
+ * reads them without writing; routing sees them from then on (or from the
+ * next open). A write waits up to 5 s for another process's transaction,
+ * then fails with LR_EBUSY, having written nothing. */
 LR_EXTERN int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
                   struct lr_error *err);
 LR_EXTERN void lr_store_free(struct lr_store *store);
 
 LR_EXTERN size_t lr_store_count(const struct lr_store *store);
+
+/* Read what other connections (another process's lr_store_import_file, say)
+ * have committed to the store's file since its in-memory copy last matched
+ * it. If anything was, the copy is built again from one consistent moment
+ * of the file and swapped in; routing goes on with the old copy meanwhile
+ * and uses the new one from the swap. When nothing was, it costs one small
+ * SQLite query. This handle's own writes never count as changes. Waits for
+ * the handle's own writers (and they for it); writes nothing, so it also
+ * works on a read-only store. *changed (may be NULL) is set to 1 when the
+ * copy was rebuilt, else 0. On failure the old copy stays and err names
+ * the store. */
+LR_EXTERN int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err);
 
 /* The id of the embedder the store was opened with (owned by the store). A
  * store whose id is not LR_EMBEDDER_BUILTIN is dense: it needs vectors from

@@ -5,6 +5,8 @@
  * /v1/ paths when configured); forwarding goes to proxy.c, the rest to api.c.
  * SIGHUP reloads the configuration: a complete new gw_conf is built first and
  * swapped in only if it loads, so a bad file leaves the old one serving.
+ * The history store is refreshed with other processes' commits every
+ * server.store_refresh_ms and on SIGHUP, on a worker thread.
  * SIGTERM (or SIGINT) stops accepting, lets in-flight requests finish until
  * server.shutdown_timeout_ms, then exits 0.
  *
@@ -293,6 +295,114 @@ void gw_log_answered(struct gw *gw, const char *id, const char *method, const ch
     gw_log_request(gw, &log);
 }
 
+/* ==== Store refresh ==== */
+
+/* Another process may commit to the store's file (`llmroute import` beside
+ * the gateway). Every server.store_refresh_ms, and on SIGHUP, a worker calls
+ * lr_store_refresh, which reads those commits into the copy routing uses
+ * (one small query when there are none). One refresh at a time: the next
+ * is scheduled when the last has ended. A failed refresh leaves routing on
+ * the copy it had; it is logged, and tried again at the next period. */
+
+struct refresh_job {
+    struct gw *gw;
+    int rc;
+    int changed;
+    size_t before, after; /* records */
+    double ms;
+    struct lr_error err;
+};
+
+static void refresh_work(void *arg)
+{
+    struct refresh_job *j = arg;
+    double t0 = gw_now();
+    j->before = lr_store_count(j->gw->store);
+    j->rc = lr_store_refresh(j->gw->store, &j->changed, &j->err);
+    j->after = lr_store_count(j->gw->store);
+    j->ms = (gw_now() - t0) * 1000;
+}
+
+static void refresh_start(struct gw *gw);
+
+/* Arm the timer for the next periodic refresh, if the current
+ * configuration asks for one. */
+static void refresh_schedule(struct gw *gw)
+{
+    long ms = gw->conf->set.store_refresh_ms;
+    struct timeval tv;
+    if (!gw->store || !gw->refresh_timer || gw->refresh_stopped || ms <= 0)
+        return;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    evtimer_add(gw->refresh_timer, &tv);
+}
+
+static void refresh_log(const struct refresh_job *j)
+{
+    struct line l;
+    l.len = 0;
+    if (j->rc != 0) {
+        line_put(&l, "{\"event\":\"store_refresh_failed\"");
+        line_str(&l, "store", j->gw->store_path ? j->gw->store_path : "");
+        line_str(&l, "message", j->err.message);
+        line_put(&l, ",\"records\":%zu,\"ms\":%.3f", j->before, j->ms);
+    } else {
+        line_put(&l, "{\"event\":\"store_refreshed\"");
+        line_str(&l, "store", j->gw->store_path ? j->gw->store_path : "");
+        line_put(&l, ",\"records_before\":%zu,\"records_after\":%zu,\"ms\":%.3f", j->before,
+                 j->after, j->ms);
+    }
+    line_write(&l);
+}
+
+/* On the loop: log what changed, then schedule the next refresh. */
+static void refresh_done(void *arg)
+{
+    struct refresh_job *j = arg;
+    struct gw *gw = j->gw;
+    if (j->rc != 0 || j->changed)
+        refresh_log(j);
+    free(j);
+    gw->refresh_busy = 0;
+    if (gw->refresh_again && !gw->refresh_stopped) {
+        gw->refresh_again = 0;
+        refresh_start(gw);
+    } else {
+        refresh_schedule(gw);
+    }
+}
+
+static void refresh_start(struct gw *gw)
+{
+    struct refresh_job *j;
+    if (!gw->store || gw->refresh_stopped)
+        return;
+    if (gw->refresh_busy) {
+        gw->refresh_again = 1;
+        return;
+    }
+    if (gw->refresh_timer)
+        evtimer_del(gw->refresh_timer);
+    j = calloc(1, sizeof *j);
+    if (j)
+        j->gw = gw;
+    if (!j || gw_offload(gw, refresh_work, refresh_done, j) != 0) {
+        free(j);
+        log_event("store_refresh_failed", "out of memory starting a store refresh");
+        refresh_schedule(gw);
+        return;
+    }
+    gw->refresh_busy = 1;
+}
+
+static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    refresh_start(arg);
+}
+
 /* ==== Signals: reload and shutdown ==== */
 
 static void limits_from(const struct gw_conf *c, struct hs_limits *l)
@@ -312,6 +422,8 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
 
+    /* Whatever the configuration does, read the store again now. */
+    refresh_start(gw);
     if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
         metrics_count_reload(gw->metrics, 0);
         log_event("reload_failed", "%s: %s (the previous configuration stays)",
@@ -364,6 +476,9 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
         return;
     }
     d->gw->shutting_down = 1;
+    d->gw->refresh_stopped = 1;
+    if (d->gw->refresh_timer)
+        evtimer_del(d->gw->refresh_timer);
     log_event("shutdown", "signal %d: no new connections; %zu requests in flight", (int)sig,
               hs_server_busy(d->gw->http));
     hs_server_stop_accepting(d->gw->http);
@@ -471,6 +586,11 @@ int gw_run(const struct gw_options *opts)
         fprintf(stderr, "llmroute serve: cannot start the worker threads\n");
         goto out;
     }
+    gw.refresh_timer = evtimer_new(gw.base, on_refresh_timer, &gw);
+    if (!gw.refresh_timer) {
+        fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
+        goto out;
+    }
     {
         int lrc = hs_server_listen(gw.http, gw.conf->set.listen_host, gw.conf->set.listen_port);
         if (lrc) {
@@ -502,13 +622,17 @@ int gw_run(const struct gw_options *opts)
                   lr_config_route_count(gw.conf->cfg),
                   lr_config_router_defaults(gw.conf->cfg)->strategy);
     }
+    refresh_schedule(&gw);
     event_base_dispatch(gw.base);
     rc = 0;
     log_event("stopped", "served until shutdown");
 out:
     /* In-flight requests (past the deadline) are aborted here. */
     hs_server_free(gw.http);
+    gw.refresh_stopped = 1;
     gw_offload_stop(&gw); /* jobs of aborted requests finish and are freed */
+    if (gw.refresh_timer)
+        event_free(gw.refresh_timer);
     proxy_shutdown(&gw);
     up_client_free(gw.upstream);
     metrics_free(gw.metrics);

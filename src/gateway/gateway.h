@@ -88,6 +88,7 @@ struct gw_settings {
     long connect_timeout_ms;
     long upstream_timeout_ms;
     int log_requests;
+    long store_refresh_ms; /* read other processes' commits to the store; 0: never */
     struct rs_policy policy; /* server.resilience.retry / .timeouts: complete */
     struct rs_breaker_conf breaker;
     struct rs_queue_conf queue;
@@ -143,6 +144,11 @@ struct gw {
     long n_waiting;
     struct event *wake; /* runs the queue after an attempt frees a slot */
     struct gw_offload *offload; /* worker threads (offload.c) */
+    /* Periodic lr_store_refresh on a worker (gateway.c), one at a time. */
+    struct event *refresh_timer;
+    int refresh_busy;    /* a refresh is on a worker */
+    int refresh_again;   /* SIGHUP came during it: refresh again when it ends */
+    int refresh_stopped; /* shutting down: start no more */
 };
 
 /* Free what the proxy keeps on the gateway (the wake event). */

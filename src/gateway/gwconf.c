@@ -105,6 +105,7 @@ static const char *const server_keys[] = {
     "connect_timeout_ms",
     "upstream_timeout_ms",
     "log_requests",
+    "store_refresh_ms",
     "api_keys_env",
     "resilience",
     NULL,
@@ -165,6 +166,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
     s->connect_timeout_ms = 10000;
     s->upstream_timeout_ms = 600000;
     s->log_requests = 1;
+    s->store_refresh_ms = 1000;
     rs_policy_defaults(&s->policy);
     rs_breaker_defaults(&s->breaker);
     rs_queue_defaults(&s->queue);
@@ -208,6 +210,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         INT_KEY("shutdown_timeout_ms", 0, 86400000, shutdown_timeout_ms, long);
         INT_KEY("connect_timeout_ms", 0, 86400000, connect_timeout_ms, long);
         INT_KEY("upstream_timeout_ms", 0, 86400000, upstream_timeout_ms, long);
+        INT_KEY("store_refresh_ms", 0, 86400000, store_refresh_ms, long);
 #undef INT_KEY
         {
             json_t *jr = json_object_get(root, "resilience");

@@ -33,8 +33,11 @@
  * writers across processes), whether another connection has committed since
  * the copy last matched the database (PRAGMA data_version), and if so
  * rebuilds and publishes the copy before it assigns any id (catch_up()).
- * Readers are not told: records another process adds are routed on after
- * this process's next write, or its next open.
+ * Readers learn of them through lr_store_refresh(), which makes the same
+ * check outside a transaction and, when it finds a change, rebuilds the
+ * copy from a read transaction of its own (the gateway calls it
+ * periodically): records another process adds are routed on after this
+ * process's next refresh or write, or its next open.
  *
  * Threads: routing threads read the in-memory copy under the read lock.
  * Writers take `wmu` (one writer at a time), commit to SQLite without
@@ -735,25 +738,19 @@ static int hist_load_snapshot(struct lr_store *st, size_t dim, struct lr__hist *
     return rc;
 }
 
-/* Called by a writer (wmu held) inside its BEGIN IMMEDIATE, before it
- * assigns record or model ids from the copy: if another connection has
- * committed since the copy last matched the database, the copy is built
- * again from the database, as at open (weights, index and groups alike),
- * and published under the write lock. No other writer can commit while the
- * transaction holds the write lock, so the copy then matches what this
- * writer's ids follow. On failure the old copy stays and the caller rolls
- * back. */
-static int catch_up(struct lr_store *st, struct lr_error *err)
+/* Build the copy again from what the connection sees now, as at open
+ * (weights, index and groups alike), and publish it under the write lock;
+ * `v` is the data version of that moment. The caller holds wmu and a
+ * transaction (so all the statements see one moment of the database), and
+ * has found that another connection committed since the copy last matched
+ * it. Routing keeps reading the old copy during the build. On failure the
+ * old copy stays. */
+static int reload(struct lr_store *st, sqlite3_int64 v, struct lr_error *err)
 {
     struct lr__hist *fresh = NULL, *old;
-    sqlite3_int64 v;
     size_t dim = st->dim;
     int rc;
 
-    if (data_version(st, &v) != 0)
-        return sql_fail(st, err, "reading the data version");
-    if (v == st->data_version)
-        return 0;
     /* A dense store's first vector may have come from the other writer. */
     if (st->dense && dim == 0 && (rc = meta_dim(st, &dim, err)) != 0)
         return rc;
@@ -774,6 +771,23 @@ static int catch_up(struct lr_store *st, struct lr_error *err)
     st->data_version = v;
     st->rebuild_at = next_rebuild(st, fresh->n);
     return 0;
+}
+
+/* Called by a writer (wmu held) inside its BEGIN IMMEDIATE, before it
+ * assigns record or model ids from the copy: if another connection has
+ * committed since the copy last matched the database, the copy is built
+ * again (reload()). No other writer can commit while the transaction holds
+ * the write lock, so the copy then matches what this writer's ids follow.
+ * On failure the old copy stays and the caller rolls back. */
+static int catch_up(struct lr_store *st, struct lr_error *err)
+{
+    sqlite3_int64 v;
+
+    if (data_version(st, &v) != 0)
+        return sql_fail(st, err, "reading the data version");
+    if (v == st->data_version)
+        return 0;
+    return reload(st, v, err);
 }
 
 int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
@@ -858,6 +872,51 @@ size_t lr_store_count(const struct lr_store *store)
     n = store->hist ? store->hist->n : 0;
     lr__store_unlock(store);
     return n;
+}
+
+/* ==== Refresh ==== */
+
+/* catch_up() for readers. Outside a transaction, PRAGMA data_version opens
+ * a read of its own, so it sees every commit made before it; this
+ * connection's own commits never change it. Only when it differs is a read
+ * transaction begun for reload(), and the version read again inside it, so
+ * the copy and the version it is marked with are of one moment. wmu keeps
+ * this process's writers out meanwhile: they assign ids from the copy. */
+int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
+{
+    sqlite3_int64 v;
+    int rc = 0;
+
+    if (changed)
+        *changed = 0;
+    if (!store)
+        return fail(err, LR_EINVAL, 0, "lr_store_refresh: store is NULL");
+    pthread_mutex_lock(&store->wmu);
+    if (data_version(store, &v) != 0) {
+        rc = sql_fail(store, err, "refreshing: reading the data version");
+        goto out;
+    }
+    if (v == store->data_version)
+        goto out;
+    if ((rc = exec(store, "BEGIN", err)) != 0)
+        goto out;
+    if (data_version(store, &v) != 0)
+        rc = sql_fail(store, err, "refreshing: reading the data version");
+    else
+        rc = reload(store, v, err);
+    exec(store, "ROLLBACK", NULL); /* ends the read; nothing was written */
+    if (rc == 0 && changed)
+        *changed = 1;
+    /* Most messages already name the store; those that do not (out of
+     * memory) are told which. */
+    if (rc != 0 && err && !strstr(err->message, store->path)) {
+        char m[sizeof(err->message)];
+        snprintf(m, sizeof(m), "%s", err->message);
+        fail(err, rc, 0, "history store '%s': %s", store->path, m);
+    }
+out:
+    pthread_mutex_unlock(&store->wmu);
+    return rc;
 }
 
 /* ==== Validated records (shared by add and import) ==== */

@@ -783,6 +783,154 @@ static void dense_writer_catches_up_with_another_connections_vectors(void **st)
     lr_store_free(a);
 }
 
+/* A reader (a gateway that only routes) sees another connection's commits
+ * only when it refreshes: before that its count and nearest neighbours are
+ * those of its own copy. A refresh that finds nothing new keeps the copy it
+ * has, and this handle's own commits are not news to it. */
+static void refresh_reads_another_connections_commits(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *a = NULL, *b = NULL, *ro = NULL;
+    struct lr_store_options rdonly = {NULL, 0, 1, 0};
+    struct lr_error err;
+    struct lr_import_report rep;
+    const struct lr__hist *before;
+    int changed = -1;
+    path_in(db, sizeof(db), "refresh.db");
+    assert_int_equal(lr_store_open(db, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_add_outcome(a, "a seed about cooking pasta", -1, "small", 1, 3,
+                                          &err),
+                     0);
+    assert_int_equal(lr_store_open(db, NULL, &b, &err), 0);
+    assert_int_equal(lr_store_open(db, &rdonly, &ro, &err), 0);
+    assert_int_equal(lr_store_count(b), 1);
+
+    /* Nothing new yet: the copy stays the very same. */
+    lr__store_rdlock(b);
+    before = lr__store_hist(b);
+    lr__store_unlock(b);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr__store_rdlock(b);
+    assert_ptr_equal(lr__store_hist(b), before);
+    lr__store_unlock(b);
+
+    /* a imports; b and the read-only handle do not see it yet. */
+    assert_int_equal(lr_store_import_file(a, write_file("r.json", ARRAY3), NULL, &rep, &err), 0);
+    assert_int_equal(lr_store_count(a), 4);
+    assert_int_equal(lr_store_count(b), 1);
+    assert_int_equal(nearest_by_text(b, "capital of france"), 0);
+    assert_int_equal(lr_store_count(ro), 1);
+
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_count(b), 4);
+    assert_int_equal(nearest_by_text(b, "capital of france"), 1);
+    lr__store_rdlock(b);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(b), "big"), 1);
+    lr__store_unlock(b);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    assert_int_equal(lr_store_refresh(ro, NULL, &err), 0);
+    assert_int_equal(lr_store_count(ro), 4);
+    assert_int_equal(nearest_by_text(ro, "which planet is the largest"), 3);
+
+    /* b's own append is not another connection's commit. */
+    assert_int_equal(lr_store_add_outcome(b, "written by b itself", -1, "big", 1, 2, &err), 0);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    assert_int_equal(lr_store_count(b), 5);
+
+    /* a catches up with b's append when it writes; b refreshes to see a's. */
+    assert_int_equal(lr_store_add_outcome(a, "a late one about astronomy", -1, "small", 0, 4,
+                                          &err),
+                     0);
+    assert_int_equal(lr_store_count(a), 6);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_count(b), 6);
+    assert_int_equal(nearest_by_text(b, "a late one about astronomy"), 5);
+    assert_int_equal(lr_store_refresh(ro, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_count(ro), 6);
+
+    assert_int_equal(lr_store_refresh(NULL, &changed, &err), LR_EINVAL);
+    assert_int_equal(changed, 0);
+    lr_store_free(a);
+    lr_store_free(b);
+    lr_store_free(ro);
+}
+
+/* A refresh that cannot read what was committed (here a records table left
+ * inconsistent by a foreign writer) fails naming the store and keeps the
+ * copy it had; once the table is whole again the next refresh reads it. */
+static void failed_refresh_keeps_the_old_copy(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *b = NULL;
+    struct lr_error err;
+    sqlite3 *raw = NULL;
+    int changed = -1;
+    path_in(db, sizeof(db), "refresh-bad.db");
+    assert_int_equal(lr_store_open(db, NULL, &b, &err), 0);
+    assert_int_equal(lr_store_add_outcome(b, "the only record", -1, "small", 1, 3, &err), 0);
+
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw,
+                                  "INSERT INTO records(id, query, input_tokens, task) "
+                                  "VALUES (7, 'a gap before me', 3, 't')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), LR_ESTORE);
+    assert_int_equal(changed, 0);
+    assert_non_null(strstr(err.message, db));
+    assert_int_equal(lr_store_count(b), 1);
+    assert_int_equal(nearest_by_text(b, "the only record"), 0);
+
+    assert_int_equal(sqlite3_exec(raw, "DELETE FROM records WHERE id = 7", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(raw);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_count(b), 1);
+    lr_store_free(b);
+}
+
+/* A dense reader learns the dimension and the vectors another connection
+ * wrote when it refreshes. */
+static void dense_refresh_reads_another_connections_vectors(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *a = NULL, *b = NULL;
+    struct lr_error err;
+    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    float v[8], sim;
+    int changed = -1;
+    path_in(db, sizeof(db), "refresh-dense.db");
+    assert_int_equal(lr_store_open(db, &o, &a, &err), 0);
+    assert_int_equal(lr_store_open(db, &o, &b, &err), 0);
+    hash_vector("first query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(a, "first query", 5, "m", 1, 7, v, 8, &err), 0);
+    hash_vector("second query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(a, "second query", 5, "n", 0, 3, v, 8, &err), 0);
+    assert_int_equal(lr_store_count(b), 0);
+    assert_int_equal(lr_store_dim(b), 0);
+
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_count(b), 2);
+    assert_int_equal(lr_store_dim(b), 8);
+    assert_int_equal(nearest_by_vector(b, "second query", 8, &sim), 1);
+    assert_true(sim > 0.999f);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr_store_free(a);
+    lr_store_free(b);
+}
+
 static void missing_file_is_an_io_error(void **st)
 {
     (void)st;
@@ -818,6 +966,9 @@ int main(void)
         cmocka_unit_test(writers_catch_up_with_another_connections_commits),
         cmocka_unit_test(dense_writer_catches_up_with_another_connections_vectors),
         cmocka_unit_test(append_while_another_connection_writes_is_busy_then_succeeds),
+        cmocka_unit_test(refresh_reads_another_connections_commits),
+        cmocka_unit_test(failed_refresh_keeps_the_old_copy),
+        cmocka_unit_test(dense_refresh_reads_another_connections_vectors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

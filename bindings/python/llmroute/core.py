@@ -352,6 +352,18 @@ class Store(_Handle):
     def __len__(self):
         return api.lr_store_count(self.handle)
 
+    def refresh(self):
+        """Read what other connections (another process's import, say) have
+        committed to the file since this handle's copy last matched it.
+        True when the copy was rebuilt, False when there was nothing new
+        (this handle's own writes never count). On failure the old copy
+        stays and StoreError is raised."""
+        changed = c_int(0)
+        err = _lib.lr_error()
+        rc = api.lr_store_refresh(self.handle, byref(changed), byref(err))
+        raise_for(rc, err, "lr_store_refresh")
+        return bool(changed.value)
+
     def import_file(self, path, split=None, strict=True):
         """Import the AIOS smart-routing format (JSON array or JSONL) from a
         file, all or nothing. Returns an ImportReport."""

@@ -229,6 +229,15 @@ class QueryStore:
             self.generation += 1
         return report
 
+    def refresh(self):
+        """Read records other processes have added to the file since (see
+        Store.refresh). True when there were any."""
+        changed = self._store.refresh()
+        if changed:
+            with self._lock:
+                self.generation += 1
+        return changed
+
     def count(self):
         return len(self._store)
 

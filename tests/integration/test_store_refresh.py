@@ -1,0 +1,181 @@
+"""test_store_refresh.py -- a running gateway reads records another process
+imports into its history store: every server.store_refresh_ms, and on
+SIGHUP.
+
+    python3 test_store_refresh.py LLMROUTE
+
+The store starts with arithmetic records only (both models right), so a
+translation query routes to the cheap model. `llmroute import` then adds
+translation records on which only 'smarty' is right, from another process.
+Before the refresh existed the gateway went on routing (and counting, in
+/health) on its old copy until its own next write or a restart.
+"""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import (Gateway, check, finish, request, smart_config, wait_for,  # noqa
+                    workdir)
+
+SEED = 20
+IMPORTED = 12
+QUERY = "Translate the poem about autumn leaves into french"
+
+
+def write_history(path, n, kind, tag):
+    with open(path, "w") as f:
+        for i in range(n):
+            if kind == "arithmetic":
+                rec = {"query": "What is %d plus %d? (%s)" % (i, i + 3, tag),
+                       "input_token_length": 8,
+                       "outputs": [{"model_name": "cheapo", "correctness": 1,
+                                    "output_token_length": 4},
+                                   {"model_name": "smarty", "correctness": 1,
+                                    "output_token_length": 6}]}
+            else:
+                rec = {"query": "Translate the poem number %d about autumn leaves into french "
+                                "(%s)" % (i, tag),
+                       "input_token_length": 14,
+                       "outputs": [{"model_name": "cheapo", "correctness": 0,
+                                    "output_token_length": 60},
+                                   {"model_name": "smarty", "correctness": 1,
+                                    "output_token_length": 70}]}
+            f.write(json.dumps(rec) + "\n")
+
+
+def import_ok(bin_, store, path):
+    r = subprocess.run([bin_, "import", "--store", store, path], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+def records(gw):
+    st, _, body = request(gw.port, "GET", "/health")
+    assert st == 200, st
+    return json.loads(body)["history_records"]
+
+
+def routed_model(gw):
+    st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+        {"queries": [{"query": QUERY}], "strategy": "smart", "models": ["cheapo", "smarty"]}))
+    j = json.loads(body)
+    assert st == 200, (st, j)
+    return j["assignments"][0]["model"]
+
+
+def events(gw, name):
+    return [l for l in gw.log_lines() if l.get("event") == name]
+
+
+def config(store, refresh_ms):
+    c = smart_config(store)
+    if refresh_ms is not None:
+        c["server"] = {"store_refresh_ms": refresh_ms}
+    return c
+
+
+def seeded_store(bin_, wd, name):
+    store = os.path.join(wd, name + ".db")
+    seed = os.path.join(wd, name + "-seed.jsonl")
+    write_history(seed, SEED, "arithmetic", name)
+    import_ok(bin_, store, seed)
+    return store
+
+
+def more_records(wd, name):
+    path = os.path.join(wd, name + "-more.jsonl")
+    write_history(path, IMPORTED, "translation", name)
+    return path
+
+
+def main(bin_):
+    wd = workdir()
+
+    def periodic_refresh_routes_on_imported_records():
+        store = seeded_store(bin_, wd, "periodic")
+        gw = Gateway(bin_, wd, config(store, 200), name="periodic")
+        assert records(gw) == SEED
+        assert routed_model(gw) == "cheapo"
+        time.sleep(0.5)  # a few refreshes that find nothing: not logged
+        assert events(gw, "store_refreshed") == [], events(gw, "store_refreshed")
+        import_ok(bin_, store, more_records(wd, "periodic"))
+        wait_for(lambda: records(gw) == SEED + IMPORTED, timeout=5,
+                 what="/health counting the imported records")
+        assert routed_model(gw) == "smarty"
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=5, what="a store_refreshed line")
+        ev = events(gw, "store_refreshed")
+        assert len(ev) == 1, ev
+        assert ev[0]["store"] == store, ev
+        assert ev[0]["records_before"] == SEED and ev[0]["records_after"] == SEED + IMPORTED, ev
+        assert isinstance(ev[0]["ms"], (int, float)) and ev[0]["ms"] >= 0, ev
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("with server.store_refresh_ms 200, records `llmroute import` adds to the gateway's "
+          "store are counted and routed on within a few periods, logged once",
+          periodic_refresh_routes_on_imported_records)
+
+    def failed_refresh_keeps_routing_on_the_old_copy():
+        store = seeded_store(bin_, wd, "failing")
+        gw = Gateway(bin_, wd, config(store, 100), name="failing")
+        # A foreign writer leaves the records table with a gap in its ids.
+        db = sqlite3.connect(store, isolation_level=None)
+        db.execute("INSERT INTO records(id, query, input_tokens, task) "
+                   "VALUES (1000, 'a record after a gap', 3, 't')")
+        wait_for(lambda: events(gw, "store_refresh_failed"), timeout=5,
+                 what="a store_refresh_failed line")
+        ev = events(gw, "store_refresh_failed")[0]
+        assert ev["store"] == store and store in ev["message"], ev
+        assert records(gw) == SEED
+        assert routed_model(gw) == "cheapo"
+        db.execute("DELETE FROM records WHERE id = 1000")
+        db.close()
+        import_ok(bin_, store, more_records(wd, "failing"))
+        wait_for(lambda: records(gw) == SEED + IMPORTED, timeout=5,
+                 what="/health counting the imported records")
+        assert routed_model(gw) == "smarty"
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("a refresh that fails is logged naming the store, routing goes on with the old "
+          "copy, and a later refresh reads the store once it is whole",
+          failed_refresh_keeps_routing_on_the_old_copy)
+
+    def disabled_refresh_waits_for_sighup():
+        store = seeded_store(bin_, wd, "off")
+        gw = Gateway(bin_, wd, config(store, 0), name="off")
+        import_ok(bin_, store, more_records(wd, "off"))
+        time.sleep(1.5)
+        assert records(gw) == SEED
+        assert routed_model(gw) == "cheapo"
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: records(gw) == SEED + IMPORTED, timeout=5,
+                 what="/health counting the imported records after SIGHUP")
+        assert routed_model(gw) == "smarty"
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("with server.store_refresh_ms 0 the gateway keeps its copy until SIGHUP, which "
+          "refreshes it", disabled_refresh_waits_for_sighup)
+
+    def bad_values_are_config_errors():
+        store = os.path.join(wd, "bad.db")
+        for i, bad in enumerate([-1, "1000", 1.5, 86400001, True]):
+            path = os.path.join(wd, "bad%d.json" % i)
+            with open(path, "w") as f:
+                json.dump(config(store, bad), f)
+            r = subprocess.run([bin_, "serve", "--config", path, "--listen", "127.0.0.1:0"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 2, (bad, r.returncode, r.stderr)
+            assert "server.store_refresh_ms" in r.stderr, (bad, r.stderr)
+    check("server.store_refresh_ms that is not an integer from 0 to 86400000 is a config error "
+          "naming the key (exit 2)", bad_values_are_config_errors)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: test_store_refresh.py LLMROUTE")
+    main(sys.argv[1])
+    finish()
