@@ -207,7 +207,10 @@ size_t lr__topk_finish(struct lr__topk *t)
  * block: 1.03. Fetching each list's whole next part of a slice (as long
  * as this one's) instead of two lines: 0.94 to 0.97 into the first or
  * second cache level (zipf 1.24 into the first), 0.86, 0.97 and 0.97 as
- * non-temporal; slices of 4,096 or 2,048 documents: 0.95 to 1.08; finding
+ * non-temporal; slices of 4,096 or 2,048 documents: 0.95 to 1.08, of
+ * 32,768 or all 100,000 at once (acc in the second cache level, fewer
+ * and longer runs per list): 1.27 and 1.62 (median of 8 rounds of
+ * separate processes, run in turn); finding
  * each list's end in a slice first (galloping, then halving) so the walk
  * tests only the pointer: 1.35 (zipf 1.13); zeroing acc a slice at a
  * time just before the walk writes it, not after the search: 0.99. The
