@@ -11,7 +11,9 @@
  * predictor; with --sweep, the frontier: the batch over a range of alpha
  * and the budget form at each single model's real total cost (first
  * predictor), and for each single model the best frontier point that costs
- * no more than it does (see versus_single()).
+ * no more than it does (see versus_single()). At each budget (given, and with
+ * --sweep each single model's cost), the task ceiling: the most success a
+ * router that knows only each query's task can reach (task_ceiling()).
  *
  * Only records with an outcome for every candidate model are scored (the
  * others are counted and named on standard error), so every row is measured
@@ -42,7 +44,10 @@ static const char help[] =
     "  --data FILE          records to score (AIOS format, array or JSONL)\n"
     "  --split NAME         score only records of this split (e.g. test)\n"
     "  --alpha A[,A...]     quality targets for smart rows (default: the config's)\n"
-    "  --budget B[,B...]    total-cost budgets for smart budget rows\n"
+    "  --budget B[,B...]    total-cost budgets for smart budget rows, and for\n"
+    "                       task-ceiling rows: the most success a router that\n"
+    "                       knows only each query's task label could reach (it\n"
+    "                       reads the answers; needs every record's label)\n"
     "  --predictors P[,P]   smart predictors to compare (default: default,aios)\n"
     "  --sweep              add the frontier: batch over alpha 0.50..0.98, and the\n"
     "                       budget form at each single model's real cost; then\n"
@@ -318,6 +323,175 @@ static int run_batch(struct eval *e, struct lr_router *router, struct row *r, in
     return 0;
 }
 
+/* ==== The task ceiling ==== */
+
+static const struct lr_record *scored(const struct eval *e, size_t i)
+{
+    return lr_dataset_record(e->ds, e->recs[i]);
+}
+
+static const struct eval *by_task_eval; /* qsort has no context argument */
+
+static int cmp_by_task(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int c = strcmp(scored(by_task_eval, x)->task, scored(by_task_eval, y)->task);
+    return c ? c : (x > y) - (x < y);
+}
+
+struct hull_step {
+    size_t task;
+    int from, to; /* candidate slots */
+    double dc, ds; /* cost and success added by moving the task's queries */
+};
+
+static int cmp_step(const void *a, const void *b)
+{
+    const struct hull_step *x = a, *y = b;
+    /* More success per dollar first: x->ds/x->dc > y->ds/y->dc. */
+    double l = x->ds * y->dc, r = y->ds * x->dc;
+    if (l != r)
+        return l > r ? -1 : 1;
+    return (x->task > y->task) - (x->task < y->task);
+}
+
+/* The task ceiling at budget B: the most success any router can reach
+ * within B when all it knows of a query is its task label. Such a router
+ * sees a task's queries as alike, so all it chooses is what share of each
+ * task goes to each model; each task's real total success and cost per
+ * model are taken from these very queries (it reads the answers: a ceiling
+ * to compare with, not a strategy). The best shares are the linear
+ * relaxation of a multiple-choice knapsack, solved exactly: every task
+ * starts on its cheapest model, and the steps along each task's upper hull
+ * of (cost, success) are taken in order of success gained per dollar until
+ * B is spent, the last one in part (one task's queries split between two
+ * models). Success and cost are then expectations over which of a task's
+ * queries go where; the share counts round the split. Every scored record
+ * needs a task label; else it returns 1 and adds no row. */
+static int task_ceiling(struct eval *e, double budget)
+{
+    size_t nc = e->n_cands, nt = 0, ns = 0;
+    size_t *order = malloc(e->n * sizeof *order), *first = calloc(e->n + 1, sizeof *first);
+    double *S = calloc(e->n * nc, sizeof *S), *C = calloc(e->n * nc, sizeof *C);
+    int *hull = malloc(e->n * nc * sizeof *hull), *at = calloc(e->n, sizeof *at);
+    struct hull_step *steps = malloc(e->n * nc * sizeof *steps);
+    struct row *r;
+    int rc = -1;
+
+    if (!order || !first || !S || !C || !hull || !at || !steps)
+        goto out;
+    for (size_t i = 0; i < e->n; i++) {
+        if (!scored(e, i)->task) {
+            rc = 1;
+            goto out;
+        }
+        order[i] = i;
+    }
+    by_task_eval = e;
+    qsort(order, e->n, sizeof *order, cmp_by_task);
+    /* Tasks: runs of one label; first[t] is where task t starts in order. */
+    for (size_t k = 0; k < e->n; k++) {
+        size_t i = order[k];
+        if (k == 0 || strcmp(scored(e, i)->task, scored(e, order[k - 1])->task) != 0)
+            first[nt++] = k;
+        for (size_t j = 0; j < nc; j++) {
+            S[(nt - 1) * nc + j] += e->correct[i * nc + j];
+            C[(nt - 1) * nc + j] += e->real_cost[i * nc + j];
+        }
+    }
+    first[nt] = e->n;
+
+    /* Each task's upper hull from its cheapest model: the models by cost
+     * (equal costs: the better first), each kept only if it adds success,
+     * and the one before dropped while it gains no more per dollar than
+     * the step over it. */
+    double spent = 0, gained = 0;
+    for (size_t t = 0; t < nt; t++) {
+        const double *s = S + t * nc, *c = C + t * nc;
+        int *h = hull + t * nc;
+        size_t n = 0;
+        for (size_t j = 0; j < nc; j++) { /* insertion sort into h */
+            size_t k = n++;
+            while (k > 0 && (c[h[k - 1]] > c[j] || (c[h[k - 1]] == c[j] && s[h[k - 1]] < s[j]))) {
+                h[k] = h[k - 1];
+                k--;
+            }
+            h[k] = (int)j;
+        }
+        size_t kept = 0;
+        for (size_t k = 0; k < n; k++) {
+            int p = h[k];
+            if (kept && !(s[p] > s[h[kept - 1]]))
+                continue;
+            while (kept >= 2) {
+                int x = h[kept - 2], y = h[kept - 1];
+                if ((s[y] - s[x]) * (c[p] - c[y]) <= (s[p] - s[y]) * (c[y] - c[x]))
+                    kept--;
+                else
+                    break;
+            }
+            h[kept++] = p;
+        }
+        n = kept;
+        spent += c[h[0]];
+        gained += s[h[0]];
+        for (size_t k = 1; k < n; k++) {
+            steps[ns].task = t;
+            steps[ns].from = h[k - 1];
+            steps[ns].to = h[k];
+            steps[ns].dc = c[h[k]] - c[h[k - 1]];
+            steps[ns].ds = s[h[k]] - s[h[k - 1]];
+            ns++;
+        }
+    }
+    if (!(r = new_row(e, "task-ceiling", NULL, NAN, budget)))
+        goto out;
+    r->feasible = spent <= budget;
+    /* A task's steps gain less per dollar one after another, so in this
+     * order each task's steps come in hull order. */
+    qsort(steps, ns, sizeof *steps, cmp_step);
+    size_t split_task = nt;
+    double split = 0;
+    int split_to = -1;
+    for (size_t k = 0; k < ns && spent < budget; k++) {
+        const struct hull_step *st = &steps[k];
+        if (spent + st->dc <= budget) {
+            spent += st->dc;
+            gained += st->ds;
+            at[st->task]++;
+            continue;
+        }
+        split = (budget - spent) / st->dc;
+        split_task = st->task;
+        split_to = st->to;
+        gained += split * st->ds;
+        spent = budget;
+        break;
+    }
+    for (size_t t = 0; t < nt; t++) {
+        long n_t = (long)(first[t + 1] - first[t]);
+        int m = hull[t * nc + (size_t)at[t]];
+        if (t == split_task) {
+            long moved = lround(split * (double)n_t);
+            r->share[split_to] += moved;
+            n_t -= moved;
+        }
+        r->share[m] += n_t;
+    }
+    r->success = gained / (double)e->n;
+    r->cost = spent;
+    rc = 0;
+out:
+    free(order);
+    free(first);
+    free(S);
+    free(C);
+    free(hull);
+    free(at);
+    free(steps);
+    return rc;
+}
+
 /* ==== Output ==== */
 
 static const char *cand_name(const struct eval *e, size_t j)
@@ -500,6 +674,14 @@ static void print_table(const struct eval *e)
     printf("\n* frontier (batch over a range of alpha, and the budget form at each single\n"
            "model's cost). Cost is real: the record's input tokens and the chosen model's\n"
            "real output tokens at the config's prices.\n");
+    for (size_t k = 0; k < e->n_rows; k++)
+        if (strcmp(e->rows[k].strategy, "task-ceiling") == 0) {
+            printf("task-ceiling: the most success a router that knows only each query's task\n"
+                   "can reach within the budget (each task's queries shared among the models by\n"
+                   "their real success and cost on these queries: it reads the answers). Above\n"
+                   "it, a router needs signal within a task.\n");
+            break;
+        }
     if (!e->has_frontier)
         return;
     printf("\nSingle models against the frontier (its best point at no higher real cost):\n");
@@ -650,8 +832,10 @@ static int write_plot(const struct eval *e, const char *path)
             int label;
             if (r->cost <= 0 || r->frontier)
                 continue;
-            label = strncmp(r->strategy, "single:", 7) == 0 || !r->predictor;
-            colour = strncmp(r->strategy, "single:", 7) == 0 ? "#d62728"
+            int ceiling = strcmp(r->strategy, "task-ceiling") == 0;
+            label = strncmp(r->strategy, "single:", 7) == 0 || (!r->predictor && !ceiling);
+            colour = ceiling                                   ? "#bbb"
+                     : strncmp(r->strategy, "single:", 7) == 0 ? "#d62728"
                      : r->predictor && strcmp(r->predictor, "aios") == 0 ? "#ff7f0e"
                      : r->predictor ? "#1f77b4"
                                     : "#555";
@@ -672,8 +856,9 @@ static int write_plot(const struct eval *e, const char *path)
             const char *items[][2] = {{"#1f77b4", "smart batch frontier (line), smart"},
                                       {"#ff7f0e", "smart, aios predictor"},
                                       {"#d62728", "single models"},
-                                      {"#555", "oracle, random, sequential"}};
-            for (size_t k = 0; k < 4; k++) {
+                                      {"#555", "oracle, random, sequential"},
+                                      {"#bbb", "task ceiling (reads the answers)"}};
+            for (size_t k = 0; k < 5; k++) {
                 fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"%s\"/>", lx,
                         ly + 18.0 * (double)k, items[k][0]);
                 fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", lx + 10,
@@ -1006,6 +1191,37 @@ int cmd_eval(int argc, char **argv)
             rc = rc ? cli_exit_code(rc) : CLI_RUNTIME;
             goto out;
         }
+    }
+
+    /* The task ceiling at each budget: the given ones, and with --sweep
+     * each single model's real cost. */
+    {
+        size_t nb = n_budgets, rows0 = e.n_rows;
+        double *at_cost = calloc(n_budgets + rows0 + 1, sizeof *at_cost);
+        if (!at_cost) {
+            rc = CLI_RUNTIME;
+            goto out;
+        }
+        if (n_budgets) /* budgets is NULL without --budget */
+            memcpy(at_cost, budgets, n_budgets * sizeof *budgets);
+        for (size_t k = 0; sweep && k < rows0; k++)
+            if (is_single(&e.rows[k]))
+                at_cost[nb++] = e.rows[k].cost;
+        for (size_t b = 0; b < nb; b++) {
+            int trc = task_ceiling(&e, at_cost[b]);
+            if (trc < 0) {
+                free(at_cost);
+                cli_error("eval", "out of memory");
+                rc = CLI_RUNTIME;
+                goto out;
+            }
+            if (trc > 0) {
+                fprintf(stderr, "llmroute eval: no task-ceiling rows: some scored records have "
+                                "no task label (task or eval_name)\n");
+                break;
+            }
+        }
+        free(at_cost);
     }
 
     if (strcmp(format, "json") == 0)

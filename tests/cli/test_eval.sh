@@ -249,4 +249,98 @@ for kind in "frac|input_token_length: expected a non-negative integer" \
     grep -qF "9 queries" "$TMP/out" && ok || bad "eval bad_$name: $(cat "$TMP/out")"
 done
 
+# --- the task ceiling ---
+# Tasks whose models are right by chance at different rates, some models
+# dearer and worse than others (off the hull), budgets from below the
+# cheapest mix to above the dearest. The ceiling is checked against every
+# mix of one model per task with at most one task split between two models
+# (where a linear program over the shares has its optimum).
+python3 - "$TMP" <<'PY'
+import json, random, sys
+out = sys.argv[1]
+random.seed(11)
+models = {"m%d" % j: (random.uniform(1e-7, 1e-5), random.uniform(1e-7, 3e-5)) for j in range(6)}
+recs = []
+for t in range(4):
+    rate = {m: random.random() for m in models}
+    length = {m: random.randint(5, 300) for m in models}
+    for i in range(random.randint(3, 30)):
+        recs.append({"query": "task %d question %d" % (t, i), "input_token_length": random.randint(5, 500),
+                     "eval_name": "t%d" % t,
+                     "outputs": [{"model_name": m, "correctness": random.random() < rate[m],
+                                  "output_token_length": length[m] + random.randint(0, 50)} for m in models]})
+json.dump(recs, open(out + "/tasks.json", "w"))
+json.dump({"models": [{"name": m, "cost_per_input_token": p[0], "cost_per_output_token": p[1]}
+                      for m, p in models.items()]}, open(out + "/tasks_cfg.json", "w"))
+# Budgets spread from below the cheapest mix to above the dearest.
+lo = sum(min(sum(r["input_token_length"] * models[o["model_name"]][0] + o["output_token_length"] * models[o["model_name"]][1]
+                 for r in recs if r["eval_name"] == t for o in r["outputs"] if o["model_name"] == m) for m in models)
+         for t in sorted({r["eval_name"] for r in recs}))
+open(out + "/budgets", "w").write(",".join("%.6g" % (lo * 0.9 * 1.15 ** k) for k in range(40)))
+nolabel = [dict(r) for r in recs]
+del nolabel[5]["eval_name"]
+json.dump(nolabel, open(out + "/tasks_nolabel.json", "w"))
+PY
+budgets=$(cat "$TMP/budgets")
+"$BIN" eval --config "$TMP/tasks_cfg.json" --data "$TMP/tasks.json" --budget $budgets --sweep \
+    --format json >"$TMP/ceiling.json" 2>"$TMP/err" && ok || bad "eval for the task ceiling: $(cat "$TMP/err")"
+python3 - "$TMP" "$budgets" <<'PY' && ok || bad "task ceiling against brute force"
+import itertools, json, sys
+out = sys.argv[1]
+recs = json.load(open(out + "/tasks.json"))
+cfg = {m["name"]: (m["cost_per_input_token"], m["cost_per_output_token"]) for m in json.load(open(out + "/tasks_cfg.json"))["models"]}
+res = json.load(open(out + "/ceiling.json"))
+models = sorted(cfg)
+tasks = sorted({r["eval_name"] for r in recs})
+S = {(t, m): 0.0 for t in tasks for m in models}
+C = dict(S)
+for r in recs:
+    for o in r["outputs"]:
+        m = o["model_name"]
+        S[r["eval_name"], m] += o["correctness"]
+        C[r["eval_name"], m] += r["input_token_length"] * cfg[m][0] + o["output_token_length"] * cfg[m][1]
+def best(budget):
+    top = None
+    for pure in itertools.product(models, repeat=len(tasks)):
+        for split in [None] + tasks:
+            for m2 in (models if split else [None]):
+                base_c = sum(C[t, m] for t, m in zip(tasks, pure))
+                base_s = sum(S[t, m] for t, m in zip(tasks, pure))
+                if split is None:
+                    f = 0.0
+                else:
+                    m1 = pure[tasks.index(split)]
+                    dc, ds = C[split, m2] - C[split, m1], S[split, m2] - S[split, m1]
+                    if dc <= 0:
+                        continue
+                    f = min(1.0, max(0.0, (budget - base_c) / dc))
+                    base_c += f * dc
+                    base_s += f * ds
+                if base_c <= budget * (1 + 1e-12) and (top is None or base_s > top):
+                    top = base_s
+    return top
+rows = [r for r in res["results"] if r["strategy"] == "task-ceiling"]
+singles = [r["total_cost"] for r in res["results"] if r["strategy"].startswith("single:")]
+want = [float(b) for b in sys.argv[2].split(",")] + singles
+assert [r["budget"] for r in rows] == want, ([r["budget"] for r in rows], want)
+cheapest = sum(min(C[t, m] for m in models) for t in tasks)
+for r in rows:
+    b = r["budget"]
+    assert r["frontier"] is False and r["predictor"] is None and r["decision_us_p50"] is None, r
+    assert abs(sum(r["model_share"].values()) - 1) < 1e-9, r
+    if b < cheapest:
+        assert r["feasible"] is False and abs(r["total_cost"] - cheapest) <= 1e-12 * cheapest, r
+        continue
+    assert r["feasible"] is True and r["total_cost"] <= b * (1 + 1e-12), r
+    top = best(b)
+    assert abs(r["success_rate"] - top / len(recs)) < 1e-9, (b, r["success_rate"], top / len(recs))
+# Some budget must split a task (else the partial step is not tested).
+assert any(0 < r["budget"] < 1 and r["feasible"] and abs(r["total_cost"] - r["budget"]) < 1e-12 for r in rows)
+PY
+expect "task ceiling in the table" 0 "task-ceiling: the most success" -- \
+    "$BIN" eval --config "$TMP/tasks_cfg.json" --data "$TMP/tasks.json" --budget 0.01
+expect "no task ceiling without every task label" 0 "no task-ceiling rows: some scored records have no task label" -- \
+    "$BIN" eval --config "$TMP/tasks_cfg.json" --data "$TMP/tasks_nolabel.json" --budget 0.01
+! grep -q "^task-ceiling" "$TMP/out" && ok || bad "task-ceiling rows without every task label"
+
 summary
