@@ -193,6 +193,14 @@ size_t gw_utf8_char_len(const unsigned char *p);
  * (NUL-terminated): escapes, stray bytes as U+FFFD, and a cut never inside a
  * character, so the result stays valid JSON. Returns the new offset. */
 size_t gw_json_string(char *buf, size_t cap, size_t o, const char *s);
+/* A redirect's Location quoted in a message: "a redirect to 'URL'" (the URL
+ * cut to GW_LOCATION_SHOWN bytes between characters, "..." marking the cut,
+ * control characters as '?', bytes that are not UTF-8 as U+FFFD: the
+ * upstream chose them), or "a redirect without a Location" when location is
+ * NULL or empty. */
+#define GW_LOCATION_SHOWN 200
+#define GW_REDIRECT_PHRASE_CAP (GW_LOCATION_SHOWN + 40)
+void gw_redirect_phrase(char *dst, size_t cap, const char *location);
 /* The default type and code for a status. */
 const char *gw_error_type(int status);
 const char *gw_error_code(int status);
