@@ -85,6 +85,7 @@ struct gw_settings {
     size_t stream_buffer_bytes;
     long idle_timeout_ms;
     long shutdown_timeout_ms;
+    long max_connections; /* client connections; 0: derived from the descriptor limit */
     long connect_timeout_ms;
     long upstream_timeout_ms;
     int log_requests;
@@ -139,6 +140,8 @@ struct gw {
     uint64_t id_seed;
     uint64_t rng; /* backoff jitter (xorshift state) */
     int shutting_down;
+    long fd_reserve; /* descriptors kept from client connections (connlimit.h) */
+    long max_conns;  /* the client connection cap in force */
     /* Requests waiting for a model with room (proxy.c), oldest first. */
     struct exchange *wait_head, *wait_tail;
     long n_waiting;
