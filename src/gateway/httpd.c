@@ -11,6 +11,10 @@
  * shuts down its sending side and drains what the client still sends for a
  * moment, so the client reads the response instead of a reset.
  *
+ * Accepting stops (the listener is disabled, the clients wait in the
+ * kernel's backlog) while the connection cap is reached and for a moment
+ * after accept() runs out of descriptors; listener_update() decides both.
+ *
  * Responses are written at once, from the call that makes them (flush_out):
  * the bufferevent's write event is enabled only while a backlog remains. A
  * response then costs one writev() and no epoll_ctl() calls, and leaves

@@ -7,6 +7,8 @@
  * also for `Expect: 100-continue`), complete responses and chunked streaming
  * responses with a high-water mark for backpressure, and a callback when the
  * client goes away mid-request so the caller can abort its upstream work.
+ * A cap on open connections (hs_server_set_max_connections) keeps the
+ * clients over it waiting in the listen backlog rather than refusing them.
  * Errors the server itself answers (400 for broken HTTP, 413, 431) carry a
  * body made by the caller's error formatter, so they have the API's shape.
  *
