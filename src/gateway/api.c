@@ -87,8 +87,12 @@ int api_health(struct gw *gw, struct hs_req *req, const char *id)
 int api_metrics(struct gw *gw, struct hs_req *req, const char *id)
 {
     size_t len = 0;
-    char *text = metrics_render(gw->metrics, gw_now(), &len);
+    struct hs_conn_stats cs;
+    char *text;
     (void)id;
+    hs_server_conn_stats(gw->http, &cs);
+    metrics_set_connections(gw->metrics, cs.open, cs.max, cs.cap_pauses, cs.descriptor_pauses);
+    text = metrics_render(gw->metrics, gw_now(), &len);
     if (!text) {
         gw_send_error(req, 500, NULL, "out_of_memory", "out of memory rendering metrics");
         return 500;

@@ -7,7 +7,8 @@
  * POST {"model", "input": [text]} (and "dimensions" when configured) to
  * {router.embedding.base_url}/embeddings, the answer capped at 8 MB, checked
  * (data[0].embedding an array of numbers, of the store's dimension once it
- * has one) and handed over.
+ * has one) and handed over. A redirect is never followed: it fails the fetch
+ * with a message naming the status, the Location and the key to fix.
  *
  * The callback runs from a zero-delay timer, never inside the transfer's own
  * callback, so it may free whatever it likes (the request, its exchange).
@@ -37,6 +38,7 @@ struct gw_embed {
     char *resp;         /* the answer, capped */
     size_t len, cap;
     long status;
+    char location[UP_LOCATION_CAP]; /* a redirect's Location, for the message */
     float *vec;         /* the vector once parsed (handed to the callback) */
     size_t dim;
     char why[400];      /* else why it failed */
@@ -58,6 +60,7 @@ static void embed_head(void *arg, const struct up_head *head)
 {
     struct gw_embed *e = arg;
     e->status = head->status;
+    snprintf(e->location, sizeof e->location, "%s", head->location ? head->location : "");
 }
 
 static int embed_data(void *arg, const char *data, size_t len)
@@ -155,7 +158,15 @@ static void embed_done(void *arg, enum up_error err, const char *message)
     if (err != UP_OK)
         set_why(e, "the embedding server %s failed: %s", e->conf->embed_url,
                 message ? message : up_error_name(err));
-    else if (e->status != 200)
+    else if (e->status >= 300 && e->status < 400) {
+        /* Never followed (it would resend the query elsewhere): the base_url is wrong. */
+        char where[GW_REDIRECT_PHRASE_CAP];
+        gw_redirect_phrase(where, sizeof where, e->location);
+        set_why(e,
+                "the embedding server %s answered %ld, %s; redirects are not followed: "
+                "check router.embedding.base_url",
+                e->conf->embed_url, e->status, where);
+    } else if (e->status != 200)
         set_why(e, "the embedding server %s answered %ld: %.200s", e->conf->embed_url,
                 e->status, e->resp ? e->resp : "");
     else

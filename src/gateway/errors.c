@@ -114,6 +114,45 @@ size_t gw_error_format(char *buf, size_t cap, const char *message, const char *t
     return o;
 }
 
+/* ==== Redirects ==== */
+
+/* A redirect's Location, fit to quote in a message: at most GW_LOCATION_SHOWN
+ * bytes cut between characters ("..." marks the cut), control characters as
+ * '?' and bytes that are not UTF-8 as U+FFFD. The upstream chose these bytes. */
+static void location_for_message(char *dst, size_t cap, const char *loc)
+{
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)loc;
+    while (*p) {
+        size_t n = *p >= 0x80 ? gw_utf8_char_len(p) : 1;
+        size_t out = n ? n : 3;
+        if (o + out > GW_LOCATION_SHOWN || o + out + 4 > cap) {
+            memcpy(dst + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (n == 0)
+            memcpy(dst + o, "\xEF\xBF\xBD", 3);
+        else if (n == 1)
+            dst[o] = *p < 0x20 || *p == 0x7f ? '?' : (char)*p;
+        else
+            memcpy(dst + o, p, n);
+        o += out;
+        p += n ? n : 1;
+    }
+    dst[o] = '\0';
+}
+
+void gw_redirect_phrase(char *dst, size_t cap, const char *location)
+{
+    char loc[GW_LOCATION_SHOWN + 4];
+    location_for_message(loc, sizeof loc, location ? location : "");
+    if (loc[0])
+        snprintf(dst, cap, "a redirect to '%s'", loc);
+    else
+        snprintf(dst, cap, "a redirect without a Location");
+}
+
 const char *gw_error_type(int status)
 {
     switch (status) {

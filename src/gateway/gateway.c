@@ -26,6 +26,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "connlimit.h"
 #include "gateway.h"
 #include "metrics.h"
 #include "upstream.h"
@@ -295,6 +296,32 @@ void gw_log_answered(struct gw *gw, const char *id, const char *method, const ch
     gw_log_request(gw, &log);
 }
 
+/* ==== The client connection cap ==== */
+
+/* Plan the cap for conf (connlimit.h), raising the descriptor limit when a
+ * configured cap needs it, and apply it to the server. At start it is always
+ * logged; at a reload only when the cap or the limit changes. A reload does
+ * change the cap: a higher one (or a higher descriptor limit under the
+ * default) lets the waiting clients in at once, a lower one closes nothing
+ * and takes effect as connections close. */
+static void apply_conn_cap(struct gw *gw, const struct gw_conf *conf, int at_start)
+{
+    struct cl_plan plan;
+    char msg[600];
+    int rc = cl_plan_apply(conf->set.max_connections, gw->fd_reserve, &plan);
+
+    if (!at_start && plan.cap == gw->max_conns && !plan.raise)
+        return;
+    gw->max_conns = plan.cap;
+    hs_server_set_max_connections(gw->http, (size_t)plan.cap);
+    cl_plan_describe(&plan, msg, sizeof msg);
+    if (rc)
+        log_event("connections", "%s (the descriptor limit could not be %s: %s)", msg,
+                  plan.configured ? "raised" : "read", strerror(-rc));
+    else
+        log_event("connections", "%s", msg);
+}
+
 /* ==== Store refresh ==== */
 
 /* Another process may commit to the store's file (`llmroute import` beside
@@ -442,6 +469,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     gw->conf = nc;
     limits_from(nc, &lim);
     hs_server_set_limits(gw->http, &lim);
+    apply_conn_cap(gw, nc, 0);
     metrics_count_reload(gw->metrics, 1);
     log_event("reloaded", "%s: %zu models, %zu routes", gw->opts->config_path, nc->n_models,
               lr_config_route_count(nc->cfg));
@@ -599,6 +627,13 @@ int gw_run(const struct gw_options *opts)
             goto out;
         }
     }
+    /* Everything the gateway holds for itself is open now (the store, the
+     * listener, the loop, the workers' pipes): what clients must leave. */
+    {
+        long in_use = cl_descriptors_open();
+        gw.fd_reserve = (in_use > 0 ? in_use : 16) + CL_SPARE;
+    }
+    apply_conn_cap(&gw, gw.conf, 1);
     if (opts->port_file && write_port_file(opts->port_file, hs_server_port(gw.http))) {
         fprintf(stderr, "llmroute serve: cannot write --port-file %s: %s\n", opts->port_file,
                 strerror(errno));

@@ -85,6 +85,7 @@ struct gw_settings {
     size_t stream_buffer_bytes;
     long idle_timeout_ms;
     long shutdown_timeout_ms;
+    long max_connections; /* client connections; 0: derived from the descriptor limit */
     long connect_timeout_ms;
     long upstream_timeout_ms;
     int log_requests;
@@ -139,6 +140,8 @@ struct gw {
     uint64_t id_seed;
     uint64_t rng; /* backoff jitter (xorshift state) */
     int shutting_down;
+    long fd_reserve; /* descriptors kept from client connections (connlimit.h) */
+    long max_conns;  /* the client connection cap in force */
     /* Requests waiting for a model with room (proxy.c), oldest first. */
     struct exchange *wait_head, *wait_tail;
     long n_waiting;
@@ -193,6 +196,14 @@ size_t gw_utf8_char_len(const unsigned char *p);
  * (NUL-terminated): escapes, stray bytes as U+FFFD, and a cut never inside a
  * character, so the result stays valid JSON. Returns the new offset. */
 size_t gw_json_string(char *buf, size_t cap, size_t o, const char *s);
+/* A redirect's Location quoted in a message: "a redirect to 'URL'" (the URL
+ * cut to GW_LOCATION_SHOWN bytes between characters, "..." marking the cut,
+ * control characters as '?', bytes that are not UTF-8 as U+FFFD: the
+ * upstream chose them), or "a redirect without a Location" when location is
+ * NULL or empty. */
+#define GW_LOCATION_SHOWN 200
+#define GW_REDIRECT_PHRASE_CAP (GW_LOCATION_SHOWN + 40)
+void gw_redirect_phrase(char *dst, size_t cap, const char *location);
 /* The default type and code for a status. */
 const char *gw_error_type(int status);
 const char *gw_error_code(int status);

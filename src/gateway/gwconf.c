@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "connlimit.h"
 #include "gateway.h"
 
 static int fail(struct lr_error *err, int code, const char *fmt, ...)
@@ -102,6 +103,7 @@ static const char *const server_keys[] = {
     "stream_buffer_bytes",
     "idle_timeout_ms",
     "shutdown_timeout_ms",
+    "max_connections",
     "connect_timeout_ms",
     "upstream_timeout_ms",
     "log_requests",
@@ -208,6 +210,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         INT_KEY("stream_buffer_bytes", 4096, 1LL << 26, stream_buffer_bytes, size_t);
         INT_KEY("idle_timeout_ms", 0, 86400000, idle_timeout_ms, long);
         INT_KEY("shutdown_timeout_ms", 0, 86400000, shutdown_timeout_ms, long);
+        INT_KEY("max_connections", 1, CL_MAX, max_connections, long);
         INT_KEY("connect_timeout_ms", 0, 86400000, connect_timeout_ms, long);
         INT_KEY("upstream_timeout_ms", 0, 86400000, upstream_timeout_ms, long);
         INT_KEY("store_refresh_ms", 0, 86400000, store_refresh_ms, long);

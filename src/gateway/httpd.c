@@ -11,6 +11,10 @@
  * shuts down its sending side and drains what the client still sends for a
  * moment, so the client reads the response instead of a reset.
  *
+ * Accepting stops (the listener is disabled, the clients wait in the
+ * kernel's backlog) while the connection cap is reached and for a moment
+ * after accept() runs out of descriptors; listener_update() decides both.
+ *
  * Responses are written at once, from the call that makes them (flush_out):
  * the bufferevent's write event is enabled only while a backlog remains. A
  * response then costs one writev() and no epoll_ctl() calls, and leaves
@@ -19,6 +23,7 @@
  * Threads: the event loop thread only.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -41,6 +46,7 @@
 #define MAX_CHUNK_LINE 1024
 #define LINGER_MS 2000
 #define ACCEPT_PAUSE_MS 100
+#define CAP_QUIET_MS 1000 /* a pause at the cap ends after this long without reaching it */
 
 enum conn_state {
     C_HEAD,       /* waiting for a request line and headers */
@@ -100,11 +106,21 @@ struct hs_server {
     int draining;
     int port;
     struct event *accept_resume; /* accepting paused: out of descriptors */
-    int accept_paused;
+    int accept_paused;           /* accept() failed for want of descriptors, none since */
+    int fd_wait;                 /* so the listener waits for the timer or a close */
+    int listening;               /* the listener is enabled */
+    size_t max_conns;            /* accept no more while this many are open; 0: no cap */
+    int at_cap;                  /* a pause at the cap began and has not ended yet */
+    long long cap_since_ms;      /* when it began (monotonic) */
+    long long cap_last_ms;       /* when the cap was last reached */
+    uint64_t cap_pauses;         /* times the cap was reached in this pause (for its end's log) */
+    struct event *cap_quiet;     /* ends the pause once the cap has not been reached for a while */
+    uint64_t cap_episodes, fd_episodes;
 };
 
 static void read_cb(struct bufferevent *bev, void *arg);
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg);
+static void listener_update(struct hs_server *s);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
@@ -231,11 +247,11 @@ static void conn_free(struct hs_conn *c)
     if (c->req.resp_headers)
         evbuffer_free(c->req.resp_headers);
     free(c);
-    /* A descriptor is free again: a paused listener need not wait. */
-    if (s->accept_paused && s->accept_resume && evtimer_pending(s->accept_resume, NULL)) {
+    /* A descriptor and a slot are free again: a paused listener need not wait. */
+    if (s->fd_wait && s->accept_resume && evtimer_pending(s->accept_resume, NULL))
         evtimer_del(s->accept_resume);
-        accept_resume_cb(-1, 0, s);
-    }
+    s->fd_wait = 0;
+    listener_update(s);
 }
 
 /* The client is gone or the connection failed: tell the caller if it holds
@@ -293,6 +309,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         s->conns->prev = c;
     s->conns = c;
     s->n_conns++;
+    listener_update(s); /* at the cap, the next clients wait in the backlog */
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     /* Bound what a client may queue while its request is handled. */
     bufferevent_setwatermark(c->bev, EV_READ, 0, s->lim.max_head_bytes + 65536);
@@ -302,6 +319,90 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
      * (flush_out). */
     bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_enable(c->bev, EV_READ);
+}
+
+/* ==== Accepting: the connection cap and running out of descriptors ==== */
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Enable the listener when a client may be accepted now, disable it when
+ * not: while stopping, after accept() ran out of descriptors (until the
+ * resume timer or a closed connection), and with max_conns open. A disabled
+ * listener leaves the clients in the kernel's backlog: they are accepted,
+ * in order, once it is enabled again. Every change of the count and of
+ * those states comes through here.
+ *
+ * A pause at the cap is logged when it begins, and its end once
+ * CAP_QUIET_MS have passed without the cap being reached again (cap_quiet):
+ * a server that stays at its cap, one client leaving and the next accepted,
+ * logs one pause and not one for every connection. Accepting resumes at
+ * every free slot all the same. */
+static void listener_update(struct hs_server *s)
+{
+    int full = s->max_conns && s->n_conns >= s->max_conns;
+    int want;
+
+    if (!s->listener || s->draining)
+        return;
+    if (full && !s->at_cap) {
+        s->at_cap = 1;
+        s->cap_since_ms = mono_ms();
+        s->cap_pauses = 0;
+        s->cap_episodes++;
+        fprintf(stderr,
+                "{\"event\":\"accept_paused\",\"message\":\"%zu client connections open, the "
+                "cap (server.max_connections); new clients wait in the listen backlog until "
+                "one closes\"}\n",
+                s->n_conns);
+    }
+    if (full && s->listening) {
+        s->cap_last_ms = mono_ms();
+        s->cap_pauses++;
+    }
+    if (!full && s->at_cap && s->cap_quiet && !evtimer_pending(s->cap_quiet, NULL)) {
+        struct timeval tv = {CAP_QUIET_MS / 1000, (CAP_QUIET_MS % 1000) * 1000};
+        evtimer_add(s->cap_quiet, &tv);
+    }
+    want = !full && !s->fd_wait;
+    if (want == s->listening)
+        return;
+    if (want)
+        evconnlistener_enable(s->listener);
+    else
+        evconnlistener_disable(s->listener);
+    s->listening = want;
+}
+
+static void cap_quiet_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct hs_server *s = arg;
+    long long now = mono_ms(), quiet = now - s->cap_last_ms;
+    (void)fd;
+    (void)what;
+
+    /* At the cap again: listener_update() arms this again when it is left. */
+    if (!s->at_cap || !s->listener || s->draining || (s->max_conns && s->n_conns >= s->max_conns))
+        return;
+    if (quiet < CAP_QUIET_MS) {
+        struct timeval tv = {0, 0};
+        long long wait = CAP_QUIET_MS - quiet;
+        tv.tv_sec = (time_t)(wait / 1000);
+        tv.tv_usec = (suseconds_t)(wait % 1000) * 1000;
+        evtimer_add(s->cap_quiet, &tv);
+        return;
+    }
+    s->at_cap = 0;
+    fprintf(stderr,
+            "{\"event\":\"accept_resumed\",\"message\":\"%zu client connections open; the "
+            "cap (%zu) not reached for %d ms; it was first reached %lld ms ago, and %llu times "
+            "in all\"}\n",
+            s->n_conns, s->max_conns, CAP_QUIET_MS, now - s->cap_since_ms,
+            (unsigned long long)s->cap_pauses);
 }
 
 /* accept() failed. Out of file descriptors (or memory) the connection stays
@@ -314,16 +415,20 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     struct hs_server *s = arg;
     int err = EVUTIL_SOCKET_ERROR();
     struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    (void)l;
 
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
         return; /* a connection that failed before it was accepted: nothing to do */
-    evconnlistener_disable(l);
-    if (!s->accept_paused)
+    if (!s->accept_paused) {
+        s->fd_episodes++;
         fprintf(stderr,
                 "{\"event\":\"accept_paused\",\"message\":\"cannot accept connections: %s "
                 "(%zu open); retrying every %d ms\"}\n",
                 evutil_socket_error_to_string(err), s->n_conns, ACCEPT_PAUSE_MS);
+    }
     s->accept_paused = 1;
+    s->fd_wait = 1;
+    listener_update(s);
     if (s->accept_resume)
         evtimer_add(s->accept_resume, &tv);
 }
@@ -333,8 +438,22 @@ static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
     struct hs_server *s = arg;
     (void)fd;
     (void)what;
-    if (s->listener && !s->draining)
-        evconnlistener_enable(s->listener);
+    s->fd_wait = 0;
+    listener_update(s);
+}
+
+void hs_server_set_max_connections(struct hs_server *srv, size_t max)
+{
+    srv->max_conns = max;
+    listener_update(srv);
+}
+
+void hs_server_conn_stats(const struct hs_server *srv, struct hs_conn_stats *st)
+{
+    st->open = srv->n_conns;
+    st->max = srv->max_conns;
+    st->cap_pauses = srv->cap_episodes;
+    st->descriptor_pauses = srv->fd_episodes;
 }
 
 /* ==== Responses ==== */
@@ -955,12 +1074,15 @@ int hs_server_listen(struct hs_server *srv, const char *host, int port)
     if (!srv->listener)
         return errno ? -errno : -EADDRINUSE;
     srv->accept_resume = evtimer_new(srv->base, accept_resume_cb, srv);
-    if (!srv->accept_resume) {
+    srv->cap_quiet = evtimer_new(srv->base, cap_quiet_cb, srv);
+    if (!srv->accept_resume || !srv->cap_quiet) {
         evconnlistener_free(srv->listener);
         srv->listener = NULL;
         return -ENOMEM;
     }
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
+    srv->listening = 1;
+    listener_update(srv);
     len = sizeof ss;
     if (getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &len) == 0)
         srv->port = ss.ss_family == AF_INET ? ntohs(sin->sin_port) : ntohs(sin6->sin6_port);
@@ -982,6 +1104,8 @@ void hs_server_stop_accepting(struct hs_server *srv)
     }
     if (srv->accept_resume)
         evtimer_del(srv->accept_resume);
+    if (srv->cap_quiet)
+        evtimer_del(srv->cap_quiet);
     for (c = srv->conns; c; c = next) {
         next = c->next;
         if (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
@@ -1010,6 +1134,8 @@ void hs_server_free(struct hs_server *srv)
         conn_drop(srv->conns);
     if (srv->accept_resume)
         event_free(srv->accept_resume);
+    if (srv->cap_quiet)
+        event_free(srv->cap_quiet);
     free(srv);
 }
 

@@ -7,6 +7,8 @@
  * also for `Expect: 100-continue`), complete responses and chunked streaming
  * responses with a high-water mark for backpressure, and a callback when the
  * client goes away mid-request so the caller can abort its upstream work.
+ * A cap on open connections (hs_server_set_max_connections) keeps the
+ * clients over it waiting in the listen backlog rather than refusing them.
  * Errors the server itself answers (400 for broken HTTP, 413, 431) carry a
  * body made by the caller's error formatter, so they have the API's shape.
  *
@@ -21,6 +23,7 @@
 #define GW_HTTPD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct hs_server;
@@ -48,6 +51,22 @@ int hs_server_listen(struct hs_server *srv, const char *host, int port);
 int hs_server_port(const struct hs_server *srv);
 /* Change the caps for requests that start from now on. */
 void hs_server_set_limits(struct hs_server *srv, const struct hs_limits *limits);
+/* Accept no more clients while max connections are open (0: no cap). At the
+ * cap the listener is disabled, so new clients wait in the kernel's listen
+ * backlog and are accepted, in order, as connections close: none is refused.
+ * Lowering the cap under the open count closes nothing; it takes effect as
+ * connections close. A pause logs one JSON line on stderr when the cap is
+ * reached and one when a second has passed without reaching it again. */
+void hs_server_set_max_connections(struct hs_server *srv, size_t max);
+
+struct hs_conn_stats {
+    size_t open;                /* connections open now */
+    size_t max;                 /* the cap (0: none) */
+    uint64_t cap_pauses;        /* times accepting paused at the cap (episodes) */
+    uint64_t descriptor_pauses; /* times accept() ran out of descriptors (episodes) */
+};
+void hs_server_conn_stats(const struct hs_server *srv, struct hs_conn_stats *st);
+
 /* Stop accepting; close idle connections; later responses close theirs. */
 void hs_server_stop_accepting(struct hs_server *srv);
 /* Requests being handled, and open connections. */

@@ -40,6 +40,8 @@ struct metrics {
     uint64_t attempts_per_request[6]; /* 0, 1, 2, 3, 4, 5+ */
     long waiting;
     uint64_t queue_rejected;
+    size_t conns_open, conns_max;
+    uint64_t cap_pauses, descriptor_pauses;
 };
 
 static void hist_init(struct hist *h, const double *bounds, size_t n)
@@ -186,6 +188,15 @@ void metrics_set_waiting(struct metrics *m, long waiting)
 void metrics_count_queue_rejected(struct metrics *m)
 {
     m->queue_rejected++;
+}
+
+void metrics_set_connections(struct metrics *m, size_t open, size_t max, uint64_t cap_pauses,
+                             uint64_t descriptor_pauses)
+{
+    m->conns_open = open;
+    m->conns_max = max;
+    m->cap_pauses = cap_pauses;
+    m->descriptor_pauses = descriptor_pauses;
 }
 
 /* ==== Exposition ==== */
@@ -379,6 +390,17 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         "# HELP llmroute_queue_rejected_total Requests refused with 429: queue full or wait "
         "over.\n# TYPE llmroute_queue_rejected_total counter\nllmroute_queue_rejected_total %llu\n",
         m->waiting, (unsigned long long)m->queue_rejected);
+    put(&o,
+        "# HELP llmroute_connections_open Client connections open.\n"
+        "# TYPE llmroute_connections_open gauge\nllmroute_connections_open %zu\n"
+        "# HELP llmroute_connections_max The client connection cap (server.max_connections "
+        "or its default).\n# TYPE llmroute_connections_max gauge\nllmroute_connections_max %zu\n"
+        "# HELP llmroute_accept_paused_total Times accepting paused: at the connection cap, or "
+        "out of descriptors.\n# TYPE llmroute_accept_paused_total counter\n"
+        "llmroute_accept_paused_total{reason=\"max_connections\"} %llu\n"
+        "llmroute_accept_paused_total{reason=\"descriptors\"} %llu\n",
+        m->conns_open, m->conns_max, (unsigned long long)m->cap_pauses,
+        (unsigned long long)m->descriptor_pauses);
     put(&o,
         "# HELP llmroute_config_reloads_total Configuration reloads by result.\n"
         "# TYPE llmroute_config_reloads_total counter\n"

@@ -55,6 +55,10 @@ void metrics_count_attempts(struct metrics *m, unsigned attempts);
 /* The capacity queue: its length now, and one more request refused. */
 void metrics_set_waiting(struct metrics *m, long waiting);
 void metrics_count_queue_rejected(struct metrics *m);
+/* The HTTP server's connections: open now, the cap, and the times accepting
+ * paused at the cap and for want of descriptors. */
+void metrics_set_connections(struct metrics *m, size_t open, size_t max, uint64_t cap_pauses,
+                             uint64_t descriptor_pauses);
 void hist_observe(struct hist *h, double seconds);
 
 /* The exposition text in a new buffer (caller frees), or NULL when out of

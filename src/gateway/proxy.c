@@ -49,7 +49,6 @@
 #define SSE_LINE_CAP (1u << 20)
 #define ATTEMPT_LOG_CAP 1536
 #define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
-#define LOCATION_SHOWN 200   /* bytes of a redirect's Location quoted in the 502 */
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -534,33 +533,6 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
 
 /* ==== Giving up ==== */
 
-/* A redirect's Location, fit to quote in a message: at most LOCATION_SHOWN
- * bytes cut between characters ("..." marks the cut), control characters as
- * '?' and bytes that are not UTF-8 as U+FFFD. The upstream chose these bytes. */
-static void location_for_message(char *dst, size_t cap, const char *loc)
-{
-    size_t o = 0;
-    const unsigned char *p = (const unsigned char *)loc;
-    while (*p) {
-        size_t n = *p >= 0x80 ? gw_utf8_char_len(p) : 1;
-        size_t out = n ? n : 3;
-        if (o + out > LOCATION_SHOWN || o + out + 4 > cap) {
-            memcpy(dst + o, "...", 3);
-            o += 3;
-            break;
-        }
-        if (n == 0)
-            memcpy(dst + o, "\xEF\xBF\xBD", 3);
-        else if (n == 1)
-            dst[o] = *p < 0x20 || *p == 0x7f ? '?' : (char)*p;
-        else
-            memcpy(dst + o, p, n);
-        o += out;
-        p += n ? n : 1;
-    }
-    dst[o] = '\0';
-}
-
 /* Nothing more to try: answer with the last failure. An upstream's own error
  * response is relayed as it came (status, body, Retry-After); a transport
  * failure becomes 502 (or 504 for the timeouts); so does a redirect, which
@@ -570,12 +542,8 @@ static void give_up(struct exchange *ex, const char *why)
 {
     enum rs_class c = ex->last_class;
     if (c == RS_REDIRECT) {
-        char loc[LOCATION_SHOWN + 4], where[LOCATION_SHOWN + 40];
-        location_for_message(loc, sizeof loc, ex->last_location);
-        if (loc[0])
-            snprintf(where, sizeof where, "a redirect to '%s'", loc);
-        else
-            snprintf(where, sizeof where, "a redirect without a Location");
+        char where[GW_REDIRECT_PHRASE_CAP];
+        gw_redirect_phrase(where, sizeof where, ex->last_location);
         fail_with(ex, 502, NULL, "upstream_redirect",
                   "the upstream for model '%s' answered %ld, %s; redirects are not followed: "
                   "check models[%d].base_url (%s; %u attempt%s)",

@@ -84,9 +84,10 @@ class Fake:
 
 
 class Gateway:
-    """`llmroute serve` on a config written from a dict."""
+    """`llmroute serve` on a config written from a dict; nofile=(soft, hard) runs it under
+    that RLIMIT_NOFILE."""
 
-    def __init__(self, binary, workdir, config, name="gw", env=None):
+    def __init__(self, binary, workdir, config, name="gw", env=None, nofile=None):
         self.workdir = workdir
         self.config_path = os.path.join(workdir, name + ".json")
         self.write_config(config)
@@ -94,10 +95,15 @@ class Gateway:
         port_file = os.path.join(workdir, name + ".port")
         e = dict(os.environ)
         e.update(env or {})
+
+        def limit():
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", self.config_path, "--listen", HOST + ":0",
              "--port-file", port_file],
-            stdout=subprocess.DEVNULL, stderr=open(self.stderr, "w"), env=e)
+            stdout=subprocess.DEVNULL, stderr=open(self.stderr, "w"), env=e,
+            preexec_fn=limit if nofile else None)
         _procs.append(self.proc)
         _gateways.append(self)
         self.port = _read_port(port_file, self.proc, "llmroute serve", self.stderr)
@@ -131,6 +137,10 @@ class Gateway:
                 if l.startswith("VmRSS:"):
                     return int(l.split()[1])
         return 0
+
+    def events(self, name):
+        """The JSON log lines of one event."""
+        return [l for l in self.log_lines() if l.get("event") == name]
 
     def signal(self, sig):
         self.proc.send_signal(sig)

@@ -557,16 +557,13 @@ def lifecycle(gw_bin, fake_bin):
 
     def out_of_descriptors():
         # A gateway allowed few descriptors, and more clients than it can
-        # hold: it pauses accepting (one log line) instead of spinning on
-        # accept(), and takes the waiting clients once descriptors are free.
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
-        try:
-            small = Gateway(gw_bin, wd, base_config(fake), name="gw-fds",
-                            env={KEY_ENV: UPSTREAM_KEY})
-        finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        # hold (a server.max_connections its hard limit cannot fit, so the
+        # cap does not stop them first): it pauses accepting (one log line)
+        # instead of spinning on accept(), and takes the waiting clients once
+        # descriptors are free.
+        small = Gateway(gw_bin, wd, base_config(fake, server={"max_connections": 1000}),
+                        name="gw-fds", env={KEY_ENV: UPSTREAM_KEY}, nofile=(96, 96))
+        assert "warning" in small.events("connections")[0]["message"]
 
         def cpu_s():
             f = open("/proc/%d/stat" % small.proc.pid).read().rsplit(")", 1)[1].split()
@@ -580,7 +577,8 @@ def lifecycle(gw_bin, fake_bin):
             assert busy < 0.3, "the gateway used %.0f%% of a core while out of descriptors" % (
                 busy * 100)
             assert os.path.getsize(small.stderr) < 100000, "log flooded"
-            assert sum(1 for l in small.log_lines() if l.get("event") == "accept_paused") >= 1
+            paused = small.events("accept_paused")
+            assert len(paused) == 1 and "Too many open files" in paused[0]["message"], paused
         finally:
             late = held[-1]  # in the backlog, never accepted so far
             for s in held[:-1]:
@@ -589,6 +587,7 @@ def lifecycle(gw_bin, fake_bin):
         assert late.recv(100).startswith(b"HTTP/1.1 200"), "the waiting client was not served"
         late.close()
         still_serving(small)
+        assert small.metrics()['llmroute_accept_paused_total{reason="descriptors"}'] >= 1
         small.signal(signal.SIGTERM)
         assert small.wait(15) == 0
     check("out of file descriptors: accepting pauses, no busy loop, then resumes",

@@ -287,6 +287,34 @@ def dense(bin_, fake_bin):
           "still serve",
           embedder_down_is_502)
 
+    def embedder_redirect_is_named():
+        # An embedding server that redirects (a wrong base_url): the 502 names
+        # the status, the Location and the key to fix, and the redirect is not
+        # followed (its target, the working fake, is not asked).
+        moved = Fake(fake_bin, wd, name="moved")
+        target = fake.base_url + "/embeddings"
+        moved.scenario("status=301;location=" + target)
+        cfg4 = config(store)
+        cfg4["router"]["embedding"] = {"base_url": moved.base_url, "model": "embed-small"}
+        gw4 = Gateway(bin_, wd, cfg4, name="dense-moved")
+        n = len(fake.logged())
+        st, h, j, _ = chat(gw4.port, {"model": "auto", "messages": ASK("What is 2 plus 9?")})
+        msg = j["error"]["message"]
+        assert st == 502 and j["error"]["code"] == "embedding_failed", (st, j)
+        assert "answered 301, a redirect to '%s'" % target in msg, msg
+        assert "router.embedding.base_url" in msg and "not followed" in msg, msg
+        st, _, body = request(gw4.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 2 plus 9?", "model": "cheapo", "correctness": 1,
+             "output_tokens": 2}))
+        err = json.loads(body)["error"]
+        assert st == 502 and "router.embedding.base_url" in err["message"], (st, err)
+        assert [r["path"] for r in moved.logged()] == ["/v1/embeddings"] * 2, moved.logged()
+        assert len(fake.logged()) == n, "the redirect was followed"
+        gw4.signal(signal.SIGTERM)
+        assert gw4.wait() == 0
+    check("an embedder answering a redirect: 502 naming the status, the Location and "
+          "router.embedding.base_url; not followed", embedder_redirect_is_named)
+
     def other_embedder_is_refused():
         cfg3 = config(store)
         cfg3["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-large"}

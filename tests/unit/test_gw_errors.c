@@ -77,11 +77,34 @@ static void error_body_cut_to_fit_never_splits_a_character(void **state)
     }
 }
 
+/* A redirect's Location is quoted as the upstream sent it, but cut to
+ * GW_LOCATION_SHOWN bytes between characters and with control characters
+ * and stray bytes replaced. */
+static void redirect_phrase_quotes_a_cleaned_location(void **state)
+{
+    char out[GW_REDIRECT_PHRASE_CAP], loc[600];
+    (void)state;
+    gw_redirect_phrase(out, sizeof out, "https://example.com/v1/embeddings");
+    assert_string_equal(out, "a redirect to 'https://example.com/v1/embeddings'");
+    gw_redirect_phrase(out, sizeof out, NULL);
+    assert_string_equal(out, "a redirect without a Location");
+    gw_redirect_phrase(out, sizeof out, "");
+    assert_string_equal(out, "a redirect without a Location");
+    gw_redirect_phrase(out, sizeof out, "http://a/\x01/\xff!");
+    assert_string_equal(out, "a redirect to 'http://a/?/\xef\xbf\xbd!'");
+    memset(loc, 'a', sizeof loc - 1);
+    loc[sizeof loc - 1] = '\0';
+    gw_redirect_phrase(out, sizeof out, loc);
+    assert_int_equal(strlen(out), strlen("a redirect to ''") + GW_LOCATION_SHOWN + 3);
+    assert_non_null(strstr(out, "a...'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(error_body_replaces_bytes_that_are_not_utf8),
         cmocka_unit_test(error_body_cut_to_fit_never_splits_a_character),
+        cmocka_unit_test(redirect_phrase_quotes_a_cleaned_location),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
