@@ -232,21 +232,23 @@ def error_shape(j):
 
 # ==== A history store and a smart route, for the tests that need one ====
 
-def smart_history(path, n, tag, pad=0):
-    """A history of n records in two kinds for smart_config's models:
-    arithmetic (both right) and code (only 'smarty' right); queries unique by
-    tag. With pad, each record's task is that many bytes: a large transaction
-    that costs little to parse or index (a task is stored, not embedded)."""
+def smart_history(path, n, tag, pad=0, kinds=("arithmetic", "code")):
+    """A history of n records for smart_config's models, the kinds taken in
+    turn: arithmetic (both right), code and translation (only 'smarty'
+    right); queries unique by tag. With pad, each record's task is that many
+    bytes: a large transaction that costs little to parse or index (a task
+    is stored, not embedded)."""
     with open(path, "w") as f:
         for i in range(n):
-            if i % 2 == 0:
+            kind = kinds[i % len(kinds)]
+            if kind == "arithmetic":
                 rec = {"query": "What is %d plus %d? (%s)" % (i, i + 3, tag),
                        "input_token_length": 8,
                        "outputs": [{"model_name": "cheapo", "correctness": 1,
                                     "output_token_length": 4},
                                    {"model_name": "smarty", "correctness": 1,
                                     "output_token_length": 6}]}
-            else:
+            elif kind == "code":
                 rec = {"query": "Write a python function parse_%d that reads a csv file into "
                                 "a list of dicts (%s)" % (i, tag),
                        "input_token_length": 20,
@@ -254,6 +256,14 @@ def smart_history(path, n, tag, pad=0):
                                     "output_token_length": 90},
                                    {"model_name": "smarty", "correctness": 1,
                                     "output_token_length": 120}]}
+            else:
+                rec = {"query": "Translate the poem number %d about autumn leaves into french "
+                                "(%s)" % (i, tag),
+                       "input_token_length": 14,
+                       "outputs": [{"model_name": "cheapo", "correctness": 0,
+                                    "output_token_length": 60},
+                                   {"model_name": "smarty", "correctness": 1,
+                                    "output_token_length": 70}]}
             if pad:
                 rec["task"] = ("task %d " % i).ljust(pad, "x")
             f.write(json.dumps(rec) + "\n")

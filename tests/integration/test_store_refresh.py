@@ -19,33 +19,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (Gateway, check, finish, request, smart_config, wait_for,  # noqa
-                    workdir)
+from gwtest import (Gateway, check, finish, request, smart_config, smart_history,  # noqa
+                    wait_for, workdir)
 
 SEED = 20
 IMPORTED = 12
 QUERY = "Translate the poem about autumn leaves into french"
-
-
-def write_history(path, n, kind, tag):
-    with open(path, "w") as f:
-        for i in range(n):
-            if kind == "arithmetic":
-                rec = {"query": "What is %d plus %d? (%s)" % (i, i + 3, tag),
-                       "input_token_length": 8,
-                       "outputs": [{"model_name": "cheapo", "correctness": 1,
-                                    "output_token_length": 4},
-                                   {"model_name": "smarty", "correctness": 1,
-                                    "output_token_length": 6}]}
-            else:
-                rec = {"query": "Translate the poem number %d about autumn leaves into french "
-                                "(%s)" % (i, tag),
-                       "input_token_length": 14,
-                       "outputs": [{"model_name": "cheapo", "correctness": 0,
-                                    "output_token_length": 60},
-                                   {"model_name": "smarty", "correctness": 1,
-                                    "output_token_length": 70}]}
-            f.write(json.dumps(rec) + "\n")
 
 
 def import_ok(bin_, store, path):
@@ -82,14 +61,14 @@ def config(store, refresh_ms):
 def seeded_store(bin_, wd, name):
     store = os.path.join(wd, name + ".db")
     seed = os.path.join(wd, name + "-seed.jsonl")
-    write_history(seed, SEED, "arithmetic", name)
+    smart_history(seed, SEED, name, kinds=("arithmetic",))
     import_ok(bin_, store, seed)
     return store
 
 
 def more_records(wd, name):
     path = os.path.join(wd, name + "-more.jsonl")
-    write_history(path, IMPORTED, "translation", name)
+    smart_history(path, IMPORTED, name, kinds=("translation",))
     return path
 
 
