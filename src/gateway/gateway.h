@@ -112,12 +112,22 @@ struct gw_conf {
     const struct lr_embedding_info *embed; /* NULL: the store is not dense */
     char *embed_url;                       /* {base_url}/embeddings */
     char *embed_auth;                      /* "Bearer ..." or NULL */
+    const char *who; /* warnings' prefix: "llmroute serve" or the checker's (static) */
 };
 
 /* Load a configuration file into a new gw_conf (refs = 1). listen overrides
  * server.listen when not NULL. On failure returns an LR_E* code and fills err. */
 int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
                  struct gw_conf **out, struct lr_error *err);
+/* Check a configuration file as gw_conf_load does (the library's checks,
+ * then `server`, each model's backend and each route's retry and timeouts,
+ * with the environment read the same way) without a history store and
+ * without building routers: what `llmroute check-config` runs. Warnings go to
+ * stderr after `who` (a static string). On success *out is a gw_conf
+ * (refs = 1) to read the summary from and gw_conf_unref(); it has no
+ * routers and must never be served. On failure returns an LR_E* code and
+ * fills err with a message that names the file. */
+int gw_conf_check(const char *path, const char *who, struct gw_conf **out, struct lr_error *err);
 /* The router for a strategy name (NULL: the config's default), built on first
  * use and kept with the configuration. NULL with err filled when the
  * strategy is unknown or cannot be built. */

@@ -10,6 +10,14 @@
  * routed query's vector from it (proxy.c), so embed_url and embed_auth are
  * prepared here.
  *
+ * `llmroute check-config` runs the same checks through gw_conf_check(): all
+ * of the above but the routers (building one may need the history store,
+ * which a check neither needs nor opens) and the embedder's match with a
+ * store. It reads the environment as serve does, so what serve refuses here
+ * (an unset server.api_keys_env, a header value with a control character)
+ * it refuses, and what serve only warns about (an unset api_key_env or
+ * header variable) it warns about.
+ *
  * Threads: built and freed on the event loop thread; reference counts are
  * plain integers for the same reason.
  */
@@ -188,7 +196,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
             for (i = 0; server_keys[i] && strcmp(server_keys[i], key) != 0; i++)
                 ;
             if (!server_keys[i])
-                fprintf(stderr, "llmroute serve: warning: server.%s: unknown key (ignored)\n", key);
+                fprintf(stderr, "%s: warning: server.%s: unknown key (ignored)\n", c->who, key);
         }
         jl = json_object_get(root, "listen");
         if (jl && !json_is_string(jl)) {
@@ -350,7 +358,7 @@ static int load_policy(const char *obj_json, struct rs_policy *p, const char *wh
  * unset api_key_env leaves out the key. */
 #define GW_MAX_HEADER_BYTES 8192
 
-static int load_headers(struct gw_model *m, size_t i, struct lr_error *err)
+static int load_headers(struct gw_model *m, size_t i, const char *who, struct lr_error *err)
 {
     json_t *root = m->info->json ? json_loads(m->info->json, 0, NULL) : NULL;
     json_t *h = json_object_get(root, "headers"), *v;
@@ -379,9 +387,9 @@ static int load_headers(struct gw_model *m, size_t i, struct lr_error *err)
             value = var ? getenv(var) : NULL;
             if (!value || !*value) {
                 fprintf(stderr,
-                        "llmroute serve: warning: models[%zu].headers.%s: %s is not set; "
+                        "%s: warning: models[%zu].headers.%s: %s is not set; "
                         "requests to %s go without this header\n",
-                        i, name, var ? var : "?", m->info->name);
+                        who, i, name, var ? var : "?", m->info->name);
                 continue;
             }
             for (const char *c = value; *c; c++)
@@ -416,7 +424,7 @@ out:
     return rc;
 }
 
-static int load_model(struct gw_model *m, size_t i, struct lr_error *err)
+static int load_model(struct gw_model *m, size_t i, const char *who, struct lr_error *err)
 {
     const struct lr_model_info *info = m->info;
     const char *base = info->base_url;
@@ -459,12 +467,12 @@ static int load_model(struct gw_model *m, size_t i, struct lr_error *err)
             snprintf(m->auth, n, "Bearer %s", key);
         } else {
             fprintf(stderr,
-                    "llmroute serve: warning: models[%zu].api_key_env: %s is not set; "
+                    "%s: warning: models[%zu].api_key_env: %s is not set; "
                     "requests to %s go without a key\n",
-                    i, info->api_key_env, info->name);
+                    who, i, info->api_key_env, info->name);
         }
     }
-    return load_headers(m, i, err);
+    return load_headers(m, i, who, err);
 }
 
 /* ==== The remote embedder ==== */
@@ -554,10 +562,12 @@ struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct
     return r;
 }
 
-/* ==== Load and free ==== */
+/* ==== Load, check and free ==== */
 
-int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
-                 struct gw_conf **out, struct lr_error *err)
+/* A new gw_conf (refs = 1) over the file at path, the library's checks done
+ * and its warnings written to stderr after `who`. */
+static int conf_new(const char *path, struct lr_store *store, const char *who, struct gw_conf **out,
+                    struct lr_error *err)
 {
     struct gw_conf *c = calloc(1, sizeof *c);
     int rc;
@@ -567,36 +577,61 @@ int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
         return fail(err, LR_ENOMEM, "out of memory");
     c->refs = 1;
     c->store = store;
+    c->who = who;
     rc = lr_config_load_file(path, &c->cfg, err);
-    if (rc)
-        goto fail_out;
+    if (rc) {
+        gw_conf_unref(c);
+        return rc;
+    }
     for (size_t i = 0; i < lr_config_warning_count(c->cfg); i++)
-        fprintf(stderr, "llmroute serve: warning: %s: %s\n", path, lr_config_warning(c->cfg, i));
+        fprintf(stderr, "%s: warning: %s: %s\n", who, path, lr_config_warning(c->cfg, i));
     c->query_text = lr_config_router_defaults(c->cfg)->query_text;
+    *out = c;
+    return 0;
+}
+
+/* Everything the gateway reads beyond the library's checks except the
+ * routers: the `server` section, the embedder (against c->store, when there
+ * is one), each model's backend, and each route's retry and timeouts. Both
+ * serve (gw_conf_load) and check-config (gw_conf_check) run this, so the
+ * two accept the same files. */
+static int conf_prepare(struct gw_conf *c, const char *listen, struct lr_error *err)
+{
+    int rc;
+
     if ((rc = load_server(c, listen, err)) || (rc = load_embedder(c, err)))
-        goto fail_out;
+        return rc;
     c->n_models = lr_config_model_count(c->cfg);
     c->models = calloc(c->n_models, sizeof *c->models);
-    if (!c->models) {
-        rc = fail(err, LR_ENOMEM, "out of memory");
-        goto fail_out;
-    }
+    if (!c->models)
+        return fail(err, LR_ENOMEM, "out of memory");
     for (size_t i = 0; i < c->n_models; i++) {
         c->models[i].info = lr_config_model(c->cfg, i);
-        if ((rc = load_model(&c->models[i], i, err)))
-            goto fail_out;
+        if ((rc = load_model(&c->models[i], i, c->who, err)))
+            return rc;
     }
     c->route_policy = calloc(lr_config_route_count(c->cfg) + 1, sizeof *c->route_policy);
-    if (!c->route_policy) {
-        rc = fail(err, LR_ENOMEM, "out of memory");
-        goto fail_out;
-    }
+    if (!c->route_policy)
+        return fail(err, LR_ENOMEM, "out of memory");
     for (size_t i = 0; i < lr_config_route_count(c->cfg); i++) {
         char where[64];
         snprintf(where, sizeof where, "routes[%zu]", i);
         if ((rc = load_policy(lr_config_route(c->cfg, i)->json, &c->route_policy[i], where, err)))
-            goto fail_out;
+            return rc;
     }
+    return 0;
+}
+
+int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
+                 struct gw_conf **out, struct lr_error *err)
+{
+    struct gw_conf *c;
+    int rc;
+
+    if ((rc = conf_new(path, store, "llmroute serve", &c, err)))
+        return rc;
+    if ((rc = conf_prepare(c, listen, err)))
+        goto fail_out;
     /* Build every router the file names now, so a bad one fails the load. */
     if (!gw_conf_router(c, NULL, err)) {
         rc = err->code ? err->code : LR_ESTRATEGY;
@@ -618,6 +653,26 @@ int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
 fail_out:
     gw_conf_unref(c);
     return rc;
+}
+
+int gw_conf_check(const char *path, const char *who, struct gw_conf **out, struct lr_error *err)
+{
+    struct gw_conf *c;
+    int rc;
+
+    if ((rc = conf_new(path, NULL, who, &c, err)))
+        return rc;
+    if ((rc = conf_prepare(c, NULL, err))) {
+        /* The library's messages name the file; name it here too, so a
+         * script checking many files can tell which one failed. */
+        char msg[sizeof err->message];
+        snprintf(msg, sizeof msg, "%s", err->message);
+        snprintf(err->message, sizeof err->message, "%.200s: %.300s", path, msg);
+        gw_conf_unref(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
 }
 
 void gw_conf_ref(struct gw_conf *c)

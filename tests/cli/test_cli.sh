@@ -109,6 +109,101 @@ expect "check-config bad" 2 "" "badtype.json: models[0].cost_per_input_token" --
 printf '{"models": [{"name": "a", "shoe_size": 9}]}' >"$TMP/warn.json"
 expect "check-config warns" 0 "ok: 1 models" "models[0].shoe_size: unknown key" -- \
     "$BIN" check-config "$TMP/warn.json"
+# check-config runs the gateway's checks too (server, backends, route
+# policies), so a file serve would refuse is refused here, naming the key.
+chk() { # chk NAME FILE-CONTENT WANT_STDERR [env arguments...]
+    local name=$1 body=$2 want=$3
+    shift 3
+    printf '%s' "$body" >"$TMP/gw.json"
+    expect "check-config $name" 2 "" "$want" -- env "$@" "$BIN" check-config "$TMP/gw.json"
+}
+M='{"name": "m", "backend": "mock"}'
+chk "server.max_connections" "{\"models\": [$M], \"server\": {\"max_connections\": -1}}" \
+    "gw.json: server.max_connections: expected an integer from 1 to"
+chk "server.store_refresh_ms" "{\"models\": [$M], \"server\": {\"store_refresh_ms\": \"x\"}}" \
+    "server.store_refresh_ms: expected an integer from 0 to 86400000"
+chk "server.listen" "{\"models\": [$M], \"server\": {\"listen\": \"nowhere\"}}" \
+    "server.listen: expected HOST:PORT, got 'nowhere'"
+chk "server.listen port" "{\"models\": [$M], \"server\": {\"listen\": \"127.0.0.1:99999\"}}" \
+    "server.listen: expected a port from 0 to 65535"
+chk "server.resilience" "{\"models\": [$M], \"server\": {\"resilience\": {\"retry\": 3}}}" \
+    "server.resilience.retry: expected an object"
+chk "base_url scheme" \
+    '{"models": [{"name": "m", "backend": "openai", "base_url": "ftp://example.com/v1"}]}' \
+    "models[0].base_url: expected an http:// or https:// URL"
+chk "base_url missing" '{"models": [{"name": "m", "backend": "vllm"}]}' \
+    "models[0] (m): base_url is required to serve a vllm backend"
+chk "model retry" \
+    '{"models": [{"name": "m", "backend": "mock", "retry": {"max_attempts": 0}}]}' \
+    "models[0].retry.max_attempts"
+chk "mock settings" '{"models": [{"name": "m", "backend": "mock", "mock": {"chunks": 0}}]}' \
+    "models[0].mock.chunks: expected an integer from 1 to 100000"
+R='"routes": [{"name": "r", "models": ["m"]'
+chk "route retry" "{\"models\": [$M], $R, \"retry\": {\"max_attempts\": 0}}]}" \
+    "routes[0].retry.max_attempts"
+chk "route timeouts" "{\"models\": [$M], $R, \"timeouts\": \"soon\"}]}" \
+    "routes[0].timeouts"
+chk "Authorization header" \
+    '{"models": [{"name": "m", "backend": "mock", "headers": {"Authorization": "Bearer x"}}]}' \
+    "models[0].headers.Authorization: the gateway sets Authorization from api_key_env"
+HDR='{"models": [{"name": "m", "base_url": "http://127.0.0.1:1",
+                  "headers": {"x-org": {"env": "LR_TEST_ORG"}}}]}'
+chk "header env with a line break" "$HDR" \
+    "models[0].headers.x-org: LR_TEST_ORG holds a control character" LR_TEST_ORG=$'a\r\nHost: evil'
+grep -qF evil "$TMP/err" && bad "check-config shows a header value: $(cat "$TMP/err")" || ok
+# The environment as serve reads it: an unset server.api_keys_env stops
+# serve, so it fails the check; an unset api_key_env or header variable is a
+# warning in both.
+KEYS="{\"models\": [$M], \"server\": {\"api_keys_env\": \"LR_TEST_GW_KEYS\"}}"
+chk "api_keys_env unset" "$KEYS" \
+    "server.api_keys_env: the environment variable LR_TEST_GW_KEYS is not set" -u LR_TEST_GW_KEYS
+expect "check-config api_keys_env set" 0 "ok: 1 models" "" -- \
+    env LR_TEST_GW_KEYS=k1,k2 "$BIN" check-config "$TMP/gw.json"
+printf '%s' "$HDR" >"$TMP/gw.json"
+expect "check-config header env unset warns" 0 "ok: 1 models" \
+    "llmroute check-config: warning: models[0].headers.x-org: LR_TEST_ORG is not set" -- \
+    env -u LR_TEST_ORG "$BIN" check-config "$TMP/gw.json"
+printf '{"models": [{"name": "m", "base_url": "http://127.0.0.1:1", "api_key_env": "LR_TEST_K"}]}' \
+    >"$TMP/gw.json"
+expect "check-config api_key_env unset warns" 0 "ok: 1 models" \
+    "llmroute check-config: warning: models[0].api_key_env: LR_TEST_K is not set" -- \
+    env -u LR_TEST_K "$BIN" check-config "$TMP/gw.json"
+printf '{"models": [%s], "server": {"listen": "127.0.0.1:0", "shoe_size": 9}}' "$M" >"$TMP/gw.json"
+expect "check-config unknown server key warns" 0 "ok: 1 models" \
+    "llmroute check-config: warning: server.shoe_size: unknown key" -- \
+    "$BIN" check-config "$TMP/gw.json"
+# Every setting the gateway reads, valid: ok, with no store and no server started.
+cat >"$TMP/full.json" <<'EOF'
+{
+  "models": [
+    {"name": "a", "backend": "openai", "base_url": "https://api.example.com/v1/",
+     "api_key_env": "LR_TEST_A_KEY", "upstream_model": "a-2024",
+     "headers": {"x-org": "acme", "x-team": {"env": "LR_TEST_TEAM"}},
+     "retry": {"max_attempts": 3}, "timeouts": {"total_ms": 30000}},
+    {"name": "b", "backend": "vllm", "base_url": "http://127.0.0.1:8000/v1"},
+    {"name": "c", "backend": "mock", "mock": {"latency_ms": 5, "chunks": 2, "content": "hi"}}
+  ],
+  "router": {"strategy": "sequential"},
+  "routes": [
+    {"name": "auto", "strategy": "smart", "models": ["a", "b", "c"]},
+    {"name": "cheap", "models": ["b", "c"], "retry": {"max_retries": 1},
+     "timeouts": {"connect_ms": 2000}}
+  ],
+  "server": {"listen": "[::1]:8080", "max_body_bytes": 1048576, "max_header_bytes": 16384,
+             "max_response_bytes": 1048576, "stream_buffer_bytes": 65536,
+             "idle_timeout_ms": 30000, "shutdown_timeout_ms": 5000, "max_connections": 100,
+             "connect_timeout_ms": 5000, "upstream_timeout_ms": 60000, "log_requests": false,
+             "store_refresh_ms": 0, "api_keys_env": "LR_TEST_GW_KEYS",
+             "resilience": {"retry": {"max_attempts": 2},
+                            "breaker": {"consecutive_failures": 5},
+                            "queue": {"max_waiting": 10}}}
+}
+EOF
+expect "check-config full gateway config" 0 "ok: 3 models, 2 routes, strategy sequential" "" -- \
+    env LR_TEST_GW_KEYS=k LR_TEST_A_KEY=sk LR_TEST_TEAM=t "$BIN" check-config "$TMP/full.json"
+for f in "$SRC"/examples/*.json; do
+    expect "check-config $(basename "$f")" 0 ": ok: " "" -- "$BIN" check-config "$f"
+done
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
