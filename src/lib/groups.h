@@ -86,11 +86,14 @@ size_t lr__groups_count_for(size_t n);
  * distinct centroids; 0 or 1: no groups) and total h's outcomes per group.
  * Sparse: record i's features are feats[off[i] .. off[i + 1]), sorted by
  * feature, unit length. Dense: rows of dim floats, unit length. g must be
- * zeroed or freed; on LR_ENOMEM it is left without groups. */
+ * zeroed or freed; on LR_ENOMEM it is left without groups. The per-record
+ * scans run on up to `threads` threads (0: the default, 1: the calling
+ * thread only, see parallel.h); the groups are the same for any count. */
 int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
-                            const struct lr__feat *feats, const size_t *off, size_t n_groups);
+                            const struct lr__feat *feats, const size_t *off, size_t n_groups,
+                            unsigned threads);
 int lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h, const float *rows,
-                           size_t dim, size_t n_groups);
+                           size_t dim, size_t n_groups, unsigned threads);
 void lr__groups_free(struct lr__groups *g);
 
 /* Room for `records` records and `models` models without allocating (a

@@ -63,9 +63,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "parallel.h"
+
 /* How long a statement waits for another connection's write transaction
  * before it fails with SQLITE_BUSY (LR_EBUSY). */
 #define BUSY_TIMEOUT_MS 5000
+
+size_t lr__store_parallel_min = LR__STORE_PARALLEL_MIN;
 
 struct lr_store {
     sqlite3 *db;
@@ -75,6 +79,7 @@ struct lr_store {
     size_t dim; /* dense dimension, 0 = not known yet */
     int read_only;
     size_t max_records;
+    unsigned threads; /* for rebuilds of the copy (parallel.h); 0 = the default */
     pthread_mutex_t wmu;
     pthread_rwlock_t rw;
     struct lr__hist *hist;
@@ -388,87 +393,221 @@ out:
     return rc;
 }
 
-/* Two passes over the texts: document frequencies, then vectors. */
-static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+/* ==== TF-IDF rebuild ==== */
+
+/* Threads for rebuilding a copy of n records: 1 (no thread started) below
+ * lr__store_parallel_min records, where starting threads would cost more
+ * than it saves, else the store's setting (0: the default). */
+static unsigned build_threads(const struct lr_store *st, size_t n)
 {
-    sqlite3_stmt *q = NULL;
+    if (n < lr__store_parallel_min)
+        return 1;
+    return st->threads ? st->threads : lr__parallel_default_threads();
+}
+
+/* The texts are read once into memory (each cut to the LR__TFIDF_MAX_TEXT
+ * bytes the embedder reads), then two passes run over them, each split
+ * over threads by contiguous chunks of records (parallel.h): counting the
+ * document frequencies, then weighing every record's vector. A record's
+ * vector depends on its text and the finished df table only, and the
+ * chunks' df counts are exact integer sums, so the copy is the same
+ * whatever the thread count. */
+struct tfidf_build {
+    const char *text;      /* the texts, back to back */
+    const size_t *text_at; /* n + 1 entries: record i is text[text_at[i] .. text_at[i + 1]) */
+    uint32_t *df_part[LR__PARALLEL_MAX_THREADS]; /* pass 1: each chunk's counts */
+    uint32_t *bound; /* pass 1: record i's most features, min(distinct, max kept) */
+    const uint32_t *df;      /* pass 2: the merged counts */
+    uint32_t ndocs;
+    struct lr__feat *feats;  /* pass 2: record i's features go to feats + slot[i] */
+    const size_t *slot;
+    uint32_t *nfeat;         /* pass 2: how many record i got */
+    int oom[LR__PARALLEL_MAX_THREADS];
+};
+
+static void tfidf_count_chunk(void *ctx, size_t begin, size_t end, unsigned chunk)
+{
+    struct tfidf_build *b = ctx;
+    uint32_t *df = b->df_part[chunk];
     struct lr__terms t;
-    struct lr__feat *feats = NULL;
-    size_t *off = NULL, nf = 0, cap = 0, i;
-    int rc = 0, s;
 
     lr__terms_init(&t);
-    h->df = calloc(LR__TFIDF_SPACE, sizeof(*h->df));
-    off = malloc((h->n + 1) * sizeof(*off));
-    if (!h->df || !off) {
-        rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
-        goto out;
-    }
-    if (sqlite3_prepare_v2(st->db, "SELECT query FROM records ORDER BY id", -1, &q, NULL)) {
-        rc = sql_fail(st, err, "reading records");
-        goto out;
-    }
-    for (int pass = 0; pass < 2; pass++) {
-        i = 0;
-        off[0] = 0;
-        while ((s = sqlite3_step(q)) == SQLITE_ROW) {
-            const char *text = (const char *)sqlite3_column_text(q, 0);
-            size_t len = (size_t)sqlite3_column_bytes(q, 0);
-            if (i >= h->n) {
-                rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
-                          st->path);
-                goto out;
-            }
-            if (lr__terms_count(&t, text, text ? len : 0) != 0) {
-                rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
-                goto out;
-            }
-            if (pass == 0) {
-                for (size_t j = 0; j < t.n; j++) {
-                    uint32_t f = lr__terms_feature(&t, j);
-                    if (h->df[f] < UINT32_MAX)
-                        h->df[f]++;
-                }
-                /* Every feature has df >= 1 here, so this bounds the
-                 * vector's length and the buffer is allocated once. */
-                cap += t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES;
-            } else {
-                if (!feats && !(feats = malloc((cap ? cap : 1) * sizeof(*feats)))) {
-                    rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
-                    goto out;
-                }
-                if (nf + (t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES) > cap) {
-                    rc = fail(err, LR_ESTORE, 0,
-                              "history store '%s': records changed while loading", st->path);
-                    goto out;
-                }
-                nf += lr__tfidf_vector(&t, h->df, (uint32_t)h->n, 0, LR__TFIDF_MAX_FEATURES,
-                                       feats + nf);
-                off[i + 1] = nf;
-            }
-            i++;
+    for (size_t i = begin; i < end; i++) {
+        if (lr__terms_count(&t, b->text + b->text_at[i], b->text_at[i + 1] - b->text_at[i])) {
+            b->oom[chunk] = 1;
+            break;
         }
-        if (s != SQLITE_DONE) {
-            rc = sql_fail(st, err, "reading records");
-            goto out;
+        for (size_t j = 0; j < t.n; j++) {
+            uint32_t f = lr__terms_feature(&t, j);
+            if (df[f] < UINT32_MAX)
+                df[f]++;
         }
-        if (i != h->n) {
+        /* Every feature has df >= 1 after this pass, so this bounds the
+         * vector's length. */
+        b->bound[i] = (uint32_t)(t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES);
+    }
+    lr__terms_free(&t);
+}
+
+static void tfidf_weigh_chunk(void *ctx, size_t begin, size_t end, unsigned chunk)
+{
+    struct tfidf_build *b = ctx;
+    struct lr__terms t;
+
+    lr__terms_init(&t);
+    for (size_t i = begin; i < end; i++) {
+        if (lr__terms_count(&t, b->text + b->text_at[i], b->text_at[i + 1] - b->text_at[i])) {
+            b->oom[chunk] = 1;
+            break;
+        }
+        /* The same text gives the same terms as in the first pass, so at
+         * most bound[i] features are written. */
+        b->nfeat[i] = (uint32_t)lr__tfidf_vector(&t, b->df, b->ndocs, 0, LR__TFIDF_MAX_FEATURES,
+                                                 b->feats + b->slot[i]);
+    }
+    lr__terms_free(&t);
+}
+
+/* Every record's text, truncated to what the embedder reads, into *text
+ * (text_at[i] .. text_at[i + 1] is record i's). */
+static int read_texts(struct lr_store *st, const struct lr__hist *h, char **text,
+                      size_t *text_at, struct lr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0, i = 0;
+    int rc = 0, s;
+
+    if (sqlite3_prepare_v2(st->db, "SELECT query FROM records ORDER BY id", -1, &q, NULL))
+        return sql_fail(st, err, "reading records");
+    text_at[0] = 0;
+    while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(q, 0);
+        size_t n = t ? (size_t)sqlite3_column_bytes(q, 0) : 0;
+        if (i >= h->n) {
             rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
                       st->path);
             goto out;
         }
-        sqlite3_reset(q);
+        if (n > LR__TFIDF_MAX_TEXT)
+            n = LR__TFIDF_MAX_TEXT;
+        if (len + n > cap) {
+            size_t ncap = cap ? cap * 2 : 1 << 16;
+            while (ncap < len + n)
+                ncap *= 2;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+                goto out;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        if (n)
+            memcpy(buf + len, t, n);
+        len += n;
+        text_at[++i] = len;
+    }
+    if (s != SQLITE_DONE)
+        rc = sql_fail(st, err, "reading records");
+    else if (i != h->n)
+        rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
+                  st->path);
+out:
+    sqlite3_finalize(q);
+    if (rc != 0) {
+        free(buf);
+        buf = NULL;
+    }
+    *text = buf;
+    return rc;
+}
+
+static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+{
+    struct tfidf_build b;
+    char *text = NULL;
+    size_t *text_at = NULL, *slot = NULL, *off = NULL, cap = 0;
+    unsigned threads = build_threads(st, h->n);
+    /* Each chunk gets at least a quarter of the threshold's records. */
+    unsigned chunks = lr__parallel_chunks(h->n, threads, lr__store_parallel_min / 4);
+    int rc = 0;
+
+    memset(&b, 0, sizeof(b));
+    h->df = calloc(LR__TFIDF_SPACE, sizeof(*h->df));
+    text_at = malloc((h->n + 1) * sizeof(*text_at));
+    slot = malloc((h->n + 1) * sizeof(*slot));
+    off = malloc((h->n + 1) * sizeof(*off));
+    b.bound = malloc((h->n ? h->n : 1) * sizeof(*b.bound));
+    b.nfeat = malloc((h->n ? h->n : 1) * sizeof(*b.nfeat));
+    if (!h->df || !text_at || !slot || !off || !b.bound || !b.nfeat)
+        goto nomem;
+    if ((rc = read_texts(st, h, &text, text_at, err)) != 0)
+        goto out;
+    b.text = text ? text : "";
+    b.text_at = text_at;
+
+    /* Pass 1: document frequencies. Chunk 0 counts straight into h->df;
+     * the others into tables of their own, added in afterwards (exact:
+     * integers, saturating as the one-thread count does). */
+    b.df_part[0] = h->df;
+    for (unsigned c = 1; c < chunks; c++)
+        if (!(b.df_part[c] = calloc(LR__TFIDF_SPACE, sizeof(uint32_t))))
+            chunks = c; /* fewer, larger chunks: the same counts */
+    lr__parallel_run(h->n, chunks, tfidf_count_chunk, &b);
+    for (unsigned c = 0; c < chunks; c++)
+        if (b.oom[c])
+            goto nomem;
+    for (unsigned c = 1; c < chunks; c++) {
+        const uint32_t *part = b.df_part[c];
+        for (size_t f = 0; f < LR__TFIDF_SPACE; f++) {
+            uint32_t sum = h->df[f] + part[f];
+            h->df[f] = sum < part[f] ? UINT32_MAX : sum;
+        }
+        free(b.df_part[c]);
+        b.df_part[c] = NULL;
     }
     h->df_ndocs = (uint32_t)h->n;
-    if (lr__sindex_build(&h->sidx, feats, off, (uint32_t)h->n) != 0)
+
+    /* Pass 2: each record's vector into a slot sized by its bound, then
+     * packed in record order. */
+    for (size_t i = 0; i < h->n; i++) {
+        slot[i] = cap;
+        cap += b.bound[i];
+    }
+    if (!(b.feats = malloc((cap ? cap : 1) * sizeof(*b.feats))))
+        goto nomem;
+    b.df = h->df;
+    b.ndocs = (uint32_t)h->n;
+    b.slot = slot;
+    lr__parallel_run(h->n, chunks, tfidf_weigh_chunk, &b);
+    for (unsigned c = 0; c < chunks; c++)
+        if (b.oom[c])
+            goto nomem;
+    off[0] = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        memmove(b.feats + off[i], b.feats + slot[i], b.nfeat[i] * sizeof(*b.feats));
+        off[i + 1] = off[i] + b.nfeat[i];
+    }
+
+    if (lr__sindex_build(&h->sidx, b.feats, off, (uint32_t)h->n) != 0)
         rc = fail(err, LR_ENOMEM, 0, "out of memory building the history index");
     /* Without memory for groups the predictor does without them. */
     else if (h->n > 0)
-        lr__groups_build_sparse(&h->groups, h, feats, off, lr__groups_count_for(h->n));
+        lr__groups_build_sparse(&h->groups, h, b.feats, off, lr__groups_count_for(h->n),
+                                threads);
+    goto out;
+nomem:
+    rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
 out:
-    sqlite3_finalize(q);
-    lr__terms_free(&t);
-    free(feats);
+    for (unsigned c = 1; c < LR__PARALLEL_MAX_THREADS; c++)
+        free(b.df_part[c]);
+    free(b.bound);
+    free(b.nfeat);
+    free(b.feats);
+    free(text);
+    free(text_at);
+    free(slot);
     free(off);
     return rc;
 }
@@ -548,7 +687,8 @@ static int hist_load(struct lr_store *st, size_t dim, struct lr__hist **out,
     if (rc != 0)
         goto fail;
     if (st->dense && h->n > 0)
-        lr__groups_build_dense(&h->groups, h, h->didx.m, dim, lr__groups_count_for(h->n));
+        lr__groups_build_dense(&h->groups, h, h->didx.m, dim, lr__groups_count_for(h->n),
+                               build_threads(st, h->n));
     *out = h;
     return 0;
 fail:
@@ -820,6 +960,9 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     st->max_records = opts && opts->max_records ? opts->max_records : LR__STORE_HARD_MAX_RECORDS;
     if (st->max_records > LR__STORE_HARD_MAX_RECORDS)
         st->max_records = LR__STORE_HARD_MAX_RECORDS;
+    st->threads = opts && opts->threads > 0 ? (unsigned)opts->threads : 0;
+    if (st->threads > LR__PARALLEL_MAX_THREADS)
+        st->threads = LR__PARALLEL_MAX_THREADS;
     pthread_mutex_init(&st->wmu, NULL);
     pthread_rwlockattr_init(&ra);
 #if defined(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP)
@@ -1081,7 +1224,7 @@ static int regroup_dense(struct lr_store *st, struct lr__hist *h)
 {
     struct lr__groups fresh, old;
     int rc = lr__groups_build_dense(&fresh, h, h->didx.m, h->didx.dim,
-                                    lr__groups_count_for(h->n));
+                                    lr__groups_count_for(h->n), build_threads(st, h->n));
     if (rc != 0)
         return rc;
     pthread_rwlock_wrlock(&st->rw);
