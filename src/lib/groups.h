@@ -30,8 +30,9 @@
  * Threads: building and adding write; the store calls them with readers
  * excluded (or on a copy no reader sees yet: a build writes only the
  * struct lr__groups it is given, and reads the copy's vectors and outcomes,
- * which only the one writer changes). Reading is lock-free under the
- * store's read lock.
+ * which only the one writer changes). A build may split its scans over
+ * threads of its own (groups.c), joined before it returns. Reading is
+ * lock-free under the store's read lock.
  */
 #ifndef LR_GROUPS_H
 #define LR_GROUPS_H

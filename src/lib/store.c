@@ -43,7 +43,10 @@
  * Writers take `wmu` (one writer at a time), commit to SQLite without
  * blocking readers, and take the write lock only to grow arrays (before the
  * commit, so an allocation failure never leaves memory behind disk) and to
- * publish the new data (after it).
+ * publish the new data (after it). A rebuild of the copy (hist_load) may
+ * split its per-record work over threads of its own (load_tfidf(),
+ * parallel.h), all joined before it returns; they touch only the copy
+ * being built, which no reader sees yet.
  */
 #define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: writers must not starve */
 
