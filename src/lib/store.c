@@ -73,6 +73,7 @@
 #define BUSY_TIMEOUT_MS 5000
 
 size_t lr__store_parallel_min = LR__STORE_PARALLEL_MIN;
+size_t lr__store_text_batch = LR__STORE_TEXT_BATCH;
 
 struct lr_store {
     sqlite3 *db;
@@ -408,16 +409,19 @@ static unsigned build_threads(const struct lr_store *st, size_t n)
     return st->threads ? st->threads : lr__parallel_default_threads();
 }
 
-/* The texts are read once into memory (each cut to the LR__TFIDF_MAX_TEXT
- * bytes the embedder reads), then two passes run over them, each split
- * over threads by contiguous chunks of records (parallel.h): counting the
- * document frequencies, then weighing every record's vector. A record's
- * vector depends on its text and the finished df table only, and the
- * chunks' df counts are exact integer sums, so the copy is the same
- * whatever the thread count. */
+/* The texts are read in batches of lr__store_text_batch records (each cut
+ * to the LR__TFIDF_MAX_TEXT bytes the embedder reads), so that only one
+ * batch's texts are in memory at a time. Two passes go over all the
+ * batches, each batch split over threads by contiguous chunks of records
+ * (parallel.h): counting the document frequencies, then (reading the
+ * batches again) weighing every record's vector. A record's vector depends
+ * on its text and the finished df table only, and the chunks' df counts
+ * are exact integer sums, so the copy is the same whatever the thread
+ * count and the batch size. */
 struct tfidf_build {
-    const char *text;      /* the texts, back to back */
-    const size_t *text_at; /* n + 1 entries: record i is text[text_at[i] .. text_at[i + 1]) */
+    const char *text;      /* the batch's texts, back to back */
+    const size_t *text_at; /* record base + i is text[text_at[i] .. text_at[i + 1]) */
+    size_t base;           /* the batch's first record */
     uint32_t *df_part[LR__PARALLEL_MAX_THREADS]; /* pass 1: each chunk's counts */
     uint32_t *bound; /* pass 1: record i's most features, min(distinct, max kept) */
     const uint32_t *df;      /* pass 2: the merged counts */
@@ -447,7 +451,8 @@ static void tfidf_count_chunk(void *ctx, size_t begin, size_t end, unsigned chun
         }
         /* Every feature has df >= 1 after this pass, so this bounds the
          * vector's length. */
-        b->bound[i] = (uint32_t)(t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES);
+        b->bound[b->base + i] =
+            (uint32_t)(t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES);
     }
     lr__terms_free(&t);
 }
@@ -459,108 +464,138 @@ static void tfidf_weigh_chunk(void *ctx, size_t begin, size_t end, unsigned chun
 
     lr__terms_init(&t);
     for (size_t i = begin; i < end; i++) {
+        size_t r = b->base + i;
         if (lr__terms_count(&t, b->text + b->text_at[i], b->text_at[i + 1] - b->text_at[i])) {
             b->oom[chunk] = 1;
             break;
         }
-        /* The same text gives the same terms as in the first pass, so at
-         * most bound[i] features are written. */
-        b->nfeat[i] = (uint32_t)lr__tfidf_vector(&t, b->df, b->ndocs, 0, LR__TFIDF_MAX_FEATURES,
-                                                 b->feats + b->slot[i]);
+        /* The same text (both passes run in one transaction) gives the same
+         * terms as in the first pass, so at most bound[r] features come
+         * out; capping at bound[r] keeps the slot safe all the same and
+         * changes nothing, as bound[r] is min(distinct, max kept). */
+        b->nfeat[r] = (uint32_t)lr__tfidf_vector(&t, b->df, b->ndocs, 0, b->bound[r],
+                                                 b->feats + b->slot[r]);
     }
     lr__terms_free(&t);
 }
 
-/* Every record's text, truncated to what the embedder reads, into *text
- * (text_at[i] .. text_at[i + 1] is record i's). */
-static int read_texts(struct lr_store *st, const struct lr__hist *h, char **text,
+/* The texts of records [lo, hi), truncated to what the embedder reads, into
+ * *buf (grown as needed, *cap its size; text_at[i] .. text_at[i + 1] is
+ * record lo + i's). */
+static int read_texts(struct lr_store *st, size_t lo, size_t hi, char **buf, size_t *cap,
                       size_t *text_at, struct lr_error *err)
 {
     sqlite3_stmt *q = NULL;
-    char *buf = NULL;
-    size_t len = 0, cap = 0, i = 0;
+    size_t len = 0, i = 0;
     int rc = 0, s;
 
-    if (sqlite3_prepare_v2(st->db, "SELECT query FROM records ORDER BY id", -1, &q, NULL))
-        return sql_fail(st, err, "reading records");
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id, query FROM records WHERE id >= ?1 AND id < ?2 ORDER BY id",
+                           -1, &q, NULL) ||
+        sqlite3_bind_int64(q, 1, (sqlite3_int64)lo) || sqlite3_bind_int64(q, 2, (sqlite3_int64)hi)) {
+        rc = sql_fail(st, err, "reading records");
+        goto out;
+    }
     text_at[0] = 0;
     while ((s = sqlite3_step(q)) == SQLITE_ROW) {
-        const char *t = (const char *)sqlite3_column_text(q, 0);
-        size_t n = t ? (size_t)sqlite3_column_bytes(q, 0) : 0;
-        if (i >= h->n) {
+        const char *t = (const char *)sqlite3_column_text(q, 1);
+        size_t n = t ? (size_t)sqlite3_column_bytes(q, 1) : 0;
+        if (lo + i >= hi || sqlite3_column_int64(q, 0) != (sqlite3_int64)(lo + i)) {
             rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
                       st->path);
             goto out;
         }
         if (n > LR__TFIDF_MAX_TEXT)
             n = LR__TFIDF_MAX_TEXT;
-        if (len + n > cap) {
-            size_t ncap = cap ? cap * 2 : 1 << 16;
+        if (len + n > *cap) {
+            size_t ncap = *cap ? *cap * 2 : 1 << 16;
             while (ncap < len + n)
                 ncap *= 2;
-            char *nb = realloc(buf, ncap);
+            char *nb = realloc(*buf, ncap);
             if (!nb) {
                 rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
                 goto out;
             }
-            buf = nb;
-            cap = ncap;
+            *buf = nb;
+            *cap = ncap;
         }
         if (n)
-            memcpy(buf + len, t, n);
+            memcpy(*buf + len, t, n);
         len += n;
         text_at[++i] = len;
     }
     if (s != SQLITE_DONE)
         rc = sql_fail(st, err, "reading records");
-    else if (i != h->n)
+    else if (lo + i != hi)
         rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
                   st->path);
 out:
     sqlite3_finalize(q);
-    if (rc != 0) {
-        free(buf);
-        buf = NULL;
-    }
-    *text = buf;
     return rc;
+}
+
+/* One pass of the rebuild: every batch of records read, then `fn` run over
+ * its chunks. Chunk c of any batch writes to the same df_part[c]. */
+static int tfidf_pass(struct lr_store *st, size_t n, size_t batch, unsigned threads,
+                      unsigned most_chunks, lr__parallel_fn fn, struct tfidf_build *b,
+                      char **buf, size_t *cap, size_t *text_at, struct lr_error *err)
+{
+    int rc;
+
+    for (size_t lo = 0; lo < n; lo += batch) {
+        size_t hi = n - lo < batch ? n : lo + batch;
+        /* Each chunk gets at least a quarter of the threshold's records. */
+        unsigned chunks = lr__parallel_chunks(hi - lo, threads, lr__store_parallel_min / 4);
+        if (chunks > most_chunks)
+            chunks = most_chunks;
+        if ((rc = read_texts(st, lo, hi, buf, cap, text_at, err)) != 0)
+            return rc;
+        b->text = *buf ? *buf : "";
+        b->text_at = text_at;
+        b->base = lo;
+        lr__parallel_run(hi - lo, chunks, fn, b);
+        for (unsigned c = 0; c < chunks; c++)
+            if (b->oom[c])
+                return fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+    }
+    return 0;
 }
 
 static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
 {
     struct tfidf_build b;
     char *text = NULL;
-    size_t *text_at = NULL, *slot = NULL, *off = NULL, cap = 0;
+    size_t *text_at = NULL, *slot = NULL, *off = NULL, cap = 0, text_cap = 0;
+    size_t batch = lr__store_text_batch ? lr__store_text_batch : 1;
     unsigned threads = build_threads(st, h->n);
-    /* Each chunk gets at least a quarter of the threshold's records. */
-    unsigned chunks = lr__parallel_chunks(h->n, threads, lr__store_parallel_min / 4);
+    /* Chunks of the largest batch; the df tables are per chunk. */
+    unsigned chunks = lr__parallel_chunks(h->n < batch ? h->n : batch, threads,
+                                          lr__store_parallel_min / 4);
     int rc = 0;
 
+    if (batch > h->n)
+        batch = h->n ? h->n : 1;
     memset(&b, 0, sizeof(b));
     h->df = calloc(LR__TFIDF_SPACE, sizeof(*h->df));
-    text_at = malloc((h->n + 1) * sizeof(*text_at));
+    text_at = malloc((batch + 1) * sizeof(*text_at));
     slot = malloc((h->n + 1) * sizeof(*slot));
     off = malloc((h->n + 1) * sizeof(*off));
     b.bound = malloc((h->n ? h->n : 1) * sizeof(*b.bound));
     b.nfeat = malloc((h->n ? h->n : 1) * sizeof(*b.nfeat));
     if (!h->df || !text_at || !slot || !off || !b.bound || !b.nfeat)
         goto nomem;
-    if ((rc = read_texts(st, h, &text, text_at, err)) != 0)
-        goto out;
-    b.text = text ? text : "";
-    b.text_at = text_at;
 
     /* Pass 1: document frequencies. Chunk 0 counts straight into h->df;
-     * the others into tables of their own, added in afterwards (exact:
-     * integers, saturating as the one-thread count does). */
+     * the others into tables of their own, kept over all the batches and
+     * added in afterwards (exact: integers, saturating as the one-thread
+     * count does). */
     b.df_part[0] = h->df;
     for (unsigned c = 1; c < chunks; c++)
         if (!(b.df_part[c] = calloc(LR__TFIDF_SPACE, sizeof(uint32_t))))
             chunks = c; /* fewer, larger chunks: the same counts */
-    lr__parallel_run(h->n, chunks, tfidf_count_chunk, &b);
-    for (unsigned c = 0; c < chunks; c++)
-        if (b.oom[c])
-            goto nomem;
+    if ((rc = tfidf_pass(st, h->n, batch, threads, chunks, tfidf_count_chunk, &b, &text,
+                         &text_cap, text_at, err)) != 0)
+        goto out;
     for (unsigned c = 1; c < chunks; c++) {
         const uint32_t *part = b.df_part[c];
         for (size_t f = 0; f < LR__TFIDF_SPACE; f++) {
@@ -572,8 +607,9 @@ static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *
     }
     h->df_ndocs = (uint32_t)h->n;
 
-    /* Pass 2: each record's vector into a slot sized by its bound, then
-     * packed in record order. */
+    /* Pass 2: each record's vector into a slot sized by its bound (slots
+     * are offsets into the one array for all the batches), then packed in
+     * record order. */
     for (size_t i = 0; i < h->n; i++) {
         slot[i] = cap;
         cap += b.bound[i];
@@ -583,10 +619,11 @@ static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *
     b.df = h->df;
     b.ndocs = (uint32_t)h->n;
     b.slot = slot;
-    lr__parallel_run(h->n, chunks, tfidf_weigh_chunk, &b);
-    for (unsigned c = 0; c < chunks; c++)
-        if (b.oom[c])
-            goto nomem;
+    if ((rc = tfidf_pass(st, h->n, batch, threads, chunks, tfidf_weigh_chunk, &b, &text,
+                         &text_cap, text_at, err)) != 0)
+        goto out;
+    free(text);
+    text = NULL;
     off[0] = 0;
     for (size_t i = 0; i < h->n; i++) {
         memmove(b.feats + off[i], b.feats + slot[i], b.nfeat[i] * sizeof(*b.feats));

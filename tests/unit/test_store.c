@@ -1048,25 +1048,43 @@ static void copy_is_the_same_on_any_number_of_threads(void **st)
     struct lr_store *s = NULL;
     struct lr_error err;
     struct lr_store_options w = {NULL, 0, 0, 0, 3};
-    size_t saved = lr__store_parallel_min;
+    size_t saved = lr__store_parallel_min, saved_batch = lr__store_text_batch;
 
-    /* 3,000 records over up to 7 chunks of uneven sizes. */
+    /* 3,000 records over up to 7 chunks of uneven sizes, read in batches of
+     * 700 (the last one 200 records long), against a copy read in one
+     * batch on one thread. */
     lr__store_parallel_min = 256;
+    lr__store_text_batch = 700;
     const char *jsonl = write_synthetic("many.jsonl", 3000);
     assert_int_equal(lr_store_open(path_in(db, sizeof(db), "many.db"), &w, &s, &err), 0);
     assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
     assert_int_equal(lr_store_count(s), 3000);
 
+    lr__store_text_batch = 1u << 20;
     struct lr_store *one = open_threads(db, 1);
-    struct lr_store *several[] = {open_threads(db, 2), open_threads(db, 7), s};
+    lr__store_text_batch = 700;
+    struct lr_store *several[] = {open_threads(db, 1), open_threads(db, 2), open_threads(db, 7),
+                                  s};
     for (size_t i = 0; i < sizeof(several) / sizeof(*several); i++)
         assert_same_copy(one, several[i], jsonl);
-    /* Below the threshold no thread starts; the copy is the same again. */
+    /* Below the threshold no thread starts; the copy is the same again,
+     * also with batches of a single record and of a size that does not
+     * divide the count. */
     lr__store_parallel_min = 1u << 20;
     struct lr_store *unthreaded = open_threads(db, 7);
     assert_same_copy(one, unthreaded, jsonl);
+    lr__store_parallel_min = 256;
+    lr__store_text_batch = 1;
+    struct lr_store *single = open_threads(db, 2);
+    assert_same_copy(one, single, jsonl);
+    lr__store_text_batch = 1999;
+    struct lr_store *uneven = open_threads(db, 7);
+    assert_same_copy(one, uneven, jsonl);
     lr__store_parallel_min = saved;
+    lr__store_text_batch = saved_batch;
 
+    lr_store_free(uneven);
+    lr_store_free(single);
     lr_store_free(unthreaded);
     for (size_t i = 0; i < sizeof(several) / sizeof(*several); i++)
         lr_store_free(several[i]);
