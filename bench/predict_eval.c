@@ -718,7 +718,7 @@ static void regroup(const struct lr__hist *hc, const struct item *train, size_t 
                                                LR__TFIDF_MAX_FEATURES, feats + off[i]);
     }
     lr__groups_free(&h->groups);
-    lr__groups_build_sparse(&h->groups, h, feats, off, c);
+    lr__groups_build_sparse(&h->groups, h, feats, off, c, 1);
     lr__terms_free(&t);
     free(feats);
     free(off);

@@ -83,7 +83,7 @@ int main(int argc, char **argv)
 
     struct lr_store *st = NULL;
     struct lr_error err;
-    struct lr_store_options so = {"openai:bench", (int)dim, 0, 0};
+    struct lr_store_options so = {"openai:bench", (int)dim, 0, 0, 0};
     if (lr_store_open(path, &so, &st, &err) != 0) {
         fprintf(stderr, "regroup_bench: %s\n", err.message);
         return 1;
@@ -141,7 +141,7 @@ int main(int argc, char **argv)
     for (int k = 0; k < 3; k++) {
         struct lr__groups g;
         double t0 = now();
-        if (lr__groups_build_dense(&g, h, h->didx.m, h->didx.dim, lr__groups_count_for(h->n))) {
+        if (lr__groups_build_dense(&g, h, h->didx.m, h->didx.dim, lr__groups_count_for(h->n), 1)) {
             fprintf(stderr, "regroup_bench: out of memory building groups\n");
             return 1;
         }

@@ -11,6 +11,14 @@
  * keeps its number and has no totals; the predictor never meets it, since
  * no record is in it.
  *
+ * The similarity scans of the seeding and the assignments (of the sample
+ * each round, of every record at the end) are split over `threads` threads
+ * by contiguous chunks (parallel.h): each item's result depends on that
+ * item and the centroids only, and the count of moved items is an integer
+ * sum, so the groups are the same whatever the thread count. The sums that
+ * depend on order (the seeding's total, the centroids' means) stay on the
+ * calling thread.
+ *
  * Threads: see groups.h.
  */
 #include "groups.h"
@@ -21,7 +29,12 @@
 
 #include "index.h"
 #include "llmroute.h"
+#include "parallel.h"
 #include "store.h"
+
+/* Items (sample points or records) below which a chunk is not worth a
+ * thread. */
+#define CHUNK_MIN 512
 
 /* ==== Shared ==== */
 
@@ -105,17 +118,41 @@ static uint64_t next_rand(uint64_t *s)
     return *s;
 }
 
+/* One scan of the seeding: best[i] = the larger of best[i] and point i's
+ * similarity to `pick` (just the similarity when `first`). */
+struct seed_scan {
+    double (*sim)(const void *, size_t, size_t);
+    const void *ctx;
+    double *best;
+    size_t pick;
+    int first;
+};
+
+static void seed_scan_chunk(void *vjob, size_t begin, size_t end, unsigned chunk)
+{
+    const struct seed_scan *j = vjob;
+    (void)chunk;
+    for (size_t i = begin; i < end; i++) {
+        double s = j->sim(j->ctx, i, j->pick);
+        if (j->first || s > j->best[i])
+            j->best[i] = s;
+    }
+}
+
 /* k-means++ seeding over the sample, through a similarity between sample
  * points; writes up to c seeds (sample positions), returns how many: fewer
- * when every point already coincides with a seed. best[] is scratch. */
+ * when every point already coincides with a seed. best[] is scratch. The
+ * scans run in `chunks` chunks. */
 static size_t seed_plusplus(size_t ns, size_t c, double (*sim)(const void *, size_t, size_t),
-                            const void *ctx, size_t *seeds, double *best)
+                            const void *ctx, size_t *seeds, double *best, unsigned chunks)
 {
     uint64_t rs = 0x9E3779B97F4A7C15ull;
     size_t n_seeds = 0;
+    struct seed_scan scan = {sim, ctx, best, 0, 1};
     seeds[n_seeds++] = (size_t)(next_rand(&rs) % ns);
-    for (size_t i = 0; i < ns; i++)
-        best[i] = sim(ctx, i, seeds[0]);
+    scan.pick = seeds[0];
+    lr__parallel_run(ns, chunks, seed_scan_chunk, &scan);
+    scan.first = 0;
     while (n_seeds < c) {
         double total = 0.0;
         for (size_t i = 0; i < ns; i++)
@@ -135,11 +172,8 @@ static size_t seed_plusplus(size_t ns, size_t c, double (*sim)(const void *, siz
         if (pick == ns)
             break;
         seeds[n_seeds++] = pick;
-        for (size_t i = 0; i < ns; i++) {
-            double s = sim(ctx, i, pick);
-            if (s > best[i])
-                best[i] = s;
-        }
+        scan.pick = pick;
+        lr__parallel_run(ns, chunks, seed_scan_chunk, &scan);
     }
     return n_seeds;
 }
@@ -148,6 +182,31 @@ static size_t seed_plusplus(size_t ns, size_t c, double (*sim)(const void *, siz
 static size_t sample_rec(size_t i, size_t ns, size_t n)
 {
     return ns == n ? i : (size_t)((double)i * (double)n / (double)ns);
+}
+
+/* One assignment pass: assign[i] = the nearest group to record
+ * sample_rec(i, ns, n), for i in [0, ns) (ns == n: every record). With
+ * `count`, moved[chunk] counts the items whose group changed. */
+struct assign_pass {
+    const struct lr__groups *g;
+    const struct lr__feat *feats; /* sparse */
+    const size_t *off;
+    const float *rows; /* dense */
+    size_t dim;
+    size_t ns, n;
+    uint32_t *assign;
+    int count;
+    size_t moved[LR__PARALLEL_MAX_THREADS];
+};
+
+static size_t assign_run(struct assign_pass *p, unsigned chunks, lr__parallel_fn fn)
+{
+    size_t moved = 0;
+    memset(p->moved, 0, sizeof(p->moved));
+    lr__parallel_run(p->ns, chunks, fn, p);
+    for (unsigned c = 0; c < LR__PARALLEL_MAX_THREADS; c++)
+        moved += p->moved[c];
+    return moved;
 }
 
 /* ==== Sparse ==== */
@@ -222,6 +281,21 @@ uint32_t lr__groups_nearest_sparse(const struct lr__groups *g, const struct lr__
     return nearest_sparse(g, v, n, scores);
 }
 
+static void assign_sparse_chunk(void *vpass, size_t begin, size_t end, unsigned chunk)
+{
+    struct assign_pass *p = vpass;
+    double scores[LR__GROUPS_MAX];
+    size_t moved = 0;
+    for (size_t i = begin; i < end; i++) {
+        size_t r = sample_rec(i, p->ns, p->n);
+        uint32_t a = nearest_sparse(p->g, p->feats + p->off[r], p->off[r + 1] - p->off[r], scores);
+        if (p->count)
+            moved += a != p->assign[i];
+        p->assign[i] = a;
+    }
+    p->moved[chunk] = moved;
+}
+
 /* Quickselect: the `keep` heaviest of a[0..n) into a[0..keep), in no
  * particular order (three-way partitions, so equal weights cannot stall it). */
 static void select_heaviest(struct lr__feat *a, size_t n, size_t keep)
@@ -284,12 +358,13 @@ static size_t centroid_from_sum(float *acc, struct lr__feat *tl, size_t nt, stru
 }
 
 int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
-                            const struct lr__feat *feats, const size_t *off, size_t n_groups)
+                            const struct lr__feat *feats, const size_t *off, size_t n_groups,
+                            unsigned threads)
 {
     size_t n = h->n, ns = n < LR__GROUPS_SAMPLE ? n : LR__GROUPS_SAMPLE;
     size_t c = n_groups < ns ? n_groups : ns;
     size_t *seeds = NULL, *member_off = NULL, *members = NULL;
-    double *best = NULL, scores[LR__GROUPS_MAX];
+    double *best = NULL;
     uint32_t *assign = NULL;
     float *acc = NULL;
     struct lr__feat *tl = NULL, *cent = NULL;
@@ -317,7 +392,8 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
     g->cap = n;
 
     struct sparse_ctx x = {feats, off, ns, n};
-    c = seed_plusplus(ns, c, sparse_sim, &x, seeds, best);
+    unsigned sample_chunks = lr__parallel_chunks(ns, threads, CHUNK_MIN);
+    c = seed_plusplus(ns, c, sparse_sim, &x, seeds, best, sample_chunks);
     if (c < 2) {
         rc = 0;
         goto out;
@@ -344,14 +420,9 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
         qsort(g->cfeat, g->n_cfeat, sizeof(*g->cfeat), cmp_cfeat);
         if (round == LR__GROUPS_ROUNDS)
             break;
-        size_t moved = 0;
-        for (size_t i = 0; i < ns; i++) {
-            size_t r = sample_rec(i, ns, n);
-            uint32_t a = nearest_sparse(g, feats + off[r], off[r + 1] - off[r], scores);
-            moved += a != assign[i];
-            assign[i] = a;
-        }
-        if (moved == 0)
+        struct assign_pass pass = {.g = g, .feats = feats, .off = off, .ns = ns, .n = n,
+                                   .assign = assign, .count = 1};
+        if (assign_run(&pass, sample_chunks, assign_sparse_chunk) == 0)
             break;
         /* Members by group, then each group's sum and new centroid. */
         memset(member_off, 0, (c + 1) * sizeof(*member_off));
@@ -381,8 +452,8 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
                 cent_n[j] = nk;
         }
     }
-    for (size_t i = 0; i < n; i++)
-        g->of[i] = nearest_sparse(g, feats + off[i], off[i + 1] - off[i], scores);
+    struct assign_pass all = {.g = g, .feats = feats, .off = off, .ns = n, .n = n, .assign = g->of};
+    assign_run(&all, lr__parallel_chunks(n, threads, CHUNK_MIN), assign_sparse_chunk);
     rc = totals_build(g, h);
 out:
     if (rc != 0 || g->n < 2)
@@ -427,8 +498,21 @@ uint32_t lr__groups_nearest_dense(const struct lr__groups *g, const float *v)
     return best;
 }
 
+static void assign_dense_chunk(void *vpass, size_t begin, size_t end, unsigned chunk)
+{
+    struct assign_pass *p = vpass;
+    size_t moved = 0;
+    for (size_t i = begin; i < end; i++) {
+        uint32_t a = lr__groups_nearest_dense(p->g, p->rows + sample_rec(i, p->ns, p->n) * p->dim);
+        if (p->count)
+            moved += a != p->assign[i];
+        p->assign[i] = a;
+    }
+    p->moved[chunk] = moved;
+}
+
 int lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h, const float *rows,
-                           size_t dim, size_t n_groups)
+                           size_t dim, size_t n_groups, unsigned threads)
 {
     size_t n = h->n, ns = n < LR__GROUPS_SAMPLE ? n : LR__GROUPS_SAMPLE;
     size_t c = n_groups < ns ? n_groups : ns;
@@ -453,7 +537,8 @@ int lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h, const
     g->dim = dim;
 
     struct dense_ctx x = {rows, dim, ns, n};
-    c = seed_plusplus(ns, c, dense_sim, &x, seeds, best);
+    unsigned sample_chunks = lr__parallel_chunks(ns, threads, CHUNK_MIN);
+    c = seed_plusplus(ns, c, dense_sim, &x, seeds, best, sample_chunks);
     if (c < 2) {
         rc = 0;
         goto out;
@@ -464,13 +549,9 @@ int lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h, const
     for (size_t i = 0; i < ns; i++)
         assign[i] = UINT32_MAX;
     for (int round = 0; round < LR__GROUPS_ROUNDS; round++) {
-        size_t moved = 0;
-        for (size_t i = 0; i < ns; i++) {
-            uint32_t a = lr__groups_nearest_dense(g, rows + sample_rec(i, ns, n) * dim);
-            moved += a != assign[i];
-            assign[i] = a;
-        }
-        if (moved == 0)
+        struct assign_pass pass = {.g = g, .rows = rows, .dim = dim, .ns = ns, .n = n,
+                                   .assign = assign, .count = 1};
+        if (assign_run(&pass, sample_chunks, assign_dense_chunk) == 0)
             break;
         memset(count, 0, c * sizeof(*count));
         memset(sum, 0, c * dim * sizeof(*sum));
@@ -494,8 +575,8 @@ int lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h, const
                 g->cdense[j * dim + d] = (float)(sum[j * dim + d] * inv);
         }
     }
-    for (size_t i = 0; i < n; i++)
-        g->of[i] = lr__groups_nearest_dense(g, rows + i * dim);
+    struct assign_pass all = {.g = g, .rows = rows, .dim = dim, .ns = n, .n = n, .assign = g->of};
+    assign_run(&all, lr__parallel_chunks(n, threads, CHUNK_MIN), assign_dense_chunk);
     rc = totals_build(g, h);
 out:
     if (rc != 0 || g->n < 2)

@@ -30,8 +30,9 @@
  * Threads: building and adding write; the store calls them with readers
  * excluded (or on a copy no reader sees yet: a build writes only the
  * struct lr__groups it is given, and reads the copy's vectors and outcomes,
- * which only the one writer changes). Reading is lock-free under the
- * store's read lock.
+ * which only the one writer changes). A build may split its scans over
+ * threads of its own (groups.c), joined before it returns. Reading is
+ * lock-free under the store's read lock.
  */
 #ifndef LR_GROUPS_H
 #define LR_GROUPS_H
@@ -86,11 +87,14 @@ size_t lr__groups_count_for(size_t n);
  * distinct centroids; 0 or 1: no groups) and total h's outcomes per group.
  * Sparse: record i's features are feats[off[i] .. off[i + 1]), sorted by
  * feature, unit length. Dense: rows of dim floats, unit length. g must be
- * zeroed or freed; on LR_ENOMEM it is left without groups. */
+ * zeroed or freed; on LR_ENOMEM it is left without groups. The per-record
+ * scans run on up to `threads` threads (0: the default, 1: the calling
+ * thread only, see parallel.h); the groups are the same for any count. */
 int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
-                            const struct lr__feat *feats, const size_t *off, size_t n_groups);
+                            const struct lr__feat *feats, const size_t *off, size_t n_groups,
+                            unsigned threads);
 int lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h, const float *rows,
-                           size_t dim, size_t n_groups);
+                           size_t dim, size_t n_groups, unsigned threads);
 void lr__groups_free(struct lr__groups *g);
 
 /* Room for `records` records and `models` models without allocating (a

@@ -43,7 +43,10 @@
  * Writers take `wmu` (one writer at a time), commit to SQLite without
  * blocking readers, and take the write lock only to grow arrays (before the
  * commit, so an allocation failure never leaves memory behind disk) and to
- * publish the new data (after it).
+ * publish the new data (after it). A rebuild of the copy (hist_load) may
+ * split its per-record work over threads of its own (load_tfidf(),
+ * parallel.h), all joined before it returns; they touch only the copy
+ * being built, which no reader sees yet.
  */
 #define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: writers must not starve */
 
@@ -63,9 +66,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "parallel.h"
+
 /* How long a statement waits for another connection's write transaction
  * before it fails with SQLITE_BUSY (LR_EBUSY). */
 #define BUSY_TIMEOUT_MS 5000
+
+size_t lr__store_parallel_min = LR__STORE_PARALLEL_MIN;
+size_t lr__store_text_batch = LR__STORE_TEXT_BATCH;
 
 struct lr_store {
     sqlite3 *db;
@@ -75,6 +83,7 @@ struct lr_store {
     size_t dim; /* dense dimension, 0 = not known yet */
     int read_only;
     size_t max_records;
+    unsigned threads; /* for rebuilds of the copy (parallel.h); 0 = the default */
     pthread_mutex_t wmu;
     pthread_rwlock_t rw;
     struct lr__hist *hist;
@@ -388,87 +397,257 @@ out:
     return rc;
 }
 
-/* Two passes over the texts: document frequencies, then vectors. */
-static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+/* ==== TF-IDF rebuild ==== */
+
+/* Threads for rebuilding a copy of n records: 1 (no thread started) below
+ * lr__store_parallel_min records, where starting threads would cost more
+ * than it saves, else the store's setting (0: the default). */
+static unsigned build_threads(const struct lr_store *st, size_t n)
 {
-    sqlite3_stmt *q = NULL;
+    if (n < lr__store_parallel_min)
+        return 1;
+    return st->threads ? st->threads : lr__parallel_default_threads();
+}
+
+/* The texts are read in batches of lr__store_text_batch records (each cut
+ * to the LR__TFIDF_MAX_TEXT bytes the embedder reads), so that only one
+ * batch's texts are in memory at a time. Two passes go over all the
+ * batches, each batch split over threads by contiguous chunks of records
+ * (parallel.h): counting the document frequencies, then (reading the
+ * batches again) weighing every record's vector. A record's vector depends
+ * on its text and the finished df table only, and the chunks' df counts
+ * are exact integer sums, so the copy is the same whatever the thread
+ * count and the batch size. */
+struct tfidf_build {
+    const char *text;      /* the batch's texts, back to back */
+    const size_t *text_at; /* record base + i is text[text_at[i] .. text_at[i + 1]) */
+    size_t base;           /* the batch's first record */
+    uint32_t *df_part[LR__PARALLEL_MAX_THREADS]; /* pass 1: each chunk's counts */
+    uint32_t *bound; /* pass 1: record i's most features, min(distinct, max kept) */
+    const uint32_t *df;      /* pass 2: the merged counts */
+    uint32_t ndocs;
+    struct lr__feat *feats;  /* pass 2: record i's features go to feats + slot[i] */
+    const size_t *slot;
+    uint32_t *nfeat;         /* pass 2: how many record i got */
+    int oom[LR__PARALLEL_MAX_THREADS];
+};
+
+static void tfidf_count_chunk(void *ctx, size_t begin, size_t end, unsigned chunk)
+{
+    struct tfidf_build *b = ctx;
+    uint32_t *df = b->df_part[chunk];
     struct lr__terms t;
-    struct lr__feat *feats = NULL;
-    size_t *off = NULL, nf = 0, cap = 0, i;
-    int rc = 0, s;
 
     lr__terms_init(&t);
-    h->df = calloc(LR__TFIDF_SPACE, sizeof(*h->df));
-    off = malloc((h->n + 1) * sizeof(*off));
-    if (!h->df || !off) {
-        rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
-        goto out;
+    for (size_t i = begin; i < end; i++) {
+        if (lr__terms_count(&t, b->text + b->text_at[i], b->text_at[i + 1] - b->text_at[i])) {
+            b->oom[chunk] = 1;
+            break;
+        }
+        for (size_t j = 0; j < t.n; j++) {
+            uint32_t f = lr__terms_feature(&t, j);
+            if (df[f] < UINT32_MAX)
+                df[f]++;
+        }
+        /* Every feature has df >= 1 after this pass, so this bounds the
+         * vector's length. */
+        b->bound[b->base + i] =
+            (uint32_t)(t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES);
     }
-    if (sqlite3_prepare_v2(st->db, "SELECT query FROM records ORDER BY id", -1, &q, NULL)) {
+    lr__terms_free(&t);
+}
+
+static void tfidf_weigh_chunk(void *ctx, size_t begin, size_t end, unsigned chunk)
+{
+    struct tfidf_build *b = ctx;
+    struct lr__terms t;
+
+    lr__terms_init(&t);
+    for (size_t i = begin; i < end; i++) {
+        size_t r = b->base + i;
+        if (lr__terms_count(&t, b->text + b->text_at[i], b->text_at[i + 1] - b->text_at[i])) {
+            b->oom[chunk] = 1;
+            break;
+        }
+        /* The same text (both passes run in one transaction) gives the same
+         * terms as in the first pass, so at most bound[r] features come
+         * out; capping at bound[r] keeps the slot safe all the same and
+         * changes nothing, as bound[r] is min(distinct, max kept). */
+        b->nfeat[r] = (uint32_t)lr__tfidf_vector(&t, b->df, b->ndocs, 0, b->bound[r],
+                                                 b->feats + b->slot[r]);
+    }
+    lr__terms_free(&t);
+}
+
+/* The texts of records [lo, hi), truncated to what the embedder reads, into
+ * *buf (grown as needed, *cap its size; text_at[i] .. text_at[i + 1] is
+ * record lo + i's). */
+static int read_texts(struct lr_store *st, size_t lo, size_t hi, char **buf, size_t *cap,
+                      size_t *text_at, struct lr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    size_t len = 0, i = 0;
+    int rc = 0, s;
+
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id, query FROM records WHERE id >= ?1 AND id < ?2 ORDER BY id",
+                           -1, &q, NULL) ||
+        sqlite3_bind_int64(q, 1, (sqlite3_int64)lo) || sqlite3_bind_int64(q, 2, (sqlite3_int64)hi)) {
         rc = sql_fail(st, err, "reading records");
         goto out;
     }
-    for (int pass = 0; pass < 2; pass++) {
-        i = 0;
-        off[0] = 0;
-        while ((s = sqlite3_step(q)) == SQLITE_ROW) {
-            const char *text = (const char *)sqlite3_column_text(q, 0);
-            size_t len = (size_t)sqlite3_column_bytes(q, 0);
-            if (i >= h->n) {
-                rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
-                          st->path);
-                goto out;
-            }
-            if (lr__terms_count(&t, text, text ? len : 0) != 0) {
-                rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
-                goto out;
-            }
-            if (pass == 0) {
-                for (size_t j = 0; j < t.n; j++) {
-                    uint32_t f = lr__terms_feature(&t, j);
-                    if (h->df[f] < UINT32_MAX)
-                        h->df[f]++;
-                }
-                /* Every feature has df >= 1 here, so this bounds the
-                 * vector's length and the buffer is allocated once. */
-                cap += t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES;
-            } else {
-                if (!feats && !(feats = malloc((cap ? cap : 1) * sizeof(*feats)))) {
-                    rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
-                    goto out;
-                }
-                if (nf + (t.n < LR__TFIDF_MAX_FEATURES ? t.n : LR__TFIDF_MAX_FEATURES) > cap) {
-                    rc = fail(err, LR_ESTORE, 0,
-                              "history store '%s': records changed while loading", st->path);
-                    goto out;
-                }
-                nf += lr__tfidf_vector(&t, h->df, (uint32_t)h->n, 0, LR__TFIDF_MAX_FEATURES,
-                                       feats + nf);
-                off[i + 1] = nf;
-            }
-            i++;
-        }
-        if (s != SQLITE_DONE) {
-            rc = sql_fail(st, err, "reading records");
-            goto out;
-        }
-        if (i != h->n) {
+    text_at[0] = 0;
+    while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(q, 1);
+        size_t n = t ? (size_t)sqlite3_column_bytes(q, 1) : 0;
+        if (lo + i >= hi || sqlite3_column_int64(q, 0) != (sqlite3_int64)(lo + i)) {
             rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
                       st->path);
             goto out;
         }
-        sqlite3_reset(q);
+        if (n > LR__TFIDF_MAX_TEXT)
+            n = LR__TFIDF_MAX_TEXT;
+        if (len + n > *cap) {
+            size_t ncap = *cap ? *cap * 2 : 1 << 16;
+            while (ncap < len + n)
+                ncap *= 2;
+            char *nb = realloc(*buf, ncap);
+            if (!nb) {
+                rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+                goto out;
+            }
+            *buf = nb;
+            *cap = ncap;
+        }
+        if (n)
+            memcpy(*buf + len, t, n);
+        len += n;
+        text_at[++i] = len;
+    }
+    if (s != SQLITE_DONE)
+        rc = sql_fail(st, err, "reading records");
+    else if (lo + i != hi)
+        rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
+                  st->path);
+out:
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* One pass of the rebuild: every batch of records read, then `fn` run over
+ * its chunks. Chunk c of any batch writes to the same df_part[c]. */
+static int tfidf_pass(struct lr_store *st, size_t n, size_t batch, unsigned threads,
+                      unsigned most_chunks, lr__parallel_fn fn, struct tfidf_build *b,
+                      char **buf, size_t *cap, size_t *text_at, struct lr_error *err)
+{
+    int rc;
+
+    for (size_t lo = 0; lo < n; lo += batch) {
+        size_t hi = n - lo < batch ? n : lo + batch;
+        /* Each chunk gets at least a quarter of the threshold's records. */
+        unsigned chunks = lr__parallel_chunks(hi - lo, threads, lr__store_parallel_min / 4);
+        if (chunks > most_chunks)
+            chunks = most_chunks;
+        if ((rc = read_texts(st, lo, hi, buf, cap, text_at, err)) != 0)
+            return rc;
+        b->text = *buf ? *buf : "";
+        b->text_at = text_at;
+        b->base = lo;
+        lr__parallel_run(hi - lo, chunks, fn, b);
+        for (unsigned c = 0; c < chunks; c++)
+            if (b->oom[c])
+                return fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
+    }
+    return 0;
+}
+
+static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+{
+    struct tfidf_build b;
+    char *text = NULL;
+    size_t *text_at = NULL, *slot = NULL, *off = NULL, cap = 0, text_cap = 0;
+    size_t batch = lr__store_text_batch ? lr__store_text_batch : 1;
+    unsigned threads = build_threads(st, h->n);
+    /* Chunks of the largest batch; the df tables are per chunk. */
+    unsigned chunks = lr__parallel_chunks(h->n < batch ? h->n : batch, threads,
+                                          lr__store_parallel_min / 4);
+    int rc = 0;
+
+    if (batch > h->n)
+        batch = h->n ? h->n : 1;
+    memset(&b, 0, sizeof(b));
+    h->df = calloc(LR__TFIDF_SPACE, sizeof(*h->df));
+    text_at = malloc((batch + 1) * sizeof(*text_at));
+    slot = malloc((h->n + 1) * sizeof(*slot));
+    off = malloc((h->n + 1) * sizeof(*off));
+    b.bound = malloc((h->n ? h->n : 1) * sizeof(*b.bound));
+    b.nfeat = malloc((h->n ? h->n : 1) * sizeof(*b.nfeat));
+    if (!h->df || !text_at || !slot || !off || !b.bound || !b.nfeat)
+        goto nomem;
+
+    /* Pass 1: document frequencies. Chunk 0 counts straight into h->df;
+     * the others into tables of their own, kept over all the batches and
+     * added in afterwards (exact: integers, saturating as the one-thread
+     * count does). */
+    b.df_part[0] = h->df;
+    for (unsigned c = 1; c < chunks; c++)
+        if (!(b.df_part[c] = calloc(LR__TFIDF_SPACE, sizeof(uint32_t))))
+            chunks = c; /* fewer, larger chunks: the same counts */
+    if ((rc = tfidf_pass(st, h->n, batch, threads, chunks, tfidf_count_chunk, &b, &text,
+                         &text_cap, text_at, err)) != 0)
+        goto out;
+    for (unsigned c = 1; c < chunks; c++) {
+        const uint32_t *part = b.df_part[c];
+        for (size_t f = 0; f < LR__TFIDF_SPACE; f++) {
+            uint32_t sum = h->df[f] + part[f];
+            h->df[f] = sum < part[f] ? UINT32_MAX : sum;
+        }
+        free(b.df_part[c]);
+        b.df_part[c] = NULL;
     }
     h->df_ndocs = (uint32_t)h->n;
-    if (lr__sindex_build(&h->sidx, feats, off, (uint32_t)h->n) != 0)
+
+    /* Pass 2: each record's vector into a slot sized by its bound (slots
+     * are offsets into the one array for all the batches), then packed in
+     * record order. */
+    for (size_t i = 0; i < h->n; i++) {
+        slot[i] = cap;
+        cap += b.bound[i];
+    }
+    if (!(b.feats = malloc((cap ? cap : 1) * sizeof(*b.feats))))
+        goto nomem;
+    b.df = h->df;
+    b.ndocs = (uint32_t)h->n;
+    b.slot = slot;
+    if ((rc = tfidf_pass(st, h->n, batch, threads, chunks, tfidf_weigh_chunk, &b, &text,
+                         &text_cap, text_at, err)) != 0)
+        goto out;
+    free(text);
+    text = NULL;
+    off[0] = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        memmove(b.feats + off[i], b.feats + slot[i], b.nfeat[i] * sizeof(*b.feats));
+        off[i + 1] = off[i] + b.nfeat[i];
+    }
+
+    if (lr__sindex_build(&h->sidx, b.feats, off, (uint32_t)h->n) != 0)
         rc = fail(err, LR_ENOMEM, 0, "out of memory building the history index");
     /* Without memory for groups the predictor does without them. */
     else if (h->n > 0)
-        lr__groups_build_sparse(&h->groups, h, feats, off, lr__groups_count_for(h->n));
+        lr__groups_build_sparse(&h->groups, h, b.feats, off, lr__groups_count_for(h->n),
+                                threads);
+    goto out;
+nomem:
+    rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
 out:
-    sqlite3_finalize(q);
-    lr__terms_free(&t);
-    free(feats);
+    for (unsigned c = 1; c < LR__PARALLEL_MAX_THREADS; c++)
+        free(b.df_part[c]);
+    free(b.bound);
+    free(b.nfeat);
+    free(b.feats);
+    free(text);
+    free(text_at);
+    free(slot);
     free(off);
     return rc;
 }
@@ -548,7 +727,8 @@ static int hist_load(struct lr_store *st, size_t dim, struct lr__hist **out,
     if (rc != 0)
         goto fail;
     if (st->dense && h->n > 0)
-        lr__groups_build_dense(&h->groups, h, h->didx.m, dim, lr__groups_count_for(h->n));
+        lr__groups_build_dense(&h->groups, h, h->didx.m, dim, lr__groups_count_for(h->n),
+                               build_threads(st, h->n));
     *out = h;
     return 0;
 fail:
@@ -820,6 +1000,9 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     st->max_records = opts && opts->max_records ? opts->max_records : LR__STORE_HARD_MAX_RECORDS;
     if (st->max_records > LR__STORE_HARD_MAX_RECORDS)
         st->max_records = LR__STORE_HARD_MAX_RECORDS;
+    st->threads = opts && opts->threads > 0 ? (unsigned)opts->threads : 0;
+    if (st->threads > LR__PARALLEL_MAX_THREADS)
+        st->threads = LR__PARALLEL_MAX_THREADS;
     pthread_mutex_init(&st->wmu, NULL);
     pthread_rwlockattr_init(&ra);
 #if defined(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP)
@@ -1081,7 +1264,7 @@ static int regroup_dense(struct lr_store *st, struct lr__hist *h)
 {
     struct lr__groups fresh, old;
     int rc = lr__groups_build_dense(&fresh, h, h->didx.m, h->didx.dim,
-                                    lr__groups_count_for(h->n));
+                                    lr__groups_count_for(h->n), build_threads(st, h->n));
     if (rc != 0)
         return rc;
     pthread_rwlock_wrlock(&st->rw);

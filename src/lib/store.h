@@ -39,6 +39,22 @@
 #define LR__STORE_HARD_MAX_RECORDS 100000000u            /* with max_records = 0 */
 #define LR__STORE_SCHEMA_VERSION 1
 
+/* Rebuilding the in-memory copy (open, refresh, import, the re-weighing)
+ * splits its per-record work over threads (lr_store_options.threads) only
+ * from this many records on; below, everything runs on the calling thread.
+ * lr__store_parallel_min is read at each rebuild; tests lower it to have
+ * small stores use threads. */
+#define LR__STORE_PARALLEL_MIN 4096
+extern size_t lr__store_parallel_min;
+
+/* A TF-IDF rebuild reads the records' texts from the database this many at
+ * a time, twice (a pass for the document frequencies, one for the
+ * vectors), so that only one batch's texts are in memory at once.
+ * lr__store_text_batch is read at each rebuild; tests lower it to have
+ * small stores use several batches. */
+#define LR__STORE_TEXT_BATCH 16384
+extern size_t lr__store_text_batch;
+
 /* One model's outcome on one record, as kept in memory. */
 struct lr__outcome {
     uint32_t model; /* store model id */

@@ -25,22 +25,25 @@ static char tmpdir[256];
 /* ==== The wrapped dense build ==== */
 
 int __real_lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h,
-                                  const float *rows, size_t dim, size_t n_groups);
+                                  const float *rows, size_t dim, size_t n_groups,
+                                  unsigned threads);
 
 static int dense_builds;     /* calls so far */
 static int fail_dense_build; /* answer LR_ENOMEM, as the build does without memory */
 
 int __wrap_lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h,
-                                  const float *rows, size_t dim, size_t n_groups);
+                                  const float *rows, size_t dim, size_t n_groups,
+                                  unsigned threads);
 int __wrap_lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h,
-                                  const float *rows, size_t dim, size_t n_groups)
+                                  const float *rows, size_t dim, size_t n_groups,
+                                  unsigned threads)
 {
     dense_builds++;
     if (fail_dense_build) {
         memset(g, 0, sizeof(*g));
         return LR_ENOMEM;
     }
-    return __real_lr__groups_build_dense(g, h, rows, dim, n_groups);
+    return __real_lr__groups_build_dense(g, h, rows, dim, n_groups, threads);
 }
 
 static int setup_dir(void **st)
@@ -178,7 +181,7 @@ static void dense_store_gets_groups_at_open(void **st)
     char db[512];
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"remote-emb", 3, 0, 0};
+    struct lr_store_options o = {"remote-emb", 3, 0, 0, 0};
     snprintf(db, sizeof(db), "%s/dense.db", tmpdir);
     assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
     for (size_t i = 0; i < 300; i++)
@@ -268,7 +271,7 @@ static struct lr_store *open_dense(const char *name, int read_only)
     struct lr_store *s = NULL;
     struct lr_error err;
     /* No dimension given: the store takes its first vector's. */
-    struct lr_store_options o = {"remote-emb", 0, read_only, 0};
+    struct lr_store_options o = {"remote-emb", 0, read_only, 0, 0};
     snprintf(db, sizeof(db), "%s/%s", tmpdir, name);
     if (lr_store_open(db, &o, &s, &err) != 0)
         fail_msg("lr_store_open: %s", err.message);
@@ -336,7 +339,7 @@ static void dense_groups_predict_each_cluster_rate_not_the_store_mean(void **st)
     struct lr_router *r = NULL;
     struct lr_router_options ro;
     struct lr_error err;
-    struct lr_store_options so = {"remote-emb", 0, 0, 0};
+    struct lr_store_options so = {"remote-emb", 0, 0, 0, 0};
     struct lr_store *s = NULL;
     /* A is right on every topic-0 record and wrong on every topic-1 one:
      * its rate is 1 and 0 in the clusters, 1/2 over the store. */

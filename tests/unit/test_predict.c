@@ -128,7 +128,7 @@ static uint32_t group_fixture(const struct lr__hist *hc)
     struct lr__hist *h = (struct lr__hist *)hc; /* no reader meanwhile */
     static const float rows[4 * 2] = {1.0f, 0.0f, 0.995f, 0.0998f, 0.0f, 1.0f, 0.0998f, 0.995f};
     lr__groups_free(&h->groups);
-    assert_int_equal(lr__groups_build_dense(&h->groups, h, rows, 2, 2), 0);
+    assert_int_equal(lr__groups_build_dense(&h->groups, h, rows, 2, 2, 1), 0);
     assert_int_equal(h->groups.n, 2);
     assert_int_equal(h->groups.of[0], h->groups.of[1]);
     assert_int_equal(h->groups.of[2], h->groups.of[3]);

@@ -241,7 +241,7 @@ static void store_survives_close_and_reopen(void **st)
     lr_store_free(s);
 
     /* Read-only: readable, not writable. */
-    struct lr_store_options ro = {NULL, 0, 1, 0};
+    struct lr_store_options ro = {NULL, 0, 1, 0, 0};
     assert_int_equal(lr_store_open(db, &ro, &s, &err), 0);
     assert_int_equal(lr_store_count(s), 4);
     assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, 1, &err), LR_EINVAL);
@@ -257,7 +257,7 @@ static void another_embedder_is_a_clear_error(void **st)
     path_in(db, sizeof(db), "emb.db");
     assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
     lr_store_free(s);
-    struct lr_store_options o = {"bge-small-en-v1.5", 384, 0, 0};
+    struct lr_store_options o = {"bge-small-en-v1.5", 384, 0, 0, 0};
     s = NULL;
     assert_int_equal(lr_store_open(db, &o, &s, &err), LR_ESTORE);
     assert_null(s);
@@ -274,7 +274,7 @@ static void dense_store_keeps_vectors_and_checks_dimension(void **st)
     char db[512];
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"remote-emb", 0, 0, 0};
+    struct lr_store_options o = {"remote-emb", 0, 0, 0, 0};
     struct lr_outcome oc = {"m", 1.0, 10};
     struct lr_record r = {"some text", 4, NULL, &oc, 1};
     float v0[3] = {1, 0, 0}, v1[3] = {0, 2, 0}, v2[3] = {0, 1, 1}, bad[2] = {1, 1};
@@ -315,7 +315,7 @@ static void appends_validate_and_respect_the_cap(void **st)
     (void)st;
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {NULL, 0, 0, 3};
+    struct lr_store_options o = {NULL, 0, 0, 3, 0};
     assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
     assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1.5, 1, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "correctness"));
@@ -440,7 +440,7 @@ static void dense_import_embeds_kept_records_in_batches(void **st)
     struct lr_error err;
     struct lr_import_report rep;
     struct fake_embedder fe = {0};
-    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
     struct lr_import_options io = {.split = "train", .embed = fake_embed, .embed_arg = &fe,
                                    .embed_batch = 3, .embed_dim = 8};
     float sim;
@@ -484,7 +484,7 @@ static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
     struct lr_error err;
     struct lr_import_report rep;
     struct fake_embedder fe = {0};
-    struct lr_store_options o = {"openai:fake", 4, 0, 0};
+    struct lr_store_options o = {"openai:fake", 4, 0, 0, 0};
     struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe, .embed_batch = 2};
     const char *p = write_file("five.json", FIVE);
 
@@ -521,7 +521,7 @@ static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
     lr_store_free(s);
 
     /* A dense store that knows no dimension needs embed_dim. */
-    struct lr_store_options o0 = {"openai:fake", 0, 0, 0};
+    struct lr_store_options o0 = {"openai:fake", 0, 0, 0, 0};
     assert_int_equal(lr_store_open(":memory:", &o0, &s, &err), 0);
     assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "embed_dim"));
@@ -539,7 +539,7 @@ static void dense_outcome_appends_carry_their_vector(void **st)
     (void)st;
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
     float v[8], sim;
     assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
     hash_vector("first query", v, 8);
@@ -571,7 +571,7 @@ static void failed_first_vector_leaves_no_dimension_behind(void **st)
     char db[512];
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
     sqlite3 *raw = NULL;
     float v4[4] = {1, 2, 3, 4}, v8[8], sim;
     path_in(db, sizeof(db), "first_fails.db");
@@ -758,7 +758,7 @@ static void dense_writer_catches_up_with_another_connections_vectors(void **st)
     char db[512];
     struct lr_store *a = NULL, *b = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
     float v[8], sim;
     path_in(db, sizeof(db), "two-dense.db");
     assert_int_equal(lr_store_open(db, &o, &a, &err), 0);
@@ -792,7 +792,7 @@ static void refresh_reads_another_connections_commits(void **st)
     (void)st;
     char db[512];
     struct lr_store *a = NULL, *b = NULL, *ro = NULL;
-    struct lr_store_options rdonly = {NULL, 0, 1, 0};
+    struct lr_store_options rdonly = {NULL, 0, 1, 0, 0};
     struct lr_error err;
     struct lr_import_report rep;
     const struct lr__hist *before;
@@ -906,7 +906,7 @@ static void dense_refresh_reads_another_connections_vectors(void **st)
     char db[512];
     struct lr_store *a = NULL, *b = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
     float v[8], sim;
     int changed = -1;
     path_in(db, sizeof(db), "refresh-dense.db");
@@ -945,6 +945,152 @@ static void missing_file_is_an_io_error(void **st)
     lr_store_free(s);
 }
 
+/* ==== Rebuilding on several threads ==== */
+
+/* A store of `n` records of made-up text (a fixed generator): enough
+ * distinct words that the records spread over many groups. */
+static const char *write_synthetic(const char *name, size_t n)
+{
+    static const char *syl[] = {"ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "qua", "zen",
+                                "bor", "dil", "fep", "gux", "hay", "jot"};
+    static char p[512];
+    uint64_t r = 88172645463325252ull;
+    path_in(p, sizeof(p), name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    for (size_t i = 0; i < n; i++) {
+        fputs("{\"query\": \"", f);
+        int words = 4 + (int)(i % 23);
+        for (int w = 0; w < words; w++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            /* A skewed vocabulary: low word numbers are common. */
+            unsigned v = (unsigned)(r % 400) * (unsigned)((r >> 20) % 400) / 400;
+            fprintf(f, "%s%s%s%s", w ? " " : "", syl[v % 16], syl[(v / 16) % 16],
+                    v >= 256 ? syl[(v / 7) % 16] : "");
+        }
+        fprintf(f,
+                "\", \"input_token_length\": %zu, \"eval_name\": \"t\", \"outputs\": ["
+                "{\"model_name\": \"small\", \"correctness\": %d, \"output_token_length\": %zu},"
+                " {\"model_name\": \"big\", \"correctness\": %d, \"output_token_length\": 9}]}\n",
+                10 + i % 40, (int)(r >> 40) & 1, 1 + i % 17, (int)(r >> 41) & 1);
+    }
+    fclose(f);
+    return p;
+}
+
+/* The store at `path` opened with `threads`. */
+static struct lr_store *open_threads(const char *path, int threads)
+{
+    struct lr_store_options o = {NULL, 0, 1, 0, threads};
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    assert_int_equal(lr_store_open(path, &o, &s, &err), 0);
+    return s;
+}
+
+/* Two copies of one store hold the same weights, groups and answers. */
+static void assert_same_copy(struct lr_store *a, struct lr_store *b, const char *jsonl)
+{
+    struct lr__store_scratch sa, sb;
+    struct lr__neighbor na[10], nb[10];
+    char line[4096];
+    int queries = 0;
+
+    lr__store_rdlock(a);
+    lr__store_rdlock(b);
+    const struct lr__hist *ha = lr__store_hist(a), *hb = lr__store_hist(b);
+    assert_int_equal(ha->n, hb->n);
+    assert_int_equal(ha->df_ndocs, hb->df_ndocs);
+    assert_memory_equal(ha->df, hb->df, LR__TFIDF_SPACE * sizeof(*ha->df));
+    const struct lr__groups *ga = &ha->groups, *gb = &hb->groups;
+    assert_true(ga->n > 8);
+    assert_int_equal(ga->n, gb->n);
+    assert_memory_equal(ga->of, gb->of, ha->n * sizeof(*ga->of));
+    assert_int_equal(ga->n_cfeat, gb->n_cfeat);
+    assert_memory_equal(ga->cfeat, gb->cfeat, ga->n_cfeat * sizeof(*ga->cfeat));
+    assert_memory_equal(ga->stats, gb->stats, ga->n * ha->models.n * sizeof(*ga->stats));
+
+    /* Every tenth record's text as a query, and each cut in half. */
+    lr__store_scratch_init(&sa);
+    lr__store_scratch_init(&sb);
+    FILE *f = fopen(jsonl, "r");
+    assert_non_null(f);
+    for (size_t i = 0; fgets(line, sizeof(line), f); i++) {
+        if (i % 10)
+            continue;
+        char *q = strstr(line, "\"query\": \"") + 10;
+        *strchr(q, '"') = '\0';
+        for (int half = 0; half < 2; half++) {
+            size_t len = half ? strlen(q) / 2 : strlen(q);
+            int n = lr__store_knn_text(a, q, len, 10, &sa, na);
+            assert_int_equal(n, lr__store_knn_text(b, q, len, 10, &sb, nb));
+            assert_true(n > 0);
+            for (int k = 0; k < n; k++) {
+                assert_int_equal(na[k].doc, nb[k].doc);
+                assert_memory_equal(&na[k].sim, &nb[k].sim, sizeof(float));
+                assert_int_equal(ga->of[na[k].doc], gb->of[nb[k].doc]);
+            }
+            queries++;
+        }
+    }
+    fclose(f);
+    assert_true(queries > 100);
+    lr__store_unlock(b);
+    lr__store_unlock(a);
+    lr__store_scratch_free(&sa);
+    lr__store_scratch_free(&sb);
+}
+
+static void copy_is_the_same_on_any_number_of_threads(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_store_options w = {NULL, 0, 0, 0, 3};
+    size_t saved = lr__store_parallel_min, saved_batch = lr__store_text_batch;
+
+    /* 3,000 records over up to 7 chunks of uneven sizes, read in batches of
+     * 700 (the last one 200 records long), against a copy read in one
+     * batch on one thread. */
+    lr__store_parallel_min = 256;
+    lr__store_text_batch = 700;
+    const char *jsonl = write_synthetic("many.jsonl", 3000);
+    assert_int_equal(lr_store_open(path_in(db, sizeof(db), "many.db"), &w, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
+    assert_int_equal(lr_store_count(s), 3000);
+
+    lr__store_text_batch = 1u << 20;
+    struct lr_store *one = open_threads(db, 1);
+    lr__store_text_batch = 700;
+    struct lr_store *several[] = {open_threads(db, 1), open_threads(db, 2), open_threads(db, 7),
+                                  s};
+    for (size_t i = 0; i < sizeof(several) / sizeof(*several); i++)
+        assert_same_copy(one, several[i], jsonl);
+    /* Below the threshold no thread starts; the copy is the same again,
+     * also with batches of a single record and of a size that does not
+     * divide the count. */
+    lr__store_parallel_min = 1u << 20;
+    struct lr_store *unthreaded = open_threads(db, 7);
+    assert_same_copy(one, unthreaded, jsonl);
+    lr__store_parallel_min = 256;
+    lr__store_text_batch = 1;
+    struct lr_store *single = open_threads(db, 2);
+    assert_same_copy(one, single, jsonl);
+    lr__store_text_batch = 1999;
+    struct lr_store *uneven = open_threads(db, 7);
+    assert_same_copy(one, uneven, jsonl);
+    lr__store_parallel_min = saved;
+    lr__store_text_batch = saved_batch;
+
+    lr_store_free(uneven);
+    lr_store_free(single);
+    lr_store_free(unthreaded);
+    for (size_t i = 0; i < sizeof(several) / sizeof(*several); i++)
+        lr_store_free(several[i]);
+    lr_store_free(one);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -959,6 +1105,7 @@ int main(void)
         cmocka_unit_test(appends_validate_and_respect_the_cap),
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
         cmocka_unit_test(missing_file_is_an_io_error),
+        cmocka_unit_test(copy_is_the_same_on_any_number_of_threads),
         cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
         cmocka_unit_test(dense_import_is_all_or_nothing_when_the_embedder_fails),
         cmocka_unit_test(dense_outcome_appends_carry_their_vector),

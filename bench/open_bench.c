@@ -1,0 +1,88 @@
+/* open_bench.c -- opening a history store on one thread against the default
+ * thread count.
+ *
+ *   open_bench --store FILE [--rounds R] [--threads T]
+ *
+ * Opens FILE read-only (nothing is written to it) R times (default 3) with
+ * lr_store_options.threads = 1 and R times with T (default 0: the library's
+ * default, the online CPUs up to 8), alternating, one open at a time, and
+ * prints each time, the medians and their ratio (one thread over T: above
+ * 1 means the threads help). The open rebuilds the whole in-memory copy,
+ * which is what lr_store_refresh, a writer's catch-up and the re-weighing
+ * also pay. A store of 100,000 records is left by
+ * `bench/smart_bench --dir DIR` as DIR/smart_bench_history.db.
+ *
+ * Single-threaded, apart from the threads the library starts.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "llmroute.h"
+#include "parallel.h"
+
+#define MAX_ROUNDS 25
+
+static double open_once(const char *path, int threads, size_t *count)
+{
+    struct lr_store_options o = {NULL, 0, 1, 0, threads};
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    double t0 = now();
+    if (lr_store_open(path, &o, &s, &err) != 0) {
+        fprintf(stderr, "open_bench: %s\n", err.message);
+        exit(1);
+    }
+    double t = now() - t0;
+    *count = lr_store_count(s);
+    lr_store_free(s);
+    return t;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int rounds = 3, threads = 0;
+    double one[MAX_ROUNDS], many[MAX_ROUNDS];
+    size_t count = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--store") && i + 1 < argc)
+            path = argv[++i];
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: open_bench --store FILE [--rounds R] [--threads T]\n");
+            return 2;
+        }
+    }
+    if (!path || rounds < 1 || rounds > MAX_ROUNDS || threads < 0) {
+        fprintf(stderr, "usage: open_bench --store FILE [--rounds 1..%d] [--threads T>=0]\n",
+                MAX_ROUNDS);
+        return 2;
+    }
+    unsigned used = threads ? (unsigned)threads : lr__parallel_default_threads();
+    printf("open_bench: %s, %ld online CPUs, threads=1 vs threads=%d (%u)\n", path,
+           sysconf(_SC_NPROCESSORS_ONLN), threads, used);
+    for (int r = 0; r < rounds; r++) {
+        one[r] = open_once(path, 1, &count);
+        many[r] = open_once(path, threads, &count);
+        printf("  round %d: threads=1 %.2f s, threads=%u %.2f s\n", r + 1, one[r], used,
+               many[r]);
+    }
+    double m1 = median(one, rounds), mn = median(many, rounds);
+    printf("open of %zu records, median of %d: threads=1 %.2f s, threads=%u %.2f s, "
+           "ratio %.2fx\n",
+           count, rounds, m1, used, mn, m1 / mn);
+    return 0;
+}
