@@ -195,9 +195,10 @@ struct lr_store_options {
     int read_only;         /* open without writing */
     size_t max_records;    /* cap on records; 0 = no cap */
     int threads;           /* threads that rebuild the in-memory copy (open, refresh,
-                              import): 0 = the online CPUs, at most 8; 1 = the calling
-                              thread only. Stores under 4096 records use one. The copy
-                              is the same whatever the count. */
+                              import): 0 = the CPUs the process may run on, at most
+                              8; 1 = the calling thread only. Stores under 4096
+                              records use one. The copy is the same whatever the
+                              count. */
 };
 
 /* Open (or create) a history store in the SQLite file at `path`; ":memory:"

@@ -8,9 +8,12 @@
  *
  * Threads: no shared state.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+
 #include "parallel.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 struct chunk_job {
@@ -27,9 +30,13 @@ static void *chunk_main(void *arg)
     return NULL;
 }
 
+/* The CPUs this process may run on (taskset, a container's cpuset), else
+ * the online ones. */
 unsigned lr__parallel_default_threads(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    long n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                           : sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1)
         return 1;
     return n > LR__PARALLEL_MAX_THREADS ? LR__PARALLEL_MAX_THREADS : (unsigned)n;

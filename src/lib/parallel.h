@@ -23,8 +23,8 @@
 
 typedef void (*lr__parallel_fn)(void *ctx, size_t begin, size_t end, unsigned chunk);
 
-/* The default thread count: the online CPUs, at least 1, at most
- * LR__PARALLEL_MAX_THREADS. */
+/* The default thread count: the CPUs the process may run on (its
+ * affinity mask), at least 1, at most LR__PARALLEL_MAX_THREADS. */
 unsigned lr__parallel_default_threads(void);
 
 /* How many chunks to cut n items into for `threads` threads (0: the
