@@ -254,6 +254,23 @@ LR_EXTERN int lr_store_add_outcome_vec(struct lr_store *store, const char *query
                                        double output_tokens, const float *vec, size_t dim,
                                        struct lr_error *err);
 
+/* The longest idempotency key lr_store_add_outcome_keyed takes, in bytes. */
+#define LR_STORE_MAX_KEY 255
+
+/* lr_store_add_outcome (vec NULL, dim 0) or lr_store_add_outcome_vec (a
+ * dense store's vector) made safe to retry: with a non-NULL key (1 to
+ * LR_STORE_MAX_KEY bytes of printable ASCII, 0x21-0x7E; else LR_EINVAL),
+ * the key is committed in the same transaction as the outcome, and a key
+ * already committed to the store's file (by any connection or process)
+ * stores nothing and sets *duplicate to 1 (else 0; duplicate may be NULL).
+ * The lookup runs inside the write transaction, so of two writers with one
+ * key exactly one records it. A NULL key is a plain append. */
+LR_EXTERN int lr_store_add_outcome_keyed(struct lr_store *store, const char *key,
+                                         const char *query, long input_tokens, const char *model,
+                                         double correctness, double output_tokens,
+                                         const float *vec, size_t dim, int *duplicate,
+                                         struct lr_error *err);
+
 /* Embeds texts for an import into a dense store: writes n rows of dim floats
  * to out (row i for texts[i]; any length but zero, the store normalises
  * them). Returns 0, or a negative LR_E* code with err's message filled in,

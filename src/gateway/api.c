@@ -537,6 +537,8 @@ struct feedback {
     struct gw_embed *embed;
     int working; /* on a worker: only feedback_done may end it */
     char *query, *model;
+    char *key; /* the Idempotency-Key header, or NULL */
+    int duplicate; /* the key was already recorded: nothing stored */
     long in_tokens;
     double correctness, out_tokens;
     float *vec; /* a dense store's vector for the query */
@@ -555,6 +557,7 @@ static void feedback_end(struct feedback *fb, int status, const char *error)
     gw_conf_unref(fb->conf);
     free(fb->query);
     free(fb->model);
+    free(fb->key);
     free(fb->vec);
     free(fb);
 }
@@ -573,15 +576,23 @@ static void feedback_abort(void *arg)
 static void feedback_work(void *arg)
 {
     struct feedback *fb = arg;
-    fb->rc = fb->vec ? lr_store_add_outcome_vec(fb->gw->store, fb->query, fb->in_tokens,
+    if (fb->key)
+        fb->rc = lr_store_add_outcome_keyed(fb->gw->store, fb->key, fb->query, fb->in_tokens,
+                                            fb->model, fb->correctness, fb->out_tokens, fb->vec,
+                                            fb->dim, &fb->duplicate, &fb->err);
+    else
+        fb->rc = fb->vec ? lr_store_add_outcome_vec(fb->gw->store, fb->query, fb->in_tokens,
+                                                    fb->model, fb->correctness, fb->out_tokens,
+                                                    fb->vec, fb->dim, &fb->err)
+                         : lr_store_add_outcome(fb->gw->store, fb->query, fb->in_tokens,
                                                 fb->model, fb->correctness, fb->out_tokens,
-                                                fb->vec, fb->dim, &fb->err)
-                     : lr_store_add_outcome(fb->gw->store, fb->query, fb->in_tokens, fb->model,
-                                            fb->correctness, fb->out_tokens, &fb->err);
+                                                &fb->err);
     fb->records = lr_store_count(fb->gw->store);
 }
 
-/* On the loop again: 200 {"status": "recorded", "records": N} or the error. */
+/* On the loop again: 200 {"status": "recorded", "records": N} (or
+ * "already_recorded" for an Idempotency-Key already in the store) or the
+ * error. */
 static void feedback_done(void *arg)
 {
     struct feedback *fb = arg;
@@ -611,7 +622,8 @@ static void feedback_done(void *arg)
     }
     {
         json_t *o = json_object();
-        json_object_set_new(o, "status", json_string("recorded"));
+        json_object_set_new(o, "status",
+                            json_string(fb->duplicate ? "already_recorded" : "recorded"));
         json_object_set_new(o, "records", json_integer((json_int_t)fb->records));
         status = send_json(fb->req, 200, o);
     }
@@ -649,12 +661,14 @@ static void feedback_got(void *arg, float *vec, size_t dim, const char *why)
 /* Take the checked outcome over: 0 (answered later), or a status sent now. */
 static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, const char *query,
                           long in_tokens, const char *model, double correctness,
-                          double out_tokens)
+                          double out_tokens, const char *key)
 {
     struct feedback *fb = calloc(1, sizeof *fb);
-    if (!fb || !(fb->query = strdup(query)) || !(fb->model = strdup(model))) {
+    if (!fb || !(fb->query = strdup(query)) || !(fb->model = strdup(model)) ||
+        (key && !(fb->key = strdup(key)))) {
         if (fb) {
             free(fb->query);
+            free(fb->model);
             free(fb);
         }
         return refuse(req, 500, NULL, "out_of_memory", "out of memory recording feedback");
@@ -683,13 +697,29 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
     return 0;
 }
 
+/* An Idempotency-Key header's value: 1 to LR_STORE_MAX_KEY bytes of
+ * printable ASCII (no spaces or control characters). */
+static int idempotency_key_ok(const char *key)
+{
+    size_t n = 0;
+    for (; key[n]; n++)
+        if (n >= LR_STORE_MAX_KEY || (unsigned char)key[n] < 0x21 ||
+            (unsigned char)key[n] > 0x7e)
+            return 0;
+    return n > 0;
+}
+
 /* {"query": str, "model": str, "correctness": bool|number in [0,1],
  *  "output_tokens": number >= 0, "input_tokens": int >= 0 (optional)}
  * appends one outcome to the history store. The SQLite commit happens before
  * the 200, so an acknowledged outcome survives a crash; it runs on the event
  * loop and costs one small transaction. A dense store (a remote embedder's
  * vectors) needs the query's vector: it is fetched from the embedder first,
- * without blocking the loop, and the answer waits for it. */
+ * without blocking the loop, and the answer waits for it.
+ *
+ * An Idempotency-Key header makes a retry safe: the key is committed with
+ * the outcome, and a key already in the store answers 200
+ * {"status": "already_recorded"} and stores nothing. */
 int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *root, *q, *m, *c, *ot, *it;
@@ -697,11 +727,19 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
     long in_tokens = -1;
     int status;
     char msg[700];
+    const char *key = hs_req_header(req, "Idempotency-Key");
 
     if (!gw->store)
         return refuse(req, 501, NULL, "no_history_store",
                       "this gateway has no history store: start it with --store FILE or set "
                       "router.store in the config");
+    if (key && !idempotency_key_ok(key)) {
+        snprintf(msg, sizeof msg,
+                 "Idempotency-Key: expected 1 to %d bytes of printable ASCII (0x21-0x7E, no "
+                 "spaces or control characters)",
+                 LR_STORE_MAX_KEY);
+        return refuse(req, 400, "Idempotency-Key", "invalid_value", msg);
+    }
     if (!(root = load_body(req, &status)))
         return status;
     q = json_object_get(root, "query");
@@ -740,7 +778,7 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
         if (it && json_is_integer(it))
             in_tokens = (long)json_integer_value(it);
         status = feedback_begin(gw, req, id, json_string_value(q), in_tokens,
-                                json_string_value(m), correctness, out_tokens);
+                                json_string_value(m), correctness, out_tokens, key);
     }
     json_decref(root);
     return status;

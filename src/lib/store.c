@@ -816,6 +816,13 @@ static const char SCHEMA[] =
     " correctness REAL NOT NULL, output_tokens REAL NOT NULL);"
     "CREATE TABLE IF NOT EXISTS vectors(record_id INTEGER PRIMARY KEY, vec BLOB NOT NULL);";
 
+/* The idempotency keys of keyed appends (lr_store_add_outcome_keyed), each
+ * with the record it was committed with. Added by every writable open, so
+ * stores made before it gain the table; a read-only open leaves the file
+ * as it is (and, not writing, never looks a key up). */
+static const char KEYS_SCHEMA[] = "CREATE TABLE IF NOT EXISTS feedback_keys(key TEXT PRIMARY KEY,"
+                                  " record_id INTEGER NOT NULL);";
+
 /* Create the schema in an empty database, or check an existing one. */
 static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *err)
 {
@@ -1024,6 +1031,8 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     if ((rc = open_schema(st, opts ? (size_t)opts->dense_dim : 0, err)) != 0)
         goto fail;
+    if (!st->read_only && (rc = exec(st, KEYS_SCHEMA, err)) != 0)
+        goto fail;
     if ((rc = hist_load_snapshot(st, st->dim, &st->hist, &st->data_version, err)) != 0)
         goto fail;
     st->rebuild_at = next_rebuild(st, st->hist->n);
@@ -1162,6 +1171,7 @@ static int validate_json(const json_t *rec, struct lr__record_view *v, char *msg
 
 struct writer {
     sqlite3_stmt *model, *record, *outcome, *vector;
+    sqlite3_stmt *key_find, *key_put; /* only for a keyed append */
 };
 
 static void writer_close(struct writer *w)
@@ -1170,6 +1180,8 @@ static void writer_close(struct writer *w)
     sqlite3_finalize(w->record);
     sqlite3_finalize(w->outcome);
     sqlite3_finalize(w->vector);
+    sqlite3_finalize(w->key_find);
+    sqlite3_finalize(w->key_put);
     memset(w, 0, sizeof(*w));
 }
 
@@ -1275,8 +1287,48 @@ static int regroup_dense(struct lr_store *st, struct lr__hist *h)
     return 0;
 }
 
+/* 1 when a key is 1 to LR_STORE_MAX_KEY bytes of printable ASCII. */
+static int key_ok(const char *key)
+{
+    size_t n = 0;
+    for (; key[n]; n++)
+        if (n >= LR_STORE_MAX_KEY || (unsigned char)key[n] < 0x21 ||
+            (unsigned char)key[n] > 0x7e)
+            return 0;
+    return n > 0;
+}
+
+/* Inside the write transaction: is the key already in the file? 1 yes,
+ * 0 no, -1 a SQLite error. */
+static int key_find(struct lr_store *st, struct writer *w, const char *key)
+{
+    int rc;
+    if (!w->key_find &&
+        sqlite3_prepare_v2(st->db, "SELECT 1 FROM feedback_keys WHERE key = ?", -1, &w->key_find,
+                           NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(w->key_find, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(w->key_find);
+    sqlite3_reset(w->key_find);
+    sqlite3_clear_bindings(w->key_find);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int key_put(struct lr_store *st, struct writer *w, const char *key, size_t record_id)
+{
+    if (sqlite3_prepare_v2(st->db, "INSERT INTO feedback_keys(key, record_id) VALUES(?, ?)", -1,
+                           &w->key_put, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(w->key_put, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(w->key_put, 2, (sqlite3_int64)record_id);
+    return step_done(w->key_put);
+}
+
+/* Appends v. With a key (checked by the caller), a key already committed to
+ * the file makes it a duplicate: *duplicate set, nothing written, memory
+ * untouched; else the key is committed with the record. */
 static int store_append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
-                        size_t dim, struct lr_error *err)
+                        size_t dim, const char *key, int *duplicate, struct lr_error *err)
 {
     struct lr__hist *h = st->hist;
     struct lr__terms t;
@@ -1321,6 +1373,19 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     if ((rc = write_begin(st, &w, &in_tx, err)) != 0)
         goto out;
     h = st->hist;
+    /* The key is looked up in the write transaction, so no other writer
+     * (another connection or process) can commit it in between. */
+    if (key) {
+        int found = key_find(st, &w, key);
+        if (found < 0) {
+            rc = sql_fail(st, err, "looking up an idempotency key");
+            goto out;
+        }
+        if (found) {
+            *duplicate = 1;
+            goto out; /* rc 0; the transaction is rolled back */
+        }
+    }
     if (h->n >= st->max_records) {
         rc = fail(err, LR_ETOOBIG, 0, "history store '%s' is full (%zu records)", st->path,
                   st->max_records);
@@ -1394,6 +1459,8 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         if (put_model(&w, (uint32_t)(h->models.n + j), new_names[j]) != 0)
             rc = -1;
     if (rc == 0 && put_record(&w, h->n, v, mids, unit, dim) != 0)
+        rc = -1;
+    if (rc == 0 && key && key_put(st, &w, key, h->n) != 0)
         rc = -1;
     if (rc == 0 && adopt_dim && meta_set_dim(st, dim) != 0)
         rc = -1;
@@ -1488,9 +1555,44 @@ int lr_store_add(struct lr_store *store, const struct lr_record *rec, const floa
         return fail(err, LR_EINVAL, 0, "record: %s", msg);
     }
     pthread_mutex_lock(&store->wmu);
-    rc = store_append(store, v, vec, dim, err);
+    rc = store_append(store, v, vec, dim, NULL, NULL, err);
     pthread_mutex_unlock(&store->wmu);
     free(v);
+    return rc;
+}
+
+int lr_store_add_outcome_keyed(struct lr_store *store, const char *key, const char *query,
+                               long input_tokens, const char *model, double correctness,
+                               double output_tokens, const float *vec, size_t dim,
+                               int *duplicate, struct lr_error *err)
+{
+    struct lr_outcome o = {model, correctness, output_tokens};
+    struct lr_record r = {query, input_tokens, NULL, &o, 1};
+    char msg[400];
+    struct lr__record_view *v;
+    int dup = 0, rc;
+
+    if (duplicate)
+        *duplicate = 0;
+    if (!store)
+        return fail(err, LR_EINVAL, 0, "lr_store_add_outcome_keyed: store is NULL");
+    if (key && !key_ok(key))
+        return fail(err, LR_EINVAL, 0,
+                    "idempotency key: expected 1 to %d bytes of printable ASCII (no spaces)",
+                    LR_STORE_MAX_KEY);
+    v = malloc(sizeof(*v));
+    if (!v)
+        return fail(err, LR_ENOMEM, 0, "out of memory adding a record");
+    if (validate_record(&r, v, msg, sizeof(msg)) != 0) {
+        free(v);
+        return fail(err, LR_EINVAL, 0, "record: %s", msg);
+    }
+    pthread_mutex_lock(&store->wmu);
+    rc = store_append(store, v, vec, dim, key, &dup, err);
+    pthread_mutex_unlock(&store->wmu);
+    free(v);
+    if (rc == 0 && duplicate)
+        *duplicate = dup;
     return rc;
 }
 
@@ -1498,9 +1600,8 @@ int lr_store_add_outcome(struct lr_store *store, const char *query, long input_t
                          const char *model, double correctness, double output_tokens,
                          struct lr_error *err)
 {
-    struct lr_outcome o = {model, correctness, output_tokens};
-    struct lr_record r = {query, input_tokens, NULL, &o, 1};
-    return lr_store_add(store, &r, NULL, 0, err);
+    return lr_store_add_outcome_keyed(store, NULL, query, input_tokens, model, correctness,
+                                      output_tokens, NULL, 0, NULL, err);
 }
 
 int lr_store_add_outcome_vec(struct lr_store *store, const char *query, long input_tokens,

@@ -1091,6 +1091,183 @@ static void copy_is_the_same_on_any_number_of_threads(void **st)
     lr_store_free(one);
 }
 
+/* ==== Idempotency keys (lr_store_add_outcome_keyed) ==== */
+
+static int add_keyed(struct lr_store *s, const char *key, const char *query, int *dup)
+{
+    struct lr_error err;
+    return lr_store_add_outcome_keyed(s, key, query, -1, "small", 1, 3, NULL, 0, dup, &err);
+}
+
+static long long keys_in_file(const char *db)
+{
+    sqlite3 *c = NULL;
+    sqlite3_stmt *q = NULL;
+    long long n = -1;
+    assert_int_equal(sqlite3_open_v2(db, &c, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    if (sqlite3_prepare_v2(c, "SELECT COUNT(*) FROM feedback_keys", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        n = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(c);
+    return n; /* -1: no such table */
+}
+
+static void keyed_append_records_a_key_once(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "keyed.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+
+    assert_int_equal(add_keyed(s, "fb-1", "what is the capital of france", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(s), 1);
+    /* The same key again: nothing stored, reported as a duplicate. */
+    assert_int_equal(add_keyed(s, "fb-1", "what is the capital of france", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(s), 1);
+    /* The key decides, not the content. */
+    assert_int_equal(add_keyed(s, "fb-1", "another question entirely", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "fb-2", "what is the capital of france", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(s), 2);
+    /* No key: a plain append, as often as it is called. */
+    assert_int_equal(add_keyed(s, NULL, "unkeyed", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(add_keyed(s, NULL, "unkeyed", NULL), 0);
+    assert_int_equal(lr_store_count(s), 4);
+    assert_int_equal(nearest_by_text(s, "capital of france"), 0);
+
+    /* Bad keys are refused and store nothing. */
+    char long_key[LR_STORE_MAX_KEY + 2];
+    memset(long_key, 'k', sizeof(long_key) - 1);
+    long_key[sizeof(long_key) - 1] = '\0';
+    const char *bad[] = {"", "a b", "tab\there", "nl\n", "\x7f", "caf\xc3\xa9", long_key};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        dup = -1;
+        assert_int_equal(add_keyed(s, bad[i], "q", &dup), LR_EINVAL);
+        assert_int_equal(dup, 0);
+    }
+    long_key[LR_STORE_MAX_KEY] = '\0'; /* 255 bytes: allowed */
+    assert_int_equal(add_keyed(s, long_key, "longest key", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(s), 5);
+    lr_store_free(s);
+    assert_int_equal(keys_in_file(db), 3);
+
+    /* The keys survive a close and reopen. */
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 5);
+    assert_int_equal(add_keyed(s, "fb-2", "what is the capital of france", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, long_key, "longest key", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "fb-3", "a third keyed one", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(s), 6);
+    lr_store_free(s);
+}
+
+static void keyed_append_sees_another_connections_keys(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *a = NULL, *b = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "keyed_two.db");
+    assert_int_equal(lr_store_open(db, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_open(db, NULL, &b, &err), 0);
+
+    assert_int_equal(add_keyed(a, "retry-me", "sent to the first gateway", &dup), 0);
+    assert_int_equal(dup, 0);
+    /* b has not read a's commit: the lookup in its write transaction does. */
+    assert_int_equal(add_keyed(b, "retry-me", "sent to the first gateway", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(b), 1);
+    assert_int_equal(add_keyed(b, "other", "sent to the second gateway", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(add_keyed(a, "other", "sent to the second gateway", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(a), 2);
+    assert_int_equal(lr_store_count(b), 2);
+    lr_store_free(a);
+    lr_store_free(b);
+    assert_int_equal(keys_in_file(db), 2);
+}
+
+static void dense_keyed_append_needs_and_keeps_its_vector(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
+    float v[8], sim;
+    int dup = -1;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    hash_vector("first query", v, 8);
+    assert_int_equal(lr_store_add_outcome_keyed(s, "k1", "first query", 5, "m", 1, 7, NULL, 0,
+                                                &dup, &err),
+                     LR_EINVAL);
+    assert_int_equal(lr_store_add_outcome_keyed(s, "k1", "first query", 5, "m", 1, 7, v, 8,
+                                                &dup, &err),
+                     0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_add_outcome_keyed(s, "k1", "first query", 5, "m", 1, 7, v, 8,
+                                                &dup, &err),
+                     0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(s), 1);
+    assert_int_equal(nearest_by_vector(s, "first query", 8, &sim), 0);
+    assert_true(sim > 0.999f);
+    lr_store_free(s);
+}
+
+static void old_store_without_the_key_table(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_store_options ro = {NULL, 0, 0, 0, 0};
+    struct lr_error err;
+    sqlite3 *c = NULL;
+    int dup = -1;
+    path_in(db, sizeof(db), "old.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(add_keyed(s, NULL, "written before keys existed", NULL), 0);
+    lr_store_free(s);
+    /* A store made before the table. */
+    assert_int_equal(sqlite3_open(db, &c), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(c, "DROP TABLE feedback_keys", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(c);
+    assert_int_equal(keys_in_file(db), -1);
+
+    /* Read-only: opens, reads, and writes nothing. */
+    ro.read_only = 1;
+    assert_int_equal(lr_store_open(db, &ro, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 1);
+    assert_int_equal(add_keyed(s, "k", "q", &dup), LR_EINVAL);
+    assert_int_equal(dup, 0);
+    lr_store_free(s);
+    assert_int_equal(keys_in_file(db), -1);
+
+    /* Writable: the store gains the table. */
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(keys_in_file(db), 0);
+    assert_int_equal(add_keyed(s, "k", "the first keyed one", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(add_keyed(s, "k", "the first keyed one", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+    assert_int_equal(keys_in_file(db), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1116,6 +1293,10 @@ int main(void)
         cmocka_unit_test(refresh_reads_another_connections_commits),
         cmocka_unit_test(failed_refresh_keeps_the_old_copy),
         cmocka_unit_test(dense_refresh_reads_another_connections_vectors),
+        cmocka_unit_test(keyed_append_records_a_key_once),
+        cmocka_unit_test(keyed_append_sees_another_connections_keys),
+        cmocka_unit_test(dense_keyed_append_needs_and_keeps_its_vector),
+        cmocka_unit_test(old_store_without_the_key_table),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

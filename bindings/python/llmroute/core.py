@@ -421,14 +421,31 @@ class Store(_Handle):
         rc = api.lr_store_add(self.handle, byref(rec), None, 0, byref(err))
         raise_for(rc, err, "lr_store_add")
 
-    def add_outcome(self, query, model, correctness, output_tokens, input_tokens=None):
-        """Append one outcome for `query` (the feedback path)."""
+    def add_outcome(self, query, model, correctness, output_tokens, input_tokens=None,
+                    idempotency_key=None):
+        """Append one outcome for `query` (the feedback path). Returns True when
+        it was recorded. With idempotency_key (1 to 255 characters of printable
+        ASCII, no spaces), the key is stored with the outcome in one commit and
+        a key this store already holds records nothing and returns False, so a
+        retry after an unknown result is safe."""
         err = _lib.lr_error()
-        rc = api.lr_store_add_outcome(self.handle, _b(query),
-                                      _tokens(input_tokens, "input_tokens"),
-                                      _b(model), float(correctness), float(output_tokens),
-                                      byref(err))
-        raise_for(rc, err, "lr_store_add_outcome")
+        if idempotency_key is None:
+            rc = api.lr_store_add_outcome(self.handle, _b(query),
+                                          _tokens(input_tokens, "input_tokens"),
+                                          _b(model), float(correctness), float(output_tokens),
+                                          byref(err))
+            raise_for(rc, err, "lr_store_add_outcome")
+            return True
+        if not isinstance(idempotency_key, str):
+            raise TypeError("idempotency_key: expected a str, not %s"
+                            % type(idempotency_key).__name__)
+        dup = c_int(0)
+        rc = api.lr_store_add_outcome_keyed(self.handle, _b(idempotency_key), _b(query),
+                                            _tokens(input_tokens, "input_tokens"),
+                                            _b(model), float(correctness), float(output_tokens),
+                                            None, 0, byref(dup), byref(err))
+        raise_for(rc, err, "lr_store_add_outcome_keyed")
+        return not dup.value
 
 
 

@@ -1,0 +1,95 @@
+"""test_feedback_keys.py -- POST /v1/feedback with an Idempotency-Key: a
+retried feedback (the client saw no 200) is stored once.
+
+    python3 test_feedback_keys.py LLMROUTE
+
+The first request with a key answers 200 "recorded", a repeat 200
+"already_recorded" with nothing stored; a bad key is a 400 naming the
+header. The keys are in the store's file: a restarted gateway, and a second
+gateway on the same file, know them.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import (Gateway, check, finish, request, smart_config as config,  # noqa
+                    smart_history as history, workdir)
+
+SEED = 30
+
+
+def import_ok(bin_, store, path):
+    import subprocess
+    r = subprocess.run([bin_, "import", "--store", store, path], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+def feedback(port, query, key=None, model="cheapo"):
+    body = json.dumps({"query": query, "model": model, "correctness": 1, "output_tokens": 5})
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    st, _, data = request(port, "POST", "/v1/feedback", body, headers)
+    return st, json.loads(data)
+
+
+def history_records(port):
+    st, _, body = request(port, "GET", "/health")
+    assert st == 200, st
+    return json.loads(body)["history_records"]
+
+
+def main(bin_):
+    wd = workdir()
+    store = os.path.join(wd, "history.db")
+    seed = os.path.join(wd, "seed.jsonl")
+    history(seed, SEED, "seed")
+    import_ok(bin_, store, seed)
+    gw = Gateway(bin_, wd, config(store))
+
+    def same_key_twice_is_recorded_once():
+        before = history_records(gw.port)
+        st, j = feedback(gw.port, "a keyed feedback question", "fb-0001")
+        assert (st, j) == (200, {"status": "recorded", "records": before + 1}), (st, j)
+        st, j = feedback(gw.port, "a keyed feedback question", "fb-0001")
+        assert (st, j) == (200, {"status": "already_recorded", "records": before + 1}), (st, j)
+        assert history_records(gw.port) == before + 1
+        # Another key, and no key at all, are recorded.
+        st, j = feedback(gw.port, "a keyed feedback question", "fb-0002")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        st, j = feedback(gw.port, "a keyed feedback question")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        assert history_records(gw.port) == before + 3
+    check("POST /v1/feedback twice with one Idempotency-Key: 200 recorded, then 200 "
+          "already_recorded, stored once", same_key_twice_is_recorded_once)
+
+    def bad_keys_are_refused_naming_the_header():
+        before = history_records(gw.port)
+        for key in ["", "k" * 256, "a b", "tab\there"]:
+            st, j = feedback(gw.port, "a badly keyed question", key)
+            err = j["error"]
+            assert st == 400 and err["param"] == "Idempotency-Key", (key, st, j)
+            assert "Idempotency-Key" in err["message"], err
+        st, j = feedback(gw.port, "a badly keyed question", "k" * 255)
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        assert history_records(gw.port) == before + 1
+    check("a bad Idempotency-Key (empty, 256 bytes, a space or tab) is a 400 naming the "
+          "header and stores nothing", bad_keys_are_refused_naming_the_header)
+
+    def keys_are_shared_by_gateways_on_one_file():
+        other = Gateway(bin_, wd, config(store), name="gw2")
+        st, j = feedback(other.port, "a keyed feedback question", "fb-0001")
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+        st, j = feedback(other.port, "sent to the second gateway", "fb-other")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        st, j = feedback(gw.port, "sent to the second gateway", "fb-other")
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+        assert j["records"] == history_records(other.port), j
+    check("a second gateway on the same store knows the first one's keys, and back",
+          keys_are_shared_by_gateways_on_one_file)
+
+    finish()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
