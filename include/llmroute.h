@@ -257,6 +257,11 @@ LR_EXTERN int lr_store_add_outcome_vec(struct lr_store *store, const char *query
 /* The longest idempotency key lr_store_add_outcome_keyed takes, in bytes. */
 #define LR_STORE_MAX_KEY 255
 
+/* 1 when key is a valid idempotency key (1 to LR_STORE_MAX_KEY bytes of
+ * printable ASCII, 0x21-0x7E), else 0: callers can refuse a bad key before
+ * doing anything else. */
+LR_EXTERN int lr_store_key_valid(const char *key);
+
 /* lr_store_add_outcome (vec NULL, dim 0) or lr_store_add_outcome_vec (a
  * dense store's vector) made safe to retry: with a non-NULL key (1 to
  * LR_STORE_MAX_KEY bytes of printable ASCII, 0x21-0x7E; else LR_EINVAL),

@@ -697,18 +697,6 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
     return 0;
 }
 
-/* An Idempotency-Key header's value: 1 to LR_STORE_MAX_KEY bytes of
- * printable ASCII (no spaces or control characters). */
-static int idempotency_key_ok(const char *key)
-{
-    size_t n = 0;
-    for (; key[n]; n++)
-        if (n >= LR_STORE_MAX_KEY || (unsigned char)key[n] < 0x21 ||
-            (unsigned char)key[n] > 0x7e)
-            return 0;
-    return n > 0;
-}
-
 /* {"query": str, "model": str, "correctness": bool|number in [0,1],
  *  "output_tokens": number >= 0, "input_tokens": int >= 0 (optional)}
  * appends one outcome to the history store. The SQLite commit happens before
@@ -733,7 +721,7 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
         return refuse(req, 501, NULL, "no_history_store",
                       "this gateway has no history store: start it with --store FILE or set "
                       "router.store in the config");
-    if (key && !idempotency_key_ok(key)) {
+    if (key && !lr_store_key_valid(key)) {
         snprintf(msg, sizeof msg,
                  "Idempotency-Key: expected 1 to %d bytes of printable ASCII (0x21-0x7E, no "
                  "spaces or control characters)",

@@ -1287,10 +1287,11 @@ static int regroup_dense(struct lr_store *st, struct lr__hist *h)
     return 0;
 }
 
-/* 1 when a key is 1 to LR_STORE_MAX_KEY bytes of printable ASCII. */
-static int key_ok(const char *key)
+int lr_store_key_valid(const char *key)
 {
     size_t n = 0;
+    if (!key)
+        return 0;
     for (; key[n]; n++)
         if (n >= LR_STORE_MAX_KEY || (unsigned char)key[n] < 0x21 ||
             (unsigned char)key[n] > 0x7e)
@@ -1576,7 +1577,7 @@ int lr_store_add_outcome_keyed(struct lr_store *store, const char *key, const ch
         *duplicate = 0;
     if (!store)
         return fail(err, LR_EINVAL, 0, "lr_store_add_outcome_keyed: store is NULL");
-    if (key && !key_ok(key))
+    if (key && !lr_store_key_valid(key))
         return fail(err, LR_EINVAL, 0,
                     "idempotency key: expected 1 to %d bytes of printable ASCII (no spaces)",
                     LR_STORE_MAX_KEY);

@@ -1152,8 +1152,12 @@ static void keyed_append_records_a_key_once(void **st)
         dup = -1;
         assert_int_equal(add_keyed(s, bad[i], "q", &dup), LR_EINVAL);
         assert_int_equal(dup, 0);
+        assert_int_equal(lr_store_key_valid(bad[i]), 0); /* the gateway's check */
     }
+    assert_int_equal(lr_store_key_valid(NULL), 0);
+    assert_int_equal(lr_store_key_valid("fb-1"), 1);
     long_key[LR_STORE_MAX_KEY] = '\0'; /* 255 bytes: allowed */
+    assert_int_equal(lr_store_key_valid(long_key), 1);
     assert_int_equal(add_keyed(s, long_key, "longest key", &dup), 0);
     assert_int_equal(dup, 0);
     assert_int_equal(lr_store_count(s), 5);
