@@ -232,6 +232,20 @@ def error_shape(j):
 
 # ==== A history store and a smart route, for the tests that need one ====
 
+def import_ok(bin_, store, path):
+    """`llmroute import --store store path`, which must succeed."""
+    r = subprocess.run([bin_, "import", "--store", store, path], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+def history_records(port):
+    """The gateway's record count, as /health reports it."""
+    st, _, body = request(port, "GET", "/health")
+    assert st == 200, st
+    return json.loads(body)["history_records"]
+
+
 def smart_history(path, n, tag, pad=0, kinds=("arithmetic", "code")):
     """A history of n records for smart_config's models, the kinds taken in
     turn: arithmetic (both right), code and translation (only 'smarty'

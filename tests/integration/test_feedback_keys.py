@@ -13,17 +13,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (Gateway, check, finish, request, smart_config as config,  # noqa
-                    smart_history as history, workdir)
+from gwtest import (Gateway, check, finish, history_records, import_ok, request,  # noqa
+                    smart_config as config, smart_history as history, workdir)
 
 SEED = 30
-
-
-def import_ok(bin_, store, path):
-    import subprocess
-    r = subprocess.run([bin_, "import", "--store", store, path], capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, (r.returncode, r.stderr)
 
 
 def feedback(port, query, key=None, model="cheapo"):
@@ -31,12 +24,6 @@ def feedback(port, query, key=None, model="cheapo"):
     headers = {"Idempotency-Key": key} if key is not None else {}
     st, _, data = request(port, "POST", "/v1/feedback", body, headers)
     return st, json.loads(data)
-
-
-def history_records(port):
-    st, _, body = request(port, "GET", "/health")
-    assert st == 200, st
-    return json.loads(body)["history_records"]
 
 
 def main(bin_):

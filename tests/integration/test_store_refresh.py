@@ -19,24 +19,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (Gateway, check, finish, request, smart_config, smart_history,  # noqa
-                    wait_for, workdir)
+from gwtest import (Gateway, check, finish, history_records, import_ok, request,  # noqa
+                    smart_config, smart_history, wait_for, workdir)
 
 SEED = 20
 IMPORTED = 12
 QUERY = "Translate the poem about autumn leaves into french"
-
-
-def import_ok(bin_, store, path):
-    r = subprocess.run([bin_, "import", "--store", store, path], capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, (r.returncode, r.stderr)
-
-
-def records(gw):
-    st, _, body = request(gw.port, "GET", "/health")
-    assert st == 200, st
-    return json.loads(body)["history_records"]
 
 
 def routed_model(gw):
@@ -78,12 +66,12 @@ def main(bin_):
     def periodic_refresh_routes_on_imported_records():
         store = seeded_store(bin_, wd, "periodic")
         gw = Gateway(bin_, wd, config(store, 200), name="periodic")
-        assert records(gw) == SEED
+        assert history_records(gw.port) == SEED
         assert routed_model(gw) == "cheapo"
         time.sleep(0.5)  # a few refreshes that find nothing: not logged
         assert events(gw, "store_refreshed") == [], events(gw, "store_refreshed")
         import_ok(bin_, store, more_records(wd, "periodic"))
-        wait_for(lambda: records(gw) == SEED + IMPORTED, timeout=5,
+        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=5,
                  what="/health counting the imported records")
         assert routed_model(gw) == "smarty"
         wait_for(lambda: events(gw, "store_refreshed"), timeout=5, what="a store_refreshed line")
@@ -109,12 +97,12 @@ def main(bin_):
                  what="a store_refresh_failed line")
         ev = events(gw, "store_refresh_failed")[0]
         assert ev["store"] == store and store in ev["message"], ev
-        assert records(gw) == SEED
+        assert history_records(gw.port) == SEED
         assert routed_model(gw) == "cheapo"
         db.execute("DELETE FROM records WHERE id = 1000")
         db.close()
         import_ok(bin_, store, more_records(wd, "failing"))
-        wait_for(lambda: records(gw) == SEED + IMPORTED, timeout=5,
+        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=5,
                  what="/health counting the imported records")
         assert routed_model(gw) == "smarty"
         gw.signal(signal.SIGTERM)
@@ -128,10 +116,10 @@ def main(bin_):
         gw = Gateway(bin_, wd, config(store, 0), name="off")
         import_ok(bin_, store, more_records(wd, "off"))
         time.sleep(1.5)
-        assert records(gw) == SEED
+        assert history_records(gw.port) == SEED
         assert routed_model(gw) == "cheapo"
         gw.signal(signal.SIGHUP)
-        wait_for(lambda: records(gw) == SEED + IMPORTED, timeout=5,
+        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=5,
                  what="/health counting the imported records after SIGHUP")
         assert routed_model(gw) == "smarty"
         gw.signal(signal.SIGTERM)

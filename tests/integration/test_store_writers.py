@@ -19,17 +19,11 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (Gateway, check, finish, request, smart_config as config,  # noqa
-                    smart_history as history, workdir)
+from gwtest import (Gateway, check, finish, history_records, import_ok, request,  # noqa
+                    smart_config as config, smart_history as history, workdir)
 
 SEED = 40
 IMPORTED = 5
-
-
-def import_ok(bin_, store, path):
-    r = subprocess.run([bin_, "import", "--store", store, path], capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, (r.returncode, r.stderr)
 
 
 def feedback(port, query, model):
@@ -40,12 +34,6 @@ def feedback(port, query, model):
     j = json.loads(data)
     assert j["status"] == "recorded", j
     return j["records"]
-
-
-def history_records(port):
-    st, _, body = request(port, "GET", "/health")
-    assert st == 200, st
-    return json.loads(body)["history_records"]
 
 
 def main(bin_):
