@@ -330,13 +330,16 @@ static const struct lr_record *scored(const struct eval *e, size_t i)
     return lr_dataset_record(e->ds, e->recs[i]);
 }
 
-static const struct eval *by_task_eval; /* qsort has no context argument */
+struct by_task {
+    const char *task;
+    size_t i; /* scored record */
+};
 
 static int cmp_by_task(const void *a, const void *b)
 {
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    int c = strcmp(scored(by_task_eval, x)->task, scored(by_task_eval, y)->task);
-    return c ? c : (x > y) - (x < y);
+    const struct by_task *x = a, *y = b;
+    int c = strcmp(x->task, y->task);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
 }
 
 struct hull_step {
@@ -371,7 +374,8 @@ static int cmp_step(const void *a, const void *b)
 static int task_ceiling(struct eval *e, double budget)
 {
     size_t nc = e->n_cands, nt = 0, ns = 0;
-    size_t *order = malloc(e->n * sizeof *order), *first = calloc(e->n + 1, sizeof *first);
+    struct by_task *order = malloc(e->n * sizeof *order);
+    size_t *first = calloc(e->n + 1, sizeof *first);
     double *S = calloc(e->n * nc, sizeof *S), *C = calloc(e->n * nc, sizeof *C);
     int *hull = malloc(e->n * nc * sizeof *hull), *at = calloc(e->n, sizeof *at);
     struct hull_step *steps = malloc(e->n * nc * sizeof *steps);
@@ -385,14 +389,14 @@ static int task_ceiling(struct eval *e, double budget)
             rc = 1;
             goto out;
         }
-        order[i] = i;
+        order[i].task = scored(e, i)->task;
+        order[i].i = i;
     }
-    by_task_eval = e;
     qsort(order, e->n, sizeof *order, cmp_by_task);
     /* Tasks: runs of one label; first[t] is where task t starts in order. */
     for (size_t k = 0; k < e->n; k++) {
-        size_t i = order[k];
-        if (k == 0 || strcmp(scored(e, i)->task, scored(e, order[k - 1])->task) != 0)
+        size_t i = order[k].i;
+        if (k == 0 || strcmp(order[k].task, order[k - 1].task) != 0)
             first[nt++] = k;
         for (size_t j = 0; j < nc; j++) {
             S[(nt - 1) * nc + j] += e->correct[i * nc + j];
