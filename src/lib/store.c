@@ -1507,7 +1507,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         } else {
             /* Its own read transaction: other connections may commit now. */
             struct lr__hist *fresh = NULL;
-            sqlite3_int64 version;
+            sqlite3_int64 version = 0;
             if (hist_load_snapshot(st, st->dim, &fresh, &version, NULL) == 0) {
                 pthread_rwlock_wrlock(&st->rw);
                 st->hist = fresh;
