@@ -1,10 +1,9 @@
-/* cmd_check.c -- `llmroute check-config FILE`: validate a configuration as
- * `llmroute serve` would load it and print what it defines, or the first
- * error with the field it is in. The checks are the gateway's own
- * (gw_conf_check() in src/gateway/gwconf.c), so the two cannot drift: a file
- * check-config accepts, serve accepts in the same environment, apart from
- * what needs the history store (building a smart router, matching a dense
- * store's embedder). */
+/* cmd_check.c -- `llmroute check-config FILE [--store FILE]`: validate a
+ * configuration as `llmroute serve` would load it and print what it
+ * defines, or the first error with the field it is in. The checks are the
+ * gateway's own (gw_conf_check() and gw_store_open() in
+ * src/gateway/gwconf.c), so the two cannot drift: a file check-config
+ * accepts, serve accepts in the same environment with the same store. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -12,28 +11,35 @@
 #include "gateway.h"
 
 static const char help[] =
-    "usage: llmroute check-config FILE\n"
+    "usage: llmroute check-config FILE [--store FILE]\n"
     "Validate a configuration as 'llmroute serve' loads it: models, routes and\n"
     "router, then the `server` section, each model's backend (base_url, headers,\n"
-    "retry, timeouts) and each route's retry and timeouts. Prints a summary and\n"
-    "exits 0 when it is valid; prints the offending field and exits 2 when it is\n"
-    "not. Warnings (unknown keys, unknown backends) go to standard error and do\n"
-    "not fail the check.\n"
+    "retry, timeouts), each route's retry and timeouts, and every strategy's\n"
+    "router over the history store serve would use: --store FILE, else the\n"
+    "config's router.store, else none (then a smart route or strategy is an\n"
+    "error, as it is for serve). An existing store is opened read-only (as long\n"
+    "as serve's open takes: its records are read) and must match the config's\n"
+    "embedder; a missing one is checked as the empty store serve would make.\n"
+    "Prints a summary and exits 0 when it is valid; prints the offending field\n"
+    "and exits 2 when it is not (1 when the store cannot be read for another\n"
+    "reason than its content, such as memory). Warnings (unknown keys, unknown\n"
+    "backends) go to standard error and do not fail the check.\n"
     "\n"
     "The environment is read as serve reads it: an unset or empty\n"
     "server.api_keys_env variable is an error, as it stops serve; an unset\n"
     "api_key_env or header {\"env\": VAR} is a warning, as serve then sends\n"
-    "requests without it. Nothing is opened or started: the history store is\n"
-    "not read, so what needs it (a smart router, a dense store's embedder) is\n"
-    "checked when serve starts.\n";
+    "requests without it. Nothing is started and nothing is written.\n";
 
 int cmd_check_config(int argc, char **argv)
 {
     int help_flag = 0, n_pos = 0, rc;
-    char **pos = NULL;
+    char **pos = NULL, *store_path = NULL;
+    const char *store_flag = NULL;
     struct gw_conf *conf = NULL;
+    struct lr_store *store = NULL;
     struct lr_error err = {0};
-    const struct cli_opt opts[] = {{"help", NULL, &help_flag}, {NULL, NULL, NULL}};
+    const struct cli_opt opts[] = {
+        {"store", &store_flag, NULL}, {"help", NULL, &help_flag}, {NULL, NULL, NULL}};
 
     rc = cli_parse("check-config", argc, argv, opts, &pos, &n_pos);
     if (rc)
@@ -48,16 +54,24 @@ int cmd_check_config(int argc, char **argv)
         free(pos);
         return CLI_USAGE;
     }
-    rc = gw_conf_check(pos[0], "llmroute check-config", &conf, &err);
+    rc = gw_store_open(pos[0], store_flag, 1, &store, &store_path, &err);
+    if (rc == 0)
+        rc = gw_conf_check(pos[0], store, "llmroute check-config", &conf, &err);
     if (rc) {
         cli_error("check-config", "%s", err.message);
         rc = rc == LR_ENOMEM ? CLI_RUNTIME : CLI_USAGE;
     } else {
         const struct lr_router_defaults *d = lr_config_router_defaults(conf->cfg);
-        printf("%s: ok: %zu models, %zu routes, strategy %s\n", pos[0],
+        printf("%s: ok: %zu models, %zu routes, strategy %s", pos[0],
                lr_config_model_count(conf->cfg), lr_config_route_count(conf->cfg), d->strategy);
+        if (store)
+            printf("; history store %s: %zu records, embedder %s", store_path,
+                   lr_store_count(store), lr_store_embedder(store));
+        printf("\n");
     }
     gw_conf_unref(conf);
+    lr_store_free(store);
+    free(store_path);
     free(pos);
     return rc;
 }

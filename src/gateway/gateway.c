@@ -533,44 +533,19 @@ static int write_port_file(const char *path, int port)
 }
 
 /* Open the history store named by --store, or else by the config's
- * router.store (created when missing), with the config's embedder. Returns
- * 0, or an exit code after saying why. The store outlives reloads: a new
- * path needs a restart. */
+ * router.store (created when missing), with the config's embedder
+ * (gw_store_open). Returns 0, or an exit code after saying why. The store
+ * outlives reloads: a new path needs a restart. */
 static int open_store(struct gw *gw, const struct gw_options *opts)
 {
-    struct lr_config *cfg = NULL;
     struct lr_error err = {0};
-    struct lr_store_options so = {0};
-    const char *path = opts->store;
 
-    /* The config is read once here for router.store and router.embedding
-     * alone; its errors are reported by the full load that follows. */
-    if (lr_config_load_file(opts->config_path, &cfg, &err) != 0) {
-        if (!path)
-            return 0;
-    } else {
-        const struct lr_embedding_info *emb = lr_config_embedding(cfg);
-        if (!path)
-            path = lr_config_router_defaults(cfg)->store_path;
-        if (emb) {
-            so.embedder = emb->embedder_id;
-            so.dense_dim = emb->dimensions;
-        }
+    if (gw_store_open(opts->config_path, opts->store, 0, &gw->store, &gw->store_path, &err)) {
+        fprintf(stderr, "llmroute serve: %s\n", err.message);
+        return err.code == LR_ENOMEM ? 1 : 2;
     }
-    if (path) {
-        gw->store_path = strdup(path);
-        if (!gw->store_path ||
-            lr_store_open(path, &so, &gw->store, &err) != 0) {
-            fprintf(stderr, "llmroute serve: %s\n",
-                    gw->store_path ? err.message : "out of memory");
-            free(gw->store_path);
-            gw->store_path = NULL;
-            lr_config_free(cfg);
-            return 2;
-        }
-        log_event("store", "%s: %zu records", path, lr_store_count(gw->store));
-    }
-    lr_config_free(cfg);
+    if (gw->store)
+        log_event("store", "%s: %zu records", gw->store_path, lr_store_count(gw->store));
     return 0;
 }
 

@@ -121,13 +121,26 @@ int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
                  struct gw_conf **out, struct lr_error *err);
 /* Check a configuration file as gw_conf_load does (the library's checks,
  * then `server`, each model's backend and each route's retry and timeouts,
- * with the environment read the same way) without a history store and
- * without building routers: what `llmroute check-config` runs. Warnings go to
- * stderr after `who` (a static string). On success *out is a gw_conf
- * (refs = 1) to read the summary from and gw_conf_unref(); it has no
- * routers and must never be served. On failure returns an LR_E* code and
- * fills err with a message that names the file. */
-int gw_conf_check(const char *path, const char *who, struct gw_conf **out, struct lr_error *err);
+ * with the environment read the same way, then every router, over store,
+ * which may be NULL as for serve without one): what `llmroute check-config`
+ * runs. Warnings go to stderr after `who` (a static string). On success *out
+ * is a gw_conf (refs = 1) to read the summary from and gw_conf_unref(); it
+ * must never be served. On failure returns an LR_E* code and fills err with
+ * a message that names the file. */
+int gw_conf_check(const char *path, struct lr_store *store, const char *who,
+                  struct gw_conf **out, struct lr_error *err);
+/* The history store serve uses with the configuration at config_path: the
+ * file store_flag names (--store), or else the config's router.store, with
+ * the config's router.embedding as its embedder. *path_out (malloc'd) is
+ * that path, or NULL when neither names one (then *out is NULL too). serve
+ * (check 0) opens it, making it when missing; check-config (check 1) opens
+ * an existing file read-only and, for a missing one, the empty store serve
+ * would make, in memory. The config is read here for those two fields
+ * only: when it cannot be read, this returns 0 (with no store unless
+ * store_flag names one) and leaves the error to the full load. Returns 0
+ * or an LR_E* code with err filled (naming the file). */
+int gw_store_open(const char *config_path, const char *store_flag, int check,
+                  struct lr_store **out, char **path_out, struct lr_error *err);
 /* The router for a strategy name (NULL: the config's default), built on first
  * use and kept with the configuration. NULL with err filled when the
  * strategy is unknown or cannot be built. */

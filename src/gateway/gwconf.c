@@ -10,13 +10,13 @@
  * routed query's vector from it (proxy.c), so embed_url and embed_auth are
  * prepared here.
  *
- * `llmroute check-config` runs the same checks through gw_conf_check(): all
- * of the above but the routers (building one may need the history store,
- * which a check neither needs nor opens) and the embedder's match with a
- * store. It reads the environment as serve does, so what serve refuses here
- * (an unset server.api_keys_env, a header value with a control character)
- * it refuses, and what serve only warns about (an unset api_key_env or
- * header variable) it warns about.
+ * `llmroute check-config` runs the same checks through gw_conf_check(),
+ * routers included, over the store serve would open (gw_store_open(): an
+ * existing file read-only, a missing one as the empty store serve would
+ * make). It reads the environment as serve does, so what serve refuses here
+ * (an unset server.api_keys_env, a header value with a control character,
+ * a smart route with no store) it refuses, and what serve only warns about
+ * (an unset api_key_env or header variable) it warns about.
  *
  * Threads: built and freed on the event loop thread; reference counts are
  * plain integers for the same reason.
@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -622,6 +623,31 @@ static int conf_prepare(struct gw_conf *c, const char *listen, struct lr_error *
     return 0;
 }
 
+/* Build every router the file names, so a bad one fails the load: the
+ * default strategy's, then each route's. Without a store, a smart router's
+ * error says where a store comes from. */
+static int conf_routers(struct gw_conf *c, struct lr_error *err)
+{
+    const char *hint = c->store ? "" : " (--store FILE, or router.store in the config)";
+    char msg[sizeof err->message];
+
+    if (!gw_conf_router(c, NULL, err)) {
+        snprintf(msg, sizeof msg, "%s", err->message);
+        snprintf(err->message, sizeof err->message, "router.strategy: %.360s%s", msg, hint);
+        return err->code ? err->code : LR_ESTRATEGY;
+    }
+    for (size_t i = 0; i < lr_config_route_count(c->cfg); i++) {
+        const struct lr_route_info *ri = lr_config_route(c->cfg, i);
+        if (ri->strategy && !gw_conf_router(c, ri->strategy, err)) {
+            snprintf(msg, sizeof msg, "%s", err->message);
+            snprintf(err->message, sizeof err->message, "routes[%zu] (%.64s): %.360s%s", i,
+                     ri->name, msg, hint);
+            return err->code ? err->code : LR_ESTRATEGY;
+        }
+    }
+    return 0;
+}
+
 int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
                  struct gw_conf **out, struct lr_error *err)
 {
@@ -630,39 +656,23 @@ int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
 
     if ((rc = conf_new(path, store, "llmroute serve", &c, err)))
         return rc;
-    if ((rc = conf_prepare(c, listen, err)))
-        goto fail_out;
-    /* Build every router the file names now, so a bad one fails the load. */
-    if (!gw_conf_router(c, NULL, err)) {
-        rc = err->code ? err->code : LR_ESTRATEGY;
-        goto fail_out;
-    }
-    for (size_t i = 0; i < lr_config_route_count(c->cfg); i++) {
-        const struct lr_route_info *ri = lr_config_route(c->cfg, i);
-        if (ri->strategy && !gw_conf_router(c, ri->strategy, err)) {
-            char msg[sizeof err->message];
-            snprintf(msg, sizeof msg, "%s", err->message);
-            snprintf(err->message, sizeof err->message, "routes[%zu] (%.64s): %.400s", i,
-                     ri->name, msg);
-            rc = err->code ? err->code : LR_ESTRATEGY;
-            goto fail_out;
-        }
+    if ((rc = conf_prepare(c, listen, err)) || (rc = conf_routers(c, err))) {
+        gw_conf_unref(c);
+        return rc;
     }
     *out = c;
     return 0;
-fail_out:
-    gw_conf_unref(c);
-    return rc;
 }
 
-int gw_conf_check(const char *path, const char *who, struct gw_conf **out, struct lr_error *err)
+int gw_conf_check(const char *path, struct lr_store *store, const char *who,
+                  struct gw_conf **out, struct lr_error *err)
 {
     struct gw_conf *c;
     int rc;
 
-    if ((rc = conf_new(path, NULL, who, &c, err)))
+    if ((rc = conf_new(path, store, who, &c, err)))
         return rc;
-    if ((rc = conf_prepare(c, NULL, err))) {
+    if ((rc = conf_prepare(c, NULL, err)) || (rc = conf_routers(c, err))) {
         /* The library's messages name the file; name it here too, so a
          * script checking many files can tell which one failed. */
         char msg[sizeof err->message];
@@ -673,6 +683,55 @@ int gw_conf_check(const char *path, const char *who, struct gw_conf **out, struc
     }
     *out = c;
     return 0;
+}
+
+int gw_store_open(const char *config_path, const char *store_flag, int check,
+                  struct lr_store **out, char **path_out, struct lr_error *err)
+{
+    struct lr_config *cfg = NULL;
+    struct lr_store_options so = {0};
+    const char *path = store_flag;
+    struct stat sb;
+    int rc = 0;
+
+    *out = NULL;
+    *path_out = NULL;
+    /* The config is read here for router.store and router.embedding alone;
+     * its errors are reported by the full load that follows. */
+    if (lr_config_load_file(config_path, &cfg, err) != 0) {
+        memset(err, 0, sizeof *err);
+        if (!path)
+            return 0;
+    } else {
+        const struct lr_embedding_info *emb = lr_config_embedding(cfg);
+        if (!path)
+            path = lr_config_router_defaults(cfg)->store_path;
+        if (emb) {
+            so.embedder = emb->embedder_id;
+            so.dense_dim = emb->dimensions;
+        }
+    }
+    if (!path)
+        goto out;
+    if (!(*path_out = strdup(path))) {
+        rc = fail(err, LR_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (check && stat(path, &sb) != 0 && errno == ENOENT) {
+        /* serve would make it: check against the same empty store. */
+        rc = lr_store_open(":memory:", &so, out, err);
+        goto out;
+    }
+    so.read_only = check;
+    rc = lr_store_open(path, &so, out, err);
+out:
+    lr_config_free(cfg);
+    if (rc) {
+        free(*path_out);
+        *path_out = NULL;
+        *out = NULL;
+    }
+    return rc;
 }
 
 void gw_conf_ref(struct gw_conf *c)

@@ -103,7 +103,32 @@ rc=$?
     bad "NUL byte in standard input: exit $rc: $(cat "$TMP/err")"
 
 # --- check-config, version, help ---
-expect "check-config ok" 0 "ok: 4 models, 2 routes" "" -- "$BIN" check-config "$CFG"
+# The example's route "auto" is smart: like serve, the check needs a store.
+expect "check-config smart route without a store" 2 "" \
+    "llmroute.json: routes[1] (auto): smart routing needs a history store (--store FILE, or router.store in the config)" \
+    -- "$BIN" check-config "$CFG"
+# A missing store is checked as the empty one serve would make, and not made.
+expect "check-config missing store" 0 "ok: 4 models, 2 routes" \
+    "" -- "$BIN" check-config "$CFG" --store "$TMP/absent.db"
+[ ! -e "$TMP/absent.db" ] && ok || bad "check-config made the store it was given"
+"$BIN" import --store "$TMP/chk.db" "$SRC/examples/history.jsonl" >/dev/null 2>&1
+sum_before=$(cksum <"$TMP/chk.db")
+expect "check-config existing store" 0 \
+    "ok: 4 models, 2 routes, strategy sequential; history store $TMP/chk.db: 64 records, embedder tfidf-v1" \
+    "" -- "$BIN" check-config "$CFG" --store "$TMP/chk.db"
+[ "$(cksum <"$TMP/chk.db")" = "$sum_before" ] && ok || bad "check-config changed the store"
+# router.store in the config is the store when --store is not given.
+sed 's|"router": {|"router": {"store": "'"$TMP/chk.db"'", |' "$CFG" >"$TMP/withstore.json"
+expect "check-config router.store" 0 "history store $TMP/chk.db: 64 records" "" -- \
+    "$BIN" check-config "$TMP/withstore.json"
+# A store another embedder made, or a file that is not a store: serve stops, so does the check.
+sed 's|"router": {|"router": {"embedding": {"base_url": "http://127.0.0.1:9/v1", "model": "emb"}, |' \
+    "$CFG" >"$TMP/dense.json"
+expect "check-config store of another embedder" 2 "" "chk.db' was built with embedder 'tfidf-v1' but is opened with 'openai:emb'" -- \
+    "$BIN" check-config "$TMP/dense.json" --store "$TMP/chk.db"
+printf 'not a database, just text that is long enough to be read as a header....................................................................' >"$TMP/junk.db"
+expect "check-config store that is not one" 2 "" "junk.db" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/junk.db"
 expect "check-config bad" 2 "" "badtype.json: models[0].cost_per_input_token" -- \
     "$BIN" check-config "$TMP/badtype.json"
 printf '{"models": [{"name": "a", "shoe_size": 9}]}' >"$TMP/warn.json"
@@ -200,9 +225,11 @@ cat >"$TMP/full.json" <<'EOF'
 }
 EOF
 expect "check-config full gateway config" 0 "ok: 3 models, 2 routes, strategy sequential" "" -- \
-    env LR_TEST_GW_KEYS=k LR_TEST_A_KEY=sk LR_TEST_TEAM=t "$BIN" check-config "$TMP/full.json"
+    env LR_TEST_GW_KEYS=k LR_TEST_A_KEY=sk LR_TEST_TEAM=t "$BIN" check-config "$TMP/full.json" \
+    --store "$TMP/full.db"
 for f in "$SRC"/examples/*.json; do
-    expect "check-config $(basename "$f")" 0 ": ok: " "" -- "$BIN" check-config "$f"
+    expect "check-config $(basename "$f")" 0 ": ok: " "" -- \
+        "$BIN" check-config "$f" --store "$TMP/empty-$(basename "$f" .json).db"
 done
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
