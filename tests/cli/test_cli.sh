@@ -40,6 +40,9 @@ want=$'gpt-4o\ngpt-4o-mini\nqwen2.5:7b\ngpt-4o\ngpt-4o-mini\nqwen2.5:7b\ngpt-4o'
 # Blank lines are not queries; CRLF endings are stripped.
 out=$(printf 'q1\r\n\nq2\n' | "$BIN" route --config "$CFG" --models gpt-4o,gpt-4o-mini)
 [ "$out" = $'gpt-4o\ngpt-4o-mini' ] && ok || bad "blank lines and CRLF: got [$out]"
+# Nor are lines of only spaces and tabs.
+out=$(printf 'q1\n  \n\t\n \t \r\nq2\n' | "$BIN" route --config "$CFG" --models gpt-4o,gpt-4o-mini)
+[ "$out" = $'gpt-4o\ngpt-4o-mini' ] && ok || bad "whitespace-only lines: got [$out]"
 
 # Query arguments instead of standard input.
 out=$("$BIN" route --config "$CFG" --models=qwen2.5:7b,llama3.1:8b "one" "two" "three")
@@ -227,6 +230,15 @@ expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
 expect "check-config --help" 0 "usage: llmroute check-config" "" -- "$BIN" check-config --help
+# -h is --help in every command, as it is for llmroute itself.
+expect "-h" 0 "usage: llmroute <command>" "" -- "$BIN" -h
+expect "route -h" 0 "usage: llmroute route" "" -- "$BIN" route -h
+expect "import -h" 0 "usage: llmroute import" "" -- "$BIN" import -h
+expect "eval -h" 0 "usage: llmroute eval" "" -- "$BIN" eval -h
+expect "check-config -h" 0 "usage: llmroute check-config" "" -- "$BIN" check-config -h
+expect "serve -h" 0 "usage: llmroute serve" "" -- "$BIN" serve -h
+expect "version -h" 0 "llmroute 0." "" -- "$BIN" version -h
+expect "other short options stay unknown" 2 "" "unknown option '-x'" -- "$BIN" route -x
 expect "no command" 2 "" "usage: llmroute" -- "$BIN"
 
 echo "$pass passed, $fail failed"
