@@ -42,6 +42,8 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts
             only_pos = 1;
             continue;
         }
+        if (strcmp(a, "-h") == 0)
+            a = "--help"; /* the one short option, as 'llmroute -h' has it */
         if (a[1] != '-') {
             cli_error(cmd, "unknown option '%s' (see 'llmroute %s --help')", a, cmd);
             free(p);

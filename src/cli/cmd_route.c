@@ -1,7 +1,7 @@
 /* cmd_route.c -- `llmroute route`: route queries with a strategy and print
  * one line per query: the chosen model's name, or with --json one JSON object
  * with the prediction and the ranking. Queries are the QUERY arguments, or
- * each non-empty line of standard input when none is given. With --batch the
+ * each line of standard input that is not blank when none is given. With --batch the
  * queries are assigned together (smart strategy: mean quality >= alpha at the
  * least cost, or the best quality within --budget). When the config names a
  * remote embedder (router.embedding), the store is dense and the queries are
@@ -21,8 +21,9 @@
 
 static const char help[] =
     "usage: llmroute route --config FILE [options] [QUERY ...]\n"
-    "Route each QUERY (or each non-empty line of standard input) and print the\n"
-    "chosen model's name, one line per query.\n"
+    "Route each QUERY (or each line of standard input that is not blank: lines of\n"
+    "only spaces and tabs are skipped) and print the chosen model's name, one line\n"
+    "per query.\n"
     "\n"
     "  --config FILE        model configuration (required)\n"
     "  --strategy NAME      sequential or smart (default: the config's router.strategy)\n"
@@ -95,7 +96,7 @@ static void print_decision(const struct lr_config *cfg, const char *strategy,
     json_decref(o);
 }
 
-/* Read every non-empty line of f (without its line ending) into *lines.
+/* Read every line of f that is not blank (without its line ending) into *lines.
  * Returns CLI_OK, or CLI_RUNTIME / CLI_USAGE after printing why: a read
  * error (standard input is a directory, say) must not pass for no queries,
  * and a line with a NUL byte is binary input, not a query to cut short. */
@@ -111,8 +112,8 @@ static int read_lines(FILE *f, char ***lines, size_t *n)
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
-        if (len == 0)
-            continue;
+        if (len == 0 || strspn(line, " \t\r\f\v") == (size_t)len)
+            continue; /* a blank line, spaces or not, is no query */
         if (memchr(line, '\0', (size_t)len)) {
             cli_error("route", "standard input, line %zu: contains a NUL byte (expected one "
                                "query per line of text)",

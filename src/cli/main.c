@@ -23,7 +23,7 @@ struct command {
 static int cmd_version(int argc, char **argv)
 {
     (void)argv;
-    if (argc > 1 && strcmp(argv[1], "--help") != 0) {
+    if (argc > 1 && strcmp(argv[1], "--help") != 0 && strcmp(argv[1], "-h") != 0) {
         cli_error("version", "takes no arguments");
         return CLI_USAGE;
     }

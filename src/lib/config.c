@@ -16,7 +16,10 @@
  * every user of a config refuses the same files, and sent by the gateway.
  * Validation stops at the first error and names the field
  * ("models[1].cost_per_input_token: expected a non-negative number"). Unknown
- * keys are not errors: they are collected as warnings. Secrets are never read
+ * keys are not errors: they are collected as warnings, as are an unknown
+ * backend and a model's retry.max_attempts / retry.deadline_ms, which the
+ * gateway ignores there. Names and base URLs reach HTTP heads, so control
+ * characters in them are errors. Secrets are never read
  * from the file: only the names of the environment variables that hold them.
  *
  * Once loaded, a config is immutable and may be read from any thread. Its
@@ -181,6 +184,25 @@ static int get_string(json_t *obj, const char *key, const char *where, int requi
     return 0;
 }
 
+/* get_string for a non-empty string that reaches an HTTP head: a model's or
+ * route's name (the gateway's x-llmroute-model and x-llmroute-route response
+ * headers) or a base_url (the upstream request line and Host header). A
+ * byte below 0x20 or 0x7f there would end the header early and let the file
+ * write headers of its own, so none is allowed (not even a tab). */
+static int get_head_string(json_t *obj, const char *key, const char *where, int required,
+                           const char **out, struct lr_error *err)
+{
+    int rc = get_string(obj, key, where, required, 1, out, err);
+    if (rc || !*out)
+        return rc;
+    for (const unsigned char *c = (const unsigned char *)*out; *c; c++)
+        if (*c < 0x20 || *c == 0x7f) {
+            *out = NULL;
+            return fail(err, "%s.%s: must not contain control characters", where, key);
+        }
+    return 0;
+}
+
 /* Optional number member in [lo, hi]. *out is left as is when absent. */
 static int get_number(json_t *obj, const char *key, const char *where, double lo, double hi,
                       const char *expect, double *out, struct lr_error *err)
@@ -326,6 +348,50 @@ static int parse_headers(json_t *m, const char *where, struct lr_error *err)
     return 0;
 }
 
+/* The gateway treats every backend but `mock` alike: an OpenAI-compatible
+ * upstream at base_url (required but for `openai`, which defaults to
+ * OpenAI's). So an unknown name is most likely a typo, and is served all the
+ * same; the warning says so, and lists the names from known_backends. */
+static int warn_unknown_backend(struct lr_config *cfg, const char *where, const char *backend)
+{
+    char list[256];
+    size_t len = 0;
+
+    list[0] = '\0';
+    for (const char *const *b = known_backends; *b && len < sizeof list; b++) {
+        int n = snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", *b);
+        if (n < 0)
+            break;
+        len += (size_t)n;
+    }
+    return warn(cfg,
+                "%s.backend: '%s' is not a known backend (%s); the gateway forwards to it as an "
+                "OpenAI-compatible upstream at its base_url",
+                where, backend, list);
+}
+
+/* The gateway takes retry.max_attempts and retry.deadline_ms (limits on the
+ * whole request, over every model it tries) from server.resilience and the
+ * route only; in a model's own retry they would be silently ignored. The
+ * gateway still checks their values, as it does for every retry key. */
+static int warn_request_limits(struct lr_config *cfg, json_t *m, const char *where)
+{
+    static const char *const keys[] = {"max_attempts", "deadline_ms", NULL};
+    json_t *retry = json_object_get(m, "retry");
+    int rc;
+
+    if (!json_is_object(retry))
+        return 0;
+    for (const char *const *k = keys; *k; k++)
+        if (json_object_get(retry, *k) &&
+            (rc = warn(cfg,
+                       "%s.retry.%s: ignored in a model (a limit on the whole request, read "
+                       "from server.resilience.retry and the route's retry only)",
+                       where, *k)))
+            return rc;
+    return 0;
+}
+
 static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_error *err)
 {
     struct lr_model_info *info = &cfg->models[i];
@@ -344,9 +410,9 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
 
     info->cost_per_input_token = NAN;
     info->cost_per_output_token = NAN;
-    if ((rc = get_string(m, "name", where, 1, 1, &info->name, err)) ||
+    if ((rc = get_head_string(m, "name", where, 1, &info->name, err)) ||
         (rc = get_string(m, "backend", where, 0, 1, &info->backend, err)) ||
-        (rc = get_string(m, "base_url", where, 0, 1, &info->base_url, err)) ||
+        (rc = get_head_string(m, "base_url", where, 0, &info->base_url, err)) ||
         (rc = get_string(m, "api_key_env", where, 0, 1, &info->api_key_env, err)) ||
         (rc = get_string(m, "upstream_model", where, 0, 1, &up1, err)) ||
         (rc = get_string(m, "hosted_model", where, 0, 1, &up2, err)) ||
@@ -366,11 +432,9 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
     if (!info->backend)
         info->backend = "openai";
     else if (!in_list(info->backend, known_backends) &&
-             (rc = warn(cfg,
-                        "%s.backend: '%s' is not a known backend (openai, vllm, sglang, ollama, "
-                        "llamacpp, groq, together, deepseek, mock); the gateway will not forward "
-                        "to it",
-                        where, info->backend)))
+             (rc = warn_unknown_backend(cfg, where, info->backend)))
+        return rc;
+    if ((rc = warn_request_limits(cfg, m, where)))
         return rc;
     info->upstream_model = up1 ? up1 : up2 ? up2 : info->name;
     info->json = dump_compact(m);
@@ -455,7 +519,7 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
                     "environment variable and name it in api_key_env",
                     where);
     info->batch_size = 64;
-    if ((rc = get_string(e, "base_url", where, 1, 1, &url, err)) ||
+    if ((rc = get_head_string(e, "base_url", where, 1, &url, err)) ||
         (rc = get_string(e, "model", where, 1, 1, &info->model, err)) ||
         (rc = get_string(e, "api_key_env", where, 0, 1, &info->api_key_env, err)) ||
         (rc = get_int(e, "dimensions", where, 1, 65536, &info->dimensions, err)) ||
@@ -588,7 +652,7 @@ static int parse_route(struct lr_config *cfg, json_t *r, size_t i, struct lr_err
     if (!json_is_object(r))
         return fail(err, "%s: expected an object, got %s", where, json_type_name(r));
     info->performance_requirement = NAN;
-    if ((rc = get_string(r, "name", where, 1, 1, &info->name, err)) ||
+    if ((rc = get_head_string(r, "name", where, 1, &info->name, err)) ||
         (rc = get_string(r, "strategy", where, 0, 1, &info->strategy, err)))
         return rc;
     snprintf(sub, sizeof sub, "%s.strategy", where);

@@ -247,7 +247,7 @@ static int load_lines(struct loader *L, FILE *f)
             k++;
         if (k == len)
             continue; /* blank line */
-        r = json_loadb(line, (size_t)len, 0, &je);
+        r = json_loadb(line, (size_t)len, JSON_DECODE_ANY, &je); /* "5": a bad record */
         if (!r) {
             rc = parse_error(L, &je, lineno);
             break;

@@ -8,9 +8,26 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-int lr__record_check_query(const char *query, size_t len, char *msg, size_t cap)
+#include "llmroute.h"
+
+/* ==== Helpers ==== */
+
+/* d as the shortest text that reads back as d: 1000000001 stays
+ * "1000000001" (%g would say "1e+09", which looks like the cap it is over)
+ * and 1000000000.5 stays "1000000000.5". */
+static void format_number(char *buf, size_t cap, double d)
+{
+    for (int prec = 10; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            return;
+    }
+}
+
+static int check_query(const char *query, size_t len, char *msg, size_t cap)
 {
     if (!query || len == 0) {
         snprintf(msg, cap, "query: expected a non-empty string");
@@ -27,7 +44,7 @@ int lr__record_check_query(const char *query, size_t len, char *msg, size_t cap)
     return 0;
 }
 
-int lr__record_check_model_name(const char *name, size_t i, char *msg, size_t cap)
+static int check_model_name(const char *name, size_t i, char *msg, size_t cap)
 {
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len > LR__RECORD_MAX_MODEL_NAME) {
@@ -37,6 +54,74 @@ int lr__record_check_model_name(const char *name, size_t i, char *msg, size_t ca
     }
     return 0;
 }
+
+/* ==== The rules on values, whatever they were read from ==== */
+
+/* A token count over the cap, with the count written out in full. */
+static int over_cap(const char *field, double d, char *msg, size_t cap)
+{
+    char num[32];
+    format_number(num, sizeof num, d);
+    snprintf(msg, cap, "%s: %s is over the cap of %d", field, num, LR__RECORD_MAX_TOKENS);
+    return -1;
+}
+
+/* input_token_length d, known to be a whole number >= 0. */
+static int check_input_tokens(double d, struct lr__record_view *v, char *msg, size_t cap)
+{
+    if (d > LR__RECORD_MAX_TOKENS)
+        return over_cap("input_token_length", d, msg, cap);
+    v->input_tokens = (long)d;
+    return 0;
+}
+
+static int check_outcome_count(size_t n, char *msg, size_t cap)
+{
+    if (n == 0) {
+        snprintf(msg, cap, "outputs: expected a non-empty array");
+        return -1;
+    }
+    if (n > LR__RECORD_MAX_OUTCOMES) {
+        snprintf(msg, cap, "outputs: %zu outcomes is over the cap of %d", n,
+                 LR__RECORD_MAX_OUTCOMES);
+        return -1;
+    }
+    return 0;
+}
+
+/* Outcome i: its model (named once in the record: v->model[0..i-1] are the
+ * ones before it), correctness and output tokens, into v. */
+static int check_outcome_values(const char *model, double correctness, double output_tokens,
+                                size_t i, struct lr__record_view *v, char *msg, size_t cap)
+{
+    char field[48];
+
+    if (check_model_name(model, i, msg, cap) != 0)
+        return -1;
+    for (size_t k = 0; k < i; k++)
+        if (strcmp(v->model[k], model) == 0) {
+            snprintf(msg, cap, "outputs[%zu].model_name: '%s' appears twice", i, model);
+            return -1;
+        }
+    v->model[i] = model;
+    if (!(correctness >= 0.0 && correctness <= 1.0)) {
+        snprintf(msg, cap, "outputs[%zu].correctness: expected a boolean or a number in [0,1]",
+                 i);
+        return -1;
+    }
+    v->correctness[i] = correctness;
+    if (!(output_tokens >= 0.0) || !isfinite(output_tokens)) {
+        snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number", i);
+        return -1;
+    }
+    snprintf(field, sizeof field, "outputs[%zu].output_token_length", i);
+    if (output_tokens > LR__RECORD_MAX_TOKENS)
+        return over_cap(field, output_tokens, msg, cap);
+    v->output_tokens[i] = output_tokens;
+    return 0;
+}
+
+/* ==== Records from JSON ==== */
 
 /* A JSON number as a double; -1 for anything else or a non-finite real. */
 static int number(const json_t *j, double *out)
@@ -71,47 +156,28 @@ static int optional_string(const json_t *rec, const char *key, const char **out,
 static int check_outcome(const json_t *o, size_t i, struct lr__record_view *v, char *msg,
                          size_t cap)
 {
-    const json_t *m, *c, *ol;
-    double d;
+    const json_t *m, *c;
+    double correctness, output_tokens;
 
     if (!json_is_object(o)) {
         snprintf(msg, cap, "outputs[%zu]: expected an object", i);
         return -1;
     }
     m = json_object_get(o, "model_name");
-    if (!json_is_string(m) || json_string_length(m) != strlen(json_string_value(m)) ||
-        lr__record_check_model_name(json_string_value(m), i, msg, cap) != 0) {
+    if (!json_is_string(m) || json_string_length(m) != strlen(json_string_value(m))) {
         snprintf(msg, cap, "outputs[%zu].model_name: expected a string of 1 to %d bytes", i,
                  LR__RECORD_MAX_MODEL_NAME);
         return -1;
     }
-    v->model[i] = json_string_value(m);
-    for (size_t k = 0; k < i; k++)
-        if (strcmp(v->model[k], v->model[i]) == 0) {
-            snprintf(msg, cap, "outputs[%zu].model_name: '%s' appears twice", i, v->model[i]);
-            return -1;
-        }
     c = json_object_get(o, "correctness");
-    if (json_is_boolean(c)) {
-        d = json_is_true(c) ? 1.0 : 0.0;
-    } else if (number(c, &d) != 0 || !(d >= 0.0 && d <= 1.0)) {
-        snprintf(msg, cap, "outputs[%zu].correctness: expected a boolean or a number in [0,1]",
-                 i);
-        return -1;
-    }
-    v->correctness[i] = d;
-    ol = json_object_get(o, "output_token_length");
-    if (number(ol, &d) != 0 || !(d >= 0.0)) {
-        snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number", i);
-        return -1;
-    }
-    if (d > LR__RECORD_MAX_TOKENS) {
-        snprintf(msg, cap, "outputs[%zu].output_token_length: %g is over the cap of %d", i, d,
-                 LR__RECORD_MAX_TOKENS);
-        return -1;
-    }
-    v->output_tokens[i] = d;
-    return 0;
+    if (json_is_boolean(c))
+        correctness = json_is_true(c) ? 1.0 : 0.0;
+    else if (number(c, &correctness) != 0)
+        correctness = NAN; /* refused below, with the range */
+    if (number(json_object_get(o, "output_token_length"), &output_tokens) != 0)
+        output_tokens = -1.0; /* refused below */
+    return check_outcome_values(json_string_value(m), correctness, output_tokens, i, v, msg,
+                                cap);
 }
 
 int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
@@ -133,7 +199,7 @@ int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, ch
     }
     v->query = json_string_value(q);
     v->query_len = json_string_length(q);
-    if (lr__record_check_query(v->query, v->query_len, msg, cap) != 0)
+    if (check_query(v->query, v->query_len, msg, cap) != 0)
         return -1;
 
     /* A count: 123.0 is 123, but 2.5 is a mistake, not something to round. */
@@ -143,12 +209,8 @@ int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, ch
     } else if (number(itl, &d) != 0 || !(d >= 0.0) || d != floor(d)) {
         snprintf(msg, cap, "input_token_length: expected a non-negative integer");
         return -1;
-    } else if (d > LR__RECORD_MAX_TOKENS) {
-        snprintf(msg, cap, "input_token_length: %g is over the cap of %d", d,
-                 LR__RECORD_MAX_TOKENS);
+    } else if (check_input_tokens(d, v, msg, cap) != 0) {
         return -1;
-    } else {
-        v->input_tokens = (long)d;
     }
 
     if (optional_string(rec, "task", &v->task, msg, cap) != 0 ||
@@ -158,18 +220,46 @@ int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, ch
         v->task = eval_name;
 
     outs = json_object_get(rec, "outputs");
-    if (!json_is_array(outs) || json_array_size(outs) == 0) {
+    if (!json_is_array(outs)) {
         snprintf(msg, cap, "outputs: expected a non-empty array");
         return -1;
     }
-    if (json_array_size(outs) > LR__RECORD_MAX_OUTCOMES) {
-        snprintf(msg, cap, "outputs: %zu outcomes is over the cap of %d", json_array_size(outs),
-                 LR__RECORD_MAX_OUTCOMES);
+    if (check_outcome_count(json_array_size(outs), msg, cap) != 0)
         return -1;
-    }
     v->n = json_array_size(outs);
     for (size_t i = 0; i < v->n; i++)
         if (check_outcome(json_array_get(outs, i), i, v, msg, cap) != 0)
             return -1;
+    return 0;
+}
+
+/* ==== Records from the public struct ==== */
+
+int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v, char *msg,
+                           size_t cap)
+{
+    if (!r) {
+        snprintf(msg, cap, "record is NULL");
+        return -1;
+    }
+    v->query = r->query;
+    v->query_len = r->query ? strlen(r->query) : 0;
+    if (check_query(v->query, v->query_len, msg, cap) != 0)
+        return -1;
+    /* Negative is the struct's way of saying "absent": estimate it. */
+    if (r->input_tokens < 0)
+        v->input_tokens = -1;
+    else if (check_input_tokens((double)r->input_tokens, v, msg, cap) != 0)
+        return -1;
+    v->task = r->task;
+    if (check_outcome_count(r->outcomes ? r->n_outcomes : 0, msg, cap) != 0)
+        return -1;
+    v->n = r->n_outcomes;
+    for (size_t i = 0; i < v->n; i++) {
+        const struct lr_outcome *o = &r->outcomes[i];
+        if (check_outcome_values(o->model, o->correctness, o->output_tokens, i, v, msg, cap) !=
+            0)
+            return -1;
+    }
     return 0;
 }

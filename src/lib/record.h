@@ -4,7 +4,8 @@
  * import (store.c; `llmroute import` and the Python binding) and the dataset
  * loader behind `llmroute eval` (dataset.c) both call it, so a file that one
  * accepts the other accepts too, with the same message naming the same
- * field. What is
+ * field; the store's direct appends (lr_store_add and the lr_store_add_outcome
+ * family) check their struct on the same rules. What is
  * the caller's own stays with it: the split filter, interning names, writing
  * to SQLite, estimating a missing input_token_length, and the file name,
  * record number and line in front of a message.
@@ -53,9 +54,14 @@ struct lr__record_view {
 int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
                          size_t cap);
 
-/* The checks on a query and on outcome i's model name, for records that do
- * not come from JSON (lr_store_add). Return 0, or -1 with msg filled. */
-int lr__record_check_query(const char *query, size_t len, char *msg, size_t cap);
-int lr__record_check_model_name(const char *name, size_t i, char *msg, size_t cap);
+struct lr_record; /* llmroute.h */
+
+/* The same rules, with the same messages, on a record that does not come
+ * from JSON: lr_store_add's struct lr_record (and so every lr_store_add_*
+ * entry point, and the Python binding's Store.add and add_outcome). A
+ * negative input_tokens is the struct's "absent" (v->input_tokens -1), and
+ * correctness, a double here, must be in [0,1]. Returns 0, or -1 with msg. */
+int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v, char *msg,
+                           size_t cap);
 
 #endif

@@ -1116,44 +1116,16 @@ out:
 /* Both fill a struct lr__record_view (record.h), whose strings point into
  * the caller's data. Unlike the dataset loader, the store estimates a missing
  * input_token_length here, so input_tokens is never -1 once validated.
- * validate_record() checks lr_store_add's struct lr_record, validate_json()
- * one record of an import file. */
+ * validate_record() checks lr_store_add's struct lr_record (every add entry
+ * point calls it before it takes a lock), validate_json() one record of an
+ * import file; both on record.c's one set of rules. */
 static int validate_record(const struct lr_record *r, struct lr__record_view *v, char *msg,
                            size_t cap)
 {
-    if (!r) {
-        snprintf(msg, cap, "record is NULL");
+    if (lr__record_from_struct(r, v, msg, cap) != 0)
         return -1;
-    }
-    v->query = r->query;
-    v->query_len = r->query ? strlen(r->query) : 0;
-    if (lr__record_check_query(v->query, v->query_len, msg, cap) != 0)
-        return -1;
-    v->input_tokens =
-        r->input_tokens < 0 ? lr_estimate_tokens(v->query, v->query_len) : r->input_tokens;
-    v->task = r->task;
-    if (!r->outcomes || r->n_outcomes == 0 || r->n_outcomes > LR__STORE_MAX_OUTCOMES) {
-        snprintf(msg, cap, "outputs: expected 1 to %d outcomes", LR__STORE_MAX_OUTCOMES);
-        return -1;
-    }
-    v->n = r->n_outcomes;
-    for (size_t i = 0; i < v->n; i++) {
-        const struct lr_outcome *o = &r->outcomes[i];
-        if (lr__record_check_model_name(o->model, i, msg, cap) != 0)
-            return -1;
-        if (!(o->correctness >= 0.0 && o->correctness <= 1.0)) {
-            snprintf(msg, cap, "outputs[%zu].correctness: expected a number in [0,1]", i);
-            return -1;
-        }
-        if (!(o->output_tokens >= 0.0) || !isfinite(o->output_tokens)) {
-            snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number",
-                     i);
-            return -1;
-        }
-        v->model[i] = o->model;
-        v->correctness[i] = o->correctness;
-        v->output_tokens[i] = o->output_tokens;
-    }
+    if (v->input_tokens < 0)
+        v->input_tokens = lr_estimate_tokens(v->query, v->query_len);
     return 0;
 }
 
@@ -1840,7 +1812,10 @@ static int import_array(struct importer *im, const char *path, const char *p, si
             break;
         }
         json_error_t je;
-        json_t *j = json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK, &je);
+        /* Any value: a non-object element is a bad record (record.c), not a
+         * reason to refuse the file. */
+        json_t *j =
+            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &je);
         if (!j) {
             int col = je.column;
             if (je.line == 1) {
@@ -1898,7 +1873,7 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
             s++;
         if (s < e) {
             json_error_t je;
-            json_t *j = json_loadb(p + s, e - s, 0, &je);
+            json_t *j = json_loadb(p + s, e - s, JSON_DECODE_ANY, &je);
             if (!j)
                 return parse_fail(im, path, line, je.column + (int)(s - pos), je.text);
             int rc = import_one(im, j, index, line);

@@ -40,6 +40,9 @@ want=$'gpt-4o\ngpt-4o-mini\nqwen2.5:7b\ngpt-4o\ngpt-4o-mini\nqwen2.5:7b\ngpt-4o'
 # Blank lines are not queries; CRLF endings are stripped.
 out=$(printf 'q1\r\n\nq2\n' | "$BIN" route --config "$CFG" --models gpt-4o,gpt-4o-mini)
 [ "$out" = $'gpt-4o\ngpt-4o-mini' ] && ok || bad "blank lines and CRLF: got [$out]"
+# Nor are lines of only spaces and tabs.
+out=$(printf 'q1\n  \n\t\n \t \r\nq2\n' | "$BIN" route --config "$CFG" --models gpt-4o,gpt-4o-mini)
+[ "$out" = $'gpt-4o\ngpt-4o-mini' ] && ok || bad "whitespace-only lines: got [$out]"
 
 # Query arguments instead of standard input.
 out=$("$BIN" route --config "$CFG" --models=qwen2.5:7b,llama3.1:8b "one" "two" "three")
@@ -161,6 +164,14 @@ chk "base_url missing" '{"models": [{"name": "m", "backend": "vllm"}]}' \
 chk "model retry" \
     '{"models": [{"name": "m", "backend": "mock", "retry": {"max_attempts": 0}}]}' \
     "models[0].retry.max_attempts"
+# A name is sent in x-llmroute-model / x-llmroute-route: a line break in it
+# would add a response header of the file's choosing.
+chk "control character in a model name" \
+    '{"models": [{"name": "m\r\nSet-Cookie: injected=1", "backend": "mock"}]}' \
+    "models[0].name: must not contain control characters"
+chk "control character in a route name" \
+    "{\"models\": [$M], \"routes\": [{\"name\": \"r\\nX: 1\", \"models\": [\"m\"]}]}" \
+    "routes[0].name: must not contain control characters"
 chk "mock settings" '{"models": [{"name": "m", "backend": "mock", "mock": {"chunks": 0}}]}' \
     "models[0].mock.chunks: expected an integer from 1 to 100000"
 R='"routes": [{"name": "r", "models": ["m"]'
@@ -193,6 +204,17 @@ printf '{"models": [{"name": "m", "base_url": "http://127.0.0.1:1", "api_key_env
 expect "check-config api_key_env unset warns" 0 "ok: 1 models" \
     "llmroute check-config: warning: models[0].api_key_env: LR_TEST_K is not set" -- \
     env -u LR_TEST_K "$BIN" check-config "$TMP/gw.json"
+# An unknown backend is served as an OpenAI-compatible upstream, and the
+# warning says so, listing every known name.
+printf '{"models": [{"name": "m", "backend": "vlm", "base_url": "http://127.0.0.1:1"}]}' \
+    >"$TMP/gw.json"
+expect "check-config unknown backend warns" 0 "ok: 1 models" \
+    "models[0].backend: 'vlm' is not a known backend (openai, vllm, sglang, ollama, llamacpp, groq, together, deepseek, mock, openai-compatible); the gateway forwards to it as an OpenAI-compatible upstream at its base_url" -- \
+    "$BIN" check-config "$TMP/gw.json"
+printf '{"models": [{"name": "m", "backend": "mock", "retry": {"deadline_ms": 5}}]}' \
+    >"$TMP/gw.json"
+expect "check-config model deadline_ms warns" 0 "ok: 1 models" \
+    "models[0].retry.deadline_ms: ignored in a model" -- "$BIN" check-config "$TMP/gw.json"
 printf '{"models": [%s], "server": {"listen": "127.0.0.1:0", "shoe_size": 9}}' "$M" >"$TMP/gw.json"
 expect "check-config unknown server key warns" 0 "ok: 1 models" \
     "llmroute check-config: warning: server.shoe_size: unknown key" -- \
@@ -235,6 +257,15 @@ expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
 expect "check-config --help" 0 "usage: llmroute check-config" "" -- "$BIN" check-config --help
+# -h is --help in every command, as it is for llmroute itself.
+expect "-h" 0 "usage: llmroute <command>" "" -- "$BIN" -h
+expect "route -h" 0 "usage: llmroute route" "" -- "$BIN" route -h
+expect "import -h" 0 "usage: llmroute import" "" -- "$BIN" import -h
+expect "eval -h" 0 "usage: llmroute eval" "" -- "$BIN" eval -h
+expect "check-config -h" 0 "usage: llmroute check-config" "" -- "$BIN" check-config -h
+expect "serve -h" 0 "usage: llmroute serve" "" -- "$BIN" serve -h
+expect "version -h" 0 "llmroute 0." "" -- "$BIN" version -h
+expect "other short options stay unknown" 2 "" "unknown option '-x'" -- "$BIN" route -x
 expect "no command" 2 "" "usage: llmroute" -- "$BIN"
 
 echo "$pass passed, $fail failed"

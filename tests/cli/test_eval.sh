@@ -82,6 +82,17 @@ expect "lenient import skips the bad record" 0 "imported 4 of 5 records, skipped
 expect "import with no data creates the store" 0 "empty.db: 0 records" -- "$BIN" import --store "$TMP/empty.db"
 expect "import needs --store" 2 "--store FILE is required" -- "$BIN" import "$TMP/data.json"
 expect "import of a missing file" 1 "/nonexistent.json" -- "$BIN" import --store "$TMP/h.db" /nonexistent.json
+# An array element that is not an object is a bad record, as eval has it:
+# skipped and counted, or with --strict the whole file fails.
+R='{"query": "q", "outputs": [{"model_name": "m", "correctness": 1, "output_token_length": 3}]}'
+printf '[%s, 5, %s]\n' "$R" "$R" >"$TMP/arr.json"
+expect "import skips an element that is not an object" 0 \
+    "imported 2 of 3 records, skipped 1 bad (first: record 1 (line 1): expected an object)" -- \
+    "$BIN" import --store "$TMP/arr.db" "$TMP/arr.json"
+expect "strict import of an element that is not an object" 1 \
+    "arr.json: record 1 (line 1): expected an object" -- \
+    "$BIN" import --store "$TMP/arr.db" --strict "$TMP/arr.json"
+[ "$(count "$TMP/arr.db")" = "$TMP/arr.db: 2 records" ] && ok || bad "strict import added records"
 
 # --- smart routing from the store ---
 # AIOS's rule with plain means: the arithmetic neighbours are all right for

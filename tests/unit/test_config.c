@@ -134,7 +134,10 @@ static void warns_about_unknown_keys_and_backends(void **state)
     for (size_t i = 0; i < lr_config_warning_count(cfg); i++) {
         const char *w = lr_config_warning(cfg, i);
         seen_colour |= strstr(w, "models[0].colour: unknown key") != NULL;
-        seen_backend |= strstr(w, "models[0].backend: 'carrier-pigeon'") != NULL;
+        seen_backend |= strstr(w, "models[0].backend: 'carrier-pigeon' is not a known backend "
+                                  "(openai, vllm, sglang, ollama, llamacpp, groq, together, "
+                                  "deepseek, mock, openai-compatible); the gateway forwards to "
+                                  "it as an OpenAI-compatible upstream at its base_url") != NULL;
         seen_router |= strstr(w, "router.strateg: unknown key") != NULL;
         seen_top |= strstr(w, "extra: unknown key") != NULL;
     }
@@ -258,6 +261,54 @@ static void rejects_each_invalid_field_naming_it(void **state)
                  "line 1");
     expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_input_token\": 1e999}]}", LR_EPARSE,
                  "overflow");
+}
+
+/* A name reaches the gateway's response headers (x-llmroute-model,
+ * x-llmroute-route) and a base_url its request line and Host header, so a
+ * control character in either would let the file write headers of its own. */
+static void rejects_control_characters_in_names_and_urls(void **state)
+{
+    (void)state;
+    expect_error("{\"models\": [{\"name\": \"m\\r\\nSet-Cookie: injected=1\"}]}",
+                 LR_ECONFIG, "models[0].name: must not contain control characters");
+    expect_error("{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\\u007f\"}]}",
+                 LR_ECONFIG, "models[1].name: must not contain control characters");
+    expect_error("{\"models\": [{\"name\": \"tab\\there\"}]}", LR_ECONFIG,
+                 "models[0].name: must not contain control characters");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\\nX: 1\"}]}",
+                 LR_ECONFIG, "routes[0].name: must not contain control characters");
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": "
+                 "\"http://h/v1\\r\\nX-Evil: 1\"}]}",
+                 LR_ECONFIG, "models[0].base_url: must not contain control characters");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"embedding\": "
+                 "{\"base_url\": \"http://h/\\n\", \"model\": \"e\"}}}",
+                 LR_ECONFIG, "router.embedding.base_url: must not contain control characters");
+    /* Bytes from 0x80 up are UTF-8 text, not controls. */
+    lr_config_free(load_ok("{\"models\": [{\"name\": \"mod\u00e8le\"}]}"));
+}
+
+/* The gateway reads retry.max_attempts and retry.deadline_ms from the
+ * server and the route only: in a model's retry they are said to be ignored. */
+static void warns_about_per_request_retry_limits_in_a_model(void **state)
+{
+    struct lr_config *cfg = load_ok(
+        "{\"models\": [{\"name\": \"a\", \"retry\": {\"max_attempts\": 3, "
+        "\"deadline_ms\": 100, \"max_retries\": 1}}],"
+        " \"routes\": [{\"name\": \"r\", \"retry\": {\"max_attempts\": 2}}]}");
+    int seen_attempts = 0, seen_deadline = 0, other = 0;
+    (void)state;
+    for (size_t i = 0; i < lr_config_warning_count(cfg); i++) {
+        const char *w = lr_config_warning(cfg, i);
+        if (strstr(w, "models[0].retry.max_attempts: ignored in a model"))
+            seen_attempts = 1;
+        else if (strstr(w, "models[0].retry.deadline_ms: ignored in a model"))
+            seen_deadline = 1;
+        else
+            other = 1;
+    }
+    assert_true(seen_attempts && seen_deadline);
+    assert_false(other);
+    lr_config_free(cfg);
 }
 
 #define HDR_CFG(h) "{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\", \"headers\": " h "}]}"
@@ -431,6 +482,8 @@ int main(void)
         cmocka_unit_test(rejects_a_missing_file_naming_it),
         cmocka_unit_test(rejects_a_truncated_file),
         cmocka_unit_test(rejects_each_invalid_field_naming_it),
+        cmocka_unit_test(rejects_control_characters_in_names_and_urls),
+        cmocka_unit_test(warns_about_per_request_retry_limits_in_a_model),
         cmocka_unit_test(rejects_invalid_utf8),
         cmocka_unit_test(loads_literal_and_env_headers),
         cmocka_unit_test(refuses_each_bad_header_naming_it),

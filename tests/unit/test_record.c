@@ -67,9 +67,11 @@ static void both_refuse(const char *record, const char *want)
     char expect[512];
 
     snprintf(expect, sizeof(expect), "record 0 (line 1): %s", want);
-    assert_int_equal(lr_dataset_load(p, NULL, &ds, &drep, &err), 0);
+    if (lr_dataset_load(p, NULL, &ds, &drep, &err) != 0)
+        fail_msg("eval's loader on %.80s: %s", record, err.message);
     assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, p, NULL, &srep, &err), 0);
+    if (lr_store_import_file(s, p, NULL, &srep, &err) != 0)
+        fail_msg("import on %.80s: %s", record, err.message);
     if (drep.bad != 1 || strcmp(drep.first_bad, expect) != 0)
         fail_msg("eval's loader on %.80s: bad %zu, '%s', expected '%s'", record, drep.bad,
                  drep.first_bad, expect);
@@ -100,9 +102,12 @@ static void loader_and_import_refuse_each_bad_field_alike(void **st)
         {"{\"query\": \"q\", \"input_token_length\": \"ten\", \"outputs\": []}",
          "input_token_length: expected a non-negative integer"},
         {"{\"query\": \"q\", \"input_token_length\": 2e9, \"outputs\": []}",
-         "input_token_length: 2e+09 is over the cap of 1000000000"},
+         "input_token_length: 2000000000 is over the cap of 1000000000"},
         {"{\"query\": \"q\", \"input_token_length\": 2000000000, \"outputs\": []}",
-         "input_token_length: 2e+09 is over the cap of 1000000000"},
+         "input_token_length: 2000000000 is over the cap of 1000000000"},
+        /* One over the cap reads as one over it, not as "1e+09". */
+        {"{\"query\": \"q\", \"input_token_length\": 1000000001, \"outputs\": []}",
+         "input_token_length: 1000000001 is over the cap of 1000000000"},
         {"{\"query\": \"q\", \"task\": 7, \"outputs\": []}", "task: expected a string"},
         {"{\"query\": \"q\", \"eval_name\": [], \"outputs\": []}",
          "eval_name: expected a string"},
@@ -134,7 +139,9 @@ static void loader_and_import_refuse_each_bad_field_alike(void **st)
         {"{\"query\": \"q\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 1}]}",
          "outputs[0].output_token_length: expected a non-negative number"},
         {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "1.5e9") "]}",
-         "outputs[0].output_token_length: 1.5e+09 is over the cap of 1000000000"},
+         "outputs[0].output_token_length: 1500000000 is over the cap of 1000000000"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "1000000000.5") "]}",
+         "outputs[0].output_token_length: 1000000000.5 is over the cap of 1000000000"},
     };
     (void)st;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -165,6 +172,132 @@ static void loader_and_import_refuse_strings_over_their_caps_alike(void **st)
     free(q);
     free(m);
     free(rec);
+}
+
+/* A JSON array whose elements (or JSON lines whose values) are not all
+ * objects: each such record is a bad record, counted and named by its
+ * index, and the others load; with strict, import refuses the file and
+ * stores nothing. */
+static void loader_and_import_skip_records_that_are_not_objects(void **st)
+{
+    struct lr_import_options strict = {NULL, 1, NULL, NULL, 0, 0};
+    struct lr_dataset *ds = NULL;
+    struct lr_store *s = NULL;
+    struct lr_import_report rep;
+    struct lr_error err;
+    FILE *f;
+    (void)st;
+
+    snprintf(path, sizeof(path), "%s/arr.json", tmpdir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[%s, 5,\n \"x\", [1], null, %s]\n", GOOD, GOOD);
+    fclose(f);
+
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, &err), 0);
+    assert_int_equal(rep.bad, 4);
+    assert_string_equal(rep.first_bad, "record 1: expected an object");
+    assert_int_equal(lr_dataset_count(ds), 2);
+    lr_dataset_free(ds);
+
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, path, NULL, &rep, &err), 0);
+    assert_int_equal(rep.read, 6);
+    assert_int_equal(rep.imported, 2);
+    assert_int_equal(rep.bad, 4);
+    assert_string_equal(rep.first_bad, "record 1 (line 1): expected an object");
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, path, &strict, &rep, &err), LR_EPARSE);
+    if (!strstr(err.message, "arr.json: record 1 (line 1): expected an object"))
+        fail_msg("strict import: '%s'", err.message);
+    assert_int_equal(lr_store_count(s), 0);
+    lr_store_free(s);
+
+    snprintf(path, sizeof(path), "%s/lines.jsonl", tmpdir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n5\n\"x\"\n[1]\nnull\ntrue\n%s\n", GOOD, GOOD);
+    fclose(f);
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, &err), 0);
+    assert_int_equal(rep.bad, 5);
+    assert_string_equal(rep.first_bad, "record 1 (line 2): expected an object");
+    assert_int_equal(lr_dataset_count(ds), 2);
+    lr_dataset_free(ds);
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, path, NULL, &rep, &err), 0);
+    assert_int_equal(rep.bad, 5);
+    assert_string_equal(rep.first_bad, "record 1 (line 2): expected an object");
+    assert_int_equal(lr_store_count(s), 2);
+    assert_int_equal(lr_store_import_file(s, path, &strict, &rep, &err), LR_EPARSE);
+    if (!strstr(err.message, "lines.jsonl: record 1 (line 2): expected an object"))
+        fail_msg("strict import: '%s'", err.message);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+}
+
+/* The direct appends (lr_store_add, the lr_store_add_outcome family) refuse
+ * what import refuses, with import's message, and store nothing. */
+static void adds_refuse_what_import_refuses(void **st)
+{
+    static const struct lr_outcome twice[] = {{"m", 1, 3}, {"m", 0, 30}};
+    static const struct lr_outcome long_out[] = {{"m", 1, 1000000001.0}};
+    static const struct lr_outcome good[] = {{"m", 1, 3}};
+    struct lr_record rec;
+    struct lr_store *s = NULL, *d = NULL;
+    struct lr_store_options dense = {"openai:fake", 2, 0, 0, 0};
+    struct lr_error err;
+    const float vec[2] = {1, 0};
+    int dup = -1;
+    (void)st;
+
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    rec = (struct lr_record){"q", -1, NULL, twice, 2};
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: outputs[1].model_name: 'm' appears twice");
+    rec = (struct lr_record){"q", -1, NULL, long_out, 1};
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: outputs[0].output_token_length: 1000000001 is "
+                                     "over the cap of 1000000000");
+    rec = (struct lr_record){"q", 1000000001L, NULL, good, 1};
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), LR_EINVAL);
+    assert_string_equal(err.message,
+                        "record: input_token_length: 1000000001 is over the cap of 1000000000");
+    assert_int_equal(lr_store_add_outcome(s, "q", -1, "m", 1, 2e9, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: outputs[0].output_token_length: 2000000000 is "
+                                     "over the cap of 1000000000");
+    assert_int_equal(lr_store_add_outcome(s, "q", 1000000001L, "m", 1, 2, &err), LR_EINVAL);
+    assert_string_equal(err.message,
+                        "record: input_token_length: 1000000001 is over the cap of 1000000000");
+    assert_int_equal(lr_store_add_outcome(s, "q", -1, "m", 1.5, 2, &err), LR_EINVAL);
+    assert_string_equal(err.message,
+                        "record: outputs[0].correctness: expected a boolean or a number in [0,1]");
+    /* A refused keyed append does not take its key. */
+    assert_int_equal(lr_store_add_outcome_keyed(s, "k1", "q", -1, "m", 1, 2e9, NULL, 0, &dup,
+                                                &err),
+                     LR_EINVAL);
+    assert_int_equal(lr_store_count(s), 0);
+    assert_int_equal(lr_store_add_outcome_keyed(s, "k1", "q", -1, "m", 1, 2, NULL, 0, &dup, &err),
+                     0);
+    assert_int_equal(dup, 0);
+    /* At the cap is fine. */
+    rec = (struct lr_record){"q", 1000000000L, NULL, good, 1};
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), 0);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+
+    assert_int_equal(lr_store_open(":memory:", &dense, &d, &err), 0);
+    assert_int_equal(lr_store_add_outcome_vec(d, "q", 1000000001L, "m", 1, 2, vec, 2, &err),
+                     LR_EINVAL);
+    assert_string_equal(err.message,
+                        "record: input_token_length: 1000000001 is over the cap of 1000000000");
+    rec = (struct lr_record){"q", -1, NULL, twice, 2};
+    assert_int_equal(lr_store_add(d, &rec, vec, 2, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: outputs[1].model_name: 'm' appears twice");
+    assert_int_equal(lr_store_count(d), 0);
+    lr_store_free(d);
 }
 
 /* Valid edge cases: both keep the record, with the same values. */
@@ -233,6 +366,8 @@ int main(void)
         cmocka_unit_test(loader_and_import_refuse_each_bad_field_alike),
         cmocka_unit_test(loader_and_import_refuse_strings_over_their_caps_alike),
         cmocka_unit_test(loader_and_import_read_valid_edge_cases_alike),
+        cmocka_unit_test(loader_and_import_skip_records_that_are_not_objects),
+        cmocka_unit_test(adds_refuse_what_import_refuses),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

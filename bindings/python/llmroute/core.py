@@ -14,6 +14,7 @@ anything else on the same object.
 import json
 import operator
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from ctypes import byref, c_char_p, c_int, c_long, c_void_p, sizeof
 
 from . import _lib
 from ._lib import api
-from .errors import EmptyInput, InvalidInput, UnknownModel, raise_for
+from .errors import EmptyInput, Error, InvalidInput, UnknownModel, raise_for
 
 __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
            "ImportReport", "ModelInfo", "config_from_llm_configs"]
@@ -310,6 +311,16 @@ class Config(_Handle):
 # ==== History store ====
 
 
+def _records_message(message, tmp):
+    """A message about import_records' temporary file, about its records:
+    "/tmp/x.json: record 3 (line 1): query: ..." becomes
+    "import_records: records[3]: query: ..."."""
+    message = re.sub(r"\brecord (\d+) \(line \d+\)", r"records[\1]", message)
+    if message.startswith(tmp + ":"):
+        message = "import_records" + message[len(tmp):]
+    return message.replace(tmp, "import_records")
+
+
 class ImportReport(tuple):
     """What an import did (struct lr_import_report)."""
     __slots__ = ()
@@ -327,17 +338,47 @@ class ImportReport(tuple):
                 % self)
 
 
+def _check_new_embedder(path, embedder):
+    """Refuse, before a store is made, an embedder id that can only be a typo.
+
+    The library takes any id: "tfidf-v1" is the built-in embedder and every
+    other id makes a dense store, whose vectors the caller supplies. This
+    binding supplies none (add, import and routing pass text only), and the
+    ids llmroute itself gives dense stores are "openai:" + the model of
+    router.embedding (for the gateway and the command to fill). So a new
+    store under any other id could never be used. An existing store is left
+    to the library, which refuses an id other than the one it was made with
+    and names both."""
+    if embedder is None:
+        return
+    if not isinstance(embedder, str):
+        raise TypeError("embedder: expected a str or None, not %s" % type(embedder).__name__)
+    if embedder == "tfidf-v1" or (embedder.startswith("openai:") and len(embedder) > 7):
+        return
+    path = os.fspath(path)
+    if path != ":memory:" and os.path.exists(path) and os.path.getsize(path) > 0:
+        return
+    raise InvalidInput("embedder: '%s' is not an embedder this binding can make a store for: "
+                       "give None or 'tfidf-v1' (the built-in embedder), or 'openai:MODEL' "
+                       "for the store of router.embedding's model" % embedder,
+                       code=_lib.LR_EINVAL)
+
+
 class Store(_Handle):
     """A history store (struct lr_store) in a SQLite file, or in memory.
 
     Store() or Store(":memory:") lives in memory; Store(path) opens or
     creates the file. A store made by another embedder is StoreError.
+    embedder: None or "tfidf-v1" (the built-in), or "openai:MODEL" for the
+    dense store of a config's router.embedding; a new store under any other
+    id is refused (InvalidInput), since nothing could fill it from here.
     """
     _free = staticmethod(api.lr_store_free)
     _what = "store"
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
                  dense_dim=0):
+        _check_new_embedder(path, embedder)
         opts = _lib.lr_store_options(_b(embedder), _whole(dense_dim, "dense_dim", 0, _INT_MAX),
                                      1 if read_only else 0,
                                      _whole(max_records, "max_records", 0, 2 ** 63 - 1))
@@ -386,7 +427,8 @@ class Store(_Handle):
                                % type(records).__name__, code=_lib.LR_EINVAL)
         records = list(records)
         for i, rec in enumerate(records):
-            # Checked here: the library would name the temporary file instead.
+            # Checked here: a record that is no dict is the caller's mistake,
+            # not bad data for the library to skip.
             if not isinstance(rec, Mapping):
                 raise InvalidInput("records[%d]: expected a record (a dict with \"query\", "
                                    "\"input_token_length\", \"outputs\"), got %s"
@@ -400,9 +442,21 @@ class Store(_Handle):
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
-            return self.import_file(tmp, split=split, strict=strict)
+            try:
+                rep = self.import_file(tmp, split=split, strict=strict)
+            except Error as e:
+                # The library names the temporary file and its one line:
+                # name the records instead.
+                e.message = _records_message(e.message, tmp)
+                e.args = (e.message,)
+                e.line = 0
+                raise
         finally:
             os.unlink(tmp)
+        if rep.first_bad:
+            rep = ImportReport(rep.read, rep.imported, rep.skipped_split, rep.bad,
+                               _records_message(rep.first_bad, tmp))
+        return rep
 
     def add(self, query, outcomes, input_tokens=None, task=None):
         """Append one record: outcomes is a list of (model, correctness,

@@ -1,0 +1,117 @@
+"""What the store takes from Python: Store.add and add_outcome check a record
+on the rules import_records checks it on, import_records' messages name the
+records (not the file it goes through), and an embedder id no store can be
+used with is refused when the store would be made."""
+import os
+import tempfile
+import unittest
+
+import support  # noqa: F401  (puts the package on the path)
+import llmroute
+
+
+def rec(query, *outs, **kw):
+    r = {"query": query,
+         "outputs": [{"model_name": m, "correctness": c, "output_token_length": o}
+                     for m, c, o in outs]}
+    r.update(kw)
+    return r
+
+
+class AddRulesTest(unittest.TestCase):
+    def setUp(self):
+        self.store = llmroute.Store()
+
+    def tearDown(self):
+        self.store.close()
+
+    def refused(self, text, fn, *args, **kw):
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            fn(*args, **kw)
+        self.assertIn(text, str(cm.exception))
+        self.assertEqual(len(self.store), 0)
+
+    def test_a_model_named_twice_is_refused_as_import_refuses_it(self):
+        self.refused("outputs[1].model_name: 'm' appears twice",
+                     self.store.add, "q", [("m", 1, 3), ("m", 0, 30)])
+        rep = self.store.import_records([rec("q", ("m", 1, 3), ("m", 0, 30))], strict=False)
+        self.assertEqual(rep.bad, 1)
+        self.assertIn("outputs[1].model_name: 'm' appears twice", rep.first_bad)
+
+    def test_token_counts_over_the_cap_are_refused(self):
+        self.refused("outputs[0].output_token_length: 1000000001 is over the cap of 1000000000",
+                     self.store.add, "q", [("m", 1, 1000000001)])
+        self.refused("input_token_length: 1000000001 is over the cap of 1000000000",
+                     self.store.add, "q", [("m", 1, 3)], input_tokens=1000000001)
+        self.refused("outputs[0].output_token_length: 1000000001 is over the cap",
+                     self.store.add_outcome, "q", "m", 1, 1000000001)
+        self.refused("input_token_length: 1000000001 is over the cap",
+                     self.store.add_outcome, "q", "m", 1, 3, input_tokens=1000000001)
+        self.refused("output_token_length: 2000000000 is over the cap",
+                     self.store.add_outcome, "q", "m", 1, 2e9, idempotency_key="k")
+        # The refused keyed append took no key.
+        self.assertIs(self.store.add_outcome("q", "m", 1, 3, idempotency_key="k"), True)
+        self.store.add("q", [("m", 1, 1000000000)], input_tokens=1000000000)
+        self.assertEqual(len(self.store), 2)
+
+
+class ImportRecordsMessagesTest(unittest.TestCase):
+    def setUp(self):
+        self.store = llmroute.Store()
+
+    def tearDown(self):
+        self.store.close()
+
+    def test_a_strict_failure_names_the_record_not_a_file(self):
+        good = rec("fine", ("a", 1, 2))
+        with self.assertRaises(llmroute.ParseError) as cm:
+            self.store.import_records([good, good, good, rec("", ("a", 1, 2))])
+        msg = str(cm.exception)
+        self.assertEqual(msg, "import_records: records[3]: query: expected a non-empty string")
+        self.assertNotIn("llmroute-import-", msg)
+        self.assertEqual(cm.exception.line, 0)
+        self.assertEqual(len(self.store), 0)
+
+    def test_the_report_names_the_first_bad_record(self):
+        good = rec("fine", ("a", 1, 2))
+        rep = self.store.import_records([good, rec("q", ("a", 2, 2)), good], strict=False)
+        self.assertEqual((rep.imported, rep.bad), (2, 1))
+        self.assertEqual(rep.first_bad,
+                         "records[1]: outputs[0].correctness: expected a boolean or a number "
+                         "in [0,1]")
+
+
+class EmbedderIdTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.dir.name, "h.db")
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def test_an_id_no_new_store_could_use_is_refused(self):
+        for path in (":memory:", self.path):
+            with self.assertRaises(llmroute.InvalidInput) as cm:
+                llmroute.Store(path, embedder="typo")
+            self.assertIn("embedder: 'typo'", str(cm.exception))
+            self.assertIn("'openai:MODEL'", str(cm.exception))
+        self.assertFalse(os.path.exists(self.path))
+        with self.assertRaises(llmroute.InvalidInput):
+            llmroute.Store(embedder="openai:")
+        with self.assertRaises(TypeError):
+            llmroute.Store(embedder=5)
+
+    def test_the_ids_llmroute_uses_are_taken(self):
+        for emb in (None, "tfidf-v1", "openai:all-minilm"):
+            llmroute.Store(embedder=emb).close()
+        llmroute.Store(self.path, embedder="openai:all-minilm", dense_dim=4).close()
+        # An existing store is the library's to check: another id is a
+        # StoreError naming both, the right one opens.
+        with self.assertRaises(llmroute.StoreError) as cm:
+            llmroute.Store(self.path, embedder="typo")
+        self.assertIn("openai:all-minilm", str(cm.exception))
+        llmroute.Store(self.path, embedder="openai:all-minilm").close()
+
+
+if __name__ == "__main__":
+    unittest.main()
