@@ -93,7 +93,9 @@ void hs_req_watch(struct hs_req *req, void (*on_drain)(void *arg), void (*on_abo
 /* ---- the response ---- */
 /* Add a response header (copied). Call before hs_respond / hs_stream_begin. */
 void hs_resp_header(struct hs_req *req, const char *name, const char *value);
-/* Send a complete response; completes the request. */
+/* Send a complete response; completes the request. To a HEAD request the
+ * head goes out as it would for GET, Content-Length included, without the
+ * body. */
 void hs_respond(struct hs_req *req, int status, const char *content_type, const char *body,
                 size_t len);
 /* Start a streamed (chunked) response. */

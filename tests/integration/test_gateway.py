@@ -18,6 +18,7 @@ Groups (each one ctest entry with its own processes):
 """
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -427,6 +428,32 @@ def errors(gw_bin, fake_bin):
     check("405 wrong method", lambda: err(405, None, method="GET"))
     check("405 wrong method on /v1/models", lambda: err(405, "{}", path="/v1/models"))
 
+    def head_is_get_without_a_body():
+        # Raw bytes: a body after a HEAD answer would show up here (a client
+        # library would take it for the next response).
+        for path in ("/health", "/metrics"):
+            raw = raw_exchange(port, b"HEAD %s HTTP/1.1\r\nHost: x\r\nConnection: close"
+                               b"\r\n\r\n" % path.encode())
+            head, _, rest = raw.partition(b"\r\n\r\n")
+            assert status_of(raw) == 200, raw[:300]
+            assert rest == b"", (path, rest[:200])
+            st, h, body = request(port, "GET", path)
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            assert st == 200 and length and int(length.group(1)) > 0, (path, head)
+            ctype = re.search(rb"(?i)\r\ncontent-type: *([^\r]*)", head).group(1).decode()
+            assert ctype == h["content-type"], (ctype, h)
+        # On a keep-alive connection the next response follows at once.
+        raw = raw_exchange(port, b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert raw.count(b"HTTP/1.1 200") == 2 and raw.rstrip().endswith(b"}"), raw
+        e = err(405, None, path="/health", method="DELETE")
+        st, h, _ = request(port, "DELETE", "/health")
+        assert st == 405 and h["allow"] == "GET, HEAD", h
+        st, h, _ = request(port, "GET", "/v1/chat/completions", None, auth)
+        assert st == 405 and h["allow"] == "POST", h
+    check("HEAD /health and /metrics: GET's head, no body; 405 allows GET, HEAD",
+          head_is_get_without_a_body)
+
     def too_large():
         big = b'{"model": "fake-a", "messages": [], "pad": "' + b"x" * 70000 + b'"}'
         raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
@@ -553,6 +580,19 @@ def lifecycle(gw_bin, fake_bin):
         m = gw.metrics()
         assert m['llmroute_config_reloads_total{result="error"}'] == 1
         assert m['llmroute_config_reloads_total{result="ok"}'] == 1
+        # The message names the file once, for the library's errors and the
+        # gateway's own alike.
+        msg = gw.events("reload_failed")[-1]["message"]
+        assert msg.count(gw.config_path) == 1 and msg.startswith(gw.config_path + ": "), msg
+        bad = base_config(fake)
+        bad["server"]["listen"] = 5
+        gw.write_config(bad)
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: len(gw.events("reload_failed")) == 2, 5, "the second failed reload")
+        msg = gw.events("reload_failed")[-1]["message"]
+        assert msg.startswith(gw.config_path + ": server.listen: "), msg
+        assert msg.count(gw.config_path) == 1, msg
+        gw.write_config(base_config(fake, extra_models=[{"name": "late", "backend": "mock"}]))
     check("SIGHUP reloads; a bad file is refused and the old config kept", reload_good_and_bad)
 
     def out_of_descriptors():
@@ -688,7 +728,9 @@ def headers(gw_bin, fake_bin):
         assert got.get("content-type") == "application/json", got
         assert "x-gone" not in got, got
         err = open(gw.stderr).read()
-        assert "models[4].headers.X-Gone: %s is not set" % HDR_UNSET in err, err
+        assert ("llmroute serve: warning: %s: models[4].headers.X-Gone: %s is not set; "
+                "requests to 'fake-h' go without this header" % (gw.config_path, HDR_UNSET)
+                in err), err
         assert HDR_SECRET not in err, "a header's value reached the log"
     check("a model's literal and env headers reach its upstream; an unset variable's is left "
           "out with a warning", literal_and_env_arrive)
