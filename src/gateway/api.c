@@ -707,7 +707,8 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
  *
  * An Idempotency-Key header makes a retry safe: the key is committed with
  * the outcome, and a key already in the store answers 200
- * {"status": "already_recorded"} and stores nothing. */
+ * {"status": "already_recorded"} and stores nothing. The header sent more
+ * than once is a 400 naming it. */
 int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *root, *q, *m, *c, *ot, *it;
@@ -721,6 +722,15 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
         return refuse(req, 501, NULL, "no_history_store",
                       "this gateway has no history store: start it with --store FILE or set "
                       "router.store in the config");
+    if (hs_req_header_count(req, "Idempotency-Key") > 1) {
+        /* A repeated header is a list (RFC 9110, 5.3), and a feedback has
+         * one key: taking the first would record under a key the client may
+         * not have meant. Refused even when the copies are equal. */
+        snprintf(msg, sizeof msg,
+                 "Idempotency-Key: sent %d times; send the header once, with one key",
+                 hs_req_header_count(req, "Idempotency-Key"));
+        return refuse(req, 400, "Idempotency-Key", "invalid_value", msg);
+    }
     if (key && !lr_store_key_valid(key)) {
         snprintf(msg, sizeof msg,
                  "Idempotency-Key: expected 1 to %d bytes of printable ASCII (0x21-0x7E, no "

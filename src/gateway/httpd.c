@@ -1167,6 +1167,14 @@ const char *hs_req_header(const struct hs_req *req, const char *name)
     return NULL;
 }
 
+int hs_req_header_count(const struct hs_req *req, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < req->n_hdr; i++)
+        n += strcasecmp(req->hdr[i].name, name) == 0;
+    return n;
+}
+
 const char *hs_req_body(const struct hs_req *req, size_t *len)
 {
     *len = req->body_len;

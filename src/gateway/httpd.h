@@ -81,6 +81,9 @@ const char *hs_req_method(const struct hs_req *req);
 const char *hs_req_path(const struct hs_req *req);
 /* The first header with this name (case-insensitive), or NULL. */
 const char *hs_req_header(const struct hs_req *req, const char *name);
+/* How many header lines have this name (case-insensitive): a caller that
+ * takes one value can refuse a repeated header rather than pick one. */
+int hs_req_header_count(const struct hs_req *req, const char *name);
 /* The body (NUL-terminated for convenience; *len excludes the NUL). */
 const char *hs_req_body(const struct hs_req *req, size_t *len);
 
