@@ -698,8 +698,10 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
 }
 
 /* {"query": str, "model": str, "correctness": bool|number in [0,1],
- *  "output_tokens": number >= 0, "input_tokens": int >= 0 (optional)}
- * appends one outcome to the history store. The SQLite commit happens before
+ *  "output_tokens": number from 0 to 1e9, "input_tokens": whole number from
+ *  0 to 1e9 (optional; 123.0 is 123)} appends one outcome to the history
+ * store; the numbers are checked by the import's rules and messages
+ * (lr_record_check_number). The SQLite commit happens before
  * the 200, so an acknowledged outcome survives a crash; it runs on the event
  * loop and costs one small transaction. A dense store (a remote embedder's
  * vectors) needs the query's vector: it is fetched from the embedder first,
@@ -712,9 +714,10 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
 int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *root, *q, *m, *c, *ot, *it;
-    double correctness, out_tokens;
+    double correctness, out_tokens, in_value;
     long in_tokens = -1;
     int status;
+    struct lr_error nerr = {0};
     char msg[700];
     const char *key = hs_req_header(req, "Idempotency-Key");
 
@@ -745,8 +748,13 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
     c = json_object_get(root, "correctness");
     ot = json_object_get(root, "output_tokens");
     it = json_object_get(root, "input_tokens");
-    correctness = json_is_boolean(c) ? (json_is_true(c) ? 1.0 : 0.0) : json_number_value(c);
-    out_tokens = json_number_value(ot);
+    /* The numbers as the import reads them (record.c's rules, through
+     * lr_record_check_number): NaN for what is not a number. */
+    correctness = json_is_boolean(c)  ? (json_is_true(c) ? 1.0 : 0.0)
+                  : json_is_number(c) ? json_number_value(c)
+                                      : NAN;
+    out_tokens = json_is_number(ot) ? json_number_value(ot) : NAN;
+    in_value = json_is_number(it) ? json_number_value(it) : NAN;
     if (!json_is_object(root)) {
         status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
     } else if (!json_is_string(q) || json_string_length(q) == 0) {
@@ -759,22 +767,18 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
         snprintf(msg, sizeof msg, "model '%.200s' is not a configured model",
                  json_string_value(m));
         status = refuse(req, 404, "model", "model_not_found", msg);
-    } else if (!(json_is_boolean(c) || json_is_number(c)) ||
-               !(correctness >= 0 && correctness <= 1)) {
+    } else if (lr_record_check_number(LR_CORRECTNESS, correctness, "correctness", &nerr)) {
         status = refuse(req, 400, "correctness", c ? "invalid_value" : "missing_required_parameter",
-                        "correctness: expected a boolean or a number from 0 to 1");
-    } else if (!json_is_number(ot) || !(out_tokens >= 0 && out_tokens <= 1e9)) {
+                        nerr.message);
+    } else if (lr_record_check_number(LR_OUTPUT_TOKENS, out_tokens, "output_tokens", &nerr)) {
         status = refuse(req, 400, "output_tokens",
-                        ot ? "invalid_value" : "missing_required_parameter",
-                        "output_tokens: expected a non-negative number");
+                        ot ? "invalid_value" : "missing_required_parameter", nerr.message);
     } else if (it && !json_is_null(it) &&
-               (!json_is_integer(it) || json_integer_value(it) < 0 ||
-                json_integer_value(it) > 1000000000)) {
-        status = refuse(req, 400, "input_tokens", "invalid_value",
-                        "input_tokens: expected a non-negative integer");
+               lr_record_check_number(LR_INPUT_TOKENS, in_value, "input_tokens", &nerr)) {
+        status = refuse(req, 400, "input_tokens", "invalid_value", nerr.message);
     } else {
-        if (it && json_is_integer(it))
-            in_tokens = (long)json_integer_value(it);
+        if (it && !json_is_null(it))
+            in_tokens = (long)in_value;
         status = feedback_begin(gw, req, id, json_string_value(q), in_tokens,
                                 json_string_value(m), correctness, out_tokens, key);
     }

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "strategy.h" /* lr__error_set */
+
 int lr__record_check_query(const char *query, size_t len, char *msg, size_t cap)
 {
     if (!query || len == 0) {
@@ -52,6 +54,49 @@ static int number(const json_t *j, double *out)
     return -1;
 }
 
+int lr__record_check_number(enum lr_record_number kind, double d, const char *field, char *msg,
+                            size_t cap)
+{
+    switch (kind) {
+    case LR_CORRECTNESS:
+        if (!(d >= 0.0 && d <= 1.0)) {
+            snprintf(msg, cap, "%s: expected a boolean or a number in [0,1]", field);
+            return -1;
+        }
+        return 0;
+    case LR_INPUT_TOKENS:
+        /* A count: 123.0 is 123, but 2.5 is a mistake, not something to round. */
+        if (!(d >= 0.0) || !isfinite(d) || d != floor(d)) {
+            snprintf(msg, cap, "%s: expected a non-negative integer", field);
+            return -1;
+        }
+        break;
+    case LR_OUTPUT_TOKENS:
+        if (!(d >= 0.0) || !isfinite(d)) {
+            snprintf(msg, cap, "%s: expected a non-negative number", field);
+            return -1;
+        }
+        break;
+    default:
+        snprintf(msg, cap, "%s: unknown kind of number", field);
+        return -1;
+    }
+    if (d > LR__RECORD_MAX_TOKENS) {
+        snprintf(msg, cap, "%s: %g is over the cap of %d", field, d, LR__RECORD_MAX_TOKENS);
+        return -1;
+    }
+    return 0;
+}
+
+int lr_record_check_number(enum lr_record_number kind, double value, const char *field,
+                           struct lr_error *err)
+{
+    char msg[sizeof err->message];
+    if (lr__record_check_number(kind, value, field ? field : "value", msg, sizeof msg) != 0)
+        return lr__error_set(err, LR_EINVAL, "%s", msg);
+    return 0;
+}
+
 /* "task" or "eval_name": absent, null or a string. */
 static int optional_string(const json_t *rec, const char *key, const char **out, char *msg,
                            size_t cap)
@@ -72,6 +117,7 @@ static int check_outcome(const json_t *o, size_t i, struct lr__record_view *v, c
                          size_t cap)
 {
     const json_t *m, *c, *ol;
+    char field[64];
     double d;
 
     if (!json_is_object(o)) {
@@ -92,24 +138,20 @@ static int check_outcome(const json_t *o, size_t i, struct lr__record_view *v, c
             return -1;
         }
     c = json_object_get(o, "correctness");
-    if (json_is_boolean(c)) {
+    if (json_is_boolean(c))
         d = json_is_true(c) ? 1.0 : 0.0;
-    } else if (number(c, &d) != 0 || !(d >= 0.0 && d <= 1.0)) {
-        snprintf(msg, cap, "outputs[%zu].correctness: expected a boolean or a number in [0,1]",
-                 i);
+    else if (number(c, &d) != 0)
+        d = NAN;
+    snprintf(field, sizeof field, "outputs[%zu].correctness", i);
+    if (lr__record_check_number(LR_CORRECTNESS, d, field, msg, cap) != 0)
         return -1;
-    }
     v->correctness[i] = d;
     ol = json_object_get(o, "output_token_length");
-    if (number(ol, &d) != 0 || !(d >= 0.0)) {
-        snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number", i);
+    if (number(ol, &d) != 0)
+        d = NAN;
+    snprintf(field, sizeof field, "outputs[%zu].output_token_length", i);
+    if (lr__record_check_number(LR_OUTPUT_TOKENS, d, field, msg, cap) != 0)
         return -1;
-    }
-    if (d > LR__RECORD_MAX_TOKENS) {
-        snprintf(msg, cap, "outputs[%zu].output_token_length: %g is over the cap of %d", i, d,
-                 LR__RECORD_MAX_TOKENS);
-        return -1;
-    }
     v->output_tokens[i] = d;
     return 0;
 }
@@ -136,18 +178,14 @@ int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, ch
     if (lr__record_check_query(v->query, v->query_len, msg, cap) != 0)
         return -1;
 
-    /* A count: 123.0 is 123, but 2.5 is a mistake, not something to round. */
     itl = json_object_get(rec, "input_token_length");
     if (!itl || json_is_null(itl)) {
         v->input_tokens = -1;
-    } else if (number(itl, &d) != 0 || !(d >= 0.0) || d != floor(d)) {
-        snprintf(msg, cap, "input_token_length: expected a non-negative integer");
-        return -1;
-    } else if (d > LR__RECORD_MAX_TOKENS) {
-        snprintf(msg, cap, "input_token_length: %g is over the cap of %d", d,
-                 LR__RECORD_MAX_TOKENS);
-        return -1;
     } else {
+        if (number(itl, &d) != 0)
+            d = NAN;
+        if (lr__record_check_number(LR_INPUT_TOKENS, d, "input_token_length", msg, cap) != 0)
+            return -1;
         v->input_tokens = (long)d;
     }
 

@@ -167,6 +167,61 @@ def main(bin_):
     check("bad feedback is refused naming the field and stores nothing",
           bad_feedback_changes_nothing)
 
+    def feedback_numbers_follow_the_import_rules():
+        # Each value goes to `llmroute import --strict` in a record and to
+        # /v1/feedback: both refuse it, or both take it, and a refusal's
+        # words are the same but for the field's name.
+        def imported(itl, otl, corr):
+            path = os.path.join(wd, "one.jsonl")
+            with open(path, "w") as f:
+                f.write('{"query": "q", "input_token_length": %s, "outputs": [{"model_name": '
+                        '"cheapo", "correctness": %s, "output_token_length": %s}]}\n'
+                        % (itl, corr, otl))
+            r = subprocess.run([bin_, "import", "--strict", "--store",
+                                os.path.join(wd, "scratch.db"), path],
+                               capture_output=True, text=True, timeout=60)
+            return r.returncode == 0, r.stderr
+
+        def fed(it, ot, corr):
+            st, _, body = request(gw.port, "POST", "/v1/feedback",
+                                  '{"query": "How many tokens is a count?", "model": "cheapo", '
+                                  '"correctness": %s, "output_tokens": %s, "input_tokens": %s}'
+                                  % (corr, ot, it))
+            return st, json.loads(body)
+
+        cases = [  # (input tokens, output tokens, correctness)
+            ("1000000001", "3", "1"), ("1e9", "3", "1"), ("0.0", "3", "1"), ("123.0", "3", "1"),
+            ("2.5", "3", "1"), ("-1", "3", "1"), ("-0.0", "3", "1"), ("1e300", "3", "1"),
+            ('"12"', "3", "1"),
+            ("7", "1000000000.5", "1"), ("7", "1e9", "1"), ("7", "2.5", "1"), ("7", "-1", "1"),
+            ("7", '"3"', "1"),
+            ("7", "3", "1.5"), ("7", "3", "0.25"), ("7", "3", "true"), ("7", "3", '"1"'),
+        ]
+        before = records()
+        accepted = 0
+        for it, ot, corr in cases:
+            ok, err = imported(it, ot, corr)
+            st, j = fed(it, ot, corr)
+            if ok:
+                assert st == 200 and j["status"] == "recorded", (it, ot, corr, st, j)
+                accepted += 1
+                continue
+            assert st == 400, (it, ot, corr, st, j)
+            msg = j["error"]["message"]
+            field = {"input_tokens": "input_token_length", "output_tokens":
+                     "outputs[0].output_token_length",
+                     "correctness": "outputs[0].correctness"}[j["error"]["param"]]
+            want = field + msg[len(j["error"]["param"]):]
+            assert want in err, (it, ot, corr, msg, err)
+        assert accepted == 8, accepted
+        assert records() == before + accepted
+        # The message the audit asked for: the cap, not "non-negative".
+        st, j = fed("1000000001", "3", "1")
+        msg = j["error"]["message"]
+        assert msg.startswith("input_tokens: ") and "over the cap of 1000000000" in msg, j
+    check("feedback's numbers follow `llmroute import`'s rules and words (123.0 is 123; over "
+          "the cap says so)", feedback_numbers_follow_the_import_rules)
+
     def feedback_survives_a_restart():
         before = records()
         gw.signal(signal.SIGTERM)
