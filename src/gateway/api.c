@@ -9,8 +9,10 @@
  *   POST /v1/feedback   an outcome for the history store
  * Each returns the status it answered with, for the dispatcher's log line.
  *
- * Threads: the event loop thread only. /v1/route runs the router inline, so
- * its batch size is capped to keep the loop responsive.
+ * Threads: the event loop thread only; /v1/route's decisions and feedback's
+ * appends run on a worker (offload.c), and a smart /v1/route over a dense
+ * store first fetches each query's vector from the remote embedder, as a
+ * chat request to a smart route does (embedq.c).
  */
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +26,10 @@
 
 #define ROUTE_MAX_QUERIES 1000
 #define ROUTE_MAX_MODELS 64
+/* A batch over a dense store fetches one vector per query (the fetch takes
+ * one text); this many at a time, so a batch of 1,000 neither opens 1,000
+ * connections to the embedder nor holds 1,000 descriptors. */
+#define ROUTE_EMBED_PARALLEL 8
 
 static int send_json(struct hs_req *req, int status, json_t *obj)
 {
@@ -205,9 +211,20 @@ static size_t keep_live(const struct lr_config *cfg, const char **names, size_t 
     return k;
 }
 
-/* A /v1/route request between its parse (on the loop) and its answer: the
- * decisions run on a worker (offload.c). Everything it points into (the
- * parsed body's strings, the router) is kept alive by the job. */
+struct route_job;
+
+/* One query's vector being fetched: the fetch's callback argument. */
+struct route_fetch {
+    struct route_job *job;
+    size_t i;               /* the query */
+    struct gw_embed *embed; /* in flight, or NULL */
+};
+
+/* A /v1/route request between its parse (on the loop) and its answer: for a
+ * smart router over a dense store the queries' vectors are fetched first (on
+ * the loop), then the decisions run on a worker (offload.c). Everything it
+ * points into (the parsed body's strings, the router, the vectors) is kept
+ * alive by the job. */
 struct route_job {
     struct gw *gw;
     struct gw_conf *conf; /* a reference: the router belongs to it */
@@ -224,12 +241,23 @@ struct route_job {
     struct lr_batch_report rep;
     struct lr_error err;
     int rc;
+    /* The vectors of a smart batch over a dense store, one per query. */
+    struct route_fetch *fetch; /* NULL: no vectors are needed */
+    float **vecs;
+    size_t next_fetch, in_flight, fetched;
+    int fetching; /* fetching vectors: an abort ends the job at once */
     double t0;
     char id[136];
 };
 
 static void route_job_free(struct route_job *j)
 {
+    for (size_t i = 0; j->fetch && i < j->n; i++)
+        gw_embed_cancel(j->fetch[i].embed);
+    for (size_t i = 0; j->vecs && i < j->n; i++)
+        free(j->vecs[i]);
+    free(j->fetch);
+    free(j->vecs);
     gw_conf_unref(j->conf);
     json_decref(j->root);
     free(j->reqs);
@@ -300,7 +328,82 @@ static void route_done(void *arg)
 static void route_abort(void *arg)
 {
     struct route_job *j = arg;
-    j->req = NULL; /* the worker goes on; route_done frees the job */
+    j->req = NULL;
+    if (j->fetching) {
+        /* Nothing was decided yet: the fetches stop with the job. */
+        gw_log_answered(j->gw, j->id, "POST", "/v1/route", 499, "client_closed", j->t0);
+        route_job_free(j);
+    }
+    /* else the worker goes on; route_done frees the job */
+}
+
+/* Hand the decisions to a worker; when that fails, answer and log the
+ * refusal now and free the job. */
+static void route_decide(struct route_job *j)
+{
+    int status;
+    j->fetching = 0;
+    if (gw_offload(j->gw, route_work, route_done, j) == 0) {
+        hs_req_watch(j->req, NULL, route_abort, j);
+        return;
+    }
+    hs_req_watch(j->req, NULL, NULL, NULL);
+    status = refuse(j->req, 500, NULL, "out_of_memory", "out of memory");
+    gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, "out_of_memory", j->t0);
+    route_job_free(j);
+}
+
+/* A fetch failed (or could not start): the answer is the chat's for the
+ * same failure (proxy.c's embed_got()), and the other fetches stop. */
+static void route_fetch_failed(struct route_job *j, int status, const char *code,
+                               const char *why)
+{
+    hs_req_watch(j->req, NULL, NULL, NULL);
+    status = refuse(j->req, status, NULL, code, why);
+    gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, "embedding_failed", j->t0);
+    route_job_free(j);
+}
+
+static void route_got(void *arg, float *vec, size_t dim, const char *why);
+
+/* Start fetches up to ROUTE_EMBED_PARALLEL in flight. 0, or -1 after
+ * answering (out of memory; the job is freed). */
+static int route_fetch_more(struct route_job *j)
+{
+    while (j->in_flight < ROUTE_EMBED_PARALLEL && j->next_fetch < j->n) {
+        struct route_fetch *f = &j->fetch[j->next_fetch];
+        const char *text = j->reqs[f->i].query ? j->reqs[f->i].query : "";
+        f->embed = gw_embed_start(j->gw, j->conf, text, route_got, f);
+        if (!f->embed) {
+            route_fetch_failed(j, 500, "out_of_memory", "out of memory fetching the embedding");
+            return -1;
+        }
+        j->next_fetch++;
+        j->in_flight++;
+    }
+    return 0;
+}
+
+/* One query's vector is in (or not): once all are, decide. */
+static void route_got(void *arg, float *vec, size_t dim, const char *why)
+{
+    struct route_fetch *f = arg;
+    struct route_job *j = f->job;
+
+    f->embed = NULL; /* the fetch frees itself */
+    j->in_flight--;
+    if (!vec) {
+        route_fetch_failed(j, 502, "embedding_failed", why);
+        return;
+    }
+    j->vecs[f->i] = vec;
+    j->reqs[f->i].embedding = vec;
+    j->reqs[f->i].embedding_dim = dim;
+    if (++j->fetched == j->n) {
+        route_decide(j);
+        return;
+    }
+    route_fetch_more(j);
 }
 
 /* Checked on the loop, decided on a worker, answered on the loop: returns
@@ -507,12 +610,26 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     dec = NULL;
     names = NULL;
     caps = live = live_idx = NULL;
-    if (gw_offload(gw, route_work, route_done, job) != 0) {
-        route_job_free(job);
-        status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
+    /* A dense store routes by the queries' vectors: fetch them first. */
+    if (conf->embed && strcmp(lr_router_strategy(router), "smart") == 0) {
+        job->fetch = calloc(n, sizeof *job->fetch);
+        job->vecs = calloc(n, sizeof *job->vecs);
+        if (!job->fetch || !job->vecs) {
+            route_job_free(job);
+            status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            job->fetch[i].job = job;
+            job->fetch[i].i = i;
+        }
+        job->fetching = 1;
+        hs_req_watch(req, NULL, route_abort, job);
+        route_fetch_more(job); /* on failure it has answered and logged */
+        status = 0;
         goto out;
     }
-    hs_req_watch(req, NULL, route_abort, job);
+    route_decide(job); /* a refusal there is answered and logged there */
     status = 0;
 out:
     free(reqs);

@@ -291,6 +291,89 @@ def dense(bin_, fake_bin):
     check("a smart route over a dense store routes by the query's fetched vector",
           routes_by_the_fetched_vector)
 
+    def embeddings_asked():
+        return [json.loads(r["body"]) for r in fake.logged() if r["path"] == "/v1/embeddings"]
+
+    def route_endpoint_fetches_the_vectors():
+        code = "Write a python function parse_9 that reads a csv file into a list of dicts"
+        n = len(embeddings_asked())
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": code}], "strategy": "smart",
+             "models": ["cheapo", "smarty"]}))
+        j = json.loads(body)
+        assert st == 200, (st, j)
+        assert [a["model"] for a in j["assignments"]] == ["smarty"], j
+        assert j["strategy"] == "smart" and j["assignments"][0]["predicted_quality"] == 1, j
+        assert embeddings_asked()[n:] == [{"model": "embed-small", "input": [code]}]
+        # A batch: one fetch per query (more than run at once), each decided
+        # by its own vector.
+        qs = ["What is %d plus %d?" % (i, i + 3) for i in range(10)] + [code]
+        n = len(embeddings_asked())
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": q} for q in qs], "strategy": "smart",
+             "models": ["cheapo", "smarty"], "batch": True, "alpha": 0.95}))
+        j = json.loads(body)
+        assert st == 200, (st, j)
+        a = [x["model"] for x in j["assignments"]]
+        # All on 'cheapo' would reach 10/11 < 0.95: the code query needs 'smarty'.
+        assert a[-1] == "smarty" and a[:-1] == ["cheapo"] * 10, a
+        assert j["report"]["feasible"] is True, j
+        asked = embeddings_asked()[n:]
+        assert sorted(x["input"][0] for x in asked) == sorted(qs), asked
+        # Other strategies need no vector.
+        n = len(embeddings_asked())
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": code}], "strategy": "sequential",
+             "models": ["cheapo", "smarty"]}))
+        assert st == 200 and len(embeddings_asked()) == n, (st, body)
+    check("/v1/route with the smart strategy over a dense store fetches each query's vector "
+          "(single and batch)", route_endpoint_fetches_the_vectors)
+
+    def route_endpoint_embedder_fails():
+        try:
+            embedder_fails_then_client_goes()
+        finally:
+            fake.scenario("ok")
+
+    def embedder_fails_then_client_goes():
+        # The second fetch fails: 502 with the embedder's words, as a chat
+        # gets; the batch's other fetches stop.
+        fake.scenario("every=2;fail_status=500;message=embedder%20broke")
+        lines = len([l for l in gw.log_lines() if l.get("path") == "/v1/route"])
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is %d plus 1?" % i} for i in range(20)],
+             "strategy": "smart", "models": ["cheapo", "smarty"], "batch": True}))
+        err = json.loads(body)["error"]
+        assert st == 502 and err["code"] == "embedding_failed", (st, err)
+        assert "/v1/embeddings answered 500" in err["message"], err
+        assert "embedder broke" in err["message"], err
+        fake.scenario("ok")
+        wait_for(lambda: len([l for l in gw.log_lines() if l.get("path") == "/v1/route"])
+                 == lines + 1, what="the /v1/route log line")
+        line = [l for l in gw.log_lines() if l.get("path") == "/v1/route"][-1]
+        assert line["status"] == 502 and line["error"] == "embedding_failed", line
+        # A client gone while its vectors are fetched (the embedder holds
+        # them) is logged 499 once; the gateway serves on.
+        import socket
+        fake.scenario("hang")
+        body = json.dumps({"queries": [{"query": "What is %d plus 2?" % i} for i in range(12)],
+                           "strategy": "smart", "models": ["cheapo", "smarty"]}).encode()
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        wait_for(lambda: sum(r["path"] == "/v1/embeddings" for r in fake.logged()) >= 8,
+                 what="the fetches to reach the embedder")
+        s.close()
+        wait_for(lambda: [l for l in gw.log_lines() if l.get("path") == "/v1/route"][-1]
+                 .get("status") == 499, what="the 499 log line")
+        fake.scenario("ok")
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 3 plus 4?"}], "strategy": "smart",
+             "models": ["cheapo", "smarty"]}))
+        assert st == 200, (st, body)
+    check("/v1/route over a dense store: an embedder failure is a 502 naming it; a client "
+          "gone during the fetches is logged 499", route_endpoint_embedder_fails)
+
     def records(port):
         st, _, body = request(port, "GET", "/health")
         assert st == 200, st
@@ -329,6 +412,11 @@ def dense(bin_, fake_bin):
         assert st == 502 and "/v1/embeddings" in j["error"]["message"], (st, j)
         st, h, j, _ = chat(gw2.port, {"model": "cheapo", "messages": ASK("hi")})
         assert st == 200, (st, j)
+        st, _, body = request(gw2.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 1 plus 4?"}], "strategy": "smart"}))
+        err = json.loads(body)["error"]
+        assert st == 502 and err["code"] == "embedding_failed", (st, err)
+        assert "/v1/embeddings" in err["message"], err
         before = records(gw2.port)
         st, _, body = request(gw2.port, "POST", "/v1/feedback", json.dumps(
             {"query": "What is 1 plus 4?", "model": "cheapo", "correctness": 1,
@@ -363,7 +451,11 @@ def dense(bin_, fake_bin):
              "output_tokens": 2}))
         err = json.loads(body)["error"]
         assert st == 502 and "router.embedding.base_url" in err["message"], (st, err)
-        assert [r["path"] for r in moved.logged()] == ["/v1/embeddings"] * 2, moved.logged()
+        st, _, body = request(gw4.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 2 plus 9?"}], "strategy": "smart"}))
+        err = json.loads(body)["error"]
+        assert st == 502 and "router.embedding.base_url" in err["message"], (st, err)
+        assert [r["path"] for r in moved.logged()] == ["/v1/embeddings"] * 3, moved.logged()
         assert len(fake.logged()) == n, "the redirect was followed"
         gw4.signal(signal.SIGTERM)
         assert gw4.wait() == 0
