@@ -258,6 +258,24 @@ LR_EXTERN int lr_store_add_outcome_vec(struct lr_store *store, const char *query
                                        double output_tokens, const float *vec, size_t dim,
                                        struct lr_error *err);
 
+/* The numbers of a record in the data format (the table of record fields
+ * under "Smart routing" in the README), each with its rule: */
+enum lr_record_number {
+    LR_CORRECTNESS,   /* a number in [0,1] (pass a boolean as 1 or 0) */
+    LR_INPUT_TOKENS,  /* a whole number from 0 to 1e9: 123.0 is 123, 2.5 is refused */
+    LR_OUTPUT_TOKENS  /* a number from 0 to 1e9 (may be fractional: a mean) */
+};
+
+/* 0 when value passes the rule `llmroute import` applies to that kind of
+ * number, else LR_EINVAL with err's message naming field as the import names
+ * its own ("input_tokens: expected a non-negative integer", "...: 1000000001 is
+ * over the cap of 1000000000"). A value that is not a number at all (a string,
+ * a missing field) is passed as NaN and refused like a negative one. The
+ * gateway checks /v1/feedback with it, so a feedback and an import refuse the
+ * same numbers with the same words. */
+LR_EXTERN int lr_record_check_number(enum lr_record_number kind, double value, const char *field,
+                                     struct lr_error *err);
+
 /* The longest idempotency key lr_store_add_outcome_keyed takes, in bytes. */
 #define LR_STORE_MAX_KEY 255
 

@@ -9,8 +9,10 @@
  *   POST /v1/feedback   an outcome for the history store
  * Each returns the status it answered with, for the dispatcher's log line.
  *
- * Threads: the event loop thread only. /v1/route runs the router inline, so
- * its batch size is capped to keep the loop responsive.
+ * Threads: the event loop thread only; /v1/route's decisions and feedback's
+ * appends run on a worker (offload.c), and a smart /v1/route over a dense
+ * store first fetches each query's vector from the remote embedder, as a
+ * chat request to a smart route does (embedq.c).
  */
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +26,10 @@
 
 #define ROUTE_MAX_QUERIES 1000
 #define ROUTE_MAX_MODELS 64
+/* A batch over a dense store fetches one vector per query (the fetch takes
+ * one text); this many at a time, so a batch of 1,000 neither opens 1,000
+ * connections to the embedder nor holds 1,000 descriptors. */
+#define ROUTE_EMBED_PARALLEL 8
 
 static int send_json(struct hs_req *req, int status, json_t *obj)
 {
@@ -205,9 +211,20 @@ static size_t keep_live(const struct lr_config *cfg, const char **names, size_t 
     return k;
 }
 
-/* A /v1/route request between its parse (on the loop) and its answer: the
- * decisions run on a worker (offload.c). Everything it points into (the
- * parsed body's strings, the router) is kept alive by the job. */
+struct route_job;
+
+/* One query's vector being fetched: the fetch's callback argument. */
+struct route_fetch {
+    struct route_job *job;
+    size_t i;               /* the query */
+    struct gw_embed *embed; /* in flight, or NULL */
+};
+
+/* A /v1/route request between its parse (on the loop) and its answer: for a
+ * smart router over a dense store the queries' vectors are fetched first (on
+ * the loop), then the decisions run on a worker (offload.c). Everything it
+ * points into (the parsed body's strings, the router, the vectors) is kept
+ * alive by the job. */
 struct route_job {
     struct gw *gw;
     struct gw_conf *conf; /* a reference: the router belongs to it */
@@ -224,12 +241,23 @@ struct route_job {
     struct lr_batch_report rep;
     struct lr_error err;
     int rc;
+    /* The vectors of a smart batch over a dense store, one per query. */
+    struct route_fetch *fetch; /* NULL: no vectors are needed */
+    float **vecs;
+    size_t next_fetch, in_flight, fetched;
+    int fetching; /* fetching vectors: an abort ends the job at once */
     double t0;
     char id[136];
 };
 
 static void route_job_free(struct route_job *j)
 {
+    for (size_t i = 0; j->fetch && i < j->n; i++)
+        gw_embed_cancel(j->fetch[i].embed);
+    for (size_t i = 0; j->vecs && i < j->n; i++)
+        free(j->vecs[i]);
+    free(j->fetch);
+    free(j->vecs);
     gw_conf_unref(j->conf);
     json_decref(j->root);
     free(j->reqs);
@@ -300,7 +328,82 @@ static void route_done(void *arg)
 static void route_abort(void *arg)
 {
     struct route_job *j = arg;
-    j->req = NULL; /* the worker goes on; route_done frees the job */
+    j->req = NULL;
+    if (j->fetching) {
+        /* Nothing was decided yet: the fetches stop with the job. */
+        gw_log_answered(j->gw, j->id, "POST", "/v1/route", 499, "client_closed", j->t0);
+        route_job_free(j);
+    }
+    /* else the worker goes on; route_done frees the job */
+}
+
+/* Hand the decisions to a worker; when that fails, answer and log the
+ * refusal now and free the job. */
+static void route_decide(struct route_job *j)
+{
+    int status;
+    j->fetching = 0;
+    if (gw_offload(j->gw, route_work, route_done, j) == 0) {
+        hs_req_watch(j->req, NULL, route_abort, j);
+        return;
+    }
+    hs_req_watch(j->req, NULL, NULL, NULL);
+    status = refuse(j->req, 500, NULL, "out_of_memory", "out of memory");
+    gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, "out_of_memory", j->t0);
+    route_job_free(j);
+}
+
+/* A fetch failed (or could not start): the answer is the chat's for the
+ * same failure (proxy.c's embed_got()), and the other fetches stop. */
+static void route_fetch_failed(struct route_job *j, int status, const char *code,
+                               const char *why)
+{
+    hs_req_watch(j->req, NULL, NULL, NULL);
+    status = refuse(j->req, status, NULL, code, why);
+    gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, "embedding_failed", j->t0);
+    route_job_free(j);
+}
+
+static void route_got(void *arg, float *vec, size_t dim, const char *why);
+
+/* Start fetches up to ROUTE_EMBED_PARALLEL in flight. 0, or -1 after
+ * answering (out of memory; the job is freed). */
+static int route_fetch_more(struct route_job *j)
+{
+    while (j->in_flight < ROUTE_EMBED_PARALLEL && j->next_fetch < j->n) {
+        struct route_fetch *f = &j->fetch[j->next_fetch];
+        const char *text = j->reqs[f->i].query ? j->reqs[f->i].query : "";
+        f->embed = gw_embed_start(j->gw, j->conf, text, route_got, f);
+        if (!f->embed) {
+            route_fetch_failed(j, 500, "out_of_memory", "out of memory fetching the embedding");
+            return -1;
+        }
+        j->next_fetch++;
+        j->in_flight++;
+    }
+    return 0;
+}
+
+/* One query's vector is in (or not): once all are, decide. */
+static void route_got(void *arg, float *vec, size_t dim, const char *why)
+{
+    struct route_fetch *f = arg;
+    struct route_job *j = f->job;
+
+    f->embed = NULL; /* the fetch frees itself */
+    j->in_flight--;
+    if (!vec) {
+        route_fetch_failed(j, 502, "embedding_failed", why);
+        return;
+    }
+    j->vecs[f->i] = vec;
+    j->reqs[f->i].embedding = vec;
+    j->reqs[f->i].embedding_dim = dim;
+    if (++j->fetched == j->n) {
+        route_decide(j);
+        return;
+    }
+    route_fetch_more(j);
 }
 
 /* Checked on the loop, decided on a worker, answered on the loop: returns
@@ -507,12 +610,26 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     dec = NULL;
     names = NULL;
     caps = live = live_idx = NULL;
-    if (gw_offload(gw, route_work, route_done, job) != 0) {
-        route_job_free(job);
-        status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
+    /* A dense store routes by the queries' vectors: fetch them first. */
+    if (conf->embed && strcmp(lr_router_strategy(router), "smart") == 0) {
+        job->fetch = calloc(n, sizeof *job->fetch);
+        job->vecs = calloc(n, sizeof *job->vecs);
+        if (!job->fetch || !job->vecs) {
+            route_job_free(job);
+            status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            job->fetch[i].job = job;
+            job->fetch[i].i = i;
+        }
+        job->fetching = 1;
+        hs_req_watch(req, NULL, route_abort, job);
+        route_fetch_more(job); /* on failure it has answered and logged */
+        status = 0;
         goto out;
     }
-    hs_req_watch(req, NULL, route_abort, job);
+    route_decide(job); /* a refusal there is answered and logged there */
     status = 0;
 out:
     free(reqs);
@@ -698,8 +815,10 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
 }
 
 /* {"query": str, "model": str, "correctness": bool|number in [0,1],
- *  "output_tokens": number >= 0, "input_tokens": int >= 0 (optional)}
- * appends one outcome to the history store. The SQLite commit happens before
+ *  "output_tokens": number from 0 to 1e9, "input_tokens": whole number from
+ *  0 to 1e9 (optional; 123.0 is 123)} appends one outcome to the history
+ * store; the numbers are checked by the import's rules and messages
+ * (lr_record_check_number). The SQLite commit happens before
  * the 200, so an acknowledged outcome survives a crash; it runs on the event
  * loop and costs one small transaction. A dense store (a remote embedder's
  * vectors) needs the query's vector: it is fetched from the embedder first,
@@ -707,13 +826,15 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
  *
  * An Idempotency-Key header makes a retry safe: the key is committed with
  * the outcome, and a key already in the store answers 200
- * {"status": "already_recorded"} and stores nothing. */
+ * {"status": "already_recorded"} and stores nothing. The header sent more
+ * than once is a 400 naming it. */
 int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *root, *q, *m, *c, *ot, *it;
-    double correctness, out_tokens;
+    double correctness, out_tokens, in_value;
     long in_tokens = -1;
     int status;
+    struct lr_error nerr = {0};
     char msg[700];
     const char *key = hs_req_header(req, "Idempotency-Key");
 
@@ -721,6 +842,15 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
         return refuse(req, 501, NULL, "no_history_store",
                       "this gateway has no history store: start it with --store FILE or set "
                       "router.store in the config");
+    if (hs_req_header_count(req, "Idempotency-Key") > 1) {
+        /* A repeated header is a list (RFC 9110, 5.3), and a feedback has
+         * one key: taking the first would record under a key the client may
+         * not have meant. Refused even when the copies are equal. */
+        snprintf(msg, sizeof msg,
+                 "Idempotency-Key: sent %d times; send the header once, with one key",
+                 hs_req_header_count(req, "Idempotency-Key"));
+        return refuse(req, 400, "Idempotency-Key", "invalid_value", msg);
+    }
     if (key && !lr_store_key_valid(key)) {
         snprintf(msg, sizeof msg,
                  "Idempotency-Key: expected 1 to %d bytes of printable ASCII (0x21-0x7E, no "
@@ -735,8 +865,13 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
     c = json_object_get(root, "correctness");
     ot = json_object_get(root, "output_tokens");
     it = json_object_get(root, "input_tokens");
-    correctness = json_is_boolean(c) ? (json_is_true(c) ? 1.0 : 0.0) : json_number_value(c);
-    out_tokens = json_number_value(ot);
+    /* The numbers as the import reads them (record.c's rules, through
+     * lr_record_check_number): NaN for what is not a number. */
+    correctness = json_is_boolean(c)  ? (json_is_true(c) ? 1.0 : 0.0)
+                  : json_is_number(c) ? json_number_value(c)
+                                      : NAN;
+    out_tokens = json_is_number(ot) ? json_number_value(ot) : NAN;
+    in_value = json_is_number(it) ? json_number_value(it) : NAN;
     if (!json_is_object(root)) {
         status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
     } else if (!json_is_string(q) || json_string_length(q) == 0) {
@@ -749,22 +884,18 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
         snprintf(msg, sizeof msg, "model '%.200s' is not a configured model",
                  json_string_value(m));
         status = refuse(req, 404, "model", "model_not_found", msg);
-    } else if (!(json_is_boolean(c) || json_is_number(c)) ||
-               !(correctness >= 0 && correctness <= 1)) {
+    } else if (lr_record_check_number(LR_CORRECTNESS, correctness, "correctness", &nerr)) {
         status = refuse(req, 400, "correctness", c ? "invalid_value" : "missing_required_parameter",
-                        "correctness: expected a boolean or a number from 0 to 1");
-    } else if (!json_is_number(ot) || !(out_tokens >= 0 && out_tokens <= 1e9)) {
+                        nerr.message);
+    } else if (lr_record_check_number(LR_OUTPUT_TOKENS, out_tokens, "output_tokens", &nerr)) {
         status = refuse(req, 400, "output_tokens",
-                        ot ? "invalid_value" : "missing_required_parameter",
-                        "output_tokens: expected a non-negative number");
+                        ot ? "invalid_value" : "missing_required_parameter", nerr.message);
     } else if (it && !json_is_null(it) &&
-               (!json_is_integer(it) || json_integer_value(it) < 0 ||
-                json_integer_value(it) > 1000000000)) {
-        status = refuse(req, 400, "input_tokens", "invalid_value",
-                        "input_tokens: expected a non-negative integer");
+               lr_record_check_number(LR_INPUT_TOKENS, in_value, "input_tokens", &nerr)) {
+        status = refuse(req, 400, "input_tokens", "invalid_value", nerr.message);
     } else {
-        if (it && json_is_integer(it))
-            in_tokens = (long)json_integer_value(it);
+        if (it && !json_is_null(it))
+            in_tokens = (long)in_value;
         status = feedback_begin(gw, req, id, json_string_value(q), in_tokens,
                                 json_string_value(m), correctness, out_tokens, key);
     }

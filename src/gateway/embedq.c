@@ -2,8 +2,9 @@
  * event loop without blocking it.
  *
  * A history store made by a remote embedder (a dense store) needs each
- * query's vector twice in the gateway: to route a smart request (proxy.c)
- * and to record a feedback outcome (api.c). Both start a fetch here:
+ * query's vector in the gateway: to route a smart request (proxy.c), to
+ * answer a smart /v1/route (api.c, one fetch per query) and to record a
+ * feedback outcome (api.c). All start a fetch here:
  * POST {"model", "input": [text]} (and "dimensions" when configured) to
  * {router.embedding.base_url}/embeddings, the answer capped at 8 MB, checked
  * (data[0].embedding an array of numbers, of the store's dimension once it

@@ -226,6 +226,14 @@ static int authorized(const struct gw_conf *conf, struct hs_req *req)
     return ok;
 }
 
+/* HEAD is answered wherever GET is, with GET's head and no body (httpd.c
+ * leaves the body out). */
+static int method_ok(const struct path_entry *e, const char *method)
+{
+    return strcmp(e->method, method) == 0 ||
+           (strcmp(e->method, "GET") == 0 && strcmp(method, "HEAD") == 0);
+}
+
 static void handle(struct hs_req *req, void *arg)
 {
     struct gw *gw = arg;
@@ -243,14 +251,14 @@ static void handle(struct hs_req *req, void *arg)
             e = &paths[i];
             break;
         }
-    if (e && strcmp(e->method, method) == 0 && e->needs_key && !authorized(gw->conf, req)) {
+    if (e && method_ok(e, method) && e->needs_key && !authorized(gw->conf, req)) {
         hs_resp_header(req, "x-request-id", id);
         hs_resp_header(req, "WWW-Authenticate", "Bearer");
         gw_send_error(req, 401, NULL, "invalid_api_key",
                       "Incorrect or missing API key: send 'Authorization: Bearer KEY' with one "
                       "of the gateway's keys");
         status = 401;
-    } else if (e && strcmp(e->method, method) == 0) {
+    } else if (e && method_ok(e, method)) {
         if (e->kind == H_PROXY) {
             proxy_handle(gw, req, e->ep, id);
             return; /* it logs its own line when it finishes */
@@ -262,10 +270,11 @@ static void handle(struct hs_req *req, void *arg)
         if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0)
             return; /* scrapes and probes are not requests worth a line */
     } else if (e) {
+        const char *allow = strcmp(e->method, "GET") == 0 ? "GET, HEAD" : e->method;
         hs_resp_header(req, "x-request-id", id);
-        hs_resp_header(req, "Allow", e->method);
+        hs_resp_header(req, "Allow", allow);
         gw_send_error(req, 405, NULL, "method_not_allowed", "%s %s: method not allowed (use %s)",
-                      method, path, e->method);
+                      method, path, allow);
         status = 405;
     } else {
         hs_resp_header(req, "x-request-id", id);
@@ -453,8 +462,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     refresh_start(gw);
     if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
         metrics_count_reload(gw->metrics, 0);
-        log_event("reload_failed", "%s: %s (the previous configuration stays)",
-                  gw->opts->config_path, err.message);
+        log_event("reload_failed", "%s (the previous configuration stays)", err.message);
         return;
     }
     {

@@ -113,10 +113,12 @@ struct gw_conf {
     char *embed_url;                       /* {base_url}/embeddings */
     char *embed_auth;                      /* "Bearer ..." or NULL */
     const char *who; /* warnings' prefix: "llmroute serve" or the checker's (static) */
+    const char *path; /* the file, named in warnings (borrowed: read while loading only) */
 };
 
 /* Load a configuration file into a new gw_conf (refs = 1). listen overrides
- * server.listen when not NULL. On failure returns an LR_E* code and fills err. */
+ * server.listen when not NULL. On failure returns an LR_E* code and fills err
+ * with a message that names the file (once). */
 int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
                  struct gw_conf **out, struct lr_error *err);
 /* Check a configuration file as gw_conf_load does (the library's checks,

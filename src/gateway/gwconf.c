@@ -51,6 +51,37 @@ static int fail(struct lr_error *err, int code, const char *fmt, ...)
     return code;
 }
 
+/* A warning about the file being loaded, in the form of the library's own
+ * ("llmroute serve: warning: cfg.json: models[0]...: ..."), so every warning
+ * names the file whichever module found it. */
+static void warn(const struct gw_conf *c, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void warn(const struct gw_conf *c, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s: warning: %s: %s\n", c->who, c->path, msg);
+}
+
+/* Name the file at the head of err's message, unless it is there already
+ * (the library's messages name it): a failure names its file once. */
+static void name_the_file(struct lr_error *err, const char *path)
+{
+    char msg[sizeof err->message];
+    size_t n = strlen(path);
+    if (strncmp(err->message, path, n) == 0 && strncmp(err->message + n, ": ", 2) == 0)
+        return;
+    snprintf(msg, sizeof msg, "%s", err->message);
+    snprintf(err->message, sizeof err->message, "%.200s: %.300s", path, msg);
+}
+
 /* ==== server.listen ==== */
 
 static int parse_listen(const char *s, char *host, size_t host_cap, int *port, struct lr_error *err,
@@ -197,7 +228,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
             for (i = 0; server_keys[i] && strcmp(server_keys[i], key) != 0; i++)
                 ;
             if (!server_keys[i])
-                fprintf(stderr, "%s: warning: server.%s: unknown key (ignored)\n", c->who, key);
+                warn(c, "server.%s: unknown key (ignored)", key);
         }
         jl = json_object_get(root, "listen");
         if (jl && !json_is_string(jl)) {
@@ -359,7 +390,8 @@ static int load_policy(const char *obj_json, struct rs_policy *p, const char *wh
  * unset api_key_env leaves out the key. */
 #define GW_MAX_HEADER_BYTES 8192
 
-static int load_headers(struct gw_model *m, size_t i, const char *who, struct lr_error *err)
+static int load_headers(const struct gw_conf *c, struct gw_model *m, size_t i,
+                        struct lr_error *err)
 {
     json_t *root = m->info->json ? json_loads(m->info->json, 0, NULL) : NULL;
     json_t *h = json_object_get(root, "headers"), *v;
@@ -387,14 +419,14 @@ static int load_headers(struct gw_model *m, size_t i, const char *who, struct lr
             const char *var = json_string_value(json_object_get(v, "env"));
             value = var ? getenv(var) : NULL;
             if (!value || !*value) {
-                fprintf(stderr,
-                        "%s: warning: models[%zu].headers.%s: %s is not set; "
-                        "requests to %s go without this header\n",
-                        who, i, name, var ? var : "?", m->info->name);
+                warn(c,
+                     "models[%zu].headers.%s: %s is not set; requests to '%s' go without this "
+                     "header",
+                     i, name, var ? var : "?", m->info->name);
                 continue;
             }
-            for (const char *c = value; *c; c++)
-                if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f) {
+            for (const char *p = value; *p; p++)
+                if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f) {
                     rc = fail(err, LR_ECONFIG,
                               "models[%zu].headers.%s: %s holds a control character (CR, LF, "
                               "...), not a header value",
@@ -425,7 +457,8 @@ out:
     return rc;
 }
 
-static int load_model(struct gw_model *m, size_t i, const char *who, struct lr_error *err)
+static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
+                      struct lr_error *err)
 {
     const struct lr_model_info *info = m->info;
     const char *base = info->base_url;
@@ -467,13 +500,11 @@ static int load_model(struct gw_model *m, size_t i, const char *who, struct lr_e
                 return fail(err, LR_ENOMEM, "out of memory");
             snprintf(m->auth, n, "Bearer %s", key);
         } else {
-            fprintf(stderr,
-                    "%s: warning: models[%zu].api_key_env: %s is not set; "
-                    "requests to %s go without a key\n",
-                    who, i, info->api_key_env, info->name);
+            warn(c, "models[%zu].api_key_env: %s is not set; requests to '%s' go without a key",
+                 i, info->api_key_env, info->name);
         }
     }
-    return load_headers(m, i, who, err);
+    return load_headers(c, m, i, err);
 }
 
 /* ==== The remote embedder ==== */
@@ -579,6 +610,7 @@ static int conf_new(const char *path, struct lr_store *store, const char *who, s
     c->refs = 1;
     c->store = store;
     c->who = who;
+    c->path = path;
     rc = lr_config_load_file(path, &c->cfg, err);
     if (rc) {
         gw_conf_unref(c);
@@ -608,7 +640,7 @@ static int conf_prepare(struct gw_conf *c, const char *listen, struct lr_error *
         return fail(err, LR_ENOMEM, "out of memory");
     for (size_t i = 0; i < c->n_models; i++) {
         c->models[i].info = lr_config_model(c->cfg, i);
-        if ((rc = load_model(&c->models[i], i, c->who, err)))
+        if ((rc = load_model(c, &c->models[i], i, err)))
             return rc;
     }
     c->route_policy = calloc(lr_config_route_count(c->cfg) + 1, sizeof *c->route_policy);
@@ -654,9 +686,12 @@ int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
     struct gw_conf *c;
     int rc;
 
-    if ((rc = conf_new(path, store, "llmroute serve", &c, err)))
+    if ((rc = conf_new(path, store, "llmroute serve", &c, err))) {
+        name_the_file(err, path);
         return rc;
+    }
     if ((rc = conf_prepare(c, listen, err)) || (rc = conf_routers(c, err))) {
+        name_the_file(err, path);
         gw_conf_unref(c);
         return rc;
     }
@@ -675,9 +710,7 @@ int gw_conf_check(const char *path, struct lr_store *store, const char *who,
     if ((rc = conf_prepare(c, NULL, err)) || (rc = conf_routers(c, err))) {
         /* The library's messages name the file; name it here too, so a
          * script checking many files can tell which one failed. */
-        char msg[sizeof err->message];
-        snprintf(msg, sizeof msg, "%s", err->message);
-        snprintf(err->message, sizeof err->message, "%.200s: %.300s", path, msg);
+        name_the_file(err, path);
         gw_conf_unref(c);
         return rc;
     }

@@ -458,6 +458,13 @@ void hs_server_conn_stats(const struct hs_server *srv, struct hs_conn_stats *st)
 
 /* ==== Responses ==== */
 
+/* A response to HEAD has the head a GET would get (its Content-Length
+ * included) and no body (RFC 9110, 9.3.2). */
+static int head_only(const struct hs_req *r)
+{
+    return r->method && strcmp(r->method, "HEAD") == 0;
+}
+
 /* Write what is queued now; leave a backlog to the write event. */
 static void flush_out(struct hs_conn *c)
 {
@@ -545,7 +552,7 @@ void hs_respond(struct hs_req *req, int status, const char *content_type, const 
 {
     struct evbuffer *out = bufferevent_get_output(req->conn->bev);
     write_head(req, status, content_type, (long long)len);
-    if (len)
+    if (len && !head_only(req))
         evbuffer_add(out, body, len);
     flush_out(req->conn);
     req_complete(req);
@@ -609,7 +616,8 @@ static void fail_request(struct hs_conn *c, int status, const char *message)
         r->minor = 1;
     c->state = C_CLOSING; /* not a handled request: busy is not counted */
     write_head(r, status, "application/json", (long long)n);
-    evbuffer_add(bufferevent_get_output(c->bev), body, n);
+    if (!head_only(r))
+        evbuffer_add(bufferevent_get_output(c->bev), body, n);
     flush_out(c);
     req_complete(r);
 }
@@ -1157,6 +1165,14 @@ const char *hs_req_header(const struct hs_req *req, const char *name)
         if (strcasecmp(req->hdr[i].name, name) == 0)
             return req->hdr[i].value;
     return NULL;
+}
+
+int hs_req_header_count(const struct hs_req *req, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < req->n_hdr; i++)
+        n += strcasecmp(req->hdr[i].name, name) == 0;
+    return n;
 }
 
 const char *hs_req_body(const struct hs_req *req, size_t *len)

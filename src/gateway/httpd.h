@@ -81,6 +81,9 @@ const char *hs_req_method(const struct hs_req *req);
 const char *hs_req_path(const struct hs_req *req);
 /* The first header with this name (case-insensitive), or NULL. */
 const char *hs_req_header(const struct hs_req *req, const char *name);
+/* How many header lines have this name (case-insensitive): a caller that
+ * takes one value can refuse a repeated header rather than pick one. */
+int hs_req_header_count(const struct hs_req *req, const char *name);
 /* The body (NUL-terminated for convenience; *len excludes the NUL). */
 const char *hs_req_body(const struct hs_req *req, size_t *len);
 
@@ -93,7 +96,9 @@ void hs_req_watch(struct hs_req *req, void (*on_drain)(void *arg), void (*on_abo
 /* ---- the response ---- */
 /* Add a response header (copied). Call before hs_respond / hs_stream_begin. */
 void hs_resp_header(struct hs_req *req, const char *name, const char *value);
-/* Send a complete response; completes the request. */
+/* Send a complete response; completes the request. To a HEAD request the
+ * head goes out as it would for GET, Content-Length included, without the
+ * body. */
 void hs_respond(struct hs_req *req, int status, const char *content_type, const char *body,
                 size_t len);
 /* Start a streamed (chunked) response. */

@@ -1,8 +1,12 @@
-/* mock.c -- the mock backend (see mock.h). The whole answer is built up
- * front as a list of pieces (one for a plain response; one per server-sent
- * event for a stream), then handed out by a timer: the first after
- * latency_ms, the next ones chunk_delay_ms apart. A piece the consumer
- * refuses (backpressure) is offered again after mock_resume().
+/* mock.c -- the mock backend (see mock.h). A plain answer is built up
+ * front as one piece; a stream's server-sent events are made one at a time,
+ * as they are handed out (a stream of 100,000 pieces holds one, not
+ * 100,000). A timer hands them out: the first after latency_ms, the next ones
+ * chunk_delay_ms apart, or with no delay at most MOCK_PIECES_PER_TURN per
+ * turn of the event loop before the timer runs again, so a long stream never
+ * holds the loop. A piece the consumer refuses (UP_PAUSE: its client is
+ * behind by more than server.stream_buffer_bytes) is kept and offered again
+ * after mock_resume(), as a real upstream transfer is paused.
  *
  * Threads: the event loop thread only.
  */
@@ -17,16 +21,26 @@
 
 #include "mock.h"
 
+/* Pieces handed out in one timer run when there is no chunk delay. */
+#define MOCK_PIECES_PER_TURN 64
+
 struct mock_xfer {
     struct event *timer;
     struct up_callbacks cb;
     void *arg;
-    char **pieces;
-    size_t *lens;
-    size_t n, next;
+    char *piece; /* the piece being offered (NULL: make piece `next`) */
+    size_t piece_len;
+    size_t n, next; /* pieces in all; the next to hand out */
     int head_sent, stream;
     int in_tick, aborted; /* mock_abort() inside a callback defers the free */
     long chunk_delay_ms;
+    /* What a stream's pieces are made of (see piece_make()). */
+    int chat, include_usage;
+    char *content; /* a copy: the configuration may be reloaded meanwhile */
+    size_t clen;
+    long chunks;
+    char *prefix; /* `data: {"id":...,"model":M,"system_fingerprint":...,"choices":` */
+    char usage[160];
 };
 
 static unsigned long long mock_serial;
@@ -37,10 +51,9 @@ static void mock_free(struct mock_xfer *x)
         return;
     if (x->timer)
         event_free(x->timer);
-    for (size_t i = 0; i < x->n; i++)
-        free(x->pieces[i]);
-    free(x->pieces);
-    free(x->lens);
+    free(x->piece);
+    free(x->content);
+    free(x->prefix);
     free(x);
 }
 
@@ -50,9 +63,12 @@ static void schedule(struct mock_xfer *x, long ms)
     evtimer_add(x->timer, &tv);
 }
 
+static char *piece_make(const struct mock_xfer *x, size_t k);
+
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
     struct mock_xfer *x = arg;
+    int budget = MOCK_PIECES_PER_TURN;
     (void)fd;
     (void)what;
     x->in_tick = 1;
@@ -63,13 +79,33 @@ static void tick(evutil_socket_t fd, short what, void *arg)
         x->cb.on_head(x->arg, &h);
     }
     while (x->next < x->n && !x->aborted) {
-        int rc = x->cb.on_data(x->arg, x->pieces[x->next], x->lens[x->next]);
+        int rc;
+        if (budget-- == 0) {
+            /* Enough for this turn: let the loop serve others first. */
+            schedule(x, 0);
+            x->in_tick = 0;
+            return;
+        }
+        if (!x->piece) {
+            x->piece = piece_make(x, x->next);
+            if (!x->piece) {
+                void (*done)(void *, enum up_error, const char *) = x->cb.on_done;
+                void *a = x->arg;
+                mock_free(x);
+                done(a, UP_ENOMEM, "out of memory making the mock's answer");
+                return;
+            }
+            x->piece_len = strlen(x->piece);
+        }
+        rc = x->cb.on_data(x->arg, x->piece, x->piece_len);
         if (x->aborted)
             break;
         if (rc == UP_PAUSE) {
             x->in_tick = 0;
             return; /* offered again on resume */
         }
+        free(x->piece);
+        x->piece = NULL;
         x->next++;
         if (x->chunk_delay_ms > 0 && x->next < x->n) {
             schedule(x, x->chunk_delay_ms);
@@ -87,19 +123,6 @@ static void tick(evutil_socket_t fd, short what, void *arg)
         mock_free(x);
         done(a, UP_OK, "ok");
     }
-}
-
-/* Append a piece (takes ownership of p). */
-static int add_piece(struct mock_xfer *x, char *p, size_t cap_pieces)
-{
-    if (!p || x->n >= cap_pieces) {
-        free(p);
-        return -1;
-    }
-    x->pieces[x->n] = p;
-    x->lens[x->n] = strlen(p);
-    x->n++;
-    return 0;
 }
 
 static char *fmt(const char *f, ...)
@@ -159,6 +182,45 @@ static size_t cut(const char *s, size_t len, long k, long n)
     return e;
 }
 
+/* Piece k of a stream: the role (chat only), the content pieces, the
+ * finish, the usage (when asked for), [DONE]. A new allocation, or NULL when
+ * out of memory. */
+static char *piece_make(const struct mock_xfer *x, size_t k)
+{
+    size_t n_content = x->clen > 0 ? (size_t)x->chunks : 0;
+    if (x->chat) {
+        if (k == 0)
+            return fmt("%s[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+                       "\"finish_reason\":null}]}\n\n",
+                       x->prefix);
+        k--;
+    }
+    if (k < n_content) {
+        size_t s = cut(x->content, x->clen, (long)k, x->chunks);
+        size_t e = cut(x->content, x->clen, (long)k + 1, x->chunks);
+        char *text = json_str(x->content + s, e - s);
+        char *p;
+        if (!text)
+            return NULL;
+        p = x->chat ? fmt("%s[{\"index\":0,\"delta\":{\"content\":%s},\"finish_reason\":null}]}"
+                          "\n\n",
+                          x->prefix, text)
+                    : fmt("%s[{\"index\":0,\"text\":%s,\"finish_reason\":null}]}\n\n", x->prefix,
+                          text);
+        free(text);
+        return p;
+    }
+    k -= n_content;
+    if (k == 0)
+        return x->chat ? fmt("%s[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+                             x->prefix)
+                       : fmt("%s[{\"index\":0,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n",
+                             x->prefix);
+    if (x->include_usage && k == 1)
+        return fmt("%s[],\"usage\":%s}\n\n", x->prefix, x->usage);
+    return fmt("data: [DONE]\n\n");
+}
+
 static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct mock_call *c)
 {
     const char *content = spec->content;
@@ -167,20 +229,17 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
     long chunks = spec->chunks > 0 ? spec->chunks : 1;
     long created = (long)time(NULL);
     unsigned long long id = ++mock_serial;
-    size_t cap = (size_t)chunks + 8;
-    char usage[160];
+    char *usage = x->usage;
+    size_t usage_cap = sizeof x->usage;
     char *all;
 
-    snprintf(usage, sizeof usage,
+    snprintf(usage, usage_cap,
              "{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"total_tokens\":%ld}",
              c->prompt_tokens, c->ep == EP_EMBEDDINGS ? 0 : tokens,
              c->prompt_tokens + (c->ep == EP_EMBEDDINGS ? 0 : tokens));
     if ((size_t)chunks > clen && clen > 0)
         chunks = (long)clen;
-    x->pieces = calloc(cap, sizeof *x->pieces);
-    x->lens = calloc(cap, sizeof *x->lens);
-    if (!x->pieces || !x->lens)
-        return -1;
+    x->n = 1;
 
     if (c->ep == EP_EMBEDDINGS) {
         /* Deterministic 8-dimensional unit-ish vectors, one per input. */
@@ -205,7 +264,8 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                              b, c->model_json, usage)
                        : NULL;
         free(b);
-        return add_piece(x, all, cap);
+        x->piece = all;
+        return all ? 0 : -1;
     }
 
     if (!c->stream) {
@@ -225,61 +285,30 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                       "\"logprobs\":null}],\"usage\":%s}",
                       id, created, c->model_json, text, usage);
         free(text);
-        return add_piece(x, all, cap);
+        x->piece = all;
+        return all ? 0 : -1;
     }
 
-    /* A stream: role, content pieces, finish, optional usage, [DONE]. */
-    {
-        const char *obj = c->ep == EP_CHAT ? "chat.completion.chunk" : "text_completion";
-        const char *idp = c->ep == EP_CHAT ? "chatcmpl" : "cmpl";
-        char head[256];
-        snprintf(head, sizeof head,
-                 "{\"id\":\"%s-mock-%llu\",\"object\":\"%s\",\"created\":%ld,\"model\":", idp, id,
-                 obj, created);
-        if (c->ep == EP_CHAT &&
-            add_piece(x,
-                      fmt("data: %s%s,\"system_fingerprint\":\"llmroute-mock\",\"choices\":"
-                          "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
-                          "\"finish_reason\":null}]}\n\n",
-                          head, c->model_json),
-                      cap))
-            return -1;
-        for (long k = 0; k < chunks && clen > 0; k++) {
-            size_t s = cut(content, clen, k, chunks), e = cut(content, clen, k + 1, chunks);
-            char *text = json_str(content + s, e - s);
-            char *p;
-            if (!text)
-                return -1;
-            if (c->ep == EP_CHAT)
-                p = fmt("data: %s%s,\"system_fingerprint\":\"llmroute-mock\",\"choices\":"
-                        "[{\"index\":0,\"delta\":{\"content\":%s},\"finish_reason\":null}]}\n\n",
-                        head, c->model_json, text);
-            else
-                p = fmt("data: %s%s,\"system_fingerprint\":\"llmroute-mock\",\"choices\":"
-                        "[{\"index\":0,\"text\":%s,\"finish_reason\":null}]}\n\n",
-                        head, c->model_json, text);
-            free(text);
-            if (add_piece(x, p, cap))
-                return -1;
-        }
-        if (add_piece(x,
-                      fmt(c->ep == EP_CHAT
-                              ? "data: %s%s,\"system_fingerprint\":\"llmroute-mock\",\"choices\":"
-                                "[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
-                              : "data: %s%s,\"system_fingerprint\":\"llmroute-mock\",\"choices\":"
-                                "[{\"index\":0,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n",
-                          head, c->model_json),
-                      cap))
-            return -1;
-        if (c->include_usage &&
-            add_piece(x,
-                      fmt("data: %s%s,\"system_fingerprint\":\"llmroute-mock\",\"choices\":[],"
-                          "\"usage\":%s}\n\n",
-                          head, c->model_json, usage),
-                      cap))
-            return -1;
-        return add_piece(x, fmt("data: [DONE]\n\n"), cap);
-    }
+    /* A stream: role (chat), content pieces, finish, optional usage, [DONE],
+     * each made when it is handed out (piece_make()). */
+    x->chat = c->ep == EP_CHAT;
+    x->include_usage = c->include_usage;
+    x->chunks = chunks;
+    x->clen = clen;
+    x->content = malloc(clen + 1);
+    if (!x->content)
+        return -1;
+    memcpy(x->content, content, clen + 1);
+    x->prefix = fmt("data: {\"id\":\"%s-mock-%llu\",\"object\":\"%s\",\"created\":%ld,"
+                    "\"model\":%s,\"system_fingerprint\":\"llmroute-mock\",\"choices\":",
+                    x->chat ? "chatcmpl" : "cmpl", id,
+                    x->chat ? "chat.completion.chunk" : "text_completion", created,
+                    c->model_json);
+    if (!x->prefix)
+        return -1;
+    x->n = (size_t)x->chat + (clen > 0 ? (size_t)chunks : 0) + 1 + (size_t)(x->include_usage != 0) +
+           1;
+    return 0;
 }
 
 struct mock_xfer *mock_start(struct event_base *base, const struct mock_spec *spec,
@@ -297,6 +326,8 @@ struct mock_xfer *mock_start(struct event_base *base, const struct mock_spec *sp
         mock_free(x);
         return NULL;
     }
+    if (x->piece)
+        x->piece_len = strlen(x->piece);
     /* Always answer from the loop, never inside the caller's stack. */
     schedule(x, spec->latency_ms);
     return x;

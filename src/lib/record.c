@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "llmroute.h"
+#include "strategy.h" /* lr__error_set */
 
 /* ==== Helpers ==== */
 
@@ -66,11 +67,52 @@ static int over_cap(const char *field, double d, char *msg, size_t cap)
     return -1;
 }
 
-/* input_token_length d, known to be a whole number >= 0. */
+int lr__record_check_number(enum lr_record_number kind, double d, const char *field, char *msg,
+                            size_t cap)
+{
+    switch (kind) {
+    case LR_CORRECTNESS:
+        if (!(d >= 0.0 && d <= 1.0)) {
+            snprintf(msg, cap, "%s: expected a boolean or a number in [0,1]", field);
+            return -1;
+        }
+        return 0;
+    case LR_INPUT_TOKENS:
+        /* A count: 123.0 is 123, but 2.5 is a mistake, not something to round. */
+        if (!(d >= 0.0) || !isfinite(d) || d != floor(d)) {
+            snprintf(msg, cap, "%s: expected a non-negative integer", field);
+            return -1;
+        }
+        break;
+    case LR_OUTPUT_TOKENS:
+        if (!(d >= 0.0) || !isfinite(d)) {
+            snprintf(msg, cap, "%s: expected a non-negative number", field);
+            return -1;
+        }
+        break;
+    default:
+        snprintf(msg, cap, "%s: unknown kind of number", field);
+        return -1;
+    }
+    if (d > LR__RECORD_MAX_TOKENS)
+        return over_cap(field, d, msg, cap);
+    return 0;
+}
+
+int lr_record_check_number(enum lr_record_number kind, double value, const char *field,
+                           struct lr_error *err)
+{
+    char msg[sizeof err->message];
+    if (lr__record_check_number(kind, value, field ? field : "value", msg, sizeof msg) != 0)
+        return lr__error_set(err, LR_EINVAL, "%s", msg);
+    return 0;
+}
+
+/* input_token_length d (NaN: not a number) into v. */
 static int check_input_tokens(double d, struct lr__record_view *v, char *msg, size_t cap)
 {
-    if (d > LR__RECORD_MAX_TOKENS)
-        return over_cap("input_token_length", d, msg, cap);
+    if (lr__record_check_number(LR_INPUT_TOKENS, d, "input_token_length", msg, cap) != 0)
+        return -1;
     v->input_tokens = (long)d;
     return 0;
 }
@@ -104,19 +146,13 @@ static int check_outcome_values(const char *model, double correctness, double ou
             return -1;
         }
     v->model[i] = model;
-    if (!(correctness >= 0.0 && correctness <= 1.0)) {
-        snprintf(msg, cap, "outputs[%zu].correctness: expected a boolean or a number in [0,1]",
-                 i);
+    snprintf(field, sizeof field, "outputs[%zu].correctness", i);
+    if (lr__record_check_number(LR_CORRECTNESS, correctness, field, msg, cap) != 0)
         return -1;
-    }
     v->correctness[i] = correctness;
-    if (!(output_tokens >= 0.0) || !isfinite(output_tokens)) {
-        snprintf(msg, cap, "outputs[%zu].output_token_length: expected a non-negative number", i);
-        return -1;
-    }
     snprintf(field, sizeof field, "outputs[%zu].output_token_length", i);
-    if (output_tokens > LR__RECORD_MAX_TOKENS)
-        return over_cap(field, output_tokens, msg, cap);
+    if (lr__record_check_number(LR_OUTPUT_TOKENS, output_tokens, field, msg, cap) != 0)
+        return -1;
     v->output_tokens[i] = output_tokens;
     return 0;
 }
@@ -175,7 +211,7 @@ static int check_outcome(const json_t *o, size_t i, struct lr__record_view *v, c
     else if (number(c, &correctness) != 0)
         correctness = NAN; /* refused below, with the range */
     if (number(json_object_get(o, "output_token_length"), &output_tokens) != 0)
-        output_tokens = -1.0; /* refused below */
+        output_tokens = NAN; /* refused below */
     return check_outcome_values(json_string_value(m), correctness, output_tokens, i, v, msg,
                                 cap);
 }
@@ -202,15 +238,14 @@ int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, ch
     if (check_query(v->query, v->query_len, msg, cap) != 0)
         return -1;
 
-    /* A count: 123.0 is 123, but 2.5 is a mistake, not something to round. */
     itl = json_object_get(rec, "input_token_length");
     if (!itl || json_is_null(itl)) {
         v->input_tokens = -1;
-    } else if (number(itl, &d) != 0 || !(d >= 0.0) || d != floor(d)) {
-        snprintf(msg, cap, "input_token_length: expected a non-negative integer");
-        return -1;
-    } else if (check_input_tokens(d, v, msg, cap) != 0) {
-        return -1;
+    } else {
+        if (number(itl, &d) != 0)
+            d = NAN;
+        if (check_input_tokens(d, v, msg, cap) != 0)
+            return -1;
     }
 
     if (optional_string(rec, "task", &v->task, msg, cap) != 0 ||

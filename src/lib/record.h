@@ -17,6 +17,8 @@
 
 #include <stddef.h>
 
+#include "llmroute.h" /* enum lr_record_number */
+
 #define LR__RECORD_MAX_QUERY (256 * 1024) /* bytes of one query */
 #define LR__RECORD_MAX_OUTCOMES 1024      /* outcomes per record */
 #define LR__RECORD_MAX_MODEL_NAME 256     /* bytes of a model name */
@@ -63,5 +65,13 @@ struct lr_record; /* llmroute.h */
  * correctness, a double here, must be in [0,1]. Returns 0, or -1 with msg. */
 int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v, char *msg,
                            size_t cap);
+
+/* The rule for one of a record's numbers (lr_record_check_number in
+ * llmroute.h says which): d is the JSON number's value, a boolean's 1 or 0
+ * for correctness, or NaN for anything that is not a number. Returns 0, or
+ * -1 with msg naming field ("input_token_length: expected a non-negative
+ * integer"). Both the checks above and the gateway's feedback use it. */
+int lr__record_check_number(enum lr_record_number kind, double d, const char *field, char *msg,
+                            size_t cap);
 
 #endif

@@ -197,12 +197,12 @@ expect "check-config api_keys_env set" 0 "ok: 1 models" "" -- \
     env LR_TEST_GW_KEYS=k1,k2 "$BIN" check-config "$TMP/gw.json"
 printf '%s' "$HDR" >"$TMP/gw.json"
 expect "check-config header env unset warns" 0 "ok: 1 models" \
-    "llmroute check-config: warning: models[0].headers.x-org: LR_TEST_ORG is not set" -- \
+    "llmroute check-config: warning: $TMP/gw.json: models[0].headers.x-org: LR_TEST_ORG is not set; requests to 'm' go" -- \
     env -u LR_TEST_ORG "$BIN" check-config "$TMP/gw.json"
 printf '{"models": [{"name": "m", "base_url": "http://127.0.0.1:1", "api_key_env": "LR_TEST_K"}]}' \
     >"$TMP/gw.json"
 expect "check-config api_key_env unset warns" 0 "ok: 1 models" \
-    "llmroute check-config: warning: models[0].api_key_env: LR_TEST_K is not set" -- \
+    "llmroute check-config: warning: $TMP/gw.json: models[0].api_key_env: LR_TEST_K is not set; requests to 'm' go without a key" -- \
     env -u LR_TEST_K "$BIN" check-config "$TMP/gw.json"
 # An unknown backend is served as an OpenAI-compatible upstream, and the
 # warning says so, listing every known name.
@@ -217,7 +217,7 @@ expect "check-config model deadline_ms warns" 0 "ok: 1 models" \
     "models[0].retry.deadline_ms: ignored in a model" -- "$BIN" check-config "$TMP/gw.json"
 printf '{"models": [%s], "server": {"listen": "127.0.0.1:0", "shoe_size": 9}}' "$M" >"$TMP/gw.json"
 expect "check-config unknown server key warns" 0 "ok: 1 models" \
-    "llmroute check-config: warning: server.shoe_size: unknown key" -- \
+    "llmroute check-config: warning: $TMP/gw.json: server.shoe_size: unknown key" -- \
     "$BIN" check-config "$TMP/gw.json"
 # Every setting the gateway reads, valid: ok, with no store and no server started.
 cat >"$TMP/full.json" <<'EOF'

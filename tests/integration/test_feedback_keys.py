@@ -63,6 +63,32 @@ def main(bin_):
     check("a bad Idempotency-Key (empty, 256 bytes, a space or tab) is a 400 naming the "
           "header and stores nothing", bad_keys_are_refused_naming_the_header)
 
+    def repeated_key_header_is_refused():
+        import http.client
+        before = history_records(gw.port)
+        body = json.dumps({"query": "a twice keyed question", "model": "cheapo",
+                           "correctness": 1, "output_tokens": 5}).encode()
+        for keys in [["fb-x1", "fb-x2"], ["fb-same", "fb-same"], ["fb-a", "fb-b", "fb-c"]]:
+            conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+            conn.putrequest("POST", "/v1/feedback")
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(len(body)))
+            for i, k in enumerate(keys):
+                conn.putheader("Idempotency-Key" if i % 2 == 0 else "idempotency-key", k)
+            conn.endheaders(body)
+            r = conn.getresponse()
+            j = json.loads(r.read())
+            conn.close()
+            err = j.get("error") or {}
+            assert r.status == 400 and err.get("param") == "Idempotency-Key", (keys, r.status, j)
+            assert "sent %d times" % len(keys) in err["message"], err
+        assert history_records(gw.port) == before
+        # Neither key was recorded: each alone is new.
+        st, j = feedback(gw.port, "a twice keyed question", "fb-same")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+    check("Idempotency-Key sent twice (different or equal values) or three times is a 400 "
+          "naming the header and stores nothing", repeated_key_header_is_refused)
+
     def keys_are_shared_by_gateways_on_one_file():
         other = Gateway(bin_, wd, config(store), name="gw2")
         st, j = feedback(other.port, "a keyed feedback question", "fb-0001")

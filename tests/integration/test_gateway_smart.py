@@ -167,6 +167,61 @@ def main(bin_):
     check("bad feedback is refused naming the field and stores nothing",
           bad_feedback_changes_nothing)
 
+    def feedback_numbers_follow_the_import_rules():
+        # Each value goes to `llmroute import --strict` in a record and to
+        # /v1/feedback: both refuse it, or both take it, and a refusal's
+        # words are the same but for the field's name.
+        def imported(itl, otl, corr):
+            path = os.path.join(wd, "one.jsonl")
+            with open(path, "w") as f:
+                f.write('{"query": "q", "input_token_length": %s, "outputs": [{"model_name": '
+                        '"cheapo", "correctness": %s, "output_token_length": %s}]}\n'
+                        % (itl, corr, otl))
+            r = subprocess.run([bin_, "import", "--strict", "--store",
+                                os.path.join(wd, "scratch.db"), path],
+                               capture_output=True, text=True, timeout=60)
+            return r.returncode == 0, r.stderr
+
+        def fed(it, ot, corr):
+            st, _, body = request(gw.port, "POST", "/v1/feedback",
+                                  '{"query": "How many tokens is a count?", "model": "cheapo", '
+                                  '"correctness": %s, "output_tokens": %s, "input_tokens": %s}'
+                                  % (corr, ot, it))
+            return st, json.loads(body)
+
+        cases = [  # (input tokens, output tokens, correctness)
+            ("1000000001", "3", "1"), ("1e9", "3", "1"), ("0.0", "3", "1"), ("123.0", "3", "1"),
+            ("2.5", "3", "1"), ("-1", "3", "1"), ("-0.0", "3", "1"), ("1e300", "3", "1"),
+            ('"12"', "3", "1"),
+            ("7", "1000000000.5", "1"), ("7", "1e9", "1"), ("7", "2.5", "1"), ("7", "-1", "1"),
+            ("7", '"3"', "1"),
+            ("7", "3", "1.5"), ("7", "3", "0.25"), ("7", "3", "true"), ("7", "3", '"1"'),
+        ]
+        before = records()
+        accepted = 0
+        for it, ot, corr in cases:
+            ok, err = imported(it, ot, corr)
+            st, j = fed(it, ot, corr)
+            if ok:
+                assert st == 200 and j["status"] == "recorded", (it, ot, corr, st, j)
+                accepted += 1
+                continue
+            assert st == 400, (it, ot, corr, st, j)
+            msg = j["error"]["message"]
+            field = {"input_tokens": "input_token_length", "output_tokens":
+                     "outputs[0].output_token_length",
+                     "correctness": "outputs[0].correctness"}[j["error"]["param"]]
+            want = field + msg[len(j["error"]["param"]):]
+            assert want in err, (it, ot, corr, msg, err)
+        assert accepted == 8, accepted
+        assert records() == before + accepted
+        # The message the audit asked for: the cap, not "non-negative".
+        st, j = fed("1000000001", "3", "1")
+        msg = j["error"]["message"]
+        assert msg.startswith("input_tokens: ") and "over the cap of 1000000000" in msg, j
+    check("feedback's numbers follow `llmroute import`'s rules and words (123.0 is 123; over "
+          "the cap says so)", feedback_numbers_follow_the_import_rules)
+
     def feedback_survives_a_restart():
         before = records()
         gw.signal(signal.SIGTERM)
@@ -236,6 +291,89 @@ def dense(bin_, fake_bin):
     check("a smart route over a dense store routes by the query's fetched vector",
           routes_by_the_fetched_vector)
 
+    def embeddings_asked():
+        return [json.loads(r["body"]) for r in fake.logged() if r["path"] == "/v1/embeddings"]
+
+    def route_endpoint_fetches_the_vectors():
+        code = "Write a python function parse_9 that reads a csv file into a list of dicts"
+        n = len(embeddings_asked())
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": code}], "strategy": "smart",
+             "models": ["cheapo", "smarty"]}))
+        j = json.loads(body)
+        assert st == 200, (st, j)
+        assert [a["model"] for a in j["assignments"]] == ["smarty"], j
+        assert j["strategy"] == "smart" and j["assignments"][0]["predicted_quality"] == 1, j
+        assert embeddings_asked()[n:] == [{"model": "embed-small", "input": [code]}]
+        # A batch: one fetch per query (more than run at once), each decided
+        # by its own vector.
+        qs = ["What is %d plus %d?" % (i, i + 3) for i in range(10)] + [code]
+        n = len(embeddings_asked())
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": q} for q in qs], "strategy": "smart",
+             "models": ["cheapo", "smarty"], "batch": True, "alpha": 0.95}))
+        j = json.loads(body)
+        assert st == 200, (st, j)
+        a = [x["model"] for x in j["assignments"]]
+        # All on 'cheapo' would reach 10/11 < 0.95: the code query needs 'smarty'.
+        assert a[-1] == "smarty" and a[:-1] == ["cheapo"] * 10, a
+        assert j["report"]["feasible"] is True, j
+        asked = embeddings_asked()[n:]
+        assert sorted(x["input"][0] for x in asked) == sorted(qs), asked
+        # Other strategies need no vector.
+        n = len(embeddings_asked())
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": code}], "strategy": "sequential",
+             "models": ["cheapo", "smarty"]}))
+        assert st == 200 and len(embeddings_asked()) == n, (st, body)
+    check("/v1/route with the smart strategy over a dense store fetches each query's vector "
+          "(single and batch)", route_endpoint_fetches_the_vectors)
+
+    def route_endpoint_embedder_fails():
+        try:
+            embedder_fails_then_client_goes()
+        finally:
+            fake.scenario("ok")
+
+    def embedder_fails_then_client_goes():
+        # The second fetch fails: 502 with the embedder's words, as a chat
+        # gets; the batch's other fetches stop.
+        fake.scenario("every=2;fail_status=500;message=embedder%20broke")
+        lines = len([l for l in gw.log_lines() if l.get("path") == "/v1/route"])
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is %d plus 1?" % i} for i in range(20)],
+             "strategy": "smart", "models": ["cheapo", "smarty"], "batch": True}))
+        err = json.loads(body)["error"]
+        assert st == 502 and err["code"] == "embedding_failed", (st, err)
+        assert "/v1/embeddings answered 500" in err["message"], err
+        assert "embedder broke" in err["message"], err
+        fake.scenario("ok")
+        wait_for(lambda: len([l for l in gw.log_lines() if l.get("path") == "/v1/route"])
+                 == lines + 1, what="the /v1/route log line")
+        line = [l for l in gw.log_lines() if l.get("path") == "/v1/route"][-1]
+        assert line["status"] == 502 and line["error"] == "embedding_failed", line
+        # A client gone while its vectors are fetched (the embedder holds
+        # them) is logged 499 once; the gateway serves on.
+        import socket
+        fake.scenario("hang")
+        body = json.dumps({"queries": [{"query": "What is %d plus 2?" % i} for i in range(12)],
+                           "strategy": "smart", "models": ["cheapo", "smarty"]}).encode()
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        wait_for(lambda: sum(r["path"] == "/v1/embeddings" for r in fake.logged()) >= 8,
+                 what="the fetches to reach the embedder")
+        s.close()
+        wait_for(lambda: [l for l in gw.log_lines() if l.get("path") == "/v1/route"][-1]
+                 .get("status") == 499, what="the 499 log line")
+        fake.scenario("ok")
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 3 plus 4?"}], "strategy": "smart",
+             "models": ["cheapo", "smarty"]}))
+        assert st == 200, (st, body)
+    check("/v1/route over a dense store: an embedder failure is a 502 naming it; a client "
+          "gone during the fetches is logged 499", route_endpoint_embedder_fails)
+
     def records(port):
         st, _, body = request(port, "GET", "/health")
         assert st == 200, st
@@ -274,6 +412,11 @@ def dense(bin_, fake_bin):
         assert st == 502 and "/v1/embeddings" in j["error"]["message"], (st, j)
         st, h, j, _ = chat(gw2.port, {"model": "cheapo", "messages": ASK("hi")})
         assert st == 200, (st, j)
+        st, _, body = request(gw2.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 1 plus 4?"}], "strategy": "smart"}))
+        err = json.loads(body)["error"]
+        assert st == 502 and err["code"] == "embedding_failed", (st, err)
+        assert "/v1/embeddings" in err["message"], err
         before = records(gw2.port)
         st, _, body = request(gw2.port, "POST", "/v1/feedback", json.dumps(
             {"query": "What is 1 plus 4?", "model": "cheapo", "correctness": 1,
@@ -308,7 +451,11 @@ def dense(bin_, fake_bin):
              "output_tokens": 2}))
         err = json.loads(body)["error"]
         assert st == 502 and "router.embedding.base_url" in err["message"], (st, err)
-        assert [r["path"] for r in moved.logged()] == ["/v1/embeddings"] * 2, moved.logged()
+        st, _, body = request(gw4.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 2 plus 9?"}], "strategy": "smart"}))
+        err = json.loads(body)["error"]
+        assert st == 502 and "router.embedding.base_url" in err["message"], (st, err)
+        assert [r["path"] for r in moved.logged()] == ["/v1/embeddings"] * 3, moved.logged()
         assert len(fake.logged()) == n, "the redirect was followed"
         gw4.signal(signal.SIGTERM)
         assert gw4.wait() == 0
