@@ -220,9 +220,11 @@ LR_EXTERN size_t lr_store_count(const struct lr_store *store);
  * it. If anything was, the copy is built again from one consistent moment
  * of the file and swapped in; routing goes on with the old copy meanwhile
  * and uses the new one from the swap. When nothing was, it costs one small
- * SQLite query. This handle's own writes never count as changes. Waits for
- * the handle's own writers (and they for it); writes nothing, so it also
- * works on a read-only store. *changed (may be NULL) is set to 1 when the
+ * SQLite query. This handle's own writes never count as changes. The
+ * handle's own writers go on meanwhile: the new copy is built from a
+ * snapshot read on a second connection, and they wait only while the rows
+ * committed after it are added to it before the swap. One refresh at a
+ * time per handle; writes nothing, so it also works on a read-only store. *changed (may be NULL) is set to 1 when the
  * copy was rebuilt, else 0. On failure the old copy stays and err names
  * the store. */
 LR_EXTERN int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err);

@@ -19,34 +19,66 @@
  *
  * TF-IDF weights depend on the whole store. An import rebuilds the copy (all
  * weights recomputed). A single append is indexed at once with the current
- * document frequencies, and the copy is rebuilt in the background of the
- * writer each time the store has grown by a quarter, so that weights never
- * lag far behind (O(1) amortised per append; readers keep using the old
- * copy until the new one is swapped in). A dense store's vectors never lag,
- * but its groups do: on the same schedule, and first when groups become
- * possible, the writer refits them from the vectors in memory and swaps
- * them in the same way (regroup_dense()).
+ * document frequencies, and the copy is rebuilt each time the store has
+ * grown by a quarter, so that weights never lag far behind (O(1) amortised
+ * per append; readers keep using the old copy until the new one is swapped
+ * in). The append that makes the re-weighing due commits and publishes its
+ * record first, releases wmu, and then runs the rebuild (rebuild(), below),
+ * so its call returns once the new copy is in but other writers do not wait
+ * for it. A dense store's vectors never lag, but its groups do: on the
+ * same schedule, and first when groups become possible, the writer refits
+ * them from the vectors in memory and swaps them in the same way
+ * (regroup_dense(), still under wmu: it reads the copy that only writers
+ * change).
  *
  * Other writers: another process (`llmroute import` beside a gateway) may
  * commit to the same file. Record and model ids are assigned from the copy,
  * so every write first checks, inside its BEGIN IMMEDIATE (which serialises
  * writers across processes), whether another connection has committed since
  * the copy last matched the database (PRAGMA data_version), and if so
- * rebuilds and publishes the copy before it assigns any id (catch_up()).
- * Readers learn of them through lr_store_refresh(), which makes the same
- * check outside a transaction and, when it finds a change, rebuilds the
- * copy from a read transaction of its own (the gateway calls it
- * periodically): records another process adds are routed on after this
- * process's next refresh or write, or its next open.
+ * catches up before it assigns any id (catch_up()): a few new rows (at most
+ * a quarter of the copy, plus 16) are read and added to the copy in place,
+ * as appends are; for more, the writer rolls back, has the copy rebuilt
+ * without holding wmu or SQLite's write lock, and tries again (the second
+ * time it catches up whatever the number, the old way, inside its
+ * transaction). An import instead takes its ids from the file when far
+ * behind, as it builds the whole copy again as it commits anyway. Readers
+ * learn of other processes' commits through lr_store_refresh(), which makes
+ * the same check outside a transaction and, when it finds a change,
+ * rebuilds the copy (the gateway calls it periodically): records another
+ * process adds are routed on after this process's next refresh or write,
+ * or its next open.
+ *
+ * Rebuilding beside the writers (rebuild(): a refresh, a writer's catch-up
+ * with many rows, the re-weighing): the new copy is built from a read
+ * snapshot on a second, read-only connection (`rdb`; WAL lets the writer
+ * connection go on committing meanwhile) while no lock is held but
+ * `rebuild_mu` (one rebuild at a time); the snapshot is known by its
+ * record count, model count and largest outcome rowid (lr__hist.out_rowid,
+ * as outcomes have no index but their rowid). Then wmu is taken, the rows
+ * committed after the snapshot (this process's appends meanwhile, other
+ * processes' commits) are read on the writer connection in a read
+ * transaction and added to the new copy exactly as appends add them
+ * (delta_read(), delta_apply()), and the copy is published with the data
+ * version read in that transaction; rebuild_at follows the snapshot's
+ * size, as after the old rebuild followed by those appends. Appends wait
+ * only for that catch-up. When more rows than a catch-up in place allows
+ * came meanwhile, or an import replaced the copy, it starts over from a
+ * newer snapshot, and the third attempt catches up whatever the number.
+ * A store in memory (no second connection can see it) is rebuilt the old
+ * way, under wmu.
  *
  * Threads: routing threads read the in-memory copy under the read lock.
  * Writers take `wmu` (one writer at a time), commit to SQLite without
  * blocking readers, and take the write lock only to grow arrays (before the
  * commit, so an allocation failure never leaves memory behind disk) and to
- * publish the new data (after it). A rebuild of the copy (hist_load) may
- * split its per-record work over threads of its own (load_tfidf(),
- * parallel.h), all joined before it returns; they touch only the copy
- * being built, which no reader sees yet.
+ * publish the new data (after it). rebuild() runs on the thread that calls
+ * lr_store_refresh() or appends, holding rebuild_mu (always taken before
+ * wmu, never while holding it); it builds its copy unseen by anyone, with
+ * st->rdb, which only the holder of rebuild_mu uses. A rebuild of the copy
+ * (hist_load) may split its per-record work over threads of its own
+ * (load_tfidf(), parallel.h), all joined before it returns; they touch only
+ * the copy being built, which no reader sees yet.
  */
 #define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: writers must not starve */
 
@@ -92,6 +124,14 @@ struct lr_store {
      * when another connection (another process, or another handle on the
      * same file) commits, never for this connection's own commits. */
     sqlite3_int64 data_version;
+    /* Counts the copies published whole (a rebuild, an import), so that a
+     * rebuild can tell that its copy was overtaken meanwhile. wmu held. */
+    uint64_t generation;
+    /* One rebuild beside the writers at a time (rebuild()); taken before
+     * wmu, never while holding it. rdb, the read-only connection it reads
+     * its snapshot from, is used only with it held. */
+    pthread_mutex_t rebuild_mu;
+    sqlite3 *rdb;
 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
@@ -142,11 +182,12 @@ static int sql_code(sqlite3 *db)
                                                                                : LR_ESTORE;
 }
 
-/* Fill err for a failed SQLite call on st->db; `detail` is SQLite's message. */
-static int sql_fail_msg(struct lr_store *st, struct lr_error *err, const char *what,
+/* Fill err for a failed SQLite call on `db` (st->db or st->rdb); `detail`
+ * is SQLite's message. */
+static int sql_fail_msg(struct lr_store *st, sqlite3 *db, struct lr_error *err, const char *what,
                         const char *detail)
 {
-    int code = sql_code(st->db);
+    int code = sql_code(db);
     if (code == LR_EBUSY)
         return fail(err, code, 0,
                     "history store '%s' is busy: another process has been writing it for "
@@ -155,9 +196,14 @@ static int sql_fail_msg(struct lr_store *st, struct lr_error *err, const char *w
     return fail(err, code, 0, "history store '%s': %s: %s", st->path, what, detail);
 }
 
+static int db_fail(struct lr_store *st, sqlite3 *db, struct lr_error *err, const char *what)
+{
+    return sql_fail_msg(st, db, err, what, sqlite3_errmsg(db));
+}
+
 static int sql_fail(struct lr_store *st, struct lr_error *err, const char *what)
 {
-    return sql_fail_msg(st, err, what, sqlite3_errmsg(st->db));
+    return db_fail(st, st->db, err, what);
 }
 
 /* ==== Model names ==== */
@@ -326,12 +372,13 @@ int lr__hist_model_id(const struct lr__hist *h, const char *name)
 
 /* ==== Loading from SQLite ==== */
 
-static int load_models(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+static int load_models(struct lr_store *st, sqlite3 *db, struct lr__hist *h,
+                       struct lr_error *err)
 {
     sqlite3_stmt *q = NULL;
     int rc = 0, s;
-    if (sqlite3_prepare_v2(st->db, "SELECT id, name FROM models ORDER BY id", -1, &q, NULL))
-        return sql_fail(st, err, "reading models");
+    if (sqlite3_prepare_v2(db, "SELECT id, name FROM models ORDER BY id", -1, &q, NULL))
+        return db_fail(st, db, err, "reading models");
     while ((s = sqlite3_step(q)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(q, 1);
         if (sqlite3_column_int64(q, 0) != (sqlite3_int64)h->models.n || !name ||
@@ -349,13 +396,14 @@ static int load_models(struct lr_store *st, struct lr__hist *h, struct lr_error 
         names_add(&h->models, d);
     }
     if (s != SQLITE_DONE)
-        rc = sql_fail(st, err, "reading models");
+        rc = db_fail(st, db, err, "reading models");
 out:
     sqlite3_finalize(q);
     return rc;
 }
 
-static int load_outcomes(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+static int load_outcomes(struct lr_store *st, sqlite3 *db, struct lr__hist *h,
+                         struct lr_error *err)
 {
     sqlite3_stmt *q = NULL;
     int rc = 0, s;
@@ -363,11 +411,11 @@ static int load_outcomes(struct lr_store *st, struct lr__hist *h, struct lr_erro
 
     /* Outcomes are inserted with their record, so rowid order is record
      * order; a row out of order means the file was edited by hand. */
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT record_id, model_id, correctness, output_tokens FROM outcomes "
-                           "ORDER BY rowid",
+    if (sqlite3_prepare_v2(db,
+                           "SELECT record_id, model_id, correctness, output_tokens, rowid "
+                           "FROM outcomes ORDER BY rowid",
                            -1, &q, NULL))
-        return sql_fail(st, err, "reading outcomes");
+        return db_fail(st, db, err, "reading outcomes");
     while ((s = sqlite3_step(q)) == SQLITE_ROW) {
         sqlite3_int64 rec = sqlite3_column_int64(q, 0), model = sqlite3_column_int64(q, 1);
         double c = sqlite3_column_double(q, 2), o = sqlite3_column_double(q, 3);
@@ -385,9 +433,10 @@ static int load_outcomes(struct lr_store *st, struct lr__hist *h, struct lr_erro
         while (filled <= (size_t)rec)
             h->out_start[filled++] = (uint32_t)h->n_outs;
         hist_add_outcome(h, (uint32_t)model, c, o);
+        h->out_rowid = sqlite3_column_int64(q, 4);
     }
     if (s != SQLITE_DONE) {
-        rc = sql_fail(st, err, "reading outcomes");
+        rc = db_fail(st, db, err, "reading outcomes");
         goto out;
     }
     while (filled <= h->n)
@@ -482,18 +531,18 @@ static void tfidf_weigh_chunk(void *ctx, size_t begin, size_t end, unsigned chun
 /* The texts of records [lo, hi), truncated to what the embedder reads, into
  * *buf (grown as needed, *cap its size; text_at[i] .. text_at[i + 1] is
  * record lo + i's). */
-static int read_texts(struct lr_store *st, size_t lo, size_t hi, char **buf, size_t *cap,
-                      size_t *text_at, struct lr_error *err)
+static int read_texts(struct lr_store *st, sqlite3 *db, size_t lo, size_t hi, char **buf,
+                      size_t *cap, size_t *text_at, struct lr_error *err)
 {
     sqlite3_stmt *q = NULL;
     size_t len = 0, i = 0;
     int rc = 0, s;
 
-    if (sqlite3_prepare_v2(st->db,
+    if (sqlite3_prepare_v2(db,
                            "SELECT id, query FROM records WHERE id >= ?1 AND id < ?2 ORDER BY id",
                            -1, &q, NULL) ||
         sqlite3_bind_int64(q, 1, (sqlite3_int64)lo) || sqlite3_bind_int64(q, 2, (sqlite3_int64)hi)) {
-        rc = sql_fail(st, err, "reading records");
+        rc = db_fail(st, db, err, "reading records");
         goto out;
     }
     text_at[0] = 0;
@@ -525,7 +574,7 @@ static int read_texts(struct lr_store *st, size_t lo, size_t hi, char **buf, siz
         text_at[++i] = len;
     }
     if (s != SQLITE_DONE)
-        rc = sql_fail(st, err, "reading records");
+        rc = db_fail(st, db, err, "reading records");
     else if (lo + i != hi)
         rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
                   st->path);
@@ -536,7 +585,7 @@ out:
 
 /* One pass of the rebuild: every batch of records read, then `fn` run over
  * its chunks. Chunk c of any batch writes to the same df_part[c]. */
-static int tfidf_pass(struct lr_store *st, size_t n, size_t batch, unsigned threads,
+static int tfidf_pass(struct lr_store *st, sqlite3 *db, size_t n, size_t batch, unsigned threads,
                       unsigned most_chunks, lr__parallel_fn fn, struct tfidf_build *b,
                       char **buf, size_t *cap, size_t *text_at, struct lr_error *err)
 {
@@ -548,7 +597,7 @@ static int tfidf_pass(struct lr_store *st, size_t n, size_t batch, unsigned thre
         unsigned chunks = lr__parallel_chunks(hi - lo, threads, lr__store_parallel_min / 4);
         if (chunks > most_chunks)
             chunks = most_chunks;
-        if ((rc = read_texts(st, lo, hi, buf, cap, text_at, err)) != 0)
+        if ((rc = read_texts(st, db, lo, hi, buf, cap, text_at, err)) != 0)
             return rc;
         b->text = *buf ? *buf : "";
         b->text_at = text_at;
@@ -561,7 +610,7 @@ static int tfidf_pass(struct lr_store *st, size_t n, size_t batch, unsigned thre
     return 0;
 }
 
-static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *err)
+static int load_tfidf(struct lr_store *st, sqlite3 *db, struct lr__hist *h, struct lr_error *err)
 {
     struct tfidf_build b;
     char *text = NULL;
@@ -593,7 +642,7 @@ static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *
     for (unsigned c = 1; c < chunks; c++)
         if (!(b.df_part[c] = calloc(LR__TFIDF_SPACE, sizeof(uint32_t))))
             chunks = c; /* fewer, larger chunks: the same counts */
-    if ((rc = tfidf_pass(st, h->n, batch, threads, chunks, tfidf_count_chunk, &b, &text,
+    if ((rc = tfidf_pass(st, db, h->n, batch, threads, chunks, tfidf_count_chunk, &b, &text,
                          &text_cap, text_at, err)) != 0)
         goto out;
     for (unsigned c = 1; c < chunks; c++) {
@@ -619,7 +668,7 @@ static int load_tfidf(struct lr_store *st, struct lr__hist *h, struct lr_error *
     b.df = h->df;
     b.ndocs = (uint32_t)h->n;
     b.slot = slot;
-    if ((rc = tfidf_pass(st, h->n, batch, threads, chunks, tfidf_weigh_chunk, &b, &text,
+    if ((rc = tfidf_pass(st, db, h->n, batch, threads, chunks, tfidf_weigh_chunk, &b, &text,
                          &text_cap, text_at, err)) != 0)
         goto out;
     free(text);
@@ -652,7 +701,8 @@ out:
     return rc;
 }
 
-static int load_dense(struct lr_store *st, size_t dim, struct lr__hist *h, struct lr_error *err)
+static int load_dense(struct lr_store *st, sqlite3 *db, size_t dim, struct lr__hist *h,
+                      struct lr_error *err)
 {
     sqlite3_stmt *q = NULL;
     int rc = 0, s;
@@ -663,9 +713,9 @@ static int load_dense(struct lr_store *st, size_t dim, struct lr__hist *h, struc
         return fail(err, dim ? LR_ENOMEM : LR_ESTORE, 0,
                     "history store '%s': cannot load %zu vectors of dimension %zu", st->path,
                     h->n, dim);
-    if (sqlite3_prepare_v2(st->db, "SELECT record_id, vec FROM vectors ORDER BY record_id", -1,
-                           &q, NULL))
-        return sql_fail(st, err, "reading vectors");
+    if (sqlite3_prepare_v2(db, "SELECT record_id, vec FROM vectors ORDER BY record_id", -1, &q,
+                           NULL))
+        return db_fail(st, db, err, "reading vectors");
     while ((s = sqlite3_step(q)) == SQLITE_ROW) {
         const void *blob = sqlite3_column_blob(q, 1);
         size_t bytes = (size_t)sqlite3_column_bytes(q, 1);
@@ -678,7 +728,7 @@ static int load_dense(struct lr_store *st, size_t dim, struct lr__hist *h, struc
         lr__dindex_add(&h->didx, blob);
     }
     if (s != SQLITE_DONE)
-        rc = sql_fail(st, err, "reading vectors");
+        rc = db_fail(st, db, err, "reading vectors");
     else if (h->didx.n != h->n)
         rc = fail(err, LR_ESTORE, 0, "history store '%s': %zu records but %zu vectors",
                   st->path, h->n, h->didx.n);
@@ -687,10 +737,11 @@ out:
     return rc;
 }
 
-/* Build a fresh in-memory copy from what the connection sees (inside a
- * transaction, that includes its own uncommitted rows); a dense store's
- * vectors have dimension `dim`. */
-static int hist_load(struct lr_store *st, size_t dim, struct lr__hist **out,
+/* Build a fresh in-memory copy from what the connection `db` (st->db, or
+ * st->rdb for a rebuild beside the writers) sees (inside a transaction,
+ * that includes its own uncommitted rows); a dense store's vectors have
+ * dimension `dim`. */
+static int hist_load(struct lr_store *st, sqlite3 *db, size_t dim, struct lr__hist **out,
                      struct lr_error *err)
 {
     struct lr__hist *h = calloc(1, sizeof(*h));
@@ -700,12 +751,12 @@ static int hist_load(struct lr_store *st, size_t dim, struct lr__hist **out,
     *out = NULL;
     if (!h)
         return fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
-    if ((rc = load_models(st, h, err)) != 0)
+    if ((rc = load_models(st, db, h, err)) != 0)
         goto fail;
-    if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*), COALESCE(MAX(id), -1) FROM records", -1,
-                           &q, NULL) ||
+    if (sqlite3_prepare_v2(db, "SELECT COUNT(*), COALESCE(MAX(id), -1) FROM records", -1, &q,
+                           NULL) ||
         sqlite3_step(q) != SQLITE_ROW) {
-        rc = sql_fail(st, err, "counting records");
+        rc = db_fail(st, db, err, "counting records");
         goto fail;
     }
     sqlite3_int64 count = sqlite3_column_int64(q, 0), max_id = sqlite3_column_int64(q, 1);
@@ -721,9 +772,9 @@ static int hist_load(struct lr_store *st, size_t dim, struct lr__hist **out,
         goto fail;
     }
     h->n = (size_t)count;
-    if ((rc = load_outcomes(st, h, err)) != 0)
+    if ((rc = load_outcomes(st, db, h, err)) != 0)
         goto fail;
-    rc = st->dense ? load_dense(st, dim, h, err) : load_tfidf(st, h, err);
+    rc = st->dense ? load_dense(st, db, dim, h, err) : load_tfidf(st, db, h, err);
     if (rc != 0)
         goto fail;
     if (st->dense && h->n > 0)
@@ -739,13 +790,13 @@ fail:
 
 /* ==== Open and close ==== */
 
-static int exec(struct lr_store *st, const char *sql, struct lr_error *err)
+static int db_exec(struct lr_store *st, sqlite3 *db, const char *sql, struct lr_error *err)
 {
     char *msg = NULL;
-    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        int code = sql_code(st->db);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        int code = sql_code(db);
         if (code == LR_EBUSY)
-            sql_fail_msg(st, err, sql, msg ? msg : "SQLite error");
+            sql_fail_msg(st, db, err, sql, msg ? msg : "SQLite error");
         else
             fail(err, code, 0, "history store '%s': %s", st->path, msg ? msg : "SQLite error");
         sqlite3_free(msg);
@@ -754,12 +805,17 @@ static int exec(struct lr_store *st, const char *sql, struct lr_error *err)
     return 0;
 }
 
-static int meta_get(struct lr_store *st, const char *key, char *buf, size_t cap, int *found)
+static int exec(struct lr_store *st, const char *sql, struct lr_error *err)
+{
+    return db_exec(st, st->db, sql, err);
+}
+
+static int meta_get(sqlite3 *db, const char *key, char *buf, size_t cap, int *found)
 {
     sqlite3_stmt *q = NULL;
     int s;
     *found = 0;
-    if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key = ?", -1, &q, NULL))
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = ?", -1, &q, NULL))
         return -1;
     sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
     s = sqlite3_step(q);
@@ -788,13 +844,13 @@ static int meta_set_dim(struct lr_store *st, size_t dim)
 }
 
 /* The dense dimension in meta; 0 when none is recorded. */
-static int meta_dim(struct lr_store *st, size_t *dim, struct lr_error *err)
+static int meta_dim(struct lr_store *st, sqlite3 *db, size_t *dim, struct lr_error *err)
 {
     char buf[LR__STORE_MAX_EMBEDDER + 64];
     int found;
     *dim = 0;
-    if (meta_get(st, "dim", buf, sizeof(buf), &found) != 0)
-        return sql_fail(st, err, "reading meta");
+    if (meta_get(db, "dim", buf, sizeof(buf), &found) != 0)
+        return db_fail(st, db, err, "reading meta");
     if (found) {
         char *end = NULL;
         errno = 0;
@@ -829,7 +885,7 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
     char buf[LR__STORE_MAX_EMBEDDER + 64];
     int found, rc;
 
-    if (meta_get(st, "schema_version", buf, sizeof(buf), &found) != 0) {
+    if (meta_get(st->db, "schema_version", buf, sizeof(buf), &found) != 0) {
         /* No meta table: a new store, if the database is empty. */
         sqlite3_stmt *q = NULL;
         sqlite3_int64 objects = -1;
@@ -864,14 +920,14 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
             exec(st, "ROLLBACK", NULL);
             return rc;
         }
-        if (meta_get(st, "schema_version", buf, sizeof(buf), &found) != 0)
+        if (meta_get(st->db, "schema_version", buf, sizeof(buf), &found) != 0)
             return sql_fail(st, err, "creating");
     }
     if (!found || strcmp(buf, "1") != 0)
         return fail(err, LR_ESTORE, 0,
                     "history store '%s' has schema version '%s'; this library reads version %d",
                     st->path, found ? buf : "(none)", LR__STORE_SCHEMA_VERSION);
-    if (meta_get(st, "embedder", buf, sizeof(buf), &found) != 0 || !found)
+    if (meta_get(st->db, "embedder", buf, sizeof(buf), &found) != 0 || !found)
         return fail(err, LR_ESTORE, 0, "history store '%s' does not name its embedder", st->path);
     if (strcmp(buf, st->embedder) != 0)
         return fail(err, LR_ESTORE, 0,
@@ -879,7 +935,7 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
                     "open it with the same embedder, or import the history into a new store",
                     st->path, buf, st->embedder);
     size_t dim;
-    if ((rc = meta_dim(st, &dim, err)) != 0)
+    if ((rc = meta_dim(st, st->db, &dim, err)) != 0)
         return rc;
     if (st->dense && want_dim && dim && want_dim != dim)
         return fail(err, LR_ESTORE, 0,
@@ -896,10 +952,10 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
 
 /* ==== Other connections' commits ==== */
 
-static int data_version(struct lr_store *st, sqlite3_int64 *v)
+static int data_version(sqlite3 *db, sqlite3_int64 *v)
 {
     sqlite3_stmt *q = NULL;
-    int ok = sqlite3_prepare_v2(st->db, "PRAGMA data_version", -1, &q, NULL) == SQLITE_OK &&
+    int ok = sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &q, NULL) == SQLITE_OK &&
              sqlite3_step(q) == SQLITE_ROW;
     if (ok)
         *v = sqlite3_column_int64(q, 0);
@@ -907,41 +963,68 @@ static int data_version(struct lr_store *st, sqlite3_int64 *v)
     return ok ? 0 : -1;
 }
 
-/* hist_load() in a read transaction of its own, so that all its statements
- * see one moment of the database while other connections commit, and the
- * data version of that moment. Writes nothing. */
-static int hist_load_snapshot(struct lr_store *st, size_t dim, struct lr__hist **out,
-                              sqlite3_int64 *version, struct lr_error *err)
+/* hist_load() on `db` in a read transaction of its own, so that all its
+ * statements see one moment of the database while other connections
+ * commit, and (when `version` is not NULL) the data version of that
+ * moment. A dense store's *dim, when 0, is read from that moment's meta.
+ * Writes nothing. */
+static int hist_load_snapshot(struct lr_store *st, sqlite3 *db, size_t *dim,
+                              struct lr__hist **out, sqlite3_int64 *version,
+                              struct lr_error *err)
 {
     int rc;
     *out = NULL;
-    if ((rc = exec(st, "BEGIN", err)) != 0)
+    if ((rc = db_exec(st, db, "BEGIN", err)) != 0)
         return rc;
-    if (data_version(st, version) != 0)
-        rc = sql_fail(st, err, "reading the data version");
+    if (version && data_version(db, version) != 0)
+        rc = db_fail(st, db, err, "reading the data version");
+    else if (st->dense && *dim == 0)
+        rc = meta_dim(st, db, dim, err);
     else
-        rc = hist_load(st, dim, out, err);
-    exec(st, "ROLLBACK", NULL); /* ends the read; there is nothing to commit */
+        rc = 0;
+    if (rc == 0)
+        rc = hist_load(st, db, *dim, out, err);
+    db_exec(st, db, "ROLLBACK", NULL); /* ends the read; there is nothing to commit */
     return rc;
 }
 
+/* Publish `fresh` (wmu held): swapped in under the write lock, the old
+ * copy freed; it matches the database as of data version `v`, and its
+ * weights were computed over its first `built` records. */
+static void publish(struct lr_store *st, struct lr__hist *fresh, size_t dim, sqlite3_int64 v,
+                    size_t built)
+{
+    struct lr__hist *old;
+    pthread_rwlock_wrlock(&st->rw);
+    old = st->hist;
+    st->hist = fresh;
+    if (st->dense)
+        st->dim = dim;
+    pthread_rwlock_unlock(&st->rw);
+    hist_free(old);
+    st->data_version = v;
+    st->rebuild_at = next_rebuild(st, built);
+    st->generation++;
+}
+
 /* Build the copy again from what the connection sees now, as at open
- * (weights, index and groups alike), and publish it under the write lock;
- * `v` is the data version of that moment. The caller holds wmu and a
- * transaction (so all the statements see one moment of the database), and
- * has found that another connection committed since the copy last matched
- * it. Routing keeps reading the old copy during the build. On failure the
- * old copy stays. */
+ * (weights, index and groups alike), and publish it; `v` is the data
+ * version of that moment. The caller holds wmu and a transaction (so all
+ * the statements see one moment of the database). Used where the copy is
+ * rebuilt the old way, under wmu: a store with no second connection (in
+ * memory), and a writer whose catch-up found many new rows twice over.
+ * Routing keeps reading the old copy during the build. On failure the old
+ * copy stays. */
 static int reload(struct lr_store *st, sqlite3_int64 v, struct lr_error *err)
 {
-    struct lr__hist *fresh = NULL, *old;
+    struct lr__hist *fresh = NULL;
     size_t dim = st->dim;
     int rc;
 
     /* A dense store's first vector may have come from the other writer. */
-    if (st->dense && dim == 0 && (rc = meta_dim(st, &dim, err)) != 0)
+    if (st->dense && dim == 0 && (rc = meta_dim(st, st->db, &dim, err)) != 0)
         return rc;
-    if ((rc = hist_load(st, dim, &fresh, err)) != 0) {
+    if ((rc = hist_load(st, st->db, dim, &fresh, err)) != 0) {
         if (err) {
             char m[sizeof(err->message)];
             snprintf(m, sizeof(m), "%s", err->message);
@@ -949,32 +1032,573 @@ static int reload(struct lr_store *st, sqlite3_int64 v, struct lr_error *err)
         }
         return rc;
     }
-    pthread_rwlock_wrlock(&st->rw);
-    old = st->hist;
-    st->hist = fresh;
-    st->dim = dim;
-    pthread_rwlock_unlock(&st->rw);
-    hist_free(old);
-    st->data_version = v;
-    st->rebuild_at = next_rebuild(st, fresh->n);
+    publish(st, fresh, dim, v, fresh->n);
     return 0;
+}
+
+/* ==== Bringing a copy up to date ==== */
+
+/* A copy of n records is brought up to date row by row (the way appends
+ * are added) when at most a quarter of n (plus 16, so that small stores
+ * are not rebuilt at every commit) was committed after it; above that it
+ * is built again from a newer snapshot. The same bound as the re-weighing
+ * (next_rebuild()): weights never lag further behind than appends let
+ * them. */
+static int delta_is_small(size_t n, size_t delta)
+{
+    return delta <= n / 4 + 16;
+}
+
+/* Internal, never returned to a caller: a writer's catch-up found too many
+ * new rows to add inside its write transaction (catch_up()). */
+#define NEED_REBUILD 1
+/* Internal: the rebuild starts over from a newer snapshot (rebuild()). */
+#define REBUILD_AGAIN 2
+/* Builds from a snapshot per rebuild before the last one, which brings its
+ * copy up to date whatever the number of new rows. */
+#define REBUILD_ATTEMPTS 3
+
+/* The rows committed after a copy was last brought up to date: records
+ * [from, from + n) with their texts (tfidf-v1) or vectors (dense), their
+ * outcomes, and the models first named after the copy's. */
+struct delta {
+    size_t from, n;
+    char **models; /* owned until delta_apply() takes them */
+    size_t n_models;
+    char *text;
+    size_t text_cap, *text_at; /* n + 1 entries */
+    uint32_t *out_start;       /* n + 1 entries: record from + i's are outs[out_start[i] ..) */
+    struct delta_outcome {
+        uint32_t model;
+        double correctness, output_tokens;
+        sqlite3_int64 rowid;
+    } * outs;
+    size_t n_outs, cap_outs;
+    float *vecs; /* n rows of dim */
+    size_t dim;
+};
+
+static void delta_free(struct delta *d)
+{
+    for (size_t i = 0; i < d->n_models; i++)
+        free(d->models[i]);
+    free(d->models);
+    free(d->text);
+    free(d->text_at);
+    free(d->out_start);
+    free(d->outs);
+    free(d->vecs);
+    memset(d, 0, sizeof(*d));
+}
+
+/* The number of records in the database st->db sees, ids 0 .. count - 1,
+ * those from `from` on checked to leave no gap. Two lookups on the id
+ * (the rowid) and a count of the new ones: a COUNT(*) of the whole table
+ * would read all its pages, a tenth of a second at 100,000 records, on
+ * every catch-up. */
+static int count_records(struct lr_store *st, size_t from, size_t *count, struct lr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    sqlite3_int64 max_id = -1, n_new = 0;
+    int rc = 0;
+
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT (SELECT COALESCE(MAX(id), -1) FROM records), "
+                           "(SELECT COUNT(*) FROM records WHERE id >= ?1)",
+                           -1, &q, NULL) ||
+        sqlite3_bind_int64(q, 1, (sqlite3_int64)from) || sqlite3_step(q) != SQLITE_ROW) {
+        rc = sql_fail(st, err, "counting records");
+        goto out;
+    }
+    max_id = sqlite3_column_int64(q, 0);
+    n_new = sqlite3_column_int64(q, 1);
+    if ((uint64_t)(max_id + 1) > LR__STORE_HARD_MAX_RECORDS ||
+        (max_id + 1 >= (sqlite3_int64)from && max_id + 1 != (sqlite3_int64)from + n_new))
+        rc = fail(err, LR_ESTORE, 0, "history store '%s': records table is inconsistent",
+                  st->path);
+    else
+        *count = (size_t)(max_id + 1); /* below `from`: records went; the caller reloads */
+out:
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* The dimension of a dense store's new rows: the copy's, else the store's,
+ * else (the first vector came from another writer) the file's. */
+static int delta_dim(struct lr_store *st, const struct lr__hist *h, size_t *dim,
+                     struct lr_error *err)
+{
+    *dim = h->didx.dim ? h->didx.dim : st->dim;
+    if (st->dense && *dim == 0)
+        return meta_dim(st, st->db, dim, err);
+    return 0;
+}
+
+static int delta_nomem(struct lr_error *err)
+{
+    return fail(err, LR_ENOMEM, 0, "out of memory reading new records");
+}
+
+/* Read the rows committed after copy h (records h->n .. count - 1, models
+ * from h->models.n, outcomes after h->out_rowid) on st->db, inside the
+ * caller's transaction (wmu held), checked as a load checks them. */
+static int delta_read(struct lr_store *st, const struct lr__hist *h, size_t count, size_t dim,
+                      struct delta *d, struct lr_error *err)
+{
+    sqlite3 *db = st->db;
+    sqlite3_stmt *q = NULL;
+    size_t filled = 0; /* out_start[0 .. filled) are set */
+    int rc = 0, s;
+
+    memset(d, 0, sizeof(*d));
+    d->from = h->n;
+    d->n = count - h->n;
+    d->dim = dim;
+    if (!(d->text_at = malloc((d->n + 1) * sizeof(*d->text_at))) ||
+        !(d->out_start = malloc((d->n + 1) * sizeof(*d->out_start))))
+        return delta_nomem(err);
+
+    if (sqlite3_prepare_v2(db, "SELECT id, name FROM models WHERE id >= ? ORDER BY id", -1, &q,
+                           NULL) ||
+        sqlite3_bind_int64(q, 1, (sqlite3_int64)h->models.n)) {
+        rc = sql_fail(st, err, "reading models");
+        goto out;
+    }
+    while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(q, 1);
+        size_t id = h->models.n + d->n_models;
+        char **m;
+        if (sqlite3_column_int64(q, 0) != (sqlite3_int64)id || !name ||
+            id >= LR__STORE_MAX_MODELS || names_find(&h->models, name) >= 0) {
+            rc = fail(err, LR_ESTORE, 0, "history store '%s': models table is inconsistent",
+                      st->path);
+            goto out;
+        }
+        if (!(m = realloc(d->models, (d->n_models + 1) * sizeof(*m)))) {
+            rc = delta_nomem(err);
+            goto out;
+        }
+        d->models = m;
+        if (!(m[d->n_models] = dup_str(name))) {
+            rc = delta_nomem(err);
+            goto out;
+        }
+        d->n_models++;
+    }
+    if (s != SQLITE_DONE) {
+        rc = sql_fail(st, err, "reading models");
+        goto out;
+    }
+    sqlite3_finalize(q);
+    q = NULL;
+
+    if (!st->dense && d->n &&
+        (rc = read_texts(st, db, d->from, count, &d->text, &d->text_cap, d->text_at, err)) != 0)
+        goto out;
+
+    if (sqlite3_prepare_v2(db,
+                           "SELECT record_id, model_id, correctness, output_tokens, rowid "
+                           "FROM outcomes WHERE rowid > ? ORDER BY rowid",
+                           -1, &q, NULL) ||
+        sqlite3_bind_int64(q, 1, h->out_rowid)) {
+        rc = sql_fail(st, err, "reading outcomes");
+        goto out;
+    }
+    while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+        sqlite3_int64 rec = sqlite3_column_int64(q, 0), model = sqlite3_column_int64(q, 1);
+        double c = sqlite3_column_double(q, 2), o = sqlite3_column_double(q, 3);
+        if (rec < (sqlite3_int64)d->from || (size_t)rec >= count ||
+            (size_t)rec - d->from + 1 < filled || model < 0 ||
+            (size_t)model >= h->models.n + d->n_models || !(c >= 0.0 && c <= 1.0) ||
+            !(o >= 0.0) || !isfinite(o)) {
+            rc = fail(err, LR_ESTORE, 0, "history store '%s': outcomes table is inconsistent",
+                      st->path);
+            goto out;
+        }
+        if (d->n_outs == d->cap_outs) {
+            size_t cap = d->cap_outs ? d->cap_outs * 2 : 64;
+            struct delta_outcome *no = realloc(d->outs, cap * sizeof(*no));
+            if (!no) {
+                rc = delta_nomem(err);
+                goto out;
+            }
+            d->outs = no;
+            d->cap_outs = cap;
+        }
+        while (filled <= (size_t)rec - d->from)
+            d->out_start[filled++] = (uint32_t)d->n_outs;
+        d->outs[d->n_outs].model = (uint32_t)model;
+        d->outs[d->n_outs].correctness = c;
+        d->outs[d->n_outs].output_tokens = o;
+        d->outs[d->n_outs].rowid = sqlite3_column_int64(q, 4);
+        d->n_outs++;
+    }
+    if (s != SQLITE_DONE) {
+        rc = sql_fail(st, err, "reading outcomes");
+        goto out;
+    }
+    while (filled <= d->n)
+        d->out_start[filled++] = (uint32_t)d->n_outs;
+    sqlite3_finalize(q);
+    q = NULL;
+
+    if (st->dense && d->n) {
+        size_t i = 0;
+        if (dim == 0) {
+            rc = fail(err, LR_ESTORE, 0, "history store '%s': vectors without a dimension",
+                      st->path);
+            goto out;
+        }
+        if (!(d->vecs = malloc(d->n * dim * sizeof(*d->vecs)))) {
+            rc = delta_nomem(err);
+            goto out;
+        }
+        if (sqlite3_prepare_v2(db,
+                               "SELECT record_id, vec FROM vectors WHERE record_id >= ? "
+                               "ORDER BY record_id",
+                               -1, &q, NULL) ||
+            sqlite3_bind_int64(q, 1, (sqlite3_int64)d->from)) {
+            rc = sql_fail(st, err, "reading vectors");
+            goto out;
+        }
+        while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+            const void *blob = sqlite3_column_blob(q, 1);
+            size_t bytes = (size_t)sqlite3_column_bytes(q, 1);
+            if (i >= d->n || sqlite3_column_int64(q, 0) != (sqlite3_int64)(d->from + i) ||
+                bytes != dim * sizeof(float) || !blob) {
+                rc = fail(err, LR_ESTORE, 0,
+                          "history store '%s': vectors table is inconsistent", st->path);
+                goto out;
+            }
+            memcpy(d->vecs + i * dim, blob, bytes);
+            i++;
+        }
+        if (s != SQLITE_DONE)
+            rc = sql_fail(st, err, "reading vectors");
+        else if (i != d->n)
+            rc = fail(err, LR_ESTORE, 0, "history store '%s': %zu records but %zu vectors",
+                      st->path, count, d->from + i);
+    }
+out:
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* Add the rows of d to copy h exactly as appends add them (store_append()):
+ * each record's vector weighed with h's document frequencies, which it then
+ * joins, and put in the group of its nearest centroid. With `live`, h is
+ * the published copy (the caller holds wmu, so no one else changes it):
+ * every change is made under the write lock. Fails only for want of
+ * memory, and then h holds a prefix of d's records, with matching ids. */
+static int delta_apply(struct lr_store *st, struct lr__hist *h, struct delta *d, int live)
+{
+    struct lr__terms t;
+    struct lr__feat feats[LR__TFIDF_MAX_FEATURES];
+    int rc = 0;
+
+    if (live)
+        pthread_rwlock_wrlock(&st->rw);
+    if (st->dense && h->didx.dim == 0)
+        h->didx.dim = d->dim;
+    if (d->n_models && hist_reserve(h, 0, 0, d->n_models) != 0)
+        rc = LR_ENOMEM;
+    for (size_t j = 0; j < d->n_models && rc == 0; j++) {
+        names_add(&h->models, d->models[j]);
+        d->models[j] = NULL;
+    }
+    if (live)
+        pthread_rwlock_unlock(&st->rw);
+    if (rc != 0)
+        return rc;
+
+    lr__terms_init(&t);
+    for (size_t i = 0; i < d->n; i++) {
+        const float *vec = st->dense ? d->vecs + i * d->dim : NULL;
+        size_t nf = 0, o0 = d->out_start[i], o1 = d->out_start[i + 1];
+        uint32_t group;
+
+        if (!st->dense) {
+            if (lr__terms_count(&t, d->text + d->text_at[i], d->text_at[i + 1] - d->text_at[i])) {
+                rc = LR_ENOMEM;
+                break;
+            }
+            nf = lr__tfidf_vector(&t, h->df, h->df_ndocs, 1, LR__TFIDF_MAX_FEATURES, feats);
+        }
+        group = st->dense ? lr__groups_nearest_dense(&h->groups, vec)
+                          : lr__groups_nearest_sparse(&h->groups, feats, nf);
+        if (live)
+            pthread_rwlock_wrlock(&st->rw);
+        rc = hist_reserve(h, 1, o1 - o0, 0);
+        if (rc == 0)
+            rc = lr__groups_reserve(&h->groups, h->n + 1, h->models.cap);
+        if (rc == 0)
+            rc = st->dense ? lr__dindex_reserve(&h->didx, 1)
+                           : lr__sindex_reserve(&h->sidx, feats, nf);
+        if (rc == 0) {
+            for (size_t k = o0; k < o1; k++)
+                hist_add_outcome(h, d->outs[k].model, d->outs[k].correctness,
+                                 d->outs[k].output_tokens);
+            h->out_start[h->n + 1] = (uint32_t)h->n_outs;
+            lr__groups_add(&h->groups, h, (uint32_t)h->n, group);
+            if (st->dense) {
+                lr__dindex_add(&h->didx, vec);
+            } else {
+                lr__sindex_add(&h->sidx, feats, nf);
+                for (size_t j = 0; j < t.n; j++) {
+                    uint32_t f = lr__terms_feature(&t, j);
+                    if (h->df[f] < UINT32_MAX)
+                        h->df[f]++;
+                }
+                if (h->df_ndocs < UINT32_MAX)
+                    h->df_ndocs++;
+            }
+            h->n++;
+            /* A record at a time, so that a prefix added knows where the
+             * next catch-up's outcomes start. */
+            if (o1 > o0)
+                h->out_rowid = d->outs[o1 - 1].rowid;
+        }
+        if (live)
+            pthread_rwlock_unlock(&st->rw);
+        if (rc != 0)
+            break;
+    }
+    lr__terms_free(&t);
+    return rc;
 }
 
 /* Called by a writer (wmu held) inside its BEGIN IMMEDIATE, before it
  * assigns record or model ids from the copy: if another connection has
- * committed since the copy last matched the database, the copy is built
- * again (reload()). No other writer can commit while the transaction holds
- * the write lock, so the copy then matches what this writer's ids follow.
- * On failure the old copy stays and the caller rolls back. */
-static int catch_up(struct lr_store *st, struct lr_error *err)
+ * committed since the copy last matched the database, the copy catches up.
+ * A few new rows (delta_is_small()) are added to it in place, as appends
+ * are; for more, with `may_defer`, NEED_REBUILD is returned and the caller
+ * rolls back, has rebuild() build the copy without holding wmu nor the
+ * write lock, and tries again; without it (the caller already did so and
+ * still found many), the copy is built again here (reload()). No other
+ * writer can commit while the transaction holds the write lock, so the
+ * copy then matches what this writer's ids follow. On failure the copy
+ * holds a prefix of the new rows at most, its ids still those of the file,
+ * and the caller rolls back. */
+static int catch_up(struct lr_store *st, int may_defer, struct lr_error *err)
 {
+    struct lr__hist *h = st->hist;
+    struct delta d;
     sqlite3_int64 v;
+    size_t count, dim;
+    int rc;
 
-    if (data_version(st, &v) != 0)
+    memset(&d, 0, sizeof(d));
+    if (data_version(st->db, &v) != 0)
         return sql_fail(st, err, "reading the data version");
     if (v == st->data_version)
         return 0;
-    return reload(st, v, err);
+    if ((rc = count_records(st, h->n, &count, err)) != 0)
+        return rc;
+    /* Fewer records than the copy: not appends; built again, the old way. */
+    if (count < h->n)
+        return reload(st, v, err);
+    if (!delta_is_small(h->n, count - h->n))
+        return may_defer ? NEED_REBUILD : reload(st, v, err);
+    if ((rc = delta_dim(st, h, &dim, err)) != 0 ||
+        (rc = delta_read(st, h, count, dim, &d, err)) != 0) {
+        if (rc != 0 && rc != LR_ENOMEM && err) {
+            char m[sizeof(err->message)];
+            snprintf(m, sizeof(m), "%s", err->message);
+            fail(err, rc, 0, "reading records another process added: %s", m);
+        }
+        delta_free(&d);
+        return rc;
+    }
+    rc = delta_apply(st, h, &d, 1);
+    delta_free(&d);
+    if (rc != 0)
+        return fail(err, rc, 0, "out of memory reading records another process added");
+    if (st->dense && st->dim == 0 && dim) {
+        pthread_rwlock_wrlock(&st->rw);
+        st->dim = dim;
+        pthread_rwlock_unlock(&st->rw);
+    }
+    st->data_version = v;
+    return 0;
+}
+
+/* ==== Rebuilding beside the writers ==== */
+
+int (*lr__store_rebuild_hook)(struct lr_store *store);
+
+/* The read-only connection rebuilds read their snapshot from; opened at
+ * the first rebuild (rebuild_mu held). -1 for a store in memory, which no
+ * other connection can see: it is rebuilt the old way. */
+static int rdb_open(struct lr_store *st)
+{
+    if (st->rdb)
+        return 0;
+    if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
+        return -1;
+    if (sqlite3_open_v2(st->path, &st->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        sqlite3_close(st->rdb);
+        st->rdb = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(st->rdb, BUSY_TIMEOUT_MS);
+    return 0;
+}
+
+/* Why rebuild(): another connection committed (a refresh, a writer's
+ * catch-up with many new rows), or the store grew by a quarter. */
+enum rebuild_why { REBUILD_CHANGED, REBUILD_REWEIGH };
+
+/* Is the rebuild still needed? wmu held. */
+static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed,
+                          struct lr_error *err)
+{
+    sqlite3_int64 v;
+    if (why == REBUILD_REWEIGH) {
+        *needed = !st->dense && st->hist->n >= st->rebuild_at;
+        return 0;
+    }
+    if (data_version(st->db, &v) != 0)
+        return sql_fail(st, err, "reading the data version");
+    *needed = v != st->data_version;
+    return 0;
+}
+
+/* The second half of a rebuild (wmu held): `fresh` (built from a snapshot
+ * of `built` records) gets the rows committed since, read in a read
+ * transaction of st->db, and is published. REBUILD_AGAIN when an import
+ * replaced the copy meanwhile, or when the new rows are too many to add
+ * one by one (unless `last`). */
+static int rebuild_finish(struct lr_store *st, struct lr__hist *fresh, size_t dim,
+                          uint64_t generation, int last, struct lr_error *err)
+{
+    struct delta d;
+    sqlite3_int64 v;
+    size_t count, built = fresh->n;
+    int rc;
+
+    memset(&d, 0, sizeof(d));
+    if (st->generation != generation && !last)
+        return REBUILD_AGAIN;
+    if ((rc = exec(st, "BEGIN", err)) != 0)
+        return rc;
+    if (data_version(st->db, &v) != 0) {
+        rc = sql_fail(st, err, "reading the data version");
+        goto out;
+    }
+    if ((rc = count_records(st, built, &count, err)) != 0)
+        goto out;
+    if (count < built) {
+        rc = fail(err, LR_ESTORE, 0, "history store '%s': records changed while loading",
+                  st->path);
+        goto out;
+    }
+    if (!last && !delta_is_small(built, count - built)) {
+        rc = REBUILD_AGAIN;
+        goto out;
+    }
+    if (fresh->didx.dim)
+        dim = fresh->didx.dim;
+    else if (st->dense && dim == 0 && (rc = meta_dim(st, st->db, &dim, err)) != 0)
+        goto out;
+    fresh->didx.dim = st->dense ? dim : 0;
+    if ((rc = delta_read(st, fresh, count, dim, &d, err)) != 0)
+        goto out;
+    exec(st, "ROLLBACK", NULL);
+    if ((rc = delta_apply(st, fresh, &d, 0)) != 0) {
+        rc = fail(err, rc, 0, "out of memory rebuilding the history store");
+        goto done;
+    }
+    publish(st, fresh, dim, v, built);
+    goto done;
+out:
+    exec(st, "ROLLBACK", NULL); /* ends the read; nothing was written */
+done:
+    delta_free(&d);
+    return rc;
+}
+
+/* Build the copy again (weights, index and groups, as at open) without
+ * holding wmu or any SQLite lock that writers need, then publish it:
+ *
+ *   1. wmu taken briefly: is the rebuild still needed?
+ *   2. the new copy built from a read snapshot on st->rdb, a read-only
+ *      connection (WAL: the writers go on committing on st->db meanwhile);
+ *   3. wmu taken again: the rows committed after the snapshot (this
+ *      process's appends, other processes' commits) read on st->db and
+ *      added to the new copy as appends add them, the copy published
+ *      under the write lock, wmu released.
+ *
+ * Appends wait only for step 3, which reads and weighs the new rows. When
+ * more than delta_is_small() allows were committed meanwhile, or an import
+ * replaced the copy, it starts over from a newer snapshot; the third
+ * attempt brings its copy up to date whatever the number. One rebuild at a
+ * time (rebuild_mu, always taken before wmu); the re-weighing does not wait
+ * for one in flight, it leaves the work to it. A store in memory (no
+ * second connection) is rebuilt the old way, under wmu. Sets *changed when
+ * a new copy was published. On failure the old copy stays. */
+static int rebuild(struct lr_store *st, enum rebuild_why why, int *changed, struct lr_error *err)
+{
+    struct lr__hist *fresh = NULL;
+    int rc = 0;
+
+    if (why == REBUILD_REWEIGH) {
+        if (pthread_mutex_trylock(&st->rebuild_mu) != 0)
+            return 0;
+    } else {
+        pthread_mutex_lock(&st->rebuild_mu);
+    }
+    for (int attempt = 0;; attempt++) {
+        uint64_t generation;
+        size_t dim;
+        int needed = 0;
+
+        pthread_mutex_lock(&st->wmu);
+        rc = rebuild_needed(st, why, &needed, err);
+        generation = st->generation;
+        dim = st->dim;
+        if (rc == 0 && needed && rdb_open(st) != 0) {
+            /* No second connection: the old way, in a read transaction. */
+            sqlite3_int64 v;
+            if ((rc = exec(st, "BEGIN", err)) == 0) {
+                if (data_version(st->db, &v) != 0)
+                    rc = sql_fail(st, err, "reading the data version");
+                else
+                    rc = reload(st, v, err);
+                exec(st, "ROLLBACK", NULL);
+            }
+            if (rc == 0 && changed)
+                *changed = 1;
+            needed = 0;
+        }
+        pthread_mutex_unlock(&st->wmu);
+        if (rc != 0 || !needed)
+            break;
+
+        if ((rc = hist_load_snapshot(st, st->rdb, &dim, &fresh, NULL, err)) != 0)
+            break;
+        if (lr__store_rebuild_hook && (rc = lr__store_rebuild_hook(st)) != 0) {
+            fail(err, rc, 0, "history store '%s': rebuild stopped", st->path);
+            break;
+        }
+        pthread_mutex_lock(&st->wmu);
+        rc = rebuild_finish(st, fresh, dim, generation, attempt + 1 == REBUILD_ATTEMPTS, err);
+        pthread_mutex_unlock(&st->wmu);
+        if (rc == 0) {
+            fresh = NULL; /* published */
+            if (changed)
+                *changed = 1;
+            break;
+        }
+        hist_free(fresh);
+        fresh = NULL;
+        if (rc != REBUILD_AGAIN)
+            break;
+        rc = 0;
+    }
+    hist_free(fresh);
+    pthread_mutex_unlock(&st->rebuild_mu);
+    return rc;
 }
 
 int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
@@ -1011,6 +1635,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     if (st->threads > LR__PARALLEL_MAX_THREADS)
         st->threads = LR__PARALLEL_MAX_THREADS;
     pthread_mutex_init(&st->wmu, NULL);
+    pthread_mutex_init(&st->rebuild_mu, NULL);
     pthread_rwlockattr_init(&ra);
 #if defined(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP)
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -1033,7 +1658,8 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     if (!st->read_only && (rc = exec(st, KEYS_SCHEMA, err)) != 0)
         goto fail;
-    if ((rc = hist_load_snapshot(st, st->dim, &st->hist, &st->data_version, err)) != 0)
+    size_t dim = st->dim;
+    if ((rc = hist_load_snapshot(st, st->db, &dim, &st->hist, &st->data_version, err)) != 0)
         goto fail;
     st->rebuild_at = next_rebuild(st, st->hist->n);
     *out = st;
@@ -1047,9 +1673,11 @@ void lr_store_free(struct lr_store *store)
 {
     if (!store)
         return;
+    sqlite3_close(store->rdb);
     sqlite3_close(store->db);
     hist_free(store->hist);
     pthread_rwlock_destroy(&store->rw);
+    pthread_mutex_destroy(&store->rebuild_mu);
     pthread_mutex_destroy(&store->wmu);
     free(store->path);
     free(store);
@@ -1068,37 +1696,21 @@ size_t lr_store_count(const struct lr_store *store)
 
 /* ==== Refresh ==== */
 
-/* catch_up() for readers. Outside a transaction, PRAGMA data_version opens
- * a read of its own, so it sees every commit made before it; this
- * connection's own commits never change it. Only when it differs is a read
- * transaction begun for reload(), and the version read again inside it, so
- * the copy and the version it is marked with are of one moment. wmu keeps
- * this process's writers out meanwhile: they assign ids from the copy. */
+/* catch_up() for readers: when another connection has committed since the
+ * copy last matched the database (PRAGMA data_version, read under wmu
+ * outside a transaction, sees every commit made before it; this
+ * connection's own commits never change it), the copy is built again by
+ * rebuild(), beside this process's writers: they wait only while the rows
+ * committed after its snapshot are added to the new copy. */
 int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
 {
-    sqlite3_int64 v;
-    int rc = 0;
+    int rc;
 
     if (changed)
         *changed = 0;
     if (!store)
         return fail(err, LR_EINVAL, 0, "lr_store_refresh: store is NULL");
-    pthread_mutex_lock(&store->wmu);
-    if (data_version(store, &v) != 0) {
-        rc = sql_fail(store, err, "refreshing: reading the data version");
-        goto out;
-    }
-    if (v == store->data_version)
-        goto out;
-    if ((rc = exec(store, "BEGIN", err)) != 0)
-        goto out;
-    if (data_version(store, &v) != 0)
-        rc = sql_fail(store, err, "refreshing: reading the data version");
-    else
-        rc = reload(store, v, err);
-    exec(store, "ROLLBACK", NULL); /* ends the read; nothing was written */
-    if (rc == 0 && changed)
-        *changed = 1;
+    rc = rebuild(store, REBUILD_CHANGED, changed, err);
     /* Most messages already name the store; those that do not (out of
      * memory) are told which. */
     if (rc != 0 && err && !strstr(err->message, store->path)) {
@@ -1106,8 +1718,6 @@ int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
         snprintf(m, sizeof(m), "%s", err->message);
         fail(err, rc, 0, "history store '%s': %s", store->path, m);
     }
-out:
-    pthread_mutex_unlock(&store->wmu);
     return rc;
 }
 
@@ -1180,8 +1790,10 @@ static int writer_open(struct lr_store *st, struct writer *w, struct lr_error *e
 
 /* A write's start: the statements, BEGIN IMMEDIATE (which serialises the
  * writers of every process; *in_tx set once it holds), then catch_up(), so
- * the ids the caller takes from the copy follow what is in the file. */
-static int write_begin(struct lr_store *st, struct writer *w, int *in_tx, struct lr_error *err)
+ * the ids the caller takes from the copy follow what is in the file (or
+ * NEED_REBUILD, with `may_defer`). */
+static int write_begin(struct lr_store *st, struct writer *w, int *in_tx, int may_defer,
+                       struct lr_error *err)
 {
     int rc;
     if ((rc = writer_open(st, w, err)) != 0)
@@ -1189,7 +1801,7 @@ static int write_begin(struct lr_store *st, struct writer *w, int *in_tx, struct
     if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
         return rc;
     *in_tx = 1;
-    return catch_up(st, err);
+    return catch_up(st, may_defer, err);
 }
 
 static int step_done(sqlite3_stmt *s)
@@ -1209,7 +1821,8 @@ static int put_model(struct writer *w, uint32_t id, const char *name)
 
 /* The rows of one record whose model names are already resolved to ids. */
 static int put_record(struct writer *w, size_t id, const struct lr__record_view *v,
-                      const uint32_t *mids, const float *vec, size_t dim)
+                      const uint32_t *mids, const float *vec, size_t dim,
+                      sqlite3_int64 *out_rowid)
 {
     sqlite3_bind_int64(w->record, 1, (sqlite3_int64)id);
     sqlite3_bind_text(w->record, 2, v->query, (int)v->query_len, SQLITE_STATIC);
@@ -1228,6 +1841,8 @@ static int put_record(struct writer *w, size_t id, const struct lr__record_view 
         if (step_done(w->outcome) != 0)
             return -1;
     }
+    if (out_rowid)
+        *out_rowid = sqlite3_last_insert_rowid(sqlite3_db_handle(w->outcome));
     if (vec) {
         sqlite3_bind_int64(w->vector, 1, (sqlite3_int64)id);
         sqlite3_bind_blob(w->vector, 2, vec, (int)(dim * sizeof(float)), SQLITE_STATIC);
@@ -1297,11 +1912,16 @@ static int key_put(struct lr_store *st, struct writer *w, const char *key, size_
     return step_done(w->key_put);
 }
 
-/* Appends v. With a key (checked by the caller), a key already committed to
- * the file makes it a duplicate: *duplicate set, nothing written, memory
- * untouched; else the key is committed with the record. */
+/* Appends v (wmu held). With a key (checked by the caller), a key already
+ * committed to the file makes it a duplicate: *duplicate set, nothing
+ * written, memory untouched; else the key is committed with the record.
+ * NEED_REBUILD (only with `may_defer`): nothing was written, the copy must
+ * first be rebuilt (catch_up()). *reweigh set: the record is in, and the
+ * copy is due for its re-weighing, which the caller starts once it has
+ * released wmu. */
 static int store_append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
-                        size_t dim, const char *key, int *duplicate, struct lr_error *err)
+                        size_t dim, const char *key, int *duplicate, int may_defer,
+                        int *reweigh, struct lr_error *err)
 {
     struct lr__hist *h = st->hist;
     struct lr__terms t;
@@ -1311,6 +1931,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     uint32_t mids[LR__STORE_MAX_OUTCOMES];
     float *unit = NULL;
     struct writer w = {0};
+    sqlite3_int64 out_rowid = 0;
     int rc = 0, adopt_dim = 0, in_tx = 0;
 
     lr__terms_init(&t);
@@ -1343,7 +1964,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
 
     /* The transaction opens before any id is taken from the copy, which
      * first catches up with other connections' commits. */
-    if ((rc = write_begin(st, &w, &in_tx, err)) != 0)
+    if ((rc = write_begin(st, &w, &in_tx, may_defer, err)) != 0)
         goto out;
     h = st->hist;
     /* The key is looked up in the write transaction, so no other writer
@@ -1431,7 +2052,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     for (size_t j = 0; j < n_new && rc == 0; j++)
         if (put_model(&w, (uint32_t)(h->models.n + j), new_names[j]) != 0)
             rc = -1;
-    if (rc == 0 && put_record(&w, h->n, v, mids, unit, dim) != 0)
+    if (rc == 0 && put_record(&w, h->n, v, mids, unit, dim, &out_rowid) != 0)
         rc = -1;
     if (rc == 0 && key && key_put(st, &w, key, h->n) != 0)
         rc = -1;
@@ -1453,6 +2074,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     for (size_t i = 0; i < v->n; i++)
         hist_add_outcome(h, mids[i], v->correctness[i], v->output_tokens[i]);
     h->out_start[h->n + 1] = (uint32_t)h->n_outs;
+    h->out_rowid = out_rowid;
     lr__groups_add(&h->groups, h, (uint32_t)h->n, group);
     if (st->dense) {
         if (adopt_dim)
@@ -1471,24 +2093,17 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     h->n++;
     pthread_rwlock_unlock(&st->rw);
 
-    /* Re-weigh (or regroup) when due. The record is already safe on disk
-     * and in memory, so a failed rebuild only postpones the next one. */
+    /* Regroup (dense) when due, here under wmu; a sparse store's
+     * re-weighing is the caller's, once wmu is released (rebuild()). The
+     * record is already safe on disk and in memory, so a failed rebuild
+     * only postpones the next one. */
     if (h->n >= st->rebuild_at) {
         if (st->dense) {
             regroup_dense(st, h);
+            st->rebuild_at = next_rebuild(st, st->hist->n);
         } else {
-            /* Its own read transaction: other connections may commit now. */
-            struct lr__hist *fresh = NULL;
-            sqlite3_int64 version = 0;
-            if (hist_load_snapshot(st, st->dim, &fresh, &version, NULL) == 0) {
-                pthread_rwlock_wrlock(&st->rw);
-                st->hist = fresh;
-                pthread_rwlock_unlock(&st->rw);
-                hist_free(h);
-                st->data_version = version;
-            }
+            *reweigh = 1;
         }
-        st->rebuild_at = next_rebuild(st, st->hist->n);
     }
 out:
     if (in_tx)
@@ -1511,6 +2126,33 @@ out:
     return rc;
 }
 
+/* store_append() under wmu. When its catch-up finds many rows another
+ * process committed, the copy is rebuilt without wmu (rebuild()) and the
+ * append tried again; the second time round it catches up whatever the
+ * number. The re-weighing an append makes due runs after wmu is released:
+ * this call returns when it is done, but other writers need not wait. */
+static int append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
+                  size_t dim, const char *key, int *duplicate, struct lr_error *err)
+{
+    int reweigh = 0, rc;
+
+    for (int round = 0;; round++) {
+        pthread_mutex_lock(&st->wmu);
+        rc = store_append(st, v, vec, dim, key, duplicate, round == 0, &reweigh, err);
+        pthread_mutex_unlock(&st->wmu);
+        if (rc != NEED_REBUILD)
+            break;
+        if ((rc = rebuild(st, REBUILD_CHANGED, NULL, err)) != 0)
+            break;
+    }
+    if (rc == 0 && reweigh && rebuild(st, REBUILD_REWEIGH, NULL, NULL) != 0) {
+        pthread_mutex_lock(&st->wmu);
+        st->rebuild_at = next_rebuild(st, st->hist->n);
+        pthread_mutex_unlock(&st->wmu);
+    }
+    return rc;
+}
+
 int lr_store_add(struct lr_store *store, const struct lr_record *rec, const float *vec,
                  size_t dim, struct lr_error *err)
 {
@@ -1527,9 +2169,7 @@ int lr_store_add(struct lr_store *store, const struct lr_record *rec, const floa
         free(v);
         return fail(err, LR_EINVAL, 0, "record: %s", msg);
     }
-    pthread_mutex_lock(&store->wmu);
-    rc = store_append(store, v, vec, dim, NULL, NULL, err);
-    pthread_mutex_unlock(&store->wmu);
+    rc = append(store, v, vec, dim, NULL, NULL, err);
     free(v);
     return rc;
 }
@@ -1560,9 +2200,7 @@ int lr_store_add_outcome_keyed(struct lr_store *store, const char *key, const ch
         free(v);
         return fail(err, LR_EINVAL, 0, "record: %s", msg);
     }
-    pthread_mutex_lock(&store->wmu);
-    rc = store_append(store, v, vec, dim, key, &dup, err);
-    pthread_mutex_unlock(&store->wmu);
+    rc = append(store, v, vec, dim, key, &dup, err);
     free(v);
     if (rc == 0 && duplicate)
         *duplicate = dup;
@@ -1636,7 +2274,7 @@ static int import_write(struct importer *im, size_t index, int line, const float
         }
         im->mids[i] = (uint32_t)id;
     }
-    if (put_record(&im->w, im->next_id, im->v, im->mids, vec, vec ? im->dim : 0) != 0)
+    if (put_record(&im->w, im->next_id, im->v, im->mids, vec, vec ? im->dim : 0, NULL) != 0)
         return sql_fail(im->st, im->err, "importing");
     im->next_id++;
     im->rep->imported++;
@@ -1893,7 +2531,9 @@ int lr_store_import_file(struct lr_store *store, const char *path,
 {
     struct lr_import_report local_rep;
     struct importer im;
-    struct lr__hist *fresh = NULL, *old = NULL;
+    struct lr__hist *fresh = NULL, *old = NULL, *behind = NULL;
+    const struct lr__hist *ids;
+    sqlite3_int64 behind_v = 0;
     struct stat sb;
     void *map = MAP_FAILED;
     size_t len = 0;
@@ -1963,9 +2603,24 @@ int lr_store_import_file(struct lr_store *store, const char *path,
 
     /* All or nothing: one transaction, and the new in-memory copy is built
      * from inside it before it commits. Ids are taken from the copy, so it
-     * first catches up with other connections' commits. */
-    if ((rc = write_begin(store, &im.w, &in_tx, err)) != 0)
+     * first catches up with other connections' commits; when those are too
+     * many to add in place, a tfidf-v1 store's ids are taken from the file
+     * instead (the copy is about to be built again from it anyway), so
+     * that the write lock is not held for two rebuilds. */
+    rc = write_begin(store, &im.w, &in_tx, !store->dense, err);
+    if (rc == NEED_REBUILD) {
+        size_t count = 0;
+        if (data_version(store->db, &behind_v) != 0)
+            rc = sql_fail(store, err, "reading the data version");
+        else if (!(behind = calloc(1, sizeof(*behind))))
+            rc = fail(err, LR_ENOMEM, 0, "out of memory importing");
+        else if ((rc = load_models(store, store->db, behind, err)) == 0 &&
+                 (rc = count_records(store, 0, &count, err)) == 0)
+            behind->n = count; /* only its models and count are used */
+    }
+    if (rc != 0)
         goto out;
+    ids = behind ? behind : store->hist;
     if (store->dense && store->dim && im.dim != store->dim) {
         rc = fail(err, LR_EINVAL, 0,
                   "vectors of dimension %zu cannot go into history store '%s', which holds "
@@ -1976,19 +2631,19 @@ int lr_store_import_file(struct lr_store *store, const char *path,
 
     /* Private state: the model names and a record buffer. */
     im.v = malloc(sizeof(*im.v));
-    if (!im.v || names_reserve(&im.names, store->hist->models.n + 1) != 0) {
+    if (!im.v || names_reserve(&im.names, ids->models.n + 1) != 0) {
         rc = fail(err, LR_ENOMEM, 0, "out of memory importing");
         goto out;
     }
-    for (size_t i = 0; i < store->hist->models.n; i++) {
-        char *d = dup_str(store->hist->models.names[i]);
+    for (size_t i = 0; i < ids->models.n; i++) {
+        char *d = dup_str(ids->models.names[i]);
         if (!d) {
             rc = fail(err, LR_ENOMEM, 0, "out of memory importing");
             goto out;
         }
         names_add(&im.names, d);
     }
-    im.next_id = store->hist->n;
+    im.next_id = ids->n;
     rc = p[first] == '[' ? import_array(&im, path, p, len) : import_lines(&im, path, p, len);
     if (rc == 0)
         rc = pending_flush(&im);
@@ -2003,7 +2658,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
      * which is the other large allocation. */
     munmap(map, len);
     map = MAP_FAILED;
-    if ((rc = hist_load(store, store->dense ? im.dim : 0, &fresh, err)) != 0)
+    if ((rc = hist_load(store, store->db, store->dense ? im.dim : 0, &fresh, err)) != 0)
         goto out;
     if ((rc = exec(store, "COMMIT", err)) != 0)
         goto out;
@@ -2016,6 +2671,9 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     fresh = NULL;
     pthread_rwlock_unlock(&store->rw);
     store->rebuild_at = next_rebuild(store, store->hist->n);
+    store->generation++;
+    if (behind)
+        store->data_version = behind_v;
 out:
     if (in_tx)
         exec(store, "ROLLBACK", NULL);
@@ -2026,6 +2684,7 @@ out:
     pthread_mutex_unlock(&store->wmu);
     hist_free(old);
     hist_free(fresh);
+    hist_free(behind);
     names_free(&im.names);
     free(im.v);
     free(im.pend);

@@ -8,7 +8,9 @@
  * lock. An import replaces the whole copy at once (every TF-IDF weight is
  * recomputed). A single append is added in place: it joins the document
  * frequencies, and the documents already indexed keep their weights until
- * the next rebuild (open, import, or growth by a quarter since the last).
+ * the next rebuild (open, import, refresh, or growth by a quarter since
+ * the last; rebuilds other than open and import run beside the writers,
+ * see store.c).
  * A dense store's appends never rebuild the copy; on the same schedule (and
  * first on reaching LR__GROUPS_MIN_RECORDS) they refit only its groups.
  *
@@ -97,7 +99,20 @@ struct lr__hist {
     /* groups of similar records and their per-model totals (groups.h),
      * built with the index; n == 0 when the store has none */
     struct lr__groups groups;
+
+    /* The largest rowid of the outcomes table in the copy (0: none): a
+     * rebuild or a writer's catch-up reads the outcomes committed after it
+     * by rowid, as that table has no other index. */
+    int64_t out_rowid;
 };
+
+/* Test knob: when set, a rebuild of the copy beside the writers (a
+ * refresh, a writer's catch-up with many new rows, the re-weighing) calls
+ * it on the rebuilding thread once the new copy is built from its read
+ * snapshot, before it takes wmu to bring that copy up to date and publish
+ * it. It returns 0 to go on, or a negative LR_E* that fails the rebuild
+ * (the old copy stays). */
+extern int (*lr__store_rebuild_hook)(struct lr_store *store);
 
 void lr__store_rdlock(const struct lr_store *store);
 void lr__store_unlock(const struct lr_store *store);

@@ -2,18 +2,23 @@
  * bad records, truncated files), appends, durability across reopen, the
  * embedder check, caps, and dense stores fed by a remote embedder (here a
  * deterministic in-test callback standing in for the caller's HTTP client).
- * Fixtures are written into a temporary directory. Single-threaded
- * (concurrency is in test_smart.c). */
+ * Fixtures are written into a temporary directory. Single-threaded but for
+ * the rebuilds beside the writers, where a rebuild paused by the test hook
+ * runs on one thread while appends run on another (the rest of the
+ * concurrency is in test_smart.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -1091,6 +1096,575 @@ static void copy_is_the_same_on_any_number_of_threads(void **st)
     lr_store_free(one);
 }
 
+/* ==== Rebuilds beside the writers ==== */
+
+/* The rebuild hook (lr__store_rebuild_hook) as a gate: the rebuilding
+ * thread says it has built its copy from the snapshot, then waits until the
+ * test opens the gate (at most a minute), and returns gate.result. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int paused, open, calls, result;
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0};
+
+static struct timespec in_seconds(int seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += seconds;
+    return ts;
+}
+
+static int gate_hook(struct lr_store *s)
+{
+    (void)s;
+    struct timespec until = in_seconds(60);
+    int r;
+    pthread_mutex_lock(&gate.mu);
+    gate.calls++;
+    gate.paused = 1;
+    pthread_cond_broadcast(&gate.cv);
+    while (!gate.open && pthread_cond_timedwait(&gate.cv, &gate.mu, &until) != ETIMEDOUT)
+        ;
+    gate.paused = 0;
+    r = gate.result;
+    pthread_mutex_unlock(&gate.mu);
+    return r;
+}
+
+/* Set the hook; `open`: rebuilds go straight through (returning result). */
+static void gate_arm(int open, int result)
+{
+    pthread_mutex_lock(&gate.mu);
+    gate.paused = 0;
+    gate.open = open;
+    gate.calls = 0;
+    gate.result = result;
+    pthread_mutex_unlock(&gate.mu);
+    lr__store_rebuild_hook = gate_hook;
+}
+
+/* 1 when a rebuild reached the hook within `seconds`. */
+static int gate_wait_paused(int seconds)
+{
+    struct timespec until = in_seconds(seconds);
+    int paused;
+    pthread_mutex_lock(&gate.mu);
+    while (!gate.paused && pthread_cond_timedwait(&gate.cv, &gate.mu, &until) != ETIMEDOUT)
+        ;
+    paused = gate.paused;
+    pthread_mutex_unlock(&gate.mu);
+    return paused;
+}
+
+static void gate_open(void)
+{
+    pthread_mutex_lock(&gate.mu);
+    gate.open = 1;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static int gate_calls(void)
+{
+    pthread_mutex_lock(&gate.mu);
+    int n = gate.calls;
+    pthread_mutex_unlock(&gate.mu);
+    return n;
+}
+
+/* The outcome the rebuild tests append with each query (a function of the
+ * query alone, so that a reference store can append the same). */
+static int add_late(struct lr_store *s, const char *q, const char *model)
+{
+    struct lr_error err;
+    size_t n = strlen(q);
+    if (lr__store_is_dense(s)) {
+        float v[8];
+        hash_vector(q, v, 8);
+        return lr_store_add_outcome_vec(s, q, -1, model, (double)(n % 2), 2.0 + (double)(n % 5),
+                                        v, 8, &err);
+    }
+    return lr_store_add_outcome(s, q, -1, model, (double)(n % 2), 2.0 + (double)(n % 5), &err);
+}
+
+/* Appends on a thread of their own: each query with one outcome of
+ * `model`; rc is the first failure (0: all in). */
+struct appender {
+    struct lr_store *s;
+    const char *const *queries;
+    size_t n;
+    const char *model;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int rc, done;
+};
+
+static void *appender_main(void *arg)
+{
+    struct appender *a = arg;
+    int rc = 0;
+    for (size_t i = 0; i < a->n && rc == 0; i++)
+        rc = add_late(a->s, a->queries[i], a->model);
+    pthread_mutex_lock(&a->mu);
+    a->rc = rc;
+    a->done = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+static void appender_start(struct appender *a, struct lr_store *s, const char *const *queries,
+                           size_t n, const char *model)
+{
+    memset(a, 0, sizeof(*a));
+    a->s = s;
+    a->queries = queries;
+    a->n = n;
+    a->model = model;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    assert_int_equal(pthread_create(&a->thread, NULL, appender_main, a), 0);
+}
+
+/* 1 when the appends finished within `seconds`. */
+static int appender_done_within(struct appender *a, int seconds)
+{
+    struct timespec until = in_seconds(seconds);
+    int done;
+    pthread_mutex_lock(&a->mu);
+    while (!a->done && pthread_cond_timedwait(&a->cv, &a->mu, &until) != ETIMEDOUT)
+        ;
+    done = a->done;
+    pthread_mutex_unlock(&a->mu);
+    return done;
+}
+
+static int appender_join(struct appender *a)
+{
+    pthread_join(a->thread, NULL);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    return a->rc;
+}
+
+/* A refresh on a thread of its own. */
+struct refresher {
+    struct lr_store *s;
+    pthread_t thread;
+    int rc, changed;
+};
+
+static void *refresher_main(void *arg)
+{
+    struct refresher *r = arg;
+    struct lr_error err;
+    r->rc = lr_store_refresh(r->s, &r->changed, &err);
+    return NULL;
+}
+
+/* The database at `from` as it is now, copied to `to` (SQLite's backup:
+ * one consistent moment, whatever the WAL holds). */
+static void copy_db(const char *from, const char *to)
+{
+    sqlite3 *src = NULL, *dst = NULL;
+    unlink(to);
+    assert_int_equal(sqlite3_open(from, &src), SQLITE_OK);
+    assert_int_equal(sqlite3_open(to, &dst), SQLITE_OK);
+    sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
+    assert_non_null(b);
+    assert_int_equal(sqlite3_backup_step(b, -1), SQLITE_DONE);
+    assert_int_equal(sqlite3_backup_finish(b), SQLITE_OK);
+    sqlite3_close(src);
+    sqlite3_close(dst);
+}
+
+/* The copies' outcomes, models and model totals (the predictor's input
+ * besides the neighbours and groups that assert_same_copy compares). */
+static void assert_same_outcomes(struct lr_store *a, struct lr_store *b)
+{
+    lr__store_rdlock(a);
+    lr__store_rdlock(b);
+    const struct lr__hist *ha = lr__store_hist(a), *hb = lr__store_hist(b);
+    assert_int_equal(ha->n, hb->n);
+    assert_int_equal(ha->n_outs, hb->n_outs);
+    assert_memory_equal(ha->out_start, hb->out_start, (ha->n + 1) * sizeof(*ha->out_start));
+    assert_memory_equal(ha->outs, hb->outs, ha->n_outs * sizeof(*ha->outs));
+    assert_int_equal(ha->models.n, hb->models.n);
+    for (size_t i = 0; i < ha->models.n; i++)
+        assert_string_equal(ha->models.names[i], hb->models.names[i]);
+    assert_memory_equal(ha->mstats, hb->mstats, ha->models.n * sizeof(*ha->mstats));
+    assert_int_equal(ha->out_rowid, hb->out_rowid);
+    lr__store_unlock(b);
+    lr__store_unlock(a);
+}
+
+/* `b` is a fresh open of the file `ref` followed by the appends `queries`
+ * (each one outcome of `model`, as the appender makes them): the copy the
+ * old code gives for a rebuild followed by those appends. */
+static struct lr_store *reference(const char *ref, const char *const *queries, size_t n,
+                                  const char *model, const char *embedder)
+{
+    struct lr_store *r = NULL;
+    struct lr_store_options w = {embedder, 0, 0, 0, 1};
+    struct lr_error err;
+    assert_int_equal(lr_store_open(ref, &w, &r, &err), 0);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(add_late(r, queries[i], model), 0);
+    return r;
+}
+
+static const char *const LATE[] = {"kalo mine rusa a late record about totoqua",
+                                   "zenbor dilfep guxhay jotka appended meanwhile",
+                                   "visa tomi kane the third one"};
+
+/* A refresh that finds another connection's commit builds its copy without
+ * wmu: appends to the same handle go through while it is paused after its
+ * snapshot, and afterwards the copy holds the snapshot's records and the
+ * appended ones, equal to the old code's rebuild followed by those appends.
+ * With nothing appended meanwhile it equals a fresh open. */
+static void refresh_rebuilds_while_appends_go_on(void **st)
+{
+    (void)st;
+    char db[512], ref[512], jsonl[512];
+    struct lr_store *a = NULL, *b = NULL, *fresh, *r;
+    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_error err;
+    struct refresher rf = {0};
+    struct appender ap;
+    int changed = -1, done, paused;
+
+    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
+    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-refresh.jsonl", 1600));
+    path_in(db, sizeof(db), "rb-refresh.db");
+    path_in(ref, sizeof(ref), "rb-refresh-ref.db");
+    assert_int_equal(lr_store_open(db, &w, &a, &err), 0);
+    assert_int_equal(lr_store_import_file(a, jsonl, NULL, NULL, &err), 0);
+    assert_int_equal(lr_store_open(db, &w, &b, &err), 0);
+
+    /* Nothing appended meanwhile: the refreshed copy is a fresh open's. */
+    assert_int_equal(lr_store_add_outcome(a, "from the other handle", -1, "big", 1, 4, &err), 0);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    fresh = open_threads(db, 1);
+    assert_same_copy(b, fresh, jsonl);
+    assert_same_outcomes(b, fresh);
+    lr_store_free(fresh);
+
+    /* Another commit; the refresh pauses after its snapshot. */
+    assert_int_equal(lr_store_add_outcome(a, "one more from the other handle", -1, "small", 0, 2,
+                                          &err),
+                     0);
+    gate_arm(0, 0);
+    rf.s = b;
+    assert_int_equal(pthread_create(&rf.thread, NULL, refresher_main, &rf), 0);
+    /* Every thread is joined before anything is asserted. */
+    paused = gate_wait_paused(30);
+    copy_db(db, ref); /* what the snapshot holds */
+    appender_start(&ap, b, LATE, 3, "newcomer");
+    done = appender_done_within(&ap, 30);
+    gate_open();
+    pthread_join(rf.thread, NULL);
+    lr__store_rebuild_hook = NULL;
+    assert_int_equal(appender_join(&ap), 0);
+    assert_true(paused);
+    assert_true(done); /* the appends did not wait for the rebuild */
+    assert_int_equal(rf.rc, 0);
+    assert_int_equal(rf.changed, 1);
+    assert_int_equal(gate_calls(), 1);
+
+    assert_int_equal(lr_store_count(b), 1605);
+    assert_int_equal(nearest_by_text(b, LATE[1]), 1603);
+    r = reference(ref, LATE, 3, "newcomer", NULL);
+    assert_same_copy(b, r, jsonl);
+    assert_same_outcomes(b, r);
+    /* The copy matches the file: nothing more to read. */
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr_store_free(r);
+    lr_store_free(a);
+    lr_store_free(b);
+}
+
+/* The append that grows the store by a quarter commits its record, then
+ * the re-weighing runs without wmu: another thread's appends go through
+ * while it is paused after its snapshot, and the re-weighed copy equals a
+ * fresh open of the snapshot followed by those appends. */
+static void reweigh_runs_while_appends_go_on(void **st)
+{
+    (void)st;
+    char db[512], ref[512], jsonl[512], more[512];
+    struct lr_store *s = NULL, *o = NULL, *r;
+    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_error err;
+    static const char *const CROSSING[] = {"the record that makes the quarter"};
+    struct appender crossing, ap;
+    size_t in_when_paused;
+    int done, paused, rc_crossing;
+
+    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
+    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-reweigh.jsonl", 1600));
+    snprintf(more, sizeof(more), "%s", write_synthetic("rb-reweigh-more.jsonl", 415));
+    path_in(db, sizeof(db), "rb-reweigh.db");
+    path_in(ref, sizeof(ref), "rb-reweigh-ref.db");
+    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
+    /* Another handle brings the store to one short of 1600 + 400 + 16; s
+     * catches up with those rows in place, then its append is the one. */
+    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
+    assert_int_equal(lr_store_import_file(o, more, NULL, NULL, &err), 0);
+    lr_store_free(o);
+
+    gate_arm(0, 0);
+    appender_start(&crossing, s, CROSSING, 1, "small");
+    paused = gate_wait_paused(30);
+    in_when_paused = lr_store_count(s);
+    copy_db(db, ref);
+    appender_start(&ap, s, LATE, 3, "newcomer");
+    done = appender_done_within(&ap, 30);
+    gate_open();
+    rc_crossing = appender_join(&crossing);
+    lr__store_rebuild_hook = NULL;
+    assert_int_equal(appender_join(&ap), 0);
+    assert_int_equal(rc_crossing, 0);
+    assert_true(paused);
+    assert_int_equal(in_when_paused, 2016); /* its record was in already */
+    assert_true(done);
+    assert_int_equal(gate_calls(), 1);
+
+    assert_int_equal(lr_store_count(s), 2019);
+    r = reference(ref, LATE, 3, "newcomer", NULL);
+    assert_same_copy(s, r, jsonl);
+    assert_same_outcomes(s, r);
+    lr_store_free(r);
+    lr_store_free(s);
+}
+
+/* A writer whose catch-up finds many rows another connection committed
+ * rolls back and rebuilds without holding SQLite's write lock: the other
+ * connection can write meanwhile (before, it waited for the rebuild, and
+ * past the busy timeout failed). Then the writer appends after them all. */
+static void writer_rebuilds_outside_the_write_lock(void **st)
+{
+    (void)st;
+    char db[512], ref[512], jsonl[512], more[512];
+    struct lr_store *s = NULL, *o = NULL, *r;
+    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_error err;
+    static const char *const MINE[] = {"the writer's own record after the rebuild"};
+    static const char *const ALL[] = {"kalo mine rusa a late record about totoqua",
+                                      "zenbor dilfep guxhay jotka appended meanwhile",
+                                      "the writer's own record after the rebuild"};
+    struct appender mine, theirs;
+    int done, paused, rc_mine;
+
+    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
+    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-catchup.jsonl", 1600));
+    snprintf(more, sizeof(more), "%s", write_synthetic("rb-catchup-more.jsonl", 600));
+    path_in(db, sizeof(db), "rb-catchup.db");
+    path_in(ref, sizeof(ref), "rb-catchup-ref.db");
+    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
+    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
+    assert_int_equal(lr_store_import_file(o, more, NULL, NULL, &err), 0);
+
+    gate_arm(0, 0);
+    appender_start(&mine, s, MINE, 1, "newcomer");
+    paused = gate_wait_paused(30);
+    copy_db(db, ref);
+    appender_start(&theirs, o, LATE, 2, "newcomer");
+    done = appender_done_within(&theirs, 30);
+    gate_open();
+    rc_mine = appender_join(&mine);
+    lr__store_rebuild_hook = NULL;
+    assert_int_equal(appender_join(&theirs), 0); /* not LR_EBUSY */
+    assert_int_equal(rc_mine, 0);
+    assert_true(paused);
+    assert_true(done);
+    assert_int_equal(gate_calls(), 1);
+
+    assert_int_equal(lr_store_count(s), 2203);
+    assert_int_equal(nearest_by_text(s, MINE[0]), 2202);
+    /* The other connection's two appends, then the writer's own. */
+    r = reference(ref, ALL, 3, "newcomer", NULL);
+    assert_same_copy(s, r, jsonl);
+    assert_same_outcomes(s, r);
+    lr_store_free(r);
+    lr_store_free(o);
+    lr_store_free(s);
+}
+
+/* A rebuild that fails after its snapshot (here the hook says out of
+ * memory) keeps the old copy; appends go on, catching up in place, and
+ * the re-weighing an append makes due fails quietly without losing it. */
+static void failed_rebuild_keeps_the_old_copy_and_appends_go_on(void **st)
+{
+    (void)st;
+    char db[512], jsonl[512];
+    struct lr_store *s = NULL, *o = NULL;
+    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_error err;
+    const struct lr__hist *before;
+    int changed = -1;
+
+    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
+    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-fail.jsonl", 300));
+    path_in(db, sizeof(db), "rb-fail.db");
+    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
+    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
+    assert_int_equal(lr_store_add_outcome(o, "from the other handle", -1, "big", 1, 4, &err), 0);
+
+    gate_arm(1, LR_ENOMEM);
+    lr__store_rdlock(s);
+    before = lr__store_hist(s);
+    lr__store_unlock(s);
+    assert_int_equal(lr_store_refresh(s, &changed, &err), LR_ENOMEM);
+    assert_int_equal(changed, 0);
+    assert_non_null(strstr(err.message, db));
+    lr__store_rdlock(s);
+    assert_ptr_equal(lr__store_hist(s), before);
+    lr__store_unlock(s);
+    assert_int_equal(lr_store_count(s), 300);
+
+    /* Appends go on: 300 + 75 + 16 is where the re-weighing is due. */
+    for (int i = 0; i < 95; i++) {
+        char q[64];
+        snprintf(q, sizeof(q), "appended record number %d", i);
+        assert_int_equal(lr_store_add_outcome(s, q, -1, "small", 1, 3, &err), 0);
+    }
+    assert_true(gate_calls() >= 2); /* the refresh and the re-weighing */
+    lr__store_rebuild_hook = NULL;
+    assert_int_equal(lr_store_count(s), 396);
+    assert_int_equal(nearest_by_text(s, "appended record number 94"), 395);
+    assert_int_equal(nearest_by_text(s, "from the other handle"), 300);
+    assert_int_equal(lr_store_refresh(s, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr_store_free(o);
+    lr_store_free(s);
+}
+
+/* Two dense copies hold the same vectors, groups and outcomes. */
+static void assert_same_dense(struct lr_store *a, struct lr_store *b)
+{
+    assert_same_outcomes(a, b);
+    lr__store_rdlock(a);
+    lr__store_rdlock(b);
+    const struct lr__hist *ha = lr__store_hist(a), *hb = lr__store_hist(b);
+    assert_int_equal(lr__store_dim(a), lr__store_dim(b));
+    assert_int_equal(ha->didx.dim, hb->didx.dim);
+    assert_int_equal(ha->didx.n, hb->didx.n);
+    assert_memory_equal(ha->didx.m, hb->didx.m, ha->didx.n * ha->didx.dim * sizeof(float));
+    assert_true(ha->groups.n >= 2);
+    assert_int_equal(ha->groups.n, hb->groups.n);
+    assert_memory_equal(ha->groups.of, hb->groups.of, ha->n * sizeof(*ha->groups.of));
+    assert_memory_equal(ha->groups.cdense, hb->groups.cdense,
+                        ha->groups.n * ha->didx.dim * sizeof(float));
+    assert_memory_equal(ha->groups.stats, hb->groups.stats,
+                        ha->groups.n * ha->models.n * sizeof(*ha->groups.stats));
+    lr__store_unlock(b);
+    lr__store_unlock(a);
+}
+
+/* A dense store's refresh runs beside appends the same way: its copy
+ * equals a fresh open of the snapshot followed by the appends. */
+static void dense_refresh_rebuilds_while_appends_go_on(void **st)
+{
+    (void)st;
+    char db[512], ref[512], jsonl[512];
+    struct lr_store *a = NULL, *b = NULL, *fresh = NULL, *r;
+    struct lr_store_options o = {"openai:fake", 8, 0, 0, 2};
+    struct fake_embedder fe = {0};
+    struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe, .embed_dim = 8};
+    struct lr_error err;
+    struct refresher rf = {0};
+    struct appender ap;
+    int changed = -1, done, paused;
+
+    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
+    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-dense.jsonl", 600));
+    path_in(db, sizeof(db), "rb-dense.db");
+    path_in(ref, sizeof(ref), "rb-dense-ref.db");
+    assert_int_equal(lr_store_open(db, &o, &a, &err), 0);
+    assert_int_equal(lr_store_open(db, &o, &b, &err), 0);
+    assert_int_equal(lr_store_import_file(a, jsonl, &io, NULL, &err), 0);
+    assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_open(db, &o, &fresh, &err), 0);
+    assert_same_dense(b, fresh);
+    lr_store_free(fresh);
+
+    assert_int_equal(add_late(a, "one more from the other handle", "small"), 0);
+    gate_arm(0, 0);
+    rf.s = b;
+    assert_int_equal(pthread_create(&rf.thread, NULL, refresher_main, &rf), 0);
+    paused = gate_wait_paused(30);
+    copy_db(db, ref);
+    appender_start(&ap, b, LATE, 3, "newcomer");
+    done = appender_done_within(&ap, 30);
+    gate_open();
+    pthread_join(rf.thread, NULL);
+    lr__store_rebuild_hook = NULL;
+    assert_int_equal(appender_join(&ap), 0);
+    assert_true(paused);
+    assert_true(done);
+    assert_int_equal(rf.rc, 0);
+    assert_int_equal(rf.changed, 1);
+
+    assert_int_equal(lr_store_count(b), 604);
+    r = reference(ref, LATE, 3, "newcomer", "openai:fake");
+    assert_same_dense(b, r);
+    lr_store_free(r);
+    lr_store_free(a);
+    lr_store_free(b);
+}
+
+/* An import into a store far behind another connection's commits takes its
+ * ids from the file (its copy is built again from the file as it commits),
+ * and the copy it publishes matches the file. */
+static void import_far_behind_takes_ids_from_the_file(void **st)
+{
+    (void)st;
+    char db[512], jsonl[512], more[512];
+    struct lr_store *s = NULL, *o = NULL, *fresh;
+    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_error err;
+    struct lr_import_report rep;
+    int changed = -1;
+
+    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
+    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-import.jsonl", 300));
+    snprintf(more, sizeof(more), "%s", write_synthetic("rb-import-more.jsonl", 200));
+    path_in(db, sizeof(db), "rb-import.db");
+    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
+    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
+    assert_int_equal(lr_store_import_file(o, more, NULL, NULL, &err), 0);
+    assert_int_equal(lr_store_add_outcome(o, "a model only the other handle knows", -1,
+                                          "stranger", 1, 2, &err),
+                     0);
+    assert_int_equal(lr_store_count(s), 300);
+
+    assert_int_equal(lr_store_import_file(s, write_file("rb-three.json", ARRAY3), NULL, &rep,
+                                          &err),
+                     0);
+    assert_int_equal(rep.imported, 3);
+    assert_int_equal(lr_store_count(s), 504);
+    assert_int_equal(nearest_by_text(s, "capital of france"), 501);
+    assert_int_equal(nearest_by_text(s, "a model only the other handle knows"), 500);
+    lr__store_rdlock(s);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(s), "stranger"), 2);
+    lr__store_unlock(s);
+    assert_int_equal(lr_store_refresh(s, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    fresh = open_threads(db, 1);
+    assert_same_outcomes(s, fresh);
+    lr_store_free(fresh);
+    lr_store_free(o);
+    lr_store_free(s);
+}
+
 /* ==== Idempotency keys (lr_store_add_outcome_keyed) ==== */
 
 static int add_keyed(struct lr_store *s, const char *key, const char *query, int *dup)
@@ -1301,6 +1875,12 @@ int main(void)
         cmocka_unit_test(keyed_append_sees_another_connections_keys),
         cmocka_unit_test(dense_keyed_append_needs_and_keeps_its_vector),
         cmocka_unit_test(old_store_without_the_key_table),
+        cmocka_unit_test(refresh_rebuilds_while_appends_go_on),
+        cmocka_unit_test(reweigh_runs_while_appends_go_on),
+        cmocka_unit_test(writer_rebuilds_outside_the_write_lock),
+        cmocka_unit_test(failed_rebuild_keeps_the_old_copy_and_appends_go_on),
+        cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
+        cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
