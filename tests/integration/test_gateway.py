@@ -423,8 +423,10 @@ def forwarding(gw_bin, fake_bin):
 
 def errors(gw_bin, fake_bin):
     keys = {"LLMROUTE_IT_GATEWAY_KEYS": "gk-one, gk-two"}
-    wd, fake, gw = start(fake_bin, gw_bin, server={"api_keys_env": "LLMROUTE_IT_GATEWAY_KEYS"},
-                         env=keys)
+    # idle_timeout_ms is also how long a head may take: the bare-LF checks
+    # below wait a fraction of it for their answer.
+    wd, fake, gw = start(fake_bin, gw_bin, server={"api_keys_env": "LLMROUTE_IT_GATEWAY_KEYS",
+                                                   "idle_timeout_ms": 30000}, env=keys)
     auth = {"Authorization": "Bearer gk-two"}
     port = gw.port
 
@@ -566,6 +568,70 @@ def errors(gw_bin, fake_bin):
             assert raw.count(b"\r\nContent-Length: ") == 1, (bad, raw)  # nothing after it served
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
+
+    def send_bytewise(data, timeout):
+        """Send data a byte at a time, then read until the server closes: the
+        response and whether it closed (not the socket timeout)."""
+        s = socket.create_connection((HOST, port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        out, closed = b"", False
+        try:
+            for i in range(len(data)):
+                s.sendall(data[i:i + 1])
+                time.sleep(0.002)
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    closed = True
+                    break
+                out += b
+        except (socket.timeout, ConnectionResetError, BrokenPipeError):
+            pass
+        finally:
+            s.close()
+        return out, closed
+
+    def bare_lf_refused(raw, took):
+        # Answered at once, not when the 30 s head timeout closes it.
+        assert status_of(raw) == 400 and took < 2, (took, raw[:300])
+        e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+        assert e["message"] == "bare LF in the request head: lines must end with CRLF", e
+        assert b"\r\nConnection: close\r\n" in raw, raw
+
+    def bare_lf_head():
+        for bad in (b"GET /health HTTP/1.1\nHost: x\n\n",
+                    b"GET /health HTTP/1.1\n",  # not whole: refused before the end comes
+                    b"GET /health HTTP/1.1\r\nHost: x\r\n\n",
+                    b"\nGET /health HTTP/1.1\r\n\r\n"):
+            t0 = time.monotonic()
+            raw = raw_exchange(port, bad, timeout=2)
+            bare_lf_refused(raw, time.monotonic() - t0)
+        # A byte at a time: refused at the LF, the connection closed.
+        t0 = time.monotonic()
+        raw, closed = send_bytewise(b"GET /health HTTP/1.1\nHost: x", 2)
+        bare_lf_refused(raw, time.monotonic() - t0)
+        assert closed, raw
+        still_serving(gw, auth)
+    check("400 at once for a head with bare LF line ends, connection closed", bare_lf_head)
+
+    def bytewise_crlf_head():
+        raw, closed = send_bytewise(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\r\n"
+                                    b"Connection: close\r\n\r\n", 5)
+        assert status_of(raw) == 200 and closed, raw[:300]
+    check("a CRLF head sent a byte at a time is served", bytewise_crlf_head)
+
+    def bare_lf_in_a_value():
+        # The head ends with CRLF CRLF; one header value holds an LF.
+        t0 = time.monotonic()
+        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n"
+                           b"Connection: close\r\n\r\n", timeout=2)
+        bare_lf_refused(raw, time.monotonic() - t0)
+        t0 = time.monotonic()
+        raw = raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\nb: c\r\n"
+                           b"Content-Length: 2\r\n\r\n{}", timeout=2)
+        bare_lf_refused(raw, time.monotonic() - t0)
+        still_serving(gw, auth)
+    check("400 for a bare LF inside a header value", bare_lf_in_a_value)
 
     def unauthorized():
         for h in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "gk-one"},
