@@ -920,6 +920,49 @@ def headers(gw_bin, fake_bin):
     check("an env value with CR LF is refused at start, naming the field and not the value",
           env_value_with_a_line_break_refused)
 
+    def api_key_with_a_line_break_refused():
+        # The key goes out as "Authorization: Bearer KEY": a CR LF in it would
+        # add headers to every upstream request.
+        cfg = os.path.join(wd, "crlf-key.json")
+        with open(cfg, "w") as f:
+            json.dump(base_config(fake, extra_models=[headers_model(fake)]), f)
+        e = dict(os.environ)
+        e.update(env)
+        e[KEY_ENV] = "sk-abc\r\nX-Injected: evil"
+        r = subprocess.run([gw_bin, "serve", "--config", cfg, "--listen", HOST + ":0"],
+                           capture_output=True, text=True, timeout=10, env=e)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "models[0].api_key_env: %s holds a control character" % KEY_ENV in r.stderr, \
+            r.stderr
+        assert "evil" not in r.stderr and "sk-abc" not in r.stderr, r.stderr
+        # A reload reads the environment again: a gateway started with a bad
+        # key in a variable only a reload uses keeps its config.
+        late_env = "LLMROUTE_IT_LATE_KEY"
+        e[KEY_ENV] = UPSTREAM_KEY
+        e[late_env] = "sk-late\nX-Injected: evil"
+        g = Gateway(gw_bin, wd, base_config(fake, extra_models=[headers_model(fake)]),
+                    name="gw-key", env=e)
+        try:
+            m = headers_model(fake, title="with a bad key")
+            m["api_key_env"] = late_env
+            g.write_config(base_config(fake, extra_models=[m]))
+            g.signal(signal.SIGHUP)
+            wait_for(lambda: g.events("reload_failed"), 5, "the failed reload to be logged")
+            msg = g.events("reload_failed")[-1]["message"]
+            assert "models[4].api_key_env: %s holds a control character" % late_env in msg, msg
+            assert "evil" not in open(g.stderr).read()
+            fake.scenario("ok")
+            st, h, j, _ = chat(g.port, {"model": "fake-h", "messages": HELLO})
+            assert st == 200, (st, j)
+            got = fake.logged()[-1]["headers"]
+            assert got.get("authorization") == "Bearer " + UPSTREAM_KEY, got
+            assert got.get("x-title") == "my app" and "x-injected" not in got, got
+        finally:
+            g.signal(signal.SIGTERM)
+            assert g.wait(15) == 0
+    check("an api_key_env value with CR LF is refused at start and on reload, naming the "
+          "variable and not the key", api_key_with_a_line_break_refused)
+
     def check_config_refuses():
         cfg = os.path.join(wd, "authz.json")
         m = headers_model(fake)
