@@ -14,9 +14,10 @@
  * routers included, over the store serve would open (gw_store_open(): an
  * existing file read-only, a missing one as the empty store serve would
  * make). It reads the environment as serve does, so what serve refuses here
- * (an unset server.api_keys_env, a header value with a control character,
- * a smart route with no store) it refuses, and what serve only warns about
- * (an unset api_key_env or header variable) it warns about.
+ * (an unset server.api_keys_env, a header value or an API key from the
+ * environment with a control character, a smart route with no store) it
+ * refuses, and what serve only warns about (an unset api_key_env or header
+ * variable) it warns about.
  *
  * Threads: built and freed on the event loop thread; reference counts are
  * plain integers for the same reason.
@@ -383,6 +384,20 @@ static int load_policy(const char *obj_json, struct rs_policy *p, const char *wh
     return rc;
 }
 
+/* Whether a value read from the environment may not go into a request
+ * header: a control character (a tab is allowed) would end the header early,
+ * and a CR LF would add headers of the environment's choosing. Used for
+ * every value the gateway sends from the environment (a model's `headers`,
+ * its api_key_env, router.embedding's); the messages name the field and the
+ * variable, never the value, which is often a secret. */
+static int env_value_unsafe(const char *value)
+{
+    for (const char *p = value; *p; p++)
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return 1;
+    return 0;
+}
+
 /* A model's `headers` into m->headers, "Name: value\r\n" lines in the
  * file's order. The library has checked the names, the literal values and
  * the caps; a value from the environment is checked here, where it is read.
@@ -425,14 +440,13 @@ static int load_headers(const struct gw_conf *c, struct gw_model *m, size_t i,
                      i, name, var ? var : "?", m->info->name);
                 continue;
             }
-            for (const char *p = value; *p; p++)
-                if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f) {
-                    rc = fail(err, LR_ECONFIG,
-                              "models[%zu].headers.%s: %s holds a control character (CR, LF, "
-                              "...), not a header value",
-                              i, name, var);
-                    goto out;
-                }
+            if (env_value_unsafe(value)) {
+                rc = fail(err, LR_ECONFIG,
+                          "models[%zu].headers.%s: %s holds a control character (CR, LF, ...), "
+                          "not a header value",
+                          i, name, var);
+                goto out;
+            }
         }
         vl = strlen(value);
         if (nl + vl + 4 > GW_MAX_HEADER_BYTES - len) {
@@ -493,6 +507,11 @@ static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
         m->base_url[n - 1] = '\0';
     if (info->api_key_env) {
         const char *key = getenv(info->api_key_env);
+        if (key && *key && env_value_unsafe(key))
+            return fail(err, LR_ECONFIG,
+                        "models[%zu].api_key_env: %s holds a control character (CR, LF, ...), "
+                        "not an API key",
+                        i, info->api_key_env);
         if (key && *key) {
             size_t n = strlen(key) + 8;
             m->auth = malloc(n);
@@ -531,6 +550,11 @@ static int load_embedder(struct gw_conf *c, struct lr_error *err)
     snprintf(c->embed_url, n, "%s/embeddings", e->base_url);
     if (e->api_key_env) {
         const char *key = getenv(e->api_key_env);
+        if (key && *key && env_value_unsafe(key))
+            return fail(err, LR_ECONFIG,
+                        "router.embedding.api_key_env: %s holds a control character (CR, LF, "
+                        "...), not an API key",
+                        e->api_key_env);
         if (key && *key) {
             n = strlen(key) + sizeof "Bearer ";
             c->embed_auth = malloc(n);

@@ -91,6 +91,8 @@ struct hs_conn {
     int in_read; /* inside read_cb: completion must not re-enter it */
     int head_started;
     long long head_deadline_ms; /* a head in progress must be whole by then (monotonic) */
+    size_t head_scanned;        /* bytes of the input already scanned for the head's end */
+    int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
     struct hs_req req;
 };
 
@@ -848,6 +850,56 @@ static void dispatch(struct hs_conn *c)
     c->srv->handler(&c->req, c->srv->arg);
 }
 
+/* Look for the end of the head ("\r\n\r\n") in the first `limit` bytes of
+ * the input, going on from where the last call stopped: a head that trickles
+ * in a byte at a time is scanned once, not once per read. An LF that does not
+ * follow a CR is refused at once (RFC 9112 section 2.2 lets a server reject
+ * it), so a client using bare LF line ends gets an answer instead of waiting
+ * for an end that never comes. Returns 1 with *head_len set when the end is
+ * found, 0 when more bytes are needed, -1 at a bare LF. */
+static int head_scan(struct hs_conn *c, struct evbuffer *in, size_t limit, size_t *head_len)
+{
+    struct evbuffer_ptr at;
+    struct evbuffer_iovec vec[8];
+    int m = c->head_matched;
+
+    while (c->head_scanned < limit) {
+        int n;
+        if (evbuffer_ptr_set(in, &at, c->head_scanned, EVBUFFER_PTR_SET) < 0)
+            break;
+        n = evbuffer_peek(in, (ev_ssize_t)(limit - c->head_scanned), &at, vec, 8);
+        if (n <= 0)
+            break;
+        for (int i = 0; i < n && i < 8 && c->head_scanned < limit; i++) {
+            const unsigned char *b = vec[i].iov_base;
+            size_t len = vec[i].iov_len;
+            if (len > limit - c->head_scanned)
+                len = limit - c->head_scanned;
+            for (size_t j = 0; j < len; j++) {
+                /* m counts the bytes of "\r\n\r\n" matched so far: after a CR
+                 * it is odd, so an LF with m even follows no CR. */
+                if (b[j] == '\n') {
+                    if (!(m & 1)) {
+                        c->head_matched = m;
+                        return -1;
+                    }
+                    m++;
+                } else {
+                    m = b[j] == '\r' ? (m == 2 ? 3 : 1) : 0;
+                }
+                c->head_scanned++;
+                if (m == 4) {
+                    *head_len = c->head_scanned;
+                    c->head_matched = 0;
+                    return 1;
+                }
+            }
+        }
+    }
+    c->head_matched = m;
+    return 0;
+}
+
 /* Advance the state machine over what is in the input buffer. */
 static void process_input(struct hs_conn *c)
 {
@@ -860,12 +912,17 @@ static void process_input(struct hs_conn *c)
         size_t avail = evbuffer_get_length(in);
         switch (c->state) {
         case C_HEAD: {
-            struct evbuffer_ptr end;
             size_t head_len;
+            int found;
             if (avail == 0)
                 return;
-            end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
-            if (end.pos < 0) {
+            found = head_scan(c, in, avail < s->lim.max_head_bytes ? avail : s->lim.max_head_bytes,
+                              &head_len);
+            if (found < 0) {
+                fail_request(c, 400, "bare LF in the request head: lines must end with CRLF");
+                return;
+            }
+            if (!found) {
                 if (avail > s->lim.max_head_bytes) {
                     fail_request(c, 431, "request header block too large");
                     return;
@@ -877,11 +934,8 @@ static void process_input(struct hs_conn *c)
                 c->head_started = 0;
                 set_read_timeout(c, 1);
             }
-            head_len = (size_t)end.pos + 4;
-            if (head_len > s->lim.max_head_bytes) {
-                fail_request(c, 431, "request header block too large");
-                return;
-            }
+            c->head_scanned = 0;
+            c->head_matched = 0;
             c->req.head = malloc(head_len + 1);
             if (!c->req.head) {
                 fail_request(c, 500, "out of memory");

@@ -187,6 +187,20 @@ HDR='{"models": [{"name": "m", "base_url": "http://127.0.0.1:1",
 chk "header env with a line break" "$HDR" \
     "models[0].headers.x-org: LR_TEST_ORG holds a control character" LR_TEST_ORG=$'a\r\nHost: evil'
 grep -qF evil "$TMP/err" && bad "check-config shows a header value: $(cat "$TMP/err")" || ok
+# An API key from the environment becomes "Authorization: Bearer KEY" on the
+# upstream request (and on router.embedding's): a line break in it would add
+# headers too. The message names the variable, never the key.
+chk "api_key_env with a line break" \
+    '{"models": [{"name": "m", "base_url": "http://127.0.0.1:1", "api_key_env": "LR_TEST_K"}]}' \
+    "models[0].api_key_env: LR_TEST_K holds a control character" LR_TEST_K=$'sk-a\r\nX-Evil: 1'
+grep -qF Evil "$TMP/err" && bad "check-config shows an API key: $(cat "$TMP/err")" || ok
+chk "embedding api_key_env with a line break" \
+    "{\"models\": [$M], \"router\": {\"store\": \"$TMP/absent-dense.db\", \"embedding\":
+      {\"base_url\": \"http://127.0.0.1:9/v1\", \"model\": \"emb\", \"api_key_env\": \"LR_TEST_EK\"}}}" \
+    "router.embedding.api_key_env: LR_TEST_EK holds a control character" \
+    LR_TEST_EK=$'sk-e\nX-Evil: 1'
+grep -qF Evil "$TMP/err" && bad "check-config shows an API key: $(cat "$TMP/err")" || ok
+[ ! -e "$TMP/absent-dense.db" ] && ok || bad "check-config made the store in router.store"
 # The environment as serve reads it: an unset server.api_keys_env stops
 # serve, so it fails the check; an unset api_key_env or header variable is a
 # warning in both.

@@ -423,8 +423,10 @@ def forwarding(gw_bin, fake_bin):
 
 def errors(gw_bin, fake_bin):
     keys = {"LLMROUTE_IT_GATEWAY_KEYS": "gk-one, gk-two"}
-    wd, fake, gw = start(fake_bin, gw_bin, server={"api_keys_env": "LLMROUTE_IT_GATEWAY_KEYS"},
-                         env=keys)
+    # idle_timeout_ms is also how long a head may take: the bare-LF checks
+    # below wait a fraction of it for their answer.
+    wd, fake, gw = start(fake_bin, gw_bin, server={"api_keys_env": "LLMROUTE_IT_GATEWAY_KEYS",
+                                                   "idle_timeout_ms": 30000}, env=keys)
     auth = {"Authorization": "Bearer gk-two"}
     port = gw.port
 
@@ -566,6 +568,70 @@ def errors(gw_bin, fake_bin):
             assert raw.count(b"\r\nContent-Length: ") == 1, (bad, raw)  # nothing after it served
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
+
+    def send_bytewise(data, timeout):
+        """Send data a byte at a time, then read until the server closes: the
+        response and whether it closed (not the socket timeout)."""
+        s = socket.create_connection((HOST, port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        out, closed = b"", False
+        try:
+            for i in range(len(data)):
+                s.sendall(data[i:i + 1])
+                time.sleep(0.002)
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    closed = True
+                    break
+                out += b
+        except (socket.timeout, ConnectionResetError, BrokenPipeError):
+            pass
+        finally:
+            s.close()
+        return out, closed
+
+    def bare_lf_refused(raw, took):
+        # Answered at once, not when the 30 s head timeout closes it.
+        assert status_of(raw) == 400 and took < 2, (took, raw[:300])
+        e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+        assert e["message"] == "bare LF in the request head: lines must end with CRLF", e
+        assert b"\r\nConnection: close\r\n" in raw, raw
+
+    def bare_lf_head():
+        for bad in (b"GET /health HTTP/1.1\nHost: x\n\n",
+                    b"GET /health HTTP/1.1\n",  # not whole: refused before the end comes
+                    b"GET /health HTTP/1.1\r\nHost: x\r\n\n",
+                    b"\nGET /health HTTP/1.1\r\n\r\n"):
+            t0 = time.monotonic()
+            raw = raw_exchange(port, bad, timeout=2)
+            bare_lf_refused(raw, time.monotonic() - t0)
+        # A byte at a time: refused at the LF, the connection closed.
+        t0 = time.monotonic()
+        raw, closed = send_bytewise(b"GET /health HTTP/1.1\nHost: x", 2)
+        bare_lf_refused(raw, time.monotonic() - t0)
+        assert closed, raw
+        still_serving(gw, auth)
+    check("400 at once for a head with bare LF line ends, connection closed", bare_lf_head)
+
+    def bytewise_crlf_head():
+        raw, closed = send_bytewise(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\r\n"
+                                    b"Connection: close\r\n\r\n", 5)
+        assert status_of(raw) == 200 and closed, raw[:300]
+    check("a CRLF head sent a byte at a time is served", bytewise_crlf_head)
+
+    def bare_lf_in_a_value():
+        # The head ends with CRLF CRLF; one header value holds an LF.
+        t0 = time.monotonic()
+        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n"
+                           b"Connection: close\r\n\r\n", timeout=2)
+        bare_lf_refused(raw, time.monotonic() - t0)
+        t0 = time.monotonic()
+        raw = raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\nb: c\r\n"
+                           b"Content-Length: 2\r\n\r\n{}", timeout=2)
+        bare_lf_refused(raw, time.monotonic() - t0)
+        still_serving(gw, auth)
+    check("400 for a bare LF inside a header value", bare_lf_in_a_value)
 
     def unauthorized():
         for h in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "gk-one"},
@@ -853,6 +919,49 @@ def headers(gw_bin, fake_bin):
         assert "evil" not in r.stderr, r.stderr
     check("an env value with CR LF is refused at start, naming the field and not the value",
           env_value_with_a_line_break_refused)
+
+    def api_key_with_a_line_break_refused():
+        # The key goes out as "Authorization: Bearer KEY": a CR LF in it would
+        # add headers to every upstream request.
+        cfg = os.path.join(wd, "crlf-key.json")
+        with open(cfg, "w") as f:
+            json.dump(base_config(fake, extra_models=[headers_model(fake)]), f)
+        e = dict(os.environ)
+        e.update(env)
+        e[KEY_ENV] = "sk-abc\r\nX-Injected: evil"
+        r = subprocess.run([gw_bin, "serve", "--config", cfg, "--listen", HOST + ":0"],
+                           capture_output=True, text=True, timeout=10, env=e)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "models[0].api_key_env: %s holds a control character" % KEY_ENV in r.stderr, \
+            r.stderr
+        assert "evil" not in r.stderr and "sk-abc" not in r.stderr, r.stderr
+        # A reload reads the environment again: a gateway started with a bad
+        # key in a variable only a reload uses keeps its config.
+        late_env = "LLMROUTE_IT_LATE_KEY"
+        e[KEY_ENV] = UPSTREAM_KEY
+        e[late_env] = "sk-late\nX-Injected: evil"
+        g = Gateway(gw_bin, wd, base_config(fake, extra_models=[headers_model(fake)]),
+                    name="gw-key", env=e)
+        try:
+            m = headers_model(fake, title="with a bad key")
+            m["api_key_env"] = late_env
+            g.write_config(base_config(fake, extra_models=[m]))
+            g.signal(signal.SIGHUP)
+            wait_for(lambda: g.events("reload_failed"), 5, "the failed reload to be logged")
+            msg = g.events("reload_failed")[-1]["message"]
+            assert "models[4].api_key_env: %s holds a control character" % late_env in msg, msg
+            assert "evil" not in open(g.stderr).read()
+            fake.scenario("ok")
+            st, h, j, _ = chat(g.port, {"model": "fake-h", "messages": HELLO})
+            assert st == 200, (st, j)
+            got = fake.logged()[-1]["headers"]
+            assert got.get("authorization") == "Bearer " + UPSTREAM_KEY, got
+            assert got.get("x-title") == "my app" and "x-injected" not in got, got
+        finally:
+            g.signal(signal.SIGTERM)
+            assert g.wait(15) == 0
+    check("an api_key_env value with CR LF is refused at start and on reload, naming the "
+          "variable and not the key", api_key_with_a_line_break_refused)
 
     def check_config_refuses():
         cfg = os.path.join(wd, "authz.json")
