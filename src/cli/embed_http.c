@@ -23,6 +23,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "gateway.h"
+
 /* The answer to a batch of n texts may be up to this many bytes: JSON
  * floats take about 10 to 25 characters each. */
 #define ANSWER_BASE_BYTES (1u << 20)
@@ -118,6 +120,13 @@ int embed_http_new(const struct lr_embedding_info *info, struct embed_http **out
         c->headers = curl_slist_append(c->headers, "Accept: application/json");
     if (c->headers && info->api_key_env) {
         const char *key = getenv(info->api_key_env);
+        if (key && *key && gw_env_value_unsafe(key)) {
+            embed_http_free(c);
+            return fail(err, LR_ECONFIG,
+                        "router.embedding.api_key_env: %s holds a control character (CR, LF, "
+                        "...), not an API key",
+                        info->api_key_env);
+        }
         if (key && *key) {
             n = snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
             if (n < 0 || (size_t)n >= sizeof auth) {

@@ -116,6 +116,15 @@ struct gw_conf {
     const char *path; /* the file, named in warnings (borrowed: read while loading only) */
 };
 
+/* Whether a value read from the environment may not go into a request
+ * header: a control character (a tab is allowed) would end the header early,
+ * and a CR LF would add headers of the environment's choosing. Used for
+ * every value sent from the environment (a model's `headers`, its
+ * api_key_env, router.embedding's, here and in the command's embedder
+ * client, src/cli/embed_http.c); the messages name the field and the
+ * variable, never the value, which is often a secret. */
+int gw_env_value_unsafe(const char *value);
+
 /* Load a configuration file into a new gw_conf (refs = 1). listen overrides
  * server.listen when not NULL. On failure returns an LR_E* code and fills err
  * with a message that names the file (once). */

@@ -384,13 +384,7 @@ static int load_policy(const char *obj_json, struct rs_policy *p, const char *wh
     return rc;
 }
 
-/* Whether a value read from the environment may not go into a request
- * header: a control character (a tab is allowed) would end the header early,
- * and a CR LF would add headers of the environment's choosing. Used for
- * every value the gateway sends from the environment (a model's `headers`,
- * its api_key_env, router.embedding's); the messages name the field and the
- * variable, never the value, which is often a secret. */
-static int env_value_unsafe(const char *value)
+int gw_env_value_unsafe(const char *value)
 {
     for (const char *p = value; *p; p++)
         if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
@@ -440,7 +434,7 @@ static int load_headers(const struct gw_conf *c, struct gw_model *m, size_t i,
                      i, name, var ? var : "?", m->info->name);
                 continue;
             }
-            if (env_value_unsafe(value)) {
+            if (gw_env_value_unsafe(value)) {
                 rc = fail(err, LR_ECONFIG,
                           "models[%zu].headers.%s: %s holds a control character (CR, LF, ...), "
                           "not a header value",
@@ -507,7 +501,7 @@ static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
         m->base_url[n - 1] = '\0';
     if (info->api_key_env) {
         const char *key = getenv(info->api_key_env);
-        if (key && *key && env_value_unsafe(key))
+        if (key && *key && gw_env_value_unsafe(key))
             return fail(err, LR_ECONFIG,
                         "models[%zu].api_key_env: %s holds a control character (CR, LF, ...), "
                         "not an API key",
@@ -550,7 +544,7 @@ static int load_embedder(struct gw_conf *c, struct lr_error *err)
     snprintf(c->embed_url, n, "%s/embeddings", e->base_url);
     if (e->api_key_env) {
         const char *key = getenv(e->api_key_env);
-        if (key && *key && env_value_unsafe(key))
+        if (key && *key && gw_env_value_unsafe(key))
             return fail(err, LR_ECONFIG,
                         "router.embedding.api_key_env: %s holds a control character (CR, LF, "
                         "...), not an API key",

@@ -201,6 +201,14 @@ chk "embedding api_key_env with a line break" \
     LR_TEST_EK=$'sk-e\nX-Evil: 1'
 grep -qF Evil "$TMP/err" && bad "check-config shows an API key: $(cat "$TMP/err")" || ok
 [ ! -e "$TMP/absent-dense.db" ] && ok || bad "check-config made the store in router.store"
+# The command's own embedder client (import, eval, route) refuses the key too.
+printf '{"query": "q", "outputs": [{"model_name": "m", "correctness": 1, "output_token_length": 3}]}\n' \
+    >"$TMP/one.jsonl"
+expect "import: embedding api_key_env with a line break" 2 "" \
+    "router.embedding.api_key_env: LR_TEST_EK holds a control character" -- \
+    env LR_TEST_EK=$'sk-e\nX-Evil: 1' "$BIN" import --config "$TMP/gw.json" \
+    --store "$TMP/dense-key.db" "$TMP/one.jsonl"
+grep -qF Evil "$TMP/err" && bad "import shows an API key: $(cat "$TMP/err")" || ok
 # The environment as serve reads it: an unset server.api_keys_env stops
 # serve, so it fails the check; an unset api_key_env or header variable is a
 # warning in both.
