@@ -27,7 +27,7 @@
 
 static double open_once(const char *path, int threads, size_t *count)
 {
-    struct lr_store_options o = {NULL, 0, 1, 0, threads};
+    struct lr_store_options o = {NULL, 0, 1, 0, threads, 0};
     struct lr_store *s = NULL;
     struct lr_error err;
     double t0 = now();

@@ -2,6 +2,7 @@
  * store rebuilds its in-memory copy.
  *
  *   rebuild_bench --store FILE --dir DIR [--rounds R] [--delay-ms D]
+ *                 [--only refresh|reweigh] [--defer]
  *
  * FILE is never written: each scenario of each round first copies it to
  * DIR/rebuild_bench.db (SQLite's backup) and works on the copy. Two
@@ -16,7 +17,14 @@
  *             of its next re-weighing (n + n/4 + 16, about the size of the
  *             original); a thread appends the record that makes it due;
  *             once that record is in the copy, D ms later, the main thread
- *             appends and is timed.
+ *             appends and is timed. With --defer the handle is opened with
+ *             defer_reweigh: the append that makes the re-weighing due only
+ *             marks it, and after the timed append the main thread calls
+ *             lr_store_refresh(), which runs it, and times that too.
+ *
+ * --only runs one of the two scenarios. The "rebuilding call" of the
+ * reweigh scenario is the append that makes the re-weighing due: its
+ * duration is how long that feedback waits.
  *
  * The other connection is a plain SQLite connection writing the rows, so
  * that nothing but the handle under test rebuilds. Prints each round and
@@ -148,10 +156,12 @@ static void sleep_ms(int ms)
 }
 
 /* One scenario on a fresh copy: returns the timed append's wait, and the
- * rebuilding call's duration in *rebuild. */
-static double scenario(const char *src, const char *work, int reweigh, int delay_ms,
-                       double *rebuild)
+ * rebuilding call's duration in *rebuild; with defer, the deferred
+ * re-weighing's refresh in *refresh. */
+static double scenario(const char *src, const char *work, int reweigh, int delay_ms, int defer,
+                       double *rebuild, double *refresh)
 {
+    struct lr_store_options so;
     struct lr_store *s = NULL;
     struct lr_error err;
     struct job j;
@@ -176,7 +186,9 @@ static double scenario(const char *src, const char *work, int reweigh, int delay
                  all * 4 / 5, all * 4 / 5, all * 4 / 5);
         sql(work, cut);
     }
-    if (lr_store_open(work, NULL, &s, &err) != 0)
+    memset(&so, 0, sizeof(so));
+    so.defer_reweigh = defer;
+    if (lr_store_open(work, &so, &s, &err) != 0)
         die("opening the copy", err.message);
     size_t n = lr_store_count(s), due = n + n / 4 + 16;
     if (reweigh) {
@@ -210,6 +222,16 @@ static double scenario(const char *src, const char *work, int reweigh, int delay
     if (j.rc != 0)
         die(reweigh ? "the append that makes the re-weighing due" : "the refresh", j.msg);
     *rebuild = j.seconds;
+    *refresh = 0;
+    if (reweigh && defer) {
+        int changed = 0;
+        t0 = now();
+        if (lr_store_refresh(s, &changed, &err) != 0)
+            die("the refresh that re-weighs", err.message);
+        *refresh = now() - t0;
+        if (!changed)
+            die("the refresh that re-weighs", "it did not re-weigh");
+    }
     lr_store_free(s);
     return wait;
 }
@@ -223,8 +245,8 @@ static double median(double *v, int n)
 int main(int argc, char **argv)
 {
     const char *path = NULL, *dir = NULL;
-    int rounds = 3, delay_ms = 1000;
-    double wait[2][MAX_ROUNDS], took[2][MAX_ROUNDS];
+    int rounds = 3, delay_ms = 1000, defer = 0, first = 0, last = 1;
+    double wait[2][MAX_ROUNDS], took[2][MAX_ROUNDS], refresh[2][MAX_ROUNDS];
     static const char *name[] = {"refresh", "reweigh"};
     char work[1024];
 
@@ -237,28 +259,41 @@ int main(int argc, char **argv)
             rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--delay-ms") && i + 1 < argc)
             delay_ms = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--defer"))
+            defer = 1;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "refresh"))
+            first = last = 0, i++;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "reweigh"))
+            first = last = 1, i++;
         else
             path = NULL, i = argc;
     }
     if (!path || !dir || rounds < 1 || rounds > MAX_ROUNDS || delay_ms < 0) {
         fprintf(stderr,
                 "usage: rebuild_bench --store FILE --dir DIR [--rounds 1..%d] "
-                "[--delay-ms D]\n",
+                "[--delay-ms D] [--only refresh|reweigh] [--defer]\n",
                 MAX_ROUNDS);
         return 2;
     }
     snprintf(work, sizeof(work), "%s/rebuild_bench.db", dir);
-    printf("rebuild_bench: %s (copied to %s), append %d ms into the rebuild\n", path, work,
-           delay_ms);
+    printf("rebuild_bench: %s (copied to %s), append %d ms into the rebuild%s\n", path, work,
+           delay_ms, defer ? ", defer_reweigh" : "");
     for (int r = 0; r < rounds; r++)
-        for (int k = 0; k < 2; k++) {
-            wait[k][r] = scenario(path, work, k, delay_ms, &took[k][r]);
-            printf("  round %d %s: append waited %.3f s; the rebuilding call took %.2f s\n", r + 1,
+        for (int k = first; k <= last; k++) {
+            wait[k][r] = scenario(path, work, k, delay_ms, defer, &took[k][r], &refresh[k][r]);
+            printf("  round %d %s: append waited %.3f s; the rebuilding call took %.4f s", r + 1,
                    name[k], wait[k][r], took[k][r]);
+            if (k == 1 && defer)
+                printf("; the refresh that re-weighed took %.2f s", refresh[k][r]);
+            printf("\n");
             fflush(stdout);
         }
-    for (int k = 0; k < 2; k++)
-        printf("%s, median of %d: append waited %.3f s; the rebuilding call took %.2f s\n", name[k],
+    for (int k = first; k <= last; k++) {
+        printf("%s, median of %d: append waited %.3f s; the rebuilding call took %.4f s", name[k],
                rounds, median(wait[k], rounds), median(took[k], rounds));
+        if (k == 1 && defer)
+            printf("; the refresh that re-weighed took %.2f s", median(refresh[k], rounds));
+        printf("\n");
+    }
     return 0;
 }

@@ -83,7 +83,7 @@ int main(int argc, char **argv)
 
     struct lr_store *st = NULL;
     struct lr_error err;
-    struct lr_store_options so = {"openai:bench", (int)dim, 0, 0, 0};
+    struct lr_store_options so = {"openai:bench", (int)dim, 0, 0, 0, 0};
     if (lr_store_open(path, &so, &st, &err) != 0) {
         fprintf(stderr, "regroup_bench: %s\n", err.message);
         return 1;

@@ -199,6 +199,14 @@ struct lr_store_options {
                               8; 1 = the calling thread only. Stores under 4096
                               records use one. The copy is the same whatever the
                               count. */
+    int defer_reweigh;     /* built-in embedder: the append that makes the periodic
+                              re-weighing of the copy due (each time the store has
+                              grown by a quarter) only marks it due and returns;
+                              the next lr_store_refresh() runs it. 0 = that append
+                              runs it before it returns (the default: a caller that
+                              never refreshes still gets it). A server that refreshes
+                              periodically sets it, so that no append waits for a
+                              re-weighing (seconds at 100,000 records). */
 };
 
 /* Open (or create) a history store in the SQLite file at `path`; ":memory:"
@@ -224,10 +232,18 @@ LR_EXTERN size_t lr_store_count(const struct lr_store *store);
  * handle's own writers go on meanwhile: the new copy is built from a
  * snapshot read on a second connection, and they wait only while the rows
  * committed after it are added to it before the swap. One refresh at a
- * time per handle; writes nothing, so it also works on a read-only store. *changed (may be NULL) is set to 1 when the
- * copy was rebuilt, else 0. On failure the old copy stays and err names
- * the store. */
+ * time per handle; writes nothing, so it also works on a read-only store.
+ * A store opened with defer_reweigh is also rebuilt when an append has
+ * made its re-weighing due (lr_store_reweigh_due()), the same way.
+ * *changed (may be NULL) is set to 1 when the copy was rebuilt (or
+ * re-weighed), else 0. On failure the old copy stays and err names the
+ * store. */
 LR_EXTERN int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err);
+
+/* 1 when the store was opened with defer_reweigh and an append has made the
+ * re-weighing of its copy due, which the next lr_store_refresh() runs (and
+ * then sets *changed); else 0. Takes no lock: any thread may ask. */
+LR_EXTERN int lr_store_reweigh_due(const struct lr_store *store);
 
 /* The id of the embedder the store was opened with (owned by the store). A
  * store whose id is not LR_EMBEDDER_BUILTIN is dense: it needs vectors from

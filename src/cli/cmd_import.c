@@ -5,9 +5,19 @@
  * router.embedding names a remote embedder, the store is dense and each
  * file's queries are embedded through it in batches during the import (a
  * failed request fails the file).
+ *
+ * A store this command created is removed again (with its -wal and -shm
+ * files) when the command fails and the store is still empty: a failed
+ * first import, a dense one whose embedding server is down say, leaves no
+ * empty store behind stamped with that embedder, which would refuse a
+ * later import with another.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "embed_http.h"
@@ -26,12 +36,43 @@ static const char help[] =
     "\n"
     "Each file is imported in one transaction: on any error nothing of it is\n"
     "added. With no DATA, the store is created if needed and its size printed.\n"
+    "A store this command created is removed again if the command fails with\n"
+    "nothing imported.\n"
     "Exit codes: 0 ok, 1 a file could not be imported, 2 usage.\n";
+
+/* 1 when path names a file that does not exist yet (not SQLite's
+ * in-memory names), which the store's open will create. */
+static int store_is_new(const char *path)
+{
+    struct stat sb;
+    if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+        return 0;
+    return stat(path, &sb) != 0 && errno == ENOENT;
+}
+
+/* Remove a store this command created, and SQLite's files beside it. */
+static void store_remove(const char *path)
+{
+    static const char *const side[] = {"", "-wal", "-shm", "-journal"};
+    size_t cap = strlen(path) + 16;
+    char *p = malloc(cap);
+    if (!p) {
+        cli_error("import", "out of memory removing '%s', which this command created", path);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(side) / sizeof(*side); i++) {
+        snprintf(p, cap, "%s%s", path, side[i]);
+        if (unlink(p) != 0 && errno != ENOENT)
+            cli_error("import", "cannot remove '%s', which this command created: %s", p,
+                      strerror(errno));
+    }
+    free(p);
+}
 
 int cmd_import(int argc, char **argv)
 {
     const char *store_path = NULL, *split = NULL, *config = NULL;
-    int strict = 0, help_flag = 0, n_pos = 0, rc, status = CLI_OK;
+    int strict = 0, help_flag = 0, n_pos = 0, rc, status = CLI_OK, created = 0;
     const struct cli_opt opts[] = {
         {"store", &store_path, NULL}, {"split", &split, NULL},   {"strict", NULL, &strict},
         {"config", &config, NULL},    {"help", NULL, &help_flag}, {NULL, NULL, NULL},
@@ -64,6 +105,7 @@ int cmd_import(int argc, char **argv)
         goto out;
     }
     embed_store_options(cfg, &so);
+    created = store_is_new(store_path);
     if ((rc = lr_store_open(store_path, &so, &store, &err))) {
         cli_error("import", "%s", err.message);
         status = cli_exit_code(rc) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
@@ -102,9 +144,21 @@ int cmd_import(int argc, char **argv)
             printf(", skipped %zu bad (first: %s)", rep.bad, rep.first_bad);
         printf("\n");
     }
-    printf("%s: %zu records\n", store_path, lr_store_count(store));
+    /* A store this command created and left empty is removed below. */
+    if (!(created && status != CLI_OK && lr_store_count(store) == 0))
+        printf("%s: %zu records\n", store_path, lr_store_count(store));
 out:
     embed_http_free(emb);
+    /* Failed with nothing in the store it created (another process may
+     * have written it meanwhile: the refresh reads that first). */
+    if (store && created && status != CLI_OK && lr_store_refresh(store, NULL, NULL) == 0 &&
+        lr_store_count(store) == 0) {
+        lr_store_free(store);
+        store = NULL;
+        store_remove(store_path);
+        cli_error("import", "removed '%s', which this command created: nothing was imported",
+                  store_path);
+    }
     lr_store_free(store);
     lr_config_free(cfg);
     free(pos);

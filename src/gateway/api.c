@@ -62,6 +62,9 @@ int api_health(struct gw *gw, struct hs_req *req, const char *id)
     json_object_set_new(o, "history_records",
                         gw->store ? json_integer((json_int_t)lr_store_count(gw->store))
                                   : json_null());
+    /* A re-weighing of the store's copy is waiting for the next refresh. */
+    json_object_set_new(o, "store_reweigh_due",
+                        gw->store ? json_boolean(lr_store_reweigh_due(gw->store)) : json_null());
     {
         /* Each configured model's breaker and load, for operators and probes. */
         json_t *ups = json_object();
@@ -744,6 +747,11 @@ static void feedback_done(void *arg)
         json_object_set_new(o, "records", json_integer((json_int_t)fb->records));
         status = send_json(fb->req, 200, o);
     }
+    /* The append left the store's re-weighing due (its store was opened
+     * with defer_reweigh); with no periodic refresh to run it, one starts
+     * now, on a worker. */
+    if (fb->gw->conf->set.store_refresh_ms <= 0 && lr_store_reweigh_due(fb->gw->store))
+        gw_store_refresh_start(fb->gw);
     feedback_end(fb, status, NULL);
 }
 

@@ -338,12 +338,19 @@ static void apply_conn_cap(struct gw *gw, const struct gw_conf *conf, int at_sta
  * lr_store_refresh, which reads those commits into the copy routing uses
  * (one small query when there are none). One refresh at a time: the next
  * is scheduled when the last has ended. A failed refresh leaves routing on
- * the copy it had; it is logged, and tried again at the next period. */
+ * the copy it had; it is logged, and tried again at the next period.
+ *
+ * The store is opened with defer_reweigh (gw_store_open()): the feedback
+ * append that makes the periodic re-weighing of the copy due returns at
+ * once, and the refresh runs the re-weighing (logged with "reweigh":true).
+ * With server.store_refresh_ms 0 there is no next period, so feedback_done
+ * (api.c) starts a refresh as soon as an append has left one due. */
 
 struct refresh_job {
     struct gw *gw;
     int rc;
     int changed;
+    int reweigh;          /* a re-weighing was due: the rebuild, if any, ran it */
     size_t before, after; /* records */
     double ms;
     struct lr_error err;
@@ -354,6 +361,7 @@ static void refresh_work(void *arg)
     struct refresh_job *j = arg;
     double t0 = gw_now();
     j->before = lr_store_count(j->gw->store);
+    j->reweigh = lr_store_reweigh_due(j->gw->store);
     j->rc = lr_store_refresh(j->gw->store, &j->changed, &j->err);
     j->after = lr_store_count(j->gw->store);
     j->ms = (gw_now() - t0) * 1000;
@@ -386,8 +394,8 @@ static void refresh_log(const struct refresh_job *j)
     } else {
         line_put(&l, "{\"event\":\"store_refreshed\"");
         line_str(&l, "store", j->gw->store_path ? j->gw->store_path : "");
-        line_put(&l, ",\"records_before\":%zu,\"records_after\":%zu,\"ms\":%.3f", j->before,
-                 j->after, j->ms);
+        line_put(&l, ",\"records_before\":%zu,\"records_after\":%zu,\"reweigh\":%s,\"ms\":%.3f",
+                 j->before, j->after, j->reweigh ? "true" : "false", j->ms);
     }
     line_write(&l);
 }
@@ -430,6 +438,11 @@ static void refresh_start(struct gw *gw)
         return;
     }
     gw->refresh_busy = 1;
+}
+
+void gw_store_refresh_start(struct gw *gw)
+{
+    refresh_start(gw);
 }
 
 static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)

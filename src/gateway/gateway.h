@@ -188,6 +188,10 @@ struct gw {
     int refresh_stopped; /* shutting down: start no more */
 };
 
+/* Refresh the history store on a worker now (gateway.c), or when the
+ * refresh in flight ends. */
+void gw_store_refresh_start(struct gw *gw);
+
 /* Free what the proxy keeps on the gateway (the wake event). */
 void proxy_shutdown(struct gw *gw);
 

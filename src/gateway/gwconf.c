@@ -774,6 +774,9 @@ int gw_store_open(const char *config_path, const char *store_flag, int check,
         goto out;
     }
     so.read_only = check;
+    /* Feedback appends leave the periodic re-weighing to the store refresh
+     * (gateway.c), so that none waits for it. */
+    so.defer_reweigh = !check;
     rc = lr_store_open(path, &so, out, err);
 out:
     lr_config_free(cfg);

@@ -25,11 +25,14 @@
  * in). The append that makes the re-weighing due commits and publishes its
  * record first, releases wmu, and then runs the rebuild (rebuild(), below),
  * so its call returns once the new copy is in but other writers do not wait
- * for it. A dense store's vectors never lag, but its groups do: on the
- * same schedule, and first when groups become possible, the writer refits
- * them from the vectors in memory and swaps them in the same way
- * (regroup_dense(), still under wmu: it reads the copy that only writers
- * change).
+ * for it. With lr_store_options.defer_reweigh (the gateway) that append
+ * only sets reweigh_due and returns; the next lr_store_refresh() counts a
+ * due re-weighing as a change and runs the same rebuild(), and publishing
+ * any new copy clears the flag (publish()). A dense store's vectors never
+ * lag, but its groups do: on the same schedule, and first when groups
+ * become possible, the writer refits them from the vectors in memory and
+ * swaps them in the same way (regroup_dense(), still under wmu: it reads
+ * the copy that only writers change; this is not deferred).
  *
  * Other writers: another process (`llmroute import` beside a gateway) may
  * commit to the same file. Record and model ids are assigned from the copy,
@@ -72,10 +75,12 @@
  * Writers take `wmu` (one writer at a time), commit to SQLite without
  * blocking readers, and take the write lock only to grow arrays (before the
  * commit, so an allocation failure never leaves memory behind disk) and to
- * publish the new data (after it). rebuild() runs on the thread that calls
- * lr_store_refresh() or appends, holding rebuild_mu (always taken before
- * wmu, never while holding it); it builds its copy unseen by anyone, with
- * st->rdb, which only the holder of rebuild_mu uses. A rebuild of the copy
+ * publish the new data (after it). reweigh_due is atomic: it is set under
+ * wmu and read without any lock (lr_store_reweigh_due()). rebuild() runs
+ * on the thread that calls lr_store_refresh() or appends, holding
+ * rebuild_mu (always taken before wmu, never while holding it); it builds
+ * its copy unseen by anyone, with st->rdb, which only the holder of
+ * rebuild_mu uses. A rebuild of the copy
  * (hist_load) may split its per-record work over threads of its own
  * (load_tfidf(), parallel.h), all joined before it returns; they touch only
  * the copy being built, which no reader sees yet.
@@ -90,6 +95,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +138,13 @@ struct lr_store {
      * its snapshot from, is used only with it held. */
     pthread_mutex_t rebuild_mu;
     sqlite3 *rdb;
+    /* lr_store_options.defer_reweigh: the append that makes the re-weighing
+     * due leaves it to the next lr_store_refresh(). reweigh_due says that
+     * one is waiting (set by that append under wmu, cleared when a copy is
+     * published, unless the rows added after its snapshot already make the
+     * next one due); read without any lock by lr_store_reweigh_due(). */
+    int defer_reweigh;
+    atomic_int reweigh_due;
 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
@@ -1005,6 +1018,10 @@ static void publish(struct lr_store *st, struct lr__hist *fresh, size_t dim, sql
     st->data_version = v;
     st->rebuild_at = next_rebuild(st, built);
     st->generation++;
+    /* Due again only if the rows added after the snapshot reached the next
+     * re-weighing already. */
+    atomic_store(&st->reweigh_due,
+                 st->defer_reweigh && !st->dense && fresh->n >= st->rebuild_at);
 }
 
 /* Build the copy again from what the connection sees now, as at open
@@ -1460,7 +1477,9 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
     }
     if (data_version(st->db, &v) != 0)
         return sql_fail(st, err, "reading the data version");
-    *needed = v != st->data_version;
+    /* A re-weighing an append left to the refresh counts as a change. */
+    *needed = v != st->data_version ||
+              (st->defer_reweigh && !st->dense && st->hist->n >= st->rebuild_at);
     return 0;
 }
 
@@ -1632,6 +1651,8 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     if (st->max_records > LR__STORE_HARD_MAX_RECORDS)
         st->max_records = LR__STORE_HARD_MAX_RECORDS;
     st->threads = opts && opts->threads > 0 ? (unsigned)opts->threads : 0;
+    st->defer_reweigh = opts ? opts->defer_reweigh != 0 : 0;
+    atomic_init(&st->reweigh_due, 0);
     if (st->threads > LR__PARALLEL_MAX_THREADS)
         st->threads = LR__PARALLEL_MAX_THREADS;
     pthread_mutex_init(&st->wmu, NULL);
@@ -1683,6 +1704,11 @@ void lr_store_free(struct lr_store *store)
     free(store);
 }
 
+int lr_store_reweigh_due(const struct lr_store *store)
+{
+    return store ? atomic_load(&((struct lr_store *)store)->reweigh_due) : 0;
+}
+
 size_t lr_store_count(const struct lr_store *store)
 {
     size_t n;
@@ -1701,7 +1727,9 @@ size_t lr_store_count(const struct lr_store *store)
  * outside a transaction, sees every commit made before it; this
  * connection's own commits never change it), the copy is built again by
  * rebuild(), beside this process's writers: they wait only while the rows
- * committed after its snapshot are added to the new copy. */
+ * committed after its snapshot are added to the new copy. With
+ * defer_reweigh, a re-weighing an append left due is a reason too, run by
+ * the same rebuild. */
 int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
 {
     int rc;
@@ -1918,7 +1946,8 @@ static int key_put(struct lr_store *st, struct writer *w, const char *key, size_
  * NEED_REBUILD (only with `may_defer`): nothing was written, the copy must
  * first be rebuilt (catch_up()). *reweigh set: the record is in, and the
  * copy is due for its re-weighing, which the caller starts once it has
- * released wmu. */
+ * released wmu (never with defer_reweigh: the re-weighing is marked due
+ * for lr_store_refresh() instead). */
 static int store_append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
                         size_t dim, const char *key, int *duplicate, int may_defer,
                         int *reweigh, struct lr_error *err)
@@ -2094,13 +2123,16 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     pthread_rwlock_unlock(&st->rw);
 
     /* Regroup (dense) when due, here under wmu; a sparse store's
-     * re-weighing is the caller's, once wmu is released (rebuild()). The
-     * record is already safe on disk and in memory, so a failed rebuild
-     * only postpones the next one. */
+     * re-weighing is the caller's, once wmu is released (rebuild()), or
+     * with defer_reweigh the next lr_store_refresh()'s. The record is
+     * already safe on disk and in memory, so a failed rebuild only
+     * postpones the next one. */
     if (h->n >= st->rebuild_at) {
         if (st->dense) {
             regroup_dense(st, h);
             st->rebuild_at = next_rebuild(st, st->hist->n);
+        } else if (st->defer_reweigh) {
+            atomic_store(&st->reweigh_due, 1); /* lr_store_refresh() runs it */
         } else {
             *reweigh = 1;
         }
@@ -2672,6 +2704,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     pthread_rwlock_unlock(&store->rw);
     store->rebuild_at = next_rebuild(store, store->hist->n);
     store->generation++;
+    atomic_store(&store->reweigh_due, 0);
     if (behind)
         store->data_version = behind_v;
 out:

@@ -3,7 +3,8 @@
 # import`, `route --strategy smart` and `eval` fetch vectors from the fake
 # upstream's POST /v1/embeddings (deterministic vectors from a hash of each
 # text) on 127.0.0.1, into a dense store. Then the errors: the server down
-# (exit 1 naming the URL, store unchanged), a wrong dimension, a non-200
+# (exit 1 naming the URL, store unchanged; a store the failed import created
+# removed again), a wrong dimension, a non-200
 # answer, an answer that is not JSON, a built-in store opened with the
 # remote config, and the gateway refusing a dense store without router.embedding.
 #   usage: test_embed_remote.sh /path/to/llmroute /path/to/source /path/to/fake_upstream
@@ -105,6 +106,7 @@ def cfg(name, url, **emb):
               open(out + "/" + name, "w"))
 cfg("remote.json", "http://127.0.0.1:%s/v1/" % port, api_key_env="LR_TEST_EMB_KEY")
 cfg("down.json", "http://127.0.0.1:%s/v1" % closed)
+cfg("down12.json", "http://127.0.0.1:%s/v1" % closed, dimensions=12)
 cfg("dim8.json", "http://127.0.0.1:%s/v1" % port8)
 cfg("dims12.json", "http://127.0.0.1:%s/v1" % port, dimensions=12)
 cfg("conf8.json", "http://127.0.0.1:%s/v1" % port, dimensions=8)
@@ -191,6 +193,28 @@ expect route_down 1 "cannot reach the embedding server at http://127.0.0.1:$CLOS
     "$BIN" route --config "$TMP/down.json" --store "$DENSE" "What is 1 plus 4?"
 expect eval_down 1 "http://127.0.0.1:$CLOSED/v1/embeddings" -- \
     "$BIN" eval --config "$TMP/down.json" --store "$DENSE" --data "$TMP/data.json" --split test
+
+# ---- a failed import into a store it created leaves nothing behind ----
+# Not an empty store stamped with that embedder, which would refuse a later
+# import with another. Down at the dimension probe, and (with a configured
+# dimension, no probe) down during the import itself.
+for conf in down down12; do
+    NEW=$TMP/new-$conf.db
+    expect "import_down_new_$conf" 1 "removed '$NEW', which this command created" -- \
+        "$BIN" import --config "$TMP/$conf.json" --store "$NEW" "$TMP/more.json"
+    grep -qF "nothing imported" "$TMP/err" && ok || bad "import_down_new_$conf: $(cat "$TMP/err")"
+    [ ! -e "$NEW" ] && [ ! -e "$NEW-wal" ] && [ ! -e "$NEW-shm" ] && ok ||
+        bad "a failed import left $(ls "$TMP" | grep "new-$conf")"
+    expect "import_builtin_after_$conf" 0 "imported 3 of 3" -- \
+        "$BIN" import --store "$NEW" "$TMP/more.json"
+done
+# A store that existed before the command (here empty) is kept.
+expect import_create_empty 0 "0 records" -- \
+    "$BIN" import --config "$TMP/remote.json" --store "$TMP/empty.db"
+expect import_down_existing 1 "nothing imported" -- \
+    "$BIN" import --config "$TMP/down.json" --store "$TMP/empty.db" "$TMP/more.json"
+[ -e "$TMP/empty.db" ] && ! grep -qF "removed" "$TMP/err" && ok ||
+    bad "a store that existed was removed: $(cat "$TMP/err")"
 
 # ---- wrong dimensions ----
 # The server answers 8 floats where the store holds 16.

@@ -127,6 +127,68 @@ def main(bin_):
     check("with server.store_refresh_ms 0 the gateway keeps its copy until SIGHUP, which "
           "refreshes it", disabled_refresh_waits_for_sighup)
 
+    # 255 records: the gateway's copy is due for its first re-weighing (and
+    # grouping) at 256, so the next feedback append makes it due.
+    def reweigh_store(name):
+        store = os.path.join(wd, name + ".db")
+        seed = os.path.join(wd, name + "-seed.jsonl")
+        smart_history(seed, 255, name)
+        import_ok(bin_, store, seed)
+        return store
+
+    def feedback(gw, query):
+        st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+            {"query": query, "model": "smarty", "correctness": 1, "output_tokens": 5}))
+        j = json.loads(body)
+        assert st == 200, (st, j)
+        return j
+
+    def health(gw):
+        st, _, body = request(gw.port, "GET", "/health")
+        assert st == 200, st
+        return json.loads(body)
+
+    def reweighs(gw):
+        return [e for e in events(gw, "store_refreshed") if e.get("reweigh") is True]
+
+    def feedback_leaves_the_reweigh_to_the_refresh():
+        store = reweigh_store("reweigh")
+        # A period far longer than the test: only SIGHUP refreshes.
+        gw = Gateway(bin_, wd, config(store, 3600000), name="reweigh")
+        h = health(gw)
+        assert h["history_records"] == 255 and h["store_reweigh_due"] is False, h
+        assert feedback(gw, "What is 1000 plus 1003? (reweigh)")["records"] == 256
+        # Answered, and the copy not yet re-weighed: still due, no refresh ran.
+        h = health(gw)
+        assert h["history_records"] == 256 and h["store_reweigh_due"] is True, h
+        assert events(gw, "store_refreshed") == [], events(gw, "store_refreshed")
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: reweighs(gw), timeout=10, what="a store_refreshed line with reweigh")
+        ev = events(gw, "store_refreshed")
+        assert len(ev) == 1, ev
+        assert ev[0]["records_before"] == 256 and ev[0]["records_after"] == 256, ev
+        assert health(gw)["store_reweigh_due"] is False
+        assert routed_model(gw) in ("cheapo", "smarty")
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("the feedback append that makes the store's re-weighing due answers without "
+          "running it; /health says it is due, and the next refresh runs it, logged with "
+          "\"reweigh\":true", feedback_leaves_the_reweigh_to_the_refresh)
+
+    def reweigh_without_periodic_refresh():
+        store = reweigh_store("reweigh-off")
+        gw = Gateway(bin_, wd, config(store, 0), name="reweigh-off")
+        assert feedback(gw, "What is 1000 plus 1003? (reweigh-off)")["records"] == 256
+        wait_for(lambda: reweighs(gw), timeout=10, what="a store_refreshed line with reweigh")
+        ev = events(gw, "store_refreshed")
+        assert len(ev) == 1 and ev[0]["records_after"] == 256, ev
+        wait_for(lambda: health(gw)["store_reweigh_due"] is False, timeout=5,
+                 what="/health saying no re-weighing is due")
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("with server.store_refresh_ms 0, the gateway starts a refresh on a worker when a "
+          "feedback append has left the re-weighing due", reweigh_without_periodic_refresh)
+
     def bad_values_are_config_errors():
         store = os.path.join(wd, "bad.db")
         for i, bad in enumerate([-1, "1000", 1.5, 86400001, True]):

@@ -181,7 +181,7 @@ static void dense_store_gets_groups_at_open(void **st)
     char db[512];
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"remote-emb", 3, 0, 0, 0};
+    struct lr_store_options o = {"remote-emb", 3, 0, 0, 0, 0};
     snprintf(db, sizeof(db), "%s/dense.db", tmpdir);
     assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
     for (size_t i = 0; i < 300; i++)
@@ -271,7 +271,7 @@ static struct lr_store *open_dense(const char *name, int read_only)
     struct lr_store *s = NULL;
     struct lr_error err;
     /* No dimension given: the store takes its first vector's. */
-    struct lr_store_options o = {"remote-emb", 0, read_only, 0, 0};
+    struct lr_store_options o = {"remote-emb", 0, read_only, 0, 0, 0};
     snprintf(db, sizeof(db), "%s/%s", tmpdir, name);
     if (lr_store_open(db, &o, &s, &err) != 0)
         fail_msg("lr_store_open: %s", err.message);
@@ -339,7 +339,7 @@ static void dense_groups_predict_each_cluster_rate_not_the_store_mean(void **st)
     struct lr_router *r = NULL;
     struct lr_router_options ro;
     struct lr_error err;
-    struct lr_store_options so = {"remote-emb", 0, 0, 0, 0};
+    struct lr_store_options so = {"remote-emb", 0, 0, 0, 0, 0};
     struct lr_store *s = NULL;
     /* A is right on every topic-0 record and wrong on every topic-1 one:
      * its rate is 1 and 0 in the clusters, 1/2 over the store. */

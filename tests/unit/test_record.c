@@ -247,7 +247,7 @@ static void adds_refuse_what_import_refuses(void **st)
     static const struct lr_outcome good[] = {{"m", 1, 3}};
     struct lr_record rec;
     struct lr_store *s = NULL, *d = NULL;
-    struct lr_store_options dense = {"openai:fake", 2, 0, 0, 0};
+    struct lr_store_options dense = {"openai:fake", 2, 0, 0, 0, 0};
     struct lr_error err;
     const float vec[2] = {1, 0};
     int dup = -1;

@@ -266,7 +266,7 @@ static void dense_store_routes_by_the_given_embedding(void **state)
 {
     struct fixture *f = *state;
     struct lr_store *s = NULL;
-    struct lr_store_options so = {"remote-test", 2, 0, 0, 0};
+    struct lr_store_options so = {"remote-test", 2, 0, 0, 0, 0};
     struct lr_error err = {0};
     float east[2] = {1, 0}, north[2] = {0, 1};
     assert_int_equal(lr_store_open(":memory:", &so, &s, &err), 0);
@@ -439,7 +439,7 @@ static void dense_store_routes_concurrently_while_appends_regroup_it(void **stat
 {
     struct fixture *f = *state;
     struct dense_shared sh = {0};
-    struct lr_store_options so = {"remote-test", 2, 0, 0, 0};
+    struct lr_store_options so = {"remote-test", 2, 0, 0, 0, 0};
     struct lr_router_options o;
     struct lr_error err = {0};
     pthread_t th[5];

@@ -246,7 +246,7 @@ static void store_survives_close_and_reopen(void **st)
     lr_store_free(s);
 
     /* Read-only: readable, not writable. */
-    struct lr_store_options ro = {NULL, 0, 1, 0, 0};
+    struct lr_store_options ro = {NULL, 0, 1, 0, 0, 0};
     assert_int_equal(lr_store_open(db, &ro, &s, &err), 0);
     assert_int_equal(lr_store_count(s), 4);
     assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, 1, &err), LR_EINVAL);
@@ -262,7 +262,7 @@ static void another_embedder_is_a_clear_error(void **st)
     path_in(db, sizeof(db), "emb.db");
     assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
     lr_store_free(s);
-    struct lr_store_options o = {"bge-small-en-v1.5", 384, 0, 0, 0};
+    struct lr_store_options o = {"bge-small-en-v1.5", 384, 0, 0, 0, 0};
     s = NULL;
     assert_int_equal(lr_store_open(db, &o, &s, &err), LR_ESTORE);
     assert_null(s);
@@ -279,7 +279,7 @@ static void dense_store_keeps_vectors_and_checks_dimension(void **st)
     char db[512];
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"remote-emb", 0, 0, 0, 0};
+    struct lr_store_options o = {"remote-emb", 0, 0, 0, 0, 0};
     struct lr_outcome oc = {"m", 1.0, 10};
     struct lr_record r = {"some text", 4, NULL, &oc, 1};
     float v0[3] = {1, 0, 0}, v1[3] = {0, 2, 0}, v2[3] = {0, 1, 1}, bad[2] = {1, 1};
@@ -320,7 +320,7 @@ static void appends_validate_and_respect_the_cap(void **st)
     (void)st;
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {NULL, 0, 0, 3, 0};
+    struct lr_store_options o = {NULL, 0, 0, 3, 0, 0};
     assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
     assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1.5, 1, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "correctness"));
@@ -445,7 +445,7 @@ static void dense_import_embeds_kept_records_in_batches(void **st)
     struct lr_error err;
     struct lr_import_report rep;
     struct fake_embedder fe = {0};
-    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0, 0};
     struct lr_import_options io = {.split = "train", .embed = fake_embed, .embed_arg = &fe,
                                    .embed_batch = 3, .embed_dim = 8};
     float sim;
@@ -489,7 +489,7 @@ static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
     struct lr_error err;
     struct lr_import_report rep;
     struct fake_embedder fe = {0};
-    struct lr_store_options o = {"openai:fake", 4, 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 4, 0, 0, 0, 0};
     struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe, .embed_batch = 2};
     const char *p = write_file("five.json", FIVE);
 
@@ -526,7 +526,7 @@ static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
     lr_store_free(s);
 
     /* A dense store that knows no dimension needs embed_dim. */
-    struct lr_store_options o0 = {"openai:fake", 0, 0, 0, 0};
+    struct lr_store_options o0 = {"openai:fake", 0, 0, 0, 0, 0};
     assert_int_equal(lr_store_open(":memory:", &o0, &s, &err), 0);
     assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "embed_dim"));
@@ -544,7 +544,7 @@ static void dense_outcome_appends_carry_their_vector(void **st)
     (void)st;
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0, 0};
     float v[8], sim;
     assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
     hash_vector("first query", v, 8);
@@ -576,7 +576,7 @@ static void failed_first_vector_leaves_no_dimension_behind(void **st)
     char db[512];
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0, 0};
     sqlite3 *raw = NULL;
     float v4[4] = {1, 2, 3, 4}, v8[8], sim;
     path_in(db, sizeof(db), "first_fails.db");
@@ -763,7 +763,7 @@ static void dense_writer_catches_up_with_another_connections_vectors(void **st)
     char db[512];
     struct lr_store *a = NULL, *b = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0, 0};
     float v[8], sim;
     path_in(db, sizeof(db), "two-dense.db");
     assert_int_equal(lr_store_open(db, &o, &a, &err), 0);
@@ -797,7 +797,7 @@ static void refresh_reads_another_connections_commits(void **st)
     (void)st;
     char db[512];
     struct lr_store *a = NULL, *b = NULL, *ro = NULL;
-    struct lr_store_options rdonly = {NULL, 0, 1, 0, 0};
+    struct lr_store_options rdonly = {NULL, 0, 1, 0, 0, 0};
     struct lr_error err;
     struct lr_import_report rep;
     const struct lr__hist *before;
@@ -911,7 +911,7 @@ static void dense_refresh_reads_another_connections_vectors(void **st)
     char db[512];
     struct lr_store *a = NULL, *b = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0, 0};
     float v[8], sim;
     int changed = -1;
     path_in(db, sizeof(db), "refresh-dense.db");
@@ -986,7 +986,7 @@ static const char *write_synthetic(const char *name, size_t n)
 /* The store at `path` opened with `threads`. */
 static struct lr_store *open_threads(const char *path, int threads)
 {
-    struct lr_store_options o = {NULL, 0, 1, 0, threads};
+    struct lr_store_options o = {NULL, 0, 1, 0, threads, 0};
     struct lr_store *s = NULL;
     struct lr_error err;
     assert_int_equal(lr_store_open(path, &o, &s, &err), 0);
@@ -1052,7 +1052,7 @@ static void copy_is_the_same_on_any_number_of_threads(void **st)
     char db[512];
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options w = {NULL, 0, 0, 0, 3};
+    struct lr_store_options w = {NULL, 0, 0, 0, 3, 0};
     size_t saved = lr__store_parallel_min, saved_batch = lr__store_text_batch;
 
     /* 3,000 records over up to 7 chunks of uneven sizes, read in batches of
@@ -1307,7 +1307,7 @@ static struct lr_store *reference(const char *ref, const char *const *queries, s
                                   const char *model, const char *embedder)
 {
     struct lr_store *r = NULL;
-    struct lr_store_options w = {embedder, 0, 0, 0, 1};
+    struct lr_store_options w = {embedder, 0, 0, 0, 1, 0};
     struct lr_error err;
     assert_int_equal(lr_store_open(ref, &w, &r, &err), 0);
     for (size_t i = 0; i < n; i++)
@@ -1329,7 +1329,7 @@ static void refresh_rebuilds_while_appends_go_on(void **st)
     (void)st;
     char db[512], ref[512], jsonl[512];
     struct lr_store *a = NULL, *b = NULL, *fresh, *r;
-    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
     struct lr_error err;
     struct refresher rf = {0};
     struct appender ap;
@@ -1396,7 +1396,7 @@ static void reweigh_runs_while_appends_go_on(void **st)
     (void)st;
     char db[512], ref[512], jsonl[512], more[512];
     struct lr_store *s = NULL, *o = NULL, *r;
-    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
     struct lr_error err;
     static const char *const CROSSING[] = {"the record that makes the quarter"};
     struct appender crossing, ap;
@@ -1450,7 +1450,7 @@ static void writer_rebuilds_outside_the_write_lock(void **st)
     (void)st;
     char db[512], ref[512], jsonl[512], more[512];
     struct lr_store *s = NULL, *o = NULL, *r;
-    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
     struct lr_error err;
     static const char *const MINE[] = {"the writer's own record after the rebuild"};
     static const char *const ALL[] = {"kalo mine rusa a late record about totoqua",
@@ -1503,7 +1503,7 @@ static void failed_rebuild_keeps_the_old_copy_and_appends_go_on(void **st)
     (void)st;
     char db[512], jsonl[512];
     struct lr_store *s = NULL, *o = NULL;
-    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
     struct lr_error err;
     const struct lr__hist *before;
     int changed = -1;
@@ -1545,6 +1545,59 @@ static void failed_rebuild_keeps_the_old_copy_and_appends_go_on(void **st)
     lr_store_free(s);
 }
 
+/* With defer_reweigh, the append that grows the store by a quarter only
+ * marks the re-weighing due: it returns with the copy it had (no rebuild
+ * ran, the copy's weights are those of the import), and the next refresh
+ * re-weighs it, after which the copy equals a fresh open of the file. */
+static void deferred_reweigh_runs_at_the_next_refresh(void **st)
+{
+    (void)st;
+    char db[512], jsonl[512], more[512];
+    struct lr_store *s = NULL, *o = NULL, *r = NULL;
+    struct lr_store_options w = {NULL, 0, 0, 0, 2, 1};
+    struct lr_error err;
+    const struct lr__hist *before;
+    int changed = -1;
+
+    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
+    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-defer.jsonl", 1600));
+    snprintf(more, sizeof(more), "%s", write_synthetic("rb-defer-more.jsonl", 415));
+    path_in(db, sizeof(db), "rb-defer.db");
+    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
+    /* Another handle brings the store to one short of 1600 + 400 + 16; s
+     * catches up with those rows in place, then its append is the one. */
+    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
+    assert_int_equal(lr_store_import_file(o, more, NULL, NULL, &err), 0);
+    lr_store_free(o);
+    assert_int_equal(lr_store_reweigh_due(s), 0);
+    lr__store_rdlock(s);
+    before = lr__store_hist(s);
+    lr__store_unlock(s);
+
+    gate_arm(1, 0); /* counts the rebuilds */
+    assert_int_equal(add_late(s, LATE[0], "newcomer"), 0);
+    assert_int_equal(gate_calls(), 0); /* the append ran no rebuild */
+    assert_int_equal(lr_store_reweigh_due(s), 1);
+    lr__store_rdlock(s);
+    assert_ptr_equal(lr__store_hist(s), before); /* the same copy, not re-weighed */
+    assert_int_equal(lr__store_hist(s)->n, 2016);
+    lr__store_unlock(s);
+
+    assert_int_equal(lr_store_refresh(s, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(gate_calls(), 1);
+    assert_int_equal(lr_store_reweigh_due(s), 0);
+    lr__store_rebuild_hook = NULL;
+    r = reference(db, NULL, 0, "newcomer", NULL);
+    assert_same_copy(s, r, jsonl);
+    assert_same_outcomes(s, r);
+    assert_int_equal(lr_store_refresh(s, &changed, &err), 0);
+    assert_int_equal(changed, 0); /* nothing due any more */
+    lr_store_free(r);
+    lr_store_free(s);
+}
+
 /* Two dense copies hold the same vectors, groups and outcomes. */
 static void assert_same_dense(struct lr_store *a, struct lr_store *b)
 {
@@ -1574,7 +1627,7 @@ static void dense_refresh_rebuilds_while_appends_go_on(void **st)
     (void)st;
     char db[512], ref[512], jsonl[512];
     struct lr_store *a = NULL, *b = NULL, *fresh = NULL, *r;
-    struct lr_store_options o = {"openai:fake", 8, 0, 0, 2};
+    struct lr_store_options o = {"openai:fake", 8, 0, 0, 2, 0};
     struct fake_embedder fe = {0};
     struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe, .embed_dim = 8};
     struct lr_error err;
@@ -1628,7 +1681,7 @@ static void import_far_behind_takes_ids_from_the_file(void **st)
     (void)st;
     char db[512], jsonl[512], more[512];
     struct lr_store *s = NULL, *o = NULL, *fresh;
-    struct lr_store_options w = {NULL, 0, 0, 0, 2};
+    struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
     struct lr_error err;
     struct lr_import_report rep;
     int changed = -1;
@@ -1784,7 +1837,7 @@ static void dense_keyed_append_needs_and_keeps_its_vector(void **st)
     (void)st;
     struct lr_store *s = NULL;
     struct lr_error err;
-    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0, 0};
     float v[8], sim;
     int dup = -1;
     assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
@@ -1811,7 +1864,7 @@ static void old_store_without_the_key_table(void **st)
     (void)st;
     char db[512];
     struct lr_store *s = NULL;
-    struct lr_store_options ro = {NULL, 0, 0, 0, 0};
+    struct lr_store_options ro = {NULL, 0, 0, 0, 0, 0};
     struct lr_error err;
     sqlite3 *c = NULL;
     int dup = -1;
@@ -1879,6 +1932,7 @@ int main(void)
         cmocka_unit_test(reweigh_runs_while_appends_go_on),
         cmocka_unit_test(writer_rebuilds_outside_the_write_lock),
         cmocka_unit_test(failed_rebuild_keeps_the_old_copy_and_appends_go_on),
+        cmocka_unit_test(deferred_reweigh_runs_at_the_next_refresh),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
     };

@@ -135,7 +135,7 @@ class lr_record(Structure):
 
 class lr_store_options(Structure):
     _fields_ = [("embedder", c_char_p), ("dense_dim", c_int), ("read_only", c_int),
-                ("max_records", c_size_t), ("threads", c_int)]
+                ("max_records", c_size_t), ("threads", c_int), ("defer_reweigh", c_int)]
 
 
 class lr_embedding_info(Structure):

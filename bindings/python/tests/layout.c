@@ -87,7 +87,8 @@ int main(void)
       F(lr_store_options, dense_dim),
       F(lr_store_options, read_only),
       F(lr_store_options, max_records),
-      F(lr_store_options, threads));
+      F(lr_store_options, threads),
+      F(lr_store_options, defer_reweigh));
     S(lr_embedding_info,
       F(lr_embedding_info, base_url),
       F(lr_embedding_info, model),
