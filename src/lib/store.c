@@ -1301,6 +1301,53 @@ out:
     return rc;
 }
 
+/* Room in copy h for one more record with n_outs outcomes and n_models new
+ * models, and for its vector in the index: features feats[0 .. nf) of a
+ * sparse store, one row of a dense one (whose dimension becomes new_dim
+ * first when that is not 0: the store's first vector). After it,
+ * record_add() cannot fail. A published h needs the write lock held. */
+static int record_reserve(const struct lr_store *st, struct lr__hist *h, size_t n_outs,
+                          size_t n_models, size_t new_dim, const struct lr__feat *feats,
+                          size_t nf)
+{
+    int rc = hist_reserve(h, 1, n_outs, n_models);
+    if (rc == 0)
+        rc = lr__groups_reserve(&h->groups, h->n + 1, h->models.cap);
+    if (rc == 0 && st->dense) {
+        if (new_dim)
+            h->didx.dim = new_dim;
+        rc = lr__dindex_reserve(&h->didx, 1);
+    } else if (rc == 0) {
+        rc = lr__sindex_reserve(&h->sidx, feats, nf);
+    }
+    return rc;
+}
+
+/* Record h->n, whose outcomes were just added, into copy h: its end in
+ * out_start, its group, and its vector: the row vec of a dense store, or
+ * the features feats[0 .. nf) of a sparse one, whose text's terms t then
+ * join the document frequencies. Needs record_reserve() first. */
+static void record_add(const struct lr_store *st, struct lr__hist *h, uint32_t group,
+                       const float *vec, const struct lr__feat *feats, size_t nf,
+                       const struct lr__terms *t)
+{
+    h->out_start[h->n + 1] = (uint32_t)h->n_outs;
+    lr__groups_add(&h->groups, h, (uint32_t)h->n, group);
+    if (st->dense) {
+        lr__dindex_add(&h->didx, vec);
+    } else {
+        lr__sindex_add(&h->sidx, feats, nf);
+        for (size_t j = 0; j < t->n; j++) {
+            uint32_t f = lr__terms_feature(t, j);
+            if (h->df[f] < UINT32_MAX)
+                h->df[f]++;
+        }
+        if (h->df_ndocs < UINT32_MAX)
+            h->df_ndocs++;
+    }
+    h->n++;
+}
+
 /* Add the rows of d to copy h exactly as appends add them (store_append()):
  * each record's vector weighed with h's document frequencies, which it then
  * joins, and put in the group of its nearest centroid. With `live`, h is
@@ -1345,31 +1392,12 @@ static int delta_apply(struct lr_store *st, struct lr__hist *h, struct delta *d,
                           : lr__groups_nearest_sparse(&h->groups, feats, nf);
         if (live)
             pthread_rwlock_wrlock(&st->rw);
-        rc = hist_reserve(h, 1, o1 - o0, 0);
-        if (rc == 0)
-            rc = lr__groups_reserve(&h->groups, h->n + 1, h->models.cap);
-        if (rc == 0)
-            rc = st->dense ? lr__dindex_reserve(&h->didx, 1)
-                           : lr__sindex_reserve(&h->sidx, feats, nf);
+        rc = record_reserve(st, h, o1 - o0, 0, 0, feats, nf);
         if (rc == 0) {
             for (size_t k = o0; k < o1; k++)
                 hist_add_outcome(h, d->outs[k].model, d->outs[k].correctness,
                                  d->outs[k].output_tokens);
-            h->out_start[h->n + 1] = (uint32_t)h->n_outs;
-            lr__groups_add(&h->groups, h, (uint32_t)h->n, group);
-            if (st->dense) {
-                lr__dindex_add(&h->didx, vec);
-            } else {
-                lr__sindex_add(&h->sidx, feats, nf);
-                for (size_t j = 0; j < t.n; j++) {
-                    uint32_t f = lr__terms_feature(&t, j);
-                    if (h->df[f] < UINT32_MAX)
-                        h->df[f]++;
-                }
-                if (h->df_ndocs < UINT32_MAX)
-                    h->df_ndocs++;
-            }
-            h->n++;
+            record_add(st, h, group, vec, feats, nf, &t);
             /* A record at a time, so that a prefix added knows where the
              * next catch-up's outcomes start. */
             if (o1 > o0)
@@ -2061,16 +2089,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
 
     /* Grow memory first (readers excluded), so publishing cannot fail. */
     pthread_rwlock_wrlock(&st->rw);
-    rc = hist_reserve(h, 1, v->n, n_new);
-    if (rc == 0)
-        rc = lr__groups_reserve(&h->groups, h->n + 1, h->models.cap);
-    if (rc == 0 && st->dense) {
-        if (adopt_dim)
-            h->didx.dim = dim;
-        rc = lr__dindex_reserve(&h->didx, 1);
-    } else if (rc == 0) {
-        rc = lr__sindex_reserve(&h->sidx, feats, nf);
-    }
+    rc = record_reserve(st, h, v->n, n_new, adopt_dim ? dim : 0, feats, nf);
     pthread_rwlock_unlock(&st->rw);
     if (rc != 0) {
         rc = fail(err, LR_ENOMEM, 0, "out of memory adding a record");
@@ -2102,24 +2121,10 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     n_new = 0;
     for (size_t i = 0; i < v->n; i++)
         hist_add_outcome(h, mids[i], v->correctness[i], v->output_tokens[i]);
-    h->out_start[h->n + 1] = (uint32_t)h->n_outs;
     h->out_rowid = out_rowid;
-    lr__groups_add(&h->groups, h, (uint32_t)h->n, group);
-    if (st->dense) {
-        if (adopt_dim)
-            st->dim = dim;
-        lr__dindex_add(&h->didx, unit);
-    } else {
-        lr__sindex_add(&h->sidx, feats, nf);
-        for (size_t j = 0; j < t.n; j++) {
-            uint32_t f = lr__terms_feature(&t, j);
-            if (h->df[f] < UINT32_MAX)
-                h->df[f]++;
-        }
-        if (h->df_ndocs < UINT32_MAX)
-            h->df_ndocs++;
-    }
-    h->n++;
+    if (adopt_dim)
+        st->dim = dim;
+    record_add(st, h, group, unit, feats, nf, &t);
     pthread_rwlock_unlock(&st->rw);
 
     /* Regroup (dense) when due, here under wmu; a sparse store's
