@@ -1,10 +1,11 @@
-/* bench.h -- the clock, the comparison and the random stream the benchmark
- * programs share.
+/* bench.h -- the clock, the comparison, the median and the random stream
+ * the benchmark programs share.
  * Header-only: each benchmark is its own executable. */
 #ifndef LR_BENCH_H
 #define LR_BENCH_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 /* Seconds on the monotonic clock. */
@@ -20,6 +21,13 @@ static inline int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* The median of the `n` values at `v` (n > 0), which it sorts in place. */
+static inline double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* A xorshift64 stream: deterministic synthetic data; a program may seed it

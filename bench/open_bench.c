@@ -41,12 +41,6 @@ static double open_once(const char *path, int threads, size_t *count)
     return t;
 }
 
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
     const char *path = NULL;

@@ -236,12 +236,6 @@ static double scenario(const char *src, const char *work, int reweigh, int delay
     return wait;
 }
 
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
     const char *path = NULL, *dir = NULL;

@@ -77,12 +77,6 @@ static double rate(void *(*fn)(void *), void *arg, int threads)
     return (double)per_thread * threads / dt;
 }
 
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
     struct lr_config *cfg = NULL;

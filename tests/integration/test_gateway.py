@@ -904,16 +904,23 @@ def headers(gw_bin, fake_bin):
     check("SIGHUP picks up changed headers; a refused header keeps the old config",
           reload_picks_up_changes)
 
-    def env_value_with_a_line_break_refused():
-        cfg = os.path.join(wd, "crlf.json")
+    def serve_refused(name, var, value):
+        """`llmroute serve` on a config (written to `name`) with the headers
+        model, `var` set to `value`: it must refuse to start (exit 2). Returns
+        the finished process and the environment it ran with."""
+        cfg = os.path.join(wd, name)
         with open(cfg, "w") as f:
             json.dump(base_config(fake, extra_models=[headers_model(fake)]), f)
         e = dict(os.environ)
         e.update(env)
-        e[HDR_ENV] = "abc\r\nHost: evil.example"
+        e[var] = value
         r = subprocess.run([gw_bin, "serve", "--config", cfg, "--listen", HOST + ":0"],
                            capture_output=True, text=True, timeout=10, env=e)
         assert r.returncode == 2, (r.returncode, r.stderr)
+        return r, e
+
+    def env_value_with_a_line_break_refused():
+        r, _ = serve_refused("crlf.json", HDR_ENV, "abc\r\nHost: evil.example")
         assert "models[4].headers.api-key: %s holds a control character" % HDR_ENV in r.stderr, \
             r.stderr
         assert "evil" not in r.stderr, r.stderr
@@ -923,15 +930,7 @@ def headers(gw_bin, fake_bin):
     def api_key_with_a_line_break_refused():
         # The key goes out as "Authorization: Bearer KEY": a CR LF in it would
         # add headers to every upstream request.
-        cfg = os.path.join(wd, "crlf-key.json")
-        with open(cfg, "w") as f:
-            json.dump(base_config(fake, extra_models=[headers_model(fake)]), f)
-        e = dict(os.environ)
-        e.update(env)
-        e[KEY_ENV] = "sk-abc\r\nX-Injected: evil"
-        r = subprocess.run([gw_bin, "serve", "--config", cfg, "--listen", HOST + ":0"],
-                           capture_output=True, text=True, timeout=10, env=e)
-        assert r.returncode == 2, (r.returncode, r.stderr)
+        r, e = serve_refused("crlf-key.json", KEY_ENV, "sk-abc\r\nX-Injected: evil")
         assert "models[0].api_key_env: %s holds a control character" % KEY_ENV in r.stderr, \
             r.stderr
         assert "evil" not in r.stderr and "sk-abc" not in r.stderr, r.stderr

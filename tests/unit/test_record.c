@@ -174,67 +174,82 @@ static void loader_and_import_refuse_strings_over_their_caps_alike(void **st)
     free(rec);
 }
 
+/* Writes `content` to the file `name` in the temporary directory; it holds
+ * `bad` records that are not objects and two good ones. The loader and
+ * import each skip the bad ones, counting them and naming the first
+ * (`load_first` and `import_first`), and load the good ones. Returns the
+ * store the import went into (the caller frees it) and the import's report
+ * in `rep`. */
+static struct lr_store *both_skip_records_that_are_not_objects(const char *name,
+                                                              const char *content, size_t bad,
+                                                              const char *load_first,
+                                                              const char *import_first,
+                                                              struct lr_import_report *rep)
+{
+    struct lr_dataset *ds = NULL;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, rep, &err), 0);
+    assert_int_equal(rep->bad, bad);
+    assert_string_equal(rep->first_bad, load_first);
+    assert_int_equal(lr_dataset_count(ds), 2);
+    lr_dataset_free(ds);
+
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, path, NULL, rep, &err), 0);
+    assert_int_equal(rep->bad, bad);
+    assert_string_equal(rep->first_bad, import_first);
+    assert_int_equal(lr_store_count(s), 2);
+    return s;
+}
+
+/* A strict import of the file at `path` into `s` refuses it, with a
+ * message that holds `want`, and stores nothing: `s` still counts `count`. */
+static void strict_import_refuses(struct lr_store *s, const char *want, size_t count)
+{
+    struct lr_import_options strict = {NULL, 1, NULL, NULL, 0, 0};
+    struct lr_import_report rep;
+    struct lr_error err;
+
+    assert_int_equal(lr_store_import_file(s, path, &strict, &rep, &err), LR_EPARSE);
+    if (!strstr(err.message, want))
+        fail_msg("strict import: '%s'", err.message);
+    assert_int_equal(lr_store_count(s), count);
+}
+
 /* A JSON array whose elements (or JSON lines whose values) are not all
  * objects: each such record is a bad record, counted and named by its
  * index, and the others load; with strict, import refuses the file and
  * stores nothing. */
 static void loader_and_import_skip_records_that_are_not_objects(void **st)
 {
-    struct lr_import_options strict = {NULL, 1, NULL, NULL, 0, 0};
-    struct lr_dataset *ds = NULL;
     struct lr_store *s = NULL;
     struct lr_import_report rep;
     struct lr_error err;
-    FILE *f;
     (void)st;
 
-    snprintf(path, sizeof(path), "%s/arr.json", tmpdir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "[%s, 5,\n \"x\", [1], null, %s]\n", GOOD, GOOD);
-    fclose(f);
-
-    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, &err), 0);
-    assert_int_equal(rep.bad, 4);
-    assert_string_equal(rep.first_bad, "record 1: expected an object");
-    assert_int_equal(lr_dataset_count(ds), 2);
-    lr_dataset_free(ds);
-
-    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, path, NULL, &rep, &err), 0);
+    s = both_skip_records_that_are_not_objects(
+        "arr.json", "[" GOOD ", 5,\n \"x\", [1], null, " GOOD "]\n", 4,
+        "record 1: expected an object", "record 1 (line 1): expected an object", &rep);
     assert_int_equal(rep.read, 6);
     assert_int_equal(rep.imported, 2);
-    assert_int_equal(rep.bad, 4);
-    assert_string_equal(rep.first_bad, "record 1 (line 1): expected an object");
-    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    strict_import_refuses(s, "arr.json: record 1 (line 1): expected an object", 0);
     lr_store_free(s);
 
-    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, path, &strict, &rep, &err), LR_EPARSE);
-    if (!strstr(err.message, "arr.json: record 1 (line 1): expected an object"))
-        fail_msg("strict import: '%s'", err.message);
-    assert_int_equal(lr_store_count(s), 0);
-    lr_store_free(s);
-
-    snprintf(path, sizeof(path), "%s/lines.jsonl", tmpdir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "%s\n5\n\"x\"\n[1]\nnull\ntrue\n%s\n", GOOD, GOOD);
-    fclose(f);
-    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, &err), 0);
-    assert_int_equal(rep.bad, 5);
-    assert_string_equal(rep.first_bad, "record 1 (line 2): expected an object");
-    assert_int_equal(lr_dataset_count(ds), 2);
-    lr_dataset_free(ds);
-    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, path, NULL, &rep, &err), 0);
-    assert_int_equal(rep.bad, 5);
-    assert_string_equal(rep.first_bad, "record 1 (line 2): expected an object");
-    assert_int_equal(lr_store_count(s), 2);
-    assert_int_equal(lr_store_import_file(s, path, &strict, &rep, &err), LR_EPARSE);
-    if (!strstr(err.message, "lines.jsonl: record 1 (line 2): expected an object"))
-        fail_msg("strict import: '%s'", err.message);
-    assert_int_equal(lr_store_count(s), 2);
+    s = both_skip_records_that_are_not_objects(
+        "lines.jsonl", GOOD "\n5\n\"x\"\n[1]\nnull\ntrue\n" GOOD "\n", 5,
+        "record 1 (line 2): expected an object", "record 1 (line 2): expected an object", &rep);
+    strict_import_refuses(s, "lines.jsonl: record 1 (line 2): expected an object", 2);
     lr_store_free(s);
 }
 

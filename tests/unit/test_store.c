@@ -1249,18 +1249,30 @@ static int appender_join(struct appender *a)
     return a->rc;
 }
 
-/* A refresh on a thread of its own. */
-struct refresher {
+/* The call that rebuilds, on a thread of its own: a refresh of s when
+ * queries is NULL, else the appends of queries to s (one outcome of model
+ * each, as add_late makes them). rc is the refresh's result or the first
+ * append's failure (0: all in); changed is the refresh's. */
+struct rebuilder {
     struct lr_store *s;
+    const char *const *queries;
+    size_t n;
+    const char *model;
     pthread_t thread;
     int rc, changed;
 };
 
-static void *refresher_main(void *arg)
+static void *rebuilder_main(void *arg)
 {
-    struct refresher *r = arg;
+    struct rebuilder *r = arg;
     struct lr_error err;
-    r->rc = lr_store_refresh(r->s, &r->changed, &err);
+    if (!r->queries) {
+        r->rc = lr_store_refresh(r->s, &r->changed, &err);
+        return NULL;
+    }
+    r->rc = 0;
+    for (size_t i = 0; i < r->n && r->rc == 0; i++)
+        r->rc = add_late(r->s, r->queries[i], r->model);
     return NULL;
 }
 
@@ -1315,6 +1327,97 @@ static struct lr_store *reference(const char *ref, const char *const *queries, s
     return r;
 }
 
+/* `s` holds the same copy and the same outcomes as `other` (see
+ * assert_same_copy and assert_same_outcomes); `other` is then freed. */
+static void assert_same_then_free(struct lr_store *s, struct lr_store *other, const char *jsonl)
+{
+    assert_same_copy(s, other, jsonl);
+    assert_same_outcomes(s, other);
+    lr_store_free(other);
+}
+
+/* The copy `s` serves now. */
+static const struct lr__hist *current_copy(struct lr_store *s)
+{
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    lr__store_unlock(s);
+    return h;
+}
+
+/* The files of one rebuild test, NAME its name, in the temporary directory. */
+struct rebuild_files {
+    char jsonl[512]; /* NAME.jsonl: the synthetic records the store starts with */
+    char more[512];  /* NAME-more.jsonl: more of them, for another handle to import */
+    char db[512];    /* NAME.db: the store */
+    char ref[512];   /* NAME-ref.db: the store as a paused rebuild's snapshot held it */
+};
+
+/* Clears the rebuild hook (whatever an earlier test left), writes
+ * NAME.jsonl with `n` synthetic records and, when `n_more` is not 0,
+ * NAME-more.jsonl with `n_more`, and names the databases. */
+static void rebuild_fixture(struct rebuild_files *f, const char *name, size_t n, size_t n_more)
+{
+    char file[128];
+    lr__store_rebuild_hook = NULL;
+    snprintf(file, sizeof(file), "%s.jsonl", name);
+    snprintf(f->jsonl, sizeof(f->jsonl), "%s", write_synthetic(file, n));
+    f->more[0] = '\0';
+    if (n_more) {
+        snprintf(file, sizeof(file), "%s-more.jsonl", name);
+        snprintf(f->more, sizeof(f->more), "%s", write_synthetic(file, n_more));
+    }
+    snprintf(file, sizeof(file), "%s.db", name);
+    path_in(f->db, sizeof(f->db), file);
+    snprintf(file, sizeof(file), "%s-ref.db", name);
+    path_in(f->ref, sizeof(f->ref), file);
+}
+
+/* The store at `db` opened with `o`, with the records of `jsonl` imported
+ * (with `io`) when `jsonl` is not NULL. */
+static struct lr_store *open_imported(const char *db, const struct lr_store_options *o,
+                                      const char *jsonl, const struct lr_import_options *io)
+{
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    assert_int_equal(lr_store_open(db, o, &s, &err), 0);
+    if (jsonl)
+        assert_int_equal(lr_store_import_file(s, jsonl, io, NULL, &err), 0);
+    return s;
+}
+
+/* Runs `rb` on a thread of its own with the rebuild hook pausing its
+ * rebuild after the snapshot. While it is paused, `count_when_paused`
+ * (when not NULL) gets rb->s's count, the database `db` is copied to `ref`
+ * (what the snapshot holds), and the appends `queries` (one outcome of
+ * "newcomer" each) go to `to` on another thread: they must all go in, and
+ * within 30 s, not waiting for the rebuild. Then the rebuild goes on.
+ * Every thread is joined before its results are asserted. Returns the number
+ * of rebuilds the hook saw. */
+static int append_beside_a_paused_rebuild(struct rebuilder *rb, const char *db, const char *ref,
+                                          struct lr_store *to, const char *const *queries,
+                                          size_t n, size_t *count_when_paused)
+{
+    struct appender ap;
+    int done, paused;
+
+    gate_arm(0, 0);
+    assert_int_equal(pthread_create(&rb->thread, NULL, rebuilder_main, rb), 0);
+    paused = gate_wait_paused(30);
+    if (count_when_paused)
+        *count_when_paused = lr_store_count(rb->s);
+    copy_db(db, ref); /* what the snapshot holds */
+    appender_start(&ap, to, queries, n, "newcomer");
+    done = appender_done_within(&ap, 30);
+    gate_open();
+    pthread_join(rb->thread, NULL);
+    lr__store_rebuild_hook = NULL;
+    assert_int_equal(appender_join(&ap), 0);
+    assert_true(paused);
+    assert_true(done); /* the appends did not wait for the rebuild */
+    return gate_calls();
+}
+
 static const char *const LATE[] = {"kalo mine rusa a late record about totoqua",
                                    "zenbor dilfep guxhay jotka appended meanwhile",
                                    "visa tomi kane the third one"};
@@ -1327,62 +1430,38 @@ static const char *const LATE[] = {"kalo mine rusa a late record about totoqua",
 static void refresh_rebuilds_while_appends_go_on(void **st)
 {
     (void)st;
-    char db[512], ref[512], jsonl[512];
-    struct lr_store *a = NULL, *b = NULL, *fresh, *r;
+    struct rebuild_files f;
+    struct lr_store *a, *b;
     struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
     struct lr_error err;
-    struct refresher rf = {0};
-    struct appender ap;
-    int changed = -1, done, paused;
+    struct rebuilder rf = {0};
+    int changed = -1;
 
-    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
-    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-refresh.jsonl", 1600));
-    path_in(db, sizeof(db), "rb-refresh.db");
-    path_in(ref, sizeof(ref), "rb-refresh-ref.db");
-    assert_int_equal(lr_store_open(db, &w, &a, &err), 0);
-    assert_int_equal(lr_store_import_file(a, jsonl, NULL, NULL, &err), 0);
-    assert_int_equal(lr_store_open(db, &w, &b, &err), 0);
+    rebuild_fixture(&f, "rb-refresh", 1600, 0);
+    a = open_imported(f.db, &w, f.jsonl, NULL);
+    b = open_imported(f.db, &w, NULL, NULL);
 
     /* Nothing appended meanwhile: the refreshed copy is a fresh open's. */
     assert_int_equal(lr_store_add_outcome(a, "from the other handle", -1, "big", 1, 4, &err), 0);
     assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
     assert_int_equal(changed, 1);
-    fresh = open_threads(db, 1);
-    assert_same_copy(b, fresh, jsonl);
-    assert_same_outcomes(b, fresh);
-    lr_store_free(fresh);
+    assert_same_then_free(b, open_threads(f.db, 1), f.jsonl);
 
     /* Another commit; the refresh pauses after its snapshot. */
     assert_int_equal(lr_store_add_outcome(a, "one more from the other handle", -1, "small", 0, 2,
                                           &err),
                      0);
-    gate_arm(0, 0);
     rf.s = b;
-    assert_int_equal(pthread_create(&rf.thread, NULL, refresher_main, &rf), 0);
-    /* Every thread is joined before anything is asserted. */
-    paused = gate_wait_paused(30);
-    copy_db(db, ref); /* what the snapshot holds */
-    appender_start(&ap, b, LATE, 3, "newcomer");
-    done = appender_done_within(&ap, 30);
-    gate_open();
-    pthread_join(rf.thread, NULL);
-    lr__store_rebuild_hook = NULL;
-    assert_int_equal(appender_join(&ap), 0);
-    assert_true(paused);
-    assert_true(done); /* the appends did not wait for the rebuild */
+    assert_int_equal(append_beside_a_paused_rebuild(&rf, f.db, f.ref, b, LATE, 3, NULL), 1);
     assert_int_equal(rf.rc, 0);
     assert_int_equal(rf.changed, 1);
-    assert_int_equal(gate_calls(), 1);
 
     assert_int_equal(lr_store_count(b), 1605);
     assert_int_equal(nearest_by_text(b, LATE[1]), 1603);
-    r = reference(ref, LATE, 3, "newcomer", NULL);
-    assert_same_copy(b, r, jsonl);
-    assert_same_outcomes(b, r);
+    assert_same_then_free(b, reference(f.ref, LATE, 3, "newcomer", NULL), f.jsonl);
     /* The copy matches the file: nothing more to read. */
     assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
     assert_int_equal(changed, 0);
-    lr_store_free(r);
     lr_store_free(a);
     lr_store_free(b);
 }
@@ -1394,50 +1473,30 @@ static void refresh_rebuilds_while_appends_go_on(void **st)
 static void reweigh_runs_while_appends_go_on(void **st)
 {
     (void)st;
-    char db[512], ref[512], jsonl[512], more[512];
-    struct lr_store *s = NULL, *o = NULL, *r;
+    struct rebuild_files f;
+    struct lr_store *s;
     struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
-    struct lr_error err;
     static const char *const CROSSING[] = {"the record that makes the quarter"};
-    struct appender crossing, ap;
-    size_t in_when_paused;
-    int done, paused, rc_crossing;
+    struct rebuilder crossing = {0};
+    size_t in_when_paused = 0;
 
-    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
-    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-reweigh.jsonl", 1600));
-    snprintf(more, sizeof(more), "%s", write_synthetic("rb-reweigh-more.jsonl", 415));
-    path_in(db, sizeof(db), "rb-reweigh.db");
-    path_in(ref, sizeof(ref), "rb-reweigh-ref.db");
-    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
+    rebuild_fixture(&f, "rb-reweigh", 1600, 415);
+    s = open_imported(f.db, &w, f.jsonl, NULL);
     /* Another handle brings the store to one short of 1600 + 400 + 16; s
      * catches up with those rows in place, then its append is the one. */
-    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
-    assert_int_equal(lr_store_import_file(o, more, NULL, NULL, &err), 0);
-    lr_store_free(o);
+    lr_store_free(open_imported(f.db, &w, f.more, NULL));
 
-    gate_arm(0, 0);
-    appender_start(&crossing, s, CROSSING, 1, "small");
-    paused = gate_wait_paused(30);
-    in_when_paused = lr_store_count(s);
-    copy_db(db, ref);
-    appender_start(&ap, s, LATE, 3, "newcomer");
-    done = appender_done_within(&ap, 30);
-    gate_open();
-    rc_crossing = appender_join(&crossing);
-    lr__store_rebuild_hook = NULL;
-    assert_int_equal(appender_join(&ap), 0);
-    assert_int_equal(rc_crossing, 0);
-    assert_true(paused);
+    crossing.s = s;
+    crossing.queries = CROSSING;
+    crossing.n = 1;
+    crossing.model = "small";
+    assert_int_equal(
+        append_beside_a_paused_rebuild(&crossing, f.db, f.ref, s, LATE, 3, &in_when_paused), 1);
+    assert_int_equal(crossing.rc, 0);
     assert_int_equal(in_when_paused, 2016); /* its record was in already */
-    assert_true(done);
-    assert_int_equal(gate_calls(), 1);
 
     assert_int_equal(lr_store_count(s), 2019);
-    r = reference(ref, LATE, 3, "newcomer", NULL);
-    assert_same_copy(s, r, jsonl);
-    assert_same_outcomes(s, r);
-    lr_store_free(r);
+    assert_same_then_free(s, reference(f.ref, LATE, 3, "newcomer", NULL), f.jsonl);
     lr_store_free(s);
 }
 
@@ -1448,49 +1507,32 @@ static void reweigh_runs_while_appends_go_on(void **st)
 static void writer_rebuilds_outside_the_write_lock(void **st)
 {
     (void)st;
-    char db[512], ref[512], jsonl[512], more[512];
-    struct lr_store *s = NULL, *o = NULL, *r;
+    struct rebuild_files f;
+    struct lr_store *s, *o;
     struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
-    struct lr_error err;
     static const char *const MINE[] = {"the writer's own record after the rebuild"};
     static const char *const ALL[] = {"kalo mine rusa a late record about totoqua",
                                       "zenbor dilfep guxhay jotka appended meanwhile",
                                       "the writer's own record after the rebuild"};
-    struct appender mine, theirs;
-    int done, paused, rc_mine;
+    struct rebuilder mine = {0};
 
-    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
-    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-catchup.jsonl", 1600));
-    snprintf(more, sizeof(more), "%s", write_synthetic("rb-catchup-more.jsonl", 600));
-    path_in(db, sizeof(db), "rb-catchup.db");
-    path_in(ref, sizeof(ref), "rb-catchup-ref.db");
-    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
-    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
-    assert_int_equal(lr_store_import_file(o, more, NULL, NULL, &err), 0);
+    rebuild_fixture(&f, "rb-catchup", 1600, 600);
+    s = open_imported(f.db, &w, f.jsonl, NULL);
+    o = open_imported(f.db, &w, f.more, NULL);
 
-    gate_arm(0, 0);
-    appender_start(&mine, s, MINE, 1, "newcomer");
-    paused = gate_wait_paused(30);
-    copy_db(db, ref);
-    appender_start(&theirs, o, LATE, 2, "newcomer");
-    done = appender_done_within(&theirs, 30);
-    gate_open();
-    rc_mine = appender_join(&mine);
-    lr__store_rebuild_hook = NULL;
-    assert_int_equal(appender_join(&theirs), 0); /* not LR_EBUSY */
-    assert_int_equal(rc_mine, 0);
-    assert_true(paused);
-    assert_true(done);
-    assert_int_equal(gate_calls(), 1);
+    /* The other connection's appends go in (not LR_EBUSY) while the
+     * writer's rebuild is paused. */
+    mine.s = s;
+    mine.queries = MINE;
+    mine.n = 1;
+    mine.model = "newcomer";
+    assert_int_equal(append_beside_a_paused_rebuild(&mine, f.db, f.ref, o, LATE, 2, NULL), 1);
+    assert_int_equal(mine.rc, 0);
 
     assert_int_equal(lr_store_count(s), 2203);
     assert_int_equal(nearest_by_text(s, MINE[0]), 2202);
     /* The other connection's two appends, then the writer's own. */
-    r = reference(ref, ALL, 3, "newcomer", NULL);
-    assert_same_copy(s, r, jsonl);
-    assert_same_outcomes(s, r);
-    lr_store_free(r);
+    assert_same_then_free(s, reference(f.ref, ALL, 3, "newcomer", NULL), f.jsonl);
     lr_store_free(o);
     lr_store_free(s);
 }
@@ -1501,31 +1543,24 @@ static void writer_rebuilds_outside_the_write_lock(void **st)
 static void failed_rebuild_keeps_the_old_copy_and_appends_go_on(void **st)
 {
     (void)st;
-    char db[512], jsonl[512];
-    struct lr_store *s = NULL, *o = NULL;
+    struct rebuild_files f;
+    struct lr_store *s, *o;
     struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
     struct lr_error err;
     const struct lr__hist *before;
     int changed = -1;
 
-    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
-    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-fail.jsonl", 300));
-    path_in(db, sizeof(db), "rb-fail.db");
-    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
-    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
+    rebuild_fixture(&f, "rb-fail", 300, 0);
+    s = open_imported(f.db, &w, f.jsonl, NULL);
+    o = open_imported(f.db, &w, NULL, NULL);
     assert_int_equal(lr_store_add_outcome(o, "from the other handle", -1, "big", 1, 4, &err), 0);
 
     gate_arm(1, LR_ENOMEM);
-    lr__store_rdlock(s);
-    before = lr__store_hist(s);
-    lr__store_unlock(s);
+    before = current_copy(s);
     assert_int_equal(lr_store_refresh(s, &changed, &err), LR_ENOMEM);
     assert_int_equal(changed, 0);
-    assert_non_null(strstr(err.message, db));
-    lr__store_rdlock(s);
-    assert_ptr_equal(lr__store_hist(s), before);
-    lr__store_unlock(s);
+    assert_non_null(strstr(err.message, f.db));
+    assert_ptr_equal(current_copy(s), before);
     assert_int_equal(lr_store_count(s), 300);
 
     /* Appends go on: 300 + 75 + 16 is where the re-weighing is due. */
@@ -1552,28 +1587,20 @@ static void failed_rebuild_keeps_the_old_copy_and_appends_go_on(void **st)
 static void deferred_reweigh_runs_at_the_next_refresh(void **st)
 {
     (void)st;
-    char db[512], jsonl[512], more[512];
-    struct lr_store *s = NULL, *o = NULL, *r = NULL;
+    struct rebuild_files f;
+    struct lr_store *s;
     struct lr_store_options w = {NULL, 0, 0, 0, 2, 1};
     struct lr_error err;
     const struct lr__hist *before;
     int changed = -1;
 
-    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
-    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-defer.jsonl", 1600));
-    snprintf(more, sizeof(more), "%s", write_synthetic("rb-defer-more.jsonl", 415));
-    path_in(db, sizeof(db), "rb-defer.db");
-    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
+    rebuild_fixture(&f, "rb-defer", 1600, 415);
+    s = open_imported(f.db, &w, f.jsonl, NULL);
     /* Another handle brings the store to one short of 1600 + 400 + 16; s
      * catches up with those rows in place, then its append is the one. */
-    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
-    assert_int_equal(lr_store_import_file(o, more, NULL, NULL, &err), 0);
-    lr_store_free(o);
+    lr_store_free(open_imported(f.db, &w, f.more, NULL));
     assert_int_equal(lr_store_reweigh_due(s), 0);
-    lr__store_rdlock(s);
-    before = lr__store_hist(s);
-    lr__store_unlock(s);
+    before = current_copy(s);
 
     gate_arm(1, 0); /* counts the rebuilds */
     assert_int_equal(add_late(s, LATE[0], "newcomer"), 0);
@@ -1589,12 +1616,9 @@ static void deferred_reweigh_runs_at_the_next_refresh(void **st)
     assert_int_equal(gate_calls(), 1);
     assert_int_equal(lr_store_reweigh_due(s), 0);
     lr__store_rebuild_hook = NULL;
-    r = reference(db, NULL, 0, "newcomer", NULL);
-    assert_same_copy(s, r, jsonl);
-    assert_same_outcomes(s, r);
+    assert_same_then_free(s, reference(f.db, NULL, 0, "newcomer", NULL), f.jsonl);
     assert_int_equal(lr_store_refresh(s, &changed, &err), 0);
     assert_int_equal(changed, 0); /* nothing due any more */
-    lr_store_free(r);
     lr_store_free(s);
 }
 
@@ -1625,48 +1649,33 @@ static void assert_same_dense(struct lr_store *a, struct lr_store *b)
 static void dense_refresh_rebuilds_while_appends_go_on(void **st)
 {
     (void)st;
-    char db[512], ref[512], jsonl[512];
-    struct lr_store *a = NULL, *b = NULL, *fresh = NULL, *r;
+    struct rebuild_files f;
+    struct lr_store *a, *b, *fresh, *r;
     struct lr_store_options o = {"openai:fake", 8, 0, 0, 2, 0};
     struct fake_embedder fe = {0};
     struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe, .embed_dim = 8};
     struct lr_error err;
-    struct refresher rf = {0};
-    struct appender ap;
-    int changed = -1, done, paused;
+    struct rebuilder rf = {0};
+    int changed = -1;
 
-    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
-    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-dense.jsonl", 600));
-    path_in(db, sizeof(db), "rb-dense.db");
-    path_in(ref, sizeof(ref), "rb-dense-ref.db");
-    assert_int_equal(lr_store_open(db, &o, &a, &err), 0);
-    assert_int_equal(lr_store_open(db, &o, &b, &err), 0);
-    assert_int_equal(lr_store_import_file(a, jsonl, &io, NULL, &err), 0);
+    rebuild_fixture(&f, "rb-dense", 600, 0);
+    a = open_imported(f.db, &o, NULL, NULL);
+    b = open_imported(f.db, &o, NULL, NULL);
+    assert_int_equal(lr_store_import_file(a, f.jsonl, &io, NULL, &err), 0);
     assert_int_equal(lr_store_refresh(b, &changed, &err), 0);
     assert_int_equal(changed, 1);
-    assert_int_equal(lr_store_open(db, &o, &fresh, &err), 0);
+    fresh = open_imported(f.db, &o, NULL, NULL);
     assert_same_dense(b, fresh);
     lr_store_free(fresh);
 
     assert_int_equal(add_late(a, "one more from the other handle", "small"), 0);
-    gate_arm(0, 0);
     rf.s = b;
-    assert_int_equal(pthread_create(&rf.thread, NULL, refresher_main, &rf), 0);
-    paused = gate_wait_paused(30);
-    copy_db(db, ref);
-    appender_start(&ap, b, LATE, 3, "newcomer");
-    done = appender_done_within(&ap, 30);
-    gate_open();
-    pthread_join(rf.thread, NULL);
-    lr__store_rebuild_hook = NULL;
-    assert_int_equal(appender_join(&ap), 0);
-    assert_true(paused);
-    assert_true(done);
+    (void)append_beside_a_paused_rebuild(&rf, f.db, f.ref, b, LATE, 3, NULL);
     assert_int_equal(rf.rc, 0);
     assert_int_equal(rf.changed, 1);
 
     assert_int_equal(lr_store_count(b), 604);
-    r = reference(ref, LATE, 3, "newcomer", "openai:fake");
+    r = reference(f.ref, LATE, 3, "newcomer", "openai:fake");
     assert_same_dense(b, r);
     lr_store_free(r);
     lr_store_free(a);
@@ -1679,21 +1688,16 @@ static void dense_refresh_rebuilds_while_appends_go_on(void **st)
 static void import_far_behind_takes_ids_from_the_file(void **st)
 {
     (void)st;
-    char db[512], jsonl[512], more[512];
-    struct lr_store *s = NULL, *o = NULL, *fresh;
+    struct rebuild_files f;
+    struct lr_store *s, *o, *fresh;
     struct lr_store_options w = {NULL, 0, 0, 0, 2, 0};
     struct lr_error err;
     struct lr_import_report rep;
     int changed = -1;
 
-    lr__store_rebuild_hook = NULL; /* whatever an earlier test left */
-    snprintf(jsonl, sizeof(jsonl), "%s", write_synthetic("rb-import.jsonl", 300));
-    snprintf(more, sizeof(more), "%s", write_synthetic("rb-import-more.jsonl", 200));
-    path_in(db, sizeof(db), "rb-import.db");
-    assert_int_equal(lr_store_open(db, &w, &s, &err), 0);
-    assert_int_equal(lr_store_import_file(s, jsonl, NULL, NULL, &err), 0);
-    assert_int_equal(lr_store_open(db, &w, &o, &err), 0);
-    assert_int_equal(lr_store_import_file(o, more, NULL, NULL, &err), 0);
+    rebuild_fixture(&f, "rb-import", 300, 200);
+    s = open_imported(f.db, &w, f.jsonl, NULL);
+    o = open_imported(f.db, &w, f.more, NULL);
     assert_int_equal(lr_store_add_outcome(o, "a model only the other handle knows", -1,
                                           "stranger", 1, 2, &err),
                      0);
@@ -1711,7 +1715,7 @@ static void import_far_behind_takes_ids_from_the_file(void **st)
     lr__store_unlock(s);
     assert_int_equal(lr_store_refresh(s, &changed, &err), 0);
     assert_int_equal(changed, 0);
-    fresh = open_threads(db, 1);
+    fresh = open_threads(f.db, 1);
     assert_same_outcomes(s, fresh);
     lr_store_free(fresh);
     lr_store_free(o);
