@@ -138,6 +138,12 @@ struct lr_store {
      * its snapshot from, is used only with it held. */
     pthread_mutex_t rebuild_mu;
     sqlite3 *rdb;
+    /* The file st->db opened, as an absolute name with its device and inode
+     * (db_file NULL: in memory, or not known): rdb opens that same file
+     * later, whatever the working directory or the path then name. */
+    char *db_file;
+    dev_t db_dev;
+    ino_t db_ino;
     /* lr_store_options.defer_reweigh: the append that makes the re-weighing
      * due leaves it to the next lr_store_refresh(). reweigh_due says that
      * one is waiting (set by that append under wmu, cleared when a copy is
@@ -1478,16 +1484,32 @@ static int rdb_open(struct lr_store *st)
 {
     if (st->rdb)
         return 0;
-    if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
+    if (!st->db_file || strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
         return -1;
-    if (sqlite3_open_v2(st->path, &st->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX,
-                        NULL) != SQLITE_OK) {
-        sqlite3_close(st->rdb);
-        st->rdb = NULL;
-        return -1;
-    }
+    if (sqlite3_open_v2(st->db_file, &st->rdb, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK)
+        goto fail;
     sqlite3_busy_timeout(st->rdb, BUSY_TIMEOUT_MS);
+    /* The same file as st->db's, not one put at its name since. */
+    struct stat sb;
+    if (stat(st->db_file, &sb) != 0 || sb.st_dev != st->db_dev || sb.st_ino != st->db_ino)
+        goto fail;
     return 0;
+fail:
+    sqlite3_close(st->rdb);
+    st->rdb = NULL;
+    return -1;
+}
+
+/* Note the file st->db opened (after its first read, so it exists). */
+static void db_file_note(struct lr_store *st)
+{
+    const char *fn = sqlite3_db_filename(st->db, "main");
+    struct stat sb;
+    if (!fn || !*fn || stat(fn, &sb) != 0 || !(st->db_file = dup_str(fn)))
+        return;
+    st->db_dev = sb.st_dev;
+    st->db_ino = sb.st_ino;
 }
 
 /* Why rebuild(): another connection committed (a refresh, a writer's
@@ -1707,6 +1729,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     if (!st->read_only && (rc = exec(st, KEYS_SCHEMA, err)) != 0)
         goto fail;
+    db_file_note(st);
     size_t dim = st->dim;
     if ((rc = hist_load_snapshot(st, st->db, &dim, &st->hist, &st->data_version, err)) != 0)
         goto fail;
@@ -1723,6 +1746,7 @@ void lr_store_free(struct lr_store *store)
     if (!store)
         return;
     sqlite3_close(store->rdb);
+    free(store->db_file);
     sqlite3_close(store->db);
     hist_free(store->hist);
     pthread_rwlock_destroy(&store->rw);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1580,6 +1581,56 @@ static void failed_rebuild_keeps_the_old_copy_and_appends_go_on(void **st)
     lr_store_free(s);
 }
 
+/* A rebuild's second connection reads the file the store opened, not
+ * whatever its path names later: a store opened by a relative path keeps
+ * its own records and models through a re-weigh made after the process has
+ * moved to a directory holding another store of that name (before, the
+ * re-weighed copy was the other store's, and ids were taken from it). */
+static void rebuild_reads_the_file_opened_not_its_path(void **st)
+{
+    char cwd[1024], d1[512], d2[512], q[64], abs1[600];
+    struct lr_store *a = NULL, *o = NULL, *r = NULL;
+    struct lr_error err;
+    (void)st;
+
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    path_in(d1, sizeof(d1), "cwd-one");
+    path_in(d2, sizeof(d2), "cwd-two");
+    assert_int_equal(mkdir(d1, 0700), 0);
+    assert_int_equal(mkdir(d2, 0700), 0);
+    assert_int_equal(chdir(d2), 0);
+    assert_int_equal(lr_store_open("h.db", NULL, &o, &err), 0);
+    for (int i = 0; i < 5; i++) {
+        snprintf(q, sizeof(q), "another store's query %d", i);
+        assert_int_equal(lr_store_add_outcome(o, q, 5, "other-model", 1.0, 3, &err), 0);
+    }
+    lr_store_free(o);
+    assert_int_equal(chdir(d1), 0);
+    assert_int_equal(lr_store_open("h.db", NULL, &a, &err), 0);
+    assert_int_equal(chdir(d2), 0);
+    gate_arm(1, 0);
+    for (int i = 0; i < 20; i++) {
+        snprintf(q, sizeof(q), "this store's query %d", i);
+        assert_int_equal(lr_store_add_outcome(a, q, 5, "real-model", 1.0, 3, &err), 0);
+    }
+    assert_true(gate_calls() >= 1); /* a re-weigh ran beside the writers */
+    lr__store_rebuild_hook = NULL;
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(lr_store_count(a), 20);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(a), "other-model"), -1);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(a), "real-model"), 0);
+    /* And a new model takes the file's next id. */
+    assert_int_equal(lr_store_add_outcome(a, "one more", 5, "other-model", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_add_outcome(a, "and another", 5, "real-model", 1.0, 3, &err), 0);
+    snprintf(abs1, sizeof(abs1), "%s/h.db", d1);
+    assert_int_equal(lr_store_open(abs1, NULL, &r, &err), 0);
+    assert_int_equal(lr_store_count(r), 22);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(r), "real-model"), 0);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(r), "other-model"), 1);
+    lr_store_free(r);
+    lr_store_free(a);
+}
+
 /* With defer_reweigh, the append that grows the store by a quarter only
  * marks the re-weighing due: it returns with the copy it had (no rebuild
  * ran, the copy's weights are those of the import), and the next refresh
@@ -1937,6 +1988,7 @@ int main(void)
         cmocka_unit_test(writer_rebuilds_outside_the_write_lock),
         cmocka_unit_test(failed_rebuild_keeps_the_old_copy_and_appends_go_on),
         cmocka_unit_test(deferred_reweigh_runs_at_the_next_refresh),
+        cmocka_unit_test(rebuild_reads_the_file_opened_not_its_path),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
     };
