@@ -37,7 +37,20 @@ def smart_missing():
     return None
 
 
+import tempfile  # noqa: E402
 import unittest  # noqa: E402
+
+
+class StoreFileTestCase(unittest.TestCase):
+    """A test with a history store file of its own: self.path, in a
+    temporary directory removed after the test."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.dir.name, "h.db")
+
+    def tearDown(self):
+        self.dir.cleanup()
 
 
 class SmartTestCase(unittest.TestCase):

@@ -1,20 +1,11 @@
 """Store.add_outcome(idempotency_key=...): a retried feedback is stored once."""
-import os
-import tempfile
 import unittest
 
-import support  # noqa: F401  (puts the package on the path)
+import support  # puts the package on the path; StoreFileTestCase
 import llmroute
 
 
-class StoreKeysTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.path = os.path.join(self.dir.name, "h.db")
-
-    def tearDown(self):
-        self.dir.cleanup()
-
+class StoreKeysTest(support.StoreFileTestCase):
     def test_same_key_is_recorded_once(self):
         store = llmroute.Store(self.path)
         try:

@@ -3,10 +3,9 @@ on the rules import_records checks it on, import_records' messages name the
 records (not the file it goes through), and an embedder id no store can be
 used with is refused when the store would be made."""
 import os
-import tempfile
 import unittest
 
-import support  # noqa: F401  (puts the package on the path)
+import support  # puts the package on the path; StoreFileTestCase
 import llmroute
 
 
@@ -81,14 +80,7 @@ class ImportRecordsMessagesTest(unittest.TestCase):
                          "in [0,1]")
 
 
-class EmbedderIdTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.path = os.path.join(self.dir.name, "h.db")
-
-    def tearDown(self):
-        self.dir.cleanup()
-
+class EmbedderIdTest(support.StoreFileTestCase):
     def test_an_id_no_new_store_could_use_is_refused(self):
         for path in (":memory:", self.path):
             with self.assertRaises(llmroute.InvalidInput) as cm:

@@ -1,21 +1,12 @@
 """Store.refresh: a handle reads what another connection to the same file
 committed (another process's import beside a running gateway)."""
-import os
-import tempfile
 import unittest
 
-import support  # noqa: F401  (puts the package on the path)
+import support  # puts the package on the path; StoreFileTestCase
 import llmroute
 
 
-class StoreRefreshTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.path = os.path.join(self.dir.name, "h.db")
-
-    def tearDown(self):
-        self.dir.cleanup()
-
+class StoreRefreshTest(support.StoreFileTestCase):
     def test_refresh_reads_another_handles_commits_once(self):
         writer = llmroute.Store(self.path)
         reader = llmroute.Store(self.path)
