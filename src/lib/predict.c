@@ -62,6 +62,21 @@
  *     this form's is 0.2), shrunk toward the model's; cross-fitted on
  *     train: Brier 0.19370 at best (z -1.3), decisions 0.77885 at best
  *     (z 0.7).
+ *   - the query's length as a within-group linear term on correctness.
+ *     On the development data, longer ARC questions are harder for the
+ *     cheaper models (train Spearman of input tokens with Yi-34B's
+ *     correctness -0.13), and over per-task means alone such a term lifted
+ *     the budget form's 5-fold cross-validated success on train at half of
+ *     GPT-4's cost from 0.851 to 0.862. Over this form it adds nothing:
+ *     the feature the log of the text's bytes or of the input tokens; per
+ *     group and model the least-squares slope (pooled within groups over
+ *     the query's groups, over all groups, or each group's own), shrunk by
+ *     max(0, 1 - kappa / t^2), kappa 0, 2, 4; leave-one-out decisions on
+ *     train at half of the dearest model's cost (predict_eval --decide):
+ *     0.8567 without, 0.8544 to 0.8590 with; mean routed success 0.7772 to
+ *     0.7787 against 0.7781. On the test split (bytes, pooled over the
+ *     query's groups, kappa 2): 0.8624 at $2.36 (0.8635 without), 0.8021
+ *     at $0.31 (0.8000).
  * The optimizer's predicted mean quality exceeds the realised one where it
  * trades cheap models against each other (at mixtral's cost 0.758 against
  * 0.734 on train) under every variant above. With the real output lengths
