@@ -15,9 +15,21 @@
  * final copy (the median of three), which is what the next regroup would
  * cost.
  *
- * Single-threaded.
+ * --writer adds a second thread that appends to the same handle all along,
+ * one append per millisecond (as the gateway's feedback requests do beside
+ * each other, at a brisk pace), and prints
+ * how long its appends took: the median, and the longest, which is the
+ * longest any feedback waited for a regroup. Use a file store for it (an
+ * in-memory one is rebuilt under the writer lock).
+ *
+ * --defer opens the store as the gateway does (defer_reweigh) and adds a
+ * thread that calls lr_store_refresh() every 100 ms, as the gateway's
+ * refresh worker does: the regrouping then runs there, and the appends
+ * print as regrouping none of it.
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +48,66 @@ static double gaussian(void)
     return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
 }
 
+/* The second writer (--writer): appends until told to stop. */
+struct writer {
+    struct lr_store *st;
+    size_t dim;
+    atomic_int stop;
+    double *took; /* each append's seconds */
+    size_t n, cap;
+    int failed;
+};
+
+static void *writer_run(void *arg)
+{
+    struct writer *w = arg;
+    uint64_t x = 0x9E3779B97F4A7C15u;
+    float *v = malloc(w->dim * sizeof(*v));
+    char query[64];
+    while (v && !atomic_load(&w->stop) && w->n < w->cap) {
+        for (size_t d = 0; d < w->dim; d++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v[d] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5);
+        }
+        snprintf(query, sizeof(query), "feedback %zu", w->n);
+        struct lr_outcome o = {"m", 1.0, 10};
+        struct lr_record r = {query, 5, NULL, &o, 1};
+        struct lr_error err;
+        double t0 = now();
+        if (lr_store_add(w->st, &r, v, w->dim, &err) != 0) {
+            fprintf(stderr, "regroup_bench: writer: %s\n", err.message);
+            w->failed = 1;
+            break;
+        }
+        w->took[w->n++] = now() - t0;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    free(v);
+    return NULL;
+}
+
+/* --defer: the gateway's refresh worker. */
+struct refresher {
+    struct lr_store *st;
+    atomic_int stop;
+    int failed;
+};
+
+static void *refresher_run(void *arg)
+{
+    struct refresher *r = arg;
+    while (!atomic_load(&r->stop)) {
+        struct lr_error err;
+        if (lr_store_refresh(r->st, NULL, &err) != 0) {
+            fprintf(stderr, "regroup_bench: refresh: %s\n", err.message);
+            r->failed = 1;
+            break;
+        }
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+    }
+    return NULL;
+}
+
 static long arg_long(const char *flag, const char *v, long lo, long hi)
 {
     char *end = NULL;
@@ -51,8 +123,13 @@ int main(int argc, char **argv)
 {
     size_t n = 100000, dim = 384, topics = 256;
     const char *path = ":memory:";
+    int with_writer = 0, defer = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--writer") == 0 || strcmp(a, "--defer") == 0) {
+            *(a[2] == 'w' ? &with_writer : &defer) = 1;
+            continue;
+        }
         if (strcmp(a, "--records") == 0)
             n = (size_t)arg_long(a, v, 1, 10000000);
         else if (strcmp(a, "--dim") == 0)
@@ -65,7 +142,7 @@ int main(int argc, char **argv)
             bench_rng = (uint64_t)arg_long(a, v, 1, 1L << 62);
         else {
             fprintf(stderr, "usage: regroup_bench [--records N] [--dim D] [--topics T] "
-                            "[--store PATH] [--seed S]\n");
+                            "[--store PATH] [--seed S] [--writer] [--defer]\n");
             return 2;
         }
         i++;
@@ -83,13 +160,28 @@ int main(int argc, char **argv)
 
     struct lr_store *st = NULL;
     struct lr_error err;
-    struct lr_store_options so = {"openai:bench", (int)dim, 0, 0, 0, 0};
+    struct lr_store_options so = {"openai:bench", (int)dim, 0, 0, 0, defer};
     if (lr_store_open(path, &so, &st, &err) != 0) {
         fprintf(stderr, "regroup_bench: %s\n", err.message);
         return 1;
     }
     printf("%zu appends of dimension %zu (%zu topics) to %s\n", n, dim, topics, path);
     printf("%10s %8s %12s\n", "records", "groups", "append ms");
+
+    struct writer w = {.st = st, .dim = dim, .cap = 4 * n + 16};
+    struct refresher rf = {.st = st};
+    pthread_t wt, rt;
+    if (defer && pthread_create(&rt, NULL, refresher_run, &rf) != 0) {
+        fprintf(stderr, "regroup_bench: cannot start the refresher\n");
+        return 1;
+    }
+    if (with_writer) {
+        if (!(w.took = malloc(w.cap * sizeof(*w.took))) ||
+            pthread_create(&wt, NULL, writer_run, &w) != 0) {
+            fprintf(stderr, "regroup_bench: cannot start the writer\n");
+            return 1;
+        }
+    }
 
     size_t n_plain = 0, regroups = 0;
     const float *centroids = NULL;
@@ -125,6 +217,22 @@ int main(int argc, char **argv)
         } else {
             plain[n_plain++] = dt;
         }
+    }
+    if (defer) {
+        atomic_store(&rf.stop, 1);
+        pthread_join(rt, NULL);
+        if (rf.failed)
+            return 1;
+    }
+    if (with_writer) {
+        atomic_store(&w.stop, 1);
+        pthread_join(wt, NULL);
+        if (w.failed || w.n == 0)
+            return 1;
+        qsort(w.took, w.n, sizeof(*w.took), cmp_double);
+        printf("writer: %zu appends beside, p50 %.1f us, p99 %.1f us, longest %.1f ms\n", w.n,
+               w.took[w.n / 2] * 1e6, w.took[w.n * 99 / 100] * 1e6, w.took[w.n - 1] * 1e3);
+        free(w.took);
     }
     qsort(plain, n_plain, sizeof(*plain), cmp_double);
     printf("other appends: p50 %.1f us, p99 %.1f us, max %.1f ms\n", plain[n_plain / 2] * 1e6,

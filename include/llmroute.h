@@ -199,14 +199,15 @@ struct lr_store_options {
                               8; 1 = the calling thread only. Stores under 4096
                               records use one. The copy is the same whatever the
                               count. */
-    int defer_reweigh;     /* built-in embedder: the append that makes the periodic
-                              re-weighing of the copy due (each time the store has
-                              grown by a quarter) only marks it due and returns;
-                              the next lr_store_refresh() runs it. 0 = that append
-                              runs it before it returns (the default: a caller that
-                              never refreshes still gets it). A server that refreshes
+    int defer_reweigh;     /* the append that makes the periodic rebuild of the copy
+                              due (each time the store has grown by a quarter: the
+                              built-in embedder's re-weighing, a dense store's
+                              regrouping) only marks it due and returns; the next
+                              lr_store_refresh() runs it. 0 = that append runs it
+                              before it returns (the default: a caller that never
+                              refreshes still gets it). A server that refreshes
                               periodically sets it, so that no append waits for a
-                              re-weighing (seconds at 100,000 records). */
+                              rebuild (seconds at 100,000 records). */
 };
 
 /* Open (or create) a history store in the SQLite file at `path`; ":memory:"

@@ -11,11 +11,11 @@
  *
  * Groups are built whenever the store builds its in-memory copy (open,
  * import, and the re-weighing after growth by a quarter): the copy's
- * vectors are computed there anyway. A dense store's appends do not rebuild
- * its copy, so they rebuild its groups alone from the vectors in memory,
- * on the same schedule and first on reaching LR__GROUPS_MIN_RECORDS: 2.0
- * to 2.4 s at 100,000 records of dimension 384 (bench/regroup_bench, two
- * runs on a busy 2-core machine), paid by the appending writer. The
+ * vectors are computed there anyway. A dense store's appends do not weigh
+ * anything, but its copy is rebuilt on the same schedule all the same (and
+ * first on reaching LR__GROUPS_MIN_RECORDS), beside the writers, for its
+ * groups (the build alone: 1.9 to 2.7 s at 100,000 records of dimension
+ * 384, bench/regroup_bench). The
  * clustering fits on a sample of at most LR__GROUPS_SAMPLE records, then
  * assigns every record once: about 3 s of a 100,000-record sparse store's
  * open (24 s before, measured with bench/smart_bench --reuse). Nothing is

@@ -30,9 +30,9 @@
  * due re-weighing as a change and runs the same rebuild(), and publishing
  * any new copy clears the flag (publish()). A dense store's vectors never
  * lag, but its groups do: on the same schedule, and first when groups
- * become possible, the writer refits them from the vectors in memory and
- * swaps them in the same way (regroup_dense(), still under wmu: it reads
- * the copy that only writers change; this is not deferred).
+ * become possible, its copy is rebuilt the same way (rebuild(): the
+ * vectors read again from a snapshot, the groups fitted to them), deferred
+ * alike; "re-weighing" below covers this regrouping too.
  *
  * Other writers: another process (`llmroute import` beside a gateway) may
  * commit to the same file. Record and model ids are assigned from the copy,
@@ -151,6 +151,9 @@ struct lr_store {
      * next one due); read without any lock by lr_store_reweigh_due(). */
     int defer_reweigh;
     atomic_int reweigh_due;
+    /* Set once open has its first copy (before the store is shared): a
+     * later build that cannot group its records fails (groups_built()). */
+    int opened;
 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
@@ -629,6 +632,19 @@ static int tfidf_pass(struct lr_store *st, sqlite3 *db, size_t n, size_t batch, 
     return 0;
 }
 
+/* What a build of the groups that failed (rc, for want of memory) means:
+ * at open, the copy does without groups (the predictor falls back on the
+ * store's means); for any later copy (a rebuild, an import), the build
+ * fails, so that the copy in use keeps its groups: nothing is published (an
+ * import is rolled back), and a re-weighing is tried again a quarter later
+ * (lr_store_refresh() at its next call). */
+static int groups_built(struct lr_store *st, int rc, struct lr_error *err)
+{
+    if (rc == 0 || !st->opened)
+        return 0;
+    return fail(err, rc, 0, "out of memory grouping the history store's records");
+}
+
 static int load_tfidf(struct lr_store *st, sqlite3 *db, struct lr__hist *h, struct lr_error *err)
 {
     struct tfidf_build b;
@@ -700,10 +716,10 @@ static int load_tfidf(struct lr_store *st, sqlite3 *db, struct lr__hist *h, stru
 
     if (lr__sindex_build(&h->sidx, b.feats, off, (uint32_t)h->n) != 0)
         rc = fail(err, LR_ENOMEM, 0, "out of memory building the history index");
-    /* Without memory for groups the predictor does without them. */
     else if (h->n > 0)
-        lr__groups_build_sparse(&h->groups, h, b.feats, off, lr__groups_count_for(h->n),
-                                threads);
+        rc = groups_built(st, lr__groups_build_sparse(&h->groups, h, b.feats, off,
+                                                      lr__groups_count_for(h->n), threads),
+                          err);
     goto out;
 nomem:
     rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
@@ -796,9 +812,12 @@ static int hist_load(struct lr_store *st, sqlite3 *db, size_t dim, struct lr__hi
     rc = st->dense ? load_dense(st, db, dim, h, err) : load_tfidf(st, db, h, err);
     if (rc != 0)
         goto fail;
-    if (st->dense && h->n > 0)
-        lr__groups_build_dense(&h->groups, h, h->didx.m, dim, lr__groups_count_for(h->n),
-                               build_threads(st, h->n));
+    if (st->dense && h->n > 0 &&
+        (rc = groups_built(st, lr__groups_build_dense(&h->groups, h, h->didx.m, dim,
+                                                      lr__groups_count_for(h->n),
+                                                      build_threads(st, h->n)),
+                           err)) != 0)
+        goto fail;
     *out = h;
     return 0;
 fail:
@@ -1026,8 +1045,7 @@ static void publish(struct lr_store *st, struct lr__hist *fresh, size_t dim, sql
     st->generation++;
     /* Due again only if the rows added after the snapshot reached the next
      * re-weighing already. */
-    atomic_store(&st->reweigh_due,
-                 st->defer_reweigh && !st->dense && fresh->n >= st->rebuild_at);
+    atomic_store(&st->reweigh_due, st->defer_reweigh && fresh->n >= st->rebuild_at);
 }
 
 /* Build the copy again from what the connection sees now, as at open
@@ -1522,14 +1540,13 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
 {
     sqlite3_int64 v;
     if (why == REBUILD_REWEIGH) {
-        *needed = !st->dense && st->hist->n >= st->rebuild_at;
+        *needed = st->hist->n >= st->rebuild_at;
         return 0;
     }
     if (data_version(st->db, &v) != 0)
         return sql_fail(st, err, "reading the data version");
     /* A re-weighing an append left to the refresh counts as a change. */
-    *needed = v != st->data_version ||
-              (st->defer_reweigh && !st->dense && st->hist->n >= st->rebuild_at);
+    *needed = v != st->data_version || (st->defer_reweigh && st->hist->n >= st->rebuild_at);
     return 0;
 }
 
@@ -1734,6 +1751,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     if ((rc = hist_load_snapshot(st, st->db, &dim, &st->hist, &st->data_version, err)) != 0)
         goto fail;
     st->rebuild_at = next_rebuild(st, st->hist->n);
+    st->opened = 1;
     *out = st;
     return 0;
 fail:
@@ -1934,26 +1952,6 @@ static int put_record(struct writer *w, size_t id, const struct lr__record_view 
 
 /* ==== Appending one record ==== */
 
-/* A dense store's groups fitted again to every vector in memory (the same
- * build as at open, so the same vectors give the same groups), then swapped
- * in under the write lock; readers use the old groups until then. Only the
- * writer (wmu held) changes h, so the build reads it without the read lock.
- * On failure h keeps its old groups. */
-static int regroup_dense(struct lr_store *st, struct lr__hist *h)
-{
-    struct lr__groups fresh, old;
-    int rc = lr__groups_build_dense(&fresh, h, h->didx.m, h->didx.dim,
-                                    lr__groups_count_for(h->n), build_threads(st, h->n));
-    if (rc != 0)
-        return rc;
-    pthread_rwlock_wrlock(&st->rw);
-    old = h->groups;
-    h->groups = fresh;
-    pthread_rwlock_unlock(&st->rw);
-    lr__groups_free(&old);
-    return 0;
-}
-
 int lr_store_key_valid(const char *key)
 {
     size_t n = 0;
@@ -2151,16 +2149,12 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     record_add(st, h, group, unit, feats, nf, &t);
     pthread_rwlock_unlock(&st->rw);
 
-    /* Regroup (dense) when due, here under wmu; a sparse store's
-     * re-weighing is the caller's, once wmu is released (rebuild()), or
-     * with defer_reweigh the next lr_store_refresh()'s. The record is
-     * already safe on disk and in memory, so a failed rebuild only
-     * postpones the next one. */
+    /* The re-weighing (a dense store: the regrouping) is the caller's, once
+     * wmu is released (rebuild()), or with defer_reweigh the next
+     * lr_store_refresh()'s. The record is already safe on disk and in
+     * memory, so a failed rebuild only postpones the next one. */
     if (h->n >= st->rebuild_at) {
-        if (st->dense) {
-            regroup_dense(st, h);
-            st->rebuild_at = next_rebuild(st, st->hist->n);
-        } else if (st->defer_reweigh) {
+        if (st->defer_reweigh) {
             atomic_store(&st->reweigh_due, 1); /* lr_store_refresh() runs it */
         } else {
             *reweigh = 1;

@@ -480,7 +480,9 @@ def dense(bin_, fake_bin):
 def dense_from_empty(bin_, fake_bin):
     """A dense store that starts empty and grows only by feedback gets its
     groups once it reaches 256 records, and the default predictor then gives
-    a query its group's rate. The fake's vectors of dimension 1 are +1 or -1
+    a query its group's rate. The feedback that makes the grouping due does
+    not run it: the gateway's next store refresh does (here SIGHUP, the
+    period being far longer than the test). The fake's vectors of dimension 1 are +1 or -1
     (the sign of a hash of the text): two clusters; "cheapo" is right on
     every text of the + side and wrong on the - side."""
     wd = workdir()
@@ -491,6 +493,7 @@ def dense_from_empty(bin_, fake_bin):
                                   "dimensions": 1}
     cfg["router"]["predictor"] = "default"
     cfg["router"]["n_similar"] = 1
+    cfg["server"] = {"store_refresh_ms": 3600000}
     gw = Gateway(bin_, wd, cfg, name="grown")
 
     texts = ["Question %d: what is the weather like on day %d?" % (i, i) for i in range(700)]
@@ -521,6 +524,15 @@ def dense_from_empty(bin_, fake_bin):
         before_plus, before_minus = quality(plus[-1]), quality(minus[-1])
         assert 0.5 < before_plus < 0.6 and 0.4 < before_minus < 0.5, (before_plus, before_minus)
         feed(255)
+        # Answered with the grouping only marked due; routing still reads the
+        # copy without groups.
+        st, _, body = request(gw.port, "GET", "/health")
+        assert json.loads(body)["store_reweigh_due"] is True, body
+        due_plus, due_minus = quality(plus[-1]), quality(minus[-1])
+        assert 0.5 < due_plus < 0.6 and 0.4 < due_minus < 0.5, (due_plus, due_minus)
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: json.loads(request(gw.port, "GET", "/health")[2])["store_reweigh_due"]
+                 is False, timeout=30, what="/health saying no regrouping is due")
         # Grouped: shrunk toward the side's own rate (1 or 0) with weight 64.
         after_plus, after_minus = quality(plus[-1]), quality(minus[-1])
         assert after_plus > 0.98 and after_minus < 0.02, (after_plus, after_minus)
@@ -534,8 +546,9 @@ def dense_from_empty(bin_, fake_bin):
         assert again == (after_plus, after_minus), (again, after_plus, after_minus)
         gw2.signal(signal.SIGTERM)
         assert gw2.wait() == 0
-    check("a dense store grown from empty by feedback is grouped at 256 records and "
-          "predicts each cluster's rate", grouped_at_256_records)
+    check("a dense store grown from empty by feedback is grouped at 256 records, by the "
+          "store refresh and not by the feedback that makes it due, and predicts each "
+          "cluster's rate", grouped_at_256_records)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ static int remove_dir(void **st)
     static const char *files[] = {"dense.db", "dense.db-wal", "dense.db-shm",
                                   "empty.db", "empty.db-wal", "empty.db-shm",
                                   "grow.db",  "grow.db-wal",  "grow.db-shm",
-                                  "fail.db",  "fail.db-wal",  "fail.db-shm"};
+                                  "fail.db",  "fail.db-wal",  "fail.db-shm",
+                                  "defer.db", "defer.db-wal", "defer.db-shm"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", tmpdir, files[i]);
         unlink(p);
@@ -265,17 +266,52 @@ static void check_grouped(const struct lr_store *s, size_t n)
     lr__store_unlock(s);
 }
 
-static struct lr_store *open_dense(const char *name, int read_only)
+static struct lr_store *open_dense_with(const char *name, int read_only, int defer_reweigh)
 {
     char db[512];
     struct lr_store *s = NULL;
     struct lr_error err;
     /* No dimension given: the store takes its first vector's. */
-    struct lr_store_options o = {"remote-emb", 0, read_only, 0, 0, 0};
+    struct lr_store_options o = {"remote-emb", 0, read_only, 0, 0, defer_reweigh};
     snprintf(db, sizeof(db), "%s/%s", tmpdir, name);
     if (lr_store_open(db, &o, &s, &err) != 0)
         fail_msg("lr_store_open: %s", err.message);
     return s;
+}
+
+static struct lr_store *open_dense(const char *name, int read_only)
+{
+    return open_dense_with(name, read_only, 0);
+}
+
+static void check_same_as_fresh_open(const struct lr__hist *h, const char *name);
+
+/* With defer_reweigh (the gateway), the append that makes the grouping due
+ * only marks it, and the next lr_store_refresh() groups the store, beside
+ * the writers, the same way as a fresh open. */
+static void dense_grouping_is_left_to_the_refresh_with_defer_reweigh(void **st)
+{
+    (void)st;
+    struct lr_error err;
+    int changed = 0;
+    struct lr_store *s = open_dense_with("defer.db", 0, 1);
+    for (size_t i = 0; i < LR__GROUPS_MIN_RECORDS; i++)
+        add_dense_record(s, i);
+    assert_int_equal(lr_store_count(s), LR__GROUPS_MIN_RECORDS);
+    assert_int_equal(group_count(s), 0);
+    assert_int_equal(lr_store_reweigh_due(s), 1);
+    /* Appends go on meanwhile, into the copy without groups. */
+    add_dense_record(s, LR__GROUPS_MIN_RECORDS);
+    assert_int_equal(group_count(s), 0);
+    assert_int_equal(lr_store_refresh(s, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_reweigh_due(s), 0);
+    assert_int_equal(group_count(s), lr__groups_count_for(LR__GROUPS_MIN_RECORDS + 1));
+    check_grouped(s, LR__GROUPS_MIN_RECORDS + 1);
+    lr__store_rdlock(s);
+    check_same_as_fresh_open(lr__store_hist(s), "defer.db");
+    lr__store_unlock(s);
+    lr_store_free(s);
 }
 
 static void dense_store_opened_empty_is_grouped_once_appends_reach_the_threshold(void **st)
@@ -511,6 +547,7 @@ int main(void)
         cmocka_unit_test(dense_groups_predict_each_cluster_rate_not_the_store_mean),
         cmocka_unit_test(dense_groups_grow_as_appends_pass_each_quarter),
         cmocka_unit_test(failed_regroup_keeps_the_append_and_tries_again_later),
+        cmocka_unit_test(dense_grouping_is_left_to_the_refresh_with_defer_reweigh),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }
