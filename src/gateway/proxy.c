@@ -49,6 +49,7 @@
 #define SSE_LINE_CAP (1u << 20)
 #define ATTEMPT_LOG_CAP 1536
 #define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
+#define DONE_GRACE_MS 1000     /* after [DONE], how long the transfer may take to end */
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -144,6 +145,7 @@ struct exchange {
 
 static void finish(struct exchange *ex, int status);
 static void next_candidate(struct exchange *ex);
+static void stream_complete(struct exchange *ex, int clean, const char *ending);
 
 /* ==== Answering the client ==== */
 
@@ -358,6 +360,14 @@ static void watch_stop(struct exchange *ex)
     if (ex->watch)
         evtimer_del(ex->watch);
     ex->watch_kind = WATCH_NONE;
+}
+
+/* The idle watch between a stream's pieces. After [DONE] the answer is whole
+ * and nothing more is expected: the transfer then gets only a short grace to
+ * end, and its timer ending it is a success (failed()), not a stall. */
+static void idle_arm(struct exchange *ex)
+{
+    watch_arm(ex, WATCH_IDLE, ex->saw_done ? DONE_GRACE_MS : ex->pol.timeouts.idle_ms);
 }
 
 static int wait_arm(struct exchange *ex, enum wait_kind kind, long ms)
@@ -675,7 +685,9 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
 static void failed(struct exchange *ex, enum rs_class c, const char *message)
 {
     stop_transfer(ex);
-    if (ex->streaming)
+    if (ex->sse && ex->saw_done)
+        stream_complete(ex, 0, NULL); /* after [DONE]: nothing of the answer is lost */
+    else if (ex->streaming)
         stream_failed(ex, c, message);
     else
         attempt_failed(ex, c, message);
@@ -891,7 +903,7 @@ static void flush_held(struct exchange *ex)
 
 static void commit_stream(struct exchange *ex)
 {
-    watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+    idle_arm(ex);
     if (ex->req) {
         add_headers(ex);
         hs_resp_header(ex->req, "Cache-Control", "no-cache");
@@ -957,6 +969,26 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
     return UP_CONSUMED;
 }
 
+/* The stream is whole ([DONE] came): relay what is held and end the client's
+ * stream. clean: the transfer ended normally, so the bytes after the last
+ * checked line are relayed too (a failure's are not: they may be what
+ * failed). ending: what completes the last event, or NULL. */
+static void stream_complete(struct exchange *ex, int clean, const char *ending)
+{
+    if (!ex->streaming)
+        commit_stream(ex);
+    if (clean)
+        ex->held_ok = ex->held_len;
+    flush_held(ex);
+    if (ending && ex->req)
+        hs_stream_write(ex->req, ending, strlen(ending));
+    attempt_end(ex, RS_OK, -1, 1);
+    if (ex->req)
+        hs_stream_end(ex->req);
+    ex->req = NULL;
+    finish(ex, (int)ex->up_status);
+}
+
 static int on_data(void *arg, const char *data, size_t len)
 {
     struct exchange *ex = arg;
@@ -968,7 +1000,7 @@ static int on_data(void *arg, const char *data, size_t len)
             return UP_CONSUMED;
         rc = stream_data(ex, data, len);
         if (rc == UP_CONSUMED && (ex->xfer || ex->mock) && !ex->paused)
-            watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+            idle_arm(ex);
         return rc;
     }
     watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
@@ -1003,16 +1035,21 @@ static void on_done(void *arg, enum up_error err, const char *message)
     ex->xfer = NULL;
     ex->mock = NULL;
     if (ex->sse) {
-        if (err == UP_OK && ex->saw_done) {
-            if (!ex->streaming)
-                commit_stream(ex);
-            ex->held_ok = ex->held_len; /* a last line without its newline */
-            flush_held(ex);
-            attempt_end(ex, RS_OK, -1, 1);
-            if (ex->req)
-                hs_stream_end(ex->req);
-            ex->req = NULL;
-            finish(ex, (int)ex->up_status);
+        const char *ending = NULL;
+        if (err == UP_OK && !ex->saw_done && ex->held_len > ex->held_ok) {
+            /* A last line without its line end ends at a clean end of the body. */
+            if (sse_line(ex, ex->held + ex->held_ok, ex->held_len - ex->held_ok) < 0) {
+                failed(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
+                return;
+            }
+            /* A [DONE] there gets the line end and the blank line the upstream
+             * left out, so the client's parser sees the event. */
+            if (ex->saw_done)
+                ending = "\n\n";
+        }
+        if (ex->saw_done) {
+            /* Whole. A transport failure after [DONE] lost nothing. */
+            stream_complete(ex, err == UP_OK, ending);
             return;
         }
         failed(ex, err == UP_OK ? RS_STREAM_CUT : rs_class_of_transport(err, ex->head_seen),
@@ -1056,7 +1093,7 @@ static void on_drain(void *arg)
     if (!ex->paused)
         return;
     ex->paused = 0;
-    watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+    idle_arm(ex);
     if (ex->xfer)
         up_xfer_resume(ex->xfer);
     else if (ex->mock)

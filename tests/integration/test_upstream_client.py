@@ -23,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import HOST, Gateway, chat, check, error_shape, finish, workdir  # noqa
+from gwtest import HOST, Gateway, chat, check, error_shape, finish, request, workdir  # noqa
 
 HELLO = [{"role": "user", "content": "hello"}]
 OK_BODY = json.dumps({"id": "x", "object": "chat.completion", "choices": [
@@ -166,6 +166,50 @@ def redirect_to(location):
     return step
 
 
+SSE_EVENTS = [
+    {"id": "x", "object": "chat.completion.chunk",
+     "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {"id": "x", "object": "chat.completion.chunk",
+     "choices": [{"index": 0, "delta": {"content": "hi"}}]},
+    {"id": "x", "object": "chat.completion.chunk",
+     "choices": [{"index": 0, "delta": {"content": " there"}, "finish_reason": "stop"}]},
+    {"id": "x", "object": "chat.completion.chunk", "choices": [],
+     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}]
+
+
+def sse_body(eol=b"\n", last_eol=True):
+    """The events and [DONE], each line ended by eol; without last_eol the
+    final `data: [DONE]` has no line end at all."""
+    out = b"".join(b"data: " + json.dumps(e).encode() + eol + eol for e in SSE_EVENTS)
+    return out + b"data: [DONE]" + (eol + eol if last_eol else b"")
+
+
+def sse_stream(body, ending):
+    """A chunked event stream of body, one event to a chunk, ended by `ending`:
+    "chunk" (the zero-length chunk, kept alive), "close" (no zero-length chunk,
+    the connection closed) or "silence" (no zero-length chunk, the connection
+    kept open and silent); or "eof" (no chunking: the body ends at the close)."""
+    def step(c):
+        if ending == "eof":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Connection: close\r\n\r\n" + body)
+            return "close"
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        for piece in body.split(b"data: "):
+            if piece:
+                piece = b"data: " + piece
+                c.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                time.sleep(0.002)
+        if ending == "chunk":
+            c.sendall(b"0\r\n\r\n")
+            return None
+        if ending == "silence":
+            time.sleep(8)
+        return "close"
+    return step
+
+
 def mutated(seed):
     """A valid chunked answer with a few bytes changed, cut short or padded, from a
     fixed seed; the connection closes after it, so every case ends."""
@@ -282,6 +326,46 @@ def run(gw_bin, env):
             time.sleep(0.2)  # a followed redirect would have arrived by now
             assert len(up.heads) == before + 1, up.heads[before:]
 
+    def streamed(step):
+        """A stream request played against step: (status, the client's events, raw)."""
+        up.steps.put(step)
+        st, h, raw = request(gw.port, "POST", "/v1/chat/completions",
+                             json.dumps({"model": "s", "messages": HELLO, "stream": True,
+                                         "stream_options": {"include_usage": True}}),
+                             timeout=15)
+        events = [e[len("data: "):] for e in raw.decode().split("\n\n")
+                  if e.startswith("data: ")]
+        return st, events, raw
+
+    def complete(step, eol=b"\n"):
+        """The client gets every event, then [DONE] as a whole event, and no error;
+        the attempt counts as a success."""
+        key = 'llmroute_upstream_attempts_total{model="s",class="ok"}'
+        before = gw.metrics().get(key, 0)
+        st, events, raw = streamed(step)
+        assert st == 200, (st, raw)
+        assert raw.endswith(b"data: [DONE]" + eol + eol), raw[-200:]
+        assert b'"error"' not in raw, raw[-300:]
+        assert b"hi" in raw and b" there" in raw, raw
+        assert gw.metrics().get(key, 0) == before + 1, gw.metrics()
+
+    def done_then_closed():
+        # Everything up to [DONE] arrived; the upstream then closed without the
+        # zero-length chunk. The answer is whole: no error event after [DONE], and
+        # no failure counted against the model (its breaker would open).
+        complete(sse_stream(sse_body(), "close"))
+
+    def done_then_silent():
+        # ... or kept the connection open and sent nothing more: the stream still
+        # ends, well before the upstream's total timeout, as a success.
+        complete(sse_stream(sse_body(), "silence"))
+
+    def done_without_line_end():
+        # `data: [DONE]` is the last thing the upstream sent, with no line end:
+        # the stream is complete, and the client gets [DONE] as a whole event.
+        complete(sse_stream(sse_body(last_eol=False), "chunk"))
+        complete(sse_stream(sse_body(last_eol=False), "eof"))
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -300,6 +384,12 @@ def run(gw_bin, env):
           "(stream and not)", redirect_not_followed)
     check(tag + "a connection the upstream closed after a response is not reused",
           closed_after_response)
+    check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
+          done_then_closed)
+    check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",
+          done_then_silent)
+    check(tag + "a final `data: [DONE]` without a line end completes the stream",
+          done_without_line_end)
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
