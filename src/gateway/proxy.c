@@ -49,7 +49,7 @@
 #define SSE_LINE_CAP (1u << 20)
 #define ATTEMPT_LOG_CAP 1536
 #define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
-#define DONE_GRACE_MS 1000     /* after [DONE], how long the transfer may take to end */
+#define DONE_GRACE_MS 1000   /* after [DONE], how long the transfer may take to end */
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -121,6 +121,7 @@ struct exchange {
     int sse;           /* the upstream answers with an event stream */
     int streaming;     /* the client has the response head of a stream */
     int saw_done;
+    int cr_ended; /* the last stream line checked ended with a CR, the last byte then held */
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
     size_t resp_len, resp_cap;
@@ -941,19 +942,30 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
     ex->held_len += len;
     scan = ex->held_ok;
     for (;;) {
-        const char *nl = memchr(ex->held + scan, '\n', ex->held_len - scan);
-        size_t n;
-        if (!nl)
+        /* A line ends with LF, CRLF or a bare CR (the SSE rule). */
+        const char *line, *end = ex->held + ex->held_len, *nl, *cr;
+        if (ex->cr_ended && scan < ex->held_len) {
+            /* The last line ended with the last byte then held, a CR: an LF
+             * now is the rest of its CRLF, not an empty line. */
+            ex->cr_ended = 0;
+            if (ex->held[scan] == '\n')
+                ex->held_ok = ++scan;
+        }
+        line = ex->held + scan;
+        nl = memchr(line, '\n', (size_t)(end - line));
+        cr = memchr(line, '\r', (size_t)((nl ? nl : end) - line));
+        if (!nl && !cr)
             break;
-        n = (size_t)(nl - (ex->held + scan));
-        if (n && ex->held[scan + n - 1] == '\r')
-            n--;
-        if (sse_line(ex, ex->held + scan, n) < 0) {
+        if (sse_line(ex, line, (size_t)((cr ? cr : nl) - line)) < 0) {
             /* Relay the good lines before it, then fail. */
             if (ex->streaming)
                 flush_held(ex);
             defer_failure(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
             return UP_CONSUMED;
+        }
+        if (cr && cr + 1 != nl) {
+            nl = cr; /* a bare CR, or a CR that may be half a CRLF */
+            ex->cr_ended = cr + 1 == end;
         }
         scan = (size_t)(nl - ex->held) + 1;
         ex->held_ok = scan;
@@ -1180,6 +1192,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->content_seen = 0;
+    ex->cr_ended = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = 0;
     ex->resp_len = 0;

@@ -366,6 +366,14 @@ def run(gw_bin, env):
         complete(sse_stream(sse_body(last_eol=False), "chunk"))
         complete(sse_stream(sse_body(last_eol=False), "eof"))
 
+    def bare_cr_lines():
+        # SSE lines may end with CR alone; the events (and their usage) get through.
+        tokens = 'llmroute_tokens_total{model="s",direction="out"}'
+        before = gw.metrics().get(tokens, 0)
+        for ending in ("chunk", "eof"):
+            complete(sse_stream(sse_body(eol=b"\r"), ending), eol=b"\r")
+        assert gw.metrics().get(tokens, 0) == before + 4, gw.metrics()
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -390,6 +398,8 @@ def run(gw_bin, env):
           done_then_silent)
     check(tag + "a final `data: [DONE]` without a line end completes the stream",
           done_without_line_end)
+    check(tag + "event streams with bare CR line ends are relayed, usage read",
+          bare_cr_lines)
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
