@@ -1346,6 +1346,13 @@ static int text_add(struct text *t, const char *s, size_t n, const char *sep)
     return 0;
 }
 
+/* Does a JSON string hold a NUL ("\u0000")? Read as a C string it would be
+ * cut short there, so a name with one could pass for another name. */
+static int has_nul(json_t *s)
+{
+    return strlen(json_string_value(s)) != json_string_length(s);
+}
+
 /* The text of a message's content: a string, or the text parts of an array. */
 static int content_text(json_t *content, struct text *t)
 {
@@ -1500,6 +1507,10 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         fail_with(ex, 400, "model", "invalid_type", "model: expected a string");
         return -1;
     }
+    if (jmodel && has_nul(jmodel)) {
+        fail_with(ex, 400, "model", "invalid_value", "model: a name cannot hold a NUL (\\u0000)");
+        return -1;
+    }
     model = jmodel ? json_string_value(jmodel) : NULL;
     if (jmodels) {
         size_t i;
@@ -1522,6 +1533,11 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
                 fail_with(ex, 400, "models", "invalid_type", "models[%zu]: expected a string", i);
                 return -1;
             }
+            if (has_nul(v)) {
+                fail_with(ex, 400, "models", "invalid_value",
+                          "models[%zu]: a name cannot hold a NUL (\\u0000)", i);
+                return -1;
+            }
             names[i] = json_string_value(v);
         }
     }
@@ -1535,6 +1551,11 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         if (s && !json_is_string(s)) {
             fail_with(ex, 400, "route.strategy", "invalid_type",
                       "route.strategy: expected a string");
+            return -1;
+        }
+        if (s && has_nul(s)) {
+            fail_with(ex, 400, "route.strategy", "invalid_value",
+                      "route.strategy: a name cannot hold a NUL (\\u0000)");
             return -1;
         }
         strategy = s ? json_string_value(s) : NULL;
@@ -1699,7 +1720,9 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
                   "the request body is empty: expected a JSON object");
         return;
     }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    /* "\u0000" is valid JSON, and a prompt may hold it: the body is forwarded
+     * as sent. The names read from it are checked for it (has_nul()). */
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!root) {
         fail_with(ex, 400, NULL, "invalid_json",
                   "malformed JSON in the request body: %s (line %d, column %d)", je.text, je.line,

@@ -418,6 +418,31 @@ def forwarding(gw_bin, fake_bin):
     check("a candidate list without model: the upstream is still told its model",
           candidates_without_model)
 
+    def nul_in_content():
+        # "\u0000" is valid JSON: a prompt holding it is forwarded as sent, not
+        # refused as malformed.
+        body = '{"model":"fake-b","messages":[{"role":"user","content":"a\\u0000b"}]}'
+        st, _, data = request(gw.port, "POST", "/v1/chat/completions", body)
+        assert st == 200, (st, data)
+        assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
+    check("a \\u0000 in a message is forwarded as sent", nul_in_content)
+
+    def nul_in_names():
+        # ... but a name with one cannot be a configured name, and is not cut
+        # short to one: 400 naming the field.
+        for body, param in (
+                ('{"model":"fake-b\\u0000x","messages":[]}', "model"),
+                ('{"models":["fake-a","fake-b\\u0000"],"messages":[]}', "models"),
+                ('{"model":"fake-b","route":{"strategy":"sequential\\u0000"},"messages":[]}',
+                 "route.strategy")):
+            n = len(fake.logged())
+            st, _, data = request(gw.port, "POST", "/v1/chat/completions", body)
+            assert st == 400, (st, data)
+            e = error_shape(json.loads(data))
+            assert e["param"] == param and "NUL" in e["message"], e
+            assert len(fake.logged()) == n, "forwarded"
+    check("a name holding \\u0000 is refused, naming the field", nul_in_names)
+
 
 # ==== errors ====
 
