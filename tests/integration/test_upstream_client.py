@@ -92,6 +92,13 @@ def ok_with_length(c):
               % len(OK_BODY) + OK_BODY)
 
 
+def length_list(c):
+    # Two equal Content-Length lines joined into one by a proxy on the way:
+    # RFC 9112 section 6.3 has the recipient use that one value.
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d, %d\r\n\r\n" % (len(OK_BODY), len(OK_BODY)) + OK_BODY)
+
+
 def chunked_pieces(c):
     # Chunk extensions, a lower-case hex size, a trailer, and the bytes trickled in
     # pieces that split size lines and CRLFs.
@@ -385,6 +392,7 @@ def run(gw_bin, env):
     check(tag + "chunked body with extensions and a trailer, in 5-byte pieces",
           expect_ok, chunked_pieces)
     check(tag + "body delimited by the connection's close", expect_ok, close_delimited)
+    check(tag + "Content-Length as a list of equal values", expect_ok, length_list)
     check(tag + "interim 100 head skipped", expect_ok, interim_then_ok)
     check(tag + "upstream status and body passed through", status_passed_through)
     check(tag + "204: the transfer ends at the head", empty_204)
