@@ -594,6 +594,34 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
 
+    def refusals_logged_and_counted():
+        # The HTTP server's own refusals are answers like the others: an
+        # x-request-id (the client's when its headers were read), a log line
+        # with the status and why, and a count in llmroute_requests_total.
+        def count(m, status):
+            return m.get('llmroute_requests_total{route="",model="",status="%d"}' % status, 0)
+        cases = (
+            (413, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-request-id: it-413\r\n"
+                  b"Content-Length: 10000000\r\n\r\n", "it-413", "/v1/chat/completions"),
+            (400, b"POST /v1/route HTTP/1.1\r\nx-request-id: it-400\r\n"
+                  b"Content-Length: -1\r\n\r\n", "it-400", "/v1/route"),
+            (431, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8000 + b"\r\n\r\n",
+             None, ""))
+        for status, data, rid, path in cases:
+            before = gw.metrics()
+            raw = raw_exchange(port, data)
+            assert status_of(raw) == status, raw[:200]
+            m = re.search(rb"(?i)\r\nx-request-id: *([^\r]+)\r\n", raw.split(b"\r\n\r\n")[0])
+            assert m and (rid is None or m.group(1).decode() == rid), raw[:300]
+            rid = m.group(1).decode()
+            lines = [l for l in gw.log_lines() if l.get("id") == rid]
+            assert len(lines) == 1, (rid, lines)
+            assert lines[0]["status"] == status and lines[0]["path"] == path, lines
+            assert lines[0].get("error"), lines
+            assert count(gw.metrics(), status) == count(before, status) + 1, status
+    check("the server's own refusals (400, 413, 431) carry x-request-id, are logged and counted",
+          refusals_logged_and_counted)
+
     def send_bytewise(data, timeout):
         """Send data a byte at a time, then read until the server closes: the
         response and whether it closed (not the socket timeout)."""
