@@ -1721,8 +1721,11 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
         return;
     }
     /* "\u0000" is valid JSON, and a prompt may hold it: the body is forwarded
-     * as sent. The names read from it are checked for it (has_nul()). */
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+     * as sent. The names read from it are checked for it (has_nul()). So is
+     * an integer past int64 (a 64-bit unsigned seed): read as a real, since
+     * no integer in the body is read here, it is not refused as malformed. */
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                      &je);
     if (!root) {
         fail_with(ex, 400, NULL, "invalid_json",
                   "malformed JSON in the request body: %s (line %d, column %d)", je.text, je.line,

@@ -427,6 +427,16 @@ def forwarding(gw_bin, fake_bin):
         assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
     check("a \\u0000 in a message is forwarded as sent", nul_in_content)
 
+    def integer_past_int64():
+        # A 64-bit unsigned seed (random.getrandbits(64)) is valid JSON: it is
+        # forwarded as written, not refused as malformed.
+        body = ('{"model":"fake-b","seed":18446744073709551615,"x":-99999999999999999999,'
+                '"messages":[{"role":"user","content":"x"}]}')
+        st, _, data = request(gw.port, "POST", "/v1/chat/completions", body)
+        assert st == 200, (st, data)
+        assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
+    check("an integer past int64 is forwarded as written", integer_past_int64)
+
     def nul_in_names():
         # ... but a name with one cannot be a configured name, and is not cut
         # short to one: 400 naming the field.
