@@ -122,6 +122,7 @@ struct exchange {
     int streaming;     /* the client has the response head of a stream */
     int saw_done;
     int cr_ended; /* the last stream line checked ended with a CR, the last byte then held */
+    int in_event; /* the last stream line checked was not blank: its event is unfinished */
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
     size_t resp_len, resp_cap;
@@ -673,7 +674,10 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
                  model_name(ex), rs_class_name(c), message);
         snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
         n = gw_error_format(body, sizeof body, msg, "upstream_error", NULL, code);
-        k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
+        /* Cut inside an event, the client has its lines but not the blank
+         * line that ends it: end it first, or the error would be read as
+         * more data of that event. */
+        k = snprintf(ev, sizeof ev, "%sdata: %.*s\n\n", ex->in_event ? "\n" : "", (int)n, body);
         hs_stream_write(ex->req, ev, k > 0 ? (size_t)k : 0);
         hs_stream_end(ex->req);
         ex->req = NULL;
@@ -963,6 +967,7 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             defer_failure(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
             return UP_CONSUMED;
         }
+        ex->in_event = (cr ? cr : nl) > line;
         if (cr && cr + 1 != nl) {
             nl = cr; /* a bare CR, or a CR that may be half a CRLF */
             ex->cr_ended = cr + 1 == end;
@@ -1192,7 +1197,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->content_seen = 0;
-    ex->cr_ended = 0;
+    ex->cr_ended = ex->in_event = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = 0;
     ex->resp_len = 0;

@@ -217,6 +217,22 @@ def sse_stream(body, ending):
     return step
 
 
+def sse_dispatch(raw):
+    """The events an SSE client dispatches from raw (the WHATWG rules: data
+    lines joined by LF, an event dispatched at a blank line, a last one
+    without its blank line dropped): each event's data."""
+    events, data = [], None
+    for line in raw.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if line == "":
+            if data is not None:
+                events.append("\n".join(data))
+            data = None
+        elif line.startswith("data:"):
+            v = line[5:]
+            data = (data or []) + [v[1:] if v.startswith(" ") else v]
+    return events
+
+
 def mutated(seed):
     """A valid chunked answer with a few bytes changed, cut short or padded, from a
     fixed seed; the connection closes after it, so every case ends."""
@@ -381,6 +397,19 @@ def run(gw_bin, env):
             complete(sse_stream(sse_body(eol=b"\r"), ending), eol=b"\r")
         assert gw.metrics().get(tokens, 0) == before + 4, gw.metrics()
 
+    def cut_mid_event():
+        # The upstream closes between an event's data line and its blank line,
+        # after the stream reached the client: the error event must be an
+        # event of its own, not data joined to the unfinished one.
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in SSE_EVENTS[:2])
+        body += b"data: " + json.dumps(SSE_EVENTS[2]).encode() + b"\n"
+        st, _, raw = streamed(sse_stream(body, "close"))
+        assert st == 200, (st, raw)
+        events = sse_dispatch(raw)
+        decoded = [json.loads(e) for e in events]  # every event the client sees is JSON
+        assert error_shape(decoded[-1])["code"] == "upstream_stream_cut", decoded
+        assert "[DONE]" not in events, events
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -406,6 +435,8 @@ def run(gw_bin, env):
           done_then_silent)
     check(tag + "a final `data: [DONE]` without a line end completes the stream",
           done_without_line_end)
+    check(tag + "a stream cut inside an event ends with an error event of its own",
+          cut_mid_event)
     check(tag + "event streams with bare CR line ends are relayed, usage read",
           bare_cr_lines)
     check(tag + "oversized response head: 502", expect_502, huge_head)
