@@ -871,6 +871,17 @@ static void next_candidate(struct exchange *ex)
 
 /* ==== Upstream callbacks ==== */
 
+/* An upstream's header value that goes into the client's answer: CR, LF and
+ * the other control characters (HTAB aside) become spaces (RFC 9110 section
+ * 5.5), so the answer stays well-formed HTTP and gains no header of the
+ * upstream's making. */
+static void header_safe(char *v)
+{
+    for (; *v; v++)
+        if (((unsigned char)*v < 0x20 && *v != '\t') || *v == 0x7f)
+            *v = ' ';
+}
+
 static void on_head(void *arg, const struct up_head *head)
 {
     struct exchange *ex = arg;
@@ -880,6 +891,8 @@ static void on_head(void *arg, const struct up_head *head)
     snprintf(ex->up_ctype, sizeof ex->up_ctype, "%s", ct ? ct : "application/json");
     snprintf(ex->up_retry_after, sizeof ex->up_retry_after, "%s",
              head->retry_after ? head->retry_after : "");
+    header_safe(ex->up_ctype);
+    header_safe(ex->up_retry_after);
     snprintf(ex->up_location, sizeof ex->up_location, "%s", head->location ? head->location : "");
     if (head->status >= 300 && head->status < 400) {
         /* Not followed (the body and the API key would go wherever it points),

@@ -23,9 +23,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import HOST, Gateway, chat, check, error_shape, finish, request, workdir  # noqa
+from gwtest import (HOST, Gateway, chat, check, error_shape, finish, raw_exchange,  # noqa
+                    request, status_of, workdir)
 
 HELLO = [{"role": "user", "content": "hello"}]
+HELLO_BODY = json.dumps({"model": "s", "messages": HELLO}).encode()
 OK_BODY = json.dumps({"id": "x", "object": "chat.completion", "choices": [
     {"index": 0, "message": {"role": "assistant", "content": "hi there"},
      "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 2,
@@ -158,6 +160,15 @@ def error_400(c):
            b'"code":null}}'
     c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def error_with_bare_crs(c):
+    # Header values with a bare CR: a client that ends lines at CR would read
+    # the rest as headers of their own.
+    body = b'{"error":{"message":"bad thing","type":"invalid_request_error","param":null,' \
+           b'"code":null}}'
+    c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\rX-Injected: 1\r\n"
+              b"Retry-After: 5\rSet-Cookie: a=b\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
 def no_content(c):
@@ -317,6 +328,21 @@ def run(gw_bin, env):
         assert st == 400, (st, raw)
         assert j["error"]["message"] == "bad thing", j
 
+    def no_bare_cr_relayed():
+        # RFC 9110 section 5.5: CR, LF or NUL in a field value is replaced by
+        # SP before forwarding. The gateway's answer is well-formed HTTP.
+        up.steps.put(error_with_bare_crs)
+        raw = raw_exchange(gw.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\nConnection: close\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(HELLO_BODY) + HELLO_BODY)
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        assert status_of(raw) == 400, raw[:300]
+        assert b"\r" not in head.replace(b"\r\n", b""), head
+        lines = head.split(b"\r\n")
+        assert not any(l.lower().startswith((b"x-injected", b"set-cookie")) for l in lines), head
+        assert b"Content-Type: application/json X-Injected: 1\r\n" in raw, head
+        assert b"Retry-After: 5 Set-Cookie: a=b\r\n" in raw, head
+
     def empty_204():
         # The transfer must end at the head (no body follows a 204); what the
         # gateway then makes of an empty answer is its policy's business.
@@ -425,6 +451,8 @@ def run(gw_bin, env):
     check(tag + "interim 100 head skipped", expect_ok, interim_then_ok)
     check(tag + "upstream status and body passed through", status_passed_through)
     check(tag + "204: the transfer ends at the head", empty_204)
+    check(tag + "a bare CR in an upstream header value is relayed as a space",
+          no_bare_cr_relayed)
     check(tag + "302: not followed; 502 naming the status and a safe, cut Location "
           "(stream and not)", redirect_not_followed)
     check(tag + "a connection the upstream closed after a response is not reused",
