@@ -284,6 +284,20 @@ static void handle(struct hs_req *req, void *arg)
     gw_log_answered(gw, id, method, path, status, NULL, t0);
 }
 
+/* A request the HTTP server refused itself (broken HTTP, a head or body over
+ * its cap) gets an x-request-id, a log line and its count in the metrics,
+ * as any other answer does; the error is the refusal's message. */
+static void refused(struct hs_req *req, int status, const char *message, void *arg)
+{
+    struct gw *gw = arg;
+    char id[136], method[32], path[256];
+    snprintf(method, sizeof method, "%s", hs_req_method(req) ? hs_req_method(req) : "");
+    snprintf(path, sizeof path, "%s", hs_req_path(req) ? hs_req_path(req) : "");
+    gw_request_id(gw, req, id, sizeof id);
+    hs_resp_header(req, "x-request-id", id);
+    gw_log_answered(gw, id, method, path, status, message, gw_now());
+}
+
 void gw_log_answered(struct gw *gw, const char *id, const char *method, const char *path,
                      int status, const char *error, double t0)
 {
@@ -602,6 +616,8 @@ int gw_run(const struct gw_options *opts)
     gw.upstream = gw.base ? up_client_new(gw.base) : NULL;
     limits_from(gw.conf, &lim);
     gw.http = gw.base ? hs_server_new(gw.base, &lim, handle, gw_error_body, &gw) : NULL;
+    if (gw.http)
+        hs_server_on_refused(gw.http, refused);
     if (!gw.base || !gw.metrics || !gw.upstream || !gw.http) {
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;

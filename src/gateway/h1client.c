@@ -606,24 +606,36 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
         if (nlen == 14 && strncasecmp(line, "content-length", 14) == 0) {
-            unsigned long long n = 0;
-            if (v == ve) {
-                *why = "malformed Content-Length from the upstream";
-                return -1;
-            }
-            for (const char *d = v; d < ve; d++) {
-                if (*d < '0' || *d > '9' || n > (1ULL << 60)) {
+            /* A list of equal values ("12, 12": a proxy joined two equal
+             * lines) is that value (RFC 9112 section 6.3). */
+            const char *d = v;
+            for (;;) {
+                const char *digits = d;
+                unsigned long long n = 0;
+                for (; d < ve && *d >= '0' && *d <= '9'; d++) {
+                    if (n > (1ULL << 60)) {
+                        *why = "malformed Content-Length from the upstream";
+                        return -1;
+                    }
+                    n = n * 10 + (unsigned long long)(*d - '0');
+                }
+                while (d < ve && (*d == ' ' || *d == '\t'))
+                    d++;
+                if (d == digits || (d < ve && *d != ',')) {
                     *why = "malformed Content-Length from the upstream";
                     return -1;
                 }
-                n = n * 10 + (unsigned long long)(*d - '0');
+                if (has_cl && n != cl) {
+                    *why = "conflicting Content-Length from the upstream";
+                    return -1;
+                }
+                has_cl = 1;
+                cl = n;
+                if (d == ve)
+                    break;
+                for (d++; d < ve && (*d == ' ' || *d == '\t'); d++) /* past the comma */
+                    ;
             }
-            if (has_cl && n != cl) {
-                *why = "conflicting Content-Length from the upstream";
-                return -1;
-            }
-            has_cl = 1;
-            cl = n;
         } else if (nlen == 17 && strncasecmp(line, "transfer-encoding", 17) == 0) {
             if (token_in(v, (size_t)(ve - v), "chunked"))
                 chunked = 1;

@@ -102,6 +102,7 @@ struct hs_server {
     struct hs_limits lim;
     hs_handler_fn handler;
     hs_error_fn error_body;
+    hs_refused_fn refused;
     void *arg;
     struct hs_conn *conns;
     size_t n_conns, busy;
@@ -617,6 +618,8 @@ static void fail_request(struct hs_conn *c, int status, const char *message)
     if (r->minor == 0 && !r->method)
         r->minor = 1;
     c->state = C_CLOSING; /* not a handled request: busy is not counted */
+    if (c->srv->refused)
+        c->srv->refused(r, status, message, c->srv->arg);
     write_head(r, status, "application/json", (long long)n);
     if (!head_only(r))
         evbuffer_add(bufferevent_get_output(c->bev), body, n);
@@ -1104,6 +1107,11 @@ struct hs_server *hs_server_new(struct event_base *base, const struct hs_limits 
     s->arg = arg;
     s->port = -1;
     return s;
+}
+
+void hs_server_on_refused(struct hs_server *srv, hs_refused_fn refused)
+{
+    srv->refused = refused;
 }
 
 void hs_server_set_limits(struct hs_server *srv, const struct hs_limits *limits)

@@ -44,6 +44,13 @@ typedef size_t (*hs_error_fn)(char *buf, size_t cap, int status, const char *mes
 
 struct hs_server *hs_server_new(struct event_base *base, const struct hs_limits *limits,
                                 hs_handler_fn handler, hs_error_fn error_body, void *arg);
+/* Told of each request the server refuses itself (broken HTTP: 400, a head
+ * over the cap: 431, a body over it: 413), with the server's arg, before the
+ * answer's head is written: it may add response headers, and log. The
+ * request's method, path and headers are those read before the fault (NULL
+ * method and path when the request line was not read). */
+typedef void (*hs_refused_fn)(struct hs_req *req, int status, const char *message, void *arg);
+void hs_server_on_refused(struct hs_server *srv, hs_refused_fn refused);
 /* Listen on host:port (numeric IPv4/IPv6 host; port 0 lets the OS choose).
  * Returns 0 or -errno. */
 int hs_server_listen(struct hs_server *srv, const char *host, int port);

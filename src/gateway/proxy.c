@@ -49,6 +49,7 @@
 #define SSE_LINE_CAP (1u << 20)
 #define ATTEMPT_LOG_CAP 1536
 #define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
+#define DONE_GRACE_MS 1000   /* after [DONE], how long the transfer may take to end */
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -120,6 +121,8 @@ struct exchange {
     int sse;           /* the upstream answers with an event stream */
     int streaming;     /* the client has the response head of a stream */
     int saw_done;
+    int cr_ended; /* the last stream line checked ended with a CR, the last byte then held */
+    int in_event; /* the last stream line checked was not blank: its event is unfinished */
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
     size_t resp_len, resp_cap;
@@ -144,6 +147,7 @@ struct exchange {
 
 static void finish(struct exchange *ex, int status);
 static void next_candidate(struct exchange *ex);
+static void stream_complete(struct exchange *ex, int clean, const char *ending);
 
 /* ==== Answering the client ==== */
 
@@ -358,6 +362,14 @@ static void watch_stop(struct exchange *ex)
     if (ex->watch)
         evtimer_del(ex->watch);
     ex->watch_kind = WATCH_NONE;
+}
+
+/* The idle watch between a stream's pieces. After [DONE] the answer is whole
+ * and nothing more is expected: the transfer then gets only a short grace to
+ * end, and its timer ending it is a success (failed()), not a stall. */
+static void idle_arm(struct exchange *ex)
+{
+    watch_arm(ex, WATCH_IDLE, ex->saw_done ? DONE_GRACE_MS : ex->pol.timeouts.idle_ms);
 }
 
 static int wait_arm(struct exchange *ex, enum wait_kind kind, long ms)
@@ -662,7 +674,10 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
                  model_name(ex), rs_class_name(c), message);
         snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
         n = gw_error_format(body, sizeof body, msg, "upstream_error", NULL, code);
-        k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
+        /* Cut inside an event, the client has its lines but not the blank
+         * line that ends it: end it first, or the error would be read as
+         * more data of that event. */
+        k = snprintf(ev, sizeof ev, "%sdata: %.*s\n\n", ex->in_event ? "\n" : "", (int)n, body);
         hs_stream_write(ex->req, ev, k > 0 ? (size_t)k : 0);
         hs_stream_end(ex->req);
         ex->req = NULL;
@@ -675,7 +690,9 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
 static void failed(struct exchange *ex, enum rs_class c, const char *message)
 {
     stop_transfer(ex);
-    if (ex->streaming)
+    if (ex->sse && ex->saw_done)
+        stream_complete(ex, 0, NULL); /* after [DONE]: nothing of the answer is lost */
+    else if (ex->streaming)
         stream_failed(ex, c, message);
     else
         attempt_failed(ex, c, message);
@@ -854,6 +871,17 @@ static void next_candidate(struct exchange *ex)
 
 /* ==== Upstream callbacks ==== */
 
+/* An upstream's header value that goes into the client's answer: CR, LF and
+ * the other control characters (HTAB aside) become spaces (RFC 9110 section
+ * 5.5), so the answer stays well-formed HTTP and gains no header of the
+ * upstream's making. */
+static void header_safe(char *v)
+{
+    for (; *v; v++)
+        if (((unsigned char)*v < 0x20 && *v != '\t') || *v == 0x7f)
+            *v = ' ';
+}
+
 static void on_head(void *arg, const struct up_head *head)
 {
     struct exchange *ex = arg;
@@ -863,6 +891,8 @@ static void on_head(void *arg, const struct up_head *head)
     snprintf(ex->up_ctype, sizeof ex->up_ctype, "%s", ct ? ct : "application/json");
     snprintf(ex->up_retry_after, sizeof ex->up_retry_after, "%s",
              head->retry_after ? head->retry_after : "");
+    header_safe(ex->up_ctype);
+    header_safe(ex->up_retry_after);
     snprintf(ex->up_location, sizeof ex->up_location, "%s", head->location ? head->location : "");
     if (head->status >= 300 && head->status < 400) {
         /* Not followed (the body and the API key would go wherever it points),
@@ -891,7 +921,7 @@ static void flush_held(struct exchange *ex)
 
 static void commit_stream(struct exchange *ex)
 {
-    watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+    idle_arm(ex);
     if (ex->req) {
         add_headers(ex);
         hs_resp_header(ex->req, "Cache-Control", "no-cache");
@@ -929,19 +959,31 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
     ex->held_len += len;
     scan = ex->held_ok;
     for (;;) {
-        const char *nl = memchr(ex->held + scan, '\n', ex->held_len - scan);
-        size_t n;
-        if (!nl)
+        /* A line ends with LF, CRLF or a bare CR (the SSE rule). */
+        const char *line, *end = ex->held + ex->held_len, *nl, *cr;
+        if (ex->cr_ended && scan < ex->held_len) {
+            /* The last line ended with the last byte then held, a CR: an LF
+             * now is the rest of its CRLF, not an empty line. */
+            ex->cr_ended = 0;
+            if (ex->held[scan] == '\n')
+                ex->held_ok = ++scan;
+        }
+        line = ex->held + scan;
+        nl = memchr(line, '\n', (size_t)(end - line));
+        cr = memchr(line, '\r', (size_t)((nl ? nl : end) - line));
+        if (!nl && !cr)
             break;
-        n = (size_t)(nl - (ex->held + scan));
-        if (n && ex->held[scan + n - 1] == '\r')
-            n--;
-        if (sse_line(ex, ex->held + scan, n) < 0) {
+        if (sse_line(ex, line, (size_t)((cr ? cr : nl) - line)) < 0) {
             /* Relay the good lines before it, then fail. */
             if (ex->streaming)
                 flush_held(ex);
             defer_failure(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
             return UP_CONSUMED;
+        }
+        ex->in_event = (cr ? cr : nl) > line;
+        if (cr && cr + 1 != nl) {
+            nl = cr; /* a bare CR, or a CR that may be half a CRLF */
+            ex->cr_ended = cr + 1 == end;
         }
         scan = (size_t)(nl - ex->held) + 1;
         ex->held_ok = scan;
@@ -957,6 +999,26 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
     return UP_CONSUMED;
 }
 
+/* The stream is whole ([DONE] came): relay what is held and end the client's
+ * stream. clean: the transfer ended normally, so the bytes after the last
+ * checked line are relayed too (a failure's are not: they may be what
+ * failed). ending: what completes the last event, or NULL. */
+static void stream_complete(struct exchange *ex, int clean, const char *ending)
+{
+    if (!ex->streaming)
+        commit_stream(ex);
+    if (clean)
+        ex->held_ok = ex->held_len;
+    flush_held(ex);
+    if (ending && ex->req)
+        hs_stream_write(ex->req, ending, strlen(ending));
+    attempt_end(ex, RS_OK, -1, 1);
+    if (ex->req)
+        hs_stream_end(ex->req);
+    ex->req = NULL;
+    finish(ex, (int)ex->up_status);
+}
+
 static int on_data(void *arg, const char *data, size_t len)
 {
     struct exchange *ex = arg;
@@ -968,7 +1030,7 @@ static int on_data(void *arg, const char *data, size_t len)
             return UP_CONSUMED;
         rc = stream_data(ex, data, len);
         if (rc == UP_CONSUMED && (ex->xfer || ex->mock) && !ex->paused)
-            watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+            idle_arm(ex);
         return rc;
     }
     watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
@@ -1003,16 +1065,21 @@ static void on_done(void *arg, enum up_error err, const char *message)
     ex->xfer = NULL;
     ex->mock = NULL;
     if (ex->sse) {
-        if (err == UP_OK && ex->saw_done) {
-            if (!ex->streaming)
-                commit_stream(ex);
-            ex->held_ok = ex->held_len; /* a last line without its newline */
-            flush_held(ex);
-            attempt_end(ex, RS_OK, -1, 1);
-            if (ex->req)
-                hs_stream_end(ex->req);
-            ex->req = NULL;
-            finish(ex, (int)ex->up_status);
+        const char *ending = NULL;
+        if (err == UP_OK && !ex->saw_done && ex->held_len > ex->held_ok) {
+            /* A last line without its line end ends at a clean end of the body. */
+            if (sse_line(ex, ex->held + ex->held_ok, ex->held_len - ex->held_ok) < 0) {
+                failed(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
+                return;
+            }
+            /* A [DONE] there gets the line end and the blank line the upstream
+             * left out, so the client's parser sees the event. */
+            if (ex->saw_done)
+                ending = "\n\n";
+        }
+        if (ex->saw_done) {
+            /* Whole. A transport failure after [DONE] lost nothing. */
+            stream_complete(ex, err == UP_OK, ending);
             return;
         }
         failed(ex, err == UP_OK ? RS_STREAM_CUT : rs_class_of_transport(err, ex->head_seen),
@@ -1056,7 +1123,7 @@ static void on_drain(void *arg)
     if (!ex->paused)
         return;
     ex->paused = 0;
-    watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
+    idle_arm(ex);
     if (ex->xfer)
         up_xfer_resume(ex->xfer);
     else if (ex->mock)
@@ -1143,6 +1210,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->content_seen = 0;
+    ex->cr_ended = ex->in_event = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = 0;
     ex->resp_len = 0;
@@ -1294,6 +1362,13 @@ static int text_add(struct text *t, const char *s, size_t n, const char *sep)
     t->len += n;
     t->p[t->len] = '\0';
     return 0;
+}
+
+/* Does a JSON string hold a NUL ("\u0000")? Read as a C string it would be
+ * cut short there, so a name with one could pass for another name. */
+static int has_nul(json_t *s)
+{
+    return strlen(json_string_value(s)) != json_string_length(s);
 }
 
 /* The text of a message's content: a string, or the text parts of an array. */
@@ -1450,6 +1525,10 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         fail_with(ex, 400, "model", "invalid_type", "model: expected a string");
         return -1;
     }
+    if (jmodel && has_nul(jmodel)) {
+        fail_with(ex, 400, "model", "invalid_value", "model: a name cannot hold a NUL (\\u0000)");
+        return -1;
+    }
     model = jmodel ? json_string_value(jmodel) : NULL;
     if (jmodels) {
         size_t i;
@@ -1472,6 +1551,11 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
                 fail_with(ex, 400, "models", "invalid_type", "models[%zu]: expected a string", i);
                 return -1;
             }
+            if (has_nul(v)) {
+                fail_with(ex, 400, "models", "invalid_value",
+                          "models[%zu]: a name cannot hold a NUL (\\u0000)", i);
+                return -1;
+            }
             names[i] = json_string_value(v);
         }
     }
@@ -1485,6 +1569,11 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         if (s && !json_is_string(s)) {
             fail_with(ex, 400, "route.strategy", "invalid_type",
                       "route.strategy: expected a string");
+            return -1;
+        }
+        if (s && has_nul(s)) {
+            fail_with(ex, 400, "route.strategy", "invalid_value",
+                      "route.strategy: a name cannot hold a NUL (\\u0000)");
             return -1;
         }
         strategy = s ? json_string_value(s) : NULL;
@@ -1649,7 +1738,12 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
                   "the request body is empty: expected a JSON object");
         return;
     }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    /* "\u0000" is valid JSON, and a prompt may hold it: the body is forwarded
+     * as sent. The names read from it are checked for it (has_nul()). So is
+     * an integer past int64 (a 64-bit unsigned seed): read as a real, since
+     * no integer in the body is read here, it is not refused as malformed. */
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                      &je);
     if (!root) {
         fail_with(ex, 400, NULL, "invalid_json",
                   "malformed JSON in the request body: %s (line %d, column %d)", je.text, je.line,

@@ -1276,8 +1276,13 @@ static void route(struct conn *c)
         build_error(c, 405, NULL, "method not allowed");
         return;
     }
-    /* A real upstream accepts "\u0000" inside strings, so this one does too. */
+    /* A real upstream accepts "\u0000" inside strings, so this one does too;
+     * and, like one written in Python, integers of any size (read as reals
+     * when past int64: none such is read here). */
     req = json_loadb(c->body ? c->body : "", c->body_len, JSON_ALLOW_NUL, &jerr);
+    if (!req && json_error_code(&jerr) == json_error_numeric_overflow)
+        req = json_loadb(c->body ? c->body : "", c->body_len,
+                         JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
     if (!json_is_object(req)) {
         snprintf(msg, sizeof msg, "We could not parse the JSON body of your request: %s",
                  req == NULL ? jerr.text : "expected an object");

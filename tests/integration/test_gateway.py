@@ -418,6 +418,41 @@ def forwarding(gw_bin, fake_bin):
     check("a candidate list without model: the upstream is still told its model",
           candidates_without_model)
 
+    def nul_in_content():
+        # "\u0000" is valid JSON: a prompt holding it is forwarded as sent, not
+        # refused as malformed.
+        body = '{"model":"fake-b","messages":[{"role":"user","content":"a\\u0000b"}]}'
+        st, _, data = request(gw.port, "POST", "/v1/chat/completions", body)
+        assert st == 200, (st, data)
+        assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
+    check("a \\u0000 in a message is forwarded as sent", nul_in_content)
+
+    def integer_past_int64():
+        # A 64-bit unsigned seed (random.getrandbits(64)) is valid JSON: it is
+        # forwarded as written, not refused as malformed.
+        body = ('{"model":"fake-b","seed":18446744073709551615,"x":-99999999999999999999,'
+                '"messages":[{"role":"user","content":"x"}]}')
+        st, _, data = request(gw.port, "POST", "/v1/chat/completions", body)
+        assert st == 200, (st, data)
+        assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
+    check("an integer past int64 is forwarded as written", integer_past_int64)
+
+    def nul_in_names():
+        # ... but a name with one cannot be a configured name, and is not cut
+        # short to one: 400 naming the field.
+        for body, param in (
+                ('{"model":"fake-b\\u0000x","messages":[]}', "model"),
+                ('{"models":["fake-a","fake-b\\u0000"],"messages":[]}', "models"),
+                ('{"model":"fake-b","route":{"strategy":"sequential\\u0000"},"messages":[]}',
+                 "route.strategy")):
+            n = len(fake.logged())
+            st, _, data = request(gw.port, "POST", "/v1/chat/completions", body)
+            assert st == 400, (st, data)
+            e = error_shape(json.loads(data))
+            assert e["param"] == param and "NUL" in e["message"], e
+            assert len(fake.logged()) == n, "forwarded"
+    check("a name holding \\u0000 is refused, naming the field", nul_in_names)
+
 
 # ==== errors ====
 
@@ -568,6 +603,34 @@ def errors(gw_bin, fake_bin):
             assert raw.count(b"\r\nContent-Length: ") == 1, (bad, raw)  # nothing after it served
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
+
+    def refusals_logged_and_counted():
+        # The HTTP server's own refusals are answers like the others: an
+        # x-request-id (the client's when its headers were read), a log line
+        # with the status and why, and a count in llmroute_requests_total.
+        def count(m, status):
+            return m.get('llmroute_requests_total{route="",model="",status="%d"}' % status, 0)
+        cases = (
+            (413, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-request-id: it-413\r\n"
+                  b"Content-Length: 10000000\r\n\r\n", "it-413", "/v1/chat/completions"),
+            (400, b"POST /v1/route HTTP/1.1\r\nx-request-id: it-400\r\n"
+                  b"Content-Length: -1\r\n\r\n", "it-400", "/v1/route"),
+            (431, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8000 + b"\r\n\r\n",
+             None, ""))
+        for status, data, rid, path in cases:
+            before = gw.metrics()
+            raw = raw_exchange(port, data)
+            assert status_of(raw) == status, raw[:200]
+            m = re.search(rb"(?i)\r\nx-request-id: *([^\r]+)\r\n", raw.split(b"\r\n\r\n")[0])
+            assert m and (rid is None or m.group(1).decode() == rid), raw[:300]
+            rid = m.group(1).decode()
+            lines = [l for l in gw.log_lines() if l.get("id") == rid]
+            assert len(lines) == 1, (rid, lines)
+            assert lines[0]["status"] == status and lines[0]["path"] == path, lines
+            assert lines[0].get("error"), lines
+            assert count(gw.metrics(), status) == count(before, status) + 1, status
+    check("the server's own refusals (400, 413, 431) carry x-request-id, are logged and counted",
+          refusals_logged_and_counted)
 
     def send_bytewise(data, timeout):
         """Send data a byte at a time, then read until the server closes: the

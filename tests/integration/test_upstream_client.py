@@ -23,9 +23,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import HOST, Gateway, chat, check, error_shape, finish, workdir  # noqa
+from gwtest import (HOST, Gateway, chat, check, error_shape, finish, raw_exchange,  # noqa
+                    request, status_of, workdir)
 
 HELLO = [{"role": "user", "content": "hello"}]
+HELLO_BODY = json.dumps({"model": "s", "messages": HELLO}).encode()
 OK_BODY = json.dumps({"id": "x", "object": "chat.completion", "choices": [
     {"index": 0, "message": {"role": "assistant", "content": "hi there"},
      "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 2,
@@ -92,6 +94,13 @@ def ok_with_length(c):
               % len(OK_BODY) + OK_BODY)
 
 
+def length_list(c):
+    # Two equal Content-Length lines joined into one by a proxy on the way:
+    # RFC 9112 section 6.3 has the recipient use that one value.
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d, %d\r\n\r\n" % (len(OK_BODY), len(OK_BODY)) + OK_BODY)
+
+
 def chunked_pieces(c):
     # Chunk extensions, a lower-case hex size, a trailer, and the bytes trickled in
     # pieces that split size lines and CRLFs.
@@ -153,6 +162,15 @@ def error_400(c):
               b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
+def error_with_bare_crs(c):
+    # Header values with a bare CR: a client that ends lines at CR would read
+    # the rest as headers of their own.
+    body = b'{"error":{"message":"bad thing","type":"invalid_request_error","param":null,' \
+           b'"code":null}}'
+    c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\rX-Injected: 1\r\n"
+              b"Retry-After: 5\rSet-Cookie: a=b\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
 def no_content(c):
     c.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
 
@@ -164,6 +182,66 @@ def redirect_to(location):
         c.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n"
                   b"Content-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     return step
+
+
+SSE_EVENTS = [
+    {"id": "x", "object": "chat.completion.chunk",
+     "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {"id": "x", "object": "chat.completion.chunk",
+     "choices": [{"index": 0, "delta": {"content": "hi"}}]},
+    {"id": "x", "object": "chat.completion.chunk",
+     "choices": [{"index": 0, "delta": {"content": " there"}, "finish_reason": "stop"}]},
+    {"id": "x", "object": "chat.completion.chunk", "choices": [],
+     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}]
+
+
+def sse_body(eol=b"\n", last_eol=True):
+    """The events and [DONE], each line ended by eol; without last_eol the
+    final `data: [DONE]` has no line end at all."""
+    out = b"".join(b"data: " + json.dumps(e).encode() + eol + eol for e in SSE_EVENTS)
+    return out + b"data: [DONE]" + (eol + eol if last_eol else b"")
+
+
+def sse_stream(body, ending):
+    """A chunked event stream of body, one event to a chunk, ended by `ending`:
+    "chunk" (the zero-length chunk, kept alive), "close" (no zero-length chunk,
+    the connection closed) or "silence" (no zero-length chunk, the connection
+    kept open and silent); or "eof" (no chunking: the body ends at the close)."""
+    def step(c):
+        if ending == "eof":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Connection: close\r\n\r\n" + body)
+            return "close"
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        for piece in body.split(b"data: "):
+            if piece:
+                piece = b"data: " + piece
+                c.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                time.sleep(0.002)
+        if ending == "chunk":
+            c.sendall(b"0\r\n\r\n")
+            return None
+        if ending == "silence":
+            time.sleep(8)
+        return "close"
+    return step
+
+
+def sse_dispatch(raw):
+    """The events an SSE client dispatches from raw (the WHATWG rules: data
+    lines joined by LF, an event dispatched at a blank line, a last one
+    without its blank line dropped): each event's data."""
+    events, data = [], None
+    for line in raw.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if line == "":
+            if data is not None:
+                events.append("\n".join(data))
+            data = None
+        elif line.startswith("data:"):
+            v = line[5:]
+            data = (data or []) + [v[1:] if v.startswith(" ") else v]
+    return events
 
 
 def mutated(seed):
@@ -250,6 +328,21 @@ def run(gw_bin, env):
         assert st == 400, (st, raw)
         assert j["error"]["message"] == "bad thing", j
 
+    def no_bare_cr_relayed():
+        # RFC 9110 section 5.5: CR, LF or NUL in a field value is replaced by
+        # SP before forwarding. The gateway's answer is well-formed HTTP.
+        up.steps.put(error_with_bare_crs)
+        raw = raw_exchange(gw.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\nConnection: close\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(HELLO_BODY) + HELLO_BODY)
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        assert status_of(raw) == 400, raw[:300]
+        assert b"\r" not in head.replace(b"\r\n", b""), head
+        lines = head.split(b"\r\n")
+        assert not any(l.lower().startswith((b"x-injected", b"set-cookie")) for l in lines), head
+        assert b"Content-Type: application/json X-Injected: 1\r\n" in raw, head
+        assert b"Retry-After: 5 Set-Cookie: a=b\r\n" in raw, head
+
     def empty_204():
         # The transfer must end at the head (no body follows a 204); what the
         # gateway then makes of an empty answer is its policy's business.
@@ -282,6 +375,67 @@ def run(gw_bin, env):
             time.sleep(0.2)  # a followed redirect would have arrived by now
             assert len(up.heads) == before + 1, up.heads[before:]
 
+    def streamed(step):
+        """A stream request played against step: (status, the client's events, raw)."""
+        up.steps.put(step)
+        st, h, raw = request(gw.port, "POST", "/v1/chat/completions",
+                             json.dumps({"model": "s", "messages": HELLO, "stream": True,
+                                         "stream_options": {"include_usage": True}}),
+                             timeout=15)
+        events = [e[len("data: "):] for e in raw.decode().split("\n\n")
+                  if e.startswith("data: ")]
+        return st, events, raw
+
+    def complete(step, eol=b"\n"):
+        """The client gets every event, then [DONE] as a whole event, and no error;
+        the attempt counts as a success."""
+        key = 'llmroute_upstream_attempts_total{model="s",class="ok"}'
+        before = gw.metrics().get(key, 0)
+        st, events, raw = streamed(step)
+        assert st == 200, (st, raw)
+        assert raw.endswith(b"data: [DONE]" + eol + eol), raw[-200:]
+        assert b'"error"' not in raw, raw[-300:]
+        assert b"hi" in raw and b" there" in raw, raw
+        assert gw.metrics().get(key, 0) == before + 1, gw.metrics()
+
+    def done_then_closed():
+        # Everything up to [DONE] arrived; the upstream then closed without the
+        # zero-length chunk. The answer is whole: no error event after [DONE], and
+        # no failure counted against the model (its breaker would open).
+        complete(sse_stream(sse_body(), "close"))
+
+    def done_then_silent():
+        # ... or kept the connection open and sent nothing more: the stream still
+        # ends, well before the upstream's total timeout, as a success.
+        complete(sse_stream(sse_body(), "silence"))
+
+    def done_without_line_end():
+        # `data: [DONE]` is the last thing the upstream sent, with no line end:
+        # the stream is complete, and the client gets [DONE] as a whole event.
+        complete(sse_stream(sse_body(last_eol=False), "chunk"))
+        complete(sse_stream(sse_body(last_eol=False), "eof"))
+
+    def bare_cr_lines():
+        # SSE lines may end with CR alone; the events (and their usage) get through.
+        tokens = 'llmroute_tokens_total{model="s",direction="out"}'
+        before = gw.metrics().get(tokens, 0)
+        for ending in ("chunk", "eof"):
+            complete(sse_stream(sse_body(eol=b"\r"), ending), eol=b"\r")
+        assert gw.metrics().get(tokens, 0) == before + 4, gw.metrics()
+
+    def cut_mid_event():
+        # The upstream closes between an event's data line and its blank line,
+        # after the stream reached the client: the error event must be an
+        # event of its own, not data joined to the unfinished one.
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in SSE_EVENTS[:2])
+        body += b"data: " + json.dumps(SSE_EVENTS[2]).encode() + b"\n"
+        st, _, raw = streamed(sse_stream(body, "close"))
+        assert st == 200, (st, raw)
+        events = sse_dispatch(raw)
+        decoded = [json.loads(e) for e in events]  # every event the client sees is JSON
+        assert error_shape(decoded[-1])["code"] == "upstream_stream_cut", decoded
+        assert "[DONE]" not in events, events
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -293,13 +447,26 @@ def run(gw_bin, env):
     check(tag + "chunked body with extensions and a trailer, in 5-byte pieces",
           expect_ok, chunked_pieces)
     check(tag + "body delimited by the connection's close", expect_ok, close_delimited)
+    check(tag + "Content-Length as a list of equal values", expect_ok, length_list)
     check(tag + "interim 100 head skipped", expect_ok, interim_then_ok)
     check(tag + "upstream status and body passed through", status_passed_through)
     check(tag + "204: the transfer ends at the head", empty_204)
+    check(tag + "a bare CR in an upstream header value is relayed as a space",
+          no_bare_cr_relayed)
     check(tag + "302: not followed; 502 naming the status and a safe, cut Location "
           "(stream and not)", redirect_not_followed)
     check(tag + "a connection the upstream closed after a response is not reused",
           closed_after_response)
+    check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
+          done_then_closed)
+    check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",
+          done_then_silent)
+    check(tag + "a final `data: [DONE]` without a line end completes the stream",
+          done_without_line_end)
+    check(tag + "a stream cut inside an event ends with an error event of its own",
+          cut_mid_event)
+    check(tag + "event streams with bare CR line ends are relayed, usage read",
+          bare_cr_lines)
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
