@@ -2514,7 +2514,8 @@ static int import_array(struct importer *im, const char *path, const char *p, si
         /* Any value: a non-object element is a bad record (record.c), not a
          * reason to refuse the file. */
         json_t *j =
-            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &je);
+            json_loadb(p + pos, len - pos,
+                       JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
         if (!j) {
             int col = je.column;
             if (je.line == 1) {
@@ -2572,7 +2573,11 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
             s++;
         if (s < e) {
             json_error_t je;
-            json_t *j = json_loadb(p + s, e - s, JSON_DECODE_ANY, &je);
+            json_t *j = json_loadb(p + s, e - s, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+            if (!j && index == 0) /* not JSON from the start: say what a data file is */
+                return fail(im->err, LR_EPARSE, line,
+                            "%s:%d:%d: %s (expected a JSON array or JSON lines of objects)",
+                            path, line, je.column + (int)(s - pos), je.text);
             if (!j)
                 return parse_fail(im, path, line, je.column + (int)(s - pos), je.text);
             int rc = import_one(im, j, index, line);
@@ -2597,7 +2602,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     sqlite3_int64 behind_v = 0;
     struct stat sb;
     void *map = MAP_FAILED;
-    size_t len = 0;
+    size_t len = 0, bom = 0;
     int fd = -1, rc = 0, in_tx = 0;
 
     if (!report)
@@ -2651,16 +2656,13 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     }
     const char *p = len > 0 ? map : "";
     size_t first = 0;
+    /* A UTF-8 byte order mark, as some editors save a file, is not data. */
+    if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+        first = bom = 3;
     while (first < len && is_ws(p[first]))
         first++;
     if (first == len)
         goto out; /* nothing to import */
-    if (p[first] != '[' && p[first] != '{') {
-        int line = 1 + count_lines(p, 0, first);
-        rc = fail(err, LR_EPARSE, line, "%s:%d: expected a JSON array or JSON lines of objects",
-                  path, line);
-        goto out;
-    }
 
     /* All or nothing: one transaction, and the new in-memory copy is built
      * from inside it before it commits. Ids are taken from the copy, so it
@@ -2705,7 +2707,11 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         names_add(&im.names, d);
     }
     im.next_id = ids->n;
-    rc = p[first] == '[' ? import_array(&im, path, p, len) : import_lines(&im, path, p, len);
+    /* '[' opens an array; anything else is JSON lines, where a first line
+     * that is a value but no object is a bad record like any other line's
+     * (as lr_dataset_load() reads it). */
+    rc = p[first] == '[' ? import_array(&im, path, p + bom, len - bom)
+                         : import_lines(&im, path, p + bom, len - bom);
     if (rc == 0)
         rc = pending_flush(&im);
     if (rc != 0 || report->imported == 0)

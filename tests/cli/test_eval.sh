@@ -260,6 +260,70 @@ for kind in "frac|input_token_length: expected a non-negative integer" \
     grep -qF "9 queries" "$TMP/out" && ok || bad "eval bad_$name: $(cat "$TMP/out")"
 done
 
+# A JSON-lines file whose first line is a value that is no object: that line
+# is one bad record, as on any other line, for import as for eval (import
+# refused the whole file, "expected a JSON array or JSON lines of objects").
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:4]
+with open(out + "/first5.jsonl", "w") as f:
+    f.write("5\n" + "".join(json.dumps(r) + "\n" for r in recs))
+PY
+rm -f "$TMP/f5.db"
+expect "import skips a first line that is no object" 0 \
+    "imported 4 of 5 records, skipped 1 bad (first: record 0 (line 1): expected an object)" -- \
+    "$BIN" import --store "$TMP/f5.db" "$TMP/first5.jsonl"
+expect "eval skips a first line that is no object" 0 "record 0 (line 1): expected an object" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/first5.jsonl"
+grep -qF "4 queries" "$TMP/out" && ok || bad "eval of first5.jsonl: $(cat "$TMP/out")"
+printf 'query,model\nq,strong\n' >"$TMP/table.csv"
+expect "import of a CSV file says what a data file is" 1 \
+    "table.csv:1:5: invalid token near 'query' (expected a JSON array or JSON lines of objects)" -- \
+    "$BIN" import --store "$TMP/f5.db" "$TMP/table.csv"
+
+# A UTF-8 byte order mark (as some editors save a file) is not data: a file
+# with one imports and scores as the same file without it (both refused it,
+# naming neither the mark nor the problem).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:6]
+open(out + "/bom.json", "w", encoding="utf-8-sig").write(json.dumps(recs))
+open(out + "/bom.jsonl", "w", encoding="utf-8-sig").write("".join(json.dumps(r) + "\n" for r in recs))
+PY
+for f in bom.json bom.jsonl; do
+    rm -f "$TMP/bom.db"
+    expect "import of $f" 0 "imported 6 of 6 records" -- "$BIN" import --store "$TMP/bom.db" "$TMP/$f"
+    expect "eval of $f" 0 "6 queries" -- "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/$f"
+done
+
+# A record with a key twice is ambiguous (which "correctness"?): import and
+# eval refuse the file and name the key and its line, as check-config does
+# for a configuration; the store is left as it was. Both took the last value
+# without a word.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:5]
+lines = [json.dumps(r) for r in recs]
+lines[2] = lines[2][:-1] + ', "query": "another"}'
+open(out + "/dup.jsonl", "w").write("\n".join(lines) + "\n")
+open(out + "/dup.json", "w").write("[\n" + ",\n".join(lines) + "\n]\n")
+PY
+for f in dup.jsonl dup.json; do
+    want="line 3"; [ $f = dup.json ] && want="line 4"
+    cp "$TMP/h.db" "$TMP/h.copy"
+    expect "import of $f" 1 "duplicate object key near '\"query\"'" -- \
+        "$BIN" import --store "$TMP/h.db" "$TMP/$f"
+    grep -qF "$f:${want#line }:" "$TMP/err" && ok || bad "import of $f names $want: $(cat "$TMP/err")"
+    cmp -s "$TMP/h.db" "$TMP/h.copy" && ok || bad "import of $f changed the store"
+    rm -f "$TMP/h.copy"
+    expect "eval of $f" 2 "$f: $want, column" -- \
+        "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/$f"
+    grep -qF "duplicate object key near '\"query\"'" "$TMP/err" && ok || bad "eval of $f: $(cat "$TMP/err")"
+done
+
 # --- the task ceiling ---
 # Tasks whose models are right by chance at different rates, some models
 # dearer and worse than others (off the hull), budgets from below the
