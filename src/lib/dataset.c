@@ -209,7 +209,7 @@ static int parse_error(struct loader *L, const json_error_t *je, long line)
 static int load_array(struct loader *L, FILE *f)
 {
     json_error_t je;
-    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &je), *r;
+    json_t *root = json_loadf(f, LR__RECORD_JSON_FLAGS, &je), *r;
     size_t i;
     int rc = 0;
 
@@ -247,8 +247,7 @@ static int load_lines(struct loader *L, FILE *f)
             k++;
         if (k == len)
             continue; /* blank line */
-        /* "5": a bad record; a key twice: which value is meant? */
-        r = json_loadb(line, (size_t)len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+        r = json_loadb(line, (size_t)len, LR__RECORD_JSON_FLAGS, &je); /* "5": a bad record */
         if (!r) {
             rc = parse_error(L, &je, lineno);
             break;

@@ -2514,8 +2514,7 @@ static int import_array(struct importer *im, const char *path, const char *p, si
         /* Any value: a non-object element is a bad record (record.c), not a
          * reason to refuse the file. */
         json_t *j =
-            json_loadb(p + pos, len - pos,
-                       JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
         if (!j) {
             int col = je.column;
             if (je.line == 1) {
@@ -2573,7 +2572,7 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
             s++;
         if (s < e) {
             json_error_t je;
-            json_t *j = json_loadb(p + s, e - s, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
+            json_t *j = json_loadb(p + s, e - s, LR__RECORD_JSON_FLAGS, &je);
             if (!j && index == 0) /* not JSON from the start: say what a data file is */
                 return fail(im->err, LR_EPARSE, line,
                             "%s:%d:%d: %s (expected a JSON array or JSON lines of objects)",

@@ -282,6 +282,30 @@ expect "import of a CSV file says what a data file is" 1 \
     "table.csv:1:5: invalid token near 'query' (expected a JSON array or JSON lines of objects)" -- \
     "$BIN" import --store "$TMP/f5.db" "$TMP/table.csv"
 
+# A huge whole number is a number over the cap, in the record that holds it
+# (skipped and counted, named with its field), not a "too big integer" that
+# refused the whole file; one in a field nobody reads harms nothing.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:5]
+lines = [json.dumps(r) for r in recs]
+lines[2] = lines[2].replace('"input_token_length": 12', '"input_token_length": 99999999999999999999999')
+lines[3] = lines[3][:-1] + ', "id": 123456789012345678901234567890}'
+open(out + "/huge.jsonl", "w").write("\n".join(lines) + "\n")
+open(out + "/huge.json", "w").write("[\n" + ",\n".join(lines) + "\n]\n")
+PY
+for f in huge.jsonl huge.json; do
+    want="record 2 (line 3)"; [ $f = huge.json ] && want="record 2 (line 4)"
+    rm -f "$TMP/huge.db"
+    expect "import of $f" 0 \
+        "imported 4 of 5 records, skipped 1 bad (first: $want: input_token_length: 1e+23 is over the cap of 1000000000)" -- \
+        "$BIN" import --store "$TMP/huge.db" "$TMP/$f"
+    expect "eval of $f" 0 "input_token_length: 1e+23 is over the cap of 1000000000" -- \
+        "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/$f"
+    grep -qF "4 queries" "$TMP/out" && ok || bad "eval of $f: $(cat "$TMP/out")"
+done
+
 # A UTF-8 byte order mark (as some editors save a file) is not data: a file
 # with one imports and scores as the same file without it (both refused it,
 # naming neither the mark nor the problem).

@@ -71,6 +71,16 @@ class ImportRecordsMessagesTest(unittest.TestCase):
         self.assertEqual(cm.exception.line, 0)
         self.assertEqual(len(self.store), 0)
 
+    def test_a_count_too_big_for_an_integer_names_its_record(self):
+        # It was "import_records:1:69: too big integer", a place in a
+        # temporary file the caller never saw.
+        good = rec("fine", ("a", 1, 2))
+        with self.assertRaises(llmroute.ParseError) as cm:
+            self.store.import_records([good, rec("q", ("a", 1, 2), input_token_length=10 ** 30)])
+        self.assertEqual(str(cm.exception), "import_records: records[1]: input_token_length: "
+                                            "1e+30 is over the cap of 1000000000")
+        self.assertEqual(len(self.store), 0)
+
     def test_the_report_names_the_first_bad_record(self):
         good = rec("fine", ("a", 1, 2))
         rep = self.store.import_records([good, rec("q", ("a", 2, 2)), good], strict=False)
