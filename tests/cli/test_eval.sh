@@ -135,6 +135,13 @@ expect "route names a bad query by its place" 2 "query 3: smart routing needs th
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" "What is 1 plus 1?" "x" ""
 expect "route --batch names a bad query by its place" 2 "query 3: smart routing needs the query text" -- \
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --batch "What is 1 plus 1?" "x" ""
+# A batch has one constraint: --alpha (least cost at that mean quality) or
+# --budget (most quality within it). Both given, --alpha was dropped without
+# a word and the budget's assignment printed.
+expect "route --batch with --alpha and --budget" 2 "give --alpha or --budget with --batch, not both" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --batch --alpha 0.99 --budget 1 \
+    "What is 1 plus 1?" "x"
+[ ! -s "$TMP/out" ] && ok || bad "route --batch with both printed an assignment: $(cat "$TMP/out")"
 
 # --- eval ---
 "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
