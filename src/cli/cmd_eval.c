@@ -616,9 +616,16 @@ static void print_csv(const struct eval *e)
     printf("strategy,predictor,alpha,budget,frontier,feasible,success_rate,total_cost,"
            "predicted_quality,decision_us_p50,decision_us_p99");
     for (size_t j = 0; j < e->n_cands; j++) {
+        /* One field: "share:a,b" quoted whole, not share: then "a,b". */
+        const char *name = cand_name(e, j);
+        size_t len = strlen(name) + 7;
+        char *col = malloc(len);
         putchar(',');
-        csv_field("share:");
-        csv_field(cand_name(e, j));
+        if (col) {
+            snprintf(col, len, "share:%s", name);
+            csv_field(col);
+        }
+        free(col);
     }
     putchar('\n');
     for (size_t k = 0; k < e->n_rows; k++) {
@@ -675,9 +682,12 @@ static void print_table(const struct eval *e)
         printf("%-44s %6s %8s %8.4f %10.4f %8s %9s %9s  %s\n", name, a, b, r->success, r->cost,
                pq, p50, p99, shares);
     }
-    printf("\n* frontier (batch over a range of alpha, and the budget form at each single\n"
-           "model's cost). Cost is real: the record's input tokens and the chosen model's\n"
-           "real output tokens at the config's prices.\n");
+    if (e->has_frontier)
+        printf("\n* frontier (batch over a range of alpha, and the budget form at each single\n"
+               "model's cost).");
+    printf("%sCost is real: the record's input tokens and the chosen model's\n"
+           "real output tokens at the config's prices.\n",
+           e->has_frontier ? " " : "\n");
     for (size_t k = 0; k < e->n_rows; k++)
         if (strcmp(e->rows[k].strategy, "task-ceiling") == 0) {
             printf("task-ceiling: the most success a router that knows only each query's task\n"
@@ -888,7 +898,7 @@ static int parse_list(const char *opt, const char *csv, double lo, double hi, do
 {
     char **items = NULL;
     size_t k = 0;
-    int rc = cli_split_list("eval", opt, csv, &items, &k);
+    int rc = cli_split_list("eval", opt, csv, "number", &items, &k);
     if (rc)
         return rc;
     *out = calloc(k, sizeof **out);
@@ -896,11 +906,20 @@ static int parse_list(const char *opt, const char *csv, double lo, double hi, do
         free(items);
         return CLI_RUNTIME;
     }
-    for (size_t i = 0; i < k; i++)
+    for (size_t i = 0; i < k; i++) {
         if ((rc = cli_parse_double("eval", opt, items[i], lo, hi, &(*out)[i]))) {
             free(items);
             return rc;
         }
+        /* 0.7 and 0.70 are one value: its rows would be printed twice. */
+        for (size_t j = 0; j < i; j++)
+            if ((*out)[j] == (*out)[i]) {
+                cli_error("eval", "%s: %g is given twice ('%s' and '%s')", opt, (*out)[i],
+                          items[j], items[i]);
+                free(items);
+                return CLI_USAGE;
+            }
+    }
     *n = k;
     free(items);
     return CLI_OK;
@@ -1054,7 +1073,8 @@ int cmd_eval(int argc, char **argv)
     if ((alpha_s && (rc = parse_list("--alpha", alpha_s, 0, 1, &alphas, &n_alphas))) ||
         (budget_s && (rc = parse_list("--budget", budget_s, 0, 1e12, &budgets, &n_budgets))) ||
         (seed_s && (rc = cli_parse_long("eval", "--seed", seed_s, 0, 2147483647L, &seed))) ||
-        (pred_s && (rc = cli_split_list("eval", "--predictors", pred_s, &preds, &n_preds))))
+        (pred_s &&
+         (rc = cli_split_list("eval", "--predictors", pred_s, "name", &preds, &n_preds))))
         goto out;
     if ((rc = cli_load_config("eval", config, &cfg)))
         goto out;

@@ -230,7 +230,7 @@ int cmd_route(int argc, char **argv)
         }
         requirement = alpha;
     }
-    if (a.models && (rc = cli_split_list("route", "--models", a.models, &names, &n_names)))
+    if (a.models && (rc = cli_split_list("route", "--models", a.models, "name", &names, &n_names)))
         goto out;
     if ((rc = cli_load_config("route", a.config, &cfg)))
         goto out;

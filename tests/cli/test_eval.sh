@@ -233,6 +233,41 @@ expect "eval with a store that is not one" 1 "is not a database" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/data.json" --data "$TMP/data.json"
 expect "eval with a bad format" 2 "--format: expected table, json or csv" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --format xml
+# A value given twice printed its rows twice; an empty list asked for names.
+expect "eval --alpha with a value twice" 2 "--alpha: 0.7 is given twice ('0.7' and '0.70')" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --alpha 0.7,0.8,0.70
+expect "eval --budget with a value twice" 2 "--budget: '0.5' is given twice" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --budget 0.5,0.5
+expect "eval --predictors with a name twice" 2 "--predictors: 'aios' is given twice" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --predictors aios,aios
+expect "eval --alpha with an empty list" 2 "--alpha: the list is empty; give one or more numbers" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --alpha ""
+expect "eval --alpha with an empty item" 2 "--alpha: number 2 of the list is empty" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --alpha 0.5,,0.6
+expect "route --models with a name twice" 2 "--models: 'mid' is given twice" -- \
+    "$BIN" route --config "$TMP/cfg.json" --strategy sequential --models mid,cheap,mid "What is 1 plus 1?"
+# A model name with a comma or a quote: the CSV header's share column is
+# one field (it was share: followed by a separately quoted name).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+names = ["a,b", 'q"x']
+json.dump({"models": [{"name": n, "cost_per_input_token": 1e-6, "cost_per_output_token": 1e-6}
+                      for n in names]}, open(out + "/comma_cfg.json", "w"))
+json.dump([{"query": "q%d" % i, "input_token_length": 3,
+            "outputs": [{"model_name": n, "correctness": (i + j) % 2, "output_token_length": 4}
+                        for j, n in enumerate(names)]} for i in range(4)],
+          open(out + "/comma.json", "w"))
+PY
+"$BIN" eval --config "$TMP/comma_cfg.json" --data "$TMP/comma.json" --format csv >"$TMP/comma.csv" 2>"$TMP/err"
+python3 - "$TMP/comma.csv" <<'PY' && ok || bad "eval csv with a comma in a model name: $(cat "$TMP/comma.csv")"
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+assert all(len(r) == len(rows[0]) for r in rows), [len(r) for r in rows]
+assert rows[0][-2:] == ["share:a,b", 'share:q"x'], rows[0]
+single = [r for r in rows if r[0] == "single:a,b"][0]
+assert float(single[-2]) == 1.0 and float(single[-1]) == 0.0, single
+PY
 
 # import and eval read a record on the same rules (record.c): a bad record
 # in the split both use is refused by both, with the same field named. The
