@@ -22,11 +22,14 @@
  * smart rows, so decision times measure routing alone. Uses the public API
  * only.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -750,7 +753,7 @@ static int write_plot(const struct eval *e, const char *path)
     FILE *f = fopen(path, "w");
 
     if (!f) {
-        cli_error("eval", "--plot %s: cannot write the file", path);
+        cli_error("eval", "--plot %s: cannot write the file: %s", path, strerror(errno));
         return CLI_RUNTIME;
     }
     front = calloc(e->n_rows + 1, sizeof *front);
@@ -892,6 +895,29 @@ static int write_plot(const struct eval *e, const char *path)
 }
 
 /* ==== The command ==== */
+
+/* Whether the --plot file can be written, found out before the work rather
+ * than after it: opened for appending (which changes nothing in a file
+ * that exists), and removed again if this made it. */
+static int plot_check(const char *path)
+{
+    struct stat sb;
+    int existed = stat(path, &sb) == 0;
+    FILE *f;
+
+    if (existed && S_ISDIR(sb.st_mode)) {
+        cli_error("eval", "--plot %s: is a directory; give a file name such as plot.svg", path);
+        return CLI_USAGE;
+    }
+    if (!(f = fopen(path, "a"))) {
+        cli_error("eval", "--plot %s: cannot write the file: %s", path, strerror(errno));
+        return CLI_USAGE;
+    }
+    fclose(f);
+    if (!existed)
+        unlink(path);
+    return CLI_OK;
+}
 
 static int parse_list(const char *opt, const char *csv, double lo, double hi, double **out,
                       size_t *n)
@@ -1076,7 +1102,26 @@ int cmd_eval(int argc, char **argv)
         (pred_s &&
          (rc = cli_split_list("eval", "--predictors", pred_s, "name", &preds, &n_preds))))
         goto out;
+    if (split && !*split) {
+        cli_error("eval", "--split: expected a split name (train, test, ...), got an empty one");
+        rc = CLI_USAGE;
+        goto out;
+    }
     if ((rc = cli_load_config("eval", config, &cfg)))
+        goto out;
+    /* Refused before the data is read and scored, which may take minutes:
+     * a store that does not exist (as route refuses it) and a plot that
+     * could not be written at the end. */
+    if (!store_path)
+        store_path = lr_config_router_defaults(cfg)->store_path;
+    if (store_path && strcmp(store_path, ":memory:") != 0 && access(store_path, F_OK) != 0) {
+        cli_error("eval", "history store '%s' does not exist: create it with "
+                          "'llmroute import --store %s DATA'",
+                  store_path, store_path);
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if (plot && (rc = plot_check(plot)))
         goto out;
     if (!alphas) {
         one_alpha = lr_config_router_defaults(cfg)->performance_requirement;
@@ -1137,8 +1182,6 @@ int cmd_eval(int argc, char **argv)
         router = NULL;
     }
 
-    if (!store_path)
-        store_path = lr_config_router_defaults(cfg)->store_path;
     if (!store_path) {
         fprintf(stderr, "llmroute eval: no history store (--store or router.store): smart rows "
                         "are left out\n");

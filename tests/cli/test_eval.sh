@@ -233,6 +233,27 @@ expect "eval with a store that is not one" 1 "is not a database" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/data.json" --data "$TMP/data.json"
 expect "eval with a bad format" 2 "--format: expected table, json or csv" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --format xml
+# What eval can tell from its options is refused before the data is scored
+# (a run over a large file takes minutes): a store that does not exist, as
+# route refuses it (it ran the baselines, then exited 1 with SQLite's "unable
+# to open database file"), and a plot file that cannot be written (found out
+# after the whole run, the table printed, exit 1).
+expect "eval with a store that does not exist" 2 \
+    "history store '$TMP/none.db' does not exist: create it with 'llmroute import --store" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/none.db" --data "$TMP/data.json"
+[ ! -e "$TMP/none.db" ] && ok || bad "eval made the store it was given"
+[ ! -s "$TMP/out" ] && ok || bad "eval with a missing store printed results: $(cat "$TMP/out")"
+expect "eval --plot into a folder that does not exist" 2 "--plot $TMP/nodir/p.svg: cannot write" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" \
+    --plot "$TMP/nodir/p.svg"
+[ ! -s "$TMP/out" ] && ok || bad "eval with an unwritable plot printed results: $(cat "$TMP/out")"
+expect "eval --plot that is a folder" 2 "--plot $TMP: is a directory" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --plot "$TMP"
+# An empty split name matched no record and said only "0 of N imported".
+expect "import --split with no name" 2 "--split: expected a split name" -- \
+    "$BIN" import --store "$TMP/h.db" --split "" "$TMP/data.json"
+expect "eval --split with no name" 2 "--split: expected a split name" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --split ""
 # A value given twice printed its rows twice; an empty list asked for names.
 expect "eval --alpha with a value twice" 2 "--alpha: 0.7 is given twice ('0.7' and '0.70')" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --alpha 0.7,0.8,0.70
