@@ -2403,6 +2403,16 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
 {
     char msg[400];
     im->rep->read++;
+    /* A record of another split is skipped unread, as eval's loader skips
+     * it: a bad one there is no reason to refuse (--strict) or count. An
+     * element that is no object has no split, and is bad. */
+    if (im->opts && im->opts->split && json_is_object(j)) {
+        const json_t *sp = json_object_get(j, "split");
+        if (!json_is_string(sp) || strcmp(json_string_value(sp), im->opts->split) != 0) {
+            im->rep->skipped_split++;
+            return 0;
+        }
+    }
     if (validate_json(j, im->v, msg, sizeof(msg)) != 0) {
         im->rep->bad++;
         if (im->rep->bad == 1)
@@ -2412,13 +2422,6 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
             return fail(im->err, LR_EPARSE, line, "%s: record %zu (line %d): %s", im->path,
                         index, line, msg);
         return 0;
-    }
-    if (im->opts && im->opts->split) {
-        const json_t *sp = json_object_get(j, "split");
-        if (!json_is_string(sp) || strcmp(json_string_value(sp), im->opts->split) != 0) {
-            im->rep->skipped_split++;
-            return 0;
-        }
     }
     if (im->next_id + im->n_pend >= im->st->max_records)
         return fail(im->err, LR_ETOOBIG, line,

@@ -323,6 +323,21 @@ for kind in "frac|input_token_length: expected a non-negative integer" \
     grep -qF "9 queries" "$TMP/out" && ok || bad "eval bad_$name: $(cat "$TMP/out")"
 done
 
+# With --split, a record of another split is skipped unread, by import as by
+# eval: a bad one there made `import --split train --strict` refuse the file
+# (and without --strict counted it as bad), while eval took the file.
+R='"outputs": [{"model_name": "mid", "correctness": 1, "output_token_length": 3}]'
+printf '{"query": "q1", "split": "test", "outputs": [{"model_name": "mid", "correctness": 2, "output_token_length": 3}]}\n{"query": "q2", "split": "train", %s}\n5\n' "$R" >"$TMP/splitbad.jsonl"
+rm -f "$TMP/splitbad.db"
+expect "strict import of one split skips a bad record of another" 0 \
+    "imported 1 of 3 records (1 in other splits), skipped 1 bad (first: record 2 (line 3): expected an object)" -- \
+    "$BIN" import --store "$TMP/splitbad.db" --split train "$TMP/splitbad.jsonl"
+printf '{"query": "q1", "split": "test", "outputs": [{"model_name": "mid", "correctness": 2, "output_token_length": 3}]}\n{"query": "q2", "split": "train", %s}\n' "$R" >"$TMP/splitbad.jsonl"
+rm -f "$TMP/splitbad.db"
+expect "strict import of one split" 0 "imported 1 of 2 records (1 in other splits)" -- \
+    "$BIN" import --store "$TMP/splitbad.db" --split train --strict "$TMP/splitbad.jsonl"
+! grep -q "skipped" "$TMP/out" && ok || bad "import counted a record of another split as bad: $(cat "$TMP/out")"
+
 # A JSON-lines file whose first line is a value that is no object: that line
 # is one bad record, as on any other line, for import as for eval (import
 # refused the whole file, "expected a JSON array or JSON lines of objects").
