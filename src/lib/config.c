@@ -806,6 +806,12 @@ int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
     if (len > CONFIG_MAX_BYTES)
         return lr__error_set(err, LR_ETOOBIG, "the configuration is over %u bytes",
                              CONFIG_MAX_BYTES);
+    /* A UTF-8 byte order mark, as the file loader skips it below: text
+     * read from such a file without decoding the mark away. */
+    if (len >= 3 && memcmp(json, "\xef\xbb\xbf", 3) == 0) {
+        json += 3;
+        len -= 3;
+    }
     root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return parse_failed(&je, "configuration", err);
