@@ -58,7 +58,7 @@ static const char help[] =
     "  --format F           table (default), json or csv\n"
     "  --plot FILE.svg      draw success against cost: single models as labelled\n"
     "                       points, the frontier as a line\n"
-    "  --seed N             seed of the random strategy (default 1)\n"
+    "  --seed N             seed of the random strategy, 1 or more (default 1)\n"
     "\n"
     "With router.embedding in the config (a remote embedder), every scored query\n"
     "is embedded through that server before the smart rows.\n"
@@ -1098,7 +1098,7 @@ int cmd_eval(int argc, char **argv)
     }
     if ((alpha_s && (rc = parse_list("--alpha", alpha_s, 0, 1, &alphas, &n_alphas))) ||
         (budget_s && (rc = parse_list("--budget", budget_s, 0, 1e12, &budgets, &n_budgets))) ||
-        (seed_s && (rc = cli_parse_long("eval", "--seed", seed_s, 0, 2147483647L, &seed))) ||
+        (seed_s && (rc = cli_parse_long("eval", "--seed", seed_s, 1, 2147483647L, &seed))) ||
         (pred_s &&
          (rc = cli_split_list("eval", "--predictors", pred_s, "name", &preds, &n_preds))))
         goto out;

@@ -254,6 +254,10 @@ expect "import --split with no name" 2 "--split: expected a split name" -- \
     "$BIN" import --store "$TMP/h.db" --split "" "$TMP/data.json"
 expect "eval --split with no name" 2 "--split: expected a split name" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --split ""
+# The random row's generator takes seed 0 as 1 (xorshift has no zero
+# state): --seed 0 gave seed 1's row. Seeds start at 1.
+expect "eval --seed 0" 2 "--seed: expected an integer from 1 to 2147483647, got '0'" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --seed 0
 # A value given twice printed its rows twice; an empty list asked for names.
 expect "eval --alpha with a value twice" 2 "--alpha: 0.7 is given twice ('0.7' and '0.70')" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --alpha 0.7,0.8,0.70
