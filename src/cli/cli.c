@@ -102,14 +102,16 @@ int cli_load_config(const char *cmd, const char *path, struct lr_config **out)
     return CLI_OK;
 }
 
-int cli_split_list(const char *cmd, const char *opt, const char *csv, char ***names, size_t *n)
+int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,
+                   char ***names, size_t *n)
 {
     size_t count = 1, len = strlen(csv);
     char **arr, *copy;
     size_t k = 0;
 
     if (len == 0) {
-        cli_error(cmd, "%s: the list is empty; give one or more names separated by commas", opt);
+        cli_error(cmd, "%s: the list is empty; give one or more %ss separated by commas", opt,
+                  what);
         return CLI_USAGE;
     }
     for (const char *c = csv; *c; c++)
@@ -127,10 +129,17 @@ int cli_split_list(const char *cmd, const char *opt, const char *csv, char ***na
         if (end)
             *end = '\0';
         if (*tok == '\0') {
-            cli_error(cmd, "%s: name %zu of the list is empty", opt, k + 1);
+            cli_error(cmd, "%s: %s %zu of the list is empty", opt, what, k + 1);
             free(arr);
             return CLI_USAGE;
         }
+        /* A name twice would only repeat its rows or fail later, less clearly. */
+        for (size_t j = 0; j < k; j++)
+            if (strcmp(arr[j], tok) == 0) {
+                cli_error(cmd, "%s: '%s' is given twice", opt, tok);
+                free(arr);
+                return CLI_USAGE;
+            }
         arr[k++] = tok;
         if (!end)
             break;

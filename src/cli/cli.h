@@ -38,8 +38,10 @@ void cli_error(const char *cmd, const char *fmt, ...)
 int cli_load_config(const char *cmd, const char *path, struct lr_config **out);
 
 /* Split "a,b,c" into names (one allocation, freed with free(*names)).
- * An empty list or an empty name is CLI_USAGE after printing why. */
-int cli_split_list(const char *cmd, const char *opt, const char *csv, char ***names, size_t *n);
+ * An empty list, an empty item or one given twice is CLI_USAGE after
+ * printing why; `what` names an item in those messages ("name"). */
+int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,
+                   char ***names, size_t *n);
 
 /* Parse a number in [lo, hi]; CLI_USAGE after printing why. */
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,

@@ -22,11 +22,14 @@
  * smart rows, so decision times measure routing alone. Uses the public API
  * only.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -55,7 +58,7 @@ static const char help[] =
     "  --format F           table (default), json or csv\n"
     "  --plot FILE.svg      draw success against cost: single models as labelled\n"
     "                       points, the frontier as a line\n"
-    "  --seed N             seed of the random strategy (default 1)\n"
+    "  --seed N             seed of the random strategy, 1 or more (default 1)\n"
     "\n"
     "With router.embedding in the config (a remote embedder), every scored query\n"
     "is embedded through that server before the smart rows.\n"
@@ -616,9 +619,16 @@ static void print_csv(const struct eval *e)
     printf("strategy,predictor,alpha,budget,frontier,feasible,success_rate,total_cost,"
            "predicted_quality,decision_us_p50,decision_us_p99");
     for (size_t j = 0; j < e->n_cands; j++) {
+        /* One field: "share:a,b" quoted whole, not share: then "a,b". */
+        const char *name = cand_name(e, j);
+        size_t len = strlen(name) + 7;
+        char *col = malloc(len);
         putchar(',');
-        csv_field("share:");
-        csv_field(cand_name(e, j));
+        if (col) {
+            snprintf(col, len, "share:%s", name);
+            csv_field(col);
+        }
+        free(col);
     }
     putchar('\n');
     for (size_t k = 0; k < e->n_rows; k++) {
@@ -675,9 +685,12 @@ static void print_table(const struct eval *e)
         printf("%-44s %6s %8s %8.4f %10.4f %8s %9s %9s  %s\n", name, a, b, r->success, r->cost,
                pq, p50, p99, shares);
     }
-    printf("\n* frontier (batch over a range of alpha, and the budget form at each single\n"
-           "model's cost). Cost is real: the record's input tokens and the chosen model's\n"
-           "real output tokens at the config's prices.\n");
+    if (e->has_frontier)
+        printf("\n* frontier (batch over a range of alpha, and the budget form at each single\n"
+               "model's cost).");
+    printf("%sCost is real: the record's input tokens and the chosen model's\n"
+           "real output tokens at the config's prices.\n",
+           e->has_frontier ? " " : "\n");
     for (size_t k = 0; k < e->n_rows; k++)
         if (strcmp(e->rows[k].strategy, "task-ceiling") == 0) {
             printf("task-ceiling: the most success a router that knows only each query's task\n"
@@ -740,7 +753,7 @@ static int write_plot(const struct eval *e, const char *path)
     FILE *f = fopen(path, "w");
 
     if (!f) {
-        cli_error("eval", "--plot %s: cannot write the file", path);
+        cli_error("eval", "--plot %s: cannot write the file: %s", path, strerror(errno));
         return CLI_RUNTIME;
     }
     front = calloc(e->n_rows + 1, sizeof *front);
@@ -883,12 +896,35 @@ static int write_plot(const struct eval *e, const char *path)
 
 /* ==== The command ==== */
 
+/* Whether the --plot file can be written, found out before the work rather
+ * than after it: opened for appending (which changes nothing in a file
+ * that exists), and removed again if this made it. */
+static int plot_check(const char *path)
+{
+    struct stat sb;
+    int existed = stat(path, &sb) == 0;
+    FILE *f;
+
+    if (existed && S_ISDIR(sb.st_mode)) {
+        cli_error("eval", "--plot %s: is a directory; give a file name such as plot.svg", path);
+        return CLI_USAGE;
+    }
+    if (!(f = fopen(path, "a"))) {
+        cli_error("eval", "--plot %s: cannot write the file: %s", path, strerror(errno));
+        return CLI_USAGE;
+    }
+    fclose(f);
+    if (!existed)
+        unlink(path);
+    return CLI_OK;
+}
+
 static int parse_list(const char *opt, const char *csv, double lo, double hi, double **out,
                       size_t *n)
 {
     char **items = NULL;
     size_t k = 0;
-    int rc = cli_split_list("eval", opt, csv, &items, &k);
+    int rc = cli_split_list("eval", opt, csv, "number", &items, &k);
     if (rc)
         return rc;
     *out = calloc(k, sizeof **out);
@@ -896,11 +932,20 @@ static int parse_list(const char *opt, const char *csv, double lo, double hi, do
         free(items);
         return CLI_RUNTIME;
     }
-    for (size_t i = 0; i < k; i++)
+    for (size_t i = 0; i < k; i++) {
         if ((rc = cli_parse_double("eval", opt, items[i], lo, hi, &(*out)[i]))) {
             free(items);
             return rc;
         }
+        /* 0.7 and 0.70 are one value: its rows would be printed twice. */
+        for (size_t j = 0; j < i; j++)
+            if ((*out)[j] == (*out)[i]) {
+                cli_error("eval", "%s: %g is given twice ('%s' and '%s')", opt, (*out)[i],
+                          items[j], items[i]);
+                free(items);
+                return CLI_USAGE;
+            }
+    }
     *n = k;
     free(items);
     return CLI_OK;
@@ -1053,10 +1098,30 @@ int cmd_eval(int argc, char **argv)
     }
     if ((alpha_s && (rc = parse_list("--alpha", alpha_s, 0, 1, &alphas, &n_alphas))) ||
         (budget_s && (rc = parse_list("--budget", budget_s, 0, 1e12, &budgets, &n_budgets))) ||
-        (seed_s && (rc = cli_parse_long("eval", "--seed", seed_s, 0, 2147483647L, &seed))) ||
-        (pred_s && (rc = cli_split_list("eval", "--predictors", pred_s, &preds, &n_preds))))
+        (seed_s && (rc = cli_parse_long("eval", "--seed", seed_s, 1, 2147483647L, &seed))) ||
+        (pred_s &&
+         (rc = cli_split_list("eval", "--predictors", pred_s, "name", &preds, &n_preds))))
         goto out;
+    if (split && !*split) {
+        cli_error("eval", "--split: expected a split name (train, test, ...), got an empty one");
+        rc = CLI_USAGE;
+        goto out;
+    }
     if ((rc = cli_load_config("eval", config, &cfg)))
+        goto out;
+    /* Refused before the data is read and scored, which may take minutes:
+     * a store that does not exist (as route refuses it) and a plot that
+     * could not be written at the end. */
+    if (!store_path)
+        store_path = lr_config_router_defaults(cfg)->store_path;
+    if (store_path && strcmp(store_path, ":memory:") != 0 && access(store_path, F_OK) != 0) {
+        cli_error("eval", "history store '%s' does not exist: create it with "
+                          "'llmroute import --store %s DATA'",
+                  store_path, store_path);
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if (plot && (rc = plot_check(plot)))
         goto out;
     if (!alphas) {
         one_alpha = lr_config_router_defaults(cfg)->performance_requirement;
@@ -1117,8 +1182,6 @@ int cmd_eval(int argc, char **argv)
         router = NULL;
     }
 
-    if (!store_path)
-        store_path = lr_config_router_defaults(cfg)->store_path;
     if (!store_path) {
         fprintf(stderr, "llmroute eval: no history store (--store or router.store): smart rows "
                         "are left out\n");

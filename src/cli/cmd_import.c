@@ -93,6 +93,11 @@ int cmd_import(int argc, char **argv)
         free(pos);
         return CLI_OK;
     }
+    if (split && !*split) {
+        cli_error("import", "--split: expected a split name (train, test, ...), got an empty one");
+        free(pos);
+        return CLI_USAGE;
+    }
     if (config && (rc = cli_load_config("import", config, &cfg))) {
         free(pos);
         return rc;

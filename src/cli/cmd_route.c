@@ -212,6 +212,15 @@ int cmd_route(int argc, char **argv)
         rc = CLI_USAGE;
         goto out;
     }
+    /* A batch meets --alpha at the least cost, or gets the most quality
+     * within --budget: the other value would be ignored. */
+    if (a.budget && a.alpha) {
+        cli_error("route", "give --alpha or --budget with --batch, not both (--alpha: the "
+                           "least cost at that mean quality; --budget: the most quality "
+                           "within that cost)");
+        rc = CLI_USAGE;
+        goto out;
+    }
     /* Per query, alpha is the requirement each choice must meet. */
     if (a.alpha && !a.batch) {
         if (a.requirement) {
@@ -221,7 +230,7 @@ int cmd_route(int argc, char **argv)
         }
         requirement = alpha;
     }
-    if (a.models && (rc = cli_split_list("route", "--models", a.models, &names, &n_names)))
+    if (a.models && (rc = cli_split_list("route", "--models", a.models, "name", &names, &n_names)))
         goto out;
     if ((rc = cli_load_config("route", a.config, &cfg)))
         goto out;

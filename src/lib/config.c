@@ -806,6 +806,12 @@ int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
     if (len > CONFIG_MAX_BYTES)
         return lr__error_set(err, LR_ETOOBIG, "the configuration is over %u bytes",
                              CONFIG_MAX_BYTES);
+    /* A UTF-8 byte order mark, as the file loader skips it below: text
+     * read from such a file without decoding the mark away. */
+    if (len >= 3 && memcmp(json, "\xef\xbb\xbf", 3) == 0) {
+        json += 3;
+        len -= 3;
+    }
     root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return parse_failed(&je, "configuration", err);
@@ -816,7 +822,7 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
 {
     FILE *f;
     char *buf = NULL, *dir = NULL, *slash;
-    size_t len = 0, cap = 0;
+    size_t len = 0, cap = 0, bom;
     json_error_t je;
     json_t *root;
     int rc;
@@ -860,7 +866,9 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
     }
     fclose(f);
 
-    root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+    /* A UTF-8 byte order mark, as some editors save a file, is not JSON. */
+    bom = len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+    root = json_loadb(buf + bom, len - bom, JSON_REJECT_DUPLICATES, &je);
     free(buf);
     if (!root)
         return parse_failed(&je, path, err);

@@ -209,7 +209,7 @@ static int parse_error(struct loader *L, const json_error_t *je, long line)
 static int load_array(struct loader *L, FILE *f)
 {
     json_error_t je;
-    json_t *root = json_loadf(f, 0, &je), *r;
+    json_t *root = json_loadf(f, LR__RECORD_JSON_FLAGS, &je), *r;
     size_t i;
     int rc = 0;
 
@@ -247,7 +247,7 @@ static int load_lines(struct loader *L, FILE *f)
             k++;
         if (k == len)
             continue; /* blank line */
-        r = json_loadb(line, (size_t)len, JSON_DECODE_ANY, &je); /* "5": a bad record */
+        r = json_loadb(line, (size_t)len, LR__RECORD_JSON_FLAGS, &je); /* "5": a bad record */
         if (!r) {
             rc = parse_error(L, &je, lineno);
             break;
@@ -313,6 +313,19 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     L.err = err;
     L.path = path;
 
+    /* A UTF-8 byte order mark, as some editors save a file, is not data.
+     * A file is read once (it may be a pipe), so the mark is read past
+     * here; a first byte 0xEF that starts no mark starts no JSON either. */
+    c = fgetc(f);
+    if (c == 0xEF && !(fgetc(f) == 0xBB && fgetc(f) == 0xBF)) {
+        fclose(f);
+        free(L.ds);
+        free(L.view);
+        return lr__error_set(err, LR_EPARSE, "%s: line 1, column 1: invalid token (expected "
+                             "a JSON array or JSON lines of objects)", path);
+    }
+    if (c != 0xEF)
+        ungetc(c, f);
     do
         c = fgetc(f);
     while (c == ' ' || c == '\t' || c == '\r' || c == '\n');

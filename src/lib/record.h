@@ -26,6 +26,13 @@
 
 struct json_t; /* jansson's json_t */
 
+/* How both loaders parse a record (jansson's flags): any value, so that a
+ * line or element that is no object is a bad record, not a bad file; a key
+ * twice refused (which value would be meant?); whole numbers read as reals,
+ * so that a count too big for an integer is a number over the cap in the
+ * record holding it, not a "too big integer" that refuses the file. */
+#define LR__RECORD_JSON_FLAGS (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL)
+
 /* A record that passed the checks. Strings point into the JSON value it was
  * read from and live as long as that value. */
 struct lr__record_view {

@@ -342,6 +342,16 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
                                  "the %s strategy predicts no quality or cost, so it cannot "
                                  "solve a batch assignment: use the smart strategy",
                                  router->strategy->name);
+        /* Each mode has one constraint; a value given for the other would
+         * be ignored without a word. */
+        if (o.mode == LR_BATCH_BUDGET && !isnan(o.alpha))
+            return lr__error_set(err, LR_EINVAL,
+                                 "alpha: the budget mode takes none (it maximises quality "
+                                 "within the budget); give alpha or budget, not both");
+        if (o.mode == LR_BATCH_QUALITY && !isnan(o.budget))
+            return lr__error_set(err, LR_EINVAL,
+                                 "budget: the quality mode takes none (it meets alpha at the "
+                                 "least cost); give alpha or budget, not both");
         if (isnan(o.alpha))
             o.alpha = lr_config_router_defaults(router->cfg)->alpha;
         if (o.mode == LR_BATCH_QUALITY && !(o.alpha >= 0 && o.alpha <= 1))

@@ -2397,6 +2397,16 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
 {
     char msg[400];
     im->rep->read++;
+    /* A record of another split is skipped unread, as eval's loader skips
+     * it: a bad one there is no reason to refuse (--strict) or count. An
+     * element that is no object has no split, and is bad. */
+    if (im->opts && im->opts->split && json_is_object(j)) {
+        const json_t *sp = json_object_get(j, "split");
+        if (!json_is_string(sp) || strcmp(json_string_value(sp), im->opts->split) != 0) {
+            im->rep->skipped_split++;
+            return 0;
+        }
+    }
     if (validate_json(j, im->v, msg, sizeof(msg)) != 0) {
         im->rep->bad++;
         if (im->rep->bad == 1)
@@ -2406,13 +2416,6 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
             return fail(im->err, LR_EPARSE, line, "%s: record %zu (line %d): %s", im->path,
                         index, line, msg);
         return 0;
-    }
-    if (im->opts && im->opts->split) {
-        const json_t *sp = json_object_get(j, "split");
-        if (!json_is_string(sp) || strcmp(json_string_value(sp), im->opts->split) != 0) {
-            im->rep->skipped_split++;
-            return 0;
-        }
     }
     if (im->next_id + im->n_pend >= im->st->max_records)
         return fail(im->err, LR_ETOOBIG, line,
@@ -2508,7 +2511,7 @@ static int import_array(struct importer *im, const char *path, const char *p, si
         /* Any value: a non-object element is a bad record (record.c), not a
          * reason to refuse the file. */
         json_t *j =
-            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &je);
+            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
         if (!j) {
             int col = je.column;
             if (je.line == 1) {
@@ -2566,7 +2569,11 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
             s++;
         if (s < e) {
             json_error_t je;
-            json_t *j = json_loadb(p + s, e - s, JSON_DECODE_ANY, &je);
+            json_t *j = json_loadb(p + s, e - s, LR__RECORD_JSON_FLAGS, &je);
+            if (!j && index == 0) /* not JSON from the start: say what a data file is */
+                return fail(im->err, LR_EPARSE, line,
+                            "%s:%d:%d: %s (expected a JSON array or JSON lines of objects)",
+                            path, line, je.column + (int)(s - pos), je.text);
             if (!j)
                 return parse_fail(im, path, line, je.column + (int)(s - pos), je.text);
             int rc = import_one(im, j, index, line);
@@ -2591,7 +2598,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     sqlite3_int64 behind_v = 0;
     struct stat sb;
     void *map = MAP_FAILED;
-    size_t len = 0;
+    size_t len = 0, bom = 0;
     int fd = -1, rc = 0, in_tx = 0;
 
     if (!report)
@@ -2645,16 +2652,13 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     }
     const char *p = len > 0 ? map : "";
     size_t first = 0;
+    /* A UTF-8 byte order mark, as some editors save a file, is not data. */
+    if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+        first = bom = 3;
     while (first < len && is_ws(p[first]))
         first++;
     if (first == len)
         goto out; /* nothing to import */
-    if (p[first] != '[' && p[first] != '{') {
-        int line = 1 + count_lines(p, 0, first);
-        rc = fail(err, LR_EPARSE, line, "%s:%d: expected a JSON array or JSON lines of objects",
-                  path, line);
-        goto out;
-    }
 
     /* All or nothing: one transaction, and the new in-memory copy is built
      * from inside it before it commits. Ids are taken from the copy, so it
@@ -2699,7 +2703,11 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         names_add(&im.names, d);
     }
     im.next_id = ids->n;
-    rc = p[first] == '[' ? import_array(&im, path, p, len) : import_lines(&im, path, p, len);
+    /* '[' opens an array; anything else is JSON lines, where a first line
+     * that is a value but no object is a bad record like any other line's
+     * (as lr_dataset_load() reads it). */
+    rc = p[first] == '[' ? import_array(&im, path, p + bom, len - bom)
+                         : import_lines(&im, path, p + bom, len - bom);
     if (rc == 0)
         rc = pending_flush(&im);
     if (rc != 0 || report->imported == 0)

@@ -134,6 +134,13 @@ expect "check-config store that is not one" 2 "" "junk.db" -- \
     "$BIN" check-config "$CFG" --store "$TMP/junk.db"
 expect "check-config bad" 2 "" "badtype.json: models[0].cost_per_input_token" -- \
     "$BIN" check-config "$TMP/badtype.json"
+# A configuration saved with a UTF-8 byte order mark loads as the same file
+# without one (it was "'[' or '{' expected near" an invisible character).
+{ printf '\357\273\277'; cat "$CFG"; } >"$TMP/bom.json"
+expect "check-config with a byte order mark" 0 "ok: 4 models, 2 routes" "" -- \
+    "$BIN" check-config "$TMP/bom.json" --store "$TMP/chk.db"
+expect "route with a byte order mark in the config" 0 "gpt-4o" "" -- \
+    "$BIN" route --config "$TMP/bom.json" --models gpt-4o "q1"
 printf '{"models": [{"name": "a", "shoe_size": 9}]}' >"$TMP/warn.json"
 expect "check-config warns" 0 "ok: 1 models" "models[0].shoe_size: unknown key" -- \
     "$BIN" check-config "$TMP/warn.json"

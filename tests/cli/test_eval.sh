@@ -135,6 +135,13 @@ expect "route names a bad query by its place" 2 "query 3: smart routing needs th
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" "What is 1 plus 1?" "x" ""
 expect "route --batch names a bad query by its place" 2 "query 3: smart routing needs the query text" -- \
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --batch "What is 1 plus 1?" "x" ""
+# A batch has one constraint: --alpha (least cost at that mean quality) or
+# --budget (most quality within it). Both given, --alpha was dropped without
+# a word and the budget's assignment printed.
+expect "route --batch with --alpha and --budget" 2 "give --alpha or --budget with --batch, not both" -- \
+    "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --batch --alpha 0.99 --budget 1 \
+    "What is 1 plus 1?" "x"
+[ ! -s "$TMP/out" ] && ok || bad "route --batch with both printed an assignment: $(cat "$TMP/out")"
 
 # --- eval ---
 "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
@@ -226,6 +233,66 @@ expect "eval with a store that is not one" 1 "is not a database" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/data.json" --data "$TMP/data.json"
 expect "eval with a bad format" 2 "--format: expected table, json or csv" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --format xml
+# What eval can tell from its options is refused before the data is scored
+# (a run over a large file takes minutes): a store that does not exist, as
+# route refuses it (it ran the baselines, then exited 1 with SQLite's "unable
+# to open database file"), and a plot file that cannot be written (found out
+# after the whole run, the table printed, exit 1).
+expect "eval with a store that does not exist" 2 \
+    "history store '$TMP/none.db' does not exist: create it with 'llmroute import --store" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/none.db" --data "$TMP/data.json"
+[ ! -e "$TMP/none.db" ] && ok || bad "eval made the store it was given"
+[ ! -s "$TMP/out" ] && ok || bad "eval with a missing store printed results: $(cat "$TMP/out")"
+expect "eval --plot into a folder that does not exist" 2 "--plot $TMP/nodir/p.svg: cannot write" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" \
+    --plot "$TMP/nodir/p.svg"
+[ ! -s "$TMP/out" ] && ok || bad "eval with an unwritable plot printed results: $(cat "$TMP/out")"
+expect "eval --plot that is a folder" 2 "--plot $TMP: is a directory" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --plot "$TMP"
+# An empty split name matched no record and said only "0 of N imported".
+expect "import --split with no name" 2 "--split: expected a split name" -- \
+    "$BIN" import --store "$TMP/h.db" --split "" "$TMP/data.json"
+expect "eval --split with no name" 2 "--split: expected a split name" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --split ""
+# The random row's generator takes seed 0 as 1 (xorshift has no zero
+# state): --seed 0 gave seed 1's row. Seeds start at 1.
+expect "eval --seed 0" 2 "--seed: expected an integer from 1 to 2147483647, got '0'" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --seed 0
+# A value given twice printed its rows twice; an empty list asked for names.
+expect "eval --alpha with a value twice" 2 "--alpha: 0.7 is given twice ('0.7' and '0.70')" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --alpha 0.7,0.8,0.70
+expect "eval --budget with a value twice" 2 "--budget: '0.5' is given twice" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --budget 0.5,0.5
+expect "eval --predictors with a name twice" 2 "--predictors: 'aios' is given twice" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --predictors aios,aios
+expect "eval --alpha with an empty list" 2 "--alpha: the list is empty; give one or more numbers" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --alpha ""
+expect "eval --alpha with an empty item" 2 "--alpha: number 2 of the list is empty" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --alpha 0.5,,0.6
+expect "route --models with a name twice" 2 "--models: 'mid' is given twice" -- \
+    "$BIN" route --config "$TMP/cfg.json" --strategy sequential --models mid,cheap,mid "What is 1 plus 1?"
+# A model name with a comma or a quote: the CSV header's share column is
+# one field (it was share: followed by a separately quoted name).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+names = ["a,b", 'q"x']
+json.dump({"models": [{"name": n, "cost_per_input_token": 1e-6, "cost_per_output_token": 1e-6}
+                      for n in names]}, open(out + "/comma_cfg.json", "w"))
+json.dump([{"query": "q%d" % i, "input_token_length": 3,
+            "outputs": [{"model_name": n, "correctness": (i + j) % 2, "output_token_length": 4}
+                        for j, n in enumerate(names)]} for i in range(4)],
+          open(out + "/comma.json", "w"))
+PY
+"$BIN" eval --config "$TMP/comma_cfg.json" --data "$TMP/comma.json" --format csv >"$TMP/comma.csv" 2>"$TMP/err"
+python3 - "$TMP/comma.csv" <<'PY' && ok || bad "eval csv with a comma in a model name: $(cat "$TMP/comma.csv")"
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+assert all(len(r) == len(rows[0]) for r in rows), [len(r) for r in rows]
+assert rows[0][-2:] == ["share:a,b", 'share:q"x'], rows[0]
+single = [r for r in rows if r[0] == "single:a,b"][0]
+assert float(single[-2]) == 1.0 and float(single[-1]) == 0.0, single
+PY
 
 # import and eval read a record on the same rules (record.c): a bad record
 # in the split both use is refused by both, with the same field named. The
@@ -258,6 +325,109 @@ for kind in "frac|input_token_length: expected a non-negative integer" \
         "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/bad_$name.jsonl" \
         --split test
     grep -qF "9 queries" "$TMP/out" && ok || bad "eval bad_$name: $(cat "$TMP/out")"
+done
+
+# With --split, a record of another split is skipped unread, by import as by
+# eval: a bad one there made `import --split train --strict` refuse the file
+# (and without --strict counted it as bad), while eval took the file.
+R='"outputs": [{"model_name": "mid", "correctness": 1, "output_token_length": 3}]'
+printf '{"query": "q1", "split": "test", "outputs": [{"model_name": "mid", "correctness": 2, "output_token_length": 3}]}\n{"query": "q2", "split": "train", %s}\n5\n' "$R" >"$TMP/splitbad.jsonl"
+rm -f "$TMP/splitbad.db"
+expect "strict import of one split skips a bad record of another" 0 \
+    "imported 1 of 3 records (1 in other splits), skipped 1 bad (first: record 2 (line 3): expected an object)" -- \
+    "$BIN" import --store "$TMP/splitbad.db" --split train "$TMP/splitbad.jsonl"
+printf '{"query": "q1", "split": "test", "outputs": [{"model_name": "mid", "correctness": 2, "output_token_length": 3}]}\n{"query": "q2", "split": "train", %s}\n' "$R" >"$TMP/splitbad.jsonl"
+rm -f "$TMP/splitbad.db"
+expect "strict import of one split" 0 "imported 1 of 2 records (1 in other splits)" -- \
+    "$BIN" import --store "$TMP/splitbad.db" --split train --strict "$TMP/splitbad.jsonl"
+! grep -q "skipped" "$TMP/out" && ok || bad "import counted a record of another split as bad: $(cat "$TMP/out")"
+
+# A JSON-lines file whose first line is a value that is no object: that line
+# is one bad record, as on any other line, for import as for eval (import
+# refused the whole file, "expected a JSON array or JSON lines of objects").
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:4]
+with open(out + "/first5.jsonl", "w") as f:
+    f.write("5\n" + "".join(json.dumps(r) + "\n" for r in recs))
+PY
+rm -f "$TMP/f5.db"
+expect "import skips a first line that is no object" 0 \
+    "imported 4 of 5 records, skipped 1 bad (first: record 0 (line 1): expected an object)" -- \
+    "$BIN" import --store "$TMP/f5.db" "$TMP/first5.jsonl"
+expect "eval skips a first line that is no object" 0 "record 0 (line 1): expected an object" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/first5.jsonl"
+grep -qF "4 queries" "$TMP/out" && ok || bad "eval of first5.jsonl: $(cat "$TMP/out")"
+printf 'query,model\nq,strong\n' >"$TMP/table.csv"
+expect "import of a CSV file says what a data file is" 1 \
+    "table.csv:1:5: invalid token near 'query' (expected a JSON array or JSON lines of objects)" -- \
+    "$BIN" import --store "$TMP/f5.db" "$TMP/table.csv"
+
+# A huge whole number is a number over the cap, in the record that holds it
+# (skipped and counted, named with its field), not a "too big integer" that
+# refused the whole file; one in a field nobody reads harms nothing.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:5]
+lines = [json.dumps(r) for r in recs]
+lines[2] = lines[2].replace('"input_token_length": 12', '"input_token_length": 99999999999999999999999')
+lines[3] = lines[3][:-1] + ', "id": 123456789012345678901234567890}'
+open(out + "/huge.jsonl", "w").write("\n".join(lines) + "\n")
+open(out + "/huge.json", "w").write("[\n" + ",\n".join(lines) + "\n]\n")
+PY
+for f in huge.jsonl huge.json; do
+    want="record 2 (line 3)"; [ $f = huge.json ] && want="record 2 (line 4)"
+    rm -f "$TMP/huge.db"
+    expect "import of $f" 0 \
+        "imported 4 of 5 records, skipped 1 bad (first: $want: input_token_length: 1e+23 is over the cap of 1000000000)" -- \
+        "$BIN" import --store "$TMP/huge.db" "$TMP/$f"
+    expect "eval of $f" 0 "input_token_length: 1e+23 is over the cap of 1000000000" -- \
+        "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/$f"
+    grep -qF "4 queries" "$TMP/out" && ok || bad "eval of $f: $(cat "$TMP/out")"
+done
+
+# A UTF-8 byte order mark (as some editors save a file) is not data: a file
+# with one imports and scores as the same file without it (both refused it,
+# naming neither the mark nor the problem).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:6]
+open(out + "/bom.json", "w", encoding="utf-8-sig").write(json.dumps(recs))
+open(out + "/bom.jsonl", "w", encoding="utf-8-sig").write("".join(json.dumps(r) + "\n" for r in recs))
+PY
+for f in bom.json bom.jsonl; do
+    rm -f "$TMP/bom.db"
+    expect "import of $f" 0 "imported 6 of 6 records" -- "$BIN" import --store "$TMP/bom.db" "$TMP/$f"
+    expect "eval of $f" 0 "6 queries" -- "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/$f"
+done
+
+# A record with a key twice is ambiguous (which "correctness"?): import and
+# eval refuse the file and name the key and its line, as check-config does
+# for a configuration; the store is left as it was. Both took the last value
+# without a word.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:5]
+lines = [json.dumps(r) for r in recs]
+lines[2] = lines[2][:-1] + ', "query": "another"}'
+open(out + "/dup.jsonl", "w").write("\n".join(lines) + "\n")
+open(out + "/dup.json", "w").write("[\n" + ",\n".join(lines) + "\n]\n")
+PY
+for f in dup.jsonl dup.json; do
+    want="line 3"; [ $f = dup.json ] && want="line 4"
+    cp "$TMP/h.db" "$TMP/h.copy"
+    expect "import of $f" 1 "duplicate object key near '\"query\"'" -- \
+        "$BIN" import --store "$TMP/h.db" "$TMP/$f"
+    grep -qF "$f:${want#line }:" "$TMP/err" && ok || bad "import of $f names $want: $(cat "$TMP/err")"
+    cmp -s "$TMP/h.db" "$TMP/h.copy" && ok || bad "import of $f changed the store"
+    rm -f "$TMP/h.copy"
+    expect "eval of $f" 2 "$f: $want, column" -- \
+        "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/$f"
+    grep -qF "duplicate object key near '\"query\"'" "$TMP/err" && ok || bad "eval of $f: $(cat "$TMP/err")"
 done
 
 # --- the task ceiling ---

@@ -12,6 +12,7 @@ store serialises writers and excludes readers). close() must not race
 anything else on the same object.
 """
 import json
+import numbers
 import operator
 import os
 import re
@@ -53,6 +54,17 @@ def _s(b):
 
 def _nan(x):
     return NAN if x is None else float(x)
+
+
+def _figure(x, what, rule):
+    """A record's number as a float for the library to check; a value that
+    is no number at all (float() of "yes") is refused naming the field."""
+    if isinstance(x, numbers.Real):  # bool is an int: True is 1; numpy's scalars too
+        return float(x)
+    raise InvalidInput("%s: expected %s, got %r" % (what, rule, x), code=_lib.LR_EINVAL)
+
+
+_CORRECT = "a boolean or a number in [0,1]"
 
 
 _INT_MAX = 2 ** (8 * sizeof(c_int) - 1) - 1
@@ -462,12 +474,20 @@ class Store(_Handle):
         """Append one record: outcomes is a list of (model, correctness,
         output_tokens) tuples or AIOS outcome dicts. Durable when it returns."""
         outs = []
-        for o in outcomes:
+        for i, o in enumerate(outcomes):
             if isinstance(o, Mapping):
                 o = (o.get("model_name", o.get("model")), o.get("correctness"),
                      o.get("output_token_length", o.get("output_tokens")))
+            if not isinstance(o, (tuple, list)) or len(o) != 3:
+                raise InvalidInput("outcomes[%d]: expected (model, correctness, output_tokens) "
+                                   "or an outcome dict, got %r" % (i, o), code=_lib.LR_EINVAL)
             model, correct, out_tokens = o
-            outs.append(_lib.lr_outcome(_b(model), _nan(correct), _nan(out_tokens)))
+            # None is passed on as NaN: the library names the missing field.
+            correct = NAN if correct is None else _figure(
+                correct, "outcomes[%d].correctness" % i, _CORRECT)
+            out_tokens = NAN if out_tokens is None else _figure(
+                out_tokens, "outcomes[%d].output_tokens" % i, "a number")
+            outs.append(_lib.lr_outcome(_b(model), correct, out_tokens))
         arr = (_lib.lr_outcome * max(1, len(outs)))(*outs)
         rec = _lib.lr_record(_b(query), _tokens(input_tokens, "input_tokens"),
                              _b(task), arr, len(outs))
@@ -483,11 +503,12 @@ class Store(_Handle):
         a key this store already holds records nothing and returns False, so a
         retry after an unknown result is safe."""
         err = _lib.lr_error()
+        correctness = _figure(correctness, "correctness", _CORRECT)
+        output_tokens = _figure(output_tokens, "output_tokens", "a number")
         if idempotency_key is None:
             rc = api.lr_store_add_outcome(self.handle, _b(query),
                                           _tokens(input_tokens, "input_tokens"),
-                                          _b(model), float(correctness), float(output_tokens),
-                                          byref(err))
+                                          _b(model), correctness, output_tokens, byref(err))
             raise_for(rc, err, "lr_store_add_outcome")
             return True
         if not isinstance(idempotency_key, str):
@@ -496,7 +517,7 @@ class Store(_Handle):
         dup = c_int(0)
         rc = api.lr_store_add_outcome_keyed(self.handle, _b(idempotency_key), _b(query),
                                             _tokens(input_tokens, "input_tokens"),
-                                            _b(model), float(correctness), float(output_tokens),
+                                            _b(model), correctness, output_tokens,
                                             None, 0, byref(dup), byref(err))
         raise_for(rc, err, "lr_store_add_outcome_keyed")
         return not dup.value

@@ -24,6 +24,7 @@ Threads: every method may be called from several threads at once.
 """
 import enum
 import math
+import os
 import threading
 from collections.abc import Mapping
 
@@ -112,6 +113,10 @@ def _query_text(q, i):
                 if isinstance(content, list):  # content parts
                     content = "\n".join(p.get("text", "") for p in content
                                         if isinstance(p, Mapping) and p.get("type") == "text")
+                if content is not None and not isinstance(content, str):
+                    raise _bad("queries[%d]: the last user message's content: expected a "
+                               "string or a list of content parts, got %s"
+                               % (i, type(content).__name__))
                 return (content or "").strip()
         return ""
     raise _bad("queries[%d]: expected a string or a list of chat messages, got %s"
@@ -280,8 +285,11 @@ class SmartRouting:
         self.store = QueryStore(store_path, embedder=embedder)
         self._lock = threading.Lock()
         self._current = None
+        if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):
+            raise TypeError("bootstrap_url: expected a path to a local file, got %s"
+                            % type(bootstrap_url).__name__)
         if bootstrap_url and self.store.count() == 0:
-            path = bootstrap_url
+            path = os.fspath(bootstrap_url)
             if path.startswith("file://"):
                 path = path[len("file://"):]
             elif "://" in path:

@@ -77,6 +77,20 @@ class ConfigErrorsTest(unittest.TestCase):
             with self.assertRaises(OSError):
                 Config.from_file(os.path.join(d, "missing.json"))
 
+    def test_text_with_a_byte_order_mark_loads_as_its_file_does(self):
+        # Config.from_file skips the mark; Config(text) of the same file read
+        # without "utf-8-sig" said "'[' or '{' expected near" it.
+        text = json.dumps({"models": MODELS})
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "c.json")
+            with open(p, "w", encoding="utf-8-sig") as f:
+                f.write(text)
+            self.assertEqual(Config.from_file(p).names, ["a", "b", "c"])
+            with open(p, encoding="utf-8") as f:
+                self.assertEqual(Config(f.read()).names, ["a", "b", "c"])
+            with open(p, "rb") as f:
+                self.assertEqual(Config(f.read()).names, ["a", "b", "c"])
+
     def test_unknown_keys_are_warnings(self):
         cfg = Config({"models": [{"name": "a", "colour": "blue"}]})
         self.assertEqual(len(cfg.warnings), 1)

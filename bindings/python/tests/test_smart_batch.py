@@ -170,6 +170,21 @@ class BatchTest(SmartTestCase):
             r.route_batch(CONFIGS, texts, tokens, alpha=float("nan"))
         self.assertIn("alpha", str(cm.exception))
 
+    def test_alpha_and_budget_together_are_refused(self):
+        # Each form has one constraint: the other value was ignored without
+        # a word (alpha=0.99 with a budget gave the budget's assignment).
+        r, texts, tokens = build(31)
+        with self.assertRaises(ValueError) as cm:
+            r.route_batch(CONFIGS, texts, tokens, alpha=0.99, budget=1.0)
+        self.assertIn("alpha: the budget mode takes none", str(cm.exception))
+        self.assertIn("give alpha or budget, not both", str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            r.router.route_batch(texts, input_tokens=tokens, mode="quality", alpha=0.5,
+                                 budget=1.0)
+        self.assertIn("budget: the quality mode takes none", str(cm.exception))
+        # Either one alone still works.
+        self.assertTrue(r.route_batch(CONFIGS, texts, tokens, budget=1.0).feasible)
+
 
 if __name__ == "__main__":
     unittest.main()

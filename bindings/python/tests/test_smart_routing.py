@@ -182,6 +182,12 @@ class SmartStoreTest(SmartTestCase):
             SmartRouting(CONFIGS, bootstrap_url="https://drive.google.com/x")
         self.assertIn("download", str(cm.exception))
 
+    def test_a_bootstrap_url_that_is_no_path(self):
+        # It raised AttributeError: 'int' object has no attribute 'startswith'.
+        with self.assertRaises(TypeError) as cm:
+            SmartRouting(CONFIGS, bootstrap_url=5)
+        self.assertIn("bootstrap_url: expected a path", str(cm.exception))
+
     def test_bad_record_names_it_and_adds_nothing(self):
         records, _, _ = fixture()
         r = SmartRouting(CONFIGS, n_similar=K)
@@ -251,6 +257,16 @@ class SmartErrorsTest(SmartTestCase):
         with self.assertRaises(ValueError) as cm:
             self.r.get_model_idxs(self.sel, ["a", "b"], [3, 2 ** 64 + 5])
         self.assertIn("input_tokens[1]", str(cm.exception))
+
+    def test_chat_content_that_is_no_text(self):
+        # It raised AttributeError: 'int' object has no attribute 'strip'.
+        for content in (5, {"text": "hi"}):
+            with self.subTest(content=content):
+                with self.assertRaises(ValueError) as cm:
+                    self.r.get_model_idxs(self.sel, [[{"role": "user", "content": "hi"},
+                                                      {"role": "user", "content": content}]])
+                self.assertIn("queries[0]: the last user message's content: expected a "
+                              "string or a list of content parts", str(cm.exception))
 
     def test_query_with_a_nul_is_refused_not_cut_short(self):
         with self.assertRaises(ValueError) as cm:

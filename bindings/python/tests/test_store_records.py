@@ -53,6 +53,23 @@ class AddRulesTest(unittest.TestCase):
         self.store.add("q", [("m", 1, 1000000000)], input_tokens=1000000000)
         self.assertEqual(len(self.store), 2)
 
+    def test_values_that_are_no_numbers_name_their_field(self):
+        # float() said only "could not convert string to float: 'yes'".
+        self.refused("outcomes[1].correctness: expected a boolean or a number in [0,1], "
+                     "got 'yes'", self.store.add, "q", [("a", 1, 3), ("b", "yes", 3)])
+        self.refused("outcomes[0].output_tokens: expected a number, got 'ten'",
+                     self.store.add, "q", [{"model_name": "a", "correctness": 1,
+                                            "output_token_length": "ten"}])
+        self.refused("outcomes[0]: expected (model, correctness, output_tokens) or an "
+                     "outcome dict, got ('a', 1)", self.store.add, "q", [("a", 1)])
+        self.refused("correctness: expected a boolean or a number in [0,1], got 'x'",
+                     self.store.add_outcome, "q", "a", "x", 3)
+        self.refused("output_tokens: expected a number, got None",
+                     self.store.add_outcome, "q", "a", 1, None, idempotency_key="k1")
+        self.store.add("q", [("a", True, 3), {"model": "b", "correctness": 0.5,
+                                               "output_tokens": 2}])
+        self.assertEqual(len(self.store), 1)
+
 
 class ImportRecordsMessagesTest(unittest.TestCase):
     def setUp(self):
@@ -69,6 +86,16 @@ class ImportRecordsMessagesTest(unittest.TestCase):
         self.assertEqual(msg, "import_records: records[3]: query: expected a non-empty string")
         self.assertNotIn("llmroute-import-", msg)
         self.assertEqual(cm.exception.line, 0)
+        self.assertEqual(len(self.store), 0)
+
+    def test_a_count_too_big_for_an_integer_names_its_record(self):
+        # It was "import_records:1:69: too big integer", a place in a
+        # temporary file the caller never saw.
+        good = rec("fine", ("a", 1, 2))
+        with self.assertRaises(llmroute.ParseError) as cm:
+            self.store.import_records([good, rec("q", ("a", 1, 2), input_token_length=10 ** 30)])
+        self.assertEqual(str(cm.exception), "import_records: records[1]: input_token_length: "
+                                            "1e+30 is over the cap of 1000000000")
         self.assertEqual(len(self.store), 0)
 
     def test_the_report_names_the_first_bad_record(self):
