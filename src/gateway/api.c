@@ -465,6 +465,14 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
         status = refuse(req, 400, "alpha", "invalid_value", "alpha: expected a number from 0 to 1");
         goto out;
     }
+    /* Only a batch has a quality target; one decided query by query would
+     * ignore it without a word. */
+    if (jalpha && !batch) {
+        status = refuse(req, 400, "alpha", "invalid_value",
+                        "alpha: only a batch has a quality target (set \"batch\": true); each "
+                        "query alone is decided by its route's performance_requirement");
+        goto out;
+    }
     /* An empty list is refused as a query's own is: taking it for "no
      * default" would route among every configured model. */
     if (jdefault && (!json_is_array(jdefault) || json_array_size(jdefault) == 0 ||

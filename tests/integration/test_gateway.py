@@ -508,6 +508,12 @@ def errors(gw_bin, fake_bin):
     check("400 empty candidate list for /v1/route",
           lambda: err(400, '{"queries": [{"query": "q"}], "models": []}', param="models",
                       path="/v1/route"))
+    check("400 alpha without a batch for /v1/route (it would be ignored)",
+          lambda: err(400, '{"queries": [{"query": "q"}], "alpha": 0.9}', param="alpha",
+                      path="/v1/route"))
+    check("400 alpha with \"batch\": false for /v1/route",
+          lambda: err(400, '{"queries": [{"query": "q"}], "batch": false, "alpha": 0.9}',
+                      param="alpha", path="/v1/route"))
     check("400 embeddings input missing",
           lambda: err(400, '{"model": "fake-a"}', param="input", path="/v1/embeddings"))
     check("404 unknown model", lambda: err(404, '{"model": "gpt-9", "messages": []}',
