@@ -30,15 +30,21 @@ static inline double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* A xorshift64 stream: deterministic synthetic data; a program may seed it
- * by setting bench_rng (never 0). */
+/* A xorshift64 stream over the state *s (never 0): deterministic synthetic
+ * data. next_u64() steps the program's stream, which a program may seed by
+ * setting bench_rng; a thread of its own keeps its own state. */
+static inline uint64_t xorshift64(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
 static uint64_t bench_rng = 0x9E3779B97F4A7C15ull;
 static inline uint64_t next_u64(void)
 {
-    bench_rng ^= bench_rng << 13;
-    bench_rng ^= bench_rng >> 7;
-    bench_rng ^= bench_rng << 17;
-    return bench_rng;
+    return xorshift64(&bench_rng);
 }
 
 #endif

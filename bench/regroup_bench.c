@@ -65,10 +65,8 @@ static void *writer_run(void *arg)
     float *v = malloc(w->dim * sizeof(*v));
     char query[64];
     while (v && !atomic_load(&w->stop) && w->n < w->cap) {
-        for (size_t d = 0; d < w->dim; d++) {
-            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-            v[d] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5);
-        }
+        for (size_t d = 0; d < w->dim; d++)
+            v[d] = (float)((double)(xorshift64(&x) >> 11) / 9007199254740992.0 - 0.5);
         snprintf(query, sizeof(query), "feedback %zu", w->n);
         struct lr_outcome o = {"m", 1.0, 10};
         struct lr_record r = {query, 5, NULL, &o, 1};
