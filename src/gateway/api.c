@@ -622,7 +622,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     names = NULL;
     caps = live = live_idx = NULL;
     /* A dense store routes by the queries' vectors: fetch them first. */
-    if (conf->embed && strcmp(lr_router_strategy(router), "smart") == 0) {
+    if (gw_conf_needs_vector(conf, router)) {
         job->fetch = calloc(n, sizeof *job->fetch);
         job->vecs = calloc(n, sizeof *job->vecs);
         if (!job->fetch || !job->vecs) {

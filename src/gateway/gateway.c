@@ -381,8 +381,6 @@ static void refresh_work(void *arg)
     j->ms = (gw_now() - t0) * 1000;
 }
 
-static void refresh_start(struct gw *gw);
-
 /* Arm the timer for the next periodic refresh, if the current
  * configuration asks for one. */
 static void refresh_schedule(struct gw *gw)
@@ -425,13 +423,13 @@ static void refresh_done(void *arg)
     gw->refresh_busy = 0;
     if (gw->refresh_again && !gw->refresh_stopped) {
         gw->refresh_again = 0;
-        refresh_start(gw);
+        gw_store_refresh_start(gw);
     } else {
         refresh_schedule(gw);
     }
 }
 
-static void refresh_start(struct gw *gw)
+void gw_store_refresh_start(struct gw *gw)
 {
     struct refresh_job *j;
     if (!gw->store || gw->refresh_stopped)
@@ -454,16 +452,11 @@ static void refresh_start(struct gw *gw)
     gw->refresh_busy = 1;
 }
 
-void gw_store_refresh_start(struct gw *gw)
-{
-    refresh_start(gw);
-}
-
 static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    refresh_start(arg);
+    gw_store_refresh_start(arg);
 }
 
 /* ==== Signals: reload and shutdown ==== */
@@ -486,7 +479,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     (void)what;
 
     /* Whatever the configuration does, read the store again now. */
-    refresh_start(gw);
+    gw_store_refresh_start(gw);
     if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
         metrics_count_reload(gw->metrics, 0);
         log_event("reload_failed", "%s (the previous configuration stays)", err.message);

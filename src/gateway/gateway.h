@@ -156,6 +156,10 @@ int gw_store_open(const char *config_path, const char *store_flag, int check,
  * use and kept with the configuration. NULL with err filled when the
  * strategy is unknown or cannot be built. */
 struct lr_router *gw_conf_router(struct gw_conf *conf, const char *strategy, struct lr_error *err);
+/* Whether router routes by each query's vector from the remote embedder
+ * (a smart router over a dense store), so the vector is fetched before it
+ * decides: a chat request's (proxy.c) and /v1/route's (api.c). */
+int gw_conf_needs_vector(const struct gw_conf *conf, const struct lr_router *router);
 void gw_conf_ref(struct gw_conf *conf);
 void gw_conf_unref(struct gw_conf *conf);
 

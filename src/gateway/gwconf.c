@@ -563,6 +563,11 @@ static int load_embedder(struct gw_conf *c, struct lr_error *err)
 
 /* ==== Routers ==== */
 
+int gw_conf_needs_vector(const struct gw_conf *conf, const struct lr_router *router)
+{
+    return conf->embed && strcmp(lr_router_strategy(router), "smart") == 0;
+}
+
 struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct lr_error *err)
 {
     struct lr_router_options o;

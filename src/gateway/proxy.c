@@ -1626,7 +1626,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         return -1;
     }
     /* A dense store routes by the query's vector: fetch it first (once). */
-    if (ex->conf->embed && !ex->vec && strcmp(lr_router_strategy(router), "smart") == 0)
+    if (!ex->vec && gw_conf_needs_vector(ex->conf, router))
         return 1;
     lr_request_init(&rq);
     if (names) {
