@@ -52,10 +52,6 @@ def _s(b):
     return None if b is None else b.decode("utf-8", "replace")
 
 
-def _nan(x):
-    return NAN if x is None else float(x)
-
-
 def _figure(x, what, rule):
     """A record's number as a float for the library to check; a value that
     is no number at all (float() of "yes") is refused naming the field."""
