@@ -324,8 +324,6 @@ def _records_message(message, tmp):
     "/tmp/x.json: record 3 (line 1): query: ..." becomes
     "import_records: records[3]: query: ..."."""
     message = re.sub(r"\brecord (\d+) \(line \d+\)", r"records[\1]", message)
-    if message.startswith(tmp + ":"):
-        message = "import_records" + message[len(tmp):]
     return message.replace(tmp, "import_records")
 
 
