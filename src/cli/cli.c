@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -100,6 +101,16 @@ int cli_load_config(const char *cmd, const char *path, struct lr_config **out)
         fprintf(stderr, "llmroute %s: warning: %s: %s\n", cmd, path,
                 lr_config_warning(*out, i));
     return CLI_OK;
+}
+
+int cli_check_store_exists(const char *cmd, const char *path)
+{
+    if (!path || strcmp(path, ":memory:") == 0 || access(path, F_OK) == 0)
+        return CLI_OK;
+    cli_error(cmd, "history store '%s' does not exist: create it with "
+                   "'llmroute import --store %s DATA'",
+              path, path);
+    return CLI_USAGE;
 }
 
 int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,

@@ -43,6 +43,11 @@ int cli_load_config(const char *cmd, const char *path, struct lr_config **out);
 int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,
                    char ***names, size_t *n);
 
+/* CLI_OK when path is NULL, ":memory:" or a file that exists; else
+ * CLI_USAGE after saying how to create the store (route and eval refuse a
+ * missing store before their work). */
+int cli_check_store_exists(const char *cmd, const char *path);
+
 /* Parse a number in [lo, hi]; CLI_USAGE after printing why. */
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
                      double *out);

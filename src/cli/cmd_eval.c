@@ -1114,13 +1114,8 @@ int cmd_eval(int argc, char **argv)
      * could not be written at the end. */
     if (!store_path)
         store_path = lr_config_router_defaults(cfg)->store_path;
-    if (store_path && strcmp(store_path, ":memory:") != 0 && access(store_path, F_OK) != 0) {
-        cli_error("eval", "history store '%s' does not exist: create it with "
-                          "'llmroute import --store %s DATA'",
-                  store_path, store_path);
-        rc = CLI_USAGE;
+    if ((rc = cli_check_store_exists("eval", store_path)))
         goto out;
-    }
     if (plot && (rc = plot_check(plot)))
         goto out;
     if (!alphas) {

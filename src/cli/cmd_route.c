@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
@@ -249,13 +248,8 @@ int cmd_route(int argc, char **argv)
     ro.predictor = a.predictor;
     if (!a.store)
         a.store = lr_config_router_defaults(cfg)->store_path;
-    if (a.store && strcmp(a.store, ":memory:") != 0 && access(a.store, F_OK) != 0) {
-        cli_error("route", "history store '%s' does not exist: create it with "
-                           "'llmroute import --store %s DATA'",
-                  a.store, a.store);
-        rc = CLI_USAGE;
+    if ((rc = cli_check_store_exists("route", a.store)))
         goto out;
-    }
     if (a.store) {
         struct lr_store_options so = {0};
         embed_store_options(cfg, &so);

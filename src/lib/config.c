@@ -792,10 +792,28 @@ static int parse_failed(const json_error_t *je, const char *what, struct lr_erro
     return LR_EPARSE;
 }
 
+/* The configuration text as JSON, for both loaders. A UTF-8 byte order mark,
+ * as some editors save a file (and text read from one keeps), is not JSON:
+ * it is skipped. A key given twice is refused. Returns the root or NULL,
+ * with err filled naming `what`. */
+static json_t *parse_text(const char *json, size_t len, const char *what, struct lr_error *err)
+{
+    json_error_t je;
+    json_t *root;
+
+    if (len >= 3 && memcmp(json, "\xef\xbb\xbf", 3) == 0) {
+        json += 3;
+        len -= 3;
+    }
+    root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        parse_failed(&je, what, err);
+    return root;
+}
+
 int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
                           struct lr_error *err)
 {
-    json_error_t je;
     json_t *root;
 
     if (!out)
@@ -806,15 +824,8 @@ int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
     if (len > CONFIG_MAX_BYTES)
         return lr__error_set(err, LR_ETOOBIG, "the configuration is over %u bytes",
                              CONFIG_MAX_BYTES);
-    /* A UTF-8 byte order mark, as the file loader skips it below: text
-     * read from such a file without decoding the mark away. */
-    if (len >= 3 && memcmp(json, "\xef\xbb\xbf", 3) == 0) {
-        json += 3;
-        len -= 3;
-    }
-    root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
-    if (!root)
-        return parse_failed(&je, "configuration", err);
+    if (!(root = parse_text(json, len, "configuration", err)))
+        return LR_EPARSE;
     return load(root, NULL, out, err);
 }
 
@@ -822,8 +833,7 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
 {
     FILE *f;
     char *buf = NULL, *dir = NULL, *slash;
-    size_t len = 0, cap = 0, bom;
-    json_error_t je;
+    size_t len = 0, cap = 0;
     json_t *root;
     int rc;
 
@@ -866,12 +876,10 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
     }
     fclose(f);
 
-    /* A UTF-8 byte order mark, as some editors save a file, is not JSON. */
-    bom = len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
-    root = json_loadb(buf + bom, len - bom, JSON_REJECT_DUPLICATES, &je);
+    root = parse_text(buf, len, path, err);
     free(buf);
     if (!root)
-        return parse_failed(&je, path, err);
+        return LR_EPARSE;
 
     dir = strdup(path);
     if (!dir) {

@@ -52,10 +52,6 @@ def _s(b):
     return None if b is None else b.decode("utf-8", "replace")
 
 
-def _nan(x):
-    return NAN if x is None else float(x)
-
-
 def _figure(x, what, rule):
     """A record's number as a float for the library to check; a value that
     is no number at all (float() of "yes") is refused naming the field."""
@@ -328,8 +324,6 @@ def _records_message(message, tmp):
     "/tmp/x.json: record 3 (line 1): query: ..." becomes
     "import_records: records[3]: query: ..."."""
     message = re.sub(r"\brecord (\d+) \(line \d+\)", r"records[\1]", message)
-    if message.startswith(tmp + ":"):
-        message = "import_records" + message[len(tmp):]
     return message.replace(tmp, "import_records")
 
 
