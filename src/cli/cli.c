@@ -113,6 +113,14 @@ int cli_check_store_exists(const char *cmd, const char *path)
     return CLI_USAGE;
 }
 
+int cli_check_split(const char *cmd, const char *split)
+{
+    if (!split || *split)
+        return CLI_OK;
+    cli_error(cmd, "--split: expected a split name (train, test, ...), got an empty one");
+    return CLI_USAGE;
+}
+
 int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,
                    char ***names, size_t *n)
 {

@@ -48,6 +48,10 @@ int cli_split_list(const char *cmd, const char *opt, const char *csv, const char
  * missing store before their work). */
 int cli_check_store_exists(const char *cmd, const char *path);
 
+/* A --split value, when given, names a split: CLI_USAGE after printing why
+ * for an empty one, else CLI_OK. */
+int cli_check_split(const char *cmd, const char *split);
+
 /* Parse a number in [lo, hi]; CLI_USAGE after printing why. */
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
                      double *out);

@@ -1102,11 +1102,8 @@ int cmd_eval(int argc, char **argv)
         (pred_s &&
          (rc = cli_split_list("eval", "--predictors", pred_s, "name", &preds, &n_preds))))
         goto out;
-    if (split && !*split) {
-        cli_error("eval", "--split: expected a split name (train, test, ...), got an empty one");
-        rc = CLI_USAGE;
+    if ((rc = cli_check_split("eval", split)))
         goto out;
-    }
     if ((rc = cli_load_config("eval", config, &cfg)))
         goto out;
     /* Refused before the data is read and scored, which may take minutes:

@@ -93,8 +93,7 @@ int cmd_import(int argc, char **argv)
         free(pos);
         return CLI_OK;
     }
-    if (split && !*split) {
-        cli_error("import", "--split: expected a split name (train, test, ...), got an empty one");
+    if (cli_check_split("import", split)) {
         free(pos);
         return CLI_USAGE;
     }
