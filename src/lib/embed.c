@@ -25,7 +25,14 @@
  * search faster (64 on the 100,000-record fewshot bench: a quarter of the
  * postings on the query's features, kNN p50 0.4 to 0.7 of 128's in two
  * alternating pairs on a busy machine), but cost predictions 9% worse in
- * length, so the cap stays.
+ * length, so the cap stays. Capping only the query (the documents keep
+ * 128) costs less but still costs: at 64, test-split Brier 0.1921 against
+ * 0.1913, output-length RMSE 36.32 against 35.32 (ARC's MAE 4.1 tokens
+ * against 1.5), the budget decisions' mean routed success on train 0.7773
+ * against 0.7781 (predict_eval --decide); at 96: 0.1917, 35.55, 0.7775.
+ * On the fewshot bench 64 reads a third of the postings and the decision
+ * p50 was 0.60 to 0.81 of 128's (two alternating pairs, other builds
+ * running), still above 200 us; not adopted either.
  *
  * Speed (a query is embedded on every smart decision): bytes are
  * classified and lowercased by one table; the 3-grams of an ASCII word are
