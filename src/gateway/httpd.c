@@ -91,6 +91,7 @@ struct hs_conn {
     int in_read; /* inside read_cb: completion must not re-enter it */
     int head_started;
     long long head_deadline_ms; /* a head in progress must be whole by then (monotonic) */
+    long long body_start_ms;    /* when the head of the request whose body is read ended */
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
     struct hs_req req;
@@ -183,28 +184,60 @@ const char *hs_reason(int status)
 
 /* ==== Connections ==== */
 
+/* A request body must come at this many bytes a second at least, on top of
+ * the idle timeout (as Apache's mod_reqtimeout "MinRate=500"). */
+#define BODY_MIN_RATE 500
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The read timeout: the idle timeout, or less when `deadline` comes first
+ * (the connection is then dropped at the deadline, whatever trickles in). */
+static void read_by(struct hs_conn *c, long long now, long long deadline)
+{
+    int ms = c->srv->lim.idle_timeout_ms;
+    struct timeval left, wtv = {ms / 1000, (ms % 1000) * 1000};
+    long long rest = deadline > now ? deadline - now : 1;
+    if (rest > ms)
+        rest = ms;
+    left.tv_sec = (time_t)(rest / 1000);
+    left.tv_usec = (suseconds_t)(rest % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, &left, &wtv);
+}
+
 /* The first bytes of a head have arrived: the rest must follow within the
  * idle timeout, however it trickles in. The read timeout alone restarts with
  * every byte, so a client sending one byte at a time would hold the
  * connection (and a descriptor) for ever. */
 static void head_timeout(struct hs_conn *c)
 {
-    int ms = c->srv->lim.idle_timeout_ms;
-    struct timeval left, wtv = {ms / 1000, (ms % 1000) * 1000};
-    struct timespec ts;
-    long long now, rest;
-    if (ms <= 0)
+    long long now;
+    if (c->srv->lim.idle_timeout_ms <= 0)
         return;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    now = now_ms();
     if (!c->head_started) {
-        c->head_deadline_ms = now + ms;
+        c->head_deadline_ms = now + c->srv->lim.idle_timeout_ms;
         c->head_started = 1;
     }
-    rest = c->head_deadline_ms > now ? c->head_deadline_ms - now : 1;
-    left.tv_sec = (time_t)(rest / 1000);
-    left.tv_usec = (suseconds_t)(rest % 1000) * 1000;
-    bufferevent_set_timeouts(c->bev, &left, &wtv);
+    read_by(c, now, c->head_deadline_ms);
+}
+
+/* A body is being read: so that it cannot trickle in for ever either, it
+ * must be whole within the idle timeout of the head's end plus a second per
+ * BODY_MIN_RATE bytes received so far; a gap of the idle timeout still ends
+ * it sooner. A client that keeps up the rate is never cut off, however big
+ * its body (max_body_bytes bounds that). */
+static void body_timeout(struct hs_conn *c)
+{
+    if (c->srv->lim.idle_timeout_ms <= 0)
+        return;
+    read_by(c, now_ms(),
+            c->body_start_ms + c->srv->lim.idle_timeout_ms +
+                (long long)(c->req.body_len / BODY_MIN_RATE) * 1000);
 }
 
 static void set_read_timeout(struct hs_conn *c, int on)
@@ -904,7 +937,7 @@ static int head_scan(struct hs_conn *c, struct evbuffer *in, size_t limit, size_
 }
 
 /* Advance the state machine over what is in the input buffer. */
-static void process_input(struct hs_conn *c)
+static void process_bytes(struct hs_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     struct hs_server *s = c->srv;
@@ -960,6 +993,7 @@ static void process_input(struct hs_conn *c)
                 fail_request(c, status, why);
                 return;
             }
+            c->body_start_ms = now_ms();
             break;
         }
         case C_BODY: {
@@ -1050,6 +1084,23 @@ static void process_input(struct hs_conn *c)
             evbuffer_drain(in, avail);
             return;
         }
+    }
+}
+
+/* process_bytes(), then, while a body is still being read, its deadline. */
+static void process_input(struct hs_conn *c)
+{
+    process_bytes(c);
+    switch (c->state) {
+    case C_BODY:
+    case C_CHUNK_SIZE:
+    case C_CHUNK_DATA:
+    case C_CHUNK_CRLF:
+    case C_TRAILER:
+        body_timeout(c);
+        break;
+    default:
+        break;
     }
 }
 

@@ -863,6 +863,8 @@ def lifecycle(gw_bin, fake_bin):
             s.settimeout(3)
             try:
                 closed = s.recv(100) == b""
+            except socket.timeout:
+                pass  # still open
             except OSError:
                 closed = True
         s.close()
@@ -873,6 +875,58 @@ def lifecycle(gw_bin, fake_bin):
         assert slow.wait(15) == 0
     check("a head trickled in a byte at a time is cut off after idle_timeout_ms",
           trickled_head)
+
+    def trickled_body():
+        # A body must come at 500 bytes a second at least beyond
+        # idle_timeout_ms: one trickled a byte every 0.1 s (each gap well
+        # within the idle timeout) is cut off once idle_timeout_ms has passed
+        # since the head ended; one sent at about 1,200 bytes a second, for
+        # longer than idle_timeout_ms in all, is answered.
+        cfg = base_config(fake, server={"idle_timeout_ms": 1000})
+        slow = Gateway(gw_bin, wd, cfg, name="gw-slowbody", env={KEY_ENV: UPSTREAM_KEY})
+        body = json.dumps({"model": "mocky", "messages": HELLO}).encode()
+        body += b" " * (3000 - len(body))
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        s = socket.create_connection((HOST, slow.port), timeout=5)
+        s.sendall(head)
+        t0 = time.monotonic()
+        closed = False
+        try:
+            for b in body[:100]:
+                s.sendall(bytes([b]))
+                time.sleep(0.1)
+        except OSError:
+            closed = True
+        if not closed:
+            s.settimeout(3)
+            try:
+                closed = s.recv(100) == b""
+            except socket.timeout:
+                pass  # still open
+            except OSError:
+                closed = True
+        s.close()
+        took = time.monotonic() - t0
+        assert closed and took < 3.5, "a trickled body kept its connection %.1f s" % took
+
+        s = socket.create_connection((HOST, slow.port), timeout=5)
+        s.sendall(head)
+        for i in range(0, len(body), 600):
+            s.sendall(body[i:i + 600])
+            if i + 600 < len(body):
+                time.sleep(0.5)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            b = s.recv(4096)
+            assert b, "closed while the body kept up the rate: %r" % got
+            got += b
+        s.close()
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+        still_serving(slow)
+        slow.signal(signal.SIGTERM)
+        assert slow.wait(15) == 0
+    check("a body trickled in slower than 500 bytes a second is cut off", trickled_body)
 
     def sigterm_drains():
         fake.scenario("chunks=6;chunk_delay_ms=200")
