@@ -8,6 +8,11 @@
  *   relay: a stream event by event with backpressure, anything else buffered
  *   up to a cap and sent whole -> usage, metrics, one log line.
  *
+ * A stream is read as the SSE format says: an event's data lines are joined
+ * with LF and checked (JSON or [DONE]) at its blank line, and the event then
+ * goes to the client whole, its bytes as the upstream sent them. An event is
+ * held until then, up to SSE_EVENT_CAP bytes; a longer one is malformed.
+ *
  * Resilience (the rules are resil.c's; this file applies them). The ranking's
  * tail is the fallback order. next_candidate() starts the first candidate not
  * yet given up on whose breaker admits an attempt and which has room under
@@ -46,7 +51,7 @@
 #include "upstream.h"
 
 #define RANK_CAP 64
-#define SSE_LINE_CAP (1u << 20)
+#define SSE_EVENT_CAP (1u << 20) /* one event's bytes, its lines and their ends */
 #define ATTEMPT_LOG_CAP 1536
 #define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
 #define DONE_GRACE_MS 1000   /* after [DONE], how long the transfer may take to end */
@@ -121,15 +126,19 @@ struct exchange {
     int sse;           /* the upstream answers with an event stream */
     int streaming;     /* the client has the response head of a stream */
     int saw_done;
-    int cr_ended; /* the last stream line checked ended with a CR, the last byte then held */
-    int in_event; /* the last stream line checked was not blank: its event is unfinished */
+    int cr_ended; /* the last stream line ended with a CR, the last byte then held */
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
     size_t resp_len, resp_cap;
-    char *held; /* stream bytes not yet relayed: checked lines, then a partial one */
-    size_t held_len, held_cap, held_ok;
-    int content_seen; /* a data line with content (not just a role) arrived */
-    int event_seen;   /* ... and its event is complete: the stream may commit */
+    /* Stream bytes not yet relayed: [0, held_ok) whole events, checked;
+     * [held_ok, held_line) the complete lines of the open event; then a
+     * partial line. */
+    char *held;
+    size_t held_len, held_cap, held_ok, held_line;
+    char *ev_data; /* the open event's data: each data line's value and an LF */
+    size_t ev_len, ev_cap;
+    unsigned ev_lines; /* its data lines */
+    int event_seen;    /* an event with content (not just a role) is complete: may commit */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_first, t_up_end;
@@ -305,33 +314,88 @@ static int chunk_has_content(const char *p, size_t n)
     return yes;
 }
 
-/* One complete SSE line (without its line end). Returns 0, or -1 for a data
- * line that is neither JSON nor [DONE]. A blank line ends an event. */
+/* One complete line of the open event, without its line end. The value of a
+ * data field (after the colon and one space, if any; a line `data` alone is an
+ * empty one) is added to the event's data with an LF after it, which is how
+ * the SSE format joins an event's data lines. Comments and other fields
+ * (event, id, retry) are relayed but carry no data. Returns 0, or -1 out of
+ * memory. The event's bytes are capped (SSE_EVENT_CAP) before they get here,
+ * so its data is too. */
 static int sse_line(struct exchange *ex, const char *l, size_t n)
 {
-    const char *p, *end = l + n;
-    if (n == 0) {
-        if (ex->content_seen)
-            ex->event_seen = 1;
+    const char *v;
+    size_t vn;
+    if (n < 4 || memcmp(l, "data", 4) != 0 || (n > 4 && l[4] != ':'))
         return 0;
+    v = l + 4;
+    vn = n - 4;
+    if (vn > 0) { /* the colon */
+        v++;
+        vn--;
     }
-    if (n < 5 || memcmp(l, "data:", 5) != 0)
-        return 0; /* comments, event:, id:, retry: */
-    p = l + 5;
-    while (p < end && *p == ' ')
+    if (vn > 0 && *v == ' ') {
+        v++;
+        vn--;
+    }
+    if (ex->ev_len + vn + 1 > ex->ev_cap) {
+        size_t cap = ex->ev_cap ? ex->ev_cap : 1024;
+        char *g;
+        while (cap < ex->ev_len + vn + 1)
+            cap *= 2;
+        g = realloc(ex->ev_data, cap);
+        if (!g)
+            return -1;
+        ex->ev_data = g;
+        ex->ev_cap = cap;
+    }
+    memcpy(ex->ev_data + ex->ev_len, v, vn);
+    ex->ev_len += vn;
+    ex->ev_data[ex->ev_len++] = '\n';
+    ex->ev_lines++;
+    return 0;
+}
+
+/* The open event ends (its blank line, or a clean end of the body): its data,
+ * the data lines joined, is checked as a whole. Returns 0, or -1 when it is
+ * neither JSON nor [DONE]. An event with no data (comments or other fields
+ * only), or with only blank data, is not checked. */
+static int sse_event(struct exchange *ex)
+{
+    const char *p, *end;
+    size_t n;
+    unsigned lines = ex->ev_lines;
+    ex->ev_lines = 0;
+    if (lines == 0)
+        return 0;
+    p = ex->ev_data;
+    end = p + ex->ev_len;
+    ex->ev_len = 0;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n'))
         p++;
-    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n'))
         end--;
     if (p == end)
         return 0;
-    if (end - p == 6 && memcmp(p, "[DONE]", 6) == 0) {
+    n = (size_t)(end - p);
+    if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
         ex->saw_done = 1;
         return 0;
     }
-    if (!is_json_object(p, (size_t)(end - p)))
+    if (!is_json_object(p, n))
         return -1;
-    if (!ex->streaming && !ex->content_seen && chunk_has_content(p, (size_t)(end - p)))
-        ex->content_seen = 1;
+    if (lines > 1) {
+        /* Joined, the data holds LFs, and the scanner does not look inside
+         * strings: a string cut over two data lines would pass it with a raw
+         * LF, which no JSON parser takes. An event of several lines (rare:
+         * OpenAI sends one) is parsed whole. */
+        json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
+        int ok = json_is_object(j);
+        json_decref(j);
+        if (!ok)
+            return -1;
+    }
+    if (!ex->streaming && !ex->event_seen && chunk_has_content(p, n))
+        ex->event_seen = 1;
     sse_usage(ex, p, end);
     return 0;
 }
@@ -674,10 +738,9 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
                  model_name(ex), rs_class_name(c), message);
         snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
         n = gw_error_format(body, sizeof body, msg, "upstream_error", NULL, code);
-        /* Cut inside an event, the client has its lines but not the blank
-         * line that ends it: end it first, or the error would be read as
-         * more data of that event. */
-        k = snprintf(ev, sizeof ev, "%sdata: %.*s\n\n", ex->in_event ? "\n" : "", (int)n, body);
+        /* Events are relayed whole, so the client has none unfinished: an
+         * event cut off upstream was held back, and this one stands alone. */
+        k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
         hs_stream_write(ex->req, ev, k > 0 ? (size_t)k : 0);
         hs_stream_end(ex->req);
         ex->req = NULL;
@@ -907,7 +970,7 @@ static void on_head(void *arg, const struct up_head *head)
         watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
 }
 
-/* Send the checked lines held so far to the client; keep the partial one. */
+/* Send the checked events held so far to the client; keep the open one. */
 static void flush_held(struct exchange *ex)
 {
     if (!ex->held_ok)
@@ -916,6 +979,7 @@ static void flush_held(struct exchange *ex)
         hs_stream_write(ex->req, ex->held, ex->held_ok);
     memmove(ex->held, ex->held + ex->held_ok, ex->held_len - ex->held_ok);
     ex->held_len -= ex->held_ok;
+    ex->held_line -= ex->held_ok;
     ex->held_ok = 0;
 }
 
@@ -930,11 +994,12 @@ static void commit_stream(struct exchange *ex)
     ex->streaming = 1;
 }
 
-/* Stream bytes: held until their lines are complete and checked; before the
- * first complete event nothing reaches the client, so failing over is free. */
+/* Stream bytes: held until their event is complete (its blank line) and its
+ * data checked, then relayed as the upstream sent them; before the first
+ * complete event with content nothing reaches the client, so failing over is
+ * free. */
 static int stream_data(struct exchange *ex, const char *data, size_t len)
 {
-    size_t scan;
     if (ex->streaming && ex->req &&
         hs_req_pending_output(ex->req) > ex->conf->set.stream_buffer_bytes) {
         /* Backpressure: hold the upstream while the client is behind. */
@@ -957,40 +1022,56 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
     }
     memcpy(ex->held + ex->held_len, data, len);
     ex->held_len += len;
-    scan = ex->held_ok;
     for (;;) {
         /* A line ends with LF, CRLF or a bare CR (the SSE rule). */
         const char *line, *end = ex->held + ex->held_len, *nl, *cr;
-        if (ex->cr_ended && scan < ex->held_len) {
+        size_t n;
+        if (ex->cr_ended && ex->held_line < ex->held_len) {
             /* The last line ended with the last byte then held, a CR: an LF
              * now is the rest of its CRLF, not an empty line. */
             ex->cr_ended = 0;
-            if (ex->held[scan] == '\n')
-                ex->held_ok = ++scan;
+            if (ex->held[ex->held_line] == '\n') {
+                if (ex->held_ok == ex->held_line)
+                    ex->held_ok++; /* the CRLF of the blank line ending an event */
+                ex->held_line++;
+            }
         }
-        line = ex->held + scan;
+        line = ex->held + ex->held_line;
         nl = memchr(line, '\n', (size_t)(end - line));
         cr = memchr(line, '\r', (size_t)((nl ? nl : end) - line));
         if (!nl && !cr)
             break;
-        if (sse_line(ex, line, (size_t)((cr ? cr : nl) - line)) < 0) {
-            /* Relay the good lines before it, then fail. */
+        n = (size_t)((cr ? cr : nl) - line);
+        if (cr && cr + 1 != nl) {
+            nl = cr; /* a bare CR, or a CR that may be half a CRLF */
+            ex->cr_ended = cr + 1 == end;
+        }
+        ex->held_line = (size_t)(nl - ex->held) + 1;
+        if (n > 0) {
+            if (sse_line(ex, line, n) < 0) {
+                defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
+                return UP_CONSUMED;
+            }
+            continue;
+        }
+        if (sse_event(ex) < 0) {
+            /* Relay the events before it, then fail; this one never goes out. */
             if (ex->streaming)
                 flush_held(ex);
             defer_failure(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
             return UP_CONSUMED;
         }
-        ex->in_event = (cr ? cr : nl) > line;
-        if (cr && cr + 1 != nl) {
-            nl = cr; /* a bare CR, or a CR that may be half a CRLF */
-            ex->cr_ended = cr + 1 == end;
-        }
-        scan = (size_t)(nl - ex->held) + 1;
-        ex->held_ok = scan;
+        ex->held_ok = ex->held_line; /* a whole event, checked: it may go out */
     }
-    if (ex->held_len - ex->held_ok > SSE_LINE_CAP) {
-        /* A line this long is relayed unchecked. */
-        ex->held_ok = ex->held_len;
+    if (ex->held_len - ex->held_ok > SSE_EVENT_CAP) {
+        /* An event is only checked whole, so it is held whole: one that
+         * never ends would grow without bound. */
+        char msg[96];
+        if (ex->streaming)
+            flush_held(ex);
+        snprintf(msg, sizeof msg, "an event is longer than %u bytes", SSE_EVENT_CAP);
+        defer_failure(ex, RS_MALFORMED, msg);
+        return UP_CONSUMED;
     }
     if (!ex->streaming && (ex->event_seen || ex->held_len > HOLD_CAP))
         commit_stream(ex);
@@ -1067,15 +1148,23 @@ static void on_done(void *arg, enum up_error err, const char *message)
     if (ex->sse) {
         const char *ending = NULL;
         if (err == UP_OK && !ex->saw_done && ex->held_len > ex->held_ok) {
-            /* A last line without its line end ends at a clean end of the body. */
-            if (sse_line(ex, ex->held + ex->held_ok, ex->held_len - ex->held_ok) < 0) {
+            /* A clean end of the body inside an event ends it as its blank
+             * line would; a last line without its line end ends with it. */
+            int mid_line = ex->held_len > ex->held_line;
+            if (mid_line &&
+                sse_line(ex, ex->held + ex->held_line, ex->held_len - ex->held_line) < 0) {
+                failed(ex, RS_PROTOCOL, "out of memory holding the stream");
+                return;
+            }
+            if (sse_event(ex) < 0) {
                 failed(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
                 return;
             }
-            /* A [DONE] there gets the line end and the blank line the upstream
-             * left out, so the client's parser sees the event. */
+            /* A [DONE] there gets what the upstream left out (the line end,
+             * the blank line), so the client's parser sees the event. After a
+             * CR, an LF alone would only make it a CRLF. */
             if (ex->saw_done)
-                ending = "\n\n";
+                ending = mid_line || ex->cr_ended ? "\n\n" : "\n";
         }
         if (ex->saw_done) {
             /* Whole. A transport failure after [DONE] lost nothing. */
@@ -1209,10 +1298,12 @@ static void start_attempt(struct exchange *ex)
     ex->up_ctype[0] = '\0';
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
-    ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->content_seen = 0;
-    ex->cr_ended = ex->in_event = 0;
+    ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = 0;
+    ex->cr_ended = 0;
     ex->body_complete = 0;
-    ex->held_len = ex->held_ok = 0;
+    ex->held_len = ex->held_ok = ex->held_line = 0;
+    ex->ev_len = 0;
+    ex->ev_lines = 0;
     ex->resp_len = 0;
     ex->t_first = 0;
     ex->ms = model_state(ex, ex->model);
@@ -1328,6 +1419,7 @@ static void finish(struct exchange *ex, int status)
     free(ex->url);
     free(ex->resp);
     free(ex->held);
+    free(ex->ev_data);
     free(ex->last_body);
     gw_embed_cancel(ex->embed);
     json_decref(ex->root);

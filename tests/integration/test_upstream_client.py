@@ -16,6 +16,7 @@ both implementations behind upstream.h answer the same way.
 import json
 import os
 import queue
+import re
 import socket
 import struct
 import sys
@@ -203,7 +204,7 @@ def sse_body(eol=b"\n", last_eol=True):
 
 
 def sse_stream(body, ending):
-    """A chunked event stream of body, one event to a chunk, ended by `ending`:
+    """A chunked event stream of body, a chunk from each `data: ` on, ended by `ending`:
     "chunk" (the zero-length chunk, kept alive), "close" (no zero-length chunk,
     the connection closed) or "silence" (no zero-length chunk, the connection
     kept open and silent); or "eof" (no chunking: the body ends at the close)."""
@@ -214,9 +215,8 @@ def sse_stream(body, ending):
             return "close"
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n")
-        for piece in body.split(b"data: "):
+        for piece in re.split(b"(?=data: )", body):
             if piece:
-                piece = b"data: " + piece
                 c.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
                 time.sleep(0.002)
         if ending == "chunk":
@@ -238,10 +238,40 @@ def sse_dispatch(raw):
             if data is not None:
                 events.append("\n".join(data))
             data = None
-        elif line.startswith("data:"):
+        elif line == "data" or line.startswith("data:"):
             v = line[5:]
             data = (data or []) + [v[1:] if v.startswith(" ") else v]
     return events
+
+
+def split_json(e, parts):
+    """e's JSON text cut into `parts` pieces after commas, so each piece alone is
+    not JSON but the pieces joined with LF are (an LF is whitespace there)."""
+    text = json.dumps(e)
+    cuts = [i + 1 for i, ch in enumerate(text) if ch == "," and text[i + 1] == " "]
+    step = max(1, len(cuts) // parts)
+    at = [0] + cuts[step - 1::step][:parts - 1] + [len(text)]
+    return [text[a:b] for a, b in zip(at, at[1:])]
+
+
+def multiline_event(e, parts, eol=b"\n", lead=b"data: "):
+    """One event whose data is e's JSON over `parts` data lines."""
+    return b"".join(lead + piece.encode() + eol for piece in split_json(e, parts)) + eol
+
+
+def sse_multiline_body():
+    """SSE_EVENTS, each one's JSON over two or three data lines, with what the
+    format allows around them: comments, event/id/retry fields, `data:` without
+    the space, a `data` line with no colon (an empty line of data), CRLF and bare
+    CR line ends; then [DONE]."""
+    e = SSE_EVENTS
+    return (b": a comment before the first event\n" +
+            b"event: message\nid: 1\n" + multiline_event(e[0], 2) +
+            b"retry: 1000\n" + multiline_event(e[1], 3, lead=b"data:") +
+            b"data: " + split_json(e[2], 2)[0].encode() + b"\r\ndata\r\n: inside\r\n" +
+            b"data: " + split_json(e[2], 2)[1].encode() + b"\r\n\r\n" +
+            multiline_event(e[3], 3, eol=b"\r") +
+            b"data: [DONE]\n\n")
 
 
 def mutated(seed):
@@ -415,6 +445,16 @@ def run(gw_bin, env):
         complete(sse_stream(sse_body(last_eol=False), "chunk"))
         complete(sse_stream(sse_body(last_eol=False), "eof"))
 
+    def done_without_blank_line():
+        # The last event, `data: [DONE]` with its line end, has no blank line
+        # after it: a clean end of the body ends the event, and the client gets
+        # the blank line, after an LF or after a bare CR (where an LF alone would
+        # only make a CRLF of it).
+        complete(sse_stream(sse_body()[:-1], "chunk"))
+        st, _, raw = streamed(sse_stream(sse_body(eol=b"\r")[:-1], "eof"))
+        assert st == 200 and raw.endswith(b"data: [DONE]\r\n\n"), (st, raw[-100:])
+        assert sse_dispatch(raw)[-1] == "[DONE]", raw[-100:]
+
     def bare_cr_lines():
         # SSE lines may end with CR alone; the events (and their usage) get through.
         tokens = 'llmroute_tokens_total{model="s",direction="out"}'
@@ -435,6 +475,76 @@ def run(gw_bin, env):
         decoded = [json.loads(e) for e in events]  # every event the client sees is JSON
         assert error_shape(decoded[-1])["code"] == "upstream_stream_cut", decoded
         assert "[DONE]" not in events, events
+
+    def multiline_events():
+        # Every chunk's JSON is split over several data lines (the SSE format joins
+        # them with LF at the event's blank line): relayed byte for byte, the
+        # client's events are the upstream's, and the attempt is a success.
+        body = sse_multiline_body()
+        for ending in ("chunk", "eof"):
+            complete(sse_stream(body, ending))
+            st, events, raw = streamed(sse_stream(body, ending))
+            assert st == 200 and raw == body, (st, raw[-300:])
+            got = sse_dispatch(raw)
+            assert [json.loads(d) for d in got[:-1]] == SSE_EVENTS and got[-1] == "[DONE]", got
+
+    def multiline_usage():
+        # The final chunk's usage, over three data lines, is read: the tokens count.
+        tokens = 'llmroute_tokens_total{model="s",direction="out"}'
+        before = gw.metrics().get(tokens, 0)
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in SSE_EVENTS[:3])
+        body += multiline_event(SSE_EVENTS[3], 3) + b"data: [DONE]\n\n"
+        complete(sse_stream(body, "chunk"))
+        assert gw.metrics().get(tokens, 0) == before + 2, gw.metrics()
+
+    def malformed_once_joined():
+        # Each data line of the third event is a JSON object, but joined they are
+        # not one: the event is malformed. The client gets the events before it,
+        # then the error event, and no [DONE]; the bad event never reaches it.
+        good = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in SSE_EVENTS[:2])
+        for bad in (b"data: " + json.dumps(SSE_EVENTS[2]).encode() + b"\n" +
+                    b"data: " + json.dumps(SSE_EVENTS[2]).encode() + b"\n\n",
+                    # a string cut across lines holds a raw LF once joined
+                    b'data: {"id": "x", "choices": [{"index": 0, "delta": {"content": "a\n'
+                    b'data: b"}}]}\n\n'):
+            st, _, raw = streamed(sse_stream(good + bad + b"data: [DONE]\n\n", "chunk"))
+            assert st == 200, (st, raw)
+            events = sse_dispatch(raw)
+            assert error_shape(json.loads(events[-1]))["code"] == "upstream_malformed", events
+            assert "[DONE]" not in events, events
+            assert [json.loads(d) for d in events[:-1]] == SSE_EVENTS[:2], events
+        # The same as the first event: nothing reached the client, so it is the
+        # attempt's failure (one attempt here: 502).
+        st, _, raw = streamed(sse_stream(
+            b"data: " + json.dumps(SSE_EVENTS[1]).encode() + b"\ndata: {}\n\n" +
+            b"data: [DONE]\n\n", "chunk"))
+        assert st == 502, (st, raw)
+
+    def cut_mid_multiline_event():
+        # The upstream closes between two data lines of an event after the stream
+        # reached the client: the unfinished event is not relayed, and the error
+        # event is one of its own.
+        body = b"".join(multiline_event(e, 2) for e in SSE_EVENTS[:2])
+        body += b"data: " + split_json(SSE_EVENTS[2], 2)[0].encode() + b"\n"
+        st, _, raw = streamed(sse_stream(body, "close"))
+        assert st == 200, (st, raw)
+        events = sse_dispatch(raw)
+        decoded = [json.loads(d) for d in events]
+        assert decoded[:-1] == SSE_EVENTS[:2], decoded
+        assert error_shape(decoded[-1])["code"] == "upstream_stream_cut", decoded
+
+    def overlong_event():
+        # An event whose data lines add up to more than the cap (1 MiB) is a
+        # malformed stream, refused while it grows, whatever its lines would join to.
+        line = b"data: " + b"1, " * 5000 + b"\n"
+        big = (b'data: {"id": "x", "choices": [], "pad": [\n' + line * 80 + b"data: 1]}\n\n")
+        good = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in SSE_EVENTS[:2])
+        st, _, raw = streamed(sse_stream(good + big + b"data: [DONE]\n\n", "chunk"))
+        assert st == 200, (st, raw[-300:])
+        events = sse_dispatch(raw)
+        e = error_shape(json.loads(events[-1]))
+        assert e["code"] == "upstream_malformed" and "1048576" in e["message"], e
+        assert "[DONE]" not in events and len(events) == 3, events[-1]
 
     def closed_after_response():
         expect_ok(ok_then_close)
@@ -463,10 +573,20 @@ def run(gw_bin, env):
           done_then_silent)
     check(tag + "a final `data: [DONE]` without a line end completes the stream",
           done_without_line_end)
+    check(tag + "a final [DONE] event without its blank line completes the stream",
+          done_without_blank_line)
     check(tag + "a stream cut inside an event ends with an error event of its own",
           cut_mid_event)
     check(tag + "event streams with bare CR line ends are relayed, usage read",
           bare_cr_lines)
+    check(tag + "events whose JSON is split over data lines are relayed whole, [DONE] last",
+          multiline_events)
+    check(tag + "usage in a final event of several data lines is read", multiline_usage)
+    check(tag + "an event malformed only once its lines are joined: error event, no [DONE]",
+          malformed_once_joined)
+    check(tag + "a stream cut between an event's data lines ends with an error event",
+          cut_mid_multiline_event)
+    check(tag + "an event longer than the cap is a malformed stream", overlong_event)
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
