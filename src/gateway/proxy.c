@@ -428,12 +428,49 @@ static void watch_stop(struct exchange *ex)
     ex->watch_kind = WATCH_NONE;
 }
 
+/* Whether v[0..n) is [DONE], blanks (and the LF after each data line) aside. */
+static int is_done(const char *v, size_t n)
+{
+    while (n && (*v == ' ' || *v == '\t' || *v == '\n')) {
+        v++;
+        n--;
+    }
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\n'))
+        n--;
+    return n == 6 && memcmp(v, "[DONE]", 6) == 0;
+}
+
+/* The open event is `data: [DONE]` and nothing else, but it has not ended:
+ * its blank line (and maybe its line end) has not come. Nothing of the
+ * answer is missing then, so a cut or a silence from here on completes the
+ * stream, as after a whole [DONE] event. Returns what finishes the event for
+ * the client, and sets *upto to the held bytes that go out before it; or
+ * NULL when the open event is anything else. */
+static const char *done_unfinished(const struct exchange *ex, size_t *upto)
+{
+    const char *l = ex->held + ex->held_line;
+    size_t n = ex->held_len - ex->held_line;
+    if (ex->saw_done || !ex->sse)
+        return NULL;
+    if (ex->ev_lines == 1 && n == 0 && is_done(ex->ev_data, ex->ev_len)) {
+        *upto = ex->held_line;
+        return ex->cr_ended ? "\n\n" : "\n"; /* after a CR, an LF alone would end the line */
+    }
+    if (ex->ev_lines == 0 && n > 5 && memcmp(l, "data:", 5) == 0 && is_done(l + 5, n - 5)) {
+        *upto = ex->held_len;
+        return "\n\n";
+    }
+    return NULL;
+}
+
 /* The idle watch between a stream's pieces. After [DONE] the answer is whole
  * and nothing more is expected: the transfer then gets only a short grace to
  * end, and its timer ending it is a success (failed()), not a stall. */
 static void idle_arm(struct exchange *ex)
 {
-    watch_arm(ex, WATCH_IDLE, ex->saw_done ? DONE_GRACE_MS : ex->pol.timeouts.idle_ms);
+    size_t upto;
+    int done = ex->saw_done || done_unfinished(ex, &upto);
+    watch_arm(ex, WATCH_IDLE, done ? DONE_GRACE_MS : ex->pol.timeouts.idle_ms);
 }
 
 static int wait_arm(struct exchange *ex, enum wait_kind kind, long ms)
@@ -752,13 +789,23 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
 /* The attempt failed, wherever it was: before or after the client's first byte. */
 static void failed(struct exchange *ex, enum rs_class c, const char *message)
 {
+    size_t upto;
+    const char *ending;
     stop_transfer(ex);
-    if (ex->sse && ex->saw_done)
+    if (ex->sse && ex->saw_done) {
         stream_complete(ex, 0, NULL); /* after [DONE]: nothing of the answer is lost */
-    else if (ex->streaming)
+    } else if ((c == RS_STREAM_CUT || c == RS_STREAM_STALL || c == RS_TIMEOUT) &&
+               (ending = done_unfinished(ex, &upto))) {
+        /* Cut or silent right after `data: [DONE]` (not after a bad event,
+         * which stops the reading with whatever follows it unread). */
+        ex->held_ok = upto; /* the [DONE] event so far, then what ends it */
+        ex->saw_done = 1;
+        stream_complete(ex, 0, ending);
+    } else if (ex->streaming) {
         stream_failed(ex, c, message);
-    else
+    } else {
         attempt_failed(ex, c, message);
+    }
 }
 
 static void watch_cb(evutil_socket_t fd, short what, void *arg)

@@ -455,6 +455,16 @@ def run(gw_bin, env):
         assert st == 200 and raw.endswith(b"data: [DONE]\r\n\n"), (st, raw[-100:])
         assert sse_dispatch(raw)[-1] == "[DONE]", raw[-100:]
 
+    def done_unfinished_then_cut():
+        # `data: [DONE]` arrived, with or without its line end, but not the
+        # blank line ending its event, and then the upstream closed without the
+        # zero-length chunk or fell silent: nothing of the answer is missing, so
+        # the stream completes (the client gets the rest of the event) and, when
+        # silent, within the grace after [DONE], as a success.
+        for body in (sse_body()[:-1], sse_body(last_eol=False)):
+            for ending in ("close", "silence"):
+                complete(sse_stream(body, ending))
+
     def bare_cr_lines():
         # SSE lines may end with CR alone; the events (and their usage) get through.
         tokens = 'llmroute_tokens_total{model="s",direction="out"}'
@@ -575,6 +585,8 @@ def run(gw_bin, env):
           done_without_line_end)
     check(tag + "a final [DONE] event without its blank line completes the stream",
           done_without_blank_line)
+    check(tag + "[DONE] without its event's end, then a cut or silence: complete",
+          done_unfinished_then_cut)
     check(tag + "a stream cut inside an event ends with an error event of its own",
           cut_mid_event)
     check(tag + "event streams with bare CR line ends are relayed, usage read",
