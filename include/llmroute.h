@@ -306,9 +306,12 @@ LR_EXTERN int lr_store_key_valid(const char *key);
 /* lr_store_add_outcome (vec NULL, dim 0) or lr_store_add_outcome_vec (a
  * dense store's vector) made safe to retry: with a non-NULL key (1 to
  * LR_STORE_MAX_KEY bytes of printable ASCII, 0x21-0x7E; else LR_EINVAL),
- * the key is committed in the same transaction as the outcome, and a key
- * already committed to the store's file (by any connection or process)
- * stores nothing and sets *duplicate to 1 (else 0; duplicate may be NULL).
+ * the key is committed in the same transaction as the outcome, with the
+ * time of the append, and a key already committed to the store's file (by
+ * any connection or process) less than the key time-to-live ago
+ * (lr_store_set_key_ttl(), 24 hours by default) stores nothing and sets
+ * *duplicate to 1 (else 0; duplicate may be NULL). An older key counts as
+ * absent: the append records, and the key is remembered anew from then.
  * The lookup runs inside the write transaction, so of two writers with one
  * key exactly one records it. A NULL key is a plain append. */
 LR_EXTERN int lr_store_add_outcome_keyed(struct lr_store *store, const char *key,
@@ -316,6 +319,29 @@ LR_EXTERN int lr_store_add_outcome_keyed(struct lr_store *store, const char *key
                                          double correctness, double output_tokens,
                                          const float *vec, size_t dim, int *duplicate,
                                          struct lr_error *err);
+
+/* How long a store remembers an idempotency key unless told otherwise, in
+ * seconds: 24 hours. */
+#define LR_STORE_KEY_TTL_DEFAULT 86400
+/* The longest key time-to-live lr_store_set_key_ttl takes: 100 years of
+ * 365 days, in seconds. */
+#define LR_STORE_MAX_KEY_TTL 3153600000LL
+
+/* How long this handle's keyed appends remember an idempotency key: seconds
+ * from the append that committed it (LR_STORE_KEY_TTL_DEFAULT from open),
+ * or 0 to keep keys for good. Once that time has passed the key is
+ * forgotten: the same key records again. Expired keys are deleted by keyed
+ * appends, a few of the oldest in each append's own transaction, so the
+ * store holds about the keys of the last time-to-live; a key expired but
+ * not yet deleted already counts as absent. The setting is the handle's,
+ * not the file's. Any thread may call it at any time; appends that start
+ * after it use it. seconds < 0 or over LR_STORE_MAX_KEY_TTL is LR_EINVAL,
+ * and the setting stays. */
+LR_EXTERN int lr_store_set_key_ttl(struct lr_store *store, long long seconds,
+                                   struct lr_error *err);
+/* The handle's key time-to-live in seconds (0: keys are kept for good); 0
+ * for a NULL store. */
+LR_EXTERN long long lr_store_key_ttl(const struct lr_store *store);
 
 /* Embeds texts for an import into a dense store: writes n rows of dim floats
  * to out (row i for texts[i]; any length but zero, the store normalises

@@ -495,6 +495,9 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
         log_event("reload_warning", "server.listen changed; a new address needs a restart");
     gw_conf_unref(gw->conf);
     gw->conf = nc;
+    /* Feedback appends that start from now on use the new time-to-live. */
+    if (gw->store)
+        lr_store_set_key_ttl(gw->store, nc->set.feedback_key_ttl_s, NULL);
     limits_from(nc, &lim);
     hs_server_set_limits(gw->http, &lim);
     apply_conn_cap(gw, nc, 0);
@@ -597,6 +600,9 @@ int gw_run(const struct gw_options *opts)
         free(gw.store_path);
         return err.code == LR_ENOMEM ? 1 : 2;
     }
+    /* In range: gwconf.c checked it against the same bounds. */
+    if (gw.store)
+        lr_store_set_key_ttl(gw.store, gw.conf->set.feedback_key_ttl_s, NULL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "llmroute serve: libcurl failed to initialise\n");
         gw_conf_unref(gw.conf);

@@ -90,6 +90,7 @@ struct gw_settings {
     long upstream_timeout_ms;
     int log_requests;
     long store_refresh_ms; /* read other processes' commits to the store; 0: never */
+    long long feedback_key_ttl_s; /* how long an Idempotency-Key is remembered; 0: for good */
     struct rs_policy policy; /* server.resilience.retry / .timeouts: complete */
     struct rs_breaker_conf breaker;
     struct rs_queue_conf queue;

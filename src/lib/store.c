@@ -10,6 +10,8 @@
  *   records(id, query, input_tokens, task)   id = record number, 0, 1, ...
  *   outcomes(record_id, model_id, correctness, output_tokens)  in record order
  *   vectors(record_id, vec)   remote-embedder stores only: float32 blobs
+ *   feedback_keys(key, record_id, committed_at)   idempotency keys, kept
+ *                             for the handle's time-to-live (KEYS_SCHEMA)
  * tfidf-v1 vectors are not stored: their weights depend on the document
  * frequencies of the whole store, so they are recomputed from the text at
  * open and after every import. A remote embedder's vectors are stored unit
@@ -102,6 +104,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "parallel.h"
@@ -151,6 +154,9 @@ struct lr_store {
      * next one due); read without any lock by lr_store_reweigh_due(). */
     int defer_reweigh;
     atomic_int reweigh_due;
+    /* lr_store_set_key_ttl(): seconds an idempotency key is remembered, 0
+     * for good. Read once by each keyed append, without a lock. */
+    atomic_llong key_ttl;
     /* Set once open has its first copy (before the store is shared): a
      * later build that cannot group its records fails (groups_built()). */
     int opened;
@@ -911,11 +917,77 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS vectors(record_id INTEGER PRIMARY KEY, vec BLOB NOT NULL);";
 
 /* The idempotency keys of keyed appends (lr_store_add_outcome_keyed), each
- * with the record it was committed with. Added by every writable open, so
- * stores made before it gain the table; a read-only open leaves the file
- * as it is (and, not writing, never looks a key up). */
-static const char KEYS_SCHEMA[] = "CREATE TABLE IF NOT EXISTS feedback_keys(key TEXT PRIMARY KEY,"
-                                  " record_id INTEGER NOT NULL);";
+ * with the record it was committed with and when (unix seconds, from the
+ * store's clock). Added by every writable open, so stores made before it
+ * gain the table; a read-only open leaves the file as it is (and, not
+ * writing, never looks a key up). The default of committed_at serves only
+ * writers that predate it (they insert two columns): their keys get the
+ * time of their commit. Rows are in commit order by rowid, which is how
+ * expired keys are found, oldest first (keys_purge()). */
+static const char KEYS_SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS feedback_keys(key TEXT PRIMARY KEY,"
+    " record_id INTEGER NOT NULL,"
+    " committed_at INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER)));";
+
+int64_t (*lr__store_clock)(void);
+
+/* Whether feedback_keys has committed_at: 1 yes, 0 no (a table made before
+ * key times), -1 a SQLite error. */
+static int keys_have_time(struct lr_store *st)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = -1;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
+                           " WHERE name = 'committed_at'",
+                           -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        rc = sqlite3_column_int64(q, 0) > 0;
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static int64_t store_now(void)
+{
+    return lr__store_clock ? lr__store_clock() : (int64_t)time(NULL);
+}
+
+/* A writable open's part for the keys: the table made if missing, and a
+ * table made before key times given its committed_at column, in one
+ * transaction, with the time of the migration for the keys it holds (so
+ * none is forgotten before a whole time-to-live from now; so do keys that
+ * writers predating the column insert later). ALTER TABLE ... ADD COLUMN
+ * rewrites no row: the rows read the column's default. An up-to-date
+ * table costs one query and writes nothing. */
+static int keys_open(struct lr_store *st, struct lr_error *err)
+{
+    char alter[160];
+    int rc, has;
+    if ((rc = exec(st, KEYS_SCHEMA, err)) != 0)
+        return rc;
+    if ((has = keys_have_time(st)) != 0)
+        return has < 0 ? sql_fail(st, err, "reading the idempotency keys' table") : 0;
+    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
+        return rc;
+    /* Another process may have migrated it meanwhile. */
+    if ((has = keys_have_time(st)) < 0) {
+        rc = sql_fail(st, err, "reading the idempotency keys' table");
+        goto out;
+    }
+    if (!has) {
+        snprintf(alter, sizeof alter,
+                 "ALTER TABLE feedback_keys ADD COLUMN committed_at INTEGER NOT NULL"
+                 " DEFAULT %lld",
+                 (long long)store_now());
+        if ((rc = exec(st, alter, err)) != 0)
+            goto out;
+    }
+    rc = exec(st, "COMMIT", err);
+out:
+    if (rc != 0)
+        exec(st, "ROLLBACK", NULL);
+    return rc;
+}
 
 /* Create the schema in an empty database, or check an existing one. */
 static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *err)
@@ -1720,6 +1792,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     st->threads = opts && opts->threads > 0 ? (unsigned)opts->threads : 0;
     st->defer_reweigh = opts ? opts->defer_reweigh != 0 : 0;
     atomic_init(&st->reweigh_due, 0);
+    atomic_init(&st->key_ttl, LR_STORE_KEY_TTL_DEFAULT);
     if (st->threads > LR__PARALLEL_MAX_THREADS)
         st->threads = LR__PARALLEL_MAX_THREADS;
     pthread_mutex_init(&st->wmu, NULL);
@@ -1744,7 +1817,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     if ((rc = open_schema(st, opts ? (size_t)opts->dense_dim : 0, err)) != 0)
         goto fail;
-    if (!st->read_only && (rc = exec(st, KEYS_SCHEMA, err)) != 0)
+    if (!st->read_only && (rc = keys_open(st, err)) != 0)
         goto fail;
     db_file_note(st);
     size_t dim = st->dim;
@@ -1851,7 +1924,7 @@ static int validate_json(const json_t *rec, struct lr__record_view *v, char *msg
 
 struct writer {
     sqlite3_stmt *model, *record, *outcome, *vector;
-    sqlite3_stmt *key_find, *key_put; /* only for a keyed append */
+    sqlite3_stmt *key_find, *key_put, *key_purge; /* only for a keyed append */
 };
 
 static void writer_close(struct writer *w)
@@ -1862,6 +1935,7 @@ static void writer_close(struct writer *w)
     sqlite3_finalize(w->vector);
     sqlite3_finalize(w->key_find);
     sqlite3_finalize(w->key_put);
+    sqlite3_finalize(w->key_purge);
     memset(w, 0, sizeof(*w));
 }
 
@@ -1952,6 +2026,24 @@ static int put_record(struct writer *w, size_t id, const struct lr__record_view 
 
 /* ==== Appending one record ==== */
 
+int lr_store_set_key_ttl(struct lr_store *store, long long seconds, struct lr_error *err)
+{
+    if (!store)
+        return fail(err, LR_EINVAL, 0, "lr_store_set_key_ttl: store is NULL");
+    if (seconds < 0 || seconds > LR_STORE_MAX_KEY_TTL)
+        return fail(err, LR_EINVAL, 0,
+                    "idempotency key time-to-live: expected a whole number of seconds from 0 "
+                    "to %lld, got %lld",
+                    LR_STORE_MAX_KEY_TTL, seconds);
+    atomic_store(&store->key_ttl, seconds);
+    return 0;
+}
+
+long long lr_store_key_ttl(const struct lr_store *store)
+{
+    return store ? atomic_load(&((struct lr_store *)store)->key_ttl) : 0;
+}
+
 int lr_store_key_valid(const char *key)
 {
     size_t n = 0;
@@ -1964,30 +2056,60 @@ int lr_store_key_valid(const char *key)
     return n > 0;
 }
 
-/* Inside the write transaction: is the key already in the file? 1 yes,
- * 0 no, -1 a SQLite error. */
-static int key_find(struct lr_store *st, struct writer *w, const char *key)
+/* Inside the write transaction: does the file hold the key, committed
+ * after `expired_at` (a key committed at or before it has outlived its
+ * time-to-live; with keys kept for good expired_at is INT64_MIN)? 1 yes,
+ * 0 no (absent, or expired but not deleted yet), -1 a SQLite error. */
+static int key_find(struct lr_store *st, struct writer *w, const char *key, int64_t expired_at)
 {
-    int rc;
+    int rc, live = 0;
     if (!w->key_find &&
-        sqlite3_prepare_v2(st->db, "SELECT 1 FROM feedback_keys WHERE key = ?", -1, &w->key_find,
-                           NULL) != SQLITE_OK)
+        sqlite3_prepare_v2(st->db, "SELECT committed_at FROM feedback_keys WHERE key = ?", -1,
+                           &w->key_find, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(w->key_find, 1, key, -1, SQLITE_STATIC);
     rc = sqlite3_step(w->key_find);
+    if (rc == SQLITE_ROW)
+        live = sqlite3_column_int64(w->key_find, 0) > expired_at;
     sqlite3_reset(w->key_find);
     sqlite3_clear_bindings(w->key_find);
-    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+    return rc == SQLITE_ROW ? live : rc == SQLITE_DONE ? 0 : -1;
 }
 
-static int key_put(struct lr_store *st, struct writer *w, const char *key, size_t record_id)
+/* The key's row, committed `now`. An expired row of the same key (which
+ * key_find() reported absent) is replaced: the new row comes last in
+ * rowid order, as its time says. */
+static int key_put(struct lr_store *st, struct writer *w, const char *key, size_t record_id,
+                   int64_t now)
 {
-    if (sqlite3_prepare_v2(st->db, "INSERT INTO feedback_keys(key, record_id) VALUES(?, ?)", -1,
-                           &w->key_put, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT OR REPLACE INTO feedback_keys(key, record_id, committed_at)"
+                           " VALUES(?, ?, ?)",
+                           -1, &w->key_put, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(w->key_put, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(w->key_put, 2, (sqlite3_int64)record_id);
+    sqlite3_bind_int64(w->key_put, 3, now);
     return step_done(w->key_put);
+}
+
+/* Deletes the expired keys among the LR__STORE_KEY_PURGE oldest (rowid
+ * order is commit order), inside the keyed append's transaction: each
+ * append does a bounded part of the work, which it commits with its own,
+ * and since an append adds one key but may delete many, the table shrinks
+ * to the keys of the last time-to-live. Reading only the oldest rows, it
+ * needs no index on committed_at and never scans the live keys. */
+static int keys_purge(struct lr_store *st, struct writer *w, int64_t expired_at)
+{
+    if (sqlite3_prepare_v2(st->db,
+                           "DELETE FROM feedback_keys WHERE rowid IN (SELECT rowid FROM"
+                           " (SELECT rowid, committed_at FROM feedback_keys ORDER BY rowid"
+                           " LIMIT ?) WHERE committed_at <= ?)",
+                           -1, &w->key_purge, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int(w->key_purge, 1, LR__STORE_KEY_PURGE);
+    sqlite3_bind_int64(w->key_purge, 2, expired_at);
+    return step_done(w->key_purge);
 }
 
 /* Appends v (wmu held). With a key (checked by the caller), a key already
@@ -2011,6 +2133,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     float *unit = NULL;
     struct writer w = {0};
     sqlite3_int64 out_rowid = 0;
+    int64_t key_now = 0, expired_at = INT64_MIN;
     int rc = 0, adopt_dim = 0, in_tx = 0;
 
     lr__terms_init(&t);
@@ -2047,9 +2170,15 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         goto out;
     h = st->hist;
     /* The key is looked up in the write transaction, so no other writer
-     * (another connection or process) can commit it in between. */
+     * (another connection or process) can commit it in between. A key
+     * older than the time-to-live is absent; a few such keys are deleted
+     * with this append. */
     if (key) {
-        int found = key_find(st, &w, key);
+        long long ttl = atomic_load(&st->key_ttl);
+        int found;
+        key_now = store_now();
+        expired_at = ttl > 0 ? key_now - ttl : INT64_MIN;
+        found = key_find(st, &w, key, expired_at);
         if (found < 0) {
             rc = sql_fail(st, err, "looking up an idempotency key");
             goto out;
@@ -2057,6 +2186,10 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         if (found) {
             *duplicate = 1;
             goto out; /* rc 0; the transaction is rolled back */
+        }
+        if (ttl > 0 && keys_purge(st, &w, expired_at) != 0) {
+            rc = sql_fail(st, err, "deleting expired idempotency keys");
+            goto out;
         }
     }
     if (h->n >= st->max_records) {
@@ -2124,7 +2257,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
             rc = -1;
     if (rc == 0 && put_record(&w, h->n, v, mids, unit, dim, &out_rowid) != 0)
         rc = -1;
-    if (rc == 0 && key && key_put(st, &w, key, h->n) != 0)
+    if (rc == 0 && key && key_put(st, &w, key, h->n, key_now) != 0)
         rc = -1;
     if (rc == 0 && adopt_dim && meta_set_dim(st, dim) != 0)
         rc = -1;

@@ -114,6 +114,15 @@ struct lr__hist {
  * (the old copy stays). */
 extern int (*lr__store_rebuild_hook)(struct lr_store *store);
 
+/* Test knob: the clock, in unix seconds, that stamps idempotency keys,
+ * ages them and stamps the keys of a store migrated to key times; NULL
+ * (the default) is time(). Read at each keyed append and each writable
+ * open. */
+extern int64_t (*lr__store_clock)(void);
+
+/* The most expired idempotency keys one keyed append deletes (store.c). */
+#define LR__STORE_KEY_PURGE 32
+
 void lr__store_rdlock(const struct lr_store *store);
 void lr__store_unlock(const struct lr_store *store);
 

@@ -6,15 +6,23 @@ retried feedback (the client saw no 200) is stored once.
 The first request with a key answers 200 "recorded", a repeat 200
 "already_recorded" with nothing stored; a bad key is a 400 naming the
 header. The keys are in the store's file: a restarted gateway, and a second
-gateway on the same file, know them.
+gateway on the same file, know them. A key is remembered for
+server.feedback_key_ttl_s (24 hours by default): the tests age keys by
+moving their times back in the file, as the gateway reads them from there,
+so nothing waits for the time to pass. Keyed feedback deletes expired keys,
+and a store made before key times is migrated with its keys kept.
 """
 import json
 import os
+import signal
+import sqlite3
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (Gateway, check, finish, history_records, import_ok, request,  # noqa
-                    smart_config as config, smart_history as history, workdir)
+                    smart_config as config, smart_history as history, wait_for, workdir)
 
 SEED = 30
 
@@ -100,6 +108,142 @@ def main(bin_):
         assert j["records"] == history_records(other.port), j
     check("a second gateway on the same store knows the first one's keys, and back",
           keys_are_shared_by_gateways_on_one_file)
+
+    def age_keys(seconds, key=None):
+        """Make keys look `seconds` older in the store's file, as the
+        passing of time would: the gateway reads each key's time from the
+        file inside its write transaction."""
+        c = sqlite3.connect(store, timeout=30)
+        with c:
+            if key is None:
+                c.execute("UPDATE feedback_keys SET committed_at = committed_at - ?",
+                          (seconds,))
+            else:
+                c.execute("UPDATE feedback_keys SET committed_at = committed_at - ?"
+                          " WHERE key = ?", (seconds, key))
+        c.close()
+
+    def keys_in_store():
+        c = sqlite3.connect(store, timeout=30)
+        try:
+            return c.execute("SELECT COUNT(*) FROM feedback_keys").fetchone()[0]
+        finally:
+            c.close()
+
+    def key_is_forgotten_after_a_day():
+        before = history_records(gw.port)
+        st, j = feedback(gw.port, "a question retried a day late", "fb-aged")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        # Almost a day old (a minute's margin for this test's own time).
+        age_keys(86400 - 60, "fb-aged")
+        st, j = feedback(gw.port, "a question retried a day late", "fb-aged")
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+        assert history_records(gw.port) == before + 1
+        # Over a day old: forgotten, so the retry records, and is
+        # remembered again from now.
+        age_keys(60, "fb-aged")
+        st, j = feedback(gw.port, "a question retried a day late", "fb-aged")
+        assert (st, j) == (200, {"status": "recorded", "records": before + 2}), (st, j)
+        st, j = feedback(gw.port, "a question retried a day late", "fb-aged")
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+        assert history_records(gw.port) == before + 2
+    check("an Idempotency-Key is remembered for 24 hours by default: a retry a minute before "
+          "is already_recorded, one after records again", key_is_forgotten_after_a_day)
+
+    def expired_keys_are_deleted_by_keyed_feedback():
+        # Keys of long ago, as a long-running gateway would have gathered.
+        c = sqlite3.connect(store, timeout=30)
+        with c:
+            c.executemany("INSERT INTO feedback_keys(key, record_id, committed_at)"
+                          " VALUES(?, 0, 1000)", [("ancient-%d" % i,) for i in range(100)])
+        c.close()
+        live = keys_in_store() - 100
+        for i in range(6):
+            st, j = feedback(gw.port, "feedback that cleans up", "fb-clean-%d" % i)
+            assert (st, j["status"]) == (200, "recorded"), (st, j)
+        # 32 at most per feedback: after 6 (room for 192), only live keys.
+        assert keys_in_store() == live + 6, (keys_in_store(), live)
+        st, j = feedback(gw.port, "a question retried a day late", "fb-aged")
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+    check("keyed feedback deletes expired keys, a bounded number each, until only live keys "
+          "are left", expired_keys_are_deleted_by_keyed_feedback)
+
+    def ttl_is_set_in_the_config_and_on_reload():
+        cfg = config(store)
+        cfg["server"] = {"feedback_key_ttl_s": 0}
+        g = Gateway(bin_, wd, cfg, name="gw_forever")
+        st, j = feedback(g.port, "kept for good", "fb-forever")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        age_keys(10 * 365 * 86400, "fb-forever")
+        st, j = feedback(g.port, "kept for good", "fb-forever")
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+        # An hour, read again on SIGHUP.
+        cfg["server"] = {"feedback_key_ttl_s": 3600}
+        g.write_config(cfg)
+        n = len(g.events("reloaded"))
+        g.signal(signal.SIGHUP)
+        wait_for(lambda: len(g.events("reloaded")) > n, timeout=10, what="the reload")
+        st, j = feedback(g.port, "kept for an hour", "fb-hour")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        age_keys(3600 - 60, "fb-hour")
+        st, j = feedback(g.port, "kept for an hour", "fb-hour")
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+        age_keys(60, "fb-hour")
+        st, j = feedback(g.port, "kept for an hour", "fb-hour")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        st, j = feedback(g.port, "kept for good", "fb-forever")
+        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("server.feedback_key_ttl_s sets how long keys are remembered (0: for good), and "
+          "SIGHUP applies a new value", ttl_is_set_in_the_config_and_on_reload)
+
+    def bad_ttl_values_are_config_errors():
+        for i, bad in enumerate([-1, "3600", 1.5, True, None, [60], 3153600001]):
+            cfg = config(store)
+            cfg["server"] = {"feedback_key_ttl_s": bad}
+            path = os.path.join(wd, "bad_ttl%d.json" % i)
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            r = subprocess.run([bin_, "serve", "--config", path, "--listen", "127.0.0.1:0"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 2, (bad, r.returncode, r.stderr)
+            assert "server.feedback_key_ttl_s: expected an integer from 0 to 3153600000" \
+                in r.stderr, (bad, r.stderr)
+        # NaN is not JSON: the file itself is refused.
+        path = os.path.join(wd, "bad_ttl_nan.json")
+        with open(path, "w") as f:
+            f.write(json.dumps(config(store))[:-1] + ', "server": {"feedback_key_ttl_s": NaN}}')
+        r = subprocess.run([bin_, "serve", "--config", path, "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, (r.returncode, r.stderr)
+    check("server.feedback_key_ttl_s that is not an integer from 0 to 3153600000 is a config "
+          "error naming the key (exit 2), nothing started", bad_ttl_values_are_config_errors)
+
+    def old_store_keeps_its_keys():
+        old = os.path.join(wd, "old.db")
+        import_ok(bin_, old, seed)
+        c = sqlite3.connect(old)
+        with c:
+            c.executescript(
+                "DROP TABLE IF EXISTS feedback_keys;"
+                "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL);"
+                "INSERT INTO feedback_keys(key, record_id) VALUES('fb-before-the-upgrade', 0);")
+        c.close()
+        g = Gateway(bin_, wd, config(old), name="gw_old")
+        st, j = feedback(g.port, "sent before the upgrade", "fb-before-the-upgrade")
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+        c = sqlite3.connect(old, timeout=30)
+        cols = [r[1] for r in c.execute("PRAGMA table_info(feedback_keys)")]
+        t = c.execute("SELECT committed_at FROM feedback_keys"
+                      " WHERE key = 'fb-before-the-upgrade'").fetchone()[0]
+        c.close()
+        assert cols == ["key", "record_id", "committed_at"], cols
+        assert abs(t - time.time()) < 600, t  # the migration's time
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("a store made before key times is migrated by the gateway's open, its keys kept "
+          "and dated from then", old_store_keeps_its_keys)
 
     finish()
 

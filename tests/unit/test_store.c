@@ -1954,6 +1954,275 @@ static void old_store_without_the_key_table(void **st)
     assert_int_equal(keys_in_file(db), 1);
 }
 
+/* ==== Key time-to-live (lr_store_set_key_ttl) ==== */
+
+/* The store's clock in these tests: keys age as the test says, no sleep. */
+static int64_t fake_now;
+
+static int64_t fake_clock(void)
+{
+    return fake_now;
+}
+
+/* One number from an SQL query on the file, through a connection of its
+ * own; -1 when the query fails. */
+static long long sql_number(const char *db, const char *sql)
+{
+    sqlite3 *c = NULL;
+    sqlite3_stmt *q = NULL;
+    long long n = -1;
+    assert_int_equal(sqlite3_open_v2(db, &c, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    if (sqlite3_prepare_v2(c, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+        n = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(c);
+    return n;
+}
+
+static void sql_run(const char *db, const char *sql)
+{
+    sqlite3 *c = NULL;
+    char *msg = NULL;
+    assert_int_equal(sqlite3_open(db, &c), SQLITE_OK);
+    if (sqlite3_exec(c, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(c);
+}
+
+static void key_is_forgotten_after_its_ttl(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL, *other = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "ttl.db");
+    lr__store_clock = fake_clock;
+    fake_now = 1000000;
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_key_ttl(s), LR_STORE_KEY_TTL_DEFAULT);
+    assert_int_equal(LR_STORE_KEY_TTL_DEFAULT, 24 * 3600);
+    assert_int_equal(lr_store_set_key_ttl(s, 100, &err), 0);
+    assert_int_equal(lr_store_key_ttl(s), 100);
+
+    assert_int_equal(add_keyed(s, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(dup, 0);
+    /* Within the time-to-live, to its last second: a duplicate. */
+    fake_now += 99;
+    assert_int_equal(add_keyed(s, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(s), 1);
+    /* After it: forgotten, so it records again, and is remembered anew. */
+    fake_now += 1;
+    assert_int_equal(add_keyed(s, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(s), 2);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'fb-1'"), 1);
+    assert_int_equal(sql_number(db, "SELECT committed_at FROM feedback_keys WHERE key = 'fb-1'"),
+                     fake_now);
+    fake_now += 99;
+    assert_int_equal(add_keyed(s, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(dup, 1);
+    /* Another handle on the file reads the key's time from the file. */
+    assert_int_equal(lr_store_open(db, NULL, &other, &err), 0);
+    assert_int_equal(lr_store_set_key_ttl(other, 100, &err), 0);
+    assert_int_equal(add_keyed(other, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(dup, 1);
+    fake_now += 1;
+    assert_int_equal(add_keyed(other, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(other), 3);
+    lr_store_free(other);
+
+    /* 0 keeps keys for good. */
+    assert_int_equal(lr_store_set_key_ttl(s, 0, &err), 0);
+    fake_now += 100LL * 365 * 86400;
+    assert_int_equal(add_keyed(s, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(s), 3);
+
+    /* Out of range: refused, naming the setting; the setting stays. */
+    const long long bad[] = {-1, LR_STORE_MAX_KEY_TTL + 1, -86400};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(lr_store_set_key_ttl(s, bad[i], &err), LR_EINVAL);
+        assert_non_null(strstr(err.message, "time-to-live"));
+        assert_int_equal(lr_store_key_ttl(s), 0);
+    }
+    assert_int_equal(lr_store_set_key_ttl(NULL, 10, &err), LR_EINVAL);
+    assert_int_equal(lr_store_set_key_ttl(s, LR_STORE_MAX_KEY_TTL, &err), 0);
+    lr_store_free(s);
+    lr__store_clock = NULL;
+}
+
+static void expired_keys_are_deleted_a_few_per_keyed_append(void **st)
+{
+    (void)st;
+    char db[512], key[32], q[64];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    int dup = -1;
+    const int n_old = 200;
+    path_in(db, sizeof(db), "purge.db");
+    lr__store_clock = fake_clock;
+    fake_now = 5000;
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_set_key_ttl(s, 60, &err), 0);
+    for (int i = 0; i < n_old; i++) {
+        snprintf(key, sizeof key, "old-%d", i);
+        snprintf(q, sizeof q, "old question %d", i);
+        assert_int_equal(add_keyed(s, key, q, &dup), 0);
+        assert_int_equal(dup, 0);
+    }
+    /* Within the time-to-live nothing is deleted. */
+    assert_int_equal(keys_in_file(db), n_old);
+
+    /* All of them expire; each keyed append deletes a bounded number of
+     * them, the oldest first. */
+    fake_now += 60;
+    assert_int_equal(add_keyed(s, "new-0", "a new question", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(keys_in_file(db), n_old - LR__STORE_KEY_PURGE + 1);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'old-0'"), 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'old-199'"),
+                     1);
+    /* A key expired but not deleted yet is absent: it records, and its
+     * row is replaced, not doubled. */
+    assert_int_equal(add_keyed(s, "old-199", "old question 199, again", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'old-199'"),
+                     1);
+    size_t records = lr_store_count(s);
+    assert_int_equal(records, (size_t)n_old + 2);
+
+    /* A duplicate deletes nothing (its transaction is rolled back). */
+    long long before = keys_in_file(db);
+    assert_int_equal(add_keyed(s, "new-0", "a new question", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(keys_in_file(db), before);
+
+    /* Plain appends leave the keys alone. */
+    assert_int_equal(add_keyed(s, NULL, "an unkeyed question", &dup), 0);
+    assert_int_equal(keys_in_file(db), before);
+
+    /* Enough keyed appends: only live keys are left. */
+    int live = 2; /* new-0, old-199 */
+    for (int i = 1; i <= n_old / LR__STORE_KEY_PURGE + 1; i++, live++) {
+        snprintf(key, sizeof key, "new-%d", i);
+        assert_int_equal(add_keyed(s, key, "a new question", &dup), 0);
+        assert_int_equal(dup, 0);
+    }
+    assert_int_equal(keys_in_file(db), live);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE committed_at < 5060"),
+                     0);
+    /* Every live key is still a duplicate. */
+    assert_int_equal(add_keyed(s, "new-3", "a new question", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "old-199", "old question 199, again", &dup), 0);
+    assert_int_equal(dup, 1);
+
+    /* With keys kept for good, nothing is deleted however old. */
+    assert_int_equal(lr_store_set_key_ttl(s, 0, &err), 0);
+    fake_now += 1000000;
+    assert_int_equal(add_keyed(s, "kept", "a kept question", &dup), 0);
+    assert_int_equal(keys_in_file(db), live + 1);
+    lr_store_free(s);
+    lr__store_clock = NULL;
+}
+
+/* The feedback_keys table as stores made before key times had it. */
+static const char OLD_KEYS[] =
+    "DROP TABLE feedback_keys;"
+    "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL);"
+    "INSERT INTO feedback_keys(key, record_id) VALUES('old-a', 0), ('old-b', 1);";
+
+static const char HAS_TIME[] =
+    "SELECT COUNT(*) FROM pragma_table_info('feedback_keys') WHERE name = 'committed_at'";
+
+static void old_key_table_gains_key_times_and_keeps_its_keys(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_store_options ro = {NULL, 0, 0, 0, 0, 0};
+    struct lr_error err;
+    struct stat before, after;
+    int dup = -1;
+    path_in(db, sizeof(db), "old_keys.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(add_keyed(s, NULL, "first, before key times", NULL), 0);
+    assert_int_equal(add_keyed(s, NULL, "second, before key times", NULL), 0);
+    lr_store_free(s);
+    sql_run(db, OLD_KEYS);
+    assert_int_equal(sql_number(db, HAS_TIME), 0);
+    assert_int_equal(keys_in_file(db), 2);
+
+    lr__store_clock = fake_clock;
+    fake_now = 7000000;
+    /* Read-only: opens and writes nothing. */
+    ro.read_only = 1;
+    assert_int_equal(stat(db, &before), 0);
+    assert_int_equal(lr_store_open(db, &ro, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+    assert_int_equal(stat(db, &after), 0);
+    assert_int_equal(after.st_size, before.st_size);
+    assert_int_equal(after.st_mtim.tv_sec, before.st_mtim.tv_sec);
+    assert_int_equal(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+    assert_int_equal(sql_number(db, HAS_TIME), 0);
+
+    /* Writable: the table gains the column; the keys it held count from
+     * the migration, so none is forgotten early. */
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(sql_number(db, HAS_TIME), 1);
+    assert_int_equal(keys_in_file(db), 2);
+    assert_int_equal(
+        sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE committed_at = 7000000"), 2);
+    fake_now += LR_STORE_KEY_TTL_DEFAULT - 1;
+    assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+
+    /* A second writable open migrates nothing again. */
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(
+        sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE committed_at = 7000000"), 2);
+    assert_int_equal(add_keyed(s, "old-b", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 1);
+    /* After the time-to-live they are forgotten like any key. */
+    fake_now += 1;
+    assert_int_equal(add_keyed(s, "old-b", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(s), 3);
+    lr_store_free(s);
+
+    /* A writer that knows only the two columns still inserts into the
+     * table; its keys count from the migration. */
+    sql_run(db, "INSERT INTO feedback_keys(key, record_id) VALUES('by-an-old-writer', 2)");
+    assert_int_equal(sql_number(db, "SELECT committed_at FROM feedback_keys"
+                                    " WHERE key = 'by-an-old-writer'"),
+                     7000000);
+    lr__store_clock = NULL;
+}
+
+static void new_key_table_stamps_an_old_writers_keys_with_the_time(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    path_in(db, sizeof(db), "new_keys.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
+    assert_int_equal(sql_number(db, HAS_TIME), 1);
+    long long t0 = (long long)time(NULL);
+    sql_run(db, "INSERT INTO feedback_keys(key, record_id) VALUES('by-an-old-writer', 0)");
+    long long t = sql_number(db, "SELECT committed_at FROM feedback_keys"
+                                 " WHERE key = 'by-an-old-writer'");
+    assert_true(t >= t0 && t <= (long long)time(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1983,6 +2252,10 @@ int main(void)
         cmocka_unit_test(keyed_append_sees_another_connections_keys),
         cmocka_unit_test(dense_keyed_append_needs_and_keeps_its_vector),
         cmocka_unit_test(old_store_without_the_key_table),
+        cmocka_unit_test(key_is_forgotten_after_its_ttl),
+        cmocka_unit_test(expired_keys_are_deleted_a_few_per_keyed_append),
+        cmocka_unit_test(old_key_table_gains_key_times_and_keeps_its_keys),
+        cmocka_unit_test(new_key_table_stamps_an_old_writers_keys_with_the_time),
         cmocka_unit_test(refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(reweigh_runs_while_appends_go_on),
         cmocka_unit_test(writer_rebuilds_outside_the_write_lock),

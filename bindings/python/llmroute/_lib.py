@@ -24,7 +24,7 @@ import ctypes
 import ctypes.util
 import os
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
-                    c_long, c_size_t, c_void_p)
+                    c_long, c_longlong, c_size_t, c_void_p)
 
 __all__ = ["lib", "library_path", "LibraryNotFound"]
 
@@ -96,6 +96,9 @@ LR_EBUSY = -12
 LR_BATCH_PER_QUERY = 0
 LR_BATCH_QUALITY = 1
 LR_BATCH_BUDGET = 2
+
+LR_STORE_KEY_TTL_DEFAULT = 86400
+LR_STORE_MAX_KEY_TTL = 3153600000
 
 # ==== Structures, as in include/llmroute.h ====
 
@@ -234,6 +237,8 @@ _PROTOTYPES = {
                                      _P(lr_error)]),
     "lr_store_add_outcome_vec": (c_int, [_store, c_char_p, c_long, c_char_p, c_double,
                                          c_double, _P(c_float), c_size_t, _P(lr_error)]),
+    "lr_store_set_key_ttl": (c_int, [_store, c_longlong, _P(lr_error)]),
+    "lr_store_key_ttl": (c_longlong, [_store]),
     "lr_store_add_outcome_keyed": (c_int, [_store, c_char_p, c_char_p, c_long, c_char_p,
                                            c_double, c_double, _P(c_float), c_size_t, _P(c_int),
                                            _P(lr_error)]),

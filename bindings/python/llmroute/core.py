@@ -85,6 +85,16 @@ def _whole(x, what, lo, hi):
     return v
 
 
+def _key_ttl(x):
+    """A key time-to-live in seconds for lr_store_set_key_ttl: a whole
+    number from 0 to LR_STORE_MAX_KEY_TTL; True and False are refused, not
+    taken for 1 and 0."""
+    if isinstance(x, bool):
+        raise InvalidInput("key_ttl_s: expected a whole number of seconds, got %r" % (x,),
+                           code=_lib.LR_EINVAL)
+    return _whole(x, "key_ttl_s", 0, _lib.LR_STORE_MAX_KEY_TTL)
+
+
 def _tokens(x, what):
     """An input-token count for a C long; None (estimate from the text) is -1."""
     return -1 if x is None else _whole(x, what, 0, _LONG_MAX)
@@ -378,22 +388,42 @@ class Store(_Handle):
     embedder: None or "tfidf-v1" (the built-in), or "openai:MODEL" for the
     dense store of a config's router.embedding; a new store under any other
     id is refused (InvalidInput), since nothing could fill it from here.
+    key_ttl_s: how long add_outcome's idempotency keys are remembered, in
+    seconds (None: the library's 24 hours; 0: for good); see key_ttl_s.
     """
     _free = staticmethod(api.lr_store_free)
     _what = "store"
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
-                 dense_dim=0):
+                 dense_dim=0, key_ttl_s=None):
         _check_new_embedder(path, embedder)
         opts = _lib.lr_store_options(_b(embedder), _whole(dense_dim, "dense_dim", 0, _INT_MAX),
                                      1 if read_only else 0,
                                      _whole(max_records, "max_records", 0, 2 ** 63 - 1))
+        ttl = None if key_ttl_s is None else _key_ttl(key_ttl_s)
         h = c_void_p()
         err = _lib.lr_error()
         rc = api.lr_store_open(_b(os.fspath(path)), byref(opts), byref(h), byref(err))
         raise_for(rc, err, "lr_store_open")
         self._h = h
         self.path = os.fspath(path)
+        if ttl is not None:
+            self.key_ttl_s = ttl
+
+    @property
+    def key_ttl_s(self):
+        """Seconds an idempotency key is remembered from the add_outcome that
+        stored it (0: for good). After that the key is forgotten: the same
+        key records again. Settable at any time (a whole number from 0 to
+        100 years); the store's file keeps no setting, so each Store has
+        its own, 24 hours unless set."""
+        return api.lr_store_key_ttl(self.handle)
+
+    @key_ttl_s.setter
+    def key_ttl_s(self, seconds):
+        err = _lib.lr_error()
+        rc = api.lr_store_set_key_ttl(self.handle, _key_ttl(seconds), byref(err))
+        raise_for(rc, err, "lr_store_set_key_ttl")
 
 
     def __len__(self):
@@ -495,7 +525,8 @@ class Store(_Handle):
         it was recorded. With idempotency_key (1 to 255 characters of printable
         ASCII, no spaces), the key is stored with the outcome in one commit and
         a key this store already holds records nothing and returns False, so a
-        retry after an unknown result is safe."""
+        retry after an unknown result is safe. Keys are remembered for
+        key_ttl_s (24 hours unless set): later, the same key records again."""
         err = _lib.lr_error()
         correctness = _figure(correctness, "correctness", _CORRECT)
         output_tokens = _figure(output_tokens, "output_tokens", "a number")

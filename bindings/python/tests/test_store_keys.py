@@ -1,4 +1,6 @@
-"""Store.add_outcome(idempotency_key=...): a retried feedback is stored once."""
+"""Store.add_outcome(idempotency_key=...): a retried feedback is stored once,
+within the key time-to-live (Store.key_ttl_s)."""
+import sqlite3
 import unittest
 
 import support  # puts the package on the path; StoreFileTestCase
@@ -42,6 +44,62 @@ class StoreKeysTest(support.StoreFileTestCase):
                 store.add_outcome("q", "small", 1, 3, idempotency_key=7)
             self.assertEqual(len(store), 0)
             self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="k" * 255), True)
+        finally:
+            store.close()
+
+
+def age_keys(path, seconds):
+    """Make every key in the file `seconds` older, as time passing would:
+    the store reads key times from the file when it looks a key up."""
+    c = sqlite3.connect(path, timeout=30)
+    with c:
+        c.execute("UPDATE feedback_keys SET committed_at = committed_at - ?", (seconds,))
+    c.close()
+
+
+class StoreKeyTtlTest(support.StoreFileTestCase):
+    def test_keys_are_remembered_for_a_day_by_default(self):
+        store = llmroute.Store(self.path)
+        try:
+            self.assertEqual(store.key_ttl_s, 24 * 3600)
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), True)
+            age_keys(self.path, 24 * 3600 - 60)  # a minute's margin for the test
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), False)
+            age_keys(self.path, 60)
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), True)
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), False)
+            self.assertEqual(len(store), 2)
+        finally:
+            store.close()
+
+    def test_key_ttl_is_set_at_open_or_later(self):
+        store = llmroute.Store(self.path, key_ttl_s=3600)
+        try:
+            self.assertEqual(store.key_ttl_s, 3600)
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), True)
+            age_keys(self.path, 3600)
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), True)
+            store.key_ttl_s = 0  # for good
+            age_keys(self.path, 100 * 365 * 86400)
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), False)
+            self.assertEqual(len(store), 2)
+            store.key_ttl_s = 60.0  # a whole number, as a float
+            self.assertEqual(store.key_ttl_s, 60)
+        finally:
+            store.close()
+
+    def test_bad_key_ttl_is_refused_naming_it(self):
+        for bad in [-1, 1.5, float("nan"), float("inf"), "60", True,
+                    3153600001]:
+            with self.assertRaises(llmroute.InvalidInput, msg=repr(bad)) as cm:
+                llmroute.Store(self.path, key_ttl_s=bad)
+            self.assertIn("key_ttl_s", str(cm.exception))
+        store = llmroute.Store(self.path, key_ttl_s=120)
+        try:
+            for bad in [-1, 2.5, False, "x"]:
+                with self.assertRaises(llmroute.InvalidInput, msg=repr(bad)):
+                    store.key_ttl_s = bad
+            self.assertEqual(store.key_ttl_s, 120)
         finally:
             store.close()
 
