@@ -7,7 +7,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libjansson-dev libsqlite3-dev libcurl4-openssl-dev
-      libevent-dev libcmocka-dev python3 curl nodejs npm)
+      libevent-dev libcmocka-dev python3 python3-pip curl nodejs npm)
 if [ "${1:-}" = "bench" ]; then
     pkgs+=(wrk python3-numpy python3-sklearn coinor-cbc python3-pulp)
 fi

@@ -34,26 +34,37 @@ expect() {
 # --- sequential routing over standard input: A B C A B C A ---
 out=$(printf 'q1\nq2\nq3\nq4\nq5\nq6\nq7\n' |
       "$BIN" route --config "$CFG" --strategy sequential --models gpt-4o,gpt-4o-mini,qwen2.5:7b)
+rc=$?
 want=$'gpt-4o\ngpt-4o-mini\nqwen2.5:7b\ngpt-4o\ngpt-4o-mini\nqwen2.5:7b\ngpt-4o'
-[ "$out" = "$want" ] && ok || bad "sequential cycle over stdin: got [$out]"
+[ $rc -eq 0 ] && [ "$out" = "$want" ] && ok || bad "sequential cycle over stdin: exit $rc, got [$out]"
 
 # Blank lines are not queries; CRLF endings are stripped.
 out=$(printf 'q1\r\n\nq2\n' | "$BIN" route --config "$CFG" --models gpt-4o,gpt-4o-mini)
-[ "$out" = $'gpt-4o\ngpt-4o-mini' ] && ok || bad "blank lines and CRLF: got [$out]"
+rc=$?
+[ $rc -eq 0 ] && [ "$out" = $'gpt-4o\ngpt-4o-mini' ] && ok ||
+    bad "blank lines and CRLF: exit $rc, got [$out]"
 # Nor are lines of only spaces and tabs.
 out=$(printf 'q1\n  \n\t\n \t \r\nq2\n' | "$BIN" route --config "$CFG" --models gpt-4o,gpt-4o-mini)
-[ "$out" = $'gpt-4o\ngpt-4o-mini' ] && ok || bad "whitespace-only lines: got [$out]"
+rc=$?
+[ $rc -eq 0 ] && [ "$out" = $'gpt-4o\ngpt-4o-mini' ] && ok ||
+    bad "whitespace-only lines: exit $rc, got [$out]"
 
 # Query arguments instead of standard input.
 out=$("$BIN" route --config "$CFG" --models=qwen2.5:7b,llama3.1:8b "one" "two" "three")
-[ "$out" = $'qwen2.5:7b\nllama3.1:8b\nqwen2.5:7b' ] && ok || bad "query arguments: got [$out]"
+rc=$?
+[ $rc -eq 0 ] && [ "$out" = $'qwen2.5:7b\nllama3.1:8b\nqwen2.5:7b' ] && ok ||
+    bad "query arguments: exit $rc, got [$out]"
 
 # One candidate: always that model.
 out=$("$BIN" route --config "$CFG" --models llama3.1:8b a b c)
-[ "$out" = $'llama3.1:8b\nllama3.1:8b\nllama3.1:8b' ] && ok || bad "single model: got [$out]"
+rc=$?
+[ $rc -eq 0 ] && [ "$out" = $'llama3.1:8b\nllama3.1:8b\nllama3.1:8b' ] && ok ||
+    bad "single model: exit $rc, got [$out]"
 
 # --json: one parseable object per query with the model, index and ranking.
 "$BIN" route --config "$CFG" --json --models gpt-4o-mini,gpt-4o "hi" "there" >"$TMP/json" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 0 ] && ok || bad "--json: exit $rc: $(cat "$TMP/err")"
 if python3 - "$TMP/json" <<'PY'
 import json, sys
 lines = open(sys.argv[1]).read().splitlines()
@@ -114,7 +125,8 @@ expect "check-config smart route without a store" 2 "" \
 expect "check-config missing store" 0 "ok: 4 models, 2 routes" \
     "" -- "$BIN" check-config "$CFG" --store "$TMP/absent.db"
 [ ! -e "$TMP/absent.db" ] && ok || bad "check-config made the store it was given"
-"$BIN" import --store "$TMP/chk.db" "$SRC/examples/history.jsonl" >/dev/null 2>&1
+"$BIN" import --store "$TMP/chk.db" "$SRC/examples/history.jsonl" >/dev/null 2>"$TMP/err" ||
+    bad "import of the example history: $(cat "$TMP/err")"
 sum_before=$(cksum <"$TMP/chk.db")
 expect "check-config existing store" 0 \
     "ok: 4 models, 2 routes, strategy sequential; history store $TMP/chk.db: 64 records, embedder tfidf-v1" \

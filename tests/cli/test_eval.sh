@@ -99,6 +99,8 @@ expect "strict import of an element that is not an object" 1 \
 # "cheap", so the cheapest model meeting 0.7 is "cheap".
 "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --models strong,mid,cheap --json \
     --predictor aios "What is 31 plus 2?" >"$TMP/route.json" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 0 ] && ok || bad "smart route (aios): exit $rc: $(cat "$TMP/err")"
 python3 - "$TMP/route.json" <<'PY' && ok || bad "smart route (aios) picks the cheap model for arithmetic: $(cat "$TMP/route.json" "$TMP/err")"
 import json, sys
 d = json.loads(open(sys.argv[1]).read())
@@ -111,6 +113,8 @@ PY
 # model that meets the requirement well below the strong model's price.
 "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --models strong,mid,cheap --json \
     "Write a python function named g5 that sorts a list of integers" "What is 31 plus 2?" >"$TMP/route.json" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 0 ] && ok || bad "smart route (default): exit $rc: $(cat "$TMP/err")"
 python3 - "$TMP/route.json" <<'PY' && ok || bad "smart route (default): $(cat "$TMP/route.json" "$TMP/err")"
 import json, sys
 code, math = (json.loads(l) for l in open(sys.argv[1]).read().splitlines())
@@ -121,7 +125,9 @@ PY
 # model that is right everywhere qualifies.
 out=$("$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --models strong,mid,cheap \
       --alpha 0.99 "What is 31 plus 2?" 2>&1)
-[ "$out" = "strong" ] && ok || bad "route --alpha as the requirement: got [$out]"
+rc=$?
+[ $rc -eq 0 ] && [ "$out" = "strong" ] && ok ||
+    bad "route --alpha as the requirement: exit $rc, got [$out]"
 expect "smart route with a model without price" 2 "model 'mid' has no cost_per_output_token" -- \
     "$BIN" route --config "$TMP/noprice.json" --store "$TMP/h.db" --models strong,mid "What is 1 plus 1?"
 expect "smart route with one unpriced candidate passes it through" 0 "" -- \
@@ -202,7 +208,9 @@ assert vs["strong"]["above"] and vs["strong"]["frontier_total_cost"] < singles["
 PY
 python3 -c "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); assert d.documentElement.tagName == 'svg'; assert len(d.getElementsByTagName('polyline')) == 1; t = [x.firstChild.data for x in d.getElementsByTagName('text') if x.firstChild]; assert 'strong' in t and 'cheap' in t, t" "$TMP/plot.svg" \
     && ok || bad "eval --plot writes an SVG with the frontier and labelled models"
-"$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.jsonl" --split test --format csv >"$TMP/eval.csv" 2>/dev/null
+"$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.jsonl" --split test --format csv >"$TMP/eval.csv" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 0 ] && ok || bad "eval --format csv: exit $rc: $(cat "$TMP/err")"
 python3 -c "import csv, sys; rows = list(csv.DictReader(open(sys.argv[1]))); assert len(rows) >= 8 and 'share:strong' in rows[0], rows[0]" "$TMP/eval.csv" \
     && ok || bad "eval --format csv"
 expect "eval table" 0 "oracle" -- "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test
@@ -285,6 +293,8 @@ json.dump([{"query": "q%d" % i, "input_token_length": 3,
           open(out + "/comma.json", "w"))
 PY
 "$BIN" eval --config "$TMP/comma_cfg.json" --data "$TMP/comma.json" --format csv >"$TMP/comma.csv" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 0 ] && ok || bad "eval csv with a comma in a model name: exit $rc: $(cat "$TMP/err")"
 python3 - "$TMP/comma.csv" <<'PY' && ok || bad "eval csv with a comma in a model name: $(cat "$TMP/comma.csv")"
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))

@@ -104,6 +104,7 @@ class Gateway:
              "--port-file", port_file],
             stdout=subprocess.DEVNULL, stderr=open(self.stderr, "w"), env=e,
             preexec_fn=limit if nofile else None)
+        self.waited = False
         _procs.append(self.proc)
         _gateways.append(self)
         self.port = _read_port(port_file, self.proc, "llmroute serve", self.stderr)
@@ -146,6 +147,8 @@ class Gateway:
         self.proc.send_signal(sig)
 
     def wait(self, timeout=15):
+        """Wait for the exit a test caused (a signal): its status is the test's to check."""
+        self.waited = True
         return self.proc.wait(timeout=timeout)
 
 
@@ -312,9 +315,15 @@ def check(name, fn, *args):
 
 def _stop_gateways():
     """SIGTERM each gateway still running: it must exit 0 (under the sanitizers this is also
-    where leaks are reported)."""
+    where leaks are reported). A gateway that exited when no test stopped it (a crash, a
+    sanitizer's abort) fails the run too, even if every check passed."""
     for g in _gateways:
         if g.proc.poll() is not None:
+            if not g.waited:
+                _failures.append("gateway exit")
+                tail = open(g.stderr, errors="replace").read()[-4000:]
+                print("FAIL - a gateway exited %s with no test stopping it; stderr tail:\n%s"
+                      % (g.proc.returncode, tail))
             continue
         g.proc.send_signal(signal.SIGTERM)
         try:

@@ -291,7 +291,11 @@ def import_(bin_):
                     time.sleep(delay)
             finally:
                 p.kill()
-                p.wait(timeout=10)
+                rc = p.wait(timeout=10)
+            # Killed, not exited: a gateway that failed or crashed while it
+            # opened the store would leave the files as they were too.
+            assert rc == -signal.SIGKILL, "the gateway exited %s before the kill%s" % (
+                rc, "" if delay is None else " %.2f s after its start" % delay)
             for suffix, digest in files.items():
                 with open(store + suffix, "rb") as f:
                     assert hashlib.sha256(f.read()).hexdigest() == digest, \

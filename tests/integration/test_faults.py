@@ -518,12 +518,17 @@ def breaker(gw_bin, fake_bin):
         w.set("b", "status=429;retry_after=2")
         duration, clients = 4.0, 8
         end = time.monotonic() + duration
-        answers = []
+        answers, errors = [], []
 
         def hammer():
-            while time.monotonic() < end:
-                st, h, _, _ = chat(g.port, {"model": "b", "messages": HELLO})
-                answers.append((st, h.get("retry-after")))
+            # A request that fails (a reset, a timeout, a malformed answer) is
+            # collected: an exception would end this thread and go unseen.
+            try:
+                while time.monotonic() < end:
+                    st, h, _, _ = chat(g.port, {"model": "b", "messages": HELLO})
+                    answers.append((st, h.get("retry-after")))
+            except Exception as e:  # noqa: BLE001 -- reported below
+                errors.append(repr(e))
         ts = [threading.Thread(target=hammer) for _ in range(clients)]
         t0 = time.monotonic()
         for t in ts:
@@ -538,6 +543,8 @@ def breaker(gw_bin, fake_bin):
         rate = upstream / elapsed
         print("     429 storm: %d client requests, %d upstream attempts in %.1fs "
               "(%.2f/s, bound %.2f/s)" % (len(answers), upstream, elapsed, rate, bound))
+        assert not errors, errors[:3]
+        assert not any(t.is_alive() for t in ts), "a client still waiting after 30 s"
         assert len(answers) > 100, len(answers)
         assert rate <= bound, (rate, bound)
         bad = [a for a in answers if a[0] not in (429, 503) or not a[1]]

@@ -149,8 +149,11 @@ static void backoff_is_full_jitter_capped(void **state)
     assert_int_equal(rs_backoff_ms(&r, 0, 0.5), 50);
     assert_int_equal(rs_backoff_ms(&r, 1, 0.5), 100);
     assert_int_equal(rs_backoff_ms(&r, 2, 0.5), 200);
-    assert_true(rs_backoff_ms(&r, 10, 0.999) <= 1000);
-    assert_true(rs_backoff_ms(&r, 500, 0.999) <= 1000); /* no overflow */
+    /* Past the cap the delay is the cap's share, whatever the retry count:
+     * an overflow (to 0 or below) must not pass for "at most the cap". */
+    assert_int_equal(rs_backoff_ms(&r, 10, 0.999), (long)(1000 * 0.999));
+    assert_int_equal(rs_backoff_ms(&r, 500, 0.999), (long)(1000 * 0.999));
+    assert_int_equal(rs_backoff_ms(&r, 4000000000u, 0.5), 500);
     assert_int_equal(rs_backoff_ms(&r, 3, 2.0), 799);   /* unit clamped below 1 */
 }
 

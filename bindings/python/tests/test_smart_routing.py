@@ -110,11 +110,16 @@ class SmartChoicesTest(SmartTestCase):
         errors, barrier = [], threading.Barrier(6)
 
         def work():
-            barrier.wait()
-            for _ in range(20):
-                got = r.get_model_idxs(self.sel, texts)
-                if got != want:
-                    errors.append(got)
+            # An exception in a thread is not the test's: it is collected
+            # here, or the thread would die and the test pass without it.
+            try:
+                barrier.wait()
+                for _ in range(20):
+                    got = r.get_model_idxs(self.sel, texts)
+                    if got != want:
+                        errors.append(got)
+            except Exception as e:  # reported below
+                errors.append(e)
 
         threads = [threading.Thread(target=work) for _ in range(6)]
         for t in threads:
@@ -126,26 +131,35 @@ class SmartChoicesTest(SmartTestCase):
     def test_routing_while_data_is_added(self):
         r = self.router()
         texts = [q[0] for q in self.queries]
-        stop, errors = threading.Event(), []
+        stop, errors, routed = threading.Event(), [], [0, 0, 0]
+        started = threading.Barrier(4)
 
-        def work():
-            while not stop.is_set():
+        def work(t):
+            # Each thread routes at least once after the adds begin, so the
+            # checks run whatever the scheduling.
+            started.wait()
+            while True:
                 try:
                     got = r.get_model_idxs(self.sel, texts)
-                    assert len(got) == len(texts) and all(0 <= i < 3 for i in got)
+                    assert len(got) == len(texts) and all(0 <= i < 3 for i in got), got
+                    routed[t] += 1
                 except Exception as e:  # reported below
                     errors.append(e)
                     return
+                if stop.is_set():
+                    return
 
-        threads = [threading.Thread(target=work) for _ in range(3)]
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
         for t in threads:
             t.start()
+        started.wait()
         for _ in range(5):
             r.store.add_data(self.records)
         stop.set()
         for t in threads:
             t.join()
         self.assertEqual(errors, [])
+        self.assertTrue(all(routed), routed)
         self.assertEqual(r.store.count(), 6 * len(self.records))
 
 
@@ -283,6 +297,11 @@ class SmartErrorsTest(SmartTestCase):
 
     def test_predictions_are_in_range(self):
         perf, length, cost = self.r.predict([q[0] for q in self.queries], self.sel)
+        # One row per query, one figure per candidate: the loops below check
+        # every prediction, not an empty list.
+        for rows in (perf, length, cost):
+            self.assertEqual(len(rows), len(self.queries))
+            self.assertEqual([len(row) for row in rows], [len(self.sel)] * len(self.queries))
         for row in perf:
             for p in row:
                 self.assertTrue(0.0 <= p <= 1.0, p)
