@@ -8,8 +8,9 @@
  * behind by more than server.stream_buffer_bytes) is kept and offered again
  * after mock_resume(), as a real upstream transfer is paused. /v1/responses
  * gets the Responses API's shapes: a `response` object with one output
- * message, or the events response.created, response.output_text.delta (one
- * a content piece) and response.completed, with no [DONE].
+ * message, or the events response.created, response.output_item.added,
+ * response.content_part.added, response.output_text.delta (one a content
+ * piece) and response.completed, with no [DONE].
  *
  * Threads: the event loop thread only.
  */
@@ -206,16 +207,30 @@ static char *response_object(const struct mock_xfer *x, int completed)
     return p;
 }
 
-/* Piece k of a Responses stream: response.created, one output_text delta a
- * content piece, response.completed (with the usage). Each event is numbered
- * by its sequence_number. */
+/* Piece k of a Responses stream: response.created, the output message and
+ * its text part begun (output_item.added, content_part.added: what SDKs
+ * accumulate the deltas into), one output_text delta a content piece,
+ * response.completed (with the usage). Each event is numbered by its
+ * sequence_number. */
 static char *response_piece(const struct mock_xfer *x, size_t k)
 {
     size_t n_content = x->clen > 0 ? (size_t)x->chunks : 0;
     char *obj, *p;
-    if (k >= 1 && k <= n_content) {
-        size_t s = cut(x->content, x->clen, (long)k - 1, x->chunks);
-        size_t e = cut(x->content, x->clen, (long)k, x->chunks);
+    if (k == 1)
+        return fmt("event: response.output_item.added\ndata: {\"type\":"
+                   "\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,"
+                   "\"item\":{\"type\":\"message\",\"id\":\"msg-mock-%llu\",\"status\":"
+                   "\"in_progress\",\"role\":\"assistant\",\"content\":[]}}\n\n",
+                   x->id);
+    if (k == 2)
+        return fmt("event: response.content_part.added\ndata: {\"type\":"
+                   "\"response.content_part.added\",\"sequence_number\":2,\"item_id\":"
+                   "\"msg-mock-%llu\",\"output_index\":0,\"content_index\":0,\"part\":{"
+                   "\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}}\n\n",
+                   x->id);
+    if (k >= 3 && k < 3 + n_content) {
+        size_t s = cut(x->content, x->clen, (long)k - 3, x->chunks);
+        size_t e = cut(x->content, x->clen, (long)k - 2, x->chunks);
         char *text = json_str(x->content + s, e - s);
         if (!text)
             return NULL;
@@ -351,7 +366,7 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
             x->piece = response_object(x, 1);
             return x->piece ? 0 : -1;
         }
-        x->n = 1 + (clen > 0 ? (size_t)chunks : 0) + 1;
+        x->n = 3 + (clen > 0 ? (size_t)chunks : 0) + 1;
         return 0;
     }
 

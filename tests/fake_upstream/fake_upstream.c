@@ -40,7 +40,8 @@
  * Events counted by N are every "data:" line: for chat the role chunk, the
  * content chunks, the finish chunk, the usage chunk (when asked) and [DONE];
  * for /v1/responses response.created, response.in_progress,
- * response.output_item.added, the output_text deltas, response.output_item.done
+ * response.output_item.added, response.content_part.added, the output_text
+ * deltas, response.output_item.done
  * and the terminal event.
  *
  * Options:
@@ -971,7 +972,8 @@ static void add_response_object(struct conn *c, struct evbuffer *b, const char *
 }
 
 /* Event idx of a Responses stream: created, in_progress, output_item.added,
- * one output_text delta a piece, output_item.done, the terminal event. */
+ * content_part.added, one output_text delta a piece, output_item.done, the
+ * terminal event. */
 static void stream_add_response_event(struct conn *c, long idx)
 {
     struct evbuffer *e = g.scratch;
@@ -984,9 +986,11 @@ static void stream_add_response_event(struct conn *c, long idx)
         type = "response.in_progress";
     else if (idx == 2)
         type = "response.output_item.added";
-    else if (idx < 3 + sc->chunks)
+    else if (idx == 3)
+        type = "response.content_part.added";
+    else if (idx < 4 + sc->chunks)
         type = "response.output_text.delta";
-    else if (idx == 3 + sc->chunks)
+    else if (idx == 4 + sc->chunks)
         type = "response.output_item.done";
     else
         type = sc->terminal;
@@ -1001,13 +1005,18 @@ static void stream_add_response_event(struct conn *c, long idx)
                             "\"id\":\"msg-%s\",\"status\":\"in_progress\",\"role\":"
                             "\"assistant\",\"content\":[]}",
                             c->r_id);
-    } else if (idx < 3 + sc->chunks) {
+    } else if (idx == 3) {
+        evbuffer_add_printf(e,
+                            ",\"item_id\":\"msg-%s\",\"output_index\":0,\"content_index\":0,"
+                            "\"part\":{\"type\":\"output_text\",\"annotations\":[],\"text\":\"\"}",
+                            c->r_id);
+    } else if (idx < 4 + sc->chunks) {
         evbuffer_add_printf(e,
                             ",\"item_id\":\"msg-%s\",\"output_index\":0,"
                             "\"content_index\":0,\"delta\":",
                             c->r_id);
-        add_piece(e, sc, idx - 3);
-    } else if (idx == 3 + sc->chunks) {
+        add_piece(e, sc, idx - 4);
+    } else if (idx == 4 + sc->chunks) {
         evbuffer_add_printf(e,
                             ",\"output_index\":0,\"item\":{\"type\":\"message\","
                             "\"id\":\"msg-%s\",\"status\":\"completed\",\"role\":"
@@ -1336,7 +1345,7 @@ static int do_completion(struct conn *c, json_t *req, enum kind kind)
     set_json_body(c);
     if (kind == K_RESPONSES) {
         if (c->r_stream)
-            c->ev_total = 3 + sc->chunks + 1 + (sc->terminal ? 1 : 0);
+            c->ev_total = 4 + sc->chunks + 1 + (sc->terminal ? 1 : 0);
         else
             add_response_object(c, c->r_body, "completed");
         return 0;

@@ -183,14 +183,16 @@ def main(bin_, fake_bin):
           "usage counted from input_tokens and output_tokens", nonstream_forwarded)
 
     def route_falls_back_before_content():
-        fakes["b"].scenario("cut_after=3")  # created, in_progress, output_item.added: no text
+        # created, in_progress, output_item.added, content_part.added: no text yet
+        fakes["b"].scenario("cut_after=4")
         st, h, body = request(gw.port, "POST", "/v1/responses",
                               json.dumps({"model": "r", "input": "hi", "stream": True}))
         assert st == 200 and h["x-llmroute-model"] == "c", (st, h, body)
         assert h["x-llmroute-attempts"] == "2" and h["x-llmroute-route"] == "r", h
         ev = sse_events(body)
-        assert [d["type"] for _, d in ev[:3]] == [
-            "response.created", "response.in_progress", "response.output_item.added"], ev
+        assert [d["type"] for _, d in ev[:4]] == [
+            "response.created", "response.in_progress", "response.output_item.added",
+            "response.content_part.added"], ev
         assert ev[-1][1]["type"] == "response.completed", ev[-1]
         assert ev[0][1]["response"]["model"] == "up-c", ev[0]
         assert b"[DONE]" not in body, body
@@ -206,14 +208,14 @@ def main(bin_, fake_bin):
 
     def stream_cut_after_content():
         fakes["c"].scenario("ok")  # its request count from 0
-        fakes["b"].scenario("cut_after=5")  # ... and two deltas, then closed
+        fakes["b"].scenario("cut_after=6")  # ... and two deltas, then closed
         st, h, body = request(gw.port, "POST", "/v1/responses",
                               json.dumps({"model": "r", "input": "hi", "stream": True}))
         assert st == 200 and h["x-llmroute-model"] == "b", (st, h)
         ev = sse_events(body)
-        assert [d["type"] for _, d in ev[3:5]] == ["response.output_text.delta"] * 2, ev
-        assert len(ev) == 6, ev
-        assert_error_event(ev, "upstream_stream_cut", 5)
+        assert [d["type"] for _, d in ev[4:6]] == ["response.output_text.delta"] * 2, ev
+        assert len(ev) == 7, ev
+        assert_error_event(ev, "upstream_stream_cut", 6)
         assert b"[DONE]" not in body and b"data: {\"error\"" not in body, body
         assert stats("c") == 0
         m = gw.metrics()
@@ -235,6 +237,30 @@ def main(bin_, fake_bin):
         assert m['llmroute_upstream_attempts_total{model="a",class="stream_cut"}'] == 1, m
     check("a stream that ends cleanly with no terminal event gets the error event",
           clean_end_without_terminal)
+
+    def stall_and_malformed_after_content():
+        for spec, code in (("stall_after=6", "upstream_stream_stall"),
+                           ("malformed_after=6", "upstream_malformed")):
+            fakes["a"].scenario(spec)
+            st, h, body = request(gw.port, "POST", "/v1/responses",
+                                  json.dumps({"model": "a", "input": "hi", "stream": True}))
+            assert st == 200, st
+            assert b"{not json" not in body, body
+            ev = sse_events(body)
+            assert len(ev) == 7, ev
+            assert_error_event(ev, code, 6)
+    check("a stall or a malformed event after content: the error event with its code",
+          stall_and_malformed_after_content)
+
+    def incomplete_is_whole():
+        fakes["a"].scenario("terminal=incomplete")
+        st, h, body = request(gw.port, "POST", "/v1/responses",
+                              json.dumps({"model": "a", "input": "hi", "stream": True}))
+        ev = sse_events(body)
+        assert st == 200 and ev[-1][0] == "response.incomplete", ev[-1]
+        line = log_line(gw, h["x-request-id"])
+        assert "error" not in line and line["tries"][-1]["class"] == "ok", line
+    check("response.incomplete ends the stream as a success", incomplete_is_whole)
 
     def response_failed_relayed():
         fakes["a"].scenario("terminal=failed")
@@ -295,7 +321,9 @@ def main(bin_, fake_bin):
                               json.dumps({"model": "auto", "input": code, "stream": True}))
         ev = sse_events(body)
         assert st == 200 and h["x-llmroute-model"] == "smarty", (st, h)
-        assert ev[0][1]["type"] == "response.created", ev
+        assert [n for n, _ in ev[:3]] == ["response.created", "response.output_item.added",
+                                          "response.content_part.added"], ev
+        assert [d["sequence_number"] for _, d in ev] == list(range(len(ev))), ev
         assert "".join(d["delta"] for n, d in ev if n == "response.output_text.delta") == \
             "careful answer", ev
         assert ev[-1][1]["type"] == "response.completed", ev
@@ -309,6 +337,21 @@ def main(bin_, fake_bin):
     check("a smart route takes its query text from input (a string; the last user item)",
           smart_query_from_input)
     check("no user text in input: a smart route refuses naming input", no_user_text)
+
+    def all_user_joins_user_items():
+        code = "Write a python function parse_77 that reads a csv file into a list of dicts"
+        items = [{"role": "user", "content": code}, {"role": "assistant", "content": "ok"},
+                 {"role": "user", "content": ""}]
+        # The last user item is empty: no text for the smart route.
+        st, _, j, _ = post(sg.port, {"model": "auto", "input": items})
+        assert st == 400 and j["error"]["param"] == "input", (st, j)
+        cfg = smart_config(store)
+        cfg["router"]["query_text"] = "all_user"
+        g = Gateway(bin_, wd, cfg, name="gw-all-user")
+        st, h, j, _ = post(g.port, {"model": "auto", "input": items})
+        assert st == 200 and h["x-llmroute-model"] == "smarty", (st, h, j)
+    check("router.query_text all_user joins every user item of input",
+          all_user_joins_user_items)
 
     def scripted_stream_byte_for_byte():
         s = Script([chunked_sse(SCRIPTED)])
