@@ -26,6 +26,8 @@ Try, from another terminal:
        -d '{"model": "auto", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'
   curl -sN $URL/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{"model": "cheap-first", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}'
+  curl -sN $URL/v1/responses -H 'Content-Type: application/json' \\
+       -d '{"model": "auto", "stream": true, "input": "Write a haiku about the sea"}'
   curl -s $URL/v1/feedback -H 'Content-Type: application/json' \\
        -d '{"query": "What is 2 plus 2?", "model": "qwen2.5:7b", "correctness": 1, "output_tokens": 5}'
   curl -s $URL/v1/models

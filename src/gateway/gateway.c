@@ -192,6 +192,7 @@ static const struct path_entry paths[] = {
     {"/v1/chat/completions", "POST", 1, H_PROXY, EP_CHAT, NULL},
     {"/v1/completions", "POST", 1, H_PROXY, EP_COMPLETIONS, NULL},
     {"/v1/embeddings", "POST", 1, H_PROXY, EP_EMBEDDINGS, NULL},
+    {"/v1/responses", "POST", 1, H_PROXY, EP_RESPONSES, NULL},
     {"/v1/models", "GET", 1, H_API, EP_CHAT, api_models},
     {"/v1/route", "POST", 1, H_API, EP_CHAT, api_route},
     {"/v1/feedback", "POST", 1, H_API, EP_CHAT, api_feedback},

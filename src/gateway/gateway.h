@@ -3,7 +3,7 @@
  *
  *   gateway.c   the process: event loop, listening, signals, dispatch by path
  *   gwconf.c    a loaded configuration: server settings, routers, backends
- *   proxy.c     forwarding chat/completions/embeddings: route, rewrite, relay
+ *   proxy.c     forwarding chat/completions/embeddings/responses: route, rewrite, relay
  *   mock.c      the in-process mock backend
  *   api.c       /health, /v1/models, /v1/route, /v1/feedback
  *   embedq.c    a query's vector from the remote embedder, on the loop
@@ -289,7 +289,7 @@ void gw_offload_stop(struct gw *gw);
 
 /* ==== Endpoints ==== */
 
-enum gw_endpoint { EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS };
+enum gw_endpoint { EP_CHAT, EP_COMPLETIONS, EP_EMBEDDINGS, EP_RESPONSES };
 
 /* Forwarding endpoints answer asynchronously and log their own line. */
 void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const char *id);

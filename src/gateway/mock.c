@@ -6,7 +6,11 @@
  * turn of the event loop before the timer runs again, so a long stream never
  * holds the loop. A piece the consumer refuses (UP_PAUSE: its client is
  * behind by more than server.stream_buffer_bytes) is kept and offered again
- * after mock_resume(), as a real upstream transfer is paused.
+ * after mock_resume(), as a real upstream transfer is paused. /v1/responses
+ * gets the Responses API's shapes: a `response` object with one output
+ * message, or the events response.created, response.output_item.added,
+ * response.content_part.added, response.output_text.delta (one a content
+ * piece) and response.completed, with no [DONE].
  *
  * Threads: the event loop thread only.
  */
@@ -35,11 +39,13 @@ struct mock_xfer {
     int in_tick, aborted; /* mock_abort() inside a callback defers the free */
     long chunk_delay_ms;
     /* What a stream's pieces are made of (see piece_make()). */
-    int chat, include_usage;
+    int chat, responses, include_usage;
     char *content; /* a copy: the configuration may be reloaded meanwhile */
     size_t clen;
     long chunks;
-    char *prefix; /* `data: {"id":...,"model":M,"system_fingerprint":...,"choices":` */
+    char *prefix; /* `data: {"id":...,"model":M,"system_fingerprint":...,"choices":`; for
+                   * /v1/responses the response object's members before its status */
+    unsigned long long id;
     char usage[160];
 };
 
@@ -182,12 +188,80 @@ static size_t cut(const char *s, size_t len, long k, long n)
     return e;
 }
 
-/* Piece k of a stream: the role (chat only), the content pieces, the
+/* A Responses object (x->prefix, then its status, output and usage) with the
+ * whole text as its one output message, or with no output while in progress. */
+static char *response_object(const struct mock_xfer *x, int completed)
+{
+    char *text, *p;
+    if (!completed)
+        return fmt("{%s,\"status\":\"in_progress\",\"output\":[],\"usage\":null}", x->prefix);
+    text = json_str(x->content, x->clen);
+    if (!text)
+        return NULL;
+    p = fmt("{%s,\"status\":\"completed\",\"output\":[{\"type\":\"message\","
+            "\"id\":\"msg-mock-%llu\",\"status\":\"completed\",\"role\":\"assistant\","
+            "\"content\":[{\"type\":\"output_text\",\"text\":%s,\"annotations\":[]}]}],"
+            "\"usage\":%s}",
+            x->prefix, x->id, text, x->usage);
+    free(text);
+    return p;
+}
+
+/* Piece k of a Responses stream: response.created, the output message and
+ * its text part begun (output_item.added, content_part.added: what SDKs
+ * accumulate the deltas into), one output_text delta a content piece,
+ * response.completed (with the usage). Each event is numbered by its
+ * sequence_number. */
+static char *response_piece(const struct mock_xfer *x, size_t k)
+{
+    size_t n_content = x->clen > 0 ? (size_t)x->chunks : 0;
+    char *obj, *p;
+    if (k == 1)
+        return fmt("event: response.output_item.added\ndata: {\"type\":"
+                   "\"response.output_item.added\",\"sequence_number\":1,\"output_index\":0,"
+                   "\"item\":{\"type\":\"message\",\"id\":\"msg-mock-%llu\",\"status\":"
+                   "\"in_progress\",\"role\":\"assistant\",\"content\":[]}}\n\n",
+                   x->id);
+    if (k == 2)
+        return fmt("event: response.content_part.added\ndata: {\"type\":"
+                   "\"response.content_part.added\",\"sequence_number\":2,\"item_id\":"
+                   "\"msg-mock-%llu\",\"output_index\":0,\"content_index\":0,\"part\":{"
+                   "\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}}\n\n",
+                   x->id);
+    if (k >= 3 && k < 3 + n_content) {
+        size_t s = cut(x->content, x->clen, (long)k - 3, x->chunks);
+        size_t e = cut(x->content, x->clen, (long)k - 2, x->chunks);
+        char *text = json_str(x->content + s, e - s);
+        if (!text)
+            return NULL;
+        p = fmt("event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","
+                "\"sequence_number\":%zu,\"item_id\":\"msg-mock-%llu\",\"output_index\":0,"
+                "\"content_index\":0,\"delta\":%s}\n\n",
+                k, x->id, text);
+        free(text);
+        return p;
+    }
+    obj = response_object(x, k != 0);
+    if (!obj)
+        return NULL;
+    p = k == 0 ? fmt("event: response.created\ndata: {\"type\":\"response.created\","
+                     "\"sequence_number\":0,\"response\":%s}\n\n",
+                     obj)
+               : fmt("event: response.completed\ndata: {\"type\":\"response.completed\","
+                     "\"sequence_number\":%zu,\"response\":%s}\n\n",
+                     k, obj);
+    free(obj);
+    return p;
+}
+
+/* Piece k of a chat or completions stream: the role (chat only), the content pieces, the
  * finish, the usage (when asked for), [DONE]. A new allocation, or NULL when
  * out of memory. */
 static char *piece_make(const struct mock_xfer *x, size_t k)
 {
     size_t n_content = x->clen > 0 ? (size_t)x->chunks : 0;
+    if (x->responses)
+        return response_piece(x, k);
     if (x->chat) {
         if (k == 0)
             return fmt("%s[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
@@ -233,10 +307,15 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
     size_t usage_cap = sizeof x->usage;
     char *all;
 
-    snprintf(usage, usage_cap,
-             "{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"total_tokens\":%ld}",
-             c->prompt_tokens, c->ep == EP_EMBEDDINGS ? 0 : tokens,
-             c->prompt_tokens + (c->ep == EP_EMBEDDINGS ? 0 : tokens));
+    if (c->ep == EP_RESPONSES)
+        snprintf(usage, usage_cap,
+                 "{\"input_tokens\":%ld,\"output_tokens\":%ld,\"total_tokens\":%ld}",
+                 c->prompt_tokens, tokens, c->prompt_tokens + tokens);
+    else
+        snprintf(usage, usage_cap,
+                 "{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"total_tokens\":%ld}",
+                 c->prompt_tokens, c->ep == EP_EMBEDDINGS ? 0 : tokens,
+                 c->prompt_tokens + (c->ep == EP_EMBEDDINGS ? 0 : tokens));
     if ((size_t)chunks > clen && clen > 0)
         chunks = (long)clen;
     x->n = 1;
@@ -266,6 +345,29 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
         free(b);
         x->piece = all;
         return all ? 0 : -1;
+    }
+
+    if (c->ep == EP_RESPONSES) {
+        /* The Responses API's object, or its stream of events. */
+        x->responses = 1;
+        x->id = id;
+        x->chunks = chunks;
+        x->clen = clen;
+        x->content = malloc(clen + 1);
+        if (!x->content)
+            return -1;
+        memcpy(x->content, content, clen + 1);
+        x->prefix = fmt("\"id\":\"resp-mock-%llu\",\"object\":\"response\",\"created_at\":%ld,"
+                        "\"model\":%s,\"system_fingerprint\":\"llmroute-mock\"",
+                        id, created, c->model_json);
+        if (!x->prefix)
+            return -1;
+        if (!c->stream) {
+            x->piece = response_object(x, 1);
+            return x->piece ? 0 : -1;
+        }
+        x->n = 3 + (clen > 0 ? (size_t)chunks : 0) + 1;
+        return 0;
     }
 
     if (!c->stream) {

@@ -1,5 +1,5 @@
-/* proxy.c -- forwarding POST /v1/chat/completions, /v1/completions and
- * /v1/embeddings: one `exchange` per client request.
+/* proxy.c -- forwarding POST /v1/chat/completions, /v1/completions,
+ * /v1/embeddings and /v1/responses: one `exchange` per client request.
  *
  *   parse the body once (jansson) for model / models / route / stream /
  *   stream_options and the query text -> a ranking from the router ->
@@ -24,7 +24,10 @@
  * the next candidate, or answers the client with the failure. A stream is
  * held back until its first complete event with content (a role-only first
  * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or
- * malformed event ends the client's stream with an SSE error event and no [DONE]. Time to first
+ * malformed event ends the client's stream with an SSE error event and no [DONE]. The Responses
+ * API (/v1/responses) streams typed events and has no [DONE]: its terminal event (type
+ * response.completed, response.incomplete or response.failed) plays [DONE]'s part, and its
+ * mid-stream failure is the API's own `event: error`. Time to first
  * byte and idle time are watched here with a timer that aborts the transfer. A 3xx is never
  * followed nor relayed: it ends the attempt at its head (class redirect), and when nothing else
  * works the client gets a 502 naming the Location and the model's base_url to fix.
@@ -125,7 +128,9 @@ struct exchange {
     int body_complete; /* the upstream's whole answer is in ex->resp */
     int sse;           /* the upstream answers with an event stream */
     int streaming;     /* the client has the response head of a stream */
-    int saw_done;
+    int saw_done;      /* [DONE], or a Responses stream's terminal event: the answer is whole */
+    int resp_failed;   /* that terminal event was response.failed */
+    long seq_last;     /* the last Responses event's sequence_number, or -1 */
     int cr_ended; /* the last stream line ended with a CR, the last byte then held */
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
@@ -139,6 +144,7 @@ struct exchange {
     size_t ev_len, ev_cap;
     unsigned ev_lines; /* its data lines */
     int event_seen;    /* an event with content (not just a role) is complete: may commit */
+    int ev_terminal;   /* Responses: the open event's one data line is a whole terminal event */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_first, t_up_end;
@@ -213,8 +219,10 @@ static void fail_with(struct exchange *ex, int status, const char *param, const 
 
 static void read_usage(struct exchange *ex, json_t *usage)
 {
-    json_t *p = json_object_get(usage, "prompt_tokens");
-    json_t *c = json_object_get(usage, "completion_tokens");
+    /* The Responses API names them input_tokens and output_tokens. */
+    int r = ex->ep == EP_RESPONSES;
+    json_t *p = json_object_get(usage, r ? "input_tokens" : "prompt_tokens");
+    json_t *c = json_object_get(usage, r ? "output_tokens" : "completion_tokens");
     if (json_is_integer(p) && json_integer_value(p) >= 0)
         ex->prompt_tokens = (long)json_integer_value(p);
     if (json_is_integer(c) && json_integer_value(c) >= 0)
@@ -314,6 +322,137 @@ static int chunk_has_content(const char *p, size_t n)
     return yes;
 }
 
+/* ==== Responses API streams ==== */
+
+/* A Responses stream (POST /v1/responses) is a run of typed events, each
+ * `event: TYPE` and `data: {"type": TYPE, "sequence_number": N, ...}`, and
+ * has no [DONE]: the answer is whole at one of these. */
+static const char *const terminal_types[] = {"response.completed", "response.incomplete",
+                                             "response.failed", NULL};
+
+/* Events that announce what follows and carry none of it: the response
+ * created, queued or in progress, an output item or a part begun. They are
+ * held back, as a chat stream's role chunk is, until an event with content
+ * (a delta with text, a finished part or item, a terminal event, an error,
+ * any type not named here), so a failure before that can still fall back. */
+static const char *const announcing_types[] = {"response.created",
+                                               "response.queued",
+                                               "response.in_progress",
+                                               "response.output_item.added",
+                                               "response.content_part.added",
+                                               "response.reasoning_summary_part.added",
+                                               NULL};
+
+/* What the gateway reads of a Responses event: found by the top-level
+ * scanner, so an event is never parsed whole for them. */
+struct resp_event {
+    const char *type; /* the type's bytes, without the quotes; NULL when absent */
+    size_t type_len;
+    const char *delta; /* the delta's JSON value; NULL when absent */
+    size_t delta_len;
+    long seq; /* sequence_number, or -1 */
+};
+
+/* Returns 0, or -1 when p[0..n) is not an object the scanner reads. */
+static int resp_event_scan(const char *p, size_t n, struct resp_event *e)
+{
+    struct js_member m[16];
+    size_t k = 0;
+    int rc = js_scan_object(p, n, m, 16, &k);
+    memset(e, 0, sizeof *e);
+    e->seq = -1;
+    if (rc != 0 && rc != -2)
+        return -1;
+    if (k > 16)
+        k = 16; /* the members after these are not looked at */
+    for (size_t i = 0; i < k; i++) {
+        const char *v = p + m[i].value_start;
+        size_t vn = m[i].value_end - m[i].value_start;
+        if (js_key_equals(p, &m[i], "type")) {
+            if (vn >= 2 && v[0] == '"') {
+                e->type = v + 1;
+                e->type_len = vn - 2;
+            }
+        } else if (js_key_equals(p, &m[i], "delta")) {
+            e->delta = v;
+            e->delta_len = vn;
+        } else if (js_key_equals(p, &m[i], "sequence_number") && vn > 0 && vn < 16) {
+            long seq = 0;
+            size_t j = 0;
+            while (j < vn && v[j] >= '0' && v[j] <= '9')
+                seq = seq * 10 + (v[j++] - '0');
+            if (j == vn)
+                e->seq = seq;
+        }
+    }
+    return 0;
+}
+
+static int type_is(const struct resp_event *e, const char *name)
+{
+    return e->type && strlen(name) == e->type_len && memcmp(e->type, name, e->type_len) == 0;
+}
+
+static int type_in(const struct resp_event *e, const char *const *names)
+{
+    for (; *names; names++)
+        if (type_is(e, *names))
+            return 1;
+    return 0;
+}
+
+static int resp_has_content(const struct resp_event *e)
+{
+    static const char delta[] = ".delta";
+    size_t dn = sizeof delta - 1;
+    if (!e->type)
+        return 1; /* not a Responses event: nothing to wait for */
+    if (type_in(e, announcing_types))
+        return 0;
+    if (e->type_len > dn && memcmp(e->type + e->type_len - dn, delta, dn) == 0 && e->delta &&
+        e->delta_len == 2 && memcmp(e->delta, "\"\"", 2) == 0)
+        return 0; /* an empty delta, as a chat chunk with empty content */
+    return 1;
+}
+
+/* Is v[0..n) (one data line's value) a whole terminal event? */
+static int resp_is_terminal(const char *v, size_t n)
+{
+    struct resp_event e;
+    while (n && (*v == ' ' || *v == '\t')) {
+        v++;
+        n--;
+    }
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\n'))
+        n--;
+    return n && *v == '{' && resp_event_scan(v, n, &e) == 0 && type_in(&e, terminal_types);
+}
+
+/* A whole Responses event, its data p[0..n) checked to be a JSON object:
+ * note its sequence number, whether it has content, and whether it ends
+ * the answer; a terminal event's `response.usage` has the token counts. */
+static void resp_event(struct exchange *ex, const char *p, size_t n)
+{
+    struct resp_event e;
+    if (resp_event_scan(p, n, &e) != 0) {
+        ex->event_seen = 1; /* parsed as JSON, but not by the scanner: relay it */
+        return;
+    }
+    if (e.seq > ex->seq_last)
+        ex->seq_last = e.seq;
+    if (!ex->streaming && !ex->event_seen && resp_has_content(&e))
+        ex->event_seen = 1;
+    if (type_in(&e, terminal_types)) {
+        json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
+        json_t *u = json_object_get(json_object_get(j, "response"), "usage");
+        ex->saw_done = 1;
+        ex->resp_failed = type_is(&e, "response.failed");
+        if (json_is_object(u))
+            read_usage(ex, u);
+        json_decref(j);
+    }
+}
+
 /* One complete line of the open event, without its line end. The value of a
  * data field (after the colon and one space, if any; a line `data` alone is an
  * empty one) is added to the event's data with an LF after it, which is how
@@ -352,6 +491,10 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
     ex->ev_len += vn;
     ex->ev_data[ex->ev_len++] = '\n';
     ex->ev_lines++;
+    /* A Responses event whose one data line is a whole terminal event has
+     * nothing missing, blank line or not (done_unfinished()). */
+    if (ex->ep == EP_RESPONSES)
+        ex->ev_terminal = ex->ev_lines == 1 && resp_is_terminal(v, vn);
     return 0;
 }
 
@@ -365,6 +508,7 @@ static int sse_event(struct exchange *ex)
     size_t n;
     unsigned lines = ex->ev_lines;
     ex->ev_lines = 0;
+    ex->ev_terminal = 0;
     if (lines == 0)
         return 0;
     p = ex->ev_data;
@@ -378,7 +522,9 @@ static int sse_event(struct exchange *ex)
         return 0;
     n = (size_t)(end - p);
     if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
-        ex->saw_done = 1;
+        /* Not the Responses API's end, which is its terminal event: relayed, no more. */
+        if (ex->ep != EP_RESPONSES)
+            ex->saw_done = 1;
         return 0;
     }
     if (!is_json_object(p, n))
@@ -393,6 +539,10 @@ static int sse_event(struct exchange *ex)
         json_decref(j);
         if (!ok)
             return -1;
+    }
+    if (ex->ep == EP_RESPONSES) {
+        resp_event(ex, p, n);
+        return 0;
     }
     if (!ex->streaming && !ex->event_seen && chunk_has_content(p, n))
         ex->event_seen = 1;
@@ -440,18 +590,33 @@ static int is_done(const char *v, size_t n)
     return n == 6 && memcmp(v, "[DONE]", 6) == 0;
 }
 
-/* The open event is `data: [DONE]` and nothing else, but it has not ended:
- * its blank line (and maybe its line end) has not come. Nothing of the
- * answer is missing then, so a cut or a silence from here on completes the
- * stream, as after a whole [DONE] event. Returns what finishes the event for
- * the client, and sets *upto to the held bytes that go out before it; or
- * NULL when the open event is anything else. */
-static const char *done_unfinished(const struct exchange *ex, size_t *upto)
+/* The open event is `data: [DONE]` and nothing else (for /v1/responses: one
+ * data line holding a whole terminal event), but it has not ended: its blank
+ * line (and maybe its line end) has not come. Nothing of the answer is
+ * missing then, so a cut or a silence from here on completes the stream, as
+ * after a whole [DONE] event. Returns what finishes the event for the client,
+ * and sets *upto to the held bytes that go out before it; or NULL when the
+ * open event is anything else. A terminal event's last line without its line
+ * end is looked for only when thorough (a failure, once), not after every
+ * read: it may be long, and is scanned whole. */
+static const char *done_unfinished(const struct exchange *ex, size_t *upto, int thorough)
 {
     const char *l = ex->held + ex->held_line;
     size_t n = ex->held_len - ex->held_line;
     if (ex->saw_done || !ex->sse)
         return NULL;
+    if (ex->ep == EP_RESPONSES) {
+        if (ex->ev_lines == 1 && n == 0 && ex->ev_terminal) {
+            *upto = ex->held_line;
+            return ex->cr_ended ? "\n\n" : "\n";
+        }
+        if (thorough && ex->ev_lines == 0 && n > 5 && memcmp(l, "data:", 5) == 0 &&
+            resp_is_terminal(l + 5, n - 5)) {
+            *upto = ex->held_len;
+            return "\n\n";
+        }
+        return NULL;
+    }
     if (ex->ev_lines == 1 && n == 0 && is_done(ex->ev_data, ex->ev_len)) {
         *upto = ex->held_line;
         return ex->cr_ended ? "\n\n" : "\n"; /* after a CR, an LF alone would end the line */
@@ -469,7 +634,7 @@ static const char *done_unfinished(const struct exchange *ex, size_t *upto)
 static void idle_arm(struct exchange *ex)
 {
     size_t upto;
-    int done = ex->saw_done || done_unfinished(ex, &upto);
+    int done = ex->saw_done || done_unfinished(ex, &upto, 0);
     watch_arm(ex, WATCH_IDLE, done ? DONE_GRACE_MS : ex->pol.timeouts.idle_ms);
 }
 
@@ -774,10 +939,24 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
         snprintf(msg, sizeof msg, "the upstream for model '%s' failed mid-stream (%s): %s",
                  model_name(ex), rs_class_name(c), message);
         snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
-        n = gw_error_format(body, sizeof body, msg, "upstream_error", NULL, code);
         /* Events are relayed whole, so the client has none unfinished: an
          * event cut off upstream was held back, and this one stands alone. */
-        k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
+        if (ex->ep == EP_RESPONSES) {
+            /* The Responses API's own error event (ResponseErrorEvent), numbered
+             * after the last event relayed. */
+            size_t o;
+            k = snprintf(ev, sizeof ev,
+                         "event: error\ndata: {\"type\":\"error\",\"code\":\"%s\","
+                         "\"message\":",
+                         code);
+            o = gw_json_string(ev, sizeof ev - 80, k > 0 ? (size_t)k : 0, msg);
+            snprintf(ev + o, sizeof ev - o, ",\"param\":null,\"sequence_number\":%ld}\n\n",
+                     ex->seq_last + 1);
+            k = (int)strlen(ev);
+        } else {
+            n = gw_error_format(body, sizeof body, msg, "upstream_error", NULL, code);
+            k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
+        }
         hs_stream_write(ex->req, ev, k > 0 ? (size_t)k : 0);
         hs_stream_end(ex->req);
         ex->req = NULL;
@@ -795,10 +974,14 @@ static void failed(struct exchange *ex, enum rs_class c, const char *message)
     if (ex->sse && ex->saw_done) {
         stream_complete(ex, 0, NULL); /* after [DONE]: nothing of the answer is lost */
     } else if ((c == RS_STREAM_CUT || c == RS_STREAM_STALL || c == RS_TIMEOUT) &&
-               (ending = done_unfinished(ex, &upto))) {
-        /* Cut or silent right after `data: [DONE]` (not after a bad event,
-         * which stops the reading with whatever follows it unread). */
-        ex->held_ok = upto; /* the [DONE] event so far, then what ends it */
+               (ending = done_unfinished(ex, &upto, 1))) {
+        /* Cut or silent right after `data: [DONE]` or a terminal event (not
+         * after a bad event, which stops the reading with whatever follows
+         * it unread). The event is read as ended, for a terminal event's usage. */
+        if (ex->ev_lines == 0 && upto == ex->held_len)
+            (void)sse_line(ex, ex->held + ex->held_line, ex->held_len - ex->held_line);
+        (void)sse_event(ex);
+        ex->held_ok = upto; /* the event so far, then what ends it */
         ex->saw_done = 1;
         stream_complete(ex, 0, ending);
     } else if (ex->streaming) {
@@ -1137,6 +1320,8 @@ static void stream_complete(struct exchange *ex, int clean, const char *ending)
         commit_stream(ex);
     if (clean)
         ex->held_ok = ex->held_len;
+    if (ex->resp_failed)
+        ex->error = "response_failed"; /* relayed as it came; logged as what it is */
     flush_held(ex);
     if (ending && ex->req)
         hs_stream_write(ex->req, ending, strlen(ending));
@@ -1219,7 +1404,10 @@ static void on_done(void *arg, enum up_error err, const char *message)
             return;
         }
         failed(ex, err == UP_OK ? RS_STREAM_CUT : rs_class_of_transport(err, ex->head_seen),
-               err == UP_OK ? "the stream ended without [DONE]" : message);
+               err != UP_OK             ? message
+               : ex->ep == EP_RESPONSES ? "the stream ended without a terminal event "
+                                          "(response.completed, .incomplete or .failed)"
+                                        : "the stream ended without [DONE]");
         return;
     }
     if (err != UP_OK) {
@@ -1288,6 +1476,8 @@ static const char *endpoint_path(enum gw_endpoint ep)
         return "/v1/chat/completions";
     case EP_COMPLETIONS:
         return "/v1/completions";
+    case EP_RESPONSES:
+        return "/v1/responses";
     default:
         return "/v1/embeddings";
     }
@@ -1346,6 +1536,8 @@ static void start_attempt(struct exchange *ex)
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = 0;
+    ex->resp_failed = ex->ev_terminal = 0;
+    ex->seq_last = -1;
     ex->cr_ended = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = ex->held_line = 0;
@@ -1526,6 +1718,69 @@ static int content_text(json_t *content, struct text *t)
     return 0;
 }
 
+/* The text of a Responses input item's content: a string, or the text of
+ * its input_text parts, joined as a chat message's parts are. */
+static int input_item_text(json_t *content, struct text *t)
+{
+    size_t i;
+    json_t *part;
+    if (json_is_string(content))
+        return text_add(t, json_string_value(content), json_string_length(content), NULL);
+    json_array_foreach(content, i, part)
+    {
+        json_t *type = json_object_get(part, "type"), *tx = json_object_get(part, "text");
+        if (json_is_string(type) && strcmp(json_string_value(type), "input_text") == 0 &&
+            json_is_string(tx) && text_add(t, json_string_value(tx), json_string_length(tx), " "))
+            return -1;
+    }
+    return 0;
+}
+
+/* The query text of a Responses request: `input` as a string, or its user
+ * messages (role "user", type "message" or none, content a string or an
+ * array of parts): the last one, or all joined with router.query_text
+ * "all_user". `instructions` is not query text, as system messages are not.
+ * Returns 0, -1 out of memory, or -2 (answered) when input is mistyped. */
+static int responses_query(struct exchange *ex, json_t *root, struct text *query)
+{
+    json_t *input = json_object_get(root, "input"), *item, *last_user = NULL;
+    int all = strcmp(ex->conf->query_text, "all_user") == 0;
+    size_t i;
+    if (!input || json_is_null(input))
+        return 0; /* no text: only a route that needs it refuses (decide()) */
+    if (json_is_string(input))
+        return text_add(query, json_string_value(input), json_string_length(input), NULL);
+    if (!json_is_array(input)) {
+        fail_with(ex, 400, "input", "invalid_type", "input: expected a string or an array");
+        return -2;
+    }
+    json_array_foreach(input, i, item)
+    {
+        json_t *role = json_object_get(item, "role"), *type = json_object_get(item, "type");
+        json_t *content = json_object_get(item, "content");
+        if (!json_is_string(role) || strcmp(json_string_value(role), "user") != 0)
+            continue;
+        if (type && !(json_is_string(type) && strcmp(json_string_value(type), "message") == 0))
+            continue;
+        if (!json_is_string(content) && !json_is_array(content))
+            continue;
+        if (all) {
+            struct text part = {0};
+            int rc = input_item_text(content, &part);
+            if (!rc && part.len)
+                rc = text_add(query, part.p, part.len, "\n");
+            free(part.p);
+            if (rc)
+                return -1;
+        } else {
+            last_user = item;
+        }
+    }
+    if (last_user && input_item_text(json_object_get(last_user, "content"), query))
+        return -1;
+    return 0;
+}
+
 /* Validate the fields the gateway reads and extract the query text. Returns
  * 0, or refuses the request (and finishes the exchange) and returns -1. */
 static int read_fields(struct exchange *ex, json_t *root, struct text *query)
@@ -1613,6 +1868,12 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             fail_with(ex, 400, "prompt", "invalid_type", "prompt: expected a string or an array");
             return -1;
         }
+    } else if (ex->ep == EP_RESPONSES) {
+        int rc = responses_query(ex, root, query);
+        if (rc == -2)
+            return -1;
+        if (rc)
+            goto oom;
     } else {
         json_t *input = json_object_get(root, "input"), *p;
         if (!input) {
@@ -1785,6 +2046,15 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     rc = lr_router_route(router, &rq, &d, &err);
     if (rc == LR_ENOMODEL) {
         fail_with(ex, 404, names ? "models" : "model", "model_not_found", "%s", err.message);
+        return -1;
+    }
+    if (rc == LR_EINVAL && ex->ep == EP_RESPONSES && !query[0]) {
+        /* Chat's refusal of a smart route with no user message, naming what
+         * holds the text here. */
+        fail_with(ex, 400, "input", "routing_failed",
+                  "%s: input has no user text (a string, or an item with role \"user\" "
+                  "and text content)",
+                  err.message);
         return -1;
     }
     if (rc) {

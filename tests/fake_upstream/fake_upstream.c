@@ -10,6 +10,8 @@
  *   POST /v1/chat/completions   chat.completion, or SSE chunks when "stream": true
  *   POST /v1/completions        text_completion, or SSE chunks when "stream": true
  *   POST /v1/embeddings         deterministic unit vectors derived from the input text
+ *   POST /v1/responses          a Responses API `response`, or its typed SSE events
+ *                               (no [DONE]) when "stream": true
  *   GET  /v1/models             one model, "fake-model"
  *   GET  /health                {"status":"ok","name":NAME}
  *   POST /_control              {"scenario":"SPEC"} sets the default scenario,
@@ -36,7 +38,11 @@
  *                       continue normally up to [DONE]; non-stream: answer 200
  *                       with the body "{not json"
  * Events counted by N are every "data:" line: for chat the role chunk, the
- * content chunks, the finish chunk, the usage chunk (when asked) and [DONE].
+ * content chunks, the finish chunk, the usage chunk (when asked) and [DONE];
+ * for /v1/responses response.created, response.in_progress,
+ * response.output_item.added, response.content_part.added, the output_text
+ * deltas, response.output_item.done
+ * and the terminal event.
  *
  * Options:
  *   chunks=N            content pieces (stream deltas; default 3)
@@ -48,6 +54,9 @@
  *   retry_after=S       send "Retry-After: S" with error statuses
  *   code=STR            error "code" (e.g. context_length_exceeded); message=TEXT its message
  *   location=URL        send "Location: URL" with a 3xx from status= (%XX escapes)
+ *   terminal=KIND       /v1/responses streams: the last event is response.KIND
+ *                       (completed, the default; incomplete; failed), or none:
+ *                       the stream ends cleanly without a terminal event
  *
  * Failure selectors: request number k counts requests that used this same SPEC
  * text since it was set or since the last reset, starting at 1. The first
@@ -65,7 +74,7 @@
  * twice, then normal five-chunk replies.
  *
  * Which SPEC applies: the request header x-fake-scenario when present (any
- * path), else, for the three POST /v1 endpoints, the default from --scenario
+ * path), else, for the four POST /v1 endpoints, the default from --scenario
  * or POST /_control; other paths behave as "ok".
  *
  * Threads: single-threaded; everything runs on one libevent loop, so the
@@ -120,6 +129,7 @@ struct scenario {
     unsigned long long seed;
     enum mode fail_mode;
     int has_selectors;
+    const char *terminal; /* a Responses stream's last event type, or NULL for none */
 };
 
 /* What one request will do, decided once when it has been read. */
@@ -303,6 +313,23 @@ static int scenario_item(struct scenario *sc, char *item, int *nmodes, char *err
         }
         sc->seed = (unsigned long long)seed;
         return 0;
+    } else if (strcmp(key, "terminal") == 0) {
+        if (strcmp(val, "completed") == 0)
+            sc->terminal = "response.completed";
+        else if (strcmp(val, "incomplete") == 0)
+            sc->terminal = "response.incomplete";
+        else if (strcmp(val, "failed") == 0)
+            sc->terminal = "response.failed";
+        else if (strcmp(val, "none") == 0)
+            sc->terminal = NULL;
+        else {
+            snprintf(err, errsz,
+                     "terminal: expected completed, incomplete, failed or none, "
+                     "got '%s'",
+                     val);
+            return -1;
+        }
+        return 0;
     } else if (strcmp(key, "fail") == 0) {
         if (parse_fail_kind(val, &sc->fail_mode) != 0) {
             snprintf(err, errsz, "fail: expected status, reset, hang, cut or stall, got '%s'", val);
@@ -361,6 +388,7 @@ static struct scenario *scenario_parse(const char *text, char *err, size_t errsz
     sc->seed = 1;
     sc->fail_mode = M_STATUS;
     sc->fail_status = 500;
+    sc->terminal = "response.completed";
 
     for (item = strtok_r(copy, ";", &save); item != NULL; item = strtok_r(NULL, ";", &save)) {
         item = trim(item);
@@ -567,7 +595,7 @@ enum conn_state {
     CS_CLOSING,   /* close once the output has drained */
 };
 
-enum kind { K_CHAT, K_COMPLETIONS };
+enum kind { K_CHAT, K_COMPLETIONS, K_RESPONSES };
 
 struct header {
     char *name; /* lowercased */
@@ -911,6 +939,100 @@ static void add_completion_prefix(struct conn *c, struct evbuffer *b, const char
 
 static int stream_pump(struct conn *c);
 
+/* The Responses object: in progress with no output, or completed (or what
+ * `status` says) with the whole content as one output message. */
+static void add_response_object(struct conn *c, struct evbuffer *b, const char *status)
+{
+    int done = strcmp(status, "in_progress") != 0;
+    evbuffer_add_printf(b,
+                        "{\"id\":\"%s\",\"object\":\"response\",\"created_at\":%lld,"
+                        "\"status\":\"%s\",\"model\":",
+                        c->r_id, c->r_created, status);
+    json_add_str(b, c->r_model, c->r_model_len);
+    if (strcmp(status, "failed") == 0)
+        evbuffer_add_printf(b, ",\"error\":{\"code\":\"server_error\",\"message\":\"the model "
+                               "failed\"}");
+    else
+        evbuffer_add_printf(b, ",\"error\":null");
+    if (!done) {
+        evbuffer_add_printf(b, ",\"output\":[],\"usage\":null}");
+        return;
+    }
+    evbuffer_add_printf(b,
+                        ",\"output\":[{\"type\":\"message\",\"id\":\"msg-%s\","
+                        "\"status\":\"completed\",\"role\":\"assistant\",\"content\":"
+                        "[{\"type\":\"output_text\",\"annotations\":[],\"text\":",
+                        c->r_id);
+    add_full_content(b, c->sc);
+    evbuffer_add_printf(b,
+                        "}]}],\"usage\":{\"input_tokens\":%ld,\"output_tokens\":%ld,"
+                        "\"total_tokens\":%ld}}",
+                        c->r_prompt_tokens, completion_tokens(c->sc),
+                        c->r_prompt_tokens + completion_tokens(c->sc));
+}
+
+/* Event idx of a Responses stream: created, in_progress, output_item.added,
+ * content_part.added, one output_text delta a piece, output_item.done, the
+ * terminal event. */
+static void stream_add_response_event(struct conn *c, long idx)
+{
+    struct evbuffer *e = g.scratch;
+    const struct scenario *sc = c->sc;
+    const char *type;
+
+    if (idx == 0)
+        type = "response.created";
+    else if (idx == 1)
+        type = "response.in_progress";
+    else if (idx == 2)
+        type = "response.output_item.added";
+    else if (idx == 3)
+        type = "response.content_part.added";
+    else if (idx < 4 + sc->chunks)
+        type = "response.output_text.delta";
+    else if (idx == 4 + sc->chunks)
+        type = "response.output_item.done";
+    else
+        type = sc->terminal;
+    evbuffer_add_printf(e, "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%ld", type, type,
+                        idx);
+    if (idx <= 1) {
+        evbuffer_add(e, ",\"response\":", 12);
+        add_response_object(c, e, "in_progress");
+    } else if (idx == 2) {
+        evbuffer_add_printf(e,
+                            ",\"output_index\":0,\"item\":{\"type\":\"message\","
+                            "\"id\":\"msg-%s\",\"status\":\"in_progress\",\"role\":"
+                            "\"assistant\",\"content\":[]}",
+                            c->r_id);
+    } else if (idx == 3) {
+        evbuffer_add_printf(e,
+                            ",\"item_id\":\"msg-%s\",\"output_index\":0,\"content_index\":0,"
+                            "\"part\":{\"type\":\"output_text\",\"annotations\":[],\"text\":\"\"}",
+                            c->r_id);
+    } else if (idx < 4 + sc->chunks) {
+        evbuffer_add_printf(e,
+                            ",\"item_id\":\"msg-%s\",\"output_index\":0,"
+                            "\"content_index\":0,\"delta\":",
+                            c->r_id);
+        add_piece(e, sc, idx - 4);
+    } else if (idx == 4 + sc->chunks) {
+        evbuffer_add_printf(e,
+                            ",\"output_index\":0,\"item\":{\"type\":\"message\","
+                            "\"id\":\"msg-%s\",\"status\":\"completed\",\"role\":"
+                            "\"assistant\",\"content\":[{\"type\":\"output_text\","
+                            "\"annotations\":[],\"text\":",
+                            c->r_id);
+        add_full_content(e, sc);
+        evbuffer_add(e, "}]}", 3);
+    } else {
+        evbuffer_add(e, ",\"response\":", 12);
+        add_response_object(c, e, type + 9); /* "response." cut off: the status */
+    }
+    evbuffer_add(e, "}\n\n", 3);
+    write_chunk(c, e);
+}
+
 static void stream_add_event(struct conn *c, long idx)
 {
     struct evbuffer *e = g.scratch;
@@ -918,6 +1040,10 @@ static void stream_add_event(struct conn *c, long idx)
     long first = c->r_kind == K_CHAT ? 1 : 0;
     int chat = c->r_kind == K_CHAT;
 
+    if (c->r_kind == K_RESPONSES) {
+        stream_add_response_event(c, idx);
+        return;
+    }
     evbuffer_add(e, "data: ", 6);
     if (idx == c->ev_total - 1) {
         evbuffer_add(e, "[DONE]\n\n", 8);
@@ -1207,12 +1333,23 @@ static int do_completion(struct conn *c, json_t *req, enum kind kind)
     json_decref(model);
     if (c->r_model == NULL)
         return -1;
-    snprintf(c->r_id, sizeof c->r_id, "%s-%lu", chat ? "chatcmpl-fake" : "cmpl-fake", g.seq);
+    snprintf(c->r_id, sizeof c->r_id, "%s-%lu",
+             chat                  ? "chatcmpl-fake"
+             : kind == K_RESPONSES ? "resp-fake"
+                                   : "cmpl-fake",
+             g.seq);
     c->r_created = (long long)time(NULL);
     c->r_prompt_tokens = (long)(c->body_len / 4 + 1);
     c->r_stream = json_is_true(json_object_get(req, "stream"));
     c->r_include_usage = json_is_true(json_object_get(opts, "include_usage"));
     set_json_body(c);
+    if (kind == K_RESPONSES) {
+        if (c->r_stream)
+            c->ev_total = 4 + sc->chunks + 1 + (sc->terminal ? 1 : 0);
+        else
+            add_response_object(c, c->r_body, "completed");
+        return 0;
+    }
     if (c->r_stream) {
         c->ev_total = (chat ? 1 : 0) + sc->chunks + 1 + (c->r_include_usage ? 1 : 0) + 1;
         return 0;
@@ -1266,7 +1403,9 @@ static void route(struct conn *c)
         return;
     }
     embeddings = strcmp(p, "/v1/embeddings") == 0;
-    kind = strcmp(p, "/v1/completions") == 0 ? K_COMPLETIONS : K_CHAT;
+    kind = strcmp(p, "/v1/completions") == 0 ? K_COMPLETIONS
+           : strcmp(p, "/v1/responses") == 0 ? K_RESPONSES
+                                             : K_CHAT;
     if (!embeddings && kind == K_CHAT && strcmp(p, "/v1/chat/completions") != 0) {
         snprintf(msg, sizeof msg, "Unknown request URL: %s %.200s", c->method, p);
         build_error(c, 404, NULL, msg);
@@ -1452,9 +1591,10 @@ static int handle_request(struct conn *c)
 
     g.seq++;
     stats_count(c->path);
-    api = strcmp(c->method, "POST") == 0 &&
-          (strcmp(c->path, "/v1/chat/completions") == 0 ||
-           strcmp(c->path, "/v1/completions") == 0 || strcmp(c->path, "/v1/embeddings") == 0);
+    api =
+        strcmp(c->method, "POST") == 0 &&
+        (strcmp(c->path, "/v1/chat/completions") == 0 || strcmp(c->path, "/v1/completions") == 0 ||
+         strcmp(c->path, "/v1/embeddings") == 0 || strcmp(c->path, "/v1/responses") == 0);
     if (hdr != NULL) {
         c->sc = scenario_parse(hdr, err, sizeof err);
         if (c->sc == NULL) {
