@@ -845,16 +845,13 @@ def lifecycle(gw_bin, fake_bin):
     check("out of file descriptors: accepting pauses, no busy loop, then resumes",
           out_of_descriptors)
 
-    def trickled_head():
-        # A head sent a byte at a time, faster than idle_timeout_ms but never
-        # finished, is closed once idle_timeout_ms has passed since it began.
-        cfg = base_config(fake, server={"idle_timeout_ms": 1000})
-        slow = Gateway(gw_bin, wd, cfg, name="gw-slow", env={KEY_ENV: UPSTREAM_KEY})
-        s = socket.create_connection((HOST, slow.port), timeout=5)
+    def trickle(s, data):
+        """Send data a byte every 0.1 s, then wait up to 3 s more for the
+        gateway to close the connection; (closed, seconds since the start)."""
         t0 = time.monotonic()
         closed = False
         try:
-            for b in b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 40:
+            for b in data:
                 s.sendall(bytes([b]))
                 time.sleep(0.1)
         except OSError:
@@ -868,7 +865,15 @@ def lifecycle(gw_bin, fake_bin):
             except OSError:
                 closed = True
         s.close()
-        took = time.monotonic() - t0
+        return closed, time.monotonic() - t0
+
+    def trickled_head():
+        # A head sent a byte at a time, faster than idle_timeout_ms but never
+        # finished, is closed once idle_timeout_ms has passed since it began.
+        cfg = base_config(fake, server={"idle_timeout_ms": 1000})
+        slow = Gateway(gw_bin, wd, cfg, name="gw-slow", env={KEY_ENV: UPSTREAM_KEY})
+        s = socket.create_connection((HOST, slow.port), timeout=5)
+        closed, took = trickle(s, b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 40)
         assert closed and took < 3.5, "a trickled head kept its connection %.1f s" % took
         still_serving(slow)
         slow.signal(signal.SIGTERM)
@@ -890,24 +895,7 @@ def lifecycle(gw_bin, fake_bin):
                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(head)
-        t0 = time.monotonic()
-        closed = False
-        try:
-            for b in body[:100]:
-                s.sendall(bytes([b]))
-                time.sleep(0.1)
-        except OSError:
-            closed = True
-        if not closed:
-            s.settimeout(3)
-            try:
-                closed = s.recv(100) == b""
-            except socket.timeout:
-                pass  # still open
-            except OSError:
-                closed = True
-        s.close()
-        took = time.monotonic() - t0
+        closed, took = trickle(s, body[:100])
         assert closed and took < 3.5, "a trickled body kept its connection %.1f s" % took
 
         s = socket.create_connection((HOST, slow.port), timeout=5)
