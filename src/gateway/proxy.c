@@ -1702,25 +1702,10 @@ static int has_nul(json_t *s)
     return strlen(json_string_value(s)) != json_string_length(s);
 }
 
-/* The text of a message's content: a string, or the text parts of an array. */
-static int content_text(json_t *content, struct text *t)
-{
-    size_t i;
-    json_t *part;
-    if (json_is_string(content))
-        return text_add(t, json_string_value(content), json_string_length(content), NULL);
-    json_array_foreach(content, i, part)
-    {
-        json_t *tx = json_object_get(part, "text");
-        if (json_is_string(tx) && text_add(t, json_string_value(tx), json_string_length(tx), " "))
-            return -1;
-    }
-    return 0;
-}
-
-/* The text of a Responses input item's content: a string, or the text of
- * its input_text parts, joined as a chat message's parts are. */
-static int input_item_text(json_t *content, struct text *t)
+/* The text of a message's content: a string, or the text of an array's
+ * parts joined with a space; with `only_type`, only the parts of that type
+ * (a Responses input item's "input_text"), else every part with a text. */
+static int content_text(json_t *content, const char *only_type, struct text *t)
 {
     size_t i;
     json_t *part;
@@ -1729,8 +1714,10 @@ static int input_item_text(json_t *content, struct text *t)
     json_array_foreach(content, i, part)
     {
         json_t *type = json_object_get(part, "type"), *tx = json_object_get(part, "text");
-        if (json_is_string(type) && strcmp(json_string_value(type), "input_text") == 0 &&
-            json_is_string(tx) && text_add(t, json_string_value(tx), json_string_length(tx), " "))
+        if (only_type &&
+            !(json_is_string(type) && strcmp(json_string_value(type), only_type) == 0))
+            continue;
+        if (json_is_string(tx) && text_add(t, json_string_value(tx), json_string_length(tx), " "))
             return -1;
     }
     return 0;
@@ -1766,7 +1753,7 @@ static int responses_query(struct exchange *ex, json_t *root, struct text *query
             continue;
         if (all) {
             struct text part = {0};
-            int rc = input_item_text(content, &part);
+            int rc = content_text(content, "input_text", &part);
             if (!rc && part.len)
                 rc = text_add(query, part.p, part.len, "\n");
             free(part.p);
@@ -1776,7 +1763,7 @@ static int responses_query(struct exchange *ex, json_t *root, struct text *query
             last_user = item;
         }
     }
-    if (last_user && input_item_text(json_object_get(last_user, "content"), query))
+    if (last_user && content_text(json_object_get(last_user, "content"), "input_text", query))
         return -1;
     return 0;
 }
@@ -1843,7 +1830,7 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
                 continue;
             if (all) {
                 struct text part = {0};
-                int rc = content_text(json_object_get(msg, "content"), &part);
+                int rc = content_text(json_object_get(msg, "content"), NULL, &part);
                 if (!rc && part.len)
                     rc = text_add(query, part.p, part.len, "\n");
                 free(part.p);
@@ -1853,7 +1840,7 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
                 last_user = msg;
             }
         }
-        if (last_user && content_text(json_object_get(last_user, "content"), query))
+        if (last_user && content_text(json_object_get(last_user, "content"), NULL, query))
             goto oom;
     } else if (ex->ep == EP_COMPLETIONS) {
         json_t *prompt = json_object_get(root, "prompt"), *p;
