@@ -295,6 +295,18 @@ static char *piece_make(const struct mock_xfer *x, size_t k)
     return fmt("data: [DONE]\n\n");
 }
 
+/* A stream's (or a Responses object's) content, kept with how it is cut. */
+static int keep_content(struct mock_xfer *x, const char *content, size_t clen, long chunks)
+{
+    x->chunks = chunks;
+    x->clen = clen;
+    x->content = malloc(clen + 1);
+    if (!x->content)
+        return -1;
+    memcpy(x->content, content, clen + 1);
+    return 0;
+}
+
 static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct mock_call *c)
 {
     const char *content = spec->content;
@@ -351,12 +363,8 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
         /* The Responses API's object, or its stream of events. */
         x->responses = 1;
         x->id = id;
-        x->chunks = chunks;
-        x->clen = clen;
-        x->content = malloc(clen + 1);
-        if (!x->content)
+        if (keep_content(x, content, clen, chunks) != 0)
             return -1;
-        memcpy(x->content, content, clen + 1);
         x->prefix = fmt("\"id\":\"resp-mock-%llu\",\"object\":\"response\",\"created_at\":%ld,"
                         "\"model\":%s,\"system_fingerprint\":\"llmroute-mock\"",
                         id, created, c->model_json);
@@ -395,12 +403,8 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
      * each made when it is handed out (piece_make()). */
     x->chat = c->ep == EP_CHAT;
     x->include_usage = c->include_usage;
-    x->chunks = chunks;
-    x->clen = clen;
-    x->content = malloc(clen + 1);
-    if (!x->content)
+    if (keep_content(x, content, clen, chunks) != 0)
         return -1;
-    memcpy(x->content, content, clen + 1);
     x->prefix = fmt("data: {\"id\":\"%s-mock-%llu\",\"object\":\"%s\",\"created\":%ld,"
                     "\"model\":%s,\"system_fingerprint\":\"llmroute-mock\",\"choices\":",
                     x->chat ? "chatcmpl" : "cmpl", id,
