@@ -162,6 +162,26 @@ def parse_metrics(text):
     return m
 
 
+def read_request(c):
+    """One HTTP request with a Content-Length body read from socket c, for a
+    scripted upstream: (head bytes, body bytes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        b = c.recv(65536)
+        if not b:
+            raise ConnectionError("closed before the request's head ended")
+        data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    n = int([l.split(b":")[1] for l in head.split(b"\r\n")
+             if l.lower().startswith(b"content-length")][0])
+    while len(body) < n:
+        b = c.recv(65536)
+        if not b:
+            raise ConnectionError("closed before the request's body ended")
+        body += b
+    return head, body
+
+
 def request(port, method, path, body=None, headers=None, timeout=10):
     """One request on a fresh connection: (status, headers dict lowercased, body bytes)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (HOST, Fake, Gateway, chat, check, closed_port, error_shape, finish,  # noqa
-                    request, wait_for, workdir)
+                    read_request, request, wait_for, workdir)
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -409,14 +409,7 @@ def streams(gw_bin, fake_bin):
                 while True:
                     c, _ = srv.accept()
                     c.settimeout(5)
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        data += c.recv(65536)
-                    head, _, rest = data.partition(b"\r\n\r\n")
-                    n = int([l.split(b":")[1] for l in head.split(b"\r\n")
-                             if l.lower().startswith(b"content-length")][0])
-                    while len(rest) < n:
-                        rest += c.recv(65536)
+                    read_request(c)
                     body = ev * 3
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                               b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +

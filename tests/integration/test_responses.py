@@ -17,8 +17,8 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (HOST, Fake, Gateway, check, finish, import_ok, request,  # noqa
-                    smart_config, smart_history, wait_for, workdir)
+from gwtest import (HOST, Fake, Gateway, check, finish, import_ok, read_request,  # noqa
+                    request, smart_config, smart_history, wait_for, workdir)
 
 TIMEOUTS = {"connect_ms": 500, "first_byte_ms": 2000, "idle_ms": 1500, "total_ms": 8000}
 
@@ -80,14 +80,7 @@ class Script:
             while self.answers:
                 c, _ = self.srv.accept()
                 c.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += c.recv(65536)
-                head, _, rest = data.partition(b"\r\n\r\n")
-                n = int([l.split(b":")[1] for l in head.split(b"\r\n")
-                         if l.lower().startswith(b"content-length")][0])
-                while len(rest) < n:
-                    rest += c.recv(65536)
+                head, rest = read_request(c)
                 self.requests.append((head.split(b"\r\n")[0].decode(), rest))
                 c.sendall(self.answers.pop(0))
                 c.close()
