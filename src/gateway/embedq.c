@@ -69,17 +69,8 @@ static int embed_data(void *arg, const char *data, size_t len)
     struct gw_embed *e = arg;
     if (e->len + len > EMBED_RESP_CAP)
         return UP_CONSUMED; /* over the cap: dropped, and the parse fails */
-    if (e->len + len + 1 > e->cap) {
-        size_t cap = e->cap ? e->cap : 4096;
-        char *p;
-        while (cap < e->len + len + 1)
-            cap *= 2;
-        p = realloc(e->resp, cap);
-        if (!p)
-            return UP_CONSUMED;
-        e->resp = p;
-        e->cap = cap;
-    }
+    if (gw_reserve(&e->resp, &e->cap, e->len + len + 1, 4096) != 0)
+        return UP_CONSUMED;
     memcpy(e->resp + e->len, data, len);
     e->len += len;
     return UP_CONSUMED;

@@ -8,6 +8,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gateway.h"
@@ -41,6 +42,21 @@ size_t gw_utf8_char_len(const unsigned char *p)
  * fit, so a byte that does not start a whole UTF-8 character becomes
  * U+FFFD and a character that does not fit is left out whole: the body
  * stays valid JSON. */
+int gw_reserve(char **buf, size_t *cap, size_t need, size_t first)
+{
+    size_t c = *cap ? *cap : first;
+    char *g;
+    if (need <= *cap)
+        return 0;
+    while (c < need)
+        c *= 2;
+    if (!(g = realloc(*buf, c)))
+        return -1;
+    *buf = g;
+    *cap = c;
+    return 0;
+}
+
 size_t gw_json_string(char *buf, size_t cap, size_t o, const char *s)
 {
     static const char hex[] = "0123456789abcdef";

@@ -227,6 +227,11 @@ void gw_log_answered(struct gw *gw, const char *id, const char *method, const ch
 
 /* ==== Errors (errors.c) ==== */
 
+/* Room for at least `need` bytes in *buf, of *cap allocated: the capacity
+ * doubles from `first` until it fits. Returns 0, or -1 out of memory with
+ * *buf and *cap as they were. */
+int gw_reserve(char **buf, size_t *cap, size_t need, size_t first);
+
 /* Format {"error": {"message", "type", "param", "code"}} into buf. param and
  * code may be NULL (JSON null). Returns the length written (truncated to fit). */
 size_t gw_error_format(char *buf, size_t cap, const char *message, const char *type,

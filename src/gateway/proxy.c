@@ -476,17 +476,8 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
         v++;
         vn--;
     }
-    if (ex->ev_len + vn + 1 > ex->ev_cap) {
-        size_t cap = ex->ev_cap ? ex->ev_cap : 1024;
-        char *g;
-        while (cap < ex->ev_len + vn + 1)
-            cap *= 2;
-        g = realloc(ex->ev_data, cap);
-        if (!g)
-            return -1;
-        ex->ev_data = g;
-        ex->ev_cap = cap;
-    }
+    if (gw_reserve(&ex->ev_data, &ex->ev_cap, ex->ev_len + vn + 1, 1024) != 0)
+        return -1;
     memcpy(ex->ev_data + ex->ev_len, v, vn);
     ex->ev_len += vn;
     ex->ev_data[ex->ev_len++] = '\n';
@@ -1237,18 +1228,9 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
         watch_stop(ex);
         return UP_PAUSE;
     }
-    if (ex->held_len + len > ex->held_cap) {
-        size_t cap = ex->held_cap ? ex->held_cap : 4096;
-        char *g;
-        while (cap < ex->held_len + len)
-            cap *= 2;
-        g = realloc(ex->held, cap);
-        if (!g) {
-            defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
-            return UP_CONSUMED;
-        }
-        ex->held = g;
-        ex->held_cap = cap;
+    if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + len, 4096) != 0) {
+        defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
+        return UP_CONSUMED;
     }
     memcpy(ex->held + ex->held_len, data, len);
     ex->held_len += len;
@@ -1354,18 +1336,9 @@ static int on_data(void *arg, const char *data, size_t len)
         defer_failure(ex, RS_TOO_LARGE, msg);
         return UP_CONSUMED;
     }
-    if (ex->resp_len + len + 1 > ex->resp_cap) {
-        size_t cap = ex->resp_cap ? ex->resp_cap : 4096;
-        char *g;
-        while (cap < ex->resp_len + len + 1)
-            cap *= 2;
-        g = realloc(ex->resp, cap);
-        if (!g) {
-            defer_failure(ex, RS_PROTOCOL, "out of memory buffering the response");
-            return UP_CONSUMED;
-        }
-        ex->resp = g;
-        ex->resp_cap = cap;
+    if (gw_reserve(&ex->resp, &ex->resp_cap, ex->resp_len + len + 1, 4096) != 0) {
+        defer_failure(ex, RS_PROTOCOL, "out of memory buffering the response");
+        return UP_CONSUMED;
     }
     memcpy(ex->resp + ex->resp_len, data, len);
     ex->resp_len += len;
@@ -1676,17 +1649,8 @@ struct text {
 static int text_add(struct text *t, const char *s, size_t n, const char *sep)
 {
     size_t sl = t->len && sep ? strlen(sep) : 0;
-    if (t->len + sl + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 256;
-        char *g;
-        while (cap < t->len + sl + n + 1)
-            cap *= 2;
-        g = realloc(t->p, cap);
-        if (!g)
-            return -1;
-        t->p = g;
-        t->cap = cap;
-    }
+    if (gw_reserve(&t->p, &t->cap, t->len + sl + n + 1, 256) != 0)
+        return -1;
     memcpy(t->p + t->len, sep ? sep : "", sl);
     t->len += sl;
     memcpy(t->p + t->len, s, n);

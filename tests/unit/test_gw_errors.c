@@ -1,6 +1,7 @@
 /* test_gw_errors.c -- the gateway's OpenAI-shaped error bodies: whatever
  * the message quotes (a client's model name, path or bytes) and however it
- * is cut to fit, the body is valid JSON in UTF-8. */
+ * is cut to fit, the body is valid JSON in UTF-8. And gw_reserve(), the
+ * byte buffers' growth, from the same file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -99,12 +100,29 @@ static void redirect_phrase_quotes_a_cleaned_location(void **state)
     assert_non_null(strstr(out, "a...'"));
 }
 
+static void reserve_grows_by_doubling_and_keeps_the_bytes(void **state)
+{
+    char *buf = NULL;
+    size_t cap = 0;
+    (void)state;
+    assert_int_equal(gw_reserve(&buf, &cap, 100, 16), 0);
+    assert_int_equal(cap, 128); /* 16 doubled until it holds 100 */
+    memcpy(buf, "kept", 5);
+    assert_int_equal(gw_reserve(&buf, &cap, 128, 16), 0);
+    assert_int_equal(cap, 128); /* room already: nothing moves */
+    assert_int_equal(gw_reserve(&buf, &cap, 129, 16), 0);
+    assert_int_equal(cap, 256);
+    assert_string_equal(buf, "kept");
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(error_body_replaces_bytes_that_are_not_utf8),
         cmocka_unit_test(error_body_cut_to_fit_never_splits_a_character),
         cmocka_unit_test(redirect_phrase_quotes_a_cleaned_location),
+        cmocka_unit_test(reserve_grows_by_doubling_and_keeps_the_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
