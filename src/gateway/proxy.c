@@ -144,7 +144,6 @@ struct exchange {
     size_t ev_len, ev_cap;
     unsigned ev_lines; /* its data lines */
     int event_seen;    /* an event with content (not just a role) is complete: may commit */
-    int ev_terminal;   /* Responses: the open event's one data line is a whole terminal event */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_first, t_up_end;
@@ -428,25 +427,20 @@ static int resp_is_terminal(const char *v, size_t n)
     return n && *v == '{' && resp_event_scan(v, n, &e) == 0 && type_in(&e, terminal_types);
 }
 
-/* A whole Responses event, its data p[0..n) checked to be a JSON object:
+/* A whole Responses event, its data p[0..n) scanned into e (a JSON object):
  * note its sequence number, whether it has content, and whether it ends
  * the answer; a terminal event's `response.usage` has the token counts. */
-static void resp_event(struct exchange *ex, const char *p, size_t n)
+static void resp_event(struct exchange *ex, const char *p, size_t n, const struct resp_event *e)
 {
-    struct resp_event e;
-    if (resp_event_scan(p, n, &e) != 0) {
-        ex->event_seen = 1; /* parsed as JSON, but not by the scanner: relay it */
-        return;
-    }
-    if (e.seq > ex->seq_last)
-        ex->seq_last = e.seq;
-    if (!ex->streaming && !ex->event_seen && resp_has_content(&e))
+    if (e->seq > ex->seq_last)
+        ex->seq_last = e->seq;
+    if (!ex->streaming && !ex->event_seen && resp_has_content(e))
         ex->event_seen = 1;
-    if (type_in(&e, terminal_types)) {
+    if (type_in(e, terminal_types)) {
         json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
         json_t *u = json_object_get(json_object_get(j, "response"), "usage");
         ex->saw_done = 1;
-        ex->resp_failed = type_is(&e, "response.failed");
+        ex->resp_failed = type_is(e, "response.failed");
         if (json_is_object(u))
             read_usage(ex, u);
         json_decref(j);
@@ -482,10 +476,6 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
     ex->ev_len += vn;
     ex->ev_data[ex->ev_len++] = '\n';
     ex->ev_lines++;
-    /* A Responses event whose one data line is a whole terminal event has
-     * nothing missing, blank line or not (done_unfinished()). */
-    if (ex->ep == EP_RESPONSES)
-        ex->ev_terminal = ex->ev_lines == 1 && resp_is_terminal(v, vn);
     return 0;
 }
 
@@ -498,8 +488,8 @@ static int sse_event(struct exchange *ex)
     const char *p, *end;
     size_t n;
     unsigned lines = ex->ev_lines;
+    struct resp_event re;
     ex->ev_lines = 0;
-    ex->ev_terminal = 0;
     if (lines == 0)
         return 0;
     p = ex->ev_data;
@@ -518,7 +508,8 @@ static int sse_event(struct exchange *ex)
             ex->saw_done = 1;
         return 0;
     }
-    if (!is_json_object(p, n))
+    /* A Responses event is scanned once, for its members too. */
+    if (ex->ep == EP_RESPONSES ? resp_event_scan(p, n, &re) != 0 : !is_json_object(p, n))
         return -1;
     if (lines > 1) {
         /* Joined, the data holds LFs, and the scanner does not look inside
@@ -532,7 +523,7 @@ static int sse_event(struct exchange *ex)
             return -1;
     }
     if (ex->ep == EP_RESPONSES) {
-        resp_event(ex, p, n);
+        resp_event(ex, p, n, &re);
         return 0;
     }
     if (!ex->streaming && !ex->event_seen && chunk_has_content(p, n))
@@ -597,7 +588,9 @@ static const char *done_unfinished(const struct exchange *ex, size_t *upto, int 
     if (ex->saw_done || !ex->sse)
         return NULL;
     if (ex->ep == EP_RESPONSES) {
-        if (ex->ev_lines == 1 && n == 0 && ex->ev_terminal) {
+        /* Scanned only here: an event whose blank line came with its data
+         * line (the usual case) is never open when this is asked. */
+        if (ex->ev_lines == 1 && n == 0 && resp_is_terminal(ex->ev_data, ex->ev_len)) {
             *upto = ex->held_line;
             return ex->cr_ended ? "\n\n" : "\n";
         }
@@ -1509,7 +1502,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = 0;
-    ex->resp_failed = ex->ev_terminal = 0;
+    ex->resp_failed = 0;
     ex->seq_last = -1;
     ex->cr_ended = 0;
     ex->body_complete = 0;
