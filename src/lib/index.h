@@ -7,7 +7,9 @@
  *     the documents whose bound can still reach the top k (index.c).
  *     Vectors are unit length, so the dot product is the cosine.
  *   - dense (a remote embedder): a flat row-major matrix of unit vectors,
- *     scanned with SIMD dot products.
+ *     screened through a copy quantised to 8 bits a coordinate, with a
+ *     bound on each row's error, and the rows that can still reach the
+ *     top k scored exactly (index.c).
  * Both rank by similarity, higher first, ties broken by lower document
  * number (documents are numbered in insertion order; the sparse index
  * orders them its own way inside, which callers never see). When fewer than k
@@ -147,16 +149,29 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
 
 /* ==== Dense (flat) index ==== */
 
+/* A row's quantisation (index.c): its scale, and bounds on the norms of
+ * its rounding error, of the row less the centre, and of the row. */
+struct lr__dquant {
+    float scale, err, norm_c, norm;
+};
+
 struct lr__dindex {
     float *m; /* n rows of dim floats */
     size_t dim, n, cap;
+    int8_t *m8;            /* n rows of dim: each row less mu, quantised */
+    struct lr__dquant *rq; /* per row */
+    float *mu;             /* dim floats taken off every row first, or NULL */
 };
 
 void lr__dindex_free(struct lr__dindex *idx);
-/* Room for one more row without allocating (searches excluded). */
+/* Room for `extra` more rows without allocating (searches excluded). */
 int lr__dindex_reserve(struct lr__dindex *idx, size_t extra);
 /* Append a row (already unit length); needs room reserved first. */
 void lr__dindex_add(struct lr__dindex *idx, const float *v);
+/* Take the rows' mean as the centre and quantise every row again (after a
+ * bulk load; searches excluded). Only the search's speed depends on it:
+ * without memory for the centre the rows keep their quantisation. */
+void lr__dindex_recentre(struct lr__dindex *idx);
 
 /* The dot product of two dense vectors: the dense index's similarity, and
  * the groups' (groups.c) for dense stores. */
@@ -169,13 +184,24 @@ static inline float lr__dense_dot(const float *restrict a, const float *restrict
     return s;
 }
 
-/* k nearest rows to q (unit length, idx->dim floats). Returns the count. */
+/* k nearest rows to q (unit length, idx->dim floats). Returns the count,
+ * or LR_ENOMEM. The similarities are lr__dense_dot's, and the result is
+ * the same as scoring every row with it. */
 int lr__dindex_knn(const struct lr__dindex *idx, const float *q, size_t k,
                    struct lr__neighbor *out);
 /* nq queries at once (row-major nq x dim), out is nq x k; the matrix is
- * read once per block of rows for all queries. counts[i] = how many. */
+ * read once per block of rows for all queries. counts[i] = how many.
+ * Returns 0 or LR_ENOMEM. */
 int lr__dindex_knn_batch(const struct lr__dindex *idx, const float *qs, size_t nq, size_t k,
                          struct lr__neighbor *out, size_t *counts);
+/* For the tests: 1 keeps every search to the portable integer kernel (SSE2
+ * on x86-64), 0 (the default) lets it take AVX2 where the processor has
+ * it. Not to be changed while searches run. */
+void lr__dindex_portable(int on);
+/* lr__dindex_knn_batch, adding to *scored (when not NULL) how many rows
+ * the screen left to score exactly (bench/dense_bench.c). */
+int lr__dindex_knn_scored(const struct lr__dindex *idx, const float *qs, size_t nq, size_t k,
+                          struct lr__neighbor *out, size_t *counts, size_t *scored);
 
 /* ==== Top-k selection (shared by both) ==== */
 

@@ -773,6 +773,8 @@ static int load_dense(struct lr_store *st, sqlite3 *db, size_t dim, struct lr__h
     else if (h->didx.n != h->n)
         rc = fail(err, LR_ESTORE, 0, "history store '%s': %zu records but %zu vectors",
                   st->path, h->n, h->didx.n);
+    else
+        lr__dindex_recentre(&h->didx);
 out:
     sqlite3_finalize(q);
     return rc;

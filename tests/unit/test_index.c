@@ -642,6 +642,259 @@ static void dense_knn_matches_brute_force_and_batches_agree(void **st)
     free(all);
 }
 
+/* ==== The dense screen: the same result as scoring every row ==== */
+
+static void unit_f(float *v, size_t dim)
+{
+    double s = 0;
+    for (size_t j = 0; j < dim; j++)
+        s += (double)v[j] * v[j];
+    if (s > 0)
+        for (size_t j = 0; j < dim; j++)
+            v[j] = (float)(v[j] / sqrt(s));
+}
+
+static float uniform_f(void)
+{
+    return (float)((int)(rnd() % 200001) - 100000) / 100000.0f;
+}
+
+/* Every row scored with lr__dense_dot into the top-k heap: what the
+ * screened search must equal, to the bit. */
+static size_t dense_flat(const struct lr__dindex *idx, const float *q, size_t k,
+                         struct lr__neighbor *out)
+{
+    struct lr__topk t;
+    lr__topk_init(&t, out, k < idx->n ? k : idx->n);
+    for (size_t r = 0; r < idx->n; r++)
+        lr__topk_push(&t, (uint32_t)r, lr__dense_dot(idx->m + r * idx->dim, q, idx->dim));
+    return lr__topk_finish(&t);
+}
+
+static void check_dense_same(const struct lr__dindex *idx, const float *q, size_t k)
+{
+    struct lr__neighbor *got = malloc((k + 1) * sizeof(*got));
+    struct lr__neighbor *want = malloc((k + 1) * sizeof(*want));
+    assert_non_null(got);
+    assert_non_null(want);
+    size_t nw = dense_flat(idx, q, k, want);
+    /* Both integer kernels: the one this processor gets, and the portable. */
+    for (int portable = 0; portable < 2; portable++) {
+        lr__dindex_portable(portable);
+        int n = lr__dindex_knn(idx, q, k, got);
+        assert_int_equal(n, (int)nw);
+        assert_memory_equal(got, want, nw * sizeof(*got));
+    }
+    lr__dindex_portable(0);
+    free(got);
+    free(want);
+}
+
+/* Kinds of rows that try the screen's bounds: near-ties below the 8-bit
+ * step, a large shared part (what the centre takes off), one large
+ * coordinate, zeros, exact copies. */
+static void dense_row(int kind, const float *base, size_t dim, float *v)
+{
+    switch (kind) {
+    case 0: /* the base with a change far below the quantisation step */
+        for (size_t j = 0; j < dim; j++)
+            v[j] = base[j] + 1e-7f * (float)((int)(rnd() % 3) - 1);
+        break;
+    case 1: /* a large part shared by every row of this kind */
+        for (size_t j = 0; j < dim; j++)
+            v[j] = (j % 7 == 0 ? 3.0f : 0.0f) + 0.3f * uniform_f();
+        break;
+    case 2: /* one coordinate far larger than the rest */
+        for (size_t j = 0; j < dim; j++)
+            v[j] = 0.01f * uniform_f();
+        v[rnd() % dim] = 1.0f;
+        break;
+    case 3: /* an exact copy of the base */
+        memcpy(v, base, dim * sizeof(*v));
+        return;
+    case 4: /* zeros but one coordinate */
+        memset(v, 0, dim * sizeof(*v));
+        v[rnd() % dim] = rnd() % 2 ? 1.0f : -1.0f;
+        return;
+    default:
+        for (size_t j = 0; j < dim; j++)
+            v[j] = uniform_f();
+    }
+    unit_f(v, dim);
+}
+
+static void dense_screen_equals_the_flat_scan_bit_for_bit(void **st)
+{
+    (void)st;
+    static const size_t dims[] = {1, 3, 16, 17, 37, 384, 4099};
+    static const size_t ks[] = {1, 2, 16, 50, 10000};
+    for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+        size_t dim = dims[di], n = dim > 1000 ? 300 : 1500;
+        struct lr__dindex idx = {0};
+        float *v = malloc(dim * sizeof(*v)), *base = malloc(dim * sizeof(*base));
+        float *q = malloc(dim * sizeof(*q));
+        assert_non_null(v);
+        assert_non_null(base);
+        assert_non_null(q);
+        idx.dim = dim;
+        dense_row(5, NULL, dim, base);
+        assert_int_equal(lr__dindex_reserve(&idx, n), 0);
+        for (size_t r = 0; r < n; r++) {
+            dense_row((int)(rnd() % 7), base, dim, v);
+            lr__dindex_add(&idx, v);
+        }
+        /* Before and after the centre, and with rows added after it. */
+        for (int phase = 0; phase < 3; phase++) {
+            if (phase == 1)
+                lr__dindex_recentre(&idx);
+            if (phase == 2) {
+                assert_int_equal(lr__dindex_reserve(&idx, 200), 0);
+                for (size_t r = 0; r < 200; r++) {
+                    dense_row((int)(rnd() % 7), base, dim, v);
+                    lr__dindex_add(&idx, v);
+                }
+            }
+            for (size_t qi = 0; qi < 12; qi++) {
+                if (qi < 4)
+                    dense_row(0, base, dim, q); /* among the near-ties */
+                else if (qi < 6)
+                    memcpy(q, idx.m + (rnd() % idx.n) * dim, dim * sizeof(*q));
+                else
+                    dense_row((int)(qi % 7), base, dim, q);
+                check_dense_same(&idx, q, ks[qi % 5]);
+            }
+        }
+        lr__dindex_free(&idx);
+        free(v);
+        free(base);
+        free(q);
+    }
+}
+
+/* Rows whose similarities to the query are all within the screen's error
+ * of each other: it must score them all and keep the flat scan's order. */
+static void dense_screen_keeps_ties_below_its_resolution(void **st)
+{
+    (void)st;
+    enum { DIM = 64, N = 3000 };
+    struct lr__dindex idx = {0};
+    float v[DIM], q[DIM];
+    idx.dim = DIM;
+    assert_int_equal(lr__dindex_reserve(&idx, N), 0);
+    for (size_t j = 0; j < DIM; j++)
+        q[j] = uniform_f();
+    unit_f(q, DIM);
+    for (size_t r = 0; r < N; r++) {
+        /* The query, each coordinate nudged by at most one float step. */
+        for (size_t j = 0; j < DIM; j++)
+            v[j] = nextafterf(q[j], rnd() % 2 ? INFINITY : -INFINITY);
+        if (r % 5 == 0)
+            memcpy(v, q, sizeof(v));
+        lr__dindex_add(&idx, v);
+    }
+    lr__dindex_recentre(&idx);
+    size_t scored = 0, count = 0;
+    struct lr__neighbor got[16];
+    assert_int_equal(lr__dindex_knn_scored(&idx, q, 1, 16, got, &count, &scored), 0);
+    assert_int_equal(count, 16);
+    /* Every row is within the error of the best, so none is ruled out. */
+    assert_int_equal(scored, N);
+    check_dense_same(&idx, q, 16);
+    check_dense_same(&idx, q, N);
+    lr__dindex_free(&idx);
+}
+
+/* In a few dimensions the quantisation errors often point along the
+ * query, so the bounds are nearly reached: rows packed in a narrow cone,
+ * queries inside it, with and without the centre. */
+static void dense_screen_bounds_hold_where_they_are_tight(void **st)
+{
+    (void)st;
+    enum { N = 2000 };
+    for (size_t dim = 2; dim <= 5; dim++) {
+        for (int centre = 0; centre < 2; centre++) {
+            struct lr__dindex idx = {0};
+            float axis[8], v[8], q[8];
+            idx.dim = dim;
+            for (size_t j = 0; j < dim; j++)
+                axis[j] = uniform_f();
+            unit_f(axis, dim);
+            assert_int_equal(lr__dindex_reserve(&idx, N), 0);
+            for (size_t r = 0; r < N; r++) {
+                for (size_t j = 0; j < dim; j++)
+                    v[j] = axis[j] + 0.02f * uniform_f();
+                unit_f(v, dim);
+                lr__dindex_add(&idx, v);
+            }
+            if (centre)
+                lr__dindex_recentre(&idx);
+            for (size_t qi = 0; qi < 200; qi++) {
+                for (size_t j = 0; j < dim; j++)
+                    q[j] = axis[j] + 0.02f * uniform_f();
+                unit_f(q, dim);
+                check_dense_same(&idx, q, 1 + qi % 20);
+            }
+            lr__dindex_free(&idx);
+        }
+    }
+}
+
+/* Two rows on the 8-bit grid (no rounding error of their own) and
+ * queries that all but tie them: what orders them in the screen is then
+ * the query's 16-bit rounding, which the bounds must cover. Among these
+ * queries the rounding reverses the two rows' order by up to 3e-5 where
+ * their cosines differ by 2e-6. */
+static void dense_screen_covers_the_query_rounding(void **st)
+{
+    (void)st;
+    static const double a[3] = {127, 113, -68}, b[3] = {127, -104, 87};
+    /* q = (a + b) / 2 + lambda (a - b) is as near to each at this lambda. */
+    const double tie = 0.006974716652136004;
+    struct lr__dindex idx = {0};
+    float v[3], q[3];
+    idx.dim = 3;
+    assert_int_equal(lr__dindex_reserve(&idx, 2), 0);
+    for (size_t j = 0; j < 3; j++)
+        v[j] = (float)(a[j] / 128.0);
+    lr__dindex_add(&idx, v);
+    for (size_t j = 0; j < 3; j++)
+        v[j] = (float)(b[j] / 128.0);
+    lr__dindex_add(&idx, v);
+    for (int step = -400; step <= 400; step++) {
+        double lambda = tie + step * 5e-7;
+        for (size_t j = 0; j < 3; j++)
+            q[j] = (float)((a[j] + b[j]) / 2.0 + lambda * (a[j] - b[j]));
+        unit_f(q, 3);
+        check_dense_same(&idx, q, 1);
+    }
+    lr__dindex_free(&idx);
+}
+
+/* On rows apart by more than its error the screen rules most rows out. */
+static void dense_screen_scores_few_rows_when_they_are_apart(void **st)
+{
+    (void)st;
+    enum { DIM = 128, N = 5000 };
+    struct lr__dindex idx = {0};
+    float v[DIM];
+    idx.dim = DIM;
+    assert_int_equal(lr__dindex_reserve(&idx, N), 0);
+    for (size_t r = 0; r < N; r++) {
+        dense_row(5, NULL, DIM, v);
+        lr__dindex_add(&idx, v);
+    }
+    lr__dindex_recentre(&idx);
+    size_t scored = 0, count = 0;
+    struct lr__neighbor got[16];
+    assert_int_equal(lr__dindex_knn_scored(&idx, idx.m + 77 * DIM, 1, 16, got, &count, &scored),
+                     0);
+    assert_int_equal(count, 16);
+    assert_int_equal(got[0].doc, 77);
+    assert_true(scored >= 16 && scored < N / 10);
+    check_dense_same(&idx, idx.m + 77 * DIM, 16);
+    lr__dindex_free(&idx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -653,6 +906,11 @@ int main(void)
         cmocka_unit_test(pruned_knn_stays_exact_as_documents_are_appended),
         cmocka_unit_test(knn_equals_plain_scoring_bit_for_bit),
         cmocka_unit_test(dense_knn_matches_brute_force_and_batches_agree),
+        cmocka_unit_test(dense_screen_equals_the_flat_scan_bit_for_bit),
+        cmocka_unit_test(dense_screen_keeps_ties_below_its_resolution),
+        cmocka_unit_test(dense_screen_bounds_hold_where_they_are_tight),
+        cmocka_unit_test(dense_screen_covers_the_query_rounding),
+        cmocka_unit_test(dense_screen_scores_few_rows_when_they_are_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
