@@ -12,7 +12,9 @@
  *   iso     independent Gaussian coordinates: no structure, cosines near 0
  * Each round times every query once with each method, alternating method
  * by round; the median over rounds of each method's p50 is printed, with
- * the median of the rounds' ratios.
+ * the median of the rounds' ratios. Then the queries are searched a few to
+ * a pass over the rows, as a smart batch over a dense store searches them,
+ * against one by one (alternating by round, same check).
  *
  *   dense_bench [--corpus topics|iso] [--records N] [--dim D]
  *               [--queries Q] [--rounds R] [--k K] [--no-centre]
@@ -25,6 +27,7 @@
 #include "bench.h"
 #include "index.h"
 #include "llmroute.h"
+#include "smart.h"
 
 static double gauss(void)
 {
@@ -175,6 +178,40 @@ int main(int argc, char **argv)
         p_flat[r] = median(tf, (int)nq);
         ratio[r] = p_screen[r] / p_flat[r];
     }
+    /* A smart batch over a dense store searches LR__SMART_SHARED_SEARCH
+     * queries a pass (lr__smart_knn_batch): that against one by one. */
+    struct lr__neighbor *gb = malloc(nq * k * sizeof(*gb)), *g1 = malloc(nq * k * sizeof(*g1));
+    size_t *cb = malloc(nq * sizeof(*cb)), *c1 = malloc(nq * sizeof(*c1));
+    double *t_shared = malloc(rounds * sizeof(double)), *t_one = malloc(rounds * sizeof(double));
+    double *bratio = malloc(rounds * sizeof(double));
+    if (!gb || !g1 || !cb || !c1 || !t_shared || !t_one || !bratio) {
+        fprintf(stderr, "dense_bench: out of memory\n");
+        return 1;
+    }
+    for (int r = 0; r < rounds; r++) {
+        for (int pass = 0; pass < 2; pass++) {
+            int shared = (pass == 0) == (r % 2 == 0);
+            double a = now();
+            for (size_t i0 = 0; i0 < nq; i0 += LR__SMART_SHARED_SEARCH) {
+                size_t c = nq - i0 < LR__SMART_SHARED_SEARCH ? nq - i0 : LR__SMART_SHARED_SEARCH;
+                for (size_t i = 0; i < (shared ? 1 : c); i++)
+                    if (lr__dindex_knn_batch(&idx, qs + (i0 + i) * dim, shared ? c : 1, k,
+                                             (shared ? gb : g1) + (i0 + i) * k,
+                                             (shared ? cb : c1) + i0 + i)) {
+                        fprintf(stderr, "dense_bench: out of memory\n");
+                        return 1;
+                    }
+            }
+            (shared ? t_shared : t_one)[r] = now() - a;
+        }
+        for (size_t i = 0; i < nq; i++)
+            if (cb[i] != c1[i] || memcmp(gb + i * k, g1 + i * k, c1[i] * sizeof(*gb)) != 0) {
+                fprintf(stderr, "dense_bench: query %zu: the shared search differs\n", i);
+                return 1;
+            }
+        bratio[r] = t_shared[r] / t_one[r];
+    }
+
     printf("corpus %s: %zu rows of %zu, %zu queries, k=%zu, centre %s\n", corpus, n, dim, nq, k,
            centre ? "on" : "off");
     printf("rows scored exactly: mean %.1f per query\n", (double)scored / (double)nq);
@@ -182,6 +219,10 @@ int main(int argc, char **argv)
            "median ratio %.3f (%.1fx faster); results identical on every query\n",
            rounds, median(p_screen, rounds) * 1e3, median(p_flat, rounds) * 1e3,
            median(ratio, rounds), 1.0 / median(ratio, rounds));
+    printf("%d queries to a pass over the rows, as a smart batch searches them: %.3f ms a "
+           "query against %.3f one by one, median ratio %.3f; results identical\n",
+           LR__SMART_SHARED_SEARCH, median(t_shared, rounds) * 1e3 / (double)nq,
+           median(t_one, rounds) * 1e3 / (double)nq, median(bratio, rounds));
     lr__dindex_free(&idx);
     free(common);
     free(noise);
@@ -195,5 +236,12 @@ int main(int argc, char **argv)
     free(p_screen);
     free(p_flat);
     free(ratio);
+    free(gb);
+    free(g1);
+    free(cb);
+    free(c1);
+    free(t_shared);
+    free(t_one);
+    free(bratio);
     return 0;
 }

@@ -184,9 +184,13 @@ static void fill_unknown(const struct lr__smart_model *models, size_t m,
     }
 }
 
-int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
-                          const struct lr__smart_model *models, size_t m,
-                          struct lr_candidate *out, struct lr_error *err)
+/* Rank as lr__smart_rank_models does; with given (n_given neighbours of
+ * q, found by lr__smart_knn_batch) the search is not run again, unless the
+ * store no longer holds one of them. */
+static int rank(struct lr__smart *s, const struct lr__smart_query *q,
+                const struct lr__neighbor *given, size_t n_given,
+                const struct lr__smart_model *models, size_t m, struct lr_candidate *out,
+                struct lr_error *err)
 {
     double stack_buf[4 * 32];
     int stack_ids[32];
@@ -228,7 +232,18 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
                       q->embedding ? q->dim : 0);
             goto out;
         }
-        nn = lr__store_knn_vec(s->store, q->embedding, q->dim, fetch, &x->ss, x->nb);
+        nn = -1;
+        if (given && n_given <= fetch) {
+            size_t i = 0;
+            while (i < n_given && given[i].doc < h->n)
+                i++;
+            if (i == n_given) {
+                memcpy(x->nb, given, n_given * sizeof(*given));
+                nn = (int)n_given;
+            }
+        }
+        if (nn < 0)
+            nn = lr__store_knn_vec(s->store, q->embedding, q->dim, fetch, &x->ss, x->nb);
     } else {
         if (!q->text || q->len == 0) {
             rc = lr__error_set(err, LR_EINVAL, "smart routing needs the query text");
@@ -269,6 +284,49 @@ out:
     if (order != stack_order)
         free(order);
     return rc;
+}
+
+int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
+                          const struct lr__smart_model *models, size_t m,
+                          struct lr_candidate *out, struct lr_error *err)
+{
+    return rank(s, q, NULL, 0, models, m, out, err);
+}
+
+int lr__smart_rank_given(struct lr__smart *s, const struct lr__smart_query *q,
+                         const struct lr__neighbor *nb, size_t n_nb,
+                         const struct lr__smart_model *models, size_t m,
+                         struct lr_candidate *out, struct lr_error *err)
+{
+    return rank(s, q, nb, n_nb, models, m, out, err);
+}
+
+size_t lr__smart_k(const struct lr__smart *s)
+{
+    return s->k;
+}
+
+int lr__smart_knn_batch(struct lr__smart *s, const struct lr__smart_query *qs, size_t n,
+                        struct lr__neighbor *nb, size_t *counts)
+{
+    const float *vecs[LR__SMART_SHARED_SEARCH];
+    int rc = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!qs[i].embedding || qs[i].dim == 0 || qs[i].dim != qs[0].dim)
+            return 1;
+    for (size_t i0 = 0; i0 < n && rc == 0; i0 += LR__SMART_SHARED_SEARCH) {
+        size_t c = n - i0 < LR__SMART_SHARED_SEARCH ? n - i0 : LR__SMART_SHARED_SEARCH;
+        for (size_t i = 0; i < c; i++)
+            vecs[i] = qs[i0 + i].embedding;
+        lr__store_rdlock(s->store);
+        if (!lr__store_is_dense(s->store) || lr__store_hist(s->store)->n == 0)
+            rc = 1;
+        else
+            rc = lr__store_knn_vecs(s->store, vecs, c, qs[0].dim, s->k, nb + i0 * s->k,
+                                    counts + i0);
+        lr__store_unlock(s->store);
+    }
+    return rc == LR_EINVAL ? 1 : rc;
 }
 
 /* ==== The strategy interface ==== */

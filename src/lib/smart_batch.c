@@ -3,7 +3,8 @@
  * Each query is predicted as the per-query rule does it (lr__smart_rank_models:
  * k nearest past queries, predicted quality and output length, estimated
  * cost), which also gives each query's own ranking, the gateway's fallback
- * order. The predictions become a dense n x m matrix over the models that
+ * order. Over a dense store the queries' neighbours are searched together
+ * first, a few queries to each pass over the rows (lr__smart_knn_batch). The predictions become a dense n x m matrix over the models that
  * are a candidate of any query (NaN where a model is not a query's
  * candidate), and the optimizer (optimize.c) solves
  *   quality form: min total cost  s.t. mean quality >= alpha, load_j <= L_j
@@ -50,6 +51,9 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     int *col_of = NULL, *model_of_col = NULL, *cap = NULL, *col_assign = NULL;
     double *quality = NULL, *cost = NULL;
     struct lr__smart_model *models = NULL;
+    struct lr__smart_query *qs = NULL;
+    struct lr__neighbor *nb = NULL;
+    size_t *nb_n = NULL;
     struct lr__opt_problem p;
     struct lr__opt_result r;
     int rc = 0;
@@ -85,20 +89,45 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
                                   : lr_config_model(cfg, (size_t)k)->capacity;
     }
 
+    /* The queries; over a dense store their neighbours are searched
+     * together first (lr__smart_knn_batch). */
+    qs = calloc(n, sizeof *qs);
+    if (!qs)
+        goto nomem;
+    for (size_t i = 0; i < n; i++) {
+        qs[i].text = ctxs[i].req->query;
+        qs[i].len = qs[i].text ? strlen(qs[i].text) : 0;
+        qs[i].embedding = ctxs[i].req->embedding;
+        qs[i].dim = ctxs[i].req->embedding_dim;
+        qs[i].input_tokens = ctxs[i].input_tokens;
+        qs[i].requirement = ctxs[i].requirement;
+    }
+    if (n > 1 && qs[0].embedding) {
+        size_t k = lr__smart_k(state);
+        nb = malloc(n * k * sizeof *nb);
+        nb_n = malloc(n * sizeof *nb_n);
+        if (!nb || !nb_n)
+            goto nomem;
+        int kr = lr__smart_knn_batch(state, qs, n, nb, nb_n);
+        if (kr < 0) {
+            rc = lr__error_set(err, kr, "out of memory searching the history");
+            goto out;
+        }
+        if (kr > 0) { /* searched query by query */
+            free(nb);
+            nb = NULL;
+        }
+    }
+
     /* Predict every query; its ranking is its fallback order. */
     for (size_t i = 0; i < n; i++) {
-        struct lr__smart_query q;
         const struct lr__route_ctx *ctx = &ctxs[i];
         if ((rc = fill_models(ctx, models, err)))
             goto fail_query;
-        memset(&q, 0, sizeof q);
-        q.text = ctx->req->query;
-        q.len = q.text ? strlen(q.text) : 0;
-        q.embedding = ctx->req->embedding;
-        q.dim = ctx->req->embedding_dim;
-        q.input_tokens = ctx->input_tokens;
-        q.requirement = ctx->requirement;
-        if ((rc = lr__smart_rank_models(state, &q, models, ctx->n_cands, rankings[i], err)))
+        rc = nb ? lr__smart_rank_given(state, &qs[i], nb + i * lr__smart_k(state), nb_n[i],
+                                       models, ctx->n_cands, rankings[i], err)
+                : lr__smart_rank_models(state, &qs[i], models, ctx->n_cands, rankings[i], err);
+        if (rc)
             goto fail_query;
         for (size_t c = 0; c < m; c++) {
             quality[i * m + c] = NAN;
@@ -161,5 +190,8 @@ out:
     free(quality);
     free(cost);
     free(models);
+    free(qs);
+    free(nb);
+    free(nb_n);
     return rc;
 }

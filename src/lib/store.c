@@ -3002,3 +3002,30 @@ int lr__store_knn_vec(const struct lr_store *store, const float *vec, size_t dim
         return LR_EINVAL;
     return lr__dindex_knn(&h->didx, s->dq, k, out);
 }
+
+int lr__store_knn_vecs(const struct lr_store *store, const float *const *vecs, size_t nq,
+                       size_t dim, size_t k, struct lr__neighbor *out, size_t *counts)
+{
+    const struct lr__hist *h = store->hist;
+    if (!store->dense || dim == 0 || dim != h->didx.dim)
+        return LR_EINVAL;
+    if (nq == 0)
+        return 0;
+    float *qs = malloc(nq * dim * sizeof(*qs));
+    if (!qs)
+        return LR_ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; i < nq && rc == 0; i++) {
+        if (!vecs[i]) {
+            rc = LR_EINVAL;
+            break;
+        }
+        memcpy(qs + i * dim, vecs[i], dim * sizeof(*qs));
+        if (lr__l2_normalize(qs + i * dim, dim) != 0)
+            rc = LR_EINVAL;
+    }
+    if (rc == 0)
+        rc = lr__dindex_knn_batch(&h->didx, qs, nq, k, out, counts);
+    free(qs);
+    return rc;
+}

@@ -163,6 +163,13 @@ int lr__store_knn_text(const struct lr_store *store, const char *text, size_t le
 int lr__store_knn_vec(const struct lr_store *store, const float *vec, size_t dim, size_t k,
                       struct lr__store_scratch *s, struct lr__neighbor *out);
 
+/* The k nearest records to each of nq dense vectors (vecs[i], dim floats
+ * each; normalised here) with one pass over the rows for all of them, into
+ * out (nq x k) and counts. Returns 0, LR_ENOMEM, or LR_EINVAL when the store
+ * is not dense, dim is not its dimension or a vector is zero or not finite. */
+int lr__store_knn_vecs(const struct lr_store *store, const float *const *vecs, size_t nq,
+                       size_t dim, size_t k, struct lr__neighbor *out, size_t *counts);
+
 /* Embed a text into a tfidf-v1 query vector with the store's statistics
  * (read lock held); returns the feature count written to s->q. */
 int lr__store_embed_text(const struct lr_store *store, const char *text, size_t len,

@@ -307,6 +307,100 @@ static void dense_store_routes_by_the_given_embedding(void **state)
     lr_store_free(s);
 }
 
+/* A batch over a dense store searches its queries' neighbours together,
+ * a few queries to a pass over the rows: each query's ranking must be the
+ * one it gets routed alone, over runs of several passes and a short last
+ * one; a query without a usable vector is still named in the error. */
+static void dense_batch_ranks_each_query_as_alone(void **state)
+{
+    struct fixture *f = *state;
+    enum { DIM = 16, ROWS = 400, NQ = 21 };
+    struct lr_store *s = NULL;
+    struct lr_store_options so = {"remote-test", DIM, 0, 0, 0, 0};
+    struct lr_error err = {0};
+    static float vecs[ROWS][DIM], qv[NQ][DIM];
+    uint64_t seed = 12345;
+    assert_int_equal(lr_store_open(":memory:", &so, &s, &err), 0);
+    for (int i = 0; i < ROWS + NQ; i++) {
+        float *v = i < ROWS ? vecs[i] : qv[i - ROWS];
+        for (int j = 0; j < DIM; j++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            v[j] = (float)((int)(seed >> 40) % 1000) / 1000.0f + (j == i % DIM ? 1.0f : 0.0f);
+        }
+        if (i >= ROWS)
+            continue;
+        struct lr_outcome o[] = {{"cheap", (double)(i % 3 == 0), 5 + i % 7},
+                                 {"mid", (double)(i % 2), 9 + i % 5},
+                                 {"premium", 1, 20 + i % 11}};
+        struct lr_record r = {"q", 5, NULL, o, 3};
+        assert_int_equal(lr_store_add(s, &r, v, DIM, &err), 0);
+    }
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = s;
+    o.n_similar = 5;
+    o.predictor = "aios";
+    assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), 0);
+    const char *names[] = {"cheap", "mid", "premium"};
+    struct lr_request reqs[NQ];
+    struct lr_decision out[NQ], one;
+    struct lr_candidate rk[NQ][3], rk1[3];
+    struct lr_batch_options bo;
+    lr_batch_options_init(&bo);
+    bo.mode = LR_BATCH_QUALITY;
+    bo.alpha = 0.6;
+    for (int i = 0; i < NQ; i++) {
+        lr_request_init(&reqs[i]);
+        reqs[i].models = names;
+        reqs[i].n_models = 3;
+        reqs[i].input_tokens = 50;
+        reqs[i].embedding = qv[i];
+        reqs[i].embedding_dim = DIM;
+        memset(&out[i], 0, sizeof(out[i]));
+        out[i].ranking = rk[i];
+        out[i].ranking_cap = 3;
+    }
+    int rc = lr_router_route_batch(r, reqs, NQ, &bo, out, NULL, &err);
+    assert_true(rc == 0 || rc == LR_EINFEASIBLE);
+    int differ = 0;
+    for (int i = 0; i < NQ; i++) {
+        memset(&one, 0, sizeof(one));
+        one.ranking = rk1;
+        one.ranking_cap = 3;
+        assert_int_equal(lr_router_route(r, &reqs[i], &one, &err), 0);
+        assert_int_equal(out[i].n_ranked, one.n_ranked);
+        /* The same predictions (the batch puts its assignment first). */
+        for (size_t j = 0; j < one.n_ranked; j++) {
+            size_t b = 0;
+            while (b < out[i].n_ranked && rk[i][b].index != rk1[j].index)
+                b++;
+            assert_true(b < out[i].n_ranked);
+            assert_memory_equal(&rk[i][b].predicted_quality, &rk1[j].predicted_quality,
+                                sizeof(double));
+            assert_memory_equal(&rk[i][b].estimated_cost, &rk1[j].estimated_cost,
+                                sizeof(double));
+        }
+        differ += i > 0 && rk1[0].predicted_quality != rk[0][0].predicted_quality;
+    }
+    assert_true(differ > 0); /* the queries do not all look alike */
+
+    /* A zero vector among them: named, as alone. */
+    static const float zero[DIM];
+    reqs[13].embedding = zero;
+    assert_int_equal(lr_router_route_batch(r, reqs, NQ, &bo, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "query 13"));
+    assert_non_null(strstr(err.message, "zero or not finite"));
+    reqs[13].embedding = NULL;
+    reqs[13].query = "text alone";
+    assert_int_equal(lr_router_route_batch(r, reqs, NQ, &bo, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "query 13"));
+    assert_non_null(strstr(err.message, "embedding"));
+    lr_router_free(r);
+    lr_store_free(s);
+}
+
 /* ==== Concurrency ==== */
 
 struct shared {
@@ -480,6 +574,7 @@ int main(void)
         cmocka_unit_test(ordering_rule_on_its_own),
         cmocka_unit_test_setup_teardown(missing_or_empty_store_and_bad_predictor_are_clear_errors,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(dense_batch_ranks_each_query_as_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(routes_concurrently_while_a_writer_appends, setup,
