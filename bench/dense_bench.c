@@ -65,17 +65,6 @@ static void make_vector(int topics, const double *common, const double *centres,
         out[j] = (float)(out[j] / sqrt(s));
 }
 
-/* The anchor: every row scored. */
-static size_t flat_knn(const struct lr__dindex *idx, const float *q, size_t k,
-                       struct lr__neighbor *out)
-{
-    struct lr__topk t;
-    lr__topk_init(&t, out, k < idx->n ? k : idx->n);
-    for (size_t r = 0; r < idx->n; r++)
-        lr__topk_push(&t, (uint32_t)r, lr__dense_dot(idx->m + r * idx->dim, q, idx->dim));
-    return lr__topk_finish(&t);
-}
-
 int main(int argc, char **argv)
 {
     const char *corpus = "topics";
@@ -160,14 +149,14 @@ int main(int argc, char **argv)
                     if (r == 0)
                         scored += s;
                 } else {
-                    c = flat_knn(&idx, q, k, want);
+                    c = lr__dindex_knn_flat(&idx, q, k, want);
                     tf[i] = now() - a;
                 }
             }
         }
         /* Same neighbours, same bits. */
         for (size_t i = 0; i < nq; i++) {
-            size_t c = 0, cw = flat_knn(&idx, qs + i * dim, k, want);
+            size_t c = 0, cw = lr__dindex_knn_flat(&idx, qs + i * dim, k, want);
             lr__dindex_knn_scored(&idx, qs + i * dim, 1, k, got, &c, NULL);
             if (c != cw || memcmp(got, want, c * sizeof(*got)) != 0) {
                 fprintf(stderr, "dense_bench: query %zu: the screened search differs\n", i);

@@ -1405,6 +1405,18 @@ static void dots_plain(const int8_t *restrict c, const int16_t *restrict d, size
     }
 }
 #else
+/* A row's sum: the lanes of acc, then coordinates j .. dim one by one. */
+static inline int32_t dots_end(__m128i acc, const int8_t *c, const int16_t *d, size_t j,
+                               size_t dim)
+{
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(1, 0, 3, 2)));
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(2, 3, 0, 1)));
+    int32_t s = _mm_cvtsi128_si32(acc);
+    for (; j < dim; j++)
+        s += (int32_t)c[j] * d[j];
+    return s;
+}
+
 static void dots_sse2(const int8_t *restrict c, const int16_t *restrict d, size_t dim, size_t n,
                       int32_t *restrict out)
 {
@@ -1421,12 +1433,7 @@ static void dots_sse2(const int8_t *restrict c, const int16_t *restrict d, size_
             acc = _mm_add_epi32(
                 acc, _mm_madd_epi16(hi, _mm_loadu_si128((const __m128i *)(d + j + 8))));
         }
-        acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(1, 0, 3, 2)));
-        acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, _MM_SHUFFLE(2, 3, 0, 1)));
-        int32_t s = _mm_cvtsi128_si32(acc);
-        for (; j < dim; j++)
-            s += (int32_t)c[j] * d[j];
-        out[r] = s;
+        out[r] = dots_end(acc, c, d, j, dim);
     }
 }
 #endif
@@ -1445,13 +1452,9 @@ __attribute__((target("avx2"))) static void dots_avx2(const int8_t *restrict c,
             acc = _mm256_add_epi32(
                 acc, _mm256_madd_epi16(x, _mm256_loadu_si256((const __m256i *)(d + j))));
         }
-        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
-        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
-        int32_t s = _mm_cvtsi128_si32(h);
-        for (; j < dim; j++)
-            s += (int32_t)c[j] * d[j];
-        out[r] = s;
+        out[r] = dots_end(
+            _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1)), c, d, j,
+            dim);
     }
 }
 #endif
@@ -1613,6 +1616,16 @@ static size_t dense_finish(const struct lr__dindex *idx, struct dense_query *dq,
         n++;
     }
     return n;
+}
+
+size_t lr__dindex_knn_flat(const struct lr__dindex *idx, const float *q, size_t k,
+                           struct lr__neighbor *out)
+{
+    struct lr__topk t;
+    lr__topk_init(&t, out, k < idx->n ? k : idx->n);
+    for (size_t r = 0; r < idx->n; r++)
+        lr__topk_push(&t, (uint32_t)r, lr__dense_dot(idx->m + r * idx->dim, q, idx->dim));
+    return lr__topk_finish(&t);
 }
 
 int lr__dindex_knn(const struct lr__dindex *idx, const float *q, size_t k,

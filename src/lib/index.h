@@ -194,6 +194,10 @@ int lr__dindex_knn(const struct lr__dindex *idx, const float *q, size_t k,
  * Returns 0 or LR_ENOMEM. */
 int lr__dindex_knn_batch(const struct lr__dindex *idx, const float *qs, size_t nq, size_t k,
                          struct lr__neighbor *out, size_t *counts);
+/* The same search scoring every row with lr__dense_dot: the reference the
+ * tests and bench/dense_bench compare lr__dindex_knn with. */
+size_t lr__dindex_knn_flat(const struct lr__dindex *idx, const float *q, size_t k,
+                           struct lr__neighbor *out);
 /* For the tests: 1 keeps every search to the portable integer kernel (SSE2
  * on x86-64), 0 (the default) lets it take AVX2 where the processor has
  * it. Not to be changed while searches run. */

@@ -659,25 +659,13 @@ static float uniform_f(void)
     return (float)((int)(rnd() % 200001) - 100000) / 100000.0f;
 }
 
-/* Every row scored with lr__dense_dot into the top-k heap: what the
- * screened search must equal, to the bit. */
-static size_t dense_flat(const struct lr__dindex *idx, const float *q, size_t k,
-                         struct lr__neighbor *out)
-{
-    struct lr__topk t;
-    lr__topk_init(&t, out, k < idx->n ? k : idx->n);
-    for (size_t r = 0; r < idx->n; r++)
-        lr__topk_push(&t, (uint32_t)r, lr__dense_dot(idx->m + r * idx->dim, q, idx->dim));
-    return lr__topk_finish(&t);
-}
-
 static void check_dense_same(const struct lr__dindex *idx, const float *q, size_t k)
 {
     struct lr__neighbor *got = malloc((k + 1) * sizeof(*got));
     struct lr__neighbor *want = malloc((k + 1) * sizeof(*want));
     assert_non_null(got);
     assert_non_null(want);
-    size_t nw = dense_flat(idx, q, k, want);
+    size_t nw = lr__dindex_knn_flat(idx, q, k, want);
     /* Both integer kernels: the one this processor gets, and the portable. */
     for (int portable = 0; portable < 2; portable++) {
         lr__dindex_portable(portable);

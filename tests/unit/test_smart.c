@@ -85,14 +85,15 @@ static int teardown(void **state)
     return 0;
 }
 
-static struct lr_router *smart_router(struct fixture *f, const char *predictor, int k)
+static struct lr_router *smart_router_over(struct fixture *f, struct lr_store *store,
+                                           const char *predictor, int k)
 {
     struct lr_router_options o;
     struct lr_router *r = NULL;
     struct lr_error err = {0};
     lr_router_options_init(&o);
     o.strategy = "smart";
-    o.store = f->store;
+    o.store = store;
     o.n_similar = k;
     o.predictor = predictor;
     int rc = lr_router_new(f->cfg, &o, &r, &err);
@@ -101,6 +102,11 @@ static struct lr_router *smart_router(struct fixture *f, const char *predictor, 
     assert_int_equal(rc, 0);
     assert_string_equal(lr_router_strategy(r), "smart");
     return r;
+}
+
+static struct lr_router *smart_router(struct fixture *f, const char *predictor, int k)
+{
+    return smart_router_over(f, f->store, predictor, k);
 }
 
 static int route(struct lr_router *r, const char *query, const char *const *names, size_t n,
@@ -277,14 +283,8 @@ static void dense_store_routes_by_the_given_embedding(void **state)
         assert_int_equal(lr_store_add(s, &re, east, 2, &err), 0);
         assert_int_equal(lr_store_add(s, &rn, north, 2, &err), 0);
     }
-    struct lr_router_options o;
-    struct lr_router *r = NULL;
-    lr_router_options_init(&o);
-    o.strategy = "smart";
-    o.store = s;
-    o.n_similar = 3;
-    o.predictor = "aios"; /* three neighbours: plain means are easy to check */
-    assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), 0);
+    /* Three neighbours: plain means are easy to check. */
+    struct lr_router *r = smart_router_over(f, s, "aios", 3);
     const char *names[] = {"cheap", "mid"};
     struct lr_request req;
     struct lr_decision d = {0};
@@ -335,14 +335,7 @@ static void dense_batch_ranks_each_query_as_alone(void **state)
         struct lr_record r = {"q", 5, NULL, o, 3};
         assert_int_equal(lr_store_add(s, &r, v, DIM, &err), 0);
     }
-    struct lr_router_options o;
-    struct lr_router *r = NULL;
-    lr_router_options_init(&o);
-    o.strategy = "smart";
-    o.store = s;
-    o.n_similar = 5;
-    o.predictor = "aios";
-    assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), 0);
+    struct lr_router *r = smart_router_over(f, s, "aios", 5);
     const char *names[] = {"cheap", "mid", "premium"};
     struct lr_request reqs[NQ];
     struct lr_decision out[NQ], one;
