@@ -1259,7 +1259,13 @@ int lr__sindex_knn(const struct lr__sindex *idx, const struct lr__feat *q, size_
  * Centring matters when the rows share a large common part (embedding
  * models' vectors often do): the quantisation then spends its 8 bits on
  * what tells the rows apart. A row or query that is not finite is scored
- * exactly: its bounds are NaN, which never rules a row out. */
+ * exactly: its bounds are NaN, which never rules a row out.
+ * Measured and not adopted (dense_bench, 100,000 rows of 384, the ratio
+ * to the flat scan against this code's, median of 3 runs): the query
+ * rounded to 8 bits too, so AVX2 multiplies 32 byte pairs an instruction:
+ * 0.93 to 1.01 of the time, with 175 rows scored a query instead of 69
+ * (the scan waits on the memory about as much as on its arithmetic);
+ * fetching the rows 4, 8 or 16 ahead: within the noise. */
 
 #define DENSE_ROW_BLOCK 256
 #define DENSE_Q8 127.0
