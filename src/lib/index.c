@@ -1297,10 +1297,10 @@ static void dense_quantise(struct lr__dindex *idx, size_t r)
         return;
     }
     float s = (float)(mx / DENSE_Q8);
-    double e2 = 0.0, y2 = 0.0;
+    double inv = s > 0.0f ? 1.0 / (double)s : 0.0, e2 = 0.0, y2 = 0.0;
     for (size_t j = 0; j < idx->dim; j++) {
         double y = (double)x[j] - (idx->mu ? (double)idx->mu[j] : 0.0);
-        long v = s > 0.0f ? lrint(y / s) : 0;
+        long v = lrint(y * inv);
         v = v > 127 ? 127 : v < -127 ? -127 : v;
         c[j] = (int8_t)v;
         double e = y - (double)s * (double)v;
@@ -1364,6 +1364,12 @@ void lr__dindex_add(struct lr__dindex *idx, const float *v)
     idx->n++;
 }
 
+void lr__dindex_load(struct lr__dindex *idx, const float *v)
+{
+    memcpy(idx->m + idx->n * idx->dim, v, idx->dim * sizeof(float));
+    idx->n++;
+}
+
 void lr__dindex_recentre(struct lr__dindex *idx)
 {
     if (idx->n == 0 || idx->dim == 0)
@@ -1371,9 +1377,14 @@ void lr__dindex_recentre(struct lr__dindex *idx)
     double *sum = calloc(idx->dim, sizeof(*sum));
     float *mu = idx->mu ? idx->mu : malloc(idx->dim * sizeof(*mu));
     if (!sum || !mu) {
+        /* No centre: the rows are quantised about zero. */
         free(sum);
         if (mu != idx->mu)
             free(mu);
+        free(idx->mu);
+        idx->mu = NULL;
+        for (size_t r = 0; r < idx->n; r++)
+            dense_quantise(idx, r);
         return;
     }
     for (size_t r = 0; r < idx->n; r++)

@@ -168,9 +168,12 @@ void lr__dindex_free(struct lr__dindex *idx);
 int lr__dindex_reserve(struct lr__dindex *idx, size_t extra);
 /* Append a row (already unit length); needs room reserved first. */
 void lr__dindex_add(struct lr__dindex *idx, const float *v);
+/* Append a row of a bulk load, not yet quantised: lr__dindex_recentre
+ * must follow before any search. */
+void lr__dindex_load(struct lr__dindex *idx, const float *v);
 /* Take the rows' mean as the centre and quantise every row again (after a
- * bulk load; searches excluded). Only the search's speed depends on it:
- * without memory for the centre the rows keep their quantisation. */
+ * bulk load; searches excluded). Only the search's speed depends on the
+ * centre: without memory for it the rows are quantised about zero. */
 void lr__dindex_recentre(struct lr__dindex *idx);
 
 /* The dot product of two dense vectors: the dense index's similarity, and

@@ -766,7 +766,7 @@ static int load_dense(struct lr_store *st, sqlite3 *db, size_t dim, struct lr__h
                       st->path);
             goto out;
         }
-        lr__dindex_add(&h->didx, blob);
+        lr__dindex_load(&h->didx, blob);
     }
     if (s != SQLITE_DONE)
         rc = db_fail(st, db, err, "reading vectors");

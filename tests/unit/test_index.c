@@ -752,6 +752,22 @@ static void dense_screen_equals_the_flat_scan_bit_for_bit(void **st)
                 check_dense_same(&idx, q, ks[qi % 5]);
             }
         }
+        /* The same rows as a store's load reads them: appended unquantised,
+         * then all quantised about their mean. */
+        struct lr__dindex loaded = {0};
+        loaded.dim = dim;
+        assert_int_equal(lr__dindex_reserve(&loaded, idx.n), 0);
+        for (size_t r = 0; r < idx.n; r++)
+            lr__dindex_load(&loaded, idx.m + r * dim);
+        lr__dindex_recentre(&loaded);
+        for (size_t qi = 0; qi < 6; qi++) {
+            if (qi < 3)
+                dense_row(0, base, dim, q);
+            else
+                dense_row((int)(qi % 7), base, dim, q);
+            check_dense_same(&loaded, q, ks[qi % 5]);
+        }
+        lr__dindex_free(&loaded);
         lr__dindex_free(&idx);
         free(v);
         free(base);
