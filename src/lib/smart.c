@@ -331,6 +331,17 @@ int lr__smart_knn_batch(struct lr__smart *s, const struct lr__smart_query *qs, s
 
 /* ==== The strategy interface ==== */
 
+void lr__smart_query_of(const struct lr__route_ctx *ctx, struct lr__smart_query *q)
+{
+    memset(q, 0, sizeof(*q));
+    q->text = ctx->req ? ctx->req->query : NULL;
+    q->len = q->text ? strlen(q->text) : 0;
+    q->embedding = ctx->req ? ctx->req->embedding : NULL;
+    q->dim = ctx->req ? ctx->req->embedding_dim : 0;
+    q->input_tokens = ctx->input_tokens;
+    q->requirement = ctx->requirement;
+}
+
 static int smart_create(const struct lr_config *cfg, const struct lr_router_options *opts,
                         void **state, struct lr_error *err)
 {
@@ -354,7 +365,9 @@ static void smart_destroy(void *state)
 static int smart_rank(void *state, const struct lr__route_ctx *ctx, struct lr_candidate *ranking,
                       struct lr_error *err)
 {
-    struct lr__smart_model stack_m[32];
+    /* Zeroed: with no candidates nothing is written to it before it is
+     * passed on (rank() then refuses the empty list). */
+    struct lr__smart_model stack_m[32] = {{0}};
     struct lr__smart_model *models =
         ctx->n_cands <= 32 ? stack_m : malloc(ctx->n_cands * sizeof(*models));
     struct lr__smart_query q;
@@ -380,13 +393,7 @@ static int smart_rank(void *state, const struct lr__route_ctx *ctx, struct lr_ca
             return rc;
         }
     }
-    memset(&q, 0, sizeof(q));
-    q.text = ctx->req ? ctx->req->query : NULL;
-    q.len = q.text ? strlen(q.text) : 0;
-    q.embedding = ctx->req ? ctx->req->embedding : NULL;
-    q.dim = ctx->req ? ctx->req->embedding_dim : 0;
-    q.input_tokens = ctx->input_tokens;
-    q.requirement = ctx->requirement;
+    lr__smart_query_of(ctx, &q);
     rc = lr__smart_rank_models(state, &q, models, ctx->n_cands, ranking, err);
     /* One candidate is its own ranking whatever the history lacks. */
     if (rc != 0 && rc != LR_ENOMEM && ctx->n_cands == 1) {

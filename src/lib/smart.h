@@ -57,6 +57,9 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
  * waits for at most that. */
 #define LR__SMART_SHARED_SEARCH 8
 
+/* A routed request's query as the smart strategy reads it. */
+void lr__smart_query_of(const struct lr__route_ctx *ctx, struct lr__smart_query *q);
+
 /* The neighbour count k that the state searches for. */
 size_t lr__smart_k(const struct lr__smart *s);
 /* The k nearest records of n queries over a dense store, searched

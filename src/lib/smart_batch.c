@@ -94,14 +94,8 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     qs = calloc(n, sizeof *qs);
     if (!qs)
         goto nomem;
-    for (size_t i = 0; i < n; i++) {
-        qs[i].text = ctxs[i].req->query;
-        qs[i].len = qs[i].text ? strlen(qs[i].text) : 0;
-        qs[i].embedding = ctxs[i].req->embedding;
-        qs[i].dim = ctxs[i].req->embedding_dim;
-        qs[i].input_tokens = ctxs[i].input_tokens;
-        qs[i].requirement = ctxs[i].requirement;
-    }
+    for (size_t i = 0; i < n; i++)
+        lr__smart_query_of(&ctxs[i], &qs[i]);
     if (n > 1 && qs[0].embedding) {
         size_t k = lr__smart_k(state);
         nb = malloc(n * k * sizeof *nb);
