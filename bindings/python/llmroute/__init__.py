@@ -4,6 +4,8 @@
 
 replaces AIOS's routing classes (aios/llm_core/routing.py) with the same
 names and arguments. Config, Store and Router expose the library directly.
+A dense store takes its vectors from an embed function (embed=), such as
+openai_embedder() for an OpenAI-compatible embeddings server.
 
 libllmroute is found through LLMROUTE_LIB (a path to libllmroute.so), the
 source tree's build folder, or the system loader; see llmroute._lib.
@@ -11,9 +13,10 @@ source tree's build folder, or the system loader; see llmroute._lib.
 from ._lib import LibraryNotFound, library_path
 from .core import (BatchResult, Candidate, Config, Decision, ImportReport, ModelInfo, Router,
                    Store, config_from_llm_configs, estimate_tokens)
-from .errors import (ConfigError, EmptyInput, Error, Infeasible, InvalidInput, IOFailure,
-                     OutOfMemory, ParseError, StoreBusy, StoreError, StrategyError, TooBig,
-                     UnknownModel)
+from .embed import OpenAIEmbedder, openai_embedder
+from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
+                     IOFailure, OutOfMemory, ParseError, StoreBusy, StoreError, StrategyError,
+                     TooBig, UnknownModel)
 from .routing import QueryStore, RouterStrategy, SequentialRouting, SmartRouting
 
 __version__ = "0.1.0"
@@ -23,4 +26,5 @@ __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", 
            "ModelInfo", "config_from_llm_configs", "estimate_tokens", "library_path",
            "LibraryNotFound", "Error", "InvalidInput", "UnknownModel", "ParseError",
            "ConfigError", "EmptyInput", "StrategyError", "TooBig", "Infeasible", "StoreError",
-           "StoreBusy", "IOFailure", "OutOfMemory"]
+           "StoreBusy", "IOFailure", "OutOfMemory", "EmbedError", "OpenAIEmbedder",
+           "openai_embedder"]

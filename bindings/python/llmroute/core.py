@@ -6,6 +6,11 @@ objects it borrows outlive it. Routing calls copy their inputs into ctypes
 structures owned by the calling thread and make one foreign call; the GIL is
 released during it (ctypes.CDLL), so several threads route at once.
 
+A dense store's embed function (see Store) runs in the calling thread: an
+import calls it from inside the library's call, through a ctypes callback
+that lets no exception cross into C (it is raised again once the call
+returns); add and routing call it before the foreign call, a batch once.
+
 Threads: route() and route_batch() on one Router from any number of threads.
 Store.import_file() and the add methods may run while others route (the C
 store serialises writers and excludes readers). close() must not race
@@ -19,11 +24,12 @@ import re
 import tempfile
 import threading
 from collections.abc import Mapping
-from ctypes import byref, c_char_p, c_int, c_long, c_void_p, sizeof
+from ctypes import POINTER, byref, c_char_p, c_float, c_int, c_long, c_void_p, cast, sizeof
 
 from . import _lib
+from . import embed as _embed
 from ._lib import api
-from .errors import EmptyInput, Error, InvalidInput, UnknownModel, raise_for
+from .errors import EmbedError, EmptyInput, Error, InvalidInput, UnknownModel, raise_for
 
 __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
            "ImportReport", "ModelInfo", "config_from_llm_configs"]
@@ -321,6 +327,22 @@ class Config(_Handle):
                 "n_similar": d.n_similar, "predictor": _s(d.predictor), "alpha": d.alpha,
                 "store": _s(d.store_path), "query_text": _s(d.query_text)}
 
+    @property
+    def embedding(self):
+        """The remote embedder of router.embedding (lr_config_embedding) as a
+        dict: base_url, model, api_key_env, dimensions (0: the server's),
+        batch_size, timeout_ms, embedder_id ("openai:" + model). None when
+        the config uses the built-in embedder. OpenAIEmbedder.from_config()
+        makes the embed function for it."""
+        p = api.lr_config_embedding(self.handle)
+        if not p:
+            return None
+        e = p.contents
+        return {"base_url": _s(e.base_url), "model": _s(e.model),
+                "api_key_env": _s(e.api_key_env), "dimensions": e.dimensions,
+                "batch_size": e.batch_size, "timeout_ms": e.timeout_ms,
+                "embedder_id": _s(e.embedder_id)}
+
     def __len__(self):
         return len(self.models)
 
@@ -334,6 +356,8 @@ def _records_message(message, tmp):
     "/tmp/x.json: record 3 (line 1): query: ..." becomes
     "import_records: records[3]: query: ..."."""
     message = re.sub(r"\brecord (\d+) \(line \d+\)", r"records[\1]", message)
+    message = re.sub(r"\brecords (\d+) to (\d+) \(lines \d+ to \d+\)",
+                     r"records[\1] to records[\2]", message)
     return message.replace(tmp, "import_records")
 
 
@@ -354,30 +378,69 @@ class ImportReport(tuple):
                 % self)
 
 
-def _check_new_embedder(path, embedder):
+def _store_embedder(embedder, embed):
+    """The embedder id a Store opens with: `embedder`, else the id an embed
+    function carries (an OpenAIEmbedder's "openai:MODEL"). An embed function
+    makes the store dense, so it needs an id other than the built-in's."""
+    if embed is None:
+        return embedder
+    if not callable(embed):
+        raise TypeError("embed: expected a callable (a list of str -> one vector per text), "
+                        "not %s" % type(embed).__name__)
+    own = getattr(embed, "embedder_id", None)
+    if embedder is None:
+        embedder = own
+    if embedder is None:
+        raise InvalidInput("embedder: a store with an embed function is dense: give the id of "
+                           "its embedding model (e.g. embedder='all-MiniLM-L6-v2'), which the "
+                           "store records so that it is never mixed with another model's "
+                           "vectors", code=_lib.LR_EINVAL)
+    if not isinstance(embedder, str):
+        raise TypeError("embedder: expected a str or None, not %s" % type(embedder).__name__)
+    if embedder == "tfidf-v1":
+        raise InvalidInput("embedder: 'tfidf-v1' is the built-in embedder, which takes no "
+                           "embed function: give the id of embed's model instead, or no embed",
+                           code=_lib.LR_EINVAL)
+    if isinstance(own, str) and own != embedder:
+        raise InvalidInput("embedder: '%s', but embed is the embedder '%s'" % (embedder, own),
+                           code=_lib.LR_EINVAL)
+    return embedder
+
+
+def _check_new_embedder(path, embedder, embed=None):
     """Refuse, before a store is made, an embedder id that can only be a typo.
 
     The library takes any id: "tfidf-v1" is the built-in embedder and every
-    other id makes a dense store, whose vectors the caller supplies. This
-    binding supplies none (add, import and routing pass text only), and the
-    ids llmroute itself gives dense stores are "openai:" + the model of
-    router.embedding (for the gateway and the command to fill). So a new
-    store under any other id could never be used. An existing store is left
-    to the library, which refuses an id other than the one it was made with
-    and names both."""
+    other id makes a dense store, whose vectors the caller supplies. With an
+    embed function this binding supplies them, so any id but "tfidf-v1" is
+    the user's name for embed's model ("all-MiniLM-L6-v2"). Without one,
+    the ids that make sense are "tfidf-v1" and "openai:" + the model of
+    router.embedding (a store the gateway and the command fill, or that a
+    Router fills through the config's embedder); a new store under any other
+    id could never be filled. An existing store is left to the library,
+    which refuses an id other than the one it was made with and names both."""
     if embedder is None:
         return
     if not isinstance(embedder, str):
         raise TypeError("embedder: expected a str or None, not %s" % type(embedder).__name__)
-    if embedder == "tfidf-v1" or (embedder.startswith("openai:") and len(embedder) > 7):
+    if embed is not None:
+        if embedder and embedder != "tfidf-v1" and "\0" not in embedder:
+            return
+    elif embedder == "tfidf-v1" or (embedder.startswith("openai:") and len(embedder) > 7):
         return
     path = os.fspath(path)
     if path != ":memory:" and os.path.exists(path) and os.path.getsize(path) > 0:
         return
     raise InvalidInput("embedder: '%s' is not an embedder this binding can make a store for: "
-                       "give None or 'tfidf-v1' (the built-in embedder), or 'openai:MODEL' "
-                       "for the store of router.embedding's model" % embedder,
+                       "give None or 'tfidf-v1' (the built-in embedder), 'openai:MODEL' "
+                       "for the store of router.embedding's model, or any id of your own "
+                       "with embed= (the function that gives its vectors)" % embedder,
                        code=_lib.LR_EINVAL)
+
+
+def _float_ptr(flat, i, dim):
+    """A float * to row i of an array('f') of rows of dim floats."""
+    return cast(flat.buffer_info()[0] + i * dim * sizeof(c_float), POINTER(c_float))
 
 
 class Store(_Handle):
@@ -385,18 +448,28 @@ class Store(_Handle):
 
     Store() or Store(":memory:") lives in memory; Store(path) opens or
     creates the file. A store made by another embedder is StoreError.
-    embedder: None or "tfidf-v1" (the built-in), or "openai:MODEL" for the
-    dense store of a config's router.embedding; a new store under any other
-    id is refused (InvalidInput), since nothing could fill it from here.
-    key_ttl_s: how long add_outcome's idempotency keys are remembered, in
-    seconds (None: the library's 24 hours; 0: for good); see key_ttl_s.
+    embedder: None or "tfidf-v1" (the built-in), or the id of a dense
+    store's embedding model. embed: for a dense store, the function that
+    gives its vectors: it takes a list of str and returns one vector (a
+    sequence of numbers) per text, all of the store's dimension. With embed,
+    embedder is required (any id but "tfidf-v1"; an OpenAIEmbedder gives its
+    own "openai:MODEL"), and import, add, add_outcome and routing over the
+    store embed their queries through it. Without embed, a new store's id
+    must be None, "tfidf-v1" or "openai:MODEL" (the dense store of a
+    config's router.embedding); any other is refused (InvalidInput) as a
+    typo. dense_dim: a dense store's dimension when known (0: set by the
+    first vectors). key_ttl_s: how long add_outcome's idempotency keys are
+    remembered, in seconds (None: the library's 24 hours; 0: for good); see
+    key_ttl_s.
     """
     _free = staticmethod(api.lr_store_free)
     _what = "store"
+    embed = None
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
-                 dense_dim=0, key_ttl_s=None):
-        _check_new_embedder(path, embedder)
+                 dense_dim=0, key_ttl_s=None, embed=None):
+        embedder = _store_embedder(embedder, embed)
+        _check_new_embedder(path, embedder, embed)
         opts = _lib.lr_store_options(_b(embedder), _whole(dense_dim, "dense_dim", 0, _INT_MAX),
                                      1 if read_only else 0,
                                      _whole(max_records, "max_records", 0, 2 ** 63 - 1))
@@ -407,6 +480,7 @@ class Store(_Handle):
         raise_for(rc, err, "lr_store_open")
         self._h = h
         self.path = os.fspath(path)
+        self.embed = embed
         if ttl is not None:
             self.key_ttl_s = ttl
 
@@ -425,6 +499,22 @@ class Store(_Handle):
         rc = api.lr_store_set_key_ttl(self.handle, _key_ttl(seconds), byref(err))
         raise_for(rc, err, "lr_store_set_key_ttl")
 
+    @property
+    def embedder(self):
+        """The id of the embedder the store was made with ("tfidf-v1": built in)."""
+        return _s(api.lr_store_embedder(self.handle))
+
+    @property
+    def dense(self):
+        """True for a store whose vectors the caller gives (not "tfidf-v1")."""
+        return self.embedder != "tfidf-v1"
+
+    @property
+    def dim(self):
+        """A dense store's vector dimension; 0 for the built-in embedder, or
+        for a dense store that has no vector yet and was opened without
+        dense_dim."""
+        return api.lr_store_dim(self.handle)
 
     def __len__(self):
         return api.lr_store_count(self.handle)
@@ -441,14 +531,60 @@ class Store(_Handle):
         raise_for(rc, err, "lr_store_refresh")
         return bool(changed.value)
 
+    def _need_embed(self, what):
+        """The store's embed function, for a dense store; InvalidInput when
+        it has none. None for the built-in embedder."""
+        if not self.dense:
+            return None
+        if self.embed is None:
+            raise InvalidInput("%s: the history store uses the embedder '%s', whose vectors "
+                               "come from the caller: open it with embed= (a function from "
+                               "texts to vectors)" % (what, self.embedder),
+                               code=_lib.LR_EINVAL)
+        return self.embed
+
+    def _vector(self, query, embedding, what):
+        """(float *, dim) for one query into this store: the given embedding,
+        else embed([query]); (None, 0) for the built-in embedder."""
+        if embedding is None:
+            embed = self._need_embed(what)
+            if embed is None:
+                return None, 0, None
+            if not isinstance(query, str):
+                raise InvalidInput("%s: query: expected a string, got %s"
+                                   % (what, type(query).__name__), code=_lib.LR_EINVAL)
+            flat, dim = _embed.checked(embed, [query], self.dim)
+        else:
+            flat, dim = _embed.checked(lambda texts: [embedding], [query], self.dim, "embedding")
+        return _float_ptr(flat, 0, dim), dim, flat
+
     def import_file(self, path, split=None, strict=True):
         """Import the AIOS smart-routing format (JSON array or JSONL) from a
-        file, all or nothing. Returns an ImportReport."""
+        file, all or nothing. Returns an ImportReport. A dense store embeds
+        every kept record's query through its embed function, in batches;
+        a fault there raises EmbedError and imports nothing."""
         opts = _lib.lr_import_options(_b(split), 1 if strict else 0)
+        cb = None
+        h = self.handle
+        embed = self._need_embed("import")
+        if embed is not None:
+            cb = _embed.ImportCallback(embed)
+            opts.embed = cb.fn
+            dim = self.dim
+            if dim == 0:
+                try:
+                    dim = _embed.probe_dim(embed)
+                except EmbedError:
+                    raise
+                except Exception as e:
+                    raise _embed.fail_from(e) from e
+            opts.embed_dim = dim
         rep = _lib.lr_import_report()
         err = _lib.lr_error()
-        rc = api.lr_store_import_file(self.handle, _b(os.fspath(path)), byref(opts), byref(rep),
+        rc = api.lr_store_import_file(h, _b(os.fspath(path)), byref(opts), byref(rep),
                                       byref(err))
+        if rc < 0 and cb is not None:
+            cb.reraise(err.message.decode("utf-8", "replace"))
         raise_for(rc, err, "lr_store_import_file")
         return ImportReport(rep.read, rep.imported, rep.skipped_split, rep.bad,
                             _s(rep.first_bad) or None)
@@ -494,9 +630,11 @@ class Store(_Handle):
                                _records_message(rep.first_bad, tmp))
         return rep
 
-    def add(self, query, outcomes, input_tokens=None, task=None):
+    def add(self, query, outcomes, input_tokens=None, task=None, embedding=None):
         """Append one record: outcomes is a list of (model, correctness,
-        output_tokens) tuples or AIOS outcome dicts. Durable when it returns."""
+        output_tokens) tuples or AIOS outcome dicts. Durable when it returns.
+        A dense store embeds the query through its embed function, or takes
+        the given embedding (a sequence of numbers of the store's dimension)."""
         outs = []
         for i, o in enumerate(outcomes):
             if isinstance(o, Mapping):
@@ -515,35 +653,45 @@ class Store(_Handle):
         arr = (_lib.lr_outcome * max(1, len(outs)))(*outs)
         rec = _lib.lr_record(_b(query), _tokens(input_tokens, "input_tokens"),
                              _b(task), arr, len(outs))
+        vec, dim, keep = self._vector(query, embedding, "add")
         err = _lib.lr_error()
-        rc = api.lr_store_add(self.handle, byref(rec), None, 0, byref(err))
+        rc = api.lr_store_add(self.handle, byref(rec), vec, dim, byref(err))
+        del keep
         raise_for(rc, err, "lr_store_add")
 
     def add_outcome(self, query, model, correctness, output_tokens, input_tokens=None,
-                    idempotency_key=None):
+                    idempotency_key=None, embedding=None):
         """Append one outcome for `query` (the feedback path). Returns True when
         it was recorded. With idempotency_key (1 to 255 characters of printable
         ASCII, no spaces), the key is stored with the outcome in one commit and
         a key this store already holds records nothing and returns False, so a
         retry after an unknown result is safe. Keys are remembered for
-        key_ttl_s (24 hours unless set): later, the same key records again."""
+        key_ttl_s (24 hours unless set): later, the same key records again.
+        A dense store embeds the query through its embed function, or takes
+        the given embedding."""
         err = _lib.lr_error()
         correctness = _figure(correctness, "correctness", _CORRECT)
         output_tokens = _figure(output_tokens, "output_tokens", "a number")
-        if idempotency_key is None:
-            rc = api.lr_store_add_outcome(self.handle, _b(query),
-                                          _tokens(input_tokens, "input_tokens"),
-                                          _b(model), correctness, output_tokens, byref(err))
-            raise_for(rc, err, "lr_store_add_outcome")
-            return True
-        if not isinstance(idempotency_key, str):
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise TypeError("idempotency_key: expected a str, not %s"
                             % type(idempotency_key).__name__)
+        tokens = _tokens(input_tokens, "input_tokens")
+        vec, dim, keep = self._vector(query, embedding, "add_outcome")
+        if idempotency_key is None:
+            if vec is None:
+                rc = api.lr_store_add_outcome(self.handle, _b(query), tokens, _b(model),
+                                              correctness, output_tokens, byref(err))
+            else:
+                rc = api.lr_store_add_outcome_vec(self.handle, _b(query), tokens, _b(model),
+                                                  correctness, output_tokens, vec, dim,
+                                                  byref(err))
+            raise_for(rc, err, "lr_store_add_outcome")
+            return True
         dup = c_int(0)
         rc = api.lr_store_add_outcome_keyed(self.handle, _b(idempotency_key), _b(query),
-                                            _tokens(input_tokens, "input_tokens"),
-                                            _b(model), correctness, output_tokens,
-                                            None, 0, byref(dup), byref(err))
+                                            tokens, _b(model), correctness, output_tokens,
+                                            vec, dim, byref(dup), byref(err))
+        del keep
         raise_for(rc, err, "lr_store_add_outcome_keyed")
         return not dup.value
 
@@ -649,14 +797,32 @@ class Router(_Handle):
 
     strategy, performance_requirement, n_similar and predictor default to
     the config's "router" object; store is a Store for smart routing.
+
+    Smart routing over a dense store needs each query's vector: embed (a
+    function from a list of texts to one vector per text) gives them, else
+    the store's own embed, else an OpenAIEmbedder for the config's
+    router.embedding when that is the embedder the store was made with (as
+    the gateway and `llmroute route` do). A batch embeds all its queries in
+    one call. route() and route_batch() also take the vectors themselves
+    (embedding=, embeddings=).
     """
     _free = staticmethod(api.lr_router_free)
     _what = "router"
 
     def __init__(self, config, strategy=None, store=None, performance_requirement=None,
-                 n_similar=None, predictor=None):
+                 n_similar=None, predictor=None, embed=None):
         if not isinstance(config, Config):
             config = Config(config)
+        if embed is not None:
+            if not callable(embed):
+                raise TypeError("embed: expected a callable (a list of str -> one vector per "
+                                "text), not %s" % type(embed).__name__)
+            if store is None or not store.dense:
+                raise InvalidInput("embed: gives the vectors of a dense store's queries, but "
+                                   "the router has %s" % (
+                                       "no store" if store is None else
+                                       "a store with the built-in embedder '%s'"
+                                       % store.embedder), code=_lib.LR_EINVAL)
         opts = _lib.lr_router_options()
         api.lr_router_options_init(byref(opts))
         opts.strategy = _b(strategy)
@@ -688,6 +854,21 @@ class Router(_Handle):
         self._names = config.names
         self._scratch = _Scratch()
         self._cands = {}
+        self._embed = embed
+        self._dense = store is not None and store.dense and self.strategy == "smart"
+        self._config_embed = None
+        info = config.embedding if self._dense else None
+        if info and info["embedder_id"] == store.embedder:
+            self._config_embed = _embed.OpenAIEmbedder.from_config(config)
+
+    @property
+    def embed(self):
+        """The function that embeds routed queries over a dense store: the
+        router's embed, else the store's (as it is at each call), else the
+        config's router.embedding; None when no vector is needed."""
+        if not self._dense:
+            return None
+        return self._embed or self.store.embed or self._config_embed
 
     def close(self):
         with _borrow_lock:
@@ -752,15 +933,20 @@ class Router(_Handle):
     # -- one request --
 
     def route(self, models=None, query=None, input_tokens=None, performance_requirement=None,
-              ranking=False):
+              ranking=False, embedding=None):
         """Route one request among `models` (names; None = every configured
         model). Returns a Decision; with ranking=True it carries the full
-        ranking. Unknown names raise UnknownModel (a ValueError)."""
+        ranking. Unknown names raise UnknownModel (a ValueError). Over a
+        dense store the query is embedded (see the class), or `embedding`
+        is its vector."""
         h = self._handle()
         s = self._scratch
         req, dec, err = s.req, s.dec, s.err
         req.models, req.n_models = self._candidates(models)
         req.query = _b(query)
+        flat = self._vectors([query], None if embedding is None else [embedding])
+        if flat is not None:
+            req.embedding, req.embedding_dim = _float_ptr(flat[0], 0, flat[1]), flat[1]
         req.input_tokens = _tokens(input_tokens, "input_tokens")
         req.performance_requirement = (NAN if performance_requirement is None else
                                        _number(performance_requirement,
@@ -772,9 +958,13 @@ class Router(_Handle):
             dec.ranking, dec.ranking_cap = buf, n
         else:
             dec.ranking, dec.ranking_cap = None, 0
-        rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))
-        req.models = None
-        req.query = None
+        try:
+            rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))
+        finally:
+            req.models = None
+            req.query = None
+            req.embedding, req.embedding_dim = None, 0
+        del flat
         if rc < 0:
             raise_for(rc, err, "lr_router_route")
         return self._decision(dec, buf)
@@ -810,7 +1000,7 @@ class Router(_Handle):
 
     def route_batch(self, queries=None, models=None, input_tokens=None, n=None,
                     mode="per_query", alpha=None, budget=None, capacities=None,
-                    ranking=False):
+                    ranking=False, embeddings=None):
         """Route n requests in one call (lr_router_route_batch).
 
         queries: a list of query texts (or None entries), or None with `n`
@@ -825,26 +1015,66 @@ class Router(_Handle):
             named keep their configured capacity) or a list with one cap per
             configured model (<= 0: unlimited).
 
+        embeddings: over a dense store, one vector per query; None: the
+            queries are embedded in one call (see the class).
+
         Returns a BatchResult. When the constraints cannot all be met the
         result has feasible=False, the best reachable assignment and the
         library's explanation in `message`.
         """
         decs, bufs, rep, rc, err = self._batch(queries, models, input_tokens, n, mode, alpha,
-                                               budget, capacities, ranking)
+                                               budget, capacities, ranking, embeddings)
         out = [self._decision(decs[i], bufs[i] if bufs else None) for i in range(len(decs))]
         message = _s(rep.message) or (_s(err.message) if rc < 0 else "")
         return BatchResult(out, bool(rep.feasible) and rc == 0, rep.mean_quality,
                            rep.total_cost, rep.iterations, message)
 
-    def route_indices(self, queries=None, models=None, input_tokens=None, n=None):
+    def route_indices(self, queries=None, models=None, input_tokens=None, n=None,
+                      embeddings=None):
         """Each request routed on its own, as route_batch(mode="per_query"),
         returning only the chosen config indices (no Decision objects)."""
         decs, _, _, _, _ = self._batch(queries, models, input_tokens, n, "per_query", None,
-                                       None, None, False)
+                                       None, None, False, embeddings)
         return _indices(decs)
 
+    def _vectors(self, queries, embeddings):
+        """(flat array('f'), dim, row of each query or None) for requests over
+        a dense store, from `embeddings` or one call of the router's embed
+        for the queries that have text; None when no vector is needed (no
+        dense store, or an empty one, which the library reports as empty)."""
+        if embeddings is not None:
+            embeddings = list(embeddings)
+            if len(embeddings) != len(queries):
+                raise EmbedError("embeddings: %d vectors for %d queries"
+                                 % (len(embeddings), len(queries)), code=_lib.LR_EINVAL)
+            dim = self.store.dim if self.store is not None else 0
+            flat, dim = _embed.checked(lambda texts: embeddings, queries, dim, "embeddings")
+            return flat, dim, list(range(len(queries)))
+        embed = self.embed
+        if embed is None:
+            if self._dense and self.store.dim:
+                raise InvalidInput("the history store uses the embedder '%s', so smart "
+                                   "routing needs each query's vector: give embed= (to the "
+                                   "Router or the Store), or embeddings"
+                                   % self.store.embedder, code=_lib.LR_EINVAL)
+            return None
+        dim = self.store.dim
+        if dim == 0:
+            return None
+        rows, texts = [], []
+        for q in queries:
+            if q is None:
+                rows.append(None)
+            else:
+                rows.append(len(texts))
+                texts.append(q if isinstance(q, str) else _s(_b(q)))
+        if not texts:
+            return None
+        flat, dim = _embed.checked(embed, texts, dim)
+        return flat, dim, rows
+
     def _batch(self, queries, models, input_tokens, n, mode, alpha, budget, capacities,
-               ranking):
+               ranking, embeddings=None):
         h = self._handle()
         if queries is None:
             if n is None:
@@ -873,7 +1103,8 @@ class Router(_Handle):
             raise InvalidInput("mode: expected one of %s, got %r"
                                % (", ".join(_BATCH_MODES), mode), code=_lib.LR_EINVAL)
 
-        reqs, keep = self._requests(queries, models, input_tokens, per_query)
+        vecs = self._vectors(queries, embeddings)
+        reqs, keep = self._requests(queries, models, input_tokens, per_query, vecs)
         decs = (_lib.lr_decision * count)()
         bufs = None
         if ranking:
@@ -905,10 +1136,11 @@ class Router(_Handle):
         del keep, caps  # the C call is done with them
         return decs, bufs, rep, rc, err
 
-    def _requests(self, queries, models, input_tokens, per_query):
+    def _requests(self, queries, models, input_tokens, per_query, vecs=None):
         """The lr_request array for a batch, and the objects it points into."""
         count = len(queries)
-        if not per_query and input_tokens is None and queries.count(None) == count:
+        if (not per_query and input_tokens is None and vecs is None
+                and queries.count(None) == count):
             # Identical requests (sequential): one struct, copied in C.
             arr, k = self._candidates(models)
             one = _lib.lr_request()
@@ -931,6 +1163,11 @@ class Router(_Handle):
                 r.query = qb
             if input_tokens is not None:
                 r.input_tokens = _tokens(input_tokens[i], "input_tokens[%d]" % i)
+            if vecs is not None and vecs[2][i] is not None:
+                r.embedding = _float_ptr(vecs[0], vecs[2][i], vecs[1])
+                r.embedding_dim = vecs[1]
+        if vecs is not None:
+            keep.append(vecs[0])
         return reqs, keep
 
     def _capacities(self, capacities):

@@ -9,7 +9,7 @@ from . import _lib
 
 __all__ = ["Error", "InvalidInput", "UnknownModel", "ParseError", "ConfigError",
            "EmptyInput", "StoreError", "StoreBusy", "Infeasible", "StrategyError", "TooBig",
-           "IOFailure", "OutOfMemory", "raise_for"]
+           "IOFailure", "OutOfMemory", "EmbedError", "raise_for"]
 
 
 class Error(Exception):
@@ -56,6 +56,14 @@ class Infeasible(InvalidInput):
     best reachable assignment the library returned (a BatchResult)."""
 
     result = None
+
+
+class EmbedError(InvalidInput):
+    """A dense store's embed function failed, or gave vectors that cannot be
+    used (not one per text, of differing length or not the store's
+    dimension, NaN or infinite, not numbers), or an embeddings server failed
+    or answered something other than embeddings. Nothing was written. When
+    embed raised, the exception it raised is __cause__."""
 
 
 class StoreError(Error, RuntimeError):

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 
 from . import _lib
 from .core import Config, Router, Store, config_from_llm_configs
+from .embed import OpenAIEmbedder
 from .errors import EmptyInput, Infeasible, InvalidInput
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
@@ -194,14 +195,19 @@ class QueryStore:
     {"query", "input_token_length", "outputs": [{"model_name", "correctness",
     "output_token_length"}]}. As in AIOS, only the "train" split is routed
     from; "val" and "test" data are kept apart in `held_out` for evaluation.
+
+    embed: a function from a list of texts to one vector per text (MiniLM,
+    bge-small, an OpenAIEmbedder, ...): the store is then dense, its queries
+    embedded through it, and embedder (required, unless embed carries its
+    own id) names the model; see Store.
     """
 
     SPLITS = ("train", "val", "test")
 
-    def __init__(self, path=None, embedder=None, max_records=0):
+    def __init__(self, path=None, embedder=None, max_records=0, embed=None):
         self.path = path
         self._store = Store(":memory:" if path is None else path, embedder=embedder,
-                            max_records=max_records)
+                            max_records=max_records, embed=embed)
         self.held_out = {"val": [], "test": []}
         self.generation = 0
         self._lock = threading.Lock()
@@ -243,6 +249,11 @@ class QueryStore:
                 self.generation += 1
         return changed
 
+    @property
+    def embed(self):
+        """The store's embed function, or None (the built-in embedder)."""
+        return self._store.embed
+
     def count(self):
         return len(self._store)
 
@@ -264,11 +275,24 @@ class SmartRouting:
     store_path: a SQLite file for the history (None: in memory).
     bootstrap_url: a local JSON/JSONL file in AIOS's data format, imported
     when the store is empty (AIOS downloads its corpus; this binding does no
-    network I/O, so fetch the file first).
+    network I/O for it, so fetch the file first).
+
+    Neighbours come from the built-in embedder unless one of these is given:
+    embed: a function from a list of texts to one vector per text (the
+        model AIOS's ChromaDB uses, all-MiniLM-L6-v2, say), with embedder
+        naming that model ("all-MiniLM-L6-v2"): the store is dense and
+        every query, added or routed, is embedded through it (a batch in
+        one call);
+    embedding: an OpenAI-compatible embeddings server, as the config's
+        router.embedding object ({"base_url", "model"} and optionally
+        "api_key_env", "dimensions", "batch_size", "timeout_ms"); the
+        queries are embedded through it (an OpenAIEmbedder), the store's
+        id is "openai:" + model, as the gateway's.
     """
 
     def __init__(self, llm_configs, performance_requirement=0.7, n_similar=16, store_path=None,
-                 *, bootstrap_url=None, predictor=None, alpha=None, embedder=None):
+                 *, bootstrap_url=None, predictor=None, alpha=None, embedder=None, embed=None,
+                 embedding=None):
         self.llm_configs = llm_configs
         self.performance_requirement = performance_requirement
         self.n_similar = n_similar
@@ -276,13 +300,22 @@ class SmartRouting:
         self.alpha = alpha
         router = {"strategy": "smart", "performance_requirement": performance_requirement,
                   "n_similar": n_similar, "predictor": predictor, "alpha": alpha}
+        if embedding is not None:
+            if embed is not None:
+                raise _bad("give embed (a function) or embedding (a server for one), not both")
+            if not isinstance(embedding, Mapping):
+                raise _bad("embedding: expected an object like {\"base_url\": ..., "
+                           "\"model\": ...}, got %s" % type(embedding).__name__)
+            router["embedding"] = dict(embedding)
         self.config = Config(config_from_llm_configs(llm_configs, router))
+        if embedding is not None:
+            embed = OpenAIEmbedder.from_config(self.config)
         # Smart routing prices every candidate; one without both prices is
         # refused by name rather than treated as free (AIOS's default of 0).
         self._unpriced = {m.name for m in self.config.models
                           if math.isnan(m.cost_per_input_token)
                           or math.isnan(m.cost_per_output_token)}
-        self.store = QueryStore(store_path, embedder=embedder)
+        self.store = QueryStore(store_path, embedder=embedder, embed=embed)
         self._lock = threading.Lock()
         self._current = None
         if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):

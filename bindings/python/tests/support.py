@@ -122,3 +122,132 @@ def priced(names, prices):
     """llm_configs with the given (price_in, price_out) per name."""
     return [{"name": n, "backend": "openai", "cost_per_input_token": pi,
              "cost_per_output_token": po} for n, (pi, po) in zip(names, prices)]
+
+
+# ==== Dense stores: a deterministic embed function and a fake server ====
+
+import json  # noqa: E402
+import threading  # noqa: E402
+import zlib  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+
+DIM = 64
+
+
+def hashed_vector(text, dim=DIM):
+    """A hashed bag of words: each word adds +1 or -1 (from its CRC-32) to
+    one of dim places. The same on every run and in every process (Python's
+    own hash() is salted), so a fake server gives the same vectors."""
+    v = [0.0] * dim
+    for w in text.lower().split():
+        h = zlib.crc32(w.encode("utf-8"))
+        v[h % dim] += 1.0 if (h >> 16) & 1 else -1.0
+    if not any(v):
+        v[0] = 1.0
+    return v
+
+
+class CountingEmbed:
+    """hashed_vector over a list of texts, counting calls and texts."""
+
+    def __init__(self, dim=DIM, table=None):
+        self.dim = dim
+        self.table = table or {}  # text -> vector, before hashing
+        self.calls = []
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        return [list(self.table[t]) if t in self.table else hashed_vector(t, self.dim)
+                for t in texts]
+
+
+class EmbedServer:
+    """A fake OpenAI-compatible embeddings server on 127.0.0.1 (port 0) in a
+    thread: POST /v1/embeddings answers hashed_vector of each input, in
+    reverse order with their "index" (as a server may), unless `fault`
+    says otherwise. `requests` keeps (path, headers, body) of each."""
+
+    def __init__(self):
+        self.requests = []
+        self.fault = None
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    doc = None
+                outer.requests.append((self.path, dict(self.headers), doc))
+                status, answer, headers = outer.answer(self.path, doc)
+                if isinstance(answer, (dict, list)):
+                    answer = json.dumps(answer).encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = "http://127.0.0.1:%d/v1" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, path, doc):
+        if path != "/v1/embeddings":
+            return 404, {"error": {"message": "no route %s" % path}}, {}
+        texts = doc["input"]
+        dim = doc.get("dimensions") or DIM
+        data = [{"object": "embedding", "index": i, "embedding": hashed_vector(t, dim)}
+                for i, t in enumerate(texts)]
+        data.reverse()
+        fault = self.fault
+        if fault == "500":
+            return 500, {"error": {"message": "the model is loading"}}, {}
+        if fault == "not json":
+            return 200, b"<html>gateway</html>", {}
+        if fault == "no data":
+            return 200, {"object": "list"}, {}
+        if fault == "one short":
+            data = data[1:]
+        if fault == "index twice":
+            for d in data:
+                d["index"] = 0
+        if fault == "nan":
+            data[0]["embedding"][3] = float("nan")  # json.dumps writes NaN
+        if fault == "string":
+            data[0]["embedding"][3] = "0.5"
+        if fault == "short vector":
+            data[0]["embedding"] = data[0]["embedding"][:-1]
+        if fault == "redirect":
+            return 307, b"", {"Location": "http://example.invalid/v1/embeddings"}
+        return 200, {"object": "list", "data": data, "model": doc["model"]}, {}
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def cli_path():
+    """The llmroute command of this build (LLMROUTE_CLI, else next to the
+    library), or None."""
+    p = os.environ.get("LLMROUTE_CLI")
+    if p:
+        return p
+    p = os.path.join(os.path.dirname(llmroute.library_path), "llmroute")
+    return p if os.path.exists(p) else None

@@ -1,0 +1,390 @@
+"""Vectors for dense stores: checking what an embed function returns, the
+import callback that hands them to the library, and an OpenAI-compatible
+HTTP embedder in the standard library.
+
+A store whose embedder is not the built-in "tfidf-v1" is dense: the library
+never embeds its text, the caller gives every vector (lr_store_add's vec,
+lr_import_options.embed, lr_request.embedding). Here an embed function does:
+a callable taking a list of str and returning one vector (a sequence of
+numbers) per text, all of one length. Whatever it returns is checked before
+a single float reaches C, and a fault raises EmbedError naming it, with
+nothing written.
+
+OpenAIEmbedder does what the gateway and the command do with a config's
+router.embedding: POST {"model", "input": [texts]} (and "dimensions" when
+set) to {base_url}/embeddings, with "Authorization: Bearer KEY" when a key is
+given or its environment variable is set, and reads data[i].embedding placed
+by data[i].index. Its store id is "openai:" + model, as theirs.
+
+Threads: the functions here keep no state; an OpenAIEmbedder may be called
+from several threads at once (one HTTP request per call and batch).
+"""
+import json
+import math
+import os
+import urllib.error
+import urllib.request
+from array import array
+from collections.abc import Mapping
+from ctypes import c_float, memmove, sizeof
+
+from . import _lib
+from .errors import EmbedError
+
+__all__ = ["OpenAIEmbedder", "openai_embedder"]
+
+# The library's cap on a vector's dimension (LR__STORE_MAX_DIM).
+MAX_DIM = 65536
+
+_FLOAT_MAX = 3.4028234663852886e38
+
+
+def _err(message):
+    return EmbedError(message, code=_lib.LR_EINVAL)
+
+
+def _short(x):
+    r = repr(x)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def vectors(embed, texts, dim, name="embed"):
+    """embed(texts), checked: (flat array('f') of len(texts) * d, d). dim is
+    the store's dimension, or 0 when it has none yet (the vectors then set
+    it). EmbedError names the first fault, its message starting with
+    `name`; an exception embed raises goes through unchanged."""
+    rows = embed(list(texts))
+    n = len(texts)
+    if isinstance(rows, (str, bytes, Mapping)) or not hasattr(rows, "__len__"):
+        raise _err(name + ": expected a list of %d vectors, got %s" % (n, type(rows).__name__))
+    if len(rows) != n:
+        raise _err(name + ": returned %d vector%s for %d text%s"
+                   % (len(rows), "" if len(rows) == 1 else "s", n, "" if n == 1 else "s"))
+    flat = array("f")
+    first = None
+    for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes, Mapping)) or not hasattr(row, "__len__"):
+            raise _err(name + ": vector %d: expected a sequence of numbers, got %s"
+                       % (i, type(row).__name__))
+        k = len(row)
+        if first is None:
+            first = k
+            if k == 0:
+                raise _err(name + ": vector 0 is empty")
+            if k > MAX_DIM:
+                raise _err(name + ": vectors of dimension %d are over the cap of %d"
+                           % (k, MAX_DIM))
+            if dim and k != dim:
+                raise _err(name + ": returned vectors of dimension %d, but the store's are %d"
+                           % (k, dim))
+        elif k != first:
+            raise _err(name + ": vectors differ in length: vector 0 has %d numbers, vector %d "
+                       "has %d" % (first, i, k))
+        try:
+            d = array("d", row)
+        except TypeError:
+            d = None
+        if d is None or len(d) != k:
+            for j, x in enumerate(row):
+                if isinstance(x, (str, bytes)) or not hasattr(x, "__float__"):
+                    raise _err(name + ": vector %d, number %d: expected a number, got %s"
+                               % (i, j, _short(x)))
+            raise _err(name + ": vector %d: expected a sequence of numbers" % i)
+        # One sum finds a NaN or an infinity (or a number too large for a
+        # float) without a Python-level test per number.
+        if not math.isfinite(sum(d)) or max(d) > _FLOAT_MAX or min(d) < -_FLOAT_MAX:
+            for j, x in enumerate(d):
+                if not math.isfinite(x) or abs(x) > _FLOAT_MAX:
+                    raise _err(name + ": vector %d, number %d: expected a finite number, got %r"
+                               % (i, j, x))
+        if not any(d):
+            raise _err(name + ": vector %d is all zeros (it has no direction)" % i)
+        flat.extend(array("f", d))
+    return flat, (first or dim)
+
+
+def probe_dim(embed):
+    """The dimension of embed's vectors: its `dimensions` attribute when it
+    has one, else the length of the vector of a probe text (as the command
+    learns a server's)."""
+    d = getattr(embed, "dimensions", None)
+    if isinstance(d, int) and not isinstance(d, bool) and d > 0:
+        return d
+    _, d = vectors(embed, ["dimension probe"], 0)
+    return d
+
+
+class ImportCallback:
+    """The lr_embed_fn an import calls, around embed. An exception never
+    crosses into C: it is kept in `exc`, the callback returns an error code
+    with the message in the library's lr_error, and the caller re-raises it
+    after the import returns. Keep this object alive for the call (the C
+    function pointer is self.fn)."""
+
+    def __init__(self, embed):
+        self.embed = embed
+        self.exc = None
+        self.fn = _lib.lr_embed_fn(self._call)
+
+    def _call(self, arg, texts, n, out, dim, err):
+        try:
+            words = [texts[i].decode("utf-8", "replace") for i in range(n)]
+            flat, _ = vectors(self.embed, words, dim)
+            if len(flat) != n * dim:  # vectors() ensures it; out holds no more
+                raise _err("embed: %d numbers for %d vectors of %d" % (len(flat), n, dim))
+            memmove(out, flat.buffer_info()[0], len(flat) * sizeof(c_float))
+            return 0
+        except BaseException as e:  # noqa: B902: nothing may escape into C
+            self.exc = e
+            message = str(e) if isinstance(e, EmbedError) else (
+                "embed raised %s: %s" % (type(e).__name__, e))
+            try:
+                m = message.encode("utf-8", "replace")[:511]
+                err.contents.message = m
+                err.contents.code = _lib.LR_EINVAL
+            except BaseException:
+                pass
+            return _lib.LR_EINVAL
+
+    def reraise(self, c_message):
+        """After a failed import: raise what the callback kept, as EmbedError
+        with the library's message (which says which records), chained from
+        the exception embed raised. An interrupt is re-raised as it is."""
+        e = self.exc
+        if e is None:
+            return
+        self.exc = None
+        if not isinstance(e, Exception):
+            raise e
+        out = EmbedError(c_message or str(e), code=_lib.LR_EINVAL)
+        if isinstance(e, EmbedError) and e.__cause__ is None and e.__context__ is None:
+            raise out from None
+        raise out from e
+
+
+def fail_from(e, message=None):
+    """EmbedError for an exception embed raised outside an import."""
+    if isinstance(e, EmbedError):
+        return e
+    return EmbedError(message or "embed raised %s: %s" % (type(e).__name__, e),
+                      code=_lib.LR_EINVAL)
+
+
+def checked(embed, texts, dim, name="embed"):
+    """vectors() with an exception from embed turned into EmbedError (the
+    original as its __cause__); interrupts go through as they are."""
+    try:
+        return vectors(embed, texts, dim, name)
+    except EmbedError:
+        raise
+    except Exception as e:
+        raise fail_from(e) from e
+
+
+# ==== An OpenAI-compatible HTTP embedder ====
+
+# The answer to a batch of n texts may be up to this many bytes (as the
+# command's client): JSON floats take about 10 to 25 characters each.
+_ANSWER_BASE = 1 << 20
+_ANSWER_PER_FLOAT = 32
+_ANSWER_MAX = 512 << 20
+_PROBE_DIM = 65536
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is never followed (it would resend the texts elsewhere):
+    it fails with the status, as in the gateway."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def _server_message(body):
+    """The error message in a non-200 answer: OpenAI's {"error": {"message"}},
+    or {"error": "..."}, {"message"}, {"detail"}; else the body's start."""
+    try:
+        root = json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        root = None
+    msg = None
+    if isinstance(root, dict):
+        e = root.get("error")
+        if isinstance(e, dict):
+            e = e.get("message")
+        if isinstance(e, str):
+            msg = e
+        elif isinstance(root.get("message"), str):
+            msg = root["message"]
+        elif isinstance(root.get("detail"), str):
+            msg = root["detail"]
+    if msg is None:
+        msg = body[:200].decode("utf-8", "replace") if body else "(empty body)"
+    return msg.replace("\r", " ").replace("\n", " ")
+
+
+class OpenAIEmbedder:
+    """An embed function over an OpenAI-compatible POST {base_url}/embeddings
+    (Ollama, llama.cpp server, vLLM, TEI, OpenAI), in the standard library.
+
+    base_url: e.g. "http://localhost:11434/v1" (a trailing "/" is dropped);
+    model: the embedding model's name on that server; api_key: sent as a
+    Bearer token, else the value of the environment variable api_key_env
+    when it is set (never read from a config); dimensions: sent as
+    "dimensions" and checked in answers (None: the server's own);
+    batch_size: texts per request (1 to 2048); timeout: seconds per request.
+
+    Calling it with a list of texts returns one list of floats per text, in
+    order. Failures raise EmbedError naming the URL and the fault: the
+    server unreachable or slow, an answer other than 200 (with the server's
+    own message), a redirect, an answer that is not JSON or not embeddings
+    (missing data, wrong count, an index out of range or twice, vectors of
+    differing or unexpected length, numbers that are not finite)."""
+
+    def __init__(self, base_url, model, api_key=None, api_key_env=None, dimensions=None,
+                 batch_size=64, timeout=30.0):
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise _err("base_url: expected an http:// or https:// URL, got %s"
+                       % _short(base_url))
+        if not isinstance(model, str) or not model:
+            raise _err("model: expected the embedding model's name, got %s" % _short(model))
+        if dimensions is not None and (not isinstance(dimensions, int) or isinstance(
+                dimensions, bool) or not 1 <= dimensions <= MAX_DIM):
+            raise _err("dimensions: expected a whole number from 1 to %d, got %s"
+                       % (MAX_DIM, _short(dimensions)))
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not (
+                1 <= batch_size <= 2048):
+            raise _err("batch_size: expected a whole number from 1 to 2048, got %s"
+                       % _short(batch_size))
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            timeout = float("nan")
+        if not timeout > 0 or math.isinf(timeout):
+            raise _err("timeout: expected a number of seconds above 0")
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/embeddings"
+        self.model = model
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.embedder_id = "openai:" + model
+        key = api_key
+        if key is None and api_key_env:
+            key = os.environ.get(api_key_env) or None
+        if key is not None and any(c in key for c in "\r\n\0"):
+            raise _err("api_key%s holds a control character (CR, LF, ...), not an API key"
+                       % (" from " + api_key_env if api_key is None and api_key_env else ""))
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if key:
+            self._headers["Authorization"] = "Bearer " + key
+
+    @classmethod
+    def from_config(cls, config):
+        """The embedder of a Config's router.embedding (lr_config_embedding):
+        its base_url, model, api_key_env, dimensions, batch_size and
+        timeout_ms. None when the config has no router.embedding."""
+        info = config.embedding
+        if info is None:
+            return None
+        return cls(info["base_url"], info["model"], api_key_env=info["api_key_env"],
+                   dimensions=info["dimensions"] or None, batch_size=info["batch_size"],
+                   timeout=info["timeout_ms"] / 1000.0)
+
+    def __repr__(self):
+        return "OpenAIEmbedder(%r, %r)" % (self.base_url, self.model)
+
+    def __call__(self, texts):
+        texts = list(texts)
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            out.extend(self._batch(texts[i:i + self.batch_size]))
+        return out
+
+    def _batch(self, texts):
+        body = {"model": self.model, "input": texts}
+        if self.dimensions:
+            body["dimensions"] = self.dimensions
+        data = json.dumps(body).encode("utf-8")
+        limit = min(_ANSWER_MAX, _ANSWER_BASE + len(texts) * (self.dimensions or _PROBE_DIM)
+                    * _ANSWER_PER_FLOAT)
+        req = urllib.request.Request(self.url, data=data, headers=self._headers, method="POST")
+        where = "embedding server at %s" % self.url
+        try:
+            with _opener.open(req, timeout=self.timeout) as resp:
+                status = resp.status
+                answer = resp.read(limit + 1)
+        except urllib.error.HTTPError as e:
+            try:
+                answer = e.read(4096)
+            except Exception:
+                answer = b""
+            if 300 <= e.code < 400:
+                raise _err("%s answered HTTP %d, a redirect to %s; redirects are not "
+                           "followed: check the base_url"
+                           % (where, e.code, e.headers.get("Location") or "(no Location)")
+                           ) from None
+            raise _err("%s answered HTTP %d: %s" % (where, e.code, _server_message(answer))
+                       ) from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+                raise _err("%s did not answer within %g s (timeout)" % (where, self.timeout)
+                           ) from None
+            raise _err("cannot reach the %s: %s" % (where, reason)) from None
+        if status != 200:
+            raise _err("%s answered HTTP %d: %s" % (where, status, _server_message(answer)))
+        if len(answer) > limit:
+            raise _err("%s: the answer to %d texts is over the cap of %d bytes (lower "
+                       "batch_size)" % (where, len(texts), limit))
+        return self._parse(answer, len(texts), where)
+
+    def _parse(self, answer, n, where):
+        try:
+            root = json.loads(answer.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise _err("%s: the answer is not JSON (%s)" % (where, e)) from None
+        data = root.get("data") if isinstance(root, dict) else None
+        if not isinstance(data, list):
+            raise _err("%s: the answer has no \"data\" array" % where)
+        if len(data) != n:
+            raise _err("%s: sent %d texts, got %d embeddings" % (where, n, len(data)))
+        rows = [None] * n
+        dim = self.dimensions or 0
+        for k, item in enumerate(data):
+            if not isinstance(item, dict):
+                raise _err("%s: data[%d]: expected an object" % (where, k))
+            idx = item.get("index", k)
+            if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < n:
+                raise _err("%s: data[%d].index: expected an integer from 0 to %d"
+                           % (where, k, n - 1))
+            if rows[idx] is not None:
+                raise _err("%s: data[%d]: index %d given twice" % (where, k, idx))
+            vec = item.get("embedding")
+            if not isinstance(vec, list) or not vec:
+                raise _err("%s: data[%d].embedding: expected an array of numbers (a base64 "
+                           "encoding is not read)" % (where, k))
+            if self.dimensions and len(vec) != self.dimensions:
+                raise _err("%s returned vectors of dimension %d, expected %d (dimensions)"
+                           % (where, len(vec), self.dimensions))
+            if dim and len(vec) != dim:
+                raise _err("%s: vectors of differing length: data[%d].embedding has %d "
+                           "numbers, data[0].embedding %d" % (where, k, len(vec), dim))
+            dim = len(vec)
+            for j, x in enumerate(vec):
+                if (isinstance(x, bool) or not isinstance(x, (int, float))
+                        or not math.isfinite(x) or abs(x) > _FLOAT_MAX):
+                    raise _err("%s: data[%d].embedding[%d]: expected a finite number"
+                               % (where, k, j))
+            rows[idx] = vec
+        return rows
+
+
+def openai_embedder(base_url, model, api_key=None, api_key_env=None, dimensions=None,
+                    batch_size=64, timeout=30.0):
+    """An OpenAIEmbedder: an embed function over an OpenAI-compatible
+    embeddings endpoint; its store id is "openai:" + model."""
+    return OpenAIEmbedder(base_url, model, api_key=api_key, api_key_env=api_key_env,
+                          dimensions=dimensions, batch_size=batch_size, timeout=timeout)

@@ -1,0 +1,285 @@
+"""Smart routing over a dense store from Python: every routed query's vector
+comes from the embed function (one call per batch) or an OpenAI-compatible
+server, and the choices are the ones the vectors imply, the same as the
+llmroute command's over the same store and server."""
+import json
+import os
+import subprocess
+import unittest
+
+import support
+from support import DIM, CountingEmbed, EmbedServer, SmartTestCase, hashed_vector
+
+import llmroute
+from llmroute import SmartRouting
+
+MODELS = support.priced(["cheap", "mid", "dear"], [(1e-7, 1e-7), (1e-6, 1e-6), (1e-5, 1e-5)])
+
+# Three topics. The stored queries of a topic share one vector (TOPIC[t]);
+# only one model was right on each: "dear" on topic 0, "mid" on 1, "cheap"
+# on 2. A query's words share nothing with its topic's stored text, so only
+# the vectors can say which records are its neighbours.
+TOPIC = [[0.0] * DIM for _ in range(3)]
+for _t in range(3):
+    TOPIC[_t][_t * 7] = 1.0
+    TOPIC[_t][_t * 7 + 1] = 0.5
+WINNER = ["dear", "mid", "cheap"]
+PER_TOPIC = 6
+
+
+def topic_records():
+    recs = []
+    for t in range(3):
+        for i in range(PER_TOPIC):
+            recs.append({"query": "stored text of topic %d number %d" % (t, i),
+                         "input_token_length": 20,
+                         "outputs": [{"model_name": m, "correctness": int(m == WINNER[t]),
+                                      "output_token_length": 100} for m in WINNER]})
+    return recs
+
+
+def topic_embed():
+    table = {}
+    for r in topic_records():
+        t = int(r["query"].split()[4])
+        table[r["query"]] = TOPIC[t]
+    for t in range(3):
+        table["unrelated words %d" % t] = TOPIC[t]
+    return CountingEmbed(table=table)
+
+
+QUERIES = ["unrelated words 2", "unrelated words 0", "unrelated words 1", "unrelated words 0"]
+EXPECTED = [WINNER[2], WINNER[0], WINNER[1], WINNER[0]]
+
+
+class DenseRoutingTest(SmartTestCase):
+    def smart(self, **kw):
+        embed = topic_embed()
+        sr = SmartRouting(MODELS, performance_requirement=0.7, n_similar=PER_TOPIC,
+                          embed=embed, embedder="all-MiniLM-L6-v2", **kw)
+        sr.store.add_data(topic_records())
+        embed.calls.clear()
+        return sr, embed
+
+    def names(self, idxs):
+        return [MODELS[i]["name"] for i in idxs]
+
+    def test_the_vectors_choose_the_neighbours(self):
+        sr, embed = self.smart()
+        self.assertEqual(self.names(sr.get_model_idxs(MODELS, QUERIES)), EXPECTED)
+        # The same through the later AIOS form, one chat per query.
+        chats = [[{"role": "user", "content": q}] for q in QUERIES]
+        self.assertEqual(self.names(sr.get_model_idxs([MODELS] * 4, chats)), EXPECTED)
+        for q, want in zip(QUERIES, EXPECTED):
+            self.assertEqual(self.names(sr.get_model_idxs(MODELS, [q])), [want])
+
+    def test_a_batch_calls_embed_once(self):
+        sr, embed = self.smart()
+        sr.get_model_idxs(MODELS, QUERIES)
+        self.assertEqual(embed.calls, [QUERIES])
+        embed.calls.clear()
+        res = sr.route_batch(MODELS, QUERIES, alpha=0.55)
+        self.assertTrue(res.feasible)
+        self.assertEqual(self.names(res.indices), EXPECTED)
+        self.assertEqual(embed.calls, [QUERIES])
+        embed.calls.clear()
+        self.assertEqual(self.names(sr.get_model_idxs_global(MODELS, QUERIES, alpha=0.55)),
+                         EXPECTED)
+        self.assertEqual(embed.calls, [QUERIES])
+        embed.calls.clear()
+        perf, _, _ = sr.predict(QUERIES, MODELS)
+        self.assertEqual(embed.calls, [QUERIES])
+        self.assertEqual([row.index(max(row)) for row in perf],
+                         [[m["name"] for m in MODELS].index(w) for w in EXPECTED])
+
+    def test_the_router_routes_given_vectors_as_embedded_ones(self):
+        sr, embed = self.smart()
+        router = sr.router
+        for q, want in zip(QUERIES, EXPECTED):
+            t = int(q.split()[-1])
+            by_vector = router.route(query="anything at all", embedding=TOPIC[t], ranking=True)
+            by_embed = router.route(query=q, ranking=True)
+            self.assertEqual(by_vector.name, want)
+            self.assertEqual(by_embed.name, want)
+            self.assertEqual([c.name for c in by_vector.ranking],
+                             [c.name for c in by_embed.ranking])
+        vecs = [TOPIC[int(q.split()[-1])] for q in QUERIES]
+        self.assertEqual(self.names(router.route_batch(["x"] * 4, embeddings=vecs).indices),
+                         EXPECTED)
+        with self.assertRaises(llmroute.EmbedError) as cm:
+            router.route_batch(["x"] * 4, embeddings=vecs[:3])
+        self.assertIn("embeddings: 3 vectors for 4 queries", str(cm.exception))
+
+    def test_routing_with_a_bad_embed_fails_by_name(self):
+        sr, embed = self.smart()
+        sr.store._store.embed = lambda texts: [[1.0] * (DIM + 1) for _ in texts]
+        with self.assertRaises(llmroute.EmbedError) as cm:
+            sr.get_model_idxs(MODELS, QUERIES)
+        self.assertIn("embed: returned vectors of dimension 65, but the store's are 64",
+                      str(cm.exception))
+        sr.store._store.embed = lambda texts: (_ for _ in ()).throw(ConnectionError("down"))
+        with self.assertRaises(llmroute.EmbedError) as cm:
+            sr.route_batch(MODELS, QUERIES)
+        self.assertIn("embed raised ConnectionError: down", str(cm.exception))
+        self.assertIsInstance(cm.exception.__cause__, ConnectionError)
+
+    def test_a_dense_store_without_embed_is_named_when_routed(self):
+        sr, embed = self.smart()
+        store = sr.store._store
+        store.embed = None
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            sr.get_model_idxs(MODELS, QUERIES)
+        self.assertIn("uses the embedder 'all-MiniLM-L6-v2'", str(cm.exception))
+        self.assertIn("embed=", str(cm.exception))
+        # A Router's own embed serves the store's queries.
+        router = llmroute.Router(sr.config, store=store, embed=topic_embed())
+        self.assertEqual([d.name for d in router.route_batch(QUERIES).decisions], EXPECTED)
+        with self.assertRaises(llmroute.InvalidInput):
+            llmroute.Router(sr.config, store=llmroute.Store(), embed=topic_embed())
+        router.close()
+
+    def test_a_store_file_opens_again_with_its_embedder(self):
+        d = self.enterContext_tmp()
+        path = os.path.join(d, "h.db")
+        sr, _ = self.smart(store_path=path)
+        sr.store.close()
+        embed = topic_embed()
+        again = SmartRouting(MODELS, performance_requirement=0.7, n_similar=PER_TOPIC,
+                             store_path=path, embed=embed, embedder="all-MiniLM-L6-v2")
+        self.assertEqual(again.store.count(), 3 * PER_TOPIC)
+        self.assertEqual(self.names(again.get_model_idxs(MODELS, QUERIES)), EXPECTED)
+        with self.assertRaises(llmroute.StoreError):
+            SmartRouting(MODELS, store_path=path, embed=embed, embedder="bge-small-en-v1.5")
+
+    def enterContext_tmp(self):
+        import tempfile
+        d = tempfile.TemporaryDirectory()
+        self.addCleanup(d.cleanup)
+        return d.name
+
+
+class HttpEmbedderTest(SmartTestCase):
+    def setUp(self):
+        self.server = EmbedServer()
+        self.addCleanup(self.server.close)
+
+    def test_requests_are_the_gateways_and_answers_are_placed_by_index(self):
+        os.environ["LR_TEST_EMBED_KEY"] = "sk-test-123"
+        self.addCleanup(os.environ.pop, "LR_TEST_EMBED_KEY", None)
+        e = llmroute.openai_embedder(self.server.base_url + "/", "mini",
+                                     api_key_env="LR_TEST_EMBED_KEY", batch_size=2)
+        texts = ["one two", "three", "four five six"]
+        self.assertEqual(e(texts), [hashed_vector(t) for t in texts])
+        self.assertEqual(e.embedder_id, "openai:mini")
+        self.assertEqual(len(self.server.requests), 2)  # batches of 2
+        path, headers, body = self.server.requests[0]
+        self.assertEqual(path, "/v1/embeddings")
+        self.assertEqual(body, {"model": "mini", "input": ["one two", "three"]})
+        self.assertEqual(headers.get("Authorization"), "Bearer sk-test-123")
+        self.assertEqual(headers.get("Content-Type"), "application/json")
+        e = llmroute.openai_embedder(self.server.base_url, "mini", dimensions=32)
+        self.assertEqual(e(["x"]), [hashed_vector("x", 32)])
+        self.assertEqual(self.server.requests[-1][2], {"model": "mini", "input": ["x"],
+                                                       "dimensions": 32})
+        self.assertNotIn("Authorization", self.server.requests[-1][1])
+
+    def test_server_faults_raise_by_name_and_leave_the_store_as_it_was(self):
+        sr = SmartRouting(MODELS, n_similar=4,
+                          embedding={"base_url": self.server.base_url, "model": "mini"})
+        self.assertEqual(sr.store._store.embedder, "openai:mini")
+        recs = topic_records()
+        sr.store.add_data(recs)
+        n = sr.store.count()
+        self.assertEqual(n, len(recs))
+        url = self.server.base_url + "/embeddings"
+        for fault, words in [
+                ("500", "embedding server at %s answered HTTP 500: the model is loading" % url),
+                ("not json", "embedding server at %s: the answer is not JSON" % url),
+                ("no data", "the answer has no \"data\" array"),
+                ("one short", "sent 3 texts, got 2 embeddings"),
+                ("index twice", "index 0 given twice"),
+                ("nan", "embedding[3]: expected a finite number"),
+                ("string", "embedding[3]: expected a finite number"),
+                ("short vector", r"vectors of differing length: data\[\d\]\.embedding has "
+                                 r"6[34] numbers, data\[0\]\.embedding 6[34]|embed: returned "
+                                 r"vectors of dimension 63, but the store's are 64"),
+                ("redirect", "answered HTTP 307, a redirect to http://example.invalid"),
+        ]:
+            self.server.fault = fault
+            for name, call in [
+                    ("add_data", lambda: sr.store.add_data(recs[:3])),
+                    ("get_model_idxs", lambda: sr.get_model_idxs(MODELS, QUERIES[:3])),
+                    ("add_outcome", lambda: sr.store._store.add_outcome("a b c", "mid", 1, 9))]:
+                if fault in ("one short", "index twice") and name == "add_outcome":
+                    continue  # one text: nothing to be short of or repeat
+                with self.subTest(fault=fault, call=name):
+                    with self.assertRaises(llmroute.EmbedError) as cm:
+                        call()
+                    if fault == "short vector":
+                        self.assertRegex(str(cm.exception), words)
+                    else:
+                        self.assertIn(words, str(cm.exception))
+                    self.assertEqual(sr.store.count(), n)
+        self.server.fault = None
+        sr.get_model_idxs(MODELS, QUERIES)
+
+    def test_an_unreachable_server_is_named(self):
+        url = self.server.base_url
+        self.server.close()
+        e = llmroute.openai_embedder(url, "mini", timeout=5)
+        s = llmroute.Store(embed=e, dense_dim=DIM)
+        with self.assertRaises(llmroute.EmbedError) as cm:
+            s.add("q", [("cheap", 1, 3)])
+        self.assertIn("cannot reach the embedding server at %s/embeddings" % url,
+                      str(cm.exception))
+        self.assertEqual(len(s), 0)
+        self.server = EmbedServer()  # for the cleanup
+
+    def test_python_routes_as_the_llmroute_command_over_the_same_store_and_server(self):
+        cli = support.cli_path()
+        if cli is None:
+            self.fail("the llmroute command was not found: set LLMROUTE_CLI")
+        import tempfile
+        d = tempfile.TemporaryDirectory()
+        self.addCleanup(d.cleanup)
+        store_path = os.path.join(d.name, "h.db")
+        cfg_path = os.path.join(d.name, "c.json")
+        doc = llmroute.config_from_llm_configs(MODELS, {
+            "strategy": "smart", "n_similar": 5, "performance_requirement": 0.6,
+            "embedding": {"base_url": self.server.base_url, "model": "mini"}})
+        with open(cfg_path, "w") as f:
+            json.dump(doc, f)
+        # A fixture whose neighbours come from the hashed words: groups of
+        # disjoint letters, outcomes at random.
+        records, queries, _ = support.group_fixture(11, ["cheap", "mid", "dear"],
+                                                    group_size=9, outcome_p=1.0)
+        config = llmroute.Config.from_file(cfg_path)
+        store = llmroute.Store(store_path, embed=llmroute.OpenAIEmbedder.from_config(config))
+        store.import_records(records)
+        store.close()
+        texts = [q for q, _, _ in queries]
+        out = subprocess.run([cli, "route", "--config", cfg_path, "--store", store_path,
+                              "--strategy", "smart", "--json"] + texts,
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        want = [json.loads(line) for line in out.stdout.splitlines()]
+        self.assertEqual(len(want), len(texts))
+        # A Router over the config and the store embeds through the config's
+        # router.embedding, as the command does.
+        self.server.requests.clear()
+        ro = llmroute.Store(store_path, embedder="openai:mini", read_only=True)
+        router = llmroute.Router(config, store=ro)
+        got = router.route_batch(texts, ranking=True)
+        self.assertEqual(len(self.server.requests), 1)
+        self.assertEqual([d.name for d in got.decisions], [w["model"] for w in want])
+        for d, w in zip(got.decisions, want):
+            self.assertAlmostEqual(d.predicted_quality, w["predicted_quality"], places=6)
+            self.assertEqual([c.name for c in d.ranking], [c["model"] for c in w["ranking"]])
+        # And the choices are not all one model: the neighbours matter.
+        self.assertGreater(len({w["model"] for w in want}), 1)
+        router.close()
+        ro.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
