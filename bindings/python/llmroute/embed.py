@@ -19,6 +19,7 @@ by data[i].index. Its store id is "openai:" + model, as theirs.
 Threads: the functions here keep no state; an OpenAIEmbedder may be called
 from several threads at once (one HTTP request per call and batch).
 """
+import http.client
 import json
 import math
 import os
@@ -328,7 +329,7 @@ class OpenAIEmbedder:
                            ) from None
             raise _err("%s answered HTTP %d: %s" % (where, e.code, _server_message(answer))
                        ) from None
-        except (urllib.error.URLError, OSError, ValueError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
             if isinstance(reason, TimeoutError) or "timed out" in str(reason):
                 raise _err("%s did not answer within %g s (timeout)" % (where, self.timeout)
