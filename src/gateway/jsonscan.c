@@ -176,8 +176,8 @@ int js_rewrite_body(const char *buf, size_t len, const struct js_rewrite *rw, ch
         if (js_key_equals(buf, &m[i], "model"))
             add_model = 0;
     /* The result is never longer than the body plus the new model member
-     * and its comma. */
-    dst = malloc(len + klen + mlen + 2);
+     * and the ", " after it; one byte more for the NUL that ends it. */
+    dst = malloc(len + klen + mlen + 2 + 1);
     if (!dst) {
         rc = -2;
         goto out;

@@ -92,6 +92,17 @@ static void rewrite_adds_model_when_the_body_has_none(void **state)
     expect_rewrite("{}", NULL, "{}");
 }
 
+/* The new member and its ", " lengthen a body that loses nothing: the
+ * result, and its NUL, must still fit (a fuzzed body once wrote the NUL one
+ * byte past the buffer; AddressSanitizer's build sees it). */
+static void rewrite_adds_model_to_a_body_that_loses_nothing(void **state)
+{
+    (void)state;
+    expect_rewrite("{\"n\": 1}", "\"y\"", "{\"model\":\"y\", \"n\": 1}");
+    expect_rewrite("{\"s\":\"\\u0000\"}", "\"fuzz-model\"",
+                   "{\"model\":\"fuzz-model\", \"s\":\"\\u0000\"}");
+}
+
 static void rewrite_leaves_nested_lookalikes_alone(void **state)
 {
     (void)state;
@@ -137,6 +148,7 @@ int main(void)
         cmocka_unit_test(rewrite_removes_extension_members_anywhere),
         cmocka_unit_test(rewrite_decodes_escaped_keys),
         cmocka_unit_test(rewrite_adds_model_when_the_body_has_none),
+        cmocka_unit_test(rewrite_adds_model_to_a_body_that_loses_nothing),
         cmocka_unit_test(rewrite_leaves_nested_lookalikes_alone),
         cmocka_unit_test(rewrite_handles_many_members),
         cmocka_unit_test(scan_refuses_what_is_not_an_object),
