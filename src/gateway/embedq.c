@@ -16,6 +16,7 @@
  * The fetch frees itself after the callback; gw_embed_cancel before that
  * aborts it and no callback runs.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,12 +113,17 @@ static int embed_parse(struct gw_embed *e)
         rc = 0;
         for (size_t i = 0; i < n && rc == 0; i++) {
             json_t *x = json_array_get(v, i);
-            if (!json_is_number(x)) {
-                set_why(e, "the embedding server %s: data[0].embedding[%zu] is not a number",
+            double d = json_is_number(x) ? json_number_value(x) : NAN;
+            /* A number past a float's range would be an infinity here, and
+             * NaN in every score the routing computes from it. */
+            if (!isfinite(d) || fabs(d) > 3.0e38) {
+                set_why(e,
+                        "the embedding server %s: data[0].embedding[%zu] is not a finite number",
                         e->conf->embed_url, i);
                 rc = -1;
+                break;
             }
-            e->vec[i] = (float)json_number_value(x);
+            e->vec[i] = (float)d;
         }
         e->dim = n;
     }
