@@ -583,8 +583,10 @@ static int is_done(const char *v, size_t n)
  * read: it may be long, and is scanned whole. */
 static const char *done_unfinished(const struct exchange *ex, size_t *upto, int thorough)
 {
-    const char *l = ex->held + ex->held_line;
     size_t n = ex->held_len - ex->held_line;
+    /* A stream that has sent nothing yet has no buffer: NULL + 0 is
+     * undefined, so its (empty) open line is a literal. */
+    const char *l = n ? ex->held + ex->held_line : "";
     if (ex->saw_done || !ex->sse)
         return NULL;
     if (ex->ep == EP_RESPONSES) {

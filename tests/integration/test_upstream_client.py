@@ -566,6 +566,17 @@ def run(gw_bin, env):
         assert e["code"] == "upstream_malformed" and "1048576" in e["message"], e
         assert "[DONE]" not in events and len(events) == 3, events[-1]
 
+    def empty_stream():
+        # A 200 event stream that ends before its first event (at once, by a
+        # close, by the last chunk): nothing reached the client, so it is the
+        # attempt's failure, as a cut before any content is. A fuzzed stream
+        # like this once had the gateway compute NULL + 0 (undefined; clang's
+        # UBSan reports it, gcc's does not look); tests/fuzz/corpus/gateway
+        # keeps that input.
+        for ending in ("eof", "close", "chunk"):
+            st, _, raw = streamed(sse_stream(b"", ending))
+            assert st == 502, (ending, st, raw)
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -609,6 +620,7 @@ def run(gw_bin, env):
     check(tag + "a stream cut between an event's data lines ends with an error event",
           cut_mid_multiline_event)
     check(tag + "an event longer than the cap is a malformed stream", overlong_event)
+    check(tag + "an event stream that ends before its first event: 502", empty_stream)
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
