@@ -4,12 +4,17 @@
 # something is missing, so it is quick on a machine that has everything.
 #   scripts/deps.sh          build and test dependencies
 #   scripts/deps.sh bench    also what the benchmarks compare against
+#   scripts/deps.sh fuzz     also clang and its libFuzzer runtime (make fuzz)
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libjansson-dev libsqlite3-dev libcurl4-openssl-dev
       libevent-dev libcmocka-dev python3 python3-pip curl nodejs npm)
 if [ "${1:-}" = "bench" ]; then
     pkgs+=(wrk python3-numpy python3-sklearn coinor-cbc python3-pulp)
+fi
+if [ "${1:-}" = "fuzz" ]; then
+    # libclang_rt.fuzzer is in libclang-rt-dev, only recommended by clang.
+    pkgs+=(clang libclang-rt-dev)
 fi
 
 missing=()

@@ -1,0 +1,1 @@
+UPDATE vectors SET vec = X'0000c07f0000c07f0000c07f0000c07f';

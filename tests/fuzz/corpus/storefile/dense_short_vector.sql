@@ -1,0 +1,1 @@
+UPDATE vectors SET vec = X'0000803f' WHERE record_id = 1;

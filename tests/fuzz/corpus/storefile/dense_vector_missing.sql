@@ -1,0 +1,1 @@
+DELETE FROM vectors WHERE record_id = 2;
