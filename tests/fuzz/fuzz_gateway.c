@@ -29,6 +29,8 @@
 
 #include <event2/util.h>
 
+#include "fuzz_net.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_UPSTREAM_CONNS 8
@@ -36,26 +38,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static int upstream_fd = -1;
 static char config_path[64];
 static struct lr_store *store;
-
-static int listen_local(int *port)
-{
-    struct sockaddr_in sin;
-    socklen_t len = sizeof sin;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0 || listen(fd, 64) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sin, &len) != 0) {
-        close(fd);
-        return -1;
-    }
-    evutil_make_socket_nonblocking(fd);
-    *port = ntohs(sin.sin_port);
-    return fd;
-}
 
 /* Once per process: the fake upstream's socket, the config naming it, and a
  * history store with a few records for the smart route and feedback. */
@@ -69,7 +51,7 @@ static int setup(void)
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return -1;
-    upstream_fd = listen_local(&port);
+    upstream_fd = fuzz_listen_loopback(&port);
     if (upstream_fd < 0)
         return -1;
     n = snprintf(

@@ -26,6 +26,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "fuzz_net.h"
 #include "h1client.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -87,21 +88,10 @@ static char url[64];
 
 static int upstream_listen(void)
 {
-    struct sockaddr_in sin;
-    socklen_t len = sizeof sin;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port, fd = fuzz_listen_loopback(&port);
     if (fd < 0)
         return -1;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0 || listen(fd, 16) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sin, &len) != 0) {
-        close(fd);
-        return -1;
-    }
-    evutil_make_socket_nonblocking(fd);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", ntohs(sin.sin_port));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", port);
     listen_fd = fd;
     return 0;
 }
