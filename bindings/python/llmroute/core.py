@@ -544,8 +544,9 @@ class Store(_Handle):
         return self.embed
 
     def _vector(self, query, embedding, what):
-        """(float *, dim) for one query into this store: the given embedding,
-        else embed([query]); (None, 0) for the built-in embedder."""
+        """(float *, dim, the array the pointer is into: keep it while the
+        pointer is used) for one query into this store: the given embedding,
+        else embed([query]); (None, 0, None) for the built-in embedder."""
         if embedding is None:
             embed = self._need_embed(what)
             if embed is None:
