@@ -114,8 +114,10 @@ static int embed_parse(struct gw_embed *e)
         for (size_t i = 0; i < n && rc == 0; i++) {
             json_t *x = json_array_get(v, i);
             double d = json_is_number(x) ? json_number_value(x) : NAN;
-            /* A number past a float's range would be an infinity here, and
-             * NaN in every score the routing computes from it. */
+            /* A number past a float's range would be an infinity here. The
+             * library refuses such a vector too, but as the query's fault
+             * (400 "the query's embedding is zero or not finite"); here it
+             * is the embedding server's, a 502 that names it. */
             if (!isfinite(d) || fabs(d) > 3.0e38) {
                 set_why(e,
                         "the embedding server %s: data[0].embedding[%zu] is not a finite number",
