@@ -71,11 +71,11 @@ int main(int argc, char **argv)
     for (int r = 0; r < rounds; r++) {
         one[r] = open_once(path, 1, &count);
         many[r] = open_once(path, threads, &count);
-        printf("  round %d: threads=1 %.2f s, threads=%u %.2f s\n", r + 1, one[r], used,
+        printf("  round %d: threads=1 %.4f s, threads=%u %.4f s\n", r + 1, one[r], used,
                many[r]);
     }
     double m1 = median(one, rounds), mn = median(many, rounds);
-    printf("open of %zu records, median of %d: threads=1 %.2f s, threads=%u %.2f s, "
+    printf("open of %zu records, median of %d: threads=1 %.4f s, threads=%u %.4f s, "
            "ratio %.2fx\n",
            count, rounds, m1, used, mn, m1 / mn);
     return 0;

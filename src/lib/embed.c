@@ -45,11 +45,13 @@
  *
  * Threads: no shared state; a struct lr__terms is one caller's scratch.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "embed.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "llmroute.h"
 
@@ -538,4 +540,38 @@ int lr__l2_normalize(float *v, size_t dim)
     for (size_t i = 0; i < dim; i++)
         v[i] *= inv;
     return 0;
+}
+
+/* ==== Feature-space tables ==== */
+
+/* Under AddressSanitizer the tables come from calloc, so that its checks
+ * (bounds, leaks) cover them as they cover everything else. */
+#if defined(__SANITIZE_ADDRESS__)
+#define LR__SPACE_CALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LR__SPACE_CALLOC 1
+#endif
+#endif
+
+void *lr__space_alloc(size_t elem)
+{
+#ifdef LR__SPACE_CALLOC
+    return calloc(LR__TFIDF_SPACE, elem);
+#else
+    void *p = mmap(NULL, (size_t)LR__TFIDF_SPACE * elem, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+#endif
+}
+
+void lr__space_free(void *table, size_t elem)
+{
+#ifdef LR__SPACE_CALLOC
+    (void)elem;
+    free(table);
+#else
+    if (table)
+        munmap(table, (size_t)LR__TFIDF_SPACE * elem);
+#endif
 }

@@ -92,6 +92,16 @@ double lr__tfidf_idf(uint32_t df, uint32_t ndocs);
 size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs, uint32_t self,
                         size_t max_features, struct lr__feat *out);
 
+/* A zeroed table of LR__TFIDF_SPACE entries of elem bytes each (the
+ * document frequencies, the sparse index's lists), or NULL. Its pages cost
+ * nothing until written, so a small store pays for the features it holds,
+ * not for the whole space: the table is mapped on its own, where calloc
+ * would clear the whole of it each time once the allocator keeps memory
+ * that size (glibc does after the first such block is freed). Free it with
+ * lr__space_free and the same elem. */
+void *lr__space_alloc(size_t elem);
+void lr__space_free(void *table, size_t elem);
+
 /* Scale v to unit length; returns 0, or -1 when v is all zeros or not finite. */
 int lr__l2_normalize(float *v, size_t dim);
 

@@ -380,7 +380,7 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
     assign = malloc(ns * sizeof(*assign));
     member_off = malloc((c + 1) * sizeof(*member_off));
     members = malloc(ns * sizeof(*members));
-    acc = calloc(LR__TFIDF_SPACE, sizeof(*acc));
+    acc = lr__space_alloc(sizeof(*acc));
     tl = malloc(tl_cap * sizeof(*tl));
     cent = malloc(c * LR__GROUPS_CENTROID_FEATURES * sizeof(*cent));
     cent_n = calloc(c, sizeof(*cent_n));
@@ -463,7 +463,7 @@ out:
     free(assign);
     free(member_off);
     free(members);
-    free(acc);
+    lr__space_free(acc, sizeof(*acc));
     free(tl);
     free(cent);
     free(cent_n);

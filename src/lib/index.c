@@ -263,7 +263,7 @@ static size_t n_blocks(size_t ndocs)
 static void bounds_free(struct lr__sindex *idx)
 {
     free(idx->orig);
-    free(idx->row_of);
+    lr__space_free(idx->row_of, sizeof(*idx->row_of));
     free(idx->bmax);
     free(idx->hmax);
     free(idx->hnorm);
@@ -542,14 +542,16 @@ static int bounds_build(struct lr__sindex *idx, const struct lr__feat *feats, co
 
     if (long_min == LR__SINDEX_LONG_AUTO)
         long_min = nb * 3 > 2 ? (uint32_t)(nb * 3) : 2;
-    idx->row_of = calloc(LR__TFIDF_SPACE, sizeof(*idx->row_of));
+    idx->row_of = lr__space_alloc(sizeof(*idx->row_of));
     if (!idx->row_of)
         return LR_ENOMEM;
-    for (size_t f = 0; f < LR__TFIDF_SPACE; f++)
+    for (size_t u = 0; u < idx->nused; u++) {
+        uint32_t f = idx->used[u];
         if (idx->lists[f].n >= long_min) {
             idx->row_of[f] = ++idx->nrows;
             nfwd += idx->lists[f].n;
         }
+    }
     /* Room for a quarter more documents before anything moves (the store
      * rebuilds after growing by a quarter). */
     idx->docs_cap = (size_t)n + n / 4 + LR__SINDEX_BLOCK;
@@ -599,39 +601,68 @@ static int bounds_build(struct lr__sindex *idx, const struct lr__feat *feats, co
     return 0;
 }
 
+/* Count each feature's postings into its list, and the features present,
+ * ascending, into idx->used: a bitmap of the feature space (128 KiB) marks
+ * them, so the order costs no sort. */
+static int used_count(struct lr__sindex *idx, const struct lr__feat *feats, size_t total)
+{
+    uint64_t *seen = calloc(LR__TFIDF_SPACE / 64, sizeof(*seen));
+    size_t n = 0;
+    if (!seen)
+        return LR_ENOMEM;
+    for (size_t i = 0; i < total; i++) {
+        uint32_t f = feats[i].id;
+        if (idx->lists[f].n++ == 0) {
+            seen[f >> 6] |= UINT64_C(1) << (f & 63);
+            n++;
+        }
+    }
+    idx->used_cap = n + n / 4 + 64;
+    idx->used = malloc(idx->used_cap * sizeof(*idx->used));
+    if (!idx->used) {
+        free(seen);
+        return LR_ENOMEM;
+    }
+    for (size_t w = 0; w < LR__TFIDF_SPACE / 64 && idx->nused < n; w++)
+        for (uint64_t b = seen[w]; b; b &= b - 1)
+            idx->used[idx->nused++] = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(b));
+    free(seen);
+    return 0;
+}
+
 int lr__sindex_build_with(struct lr__sindex *idx, const struct lr__feat *feats, const size_t *off,
                           uint32_t n, uint32_t long_min)
 {
     size_t total = n ? off[n] : 0;
     memset(idx, 0, sizeof(*idx));
-    idx->lists = calloc(LR__TFIDF_SPACE, sizeof(*idx->lists));
+    idx->lists = lr__space_alloc(sizeof(*idx->lists));
     if (!idx->lists)
         return LR_ENOMEM;
     if (total > 0) {
         idx->block = malloc(total * sizeof(*idx->block));
         if (!idx->block) {
-            free(idx->lists);
+            lr__space_free(idx->lists, sizeof(*idx->lists));
             idx->lists = NULL;
             return LR_ENOMEM;
         }
     }
-    /* Counting sort from document-major to feature-major: count, decide
-     * the long lists and the documents' order (bounds_build), place the
-     * lists' starts, then fill in the index's order so every list is
-     * sorted by index number. */
-    for (size_t i = 0; i < total; i++)
-        idx->lists[feats[i].id].n++;
+    /* Counting sort from document-major to feature-major: count (and
+     * list the features present, ascending), decide the long lists and
+     * the documents' order (bounds_build), place the lists' starts, then
+     * fill in the index's order so every list is sorted by index number. */
     idx->ndocs = n;
     idx->block_sum_perp = LR__SINDEX_BLOCK_SUM_PERP;
-    if (bounds_build(idx, feats, off, n, long_min) != 0) {
+    if (used_count(idx, feats, total) != 0 ||
+        bounds_build(idx, feats, off, n, long_min) != 0) {
         lr__sindex_free(idx);
         return LR_ENOMEM;
     }
     size_t at = 0;
-    for (size_t f = 0; f < LR__TFIDF_SPACE; f++) {
-        idx->lists[f].p = idx->block ? idx->block + at : NULL;
-        at += idx->lists[f].n;
-        idx->lists[f].n = 0;
+    for (size_t u = 0; u < idx->nused; u++) {
+        struct lr__plist *l = &idx->lists[idx->used[u]];
+        l->p = idx->block + at;
+        at += l->n;
+        l->n = 0;
     }
     for (uint32_t i = 0; i < n; i++) {
         uint32_t d = idx->orig[i];
@@ -656,11 +687,12 @@ void lr__sindex_free(struct lr__sindex *idx)
     if (!idx)
         return;
     if (idx->lists)
-        for (size_t f = 0; f < LR__TFIDF_SPACE; f++)
-            if (idx->lists[f].cap)
-                free(idx->lists[f].p);
-    free(idx->lists);
+        for (size_t u = 0; u < idx->nused; u++)
+            if (idx->lists[idx->used[u]].cap)
+                free(idx->lists[idx->used[u]].p);
+    lr__space_free(idx->lists, sizeof(*idx->lists));
     free(idx->block);
+    free(idx->used);
     bounds_free(idx);
     memset(idx, 0, sizeof(*idx));
 }
@@ -726,6 +758,21 @@ static int bounds_reserve(struct lr__sindex *idx, size_t nf)
     return 0;
 }
 
+/* Note feature f in idx->used: its list is about to get memory of its own. */
+static int used_push(struct lr__sindex *idx, uint32_t f)
+{
+    if (idx->nused == idx->used_cap) {
+        size_t cap = idx->used_cap + idx->used_cap / 2 + 64;
+        uint32_t *u = realloc(idx->used, cap * sizeof(*u));
+        if (!u)
+            return LR_ENOMEM;
+        idx->used = u;
+        idx->used_cap = cap;
+    }
+    idx->used[idx->nused++] = f;
+    return 0;
+}
+
 int lr__sindex_reserve(struct lr__sindex *idx, const struct lr__feat *v, size_t n)
 {
     if (!idx->lists) {
@@ -743,6 +790,8 @@ int lr__sindex_reserve(struct lr__sindex *idx, const struct lr__feat *v, size_t 
         if (l->cap > l->n)
             continue;
         if (l->n >= UINT32_MAX / 2)
+            return LR_ENOMEM;
+        if (!l->cap && !l->n && used_push(idx, v[i].id) != 0)
             return LR_ENOMEM;
         uint32_t cap = l->n < 4 ? 8 : l->n + l->n / 2;
         struct lr__posting *p = malloc((size_t)cap * sizeof(*p));

@@ -72,6 +72,12 @@ struct lr__rowfeat {
 struct lr__sindex {
     struct lr__plist *lists; /* LR__TFIDF_SPACE lists */
     struct lr__posting *block;
+    /* The features whose lists hold postings or memory of their own:
+     * ascending as built, then in the order adds first reached them. Walks
+     * over the lists (build, free) go through these, so a small index
+     * touches a few pages of lists rather than the whole feature space. */
+    uint32_t *used;
+    size_t nused, used_cap;
     uint32_t ndocs;
     /* Inside the index documents are renumbered (index.c says why); the
      * lists and everything below use the index's numbers, results and

@@ -333,7 +333,7 @@ static void hist_free(struct lr__hist *h)
     free(h->outs);
     names_free(&h->models);
     free(h->mstats);
-    free(h->df);
+    lr__space_free(h->df, sizeof(*h->df));
     lr__sindex_free(&h->sidx);
     lr__dindex_free(&h->didx);
     lr__groups_free(&h->groups);
@@ -666,7 +666,7 @@ static int load_tfidf(struct lr_store *st, sqlite3 *db, struct lr__hist *h, stru
     if (batch > h->n)
         batch = h->n ? h->n : 1;
     memset(&b, 0, sizeof(b));
-    h->df = calloc(LR__TFIDF_SPACE, sizeof(*h->df));
+    h->df = lr__space_alloc(sizeof(*h->df));
     text_at = malloc((batch + 1) * sizeof(*text_at));
     slot = malloc((h->n + 1) * sizeof(*slot));
     off = malloc((h->n + 1) * sizeof(*off));
@@ -681,7 +681,7 @@ static int load_tfidf(struct lr_store *st, sqlite3 *db, struct lr__hist *h, stru
      * count does). */
     b.df_part[0] = h->df;
     for (unsigned c = 1; c < chunks; c++)
-        if (!(b.df_part[c] = calloc(LR__TFIDF_SPACE, sizeof(uint32_t))))
+        if (!(b.df_part[c] = lr__space_alloc(sizeof(uint32_t))))
             chunks = c; /* fewer, larger chunks: the same counts */
     if ((rc = tfidf_pass(st, db, h->n, batch, threads, chunks, tfidf_count_chunk, &b, &text,
                          &text_cap, text_at, err)) != 0)
@@ -692,7 +692,7 @@ static int load_tfidf(struct lr_store *st, sqlite3 *db, struct lr__hist *h, stru
             uint32_t sum = h->df[f] + part[f];
             h->df[f] = sum < part[f] ? UINT32_MAX : sum;
         }
-        free(b.df_part[c]);
+        lr__space_free(b.df_part[c], sizeof(uint32_t));
         b.df_part[c] = NULL;
     }
     h->df_ndocs = (uint32_t)h->n;
@@ -731,7 +731,7 @@ nomem:
     rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
 out:
     for (unsigned c = 1; c < LR__PARALLEL_MAX_THREADS; c++)
-        free(b.df_part[c]);
+        lr__space_free(b.df_part[c], sizeof(uint32_t));
     free(b.bound);
     free(b.nfeat);
     free(b.feats);

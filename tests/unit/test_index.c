@@ -249,6 +249,51 @@ static void appended_documents_are_found(void **st)
     lr__knn_scratch_free(&sc);
 }
 
+/* Builds and frees walk only the features present (index.h: used), found
+ * through a bitmap of the feature space: features at both of its ends and
+ * on both sides of a 64-feature word are listed in order, searched,
+ * appended to, and their lists freed (ASan checks a new list's memory). */
+static void features_at_the_ends_of_the_space_are_indexed(void **st)
+{
+    (void)st;
+    const uint32_t ids[5] = {0, 63, 64, LR__TFIDF_SPACE - 64, LR__TFIDF_SPACE - 1};
+    struct lr__feat f[5];
+    size_t off[6] = {0};
+    struct lr__sindex idx;
+    struct lr__knn_scratch sc = {0};
+    struct lr__neighbor got[4];
+    for (uint32_t d = 0; d < 5; d++) {
+        f[4 - d] = (struct lr__feat){ids[d], 1.0f}; /* document 4 - d has ids[d] */
+        off[d + 1] = d + 1;
+    }
+    assert_int_equal(lr__sindex_build(&idx, f, off, 5), 0);
+    assert_int_equal(idx.nused, 5);
+    for (size_t u = 0; u < 5; u++)
+        assert_int_equal(idx.used[u], ids[u]);
+    for (uint32_t d = 0; d < 5; d++) {
+        struct lr__feat q[1] = {{ids[d], 1.0f}};
+        assert_int_equal(lr__sindex_knn(&idx, q, 1, 1, &sc, got), 1);
+        assert_int_equal(got[0].doc, 4 - d);
+        assert_true(fabsf(got[0].sim - 1.0f) < 1e-6f);
+    }
+    /* Document 5: one more posting on the top feature's list, and a list
+     * of its own just below it. */
+    struct lr__feat a[2] = {{LR__TFIDF_SPACE - 2, 0.8f}, {LR__TFIDF_SPACE - 1, 0.6f}};
+    assert_int_equal(lr__sindex_reserve(&idx, a, 2), 0);
+    lr__sindex_add(&idx, a, 2);
+    struct lr__feat q[1] = {{LR__TFIDF_SPACE - 2, 1.0f}};
+    assert_int_equal(lr__sindex_knn(&idx, q, 1, 1, &sc, got), 1);
+    assert_int_equal(got[0].doc, 5);
+    assert_true(fabsf(got[0].sim - 0.8f) < 1e-6f);
+    q[0].id = LR__TFIDF_SPACE - 1;
+    assert_int_equal(lr__sindex_knn(&idx, q, 1, 2, &sc, got), 2);
+    assert_int_equal(got[0].doc, 0);
+    assert_int_equal(got[1].doc, 5);
+    assert_true(fabsf(got[1].sim - 0.6f) < 1e-6f);
+    lr__sindex_free(&idx);
+    lr__knn_scratch_free(&sc);
+}
+
 /* ==== Pruning against brute force on prompt-shaped data ==== */
 
 /* A corpus shaped like few-shot traffic: most documents of a task carry
@@ -906,6 +951,7 @@ int main(void)
         cmocka_unit_test(ties_go_to_the_lower_document),
         cmocka_unit_test(renumbered_documents_keep_their_numbers_and_ties),
         cmocka_unit_test(appended_documents_are_found),
+        cmocka_unit_test(features_at_the_ends_of_the_space_are_indexed),
         cmocka_unit_test(pruned_knn_matches_brute_force_on_long_shared_lists),
         cmocka_unit_test(pruned_knn_stays_exact_as_documents_are_appended),
         cmocka_unit_test(knn_equals_plain_scoring_bit_for_bit),
