@@ -53,6 +53,7 @@ void lr__groups_free(struct lr__groups *g)
     free(g->of);
     free(g->stats);
     free(g->cfeat);
+    free(g->chash);
     free(g->cdense);
     memset(g, 0, sizeof(*g));
 }
@@ -248,22 +249,39 @@ static int cmp_cfeat(const void *pa, const void *pb)
     return (a->group > b->group) - (a->group < b->group);
 }
 
-/* The best group for a sparse vector: scores[] (n entries) is scratch. */
+static uint32_t chash_slot(uint32_t feat, uint32_t mask)
+{
+    return (feat * 0x9E3779B1u >> 7) & mask;
+}
+
+/* Index the sorted cfeat by feature into chash (room for it allocated). */
+static void chash_fill(struct lr__groups *g)
+{
+    memset(g->chash, 0, ((size_t)g->chash_mask + 1) * sizeof(*g->chash));
+    for (size_t p = 0; p < g->n_cfeat; p++) {
+        if (p > 0 && g->cfeat[p].feat == g->cfeat[p - 1].feat)
+            continue;
+        uint32_t s = chash_slot(g->cfeat[p].feat, g->chash_mask);
+        while (g->chash[s])
+            s = (s + 1) & g->chash_mask;
+        g->chash[s] = (uint32_t)p + 1;
+    }
+}
+
+/* The best group for a sparse vector: scores[] (n entries) is scratch.
+ * The sums run in the vector's order, then cfeat's. */
 static uint32_t nearest_sparse(const struct lr__groups *g, const struct lr__feat *v, size_t n,
                                double *scores)
 {
     for (uint32_t c = 0; c < g->n; c++)
         scores[c] = 0.0;
     for (size_t i = 0; i < n; i++) {
-        size_t lo = 0, hi = g->n_cfeat;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (g->cfeat[mid].feat < v[i].id)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        for (size_t p = lo; p < g->n_cfeat && g->cfeat[p].feat == v[i].id; p++)
+        uint32_t s = chash_slot(v[i].id, g->chash_mask), e;
+        while ((e = g->chash[s]) != 0 && g->cfeat[e - 1].feat != v[i].id)
+            s = (s + 1) & g->chash_mask;
+        if (!e)
+            continue;
+        for (size_t p = e - 1; p < g->n_cfeat && g->cfeat[p].feat == v[i].id; p++)
             scores[g->cfeat[p].group] += (double)v[i].w * g->cfeat[p].w;
     }
     uint32_t best = 0;
@@ -385,9 +403,13 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
     cent = malloc(c * LR__GROUPS_CENTROID_FEATURES * sizeof(*cent));
     cent_n = calloc(c, sizeof(*cent_n));
     g->cfeat = malloc(c * LR__GROUPS_CENTROID_FEATURES * sizeof(*g->cfeat));
+    for (g->chash_mask = 1; g->chash_mask < 2 * c * LR__GROUPS_CENTROID_FEATURES;)
+        g->chash_mask *= 2;
+    g->chash = malloc((size_t)g->chash_mask * sizeof(*g->chash));
+    g->chash_mask--;
     g->of = malloc((n ? n : 1) * sizeof(*g->of));
     if (!seeds || !best || !assign || !member_off || !members || !acc || !tl || !cent || !cent_n ||
-        !g->cfeat || !g->of)
+        !g->cfeat || !g->chash || !g->of)
         goto out;
     g->cap = n;
 
@@ -418,6 +440,7 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
                 g->cfeat[g->n_cfeat++] = (struct lr__group_feat){e->id, (uint32_t)j, e->w};
             }
         qsort(g->cfeat, g->n_cfeat, sizeof(*g->cfeat), cmp_cfeat);
+        chash_fill(g);
         if (round == LR__GROUPS_ROUNDS)
             break;
         struct assign_pass pass = {.g = g, .feats = feats, .off = off, .ns = ns, .n = n,

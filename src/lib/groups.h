@@ -61,7 +61,7 @@ struct lr__group_stats {
 };
 
 /* One feature of a sparse centroid; the array is sorted by feature, then
- * group, so a record's features find theirs by binary search. */
+ * group, so each feature's entries are together, found through chash. */
 struct lr__group_feat {
     uint32_t feat;
     uint32_t group;
@@ -76,6 +76,11 @@ struct lr__groups {
     size_t models_cap;             /* models `stats` has room for */
     struct lr__group_feat *cfeat;  /* sparse centroids */
     size_t n_cfeat;
+    /* Open addressing over the centroids' features (chash_mask + 1 slots,
+     * at least twice the features): 1 + the index in cfeat of a feature's
+     * first entry, 0 for an empty slot. */
+    uint32_t *chash;
+    uint32_t chash_mask;
     float *cdense; /* dense centroids, n x dim */
     size_t dim;
 };

@@ -151,6 +151,65 @@ static void sparse_store_groups_by_topic_and_appends_join(void **st)
     lr_store_free(s);
 }
 
+static int cmp_feat_id(const void *pa, const void *pb)
+{
+    const struct lr__feat *a = pa, *b = pb;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+/* An appended record's group (lr__groups_nearest_sparse, which the build's
+ * rounds use too) is the one scoring every centroid entry the plain way
+ * gives: vectors of random weights over centroid features (some in both
+ * groups' centroids) and features no centroid has. */
+static void nearest_group_matches_plain_scoring(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    uint64_t rng = 0x9E3779B97F4A7C15u;
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    for (size_t i = 0; i < 320; i++)
+        add_topic_record(s, i);
+    lr__store_rdlock(s);
+    const struct lr__groups *g = &lr__store_hist(s)->groups;
+    assert_true(g->n >= 2 && g->n_cfeat > 0);
+    size_t in_both = 0;
+    for (size_t p = 1; p < g->n_cfeat; p++)
+        in_both += g->cfeat[p].feat == g->cfeat[p - 1].feat;
+    assert_true(in_both > 0);
+    size_t per_group[LR__GROUPS_MAX] = {0};
+    for (int t = 0; t < 2000; t++) {
+        struct lr__feat v[16];
+        size_t nv = 0;
+        for (int j = 0; j < 16; j++) {
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            uint32_t id = rng % 4 == 0 ? (uint32_t)(rng >> 20) % LR__TFIDF_SPACE
+                                       : g->cfeat[(rng >> 8) % g->n_cfeat].feat;
+            v[nv++] = (struct lr__feat){id, (float)((rng >> 40) % 1000 + 1) / 1000.0f};
+        }
+        qsort(v, nv, sizeof(*v), cmp_feat_id);
+        size_t m = 0;
+        for (size_t j = 0; j < nv; j++)
+            if (m == 0 || v[j].id != v[m - 1].id)
+                v[m++] = v[j];
+        double score[LR__GROUPS_MAX] = {0};
+        for (size_t j = 0; j < m; j++)
+            for (size_t p = 0; p < g->n_cfeat; p++)
+                if (g->cfeat[p].feat == v[j].id)
+                    score[g->cfeat[p].group] += (double)v[j].w * g->cfeat[p].w;
+        uint32_t best = 0;
+        for (uint32_t c = 1; c < g->n; c++)
+            if (score[c] > score[best])
+                best = c;
+        assert_int_equal(lr__groups_nearest_sparse(g, v, m), best);
+        per_group[best]++;
+    }
+    for (uint32_t c = 0; c < g->n; c++)
+        assert_true(per_group[c] > 0); /* the vectors do not all fall one way */
+    lr__store_unlock(s);
+    lr_store_free(s);
+}
+
 static void small_store_has_no_groups(void **st)
 {
     (void)st;
@@ -540,6 +599,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(group_count_follows_the_store_size),
         cmocka_unit_test(sparse_store_groups_by_topic_and_appends_join),
+        cmocka_unit_test(nearest_group_matches_plain_scoring),
         cmocka_unit_test(small_store_has_no_groups),
         cmocka_unit_test(dense_store_gets_groups_at_open),
         cmocka_unit_test(predictor_reads_the_neighbours_groups),
