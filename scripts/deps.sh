@@ -7,10 +7,11 @@
 #   scripts/deps.sh fuzz     also clang and its libFuzzer runtime (make fuzz)
 set -euo pipefail
 
+# python3-numpy: the Python binding's tests feed it numpy arrays (python.numpy).
 pkgs=(build-essential cmake pkg-config libjansson-dev libsqlite3-dev libcurl4-openssl-dev
-      libevent-dev libcmocka-dev python3 python3-pip curl nodejs npm)
+      libevent-dev libcmocka-dev python3 python3-pip python3-numpy curl nodejs npm)
 if [ "${1:-}" = "bench" ]; then
-    pkgs+=(wrk python3-numpy python3-sklearn coinor-cbc python3-pulp)
+    pkgs+=(wrk python3-sklearn coinor-cbc python3-pulp)
 fi
 if [ "${1:-}" = "fuzz" ]; then
     # libclang_rt.fuzzer is in libclang-rt-dev, only recommended by clang.
