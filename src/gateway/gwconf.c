@@ -558,6 +558,10 @@ static int load_embedder(struct gw_conf *c, struct lr_error *err)
             if (!c->embed_auth)
                 return fail(err, LR_ENOMEM, "out of memory");
             snprintf(c->embed_auth, n, "Bearer %s", key);
+        } else {
+            warn(c, "router.embedding.api_key_env: %s is not set; embedding requests to %s go "
+                    "without a key",
+                 e->api_key_env, c->embed_url);
         }
     }
     c->embed = e;

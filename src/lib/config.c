@@ -688,7 +688,7 @@ static int parse_route(struct lr_config *cfg, json_t *r, size_t i, struct lr_err
 
 /* ==== Loading ==== */
 
-static const char *const top_keys[] = {"models", "router", "routes", "server", "gateway", NULL};
+static const char *const top_keys[] = {"models", "router", "routes", "server", NULL};
 
 static int parse_root(struct lr_config *cfg, const char *base_dir, struct lr_error *err)
 {

@@ -220,6 +220,11 @@ chk "embedding api_key_env with a line break" \
     LR_TEST_EK=$'sk-e\nX-Evil: 1'
 grep -qF Evil "$TMP/err" && bad "check-config shows an API key: $(cat "$TMP/err")" || ok
 [ ! -e "$TMP/absent-dense.db" ] && ok || bad "check-config made the store in router.store"
+# Unset, it is a warning, as a model's api_key_env is.
+expect "check-config embedding api_key_env unset warns" 0 "ok: 1 models" \
+    "llmroute check-config: warning: $TMP/gw.json: router.embedding.api_key_env: LR_TEST_EK is not set; embedding requests to http://127.0.0.1:9/v1/embeddings go without a key" -- \
+    env -u LR_TEST_EK "$BIN" check-config "$TMP/gw.json"
+[ ! -e "$TMP/absent-dense.db" ] && ok || bad "check-config made the store in router.store"
 # The command's own embedder client (import, eval, route) refuses the key too.
 printf '{"query": "q", "outputs": [{"model_name": "m", "correctness": 1, "output_token_length": 3}]}\n' \
     >"$TMP/one.jsonl"

@@ -128,8 +128,9 @@ static void warns_about_unknown_keys_and_backends(void **state)
 {
     struct lr_config *cfg = load_ok("{\"models\": [{\"name\": \"a\", \"colour\": 1, "
                                     "\"backend\": \"carrier-pigeon\"}],"
-                                    " \"router\": {\"strateg\": \"x\"}, \"extra\": true}");
-    int seen_colour = 0, seen_backend = 0, seen_router = 0, seen_top = 0;
+                                    " \"router\": {\"strateg\": \"x\"}, \"extra\": true,"
+                                    " \"gateway\": {\"listen\": \"127.0.0.1:1\"}}");
+    int seen_colour = 0, seen_backend = 0, seen_router = 0, seen_top = 0, seen_gateway = 0;
     (void)state;
     for (size_t i = 0; i < lr_config_warning_count(cfg); i++) {
         const char *w = lr_config_warning(cfg, i);
@@ -140,8 +141,11 @@ static void warns_about_unknown_keys_and_backends(void **state)
                                   "it as an OpenAI-compatible upstream at its base_url") != NULL;
         seen_router |= strstr(w, "router.strateg: unknown key") != NULL;
         seen_top |= strstr(w, "extra: unknown key") != NULL;
+        /* Server settings under "gateway" instead of "server" are read by
+         * nothing: the user is told. */
+        seen_gateway |= strstr(w, "gateway: unknown key, ignored") != NULL;
     }
-    assert_true(seen_colour && seen_backend && seen_router && seen_top);
+    assert_true(seen_colour && seen_backend && seen_router && seen_top && seen_gateway);
     lr_config_free(cfg);
 }
 
