@@ -93,7 +93,8 @@ size_t lr__tfidf_vector(struct lr__terms *t, const uint32_t *df, uint32_t ndocs,
                         size_t max_features, struct lr__feat *out);
 
 /* A zeroed table of LR__TFIDF_SPACE entries of elem bytes each (the
- * document frequencies, the sparse index's lists), or NULL. Its pages cost
+ * store's document frequencies, the sparse index's lists and row map, the
+ * groups' centroid sums), or NULL. Its pages cost
  * nothing until written, so a small store pays for the features it holds,
  * not for the whole space: the table is mapped on its own, where calloc
  * would clear the whole of it each time once the allocator keeps memory
