@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_route.h"
 #include "llmroute.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -45,15 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lr_router_options_init(&ro);
     ro.strategy = "sequential";
     if (lr_router_new(cfg, &ro, &router, &err) == 0) {
-        struct lr_request req;
-        struct lr_decision d;
-        struct lr_candidate ranking[8];
-        lr_request_init(&req);
-        req.query = "What is the capital of France?";
-        memset(&d, 0, sizeof d);
-        d.ranking = ranking;
-        d.ranking_cap = 8;
-        (void)lr_router_route(router, &req, &d, &err);
+        fuzz_route_once(router, NULL, 0, 8);
         lr_router_free(router);
     }
     lr_config_free(cfg);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "fuzz_file.h"
+#include "fuzz_route.h"
 #include "llmroute.h"
 
 #define DIM 8
@@ -92,22 +93,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lr_router_options_init(&ro);
     ro.store = store;
     if (lr_router_new(cfg, &ro, &router, &err) == 0) {
-        static const char query[] = "What is the capital of France?";
         float vec[DIM];
-        struct lr_request req;
-        struct lr_decision d;
-        struct lr_candidate ranking[4];
-        lr_request_init(&req);
-        req.query = query;
-        if (dense) {
-            embed_one(query, vec);
-            req.embedding = vec;
-            req.embedding_dim = DIM;
-        }
-        memset(&d, 0, sizeof d);
-        d.ranking = ranking;
-        d.ranking_cap = 4;
-        (void)lr_router_route(router, &req, &d, &err);
+        if (dense)
+            embed_one(FUZZ_QUERY, vec);
+        fuzz_route_once(router, dense ? vec : NULL, DIM, 4);
         lr_router_free(router);
     }
 out:

@@ -24,6 +24,7 @@
 
 #include <sqlite3.h>
 
+#include "fuzz_route.h"
 #include "llmroute.h"
 
 #define DIM 4
@@ -219,21 +220,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lr_router_options_init(&ro);
     ro.store = st;
     if (lr_store_count(st) > 0 && lr_router_new(cfg, &ro, &router, &err) == 0) {
-        static const char query[] = "What is the capital of France?";
-        float vec[DIM] = {1.0f, 0.0f, 0.5f, -1.0f};
-        struct lr_request req;
-        struct lr_decision d;
-        struct lr_candidate ranking[2];
-        lr_request_init(&req);
-        req.query = query;
-        if (dense) {
-            req.embedding = vec;
-            req.embedding_dim = DIM;
-        }
-        memset(&d, 0, sizeof d);
-        d.ranking = ranking;
-        d.ranking_cap = 2;
-        (void)lr_router_route(router, &req, &d, &err);
+        static const float vec[DIM] = {1.0f, 0.0f, 0.5f, -1.0f};
+        fuzz_route_once(router, dense ? vec : NULL, DIM, 2);
         lr_router_free(router);
     }
     lr_store_free(st);

@@ -45,9 +45,10 @@ static void reads_the_first_vector(void **state)
     done_with(&e);
 }
 
-/* A number past a float's range would become an infinity, and the routing
- * that follows NaN scores: refused, as the CLI's reader refuses it (a
- * fuzzed answer of {"data":[{"embedding":[1e300]}]} was taken). */
+/* A number past a float's range would become an infinity in the query's
+ * vector, which the library then refused as the client's fault (a 400): it
+ * is the embedding server's, refused here, as the CLI's reader refuses it
+ * (a fuzzed answer of {"data":[{"embedding":[1e300]}]} was taken). */
 static void refuses_numbers_a_float_cannot_hold(void **state)
 {
     const char *bad[] = {"{\"data\":[{\"embedding\":[1e300]}]}",
