@@ -222,6 +222,15 @@ LR_EXTERN int lr_store_open(const char *path, const struct lr_store_options *opt
                   struct lr_error *err);
 LR_EXTERN void lr_store_free(struct lr_store *store);
 
+/* Free the store and, when its file holds no records and no other handle
+ * (in this process or another) has it open, remove the file and SQLite's
+ * files beside it: for a caller that made a store and failed to fill it.
+ * Every open handle holds a shared flock() on the file, so a store another
+ * handle is filling, even before its first commit, is never removed.
+ * *removed (may be NULL) says whether it was. The store is freed either
+ * way; the result is nonzero only when a file could not be removed. */
+LR_EXTERN int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err);
+
 LR_EXTERN size_t lr_store_count(const struct lr_store *store);
 
 /* Read what other connections (another process's lr_store_import_file, say)

@@ -50,25 +50,6 @@ static int store_is_new(const char *path)
     return stat(path, &sb) != 0 && errno == ENOENT;
 }
 
-/* Remove a store this command created, and SQLite's files beside it. */
-static void store_remove(const char *path)
-{
-    static const char *const side[] = {"", "-wal", "-shm", "-journal"};
-    size_t cap = strlen(path) + 16;
-    char *p = malloc(cap);
-    if (!p) {
-        cli_error("import", "out of memory removing '%s', which this command created", path);
-        return;
-    }
-    for (size_t i = 0; i < sizeof(side) / sizeof(*side); i++) {
-        snprintf(p, cap, "%s%s", path, side[i]);
-        if (unlink(p) != 0 && errno != ENOENT)
-            cli_error("import", "cannot remove '%s', which this command created: %s", p,
-                      strerror(errno));
-    }
-    free(p);
-}
-
 int cmd_import(int argc, char **argv)
 {
     const char *store_path = NULL, *split = NULL, *config = NULL;
@@ -153,15 +134,22 @@ int cmd_import(int argc, char **argv)
         printf("%s: %zu records\n", store_path, lr_store_count(store));
 out:
     embed_http_free(emb);
-    /* Failed with nothing in the store it created (another process may
-     * have written it meanwhile: the refresh reads that first). */
-    if (store && created && status != CLI_OK && lr_store_refresh(store, NULL, NULL) == 0 &&
-        lr_store_count(store) == 0) {
-        lr_store_free(store);
+    /* Failed with nothing in the store it created: removed, unless another
+     * handle has it open (another import filling it, a gateway) or it
+     * holds records after all (lr_store_discard() checks both). */
+    if (store && created && status != CLI_OK) {
+        int removed = 0;
+        if (lr_store_discard(store, &removed, &err) != 0)
+            cli_error("import", "%s", err.message);
+        else if (removed)
+            cli_error("import", "removed '%s', which this command created: nothing was imported",
+                      store_path);
+        else
+            cli_error("import",
+                      "kept '%s', which this command created: another process has it open "
+                      "or has written to it",
+                      store_path);
         store = NULL;
-        store_remove(store_path);
-        cli_error("import", "removed '%s', which this command created: nothing was imported",
-                  store_path);
     }
     lr_store_free(store);
     lr_config_free(cfg);

@@ -9,6 +9,8 @@
  *
  * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,8 +51,24 @@ static void usage(FILE *out)
                  "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
 }
 
+/* Output that never reached standard output (a full disk, a closed
+ * descriptor) fails the command: a script must not take lost results for
+ * a success. */
+static int finish_stdout(const char *cmd, int rc)
+{
+    int e = fflush(stdout) != 0 ? errno : 0;
+    if (e || ferror(stdout)) {
+        cli_error(cmd, "cannot write standard output%s%s", e ? ": " : "", e ? strerror(e) : "");
+        return rc == CLI_OK ? CLI_RUNTIME : rc;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    /* A file over the size limit (ulimit -f) is then a write error that
+     * the command reports, not a signal that kills it mid-way. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE;
@@ -58,13 +76,13 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return CLI_OK;
+        return finish_stdout(NULL, CLI_OK);
     }
     if (strcmp(argv[1], "--version") == 0)
-        return cmd_version(1, argv + 1);
+        return finish_stdout("version", cmd_version(1, argv + 1));
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].run(argc - 1, argv + 1);
+            return finish_stdout(commands[i].name, commands[i].run(argc - 1, argv + 1));
     cli_error(NULL, "unknown command '%s' (see 'llmroute --help')", argv[1]);
     return CLI_USAGE;
 }

@@ -102,7 +102,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,6 +160,10 @@ struct lr_store {
     /* Set once open has its first copy (before the store is shared): a
      * later build that cannot group its records fails (groups_built()). */
     int opened;
+    /* The file, opened beside SQLite's connections and holding a shared
+     * flock() for the handle's life (presence_take()); -1 in memory, or
+     * where the file system has no flock(). */
+    int pfd;
 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
@@ -998,42 +1002,56 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
     int found, rc;
 
     if (meta_get(st->db, "schema_version", buf, sizeof(buf), &found) != 0) {
-        /* No meta table: a new store, if the database is empty. */
-        sqlite3_stmt *q = NULL;
-        sqlite3_int64 objects = -1;
-        if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*) FROM sqlite_master", -1, &q, NULL) ==
-                SQLITE_OK &&
-            sqlite3_step(q) == SQLITE_ROW)
-            objects = sqlite3_column_int64(q, 0);
-        sqlite3_finalize(q);
-        if (objects < 0)
-            return sql_fail(st, err, "opening");
-        if (objects > 0)
-            return fail(err, LR_ESTORE, 0, "'%s' is a SQLite database but not a history store",
-                        st->path);
-        if (st->read_only)
-            return fail(err, LR_ESTORE, 0, "'%s' is not a history store (opened read-only)",
-                        st->path);
-        if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
-            return rc;
-        char ins[LR__STORE_MAX_EMBEDDER + 256];
-        char *quoted = sqlite3_mprintf("%Q", st->embedder);
-        if (!quoted) {
-            exec(st, "ROLLBACK", NULL);
-            return fail(err, LR_ENOMEM, 0, "out of memory creating the history store");
+        /* No meta table: a new store, if the database is empty. Looked at
+         * again inside the write transaction that would make it one: two
+         * processes opening a new file at once both find no table first,
+         * and the second then finds the first one's store. */
+        int in_tx = 0;
+        if (!st->read_only) {
+            if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
+                return rc;
+            in_tx = 1;
         }
-        snprintf(ins, sizeof(ins),
-                 "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '%d'),"
-                 "('embedder', %s), ('dim', '%zu');",
-                 LR__STORE_SCHEMA_VERSION, quoted, want_dim);
-        sqlite3_free(quoted);
-        if ((rc = exec(st, SCHEMA, err)) != 0 || (rc = exec(st, ins, err)) != 0 ||
-            (rc = exec(st, "COMMIT", err)) != 0) {
-            exec(st, "ROLLBACK", NULL);
-            return rc;
+        if (in_tx && meta_get(st->db, "schema_version", buf, sizeof(buf), &found) == 0) {
+            exec(st, "COMMIT", NULL);
+            in_tx = 0;
+        } else {
+            sqlite3_stmt *q = NULL;
+            sqlite3_int64 objects = -1;
+            if (sqlite3_prepare_v2(st->db, "SELECT COUNT(*) FROM sqlite_master", -1, &q,
+                                   NULL) == SQLITE_OK &&
+                sqlite3_step(q) == SQLITE_ROW)
+                objects = sqlite3_column_int64(q, 0);
+            sqlite3_finalize(q);
+            if (objects != 0 && in_tx)
+                exec(st, "ROLLBACK", NULL);
+            if (objects < 0)
+                return sql_fail(st, err, "opening");
+            if (objects > 0)
+                return fail(err, LR_ESTORE, 0,
+                            "'%s' is a SQLite database but not a history store", st->path);
+            if (st->read_only)
+                return fail(err, LR_ESTORE, 0, "'%s' is not a history store (opened read-only)",
+                            st->path);
+            char ins[LR__STORE_MAX_EMBEDDER + 256];
+            char *quoted = sqlite3_mprintf("%Q", st->embedder);
+            if (!quoted) {
+                exec(st, "ROLLBACK", NULL);
+                return fail(err, LR_ENOMEM, 0, "out of memory creating the history store");
+            }
+            snprintf(ins, sizeof(ins),
+                     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '%d'),"
+                     "('embedder', %s), ('dim', '%zu');",
+                     LR__STORE_SCHEMA_VERSION, quoted, want_dim);
+            sqlite3_free(quoted);
+            if ((rc = exec(st, SCHEMA, err)) != 0 || (rc = exec(st, ins, err)) != 0 ||
+                (rc = exec(st, "COMMIT", err)) != 0) {
+                exec(st, "ROLLBACK", NULL);
+                return rc;
+            }
+            if (meta_get(st->db, "schema_version", buf, sizeof(buf), &found) != 0)
+                return sql_fail(st, err, "creating");
         }
-        if (meta_get(st->db, "schema_version", buf, sizeof(buf), &found) != 0)
-            return sql_fail(st, err, "creating");
     }
     if (!found || strcmp(buf, "1") != 0)
         return fail(err, LR_ESTORE, 0,
@@ -1761,6 +1779,76 @@ static int rebuild(struct lr_store *st, enum rebuild_why why, int *changed, stru
     return rc;
 }
 
+/* ==== Presence ====
+ *
+ * Every handle on a store file holds a shared flock() on it, taken before
+ * its SQLite connection opens and kept until lr_store_free(), so that
+ * lr_store_discard() can remove a file under an exclusive one only when no
+ * other handle, in this process or another, has it open: an import that
+ * created a store and failed must not delete the store another import is
+ * filling. SQLite's own locks are fcntl() locks, which flock() locks do
+ * not meet. The path is checked to still name the locked file once the
+ * lock is held (a discard may have removed it in between): else the open
+ * starts again on what the path names now. */
+static int presence_take(struct lr_store *st, struct lr_error *err)
+{
+    st->pfd = -1;
+    if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
+        return 0;
+    for (int attempt = 0; attempt < 16; attempt++) {
+        struct stat held, named;
+        int fd = open(st->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY |
+                                    (st->read_only ? 0 : O_CREAT),
+                      0644);
+        if (fd < 0 && errno == EISDIR)
+            return fail(err, LR_ESTORE, 0, "cannot open history store '%s': it is a directory",
+                        st->path);
+        if (fd < 0)
+            return 0; /* SQLite's open names the problem */
+        if (fstat(fd, &held) != 0) {
+            int e = errno;
+            close(fd);
+            return fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s", st->path,
+                        strerror(e));
+        }
+        if (!S_ISREG(held.st_mode)) {
+            close(fd);
+            return fail(err, LR_ESTORE, 0, "cannot open history store '%s': not a regular file",
+                        st->path);
+        }
+        int lk;
+        while ((lk = flock(fd, LOCK_SH)) != 0 && errno == EINTR)
+            ;
+        if (lk != 0) {
+            close(fd); /* no flock() here: the store works, a discard keeps it */
+            return 0;
+        }
+        if (stat(st->path, &named) == 0 && named.st_dev == held.st_dev &&
+            named.st_ino == held.st_ino) {
+            st->pfd = fd;
+            return 0;
+        }
+        close(fd);
+    }
+    return fail(err, LR_ESTORE, 0, "cannot open history store '%s': it keeps being replaced",
+                st->path);
+}
+
+/* PRAGMA journal_mode=WAL needs the file to itself for a moment, and
+ * SQLite does not wait for that: when two processes open a new store at
+ * once, one of them is refused at once. It is tried again for as long as
+ * any other statement would wait. */
+static int journal_wal(struct lr_store *st, struct lr_error *err)
+{
+    for (int waited = 0;; waited += 10) {
+        int rc = exec(st, "PRAGMA journal_mode=WAL", waited < BUSY_TIMEOUT_MS ? NULL : err);
+        if (rc != LR_EBUSY || waited >= BUSY_TIMEOUT_MS)
+            return rc;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
                   struct lr_error *err)
 {
@@ -1785,6 +1873,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         free(st);
         return fail(err, LR_ENOMEM, 0, "out of memory opening the history store");
     }
+    st->pfd = -1;
     snprintf(st->embedder, sizeof(st->embedder), "%s", embedder);
     st->dense = strcmp(embedder, LR__TFIDF_ID) != 0;
     st->read_only = opts ? opts->read_only != 0 : 0;
@@ -1806,6 +1895,8 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     pthread_rwlock_init(&st->rw, &ra);
     pthread_rwlockattr_destroy(&ra);
 
+    if ((rc = presence_take(st, err)) != 0)
+        goto fail;
     flags = st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
         rc = fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s", path,
@@ -1813,11 +1904,12 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     }
     sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
-    if (!st->read_only &&
-        ((rc = exec(st, "PRAGMA journal_mode=WAL", err)) != 0 ||
-         (rc = exec(st, "PRAGMA synchronous=FULL", err)) != 0))
-        goto fail;
+    /* The file is known to be a store (or made one) before anything is
+     * set on it: another program's database is left as it was. */
     if ((rc = open_schema(st, opts ? (size_t)opts->dense_dim : 0, err)) != 0)
+        goto fail;
+    if (!st->read_only && ((rc = journal_wal(st, err)) != 0 ||
+                           (rc = exec(st, "PRAGMA synchronous=FULL", err)) != 0))
         goto fail;
     if (!st->read_only && (rc = keys_open(st, err)) != 0)
         goto fail;
@@ -1845,8 +1937,48 @@ void lr_store_free(struct lr_store *store)
     pthread_rwlock_destroy(&store->rw);
     pthread_mutex_destroy(&store->rebuild_mu);
     pthread_mutex_destroy(&store->wmu);
+    if (store->pfd >= 0)
+        close(store->pfd);
     free(store->path);
     free(store);
+}
+
+int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err)
+{
+    static const char *const side[] = {"", "-wal", "-shm", "-journal"};
+    int rc = 0;
+    size_t n = 0;
+
+    if (removed)
+        *removed = 0;
+    if (!store)
+        return 0;
+    /* Not even a failed conversion matters: the handle goes anyway. */
+    if (store->pfd < 0 || store->read_only || flock(store->pfd, LOCK_EX | LOCK_NB) != 0 ||
+        count_records(store, 0, &n, NULL) != 0 || n != 0) {
+        lr_store_free(store);
+        return 0;
+    }
+    /* No other handle has the file open, and none can open it until the
+     * lock goes: the file is empty for good. SQLite's connections close
+     * first (the last one folds its -wal back and removes it). */
+    sqlite3_close(store->rdb);
+    sqlite3_close(store->db);
+    store->rdb = store->db = NULL;
+    size_t cap = strlen(store->path) + 16;
+    char *p = malloc(cap);
+    if (!p)
+        rc = fail(err, LR_ENOMEM, 0, "out of memory removing history store '%s'", store->path);
+    for (size_t i = 0; p && i < sizeof(side) / sizeof(*side); i++) {
+        snprintf(p, cap, "%s%s", store->path, side[i]);
+        if (unlink(p) != 0 && errno != ENOENT && rc == 0)
+            rc = fail(err, LR_EIO, 0, "cannot remove '%s': %s", p, strerror(errno));
+        else if (i == 0 && removed)
+            *removed = 1;
+    }
+    free(p);
+    lr_store_free(store);
+    return rc;
 }
 
 int lr_store_reweigh_due(const struct lr_store *store)
@@ -2722,6 +2854,33 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
     return 0;
 }
 
+/* The first len bytes of the file open at fd, into *out (malloc'd): an
+ * error when the file ends before them (it shrank since it was measured). */
+static int read_whole(int fd, const char *path, size_t len, char **out, struct lr_error *err)
+{
+    char *buf = malloc(len);
+    size_t got = 0;
+    if (!buf)
+        return fail(err, LR_ENOMEM, 0, "out of memory reading '%s' (%zu bytes)", path, len);
+    while (got < len) {
+        ssize_t r = read(fd, buf + got, len - got < (1u << 30) ? len - got : (1u << 30));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = errno;
+            free(buf);
+            if (r == 0)
+                return fail(err, LR_EIO, 0,
+                            "cannot read '%s': it shrank from %zu to %zu bytes while being read",
+                            path, len, got);
+            return fail(err, LR_EIO, 0, "cannot read '%s': %s", path, strerror(e));
+        }
+        got += (size_t)r;
+    }
+    *out = buf;
+    return 0;
+}
+
 int lr_store_import_file(struct lr_store *store, const char *path,
                          const struct lr_import_options *opts, struct lr_import_report *report,
                          struct lr_error *err)
@@ -2732,7 +2891,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     const struct lr__hist *ids;
     sqlite3_int64 behind_v = 0;
     struct stat sb;
-    void *map = MAP_FAILED;
+    char *map = NULL;
     size_t len = 0, bom = 0;
     int fd = -1, rc = 0, in_tx = 0;
 
@@ -2777,14 +2936,11 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         goto out;
     }
     len = (size_t)sb.st_size;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", path, strerror(errno));
-            goto out;
-        }
-        posix_madvise(map, len, POSIX_MADV_SEQUENTIAL);
-    }
+    /* Read, not mapped: a mapped file that shrinks while it is parsed
+     * (a log rotation that truncates it, say) kills the process with
+     * SIGBUS; read, it is an error. */
+    if (len > 0 && (rc = read_whole(fd, path, len, &map, err)) != 0)
+        goto out;
     const char *p = len > 0 ? map : "";
     size_t first = 0;
     /* A UTF-8 byte order mark, as some editors save a file, is not data. */
@@ -2854,8 +3010,8 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     }
     /* The file is no longer needed: give its pages back before the rebuild,
      * which is the other large allocation. */
-    munmap(map, len);
-    map = MAP_FAILED;
+    free(map);
+    map = NULL;
     if ((rc = hist_load(store, store->db, store->dense ? im.dim : 0, &fresh, err)) != 0)
         goto out;
     if ((rc = exec(store, "COMMIT", err)) != 0)
@@ -2891,8 +3047,7 @@ out:
     free(im.pend_line);
     free(im.texts);
     free(im.vecs);
-    if (map != MAP_FAILED)
-        munmap(map, len);
+    free(map);
     if (fd >= 0)
         close(fd);
     return rc;

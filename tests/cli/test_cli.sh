@@ -299,6 +299,68 @@ for f in "$SRC"/examples/*.json; do
     expect "check-config $(basename "$f")" 0 ": ok: " "" -- \
         "$BIN" check-config "$f" --store "$TMP/empty-$(basename "$f" .json).db"
 done
+# An import that made a store and then failed removes it again, but not
+# while another handle has it open: here a second import that opened the
+# store and waits for its data (a FIFO), as one filling it would.
+mkfifo "$TMP/fifo_a" "$TMP/fifo_b"
+"$BIN" import --store "$TMP/shared.db" "$TMP/fifo_a" >"$TMP/a.out" 2>&1 &
+pid_a=$!
+for _ in $(seq 100); do [ -f "$TMP/shared.db" ] && break; sleep 0.05; done
+"$BIN" import --store "$TMP/shared.db" "$TMP/fifo_b" >"$TMP/b.out" 2>&1 &
+pid_b=$!
+for _ in $(seq 100); do
+    ls -l "/proc/$pid_b/fd" 2>/dev/null | grep -q "shared.db$" && break
+    sleep 0.05
+done
+: >"$TMP/fifo_a" # A reads a FIFO, which it refuses, and fails
+wait "$pid_a"
+rc_a=$?
+if [ "$rc_a" = 1 ] && [ -f "$TMP/shared.db" ] && grep -qF "kept '$TMP/shared.db'" "$TMP/a.out"; then
+    ok
+else
+    bad "failed import removed a store another import has open: exit $rc_a, $(cat "$TMP/a.out")"
+fi
+: >"$TMP/fifo_b"
+wait "$pid_b"
+kept=$("$BIN" import --store "$TMP/shared.db" 2>&1 | tail -1)
+if [ "$kept" = "$TMP/shared.db: 0 records" ]; then ok; else
+    bad "store kept for the other import is not a store: $kept"; fi
+# Alone, the same failure removes the store it made.
+expect "failed import removes its new store" 1 "" "removed '$TMP/alone.db'" -- \
+    "$BIN" import --store "$TMP/alone.db" "$TMP/missing.jsonl"
+if [ ! -e "$TMP/alone.db" ]; then ok; else bad "alone.db left behind"; fi
+# A store path that is no regular file is refused at once (a FIFO would
+# otherwise block the open for good).
+expect "store is a FIFO" 1 "" "not a regular file" -- \
+    timeout 10 "$BIN" route --config "$CFG" --strategy smart --store "$TMP/fifo_b" \
+    --models gpt-4o,gpt-4o-mini q
+expect "store is a directory" 1 "" "it is a directory" -- \
+    "$BIN" import --store "$TMP" "$TMP/missing.jsonl"
+
+# Another program's SQLite database is refused and left as it was (its
+# journal mode too: a store sets WAL only on a file it knows is a store).
+python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("create table t(x)"); c.commit()' \
+    "$TMP/other.sqlite"
+expect "import into another program's database" 1 "" "is a SQLite database but not a history store" -- \
+    "$BIN" import --store "$TMP/other.sqlite" "$SRC/examples/history.jsonl"
+mode=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("pragma journal_mode").fetchone()[0])' \
+    "$TMP/other.sqlite")
+[ "$mode" = delete ] && ok || bad "a refused database's journal mode became '$mode'"
+
+# Results that cannot be written (a full disk) fail the command, with a
+# message; so does a file over the size limit, which would else be a signal.
+"$BIN" route --config "$CFG" --strategy sequential --models gpt-4o,gpt-4o-mini q1 q2 \
+    >/dev/full 2>"$TMP/err"
+rc=$?
+[ "$rc" = 1 ] && grep -qF "cannot write standard output" "$TMP/err" && ok ||
+    bad "route into a full disk: exit $rc, $(cat "$TMP/err")"
+"$BIN" version >/dev/full 2>"$TMP/err"
+rc=$?
+[ "$rc" = 1 ] && ok || bad "version into a full disk: exit $rc"
+(ulimit -f 8; "$BIN" import --store "$TMP/fsize.db" "$SRC/examples/history.jsonl") >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 1 ] && [ -s "$TMP/err" ] && ok || bad "import over ulimit -f: exit $rc, $(cat "$TMP/err")"
+
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
