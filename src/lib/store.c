@@ -162,8 +162,10 @@ struct lr_store {
     int opened;
     /* The file, opened beside SQLite's connections and holding a shared
      * flock() for the handle's life (presence_take()); -1 in memory, or
-     * where the file system has no flock(). */
+     * where the file system has no flock(). made_file: this open created
+     * the file (a failed open then removes it, as lr_store_discard()). */
     int pfd;
+    int made_file;
 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
@@ -1797,9 +1799,11 @@ static int presence_take(struct lr_store *st, struct lr_error *err)
         return 0;
     for (int attempt = 0; attempt < 16; attempt++) {
         struct stat held, named;
-        int fd = open(st->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY |
-                                    (st->read_only ? 0 : O_CREAT),
-                      0644);
+        const int base = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+        int fd = st->read_only ? -1 : open(st->path, base | O_CREAT | O_EXCL, 0644);
+        st->made_file = fd >= 0;
+        if (fd < 0 && (st->read_only || errno == EEXIST))
+            fd = open(st->path, base);
         if (fd < 0 && errno == EISDIR)
             return fail(err, LR_ESTORE, 0, "cannot open history store '%s': it is a directory",
                         st->path);
@@ -1813,8 +1817,8 @@ static int presence_take(struct lr_store *st, struct lr_error *err)
         }
         if (!S_ISREG(held.st_mode)) {
             close(fd);
-            return fail(err, LR_ESTORE, 0, "cannot open history store '%s': not a regular file",
-                        st->path);
+            return fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s", st->path,
+                        S_ISDIR(held.st_mode) ? "it is a directory" : "not a regular file");
         }
         int lk;
         while ((lk = flock(fd, LOCK_SH)) != 0 && errno == EINTR)
@@ -1833,6 +1837,8 @@ static int presence_take(struct lr_store *st, struct lr_error *err)
     return fail(err, LR_ESTORE, 0, "cannot open history store '%s': it keeps being replaced",
                 st->path);
 }
+
+static int remove_files(struct lr_store *store, int *removed, struct lr_error *err);
 
 /* PRAGMA journal_mode=WAL needs the file to itself for a moment, and
  * SQLite does not wait for that: when two processes open a new store at
@@ -1922,7 +1928,12 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     *out = st;
     return 0;
 fail:
-    lr_store_free(st);
+    /* A file this open made and could not make a store (a full disk, say)
+     * goes again, unless another handle has opened it meanwhile. */
+    if (st->made_file && st->pfd >= 0 && flock(st->pfd, LOCK_EX | LOCK_NB) == 0)
+        remove_files(st, NULL, NULL);
+    else
+        lr_store_free(st);
     return rc;
 }
 
@@ -1943,25 +1954,14 @@ void lr_store_free(struct lr_store *store)
     free(store);
 }
 
-int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err)
+/* Remove the store's file and SQLite's files beside it, with the exclusive
+ * flock held (no other handle has it open, and none opens it until the lock
+ * goes); SQLite's connections close first (the last one folds its -wal
+ * back and removes it). Frees the store. */
+static int remove_files(struct lr_store *store, int *removed, struct lr_error *err)
 {
     static const char *const side[] = {"", "-wal", "-shm", "-journal"};
     int rc = 0;
-    size_t n = 0;
-
-    if (removed)
-        *removed = 0;
-    if (!store)
-        return 0;
-    /* Not even a failed conversion matters: the handle goes anyway. */
-    if (store->pfd < 0 || store->read_only || flock(store->pfd, LOCK_EX | LOCK_NB) != 0 ||
-        count_records(store, 0, &n, NULL) != 0 || n != 0) {
-        lr_store_free(store);
-        return 0;
-    }
-    /* No other handle has the file open, and none can open it until the
-     * lock goes: the file is empty for good. SQLite's connections close
-     * first (the last one folds its -wal back and removes it). */
     sqlite3_close(store->rdb);
     sqlite3_close(store->db);
     store->rdb = store->db = NULL;
@@ -1979,6 +1979,23 @@ int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err)
     free(p);
     lr_store_free(store);
     return rc;
+}
+
+int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err)
+{
+    size_t n = 0;
+
+    if (removed)
+        *removed = 0;
+    if (!store)
+        return 0;
+    /* Not even a failed conversion matters: the handle goes anyway. */
+    if (store->pfd < 0 || store->read_only || flock(store->pfd, LOCK_EX | LOCK_NB) != 0 ||
+        count_records(store, 0, &n, NULL) != 0 || n != 0) {
+        lr_store_free(store);
+        return 0;
+    }
+    return remove_files(store, removed, err);
 }
 
 int lr_store_reweigh_due(const struct lr_store *store)

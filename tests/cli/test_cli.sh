@@ -360,6 +360,8 @@ rc=$?
 (ulimit -f 8; "$BIN" import --store "$TMP/fsize.db" "$SRC/examples/history.jsonl") >"$TMP/out" 2>"$TMP/err"
 rc=$?
 [ "$rc" = 1 ] && [ -s "$TMP/err" ] && ok || bad "import over ulimit -f: exit $rc, $(cat "$TMP/err")"
+# That import could not make the file a store: the file it made is gone.
+[ ! -e "$TMP/fsize.db" ] && ok || bad "a store file that could not be made was left behind"
 
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
