@@ -4,7 +4,11 @@
  * router, advanced once per routed query and taken modulo the current
  * candidate list's length (a shorter list than last time never fails), and
  * safe under concurrency: the cursor is an atomic counter, so every request
- * draws a distinct ticket and each candidate's share differs by at most one.
+ * draws a distinct ticket. While requests keep one candidate list, their
+ * tickets run on one by one and the candidates' shares differ by at most
+ * one. Requests with different lists share the one cursor, as in AIOS, and
+ * then no share is promised: requests alternating between [a,b] and [b,c]
+ * draw tickets 0,1,2,3 and get a,c,a,c, so b is never chosen.
  * A request with a single candidate gets it without moving the cursor.
  *
  * The ranking is the cycle starting at the chosen candidate, which is the

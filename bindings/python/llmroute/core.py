@@ -17,6 +17,7 @@ store serialises writers and excludes readers). close() must not race
 anything else on the same object.
 """
 import json
+import math
 import numbers
 import operator
 import os
@@ -56,6 +57,15 @@ def _b(s):
 
 def _s(b):
     return None if b is None else b.decode("utf-8", "replace")
+
+
+def _iterable(x):
+    """Whether x can be iterated (a list, a tuple, a generator, ...)."""
+    try:
+        iter(x)
+    except TypeError:
+        return False
+    return True
 
 
 def _figure(x, what, rule):
@@ -138,6 +148,33 @@ def _field(obj, key):
     return getattr(obj, key, None)
 
 
+def _not_finite(v, path=""):
+    """(path, value) of the first NaN or infinity in v (nested in dicts and
+    lists, path like ".connect_ms" or "[2]"), or None. JSON has no way to
+    write either, so one can only be refused, and better by its name."""
+    if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
+        f = float(v)
+        return None if math.isfinite(f) else (path, f)
+    if isinstance(v, Mapping):
+        items = v.items()
+    elif isinstance(v, (list, tuple)):
+        items = enumerate(v)
+    else:
+        return None
+    for k, x in items:
+        hit = _not_finite(x, path + ("[%d]" % k if isinstance(k, int) else ".%s" % k))
+        if hit:
+            return hit
+    return None
+
+
+def _finite_message(where, key, hit):
+    path, f = hit
+    field = key + path
+    rule = "a finite number >= 0" if field.startswith("cost_per_") else "a finite number"
+    return "%s%s is %s; expected %s" % (where, field, "NaN" if f != f else repr(f), rule)
+
+
 def config_from_llm_configs(llm_configs, router=None):
     """The configuration document (a dict) for AIOS-style llm_configs.
 
@@ -145,17 +182,23 @@ def config_from_llm_configs(llm_configs, router=None):
     LLMConfig) gives one model; AIOS's `hostname` becomes `base_url` when no
     base_url is set. `router` is the "router" object, or None.
     """
-    if isinstance(llm_configs, (str, bytes, Mapping)) or llm_configs is None:
+    if isinstance(llm_configs, (str, bytes, Mapping)) or not _iterable(llm_configs):
         raise InvalidInput("llm_configs: expected a list of model configurations, got %s"
                            % type(llm_configs).__name__, code=_lib.LR_EINVAL)
     models = []
-    for c in llm_configs:
+    for i, c in enumerate(llm_configs):
         if isinstance(c, str):
             c = {"name": c}
         m = {}
         for k in _MODEL_KEYS:
             v = _field(c, k)
             if v is not None:
+                hit = _not_finite(v)
+                if hit:
+                    name = m.get("name")
+                    where = ("llm_configs[%d] (%r): " % (i, name) if isinstance(name, str)
+                             else "llm_configs[%d]: " % i)
+                    raise InvalidInput(_finite_message(where, k, hit), code=_lib.LR_EINVAL)
                 m[k] = v
         if "base_url" not in m:
             host = _field(c, "hostname")
@@ -165,6 +208,10 @@ def config_from_llm_configs(llm_configs, router=None):
     doc = {"models": models}
     if router:
         doc["router"] = {k: v for k, v in router.items() if v is not None}
+        for k, v in doc["router"].items():
+            hit = _not_finite(v)
+            if hit:
+                raise InvalidInput(_finite_message("", k, hit), code=_lib.LR_EINVAL)
     return doc
 
 
@@ -595,7 +642,7 @@ class Store(_Handle):
         "input_token_length", "outputs": [{"model_name", "correctness",
         "output_token_length"}]) through the same all-or-nothing import as a
         file, so the store's statistics are rebuilt once for the lot."""
-        if records is None or isinstance(records, (str, bytes, Mapping)):
+        if isinstance(records, (str, bytes, Mapping)) or not _iterable(records):
             raise InvalidInput("records: expected a list of records (dicts), got %s"
                                % type(records).__name__, code=_lib.LR_EINVAL)
         records = list(records)
@@ -636,6 +683,10 @@ class Store(_Handle):
         output_tokens) tuples or AIOS outcome dicts. Durable when it returns.
         A dense store embeds the query through its embed function, or takes
         the given embedding (a sequence of numbers of the store's dimension)."""
+        if isinstance(outcomes, (str, bytes, Mapping)) or not _iterable(outcomes):
+            raise InvalidInput("outcomes: expected a list of (model, correctness, "
+                               "output_tokens) tuples or outcome dicts, got %s"
+                               % type(outcomes).__name__, code=_lib.LR_EINVAL)
         outs = []
         for i, o in enumerate(outcomes):
             if isinstance(o, Mapping):

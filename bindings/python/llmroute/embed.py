@@ -39,6 +39,9 @@ MAX_DIM = 65536
 
 _FLOAT_MAX = 3.4028234663852886e38
 
+# The types of a plain list row's numbers that need no closer look.
+_PLAIN = frozenset((float, int))
+
 
 def _err(message):
     return EmbedError(message, code=_lib.LR_EINVAL)
@@ -47,6 +50,13 @@ def _err(message):
 def _short(x):
     r = repr(x)
     return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _nested(x):
+    """Whether x, inside a vector, is a sequence or array rather than one
+    number (a numpy scalar or 0-d array is a number)."""
+    axes = getattr(x, "ndim", None)
+    return bool(axes) if isinstance(axes, int) else hasattr(x, "__len__")
 
 
 def vectors(embed, texts, dim, name="embed"):
@@ -58,6 +68,10 @@ def vectors(embed, texts, dim, name="embed"):
     n = len(texts)
     if isinstance(rows, (str, bytes, Mapping)) or not hasattr(rows, "__len__"):
         raise _err(name + ": expected a list of %d vectors, got %s" % (n, type(rows).__name__))
+    axes = getattr(rows, "ndim", None)
+    if isinstance(axes, int) and axes > 2:
+        raise _err(name + ": returned an array of %d axes (shape %s): expected one vector per "
+                   "text, as rows of numbers" % (axes, _short(getattr(rows, "shape", "?"))))
     if len(rows) != n:
         raise _err(name + ": returned %d vector%s for %d text%s"
                    % (len(rows), "" if len(rows) == 1 else "s", n, "" if n == 1 else "s"))
@@ -67,6 +81,10 @@ def vectors(embed, texts, dim, name="embed"):
         if isinstance(row, (str, bytes, Mapping)) or not hasattr(row, "__len__"):
             raise _err(name + ": vector %d: expected a sequence of numbers, got %s"
                        % (i, type(row).__name__))
+        axes = getattr(row, "ndim", None)
+        if isinstance(axes, int) and axes != 1:
+            raise _err(name + ": vector %d: expected a sequence of numbers, got an array of "
+                       "%d axes" % (i, axes))
         k = len(row)
         if first is None:
             first = k
@@ -85,9 +103,17 @@ def vectors(embed, texts, dim, name="embed"):
             d = array("d", row)
         except TypeError:
             d = None
+        if d is not None and axes is None and not _PLAIN.issuperset(map(type, row)):
+            # array("d") takes anything float() takes, a one-number array
+            # too: a row nested one level deeper is no vector.
+            for j, x in enumerate(row):
+                if _nested(x):
+                    d = None
+                    break
         if d is None or len(d) != k:
             for j, x in enumerate(row):
-                if isinstance(x, (str, bytes)) or not hasattr(x, "__float__"):
+                if (isinstance(x, (str, bytes)) or not hasattr(x, "__float__")
+                        or _nested(x)):
                     raise _err(name + ": vector %d, number %d: expected a number, got %s"
                                % (i, j, _short(x)))
             raise _err(name + ": vector %d: expected a sequence of numbers" % i)

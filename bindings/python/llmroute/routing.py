@@ -18,7 +18,13 @@ them, which shortens its result list) or mapped to index 0; a candidate list
 shorter than the previous one never fails (AIOS's cursor can run past it);
 prices come from llm_configs (cost_per_input_token, cost_per_output_token),
 and a smart candidate without them is refused with a message naming it
-(AIOS counts a missing price as 0).
+(AIOS counts a missing price as 0); a model listed twice among one
+request's candidates, smart routing over an empty store and (with the
+built-in embedder) a query without text raise InvalidInput or EmptyInput;
+with predictor="aios", a tie on the highest quality when no candidate
+meets the requirement goes to the cheapest (AIOS's argmax: the first).
+Arguments of the wrong type raise InvalidInput naming them; a generator
+serves as selected_llms, queries or input_token_lengths as its list does.
 
 Threads: every method may be called from several threads at once.
 """
@@ -29,7 +35,7 @@ import threading
 from collections.abc import Mapping
 
 from . import _lib
-from .core import Config, Router, Store, config_from_llm_configs
+from .core import Config, Router, Store, _iterable, config_from_llm_configs
 from .embed import OpenAIEmbedder
 from .errors import EmptyInput, Infeasible, InvalidInput
 
@@ -60,6 +66,21 @@ def _name_of(llm, where):
     if not isinstance(name, str):
         raise _bad("%s: expected a model name (a dict with \"name\"), got %r" % (where, llm))
     return name
+
+
+def _selection(selected):
+    """selected_llms as given, as a list when it is another iterable (a
+    generator, say), or InvalidInput naming it when it is no list of models.
+    A lone name, dict or object with a .name is one model, as in _names."""
+    if selected is None or isinstance(selected, (str, Mapping, list, tuple)):
+        return selected
+    if not isinstance(selected, (bytes, bytearray)) and _iterable(selected):
+        return list(selected)
+    if isinstance(getattr(selected, "name", None), str):
+        return [selected]
+    raise _bad("selected_llms: expected a list of models (names, or dicts with \"name\"), "
+               "a list of such lists (one per query), or None for every configured model; "
+               "got %s" % type(selected).__name__)
 
 
 def _is_per_query(selected):
@@ -112,8 +133,7 @@ def _query_text(q, i):
             if isinstance(msg, Mapping) and msg.get("role") == "user":
                 content = msg.get("content")
                 if isinstance(content, list):  # content parts
-                    content = "\n".join(p.get("text", "") for p in content
-                                        if isinstance(p, Mapping) and p.get("type") == "text")
+                    content = "\n".join(_part_texts(content, i))
                 if content is not None and not isinstance(content, str):
                     raise _bad("queries[%d]: the last user message's content: expected a "
                                "string or a list of content parts, got %s"
@@ -122,6 +142,20 @@ def _query_text(q, i):
         return ""
     raise _bad("queries[%d]: expected a string or a list of chat messages, got %s"
                % (i, type(q).__name__))
+
+
+def _part_texts(parts, i):
+    """The texts of a message's "text" content parts (queries[i]'s)."""
+    texts = []
+    for j, p in enumerate(parts):
+        if isinstance(p, Mapping) and p.get("type") == "text":
+            t = p.get("text", "")
+            if not isinstance(t, str):
+                raise _bad("queries[%d]: the last user message's content[%d]: \"text\" is %s; "
+                           "expected a string" % (i, j, "None" if t is None
+                                                  else "a " + type(t).__name__))
+            texts.append(t)
+    return texts
 
 
 def _n_picks(n_queries):
@@ -140,8 +174,11 @@ def _n_picks(n_queries):
     try:
         return len(n_queries)
     except TypeError:
-        raise _bad("n_queries: expected a count or a list of queries, got %s"
-                   % type(n_queries).__name__) from None
+        pass
+    if _iterable(n_queries):  # the queries as a generator, as SmartRouting takes them
+        return sum(1 for _ in n_queries)
+    raise _bad("n_queries: expected a count or a list of queries, got %s"
+               % type(n_queries).__name__)
 
 
 class SequentialRouting:
@@ -174,6 +211,7 @@ class SequentialRouting:
             if key is not None:
                 return [self.router.route_index(key)]
         n_queries = _n_picks(n_queries)
+        selected_llms = _selection(selected_llms)
         if _is_per_query(selected_llms):
             models, _ = _candidate_lists(selected_llms, n_queries)
             if n_queries == 1:
@@ -218,7 +256,7 @@ class QueryStore:
         naming its index and field."""
         if split not in self.SPLITS:
             raise _bad("split: expected one of %s, got %r" % (", ".join(self.SPLITS), split))
-        if data is None or isinstance(data, (str, bytes, Mapping)):
+        if isinstance(data, (str, bytes, Mapping)) or not _iterable(data):
             raise _bad("data: expected a list of records (dicts), got %s" % type(data).__name__)
         data = list(data)
         if split != "train":
@@ -355,17 +393,24 @@ class SmartRouting:
             raise _bad("queries: smart routing needs the query texts (one per decision)")
         if isinstance(queries, str):
             queries = [queries]
+        elif isinstance(queries, (bytes, bytearray)) or not _iterable(queries):
+            raise _bad("queries: expected a list of queries (strings or chat message lists), "
+                       "got %s" % type(queries).__name__)
         texts = [_query_text(q, i) for i, q in enumerate(queries)]
         if not texts:
             raise EmptyInput("queries is empty", code=_lib.LR_EEMPTY)
         if input_token_lengths is not None:
             if isinstance(input_token_lengths, int):
                 input_token_lengths = [input_token_lengths]
+            elif (isinstance(input_token_lengths, (str, bytes, bytearray, Mapping))
+                  or not _iterable(input_token_lengths)):
+                raise _bad("input_token_lengths: expected one count per query (a list), or "
+                           "None to estimate them, got %s" % type(input_token_lengths).__name__)
             input_token_lengths = list(input_token_lengths)
             if len(input_token_lengths) != len(texts):
                 raise _bad("Number of queries must match number of input token lengths "
                            "(%d queries, %d lengths)" % (len(texts), len(input_token_lengths)))
-        models, per_query = _candidate_lists(selected_llms, len(texts))
+        models, per_query = _candidate_lists(_selection(selected_llms), len(texts))
         if self._unpriced:
             for names in (models if per_query else [models]):
                 for name in (self.config.names if names is None else names):

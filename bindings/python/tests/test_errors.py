@@ -44,6 +44,26 @@ class ConfigErrorsTest(unittest.TestCase):
 
     def test_llm_configs_must_be_a_list(self):
         self.assertRaisesWith(ValueError, "llm_configs", SequentialRouting, {"name": "a"})
+        # An int raised TypeError: 'int' object is not iterable.
+        self.assertRaisesWith(llmroute.InvalidInput, "llm_configs: expected a list of model "
+                              "configurations, got int", SequentialRouting, 5)
+
+    def test_a_price_that_is_no_finite_number_names_the_model_and_field(self):
+        # It said "configuration: cannot be written as JSON: Out of range
+        # float values are not JSON compliant", naming neither.
+        for field in ("cost_per_input_token", "cost_per_output_token"):
+            for value, shown in ((float("nan"), "NaN"), (float("inf"), "inf"),
+                                 (float("-inf"), "-inf")):
+                with self.subTest(field=field, value=value):
+                    self.assertRaisesWith(
+                        llmroute.InvalidInput,
+                        "llm_configs[1] ('gpt-4'): %s is %s; expected a finite number >= 0"
+                        % (field, shown),
+                        SequentialRouting, [{"name": "a"}, {"name": "gpt-4", field: value}])
+        self.assertRaisesWith(llmroute.InvalidInput,
+                              "llm_configs[0] ('a'): timeouts.connect_ms is NaN; expected a "
+                              "finite number", SequentialRouting,
+                              [{"name": "a", "timeouts": {"connect_ms": float("nan")}}])
 
     def test_api_key_is_never_passed_but_refused_in_raw_config(self):
         # Through llm_configs the key is dropped ...

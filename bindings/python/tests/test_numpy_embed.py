@@ -105,7 +105,15 @@ class NumpyEmbedTest(SmartTestCase):
             ("the wrong dimension", lambda t: np.ones((len(t), DIM - 1)),
              "embed: returned vectors of dimension 63, but the store's are 64"),
             ("a third axis", lambda t: np.ones((len(t), DIM, 2), dtype=np.float32),
-             "embed: vector 0: expected a sequence of numbers"),
+             "embed: returned an array of 3 axes"),
+            # Each one-number row of a third axis of length 1 was taken as a
+            # number: the store took (n, 64, 1) as vectors of dimension 64.
+            ("a third axis of length 1", lambda t: np.ones((len(t), DIM, 1), dtype=np.float32),
+             "embed: returned an array of 3 axes (shape (1, 64, 1))"),
+            ("rows of two axes", lambda t: [np.ones((DIM, 1)) for _ in t],
+             "embed: vector 0: expected a sequence of numbers, got an array of 2 axes"),
+            ("rows of one-number arrays", lambda t: [[np.ones(1)] * DIM for _ in t],
+             "embed: vector 0, number 0: expected a number, got array([1.])"),
             ("a zero row", lambda t: np.zeros((len(t), DIM), dtype=np.float32),
              "embed: vector 0 is all zeros"),
         ]

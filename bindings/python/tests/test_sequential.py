@@ -6,7 +6,7 @@ import unittest
 import support  # noqa: F401  (puts the package on the path)
 from support import MODELS
 
-from llmroute import RouterStrategy, SequentialRouting
+from llmroute import InvalidInput, RouterStrategy, SequentialRouting
 
 
 def sel(*names):
@@ -69,6 +69,24 @@ class SequentialTest(unittest.TestCase):
         with self.assertRaises(ValueError) as cm:
             self.r.get_model_idxs(sel("a", "a"))
         self.assertIn("listed twice", str(cm.exception))
+
+    def test_a_selection_that_is_no_list_of_models_names_the_argument(self):
+        # 5 raised TypeError: object of type 'int' has no len().
+        for bad in (5, 2.5, object()):
+            with self.subTest(bad=bad):
+                with self.assertRaises(InvalidInput) as cm:
+                    self.r.get_model_idxs(bad, n_queries=2)
+                self.assertIn("selected_llms: expected a list of models", str(cm.exception))
+                self.assertIn("got %s" % type(bad).__name__, str(cm.exception))
+
+    def test_generators_are_taken_as_their_lists(self):
+        # A generator of candidates raised TypeError; one of queries was
+        # refused as n_queries although SmartRouting takes it.
+        self.assertEqual(self.r.get_model_idxs((m for m in sel("b", "c")), n_queries=3),
+                         [1, 2, 1])
+        lists = (s for s in [sel("a", "b"), sel("c"), sel("a", "b")])
+        self.assertEqual(self.r.get_model_idxs(lists, (q for q in ["q0", "q1", "q2"])),
+                         [1, 2, 0])
 
     def test_none_means_every_configured_model(self):
         self.assertEqual(self.r.get_model_idxs(None, n_queries=4), [0, 1, 2, 0])

@@ -282,6 +282,39 @@ class SmartErrorsTest(SmartTestCase):
                 self.assertIn("queries[0]: the last user message's content: expected a "
                               "string or a list of content parts", str(cm.exception))
 
+    def test_a_text_part_whose_text_is_none(self):
+        # It raised TypeError: sequence item 0: expected str instance, NoneType found.
+        for text, shown in ((None, "None"), (5, "a int")):
+            with self.subTest(text=text):
+                msg = [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                    {"type": "text", "text": text}]}]
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    self.r.get_model_idxs(self.sel, [msg])
+                self.assertIn("queries[0]: the last user message's content[1]: \"text\" is %s; "
+                              "expected a string" % shown, str(cm.exception))
+
+    def test_arguments_that_are_no_lists_name_themselves(self):
+        # Each raised TypeError with Python's own message ("'int' object is
+        # not iterable", "object of type 'int' has no len()").
+        q = [self.queries[0][0]]
+        for args, message in (((self.sel, 5), "queries: expected a list of queries"),
+                              ((self.sel, b"q"), "queries: expected a list of queries"),
+                              ((5, q), "selected_llms: expected a list of models"),
+                              ((self.sel, q, 2.5), "input_token_lengths: expected one count "
+                                                   "per query")):
+            with self.subTest(args=args):
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    self.r.get_model_idxs(*args)
+                self.assertIn(message, str(cm.exception))
+
+    def test_generators_route_as_their_lists(self):
+        q = [g[0] for g in self.queries[:6:2]]
+        want = self.r.get_model_idxs(self.sel, q, [20, 30, 40])
+        got = self.r.get_model_idxs((m for m in self.sel), (x for x in q),
+                                    (n for n in [20, 30, 40]))
+        self.assertEqual(got, want)
+        self.assertEqual(len(got), 3)
+
     def test_query_with_a_nul_is_refused_not_cut_short(self):
         with self.assertRaises(ValueError) as cm:
             self.r.get_model_idxs(self.sel, [self.queries[0][0] + "\0 and more"])

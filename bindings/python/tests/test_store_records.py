@@ -37,6 +37,18 @@ class AddRulesTest(unittest.TestCase):
         self.assertEqual(rep.bad, 1)
         self.assertIn("outputs[1].model_name: 'm' appears twice", rep.first_bad)
 
+    def test_outcomes_that_are_no_list_name_the_argument(self):
+        # None raised TypeError: 'NoneType' object is not iterable.
+        for bad in (None, 5, "m", {"model_name": "m", "correctness": 1,
+                                   "output_token_length": 3}):
+            with self.subTest(bad=bad):
+                self.refused("outcomes: expected a list of (model, correctness, output_tokens) "
+                             "tuples or outcome dicts, got %s" % type(bad).__name__,
+                             self.store.add, "q", bad)
+        # A generator is a list of outcomes.
+        self.store.add("q", (o for o in [("m", 1, 3), ("n", 0, 30)]))
+        self.assertEqual(len(self.store), 1)
+
     def test_token_counts_over_the_cap_are_refused(self):
         self.refused("outputs[0].output_token_length: 1000000001 is over the cap of 1000000000",
                      self.store.add, "q", [("m", 1, 1000000001)])
