@@ -172,12 +172,17 @@ int js_rewrite_body(const char *buf, size_t len, const struct js_rewrite *rw, ch
     }
     if (rc)
         goto out;
-    for (size_t i = 0; add_model && i < n; i++)
+    size_t n_model = 0; /* members named model: each gets model_json */
+    for (size_t i = 0; rw->model_json && i < n; i++)
         if (js_key_equals(buf, &m[i], "model"))
-            add_model = 0;
+            n_model++;
+    if (n_model)
+        add_model = 0;
     /* The result is never longer than the body plus the new model member
-     * and the ", " after it; one byte more for the NUL that ends it. */
-    dst = malloc(len + klen + mlen + 2 + 1);
+     * and the ", " after it, plus model_json for each model member (an
+     * object jansson refuses may name it twice); one byte more for the
+     * NUL that ends it. */
+    dst = malloc(len + klen + mlen + 2 + n_model * mlen + 1);
     if (!dst) {
         rc = -2;
         goto out;

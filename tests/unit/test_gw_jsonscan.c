@@ -72,6 +72,19 @@ static void rewrite_removes_extension_members_anywhere(void **state)
     expect_rewrite("{\"models\": [\"a\"]}", NULL, "{}");
 }
 
+/* The gateway refuses such a body before it rewrites one, but the rewrite
+ * alone must still stay within its buffer: every model member takes the
+ * (longer) new name. */
+static void rewrite_sizes_for_every_model_member(void **state)
+{
+    (void)state;
+    expect_rewrite("{\"model\":\"a\",\"mod\\u0065l\":\"b\",\"model\":\"c\",\"n\":1}",
+                   "\"a-model-name-much-longer-than-the-ones-it-replaces\"",
+                   "{\"model\":\"a-model-name-much-longer-than-the-ones-it-replaces\","
+                   "\"mod\\u0065l\":\"a-model-name-much-longer-than-the-ones-it-replaces\","
+                   "\"model\":\"a-model-name-much-longer-than-the-ones-it-replaces\",\"n\":1}");
+}
+
 static void rewrite_decodes_escaped_keys(void **state)
 {
     (void)state;
@@ -147,6 +160,7 @@ int main(void)
         cmocka_unit_test(rewrite_keeps_numbers_and_order_exactly),
         cmocka_unit_test(rewrite_removes_extension_members_anywhere),
         cmocka_unit_test(rewrite_decodes_escaped_keys),
+        cmocka_unit_test(rewrite_sizes_for_every_model_member),
         cmocka_unit_test(rewrite_adds_model_when_the_body_has_none),
         cmocka_unit_test(rewrite_adds_model_to_a_body_that_loses_nothing),
         cmocka_unit_test(rewrite_leaves_nested_lookalikes_alone),
