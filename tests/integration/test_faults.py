@@ -11,7 +11,7 @@ Timeouts in the test configuration are small so the suite stays quick.
 
 Groups (each one ctest entry):
   attempts  refused, connect timeout, hang, every status with and without Retry-After, delayed
-            first byte, fail N times then recover, fallback order, deadline
+            first byte, fail N times then recover, fallback order, deadline, an oversized head
   streams   cut, stall and malformed chunk before and after the first event,
             a clean close without [DONE]
   breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
@@ -79,6 +79,67 @@ class World:
 
     def set(self, name, spec):
         self.fakes[name].scenario(spec)
+
+
+class Scripted:
+    """A raw upstream on 127.0.0.1: handler(conn) answers each connection's first
+    request (read whole), then the connection is closed. Counts requests and the
+    most it was serving at once."""
+
+    def __init__(self, handler):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.base_url = "http://%s:%d/v1" % (HOST, self.port)
+        self.handler = handler
+        self.lock = threading.Lock()
+        self.requests = self.now = self.most = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        c.settimeout(10)
+        try:
+            read_request(c)
+            with self.lock:
+                self.requests += 1
+                n = self.requests
+                self.now += 1
+                self.most = max(self.most, self.now)
+            try:
+                self.handler(c, n)
+            finally:
+                with self.lock:
+                    self.now -= 1
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def scripted_gateway(w, model, routes=None, resilience=None):
+    """A fresh gateway over World w's models and one more, model (a Scripted
+    upstream's), with these routes (by default the World's)."""
+    g = w.gateway(resilience=resilience)
+    cfg = json.load(open(g.config_path))
+    stop(g)
+    cfg["models"].append(model)
+    if routes is not None:
+        cfg["routes"] = routes
+    w.n += 1
+    return Gateway(w.gw_bin, w.wd, cfg, name="gw%d" % w.n)
 
 
 def stop(gw):
@@ -266,6 +327,31 @@ def attempts(gw_bin, fake_bin):
         stop(g)
     check("3xx: never followed nor retried; 502 upstream_redirect naming status, Location "
           "and base_url (stream and not); a route falls back", redirect)
+
+    def head_too_large():
+        # A response head over the client's 64 KiB cap is the upstream misbehaving:
+        # class protocol, so the route falls back and the model's breaker counts it
+        # (not too_large, which blames the request: no fallback, no count).
+        def big_head(c, n):
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" +
+                      b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(80)) +
+                      b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+        up = Scripted(big_head)
+        g = scripted_gateway(w, {"name": "big", "backend": "openai", "base_url": up.base_url},
+                             [{"name": "r", "strategy": "sequential", "models": ["big"],
+                               "fallbacks": ["c"]}])
+        for _ in range(3):  # breaker: consecutive_failures 3
+            st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
+            assert h["x-llmroute-attempts"] == "2", h
+        assert metric(g, 'llmroute_upstream_attempts_total{model="big",class="protocol"}') == 3
+        assert health(g, "big")["breaker"] == "open", health(g, "big")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})  # skipped while open
+        assert st == 200 and h["x-llmroute-attempts"] == "1" and up.requests == 3, (h, up.requests)
+        stop(g)
+        up.close()
+    check("a response head over 64 KiB is a protocol failure: falls back, counts against "
+          "the model", head_too_large)
 
     def rate_limited_retry_after():
         g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
