@@ -82,9 +82,11 @@ class World:
 
 
 class Scripted:
-    """A raw upstream on 127.0.0.1: handler(conn) answers each connection's first
-    request (read whole), then the connection is closed. Counts requests and the
-    most it was serving at once."""
+    """A raw upstream on 127.0.0.1: handler(conn, n) answers each connection's first
+    request (read whole; n counts them from 1), then the connection is closed. What
+    the handler returns, if anything, is sent after the request stops counting as
+    served, so a gateway that has the answer may start another at once. Counts
+    requests and the most it was serving at once."""
 
     def __init__(self, handler):
         self.sock = socket.socket()
@@ -116,10 +118,12 @@ class Scripted:
                 self.now += 1
                 self.most = max(self.most, self.now)
             try:
-                self.handler(c, n)
+                last = self.handler(c, n)
             finally:
                 with self.lock:
                     self.now -= 1
+            if last:
+                c.sendall(last)
         except OSError:
             pass
         finally:
@@ -700,6 +704,71 @@ def breaker(gw_bin, fake_bin):
         assert metric(g, "llmroute_queue_rejected_total") == 2
         stop(g)
     check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
+
+    def retry_keeps_the_cap():
+        # A retry after its backoff is an attempt like a first one: its model full,
+        # it waits in the queue for room, so the upstream never has more than
+        # max_concurrency at once. With no room in time it falls back instead.
+        ok = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"},
+             "finish_reason": "stop"}]}).encode()
+        err = b'{"error":{"message":"x","type":"server_error","param":null,"code":null}}'
+
+        pace = {"fail": 0.3, "ok": 0.5}
+
+        def serve(c, n):
+            if n in (1, 4):  # each round's first request fails, slowly: the second queues
+                time.sleep(pace["fail"])
+                return (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: "
+                        b"application/json\r\nContent-Length: %d\r\nConnection: close"
+                        b"\r\n\r\n" % len(err) + err)
+            time.sleep(pace["ok"])
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(ok) + ok)
+        up = Scripted(serve)
+        one_model = {"name": "one", "backend": "openai", "base_url": up.base_url,
+                     "max_concurrency": 1,
+                     "retry": {"on": {"server_error": "retry"}, "max_retries": 1,
+                               "base_delay_ms": 100, "max_delay_ms": 100}}
+        route = [{"name": "r", "strategy": "sequential", "models": ["one"], "fallbacks": ["c"]}]
+
+        def round_of_two(g, see_queue):
+            out = {}
+
+            def one(key, model):
+                st, h, _, _ = chat(g.port, {"model": model, "messages": HELLO}, timeout=10)
+                out[key] = (st, h.get("x-llmroute-model"), h.get("x-llmroute-attempts"))
+            # the first through the route (c its fallback), the second to "one" alone
+            t1 = threading.Thread(target=one, args=("first", "r"))
+            t1.start()
+            wait_for(lambda: health(g, "one").get("in_flight") == 1, 3, "one busy")
+            t2 = threading.Thread(target=one, args=("second", "one"))
+            t2.start()
+            if see_queue:
+                wait_for(lambda: metric(g, "llmroute_queue_waiting") == 1, 3, "one waiting")
+            t1.join(10)
+            t2.join(10)
+            return out
+        g = scripted_gateway(w, one_model, route,
+                             resilience={"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
+        out = round_of_two(g, True)
+        # the first waited for the second to finish, then retried "one"
+        assert out == {"first": (200, "one", "2"), "second": (200, "one", "1")}, out
+        assert up.requests == 3 and up.most == 1, (up.requests, up.most)
+        assert w.stats("c") == 0
+        stop(g)
+        # no room within max_wait_ms: the retry falls back to c
+        pace.update(fail=0.1, ok=0.7)
+        g = scripted_gateway(w, one_model, route,
+                             resilience={"queue": {"max_waiting": 5, "max_wait_ms": 250}})
+        out = round_of_two(g, False)  # the second waits under 0.1 s: too short to see
+        assert out == {"first": (200, "c", "2"), "second": (200, "one", "1")}, out
+        assert up.requests == 5 and up.most == 1, (up.requests, up.most)
+        assert w.stats("c") == 1
+        stop(g)
+        up.close()
+    check("a retry keeps max_concurrency: it waits in the queue for room, or falls back",
+          retry_keeps_the_cap)
 
     def client_gone_while_waiting():
         g = w.gateway(models={"b": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},
