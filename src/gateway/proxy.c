@@ -1473,15 +1473,29 @@ static void on_drain(void *arg)
         mock_resume(ex->mock);
 }
 
+/* The client went away. After [DONE] (or a Responses stream's terminal
+ * event) the upstream's answer was whole, only the end of its transfer was
+ * still to come: the attempt is a success for the breaker, and when the
+ * client had all of it (the stream's head and every byte written), the
+ * request is too, logged and counted with its status as stream_complete()
+ * would. Otherwise it is a 499 and the breaker hears nothing. */
 static void on_abort(void *arg)
 {
     struct exchange *ex = arg;
+    int whole = ex->sse && ex->saw_done && ex->in_attempt;
+    int delivered = whole && ex->streaming && hs_req_pending_output(ex->req) == 0;
     ex->req = NULL;
     gw_embed_cancel(ex->embed);
     ex->embed = NULL;
     if (ex->xfer || ex->mock)
         stop_transfer(ex);
-    attempt_end(ex, RS_OK, -1, 0);
+    attempt_end(ex, RS_OK, -1, whole);
+    if (delivered) {
+        if (ex->resp_failed)
+            ex->error = "response_failed";
+        finish(ex, (int)ex->up_status);
+        return;
+    }
     ex->error = "client_closed";
     finish(ex, 499);
 }

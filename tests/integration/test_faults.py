@@ -13,7 +13,7 @@ Groups (each one ctest entry):
   attempts  refused, connect timeout, hang, every status with and without Retry-After, delayed
             first byte, fail N times then recover, fallback order, deadline, an oversized head
   streams   cut, stall and malformed chunk before and after the first event,
-            a clean close without [DONE]
+            a clean close without [DONE], a client gone right after [DONE]
   breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
             storm under 429 Retry-After, max_concurrency skip, queue and 429,
             attempts by class in metrics and logs
@@ -523,6 +523,60 @@ def streams(gw_bin, fake_bin):
         srv.close()
     check("a stream that closes cleanly without [DONE] is a cut, not a success",
           clean_close_without_done)
+
+    def client_gone_after_done():
+        # The upstream sends its events and [DONE] (a Responses stream: its terminal
+        # event), then takes half a second to end its body; the client closes as
+        # soon as it has the end of the answer. It had all of it: a 200 and a
+        # success for the breaker, not a 499.
+        chat_events = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                       b'"delta":{"role":"assistant","content":"hi"}}]}\n\ndata: [DONE]\n\n')
+        resp_events = (b'event: response.output_text.delta\ndata: {"type":'
+                       b'"response.output_text.delta","sequence_number":0,"item_id":"m",'
+                       b'"output_index":0,"content_index":0,"delta":"hi"}\n\n'
+                       b'event: response.completed\ndata: {"type":"response.completed",'
+                       b'"sequence_number":1,"response":{"id":"r","object":"response",'
+                       b'"status":"completed","output":[],"usage":{"input_tokens":1,'
+                       b'"output_tokens":1,"total_tokens":2}}}\n\n')
+
+        def serve(c, n):
+            body = chat_events if n == 1 else resp_events
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body +
+                      b"\r\n")
+            time.sleep(0.5)
+            c.sendall(b"0\r\n\r\n")
+            time.sleep(0.5)
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "slow-end", "backend": "openai",
+                                 "base_url": up.base_url})
+        for path, payload, last in (
+                ("/v1/chat/completions", {"model": "slow-end", "messages": HELLO,
+                                          "stream": True}, b"data: [DONE]\n\n"),
+                ("/v1/responses", {"model": "slow-end", "input": "hello", "stream": True},
+                 b'"total_tokens":2}}}\n\n')):
+            s = socket.create_connection((HOST, g.port), timeout=5)
+            body = json.dumps(payload).encode()
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+            got = b""
+            while last not in got:
+                data = s.recv(65536)
+                assert data, got
+                got += data
+            s.close()
+            wait_for(lambda: any(l.get("path") == path for l in g.log_lines()), 5, "a log line")
+            line = [l for l in g.log_lines() if l.get("path") == path][-1]
+            assert line["status"] == 200 and "error" not in line, line
+            assert [(t["model"], t["class"]) for t in line["tries"]] == [("slow-end", "ok")], line
+        m = g.metrics()
+        assert m['llmroute_requests_total{route="",model="slow-end",status="200"}'] == 2, \
+            [k for k in m if k.startswith("llmroute_requests_total")]
+        assert m['llmroute_upstream_attempts_total{model="slow-end",class="ok"}'] == 2
+        stop(g)
+        up.close()
+    check("a client gone right after [DONE] or a terminal event had the whole answer: 200, "
+          "a success", client_gone_after_done)
 
 
 
