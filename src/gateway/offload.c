@@ -11,9 +11,9 @@
  * jobs are handed back through a pipe the loop watches. Jobs run in the
  * order they were given (with two workers, two at a time); the library's
  * store and routers are safe to use from several threads. Serial jobs
- * (gw_offload_serial: the feedback appends, which take the store's write
- * lock in turn anyway) run one at a time, and while one runs the jobs
- * behind it that are not serial pass it: a store held by another process
+ * (gw_offload_serial: the feedback appends and the store refresh, which
+ * may wait on a store another process holds) run one at a time, and while
+ * one runs the jobs behind it that are not serial pass it: such a store
  * keeps at most one worker waiting, and /v1/route keeps the other.
  *
  * At shutdown (gw_offload_stop, after the HTTP server is freed, so every
