@@ -675,6 +675,7 @@ struct feedback {
     struct lr_error err;
     size_t records;
     double t0;
+    double t_queued; /* given to a worker */
     char id[136];
 };
 
@@ -704,6 +705,16 @@ static void feedback_abort(void *arg)
 static void feedback_work(void *arg)
 {
     struct feedback *fb = arg;
+    struct gw *gw = fb->gw;
+    if (gw->store_busy_at > 0 && fb->t_queued <= gw->store_busy_at) {
+        /* It waited behind an append that found the store busy for its
+         * whole 5 s: the store was busy all the while it waited, so it has
+         * waited its turn already and is answered store_busy at once,
+         * rather than each one queued waiting 5 s more in turn. Appends are
+         * serial jobs, so store_busy_at is theirs alone. */
+        fb->rc = LR_EBUSY;
+        return;
+    }
     if (fb->key)
         fb->rc = lr_store_add_outcome_keyed(fb->gw->store, fb->key, fb->query, fb->in_tokens,
                                             fb->model, fb->correctness, fb->out_tokens, fb->vec,
@@ -715,6 +726,7 @@ static void feedback_work(void *arg)
                          : lr_store_add_outcome(fb->gw->store, fb->query, fb->in_tokens,
                                                 fb->model, fb->correctness, fb->out_tokens,
                                                 &fb->err);
+    gw->store_busy_at = fb->rc == LR_EBUSY ? gw_now() : 0;
     fb->records = lr_store_count(fb->gw->store);
 }
 
@@ -766,7 +778,8 @@ static void feedback_done(void *arg)
 static void feedback_append(struct feedback *fb)
 {
     fb->working = 1;
-    if (gw_offload(fb->gw, feedback_work, feedback_done, fb) != 0) {
+    fb->t_queued = gw_now();
+    if (gw_offload_serial(fb->gw, feedback_work, feedback_done, fb) != 0) {
         int status;
         fb->working = 0;
         hs_req_watch(fb->req, NULL, NULL, NULL);

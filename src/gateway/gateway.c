@@ -444,7 +444,9 @@ void gw_store_refresh_start(struct gw *gw)
     j = calloc(1, sizeof *j);
     if (j)
         j->gw = gw;
-    if (!j || gw_offload(gw, refresh_work, refresh_done, j) != 0) {
+    /* Serial, as the feedback appends are: a refresh too may wait on a store
+     * another process holds, and then keeps one worker, not both. */
+    if (!j || gw_offload_serial(gw, refresh_work, refresh_done, j) != 0) {
         free(j);
         log_event("store_refresh_failed", "out of memory starting a store refresh");
         refresh_schedule(gw);

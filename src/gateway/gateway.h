@@ -186,6 +186,9 @@ struct gw {
     long n_waiting;
     struct event *wake; /* runs the queue after an attempt frees a slot */
     struct gw_offload *offload; /* worker threads (offload.c) */
+    /* When the last feedback append found the store busy (gw_now()), or 0;
+     * written and read by the serial feedback jobs only (api.c). */
+    double store_busy_at;
     /* Periodic lr_store_refresh on a worker (gateway.c), one at a time. */
     struct event *refresh_timer;
     int refresh_busy;    /* a refresh is on a worker */
@@ -289,6 +292,9 @@ typedef void (*gw_done_fn)(void *arg);
 int gw_offload_start(struct gw *gw);
 /* Queue a job; -1 when out of memory (nothing will run). */
 int gw_offload(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg);
+/* The same for a job that runs only when no other serial job does; the
+ * other jobs pass it while it waits. */
+int gw_offload_serial(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg);
 /* Work and finish every queued job, then stop the workers. */
 void gw_offload_stop(struct gw *gw);
 

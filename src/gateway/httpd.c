@@ -936,6 +936,38 @@ static int head_scan(struct hs_conn *c, struct evbuffer *in, size_t limit, size_
     return 0;
 }
 
+/* A chunk-size line, its CRLF gone: RFC 9112's chunk-size, 1*HEXDIG, then
+ * nothing or chunk extensions (optional blanks, then ';' and whatever
+ * follows, not read). No sign, no "0x", no blank before the digits. Returns
+ * 1 with *size set, or 0 for anything else, a size of 2^60 or more included. */
+static int chunk_size(const char *line, size_t n, unsigned long long *size)
+{
+    unsigned long long v = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        int ch = (unsigned char)line[i], d;
+        if (ch >= '0' && ch <= '9')
+            d = ch - '0';
+        else if (ch >= 'a' && ch <= 'f')
+            d = ch - 'a' + 10;
+        else if (ch >= 'A' && ch <= 'F')
+            d = ch - 'A' + 10;
+        else
+            break;
+        if (v >> 56)
+            return 0; /* another digit would pass 2^60 */
+        v = v * 16 + (unsigned long long)d;
+    }
+    if (i == 0)
+        return 0;
+    while (i < n && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    if (i < n ? line[i] != ';' : line[i - 1] == ' ' || line[i - 1] == '\t')
+        return 0;
+    *size = v;
+    return 1;
+}
+
 /* Advance the state machine over what is in the input buffer. */
 static void process_bytes(struct hs_conn *c)
 {
@@ -1031,21 +1063,14 @@ static void process_bytes(struct hs_conn *c)
                 break;
             }
             {
-                char *endp;
-                long long size;
-                line[strcspn(line, ";")] = '\0';
-                errno = 0;
-                size = strtoll(line, &endp, 16);
-                if (errno || endp == line || *endp || size < 0 || line[0] == '-' ||
-                    line[0] == '+') {
-                    free(line);
-                    {
-                        fail_request(c, 400, "malformed chunk size");
-                        return;
-                    }
-                }
+                unsigned long long size;
+                int ok = chunk_size(line, n, &size);
                 free(line);
-                if ((unsigned long long)size > s->lim.max_body_bytes - c->req.body_len) {
+                if (!ok) {
+                    fail_request(c, 400, "malformed chunk size");
+                    return;
+                }
+                if (size > s->lim.max_body_bytes - c->req.body_len) {
                     fail_request(c, 413, "request body too large");
                     return;
                 }

@@ -10,7 +10,11 @@
  * A job is work() on a worker, then done() on the loop thread. Finished
  * jobs are handed back through a pipe the loop watches. Jobs run in the
  * order they were given (with two workers, two at a time); the library's
- * store and routers are safe to use from several threads.
+ * store and routers are safe to use from several threads. Serial jobs
+ * (gw_offload_serial: the feedback appends and the store refresh, which
+ * may wait on a store another process holds) run one at a time, and while
+ * one runs the jobs behind it that are not serial pass it: such a store
+ * keeps at most one worker waiting, and /v1/route keeps the other.
  *
  * At shutdown (gw_offload_stop, after the HTTP server is freed, so every
  * request is answered or aborted) the queue is drained: every job given is
@@ -32,6 +36,7 @@ struct gw_job {
     gw_work_fn work;
     gw_done_fn done;
     void *arg;
+    int serial; /* one at a time with the other serial jobs */
     struct gw_job *next;
 };
 
@@ -40,6 +45,7 @@ struct gw_offload {
     pthread_cond_t cv;
     struct gw_job *todo, *todo_tail; /* waiting for a worker, oldest first */
     struct gw_job *finished;         /* worked, waiting for the loop (any order) */
+    int serial_running;              /* a serial job is on a worker */
     int stopping;
     int pipe_rd, pipe_wr;
     struct event *ev;
@@ -52,18 +58,37 @@ static void *worker(void *arg)
     struct gw_offload *o = arg;
     pthread_mutex_lock(&o->mu);
     for (;;) {
-        struct gw_job *j;
-        while (!o->todo && !o->stopping)
+        struct gw_job *j, *prev;
+        /* The oldest job this worker may take: a serial one only when no
+         * other serial one runs. */
+        for (;;) {
+            prev = NULL;
+            j = o->todo;
+            while (j && j->serial && o->serial_running) {
+                prev = j;
+                j = j->next;
+            }
+            if (j || (!o->todo && o->stopping))
+                break;
             pthread_cond_wait(&o->cv, &o->mu);
-        if (!o->todo)
+        }
+        if (!j)
             break; /* stopping, and nothing left */
-        j = o->todo;
-        o->todo = j->next;
-        if (!o->todo)
-            o->todo_tail = NULL;
+        if (prev)
+            prev->next = j->next;
+        else
+            o->todo = j->next;
+        if (o->todo_tail == j)
+            o->todo_tail = prev;
+        if (j->serial)
+            o->serial_running = 1;
         pthread_mutex_unlock(&o->mu);
         j->work(j->arg);
         pthread_mutex_lock(&o->mu);
+        if (j->serial) {
+            o->serial_running = 0;
+            pthread_cond_broadcast(&o->cv); /* the next serial job may go */
+        }
         j->next = o->finished;
         o->finished = j;
         /* Wake the loop. A full pipe already holds a wake-up. */
@@ -141,7 +166,7 @@ int gw_offload_start(struct gw *gw)
     return 0;
 }
 
-int gw_offload(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg)
+static int give(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg, int serial)
 {
     struct gw_offload *o = gw->offload;
     struct gw_job *j = o ? malloc(sizeof *j) : NULL;
@@ -150,6 +175,7 @@ int gw_offload(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg)
     j->work = work;
     j->done = done;
     j->arg = arg;
+    j->serial = serial;
     j->next = NULL;
     pthread_mutex_lock(&o->mu);
     if (o->todo_tail)
@@ -157,9 +183,20 @@ int gw_offload(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg)
     else
         o->todo = j;
     o->todo_tail = j;
-    pthread_cond_signal(&o->cv);
+    /* Every idle worker looks: the one woken might not be allowed it. */
+    pthread_cond_broadcast(&o->cv);
     pthread_mutex_unlock(&o->mu);
     return 0;
+}
+
+int gw_offload(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg)
+{
+    return give(gw, work, done, arg, 0);
+}
+
+int gw_offload_serial(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg)
+{
+    return give(gw, work, done, arg, 1);
 }
 
 void gw_offload_stop(struct gw *gw)

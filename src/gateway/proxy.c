@@ -17,7 +17,8 @@
  * tail is the fallback order. next_candidate() starts the first candidate not
  * yet given up on whose breaker admits an attempt and which has room under
  * its max_concurrency; when every remaining one is full the request waits in
- * a bounded queue, and when every one is open it fails fast with 503. Every
+ * a bounded queue, and when every one is open it fails fast with 503. A retry
+ * of the same model after its backoff keeps the cap too (retry_same()). Every
  * failure before the first byte reaches the client goes through
  * attempt_failed(), which classifies it and, by the policy for that class,
  * retries the same model after a backoff (or its Retry-After), falls back to
@@ -97,6 +98,7 @@ struct exchange {
     struct event *wait; /* backoff before a retry, or the queue's limit */
     enum wait_kind wait_kind;
     int queued;
+    int retry_queued; /* the retry of ranking[cand] waits in the queue for room */
     struct exchange *q_prev, *q_next;
     const char *answer_retry_after; /* Retry-After on a refusal of our own */
     char retry_after_buf[24];
@@ -1015,6 +1017,54 @@ static void defer_failure(struct exchange *ex, enum rs_class c, const char *mess
     evtimer_add(ex->watch, &now);
 }
 
+/* The retry of the current candidate, its backoff over: the same model
+ * again, under the rules a first attempt keeps. At its max_concurrency it
+ * waits in the capacity queue, in turn with the other waiters and for at
+ * most queue.max_wait_ms; with no room to wait, or its breaker open, the
+ * next candidate is tried instead. */
+static void retry_same(struct exchange *ex)
+{
+    const struct gw_conf *conf = ex->conf;
+    int idx = ex->ranking[ex->cand].index;
+    struct model_stats *ms = model_state(ex, idx);
+    long cap = conf->models[idx].info->max_concurrency;
+    int probe = 0;
+
+    if (ms && cap > 0 && ms->in_flight >= cap) {
+        ms->skipped_full++;
+        if (ex->retry_queued && ex->wait_kind == WAIT_QUEUE) {
+            queue_append(ex); /* still full: wait again, in turn */
+            return;
+        }
+        if (conf->set.queue.max_waiting > 0 && ex->gw->n_waiting < conf->set.queue.max_waiting) {
+            double now = gw_now();
+            long ms_left = conf->set.queue.max_wait_ms;
+            if (ex->deadline > 0 && now + (double)ms_left / 1000 > ex->deadline)
+                ms_left = (long)((ex->deadline - now) * 1000) + 1;
+            if (wait_arm(ex, WAIT_QUEUE, ms_left) == 0) {
+                ex->retry_queued = 1;
+                queue_append(ex);
+                return;
+            }
+        }
+    } else {
+        ex->retry_queued = 0;
+        if (ex->queued)
+            queue_unlink(ex);
+        wait_stop(ex);
+        if (!ms || rs_breaker_admit(&ms->breaker, gw_now(), &probe)) {
+            ex->probe = probe;
+            start_attempt(ex);
+            return;
+        }
+        ms->skipped_open++;
+    }
+    ex->retry_queued = 0;
+    ex->given_up[ex->cand] = 1;
+    ex->retries = 0;
+    next_candidate(ex);
+}
+
 static void wait_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct exchange *ex = arg;
@@ -1023,15 +1073,11 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     ex->wait_kind = WAIT_NONE;
     if (kind == WAIT_RETRY) {
-        /* The same model again, if its breaker lets us. */
-        struct model_stats *ms = model_state(ex, ex->ranking[ex->cand].index);
-        int probe = 0;
-        if (!ms || rs_breaker_admit(&ms->breaker, gw_now(), &probe)) {
-            ex->probe = probe;
-            start_attempt(ex);
-            return;
-        }
-        ms->skipped_open++;
+        retry_same(ex);
+    } else if (kind == WAIT_QUEUE && ex->retry_queued) {
+        /* No room for the retry in time: the next candidate instead. */
+        queue_unlink(ex);
+        ex->retry_queued = 0;
         ex->given_up[ex->cand] = 1;
         ex->retries = 0;
         next_candidate(ex);
@@ -1046,7 +1092,8 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Start the first candidate still in play that its breaker admits and that
- * has room; else wait for room, fail fast, or give up. */
+ * has room; else wait for room, fail fast, or give up. A retry waiting for
+ * room (woken from the queue) tries its own model only. */
 static void next_candidate(struct exchange *ex)
 {
     const struct gw_conf *conf = ex->conf;
@@ -1064,6 +1111,10 @@ static void next_candidate(struct exchange *ex)
         else
             fail_with(ex, 504, NULL, "deadline_exceeded",
                       "retry.deadline_ms passed before any upstream could be tried");
+        return;
+    }
+    if (ex->retry_queued) {
+        retry_same(ex);
         return;
     }
     for (size_t i = 0; i < ex->n_ranked; i++) {
@@ -1422,15 +1473,29 @@ static void on_drain(void *arg)
         mock_resume(ex->mock);
 }
 
+/* The client went away. After [DONE] (or a Responses stream's terminal
+ * event) the upstream's answer was whole, only the end of its transfer was
+ * still to come: the attempt is a success for the breaker, and when the
+ * client had all of it (the stream's head and every byte written), the
+ * request is too, logged and counted with its status as stream_complete()
+ * would. Otherwise it is a 499 and the breaker hears nothing. */
 static void on_abort(void *arg)
 {
     struct exchange *ex = arg;
+    int whole = ex->sse && ex->saw_done && ex->in_attempt;
+    int delivered = whole && ex->streaming && hs_req_pending_output(ex->req) == 0;
     ex->req = NULL;
     gw_embed_cancel(ex->embed);
     ex->embed = NULL;
     if (ex->xfer || ex->mock)
         stop_transfer(ex);
-    attempt_end(ex, RS_OK, -1, 0);
+    attempt_end(ex, RS_OK, -1, whole);
+    if (delivered) {
+        if (ex->resp_failed)
+            ex->error = "response_failed";
+        finish(ex, (int)ex->up_status);
+        return;
+    }
     ex->error = "client_closed";
     finish(ex, 499);
 }

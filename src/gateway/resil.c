@@ -69,9 +69,10 @@ enum rs_class rs_class_of_transport(enum up_error err, int head_seen)
         return RS_STREAM_CUT;
     case UP_ETIMEOUT:
         return RS_TIMEOUT;
-    case UP_ETOOBIG:
-        return RS_TOO_LARGE;
     default:
+        /* UP_ETOOBIG too: a response head over the client's cap is the
+         * upstream misbehaving, not the request's fault (too_large is for a
+         * body over server.max_response_bytes, which the proxy finds). */
         return RS_PROTOCOL;
     }
 }

@@ -45,7 +45,7 @@ enum rs_class {
     RS_STREAM_CUT,        /* closed before [DONE], or a body cut short */
     RS_STREAM_STALL,      /* nothing within timeouts.idle_ms */
     RS_MALFORMED,         /* an SSE data line, or a 2xx body, that is not JSON */
-    RS_PROTOCOL,          /* not HTTP as expected, or any other transport error */
+    RS_PROTOCOL,          /* not HTTP as expected, a head too large, any other transport error */
     RS_TOO_LARGE,         /* larger than server.max_response_bytes */
     RS_N_CLASSES
 };

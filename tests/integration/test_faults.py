@@ -11,9 +11,9 @@ Timeouts in the test configuration are small so the suite stays quick.
 
 Groups (each one ctest entry):
   attempts  refused, connect timeout, hang, every status with and without Retry-After, delayed
-            first byte, fail N times then recover, fallback order, deadline
+            first byte, fail N times then recover, fallback order, deadline, an oversized head
   streams   cut, stall and malformed chunk before and after the first event,
-            a clean close without [DONE]
+            a clean close without [DONE], a client gone right after [DONE]
   breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
             storm under 429 Retry-After, max_concurrency skip, queue and 429,
             attempts by class in metrics and logs
@@ -79,6 +79,71 @@ class World:
 
     def set(self, name, spec):
         self.fakes[name].scenario(spec)
+
+
+class Scripted:
+    """A raw upstream on 127.0.0.1: handler(conn, n) answers each connection's first
+    request (read whole; n counts them from 1), then the connection is closed. What
+    the handler returns, if anything, is sent after the request stops counting as
+    served, so a gateway that has the answer may start another at once. Counts
+    requests and the most it was serving at once."""
+
+    def __init__(self, handler):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.base_url = "http://%s:%d/v1" % (HOST, self.port)
+        self.handler = handler
+        self.lock = threading.Lock()
+        self.requests = self.now = self.most = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        c.settimeout(10)
+        try:
+            read_request(c)
+            with self.lock:
+                self.requests += 1
+                n = self.requests
+                self.now += 1
+                self.most = max(self.most, self.now)
+            try:
+                last = self.handler(c, n)
+            finally:
+                with self.lock:
+                    self.now -= 1
+            if last:
+                c.sendall(last)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def scripted_gateway(w, model, routes=None, resilience=None):
+    """A fresh gateway over World w's models and one more, model (a Scripted
+    upstream's), with these routes (by default the World's)."""
+    g = w.gateway(resilience=resilience)
+    cfg = json.load(open(g.config_path))
+    stop(g)
+    cfg["models"].append(model)
+    if routes is not None:
+        cfg["routes"] = routes
+    w.n += 1
+    return Gateway(w.gw_bin, w.wd, cfg, name="gw%d" % w.n)
 
 
 def stop(gw):
@@ -267,6 +332,31 @@ def attempts(gw_bin, fake_bin):
     check("3xx: never followed nor retried; 502 upstream_redirect naming status, Location "
           "and base_url (stream and not); a route falls back", redirect)
 
+    def head_too_large():
+        # A response head over the client's 64 KiB cap is the upstream misbehaving:
+        # class protocol, so the route falls back and the model's breaker counts it
+        # (not too_large, which blames the request: no fallback, no count).
+        def big_head(c, n):
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" +
+                      b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(80)) +
+                      b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+        up = Scripted(big_head)
+        g = scripted_gateway(w, {"name": "big", "backend": "openai", "base_url": up.base_url},
+                             [{"name": "r", "strategy": "sequential", "models": ["big"],
+                               "fallbacks": ["c"]}])
+        for _ in range(3):  # breaker: consecutive_failures 3
+            st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
+            assert h["x-llmroute-attempts"] == "2", h
+        assert metric(g, 'llmroute_upstream_attempts_total{model="big",class="protocol"}') == 3
+        assert health(g, "big")["breaker"] == "open", health(g, "big")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})  # skipped while open
+        assert st == 200 and h["x-llmroute-attempts"] == "1" and up.requests == 3, (h, up.requests)
+        stop(g)
+        up.close()
+    check("a response head over 64 KiB is a protocol failure: falls back, counts against "
+          "the model", head_too_large)
+
     def rate_limited_retry_after():
         g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
                                "fallbacks": ["c"]}])
@@ -433,6 +523,60 @@ def streams(gw_bin, fake_bin):
         srv.close()
     check("a stream that closes cleanly without [DONE] is a cut, not a success",
           clean_close_without_done)
+
+    def client_gone_after_done():
+        # The upstream sends its events and [DONE] (a Responses stream: its terminal
+        # event), then takes half a second to end its body; the client closes as
+        # soon as it has the end of the answer. It had all of it: a 200 and a
+        # success for the breaker, not a 499.
+        chat_events = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                       b'"delta":{"role":"assistant","content":"hi"}}]}\n\ndata: [DONE]\n\n')
+        resp_events = (b'event: response.output_text.delta\ndata: {"type":'
+                       b'"response.output_text.delta","sequence_number":0,"item_id":"m",'
+                       b'"output_index":0,"content_index":0,"delta":"hi"}\n\n'
+                       b'event: response.completed\ndata: {"type":"response.completed",'
+                       b'"sequence_number":1,"response":{"id":"r","object":"response",'
+                       b'"status":"completed","output":[],"usage":{"input_tokens":1,'
+                       b'"output_tokens":1,"total_tokens":2}}}\n\n')
+
+        def serve(c, n):
+            body = chat_events if n == 1 else resp_events
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body +
+                      b"\r\n")
+            time.sleep(0.5)
+            c.sendall(b"0\r\n\r\n")
+            time.sleep(0.5)
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "slow-end", "backend": "openai",
+                                 "base_url": up.base_url})
+        for path, payload, last in (
+                ("/v1/chat/completions", {"model": "slow-end", "messages": HELLO,
+                                          "stream": True}, b"data: [DONE]\n\n"),
+                ("/v1/responses", {"model": "slow-end", "input": "hello", "stream": True},
+                 b'"total_tokens":2}}}\n\n')):
+            s = socket.create_connection((HOST, g.port), timeout=5)
+            body = json.dumps(payload).encode()
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+            got = b""
+            while last not in got:
+                data = s.recv(65536)
+                assert data, got
+                got += data
+            s.close()
+            wait_for(lambda: any(l.get("path") == path for l in g.log_lines()), 5, "a log line")
+            line = [l for l in g.log_lines() if l.get("path") == path][-1]
+            assert line["status"] == 200 and "error" not in line, line
+            assert [(t["model"], t["class"]) for t in line["tries"]] == [("slow-end", "ok")], line
+        m = g.metrics()
+        assert m['llmroute_requests_total{route="",model="slow-end",status="200"}'] == 2, \
+            [k for k in m if k.startswith("llmroute_requests_total")]
+        assert m['llmroute_upstream_attempts_total{model="slow-end",class="ok"}'] == 2
+        stop(g)
+        up.close()
+    check("a client gone right after [DONE] or a terminal event had the whole answer: 200, "
+          "a success", client_gone_after_done)
 
 
 
@@ -614,6 +758,71 @@ def breaker(gw_bin, fake_bin):
         assert metric(g, "llmroute_queue_rejected_total") == 2
         stop(g)
     check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
+
+    def retry_keeps_the_cap():
+        # A retry after its backoff is an attempt like a first one: its model full,
+        # it waits in the queue for room, so the upstream never has more than
+        # max_concurrency at once. With no room in time it falls back instead.
+        ok = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"},
+             "finish_reason": "stop"}]}).encode()
+        err = b'{"error":{"message":"x","type":"server_error","param":null,"code":null}}'
+
+        pace = {"fail": 0.3, "ok": 0.5}
+
+        def serve(c, n):
+            if n in (1, 4):  # each round's first request fails, slowly: the second queues
+                time.sleep(pace["fail"])
+                return (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: "
+                        b"application/json\r\nContent-Length: %d\r\nConnection: close"
+                        b"\r\n\r\n" % len(err) + err)
+            time.sleep(pace["ok"])
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(ok) + ok)
+        up = Scripted(serve)
+        one_model = {"name": "one", "backend": "openai", "base_url": up.base_url,
+                     "max_concurrency": 1,
+                     "retry": {"on": {"server_error": "retry"}, "max_retries": 1,
+                               "base_delay_ms": 100, "max_delay_ms": 100}}
+        route = [{"name": "r", "strategy": "sequential", "models": ["one"], "fallbacks": ["c"]}]
+
+        def round_of_two(g, see_queue):
+            out = {}
+
+            def one(key, model):
+                st, h, _, _ = chat(g.port, {"model": model, "messages": HELLO}, timeout=10)
+                out[key] = (st, h.get("x-llmroute-model"), h.get("x-llmroute-attempts"))
+            # the first through the route (c its fallback), the second to "one" alone
+            t1 = threading.Thread(target=one, args=("first", "r"))
+            t1.start()
+            wait_for(lambda: health(g, "one").get("in_flight") == 1, 3, "one busy")
+            t2 = threading.Thread(target=one, args=("second", "one"))
+            t2.start()
+            if see_queue:
+                wait_for(lambda: metric(g, "llmroute_queue_waiting") == 1, 3, "one waiting")
+            t1.join(10)
+            t2.join(10)
+            return out
+        g = scripted_gateway(w, one_model, route,
+                             resilience={"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
+        out = round_of_two(g, True)
+        # the first waited for the second to finish, then retried "one"
+        assert out == {"first": (200, "one", "2"), "second": (200, "one", "1")}, out
+        assert up.requests == 3 and up.most == 1, (up.requests, up.most)
+        assert w.stats("c") == 0
+        stop(g)
+        # no room within max_wait_ms: the retry falls back to c
+        pace.update(fail=0.1, ok=0.7)
+        g = scripted_gateway(w, one_model, route,
+                             resilience={"queue": {"max_waiting": 5, "max_wait_ms": 250}})
+        out = round_of_two(g, False)  # the second waits under 0.1 s: too short to see
+        assert out == {"first": (200, "c", "2"), "second": (200, "one", "1")}, out
+        assert up.requests == 5 and up.most == 1, (up.requests, up.most)
+        assert w.stats("c") == 1
+        stop(g)
+        up.close()
+    check("a retry keeps max_concurrency: it waits in the queue for room, or falls back",
+          retry_keeps_the_cap)
 
     def client_gone_while_waiting():
         g = w.gateway(models={"b": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},

@@ -620,6 +620,30 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
 
+    def chunk_sizes():
+        # RFC 9112: chunk-size is 1*HEXDIG, then at most chunk extensions
+        # after ';'. No "0x", sign or blank before the digits, no blank after
+        # them without an extension, no size past 60 bits.
+        body = json.dumps({"model": "fake-a", "messages": [{"role": "user", "content": "hi"}]})
+        body = body.encode()
+
+        def send(size_line):
+            return raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                b"Authorization: Bearer gk-one\r\nTransfer-Encoding: chunked\r\n"
+                                b"Connection: close\r\n\r\n" + size_line + b"\r\n" + body +
+                                b"\r\n0\r\n\r\n")
+        n = len(body)
+        for good in (b"%x" % n, b"%X" % n, b"000%x" % n, b"%x;name=value" % n, b"%x \t;x" % n):
+            raw = send(good)
+            assert status_of(raw) == 200, (good, raw[:300])
+        for bad in (b"0x%x" % n, b"0X%x" % n, b" %x" % n, b"\t%x" % n, b"+%x" % n, b"-%x" % n,
+                    b"%x " % n, b"%xg" % n, b";x", b"", b"1" + b"0" * 15 + b"%x" % n):
+            raw = send(bad)
+            assert status_of(raw) == 400, (bad, raw[:300])
+            assert b"malformed chunk size" in raw, (bad, raw[:300])
+        still_serving(gw, auth)
+    check("chunk sizes: hex digits and extensions only, 400 for anything else", chunk_sizes)
+
     def refusals_logged_and_counted():
         # The HTTP server's own refusals are answers like the others: an
         # x-request-id (the client's when its headers were read), a log line

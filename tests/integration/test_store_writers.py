@@ -7,7 +7,8 @@ Record ids come from each process's in-memory copy of the store, so a
 gateway that did not notice the import's commit gave its next feedback an id
 the import had taken (500 store_error, "UNIQUE constraint failed:
 records.id", for every feedback until a restart). A write lock held longer
-than the gateway waits (5 s) is a 503 store_busy, not a 500 store_error. The
+than the gateway waits (5 s) is a 503 store_busy, not a 500 store_error;
+feedback queued behind it is answered with it, and routing goes on. The
 store is read at the end with Python's sqlite3 module, read-only, with the
 gateway stopped.
 """
@@ -17,6 +18,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (Gateway, check, finish, history_records, import_ok, request,  # noqa
@@ -83,6 +86,49 @@ def main(bin_):
     check("feedback while another process holds the store's write lock is a 503 store_busy "
           "with Retry-After, and its retry is recorded once; an import then exits 1 naming "
           "the store", feedback_while_another_process_holds_the_write_lock)
+
+    def queued_feedback_and_routing_while_the_store_is_held():
+        # Three feedbacks at once against a held store: the first waits its 5 s,
+        # the two queued behind it (they waited as long) are answered with it, not
+        # 5 and 10 s later; /v1/route batches meanwhile do not queue behind them
+        # (nor behind the store refresh, which waits on the store too).
+        lock = sqlite3.connect(store, isolation_level=None, timeout=0)
+        res = {}
+
+        def one(k):
+            t = time.monotonic()
+            body = json.dumps({"query": "queued feedback %d" % k, "model": "cheapo",
+                               "correctness": 1, "output_tokens": 5})
+            st, _, data = request(gw.port, "POST", "/v1/feedback", body, timeout=30)
+            res[k] = (st, json.loads(data).get("error", {}).get("code"), time.monotonic() - t)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            start = time.monotonic()
+            ts = [threading.Thread(target=one, args=(k,)) for k in range(3)]
+            for t in ts:
+                t.start()
+            # By 2.5 s the periodic store refresh (every second) has started and
+            # waits on the store too.
+            for at in (0.5, 1.5, 2.5):
+                time.sleep(max(0, at - (time.monotonic() - start)))
+                t0 = time.monotonic()
+                st, _, data = request(gw.port, "POST", "/v1/route", json.dumps(
+                    {"queries": [{"query": "What is 1 plus 1"}], "strategy": "smart"}),
+                    timeout=30)
+                took = time.monotonic() - t0
+                assert st == 200 and took < 1, (at, st, took, data)
+            for t in ts:
+                t.join(30)
+        finally:
+            lock.rollback()
+            lock.close()
+        assert sorted(res) == [0, 1, 2], res
+        for st, code, took in res.values():
+            assert st == 503 and code == "store_busy" and took < 8, res
+        assert history_records(gw.port) == SEED + IMPORTED + 4
+    check("feedback queued behind a busy store is answered store_busy with the first, not "
+          "5 s later each; /v1/route does not wait behind it",
+          queued_feedback_and_routing_while_the_store_is_held)
 
     def every_record_once_in_order():
         gw.signal(signal.SIGTERM)

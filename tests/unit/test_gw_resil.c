@@ -47,6 +47,9 @@ static void transport_errors_map_to_classes(void **state)
     assert_int_equal(rs_class_of_transport(UP_ECLOSED, 1), RS_STREAM_CUT);
     assert_int_equal(rs_class_of_transport(UP_ETIMEOUT, 1), RS_TIMEOUT);
     assert_int_equal(rs_class_of_transport(UP_EPROTO, 0), RS_PROTOCOL);
+    /* A response head too large is the upstream's fault: fallback, and it counts. */
+    assert_int_equal(rs_class_of_transport(UP_ETOOBIG, 0), RS_PROTOCOL);
+    assert_false(rs_class_is_upstream_failure(RS_TOO_LARGE));
     assert_false(rs_class_is_upstream_failure(RS_BAD_REQUEST));
     assert_false(rs_class_is_upstream_failure(RS_CONTEXT_LENGTH));
     assert_true(rs_class_is_upstream_failure(RS_AUTH));
