@@ -29,6 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 
@@ -117,6 +120,14 @@ static int parse_listen(const char *s, char *host, size_t host_cap, int *port, s
     host[hl] = '\0';
     if (strcmp(host, "localhost") == 0)
         snprintf(host, host_cap, "127.0.0.1");
+    /* serve binds a numeric address only: a name would pass here and fail
+     * at start. */
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
+        return fail(err, LR_ECONFIG,
+                    "%s: expected a numeric host (an IPv4 or [IPv6] address, or localhost), "
+                    "got '%s'",
+                    where, host);
     *port = (int)p;
     return 0;
 }
@@ -314,8 +325,10 @@ out:
 
 /* ==== Models ==== */
 
-static int load_mock(struct gw_model *m, size_t i, struct lr_error *err)
+static int load_mock(const struct gw_conf *c, struct gw_model *m, size_t i, struct lr_error *err)
 {
+    static const char *const mock_keys[] = {"latency_ms", "chunk_delay_ms", "tokens", "chunks",
+                                            "content", NULL};
     json_t *root = m->info->json ? json_loads(m->info->json, 0, NULL) : NULL;
     json_t *mock = json_object_get(root, "mock");
     long long v;
@@ -333,7 +346,16 @@ static int load_mock(struct gw_model *m, size_t i, struct lr_error *err)
         goto out;
     }
     if (mock) {
-        json_t *content = json_object_get(mock, "content");
+        json_t *content = json_object_get(mock, "content"), *val;
+        const char *key;
+        json_object_foreach(mock, key, val)
+        {
+            size_t k;
+            for (k = 0; mock_keys[k] && strcmp(mock_keys[k], key) != 0; k++)
+                ;
+            if (!mock_keys[k])
+                warn(c, "%s.%s: unknown key, ignored", where, key);
+        }
 #define MOCK_INT(k, lo, hi, field)                                                                 \
     do {                                                                                           \
         v = m->mock.field;                                                                         \
@@ -488,7 +510,7 @@ static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
     if (!m->model_json)
         return fail(err, LR_ENOMEM, "out of memory");
     if (m->is_mock)
-        return load_mock(m, i, err);
+        return load_mock(c, m, i, err);
     if (!base && (!info->backend || strcmp(info->backend, "openai") == 0))
         base = "https://api.openai.com/v1";
     if (!base)

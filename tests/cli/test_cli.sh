@@ -363,6 +363,17 @@ rc=$?
 # That import could not make the file a store: the file it made is gone.
 [ ! -e "$TMP/fsize.db" ] && ok || bad "a store file that could not be made was left behind"
 
+# serve binds numeric addresses only, so check-config refuses a host name
+# there rather than pass a config serve then cannot start; a misspelt mock
+# setting is warned about like any other unknown key.
+printf '{"models":[{"name":"m","backend":"mock","mock":{"latency":5}}],"server":{"listen":"myhost.invalid:18111"}}' \
+    >"$TMP/listen.json"
+expect "check-config listen host name" 2 "" "server.listen: expected a numeric host" -- \
+    "$BIN" check-config "$TMP/listen.json"
+sed -i 's/myhost.invalid/127.0.0.1/' "$TMP/listen.json"
+expect "check-config mock unknown key" 0 ": ok: " "models[0].mock.latency: unknown key, ignored" -- \
+    "$BIN" check-config "$TMP/listen.json"
+
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
