@@ -180,6 +180,7 @@ struct gen {
     double tol_b;  /* B >= T - tol_b counts as met */
     double tol_a;  /* improvements in A below this are noise */
     double sa, sb; /* largest |a|, |b| over candidates (at least 1e-300) */
+    int quality_form; /* a is cost (else b is minus cost) */
 };
 
 static void gen_free(struct gen *g)
@@ -204,6 +205,7 @@ static int gen_build(const struct lr__opt_problem *p, int quality_form, struct g
         return LR_ENOMEM;
     }
     g->sa = g->sb = 1e-300;
+    g->quality_form = quality_form;
     for (i = 0; i < n * m; i++) {
         double q = p->quality[i], c = p->cost[i];
         if (isnan(q)) {
@@ -236,6 +238,12 @@ static int gen_build(const struct lr__opt_problem *p, int quality_form, struct g
 }
 
 #define CAND(g, i, j) (!isnan((g)->a[(i) * (g)->m + (j)]))
+
+/* Query i's estimated cost on model j, in either form. */
+static double gen_cost(const struct gen *g, size_t i, size_t j)
+{
+    return g->quality_form ? g->a[i * g->m + j] : -g->b[i * g->m + j];
+}
 
 static void gen_sums(const struct gen *g, const int *asg, double *A, double *B)
 {
@@ -770,6 +778,13 @@ struct bb {
     int *children;     /* n*m: candidate models per query, best first, -1 ends */
     double *min_a_rest; /* n+1: sum of min a over order[k..] */
     double *max_b_rest; /* n+1: sum of max b over order[k..] */
+    /* A Lagrangian bound (bb_set_lambda), mode 0: for lambda >= 0, every
+     * completion of order[k..] with B + B_rest >= T - tol_b has A_rest >=
+     * lag_rest[k] + lambda (T - tol_b - B), lag_rest[k] the sum over
+     * order[k..] of min (a - lambda b). Unlike min_a_rest it sees that the
+     * rest must still reach T. lambda 0: not used. */
+    double lambda;
+    double *lag_rest; /* n+1 */
     int *cur, *best, *load;
     double best_a, best_b;
     int found;
@@ -802,8 +817,13 @@ static void bb_visit(struct bb *s, size_t k, double A, double B)
         return;
     }
     if (!s->max_b_mode) {
-        if (s->found && A + s->min_a_rest[k] >= s->best_a)
-            return;
+        if (s->found) {
+            double lb = A + s->min_a_rest[k];
+            if (s->lambda > 0.0)
+                lb = fmax(lb, A + s->lag_rest[k] + s->lambda * (g->target - g->tol_b - B));
+            if (lb >= s->best_a)
+                return;
+        }
         if (B + s->max_b_rest[k] < g->target - g->tol_b)
             return;
     } else if (s->found) {
@@ -862,6 +882,7 @@ static void bb_free(struct bb *s)
     free(s->children);
     free(s->min_a_rest);
     free(s->max_b_rest);
+    free(s->lag_rest);
     free(s->cur);
     free(s->best);
     free(s->load);
@@ -878,12 +899,13 @@ static int bb_init(struct bb *s, const struct gen *g)
     s->children = malloc(n * m * sizeof *s->children);
     s->min_a_rest = malloc((n + 1) * sizeof *s->min_a_rest);
     s->max_b_rest = malloc((n + 1) * sizeof *s->max_b_rest);
+    s->lag_rest = malloc((n + 1) * sizeof *s->lag_rest);
     s->cur = malloc(n * sizeof *s->cur);
     s->best = malloc(n * sizeof *s->best);
     s->load = malloc(m * sizeof *s->load);
     spread = malloc(n * sizeof *spread);
     if (s->order == NULL || s->children == NULL || s->min_a_rest == NULL ||
-        s->max_b_rest == NULL || s->cur == NULL || s->best == NULL || s->load == NULL ||
+        s->max_b_rest == NULL || s->lag_rest == NULL || s->cur == NULL || s->best == NULL || s->load == NULL ||
         spread == NULL) {
         free(spread);
         bb_free(s);
@@ -923,6 +945,24 @@ static int bb_init(struct bb *s, const struct gen *g)
     return 0;
 }
 
+/* Use the Lagrangian bound with this multiplier of the B constraint (the
+ * LP's, from the secant search); lambda <= 0 or not finite: not used. */
+static void bb_set_lambda(struct bb *s, double lambda)
+{
+    const struct gen *g = s->g;
+    size_t n = g->n, m = g->m;
+    s->lambda = isfinite(lambda) && lambda > 0.0 ? lambda : 0.0;
+    s->lag_rest[n] = 0.0;
+    for (size_t k = n; k-- > 0;) {
+        size_t i = s->order[k];
+        double lo = INFINITY;
+        for (size_t j = 0; j < m; j++)
+            if (CAND(g, i, j))
+                lo = fmin(lo, g->a[i * m + j] - s->lambda * g->b[i * m + j]);
+        s->lag_rest[k] = s->lag_rest[k + 1] + lo;
+    }
+}
+
 /* Search in the given mode. With an incumbent (mode 0 only) the search
  * looks only for strictly better assignments. */
 static void bb_run(struct bb *s, int max_b_mode, const int *incumbent, double incumbent_a)
@@ -946,9 +986,11 @@ static void bb_run(struct bb *s, int max_b_mode, const int *incumbent, double in
 
 /* Batches up to this many queries get the branch-and-bound polish. */
 #ifndef LR__OPT_POLISH_MAX_N
-#define LR__OPT_POLISH_MAX_N 24
+#define LR__OPT_POLISH_MAX_N 64
 #endif
+#ifndef LR__OPT_POLISH_NODES
 #define LR__OPT_POLISH_NODES 200000L
+#endif
 
 enum gen_status { GEN_OPTIMAL = 0, GEN_TARGET_UNMET = 1, GEN_CAPACITY = 2 };
 
@@ -989,8 +1031,15 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
         goto out;
     ans->iterations++;
     if (f.unplaced > 0) {
-        /* Capacities cannot hold every query: place the rest over
-         * capacity on their cheapest candidate. */
+        /* Capacities cannot hold every query: the least-cost placement of
+         * those they hold (in the budget form, that is the largest B), and
+         * the rest over capacity on their cheapest candidate, in both
+         * forms. */
+        if (!g->quality_form) {
+            if ((rc = flow_eval(&f, tiny_a, 1.0, &A_lo, &B_lo)) != 0)
+                goto out;
+            ans->iterations++;
+        }
         for (i = 0; i < n; i++) {
             if (f.asg[i] >= 0) {
                 out[i] = f.asg[i];
@@ -998,7 +1047,7 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
             }
             out[i] = -1;
             for (j = 0; j < m; j++)
-                if (CAND(g, i, j) && (out[i] < 0 || g->a[i * m + j] < g->a[i * m + out[i]]))
+                if (CAND(g, i, j) && (out[i] < 0 || gen_cost(g, i, j) < gen_cost(g, i, out[i])))
                     out[i] = (int)j;
         }
         ans->status = GEN_CAPACITY;
@@ -1104,6 +1153,7 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
         if ((rc = bb_init(&s, g)) != 0)
             goto out;
         s.max_nodes = LR__OPT_POLISH_NODES;
+        bb_set_lambda(&s, lambda);
         bb_run(&s, 0, out, A_hi);
         memcpy(out, s.best, n * sizeof *out);
         gen_sums(g, out, &A_hi, &B_hi);

@@ -437,6 +437,78 @@ static void unreachable_alpha_returns_max_quality_within_capacities(void **state
     assert_non_null(strstr(r.message, "within capacities"));
 }
 
+/* Two small batches whose rounding gap the pairs of moves did not close
+ * and whose branch and bound, bounded by the cheapest completion alone,
+ * ran out of nodes: 4.3% above the optimum, and a budget assignment short
+ * of the best quality. The Lagrangian bound (the LP's multiplier of the
+ * quality or budget constraint) lets the search finish well within its
+ * node budget. */
+static void small_batches_reach_the_optimum_the_cheapest_bound_missed(void **state)
+{
+    static const double q19[19 * 5] = {
+        0.875, 0.75, 1.0, 0.625, 0.5, 0.625, 0.5, 1.0, 0.625, 0.5, 0.875, 0.25, 1.0, 0.625,
+        0.5, 0.75, 0.5, 1.0, 0.75, 0.5, 0.75, 0.5, 1.0, 0.75, 0.375, 0.875, 0.5, 1.0, 1.0,
+        0.75, 0.625, 0.625, 1.0, 0.75, 0.375, 0.875, 0.375, 1.0, 0.5, 0.5, 1.0, 0.5, 0.875,
+        1.0, 0.875, 0.875, 0.375, 1.0, 0.625, 0.375, 1.0, 0.5, 1.0, 0.75, 0.375, 0.75, 0.5,
+        1.0, 0.5, 0.5, 0.875, 0.5, 0.8571428571, 0.5, 0.375, 0.875, 0.125, 1.0, 0.875, 0.625,
+        0.875, 0.625, 1.0, 0.625, 0.375, 0.625, 0.375, 0.875, 0.5, 0.25, 0.875, 0.5, 1.0,
+        0.625, 0.5, 0.625, 0.625, 1.0, 0.75, 0.375, 0.875, 0.625, 1.0, 0.5, 0.5};
+    static const double c19[19 * 5] = {
+        0.00597625, 0.0, 0.03681, 0.0011725, 0.0, 0.00617, 0.0, 0.03795, 0.00117425, 0.0,
+        0.00617625, 0.0, 0.034965, 0.0012025, 0.0, 0.00604625, 0.0, 0.03429428571, 0.00127,
+        0.0, 0.00569125, 0.0, 0.03921, 0.00119875, 0.0, 0.005825, 0.0, 0.035835, 0.00116675,
+        0.0, 0.0061525, 0.0, 0.03549428571, 0.0011585, 0.0, 0.00612375, 0.0, 0.03828,
+        0.0011765, 0.0, 0.00600625, 0.0, 0.03405, 0.0011665, 0.0, 0.00618125, 0.0, 0.0355125,
+        0.00118575, 0.0, 0.006025, 0.0, 0.0343725, 0.00121225, 0.0, 0.00557125, 0.0, 0.03491,
+        0.0012415, 0.0, 0.00623625, 0.0, 0.03630857143, 0.00110825, 0.0, 0.00608, 0.0, 0.03489,
+        0.00121925, 0.0, 0.0058525, 0.0, 0.036, 0.00121225, 0.0, 0.0062775, 0.0, 0.03477,
+        0.00111325, 0.0, 0.0058625, 0.0, 0.03547714286, 0.001215, 0.0, 0.00617875, 0.0,
+        0.03720857143, 0.0011875, 0.0, 0.00585375, 0.0, 0.03852, 0.00112825, 0.0};
+    static const int cap19[5] = {10,0,0,0,0};
+    static const double q10[10 * 6] = {
+        0.7037037037, 0.7037037037, 0.7685185185, 0.9764150943, 0.5648148148, 0.4166666667,
+        0.7592592593, 0.7592592593, 0.7685185185, 0.9234800839, 0.5648148148, 0.3611111111,
+        0.6481481481, 0.6481481481, 0.8240740741, 0.9764150943, 0.4537037037, 0.4722222222,
+        0.6481481481, 0.6481481481, 0.8240740741, 0.9748427673, 0.5092592593, 0.5277777778,
+        0.7592592593, 0.7592592593, 0.7685185185, 0.9790356394, 0.5092592593, 0.4166666667,
+        0.7037037037, 0.7037037037, 0.8240740741, 0.9139150943, 0.5648148148, 0.4166666667,
+        0.5925925926, 0.5925925926, 0.6574074074, 0.9778024417, 0.5092592593, 0.5277777778,
+        0.7037037037, 0.7037037037, 0.8796296296, 0.9778024417, 0.5092592593, 0.4722222222,
+        0.6481481481, 0.6481481481, 0.6018518519, 0.9234800839, 0.5092592593, 0.3055555556,
+        0.5925925926, 0.5925925926, 0.7685185185, 0.9234800839, 0.5092592593, 0.3611111111};
+    static const double c10[10 * 6] = {
+        0.0002005833333, 0.0002005833333, 0.0008713888889, 0.006871389365, 0.0, 0.0,
+        0.00021475, 0.00021475, 0.001028888889, 0.006208773585, 0.0, 0.0, 0.0001948333333,
+        0.0001948333333, 0.0009180555556, 0.00680593482, 0.0, 0.0, 0.0001918333333,
+        0.0001918333333, 0.0008238888889, 0.007084312668, 0.0, 0.0, 0.0001998333333,
+        0.0001998333333, 0.001048472222, 0.006073773585, 0.0, 0.0, 0.0001920833333,
+        0.0001920833333, 0.0009105555556, 0.006699571184, 0.0, 0.0, 0.0002150833333,
+        0.0002150833333, 0.0009547222222, 0.006549155045, 0.0, 0.0, 0.0002253333333,
+        0.0002253333333, 0.0009901388889, 0.00639002461, 0.0, 0.0, 0.0002126666667,
+        0.0002126666667, 0.0009476388889, 0.006183773585, 0.0, 0.0, 0.000226, 0.000226,
+        0.001065138889, 0.006018773585, 0.0, 0.0};
+    static const int cap10[6] = {7,5,3,2,0,6};
+    int a19[19], a10[10], e10[10];
+    struct lr__opt_problem p = {19, 5, q19, c19, cap19, 0.85, 0.0};
+    struct lr__opt_result r, e;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = a19;
+    assert_int_equal(lr__optimize_quality(&p, &r), 0);
+    assert_true(r.mean_quality >= 0.85 - 1e-9);
+    /* CBC's optimum of the same integer program: 0.12753275. */
+    assert_true(r.total_cost <= 0.12753275 * 1.0001);
+    p = (struct lr__opt_problem){10, 6, q10, c10, cap10, 0.0, 0.001};
+    memset(&r, 0, sizeof r);
+    r.assign = a10;
+    memset(&e, 0, sizeof e);
+    e.assign = e10;
+    assert_int_equal(lr__optimize_budget(&p, &r), 0);
+    assert_int_equal(lr__optimize_exact(&p, &e, 0), 0);
+    assert_true(r.total_cost <= 0.001 + 1e-12);
+    assert_true(r.mean_quality >= e.mean_quality - 1e-9);
+}
+
 static void capacities_below_query_count_are_infeasible_with_message(void **state)
 {
     double q[4 * 2] = {0.5, 0.6, 0.5, 0.6, 0.5, 0.6, 0.5, 0.6};
@@ -458,6 +530,21 @@ static void capacities_below_query_count_are_infeasible_with_message(void **stat
     p.budget = 100.0;
     assert_int_equal(lr__optimize_budget(&p, &r), LR_EINFEASIBLE);
     assert_non_null(strstr(r.message, "capacities sum to 3"));
+    /* In both forms: the least-cost placement the capacities hold (one on
+     * model 0, two on model 1), and the query left over on its cheapest
+     * candidate, model 0; not the better, dearer model 1. */
+    for (int form = 0; form < 2; form++) {
+        int on0 = 0;
+        memset(&r, 0, sizeof r);
+        r.assign = assign;
+        p.budget = 5.0;
+        assert_int_equal(form ? lr__optimize_quality(&p, &r) : lr__optimize_budget(&p, &r),
+                         LR_EINFEASIBLE);
+        for (i = 0; i < 4; i++)
+            on0 += assign[i] == 0;
+        assert_int_equal(on0, 2);
+        assert_true(fabs(r.total_cost - 6.0) < 1e-9);
+    }
 }
 
 static void candidate_sets_that_overfill_a_model_are_infeasible(void **state)
@@ -656,6 +743,7 @@ int main(void)
         cmocka_unit_test(budget_form_respects_capacities_within_one_percent_of_optimum),
         cmocka_unit_test(unreachable_alpha_returns_max_quality_within_capacities),
         cmocka_unit_test(capacities_below_query_count_are_infeasible_with_message),
+        cmocka_unit_test(small_batches_reach_the_optimum_the_cheapest_bound_missed),
         cmocka_unit_test(candidate_sets_that_overfill_a_model_are_infeasible),
         cmocka_unit_test(budget_below_cheapest_assignment_returns_the_cheapest),
         cmocka_unit_test(nan_cost_is_rejected_naming_the_cost),
