@@ -176,6 +176,10 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
     double d;
     errno = 0;
     d = strtod(s, &end);
+    /* An underflow (1e-400) is the nearest number, 0 or tiny, as a config
+     * file reads it; only an overflow is out of range. */
+    if (errno == ERANGE && fabs(d) < 1.0)
+        errno = 0;
     if (errno || end == s || *end || !isfinite(d) || d < lo || d > hi) {
         cli_error(cmd, "%s: expected a number from %g to %g, got '%s'", opt, lo, hi, s);
         return CLI_USAGE;

@@ -132,7 +132,13 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
             size_t c = (size_t)col_of[cd->index];
             quality[i * m + c] = isnan(cd->predicted_quality) ? 0.0 : cd->predicted_quality;
             cost[i * m + c] = cd->estimated_cost;
-            if (isnan(cd->estimated_cost)) {
+            /* A query with one candidate gets it, as a single route does,
+             * even with nothing to predict from: its unknown cost is left
+             * out of the batch's total (counted 0), as its unknown quality
+             * is counted 0. */
+            if (isnan(cd->estimated_cost) && ctx->n_cands == 1)
+                cost[i * m + c] = 0.0;
+            else if (isnan(cd->estimated_cost)) {
                 rc = lr__error_set(err, LR_EINVAL,
                                    "model '%s': no output length could be predicted",
                                    lr_config_model(cfg, (size_t)cd->index)->name);

@@ -374,6 +374,13 @@ sed -i 's/myhost.invalid/127.0.0.1/' "$TMP/listen.json"
 expect "check-config mock unknown key" 0 ": ok: " "models[0].mock.latency: unknown key, ignored" -- \
     "$BIN" check-config "$TMP/listen.json"
 
+# A batch query with one candidate gets it even over an empty store, as a
+# single route does (its unknown quality cannot certify alpha: exit 1, said).
+"$BIN" import --store "$TMP/empty-batch.db" >/dev/null 2>&1
+expect "batch, one candidate, empty store" 1 "gpt-4o" "alpha 0.7 cannot be met" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/empty-batch.db" --batch \
+    --models gpt-4o q1
+
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
