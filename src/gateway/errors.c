@@ -222,12 +222,25 @@ size_t gw_error_body(char *buf, size_t cap, int status, const char *message)
     return gw_error_format(buf, cap, message, gw_error_type(status), NULL, gw_error_code(status));
 }
 
+/* The code of the last error answer this thread sent (a string literal or
+ * gw_error_code()'s), for the log line of the request it answered. */
+static _Thread_local const char *last_code;
+
+const char *gw_error_sent(int clear)
+{
+    const char *c = last_code;
+    if (clear)
+        last_code = NULL;
+    return c;
+}
+
 void gw_send_error(struct hs_req *req, int status, const char *param, const char *code,
                    const char *fmt, ...)
 {
     char msg[768], body[1200];
     size_t n;
     va_list ap;
+    last_code = code ? code : gw_error_code(status);
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);

@@ -265,6 +265,7 @@ static void handle(struct hs_req *req, void *arg)
             return; /* it logs its own line when it finishes */
         }
         hs_resp_header(req, "x-request-id", id);
+        gw_error_sent(1);
         status = e->api(gw, req, id);
         if (status == 0)
             return; /* answered later; it logs its own line then */
@@ -282,7 +283,8 @@ static void handle(struct hs_req *req, void *arg)
         gw_send_error(req, 404, NULL, "unknown_url", "Unknown request URL: %s %s", method, path);
         status = 404;
     }
-    gw_log_answered(gw, id, method, path, status, NULL, t0);
+    /* An error answer's log line names its code, as the proxy's do. */
+    gw_log_answered(gw, id, method, path, status, status >= 400 ? gw_error_sent(1) : NULL, t0);
 }
 
 /* A request the HTTP server refused itself (broken HTTP, a head or body over

@@ -267,6 +267,9 @@ void gw_send_error(struct hs_req *req, int status, const char *param, const char
     __attribute__((format(printf, 5, 6)))
 #endif
     ;
+/* The code of the last error this thread answered with gw_send_error(), for
+ * the request's log line; clear != 0 forgets it. NULL when none since. */
+const char *gw_error_sent(int clear);
 
 /* ==== A query's vector from the remote embedder (embedq.c) ==== */
 

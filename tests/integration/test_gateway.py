@@ -672,6 +672,32 @@ def errors(gw_bin, fake_bin):
     check("the server's own refusals (400, 413, 431) carry x-request-id, are logged and counted",
           refusals_logged_and_counted)
 
+    def api_refusals_name_their_code():
+        # The gateway's own answers log the code their body gives, as the
+        # proxy's do: an unknown path, a wrong method, a /v1/route body with
+        # no queries, feedback to a gateway with no store.
+        cases = ((404, b"GET /nope HTTP/1.1\r\nHost: x\r\nx-request-id: it-404\r\n\r\n",
+                  "it-404", "unknown_url"),
+                 (405, b"GET /v1/feedback HTTP/1.1\r\nHost: x\r\nx-request-id: it-405\r\n\r\n",
+                  "it-405", "method_not_allowed"),
+                 (400, b"POST /v1/route HTTP/1.1\r\nHost: x\r\nx-request-id: it-rt\r\n"
+                       b"Authorization: Bearer gk-one\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                  "it-rt", None),
+                 (501, b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nx-request-id: it-fb\r\n"
+                       b"Authorization: Bearer gk-one\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                  "it-fb", None))
+        for status, data, rid, code in cases:
+            raw = raw_exchange(port, data)
+            assert status_of(raw) == status, raw[:200]
+            body = json.loads(raw.split(b"\r\n\r\n", 1)[1] or b"{}")
+            want = code or body["error"]["code"]
+            wait_for(lambda: any(l.get("id") == rid for l in gw.log_lines()), 5, rid)
+            lines = [l for l in gw.log_lines() if l.get("id") == rid]
+            assert len(lines) == 1 and lines[0].get("error") == want, (want, lines)
+    check("the gateway's own error answers log their code", api_refusals_name_their_code)
+
     def send_bytewise(data, timeout):
         """Send data a byte at a time, then read until the server closes: the
         response and whether it closed (not the socket timeout)."""
