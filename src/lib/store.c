@@ -1794,7 +1794,6 @@ static int rebuild(struct lr_store *st, enum rebuild_why why, int *changed, stru
  * starts again on what the path names now. */
 static int presence_take(struct lr_store *st, struct lr_error *err)
 {
-    st->pfd = -1;
     if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
         return 0;
     for (int attempt = 0; attempt < 16; attempt++) {
@@ -1804,9 +1803,6 @@ static int presence_take(struct lr_store *st, struct lr_error *err)
         st->made_file = fd >= 0;
         if (fd < 0 && (st->read_only || errno == EEXIST))
             fd = open(st->path, base);
-        if (fd < 0 && errno == EISDIR)
-            return fail(err, LR_ESTORE, 0, "cannot open history store '%s': it is a directory",
-                        st->path);
         if (fd < 0)
             return 0; /* SQLite's open names the problem */
         if (fstat(fd, &held) != 0) {
