@@ -35,8 +35,10 @@
  *     single moves and by pairs of moves (a saving paired with an upgrade or
  *     with a move that frees the capacity it needs), and the better is kept.
  *
- * The exact solver at the end is a plain depth-first branch and bound, for
- * tests on small instances.
+ *  4. Small batches get a depth-first branch and bound under a node budget,
+ *     pruned with the Lagrangian bounds of the multipliers found above
+ *     (with capacities, the flow's potentials as well). The same search
+ *     without a budget is the exact solver, for tests on small instances.
  *
  * Threads: no shared state; every call works on its own scratch memory.
  */
@@ -770,7 +772,13 @@ static void search_improve(struct search *s, int max_moves)
  * sum of the cheapest remaining choices and by the largest B still
  * reachable. Used by lr__optimize_exact, and by the optimizer to close the
  * gap on small batches where one query's choice is a large share of the
- * total, under a node budget. */
+ * total, under a node budget; there it also prunes with Lagrangian bounds
+ * (bb_set_lambda, and with capacities bb_set_caps, which also sets the
+ * order of the search). */
+
+/* Capped models whose being full the bounds follow; with more capped
+ * models, the BB_WATCH of smallest capacity. */
+#define BB_WATCH 6
 
 struct bb {
     const struct gen *g;
@@ -785,17 +793,67 @@ struct bb {
      * rest must still reach T. lambda 0: not used. */
     double lambda;
     double *lag_rest; /* n+1 */
+    /* Its capacity-aware form (bb_set_caps), mode 0: with multipliers
+     * mu_j >= 0 of the capacities as well, weak duality gives A_rest >=
+     * sum over order[k..] of min_j (a - lambda b + mu_j)
+     *   + lambda (T - tol_b - B) - sum_j mu_j (L_j - load_j),
+     * and a model already full is no candidate for the rest at all. So the
+     * sums over the rest are kept per set of full watched models: block
+     * rest[set] holds four suffix sums over candidates outside the set,
+     * of min (a - lambda b + mu), min (a - lambda b), min a and max b,
+     * computed the first time a node has that set of full models.
+     * rest NULL: not used. */
+    double *mu;            /* m */
+    size_t n_watch;
+    int watch[BB_WATCH];   /* the capped models watched */
+    double *rest;          /* (1 << n_watch) blocks of 4 (n+1) */
+    unsigned char *ready;  /* 1 << n_watch: block computed */
     int *cur, *best, *load;
     double best_a, best_b;
-    int found;
+    int found, improved; /* improved: a leaf replaced the incumbent */
     int max_b_mode; /* 0: min A s.t. B >= T; 1: max B, then min A */
     long nodes, max_nodes; /* max_nodes 0: no limit */
 };
 
+/* The block of suffix sums for the set of full watched models, computed on
+ * first use. */
+static const double *bb_rest(struct bb *s, unsigned set)
+{
+    const struct gen *g = s->g;
+    size_t n = g->n, m = g->m, k, j, w;
+    double *r = s->rest + (size_t)set * 4 * (n + 1);
+    if (s->ready[set])
+        return r;
+    r[n] = r[2 * (n + 1) - 1] = r[3 * (n + 1) - 1] = r[4 * (n + 1) - 1] = 0.0;
+    for (k = n; k-- > 0;) {
+        size_t i = s->order[k];
+        double lag_mu = INFINITY, lag = INFINITY, lo = INFINITY, hi = -INFINITY;
+        for (j = 0; j < m; j++) {
+            double a = g->a[i * m + j], b = g->b[i * m + j];
+            int out = 0;
+            for (w = 0; w < s->n_watch; w++)
+                if ((set >> w & 1u) && s->watch[w] == (int)j)
+                    out = 1;
+            if (!CAND(g, i, j) || out)
+                continue;
+            lag_mu = fmin(lag_mu, a - s->lambda * b + s->mu[j]);
+            lag = fmin(lag, a - s->lambda * b);
+            lo = fmin(lo, a);
+            hi = fmax(hi, b);
+        }
+        r[k] = r[k + 1] + lag_mu;
+        r[(n + 1) + k] = r[(n + 1) + k + 1] + lag;
+        r[2 * (n + 1) + k] = r[2 * (n + 1) + k + 1] + lo;
+        r[3 * (n + 1) + k] = r[3 * (n + 1) + k + 1] + hi;
+    }
+    s->ready[set] = 1;
+    return r;
+}
+
 static void bb_visit(struct bb *s, size_t k, double A, double B)
 {
     const struct gen *g = s->g;
-    size_t m = g->m, i, c;
+    size_t n = g->n, m = g->m, i, c;
     double tie = g->tol_b * 1e-3;
 
     if (s->max_nodes > 0 && s->nodes >= s->max_nodes)
@@ -810,13 +868,35 @@ static void bb_visit(struct bb *s, size_t k, double A, double B)
                      (B >= s->best_b - tie && A < s->best_a);
         if (better) {
             s->found = 1;
+            s->improved = 1;
             s->best_a = A;
             s->best_b = B;
             memcpy(s->best, s->cur, g->n * sizeof *s->best);
         }
         return;
     }
-    if (!s->max_b_mode) {
+    if (!s->max_b_mode && s->rest != NULL) {
+        unsigned set = 0;
+        size_t w, j;
+        double room = 0.0, need = g->target - g->tol_b - B;
+        const double *r;
+        for (w = 0; w < s->n_watch; w++)
+            if (s->load[s->watch[w]] >= g->cap[s->watch[w]])
+                set |= 1u << w;
+        for (j = 0; j < m; j++)
+            if (s->mu[j] > 0.0)
+                room += s->mu[j] * (double)(g->cap[j] - s->load[j]);
+        r = bb_rest(s, set);
+        if (B + r[3 * (n + 1) + k] < g->target - g->tol_b)
+            return;
+        if (s->found) {
+            double lb = A + r[2 * (n + 1) + k];
+            lb = fmax(lb, A + r[(n + 1) + k] + s->lambda * need);
+            lb = fmax(lb, A + r[k] + s->lambda * need - room);
+            if (lb >= s->best_a)
+                return;
+        }
+    } else if (!s->max_b_mode) {
         if (s->found) {
             double lb = A + s->min_a_rest[k];
             if (s->lambda > 0.0)
@@ -845,6 +925,20 @@ static void bb_visit(struct bb *s, size_t k, double A, double B)
     }
 }
 
+/* The order of query i's children: best first, cheapest first, or, with
+ * capacity multipliers, least reduced cost first, so that the first descent
+ * follows the relaxation's own choices. */
+static double bb_child_key(const struct bb *s, size_t i, size_t j)
+{
+    const struct gen *g = s->g;
+    size_t k = i * g->m + j;
+    if (s->max_b_mode)
+        return -g->b[k];
+    if (s->rest != NULL)
+        return g->a[k] - s->lambda * g->b[k] + s->mu[j];
+    return g->a[k];
+}
+
 /* Order each query's children for the mode: cheapest first, or best first. */
 static void bb_order_children(struct bb *s)
 {
@@ -861,11 +955,10 @@ static void bb_order_children(struct bb *s)
             size_t x, y;
             for (x = 1; x < c; x++) {
                 int v = s->children[i * m + x];
-                double kv = s->max_b_mode ? -g->b[i * m + (size_t)v] : g->a[i * m + (size_t)v];
+                double kv = bb_child_key(s, i, (size_t)v);
                 for (y = x; y > 0; y--) {
                     int u = s->children[i * m + y - 1];
-                    double ku =
-                        s->max_b_mode ? -g->b[i * m + (size_t)u] : g->a[i * m + (size_t)u];
+                    double ku = bb_child_key(s, i, (size_t)u);
                     if (ku <= kv)
                         break;
                     s->children[i * m + y] = u;
@@ -883,6 +976,9 @@ static void bb_free(struct bb *s)
     free(s->min_a_rest);
     free(s->max_b_rest);
     free(s->lag_rest);
+    free(s->mu);
+    free(s->rest);
+    free(s->ready);
     free(s->cur);
     free(s->best);
     free(s->load);
@@ -963,6 +1059,120 @@ static void bb_set_lambda(struct bb *s, double lambda)
     }
 }
 
+/* Use the capacity-aware bound (see struct bb) with the multiplier of
+ * bb_set_lambda and capacity multipliers taken from asg, an optimal
+ * assignment of the relaxation min sum (a - lambda b) under capacities
+ * (flow_eval's): mu_j is the least cost of making room in model j by a
+ * chain of moves ending in a model with room, 0 for a model with room.
+ * These are the potentials of that flow, so at the root the bound equals
+ * the relaxation's optimum. Any mu >= 0 keeps the bound valid, so rounding
+ * is only clamped. Nothing to do without capacities. */
+static int bb_set_caps(struct bb *s, const int *asg)
+{
+    const struct gen *g = s->g;
+    size_t n = g->n, m = g->m, i, j, a, b, k, sets;
+    double *edge, *key = NULL;
+    int *load;
+
+    if (!g->capped)
+        return 0;
+    s->mu = calloc(m, sizeof *s->mu);
+    edge = malloc(m * m * sizeof *edge);
+    load = calloc(m, sizeof *load);
+    if (s->mu == NULL || edge == NULL || load == NULL)
+        goto nomem;
+    for (k = 0; k < m * m; k++)
+        edge[k] = INFINITY;
+    for (i = 0; i < n; i++) {
+        size_t at = (size_t)asg[i];
+        double w_at = g->a[i * m + at] - s->lambda * g->b[i * m + at];
+        load[at]++;
+        for (b = 0; b < m; b++)
+            if (b != at && CAND(g, i, b))
+                edge[at * m + b] = fmin(edge[at * m + b],
+                                        g->a[i * m + b] - s->lambda * g->b[i * m + b] - w_at);
+    }
+    for (j = 0; j < m; j++)
+        s->mu[j] = load[j] >= g->cap[j] ? INFINITY : 0.0;
+    for (k = 0; k < m; k++) {
+        int changed = 0;
+        for (a = 0; a < m; a++)
+            for (b = 0; b < m; b++)
+                if (load[a] >= g->cap[a] && edge[a * m + b] + s->mu[b] < s->mu[a]) {
+                    s->mu[a] = edge[a * m + b] + s->mu[b];
+                    changed = 1;
+                }
+        if (!changed)
+            break;
+    }
+    for (j = 0; j < m; j++)
+        if (!(s->mu[j] > 0.0) || s->mu[j] == INFINITY)
+            s->mu[j] = 0.0;
+
+    /* Branch first on the queries whose choice the relaxation is surest
+     * of (the largest regret: second least reduced cost minus the least):
+     * leaving their choice costs most, so the bound prunes such branches
+     * near the root, and the near ties, where the integral optimum departs
+     * from the relaxation, are settled deep in the tree where the bound is
+     * tightest. Measured on capacity-tight batches, this order leaves far
+     * fewer searches out of nodes than the order by spread of A. */
+    key = malloc(n * sizeof *key);
+    if (key == NULL)
+        goto nomem;
+    for (i = 0; i < n; i++) {
+        double b1 = INFINITY, b2 = INFINITY;
+        for (j = 0; j < m; j++) {
+            double v;
+            if (!CAND(g, i, j))
+                continue;
+            v = g->a[i * m + j] - s->lambda * g->b[i * m + j] + s->mu[j];
+            if (v < b1) {
+                b2 = b1;
+                b1 = v;
+            } else if (v < b2) {
+                b2 = v;
+            }
+        }
+        key[i] = b2 == INFINITY ? INFINITY : b2 - b1; /* one candidate: no choice */
+    }
+    for (i = 1; i < n; i++) {
+        size_t v = s->order[i];
+        for (k = i; k > 0 && key[s->order[k - 1]] < key[v]; k--)
+            s->order[k] = s->order[k - 1];
+        s->order[k] = v;
+    }
+    free(key);
+    key = NULL;
+
+    /* Watch the capped models of smallest capacity. */
+    s->n_watch = 0;
+    for (j = 0; j < m; j++) {
+        size_t w;
+        if ((size_t)g->cap[j] >= n)
+            continue;
+        if (s->n_watch < BB_WATCH)
+            s->n_watch++;
+        else if (g->cap[j] >= g->cap[s->watch[BB_WATCH - 1]])
+            continue;
+        for (w = s->n_watch - 1; w > 0 && g->cap[s->watch[w - 1]] > g->cap[j]; w--)
+            s->watch[w] = s->watch[w - 1];
+        s->watch[w] = (int)j;
+    }
+    sets = (size_t)1 << s->n_watch;
+    s->rest = malloc(sets * 4 * (n + 1) * sizeof *s->rest);
+    s->ready = calloc(sets, 1);
+    if (s->rest == NULL || s->ready == NULL)
+        goto nomem;
+    free(edge);
+    free(load);
+    return 0;
+nomem:
+    free(key);
+    free(edge);
+    free(load);
+    return LR_ENOMEM;
+}
+
 /* Search in the given mode. With an incumbent (mode 0 only) the search
  * looks only for strictly better assignments. */
 static void bb_run(struct bb *s, int max_b_mode, const int *incumbent, double incumbent_a)
@@ -971,6 +1181,7 @@ static void bb_run(struct bb *s, int max_b_mode, const int *incumbent, double in
     s->found = 0;
     s->best_a = INFINITY;
     s->best_b = -INFINITY;
+    s->improved = 0;
     s->nodes = 0;
     if (incumbent != NULL) {
         s->found = 1;
@@ -1154,10 +1365,20 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
             goto out;
         s.max_nodes = LR__OPT_POLISH_NODES;
         bb_set_lambda(&s, lambda);
+        if (g->capped) {
+            /* The relaxation's optimum at lambda gives the capacity
+             * multipliers. */
+            if ((rc = flow_eval(&f, 1.0, s.lambda, &A, &B)) != 0 ||
+                (rc = bb_set_caps(&s, f.asg)) != 0) {
+                bb_free(&s);
+                goto out;
+            }
+        }
         bb_run(&s, 0, out, A_hi);
-        memcpy(out, s.best, n * sizeof *out);
-        gen_sums(g, out, &A_hi, &B_hi);
+        if (s.improved)
+            memcpy(out, s.best, n * sizeof *out);
         ans->iterations += (int)s.nodes;
+        gen_sums(g, out, &A_hi, &B_hi);
         bb_free(&s);
     }
     ans->status = GEN_OPTIMAL;
