@@ -713,6 +713,7 @@ static void search_improve(struct search *s, int max_moves)
                     continue;
                 mv.query = (int)i;
                 mv.to = (int)j;
+                mv.key = 0.0;
                 mv.dA = g->a[i * m + j] - g->a[i * m + from];
                 mv.dB = g->b[i * m + j] - g->b[i * m + from];
                 room = s->load[j] < g->cap[j];
