@@ -15,8 +15,8 @@ from .core import (BatchResult, Candidate, Config, Decision, ImportReport, Model
                    Store, config_from_llm_configs, estimate_tokens)
 from .embed import OpenAIEmbedder, openai_embedder
 from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
-                     IOFailure, OutOfMemory, ParseError, StoreBusy, StoreError, StrategyError,
-                     TooBig, UnknownModel)
+                     InvalidType, IOFailure, OutOfMemory, ParseError, StoreBusy, StoreError,
+                     StrategyError, TooBig, UnknownModel)
 from .routing import QueryStore, RouterStrategy, SequentialRouting, SmartRouting
 
 __version__ = "0.1.0"
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", "Config",
            "Store", "Router", "Decision", "Candidate", "BatchResult", "ImportReport",
            "ModelInfo", "config_from_llm_configs", "estimate_tokens", "library_path",
-           "LibraryNotFound", "Error", "InvalidInput", "UnknownModel", "ParseError",
-           "ConfigError", "EmptyInput", "StrategyError", "TooBig", "Infeasible", "StoreError",
-           "StoreBusy", "IOFailure", "OutOfMemory", "EmbedError", "OpenAIEmbedder",
+           "LibraryNotFound", "Error", "InvalidInput", "InvalidType", "UnknownModel",
+           "ParseError", "ConfigError", "EmptyInput", "StrategyError", "TooBig", "Infeasible",
+           "StoreError", "StoreBusy", "IOFailure", "OutOfMemory", "EmbedError", "OpenAIEmbedder",
            "openai_embedder"]

@@ -30,7 +30,8 @@ from ctypes import POINTER, byref, c_char_p, c_float, c_int, c_long, c_void_p, c
 from . import _lib
 from . import embed as _embed
 from ._lib import api
-from .errors import EmbedError, EmptyInput, Error, InvalidInput, UnknownModel, raise_for
+from .errors import (EmbedError, EmptyInput, Error, InvalidInput, InvalidType, UnknownModel,
+                     raise_for)
 
 __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
            "ImportReport", "ModelInfo", "config_from_llm_configs"]
@@ -38,21 +39,47 @@ __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
 NAN = float("nan")
 
 
-def _b(s):
-    """A str as UTF-8 bytes for a char * argument (None stays NULL). A NUL
-    inside would end the C string early (a model name "a\\0b" would route
-    as "a"), so one raises InvalidInput."""
+def _wrong_type(what, expected, x):
+    """InvalidType for an argument of the wrong Python type: `what` names
+    the method and the argument ("Store.add: query")."""
+    return InvalidType("%s: expected %s, got %s" % (what, expected, type(x).__name__),
+                       code=_lib.LR_EINVAL)
+
+
+def _got(x):
+    """A value of the wrong kind as a message shows it: its type, and the
+    value itself when short ("str 'yes'", "float 1.5", "None")."""
+    if x is None:
+        return "None"
+    r = repr(x)
+    return "%s %s" % (type(x).__name__, r if len(r) <= 40 else r[:37] + "...")
+
+
+def _b(s, what):
+    """A str as UTF-8 bytes for a char * argument (None stays NULL); `what`
+    names the method and argument for a message. A NUL inside would end the
+    C string early (a model name "a\\0b" would route as "a"), so one raises
+    InvalidInput."""
     if s is None:
         return None
     if isinstance(s, str):
         s = s.encode("utf-8")
     elif not isinstance(s, bytes):
-        raise TypeError("expected a str, got %s" % type(s).__name__)
+        raise _wrong_type(what, "a str", s)
     if b"\0" in s:
-        raise InvalidInput("%r: a NUL byte inside a string would cut it short in C"
-                           % (s[:40] + (b"..." if len(s) > 40 else b"")).decode(
-                               "utf-8", "replace"), code=_lib.LR_EINVAL)
+        raise InvalidInput("%s: %r: a NUL byte inside a string would cut it short in C"
+                           % (what, (s[:40] + (b"..." if len(s) > 40 else b"")).decode(
+                               "utf-8", "replace")), code=_lib.LR_EINVAL)
     return s
+
+
+def _path(p, what):
+    """A file path (a str, bytes or os.PathLike) as bytes for C."""
+    try:
+        p = os.fspath(p)
+    except TypeError:
+        raise _wrong_type(what, "a path (a str or os.PathLike)", p) from None
+    return _b(p, what)
 
 
 def _s(b):
@@ -73,7 +100,7 @@ def _figure(x, what, rule):
     is no number at all (float() of "yes") is refused naming the field."""
     if isinstance(x, numbers.Real):  # bool is an int: True is 1; numpy's scalars too
         return float(x)
-    raise InvalidInput("%s: expected %s, got %r" % (what, rule, x), code=_lib.LR_EINVAL)
+    raise InvalidType("%s: expected %s, got %s" % (what, rule, _got(x)), code=_lib.LR_EINVAL)
 
 
 _CORRECT = "a boolean or a number in [0,1]"
@@ -86,29 +113,31 @@ _LONG_MAX = 2 ** (8 * sizeof(c_long) - 1) - 1
 def _whole(x, what, lo, hi):
     """x as a Python int in [lo, hi] for a C integer field. ctypes stores an
     int too large for the field modulo its size without a word, so a value
-    out of range, or one that is not a whole number, raises InvalidInput."""
+    out of range, or one that is not a whole number, raises InvalidInput
+    (InvalidType for one that is no number at all)."""
     try:
         v = operator.index(x)
     except TypeError:
         if isinstance(x, float) and x.is_integer():
             v = int(x)
         else:
-            raise InvalidInput("%s: expected a whole number, got %r" % (what, x),
-                               code=_lib.LR_EINVAL) from None
+            cls = InvalidInput if isinstance(x, numbers.Real) else InvalidType
+            raise cls("%s: expected a whole number, got %s" % (what, _got(x)),
+                      code=_lib.LR_EINVAL) from None
     if not lo <= v <= hi:
         raise InvalidInput("%s: expected a whole number from %d to %d, got %d"
                            % (what, lo, hi, v), code=_lib.LR_EINVAL)
     return v
 
 
-def _key_ttl(x):
+def _key_ttl(x, what):
     """A key time-to-live in seconds for lr_store_set_key_ttl: a whole
     number from 0 to LR_STORE_MAX_KEY_TTL; True and False are refused, not
     taken for 1 and 0."""
     if isinstance(x, bool):
-        raise InvalidInput("key_ttl_s: expected a whole number of seconds, got %r" % (x,),
-                           code=_lib.LR_EINVAL)
-    return _whole(x, "key_ttl_s", 0, _lib.LR_STORE_MAX_KEY_TTL)
+        raise InvalidType("%s: expected a whole number of seconds, got %s" % (what, _got(x)),
+                          code=_lib.LR_EINVAL)
+    return _whole(x, what, 0, _lib.LR_STORE_MAX_KEY_TTL)
 
 
 def _tokens(x, what):
@@ -121,9 +150,9 @@ def _number(x, what):
     so it is refused rather than passed on."""
     try:
         v = float(x)
-    except (TypeError, ValueError):
-        raise InvalidInput("%s: expected a number, got %r" % (what, x),
-                           code=_lib.LR_EINVAL) from None
+    except (TypeError, ValueError):  # no number at all, or a str that spells none
+        raise InvalidType("%s: expected a number, got %s" % (what, _got(x)),
+                          code=_lib.LR_EINVAL) from None
     if v != v:
         raise InvalidInput("%s: expected a number, got NaN" % what, code=_lib.LR_EINVAL)
     return v
@@ -183,8 +212,9 @@ def config_from_llm_configs(llm_configs, router=None):
     base_url is set. `router` is the "router" object, or None.
     """
     if isinstance(llm_configs, (str, bytes, Mapping)) or not _iterable(llm_configs):
-        raise InvalidInput("llm_configs: expected a list of model configurations, got %s"
-                           % type(llm_configs).__name__, code=_lib.LR_EINVAL)
+        raise _wrong_type("llm_configs", "a list of model configurations", llm_configs)
+    if router is not None and not isinstance(router, Mapping):
+        raise _wrong_type("config_from_llm_configs: router", "a dict or None", router)
     models = []
     for i, c in enumerate(llm_configs):
         if isinstance(c, str):
@@ -315,9 +345,8 @@ class Config(_Handle):
         elif isinstance(doc, (str, bytes)):
             text = doc
         else:
-            raise InvalidInput("configuration: expected a dict or JSON text, got %s"
-                               % type(doc).__name__, code=_lib.LR_EINVAL)
-        data = _b(text)
+            raise _wrong_type("Config: doc", "a dict or JSON text", doc)
+        data = _b(text, "Config: doc")
         h = c_void_p()
         err = _lib.lr_error()
         rc = api.lr_config_load_string(data, len(data), byref(h), byref(err))
@@ -331,7 +360,8 @@ class Config(_Handle):
         self = cls.__new__(cls)
         h = c_void_p()
         err = _lib.lr_error()
-        rc = api.lr_config_load_file(_b(os.fspath(path)), byref(h), byref(err))
+        rc = api.lr_config_load_file(_path(path, "Config.from_file: path"), byref(h),
+                                     byref(err))
         raise_for(rc, err, "lr_config_load_file")
         self._h = h
         self.json = None
@@ -353,7 +383,9 @@ class Config(_Handle):
 
     def index(self, name):
         """The config index of model `name`; UnknownModel (a ValueError) if none."""
-        i = api.lr_config_model_index(self.handle, _b(name))
+        if not isinstance(name, (str, bytes)):
+            raise _wrong_type("Config.index: name", "a str", name)
+        i = api.lr_config_model_index(self.handle, _b(name, "Config.index: name"))
         if i < 0:
             # lr_config_model_index() has no lr_error: the message is the
             # router's wording for the same fault.
@@ -432,8 +464,8 @@ def _store_embedder(embedder, embed):
     if embed is None:
         return embedder
     if not callable(embed):
-        raise TypeError("embed: expected a callable (a list of str -> one vector per text), "
-                        "not %s" % type(embed).__name__)
+        raise _wrong_type("Store: embed", "a callable (a list of str -> one vector per text)",
+                          embed)
     own = getattr(embed, "embedder_id", None)
     if embedder is None:
         embedder = own
@@ -443,7 +475,7 @@ def _store_embedder(embedder, embed):
                            "store records so that it is never mixed with another model's "
                            "vectors", code=_lib.LR_EINVAL)
     if not isinstance(embedder, str):
-        raise TypeError("embedder: expected a str or None, not %s" % type(embedder).__name__)
+        raise _wrong_type("Store: embedder", "a str or None", embedder)
     if embedder == "tfidf-v1":
         raise InvalidInput("embedder: 'tfidf-v1' is the built-in embedder, which takes no "
                            "embed function: give the id of embed's model instead, or no embed",
@@ -469,7 +501,7 @@ def _check_new_embedder(path, embedder, embed=None):
     if embedder is None:
         return
     if not isinstance(embedder, str):
-        raise TypeError("embedder: expected a str or None, not %s" % type(embedder).__name__)
+        raise _wrong_type("Store: embedder", "a str or None", embedder)
     if embed is not None:
         if embedder and embedder != "tfidf-v1" and "\0" not in embedder:
             return
@@ -515,15 +547,17 @@ class Store(_Handle):
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
                  dense_dim=0, key_ttl_s=None, embed=None):
+        cpath = _path(path, "Store: path")
         embedder = _store_embedder(embedder, embed)
         _check_new_embedder(path, embedder, embed)
-        opts = _lib.lr_store_options(_b(embedder), _whole(dense_dim, "dense_dim", 0, _INT_MAX),
+        opts = _lib.lr_store_options(_b(embedder, "Store: embedder"),
+                                     _whole(dense_dim, "Store: dense_dim", 0, _INT_MAX),
                                      1 if read_only else 0,
-                                     _whole(max_records, "max_records", 0, 2 ** 63 - 1))
-        ttl = None if key_ttl_s is None else _key_ttl(key_ttl_s)
+                                     _whole(max_records, "Store: max_records", 0, 2 ** 63 - 1))
+        ttl = None if key_ttl_s is None else _key_ttl(key_ttl_s, "Store: key_ttl_s")
         h = c_void_p()
         err = _lib.lr_error()
-        rc = api.lr_store_open(_b(os.fspath(path)), byref(opts), byref(h), byref(err))
+        rc = api.lr_store_open(cpath, byref(opts), byref(h), byref(err))
         raise_for(rc, err, "lr_store_open")
         self._h = h
         self.path = os.fspath(path)
@@ -543,7 +577,8 @@ class Store(_Handle):
     @key_ttl_s.setter
     def key_ttl_s(self, seconds):
         err = _lib.lr_error()
-        rc = api.lr_store_set_key_ttl(self.handle, _key_ttl(seconds), byref(err))
+        rc = api.lr_store_set_key_ttl(self.handle, _key_ttl(seconds, "Store.key_ttl_s"),
+                                      byref(err))
         raise_for(rc, err, "lr_store_set_key_ttl")
 
     @property
@@ -603,7 +638,8 @@ class Store(_Handle):
                                    % (what, type(query).__name__), code=_lib.LR_EINVAL)
             flat, dim = _embed.checked(embed, [query], self.dim)
         else:
-            flat, dim = _embed.checked(lambda texts: [embedding], [query], self.dim, "embedding")
+            flat, dim = _embed.checked(lambda texts: [embedding], [query], self.dim,
+                                       what + ": embedding")
         return _float_ptr(flat, 0, dim), dim, flat
 
     def import_file(self, path, split=None, strict=True):
@@ -611,7 +647,8 @@ class Store(_Handle):
         file, all or nothing. Returns an ImportReport. A dense store embeds
         every kept record's query through its embed function, in batches;
         a fault there raises EmbedError and imports nothing."""
-        opts = _lib.lr_import_options(_b(split), 1 if strict else 0)
+        cpath = _path(path, "Store.import_file: path")
+        opts = _lib.lr_import_options(_b(split, "Store.import_file: split"), 1 if strict else 0)
         cb = None
         h = self.handle
         embed = self._need_embed("import")
@@ -629,8 +666,7 @@ class Store(_Handle):
             opts.embed_dim = dim
         rep = _lib.lr_import_report()
         err = _lib.lr_error()
-        rc = api.lr_store_import_file(h, _b(os.fspath(path)), byref(opts), byref(rep),
-                                      byref(err))
+        rc = api.lr_store_import_file(h, cpath, byref(opts), byref(rep), byref(err))
         if rc < 0 and cb is not None:
             cb.reraise(err.message.decode("utf-8", "replace"))
         raise_for(rc, err, "lr_store_import_file")
@@ -643,16 +679,16 @@ class Store(_Handle):
         "output_token_length"}]) through the same all-or-nothing import as a
         file, so the store's statistics are rebuilt once for the lot."""
         if isinstance(records, (str, bytes, Mapping)) or not _iterable(records):
-            raise InvalidInput("records: expected a list of records (dicts), got %s"
-                               % type(records).__name__, code=_lib.LR_EINVAL)
+            raise _wrong_type("Store.import_records: records", "a list of records (dicts)",
+                              records)
+        _b(split, "Store.import_records: split")
         records = list(records)
         for i, rec in enumerate(records):
             # Checked here: a record that is no dict is the caller's mistake,
             # not bad data for the library to skip.
             if not isinstance(rec, Mapping):
-                raise InvalidInput("records[%d]: expected a record (a dict with \"query\", "
-                                   "\"input_token_length\", \"outputs\"), got %s"
-                                   % (i, type(rec).__name__), code=_lib.LR_EINVAL)
+                raise _wrong_type("Store.import_records: records[%d]" % i, "a record (a dict "
+                                  "with \"query\", \"input_token_length\", \"outputs\")", rec)
         try:
             text = json.dumps(records, allow_nan=False)
         except (TypeError, ValueError) as e:
@@ -683,29 +719,32 @@ class Store(_Handle):
         output_tokens) tuples or AIOS outcome dicts. Durable when it returns.
         A dense store embeds the query through its embed function, or takes
         the given embedding (a sequence of numbers of the store's dimension)."""
+        where = "Store.add"
+        qb = _b(query, where + ": query")
         if isinstance(outcomes, (str, bytes, Mapping)) or not _iterable(outcomes):
-            raise InvalidInput("outcomes: expected a list of (model, correctness, "
-                               "output_tokens) tuples or outcome dicts, got %s"
-                               % type(outcomes).__name__, code=_lib.LR_EINVAL)
+            raise _wrong_type(where + ": outcomes", "a list of (model, correctness, "
+                              "output_tokens) tuples or outcome dicts", outcomes)
         outs = []
         for i, o in enumerate(outcomes):
             if isinstance(o, Mapping):
                 o = (o.get("model_name", o.get("model")), o.get("correctness"),
                      o.get("output_token_length", o.get("output_tokens")))
             if not isinstance(o, (tuple, list)) or len(o) != 3:
-                raise InvalidInput("outcomes[%d]: expected (model, correctness, output_tokens) "
-                                   "or an outcome dict, got %r" % (i, o), code=_lib.LR_EINVAL)
+                cls = InvalidInput if isinstance(o, (tuple, list)) else InvalidType
+                raise cls("%s: outcomes[%d]: expected (model, correctness, output_tokens) or "
+                          "an outcome dict, got %s" % (where, i, _got(o)), code=_lib.LR_EINVAL)
             model, correct, out_tokens = o
             # None is passed on as NaN: the library names the missing field.
             correct = NAN if correct is None else _figure(
-                correct, "outcomes[%d].correctness" % i, _CORRECT)
+                correct, "%s: outcomes[%d].correctness" % (where, i), _CORRECT)
             out_tokens = NAN if out_tokens is None else _figure(
-                out_tokens, "outcomes[%d].output_tokens" % i, "a number")
-            outs.append(_lib.lr_outcome(_b(model), correct, out_tokens))
+                out_tokens, "%s: outcomes[%d].output_tokens" % (where, i), "a number")
+            outs.append(_lib.lr_outcome(_b(model, "%s: outcomes[%d].model" % (where, i)),
+                                        correct, out_tokens))
         arr = (_lib.lr_outcome * max(1, len(outs)))(*outs)
-        rec = _lib.lr_record(_b(query), _tokens(input_tokens, "input_tokens"),
-                             _b(task), arr, len(outs))
-        vec, dim, keep = self._vector(query, embedding, "add")
+        rec = _lib.lr_record(qb, _tokens(input_tokens, where + ": input_tokens"),
+                             _b(task, where + ": task"), arr, len(outs))
+        vec, dim, keep = self._vector(query, embedding, where)
         err = _lib.lr_error()
         rc = api.lr_store_add(self.handle, byref(rec), vec, dim, byref(err))
         del keep
@@ -721,27 +760,29 @@ class Store(_Handle):
         key_ttl_s (24 hours unless set): later, the same key records again.
         A dense store embeds the query through its embed function, or takes
         the given embedding."""
+        where = "Store.add_outcome"
         err = _lib.lr_error()
-        correctness = _figure(correctness, "correctness", _CORRECT)
-        output_tokens = _figure(output_tokens, "output_tokens", "a number")
+        qb = _b(query, where + ": query")
+        mb = _b(model, where + ": model")
+        correctness = _figure(correctness, where + ": correctness", _CORRECT)
+        output_tokens = _figure(output_tokens, where + ": output_tokens", "a number")
         if idempotency_key is not None and not isinstance(idempotency_key, str):
-            raise TypeError("idempotency_key: expected a str, not %s"
-                            % type(idempotency_key).__name__)
-        tokens = _tokens(input_tokens, "input_tokens")
-        vec, dim, keep = self._vector(query, embedding, "add_outcome")
+            raise _wrong_type(where + ": idempotency_key", "a str or None", idempotency_key)
+        tokens = _tokens(input_tokens, where + ": input_tokens")
+        vec, dim, keep = self._vector(query, embedding, where)
         if idempotency_key is None:
             if vec is None:
-                rc = api.lr_store_add_outcome(self.handle, _b(query), tokens, _b(model),
-                                              correctness, output_tokens, byref(err))
+                rc = api.lr_store_add_outcome(self.handle, qb, tokens, mb, correctness,
+                                              output_tokens, byref(err))
             else:
-                rc = api.lr_store_add_outcome_vec(self.handle, _b(query), tokens, _b(model),
-                                                  correctness, output_tokens, vec, dim,
-                                                  byref(err))
+                rc = api.lr_store_add_outcome_vec(self.handle, qb, tokens, mb, correctness,
+                                                  output_tokens, vec, dim, byref(err))
             raise_for(rc, err, "lr_store_add_outcome")
             return True
         dup = c_int(0)
-        rc = api.lr_store_add_outcome_keyed(self.handle, _b(idempotency_key), _b(query),
-                                            tokens, _b(model), correctness, output_tokens,
+        rc = api.lr_store_add_outcome_keyed(self.handle,
+                                            _b(idempotency_key, where + ": idempotency_key"),
+                                            qb, tokens, mb, correctness, output_tokens,
                                             vec, dim, byref(dup), byref(err))
         del keep
         raise_for(rc, err, "lr_store_add_outcome_keyed")
@@ -864,11 +905,15 @@ class Router(_Handle):
     def __init__(self, config, strategy=None, store=None, performance_requirement=None,
                  n_similar=None, predictor=None, embed=None):
         if not isinstance(config, Config):
+            if not isinstance(config, (Mapping, str, bytes)):
+                raise _wrong_type("Router: config", "a Config, a dict or JSON text", config)
             config = Config(config)
+        if store is not None and not isinstance(store, Store):
+            raise _wrong_type("Router: store", "a Store or None", store)
         if embed is not None:
             if not callable(embed):
-                raise TypeError("embed: expected a callable (a list of str -> one vector per "
-                                "text), not %s" % type(embed).__name__)
+                raise _wrong_type("Router: embed", "a callable (a list of str -> one vector "
+                                  "per text)", embed)
             if store is None or not store.dense:
                 raise InvalidInput("embed: gives the vectors of a dense store's queries, but "
                                    "the router has %s" % (
@@ -877,13 +922,13 @@ class Router(_Handle):
                                        % store.embedder), code=_lib.LR_EINVAL)
         opts = _lib.lr_router_options()
         api.lr_router_options_init(byref(opts))
-        opts.strategy = _b(strategy)
+        opts.strategy = _b(strategy, "Router: strategy")
         if performance_requirement is not None:
             opts.performance_requirement = _number(performance_requirement,
-                                                   "performance_requirement")
+                                                   "Router: performance_requirement")
         if n_similar is not None:
-            opts.n_similar = _whole(n_similar, "n_similar", 1, _INT_MAX)
-        opts.predictor = _b(predictor)
+            opts.n_similar = _whole(n_similar, "Router: n_similar", 1, _INT_MAX)
+        opts.predictor = _b(predictor, "Router: predictor")
         # The C router keeps both pointers: borrowed until close() gives them back.
         borrowed = [config]
         config_h = config._borrow()
@@ -941,8 +986,9 @@ class Router(_Handle):
 
     # -- candidates --
 
-    def _candidates(self, models):
-        """(char ** array, count) for a list of names; (None, 0) for all."""
+    def _candidates(self, models, where):
+        """(char ** array, count) for a list of names; (None, 0) for all.
+        `where` names the method for a message ("Router.route")."""
         if models is None:
             return None, 0
         if isinstance(models, (str, bytes)):
@@ -950,8 +996,7 @@ class Router(_Handle):
         try:
             key = tuple(models)
         except TypeError:
-            raise InvalidInput("models: expected a list of model names, got %s"
-                               % type(models).__name__, code=_lib.LR_EINVAL) from None
+            raise _wrong_type(where + ": models", "a list of model names", models) from None
         try:
             hit = self._cands.get(key)
         except TypeError:  # an entry that is no name: refused below
@@ -963,9 +1008,10 @@ class Router(_Handle):
                              code=_lib.LR_EEMPTY)
         for i, m in enumerate(key):
             if not isinstance(m, (str, bytes)):
-                raise InvalidInput("models[%d]: expected a model name, got %r" % (i, m),
-                                   code=_lib.LR_EINVAL)
-        arr = (c_char_p * len(key))(*[_b(m) for m in key])
+                raise InvalidType("%s: models[%d]: expected a model name, got %s"
+                                  % (where, i, _got(m)), code=_lib.LR_EINVAL)
+        arr = (c_char_p * len(key))(*[_b(m, "%s: models[%d]" % (where, i))
+                                      for i, m in enumerate(key)])
         hit = (arr, len(key))
         if len(self._cands) >= _CANDS_CACHE_MAX:
             self._cands.clear()
@@ -991,18 +1037,20 @@ class Router(_Handle):
         ranking. Unknown names raise UnknownModel (a ValueError). Over a
         dense store the query is embedded (see the class), or `embedding`
         is its vector."""
+        where = "Router.route"
         h = self._handle()
         s = self._scratch
         req, dec, err = s.req, s.dec, s.err
-        req.models, req.n_models = self._candidates(models)
-        req.query = _b(query)
-        flat = self._vectors([query], None if embedding is None else [embedding])
+        req.models, req.n_models = self._candidates(models, where)
+        req.query = _b(query, where + ": query")
+        flat = self._vectors([query], None if embedding is None else [embedding], where,
+                             where + ": embedding")
         if flat is not None:
             req.embedding, req.embedding_dim = _float_ptr(flat[0], 0, flat[1]), flat[1]
-        req.input_tokens = _tokens(input_tokens, "input_tokens")
+        req.input_tokens = _tokens(input_tokens, where + ": input_tokens")
         req.performance_requirement = (NAN if performance_requirement is None else
                                        _number(performance_requirement,
-                                               "performance_requirement"))
+                                               where + ": performance_requirement"))
         buf = None
         if ranking:
             n = req.n_models or len(self._names)
@@ -1036,7 +1084,7 @@ class Router(_Handle):
         except TypeError:  # not a list of names: _candidates() says what is wrong
             key, req = models, None
         if req is None:
-            arr, k = self._candidates(key)
+            arr, k = self._candidates(key, "Router.route_index")
             req = _lib.lr_request()
             api.lr_request_init(byref(req))
             req.models, req.n_models = arr, k
@@ -1074,8 +1122,9 @@ class Router(_Handle):
         result has feasible=False, the best reachable assignment and the
         library's explanation in `message`.
         """
-        decs, bufs, rep, rc, err = self._batch(queries, models, input_tokens, n, mode, alpha,
-                                               budget, capacities, ranking, embeddings)
+        decs, bufs, rep, rc, err = self._batch("Router.route_batch", queries, models,
+                                               input_tokens, n, mode, alpha, budget, capacities,
+                                               ranking, embeddings)
         out = [self._decision(decs[i], bufs[i] if bufs else None) for i in range(len(decs))]
         message = _s(rep.message) or (_s(err.message) if rc < 0 else "")
         return BatchResult(out, bool(rep.feasible) and rc == 0, rep.mean_quality,
@@ -1085,22 +1134,26 @@ class Router(_Handle):
                       embeddings=None):
         """Each request routed on its own, as route_batch(mode="per_query"),
         returning only the chosen config indices (no Decision objects)."""
-        decs, _, _, _, _ = self._batch(queries, models, input_tokens, n, "per_query", None,
-                                       None, None, False, embeddings)
+        decs, _, _, _, _ = self._batch("Router.route_indices", queries, models, input_tokens,
+                                       n, "per_query", None, None, None, False, embeddings)
         return _indices(decs)
 
-    def _vectors(self, queries, embeddings):
+    def _vectors(self, queries, embeddings, where, name):
         """(flat array('f'), dim, row of each query or None) for requests over
         a dense store, from `embeddings` or one call of the router's embed
         for the queries that have text; None when no vector is needed (no
-        dense store, or an empty one, which the library reports as empty)."""
+        dense store, or an empty one, which the library reports as empty).
+        `where` names the method, `name` the vectors' argument in messages."""
         if embeddings is not None:
+            if isinstance(embeddings, (str, bytes, Mapping)) or not _iterable(embeddings):
+                raise EmbedError("%s: expected a list of vectors, got %s"
+                                 % (name, type(embeddings).__name__), code=_lib.LR_EINVAL)
             embeddings = list(embeddings)
             if len(embeddings) != len(queries):
-                raise EmbedError("embeddings: %d vectors for %d queries"
-                                 % (len(embeddings), len(queries)), code=_lib.LR_EINVAL)
+                raise EmbedError("%s: %d vectors for %d queries"
+                                 % (name, len(embeddings), len(queries)), code=_lib.LR_EINVAL)
             dim = self.store.dim if self.store is not None else 0
-            flat, dim = _embed.checked(lambda texts: embeddings, queries, dim, "embeddings")
+            flat, dim = _embed.checked(lambda texts: embeddings, queries, dim, name)
             return flat, dim, list(range(len(queries)))
         embed = self.embed
         if embed is None:
@@ -1114,49 +1167,69 @@ class Router(_Handle):
         if dim == 0:
             return None
         rows, texts = [], []
-        for q in queries:
+        for i, q in enumerate(queries):
             if q is None:
                 rows.append(None)
             else:
                 rows.append(len(texts))
-                texts.append(q if isinstance(q, str) else _s(_b(q)))
+                texts.append(q if isinstance(q, str) else _s(_b(q, "%s: queries[%d]"
+                                                                % (where, i))))
         if not texts:
             return None
         flat, dim = _embed.checked(embed, texts, dim)
         return flat, dim, rows
 
-    def _batch(self, queries, models, input_tokens, n, mode, alpha, budget, capacities,
+    def _batch(self, where, queries, models, input_tokens, n, mode, alpha, budget, capacities,
                ranking, embeddings=None):
+        """The C call of route_batch() and route_indices(); `where` names
+        the method for messages."""
         h = self._handle()
         if queries is None:
             if n is None:
-                raise InvalidInput("route_batch: give the queries or their number n",
+                raise InvalidInput("%s: give the queries or their number n" % where,
                                    code=_lib.LR_EINVAL)
-            queries = [None] * _whole(n, "n", 0, 2 ** 31)
+            queries = [None] * _whole(n, where + ": n", 0, 2 ** 31)
         else:
+            if isinstance(queries, (str, bytes, Mapping)) or not _iterable(queries):
+                raise _wrong_type(where + ": queries", "a list of query texts (str or None)",
+                                  queries)
             queries = list(queries)
-            if n is not None and _whole(n, "n", 0, 2 ** 63) != len(queries):
-                raise InvalidInput("route_batch: n is %d but %d queries are given"
-                                   % (n, len(queries)), code=_lib.LR_EINVAL)
+            if n is not None and _whole(n, where + ": n", 0, 2 ** 63) != len(queries):
+                raise InvalidInput("%s: n is %d but %d queries are given"
+                                   % (where, n, len(queries)), code=_lib.LR_EINVAL)
         count = len(queries)
         if count == 0:
             raise EmptyInput("the batch has no queries", code=_lib.LR_EEMPTY)
         if input_tokens is not None:
+            if isinstance(input_tokens, (str, bytes, Mapping)) or not _iterable(input_tokens):
+                raise _wrong_type(where + ": input_tokens", "one count per query (a list) or "
+                                  "None", input_tokens)
             input_tokens = list(input_tokens)
             if len(input_tokens) != count:
-                raise InvalidInput("input_tokens: %d counts for %d queries"
-                                   % (len(input_tokens), count), code=_lib.LR_EINVAL)
+                raise InvalidInput("%s: input_tokens: %d counts for %d queries"
+                                   % (where, len(input_tokens), count), code=_lib.LR_EINVAL)
+        if models is not None and not isinstance(models, (str, bytes, list, tuple)):
+            if isinstance(models, Mapping) or not _iterable(models):
+                raise _wrong_type(where + ": models", "a list of model names, a list of such "
+                                  "lists (one per query) or None", models)
+            models = list(models)
         per_query = (models is not None and not isinstance(models, (str, bytes))
                      and len(models) > 0 and isinstance(models[0], (list, tuple)))
         if per_query and len(models) != count:
-            raise InvalidInput("models: %d candidate lists for %d queries"
-                               % (len(models), count), code=_lib.LR_EINVAL)
+            raise InvalidInput("%s: models: %d candidate lists for %d queries"
+                               % (where, len(models), count), code=_lib.LR_EINVAL)
+        if not isinstance(mode, str):
+            raise _wrong_type(where + ": mode", "one of %s" % ", ".join(_BATCH_MODES), mode)
         if mode not in _BATCH_MODES:
-            raise InvalidInput("mode: expected one of %s, got %r"
-                               % (", ".join(_BATCH_MODES), mode), code=_lib.LR_EINVAL)
+            raise InvalidInput("%s: mode: expected one of %s, got %r"
+                               % (where, ", ".join(_BATCH_MODES), mode), code=_lib.LR_EINVAL)
+        if capacities is not None and not isinstance(capacities, Mapping) and (
+                isinstance(capacities, (str, bytes)) or not _iterable(capacities)):
+            raise _wrong_type(where + ": capacities", "a dict of model name -> cap, one cap "
+                              "per configured model (a list) or None", capacities)
 
-        vecs = self._vectors(queries, embeddings)
-        reqs, keep = self._requests(queries, models, input_tokens, per_query, vecs)
+        vecs = self._vectors(queries, embeddings, where, where + ": embeddings")
+        reqs, keep = self._requests(where, queries, models, input_tokens, per_query, vecs)
         decs = (_lib.lr_decision * count)()
         bufs = None
         if ranking:
@@ -1172,12 +1245,12 @@ class Router(_Handle):
         api.lr_batch_options_init(byref(opts))
         opts.mode = _BATCH_MODES[mode]
         if alpha is not None:
-            opts.alpha = _number(alpha, "alpha")
+            opts.alpha = _number(alpha, where + ": alpha")
         if budget is not None:
-            opts.budget = _number(budget, "budget")
+            opts.budget = _number(budget, where + ": budget")
         caps = None
         if capacities is not None:
-            caps = self._capacities(capacities)
+            caps = self._capacities(capacities, where)
             opts.capacities = caps
         rep = _lib.lr_batch_report()
         err = _lib.lr_error()
@@ -1188,13 +1261,13 @@ class Router(_Handle):
         del keep, caps  # the C call is done with them
         return decs, bufs, rep, rc, err
 
-    def _requests(self, queries, models, input_tokens, per_query, vecs=None):
+    def _requests(self, where, queries, models, input_tokens, per_query, vecs=None):
         """The lr_request array for a batch, and the objects it points into."""
         count = len(queries)
         if (not per_query and input_tokens is None and vecs is None
                 and queries.count(None) == count):
             # Identical requests (sequential): one struct, copied in C.
-            arr, k = self._candidates(models)
+            arr, k = self._candidates(models, where)
             one = _lib.lr_request()
             api.lr_request_init(byref(one))
             one.models, one.n_models = arr, k
@@ -1202,19 +1275,19 @@ class Router(_Handle):
             return reqs, arr
         reqs = (_lib.lr_request * count)()
         keep = []
-        shared = None if per_query else self._candidates(models)
+        shared = None if per_query else self._candidates(models, where)
         for i in range(count):
             r = reqs[i]
             api.lr_request_init(byref(r))
-            arr, k = self._candidates(models[i]) if per_query else shared
+            arr, k = self._candidates(models[i], where) if per_query else shared
             r.models, r.n_models = arr, k
             q = queries[i]
             if q is not None:
-                qb = _b(q)
+                qb = _b(q, "%s: queries[%d]" % (where, i))
                 keep.append(qb)
                 r.query = qb
             if input_tokens is not None:
-                r.input_tokens = _tokens(input_tokens[i], "input_tokens[%d]" % i)
+                r.input_tokens = _tokens(input_tokens[i], "%s: input_tokens[%d]" % (where, i))
             if vecs is not None and vecs[2][i] is not None:
                 r.embedding = _float_ptr(vecs[0], vecs[2][i], vecs[1])
                 r.embedding_dim = vecs[1]
@@ -1222,7 +1295,7 @@ class Router(_Handle):
             keep.append(vecs[0])
         return reqs, keep
 
-    def _capacities(self, capacities):
+    def _capacities(self, capacities, where):
         n = len(self._names)
         caps = (c_int * n)()
         if isinstance(capacities, Mapping):
@@ -1230,15 +1303,18 @@ class Router(_Handle):
             for i in range(n):
                 caps[i] = self.config.models[i].capacity
             for name, cap in capacities.items():
-                caps[self.config.index(name)] = _whole(cap, "capacities[%r]" % (name,),
-                                                       -_INT_MAX - 1, _INT_MAX)
+                if not isinstance(name, (str, bytes)):
+                    raise InvalidType("%s: capacities: expected model names as keys, got %s"
+                                      % (where, _got(name)), code=_lib.LR_EINVAL)
+                caps[self.config.index(name)] = _whole(cap, "%s: capacities[%r]"
+                                                       % (where, name), -_INT_MAX - 1, _INT_MAX)
         else:
             capacities = list(capacities)
             if len(capacities) != n:
-                raise InvalidInput("capacities: %d values for %d configured models"
-                                   % (len(capacities), n), code=_lib.LR_EINVAL)
+                raise InvalidInput("%s: capacities: %d values for %d configured models"
+                                   % (where, len(capacities), n), code=_lib.LR_EINVAL)
             for i, cap in enumerate(capacities):
-                caps[i] = 0 if cap is None else _whole(cap, "capacities[%d]" % i,
+                caps[i] = 0 if cap is None else _whole(cap, "%s: capacities[%d]" % (where, i),
                                                        -_INT_MAX - 1, _INT_MAX)
         return caps
 
@@ -1249,6 +1325,6 @@ def estimate_tokens(text):
     if text is None:
         return 0
     if not isinstance(text, (str, bytes)):
-        raise TypeError("expected a str, got %s" % type(text).__name__)
+        raise _wrong_type("estimate_tokens: text", "a str", text)
     b = text.encode("utf-8") if isinstance(text, str) else text
     return api.lr_estimate_tokens(b, len(b))

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from ctypes import c_float, memmove, sizeof
 
 from . import _lib
-from .errors import EmbedError
+from .errors import EmbedError, InvalidType
 
 __all__ = ["OpenAIEmbedder", "openai_embedder"]
 
@@ -324,7 +324,14 @@ class OpenAIEmbedder:
         return "OpenAIEmbedder(%r, %r)" % (self.base_url, self.model)
 
     def __call__(self, texts):
+        if isinstance(texts, (str, bytes, Mapping)) or not hasattr(texts, "__iter__"):
+            raise InvalidType("OpenAIEmbedder: texts: expected a list of str, got %s"
+                              % type(texts).__name__, code=_lib.LR_EINVAL)
         texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidType("OpenAIEmbedder: texts[%d]: expected a str, got %s"
+                                  % (i, type(t).__name__), code=_lib.LR_EINVAL)
         out = []
         for i in range(0, len(texts), self.batch_size):
             out.extend(self._batch(texts[i:i + self.batch_size]))

@@ -3,11 +3,13 @@
 Every exception raised for a failed C call carries the library's own message
 (struct lr_error's `message`, e.g. "unknown model 'gpt-5'") as its text, plus
 `code` (the negative LR_E* value), `line` (1-based line of a file, or 0) and
-`c_name` (the function that failed). Bad input of any kind is a ValueError.
+`c_name` (the function that failed). Bad input of any kind is a ValueError;
+an argument of the wrong Python type is InvalidType, which is also a
+TypeError.
 """
 from . import _lib
 
-__all__ = ["Error", "InvalidInput", "UnknownModel", "ParseError", "ConfigError",
+__all__ = ["Error", "InvalidInput", "InvalidType", "UnknownModel", "ParseError", "ConfigError",
            "EmptyInput", "StoreError", "StoreBusy", "Infeasible", "StrategyError", "TooBig",
            "IOFailure", "OutOfMemory", "EmbedError", "raise_for"]
 
@@ -25,6 +27,14 @@ class Error(Exception):
 
 class InvalidInput(Error, ValueError):
     """LR_EINVAL: an invalid argument or malformed input."""
+
+
+class InvalidType(InvalidInput, TypeError):
+    """An argument of the wrong Python type (a number where a str belongs).
+    An InvalidInput like every other bad argument, and a TypeError as well,
+    as Python's own functions raise for one, so both `except` clauses catch
+    it. The message names the method, the argument and the type received:
+    "Store.add: query: expected a str, got int"."""
 
 
 class UnknownModel(InvalidInput):

@@ -23,8 +23,9 @@ request's candidates, smart routing over an empty store and (with the
 built-in embedder) a query without text raise InvalidInput or EmptyInput;
 with predictor="aios", a tie on the highest quality when no candidate
 meets the requirement goes to the cheapest (AIOS's argmax: the first).
-Arguments of the wrong type raise InvalidInput naming them; a generator
-serves as selected_llms, queries or input_token_lengths as its list does.
+Arguments of the wrong type raise InvalidType (an InvalidInput, and a
+TypeError) naming them; a generator serves as selected_llms, queries or
+input_token_lengths as its list does.
 
 Threads: every method may be called from several threads at once.
 """
@@ -37,7 +38,7 @@ from collections.abc import Mapping
 from . import _lib
 from .core import Config, Router, Store, _iterable, config_from_llm_configs
 from .embed import OpenAIEmbedder
-from .errors import EmptyInput, Infeasible, InvalidInput
+from .errors import EmptyInput, Infeasible, InvalidInput, InvalidType
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -54,6 +55,11 @@ def _bad(msg):
     return InvalidInput(msg, code=_lib.LR_EINVAL)
 
 
+def _bad_type(msg):
+    """An argument of the wrong Python type: InvalidType, also a TypeError."""
+    return InvalidType(msg, code=_lib.LR_EINVAL)
+
+
 def _name_of(llm, where):
     """The model name of a selected_llms entry: a dict with "name", an object
     with a .name (AIOS's LLMConfig), or a plain name."""
@@ -64,7 +70,8 @@ def _name_of(llm, where):
     else:
         name = getattr(llm, "name", None)
     if not isinstance(name, str):
-        raise _bad("%s: expected a model name (a dict with \"name\"), got %r" % (where, llm))
+        raise _bad_type("%s: expected a model name (a dict with \"name\"), got %r"
+                        % (where, llm))
     return name
 
 
@@ -78,9 +85,9 @@ def _selection(selected):
         return list(selected)
     if isinstance(getattr(selected, "name", None), str):
         return [selected]
-    raise _bad("selected_llms: expected a list of models (names, or dicts with \"name\"), "
-               "a list of such lists (one per query), or None for every configured model; "
-               "got %s" % type(selected).__name__)
+    raise _bad_type("selected_llms: expected a list of models (names, or dicts with \"name\"), "
+                    "a list of such lists (one per query), or None for every configured model; "
+                    "got %s" % type(selected).__name__)
 
 
 def _is_per_query(selected):
@@ -135,13 +142,13 @@ def _query_text(q, i):
                 if isinstance(content, list):  # content parts
                     content = "\n".join(_part_texts(content, i))
                 if content is not None and not isinstance(content, str):
-                    raise _bad("queries[%d]: the last user message's content: expected a "
-                               "string or a list of content parts, got %s"
-                               % (i, type(content).__name__))
+                    raise _bad_type("queries[%d]: the last user message's content: expected a "
+                                    "string or a list of content parts, got %s"
+                                    % (i, type(content).__name__))
                 return (content or "").strip()
         return ""
-    raise _bad("queries[%d]: expected a string or a list of chat messages, got %s"
-               % (i, type(q).__name__))
+    raise _bad_type("queries[%d]: expected a string or a list of chat messages, got %s"
+                    % (i, type(q).__name__))
 
 
 def _part_texts(parts, i):
@@ -151,9 +158,9 @@ def _part_texts(parts, i):
         if isinstance(p, Mapping) and p.get("type") == "text":
             t = p.get("text", "")
             if not isinstance(t, str):
-                raise _bad("queries[%d]: the last user message's content[%d]: \"text\" is %s; "
-                           "expected a string" % (i, j, "None" if t is None
-                                                  else "a " + type(t).__name__))
+                raise _bad_type("queries[%d]: the last user message's content[%d]: \"text\" "
+                                "is %s; expected a string"
+                                % (i, j, "None" if t is None else "a " + type(t).__name__))
             texts.append(t)
     return texts
 
@@ -177,8 +184,8 @@ def _n_picks(n_queries):
         pass
     if _iterable(n_queries):  # the queries as a generator, as SmartRouting takes them
         return sum(1 for _ in n_queries)
-    raise _bad("n_queries: expected a count or a list of queries, got %s"
-               % type(n_queries).__name__)
+    raise _bad_type("n_queries: expected a count or a list of queries, got %s"
+                    % type(n_queries).__name__)
 
 
 class SequentialRouting:
@@ -257,8 +264,14 @@ class QueryStore:
         if split not in self.SPLITS:
             raise _bad("split: expected one of %s, got %r" % (", ".join(self.SPLITS), split))
         if isinstance(data, (str, bytes, Mapping)) or not _iterable(data):
-            raise _bad("data: expected a list of records (dicts), got %s" % type(data).__name__)
+            raise _bad_type("data: expected a list of records (dicts), got %s"
+                            % type(data).__name__)
         data = list(data)
+        for i, rec in enumerate(data):
+            if not isinstance(rec, Mapping):
+                raise _bad_type("data[%d]: expected a record (a dict with \"query\", "
+                                "\"input_token_length\", \"outputs\"), got %s"
+                                % (i, type(rec).__name__))
         if split != "train":
             with self._lock:
                 self.held_out[split].extend(data)
@@ -342,8 +355,8 @@ class SmartRouting:
             if embed is not None:
                 raise _bad("give embed (a function) or embedding (a server for one), not both")
             if not isinstance(embedding, Mapping):
-                raise _bad("embedding: expected an object like {\"base_url\": ..., "
-                           "\"model\": ...}, got %s" % type(embedding).__name__)
+                raise _bad_type("embedding: expected an object like {\"base_url\": ..., "
+                                "\"model\": ...}, got %s" % type(embedding).__name__)
             router["embedding"] = dict(embedding)
         self.config = Config(config_from_llm_configs(llm_configs, router))
         if embedding is not None:
@@ -357,7 +370,7 @@ class SmartRouting:
         self._lock = threading.Lock()
         self._current = None
         if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):
-            raise TypeError("bootstrap_url: expected a path to a local file, got %s"
+            raise _bad_type("bootstrap_url: expected a path to a local file, got %s"
                             % type(bootstrap_url).__name__)
         if bootstrap_url and self.store.count() == 0:
             path = os.fspath(bootstrap_url)
@@ -394,8 +407,8 @@ class SmartRouting:
         if isinstance(queries, str):
             queries = [queries]
         elif isinstance(queries, (bytes, bytearray)) or not _iterable(queries):
-            raise _bad("queries: expected a list of queries (strings or chat message lists), "
-                       "got %s" % type(queries).__name__)
+            raise _bad_type("queries: expected a list of queries (strings or chat message "
+                            "lists), got %s" % type(queries).__name__)
         texts = [_query_text(q, i) for i, q in enumerate(queries)]
         if not texts:
             raise EmptyInput("queries is empty", code=_lib.LR_EEMPTY)
@@ -404,8 +417,9 @@ class SmartRouting:
                 input_token_lengths = [input_token_lengths]
             elif (isinstance(input_token_lengths, (str, bytes, bytearray, Mapping))
                   or not _iterable(input_token_lengths)):
-                raise _bad("input_token_lengths: expected one count per query (a list), or "
-                           "None to estimate them, got %s" % type(input_token_lengths).__name__)
+                raise _bad_type("input_token_lengths: expected one count per query (a list), "
+                                "or None to estimate them, got %s"
+                                % type(input_token_lengths).__name__)
             input_token_lengths = list(input_token_lengths)
             if len(input_token_lengths) != len(texts):
                 raise _bad("Number of queries must match number of input token lengths "

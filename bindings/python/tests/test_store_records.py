@@ -67,14 +67,15 @@ class AddRulesTest(unittest.TestCase):
 
     def test_values_that_are_no_numbers_name_their_field(self):
         # float() said only "could not convert string to float: 'yes'".
-        self.refused("outcomes[1].correctness: expected a boolean or a number in [0,1], "
-                     "got 'yes'", self.store.add, "q", [("a", 1, 3), ("b", "yes", 3)])
-        self.refused("outcomes[0].output_tokens: expected a number, got 'ten'",
+        self.refused("Store.add: outcomes[1].correctness: expected a boolean or a number in "
+                     "[0,1], got str 'yes'", self.store.add, "q", [("a", 1, 3), ("b", "yes", 3)])
+        self.refused("Store.add: outcomes[0].output_tokens: expected a number, got str 'ten'",
                      self.store.add, "q", [{"model_name": "a", "correctness": 1,
                                             "output_token_length": "ten"}])
         self.refused("outcomes[0]: expected (model, correctness, output_tokens) or an "
-                     "outcome dict, got ('a', 1)", self.store.add, "q", [("a", 1)])
-        self.refused("correctness: expected a boolean or a number in [0,1], got 'x'",
+                     "outcome dict, got tuple ('a', 1)", self.store.add, "q", [("a", 1)])
+        self.refused("Store.add_outcome: correctness: expected a boolean or a number in "
+                     "[0,1], got str 'x'",
                      self.store.add_outcome, "q", "a", "x", 3)
         self.refused("output_tokens: expected a number, got None",
                      self.store.add_outcome, "q", "a", 1, None, idempotency_key="k1")

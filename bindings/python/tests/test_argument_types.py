@@ -1,0 +1,191 @@
+"""An argument of the wrong Python type, given to any public method or
+constructor, raises InvalidType: an InvalidInput, as the AIOS classes raise,
+and a TypeError, as these methods raised before. The message names the
+method, the argument and the type received."""
+import os
+import tempfile
+import unittest
+
+import support  # noqa: F401  (puts the package on the path)
+from support import MODELS
+
+import llmroute
+from llmroute import Config, Router, Store
+
+
+class WrongTypeTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.data = os.path.join(self.dir.name, "data.json")
+        with open(self.data, "w") as f:
+            f.write("[]")
+        self.cfg = Config({"models": MODELS})
+        self.store = Store()
+        self.router = Router(self.cfg, strategy="sequential")
+
+    def tearDown(self):
+        self.router.close()
+        self.store.close()
+        self.cfg.close()
+        self.dir.cleanup()
+
+    def refused(self, where, got, fn, *args, **kw):
+        """fn(*args, **kw) raises InvalidType naming `where` ("Store.add:
+        query") and the type received (`got`, e.g. "got int")."""
+        with self.assertRaises(llmroute.InvalidType) as cm:
+            fn(*args, **kw)
+        e = cm.exception
+        self.assertIsInstance(e, llmroute.InvalidInput)
+        self.assertIsInstance(e, TypeError)
+        self.assertIsInstance(e, ValueError)
+        self.assertEqual(e.code, -1)
+        self.assertTrue(str(e).startswith(where + ": "), str(e))
+        self.assertIn(got, str(e))
+        return e
+
+    def test_config(self):
+        self.refused("Config: doc", "got int", Config, 5)
+        self.refused("Config.from_file: path", "got int", Config.from_file, 5)
+        self.refused("Config.index: name", "got int", self.cfg.index, 5)
+        self.refused("Config.index: name", "got NoneType", self.cfg.index, None)
+        self.refused("llm_configs", "got int", llmroute.config_from_llm_configs, 5)
+        self.refused("config_from_llm_configs: router", "got int",
+                     llmroute.config_from_llm_configs, MODELS, router=5)
+
+    def test_store_constructor(self):
+        self.refused("Store: path", "got int", Store, 5)
+        self.refused("Store: embedder", "got int", Store, embedder=5)
+        self.refused("Store: embed", "got int", Store, embedder="mini", embed=5)
+        self.refused("Store: dense_dim", "got str '4'", Store, dense_dim="4")
+        self.refused("Store: max_records", "got str '9'", Store, max_records="9")
+        self.refused("Store: key_ttl_s", "got str '60'", Store, key_ttl_s="60")
+
+    def test_store_methods(self):
+        s = self.store
+        with self.assertRaises(llmroute.InvalidType) as cm:
+            s.key_ttl_s = "60"
+        self.assertIn("Store.key_ttl_s: expected a whole number, got str '60'",
+                      str(cm.exception))
+        self.refused("Store.import_file: path", "got int", s.import_file, 5)
+        self.refused("Store.import_file: split", "got int", s.import_file, self.data, split=5)
+        self.refused("Store.import_records: records", "got int", s.import_records, 5)
+        self.refused("Store.import_records: records[1]", "got int", s.import_records,
+                     [{"query": "q"}, 5])
+        self.refused("Store.import_records: split", "got int", s.import_records, [], split=5)
+        ok = [("a", 1, 3)]
+        self.refused("Store.add: query", "got int", s.add, 5, ok)
+        self.refused("Store.add: outcomes", "got int", s.add, "q", 5)
+        self.refused("Store.add: outcomes[0]", "got int", s.add, "q", [5])
+        self.refused("Store.add: outcomes[0].model", "got int", s.add, "q", [(5, 1, 3)])
+        self.refused("Store.add: outcomes[0].correctness", "got str", s.add, "q",
+                     [("a", "yes", 3)])
+        self.refused("Store.add: outcomes[0].output_tokens", "got str", s.add, "q",
+                     [("a", 1, "ten")])
+        self.refused("Store.add: input_tokens", "got str", s.add, "q", ok, input_tokens="3")
+        self.refused("Store.add: task", "got int", s.add, "q", ok, task=5)
+        self.refused("Store.add_outcome: query", "got int", s.add_outcome, 5, "a", 1, 3)
+        self.refused("Store.add_outcome: model", "got int", s.add_outcome, "q", 5, 1, 3)
+        self.refused("Store.add_outcome: correctness", "got str", s.add_outcome, "q", "a",
+                     "x", 3)
+        self.refused("Store.add_outcome: output_tokens", "got list", s.add_outcome, "q", "a",
+                     1, [3])
+        self.refused("Store.add_outcome: input_tokens", "got str", s.add_outcome, "q", "a", 1,
+                     3, input_tokens="3")
+        self.refused("Store.add_outcome: idempotency_key", "got int", s.add_outcome, "q", "a",
+                     1, 3, idempotency_key=7)
+        self.assertEqual(len(s), 0)
+
+    def test_a_vector_of_the_wrong_type_is_an_embed_error_naming_the_method(self):
+        # Vectors given as arguments are checked as those an embed returns.
+        dense = Store(embedder="mini", embed=lambda texts: [[1.0, 0.5]] * len(texts))
+        try:
+            with self.assertRaises(llmroute.EmbedError) as cm:
+                dense.add("q", [("a", 1, 3)], embedding=5)
+            self.assertIn("Store.add: embedding: vector 0: expected a sequence of numbers, "
+                          "got int", str(cm.exception))
+            with self.assertRaises(llmroute.EmbedError) as cm:
+                dense.add_outcome("q", "a", 1, 3, embedding="v")
+            self.assertIn("Store.add_outcome: embedding:", str(cm.exception))
+            dense.add("q", [("a", 1, 3)])
+            r = Router(self.cfg, strategy="smart", store=dense)
+            with self.assertRaises(llmroute.EmbedError) as cm:
+                r.route(query="q", embedding=5)
+            self.assertIn("Router.route: embedding: vector 0:", str(cm.exception))
+            with self.assertRaises(llmroute.EmbedError) as cm:
+                r.route_batch(["q"], embeddings=5)
+            self.assertIn("Router.route_batch: embeddings: expected a list of vectors, got int",
+                          str(cm.exception))
+            r.close()
+        finally:
+            dense.close()
+
+    def test_router_constructor(self):
+        self.refused("Router: config", "got int", Router, 5)
+        self.refused("Router: strategy", "got int", Router, self.cfg, strategy=5)
+        self.refused("Router: store", "got str", Router, self.cfg, store="h.db")
+        self.refused("Router: performance_requirement", "got str 'high'", Router, self.cfg,
+                     performance_requirement="high")
+        self.refused("Router: n_similar", "got str", Router, self.cfg, n_similar="4")
+        self.refused("Router: predictor", "got int", Router, self.cfg, predictor=5)
+        self.refused("Router: embed", "got int", Router, self.cfg, store=self.store, embed=5)
+
+    def test_route(self):
+        r = self.router
+        self.refused("Router.route: models", "got int", r.route, 5)
+        self.refused("Router.route: models[1]", "got int", r.route, ["a", 5])
+        self.refused("Router.route: query", "got int", r.route, query=5)
+        self.refused("Router.route: input_tokens", "got str", r.route, input_tokens="3")
+        self.refused("Router.route: performance_requirement", "got list", r.route,
+                     performance_requirement=[1])
+        self.refused("Router.route_index: models", "got int", r.route_index, 5)
+        self.refused("Router.route_index: models[0]", "got int", r.route_index, [5])
+
+    def test_route_batch(self):
+        for name in ("route_batch", "route_indices"):
+            fn = getattr(self.router, name)
+            where = "Router." + name
+            self.refused(where + ": queries", "got int", fn, 5)
+            self.refused(where + ": queries[1]", "got int", fn, ["q", 5])
+            self.refused(where + ": models", "got int", fn, ["q"], models=5)
+            self.refused(where + ": models[0]", "got int", fn, ["q"], models=[5])
+            self.refused(where + ": input_tokens", "got int", fn, ["q"], input_tokens=5)
+            self.refused(where + ": input_tokens[0]", "got str", fn, ["q"], input_tokens=["3"])
+            self.refused(where + ": n", "got str", fn, n="2")
+        fn = self.router.route_batch
+        where = "Router.route_batch"
+        self.refused(where + ": mode", "got int", fn, ["q"], mode=5)
+        self.refused(where + ": alpha", "got str", fn, ["q"], mode="quality", alpha="x")
+        self.refused(where + ": budget", "got list", fn, ["q"], mode="budget", budget=[1])
+        self.refused(where + ": capacities", "got int", fn, ["q"], capacities=5)
+        self.refused(where + ": capacities", "got int", fn, ["q"], capacities={5: 1})
+        self.refused(where + ": capacities[0]", "got str", fn, ["q"], capacities=["x", 1, 1])
+        self.refused(where + ": capacities['a']", "got str", fn, ["q"], capacities={"a": "x"})
+
+    def test_functions_and_the_embedder(self):
+        self.refused("estimate_tokens: text", "got int", llmroute.estimate_tokens, 5)
+        e = llmroute.openai_embedder("http://127.0.0.1:9/v1", "m")
+        self.refused("OpenAIEmbedder: texts", "got int", e, 5)
+        self.refused("OpenAIEmbedder: texts[0]", "got int", e, [5])
+
+    def test_the_aios_classes_raise_the_same_class(self):
+        seq = llmroute.SequentialRouting(MODELS)
+        self.refused("selected_llms", "got int", seq.get_model_idxs, 5)
+        self.refused("selected_llms[0]", "got 5", seq.get_model_idxs, [5, "a"])
+        self.refused("n_queries", "got object", seq.get_model_idxs, ["a"], object())
+        smart = llmroute.SmartRouting(MODELS)
+        self.refused("queries", "got int", smart.get_model_idxs, ["a"], 5)
+        self.refused("queries[0]", "got int", smart.get_model_idxs, ["a"], [5])
+        self.refused("input_token_lengths", "got str", smart.get_model_idxs, ["a"], ["q"],
+                     "3")
+        self.refused("embedding", "got int", llmroute.SmartRouting, MODELS, embedding=5)
+        self.refused("bootstrap_url", "got int", llmroute.SmartRouting, MODELS,
+                     bootstrap_url=5)
+        q = llmroute.QueryStore()
+        try:
+            self.refused("data[0]", "got int", q.add_data, [5])
+        finally:
+            q.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
