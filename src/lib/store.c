@@ -203,6 +203,70 @@ static int fail(struct lr_error *err, int code, int line, const char *fmt, ...)
     return code;
 }
 
+/* The length of the valid UTF-8 sequence of 2 to 4 bytes at p (n bytes
+ * left) that encodes no C1 control character, or 0. */
+static size_t utf8_printable(const unsigned char *p, size_t n)
+{
+    size_t len;
+    unsigned long cp;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        len = 2, cp = p[0] & 0x1fu;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        len = 3, cp = p[0] & 0x0fu;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        len = 4, cp = p[0] & 0x07u;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3fu);
+    }
+    if (cp < 0xa0 || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/* A name read from the store's file (its embedder, its schema version), as
+ * a message may show it: a corrupted or hostile file must not put control
+ * characters or invalid UTF-8 on a terminal or in a log. Printable ASCII
+ * and valid UTF-8 stay; a backslash and a quote become \\ and \', any other
+ * byte \xNN; past SHOWN_MAX bytes of the name, "..." ends it. Returns out. */
+#define SHOWN_MAX 80
+#define SHOWN_CAP (SHOWN_MAX * 4 + 8)
+static const char *shown(const char *name, char *out, size_t cap)
+{
+    const unsigned char *p = (const unsigned char *)name;
+    size_t n = strlen(name), i = 0, o = 0;
+    while (i < n && i < SHOWN_MAX && o + 8 < cap) {
+        size_t u = p[i] >= 0x80 ? utf8_printable(p + i, n - i) : 0;
+        if (u && i + u <= SHOWN_MAX) {
+            memcpy(out + o, p + i, u);
+            o += u;
+            i += u;
+            continue;
+        }
+        if (u)
+            break;
+        if (p[i] == '\\' || p[i] == '\'')
+            o += (size_t)snprintf(out + o, cap - o, "\\%c", p[i]);
+        else if (p[i] >= 0x20 && p[i] < 0x7f)
+            out[o++] = (char)p[i];
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", p[i]);
+        i++;
+    }
+    if (i < n && o + 4 <= cap) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* SQLITE_BUSY (and SQLITE_LOCKED) after BUSY_TIMEOUT_MS: another connection
  * has held its write transaction all that time (an import into the store a
  * gateway uses). Transient, so it is LR_EBUSY and not LR_ESTORE: the caller
@@ -907,9 +971,11 @@ static int meta_dim(struct lr_store *st, sqlite3 *db, size_t *dim, struct lr_err
         char *end = NULL;
         errno = 0;
         unsigned long long v = strtoull(buf, &end, 10);
-        if (errno || end == buf || *end || v > LR__STORE_MAX_DIM)
+        if (errno || end == buf || *end || v > LR__STORE_MAX_DIM) {
+            char name[SHOWN_CAP];
             return fail(err, LR_ESTORE, 0, "history store '%s': meta dim '%s' is not valid",
-                        st->path, buf);
+                        st->path, shown(buf, name, sizeof(name)));
+        }
         *dim = (size_t)v;
     }
     return 0;
@@ -1055,17 +1121,20 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
                 return sql_fail(st, err, "creating");
         }
     }
+    char name[SHOWN_CAP], other[SHOWN_CAP];
     if (!found || strcmp(buf, "1") != 0)
         return fail(err, LR_ESTORE, 0,
                     "history store '%s' has schema version '%s'; this library reads version %d",
-                    st->path, found ? buf : "(none)", LR__STORE_SCHEMA_VERSION);
+                    st->path, found ? shown(buf, name, sizeof(name)) : "(none)",
+                    LR__STORE_SCHEMA_VERSION);
     if (meta_get(st->db, "embedder", buf, sizeof(buf), &found) != 0 || !found)
         return fail(err, LR_ESTORE, 0, "history store '%s' does not name its embedder", st->path);
     if (strcmp(buf, st->embedder) != 0)
         return fail(err, LR_ESTORE, 0,
                     "history store '%s' was built with embedder '%s' but is opened with '%s': "
                     "open it with the same embedder, or import the history into a new store",
-                    st->path, buf, st->embedder);
+                    st->path, shown(buf, name, sizeof(name)),
+                    shown(st->embedder, other, sizeof(other)));
     size_t dim;
     if ((rc = meta_dim(st, st->db, &dim, err)) != 0)
         return rc;
@@ -2290,10 +2359,11 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
 
     /* The vector, checked and normalised before anything changes. */
     if (st->dense) {
+        char name[SHOWN_CAP];
         if (!vec || dim == 0)
             return fail(err, LR_EINVAL, 0,
                         "history store '%s' uses the remote embedder '%s': a vector is needed",
-                        st->path, st->embedder);
+                        st->path, shown(st->embedder, name, sizeof(name)));
         if (dim > LR__STORE_MAX_DIM)
             return fail(err, LR_EINVAL, 0, "vector dimension %zu is over the cap of %d", dim,
                         LR__STORE_MAX_DIM);
@@ -2717,11 +2787,12 @@ static int import_dense_setup(struct importer *im, struct lr_error *err)
     struct lr_store *st = im->st;
     const struct lr_import_options *o = im->opts;
 
+    char name[SHOWN_CAP];
     if (!o || !o->embed)
         return fail(err, LR_EINVAL, 0,
                     "history store '%s' uses the remote embedder '%s': importing text needs "
                     "its vectors (lr_import_options.embed)",
-                    st->path, st->embedder);
+                    st->path, shown(st->embedder, name, sizeof(name)));
     im->dim = o->embed_dim ? o->embed_dim : st->dim;
     if (im->dim == 0)
         return fail(err, LR_EINVAL, 0,

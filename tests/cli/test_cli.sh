@@ -347,6 +347,16 @@ mode=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execu
     "$TMP/other.sqlite")
 [ "$mode" = delete ] && ok || bad "a refused database's journal mode became '$mode'"
 
+# A corrupted store's embedder (control characters, invalid UTF-8) is
+# shown escaped: it went to the terminal raw, escape sequences and all.
+"$BIN" import --store "$TMP/corrupt.db" >/dev/null
+python3 -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("update meta set value = cast(? as text) where key = ?", (b"evil\x1b]0;owned\x07\xff", "embedder")); c.commit()' \
+    "$TMP/corrupt.db"
+expect "a corrupted store's embedder is shown escaped" 1 "" \
+    "was built with embedder 'evil\\x1b]0;owned\\x07\\xff' but is opened with 'tfidf-v1'" -- \
+    "$BIN" import --store "$TMP/corrupt.db" "$SRC/examples/history.jsonl"
+LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f-\xff]' "$TMP/err" && bad "raw bytes in: $(cat -v "$TMP/err")" || ok
+
 # Results that cannot be written (a full disk) fail the command, with a
 # message; so does a file over the size limit, which would else be a signal.
 "$BIN" route --config "$CFG" --strategy sequential --models gpt-4o,gpt-4o-mini q1 q2 \

@@ -274,6 +274,77 @@ static void another_embedder_is_a_clear_error(void **st)
     assert_int_equal(lr_store_open(junk, NULL, &s, &err), LR_ESTORE);
 }
 
+/* Sets meta's `key` in the store file db to the bytes of value (len bytes,
+ * through the SQLite C API, as a corrupted or hostile file would hold). */
+static void set_meta(const char *db, const char *key, const char *value, int len)
+{
+    sqlite3 *raw = NULL;
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(raw, "UPDATE meta SET value = ? WHERE key = ?", -1, &q, NULL),
+        SQLITE_OK);
+    sqlite3_bind_text(q, 1, value, len, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q, 2, key, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(q), SQLITE_DONE);
+    assert_int_equal(sqlite3_changes(raw), 1);
+    sqlite3_finalize(q);
+    sqlite3_close(raw);
+}
+
+/* No byte of the message is a control character (the escape ESC, a bell,
+ * a newline) or starts invalid UTF-8 (a lone 0xff). */
+static void assert_printable(const char *m)
+{
+    for (const unsigned char *p = (const unsigned char *)m; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || *p == 0xff || *p == 0xfe)
+            fail_msg("message holds byte 0x%02x: %s", *p, m);
+}
+
+/* A name read from a corrupted store file (its embedder, schema version or
+ * dim) is shown escaped in the message: it printed raw, control
+ * characters, invalid UTF-8 and all. */
+static void names_read_from_the_file_are_shown_escaped(void **st)
+{
+    (void)st;
+    char db[512], longname[300];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    path_in(db, sizeof(db), "corrupt_meta.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
+    s = NULL;
+
+    set_meta(db, "embedder", "evil\x1b[2J\a\n\xff\xfe'q\\caf\xc3\xa9", -1);
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_null(s);
+    assert_printable(err.message);
+    assert_non_null(strstr(err.message, "was built with embedder "
+                                        "'evil\\x1b[2J\\x07\\x0a\\xff\\xfe\\'q\\\\caf\xc3\xa9' "
+                                        "but is opened with 'tfidf-v1'"));
+
+    /* A long name is cut, with "...", well inside the message. */
+    memset(longname, 'x', sizeof(longname));
+    longname[0] = '\x01';
+    set_meta(db, "embedder", longname, (int)sizeof(longname));
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_printable(err.message);
+    assert_non_null(strstr(err.message, "embedder '\\x01xxx"));
+    assert_non_null(strstr(err.message, "xxx...' but is opened with 'tfidf-v1'"));
+    assert_non_null(strstr(err.message, "import the history into a new store"));
+
+    set_meta(db, "embedder", "tfidf-v1", -1);
+    set_meta(db, "dim", "4\x1b]0;x\a", -1);
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_printable(err.message);
+    assert_non_null(strstr(err.message, "meta dim '4\\x1b]0;x\\x07' is not valid"));
+
+    set_meta(db, "schema_version", "1\r\n9", -1);
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_printable(err.message);
+    assert_non_null(strstr(err.message, "schema version '1\\x0d\\x0a9'"));
+}
+
 static void dense_store_keeps_vectors_and_checks_dimension(void **st)
 {
     (void)st;
@@ -2237,6 +2308,7 @@ int main(void)
         cmocka_unit_test(strict_import_fails_whole_on_a_bad_record),
         cmocka_unit_test(store_survives_close_and_reopen),
         cmocka_unit_test(another_embedder_is_a_clear_error),
+        cmocka_unit_test(names_read_from_the_file_are_shown_escaped),
         cmocka_unit_test(dense_store_keeps_vectors_and_checks_dimension),
         cmocka_unit_test(appends_validate_and_respect_the_cap),
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
