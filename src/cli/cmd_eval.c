@@ -1134,8 +1134,8 @@ int cmd_eval(int argc, char **argv)
             goto out;
         }
         if (rep.bad)
-            fprintf(stderr, "llmroute eval: %s: %zu bad records skipped (first: %s)\n", data,
-                    rep.bad, rep.first_bad);
+            fprintf(stderr, "llmroute eval: %s: skipped %zu bad (first: %s)\n", data, rep.bad,
+                    rep.first_bad);
         if (lr_dataset_count(ds) == 0) {
             cli_error("eval", "%s: no records%s%s", data, split ? " in split " : "",
                       split ? split : "");

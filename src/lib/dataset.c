@@ -5,8 +5,11 @@
  * record.c, on the rules the store's import uses too, and copied into
  * compact arrays: one block of records, one of outcomes, and interned model
  * names, so 100k records cost a few tens of MB rather than a jansson tree
- * each. Messages name the record, its line (JSONL) and the field:
+ * each (an array is read whole and parsed element by element, as the
+ * store's import parses it). Messages name the record, its line and the
+ * field, and a file's faults are worded as the import words them:
  *   record 12 (line 13): outputs[2].correctness: expected a boolean or a number in [0,1]
+ *   data.json:3:14: unexpected end of file: the array is not closed
  *
  * Threads: a loaded dataset is immutable and may be read from any thread.
  */
@@ -197,61 +200,178 @@ static int take(struct loader *L, json_t *r, size_t index, long line)
     return 0;
 }
 
-static int parse_error(struct loader *L, const json_error_t *je, long line)
+/* Where a record should start, the file holds no JSON: the position and
+ * jansson's words, as the store's import says it ("data.json:3:14: ..."). */
+static int parse_fail(struct loader *L, long line, int col, const char *what, const char *hint)
 {
-    lr__error_set(L->err, LR_EPARSE, "%s: line %ld, column %d: %s", L->path,
-                  line > 0 ? line : (long)je->line, je->column, je->text);
+    lr__error_set(L->err, LR_EPARSE, "%s:%ld:%d: %s%s", L->path, line, col, what, hint);
     if (L->err)
-        L->err->line = (int)(line > 0 ? line : je->line);
+        L->err->line = (int)line;
     return LR_EPARSE;
 }
 
-static int load_array(struct loader *L, FILE *f)
-{
-    json_error_t je;
-    json_t *root = json_loadf(f, LR__RECORD_JSON_FLAGS, &je), *r;
-    size_t i;
-    int rc = 0;
+static const char NOT_DATA[] = " (expected a JSON array or JSON lines of objects)";
 
-    if (!root)
-        return parse_error(L, &je, 0);
-    if (!json_is_array(root)) {
-        json_decref(root);
-        return lr__error_set(L->err, LR_EPARSE, "%s: expected a JSON array of records",
-                             L->path);
-    }
-    json_array_foreach(root, i, r)
-    {
-        if ((rc = take(L, r, i, 0)))
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static long count_lines(const char *p, size_t from, size_t to)
+{
+    long n = 0;
+    for (size_t i = from; i < to; i++)
+        n += p[i] == '\n';
+    return n;
+}
+
+/* The rest of f (a file or a pipe) into *out (malloc'd, *len bytes). */
+static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
+    for (;;) {
+        if (n == cap) {
+            size_t grown = cap * 2 > (size_t)DATASET_MAX_FILE ? (size_t)DATASET_MAX_FILE : cap * 2;
+            char *g;
+            if (grown == cap) {
+                if (fgetc(f) == EOF)
+                    break;
+                free(buf);
+                return lr__error_set(L->err, LR_ETOOBIG,
+                                     "%s: over the %ld bytes a data file may be", L->path,
+                                     DATASET_MAX_FILE);
+            }
+            if (!(g = realloc(buf, grown))) {
+                free(buf);
+                return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
+            }
+            buf = g;
+            cap = grown;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
             break;
     }
-    json_decref(root);
+    if (ferror(f)) {
+        free(buf);
+        return lr__error_set(L->err, LR_EIO, "%s: read error", L->path);
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* A JSON array, element by element, so that each record knows its line and
+ * a fault is worded as the store's import words it (store.c's
+ * import_array(), on the same rules). f is at the '[', on line `line`
+ * after col0 other bytes. */
+static int load_array(struct loader *L, FILE *f, long line, int col0)
+{
+    char *p = NULL;
+    size_t len = 0, pos = 1, index = 0, line_at = 1; /* past the '[' */
+    int rc;
+
+    if ((rc = read_rest(L, f, &p, &len)) != 0)
+        return rc;
+    for (;;) {
+        while (pos < len && is_ws(p[pos]))
+            pos++;
+        line += count_lines(p, line_at, pos);
+        line_at = pos;
+        if (pos >= len) {
+            rc = parse_fail(L, line, 1, "unexpected end of file: the array is not closed", "");
+            goto out;
+        }
+        if (p[pos] == ']' && index == 0) {
+            pos++;
+            break;
+        }
+        json_error_t je;
+        /* Any value: a non-object element is a bad record, not a reason to
+         * refuse the file. */
+        json_t *r =
+            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
+        if (!r) {
+            int col = je.column;
+            if (je.line == 1) {
+                size_t ls = pos;
+                while (ls > 0 && p[ls - 1] != '\n')
+                    ls--;
+                col += (int)(pos - ls) + (ls == 0 ? col0 : 0);
+            }
+            rc = parse_fail(L, line + (je.line > 0 ? je.line - 1 : 0), col, je.text, "");
+            goto out;
+        }
+        rc = take(L, r, index, line);
+        json_decref(r);
+        if (rc != 0)
+            goto out;
+        pos += (size_t)je.position;
+        index++;
+        while (pos < len && is_ws(p[pos]))
+            pos++;
+        if (pos < len && p[pos] == ',') {
+            pos++;
+            continue;
+        }
+        if (pos < len && p[pos] == ']') {
+            pos++;
+            break;
+        }
+        line += count_lines(p, line_at, pos);
+        line_at = pos;
+        rc = parse_fail(L, line, 1,
+                        pos >= len ? "unexpected end of file: the array is not closed"
+                                   : "expected ',' or ']' after a record",
+                        "");
+        goto out;
+    }
+    while (pos < len && is_ws(p[pos]))
+        pos++;
+    if (pos < len)
+        rc = parse_fail(L, line + count_lines(p, line_at, pos), 1,
+                        "unexpected data after the array", "");
+out:
+    free(p);
     return rc;
 }
 
-static int load_lines(struct loader *L, FILE *f)
+/* JSON lines: one record per line; blank lines are ignored. `lineno` is
+ * the number of lines before f's position, col0 the bytes before it on
+ * its line. */
+static int load_lines(struct loader *L, FILE *f, long lineno, int col0)
 {
     char *line = NULL;
     size_t cap = 0, index = 0;
     ssize_t len;
-    long lineno = 0;
     int rc = 0;
 
     while ((len = getline(&line, &cap, f)) >= 0) {
         json_error_t je;
         json_t *r;
-        ssize_t k = 0;
+        ssize_t s = 0, e = len;
         lineno++;
-        while (k < len && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r' ||
-                           line[k] == '\n'))
-            k++;
-        if (k == len)
+        while (s < e && is_ws(line[s]))
+            s++;
+        while (e > s && is_ws(line[e - 1]))
+            e--;
+        if (s == e) {
+            col0 = 0;
             continue; /* blank line */
-        r = json_loadb(line, (size_t)len, LR__RECORD_JSON_FLAGS, &je); /* "5": a bad record */
+        }
+        /* "5" parses: a bad record, which take() counts. */
+        r = json_loadb(line + s, (size_t)(e - s), LR__RECORD_JSON_FLAGS, &je);
         if (!r) {
-            rc = parse_error(L, &je, lineno);
+            /* Not JSON from the start: say what a data file is. */
+            rc = parse_fail(L, lineno, je.column + (int)s + col0, je.text,
+                            index == 0 ? NOT_DATA : "");
             break;
         }
+        col0 = 0;
         rc = take(L, r, index++, lineno);
         json_decref(r);
         if (rc)
@@ -281,19 +401,22 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     if (!report)
         report = &rep_local;
     memset(report, 0, sizeof *report);
+    /* The file's faults are worded as the store's import words them
+     * (lr_store_import_file()), so that `llmroute eval` and `llmroute
+     * import` say the same of the same file. */
     f = fopen(path, "rb");
     if (!f)
-        return lr__error_set(err, LR_EIO, "%s: %s", path, strerror(errno));
+        return lr__error_set(err, LR_EIO, "cannot read '%s': %s", path, strerror(errno));
     if (fstat(fileno(f), &st) != 0) {
         int e = errno;
         fclose(f);
-        return lr__error_set(err, LR_EIO, "%s: %s", path, strerror(e));
+        return lr__error_set(err, LR_EIO, "cannot read '%s': %s", path, strerror(e));
     }
     /* A directory opens for reading and reads as empty; say what it is. A
      * pipe (--data <(zcat ...)) is read like a file. */
     if (S_ISDIR(st.st_mode)) {
         fclose(f);
-        return lr__error_set(err, LR_EIO, "%s: is a directory, not a data file", path);
+        return lr__error_set(err, LR_EIO, "cannot read '%s': it is a directory", path);
     }
     if (S_ISREG(st.st_mode) && st.st_size > DATASET_MAX_FILE) {
         fclose(f);
@@ -321,19 +444,23 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
         fclose(f);
         free(L.ds);
         free(L.view);
-        return lr__error_set(err, LR_EPARSE, "%s: line 1, column 1: invalid token (expected "
-                             "a JSON array or JSON lines of objects)", path);
+        return lr__error_set(err, LR_EPARSE, "%s:1:1: invalid token%s", path, NOT_DATA);
     }
     if (c != 0xEF)
         ungetc(c, f);
-    do
-        c = fgetc(f);
-    while (c == ' ' || c == '\t' || c == '\r' || c == '\n');
+    /* Blank space up to the first record: its lines are counted, and the
+     * bytes on the first record's line, for the positions in messages. */
+    long lines = 0;
+    int col = 0;
+    while ((c = fgetc(f)) == ' ' || c == '\t' || c == '\r' || c == '\n') {
+        col = c == '\n' ? 0 : col + 1;
+        lines += c == '\n';
+    }
     if (c == EOF) {
         rc = lr__error_set(err, LR_EEMPTY, "%s: the file holds no records", path);
     } else {
         ungetc(c, f);
-        rc = c == '[' ? load_array(&L, f) : load_lines(&L, f);
+        rc = c == '[' ? load_array(&L, f, lines + 1, col) : load_lines(&L, f, lines, col);
     }
     fclose(f);
     free(L.view);

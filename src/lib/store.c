@@ -3011,7 +3011,8 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         goto out;
     }
     if (!S_ISREG(sb.st_mode)) {
-        rc = fail(err, LR_EIO, 0, "cannot read '%s': not a regular file", path);
+        rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", path,
+                  S_ISDIR(sb.st_mode) ? "it is a directory" : "not a regular file");
         goto out;
     }
     if (sb.st_size > LR__STORE_MAX_IMPORT_BYTES) {

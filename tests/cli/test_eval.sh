@@ -216,7 +216,7 @@ python3 -c "import csv, sys; rows = list(csv.DictReader(open(sys.argv[1]))); ass
 expect "eval table" 0 "oracle" -- "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test
 expect "eval with a model without price" 2 "models[1] 'mid' has no cost_per_output_token" -- \
     "$BIN" eval --config "$TMP/noprice.json" --store "$TMP/h.db" --data "$TMP/data.json"
-expect "eval with a truncated data file" 2 "trunc.json: line 1" -- \
+expect "eval with a truncated data file" 2 "trunc.json:1:" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/trunc.json"
 expect "eval with an unknown split" 2 "no records in split dev" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split dev
@@ -229,10 +229,11 @@ recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][
 recs[4]["query"] = ""
 json.dump(recs, open(out + "/emptyq.json", "w"))
 PY
-expect "eval skips a record with an empty query" 0 "record 4: query: expected a non-empty string" -- \
+expect "eval skips a record with an empty query" 0 \
+    "skipped 1 bad (first: record 4 (line 1): query: expected a non-empty string)" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/emptyq.json"
 grep -qF "19 queries" "$TMP/out" && ok || bad "eval with an empty query: $(cat "$TMP/out")"
-expect "eval of a directory" 2 "is a directory, not a data file" -- \
+expect "eval of a directory" 2 "cannot read '$TMP': it is a directory" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP"
 # A file that is not a history store: the same exit code from eval as from route.
 expect "route with a store that is not one" 1 "is not a database" -- \
@@ -435,10 +436,57 @@ for f in dup.jsonl dup.json; do
     grep -qF "$f:${want#line }:" "$TMP/err" && ok || bad "import of $f names $want: $(cat "$TMP/err")"
     cmp -s "$TMP/h.db" "$TMP/h.copy" && ok || bad "import of $f changed the store"
     rm -f "$TMP/h.copy"
-    expect "eval of $f" 2 "$f: $want, column" -- \
+    expect "eval of $f" 2 "$f:${want#line }:" -- \
         "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/$f"
     grep -qF "duplicate object key near '\"query\"'" "$TMP/err" && ok || bad "eval of $f: $(cat "$TMP/err")"
 done
+
+# --- import and eval word a bad file alike ---
+# The same fault in the same file gives the same message from both commands
+# (the text after "llmroute import: " and "llmroute eval: "; import adds
+# that nothing was imported). They said "f.json:1:54" and "f.json: line 1,
+# column 54", "not a regular file" and "is a directory, not a data file",
+# "record 1 (line 1)" and "record 1".
+D=$TMP/alike
+mkdir "$D"
+R='{"query": "q", "input_token_length": 3, "outputs": [{"model_name": "strong", "correctness": 1, "output_token_length": 3}]}'
+printf '[%s, {"query": "q", "outp' "$R" >"$D/trunc_record.json"
+printf '[%s,\n' "$R" >"$D/unclosed.json"
+printf '%s\n{"query": "q", "outputs": [\n' "$R" >"$D/trunc.jsonl"
+printf '[%s] and more\n' "$R" >"$D/after.json"
+printf '\n  query,model\nq,strong\n' >"$D/csv.json"
+printf '\n\n  [%s,\n  {"query": 5, "outputs": []}]\n' "$R" >"$D/wrong_type.json"
+printf '%s\n\n{"query": "q", "outputs": [{"model_name": "strong", "correctness": "yes", "output_token_length": 3}]}\n' \
+    "$R" >"$D/wrong_type.jsonl"
+printf '[%s, 5]\n' "$R" >"$D/not_object.json"
+first_line() { head -1 "$1" | sed -e "s/^llmroute $2: //" -e 's/: nothing imported from this file$//'; }
+for f in "$D/missing.json" "$D" "$D/trunc_record.json" "$D/unclosed.json" "$D/trunc.jsonl" \
+    "$D/after.json" "$D/csv.json"; do
+    "$BIN" import --store "$D/s.db" "$f" >/dev/null 2>"$TMP/err"
+    im=$(first_line "$TMP/err" import)
+    "$BIN" eval --config "$TMP/cfg.json" --data "$f" >/dev/null 2>"$TMP/err"
+    ev=$(first_line "$TMP/err" eval)
+    [ -n "$im" ] && [ "$im" = "$ev" ] && ok || bad "import and eval word $f apart: [$im] [$ev]"
+    rm -f "$D"/s.db*
+done
+# A bad record: skipped and named alike; with --strict import fails with the
+# same words.
+for f in "$D/wrong_type.json" "$D/wrong_type.jsonl" "$D/not_object.json"; do
+    "$BIN" import --store "$D/s.db" "$f" >"$TMP/out" 2>/dev/null
+    im=$(grep -o 'skipped [0-9]* bad (first: .*)' "$TMP/out")
+    "$BIN" eval --config "$TMP/cfg.json" --data "$f" >/dev/null 2>"$TMP/err"
+    ev=$(grep -o 'skipped [0-9]* bad (first: .*)' "$TMP/err")
+    [ -n "$im" ] && [ "$im" = "$ev" ] && ok || bad "import and eval skip $f apart: [$im] [$ev]"
+    rm -f "$D"/s.db*
+    "$BIN" import --strict --store "$D/s.db" "$f" >/dev/null 2>"$TMP/err"
+    st=$(first_line "$TMP/err" import)
+    first=${ev#*(first: }
+    [ "$st" = "$f: ${first%)}" ] && ok || bad "strict import and eval name the bad record of $f apart: [$st] [$ev]"
+    rm -f "$D"/s.db*
+done
+"$BIN" eval --config "$TMP/cfg.json" --data "$D/wrong_type.json" >/dev/null 2>"$TMP/err"
+grep -qF "(first: record 1 (line 4): query: expected a non-empty string)" "$TMP/err" && ok ||
+    bad "eval counts the lines before an array: $(cat "$TMP/err")"
 
 # --- the task ceiling ---
 # Tasks whose models are right by chance at different rates, some models

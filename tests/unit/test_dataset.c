@@ -124,7 +124,7 @@ static void each_bad_field_is_named(void **state)
     static const struct {
         const char *record, *want;
     } cases[] = {
-        {"3", "record 0: expected an object"},
+        {"3", "record 0 (line 1): expected an object"},
         {"{\"outputs\": []}", "query: expected a non-empty string"},
         {"{\"query\": 1, \"outputs\": []}", "query: expected a non-empty string"},
         {"{\"query\": \"\", \"outputs\": []}", "query: expected a non-empty string"},
@@ -172,11 +172,14 @@ static void truncated_file_is_a_parse_error_with_position(void **state)
     write_file("[{\"query\": \"q\", \"outputs\": [{\"model_name\": \"a\", \"correct");
     assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_EPARSE);
     assert_null(ds);
-    assert_non_null(strstr(err.message, "line 1, column"));
+    /* path:line:column, as the store's import says it. */
+    assert_non_null(strstr(err.message, ":1:"));
+    assert_int_equal(err.line, 1);
     unlink(path);
     write_file("{\"query\": \"q\", \"outputs\": []}\n{\"query\": \"q\", \"outp");
     assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_EPARSE);
-    assert_non_null(strstr(err.message, "line 2"));
+    assert_non_null(strstr(err.message, ":2:"));
+    assert_int_equal(err.line, 2);
 }
 
 static void empty_and_missing_files_are_refused(void **state)
@@ -191,7 +194,7 @@ static void empty_and_missing_files_are_refused(void **state)
     assert_non_null(strstr(err.message, "/nonexistent/d.json"));
     /* A directory opens and reads as empty: it is named as a directory. */
     assert_int_equal(lr_dataset_load("/tmp", NULL, &ds, NULL, &err), LR_EIO);
-    assert_non_null(strstr(err.message, "/tmp: is a directory"));
+    assert_non_null(strstr(err.message, "cannot read '/tmp': it is a directory"));
     /* An object that is not a record is one bad JSONL record, not a crash. */
     write_file("{\"not\": \"a record\"}");
     {

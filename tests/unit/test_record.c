@@ -227,8 +227,8 @@ static void strict_import_refuses(struct lr_store *s, const char *want, size_t c
 
 /* A JSON array whose elements (or JSON lines whose values) are not all
  * objects: each such record is a bad record, counted and named by its
- * index, and the others load; with strict, import refuses the file and
- * stores nothing. */
+ * index and line (the loader named an array's by its index alone), and the
+ * others load; with strict, import refuses the file and stores nothing. */
 static void loader_and_import_skip_records_that_are_not_objects(void **st)
 {
     struct lr_store *s = NULL;
@@ -238,7 +238,7 @@ static void loader_and_import_skip_records_that_are_not_objects(void **st)
 
     s = both_skip_records_that_are_not_objects(
         "arr.json", "[" GOOD ", 5,\n \"x\", [1], null, " GOOD "]\n", 4,
-        "record 1: expected an object", "record 1 (line 1): expected an object", &rep);
+        "record 1 (line 1): expected an object", "record 1 (line 1): expected an object", &rep);
     assert_int_equal(rep.read, 6);
     assert_int_equal(rep.imported, 2);
     lr_store_free(s);
