@@ -864,7 +864,10 @@ def breaker(gw_bin, fake_bin):
         assert m['llmroute_upstream_attempts_total{model="c",class="ok"}'] == 1
         assert m['llmroute_requests_by_attempts_total{attempts="3"}'] == 1
         assert m["llmroute_request_attempts_sum"] == 3
-        line = [l for l in g.log_lines() if l.get("route") == "r"][-1]
+        # The line is written when the request ends, which may be after the
+        # client has the answer.
+        line = wait_for(lambda: [l for l in g.log_lines() if l.get("route") == "r"], 5,
+                        "the route's log line")[-1]
         assert line["attempts"] == 3, line
         assert [(t["model"], t["class"]) for t in line["tries"]] == \
             [("dead", "connect_refused"), ("b", "server_error"), ("c", "ok")], line

@@ -206,11 +206,15 @@ def proxy(gw_bin, fake_bin):
         # a stream with include_usage: the final chunk's usage counts
         st, _, body = request(gw.port, "POST", "/v1/chat/completions", json.dumps(
             {"model": "fake-b", "messages": HELLO, "stream": True,
-             "stream_options": {"include_usage": True}}))
+             "stream_options": {"include_usage": True}}), {"x-request-id": "usage-stream"})
         assert st == 200 and body.rstrip().endswith(b"data: [DONE]"), body[-100:]
         last = json.loads(body.decode().strip().split("\n\n")[-2][6:])
         assert last["usage"]["completion_tokens"] == 11, last
         prompt2 = last["usage"]["prompt_tokens"]
+        # The stream's line and counts are written when it ends, which may be
+        # after the client has its last byte.
+        wait_for(lambda: any(l.get("id") == "usage-stream" for l in gw.log_lines()), 5,
+                 "the stream's log line")
         after = gw.metrics()
         assert after[k_out] - before.get(k_out, 0) == 22, (before.get(k_out), after[k_out])
         assert after[k_in] - before.get(k_in, 0) == prompt + prompt2
@@ -219,8 +223,9 @@ def proxy(gw_bin, fake_bin):
         assert after['llmroute_requests_total{route="",model="fake-b",status="200"}'] >= 2
         assert after["llmroute_gateway_overhead_seconds_count"] > 0
         assert after['llmroute_time_to_first_token_seconds_count{model="fake-b"}'] >= 1
-        logs = [l for l in gw.log_lines() if l.get("model") == "fake-b" and l.get("stream")]
-        assert logs and logs[-1]["tokens_out"] == 11 and logs[-1]["status"] == 200, logs[-1:]
+        logs = [l for l in gw.log_lines() if l.get("id") == "usage-stream"]
+        assert len(logs) == 1 and logs[0]["model"] == "fake-b" and logs[0]["stream"], logs
+        assert logs[0]["tokens_out"] == 11 and logs[0]["status"] == 200, logs
         assert "hello" not in open(gw.stderr).read(), "prompt text in the log"
     check("usage read from body and final stream chunk into metrics, cost and log",
           usage_into_metrics)

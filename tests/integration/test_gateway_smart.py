@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (Fake, Gateway, chat, check, closed_port, finish, request,  # noqa
@@ -121,22 +122,28 @@ def main(bin_):
         qs = [{"query": "What is %d plus %d?" % (i, i)} for i in range(1000)]
         body = json.dumps({"queries": qs, "strategy": "smart", "models": ["cheapo", "smarty"],
                            "batch": True, "alpha": 0.9}).encode()
-        def route_lines():
-            return [l for l in gw.log_lines() if l.get("path") == "/v1/route"]
-        seen = len(route_lines())
-        for _ in range(3):
+        ids = ["gone-batch-%d" % x for x in range(3)] + ["after-gone-batches"]
+        def lines_of():
+            return [[l for l in gw.log_lines() if l.get("id") == i] for i in ids]
+        for rid in ids[:3]:
             s = socket.create_connection(("127.0.0.1", gw.port))
             s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                      b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                      b"\r\nx-request-id: %s\r\nContent-Length: %d\r\n\r\n"
+                      % (rid.encode(), len(body)) + body)
             s.close()
         st, _, resp = request(gw.port, "POST", "/v1/route", json.dumps(
-            {"queries": qs[:3], "strategy": "smart", "models": ["cheapo", "smarty"]}))
+            {"queries": qs[:3], "strategy": "smart", "models": ["cheapo", "smarty"]}),
+            {"x-request-id": ids[3]})
         assert st == 200 and len(json.loads(resp)["assignments"]) == 3, (st, resp[:200])
         # Each abandoned batch is logged once: 499, or 200 when it was done
         # before the close was seen.
-        wait_for(lambda: len(route_lines()) == seen + 4, what="four /v1/route log lines")
-        statuses = [l["status"] for l in route_lines()[seen:]]
-        assert statuses.count(200) + statuses.count(499) == 4, statuses
+        wait_for(lambda: all(lines_of()), what="a /v1/route log line of each request")
+        time.sleep(0.2)  # room for a second line, which must not come
+        found = lines_of()
+        assert all(len(x) == 1 for x in found), found
+        statuses = [x[0]["status"] for x in found[:3]]
+        assert all(st in (200, 499) for st in statuses), statuses
+        assert found[3][0]["status"] == 200, found[3]
     check("a client gone during a /v1/route batch is logged once; the gateway serves on",
           client_gone_during_route_batch)
 
@@ -339,8 +346,7 @@ def dense(bin_, fake_bin):
         # The second fetch fails: 502 with the embedder's words, as a chat
         # gets; the batch's other fetches stop.
         fake.scenario("every=2;fail_status=500;message=embedder%20broke")
-        lines = len([l for l in gw.log_lines() if l.get("path") == "/v1/route"])
-        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+        st, h, body = request(gw.port, "POST", "/v1/route", json.dumps(
             {"queries": [{"query": "What is %d plus 1?" % i} for i in range(20)],
              "strategy": "smart", "models": ["cheapo", "smarty"], "batch": True}))
         err = json.loads(body)["error"]
@@ -348,9 +354,14 @@ def dense(bin_, fake_bin):
         assert "/v1/embeddings answered 500" in err["message"], err
         assert "embedder broke" in err["message"], err
         fake.scenario("ok")
-        wait_for(lambda: len([l for l in gw.log_lines() if l.get("path") == "/v1/route"])
-                 == lines + 1, what="the /v1/route log line")
-        line = [l for l in gw.log_lines() if l.get("path") == "/v1/route"][-1]
+        # Found by its id: a line is written after its answer, so an earlier
+        # request's line may also land now.
+        rid = h["x-request-id"]
+        lines = wait_for(lambda: [l for l in gw.log_lines() if l.get("id") == rid],
+                         what="the /v1/route log line of " + rid)
+        assert len(lines) == 1, lines
+        line = lines[0]
+        assert line["path"] == "/v1/route", line
         assert line["status"] == 502 and line["error"] == "embedding_failed", line
         # A client gone while its vectors are fetched (the embedder holds
         # them) is logged 499 once; the gateway serves on.
