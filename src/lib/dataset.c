@@ -217,14 +217,6 @@ static int is_ws(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static long count_lines(const char *p, size_t from, size_t to)
-{
-    long n = 0;
-    for (size_t i = from; i < to; i++)
-        n += p[i] == '\n';
-    return n;
-}
-
 /* The rest of f (a file or a pipe) into *out (malloc'd, *len bytes). */
 static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
 {
@@ -265,77 +257,26 @@ static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
     return 0;
 }
 
+static int take_each(void *ctx, json_t *rec, size_t index, long line)
+{
+    return take(ctx, rec, index, line);
+}
+
 /* A JSON array, element by element, so that each record knows its line and
- * a fault is worded as the store's import words it (store.c's
- * import_array(), on the same rules). f is at the '[', on line `line`
- * after col0 other bytes. */
+ * a fault is worded as the store's import words it (record.h's walk, which
+ * both use). f is at the '[', on line `line` after col0 other bytes. */
 static int load_array(struct loader *L, FILE *f, long line, int col0)
 {
+    struct lr__array_fault fault = {0};
     char *p = NULL;
-    size_t len = 0, pos = 1, index = 0, line_at = 1; /* past the '[' */
+    size_t len = 0;
     int rc;
 
     if ((rc = read_rest(L, f, &p, &len)) != 0)
         return rc;
-    for (;;) {
-        while (pos < len && is_ws(p[pos]))
-            pos++;
-        line += count_lines(p, line_at, pos);
-        line_at = pos;
-        if (pos >= len) {
-            rc = parse_fail(L, line, 1, "unexpected end of file: the array is not closed", "");
-            goto out;
-        }
-        if (p[pos] == ']' && index == 0) {
-            pos++;
-            break;
-        }
-        json_error_t je;
-        /* Any value: a non-object element is a bad record, not a reason to
-         * refuse the file. */
-        json_t *r =
-            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
-        if (!r) {
-            int col = je.column;
-            if (je.line == 1) {
-                size_t ls = pos;
-                while (ls > 0 && p[ls - 1] != '\n')
-                    ls--;
-                col += (int)(pos - ls) + (ls == 0 ? col0 : 0);
-            }
-            rc = parse_fail(L, line + (je.line > 0 ? je.line - 1 : 0), col, je.text, "");
-            goto out;
-        }
-        rc = take(L, r, index, line);
-        json_decref(r);
-        if (rc != 0)
-            goto out;
-        pos += (size_t)je.position;
-        index++;
-        while (pos < len && is_ws(p[pos]))
-            pos++;
-        if (pos < len && p[pos] == ',') {
-            pos++;
-            continue;
-        }
-        if (pos < len && p[pos] == ']') {
-            pos++;
-            break;
-        }
-        line += count_lines(p, line_at, pos);
-        line_at = pos;
-        rc = parse_fail(L, line, 1,
-                        pos >= len ? "unexpected end of file: the array is not closed"
-                                   : "expected ',' or ']' after a record",
-                        "");
-        goto out;
-    }
-    while (pos < len && is_ws(p[pos]))
-        pos++;
-    if (pos < len)
-        rc = parse_fail(L, line + count_lines(p, line_at, pos), 1,
-                        "unexpected data after the array", "");
-out:
+    rc = lr__record_array_walk(p, len, 1, line, col0, take_each, L, &fault); /* past the '[' */
+    if (fault.line > 0)
+        rc = parse_fail(L, fault.line, fault.col, fault.what, "");
     free(p);
     return rc;
 }

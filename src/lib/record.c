@@ -298,3 +298,87 @@ int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v,
     }
     return 0;
 }
+
+/* ==== Record arrays ==== */
+
+static int is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static long count_lines(const char *p, size_t from, size_t to)
+{
+    long n = 0;
+    for (size_t i = from; i < to; i++)
+        n += p[i] == '\n';
+    return n;
+}
+
+static int array_fault(struct lr__array_fault *f, long line, int col, const char *what)
+{
+    f->line = line;
+    f->col = col;
+    snprintf(f->what, sizeof f->what, "%s", what);
+    return LR_EPARSE;
+}
+
+int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int col0,
+                          lr__array_each each, void *ctx, struct lr__array_fault *fault)
+{
+    size_t index = 0, line_at = pos;
+    int rc;
+
+    for (;;) {
+        while (pos < len && is_ws(p[pos]))
+            pos++;
+        line += count_lines(p, line_at, pos);
+        line_at = pos;
+        if (pos >= len)
+            return array_fault(fault, line, 1, "unexpected end of file: the array is not closed");
+        if (p[pos] == ']' && index == 0) {
+            pos++;
+            break;
+        }
+        json_error_t je;
+        /* Any value: a non-object element is a bad record, not a reason to
+         * refuse the file. */
+        json_t *r =
+            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
+        if (!r) {
+            int col = je.column;
+            if (je.line == 1) {
+                size_t ls = pos;
+                while (ls > 0 && p[ls - 1] != '\n')
+                    ls--;
+                col += (int)(pos - ls) + (ls == 0 ? col0 : 0);
+            }
+            return array_fault(fault, line + (je.line > 0 ? je.line - 1 : 0), col, je.text);
+        }
+        rc = each(ctx, r, index, line);
+        json_decref(r);
+        if (rc != 0)
+            return rc;
+        pos += (size_t)je.position;
+        index++;
+        while (pos < len && is_ws(p[pos]))
+            pos++;
+        if (pos < len && p[pos] == ',') {
+            pos++;
+            continue;
+        }
+        if (pos < len && p[pos] == ']') {
+            pos++;
+            break;
+        }
+        line += count_lines(p, line_at, pos);
+        return array_fault(fault, line, 1,
+                           pos >= len ? "unexpected end of file: the array is not closed"
+                                      : "expected ',' or ']' after a record");
+    }
+    while (pos < len && is_ws(p[pos]))
+        pos++;
+    if (pos < len)
+        return array_fault(fault, line + count_lines(p, line_at, pos), 1,
+                           "unexpected data after the array");
+    return 0;
+}

@@ -63,6 +63,28 @@ struct lr__record_view {
 int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
                          size_t cap);
 
+/* Where a record array stops parsing: line, column and what is wrong. */
+struct lr__array_fault {
+    long line;
+    int col;
+    char what[160]; /* jansson's words, or ours */
+};
+
+/* Called with each element of a record array (any JSON value, parsed with
+ * LR__RECORD_JSON_FLAGS; the callee keeps no reference past its return),
+ * its index and the line it starts on. Nonzero stops the walk. */
+typedef int (*lr__array_each)(void *ctx, struct json_t *rec, size_t index, long line);
+
+/* Walk a JSON array of records element by element, so that each record
+ * knows its line and a fault is worded the same for both loaders: p[0..len)
+ * holds the text, pos is just past its '[', which is on line `line` after
+ * col0 bytes of that line that p does not hold (0 when p holds the whole
+ * line). Returns 0; each()'s nonzero return; or LR_EPARSE with *fault
+ * filled (the array not closed, no ',' or ']' after an element, data after
+ * the array, or jansson's words for a broken element). */
+int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int col0,
+                          lr__array_each each, void *ctx, struct lr__array_fault *fault);
+
 struct lr_record; /* llmroute.h */
 
 /* The same rules, with the same messages, on a record that does not come

@@ -2838,70 +2838,24 @@ static int parse_fail(struct importer *im, const char *path, int line, int col, 
     return fail(im->err, LR_EPARSE, line, "%s:%d:%d: %s", path, line, col, what);
 }
 
-/* A JSON array, element by element, so each record knows its line. */
+static int import_each(void *ctx, json_t *rec, size_t index, long line)
+{
+    return import_one(ctx, rec, index, (int)line);
+}
+
+/* A JSON array, element by element, so each record knows its line
+ * (record.h's walk, which eval's loader shares). */
 static int import_array(struct importer *im, const char *path, const char *p, size_t len)
 {
-    size_t pos = 0, index = 0, line_at = 0;
-    int line = 1;
+    struct lr__array_fault f = {0};
+    size_t pos = 0;
+    int rc;
 
     while (pos < len && is_ws(p[pos]))
         pos++;
     pos++; /* the '[' */
-    for (;;) {
-        while (pos < len && is_ws(p[pos]))
-            pos++;
-        line += count_lines(p, line_at, pos);
-        line_at = pos;
-        if (pos >= len)
-            return parse_fail(im, path, line, 1, "unexpected end of file: the array is not closed");
-        if (p[pos] == ']' && index == 0) {
-            pos++;
-            break;
-        }
-        json_error_t je;
-        /* Any value: a non-object element is a bad record (record.c), not a
-         * reason to refuse the file. */
-        json_t *j =
-            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
-        if (!j) {
-            int col = je.column;
-            if (je.line == 1) {
-                size_t ls = pos;
-                while (ls > 0 && p[ls - 1] != '\n')
-                    ls--;
-                col += (int)(pos - ls);
-            }
-            return parse_fail(im, path, line + (je.line > 0 ? je.line - 1 : 0), col, je.text);
-        }
-        int rc = import_one(im, j, index, line);
-        json_decref(j);
-        if (rc != 0)
-            return rc;
-        pos += (size_t)je.position;
-        index++;
-        while (pos < len && is_ws(p[pos]))
-            pos++;
-        if (pos < len && p[pos] == ',') {
-            pos++;
-            continue;
-        }
-        if (pos < len && p[pos] == ']') {
-            pos++;
-            break;
-        }
-        line += count_lines(p, line_at, pos);
-        line_at = pos;
-        return parse_fail(im, path, line, 1,
-                          pos >= len ? "unexpected end of file: the array is not closed"
-                                     : "expected ',' or ']' after a record");
-    }
-    while (pos < len && is_ws(p[pos]))
-        pos++;
-    if (pos < len) {
-        line += count_lines(p, line_at, pos);
-        return parse_fail(im, path, line, 1, "unexpected data after the array");
-    }
-    return 0;
+    rc = lr__record_array_walk(p, len, pos, 1 + count_lines(p, 0, pos), 0, import_each, im, &f);
+    return f.line > 0 ? parse_fail(im, path, (int)f.line, f.col, f.what) : rc;
 }
 
 /* JSON lines: one object per line; blank lines are ignored. */
