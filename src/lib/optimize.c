@@ -808,6 +808,9 @@ struct bb {
     double *mu;            /* m */
     size_t n_watch;
     int watch[BB_WATCH];   /* the capped models watched */
+    int *watch_of;         /* m: a model's place in watch, or -1 */
+    unsigned set;          /* at the node: its full watched models */
+    double room;           /* and sum_j mu_j (L_j - load_j) */
     double *rest;          /* (1 << n_watch) blocks of 4 (n+1) */
     unsigned char *ready;  /* 1 << n_watch: block computed */
     int *cur, *best, *load;
@@ -816,6 +819,8 @@ struct bb {
     int disc; /* limited discrepancy search: how many more times a path may
                  take other than its first child; -1: plain search */
     int max_b_mode; /* 0: min A s.t. B >= T; 1: max B, then min A */
+    int children_mode; /* the mode children are ordered for; -1: not yet or
+                          their keys changed (bb_set_lambda, bb_set_duals) */
     long nodes, max_nodes; /* max_nodes 0: no limit */
 };
 
@@ -880,26 +885,16 @@ static void bb_visit(struct bb *s, size_t k, double A, double B)
         return;
     }
     if (!s->max_b_mode && s->rest != NULL) {
-        unsigned set = 0;
-        size_t w, j;
-        double room = 0.0, need = g->target - g->tol_b - B;
-        const double *r;
-        for (w = 0; w < s->n_watch; w++)
-            if (s->load[s->watch[w]] >= g->cap[s->watch[w]])
-                set |= 1u << w;
-        for (j = 0; j < m; j++)
-            if (s->mu[j] > 0.0)
-                room += s->mu[j] * (double)(g->cap[j] - s->load[j]);
-        r = bb_rest(s, set);
+        double need = g->target - g->tol_b - B;
+        const double *r = bb_rest(s, s->set);
         if (B + r[3 * (n + 1) + k] < g->target - g->tol_b)
             return;
-        if (s->found) {
-            double lb = A + r[2 * (n + 1) + k];
-            lb = fmax(lb, A + r[(n + 1) + k] + s->lambda * need);
-            lb = fmax(lb, A + r[k] + s->lambda * need - room);
-            if (lb >= s->best_a)
-                return;
-        }
+        /* Each bound alone, cheapest first: a node pruned by the first
+         * does not pay for the others. */
+        if (s->found && (A + r[2 * (n + 1) + k] >= s->best_a ||
+                         A + r[(n + 1) + k] + s->lambda * need >= s->best_a ||
+                         A + r[k] + s->lambda * need - s->room >= s->best_a))
+            return;
     } else if (!s->max_b_mode) {
         if (s->found) {
             double lb = A + s->min_a_rest[k];
@@ -920,6 +915,8 @@ static void bb_visit(struct bb *s, size_t k, double A, double B)
     i = s->order[k];
     {
         int taken = 0;
+    unsigned set0 = s->set;
+    double room0 = s->room;
     for (c = 0; c < m && s->children[i * m + c] >= 0; c++) {
         size_t j = (size_t)s->children[i * m + c];
         if (s->load[j] >= g->cap[j])
@@ -930,9 +927,17 @@ static void bb_visit(struct bb *s, size_t k, double A, double B)
             s->disc--;
         }
         s->load[j]++;
+        if (s->rest != NULL) {
+            /* The node's full models and room, kept along the path. */
+            s->room = room0 - s->mu[j];
+            if (s->watch_of[j] >= 0 && s->load[j] >= g->cap[j])
+                s->set = set0 | 1u << s->watch_of[j];
+        }
         s->cur[i] = (int)j;
         bb_visit(s, k + 1, A + g->a[i * m + j], B + g->b[i * m + j]);
         s->load[j]--;
+        s->set = set0;
+        s->room = room0;
         if (s->disc >= 0 && taken > 0)
             s->disc++;
         taken++;
@@ -992,6 +997,7 @@ static void bb_free(struct bb *s)
     free(s->max_b_rest);
     free(s->lag_rest);
     free(s->mu);
+    free(s->watch_of);
     free(s->rest);
     free(s->ready);
     free(s->cur);
@@ -1006,6 +1012,7 @@ static int bb_init(struct bb *s, const struct gen *g)
 
     memset(s, 0, sizeof *s);
     s->disc = -1;
+    s->children_mode = -1;
     s->g = g;
     s->order = malloc(n * sizeof *s->order);
     s->children = malloc(n * m * sizeof *s->children);
@@ -1064,6 +1071,7 @@ static void bb_set_lambda(struct bb *s, double lambda)
     const struct gen *g = s->g;
     size_t n = g->n, m = g->m;
     s->lambda = isfinite(lambda) && lambda > 0.0 ? lambda : 0.0;
+    s->children_mode = -1;
     s->lag_rest[n] = 0.0;
     for (size_t k = n; k-- > 0;) {
         size_t i = s->order[k];
@@ -1123,6 +1131,7 @@ static int bb_set_duals(struct bb *s, const int *asg)
     for (j = 0; j < m; j++)
         if (!(s->mu[j] > 0.0) || s->mu[j] == INFINITY)
             s->mu[j] = 0.0;
+    s->children_mode = -1;
 
     /* Branch first on the queries whose choice the relaxation is surest
      * of (the largest regret: second least reduced cost minus the least):
@@ -1174,6 +1183,13 @@ static int bb_set_duals(struct bb *s, const int *asg)
             s->watch[w] = s->watch[w - 1];
         s->watch[w] = (int)j;
     }
+    s->watch_of = malloc(m * sizeof *s->watch_of);
+    if (s->watch_of == NULL)
+        goto nomem;
+    for (j = 0; j < m; j++)
+        s->watch_of[j] = -1;
+    for (k = 0; k < s->n_watch; k++)
+        s->watch_of[s->watch[k]] = (int)k;
     sets = (size_t)1 << s->n_watch;
     s->rest = malloc(sets * 4 * (n + 1) * sizeof *s->rest);
     s->ready = calloc(sets, 1);
@@ -1205,7 +1221,23 @@ static void bb_run(struct bb *s, int max_b_mode, const int *incumbent, double in
         memcpy(s->best, incumbent, s->g->n * sizeof *s->best);
     }
     memset(s->load, 0, s->g->m * sizeof *s->load);
-    bb_order_children(s);
+    if (s->rest != NULL) {
+        /* The root's full models (capacity 0) and room. */
+        const struct gen *g = s->g;
+        size_t w, j;
+        s->set = 0;
+        s->room = 0.0;
+        for (w = 0; w < s->n_watch; w++)
+            if (g->cap[s->watch[w]] <= 0)
+                s->set |= 1u << w;
+        for (j = 0; j < g->m; j++)
+            if (s->mu[j] > 0.0)
+                s->room += s->mu[j] * (double)g->cap[j];
+    }
+    if (s->children_mode != max_b_mode) {
+        bb_order_children(s); /* once per mode and keys, not per pass */
+        s->children_mode = max_b_mode;
+    }
     bb_visit(s, 0, 0.0, 0.0);
 }
 
@@ -1382,9 +1414,11 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
         s.max_nodes = LR__OPT_POLISH_NODES;
         bb_set_lambda(&s, lambda);
         /* The relaxation's optimum at lambda gives the capacity
-         * multipliers. */
+         * multipliers; a flow that left a query unplaced (its fallback
+         * after a rounding-made negative cycle) gives none, and the search
+         * keeps the bounds without them. */
         if ((rc = flow_eval(&f, 1.0, s.lambda, &A, &B)) != 0 ||
-            (rc = bb_set_duals(&s, f.asg)) != 0) {
+            (f.unplaced == 0 && (rc = bb_set_duals(&s, f.asg)) != 0)) {
             bb_free(&s);
             goto out;
         }
