@@ -628,6 +628,90 @@ static void knn_equals_plain_scoring_bit_for_bit(void **st)
     free(q);
 }
 
+/* Few-shot shaped documents over more than two slices of the walk: nine
+ * in ten carry one of two task prefixes of 60 features, the rest a few
+ * features of their own from a small skewed vocabulary, so a query walks
+ * lists holding thousands of postings (the prefix's too when nothing is
+ * bounded) and fetches each a slice ahead as it goes. */
+#define FDOCS 17000
+#define FMAXF 96
+
+static size_t fewshot_doc(struct lr__feat *v)
+{
+    size_t m = 0;
+    uint32_t task = rnd() % 10;
+    if (task < 9) {
+        for (uint32_t i = 0; i < 60; i++) {
+            if (rnd() % 12 == 0)
+                continue; /* cut by the strongest-features rule now and then */
+            v[m].id = 200000u * (task % 2 + 1) + i * 3u;
+            v[m].w = 0.1f + (float)(i % 7) * 0.03f;
+            m++;
+        }
+    }
+    size_t own = 4 + rnd() % 30;
+    for (size_t i = 0; i < own && m < FMAXF; i++) {
+        uint32_t a = rnd() % 400, b = rnd() % 400;
+        uint32_t id = (i % 2 ? LR__TFIDF_CHAR_BIT : 700000u) + (a < b ? a : b);
+        if (has_id(v, m, id))
+            continue;
+        v[m].id = id;
+        v[m].w = 0.05f + (float)(rnd() % 1000) / 400.0f;
+        m++;
+    }
+    return unit_sorted(v, m);
+}
+
+static void knn_equals_plain_scoring_on_shared_prefixes(void **st)
+{
+    (void)st;
+    struct lr__feat *feats = malloc((size_t)FDOCS * FMAXF * sizeof(*feats));
+    size_t *off = malloc((FDOCS + 1) * sizeof(*off));
+    struct lr__neighbor *all = malloc(FDOCS * sizeof(*all)), got[64];
+    float *qrow = malloc(LR__TFIDF_SPACE * sizeof(*qrow));
+    struct lr__feat q[FMAXF];
+    /* Automatic threshold; the prefixes bounded and the rest walked;
+     * everything walked. */
+    const uint32_t long_min[3] = {LR__SINDEX_LONG_AUTO, 3000, UINT32_MAX};
+    const size_t ks[3] = {1, 16, 64};
+    struct lr__knn_scratch sc = {0};
+    assert_non_null(feats);
+    assert_non_null(off);
+    assert_non_null(all);
+    assert_non_null(qrow);
+    off[0] = 0;
+    for (size_t d = 0; d < FDOCS; d++) {
+        if (d % 11 == 10) { /* a copy of an earlier document */
+            size_t c = rnd() % d;
+            memcpy(feats + off[d], feats + off[c], (off[c + 1] - off[c]) * sizeof(*feats));
+            off[d + 1] = off[d] + off[c + 1] - off[c];
+        } else {
+            off[d + 1] = off[d] + fewshot_doc(feats + off[d]);
+        }
+    }
+    for (int v = 0; v < 3; v++) {
+        struct lr__sindex idx;
+        assert_int_equal(lr__sindex_build_with(&idx, feats, off, FDOCS, long_min[v]), 0);
+        for (int qi = 0; qi < 6; qi++) {
+            size_t nq;
+            if (qi % 2 == 0) { /* a stored document: it and its copies tie */
+                size_t d = rnd() % FDOCS;
+                nq = off[d + 1] - off[d];
+                memcpy(q, feats + off[d], nq * sizeof(*q));
+            } else {
+                nq = fewshot_doc(q);
+            }
+            check_exact(&idx, q, nq, ks[qi % 3], &sc, got, all, qrow);
+        }
+        lr__sindex_free(&idx);
+    }
+    lr__knn_scratch_free(&sc);
+    free(feats);
+    free(off);
+    free(all);
+    free(qrow);
+}
+
 static void dense_knn_matches_brute_force_and_batches_agree(void **st)
 {
     (void)st;
@@ -955,6 +1039,7 @@ int main(void)
         cmocka_unit_test(pruned_knn_matches_brute_force_on_long_shared_lists),
         cmocka_unit_test(pruned_knn_stays_exact_as_documents_are_appended),
         cmocka_unit_test(knn_equals_plain_scoring_bit_for_bit),
+        cmocka_unit_test(knn_equals_plain_scoring_on_shared_prefixes),
         cmocka_unit_test(dense_knn_matches_brute_force_and_batches_agree),
         cmocka_unit_test(dense_screen_equals_the_flat_scan_bit_for_bit),
         cmocka_unit_test(dense_screen_keeps_ties_below_its_resolution),
