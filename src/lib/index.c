@@ -1047,7 +1047,7 @@ static void walk_short(const struct lr__sindex *idx, const struct lr__feat *q, s
 {
     const struct lr__posting *cur[LR__TFIDF_MAX_FEATURES], *end[LR__TFIDF_MAX_FEATURES];
     float qw[LR__TFIDF_MAX_FEATURES];
-    size_t ahead[LR__TFIDF_MAX_FEATURES]; /* bytes */
+    size_t ahead[LR__TFIDF_MAX_FEATURES]; /* bytes, for a dense walk */
     size_t ns = 0, total = 0;
 
     for (size_t i = 0; i < n; i++) {
@@ -1057,13 +1057,6 @@ static void walk_short(const struct lr__sindex *idx, const struct lr__feat *q, s
         cur[ns] = l->p;
         end[ns] = l->p + l->n;
         qw[ns] = q[i].w;
-        /* The postings the list has in WALK_AHEAD slices on average (none
-         * when every document is in one slice). */
-        ahead[ns] = 0;
-        if (idx->ndocs > KNN_SLICE)
-            ahead[ns] = (size_t)((uint64_t)l->n * KNN_SLICE * WALK_AHEAD_NUM / WALK_AHEAD_DEN /
-                                 idx->ndocs) *
-                        sizeof(*l->p);
         ns++;
         total += l->n;
     }
@@ -1073,6 +1066,15 @@ static void walk_short(const struct lr__sindex *idx, const struct lr__feat *q, s
      * which reads all of acc. Few postings: updating is cheaper than that
      * read. Both give the same bacc (acc only grows). */
     const int dense = total >= DENSE_WALK_PER_BLOCK * n_blocks(idx->ndocs);
+    /* How far ahead a dense walk fetches each list: the postings it has in
+     * WALK_AHEAD slices on average (none when every document is in one
+     * slice). */
+    const double share =
+        dense && idx->ndocs > KNN_SLICE
+            ? (double)KNN_SLICE * WALK_AHEAD_NUM / WALK_AHEAD_DEN / (double)idx->ndocs
+            : 0.0;
+    for (size_t s = 0; dense && s < ns; s++)
+        ahead[s] = (size_t)((double)(end[s] - cur[s]) * share) * sizeof(**cur);
     for (uint32_t lo = 0; lo < idx->ndocs; lo += KNN_SLICE) {
         uint32_t hi = idx->ndocs - lo > KNN_SLICE ? lo + KNN_SLICE : idx->ndocs;
         for (size_t s = 0; s < ns; s++) {
@@ -1085,12 +1087,15 @@ static void walk_short(const struct lr__sindex *idx, const struct lr__feat *q, s
                  * prefetching does not keep up, and the walk waited on
                  * them (see the measurements above). The address is
                  * worked out on integers: past the list's end it is only
-                 * fetched, never read. */
+                 * fetched, never read. In one slice there is nothing to
+                 * fetch ahead (pf 0), and the second loop walks. */
                 const uintptr_t pf = ahead[s];
-                for (; p < e && p->doc < hi; p++) {
+                for (; pf && p < e && p->doc < hi; p++) {
                     __builtin_prefetch((const void *)((uintptr_t)p + pf));
                     acc[p->doc] += w * p->w;
                 }
+                for (; p < e && p->doc < hi; p++)
+                    acc[p->doc] += w * p->w;
             } else {
                 for (; p < e && p->doc < hi; p++) {
                     uint32_t d = p->doc;
