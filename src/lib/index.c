@@ -248,10 +248,13 @@ size_t lr__topk_finish(struct lr__topk *t)
  * a half ahead as it goes (one prefetch a posting, the distance being the
  * list's average postings in 1.5 slices), where the fetch of two lines at
  * the end of a list's part left most of the next part to be waited for.
- * Few-shot kNN 0.85 of the time before, zipf 0.99 (its walk takes the
- * sparse loop, which does not fetch ahead), the same 2,000 queries searched
- * alternately by the code before and after in one process over one index,
- * median of 10 pairs of passes' p50 (this machine's noise about 3%). Other
+ * Few-shot kNN 0.82 to 0.86 of the time before, zipf 0.99 to 1.01 (its
+ * walk mostly takes the sparse loop, which does not fetch ahead), the same
+ * 2,000 queries searched alternately by the code before and after in one
+ * process over one index, median of 10 pairs of passes' p50 (this
+ * machine's noise about 3%); 7 alternating pairs of smart_bench processes
+ * on one store: few-shot kNN 0.81 and decision 0.83, zipf 1.06 and 1.03
+ * (spread 0.94 to 1.11, other jobs running). Other
  * distances: half a slice, one, two, three, four: 0.87, 0.83, 0.82, 0.87,
  * 0.90; a fixed 2,048 or 1,024 bytes: 0.89, 0.86; fetching into the second
  * level only: no different; fetching ahead in the sparse loop too (zipf):
