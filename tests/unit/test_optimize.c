@@ -699,6 +699,91 @@ static void capacity_tight_batches_end_within_one_percent_of_the_optimum(void **
                   worst_q, worst_b);
 }
 
+/* A batch whose search used up its first 200,000 nodes far above the
+ * optimum (synthetic, from the generator of the capacity-tight batches with
+ * tied per-model costs and non-candidates): 30 queries x 5 models, each
+ * model's cost the same for every query, models 1 and 3 capped at 3 and 8.
+ * It ended 10.3% above the optimum (0.0332734 against 0.0301554) before the
+ * search went on for batches whose answer stays over 1% above the bound. */
+#define HARD_N 30
+#define HARD_M 5
+
+static void hard_tied_batch_ends_at_the_optimum(void **state)
+{
+    /* Qualities in eighths, -1 not a candidate. */
+    static const int eighths[HARD_N * HARD_M] = {
+        4, 7, 7, 8, 5,   5, 8, 7, 6, 4,   5, 8, 7, 8, 5,
+        6, 8, 6, 7, 4,   3, 6, 4, 6, 4,   3, 7, 6, 8, 3,
+        3, 7, 6, 7, 4,   4, 8, 6, 6, 4,   5, 8, 5, 7, 4,
+        3, 6, 4, 6, 3,  -1,-1,-1,-1, 4,   5, 8, 6, 7, 4,
+        5, 7, 6, 7, 4,   4, 8, 6, 7, 4,   2, 6, 4, 5, 2,
+        3, 7, 4, 6, 1,   5, 8, 5, 7, 3,   5, 8, 5, 7, 5,
+        2, 6, 3, 4, 1,  -1,-1,-1, 6,-1,   5, 7, 5, 8, 4,
+        2, 8, 5, 5, 3,   5, 8, 6, 8, 5,   4, 8, 5, 7, 3,
+        5, 8, 6, 7, 5,   5, 8, 6, 6, 3,   2, 6, 4, 5, 2,
+       -1,-1,-1,-1, 6,  -1, 8,-1,-1,-1,   4,-1,-1,-1,-1,
+    };
+    static const double price[HARD_M] = {0.0, 0.003152257391346649, 0.0072312284692902379,
+                                         0.0, 0.0031180608413156003};
+    int cap[HARD_M] = {0, 3, 0, 8, -1}, assign[HARD_N], need = 167;
+    double q[HARD_N * HARD_M], c[HARD_N * HARD_M], optimum = INFINITY;
+    /* least[x][y][s]: least cost with x queries on model 1, y on model 3
+     * and qualities summing to s eighths. */
+    enum { L1 = 4, L3 = 9, S = 8 * HARD_N + 1 };
+    double *cur = malloc(L1 * L3 * S * sizeof *cur), *next = malloc(L1 * L3 * S * sizeof *next);
+    struct lr__opt_problem p = {HARD_N, HARD_M, q, c, cap, need / (8.0 * HARD_N), 0.0};
+    struct lr__opt_result r;
+    struct eval e;
+    size_t i, j, x;
+    (void)state;
+
+    assert_non_null(cur);
+    assert_non_null(next);
+    for (i = 0; i < HARD_N * HARD_M; i++) {
+        q[i] = eighths[i] < 0 ? NAN : eighths[i] / 8.0;
+        c[i] = eighths[i] < 0 ? NAN : price[i % HARD_M];
+    }
+    for (x = 0; x < L1 * L3 * S; x++)
+        cur[x] = INFINITY;
+    cur[0] = 0.0;
+    for (i = 0; i < HARD_N; i++) {
+        double *swap;
+        for (x = 0; x < L1 * L3 * S; x++)
+            next[x] = INFINITY;
+        for (x = 0; x < L1 * L3 * S; x++) {
+            size_t l1 = x / (L3 * S), l3 = x / S % L3, sum = x % S;
+            if (cur[x] == INFINITY)
+                continue;
+            for (j = 0; j < HARD_M; j++) {
+                size_t m1 = l1 + (j == 1), m3 = l3 + (j == 3), to;
+                if (eighths[i * HARD_M + j] < 0 || m1 >= L1 || m3 >= L3)
+                    continue;
+                to = (m1 * L3 + m3) * S + sum + (size_t)eighths[i * HARD_M + j];
+                next[to] = fmin(next[to], cur[x] + price[j]);
+            }
+        }
+        swap = cur;
+        cur = next;
+        next = swap;
+    }
+    for (x = 0; x < L1 * L3 * S; x++)
+        if ((int)(x % S) >= need)
+            optimum = fmin(optimum, cur[x]);
+    free(cur);
+    free(next);
+    assert_true(optimum < INFINITY);
+
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), 0);
+    e = eval_assign(&p, assign);
+    assert_true(meets_alpha(&p, &e));
+    assert_true(r.lower_bound <= optimum * (1.0 + 1e-9));
+    print_message("hard tied batch: cost %.7g, optimum %.7g, bound %.7g\n", e.total_cost,
+                  optimum, r.lower_bound);
+    assert_true(e.total_cost <= optimum * (1.0 + 1e-9));
+}
+
 static void capacities_below_query_count_are_infeasible_with_message(void **state)
 {
     double q[4 * 2] = {0.5, 0.6, 0.5, 0.6, 0.5, 0.6, 0.5, 0.6};
@@ -935,6 +1020,7 @@ int main(void)
         cmocka_unit_test(capacities_below_query_count_are_infeasible_with_message),
         cmocka_unit_test(small_batches_reach_the_optimum_the_cheapest_bound_missed),
         cmocka_unit_test(capacity_tight_batches_end_within_one_percent_of_the_optimum),
+        cmocka_unit_test(hard_tied_batch_ends_at_the_optimum),
         cmocka_unit_test(candidate_sets_that_overfill_a_model_are_infeasible),
         cmocka_unit_test(budget_below_cheapest_assignment_returns_the_cheapest),
         cmocka_unit_test(nan_cost_is_rejected_naming_the_cost),
