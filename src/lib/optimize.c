@@ -1466,10 +1466,11 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
              * than LR__OPT_POLISH_GAP above the bound goes on: a plain
              * depth-first search again, pruned from the start by the best
              * answer so far, with the rest of LR__OPT_POLISH_MORE_NODES.
-             * About 1 batch in 100 of the mixes measured; most of them are
-             * at the optimum already under a weak bound and pay the nodes
-             * for nothing, a few (ties in cost make many assignments look
-             * alike to the bounds) end far closer to it. */
+             * It runs on 1 to 3% of the batches of the random mixes in
+             * docs/internals/optimize.md; most of them are at the optimum
+             * already under a weak bound and pay the nodes for nothing, a
+             * few (ties in cost make many assignments look alike to the
+             * bounds) end far closer to it. */
             if (used >= LR__OPT_POLISH_NODES && used < LR__OPT_POLISH_MORE_NODES &&
                 A_hi - ans->bound > LR__OPT_POLISH_GAP * fabs(A_hi) &&
                 A_hi - ans->bound > g->tol_a) {
