@@ -825,6 +825,18 @@ struct bb {
     long nodes, max_nodes; /* max_nodes 0: no limit */
 };
 
+/* Order the n queries by key, largest first, ties in their current order
+ * (an insertion sort: n is at most LR__OPT_POLISH_MAX_N). */
+static void order_by_key(size_t *order, size_t n, const double *key)
+{
+    for (size_t i = 1; i < n; i++) {
+        size_t v = order[i], k;
+        for (k = i; k > 0 && key[order[k - 1]] < key[v]; k--)
+            order[k] = order[k - 1];
+        order[k] = v;
+    }
+}
+
 /* The block of suffix sums for the set of full watched models, computed on
  * first use. */
 static const double *bb_rest(struct bb *s, unsigned set)
@@ -1023,7 +1035,7 @@ static int bb_init(struct bb *s, const struct gen *g)
     s->cur = malloc(n * sizeof *s->cur);
     s->best = malloc(n * sizeof *s->best);
     s->load = malloc(m * sizeof *s->load);
-    spread = malloc(n * sizeof *spread);
+    spread = calloc(n ? n : 1, sizeof *spread);
     if (s->order == NULL || s->children == NULL || s->min_a_rest == NULL ||
         s->max_b_rest == NULL || s->lag_rest == NULL || s->cur == NULL || s->best == NULL || s->load == NULL ||
         spread == NULL) {
@@ -1042,12 +1054,7 @@ static int bb_init(struct bb *s, const struct gen *g)
         spread[i] = hi - lo;
         s->order[i] = i;
     }
-    for (i = 1; i < n; i++) {
-        size_t v = s->order[i];
-        for (k = i; k > 0 && spread[s->order[k - 1]] < spread[v]; k--)
-            s->order[k] = s->order[k - 1];
-        s->order[k] = v;
-    }
+    order_by_key(s->order, n, spread);
     free(spread);
     s->min_a_rest[n] = 0.0;
     s->max_b_rest[n] = 0.0;
@@ -1161,12 +1168,7 @@ static int bb_set_duals(struct bb *s, const int *asg)
         }
         key[i] = b2 == INFINITY ? INFINITY : b2 - b1; /* one candidate: no choice */
     }
-    for (i = 1; i < n; i++) {
-        size_t v = s->order[i];
-        for (k = i; k > 0 && key[s->order[k - 1]] < key[v]; k--)
-            s->order[k] = s->order[k - 1];
-        s->order[k] = v;
-    }
+    order_by_key(s->order, n, key);
     free(key);
     key = NULL;
 
