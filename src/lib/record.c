@@ -314,6 +314,19 @@ static long count_lines(const char *p, size_t from, size_t to)
     return n;
 }
 
+/* The column of p[pos] (1 for the first), in characters as jansson counts
+ * them (a UTF-8 sequence is one), col0 added on p's first line. */
+static int column_at(const char *p, size_t pos, int col0)
+{
+    size_t ls = pos;
+    int col = 1;
+    while (ls > 0 && p[ls - 1] != '\n')
+        ls--;
+    for (size_t i = ls; i < pos; i++)
+        col += ((unsigned char)p[i] & 0xC0) != 0x80;
+    return col + (ls == 0 ? col0 : 0);
+}
+
 static int array_fault(struct lr__array_fault *f, long line, int col, const char *what)
 {
     f->line = line;
@@ -334,7 +347,8 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
         line += count_lines(p, line_at, pos);
         line_at = pos;
         if (pos >= len)
-            return array_fault(fault, line, 1, "unexpected end of file: the array is not closed");
+            return array_fault(fault, line, column_at(p, pos, col0),
+                               "unexpected end of file: the array is not closed");
         if (p[pos] == ']' && index == 0) {
             pos++;
             break;
@@ -346,12 +360,8 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
             json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
         if (!r) {
             int col = je.column;
-            if (je.line == 1) {
-                size_t ls = pos;
-                while (ls > 0 && p[ls - 1] != '\n')
-                    ls--;
-                col += (int)(pos - ls) + (ls == 0 ? col0 : 0);
-            }
+            if (je.line == 1)
+                col += column_at(p, pos, col0) - 1;
             return array_fault(fault, line + (je.line > 0 ? je.line - 1 : 0), col, je.text);
         }
         rc = each(ctx, r, index, line);
@@ -371,14 +381,14 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
             break;
         }
         line += count_lines(p, line_at, pos);
-        return array_fault(fault, line, 1,
+        return array_fault(fault, line, column_at(p, pos, col0),
                            pos >= len ? "unexpected end of file: the array is not closed"
                                       : "expected ',' or ']' after a record");
     }
     while (pos < len && is_ws(p[pos]))
         pos++;
     if (pos < len)
-        return array_fault(fault, line + count_lines(p, line_at, pos), 1,
+        return array_fault(fault, line + count_lines(p, line_at, pos), column_at(p, pos, col0),
                            "unexpected data after the array");
     return 0;
 }

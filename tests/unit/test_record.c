@@ -375,6 +375,52 @@ static void loader_and_import_read_valid_edge_cases_alike(void **st)
     lr_dataset_free(ds);
 }
 
+static int count_each(void *ctx, struct json_t *rec, size_t index, long line)
+{
+    (void)rec;
+    (void)index;
+    (void)line;
+    ++*(int *)ctx;
+    return 0;
+}
+
+/* Where a record array stops parsing: the line and the column in
+ * characters (as jansson counts them inside an element), between elements
+ * and after the array too, and col0 on the first line only. */
+static void array_walk_names_line_and_column(void **st)
+{
+    (void)st;
+    static const struct {
+        const char *text;
+        size_t pos; /* past the '[' */
+        int col0;
+        long line, col;
+        const char *what;
+    } cases[] = {
+        {"[]]", 1, 0, 1, 3, "unexpected data after the array"},
+        {"[1 2]", 1, 0, 1, 4, "expected ',' or ']' after a record"},
+        {"[1,\n2]\n x", 1, 0, 3, 2, "unexpected data after the array"},
+        {"[\n1\n,\n2\n]\n\n\n   ]", 1, 0, 8, 4, "unexpected data after the array"},
+        {"  [1,", 3, 0, 1, 6, "unexpected end of file: the array is not closed"},
+        {"[\"\xc3\xa9\" 1]", 1, 0, 1, 6, "expected ',' or ']' after a record"},
+        {"[\"\xc3\xa9\", {\"q\" 1}]", 1, 0, 1, 12, NULL}, /* jansson's words */
+        {"[1 2]", 1, 5, 1, 9, "expected ',' or ']' after a record"},
+        {"[1,\n2 3]", 1, 5, 2, 3, "expected ',' or ']' after a record"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct lr__array_fault f = {0};
+        int n = 0;
+        int rc = lr__record_array_walk(cases[i].text, strlen(cases[i].text), cases[i].pos, 1,
+                                       cases[i].col0, count_each, &n, &f);
+        assert_int_equal(rc, LR_EPARSE);
+        if (f.line != cases[i].line || f.col != cases[i].col)
+            fail_msg("case %zu: %ld:%d, want %ld:%ld (%s)", i, f.line, f.col, cases[i].line,
+                     cases[i].col, f.what);
+        if (cases[i].what)
+            assert_string_equal(f.what, cases[i].what);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +429,7 @@ int main(void)
         cmocka_unit_test(loader_and_import_read_valid_edge_cases_alike),
         cmocka_unit_test(loader_and_import_skip_records_that_are_not_objects),
         cmocka_unit_test(adds_refuse_what_import_refuses),
+        cmocka_unit_test(array_walk_names_line_and_column),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
