@@ -114,7 +114,11 @@ def _whole(x, what, lo, hi):
     """x as a Python int in [lo, hi] for a C integer field. ctypes stores an
     int too large for the field modulo its size without a word, so a value
     out of range, or one that is not a whole number, raises InvalidInput
-    (InvalidType for one that is no number at all)."""
+    (InvalidType for one that is no number at all, and for True and False,
+    which are not taken for 1 and 0)."""
+    if isinstance(x, bool):
+        raise InvalidType("%s: expected a whole number, got %s" % (what, _got(x)),
+                          code=_lib.LR_EINVAL)
     try:
         v = operator.index(x)
     except TypeError:
@@ -147,7 +151,11 @@ def _tokens(x, what):
 
 def _number(x, what):
     """x as a float that is not NaN: NaN means "the default" to the library,
-    so it is refused rather than passed on."""
+    so it is refused rather than passed on. A str that spells a number
+    ("0.9"), True and False are refused too: no number argument takes them."""
+    if isinstance(x, (str, bytes, bytearray, bool)):
+        raise InvalidType("%s: expected a number, got %s" % (what, _got(x)),
+                          code=_lib.LR_EINVAL)
     try:
         v = float(x)
     except (TypeError, ValueError):  # no number at all, or a str that spells none
@@ -219,6 +227,10 @@ def config_from_llm_configs(llm_configs, router=None):
     for i, c in enumerate(llm_configs):
         if isinstance(c, str):
             c = {"name": c}
+        elif c is None or isinstance(c, (bytes, bytearray, numbers.Number)):
+            raise _wrong_type("config_from_llm_configs: llm_configs[%d]" % i,
+                              "a model configuration (a dict, an object with a name, or a str)",
+                              c)
         m = {}
         for k in _MODEL_KEYS:
             v = _field(c, k)

@@ -51,6 +51,10 @@ class WrongTypeTest(unittest.TestCase):
         self.refused("llm_configs", "got int", llmroute.config_from_llm_configs, 5)
         self.refused("config_from_llm_configs: router", "got int",
                      llmroute.config_from_llm_configs, MODELS, router=5)
+        self.refused("config_from_llm_configs: llm_configs[1]", "got int",
+                     llmroute.config_from_llm_configs, ["a", 5])
+        self.refused("config_from_llm_configs: llm_configs[0]", "got NoneType",
+                     llmroute.config_from_llm_configs, [None])
 
     def test_store_constructor(self):
         self.refused("Store: path", "got int", Store, 5)
@@ -126,6 +130,12 @@ class WrongTypeTest(unittest.TestCase):
         self.refused("Router: performance_requirement", "got str 'high'", Router, self.cfg,
                      performance_requirement="high")
         self.refused("Router: n_similar", "got str", Router, self.cfg, n_similar="4")
+        # A str that spells a number, and True for 1, are refused too.
+        self.refused("Router: performance_requirement", "got str '0.9'", Router, self.cfg,
+                     performance_requirement="0.9")
+        self.refused("Router: performance_requirement", "got bytes", Router, self.cfg,
+                     performance_requirement=b"0.9")
+        self.refused("Router: n_similar", "got bool", Router, self.cfg, n_similar=True)
         self.refused("Router: predictor", "got int", Router, self.cfg, predictor=5)
         self.refused("Router: embed", "got int", Router, self.cfg, store=self.store, embed=5)
 
@@ -135,6 +145,9 @@ class WrongTypeTest(unittest.TestCase):
         self.refused("Router.route: models[1]", "got int", r.route, ["a", 5])
         self.refused("Router.route: query", "got int", r.route, query=5)
         self.refused("Router.route: input_tokens", "got str", r.route, input_tokens="3")
+        self.refused("Router.route: input_tokens", "got bool", r.route, input_tokens=True)
+        self.refused("Router.route: performance_requirement", "got str '0.5'", r.route,
+                     query="hi", performance_requirement="0.5")
         self.refused("Router.route: performance_requirement", "got list", r.route,
                      performance_requirement=[1])
         self.refused("Router.route_index: models", "got int", r.route_index, 5)
@@ -155,6 +168,10 @@ class WrongTypeTest(unittest.TestCase):
         where = "Router.route_batch"
         self.refused(where + ": mode", "got int", fn, ["q"], mode=5)
         self.refused(where + ": alpha", "got str", fn, ["q"], mode="quality", alpha="x")
+        self.refused(where + ": alpha", "got str '0.5'", fn, ["q"], mode="quality", alpha="0.5")
+        self.refused(where + ": budget", "got str '1'", fn, ["q"], mode="budget", budget="1")
+        self.refused(where + ": input_tokens[0]", "got bool", fn, ["q"], input_tokens=[True])
+        self.refused(where + ": capacities['a']", "got bool", fn, ["q"], capacities={"a": True})
         self.refused(where + ": budget", "got list", fn, ["q"], mode="budget", budget=[1])
         self.refused(where + ": capacities", "got int", fn, ["q"], capacities=5)
         self.refused(where + ": capacities", "got int", fn, ["q"], capacities={5: 1})
