@@ -233,7 +233,7 @@ static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
                     break;
                 free(buf);
                 return lr__error_set(L->err, LR_ETOOBIG,
-                                     "%s: over the %ld bytes a data file may be", L->path,
+                                     "'%s' is over the cap of %ld bytes for a data file", L->path,
                                      DATASET_MAX_FILE);
             }
             if (!(g = realloc(buf, grown))) {
@@ -361,7 +361,7 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     }
     if (S_ISREG(st.st_mode) && st.st_size > DATASET_MAX_FILE) {
         fclose(f);
-        return lr__error_set(err, LR_ETOOBIG, "%s: %lld bytes, over the %ld a data file may be",
+        return lr__error_set(err, LR_ETOOBIG, "'%s' is %lld bytes, over the cap of %ld bytes for a data file",
                              path, (long long)st.st_size, DATASET_MAX_FILE);
     }
     L.ds = calloc(1, sizeof *L.ds);

@@ -937,8 +937,13 @@ static int meta_get(sqlite3 *db, const char *key, char *buf, size_t cap, int *fo
     s = sqlite3_step(q);
     if (s == SQLITE_ROW) {
         const char *v = (const char *)sqlite3_column_text(q, 0);
+        size_t bytes = (size_t)sqlite3_column_bytes(q, 0);
         snprintf(buf, cap, "%s", v ? v : "");
-        *found = 1;
+        /* 2: a value no store holds, with a NUL byte in it, which the copy
+         * would cut to something else ("tfidf-v1\0x" is no "tfidf-v1").
+         * One too long for buf is cut too, to a value that differs from
+         * every name and number a store holds (see meta_dim). */
+        *found = v && strlen(v) != bytes ? 2 : 1;
     }
     sqlite3_finalize(q);
     return s == SQLITE_ROW || s == SQLITE_DONE ? 0 : -1;
@@ -967,6 +972,10 @@ static int meta_dim(struct lr_store *st, sqlite3 *db, size_t *dim, struct lr_err
     *dim = 0;
     if (meta_get(db, "dim", buf, sizeof(buf), &found) != 0)
         return db_fail(st, db, err, "reading meta");
+    if (found == 2 || (found && strlen(buf) >= sizeof(buf) - 1))
+        return fail(err, LR_ESTORE, 0,
+                    "history store '%s': meta dim is not valid (a NUL byte in it, or too long)",
+                    st->path);
     if (found) {
         char *end = NULL;
         errno = 0;
@@ -1122,13 +1131,21 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
         }
     }
     char name[SHOWN_CAP], other[SHOWN_CAP];
-    if (!found || strcmp(buf, "1") != 0)
+    if (found != 1 || strcmp(buf, "1") != 0)
         return fail(err, LR_ESTORE, 0,
                     "history store '%s' has schema version '%s'; this library reads version %d",
-                    st->path, found ? shown(buf, name, sizeof(name)) : "(none)",
+                    st->path,
+                    found == 1   ? shown(buf, name, sizeof(name))
+                    : found == 2 ? "(not valid: a NUL byte in it)"
+                                 : "(none)",
                     LR__STORE_SCHEMA_VERSION);
     if (meta_get(st->db, "embedder", buf, sizeof(buf), &found) != 0 || !found)
         return fail(err, LR_ESTORE, 0, "history store '%s' does not name its embedder", st->path);
+    if (found == 2)
+        return fail(err, LR_ESTORE, 0,
+                    "history store '%s' names its embedder with a NUL byte in it ('%s\\x00...'): "
+                    "it is not a name a store holds",
+                    st->path, shown(buf, name, sizeof(name)));
     if (strcmp(buf, st->embedder) != 0)
         return fail(err, LR_ESTORE, 0,
                     "history store '%s' was built with embedder '%s' but is opened with '%s': "
@@ -2970,7 +2987,8 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         goto out;
     }
     if (sb.st_size > LR__STORE_MAX_IMPORT_BYTES) {
-        rc = fail(err, LR_ETOOBIG, 0, "'%s' is %lld bytes, over the import cap of %ld", path,
+        rc = fail(err, LR_ETOOBIG, 0, "'%s' is %lld bytes, over the cap of %ld bytes for a data file",
+                  path,
                   (long long)sb.st_size, LR__STORE_MAX_IMPORT_BYTES);
         goto out;
     }

@@ -459,9 +459,12 @@ printf '\n\n  [%s,\n  {"query": 5, "outputs": []}]\n' "$R" >"$D/wrong_type.json"
 printf '%s\n\n{"query": "q", "outputs": [{"model_name": "strong", "correctness": "yes", "output_token_length": 3}]}\n' \
     "$R" >"$D/wrong_type.jsonl"
 printf '[%s, 5]\n' "$R" >"$D/not_object.json"
+printf '[%s %s]\n' "$R" "$R" >"$D/no_comma.json"
+printf '[%s]]\n' "$R" >"$D/bracket.json"
+truncate -s 1073741825 "$D/big.json" # sparse: one byte over the cap, no disk used
 first_line() { head -1 "$1" | sed -e "s/^llmroute $2: //" -e 's/: nothing imported from this file$//'; }
 for f in "$D/missing.json" "$D" "$D/trunc_record.json" "$D/unclosed.json" "$D/trunc.jsonl" \
-    "$D/after.json" "$D/csv.json"; do
+    "$D/after.json" "$D/csv.json" "$D/no_comma.json" "$D/bracket.json" "$D/big.json"; do
     "$BIN" import --store "$D/s.db" "$f" >/dev/null 2>"$TMP/err"
     im=$(first_line "$TMP/err" import)
     "$BIN" eval --config "$TMP/cfg.json" --data "$f" >/dev/null 2>"$TMP/err"
@@ -487,6 +490,14 @@ done
 "$BIN" eval --config "$TMP/cfg.json" --data "$D/wrong_type.json" >/dev/null 2>"$TMP/err"
 grep -qF "(first: record 1 (line 4): query: expected a non-empty string)" "$TMP/err" && ok ||
     bad "eval counts the lines before an array: $(cat "$TMP/err")"
+# Faults between elements and after the array name their column too.
+"$BIN" eval --config "$TMP/cfg.json" --data "$D/no_comma.json" >/dev/null 2>"$TMP/err"
+grep -qF "no_comma.json:1:$((${#R} + 3)): expected ',' or ']' after a record" "$TMP/err" && ok ||
+    bad "eval names the column of a missing comma: $(cat "$TMP/err")"
+"$BIN" eval --config "$TMP/cfg.json" --data "$D/bracket.json" >/dev/null 2>"$TMP/err"
+grep -qF "bracket.json:1:$((${#R} + 3)): unexpected data after the array" "$TMP/err" && ok ||
+    bad "eval names the column of data after the array: $(cat "$TMP/err")"
+rm -f "$D/big.json"
 
 # --- the task ceiling ---
 # Tasks whose models are right by chance at different rates, some models

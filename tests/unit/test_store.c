@@ -343,6 +343,34 @@ static void names_read_from_the_file_are_shown_escaped(void **st)
     assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
     assert_printable(err.message);
     assert_non_null(strstr(err.message, "schema version '1\\x0d\\x0a9'"));
+
+    /* A NUL byte in a value: not the value before it ("tfidf-v1\0junk" is
+     * no "tfidf-v1", "1\0" no schema version 1, "4\0" no dimension 4). */
+    set_meta(db, "schema_version", "1", -1);
+    set_meta(db, "dim", "0", -1);
+    set_meta(db, "embedder", "tfidf-v1\0junk", 13);
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_null(s);
+    assert_printable(err.message);
+    assert_non_null(strstr(err.message, "names its embedder with a NUL byte in it "
+                                        "('tfidf-v1\\x00...')"));
+    set_meta(db, "embedder", "tfidf-v1", -1);
+    set_meta(db, "schema_version", "1\0", 2);
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_non_null(strstr(err.message, "schema version '(not valid: a NUL byte in it)'"));
+    set_meta(db, "schema_version", "1", -1);
+    set_meta(db, "dim", "4\0", 2);
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_non_null(strstr(err.message, "meta dim is not valid"));
+    /* and a dimension too long for the reader, not cut to a number */
+    memset(longname, '0', sizeof(longname));
+    longname[sizeof(longname) - 1] = '4';
+    set_meta(db, "dim", longname, (int)sizeof(longname));
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_non_null(strstr(err.message, "meta dim is not valid"));
+    set_meta(db, "dim", "0", -1);
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
 }
 
 static void dense_store_keeps_vectors_and_checks_dimension(void **st)
