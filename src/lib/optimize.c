@@ -1244,6 +1244,19 @@ static void bb_run(struct bb *s, int max_b_mode, const int *incumbent, double in
     bb_visit(s, 0, 0.0, 0.0);
 }
 
+/* One pass of the search (mode 0) from the incumbent out, whose A and B
+ * are *A and *B: out, *A and *B take a better answer when it finds one.
+ * Returns the nodes it used. */
+static long bb_pass(struct bb *s, int *out, double *A, double *B)
+{
+    bb_run(s, 0, out, *A);
+    if (s->improved) {
+        memcpy(out, s->best, s->g->n * sizeof *out);
+        gen_sums(s->g, out, A, B);
+    }
+    return s->nodes;
+}
+
 /* ==== The generic solver ==== */
 
 /* Batches up to this many queries get the branch-and-bound polish. */
@@ -1447,22 +1460,12 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
             long used;
             int d, cut;
             s.max_nodes = LR__OPT_POLISH_NODES / 2;
-            bb_run(&s, 0, out, A_hi);
-            if (s.improved) {
-                memcpy(out, s.best, n * sizeof *out);
-                gen_sums(g, out, &A_hi, &B_hi);
-            }
-            used = s.nodes;
+            used = bb_pass(&s, out, &A_hi, &B_hi);
             cut = used >= s.max_nodes;
             for (d = 1; cut && used < LR__OPT_POLISH_NODES && d <= (int)n; d++) {
                 s.disc = d;
                 s.max_nodes = LR__OPT_POLISH_NODES - used;
-                bb_run(&s, 0, out, A_hi);
-                used += s.nodes;
-                if (s.improved) {
-                    memcpy(out, s.best, n * sizeof *out);
-                    gen_sums(g, out, &A_hi, &B_hi);
-                }
+                used += bb_pass(&s, out, &A_hi, &B_hi);
             }
             /* A search that ran out of nodes with its answer still more
              * than LR__OPT_POLISH_GAP above the bound goes on: a plain
@@ -1478,12 +1481,7 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
                 A_hi - ans->bound > g->tol_a) {
                 s.disc = -1;
                 s.max_nodes = LR__OPT_POLISH_MORE_NODES - used;
-                bb_run(&s, 0, out, A_hi);
-                used += s.nodes;
-                if (s.improved) {
-                    memcpy(out, s.best, n * sizeof *out);
-                    gen_sums(g, out, &A_hi, &B_hi);
-                }
+                used += bb_pass(&s, out, &A_hi, &B_hi);
             }
             ans->iterations += (int)used;
         }
