@@ -26,7 +26,6 @@
 #include "record.h"
 #include "strategy.h"
 
-#define DATASET_MAX_FILE (1024L * 1024 * 1024)
 #define DATASET_MAX_MODELS 4096
 
 struct lr_dataset {
@@ -212,11 +211,6 @@ static int parse_fail(struct loader *L, long line, int col, const char *what, co
 
 static const char NOT_DATA[] = " (expected a JSON array or JSON lines of objects)";
 
-static int is_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 /* The rest of f (a file or a pipe) into *out (malloc'd, *len bytes). */
 static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
 {
@@ -226,7 +220,7 @@ static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
         return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
     for (;;) {
         if (n == cap) {
-            size_t grown = cap * 2 > (size_t)DATASET_MAX_FILE ? (size_t)DATASET_MAX_FILE : cap * 2;
+            size_t grown = cap * 2 > (size_t)LR__RECORD_MAX_FILE ? (size_t)LR__RECORD_MAX_FILE : cap * 2;
             char *g;
             if (grown == cap) {
                 if (fgetc(f) == EOF)
@@ -234,7 +228,7 @@ static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
                 free(buf);
                 return lr__error_set(L->err, LR_ETOOBIG,
                                      "'%s' is over the cap of %ld bytes for a data file", L->path,
-                                     DATASET_MAX_FILE);
+                                     LR__RECORD_MAX_FILE);
             }
             if (!(g = realloc(buf, grown))) {
                 free(buf);
@@ -296,9 +290,9 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0)
         json_t *r;
         ssize_t s = 0, e = len;
         lineno++;
-        while (s < e && is_ws(line[s]))
+        while (s < e && lr__json_ws(line[s]))
             s++;
-        while (e > s && is_ws(line[e - 1]))
+        while (e > s && lr__json_ws(line[e - 1]))
             e--;
         if (s == e) {
             col0 = 0;
@@ -359,10 +353,10 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
         fclose(f);
         return lr__error_set(err, LR_EIO, "cannot read '%s': it is a directory", path);
     }
-    if (S_ISREG(st.st_mode) && st.st_size > DATASET_MAX_FILE) {
+    if (S_ISREG(st.st_mode) && st.st_size > LR__RECORD_MAX_FILE) {
         fclose(f);
         return lr__error_set(err, LR_ETOOBIG, "'%s' is %lld bytes, over the cap of %ld bytes for a data file",
-                             path, (long long)st.st_size, DATASET_MAX_FILE);
+                             path, (long long)st.st_size, LR__RECORD_MAX_FILE);
     }
     L.ds = calloc(1, sizeof *L.ds);
     L.view = malloc(sizeof *L.view);

@@ -301,11 +301,6 @@ int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v,
 
 /* ==== Record arrays ==== */
 
-static int is_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 static long count_lines(const char *p, size_t from, size_t to)
 {
     long n = 0;
@@ -342,7 +337,7 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
     int rc;
 
     for (;;) {
-        while (pos < len && is_ws(p[pos]))
+        while (pos < len && lr__json_ws(p[pos]))
             pos++;
         line += count_lines(p, line_at, pos);
         line_at = pos;
@@ -370,7 +365,7 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
             return rc;
         pos += (size_t)je.position;
         index++;
-        while (pos < len && is_ws(p[pos]))
+        while (pos < len && lr__json_ws(p[pos]))
             pos++;
         if (pos < len && p[pos] == ',') {
             pos++;
@@ -385,7 +380,7 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
                            pos >= len ? "unexpected end of file: the array is not closed"
                                       : "expected ',' or ']' after a record");
     }
-    while (pos < len && is_ws(p[pos]))
+    while (pos < len && lr__json_ws(p[pos]))
         pos++;
     if (pos < len)
         return array_fault(fault, line + count_lines(p, line_at, pos), column_at(p, pos, col0),

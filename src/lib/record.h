@@ -23,6 +23,7 @@
 #define LR__RECORD_MAX_OUTCOMES 1024      /* outcomes per record */
 #define LR__RECORD_MAX_MODEL_NAME 256     /* bytes of a model name */
 #define LR__RECORD_MAX_TOKENS 1000000000  /* input_token_length, output_token_length */
+#define LR__RECORD_MAX_FILE (1024L * 1024 * 1024) /* bytes of a data file, both loaders */
 
 struct json_t; /* jansson's json_t */
 
@@ -69,6 +70,12 @@ struct lr__array_fault {
     int col;
     char what[160]; /* jansson's words, or ours */
 };
+
+/* JSON's blank space between values. */
+static inline int lr__json_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 /* Called with each element of a record array (any JSON value, parsed with
  * LR__RECORD_JSON_FLAGS; the callee keeps no reference past its return),

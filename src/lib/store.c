@@ -2845,11 +2845,6 @@ static int count_lines(const char *p, size_t from, size_t to)
     return n;
 }
 
-static int is_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 static int parse_fail(struct importer *im, const char *path, int line, int col, const char *what)
 {
     return fail(im->err, LR_EPARSE, line, "%s:%d:%d: %s", path, line, col, what);
@@ -2868,7 +2863,7 @@ static int import_array(struct importer *im, const char *path, const char *p, si
     size_t pos = 0;
     int rc;
 
-    while (pos < len && is_ws(p[pos]))
+    while (pos < len && lr__json_ws(p[pos]))
         pos++;
     pos++; /* the '[' */
     rc = lr__record_array_walk(p, len, pos, 1 + count_lines(p, 0, pos), 0, import_each, im, &f);
@@ -2884,10 +2879,10 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
         const char *nl = memchr(p + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - p) : len, e = end;
         line++;
-        while (e > pos && is_ws(p[e - 1]))
+        while (e > pos && lr__json_ws(p[e - 1]))
             e--;
         size_t s = pos;
-        while (s < e && is_ws(p[s]))
+        while (s < e && lr__json_ws(p[s]))
             s++;
         if (s < e) {
             json_error_t je;
@@ -2986,10 +2981,10 @@ int lr_store_import_file(struct lr_store *store, const char *path,
                   S_ISDIR(sb.st_mode) ? "it is a directory" : "not a regular file");
         goto out;
     }
-    if (sb.st_size > LR__STORE_MAX_IMPORT_BYTES) {
+    if (sb.st_size > LR__RECORD_MAX_FILE) {
         rc = fail(err, LR_ETOOBIG, 0, "'%s' is %lld bytes, over the cap of %ld bytes for a data file",
                   path,
-                  (long long)sb.st_size, LR__STORE_MAX_IMPORT_BYTES);
+                  (long long)sb.st_size, LR__RECORD_MAX_FILE);
         goto out;
     }
     len = (size_t)sb.st_size;
@@ -3003,7 +2998,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     /* A UTF-8 byte order mark, as some editors save a file, is not data. */
     if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
         first = bom = 3;
-    while (first < len && is_ws(p[first]))
+    while (first < len && lr__json_ws(p[first]))
         first++;
     if (first == len)
         goto out; /* nothing to import */

@@ -37,7 +37,6 @@
 #define LR__STORE_MAX_MODELS 4096        /* distinct model names */
 #define LR__STORE_MAX_EMBEDDER 128       /* bytes of an embedder id */
 #define LR__STORE_MAX_DIM 65536          /* dense dimension */
-#define LR__STORE_MAX_IMPORT_BYTES (1024L * 1024 * 1024) /* import file size */
 #define LR__STORE_HARD_MAX_RECORDS 100000000u            /* with max_records = 0 */
 #define LR__STORE_SCHEMA_VERSION 1
 
