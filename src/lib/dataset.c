@@ -302,7 +302,7 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0)
         r = json_loadb(line + s, (size_t)(e - s), LR__RECORD_JSON_FLAGS, &je);
         if (!r) {
             /* Not JSON from the start: say what a data file is. */
-            rc = parse_fail(L, lineno, je.column + (int)s + col0, je.text,
+            rc = parse_fail(L, lineno, lr__json_error_col(&je) + (int)s + col0, je.text,
                             index == 0 ? NOT_DATA : "");
             break;
         }

@@ -322,6 +322,11 @@ static int column_at(const char *p, size_t pos, int col0)
     return col + (ls == 0 ? col0 : 0);
 }
 
+int lr__json_error_col(const json_error_t *je)
+{
+    return je->column + (json_error_code(je) == json_error_invalid_utf8);
+}
+
 static int array_fault(struct lr__array_fault *f, long line, int col, const char *what)
 {
     f->line = line;
@@ -354,7 +359,7 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
         json_t *r =
             json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
         if (!r) {
-            int col = je.column;
+            int col = lr__json_error_col(&je);
             if (je.line == 1)
                 col += column_at(p, pos, col0) - 1;
             return array_fault(fault, line + (je.line > 0 ? je.line - 1 : 0), col, je.text);

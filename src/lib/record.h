@@ -25,7 +25,8 @@
 #define LR__RECORD_MAX_TOKENS 1000000000  /* input_token_length, output_token_length */
 #define LR__RECORD_MAX_FILE (1024L * 1024 * 1024) /* bytes of a data file, both loaders */
 
-struct json_t; /* jansson's json_t */
+struct json_t;       /* jansson's json_t */
+struct json_error_t; /* jansson's json_error_t */
 
 /* How both loaders parse a record (jansson's flags): any value, so that a
  * line or element that is no object is a bad record, not a bad file; a key
@@ -70,6 +71,12 @@ struct lr__array_fault {
     int col;
     char what[160]; /* jansson's words, or ours */
 };
+
+/* The column of a jansson parse error, 1 for a line's first character.
+ * jansson counts the characters it has decoded, so at a byte that decodes
+ * as no UTF-8 its column is the character's before (0 at a line's start);
+ * every loader takes a column from here, so both name the same one. */
+int lr__json_error_col(const struct json_error_t *je);
 
 /* JSON's blank space between values. */
 static inline int lr__json_ws(char c)

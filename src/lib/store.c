@@ -2890,9 +2890,10 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
             if (!j && index == 0) /* not JSON from the start: say what a data file is */
                 return fail(im->err, LR_EPARSE, line,
                             "%s:%d:%d: %s (expected a JSON array or JSON lines of objects)",
-                            path, line, je.column + (int)(s - pos), je.text);
+                            path, line, lr__json_error_col(&je) + (int)(s - pos), je.text);
             if (!j)
-                return parse_fail(im, path, line, je.column + (int)(s - pos), je.text);
+                return parse_fail(im, path, line, lr__json_error_col(&je) + (int)(s - pos),
+                                  je.text);
             int rc = import_one(im, j, index, line);
             json_decref(j);
             if (rc != 0)
@@ -2996,8 +2997,16 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     const char *p = len > 0 ? map : "";
     size_t first = 0;
     /* A UTF-8 byte order mark, as some editors save a file, is not data. */
-    if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+    if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0) {
         first = bom = 3;
+    } else if (len > 0 && (unsigned char)p[0] == 0xEF) {
+        /* A first byte 0xEF that starts no mark starts no JSON either:
+         * refused in the words of eval's loader, which reads a file once
+         * (it may be a pipe) and so cannot give those bytes to jansson. */
+        rc = fail(err, LR_EPARSE, 1,
+                  "%s:1:1: invalid token (expected a JSON array or JSON lines of objects)", path);
+        goto out;
+    }
     while (first < len && lr__json_ws(p[first]))
         first++;
     if (first == len)

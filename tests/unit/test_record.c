@@ -406,6 +406,11 @@ static void array_walk_names_line_and_column(void **st)
         {"[\"\xc3\xa9\", {\"q\" 1}]", 1, 0, 1, 12, NULL}, /* jansson's words */
         {"[1 2]", 1, 5, 1, 9, "expected ',' or ']' after a record"},
         {"[1,\n2 3]", 1, 5, 2, 3, "expected ',' or ']' after a record"},
+        /* A byte that decodes as no UTF-8 is named at its own column, not
+         * the one before (jansson counts the characters it decoded). */
+        {"[\xef]", 1, 0, 1, 2, "unable to decode byte 0xef"},
+        {"[1,\n\xff]", 1, 0, 2, 1, "unable to decode byte 0xff"},
+        {"[\"\xc3\xa9\", \"\xe2\x82\"]", 1, 0, 1, 8, "unable to decode byte 0xe2 near '\"'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct lr__array_fault f = {0};
