@@ -22,6 +22,7 @@ from several threads at once (one HTTP request per call and batch).
 import http.client
 import json
 import math
+import numbers
 import os
 import urllib.error
 import urllib.request
@@ -45,6 +46,24 @@ _PLAIN = frozenset((float, int))
 
 def _err(message):
     return EmbedError(message, code=_lib.LR_EINVAL)
+
+
+def _wrong_type(what, expected, x):
+    """InvalidType for an argument of the wrong Python type, worded as the
+    rest of the binding words it: `what` names the method and argument."""
+    return InvalidType("%s: expected %s, got %s" % (what, expected, type(x).__name__),
+                       code=_lib.LR_EINVAL)
+
+
+def _count(x, name, hi):
+    """A whole-number argument of OpenAIEmbedder from 1 to hi: InvalidType
+    for no number at all (and True or False), EmbedError for another."""
+    rule = "a whole number from 1 to %d" % hi
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise _wrong_type("OpenAIEmbedder: " + name, rule, x)
+    if not isinstance(x, int) or not 1 <= x <= hi:
+        raise _err("OpenAIEmbedder: %s: expected %s, got %s" % (name, rule, _short(x)))
+    return x
 
 
 def _short(x):
@@ -262,6 +281,10 @@ class OpenAIEmbedder:
     when it is set (never read from a config); dimensions: sent as
     "dimensions" and checked in answers (None: the server's own);
     batch_size: texts per request (1 to 2048); timeout: seconds per request.
+    An argument of the wrong type (to the constructor or a call) raises
+    InvalidType naming it ("OpenAIEmbedder: model: expected ..., got int"),
+    as the rest of the binding does; a bad value of the right type (a URL
+    that is not http, a batch_size of 0), EmbedError.
 
     Calling it with a list of texts returns one list of floats per text, in
     order. Failures raise EmbedError naming the URL and the fault: the
@@ -272,25 +295,32 @@ class OpenAIEmbedder:
 
     def __init__(self, base_url, model, api_key=None, api_key_env=None, dimensions=None,
                  batch_size=64, timeout=30.0):
-        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-            raise _err("base_url: expected an http:// or https:// URL, got %s"
+        where = "OpenAIEmbedder: "
+        if not isinstance(base_url, str):
+            raise _wrong_type(where + "base_url", "an http:// or https:// URL", base_url)
+        if not base_url.startswith(("http://", "https://")):
+            raise _err(where + "base_url: expected an http:// or https:// URL, got %s"
                        % _short(base_url))
-        if not isinstance(model, str) or not model:
-            raise _err("model: expected the embedding model's name, got %s" % _short(model))
-        if dimensions is not None and (not isinstance(dimensions, int) or isinstance(
-                dimensions, bool) or not 1 <= dimensions <= MAX_DIM):
-            raise _err("dimensions: expected a whole number from 1 to %d, got %s"
-                       % (MAX_DIM, _short(dimensions)))
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not (
-                1 <= batch_size <= 2048):
-            raise _err("batch_size: expected a whole number from 1 to 2048, got %s"
-                       % _short(batch_size))
+        if not isinstance(model, str):
+            raise _wrong_type(where + "model", "the embedding model's name (a str)", model)
+        if not model:
+            raise _err(where + "model: expected the embedding model's name, got ''")
+        for name, x in (("api_key", api_key), ("api_key_env", api_key_env)):
+            if x is not None and not isinstance(x, str):
+                raise _wrong_type(where + name, "a str or None", x)
+        if dimensions is not None:
+            _count(dimensions, "dimensions", MAX_DIM)
+        _count(batch_size, "batch_size", 2048)
+        if isinstance(timeout, (str, bytes, bytearray, bool)):
+            raise _wrong_type(where + "timeout", "a number of seconds above 0", timeout)
         try:
-            timeout = float(timeout)
+            seconds = float(timeout)
         except (TypeError, ValueError):
-            timeout = float("nan")
-        if not timeout > 0 or math.isinf(timeout):
-            raise _err("timeout: expected a number of seconds above 0")
+            raise _wrong_type(where + "timeout", "a number of seconds above 0", timeout) from None
+        if not seconds > 0 or math.isinf(seconds):
+            raise _err(where + "timeout: expected a number of seconds above 0, got %s"
+                       % _short(timeout))
+        timeout = seconds
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/embeddings"
         self.model = model
@@ -302,7 +332,8 @@ class OpenAIEmbedder:
         if key is None and api_key_env:
             key = os.environ.get(api_key_env) or None
         if key is not None and any(c in key for c in "\r\n\0"):
-            raise _err("api_key%s holds a control character (CR, LF, ...), not an API key"
+            raise _err("OpenAIEmbedder: api_key%s holds a control character (CR, LF, ...), "
+                       "not an API key"
                        % (" from " + api_key_env if api_key is None and api_key_env else ""))
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if key:
@@ -313,6 +344,10 @@ class OpenAIEmbedder:
         """The embedder of a Config's router.embedding (lr_config_embedding):
         its base_url, model, api_key_env, dimensions, batch_size and
         timeout_ms. None when the config has no router.embedding."""
+        from .core import Config  # core imports this module: imported at call time
+
+        if not isinstance(config, Config):
+            raise _wrong_type("OpenAIEmbedder.from_config: config", "a Config", config)
         info = config.embedding
         if info is None:
             return None

@@ -184,6 +184,35 @@ class WrongTypeTest(unittest.TestCase):
         self.refused("OpenAIEmbedder: texts", "got int", e, 5)
         self.refused("OpenAIEmbedder: texts[0]", "got int", e, [5])
 
+    def test_the_embedder_constructor(self):
+        E, url = llmroute.OpenAIEmbedder, "http://127.0.0.1:9/v1"
+        self.refused("OpenAIEmbedder: base_url", "got int", E, 5, "m")
+        self.refused("OpenAIEmbedder: base_url", "got int", llmroute.openai_embedder, 5, "m")
+        self.refused("OpenAIEmbedder: model", "got int", E, url, 5)
+        self.refused("OpenAIEmbedder: model", "got NoneType", E, url, None)
+        self.refused("OpenAIEmbedder: api_key", "got int", E, url, "m", api_key=5)
+        self.refused("OpenAIEmbedder: api_key_env", "got bytes", E, url, "m", api_key_env=b"K")
+        self.refused("OpenAIEmbedder: dimensions", "got str", E, url, "m", dimensions="384")
+        self.refused("OpenAIEmbedder: dimensions", "got bool", E, url, "m", dimensions=True)
+        self.refused("OpenAIEmbedder: batch_size", "got str", E, url, "m", batch_size="8")
+        self.refused("OpenAIEmbedder: batch_size", "got NoneType", E, url, "m", batch_size=None)
+        self.refused("OpenAIEmbedder: timeout", "got str", E, url, "m", timeout="5")
+        self.refused("OpenAIEmbedder: timeout", "got list", E, url, "m", timeout=[5])
+        self.refused("OpenAIEmbedder.from_config: config", "got dict", E.from_config,
+                     {"models": MODELS})
+        # A bad value of the right type is an EmbedError (an InvalidInput, no
+        # TypeError) that names the argument too.
+        for args, kw, where in ((("ftp://h/v1", "m"), {}, "base_url"), ((url, ""), {}, "model"),
+                                ((url, "m"), {"dimensions": 0}, "dimensions"),
+                                ((url, "m"), {"batch_size": 4096}, "batch_size"),
+                                ((url, "m"), {"timeout": -1}, "timeout")):
+            with self.assertRaises(llmroute.EmbedError) as cm:
+                E(*args, **kw)
+            self.assertNotIsInstance(cm.exception, TypeError)
+            self.assertTrue(str(cm.exception).startswith("OpenAIEmbedder: %s: " % where),
+                            str(cm.exception))
+        self.assertEqual(E(url, "m", dimensions=384, batch_size=8, timeout=2).timeout, 2.0)
+
     def test_the_aios_classes_raise_the_same_class(self):
         seq = llmroute.SequentialRouting(MODELS)
         self.refused("selected_llms", "got int", seq.get_model_idxs, 5)
