@@ -645,6 +645,11 @@ class Store(_Handle):
             embed = self._need_embed(what)
             if embed is None:
                 return None, 0, None
+            if isinstance(query, bytes):
+                # Taken as a built-in store takes it: the bytes go to the
+                # library as they are (the caller's _b refused a NUL), and
+                # embed gets their text, as routing over a dense store does.
+                query = _s(query)
             if not isinstance(query, str):
                 raise InvalidInput("%s: query: expected a string, got %s"
                                    % (what, type(query).__name__), code=_lib.LR_EINVAL)

@@ -80,6 +80,37 @@ class DenseStoreTest(support.StoreFileTestCase):
         self.assertEqual((len(again), again.dim), (9, DIM))
         again.close()
 
+    def test_a_query_in_bytes_is_taken_as_a_builtin_store_takes_it(self):
+        # A dense store refused bytes ("expected a string, got bytes"),
+        # which a built-in store takes as the query's UTF-8 text.
+        s, sparse = self.store, llmroute.Store()
+        try:
+            for store in (s, sparse):
+                store.add(b"added query", [("a", 1, 3)])
+                self.assertTrue(store.add_outcome(b"fed back", "b", 0, 7))
+                self.assertTrue(store.add_outcome(b"keyed", "b", 1, 7, idempotency_key="k-1"))
+                self.assertFalse(store.add_outcome(b"keyed", "b", 1, 7, idempotency_key="k-1"))
+                # Bytes that are no UTF-8: taken by both; embed gets U+FFFD
+                # for the bad byte, as when a dense store routes them.
+                store.add(b"caf\xe9", [("a", 1, 3)])
+            self.assertEqual((len(s), len(sparse)), (9, 4))
+            self.assertEqual(self.embed.calls[2:], [["added query"], ["fed back"], ["keyed"],
+                                                    ["keyed"], ["caf\ufffd"]])
+            # A NUL inside is refused by both, in the same words.
+            words = []
+            for store in (s, sparse):
+                for add in (lambda: store.add(b"a\0b", [("a", 1, 3)]),
+                            lambda: store.add_outcome(b"a\0b", "a", 1, 3)):
+                    with self.assertRaises(llmroute.InvalidInput) as cm:
+                        add()
+                    words.append(str(cm.exception))
+            self.assertEqual(words[:2], words[2:])
+            self.assertIn("Store.add: query: 'a\\x00b': a NUL byte inside", words[0])
+            self.assertEqual((len(s), len(sparse)), (9, 4))
+            self.assertEqual(len(self.embed.calls), 7)
+        finally:
+            sparse.close()
+
     def test_import_file_embeds_only_the_records_it_keeps(self):
         path = os.path.join(self.dir.name, "more.jsonl")
         with open(path, "w") as f:
