@@ -219,16 +219,26 @@ def config_from_llm_configs(llm_configs, router=None):
     LLMConfig) gives one model; AIOS's `hostname` becomes `base_url` when no
     base_url is set. `router` is the "router" object, or None.
     """
+    return _config_doc(llm_configs, router, "config_from_llm_configs")
+
+
+def _config_doc(llm_configs, router, where, router_where=None):
+    """config_from_llm_configs() for the method `where` names in messages
+    ("SmartRouting: llm_configs[2]: ..."); router_where goes before the
+    name of a router key in them (where + ": router." unless given)."""
+    if router_where is None:
+        router_where = where + ": router."
     if isinstance(llm_configs, (str, bytes, Mapping)) or not _iterable(llm_configs):
-        raise _wrong_type("llm_configs", "a list of model configurations", llm_configs)
+        raise _wrong_type(where + ": llm_configs", "a list of model configurations",
+                          llm_configs)
     if router is not None and not isinstance(router, Mapping):
-        raise _wrong_type("config_from_llm_configs: router", "a dict or None", router)
+        raise _wrong_type(where + ": router", "a dict or None", router)
     models = []
     for i, c in enumerate(llm_configs):
         if isinstance(c, str):
             c = {"name": c}
         elif c is None or isinstance(c, (bytes, bytearray, numbers.Number)):
-            raise _wrong_type("config_from_llm_configs: llm_configs[%d]" % i,
+            raise _wrong_type("%s: llm_configs[%d]" % (where, i),
                               "a model configuration (a dict, an object with a name, or a str)",
                               c)
         m = {}
@@ -238,9 +248,9 @@ def config_from_llm_configs(llm_configs, router=None):
                 hit = _not_finite(v)
                 if hit:
                     name = m.get("name")
-                    where = ("llm_configs[%d] (%r): " % (i, name) if isinstance(name, str)
-                             else "llm_configs[%d]: " % i)
-                    raise InvalidInput(_finite_message(where, k, hit), code=_lib.LR_EINVAL)
+                    at = ("%s: llm_configs[%d] (%r): " % (where, i, name)
+                          if isinstance(name, str) else "%s: llm_configs[%d]: " % (where, i))
+                    raise InvalidInput(_finite_message(at, k, hit), code=_lib.LR_EINVAL)
                 m[k] = v
         if "base_url" not in m:
             host = _field(c, "hostname")
@@ -253,7 +263,7 @@ def config_from_llm_configs(llm_configs, router=None):
         for k, v in doc["router"].items():
             hit = _not_finite(v)
             if hit:
-                raise InvalidInput(_finite_message("", k, hit), code=_lib.LR_EINVAL)
+                raise InvalidInput(_finite_message(router_where, k, hit), code=_lib.LR_EINVAL)
     return doc
 
 

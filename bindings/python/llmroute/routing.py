@@ -24,21 +24,25 @@ built-in embedder) a query without text raise InvalidInput or EmptyInput;
 with predictor="aios", a tie on the highest quality when no candidate
 meets the requirement goes to the cheapest (AIOS's argmax: the first).
 Arguments of the wrong type raise InvalidType (an InvalidInput, and a
-TypeError) naming them; a generator serves as selected_llms, queries or
-input_token_lengths as its list does.
+TypeError); its message, as that of any other bad argument, names the
+method and the argument ("SmartRouting.get_model_idxs: selected_llms[0]:
+..."), not the lower-level method it was passed on to. A generator serves
+as selected_llms, queries or input_token_lengths as its list does.
 
 Threads: every method may be called from several threads at once.
 """
 import enum
 import math
 import os
+import re
 import threading
 from collections.abc import Mapping
 
 from . import _lib
-from .core import Config, Router, Store, _iterable, config_from_llm_configs
+from .core import (_INT_MAX, Config, Router, Store, _config_doc, _got, _iterable, _number,
+                   _path, _tokens, _whole, _wrong_type)
 from .embed import OpenAIEmbedder
-from .errors import EmptyInput, Infeasible, InvalidInput, InvalidType
+from .errors import EmptyInput, Error, Infeasible, InvalidInput, InvalidType
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -60,22 +64,49 @@ def _bad_type(msg):
     return InvalidType(msg, code=_lib.LR_EINVAL)
 
 
+# The arguments of Router's methods that an AIOS method's arguments become
+# (the others keep their names: queries, alpha, budget, capacities).
+_ROUTER_ARGS = {"models": "selected_llms", "input_tokens": "input_token_lengths"}
+
+
+def _renamed(e, where, lower, args=_ROUTER_ARGS):
+    """e, an error of the binding raised by the lower-level method `lower`
+    ("Router.route_batch") that the AIOS method `where` called, in that
+    method's terms, its arguments renamed by `args`: "Router.route_batch:
+    input_tokens[0]: ..." becomes "SmartRouting.route_batch:
+    input_token_lengths[0]: ...". Call from an except clause, then raise
+    it. Messages of the library itself (unknown model 'x') name no method
+    and stay as they are."""
+    if e.message.startswith(lower + ": "):
+        rest = e.message[len(lower) + 2:]
+        m = re.match(r"\w+", rest)
+        if m and m.group() in args:
+            rest = args[m.group()] + rest[m.end():]
+        e.message = "%s: %s" % (where, rest)
+        e.args = (e.message,)
+    return e
+
+
 def _name_of(llm, where):
     """The model name of a selected_llms entry: a dict with "name", an object
-    with a .name (AIOS's LLMConfig), or a plain name."""
+    with a .name (AIOS's LLMConfig), or a plain name. `where` names the
+    method and the entry ("SmartRouting.predict: selected_llms[2]")."""
     if isinstance(llm, str):
-        return llm
-    if isinstance(llm, Mapping):
+        name = llm
+    elif isinstance(llm, Mapping):
         name = llm.get("name")
     else:
         name = getattr(llm, "name", None)
     if not isinstance(name, str):
-        raise _bad_type("%s: expected a model name (a dict with \"name\"), got %r"
-                        % (where, llm))
+        raise _bad_type("%s: expected a model name (a str, or a dict with \"name\"), got %s"
+                        % (where, _got(llm)))
+    if "\0" in name:
+        raise _bad("%s: %r: a NUL byte inside a model name would cut it short in C"
+                   % (where, name))
     return name
 
 
-def _selection(selected):
+def _selection(selected, where):
     """selected_llms as given, as a list when it is another iterable (a
     generator, say), or InvalidInput naming it when it is no list of models.
     A lone name, dict or object with a .name is one model, as in _names."""
@@ -85,9 +116,9 @@ def _selection(selected):
         return list(selected)
     if isinstance(getattr(selected, "name", None), str):
         return [selected]
-    raise _bad_type("selected_llms: expected a list of models (names, or dicts with \"name\"), "
-                    "a list of such lists (one per query), or None for every configured model; "
-                    "got %s" % type(selected).__name__)
+    raise _bad_type("%s: selected_llms: expected a list of models (names, or dicts with "
+                    "\"name\"), a list of such lists (one per query), or None for every "
+                    "configured model; got %s" % (where, type(selected).__name__))
 
 
 def _is_per_query(selected):
@@ -96,15 +127,17 @@ def _is_per_query(selected):
             and len(selected) > 0 and isinstance(selected[0], (list, tuple)))
 
 
-def _names(selected, where="selected_llms"):
-    """Candidate names for one request; None means every configured model."""
+def _names(selected, where, arg="selected_llms"):
+    """Candidate names for one request; None means every configured model.
+    `where` names the method, `arg` the argument ("selected_llms[3]" for
+    one of a list per query)."""
     if selected is None:
         return None
     if isinstance(selected, (str, Mapping)):
         selected = [selected]
     try:  # the usual case, a list of dicts with string names, in one pass
         names = tuple([llm["name"] for llm in selected])
-        if all(type(n) is str for n in names):
+        if all(type(n) is str for n in names) and "\0" not in "".join(names):
             if names:
                 return names
         else:
@@ -112,24 +145,25 @@ def _names(selected, where="selected_llms"):
     except (TypeError, KeyError, IndexError):
         names = None
     if names is None:
-        names = tuple(_name_of(llm, "%s[%d]" % (where, i)) for i, llm in enumerate(selected))
+        names = tuple(_name_of(llm, "%s: %s[%d]" % (where, arg, i))
+                      for i, llm in enumerate(selected))
     if not names:
-        raise EmptyInput("%s is empty: give at least one model, or None for all configured "
-                         "models" % where, code=_lib.LR_EEMPTY)
+        raise EmptyInput("%s: %s is empty: give at least one model, or None for all "
+                         "configured models" % (where, arg), code=_lib.LR_EEMPTY)
     return names
 
 
-def _candidate_lists(selected, n):
+def _candidate_lists(selected, n, where):
     """(models argument for Router.route_batch, per_query flag) for n queries."""
     if _is_per_query(selected):
         if len(selected) != n:
-            raise _bad("selected_llm_lists has %d candidate lists for %d queries"
-                       % (len(selected), n))
-        return [_names(s, "selected_llm_lists[%d]" % i) for i, s in enumerate(selected)], True
-    return _names(selected), False
+            raise _bad("%s: selected_llms has %d candidate lists for %d queries"
+                       % (where, len(selected), n))
+        return [_names(s, where, "selected_llms[%d]" % i) for i, s in enumerate(selected)], True
+    return _names(selected, where), False
 
 
-def _query_text(q, i):
+def _query_text(q, i, where):
     """A query's text: a string, or chat messages (the last user message)."""
     if q is None or isinstance(q, str):
         return q
@@ -140,43 +174,43 @@ def _query_text(q, i):
             if isinstance(msg, Mapping) and msg.get("role") == "user":
                 content = msg.get("content")
                 if isinstance(content, list):  # content parts
-                    content = "\n".join(_part_texts(content, i))
+                    content = "\n".join(_part_texts(content, i, where))
                 if content is not None and not isinstance(content, str):
-                    raise _bad_type("queries[%d]: the last user message's content: expected a "
-                                    "string or a list of content parts, got %s"
-                                    % (i, type(content).__name__))
+                    raise _bad_type("%s: queries[%d]: the last user message's content: "
+                                    "expected a string or a list of content parts, got %s"
+                                    % (where, i, type(content).__name__))
                 return (content or "").strip()
         return ""
-    raise _bad_type("queries[%d]: expected a string or a list of chat messages, got %s"
-                    % (i, type(q).__name__))
+    raise _bad_type("%s: queries[%d]: expected a string or a list of chat messages, got %s"
+                    % (where, i, type(q).__name__))
 
 
-def _part_texts(parts, i):
+def _part_texts(parts, i, where):
     """The texts of a message's "text" content parts (queries[i]'s)."""
     texts = []
     for j, p in enumerate(parts):
         if isinstance(p, Mapping) and p.get("type") == "text":
             t = p.get("text", "")
             if not isinstance(t, str):
-                raise _bad_type("queries[%d]: the last user message's content[%d]: \"text\" "
-                                "is %s; expected a string"
-                                % (i, j, "None" if t is None else "a " + type(t).__name__))
+                raise _bad_type("%s: queries[%d]: the last user message's content[%d]: "
+                                "\"text\" is %s; expected a string"
+                                % (where, i, j, "None" if t is None else "a " + type(t).__name__))
             texts.append(t)
     return texts
 
 
-def _n_picks(n_queries):
+def _n_picks(n_queries, where):
     """How many picks n_queries asks for: a count, or the queries themselves
     (one pick each; a single string is one query, as in SmartRouting)."""
     if isinstance(n_queries, str):
         return 1
     if isinstance(n_queries, int):
         if n_queries < 0:
-            raise _bad("n_queries: expected a count >= 0, got %d" % n_queries)
+            raise _bad("%s: n_queries: expected a count >= 0, got %d" % (where, n_queries))
         return n_queries
     if isinstance(n_queries, float):
         if not n_queries.is_integer() or n_queries < 0:
-            raise _bad("n_queries: expected a count >= 0, got %r" % n_queries)
+            raise _bad("%s: n_queries: expected a count >= 0, got %r" % (where, n_queries))
         return int(n_queries)
     try:
         return len(n_queries)
@@ -184,8 +218,47 @@ def _n_picks(n_queries):
         pass
     if _iterable(n_queries):  # the queries as a generator, as SmartRouting takes them
         return sum(1 for _ in n_queries)
-    raise _bad_type("n_queries: expected a count or a list of queries, got %s"
-                    % type(n_queries).__name__)
+    raise _bad_type("%s: n_queries: expected a count or a list of queries, got %s"
+                    % (where, type(n_queries).__name__))
+
+
+def _config(llm_configs, router, where):
+    """The Config of an AIOS class's llm_configs (and its router object),
+    every message about them in that class's terms: the library's
+    "models[2].name: ..." is "SmartRouting: llm_configs[2].name: ...", and
+    "router.alpha: ..." is "SmartRouting: alpha: ..." (the argument)."""
+    doc = _config_doc(llm_configs, router, where, where + ": ")
+    try:
+        return Config(doc)
+    except Error as e:
+        m = e.message
+        if m.startswith("router."):
+            m = m[len("router."):]
+        m = re.sub(r"^models(?=[:\[])|\bmodels(?=\[)", "llm_configs", m)
+        e.message = "%s: %s" % (where, m)
+        e.args = (e.message,)
+        raise
+
+
+def _open_store(path, embedder, max_records, embed, where):
+    """QueryStore's Store (path None: in memory), its arguments named for
+    the AIOS method `where` in messages."""
+    if path is not None:
+        _path(path, where + ": path")
+    if embedder is not None and not isinstance(embedder, str):
+        raise _wrong_type(where + ": embedder", "a str or None", embedder)
+    if embed is not None and not callable(embed):
+        raise _wrong_type(where + ": embed", "a callable (a list of str -> one vector per "
+                          "text)", embed)
+    max_records = _whole(max_records, where + ": max_records", 0, 2 ** 63 - 1)
+    try:
+        return Store(":memory:" if path is None else path, embedder=embedder,
+                     max_records=max_records, embed=embed)
+    except InvalidInput as e:
+        if e.message.startswith("embedder: "):  # what the embedder id is for
+            e.message = "%s: %s" % (where, e.message)
+            e.args = (e.message,)
+        raise
 
 
 class SequentialRouting:
@@ -198,7 +271,7 @@ class SequentialRouting:
 
     def __init__(self, llm_configs):
         self.llm_configs = llm_configs
-        self.config = Config(config_from_llm_configs(llm_configs, {"strategy": "sequential"}))
+        self.config = _config(llm_configs, {"strategy": "sequential"}, "SequentialRouting")
         self.router = Router(self.config, strategy="sequential")
 
     def get_model_idxs(self, selected_llms=None, n_queries=1):
@@ -216,15 +289,22 @@ class SequentialRouting:
             except (KeyError, TypeError):
                 key = None
             if key is not None:
-                return [self.router.route_index(key)]
-        n_queries = _n_picks(n_queries)
-        selected_llms = _selection(selected_llms)
+                try:
+                    return [self.router.route_index(key)]
+                except Error as e:
+                    # A name that is no str, or holds a NUL: the checks
+                    # below name it in this method's terms.
+                    if not e.message.startswith("Router.route_index: "):
+                        raise
+        where = "SequentialRouting.get_model_idxs"
+        n_queries = _n_picks(n_queries, where)
+        selected_llms = _selection(selected_llms, where)
         if _is_per_query(selected_llms):
-            models, _ = _candidate_lists(selected_llms, n_queries)
+            models, _ = _candidate_lists(selected_llms, n_queries, where)
             if n_queries == 1:
                 return [self.router.route_index(models[0])]
             return self.router.route_indices(models=models, n=n_queries)
-        names = _names(selected_llms)
+        names = _names(selected_llms, where)
         if n_queries == 1:
             return [self.router.route_index(names)]
         if n_queries == 0:
@@ -251,8 +331,7 @@ class QueryStore:
 
     def __init__(self, path=None, embedder=None, max_records=0, embed=None):
         self.path = path
-        self._store = Store(":memory:" if path is None else path, embedder=embedder,
-                            max_records=max_records, embed=embed)
+        self._store = _open_store(path, embedder, max_records, embed, "QueryStore")
         self.held_out = {"val": [], "test": []}
         self.generation = 0
         self._lock = threading.Lock()
@@ -261,24 +340,39 @@ class QueryStore:
         """Add records; all or nothing. Returns the ImportReport for "train"
         data, None for held-out splits. A malformed record raises ValueError
         naming its index and field."""
+        where = "QueryStore.add_data"
+        if not isinstance(split, str):
+            raise _wrong_type(where + ": split", "one of %s" % ", ".join(self.SPLITS), split)
         if split not in self.SPLITS:
-            raise _bad("split: expected one of %s, got %r" % (", ".join(self.SPLITS), split))
+            raise _bad("%s: split: expected one of %s, got %r"
+                       % (where, ", ".join(self.SPLITS), split))
         if isinstance(data, (str, bytes, Mapping)) or not _iterable(data):
-            raise _bad_type("data: expected a list of records (dicts), got %s"
-                            % type(data).__name__)
+            raise _bad_type("%s: data: expected a list of records (dicts), got %s"
+                            % (where, type(data).__name__))
         data = list(data)
         for i, rec in enumerate(data):
             if not isinstance(rec, Mapping):
-                raise _bad_type("data[%d]: expected a record (a dict with \"query\", "
+                raise _bad_type("%s: data[%d]: expected a record (a dict with \"query\", "
                                 "\"input_token_length\", \"outputs\"), got %s"
-                                % (i, type(rec).__name__))
+                                % (where, i, type(rec).__name__))
         if split != "train":
             with self._lock:
                 self.held_out[split].extend(data)
             return None
         if not data:
             return None
-        report = self._store.import_records(data, strict=True)
+        try:
+            report = self._store.import_records(data, strict=True)
+        except Error as e:
+            # "import_records: records[3]: query: ..." is data[3] here.
+            m = re.sub(r"\brecords(?=\[)", "data", e.message)
+            if m.startswith("records: "):
+                m = "data: " + m[len("records: "):]
+            if m.startswith("import_records: "):
+                m = m[len("import_records: "):]
+            e.message = "%s: %s" % (where, m)
+            e.args = (e.message,)
+            raise
         with self._lock:
             self.generation += 1
         return report
@@ -286,7 +380,10 @@ class QueryStore:
     def import_file(self, path, split=None, strict=True):
         """Import a JSON or JSONL file in the same format (split: keep only
         records whose "split" field is this)."""
-        report = self._store.import_file(path, split=split, strict=strict)
+        try:
+            report = self._store.import_file(path, split=split, strict=strict)
+        except Error as e:
+            raise _renamed(e, "QueryStore.import_file", "Store.import_file")
         with self._lock:
             self.generation += 1
         return report
@@ -344,6 +441,18 @@ class SmartRouting:
     def __init__(self, llm_configs, performance_requirement=0.7, n_similar=16, store_path=None,
                  *, bootstrap_url=None, predictor=None, alpha=None, embedder=None, embed=None,
                  embedding=None):
+        where = "SmartRouting"
+        # Checked here for their types, so that a message names the argument
+        # (the library's configuration checks their ranges).
+        if performance_requirement is not None:
+            performance_requirement = _number(performance_requirement,
+                                              where + ": performance_requirement")
+        if n_similar is not None:
+            n_similar = _whole(n_similar, where + ": n_similar", -_INT_MAX - 1, _INT_MAX)
+        if predictor is not None and not isinstance(predictor, str):
+            raise _wrong_type(where + ": predictor", "a str or None", predictor)
+        if alpha is not None:
+            alpha = _number(alpha, where + ": alpha")
         self.llm_configs = llm_configs
         self.performance_requirement = performance_requirement
         self.n_similar = n_similar
@@ -353,12 +462,13 @@ class SmartRouting:
                   "n_similar": n_similar, "predictor": predictor, "alpha": alpha}
         if embedding is not None:
             if embed is not None:
-                raise _bad("give embed (a function) or embedding (a server for one), not both")
+                raise _bad("%s: give embed (a function) or embedding (a server for one), not "
+                           "both" % where)
             if not isinstance(embedding, Mapping):
-                raise _bad_type("embedding: expected an object like {\"base_url\": ..., "
-                                "\"model\": ...}, got %s" % type(embedding).__name__)
+                raise _bad_type("%s: embedding: expected an object like {\"base_url\": ..., "
+                                "\"model\": ...}, got %s" % (where, type(embedding).__name__))
             router["embedding"] = dict(embedding)
-        self.config = Config(config_from_llm_configs(llm_configs, router))
+        self.config = _config(llm_configs, router, where)
         if embedding is not None:
             embed = OpenAIEmbedder.from_config(self.config)
         # Smart routing prices every candidate; one without both prices is
@@ -366,20 +476,26 @@ class SmartRouting:
         self._unpriced = {m.name for m in self.config.models
                           if math.isnan(m.cost_per_input_token)
                           or math.isnan(m.cost_per_output_token)}
-        self.store = QueryStore(store_path, embedder=embedder, embed=embed)
+        if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):
+            raise _bad_type("%s: bootstrap_url: expected a path to a local file, got %s"
+                            % (where, type(bootstrap_url).__name__))
+        try:
+            self.store = QueryStore(store_path, embedder=embedder, embed=embed)
+        except Error as e:
+            raise _renamed(e, where, "QueryStore", {"path": "store_path"})
         self._lock = threading.Lock()
         self._current = None
-        if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):
-            raise _bad_type("bootstrap_url: expected a path to a local file, got %s"
-                            % type(bootstrap_url).__name__)
         if bootstrap_url and self.store.count() == 0:
             path = os.fspath(bootstrap_url)
             if path.startswith("file://"):
                 path = path[len("file://"):]
             elif "://" in path:
-                raise _bad("bootstrap_url: %r is remote; download it and give the local file "
-                           "(llmroute does no network I/O)" % bootstrap_url)
-            self.store.import_file(path)
+                raise _bad("%s: bootstrap_url: %r is remote; download it and give the local "
+                           "file (llmroute does no network I/O)" % (where, bootstrap_url))
+            try:
+                self.store.import_file(path)
+            except Error as e:
+                raise _renamed(e, where, "QueryStore.import_file", {"path": "bootstrap_url"})
 
     @property
     def router(self):
@@ -401,37 +517,44 @@ class SmartRouting:
                 current = self._current = (router, gen)
             return current[0]
 
-    def _inputs(self, selected_llms, queries, input_token_lengths):
+    def _inputs(self, where, selected_llms, queries, input_token_lengths):
+        """(models, texts, input token counts) for the Router; `where`
+        names the method in messages."""
         if queries is None:
-            raise _bad("queries: smart routing needs the query texts (one per decision)")
+            raise _bad("%s: queries: smart routing needs the query texts (one per decision)"
+                       % where)
         if isinstance(queries, str):
             queries = [queries]
         elif isinstance(queries, (bytes, bytearray)) or not _iterable(queries):
-            raise _bad_type("queries: expected a list of queries (strings or chat message "
-                            "lists), got %s" % type(queries).__name__)
-        texts = [_query_text(q, i) for i, q in enumerate(queries)]
+            raise _bad_type("%s: queries: expected a list of queries (strings or chat message "
+                            "lists), got %s" % (where, type(queries).__name__))
+        texts = [_query_text(q, i, where) for i, q in enumerate(queries)]
         if not texts:
-            raise EmptyInput("queries is empty", code=_lib.LR_EEMPTY)
+            raise EmptyInput("%s: queries is empty" % where, code=_lib.LR_EEMPTY)
         if input_token_lengths is not None:
             if isinstance(input_token_lengths, int):
                 input_token_lengths = [input_token_lengths]
             elif (isinstance(input_token_lengths, (str, bytes, bytearray, Mapping))
                   or not _iterable(input_token_lengths)):
-                raise _bad_type("input_token_lengths: expected one count per query (a list), "
-                                "or None to estimate them, got %s"
-                                % type(input_token_lengths).__name__)
-            input_token_lengths = list(input_token_lengths)
+                raise _bad_type("%s: input_token_lengths: expected one count per query (a "
+                                "list), or None to estimate them, got %s"
+                                % (where, type(input_token_lengths).__name__))
+            input_token_lengths = [
+                n if n is None else _tokens(n, "%s: input_token_lengths[%d]" % (where, i))
+                for i, n in enumerate(input_token_lengths)]
             if len(input_token_lengths) != len(texts):
-                raise _bad("Number of queries must match number of input token lengths "
-                           "(%d queries, %d lengths)" % (len(texts), len(input_token_lengths)))
-        models, per_query = _candidate_lists(_selection(selected_llms), len(texts))
+                raise _bad("%s: Number of queries must match number of input token lengths "
+                           "(%d queries, %d lengths)"
+                           % (where, len(texts), len(input_token_lengths)))
+        models, per_query = _candidate_lists(_selection(selected_llms, where), len(texts),
+                                             where)
         if self._unpriced:
             for names in (models if per_query else [models]):
                 for name in (self.config.names if names is None else names):
                     if name in self._unpriced:
-                        raise _bad("model '%s' has no cost_per_input_token or "
+                        raise _bad("%s: model '%s' has no cost_per_input_token or "
                                    "cost_per_output_token in llm_configs: smart routing "
-                                   "needs both prices of every candidate" % name)
+                                   "needs both prices of every candidate" % (where, name))
         return models, texts, input_token_lengths
 
     def get_model_idxs(self, selected_llms=None, queries=None, input_token_lengths=None):
@@ -442,15 +565,24 @@ class SmartRouting:
         strings or chat message lists. input_token_lengths: counts, or None
         to estimate them from the text (about 4 bytes per token).
         """
-        models, texts, lengths = self._inputs(selected_llms, queries, input_token_lengths)
-        return self.router.route_indices(texts, models=models, input_tokens=lengths)
+        where = "SmartRouting.get_model_idxs"
+        models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
+        try:
+            return self.router.route_indices(texts, models=models, input_tokens=lengths)
+        except Error as e:
+            raise _renamed(e, where, "Router.route_indices")
 
     def predict(self, queries, selected_llms=None, input_token_lengths=None):
         """Per query, per candidate (in the order given): predicted quality,
         predicted output tokens and estimated cost, as three lists of rows
         (AIOS's QueryStore.predict gives the first two)."""
-        models, texts, lengths = self._inputs(selected_llms, queries, input_token_lengths)
-        res = self.router.route_batch(texts, models=models, input_tokens=lengths, ranking=True)
+        where = "SmartRouting.predict"
+        models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
+        try:
+            res = self.router.route_batch(texts, models=models, input_tokens=lengths,
+                                          ranking=True)
+        except Error as e:
+            raise _renamed(e, where, "Router.route_batch")
         perf, out_len, cost = [], [], []
         for i, d in enumerate(res.decisions):
             by_name = {c.name: c for c in d.ranking}
@@ -472,19 +604,27 @@ class SmartRouting:
         quality with total cost <= budget. Returns a BatchResult; when no
         assignment meets the constraints, feasible is False and message says
         what was reached."""
-        models, texts, lengths = self._inputs(selected_llms, queries, input_token_lengths)
+        return self._route_batch("SmartRouting.route_batch", selected_llms, queries,
+                                 input_token_lengths, alpha, budget, capacities, ranking)
+
+    def _route_batch(self, where, selected_llms, queries, input_token_lengths, alpha, budget,
+                     capacities, ranking):
+        models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
         mode = "quality" if budget is None else "budget"
-        return self.router.route_batch(texts, models=models, input_tokens=lengths, mode=mode,
-                                       alpha=alpha, budget=budget, capacities=capacities,
-                                       ranking=ranking)
+        try:
+            return self.router.route_batch(texts, models=models, input_tokens=lengths,
+                                           mode=mode, alpha=alpha, budget=budget,
+                                           capacities=capacities, ranking=ranking)
+        except Error as e:
+            raise _renamed(e, where, "Router.route_batch")
 
     def get_model_idxs_global(self, selected_llms=None, queries=None, input_token_lengths=None,
                               alpha=None, capacities=None):
         """route_batch()'s assignment as indices into llm_configs. Raises
         Infeasible (a ValueError) when the constraints cannot all be met;
         its .result holds the best reachable assignment."""
-        res = self.route_batch(selected_llms, queries, input_token_lengths, alpha=alpha,
-                               capacities=capacities)
+        res = self._route_batch("SmartRouting.get_model_idxs_global", selected_llms, queries,
+                                input_token_lengths, alpha, None, capacities, False)
         if not res.feasible:
             e = Infeasible(res.message or "no assignment meets the constraints",
                            code=_lib.LR_EINFEASIBLE)

@@ -48,7 +48,8 @@ class WrongTypeTest(unittest.TestCase):
         self.refused("Config.from_file: path", "got int", Config.from_file, 5)
         self.refused("Config.index: name", "got int", self.cfg.index, 5)
         self.refused("Config.index: name", "got NoneType", self.cfg.index, None)
-        self.refused("llm_configs", "got int", llmroute.config_from_llm_configs, 5)
+        self.refused("config_from_llm_configs: llm_configs", "got int",
+                     llmroute.config_from_llm_configs, 5)
         self.refused("config_from_llm_configs: router", "got int",
                      llmroute.config_from_llm_configs, MODELS, router=5)
         self.refused("config_from_llm_configs: llm_configs[1]", "got int",
@@ -214,23 +215,129 @@ class WrongTypeTest(unittest.TestCase):
         self.assertEqual(E(url, "m", dimensions=384, batch_size=8, timeout=2).timeout, 2.0)
 
     def test_the_aios_classes_raise_the_same_class(self):
+        # Each message names the public method and its argument; some named
+        # the lower-level method they passed the argument on to
+        # ("Router.route_index: models[0]", "Router.route_indices:
+        # input_tokens[0]", "Store: path"), others no method at all.
         seq = llmroute.SequentialRouting(MODELS)
-        self.refused("selected_llms", "got int", seq.get_model_idxs, 5)
-        self.refused("selected_llms[0]", "got 5", seq.get_model_idxs, [5, "a"])
-        self.refused("n_queries", "got object", seq.get_model_idxs, ["a"], object())
+        where = "SequentialRouting.get_model_idxs"
+        self.refused(where + ": selected_llms", "got int", seq.get_model_idxs, 5)
+        self.refused(where + ": selected_llms[1]", "got int", seq.get_model_idxs, ["a", 5])
+        self.refused(where + ": selected_llms[0]", "got dict", seq.get_model_idxs,
+                     [{"name": 5}])
+        self.refused(where + ": selected_llms[1][0]", "got int", seq.get_model_idxs,
+                     [["a"], [5]], ["q", "r"])
+        self.refused(where + ": n_queries", "got object", seq.get_model_idxs, ["a"], object())
+        self.refused("SequentialRouting: llm_configs", "got int", llmroute.SequentialRouting, 5)
+        self.refused("SequentialRouting: llm_configs[1]", "got int", llmroute.SequentialRouting,
+                     ["a", 5])
         smart = llmroute.SmartRouting(MODELS)
-        self.refused("queries", "got int", smart.get_model_idxs, ["a"], 5)
-        self.refused("queries[0]", "got int", smart.get_model_idxs, ["a"], [5])
-        self.refused("input_token_lengths", "got str", smart.get_model_idxs, ["a"], ["q"],
-                     "3")
-        self.refused("embedding", "got int", llmroute.SmartRouting, MODELS, embedding=5)
-        self.refused("bootstrap_url", "got int", llmroute.SmartRouting, MODELS,
-                     bootstrap_url=5)
-        q = llmroute.QueryStore()
+        smart.store.add_data([{"query": "q", "input_token_length": 3, "outputs": [
+            {"model_name": "a", "correctness": 1, "output_token_length": 3}]}])
+        for name in ("get_model_idxs", "predict", "route_batch", "get_model_idxs_global"):
+            where = "SmartRouting." + name
+            fn = getattr(smart, name)
+            if name == "predict":  # predict(queries, selected_llms, input_token_lengths)
+                call = (lambda sel, q, n=None, fn=fn: fn(q, sel, n))
+            else:
+                call = (lambda sel, q, n=None, fn=fn: fn(sel, q, n))
+            self.refused(where + ": selected_llms", "got int", call, 5, ["q"])
+            self.refused(where + ": selected_llms[0]", "got int", call, [5], ["q"])
+            self.refused(where + ": selected_llms[0][0]", "got int", call, [[5]], ["q"])
+            self.refused(where + ": queries", "got int", call, ["a"], 5)
+            self.refused(where + ": queries[0]", "got int", call, ["a"], [5])
+            self.refused(where + ": input_token_lengths", "got str", call, ["a"], ["q"], "3")
+            self.refused(where + ": input_token_lengths[0]", "got str '3'", call, ["a"], ["q"],
+                         ["3"])
+        for name in ("route_batch", "get_model_idxs_global"):
+            where = "SmartRouting." + name
+            fn = getattr(smart, name)
+            self.refused(where + ": alpha", "got str '0.5'", fn, ["a"], ["q"], alpha="0.5")
+            self.refused(where + ": capacities", "got int", fn, ["a"], ["q"], capacities=5)
+            self.refused(where + ": capacities['a']", "got str", fn, ["a"], ["q"],
+                         capacities={"a": "x"})
+        self.refused("SmartRouting.route_batch: budget", "got str", smart.route_batch, ["a"],
+                     ["q"], budget="1")
+        S = llmroute.SmartRouting
+        self.refused("SmartRouting: llm_configs", "got int", S, 5)
+        self.refused("SmartRouting: performance_requirement", "got str 'high'", S, MODELS,
+                     performance_requirement="high")
+        self.refused("SmartRouting: n_similar", "got str", S, MODELS, n_similar="4")
+        self.refused("SmartRouting: predictor", "got int", S, MODELS, predictor=5)
+        self.refused("SmartRouting: alpha", "got bool", S, MODELS, alpha=True)
+        self.refused("SmartRouting: store_path", "got int", S, MODELS, store_path=5)
+        self.refused("SmartRouting: embedder", "got int", S, MODELS, embedder=5)
+        self.refused("SmartRouting: embed", "got int", S, MODELS, embedder="m", embed=5)
+        self.refused("SmartRouting: embedding", "got int", S, MODELS, embedding=5)
+        self.refused("SmartRouting: bootstrap_url", "got int", S, MODELS, bootstrap_url=5)
+        Q = llmroute.QueryStore
+        self.refused("QueryStore: path", "got int", Q, 5)
+        self.refused("QueryStore: embedder", "got int", Q, embedder=5)
+        self.refused("QueryStore: max_records", "got str", Q, max_records="9")
+        self.refused("QueryStore: embed", "got int", Q, embedder="m", embed=5)
+        q = Q()
         try:
-            self.refused("data[0]", "got int", q.add_data, [5])
+            self.refused("QueryStore.add_data: data", "got int", q.add_data, 5)
+            self.refused("QueryStore.add_data: data[0]", "got int", q.add_data, [5])
+            self.refused("QueryStore.add_data: split", "got int", q.add_data, [], split=5)
+            self.refused("QueryStore.import_file: path", "got int", q.import_file, 5)
+            self.refused("QueryStore.import_file: split", "got int", q.import_file, self.data,
+                         split=5)
         finally:
             q.close()
+            smart.store.close()
+
+    def test_a_bad_value_given_to_an_aios_class_names_the_method_and_argument(self):
+        def bad(where, fn, *args, **kw):
+            with self.assertRaises(llmroute.InvalidInput) as cm:
+                fn(*args, **kw)
+            self.assertTrue(str(cm.exception).startswith(where), str(cm.exception))
+
+        S, Q = llmroute.SmartRouting, llmroute.QueryStore
+        seq = llmroute.SequentialRouting(MODELS)
+        where = "SequentialRouting.get_model_idxs: "
+        bad(where + "n_queries: expected a count >= 0", seq.get_model_idxs, ["a"], -1)
+        bad(where + "selected_llms is empty", seq.get_model_idxs, [])
+        bad(where + "selected_llms[0]: 'a\\x00': a NUL byte", seq.get_model_idxs,
+            [{"name": "a\0"}])
+        bad(where + "selected_llms has 2 candidate lists for 3 queries", seq.get_model_idxs,
+            [["a"], ["b"]], 3)
+        bad("SequentialRouting: llm_configs[1].cost_per_input_token: expected a non-negative "
+            "number", llmroute.SequentialRouting, ["a", {"name": "b", "cost_per_input_token": -1}])
+        bad("SequentialRouting: llm_configs: expected at least one model",
+            llmroute.SequentialRouting, [])
+        bad("SmartRouting: performance_requirement: expected a number from 0 to 1", S, MODELS,
+            performance_requirement=1.5)
+        bad("SmartRouting: n_similar: expected an integer from 1 to 1024", S, MODELS,
+            n_similar=0)
+        bad("SmartRouting: predictor: unknown predictor 'zz'", S, MODELS, predictor="zz")
+        bad("SmartRouting: embedder: 'zz' is not an embedder", S, MODELS, embedder="zz")
+        bad("SmartRouting: embedding.base_url: missing", S, MODELS, embedding={})
+        bad("SmartRouting: bootstrap_url: 'http://h/d.json' is remote", S, MODELS,
+            bootstrap_url="http://h/d.json")
+        smart = S(MODELS)
+        q = Q()
+        try:
+            smart.store.add_data([{"query": "q", "input_token_length": 3, "outputs": [
+                {"model_name": "a", "correctness": 1, "output_token_length": 3}]}])
+            where = "SmartRouting.get_model_idxs: "
+            bad(where + "input_token_lengths[0]: expected a whole number from 0",
+                smart.get_model_idxs, ["a"], ["q"], [-1])
+            bad(where + "queries[0]: 'q\\x00': a NUL byte", smart.get_model_idxs, ["a"],
+                ["q\0"])
+            bad(where + "queries is empty", smart.get_model_idxs, ["a"], [])
+            bad("SmartRouting.route_batch: capacities: 1 values for 3 configured models",
+                smart.route_batch, ["a"], ["q"], capacities=[1])
+            bad("QueryStore.add_data: split: expected one of train, val, test, got 'dev'",
+                q.add_data, [], split="dev")
+            bad("QueryStore.add_data: data[1]: query: expected a non-empty string", q.add_data,
+                [{"query": "q", "outputs": [{"model_name": "a", "correctness": 1,
+                                             "output_token_length": 3}]},
+                 {"query": "", "outputs": []}])
+            bad("QueryStore: max_records: expected a whole number from 0", Q, max_records=-1)
+        finally:
+            q.close()
+            smart.store.close()
 
 
 if __name__ == "__main__":

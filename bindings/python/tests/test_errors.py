@@ -21,8 +21,8 @@ class ConfigErrorsTest(unittest.TestCase):
         return cm.exception
 
     def test_negative_price_names_the_field(self):
-        e = self.assertRaisesWith(ValueError, "models[1].cost_per_input_token",
-                                  SequentialRouting,
+        e = self.assertRaisesWith(ValueError, "SequentialRouting: llm_configs[1]."
+                                  "cost_per_input_token", SequentialRouting,
                                   [{"name": "a"}, {"name": "b", "cost_per_input_token": -1}])
         self.assertIsInstance(e, llmroute.ConfigError)
         self.assertEqual(e.code, -6)
@@ -32,12 +32,16 @@ class ConfigErrorsTest(unittest.TestCase):
                               SequentialRouting, [{"name": "a", "cost_per_output_token": "1"}])
 
     def test_duplicate_names(self):
-        self.assertRaisesWith(ValueError, "'a' is already the name of models[0]",
+        # The library's models[i] is the argument's llm_configs[i].
+        self.assertRaisesWith(ValueError, "SequentialRouting: llm_configs[1].name: 'a' is "
+                              "already the name of llm_configs[0]",
                               SequentialRouting, [{"name": "a"}, {"name": "a"}])
+        self.assertRaisesWith(ValueError, "'a' is already the name of models[0]",
+                              Config, {"models": [{"name": "a"}, {"name": "a"}]})
 
     def test_missing_name(self):
-        self.assertRaisesWith(ValueError, "models[0].name: missing", SequentialRouting,
-                              [{"backend": "openai"}])
+        self.assertRaisesWith(ValueError, "SequentialRouting: llm_configs[0].name: missing",
+                              SequentialRouting, [{"backend": "openai"}])
 
     def test_no_models(self):
         self.assertRaises(ValueError, SequentialRouting, [])

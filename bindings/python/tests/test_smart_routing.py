@@ -270,7 +270,7 @@ class SmartErrorsTest(SmartTestCase):
     def test_token_lengths_beyond_a_c_long_are_refused_not_wrapped(self):
         with self.assertRaises(ValueError) as cm:
             self.r.get_model_idxs(self.sel, ["a", "b"], [3, 2 ** 64 + 5])
-        self.assertIn("input_tokens[1]", str(cm.exception))
+        self.assertIn("SmartRouting.get_model_idxs: input_token_lengths[1]", str(cm.exception))
 
     def test_chat_content_that_is_no_text(self):
         # It raised AttributeError: 'int' object has no attribute 'strip'.
@@ -326,7 +326,7 @@ class SmartErrorsTest(SmartTestCase):
                 with self.assertRaises(ValueError) as cm:
                     self.r.store.add_data(bad)
                 self.assertNotIn("llmroute-import-", str(cm.exception))
-                self.assertRegex(str(cm.exception), r"^(data|records)")
+                self.assertRegex(str(cm.exception), r"^QueryStore\.add_data: data\b")
 
     def test_predictions_are_in_range(self):
         perf, length, cost = self.r.predict([q[0] for q in self.queries], self.sel)
