@@ -12,6 +12,7 @@ enum {
     CLI_OK = 0,      /* success */
     CLI_RUNTIME = 1, /* a runtime failure */
     CLI_USAGE = 2,   /* bad usage, bad config, unknown model */
+    CLI_UNMET = 3,   /* route --batch: constraints not met, the best assignment printed */
 };
 
 /* One option: "--name VALUE" / "--name=VALUE" when value is set, else a flag. */
