@@ -44,9 +44,10 @@ int cli_load_config(const char *cmd, const char *path, struct lr_config **out);
 int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,
                    char ***names, size_t *n);
 
-/* CLI_OK when path is NULL, ":memory:" or a file that exists; else
- * CLI_USAGE after saying how to create the store (route and eval refuse a
- * missing store before their work). */
+/* CLI_OK when path is NULL, ":memory:", a file that exists or a path that
+ * cannot be looked up for another reason than its absence (the store's
+ * open then names it); else CLI_USAGE after saying how to create the store
+ * (route and eval refuse a missing store before their work). */
 int cli_check_store_exists(const char *cmd, const char *path);
 
 /* A --split value, when given, names a split: CLI_USAGE after printing why

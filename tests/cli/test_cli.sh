@@ -465,6 +465,45 @@ expect "route smart batch unpriced, one candidate" 2 "" "model 'gpt-4o' has no c
     --models gpt-4o --batch q1
 expect "route sequential unpriced" 0 "gpt-4o" "" -- "$BIN" route --config "$TMP/noprice.json" q1
 
+# A store the command may not read is named with the system's reason, not
+# SQLite's bare "unable to open database file". Root reads anything, so as
+# root the commands run as nobody (setpriv), which may then enter $TMP.
+as_user=()
+if [ "$(id -u)" = 0 ]; then
+    command -v setpriv >/dev/null && as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+if [ "$(id -u)" != 0 ] || [ ${#as_user[@]} -gt 0 ]; then
+    P=$TMP/perm
+    mkdir "$P" "$P/shut" "$P/ro" && chmod 711 "$TMP" && chmod 755 "$P"
+    for f in a.db shut/h.db ro/h.db; do
+        cp "$TMP/chk.db" "$P/$f" && chmod 644 "$P/$f"
+    done
+    chmod 000 "$P/a.db" "$P/shut"
+    chmod 555 "$P/ro"
+    want="cannot open history store '$P/a.db': Permission denied"
+    expect "route, unreadable store" 1 "" "$want" -- "${as_user[@]}" \
+        "$BIN" route --config "$CFG" --strategy smart --store "$P/a.db" q1
+    expect "import, unreadable store" 1 "" "$want" -- "${as_user[@]}" \
+        "$BIN" import --store "$P/a.db" "$SRC/examples/history.jsonl"
+    expect "check-config, unreadable store" 2 "" "$want" -- "${as_user[@]}" \
+        "$BIN" check-config "$CFG" --store "$P/a.db"
+    # A store in a folder that may not be entered exists: not "does not exist".
+    expect "route, store in a closed folder" 1 "" \
+        "cannot open history store '$P/shut/h.db': Permission denied" -- "${as_user[@]}" \
+        "$BIN" route --config "$CFG" --strategy smart --store "$P/shut/h.db" q1
+    expect "import, new store in a closed folder" 1 "" \
+        "cannot open history store '$P/shut/n.db': Permission denied" -- "${as_user[@]}" \
+        "$BIN" import --store "$P/shut/n.db" "$SRC/examples/history.jsonl"
+    # Readable, in a folder that is not writable: SQLite's words, then why.
+    expect "route, store in a read-only folder" 1 "" \
+        "attempt to write a readonly database (its folder '$P/ro' is not writable: Permission denied" \
+        -- "${as_user[@]}" "$BIN" route --config "$CFG" --strategy smart --store "$P/ro/h.db" q1
+    chmod 755 "$P/shut" "$P/ro"
+    chmod 700 "$TMP"
+else
+    echo "skipped the unreadable-store checks: running as root without setpriv"
+fi
+
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
