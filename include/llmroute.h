@@ -192,7 +192,9 @@ struct lr_store_options {
     const char *embedder;  /* embedder id; NULL = built-in LR_EMBEDDER_BUILTIN; any other
                               id makes a dense store (lr_embedding_info.embedder_id) */
     int dense_dim;         /* for a remote embedder: its dimension; 0 = unknown yet */
-    int read_only;         /* open without writing */
+    int read_only;         /* open read-only: the store's contents are never changed
+                              (SQLite may still create the -wal and -shm files beside
+                              an existing store, as it does for any reader in WAL mode) */
     size_t max_records;    /* cap on records; 0 = no cap */
     int threads;           /* threads that rebuild the in-memory copy (open, refresh,
                               import): 0 = the CPUs the process may run on, at most

@@ -504,6 +504,24 @@ else
     echo "skipped the unreadable-store checks: running as root without setpriv"
 fi
 
+# Each command's --help lists the exit codes it gives; these are the ones
+# beyond 0 and a plain usage error.
+expect "import --help exit codes" 0 "2 usage or configuration error" "" -- "$BIN" import --help
+printf '{"models": []}' >"$TMP/nomodels.json"
+expect "import with a bad --config exits 2" 2 "" "nomodels.json" -- \
+    "$BIN" import --config "$TMP/nomodels.json" --store "$TMP/imp.db"
+[ ! -e "$TMP/imp.db" ] && ok || bad "import with a bad --config made the store"
+expect "import of another embedder's store exits 1" 1 "" "was built with embedder 'tfidf-v1'" -- \
+    "$BIN" import --config "$TMP/dense.json" --store "$TMP/chk.db"
+expect "serve --help exit codes" 0 "Exit codes: 0 stopped by SIGTERM" "" -- "$BIN" serve --help
+expect "serve with a bad config exits 2" 2 "" "nomodels.json" -- \
+    "$BIN" serve --config "$TMP/nomodels.json" --listen 127.0.0.1:0
+expect "check-config --help exit codes" 0 "Exit codes: 0 valid; 1 out of memory; 2 usage" "" -- \
+    "$BIN" check-config --help
+expect "check-config --help on side files" 0 "the store's contents are not" "" -- \
+    "$BIN" check-config --help
+expect "llmroute --help exit codes" 0 "3 route --batch: constraints not met" "" -- "$BIN" --help
+
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
