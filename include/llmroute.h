@@ -3,7 +3,12 @@
  * libllmroute is computation, not I/O: it parses model configurations, keeps
  * the history store, embeds text with its built-in embedder, searches,
  * predicts and optimizes. It never opens a socket. The CLI, the gateway and
- * the Python binding use only this header.
+ * the Python binding use only this header of the library, never its lr__
+ * internals. The CLI also uses the gateway's own header
+ * (src/gateway/gateway.h) for what it shares with the gateway: `serve` runs
+ * it, `check-config` runs its configuration checks, and the remote
+ * embedder's client (src/cli/embed_http.c) refuses an API key the way the
+ * gateway does.
  *
  * Conventions (after libuv):
  *   - every public name starts with lr_ / LR_;

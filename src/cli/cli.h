@@ -1,5 +1,7 @@
 /* cli.h -- what the llmroute subcommands share: exit codes, option parsing,
- * messages, loading the config. The CLI uses only the public API.
+ * messages, loading the config. Of the library, the CLI uses only the
+ * public API (include/llmroute.h); serve, check-config and embed_http.c
+ * also use the gateway's header (src/gateway/gateway.h).
  */
 #ifndef LR_CLI_H
 #define LR_CLI_H

@@ -522,6 +522,12 @@ expect "check-config --help on side files" 0 "the store's contents are not" "" -
     "$BIN" check-config --help
 expect "llmroute --help exit codes" 0 "3 route --batch: constraints not met" "" -- "$BIN" --help
 
+# docs/ARCHITECTURE.md's tour names every header of the code it tours.
+for h in "$SRC"/src/lib/*.h "$SRC"/src/cli/*.h "$SRC"/src/gateway/*.h; do
+    grep -qF "$(basename "$h")" "$SRC/docs/ARCHITECTURE.md" && ok ||
+        bad "docs/ARCHITECTURE.md does not mention $(basename "$h")"
+done
+
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help
 expect "route --help" 0 "--models a,b,c" "" -- "$BIN" route --help
