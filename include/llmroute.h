@@ -3,7 +3,12 @@
  * libllmroute is computation, not I/O: it parses model configurations, keeps
  * the history store, embeds text with its built-in embedder, searches,
  * predicts and optimizes. It never opens a socket. The CLI, the gateway and
- * the Python binding use only this header.
+ * the Python binding use only this header of the library, never its lr__
+ * internals. The CLI also uses the gateway's own header
+ * (src/gateway/gateway.h) for what it shares with the gateway: `serve` runs
+ * it, `check-config` runs its configuration checks, and the remote
+ * embedder's client (src/cli/embed_http.c) refuses an API key the way the
+ * gateway does.
  *
  * Conventions (after libuv):
  *   - every public name starts with lr_ / LR_;
@@ -192,7 +197,9 @@ struct lr_store_options {
     const char *embedder;  /* embedder id; NULL = built-in LR_EMBEDDER_BUILTIN; any other
                               id makes a dense store (lr_embedding_info.embedder_id) */
     int dense_dim;         /* for a remote embedder: its dimension; 0 = unknown yet */
-    int read_only;         /* open without writing */
+    int read_only;         /* open read-only: the store's contents are never changed
+                              (SQLite may still create the -wal and -shm files beside
+                              an existing store, as it does for any reader in WAL mode) */
     size_t max_records;    /* cap on records; 0 = no cap */
     int threads;           /* threads that rebuild the in-memory copy (open, refresh,
                               import): 0 = the CPUs the process may run on, at most

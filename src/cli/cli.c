@@ -105,7 +105,10 @@ int cli_load_config(const char *cmd, const char *path, struct lr_config **out)
 
 int cli_check_store_exists(const char *cmd, const char *path)
 {
-    if (!path || strcmp(path, ":memory:") == 0 || access(path, F_OK) == 0)
+    /* Only a path that names nothing is a missing store: one that cannot be
+     * looked at (a folder without permission) is left to the store's open,
+     * which says why. */
+    if (!path || strcmp(path, ":memory:") == 0 || access(path, F_OK) == 0 || errno != ENOENT)
         return CLI_OK;
     cli_error(cmd, "history store '%s' does not exist: create it with "
                    "'llmroute import --store %s DATA'",

@@ -1,5 +1,7 @@
 /* cli.h -- what the llmroute subcommands share: exit codes, option parsing,
- * messages, loading the config. The CLI uses only the public API.
+ * messages, loading the config. Of the library, the CLI uses only the
+ * public API (include/llmroute.h); serve, check-config and embed_http.c
+ * also use the gateway's header (src/gateway/gateway.h).
  */
 #ifndef LR_CLI_H
 #define LR_CLI_H
@@ -12,6 +14,7 @@ enum {
     CLI_OK = 0,      /* success */
     CLI_RUNTIME = 1, /* a runtime failure */
     CLI_USAGE = 2,   /* bad usage, bad config, unknown model */
+    CLI_UNMET = 3,   /* route --batch: constraints not met, the best assignment printed */
 };
 
 /* One option: "--name VALUE" / "--name=VALUE" when value is set, else a flag. */
@@ -43,9 +46,10 @@ int cli_load_config(const char *cmd, const char *path, struct lr_config **out);
 int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,
                    char ***names, size_t *n);
 
-/* CLI_OK when path is NULL, ":memory:" or a file that exists; else
- * CLI_USAGE after saying how to create the store (route and eval refuse a
- * missing store before their work). */
+/* CLI_OK when path is NULL, ":memory:", a file that exists or a path that
+ * cannot be looked up for another reason than its absence (the store's
+ * open then names it); else CLI_USAGE after saying how to create the store
+ * (route and eval refuse a missing store before their work). */
 int cli_check_store_exists(const char *cmd, const char *path);
 
 /* A --split value, when given, names a split: CLI_USAGE after printing why

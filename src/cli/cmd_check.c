@@ -23,12 +23,19 @@ static const char help[] =
     "Prints a summary and exits 0 when it is valid; prints the offending field\n"
     "and exits 2 when it is not, or when the store cannot be opened (1 only\n"
     "when memory runs out). Warnings (unknown keys, unknown\n"
-    "backends) go to standard error and do not fail the check.\n"
+    "backends) go to standard error and do not fail the check. A smart route\n"
+    "with two or more candidates needs both prices of each: one without is an\n"
+    "error naming the route, the model and the price.\n"
     "\n"
     "The environment is read as serve reads it: an unset or empty\n"
     "server.api_keys_env variable is an error, as it stops serve; an unset\n"
     "api_key_env or header {\"env\": VAR} is a warning, as serve then sends\n"
-    "requests without it. Nothing is started and nothing is written.\n";
+    "requests without it. Nothing is started, and the store's contents are not\n"
+    "changed (SQLite may create its -wal and -shm side files beside an existing\n"
+    "store, as it does for any reader).\n"
+    "\n"
+    "Exit codes: 0 valid; 1 out of memory; 2 usage, a configuration that is not\n"
+    "valid, or a store that cannot be opened or does not fit.\n";
 
 int cmd_check_config(int argc, char **argv)
 {

@@ -38,7 +38,10 @@ static const char help[] =
     "added. With no DATA, the store is created if needed and its size printed.\n"
     "A store this command created is removed again if the command fails with\n"
     "nothing imported.\n"
-    "Exit codes: 0 ok, 1 a file could not be imported, 2 usage.\n";
+    "Exit codes: 0 ok; 1 runtime error: a file could not be imported, the store\n"
+    "could not be opened or does not fit (another embedder's, a newer schema) or\n"
+    "the embedding server failed; 2 usage or configuration error: a bad option,\n"
+    "no store named, a --config that is not valid.\n";
 
 /* 1 when path names a file that does not exist yet (not SQLite's
  * in-memory names), which the store's open will create. */

@@ -31,7 +31,8 @@ static const char help[] =
     "  --requirement R      per-query quality requirement in [0,1] (default: config's)\n"
     "  --predictor NAME     default or aios (smart)\n"
     "  --n-similar K        neighbours used for prediction (smart)\n"
-    "  --input-tokens N     input token count of every query (default: estimated)\n"
+    "  --input-tokens N     input token count of every query, 0 to 100000000\n"
+    "                       (default: estimated, a token per four bytes)\n"
     "  --batch              assign all queries together (smart): min cost s.t. mean\n"
     "                       predicted quality >= alpha and each model within capacity\n"
     "  --alpha A            with --batch: the mean quality target in [0,1] (default:\n"
@@ -42,7 +43,14 @@ static const char help[] =
     "With router.embedding in the config (a remote embedder), smart routing\n"
     "embeds the queries through that server first.\n"
     "\n"
-    "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or unknown model.\n";
+    "The smart strategy needs both prices (cost_per_input_token and\n"
+    "cost_per_output_token) of every candidate when there are two or more, or\n"
+    "with --batch; --requirement, --predictor, --n-similar and --alpha without\n"
+    "--batch apply to smart routing and are refused with the sequential one.\n"
+    "\n"
+    "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or unknown model,\n"
+    "3 constraints not met (--batch: the --alpha target, the --budget or the\n"
+    "models' capacities cannot be met; the best reachable assignment was printed).\n";
 
 struct route_args {
     const char *config, *strategy, *models, *store, *requirement, *predictor, *n_similar,
@@ -153,6 +161,54 @@ fail:
     return rc;
 }
 
+/* The options only smart routing reads are refused with the sequential
+ * strategy rather than ignored (--batch and --budget are refused by the
+ * library and by the check that --budget goes with --batch). */
+static int check_strategy_flags(const struct route_args *a, const char *strategy)
+{
+    const char *flag = a->requirement            ? "--requirement"
+                       : a->predictor            ? "--predictor"
+                       : a->n_similar            ? "--n-similar"
+                       : (a->alpha && !a->batch) ? "--alpha"
+                                                 : NULL;
+
+    if (strcmp(strategy, "sequential") != 0 || !flag)
+        return CLI_OK;
+    cli_error("route",
+              "%s applies to smart routing (--strategy smart), not to the sequential "
+              "strategy",
+              flag);
+    return CLI_USAGE;
+}
+
+/* Smart routing ranks candidates by estimated cost, so with two or more
+ * candidates (or any in a batch) each needs both prices: a missing one is a
+ * configuration error, named before the store is opened or a query read. */
+static int check_prices(const struct lr_config *cfg, const char *const *names, size_t n_names,
+                        int batch)
+{
+    size_t n = n_names ? n_names : lr_config_model_count(cfg);
+
+    if (n < 2 && !batch)
+        return CLI_OK;
+    for (size_t j = 0; j < n; j++) {
+        const struct lr_model_info *mi =
+            lr_config_model(cfg, n_names ? (size_t)lr_config_model_index(cfg, names[j]) : j);
+        if (isnan(mi->cost_per_input_token) || isnan(mi->cost_per_output_token)) {
+            cli_error("route",
+                      "model '%s' has no %s: smart routing ranks the candidates by "
+                      "estimated cost, so each needs cost_per_input_token and "
+                      "cost_per_output_token%s",
+                      mi->name,
+                      isnan(mi->cost_per_input_token) ? "cost_per_input_token"
+                                                      : "cost_per_output_token",
+                      batch ? "" : " (or name one model with --models)");
+            return CLI_USAGE;
+        }
+    }
+    return CLI_OK;
+}
+
 int cmd_route(int argc, char **argv)
 {
     struct route_args a = {0};
@@ -188,6 +244,7 @@ int cmd_route(int argc, char **argv)
     struct embed_http *emb = NULL;
     float *vecs = NULL;
     size_t n_models;
+    const char *strategy;
 
     rc = cli_parse("route", argc, argv, opts, &pos, &n_pos);
     if (rc)
@@ -240,6 +297,12 @@ int cmd_route(int argc, char **argv)
             rc = CLI_USAGE;
             goto out;
         }
+
+    strategy = a.strategy ? a.strategy : lr_config_router_defaults(cfg)->strategy;
+    if ((rc = check_strategy_flags(&a, strategy)) ||
+        (strcmp(strategy, "smart") == 0 &&
+         (rc = check_prices(cfg, (const char *const *)names, n_names, a.batch))))
+        goto out;
 
     lr_router_options_init(&ro);
     ro.strategy = a.strategy;
@@ -353,7 +416,7 @@ int cmd_route(int argc, char **argv)
                         "estimated cost %.6g%s%s\n",
                 n_queries, rep.mean_quality, rep.total_cost, rc ? ": " : "",
                 rc ? rep.message : "");
-        rc = rc ? CLI_RUNTIME : CLI_OK;
+        rc = rc ? CLI_UNMET : CLI_OK;
         goto out;
     }
     for (size_t i = 0; i < n_queries; i++) {

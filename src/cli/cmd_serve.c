@@ -22,7 +22,12 @@ static const char help[] =
     "One JSON line per request goes to standard error. SIGHUP reloads the\n"
     "configuration (a bad one is refused and the old one kept); SIGTERM stops\n"
     "accepting, finishes in-flight requests within server.shutdown_timeout_ms\n"
-    "and exits 0.\n";
+    "and exits 0.\n"
+    "\n"
+    "Exit codes: 0 stopped by SIGTERM or SIGINT; 1 runtime error (cannot listen,\n"
+    "cannot write --port-file, out of memory); 2 usage, a configuration that is\n"
+    "not valid (as check-config reports it) or a store that cannot be opened or\n"
+    "does not fit.\n";
 
 int cmd_serve(int argc, char **argv)
 {

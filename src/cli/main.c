@@ -7,7 +7,9 @@
  *   llmroute serve         run the OpenAI-compatible gateway
  *   llmroute version       print the version
  *
- * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.
+ * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error, and
+ * 3 for `route --batch` when the constraints cannot be met (the best
+ * reachable assignment is printed).
  */
 #include <errno.h>
 #include <signal.h>
@@ -48,7 +50,8 @@ static void usage(FILE *out)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n'llmroute <command> --help' describes a command's options.\n"
-                 "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error.\n");
+                 "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error,\n"
+                 "3 route --batch: constraints not met (the best assignment is printed).\n");
 }
 
 /* Output that never reached standard output (a full disk, a closed

@@ -15,9 +15,9 @@
  * existing file read-only, a missing one as the empty store serve would
  * make). It reads the environment as serve does, so what serve refuses here
  * (an unset server.api_keys_env, a header value or an API key from the
- * environment with a control character, a smart route with no store) it
- * refuses, and what serve only warns about (an unset api_key_env or header
- * variable) it warns about.
+ * environment with a control character, a smart route with no store or
+ * with a candidate that has no prices) it refuses, and what serve only
+ * warns about (an unset api_key_env or header variable) it warns about.
  *
  * Threads: built and freed on the event loop thread; reference counts are
  * plain integers for the same reason.
@@ -707,9 +707,39 @@ static int conf_prepare(struct gw_conf *c, const char *listen, struct lr_error *
     return 0;
 }
 
+/* A smart route ranks its candidates by estimated cost, so each must have
+ * both prices when there are two or more (one candidate needs none, as the
+ * strategy itself allows). Refused here, at start and on reload, rather than
+ * answering every request on the route 400 routing_failed. Candidates a
+ * request names itself ("models") are checked with that request. */
+static int route_prices(const struct gw_conf *c, size_t i, struct lr_error *err)
+{
+    const struct lr_route_info *ri = lr_config_route(c->cfg, i);
+    const char *strategy =
+        ri->strategy ? ri->strategy : lr_config_router_defaults(c->cfg)->strategy;
+    size_t n = ri->n_models ? ri->n_models : lr_config_model_count(c->cfg);
+
+    if (strcmp(strategy, "smart") != 0 || n < 2)
+        return 0;
+    for (size_t j = 0; j < n; j++) {
+        const struct lr_model_info *mi =
+            lr_config_model(c->cfg, ri->n_models ? (size_t)ri->models[j] : j);
+        if (isnan(mi->cost_per_input_token) || isnan(mi->cost_per_output_token))
+            return fail(err, LR_ECONFIG,
+                        "routes[%zu] (%.64s): model '%.64s' has no %s: a smart route ranks its "
+                        "candidates by estimated cost, so each needs cost_per_input_token and "
+                        "cost_per_output_token",
+                        i, ri->name, mi->name,
+                        isnan(mi->cost_per_input_token) ? "cost_per_input_token"
+                                                        : "cost_per_output_token");
+    }
+    return 0;
+}
+
 /* Build every router the file names, so a bad one fails the load: the
- * default strategy's, then each route's. Without a store, a smart router's
- * error says where a store comes from. */
+ * default strategy's, then each route's, and check that each smart route's
+ * candidates are priced. Without a store, a smart router's error says where
+ * a store comes from. */
 static int conf_routers(struct gw_conf *c, struct lr_error *err)
 {
     const char *hint = c->store ? "" : " (--store FILE, or router.store in the config)";
@@ -728,6 +758,8 @@ static int conf_routers(struct gw_conf *c, struct lr_error *err)
                      ri->name, msg, hint);
             return err->code ? err->code : LR_ESTRATEGY;
         }
+        if (route_prices(c, i, err))
+            return err->code;
     }
     return 0;
 }

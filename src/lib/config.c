@@ -208,18 +208,21 @@ static int get_number(json_t *obj, const char *key, const char *where, double lo
                       const char *expect, double *out, struct lr_error *err)
 {
     json_t *v = json_object_get(obj, key);
+    char dt[LR__NUMBER_TEXT], ht[LR__NUMBER_TEXT];
     double d;
     if (!v || json_is_null(v))
         return 0;
     if (!json_is_number(v))
         return fail(err, "%s.%s: expected %s, got %s", where, key, expect, json_type_name(v));
     d = json_number_value(v);
-    /* Above the cap, say so: "a non-negative number, got 1e+07" would not. */
+    /* Above the cap, say so: "a non-negative number, got 1e+07" would not;
+     * and with the digits that tell the value from the cap. */
     if (isfinite(d) && d > hi && d >= lo)
-        return fail(err, "%s.%s: expected %s, got %g, over the cap of %g", where, key, expect,
-                    d, hi);
+        return fail(err, "%s.%s: expected %s, got %s, over the cap of %s", where, key, expect,
+                    lr__error_number(dt, d), lr__error_number(ht, hi));
     if (!isfinite(d) || d < lo || d > hi)
-        return fail(err, "%s.%s: expected %s, got %g", where, key, expect, d);
+        return fail(err, "%s.%s: expected %s, got %s", where, key, expect,
+                    lr__error_number(dt, d));
     *out = d;
     return 0;
 }

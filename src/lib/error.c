@@ -1,11 +1,14 @@
 /* error.c -- error codes and messages.
  *
  * lr_strerror() maps an LR_E* code to a static string; lr__error_set() fills
- * the caller's struct lr_error with a code and a message a user can act on.
+ * the caller's struct lr_error with a code and a message a user can act on;
+ * lr__error_number() writes a number for such a message.
  * Both are pure and safe from any thread.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "llmroute.h"
@@ -65,4 +68,16 @@ void lr__error_prefix(struct lr_error *err, const char *fmt, ...)
     memmove(err->message + pl, err->message, ml);
     memcpy(err->message, prefix, pl);
     err->message[pl + ml] = '\0';
+}
+
+const char *lr__error_number(char buf[LR__NUMBER_TEXT], double d)
+{
+    /* NaN and the infinities read back as themselves or never compare
+     * equal: %g says what they are. */
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, LR__NUMBER_TEXT, "%.*g", prec, d);
+        if (!isfinite(d) || strtod(buf, NULL) == d)
+            break;
+    }
+    return buf;
 }

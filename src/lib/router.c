@@ -95,6 +95,7 @@ int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *o
     const struct lr_router_defaults *d;
     struct lr_router_options o;
     struct lr_router *r;
+    char nt[LR__NUMBER_TEXT];
     int rc;
 
     if (!out)
@@ -113,8 +114,8 @@ int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *o
         o.performance_requirement = d->performance_requirement;
     if (!(o.performance_requirement >= 0 && o.performance_requirement <= 1))
         return lr__error_set(err, LR_EINVAL,
-                             "performance requirement: expected a number from 0 to 1, got %g",
-                             o.performance_requirement);
+                             "performance requirement: expected a number from 0 to 1, got %s",
+                             lr__error_number(nt, o.performance_requirement));
     if (o.n_similar == 0)
         o.n_similar = d->n_similar;
     if (o.n_similar < 1 || o.n_similar > 1024)
@@ -200,6 +201,7 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
 {
     size_t n = req->n_models ? req->n_models : r->n_models;
     unsigned char seen_stack[256], *seen = seen_stack;
+    char nt[LR__NUMBER_TEXT];
     int rc = 0;
 
     res->idx = res->stack_idx;
@@ -263,8 +265,8 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
                                                            : req->performance_requirement;
     if (!(ctx->requirement >= 0 && ctx->requirement <= 1)) {
         rc = lr__error_set(err, LR_EINVAL,
-                           "performance requirement: expected a number from 0 to 1, got %g",
-                           req->performance_requirement);
+                           "performance requirement: expected a number from 0 to 1, got %s",
+                           lr__error_number(nt, req->performance_requirement));
         goto out;
     }
     ctx->input_tokens = req->input_tokens >= 0
@@ -316,6 +318,7 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
 {
     struct lr_batch_options o;
     struct lr_batch_report rep;
+    char nt[LR__NUMBER_TEXT];
     int rc = 0;
 
     if (!router || (!reqs && n) || (!out && n))
@@ -355,11 +358,12 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
         if (isnan(o.alpha))
             o.alpha = lr_config_router_defaults(router->cfg)->alpha;
         if (o.mode == LR_BATCH_QUALITY && !(o.alpha >= 0 && o.alpha <= 1))
-            return lr__error_set(err, LR_EINVAL, "alpha: expected a number from 0 to 1, got %g",
-                                 o.alpha);
+            return lr__error_set(err, LR_EINVAL, "alpha: expected a number from 0 to 1, got %s",
+                                 lr__error_number(nt, o.alpha));
         if (o.mode == LR_BATCH_BUDGET && !(o.budget >= 0 && isfinite(o.budget)))
             return lr__error_set(err, LR_EINVAL,
-                                 "budget: expected a non-negative number, got %g", o.budget);
+                                 "budget: expected a non-negative number, got %s",
+                                 lr__error_number(nt, o.budget));
         ctxs = calloc(n, sizeof *ctxs);
         res = calloc(n, sizeof *res);
         ranks = calloc(n, sizeof *ranks);

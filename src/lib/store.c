@@ -94,6 +94,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -280,18 +281,52 @@ static int sql_code(sqlite3 *db)
                                                                                : LR_ESTORE;
 }
 
+/* SQLite says "unable to open database file" or "attempt to write a
+ * readonly database" and not why; the file system can. Writes to buf the
+ * reason found by access() on the store's file and its folder (where
+ * SQLite keeps the -wal and -shm files, which even a reader needs), as
+ * " (...)", or "" when neither is refused. */
+static void fs_reason(const struct lr_store *st, char *buf, size_t cap)
+{
+    const char *slash = strrchr(st->path, '/');
+    char dir[PATH_MAX];
+
+    buf[0] = '\0';
+    if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
+        return;
+    if (access(st->path, F_OK) == 0 && access(st->path, st->read_only ? R_OK : R_OK | W_OK) != 0) {
+        snprintf(buf, cap, " (access to the file: %s)", strerror(errno));
+        return;
+    }
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == st->path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - st->path), st->path);
+    if (access(dir, W_OK | X_OK) != 0)
+        snprintf(buf, cap,
+                 " (its folder '%.200s' is not writable: %s; SQLite keeps the store's -wal and "
+                 "-shm files there, even to read it)",
+                 dir, strerror(errno));
+}
+
 /* Fill err for a failed SQLite call on `db` (st->db or st->rdb); `detail`
- * is SQLite's message. */
+ * is SQLite's message, followed by the file system's reason when SQLite
+ * could not open or write a file. */
 static int sql_fail_msg(struct lr_store *st, sqlite3 *db, struct lr_error *err, const char *what,
                         const char *detail)
 {
-    int code = sql_code(db);
+    int code = sql_code(db), primary = sqlite3_errcode(db) & 0xff;
+    char why[320] = "";
     if (code == LR_EBUSY)
         return fail(err, code, 0,
                     "history store '%s' is busy: another process has been writing it for "
                     "over %d s (%.40s: %s); nothing was written, try again",
                     st->path, BUSY_TIMEOUT_MS / 1000, what, detail);
-    return fail(err, code, 0, "history store '%s': %s: %s", st->path, what, detail);
+    if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY)
+        fs_reason(st, why, sizeof(why));
+    return fail(err, code, 0, "history store '%s': %s: %s%s", st->path, what, detail, why);
 }
 
 static int db_fail(struct lr_store *st, sqlite3 *db, struct lr_error *err, const char *what)
@@ -1889,8 +1924,10 @@ static int presence_take(struct lr_store *st, struct lr_error *err)
         st->made_file = fd >= 0;
         if (fd < 0 && (st->read_only || errno == EEXIST))
             fd = open(st->path, base);
+        /* SQLite would only say "unable to open database file". */
         if (fd < 0)
-            return 0; /* SQLite's open names the problem */
+            return fail(err, LR_EIO, 0, "cannot open history store '%s': %s", st->path,
+                        strerror(errno));
         if (fstat(fd, &held) != 0) {
             int e = errno;
             close(fd);
@@ -1987,8 +2024,11 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     flags = st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
-        rc = fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s", path,
-                  st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        char why[320] = "";
+        if (st->db)
+            fs_reason(st, why, sizeof(why));
+        rc = fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s%s", path,
+                  st->db ? sqlite3_errmsg(st->db) : "out of memory", why);
         goto fail;
     }
     sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);

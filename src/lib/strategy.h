@@ -63,6 +63,12 @@ int lr__error_set(struct lr_error *err, int code, const char *fmt, ...)
 #endif
     ;
 
+/* d as text for a message: %g's six digits when they read back as d, else
+ * as many more (up to 17) as it takes, so a value just over a cap is not
+ * shown as the cap ("1000000.0000001", not "1e+06"). Returns buf. */
+#define LR__NUMBER_TEXT 32
+const char *lr__error_number(char buf[LR__NUMBER_TEXT], double d);
+
 /* Put a printf-style prefix before err's message (if err is not NULL). */
 void lr__error_prefix(struct lr_error *err, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -272,9 +272,12 @@ cat >"$TMP/full.json" <<'EOF'
     {"name": "a", "backend": "openai", "base_url": "https://api.example.com/v1/",
      "api_key_env": "LR_TEST_A_KEY", "upstream_model": "a-2024",
      "headers": {"x-org": "acme", "x-team": {"env": "LR_TEST_TEAM"}},
-     "retry": {"max_attempts": 3}, "timeouts": {"total_ms": 30000}},
-    {"name": "b", "backend": "vllm", "base_url": "http://127.0.0.1:8000/v1"},
-    {"name": "c", "backend": "mock", "mock": {"latency_ms": 5, "chunks": 2, "content": "hi"}}
+     "retry": {"max_attempts": 3}, "timeouts": {"total_ms": 30000},
+     "cost_per_input_token": 2.5e-6, "cost_per_output_token": 1e-5},
+    {"name": "b", "backend": "vllm", "base_url": "http://127.0.0.1:8000/v1",
+     "cost_per_input_token": 0, "cost_per_output_token": 0},
+    {"name": "c", "backend": "mock", "mock": {"latency_ms": 5, "chunks": 2, "content": "hi"},
+     "cost_per_input_token": 1e-7, "cost_per_output_token": 1e-7}
   ],
   "router": {"strategy": "sequential"},
   "routes": [
@@ -385,11 +388,145 @@ expect "check-config mock unknown key" 0 ": ok: " "models[0].mock.latency: unkno
     "$BIN" check-config "$TMP/listen.json"
 
 # A batch query with one candidate gets it even over an empty store, as a
-# single route does (its unknown quality cannot certify alpha: exit 1, said).
+# single route does (its unknown quality cannot certify alpha: exit 3, said).
 "$BIN" import --store "$TMP/empty-batch.db" >/dev/null 2>&1
-expect "batch, one candidate, empty store" 1 "gpt-4o" "alpha 0.7 cannot be met" -- \
+expect "batch, one candidate, empty store" 3 "gpt-4o" "alpha 0.7 cannot be met" -- \
     "$BIN" route --config "$CFG" --strategy smart --store "$TMP/empty-batch.db" --batch \
     --models gpt-4o q1
+
+# Constraints a batch cannot meet (alpha, budget, capacities): the best
+# reachable assignment is printed and the exit code is 3, not a runtime
+# error's 1.
+expect "batch, alpha cannot be met" 3 "gpt-4o" "alpha 1 cannot be met" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/chk.db" --batch --alpha 1 q1 q2
+[ "$(wc -l <"$TMP/out")" -eq 2 ] && ok || bad "batch, alpha cannot be met: $(cat "$TMP/out")"
+expect "batch, budget cannot be met" 3 "" "budget 0 cannot be met" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/chk.db" --batch --budget 0 q1 q2
+[ "$(wc -l <"$TMP/out")" -eq 2 ] && ok || bad "batch, budget cannot be met: $(cat "$TMP/out")"
+python3 - "$CFG" "$TMP/cap.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for m in c["models"]:
+    m["capacity"] = 1
+json.dump(c, open(sys.argv[2], "w"))
+PY
+expect "batch, capacities cannot be met" 3 "" "capacities sum to 4, below the 5 queries" -- \
+    "$BIN" route --config "$TMP/cap.json" --strategy smart --store "$TMP/chk.db" --batch \
+    --alpha 0.5 q1 q2 q3 q4 q5
+[ "$(wc -l <"$TMP/out")" -eq 5 ] && ok || bad "batch, capacities cannot be met: $(cat "$TMP/out")"
+expect "route --help names exit 3" 0 "3 constraints not met" "" -- "$BIN" route --help
+
+# Options only smart routing reads are refused with the sequential strategy,
+# whether it is named or the config's default.
+for flag in "--requirement 0.5" "--predictor aios" "--n-similar 3" "--alpha 0.5"; do
+    set -- $flag
+    expect "sequential refuses $1" 2 "" "$1 applies to smart routing" -- \
+        "$BIN" route --config "$CFG" "$@" q1
+    [ ! -s "$TMP/out" ] && ok || bad "sequential with $1 routed: $(cat "$TMP/out")"
+    expect "--strategy sequential refuses $1" 2 "" "$1 applies to smart routing" -- \
+        "$BIN" route --config "$CFG" --strategy sequential "$@" q1
+done
+expect "smart takes --n-similar" 0 "" "" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/chk.db" --n-similar 3 \
+    --predictor aios --requirement 0.5 q1
+
+# A smart route over a candidate without prices: check-config refuses it
+# (naming the route, the model and the price), serve refuses to start, and
+# route --strategy smart names it before routing; one candidate needs none.
+python3 - "$CFG" "$TMP/noprice.json" "$TMP/noprice-out.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+del c["models"][0]["cost_per_input_token"]
+json.dump(c, open(sys.argv[2], "w"))
+c = json.load(open(sys.argv[1]))
+del c["models"][3]["cost_per_output_token"]
+c["routes"][1]["models"] = ["gpt-4o", "llama3.1:8b"]
+json.dump(c, open(sys.argv[3], "w"))
+PY
+want="noprice.json: routes[1] (auto): model 'gpt-4o' has no cost_per_input_token"
+expect "check-config unpriced candidate" 2 "" "$want" -- \
+    "$BIN" check-config "$TMP/noprice.json" --store "$TMP/chk.db"
+expect "check-config unpriced output" 2 "" \
+    "routes[1] (auto): model 'llama3.1:8b' has no cost_per_output_token" -- \
+    "$BIN" check-config "$TMP/noprice-out.json" --store "$TMP/chk.db"
+expect "serve refuses an unpriced candidate" 2 "" "$want" -- timeout 20 \
+    "$BIN" serve --config "$TMP/noprice.json" --store "$TMP/chk.db" --listen 127.0.0.1:0
+expect "route smart unpriced candidate" 2 "" "model 'gpt-4o' has no cost_per_input_token" -- \
+    "$BIN" route --config "$TMP/noprice.json" --strategy smart --store "$TMP/chk.db" q1
+[ ! -s "$TMP/out" ] && ok || bad "route smart unpriced candidate routed: $(cat "$TMP/out")"
+expect "route smart unpriced, --models names priced ones" 0 "" "" -- \
+    "$BIN" route --config "$TMP/noprice.json" --strategy smart --store "$TMP/chk.db" \
+    --models gpt-4o-mini,qwen2.5:7b q1
+expect "route smart unpriced, one candidate" 0 "gpt-4o" "" -- \
+    "$BIN" route --config "$TMP/noprice.json" --strategy smart --store "$TMP/chk.db" \
+    --models gpt-4o q1
+expect "route smart batch unpriced, one candidate" 2 "" "model 'gpt-4o' has no cost_per_input_token" -- \
+    "$BIN" route --config "$TMP/noprice.json" --strategy smart --store "$TMP/chk.db" \
+    --models gpt-4o --batch q1
+expect "route sequential unpriced" 0 "gpt-4o" "" -- "$BIN" route --config "$TMP/noprice.json" q1
+
+# A store the command may not read is named with the system's reason, not
+# SQLite's bare "unable to open database file". Root reads anything, so as
+# root the commands run as nobody (setpriv), which may then enter $TMP.
+as_user=()
+if [ "$(id -u)" = 0 ]; then
+    command -v setpriv >/dev/null && as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+if [ "$(id -u)" != 0 ] || [ ${#as_user[@]} -gt 0 ]; then
+    P=$TMP/perm
+    mkdir "$P" "$P/shut" "$P/ro" && chmod 711 "$TMP" && chmod 755 "$P"
+    for f in a.db shut/h.db ro/h.db; do
+        cp "$TMP/chk.db" "$P/$f" && chmod 644 "$P/$f"
+    done
+    chmod 000 "$P/a.db" "$P/shut"
+    chmod 555 "$P/ro"
+    want="cannot open history store '$P/a.db': Permission denied"
+    expect "route, unreadable store" 1 "" "$want" -- "${as_user[@]}" \
+        "$BIN" route --config "$CFG" --strategy smart --store "$P/a.db" q1
+    expect "import, unreadable store" 1 "" "$want" -- "${as_user[@]}" \
+        "$BIN" import --store "$P/a.db" "$SRC/examples/history.jsonl"
+    expect "check-config, unreadable store" 2 "" "$want" -- "${as_user[@]}" \
+        "$BIN" check-config "$CFG" --store "$P/a.db"
+    # A store in a folder that may not be entered exists: not "does not exist".
+    expect "route, store in a closed folder" 1 "" \
+        "cannot open history store '$P/shut/h.db': Permission denied" -- "${as_user[@]}" \
+        "$BIN" route --config "$CFG" --strategy smart --store "$P/shut/h.db" q1
+    expect "import, new store in a closed folder" 1 "" \
+        "cannot open history store '$P/shut/n.db': Permission denied" -- "${as_user[@]}" \
+        "$BIN" import --store "$P/shut/n.db" "$SRC/examples/history.jsonl"
+    # Readable, in a folder that is not writable: SQLite's words, then why.
+    expect "route, store in a read-only folder" 1 "" \
+        "attempt to write a readonly database (its folder '$P/ro' is not writable: Permission denied" \
+        -- "${as_user[@]}" "$BIN" route --config "$CFG" --strategy smart --store "$P/ro/h.db" q1
+    chmod 755 "$P/shut" "$P/ro"
+    chmod 700 "$TMP"
+else
+    echo "skipped the unreadable-store checks: running as root without setpriv"
+fi
+
+# Each command's --help lists the exit codes it gives; these are the ones
+# beyond 0 and a plain usage error.
+expect "import --help exit codes" 0 "2 usage or configuration error" "" -- "$BIN" import --help
+printf '{"models": []}' >"$TMP/nomodels.json"
+expect "import with a bad --config exits 2" 2 "" "nomodels.json" -- \
+    "$BIN" import --config "$TMP/nomodels.json" --store "$TMP/imp.db"
+[ ! -e "$TMP/imp.db" ] && ok || bad "import with a bad --config made the store"
+expect "import of another embedder's store exits 1" 1 "" "was built with embedder 'tfidf-v1'" -- \
+    "$BIN" import --config "$TMP/dense.json" --store "$TMP/chk.db"
+expect "serve --help exit codes" 0 "Exit codes: 0 stopped by SIGTERM" "" -- "$BIN" serve --help
+expect "serve with a bad config exits 2" 2 "" "nomodels.json" -- \
+    "$BIN" serve --config "$TMP/nomodels.json" --listen 127.0.0.1:0
+expect "check-config --help exit codes" 0 "Exit codes: 0 valid; 1 out of memory; 2 usage" "" -- \
+    "$BIN" check-config --help
+expect "check-config --help on side files" 0 "the store's contents are not" "" -- \
+    "$BIN" check-config --help
+expect "llmroute --help exit codes" 0 "3 route --batch: constraints not met" "" -- "$BIN" --help
+
+# docs/ARCHITECTURE.md's tour names every header of the code it tours.
+for h in "$SRC"/src/lib/*.h "$SRC"/src/cli/*.h "$SRC"/src/gateway/*.h; do
+    grep -qF "$(basename "$h")" "$SRC/docs/ARCHITECTURE.md" && ok ||
+        bad "docs/ARCHITECTURE.md does not mention $(basename "$h")"
+done
 
 expect "version" 0 "llmroute 0." "" -- "$BIN" version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" --help

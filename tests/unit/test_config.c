@@ -228,6 +228,18 @@ static void rejects_each_invalid_field_naming_it(void **state)
     expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_input_token\": 2e6}]}", LR_ECONFIG,
                  "models[0].cost_per_input_token: expected a non-negative number, got 2e+06, "
                  "over the cap of 1e+06");
+    /* Just over the cap: enough digits to tell the price from the cap. */
+    expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_output_token\": 1000000.0000001}]}",
+                 LR_ECONFIG,
+                 "models[0].cost_per_output_token: expected a non-negative number, got "
+                 "1000000.0000001, over the cap of 1e+06");
+    expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_input_token\": -1e-300}]}",
+                 LR_ECONFIG,
+                 "models[0].cost_per_input_token: expected a non-negative number, got -1e-300");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"alpha\": 1.0000000000000002}}",
+                 LR_ECONFIG,
+                 "router.alpha: expected a number from 0 to 1, got 1.0000000000000002, over the "
+                 "cap of 1");
     expect_error("{\"models\": [{\"name\": \"a\"}, {\"name\": \"a\"}]}", LR_ECONFIG,
                  "models[1].name: 'a' is already the name of models[0]");
     expect_error("{\"models\": [{\"name\": \"a\", \"max_concurrency\": 1.5}]}", LR_ECONFIG,

@@ -184,6 +184,11 @@ static void requirement_out_of_range_is_refused(void **state)
     req.performance_requirement = 1.5;
     assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "performance requirement"));
+    /* Just over 1, with the digits that show it. */
+    req.performance_requirement = 1.0000001;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_string_equal(err.message,
+                        "performance requirement: expected a number from 0 to 1, got 1.0000001");
 }
 
 static void input_tokens_are_estimated_from_text(void **state)
