@@ -450,7 +450,8 @@ struct lr_request {
     const int *model_indices;
     size_t n_models;
     const char *query;              /* the query text, may be NULL for sequential */
-    long input_tokens;              /* < 0: estimated from the text (see lr_estimate_tokens) */
+    long input_tokens;              /* < 0: estimated from the text (see lr_estimate_tokens);
+                                     * at most 1e9, as in records (else LR_EINVAL) */
     const float *embedding;         /* precomputed dense vector (remote embedder) or NULL */
     size_t embedding_dim;
     double performance_requirement; /* NaN = router's */

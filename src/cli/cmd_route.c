@@ -31,7 +31,7 @@ static const char help[] =
     "  --requirement R      per-query quality requirement in [0,1] (default: config's)\n"
     "  --predictor NAME     default or aios (smart)\n"
     "  --n-similar K        neighbours used for prediction (smart)\n"
-    "  --input-tokens N     input token count of every query, 0 to 100000000\n"
+    "  --input-tokens N     input token count of every query, 0 to 1000000000\n"
     "                       (default: estimated, a token per four bytes)\n"
     "  --batch              assign all queries together (smart): min cost s.t. mean\n"
     "                       predicted quality >= alpha and each model within capacity\n"
@@ -261,7 +261,7 @@ int cmd_route(int argc, char **argv)
         (a.n_similar &&
          (rc = cli_parse_long("route", "--n-similar", a.n_similar, 1, 1024, &n_similar))) ||
         (a.input_tokens && (rc = cli_parse_long("route", "--input-tokens", a.input_tokens, 0,
-                                                100000000L, &input_tokens))))
+                                                1000000000L, &input_tokens))))
         goto out;
     if (a.budget && !a.batch) {
         cli_error("route", "--budget applies to --batch");

@@ -531,6 +531,13 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             status = refuse(req, 400, param, "invalid_type", msg);
             goto out;
         }
+        if (json_is_integer(tok) && json_integer_value(tok) > 1000000000) {
+            snprintf(param, sizeof param, "queries[%zu].input_tokens", i);
+            snprintf(msg, sizeof msg, "%s: %" JSON_INTEGER_FORMAT " is over the cap of 1000000000",
+                     param, json_integer_value(tok));
+            status = refuse(req, 400, param, "invalid_value", msg);
+            goto out;
+        }
         reqs[i].query = text ? json_string_value(text) : NULL;
         if (json_is_integer(tok))
             reqs[i].input_tokens = (long)json_integer_value(tok);

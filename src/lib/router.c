@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "llmroute.h"
+#include "record.h"
 #include "strategy.h"
 
 /* ==== The strategy table ==== */
@@ -267,6 +268,11 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
         rc = lr__error_set(err, LR_EINVAL,
                            "performance requirement: expected a number from 0 to 1, got %s",
                            lr__error_number(nt, req->performance_requirement));
+        goto out;
+    }
+    if (req->input_tokens > LR__RECORD_MAX_TOKENS) {
+        rc = lr__error_set(err, LR_EINVAL, "input_tokens: %ld is over the cap of %d",
+                           req->input_tokens, LR__RECORD_MAX_TOKENS);
         goto out;
     }
     ctx->input_tokens = req->input_tokens >= 0

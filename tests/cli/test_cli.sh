@@ -426,6 +426,15 @@ for flag in "--requirement 0.5" "--predictor aios" "--n-similar 3" "--alpha 0.5"
     expect "--strategy sequential refuses $1" 2 "" "$1 applies to smart routing" -- \
         "$BIN" route --config "$CFG" --strategy sequential "$@" q1
 done
+# --input-tokens takes up to 1e9, the cap of a data record's count and of
+# the library's request.
+expect "--input-tokens at the cap" 0 "" "" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/chk.db" --json \
+    --input-tokens 1000000000 q1
+grep -q '"input_tokens":1000000000' "$TMP/out" && ok || bad "--input-tokens 1e9: $(cat "$TMP/out")"
+expect "--input-tokens over the cap" 2 "" "--input-tokens" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/chk.db" \
+    --input-tokens 1000000001 q1
 expect "smart takes --n-similar" 0 "" "" -- \
     "$BIN" route --config "$CFG" --strategy smart --store "$TMP/chk.db" --n-similar 3 \
     --predictor aios --requirement 0.5 q1

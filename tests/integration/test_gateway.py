@@ -529,6 +529,16 @@ def errors(gw_bin, fake_bin):
     check("400 alpha with \"batch\": false for /v1/route",
           lambda: err(400, '{"queries": [{"query": "q"}], "batch": false, "alpha": 0.9}',
                       param="alpha", path="/v1/route"))
+    check("400 input_tokens over the cap for /v1/route",
+          lambda: err(400, '{"queries": [{"query": "q", "input_tokens": 1000000001}], '
+                           '"strategy": "sequential", "models": ["fake-a"]}',
+                      param="queries[0].input_tokens", code="invalid_value",
+                      path="/v1/route"))
+    check("400 negative input_tokens for /v1/route",
+          lambda: err(400, '{"queries": [{"query": "q", "input_tokens": -1}], '
+                           '"strategy": "sequential", "models": ["fake-a"]}',
+                      param="queries[0].input_tokens", code="invalid_type",
+                      path="/v1/route"))
     check("400 embeddings input missing",
           lambda: err(400, '{"model": "fake-a"}', param="input", path="/v1/embeddings"))
     check("404 unknown model", lambda: err(404, '{"model": "gpt-9", "messages": []}',

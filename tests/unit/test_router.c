@@ -208,6 +208,27 @@ static void input_tokens_are_estimated_from_text(void **state)
     assert_int_equal(lr_estimate_tokens("a", 1), 1);
 }
 
+static void input_tokens_over_the_cap_are_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request reqs[2];
+    struct lr_decision d[2];
+    struct lr_error err = {0};
+    memset(d, 0, sizeof d);
+    lr_request_init(&reqs[0]);
+    lr_request_init(&reqs[1]);
+    reqs[0].input_tokens = 1000000000; /* the cap itself is taken */
+    assert_int_equal(lr_router_route(f->router, &reqs[0], &d[0], &err), 0);
+    assert_int_equal(d[0].input_tokens, 1000000000);
+    reqs[1].input_tokens = 1000000001;
+    assert_int_equal(lr_router_route(f->router, &reqs[1], &d[1], &err), LR_EINVAL);
+    assert_string_equal(err.message, "input_tokens: 1000000001 is over the cap of 1000000000");
+    /* In a batch the message names the query. */
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, NULL, d, NULL, &err), LR_EINVAL);
+    assert_string_equal(err.message,
+                        "query 1: input_tokens: 1000000001 is over the cap of 1000000000");
+}
+
 static void unknown_strategy_is_refused_naming_it(void **state)
 {
     struct fixture *f = *state;
@@ -310,6 +331,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(model_indices_are_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(requirement_out_of_range_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(input_tokens_are_estimated_from_text, setup, teardown),
+        cmocka_unit_test_setup_teardown(input_tokens_over_the_cap_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_strategy_is_refused_naming_it, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_refuses_a_batch_assignment, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_is_fair_under_concurrency, setup, teardown),

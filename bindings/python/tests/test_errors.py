@@ -252,8 +252,11 @@ class OutOfRangeInputTest(unittest.TestCase):
                            input_tokens=2 ** 64 + 7)
         self.assertRefused("input_tokens[1]", self.router.route_batch, ["q", "r"],
                            models=["a"], input_tokens=[3, 2 ** 64 + 7])
-        self.assertEqual(self.router.route(["a"], "q", input_tokens=2 ** 40).input_tokens,
-                         2 ** 40)
+        # Within a C long but over the library's cap of 1e9 (a record's).
+        self.assertRefused("input_tokens: 1099511627776 is over the cap of 1000000000",
+                           self.router.route, ["a"], "q", input_tokens=2 ** 40)
+        self.assertEqual(self.router.route(["a"], "q", input_tokens=10 ** 9).input_tokens,
+                         10 ** 9)
 
     def test_input_tokens_that_are_no_count(self):
         for bad in (float("nan"), float("inf"), -5, 2.5, "12"):
