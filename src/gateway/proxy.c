@@ -1538,6 +1538,10 @@ static void start_attempt(struct exchange *ex)
     int rc;
 
     ex->model = ex->ranking[ex->cand].index;
+    /* The headers and the estimated cost counted describe the model that
+     * answers: after a fallback, not the first choice. */
+    ex->est_quality = ex->ranking[ex->cand].predicted_quality;
+    ex->est_cost = ex->ranking[ex->cand].estimated_cost;
     gm = &ex->conf->models[ex->model];
     ex->pol = ex->conf->set.policy;
     if (ex->route_idx >= 0)
@@ -2075,8 +2079,6 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     }
     ex->n_ranked = d.n_ranked;
     ex->strategy = lr_router_strategy(router);
-    ex->est_quality = d.predicted_quality;
-    ex->est_cost = d.estimated_cost;
     ex->input_tokens = d.input_tokens;
     /* A route's explicit fallbacks extend the ranking's tail. */
     for (size_t f = 0; ri && f < ri->n_fallbacks && ex->n_ranked < RANK_CAP; f++) {
