@@ -511,22 +511,38 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
               lr_config_route_count(nc->cfg));
 }
 
+#define SHUTDOWN_FLUSH_MS 1000 /* after the deadline's answers, how long they may take to go out */
+
 struct drain {
     struct gw *gw;
     struct event *timer;
     double deadline;
+    int answered; /* the deadline passed and the proxied requests were answered */
 };
 
+/* Every 20 ms while shutting down: stop once no connection is left. At the
+ * deadline the forwarding requests still in flight are answered (a 503, or
+ * an error event ending a stream) and logged; those answers then have
+ * SHUTDOWN_FLUSH_MS to reach their clients before the rest is aborted. */
 static void drain_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct drain *d = arg;
+    double now = gw_now();
     (void)fd;
     (void)what;
-    if (hs_server_connections(d->gw->http) == 0 || gw_now() >= d->deadline) {
-        if (hs_server_busy(d->gw->http))
-            log_event("shutdown", "deadline reached with %zu requests in flight; aborting them",
-                      hs_server_busy(d->gw->http));
-        event_base_loopbreak(d->gw->base);
+    if (hs_server_connections(d->gw->http) == 0 || now >= d->deadline) {
+        size_t busy = hs_server_busy(d->gw->http);
+        if (d->answered || !busy) {
+            if (busy)
+                log_event("shutdown", "%zu requests still in flight; aborting them", busy);
+            event_base_loopbreak(d->gw->base);
+            return;
+        }
+        log_event("shutdown", "deadline reached with %zu requests in flight; answering them",
+                  busy);
+        proxy_shutdown_answer(d->gw);
+        d->answered = 1;
+        d->deadline = now + SHUTDOWN_FLUSH_MS / 1000.0;
     }
 }
 

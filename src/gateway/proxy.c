@@ -100,6 +100,8 @@ struct exchange {
     int queued;
     int retry_queued; /* the retry of ranking[cand] waits in the queue for room */
     struct exchange *q_prev, *q_next;
+    struct exchange *l_prev, *l_next; /* the gateway's live exchanges (gw->live) */
+    const char *gone_label; /* an attempt cut short by the client or shutdown, for the log */
     const char *answer_retry_after; /* Retry-After on a refusal of our own */
     char retry_after_buf[24];
 
@@ -789,7 +791,7 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
                 *p = '_';
         k = snprintf(ex->tries + ex->tries_len, sizeof ex->tries - ex->tries_len,
                      "%s{\"model\":\"%s\",\"class\":\"%s\",\"status\":%ld,\"ms\":%.1f}",
-                     ex->tries_len ? "," : "", name, record ? rs_class_name(c) : "client_closed",
+                     ex->tries_len ? "," : "", name, record ? rs_class_name(c) : ex->gone_label,
                      ex->up_status, (now - ex->t_up_start) * 1000);
         if (k > 0 && ex->tries_len + (size_t)k < sizeof ex->tries)
             ex->tries_len += (size_t)k;
@@ -915,18 +917,15 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     next_candidate(ex);
 }
 
-/* A failure after the client has the stream's head: end it with an error
- * event and no [DONE], so it cannot pass for a complete answer. */
-static void stream_failed(struct exchange *ex, enum rs_class c, const char *message)
+/* End the client's stream with an error event (type, code, msg) and no
+ * [DONE], so it cannot pass for a complete answer. */
+static void stream_error_end(struct exchange *ex, const char *type, const char *code,
+                             const char *msg)
 {
-    attempt_end(ex, c, -1, 1);
     if (ex->req) {
-        char ev[900], body[800], msg[400], code[48];
+        char ev[900], body[800];
         size_t n;
         int k;
-        snprintf(msg, sizeof msg, "the upstream for model '%s' failed mid-stream (%s): %s",
-                 model_name(ex), rs_class_name(c), message);
-        snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
         /* Events are relayed whole, so the client has none unfinished: an
          * event cut off upstream was held back, and this one stands alone. */
         if (ex->ep == EP_RESPONSES) {
@@ -942,13 +941,24 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
                      ex->seq_last + 1);
             k = (int)strlen(ev);
         } else {
-            n = gw_error_format(body, sizeof body, msg, "upstream_error", NULL, code);
+            n = gw_error_format(body, sizeof body, msg, type, NULL, code);
             k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
         }
         hs_stream_write(ex->req, ev, k > 0 ? (size_t)k : 0);
         hs_stream_end(ex->req);
         ex->req = NULL;
     }
+}
+
+/* A failure after the client has the stream's head. */
+static void stream_failed(struct exchange *ex, enum rs_class c, const char *message)
+{
+    char msg[400], code[48];
+    attempt_end(ex, c, -1, 1);
+    snprintf(msg, sizeof msg, "the upstream for model '%s' failed mid-stream (%s): %s",
+             model_name(ex), rs_class_name(c), message);
+    snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
+    stream_error_end(ex, "upstream_error", code, msg);
     ex->error = rs_class_name(c);
     finish(ex, (int)ex->up_status);
 }
@@ -1645,6 +1655,12 @@ static void finish(struct exchange *ex, int status)
     char tries[ATTEMPT_LOG_CAP + 4];
 
     queue_unlink(ex);
+    if (ex->l_prev)
+        ex->l_prev->l_next = ex->l_next;
+    else if (gw->live == ex)
+        gw->live = ex->l_next;
+    if (ex->l_next)
+        ex->l_next->l_prev = ex->l_prev;
     if (mi && ex->prompt_tokens >= 0 && ex->completion_tokens >= 0 &&
         !isnan(mi->cost_per_input_token) && !isnan(mi->cost_per_output_token))
         cost = (double)ex->prompt_tokens * mi->cost_per_input_token +
@@ -2140,6 +2156,11 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     ex->gw = gw;
     ex->conf = gw->conf;
     gw_conf_ref(ex->conf);
+    ex->l_next = gw->live;
+    if (gw->live)
+        gw->live->l_prev = ex;
+    gw->live = ex;
+    ex->gone_label = "client_closed";
     ex->req = req;
     ex->ep = ep;
     ex->t_start = gw_now();
@@ -2224,4 +2245,45 @@ static void proceed(struct exchange *ex)
             ex->deadline = ex->t_start + (double)p.retry.deadline_ms / 1000;
     }
     next_candidate(ex);
+}
+
+/* ==== Shutdown ==== */
+
+/* The shutdown deadline has come for one exchange: whatever it is waiting
+ * for (its vector, a backoff, room in the queue, the upstream), the client
+ * gets an answer now instead of a closed connection. An answer already
+ * whole (after [DONE]) completes as usual. */
+static void shutdown_one(struct exchange *ex)
+{
+    static const char msg[] = "the gateway is shutting down: server.shutdown_timeout_ms "
+                              "passed before the upstream answered; retry the request";
+    gw_embed_cancel(ex->embed);
+    ex->embed = NULL;
+    wait_stop(ex);
+    queue_unlink(ex);
+    stop_transfer(ex);
+    if (ex->sse && ex->saw_done && ex->in_attempt) {
+        stream_complete(ex, 0, NULL);
+        return;
+    }
+    ex->gone_label = "shutdown";
+    attempt_end(ex, RS_OK, -1, 0); /* not the upstream's fault: the breaker hears nothing */
+    if (ex->streaming) {
+        stream_error_end(ex, "server_error", "server_shutting_down", msg);
+    } else if (ex->req) {
+        char body[400];
+        size_t n = gw_error_format(body, sizeof body, msg, "server_error", NULL,
+                                   "server_shutting_down");
+        add_headers(ex);
+        hs_respond(ex->req, 503, "application/json", body, n);
+        ex->req = NULL;
+    }
+    ex->error = "shutdown";
+    finish(ex, 503);
+}
+
+void proxy_shutdown_answer(struct gw *gw)
+{
+    while (gw->live)
+        shutdown_one(gw->live); /* finish() unlinks it */
 }

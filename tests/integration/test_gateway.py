@@ -23,6 +23,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -999,6 +1000,67 @@ def lifecycle(gw_bin, fake_bin):
         assert b"data: [DONE]" in got and got.endswith(b"0\r\n\r\n"), got[-200:]
         assert gw.wait(10) == 0
     check("SIGTERM finishes in-flight streams, refuses new connections, exits 0", sigterm_drains)
+
+    def sigterm_deadline_answers():
+        # A 4 s stream and a 3 s non-stream request, SIGTERM after 0.7 s, a 1 s deadline:
+        # at the deadline neither is dropped unanswered. The stream ends with an error event
+        # (no [DONE]), the other request gets a 503; both are logged and counted as such,
+        # before the `stopped` event.
+        slow, late = Fake(fake_bin, wd, name="slow"), Fake(fake_bin, wd, name="late")
+        slow.scenario("chunks=10;chunk_delay_ms=400")
+        late.scenario("delay_ms=3000")
+        cfg = base_config(fake, server={"shutdown_timeout_ms": 1000})
+        cfg["models"] += [{"name": "slow", "backend": "openai", "base_url": slow.base_url},
+                          {"name": "late", "backend": "openai", "base_url": late.base_url}]
+        g = Gateway(gw_bin, wd, cfg, name="gw-deadline")
+        got = {}
+
+        def send(key, payload):
+            try:
+                got[key] = request(g.port, "POST", "/v1/chat/completions",
+                                   json.dumps(payload), timeout=10)
+            except Exception as ex:  # an empty reply, a reset: what this test forbids
+                got[key] = ex
+        ts = [threading.Thread(target=send, args=("stream", {"model": "slow", "stream": True,
+                                                              "messages": HELLO})),
+              threading.Thread(target=send, args=("plain", {"model": "late",
+                                                             "messages": HELLO}))]
+        for t in ts:
+            t.start()
+        time.sleep(0.7)
+        t0 = time.monotonic()
+        g.signal(signal.SIGTERM)
+        for t in ts:
+            t.join(10)
+        assert g.wait(10) == 0
+        assert time.monotonic() - t0 < 2.5, time.monotonic() - t0
+        assert not isinstance(got["stream"], Exception), got["stream"]
+        st, _, body = got["stream"]
+        events = [e[len("data: "):] for e in body.decode().split("\n\n")
+                  if e.startswith("data: ")]
+        assert st == 200 and len(events) >= 2 and "[DONE]" not in events, body
+        err = json.loads(events[-1])
+        assert set(err) == {"error"} and err["error"]["code"] == "server_shutting_down", err
+        for e in events[:-1]:
+            assert "error" not in json.loads(e), e
+        assert not isinstance(got["plain"], Exception), got["plain"]
+        st, h, body = got["plain"]
+        assert st == 503, (st, body)
+        e = json.loads(body)["error"]
+        assert e["code"] == "server_shutting_down" and "shut" in e["message"], e
+        lines = g.log_lines()
+        stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
+        reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
+        assert stopped and len(reqs) == 2, lines
+        for i, l in reqs:
+            assert i < stopped[0], lines
+            assert l["status"] == 503 and l["error"] == "shutdown", l
+            assert l["model"] in ("slow", "late"), l
+            assert [t["class"] for t in l["tries"]] == ["shutdown"], l
+        slow.proc.terminate()
+        late.proc.terminate()
+    check("SIGTERM past shutdown_timeout_ms: a 503 for waiting requests, an error event for "
+          "streams, logged as 503 shutdown before `stopped`", sigterm_deadline_answers)
 
 
 # ==== headers ====
