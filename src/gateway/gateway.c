@@ -152,6 +152,8 @@ void gw_log_request(const struct gw *gw, const struct gw_log *lg)
         line_str(&l, "error", lg->error);
     if (lg->attempts >= 0 && lg->attempts_json)
         line_put(&l, ",\"attempts\":%d,\"tries\":%s", lg->attempts, lg->attempts_json);
+    if (lg->after_done_bytes > 0)
+        line_put(&l, ",\"dropped_after_done\":%lld", lg->after_done_bytes);
     line_write(&l);
 }
 

@@ -226,6 +226,7 @@ struct gw_log {
     const char *error;                       /* NULL, or why it failed */
     int attempts;                            /* upstream attempts; < 0: not forwarded */
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
+    long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
 };
 void gw_log_request(const struct gw *gw, const struct gw_log *log);
 /* Count and log a request the gateway answered itself (not forwarded),

@@ -133,6 +133,7 @@ struct exchange {
     int sse;           /* the upstream answers with an event stream */
     int streaming;     /* the client has the response head of a stream */
     int saw_done;      /* [DONE], or a Responses stream's terminal event: the answer is whole */
+    size_t after_done; /* bytes the upstream sent after that event: dropped, logged */
     int resp_failed;   /* that terminal event was response.failed */
     long seq_last;     /* the last Responses event's sequence_number, or -1 */
     int cr_ended; /* the last stream line ended with a CR, the last byte then held */
@@ -1277,6 +1278,17 @@ static void commit_stream(struct exchange *ex)
  * free. */
 static int stream_data(struct exchange *ex, const char *data, size_t len)
 {
+    if (ex->saw_done) {
+        /* The answer is whole: what comes after it is no part of it, and the
+         * client's stream ends with [DONE] (or the terminal event). An LF
+         * finishing the CRLF of its blank line is not counted. */
+        if (ex->cr_ended && len && data[0] == '\n') {
+            ex->cr_ended = 0;
+            len--;
+        }
+        ex->after_done += len;
+        return UP_CONSUMED;
+    }
     if (ex->streaming && ex->req &&
         hs_req_pending_output(ex->req) > ex->conf->set.stream_buffer_bytes) {
         /* Backpressure: hold the upstream while the client is behind. */
@@ -1330,6 +1342,14 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             return UP_CONSUMED;
         }
         ex->held_ok = ex->held_line; /* a whole event, checked: it may go out */
+        if (ex->saw_done) {
+            /* Nothing after the end of the answer is relayed (see above). */
+            ex->after_done += ex->held_len - ex->held_ok;
+            ex->held_len = ex->held_line = ex->held_ok;
+            ex->ev_len = 0;
+            ex->ev_lines = 0;
+            break;
+        }
     }
     if (ex->held_len - ex->held_ok > SSE_EVENT_CAP) {
         /* An event is only checked whole, so it is held whole: one that
@@ -1376,11 +1396,12 @@ static int on_data(void *arg, const char *data, size_t len)
     if (ex->t_first == 0)
         ex->t_first = gw_now();
     if (ex->sse) {
-        int rc;
+        int rc, was_done = ex->saw_done;
         if (ex->streaming && !ex->req)
             return UP_CONSUMED;
         rc = stream_data(ex, data, len);
-        if (rc == UP_CONSUMED && (ex->xfer || ex->mock) && !ex->paused)
+        /* After [DONE] the grace to end runs from it: more bytes do not extend it. */
+        if (rc == UP_CONSUMED && (ex->xfer || ex->mock) && !ex->paused && !was_done)
             idle_arm(ex);
         return rc;
     }
@@ -1583,6 +1604,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = 0;
+    ex->after_done = 0;
     ex->resp_failed = 0;
     ex->seq_last = -1;
     ex->cr_ended = 0;
@@ -1700,6 +1722,7 @@ static void finish(struct exchange *ex, int status)
     log.error = ex->error;
     log.attempts = (int)ex->n_attempts;
     log.attempts_json = ex->tries_len ? tries : NULL;
+    log.after_done_bytes = (long long)ex->after_done;
     gw_log_request(gw, &log);
 
     if (ex->watch)

@@ -578,6 +578,50 @@ def streams(gw_bin, fake_bin):
     check("a client gone right after [DONE] or a terminal event had the whole answer: 200, "
           "a success", client_gone_after_done)
 
+    def nothing_after_done():
+        # Whatever an upstream sends after [DONE] (a Responses stream: its terminal event),
+        # a whole event or an unfinished data line, is dropped and logged; the client's
+        # stream ends with the end of the answer.
+        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"content":"a"}}]}\n\n')
+        term = (b'event: response.completed\ndata: {"type":"response.completed",'
+                b'"sequence_number":0,"response":{"id":"r","object":"response",'
+                b'"status":"completed","output":[]}}\n\n')
+        after = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"content":"AFTER"}}]}\n\n')
+        partial = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"PART"}}]}'
+        bodies = {1: first + b"data: [DONE]\n\n" + after,
+                  2: first + b"data: [DONE]\n\n" + partial,
+                  3: first + b"data: [DONE]\r\n\r\n" + after + b"data: [DONE]\n\n",
+                  4: term + after + b"data: [DONE]\n\n"}
+
+        def serve(c, n):
+            body = bodies[n]
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body +
+                      b"\r\n0\r\n\r\n")
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "chatty", "backend": "openai",
+                                 "base_url": up.base_url})
+        for n in (1, 2, 3):
+            _, _, _, raw = stream_chat(g.port, {"model": "chatty", "messages": HELLO})
+            end = b"data: [DONE]\r\n\r\n" if n == 3 else b"data: [DONE]\n\n"
+            assert raw == first + end, (n, raw)
+        st, _, raw = request(g.port, "POST", "/v1/responses",
+                             json.dumps({"model": "chatty", "input": "hi", "stream": True}))
+        assert st == 200 and raw == term, raw
+        wait_for(lambda: len([l for l in g.log_lines() if l.get("model") == "chatty"]) == 4,
+                 5, "four log lines")
+        lines = [l for l in g.log_lines() if l.get("model") == "chatty"]
+        assert [l["dropped_after_done"] for l in lines] == [
+            len(after), len(partial), len(after) + 14, len(after) + 14], lines
+        assert all(l["status"] == 200 and "error" not in l for l in lines), lines
+        stop(g)
+        up.close()
+    check("nothing an upstream sends after [DONE] or a terminal event reaches the client; "
+          "it is dropped and logged", nothing_after_done)
+
+
 
 
 # ==== breaker ====
