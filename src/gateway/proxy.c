@@ -151,7 +151,8 @@ struct exchange {
     int event_seen;    /* an event with content (not just a role) is complete: may commit */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
-    double t_start, t_up_start, t_first, t_up_end;
+    double t_start, t_up_start, t_up_end;
+    double t_first; /* a stream's first bytes written to the client, or 0 */
     const char *error;           /* why it failed, for the log */
     char tries[ATTEMPT_LOG_CAP]; /* the attempts as a JSON array, for the log */
     size_t tries_len;
@@ -291,8 +292,16 @@ static void sse_usage(struct exchange *ex, const char *p, const char *end)
     json_decref(j);
 }
 
+/* Is v a non-empty string? */
+static int nonempty_string(json_t *v)
+{
+    return json_is_string(v) && json_string_length(v) > 0;
+}
+
 /* Does a chunk carry anything a client would show or act on: content,
- * text, a tool call, a finish reason, usage, an error? The first chunk of a
+ * text, reasoning (vLLM's, SGLang's and DeepSeek's `reasoning_content`, or
+ * `reasoning` as some servers name it), a tool call, a finish reason, usage,
+ * an error? The first chunk of a
  * chat stream usually carries only the role; it is held back with the rest
  * until one that does, so a stream that stalls or breaks right after it can
  * still fail over. Parsed only before the stream commits. */
@@ -313,8 +322,9 @@ static int chunk_has_content(const char *p, size_t n)
     {
         json_t *d = json_object_get(c, "delta"), *t = json_object_get(c, "text");
         json_t *content = json_object_get(d, "content"), *fr = json_object_get(c, "finish_reason");
-        if ((json_is_string(content) && json_string_length(content) > 0) ||
-            (json_is_string(t) && json_string_length(t) > 0) || json_object_get(d, "tool_calls") ||
+        if (nonempty_string(content) || nonempty_string(t) ||
+            nonempty_string(json_object_get(d, "reasoning_content")) ||
+            nonempty_string(json_object_get(d, "reasoning")) || json_object_get(d, "tool_calls") ||
             json_object_get(d, "function_call") ||
             (json_object_get(d, "refusal") && !json_is_null(json_object_get(d, "refusal"))) ||
             (fr && !json_is_null(fr)))
@@ -1253,8 +1263,11 @@ static void flush_held(struct exchange *ex)
 {
     if (!ex->held_ok)
         return;
-    if (ex->req)
+    if (ex->req) {
+        if (ex->t_first == 0)
+            ex->t_first = gw_now(); /* time to the first event the client gets */
         hs_stream_write(ex->req, ex->held, ex->held_ok);
+    }
     memmove(ex->held, ex->held + ex->held_ok, ex->held_len - ex->held_ok);
     ex->held_len -= ex->held_ok;
     ex->held_line -= ex->held_ok;
@@ -1381,8 +1394,11 @@ static void stream_complete(struct exchange *ex, int clean, const char *ending)
     if (ex->resp_failed)
         ex->error = "response_failed"; /* relayed as it came; logged as what it is */
     flush_held(ex);
-    if (ending && ex->req)
+    if (ending && ex->req) {
+        if (ex->t_first == 0)
+            ex->t_first = gw_now();
         hs_stream_write(ex->req, ending, strlen(ending));
+    }
     attempt_end(ex, RS_OK, -1, 1);
     if (ex->req)
         hs_stream_end(ex->req);
@@ -1393,8 +1409,6 @@ static void stream_complete(struct exchange *ex, int clean, const char *ending)
 static int on_data(void *arg, const char *data, size_t len)
 {
     struct exchange *ex = arg;
-    if (ex->t_first == 0)
-        ex->t_first = gw_now();
     if (ex->sse) {
         int rc, was_done = ex->saw_done;
         if (ex->streaming && !ex->req)

@@ -621,6 +621,59 @@ def streams(gw_bin, fake_bin):
     check("nothing an upstream sends after [DONE] or a terminal event reaches the client; "
           "it is dropped and logged", nothing_after_done)
 
+    def reasoning_is_content():
+        # A reasoning model's stream: a role chunk, reasoning deltas 300 ms apart, then the
+        # answer. Reasoning is content: it reaches the client as it comes, not held until
+        # the first answer token, and ttft_ms measures the first event the client got.
+        sent = {}
+
+        def ev(delta):
+            return (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                    b'"delta":' + json.dumps(delta).encode() + b'}]}\n\n')
+
+        def serve(c, n):
+            key = "reasoning_content" if n == 1 else "reasoning"
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n")
+            pieces = [ev({"role": "assistant", "content": ""})]
+            pieces += [ev({key: "step %d " % i}) for i in range(4)]
+            pieces += [ev({"content": "42"}), b"data: [DONE]\n\n"]
+            for i, p in enumerate(pieces):
+                if 1 <= i <= 5:
+                    time.sleep(0.3)
+                if i == 1:
+                    sent[n] = time.monotonic()
+                c.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
+            c.sendall(b"0\r\n\r\n")
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "thinker", "backend": "openai",
+                                 "base_url": up.base_url})
+        for n in (1, 2):
+            s = socket.create_connection((HOST, g.port), timeout=10)
+            body = json.dumps({"model": "thinker", "messages": HELLO, "stream": True}).encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                      % len(body) + body)
+            got, first = b"", None
+            while b"data: [DONE]" not in got:
+                data = s.recv(65536)
+                assert data, got
+                got += data
+                if first is None and b"step 0" in got:
+                    first = time.monotonic()
+            s.close()
+            assert first is not None and first - sent[n] < 0.25, (n, first and first - sent[n])
+        wait_for(lambda: len([l for l in g.log_lines() if l.get("model") == "thinker"]) == 2,
+                 5, "two log lines")
+        for l in [l for l in g.log_lines() if l.get("model") == "thinker"]:
+            assert l["status"] == 200 and 250 <= l["ttft_ms"] <= 900, l
+        m = g.metrics()
+        assert m['llmroute_time_to_first_token_seconds_bucket{model="thinker",le="0.1"}'] == 0, m
+        assert m['llmroute_time_to_first_token_seconds_count{model="thinker"}'] == 2, m
+        stop(g)
+        up.close()
+    check("reasoning deltas are content: relayed as they come; ttft_ms is the first event "
+          "relayed", reasoning_is_content)
 
 
 
