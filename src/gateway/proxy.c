@@ -1253,6 +1253,15 @@ static void on_head(void *arg, const struct up_head *head)
     }
     ex->sse = ex->stream && head->status >= 200 && head->status < 300 && ct &&
               strncasecmp(ct, "text/event-stream", 17) == 0;
+    if (ex->stream && head->status >= 200 && head->status < 300 && !ex->sse) {
+        /* A client that asked for a stream reads events: a whole JSON answer, or
+         * an HTML page, is not one, and another candidate may do better. */
+        char msg[sizeof ex->deferred_msg];
+        snprintf(msg, sizeof msg, "a stream request answered with Content-Type '%.64s', "
+                 "not text/event-stream", ex->up_ctype);
+        defer_failure(ex, RS_BAD_RESPONSE, msg);
+        return;
+    }
     /* A stream's first byte is its first event; any other answer's is its head. */
     if (!ex->sse)
         watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
@@ -1484,10 +1493,19 @@ static void on_done(void *arg, enum up_error err, const char *message)
                "the upstream answered with an error status");
         return;
     }
-    if (ex->up_status < 200 ||
-        (strstr(ex->up_ctype, "json") && !is_json_object(ex->resp ? ex->resp : "", ex->resp_len))) {
-        failed(ex, ex->up_status < 200 ? RS_PROTOCOL : RS_MALFORMED,
-               "the upstream's answer is not a JSON object");
+    if (ex->up_status < 200) {
+        failed(ex, RS_PROTOCOL, "the upstream's answer is not a JSON object");
+        return;
+    }
+    if (!is_json_object(ex->resp ? ex->resp : "", ex->resp_len)) {
+        /* Every endpoint answers a JSON object. Under a JSON content type the
+         * body is malformed; under another (an HTML page from a proxy or a
+         * login portal, plain text) it is not an answer at all. */
+        char msg[160];
+        int json = strstr(ex->up_ctype, "json") != NULL;
+        snprintf(msg, sizeof msg, "the upstream's answer is not a JSON object%s%.64s%s",
+                 json ? "" : " (Content-Type '", json ? "" : ex->up_ctype, json ? "" : "')");
+        failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);
         return;
     }
     usage_from_body(ex);

@@ -421,6 +421,55 @@ def attempts(gw_bin, fake_bin):
         stop(g)
     check("a route's retry.deadline_ms stops further attempts", deadline)
 
+    def bad_response():
+        # A 2xx answer that is not what was asked: an HTML page for a chat request, a JSON
+        # body for a stream request. An attempt failure (bad_response): the route falls
+        # back; with nothing else to try, 502 upstream_bad_response.
+        answers = {
+            "html": (b"text/html", b"<html><body>Sign in to the Wi-Fi</body></html>"),
+            "plain": (b"text/plain", b"OK"),
+            "json": (b"application/json", json.dumps(
+                {"id": "x", "object": "chat.completion", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop"}]}).encode()),
+        }
+        kind = []
+
+        def serve(c, n):
+            ctype, body = answers[kind[0]]
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype +
+                      b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) +
+                      body)
+        up = Scripted(serve)
+        g = scripted_gateway(
+            w, {"name": "odd", "backend": "openai", "base_url": up.base_url},
+            routes=[{"name": "r", "strategy": "sequential", "models": ["odd"],
+                     "fallbacks": ["b"]}],
+            resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
+        for k, stream in (("html", False), ("plain", False), ("json", True)):
+            kind[:] = [k]
+            payload = {"model": "r", "messages": HELLO}
+            if stream:
+                st, h, ev, _ = stream_chat(g.port, payload)
+                assert st == 200 and h["x-llmroute-model"] == "b", (k, st, h)
+                assert_complete_stream(ev)
+            else:
+                st, h, j, _ = chat(g.port, payload)
+                assert st == 200 and h["x-llmroute-model"] == "b", (k, st, h, j)
+                assert j["object"] == "chat.completion", j
+            assert h["x-llmroute-attempts"] == "2", h
+            payload["model"] = "odd"
+            payload["stream"] = stream
+            st, h, j, raw = chat(g.port, payload)
+            assert st == 502 and h["content-type"] == "application/json", (k, st, h, raw)
+            assert error_shape(j)["code"] == "upstream_bad_response", j
+        assert metric(g, 'llmroute_upstream_attempts_total{model="odd",class="bad_response"}') \
+            == 6
+        stop(g)
+        up.close()
+    check("a 2xx answer that is not JSON (an HTML page), or not an event stream for a stream "
+          "request, is a bad_response: fallback, else 502", bad_response)
+
 
 
 # ==== streams ====
