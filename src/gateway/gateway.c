@@ -570,6 +570,34 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 
 /* ==== Run ==== */
 
+/* A smart route over an empty history store answers 503 history_empty
+ * until outcomes arrive: say so once at start, naming the routes. */
+static void warn_empty_store(struct gw *gw)
+{
+    const struct lr_config *cfg = gw->conf->cfg;
+    char names[512];
+    size_t o = 0, n = 0;
+    if (!gw->store || lr_store_count(gw->store) != 0)
+        return;
+    names[0] = '\0';
+    for (size_t i = 0; i < lr_config_route_count(cfg); i++) {
+        const struct lr_route_info *ri = lr_config_route(cfg, i);
+        const char *st = ri->strategy ? ri->strategy : lr_config_router_defaults(cfg)->strategy;
+        int k;
+        if (!st || strcmp(st, "smart") != 0 || ri->n_models == 1)
+            continue;
+        k = snprintf(names + o, sizeof names - o, "%s'%s'", n ? ", " : "", ri->name);
+        if (k > 0 && o + (size_t)k < sizeof names)
+            o += (size_t)k;
+        n++;
+    }
+    if (n)
+        log_event("store_empty",
+                  "%s: the history store is empty; smart route%s %s answer%s 503 history_empty "
+                  "until outcomes are imported (llmroute import) or fed back (POST /v1/feedback)",
+                  gw->store_path, n == 1 ? "" : "s", names, n == 1 ? "s" : "");
+}
+
 static int write_port_file(const char *path, int port)
 {
     char tmp[4096];
@@ -691,6 +719,7 @@ int gw_run(const struct gw_options *opts)
                   lr_config_route_count(gw.conf->cfg),
                   lr_config_router_defaults(gw.conf->cfg)->strategy);
     }
+    warn_empty_store(&gw);
     refresh_schedule(&gw);
     event_base_dispatch(gw.base);
     rc = 0;

@@ -2143,6 +2143,17 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
                   err.message);
         return -1;
     }
+    if (rc == LR_EEMPTY && ex->gw->store && lr_store_count(ex->gw->store) == 0) {
+        /* The gateway's state, not the request's fault: it passes as soon as
+         * outcomes are imported or fed back. */
+        fail_with(ex, 503, NULL, "history_empty",
+                  "the %s strategy%s%s%s cannot rank these candidates: the history store is "
+                  "empty; add outcomes (llmroute import, or POST /v1/feedback) or name a model "
+                  "directly",
+                  lr_router_strategy(router), ri ? " of route '" : "", ri ? ri->name : "",
+                  ri ? "'" : "");
+        return -1;
+    }
     if (rc) {
         fail_with(ex, rc == LR_ENOMEM ? 500 : 400, names ? "models" : "model",
                   rc == LR_ENOMEM ? "out_of_memory" : "routing_failed", "%s", err.message);

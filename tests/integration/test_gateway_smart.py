@@ -611,6 +611,51 @@ def fallback_predictions(bin_, fake_bin):
           "answering model's", headers_follow_the_answering_model)
 
 
+def empty_store(bin_):
+    """A smart route over an empty history store: the gateway says so at start, answers
+    503 history_empty (the server's state, not a bad request), and routes once an
+    outcome arrives."""
+    wd = workdir()
+    store = os.path.join(wd, "empty.db")  # made by serve, empty
+    gw = Gateway(bin_, wd, config(store), name="empty")
+
+    def empty_store_is_503():
+        ev = gw.events("store_empty")
+        assert len(ev) == 1 and "'auto'" in ev[0]["message"] and store in ev[0]["message"], ev
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 1 plus 2?")})
+        assert st == 503, (st, j)
+        e = j["error"]
+        assert e["code"] == "history_empty" and "'auto'" in e["message"], e
+        line = wait_for(lambda: [l for l in gw.log_lines()
+                                 if l.get("path") == "/v1/chat/completions"], 5, "a log line")[-1]
+        assert line["status"] == 503 and line["error"] == "history_empty", line
+        st, _, _, _ = chat(gw.port, {"model": "cheapo", "messages": ASK("hi")})
+        assert st == 200, st  # a model named directly needs no history
+        st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 1 plus 2?", "model": "cheapo", "correctness": 1,
+             "output_tokens": 3}))
+        assert st == 200, body
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 1 plus 2?")})
+        assert st == 200 and h["x-llmroute-strategy"] == "smart", (st, j)
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("a smart route over an empty store: a start-up warning, then 503 history_empty "
+          "until an outcome arrives", empty_store_is_503)
+
+    def no_warning_with_records():
+        hist = os.path.join(wd, "history.jsonl")
+        history(hist)
+        full = os.path.join(wd, "full.db")
+        out = subprocess.run([bin_, "import", "--store", full, hist], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        g = Gateway(bin_, wd, config(full), name="full")
+        assert g.events("store_empty") == [], g.events("store_empty")
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("no store_empty warning over a store with records", no_warning_with_records)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: test_gateway_smart.py LLMROUTE FAKE_UPSTREAM")
@@ -618,4 +663,5 @@ if __name__ == "__main__":
     dense(sys.argv[1], sys.argv[2])
     dense_from_empty(sys.argv[1], sys.argv[2])
     fallback_predictions(sys.argv[1], sys.argv[2])
+    empty_store(sys.argv[1])
     finish()
