@@ -78,6 +78,7 @@ struct exchange {
     unsigned char given_up[RANK_CAP]; /* candidates not to be tried again */
     size_t n_ranked, cand;
     int model; /* config index of the model tried, or -1 */
+    int waited_model; /* before any attempt: the first full candidate waited for, or -1 */
     long input_tokens;
     double est_quality, est_cost;
     int stream, include_usage;
@@ -1148,6 +1149,8 @@ static void next_candidate(struct exchange *ex)
         ms = model_state(ex, ex->ranking[i].index);
         if (ms && gm->info->max_concurrency > 0 && ms->in_flight >= gm->info->max_concurrency) {
             ms->skipped_full++;
+            if (!any_full)
+                ex->waited_model = ex->ranking[i].index; /* for the log, if none starts */
             any_full = 1;
             continue;
         }
@@ -1702,7 +1705,9 @@ static void finish(struct exchange *ex, int status)
     double now = gw_now(), total = now - ex->t_start;
     double up =
         ex->t_up_start > 0 && ex->t_up_end >= ex->t_up_start ? ex->t_up_end - ex->t_up_start : 0;
-    const char *model = ex->model >= 0 ? ex->conf->models[ex->model].info->name : "";
+    /* A request refused or gone while it waited for room names the model it waited for. */
+    int model_idx = ex->model >= 0 ? ex->model : ex->waited_model;
+    const char *model = model_idx >= 0 ? ex->conf->models[model_idx].info->name : "";
     const struct lr_model_info *mi = ex->model >= 0 ? ex->conf->models[ex->model].info : NULL;
     double cost = NAN;
     struct gw_log log;
@@ -1742,7 +1747,7 @@ static void finish(struct exchange *ex, int status)
     log.path = endpoint_path(ex->ep);
     log.route = ex->route;
     log.model = model;
-    log.strategy = ex->model >= 0 ? ex->strategy : "";
+    log.strategy = model_idx >= 0 ? ex->strategy : "";
     log.status = status;
     log.stream = ex->stream;
     log.latency_ms = total * 1000;
@@ -2231,6 +2236,7 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     ex->ep = ep;
     ex->t_start = gw_now();
     ex->model = -1;
+    ex->waited_model = -1;
     ex->last_model_idx = -1;
     ex->route_idx = -1;
     ex->route = "";

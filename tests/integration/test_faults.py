@@ -902,6 +902,10 @@ def breaker(gw_bin, fake_bin):
         t3.join(10)
         assert out["c1"][0] == 200 and w.stats("c") == 1, out
         assert metric(g, "llmroute_queue_rejected_total") == 2
+        # The refusals are logged and counted with the model they waited for.
+        refused = [l for l in g.log_lines() if l.get("status") == 429]
+        assert [l["model"] for l in refused] == ["c", "c"], refused
+        assert metric(g, 'llmroute_requests_total{route="",model="c",status="429"}') == 2
         stop(g)
     check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
 
@@ -991,7 +995,8 @@ def breaker(gw_bin, fake_bin):
         t.join(10)
         wait_for(lambda: metric(g, "llmroute_queue_waiting") == 0, 3, "the queue empty")
         wait_for(lambda: health(g, "b")["in_flight"] == 0, 3, "b idle")
-        assert any(l.get("status") == 499 for l in g.log_lines())
+        gone = [l for l in g.log_lines() if l.get("status") == 499]
+        assert sorted(l["model"] for l in gone) == ["b", "c"], gone  # the model is known
         still = chat(g.port, {"model": "a", "messages": HELLO})
         assert still[0] == 200, still
         stop(g)  # exit 0: under the sanitizers, no leak and no use after free
