@@ -237,6 +237,26 @@ static int method_ok(const struct path_entry *e, const char *method)
            (strcmp(e->method, "GET") == 0 && strcmp(method, "HEAD") == 0);
 }
 
+static const struct path_entry *path_find(const char *path)
+{
+    for (size_t i = 0; i < N_PATHS; i++)
+        if (strcmp(paths[i].path, path) == 0)
+            return &paths[i];
+    return NULL;
+}
+
+/* A request announcing its body with Expect: 100-continue is not invited to
+ * send it when handle() will refuse it anyway: an unknown path (404), a
+ * wrong method (405), a missing or wrong key (401). */
+static int expect_refuses(struct hs_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    const struct path_entry *e = path_find(hs_req_path(req));
+    if (!e || !method_ok(e, hs_req_method(req)))
+        return 1;
+    return e->needs_key && !authorized(gw->conf, req);
+}
+
 static void handle(struct hs_req *req, void *arg)
 {
     struct gw *gw = arg;
@@ -249,11 +269,7 @@ static void handle(struct hs_req *req, void *arg)
     snprintf(method, sizeof method, "%s", hs_req_method(req));
     snprintf(path, sizeof path, "%s", hs_req_path(req));
     gw_request_id(gw, req, id, sizeof id);
-    for (size_t i = 0; i < N_PATHS; i++)
-        if (strcmp(paths[i].path, path) == 0) {
-            e = &paths[i];
-            break;
-        }
+    e = path_find(path);
     if (e && method_ok(e, method) && e->needs_key && !authorized(gw->conf, req)) {
         hs_resp_header(req, "x-request-id", id);
         hs_resp_header(req, "WWW-Authenticate", "Bearer");
@@ -666,8 +682,10 @@ int gw_run(const struct gw_options *opts)
     gw.upstream = gw.base ? up_client_new(gw.base) : NULL;
     limits_from(gw.conf, &lim);
     gw.http = gw.base ? hs_server_new(gw.base, &lim, handle, gw_error_body, &gw) : NULL;
-    if (gw.http)
+    if (gw.http) {
         hs_server_on_refused(gw.http, refused);
+        hs_server_on_expect(gw.http, expect_refuses);
+    }
     if (!gw.base || !gw.metrics || !gw.upstream || !gw.http) {
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;

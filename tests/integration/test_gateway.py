@@ -600,6 +600,35 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("413 body over server.max_body_bytes", too_large)
 
+    def continue_only_after_checks():
+        # Expect: 100-continue is answered 100 only for a request the gateway will read: an
+        # unknown path, a wrong method or a missing key is refused at once, with no 100.
+        def ask(path, key, method=b"POST"):
+            head = (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" +
+                    (b"Authorization: Bearer " + key + b"\r\n" if key else b"") +
+                    b"Expect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+            s = socket.create_connection((HOST, port), timeout=5)
+            s.sendall(head)
+            got = s.recv(65536)
+            return s, got
+        for path, key, method, status in ((b"/v1/nothing", b"gk-one", b"POST", 404),
+                                          (b"/v1/chat/completions", None, b"POST", 401),
+                                          (b"/v1/chat/completions", b"bad", b"POST", 401),
+                                          (b"/v1/models", b"gk-one", b"POST", 405)):
+            s, got = ask(path, key, method)
+            s.close()
+            assert status_of(got) == status and b"100 Continue" not in got, (path, got[:200])
+            assert b"\r\nx-request-id: " in got, got[:300]
+        s, got = ask(b"/v1/chat/completions", b"gk-one")
+        assert got == b"HTTP/1.1 100 Continue\r\n\r\n", got
+        s.sendall(b'{"x": 1}  ')
+        rest = s.recv(65536)
+        s.close()
+        assert status_of(rest) == 400, rest[:200]  # read and answered: the body is not JSON
+        still_serving(gw, auth)
+    check("100 Continue only after the path, method and key checks pass",
+          continue_only_after_checks)
+
     def headers_too_large():
         raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8000 +
                            b"\r\n\r\n")
