@@ -1977,7 +1977,9 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             if (text_add(query, json_string_value(input), json_string_length(input), NULL))
                 goto oom;
         } else if (json_is_array(input)) {
-            ex->n_inputs = json_array_size(input);
+            /* An array of token numbers is one input; an array of strings or of
+             * token arrays is one input each. */
+            ex->n_inputs = json_is_number(json_array_get(input, 0)) ? 1 : json_array_size(input);
             json_array_foreach(input, i, p) if (json_is_string(p) &&
                                                 text_add(query, json_string_value(p),
                                                          json_string_length(p), "\n")) goto oom;

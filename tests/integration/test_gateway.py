@@ -255,6 +255,18 @@ def proxy(gw_bin, fake_bin):
         assert j["assignments"][0]["predicted_quality"] is None
     check("completions, embeddings, models, health and route endpoints", other_endpoints)
 
+    def mock_embeddings_count_inputs():
+        # One vector per input: a string, each string of a list, one token array, each
+        # token array of a list.
+        for inp, n in (("a", 1), (["a", "b", "c"], 3), ([1, 2, 3], 1), ([[1, 2], [3]], 2)):
+            st, _, body = request(gw.port, "POST", "/v1/embeddings",
+                                  json.dumps({"model": "mocky", "input": inp}))
+            j = json.loads(body)
+            assert st == 200 and len(j["data"]) == n, (inp, st, j)
+            assert [d["index"] for d in j["data"]] == list(range(n)), j
+    check("the mock backend answers one embedding per input (a token array is one)",
+          mock_embeddings_count_inputs)
+
     def mock_stream():
         st, h, body = request(gw.port, "POST", "/v1/chat/completions", json.dumps(
             {"model": "mocky", "messages": HELLO, "stream": True,
