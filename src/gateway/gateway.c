@@ -152,6 +152,8 @@ void gw_log_request(const struct gw *gw, const struct gw_log *lg)
         line_str(&l, "error", lg->error);
     if (lg->attempts >= 0 && lg->attempts_json)
         line_put(&l, ",\"attempts\":%d,\"tries\":%s", lg->attempts, lg->attempts_json);
+    if (lg->after_done_bytes > 0)
+        line_put(&l, ",\"dropped_after_done\":%lld", lg->after_done_bytes);
     line_write(&l);
 }
 
@@ -235,6 +237,26 @@ static int method_ok(const struct path_entry *e, const char *method)
            (strcmp(e->method, "GET") == 0 && strcmp(method, "HEAD") == 0);
 }
 
+static const struct path_entry *path_find(const char *path)
+{
+    for (size_t i = 0; i < N_PATHS; i++)
+        if (strcmp(paths[i].path, path) == 0)
+            return &paths[i];
+    return NULL;
+}
+
+/* A request announcing its body with Expect: 100-continue is not invited to
+ * send it when handle() will refuse it anyway: an unknown path (404), a
+ * wrong method (405), a missing or wrong key (401). */
+static int expect_refuses(struct hs_req *req, void *arg)
+{
+    struct gw *gw = arg;
+    const struct path_entry *e = path_find(hs_req_path(req));
+    if (!e || !method_ok(e, hs_req_method(req)))
+        return 1;
+    return e->needs_key && !authorized(gw->conf, req);
+}
+
 static void handle(struct hs_req *req, void *arg)
 {
     struct gw *gw = arg;
@@ -247,11 +269,7 @@ static void handle(struct hs_req *req, void *arg)
     snprintf(method, sizeof method, "%s", hs_req_method(req));
     snprintf(path, sizeof path, "%s", hs_req_path(req));
     gw_request_id(gw, req, id, sizeof id);
-    for (size_t i = 0; i < N_PATHS; i++)
-        if (strcmp(paths[i].path, path) == 0) {
-            e = &paths[i];
-            break;
-        }
+    e = path_find(path);
     if (e && method_ok(e, method) && e->needs_key && !authorized(gw->conf, req)) {
         hs_resp_header(req, "x-request-id", id);
         hs_resp_header(req, "WWW-Authenticate", "Bearer");
@@ -511,22 +529,38 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
               lr_config_route_count(nc->cfg));
 }
 
+#define SHUTDOWN_FLUSH_MS 1000 /* after the deadline's answers, how long they may take to go out */
+
 struct drain {
     struct gw *gw;
     struct event *timer;
     double deadline;
+    int answered; /* the deadline passed and the proxied requests were answered */
 };
 
+/* Every 20 ms while shutting down: stop once no connection is left. At the
+ * deadline the forwarding requests still in flight are answered (a 503, or
+ * an error event ending a stream) and logged; those answers then have
+ * SHUTDOWN_FLUSH_MS to reach their clients before the rest is aborted. */
 static void drain_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct drain *d = arg;
+    double now = gw_now();
     (void)fd;
     (void)what;
-    if (hs_server_connections(d->gw->http) == 0 || gw_now() >= d->deadline) {
-        if (hs_server_busy(d->gw->http))
-            log_event("shutdown", "deadline reached with %zu requests in flight; aborting them",
-                      hs_server_busy(d->gw->http));
-        event_base_loopbreak(d->gw->base);
+    if (hs_server_connections(d->gw->http) == 0 || now >= d->deadline) {
+        size_t busy = hs_server_busy(d->gw->http);
+        if (d->answered || !busy) {
+            if (busy)
+                log_event("shutdown", "%zu requests still in flight; aborting them", busy);
+            event_base_loopbreak(d->gw->base);
+            return;
+        }
+        log_event("shutdown", "deadline reached with %zu requests in flight; answering them",
+                  busy);
+        proxy_shutdown_answer(d->gw);
+        d->answered = 1;
+        d->deadline = now + SHUTDOWN_FLUSH_MS / 1000.0;
     }
 }
 
@@ -551,6 +585,34 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 }
 
 /* ==== Run ==== */
+
+/* A smart route over an empty history store answers 503 history_empty
+ * until outcomes arrive: say so once at start, naming the routes. */
+static void warn_empty_store(struct gw *gw)
+{
+    const struct lr_config *cfg = gw->conf->cfg;
+    char names[512];
+    size_t o = 0, n = 0;
+    if (!gw->store || lr_store_count(gw->store) != 0)
+        return;
+    names[0] = '\0';
+    for (size_t i = 0; i < lr_config_route_count(cfg); i++) {
+        const struct lr_route_info *ri = lr_config_route(cfg, i);
+        const char *st = ri->strategy ? ri->strategy : lr_config_router_defaults(cfg)->strategy;
+        int k;
+        if (!st || strcmp(st, "smart") != 0 || ri->n_models == 1)
+            continue;
+        k = snprintf(names + o, sizeof names - o, "%s'%s'", n ? ", " : "", ri->name);
+        if (k > 0 && o + (size_t)k < sizeof names)
+            o += (size_t)k;
+        n++;
+    }
+    if (n)
+        log_event("store_empty",
+                  "%s: the history store is empty; smart route%s %s answer%s 503 history_empty "
+                  "until outcomes are imported (llmroute import) or fed back (POST /v1/feedback)",
+                  gw->store_path, n == 1 ? "" : "s", names, n == 1 ? "s" : "");
+}
 
 static int write_port_file(const char *path, int port)
 {
@@ -620,8 +682,10 @@ int gw_run(const struct gw_options *opts)
     gw.upstream = gw.base ? up_client_new(gw.base) : NULL;
     limits_from(gw.conf, &lim);
     gw.http = gw.base ? hs_server_new(gw.base, &lim, handle, gw_error_body, &gw) : NULL;
-    if (gw.http)
+    if (gw.http) {
         hs_server_on_refused(gw.http, refused);
+        hs_server_on_expect(gw.http, expect_refuses);
+    }
     if (!gw.base || !gw.metrics || !gw.upstream || !gw.http) {
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;
@@ -673,6 +737,7 @@ int gw_run(const struct gw_options *opts)
                   lr_config_route_count(gw.conf->cfg),
                   lr_config_router_defaults(gw.conf->cfg)->strategy);
     }
+    warn_empty_store(&gw);
     refresh_schedule(&gw);
     event_base_dispatch(gw.base);
     rc = 0;

@@ -185,6 +185,7 @@ struct gw {
     struct exchange *wait_head, *wait_tail;
     long n_waiting;
     struct event *wake; /* runs the queue after an attempt frees a slot */
+    struct exchange *live; /* every forwarding request not yet finished (proxy.c) */
     struct gw_offload *offload; /* worker threads (offload.c) */
     /* When the last feedback append found the store busy (gw_now()), or 0;
      * written and read by the serial feedback jobs only (api.c). */
@@ -202,6 +203,10 @@ void gw_store_refresh_start(struct gw *gw);
 
 /* Free what the proxy keeps on the gateway (the wake event). */
 void proxy_shutdown(struct gw *gw);
+/* The shutdown deadline passed: answer every forwarding request still in
+ * flight (a 503 server_shutting_down, or an error event ending a stream),
+ * log and count each as 503 "shutdown", and free them. */
+void proxy_shutdown_answer(struct gw *gw);
 
 /* Monotonic time in seconds. */
 double gw_now(void);
@@ -221,6 +226,7 @@ struct gw_log {
     const char *error;                       /* NULL, or why it failed */
     int attempts;                            /* upstream attempts; < 0: not forwarded */
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
+    long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
 };
 void gw_log_request(const struct gw *gw, const struct gw_log *log);
 /* Count and log a request the gateway answered itself (not forwarded),

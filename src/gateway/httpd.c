@@ -94,6 +94,7 @@ struct hs_conn {
     long long body_start_ms;    /* when the head of the request whose body is read ended */
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
+    int answer_early; /* Expect: 100-continue, and the handler refuses it: no body is read */
     struct hs_req req;
 };
 
@@ -104,6 +105,7 @@ struct hs_server {
     hs_handler_fn handler;
     hs_error_fn error_body;
     hs_refused_fn refused;
+    hs_expect_fn expect_refuses;
     void *arg;
     struct hs_conn *conns;
     size_t n_conns, busy;
@@ -849,6 +851,11 @@ static int start_body(struct hs_conn *c, const char **why)
         const char *expect = hs_req_header(r, "Expect");
         if (expect && strcasecmp(expect, "100-continue") == 0 && r->minor >= 1 &&
             (c->state != C_BODY || r->remaining > 0)) {
+            if (c->srv->expect_refuses && c->srv->expect_refuses(r, c->srv->arg)) {
+                /* Refused whatever the body: answer now, and do not invite it. */
+                c->answer_early = 1;
+                return 0;
+            }
             evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
             flush_out(c);
         }
@@ -1025,6 +1032,14 @@ static void process_bytes(struct hs_conn *c)
                 fail_request(c, status, why);
                 return;
             }
+            if (c->answer_early) {
+                /* The body was never invited: the connection ends with the answer. */
+                c->answer_early = 0;
+                c->req.keep_alive = 0;
+                c->req.body_len = 0;
+                dispatch(c);
+                return;
+            }
             c->body_start_ms = now_ms();
             break;
         }
@@ -1188,6 +1203,11 @@ struct hs_server *hs_server_new(struct event_base *base, const struct hs_limits 
 void hs_server_on_refused(struct hs_server *srv, hs_refused_fn refused)
 {
     srv->refused = refused;
+}
+
+void hs_server_on_expect(struct hs_server *srv, hs_expect_fn refuses)
+{
+    srv->expect_refuses = refuses;
 }
 
 void hs_server_set_limits(struct hs_server *srv, const struct hs_limits *limits)

@@ -51,6 +51,13 @@ struct hs_server *hs_server_new(struct event_base *base, const struct hs_limits 
  * method and path when the request line was not read). */
 typedef void (*hs_refused_fn)(struct hs_req *req, int status, const char *message, void *arg);
 void hs_server_on_refused(struct hs_server *srv, hs_refused_fn refused);
+/* Asked of a request that sent `Expect: 100-continue`, once its head is in
+ * and before the server sends `100 Continue`: nonzero when the handler will
+ * refuse it whatever its body (no such path, a missing key). Then no 100 is
+ * sent and the body is not read: the handler is called at once with an empty
+ * body, and the connection closes after its answer. */
+typedef int (*hs_expect_fn)(struct hs_req *req, void *arg);
+void hs_server_on_expect(struct hs_server *srv, hs_expect_fn refuses);
 /* Listen on host:port (numeric IPv4/IPv6 host; port 0 lets the OS choose).
  * Returns 0 or -errno. */
 int hs_server_listen(struct hs_server *srv, const char *host, int port);

@@ -332,7 +332,8 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         put_hist(&o, "llmroute_upstream_latency_seconds", labels, &m->models[i]->upstream_latency);
     }
     put(&o, "# HELP llmroute_time_to_first_token_seconds Upstream attempt start to the first "
-            "streamed byte.\n# TYPE llmroute_time_to_first_token_seconds histogram\n");
+            "stream event relayed to the client.\n"
+            "# TYPE llmroute_time_to_first_token_seconds histogram\n");
     for (size_t i = 0; i < m->n_models; i++) {
         snprintf(labels, sizeof labels, "model=\"%s\"", esc(m->models[i]->name, a, sizeof a));
         put_hist(&o, "llmroute_time_to_first_token_seconds", labels, &m->models[i]->ttft);

@@ -78,6 +78,7 @@ struct exchange {
     unsigned char given_up[RANK_CAP]; /* candidates not to be tried again */
     size_t n_ranked, cand;
     int model; /* config index of the model tried, or -1 */
+    int waited_model; /* before any attempt: the first full candidate waited for, or -1 */
     long input_tokens;
     double est_quality, est_cost;
     int stream, include_usage;
@@ -100,6 +101,8 @@ struct exchange {
     int queued;
     int retry_queued; /* the retry of ranking[cand] waits in the queue for room */
     struct exchange *q_prev, *q_next;
+    struct exchange *l_prev, *l_next; /* the gateway's live exchanges (gw->live) */
+    const char *gone_label; /* an attempt cut short by the client or shutdown, for the log */
     const char *answer_retry_after; /* Retry-After on a refusal of our own */
     char retry_after_buf[24];
 
@@ -131,6 +134,7 @@ struct exchange {
     int sse;           /* the upstream answers with an event stream */
     int streaming;     /* the client has the response head of a stream */
     int saw_done;      /* [DONE], or a Responses stream's terminal event: the answer is whole */
+    size_t after_done; /* bytes the upstream sent after that event: dropped, logged */
     int resp_failed;   /* that terminal event was response.failed */
     long seq_last;     /* the last Responses event's sequence_number, or -1 */
     int cr_ended; /* the last stream line ended with a CR, the last byte then held */
@@ -148,7 +152,8 @@ struct exchange {
     int event_seen;    /* an event with content (not just a role) is complete: may commit */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
-    double t_start, t_up_start, t_first, t_up_end;
+    double t_start, t_up_start, t_up_end;
+    double t_first; /* a stream's first bytes written to the client, or 0 */
     const char *error;           /* why it failed, for the log */
     char tries[ATTEMPT_LOG_CAP]; /* the attempts as a JSON array, for the log */
     size_t tries_len;
@@ -288,8 +293,16 @@ static void sse_usage(struct exchange *ex, const char *p, const char *end)
     json_decref(j);
 }
 
+/* Is v a non-empty string? */
+static int nonempty_string(json_t *v)
+{
+    return json_is_string(v) && json_string_length(v) > 0;
+}
+
 /* Does a chunk carry anything a client would show or act on: content,
- * text, a tool call, a finish reason, usage, an error? The first chunk of a
+ * text, reasoning (vLLM's, SGLang's and DeepSeek's `reasoning_content`, or
+ * `reasoning` as some servers name it), a tool call, a finish reason, usage,
+ * an error? The first chunk of a
  * chat stream usually carries only the role; it is held back with the rest
  * until one that does, so a stream that stalls or breaks right after it can
  * still fail over. Parsed only before the stream commits. */
@@ -310,8 +323,9 @@ static int chunk_has_content(const char *p, size_t n)
     {
         json_t *d = json_object_get(c, "delta"), *t = json_object_get(c, "text");
         json_t *content = json_object_get(d, "content"), *fr = json_object_get(c, "finish_reason");
-        if ((json_is_string(content) && json_string_length(content) > 0) ||
-            (json_is_string(t) && json_string_length(t) > 0) || json_object_get(d, "tool_calls") ||
+        if (nonempty_string(content) || nonempty_string(t) ||
+            nonempty_string(json_object_get(d, "reasoning_content")) ||
+            nonempty_string(json_object_get(d, "reasoning")) || json_object_get(d, "tool_calls") ||
             json_object_get(d, "function_call") ||
             (json_object_get(d, "refusal") && !json_is_null(json_object_get(d, "refusal"))) ||
             (fr && !json_is_null(fr)))
@@ -789,7 +803,7 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
                 *p = '_';
         k = snprintf(ex->tries + ex->tries_len, sizeof ex->tries - ex->tries_len,
                      "%s{\"model\":\"%s\",\"class\":\"%s\",\"status\":%ld,\"ms\":%.1f}",
-                     ex->tries_len ? "," : "", name, record ? rs_class_name(c) : "client_closed",
+                     ex->tries_len ? "," : "", name, record ? rs_class_name(c) : ex->gone_label,
                      ex->up_status, (now - ex->t_up_start) * 1000);
         if (k > 0 && ex->tries_len + (size_t)k < sizeof ex->tries)
             ex->tries_len += (size_t)k;
@@ -915,18 +929,15 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     next_candidate(ex);
 }
 
-/* A failure after the client has the stream's head: end it with an error
- * event and no [DONE], so it cannot pass for a complete answer. */
-static void stream_failed(struct exchange *ex, enum rs_class c, const char *message)
+/* End the client's stream with an error event (type, code, msg) and no
+ * [DONE], so it cannot pass for a complete answer. */
+static void stream_error_end(struct exchange *ex, const char *type, const char *code,
+                             const char *msg)
 {
-    attempt_end(ex, c, -1, 1);
     if (ex->req) {
-        char ev[900], body[800], msg[400], code[48];
+        char ev[900], body[800];
         size_t n;
         int k;
-        snprintf(msg, sizeof msg, "the upstream for model '%s' failed mid-stream (%s): %s",
-                 model_name(ex), rs_class_name(c), message);
-        snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
         /* Events are relayed whole, so the client has none unfinished: an
          * event cut off upstream was held back, and this one stands alone. */
         if (ex->ep == EP_RESPONSES) {
@@ -942,13 +953,24 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
                      ex->seq_last + 1);
             k = (int)strlen(ev);
         } else {
-            n = gw_error_format(body, sizeof body, msg, "upstream_error", NULL, code);
+            n = gw_error_format(body, sizeof body, msg, type, NULL, code);
             k = snprintf(ev, sizeof ev, "data: %.*s\n\n", (int)n, body);
         }
         hs_stream_write(ex->req, ev, k > 0 ? (size_t)k : 0);
         hs_stream_end(ex->req);
         ex->req = NULL;
     }
+}
+
+/* A failure after the client has the stream's head. */
+static void stream_failed(struct exchange *ex, enum rs_class c, const char *message)
+{
+    char msg[400], code[48];
+    attempt_end(ex, c, -1, 1);
+    snprintf(msg, sizeof msg, "the upstream for model '%s' failed mid-stream (%s): %s",
+             model_name(ex), rs_class_name(c), message);
+    snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
+    stream_error_end(ex, "upstream_error", code, msg);
     ex->error = rs_class_name(c);
     finish(ex, (int)ex->up_status);
 }
@@ -1127,6 +1149,8 @@ static void next_candidate(struct exchange *ex)
         ms = model_state(ex, ex->ranking[i].index);
         if (ms && gm->info->max_concurrency > 0 && ms->in_flight >= gm->info->max_concurrency) {
             ms->skipped_full++;
+            if (!any_full)
+                ex->waited_model = ex->ranking[i].index; /* for the log, if none starts */
             any_full = 1;
             continue;
         }
@@ -1232,6 +1256,15 @@ static void on_head(void *arg, const struct up_head *head)
     }
     ex->sse = ex->stream && head->status >= 200 && head->status < 300 && ct &&
               strncasecmp(ct, "text/event-stream", 17) == 0;
+    if (ex->stream && head->status >= 200 && head->status < 300 && !ex->sse) {
+        /* A client that asked for a stream reads events: a whole JSON answer, or
+         * an HTML page, is not one, and another candidate may do better. */
+        char msg[sizeof ex->deferred_msg];
+        snprintf(msg, sizeof msg, "a stream request answered with Content-Type '%.64s', "
+                 "not text/event-stream", ex->up_ctype);
+        defer_failure(ex, RS_BAD_RESPONSE, msg);
+        return;
+    }
     /* A stream's first byte is its first event; any other answer's is its head. */
     if (!ex->sse)
         watch_arm(ex, WATCH_IDLE, ex->pol.timeouts.idle_ms);
@@ -1242,8 +1275,11 @@ static void flush_held(struct exchange *ex)
 {
     if (!ex->held_ok)
         return;
-    if (ex->req)
+    if (ex->req) {
+        if (ex->t_first == 0)
+            ex->t_first = gw_now(); /* time to the first event the client gets */
         hs_stream_write(ex->req, ex->held, ex->held_ok);
+    }
     memmove(ex->held, ex->held + ex->held_ok, ex->held_len - ex->held_ok);
     ex->held_len -= ex->held_ok;
     ex->held_line -= ex->held_ok;
@@ -1267,6 +1303,17 @@ static void commit_stream(struct exchange *ex)
  * free. */
 static int stream_data(struct exchange *ex, const char *data, size_t len)
 {
+    if (ex->saw_done) {
+        /* The answer is whole: what comes after it is no part of it, and the
+         * client's stream ends with [DONE] (or the terminal event). An LF
+         * finishing the CRLF of its blank line is not counted. */
+        if (ex->cr_ended && len && data[0] == '\n') {
+            ex->cr_ended = 0;
+            len--;
+        }
+        ex->after_done += len;
+        return UP_CONSUMED;
+    }
     if (ex->streaming && ex->req &&
         hs_req_pending_output(ex->req) > ex->conf->set.stream_buffer_bytes) {
         /* Backpressure: hold the upstream while the client is behind. */
@@ -1320,6 +1367,14 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             return UP_CONSUMED;
         }
         ex->held_ok = ex->held_line; /* a whole event, checked: it may go out */
+        if (ex->saw_done) {
+            /* Nothing after the end of the answer is relayed (see above). */
+            ex->after_done += ex->held_len - ex->held_ok;
+            ex->held_len = ex->held_line = ex->held_ok;
+            ex->ev_len = 0;
+            ex->ev_lines = 0;
+            break;
+        }
     }
     if (ex->held_len - ex->held_ok > SSE_EVENT_CAP) {
         /* An event is only checked whole, so it is held whole: one that
@@ -1351,8 +1406,11 @@ static void stream_complete(struct exchange *ex, int clean, const char *ending)
     if (ex->resp_failed)
         ex->error = "response_failed"; /* relayed as it came; logged as what it is */
     flush_held(ex);
-    if (ending && ex->req)
+    if (ending && ex->req) {
+        if (ex->t_first == 0)
+            ex->t_first = gw_now();
         hs_stream_write(ex->req, ending, strlen(ending));
+    }
     attempt_end(ex, RS_OK, -1, 1);
     if (ex->req)
         hs_stream_end(ex->req);
@@ -1363,14 +1421,13 @@ static void stream_complete(struct exchange *ex, int clean, const char *ending)
 static int on_data(void *arg, const char *data, size_t len)
 {
     struct exchange *ex = arg;
-    if (ex->t_first == 0)
-        ex->t_first = gw_now();
     if (ex->sse) {
-        int rc;
+        int rc, was_done = ex->saw_done;
         if (ex->streaming && !ex->req)
             return UP_CONSUMED;
         rc = stream_data(ex, data, len);
-        if (rc == UP_CONSUMED && (ex->xfer || ex->mock) && !ex->paused)
+        /* After [DONE] the grace to end runs from it: more bytes do not extend it. */
+        if (rc == UP_CONSUMED && (ex->xfer || ex->mock) && !ex->paused && !was_done)
             idle_arm(ex);
         return rc;
     }
@@ -1439,10 +1496,19 @@ static void on_done(void *arg, enum up_error err, const char *message)
                "the upstream answered with an error status");
         return;
     }
-    if (ex->up_status < 200 ||
-        (strstr(ex->up_ctype, "json") && !is_json_object(ex->resp ? ex->resp : "", ex->resp_len))) {
-        failed(ex, ex->up_status < 200 ? RS_PROTOCOL : RS_MALFORMED,
-               "the upstream's answer is not a JSON object");
+    if (ex->up_status < 200) {
+        failed(ex, RS_PROTOCOL, "the upstream's answer is not a JSON object");
+        return;
+    }
+    if (!is_json_object(ex->resp ? ex->resp : "", ex->resp_len)) {
+        /* Every endpoint answers a JSON object. Under a JSON content type the
+         * body is malformed; under another (an HTML page from a proxy or a
+         * login portal, plain text) it is not an answer at all. */
+        char msg[160];
+        int json = strstr(ex->up_ctype, "json") != NULL;
+        snprintf(msg, sizeof msg, "the upstream's answer is not a JSON object%s%.64s%s",
+                 json ? "" : " (Content-Type '", json ? "" : ex->up_ctype, json ? "" : "')");
+        failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);
         return;
     }
     usage_from_body(ex);
@@ -1538,6 +1604,10 @@ static void start_attempt(struct exchange *ex)
     int rc;
 
     ex->model = ex->ranking[ex->cand].index;
+    /* The headers and the estimated cost counted describe the model that
+     * answers: after a fallback, not the first choice. */
+    ex->est_quality = ex->ranking[ex->cand].predicted_quality;
+    ex->est_cost = ex->ranking[ex->cand].estimated_cost;
     gm = &ex->conf->models[ex->model];
     ex->pol = ex->conf->set.policy;
     if (ex->route_idx >= 0)
@@ -1569,6 +1639,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = 0;
+    ex->after_done = 0;
     ex->resp_failed = 0;
     ex->seq_last = -1;
     ex->cr_ended = 0;
@@ -1634,13 +1705,21 @@ static void finish(struct exchange *ex, int status)
     double now = gw_now(), total = now - ex->t_start;
     double up =
         ex->t_up_start > 0 && ex->t_up_end >= ex->t_up_start ? ex->t_up_end - ex->t_up_start : 0;
-    const char *model = ex->model >= 0 ? ex->conf->models[ex->model].info->name : "";
+    /* A request refused or gone while it waited for room names the model it waited for. */
+    int model_idx = ex->model >= 0 ? ex->model : ex->waited_model;
+    const char *model = model_idx >= 0 ? ex->conf->models[model_idx].info->name : "";
     const struct lr_model_info *mi = ex->model >= 0 ? ex->conf->models[ex->model].info : NULL;
     double cost = NAN;
     struct gw_log log;
     char tries[ATTEMPT_LOG_CAP + 4];
 
     queue_unlink(ex);
+    if (ex->l_prev)
+        ex->l_prev->l_next = ex->l_next;
+    else if (gw->live == ex)
+        gw->live = ex->l_next;
+    if (ex->l_next)
+        ex->l_next->l_prev = ex->l_prev;
     if (mi && ex->prompt_tokens >= 0 && ex->completion_tokens >= 0 &&
         !isnan(mi->cost_per_input_token) && !isnan(mi->cost_per_output_token))
         cost = (double)ex->prompt_tokens * mi->cost_per_input_token +
@@ -1668,7 +1747,7 @@ static void finish(struct exchange *ex, int status)
     log.path = endpoint_path(ex->ep);
     log.route = ex->route;
     log.model = model;
-    log.strategy = ex->model >= 0 ? ex->strategy : "";
+    log.strategy = model_idx >= 0 ? ex->strategy : "";
     log.status = status;
     log.stream = ex->stream;
     log.latency_ms = total * 1000;
@@ -1680,6 +1759,7 @@ static void finish(struct exchange *ex, int status)
     log.error = ex->error;
     log.attempts = (int)ex->n_attempts;
     log.attempts_json = ex->tries_len ? tries : NULL;
+    log.after_done_bytes = (long long)ex->after_done;
     gw_log_request(gw, &log);
 
     if (ex->watch)
@@ -1897,7 +1977,9 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             if (text_add(query, json_string_value(input), json_string_length(input), NULL))
                 goto oom;
         } else if (json_is_array(input)) {
-            ex->n_inputs = json_array_size(input);
+            /* An array of token numbers is one input; an array of strings or of
+             * token arrays is one input each. */
+            ex->n_inputs = json_is_number(json_array_get(input, 0)) ? 1 : json_array_size(input);
             json_array_foreach(input, i, p) if (json_is_string(p) &&
                                                 text_add(query, json_string_value(p),
                                                          json_string_length(p), "\n")) goto oom;
@@ -2068,6 +2150,17 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
                   err.message);
         return -1;
     }
+    if (rc == LR_EEMPTY && ex->gw->store && lr_store_count(ex->gw->store) == 0) {
+        /* The gateway's state, not the request's fault: it passes as soon as
+         * outcomes are imported or fed back. */
+        fail_with(ex, 503, NULL, "history_empty",
+                  "the %s strategy%s%s%s cannot rank these candidates: the history store is "
+                  "empty; add outcomes (llmroute import, or POST /v1/feedback) or name a model "
+                  "directly",
+                  lr_router_strategy(router), ri ? " of route '" : "", ri ? ri->name : "",
+                  ri ? "'" : "");
+        return -1;
+    }
     if (rc) {
         fail_with(ex, rc == LR_ENOMEM ? 500 : 400, names ? "models" : "model",
                   rc == LR_ENOMEM ? "out_of_memory" : "routing_failed", "%s", err.message);
@@ -2075,8 +2168,6 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     }
     ex->n_ranked = d.n_ranked;
     ex->strategy = lr_router_strategy(router);
-    ex->est_quality = d.predicted_quality;
-    ex->est_cost = d.estimated_cost;
     ex->input_tokens = d.input_tokens;
     /* A route's explicit fallbacks extend the ranking's tail. */
     for (size_t f = 0; ri && f < ri->n_fallbacks && ex->n_ranked < RANK_CAP; f++) {
@@ -2138,10 +2229,16 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     ex->gw = gw;
     ex->conf = gw->conf;
     gw_conf_ref(ex->conf);
+    ex->l_next = gw->live;
+    if (gw->live)
+        gw->live->l_prev = ex;
+    gw->live = ex;
+    ex->gone_label = "client_closed";
     ex->req = req;
     ex->ep = ep;
     ex->t_start = gw_now();
     ex->model = -1;
+    ex->waited_model = -1;
     ex->last_model_idx = -1;
     ex->route_idx = -1;
     ex->route = "";
@@ -2222,4 +2319,45 @@ static void proceed(struct exchange *ex)
             ex->deadline = ex->t_start + (double)p.retry.deadline_ms / 1000;
     }
     next_candidate(ex);
+}
+
+/* ==== Shutdown ==== */
+
+/* The shutdown deadline has come for one exchange: whatever it is waiting
+ * for (its vector, a backoff, room in the queue, the upstream), the client
+ * gets an answer now instead of a closed connection. An answer already
+ * whole (after [DONE]) completes as usual. */
+static void shutdown_one(struct exchange *ex)
+{
+    static const char msg[] = "the gateway is shutting down: server.shutdown_timeout_ms "
+                              "passed before the upstream answered; retry the request";
+    gw_embed_cancel(ex->embed);
+    ex->embed = NULL;
+    wait_stop(ex);
+    queue_unlink(ex);
+    stop_transfer(ex);
+    if (ex->sse && ex->saw_done && ex->in_attempt) {
+        stream_complete(ex, 0, NULL);
+        return;
+    }
+    ex->gone_label = "shutdown";
+    attempt_end(ex, RS_OK, -1, 0); /* not the upstream's fault: the breaker hears nothing */
+    if (ex->streaming) {
+        stream_error_end(ex, "server_error", "server_shutting_down", msg);
+    } else if (ex->req) {
+        char body[400];
+        size_t n = gw_error_format(body, sizeof body, msg, "server_error", NULL,
+                                   "server_shutting_down");
+        add_headers(ex);
+        hs_respond(ex->req, 503, "application/json", body, n);
+        ex->req = NULL;
+    }
+    ex->error = "shutdown";
+    finish(ex, 503);
+}
+
+void proxy_shutdown_answer(struct gw *gw)
+{
+    while (gw->live)
+        shutdown_one(gw->live); /* finish() unlinks it */
 }

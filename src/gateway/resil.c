@@ -37,6 +37,7 @@ static const char *const class_names[RS_N_CLASSES] = {
     "malformed",
     "protocol",
     "too_large",
+    "bad_response",
 };
 
 const char *rs_class_name(enum rs_class c)

@@ -47,6 +47,7 @@ enum rs_class {
     RS_MALFORMED,         /* an SSE data line, or a 2xx body, that is not JSON */
     RS_PROTOCOL,          /* not HTTP as expected, a head too large, any other transport error */
     RS_TOO_LARGE,         /* larger than server.max_response_bytes */
+    RS_BAD_RESPONSE,      /* a 2xx not as asked: not JSON, or not an event stream for a stream */
     RS_N_CLASSES
 };
 

@@ -421,6 +421,55 @@ def attempts(gw_bin, fake_bin):
         stop(g)
     check("a route's retry.deadline_ms stops further attempts", deadline)
 
+    def bad_response():
+        # A 2xx answer that is not what was asked: an HTML page for a chat request, a JSON
+        # body for a stream request. An attempt failure (bad_response): the route falls
+        # back; with nothing else to try, 502 upstream_bad_response.
+        answers = {
+            "html": (b"text/html", b"<html><body>Sign in to the Wi-Fi</body></html>"),
+            "plain": (b"text/plain", b"OK"),
+            "json": (b"application/json", json.dumps(
+                {"id": "x", "object": "chat.completion", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop"}]}).encode()),
+        }
+        kind = []
+
+        def serve(c, n):
+            ctype, body = answers[kind[0]]
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype +
+                      b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) +
+                      body)
+        up = Scripted(serve)
+        g = scripted_gateway(
+            w, {"name": "odd", "backend": "openai", "base_url": up.base_url},
+            routes=[{"name": "r", "strategy": "sequential", "models": ["odd"],
+                     "fallbacks": ["b"]}],
+            resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
+        for k, stream in (("html", False), ("plain", False), ("json", True)):
+            kind[:] = [k]
+            payload = {"model": "r", "messages": HELLO}
+            if stream:
+                st, h, ev, _ = stream_chat(g.port, payload)
+                assert st == 200 and h["x-llmroute-model"] == "b", (k, st, h)
+                assert_complete_stream(ev)
+            else:
+                st, h, j, _ = chat(g.port, payload)
+                assert st == 200 and h["x-llmroute-model"] == "b", (k, st, h, j)
+                assert j["object"] == "chat.completion", j
+            assert h["x-llmroute-attempts"] == "2", h
+            payload["model"] = "odd"
+            payload["stream"] = stream
+            st, h, j, raw = chat(g.port, payload)
+            assert st == 502 and h["content-type"] == "application/json", (k, st, h, raw)
+            assert error_shape(j)["code"] == "upstream_bad_response", j
+        assert metric(g, 'llmroute_upstream_attempts_total{model="odd",class="bad_response"}') \
+            == 6
+        stop(g)
+        up.close()
+    check("a 2xx answer that is not JSON (an HTML page), or not an event stream for a stream "
+          "request, is a bad_response: fallback, else 502", bad_response)
+
 
 
 # ==== streams ====
@@ -577,6 +626,103 @@ def streams(gw_bin, fake_bin):
         up.close()
     check("a client gone right after [DONE] or a terminal event had the whole answer: 200, "
           "a success", client_gone_after_done)
+
+    def nothing_after_done():
+        # Whatever an upstream sends after [DONE] (a Responses stream: its terminal event),
+        # a whole event or an unfinished data line, is dropped and logged; the client's
+        # stream ends with the end of the answer.
+        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"content":"a"}}]}\n\n')
+        term = (b'event: response.completed\ndata: {"type":"response.completed",'
+                b'"sequence_number":0,"response":{"id":"r","object":"response",'
+                b'"status":"completed","output":[]}}\n\n')
+        after = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"content":"AFTER"}}]}\n\n')
+        partial = b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"PART"}}]}'
+        bodies = {1: first + b"data: [DONE]\n\n" + after,
+                  2: first + b"data: [DONE]\n\n" + partial,
+                  3: first + b"data: [DONE]\r\n\r\n" + after + b"data: [DONE]\n\n",
+                  4: term + after + b"data: [DONE]\n\n"}
+
+        def serve(c, n):
+            body = bodies[n]
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body +
+                      b"\r\n0\r\n\r\n")
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "chatty", "backend": "openai",
+                                 "base_url": up.base_url})
+        for n in (1, 2, 3):
+            _, _, _, raw = stream_chat(g.port, {"model": "chatty", "messages": HELLO})
+            end = b"data: [DONE]\r\n\r\n" if n == 3 else b"data: [DONE]\n\n"
+            assert raw == first + end, (n, raw)
+        st, _, raw = request(g.port, "POST", "/v1/responses",
+                             json.dumps({"model": "chatty", "input": "hi", "stream": True}))
+        assert st == 200 and raw == term, raw
+        wait_for(lambda: len([l for l in g.log_lines() if l.get("model") == "chatty"]) == 4,
+                 5, "four log lines")
+        lines = [l for l in g.log_lines() if l.get("model") == "chatty"]
+        assert [l["dropped_after_done"] for l in lines] == [
+            len(after), len(partial), len(after) + 14, len(after) + 14], lines
+        assert all(l["status"] == 200 and "error" not in l for l in lines), lines
+        stop(g)
+        up.close()
+    check("nothing an upstream sends after [DONE] or a terminal event reaches the client; "
+          "it is dropped and logged", nothing_after_done)
+
+    def reasoning_is_content():
+        # A reasoning model's stream: a role chunk, reasoning deltas 300 ms apart, then the
+        # answer. Reasoning is content: it reaches the client as it comes, not held until
+        # the first answer token, and ttft_ms measures the first event the client got.
+        sent = {}
+
+        def ev(delta):
+            return (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                    b'"delta":' + json.dumps(delta).encode() + b'}]}\n\n')
+
+        def serve(c, n):
+            key = "reasoning_content" if n == 1 else "reasoning"
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n")
+            pieces = [ev({"role": "assistant", "content": ""})]
+            pieces += [ev({key: "step %d " % i}) for i in range(4)]
+            pieces += [ev({"content": "42"}), b"data: [DONE]\n\n"]
+            for i, p in enumerate(pieces):
+                if 1 <= i <= 5:
+                    time.sleep(0.3)
+                if i == 1:
+                    sent[n] = time.monotonic()
+                c.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
+            c.sendall(b"0\r\n\r\n")
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "thinker", "backend": "openai",
+                                 "base_url": up.base_url})
+        for n in (1, 2):
+            s = socket.create_connection((HOST, g.port), timeout=10)
+            body = json.dumps({"model": "thinker", "messages": HELLO, "stream": True}).encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                      % len(body) + body)
+            got, first = b"", None
+            while b"data: [DONE]" not in got:
+                data = s.recv(65536)
+                assert data, got
+                got += data
+                if first is None and b"step 0" in got:
+                    first = time.monotonic()
+            s.close()
+            assert first is not None and first - sent[n] < 0.25, (n, first and first - sent[n])
+        wait_for(lambda: len([l for l in g.log_lines() if l.get("model") == "thinker"]) == 2,
+                 5, "two log lines")
+        for l in [l for l in g.log_lines() if l.get("model") == "thinker"]:
+            assert l["status"] == 200 and 250 <= l["ttft_ms"] <= 900, l
+        m = g.metrics()
+        assert m['llmroute_time_to_first_token_seconds_bucket{model="thinker",le="0.1"}'] == 0, m
+        assert m['llmroute_time_to_first_token_seconds_count{model="thinker"}'] == 2, m
+        stop(g)
+        up.close()
+    check("reasoning deltas are content: relayed as they come; ttft_ms is the first event "
+          "relayed", reasoning_is_content)
 
 
 
@@ -756,6 +902,10 @@ def breaker(gw_bin, fake_bin):
         t3.join(10)
         assert out["c1"][0] == 200 and w.stats("c") == 1, out
         assert metric(g, "llmroute_queue_rejected_total") == 2
+        # The refusals are logged and counted with the model they waited for.
+        refused = [l for l in g.log_lines() if l.get("status") == 429]
+        assert [l["model"] for l in refused] == ["c", "c"], refused
+        assert metric(g, 'llmroute_requests_total{route="",model="c",status="429"}') == 2
         stop(g)
     check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
 
@@ -845,7 +995,8 @@ def breaker(gw_bin, fake_bin):
         t.join(10)
         wait_for(lambda: metric(g, "llmroute_queue_waiting") == 0, 3, "the queue empty")
         wait_for(lambda: health(g, "b")["in_flight"] == 0, 3, "b idle")
-        assert any(l.get("status") == 499 for l in g.log_lines())
+        gone = [l for l in g.log_lines() if l.get("status") == 499]
+        assert sorted(l["model"] for l in gone) == ["b", "c"], gone  # the model is known
         still = chat(g.port, {"model": "a", "messages": HELLO})
         assert still[0] == 200, still
         stop(g)  # exit 0: under the sanitizers, no leak and no use after free

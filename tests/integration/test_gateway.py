@@ -23,6 +23,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -253,6 +254,18 @@ def proxy(gw_bin, fake_bin):
         assert st == 200 and [a["model"] for a in j["assignments"]] == ["fake-a", "mocky"], j
         assert j["assignments"][0]["predicted_quality"] is None
     check("completions, embeddings, models, health and route endpoints", other_endpoints)
+
+    def mock_embeddings_count_inputs():
+        # One vector per input: a string, each string of a list, one token array, each
+        # token array of a list.
+        for inp, n in (("a", 1), (["a", "b", "c"], 3), ([1, 2, 3], 1), ([[1, 2], [3]], 2)):
+            st, _, body = request(gw.port, "POST", "/v1/embeddings",
+                                  json.dumps({"model": "mocky", "input": inp}))
+            j = json.loads(body)
+            assert st == 200 and len(j["data"]) == n, (inp, st, j)
+            assert [d["index"] for d in j["data"]] == list(range(n)), j
+    check("the mock backend answers one embedding per input (a token array is one)",
+          mock_embeddings_count_inputs)
 
     def mock_stream():
         st, h, body = request(gw.port, "POST", "/v1/chat/completions", json.dumps(
@@ -608,6 +621,35 @@ def errors(gw_bin, fake_bin):
         assert status_of(raw) == 413, raw[:200]
         still_serving(gw, auth)
     check("413 body over server.max_body_bytes", too_large)
+
+    def continue_only_after_checks():
+        # Expect: 100-continue is answered 100 only for a request the gateway will read: an
+        # unknown path, a wrong method or a missing key is refused at once, with no 100.
+        def ask(path, key, method=b"POST"):
+            head = (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" +
+                    (b"Authorization: Bearer " + key + b"\r\n" if key else b"") +
+                    b"Expect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+            s = socket.create_connection((HOST, port), timeout=5)
+            s.sendall(head)
+            got = s.recv(65536)
+            return s, got
+        for path, key, method, status in ((b"/v1/nothing", b"gk-one", b"POST", 404),
+                                          (b"/v1/chat/completions", None, b"POST", 401),
+                                          (b"/v1/chat/completions", b"bad", b"POST", 401),
+                                          (b"/v1/models", b"gk-one", b"POST", 405)):
+            s, got = ask(path, key, method)
+            s.close()
+            assert status_of(got) == status and b"100 Continue" not in got, (path, got[:200])
+            assert b"\r\nx-request-id: " in got, got[:300]
+        s, got = ask(b"/v1/chat/completions", b"gk-one")
+        assert got == b"HTTP/1.1 100 Continue\r\n\r\n", got
+        s.sendall(b'{"x": 1}  ')
+        rest = s.recv(65536)
+        s.close()
+        assert status_of(rest) == 400, rest[:200]  # read and answered: the body is not JSON
+        still_serving(gw, auth)
+    check("100 Continue only after the path, method and key checks pass",
+          continue_only_after_checks)
 
     def headers_too_large():
         raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8000 +
@@ -1009,6 +1051,67 @@ def lifecycle(gw_bin, fake_bin):
         assert b"data: [DONE]" in got and got.endswith(b"0\r\n\r\n"), got[-200:]
         assert gw.wait(10) == 0
     check("SIGTERM finishes in-flight streams, refuses new connections, exits 0", sigterm_drains)
+
+    def sigterm_deadline_answers():
+        # A 4 s stream and a 3 s non-stream request, SIGTERM after 0.7 s, a 1 s deadline:
+        # at the deadline neither is dropped unanswered. The stream ends with an error event
+        # (no [DONE]), the other request gets a 503; both are logged and counted as such,
+        # before the `stopped` event.
+        slow, late = Fake(fake_bin, wd, name="slow"), Fake(fake_bin, wd, name="late")
+        slow.scenario("chunks=10;chunk_delay_ms=400")
+        late.scenario("delay_ms=3000")
+        cfg = base_config(fake, server={"shutdown_timeout_ms": 1000})
+        cfg["models"] += [{"name": "slow", "backend": "openai", "base_url": slow.base_url},
+                          {"name": "late", "backend": "openai", "base_url": late.base_url}]
+        g = Gateway(gw_bin, wd, cfg, name="gw-deadline")
+        got = {}
+
+        def send(key, payload):
+            try:
+                got[key] = request(g.port, "POST", "/v1/chat/completions",
+                                   json.dumps(payload), timeout=10)
+            except Exception as ex:  # an empty reply, a reset: what this test forbids
+                got[key] = ex
+        ts = [threading.Thread(target=send, args=("stream", {"model": "slow", "stream": True,
+                                                              "messages": HELLO})),
+              threading.Thread(target=send, args=("plain", {"model": "late",
+                                                             "messages": HELLO}))]
+        for t in ts:
+            t.start()
+        time.sleep(0.7)
+        t0 = time.monotonic()
+        g.signal(signal.SIGTERM)
+        for t in ts:
+            t.join(10)
+        assert g.wait(10) == 0
+        assert time.monotonic() - t0 < 2.5, time.monotonic() - t0
+        assert not isinstance(got["stream"], Exception), got["stream"]
+        st, _, body = got["stream"]
+        events = [e[len("data: "):] for e in body.decode().split("\n\n")
+                  if e.startswith("data: ")]
+        assert st == 200 and len(events) >= 2 and "[DONE]" not in events, body
+        err = json.loads(events[-1])
+        assert set(err) == {"error"} and err["error"]["code"] == "server_shutting_down", err
+        for e in events[:-1]:
+            assert "error" not in json.loads(e), e
+        assert not isinstance(got["plain"], Exception), got["plain"]
+        st, h, body = got["plain"]
+        assert st == 503, (st, body)
+        e = json.loads(body)["error"]
+        assert e["code"] == "server_shutting_down" and "shut" in e["message"], e
+        lines = g.log_lines()
+        stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
+        reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
+        assert stopped and len(reqs) == 2, lines
+        for i, l in reqs:
+            assert i < stopped[0], lines
+            assert l["status"] == 503 and l["error"] == "shutdown", l
+            assert l["model"] in ("slow", "late"), l
+            assert [t["class"] for t in l["tries"]] == ["shutdown"], l
+        slow.proc.terminate()
+        late.proc.terminate()
+    check("SIGTERM past shutdown_timeout_ms: a 503 for waiting requests, an error event for "
+          "streams, logged as 503 shutdown before `stopped`", sigterm_deadline_answers)
 
 
 # ==== headers ====

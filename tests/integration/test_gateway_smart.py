@@ -562,10 +562,106 @@ def dense_from_empty(bin_, fake_bin):
           "cluster's rate", grouped_at_256_records)
 
 
+def fallback_predictions(bin_, fake_bin):
+    """A smart route whose first choice fails: the answer's prediction headers and the
+    estimated cost counted are those of the model that answered."""
+    wd = workdir()
+    store = os.path.join(wd, "history.db")
+    hist = os.path.join(wd, "history.jsonl")
+    history(hist)
+    out = subprocess.run([bin_, "import", "--store", store, hist], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    fake = Fake(fake_bin, wd)
+    cfg = config(store)
+    cfg["server"] = {"resilience": {"breaker": {"consecutive_failures": 0,
+                                                "failure_rate": 0}}}
+    gw = Gateway(bin_, wd, cfg, name="pred")
+    code = "Write a python function parse_77 that reads a csv file into a list of dicts"
+
+    def predicted(g):
+        st, h, j, _ = chat(g.port, {"model": "auto", "messages": ASK(code)})
+        assert st == 200, (st, j)
+        return h, g.metrics()
+
+    def headers_follow_the_answering_model():
+        # With both models up: smarty answers, with its own prediction.
+        h, _ = predicted(gw)
+        assert h["x-llmroute-model"] == "smarty", h
+        smarty = (float(h["x-llmroute-predicted-quality"]),
+                  float(h["x-llmroute-estimated-cost"]))
+        # smarty failing with 500: cheapo answers, and the headers are cheapo's.
+        cfg2 = config(store)
+        cfg2["server"] = cfg["server"]
+        cfg2["models"][1] = {"name": "smarty", "backend": "openai", "base_url": fake.base_url,
+                             "cost_per_input_token": 1e-5, "cost_per_output_token": 3e-5}
+        fake.scenario("status=500")
+        g = Gateway(bin_, wd, cfg2, name="pred-fail")
+        h, m = predicted(g)
+        assert h["x-llmroute-model"] == "cheapo" and h["x-llmroute-attempts"] == "2", h
+        q, c = (float(h["x-llmroute-predicted-quality"]), float(h["x-llmroute-estimated-cost"]))
+        assert q < 0.7 < smarty[0], (q, smarty)  # cheapo is predicted wrong on code
+        assert c < smarty[1], (c, smarty)
+        counted = m['llmroute_estimated_cost_total{model="cheapo"}']
+        assert abs(counted - c) <= 1e-5 * c, (counted, c)
+        assert m.get('llmroute_estimated_cost_total{model="smarty"}', 0) == 0, m
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("after a fallback the prediction headers and the estimated cost counted are the "
+          "answering model's", headers_follow_the_answering_model)
+
+
+def empty_store(bin_):
+    """A smart route over an empty history store: the gateway says so at start, answers
+    503 history_empty (the server's state, not a bad request), and routes once an
+    outcome arrives."""
+    wd = workdir()
+    store = os.path.join(wd, "empty.db")  # made by serve, empty
+    gw = Gateway(bin_, wd, config(store), name="empty")
+
+    def empty_store_is_503():
+        ev = gw.events("store_empty")
+        assert len(ev) == 1 and "'auto'" in ev[0]["message"] and store in ev[0]["message"], ev
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 1 plus 2?")})
+        assert st == 503, (st, j)
+        e = j["error"]
+        assert e["code"] == "history_empty" and "'auto'" in e["message"], e
+        line = wait_for(lambda: [l for l in gw.log_lines()
+                                 if l.get("path") == "/v1/chat/completions"], 5, "a log line")[-1]
+        assert line["status"] == 503 and line["error"] == "history_empty", line
+        st, _, _, _ = chat(gw.port, {"model": "cheapo", "messages": ASK("hi")})
+        assert st == 200, st  # a model named directly needs no history
+        st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 1 plus 2?", "model": "cheapo", "correctness": 1,
+             "output_tokens": 3}))
+        assert st == 200, body
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 1 plus 2?")})
+        assert st == 200 and h["x-llmroute-strategy"] == "smart", (st, j)
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("a smart route over an empty store: a start-up warning, then 503 history_empty "
+          "until an outcome arrives", empty_store_is_503)
+
+    def no_warning_with_records():
+        hist = os.path.join(wd, "history.jsonl")
+        history(hist)
+        full = os.path.join(wd, "full.db")
+        out = subprocess.run([bin_, "import", "--store", full, hist], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        g = Gateway(bin_, wd, config(full), name="full")
+        assert g.events("store_empty") == [], g.events("store_empty")
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("no store_empty warning over a store with records", no_warning_with_records)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: test_gateway_smart.py LLMROUTE FAKE_UPSTREAM")
     main(sys.argv[1])
     dense(sys.argv[1], sys.argv[2])
     dense_from_empty(sys.argv[1], sys.argv[2])
+    fallback_predictions(sys.argv[1], sys.argv[2])
+    empty_store(sys.argv[1])
     finish()

@@ -53,6 +53,9 @@ static void transport_errors_map_to_classes(void **state)
     assert_false(rs_class_is_upstream_failure(RS_BAD_REQUEST));
     assert_false(rs_class_is_upstream_failure(RS_CONTEXT_LENGTH));
     assert_true(rs_class_is_upstream_failure(RS_AUTH));
+    /* A 2xx that is not an answer (an HTML page) is the upstream's fault. */
+    assert_true(rs_class_is_upstream_failure(RS_BAD_RESPONSE));
+    assert_string_equal(rs_class_name(RS_BAD_RESPONSE), "bad_response");
     for (int c = 0; c < RS_N_CLASSES; c++)
         assert_int_equal(rs_class_from_name(rs_class_name((enum rs_class)c)), c ? c : -1);
 }
