@@ -33,6 +33,8 @@ Threads: every method may be called from several threads at once.
 """
 import enum
 import math
+import numbers
+import operator
 import os
 import re
 import threading
@@ -200,26 +202,49 @@ def _part_texts(parts, i, where):
 
 
 def _n_picks(n_queries, where):
-    """How many picks n_queries asks for: a count, or the queries themselves
-    (one pick each; a single string is one query, as in SmartRouting)."""
-    if isinstance(n_queries, str):
-        return 1
+    """How many picks n_queries asks for: a count (an int), or the queries
+    themselves (one pick each: a list, a tuple, a generator). A str, a float
+    and True or False are refused: n_queries="3" or 3.0 is no count, and a
+    lone str would be one pick here but one per character in AIOS."""
+    if isinstance(n_queries, (str, bytes, bytearray, bool, float)):
+        raise _bad_type("%s: n_queries: expected a count (an int) or a list of queries, got %s"
+                        % (where, _got(n_queries)))
+    if not isinstance(n_queries, int) and not hasattr(n_queries, "__len__"):
+        try:  # a numpy integer, say
+            n_queries = operator.index(n_queries)
+        except TypeError:
+            pass
     if isinstance(n_queries, int):
         if n_queries < 0:
             raise _bad("%s: n_queries: expected a count >= 0, got %d" % (where, n_queries))
         return n_queries
-    if isinstance(n_queries, float):
-        if not n_queries.is_integer() or n_queries < 0:
-            raise _bad("%s: n_queries: expected a count >= 0, got %r" % (where, n_queries))
-        return int(n_queries)
+    if isinstance(n_queries, Mapping):
+        raise _bad_type("%s: n_queries: expected a count (an int) or a list of queries, got %s"
+                        % (where, type(n_queries).__name__))
     try:
         return len(n_queries)
     except TypeError:
         pass
     if _iterable(n_queries):  # the queries as a generator, as SmartRouting takes them
         return sum(1 for _ in n_queries)
-    raise _bad_type("%s: n_queries: expected a count or a list of queries, got %s"
+    raise _bad_type("%s: n_queries: expected a count (an int) or a list of queries, got %s"
                     % (where, type(n_queries).__name__))
+
+
+_UNSET = object()
+
+
+def _alias(where, name, value, alias, alias_value, default):
+    """One argument that AIOS names `alias` and this binding `name`: the
+    value given under either name (never both), else default."""
+    if value is not _UNSET and alias_value is not _UNSET:
+        raise TypeError("%s: got both %s and %s, which are the same argument (AIOS names it %s)"
+                        % (where, name, alias, alias))
+    if value is not _UNSET:
+        return value
+    if alias_value is not _UNSET:
+        return alias_value
+    return default
 
 
 def _config(llm_configs, router, where):
@@ -274,16 +299,29 @@ class SequentialRouting:
         self.config = _config(llm_configs, {"strategy": "sequential"}, "SequentialRouting")
         self.router = Router(self.config, strategy="sequential")
 
-    def get_model_idxs(self, selected_llms=None, n_queries=1):
+    def get_model_idxs(self, selected_llms=_UNSET, n_queries=_UNSET, *,
+                       selected_llm_lists=_UNSET, queries=_UNSET):
         """Indices into llm_configs, one per query.
 
         get_model_idxs(selected_llms, n_queries=1): n_queries picks from one
         candidate list. get_model_idxs(selected_llm_lists, queries): one pick
         per query from its own list. selected_llms=None means all models.
+        AIOS's keyword names (selected_llm_lists=, queries=) are taken as
+        well as this binding's; they name the same two arguments.
         """
+        if selected_llm_lists is not _UNSET or queries is not _UNSET:
+            where = "SequentialRouting.get_model_idxs"
+            selected_llms = _alias(where, "selected_llms", selected_llms,
+                                   "selected_llm_lists", selected_llm_lists, None)
+            n_queries = _alias(where, "n_queries", n_queries, "queries", queries, 1)
+        else:
+            if selected_llms is _UNSET:
+                selected_llms = None
+            if n_queries is _UNSET:
+                n_queries = 1
         # The usual call, one query over a list of dicts: straight through.
-        if (n_queries == 1 and type(selected_llms) is list and selected_llms
-                and type(selected_llms[0]) is dict):
+        if (type(n_queries) is int and n_queries == 1 and type(selected_llms) is list
+                and selected_llms and type(selected_llms[0]) is dict):
             try:
                 key = tuple([llm["name"] for llm in selected_llms])
             except (KeyError, TypeError):
@@ -438,10 +476,49 @@ class SmartRouting:
         id is "openai:" + model, as the gateway's.
     """
 
-    def __init__(self, llm_configs, performance_requirement=0.7, n_similar=16, store_path=None,
-                 *, bootstrap_url=None, predictor=None, alpha=None, embedder=None, embed=None,
-                 embedding=None):
+    # The positional arguments after llm_configs, in the two orders AIOS
+    # has had: its current SmartRouting(llm_configs, bootstrap_url,
+    # performance_requirement=0.7, n_similar=16), and its earlier
+    # SmartRouting(llm_configs, performance_requirement=0.7, n_similar=16)
+    # (then this binding's store_path). The type of the second argument
+    # tells them apart: a str, an os.PathLike or None is a bootstrap_url,
+    # a number a performance_requirement.
+    _POSITIONAL_NOW = ("bootstrap_url", "performance_requirement", "n_similar", "store_path")
+    _POSITIONAL_EARLIER = ("performance_requirement", "n_similar", "store_path")
+    _DEFAULTS = {"bootstrap_url": None, "performance_requirement": 0.7, "n_similar": 16,
+                 "store_path": None}
+
+    def __init__(self, llm_configs, *args, performance_requirement=_UNSET, n_similar=_UNSET,
+                 store_path=_UNSET, bootstrap_url=_UNSET, predictor=None, alpha=None,
+                 embedder=None, embed=None, embedding=None):
         where = "SmartRouting"
+        given = {"bootstrap_url": bootstrap_url, "performance_requirement": performance_requirement,
+                 "n_similar": n_similar, "store_path": store_path}
+        if args:
+            first = args[0]
+            if first is None or isinstance(first, (str, os.PathLike)):
+                order = self._POSITIONAL_NOW
+            elif isinstance(first, numbers.Real):
+                order = self._POSITIONAL_EARLIER
+            else:
+                raise _bad_type("%s: the argument after llm_configs: expected bootstrap_url (a "
+                                "str or None, as current AIOS passes it) or "
+                                "performance_requirement (a number, as earlier AIOS did), got %s"
+                                % (where, _got(first)))
+            if len(args) > len(order):
+                raise TypeError("%s() takes at most %d positional arguments after llm_configs "
+                                "(%s), but %d were given"
+                                % (where, len(order), ", ".join(order), len(args)))
+            for name, value in zip(order, args):
+                if given[name] is not _UNSET:
+                    raise TypeError("%s() got multiple values for argument '%s'"
+                                    % (where, name))
+                given[name] = value
+        given = {k: (self._DEFAULTS[k] if v is _UNSET else v) for k, v in given.items()}
+        bootstrap_url = given["bootstrap_url"]
+        performance_requirement = given["performance_requirement"]
+        n_similar = given["n_similar"]
+        store_path = given["store_path"]
         # Checked here for their types, so that a message names the argument
         # (the library's configuration checks their ranges).
         if performance_requirement is not None:
@@ -557,15 +634,19 @@ class SmartRouting:
                                    "needs both prices of every candidate" % (where, name))
         return models, texts, input_token_lengths
 
-    def get_model_idxs(self, selected_llms=None, queries=None, input_token_lengths=None):
+    def get_model_idxs(self, selected_llms=_UNSET, queries=None, input_token_lengths=None, *,
+                       selected_llm_lists=_UNSET):
         """Per-query choices: indices into llm_configs, one per query.
 
         selected_llms: one candidate list for every query, a list of lists
-        (one per query), or None for every configured model. queries:
-        strings or chat message lists. input_token_lengths: counts, or None
-        to estimate them from the text (about 4 bytes per token).
+        (one per query), or None for every configured model; AIOS's current
+        name for it, selected_llm_lists=, is taken too. queries: strings or
+        chat message lists. input_token_lengths: counts, or None to estimate
+        them from the text (about 4 bytes per token).
         """
         where = "SmartRouting.get_model_idxs"
+        selected_llms = _alias(where, "selected_llms", selected_llms, "selected_llm_lists",
+                               selected_llm_lists, None)
         models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
         try:
             return self.router.route_indices(texts, models=models, input_tokens=lengths)
