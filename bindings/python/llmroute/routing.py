@@ -17,10 +17,11 @@ unknown model names raise ValueError instead of being skipped (AIOS drops
 them, which shortens its result list) or mapped to index 0; a candidate list
 shorter than the previous one never fails (AIOS's cursor can run past it);
 prices come from llm_configs (cost_per_input_token, cost_per_output_token),
-and a smart candidate without them is refused with a message naming it
-(AIOS counts a missing price as 0); a model listed twice among one
-request's candidates, smart routing over an empty store and (with the
-built-in embedder) a query without text raise InvalidInput or EmptyInput;
+else from litellm's table when litellm is installed, and a smart candidate
+without them is refused with a message naming it (AIOS counts a missing
+price as 0); a model listed twice among one request's candidates and (with
+the built-in embedder, over a store with data) a query without text raise
+InvalidInput;
 with predictor="aios", a tie on the highest quality when no candidate
 meets the requirement goes to the cheapest (AIOS's argmax: the first).
 Arguments of the wrong type raise InvalidType (an InvalidInput, and a
@@ -38,13 +39,15 @@ import operator
 import os
 import re
 import threading
+import warnings
 from collections.abc import Mapping
 
 from . import _lib
-from .core import (_INT_MAX, Config, Router, Store, _config_doc, _got, _iterable, _number,
+from .core import (_INT_MAX, _MODEL_KEYS, Config, Router, Store, _config_doc, _field, _got,
+                   _iterable, _number, estimate_tokens,
                    _path, _tokens, _whole, _wrong_type)
 from .embed import OpenAIEmbedder
-from .errors import EmptyInput, Error, Infeasible, InvalidInput, InvalidType
+from .errors import EmptyInput, Error, Infeasible, InvalidInput, InvalidType, UnknownModel
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -286,6 +289,88 @@ def _open_store(path, embedder, max_records, embed, where):
         raise
 
 
+# ==== Prices from litellm ====
+
+_PRICE_KEYS = ("cost_per_input_token", "cost_per_output_token")
+_LITELLM_KEYS = ("input_cost_per_token", "output_cost_per_token")
+
+
+def _litellm_names(name, backend):
+    """The keys litellm.model_cost is searched under for a model, in
+    order: the name as given, the name without a provider prefix
+    ("openai/gpt-4o" -> "gpt-4o"), then the name with its backend as that
+    prefix ("ollama" + "llama3" -> "ollama/llama3"), as litellm keys some."""
+    names = [name]
+    if "/" in name:
+        names.append(name.split("/", 1)[1])
+    if isinstance(backend, str) and backend and not name.startswith(backend + "/"):
+        names.append(backend + "/" + name)
+    return [n for i, n in enumerate(names) if n and n not in names[:i]]
+
+
+def _litellm_price(cost_map, name, backend):
+    """(input, output) price per token from litellm's table, or None."""
+    for key in _litellm_names(name, backend):
+        entry = cost_map.get(key) if isinstance(cost_map, Mapping) else None
+        if not isinstance(entry, Mapping):
+            continue
+        prices = tuple(entry.get(k) for k in _LITELLM_KEYS)
+        if all(isinstance(p, numbers.Real) and not isinstance(p, bool) and p == p
+               and 0 <= p < math.inf for p in prices):
+            return float(prices[0]), float(prices[1])
+    return None
+
+
+def _priced_configs(llm_configs, where):
+    """(llm_configs with the prices they lack filled from litellm's table,
+    {name: why it still has none}). AIOS looks every price up in litellm;
+    this binding takes a price given in an llm_config first and looks up
+    only the ones missing. litellm is imported only when some price is
+    missing; without it, or without the model in its table, the model stays
+    unpriced and the reason is kept for the message when it is a candidate."""
+    if isinstance(llm_configs, (str, bytes, Mapping)) or not _iterable(llm_configs):
+        return llm_configs, {}  # _config says what is wrong with it
+    llm_configs = list(llm_configs)
+    out, unpriced = [], {}
+    cost_map = None
+    litellm_error = None
+    for c in llm_configs:
+        cfg = {"name": c} if isinstance(c, str) else c
+        name = _field(cfg, "name") if cfg is not None else None
+        missing = [k for k in _PRICE_KEYS if _field(cfg, k) is None] if isinstance(
+            name, str) else []
+        if not missing:
+            out.append(c)
+            continue
+        if cost_map is None and litellm_error is None:
+            try:
+                import litellm
+                cost_map = getattr(litellm, "model_cost", None)
+                if not isinstance(cost_map, Mapping):
+                    litellm_error = "litellm has no model_cost price table"
+            except Exception as e:  # ImportError, or litellm failing to import
+                litellm_error = "litellm is not installed (%s: %s)" % (type(e).__name__, e)
+        prices = None
+        if litellm_error is None:
+            prices = _litellm_price(cost_map, name, _field(cfg, "backend"))
+            if prices is None:
+                unpriced[name] = ("litellm's price table (litellm.model_cost) has no "
+                                  "input_cost_per_token and output_cost_per_token for %s"
+                                  % " or ".join(repr(n) for n in _litellm_names(
+                                      name, _field(cfg, "backend"))))
+        else:
+            unpriced[name] = litellm_error
+        if prices is None:
+            out.append(c)
+            continue
+        d = {k: _field(cfg, k) for k in _MODEL_KEYS + ("hostname",)
+             if _field(cfg, k) is not None}
+        for k, p in zip(_PRICE_KEYS, prices):
+            d.setdefault(k, p)
+        out.append(d)
+    return out, unpriced
+
+
 class SequentialRouting:
     """Round-robin over the selected models (AIOS SequentialRouting).
 
@@ -458,6 +543,23 @@ class SmartRouting:
     `store`. predictor="aios" predicts exactly as AIOS does (plain means over
     the neighbours); the default is the library's better-calibrated mode.
 
+    The second positional argument is bootstrap_url when it is a str, an
+    os.PathLike or None (current AIOS: SmartRouting(llm_configs,
+    bootstrap_url, performance_requirement, n_similar)), and
+    performance_requirement when it is a number (earlier AIOS:
+    SmartRouting(llm_configs, performance_requirement, n_similar)).
+
+    Prices: each llm_config's cost_per_input_token and cost_per_output_token;
+    one it lacks is taken from litellm's price table (litellm.model_cost)
+    when litellm can be imported, as AIOS takes all of them, under the name
+    as given, the name without a provider prefix, or backend + "/" + name.
+    A candidate still without both is refused by name when routed.
+
+    With an empty store, get_model_idxs() and predict() do what AIOS does
+    with no neighbours (all predictions 0: the first candidate of each
+    query), warning once per router; route_batch() and
+    get_model_idxs_global() raise EmptyInput.
+
     store_path: a SQLite file for the history (None: in memory).
     bootstrap_url: a local JSON/JSONL file in AIOS's data format, imported
     when the store is empty (AIOS downloads its corpus; this binding does no
@@ -545,14 +647,18 @@ class SmartRouting:
                 raise _bad_type("%s: embedding: expected an object like {\"base_url\": ..., "
                                 "\"model\": ...}, got %s" % (where, type(embedding).__name__))
             router["embedding"] = dict(embedding)
-        self.config = _config(llm_configs, router, where)
+        priced, why_unpriced = _priced_configs(llm_configs, where)
+        self.config = _config(priced, router, where)
         if embedding is not None:
             embed = OpenAIEmbedder.from_config(self.config)
-        # Smart routing prices every candidate; one without both prices is
-        # refused by name rather than treated as free (AIOS's default of 0).
-        self._unpriced = {m.name for m in self.config.models
+        # Smart routing prices every candidate; one without both prices,
+        # from its llm_config or litellm's table, is refused by name when it
+        # is a candidate, rather than treated as free (AIOS's default of 0).
+        self._unpriced = {m.name: why_unpriced.get(m.name, "")
+                          for m in self.config.models
                           if math.isnan(m.cost_per_input_token)
                           or math.isnan(m.cost_per_output_token)}
+        self._warned_empty = False
         if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):
             raise _bad_type("%s: bootstrap_url: expected a path to a local file, got %s"
                             % (where, type(bootstrap_url).__name__))
@@ -629,10 +735,76 @@ class SmartRouting:
             for names in (models if per_query else [models]):
                 for name in (self.config.names if names is None else names):
                     if name in self._unpriced:
+                        why = self._unpriced[name]
                         raise _bad("%s: model '%s' has no cost_per_input_token or "
-                                   "cost_per_output_token in llm_configs: smart routing "
-                                   "needs both prices of every candidate" % (where, name))
+                                   "cost_per_output_token in llm_configs%s: smart routing "
+                                   "needs both prices of every candidate; give them in its "
+                                   "llm_config, or install litellm, whose price table AIOS "
+                                   "uses" % (where, name, ", and " + why if why else ""))
         return models, texts, input_token_lengths
+
+    # ---- An empty store: AIOS's choice without predictions ----
+
+    def _store_is_empty(self, e):
+        """Whether e, an EmptyInput from the router, is the empty store's."""
+        return "history store is empty" in e.message and self.store.count() == 0
+
+    def _warn_empty(self, where, stacklevel):
+        """The empty store's warning, once per router; stacklevel: that of
+        the caller of the public method, counted from here."""
+        if not self._warned_empty:
+            self._warned_empty = True
+            warnings.warn(
+                "%s: the history store is empty, so every predicted quality and length is 0, "
+                "as in AIOS: each query goes to the first of its candidates (when "
+                "performance_requirement <= 0, to the one with the lowest input cost). Add "
+                "data (store.add_data(), bootstrap_url) to route on predictions. This warning "
+                "is given once per router." % where, RuntimeWarning, stacklevel=stacklevel)
+
+    def _empty_store_rows(self, models, texts, lengths):
+        """Per query: (candidate names, input tokens, input price per
+        candidate), the candidates checked as the library checks them."""
+        rows = []
+        for i, text in enumerate(texts):
+            names = models[i] if isinstance(models, list) else models
+            if names is None:
+                names = tuple(self.config.names)
+            seen = set()
+            for n in names:
+                if n not in self.config._index:
+                    raise UnknownModel("query %d: unknown model '%s'" % (i, n),
+                                       code=_lib.LR_ENOMODEL)
+                if n in seen:
+                    raise _bad("query %d: model '%s' is listed twice among the candidates"
+                               % (i, n))
+                seen.add(n)
+            tokens = lengths[i] if lengths is not None and lengths[i] is not None else \
+                estimate_tokens(text or "")
+            prices = [self.config.models[self.config._index[n]].cost_per_input_token
+                      for n in names]
+            rows.append((names, tokens, prices))
+        return rows
+
+    def _empty_store_indices(self, where, models, texts, lengths):
+        """What AIOS picks with no neighbours: every predicted quality is 0,
+        so when performance_requirement > 0 no candidate meets it and
+        argmax over equal qualities gives the first listed; when it is <= 0
+        every candidate meets it and the cheapest by estimated cost (input
+        tokens x input price, the predicted output being 0) wins, the first
+        listed on a tie."""
+        rows = self._empty_store_rows(models, texts, lengths)
+        self._warn_empty(where, 4)
+        requirement = self.performance_requirement
+        if requirement is None:
+            requirement = self.config.router_defaults["performance_requirement"]
+        out = []
+        for names, tokens, prices in rows:
+            pick = 0
+            if requirement <= 0:
+                costs = [tokens * p for p in prices]
+                pick = costs.index(min(costs))
+            out.append(self.config._index[names[pick]])
+        return out
 
     def get_model_idxs(self, selected_llms=_UNSET, queries=None, input_token_lengths=None, *,
                        selected_llm_lists=_UNSET):
@@ -650,6 +822,10 @@ class SmartRouting:
         models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
         try:
             return self.router.route_indices(texts, models=models, input_tokens=lengths)
+        except EmptyInput as e:
+            if self._store_is_empty(e):
+                return self._empty_store_indices(where, models, texts, lengths)
+            raise _renamed(e, where, "Router.route_indices")
         except Error as e:
             raise _renamed(e, where, "Router.route_indices")
 
@@ -662,6 +838,15 @@ class SmartRouting:
         try:
             res = self.router.route_batch(texts, models=models, input_tokens=lengths,
                                           ranking=True)
+        except EmptyInput as e:
+            if not self._store_is_empty(e):
+                raise _renamed(e, where, "Router.route_batch")
+            # AIOS's predictions with no neighbours: 0 and 0 for every
+            # candidate; the estimated cost is then the input's alone.
+            rows = self._empty_store_rows(models, texts, lengths)
+            self._warn_empty(where, 3)
+            return ([[0.0] * len(n) for n, _, _ in rows], [[0.0] * len(n) for n, _, _ in rows],
+                    [[t * p for p in prices] for _, t, prices in rows])
         except Error as e:
             raise _renamed(e, where, "Router.route_batch")
         perf, out_len, cost = [], [], []
