@@ -33,12 +33,19 @@ as selected_llms, queries or input_token_lengths as its list does.
 Threads: every method may be called from several threads at once.
 """
 import enum
+import hashlib
+import html.parser
 import math
 import numbers
 import operator
 import os
 import re
+import socket
+import tempfile
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Mapping
 
@@ -47,7 +54,8 @@ from .core import (_INT_MAX, _MODEL_KEYS, Config, Router, Store, _config_doc, _f
                    _iterable, _number, estimate_tokens,
                    _path, _tokens, _whole, _wrong_type)
 from .embed import OpenAIEmbedder
-from .errors import EmptyInput, Error, Infeasible, InvalidInput, InvalidType, UnknownModel
+from .errors import (EmptyInput, Error, Infeasible, InvalidInput, InvalidType, IOFailure,
+                     UnknownModel)
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -435,6 +443,191 @@ class SequentialRouting:
         return self.router.route_indices(models=names, n=n_queries)
 
 
+# ==== bootstrap_url: AIOS's history corpus, from a file or a download ====
+
+# AIOS's config gives bootstrap_url as a Google Drive share link, which
+# AIOS fetches with gdown. A share link names a page, not the file: its
+# direct-download form is this, with the file's id.
+_DRIVE_DOWNLOAD = "https://drive.google.com/uc?export=download&id=%s"
+_DRIVE_LINKS = (re.compile(r"^https?://drive\.google\.com/file/d/([\w-]+)"),
+                re.compile(r"^https?://drive\.google\.com/(?:open|uc)\?(?:.*&)?id=([\w-]+)"))
+
+# A download larger than this is refused rather than filling the disk.
+BOOTSTRAP_MAX_BYTES = 1 << 30
+
+
+def bootstrap_download_url(url):
+    """The URL bootstrap_url is downloaded from: a Google Drive share link
+    ("https://drive.google.com/file/d/ID/view", "...open?id=ID") in its
+    direct-download form, any other http(s) URL as it is."""
+    for pattern in _DRIVE_LINKS:
+        m = pattern.match(url)
+        if m:
+            return _DRIVE_DOWNLOAD % m.group(1)
+    return url
+
+
+class _DriveConfirm(html.parser.HTMLParser):
+    """The form of Google Drive's "can't scan this file for viruses" page,
+    which stands before a large file: its action and hidden fields."""
+
+    def __init__(self):
+        super().__init__()
+        self.action = None
+        self.fields = {}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form" and self.action is None and a.get("action"):
+            self.action = a["action"]
+        elif tag == "input" and a.get("type") == "hidden" and a.get("name"):
+            self.fields[a["name"]] = a.get("value") or ""
+
+
+class _DownloadFailed(Exception):
+    pass
+
+
+def _get(url, timeout, out):
+    """Write the body at url to the open file out; its Content-Type."""
+    req = urllib.request.Request(url, headers={"User-Agent": "llmroute-python"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            ctype = resp.headers.get("Content-Type", "")
+            total = 0
+            while True:
+                chunk = resp.read(1 << 16)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > BOOTSTRAP_MAX_BYTES:
+                    raise _DownloadFailed("larger than %d bytes" % BOOTSTRAP_MAX_BYTES)
+                out.write(chunk)
+            return ctype
+    except urllib.error.HTTPError as e:
+        raise _DownloadFailed("HTTP %d %s" % (e.code, e.reason)) from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, socket.timeout):
+            reason = "no answer within %g s" % timeout
+        raise _DownloadFailed(str(reason)) from None
+    except (socket.timeout, TimeoutError):
+        raise _DownloadFailed("no answer within %g s" % timeout) from None
+    except (OSError, ValueError) as e:  # a reset connection, a malformed URL
+        raise _DownloadFailed("%s: %s" % (type(e).__name__, e)) from None
+
+
+def _download(url, path, timeout):
+    """Download url to path (through a temporary file beside it, so that a
+    failed download leaves no partial file), past Google Drive's
+    virus-scan page once."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".llmroute-bootstrap-", dir=os.path.dirname(path))
+    except OSError as e:
+        raise _DownloadFailed("cannot write a file in %s: %s"
+                              % (os.path.dirname(path), e.strerror or e)) from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            ctype = _get(url, timeout, out)
+        if "text/html" in ctype:
+            with open(tmp, "rb") as f:
+                page = f.read(1 << 20).decode("utf-8", "replace")
+            form = _DriveConfirm()
+            form.feed(page)
+            if form.action and form.fields.get("id"):
+                next_url = "%s?%s" % (urllib.parse.urljoin(url, form.action),
+                                      urllib.parse.urlencode(form.fields))
+                with open(tmp, "wb") as out:
+                    ctype = _get(next_url, timeout, out)
+            if "text/html" in ctype:
+                raise _DownloadFailed("the answer is a web page (Content-Type %s), not the "
+                                      "data; is the file shared for anyone with the link?"
+                                      % ctype)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _bootstrap_cache(url, store_path):
+    """Where the download of url is kept: beside the store file, or in the
+    temporary directory for a store in memory; one file per URL."""
+    name = "llmroute-bootstrap-%s.json" % hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    folder = None
+    if store_path is not None and os.fspath(store_path) != ":memory:":
+        folder = os.path.dirname(os.path.abspath(os.fspath(store_path)))
+    return os.path.join(folder or tempfile.gettempdir(), name)
+
+
+def _bootstrap(store, url, store_path, timeout, where):
+    """Import AIOS's bootstrap corpus (a JSON list, or JSONL, of records in
+    its data format; every record, whatever its "split", as AIOS's current
+    add_data does) into the QueryStore `store` if it is empty. url: a local
+    path, a file:// URL, or an http(s) URL, downloaded once into a cache
+    file (_bootstrap_cache) and read from there after."""
+    if url is None or url == "" or store.count() != 0:
+        return
+    if not isinstance(url, (str, os.PathLike)):
+        raise _bad_type("%s: bootstrap_url: expected a URL or a path to a local file (a str), "
+                        "got %s" % (where, _got(url)))
+    path = os.fspath(url)
+    remote = None
+    if path.startswith("file://"):
+        path = urllib.request.url2pathname(urllib.parse.urlparse(path).path)
+    elif re.match(r"^https?://", path, re.I):
+        remote = bootstrap_download_url(path)
+        path = _bootstrap_cache(path, store.path)
+        if not os.path.exists(path):
+            try:
+                _download(remote, path, timeout)
+            except _DownloadFailed as e:
+                raise IOFailure("%s: bootstrap_url: downloading %s failed: %s"
+                                % (where, remote if remote == url else "%s (from %s)" % (
+                                    remote, url), e), code=_lib.LR_EIO) from None
+    elif "://" in path:
+        raise _bad("%s: bootstrap_url: %r: expected an http://, https:// or file:// URL, or a "
+                   "local path" % (where, url))
+    try:
+        store.import_file(path)
+    except Error as e:
+        if remote is not None:
+            # A cached download that is no data is removed, so that the
+            # next try downloads it again.
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            e.message = "%s: bootstrap_url: the data downloaded from %s: %s" % (
+                where, remote, re.sub(r"^QueryStore\.import_file: (path: )?", "", e.message))
+            e.args = (e.message,)
+            raise
+        e = _renamed(e, where, "QueryStore.import_file", {"path": "bootstrap_url"})
+        if not e.message.startswith(where + ": "):  # the library's "cannot read 'x'"
+            e.message = "%s: bootstrap_url: %s" % (where, e.message)
+            e.args = (e.message,)
+        raise e
+
+
+# A file name with one of these endings is a store file, never a model's name.
+_STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
+
+
+def _looks_like_model_name(path):
+    """Whether QueryStore's first positional argument is AIOS's model_name
+    (QueryStore("all-MiniLM-L6-v2"), QueryStore("BAAI/bge-small-en-v1.5"))
+    rather than a store file: a str naming nothing that exists, without a
+    store file's ending, whose folder (if it names one) does not exist."""
+    if not isinstance(path, str) or path in ("", ":memory:") or os.path.exists(path):
+        return False
+    if path.lower().endswith(_STORE_SUFFIXES):
+        return False
+    folder = os.path.dirname(path)
+    return folder == "" or not os.path.isdir(folder)
+
+
 class QueryStore:
     """The history smart routing learns from (AIOS SmartRouting.QueryStore),
     kept in libllmroute's store: a SQLite file, or memory when path is None.
@@ -452,12 +645,167 @@ class QueryStore:
 
     SPLITS = ("train", "val", "test")
 
-    def __init__(self, path=None, embedder=None, max_records=0, embed=None):
+    # The file a store in persist_directory is kept in.
+    PERSIST_FILE = "llmroute-history.db"
+
+    _POSITIONAL = ("path", "embedder", "max_records", "embed")
+
+    def __init__(self, *args, path=_UNSET, embedder=None, max_records=0, embed=None,
+                 model_name=None, persist_directory=None, bootstrap_url=None,
+                 bootstrap_timeout=60.0):
+        where = "QueryStore"
+        # QueryStore(path, embedder, max_records, embed) positionally, as
+        # before; path= by keyword is a path whatever it looks like, but a
+        # first positional argument that looks like a model's name is
+        # AIOS's QueryStore(model_name, persist_directory, bootstrap_url).
+        if len(args) > len(self._POSITIONAL):
+            raise TypeError("%s() takes at most %d positional arguments (%s), but %d were given"
+                            % (where, len(self._POSITIONAL), ", ".join(self._POSITIONAL),
+                               len(args)))
+        given = {"path": path, "embedder": embedder, "max_records": max_records,
+                 "embed": embed}
+        defaults = {"path": _UNSET, "embedder": None, "max_records": 0, "embed": None}
+        for name, value in zip(self._POSITIONAL, args):
+            if given[name] is not defaults[name]:
+                raise TypeError("%s() got multiple values for argument '%s'" % (where, name))
+            given[name] = value
+        embedder, max_records, embed = given["embedder"], given["max_records"], given["embed"]
+        path = given["path"]
+        if args and _looks_like_model_name(path):
+            # AIOS's QueryStore(model_name, persist_directory, bootstrap_url)
+            # called positionally: never a store file named after a model.
+            if model_name is not None:
+                raise _bad("%s: %r is no store file (it does not exist and has no %s ending) "
+                           "and model_name is given too; give path=... for a new store file"
+                           % (where, path, "/".join(_STORE_SUFFIXES)))
+            model_name, path = path, _UNSET
+        if model_name is not None:
+            if not isinstance(model_name, str):
+                raise _wrong_type(where + ": model_name", "a str (an embedding model's name)",
+                                  model_name)
+            if embed is None:
+                raise _bad(
+                    "%s: model_name %r: this binding cannot load a sentence-transformers model "
+                    "itself, and does not fall back quietly to another embedder. Give the "
+                    "model as embed= (embed=SentenceTransformer(%r).encode, with model_name or "
+                    "embedder naming it), or leave model_name out to use the built-in embedder "
+                    "(\"tfidf-v1\"). For a new store file, give path=...; a name that ends in "
+                    "%s is always a file." % (where, model_name, model_name,
+                                              " or ".join(_STORE_SUFFIXES)))
+            if embedder is None:
+                embedder = model_name
+            elif embedder != model_name:
+                raise _bad("%s: model_name %r and embedder %r name different models"
+                           % (where, model_name, embedder))
+        if persist_directory is not None:
+            if path is not _UNSET and path is not None:
+                raise _bad("%s: give path (the store file) or persist_directory (a folder for "
+                           "it), not both" % where)
+            try:
+                folder = os.fspath(persist_directory)
+            except TypeError:
+                raise _wrong_type(where + ": persist_directory", "a folder path (a str)",
+                                  persist_directory) from None
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise IOFailure("%s: persist_directory: cannot make %r: %s"
+                                % (where, folder, e.strerror or e), code=_lib.LR_EIO) from None
+            path = os.path.join(folder, self.PERSIST_FILE)
+        if path is _UNSET:
+            path = None
         self.path = path
-        self._store = _open_store(path, embedder, max_records, embed, "QueryStore")
+        self.model_name = model_name
+        self._store = _open_store(path, embedder, max_records, embed, where)
         self.held_out = {"val": [], "test": []}
         self.generation = 0
         self._lock = threading.Lock()
+        self._predictors = {}
+        timeout = _number(bootstrap_timeout, where + ": bootstrap_timeout")
+        if not timeout > 0:
+            raise _bad("%s: bootstrap_timeout: expected a number of seconds > 0, got %r"
+                       % (where, bootstrap_timeout))
+        self.bootstrap_timeout = timeout
+        _bootstrap(self, bootstrap_url, path, timeout, where)
+
+    def query_similar(self, query, *args, **kwargs):
+        """Not available: AIOS's QueryStore.query_similar returns ChromaDB's
+        query result (ids, documents, metadatas of the nearest past queries);
+        libllmroute's store searches inside the library and hands out no
+        neighbours."""
+        raise NotImplementedError(
+            "QueryStore.query_similar: llmroute's store does not hand out the nearest past "
+            "queries (ChromaDB's query result); use QueryStore.predict(query, model_configs) "
+            "for AIOS's predictions from them, or SmartRouting.predict() / get_model_idxs()")
+
+    def predict(self, query, model_configs, n_similar=16):
+        """AIOS's QueryStore.predict: (performance scores, length scores),
+        one row per query and one column per model config (in their order):
+        the mean correctness and mean output tokens over the n_similar
+        nearest past queries that have an outcome for the model, 0 and 0
+        for a model none has (and for every model when the store is empty).
+        numpy arrays, as AIOS returns, when numpy can be imported; else
+        lists of rows. query: a str or a list of str. One difference: a
+        fractional correctness (0.9) counts as itself here, where AIOS
+        counts int(0.9), which is 0."""
+        where = "QueryStore.predict"
+        if isinstance(query, str):
+            texts = [query]
+        elif isinstance(query, (bytes, bytearray, Mapping)) or not _iterable(query):
+            raise _wrong_type(where + ": query", "a str or a list of str", query)
+        else:
+            texts = list(query)
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise _wrong_type("%s: query[%d]" % (where, i), "a str", t)
+        names = list(_names(_selection(model_configs, where), where, "model_configs") or [])
+        if not names:
+            raise _bad("%s: model_configs: give the models to predict for" % where)
+        n_similar = _whole(n_similar, where + ": n_similar", 1, _INT_MAX)
+        perf = [[0.0] * len(names) for _ in texts]
+        length = [[0.0] * len(names) for _ in texts]
+        if texts and self.count() > 0:
+            router = self._predictor(names, n_similar, where)
+            try:
+                res = router.route_batch(texts, models=names, input_tokens=[0] * len(texts),
+                                         ranking=True)
+            except Error as e:
+                raise _renamed(e, where, "Router.route_batch")
+            for i, d in enumerate(res.decisions):
+                by_name = {c.name: c for c in d.ranking}
+                perf[i] = [by_name[n].predicted_quality for n in names]
+                length[i] = [by_name[n].predicted_output_tokens for n in names]
+        try:
+            import numpy
+        except ImportError:
+            return perf, length
+        return numpy.array(perf, dtype=float), numpy.array(length, dtype=float)
+
+    def _predictor(self, names, n_similar, where):
+        """A Router with AIOS's predictor over this store, for these models
+        (priced 0: predictions do not depend on prices)."""
+        key = (tuple(names), n_similar)
+        with self._lock:
+            cached = self._predictors.get(key)
+            if cached is not None and cached[1] == self.generation:
+                return cached[0]
+            gen = self.generation
+        seen = set()
+        for n in names:
+            if n in seen:
+                raise _bad("%s: model_configs: model '%s' is listed twice" % (where, n))
+            seen.add(n)
+        cfg = Config({"models": [{"name": n, "cost_per_input_token": 0,
+                                  "cost_per_output_token": 0} for n in names],
+                      "router": {"strategy": "smart", "predictor": "aios",
+                                 "n_similar": n_similar}})
+        router = Router(cfg, strategy="smart", store=self._store, n_similar=n_similar,
+                        predictor="aios")
+        with self._lock:
+            if len(self._predictors) >= 16:
+                self._predictors.clear()
+            self._predictors[key] = (router, gen)
+        return router
 
     def add_data(self, data, split="train"):
         """Add records; all or nothing. Returns the ImportReport for "train"
@@ -555,15 +903,18 @@ class SmartRouting:
     as given, the name without a provider prefix, or backend + "/" + name.
     A candidate still without both is refused by name when routed.
 
+    store_path: a SQLite file for the history (None: in memory).
+    bootstrap_url: AIOS's history corpus (JSON or JSONL in its data format),
+    imported when the store is empty: a local path, a file:// URL, or an
+    http(s) URL (a Google Drive share link, as AIOS's config gives, in its
+    direct-download form), downloaded once, within bootstrap_timeout
+    seconds, into a cache file beside the store file (or in the temporary
+    directory for a store in memory).
+
     With an empty store, get_model_idxs() and predict() do what AIOS does
     with no neighbours (all predictions 0: the first candidate of each
     query), warning once per router; route_batch() and
     get_model_idxs_global() raise EmptyInput.
-
-    store_path: a SQLite file for the history (None: in memory).
-    bootstrap_url: a local JSON/JSONL file in AIOS's data format, imported
-    when the store is empty (AIOS downloads its corpus; this binding does no
-    network I/O for it, so fetch the file first).
 
     Neighbours come from the built-in embedder unless one of these is given:
     embed: a function from a list of texts to one vector per text (the
@@ -592,7 +943,7 @@ class SmartRouting:
 
     def __init__(self, llm_configs, *args, performance_requirement=_UNSET, n_similar=_UNSET,
                  store_path=_UNSET, bootstrap_url=_UNSET, predictor=None, alpha=None,
-                 embedder=None, embed=None, embedding=None):
+                 embedder=None, embed=None, embedding=None, bootstrap_timeout=60.0):
         where = "SmartRouting"
         given = {"bootstrap_url": bootstrap_url, "performance_requirement": performance_requirement,
                  "n_similar": n_similar, "store_path": store_path}
@@ -660,25 +1011,79 @@ class SmartRouting:
                           or math.isnan(m.cost_per_output_token)}
         self._warned_empty = False
         if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):
-            raise _bad_type("%s: bootstrap_url: expected a path to a local file, got %s"
-                            % (where, type(bootstrap_url).__name__))
+            raise _bad_type("%s: bootstrap_url: expected a URL or a path to a local file (a "
+                            "str), got %s" % (where, _got(bootstrap_url)))
+        timeout = _number(bootstrap_timeout, where + ": bootstrap_timeout")
+        if not timeout > 0:
+            raise _bad("%s: bootstrap_timeout: expected a number of seconds > 0, got %r"
+                       % (where, bootstrap_timeout))
+        self.bootstrap_url = bootstrap_url
         try:
-            self.store = QueryStore(store_path, embedder=embedder, embed=embed)
+            self.store = QueryStore(path=store_path, embedder=embedder, embed=embed)
         except Error as e:
             raise _renamed(e, where, "QueryStore", {"path": "store_path"})
         self._lock = threading.Lock()
         self._current = None
-        if bootstrap_url and self.store.count() == 0:
-            path = os.fspath(bootstrap_url)
-            if path.startswith("file://"):
-                path = path[len("file://"):]
-            elif "://" in path:
-                raise _bad("%s: bootstrap_url: %r is remote; download it and give the local "
-                           "file (llmroute does no network I/O)" % (where, bootstrap_url))
-            try:
-                self.store.import_file(path)
-            except Error as e:
-                raise _renamed(e, where, "QueryStore.import_file", {"path": "bootstrap_url"})
+        _bootstrap(self.store, bootstrap_url, store_path, timeout, where)
+
+    # AIOS's SmartRouting.QueryStore, the class of `store`.
+    QueryStore = QueryStore
+
+    def _requirement(self):
+        if self.performance_requirement is not None:
+            return self.performance_requirement
+        return self.config.router_defaults["performance_requirement"]
+
+    def optimize_model_selection_local(self, model_configs, perf_scores, cost_scores):
+        """Earlier AIOS's per-query choice from given scores: the position
+        (in model_configs) of the cheapest model whose score is at least
+        performance_requirement (the first on equal cost), else of the one
+        with the highest score (the first on a tie); None for no models.
+        get_model_idxs() makes the same choice from the store's predictions
+        inside the library."""
+        perf, cost = self._scores("SmartRouting.optimize_model_selection_local", perf_scores,
+                                  cost_scores)
+        if not perf:
+            return None
+        return self._select(perf, cost)
+
+    def _select_model_single(self, model_cfgs, perf, cost):
+        """Current AIOS's name for optimize_model_selection_local(), with
+        its one difference: 0, not None, for no models."""
+        perf, cost = self._scores("SmartRouting._select_model_single", perf, cost)
+        if not perf:
+            return 0
+        return self._select(perf, cost)
+
+    def _select(self, perf, cost):
+        requirement = self._requirement()
+        qualified = [i for i, p in enumerate(perf) if p >= requirement]
+        if qualified:
+            return min(qualified, key=lambda i: cost[i])
+        return perf.index(max(perf))
+
+    @staticmethod
+    def _scores(where, perf_scores, cost_scores):
+        """Two equal-length lists of floats from two sequences (numpy rows)."""
+        out = []
+        for arg, xs in (("perf_scores", perf_scores), ("cost_scores", cost_scores)):
+            if isinstance(xs, (str, bytes, Mapping)) or not _iterable(xs):
+                raise _wrong_type("%s: %s" % (where, arg), "a sequence of numbers", xs)
+            out.append([_number(x, "%s: %s[%d]" % (where, arg, i)) for i, x in enumerate(xs)])
+        if len(out[0]) != len(out[1]):
+            raise _bad("%s: %d perf_scores but %d cost_scores" % (where, len(out[0]),
+                                                                  len(out[1])))
+        return out[0], out[1]
+
+    def optimize_model_selection_global(self, perf_scores, cost_scores):
+        """Not available: AIOS solves its global assignment from score
+        matrices with CBC; libllmroute solves the same problem from the
+        queries themselves."""
+        raise NotImplementedError(
+            "SmartRouting.optimize_model_selection_global: llmroute solves the global "
+            "assignment from the queries, not from score matrices; use "
+            "get_model_idxs_global(selected_llms, queries) for the indices, or "
+            "route_batch(selected_llms, queries, alpha=...) for the whole result")
 
     @property
     def router(self):

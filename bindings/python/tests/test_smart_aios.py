@@ -1,21 +1,25 @@
 """SmartRouting called as AIOS calls it, in each version AIOS has shipped:
 its constructor's two positional orders, its keyword names, the argument
 types it refuses, prices from litellm (a fake module: litellm is not
-needed), and routing over an empty store."""
+needed), routing over an empty store, bootstrap_url downloads (from a
+local http.server), and AIOS's QueryStore and optimize methods."""
 import dataclasses
 import json
 import os
 import sys
 import tempfile
+import threading
+import time
 import types
 import unittest
 import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import support  # noqa: F401  (puts the package on the path)
-from support import SmartTestCase, priced
+from support import CountingEmbed, SmartTestCase, priced
 
 import llmroute
-from llmroute import InvalidType, SmartRouting
+from llmroute import InvalidType, QueryStore, SmartRouting, routing
 
 NAMES = ["cheap", "strong"]
 CONFIGS = priced(NAMES, [(1e-7, 2e-7), (1e-5, 3e-5)])
@@ -309,6 +313,280 @@ class EmptyStoreTest(SmartTestCase):
             self.assertEqual(r.get_model_idxs(None, ["hard proof about prime gaps"]), [0])
         r.store.add_data(records())
         self.assertEqual(r.get_model_idxs(None, ["hard proof about prime gaps"]), [1])
+
+
+class FileServer:
+    """A local HTTP server on 127.0.0.1 (port 0) in a thread: GET answers
+    routes[path] = (status, content type, body bytes, delay in seconds),
+    404 for any other path. `hits` counts the requests per path."""
+
+    def __init__(self, routes):
+        self.routes = routes
+        self.hits = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?", 1)[0]
+                outer.hits[path] = outer.hits.get(path, 0) + 1
+                status, ctype, body, delay = outer.routes.get(
+                    path, (404, "text/plain", b"no such file", 0))
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the client gave up (the timeout test)
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+BOOT = json.dumps(records()).encode()
+
+
+class BootstrapDownloadTest(SmartTestCase):
+    """bootstrap_url over http: raised "bootstrap_url ... is remote"."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.store_path = os.path.join(self.dir.name, "h.db")
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def cache_files(self):
+        return [f for f in os.listdir(self.dir.name) if f.startswith("llmroute-bootstrap-")]
+
+    def test_downloads_imports_and_caches_beside_the_store(self):
+        with FileServer({"/boot.json": (200, "application/json", BOOT, 0)}) as srv:
+            r = SmartRouting(CONFIGS, srv.url + "/boot.json", store_path=self.store_path)
+            self.assertEqual(r.store.count(), len(records()))
+            self.assertEqual(len(self.cache_files()), 1)
+            # Another empty store in the folder reads the cached file.
+            r2 = SmartRouting(CONFIGS, srv.url + "/boot.json",
+                              store_path=os.path.join(self.dir.name, "h2.db"))
+            self.assertEqual(r2.store.count(), len(records()))
+            self.assertEqual(srv.hits, {"/boot.json": 1})
+            # A store that has data downloads nothing.
+            os.unlink(os.path.join(self.dir.name, self.cache_files()[0]))
+            SmartRouting(CONFIGS, srv.url + "/boot.json", store_path=self.store_path)
+            self.assertEqual(srv.hits, {"/boot.json": 1})
+
+    def test_in_memory_store_caches_in_the_temporary_directory(self):
+        with FileServer({"/b.jsonl": (200, "application/octet-stream",
+                                      b"\n".join(json.dumps(x).encode() for x in records()),
+                                      0)}) as srv:
+            url = srv.url + "/b.jsonl"
+            cache = routing._bootstrap_cache(url, None)
+            self.assertEqual(os.path.dirname(cache), tempfile.gettempdir())
+            try:
+                r = SmartRouting(llm_configs=CONFIGS, bootstrap_url=url)
+                self.assertEqual(r.store.count(), len(records()))
+                self.assertTrue(os.path.exists(cache))
+            finally:
+                if os.path.exists(cache):
+                    os.unlink(cache)
+
+    def test_http_error_names_the_url_and_the_reason(self):
+        with FileServer({}) as srv:
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/missing.json", store_path=self.store_path)
+        self.assertEqual(str(cm.exception), "SmartRouting: bootstrap_url: downloading "
+                         "%s/missing.json failed: HTTP 404 Not Found" % srv.url)
+        self.assertEqual(self.cache_files(), [])
+
+    def test_unreachable_server(self):
+        srv = FileServer({})
+        url = srv.url + "/boot.json"
+        srv.close()  # nothing listens there now
+        with self.assertRaises(llmroute.IOFailure) as cm:
+            SmartRouting(CONFIGS, url, store_path=self.store_path)
+        self.assertIn("SmartRouting: bootstrap_url: downloading %s failed: " % url,
+                      str(cm.exception))
+        self.assertIn("refused", str(cm.exception))
+
+    def test_timeout(self):
+        with FileServer({"/slow.json": (200, "application/json", BOOT, 3)}) as srv:
+            t0 = time.monotonic()
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/slow.json", store_path=self.store_path,
+                             bootstrap_timeout=0.3)
+            self.assertLess(time.monotonic() - t0, 2.5)
+        self.assertIn("failed: no answer within 0.3 s", str(cm.exception))
+        self.assertEqual(self.cache_files(), [])
+
+    def test_download_that_is_no_data(self):
+        with FileServer({"/boot.json": (200, "application/json", b"[{\"query\": 5}]", 0)}) as srv:
+            with self.assertRaises(llmroute.InvalidInput) as cm:
+                SmartRouting(CONFIGS, srv.url + "/boot.json", store_path=self.store_path)
+        self.assertTrue(str(cm.exception).startswith(
+            "SmartRouting: bootstrap_url: the data downloaded from %s/boot.json: "
+            % srv.url), str(cm.exception))
+        self.assertEqual(self.cache_files(), [])  # removed: the next try downloads again
+
+    def test_google_drive_share_link_is_made_a_download_link(self):
+        conv = routing.bootstrap_download_url
+        want = "https://drive.google.com/uc?export=download&id=1SF7MAvtnsED7KMeMdW3JDIWYNGPwIwL7"
+        self.assertEqual(conv("https://drive.google.com/file/d/1SF7MAvtnsED7KMeMdW3JDIWYNGPwIwL7"
+                              "/view"), want)
+        self.assertEqual(conv("https://drive.google.com/file/d/1SF7MAvtnsED7KMeMdW3JDIWYNGPwIwL7"
+                              "/view?usp=sharing"), want)
+        self.assertEqual(conv("https://drive.google.com/open?id=1SF7MAvtnsED7KMeMdW3JDIWYNGPwIwL7"),
+                         want)
+        self.assertEqual(conv("http://127.0.0.1:8/b.json"), "http://127.0.0.1:8/b.json")
+
+    def test_past_a_virus_scan_page(self):
+        # Google Drive puts a form before a file too large to scan; the
+        # download follows it once, with its hidden fields.
+        page = (b'<html><body><form id="download-form" action="/download" method="get">'
+                b'<input type="hidden" name="id" value="XYZ">'
+                b'<input type="hidden" name="export" value="download">'
+                b'<input type="hidden" name="confirm" value="t"></form></body></html>')
+        routes = {"/uc": (200, "text/html; charset=utf-8", page, 0),
+                  "/download": (200, "application/octet-stream", BOOT, 0)}
+        with FileServer(routes) as srv:
+            r = SmartRouting(CONFIGS, srv.url + "/uc?id=XYZ", store_path=self.store_path)
+            self.assertEqual(r.store.count(), len(records()))
+            self.assertEqual(srv.hits, {"/uc": 1, "/download": 1})
+
+    def test_a_web_page_is_no_data(self):
+        with FileServer({"/boot": (200, "text/html", b"<html>sign in</html>", 0)}) as srv:
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/boot", store_path=self.store_path)
+        self.assertIn("is the file shared for anyone with the link?", str(cm.exception))
+
+
+class AiosQueryStoreTest(SmartTestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.cwd = os.getcwd()
+        os.chdir(self.dir.name)
+
+    def tearDown(self):
+        os.chdir(self.cwd)
+        self.dir.cleanup()
+
+    def test_a_model_name_makes_no_store_file(self):
+        # QueryStore("all-MiniLM-L6-v2") made a SQLite file of that name here.
+        for args, kw in ((("all-MiniLM-L6-v2",), {}), (("BAAI/bge-small-en-v1.5",), {}),
+                         ((), {"model_name": "all-MiniLM-L6-v2"})):
+            with self.subTest(args=args, kw=kw):
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    QueryStore(*args, **kw)
+                msg = str(cm.exception)
+                self.assertIn("cannot load a sentence-transformers model", msg)
+                self.assertIn("embed=", msg)
+                self.assertEqual(os.listdir("."), [])
+
+    def test_model_name_with_embed_names_the_embedder(self):
+        q = QueryStore(model_name="all-MiniLM-L6-v2", embed=CountingEmbed())
+        self.assertEqual(q._store.embedder, "all-MiniLM-L6-v2")
+        q = QueryStore("all-MiniLM-L6-v2", embed=CountingEmbed())
+        self.assertEqual(q._store.embedder, "all-MiniLM-L6-v2")
+        self.assertIsNone(q.path)
+        self.assertEqual(os.listdir("."), [])
+
+    def test_paths_stay_paths(self):
+        QueryStore("h.db").close()
+        QueryStore(path="history").close()
+        self.assertEqual(sorted(f for f in os.listdir(".") if not f.endswith(("-wal", "-shm"))),
+                         ["h.db", "history"])
+        QueryStore("history").close()  # it exists now
+
+    def test_persist_directory(self):
+        q = QueryStore(persist_directory="llm_router")
+        q.add_data(records())
+        q.close()
+        self.assertTrue(os.path.isfile(os.path.join("llm_router", QueryStore.PERSIST_FILE)))
+        self.assertEqual(QueryStore(persist_directory="llm_router").count(), len(records()))
+        with self.assertRaises(llmroute.InvalidInput):
+            QueryStore("h.db", persist_directory="llm_router")
+
+    def test_bootstrap_url_keyword(self):
+        with open("boot.json", "w") as f:
+            json.dump(records(), f)
+        self.assertEqual(QueryStore(bootstrap_url="boot.json").count(), len(records()))
+
+    def test_smart_routing_has_its_query_store_class(self):
+        self.assertIs(SmartRouting.QueryStore, QueryStore)
+        self.assertIsInstance(SmartRouting(CONFIGS).store, SmartRouting.QueryStore)
+        q = SmartRouting.QueryStore(bootstrap_url=None)  # as current AIOS makes it
+        self.assertEqual(q.count(), 0)
+
+    def test_query_similar_is_not_implemented(self):
+        with self.assertRaises(NotImplementedError) as cm:
+            QueryStore().query_similar("q", n_results=4)
+        self.assertIn("use QueryStore.predict", str(cm.exception))
+
+
+def rows(x):
+    return x.tolist() if hasattr(x, "tolist") else x
+
+
+class AiosPredictTest(SmartTestCase):
+    def test_shape_and_values(self):
+        q = QueryStore()
+        q.add_data(records())
+        cfgs = [{"name": "strong"}, {"name": "cheap"}, {"name": "unseen"}]
+        perf, length = q.predict(["hard proof about prime gaps", "easy sum of small numbers"],
+                                 cfgs, n_similar=4)
+        self.assertEqual(rows(perf), [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+        self.assertEqual(rows(length), [[40.0, 20.0, 0.0], [40.0, 20.0, 0.0]])
+        try:
+            import numpy
+        except ImportError:
+            self.assertIsInstance(perf, list)
+        else:
+            self.assertIsInstance(perf, numpy.ndarray)
+            self.assertEqual(perf.shape, (2, 3))
+        # A single str is one query, as AIOS's predict takes it.
+        perf, _ = q.predict("hard proof about prime gaps", ["cheap"], n_similar=4)
+        self.assertEqual(rows(perf), [[0.0]])
+
+    def test_empty_store_predicts_zeros(self):
+        perf, length = QueryStore().predict(["q", "r"], [{"name": "a"}, {"name": "b"}])
+        self.assertEqual(rows(perf), [[0.0, 0.0], [0.0, 0.0]])
+        self.assertEqual(rows(length), [[0.0, 0.0], [0.0, 0.0]])
+
+
+class AiosOptimizeTest(SmartTestCase):
+    def test_local_choice(self):
+        r = SmartRouting(CONFIGS, performance_requirement=0.7)
+        cfgs = [{"name": n} for n in "xyz"]
+        self.assertEqual(r.optimize_model_selection_local(cfgs, [0.9, 0.8, 0.7], [3, 1, 1]), 1)
+        self.assertEqual(r.optimize_model_selection_local(cfgs, [0.1, 0.5, 0.5], [1, 2, 3]), 1)
+        self.assertIsNone(r.optimize_model_selection_local([], [], []))
+        self.assertEqual(r._select_model_single(cfgs, [0.9, 0.8, 0.7], [3, 1, 1]), 1)
+        self.assertEqual(r._select_model_single([], [], []), 0)
+        with self.assertRaises(llmroute.InvalidInput):
+            r.optimize_model_selection_local(cfgs, [0.1, 0.2], [1, 2, 3])
+
+    def test_global_is_not_implemented(self):
+        with self.assertRaises(NotImplementedError) as cm:
+            SmartRouting(CONFIGS).optimize_model_selection_global([[1.0]], [[1.0]])
+        self.assertIn("get_model_idxs_global", str(cm.exception))
 
 
 if __name__ == "__main__":
