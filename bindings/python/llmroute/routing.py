@@ -553,13 +553,24 @@ def _download(url, path, timeout):
 
 
 def _bootstrap_cache(url, store_path):
-    """Where the download of url is kept: beside the store file, or in the
-    temporary directory for a store in memory; one file per URL."""
+    """Where the download of url is kept: beside the store file, or, for a
+    store in memory, in a folder of this user's own (mode 0700) in the
+    temporary directory, where no other user can put a file in its place;
+    one file per URL."""
     name = "llmroute-bootstrap-%s.json" % hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    folder = None
     if store_path is not None and os.fspath(store_path) != ":memory:":
-        folder = os.path.dirname(os.path.abspath(os.fspath(store_path)))
-    return os.path.join(folder or tempfile.gettempdir(), name)
+        return os.path.join(os.path.dirname(os.path.abspath(os.fspath(store_path))), name)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    folder = os.path.join(tempfile.gettempdir(), "llmroute-%d" % uid)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+        if hasattr(os, "getuid") and (st.st_uid != uid or st.st_mode & 0o077
+                                      or not os.path.isdir(folder) or os.path.islink(folder)):
+            raise OSError("%s is not a folder of this user's alone" % folder)
+    except OSError as e:
+        raise _DownloadFailed("no cache folder for the download: %s" % e) from None
+    return os.path.join(folder, name)
 
 
 def _bootstrap(store, url, store_path, timeout, where):
@@ -579,14 +590,14 @@ def _bootstrap(store, url, store_path, timeout, where):
         path = urllib.request.url2pathname(urllib.parse.urlparse(path).path)
     elif re.match(r"^https?://", path, re.I):
         remote = bootstrap_download_url(path)
-        path = _bootstrap_cache(path, store.path)
-        if not os.path.exists(path):
-            try:
+        try:
+            path = _bootstrap_cache(path, store.path)
+            if not os.path.exists(path):
                 _download(remote, path, timeout)
-            except _DownloadFailed as e:
-                raise IOFailure("%s: bootstrap_url: downloading %s failed: %s"
-                                % (where, remote if remote == url else "%s (from %s)" % (
-                                    remote, url), e), code=_lib.LR_EIO) from None
+        except _DownloadFailed as e:
+            raise IOFailure("%s: bootstrap_url: downloading %s failed: %s"
+                            % (where, remote if remote == url else "%s (from %s)" % (
+                                remote, url), e), code=_lib.LR_EIO) from None
     elif "://" in path:
         raise _bad("%s: bootstrap_url: %r: expected an http://, https:// or file:// URL, or a "
                    "local path" % (where, url))
@@ -908,8 +919,8 @@ class SmartRouting:
     imported when the store is empty: a local path, a file:// URL, or an
     http(s) URL (a Google Drive share link, as AIOS's config gives, in its
     direct-download form), downloaded once, within bootstrap_timeout
-    seconds, into a cache file beside the store file (or in the temporary
-    directory for a store in memory).
+    seconds, into a cache file beside the store file (for a store in
+    memory, in a folder of the user's own in the temporary directory).
 
     With an empty store, get_model_idxs() and predict() do what AIOS does
     with no neighbours (all predictions 0: the first candidate of each

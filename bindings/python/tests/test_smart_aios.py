@@ -400,7 +400,10 @@ class BootstrapDownloadTest(SmartTestCase):
                                       0)}) as srv:
             url = srv.url + "/b.jsonl"
             cache = routing._bootstrap_cache(url, None)
-            self.assertEqual(os.path.dirname(cache), tempfile.gettempdir())
+            folder = os.path.dirname(cache)
+            self.assertEqual(os.path.dirname(folder), tempfile.gettempdir())
+            st = os.stat(folder)
+            self.assertEqual((st.st_uid, st.st_mode & 0o777), (os.getuid(), 0o700))
             try:
                 r = SmartRouting(llm_configs=CONFIGS, bootstrap_url=url)
                 self.assertEqual(r.store.count(), len(records()))
