@@ -178,6 +178,9 @@ _MODEL_KEYS = ("name", "backend", "base_url", "api_key_env", "upstream_model", "
                "mock", "timeouts", "retry", "headers", "description")
 
 
+_PRICE_KEYS = ("cost_per_input_token", "cost_per_output_token")
+
+
 def _field(obj, key):
     """obj[key] for a mapping, obj.key for an object (AIOS passes both)."""
     if isinstance(obj, Mapping):
@@ -244,6 +247,12 @@ def _config_doc(llm_configs, router, where, router_where=None):
         m = {}
         for k in _MODEL_KEYS:
             v = _field(c, k)
+            if v is not None and k in _PRICE_KEYS and (
+                    isinstance(v, bool) or not isinstance(v, numbers.Real)):
+                # A price that is no number ("1e-6", True) is a wrong type,
+                # as it is as any other number argument.
+                raise InvalidType("%s: llm_configs[%d].%s: expected a number, got %s"
+                                  % (where, i, k, _got(v)), code=_lib.LR_EINVAL)
             if v is not None:
                 hit = _not_finite(v)
                 if hit:

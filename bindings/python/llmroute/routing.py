@@ -17,10 +17,11 @@ unknown model names raise ValueError instead of being skipped (AIOS drops
 them, which shortens its result list) or mapped to index 0; a candidate list
 shorter than the previous one never fails (AIOS's cursor can run past it);
 prices come from llm_configs (cost_per_input_token, cost_per_output_token),
-and a smart candidate without them is refused with a message naming it
-(AIOS counts a missing price as 0); a model listed twice among one
-request's candidates, smart routing over an empty store and (with the
-built-in embedder) a query without text raise InvalidInput or EmptyInput;
+else from litellm's table when litellm is installed, and a smart candidate
+without them is refused with a message naming it (AIOS counts a missing
+price as 0); a model listed twice among one request's candidates and (with
+the built-in embedder, over a store with data) a query without text raise
+InvalidInput;
 with predictor="aios", a tie on the highest quality when no candidate
 meets the requirement goes to the cheapest (AIOS's argmax: the first).
 Arguments of the wrong type raise InvalidType (an InvalidInput, and a
@@ -32,17 +33,29 @@ as selected_llms, queries or input_token_lengths as its list does.
 Threads: every method may be called from several threads at once.
 """
 import enum
+import hashlib
+import html.parser
 import math
+import numbers
+import operator
 import os
 import re
+import socket
+import tempfile
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
 from collections.abc import Mapping
 
 from . import _lib
-from .core import (_INT_MAX, Config, Router, Store, _config_doc, _got, _iterable, _number,
+from .core import (_INT_MAX, _MODEL_KEYS, Config, Router, Store, _config_doc, _field, _got,
+                   _iterable, _number, estimate_tokens,
                    _path, _tokens, _whole, _wrong_type)
 from .embed import OpenAIEmbedder
-from .errors import EmptyInput, Error, Infeasible, InvalidInput, InvalidType
+from .errors import (EmptyInput, Error, Infeasible, InvalidInput, InvalidType, IOFailure,
+                     UnknownModel)
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -200,26 +213,49 @@ def _part_texts(parts, i, where):
 
 
 def _n_picks(n_queries, where):
-    """How many picks n_queries asks for: a count, or the queries themselves
-    (one pick each; a single string is one query, as in SmartRouting)."""
-    if isinstance(n_queries, str):
-        return 1
+    """How many picks n_queries asks for: a count (an int), or the queries
+    themselves (one pick each: a list, a tuple, a generator). A str, a float
+    and True or False are refused: n_queries="3" or 3.0 is no count, and a
+    lone str would be one pick here but one per character in AIOS."""
+    if isinstance(n_queries, (str, bytes, bytearray, bool, float)):
+        raise _bad_type("%s: n_queries: expected a count (an int) or a list of queries, got %s"
+                        % (where, _got(n_queries)))
+    if not isinstance(n_queries, int) and not hasattr(n_queries, "__len__"):
+        try:  # a numpy integer, say
+            n_queries = operator.index(n_queries)
+        except TypeError:
+            pass
     if isinstance(n_queries, int):
         if n_queries < 0:
             raise _bad("%s: n_queries: expected a count >= 0, got %d" % (where, n_queries))
         return n_queries
-    if isinstance(n_queries, float):
-        if not n_queries.is_integer() or n_queries < 0:
-            raise _bad("%s: n_queries: expected a count >= 0, got %r" % (where, n_queries))
-        return int(n_queries)
+    if isinstance(n_queries, Mapping):
+        raise _bad_type("%s: n_queries: expected a count (an int) or a list of queries, got %s"
+                        % (where, type(n_queries).__name__))
     try:
         return len(n_queries)
     except TypeError:
         pass
     if _iterable(n_queries):  # the queries as a generator, as SmartRouting takes them
         return sum(1 for _ in n_queries)
-    raise _bad_type("%s: n_queries: expected a count or a list of queries, got %s"
+    raise _bad_type("%s: n_queries: expected a count (an int) or a list of queries, got %s"
                     % (where, type(n_queries).__name__))
+
+
+_UNSET = object()
+
+
+def _alias(where, name, value, alias, alias_value, default):
+    """One argument that AIOS names `alias` and this binding `name`: the
+    value given under either name (never both), else default."""
+    if value is not _UNSET and alias_value is not _UNSET:
+        raise TypeError("%s: got both %s and %s, which are the same argument (AIOS names it %s)"
+                        % (where, name, alias, alias))
+    if value is not _UNSET:
+        return value
+    if alias_value is not _UNSET:
+        return alias_value
+    return default
 
 
 def _config(llm_configs, router, where):
@@ -261,6 +297,88 @@ def _open_store(path, embedder, max_records, embed, where):
         raise
 
 
+# ==== Prices from litellm ====
+
+_PRICE_KEYS = ("cost_per_input_token", "cost_per_output_token")
+_LITELLM_KEYS = ("input_cost_per_token", "output_cost_per_token")
+
+
+def _litellm_names(name, backend):
+    """The keys litellm.model_cost is searched under for a model, in
+    order: the name as given, the name without a provider prefix
+    ("openai/gpt-4o" -> "gpt-4o"), then the name with its backend as that
+    prefix ("ollama" + "llama3" -> "ollama/llama3"), as litellm keys some."""
+    names = [name]
+    if "/" in name:
+        names.append(name.split("/", 1)[1])
+    if isinstance(backend, str) and backend and not name.startswith(backend + "/"):
+        names.append(backend + "/" + name)
+    return [n for i, n in enumerate(names) if n and n not in names[:i]]
+
+
+def _litellm_price(cost_map, name, backend):
+    """(input, output) price per token from litellm's table, or None."""
+    for key in _litellm_names(name, backend):
+        entry = cost_map.get(key) if isinstance(cost_map, Mapping) else None
+        if not isinstance(entry, Mapping):
+            continue
+        prices = tuple(entry.get(k) for k in _LITELLM_KEYS)
+        if all(isinstance(p, numbers.Real) and not isinstance(p, bool) and p == p
+               and 0 <= p < math.inf for p in prices):
+            return float(prices[0]), float(prices[1])
+    return None
+
+
+def _priced_configs(llm_configs, where):
+    """(llm_configs with the prices they lack filled from litellm's table,
+    {name: why it still has none}). AIOS looks every price up in litellm;
+    this binding takes a price given in an llm_config first and looks up
+    only the ones missing. litellm is imported only when some price is
+    missing; without it, or without the model in its table, the model stays
+    unpriced and the reason is kept for the message when it is a candidate."""
+    if isinstance(llm_configs, (str, bytes, Mapping)) or not _iterable(llm_configs):
+        return llm_configs, {}  # _config says what is wrong with it
+    llm_configs = list(llm_configs)
+    out, unpriced = [], {}
+    cost_map = None
+    litellm_error = None
+    for c in llm_configs:
+        cfg = {"name": c} if isinstance(c, str) else c
+        name = _field(cfg, "name") if cfg is not None else None
+        missing = [k for k in _PRICE_KEYS if _field(cfg, k) is None] if isinstance(
+            name, str) else []
+        if not missing:
+            out.append(c)
+            continue
+        if cost_map is None and litellm_error is None:
+            try:
+                import litellm
+                cost_map = getattr(litellm, "model_cost", None)
+                if not isinstance(cost_map, Mapping):
+                    litellm_error = "litellm has no model_cost price table"
+            except Exception as e:  # ImportError, or litellm failing to import
+                litellm_error = "litellm is not installed (%s: %s)" % (type(e).__name__, e)
+        prices = None
+        if litellm_error is None:
+            prices = _litellm_price(cost_map, name, _field(cfg, "backend"))
+            if prices is None:
+                unpriced[name] = ("litellm's price table (litellm.model_cost) has no "
+                                  "input_cost_per_token and output_cost_per_token for %s"
+                                  % " or ".join(repr(n) for n in _litellm_names(
+                                      name, _field(cfg, "backend"))))
+        else:
+            unpriced[name] = litellm_error
+        if prices is None:
+            out.append(c)
+            continue
+        d = {k: _field(cfg, k) for k in _MODEL_KEYS + ("hostname",)
+             if _field(cfg, k) is not None}
+        for k, p in zip(_PRICE_KEYS, prices):
+            d.setdefault(k, p)
+        out.append(d)
+    return out, unpriced
+
+
 class SequentialRouting:
     """Round-robin over the selected models (AIOS SequentialRouting).
 
@@ -274,16 +392,29 @@ class SequentialRouting:
         self.config = _config(llm_configs, {"strategy": "sequential"}, "SequentialRouting")
         self.router = Router(self.config, strategy="sequential")
 
-    def get_model_idxs(self, selected_llms=None, n_queries=1):
+    def get_model_idxs(self, selected_llms=_UNSET, n_queries=_UNSET, *,
+                       selected_llm_lists=_UNSET, queries=_UNSET):
         """Indices into llm_configs, one per query.
 
         get_model_idxs(selected_llms, n_queries=1): n_queries picks from one
         candidate list. get_model_idxs(selected_llm_lists, queries): one pick
         per query from its own list. selected_llms=None means all models.
+        AIOS's keyword names (selected_llm_lists=, queries=) are taken as
+        well as this binding's; they name the same two arguments.
         """
+        if selected_llm_lists is not _UNSET or queries is not _UNSET:
+            where = "SequentialRouting.get_model_idxs"
+            selected_llms = _alias(where, "selected_llms", selected_llms,
+                                   "selected_llm_lists", selected_llm_lists, None)
+            n_queries = _alias(where, "n_queries", n_queries, "queries", queries, 1)
+        else:
+            if selected_llms is _UNSET:
+                selected_llms = None
+            if n_queries is _UNSET:
+                n_queries = 1
         # The usual call, one query over a list of dicts: straight through.
-        if (n_queries == 1 and type(selected_llms) is list and selected_llms
-                and type(selected_llms[0]) is dict):
+        if (type(n_queries) is int and n_queries == 1 and type(selected_llms) is list
+                and selected_llms and type(selected_llms[0]) is dict):
             try:
                 key = tuple([llm["name"] for llm in selected_llms])
             except (KeyError, TypeError):
@@ -312,6 +443,202 @@ class SequentialRouting:
         return self.router.route_indices(models=names, n=n_queries)
 
 
+# ==== bootstrap_url: AIOS's history corpus, from a file or a download ====
+
+# AIOS's config gives bootstrap_url as a Google Drive share link, which
+# AIOS fetches with gdown. A share link names a page, not the file: its
+# direct-download form is this, with the file's id.
+_DRIVE_DOWNLOAD = "https://drive.google.com/uc?export=download&id=%s"
+_DRIVE_LINKS = (re.compile(r"^https?://drive\.google\.com/file/d/([\w-]+)"),
+                re.compile(r"^https?://drive\.google\.com/(?:open|uc)\?(?:.*&)?id=([\w-]+)"))
+
+# A download larger than this is refused rather than filling the disk.
+BOOTSTRAP_MAX_BYTES = 1 << 30
+
+
+def bootstrap_download_url(url):
+    """The URL bootstrap_url is downloaded from: a Google Drive share link
+    ("https://drive.google.com/file/d/ID/view", "...open?id=ID") in its
+    direct-download form, any other http(s) URL as it is."""
+    for pattern in _DRIVE_LINKS:
+        m = pattern.match(url)
+        if m:
+            return _DRIVE_DOWNLOAD % m.group(1)
+    return url
+
+
+class _DriveConfirm(html.parser.HTMLParser):
+    """The form of Google Drive's "can't scan this file for viruses" page,
+    which stands before a large file: its action and hidden fields."""
+
+    def __init__(self):
+        super().__init__()
+        self.action = None
+        self.fields = {}
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form" and self.action is None and a.get("action"):
+            self.action = a["action"]
+        elif tag == "input" and a.get("type") == "hidden" and a.get("name"):
+            self.fields[a["name"]] = a.get("value") or ""
+
+
+class _DownloadFailed(Exception):
+    pass
+
+
+def _get(url, timeout, out):
+    """Write the body at url to the open file out; its Content-Type."""
+    req = urllib.request.Request(url, headers={"User-Agent": "llmroute-python"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            ctype = resp.headers.get("Content-Type", "")
+            total = 0
+            while True:
+                chunk = resp.read(1 << 16)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > BOOTSTRAP_MAX_BYTES:
+                    raise _DownloadFailed("larger than %d bytes" % BOOTSTRAP_MAX_BYTES)
+                out.write(chunk)
+            return ctype
+    except urllib.error.HTTPError as e:
+        raise _DownloadFailed("HTTP %d %s" % (e.code, e.reason)) from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, socket.timeout):
+            reason = "no answer within %g s" % timeout
+        raise _DownloadFailed(str(reason)) from None
+    except (socket.timeout, TimeoutError):
+        raise _DownloadFailed("no answer within %g s" % timeout) from None
+    except (OSError, ValueError) as e:  # a reset connection, a malformed URL
+        raise _DownloadFailed("%s: %s" % (type(e).__name__, e)) from None
+
+
+def _download(url, path, timeout):
+    """Download url to path (through a temporary file beside it, so that a
+    failed download leaves no partial file), past Google Drive's
+    virus-scan page once."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".llmroute-bootstrap-", dir=os.path.dirname(path))
+    except OSError as e:
+        raise _DownloadFailed("cannot write a file in %s: %s"
+                              % (os.path.dirname(path), e.strerror or e)) from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            ctype = _get(url, timeout, out)
+        if "text/html" in ctype:
+            with open(tmp, "rb") as f:
+                page = f.read(1 << 20).decode("utf-8", "replace")
+            form = _DriveConfirm()
+            form.feed(page)
+            if form.action and form.fields.get("id"):
+                next_url = "%s?%s" % (urllib.parse.urljoin(url, form.action),
+                                      urllib.parse.urlencode(form.fields))
+                with open(tmp, "wb") as out:
+                    ctype = _get(next_url, timeout, out)
+            if "text/html" in ctype:
+                raise _DownloadFailed("the answer is a web page (Content-Type %s), not the "
+                                      "data; is the file shared for anyone with the link?"
+                                      % ctype)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _bootstrap_cache(url, store_path):
+    """Where the download of url is kept: beside the store file, or, for a
+    store in memory, in a folder of this user's own (mode 0700) in the
+    temporary directory, where no other user can put a file in its place;
+    one file per URL."""
+    name = "llmroute-bootstrap-%s.json" % hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    if store_path is not None and os.fspath(store_path) != ":memory:":
+        return os.path.join(os.path.dirname(os.path.abspath(os.fspath(store_path))), name)
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    folder = os.path.join(tempfile.gettempdir(), "llmroute-%d" % uid)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+        if hasattr(os, "getuid") and (st.st_uid != uid or st.st_mode & 0o077
+                                      or not os.path.isdir(folder) or os.path.islink(folder)):
+            raise OSError("%s is not a folder of this user's alone" % folder)
+    except OSError as e:
+        raise _DownloadFailed("no cache folder for the download: %s" % e) from None
+    return os.path.join(folder, name)
+
+
+def _bootstrap(store, url, store_path, timeout, where):
+    """Import AIOS's bootstrap corpus (a JSON list, or JSONL, of records in
+    its data format; every record, whatever its "split", as AIOS's current
+    add_data does) into the QueryStore `store` if it is empty. url: a local
+    path, a file:// URL, or an http(s) URL, downloaded once into a cache
+    file (_bootstrap_cache) and read from there after."""
+    if url is None or url == "" or store.count() != 0:
+        return
+    if not isinstance(url, (str, os.PathLike)):
+        raise _bad_type("%s: bootstrap_url: expected a URL or a path to a local file (a str), "
+                        "got %s" % (where, _got(url)))
+    path = os.fspath(url)
+    remote = None
+    if path.startswith("file://"):
+        path = urllib.request.url2pathname(urllib.parse.urlparse(path).path)
+    elif re.match(r"^https?://", path, re.I):
+        remote = bootstrap_download_url(path)
+        try:
+            path = _bootstrap_cache(path, store.path)
+            if not os.path.exists(path):
+                _download(remote, path, timeout)
+        except _DownloadFailed as e:
+            raise IOFailure("%s: bootstrap_url: downloading %s failed: %s"
+                            % (where, remote if remote == url else "%s (from %s)" % (
+                                remote, url), e), code=_lib.LR_EIO) from None
+    elif "://" in path:
+        raise _bad("%s: bootstrap_url: %r: expected an http://, https:// or file:// URL, or a "
+                   "local path" % (where, url))
+    try:
+        store.import_file(path)
+    except Error as e:
+        if remote is not None:
+            # A cached download that is no data is removed, so that the
+            # next try downloads it again.
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            e.message = "%s: bootstrap_url: the data downloaded from %s: %s" % (
+                where, remote, re.sub(r"^QueryStore\.import_file: (path: )?", "", e.message))
+            e.args = (e.message,)
+            raise
+        e = _renamed(e, where, "QueryStore.import_file", {"path": "bootstrap_url"})
+        if not e.message.startswith(where + ": "):  # the library's "cannot read 'x'"
+            e.message = "%s: bootstrap_url: %s" % (where, e.message)
+            e.args = (e.message,)
+        raise e
+
+
+# A file name with one of these endings is a store file, never a model's name.
+_STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
+
+
+def _looks_like_model_name(path):
+    """Whether QueryStore's first positional argument is AIOS's model_name
+    (QueryStore("all-MiniLM-L6-v2"), QueryStore("BAAI/bge-small-en-v1.5"))
+    rather than a store file: a str naming nothing that exists, without a
+    store file's ending, whose folder (if it names one) does not exist."""
+    if not isinstance(path, str) or path in ("", ":memory:") or os.path.exists(path):
+        return False
+    if path.lower().endswith(_STORE_SUFFIXES):
+        return False
+    folder = os.path.dirname(path)
+    return folder == "" or not os.path.isdir(folder)
+
+
 class QueryStore:
     """The history smart routing learns from (AIOS SmartRouting.QueryStore),
     kept in libllmroute's store: a SQLite file, or memory when path is None.
@@ -329,12 +656,167 @@ class QueryStore:
 
     SPLITS = ("train", "val", "test")
 
-    def __init__(self, path=None, embedder=None, max_records=0, embed=None):
+    # The file a store in persist_directory is kept in.
+    PERSIST_FILE = "llmroute-history.db"
+
+    _POSITIONAL = ("path", "embedder", "max_records", "embed")
+
+    def __init__(self, *args, path=_UNSET, embedder=None, max_records=0, embed=None,
+                 model_name=None, persist_directory=None, bootstrap_url=None,
+                 bootstrap_timeout=60.0):
+        where = "QueryStore"
+        # QueryStore(path, embedder, max_records, embed) positionally, as
+        # before; path= by keyword is a path whatever it looks like, but a
+        # first positional argument that looks like a model's name is
+        # AIOS's QueryStore(model_name, persist_directory, bootstrap_url).
+        if len(args) > len(self._POSITIONAL):
+            raise TypeError("%s() takes at most %d positional arguments (%s), but %d were given"
+                            % (where, len(self._POSITIONAL), ", ".join(self._POSITIONAL),
+                               len(args)))
+        given = {"path": path, "embedder": embedder, "max_records": max_records,
+                 "embed": embed}
+        defaults = {"path": _UNSET, "embedder": None, "max_records": 0, "embed": None}
+        for name, value in zip(self._POSITIONAL, args):
+            if given[name] is not defaults[name]:
+                raise TypeError("%s() got multiple values for argument '%s'" % (where, name))
+            given[name] = value
+        embedder, max_records, embed = given["embedder"], given["max_records"], given["embed"]
+        path = given["path"]
+        if args and _looks_like_model_name(path):
+            # AIOS's QueryStore(model_name, persist_directory, bootstrap_url)
+            # called positionally: never a store file named after a model.
+            if model_name is not None:
+                raise _bad("%s: %r is no store file (it does not exist and has no %s ending) "
+                           "and model_name is given too; give path=... for a new store file"
+                           % (where, path, "/".join(_STORE_SUFFIXES)))
+            model_name, path = path, _UNSET
+        if model_name is not None:
+            if not isinstance(model_name, str):
+                raise _wrong_type(where + ": model_name", "a str (an embedding model's name)",
+                                  model_name)
+            if embed is None:
+                raise _bad(
+                    "%s: model_name %r: this binding cannot load a sentence-transformers model "
+                    "itself, and does not fall back quietly to another embedder. Give the "
+                    "model as embed= (embed=SentenceTransformer(%r).encode, with model_name or "
+                    "embedder naming it), or leave model_name out to use the built-in embedder "
+                    "(\"tfidf-v1\"). For a new store file, give path=...; a name that ends in "
+                    "%s is always a file." % (where, model_name, model_name,
+                                              " or ".join(_STORE_SUFFIXES)))
+            if embedder is None:
+                embedder = model_name
+            elif embedder != model_name:
+                raise _bad("%s: model_name %r and embedder %r name different models"
+                           % (where, model_name, embedder))
+        if persist_directory is not None:
+            if path is not _UNSET and path is not None:
+                raise _bad("%s: give path (the store file) or persist_directory (a folder for "
+                           "it), not both" % where)
+            try:
+                folder = os.fspath(persist_directory)
+            except TypeError:
+                raise _wrong_type(where + ": persist_directory", "a folder path (a str)",
+                                  persist_directory) from None
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise IOFailure("%s: persist_directory: cannot make %r: %s"
+                                % (where, folder, e.strerror or e), code=_lib.LR_EIO) from None
+            path = os.path.join(folder, self.PERSIST_FILE)
+        if path is _UNSET:
+            path = None
         self.path = path
-        self._store = _open_store(path, embedder, max_records, embed, "QueryStore")
+        self.model_name = model_name
+        self._store = _open_store(path, embedder, max_records, embed, where)
         self.held_out = {"val": [], "test": []}
         self.generation = 0
         self._lock = threading.Lock()
+        self._predictors = {}
+        timeout = _number(bootstrap_timeout, where + ": bootstrap_timeout")
+        if not timeout > 0:
+            raise _bad("%s: bootstrap_timeout: expected a number of seconds > 0, got %r"
+                       % (where, bootstrap_timeout))
+        self.bootstrap_timeout = timeout
+        _bootstrap(self, bootstrap_url, path, timeout, where)
+
+    def query_similar(self, query, *args, **kwargs):
+        """Not available: AIOS's QueryStore.query_similar returns ChromaDB's
+        query result (ids, documents, metadatas of the nearest past queries);
+        libllmroute's store searches inside the library and hands out no
+        neighbours."""
+        raise NotImplementedError(
+            "QueryStore.query_similar: llmroute's store does not hand out the nearest past "
+            "queries (ChromaDB's query result); use QueryStore.predict(query, model_configs) "
+            "for AIOS's predictions from them, or SmartRouting.predict() / get_model_idxs()")
+
+    def predict(self, query, model_configs, n_similar=16):
+        """AIOS's QueryStore.predict: (performance scores, length scores),
+        one row per query and one column per model config (in their order):
+        the mean correctness and mean output tokens over the n_similar
+        nearest past queries that have an outcome for the model, 0 and 0
+        for a model none has (and for every model when the store is empty).
+        numpy arrays, as AIOS returns, when numpy can be imported; else
+        lists of rows. query: a str or a list of str. One difference: a
+        fractional correctness (0.9) counts as itself here, where AIOS
+        counts int(0.9), which is 0."""
+        where = "QueryStore.predict"
+        if isinstance(query, str):
+            texts = [query]
+        elif isinstance(query, (bytes, bytearray, Mapping)) or not _iterable(query):
+            raise _wrong_type(where + ": query", "a str or a list of str", query)
+        else:
+            texts = list(query)
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise _wrong_type("%s: query[%d]" % (where, i), "a str", t)
+        names = list(_names(_selection(model_configs, where), where, "model_configs") or [])
+        if not names:
+            raise _bad("%s: model_configs: give the models to predict for" % where)
+        n_similar = _whole(n_similar, where + ": n_similar", 1, _INT_MAX)
+        perf = [[0.0] * len(names) for _ in texts]
+        length = [[0.0] * len(names) for _ in texts]
+        if texts and self.count() > 0:
+            router = self._predictor(names, n_similar, where)
+            try:
+                res = router.route_batch(texts, models=names, input_tokens=[0] * len(texts),
+                                         ranking=True)
+            except Error as e:
+                raise _renamed(e, where, "Router.route_batch")
+            for i, d in enumerate(res.decisions):
+                by_name = {c.name: c for c in d.ranking}
+                perf[i] = [by_name[n].predicted_quality for n in names]
+                length[i] = [by_name[n].predicted_output_tokens for n in names]
+        try:
+            import numpy
+        except ImportError:
+            return perf, length
+        return numpy.array(perf, dtype=float), numpy.array(length, dtype=float)
+
+    def _predictor(self, names, n_similar, where):
+        """A Router with AIOS's predictor over this store, for these models
+        (priced 0: predictions do not depend on prices)."""
+        key = (tuple(names), n_similar)
+        with self._lock:
+            cached = self._predictors.get(key)
+            if cached is not None and cached[1] == self.generation:
+                return cached[0]
+            gen = self.generation
+        seen = set()
+        for n in names:
+            if n in seen:
+                raise _bad("%s: model_configs: model '%s' is listed twice" % (where, n))
+            seen.add(n)
+        cfg = Config({"models": [{"name": n, "cost_per_input_token": 0,
+                                  "cost_per_output_token": 0} for n in names],
+                      "router": {"strategy": "smart", "predictor": "aios",
+                                 "n_similar": n_similar}})
+        router = Router(cfg, strategy="smart", store=self._store, n_similar=n_similar,
+                        predictor="aios")
+        with self._lock:
+            if len(self._predictors) >= 16:
+                self._predictors.clear()
+            self._predictors[key] = (router, gen)
+        return router
 
     def add_data(self, data, split="train"):
         """Add records; all or nothing. Returns the ImportReport for "train"
@@ -420,10 +902,30 @@ class SmartRouting:
     `store`. predictor="aios" predicts exactly as AIOS does (plain means over
     the neighbours); the default is the library's better-calibrated mode.
 
+    The second positional argument is bootstrap_url when it is a str, an
+    os.PathLike or None (current AIOS: SmartRouting(llm_configs,
+    bootstrap_url, performance_requirement, n_similar)), and
+    performance_requirement when it is a number (earlier AIOS:
+    SmartRouting(llm_configs, performance_requirement, n_similar)).
+
+    Prices: each llm_config's cost_per_input_token and cost_per_output_token;
+    one it lacks is taken from litellm's price table (litellm.model_cost)
+    when litellm can be imported, as AIOS takes all of them, under the name
+    as given, the name without a provider prefix, or backend + "/" + name.
+    A candidate still without both is refused by name when routed.
+
     store_path: a SQLite file for the history (None: in memory).
-    bootstrap_url: a local JSON/JSONL file in AIOS's data format, imported
-    when the store is empty (AIOS downloads its corpus; this binding does no
-    network I/O for it, so fetch the file first).
+    bootstrap_url: AIOS's history corpus (JSON or JSONL in its data format),
+    imported when the store is empty: a local path, a file:// URL, or an
+    http(s) URL (a Google Drive share link, as AIOS's config gives, in its
+    direct-download form), downloaded once, within bootstrap_timeout
+    seconds, into a cache file beside the store file (for a store in
+    memory, in a folder of the user's own in the temporary directory).
+
+    With an empty store, get_model_idxs() and predict() do what AIOS does
+    with no neighbours (all predictions 0: the first candidate of each
+    query), warning once per router; route_batch() and
+    get_model_idxs_global() raise EmptyInput.
 
     Neighbours come from the built-in embedder unless one of these is given:
     embed: a function from a list of texts to one vector per text (the
@@ -438,10 +940,49 @@ class SmartRouting:
         id is "openai:" + model, as the gateway's.
     """
 
-    def __init__(self, llm_configs, performance_requirement=0.7, n_similar=16, store_path=None,
-                 *, bootstrap_url=None, predictor=None, alpha=None, embedder=None, embed=None,
-                 embedding=None):
+    # The positional arguments after llm_configs, in the two orders AIOS
+    # has had: its current SmartRouting(llm_configs, bootstrap_url,
+    # performance_requirement=0.7, n_similar=16), and its earlier
+    # SmartRouting(llm_configs, performance_requirement=0.7, n_similar=16)
+    # (then this binding's store_path). The type of the second argument
+    # tells them apart: a str, an os.PathLike or None is a bootstrap_url,
+    # a number a performance_requirement.
+    _POSITIONAL_NOW = ("bootstrap_url", "performance_requirement", "n_similar", "store_path")
+    _POSITIONAL_EARLIER = ("performance_requirement", "n_similar", "store_path")
+    _DEFAULTS = {"bootstrap_url": None, "performance_requirement": 0.7, "n_similar": 16,
+                 "store_path": None}
+
+    def __init__(self, llm_configs, *args, performance_requirement=_UNSET, n_similar=_UNSET,
+                 store_path=_UNSET, bootstrap_url=_UNSET, predictor=None, alpha=None,
+                 embedder=None, embed=None, embedding=None, bootstrap_timeout=60.0):
         where = "SmartRouting"
+        given = {"bootstrap_url": bootstrap_url, "performance_requirement": performance_requirement,
+                 "n_similar": n_similar, "store_path": store_path}
+        if args:
+            first = args[0]
+            if first is None or isinstance(first, (str, os.PathLike)):
+                order = self._POSITIONAL_NOW
+            elif isinstance(first, numbers.Real):
+                order = self._POSITIONAL_EARLIER
+            else:
+                raise _bad_type("%s: the argument after llm_configs: expected bootstrap_url (a "
+                                "str or None, as current AIOS passes it) or "
+                                "performance_requirement (a number, as earlier AIOS did), got %s"
+                                % (where, _got(first)))
+            if len(args) > len(order):
+                raise TypeError("%s() takes at most %d positional arguments after llm_configs "
+                                "(%s), but %d were given"
+                                % (where, len(order), ", ".join(order), len(args)))
+            for name, value in zip(order, args):
+                if given[name] is not _UNSET:
+                    raise TypeError("%s() got multiple values for argument '%s'"
+                                    % (where, name))
+                given[name] = value
+        given = {k: (self._DEFAULTS[k] if v is _UNSET else v) for k, v in given.items()}
+        bootstrap_url = given["bootstrap_url"]
+        performance_requirement = given["performance_requirement"]
+        n_similar = given["n_similar"]
+        store_path = given["store_path"]
         # Checked here for their types, so that a message names the argument
         # (the library's configuration checks their ranges).
         if performance_requirement is not None:
@@ -468,34 +1009,92 @@ class SmartRouting:
                 raise _bad_type("%s: embedding: expected an object like {\"base_url\": ..., "
                                 "\"model\": ...}, got %s" % (where, type(embedding).__name__))
             router["embedding"] = dict(embedding)
-        self.config = _config(llm_configs, router, where)
+        priced, why_unpriced = _priced_configs(llm_configs, where)
+        self.config = _config(priced, router, where)
         if embedding is not None:
             embed = OpenAIEmbedder.from_config(self.config)
-        # Smart routing prices every candidate; one without both prices is
-        # refused by name rather than treated as free (AIOS's default of 0).
-        self._unpriced = {m.name for m in self.config.models
+        # Smart routing prices every candidate; one without both prices,
+        # from its llm_config or litellm's table, is refused by name when it
+        # is a candidate, rather than treated as free (AIOS's default of 0).
+        self._unpriced = {m.name: why_unpriced.get(m.name, "")
+                          for m in self.config.models
                           if math.isnan(m.cost_per_input_token)
                           or math.isnan(m.cost_per_output_token)}
+        self._warned_empty = False
         if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):
-            raise _bad_type("%s: bootstrap_url: expected a path to a local file, got %s"
-                            % (where, type(bootstrap_url).__name__))
+            raise _bad_type("%s: bootstrap_url: expected a URL or a path to a local file (a "
+                            "str), got %s" % (where, _got(bootstrap_url)))
+        timeout = _number(bootstrap_timeout, where + ": bootstrap_timeout")
+        if not timeout > 0:
+            raise _bad("%s: bootstrap_timeout: expected a number of seconds > 0, got %r"
+                       % (where, bootstrap_timeout))
+        self.bootstrap_url = bootstrap_url
         try:
-            self.store = QueryStore(store_path, embedder=embedder, embed=embed)
+            self.store = QueryStore(path=store_path, embedder=embedder, embed=embed)
         except Error as e:
             raise _renamed(e, where, "QueryStore", {"path": "store_path"})
         self._lock = threading.Lock()
         self._current = None
-        if bootstrap_url and self.store.count() == 0:
-            path = os.fspath(bootstrap_url)
-            if path.startswith("file://"):
-                path = path[len("file://"):]
-            elif "://" in path:
-                raise _bad("%s: bootstrap_url: %r is remote; download it and give the local "
-                           "file (llmroute does no network I/O)" % (where, bootstrap_url))
-            try:
-                self.store.import_file(path)
-            except Error as e:
-                raise _renamed(e, where, "QueryStore.import_file", {"path": "bootstrap_url"})
+        _bootstrap(self.store, bootstrap_url, store_path, timeout, where)
+
+    # AIOS's SmartRouting.QueryStore, the class of `store`.
+    QueryStore = QueryStore
+
+    def _requirement(self):
+        if self.performance_requirement is not None:
+            return self.performance_requirement
+        return self.config.router_defaults["performance_requirement"]
+
+    def optimize_model_selection_local(self, model_configs, perf_scores, cost_scores):
+        """Earlier AIOS's per-query choice from given scores: the position
+        (in model_configs) of the cheapest model whose score is at least
+        performance_requirement (the first on equal cost), else of the one
+        with the highest score (the first on a tie); None for no models.
+        get_model_idxs() makes the same choice from the store's predictions
+        inside the library."""
+        perf, cost = self._scores("SmartRouting.optimize_model_selection_local", perf_scores,
+                                  cost_scores)
+        if not perf:
+            return None
+        return self._select(perf, cost)
+
+    def _select_model_single(self, model_cfgs, perf, cost):
+        """Current AIOS's name for optimize_model_selection_local(), with
+        its one difference: 0, not None, for no models."""
+        perf, cost = self._scores("SmartRouting._select_model_single", perf, cost)
+        if not perf:
+            return 0
+        return self._select(perf, cost)
+
+    def _select(self, perf, cost):
+        requirement = self._requirement()
+        qualified = [i for i, p in enumerate(perf) if p >= requirement]
+        if qualified:
+            return min(qualified, key=lambda i: cost[i])
+        return perf.index(max(perf))
+
+    @staticmethod
+    def _scores(where, perf_scores, cost_scores):
+        """Two equal-length lists of floats from two sequences (numpy rows)."""
+        out = []
+        for arg, xs in (("perf_scores", perf_scores), ("cost_scores", cost_scores)):
+            if isinstance(xs, (str, bytes, Mapping)) or not _iterable(xs):
+                raise _wrong_type("%s: %s" % (where, arg), "a sequence of numbers", xs)
+            out.append([_number(x, "%s: %s[%d]" % (where, arg, i)) for i, x in enumerate(xs)])
+        if len(out[0]) != len(out[1]):
+            raise _bad("%s: %d perf_scores but %d cost_scores" % (where, len(out[0]),
+                                                                  len(out[1])))
+        return out[0], out[1]
+
+    def optimize_model_selection_global(self, perf_scores, cost_scores):
+        """Not available: AIOS solves its global assignment from score
+        matrices with CBC; libllmroute solves the same problem from the
+        queries themselves."""
+        raise NotImplementedError(
+            "SmartRouting.optimize_model_selection_global: llmroute solves the global "
+            "assignment from the queries, not from score matrices; use "
+            "get_model_idxs_global(selected_llms, queries) for the indices, or "
+            "route_batch(selected_llms, queries, alpha=...) for the whole result")
 
     @property
     def router(self):
@@ -552,23 +1151,97 @@ class SmartRouting:
             for names in (models if per_query else [models]):
                 for name in (self.config.names if names is None else names):
                     if name in self._unpriced:
+                        why = self._unpriced[name]
                         raise _bad("%s: model '%s' has no cost_per_input_token or "
-                                   "cost_per_output_token in llm_configs: smart routing "
-                                   "needs both prices of every candidate" % (where, name))
+                                   "cost_per_output_token in llm_configs%s: smart routing "
+                                   "needs both prices of every candidate; give them in its "
+                                   "llm_config, or install litellm, whose price table AIOS "
+                                   "uses" % (where, name, ", and " + why if why else ""))
         return models, texts, input_token_lengths
 
-    def get_model_idxs(self, selected_llms=None, queries=None, input_token_lengths=None):
+    # ---- An empty store: AIOS's choice without predictions ----
+
+    def _store_is_empty(self, e):
+        """Whether e, an EmptyInput from the router, is the empty store's."""
+        return "history store is empty" in e.message and self.store.count() == 0
+
+    def _warn_empty(self, where, stacklevel):
+        """The empty store's warning, once per router; stacklevel: that of
+        the caller of the public method, counted from here."""
+        if not self._warned_empty:
+            self._warned_empty = True
+            warnings.warn(
+                "%s: the history store is empty, so every predicted quality and length is 0, "
+                "as in AIOS: each query goes to the first of its candidates (when "
+                "performance_requirement <= 0, to the one with the lowest input cost). Add "
+                "data (store.add_data(), bootstrap_url) to route on predictions. This warning "
+                "is given once per router." % where, RuntimeWarning, stacklevel=stacklevel)
+
+    def _empty_store_rows(self, models, texts, lengths):
+        """Per query: (candidate names, input tokens, input price per
+        candidate), the candidates checked as the library checks them."""
+        rows = []
+        for i, text in enumerate(texts):
+            names = models[i] if isinstance(models, list) else models
+            if names is None:
+                names = tuple(self.config.names)
+            seen = set()
+            for n in names:
+                if n not in self.config._index:
+                    raise UnknownModel("query %d: unknown model '%s'" % (i, n),
+                                       code=_lib.LR_ENOMODEL)
+                if n in seen:
+                    raise _bad("query %d: model '%s' is listed twice among the candidates"
+                               % (i, n))
+                seen.add(n)
+            tokens = lengths[i] if lengths is not None and lengths[i] is not None else \
+                estimate_tokens(text or "")
+            prices = [self.config.models[self.config._index[n]].cost_per_input_token
+                      for n in names]
+            rows.append((names, tokens, prices))
+        return rows
+
+    def _empty_store_indices(self, where, models, texts, lengths):
+        """What AIOS picks with no neighbours: every predicted quality is 0,
+        so when performance_requirement > 0 no candidate meets it and
+        argmax over equal qualities gives the first listed; when it is <= 0
+        every candidate meets it and the cheapest by estimated cost (input
+        tokens x input price, the predicted output being 0) wins, the first
+        listed on a tie."""
+        rows = self._empty_store_rows(models, texts, lengths)
+        self._warn_empty(where, 4)
+        requirement = self.performance_requirement
+        if requirement is None:
+            requirement = self.config.router_defaults["performance_requirement"]
+        out = []
+        for names, tokens, prices in rows:
+            pick = 0
+            if requirement <= 0:
+                costs = [tokens * p for p in prices]
+                pick = costs.index(min(costs))
+            out.append(self.config._index[names[pick]])
+        return out
+
+    def get_model_idxs(self, selected_llms=_UNSET, queries=None, input_token_lengths=None, *,
+                       selected_llm_lists=_UNSET):
         """Per-query choices: indices into llm_configs, one per query.
 
         selected_llms: one candidate list for every query, a list of lists
-        (one per query), or None for every configured model. queries:
-        strings or chat message lists. input_token_lengths: counts, or None
-        to estimate them from the text (about 4 bytes per token).
+        (one per query), or None for every configured model; AIOS's current
+        name for it, selected_llm_lists=, is taken too. queries: strings or
+        chat message lists. input_token_lengths: counts, or None to estimate
+        them from the text (about 4 bytes per token).
         """
         where = "SmartRouting.get_model_idxs"
+        selected_llms = _alias(where, "selected_llms", selected_llms, "selected_llm_lists",
+                               selected_llm_lists, None)
         models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
         try:
             return self.router.route_indices(texts, models=models, input_tokens=lengths)
+        except EmptyInput as e:
+            if self._store_is_empty(e):
+                return self._empty_store_indices(where, models, texts, lengths)
+            raise _renamed(e, where, "Router.route_indices")
         except Error as e:
             raise _renamed(e, where, "Router.route_indices")
 
@@ -581,6 +1254,15 @@ class SmartRouting:
         try:
             res = self.router.route_batch(texts, models=models, input_tokens=lengths,
                                           ranking=True)
+        except EmptyInput as e:
+            if not self._store_is_empty(e):
+                raise _renamed(e, where, "Router.route_batch")
+            # AIOS's predictions with no neighbours: 0 and 0 for every
+            # candidate; the estimated cost is then the input's alone.
+            rows = self._empty_store_rows(models, texts, lengths)
+            self._warn_empty(where, 3)
+            return ([[0.0] * len(n) for n, _, _ in rows], [[0.0] * len(n) for n, _, _ in rows],
+                    [[t * p for p in prices] for _, t, prices in rows])
         except Error as e:
             raise _renamed(e, where, "Router.route_batch")
         perf, out_len, cost = [], [], []

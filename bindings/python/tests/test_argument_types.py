@@ -313,8 +313,8 @@ class WrongTypeTest(unittest.TestCase):
         bad("SmartRouting: predictor: unknown predictor 'zz'", S, MODELS, predictor="zz")
         bad("SmartRouting: embedder: 'zz' is not an embedder", S, MODELS, embedder="zz")
         bad("SmartRouting: embedding.base_url: missing", S, MODELS, embedding={})
-        bad("SmartRouting: bootstrap_url: 'http://h/d.json' is remote", S, MODELS,
-            bootstrap_url="http://h/d.json")
+        bad("SmartRouting: bootstrap_url: 'ftp://h/d.json': expected an http://, https:// or "
+            "file:// URL", S, MODELS, bootstrap_url="ftp://h/d.json")
         smart = S(MODELS)
         q = Q()
         try:

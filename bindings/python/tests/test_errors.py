@@ -28,8 +28,15 @@ class ConfigErrorsTest(unittest.TestCase):
         self.assertEqual(e.code, -6)
 
     def test_price_of_the_wrong_type(self):
-        self.assertRaisesWith(ValueError, "expected a non-negative number, got a string",
+        # A wrong type, as for any other number argument (it was a
+        # ConfigError from the library's configuration).
+        self.assertRaisesWith(llmroute.InvalidType, "SequentialRouting: llm_configs[0]."
+                              "cost_per_output_token: expected a number, got str '1'",
                               SequentialRouting, [{"name": "a", "cost_per_output_token": "1"}])
+        # The library still checks a Config document's own text.
+        self.assertRaisesWith(llmroute.ConfigError, "expected a non-negative number, got a "
+                              "string", Config, {"models": [{"name": "a",
+                                                             "cost_per_output_token": "1"}]})
 
     def test_duplicate_names(self):
         # The library's models[i] is the argument's llm_configs[i].

@@ -5,8 +5,9 @@ predict exactly what the same vectors as lists of floats give; a NaN, a
 wrong shape or a wrong count raises EmbedError by name and stores nothing.
 
 Run by ctest as python.numpy, with an interpreter that has numpy (Debian's
-python3-numpy, which scripts/deps.sh installs): the binding itself never
-imports numpy, so this is the one place its arrays are exercised."""
+python3-numpy, which scripts/deps.sh installs): the binding imports numpy
+only for QueryStore.predict's arrays (test_numpy_aios.py), so this is where
+arrays given to it are exercised."""
 import random
 import unittest
 

@@ -6,7 +6,7 @@ import unittest
 import support  # noqa: F401  (puts the package on the path)
 from support import MODELS
 
-from llmroute import InvalidInput, RouterStrategy, SequentialRouting
+from llmroute import InvalidInput, InvalidType, RouterStrategy, SequentialRouting
 
 
 def sel(*names):
@@ -116,11 +116,34 @@ class SequentialTest(unittest.TestCase):
                     self.r.get_model_idxs(sel("a", "b"), bad)
                 self.assertIn("n_queries", str(cm.exception))
 
-    def test_one_query_string_is_one_pick(self):
-        # As SmartRouting takes a lone string as one query, not one per letter.
-        self.assertEqual(len(self.r.get_model_idxs(sel("a", "b"), "What is 2+2?")), 1)
+    def test_n_queries_that_is_no_int_raises_invalid_type(self):
+        # n_queries="3" returned [0] (a lone str was taken for one query);
+        # True was taken for 1 and 2.0 for 2. AIOS's range() refuses them all.
+        for bad in ("3", "What is 2+2?", b"3", True, False, 2.0, 2.5, {"q": 1}):
+            with self.subTest(bad=bad):
+                with self.assertRaises(InvalidType) as cm:
+                    self.r.get_model_idxs(sel("a", "b"), n_queries=bad)
+                self.assertIn("SequentialRouting.get_model_idxs: n_queries: expected a count "
+                              "(an int) or a list of queries", str(cm.exception))
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c"), 2), [0, 1])
         self.assertEqual(len(self.r.get_model_idxs(sel("a", "b"), ["q1", "q2"])), 2)
-        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c"), 2.0), [0, 1])
+
+    def test_aios_keyword_names(self):
+        # Current AIOS: get_model_idxs(selected_llm_lists=..., queries=...)
+        # raised TypeError: unexpected keyword argument 'selected_llm_lists'.
+        lists = [sel("a", "b"), sel("c"), sel("a", "b")]
+        queries = [[{"role": "user", "content": "q%d" % i}] for i in range(3)]
+        self.assertEqual(self.r.get_model_idxs(selected_llm_lists=lists, queries=queries),
+                         [0, 2, 1])
+        self.assertEqual(self.r.get_model_idxs(lists, queries=queries), [0, 2, 1])
+        self.assertEqual(self.r.get_model_idxs(selected_llm_lists=sel("a", "b"), n_queries=2),
+                         [0, 1])
+        self.assertEqual(self.r.get_model_idxs(selected_llms=sel("c"), queries=["x"]), [2])
+        with self.assertRaises(TypeError) as cm:
+            self.r.get_model_idxs(sel("a"), selected_llm_lists=[sel("a")])
+        self.assertIn("selected_llms and selected_llm_lists", str(cm.exception))
+        with self.assertRaises(TypeError):
+            self.r.get_model_idxs(sel("a"), 1, queries=["x"])
 
     def test_per_query_candidate_lists(self):
         # AIOS's later form: get_model_idxs(selected_llm_lists, queries)
