@@ -19,10 +19,13 @@
  *
  * Threads: the event loop thread only.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -41,6 +44,8 @@ struct up_client {
     int n_idle;
     struct up_xfer *xfers; /* live transfers, for up_client_free */
     struct h1_client *h1;  /* for http:// URLs, or NULL: libcurl for all */
+    struct idle_watch **watch; /* by descriptor: curl's connection sockets */
+    size_t n_watch;
 };
 
 struct up_xfer {
@@ -57,6 +62,9 @@ struct up_xfer {
     int head_done;
     int aborted;
     int in_cb;
+    int sends;           /* times curl was about to send the request (prereq_cb) */
+    int resend_refused;  /* the second was refused: the transfer failed for it */
+    curl_socket_t fd;    /* the socket curl last watched for this transfer */
     char errbuf[CURL_ERROR_SIZE];
     struct h1_xfer *h1; /* a transfer of h1client's (no easy handle), or NULL */
 };
@@ -66,6 +74,15 @@ struct sock_ctx {
     curl_socket_t fd;
     struct event ev;
     int has_ev;
+};
+
+/* A socket curl opened for a connection (open_cb to close_cb), and the
+ * event that watches it while no transfer uses it. */
+struct idle_watch {
+    struct up_client *cl;
+    curl_socket_t fd;
+    struct event ev;
+    int watching;
 };
 
 /* ==== Transfers ==== */
@@ -199,6 +216,11 @@ static void check_done(struct up_client *cl)
             void *arg = x->arg;
             enum up_error err = classify(x, code);
             char msgbuf[CURL_ERROR_SIZE];
+            if (x->resend_refused) {
+                err = UP_ERESET;
+                why = "the upstream closed a reused connection before a response, after the "
+                      "request was sent; not sent again, since it may have been processed";
+            }
             /* Free first: on_done may start a new transfer on this client. */
             snprintf(msgbuf, sizeof msgbuf, "%s", why);
             xfer_unlink_free(x);
@@ -355,6 +377,34 @@ fail:
     return NULL;
 }
 
+/* Called each time curl is about to send the request on a connection, new or
+ * reused. libcurl resends a request by itself when a reused connection fails
+ * before any byte of the answer ("Connection died, retrying a fresh
+ * connect"), and no option turns that off. But the upstream may have read
+ * the request and acted on it before the connection died, and a resend would
+ * be an attempt that neither the retry policy, the metrics nor the log line
+ * knew of. So a second send is refused: the transfer fails as a reset (see
+ * check_done()), and the retry policy decides. */
+static int prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    struct up_xfer *x = clientp;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (x->aborted)
+        return CURL_PREREQFUNC_ABORT;
+    if (++x->sends > 1) {
+        x->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
+static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr);
+static int close_cb(void *clientp, curl_socket_t fd);
+
 struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req,
                               const struct up_callbacks *cb, void *arg)
 {
@@ -367,6 +417,7 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     x->cl = cl;
     x->cb = *cb;
     x->arg = arg;
+    x->fd = CURL_SOCKET_BAD;
     if (cl->h1 && (x->h1 = h1_xfer_start(cl->h1, req, &h1_forward, x))) {
         x->next = cl->xfers;
         if (cl->xfers)
@@ -413,6 +464,12 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+    curl_easy_setopt(x->easy, CURLOPT_PREREQDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETFUNCTION, open_cb);
+    curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETDATA, cl);
+    curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
+    curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETDATA, cl);
     if (req->connect_timeout_ms > 0)
         curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
     if (req->timeout_ms > 0)
@@ -495,12 +552,134 @@ static int multi_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/* ==== Idle connections ====
+ *
+ * curl stops watching a connection's socket when no transfer uses it, and
+ * checks it only when it picks it for the next request: libcurl 7.88 takes a
+ * socket with bytes waiting for a live one and reads those bytes as the next
+ * request's answer (an upstream that sent a stray response would hand every
+ * client the answer meant for the one before). So the gateway watches the
+ * sockets curl keeps idle, and when one turns readable (stray bytes, a close,
+ * a reset), makes it a socket that reads as closed: curl's own check then
+ * finds it dead and closes it. curl owns the descriptor, so it is not closed
+ * here but replaced (dup2) by one end of a socket pair whose other end is
+ * closed; the TCP connection goes with the replaced file. Draining the bytes
+ * and shutting the socket down would not do: bytes that came after that
+ * reset the connection, and libcurl 7.88 takes a reset socket for a live one.
+ */
+
+static struct idle_watch *watch_of(struct up_client *cl, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < cl->n_watch ? cl->watch[fd] : NULL;
+}
+
+static void watch_stop(struct up_client *cl, curl_socket_t fd)
+{
+    struct idle_watch *w = watch_of(cl, fd);
+    if (w && w->watching) {
+        event_del(&w->ev);
+        w->watching = 0;
+    }
+}
+
+/* Only the sockets of connections are watched, never another socket curl
+ * hands to sock_cb (the threaded resolver's socket pair, which curl closes
+ * without close_cb: a watch left on its number would fire for whatever
+ * socket gets that number next). */
+static void watch_start(struct up_client *cl, curl_socket_t fd)
+{
+    struct idle_watch *w = watch_of(cl, fd);
+    if (w && !w->watching && event_add(&w->ev, NULL) == 0)
+        w->watching = 1;
+}
+
+/* Whether a live transfer of curl's is on fd (paused, so curl does not watch it). */
+static int fd_in_use(struct up_client *cl, curl_socket_t fd)
+{
+    for (struct up_xfer *x = cl->xfers; x; x = x->next)
+        if (x->easy && x->fd == fd)
+            return 1;
+    return 0;
+}
+
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct idle_watch *w = arg;
+    struct up_client *cl = w->cl;
+    char b;
+    int pair[2];
+    ssize_t n;
+    (void)what;
+
+    if (fd_in_use(cl, fd)) {
+        watch_stop(cl, fd); /* the transfer's bytes: curl watches again on resume */
+        return;
+    }
+    n = recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    watch_stop(cl, fd);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        shutdown(fd, SHUT_RDWR); /* the next best: a close, unless more bytes come */
+        return;
+    }
+    close(pair[1]);
+    if (dup2(pair[0], fd) < 0)
+        shutdown(fd, SHUT_RDWR);
+    close(pair[0]);
+}
+
+/* A socket for a connection, made as curl makes one, and its entry in the
+ * table (out of memory it has none and is not watched: curl's own check
+ * before reuse still finds a closed connection). */
+static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct up_client *cl = clientp;
+    struct idle_watch *w;
+    curl_socket_t fd;
+    (void)purpose;
+
+    fd = socket(addr->family, addr->socktype, addr->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    if ((size_t)fd >= cl->n_watch) {
+        size_t n = (size_t)fd + 64;
+        struct idle_watch **t = realloc(cl->watch, n * sizeof *t);
+        if (!t)
+            return fd;
+        memset(t + cl->n_watch, 0, (n - cl->n_watch) * sizeof *t);
+        cl->watch = t;
+        cl->n_watch = n;
+    }
+    w = calloc(1, sizeof *w);
+    if (!w)
+        return fd;
+    w->cl = cl;
+    w->fd = fd;
+    event_assign(&w->ev, cl->base, fd, EV_READ | EV_PERSIST, watch_cb, w);
+    cl->watch[fd] = w;
+    return fd;
+}
+
+/* curl closes a connection's socket: its watch goes first. */
+static int close_cb(void *clientp, curl_socket_t fd)
+{
+    struct up_client *cl = clientp;
+    struct idle_watch *w = watch_of(cl, fd);
+    if (w) {
+        watch_stop(cl, fd);
+        cl->watch[fd] = NULL;
+        free(w);
+    }
+    return close(fd);
+}
+
 static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
 {
     struct up_client *cl = userp;
     struct sock_ctx *sc = sockp;
+    struct up_xfer *x = NULL;
     short kind;
-    (void)e;
 
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
@@ -509,8 +688,13 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
             free(sc);
             curl_multi_assign(cl->multi, s, NULL);
         }
+        /* Kept in curl's cache, or about to be closed (close_cb stops this). */
+        watch_start(cl, s);
         return 0;
     }
+    watch_stop(cl, s);
+    if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) == CURLE_OK && x)
+        x->fd = s;
     if (!sc) {
         sc = calloc(1, sizeof *sc);
         if (!sc)
@@ -585,7 +769,12 @@ void up_client_free(struct up_client *cl)
     for (int i = 0; i < cl->n_idle; i++)
         curl_easy_cleanup(cl->idle[i]);
     if (cl->multi)
-        curl_multi_cleanup(cl->multi);
+        curl_multi_cleanup(cl->multi); /* closes its connections through close_cb */
+    for (size_t i = 0; i < cl->n_watch; i++) {
+        watch_stop(cl, (curl_socket_t)i);
+        free(cl->watch[i]);
+    }
+    free(cl->watch);
     if (cl->timer)
         event_free(cl->timer);
     free(cl);
