@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -777,6 +778,14 @@ def errors(gw_bin, fake_bin):
         st, _, _ = request(port, "GET", "/v1/models", headers={"Authorization": "Bearer gk-one"})
         assert st == 200
     check("401 without a valid gateway key", unauthorized)
+
+    def config_directory_named():
+        r = subprocess.run([gw_bin, "serve", "--config", wd, "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode != 0, (r.returncode, r.stderr)
+        assert "%s: is a directory, not a configuration file" % wd in r.stderr, r.stderr
+        assert "read error" not in r.stderr, r.stderr
+    check("serve --config DIR says it is a directory", config_directory_named)
 
     check("502 upstream unreachable (closed port)",
           lambda: err(502, '{"model": "dead", "messages": []}', code="upstream_unreachable"))
