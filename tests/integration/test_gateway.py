@@ -779,6 +779,38 @@ def errors(gw_bin, fake_bin):
         assert st == 200
     check("401 without a valid gateway key", unauthorized)
 
+    def keys_trimmed_at_both_ends():
+        # Blank space around a key (before a comma, a final newline) is no part
+        # of it: each key of these lists is accepted.
+        env_name = "LLMROUTE_IT_GATEWAY_KEYS2"
+        for i, value in enumerate(("k1, k2 ,k3", "k1,k2\n", " k1 ,\tk2\t, k3 \r\n")):
+            g = Gateway(gw_bin, wd, base_config(fake, server={"api_keys_env": env_name}),
+                        name="keys%d" % i, env={KEY_ENV: UPSTREAM_KEY, env_name: value})
+            try:
+                for k in ("k1", "k2", "k3")[:value.count(",") + 1]:
+                    st, _, _ = request(g.port, "GET", "/v1/models",
+                                       headers={"Authorization": "Bearer " + k})
+                    assert st == 200, (value, k, st)
+            finally:
+                g.signal(signal.SIGTERM)
+                assert g.wait(15) == 0
+        # An empty key is a typo in the list: refused by check-config and serve,
+        # naming its place.
+        cfg = os.path.join(wd, "keys.json")
+        with open(cfg, "w") as f:
+            json.dump(base_config(fake, server={"api_keys_env": env_name}), f)
+        for value, place in (("k1,,k2", "key 2 of 3"), ("k1, k2, ", "key 3 of 3"),
+                             (" ,k1", "key 1 of 2")):
+            env = dict(os.environ, **{env_name: value})
+            for cmd in (["check-config", cfg],
+                        ["serve", "--config", cfg, "--listen", "127.0.0.1:0"]):
+                r = subprocess.run([gw_bin] + cmd, capture_output=True, text=True, timeout=10,
+                                   env=env)
+                assert r.returncode == 2, (value, cmd, r.returncode, r.stderr)
+                assert "%s: %s is empty" % (env_name, place) in r.stderr, (value, r.stderr)
+    check("gateway keys are trimmed at both ends; an empty key is refused naming its place",
+          keys_trimmed_at_both_ends)
+
     def config_directory_named():
         r = subprocess.run([gw_bin, "serve", "--config", wd, "--listen", "127.0.0.1:0"],
                            capture_output=True, text=True, timeout=10)
