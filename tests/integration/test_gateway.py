@@ -811,6 +811,27 @@ def errors(gw_bin, fake_bin):
     check("gateway keys are trimmed at both ends; an empty key is refused naming its place",
           keys_trimmed_at_both_ends)
 
+    def unusable_base_urls_refused():
+        # A base_url the endpoint's path cannot be appended to is refused at
+        # load, by check-config and serve, naming the model and the problem.
+        base = "http://127.0.0.1:%d/v1" % fake.port
+        cfg = os.path.join(wd, "base_url.json")
+        for url, problem in ((base + "?x=1", "holds a query ('?')"),
+                             (base + "#frag", "holds a fragment ('#')"),
+                             (base + " ", "holds a space"),
+                             ("http:///v1", "has no host")):
+            m = {"name": "odd", "backend": "vllm", "base_url": url}
+            with open(cfg, "w") as f:
+                json.dump(base_config(fake, extra_models=[m]), f)
+            for cmd in (["check-config", cfg],
+                        ["serve", "--config", cfg, "--listen", "127.0.0.1:0"]):
+                r = subprocess.run([gw_bin] + cmd, capture_output=True, text=True, timeout=10)
+                assert r.returncode == 2, (url, cmd, r.returncode, r.stderr)
+                assert "models[4] (odd): base_url '%s' %s" % (url, problem) in r.stderr, \
+                    (url, r.stderr)
+    check("a base_url with a query, a fragment, a space or no host is refused, naming the "
+          "model", unusable_base_urls_refused)
+
     def config_directory_named():
         r = subprocess.run([gw_bin, "serve", "--config", wd, "--listen", "127.0.0.1:0"],
                            capture_output=True, text=True, timeout=10)
