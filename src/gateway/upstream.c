@@ -44,8 +44,8 @@ struct up_client {
     int n_idle;
     struct up_xfer *xfers; /* live transfers, for up_client_free */
     struct h1_client *h1;  /* for http:// URLs, or NULL: libcurl for all */
-    struct idle_watch **watch; /* by descriptor: curl's connection sockets */
-    size_t n_watch;
+    struct conn_sock **conns; /* by descriptor: the sockets curl opened for connections */
+    size_t n_conns;
 };
 
 struct up_xfer {
@@ -76,13 +76,14 @@ struct sock_ctx {
     int has_ev;
 };
 
-/* A socket curl opened for a connection (open_cb to close_cb), and the
- * event that watches it while no transfer uses it. */
-struct idle_watch {
+/* A socket curl opened for a connection (open_cb to close_cb) and its one
+ * event, which stays registered while curl keeps the connection idle. */
+struct conn_sock {
     struct up_client *cl;
     curl_socket_t fd;
     struct event ev;
-    int watching;
+    short kind; /* the events registered (EV_READ, EV_WRITE), 0: none */
+    int idle;   /* curl does not watch it: no transfer is on it */
 };
 
 /* ==== Transfers ==== */
@@ -552,45 +553,51 @@ static int multi_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-/* ==== Idle connections ====
+/* ==== Connections' sockets ====
  *
  * curl stops watching a connection's socket when no transfer uses it, and
  * checks it only when it picks it for the next request: libcurl 7.88 takes a
  * socket with bytes waiting for a live one and reads those bytes as the next
  * request's answer (an upstream that sent a stray response would hand every
- * client the answer meant for the one before). So the gateway watches the
- * sockets curl keeps idle, and when one turns readable (stray bytes, a close,
- * a reset), makes it a socket that reads as closed: curl's own check then
- * finds it dead and closes it. curl owns the descriptor, so it is not closed
- * here but replaced (dup2) by one end of a socket pair whose other end is
- * closed; the TCP connection goes with the replaced file. Draining the bytes
- * and shutting the socket down would not do: bytes that came after that
- * reset the connection, and libcurl 7.88 takes a reset socket for a live one.
- */
+ * client the answer meant for the one before). So the sockets curl opens for
+ * connections (open_cb) keep one event each for their life: while a transfer
+ * is on one it watches what curl asks for, and while curl keeps it idle it
+ * watches for reading, and a socket that turns readable then (stray bytes, a
+ * close, a reset) is made one that reads as closed: curl's own check finds it
+ * dead and closes it. curl owns the descriptor, so it is not closed here but
+ * replaced (dup2) by one end of a socket pair whose other end is closed; the
+ * TCP connection goes with the replaced file. Draining the bytes and shutting
+ * the socket down would not do: bytes that came after that reset the
+ * connection, and libcurl 7.88 takes a reset socket for a live one.
+ *
+ * Keeping the event registered across idle spells also spares the two
+ * epoll_ctl() calls a request cost when it was deleted at each CURL_POLL_REMOVE
+ * and added again at the next transfer. Other sockets curl hands to sock_cb
+ * (the threaded resolver's socket pair, which curl closes without close_cb)
+ * take the plain path (struct sock_ctx). */
 
-static struct idle_watch *watch_of(struct up_client *cl, curl_socket_t fd)
+static struct conn_sock *conn_of(struct up_client *cl, curl_socket_t fd)
 {
-    return fd >= 0 && (size_t)fd < cl->n_watch ? cl->watch[fd] : NULL;
+    return fd >= 0 && (size_t)fd < cl->n_conns ? cl->conns[fd] : NULL;
 }
 
-static void watch_stop(struct up_client *cl, curl_socket_t fd)
-{
-    struct idle_watch *w = watch_of(cl, fd);
-    if (w && w->watching) {
-        event_del(&w->ev);
-        w->watching = 0;
-    }
-}
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
 
-/* Only the sockets of connections are watched, never another socket curl
- * hands to sock_cb (the threaded resolver's socket pair, which curl closes
- * without close_cb: a watch left on its number would fire for whatever
- * socket gets that number next). */
-static void watch_start(struct up_client *cl, curl_socket_t fd)
+/* Register what the socket is watched for (0: nothing), if it changed. */
+static int conn_watch(struct conn_sock *cs, short kind)
 {
-    struct idle_watch *w = watch_of(cl, fd);
-    if (w && !w->watching && event_add(&w->ev, NULL) == 0)
-        w->watching = 1;
+    if (cs->kind == kind)
+        return 0;
+    if (cs->kind)
+        event_del(&cs->ev);
+    cs->kind = 0;
+    if (!kind)
+        return 0;
+    event_assign(&cs->ev, cs->cl->base, cs->fd, (short)(kind | EV_PERSIST), conn_event_cb, cs);
+    if (event_add(&cs->ev, NULL) != 0)
+        return -1;
+    cs->kind = kind;
+    return 0;
 }
 
 /* Whether a live transfer of curl's is on fd (paused, so curl does not watch it). */
@@ -602,23 +609,24 @@ static int fd_in_use(struct up_client *cl, curl_socket_t fd)
     return 0;
 }
 
-static void watch_cb(evutil_socket_t fd, short what, void *arg)
+/* An idle connection turned readable. */
+static void conn_idle_readable(struct conn_sock *cs)
 {
-    struct idle_watch *w = arg;
-    struct up_client *cl = w->cl;
+    curl_socket_t fd = cs->fd;
     char b;
     int pair[2];
     ssize_t n;
-    (void)what;
 
-    if (fd_in_use(cl, fd)) {
-        watch_stop(cl, fd); /* the transfer's bytes: curl watches again on resume */
+    cs->idle = 0;
+    conn_watch(cs, 0);
+    if (fd_in_use(cs->cl, fd))
+        return; /* the bytes are a paused transfer's: curl watches again on resume */
+    n = recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        cs->idle = 1;
+        conn_watch(cs, EV_READ);
         return;
     }
-    n = recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
-    watch_stop(cl, fd);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
         shutdown(fd, SHUT_RDWR); /* the next best: a close, unless more bytes come */
         return;
@@ -629,48 +637,66 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
     close(pair[0]);
 }
 
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_sock *cs = arg;
+    struct up_client *cl = cs->cl;
+    int running = 0;
+    int flags = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
+    if (cs->idle) {
+        conn_idle_readable(cs);
+        return;
+    }
+    /* cs may be freed in here (close_cb). */
+    curl_multi_socket_action(cl->multi, fd, flags, &running);
+    check_done(cl);
+}
+
 /* A socket for a connection, made as curl makes one, and its entry in the
- * table (out of memory it has none and is not watched: curl's own check
- * before reuse still finds a closed connection). */
+ * table (out of memory it has none and takes the plain path: curl's own
+ * check before reuse still finds a closed connection). */
 static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
     struct up_client *cl = clientp;
-    struct idle_watch *w;
+    struct conn_sock *cs;
     curl_socket_t fd;
     (void)purpose;
 
     fd = socket(addr->family, addr->socktype, addr->protocol);
     if (fd < 0)
         return CURL_SOCKET_BAD;
-    if ((size_t)fd >= cl->n_watch) {
+    if ((size_t)fd >= cl->n_conns) {
         size_t n = (size_t)fd + 64;
-        struct idle_watch **t = realloc(cl->watch, n * sizeof *t);
+        struct conn_sock **t = realloc(cl->conns, n * sizeof *t);
         if (!t)
             return fd;
-        memset(t + cl->n_watch, 0, (n - cl->n_watch) * sizeof *t);
-        cl->watch = t;
-        cl->n_watch = n;
+        memset(t + cl->n_conns, 0, (n - cl->n_conns) * sizeof *t);
+        cl->conns = t;
+        cl->n_conns = n;
     }
-    w = calloc(1, sizeof *w);
-    if (!w)
+    cs = calloc(1, sizeof *cs);
+    if (!cs)
         return fd;
-    w->cl = cl;
-    w->fd = fd;
-    event_assign(&w->ev, cl->base, fd, EV_READ | EV_PERSIST, watch_cb, w);
-    cl->watch[fd] = w;
+    cs->cl = cl;
+    cs->fd = fd;
+    cl->conns[fd] = cs;
     return fd;
 }
 
-/* curl closes a connection's socket: its watch goes first. */
+static void conn_free(struct up_client *cl, curl_socket_t fd)
+{
+    struct conn_sock *cs = conn_of(cl, fd);
+    if (!cs)
+        return;
+    conn_watch(cs, 0);
+    cl->conns[fd] = NULL;
+    free(cs);
+}
+
+/* curl closes a connection's socket: its event goes first. */
 static int close_cb(void *clientp, curl_socket_t fd)
 {
-    struct up_client *cl = clientp;
-    struct idle_watch *w = watch_of(cl, fd);
-    if (w) {
-        watch_stop(cl, fd);
-        cl->watch[fd] = NULL;
-        free(w);
-    }
+    conn_free(clientp, fd);
     return close(fd);
 }
 
@@ -678,8 +704,28 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
 {
     struct up_client *cl = userp;
     struct sock_ctx *sc = sockp;
+    struct conn_sock *cs = conn_of(cl, s);
     struct up_xfer *x = NULL;
-    short kind;
+    long version = 0;
+    short kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) |
+                         (what & CURL_POLL_OUT ? EV_WRITE : 0));
+
+    if (cs) {
+        if (what == CURL_POLL_REMOVE) {
+            /* Kept in curl's cache, or about to be closed (close_cb). Not an
+             * HTTP/2 connection: frames may come on it while idle (a PING),
+             * which curl's HTTP/2 code reads before reusing it. */
+            cs->idle = !e || curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version) != CURLE_OK ||
+                       (version != CURL_HTTP_VERSION_2_0 && version != CURL_HTTP_VERSION_3);
+            if (conn_watch(cs, cs->idle ? EV_READ : 0) != 0)
+                cs->idle = 0;
+            return 0;
+        }
+        cs->idle = 0;
+        if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) == CURLE_OK && x)
+            x->fd = s;
+        return conn_watch(cs, kind);
+    }
 
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
@@ -688,13 +734,8 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
             free(sc);
             curl_multi_assign(cl->multi, s, NULL);
         }
-        /* Kept in curl's cache, or about to be closed (close_cb stops this). */
-        watch_start(cl, s);
         return 0;
     }
-    watch_stop(cl, s);
-    if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) == CURLE_OK && x)
-        x->fd = s;
     if (!sc) {
         sc = calloc(1, sizeof *sc);
         if (!sc)
@@ -705,9 +746,7 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
     } else if (sc->has_ev) {
         event_del(&sc->ev);
     }
-    kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0) |
-                   EV_PERSIST);
-    event_assign(&sc->ev, cl->base, s, kind, event_cb, sc);
+    event_assign(&sc->ev, cl->base, s, (short)(kind | EV_PERSIST), event_cb, sc);
     sc->has_ev = 1;
     event_add(&sc->ev, NULL);
     return 0;
@@ -770,11 +809,9 @@ void up_client_free(struct up_client *cl)
         curl_easy_cleanup(cl->idle[i]);
     if (cl->multi)
         curl_multi_cleanup(cl->multi); /* closes its connections through close_cb */
-    for (size_t i = 0; i < cl->n_watch; i++) {
-        watch_stop(cl, (curl_socket_t)i);
-        free(cl->watch[i]);
-    }
-    free(cl->watch);
+    for (size_t i = 0; i < cl->n_conns; i++)
+        conn_free(cl, (curl_socket_t)i);
+    free(cl->conns);
     if (cl->timer)
         event_free(cl->timer);
     free(cl);
