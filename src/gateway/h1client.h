@@ -6,7 +6,8 @@
  * benchmark) the gateway's cost per request was mostly libcurl's per-transfer
  * work and its extra system calls (a liveness poll() on every reused
  * connection, socket re-registration with the event loop). This client does
- * one writev() to send a request and one recv() per readable event, keeps
+ * one non-blocking peek at an idle connection before reusing it, one
+ * sendmsg() to send a request and one recv() per readable event, keeps
  * each connection's read event registered for the connection's whole life,
  * and parses responses in place.
  *
