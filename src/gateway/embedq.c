@@ -74,6 +74,7 @@ static int embed_data(void *arg, const char *data, size_t len)
         return UP_CONSUMED;
     memcpy(e->resp + e->len, data, len);
     e->len += len;
+    e->resp[e->len] = '\0'; /* a string for an error's message (embed_done) */
     return UP_CONSUMED;
 }
 
@@ -167,8 +168,8 @@ static void embed_done(void *arg, enum up_error err, const char *message)
                 "check router.embedding.base_url",
                 e->conf->embed_url, e->status, where);
     } else if (e->status != 200)
-        set_why(e, "the embedding server %s answered %ld: %.200s", e->conf->embed_url,
-                e->status, e->resp ? e->resp : "");
+        set_why(e, "the embedding server %s answered %ld: %.*s", e->conf->embed_url,
+                e->status, (int)(e->len < 200 ? e->len : 200), e->resp ? e->resp : "");
     else
         embed_parse(e);
     if (evtimer_add(e->later, &now) != 0) {

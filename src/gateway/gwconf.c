@@ -166,11 +166,20 @@ static const char *const server_keys[] = {
     NULL,
 };
 
+static int is_blank(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
+}
+
+/* The gateway's keys from the environment: split at commas, each trimmed of
+ * blank space at both ends (a value set as 'k1, k2' or with a final newline
+ * must not make a key that no client sends). An empty key is refused, naming
+ * its place, rather than skipped: it is a typo in the list. */
 static int load_api_keys(struct gw_settings *s, struct lr_error *err)
 {
     const char *env = getenv(s->api_keys_env);
     size_t n = 1, k = 0;
-    char *copy, *tok, *save = NULL;
+    const char *p;
 
     if (!env || !*env)
         return fail(err, LR_ECONFIG,
@@ -180,26 +189,28 @@ static int load_api_keys(struct gw_settings *s, struct lr_error *err)
     for (const char *c = env; *c; c++)
         n += *c == ',';
     s->api_keys = calloc(n + 1, sizeof *s->api_keys);
-    copy = strdup(env);
-    if (!s->api_keys || !copy) {
-        free(copy);
+    if (!s->api_keys)
         return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
-    }
-    for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
-        if (!*tok)
-            continue;
-        s->api_keys[k] = strdup(tok);
-        if (!s->api_keys[k]) {
-            free(copy);
+    for (p = env;; p++) {
+        const char *end = p + strcspn(p, ",");
+        const char *b = p, *e = end;
+        while (b < e && is_blank(*b))
+            b++;
+        while (e > b && is_blank(e[-1]))
+            e--;
+        if (b == e)
+            return fail(err, LR_ECONFIG,
+                        "server.api_keys_env: %s: key %zu of %zu is empty (keys are separated "
+                        "by commas, with nothing but blank space around them)",
+                        s->api_keys_env, k + 1, n);
+        s->api_keys[k] = strndup(b, (size_t)(e - b));
+        if (!s->api_keys[k])
             return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
-        }
         k++;
+        p = end;
+        if (!*p)
+            break;
     }
-    free(copy);
-    if (k == 0)
-        return fail(err, LR_ECONFIG, "server.api_keys_env: %s holds no keys", s->api_keys_env);
     return 0;
 }
 
@@ -490,9 +501,32 @@ out:
     return rc;
 }
 
+/* What makes base_url unusable as the start of every upstream URL, or NULL.
+ * The endpoint's path is appended to it ({base_url}/chat/completions), so a
+ * query or a fragment would take the path in with it (the upstream would be
+ * asked for /v1 and answer 404), and a space is no part of a URL (libcurl
+ * refuses it when the request is made). The library has refused control
+ * characters already. */
+static const char *base_url_problem(const char *url)
+{
+    const char *host = url + strcspn(url, ":") + 3; /* after "http://" or "https://" */
+    if (strchr(url, ' '))
+        return "holds a space";
+    if (strchr(url, '?'))
+        return "holds a query ('?'): the endpoint's path (/chat/completions, ...) is appended "
+               "to base_url and would end up in it";
+    if (strchr(url, '#'))
+        return "holds a fragment ('#'): the endpoint's path (/chat/completions, ...) is "
+               "appended to base_url and would end up in it";
+    if (*host == '\0' || *host == '/' || *host == ':')
+        return "has no host";
+    return NULL;
+}
+
 static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
                       struct lr_error *err)
 {
+    const char *problem;
     const struct lr_model_info *info = m->info;
     const char *base = info->base_url;
     json_t *name;
@@ -519,6 +553,9 @@ static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
     if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)
         return fail(err, LR_ECONFIG, "models[%zu].base_url: expected an http:// or https:// URL",
                     i);
+    if ((problem = base_url_problem(base)))
+        return fail(err, LR_ECONFIG, "models[%zu] (%s): base_url '%s' %s", i, info->name, base,
+                    problem);
     m->base_url = strdup(base);
     if (!m->base_url)
         return fail(err, LR_ENOMEM, "out of memory");

@@ -288,6 +288,19 @@ fail:
     return NULL;
 }
 
+/* Whether an idle connection may carry a request. Its read event drops one
+ * the upstream closed or sent stray bytes on, but only once the loop runs
+ * it: a close that came in since (the upstream's keep-alive timeout, say) is
+ * seen here, with one non-blocking peek, before a request is written to it.
+ * A request written to such a connection would fail, and could not be sent
+ * again without the risk of sending it twice (retryable()). */
+static int idle_usable(struct h1_conn *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_DONTWAIT | MSG_PEEK);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
 /* After a complete response: back to the pool, or closed. */
 static void conn_release(struct h1_conn *c, int keep)
 {
@@ -474,11 +487,16 @@ static int attach_new(struct h1_xfer *x)
     return send_request(x);
 }
 
-/* A reused connection the server had closed, found before any byte of the
- * response: the request never reached it, so send it once more. */
+/* A reused connection found broken before a single byte of the request was
+ * written to it: the upstream cannot have seen the request, so it goes out
+ * once more on a fresh connection. Once any byte was written, the upstream
+ * may have read the request and acted on it (a reset before the answer says
+ * nothing about that), so the failure is the caller's, as one attempt that
+ * its retry policy decides on; resending here would do the work twice
+ * without anyone counting it. */
 static int retryable(const struct h1_xfer *x)
 {
-    return x->conn && x->conn->n_done > 0 && !x->got_bytes && !x->retried;
+    return x->conn && x->conn->n_done > 0 && x->sent == 0 && !x->got_bytes && !x->retried;
 }
 
 static void retry(struct h1_xfer *x)
@@ -1059,15 +1077,21 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
         evtimer_add(&x->ev_timeout, &tv);
     }
 
-    /* The most recently used idle connection, if any. */
-    c = x->host->idle;
+    /* The most recently used idle connection that is still usable, if any. */
+    while ((c = x->host->idle) && !idle_usable(c))
+        conn_close(c);
     if (c) {
         idle_unlink(c);
         c->xfer = x;
         x->conn = c;
         if (send_request(x) == 0)
             return x;
-        /* Closed under us: the request never went out. */
+        /* Broken under us. Not a byte went out only if sent is 0; else the
+         * upstream may have the request, and the attempt fails (retryable()). */
+        if (x->sent > 0) {
+            defer_fail(x, UP_ERESET, strerror(errno));
+            return x;
+        }
         conn_close(c);
         x->conn = NULL;
         x->retried = 1;

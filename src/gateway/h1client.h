@@ -6,7 +6,8 @@
  * benchmark) the gateway's cost per request was mostly libcurl's per-transfer
  * work and its extra system calls (a liveness poll() on every reused
  * connection, socket re-registration with the event loop). This client does
- * one writev() to send a request and one recv() per readable event, keeps
+ * one non-blocking peek at an idle connection before reusing it, one
+ * sendmsg() to send a request and one recv() per readable event, keeps
  * each connection's read event registered for the connection's whole life,
  * and parses responses in place.
  *
@@ -14,9 +15,13 @@
  * bounded idle count); responses with Content-Length, chunked, or delimited
  * by the connection's close; 1xx heads skipped; a cap on the response head
  * (UP_ETOOBIG over it); pause/resume of the body for backpressure (reading
- * stops, so TCP pushes back on the upstream); connect and total timeouts; one
- * retry on a fresh connection when a reused one turns out to be closed before
- * any byte of the response arrived (as curl does). Hosts must be numeric IPv4
+ * stops, so TCP pushes back on the upstream); connect and total timeouts. An
+ * idle connection is checked (a non-blocking peek) before a request goes on
+ * it, and one the upstream closed or wrote to is dropped. A request is sent
+ * again on a fresh connection only when the reused one failed before a single
+ * byte of it was written; once any was, the upstream may have read it and
+ * acted on it, so a reset before the answer is the transfer's failure
+ * (UP_ERESET), for the caller's retry policy to decide on. Hosts must be numeric IPv4
  * or IPv6 addresses: no name resolution on the event loop (libcurl, with its
  * threaded resolver, takes host names).
  *

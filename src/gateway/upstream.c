@@ -19,10 +19,13 @@
  *
  * Threads: the event loop thread only.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -41,6 +44,8 @@ struct up_client {
     int n_idle;
     struct up_xfer *xfers; /* live transfers, for up_client_free */
     struct h1_client *h1;  /* for http:// URLs, or NULL: libcurl for all */
+    struct conn_sock **conns; /* by descriptor: the sockets curl opened for connections */
+    size_t n_conns;
 };
 
 struct up_xfer {
@@ -57,6 +62,9 @@ struct up_xfer {
     int head_done;
     int aborted;
     int in_cb;
+    int sends;           /* times curl was about to send the request (prereq_cb) */
+    int resend_refused;  /* the second was refused: the transfer failed for it */
+    curl_socket_t fd;    /* the socket curl last watched for this transfer */
     char errbuf[CURL_ERROR_SIZE];
     struct h1_xfer *h1; /* a transfer of h1client's (no easy handle), or NULL */
 };
@@ -66,6 +74,16 @@ struct sock_ctx {
     curl_socket_t fd;
     struct event ev;
     int has_ev;
+};
+
+/* A socket curl opened for a connection (open_cb to close_cb) and its one
+ * event, which stays registered while curl keeps the connection idle. */
+struct conn_sock {
+    struct up_client *cl;
+    curl_socket_t fd;
+    struct event ev;
+    short kind; /* the events registered (EV_READ, EV_WRITE), 0: none */
+    int idle;   /* curl does not watch it: no transfer is on it */
 };
 
 /* ==== Transfers ==== */
@@ -199,6 +217,11 @@ static void check_done(struct up_client *cl)
             void *arg = x->arg;
             enum up_error err = classify(x, code);
             char msgbuf[CURL_ERROR_SIZE];
+            if (x->resend_refused) {
+                err = UP_ERESET;
+                why = "the upstream closed a reused connection before a response, after the "
+                      "request was sent; not sent again, since it may have been processed";
+            }
             /* Free first: on_done may start a new transfer on this client. */
             snprintf(msgbuf, sizeof msgbuf, "%s", why);
             xfer_unlink_free(x);
@@ -355,6 +378,34 @@ fail:
     return NULL;
 }
 
+/* Called each time curl is about to send the request on a connection, new or
+ * reused. libcurl resends a request by itself when a reused connection fails
+ * before any byte of the answer ("Connection died, retrying a fresh
+ * connect"), and no option turns that off. But the upstream may have read
+ * the request and acted on it before the connection died, and a resend would
+ * be an attempt that neither the retry policy, the metrics nor the log line
+ * knew of. So a second send is refused: the transfer fails as a reset (see
+ * check_done()), and the retry policy decides. */
+static int prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port)
+{
+    struct up_xfer *x = clientp;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (x->aborted)
+        return CURL_PREREQFUNC_ABORT;
+    if (++x->sends > 1) {
+        x->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
+static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr);
+static int close_cb(void *clientp, curl_socket_t fd);
+
 struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req,
                               const struct up_callbacks *cb, void *arg)
 {
@@ -367,6 +418,7 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     x->cl = cl;
     x->cb = *cb;
     x->arg = arg;
+    x->fd = CURL_SOCKET_BAD;
     if (cl->h1 && (x->h1 = h1_xfer_start(cl->h1, req, &h1_forward, x))) {
         x->next = cl->xfers;
         if (cl->xfers)
@@ -413,6 +465,12 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+    curl_easy_setopt(x->easy, CURLOPT_PREREQDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETFUNCTION, open_cb);
+    curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETDATA, cl);
+    curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
+    curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETDATA, cl);
     if (req->connect_timeout_ms > 0)
         curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
     if (req->timeout_ms > 0)
@@ -495,12 +553,179 @@ static int multi_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/* ==== Connections' sockets ====
+ *
+ * curl stops watching a connection's socket when no transfer uses it, and
+ * checks it only when it picks it for the next request: libcurl 7.88 takes a
+ * socket with bytes waiting for a live one and reads those bytes as the next
+ * request's answer (an upstream that sent a stray response would hand every
+ * client the answer meant for the one before). So the sockets curl opens for
+ * connections (open_cb) keep one event each for their life: while a transfer
+ * is on one it watches what curl asks for, and while curl keeps it idle it
+ * watches for reading, and a socket that turns readable then (stray bytes, a
+ * close, a reset) is made one that reads as closed: curl's own check finds it
+ * dead and closes it. curl owns the descriptor, so it is not closed here but
+ * replaced (dup2) by one end of a socket pair whose other end is closed; the
+ * TCP connection goes with the replaced file. Draining the bytes and shutting
+ * the socket down would not do: bytes that came after that reset the
+ * connection, and libcurl 7.88 takes a reset socket for a live one.
+ *
+ * Keeping the event registered across idle spells also spares the two
+ * epoll_ctl() calls a request cost when it was deleted at each CURL_POLL_REMOVE
+ * and added again at the next transfer. Other sockets curl hands to sock_cb
+ * (the threaded resolver's socket pair, which curl closes without close_cb)
+ * take the plain path (struct sock_ctx). */
+
+static struct conn_sock *conn_of(struct up_client *cl, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < cl->n_conns ? cl->conns[fd] : NULL;
+}
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Register what the socket is watched for (0: nothing), if it changed. */
+static int conn_watch(struct conn_sock *cs, short kind)
+{
+    if (cs->kind == kind)
+        return 0;
+    if (cs->kind)
+        event_del(&cs->ev);
+    cs->kind = 0;
+    if (!kind)
+        return 0;
+    event_assign(&cs->ev, cs->cl->base, cs->fd, (short)(kind | EV_PERSIST), conn_event_cb, cs);
+    if (event_add(&cs->ev, NULL) != 0)
+        return -1;
+    cs->kind = kind;
+    return 0;
+}
+
+/* Whether a live transfer of curl's is on fd (paused, so curl does not watch it). */
+static int fd_in_use(struct up_client *cl, curl_socket_t fd)
+{
+    for (struct up_xfer *x = cl->xfers; x; x = x->next)
+        if (x->easy && x->fd == fd)
+            return 1;
+    return 0;
+}
+
+/* An idle connection turned readable. */
+static void conn_idle_readable(struct conn_sock *cs)
+{
+    curl_socket_t fd = cs->fd;
+    char b;
+    int pair[2];
+    ssize_t n;
+
+    cs->idle = 0;
+    conn_watch(cs, 0);
+    if (fd_in_use(cs->cl, fd))
+        return; /* the bytes are a paused transfer's: curl watches again on resume */
+    n = recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        cs->idle = 1;
+        conn_watch(cs, EV_READ);
+        return;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        shutdown(fd, SHUT_RDWR); /* the next best: a close, unless more bytes come */
+        return;
+    }
+    close(pair[1]);
+    if (dup2(pair[0], fd) < 0)
+        shutdown(fd, SHUT_RDWR);
+    close(pair[0]);
+}
+
+static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_sock *cs = arg;
+    struct up_client *cl = cs->cl;
+    int running = 0;
+    int flags = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
+    if (cs->idle) {
+        conn_idle_readable(cs);
+        return;
+    }
+    /* cs may be freed in here (close_cb). */
+    curl_multi_socket_action(cl->multi, fd, flags, &running);
+    check_done(cl);
+}
+
+/* A socket for a connection, made as curl makes one, and its entry in the
+ * table (out of memory it has none and takes the plain path: curl's own
+ * check before reuse still finds a closed connection). */
+static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct up_client *cl = clientp;
+    struct conn_sock *cs;
+    curl_socket_t fd;
+    (void)purpose;
+
+    fd = socket(addr->family, addr->socktype, addr->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    if ((size_t)fd >= cl->n_conns) {
+        size_t n = (size_t)fd + 64;
+        struct conn_sock **t = realloc(cl->conns, n * sizeof *t);
+        if (!t)
+            return fd;
+        memset(t + cl->n_conns, 0, (n - cl->n_conns) * sizeof *t);
+        cl->conns = t;
+        cl->n_conns = n;
+    }
+    cs = calloc(1, sizeof *cs);
+    if (!cs)
+        return fd;
+    cs->cl = cl;
+    cs->fd = fd;
+    cl->conns[fd] = cs;
+    return fd;
+}
+
+static void conn_free(struct up_client *cl, curl_socket_t fd)
+{
+    struct conn_sock *cs = conn_of(cl, fd);
+    if (!cs)
+        return;
+    conn_watch(cs, 0);
+    cl->conns[fd] = NULL;
+    free(cs);
+}
+
+/* curl closes a connection's socket: its event goes first. */
+static int close_cb(void *clientp, curl_socket_t fd)
+{
+    conn_free(clientp, fd);
+    return close(fd);
+}
+
 static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
 {
     struct up_client *cl = userp;
     struct sock_ctx *sc = sockp;
-    short kind;
-    (void)e;
+    struct conn_sock *cs = conn_of(cl, s);
+    struct up_xfer *x = NULL;
+    long version = 0;
+    short kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) |
+                         (what & CURL_POLL_OUT ? EV_WRITE : 0));
+
+    if (cs) {
+        if (what == CURL_POLL_REMOVE) {
+            /* Kept in curl's cache, or about to be closed (close_cb). Not an
+             * HTTP/2 connection: frames may come on it while idle (a PING),
+             * which curl's HTTP/2 code reads before reusing it. */
+            cs->idle = !e || curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version) != CURLE_OK ||
+                       (version != CURL_HTTP_VERSION_2_0 && version != CURL_HTTP_VERSION_3);
+            if (conn_watch(cs, cs->idle ? EV_READ : 0) != 0)
+                cs->idle = 0;
+            return 0;
+        }
+        cs->idle = 0;
+        if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) == CURLE_OK && x)
+            x->fd = s;
+        return conn_watch(cs, kind);
+    }
 
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
@@ -521,9 +746,7 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
     } else if (sc->has_ev) {
         event_del(&sc->ev);
     }
-    kind = (short)((what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0) |
-                   EV_PERSIST);
-    event_assign(&sc->ev, cl->base, s, kind, event_cb, sc);
+    event_assign(&sc->ev, cl->base, s, (short)(kind | EV_PERSIST), event_cb, sc);
     sc->has_ev = 1;
     event_add(&sc->ev, NULL);
     return 0;
@@ -585,7 +808,10 @@ void up_client_free(struct up_client *cl)
     for (int i = 0; i < cl->n_idle; i++)
         curl_easy_cleanup(cl->idle[i]);
     if (cl->multi)
-        curl_multi_cleanup(cl->multi);
+        curl_multi_cleanup(cl->multi); /* closes its connections through close_cb */
+    for (size_t i = 0; i < cl->n_conns; i++)
+        conn_free(cl, (curl_socket_t)i);
+    free(cl->conns);
     if (cl->timer)
         event_free(cl->timer);
     free(cl);

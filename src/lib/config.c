@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 
@@ -837,6 +838,7 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
     FILE *f;
     char *buf = NULL, *dir = NULL, *slash;
     size_t len = 0, cap = 0;
+    struct stat st;
     json_t *root;
     int rc;
 
@@ -848,6 +850,11 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
     f = fopen(path, "rb");
     if (!f)
         return lr__error_set(err, LR_EIO, "%s: %s", path, strerror(errno));
+    /* A directory opens, and only its first read fails (EISDIR): say what it is. */
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return lr__error_set(err, LR_EIO, "%s: is a directory, not a configuration file", path);
+    }
     for (;;) {
         size_t got;
         if (len == cap) {
@@ -873,9 +880,10 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
             break;
     }
     if (ferror(f)) {
+        int e = errno;
         free(buf);
         fclose(f);
-        return lr__error_set(err, LR_EIO, "%s: read error", path);
+        return lr__error_set(err, LR_EIO, "%s: read error: %s", path, strerror(e));
     }
     fclose(f);
 

@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -829,6 +830,67 @@ def errors(gw_bin, fake_bin):
         st, _, _ = request(port, "GET", "/v1/models", headers={"Authorization": "Bearer gk-one"})
         assert st == 200
     check("401 without a valid gateway key", unauthorized)
+
+    def keys_trimmed_at_both_ends():
+        # Blank space around a key (before a comma, a final newline) is no part
+        # of it: each key of these lists is accepted.
+        env_name = "LLMROUTE_IT_GATEWAY_KEYS2"
+        for i, value in enumerate(("k1, k2 ,k3", "k1,k2\n", " k1 ,\tk2\t, k3 \r\n")):
+            g = Gateway(gw_bin, wd, base_config(fake, server={"api_keys_env": env_name}),
+                        name="keys%d" % i, env={KEY_ENV: UPSTREAM_KEY, env_name: value})
+            try:
+                for k in ("k1", "k2", "k3")[:value.count(",") + 1]:
+                    st, _, _ = request(g.port, "GET", "/v1/models",
+                                       headers={"Authorization": "Bearer " + k})
+                    assert st == 200, (value, k, st)
+            finally:
+                g.signal(signal.SIGTERM)
+                assert g.wait(15) == 0
+        # An empty key is a typo in the list: refused by check-config and serve,
+        # naming its place.
+        cfg = os.path.join(wd, "keys.json")
+        with open(cfg, "w") as f:
+            json.dump(base_config(fake, server={"api_keys_env": env_name}), f)
+        for value, place in (("k1,,k2", "key 2 of 3"), ("k1, k2, ", "key 3 of 3"),
+                             (" ,k1", "key 1 of 2")):
+            env = dict(os.environ, **{env_name: value})
+            for cmd in (["check-config", cfg],
+                        ["serve", "--config", cfg, "--listen", "127.0.0.1:0"]):
+                r = subprocess.run([gw_bin] + cmd, capture_output=True, text=True, timeout=10,
+                                   env=env)
+                assert r.returncode == 2, (value, cmd, r.returncode, r.stderr)
+                assert "%s: %s is empty" % (env_name, place) in r.stderr, (value, r.stderr)
+    check("gateway keys are trimmed at both ends; an empty key is refused naming its place",
+          keys_trimmed_at_both_ends)
+
+    def unusable_base_urls_refused():
+        # A base_url the endpoint's path cannot be appended to is refused at
+        # load, by check-config and serve, naming the model and the problem.
+        base = "http://127.0.0.1:%d/v1" % fake.port
+        cfg = os.path.join(wd, "base_url.json")
+        for url, problem in ((base + "?x=1", "holds a query ('?')"),
+                             (base + "#frag", "holds a fragment ('#')"),
+                             (base + " ", "holds a space"),
+                             ("http:///v1", "has no host")):
+            m = {"name": "odd", "backend": "vllm", "base_url": url}
+            with open(cfg, "w") as f:
+                json.dump(base_config(fake, extra_models=[m]), f)
+            for cmd in (["check-config", cfg],
+                        ["serve", "--config", cfg, "--listen", "127.0.0.1:0"]):
+                r = subprocess.run([gw_bin] + cmd, capture_output=True, text=True, timeout=10)
+                assert r.returncode == 2, (url, cmd, r.returncode, r.stderr)
+                assert "models[4] (odd): base_url '%s' %s" % (url, problem) in r.stderr, \
+                    (url, r.stderr)
+    check("a base_url with a query, a fragment, a space or no host is refused, naming the "
+          "model", unusable_base_urls_refused)
+
+    def config_directory_named():
+        r = subprocess.run([gw_bin, "serve", "--config", wd, "--listen", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode != 0, (r.returncode, r.stderr)
+        assert "%s: is a directory, not a configuration file" % wd in r.stderr, r.stderr
+        assert "read error" not in r.stderr, r.stderr
+    check("serve --config DIR says it is a directory", config_directory_named)
 
     check("502 upstream unreachable (closed port)",
           lambda: err(502, '{"model": "dead", "messages": []}', code="upstream_unreachable"))

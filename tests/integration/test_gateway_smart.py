@@ -13,7 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (Fake, Gateway, chat, check, closed_port, finish, request,  # noqa
+from gwtest import (Fake, Gateway, chat, check, closed_port, error_shape, finish, request,  # noqa
                     smart_config as config, wait_for, workdir)
 
 ASK = lambda text: [{"role": "system", "content": "be brief"},  # noqa: E731
@@ -384,6 +384,32 @@ def dense(bin_, fake_bin):
         assert st == 200, (st, body)
     check("/v1/route over a dense store: an embedder failure is a 502 naming it; a client "
           "gone during the fetches is logged 499", route_endpoint_embedder_fails)
+
+    def embedder_error_quoted_exactly():
+        # The embedder's error body is quoted as it came, and nothing after it:
+        # after some good answers the gateway's heap holds their bytes, and a
+        # body printed past its end showed them.
+        try:
+            fake.scenario("ok")
+            for i in range(20):
+                st, _, j, _ = chat(gw.port, {"model": "auto",
+                                             "messages": ASK("What is %d plus 11?" % i)})
+                assert st == 200, (st, j)
+            spec = "status=500;message=x"
+            st, _, want = request(fake.port, "POST", "/v1/embeddings",
+                                  json.dumps({"model": "embed-small", "input": ["q"]}),
+                                  {"x-fake-scenario": spec})
+            assert st == 500, (st, want)
+            fake.scenario(spec)
+            st, _, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 1 plus 2?")})
+            err = error_shape(j)
+            assert st == 502 and err["code"] == "embedding_failed", (st, err)
+            assert err["message"].endswith("/v1/embeddings answered 500: " + want.decode()), \
+                (err["message"], want)
+        finally:
+            fake.scenario("ok")
+    check("an embedder's error body is quoted exactly in the 502 embedding_failed",
+          embedder_error_quoted_exactly)
 
     def records(port):
         st, _, body = request(port, "GET", "/health")

@@ -156,6 +156,29 @@ def ok_then_close(c):
     return "close"
 
 
+def reset_after_reading(c):
+    # The request was read, and could have been acted on; then the connection
+    # is reset with no answer. Resending it would do the work twice.
+    time.sleep(0.3)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return "close"
+
+
+INJECTED_BODY = json.dumps({"id": "injected", "object": "chat.completion", "choices": [
+    {"index": 0, "message": {"role": "assistant", "content": "INJECTED"},
+     "finish_reason": "stop"}]}).encode()
+
+
+def ok_then_unasked_response(c):
+    # A whole second response, 100 ms after the answer, on the connection the
+    # client keeps idle: taken for the next request's answer, it would hand
+    # each client the one before it.
+    ok_with_length(c)
+    time.sleep(0.1)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+              % len(INJECTED_BODY) + INJECTED_BODY)
+
+
 def error_400(c):
     body = b'{"error":{"message":"bad thing","type":"invalid_request_error","param":null,' \
            b'"code":null}}'
@@ -582,6 +605,42 @@ def run(gw_bin, env):
         time.sleep(0.2)  # the pooled connection is closed by now
         expect_ok(ok_with_length)
 
+    def drain_steps():
+        while True:
+            try:
+                up.steps.get_nowait()
+            except queue.Empty:
+                return
+
+    def reset_after_request_not_resent():
+        # A reused connection reset after the upstream read the request: the
+        # request may have been processed, so it is not sent again behind the
+        # retry policy's back. It is one attempt of class reset (max_attempts
+        # is 1 here: 502), counted and logged.
+        expect_ok(ok_with_length)  # a connection in the pool
+        key = 'llmroute_upstream_attempts_total{model="s",class="reset"}'
+        resets = gw.metrics().get(key, 0)
+        before = len(up.heads)
+        up.steps.put(reset_after_reading)
+        up.steps.put(ok_with_length)  # what a resent request would be answered
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        time.sleep(0.3)
+        sent = len(up.heads) - before
+        drain_steps()
+        assert sent == 1, "the upstream got the request %d times (%s)" % (sent, st)
+        assert st == 502 and h["x-llmroute-attempts"] == "1", (st, h, raw)
+        assert gw.metrics().get(key, 0) == resets + 1, gw.metrics()
+        line = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"][-1]
+        assert [t["class"] for t in line["tries"]] == ["reset"], line
+
+    def unasked_bytes_close_idle_connection():
+        # Bytes that arrive on an idle pooled connection end it: the next
+        # requests get their own answers, not the stray one.
+        expect_ok(ok_then_unasked_response)
+        time.sleep(0.4)  # the stray response is in by now
+        for _ in range(3):
+            expect_ok(ok_with_length)
+
     check(tag + "request head: host, authorization, content type and length, the model's headers",
           request_head)
     check(tag + "keep-alive: five requests on one connection", keep_alive_reused)
@@ -598,6 +657,10 @@ def run(gw_bin, env):
           "(stream and not)", redirect_not_followed)
     check(tag + "a connection the upstream closed after a response is not reused",
           closed_after_response)
+    check(tag + "a request read and then reset on a reused connection is not resent: "
+          "one attempt, class reset", reset_after_request_not_resent)
+    check(tag + "a response nobody asked for on an idle connection is not the next answer",
+          unasked_bytes_close_idle_connection)
     check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
           done_then_closed)
     check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",

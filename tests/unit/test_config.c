@@ -193,6 +193,23 @@ static void rejects_a_missing_file_naming_it(void **state)
     assert_non_null(strstr(err.message, "/nonexistent/x.json"));
 }
 
+/* A directory opens like a file and fails only when read: the message says
+ * it is a directory, not "read error". */
+static void rejects_a_directory_saying_so(void **state)
+{
+    char path[] = "/tmp/lr_cfg_dir_XXXXXX";
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    (void)state;
+    assert_non_null(mkdtemp(path));
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EIO);
+    assert_null(cfg);
+    assert_non_null(strstr(err.message, path));
+    assert_non_null(strstr(err.message, "is a directory"));
+    assert_null(strstr(err.message, "read error"));
+    rmdir(path);
+}
+
 static void rejects_a_truncated_file(void **state)
 {
     char path[] = "/tmp/lr_cfg_trunc_XXXXXX";
@@ -496,6 +513,7 @@ int main(void)
         cmocka_unit_test(resolves_store_path_against_the_config_folder),
         cmocka_unit_test(rejects_malformed_json_with_line_and_column),
         cmocka_unit_test(rejects_a_missing_file_naming_it),
+        cmocka_unit_test(rejects_a_directory_saying_so),
         cmocka_unit_test(rejects_a_truncated_file),
         cmocka_unit_test(rejects_each_invalid_field_naming_it),
         cmocka_unit_test(rejects_control_characters_in_names_and_urls),
