@@ -501,32 +501,9 @@ out:
     return rc;
 }
 
-/* What makes base_url unusable as the start of every upstream URL, or NULL.
- * The endpoint's path is appended to it ({base_url}/chat/completions), so a
- * query or a fragment would take the path in with it (the upstream would be
- * asked for /v1 and answer 404), and a space is no part of a URL (libcurl
- * refuses it when the request is made). The library has refused control
- * characters already. */
-static const char *base_url_problem(const char *url)
-{
-    const char *host = url + strcspn(url, ":") + 3; /* after "http://" or "https://" */
-    if (strchr(url, ' '))
-        return "holds a space";
-    if (strchr(url, '?'))
-        return "holds a query ('?'): the endpoint's path (/chat/completions, ...) is appended "
-               "to base_url and would end up in it";
-    if (strchr(url, '#'))
-        return "holds a fragment ('#'): the endpoint's path (/chat/completions, ...) is "
-               "appended to base_url and would end up in it";
-    if (*host == '\0' || *host == '/' || *host == ':')
-        return "has no host";
-    return NULL;
-}
-
 static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
                       struct lr_error *err)
 {
-    const char *problem;
     const struct lr_model_info *info = m->info;
     const char *base = info->base_url;
     json_t *name;
@@ -553,9 +530,6 @@ static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
     if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)
         return fail(err, LR_ECONFIG, "models[%zu].base_url: expected an http:// or https:// URL",
                     i);
-    if ((problem = base_url_problem(base)))
-        return fail(err, LR_ECONFIG, "models[%zu] (%s): base_url '%s' %s", i, info->name, base,
-                    problem);
     m->base_url = strdup(base);
     if (!m->base_url)
         return fail(err, LR_ENOMEM, "out of memory");

@@ -82,6 +82,31 @@ static int fail(struct lr_error *err, const char *fmt, ...)
 #endif
     ;
 
+/* What makes an http:// or https:// base_url unusable as the start of every
+ * upstream URL, or NULL. An endpoint's path is appended to it
+ * ({base_url}/chat/completions, {base_url}/embeddings), so a query or a
+ * fragment would take the path in with it (the upstream would be asked for
+ * /v1 and answer 404), and a space is no part of a URL (libcurl refuses it
+ * when the request is made). Control characters are refused already. */
+static const char *base_url_problem(const char *url)
+{
+    const char *host = strstr(url, "://");
+    if (!host)
+        return NULL;
+    host += 3;
+    if (strchr(url, ' '))
+        return "holds a space";
+    if (strchr(url, '?'))
+        return "holds a query ('?'): the endpoint's path (/chat/completions, /embeddings, ...) "
+               "is appended to base_url and would end up in it";
+    if (strchr(url, '#'))
+        return "holds a fragment ('#'): the endpoint's path (/chat/completions, /embeddings, "
+               "...) is appended to base_url and would end up in it";
+    if (*host == '\0' || *host == '/' || *host == ':')
+        return "has no host";
+    return NULL;
+}
+
 static int fail(struct lr_error *err, const char *fmt, ...)
 {
     if (err) {
@@ -401,6 +426,7 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
     struct lr_model_info *info = &cfg->models[i];
     char where[48];
     const char *up1, *up2;
+    const char *problem;
     int rc;
 
     snprintf(where, sizeof where, "models[%zu]", i);
@@ -429,6 +455,10 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
         (rc = parse_headers(m, where, err)))
         return rc;
 
+    if (info->base_url &&
+        (strncmp(info->base_url, "http://", 7) == 0 || strncmp(info->base_url, "https://", 8) == 0) &&
+        (problem = base_url_problem(info->base_url)))
+        return fail(err, "%s (%s): base_url '%s' %s", where, info->name, info->base_url, problem);
     for (size_t j = 0; j < i; j++)
         if (strcmp(cfg->models[j].name, info->name) == 0)
             return fail(err, "%s.name: '%s' is already the name of models[%zu]", where,
@@ -513,6 +543,7 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
     const char *url = NULL;
     int timeout = 30000;
     size_t len;
+    const char *problem;
     int rc;
 
     if (!json_is_object(e))
@@ -533,6 +564,8 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return fail(err, "%s.base_url: expected an http:// or https:// URL, got '%s'", where,
                     url);
+    if ((problem = base_url_problem(url)))
+        return fail(err, "%s.base_url: '%s' %s", where, url, problem);
     if (strlen(info->model) > CONFIG_MAX_EMBED_MODEL)
         return fail(err, "%s.model: longer than %d bytes", where, CONFIG_MAX_EMBED_MODEL);
     len = strlen(url);

@@ -83,7 +83,10 @@ class World:
 
 class Scripted:
     """A raw upstream on 127.0.0.1: handler(conn, n) answers each connection's first
-    request (read whole; n counts them from 1), then the connection is closed. What
+    request (read whole; n counts them from 1), then the connection is closed (so a
+    handler's answer says "Connection: close": without it the gateway may put the
+    connection back in its pool, and a request sent on it as it closes is a reset,
+    not resent). What
     the handler returns, if anything, is sent after the request stops counting as
     served, so a gateway that has the answer may start another at once. Counts
     requests and the most it was serving at once."""
@@ -591,7 +594,8 @@ def streams(gw_bin, fake_bin):
         def serve(c, n):
             body = chat_events if n == 1 else resp_events
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body +
+                      b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                      b"%x\r\n" % len(body) + body +
                       b"\r\n")
             time.sleep(0.5)
             c.sendall(b"0\r\n\r\n")
@@ -647,7 +651,8 @@ def streams(gw_bin, fake_bin):
         def serve(c, n):
             body = bodies[n]
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body +
+                      b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                      b"%x\r\n" % len(body) + body +
                       b"\r\n0\r\n\r\n")
         up = Scripted(serve)
         g = scripted_gateway(w, {"name": "chatty", "backend": "openai",
@@ -683,7 +688,7 @@ def streams(gw_bin, fake_bin):
         def serve(c, n):
             key = "reasoning_content" if n == 1 else "reasoning"
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n")
+                      b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
             pieces = [ev({"role": "assistant", "content": ""})]
             pieces += [ev({key: "step %d " % i}) for i in range(4)]
             pieces += [ev({"content": "42"}), b"data: [DONE]\n\n"]

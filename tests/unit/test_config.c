@@ -495,6 +495,19 @@ static void rejects_each_invalid_embedding_field_naming_it(void **state)
                  LR_ECONFIG, "router.embedding.timeout_ms");
     expect_error(EMB_CFG("{\"base_url\": 7, \"model\": \"m\"}"), LR_ECONFIG,
                  "router.embedding.base_url: expected a string");
+    /* {base_url}/embeddings is asked for: a query, a fragment, a space or
+     * no host could never work. */
+    expect_error(EMB_CFG("{\"base_url\": \"http://h/v1?x=1\", \"model\": \"m\"}"), LR_ECONFIG,
+                 "router.embedding.base_url: 'http://h/v1?x=1' holds a query ('?')");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h/v1#f\", \"model\": \"m\"}"), LR_ECONFIG,
+                 "router.embedding.base_url: 'http://h/v1#f' holds a fragment ('#')");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h/v1 \", \"model\": \"m\"}"), LR_ECONFIG,
+                 "router.embedding.base_url: 'http://h/v1 ' holds a space");
+    expect_error(EMB_CFG("{\"base_url\": \"https:///v1\", \"model\": \"m\"}"), LR_ECONFIG,
+                 "router.embedding.base_url: 'https:///v1' has no host");
+    /* The same for a model's base_url, naming the model. */
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h/v1?k=2\"}]}",
+                 LR_ECONFIG, "models[0] (a): base_url 'http://h/v1?k=2' holds a query ('?')");
 }
 
 static void rejects_invalid_utf8(void **state)
