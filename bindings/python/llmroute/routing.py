@@ -314,19 +314,27 @@ _LITELLM_KEYS = ("input_cost_per_token", "output_cost_per_token")
 
 def _litellm_names(name, backend):
     """The keys litellm.model_cost is searched under for a model, in
-    order: the name as given, the name without a provider prefix
-    ("openai/gpt-4o" -> "gpt-4o"), then the name with its backend as that
-    prefix ("ollama" + "llama3" -> "ollama/llama3"), as litellm keys some."""
-    names = [name]
-    if "/" in name:
-        names.append(name.split("/", 1)[1])
+    order: backend + "/" + name when a backend is given ("azure" +
+    "gpt-4" -> "azure/gpt-4", "ollama" + "llama3" -> "ollama/llama3"),
+    then the name as given, then the name without its provider prefix
+    ("bedrock/claude-3" -> "claude-3"), which _litellm_price takes with a
+    warning unless litellm files that entry under the same provider."""
+    names = []
     if isinstance(backend, str) and backend and not name.startswith(backend + "/"):
         names.append(backend + "/" + name)
+    names.append(name)
+    if "/" in name:
+        names.append(name.split("/", 1)[1])
     return [n for i, n in enumerate(names) if n and n not in names[:i]]
 
 
 def _litellm_price(cost_map, name, backend):
-    """(input, output) price per token from litellm's table, or None."""
+    """(input, output) price per token from litellm's table, or None. A
+    price found only under the name without its provider prefix is
+    another provider's unless litellm's entry names the same provider
+    ("litellm_provider"): it is used, with a RuntimeWarning naming both
+    names."""
+    stripped = name.split("/", 1)[1] if "/" in name else None
     for key in _litellm_names(name, backend):
         entry = cost_map.get(key) if isinstance(cost_map, Mapping) else None
         if not isinstance(entry, Mapping):
@@ -334,6 +342,16 @@ def _litellm_price(cost_map, name, backend):
         prices = tuple(entry.get(k) for k in _LITELLM_KEYS)
         if all(isinstance(p, numbers.Real) and not isinstance(p, bool) and p == p
                and 0 <= p < math.inf for p in prices):
+            if key == stripped and key != name:
+                provider = name.split("/", 1)[0]
+                if entry.get("litellm_provider") != provider:
+                    warnings.warn(
+                        "llmroute: litellm's price table has no entry %r; the price of %r "
+                        "(litellm_provider %r) is used for it, which may be another "
+                        "provider's price. Give cost_per_input_token and "
+                        "cost_per_output_token in its llm_config to set it."
+                        % (name, key, entry.get("litellm_provider")), RuntimeWarning,
+                        stacklevel=4)
             return float(prices[0]), float(prices[1])
     return None
 
@@ -714,7 +732,8 @@ class _StoreLock:
     and imports: so that processes bootstrapping one store import once.
     Nothing for a store in memory, or where fcntl is missing."""
 
-    def __init__(self, store_path):
+    def __init__(self, store_path, where):
+        self.where = where
         self.lock_path = None
         if store_path is not None and os.fspath(store_path) != ":memory:" and fcntl:
             self.lock_path = os.fspath(store_path) + ".bootstrap-lock"
@@ -725,8 +744,9 @@ class _StoreLock:
             try:
                 self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as e:
-                raise IOFailure("cannot open the lock file %s: %s"
-                                % (self.lock_path, e.strerror or e), code=_lib.LR_EIO) from None
+                raise IOFailure("%s: bootstrap_url: cannot open the lock file %s: %s"
+                                % (self.where, self.lock_path, e.strerror or e),
+                                code=_lib.LR_EIO) from None
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -747,7 +767,7 @@ def _bootstrap(store, url, store_path, timeout, where):
     path, remote_url = _bootstrap_source(url, where)
     if path is None and remote_url is None:
         return
-    with _StoreLock(store.path):
+    with _StoreLock(store.path, where):
         if store.path is not None:
             store.refresh()  # another process may have imported under the lock
         if store.count() != 0:
@@ -953,7 +973,19 @@ class QueryStore:
         names = list(_names(_selection(model_configs, where), where, "model_configs") or [])
         if not names:
             raise _bad("%s: model_configs: give the models to predict for" % where)
+        seen = set()
+        for n in names:
+            if n in seen:
+                raise _bad("%s: model_configs: model '%s' is listed twice" % (where, n))
+            seen.add(n)
         n_similar = _whole(n_similar, where + ": n_similar", 1, _INT_MAX)
+        if self._store.embed is None:
+            for i, t in enumerate(texts):
+                if t == "":
+                    # Refused over an empty store too, as over one with data.
+                    raise _bad("%s: query[%d]: smart routing needs the query text: the "
+                               "built-in embedder has nothing to compare an empty query by"
+                               % (where, i))
         perf = [[0.0] * len(names) for _ in texts]
         length = [[0.0] * len(names) for _ in texts]
         if texts and self.count() > 0:
@@ -962,7 +994,11 @@ class QueryStore:
                 res = router.route_batch(texts, models=names, input_tokens=[0] * len(texts),
                                          ranking=True)
             except Error as e:
-                raise _renamed(e, where, "Router.route_batch")
+                e = _renamed(e, where, "Router.route_batch")
+                if not e.message.startswith(where + ": "):  # "query 0: ..."
+                    e.message = "%s: %s" % (where, e.message)
+                    e.args = (e.message,)
+                raise e
             for i, d in enumerate(res.decisions):
                 by_name = {c.name: c for c in d.ranking}
                 perf[i] = [by_name[n].predicted_quality for n in names]
@@ -982,11 +1018,6 @@ class QueryStore:
             if cached is not None and cached[1] == self.generation:
                 return cached[0]
             gen = self.generation
-        seen = set()
-        for n in names:
-            if n in seen:
-                raise _bad("%s: model_configs: model '%s' is listed twice" % (where, n))
-            seen.add(n)
         cfg = Config({"models": [{"name": n, "cost_per_input_token": 0,
                                   "cost_per_output_token": 0} for n in names],
                       "router": {"strategy": "smart", "predictor": "aios",
@@ -1091,12 +1122,15 @@ class SmartRouting:
     os.PathLike or None (current AIOS: SmartRouting(llm_configs,
     bootstrap_url, performance_requirement, n_similar)), and
     performance_requirement when it is a number (earlier AIOS:
-    SmartRouting(llm_configs, performance_requirement, n_similar)).
+    SmartRouting(llm_configs, performance_requirement, n_similar)); None
+    followed by an int is earlier AIOS's form (None, n_similar): an int
+    there is n_similar, a float performance_requirement.
 
     Prices: each llm_config's cost_per_input_token and cost_per_output_token;
     one it lacks is taken from litellm's price table (litellm.model_cost)
-    when litellm can be imported, as AIOS takes all of them, under the name
-    as given, the name without a provider prefix, or backend + "/" + name.
+    when litellm can be imported, as AIOS takes all of them, under
+    backend + "/" + name, then the name as given, then the name without
+    its provider prefix (with a warning: it may be another provider's).
     A candidate still without both is refused by name when routed.
 
     store_path: a SQLite file for the history (None: in memory).
@@ -1131,7 +1165,10 @@ class SmartRouting:
     # SmartRouting(llm_configs, performance_requirement=0.7, n_similar=16)
     # (then this binding's store_path). The type of the second argument
     # tells them apart: a str, an os.PathLike or None is a bootstrap_url,
-    # a number a performance_requirement.
+    # a number a performance_requirement. None followed by a whole number
+    # (an int, not a float) is the earlier order too:
+    # SmartRouting(llm_configs, None, 4) is performance_requirement=None (the
+    # default) and n_similar=4, as it was in earlier AIOS.
     _POSITIONAL_NOW = ("bootstrap_url", "performance_requirement", "n_similar", "store_path")
     _POSITIONAL_EARLIER = ("performance_requirement", "n_similar", "store_path")
     _DEFAULTS = {"bootstrap_url": None, "performance_requirement": 0.7, "n_similar": 16,
@@ -1145,7 +1182,14 @@ class SmartRouting:
                  "n_similar": n_similar, "store_path": store_path}
         if args:
             first = args[0]
-            if first is None or isinstance(first, (str, os.PathLike)):
+            if (first is None and len(args) >= 2 and isinstance(args[1], numbers.Integral)
+                    and not isinstance(args[1], bool) and len(args) <= 3):
+                # SmartRouting(llm_configs, None, 4): earlier AIOS's
+                # (performance_requirement=None, n_similar=4); a whole
+                # number there is a count of neighbours, while current
+                # AIOS's performance_requirement is a fraction (0.9).
+                order = self._POSITIONAL_EARLIER
+            elif first is None or isinstance(first, (str, os.PathLike)):
                 order = self._POSITIONAL_NOW
             elif isinstance(first, numbers.Real):
                 order = self._POSITIONAL_EARLIER

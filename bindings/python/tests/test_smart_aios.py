@@ -84,6 +84,19 @@ class ConstructorTest(BootstrapFileTestCase):
         r = SmartRouting(CONFIGS, 1, 8)
         self.assertEqual((r.performance_requirement, r.n_similar), (1.0, 8))
 
+    def test_none_then_an_int_is_the_earlier_order(self):
+        # SmartRouting(cfgs, None, 1) meant n_similar=1 in earlier AIOS and
+        # was taken for performance_requirement=1.0.
+        r = SmartRouting(CONFIGS, None, 4)
+        self.assertEqual((r.performance_requirement, r.n_similar), (None, 4))
+        r = SmartRouting(CONFIGS, None, 1, self.boot + ".db")
+        self.assertEqual((r.performance_requirement, r.n_similar), (None, 1))
+        self.assertEqual(r.store.path, self.boot + ".db")
+        r = SmartRouting(CONFIGS, None, 1.0)  # a float: current AIOS's requirement
+        self.assertEqual((r.performance_requirement, r.n_similar), (1.0, 16))
+        r = SmartRouting(CONFIGS, None, 0.5, 4, self.boot + ".db")
+        self.assertEqual((r.performance_requirement, r.n_similar), (0.5, 4))
+
     def test_aios_keywords(self):
         r = SmartRouting(llm_configs=CONFIGS, bootstrap_url=self.boot)
         self.assertEqual(r.store.count(), len(records()))
@@ -186,7 +199,8 @@ _ABSENT = object()
 
 PRICE_TABLE = {
     "gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7},
-    "gpt-4o": {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5},
+    "gpt-4o": {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5,
+               "litellm_provider": "openai"},
     "ollama/llama3": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0},
 }
 
@@ -252,12 +266,67 @@ class PricesFromLitellmTest(SmartTestCase):
         msg = str(cm.exception)
         self.assertIn("model 'my-model' has no cost_per_input_token", msg)
         self.assertIn("litellm's price table (litellm.model_cost) has no input_cost_per_token "
-                      "and output_cost_per_token for 'my-model' or 'vllm/my-model'", msg)
+                      "and output_cost_per_token for 'vllm/my-model' or 'my-model'", msg)
 
     def test_litellm_is_not_imported_when_every_price_is_given(self):
-        with FakeLitellm(None), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the empty store's
-            self.assertEqual(SmartRouting(CONFIGS).get_model_idxs(None, ["q"]), [0])
+        # This passed with litellm imported every time: litellm was absent.
+        tried = []
+
+        class Finder:
+            def find_spec(self, name, path=None, target=None):
+                if name == "litellm" or name.startswith("litellm."):
+                    tried.append(name)
+                    raise ImportError("no litellm in this test")
+                return None
+
+        saved = sys.modules.pop("litellm", _ABSENT)
+        sys.meta_path.insert(0, Finder())
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the empty store's
+                self.assertEqual(SmartRouting(CONFIGS).get_model_idxs(None, ["q"]), [0])
+            self.assertEqual(tried, [])
+            SmartRouting([{"name": "unpriced"}])  # the finder does see an import
+            self.assertEqual(tried, ["litellm"])
+        finally:
+            del sys.meta_path[0]
+            if saved is not _ABSENT:
+                sys.modules["litellm"] = saved
+
+    def test_the_backend_names_the_price_first(self):
+        # ("gpt-4", backend="azure") took gpt-4's price, though litellm has
+        # azure/gpt-4's; ("llama3", "ollama") took a bare "llama3" entry.
+        table = {"gpt-4": {"input_cost_per_token": 3e-5, "output_cost_per_token": 6e-5},
+                 "azure/gpt-4": {"input_cost_per_token": 1e-5, "output_cost_per_token": 2e-5},
+                 "llama3": {"input_cost_per_token": 9e-6, "output_cost_per_token": 9e-6},
+                 "ollama/llama3": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}}
+        with FakeLitellm(table), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = SmartRouting([LLMConfig("gpt-4", "azure"), LLMConfig("llama3", "ollama")])
+            bare = SmartRouting([LLMConfig("gpt-4")])
+        prices = [(m.cost_per_input_token, m.cost_per_output_token)
+                  for m in r.config.models + bare.config.models]
+        self.assertEqual(prices, [(1e-5, 2e-5), (0.0, 0.0), (3e-5, 6e-5)])
+        self.assertEqual(caught, [])
+
+    def test_a_price_without_the_provider_prefix_warns(self):
+        # "bedrock/claude-3" silently took "claude-3"'s price.
+        table = {"claude-3": {"input_cost_per_token": 3e-6, "output_cost_per_token": 1.5e-5,
+                              "litellm_provider": "anthropic"}}
+        with FakeLitellm(table), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = SmartRouting([LLMConfig("bedrock/claude-3")])
+        self.assertEqual(r.config.models[0].cost_per_input_token, 3e-6)
+        self.assertEqual(len(caught), 1)
+        msg = str(caught[0].message)
+        self.assertIn("no entry 'bedrock/claude-3'; the price of 'claude-3' (litellm_provider "
+                      "'anthropic') is used", msg)
+        self.assertEqual(caught[0].filename, __file__)
+        # The provider's own entry under the bare name: no warning.
+        with FakeLitellm(PRICE_TABLE), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            SmartRouting([LLMConfig("openai/gpt-4o")])
+        self.assertEqual(caught, [])
 
 
 class EmptyStoreTest(SmartTestCase):
@@ -794,12 +863,38 @@ class AiosQueryStoreTest(SmartTestCase):
         self.assertIsNone(q.path)
         self.assertEqual(os.listdir("."), [])
 
+    def files(self):
+        return sorted(f for f in os.listdir(".") if not f.endswith(("-wal", "-shm")))
+
     def test_paths_stay_paths(self):
         QueryStore("h.db").close()
         QueryStore(path="history").close()
-        self.assertEqual(sorted(f for f in os.listdir(".") if not f.endswith(("-wal", "-shm"))),
-                         ["h.db", "history"])
+        self.assertEqual(self.files(), ["h.db", "history"])
         QueryStore("history").close()  # it exists now
+
+    def test_a_first_positional_is_a_path_unless_an_aios_model_name(self):
+        # QueryStore("history", embed=f) gave a store in memory; ("history",
+        # "my-embedder", 0, f) raised "model_name ... name different models".
+        q = QueryStore("history", embed=CountingEmbed(), embedder="my-embedder")
+        self.assertEqual(q.path, "history")
+        q.add_data(records())
+        q.close()
+        q = QueryStore("history", "my-embedder", 0, CountingEmbed())
+        self.assertEqual((q.path, q.count()), ("history", len(records())))
+        q.close()
+        os.mkdir("sub")
+        q = QueryStore("sub/x", embed=CountingEmbed(), embedder="e")
+        self.assertEqual(q.path, "sub/x")
+        q.close()
+        self.assertEqual(self.files(), ["history", "sub"])
+        # AIOS's positional form: one of its model names first.
+        q = QueryStore("all-MiniLM-L6-v2", "llm_router", None, embed=CountingEmbed())
+        self.assertEqual(q.path, os.path.join("llm_router", QueryStore.PERSIST_FILE))
+        self.assertEqual(q._store.embedder, "all-MiniLM-L6-v2")
+        q.close()
+        q = QueryStore("sentence-transformers/all-MiniLM-L6-v2", embed=CountingEmbed())
+        self.assertIsNone(q.path)
+        self.assertEqual(self.files(), ["history", "llm_router", "sub"])
 
     def test_persist_directory(self):
         q = QueryStore(persist_directory="llm_router")
@@ -850,6 +945,24 @@ class AiosPredictTest(SmartTestCase):
         # A single str is one query, as AIOS's predict takes it.
         perf, _ = q.predict("hard proof about prime gaps", ["cheap"], n_similar=4)
         self.assertEqual(rows(perf), [[0.0]])
+
+    def test_models_twice_and_no_query_text_are_refused_alike(self):
+        # Twice-listed models were taken over an empty store and refused
+        # over one with data; no text raised "query 0: ..." naming no method.
+        for data in ([], records()):
+            q = QueryStore()
+            q.add_data(data)
+            with self.subTest(records=len(data)):
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    q.predict(["q"], ["a", "a"])
+                self.assertEqual(str(cm.exception), "QueryStore.predict: model_configs: model "
+                                 "'a' is listed twice")
+            with self.subTest(records=len(data)):
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    q.predict(["q", ""], ["cheap"])
+                self.assertEqual(str(cm.exception), "QueryStore.predict: query[1]: smart "
+                                 "routing needs the query text: the built-in embedder has "
+                                 "nothing to compare an empty query by")
 
     def test_empty_store_predicts_zeros(self):
         perf, length = QueryStore().predict(["q", "r"], [{"name": "a"}, {"name": "b"}])
