@@ -683,8 +683,8 @@ def _bootstrap_cache(url, store_path):
     temporary directory, where no other user can put a file in its place;
     one file per URL."""
     name = "llmroute-bootstrap-%s.json" % hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    if store_path is not None and os.fspath(store_path) != ":memory:":
-        return os.path.join(os.path.dirname(os.path.abspath(os.fspath(store_path))), name)
+    if store_path is not None and os.fsdecode(store_path) != ":memory:":
+        return os.path.join(os.path.dirname(os.path.abspath(os.fsdecode(store_path))), name)
     return os.path.join(_cache_folder(), name)
 
 
@@ -735,8 +735,8 @@ class _StoreLock:
     def __init__(self, store_path, where):
         self.where = where
         self.lock_path = None
-        if store_path is not None and os.fspath(store_path) != ":memory:" and fcntl:
-            self.lock_path = os.fspath(store_path) + ".bootstrap-lock"
+        if store_path is not None and os.fsdecode(store_path) != ":memory:" and fcntl:
+            self.lock_path = os.fsdecode(store_path) + ".bootstrap-lock"
         self.fd = None
 
     def __enter__(self):
@@ -1419,7 +1419,7 @@ class SmartRouting:
                 "input cost). Add data (store.add_data(), bootstrap_url) to route on "
                 "predictions. This warning is given once per router."
                 % (where, self._serial, "in memory" if self.store.path is None
-                   else repr(os.fspath(self.store.path))),
+                   else repr(os.fsdecode(self.store.path))),
                 RuntimeWarning, stacklevel=stacklevel)
 
     def _empty_store_rows(self, models, texts, lengths):

@@ -827,6 +827,21 @@ class BootstrapTogetherTest(SmartTestCase):
             json.dump(records(), f)
         self.assertEqual(self.bootstrap_together(boot), len(records()))
 
+    def test_a_store_path_given_as_bytes(self):
+        # The lock file's and the cache file's names were made by adding a
+        # str to the path: TypeError for a path given as bytes.
+        boot = os.path.join(self.dir.name, "boot.json")
+        with open(boot, "w") as f:
+            json.dump(records(), f)
+        q = QueryStore(path=os.fsencode(self.store_path), bootstrap_url=boot)
+        self.assertEqual(q.count(), len(records()))
+        q.close()
+        with FileServer({"/boot.json": (200, "application/json", BOOT, 0)}) as srv:
+            path = os.fsencode(os.path.join(self.dir.name, "h2.db"))
+            q = QueryStore(path=path, bootstrap_url=srv.url + "/boot.json")
+            self.assertEqual(q.count(), len(records()))
+            q.close()
+
     def test_a_download_is_imported_once(self):
         with FileServer({"/boot.json": (200, "application/json", BOOT, 0.3)}) as srv:
             self.assertEqual(self.bootstrap_together(srv.url + "/boot.json"), len(records()))
