@@ -543,12 +543,65 @@ class _HttpOnlyRedirect(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def _opener():
+class _Watch:
+    """The connections of one download, shut down when its deadline
+    passes (expire(), from a timer thread): a read blocked in the
+    response's head, or in a chunk's size line, then returns at once,
+    where a socket timeout bounds only each read."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.conns = []
+        self.expired = False
+
+    def add(self, conn):
+        with self.lock:
+            self.conns.append(conn)
+
+    def expire(self):
+        with self.lock:
+            self.expired = True
+            for conn in self.conns:
+                sock = getattr(conn, "sock", None)
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+
+class _WatchedOpen:
+    """An http(s) handler that hands each connection it makes to a _Watch."""
+
+    watch = None
+
+    def do_open(self, http_class, req, **kwargs):
+        watch = self.watch
+
+        def connection(*args, **kw):
+            conn = http_class(*args, **kw)
+            watch.add(conn)
+            return conn
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _WatchedHTTP(_WatchedOpen, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_WatchedOpen, urllib.request.HTTPSHandler):
+    pass
+
+
+def _opener(watch):
     """An opener for http and https alone: no file://, ftp:// or data:
-    handler, and redirects only to http(s)."""
+    handler, and redirects only to http(s); its connections go to watch."""
     opener = urllib.request.OpenerDirector()
+    http_handler, https_handler = _WatchedHTTP(), _WatchedHTTPS()
+    http_handler.watch = https_handler.watch = watch
     for h in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
-              urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+              http_handler, https_handler,
               urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirect(),
               urllib.request.HTTPErrorProcessor()):
         opener.add_handler(h)
@@ -568,6 +621,22 @@ def _get(url, deadline, timeout, out):
     Content-Length, or a chunked body cut short, fails."""
     if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
         raise _DownloadFailed("%s is no http(s) URL" % url)
+    watch = _Watch()
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), watch.expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return _fetch(url, deadline, timeout, out, watch)
+    except _DownloadFailed:
+        if watch.expired:  # the failure of a connection shut at the deadline
+            raise _DownloadFailed("no answer within %g s" % timeout) from None
+        raise
+    finally:
+        timer.cancel()
+
+
+def _fetch(url, deadline, timeout, out, watch):
+    """_get's download, its connections handed to watch."""
     late = "no answer within %g s" % timeout
 
     def left():
@@ -578,7 +647,7 @@ def _get(url, deadline, timeout, out):
 
     req = urllib.request.Request(url, headers={"User-Agent": "llmroute-python"})
     try:
-        with _opener().open(req, timeout=left()) as resp:
+        with _opener(watch).open(req, timeout=left()) as resp:
             ctype = resp.headers.get("Content-Type", "")
             length = resp.headers.get("Content-Length")
             try:

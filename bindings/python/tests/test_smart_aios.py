@@ -713,6 +713,29 @@ class BootstrapDownloadTest(SmartTestCase):
                          "%s/drip.json failed: no answer within 1 s" % srv.url)
         self.assertEqual(self.cache_files(), [])
 
+    def test_the_timeout_bounds_a_head_sent_slowly(self):
+        # Each read of the response's head had the whole timeout: a server
+        # sending its head a byte every 0.1 s held the download as long.
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"X-Padding: %s\r\nContent-Length: %d\r\n\r\n" % (b"x" * 60, len(BOOT)))
+
+        def drip_head(h):
+            for i in range(len(head)):
+                h.wfile.write(head[i:i + 1])
+                h.wfile.flush()
+                time.sleep(0.1)
+            h.wfile.write(BOOT)
+
+        with FileServer({"/drip.json": drip_head}) as srv:
+            t0 = time.monotonic()
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/drip.json", store_path=self.store_path,
+                             bootstrap_timeout=1)
+            self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual(str(cm.exception), "SmartRouting: bootstrap_url: downloading "
+                         "%s/drip.json failed: no answer within 1 s" % srv.url)
+        self.assertEqual(self.cache_files(), [])
+
     def test_a_malformed_answer_is_an_io_failure(self):
         # http.client's BadStatusLine escaped as it was.
         def garbage(h):
