@@ -34,20 +34,29 @@ Threads: every method may be called from several threads at once.
 """
 import enum
 import hashlib
+import itertools
 import html.parser
+import http.client
 import math
 import numbers
 import operator
 import os
 import re
 import socket
+import stat
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Mapping
+
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None
 
 from . import _lib
 from .core import (_INT_MAX, _MODEL_KEYS, Config, Router, Store, _config_doc, _field, _got,
@@ -305,19 +314,27 @@ _LITELLM_KEYS = ("input_cost_per_token", "output_cost_per_token")
 
 def _litellm_names(name, backend):
     """The keys litellm.model_cost is searched under for a model, in
-    order: the name as given, the name without a provider prefix
-    ("openai/gpt-4o" -> "gpt-4o"), then the name with its backend as that
-    prefix ("ollama" + "llama3" -> "ollama/llama3"), as litellm keys some."""
-    names = [name]
-    if "/" in name:
-        names.append(name.split("/", 1)[1])
+    order: backend + "/" + name when a backend is given ("azure" +
+    "gpt-4" -> "azure/gpt-4", "ollama" + "llama3" -> "ollama/llama3"),
+    then the name as given, then the name without its provider prefix
+    ("bedrock/claude-3" -> "claude-3"), which _litellm_price takes with a
+    warning unless litellm files that entry under the same provider."""
+    names = []
     if isinstance(backend, str) and backend and not name.startswith(backend + "/"):
         names.append(backend + "/" + name)
+    names.append(name)
+    if "/" in name:
+        names.append(name.split("/", 1)[1])
     return [n for i, n in enumerate(names) if n and n not in names[:i]]
 
 
 def _litellm_price(cost_map, name, backend):
-    """(input, output) price per token from litellm's table, or None."""
+    """(input, output) price per token from litellm's table, or None. A
+    price found only under the name without its provider prefix is
+    another provider's unless litellm's entry names the same provider
+    ("litellm_provider"): it is used, with a RuntimeWarning naming both
+    names."""
+    stripped = name.split("/", 1)[1] if "/" in name else None
     for key in _litellm_names(name, backend):
         entry = cost_map.get(key) if isinstance(cost_map, Mapping) else None
         if not isinstance(entry, Mapping):
@@ -325,6 +342,16 @@ def _litellm_price(cost_map, name, backend):
         prices = tuple(entry.get(k) for k in _LITELLM_KEYS)
         if all(isinstance(p, numbers.Real) and not isinstance(p, bool) and p == p
                and 0 <= p < math.inf for p in prices):
+            if key == stripped and key != name:
+                provider = name.split("/", 1)[0]
+                if entry.get("litellm_provider") != provider:
+                    warnings.warn(
+                        "llmroute: litellm's price table has no entry %r; the price of %r "
+                        "(litellm_provider %r) is used for it, which may be another "
+                        "provider's price. Give cost_per_input_token and "
+                        "cost_per_output_token in its llm_config to set it."
+                        % (name, key, entry.get("litellm_provider")), RuntimeWarning,
+                        stacklevel=4)
             return float(prices[0]), float(prices[1])
     return None
 
@@ -488,68 +515,235 @@ class _DownloadFailed(Exception):
     pass
 
 
-def _get(url, timeout, out):
-    """Write the body at url to the open file out; its Content-Type."""
+# Google Drive's hosts: only a page from one of them is searched for the
+# virus-scan form, and only a form whose action is https on one of them
+# is followed.
+_DRIVE_HOSTS = ("drive.google.com", "drive.usercontent.google.com", "docs.google.com")
+_DRIVE_FORM_SCHEMES = ("https",)
+
+# The longest bootstrap_timeout taken: a day.
+BOOTSTRAP_MAX_TIMEOUT = 86400.0
+
+
+def _host(url):
+    try:
+        return (urllib.parse.urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+class _HttpOnlyRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to another http(s) URL: urllib's own handler
+    also follows one to ftp://."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise _DownloadFailed("HTTP %d redirects to %s, which is no http(s) URL"
+                                  % (code, newurl))
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _Watch:
+    """The connections of one download, shut down when its deadline
+    passes (expire(), from a timer thread): a read blocked in the
+    response's head, or in a chunk's size line, then returns at once,
+    where a socket timeout bounds only each read."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.conns = []
+        self.expired = False
+
+    def add(self, conn):
+        with self.lock:
+            self.conns.append(conn)
+
+    def expire(self):
+        with self.lock:
+            self.expired = True
+            for conn in self.conns:
+                sock = getattr(conn, "sock", None)
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+
+class _WatchedOpen:
+    """An http(s) handler that hands each connection it makes to a _Watch."""
+
+    watch = None
+
+    def do_open(self, http_class, req, **kwargs):
+        watch = self.watch
+
+        def connection(*args, **kw):
+            conn = http_class(*args, **kw)
+            watch.add(conn)
+            return conn
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _WatchedHTTP(_WatchedOpen, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_WatchedOpen, urllib.request.HTTPSHandler):
+    pass
+
+
+def _opener(watch):
+    """An opener for http and https alone: no file://, ftp:// or data:
+    handler, and redirects only to http(s); its connections go to watch."""
+    opener = urllib.request.OpenerDirector()
+    http_handler, https_handler = _WatchedHTTP(), _WatchedHTTPS()
+    http_handler.watch = https_handler.watch = watch
+    for h in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
+              http_handler, https_handler,
+              urllib.request.HTTPDefaultErrorHandler(), _HttpOnlyRedirect(),
+              urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(h)
+    return opener
+
+
+def _response_socket(resp):
+    """The socket under an http.client response, or None."""
+    raw = getattr(getattr(resp, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if hasattr(sock, "settimeout") else None
+
+
+def _get(url, deadline, timeout, out):
+    """Write the body at url to the open file out, all of it before the
+    time.monotonic() deadline; its Content-Type. A body shorter than its
+    Content-Length, or a chunked body cut short, fails."""
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise _DownloadFailed("%s is no http(s) URL" % url)
+    watch = _Watch()
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), watch.expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return _fetch(url, deadline, timeout, out, watch)
+    except _DownloadFailed:
+        if watch.expired:  # the failure of a connection shut at the deadline
+            raise _DownloadFailed("no answer within %g s" % timeout) from None
+        raise
+    finally:
+        timer.cancel()
+
+
+def _fetch(url, deadline, timeout, out, watch):
+    """_get's download, its connections handed to watch."""
+    late = "no answer within %g s" % timeout
+
+    def left():
+        t = deadline - time.monotonic()
+        if t <= 0:
+            raise _DownloadFailed(late)
+        return t
+
     req = urllib.request.Request(url, headers={"User-Agent": "llmroute-python"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _opener(watch).open(req, timeout=left()) as resp:
             ctype = resp.headers.get("Content-Type", "")
+            length = resp.headers.get("Content-Length")
+            try:
+                length = int(length) if length is not None else None
+            except ValueError:
+                raise _DownloadFailed("Content-Length %r is no number" % length) from None
+            sock = _response_socket(resp)
             total = 0
             while True:
-                chunk = resp.read(1 << 16)
+                t = left()
+                if sock is not None:
+                    sock.settimeout(t)
+                chunk = resp.read1(1 << 16)
                 if not chunk:
                     break
                 total += len(chunk)
                 if total > BOOTSTRAP_MAX_BYTES:
                     raise _DownloadFailed("larger than %d bytes" % BOOTSTRAP_MAX_BYTES)
                 out.write(chunk)
+            left()
+            if length is not None and total != length:
+                raise _DownloadFailed("the connection closed after %d of the %d bytes its "
+                                      "Content-Length gives" % (total, length))
             return ctype
     except urllib.error.HTTPError as e:
         raise _DownloadFailed("HTTP %d %s" % (e.code, e.reason)) from None
     except urllib.error.URLError as e:
         reason = e.reason
         if isinstance(reason, socket.timeout):
-            reason = "no answer within %g s" % timeout
+            reason = late
         raise _DownloadFailed(str(reason)) from None
     except (socket.timeout, TimeoutError):
-        raise _DownloadFailed("no answer within %g s" % timeout) from None
-    except (OSError, ValueError) as e:  # a reset connection, a malformed URL
+        raise _DownloadFailed(late) from None
+    except http.client.IncompleteRead as e:
+        raise _DownloadFailed("the body was cut short (%d bytes of a chunk missing)"
+                              % (e.expected or 0)) from None
+    except http.client.HTTPException as e:  # a malformed status line or header
+        raise _DownloadFailed("%s: %s" % (type(e).__name__, e)) from None
+    except (OSError, ValueError, OverflowError) as e:  # a reset connection, a bad URL
         raise _DownloadFailed("%s: %s" % (type(e).__name__, e)) from None
 
 
-def _download(url, path, timeout):
-    """Download url to path (through a temporary file beside it, so that a
-    failed download leaves no partial file), past Google Drive's
-    virus-scan page once."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".llmroute-bootstrap-", dir=os.path.dirname(path))
-    except OSError as e:
-        raise _DownloadFailed("cannot write a file in %s: %s"
-                              % (os.path.dirname(path), e.strerror or e)) from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            ctype = _get(url, timeout, out)
-        if "text/html" in ctype:
+def _download(url, tmp, timeout):
+    """Download url into the file tmp within timeout seconds in all, past
+    Google Drive's virus-scan page once (a form on a Drive page whose
+    action is https on a Google host)."""
+    deadline = time.monotonic() + timeout
+    with open(tmp, "wb") as out:
+        ctype = _get(url, deadline, timeout, out)
+    if "text/html" in ctype:
+        next_url = None
+        if _host(url) in _DRIVE_HOSTS:
             with open(tmp, "rb") as f:
                 page = f.read(1 << 20).decode("utf-8", "replace")
             form = _DriveConfirm()
             form.feed(page)
             if form.action and form.fields.get("id"):
-                next_url = "%s?%s" % (urllib.parse.urljoin(url, form.action),
-                                      urllib.parse.urlencode(form.fields))
-                with open(tmp, "wb") as out:
-                    ctype = _get(next_url, timeout, out)
-            if "text/html" in ctype:
-                raise _DownloadFailed("the answer is a web page (Content-Type %s), not the "
-                                      "data; is the file shared for anyone with the link?"
-                                      % ctype)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+                action = urllib.parse.urljoin(url, form.action)
+                if (urllib.parse.urlsplit(action).scheme.lower() in _DRIVE_FORM_SCHEMES
+                        and _host(action) in _DRIVE_HOSTS):
+                    next_url = "%s?%s" % (action, urllib.parse.urlencode(form.fields))
+        if next_url is not None:
+            with open(tmp, "wb") as out:
+                ctype = _get(next_url, deadline, timeout, out)
+        if "text/html" in ctype:
+            raise _DownloadFailed("the answer is a web page (Content-Type %s), not the "
+                                  "data; is the file shared for anyone with the link?"
+                                  % ctype)
+
+
+def _cache_folder():
+    """The folder of this user's own (mode 0700) in the temporary
+    directory that keeps the downloads for stores in memory."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    folder = os.path.join(tempfile.gettempdir(), "llmroute-%d" % uid)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError as e:
+        raise _DownloadFailed("no cache folder for the download: %s: %s"
+                              % (folder, e.strerror or e)) from None
+    if hasattr(os, "getuid"):
+        if not stat.S_ISDIR(st.st_mode):
+            why = "it is no folder"
+        elif st.st_uid != uid:
+            why = "it belongs to another user (uid %d)" % st.st_uid
+        elif st.st_mode & 0o077:
+            why = "others may use it (mode %o)" % (st.st_mode & 0o777)
+        else:
+            why = None
+        if why:
+            raise _DownloadFailed(
+                "the cache folder %s is refused: %s, so another user could put a file in "
+                "the download's place. Remove it, or give the store a file (store_path=, "
+                "path=), beside which the download is kept" % (folder, why))
+    return folder
 
 
 def _bootstrap_cache(url, store_path):
@@ -558,19 +752,77 @@ def _bootstrap_cache(url, store_path):
     temporary directory, where no other user can put a file in its place;
     one file per URL."""
     name = "llmroute-bootstrap-%s.json" % hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    if store_path is not None and os.fspath(store_path) != ":memory:":
-        return os.path.join(os.path.dirname(os.path.abspath(os.fspath(store_path))), name)
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    folder = os.path.join(tempfile.gettempdir(), "llmroute-%d" % uid)
-    try:
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        st = os.lstat(folder)
-        if hasattr(os, "getuid") and (st.st_uid != uid or st.st_mode & 0o077
-                                      or not os.path.isdir(folder) or os.path.islink(folder)):
-            raise OSError("%s is not a folder of this user's alone" % folder)
-    except OSError as e:
-        raise _DownloadFailed("no cache folder for the download: %s" % e) from None
-    return os.path.join(folder, name)
+    if store_path is not None and os.fsdecode(store_path) != ":memory:":
+        return os.path.join(os.path.dirname(os.path.abspath(os.fsdecode(store_path))), name)
+    return os.path.join(_cache_folder(), name)
+
+
+def _bootstrap_timeout(value, where):
+    """bootstrap_timeout as a float: a finite number of seconds > 0, at
+    most BOOTSTRAP_MAX_TIMEOUT (a day)."""
+    t = _number(value, where + ": bootstrap_timeout")
+    if not 0 < t <= BOOTSTRAP_MAX_TIMEOUT:
+        raise _bad("%s: bootstrap_timeout: expected a number of seconds > 0 and at most %g "
+                   "(a day), got %r" % (where, BOOTSTRAP_MAX_TIMEOUT, value))
+    return t
+
+
+def _bootstrap_source(url, where):
+    """(local path or None, http(s) URL or None) that bootstrap_url names;
+    InvalidType or InvalidInput naming it when it is no path or no URL of
+    a kind taken. Checked whether or not the store is empty."""
+    if url is None or url == "":
+        return None, None
+    if not isinstance(url, (str, os.PathLike)):
+        raise _bad_type("%s: bootstrap_url: expected a URL or a path to a local file (a str), "
+                        "got %s" % (where, _got(url)))
+    path = os.fspath(url)
+    if not isinstance(path, str):
+        raise _bad_type("%s: bootstrap_url: expected a URL or a path to a local file (a str), "
+                        "got %s" % (where, _got(path)))
+    if path.startswith("file://"):
+        return urllib.request.url2pathname(urllib.parse.urlparse(path).path), None
+    if re.match(r"^https?://", path, re.I):
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _bad("%s: bootstrap_url: %r: a URL cannot hold a lone surrogate"
+                       % (where, path)) from None
+        return None, path
+    if "://" in path:
+        raise _bad("%s: bootstrap_url: %r: expected an http://, https:// or file:// URL, or a "
+                   "local path" % (where, url))
+    return path, None
+
+
+class _StoreLock:
+    """An exclusive lock between processes (fcntl.flock) on a file beside
+    a store file, held while its bootstrap checks that the store is empty
+    and imports: so that processes bootstrapping one store import once.
+    Nothing for a store in memory, or where fcntl is missing."""
+
+    def __init__(self, store_path, where):
+        self.where = where
+        self.lock_path = None
+        if store_path is not None and os.fsdecode(store_path) != ":memory:" and fcntl:
+            self.lock_path = os.fsdecode(store_path) + ".bootstrap-lock"
+        self.fd = None
+
+    def __enter__(self):
+        if self.lock_path is not None:
+            try:
+                self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as e:
+                raise IOFailure("%s: bootstrap_url: cannot open the lock file %s: %s"
+                                % (self.where, self.lock_path, e.strerror or e),
+                                code=_lib.LR_EIO) from None
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None
 
 
 def _bootstrap(store, url, store_path, timeout, where):
@@ -578,43 +830,76 @@ def _bootstrap(store, url, store_path, timeout, where):
     its data format; every record, whatever its "split", as AIOS's current
     add_data does) into the QueryStore `store` if it is empty. url: a local
     path, a file:// URL, or an http(s) URL, downloaded once into a cache
-    file (_bootstrap_cache) and read from there after."""
-    if url is None or url == "" or store.count() != 0:
+    file (_bootstrap_cache) and read from there after. The cache file is
+    only ever a complete download that imported: it is written under a
+    temporary name in its folder and renamed into place after."""
+    path, remote_url = _bootstrap_source(url, where)
+    if path is None and remote_url is None:
         return
-    if not isinstance(url, (str, os.PathLike)):
-        raise _bad_type("%s: bootstrap_url: expected a URL or a path to a local file (a str), "
-                        "got %s" % (where, _got(url)))
-    path = os.fspath(url)
-    remote = None
-    if path.startswith("file://"):
-        path = urllib.request.url2pathname(urllib.parse.urlparse(path).path)
-    elif re.match(r"^https?://", path, re.I):
-        remote = bootstrap_download_url(path)
+    with _StoreLock(store.path, where):
+        if store.path is not None:
+            store.refresh()  # another process may have imported under the lock
+        if store.count() != 0:
+            return
+        if remote_url is None:
+            _import_local(store, path, where)
+            return
+        remote = bootstrap_download_url(remote_url)
+        named = remote if remote == remote_url else "%s (from %s)" % (remote, remote_url)
+        tmp = None
         try:
-            path = _bootstrap_cache(path, store.path)
-            if not os.path.exists(path):
-                _download(remote, path, timeout)
+            cache = _bootstrap_cache(remote_url, store.path)
+            if not os.path.exists(cache):
+                folder = os.path.dirname(cache)
+                try:
+                    fd, tmp = tempfile.mkstemp(prefix=".llmroute-bootstrap-", dir=folder)
+                    os.close(fd)
+                except OSError as e:
+                    raise _DownloadFailed("cannot write a file in %s: %s"
+                                          % (folder, e.strerror or e)) from None
+                _download(remote, tmp, timeout)
         except _DownloadFailed as e:
+            if tmp is not None:
+                _unlink(tmp)
             raise IOFailure("%s: bootstrap_url: downloading %s failed: %s"
-                            % (where, remote if remote == url else "%s (from %s)" % (
-                                remote, url), e), code=_lib.LR_EIO) from None
-    elif "://" in path:
-        raise _bad("%s: bootstrap_url: %r: expected an http://, https:// or file:// URL, or a "
-                   "local path" % (where, url))
-    try:
-        store.import_file(path)
-    except Error as e:
-        if remote is not None:
-            # A cached download that is no data is removed, so that the
-            # next try downloads it again.
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+                            % (where, named, e), code=_lib.LR_EIO) from None
+        except BaseException:
+            if tmp is not None:
+                _unlink(tmp)
+            raise
+        try:
+            store.import_file(tmp if tmp is not None else cache)
+        except Error as e:
+            # A download that is no data is never kept, and a cached one
+            # that is none is removed, so that the next try downloads again.
+            _unlink(tmp if tmp is not None else cache)
             e.message = "%s: bootstrap_url: the data downloaded from %s: %s" % (
                 where, remote, re.sub(r"^QueryStore\.import_file: (path: )?", "", e.message))
             e.args = (e.message,)
             raise
+        except BaseException:
+            if tmp is not None:
+                _unlink(tmp)
+            raise
+        if tmp is not None:
+            try:
+                os.replace(tmp, cache)
+            except OSError:
+                _unlink(tmp)  # imported; only the cache is missing
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _import_local(store, path, where):
+    """bootstrap_url's local file into the store, its errors named for it."""
+    try:
+        store.import_file(path)
+    except Error as e:
         e = _renamed(e, where, "QueryStore.import_file", {"path": "bootstrap_url"})
         if not e.message.startswith(where + ": "):  # the library's "cannot read 'x'"
             e.message = "%s: bootstrap_url: %s" % (where, e.message)
@@ -622,21 +907,10 @@ def _bootstrap(store, url, store_path, timeout, where):
         raise e
 
 
-# A file name with one of these endings is a store file, never a model's name.
-_STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
-
-
-def _looks_like_model_name(path):
-    """Whether QueryStore's first positional argument is AIOS's model_name
-    (QueryStore("all-MiniLM-L6-v2"), QueryStore("BAAI/bge-small-en-v1.5"))
-    rather than a store file: a str naming nothing that exists, without a
-    store file's ending, whose folder (if it names one) does not exist."""
-    if not isinstance(path, str) or path in ("", ":memory:") or os.path.exists(path):
-        return False
-    if path.lower().endswith(_STORE_SUFFIXES):
-        return False
-    folder = os.path.dirname(path)
-    return folder == "" or not os.path.isdir(folder)
+# The embedding models AIOS's QueryStore has been given: a first positional
+# argument that is one of these is AIOS's model_name, never a store file.
+AIOS_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2",
+                    "BAAI/bge-small-en-v1.5")
 
 
 class QueryStore:
@@ -660,36 +934,37 @@ class QueryStore:
     PERSIST_FILE = "llmroute-history.db"
 
     _POSITIONAL = ("path", "embedder", "max_records", "embed")
+    # AIOS's QueryStore(model_name, persist_directory, bootstrap_url).
+    _POSITIONAL_AIOS = ("model_name", "persist_directory", "bootstrap_url")
 
     def __init__(self, *args, path=_UNSET, embedder=None, max_records=0, embed=None,
                  model_name=None, persist_directory=None, bootstrap_url=None,
                  bootstrap_timeout=60.0):
         where = "QueryStore"
         # QueryStore(path, embedder, max_records, embed) positionally, as
-        # before; path= by keyword is a path whatever it looks like, but a
-        # first positional argument that looks like a model's name is
-        # AIOS's QueryStore(model_name, persist_directory, bootstrap_url).
-        if len(args) > len(self._POSITIONAL):
-            raise TypeError("%s() takes at most %d positional arguments (%s), but %d were given"
-                            % (where, len(self._POSITIONAL), ", ".join(self._POSITIONAL),
-                               len(args)))
+        # before, whatever the first argument looks like, but for one of
+        # AIOS's model names (AIOS_MODEL_NAMES), which begins AIOS's
+        # QueryStore(model_name, persist_directory, bootstrap_url).
         given = {"path": path, "embedder": embedder, "max_records": max_records,
-                 "embed": embed}
-        defaults = {"path": _UNSET, "embedder": None, "max_records": 0, "embed": None}
-        for name, value in zip(self._POSITIONAL, args):
+                 "embed": embed, "model_name": model_name,
+                 "persist_directory": persist_directory, "bootstrap_url": bootstrap_url}
+        defaults = {"path": _UNSET, "embedder": None, "max_records": 0, "embed": None,
+                    "model_name": None, "persist_directory": None, "bootstrap_url": None}
+        order = self._POSITIONAL
+        if args and isinstance(args[0], str) and args[0] in AIOS_MODEL_NAMES:
+            order = self._POSITIONAL_AIOS
+        if len(args) > len(order):
+            raise TypeError("%s() takes at most %d positional arguments (%s), but %d were given"
+                            % (where, len(order), ", ".join(order), len(args)))
+        for name, value in zip(order, args):
             if given[name] is not defaults[name]:
                 raise TypeError("%s() got multiple values for argument '%s'" % (where, name))
             given[name] = value
         embedder, max_records, embed = given["embedder"], given["max_records"], given["embed"]
-        path = given["path"]
-        if args and _looks_like_model_name(path):
-            # AIOS's QueryStore(model_name, persist_directory, bootstrap_url)
-            # called positionally: never a store file named after a model.
-            if model_name is not None:
-                raise _bad("%s: %r is no store file (it does not exist and has no %s ending) "
-                           "and model_name is given too; give path=... for a new store file"
-                           % (where, path, "/".join(_STORE_SUFFIXES)))
-            model_name, path = path, _UNSET
+        path, model_name = given["path"], given["model_name"]
+        persist_directory, bootstrap_url = given["persist_directory"], given["bootstrap_url"]
+        timeout = _bootstrap_timeout(bootstrap_timeout, where)
+        _bootstrap_source(bootstrap_url, where)
         if model_name is not None:
             if not isinstance(model_name, str):
                 raise _wrong_type(where + ": model_name", "a str (an embedding model's name)",
@@ -700,9 +975,8 @@ class QueryStore:
                     "itself, and does not fall back quietly to another embedder. Give the "
                     "model as embed= (embed=SentenceTransformer(%r).encode, with model_name or "
                     "embedder naming it), or leave model_name out to use the built-in embedder "
-                    "(\"tfidf-v1\"). For a new store file, give path=...; a name that ends in "
-                    "%s is always a file." % (where, model_name, model_name,
-                                              " or ".join(_STORE_SUFFIXES)))
+                    "(\"tfidf-v1\"). For a store file of that name, give path=%r."
+                    % (where, model_name, model_name, model_name))
             if embedder is None:
                 embedder = model_name
             elif embedder != model_name:
@@ -732,10 +1006,6 @@ class QueryStore:
         self.generation = 0
         self._lock = threading.Lock()
         self._predictors = {}
-        timeout = _number(bootstrap_timeout, where + ": bootstrap_timeout")
-        if not timeout > 0:
-            raise _bad("%s: bootstrap_timeout: expected a number of seconds > 0, got %r"
-                       % (where, bootstrap_timeout))
         self.bootstrap_timeout = timeout
         _bootstrap(self, bootstrap_url, path, timeout, where)
 
@@ -772,7 +1042,19 @@ class QueryStore:
         names = list(_names(_selection(model_configs, where), where, "model_configs") or [])
         if not names:
             raise _bad("%s: model_configs: give the models to predict for" % where)
+        seen = set()
+        for n in names:
+            if n in seen:
+                raise _bad("%s: model_configs: model '%s' is listed twice" % (where, n))
+            seen.add(n)
         n_similar = _whole(n_similar, where + ": n_similar", 1, _INT_MAX)
+        if self._store.embed is None:
+            for i, t in enumerate(texts):
+                if t == "":
+                    # Refused over an empty store too, as over one with data.
+                    raise _bad("%s: query[%d]: smart routing needs the query text: the "
+                               "built-in embedder has nothing to compare an empty query by"
+                               % (where, i))
         perf = [[0.0] * len(names) for _ in texts]
         length = [[0.0] * len(names) for _ in texts]
         if texts and self.count() > 0:
@@ -781,7 +1063,11 @@ class QueryStore:
                 res = router.route_batch(texts, models=names, input_tokens=[0] * len(texts),
                                          ranking=True)
             except Error as e:
-                raise _renamed(e, where, "Router.route_batch")
+                e = _renamed(e, where, "Router.route_batch")
+                if not e.message.startswith(where + ": "):  # "query 0: ..."
+                    e.message = "%s: %s" % (where, e.message)
+                    e.args = (e.message,)
+                raise e
             for i, d in enumerate(res.decisions):
                 by_name = {c.name: c for c in d.ranking}
                 perf[i] = [by_name[n].predicted_quality for n in names]
@@ -801,11 +1087,6 @@ class QueryStore:
             if cached is not None and cached[1] == self.generation:
                 return cached[0]
             gen = self.generation
-        seen = set()
-        for n in names:
-            if n in seen:
-                raise _bad("%s: model_configs: model '%s' is listed twice" % (where, n))
-            seen.add(n)
         cfg = Config({"models": [{"name": n, "cost_per_input_token": 0,
                                   "cost_per_output_token": 0} for n in names],
                       "router": {"strategy": "smart", "predictor": "aios",
@@ -893,6 +1174,10 @@ class QueryStore:
         self._store.close()
 
 
+# Numbers SmartRouting instances, for the empty store's warning.
+_ROUTER_SERIALS = itertools.count(1)
+
+
 class SmartRouting:
     """Cost- and quality-aware routing (AIOS SmartRouting, the ECCOS method).
 
@@ -906,12 +1191,15 @@ class SmartRouting:
     os.PathLike or None (current AIOS: SmartRouting(llm_configs,
     bootstrap_url, performance_requirement, n_similar)), and
     performance_requirement when it is a number (earlier AIOS:
-    SmartRouting(llm_configs, performance_requirement, n_similar)).
+    SmartRouting(llm_configs, performance_requirement, n_similar)); None
+    followed by an int is earlier AIOS's form (None, n_similar): an int
+    there is n_similar, a float performance_requirement.
 
     Prices: each llm_config's cost_per_input_token and cost_per_output_token;
     one it lacks is taken from litellm's price table (litellm.model_cost)
-    when litellm can be imported, as AIOS takes all of them, under the name
-    as given, the name without a provider prefix, or backend + "/" + name.
+    when litellm can be imported, as AIOS takes all of them, under
+    backend + "/" + name, then the name as given, then the name without
+    its provider prefix (with a warning: it may be another provider's).
     A candidate still without both is refused by name when routed.
 
     store_path: a SQLite file for the history (None: in memory).
@@ -946,7 +1234,10 @@ class SmartRouting:
     # SmartRouting(llm_configs, performance_requirement=0.7, n_similar=16)
     # (then this binding's store_path). The type of the second argument
     # tells them apart: a str, an os.PathLike or None is a bootstrap_url,
-    # a number a performance_requirement.
+    # a number a performance_requirement. None followed by a whole number
+    # (an int, not a float) is the earlier order too:
+    # SmartRouting(llm_configs, None, 4) is performance_requirement=None (the
+    # default) and n_similar=4, as it was in earlier AIOS.
     _POSITIONAL_NOW = ("bootstrap_url", "performance_requirement", "n_similar", "store_path")
     _POSITIONAL_EARLIER = ("performance_requirement", "n_similar", "store_path")
     _DEFAULTS = {"bootstrap_url": None, "performance_requirement": 0.7, "n_similar": 16,
@@ -960,7 +1251,14 @@ class SmartRouting:
                  "n_similar": n_similar, "store_path": store_path}
         if args:
             first = args[0]
-            if first is None or isinstance(first, (str, os.PathLike)):
+            if (first is None and len(args) >= 2 and isinstance(args[1], numbers.Integral)
+                    and not isinstance(args[1], bool) and len(args) <= 3):
+                # SmartRouting(llm_configs, None, 4): earlier AIOS's
+                # (performance_requirement=None, n_similar=4); a whole
+                # number there is a count of neighbours, while current
+                # AIOS's performance_requirement is a fraction (0.9).
+                order = self._POSITIONAL_EARLIER
+            elif first is None or isinstance(first, (str, os.PathLike)):
                 order = self._POSITIONAL_NOW
             elif isinstance(first, numbers.Real):
                 order = self._POSITIONAL_EARLIER
@@ -1021,13 +1319,9 @@ class SmartRouting:
                           if math.isnan(m.cost_per_input_token)
                           or math.isnan(m.cost_per_output_token)}
         self._warned_empty = False
-        if bootstrap_url is not None and not isinstance(bootstrap_url, (str, os.PathLike)):
-            raise _bad_type("%s: bootstrap_url: expected a URL or a path to a local file (a "
-                            "str), got %s" % (where, _got(bootstrap_url)))
-        timeout = _number(bootstrap_timeout, where + ": bootstrap_timeout")
-        if not timeout > 0:
-            raise _bad("%s: bootstrap_timeout: expected a number of seconds > 0, got %r"
-                       % (where, bootstrap_timeout))
+        self._serial = next(_ROUTER_SERIALS)
+        _bootstrap_source(bootstrap_url, where)
+        timeout = _bootstrap_timeout(bootstrap_timeout, where)
         self.bootstrap_url = bootstrap_url
         try:
             self.store = QueryStore(path=store_path, embedder=embedder, embed=embed)
@@ -1161,21 +1455,41 @@ class SmartRouting:
 
     # ---- An empty store: AIOS's choice without predictions ----
 
-    def _store_is_empty(self, e):
-        """Whether e, an EmptyInput from the router, is the empty store's."""
-        return "history store is empty" in e.message and self.store.count() == 0
+    @staticmethod
+    def _store_is_empty(e):
+        """Whether e, an EmptyInput from the router, is the empty store's.
+        Decided from the error alone: the store may have gained data since
+        the router raised, and the caller then still gets the fallback for
+        this call (never the error)."""
+        return e.code == _lib.LR_EEMPTY and "history store is empty" in e.message
+
+    def _refreshed(self):
+        """Whether the store file has gained records from another process
+        since (read them in, if so): then routing is tried again rather
+        than falling back. Nothing for a store in memory."""
+        if self.store.path is None:
+            return False
+        try:
+            return self.store.refresh()
+        except Error:
+            return False
 
     def _warn_empty(self, where, stacklevel):
         """The empty store's warning, once per router; stacklevel: that of
-        the caller of the public method, counted from here."""
+        the caller of the public method, counted from here. The message
+        names the router, so that Python's warning filters, which show a
+        message once per place, show each router's."""
         if not self._warned_empty:
             self._warned_empty = True
             warnings.warn(
-                "%s: the history store is empty, so every predicted quality and length is 0, "
-                "as in AIOS: each query goes to the first of its candidates (when "
-                "performance_requirement <= 0, to the one with the lowest input cost). Add "
-                "data (store.add_data(), bootstrap_url) to route on predictions. This warning "
-                "is given once per router." % where, RuntimeWarning, stacklevel=stacklevel)
+                "%s (router #%d, store %s): the history store is empty, so every predicted "
+                "quality and length is 0, as in AIOS: each query goes to the first of its "
+                "candidates (when performance_requirement <= 0, to the one with the lowest "
+                "input cost). Add data (store.add_data(), bootstrap_url) to route on "
+                "predictions. This warning is given once per router."
+                % (where, self._serial, "in memory" if self.store.path is None
+                   else repr(os.fsdecode(self.store.path))),
+                RuntimeWarning, stacklevel=stacklevel)
 
     def _empty_store_rows(self, models, texts, lengths):
         """Per query: (candidate names, input tokens, input price per
@@ -1236,14 +1550,17 @@ class SmartRouting:
         selected_llms = _alias(where, "selected_llms", selected_llms, "selected_llm_lists",
                                selected_llm_lists, None)
         models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
-        try:
-            return self.router.route_indices(texts, models=models, input_tokens=lengths)
-        except EmptyInput as e:
-            if self._store_is_empty(e):
-                return self._empty_store_indices(where, models, texts, lengths)
-            raise _renamed(e, where, "Router.route_indices")
-        except Error as e:
-            raise _renamed(e, where, "Router.route_indices")
+        for attempt in (0, 1):
+            try:
+                return self.router.route_indices(texts, models=models, input_tokens=lengths)
+            except EmptyInput as e:
+                if not self._store_is_empty(e):
+                    raise _renamed(e, where, "Router.route_indices")
+            except Error as e:
+                raise _renamed(e, where, "Router.route_indices")
+            if attempt or not self._refreshed():
+                break
+        return self._empty_store_indices(where, models, texts, lengths)
 
     def predict(self, queries, selected_llms=None, input_token_lengths=None):
         """Per query, per candidate (in the order given): predicted quality,
@@ -1251,20 +1568,26 @@ class SmartRouting:
         (AIOS's QueryStore.predict gives the first two)."""
         where = "SmartRouting.predict"
         models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
-        try:
-            res = self.router.route_batch(texts, models=models, input_tokens=lengths,
-                                          ranking=True)
-        except EmptyInput as e:
-            if not self._store_is_empty(e):
+        res = None
+        for attempt in (0, 1):
+            try:
+                res = self.router.route_batch(texts, models=models, input_tokens=lengths,
+                                              ranking=True)
+                break
+            except EmptyInput as e:
+                if not self._store_is_empty(e):
+                    raise _renamed(e, where, "Router.route_batch")
+            except Error as e:
                 raise _renamed(e, where, "Router.route_batch")
+            if attempt or not self._refreshed():
+                break
+        if res is None:
             # AIOS's predictions with no neighbours: 0 and 0 for every
             # candidate; the estimated cost is then the input's alone.
             rows = self._empty_store_rows(models, texts, lengths)
             self._warn_empty(where, 3)
             return ([[0.0] * len(n) for n, _, _ in rows], [[0.0] * len(n) for n, _, _ in rows],
                     [[t * p for p in prices] for _, t, prices in rows])
-        except Error as e:
-            raise _renamed(e, where, "Router.route_batch")
         perf, out_len, cost = [], [], []
         for i, d in enumerate(res.decisions):
             by_name = {c.name: c for c in d.ranking}

@@ -6,12 +6,14 @@ local http.server), and AIOS's QueryStore and optimize methods."""
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import types
 import unittest
+import unittest.mock
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -81,6 +83,19 @@ class ConstructorTest(BootstrapFileTestCase):
         self.assertEqual((r.performance_requirement, r.n_similar), (0.9, 4))
         r = SmartRouting(CONFIGS, 1, 8)
         self.assertEqual((r.performance_requirement, r.n_similar), (1.0, 8))
+
+    def test_none_then_an_int_is_the_earlier_order(self):
+        # SmartRouting(cfgs, None, 1) meant n_similar=1 in earlier AIOS and
+        # was taken for performance_requirement=1.0.
+        r = SmartRouting(CONFIGS, None, 4)
+        self.assertEqual((r.performance_requirement, r.n_similar), (None, 4))
+        r = SmartRouting(CONFIGS, None, 1, self.boot + ".db")
+        self.assertEqual((r.performance_requirement, r.n_similar), (None, 1))
+        self.assertEqual(r.store.path, self.boot + ".db")
+        r = SmartRouting(CONFIGS, None, 1.0)  # a float: current AIOS's requirement
+        self.assertEqual((r.performance_requirement, r.n_similar), (1.0, 16))
+        r = SmartRouting(CONFIGS, None, 0.5, 4, self.boot + ".db")
+        self.assertEqual((r.performance_requirement, r.n_similar), (0.5, 4))
 
     def test_aios_keywords(self):
         r = SmartRouting(llm_configs=CONFIGS, bootstrap_url=self.boot)
@@ -184,7 +199,8 @@ _ABSENT = object()
 
 PRICE_TABLE = {
     "gpt-4o-mini": {"input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7},
-    "gpt-4o": {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5},
+    "gpt-4o": {"input_cost_per_token": 2.5e-6, "output_cost_per_token": 1e-5,
+               "litellm_provider": "openai"},
     "ollama/llama3": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0},
 }
 
@@ -250,12 +266,67 @@ class PricesFromLitellmTest(SmartTestCase):
         msg = str(cm.exception)
         self.assertIn("model 'my-model' has no cost_per_input_token", msg)
         self.assertIn("litellm's price table (litellm.model_cost) has no input_cost_per_token "
-                      "and output_cost_per_token for 'my-model' or 'vllm/my-model'", msg)
+                      "and output_cost_per_token for 'vllm/my-model' or 'my-model'", msg)
 
     def test_litellm_is_not_imported_when_every_price_is_given(self):
-        with FakeLitellm(None), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the empty store's
-            self.assertEqual(SmartRouting(CONFIGS).get_model_idxs(None, ["q"]), [0])
+        # This passed with litellm imported every time: litellm was absent.
+        tried = []
+
+        class Finder:
+            def find_spec(self, name, path=None, target=None):
+                if name == "litellm" or name.startswith("litellm."):
+                    tried.append(name)
+                    raise ImportError("no litellm in this test")
+                return None
+
+        saved = sys.modules.pop("litellm", _ABSENT)
+        sys.meta_path.insert(0, Finder())
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the empty store's
+                self.assertEqual(SmartRouting(CONFIGS).get_model_idxs(None, ["q"]), [0])
+            self.assertEqual(tried, [])
+            SmartRouting([{"name": "unpriced"}])  # the finder does see an import
+            self.assertEqual(tried, ["litellm"])
+        finally:
+            del sys.meta_path[0]
+            if saved is not _ABSENT:
+                sys.modules["litellm"] = saved
+
+    def test_the_backend_names_the_price_first(self):
+        # ("gpt-4", backend="azure") took gpt-4's price, though litellm has
+        # azure/gpt-4's; ("llama3", "ollama") took a bare "llama3" entry.
+        table = {"gpt-4": {"input_cost_per_token": 3e-5, "output_cost_per_token": 6e-5},
+                 "azure/gpt-4": {"input_cost_per_token": 1e-5, "output_cost_per_token": 2e-5},
+                 "llama3": {"input_cost_per_token": 9e-6, "output_cost_per_token": 9e-6},
+                 "ollama/llama3": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}}
+        with FakeLitellm(table), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = SmartRouting([LLMConfig("gpt-4", "azure"), LLMConfig("llama3", "ollama")])
+            bare = SmartRouting([LLMConfig("gpt-4")])
+        prices = [(m.cost_per_input_token, m.cost_per_output_token)
+                  for m in r.config.models + bare.config.models]
+        self.assertEqual(prices, [(1e-5, 2e-5), (0.0, 0.0), (3e-5, 6e-5)])
+        self.assertEqual(caught, [])
+
+    def test_a_price_without_the_provider_prefix_warns(self):
+        # "bedrock/claude-3" silently took "claude-3"'s price.
+        table = {"claude-3": {"input_cost_per_token": 3e-6, "output_cost_per_token": 1.5e-5,
+                              "litellm_provider": "anthropic"}}
+        with FakeLitellm(table), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = SmartRouting([LLMConfig("bedrock/claude-3")])
+        self.assertEqual(r.config.models[0].cost_per_input_token, 3e-6)
+        self.assertEqual(len(caught), 1)
+        msg = str(caught[0].message)
+        self.assertIn("no entry 'bedrock/claude-3'; the price of 'claude-3' (litellm_provider "
+                      "'anthropic') is used", msg)
+        self.assertEqual(caught[0].filename, __file__)
+        # The provider's own entry under the bare name: no warning.
+        with FakeLitellm(PRICE_TABLE), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            SmartRouting([LLMConfig("openai/gpt-4o")])
+        self.assertEqual(caught, [])
 
 
 class EmptyStoreTest(SmartTestCase):
@@ -306,6 +377,66 @@ class EmptyStoreTest(SmartTestCase):
         with self.assertRaises(llmroute.EmptyInput):
             r.get_model_idxs_global(None, ["a"])
 
+    def test_each_router_warns_under_the_default_filters(self):
+        # The same message from the same place was shown once per process:
+        # Python's default filter drops repeats.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")  # a fresh registry, the default action
+            for _ in range(3):
+                r = SmartRouting(CONFIGS)
+                r.get_model_idxs(None, ["a"])
+                r.get_model_idxs(None, ["a"])
+        self.assertEqual(len(caught), 3, [str(w.message) for w in caught])
+        self.assertIn("(router #", str(caught[0].message))
+        self.assertIn("store in memory", str(caught[0].message))
+
+    def test_threads_get_the_fallback_or_routing_never_the_error(self):
+        # Emptiness was checked again after the router raised: with data
+        # added in between, the caller got EmptyInput.
+        failures = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for run in range(80):
+                r = SmartRouting(CONFIGS, n_similar=4)
+                start = threading.Barrier(5)
+
+                def route():
+                    start.wait()
+                    try:
+                        for _ in range(4):
+                            r.get_model_idxs(None, ["hard proof about prime gaps"])
+                            r.predict(["hard proof about prime gaps"])
+                    except Exception as e:
+                        failures.append(repr(e))
+
+                def add():
+                    start.wait()
+                    r.store.add_data(records(1))
+
+                threads = [threading.Thread(target=route) for _ in range(4)]
+                threads.append(threading.Thread(target=add))
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(30)
+        self.assertEqual(failures, [])
+
+    def test_data_another_connection_adds_is_read_before_falling_back(self):
+        # The fallback stayed until store.refresh() was called.
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "h.db")
+            r = SmartRouting(CONFIGS, n_similar=4, predictor="aios", store_path=path)
+            other = QueryStore(path=path)
+            other.add_data(records())
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.assertEqual(r.get_model_idxs(None, ["hard proof about prime gaps"]), [1])
+                perf, _, _ = r.predict(["hard proof about prime gaps"])
+            self.assertEqual(perf, [[0.0, 1.0]])
+            self.assertEqual(caught, [])
+            other.close()
+            r.store.close()
+
     def test_data_added_later_is_routed_on(self):
         r = SmartRouting(CONFIGS, n_similar=4, predictor="aios")
         with warnings.catch_warnings():
@@ -318,7 +449,8 @@ class EmptyStoreTest(SmartTestCase):
 class FileServer:
     """A local HTTP server on 127.0.0.1 (port 0) in a thread: GET answers
     routes[path] = (status, content type, body bytes, delay in seconds),
-    404 for any other path. `hits` counts the requests per path."""
+    or calls routes[path](handler) to write the answer itself; 404 for
+    any other path. `hits` counts the requests per path."""
 
     def __init__(self, routes):
         self.routes = routes
@@ -332,8 +464,14 @@ class FileServer:
             def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 outer.hits[path] = outer.hits.get(path, 0) + 1
-                status, ctype, body, delay = outer.routes.get(
-                    path, (404, "text/plain", b"no such file", 0))
+                route = outer.routes.get(path, (404, "text/plain", b"no such file", 0))
+                if callable(route):  # writes the whole answer itself
+                    try:
+                        route(self)
+                    except OSError:
+                        pass
+                    return
+                status, ctype, body, delay = route
                 if delay:
                     time.sleep(delay)
                 try:
@@ -460,25 +598,277 @@ class BootstrapDownloadTest(SmartTestCase):
                          want)
         self.assertEqual(conv("http://127.0.0.1:8/b.json"), "http://127.0.0.1:8/b.json")
 
-    def test_past_a_virus_scan_page(self):
-        # Google Drive puts a form before a file too large to scan; the
-        # download follows it once, with its hidden fields.
-        page = (b'<html><body><form id="download-form" action="/download" method="get">'
+    def drive_page(self, action):
+        return (b'<html><body><form id="download-form" action="%s" method="get">'
                 b'<input type="hidden" name="id" value="XYZ">'
                 b'<input type="hidden" name="export" value="download">'
-                b'<input type="hidden" name="confirm" value="t"></form></body></html>')
-        routes = {"/uc": (200, "text/html; charset=utf-8", page, 0),
+                b'<input type="hidden" name="confirm" value="t"></form></body></html>'
+                % action.encode())
+
+    def test_past_a_virus_scan_page(self):
+        # Google Drive puts a form before a file too large to scan; the
+        # download follows it once, with its hidden fields. The local
+        # server stands for Drive (its host and http taken as Drive's).
+        routes = {"/uc": (200, "text/html; charset=utf-8", self.drive_page("/download"), 0),
                   "/download": (200, "application/octet-stream", BOOT, 0)}
-        with FileServer(routes) as srv:
+        with FileServer(routes) as srv, \
+                unittest.mock.patch.object(routing, "_DRIVE_HOSTS", ("127.0.0.1",)), \
+                unittest.mock.patch.object(routing, "_DRIVE_FORM_SCHEMES", ("http", "https")):
             r = SmartRouting(CONFIGS, srv.url + "/uc?id=XYZ", store_path=self.store_path)
             self.assertEqual(r.store.count(), len(records()))
             self.assertEqual(srv.hits, {"/uc": 1, "/download": 1})
+
+    def test_a_form_is_followed_only_on_drive_and_to_https(self):
+        # Any server's form was followed, through urlopen, whatever its
+        # action: file:// and ftp:// too.
+        routes = {"/uc": (200, "text/html", self.drive_page("/download"), 0),
+                  "/file": (200, "text/html", self.drive_page("file://" + self.store_path), 0),
+                  "/download": (200, "application/octet-stream", BOOT, 0)}
+        with FileServer(routes) as srv:
+            cases = [("/uc", ()), ("/file", ("127.0.0.1",)), ("/uc", ("127.0.0.1",))]
+            for path, hosts in cases:  # not Drive's page; no https action
+                with self.subTest(path=path, hosts=hosts), \
+                        unittest.mock.patch.object(routing, "_DRIVE_HOSTS", hosts):
+                    with self.assertRaises(llmroute.IOFailure) as cm:
+                        SmartRouting(CONFIGS, srv.url + path, store_path=self.store_path)
+                    self.assertIn("is the file shared for anyone", str(cm.exception))
+            self.assertNotIn("/download", srv.hits)
+        self.assertEqual(self.cache_files(), [])
+
+    def test_a_redirect_to_another_scheme_is_refused(self):
+        # urllib follows a redirect to ftp://.
+        def to_ftp(h):
+            h.send_response(302)
+            h.send_header("Location", "ftp://127.0.0.1:1/boot.json")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+
+        with FileServer({"/boot.json": to_ftp}) as srv:
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/boot.json", store_path=self.store_path)
+        self.assertIn("HTTP 302 redirects to ftp://127.0.0.1:1/boot.json, which is no http(s) "
+                      "URL", str(cm.exception))
+
+    def test_a_body_cut_short_is_neither_imported_nor_cached(self):
+        # A body shorter than its Content-Length counted as the download,
+        # and became the cache that later stores trusted.
+        def short(h):
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(BOOT)))
+            h.end_headers()
+            h.wfile.write(BOOT[:len(BOOT) // 2])
+            h.close_connection = True
+
+        def short_chunked(h):
+            h.protocol_version = "HTTP/1.1"
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            h.wfile.write(b"%x\r\n" % len(BOOT) + BOOT[:100])
+            h.close_connection = True
+
+        routes = {"/short.json": short, "/chunked.json": short_chunked}
+        with FileServer(routes) as srv:
+            for path, why in (("/short.json", "the connection closed after %d of the %d bytes"
+                               % (len(BOOT) // 2, len(BOOT))),
+                              ("/chunked.json", "the body was cut short")):
+                with self.subTest(path=path):
+                    with self.assertRaises(llmroute.IOFailure) as cm:
+                        SmartRouting(CONFIGS, srv.url + path, store_path=self.store_path)
+                    self.assertIn("downloading %s%s failed: %s" % (srv.url, path, why),
+                                  str(cm.exception))
+                    self.assertEqual([f for f in os.listdir(self.dir.name)
+                                      if "llmroute-bootstrap-" in f], [])
+                    self.assertEqual(SmartRouting(CONFIGS, store_path=self.store_path)
+                                     .store.count(), 0)
+            # The whole file now: downloaded again, not read from a cache.
+            srv.routes["/short.json"] = (200, "application/json", BOOT, 0)
+            r = SmartRouting(CONFIGS, srv.url + "/short.json", store_path=self.store_path)
+            self.assertEqual(r.store.count(), len(records()))
+            self.assertEqual(srv.hits["/short.json"], 2)
+            self.assertEqual(len(self.cache_files()), 1)
+
+    def test_the_timeout_bounds_the_whole_download(self):
+        # bootstrap_timeout bounded each read: a server sending a byte every
+        # 0.1 s held the download for as long as it kept sending.
+        def drip(h):
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(BOOT)))
+            h.end_headers()
+            for i in range(len(BOOT)):
+                h.wfile.write(BOOT[i:i + 1])
+                h.wfile.flush()
+                time.sleep(0.1)
+
+        with FileServer({"/drip.json": drip}) as srv:
+            t0 = time.monotonic()
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/drip.json", store_path=self.store_path,
+                             bootstrap_timeout=1)
+            self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual(str(cm.exception), "SmartRouting: bootstrap_url: downloading "
+                         "%s/drip.json failed: no answer within 1 s" % srv.url)
+        self.assertEqual(self.cache_files(), [])
+
+    def test_the_timeout_bounds_a_head_sent_slowly(self):
+        # Each read of the response's head had the whole timeout: a server
+        # sending its head a byte every 0.1 s held the download as long.
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"X-Padding: %s\r\nContent-Length: %d\r\n\r\n" % (b"x" * 60, len(BOOT)))
+
+        def drip_head(h):
+            for i in range(len(head)):
+                h.wfile.write(head[i:i + 1])
+                h.wfile.flush()
+                time.sleep(0.1)
+            h.wfile.write(BOOT)
+
+        with FileServer({"/drip.json": drip_head}) as srv:
+            t0 = time.monotonic()
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/drip.json", store_path=self.store_path,
+                             bootstrap_timeout=1)
+            self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual(str(cm.exception), "SmartRouting: bootstrap_url: downloading "
+                         "%s/drip.json failed: no answer within 1 s" % srv.url)
+        self.assertEqual(self.cache_files(), [])
+
+    def test_a_malformed_answer_is_an_io_failure(self):
+        # http.client's BadStatusLine escaped as it was.
+        def garbage(h):
+            h.wfile.write(b"HTTP/1.1 abc\r\n\r\n")
+            h.close_connection = True
+
+        with FileServer({"/boot.json": garbage}) as srv:
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/boot.json", store_path=self.store_path)
+        self.assertIn("downloading %s/boot.json failed: BadStatusLine" % srv.url,
+                      str(cm.exception))
+
+    def test_timeouts_and_urls_that_cannot_be_used(self):
+        # inf and 1e300 raised OverflowError from the socket; a lone
+        # surrogate UnicodeEncodeError from the cache file's name.
+        for t in (float("inf"), 1e300, 86401, 0, -1):
+            with self.subTest(t=t):
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    SmartRouting(CONFIGS, "http://127.0.0.1:1/b.json", bootstrap_timeout=t)
+                self.assertIn("SmartRouting: bootstrap_timeout: expected a number of seconds "
+                              "> 0 and at most 86400", str(cm.exception))
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    QueryStore(bootstrap_url="http://127.0.0.1:1/b.json", bootstrap_timeout=t)
+                self.assertIn("QueryStore: bootstrap_timeout:", str(cm.exception))
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            SmartRouting(CONFIGS, "http://127.0.0.1:1/\udc80.json")
+        self.assertIn("SmartRouting: bootstrap_url: 'http://127.0.0.1:1/\\udc80.json': a URL "
+                      "cannot hold a lone surrogate", str(cm.exception))
+
+    def test_bootstrap_url_is_checked_over_a_store_with_data(self):
+        # Its type and scheme were checked only when the store was empty.
+        q = QueryStore(path=self.store_path)
+        q.add_data(records())
+        q.close()
+        with self.assertRaises(InvalidType):
+            QueryStore(path=self.store_path, bootstrap_url=5)
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            QueryStore(path=self.store_path, bootstrap_url="ftp://x/y")
+        self.assertIn("expected an http://, https:// or file:// URL", str(cm.exception))
+        with self.assertRaises(InvalidType):
+            SmartRouting(CONFIGS, store_path=self.store_path, bootstrap_url=5)
+
+    def test_a_cache_folder_others_could_write_in_is_refused(self):
+        # A folder llmroute-<uid> that another user made, or that others
+        # may write in, is refused, naming it.
+        saved = tempfile.tempdir
+        tempfile.tempdir = self.dir.name
+        try:
+            folder = os.path.join(self.dir.name, "llmroute-%d" % os.getuid())
+            os.mkdir(folder)
+            os.chmod(folder, 0o777)
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, "http://127.0.0.1:1/b.json")
+            self.assertIn("the cache folder %s is refused: others may use it (mode 777)"
+                          % folder, str(cm.exception))
+            if os.getuid() == 0:
+                os.chmod(folder, 0o700)
+                os.chown(folder, 65534, -1)
+                with self.assertRaises(llmroute.IOFailure) as cm:
+                    SmartRouting(CONFIGS, "http://127.0.0.1:1/b.json")
+                self.assertIn("the cache folder %s is refused: it belongs to another user "
+                              "(uid 65534)" % folder, str(cm.exception))
+        finally:
+            tempfile.tempdir = saved
 
     def test_a_web_page_is_no_data(self):
         with FileServer({"/boot": (200, "text/html", b"<html>sign in</html>", 0)}) as srv:
             with self.assertRaises(llmroute.IOFailure) as cm:
                 SmartRouting(CONFIGS, srv.url + "/boot", store_path=self.store_path)
         self.assertIn("is the file shared for anyone with the link?", str(cm.exception))
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from llmroute import QueryStore
+start, path, url = float(sys.argv[2]), sys.argv[3], sys.argv[4]
+time.sleep(max(0.0, start - time.time()))
+QueryStore(path=path, bootstrap_url=url)
+"""
+
+
+class BootstrapTogetherTest(SmartTestCase):
+    """Processes bootstrapping one store at once: each found it empty and
+    imported, so 3 processes gave 3 times the records."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.store_path = os.path.join(self.dir.name, "h.db")
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def bootstrap_together(self, url, n=3):
+        start = time.time() + 1.0
+        procs = [subprocess.Popen([sys.executable, "-c", CHILD, support.PACKAGE_ROOT,
+                                   repr(start), self.store_path, url],
+                                  stderr=subprocess.PIPE)
+                 for _ in range(n)]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            self.assertEqual(p.returncode, 0, err.decode())
+        q = QueryStore(path=self.store_path)
+        try:
+            return q.count()
+        finally:
+            q.close()
+
+    def test_a_local_file_is_imported_once(self):
+        boot = os.path.join(self.dir.name, "boot.json")
+        with open(boot, "w") as f:
+            json.dump(records(), f)
+        self.assertEqual(self.bootstrap_together(boot), len(records()))
+
+    def test_a_store_path_given_as_bytes(self):
+        # The lock file's and the cache file's names were made by adding a
+        # str to the path: TypeError for a path given as bytes.
+        boot = os.path.join(self.dir.name, "boot.json")
+        with open(boot, "w") as f:
+            json.dump(records(), f)
+        q = QueryStore(path=os.fsencode(self.store_path), bootstrap_url=boot)
+        self.assertEqual(q.count(), len(records()))
+        q.close()
+        with FileServer({"/boot.json": (200, "application/json", BOOT, 0)}) as srv:
+            path = os.fsencode(os.path.join(self.dir.name, "h2.db"))
+            q = QueryStore(path=path, bootstrap_url=srv.url + "/boot.json")
+            self.assertEqual(q.count(), len(records()))
+            q.close()
+
+    def test_a_download_is_imported_once(self):
+        with FileServer({"/boot.json": (200, "application/json", BOOT, 0.3)}) as srv:
+            self.assertEqual(self.bootstrap_together(srv.url + "/boot.json"), len(records()))
+            self.assertEqual(srv.hits, {"/boot.json": 1})
 
 
 class AiosQueryStoreTest(SmartTestCase):
@@ -511,12 +901,38 @@ class AiosQueryStoreTest(SmartTestCase):
         self.assertIsNone(q.path)
         self.assertEqual(os.listdir("."), [])
 
+    def files(self):
+        return sorted(f for f in os.listdir(".") if not f.endswith(("-wal", "-shm")))
+
     def test_paths_stay_paths(self):
         QueryStore("h.db").close()
         QueryStore(path="history").close()
-        self.assertEqual(sorted(f for f in os.listdir(".") if not f.endswith(("-wal", "-shm"))),
-                         ["h.db", "history"])
+        self.assertEqual(self.files(), ["h.db", "history"])
         QueryStore("history").close()  # it exists now
+
+    def test_a_first_positional_is_a_path_unless_an_aios_model_name(self):
+        # QueryStore("history", embed=f) gave a store in memory; ("history",
+        # "my-embedder", 0, f) raised "model_name ... name different models".
+        q = QueryStore("history", embed=CountingEmbed(), embedder="my-embedder")
+        self.assertEqual(q.path, "history")
+        q.add_data(records())
+        q.close()
+        q = QueryStore("history", "my-embedder", 0, CountingEmbed())
+        self.assertEqual((q.path, q.count()), ("history", len(records())))
+        q.close()
+        os.mkdir("sub")
+        q = QueryStore("sub/x", embed=CountingEmbed(), embedder="e")
+        self.assertEqual(q.path, "sub/x")
+        q.close()
+        self.assertEqual(self.files(), ["history", "sub"])
+        # AIOS's positional form: one of its model names first.
+        q = QueryStore("all-MiniLM-L6-v2", "llm_router", None, embed=CountingEmbed())
+        self.assertEqual(q.path, os.path.join("llm_router", QueryStore.PERSIST_FILE))
+        self.assertEqual(q._store.embedder, "all-MiniLM-L6-v2")
+        q.close()
+        q = QueryStore("sentence-transformers/all-MiniLM-L6-v2", embed=CountingEmbed())
+        self.assertIsNone(q.path)
+        self.assertEqual(self.files(), ["history", "llm_router", "sub"])
 
     def test_persist_directory(self):
         q = QueryStore(persist_directory="llm_router")
@@ -567,6 +983,24 @@ class AiosPredictTest(SmartTestCase):
         # A single str is one query, as AIOS's predict takes it.
         perf, _ = q.predict("hard proof about prime gaps", ["cheap"], n_similar=4)
         self.assertEqual(rows(perf), [[0.0]])
+
+    def test_models_twice_and_no_query_text_are_refused_alike(self):
+        # Twice-listed models were taken over an empty store and refused
+        # over one with data; no text raised "query 0: ..." naming no method.
+        for data in ([], records()):
+            q = QueryStore()
+            q.add_data(data)
+            with self.subTest(records=len(data)):
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    q.predict(["q"], ["a", "a"])
+                self.assertEqual(str(cm.exception), "QueryStore.predict: model_configs: model "
+                                 "'a' is listed twice")
+            with self.subTest(records=len(data)):
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    q.predict(["q", ""], ["cheap"])
+                self.assertEqual(str(cm.exception), "QueryStore.predict: query[1]: smart "
+                                 "routing needs the query text: the built-in embedder has "
+                                 "nothing to compare an empty query by")
 
     def test_empty_store_predicts_zeros(self):
         perf, length = QueryStore().predict(["q", "r"], [{"name": "a"}, {"name": "b"}])
