@@ -833,7 +833,9 @@ def breaker(gw_bin, fake_bin):
               "(%.2f/s, bound %.2f/s)" % (len(answers), upstream, elapsed, rate, bound))
         assert not errors, errors[:3]
         assert not any(t.is_alive() for t in ts), "a client still waiting after 30 s"
-        assert len(answers) > 100, len(answers)
+        # Enough client traffic that the bound means something (at most 11 upstream
+        # attempts), low enough for a sanitizer build on a busy machine.
+        assert len(answers) > 40, len(answers)
         assert rate <= bound, (rate, bound)
         bad = [a for a in answers if a[0] not in (429, 503) or not a[1]]
         assert not bad, bad[:5]
