@@ -91,6 +91,8 @@ struct exchange {
     unsigned n_attempts;       /* upstream attempts started */
     unsigned retries;          /* retries of the current candidate */
     int probe;                 /* this attempt is its breaker's half-open probe */
+    int fresh_next;            /* the next attempt opens a new connection (after reset_reused) */
+    int attempt_fresh;         /* this attempt was made on a new connection so */
     int in_attempt;            /* an attempt is running (holds an in-flight slot) */
     struct event *watch;       /* first byte / idle timer; a deferred failure */
     enum watch_kind watch_kind;
@@ -784,8 +786,9 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
         hist_observe(&ms->upstream_latency, now - ex->t_up_start);
         if (ex->streaming && ex->t_first > 0)
             hist_observe(&ms->ttft, ex->t_first - ex->t_up_start);
-        if (record) {
+        if (record)
             ms->attempts[c]++;
+        if (record && !rs_class_is_neutral(c)) {
             rs_breaker_record(&ms->breaker, &ex->conf->set.breaker, now,
                               rs_class_is_upstream_failure(c), retry_after_s, ex->probe);
         } else {
@@ -864,6 +867,7 @@ static void give_up(struct exchange *ex, const char *why)
 /* ==== Attempts: failure and the next one ==== */
 
 static void start_attempt(struct exchange *ex);
+static void retry_same(struct exchange *ex);
 
 /* A failure before anything reached the client: classify, remember, and by
  * the policy retry the same model, fall back to the next, or give up. The
@@ -906,6 +910,19 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     ex->resp_len = 0;
 
     action = ex->pol.retry.on[c];
+    if (c == RS_RESET_REUSED && action == RS_RETRY) {
+        /* A pooled connection the upstream closed as the request went out
+         * (its keep-alive timeout, most likely): the same model again at
+         * once, on a new connection, where this cannot happen again. Not a
+         * retry of max_retries, but an attempt of max_attempts. */
+        if (!ex->attempt_fresh && ex->n_attempts < (unsigned)ex->req_retry.max_attempts &&
+            (ex->deadline == 0 || gw_now() < ex->deadline)) {
+            ex->fresh_next = 1;
+            retry_same(ex);
+            return;
+        }
+        action = RS_FALLBACK;
+    }
     if (action == RS_FAIL) {
         give_up(ex, "not retried by policy");
         return;
@@ -1654,6 +1671,8 @@ static void start_attempt(struct exchange *ex)
         ex->ms->in_flight++;
     ex->in_attempt = 1;
     ex->n_attempts++;
+    ex->attempt_fresh = ex->fresh_next;
+    ex->fresh_next = 0;
     ex->t_up_start = gw_now();
     watch_arm(ex, WATCH_FIRST_BYTE, ex->pol.timeouts.first_byte_ms);
     if (gm->is_mock) {
@@ -1689,6 +1708,7 @@ static void start_attempt(struct exchange *ex)
         ur.body_len = ex->fwd_len;
         ur.connect_timeout_ms = ex->pol.timeouts.connect_ms;
         ur.timeout_ms = ex->pol.timeouts.total_ms;
+        ur.fresh_connection = ex->attempt_fresh;
         ex->xfer = up_xfer_start(ex->gw->upstream, &ur, &upstream_cbs, ex);
         if (!ex->xfer) {
             attempt_end(ex, RS_OK, -1, 0);

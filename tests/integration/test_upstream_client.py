@@ -7,8 +7,10 @@ The scripted upstream is a thread in this process on 127.0.0.1: for each
 request it reads the head and the Content-Length body, records the head, and
 plays the next step of the test's script on the raw socket (framing variants,
 interim 1xx heads, an oversized head, garbage, a reset in the body, closing
-after a response). The gateway makes one attempt per request and has no
-breaker here, so each request plays exactly one step. Every test goes through `llmroute serve` and checks what
+after a response). Every class but reset_reused falls back, there is one
+candidate and no breaker, so each request plays exactly one step: a request
+that crosses the close of a pooled connection reaches no step, and its one
+retry on a new connection (max_attempts is 2) plays it. Every test goes through `llmroute serve` and checks what
 the client sees; the gateway must still serve afterwards and exit 0 on SIGTERM.
 Run twice: with the default client and with LLMROUTE_UPSTREAM_CLIENT=curl, so
 both implementations behind upstream.h answer the same way.
@@ -153,6 +155,15 @@ def reset_before_head(c):
 
 def ok_then_close(c):
     ok_with_length(c)
+    return "close"
+
+
+def ok_then_idle_close(c):
+    # uvicorn's or Node's keep-alive timeout, made short: the answer without
+    # Connection: close, then the connection closed 100 ms later. A request
+    # sent on it in the meantime is never read (the close resets it).
+    ok_with_length(c)
+    time.sleep(0.1)
     return "close"
 
 
@@ -326,13 +337,17 @@ def mutated(seed):
 
 def run(gw_bin, env):
     up = Scripted()
-    cfg = {"models": [{"name": "s", "backend": "openai", "api_key_env": "LLMROUTE_IT_KEY",
-                       "base_url": "http://127.0.0.1:%d/v1" % up.port,
-                       "headers": {"X-Title": "my app", "api-key": {"env": "LLMROUTE_IT_HDR"},
-                                   "X-Empty": "", "Accept": "application/json"}}],
-           # One attempt per request and no breaker: each request plays one step.
+    model = {"name": "s", "backend": "openai", "api_key_env": "LLMROUTE_IT_KEY",
+             "base_url": "http://127.0.0.1:%d/v1" % up.port,
+             "headers": {"X-Title": "my app", "api-key": {"env": "LLMROUTE_IT_HDR"},
+                         "X-Empty": "", "Accept": "application/json"}}
+    # The same upstream for a client that wants at-most-once.
+    once = dict(model, name="once", retry={"on": {"reset_reused": "fail"}})
+    cfg = {"models": [model, once],
+           # No retry but reset_reused's and no breaker: each request plays one step.
            "server": {"upstream_timeout_ms": 5000,
-                      "resilience": {"retry": {"max_attempts": 1},
+                      "resilience": {"retry": {"max_attempts": 2,
+                                               "on": {"rate_limited": "fallback"}},
                                      "breaker": {"consecutive_failures": 0,
                                                  "failure_rate": 0}}}}
     e = {"LLMROUTE_IT_KEY": "sk-test", "LLMROUTE_IT_HDR": "hdr-secret"}
@@ -614,16 +629,16 @@ def run(gw_bin, env):
 
     def reset_after_request_not_resent():
         # A reused connection reset after the upstream read the request: the
-        # request may have been processed, so it is not sent again behind the
-        # retry policy's back. It is one attempt of class reset (max_attempts
-        # is 1 here: 502), counted and logged.
+        # request may have been processed. With retry.on.reset_reused "fail"
+        # it is not sent again: one attempt of class reset_reused, counted and
+        # logged, and 502.
         expect_ok(ok_with_length)  # a connection in the pool
-        key = 'llmroute_upstream_attempts_total{model="s",class="reset"}'
+        key = 'llmroute_upstream_attempts_total{model="once",class="reset_reused"}'
         resets = gw.metrics().get(key, 0)
         before = len(up.heads)
         up.steps.put(reset_after_reading)
         up.steps.put(ok_with_length)  # what a resent request would be answered
-        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        st, h, j, raw = chat(gw.port, {"model": "once", "messages": HELLO})
         time.sleep(0.3)
         sent = len(up.heads) - before
         drain_steps()
@@ -631,7 +646,60 @@ def run(gw_bin, env):
         assert st == 502 and h["x-llmroute-attempts"] == "1", (st, h, raw)
         assert gw.metrics().get(key, 0) == resets + 1, gw.metrics()
         line = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"][-1]
-        assert [t["class"] for t in line["tries"]] == ["reset"], line
+        assert [t["class"] for t in line["tries"]] == ["reset_reused"], line
+
+    def last_tries():
+        line = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"][-1]
+        return [t["class"] for t in line["tries"]]
+
+    def idle_close_crossing_retried():
+        # The upstream closes each connection 100 ms after its answer, without
+        # Connection: close; requests follow at once, so each one after the
+        # first goes out on a pooled connection as its close crosses it. That
+        # is one reset_reused attempt, then the same request at once on a new
+        # connection: every request gets its answer and the upstream reads each
+        # once.
+        drain_steps()
+        key = 'llmroute_upstream_attempts_total{model="s",class="reset_reused"}'
+        crossings = gw.metrics().get(key, 0)
+        before = len(up.heads)
+        seen = []
+        for _ in range(6):
+            up.steps.put(ok_then_idle_close)
+            st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+            assert st == 200, (st, raw, seen)
+            seen.append(last_tries())
+        time.sleep(0.2)
+        # A slow gateway may find a close before it sends (its peek): then no crossing.
+        assert all(t in (["ok"], ["reset_reused", "ok"]) for t in seen), seen
+        crossed = sum(1 for t in seen if t[0] == "reset_reused")
+        print("     crossings: %d of 6" % crossed)
+        assert crossed >= 1, seen
+        assert gw.metrics().get(key, 0) == crossings + crossed, gw.metrics()
+        assert len(up.heads) - before == 6, up.heads[before:]
+
+    def idle_close_crossing_fails_when_asked():
+        # With retry.on.reset_reused "fail", a crossing is answered 502 and the
+        # request is not sent again; the upstream never read it.
+        drain_steps()
+        for _ in range(10):
+            up.steps.put(ok_then_idle_close)
+            st, _, _, raw = chat(gw.port, {"model": "once", "messages": HELLO})
+            assert st == 200, (st, raw)
+            before = len(up.heads)
+            up.steps.put(ok_with_length)  # what a resent request would be answered
+            st, h, j, raw = chat(gw.port, {"model": "once", "messages": HELLO})
+            time.sleep(0.2)
+            if st == 200:  # the close was found before the request went out
+                assert last_tries() == ["ok"], last_tries()
+                continue
+            drain_steps()
+            assert st == 502 and h["x-llmroute-attempts"] == "1", (st, h, raw)
+            assert error_shape(j)["code"] == "upstream_reset_reused", j
+            assert last_tries() == ["reset_reused"], last_tries()
+            assert len(up.heads) == before, up.heads[before:]
+            return
+        assert False, "no request crossed a close in 10 tries"
 
     def unasked_bytes_close_idle_connection():
         # Bytes that arrive on an idle pooled connection end it: the next
@@ -658,9 +726,13 @@ def run(gw_bin, env):
     check(tag + "a connection the upstream closed after a response is not reused",
           closed_after_response)
     check(tag + "a request read and then reset on a reused connection is not resent: "
-          "one attempt, class reset", reset_after_request_not_resent)
+          "with reset_reused \"fail\": one attempt, class reset_reused", reset_after_request_not_resent)
     check(tag + "a response nobody asked for on an idle connection is not the next answer",
           unasked_bytes_close_idle_connection)
+    check(tag + "requests crossing an idle close: reset_reused, then at once a new connection; "
+          "all 200", idle_close_crossing_retried)
+    check(tag + "with retry.on.reset_reused \"fail\" a crossing is 502, not resent",
+          idle_close_crossing_fails_when_asked)
     check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
           done_then_closed)
     check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",
