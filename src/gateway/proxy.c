@@ -2210,6 +2210,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
 static void proceed(struct exchange *ex);
 
 /* The vector is in (or not): route with it, then go on. */
+static void shutdown_one(struct exchange *ex, const char *msg);
+
 static void embed_got(void *arg, float *vec, size_t dim, const char *why)
 {
     struct exchange *ex = arg;
@@ -2269,6 +2271,14 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     ex->completion_tokens = -1;
     snprintf(ex->id, sizeof ex->id, "%s", id);
 
+    if (gw->shutdown_answered) {
+        /* The answers to the requests in flight at the deadline are going
+         * out, and the loop stops when they are: an attempt started now
+         * would be cut off unanswered. */
+        shutdown_one(ex, "the gateway is shutting down: server.shutdown_timeout_ms passed "
+                         "before this request's body was in; retry the request");
+        return;
+    }
     body = hs_req_body(req, &len);
     if (len == 0) {
         fail_with(ex, 400, NULL, "invalid_json",
@@ -2347,10 +2357,8 @@ static void proceed(struct exchange *ex)
  * for (its vector, a backoff, room in the queue, the upstream), the client
  * gets an answer now instead of a closed connection. An answer already
  * whole (after [DONE]) completes as usual. */
-static void shutdown_one(struct exchange *ex)
+static void shutdown_one(struct exchange *ex, const char *msg)
 {
-    static const char msg[] = "the gateway is shutting down: server.shutdown_timeout_ms "
-                              "passed before the upstream answered; retry the request";
     gw_embed_cancel(ex->embed);
     ex->embed = NULL;
     wait_stop(ex);
@@ -2376,8 +2384,12 @@ static void shutdown_one(struct exchange *ex)
     finish(ex, 503);
 }
 
+static const char shutdown_msg[] = "the gateway is shutting down: server.shutdown_timeout_ms "
+                                   "passed before the upstream answered; retry the request";
+
 void proxy_shutdown_answer(struct gw *gw)
 {
+    gw->shutdown_answered = 1;
     while (gw->live)
-        shutdown_one(gw->live); /* finish() unlinks it */
+        shutdown_one(gw->live, shutdown_msg); /* finish() unlinks it */
 }

@@ -1175,6 +1175,63 @@ def lifecycle(gw_bin, fake_bin):
     check("SIGTERM past shutdown_timeout_ms: a 503 for waiting requests, an error event for "
           "streams, logged as 503 shutdown before `stopped`", sigterm_deadline_answers)
 
+    def sigterm_late_body_refused():
+        # A request whose body is not all in at the shutdown deadline, and completes in
+        # the second the deadline's answers have to go out: a 503 server_shutting_down
+        # at once, with no upstream attempt, logged before `stopped`. (It was once sent
+        # upstream, then dropped when the loop stopped and logged after `stopped` as a
+        # 499 client_closed, though the client never closed.)
+        late = Fake(fake_bin, wd, name="late2")
+        late.scenario("delay_ms=3000")
+        cfg = base_config(fake, server={"shutdown_timeout_ms": 1000})
+        cfg["models"] += [{"name": "late", "backend": "openai", "base_url": late.base_url}]
+        g = Gateway(gw_bin, wd, cfg, name="gw-latebody")
+        body = json.dumps({"model": "late", "messages": HELLO}).encode()
+        got = {}
+
+        def in_flight():  # keeps the gateway draining until the deadline
+            try:
+                got["a"] = request(g.port, "POST", "/v1/chat/completions", body, timeout=10)
+            except Exception as ex:
+                got["a"] = ex
+        t = threading.Thread(target=in_flight)
+        t.start()
+        s = socket.create_connection((HOST, g.port), timeout=10)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                  + body[:10])
+        time.sleep(0.5)
+        g.signal(signal.SIGTERM)
+        time.sleep(1.4)  # the deadline is 1 s after the signal; its answers have 1 s more
+        t0 = time.monotonic()
+        s.sendall(body[10:])
+        raw = b""
+        try:
+            while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
+                b = s.recv(65536)
+                if not b:
+                    break
+                raw += b
+        except OSError as ex:
+            raw += b" EXC " + str(ex).encode()
+        took = time.monotonic() - t0
+        s.close()
+        t.join(10)
+        assert g.wait(10) == 0
+        assert status_of(raw) == 503 and b'"code":"server_shutting_down"' in raw, raw
+        assert took < 0.5, took
+        assert not isinstance(got["a"], Exception) and got["a"][0] == 503, got["a"]
+        lines = g.log_lines()
+        stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
+        reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
+        assert stopped and len(reqs) == 2, lines
+        for i, l in reqs:
+            assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", lines
+        assert [l.get("tries", []) for _, l in reqs].count([]) == 1, reqs
+        late.proc.terminate()
+    check("a request whose body completes after the shutdown deadline's answers: 503 at "
+          "once, no upstream attempt, logged before `stopped`", sigterm_late_body_refused)
+
 
 # ==== headers ====
 

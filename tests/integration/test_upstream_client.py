@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (HOST, Gateway, chat, check, error_shape, finish, raw_exchange,  # noqa
-                    request, status_of, workdir)
+                    request, status_of, wait_for, workdir)
 
 HELLO = [{"role": "user", "content": "hello"}]
 HELLO_BODY = json.dumps({"model": "s", "messages": HELLO}).encode()
@@ -648,9 +648,12 @@ def run(gw_bin, env):
         line = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"][-1]
         assert [t["class"] for t in line["tries"]] == ["reset_reused"], line
 
-    def last_tries():
-        line = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"][-1]
-        return [t["class"] for t in line["tries"]]
+    def tries_of(h):
+        # The log line is written after the answer: wait for it.
+        def line():
+            got = [l for l in gw.log_lines() if l.get("id") == h["x-request-id"]]
+            return got[0] if got else None
+        return [t["class"] for t in wait_for(line, 5, "the request's log line")["tries"]]
 
     def idle_close_crossing_retried():
         # The upstream closes each connection 100 ms after its answer, without
@@ -668,7 +671,8 @@ def run(gw_bin, env):
             up.steps.put(ok_then_idle_close)
             st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
             assert st == 200, (st, raw, seen)
-            seen.append(last_tries())
+            seen.append(tries_of(h))
+            assert h["x-llmroute-attempts"] == str(len(seen[-1])), (h, seen)
         time.sleep(0.2)
         # A slow gateway may find a close before it sends (its peek): then no crossing.
         assert all(t in (["ok"], ["reset_reused", "ok"]) for t in seen), seen
@@ -691,12 +695,12 @@ def run(gw_bin, env):
             st, h, j, raw = chat(gw.port, {"model": "once", "messages": HELLO})
             time.sleep(0.2)
             if st == 200:  # the close was found before the request went out
-                assert last_tries() == ["ok"], last_tries()
+                assert tries_of(h) == ["ok"], tries_of(h)
                 continue
             drain_steps()
             assert st == 502 and h["x-llmroute-attempts"] == "1", (st, h, raw)
             assert error_shape(j)["code"] == "upstream_reset_reused", j
-            assert last_tries() == ["reset_reused"], last_tries()
+            assert tries_of(h) == ["reset_reused"], tries_of(h)
             assert len(up.heads) == before, up.heads[before:]
             return
         assert False, "no request crossed a close in 10 tries"
