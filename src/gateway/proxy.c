@@ -1271,8 +1271,13 @@ static void on_head(void *arg, const struct up_head *head)
         defer_failure(ex, RS_REDIRECT, "the upstream answered with a redirect");
         return;
     }
-    ex->sse = ex->stream && head->status >= 200 && head->status < 300 && ct &&
-              strncasecmp(ct, "text/event-stream", 17) == 0;
+    /* A stream request's 2xx with no Content-Type is read as the event
+     * stream asked for (some servers leave it out); if it is not one, the
+     * stream's own checks fail it. */
+    ex->sse = ex->stream && head->status >= 200 && head->status < 300 &&
+              (!ct || strncasecmp(ct, "text/event-stream", 17) == 0);
+    if (ex->sse && !ct)
+        snprintf(ex->up_ctype, sizeof ex->up_ctype, "text/event-stream");
     if (ex->stream && head->status >= 200 && head->status < 300 && !ex->sse) {
         /* A client that asked for a stream reads events: a whole JSON answer, or
          * an HTML page, is not one, and another candidate may do better. */
@@ -1323,10 +1328,18 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
     if (ex->saw_done) {
         /* The answer is whole: what comes after it is no part of it, and the
          * client's stream ends with [DONE] (or the terminal event). An LF
-         * finishing the CRLF of its blank line is not counted. */
+         * finishing the CRLF of its blank line is part of it: it goes out
+         * after the CR (held, or relayed now), and is not counted. */
         if (ex->cr_ended && len && data[0] == '\n') {
             ex->cr_ended = 0;
+            data++;
             len--;
+            if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + 1, 4096) == 0) {
+                ex->held[ex->held_len++] = '\n';
+                ex->held_line = ex->held_ok = ex->held_len;
+                if (ex->streaming)
+                    flush_held(ex);
+            }
         }
         ex->after_done += len;
         return UP_CONSUMED;

@@ -262,6 +262,21 @@ def sse_stream(body, ending):
     return step
 
 
+def sse_pieces(pieces, ctype=b"text/event-stream"):
+    """A chunked event stream sent as the given pieces, one chunk each, 50 ms
+    apart (so each arrives in a read of its own), then the zero-length chunk;
+    ctype None sends no Content-Type."""
+    def step(c):
+        c.sendall(b"HTTP/1.1 200 OK\r\n" +
+                  (b"Content-Type: " + ctype + b"\r\n" if ctype else b"") +
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            time.sleep(0.05)
+            c.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        c.sendall(b"0\r\n\r\n")
+    return step
+
+
 def sse_dispatch(raw):
     """The events an SSE client dispatches from raw (the WHATWG rules: data
     lines joined by LF, an event dispatched at a blank line, a last one
@@ -501,6 +516,40 @@ def run(gw_bin, env):
         st, _, raw = streamed(sse_stream(sse_body(eol=b"\r")[:-1], "eof"))
         assert st == 200 and raw.endswith(b"data: [DONE]\r\n\n"), (st, raw[-100:])
         assert sse_dispatch(raw)[-1] == "[DONE]", raw[-100:]
+
+    def done_crlf_split_at_each_byte():
+        # `data: [DONE]\r\n\r\n` split at each byte of its line ends, then an event
+        # the upstream should not have sent: the client's stream ends with the whole
+        # event, its CRLF blank line complete, and nothing after it.
+        body = sse_body(eol=b"\r\n")
+        after = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"content":"AFTER"}}]}\r\n\r\n')
+        cut = len(body) - 4
+        for k in range(5):
+            st, _, raw = streamed(sse_pieces([body[:cut + k], body[cut + k:] + after]))
+            assert st == 200, (k, st, raw)
+            assert raw.endswith(b"data: [DONE]\r\n\r\n"), (k, raw[-60:])
+            assert b"AFTER" not in raw and b'"error"' not in raw, (k, raw[-200:])
+
+    def stream_without_content_type():
+        # A 200 stream answer with no Content-Type at all is read as the event stream
+        # asked for: the client gets every event and [DONE], as text/event-stream. One
+        # that is not an event stream (a JSON body) still fails: 502, nothing relayed.
+        key = 'llmroute_upstream_attempts_total{model="s",class="ok"}'
+        before = gw.metrics().get(key, 0)
+        up.steps.put(sse_pieces([sse_body()], ctype=None))
+        st, h, raw = request(gw.port, "POST", "/v1/chat/completions",
+                             json.dumps({"model": "s", "messages": HELLO, "stream": True}),
+                             timeout=15)
+        assert st == 200 and h["content-type"] == "text/event-stream", (st, h, raw)
+        assert raw.endswith(b"data: [DONE]\n\n") and b" there" in raw, raw
+        assert b'"error"' not in raw, raw
+        assert gw.metrics().get(key, 0) == before + 1, gw.metrics()
+        up.steps.put(sse_pieces([OK_BODY], ctype=None))
+        st, h, raw = request(gw.port, "POST", "/v1/chat/completions",
+                             json.dumps({"model": "s", "messages": HELLO, "stream": True}),
+                             timeout=15)
+        assert st == 502 and b"hi there" not in raw, (st, raw)
 
     def done_unfinished_then_cut():
         # `data: [DONE]` arrived, with or without its line end, but not the
@@ -747,6 +796,10 @@ def run(gw_bin, env):
           done_without_blank_line)
     check(tag + "[DONE] without its event's end, then a cut or silence: complete",
           done_unfinished_then_cut)
+    check(tag + "`data: [DONE]\\r\\n\\r\\n` split at each byte, then more: the client gets "
+          "the whole event and nothing after", done_crlf_split_at_each_byte)
+    check(tag + "a 200 stream answer without Content-Type is read as an event stream",
+          stream_without_content_type)
     check(tag + "a stream cut inside an event ends with an error event of its own",
           cut_mid_event)
     check(tag + "event streams with bare CR line ends are relayed, usage read",
