@@ -846,22 +846,42 @@ def errors(gw_bin, fake_bin):
             finally:
                 g.signal(signal.SIGTERM)
                 assert g.wait(15) == 0
-        # An empty key is a typo in the list: refused by check-config and serve,
-        # naming its place.
+        # An empty entry is never a key: skipped, with a warning naming its place
+        # (check-config and serve), so a list with a final comma still loads.
         cfg = os.path.join(wd, "keys.json")
         with open(cfg, "w") as f:
             json.dump(base_config(fake, server={"api_keys_env": env_name}), f)
-        for value, place in (("k1,,k2", "key 2 of 3"), ("k1, k2, ", "key 3 of 3"),
-                             (" ,k1", "key 1 of 2")):
+        for i, (value, place) in enumerate((("k1,,k2", "entry 2 of 3"),
+                                            ("k1, k2, ", "entry 3 of 3"),
+                                            (" ,k1,k2", "entry 1 of 3"))):
+            warning = "%s: %s is empty and is skipped" % (env_name, place)
+            r = subprocess.run([gw_bin, "check-config", cfg], capture_output=True, text=True,
+                               timeout=10, env=dict(os.environ, **{env_name: value}))
+            assert r.returncode == 0, (value, r.returncode, r.stderr)
+            assert "warning" in r.stderr and warning in r.stderr, (value, r.stderr)
+            g = Gateway(gw_bin, wd, base_config(fake, server={"api_keys_env": env_name}),
+                        name="keysempty%d" % i, env={KEY_ENV: UPSTREAM_KEY, env_name: value})
+            try:
+                for k, want in (("k1", 200), ("k2", 200), ("", 401)):
+                    st, _, _ = request(g.port, "GET", "/v1/models",
+                                       headers={"Authorization": "Bearer " + k})
+                    assert st == want, (value, k, st)
+            finally:
+                g.signal(signal.SIGTERM)
+                assert g.wait(15) == 0
+            with open(g.stderr, encoding="utf-8") as f:
+                assert warning in f.read(), value
+        # Only a list with no key at all is refused.
+        for value in (",", " , ,"):
             env = dict(os.environ, **{env_name: value})
             for cmd in (["check-config", cfg],
                         ["serve", "--config", cfg, "--listen", "127.0.0.1:0"]):
                 r = subprocess.run([gw_bin] + cmd, capture_output=True, text=True, timeout=10,
                                    env=env)
                 assert r.returncode == 2, (value, cmd, r.returncode, r.stderr)
-                assert "%s: %s is empty" % (env_name, place) in r.stderr, (value, r.stderr)
-    check("gateway keys are trimmed at both ends; an empty key is refused naming its place",
-          keys_trimmed_at_both_ends)
+                assert "%s holds no key" % env_name in r.stderr, (value, r.stderr)
+    check("gateway keys are trimmed at both ends; empty entries are skipped with a warning "
+          "naming their place; a list of no key is refused", keys_trimmed_at_both_ends)
 
     def unusable_base_urls_refused():
         # A base_url the endpoint's path cannot be appended to is refused at
