@@ -399,8 +399,9 @@ fail:
  * connect"), and no option turns that off. But the upstream may have read
  * the request and acted on it before the connection died, and a resend would
  * be an attempt that neither the retry policy, the metrics nor the log line
- * knew of. So a second send is refused: the transfer fails as a reset (see
- * check_done()), and the retry policy decides. */
+ * knew of. So a second send is refused: the transfer fails as
+ * UP_ERESET_REUSED (see check_done()), and the retry policy decides (by
+ * default, one attempt more at once on a fresh connection). */
 static int prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
                      int local_port)
 {
