@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import struct
 import sys
@@ -786,6 +787,34 @@ def run(gw_bin, env):
           "all 200", idle_close_crossing_retried)
     check(tag + "with retry.on.reset_reused \"fail\" a crossing is 502, not resent",
           idle_close_crossing_fails_when_asked)
+
+    def idle_close_crossing_not_held_against_breaker():
+        # A breaker that opens at the first failure: a crossing counted as one
+        # would open it, and the request's retry would find the model open (503
+        # or 502). reset_reused is no failure of the upstream: every request 200.
+        strict = dict(cfg, server=dict(cfg["server"], resilience={
+            "retry": {"max_attempts": 2, "on": {"rate_limited": "fallback"}},
+            "breaker": {"consecutive_failures": 1, "failure_rate": 0}}))
+        g = Gateway(gw_bin, workdir(), strict, env=e, name="gw-strict")
+        try:
+            drain_steps()
+            crossed = 0
+            for _ in range(6):
+                up.steps.put(ok_then_idle_close)
+                st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
+                assert st == 200, (st, raw, crossed)
+                crossed += h["x-llmroute-attempts"] == "2"
+            print("     crossings: %d of 6" % crossed)
+            assert crossed >= 1, crossed
+            assert g.metrics().get('llmroute_breaker_opens_total{model="s"}', 0) == 0
+        finally:
+            g.signal(signal.SIGTERM)
+            assert g.wait(15) == 0
+            time.sleep(0.2)
+            drain_steps()
+
+    check(tag + "a crossing is not held against the model's breaker",
+          idle_close_crossing_not_held_against_breaker)
     check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
           done_then_closed)
     check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",
