@@ -179,6 +179,10 @@ struct gw {
     uint64_t id_seed;
     uint64_t rng; /* backoff jitter (xorshift state) */
     int shutting_down;
+    /* The shutdown deadline passed and the requests in flight were answered:
+     * a forwarding request that comes in later (its body completed in the
+     * time left for those answers to go out) is refused at once (proxy.c). */
+    int shutdown_answered;
     long fd_reserve; /* descriptors kept from client connections (connlimit.h) */
     long max_conns;  /* the client connection cap in force */
     /* Requests waiting for a model with room (proxy.c), oldest first. */
@@ -205,7 +209,8 @@ void gw_store_refresh_start(struct gw *gw);
 void proxy_shutdown(struct gw *gw);
 /* The shutdown deadline passed: answer every forwarding request still in
  * flight (a 503 server_shutting_down, or an error event ending a stream),
- * log and count each as 503 "shutdown", and free them. */
+ * log and count each as 503 "shutdown", and free them. A forwarding request
+ * that arrives after this gets the same 503 at once, with no attempt. */
 void proxy_shutdown_answer(struct gw *gw);
 
 /* Monotonic time in seconds. */

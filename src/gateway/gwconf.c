@@ -173,12 +173,14 @@ static int is_blank(char ch)
 
 /* The gateway's keys from the environment: split at commas, each trimmed of
  * blank space at both ends (a value set as 'k1, k2' or with a final newline
- * must not make a key that no client sends). An empty key is refused, naming
- * its place, rather than skipped: it is a typo in the list. */
-static int load_api_keys(struct gw_settings *s, struct lr_error *err)
+ * must not make a key that no client sends). An empty entry (`k1,,k2`, a
+ * comma at the end) is never a key: it is skipped with a warning naming its
+ * place, so a list that loaded before still does; only a list with no key
+ * at all is refused. */
+static int load_api_keys(const struct gw_conf *c, struct gw_settings *s, struct lr_error *err)
 {
     const char *env = getenv(s->api_keys_env);
-    size_t n = 1, k = 0;
+    size_t n = 1, k = 0, place = 0;
     const char *p;
 
     if (!env || !*env)
@@ -186,8 +188,8 @@ static int load_api_keys(struct gw_settings *s, struct lr_error *err)
                     "server.api_keys_env: the environment variable %s is not set or empty "
                     "(it must hold the gateway's keys, separated by commas)",
                     s->api_keys_env);
-    for (const char *c = env; *c; c++)
-        n += *c == ',';
+    for (const char *ch = env; *ch; ch++)
+        n += *ch == ',';
     s->api_keys = calloc(n + 1, sizeof *s->api_keys);
     if (!s->api_keys)
         return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
@@ -198,19 +200,27 @@ static int load_api_keys(struct gw_settings *s, struct lr_error *err)
             b++;
         while (e > b && is_blank(e[-1]))
             e--;
-        if (b == e)
-            return fail(err, LR_ECONFIG,
-                        "server.api_keys_env: %s: key %zu of %zu is empty (keys are separated "
-                        "by commas, with nothing but blank space around them)",
-                        s->api_keys_env, k + 1, n);
-        s->api_keys[k] = strndup(b, (size_t)(e - b));
-        if (!s->api_keys[k])
-            return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
-        k++;
+        place++;
+        if (b == e) {
+            warn(c,
+                 "server.api_keys_env: %s: entry %zu of %zu is empty and is skipped (keys are "
+                 "separated by commas, with nothing but blank space around them)",
+                 s->api_keys_env, place, n);
+        } else {
+            s->api_keys[k] = strndup(b, (size_t)(e - b));
+            if (!s->api_keys[k])
+                return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
+            k++;
+        }
         p = end;
         if (!*p)
             break;
     }
+    if (k == 0)
+        return fail(err, LR_ECONFIG,
+                    "server.api_keys_env: %s holds no key, only %zu empty entr%s (keys are "
+                    "separated by commas)",
+                    s->api_keys_env, n, n == 1 ? "y" : "ies");
     return 0;
 }
 
@@ -319,7 +329,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
                 rc = fail(err, LR_ENOMEM, "out of memory");
                 goto out;
             }
-            if ((rc = load_api_keys(s, err)))
+            if ((rc = load_api_keys(c, s, err)))
                 goto out;
         }
     }

@@ -499,6 +499,15 @@ static int retryable(const struct h1_xfer *x)
     return x->conn && x->conn->n_done > 0 && x->sent == 0 && !x->got_bytes && !x->retried;
 }
 
+/* How a reset before the response head is reported: a connection reused
+ * from the pool that ended before a single byte of the response is most
+ * likely the upstream's keep-alive timeout crossing the request, which the
+ * caller's policy may answer with an immediate attempt on a new connection. */
+static enum up_error reset_error(const struct h1_xfer *x)
+{
+    return x->conn && x->conn->n_done > 0 && !x->got_bytes ? UP_ERESET_REUSED : UP_ERESET;
+}
+
 static void retry(struct h1_xfer *x)
 {
     int e;
@@ -523,7 +532,7 @@ static void send_or_fail(struct h1_xfer *x)
     if (retryable(x))
         retry(x);
     else
-        finish(x, UP_ERESET, strerror(errno), 0);
+        finish(x, reset_error(x), strerror(errno), 0);
 }
 
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
@@ -899,9 +908,10 @@ static void conn_ended(struct h1_xfer *x, int e)
         return;
     }
     if (!x->head_done) {
-        snprintf(msg, sizeof msg, "the upstream closed the connection before a response%s%s",
+        snprintf(msg, sizeof msg, "the upstream closed the connection before a response%s%s%s",
+                 reset_error(x) == UP_ERESET_REUSED ? " (a reused connection)" : "",
                  e ? ": " : "", e ? strerror(e) : "");
-        finish(x, UP_ERESET, msg, 0);
+        finish(x, reset_error(x), msg, 0);
     } else {
         snprintf(msg, sizeof msg, "the upstream closed the connection in the response body%s%s",
                  e ? ": " : "", e ? strerror(e) : "");
@@ -1077,8 +1087,10 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
         evtimer_add(&x->ev_timeout, &tv);
     }
 
-    /* The most recently used idle connection that is still usable, if any. */
-    while ((c = x->host->idle) && !idle_usable(c))
+    /* The most recently used idle connection that is still usable, if any,
+     * unless the caller asked for a new connection. */
+    c = NULL;
+    while (!req->fresh_connection && (c = x->host->idle) && !idle_usable(c))
         conn_close(c);
     if (c) {
         idle_unlink(c);
@@ -1089,7 +1101,7 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
         /* Broken under us. Not a byte went out only if sent is 0; else the
          * upstream may have the request, and the attempt fails (retryable()). */
         if (x->sent > 0) {
-            defer_fail(x, UP_ERESET, strerror(errno));
+            defer_fail(x, reset_error(x), strerror(errno));
             return x;
         }
         conn_close(c);

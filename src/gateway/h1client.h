@@ -21,7 +21,9 @@
  * again on a fresh connection only when the reused one failed before a single
  * byte of it was written; once any was, the upstream may have read it and
  * acted on it, so a reset before the answer is the transfer's failure
- * (UP_ERESET), for the caller's retry policy to decide on. Hosts must be numeric IPv4
+ * (UP_ERESET; UP_ERESET_REUSED when the connection came from the pool and
+ * not a byte of the answer came), for the caller's retry policy to decide
+ * on; up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
  * or IPv6 addresses: no name resolution on the event loop (libcurl, with its
  * threaded resolver, takes host names).
  *

@@ -91,6 +91,8 @@ struct exchange {
     unsigned n_attempts;       /* upstream attempts started */
     unsigned retries;          /* retries of the current candidate */
     int probe;                 /* this attempt is its breaker's half-open probe */
+    int fresh_next;            /* the next attempt opens a new connection (after reset_reused) */
+    int attempt_fresh;         /* this attempt was made on a new connection so */
     int in_attempt;            /* an attempt is running (holds an in-flight slot) */
     struct event *watch;       /* first byte / idle timer; a deferred failure */
     enum watch_kind watch_kind;
@@ -784,8 +786,9 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
         hist_observe(&ms->upstream_latency, now - ex->t_up_start);
         if (ex->streaming && ex->t_first > 0)
             hist_observe(&ms->ttft, ex->t_first - ex->t_up_start);
-        if (record) {
+        if (record)
             ms->attempts[c]++;
+        if (record && !rs_class_is_neutral(c)) {
             rs_breaker_record(&ms->breaker, &ex->conf->set.breaker, now,
                               rs_class_is_upstream_failure(c), retry_after_s, ex->probe);
         } else {
@@ -864,6 +867,7 @@ static void give_up(struct exchange *ex, const char *why)
 /* ==== Attempts: failure and the next one ==== */
 
 static void start_attempt(struct exchange *ex);
+static void retry_same(struct exchange *ex);
 
 /* A failure before anything reached the client: classify, remember, and by
  * the policy retry the same model, fall back to the next, or give up. The
@@ -906,6 +910,19 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     ex->resp_len = 0;
 
     action = ex->pol.retry.on[c];
+    if (c == RS_RESET_REUSED && action == RS_RETRY) {
+        /* A pooled connection the upstream closed as the request went out
+         * (its keep-alive timeout, most likely): the same model again at
+         * once, on a new connection, where this cannot happen again. Not a
+         * retry of max_retries, but an attempt of max_attempts. */
+        if (!ex->attempt_fresh && ex->n_attempts < (unsigned)ex->req_retry.max_attempts &&
+            (ex->deadline == 0 || gw_now() < ex->deadline)) {
+            ex->fresh_next = 1;
+            retry_same(ex);
+            return;
+        }
+        action = RS_FALLBACK;
+    }
     if (action == RS_FAIL) {
         give_up(ex, "not retried by policy");
         return;
@@ -1254,8 +1271,13 @@ static void on_head(void *arg, const struct up_head *head)
         defer_failure(ex, RS_REDIRECT, "the upstream answered with a redirect");
         return;
     }
-    ex->sse = ex->stream && head->status >= 200 && head->status < 300 && ct &&
-              strncasecmp(ct, "text/event-stream", 17) == 0;
+    /* A stream request's 2xx with no Content-Type is read as the event
+     * stream asked for (some servers leave it out); if it is not one, the
+     * stream's own checks fail it. */
+    ex->sse = ex->stream && head->status >= 200 && head->status < 300 &&
+              (!ct || strncasecmp(ct, "text/event-stream", 17) == 0);
+    if (ex->sse && !ct)
+        snprintf(ex->up_ctype, sizeof ex->up_ctype, "text/event-stream");
     if (ex->stream && head->status >= 200 && head->status < 300 && !ex->sse) {
         /* A client that asked for a stream reads events: a whole JSON answer, or
          * an HTML page, is not one, and another candidate may do better. */
@@ -1306,10 +1328,18 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
     if (ex->saw_done) {
         /* The answer is whole: what comes after it is no part of it, and the
          * client's stream ends with [DONE] (or the terminal event). An LF
-         * finishing the CRLF of its blank line is not counted. */
+         * finishing the CRLF of its blank line is part of it: it goes out
+         * after the CR (held, or relayed now), and is not counted. */
         if (ex->cr_ended && len && data[0] == '\n') {
             ex->cr_ended = 0;
+            data++;
             len--;
+            if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + 1, 4096) == 0) {
+                ex->held[ex->held_len++] = '\n';
+                ex->held_line = ex->held_ok = ex->held_len;
+                if (ex->streaming)
+                    flush_held(ex);
+            }
         }
         ex->after_done += len;
         return UP_CONSUMED;
@@ -1654,6 +1684,8 @@ static void start_attempt(struct exchange *ex)
         ex->ms->in_flight++;
     ex->in_attempt = 1;
     ex->n_attempts++;
+    ex->attempt_fresh = ex->fresh_next;
+    ex->fresh_next = 0;
     ex->t_up_start = gw_now();
     watch_arm(ex, WATCH_FIRST_BYTE, ex->pol.timeouts.first_byte_ms);
     if (gm->is_mock) {
@@ -1689,6 +1721,7 @@ static void start_attempt(struct exchange *ex)
         ur.body_len = ex->fwd_len;
         ur.connect_timeout_ms = ex->pol.timeouts.connect_ms;
         ur.timeout_ms = ex->pol.timeouts.total_ms;
+        ur.fresh_connection = ex->attempt_fresh;
         ex->xfer = up_xfer_start(ex->gw->upstream, &ur, &upstream_cbs, ex);
         if (!ex->xfer) {
             attempt_end(ex, RS_OK, -1, 0);
@@ -2190,6 +2223,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
 static void proceed(struct exchange *ex);
 
 /* The vector is in (or not): route with it, then go on. */
+static void shutdown_one(struct exchange *ex, const char *msg);
+
 static void embed_got(void *arg, float *vec, size_t dim, const char *why)
 {
     struct exchange *ex = arg;
@@ -2249,6 +2284,14 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     ex->completion_tokens = -1;
     snprintf(ex->id, sizeof ex->id, "%s", id);
 
+    if (gw->shutdown_answered) {
+        /* The answers to the requests in flight at the deadline are going
+         * out, and the loop stops when they are: an attempt started now
+         * would be cut off unanswered. */
+        shutdown_one(ex, "the gateway is shutting down: server.shutdown_timeout_ms passed "
+                         "before this request's body was in; retry the request");
+        return;
+    }
     body = hs_req_body(req, &len);
     if (len == 0) {
         fail_with(ex, 400, NULL, "invalid_json",
@@ -2327,10 +2370,8 @@ static void proceed(struct exchange *ex)
  * for (its vector, a backoff, room in the queue, the upstream), the client
  * gets an answer now instead of a closed connection. An answer already
  * whole (after [DONE]) completes as usual. */
-static void shutdown_one(struct exchange *ex)
+static void shutdown_one(struct exchange *ex, const char *msg)
 {
-    static const char msg[] = "the gateway is shutting down: server.shutdown_timeout_ms "
-                              "passed before the upstream answered; retry the request";
     gw_embed_cancel(ex->embed);
     ex->embed = NULL;
     wait_stop(ex);
@@ -2356,8 +2397,12 @@ static void shutdown_one(struct exchange *ex)
     finish(ex, 503);
 }
 
+static const char shutdown_msg[] = "the gateway is shutting down: server.shutdown_timeout_ms "
+                                   "passed before the upstream answered; retry the request";
+
 void proxy_shutdown_answer(struct gw *gw)
 {
+    gw->shutdown_answered = 1;
     while (gw->live)
-        shutdown_one(gw->live); /* finish() unlinks it */
+        shutdown_one(gw->live, shutdown_msg); /* finish() unlinks it */
 }

@@ -23,6 +23,7 @@ static const char *const class_names[RS_N_CLASSES] = {
     "connect_timeout",
     "tls",
     "reset",
+    "reset_reused",
     "timeout",
     "rate_limited",
     "rate_limited_no_retry_after",
@@ -66,6 +67,8 @@ enum rs_class rs_class_of_transport(enum up_error err, int head_seen)
         return RS_TLS;
     case UP_ERESET:
         return head_seen ? RS_STREAM_CUT : RS_RESET;
+    case UP_ERESET_REUSED:
+        return head_seen ? RS_STREAM_CUT : RS_RESET_REUSED;
     case UP_ECLOSED:
         return RS_STREAM_CUT;
     case UP_ETIMEOUT:
@@ -114,7 +117,13 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
 
 int rs_class_is_upstream_failure(enum rs_class c)
 {
-    return c != RS_OK && c != RS_CONTEXT_LENGTH && c != RS_BAD_REQUEST && c != RS_TOO_LARGE;
+    return c != RS_OK && c != RS_CONTEXT_LENGTH && c != RS_BAD_REQUEST && c != RS_TOO_LARGE &&
+           c != RS_RESET_REUSED;
+}
+
+int rs_class_is_neutral(enum rs_class c)
+{
+    return c == RS_RESET_REUSED;
 }
 
 double rs_retry_after_seconds(const char *value, double wall_now)
@@ -168,6 +177,7 @@ void rs_policy_defaults(struct rs_policy *p)
     for (int i = 0; i < RS_N_CLASSES; i++)
         r->on[i] = RS_FALLBACK;
     r->on[RS_RATE_LIMITED] = RS_RETRY;
+    r->on[RS_RESET_REUSED] = RS_RETRY; /* at once, once, on a fresh connection (proxy.c) */
     r->on[RS_BAD_REQUEST] = RS_FAIL;
     r->on[RS_TOO_LARGE] = RS_FAIL;
     r->max_attempts = 4;
@@ -314,7 +324,9 @@ static int parse_retry(json_t *o, struct rs_retry *r, const char *where, char *m
                 (strcmp(a, "retry") != 0 && strcmp(a, "fallback") != 0 && strcmp(a, "fail") != 0))
                 return perr(msg, cap, "%s.on.%s: expected \"retry\", \"fallback\" or \"fail\"",
                             where, key);
-            r->on[c] = a[1] == 'e' ? RS_RETRY : a[1] == 'a' ? RS_FALLBACK : RS_FAIL;
+            r->on[c] = strcmp(a, "retry") == 0 ? RS_RETRY
+                       : strcmp(a, "fallback") == 0 ? RS_FALLBACK
+                                                    : RS_FAIL;
         }
     }
     return 0;

@@ -33,6 +33,7 @@ enum rs_class {
     RS_CONNECT_TIMEOUT,   /* no connection within timeouts.connect_ms */
     RS_TLS,               /* TLS handshake or certificate */
     RS_RESET,             /* reset or closed before the response head */
+    RS_RESET_REUSED,      /* the same before any response byte, on a pooled connection */
     RS_TIMEOUT,           /* 408, no first byte within first_byte_ms, total_ms passed */
     RS_RATE_LIMITED,      /* 429 with Retry-After */
     RS_RATE_LIMITED_BARE, /* 429 without Retry-After */
@@ -67,6 +68,11 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
 /* Does this class say something about the upstream's health? (A 400 says
  * the request was bad, not that the model is down.) */
 int rs_class_is_upstream_failure(enum rs_class c);
+/* Does this class say nothing about the upstream's health either way? Such
+ * an attempt is neither a failure nor a success for the breaker. (A pooled
+ * connection closed just as a request went out is the upstream's keep-alive
+ * timeout crossing the request, not the upstream failing.) */
+int rs_class_is_neutral(enum rs_class c);
 
 /* Retry-After as seconds from now: delta-seconds or an HTTP date. Returns
  * -1 when value is NULL or unreadable; never more than a day. */

@@ -128,6 +128,8 @@ const char *up_error_name(enum up_error err)
         return "tls";
     case UP_ERESET:
         return "reset_before_headers";
+    case UP_ERESET_REUSED:
+        return "reset_reused";
     case UP_ECLOSED:
         return "closed_mid_body";
     case UP_ETIMEOUT:
@@ -179,8 +181,18 @@ static enum up_error classify(const struct up_xfer *x, CURLcode code)
     case CURLE_GOT_NOTHING:
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
-    case CURLE_PARTIAL_FILE:
-        return x->head_done ? UP_ECLOSED : UP_ERESET;
+    case CURLE_PARTIAL_FILE: {
+        long connects = -1, head_bytes = -1;
+        if (x->head_done)
+            return UP_ECLOSED;
+        /* No new connection made and not a line of the head received: a
+         * pooled connection that ended before the response began. */
+        if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK &&
+            curl_easy_getinfo(x->easy, CURLINFO_HEADER_SIZE, &head_bytes) == CURLE_OK &&
+            connects == 0 && head_bytes == 0)
+            return UP_ERESET_REUSED;
+        return UP_ERESET;
+    }
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
@@ -218,9 +230,12 @@ static void check_done(struct up_client *cl)
             enum up_error err = classify(x, code);
             char msgbuf[CURL_ERROR_SIZE];
             if (x->resend_refused) {
-                err = UP_ERESET;
+                /* libcurl resends only when a reused connection died before
+                 * any byte of the response. */
+                err = UP_ERESET_REUSED;
                 why = "the upstream closed a reused connection before a response, after the "
-                      "request was sent; not sent again, since it may have been processed";
+                      "request was sent; not sent again by the client, since it may have been "
+                      "processed";
             }
             /* Free first: on_done may start a new transfer on this client. */
             snprintf(msgbuf, sizeof msgbuf, "%s", why);
@@ -384,8 +399,9 @@ fail:
  * connect"), and no option turns that off. But the upstream may have read
  * the request and acted on it before the connection died, and a resend would
  * be an attempt that neither the retry policy, the metrics nor the log line
- * knew of. So a second send is refused: the transfer fails as a reset (see
- * check_done()), and the retry policy decides. */
+ * knew of. So a second send is refused: the transfer fails as
+ * UP_ERESET_REUSED (see check_done()), and the retry policy decides (by
+ * default, one attempt more at once on a fresh connection). */
 static int prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
                      int local_port)
 {
@@ -475,6 +491,8 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
         curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
     if (req->timeout_ms > 0)
         curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    if (req->fresh_connection)
+        curl_easy_setopt(x->easy, CURLOPT_FRESH_CONNECT, 1L);
 
     x->next = cl->xfers;
     if (cl->xfers)

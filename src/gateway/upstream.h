@@ -38,6 +38,10 @@ enum up_error {
     UP_ECONNTIMEOUT, /* connect (TCP or TLS handshake) took longer than connect_timeout_ms */
     UP_ETLS,         /* TLS handshake or certificate failure */
     UP_ERESET,       /* reset or closed before a complete response head */
+    /* Reset or closed before any byte of the response, on a connection
+     * reused from the pool: most likely the upstream's keep-alive timeout
+     * closing it just as the request went out. */
+    UP_ERESET_REUSED,
     UP_ECLOSED,      /* closed, reset or truncated after the head, in the body */
     UP_ETIMEOUT,     /* timeout_ms passed before the transfer ended */
     UP_EPROTO,       /* not valid HTTP (bad status line, bad chunked encoding) */
@@ -78,6 +82,7 @@ struct up_request {
     size_t body_len;
     long connect_timeout_ms; /* 0 = libcurl's default */
     long timeout_ms;         /* whole transfer; 0 = none */
+    int fresh_connection;    /* open a new connection, never one from the pool */
 };
 
 struct up_client *up_client_new(struct event_base *base);

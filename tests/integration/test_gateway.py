@@ -846,22 +846,42 @@ def errors(gw_bin, fake_bin):
             finally:
                 g.signal(signal.SIGTERM)
                 assert g.wait(15) == 0
-        # An empty key is a typo in the list: refused by check-config and serve,
-        # naming its place.
+        # An empty entry is never a key: skipped, with a warning naming its place
+        # (check-config and serve), so a list with a final comma still loads.
         cfg = os.path.join(wd, "keys.json")
         with open(cfg, "w") as f:
             json.dump(base_config(fake, server={"api_keys_env": env_name}), f)
-        for value, place in (("k1,,k2", "key 2 of 3"), ("k1, k2, ", "key 3 of 3"),
-                             (" ,k1", "key 1 of 2")):
+        for i, (value, place) in enumerate((("k1,,k2", "entry 2 of 3"),
+                                            ("k1, k2, ", "entry 3 of 3"),
+                                            (" ,k1,k2", "entry 1 of 3"))):
+            warning = "%s: %s is empty and is skipped" % (env_name, place)
+            r = subprocess.run([gw_bin, "check-config", cfg], capture_output=True, text=True,
+                               timeout=10, env=dict(os.environ, **{env_name: value}))
+            assert r.returncode == 0, (value, r.returncode, r.stderr)
+            assert "warning" in r.stderr and warning in r.stderr, (value, r.stderr)
+            g = Gateway(gw_bin, wd, base_config(fake, server={"api_keys_env": env_name}),
+                        name="keysempty%d" % i, env={KEY_ENV: UPSTREAM_KEY, env_name: value})
+            try:
+                for k, want in (("k1", 200), ("k2", 200), ("", 401)):
+                    st, _, _ = request(g.port, "GET", "/v1/models",
+                                       headers={"Authorization": "Bearer " + k})
+                    assert st == want, (value, k, st)
+            finally:
+                g.signal(signal.SIGTERM)
+                assert g.wait(15) == 0
+            with open(g.stderr, encoding="utf-8") as f:
+                assert warning in f.read(), value
+        # Only a list with no key at all is refused.
+        for value in (",", " , ,"):
             env = dict(os.environ, **{env_name: value})
             for cmd in (["check-config", cfg],
                         ["serve", "--config", cfg, "--listen", "127.0.0.1:0"]):
                 r = subprocess.run([gw_bin] + cmd, capture_output=True, text=True, timeout=10,
                                    env=env)
                 assert r.returncode == 2, (value, cmd, r.returncode, r.stderr)
-                assert "%s: %s is empty" % (env_name, place) in r.stderr, (value, r.stderr)
-    check("gateway keys are trimmed at both ends; an empty key is refused naming its place",
-          keys_trimmed_at_both_ends)
+                assert "%s holds no key" % env_name in r.stderr, (value, r.stderr)
+    check("gateway keys are trimmed at both ends; empty entries are skipped with a warning "
+          "naming their place; a list of no key is refused", keys_trimmed_at_both_ends)
 
     def unusable_base_urls_refused():
         # A base_url the endpoint's path cannot be appended to is refused at
@@ -1174,6 +1194,63 @@ def lifecycle(gw_bin, fake_bin):
         late.proc.terminate()
     check("SIGTERM past shutdown_timeout_ms: a 503 for waiting requests, an error event for "
           "streams, logged as 503 shutdown before `stopped`", sigterm_deadline_answers)
+
+    def sigterm_late_body_refused():
+        # A request whose body is not all in at the shutdown deadline, and completes in
+        # the second the deadline's answers have to go out: a 503 server_shutting_down
+        # at once, with no upstream attempt, logged before `stopped`. (It was once sent
+        # upstream, then dropped when the loop stopped and logged after `stopped` as a
+        # 499 client_closed, though the client never closed.)
+        late = Fake(fake_bin, wd, name="late2")
+        late.scenario("delay_ms=3000")
+        cfg = base_config(fake, server={"shutdown_timeout_ms": 1000})
+        cfg["models"] += [{"name": "late", "backend": "openai", "base_url": late.base_url}]
+        g = Gateway(gw_bin, wd, cfg, name="gw-latebody")
+        body = json.dumps({"model": "late", "messages": HELLO}).encode()
+        got = {}
+
+        def in_flight():  # keeps the gateway draining until the deadline
+            try:
+                got["a"] = request(g.port, "POST", "/v1/chat/completions", body, timeout=10)
+            except Exception as ex:
+                got["a"] = ex
+        t = threading.Thread(target=in_flight)
+        t.start()
+        s = socket.create_connection((HOST, g.port), timeout=10)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                  + body[:10])
+        time.sleep(0.5)
+        g.signal(signal.SIGTERM)
+        time.sleep(1.4)  # the deadline is 1 s after the signal; its answers have 1 s more
+        t0 = time.monotonic()
+        s.sendall(body[10:])
+        raw = b""
+        try:
+            while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
+                b = s.recv(65536)
+                if not b:
+                    break
+                raw += b
+        except OSError as ex:
+            raw += b" EXC " + str(ex).encode()
+        took = time.monotonic() - t0
+        s.close()
+        t.join(10)
+        assert g.wait(10) == 0
+        assert status_of(raw) == 503 and b'"code":"server_shutting_down"' in raw, raw
+        assert took < 0.5, took
+        assert not isinstance(got["a"], Exception) and got["a"][0] == 503, got["a"]
+        lines = g.log_lines()
+        stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
+        reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
+        assert stopped and len(reqs) == 2, lines
+        for i, l in reqs:
+            assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", lines
+        assert [l.get("tries", []) for _, l in reqs].count([]) == 1, reqs
+        late.proc.terminate()
+    check("a request whose body completes after the shutdown deadline's answers: 503 at "
+          "once, no upstream attempt, logged before `stopped`", sigterm_late_body_refused)
 
 
 # ==== headers ====

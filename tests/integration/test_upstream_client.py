@@ -7,8 +7,10 @@ The scripted upstream is a thread in this process on 127.0.0.1: for each
 request it reads the head and the Content-Length body, records the head, and
 plays the next step of the test's script on the raw socket (framing variants,
 interim 1xx heads, an oversized head, garbage, a reset in the body, closing
-after a response). The gateway makes one attempt per request and has no
-breaker here, so each request plays exactly one step. Every test goes through `llmroute serve` and checks what
+after a response). Every class but reset_reused falls back, there is one
+candidate and no breaker, so each request plays exactly one step: a request
+that crosses the close of a pooled connection reaches no step, and its one
+retry on a new connection (max_attempts is 2) plays it. Every test goes through `llmroute serve` and checks what
 the client sees; the gateway must still serve afterwards and exit 0 on SIGTERM.
 Run twice: with the default client and with LLMROUTE_UPSTREAM_CLIENT=curl, so
 both implementations behind upstream.h answer the same way.
@@ -17,6 +19,7 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import struct
 import sys
@@ -25,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (HOST, Gateway, chat, check, error_shape, finish, raw_exchange,  # noqa
-                    request, status_of, workdir)
+                    request, status_of, wait_for, workdir)
 
 HELLO = [{"role": "user", "content": "hello"}]
 HELLO_BODY = json.dumps({"model": "s", "messages": HELLO}).encode()
@@ -156,6 +159,15 @@ def ok_then_close(c):
     return "close"
 
 
+def ok_then_idle_close(c):
+    # uvicorn's or Node's keep-alive timeout, made short: the answer without
+    # Connection: close, then the connection closed 100 ms later. A request
+    # sent on it in the meantime is never read (the close resets it).
+    ok_with_length(c)
+    time.sleep(0.1)
+    return "close"
+
+
 def reset_after_reading(c):
     # The request was read, and could have been acted on; then the connection
     # is reset with no answer. Resending it would do the work twice.
@@ -251,6 +263,21 @@ def sse_stream(body, ending):
     return step
 
 
+def sse_pieces(pieces, ctype=b"text/event-stream"):
+    """A chunked event stream sent as the given pieces, one chunk each, 50 ms
+    apart (so each arrives in a read of its own), then the zero-length chunk;
+    ctype None sends no Content-Type."""
+    def step(c):
+        c.sendall(b"HTTP/1.1 200 OK\r\n" +
+                  (b"Content-Type: " + ctype + b"\r\n" if ctype else b"") +
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            time.sleep(0.05)
+            c.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        c.sendall(b"0\r\n\r\n")
+    return step
+
+
 def sse_dispatch(raw):
     """The events an SSE client dispatches from raw (the WHATWG rules: data
     lines joined by LF, an event dispatched at a blank line, a last one
@@ -326,13 +353,17 @@ def mutated(seed):
 
 def run(gw_bin, env):
     up = Scripted()
-    cfg = {"models": [{"name": "s", "backend": "openai", "api_key_env": "LLMROUTE_IT_KEY",
-                       "base_url": "http://127.0.0.1:%d/v1" % up.port,
-                       "headers": {"X-Title": "my app", "api-key": {"env": "LLMROUTE_IT_HDR"},
-                                   "X-Empty": "", "Accept": "application/json"}}],
-           # One attempt per request and no breaker: each request plays one step.
+    model = {"name": "s", "backend": "openai", "api_key_env": "LLMROUTE_IT_KEY",
+             "base_url": "http://127.0.0.1:%d/v1" % up.port,
+             "headers": {"X-Title": "my app", "api-key": {"env": "LLMROUTE_IT_HDR"},
+                         "X-Empty": "", "Accept": "application/json"}}
+    # The same upstream for a client that wants at-most-once.
+    once = dict(model, name="once", retry={"on": {"reset_reused": "fail"}})
+    cfg = {"models": [model, once],
+           # No retry but reset_reused's and no breaker: each request plays one step.
            "server": {"upstream_timeout_ms": 5000,
-                      "resilience": {"retry": {"max_attempts": 1},
+                      "resilience": {"retry": {"max_attempts": 2,
+                                               "on": {"rate_limited": "fallback"}},
                                      "breaker": {"consecutive_failures": 0,
                                                  "failure_rate": 0}}}}
     e = {"LLMROUTE_IT_KEY": "sk-test", "LLMROUTE_IT_HDR": "hdr-secret"}
@@ -487,6 +518,40 @@ def run(gw_bin, env):
         assert st == 200 and raw.endswith(b"data: [DONE]\r\n\n"), (st, raw[-100:])
         assert sse_dispatch(raw)[-1] == "[DONE]", raw[-100:]
 
+    def done_crlf_split_at_each_byte():
+        # `data: [DONE]\r\n\r\n` split at each byte of its line ends, then an event
+        # the upstream should not have sent: the client's stream ends with the whole
+        # event, its CRLF blank line complete, and nothing after it.
+        body = sse_body(eol=b"\r\n")
+        after = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"content":"AFTER"}}]}\r\n\r\n')
+        cut = len(body) - 4
+        for k in range(5):
+            st, _, raw = streamed(sse_pieces([body[:cut + k], body[cut + k:] + after]))
+            assert st == 200, (k, st, raw)
+            assert raw.endswith(b"data: [DONE]\r\n\r\n"), (k, raw[-60:])
+            assert b"AFTER" not in raw and b'"error"' not in raw, (k, raw[-200:])
+
+    def stream_without_content_type():
+        # A 200 stream answer with no Content-Type at all is read as the event stream
+        # asked for: the client gets every event and [DONE], as text/event-stream. One
+        # that is not an event stream (a JSON body) still fails: 502, nothing relayed.
+        key = 'llmroute_upstream_attempts_total{model="s",class="ok"}'
+        before = gw.metrics().get(key, 0)
+        up.steps.put(sse_pieces([sse_body()], ctype=None))
+        st, h, raw = request(gw.port, "POST", "/v1/chat/completions",
+                             json.dumps({"model": "s", "messages": HELLO, "stream": True}),
+                             timeout=15)
+        assert st == 200 and h["content-type"] == "text/event-stream", (st, h, raw)
+        assert raw.endswith(b"data: [DONE]\n\n") and b" there" in raw, raw
+        assert b'"error"' not in raw, raw
+        assert gw.metrics().get(key, 0) == before + 1, gw.metrics()
+        up.steps.put(sse_pieces([OK_BODY], ctype=None))
+        st, h, raw = request(gw.port, "POST", "/v1/chat/completions",
+                             json.dumps({"model": "s", "messages": HELLO, "stream": True}),
+                             timeout=15)
+        assert st == 502 and b"hi there" not in raw, (st, raw)
+
     def done_unfinished_then_cut():
         # `data: [DONE]` arrived, with or without its line end, but not the
         # blank line ending its event, and then the upstream closed without the
@@ -614,16 +679,16 @@ def run(gw_bin, env):
 
     def reset_after_request_not_resent():
         # A reused connection reset after the upstream read the request: the
-        # request may have been processed, so it is not sent again behind the
-        # retry policy's back. It is one attempt of class reset (max_attempts
-        # is 1 here: 502), counted and logged.
+        # request may have been processed. With retry.on.reset_reused "fail"
+        # it is not sent again: one attempt of class reset_reused, counted and
+        # logged, and 502.
         expect_ok(ok_with_length)  # a connection in the pool
-        key = 'llmroute_upstream_attempts_total{model="s",class="reset"}'
+        key = 'llmroute_upstream_attempts_total{model="once",class="reset_reused"}'
         resets = gw.metrics().get(key, 0)
         before = len(up.heads)
         up.steps.put(reset_after_reading)
         up.steps.put(ok_with_length)  # what a resent request would be answered
-        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        st, h, j, raw = chat(gw.port, {"model": "once", "messages": HELLO})
         time.sleep(0.3)
         sent = len(up.heads) - before
         drain_steps()
@@ -631,7 +696,64 @@ def run(gw_bin, env):
         assert st == 502 and h["x-llmroute-attempts"] == "1", (st, h, raw)
         assert gw.metrics().get(key, 0) == resets + 1, gw.metrics()
         line = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"][-1]
-        assert [t["class"] for t in line["tries"]] == ["reset"], line
+        assert [t["class"] for t in line["tries"]] == ["reset_reused"], line
+
+    def tries_of(h):
+        # The log line is written after the answer: wait for it.
+        def line():
+            got = [l for l in gw.log_lines() if l.get("id") == h["x-request-id"]]
+            return got[0] if got else None
+        return [t["class"] for t in wait_for(line, 5, "the request's log line")["tries"]]
+
+    def idle_close_crossing_retried():
+        # The upstream closes each connection 100 ms after its answer, without
+        # Connection: close; requests follow at once, so each one after the
+        # first goes out on a pooled connection as its close crosses it. That
+        # is one reset_reused attempt, then the same request at once on a new
+        # connection: every request gets its answer and the upstream reads each
+        # once.
+        drain_steps()
+        key = 'llmroute_upstream_attempts_total{model="s",class="reset_reused"}'
+        crossings = gw.metrics().get(key, 0)
+        before = len(up.heads)
+        seen = []
+        for _ in range(6):
+            up.steps.put(ok_then_idle_close)
+            st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+            assert st == 200, (st, raw, seen)
+            seen.append(tries_of(h))
+            assert h["x-llmroute-attempts"] == str(len(seen[-1])), (h, seen)
+        time.sleep(0.2)
+        # A slow gateway may find a close before it sends (its peek): then no crossing.
+        assert all(t in (["ok"], ["reset_reused", "ok"]) for t in seen), seen
+        crossed = sum(1 for t in seen if t[0] == "reset_reused")
+        print("     crossings: %d of 6" % crossed)
+        assert crossed >= 1, seen
+        assert gw.metrics().get(key, 0) == crossings + crossed, gw.metrics()
+        assert len(up.heads) - before == 6, up.heads[before:]
+
+    def idle_close_crossing_fails_when_asked():
+        # With retry.on.reset_reused "fail", a crossing is answered 502 and the
+        # request is not sent again; the upstream never read it.
+        drain_steps()
+        for _ in range(10):
+            up.steps.put(ok_then_idle_close)
+            st, _, _, raw = chat(gw.port, {"model": "once", "messages": HELLO})
+            assert st == 200, (st, raw)
+            before = len(up.heads)
+            up.steps.put(ok_with_length)  # what a resent request would be answered
+            st, h, j, raw = chat(gw.port, {"model": "once", "messages": HELLO})
+            time.sleep(0.2)
+            if st == 200:  # the close was found before the request went out
+                assert tries_of(h) == ["ok"], tries_of(h)
+                continue
+            drain_steps()
+            assert st == 502 and h["x-llmroute-attempts"] == "1", (st, h, raw)
+            assert error_shape(j)["code"] == "upstream_reset_reused", j
+            assert tries_of(h) == ["reset_reused"], tries_of(h)
+            assert len(up.heads) == before, up.heads[before:]
+            return
+        assert False, "no request crossed a close in 10 tries"
 
     def unasked_bytes_close_idle_connection():
         # Bytes that arrive on an idle pooled connection end it: the next
@@ -658,9 +780,41 @@ def run(gw_bin, env):
     check(tag + "a connection the upstream closed after a response is not reused",
           closed_after_response)
     check(tag + "a request read and then reset on a reused connection is not resent: "
-          "one attempt, class reset", reset_after_request_not_resent)
+          "with reset_reused \"fail\": one attempt, class reset_reused", reset_after_request_not_resent)
     check(tag + "a response nobody asked for on an idle connection is not the next answer",
           unasked_bytes_close_idle_connection)
+    check(tag + "requests crossing an idle close: reset_reused, then at once a new connection; "
+          "all 200", idle_close_crossing_retried)
+    check(tag + "with retry.on.reset_reused \"fail\" a crossing is 502, not resent",
+          idle_close_crossing_fails_when_asked)
+
+    def idle_close_crossing_not_held_against_breaker():
+        # A breaker that opens at the first failure: a crossing counted as one
+        # would open it, and the request's retry would find the model open (503
+        # or 502). reset_reused is no failure of the upstream: every request 200.
+        strict = dict(cfg, server=dict(cfg["server"], resilience={
+            "retry": {"max_attempts": 2, "on": {"rate_limited": "fallback"}},
+            "breaker": {"consecutive_failures": 1, "failure_rate": 0}}))
+        g = Gateway(gw_bin, workdir(), strict, env=e, name="gw-strict")
+        try:
+            drain_steps()
+            crossed = 0
+            for _ in range(6):
+                up.steps.put(ok_then_idle_close)
+                st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
+                assert st == 200, (st, raw, crossed)
+                crossed += h["x-llmroute-attempts"] == "2"
+            print("     crossings: %d of 6" % crossed)
+            assert crossed >= 1, crossed
+            assert g.metrics().get('llmroute_breaker_opens_total{model="s"}', 0) == 0
+        finally:
+            g.signal(signal.SIGTERM)
+            assert g.wait(15) == 0
+            time.sleep(0.2)
+            drain_steps()
+
+    check(tag + "a crossing is not held against the model's breaker",
+          idle_close_crossing_not_held_against_breaker)
     check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
           done_then_closed)
     check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",
@@ -671,6 +825,10 @@ def run(gw_bin, env):
           done_without_blank_line)
     check(tag + "[DONE] without its event's end, then a cut or silence: complete",
           done_unfinished_then_cut)
+    check(tag + "`data: [DONE]\\r\\n\\r\\n` split at each byte, then more: the client gets "
+          "the whole event and nothing after", done_crlf_split_at_each_byte)
+    check(tag + "a 200 stream answer without Content-Type is read as an event stream",
+          stream_without_content_type)
     check(tag + "a stream cut inside an event ends with an error event of its own",
           cut_mid_event)
     check(tag + "event streams with bare CR line ends are relayed, usage read",

@@ -44,6 +44,8 @@ static void transport_errors_map_to_classes(void **state)
     assert_int_equal(rs_class_of_transport(UP_ETLS, 0), RS_TLS);
     assert_int_equal(rs_class_of_transport(UP_ERESET, 0), RS_RESET);
     assert_int_equal(rs_class_of_transport(UP_ERESET, 1), RS_STREAM_CUT);
+    assert_int_equal(rs_class_of_transport(UP_ERESET_REUSED, 0), RS_RESET_REUSED);
+    assert_string_equal(rs_class_name(RS_RESET_REUSED), "reset_reused");
     assert_int_equal(rs_class_of_transport(UP_ECLOSED, 1), RS_STREAM_CUT);
     assert_int_equal(rs_class_of_transport(UP_ETIMEOUT, 1), RS_TIMEOUT);
     assert_int_equal(rs_class_of_transport(UP_EPROTO, 0), RS_PROTOCOL);
@@ -88,6 +90,30 @@ static void defaults_are_safe(void **state)
     /* A redirect does not go away on a retry; another model may work. */
     assert_int_equal(p.retry.on[RS_REDIRECT], RS_FALLBACK);
     assert_true(rs_class_is_upstream_failure(RS_REDIRECT));
+}
+
+static void reset_on_a_reused_connection_is_retried_and_blames_nobody(void **state)
+{
+    struct rs_policy p, over;
+    char msg[256];
+    (void)state;
+    rs_policy_defaults(&p);
+    /* A pooled connection closed as the request crossed it: retried (at once,
+     * on a new connection: proxy.c), and neither a failure nor a success of
+     * the upstream for its breaker. A reset on a new connection still falls back. */
+    assert_int_equal(p.retry.on[RS_RESET_REUSED], RS_RETRY);
+    assert_int_equal(p.retry.on[RS_RESET], RS_FALLBACK);
+    assert_false(rs_class_is_upstream_failure(RS_RESET_REUSED));
+    assert_true(rs_class_is_neutral(RS_RESET_REUSED));
+    assert_false(rs_class_is_neutral(RS_RESET));
+    assert_true(rs_class_is_upstream_failure(RS_RESET));
+    /* At-most-once is a config key away. */
+    rs_policy_unset(&over);
+    assert_int_equal(rs_policy_parse("{\"on\":{\"reset_reused\":\"fail\"}}", NULL, &over, "m",
+                                     msg, sizeof msg),
+                     0);
+    rs_policy_merge(&p, &over);
+    assert_int_equal(p.retry.on[RS_RESET_REUSED], RS_FAIL);
 }
 
 static void policy_layers_override_field_by_field(void **state)
@@ -272,6 +298,7 @@ int main(void)
         cmocka_unit_test(transport_errors_map_to_classes),
         cmocka_unit_test(retry_after_reads_seconds_and_dates),
         cmocka_unit_test(defaults_are_safe),
+        cmocka_unit_test(reset_on_a_reused_connection_is_retried_and_blames_nobody),
         cmocka_unit_test(policy_layers_override_field_by_field),
         cmocka_unit_test(resilience_section_parses_every_part),
         cmocka_unit_test(backoff_is_full_jitter_capped),
