@@ -396,10 +396,16 @@ static void dense_batch_ranks_each_query_as_alone(void **state)
 
 /* ==== Concurrency ==== */
 
+/* The routers keep routing until the writer has made at least WRITER_MIN
+ * appends, and the writer makes them whatever the routers do, so the two
+ * overlap however the threads are scheduled. */
+#define WRITER_MIN 50
+
 struct shared {
     struct fixture *f;
     struct lr_router *r;
     int stop;
+    int tried; /* appends the writer has made, failed ones too */
     pthread_mutex_t mu;
     int wrong;
     int failed;
@@ -409,7 +415,8 @@ static void *router_thread(void *arg)
 {
     struct shared *sh = arg;
     const char *const names[] = {"cheap", "mid", "premium"};
-    for (int i = 0; i < 1500; i++) {
+    for (int i = 0; i < 1500 || __atomic_load_n(&sh->tried, __ATOMIC_ACQUIRE) < WRITER_MIN;
+         i++) {
         struct lr_request req;
         struct lr_decision d = {0};
         struct lr_candidate rank[3];
@@ -436,7 +443,8 @@ static void *writer_thread(void *arg)
     struct shared *sh = arg;
     struct lr_error err;
     char q[128];
-    for (int i = 0; i < 300 && !__atomic_load_n(&sh->stop, __ATOMIC_RELAXED); i++) {
+    for (int i = 0; i < 300 && (i < WRITER_MIN || !__atomic_load_n(&sh->stop, __ATOMIC_RELAXED));
+         i++) {
         /* Unrelated topics: they never outrank the fixture's neighbours. */
         snprintf(q, sizeof(q), "gardening tulip bulbs compost number%d", i);
         if (lr_store_add_outcome(sh->f->store, q, -1, i % 3 ? "premium" : "newmodel", 0.5, 7,
@@ -445,6 +453,7 @@ static void *writer_thread(void *arg)
             sh->failed++;
             pthread_mutex_unlock(&sh->mu);
         }
+        __atomic_add_fetch(&sh->tried, 1, __ATOMIC_RELEASE);
     }
     return NULL;
 }
@@ -467,7 +476,7 @@ static void routes_concurrently_while_a_writer_appends(void **state)
     pthread_join(th[4], NULL);
     assert_int_equal(sh.failed, 0);
     assert_int_equal(sh.wrong, 0);
-    assert_true(lr_store_count(f->store) > before);
+    assert_true(lr_store_count(f->store) >= before + WRITER_MIN);
     pthread_mutex_destroy(&sh.mu);
     lr_router_free(sh.r);
 }
@@ -490,6 +499,7 @@ struct dense_shared {
     struct lr_store *s;
     struct lr_router *r;
     int wrong, failed;
+    int done; /* the writer has made all its appends: the routers route until then */
 };
 
 static void *dense_router_thread(void *arg)
@@ -497,7 +507,7 @@ static void *dense_router_thread(void *arg)
     struct dense_shared *sh = arg;
     const char *const names[] = {"cheap", "mid"};
     float east[2] = {0.95f, 0.05f}, north[2] = {0.05f, 0.95f};
-    for (int i = 0; i < 1500; i++) {
+    for (int i = 0; i < 1500 || !__atomic_load_n(&sh->done, __ATOMIC_ACQUIRE); i++) {
         struct lr_request req;
         struct lr_decision d = {0};
         struct lr_error err;
@@ -519,6 +529,7 @@ static void *dense_writer_thread(void *arg)
     struct dense_shared *sh = arg;
     for (int i = 40; i < 480; i++)
         add_compass_record(sh->s, i, &sh->failed);
+    __atomic_store_n(&sh->done, 1, __ATOMIC_RELEASE);
     return NULL;
 }
 
