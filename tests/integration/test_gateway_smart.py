@@ -39,14 +39,20 @@ def history(path):
                                              "output_token_length": 120}]}) + "\n")
 
 
-def main(bin_):
-    wd = workdir()
+def imported_store(bin_, wd):
+    """history.db in wd, imported from history() by `llmroute import`."""
     store = os.path.join(wd, "history.db")
     hist = os.path.join(wd, "history.jsonl")
     history(hist)
     out = subprocess.run([bin_, "import", "--store", store, hist], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    return store
+
+
+def main(bin_):
+    wd = workdir()
+    store = imported_store(bin_, wd)
     gw = Gateway(bin_, wd, config(store))
 
     def smart_route_picks_by_prediction():
@@ -592,12 +598,7 @@ def fallback_predictions(bin_, fake_bin):
     """A smart route whose first choice fails: the answer's prediction headers and the
     estimated cost counted are those of the model that answered."""
     wd = workdir()
-    store = os.path.join(wd, "history.db")
-    hist = os.path.join(wd, "history.jsonl")
-    history(hist)
-    out = subprocess.run([bin_, "import", "--store", store, hist], capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    store = imported_store(bin_, wd)
     fake = Fake(fake_bin, wd)
     cfg = config(store)
     cfg["server"] = {"resilience": {"breaker": {"consecutive_failures": 0,

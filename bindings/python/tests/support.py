@@ -161,7 +161,31 @@ class CountingEmbed:
                 for t in texts]
 
 
-class EmbedServer:
+class ThreadedServer:
+    """A local HTTP server on 127.0.0.1 (port 0) served by a thread, closed by
+    close() or at the end of a with block. Subclasses build their handler
+    class and call _serve(handler); `url` is the server's http://host:port."""
+
+    def _serve(self, handler):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class EmbedServer(ThreadedServer):
     """A fake OpenAI-compatible embeddings server on 127.0.0.1 (port 0) in a
     thread: POST /v1/embeddings answers hashed_vector of each input, in
     reverse order with their "index" (as a server may), unless `fault`
@@ -195,11 +219,8 @@ class EmbedServer:
                 self.end_headers()
                 self.wfile.write(answer)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = "http://127.0.0.1:%d/v1" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
+        self.base_url = self.url + "/v1"
 
     def answer(self, path, doc):
         if path != "/v1/embeddings":
@@ -230,17 +251,6 @@ class EmbedServer:
         if fault == "redirect":
             return 307, b"", {"Location": "http://example.invalid/v1/embeddings"}
         return 200, {"object": "list", "data": data, "model": doc["model"]}, {}
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def cli_path():

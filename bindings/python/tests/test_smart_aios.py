@@ -15,10 +15,10 @@ import types
 import unittest
 import unittest.mock
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import support  # noqa: F401  (puts the package on the path)
-from support import CountingEmbed, SmartTestCase, priced
+from support import CountingEmbed, SmartTestCase, ThreadedServer, priced
 
 import llmroute
 from llmroute import InvalidType, QueryStore, SmartRouting, routing
@@ -446,7 +446,7 @@ class EmptyStoreTest(SmartTestCase):
         self.assertEqual(r.get_model_idxs(None, ["hard proof about prime gaps"]), [1])
 
 
-class FileServer:
+class FileServer(ThreadedServer):
     """A local HTTP server on 127.0.0.1 (port 0) in a thread: GET answers
     routes[path] = (status, content type, body bytes, delay in seconds),
     or calls routes[path](handler) to write the answer itself; 404 for
@@ -483,22 +483,7 @@ class FileServer:
                 except OSError:  # the client gave up (the timeout test)
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(10)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self._serve(Handler)
 
 
 BOOT = json.dumps(records()).encode()
@@ -690,6 +675,20 @@ class BootstrapDownloadTest(SmartTestCase):
             self.assertEqual(srv.hits["/short.json"], 2)
             self.assertEqual(len(self.cache_files()), 1)
 
+    def assertTimesOutInOneSecond(self, answer):
+        """A download of /drip.json, answered by answer(handler), with
+        bootstrap_timeout=1: IOFailure within 3 s, naming the URL, and no
+        cache file left."""
+        with FileServer({"/drip.json": answer}) as srv:
+            t0 = time.monotonic()
+            with self.assertRaises(llmroute.IOFailure) as cm:
+                SmartRouting(CONFIGS, srv.url + "/drip.json", store_path=self.store_path,
+                             bootstrap_timeout=1)
+            self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual(str(cm.exception), "SmartRouting: bootstrap_url: downloading "
+                         "%s/drip.json failed: no answer within 1 s" % srv.url)
+        self.assertEqual(self.cache_files(), [])
+
     def test_the_timeout_bounds_the_whole_download(self):
         # bootstrap_timeout bounded each read: a server sending a byte every
         # 0.1 s held the download for as long as it kept sending.
@@ -703,15 +702,7 @@ class BootstrapDownloadTest(SmartTestCase):
                 h.wfile.flush()
                 time.sleep(0.1)
 
-        with FileServer({"/drip.json": drip}) as srv:
-            t0 = time.monotonic()
-            with self.assertRaises(llmroute.IOFailure) as cm:
-                SmartRouting(CONFIGS, srv.url + "/drip.json", store_path=self.store_path,
-                             bootstrap_timeout=1)
-            self.assertLess(time.monotonic() - t0, 3)
-        self.assertEqual(str(cm.exception), "SmartRouting: bootstrap_url: downloading "
-                         "%s/drip.json failed: no answer within 1 s" % srv.url)
-        self.assertEqual(self.cache_files(), [])
+        self.assertTimesOutInOneSecond(drip)
 
     def test_the_timeout_bounds_a_head_sent_slowly(self):
         # Each read of the response's head had the whole timeout: a server
@@ -726,15 +717,7 @@ class BootstrapDownloadTest(SmartTestCase):
                 time.sleep(0.1)
             h.wfile.write(BOOT)
 
-        with FileServer({"/drip.json": drip_head}) as srv:
-            t0 = time.monotonic()
-            with self.assertRaises(llmroute.IOFailure) as cm:
-                SmartRouting(CONFIGS, srv.url + "/drip.json", store_path=self.store_path,
-                             bootstrap_timeout=1)
-            self.assertLess(time.monotonic() - t0, 3)
-        self.assertEqual(str(cm.exception), "SmartRouting: bootstrap_url: downloading "
-                         "%s/drip.json failed: no answer within 1 s" % srv.url)
-        self.assertEqual(self.cache_files(), [])
+        self.assertTimesOutInOneSecond(drip_head)
 
     def test_a_malformed_answer_is_an_io_failure(self):
         # http.client's BadStatusLine escaped as it was.
