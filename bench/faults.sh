@@ -64,7 +64,10 @@ metric() { # NAME-PREFIX -> the sum of matching series
 run() {
     wrk -t1 -c"$CONNS" -d"$SECS"s --timeout 10s -s "$LUA" \
         "http://127.0.0.1:$GW_PORT/v1/chat/completions" >"$TMP/wrk.$1.out" 2>&1 || true
-    grep '^RESULT' "$TMP/wrk.$1.out" | tail -1 | cut -d' ' -f2- || echo "0 1 0 0 0 0 0 1 1"
+    # No RESULT line (wrk failed): report one failure rather than nothing.
+    local line
+    line=$(grep '^RESULT' "$TMP/wrk.$1.out" | tail -1 | cut -d' ' -f2-)
+    echo "${line:-0 1 0 0 0 0 0 1 1}"
 }
 
 echo "faults bench: wrk -t1 -c$CONNS, ${SECS}s per run, streamed chat (3 content chunks),"

@@ -111,7 +111,10 @@ PK_HEADERS="x-portkey-provider: openai|x-portkey-custom-host: http://127.0.0.1:$
 run() {
     WRK_MODEL=$3 WRK_HEADERS=$4 WRK_DELAY_MS=$7 $PIN_LOAD wrk -t1 -c"$5" -d"$6"s -s "$LUA" "$2" \
         >"$TMP/wrk.$1.out" 2>&1 || true
-    grep '^RESULT' "$TMP/wrk.$1.out" | tail -1 | cut -d' ' -f2- || echo "0 1 0 0 0 0 0 1"
+    # No RESULT line (wrk failed): report one error rather than nothing.
+    local line
+    line=$(grep '^RESULT' "$TMP/wrk.$1.out" | tail -1 | cut -d' ' -f2-)
+    echo "${line:-0 1 0 0 0 0 0 1}"
 }
 DIRECT_URL=http://127.0.0.1:$FAKE_PORT/v1/chat/completions
 GW_URL=http://127.0.0.1:$GW_PORT/v1/chat/completions

@@ -16,7 +16,7 @@ trap 'rm -rf "$DIR"' EXIT
 
 echo "== example history (examples/history.jsonl)"
 "$BUILD/llmroute" import --store "$DIR/example.db" examples/history.jsonl >/dev/null
-"$BUILD/bench/open_bench" --store "$DIR/example.db" --rounds 15 --threads 1 | tail -2
+"$BUILD/bench/open_bench" --store "$DIR/example.db" --rounds 15 | tail -2
 
 DATA=../shared/data/routerbench_subset/routerbench_subset_qaserve_format.json
 echo "== development data, train split"

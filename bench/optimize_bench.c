@@ -11,10 +11,14 @@
  * the same integer program with CBC), runs lr__optimize_quality or
  * lr__optimize_budget several times and prints one JSON line: the median
  * and every time in milliseconds, and the answer's cost, mean quality,
- * bound and feasibility.
+ * bound and feasibility, as the optimizer reports them. With --assign it
+ * also writes the last run's assignment (one model index a line, query
+ * order; -1 for a query left unassigned), so that optimize_cbc.py checks
+ * every constraint itself and recomputes the cost rather than trusting
+ * these figures.
  *
  *   optimize_bench --n 1000 --seed 1 --alpha 0.8 [--budget B] [--caps 0.3]
- *                  [--runs 7] [--write instance.txt]
+ *                  [--runs 7] [--write instance.txt] [--assign assign.txt]
  *
  * Single-threaded.
  */
@@ -126,13 +130,13 @@ static int parse_double(const char *s, double *out)
 static void usage(void)
 {
     fprintf(stderr, "usage: optimize_bench --n N [--seed S] [--alpha A | --budget B] "
-                    "[--caps FRACTION] [--runs R] [--write PATH]\n");
+                    "[--caps FRACTION] [--runs R] [--write PATH] [--assign PATH]\n");
 }
 
 int main(int argc, char **argv)
 {
     double n_arg = 1000, seed_arg = 1, alpha = 0.8, budget = NAN, caps = 0.0, runs_arg = 7;
-    const char *write_path = NULL;
+    const char *write_path = NULL, *assign_path = NULL;
     struct lr__opt_problem p;
     struct lr__opt_result r;
     double *quality, *cost, *times;
@@ -155,6 +159,9 @@ int main(int argc, char **argv)
             target = &runs_arg;
         else if (strcmp(argv[i], "--write") == 0 && i + 1 < argc) {
             write_path = argv[++i];
+            continue;
+        } else if (strcmp(argv[i], "--assign") == 0 && i + 1 < argc) {
+            assign_path = argv[++i];
             continue;
         }
         if (target == NULL || i + 1 >= argc || parse_double(argv[++i], target) != 0) {
@@ -199,6 +206,15 @@ int main(int argc, char **argv)
         rc = isnan(budget) ? lr__optimize_quality(&p, &r) : lr__optimize_budget(&p, &r);
         times[i] = now_ms() - t0;
     }
+    if (assign_path != NULL) {
+        FILE *f = fopen(assign_path, "w");
+        for (j = 0; f != NULL && j < n; j++)
+            fprintf(f, "%d\n", assign[j]);
+        if (f == NULL || fclose(f) != 0) {
+            fprintf(stderr, "optimize_bench: cannot write %s\n", assign_path);
+            return 1;
+        }
+    }
     printf("{\"n\": %zu, \"m\": %d, \"form\": \"%s\", \"alpha\": %.17g, \"budget\": %.17g, "
            "\"caps\": %.17g, \"rc\": %d, \"feasible\": %d, \"cost\": %.17g, "
            "\"mean_quality\": %.17g, \"bound\": %.17g, \"iterations\": %d, \"message\": \"%s\", "
@@ -208,8 +224,7 @@ int main(int argc, char **argv)
            isnan(r.lower_bound) ? -1.0 : r.lower_bound, r.iterations, r.message);
     for (i = 0; i < runs; i++)
         printf("%s%.6f", i ? ", " : "", times[i]);
-    qsort(times, (size_t)runs, sizeof *times, cmp_double);
-    printf("], \"median_ms\": %.6f}\n", times[runs / 2]);
+    printf("], \"median_ms\": %.6f}\n", median(times, runs));
     free(quality);
     free(cost);
     free(assign);

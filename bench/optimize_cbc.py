@@ -13,13 +13,31 @@ reads that same instance and solves the integer program of the ECCOS paper
          x_ij in {0, 1}
 
 with PuLP and CBC, and prints, side by side: llmroute's median time, CBC's
-time, the speed ratio, and the optimality gap of llmroute's cost against
-CBC's objective (and against llmroute's own Lagrangian bound).
+median time, the speed ratio, and llmroute's cost against CBC's answer and
+against the LP relaxation's optimum, solved here by CBC too.
+
+llmroute's answer is not taken on its word: optimize_bench writes its
+assignment out, and this script checks every constraint of it (one model
+per query, mean quality >= alpha or cost <= budget, the capacities) and
+recomputes its cost from the instance; the cost used below is the
+recomputed one. A violated constraint or a cost that differs from the
+reported one fails the script (status 1).
+
+Gaps: "gap vs CBC" is against CBC's answer, which is the optimum only when
+CBC proved it within its default tolerance (it can be slightly above the
+optimum, so this gap can be negative); "gap vs LP" is against the LP
+relaxation's optimum, a proven lower bound on any assignment's cost, so
+the true optimality gap is at most that. llmroute's own Lagrangian bound
+must not exceed the LP optimum (checked).
 
 CBC's time is taken from CBC's own log ("Wallclock seconds"): the solver
 alone, including reading the model file, excluding PuLP's model building.
-PuLP's end-to-end time is printed too. CBC gets a time limit (--cbc-limit);
-a run that hits it is marked, and its objective is then only an incumbent.
+PuLP's end-to-end time is printed too. CBC solves each instance
+--cbc-runs times (default 3) at n <= --cbc-runs-max-n (default 1,000) and
+once above it (marked "one CBC run"), and the median time is used;
+llmroute's time is the median of --runs runs. CBC gets a time limit
+(--cbc-limit); a run that hits it is marked, and its objective is then
+only an incumbent.
 
 Run with Debian's python3 (where python3-pulp lives):
     /usr/bin/python3 bench/optimize_cbc.py --bench build/bench/optimize_bench
@@ -56,11 +74,41 @@ def cbc_solver(limit, log_path):
     return pulp.COIN_CMD(**kwargs)
 
 
-def solve_cbc(path, limit):
+def check_assignment(path, assign_path, ours):
+    """Check llmroute's assignment against every constraint of the instance
+    and recompute its cost and mean quality; returns (cost, problems)."""
+    n, m, alpha, budget, caps, quality, cost = read_instance(path)
+    with open(assign_path) as f:
+        assign = [int(line) for line in f]
+    problems = []
+    if len(assign) != n:
+        problems.append(f"{len(assign)} assignments for {n} queries")
+    bad = [i for i, j in enumerate(assign) if not 0 <= j < m]
+    if bad:
+        problems.append(f"{len(bad)} queries without exactly one model (first: query {bad[0]})")
+    good = [(i, j) for i, j in enumerate(assign) if 0 <= j < m]
+    total = sum(cost[i][j] for i, j in good)
+    mean_q = sum(quality[i][j] for i, j in good) / n
+    if ours["form"] == "quality" and mean_q < alpha - 1e-9:
+        problems.append(f"mean quality {mean_q:.9f} < alpha {alpha}")
+    if ours["form"] == "budget" and total > budget * (1 + 1e-9):
+        problems.append(f"cost {total:.9f} > budget {budget}")
+    for j in range(m):
+        used = sum(1 for _, jj in good if jj == j)
+        if caps[j] > 0 and used > caps[j]:
+            problems.append(f"model {j}: {used} queries > capacity {caps[j]}")
+    if abs(total - ours["cost"]) > 1e-9 * max(1.0, abs(total)):
+        problems.append(f"reported cost {ours['cost']:.12g} != recomputed {total:.12g}")
+    return total, problems
+
+
+def solve_cbc(path, limit, relax=False):
     n, m, alpha, _budget, caps, quality, cost = read_instance(path)
     t0 = time.perf_counter()
     prob = pulp.LpProblem("assign", pulp.LpMinimize)
-    x = [[pulp.LpVariable(f"x_{i}_{j}", cat="Binary") for j in range(m)] for i in range(n)]
+    cat = "Continuous" if relax else "Binary"
+    x = [[pulp.LpVariable(f"x_{i}_{j}", lowBound=0, upBound=1, cat=cat) for j in range(m)]
+         for i in range(n)]
     prob += pulp.lpSum(cost[i][j] * x[i][j] for i in range(n) for j in range(m))
     for i in range(n):
         prob += pulp.lpSum(x[i]) == 1
@@ -92,14 +140,16 @@ def solve_cbc(path, limit):
 
 def run_bench(bench, n, seed, alpha, caps, runs, path):
     out = subprocess.run([bench, "--n", str(n), "--seed", str(seed), "--alpha", str(alpha),
-                          "--caps", str(caps), "--runs", str(runs), "--write", path],
+                          "--caps", str(caps), "--runs", str(runs), "--write", path,
+                          "--assign", path + ".assign"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
 
 def median(xs):
     xs = sorted(xs)
-    return xs[len(xs) // 2]
+    h = len(xs) // 2
+    return xs[h] if len(xs) % 2 else (xs[h - 1] + xs[h]) / 2
 
 
 def main():
@@ -111,30 +161,52 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--runs", type=int, default=7, help="llmroute runs per instance (median)")
     ap.add_argument("--cbc-limit", type=float, default=300.0, help="CBC time limit, seconds")
+    ap.add_argument("--cbc-runs", type=int, default=3, help="CBC runs per instance (median)")
+    ap.add_argument("--cbc-runs-max-n", type=int, default=1000,
+                    help="above this n, CBC runs once")
     args = ap.parse_args()
 
     print(f"llmroute batch optimizer vs CBC {'(PuLP ' + pulp.__version__ + ')'}: "
           f"11 models, quality form, seed {args.seed}, llmroute median of {args.runs} runs, "
+          f"CBC median of {args.cbc_runs} runs up to n={args.cbc_runs_max_n} (one run above), "
           f"CBC time limit {args.cbc_limit:g} s")
     header = (f"{'n':>6} {'alpha':>5} {'caps':>5} | {'llmroute ms':>11} {'CBC s':>8} "
-              f"{'PuLP s':>7} {'ratio':>8} | {'cost':>10} {'CBC cost':>10} {'gap':>8} "
-              f"{'gap/bound':>9} | note")
-    print("gap = (llmroute cost - CBC cost) / CBC cost; negative when CBC stopped within its own "
-          "default tolerances above the optimum.\ngap/bound = against llmroute's own Lagrangian "
-          "(LP) lower bound, which holds whatever CBC does.")
+              f"{'PuLP s':>7} {'ratio':>8} | {'cost':>10} {'CBC cost':>10} {'vs CBC':>8} "
+              f"{'LP bound':>10} {'vs LP':>8} | note")
+    print("cost = llmroute's, recomputed here from its assignment after checking every "
+          "constraint.\nvs CBC = (cost - CBC's answer) / CBC's answer: the gap to CBC's answer, "
+          "negative when CBC stopped within its\ndefault tolerance above the optimum.\n"
+          "vs LP = (cost - LP optimum) / LP optimum: the proven one, an upper bound on the gap "
+          "to the true optimum.")
     print(header)
     print("-" * len(header))
     rows = []
+    failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for n in [int(s) for s in args.sizes.split(",")]:
             for alpha in [float(s) for s in args.alphas.split(",")]:
                 for caps in [float(s) for s in args.caps.split(",")]:
                     path = os.path.join(tmp, f"inst_{n}_{alpha}_{caps}.txt")
                     ours = run_bench(args.bench, n, args.seed, alpha, caps, args.runs, path)
-                    cbc = solve_cbc(path, args.cbc_limit)
+                    cost, problems = check_assignment(path, path + ".assign", ours)
+                    k = args.cbc_runs if n <= args.cbc_runs_max_n else 1
+                    solves = [solve_cbc(path, args.cbc_limit) for _ in range(max(k, 1))]
+                    cbc = solves[-1]
+                    cbc_s = median([s["cbc_s"] for s in solves])
+                    pulp_s = median([s["pulp_s"] for s in solves])
+                    lp = solve_cbc(path, args.cbc_limit, relax=True)
+                    lp_obj = lp["objective"] if lp["status"] == "Optimal" else None
                     ms = ours["median_ms"]
-                    ratio = cbc["cbc_s"] * 1e3 / ms if ms > 0 else float("inf")
+                    ratio = cbc_s * 1e3 / ms if ms > 0 else float("inf")
                     note = []
+                    if k == 1:
+                        note.append("one CBC run")
+                    if lp_obj is not None and ours["bound"] > lp_obj * (1 + 1e-9) + 1e-12:
+                        problems.append(f"llmroute's bound {ours['bound']:.12g} above the LP "
+                                        f"optimum {lp_obj:.12g}")
+                    if problems:
+                        failed = True
+                        note.append("CHECK FAILED: " + "; ".join(problems))
                     if not ours["feasible"]:
                         note.append("llmroute: " + ours["message"])
                     if cbc["hit_limit"]:
@@ -143,23 +215,28 @@ def main():
                         note.append(f"CBC status {cbc['status']}")
                     if not cbc["timed_from_log"]:
                         note.append("CBC time from PuLP (no log)")
-                    gap = bound_gap = float("nan")
+                    gap = lp_gap = float("nan")
                     if cbc["objective"]:
-                        gap = 100.0 * (ours["cost"] - cbc["objective"]) / cbc["objective"]
-                    if ours["bound"] > 0:
-                        bound_gap = 100.0 * (ours["cost"] - ours["bound"]) / ours["bound"]
+                        gap = 100.0 * (cost - cbc["objective"]) / cbc["objective"]
+                    if lp_obj:
+                        lp_gap = 100.0 * (cost - lp_obj) / lp_obj
                     cbc_cost = cbc["objective"] if cbc["objective"] is not None else float("nan")
-                    print(f"{n:>6} {alpha:>5.2f} {caps:>5.2f} | {ms:>11.2f} {cbc['cbc_s']:>8.2f} "
-                          f"{cbc['pulp_s']:>7.2f} {ratio:>7.0f}x | {ours['cost']:>10.4f} "
-                          f"{cbc_cost:>10.4f} {gap:>7.4f}% {bound_gap:>8.4f}% | "
-                          f"{'; '.join(note)}", flush=True)
-                    rows.append(dict(n=n, alpha=alpha, caps=caps, ratio=ratio, gap=gap))
+                    print(f"{n:>6} {alpha:>5.2f} {caps:>5.2f} | {ms:>11.2f} {cbc_s:>8.2f} "
+                          f"{pulp_s:>7.2f} {ratio:>7.0f}x | {cost:>10.4f} "
+                          f"{cbc_cost:>10.4f} {gap:>7.4f}% {lp_obj or float('nan'):>10.4f} "
+                          f"{lp_gap:>7.4f}% | {'; '.join(note)}", flush=True)
+                    rows.append(dict(n=n, alpha=alpha, caps=caps, ratio=ratio, gap=gap,
+                                     lp_gap=lp_gap))
     for n in sorted({r["n"] for r in rows}):
         sel = [r for r in rows if r["n"] == n]
         print(f"n={n}: median ratio {median([r['ratio'] for r in sel]):.0f}x "
               f"(min {min(r['ratio'] for r in sel):.0f}x), "
-              f"median gap {median([r['gap'] for r in sel]):.4f}% "
-              f"(max {max(r['gap'] for r in sel):.4f}%)")
+              f"median gap vs CBC {median([r['gap'] for r in sel]):.4f}% "
+              f"(max {max(r['gap'] for r in sel):.4f}%), "
+              f"max gap vs LP {max(r['lp_gap'] for r in sel):.4f}%")
+    if failed:
+        print("llmroute's assignment failed a check (see the notes)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,6 +2,7 @@
 # Routing decisions per second through the Python binding, against the same
 # logic written in Python with numpy, measured in one run (bench/python_bench.py).
 #   bench/python.sh [build-dir]
+# (the build directory is the only argument; python_bench.py takes none)
 # Uses a python3 that has numpy: Debian's /usr/bin/python3 with python3-numpy
 # (scripts/deps.sh bench installs it), else the first python3 on PATH.
 set -u
@@ -24,4 +25,4 @@ if [ -z "$py" ]; then
     exit 1
 fi
 LLMROUTE_LIB=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib") PYTHONPATH=bindings/python \
-    exec "$py" bench/python_bench.py "$@"
+    exec "$py" bench/python_bench.py

@@ -6,12 +6,19 @@
  * both see the same machine noise; the medians are reported.
  *
  *   route_bench [decisions-per-thread]
+ *
+ * The two-thread rows mean something only when two cores were free: the
+ * program measures, over each thread count's rows, how much of the
+ * machine's CPU time went to other processes (/proc/stat's busy time less
+ * this process's own, from getrusage) and prints it beside them.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "llmroute.h"
 #include "bench.h"
@@ -77,6 +84,35 @@ static double rate(void *(*fn)(void *), void *arg, int threads)
     return (double)per_thread * threads / dt;
 }
 
+/* Busy and total CPU seconds of the whole machine so far (/proc/stat's
+ * first line); 0 when it cannot be read. */
+static int machine_cpu(double *busy, double *total)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int ok = f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                         &v[3], &v[4], &v[5], &v[6], &v[7]) == 8;
+    if (f)
+        fclose(f);
+    if (!ok)
+        return 0;
+    double hz = (double)sysconf(_SC_CLK_TCK), idle = (double)(v[3] + v[4]), all = 0;
+    for (int i = 0; i < 8; i++)
+        all += (double)v[i];
+    *busy = (all - idle) / hz;
+    *total = all / hz;
+    return 1;
+}
+
+/* This process's CPU seconds so far (user and system, all threads). */
+static double own_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
 int main(int argc, char **argv)
 {
     struct lr_config *cfg = NULL;
@@ -97,6 +133,8 @@ int main(int argc, char **argv)
     printf("%-8s %-22s %14s %14s %8s\n", "threads", "request form", "router dec/s",
            "anchor dec/s", "ratio");
     for (int threads = 1; threads <= 2; threads++) {
+        double busy0 = 0, total0 = 0, busy1 = 0, total1 = 0, own0 = own_cpu();
+        int have = machine_cpu(&busy0, &total0);
         for (int form = 0; form < 2; form++) {
             double r[ROUNDS], a[ROUNDS], ratio[ROUNDS];
             for (int k = 0; k < ROUNDS; k++) {
@@ -107,6 +145,15 @@ int main(int argc, char **argv)
             printf("%-8d %-22s %14.3g %14.3g %7.2fx\n", threads,
                    form ? "indices" : "names (3 of 5)", median(r, ROUNDS), median(a, ROUNDS),
                    median(ratio, ROUNDS));
+        }
+        if (have && machine_cpu(&busy1, &total1) && total1 > total0) {
+            double other = (busy1 - busy0) - (own_cpu() - own0);
+            long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+            printf("  (other processes used %.0f%% of the %ld online CPUs during these rows%s)\n",
+                   100.0 * (other > 0 ? other : 0) / (total1 - total0), ncpu,
+                   threads == 2 && ncpu <= 2 && other > 0.1 * (total1 - total0)
+                       ? ": the two threads did not have two free cores"
+                       : "");
         }
     }
     lr_router_free(router);

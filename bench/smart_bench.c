@@ -1,7 +1,7 @@
 /* smart_bench.c -- one smart routing decision against a large history.
  *
  *   smart_bench [--corpus zipf|fewshot] [--records N] [--queries Q] [--runs R]
- *               [--dir DIR] [--seed S] [--reuse]
+ *               [--dir DIR] [--seed S] [--reuse] [--export]
  *   smart_bench --data FILE.json [--runs R] [--dir DIR]
  *
  * Synthesises N history records of realistic length, writes them as JSONL
@@ -18,11 +18,25 @@
  *            start with the same five worked examples (see
  *            make_fewshot_text), which gives posting lists holding nearly
  *            half the history.
- * DIR also receives corpus.txt and queries.txt (one text per line) for the
- * scikit-learn anchor in smart_bench.sh. With --data, the file's train
+ * DIR also receives corpus.txt and queries.txt (one text per line). With
+ * --export, DIR receives the vectors the kNN searches, exactly as the
+ * index holds them (every record's tfidf-v1 vector read back from the
+ * posting lists, each query's as the search gets it) and the k=16
+ * neighbours llmroute's search returns for each query, for the
+ * scikit-learn anchor in smart_bench.sh (smart_anchor.py), which runs the
+ * same search over the same vectors and compares the neighbours:
+ *   vec_meta.txt                    "ndocs nqueries dim k"
+ *   docs_indptr.u64, q_indptr.u64   CSR row starts (ndocs+1, nqueries+1)
+ *   docs_indices.u32, q_indices.u32 feature ids (< 2^20)
+ *   docs_data.f32, q_data.f32       weights (each row unit length)
+ *   knn_doc.u32, knn_sim.f32        nqueries x k: neighbour, similarity
+ * all little-endian host arrays, no header. With --data, the file's train
  * split is the history and its test split the queries.
  *
- * Single-threaded.
+ * The decisions run on one thread. The import rebuilds the store's copy
+ * on up to as many threads as the process may use (the store's default,
+ * lr__parallel_default_threads, for stores of at least
+ * lr__store_parallel_min records); the program prints that count.
  */
 #include <math.h>
 #include <stdio.h>
@@ -31,6 +45,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "parallel.h"
 #include "smart.h"
 #include "store.h"
 #include "bench.h"
@@ -317,15 +332,116 @@ static double synthesise(int fewshot, const char *dir, size_t n_records, char **
     return (double)total_bytes / (double)(n_records ? n_records : 1);
 }
 
+/* ==== Export of the searched vectors (for smart_anchor.py) ==== */
+
+static void write_array(const char *dir, const char *name, const void *p, size_t elem, size_t n)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f || (n && fwrite(p, elem, n, f) != n) || fclose(f) != 0) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(1);
+    }
+}
+
+/* Write the index's document vectors (read back from its posting lists,
+ * in the caller's record numbers), the queries' vectors and llmroute's
+ * k nearest neighbours of each into dir (see the top of the file). */
+static void export_vectors(struct lr_store *st, char **queries, size_t n_queries, size_t k,
+                           const char *dir)
+{
+    lr__store_rdlock(st);
+    const struct lr__hist *h = lr__store_hist(st);
+    const struct lr__sindex *ix = &h->sidx;
+    size_t nd = ix->ndocs, total = 0;
+    uint64_t *dptr = calloc(nd + 1, sizeof(*dptr));
+    for (size_t u = 0; u < ix->nused; u++) {
+        const struct lr__plist *l = &ix->lists[ix->used[u]];
+        for (uint32_t j = 0; j < l->n; j++)
+            dptr[ix->orig[l->p[j].doc] + 1]++;
+        total += l->n;
+    }
+    for (size_t d = 0; d < nd; d++)
+        dptr[d + 1] += dptr[d];
+    uint64_t *fill = malloc((nd + 1) * sizeof(*fill));
+    uint32_t *dind = malloc((total + 1) * sizeof(*dind));
+    float *dval = malloc((total + 1) * sizeof(*dval));
+    memcpy(fill, dptr, (nd + 1) * sizeof(*fill));
+    for (size_t u = 0; u < ix->nused; u++) {
+        uint32_t f = ix->used[u];
+        const struct lr__plist *l = &ix->lists[f];
+        for (uint32_t j = 0; j < l->n; j++) {
+            uint64_t at = fill[ix->orig[l->p[j].doc]]++;
+            dind[at] = f;
+            dval[at] = l->p[j].w;
+        }
+    }
+    write_array(dir, "docs_indptr.u64", dptr, sizeof(*dptr), nd + 1);
+    write_array(dir, "docs_indices.u32", dind, sizeof(*dind), total);
+    write_array(dir, "docs_data.f32", dval, sizeof(*dval), total);
+    free(fill);
+    free(dptr);
+    free(dind);
+    free(dval);
+
+    struct lr__store_scratch sc;
+    struct lr__neighbor nb[16];
+    lr__store_scratch_init(&sc);
+    uint64_t *qptr = calloc(n_queries + 1, sizeof(*qptr));
+    uint32_t *qind = malloc((n_queries * LR__TFIDF_MAX_FEATURES + 1) * sizeof(*qind));
+    float *qval = malloc((n_queries * LR__TFIDF_MAX_FEATURES + 1) * sizeof(*qval));
+    uint32_t *kdoc = calloc(n_queries * k + 1, sizeof(*kdoc));
+    float *ksim = calloc(n_queries * k + 1, sizeof(*ksim));
+    for (size_t i = 0; i < n_queries; i++) {
+        int nq = lr__store_embed_text(st, queries[i], strlen(queries[i]), &sc);
+        if (nq < 0)
+            nq = 0;
+        qptr[i + 1] = qptr[i] + (uint64_t)nq;
+        for (int j = 0; j < nq; j++) {
+            qind[qptr[i] + (size_t)j] = sc.q[j].id;
+            qval[qptr[i] + (size_t)j] = sc.q[j].w;
+        }
+        int got = lr__sindex_knn(ix, sc.q, (size_t)nq, k, &sc.knn, nb);
+        for (int j = 0; j < got; j++) {
+            kdoc[i * k + (size_t)j] = nb[j].doc;
+            ksim[i * k + (size_t)j] = nb[j].sim;
+        }
+    }
+    lr__store_unlock(st);
+    lr__store_scratch_free(&sc);
+    write_array(dir, "q_indptr.u64", qptr, sizeof(*qptr), n_queries + 1);
+    write_array(dir, "q_indices.u32", qind, sizeof(*qind), qptr[n_queries]);
+    write_array(dir, "q_data.f32", qval, sizeof(*qval), qptr[n_queries]);
+    write_array(dir, "knn_doc.u32", kdoc, sizeof(*kdoc), n_queries * k);
+    write_array(dir, "knn_sim.f32", ksim, sizeof(*ksim), n_queries * k);
+    char meta[128];
+    int ml = snprintf(meta, sizeof(meta), "%zu %zu %u %zu\n", nd, n_queries,
+                      (unsigned)LR__TFIDF_SPACE, k);
+    write_array(dir, "vec_meta.txt", meta, 1, (size_t)ml);
+    printf("exported for the anchor: %zu record vectors (%zu non-zeros), %zu query vectors, "
+           "llmroute's %zu neighbours of each\n",
+           nd, total, n_queries, k);
+    free(qptr);
+    free(qind);
+    free(qval);
+    free(kdoc);
+    free(ksim);
+}
+
 int main(int argc, char **argv)
 {
     size_t n_records = 100000, n_queries = 2000, runs = 5;
     const char *dir = "/tmp", *corpus = "zipf", *data = NULL;
-    int reuse = 0;
+    int reuse = 0, export = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--reuse") == 0) {
             reuse = 1;
+            continue;
+        }
+        if (strcmp(a, "--export") == 0) {
+            export = 1;
             continue;
         }
         if (!v) {
@@ -477,9 +593,13 @@ int main(int argc, char **argv)
     else
         printf("corpus %s: records %zu (mean %.0f bytes), queries %zu, k=16, 11 models\n",
                corpus, h->n, mean_bytes, n_queries);
-    if (!reuse)
-        printf("import: %.2f s (%.1f us per record); peak RSS %.1f MB\n", import_s,
-               import_s / (double)(h->n ? h->n : 1) * 1e6, (double)ru.ru_maxrss / 1024.0);
+    if (!reuse) {
+        unsigned th = h->n >= lr__store_parallel_min ? lr__parallel_default_threads() : 1u;
+        printf("import: %.2f s (%.1f us per record; its rebuild on up to %u thread%s, the "
+               "store's default); peak RSS %.1f MB\n",
+               import_s, import_s / (double)(h->n ? h->n : 1) * 1e6, th, th == 1 ? "" : "s",
+               (double)ru.ru_maxrss / 1024.0);
+    }
     printf("postings on the query's features: mean %.0f per query\n",
            (double)n_shared / (double)(n_queries ? n_queries : 1));
     printf("decision latency, median of %zu runs: p50 %.1f us, p90 %.1f us, p99 %.1f us "
@@ -489,6 +609,10 @@ int main(int argc, char **argv)
     printf("  of which embedding the query p50 %.1f us, exact kNN p50 %.1f us\n",
            quantile(re50, runs, 0.5) * 1e6, quantile(rk50, runs, 0.5) * 1e6);
     printf("C_P50_US=%.2f\n", quantile(r50, runs, 0.5) * 1e6);
+    printf("C_KNN_P50_US=%.2f\n", quantile(rk50, runs, 0.5) * 1e6);
+    printf("C_QUERIES=%zu\n", n_queries);
+    if (export)
+        export_vectors(st, queries, n_queries, 16, dir);
     lr__smart_free(sm);
     lr_store_free(st);
     if (!data)
