@@ -525,22 +525,21 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             status = refuse(req, 400, param, "invalid_type", msg);
             goto out;
         }
-        if (tok && !json_is_null(tok) && (!json_is_integer(tok) || json_integer_value(tok) < 0)) {
+        if (tok && !json_is_null(tok)) {
+            /* The rule and words of an import's input_token_length (and of
+             * /v1/feedback): a whole number from 0 to 1e9, 123.0 is 123. */
+            struct lr_error nerr;
+            double v = json_is_number(tok) ? json_number_value(tok) : NAN;
             snprintf(param, sizeof param, "queries[%zu].input_tokens", i);
-            snprintf(msg, sizeof msg, "%s: expected a non-negative integer", param);
-            status = refuse(req, 400, param, "invalid_type", msg);
-            goto out;
-        }
-        if (json_is_integer(tok) && json_integer_value(tok) > 1000000000) {
-            snprintf(param, sizeof param, "queries[%zu].input_tokens", i);
-            snprintf(msg, sizeof msg, "%s: %" JSON_INTEGER_FORMAT " is over the cap of 1000000000",
-                     param, json_integer_value(tok));
-            status = refuse(req, 400, param, "invalid_value", msg);
-            goto out;
+            if (lr_record_check_number(LR_INPUT_TOKENS, v, param, &nerr)) {
+                status = refuse(req, 400, param,
+                                json_is_number(tok) ? "invalid_value" : "invalid_type",
+                                nerr.message);
+                goto out;
+            }
+            reqs[i].input_tokens = (long)v;
         }
         reqs[i].query = text ? json_string_value(text) : NULL;
-        if (json_is_integer(tok))
-            reqs[i].input_tokens = (long)json_integer_value(tok);
         if (models) {
             const char **mine = names + ROUTE_MAX_MODELS + i * ROUTE_MAX_MODELS;
             size_t k;

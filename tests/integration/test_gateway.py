@@ -249,7 +249,7 @@ def proxy(gw_bin, fake_bin):
         st, h, body = request(gw.port, "GET", "/health")
         assert st == 200 and json.loads(body)["status"] == "ok"
         st, h, body = request(gw.port, "POST", "/v1/route", json.dumps(
-            {"queries": [{"query": "a"}, {"query": "b", "input_tokens": 5}],
+            {"queries": [{"query": "a", "input_tokens": 123.0}, {"query": "b", "input_tokens": 5}],
              "strategy": "sequential", "models": ["fake-a", "mocky"]}))
         j = json.loads(body)
         assert st == 200 and [a["model"] for a in j["assignments"]] == ["fake-a", "mocky"], j
@@ -551,8 +551,16 @@ def errors(gw_bin, fake_bin):
     check("400 negative input_tokens for /v1/route",
           lambda: err(400, '{"queries": [{"query": "q", "input_tokens": -1}], '
                            '"strategy": "sequential", "models": ["fake-a"]}',
-                      param="queries[0].input_tokens", code="invalid_type",
+                      param="queries[0].input_tokens", code="invalid_value",
                       path="/v1/route"))
+    def route_input_tokens_not_whole():
+        for bad, code in (("2.5", "invalid_value"), ('"5"', "invalid_type")):
+            e = err(400, '{"queries": [{"query": "q"}, {"query": "r", "input_tokens": %s}], '
+                         '"strategy": "sequential", "models": ["fake-a"]}' % bad,
+                    param="queries[1].input_tokens", code=code, path="/v1/route")
+            assert e["message"] == "queries[1].input_tokens: expected a non-negative integer", e
+    check("400 input_tokens of 2.5 or \"5\" for /v1/route, in the words of an import",
+          route_input_tokens_not_whole)
     check("400 embeddings input missing",
           lambda: err(400, '{"model": "fake-a"}', param="input", path="/v1/embeddings"))
     check("404 unknown model", lambda: err(404, '{"model": "gpt-9", "messages": []}',
