@@ -1550,17 +1550,27 @@ class SmartRouting:
         selected_llms = _alias(where, "selected_llms", selected_llms, "selected_llm_lists",
                                selected_llm_lists, None)
         models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
+        got = self._over_store(where, "Router.route_indices", lambda: self.router.route_indices(
+            texts, models=models, input_tokens=lengths))
+        if got is not None:
+            return got
+        return self._empty_store_indices(where, models, texts, lengths)
+
+    def _over_store(self, where, callee, call):
+        """call()'s answer, its errors renamed for `where`; None when the
+        store is empty even after one refresh (data another process added is
+        routed on), so the caller falls back as AIOS does."""
         for attempt in (0, 1):
             try:
-                return self.router.route_indices(texts, models=models, input_tokens=lengths)
+                return call()
             except EmptyInput as e:
                 if not self._store_is_empty(e):
-                    raise _renamed(e, where, "Router.route_indices")
+                    raise _renamed(e, where, callee)
             except Error as e:
-                raise _renamed(e, where, "Router.route_indices")
+                raise _renamed(e, where, callee)
             if attempt or not self._refreshed():
-                break
-        return self._empty_store_indices(where, models, texts, lengths)
+                return None
+        return None
 
     def predict(self, queries, selected_llms=None, input_token_lengths=None):
         """Per query, per candidate (in the order given): predicted quality,
@@ -1568,19 +1578,8 @@ class SmartRouting:
         (AIOS's QueryStore.predict gives the first two)."""
         where = "SmartRouting.predict"
         models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
-        res = None
-        for attempt in (0, 1):
-            try:
-                res = self.router.route_batch(texts, models=models, input_tokens=lengths,
-                                              ranking=True)
-                break
-            except EmptyInput as e:
-                if not self._store_is_empty(e):
-                    raise _renamed(e, where, "Router.route_batch")
-            except Error as e:
-                raise _renamed(e, where, "Router.route_batch")
-            if attempt or not self._refreshed():
-                break
+        res = self._over_store(where, "Router.route_batch", lambda: self.router.route_batch(
+            texts, models=models, input_tokens=lengths, ranking=True))
         if res is None:
             # AIOS's predictions with no neighbours: 0 and 0 for every
             # candidate; the estimated cost is then the input's alone.
