@@ -4,14 +4,23 @@
 # under AddressSanitizer + UndefinedBehaviorSanitizer. `make fuzz` builds the
 # fuzz harnesses (tests/fuzz) with clang and libFuzzer in their own folder
 # and replays each seed corpus; `make fuzz-run` fuzzes each for a while.
+# `make install` builds, then installs under PREFIX (staged under DESTDIR
+# when set); `make uninstall` with the same PREFIX and DESTDIR removes it.
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 600
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX ?= /usr/local
+DESTDIR ?=
+# Absolute and without a trailing slash, as CMake writes the prefix in its
+# list of installed files ($(BUILD)/install_manifest.txt).
+INSTALL_PREFIX = $(abspath $(PREFIX))
+INSTALL_DESTDIR = $(if $(DESTDIR),$(abspath $(DESTDIR)))
 
-.PHONY: all deps build build-asan test test-fast run bench clean format fuzz-deps fuzz fuzz-run
+.PHONY: all deps build build-asan test test-fast run bench clean format fuzz-deps fuzz fuzz-run \
+	install uninstall
 
 all: build
 
@@ -53,6 +62,23 @@ fuzz: fuzz-deps $(FUZZ_BUILD)/CMakeCache.txt
 # Each harness for FUZZ_SECONDS, one after another (FUZZ_NAMES: some only).
 fuzz-run: fuzz
 	FUZZ_BUILD=$(FUZZ_BUILD) scripts/fuzz.sh run $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+# The install prefix is a setting of the build folder: set it (configure
+# again) only when it changes, then build what is not built yet and install.
+# What goes where: packaging/CMakeLists.txt. CMake's manifest leaves DESTDIR
+# out, so the files put are listed again with it, in installed_files.txt.
+install: deps $(BUILD)/CMakeCache.txt
+	@grep -qxF 'CMAKE_INSTALL_PREFIX:PATH=$(INSTALL_PREFIX)' $(BUILD)/CMakeCache.txt || \
+		cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX='$(INSTALL_PREFIX)'
+	cmake --build $(BUILD) -j $(JOBS)
+	DESTDIR='$(INSTALL_DESTDIR)' cmake --install $(BUILD)
+	@awk -v d='$(INSTALL_DESTDIR)' '{ print d $$0 }' $(BUILD)/install_manifest.txt \
+		>$(BUILD)/installed_files.txt
+
+# Removes the files the last `make install` from $(BUILD) put, when it was
+# given this PREFIX and DESTDIR.
+uninstall:
+	@scripts/uninstall.sh $(BUILD)/installed_files.txt '$(INSTALL_DESTDIR)$(INSTALL_PREFIX)'
 
 run: build
 	@scripts/run.sh $(BUILD)
