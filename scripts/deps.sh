@@ -8,8 +8,10 @@
 set -euo pipefail
 
 # python3-numpy: the Python binding's tests feed it numpy arrays (python.numpy).
+# zlib1g-dev: sqlite3.pc's Libs.private names -lz, so a program linked with the
+# static libllmroute through `pkg-config --static` needs it (install.staged).
 pkgs=(build-essential cmake pkg-config libjansson-dev libsqlite3-dev libcurl4-openssl-dev
-      libevent-dev libcmocka-dev python3 python3-pip python3-numpy curl nodejs npm)
+      libevent-dev libcmocka-dev python3 python3-pip python3-numpy curl nodejs npm zlib1g-dev)
 if [ "${1:-}" = "bench" ]; then
     pkgs+=(wrk python3-sklearn coinor-cbc python3-pulp)
 fi
