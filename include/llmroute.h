@@ -323,13 +323,16 @@ LR_EXTERN int lr_store_key_valid(const char *key);
  * dense store's vector) made safe to retry: with a non-NULL key (1 to
  * LR_STORE_MAX_KEY bytes of printable ASCII, 0x21-0x7E; else LR_EINVAL),
  * the key is committed in the same transaction as the outcome, with the
- * time of the append, and a key already committed to the store's file (by
- * any connection or process) less than the key time-to-live ago
- * (lr_store_set_key_ttl(), 24 hours by default) stores nothing and sets
- * *duplicate to 1 (else 0; duplicate may be NULL). An older key counts as
- * absent: the append records, and the key is remembered anew from then.
- * The lookup runs inside the write transaction, so of two writers with one
- * key exactly one records it. A NULL key is a plain append. */
+ * time of the append and this handle's key time-to-live
+ * (lr_store_set_key_ttl(), 24 hours by default), which is the key's own
+ * from then on. A key already committed to the store's file (by any
+ * connection or process) and still within its own time-to-live stores
+ * nothing and sets *duplicate to 1 (else 0; duplicate may be NULL),
+ * whatever the time-to-live of the handle that asks. A key past its own
+ * time-to-live counts as absent: the append records, and the key is
+ * remembered anew from then. The lookup runs inside the write
+ * transaction, so of two writers with one key exactly one records it. A
+ * NULL key is a plain append. */
 LR_EXTERN int lr_store_add_outcome_keyed(struct lr_store *store, const char *key,
                                          const char *query, long input_tokens, const char *model,
                                          double correctness, double output_tokens,
@@ -343,16 +346,20 @@ LR_EXTERN int lr_store_add_outcome_keyed(struct lr_store *store, const char *key
  * 365 days, in seconds. */
 #define LR_STORE_MAX_KEY_TTL 3153600000LL
 
-/* How long this handle's keyed appends remember an idempotency key: seconds
- * from the append that committed it (LR_STORE_KEY_TTL_DEFAULT from open),
- * or 0 to keep keys for good. Once that time has passed the key is
- * forgotten: the same key records again. Expired keys are deleted by keyed
- * appends, a few of the oldest in each append's own transaction, so the
- * store holds about the keys of the last time-to-live; a key expired but
- * not yet deleted already counts as absent. The setting is the handle's,
- * not the file's. Any thread may call it at any time; appends that start
- * after it use it. seconds < 0 or over LR_STORE_MAX_KEY_TTL is LR_EINVAL,
- * and the setting stays. */
+/* How long the keys this handle's keyed appends commit are remembered:
+ * seconds from the append that committed the key (LR_STORE_KEY_TTL_DEFAULT
+ * from open), or 0 to keep them for good. The time-to-live is stored with
+ * each key when it is committed and is the key's for good: changing the
+ * setting, or another handle (another process) with another setting,
+ * never shortens or lengthens the life of a key already committed. Once
+ * its time has passed the key is forgotten: the same key records again.
+ * Keys past their own time-to-live are deleted by keyed appends (of any
+ * handle), a few of the soonest expired in each append's own transaction,
+ * so the store holds about the live keys; a key expired but not yet
+ * deleted already counts as absent. The setting is the handle's, not the
+ * file's. Any thread may call it at any time; appends that start after it
+ * use it. seconds < 0 or over LR_STORE_MAX_KEY_TTL is LR_EINVAL, and the
+ * setting stays. */
 LR_EXTERN int lr_store_set_key_ttl(struct lr_store *store, long long seconds,
                                    struct lr_error *err);
 /* The handle's key time-to-live in seconds (0: keys are kept for good); 0

@@ -2133,12 +2133,17 @@ static void key_is_forgotten_after_its_ttl(void **st)
     assert_int_equal(lr_store_count(other), 3);
     lr_store_free(other);
 
-    /* 0 keeps keys for good. */
+    /* 0 keeps the keys committed from then on for good; fb-1 keeps the
+     * 100 s it was committed with. */
     assert_int_equal(lr_store_set_key_ttl(s, 0, &err), 0);
+    assert_int_equal(add_keyed(s, "fb-forever", "a question kept for good", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(s), 4);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'fb-forever'"), 0);
     fake_now += 100LL * 365 * 86400;
-    assert_int_equal(add_keyed(s, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(add_keyed(s, "fb-forever", "a question kept for good", &dup), 0);
     assert_int_equal(dup, 1);
-    assert_int_equal(lr_store_count(s), 3);
+    assert_int_equal(lr_store_count(s), 4);
 
     /* Out of range: refused, naming the setting; the setting stays. */
     const long long bad[] = {-1, LR_STORE_MAX_KEY_TTL + 1, -86400};
@@ -2220,11 +2225,120 @@ static void expired_keys_are_deleted_a_few_per_keyed_append(void **st)
     assert_int_equal(add_keyed(s, "old-199", "old question 199, again", &dup), 0);
     assert_int_equal(dup, 1);
 
-    /* With keys kept for good, nothing is deleted however old. */
+    /* A key kept for good is never deleted however old; the keys
+     * committed with 60 s are, whatever the handle's setting now. */
     assert_int_equal(lr_store_set_key_ttl(s, 0, &err), 0);
     fake_now += 1000000;
     assert_int_equal(add_keyed(s, "kept", "a kept question", &dup), 0);
-    assert_int_equal(keys_in_file(db), live + 1);
+    assert_int_equal(keys_in_file(db), 1);
+    fake_now += 1000000;
+    assert_int_equal(lr_store_set_key_ttl(s, 60, &err), 0);
+    assert_int_equal(add_keyed(s, "short", "a short-lived question", &dup), 0);
+    assert_int_equal(keys_in_file(db), 2);
+    assert_int_equal(add_keyed(s, "kept", "a kept question", &dup), 0);
+    assert_int_equal(dup, 1);
+    lr_store_free(s);
+    lr__store_clock = NULL;
+}
+
+/* Two handles on one file (two processes in practice: the gateway keeping
+ * keys 24 hours, a tool that set a short time-to-live): each key keeps the
+ * time-to-live it was committed with, so the short one's appends neither
+ * forget nor delete the other's keys, and it sees them as duplicates too. */
+static void keys_keep_their_own_ttl_whichever_handle_asks(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *gw = NULL, *tool = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "ttl_two.db");
+    lr__store_clock = fake_clock;
+    fake_now = 2000000;
+    assert_int_equal(lr_store_open(db, NULL, &gw, &err), 0);
+    assert_int_equal(lr_store_open(db, NULL, &tool, &err), 0);
+    assert_int_equal(lr_store_set_key_ttl(tool, 1, &err), 0);
+    assert_int_equal(add_keyed(gw, "req-42", "sent to the gateway", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(add_keyed(tool, "tool-1", "written by the tool", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'req-42'"),
+                     LR_STORE_KEY_TTL_DEFAULT);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'tool-1'"), 1);
+
+    fake_now += 2;
+    /* The tool's append purges its own expired key, not the gateway's. */
+    assert_int_equal(add_keyed(tool, "tool-2", "written by the tool", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'req-42'"),
+                     1);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'tool-1'"),
+                     0);
+    /* The gateway's key is live for both handles. */
+    assert_int_equal(add_keyed(gw, "req-42", "sent to the gateway", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(tool, "req-42", "sent to the gateway", &dup), 0);
+    assert_int_equal(dup, 1);
+    /* The tool's expired key records again, even through the gateway. */
+    fake_now += 2;
+    assert_int_equal(add_keyed(gw, "tool-2", "written by the tool", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(gw), 4);
+    /* Until the gateway's key's own day is over. */
+    fake_now += LR_STORE_KEY_TTL_DEFAULT;
+    assert_int_equal(add_keyed(tool, "req-42", "sent to the gateway", &dup), 0);
+    assert_int_equal(dup, 0);
+    lr_store_free(gw);
+    lr_store_free(tool);
+    lr__store_clock = NULL;
+}
+
+/* A store made before per-key time-to-live: its keys, and those an older
+ * writer inserts later, are kept for the default 24 hours. */
+static void old_key_table_gains_key_ttls_of_the_default(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "old_ttl.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
+    lr__store_clock = fake_clock;
+    fake_now = 3000000;
+    sql_run(db, "DROP TABLE feedback_keys; DROP INDEX IF EXISTS feedback_keys_expiry;"
+                "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL,"
+                " committed_at INTEGER NOT NULL);"
+                "INSERT INTO feedback_keys VALUES('old-a', 0, 3000000), ('old-b', 0, 1000);");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(
+        sql_number(db, "SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
+                       " WHERE name = 'ttl'"),
+        1);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM sqlite_master"
+                                    " WHERE name = 'feedback_keys_expiry'"),
+                     1);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys"
+                                    " WHERE ttl = 86400"),
+                     2);
+    /* An older writer's insert names three columns: the default applies. */
+    sql_run(db, "INSERT INTO feedback_keys(key, record_id, committed_at)"
+                " VALUES('by-an-old-writer', 0, 3000000)");
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys"
+                                    " WHERE key = 'by-an-old-writer'"),
+                     LR_STORE_KEY_TTL_DEFAULT);
+    /* old-b is long expired (and deleted by the next keyed append);
+     * old-a is a duplicate for a day, even for a handle keeping keys 1 s. */
+    assert_int_equal(lr_store_set_key_ttl(s, 1, &err), 0);
+    fake_now += LR_STORE_KEY_TTL_DEFAULT - 1;
+    assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "new", "a new key", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'old-b'"), 0);
+    assert_int_equal(add_keyed(s, "by-an-old-writer", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 1);
     lr_store_free(s);
     lr__store_clock = NULL;
 }
@@ -2358,6 +2472,8 @@ int main(void)
         cmocka_unit_test(old_store_without_the_key_table),
         cmocka_unit_test(key_is_forgotten_after_its_ttl),
         cmocka_unit_test(expired_keys_are_deleted_a_few_per_keyed_append),
+        cmocka_unit_test(keys_keep_their_own_ttl_whichever_handle_asks),
+        cmocka_unit_test(old_key_table_gains_key_ttls_of_the_default),
         cmocka_unit_test(old_key_table_gains_key_times_and_keeps_its_keys),
         cmocka_unit_test(new_key_table_stamps_an_old_writers_keys_with_the_time),
         cmocka_unit_test(refresh_rebuilds_while_appends_go_on),
