@@ -519,7 +519,14 @@ LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
 /* Route n requests together. out[i] receives request i's assignment (and
  * ranking if out[i].ranking is set). Returns LR_EINFEASIBLE, with the best
  * reachable assignment filled in and explained in report, when the
- * constraints cannot all be met. */
+ * constraints cannot all be met. A request with a single candidate gets it
+ * in every mode, as lr_router_route gives it, even when nothing can be
+ * predicted for it (no prices, no query text, no history): in
+ * LR_BATCH_QUALITY and LR_BATCH_BUDGET such an unpredicted request takes
+ * one unit of its model's capacity but is left out of the mean quality
+ * alpha bounds, of the cost the budget bounds, and of the report's
+ * mean_quality and total_cost (NaN when no request is left). An error in
+ * one request fails the batch, with a message naming the request. */
 LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                           const struct lr_batch_options *opts, struct lr_decision *out,
                           struct lr_batch_report *report, struct lr_error *err);

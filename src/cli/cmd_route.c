@@ -412,10 +412,16 @@ int cmd_route(int argc, char **argv)
         }
         for (size_t i = 0; i < n_queries; i++)
             print_decision(cfg, lr_router_strategy(router), &decs[i], a.json);
-        fprintf(stderr, "llmroute route: batch of %zu: mean predicted quality %.4f, "
-                        "estimated cost %.6g%s%s\n",
-                n_queries, rep.mean_quality, rep.total_cost, rc ? ": " : "",
-                rc ? rep.message : "");
+        /* NaN when no query of the batch was predicted (each had one
+         * candidate and nothing to predict it from). */
+        char qtext[32] = "unknown", ctext[32] = "unknown";
+        if (!isnan(rep.mean_quality))
+            snprintf(qtext, sizeof qtext, "%.4f", rep.mean_quality);
+        if (!isnan(rep.total_cost))
+            snprintf(ctext, sizeof ctext, "%.6g", rep.total_cost);
+        fprintf(stderr, "llmroute route: batch of %zu: mean predicted quality %s, "
+                        "estimated cost %s%s%s\n",
+                n_queries, qtext, ctext, rc ? ": " : "", rc ? rep.message : "");
         rc = rc ? CLI_UNMET : CLI_OK;
         goto out;
     }
