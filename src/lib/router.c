@@ -211,6 +211,14 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
     if (req->n_models && !req->models && !req->model_indices)
         return lr__error_set(err, LR_EINVAL, "request: n_models is %zu but no models are given",
                              req->n_models);
+    /* Candidates are distinct, so a longer list must repeat one; refused
+     * before anything is sized by it (n times an element size could
+     * overflow). */
+    if (req->n_models > r->n_models)
+        return lr__error_set(err, LR_EINVAL,
+                             "request: n_models %zu exceeds the %zu configured models (a "
+                             "candidate list that long must repeat a model)",
+                             req->n_models, r->n_models);
     if (n > STACK_CANDS) {
         res->idx = malloc(n * sizeof *res->idx);
         res->rank = malloc(n * sizeof *res->rank);

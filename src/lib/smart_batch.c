@@ -31,6 +31,7 @@
  * Threads: like rank(), from many threads at once; all state is per call.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +94,9 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
             }
         }
     }
+    /* n is the caller's; m is at most the configured models. */
+    if (m && n > SIZE_MAX / m / sizeof *quality)
+        goto nomem;
     quality = malloc(n * m * sizeof *quality);
     cost = malloc(n * m * sizeof *cost);
     cap = calloc(m, sizeof *cap);
@@ -116,6 +120,8 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
         lr__smart_query_of(&ctxs[i], &qs[i]);
     if (n > 1 && qs[0].embedding) {
         size_t k = lr__smart_k(state);
+        if (n > SIZE_MAX / k / sizeof *nb)
+            goto nomem;
         nb = malloc(n * k * sizeof *nb);
         nb_n = malloc(n * sizeof *nb_n);
         if (!nb || !nb_n)

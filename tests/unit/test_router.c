@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,6 +265,54 @@ static void sequential_refuses_a_batch_assignment(void **state)
     assert_int_equal(lr_router_route_batch(f->router, reqs, 0, &bo, out, NULL, &err), LR_EEMPTY);
 }
 
+static void n_models_over_the_configured_count_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    const int idx[] = {0, 1, 2, 3, 0};
+    const char *names[] = {"A", "B", "C", "D", "A"};
+    struct lr_request req, reqs[2];
+    struct lr_decision d = {0}, out[2];
+    struct lr_batch_options bo;
+    struct lr_error err = {0};
+    /* A count whose product with an element size wraps: refused before
+     * anything is sized by it. */
+    lr_request_init(&req);
+    req.model_indices = idx;
+    req.n_models = SIZE_MAX / 4 + 2;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "exceeds the 4 configured models"));
+    req.n_models = 5;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "n_models 5 exceeds the 4 configured models"));
+    req.model_indices = NULL;
+    req.models = names;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "n_models 5 exceeds"));
+    /* In a batch, in either path, the message names the query. */
+    memset(out, 0, sizeof out);
+    lr_request_init(&reqs[0]);
+    reqs[1] = req;
+    reqs[1].n_models = SIZE_MAX / 8 + 1;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, NULL, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "query 1: request: n_models"));
+    /* The assignment path resolves each query too (a smart router; the
+     * empty store is never reached). */
+    struct lr_store *store = NULL;
+    struct lr_router *smart = NULL;
+    struct lr_router_options o;
+    assert_int_equal(lr_store_open(":memory:", NULL, &store, &err), 0);
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = store;
+    assert_int_equal(lr_router_new(f->cfg, &o, &smart, &err), 0);
+    lr_batch_options_init(&bo);
+    bo.mode = LR_BATCH_QUALITY;
+    assert_int_equal(lr_router_route_batch(smart, reqs, 2, &bo, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "query 1: request: n_models"));
+    lr_router_free(smart);
+    lr_store_free(store);
+}
+
 /* ---- concurrency ---- */
 
 #define THREADS 4
@@ -335,6 +384,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(unknown_strategy_is_refused_naming_it, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_refuses_a_batch_assignment, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_is_fair_under_concurrency, setup, teardown),
+        cmocka_unit_test_setup_teardown(n_models_over_the_configured_count_is_refused, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
