@@ -13,6 +13,7 @@
  * anything on the same router.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,18 +40,24 @@ const struct lr__strategy *lr__strategy_find(const char *name)
     return NULL;
 }
 
+static char strategy_names[256];
+static pthread_once_t strategy_names_once = PTHREAD_ONCE_INIT;
+
+static void strategy_names_build(void)
+{
+    size_t off = 0;
+    for (size_t i = 0; i < N_STRATEGIES && off < sizeof strategy_names; i++)
+        off += (size_t)snprintf(strategy_names + off, sizeof strategy_names - off, "%s%s",
+                                i ? ", " : "", strategies[i]->name);
+}
+
+/* Built once, whichever thread asks first (two routers, or two config
+ * loads, refusing an unknown strategy at once): pthread_once orders the
+ * writes before every reader. */
 const char *lr__strategy_names(void)
 {
-    static char names[256];
-    static int built; /* the table is constant, so a racy rebuild writes the same bytes */
-    if (!built) {
-        size_t off = 0;
-        for (size_t i = 0; i < N_STRATEGIES && off < sizeof names; i++)
-            off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
-                                    strategies[i]->name);
-        built = 1;
-    }
-    return names;
+    pthread_once(&strategy_names_once, strategy_names_build);
+    return strategy_names;
 }
 
 /* ==== Router ==== */

@@ -313,6 +313,44 @@ static void n_models_over_the_configured_count_is_refused(void **state)
     lr_store_free(store);
 }
 
+struct namer {
+    const struct lr_config *cfg;
+    char message[512];
+    int rc;
+};
+
+static void *make_unknown(void *arg)
+{
+    struct namer *n = arg;
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    struct lr_error err = {0};
+    lr_router_options_init(&o);
+    o.strategy = "coin-flip";
+    n->rc = lr_router_new(n->cfg, &o, &r, &err);
+    memcpy(n->message, err.message, sizeof n->message);
+    return NULL;
+}
+
+/* Threads that refuse an unknown strategy at once all name the known ones
+ * in full (the list is built once, under pthread_once; ThreadSanitizer saw
+ * the earlier lazy build race). */
+static void unknown_strategy_messages_are_whole_across_threads(void **state)
+{
+    struct fixture *f = *state;
+    pthread_t t[4];
+    struct namer n[4];
+    for (int i = 0; i < 4; i++) {
+        n[i].cfg = f->cfg;
+        assert_int_equal(pthread_create(&t[i], NULL, make_unknown, &n[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(n[i].rc, LR_ESTRATEGY);
+        assert_non_null(strstr(n[i].message, "(known: sequential, smart)"));
+    }
+}
+
 /* ---- concurrency ---- */
 
 #define THREADS 4
@@ -385,6 +423,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(sequential_refuses_a_batch_assignment, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_is_fair_under_concurrency, setup, teardown),
         cmocka_unit_test_setup_teardown(n_models_over_the_configured_count_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
