@@ -534,7 +534,8 @@ LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_re
                           struct lr_batch_report *report, struct lr_error *err);
 
 /* Estimate the token count of text when no tokenizer count is given:
- * about one token per 4 bytes of UTF-8, at least 1 for non-empty text. */
+ * about one token per 4 bytes of UTF-8, rounded up (so at least 1 for
+ * non-empty text, whatever len; at most LONG_MAX); 0 for NULL or len 0. */
 LR_EXTERN long lr_estimate_tokens(const char *text, size_t len);
 
 #ifdef __cplusplus

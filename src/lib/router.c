@@ -12,6 +12,7 @@
  * theirs safe). lr_router_new() and lr_router_free() are not concurrent with
  * anything on the same router.
  */
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -178,7 +179,9 @@ long lr_estimate_tokens(const char *text, size_t len)
      * tokenizer; the count only scales the input-price term. */
     if (!text || len == 0)
         return 0;
-    return (long)((len + 3) / 4);
+    /* Rounded up without len + 3, which wraps for a len near SIZE_MAX. */
+    size_t n = len / 4 + (len % 4 != 0);
+    return n > (size_t)LONG_MAX ? LONG_MAX : (long)n;
 }
 
 /* ==== Routing ==== */

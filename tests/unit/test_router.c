@@ -313,6 +313,16 @@ static void n_models_over_the_configured_count_is_refused(void **state)
     lr_store_free(store);
 }
 
+static void token_estimate_of_huge_text_does_not_wrap(void **state)
+{
+    (void)state;
+    /* The text is not read past its first byte: only its length counts. */
+    assert_true(lr_estimate_tokens("x", SIZE_MAX) >= 1);
+    assert_true(lr_estimate_tokens("x", SIZE_MAX - 2) >= 1);
+    assert_int_equal(lr_estimate_tokens("x", 5), 2);
+    assert_int_equal(lr_estimate_tokens("x", 8), 2);
+}
+
 struct namer {
     const struct lr_config *cfg;
     char message[512];
@@ -426,6 +436,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,
                                         teardown),
+        cmocka_unit_test(token_estimate_of_huge_text_does_not_wrap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
