@@ -217,6 +217,11 @@ struct lr_store_options {
                               rebuild (seconds at 100,000 records). */
 };
 
+/* Fill opts with the defaults (the built-in embedder, writable, no cap,
+ * the default threads, appends that re-weigh): all zero, as a zeroed struct
+ * (= {0}, memset) is and stays. opts NULL is the same as these. */
+LR_EXTERN void lr_store_options_init(struct lr_store_options *opts);
+
 /* Open (or create) a history store in the SQLite file at `path`; ":memory:"
  * gives a store that lives in memory. The caller frees it with
  * lr_store_free(). Opening a store made by another embedder is LR_ESTORE.
@@ -384,6 +389,11 @@ struct lr_import_options {
     size_t embed_dim; /* the vectors' dimension; 0 = the store's (which must be known) */
 };
 
+/* Fill opts with the defaults (every split, bad records skipped, no
+ * embedder): all zero, as a zeroed struct is and stays. opts NULL is the
+ * same as these. */
+LR_EXTERN void lr_import_options_init(struct lr_import_options *opts);
+
 struct lr_import_report {
     size_t read;     /* records seen */
     size_t imported; /* records added */
@@ -479,7 +489,12 @@ struct lr_candidate {
 
 /* The answer to one request: the chosen model and, when the caller gives a
  * buffer, the full ranking, best first (the head is the choice; the tail is
- * the fallback order). */
+ * the fallback order). ranking and ranking_cap are read as input, so a
+ * decision must be initialised before it is passed to lr_router_route or
+ * lr_router_route_batch: with lr_decision_init() (then set ranking and
+ * ranking_cap to ask for the ranking), or zeroed (memset, = {0}, calloc),
+ * which older callers do and which stays valid. An uninitialised
+ * decision's ranking is a wild pointer the router writes through. */
 struct lr_decision {
     int index; /* chosen model's index into the config */
     double predicted_quality;
@@ -492,6 +507,11 @@ struct lr_decision {
     size_t n_ranked;
 };
 
+/* Initialise a decision: no ranking buffer (ranking NULL, ranking_cap 0),
+ * index -1 and unknown (NaN) figures until a route fills it. */
+LR_EXTERN void lr_decision_init(struct lr_decision *d);
+
+/* Route one request into out (initialised: see struct lr_decision). */
 LR_EXTERN int lr_router_route(struct lr_router *router, const struct lr_request *req,
                     struct lr_decision *out, struct lr_error *err);
 

@@ -314,7 +314,8 @@ int cmd_route(int argc, char **argv)
     if ((rc = cli_check_store_exists("route", a.store)))
         goto out;
     if (a.store) {
-        struct lr_store_options so = {0};
+        struct lr_store_options so;
+        lr_store_options_init(&so);
         embed_store_options(cfg, &so);
         so.read_only = 1;
         if ((r = lr_store_open(a.store, &so, &store, &err))) {
@@ -355,6 +356,7 @@ int cmd_route(int argc, char **argv)
     }
     for (size_t i = 0; i < n_queries; i++) {
         lr_request_init(&reqs[i]);
+        lr_decision_init(&decs[i]);
         reqs[i].models = (const char *const *)names;
         reqs[i].n_models = n_names;
         reqs[i].query = queries[i];

@@ -88,6 +88,18 @@ void lr_request_init(struct lr_request *req)
     req->performance_requirement = NAN;
 }
 
+void lr_decision_init(struct lr_decision *d)
+{
+    if (!d)
+        return;
+    memset(d, 0, sizeof *d);
+    d->index = -1;
+    d->predicted_quality = NAN;
+    d->predicted_output_tokens = NAN;
+    d->estimated_cost = NAN;
+    d->input_tokens = -1;
+}
+
 void lr_batch_options_init(struct lr_batch_options *opts)
 {
     if (!opts)

@@ -2012,6 +2012,18 @@ static int journal_wal(struct lr_store *st, struct lr_error *err)
     }
 }
 
+void lr_store_options_init(struct lr_store_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
+void lr_import_options_init(struct lr_import_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
 int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
                   struct lr_error *err)
 {

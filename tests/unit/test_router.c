@@ -323,6 +323,49 @@ static void token_estimate_of_huge_text_does_not_wrap(void **state)
     assert_int_equal(lr_estimate_tokens("x", 8), 2);
 }
 
+/* A decision from lr_decision_init asks for no ranking and says nothing
+ * until routed; the stack garbage an uninitialised one would hold is what
+ * the router would write through. */
+static void decision_init_gives_a_decision_without_a_ranking(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request req;
+    struct lr_decision d;
+    struct lr_candidate rank[4];
+    struct lr_error err = {0};
+    memset(&d, 0xAB, sizeof d);
+    lr_decision_init(&d);
+    assert_null(d.ranking);
+    assert_int_equal(d.ranking_cap, 0);
+    assert_int_equal(d.n_ranked, 0);
+    assert_int_equal(d.index, -1);
+    assert_true(isnan(d.predicted_quality) && isnan(d.estimated_cost));
+    lr_request_init(&req);
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    assert_int_equal(d.n_ranked, 0);
+    assert_true(d.index >= 0 && d.index < 4);
+    lr_decision_init(&d);
+    d.ranking = rank;
+    d.ranking_cap = 4;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    assert_int_equal(d.n_ranked, 4);
+    lr_decision_init(NULL);
+
+    /* The options' inits give what a zeroed struct gives. */
+    struct lr_store_options so, zs;
+    struct lr_import_options io, zi;
+    memset(&so, 0xAB, sizeof so);
+    memset(&io, 0xAB, sizeof io);
+    memset(&zs, 0, sizeof zs);
+    memset(&zi, 0, sizeof zi);
+    lr_store_options_init(&so);
+    lr_import_options_init(&io);
+    assert_memory_equal(&so, &zs, sizeof so);
+    assert_memory_equal(&io, &zi, sizeof io);
+    lr_store_options_init(NULL);
+    lr_import_options_init(NULL);
+}
+
 struct namer {
     const struct lr_config *cfg;
     char message[512];
@@ -437,6 +480,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,
                                         teardown),
         cmocka_unit_test(token_estimate_of_huge_text_does_not_wrap),
+        cmocka_unit_test_setup_teardown(decision_init_gives_a_decision_without_a_ranking, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
