@@ -523,7 +523,8 @@ enum lr_batch_mode {
 
 struct lr_batch_options {
     enum lr_batch_mode mode;
-    double alpha;            /* NaN = config's; LR_BATCH_BUDGET takes none (LR_EINVAL) */
+    double alpha;            /* for LR_BATCH_QUALITY, NaN = config's; NaN otherwise
+                                (else LR_EINVAL) */
     double budget;           /* for LR_BATCH_BUDGET; NaN otherwise (else LR_EINVAL) */
     const int *capacities;   /* per config model; NULL = config's capacity; <=0 = unlimited */
 };

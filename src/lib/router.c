@@ -443,6 +443,16 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
     } else {
         double q = 0, c = 0;
         size_t nq = 0, nc = 0;
+        /* Each query is routed alone: there is no constraint for a value
+         * to bound, and one given would be ignored without a word. */
+        if (!isnan(o.budget))
+            return lr__error_set(err, LR_EINVAL,
+                                 "budget: the per-query mode takes none (each query is routed "
+                                 "on its own); use the budget mode");
+        if (!isnan(o.alpha))
+            return lr__error_set(err, LR_EINVAL,
+                                 "alpha: the per-query mode takes none (each query meets its "
+                                 "performance requirement); use the quality mode");
         for (size_t i = 0; i < n; i++) {
             rc = lr_router_route(router, &reqs[i], &out[i], err);
             if (rc) {

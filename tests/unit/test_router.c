@@ -265,6 +265,30 @@ static void sequential_refuses_a_batch_assignment(void **state)
     assert_int_equal(lr_router_route_batch(f->router, reqs, 0, &bo, out, NULL, &err), LR_EEMPTY);
 }
 
+/* The per-query mode has no constraint: a budget or alpha given to it is
+ * refused, naming it, as the other modes refuse the one they do not take. */
+static void per_query_batch_refuses_a_budget_or_alpha(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request reqs[2];
+    struct lr_decision out[2];
+    struct lr_batch_options bo;
+    struct lr_error err = {0};
+    memset(out, 0, sizeof out);
+    lr_request_init(&reqs[0]);
+    lr_request_init(&reqs[1]);
+    lr_batch_options_init(&bo);
+    bo.budget = 1e-9;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "budget: the per-query mode takes none"));
+    lr_batch_options_init(&bo);
+    bo.alpha = 0.5;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "alpha: the per-query mode takes none"));
+    lr_batch_options_init(&bo);
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), 0);
+}
+
 static void n_models_over_the_configured_count_is_refused(void **state)
 {
     struct fixture *f = *state;
@@ -474,6 +498,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(input_tokens_over_the_cap_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_strategy_is_refused_naming_it, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_refuses_a_batch_assignment, setup, teardown),
+        cmocka_unit_test_setup_teardown(per_query_batch_refuses_a_budget_or_alpha, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(sequential_is_fair_under_concurrency, setup, teardown),
         cmocka_unit_test_setup_teardown(n_models_over_the_configured_count_is_refused, setup,
                                         teardown),

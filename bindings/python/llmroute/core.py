@@ -1149,6 +1149,8 @@ class Router(_Handle):
         mode: "per_query" (each on its own), "quality" (minimum total cost
             with mean predicted quality >= alpha and load <= capacity per
             model) or "budget" (maximum mean quality with total cost <= budget);
+            alpha is for "quality" only (None: the config's), budget for
+            "budget" only; given with another mode they are InvalidInput;
         capacities: None (the config's), or a dict name -> cap (models not
             named keep their configured capacity) or a list with one cap per
             configured model (<= 0: unlimited).
