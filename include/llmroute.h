@@ -460,10 +460,12 @@ LR_EXTERN const char *lr_router_strategy(const struct lr_router *router);
 LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *router);
 
 /* One routing request. Candidates are given by name (`models`) or by config
- * index (`model_indices`), n_models of them; with neither, every configured
- * model is a candidate. An n_models over the number of configured models
- * (such a list must repeat one) is LR_EINVAL, as a repeated model is.
- * Unknown names are LR_ENOMODEL, never dropped. */
+ * index (`model_indices`), n_models of them; with neither (both NULL, as
+ * lr_request_init() leaves them), every configured model is a candidate.
+ * A list given with n_models 0 is LR_EEMPTY, never "every model"; an
+ * n_models over the number of configured models (such a list must repeat
+ * one) is LR_EINVAL, as a repeated model is. Unknown names are
+ * LR_ENOMODEL, never dropped. */
 struct lr_request {
     const char *const *models;
     const int *model_indices;

@@ -233,6 +233,13 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
     if (req->n_models && !req->models && !req->model_indices)
         return lr__error_set(err, LR_EINVAL, "request: n_models is %zu but no models are given",
                              req->n_models);
+    /* An explicit list (models or model_indices given) with no entry is a
+     * mistake of the caller's, never "every model" (which is no list). */
+    if (!req->n_models && (req->models || req->model_indices))
+        return lr__error_set(err, LR_EEMPTY,
+                             "request: the candidate list is empty (%s is given with n_models "
+                             "0): give at least one model, or no list for every model",
+                             req->models ? "models" : "model_indices");
     /* Candidates are distinct, so a longer list must repeat one; refused
      * before anything is sized by it (n times an element size could
      * overflow). */

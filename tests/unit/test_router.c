@@ -337,6 +337,32 @@ static void n_models_over_the_configured_count_is_refused(void **state)
     lr_store_free(store);
 }
 
+static void explicitly_empty_candidate_list_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    const char *names[1] = {NULL};
+    const int idx[1] = {0};
+    struct lr_request req, reqs[2];
+    struct lr_decision d = {0}, out[2];
+    struct lr_error err = {0};
+    lr_request_init(&req);
+    req.models = names;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EEMPTY);
+    assert_non_null(strstr(err.message, "candidate list is empty (models is given"));
+    lr_request_init(&req);
+    req.model_indices = idx;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EEMPTY);
+    assert_non_null(strstr(err.message, "candidate list is empty (model_indices is given"));
+    memset(out, 0, sizeof out);
+    lr_request_init(&reqs[0]);
+    reqs[1] = req;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, NULL, out, NULL, &err), LR_EEMPTY);
+    assert_non_null(strstr(err.message, "query 1: "));
+    /* No list at all is every model. */
+    lr_request_init(&req);
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+}
+
 static void token_estimate_of_huge_text_does_not_wrap(void **state)
 {
     (void)state;
@@ -345,6 +371,44 @@ static void token_estimate_of_huge_text_does_not_wrap(void **state)
     assert_true(lr_estimate_tokens("x", SIZE_MAX - 2) >= 1);
     assert_int_equal(lr_estimate_tokens("x", 5), 2);
     assert_int_equal(lr_estimate_tokens("x", 8), 2);
+}
+
+struct namer {
+    const struct lr_config *cfg;
+    char message[512];
+    int rc;
+};
+
+static void *make_unknown(void *arg)
+{
+    struct namer *n = arg;
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    struct lr_error err = {0};
+    lr_router_options_init(&o);
+    o.strategy = "coin-flip";
+    n->rc = lr_router_new(n->cfg, &o, &r, &err);
+    memcpy(n->message, err.message, sizeof n->message);
+    return NULL;
+}
+
+/* Threads that refuse an unknown strategy at once all name the known ones
+ * in full (the list is built once, under pthread_once; ThreadSanitizer saw
+ * the earlier lazy build race). */
+static void unknown_strategy_messages_are_whole_across_threads(void **state)
+{
+    struct fixture *f = *state;
+    pthread_t t[4];
+    struct namer n[4];
+    for (int i = 0; i < 4; i++) {
+        n[i].cfg = f->cfg;
+        assert_int_equal(pthread_create(&t[i], NULL, make_unknown, &n[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(n[i].rc, LR_ESTRATEGY);
+        assert_non_null(strstr(n[i].message, "(known: sequential, smart)"));
+    }
 }
 
 /* A decision from lr_decision_init asks for no ranking and says nothing
@@ -388,44 +452,6 @@ static void decision_init_gives_a_decision_without_a_ranking(void **state)
     assert_memory_equal(&io, &zi, sizeof io);
     lr_store_options_init(NULL);
     lr_import_options_init(NULL);
-}
-
-struct namer {
-    const struct lr_config *cfg;
-    char message[512];
-    int rc;
-};
-
-static void *make_unknown(void *arg)
-{
-    struct namer *n = arg;
-    struct lr_router_options o;
-    struct lr_router *r = NULL;
-    struct lr_error err = {0};
-    lr_router_options_init(&o);
-    o.strategy = "coin-flip";
-    n->rc = lr_router_new(n->cfg, &o, &r, &err);
-    memcpy(n->message, err.message, sizeof n->message);
-    return NULL;
-}
-
-/* Threads that refuse an unknown strategy at once all name the known ones
- * in full (the list is built once, under pthread_once; ThreadSanitizer saw
- * the earlier lazy build race). */
-static void unknown_strategy_messages_are_whole_across_threads(void **state)
-{
-    struct fixture *f = *state;
-    pthread_t t[4];
-    struct namer n[4];
-    for (int i = 0; i < 4; i++) {
-        n[i].cfg = f->cfg;
-        assert_int_equal(pthread_create(&t[i], NULL, make_unknown, &n[i]), 0);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(t[i], NULL);
-        assert_int_equal(n[i].rc, LR_ESTRATEGY);
-        assert_non_null(strstr(n[i].message, "(known: sequential, smart)"));
-    }
 }
 
 /* ---- concurrency ---- */
@@ -503,10 +529,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(sequential_is_fair_under_concurrency, setup, teardown),
         cmocka_unit_test_setup_teardown(n_models_over_the_configured_count_is_refused, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,
+        cmocka_unit_test_setup_teardown(explicitly_empty_candidate_list_is_refused, setup,
                                         teardown),
         cmocka_unit_test(token_estimate_of_huge_text_does_not_wrap),
         cmocka_unit_test_setup_teardown(decision_init_gives_a_decision_without_a_ranking, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
