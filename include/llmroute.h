@@ -441,7 +441,8 @@ struct lr_router;
 
 struct lr_router_options {
     const char *strategy;           /* NULL = config's router.strategy */
-    struct lr_store *store;         /* history for smart routing (borrowed), or NULL */
+    struct lr_store *store;         /* history for smart routing (borrowed: it must outlive
+                                       the router, as cfg must), or NULL */
     double performance_requirement; /* NaN = config's */
     int n_similar;                  /* 0 = config's */
     const char *predictor;          /* NULL = config's */
@@ -450,7 +451,9 @@ struct lr_router_options {
 /* Fill opts with "use the config" values. */
 LR_EXTERN void lr_router_options_init(struct lr_router_options *opts);
 
-/* Build a router over cfg (borrowed: it must outlive the router). */
+/* Build a router over cfg (borrowed: it must outlive the router), and over
+ * opts->store when given (borrowed too: free the router before the store;
+ * routing after the store is freed reads freed memory). */
 LR_EXTERN int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *opts,
                   struct lr_router **out, struct lr_error *err);
 LR_EXTERN void lr_router_free(struct lr_router *router);
