@@ -41,10 +41,22 @@ extern "C" {
 #define LR_EXTERN
 #endif
 
+/* The version: the one source of it. CMake reads these lines for the
+ * project's and the shared library's version (and refuses a STRING that is
+ * not MAJOR.MINOR.PATCH); the Python binding checks the loaded library's
+ * lr_version() against its own. */
 #define LR_VERSION_MAJOR 0
 #define LR_VERSION_MINOR 1
 #define LR_VERSION_PATCH 0
 #define LR_VERSION_STRING "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for comparisons. */
+#define LR_VERSION_NUMBER (LR_VERSION_MAJOR * 10000 + LR_VERSION_MINOR * 100 + LR_VERSION_PATCH)
+
+/* The version of the library loaded at run time (which may differ from the
+ * header a caller was compiled with): LR_VERSION_STRING and
+ * LR_VERSION_NUMBER as the library was built. The string is static. */
+LR_EXTERN const char *lr_version(void);
+LR_EXTERN int lr_version_number(void);
 
 /* ==== Errors ==== */
 
