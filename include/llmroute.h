@@ -17,7 +17,8 @@
  *     a message a user can act on ("models[1].cost_per_input_token: expected
  *     a non-negative number");
  *   - lr_x_free(NULL) is a no-op; every function that returns memory says who
- *     frees it.
+ *     frees it;
+ *   - the header needs C99 or later (or C++): it uses long long.
  *
  * Threads: a struct lr_config is immutable once loaded and may be read from
  * any thread. A struct lr_router may be used for routing from several threads
@@ -73,7 +74,7 @@ enum lr_errcode {
     LR_EINFEASIBLE = -9, /* no assignment meets the constraints (a best effort is returned) */
     LR_ESTRATEGY = -10,  /* unknown strategy, or one that lacks what it needs */
     LR_ETOOBIG = -11,    /* an input over a configured cap */
-    LR_EBUSY = -12,      /* the history store is being written by another process for longer
+    LR_EBUSY = -12       /* the history store is being written by another process for longer
                             than a write waits (5 s); nothing was written: try again */
 };
 
@@ -535,7 +536,7 @@ LR_EXTERN int lr_router_route(struct lr_router *router, const struct lr_request 
 enum lr_batch_mode {
     LR_BATCH_PER_QUERY = 0, /* each query on its own, as lr_router_route */
     LR_BATCH_QUALITY = 1,   /* min total cost s.t. mean quality >= alpha, load_j <= L_j */
-    LR_BATCH_BUDGET = 2,    /* max mean quality s.t. total cost <= budget, load_j <= L_j */
+    LR_BATCH_BUDGET = 2     /* max mean quality s.t. total cost <= budget, load_j <= L_j */
 };
 
 struct lr_batch_options {
