@@ -218,7 +218,7 @@ struct lr_store_options {
                               import): 0 = the CPUs the process may run on, at most
                               8; 1 = the calling thread only. Stores under 4096
                               records use one. The copy is the same whatever the
-                              count. */
+                              count. < 0 is LR_EINVAL. */
     int defer_reweigh;     /* the append that makes the periodic rebuild of the copy
                               due (each time the store has grown by a quarter: the
                               built-in embedder's re-weighing, a dense store's

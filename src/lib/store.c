@@ -2040,6 +2040,11 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     if (!*embedder || strlen(embedder) > LR__STORE_MAX_EMBEDDER)
         return fail(err, LR_EINVAL, 0, "history store: embedder id must be 1 to %d bytes",
                     LR__STORE_MAX_EMBEDDER);
+    if (opts && opts->threads < 0)
+        return fail(err, LR_EINVAL, 0,
+                    "history store: threads %d is negative (0 = the default, 1 = the calling "
+                    "thread only)",
+                    opts->threads);
     if (opts && (opts->dense_dim < 0 || opts->dense_dim > LR__STORE_MAX_DIM))
         return fail(err, LR_EINVAL, 0, "history store: dense_dim %d is out of range [0, %d]",
                     opts->dense_dim, LR__STORE_MAX_DIM);

@@ -537,6 +537,26 @@ static int nearest_by_vector(struct lr_store *s, const char *text, size_t dim, f
     REC("gamma three", "train", "0", "1") "," REC("delta four", "train", "1", "1") ","        \
     REC("epsilon five", "train", "0", "0") "]"
 
+/* threads < 0 is a caller's mistake, refused naming it; 0 and 1 open. */
+static void negative_threads_are_refused(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL;
+    struct lr_store_options o;
+    struct lr_error err = {0};
+    lr_store_options_init(&o);
+    o.threads = -1;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), LR_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err.message, "threads -1 is negative"));
+    o.threads = 0;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    lr_store_free(s);
+    o.threads = 1;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    lr_store_free(s);
+}
+
 static void dense_import_embeds_kept_records_in_batches(void **st)
 {
     (void)st;
@@ -2458,6 +2478,7 @@ int main(void)
         cmocka_unit_test(copy_is_the_same_on_any_number_of_threads),
         cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
         cmocka_unit_test(dense_import_is_all_or_nothing_when_the_embedder_fails),
+        cmocka_unit_test(negative_threads_are_refused),
         cmocka_unit_test(dense_outcome_appends_carry_their_vector),
         cmocka_unit_test(failed_first_vector_leaves_no_dimension_behind),
         cmocka_unit_test(writers_catch_up_with_another_connections_commits),
