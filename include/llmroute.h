@@ -387,7 +387,8 @@ LR_EXTERN long long lr_store_key_ttl(const struct lr_store *store);
 /* Embeds texts for an import into a dense store: writes n rows of dim floats
  * to out (row i for texts[i]; any length but zero, the store normalises
  * them). Returns 0, or a negative LR_E* code with err's message filled in,
- * which fails the whole import. */
+ * which fails the whole import with that code (LR_EBUSY for a server that
+ * asks to be retried, say); a value that is no LR_E* code is LR_EIO. */
 typedef int (*lr_embed_fn)(void *arg, const char *const *texts, size_t n, float *out,
                            size_t dim, struct lr_error *err);
 

@@ -2829,7 +2829,10 @@ static int pending_flush(struct importer *im)
     memset(im->vecs, 0, n * im->dim * sizeof(*im->vecs));
     rc = im->opts->embed(im->opts->embed_arg, im->texts, n, im->vecs, im->dim, &cb_err);
     if (rc != 0) {
-        int code = rc < 0 && rc >= LR_ETOOBIG ? rc : LR_EIO;
+        /* A known LR_E* code (LR_EBUSY is the last) is passed on, so a
+         * caller can tell a busy or oversized embedder from a failed one;
+         * anything else is an input/output failure. */
+        int code = rc < 0 && rc >= LR_EBUSY ? rc : LR_EIO;
         rc = fail(im->err, code, im->pend_line[0],
                   "%s: embedding records %zu to %zu (lines %d to %d): %s", im->path,
                   im->pend_index[0],

@@ -476,6 +476,7 @@ struct fake_embedder {
     size_t batch_sizes[16];
     int fail_on_call;    /* 1-based call that fails; 0 = never */
     int zero_on_call;    /* call whose vectors are all zero */
+    int fail_code;       /* what the failing call returns; 0 = LR_EIO */
 };
 
 static void hash_vector(const char *text, float *out, size_t dim)
@@ -502,7 +503,7 @@ static int fake_embed(void *arg, const char *const *texts, size_t n, float *out,
         fe->batch_sizes[fe->calls - 1] = n;
     if (fe->calls == fe->fail_on_call) {
         snprintf(err->message, sizeof(err->message), "embedding server is down");
-        return LR_EIO;
+        return fe->fail_code ? fe->fail_code : LR_EIO;
     }
     for (size_t i = 0; i < n; i++) {
         if (fe->calls == fe->zero_on_call)
@@ -621,6 +622,18 @@ static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
     assert_non_null(strstr(err.message, "records 2 to 3"));
     assert_int_equal(rep.imported, 0);
     assert_int_equal(lr_store_count(s), 0);
+    /* A known LR_E* code from the callback is the import's result (every
+     * one, LR_EBUSY the last); anything else is LR_EIO. */
+    const int codes[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, 7, -1000};
+    const int want[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EIO, LR_EIO};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        memset(&fe, 0, sizeof(fe));
+        fe.fail_on_call = 1;
+        fe.fail_code = codes[i];
+        assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), want[i]);
+        assert_non_null(strstr(err.message, "embedding server is down"));
+        assert_int_equal(lr_store_count(s), 0);
+    }
 
     /* A zero vector is the embedder's fault too: nothing is imported. */
     memset(&fe, 0, sizeof(fe));
