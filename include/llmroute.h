@@ -175,8 +175,11 @@ struct lr_embedding_info {
 /* The configured remote embedder, or NULL when the built-in one is used. */
 LR_EXTERN const struct lr_embedding_info *lr_config_embedding(const struct lr_config *cfg);
 
-/* A top-level section the library does not interpret ("server", ...), as
- * compact JSON owned by the config, or NULL when absent. */
+/* A top-level key's value as compact JSON owned by the config, or NULL when
+ * absent: for the sections the library does not interpret ("server", ...).
+ * The ones it does ("models", "routes", "router") are returned too, as
+ * written in the file (before defaults and validation); read them through
+ * the accessors above, which give what the library uses. */
 LR_EXTERN const char *lr_config_section(const struct lr_config *cfg, const char *key);
 
 /* Warnings found while loading (unknown keys and the like). */
@@ -439,8 +442,9 @@ struct lr_dataset;
 /* Load path. With opts->split only records whose "split" equals it are kept.
  * A bad record is skipped and counted in report (its message in
  * report->first_bad), or with opts->strict fails the load. A file that is
- * not valid JSON(L) is LR_EPARSE with its line and column. The caller frees
- * *out with lr_dataset_free(). */
+ * not valid JSON(L) is LR_EPARSE with its line and column; a file that is
+ * empty or holds only blank space is LR_EEMPTY.
+ * The caller frees *out with lr_dataset_free(). */
 LR_EXTERN int lr_dataset_load(const char *path, const struct lr_import_options *opts,
                               struct lr_dataset **out, struct lr_import_report *report,
                               struct lr_error *err);
