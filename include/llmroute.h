@@ -17,7 +17,8 @@
  *     a message a user can act on ("models[1].cost_per_input_token: expected
  *     a non-negative number");
  *   - lr_x_free(NULL) is a no-op; every function that returns memory says who
- *     frees it.
+ *     frees it;
+ *   - the header needs C99 or later (or C++): it uses long long.
  *
  * Threads: a struct lr_config is immutable once loaded and may be read from
  * any thread. A struct lr_router may be used for routing from several threads
@@ -41,10 +42,22 @@ extern "C" {
 #define LR_EXTERN
 #endif
 
+/* The version: the one source of it. CMake reads these lines for the
+ * project's and the shared library's version (and refuses a STRING that is
+ * not MAJOR.MINOR.PATCH); the Python binding checks the loaded library's
+ * lr_version() against its own. */
 #define LR_VERSION_MAJOR 0
 #define LR_VERSION_MINOR 1
 #define LR_VERSION_PATCH 0
 #define LR_VERSION_STRING "0.1.0"
+/* MAJOR * 10000 + MINOR * 100 + PATCH, for comparisons. */
+#define LR_VERSION_NUMBER (LR_VERSION_MAJOR * 10000 + LR_VERSION_MINOR * 100 + LR_VERSION_PATCH)
+
+/* The version of the library loaded at run time (which may differ from the
+ * header a caller was compiled with): LR_VERSION_STRING and
+ * LR_VERSION_NUMBER as the library was built. The string is static. */
+LR_EXTERN const char *lr_version(void);
+LR_EXTERN int lr_version_number(void);
 
 /* ==== Errors ==== */
 
@@ -61,7 +74,7 @@ enum lr_errcode {
     LR_EINFEASIBLE = -9, /* no assignment meets the constraints (a best effort is returned) */
     LR_ESTRATEGY = -10,  /* unknown strategy, or one that lacks what it needs */
     LR_ETOOBIG = -11,    /* an input over a configured cap */
-    LR_EBUSY = -12,      /* the history store is being written by another process for longer
+    LR_EBUSY = -12       /* the history store is being written by another process for longer
                             than a write waits (5 s); nothing was written: try again */
 };
 
@@ -162,8 +175,11 @@ struct lr_embedding_info {
 /* The configured remote embedder, or NULL when the built-in one is used. */
 LR_EXTERN const struct lr_embedding_info *lr_config_embedding(const struct lr_config *cfg);
 
-/* A top-level section the library does not interpret ("server", ...), as
- * compact JSON owned by the config, or NULL when absent. */
+/* A top-level key's value as compact JSON owned by the config, or NULL when
+ * absent: for the sections the library does not interpret ("server", ...).
+ * The ones it does ("models", "routes", "router") are returned too, as
+ * written in the file (before defaults and validation); read them through
+ * the accessors above, which give what the library uses. */
 LR_EXTERN const char *lr_config_section(const struct lr_config *cfg, const char *key);
 
 /* Warnings found while loading (unknown keys and the like). */
@@ -205,7 +221,7 @@ struct lr_store_options {
                               import): 0 = the CPUs the process may run on, at most
                               8; 1 = the calling thread only. Stores under 4096
                               records use one. The copy is the same whatever the
-                              count. */
+                              count. < 0 is LR_EINVAL. */
     int defer_reweigh;     /* the append that makes the periodic rebuild of the copy
                               due (each time the store has grown by a quarter: the
                               built-in embedder's re-weighing, a dense store's
@@ -216,6 +232,11 @@ struct lr_store_options {
                               periodically sets it, so that no append waits for a
                               rebuild (seconds at 100,000 records). */
 };
+
+/* Fill opts with the defaults (the built-in embedder, writable, no cap,
+ * the default threads, appends that re-weigh): all zero, as a zeroed struct
+ * (= {0}, memset) is and stays. opts NULL is the same as these. */
+LR_EXTERN void lr_store_options_init(struct lr_store_options *opts);
 
 /* Open (or create) a history store in the SQLite file at `path`; ":memory:"
  * gives a store that lives in memory. The caller frees it with
@@ -323,13 +344,16 @@ LR_EXTERN int lr_store_key_valid(const char *key);
  * dense store's vector) made safe to retry: with a non-NULL key (1 to
  * LR_STORE_MAX_KEY bytes of printable ASCII, 0x21-0x7E; else LR_EINVAL),
  * the key is committed in the same transaction as the outcome, with the
- * time of the append, and a key already committed to the store's file (by
- * any connection or process) less than the key time-to-live ago
- * (lr_store_set_key_ttl(), 24 hours by default) stores nothing and sets
- * *duplicate to 1 (else 0; duplicate may be NULL). An older key counts as
- * absent: the append records, and the key is remembered anew from then.
- * The lookup runs inside the write transaction, so of two writers with one
- * key exactly one records it. A NULL key is a plain append. */
+ * time of the append and this handle's key time-to-live
+ * (lr_store_set_key_ttl(), 24 hours by default), which is the key's own
+ * from then on. A key already committed to the store's file (by any
+ * connection or process) and still within its own time-to-live stores
+ * nothing and sets *duplicate to 1 (else 0; duplicate may be NULL),
+ * whatever the time-to-live of the handle that asks. A key past its own
+ * time-to-live counts as absent: the append records, and the key is
+ * remembered anew from then. The lookup runs inside the write
+ * transaction, so of two writers with one key exactly one records it. A
+ * NULL key is a plain append. */
 LR_EXTERN int lr_store_add_outcome_keyed(struct lr_store *store, const char *key,
                                          const char *query, long input_tokens, const char *model,
                                          double correctness, double output_tokens,
@@ -343,16 +367,20 @@ LR_EXTERN int lr_store_add_outcome_keyed(struct lr_store *store, const char *key
  * 365 days, in seconds. */
 #define LR_STORE_MAX_KEY_TTL 3153600000LL
 
-/* How long this handle's keyed appends remember an idempotency key: seconds
- * from the append that committed it (LR_STORE_KEY_TTL_DEFAULT from open),
- * or 0 to keep keys for good. Once that time has passed the key is
- * forgotten: the same key records again. Expired keys are deleted by keyed
- * appends, a few of the oldest in each append's own transaction, so the
- * store holds about the keys of the last time-to-live; a key expired but
- * not yet deleted already counts as absent. The setting is the handle's,
- * not the file's. Any thread may call it at any time; appends that start
- * after it use it. seconds < 0 or over LR_STORE_MAX_KEY_TTL is LR_EINVAL,
- * and the setting stays. */
+/* How long the keys this handle's keyed appends commit are remembered:
+ * seconds from the append that committed the key (LR_STORE_KEY_TTL_DEFAULT
+ * from open), or 0 to keep them for good. The time-to-live is stored with
+ * each key when it is committed and is the key's for good: changing the
+ * setting, or another handle (another process) with another setting,
+ * never shortens or lengthens the life of a key already committed. Once
+ * its time has passed the key is forgotten: the same key records again.
+ * Keys past their own time-to-live are deleted by keyed appends (of any
+ * handle), a few of the soonest expired in each append's own transaction,
+ * so the store holds about the live keys; a key expired but not yet
+ * deleted already counts as absent. The setting is the handle's, not the
+ * file's. Any thread may call it at any time; appends that start after it
+ * use it. seconds < 0 or over LR_STORE_MAX_KEY_TTL is LR_EINVAL, and the
+ * setting stays. */
 LR_EXTERN int lr_store_set_key_ttl(struct lr_store *store, long long seconds,
                                    struct lr_error *err);
 /* The handle's key time-to-live in seconds (0: keys are kept for good); 0
@@ -362,7 +390,8 @@ LR_EXTERN long long lr_store_key_ttl(const struct lr_store *store);
 /* Embeds texts for an import into a dense store: writes n rows of dim floats
  * to out (row i for texts[i]; any length but zero, the store normalises
  * them). Returns 0, or a negative LR_E* code with err's message filled in,
- * which fails the whole import. */
+ * which fails the whole import with that code (LR_EBUSY for a server that
+ * asks to be retried, say); a value that is no LR_E* code is LR_EIO. */
 typedef int (*lr_embed_fn)(void *arg, const char *const *texts, size_t n, float *out,
                            size_t dim, struct lr_error *err);
 
@@ -376,6 +405,11 @@ struct lr_import_options {
     size_t embed_batch;
     size_t embed_dim; /* the vectors' dimension; 0 = the store's (which must be known) */
 };
+
+/* Fill opts with the defaults (every split, bad records skipped, no
+ * embedder): all zero, as a zeroed struct is and stays. opts NULL is the
+ * same as these. */
+LR_EXTERN void lr_import_options_init(struct lr_import_options *opts);
 
 struct lr_import_report {
     size_t read;     /* records seen */
@@ -408,8 +442,9 @@ struct lr_dataset;
 /* Load path. With opts->split only records whose "split" equals it are kept.
  * A bad record is skipped and counted in report (its message in
  * report->first_bad), or with opts->strict fails the load. A file that is
- * not valid JSON(L) is LR_EPARSE with its line and column. The caller frees
- * *out with lr_dataset_free(). */
+ * not valid JSON(L) is LR_EPARSE with its line and column; a file that is
+ * empty or holds only blank space is LR_EEMPTY.
+ * The caller frees *out with lr_dataset_free(). */
 LR_EXTERN int lr_dataset_load(const char *path, const struct lr_import_options *opts,
                               struct lr_dataset **out, struct lr_import_report *report,
                               struct lr_error *err);
@@ -424,7 +459,8 @@ struct lr_router;
 
 struct lr_router_options {
     const char *strategy;           /* NULL = config's router.strategy */
-    struct lr_store *store;         /* history for smart routing (borrowed), or NULL */
+    struct lr_store *store;         /* history for smart routing (borrowed: it must outlive
+                                       the router, as cfg must), or NULL */
     double performance_requirement; /* NaN = config's */
     int n_similar;                  /* 0 = config's */
     const char *predictor;          /* NULL = config's */
@@ -433,7 +469,9 @@ struct lr_router_options {
 /* Fill opts with "use the config" values. */
 LR_EXTERN void lr_router_options_init(struct lr_router_options *opts);
 
-/* Build a router over cfg (borrowed: it must outlive the router). */
+/* Build a router over cfg (borrowed: it must outlive the router), and over
+ * opts->store when given (borrowed too: free the router before the store;
+ * routing after the store is freed reads freed memory). */
 LR_EXTERN int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *opts,
                   struct lr_router **out, struct lr_error *err);
 LR_EXTERN void lr_router_free(struct lr_router *router);
@@ -443,8 +481,12 @@ LR_EXTERN const char *lr_router_strategy(const struct lr_router *router);
 LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *router);
 
 /* One routing request. Candidates are given by name (`models`) or by config
- * index (`model_indices`); with neither, every configured model is a
- * candidate. Unknown names are LR_ENOMODEL, never dropped. */
+ * index (`model_indices`), n_models of them; with neither (both NULL, as
+ * lr_request_init() leaves them), every configured model is a candidate.
+ * A list given with n_models 0 is LR_EEMPTY, never "every model"; an
+ * n_models over the number of configured models (such a list must repeat
+ * one) is LR_EINVAL, as a repeated model is. Unknown names are
+ * LR_ENOMODEL, never dropped. */
 struct lr_request {
     const char *const *models;
     const int *model_indices;
@@ -470,7 +512,12 @@ struct lr_candidate {
 
 /* The answer to one request: the chosen model and, when the caller gives a
  * buffer, the full ranking, best first (the head is the choice; the tail is
- * the fallback order). */
+ * the fallback order). ranking and ranking_cap are read as input, so a
+ * decision must be initialised before it is passed to lr_router_route or
+ * lr_router_route_batch: with lr_decision_init() (then set ranking and
+ * ranking_cap to ask for the ranking), or zeroed (memset, = {0}, calloc),
+ * which older callers do and which stays valid. An uninitialised
+ * decision's ranking is a wild pointer the router writes through. */
 struct lr_decision {
     int index; /* chosen model's index into the config */
     double predicted_quality;
@@ -483,18 +530,24 @@ struct lr_decision {
     size_t n_ranked;
 };
 
+/* Initialise a decision: no ranking buffer (ranking NULL, ranking_cap 0),
+ * index -1 and unknown (NaN) figures until a route fills it. */
+LR_EXTERN void lr_decision_init(struct lr_decision *d);
+
+/* Route one request into out (initialised: see struct lr_decision). */
 LR_EXTERN int lr_router_route(struct lr_router *router, const struct lr_request *req,
                     struct lr_decision *out, struct lr_error *err);
 
 enum lr_batch_mode {
     LR_BATCH_PER_QUERY = 0, /* each query on its own, as lr_router_route */
     LR_BATCH_QUALITY = 1,   /* min total cost s.t. mean quality >= alpha, load_j <= L_j */
-    LR_BATCH_BUDGET = 2,    /* max mean quality s.t. total cost <= budget, load_j <= L_j */
+    LR_BATCH_BUDGET = 2     /* max mean quality s.t. total cost <= budget, load_j <= L_j */
 };
 
 struct lr_batch_options {
     enum lr_batch_mode mode;
-    double alpha;            /* NaN = config's; LR_BATCH_BUDGET takes none (LR_EINVAL) */
+    double alpha;            /* for LR_BATCH_QUALITY, NaN = config's; NaN otherwise
+                                (else LR_EINVAL) */
     double budget;           /* for LR_BATCH_BUDGET; NaN otherwise (else LR_EINVAL) */
     const int *capacities;   /* per config model; NULL = config's capacity; <=0 = unlimited */
 };
@@ -512,13 +565,21 @@ LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
 /* Route n requests together. out[i] receives request i's assignment (and
  * ranking if out[i].ranking is set). Returns LR_EINFEASIBLE, with the best
  * reachable assignment filled in and explained in report, when the
- * constraints cannot all be met. */
+ * constraints cannot all be met. A request with a single candidate gets it
+ * in every mode, as lr_router_route gives it, even when nothing can be
+ * predicted for it (no prices, no query text, no history): in
+ * LR_BATCH_QUALITY and LR_BATCH_BUDGET such an unpredicted request takes
+ * one unit of its model's capacity but is left out of the mean quality
+ * alpha bounds, of the cost the budget bounds, and of the report's
+ * mean_quality and total_cost (NaN when no request is left). An error in
+ * one request fails the batch, with a message naming the request. */
 LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                           const struct lr_batch_options *opts, struct lr_decision *out,
                           struct lr_batch_report *report, struct lr_error *err);
 
 /* Estimate the token count of text when no tokenizer count is given:
- * about one token per 4 bytes of UTF-8, at least 1 for non-empty text. */
+ * about one token per 4 bytes of UTF-8, rounded up (so at least 1 for
+ * non-empty text, whatever len; at most LONG_MAX); 0 for NULL or len 0. */
 LR_EXTERN long lr_estimate_tokens(const char *text, size_t len);
 
 #ifdef __cplusplus

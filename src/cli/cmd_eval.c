@@ -267,8 +267,10 @@ static int run_per_query(struct eval *e, struct lr_router *router, struct row *r
     size_t nq = 0;
     fill_requests(e, reqs, requirement);
     for (size_t i = 0; i < e->n; i++) {
-        struct lr_decision d = {0};
-        double t0 = now_us();
+        struct lr_decision d;
+        double t0;
+        lr_decision_init(&d);
+        t0 = now_us();
         int rc = lr_router_route(router, &reqs[i], &d, &err);
         times[i] = now_us() - t0;
         if (rc) {
@@ -1126,8 +1128,10 @@ int cmd_eval(int argc, char **argv)
         n_alphas = 1;
     }
     {
-        struct lr_import_options io = {.split = split, .strict = 0};
+        struct lr_import_options io;
         struct lr_import_report rep;
+        lr_import_options_init(&io);
+        io.split = split;
         if ((rc = lr_dataset_load(data, &io, &ds, &rep, &err))) {
             cli_error("eval", "%s", err.message);
             rc = CLI_USAGE;
@@ -1178,7 +1182,8 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "llmroute eval: no history store (--store or router.store): smart rows "
                         "are left out\n");
     } else {
-        struct lr_store_options so = {0};
+        struct lr_store_options so;
+        lr_store_options_init(&so);
         embed_store_options(cfg, &so);
         so.read_only = 1;
         if ((lrc = lr_store_open(store_path, &so, &store, &err))) {

@@ -63,7 +63,7 @@ int cmd_import(int argc, char **argv)
     };
     struct lr_config *cfg = NULL;
     struct lr_store *store = NULL;
-    struct lr_store_options so = {0};
+    struct lr_store_options so;
     struct embed_http *emb = NULL;
     size_t dim = 0;
     struct lr_error err = {0};
@@ -92,6 +92,7 @@ int cmd_import(int argc, char **argv)
         status = CLI_USAGE;
         goto out;
     }
+    lr_store_options_init(&so);
     embed_store_options(cfg, &so);
     created = store_is_new(store_path);
     if ((rc = lr_store_open(store_path, &so, &store, &err))) {
@@ -111,8 +112,11 @@ int cmd_import(int argc, char **argv)
         }
     }
     for (int i = 0; i < n_pos; i++) {
-        struct lr_import_options io = {.split = split, .strict = strict};
+        struct lr_import_options io;
         struct lr_import_report rep = {0};
+        lr_import_options_init(&io);
+        io.split = split;
+        io.strict = strict;
         if (emb) {
             io.embed = embed_http_callback;
             io.embed_arg = emb;

@@ -314,7 +314,8 @@ int cmd_route(int argc, char **argv)
     if ((rc = cli_check_store_exists("route", a.store)))
         goto out;
     if (a.store) {
-        struct lr_store_options so = {0};
+        struct lr_store_options so;
+        lr_store_options_init(&so);
         embed_store_options(cfg, &so);
         so.read_only = 1;
         if ((r = lr_store_open(a.store, &so, &store, &err))) {
@@ -355,6 +356,7 @@ int cmd_route(int argc, char **argv)
     }
     for (size_t i = 0; i < n_queries; i++) {
         lr_request_init(&reqs[i]);
+        lr_decision_init(&decs[i]);
         reqs[i].models = (const char *const *)names;
         reqs[i].n_models = n_names;
         reqs[i].query = queries[i];
@@ -412,10 +414,16 @@ int cmd_route(int argc, char **argv)
         }
         for (size_t i = 0; i < n_queries; i++)
             print_decision(cfg, lr_router_strategy(router), &decs[i], a.json);
-        fprintf(stderr, "llmroute route: batch of %zu: mean predicted quality %.4f, "
-                        "estimated cost %.6g%s%s\n",
-                n_queries, rep.mean_quality, rep.total_cost, rc ? ": " : "",
-                rc ? rep.message : "");
+        /* NaN when no query of the batch was predicted (each had one
+         * candidate and nothing to predict it from). */
+        char qtext[32] = "unknown", ctext[32] = "unknown";
+        if (!isnan(rep.mean_quality))
+            snprintf(qtext, sizeof qtext, "%.4f", rep.mean_quality);
+        if (!isnan(rep.total_cost))
+            snprintf(ctext, sizeof ctext, "%.6g", rep.total_cost);
+        fprintf(stderr, "llmroute route: batch of %zu: mean predicted quality %s, "
+                        "estimated cost %s%s%s\n",
+                n_queries, qtext, ctext, rc ? ": " : "", rc ? rep.message : "");
         rc = rc ? CLI_UNMET : CLI_OK;
         goto out;
     }

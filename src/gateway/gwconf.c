@@ -827,13 +827,14 @@ int gw_store_open(const char *config_path, const char *store_flag, int check,
                   struct lr_store **out, char **path_out, struct lr_error *err)
 {
     struct lr_config *cfg = NULL;
-    struct lr_store_options so = {0};
+    struct lr_store_options so;
     const char *path = store_flag;
     struct stat sb;
     int rc = 0;
 
     *out = NULL;
     *path_out = NULL;
+    lr_store_options_init(&so);
     /* The config is read here for router.store and router.embedding alone;
      * its errors are reported by the full load that follows. */
     if (lr_config_load_file(config_path, &cfg, err) != 0) {

@@ -2166,7 +2166,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     rq.embedding = ex->vec;
     rq.embedding_dim = ex->vec_dim;
     rq.performance_requirement = requirement;
-    memset(&d, 0, sizeof d);
+    lr_decision_init(&d);
     d.ranking = ex->ranking;
     d.ranking_cap = RANK_CAP;
     rc = lr_router_route(router, &rq, &d, &err);

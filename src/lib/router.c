@@ -12,7 +12,9 @@
  * theirs safe). lr_router_new() and lr_router_free() are not concurrent with
  * anything on the same router.
  */
+#include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,18 +41,24 @@ const struct lr__strategy *lr__strategy_find(const char *name)
     return NULL;
 }
 
+static char strategy_names[256];
+static pthread_once_t strategy_names_once = PTHREAD_ONCE_INIT;
+
+static void strategy_names_build(void)
+{
+    size_t off = 0;
+    for (size_t i = 0; i < N_STRATEGIES && off < sizeof strategy_names; i++)
+        off += (size_t)snprintf(strategy_names + off, sizeof strategy_names - off, "%s%s",
+                                i ? ", " : "", strategies[i]->name);
+}
+
+/* Built once, whichever thread asks first (two routers, or two config
+ * loads, refusing an unknown strategy at once): pthread_once orders the
+ * writes before every reader. */
 const char *lr__strategy_names(void)
 {
-    static char names[256];
-    static int built; /* the table is constant, so a racy rebuild writes the same bytes */
-    if (!built) {
-        size_t off = 0;
-        for (size_t i = 0; i < N_STRATEGIES && off < sizeof names; i++)
-            off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
-                                    strategies[i]->name);
-        built = 1;
-    }
-    return names;
+    pthread_once(&strategy_names_once, strategy_names_build);
+    return strategy_names;
 }
 
 /* ==== Router ==== */
@@ -78,6 +86,18 @@ void lr_request_init(struct lr_request *req)
     memset(req, 0, sizeof *req);
     req->input_tokens = -1;
     req->performance_requirement = NAN;
+}
+
+void lr_decision_init(struct lr_decision *d)
+{
+    if (!d)
+        return;
+    memset(d, 0, sizeof *d);
+    d->index = -1;
+    d->predicted_quality = NAN;
+    d->predicted_output_tokens = NAN;
+    d->estimated_cost = NAN;
+    d->input_tokens = -1;
 }
 
 void lr_batch_options_init(struct lr_batch_options *opts)
@@ -171,7 +191,9 @@ long lr_estimate_tokens(const char *text, size_t len)
      * tokenizer; the count only scales the input-price term. */
     if (!text || len == 0)
         return 0;
-    return (long)((len + 3) / 4);
+    /* Rounded up without len + 3, which wraps for a len near SIZE_MAX. */
+    size_t n = len / 4 + (len % 4 != 0);
+    return n > (size_t)LONG_MAX ? LONG_MAX : (long)n;
 }
 
 /* ==== Routing ==== */
@@ -211,6 +233,21 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
     if (req->n_models && !req->models && !req->model_indices)
         return lr__error_set(err, LR_EINVAL, "request: n_models is %zu but no models are given",
                              req->n_models);
+    /* An explicit list (models or model_indices given) with no entry is a
+     * mistake of the caller's, never "every model" (which is no list). */
+    if (!req->n_models && (req->models || req->model_indices))
+        return lr__error_set(err, LR_EEMPTY,
+                             "request: the candidate list is empty (%s is given with n_models "
+                             "0): give at least one model, or no list for every model",
+                             req->models ? "models" : "model_indices");
+    /* Candidates are distinct, so a longer list must repeat one; refused
+     * before anything is sized by it (n times an element size could
+     * overflow). */
+    if (req->n_models > r->n_models)
+        return lr__error_set(err, LR_EINVAL,
+                             "request: n_models %zu exceeds the %zu configured models (a "
+                             "candidate list that long must repeat a model)",
+                             req->n_models, r->n_models);
     if (n > STACK_CANDS) {
         res->idx = malloc(n * sizeof *res->idx);
         res->rank = malloc(n * sizeof *res->rank);
@@ -413,6 +450,16 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
     } else {
         double q = 0, c = 0;
         size_t nq = 0, nc = 0;
+        /* Each query is routed alone: there is no constraint for a value
+         * to bound, and one given would be ignored without a word. */
+        if (!isnan(o.budget))
+            return lr__error_set(err, LR_EINVAL,
+                                 "budget: the per-query mode takes none (each query is routed "
+                                 "on its own); use the budget mode");
+        if (!isnan(o.alpha))
+            return lr__error_set(err, LR_EINVAL,
+                                 "alpha: the per-query mode takes none (each query meets its "
+                                 "performance requirement); use the quality mode");
         for (size_t i = 0; i < n; i++) {
             rc = lr_router_route(router, &reqs[i], &out[i], err);
             if (rc) {

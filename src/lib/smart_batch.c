@@ -13,16 +13,33 @@
  * has never seen, in the default predictor) counts as quality 0 here: the
  * assignment must rest on what is predicted.
  *
+ * A query with a single candidate has no choice to make, and gets that
+ * model as a single route does (smart_rank), even when nothing can be
+ * predicted for it: the model has no prices, the query no text (or no
+ * embedding a dense store needs), the store no history, or the history no
+ * word of the model. Such an unpredicted query is "fixed": it still takes
+ * one unit of its model's capacity (it is sent there), but it is left out
+ * of the quality and cost sums: the mean quality that alpha bounds is the
+ * mean over the other queries, the budget bounds their cost, and the
+ * report's mean_quality and total_cost are theirs (NaN when there are
+ * none). In the matrices a fixed query's one entry has cost 0 and quality
+ * alpha in the quality form (so that the mean over all n is at least alpha
+ * exactly when the mean over the others is), 0 in the budget form (where
+ * a row with one choice cannot change which assignment is best). A
+ * single-candidate query that is predicted is an ordinary row.
+ *
  * Threads: like rank(), from many threads at once; all state is per call.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "optimize.h"
 #include "smart.h"
 
-/* A candidate's prices, checked: batch costs must be known. */
+/* A candidate's prices, checked: batch costs must be known, but for a
+ * query with one candidate (whose unknown cost makes it fixed). */
 static int fill_models(const struct lr__route_ctx *ctx, struct lr__smart_model *models,
                        struct lr_error *err)
 {
@@ -32,7 +49,7 @@ static int fill_models(const struct lr__route_ctx *ctx, struct lr__smart_model *
         models[j].name = mi->name;
         models[j].price_in = mi->cost_per_input_token;
         models[j].price_out = mi->cost_per_output_token;
-        if (isnan(models[j].price_in) || isnan(models[j].price_out))
+        if (ctx->n_cands > 1 && (isnan(models[j].price_in) || isnan(models[j].price_out)))
             return lr__error_set(err, LR_EINVAL,
                                  "model '%s' has no %s: smart routing needs both prices",
                                  mi->name,
@@ -49,6 +66,7 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     const struct lr_config *cfg = ctxs[0].cfg;
     size_t n_models = lr_config_model_count(cfg), m = 0, max_cands = 0;
     int *col_of = NULL, *model_of_col = NULL, *cap = NULL, *col_assign = NULL;
+    unsigned char *fixed = NULL;
     double *quality = NULL, *cost = NULL;
     struct lr__smart_model *models = NULL;
     struct lr__smart_query *qs = NULL;
@@ -76,12 +94,16 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
             }
         }
     }
+    /* n is the caller's; m is at most the configured models. */
+    if (m && n > SIZE_MAX / m / sizeof *quality)
+        goto nomem;
     quality = malloc(n * m * sizeof *quality);
     cost = malloc(n * m * sizeof *cost);
     cap = calloc(m, sizeof *cap);
     col_assign = malloc(n * sizeof *col_assign);
     models = malloc(max_cands * sizeof *models);
-    if (!quality || !cost || !cap || !col_assign || !models)
+    fixed = calloc(n, 1);
+    if (!quality || !cost || !cap || !col_assign || !models || !fixed)
         goto nomem;
     for (size_t c = 0; c < m; c++) {
         int k = model_of_col[c];
@@ -98,6 +120,8 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
         lr__smart_query_of(&ctxs[i], &qs[i]);
     if (n > 1 && qs[0].embedding) {
         size_t k = lr__smart_k(state);
+        if (n > SIZE_MAX / k / sizeof *nb)
+            goto nomem;
         nb = malloc(n * k * sizeof *nb);
         nb_n = malloc(n * sizeof *nb_n);
         if (!nb || !nb_n)
@@ -121,24 +145,35 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
         rc = nb ? lr__smart_rank_given(state, &qs[i], nb + i * lr__smart_k(state), nb_n[i],
                                        models, ctx->n_cands, rankings[i], err)
                 : lr__smart_rank_models(state, &qs[i], models, ctx->n_cands, rankings[i], err);
+        /* One candidate is its own ranking whatever the history or the
+         * query lacks, as in smart_rank. */
+        if (rc != 0 && rc != LR_ENOMEM && ctx->n_cands == 1) {
+            rankings[i][0].index = models[0].index;
+            rankings[i][0].predicted_quality = NAN;
+            rankings[i][0].predicted_output_tokens = NAN;
+            rankings[i][0].estimated_cost = NAN;
+            rc = 0;
+        }
         if (rc)
             goto fail_query;
         for (size_t c = 0; c < m; c++) {
             quality[i * m + c] = NAN;
             cost[i * m + c] = 0;
         }
+        if (ctx->n_cands == 1 && (isnan(rankings[i][0].predicted_quality) ||
+                                  isnan(rankings[i][0].estimated_cost))) {
+            size_t c = (size_t)col_of[rankings[i][0].index];
+            fixed[i] = 1;
+            quality[i * m + c] = opts->mode == LR_BATCH_QUALITY ? opts->alpha : 0.0;
+            cost[i * m + c] = 0.0;
+            continue;
+        }
         for (size_t j = 0; j < ctx->n_cands; j++) {
             const struct lr_candidate *cd = &rankings[i][j];
             size_t c = (size_t)col_of[cd->index];
             quality[i * m + c] = isnan(cd->predicted_quality) ? 0.0 : cd->predicted_quality;
             cost[i * m + c] = cd->estimated_cost;
-            /* A query with one candidate gets it, as a single route does,
-             * even with nothing to predict from: its unknown cost is left
-             * out of the batch's total (counted 0), as its unknown quality
-             * is counted 0. */
-            if (isnan(cd->estimated_cost) && ctx->n_cands == 1)
-                cost[i * m + c] = 0.0;
-            else if (isnan(cd->estimated_cost)) {
+            if (isnan(cd->estimated_cost)) {
                 rc = lr__error_set(err, LR_EINVAL,
                                    "model '%s': no output length could be predicted",
                                    lr_config_model(cfg, (size_t)cd->index)->name);
@@ -172,6 +207,21 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     report->feasible = r.feasible;
     report->mean_quality = r.mean_quality;
     report->total_cost = r.total_cost;
+    if (memchr(fixed, 1, n)) {
+        /* The sums are the predicted queries' only. */
+        double q = 0, c = 0;
+        size_t np = 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t at = i * m + (size_t)col_assign[i];
+            if (fixed[i])
+                continue;
+            q += quality[at];
+            c += cost[at];
+            np++;
+        }
+        report->mean_quality = np ? q / (double)np : NAN;
+        report->total_cost = np ? c : NAN;
+    }
     report->iterations = r.iterations;
     memcpy(report->message, r.message, sizeof report->message < sizeof r.message
                                             ? sizeof report->message
@@ -187,6 +237,7 @@ out:
     free(model_of_col);
     free(cap);
     free(col_assign);
+    free(fixed);
     free(quality);
     free(cost);
     free(models);

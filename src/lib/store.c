@@ -10,8 +10,9 @@
  *   records(id, query, input_tokens, task)   id = record number, 0, 1, ...
  *   outcomes(record_id, model_id, correctness, output_tokens)  in record order
  *   vectors(record_id, vec)   remote-embedder stores only: float32 blobs
- *   feedback_keys(key, record_id, committed_at)   idempotency keys, kept
- *                             for the handle's time-to-live (KEYS_SCHEMA)
+ *   feedback_keys(key, record_id, committed_at, ttl)   idempotency keys,
+ *                             each kept for its own time-to-live, fixed
+ *                             when it was committed (KEYS_SCHEMA)
  * tfidf-v1 vectors are not stored: their weights depend on the document
  * frequencies of the whole store, so they are recomputed from the text at
  * open and after every import. A remote embedder's vectors are stored unit
@@ -1035,32 +1036,57 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS vectors(record_id INTEGER PRIMARY KEY, vec BLOB NOT NULL);";
 
 /* The idempotency keys of keyed appends (lr_store_add_outcome_keyed), each
- * with the record it was committed with and when (unix seconds, from the
- * store's clock). Added by every writable open, so stores made before it
- * gain the table; a read-only open leaves the file as it is (and, not
- * writing, never looks a key up). The default of committed_at serves only
- * writers that predate it (they insert two columns): their keys get the
- * time of their commit. Rows are in commit order by rowid, which is how
- * expired keys are found, oldest first (keys_purge()). */
+ * with the record it was committed with, when (unix seconds, from the
+ * store's clock) and for how long it is kept (ttl: seconds from then, the
+ * committing handle's lr_store_set_key_ttl() at the time; 0 for good).
+ * Each key carries its own retention so that handles (processes) with
+ * different settings never cut short each other's keys: a key is live
+ * while committed_at + ttl is in the future, whoever asks, and only keys
+ * past their own retention are deleted. Added by every writable open, so
+ * stores made before it gain the table; a read-only open leaves the file
+ * as it is (and, not writing, never looks a key up). The defaults serve
+ * writers that predate the columns (they insert two or three): their keys
+ * get the time of their commit and the 24 hours such a writer kept them
+ * by default. Expired keys are found through KEYS_INDEX, soonest-expired
+ * first (keys_purge()). */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 static const char KEYS_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS feedback_keys(key TEXT PRIMARY KEY,"
     " record_id INTEGER NOT NULL,"
-    " committed_at INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER)));";
+    " committed_at INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER)),"
+    " ttl INTEGER NOT NULL DEFAULT " STR(LR_STORE_KEY_TTL_DEFAULT) ");";
+
+/* Keys that expire, by their expiry time: keys_purge() reads the expired
+ * ones in that order without scanning the live ones. */
+static const char KEYS_INDEX[] =
+    "CREATE INDEX IF NOT EXISTS feedback_keys_expiry ON feedback_keys(committed_at + ttl)"
+    " WHERE ttl > 0;";
 
 int64_t (*lr__store_clock)(void);
 
-/* Whether feedback_keys has committed_at: 1 yes, 0 no (a table made before
- * key times), -1 a SQLite error. */
-static int keys_have_time(struct lr_store *st)
+/* What feedback_keys lacks: KEYS_NO_TIME (a table made before key times),
+ * KEYS_NO_TTL (made before per-key time-to-live), KEYS_NO_INDEX; 0 when it
+ * is up to date, -1 on a SQLite error. */
+#define KEYS_NO_TIME 1
+#define KEYS_NO_TTL 2
+#define KEYS_NO_INDEX 4
+static int keys_lack(struct lr_store *st)
 {
     sqlite3_stmt *q = NULL;
     int rc = -1;
     if (sqlite3_prepare_v2(st->db,
-                           "SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
-                           " WHERE name = 'committed_at'",
+                           "SELECT (SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
+                           " WHERE name = 'committed_at'),"
+                           " (SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
+                           " WHERE name = 'ttl'),"
+                           " (SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"
+                           " AND name = 'feedback_keys_expiry')",
                            -1, &q, NULL) == SQLITE_OK &&
         sqlite3_step(q) == SQLITE_ROW)
-        rc = sqlite3_column_int64(q, 0) > 0;
+        rc = (sqlite3_column_int64(q, 0) ? 0 : KEYS_NO_TIME) |
+             (sqlite3_column_int64(q, 1) ? 0 : KEYS_NO_TTL) |
+             (sqlite3_column_int64(q, 2) ? 0 : KEYS_NO_INDEX);
     sqlite3_finalize(q);
     return rc;
 }
@@ -1070,29 +1096,33 @@ static int64_t store_now(void)
     return lr__store_clock ? lr__store_clock() : (int64_t)time(NULL);
 }
 
-/* A writable open's part for the keys: the table made if missing, and a
- * table made before key times given its committed_at column, in one
- * transaction, with the time of the migration for the keys it holds (so
- * none is forgotten before a whole time-to-live from now; so do keys that
- * writers predating the column insert later). ALTER TABLE ... ADD COLUMN
- * rewrites no row: the rows read the column's default. An up-to-date
- * table costs one query and writes nothing. */
+/* A writable open's part for the keys: the table made if missing, and an
+ * older table brought up to date in one transaction: one made before key
+ * times gains its committed_at column, with the time of the migration for
+ * the keys it holds (so none is forgotten before a whole time-to-live from
+ * now; so do keys that writers predating the column insert later); one
+ * made before per-key time-to-live gains its ttl column, the keys it holds
+ * (and those writers predating it insert later) kept for
+ * LR_STORE_KEY_TTL_DEFAULT, what such writers kept them for unless told
+ * otherwise; then the expiry index. ALTER TABLE ... ADD COLUMN rewrites
+ * no row: the rows read the column's default. An up-to-date table costs
+ * one query and writes nothing. */
 static int keys_open(struct lr_store *st, struct lr_error *err)
 {
     char alter[160];
-    int rc, has;
+    int rc, lack;
     if ((rc = exec(st, KEYS_SCHEMA, err)) != 0)
         return rc;
-    if ((has = keys_have_time(st)) != 0)
-        return has < 0 ? sql_fail(st, err, "reading the idempotency keys' table") : 0;
+    if ((lack = keys_lack(st)) <= 0)
+        return lack < 0 ? sql_fail(st, err, "reading the idempotency keys' table") : 0;
     if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
         return rc;
     /* Another process may have migrated it meanwhile. */
-    if ((has = keys_have_time(st)) < 0) {
+    if ((lack = keys_lack(st)) < 0) {
         rc = sql_fail(st, err, "reading the idempotency keys' table");
         goto out;
     }
-    if (!has) {
+    if (lack & KEYS_NO_TIME) {
         snprintf(alter, sizeof alter,
                  "ALTER TABLE feedback_keys ADD COLUMN committed_at INTEGER NOT NULL"
                  " DEFAULT %lld",
@@ -1100,6 +1130,14 @@ static int keys_open(struct lr_store *st, struct lr_error *err)
         if ((rc = exec(st, alter, err)) != 0)
             goto out;
     }
+    if ((lack & KEYS_NO_TTL) &&
+        (rc = exec(st,
+                   "ALTER TABLE feedback_keys ADD COLUMN ttl INTEGER NOT NULL"
+                   " DEFAULT " STR(LR_STORE_KEY_TTL_DEFAULT),
+                   err)) != 0)
+        goto out;
+    if ((lack & (KEYS_NO_TTL | KEYS_NO_INDEX)) && (rc = exec(st, KEYS_INDEX, err)) != 0)
+        goto out;
     rc = exec(st, "COMMIT", err);
 out:
     if (rc != 0)
@@ -1974,6 +2012,18 @@ static int journal_wal(struct lr_store *st, struct lr_error *err)
     }
 }
 
+void lr_store_options_init(struct lr_store_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
+void lr_import_options_init(struct lr_import_options *opts)
+{
+    if (opts)
+        memset(opts, 0, sizeof *opts);
+}
+
 int lr_store_open(const char *path, const struct lr_store_options *opts, struct lr_store **out,
                   struct lr_error *err)
 {
@@ -1990,6 +2040,11 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     if (!*embedder || strlen(embedder) > LR__STORE_MAX_EMBEDDER)
         return fail(err, LR_EINVAL, 0, "history store: embedder id must be 1 to %d bytes",
                     LR__STORE_MAX_EMBEDDER);
+    if (opts && opts->threads < 0)
+        return fail(err, LR_EINVAL, 0,
+                    "history store: threads %d is negative (0 = the default, 1 = the calling "
+                    "thread only)",
+                    opts->threads);
     if (opts && (opts->dense_dim < 0 || opts->dense_dim > LR__STORE_MAX_DIM))
         return fail(err, LR_EINVAL, 0, "history store: dense_dim %d is out of range [0, %d]",
                     opts->dense_dim, LR__STORE_MAX_DIM);
@@ -2329,59 +2384,66 @@ int lr_store_key_valid(const char *key)
     return n > 0;
 }
 
-/* Inside the write transaction: does the file hold the key, committed
- * after `expired_at` (a key committed at or before it has outlived its
- * time-to-live; with keys kept for good expired_at is INT64_MIN)? 1 yes,
- * 0 no (absent, or expired but not deleted yet), -1 a SQLite error. */
-static int key_find(struct lr_store *st, struct writer *w, const char *key, int64_t expired_at)
+/* Inside the write transaction: does the file hold the key, within its
+ * own time-to-live at `now` (committed_at + ttl > now, or ttl 0: kept for
+ * good)? 1 yes, 0 no (absent, or expired but not deleted yet), -1 a
+ * SQLite error. The time-to-live is the key's, not this handle's. */
+static int key_find(struct lr_store *st, struct writer *w, const char *key, int64_t now)
 {
     int rc, live = 0;
     if (!w->key_find &&
-        sqlite3_prepare_v2(st->db, "SELECT committed_at FROM feedback_keys WHERE key = ?", -1,
-                           &w->key_find, NULL) != SQLITE_OK)
+        sqlite3_prepare_v2(st->db, "SELECT committed_at, ttl FROM feedback_keys WHERE key = ?",
+                           -1, &w->key_find, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(w->key_find, 1, key, -1, SQLITE_STATIC);
     rc = sqlite3_step(w->key_find);
-    if (rc == SQLITE_ROW)
-        live = sqlite3_column_int64(w->key_find, 0) > expired_at;
+    if (rc == SQLITE_ROW) {
+        int64_t at = sqlite3_column_int64(w->key_find, 0);
+        int64_t ttl = sqlite3_column_int64(w->key_find, 1);
+        /* at > now - ttl, not at + ttl > now: a row edited by hand to
+         * extremes must not overflow the sum. */
+        live = ttl <= 0 || at > now - ttl;
+    }
     sqlite3_reset(w->key_find);
     sqlite3_clear_bindings(w->key_find);
     return rc == SQLITE_ROW ? live : rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* The key's row, committed `now`. An expired row of the same key (which
- * key_find() reported absent) is replaced: the new row comes last in
- * rowid order, as its time says. */
+/* The key's row, committed `now` and kept for `ttl` seconds (0: for
+ * good). An expired row of the same key (which key_find() reported
+ * absent) is replaced. */
 static int key_put(struct lr_store *st, struct writer *w, const char *key, size_t record_id,
-                   int64_t now)
+                   int64_t now, long long ttl)
 {
     if (sqlite3_prepare_v2(st->db,
-                           "INSERT OR REPLACE INTO feedback_keys(key, record_id, committed_at)"
-                           " VALUES(?, ?, ?)",
+                           "INSERT OR REPLACE INTO feedback_keys(key, record_id, committed_at, ttl)"
+                           " VALUES(?, ?, ?, ?)",
                            -1, &w->key_put, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(w->key_put, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(w->key_put, 2, (sqlite3_int64)record_id);
     sqlite3_bind_int64(w->key_put, 3, now);
+    sqlite3_bind_int64(w->key_put, 4, (sqlite3_int64)ttl);
     return step_done(w->key_put);
 }
 
-/* Deletes the expired keys among the LR__STORE_KEY_PURGE oldest (rowid
- * order is commit order), inside the keyed append's transaction: each
- * append does a bounded part of the work, which it commits with its own,
- * and since an append adds one key but may delete many, the table shrinks
- * to the keys of the last time-to-live. Reading only the oldest rows, it
- * needs no index on committed_at and never scans the live keys. */
-static int keys_purge(struct lr_store *st, struct writer *w, int64_t expired_at)
+/* Deletes up to LR__STORE_KEY_PURGE keys past their own time-to-live at
+ * `now`, the soonest-expired first, inside the keyed append's transaction:
+ * each append does a bounded part of the work, which it commits with its
+ * own, and since an append adds one key but may delete many, the table
+ * shrinks to the live keys. The expiry index (KEYS_INDEX, whose expression
+ * the query repeats so that SQLite uses it) finds them without scanning
+ * the live keys; keys kept for good are not in it. */
+static int keys_purge(struct lr_store *st, struct writer *w, int64_t now)
 {
     if (sqlite3_prepare_v2(st->db,
                            "DELETE FROM feedback_keys WHERE rowid IN (SELECT rowid FROM"
-                           " (SELECT rowid, committed_at FROM feedback_keys ORDER BY rowid"
-                           " LIMIT ?) WHERE committed_at <= ?)",
+                           " feedback_keys WHERE ttl > 0 AND committed_at + ttl <= ?"
+                           " ORDER BY committed_at + ttl LIMIT ?)",
                            -1, &w->key_purge, NULL) != SQLITE_OK)
         return -1;
-    sqlite3_bind_int(w->key_purge, 1, LR__STORE_KEY_PURGE);
-    sqlite3_bind_int64(w->key_purge, 2, expired_at);
+    sqlite3_bind_int64(w->key_purge, 1, now);
+    sqlite3_bind_int(w->key_purge, 2, LR__STORE_KEY_PURGE);
     return step_done(w->key_purge);
 }
 
@@ -2406,7 +2468,8 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     float *unit = NULL;
     struct writer w = {0};
     sqlite3_int64 out_rowid = 0;
-    int64_t key_now = 0, expired_at = INT64_MIN;
+    int64_t key_now = 0;
+    long long key_ttl = 0;
     int rc = 0, adopt_dim = 0, in_tx = 0;
 
     lr__terms_init(&t);
@@ -2445,14 +2508,14 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     h = st->hist;
     /* The key is looked up in the write transaction, so no other writer
      * (another connection or process) can commit it in between. A key
-     * older than the time-to-live is absent; a few such keys are deleted
-     * with this append. */
+     * past its own time-to-live is absent; a few such keys are deleted
+     * with this append. This handle's setting only fixes how long the key
+     * it commits is kept. */
     if (key) {
-        long long ttl = atomic_load(&st->key_ttl);
         int found;
+        key_ttl = atomic_load(&st->key_ttl);
         key_now = store_now();
-        expired_at = ttl > 0 ? key_now - ttl : INT64_MIN;
-        found = key_find(st, &w, key, expired_at);
+        found = key_find(st, &w, key, key_now);
         if (found < 0) {
             rc = sql_fail(st, err, "looking up an idempotency key");
             goto out;
@@ -2461,7 +2524,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
             *duplicate = 1;
             goto out; /* rc 0; the transaction is rolled back */
         }
-        if (ttl > 0 && keys_purge(st, &w, expired_at) != 0) {
+        if (keys_purge(st, &w, key_now) != 0) {
             rc = sql_fail(st, err, "deleting expired idempotency keys");
             goto out;
         }
@@ -2531,7 +2594,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
             rc = -1;
     if (rc == 0 && put_record(&w, h->n, v, mids, unit, dim, &out_rowid) != 0)
         rc = -1;
-    if (rc == 0 && key && key_put(st, &w, key, h->n, key_now) != 0)
+    if (rc == 0 && key && key_put(st, &w, key, h->n, key_now, key_ttl) != 0)
         rc = -1;
     if (rc == 0 && adopt_dim && meta_set_dim(st, dim) != 0)
         rc = -1;
@@ -2766,7 +2829,10 @@ static int pending_flush(struct importer *im)
     memset(im->vecs, 0, n * im->dim * sizeof(*im->vecs));
     rc = im->opts->embed(im->opts->embed_arg, im->texts, n, im->vecs, im->dim, &cb_err);
     if (rc != 0) {
-        int code = rc < 0 && rc >= LR_ETOOBIG ? rc : LR_EIO;
+        /* A known LR_E* code (LR_EBUSY is the last) is passed on, so a
+         * caller can tell a busy or oversized embedder from a failed one;
+         * anything else is an input/output failure. */
+        int code = rc < 0 && rc >= LR_EBUSY ? rc : LR_EIO;
         rc = fail(im->err, code, im->pend_line[0],
                   "%s: embedding records %zu to %zu (lines %d to %d): %s", im->path,
                   im->pend_index[0],

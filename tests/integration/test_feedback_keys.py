@@ -191,8 +191,10 @@ def main(bin_):
         age_keys(60, "fb-hour")
         st, j = feedback(g.port, "kept for an hour", "fb-hour")
         assert (st, j["status"]) == (200, "recorded"), (st, j)
+        # A key keeps the time-to-live it was committed with: the new
+        # setting applies to new keys only.
         st, j = feedback(g.port, "kept for good", "fb-forever")
-        assert (st, j["status"]) == (200, "recorded"), (st, j)
+        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
         g.signal(signal.SIGTERM)
         assert g.wait() == 0
     check("server.feedback_key_ttl_s sets how long keys are remembered (0: for good), and "
@@ -238,7 +240,7 @@ def main(bin_):
         t = c.execute("SELECT committed_at FROM feedback_keys"
                       " WHERE key = 'fb-before-the-upgrade'").fetchone()[0]
         c.close()
-        assert cols == ["key", "record_id", "committed_at"], cols
+        assert cols == ["key", "record_id", "committed_at", "ttl"], cols
         assert abs(t - time.time()) < 600, t  # the migration's time
         g.signal(signal.SIGTERM)
         assert g.wait() == 0

@@ -516,6 +516,20 @@ static void rejects_invalid_utf8(void **state)
     expect_error("{\"models\": [{\"name\": \"a\xff\"}]}", LR_EPARSE, "unable to decode byte 0xff");
 }
 
+/* The loaded library's version is the header's, as string and number. */
+static void library_version_is_the_headers(void **state)
+{
+    char want[32];
+    (void)state;
+    assert_string_equal(lr_version(), LR_VERSION_STRING);
+    assert_int_equal(lr_version_number(), LR_VERSION_NUMBER);
+    snprintf(want, sizeof want, "%d.%d.%d", LR_VERSION_MAJOR, LR_VERSION_MINOR,
+             LR_VERSION_PATCH);
+    assert_string_equal(lr_version(), want);
+    assert_int_equal(lr_version_number(),
+                     LR_VERSION_MAJOR * 10000 + LR_VERSION_MINOR * 100 + LR_VERSION_PATCH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +550,7 @@ int main(void)
         cmocka_unit_test(refuses_each_bad_header_naming_it),
         cmocka_unit_test(loads_a_remote_embedder_with_defaults),
         cmocka_unit_test(rejects_each_invalid_embedding_field_naming_it),
+        cmocka_unit_test(library_version_is_the_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

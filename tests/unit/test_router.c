@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,6 +265,195 @@ static void sequential_refuses_a_batch_assignment(void **state)
     assert_int_equal(lr_router_route_batch(f->router, reqs, 0, &bo, out, NULL, &err), LR_EEMPTY);
 }
 
+/* The per-query mode has no constraint: a budget or alpha given to it is
+ * refused, naming it, as the other modes refuse the one they do not take. */
+static void per_query_batch_refuses_a_budget_or_alpha(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request reqs[2];
+    struct lr_decision out[2];
+    struct lr_batch_options bo;
+    struct lr_error err = {0};
+    memset(out, 0, sizeof out);
+    lr_request_init(&reqs[0]);
+    lr_request_init(&reqs[1]);
+    lr_batch_options_init(&bo);
+    bo.budget = 1e-9;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "budget: the per-query mode takes none"));
+    lr_batch_options_init(&bo);
+    bo.alpha = 0.5;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "alpha: the per-query mode takes none"));
+    lr_batch_options_init(&bo);
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), 0);
+}
+
+static void n_models_over_the_configured_count_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    const int idx[] = {0, 1, 2, 3, 0};
+    const char *names[] = {"A", "B", "C", "D", "A"};
+    struct lr_request req, reqs[2];
+    struct lr_decision d = {0}, out[2];
+    struct lr_batch_options bo;
+    struct lr_error err = {0};
+    /* A count whose product with an element size wraps: refused before
+     * anything is sized by it. */
+    lr_request_init(&req);
+    req.model_indices = idx;
+    req.n_models = SIZE_MAX / 4 + 2;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "exceeds the 4 configured models"));
+    req.n_models = 5;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "n_models 5 exceeds the 4 configured models"));
+    req.model_indices = NULL;
+    req.models = names;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "n_models 5 exceeds"));
+    /* In a batch, in either path, the message names the query. */
+    memset(out, 0, sizeof out);
+    lr_request_init(&reqs[0]);
+    reqs[1] = req;
+    reqs[1].n_models = SIZE_MAX / 8 + 1;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, NULL, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "query 1: request: n_models"));
+    /* The assignment path resolves each query too (a smart router; the
+     * empty store is never reached). */
+    struct lr_store *store = NULL;
+    struct lr_router *smart = NULL;
+    struct lr_router_options o;
+    assert_int_equal(lr_store_open(":memory:", NULL, &store, &err), 0);
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = store;
+    assert_int_equal(lr_router_new(f->cfg, &o, &smart, &err), 0);
+    lr_batch_options_init(&bo);
+    bo.mode = LR_BATCH_QUALITY;
+    assert_int_equal(lr_router_route_batch(smart, reqs, 2, &bo, out, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "query 1: request: n_models"));
+    lr_router_free(smart);
+    lr_store_free(store);
+}
+
+static void explicitly_empty_candidate_list_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    const char *names[1] = {NULL};
+    const int idx[1] = {0};
+    struct lr_request req, reqs[2];
+    struct lr_decision d = {0}, out[2];
+    struct lr_error err = {0};
+    lr_request_init(&req);
+    req.models = names;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EEMPTY);
+    assert_non_null(strstr(err.message, "candidate list is empty (models is given"));
+    lr_request_init(&req);
+    req.model_indices = idx;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EEMPTY);
+    assert_non_null(strstr(err.message, "candidate list is empty (model_indices is given"));
+    memset(out, 0, sizeof out);
+    lr_request_init(&reqs[0]);
+    reqs[1] = req;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, NULL, out, NULL, &err), LR_EEMPTY);
+    assert_non_null(strstr(err.message, "query 1: "));
+    /* No list at all is every model. */
+    lr_request_init(&req);
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+}
+
+static void token_estimate_of_huge_text_does_not_wrap(void **state)
+{
+    (void)state;
+    /* The text is not read past its first byte: only its length counts. */
+    assert_true(lr_estimate_tokens("x", SIZE_MAX) >= 1);
+    assert_true(lr_estimate_tokens("x", SIZE_MAX - 2) >= 1);
+    assert_int_equal(lr_estimate_tokens("x", 5), 2);
+    assert_int_equal(lr_estimate_tokens("x", 8), 2);
+}
+
+struct namer {
+    const struct lr_config *cfg;
+    char message[512];
+    int rc;
+};
+
+static void *make_unknown(void *arg)
+{
+    struct namer *n = arg;
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    struct lr_error err = {0};
+    lr_router_options_init(&o);
+    o.strategy = "coin-flip";
+    n->rc = lr_router_new(n->cfg, &o, &r, &err);
+    memcpy(n->message, err.message, sizeof n->message);
+    return NULL;
+}
+
+/* Threads that refuse an unknown strategy at once all name the known ones
+ * in full (the list is built once, under pthread_once; ThreadSanitizer saw
+ * the earlier lazy build race). */
+static void unknown_strategy_messages_are_whole_across_threads(void **state)
+{
+    struct fixture *f = *state;
+    pthread_t t[4];
+    struct namer n[4];
+    for (int i = 0; i < 4; i++) {
+        n[i].cfg = f->cfg;
+        assert_int_equal(pthread_create(&t[i], NULL, make_unknown, &n[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(n[i].rc, LR_ESTRATEGY);
+        assert_non_null(strstr(n[i].message, "(known: sequential, smart)"));
+    }
+}
+
+/* A decision from lr_decision_init asks for no ranking and says nothing
+ * until routed; the stack garbage an uninitialised one would hold is what
+ * the router would write through. */
+static void decision_init_gives_a_decision_without_a_ranking(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request req;
+    struct lr_decision d;
+    struct lr_candidate rank[4];
+    struct lr_error err = {0};
+    memset(&d, 0xAB, sizeof d);
+    lr_decision_init(&d);
+    assert_null(d.ranking);
+    assert_int_equal(d.ranking_cap, 0);
+    assert_int_equal(d.n_ranked, 0);
+    assert_int_equal(d.index, -1);
+    assert_true(isnan(d.predicted_quality) && isnan(d.estimated_cost));
+    lr_request_init(&req);
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    assert_int_equal(d.n_ranked, 0);
+    assert_true(d.index >= 0 && d.index < 4);
+    lr_decision_init(&d);
+    d.ranking = rank;
+    d.ranking_cap = 4;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    assert_int_equal(d.n_ranked, 4);
+    lr_decision_init(NULL);
+
+    /* The options' inits give what a zeroed struct gives. */
+    struct lr_store_options so, zs;
+    struct lr_import_options io, zi;
+    memset(&so, 0xAB, sizeof so);
+    memset(&io, 0xAB, sizeof io);
+    memset(&zs, 0, sizeof zs);
+    memset(&zi, 0, sizeof zi);
+    lr_store_options_init(&so);
+    lr_import_options_init(&io);
+    assert_memory_equal(&so, &zs, sizeof so);
+    assert_memory_equal(&io, &zi, sizeof io);
+    lr_store_options_init(NULL);
+    lr_import_options_init(NULL);
+}
+
 /* ---- concurrency ---- */
 
 #define THREADS 4
@@ -334,7 +524,18 @@ int main(void)
         cmocka_unit_test_setup_teardown(input_tokens_over_the_cap_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_strategy_is_refused_naming_it, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_refuses_a_batch_assignment, setup, teardown),
+        cmocka_unit_test_setup_teardown(per_query_batch_refuses_a_budget_or_alpha, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(sequential_is_fair_under_concurrency, setup, teardown),
+        cmocka_unit_test_setup_teardown(n_models_over_the_configured_count_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(explicitly_empty_candidate_list_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test(token_estimate_of_huge_text_does_not_wrap),
+        cmocka_unit_test_setup_teardown(decision_init_gives_a_decision_without_a_ranking, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

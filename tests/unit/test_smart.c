@@ -394,6 +394,132 @@ static void dense_batch_ranks_each_query_as_alone(void **state)
     lr_store_free(s);
 }
 
+/* A query with one candidate gets it in a batch as a single route gives
+ * it, in every mode, whatever cannot be predicted for it (no prices, no
+ * text, no history of the model); such a query takes its model's capacity
+ * but is left out of the mean quality and the total cost, and does not
+ * fail the batch. A predicted single-candidate query is an ordinary row. */
+static void single_candidate_queries_get_their_model_in_every_batch_mode(void **state)
+{
+    struct fixture *f = *state;
+    static const char cfg_text[] =
+        "{\"models\": ["
+        " {\"name\": \"cheap\", \"cost_per_input_token\": 1e-7, \"cost_per_output_token\": 1e-7},"
+        " {\"name\": \"mid\", \"cost_per_input_token\": 1e-6, \"cost_per_output_token\": 2e-6},"
+        " {\"name\": \"premium\", \"cost_per_input_token\": 1e-5,"
+        " \"cost_per_output_token\": 3e-5},"
+        " {\"name\": \"unpriced\"},"
+        " {\"name\": \"fresh\", \"cost_per_input_token\": 0, \"cost_per_output_token\": 0}],"
+        " \"router\": {\"performance_requirement\": 0.7}}";
+    enum { NQ = 6, U = 3, FR = 4 };
+    struct lr_config *cfg = NULL;
+    struct lr_router *r = NULL, *re = NULL;
+    struct lr_store *empty = NULL;
+    struct lr_router_options o;
+    struct lr_error err = {0};
+    struct lr_request reqs[NQ];
+    struct lr_decision out[NQ], one;
+    struct lr_batch_options bo;
+    struct lr_batch_report rep;
+    const char *three[] = {"cheap", "mid", "premium"}, *unpriced[] = {"unpriced"},
+               *mid[] = {"mid"}, *premium[] = {"premium"}, *fresh[] = {"fresh"};
+    assert_int_equal(lr_config_load_string(cfg_text, strlen(cfg_text), &cfg, &err), 0);
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = f->store;
+    assert_int_equal(lr_router_new(cfg, &o, &r, &err), 0);
+    for (int i = 0; i < NQ; i++) {
+        lr_request_init(&reqs[i]);
+        reqs[i].input_tokens = 100;
+    }
+    reqs[0].query = Q_MATH, reqs[0].models = three, reqs[0].n_models = 3;
+    reqs[1].query = Q_MATH, reqs[1].models = unpriced, reqs[1].n_models = 1; /* no prices */
+    reqs[2].query = NULL, reqs[2].models = mid, reqs[2].n_models = 1;       /* no text */
+    reqs[3].query = Q_POEM, reqs[3].models = three, reqs[3].n_models = 3;
+    reqs[4].query = Q_PROOF, reqs[4].models = premium, reqs[4].n_models = 1; /* predicted */
+    reqs[5].query = Q_POEM, reqs[5].models = fresh, reqs[5].n_models = 1;   /* no history */
+    const int single[NQ] = {-1, U, MID, -1, PREMIUM, FR};
+
+    const enum lr_batch_mode modes[] = {LR_BATCH_PER_QUERY, LR_BATCH_QUALITY, LR_BATCH_BUDGET};
+    for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++) {
+        lr_batch_options_init(&bo);
+        bo.mode = modes[mi];
+        if (bo.mode == LR_BATCH_QUALITY)
+            bo.alpha = 0.7;
+        if (bo.mode == LR_BATCH_BUDGET)
+            bo.budget = 1.0;
+        memset(out, 0, sizeof out);
+        memset(&rep, 0, sizeof rep);
+        int rc = lr_router_route_batch(r, reqs, NQ, &bo, out, &rep, &err);
+        if (rc)
+            fprintf(stderr, "mode %d: %s\n", (int)bo.mode, err.message);
+        assert_int_equal(rc, 0);
+        assert_int_equal(rep.feasible, 1);
+        double q = 0, c = 0;
+        for (int i = 0; i < NQ; i++) {
+            memset(&one, 0, sizeof one);
+            assert_int_equal(lr_router_route(r, &reqs[i], &one, &err), 0);
+            if (single[i] >= 0) {
+                assert_int_equal(out[i].index, single[i]);
+                assert_int_equal(one.index, single[i]);
+            }
+            if (i == 1 || i == 2 || i == 5) {
+                /* Unpredicted, as a single route leaves them. */
+                assert_true(isnan(out[i].predicted_quality) || isnan(out[i].estimated_cost));
+                continue;
+            }
+            assert_false(isnan(out[i].predicted_quality));
+            q += out[i].predicted_quality;
+            c += out[i].estimated_cost;
+        }
+        /* The sums are over the three predicted queries only. */
+        assert_true(fabs(rep.mean_quality - q / 3) < 1e-9);
+        assert_true(fabs(rep.total_cost - c) < 1e-12);
+    }
+
+    /* A fixed query takes its model's capacity: with mid's capacity 1
+     * taken by query 2, arithmetic (which cheap gets wrong) goes to
+     * premium to meet alpha. */
+    int caps[5] = {0, 1, 0, 0, 0};
+    lr_batch_options_init(&bo);
+    bo.mode = LR_BATCH_QUALITY;
+    bo.alpha = 0.7;
+    bo.capacities = caps;
+    const struct lr_request pair[2] = {reqs[0], reqs[2]};
+    assert_int_equal(lr_router_route_batch(r, pair, 2, &bo, out, &rep, &err), 0);
+    assert_int_equal(out[1].index, MID);
+    assert_int_equal(out[0].index, PREMIUM);
+    caps[1] = 0;
+    assert_int_equal(lr_router_route_batch(r, pair, 2, &bo, out, &rep, &err), 0);
+    assert_int_equal(out[0].index, MID);
+
+    /* A batch of fixed queries only, over an empty store too: each gets
+     * its model; nothing is predicted, so the sums are NaN. */
+    assert_int_equal(lr_store_open(":memory:", NULL, &empty, &err), 0);
+    o.store = empty;
+    assert_int_equal(lr_router_new(cfg, &o, &re, &err), 0);
+    const struct lr_request fixed[3] = {reqs[1], reqs[2], reqs[4]};
+    for (size_t mi = 1; mi < sizeof modes / sizeof modes[0]; mi++) {
+        lr_batch_options_init(&bo);
+        bo.mode = modes[mi];
+        if (bo.mode == LR_BATCH_BUDGET)
+            bo.budget = 0;
+        assert_int_equal(lr_router_route_batch(re, fixed, 3, &bo, out, &rep, &err), 0);
+        assert_int_equal(out[0].index, U);
+        assert_int_equal(out[1].index, MID);
+        assert_int_equal(out[2].index, PREMIUM);
+        assert_int_equal(rep.feasible, 1);
+        assert_true(isnan(rep.mean_quality));
+        assert_true(isnan(rep.total_cost));
+    }
+    /* With more than one candidate, the empty store is still an error. */
+    assert_int_equal(lr_router_route_batch(re, reqs, 1, &bo, out, &rep, &err), LR_EEMPTY);
+    lr_router_free(re);
+    lr_store_free(empty);
+    lr_router_free(r);
+    lr_config_free(cfg);
+}
+
 /* ==== Concurrency ==== */
 
 /* The routers keep routing until the writer has made at least WRITER_MIN
@@ -579,6 +705,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(missing_or_empty_store_and_bad_predictor_are_clear_errors,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(dense_batch_ranks_each_query_as_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            single_candidate_queries_get_their_model_in_every_batch_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(routes_concurrently_while_a_writer_appends, setup,

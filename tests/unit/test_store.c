@@ -476,6 +476,7 @@ struct fake_embedder {
     size_t batch_sizes[16];
     int fail_on_call;    /* 1-based call that fails; 0 = never */
     int zero_on_call;    /* call whose vectors are all zero */
+    int fail_code;       /* what the failing call returns; 0 = LR_EIO */
 };
 
 static void hash_vector(const char *text, float *out, size_t dim)
@@ -502,7 +503,7 @@ static int fake_embed(void *arg, const char *const *texts, size_t n, float *out,
         fe->batch_sizes[fe->calls - 1] = n;
     if (fe->calls == fe->fail_on_call) {
         snprintf(err->message, sizeof(err->message), "embedding server is down");
-        return LR_EIO;
+        return fe->fail_code ? fe->fail_code : LR_EIO;
     }
     for (size_t i = 0; i < n; i++) {
         if (fe->calls == fe->zero_on_call)
@@ -536,6 +537,26 @@ static int nearest_by_vector(struct lr_store *s, const char *text, size_t dim, f
     "[" REC("alpha one", "train", "1", "0") "," REC("beta two", "test", "1", "1") ","         \
     REC("gamma three", "train", "0", "1") "," REC("delta four", "train", "1", "1") ","        \
     REC("epsilon five", "train", "0", "0") "]"
+
+/* threads < 0 is a caller's mistake, refused naming it; 0 and 1 open. */
+static void negative_threads_are_refused(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL;
+    struct lr_store_options o;
+    struct lr_error err = {0};
+    lr_store_options_init(&o);
+    o.threads = -1;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), LR_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err.message, "threads -1 is negative"));
+    o.threads = 0;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    lr_store_free(s);
+    o.threads = 1;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    lr_store_free(s);
+}
 
 static void dense_import_embeds_kept_records_in_batches(void **st)
 {
@@ -601,6 +622,18 @@ static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
     assert_non_null(strstr(err.message, "records 2 to 3"));
     assert_int_equal(rep.imported, 0);
     assert_int_equal(lr_store_count(s), 0);
+    /* A known LR_E* code from the callback is the import's result (every
+     * one, LR_EBUSY the last); anything else is LR_EIO. */
+    const int codes[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, 7, -1000};
+    const int want[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EIO, LR_EIO};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        memset(&fe, 0, sizeof(fe));
+        fe.fail_on_call = 1;
+        fe.fail_code = codes[i];
+        assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), want[i]);
+        assert_non_null(strstr(err.message, "embedding server is down"));
+        assert_int_equal(lr_store_count(s), 0);
+    }
 
     /* A zero vector is the embedder's fault too: nothing is imported. */
     memset(&fe, 0, sizeof(fe));
@@ -2133,12 +2166,17 @@ static void key_is_forgotten_after_its_ttl(void **st)
     assert_int_equal(lr_store_count(other), 3);
     lr_store_free(other);
 
-    /* 0 keeps keys for good. */
+    /* 0 keeps the keys committed from then on for good; fb-1 keeps the
+     * 100 s it was committed with. */
     assert_int_equal(lr_store_set_key_ttl(s, 0, &err), 0);
+    assert_int_equal(add_keyed(s, "fb-forever", "a question kept for good", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(s), 4);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'fb-forever'"), 0);
     fake_now += 100LL * 365 * 86400;
-    assert_int_equal(add_keyed(s, "fb-1", "a question asked once", &dup), 0);
+    assert_int_equal(add_keyed(s, "fb-forever", "a question kept for good", &dup), 0);
     assert_int_equal(dup, 1);
-    assert_int_equal(lr_store_count(s), 3);
+    assert_int_equal(lr_store_count(s), 4);
 
     /* Out of range: refused, naming the setting; the setting stays. */
     const long long bad[] = {-1, LR_STORE_MAX_KEY_TTL + 1, -86400};
@@ -2220,11 +2258,120 @@ static void expired_keys_are_deleted_a_few_per_keyed_append(void **st)
     assert_int_equal(add_keyed(s, "old-199", "old question 199, again", &dup), 0);
     assert_int_equal(dup, 1);
 
-    /* With keys kept for good, nothing is deleted however old. */
+    /* A key kept for good is never deleted however old; the keys
+     * committed with 60 s are, whatever the handle's setting now. */
     assert_int_equal(lr_store_set_key_ttl(s, 0, &err), 0);
     fake_now += 1000000;
     assert_int_equal(add_keyed(s, "kept", "a kept question", &dup), 0);
-    assert_int_equal(keys_in_file(db), live + 1);
+    assert_int_equal(keys_in_file(db), 1);
+    fake_now += 1000000;
+    assert_int_equal(lr_store_set_key_ttl(s, 60, &err), 0);
+    assert_int_equal(add_keyed(s, "short", "a short-lived question", &dup), 0);
+    assert_int_equal(keys_in_file(db), 2);
+    assert_int_equal(add_keyed(s, "kept", "a kept question", &dup), 0);
+    assert_int_equal(dup, 1);
+    lr_store_free(s);
+    lr__store_clock = NULL;
+}
+
+/* Two handles on one file (two processes in practice: the gateway keeping
+ * keys 24 hours, a tool that set a short time-to-live): each key keeps the
+ * time-to-live it was committed with, so the short one's appends neither
+ * forget nor delete the other's keys, and it sees them as duplicates too. */
+static void keys_keep_their_own_ttl_whichever_handle_asks(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *gw = NULL, *tool = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "ttl_two.db");
+    lr__store_clock = fake_clock;
+    fake_now = 2000000;
+    assert_int_equal(lr_store_open(db, NULL, &gw, &err), 0);
+    assert_int_equal(lr_store_open(db, NULL, &tool, &err), 0);
+    assert_int_equal(lr_store_set_key_ttl(tool, 1, &err), 0);
+    assert_int_equal(add_keyed(gw, "req-42", "sent to the gateway", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(add_keyed(tool, "tool-1", "written by the tool", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'req-42'"),
+                     LR_STORE_KEY_TTL_DEFAULT);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'tool-1'"), 1);
+
+    fake_now += 2;
+    /* The tool's append purges its own expired key, not the gateway's. */
+    assert_int_equal(add_keyed(tool, "tool-2", "written by the tool", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'req-42'"),
+                     1);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'tool-1'"),
+                     0);
+    /* The gateway's key is live for both handles. */
+    assert_int_equal(add_keyed(gw, "req-42", "sent to the gateway", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(tool, "req-42", "sent to the gateway", &dup), 0);
+    assert_int_equal(dup, 1);
+    /* The tool's expired key records again, even through the gateway. */
+    fake_now += 2;
+    assert_int_equal(add_keyed(gw, "tool-2", "written by the tool", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(lr_store_count(gw), 4);
+    /* Until the gateway's key's own day is over. */
+    fake_now += LR_STORE_KEY_TTL_DEFAULT;
+    assert_int_equal(add_keyed(tool, "req-42", "sent to the gateway", &dup), 0);
+    assert_int_equal(dup, 0);
+    lr_store_free(gw);
+    lr_store_free(tool);
+    lr__store_clock = NULL;
+}
+
+/* A store made before per-key time-to-live: its keys, and those an older
+ * writer inserts later, are kept for the default 24 hours. */
+static void old_key_table_gains_key_ttls_of_the_default(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "old_ttl.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
+    lr__store_clock = fake_clock;
+    fake_now = 3000000;
+    sql_run(db, "DROP TABLE feedback_keys; DROP INDEX IF EXISTS feedback_keys_expiry;"
+                "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL,"
+                " committed_at INTEGER NOT NULL);"
+                "INSERT INTO feedback_keys VALUES('old-a', 0, 3000000), ('old-b', 0, 1000);");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(
+        sql_number(db, "SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
+                       " WHERE name = 'ttl'"),
+        1);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM sqlite_master"
+                                    " WHERE name = 'feedback_keys_expiry'"),
+                     1);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys"
+                                    " WHERE ttl = 86400"),
+                     2);
+    /* An older writer's insert names three columns: the default applies. */
+    sql_run(db, "INSERT INTO feedback_keys(key, record_id, committed_at)"
+                " VALUES('by-an-old-writer', 0, 3000000)");
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys"
+                                    " WHERE key = 'by-an-old-writer'"),
+                     LR_STORE_KEY_TTL_DEFAULT);
+    /* old-b is long expired (and deleted by the next keyed append);
+     * old-a is a duplicate for a day, even for a handle keeping keys 1 s. */
+    assert_int_equal(lr_store_set_key_ttl(s, 1, &err), 0);
+    fake_now += LR_STORE_KEY_TTL_DEFAULT - 1;
+    assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "new", "a new key", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'old-b'"), 0);
+    assert_int_equal(add_keyed(s, "by-an-old-writer", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 1);
     lr_store_free(s);
     lr__store_clock = NULL;
 }
@@ -2344,6 +2491,7 @@ int main(void)
         cmocka_unit_test(copy_is_the_same_on_any_number_of_threads),
         cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
         cmocka_unit_test(dense_import_is_all_or_nothing_when_the_embedder_fails),
+        cmocka_unit_test(negative_threads_are_refused),
         cmocka_unit_test(dense_outcome_appends_carry_their_vector),
         cmocka_unit_test(failed_first_vector_leaves_no_dimension_behind),
         cmocka_unit_test(writers_catch_up_with_another_connections_commits),
@@ -2358,6 +2506,8 @@ int main(void)
         cmocka_unit_test(old_store_without_the_key_table),
         cmocka_unit_test(key_is_forgotten_after_its_ttl),
         cmocka_unit_test(expired_keys_are_deleted_a_few_per_keyed_append),
+        cmocka_unit_test(keys_keep_their_own_ttl_whichever_handle_asks),
+        cmocka_unit_test(old_key_table_gains_key_ttls_of_the_default),
         cmocka_unit_test(old_key_table_gains_key_times_and_keeps_its_keys),
         cmocka_unit_test(new_key_table_stamps_an_old_writers_keys_with_the_time),
         cmocka_unit_test(refresh_rebuilds_while_appends_go_on),

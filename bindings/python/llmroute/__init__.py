@@ -10,7 +10,8 @@ openai_embedder() for an OpenAI-compatible embeddings server.
 libllmroute is found through LLMROUTE_LIB (a path to libllmroute.so), the
 source tree's build folder, or the system loader; see llmroute._lib.
 """
-from ._lib import LibraryNotFound, library_path
+from ._lib import VERSION as __version__
+from ._lib import LibraryNotFound, LibraryVersionMismatch, library_path
 from .core import (BatchResult, Candidate, Config, Decision, ImportReport, ModelInfo, Router,
                    Store, config_from_llm_configs, estimate_tokens)
 from .embed import OpenAIEmbedder, openai_embedder
@@ -19,12 +20,10 @@ from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, Inv
                      StrategyError, TooBig, UnknownModel)
 from .routing import QueryStore, RouterStrategy, SequentialRouting, SmartRouting
 
-__version__ = "0.1.0"
-
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", "Config",
            "Store", "Router", "Decision", "Candidate", "BatchResult", "ImportReport",
            "ModelInfo", "config_from_llm_configs", "estimate_tokens", "library_path",
-           "LibraryNotFound", "Error", "InvalidInput", "InvalidType", "UnknownModel",
+           "LibraryNotFound", "LibraryVersionMismatch", "Error", "InvalidInput", "InvalidType", "UnknownModel",
            "ParseError", "ConfigError", "EmptyInput", "StrategyError", "TooBig", "Infeasible",
            "StoreError", "StoreBusy", "IOFailure", "OutOfMemory", "EmbedError", "OpenAIEmbedder",
            "openai_embedder"]

@@ -26,11 +26,20 @@ import os
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
                     c_long, c_longlong, c_size_t, c_void_p)
 
-__all__ = ["lib", "library_path", "LibraryNotFound"]
+__all__ = ["lib", "library_path", "LibraryNotFound", "LibraryVersionMismatch", "VERSION"]
+
+# The binding's version, which must be the loaded library's (llmroute.h's
+# LR_VERSION_STRING, as lr_version() reports it): the structures below
+# mirror that header's, and another version's may differ in layout.
+VERSION = "0.1.0"
 
 
 class LibraryNotFound(ImportError):
     """libllmroute could not be loaded; the message lists every place tried."""
+
+
+class LibraryVersionMismatch(ImportError):
+    """The libllmroute found is not the version this binding mirrors."""
 
 
 def _candidates():
@@ -254,6 +263,8 @@ _PROTOTYPES = {
     "lr_router_route_batch": (c_int, [_router, _P(lr_request), c_size_t, _P(lr_batch_options),
                                       _P(lr_decision), _P(lr_batch_report), _P(lr_error)]),
     "lr_estimate_tokens": (c_long, [c_char_p, c_size_t]),
+    "lr_version": (c_char_p, []),
+    "lr_version_number": (c_int, []),
 }
 
 
@@ -291,3 +302,21 @@ for _name, (_res, _args) in _PROTOTYPES.items():
 def has(name):
     """True when the loaded library exports the C function `name`."""
     return name not in missing
+
+
+def check_version(found, path):
+    """Raise LibraryVersionMismatch unless `found` (the loaded library's
+    lr_version(), or None when it exports none) is VERSION."""
+    if found == VERSION:
+        return
+    what = ("libllmroute %s" % found if found is not None
+            else "a libllmroute that does not report its version (lr_version(): older than %s)"
+            % VERSION)
+    raise LibraryVersionMismatch(
+        "llmroute: the Python binding %s cannot use %s at %s: its structures mirror llmroute.h "
+        "of version %s. Build libllmroute %s (`make build` in the same llmroute source tree) and "
+        "set LLMROUTE_LIB to it, or install the binding that matches the library."
+        % (VERSION, what, path, VERSION, VERSION))
+
+
+check_version(api.lr_version().decode() if has("lr_version") else None, library_path)

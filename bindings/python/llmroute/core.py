@@ -598,11 +598,12 @@ class Store(_Handle):
 
     @property
     def key_ttl_s(self):
-        """Seconds an idempotency key is remembered from the add_outcome that
-        stored it (0: for good). After that the key is forgotten: the same
-        key records again. Settable at any time (a whole number from 0 to
-        100 years); the store's file keeps no setting, so each Store has
-        its own, 24 hours unless set."""
+        """Seconds an idempotency key this Store commits is remembered from
+        the add_outcome that stored it (0: for good); each key keeps the
+        value in force when it was stored. After that the key is forgotten:
+        the same key records again. Settable at any time (a whole number
+        from 0 to 100 years); the store's file keeps no setting, so each
+        Store has its own, 24 hours unless set."""
         return api.lr_store_key_ttl(self.handle)
 
     @key_ttl_s.setter
@@ -792,8 +793,9 @@ class Store(_Handle):
         it was recorded. With idempotency_key (1 to 255 characters of printable
         ASCII, no spaces), the key is stored with the outcome in one commit and
         a key this store already holds records nothing and returns False, so a
-        retry after an unknown result is safe. Keys are remembered for
-        key_ttl_s (24 hours unless set): later, the same key records again.
+        retry after an unknown result is safe. A key is remembered for the
+        key_ttl_s in force when it was committed (24 hours unless set),
+        whatever another handle's setting: later, the same key records again.
         A dense store embeds the query through its embed function, or takes
         the given embedding."""
         where = "Store.add_outcome"
@@ -1147,6 +1149,8 @@ class Router(_Handle):
         mode: "per_query" (each on its own), "quality" (minimum total cost
             with mean predicted quality >= alpha and load <= capacity per
             model) or "budget" (maximum mean quality with total cost <= budget);
+            alpha is for "quality" only (None: the config's), budget for
+            "budget" only; given with another mode they are InvalidInput;
         capacities: None (the config's), or a dict name -> cap (models not
             named keep their configured capacity) or a list with one cap per
             configured model (<= 0: unlimited).

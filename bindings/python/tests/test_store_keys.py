@@ -79,10 +79,13 @@ class StoreKeyTtlTest(support.StoreFileTestCase):
             self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), True)
             age_keys(self.path, 3600)
             self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), True)
-            store.key_ttl_s = 0  # for good
+            store.key_ttl_s = 0  # for good, for the keys stored from now on
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-2"), True)
             age_keys(self.path, 100 * 365 * 86400)
-            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), False)
-            self.assertEqual(len(store), 2)
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-2"), False)
+            # fb-1 keeps the hour it was stored with.
+            self.assertIs(store.add_outcome("q", "small", 1, 3, idempotency_key="fb-1"), True)
+            self.assertEqual(len(store), 4)
             store.key_ttl_s = 60.0  # a whole number, as a float
             self.assertEqual(store.key_ttl_s, 60)
         finally:
