@@ -2,16 +2,21 @@
  * strategy and score the choices with the record's real outcomes.
  *
  * For each strategy: success rate (mean real correctness of the chosen
- * model), total real cost (the record's input tokens and the chosen model's
- * real output tokens at the config's prices), each model's share, and the
- * decision time per query (p50, p99; for a batch, its time divided by the
- * queries). Rows: every single model, random, sequential, the oracle (the
- * cheapest model with the best real correctness), smart per query at each
- * alpha, smart batch at each alpha, smart under each budget, for each
- * predictor; with --sweep, the frontier: the batch over a range of alpha
- * and the budget form at each single model's real total cost (first
- * predictor), and for each single model the best frontier point that costs
- * no more than it does (see versus_single()). At each budget (given, and with
+ * model), total real cost (the record's input tokens, which are also the
+ * request's, and the chosen model's real output tokens at the config's
+ * prices), for smart rows the router's predicted total cost beside it, each
+ * model's share, and the decision time (per query: p50 and p99; a batch is
+ * timed whole, so only its time divided by the queries). Rows: every single
+ * model, random (the exact expectation of a uniform choice, and with --seed
+ * one draw), sequential, the oracle (the cheapest model with the best real
+ * correctness), smart per query at each alpha, smart batch at each alpha,
+ * smart under each budget (a cap on the predicted cost), for each
+ * predictor; with --sweep (rows marked sweep): the batch over a range of
+ * alpha and the budget form at each single model's real total cost (first
+ * predictor), and for each single model the best point of that predictor's
+ * frontier that costs no more than it does (see versus_single()). A smart
+ * row is marked frontier when no smart row of its predictor beats it on
+ * success and real cost (mark_frontier()). At each budget (given, and with
  * --sweep each single model's cost), the task ceiling: the most success a
  * router that knows only each query's task can reach (task_ceiling()).
  *
@@ -47,18 +52,35 @@ static const char help[] =
     "  --data FILE          records to score (AIOS format, array or JSONL)\n"
     "  --split NAME         score only records of this split (e.g. test)\n"
     "  --alpha A[,A...]     quality targets for smart rows (default: the config's)\n"
-    "  --budget B[,B...]    total-cost budgets for smart budget rows, and for\n"
-    "                       task-ceiling rows: the most success a router that\n"
-    "                       knows only each query's task label could reach (it\n"
-    "                       reads the answers; needs every record's label)\n"
+    "  --budget B[,B...]    caps on the PREDICTED total cost for smart-budget rows\n"
+    "                       (the real cost can end above one: see within_budget);\n"
+    "                       and caps on the real total cost for task-ceiling rows:\n"
+    "                       the most success a router that knows only each query's\n"
+    "                       task label could reach (it reads the answers; needs\n"
+    "                       every record's label)\n"
     "  --predictors P[,P]   smart predictors to compare (default: default,aios)\n"
-    "  --sweep              add the frontier: batch over alpha 0.50..0.98, and the\n"
-    "                       budget form at each single model's real cost; then\n"
-    "                       compare every single model with the frontier\n"
+    "  --sweep              add rows for the frontier (sweep: true): batch over alpha\n"
+    "                       0.50..0.98, and the budget form at each single model's\n"
+    "                       real cost, for the first predictor; then compare every\n"
+    "                       single model with that predictor's frontier\n"
     "  --format F           table (default), json or csv\n"
     "  --plot FILE.svg      draw success against cost: single models as labelled\n"
-    "                       points, the frontier as a line\n"
-    "  --seed N             seed of the random strategy, 1 or more (default 1)\n"
+    "                       points, each predictor's frontier as a line\n"
+    "  --seed N             also print random-draw:N, one seeded draw of the random\n"
+    "                       strategy (N from 1)\n"
+    "\n"
+    "Each record is routed with its own input_token_length as the request's input\n"
+    "tokens (a record without one: estimated from the query, one token per 4\n"
+    "bytes), and its real cost counts the same input tokens and the chosen model's\n"
+    "real output tokens at the config's prices. predicted_cost is the router's own\n"
+    "estimate of the total, from predicted output tokens; feasible is the\n"
+    "library's report on that estimate, within_budget compares the real cost.\n"
+    "random is the exact expectation of a uniform choice per query (each query's\n"
+    "mean over the candidates), not a draw. decision_timing per_query: p50 and p99\n"
+    "are percentiles of single decisions; batch_mean (smart-batch, smart-budget):\n"
+    "p50 is the one call's time divided by the queries, and there is no p99.\n"
+    "frontier: a smart row that no smart row of the same predictor beats on\n"
+    "success and real cost (at least as good in both, better in one).\n"
     "\n"
     "With router.embedding in the config (a remote embedder), every scored query\n"
     "is embedded through that server before the smart rows.\n"
@@ -67,14 +89,24 @@ static const char help[] =
 
 /* ==== Rows ==== */
 
+/* How a row's decision time was measured. */
+enum timing {
+    TIMING_NONE,      /* no router decided (single models, random, oracle, ceiling) */
+    TIMING_PER_QUERY, /* each query timed alone: p50 and p99 are percentiles */
+    TIMING_BATCH,     /* one batch timed whole: p50 is its time / queries, no p99 */
+};
+
 struct row {
     char strategy[96];
     const char *predictor; /* NULL for non-smart rows */
     double alpha, budget;
-    int frontier;
+    int frontier; /* on its predictor's success-vs-real-cost frontier (mark_frontier()) */
+    int sweep;    /* made by --sweep */
     int feasible; /* -1 when not a constrained batch */
     double success, cost, predicted_quality;
-    long *share; /* per candidate */
+    double predicted_cost; /* the router's estimate of the total cost; NaN if none */
+    double *share;         /* per candidate: queries (an expectation may be fractional) */
+    enum timing timing;
     double p50, p99;
 };
 
@@ -93,7 +125,7 @@ struct eval {
     size_t dim;
     struct row *rows;
     size_t n_rows, cap_rows;
-    int has_frontier; /* --sweep ran */
+    const char *swept; /* the predictor --sweep ran with, or NULL */
 };
 
 static double now_us(void)
@@ -142,6 +174,8 @@ static struct row *new_row(struct eval *e, const char *name, const char *predict
     r->budget = budget;
     r->feasible = -1;
     r->predicted_quality = NAN;
+    r->predicted_cost = NAN;
+    r->timing = TIMING_NONE;
     r->p50 = r->p99 = NAN;
     e->n_rows++;
     return r;
@@ -154,7 +188,7 @@ static void score(struct eval *e, struct row *r, const int *slot)
     for (size_t i = 0; i < e->n; i++) {
         s += e->correct[i * e->n_cands + (size_t)slot[i]];
         c += e->real_cost[i * e->n_cands + (size_t)slot[i]];
-        r->share[slot[i]]++;
+        r->share[slot[i]] += 1;
     }
     r->success = s / (double)e->n;
     r->cost = c;
@@ -162,11 +196,16 @@ static void score(struct eval *e, struct row *r, const int *slot)
 
 /* ==== Strategies ==== */
 
+/* The single models, random, the oracle. random is the exact expectation of
+ * choosing uniformly among the candidates for every query: success is the
+ * mean over queries of the candidates' mean real correctness, cost the sum
+ * over queries of their mean real cost, each share 1/n. One seeded draw of
+ * it (random-draw) is added only when seed is not 0. */
 static int run_baselines(struct eval *e, int *slot, unsigned long seed)
 {
     char name[96];
     struct row *r;
-    uint64_t x = seed ? seed : 1;
+    uint64_t x = seed;
 
     for (size_t j = 0; j < e->n_cands; j++) {
         snprintf(name, sizeof name, "single:%s",
@@ -179,13 +218,34 @@ static int run_baselines(struct eval *e, int *slot, unsigned long seed)
     }
     if (!(r = new_row(e, "random", NULL, NAN, NAN)))
         return -1;
-    for (size_t i = 0; i < e->n; i++) {
-        x ^= x << 13; /* xorshift64: reproducible across platforms */
-        x ^= x >> 7;
-        x ^= x << 17;
-        slot[i] = (int)(x % e->n_cands);
+    {
+        double s = 0, c = 0;
+        for (size_t i = 0; i < e->n; i++) {
+            double si = 0, ci = 0;
+            for (size_t j = 0; j < e->n_cands; j++) {
+                si += e->correct[i * e->n_cands + j];
+                ci += e->real_cost[i * e->n_cands + j];
+            }
+            s += si / (double)e->n_cands;
+            c += ci / (double)e->n_cands;
+        }
+        r->success = s / (double)e->n;
+        r->cost = c;
+        for (size_t j = 0; j < e->n_cands; j++)
+            r->share[j] = (double)e->n / (double)e->n_cands;
     }
-    score(e, r, slot);
+    if (seed) {
+        snprintf(name, sizeof name, "random-draw:%lu", seed);
+        if (!(r = new_row(e, name, NULL, NAN, NAN)))
+            return -1;
+        for (size_t i = 0; i < e->n; i++) {
+            x ^= x << 13; /* xorshift64: reproducible across platforms */
+            x ^= x >> 7;
+            x ^= x << 17;
+            slot[i] = (int)(x % e->n_cands);
+        }
+        score(e, r, slot);
+    }
     if (!(r = new_row(e, "oracle", NULL, NAN, NAN)))
         return -1;
     for (size_t i = 0; i < e->n; i++) {
@@ -263,8 +323,8 @@ static int run_per_query(struct eval *e, struct lr_router *router, struct row *r
                          struct lr_request *reqs, double *times, double requirement)
 {
     struct lr_error err = {0};
-    double q = 0;
-    size_t nq = 0;
+    double q = 0, pc = 0;
+    size_t nq = 0, npc = 0;
     fill_requests(e, reqs, requirement);
     for (size_t i = 0; i < e->n; i++) {
         struct lr_decision d;
@@ -282,9 +342,16 @@ static int run_per_query(struct eval *e, struct lr_router *router, struct row *r
             q += d.predicted_quality;
             nq++;
         }
+        if (!isnan(d.estimated_cost)) {
+            pc += d.estimated_cost;
+            npc++;
+        }
     }
     score(e, r, slot);
     r->predicted_quality = nq ? q / (double)nq : NAN;
+    /* A total only when every decision had an estimate (smart routing). */
+    r->predicted_cost = r->predictor && npc == e->n ? pc : NAN;
+    r->timing = TIMING_PER_QUERY;
     r->p50 = percentile(times, e->n, 0.5);
     r->p99 = percentile(times, e->n, 0.99);
     return 0;
@@ -322,9 +389,16 @@ static int run_batch(struct eval *e, struct lr_router *router, struct row *r, in
     for (size_t i = 0; i < e->n; i++)
         slot[i] = e->cand_of_config[decs[i].index];
     score(e, r, slot);
+    /* feasible is the library's report on its own estimates: for a budget,
+     * that the predicted total cost is within it, not the real one. */
     r->feasible = rep.feasible;
     r->predicted_quality = rep.mean_quality;
-    r->p50 = r->p99 = dt / (double)e->n;
+    r->predicted_cost = rep.total_cost;
+    /* One call decided the whole batch: its time per query is a mean, and
+     * there is no distribution of single decisions to take a p99 of. */
+    r->timing = TIMING_BATCH;
+    r->p50 = dt / (double)e->n;
+    r->p99 = NAN;
     return 0;
 }
 
@@ -482,10 +556,10 @@ static int task_ceiling(struct eval *e, double budget)
         int m = hull[t * nc + (size_t)at[t]];
         if (t == split_task) {
             long moved = lround(split * (double)n_t);
-            r->share[split_to] += moved;
+            r->share[split_to] += (double)moved;
             n_t -= moved;
         }
-        r->share[m] += n_t;
+        r->share[m] += (double)n_t;
     }
     r->success = gained / (double)e->n;
     r->cost = spent;
@@ -501,6 +575,37 @@ out:
     return rc;
 }
 
+/* ==== The frontier ==== */
+
+static int same_predictor(const struct row *a, const struct row *b)
+{
+    return a->predictor && b->predictor && strcmp(a->predictor, b->predictor) == 0;
+}
+
+/* Whether row o dominates row r: no more real cost and no less success,
+ * and better in one of the two. */
+static int dominates(const struct row *o, const struct row *r)
+{
+    return o->cost <= r->cost && o->success >= r->success &&
+           (o->cost < r->cost || o->success > r->success);
+}
+
+/* Mark each smart row that is on its predictor's frontier: no smart row of
+ * the same predictor (per query, batch or budget, given or swept) dominates
+ * it in success and real cost. Rows at one and the same point are all
+ * marked. Sorted by cost, the marked rows climb in success: the upper
+ * envelope that the plot draws as its line. */
+static void mark_frontier(struct eval *e)
+{
+    for (size_t k = 0; k < e->n_rows; k++) {
+        struct row *r = &e->rows[k];
+        r->frontier = r->predictor != NULL;
+        for (size_t o = 0; r->frontier && o < e->n_rows; o++)
+            if (o != k && same_predictor(&e->rows[o], r) && dominates(&e->rows[o], r))
+                r->frontier = 0;
+    }
+}
+
 /* ==== Output ==== */
 
 static const char *cand_name(const struct eval *e, size_t j)
@@ -513,16 +618,16 @@ static json_t *num_or_null(double d)
     return isnan(d) ? json_null() : json_real(d);
 }
 
-/* For single-model row s: the frontier row with the highest success among
- * those whose real cost is no higher than s's (ties: the cheaper), or NULL.
- * "Above" the model means that row's success is at least the model's: the
- * frontier offers its quality for no more money. */
+/* For single-model row s: the row of the swept predictor's frontier with the
+ * highest success among those whose real cost is no higher than s's (ties:
+ * the cheaper), or NULL. "Above" the model means that row's success is at
+ * least the model's: the frontier offers its quality for no more money. */
 static const struct row *versus_single(const struct eval *e, const struct row *s)
 {
     const struct row *best = NULL;
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k];
-        if (!r->frontier || r->cost > s->cost)
+        if (!r->frontier || strcmp(r->predictor, e->swept) != 0 || r->cost > s->cost)
             continue;
         if (!best || r->success > best->success ||
             (r->success == best->success && r->cost < best->cost))
@@ -534,6 +639,19 @@ static const struct row *versus_single(const struct eval *e, const struct row *s
 static int is_single(const struct row *r)
 {
     return strncmp(r->strategy, "single:", 7) == 0;
+}
+
+/* Whether the real total cost is within the row's budget: 1, 0, or -1 for a
+ * row without one. A budget caps the predicted total cost, so a smart-budget
+ * row can be feasible and still cost more. */
+static int within_budget(const struct row *r)
+{
+    return isnan(r->budget) ? -1 : r->cost <= r->budget;
+}
+
+static const char *timing_name(enum timing t)
+{
+    return t == TIMING_PER_QUERY ? "per_query" : t == TIMING_BATCH ? "batch_mean" : NULL;
 }
 
 static void print_json(const struct eval *e)
@@ -550,15 +668,22 @@ static void print_json(const struct eval *e)
         json_object_set_new(o, "alpha", num_or_null(r->alpha));
         json_object_set_new(o, "budget", num_or_null(r->budget));
         json_object_set_new(o, "frontier", json_boolean(r->frontier));
+        json_object_set_new(o, "sweep", json_boolean(r->sweep));
         json_object_set_new(o, "feasible", r->feasible < 0 ? json_null()
                                                             : json_boolean(r->feasible));
         json_object_set_new(o, "success_rate", json_real(r->success));
         json_object_set_new(o, "total_cost", json_real(r->cost));
+        json_object_set_new(o, "predicted_cost", num_or_null(r->predicted_cost));
+        json_object_set_new(o, "within_budget", within_budget(r) < 0
+                                                    ? json_null()
+                                                    : json_boolean(within_budget(r)));
         json_object_set_new(o, "predicted_quality", num_or_null(r->predicted_quality));
         for (size_t j = 0; j < e->n_cands; j++)
-            json_object_set_new(share, cand_name(e, j),
-                                json_real((double)r->share[j] / (double)e->n));
+            json_object_set_new(share, cand_name(e, j), json_real(r->share[j] / (double)e->n));
         json_object_set_new(o, "model_share", share);
+        json_object_set_new(o, "decision_timing", timing_name(r->timing)
+                                                      ? json_string(timing_name(r->timing))
+                                                      : json_null());
         json_object_set_new(o, "decision_us_p50", num_or_null(r->p50));
         json_object_set_new(o, "decision_us_p99", num_or_null(r->p99));
         json_array_append_new(results, o);
@@ -567,7 +692,7 @@ static void print_json(const struct eval *e)
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k], *f;
         json_t *o;
-        if (!is_single(r) || !e->has_frontier)
+        if (!is_single(r) || !e->swept)
             continue;
         if (!versus)
             versus = json_array();
@@ -618,8 +743,9 @@ static void csv_num(double d)
 
 static void print_csv(const struct eval *e)
 {
-    printf("strategy,predictor,alpha,budget,frontier,feasible,success_rate,total_cost,"
-           "predicted_quality,decision_us_p50,decision_us_p99");
+    printf("strategy,predictor,alpha,budget,frontier,sweep,feasible,success_rate,total_cost,"
+           "predicted_cost,within_budget,predicted_quality,decision_timing,decision_us_p50,"
+           "decision_us_p99");
     for (size_t j = 0; j < e->n_cands; j++) {
         /* One field: "share:a,b" quoted whole, not share: then "a,b". */
         const char *name = cand_name(e, j);
@@ -639,38 +765,53 @@ static void print_csv(const struct eval *e)
         printf(",%s", r->predictor ? r->predictor : "");
         csv_num(r->alpha);
         csv_num(r->budget);
-        printf(",%d,%s", r->frontier, r->feasible < 0 ? "" : r->feasible ? "1" : "0");
+        printf(",%d,%d,%s", r->frontier, r->sweep,
+               r->feasible < 0 ? "" : r->feasible ? "1" : "0");
         csv_num(r->success);
         csv_num(r->cost);
+        csv_num(r->predicted_cost);
+        printf(",%s", within_budget(r) < 0 ? "" : within_budget(r) ? "1" : "0");
         csv_num(r->predicted_quality);
+        printf(",%s", timing_name(r->timing) ? timing_name(r->timing) : "");
         csv_num(r->p50);
         csv_num(r->p99);
         for (size_t j = 0; j < e->n_cands; j++)
-            printf(",%.6f", (double)r->share[j] / (double)e->n);
+            printf(",%.6f", r->share[j] / (double)e->n);
         putchar('\n');
     }
 }
 
 static void print_table(const struct eval *e)
 {
+    int any_budget = 0, any_batch = 0, any_sweep = 0, any_frontier = 0, any_draw = 0;
     printf("%zu queries, %zu candidate models\n\n", e->n, e->n_cands);
-    printf("%-44s %6s %8s %8s %10s %8s %9s %9s  %s\n", "strategy", "alpha", "budget", "success",
-           "cost($)", "pred.q", "p50(us)", "p99(us)", "largest shares");
+    printf("%-44s %6s %11s %8s %11s %11s %6s %8s %9s %9s  %s\n", "strategy", "alpha", "budget",
+           "success", "cost($)", "pred.cost", "within", "pred.q", "p50(us)", "p99(us)",
+           "largest shares");
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k];
-        char name[128], a[16], b[16], pq[16], p50[16], p99[16], shares[160] = "";
+        char name[128], a[16], b[32], pc[32], pq[16], p50[16], p99[16], shares[160] = "";
+        const char *within = within_budget(r) < 0 ? "-" : within_budget(r) ? "yes" : "NO";
         size_t off = 0;
         int used[3] = {-1, -1, -1};
-        snprintf(name, sizeof name, "%s%s%s%s%s", r->strategy, r->predictor ? " (" : "",
-                 r->predictor ? r->predictor : "", r->predictor ? ")" : "",
-                 r->frontier ? " *" : "");
+        snprintf(name, sizeof name, "%s%s%s%s%s%s",
+                 strcmp(r->strategy, "random") == 0 ? "random (expectation)" : r->strategy,
+                 r->predictor ? " (" : "", r->predictor ? r->predictor : "",
+                 r->predictor ? ")" : "", r->sweep ? " [sweep]" : "", r->frontier ? " *" : "");
+        any_budget |= !isnan(r->budget);
+        any_batch |= r->timing == TIMING_BATCH;
+        any_sweep |= r->sweep;
+        any_frontier |= r->frontier;
+        any_draw |= strncmp(r->strategy, "random-draw:", 12) == 0;
         snprintf(a, sizeof a, isnan(r->alpha) ? "-" : "%.3f", r->alpha);
-        snprintf(b, sizeof b, isnan(r->budget) ? "-" : "%.3f", r->budget);
+        /* As many decimals as the cost, so that an overrun shows. */
+        snprintf(b, sizeof b, isnan(r->budget) ? "-" : "%.6f", r->budget);
+        snprintf(pc, sizeof pc, isnan(r->predicted_cost) ? "-" : "%.6f", r->predicted_cost);
         snprintf(pq, sizeof pq, isnan(r->predicted_quality) ? "-" : "%.3f", r->predicted_quality);
         snprintf(p50, sizeof p50, isnan(r->p50) ? "-" : "%.1f", r->p50);
         snprintf(p99, sizeof p99, isnan(r->p99) ? "-" : "%.1f", r->p99);
         for (int t = 0; t < 3; t++) {
-            long best = 0;
+            double best = 0;
             for (size_t j = 0; j < e->n_cands; j++)
                 if (r->share[j] > best && (int)j != used[0] && (int)j != used[1]) {
                     best = r->share[j];
@@ -680,19 +821,38 @@ static void print_table(const struct eval *e)
                 break;
             off += (size_t)snprintf(shares + off, sizeof shares - off, "%s%s %.0f%%",
                                     t ? ", " : "", cand_name(e, (size_t)used[t]),
-                                    100.0 * (double)best / (double)e->n);
+                                    100.0 * best / (double)e->n);
             if (off >= sizeof shares)
                 break;
         }
-        printf("%-44s %6s %8s %8.4f %10.4f %8s %9s %9s  %s\n", name, a, b, r->success, r->cost,
-               pq, p50, p99, shares);
+        printf("%-44s %6s %11s %8.4f %11.6f %11s %6s %8s %9s %9s  %s\n", name, a, b, r->success,
+               r->cost, pc, within, pq, p50, p99, shares);
     }
-    if (e->has_frontier)
-        printf("\n* frontier (batch over a range of alpha, and the budget form at each single\n"
-               "model's cost).");
-    printf("%sCost is real: the record's input tokens and the chosen model's\n"
-           "real output tokens at the config's prices.\n",
-           e->has_frontier ? " " : "\n");
+    printf("\ncost($) is real: each record's input tokens (its input_token_length, else\n"
+           "estimated from the query) and the chosen model's real output tokens at the\n"
+           "config's prices. pred.cost is the router's own estimate of that total, from\n"
+           "predicted output tokens.\n");
+    if (any_budget)
+        printf("A budget caps the predicted total cost (pred.cost), not the real one: a\n"
+               "budget row can be feasible and still cost more. within: whether the real\n"
+               "cost is within the budget.\n");
+    printf("random (expectation): the exact expected success and cost of choosing a\n"
+           "candidate uniformly at random for each query (each query's mean over the\n"
+           "candidates), not one draw.%s\n",
+           any_draw ? " random-draw:N is one draw with seed N." : "");
+    printf("p50(us), p99(us): percentiles of the single decisions' times for rows routed\n"
+           "query by query.%s\n",
+           any_batch ? " smart-batch and smart-budget rows are decided in one call:\n"
+                       "their p50 is that call's time divided by the queries (a mean, not a\n"
+                       "percentile), and they have no p99."
+                     : "");
+    if (any_frontier)
+        printf("* on the frontier: no smart row of the same predictor has at least its\n"
+               "success for no more real cost and is better in one of the two.\n");
+    if (any_sweep)
+        printf("[sweep]: added by --sweep (the batch over alpha 0.50..0.98 and the budget\n"
+               "form at each single model's real cost, for the first predictor; the task\n"
+               "ceiling at those costs).\n");
     for (size_t k = 0; k < e->n_rows; k++)
         if (strcmp(e->rows[k].strategy, "task-ceiling") == 0) {
             printf("task-ceiling: the most success a router that knows only each query's task\n"
@@ -701,26 +861,28 @@ static void print_table(const struct eval *e)
                    "it, a router needs signal within a task.\n");
             break;
         }
-    if (!e->has_frontier)
+    if (!e->swept)
         return;
-    printf("\nSingle models against the frontier (its best point at no higher real cost):\n");
-    printf("%-40s %8s %10s   %8s %10s  %-6s %s\n", "model", "success", "cost($)", "frontier",
+    printf("\nSingle models against the frontier of the %s predictor (its best point at\n"
+           "no higher real cost):\n",
+           e->swept);
+    printf("%-40s %8s %11s   %8s %11s  %-6s %s\n", "model", "success", "cost($)", "frontier",
            "cost($)", "above", "point");
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k], *f;
-        char point[64] = "-";
+        char point[160] = "-";
         if (!is_single(r))
             continue;
         f = versus_single(e, r);
         if (f && !isnan(f->budget))
-            snprintf(point, sizeof point, "budget %.4f", f->budget);
+            snprintf(point, sizeof point, "%s budget %.6f", f->strategy, f->budget);
         else if (f)
-            snprintf(point, sizeof point, "alpha %.2f", f->alpha);
+            snprintf(point, sizeof point, "%s alpha %.2f", f->strategy, f->alpha);
         if (f)
-            printf("%-40s %8.4f %10.4f   %8.4f %10.4f  %-6s %s\n", r->strategy + 7, r->success,
+            printf("%-40s %8.4f %11.6f   %8.4f %11.6f  %-6s %s\n", r->strategy + 7, r->success,
                    r->cost, f->success, f->cost, f->success >= r->success ? "yes" : "NO", point);
         else
-            printf("%-40s %8.4f %10.4f   %8s %10s  %-6s %s\n", r->strategy + 7, r->success,
+            printf("%-40s %8.4f %11.6f   %8s %11s  %-6s %s\n", r->strategy + 7, r->success,
                    r->cost, "-", "-", "NO", point);
     }
 }
@@ -740,10 +902,17 @@ static void svg_text(FILE *f, const char *s)
     }
 }
 
+static const char *predictor_colour(const char *predictor)
+{
+    return strcmp(predictor, "aios") == 0 ? "#ff7f0e" : "#1f77b4";
+}
+
 static int cmp_row_cost(const void *a, const void *b)
 {
     const struct row *x = *(const struct row *const *)a, *y = *(const struct row *const *)b;
-    return (x->cost > y->cost) - (x->cost < y->cost);
+    if (x->cost != y->cost)
+        return (x->cost > y->cost) - (x->cost < y->cost);
+    return (x->success > y->success) - (x->success < y->success);
 }
 
 static int write_plot(const struct eval *e, const char *path)
@@ -771,8 +940,6 @@ static int write_plot(const struct eval *e, const char *path)
         }
         smin = fmin(smin, r->success);
         smax = fmax(smax, r->success);
-        if (r->frontier)
-            front[nf++] = r;
     }
     if (!isfinite(cmin) || cmax <= cmin) {
         cmin = cmin > 0 && isfinite(cmin) ? cmin / 2 : 1e-3;
@@ -820,60 +987,70 @@ static int write_plot(const struct eval *e, const char *path)
                    "text-anchor=\"middle\">success rate</text>\n",
                 T + (H - T - B) / 2, T + (H - T - B) / 2);
 
-        qsort(front, nf, sizeof *front, cmp_row_cost);
-        if (nf > 1) {
-            /* The line is the upper envelope: the points that beat every
-             * cheaper one. The others are drawn as small open circles. */
-            double best = -1;
-            fprintf(f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"");
-            for (size_t k = 0; k < nf; k++)
-                if (front[k]->cost > 0 && front[k]->success > best) {
-                    fprintf(f, "%.1f,%.1f ", X(front[k]->cost), Y(front[k]->success));
-                    best = front[k]->success;
-                }
-            fprintf(f, "\"/>\n");
-            best = -1;
-            for (size_t k = 0; k < nf; k++) {
-                if (front[k]->cost <= 0)
-                    continue;
-                if (front[k]->success > best) {
-                    best = front[k]->success;
-                    continue;
-                }
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"none\" "
-                           "stroke=\"#1f77b4\"/>\n",
-                        X(front[k]->cost), Y(front[k]->success));
-            }
-        }
+        /* One line per predictor through its frontier rows (mark_frontier()),
+         * by cost: the upper envelope of its smart rows. A predictor's rows
+         * are drawn with its first row. */
         for (size_t k = 0; k < e->n_rows; k++) {
             const struct row *r = &e->rows[k];
-            const char *colour;
-            int label;
-            if (r->cost <= 0 || r->frontier)
+            int first = r->predictor != NULL;
+            for (size_t o = 0; first && o < k; o++)
+                if (same_predictor(&e->rows[o], r))
+                    first = 0;
+            if (!first)
                 continue;
-            int ceiling = strcmp(r->strategy, "task-ceiling") == 0;
-            label = strncmp(r->strategy, "single:", 7) == 0 || (!r->predictor && !ceiling);
-            colour = ceiling                                   ? "#bbb"
-                     : strncmp(r->strategy, "single:", 7) == 0 ? "#d62728"
-                     : r->predictor && strcmp(r->predictor, "aios") == 0 ? "#ff7f0e"
-                     : r->predictor ? "#1f77b4"
-                                    : "#555";
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"><title>", X(r->cost),
-                    Y(r->success), colour);
-            svg_text(f, r->strategy);
-            fprintf(f, ": success %.3f, cost $%.4f</title></circle>\n", r->success, r->cost);
-            if (label) {
-                fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">",
-                        X(r->cost) + 6, Y(r->success) - 4, colour);
-                svg_text(f, strncmp(r->strategy, "single:", 7) == 0 ? r->strategy + 7
-                                                                   : r->strategy);
-                fprintf(f, "</text>\n");
-            }
+            nf = 0;
+            for (size_t o = k; o < e->n_rows; o++)
+                if (e->rows[o].frontier && e->rows[o].cost > 0 && same_predictor(&e->rows[o], r))
+                    front[nf++] = &e->rows[o];
+            if (nf < 2)
+                continue;
+            qsort(front, nf, sizeof *front, cmp_row_cost);
+            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
+                    predictor_colour(r->predictor));
+            for (size_t j = 0; j < nf; j++)
+                fprintf(f, "%.1f,%.1f ", X(front[j]->cost), Y(front[j]->success));
+            fprintf(f, "\"><title>frontier, ");
+            svg_text(f, r->predictor);
+            fprintf(f, " predictor</title></polyline>\n");
         }
+        /* The task ceiling first and smaller, so that a model's point at the
+         * same place is drawn over it and stays visible. */
+        for (int pass = 0; pass < 2; pass++)
+            for (size_t k = 0; k < e->n_rows; k++) {
+                const struct row *r = &e->rows[k];
+                int ceiling = strcmp(r->strategy, "task-ceiling") == 0;
+                const char *colour;
+                int label;
+                if (r->cost <= 0 || ceiling != (pass == 0))
+                    continue;
+                colour = ceiling        ? "#bbb"
+                         : is_single(r) ? "#d62728"
+                         : r->predictor ? predictor_colour(r->predictor)
+                                        : "#555";
+                if (r->sweep && r->predictor) {
+                    /* A swept row: a vertex of the line, or a small open circle. */
+                    if (!r->frontier)
+                        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"none\" "
+                                   "stroke=\"%s\"/>\n",
+                                X(r->cost), Y(r->success), colour);
+                    continue;
+                }
+                label = is_single(r) || (!r->predictor && !ceiling);
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%d\" fill=\"%s\"><title>",
+                        X(r->cost), Y(r->success), ceiling ? 3 : 4, colour);
+                svg_text(f, r->strategy);
+                fprintf(f, ": success %.3f, cost $%.4f</title></circle>\n", r->success, r->cost);
+                if (label) {
+                    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">",
+                            X(r->cost) + 6, Y(r->success) - 4, colour);
+                    svg_text(f, is_single(r) ? r->strategy + 7 : r->strategy);
+                    fprintf(f, "</text>\n");
+                }
+            }
         {
             double lx = W - R + 16, ly = T + 10;
-            const char *items[][2] = {{"#1f77b4", "smart batch frontier (line), smart"},
-                                      {"#ff7f0e", "smart, aios predictor"},
+            const char *items[][2] = {{"#1f77b4", "smart rows and their frontier (line)"},
+                                      {"#ff7f0e", "the same, aios predictor"},
                                       {"#d62728", "single models"},
                                       {"#555", "oracle, random, sequential"},
                                       {"#bbb", "task ceiling (reads the answers)"}};
@@ -1063,7 +1240,7 @@ int cmd_eval(int argc, char **argv)
     char **pos = NULL, **preds = NULL;
     double *alphas = NULL, *budgets = NULL, one_alpha;
     size_t n_alphas = 0, n_budgets = 0, n_preds = 0;
-    long seed = 1;
+    long seed = 0; /* no random-draw row without --seed */
     int *slot = NULL;
     double *times = NULL, *single_cost = NULL;
     size_t n_single = 0;
@@ -1229,7 +1406,7 @@ int cmd_eval(int argc, char **argv)
                     struct row *r = new_row(&e, "smart-batch", preds[p], 0.50 + 0.02 * k, NAN);
                     if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_QUALITY)))
                         goto smart_failed;
-                    r->frontier = 1;
+                    r->sweep = 1;
                 }
                 /* Copy the costs first: new_row may move the rows. */
                 single_cost = calloc(e.n_rows, sizeof *single_cost);
@@ -1244,9 +1421,9 @@ int cmd_eval(int argc, char **argv)
                     struct row *r = new_row(&e, "smart-budget", preds[p], NAN, single_cost[k]);
                     if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_BUDGET)))
                         goto smart_failed;
-                    r->frontier = 1;
+                    r->sweep = 1;
                 }
-                e.has_frontier = 1;
+                e.swept = preds[p];
             }
             lr_router_free(router);
             router = NULL;
@@ -1273,6 +1450,8 @@ int cmd_eval(int argc, char **argv)
                 at_cost[nb++] = e.rows[k].cost;
         for (size_t b = 0; b < nb; b++) {
             int trc = task_ceiling(&e, at_cost[b]);
+            if (trc == 0 && b >= n_budgets)
+                e.rows[e.n_rows - 1].sweep = 1;
             if (trc < 0) {
                 free(at_cost);
                 cli_error("eval", "out of memory");
@@ -1288,6 +1467,7 @@ int cmd_eval(int argc, char **argv)
         free(at_cost);
     }
 
+    mark_frontier(&e);
     if (strcmp(format, "json") == 0)
         print_json(&e);
     else if (strcmp(format, "csv") == 0)

@@ -155,45 +155,123 @@ expect "route --batch with --alpha and --budget" 2 "give --alpha or --budget wit
 rc=$?
 [ $rc -eq 0 ] && ok || bad "eval exit $rc: $(cat "$TMP/err")"
 grep -qF "model 'unused' has no outcomes" "$TMP/err" && ok || bad "eval warns about a model without data"
-python3 - "$TMP" <<'PY' && ok || bad "eval json scores"
+# Each check below reads the JSON through this prelude.
+cat >"$TMP/prelude.py" <<'PY'
 import json, sys
 out = sys.argv[1]
 res = json.load(open(out + "/eval.json"))
 data = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"]
-assert res["queries"] == len(data) == 87, res["queries"]
-rows = {(r["strategy"], r["predictor"], r["alpha"], r["frontier"]): r for r in res["results"]}
+rows = {}
+for r in res["results"]:  # the first row of each kind: the given one before a swept one
+    rows.setdefault((r["strategy"], r["predictor"], r["alpha"]), r)
 price = {"strong": (1e-5, 3e-5), "mid": (1e-6, 2e-6), "cheap": (1e-7, 2e-7)}
 def real(r, m):
     o = [o for o in r["outputs"] if o["model_name"] == m][0]
     return float(o["correctness"]), r["input_token_length"] * price[m][0] + o["output_token_length"] * price[m][1]
+PY
+python3 - "$TMP" <<'PY' && ok || bad "eval json scores"
+import sys
+exec(open(sys.argv[1] + "/prelude.py").read())
+assert res["queries"] == len(data) == 87, res["queries"]
 for m in price:
-    row = rows[("single:" + m, None, None, False)]
+    row = rows[("single:" + m, None, None)]
     s = sum(real(r, m)[0] for r in data) / len(data)
     c = sum(real(r, m)[1] for r in data)
     assert abs(row["success_rate"] - s) < 1e-12 and abs(row["total_cost"] - c) <= 1e-12 * c, (m, row, s, c)
     assert row["model_share"][m] == 1.0
 # The oracle: cheapest correct model everywhere; success 1 on this fixture.
-orc = rows[("oracle", None, None, False)]
+orc = rows[("oracle", None, None)]
 oc = sum(min(real(r, m)[1] for m in price if real(r, m)[0] == 1) for r in data)
 assert orc["success_rate"] == 1.0 and abs(orc["total_cost"] - oc) <= 1e-12 * oc, orc
-assert abs(sum(rows[("random", None, None, False)]["model_share"].values()) - 1) < 1e-9
 # Smart per query at 0.7 must beat the single strong model on cost at equal success here.
-sm = rows[("smart", "default", 0.7, False)]
-strong = rows[("single:strong", None, None, False)]
+sm = rows[("smart", "default", 0.7)]
+strong = rows[("single:strong", None, None)]
 assert sm["success_rate"] >= 0.95 and sm["total_cost"] < strong["total_cost"] / 2, sm
 assert sm["decision_us_p50"] is not None and sm["decision_us_p50"] > 0
-assert ("smart", "aios", 0.7, False) in rows
-b = rows[("smart-batch", "default", 0.9, False)]
+assert ("smart", "aios", 0.7) in rows
+b = rows[("smart-batch", "default", 0.9)]
 assert b["feasible"] is True and b["predicted_quality"] >= 0.9 - 1e-9, b
-frontier = [r for r in res["results"] if r["frontier"]]
-assert len(frontier) >= 10
 assert any(r["strategy"] == "smart-budget" and r["budget"] == 0.01 for r in res["results"])
-# --sweep: the budget form at each single model's real cost joins the frontier,
-# and every single model is compared with the best frontier point at no higher cost.
+PY
+python3 - "$TMP" <<'PY' && ok || bad "eval random is the expectation of a uniform choice"
+import sys
+exec(open(sys.argv[1] + "/prelude.py").read())
+# random is the exact expectation of a uniform choice per query, by hand:
+# each query's mean over the three models, and a third of the queries each.
+rnd = rows[("random", None, None)]
+es = sum(sum(real(r, m)[0] for m in price) / 3 for r in data) / len(data)
+ec = sum(sum(real(r, m)[1] for m in price) / 3 for r in data)
+assert abs(rnd["success_rate"] - es) < 1e-12 and abs(rnd["total_cost"] - ec) <= 1e-12 * ec, (rnd, es, ec)
+assert all(abs(v - 1 / 3) < 1e-12 for v in rnd["model_share"].values()), rnd
+assert not any(r["strategy"].startswith("random-draw") for r in res["results"])
+PY
+python3 - "$TMP" <<'PY' && ok || bad "eval predicted_cost and within_budget"
+import sys
+exec(open(sys.argv[1] + "/prelude.py").read())
+# Smart rows carry the router's predicted total cost beside the real one;
+# the others have none. A budget caps the predicted cost, and within_budget
+# compares the real one, for the rows with a budget only.
+for r in res["results"]:
+    smart = r["predictor"] is not None
+    assert (r["predicted_cost"] is not None) == smart, r
+    if r["budget"] is None:
+        assert r["within_budget"] is None, r
+    else:
+        assert r["within_budget"] == (r["total_cost"] <= r["budget"]), r
+        if r["strategy"] == "smart-budget" and r["feasible"]:
+            assert r["predicted_cost"] <= r["budget"] * (1 + 1e-12), r
+PY
+python3 - "$TMP" <<'PY' && ok || bad "eval decision_timing: percentiles per query, a mean per batch"
+import sys
+exec(open(sys.argv[1] + "/prelude.py").read())
+# Timing: per query, p50 and p99 are percentiles of single decisions; a batch
+# is timed whole, so p50 is its time per query and there is no p99.
+for r in res["results"]:
+    if r["strategy"] in ("smart-batch", "smart-budget"):
+        assert r["decision_timing"] == "batch_mean" and r["decision_us_p50"] > 0, r
+        assert r["decision_us_p99"] is None, r
+    elif r["strategy"] in ("smart", "sequential"):
+        assert r["decision_timing"] == "per_query", r
+        assert 0 <= r["decision_us_p50"] <= r["decision_us_p99"], r
+    else:
+        assert r["decision_timing"] is None and r["decision_us_p50"] is None, r
+PY
+python3 - "$TMP" <<'PY' && ok || bad "eval frontier and sweep flags"
+import sys
+exec(open(sys.argv[1] + "/prelude.py").read())
+# frontier: exactly the smart rows that no smart row of the same predictor
+# dominates (at least as good in success and real cost, better in one).
+def dominated(r):
+    return any(o is not r and o["predictor"] == r["predictor"] and
+               o["total_cost"] <= r["total_cost"] and o["success_rate"] >= r["success_rate"] and
+               (o["total_cost"] < r["total_cost"] or o["success_rate"] > r["success_rate"])
+               for o in res["results"])
+for r in res["results"]:
+    assert r["frontier"] == (r["predictor"] is not None and not dominated(r)), r
+frontier = [r for r in res["results"] if r["frontier"] and r["predictor"] == "default"]
+assert len(frontier) >= 2 and any(r["frontier"] and r["predictor"] == "aios" for r in res["results"])
+# On this fixture some swept rows are dominated: the flag is not "made by
+# --sweep".
+assert any(r["sweep"] and not r["frontier"] for r in res["results"] if r["predictor"])
+# --sweep: its rows are marked sweep: the batch at alpha 0.50..0.98 and the
+# budget form at each single model's real cost (first predictor), and the
+# task ceiling at those costs; no other row.
 singles = {r["strategy"][7:]: r for r in res["results"] if r["strategy"].startswith("single:")}
-for m, s in singles.items():
-    assert any(r["frontier"] and r["strategy"] == "smart-budget" and r["budget"] == s["total_cost"]
-               for r in res["results"]), m
+swept = [r for r in res["results"] if r["sweep"]]
+assert sorted(round(r["alpha"], 2) for r in swept if r["strategy"] == "smart-batch") == \
+    [round(0.5 + 0.02 * k, 2) for k in range(25)], swept
+assert sorted(r["budget"] for r in swept if r["strategy"] == "smart-budget") == \
+    sorted(s["total_cost"] for s in singles.values())
+assert all(r["predictor"] in ("default", None) for r in swept)
+assert all(r["strategy"] in ("smart-batch", "smart-budget", "task-ceiling") for r in swept)
+PY
+python3 - "$TMP" <<'PY' && ok || bad "eval versus_single"
+import sys
+exec(open(sys.argv[1] + "/prelude.py").read())
+frontier = [r for r in res["results"] if r["frontier"] and r["predictor"] == "default"]
+singles = {r["strategy"][7:]: r for r in res["results"] if r["strategy"].startswith("single:")}
+# Every single model is compared with the best point of the first
+# predictor's frontier at no higher cost.
 vs = {v["model"]: v for v in res["versus_single"]}
 assert set(vs) == set(singles), vs
 for m, v in vs.items():
@@ -206,8 +284,60 @@ for m, v in vs.items():
 # On this fixture the router reaches the strong model's success for less.
 assert vs["strong"]["above"] and vs["strong"]["frontier_total_cost"] < singles["strong"]["total_cost"], vs["strong"]
 PY
-python3 -c "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); assert d.documentElement.tagName == 'svg'; assert len(d.getElementsByTagName('polyline')) == 1; t = [x.firstChild.data for x in d.getElementsByTagName('text') if x.firstChild]; assert 'strong' in t and 'cheap' in t, t" "$TMP/plot.svg" \
-    && ok || bad "eval --plot writes an SVG with the frontier and labelled models"
+python3 -c "import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); assert d.documentElement.tagName == 'svg'; t = [x.firstChild.data for x in d.getElementsByTagName('text') if x.firstChild]; assert 'strong' in t and 'cheap' in t, t" "$TMP/plot.svg" \
+    && ok || bad "eval --plot writes an SVG with labelled models"
+# The plot's line for a predictor joins exactly its rows marked frontier, by
+# cost.
+python3 - "$TMP" <<'PY' && ok || bad "eval --plot: one line per predictor through its frontier rows"
+import json, sys, xml.dom.minidom as m
+out = sys.argv[1]
+res = json.load(open(out + "/eval.json"))["results"]
+d = m.parse(out + "/plot.svg")
+lines = {}
+for pl in d.getElementsByTagName("polyline"):
+    title = pl.getElementsByTagName("title")[0].firstChild.data
+    lines[title] = [tuple(map(float, p.split(","))) for p in pl.getAttribute("points").split()]
+assert set(lines) == {"frontier, default predictor", "frontier, aios predictor"}, lines
+for p in ("default", "aios"):
+    front = sorted((r for r in res if r["predictor"] == p and r["frontier"]),
+                   key=lambda r: (r["total_cost"], r["success_rate"]))
+    pts = lines["frontier, %s predictor" % p]
+    assert len(pts) == len(front), (p, pts, front)
+    xs, ys = [x for x, _ in pts], [y for _, y in pts]
+    assert xs == sorted(xs) and ys == sorted(ys, reverse=True), pts  # cost up, success up
+PY
+# The grey task-ceiling dots are drawn first and smaller, so that a model's
+# dot at the same place is not hidden under one.
+python3 - "$TMP" <<'PY' && ok || bad "eval --plot: the task ceiling beneath the models"
+import sys, xml.dom.minidom as m
+d = m.parse(sys.argv[1] + "/plot.svg")
+circles = [(c.getAttribute("r"), c.getElementsByTagName("title")[0].firstChild.data)
+           for c in d.getElementsByTagName("circle") if c.getElementsByTagName("title")]
+ceil = [i for i, (_, t) in enumerate(circles) if t.startswith("task-ceiling")]
+single = [i for i, (_, t) in enumerate(circles) if t.startswith("single:")]
+assert ceil and single and max(ceil) < min(single), circles
+assert all(float(circles[i][0]) < float(circles[single[0]][0]) for i in ceil), circles
+PY
+# The per-query smart row's predicted cost is the sum of what route predicts
+# for each test query with the record's own input token count (12 here).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+open(out + "/test_queries.txt", "w").write(
+    "".join(r["query"] + "\n" for r in json.load(open(out + "/data.json")) if r["split"] == "test"))
+PY
+"$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --models strong,mid,cheap --strategy smart \
+    --predictor default --alpha 0.7 --input-tokens 12 --json <"$TMP/test_queries.txt" >"$TMP/route.json" 2>"$TMP/err"
+python3 - "$TMP" <<'PY' && ok || bad "eval's predicted cost of a smart row is route's, query by query"
+import json, sys
+out = sys.argv[1]
+decisions = [json.loads(l) for l in open(out + "/route.json")]
+assert len(decisions) == 87 and all(d["input_tokens"] == 12 for d in decisions)
+want = sum(d["estimated_cost"] for d in decisions)
+row = [r for r in json.load(open(out + "/eval.json"))["results"]
+       if (r["strategy"], r["predictor"], r["alpha"]) == ("smart", "default", 0.7)][0]
+assert abs(row["predicted_cost"] - want) <= 1e-9 * want, (row["predicted_cost"], want)
+PY
 "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.jsonl" --split test --format csv >"$TMP/eval.csv" 2>"$TMP/err"
 rc=$?
 [ $rc -eq 0 ] && ok || bad "eval --format csv: exit $rc: $(cat "$TMP/err")"
@@ -304,6 +434,104 @@ assert rows[0][-2:] == ["share:a,b", 'share:q"x'], rows[0]
 single = [r for r in rows if r[0] == "single:a,b"][0]
 assert float(single[-2]) == 1.0 and float(single[-1]) == 0.0, single
 PY
+
+# --- a budget caps the predicted cost, not the real one ---
+# The history says "b" answers in 10 tokens; on the test queries it takes
+# 100. A budget that the predicted cost of sending everything to "b" fits is
+# feasible, and the real cost ends far above it: the row says so
+# (within_budget false) and shows the predicted cost beside the real one.
+# One test record has no input_token_length: eval routes and prices it with
+# the estimate from its query (a token per 4 bytes, rounded up).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+json.dump({"models": [{"name": "a", "cost_per_input_token": 1e-6, "cost_per_output_token": 1e-6},
+                      {"name": "b", "cost_per_input_token": 1e-5, "cost_per_output_token": 1e-5}]},
+          open(out + "/over_cfg.json", "w"))
+recs = []
+for i in range(30):
+    test = i % 3 == 0
+    recs.append({"query": "question number %d about the weather" % i, "input_token_length": 5,
+                 "split": "test" if test else "train",
+                 "outputs": [{"model_name": "a", "correctness": 0, "output_token_length": 10},
+                             {"model_name": "b", "correctness": 1,
+                              "output_token_length": 100 if test else 10}]})
+del recs[3]["input_token_length"]
+json.dump(recs, open(out + "/over.json", "w"))
+PY
+"$BIN" import --store "$TMP/over.db" --split train "$TMP/over.json" >/dev/null 2>"$TMP/err" &&
+    "$BIN" eval --config "$TMP/over_cfg.json" --store "$TMP/over.db" --data "$TMP/over.json" \
+        --split test --predictors default --alpha 0.9 --budget 0.0016 --format json \
+        >"$TMP/over_eval.json" 2>"$TMP/err" && ok || bad "eval of the overrun fixture: $(cat "$TMP/err")"
+python3 - "$TMP" <<'PY' && ok || bad "eval shows a real cost over a budget that the predicted cost meets: $(cat "$TMP/over_eval.json")"
+import json, sys
+out = sys.argv[1]
+res = json.load(open(out + "/over_eval.json"))["results"]
+data = [r for r in json.load(open(out + "/over.json")) if r["split"] == "test"]
+row = [r for r in res if r["strategy"] == "smart-budget"][0]
+assert row["budget"] == 0.0016 and row["model_share"]["b"] == 1.0, row
+assert row["feasible"] is True and row["predicted_cost"] <= 0.0016, row
+assert row["total_cost"] > 0.0016 and row["within_budget"] is False, row
+# The record without input_token_length: (len + 3) // 4 input tokens.
+tok = [r.get("input_token_length", (len(r["query"]) + 3) // 4) for r in data]
+assert tok[1] == (len(data[1]["query"]) + 3) // 4 != 5, tok
+real_b = sum(t * 1e-5 + 100 * 1e-5 for t in tok)
+assert abs(row["total_cost"] - real_b) <= 1e-12 * real_b, (row, real_b)
+single = [r for r in res if r["strategy"] == "single:b"][0]
+assert abs(single["total_cost"] - real_b) <= 1e-12 * real_b, single
+# Predicted: the same input tokens, 10 output tokens each.
+pred_b = sum(t * 1e-5 + 10 * 1e-5 for t in tok)
+assert abs(row["predicted_cost"] - pred_b) <= 1e-6 * pred_b, (row, pred_b)
+PY
+# The table prints the budget with the cost's six decimals (0.002 and 0.0016
+# looked alike at three), the predicted cost, and NO under "within".
+expect "eval table with a budget overrun" 0 "A budget caps the predicted total cost (pred.cost), not the real one" -- \
+    "$BIN" eval --config "$TMP/over_cfg.json" --store "$TMP/over.db" --data "$TMP/over.json" \
+    --split test --predictors default --alpha 0.9 --budget 0.0016
+python3 - "$TMP/out" "$TMP/over_eval.json" <<'PY' && ok || bad "eval table row of a budget overrun: $(cat "$TMP/out")"
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+row = [r for r in json.load(open(sys.argv[2]))["results"] if r["strategy"] == "smart-budget"][0]
+head = [l for l in lines if l.startswith("strategy")][0].split()
+assert head[:10] == ["strategy", "alpha", "budget", "success", "cost($)", "pred.cost", "within",
+                     "pred.q", "p50(us)", "p99(us)"], head
+f = [l for l in lines if l.startswith("smart-budget (default)")][0].split()
+# name (2 words, and the frontier mark), alpha, budget, success, cost, pred.cost, within, pred.q, p50, p99
+f = f[f.index("-"):]
+assert f[1] == "0.001600", f
+assert f[3] == "%.6f" % row["total_cost"] and f[4] == "%.6f" % row["predicted_cost"], f
+assert f[5] == "NO" and f[8] == "-", f  # within; no p99 for a batch
+PY
+# CSV: the same columns, a batch row's p99 empty.
+"$BIN" eval --config "$TMP/over_cfg.json" --store "$TMP/over.db" --data "$TMP/over.json" \
+    --split test --predictors default --alpha 0.9 --budget 0.0016 --seed 3 --format csv >"$TMP/over.csv" 2>"$TMP/err"
+python3 - "$TMP/over.csv" <<'PY' && ok || bad "eval csv columns: $(cat "$TMP/over.csv")"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert list(rows[0])[:15] == ["strategy", "predictor", "alpha", "budget", "frontier", "sweep",
+                              "feasible", "success_rate", "total_cost", "predicted_cost",
+                              "within_budget", "predicted_quality", "decision_timing",
+                              "decision_us_p50", "decision_us_p99"], list(rows[0])
+by = {r["strategy"]: r for r in rows}
+b = by["smart-budget"]
+assert b["within_budget"] == "0" and b["feasible"] == "1" and float(b["predicted_cost"]) <= 0.0016, b
+assert b["decision_timing"] == "batch_mean" and b["decision_us_p99"] == "" and float(b["decision_us_p50"]) > 0, b
+assert by["smart"]["decision_timing"] == "per_query" and by["smart"]["decision_us_p99"] != "", by["smart"]
+assert by["single:a"]["within_budget"] == "" and by["single:a"]["predicted_cost"] == "", by["single:a"]
+# --seed adds one draw beside the expectation; its shares are whole queries.
+d = by["random-draw:3"]
+assert by["random"]["share:a"] == by["random"]["share:b"] == "0.500000", by["random"]
+assert all(round(float(d[k]) * 10) == float(d[k]) * 10 for k in ("share:a", "share:b")), d
+assert float(by["random"]["success_rate"]) == 0.5, by["random"]
+PY
+# The help says what a budget caps, how random and the timings are made, and
+# where a record's input tokens come from.
+"$BIN" eval --help >"$TMP/help" 2>&1
+for want in "caps on the PREDICTED total cost" "exact expectation of a uniform choice" \
+    "batch_mean (smart-batch, smart-budget)" "its own input_token_length as the request's input" \
+    "frontier: a smart row that no smart row of the same predictor beats"; do
+    grep -qF "$want" "$TMP/help" && ok || bad "eval --help lacks: $want"
+done
 
 # import and eval read a record on the same rules (record.c): a bad record
 # in the split both use is refused by both, with the same field named. The
