@@ -759,6 +759,15 @@ static void feedback_done(void *arg)
         feedback_end(fb, status, "store_busy");
         return;
     }
+    if (fb->rc == LR_EREPLACED) {
+        /* The store's file was moved away or removed: nothing was written,
+         * and the refresh this starts opens the file now at the path. */
+        gw_store_replaced(fb->gw, fb->err.message); /* logged before the answer goes */
+        hs_resp_header(fb->req, "Retry-After", "1");
+        status = refuse(fb->req, 503, NULL, "store_replaced", fb->err.message);
+        feedback_end(fb, status, "store_replaced");
+        return;
+    }
     if (fb->rc) {
         int code = fb->rc == LR_EINVAL || fb->rc == LR_ETOOBIG ? 400 : 500;
         status = refuse(fb->req, code, NULL, code == 400 ? "invalid_value" : "store_error",

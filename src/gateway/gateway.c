@@ -419,7 +419,16 @@ static void refresh_log(const struct refresh_job *j)
 {
     struct line l;
     l.len = 0;
-    if (j->rc != 0) {
+    if (j->rc == 0 && j->changed == 2) {
+        /* lr_store_refresh opened the file now at the path. */
+        line_put(&l, "{\"event\":\"store_reopened\"");
+        line_str(&l, "store", j->gw->store_path ? j->gw->store_path : "");
+        line_str(&l, "message",
+                 "the store's path names another file now: writes and routing use it from "
+                 "here on");
+        line_put(&l, ",\"records_before\":%zu,\"records_after\":%zu,\"ms\":%.3f", j->before,
+                 j->after, j->ms);
+    } else if (j->rc != 0) {
         line_put(&l, "{\"event\":\"store_refresh_failed\"");
         line_str(&l, "store", j->gw->store_path ? j->gw->store_path : "");
         line_str(&l, "message", j->err.message);
@@ -433,13 +442,33 @@ static void refresh_log(const struct refresh_job *j)
     line_write(&l);
 }
 
+/* The store_replaced event, the first time since the store was last
+ * (re)opened. */
+static void replaced_log(struct gw *gw, const char *message)
+{
+    struct line l;
+    if (gw->store_replaced)
+        return;
+    gw->store_replaced = 1;
+    l.len = 0;
+    line_put(&l, "{\"event\":\"store_replaced\"");
+    line_str(&l, "store", gw->store_path ? gw->store_path : "");
+    line_str(&l, "message", message);
+    line_write(&l);
+}
+
 /* On the loop: log what changed, then schedule the next refresh. */
 static void refresh_done(void *arg)
 {
     struct refresh_job *j = arg;
     struct gw *gw = j->gw;
-    if (j->rc != 0 || j->changed)
+    if (j->rc == LR_EREPLACED) {
+        replaced_log(gw, j->err.message); /* once, not at every period while it lasts */
+    } else if (j->rc != 0 || j->changed) {
+        if (j->rc == 0 && j->changed == 2)
+            gw->store_replaced = 0;
         refresh_log(j);
+    }
     free(j);
     gw->refresh_busy = 0;
     if (gw->refresh_again && !gw->refresh_stopped) {
@@ -473,6 +502,12 @@ void gw_store_refresh_start(struct gw *gw)
         return;
     }
     gw->refresh_busy = 1;
+}
+
+void gw_store_replaced(struct gw *gw, const char *message)
+{
+    replaced_log(gw, message);
+    gw_store_refresh_start(gw);
 }
 
 static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)

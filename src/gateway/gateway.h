@@ -199,11 +199,19 @@ struct gw {
     int refresh_busy;    /* a refresh is on a worker */
     int refresh_again;   /* SIGHUP came during it: refresh again when it ends */
     int refresh_stopped; /* shutting down: start no more */
+    /* The store's path no longer names the file it opened (LR_EREPLACED
+     * from an append or a refresh), logged once; cleared when a refresh
+     * has opened the file now at the path. On the loop only. */
+    int store_replaced;
 };
 
 /* Refresh the history store on a worker now (gateway.c), or when the
  * refresh in flight ends. */
 void gw_store_refresh_start(struct gw *gw);
+/* An append or a refresh found the store's file replaced or removed
+ * (LR_EREPLACED, `message` why): logged as a store_replaced event the first
+ * time, and a refresh started, which opens the file now at the path. */
+void gw_store_replaced(struct gw *gw, const char *message);
 
 /* Free what the proxy keeps on the gateway (the wake event). */
 void proxy_shutdown(struct gw *gw);

@@ -167,7 +167,17 @@ struct lr_store {
      * the file (a failed open then removes it, as lr_store_discard()). */
     int pfd;
     int made_file;
+    /* The path no longer names the file st->db opened (file_moved()): 0,
+     * GONE_REPLACED or GONE_REMOVED, set by the write or refresh that
+     * noticed (wmu held). From then on st->db and st->rdb are not used but
+     * to close them; writes are refused, and lr_store_refresh() opens the
+     * file at the path (store_reopen()). want_dim: the dense dimension the
+     * store was opened with, which that file must have too. */
+    int gone;
+    size_t want_dim;
 };
+
+enum { GONE_REPLACED = 1, GONE_REMOVED = 2 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
  * since the last rebuild: each append then costs O(1) amortised, and no
@@ -1745,6 +1755,75 @@ static void db_file_note(struct lr_store *st)
     st->db_ino = sb.st_ino;
 }
 
+/* ==== The file under the path ====
+ *
+ * A store's file may be replaced while a handle has it open: another store
+ * moved to its name (an atomic deploy of a new history), or the file
+ * removed and another made there. SQLite goes on with the file it opened,
+ * so a write would land in a file no one will open again, and the -wal
+ * beside the path is still the old file's: SQLite applies a -wal to
+ * whatever database it finds beside it, so the next writer of the new
+ * file would apply the old file's frames to it ("database disk image is
+ * malformed"). Every write, and every refresh, first checks that the path
+ * still names the opened file (file_moved()); when it does not, nothing is
+ * written, the old file's -wal is folded into it and emptied at once
+ * (store_gone()), and the next refresh opens the file now at the path
+ * (store_reopen()). */
+
+/* 0 while the path (as opened: db_file) still names the file st->db
+ * opened; GONE_REPLACED when another file is there, GONE_REMOVED when
+ * none is. A stat() that fails otherwise (a folder made unreadable) does
+ * not count: the file is not known to have moved. */
+static int file_moved(const struct lr_store *st)
+{
+    struct stat sb;
+    if (!st->db_file)
+        return 0;
+    if (stat(st->db_file, &sb) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? GONE_REMOVED : 0;
+    return sb.st_dev != st->db_dev || sb.st_ino != st->db_ino ? GONE_REPLACED : 0;
+}
+
+/* The path no longer names st->db's file (wmu held, once). A TRUNCATE
+ * checkpoint copies the -wal's frames into the old file through the
+ * connection's open descriptor and truncates the -wal, which is still the
+ * one at the path, to nothing: the next process to open the new file finds
+ * an empty -wal there and reads the file alone. SQLite would not do it
+ * later: the last connection of a moved file does not checkpoint at close
+ * and leaves its -wal and -shm as they are. From here on the old
+ * connections are only closed (store_reopen()): any read of theirs would
+ * go through the -wal and -shm at the path, which a writer of the new file
+ * may be using. */
+static void store_gone(struct lr_store *st, int why)
+{
+    sqlite3_exec(st->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    st->gone = why;
+}
+
+static int gone_fail(const struct lr_store *st, struct lr_error *err)
+{
+    if (st->gone == GONE_REMOVED)
+        return fail(err, LR_EREPLACED, 0,
+                    "history store '%s' was removed since it was opened; nothing was written "
+                    "(a store put at its path is opened at the next refresh)",
+                    st->path);
+    return fail(err, LR_EREPLACED, 0,
+                "history store '%s' was replaced since it was opened (another file is at its "
+                "path now); nothing was written to the old file (the new one is opened at the "
+                "next refresh)",
+                st->path);
+}
+
+/* Before a write or a rebuild's use of st->db (wmu held): LR_EREPLACED
+ * when the path no longer names the opened file. */
+static int path_check(struct lr_store *st, struct lr_error *err)
+{
+    int why;
+    if (!st->gone && (why = file_moved(st)) != 0)
+        store_gone(st, why);
+    return st->gone ? gone_fail(st, err) : 0;
+}
+
 /* Why rebuild(): another connection committed (a refresh, a writer's
  * catch-up with many new rows), or the store grew by a quarter. */
 enum rebuild_why { REBUILD_CHANGED, REBUILD_REWEIGH };
@@ -1754,6 +1833,9 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
                           struct lr_error *err)
 {
     sqlite3_int64 v;
+    int rc;
+    if ((rc = path_check(st, err)) != 0)
+        return rc;
     if (why == REBUILD_REWEIGH) {
         *needed = st->hist->n >= st->rebuild_at;
         return 0;
@@ -1779,6 +1861,8 @@ static int rebuild_finish(struct lr_store *st, struct lr__hist *fresh, size_t di
     int rc;
 
     memset(&d, 0, sizeof(d));
+    if ((rc = path_check(st, err)) != 0)
+        return rc;
     if (st->generation != generation && !last)
         return REBUILD_AGAIN;
     if ((rc = exec(st, "BEGIN", err)) != 0)
@@ -1913,17 +1997,18 @@ static int rebuild(struct lr_store *st, enum rebuild_why why, int *changed, stru
  * not meet. The path is checked to still name the locked file once the
  * lock is held (a discard may have removed it in between): else the open
  * starts again on what the path names now. */
-static int presence_take(struct lr_store *st, struct lr_error *err)
+static int presence_take(struct lr_store *st, const char *file, int may_create,
+                         struct lr_error *err)
 {
     if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
         return 0;
     for (int attempt = 0; attempt < 16; attempt++) {
         struct stat held, named;
         const int base = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
-        int fd = st->read_only ? -1 : open(st->path, base | O_CREAT | O_EXCL, 0644);
+        int fd = st->read_only || !may_create ? -1 : open(file, base | O_CREAT | O_EXCL, 0644);
         st->made_file = fd >= 0;
-        if (fd < 0 && (st->read_only || errno == EEXIST))
-            fd = open(st->path, base);
+        if (fd < 0 && (st->read_only || !may_create || errno == EEXIST))
+            fd = open(file, base);
         /* SQLite would only say "unable to open database file". */
         if (fd < 0)
             return fail(err, LR_EIO, 0, "cannot open history store '%s': %s", st->path,
@@ -1946,7 +2031,7 @@ static int presence_take(struct lr_store *st, struct lr_error *err)
             close(fd); /* no flock() here: the store works, a discard keeps it */
             return 0;
         }
-        if (stat(st->path, &named) == 0 && named.st_dev == held.st_dev &&
+        if (stat(file, &named) == 0 && named.st_dev == held.st_dev &&
             named.st_ino == held.st_ino) {
             st->pfd = fd;
             return 0;
@@ -2020,7 +2105,8 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     pthread_rwlock_init(&st->rw, &ra);
     pthread_rwlockattr_destroy(&ra);
 
-    if ((rc = presence_take(st, err)) != 0)
+    st->want_dim = opts ? (size_t)opts->dense_dim : 0;
+    if ((rc = presence_take(st, path, 1, err)) != 0)
         goto fail;
     flags = st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
@@ -2112,7 +2198,8 @@ int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err)
     if (!store)
         return 0;
     /* Not even a failed conversion matters: the handle goes anyway. */
-    if (store->pfd < 0 || store->read_only || flock(store->pfd, LOCK_EX | LOCK_NB) != 0 ||
+    if (store->pfd < 0 || store->read_only || store->gone ||
+        flock(store->pfd, LOCK_EX | LOCK_NB) != 0 ||
         count_records(store, 0, &n, NULL) != 0 || n != 0) {
         lr_store_free(store);
         return 0;
@@ -2146,14 +2233,98 @@ size_t lr_store_count(const struct lr_store *store)
  * committed after its snapshot are added to the new copy. With
  * defer_reweigh, a re-weighing an append left due is a reason too, run by
  * the same rebuild. */
+/* The file at the path, opened in place of the one the path no longer
+ * names (rebuild_mu and wmu held, st->gone set), as lr_store_open() opens
+ * one but never creating it; its copy is published. The old connections
+ * close first: both files' connections would share the -shm at the path,
+ * and closing the old one's descriptor after the new one had locked it
+ * would drop the new one's locks (POSIX locks belong to the process). On
+ * failure the handle stays gone, with no connection, and the next refresh
+ * tries again. */
+static int store_reopen(struct lr_store *st, struct lr_error *err)
+{
+    struct lr__hist *fresh = NULL;
+    struct stat sb;
+    sqlite3_int64 v = 0;
+    size_t dim = st->dim ? st->dim : st->want_dim;
+    char *file = st->db_file;
+    int rc;
+
+    if (!file || stat(file, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        if (st->gone == GONE_REPLACED && file)
+            st->gone = GONE_REMOVED;
+        return gone_fail(st, err);
+    }
+    st->gone = GONE_REPLACED;
+    sqlite3_close(st->rdb);
+    sqlite3_close(st->db);
+    st->rdb = st->db = NULL;
+    if (st->pfd >= 0)
+        close(st->pfd);
+    st->pfd = -1;
+    st->db_file = NULL;
+    if ((rc = presence_take(st, file, 0, err)) != 0)
+        goto fail;
+    if (sqlite3_open_v2(file, &st->db,
+                        (st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+                            SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        rc = fail(err, LR_ESTORE, 0, "%s", st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    if ((rc = open_schema(st, dim, err)) != 0)
+        goto fail;
+    if (!st->read_only && ((rc = journal_wal(st, err)) != 0 ||
+                           (rc = exec(st, "PRAGMA synchronous=FULL", err)) != 0 ||
+                           (rc = keys_open(st, err)) != 0))
+        goto fail;
+    db_file_note(st);
+    dim = st->dim;
+    if ((rc = hist_load_snapshot(st, st->db, &dim, &fresh, &v, err)) != 0)
+        goto fail;
+    free(file);
+    st->gone = 0;
+    publish(st, fresh, dim, v, fresh->n);
+    return 0;
+fail:
+    sqlite3_close(st->db);
+    st->db = NULL;
+    if (st->pfd >= 0)
+        close(st->pfd);
+    st->pfd = -1;
+    free(st->db_file);
+    st->db_file = file;
+    if (err) {
+        char m[sizeof(err->message)];
+        snprintf(m, sizeof(m), "%s", err->message);
+        fail(err, LR_EREPLACED, 0,
+             "history store '%s' was replaced since it was opened, and the file now at its "
+             "path cannot be opened (%s); nothing is written until it can be",
+             st->path, m);
+    }
+    return LR_EREPLACED;
+}
+
 int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
 {
-    int rc;
+    int rc, why;
 
     if (changed)
         *changed = 0;
     if (!store)
         return fail(err, LR_EINVAL, 0, "lr_store_refresh: store is NULL");
+    pthread_mutex_lock(&store->rebuild_mu);
+    pthread_mutex_lock(&store->wmu);
+    if (!store->gone && (why = file_moved(store)) != 0)
+        store_gone(store, why);
+    rc = store->gone ? store_reopen(store, err) : 1;
+    pthread_mutex_unlock(&store->wmu);
+    pthread_mutex_unlock(&store->rebuild_mu);
+    if (rc == 0 && changed)
+        *changed = 2;
+    if (rc != 1)
+        return rc;
     rc = rebuild(store, REBUILD_CHANGED, changed, err);
     /* Most messages already name the store; those that do not (out of
      * memory) are told which. */
@@ -2241,6 +2412,9 @@ static int write_begin(struct lr_store *st, struct writer *w, int *in_tx, int ma
                        struct lr_error *err)
 {
     int rc;
+    memset(w, 0, sizeof(*w));
+    if ((rc = path_check(st, err)) != 0)
+        return rc;
     if ((rc = writer_open(st, w, err)) != 0)
         return rc;
     if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)

@@ -1730,6 +1730,103 @@ static void rebuild_reads_the_file_opened_not_its_path(void **st)
     lr_store_free(a);
 }
 
+/* A store moved to the path of an open one (an atomic deploy of a new
+ * history): the handle refuses to write to the file it opened, which no
+ * one will open again, and empties the old file's -wal left at the path,
+ * so the next writer of the new file does not apply it there; its refresh
+ * then opens the new file. */
+static void write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one(
+    void **st)
+{
+    char p[512], np[512], wal[520], q[64];
+    struct lr_store *a = NULL, *n = NULL, *o = NULL;
+    struct lr_error err;
+    struct stat sb;
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "swap.db");
+    path_in(np, sizeof(np), "swap-new.db");
+    snprintf(wal, sizeof(wal), "%s-wal", p);
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    for (int i = 0; i < 30; i++) {
+        snprintf(q, sizeof(q), "old store's query %d", i);
+        assert_int_equal(lr_store_add_outcome(a, q, 5, "old-model", 1.0, 3, &err), 0);
+    }
+    assert_int_equal(lr_store_open(np, NULL, &n, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(q, sizeof(q), "new store's query %d", i);
+        assert_int_equal(lr_store_add_outcome(n, q, 5, "new-model", 1.0, 3, &err), 0);
+    }
+    lr_store_free(n); /* the last connection: no -wal left beside it */
+    assert_int_equal(rename(np, p), 0);
+
+    assert_int_equal(lr_store_add_outcome(a, "lost?", 5, "old-model", 1.0, 3, &err),
+                     LR_EREPLACED);
+    assert_non_null(strstr(err.message, p));
+    assert_non_null(strstr(err.message, "was replaced since it was opened"));
+    assert_int_equal(lr_store_count(a), 30); /* routing goes on with its copy */
+    /* The old file's -wal at the path holds nothing now. */
+    assert_true(stat(wal, &sb) != 0 || sb.st_size == 0);
+
+    /* Another process's writer of the new file finds it whole. */
+    assert_int_equal(lr_store_open(p, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 3);
+    assert_int_equal(lr_store_add_outcome(o, "written beside", 5, "new-model", 1.0, 3, &err), 0);
+    lr_store_free(o);
+    o = NULL;
+
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 4);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(a), "old-model"), -1);
+    assert_int_equal(lr_store_add_outcome(a, "kept", 5, "new-model", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr_store_free(a);
+    assert_int_equal(lr_store_open(p, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 5);
+    lr_store_free(o);
+}
+
+/* The store's files removed under an open handle: writes are refused, a
+ * refresh says so while nothing is at the path, and opens the store made
+ * there afterwards. */
+static void write_after_the_file_was_removed_is_refused_until_one_is_there(void **st)
+{
+    char p[512], side[520];
+    struct lr_store *a = NULL, *o = NULL;
+    struct lr_error err;
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "gone.db");
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_add_outcome(a, "first", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(unlink(p), 0);
+    snprintf(side, sizeof(side), "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", p);
+    unlink(side);
+
+    assert_int_equal(lr_store_add_outcome(a, "second", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "was removed since it was opened"));
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_int_equal(changed, 0);
+    assert_int_equal(access(p, F_OK), -1); /* the refresh made no file */
+    assert_int_equal(lr_store_count(a), 1);
+
+    assert_int_equal(lr_store_open(p, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_add_outcome(o, "in the new one", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_add_outcome(o, "and another", 5, "m", 1.0, 3, &err), 0);
+    lr_store_free(o);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 2);
+    assert_int_equal(lr_store_add_outcome(a, "third", 5, "m", 1.0, 3, &err), 0);
+    lr_store_free(a);
+}
+
 /* With defer_reweigh, the append that grows the store by a quarter only
  * marks the re-weighing due: it returns with the copy it had (no rebuild
  * ran, the copy's weights are those of the import), and the next refresh
@@ -2366,6 +2463,9 @@ int main(void)
         cmocka_unit_test(failed_rebuild_keeps_the_old_copy_and_appends_go_on),
         cmocka_unit_test(deferred_reweigh_runs_at_the_next_refresh),
         cmocka_unit_test(rebuild_reads_the_file_opened_not_its_path),
+        cmocka_unit_test(
+            write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
+        cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
     };
