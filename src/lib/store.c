@@ -2117,6 +2117,17 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
                   st->db ? sqlite3_errmsg(st->db) : "out of memory", why);
         goto fail;
     }
+    /* SQLite opens a file it may not write read-only without a word, and
+     * every write would then fail; refused here, with the reason. */
+    if (!st->read_only && sqlite3_db_readonly(st->db, "main") == 1) {
+        char why[320] = "";
+        fs_reason(st, why, sizeof(why));
+        rc = fail(err, LR_ESTORE, 0,
+                  "history store '%s' cannot be written: SQLite could open it only "
+                  "read-only%s",
+                  path, *why ? why : " (the file is not writable)");
+        goto fail;
+    }
     sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
     /* The file is known to be a store (or made one) before anything is
      * set on it: another program's database is left as it was. */

@@ -507,6 +507,20 @@ if [ "$(id -u)" != 0 ] || [ ${#as_user[@]} -gt 0 ]; then
     expect "route, store in a read-only folder" 1 "" \
         "attempt to write a readonly database (its folder '$P/ro' is not writable: Permission denied" \
         -- "${as_user[@]}" "$BIN" route --config "$CFG" --strategy smart --store "$P/ro/h.db" q1
+    # A store file it may not write, in a folder it may: SQLite would open it
+    # read-only without a word and fail every write; refused at open, with
+    # the reason, and serve does not start on it (it answered each feedback
+    # 500). Reading it is still fine.
+    mkdir "$P/rw" && chmod 777 "$P/rw"
+    cp "$TMP/chk.db" "$P/rw/h.db" && chmod 444 "$P/rw/h.db"
+    want="history store '$P/rw/h.db' cannot be written: SQLite could open it only read-only"
+    want="$want (access to the file: Permission denied)"
+    expect "import, read-only store file" 1 "" "$want" -- "${as_user[@]}" \
+        "$BIN" import --store "$P/rw/h.db" "$SRC/examples/history.jsonl"
+    expect "serve refuses a read-only store file" 2 "" "$want" -- "${as_user[@]}" \
+        timeout 20 "$BIN" serve --config "$CFG" --store "$P/rw/h.db" --listen 127.0.0.1:0
+    expect "route, read-only store file" 0 "" "" -- "${as_user[@]}" \
+        "$BIN" route --config "$CFG" --strategy smart --store "$P/rw/h.db" q1
     chmod 755 "$P/shut" "$P/ro"
     chmod 700 "$TMP"
 else
