@@ -150,6 +150,8 @@ void gw_log_request(const struct gw *gw, const struct gw_log *lg)
         line_put(&l, ",\"cost\":%.9g", lg->cost);
     if (lg->error)
         line_str(&l, "error", lg->error);
+    if (lg->message)
+        line_str(&l, "message", lg->message);
     if (lg->attempts >= 0 && lg->attempts_json)
         line_put(&l, ",\"attempts\":%d,\"tries\":%s", lg->attempts, lg->attempts_json);
     if (lg->after_done_bytes > 0)
@@ -322,6 +324,12 @@ static void refused(struct hs_req *req, int status, const char *message, void *a
 void gw_log_answered(struct gw *gw, const char *id, const char *method, const char *path,
                      int status, const char *error, double t0)
 {
+    gw_log_answered_msg(gw, id, method, path, status, error, NULL, t0);
+}
+
+void gw_log_answered_msg(struct gw *gw, const char *id, const char *method, const char *path,
+                         int status, const char *error, const char *message, double t0)
+{
     struct gw_log log;
     metrics_count_request(gw->metrics, "", "", status);
     memset(&log, 0, sizeof log);
@@ -330,6 +338,7 @@ void gw_log_answered(struct gw *gw, const char *id, const char *method, const ch
     log.path = path;
     log.status = status;
     log.error = error;
+    log.message = message;
     log.latency_ms = (gw_now() - t0) * 1000;
     log.upstream_ms = -1;
     log.ttft_ms = -1;

@@ -236,7 +236,8 @@ struct gw_log {
     double latency_ms, upstream_ms, ttft_ms; /* < 0: not applicable */
     long tokens_in, tokens_out;              /* < 0: unknown */
     double cost;                             /* NaN: unknown */
-    const char *error;                       /* NULL, or why it failed */
+    const char *error;                       /* NULL, or why it failed (a code) */
+    const char *message;                     /* NULL, or the failure's message */
     int attempts;                            /* upstream attempts; < 0: not forwarded */
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
     long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
@@ -246,6 +247,10 @@ void gw_log_request(const struct gw *gw, const struct gw_log *log);
  * started at t0 (gw_now()); error may be NULL. */
 void gw_log_answered(struct gw *gw, const char *id, const char *method, const char *path,
                      int status, const char *error, double t0);
+/* The same, with the failure's message (may be NULL) on the line as
+ * "message", as events carry theirs. */
+void gw_log_answered_msg(struct gw *gw, const char *id, const char *method, const char *path,
+                         int status, const char *error, const char *message, double t0);
 
 /* ==== Errors (errors.c) ==== */
 

@@ -8,6 +8,7 @@ Uses mock backends only: what is under test is the routing and the store.
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,10 +40,10 @@ def history(path):
                                              "output_token_length": 120}]}) + "\n")
 
 
-def imported_store(bin_, wd):
-    """history.db in wd, imported from history() by `llmroute import`."""
-    store = os.path.join(wd, "history.db")
-    hist = os.path.join(wd, "history.jsonl")
+def imported_store(bin_, wd, name="history"):
+    """NAME.db in wd, imported from history() by `llmroute import`."""
+    store = os.path.join(wd, name + ".db")
+    hist = os.path.join(wd, name + ".jsonl")
     history(hist)
     out = subprocess.run([bin_, "import", "--store", store, hist], capture_output=True,
                          text=True, timeout=60)
@@ -245,6 +246,33 @@ def main(bin_):
         gw2.signal(signal.SIGTERM)
         assert gw2.wait() == 0
     check("acknowledged feedback is in the store after a restart", feedback_survives_a_restart)
+
+    def failed_feedback_logs_why():
+        # A trigger in the store refuses every new record with a message of
+        # its own: the gateway's log line for the 500 must carry it.
+        refusing = imported_store(bin_, wd, "refusing")
+        c = sqlite3.connect(refusing)
+        c.execute("CREATE TRIGGER refuse_all BEFORE INSERT ON records BEGIN "
+                  "SELECT RAISE(ABORT, 'no room for this record (a test trigger)'); END")
+        c.commit()
+        c.close()
+        g = Gateway(bin_, wd, config(refusing), name="refusing")
+        st, _, body = request(g.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 3 plus 3?", "model": "cheapo", "correctness": True,
+             "output_tokens": 3}))
+        assert st == 500, (st, body)
+        assert "no room for this record" in json.loads(body)["error"]["message"], body
+        # A line is written after its answer.
+        lines = wait_for(lambda: [l for l in g.log_lines() if l.get("path") == "/v1/feedback"],
+                         what="the /v1/feedback log line")
+        assert len(lines) == 1, lines
+        assert lines[0]["status"] == 500 and lines[0]["error"] == "feedback_refused", lines
+        assert "no room for this record (a test trigger)" in lines[0]["message"], lines
+        assert refusing in lines[0]["message"], lines
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("a feedback the store refuses is logged with the store's reason as \"message\"",
+          failed_feedback_logs_why)
 
     def no_store_is_501():
         cfg = config(store)
