@@ -676,15 +676,18 @@ static int write_port_file(const char *path, int port)
 
 /* Open the history store named by --store, or else by the config's
  * router.store (created when missing), with the config's embedder
- * (gw_store_open). Returns 0, or an exit code after saying why. The store
- * outlives reloads: a new path needs a restart. */
+ * (gw_store_open). Returns 0, or an exit code after saying why: 1 for a
+ * fault at run time (an I/O error, a full disk, a store busy for 5 s, out
+ * of memory), 2 for a store that cannot be used as given (no permission,
+ * not a store, another embedder's), as for a configuration error. The
+ * store outlives reloads: a new path needs a restart. */
 static int open_store(struct gw *gw, const struct gw_options *opts)
 {
     struct lr_error err = {0};
 
     if (gw_store_open(opts->config_path, opts->store, 0, &gw->store, &gw->store_path, &err)) {
         fprintf(stderr, "llmroute serve: %s\n", err.message);
-        return err.code == LR_ENOMEM ? 1 : 2;
+        return err.code == LR_ENOMEM || err.code == LR_EIO || err.code == LR_EBUSY ? 1 : 2;
     }
     if (gw->store)
         log_event("store", "%s: %zu records", gw->store_path, lr_store_count(gw->store));

@@ -321,21 +321,51 @@ static void fs_reason(const struct lr_store *st, char *buf, size_t cap)
                  dir, strerror(errno));
 }
 
+/* Why a SQLite call on `db` failed, beyond its own words, into buf as
+ * " (...)" or "": when it could not open or write a file, the file
+ * system's reason for the store's file or folder (fs_reason()); else, for
+ * an I/O error, the system's error of the failed call ("No space left on
+ * device", "File too large"), which SQLite keeps but does not put in its
+ * message. Returns the LR_E* code: an access problem (a file or folder this
+ * process may not write) is LR_ESTORE, a store that cannot be used as
+ * given, not an I/O fault. */
+static int sql_reason(const struct lr_store *st, sqlite3 *db, char *buf, size_t cap)
+{
+    int code = sql_code(db), primary = sqlite3_errcode(db) & 0xff, e;
+    buf[0] = '\0';
+    if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY)
+        fs_reason(st, buf, cap);
+    if (*buf)
+        return code == LR_EIO ? LR_ESTORE : code;
+    if (primary != SQLITE_IOERR && primary != SQLITE_CANTOPEN)
+        return code;
+    /* SQLite notes the errno of some failures only (an open, the -shm);
+     * a failed write to the -wal or the file is kept on that file. */
+    if ((e = sqlite3_system_errno(db)) == 0 && primary == SQLITE_IOERR) {
+        sqlite3_file *wal = NULL;
+        if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) == SQLITE_OK &&
+            wal && wal->pMethods)
+            wal->pMethods->xFileControl(wal, SQLITE_FCNTL_LAST_ERRNO, &e);
+        if (e == 0)
+            sqlite3_file_control(db, "main", SQLITE_FCNTL_LAST_ERRNO, &e);
+    }
+    if (e > 0)
+        snprintf(buf, cap, " (%s)", strerror(e));
+    return code;
+}
+
 /* Fill err for a failed SQLite call on `db` (st->db or st->rdb); `detail`
- * is SQLite's message, followed by the file system's reason when SQLite
- * could not open or write a file. */
+ * is SQLite's message, followed by the reason sql_reason() finds. */
 static int sql_fail_msg(struct lr_store *st, sqlite3 *db, struct lr_error *err, const char *what,
                         const char *detail)
 {
-    int code = sql_code(db), primary = sqlite3_errcode(db) & 0xff;
-    char why[320] = "";
+    char why[320];
+    int code = sql_reason(st, db, why, sizeof(why));
     if (code == LR_EBUSY)
         return fail(err, code, 0,
                     "history store '%s' is busy: another process has been writing it for "
                     "over %d s (%.40s: %s); nothing was written, try again",
                     st->path, BUSY_TIMEOUT_MS / 1000, what, detail);
-    if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY)
-        fs_reason(st, why, sizeof(why));
     return fail(err, code, 0, "history store '%s': %s: %s%s", st->path, what, detail, why);
 }
 
@@ -955,11 +985,13 @@ static int db_exec(struct lr_store *st, sqlite3 *db, const char *sql, struct lr_
 {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        int code = sql_code(db);
+        char why[320];
+        int code = sql_reason(st, db, why, sizeof(why));
         if (code == LR_EBUSY)
             sql_fail_msg(st, db, err, sql, msg ? msg : "SQLite error");
         else
-            fail(err, code, 0, "history store '%s': %s", st->path, msg ? msg : "SQLite error");
+            fail(err, code, 0, "history store '%s': %s%s", st->path, msg ? msg : "SQLite error",
+                 why);
         sqlite3_free(msg);
         return code;
     }
@@ -2009,10 +2041,17 @@ static int presence_take(struct lr_store *st, const char *file, int may_create,
         st->made_file = fd >= 0;
         if (fd < 0 && (st->read_only || !may_create || errno == EEXIST))
             fd = open(file, base);
-        /* SQLite would only say "unable to open database file". */
-        if (fd < 0)
-            return fail(err, LR_EIO, 0, "cannot open history store '%s': %s", st->path,
-                        strerror(errno));
+        /* SQLite would only say "unable to open database file". A path
+         * this process may not use (no such folder, no permission) is a
+         * store that cannot be used as given; anything else (no space, too
+         * many open files) an I/O fault. */
+        if (fd < 0) {
+            int e = errno;
+            int access = e == EACCES || e == EPERM || e == EROFS || e == ENOENT ||
+                         e == ENOTDIR || e == ELOOP || e == ENAMETOOLONG || e == EISDIR;
+            return fail(err, access ? LR_ESTORE : LR_EIO, 0, "cannot open history store '%s': %s",
+                        st->path, strerror(e));
+        }
         if (fstat(fd, &held) != 0) {
             int e = errno;
             close(fd);
