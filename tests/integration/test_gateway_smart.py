@@ -474,6 +474,34 @@ def dense(bin_, fake_bin):
     check("feedback into a dense store fetches the query's vector, and the next route uses it",
           feedback_fetches_the_vector)
 
+    def zero_vectors_are_the_embedders_fault():
+        # An embedding server answering vectors of zeros: they point nowhere,
+        # and that is the server's fault, a 502 embedding_failed naming it
+        # like a wrong dimension, not a 400 blaming the query or feedback.
+        before = records(gw.port)
+        fake.scenario("zero_vectors")
+        try:
+            st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+                {"query": "What is 6 plus 6?", "model": "cheapo", "correctness": 1,
+                 "output_tokens": 2}))
+            err = json.loads(body)["error"]
+            assert st == 502 and err["code"] == "embedding_failed", (st, err)
+            assert "/v1/embeddings" in err["message"], err
+            assert "zero vector" in err["message"], err
+            st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{"query": "What is 6 plus 6?"}], "strategy": "smart",
+                 "models": ["cheapo", "smarty"]}))
+            err = json.loads(body)["error"]
+            assert st == 502 and err["code"] == "embedding_failed", (st, err)
+            assert "zero vector" in err["message"], err
+            st, _, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 6 plus 6?")})
+            assert st == 502 and "zero vector" in j["error"]["message"], (st, j)
+        finally:
+            fake.scenario("ok")
+        assert records(gw.port) == before
+    check("an embedding server's zero vectors are 502 embedding_failed for feedback, "
+          "/v1/route and a smart chat, and store nothing", zero_vectors_are_the_embedders_fault)
+
     def embedder_down_is_502():
         cfg2 = config(store)
         cfg2["router"]["embedding"] = {"base_url": "http://127.0.0.1:%d/v1" % closed_port(),
