@@ -1177,10 +1177,16 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
                 sqlite3_step(q) == SQLITE_ROW)
                 objects = sqlite3_column_int64(q, 0);
             sqlite3_finalize(q);
+            if (objects < 0) {
+                /* The message first: a ROLLBACK resets SQLite's, which then
+                 * says "not an error". */
+                rc = sql_fail(st, err, "opening");
+                if (in_tx)
+                    exec(st, "ROLLBACK", NULL);
+                return rc;
+            }
             if (objects != 0 && in_tx)
                 exec(st, "ROLLBACK", NULL);
-            if (objects < 0)
-                return sql_fail(st, err, "opening");
             if (objects > 0)
                 return fail(err, LR_ESTORE, 0,
                             "'%s' is a SQLite database but not a history store", st->path);

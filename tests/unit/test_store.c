@@ -1036,6 +1036,44 @@ static void dense_refresh_reads_another_connections_vectors(void **st)
     lr_store_free(b);
 }
 
+/* A store cut short (its first 50 bytes): the open fails with SQLite's
+ * reason. The message was taken after a ROLLBACK, which resets it to
+ * "not an error". */
+static void truncated_store_is_refused_with_sqlites_reason(void **st)
+{
+    char good[512], cut[512], buf[64];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    FILE *f;
+    size_t n;
+    (void)st;
+
+    path_in(good, sizeof(good), "whole.db");
+    assert_int_equal(lr_store_open(good, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "a query", 5, "m", 1.0, 3, &err), 0);
+    lr_store_free(s);
+    s = NULL;
+    f = fopen(good, "rb");
+    assert_non_null(f);
+    n = fread(buf, 1, 50, f);
+    fclose(f);
+    assert_int_equal(n, 50);
+    path_in(cut, sizeof(cut), "cut.db");
+    f = fopen(cut, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, 50, f), 50);
+    fclose(f);
+
+    assert_int_not_equal(lr_store_open(cut, NULL, &s, &err), 0);
+    assert_null(s);
+    assert_null(strstr(err.message, "not an error"));
+    assert_non_null(strstr(err.message, "malformed"));
+    assert_non_null(strstr(err.message, cut));
+    struct stat sb;
+    assert_int_equal(stat(cut, &sb), 0);
+    assert_int_equal(sb.st_size, 50);
+}
+
 static void missing_file_is_an_io_error(void **st)
 {
     (void)st;
@@ -2438,6 +2476,7 @@ int main(void)
         cmocka_unit_test(appends_validate_and_respect_the_cap),
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
         cmocka_unit_test(missing_file_is_an_io_error),
+        cmocka_unit_test(truncated_store_is_refused_with_sqlites_reason),
         cmocka_unit_test(copy_is_the_same_on_any_number_of_threads),
         cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
         cmocka_unit_test(dense_import_is_all_or_nothing_when_the_embedder_fails),
