@@ -2087,6 +2087,28 @@ static int presence_take(struct lr_store *st, const char *file, int may_create,
                 st->path);
 }
 
+/* SQLite takes a file shorter than its 100-byte header for an empty
+ * database and would make a store of it: a 1-byte file of any other kind
+ * would be overwritten. A file that is not empty must start with SQLite's
+ * header, as any longer non-database is refused by SQLite itself (with the
+ * same words); it is left as it is. Read on the presence descriptor. */
+static int header_check(struct lr_store *st, struct lr_error *err)
+{
+    static const char magic[16] = "SQLite format 3";
+    char head[sizeof(magic)];
+    ssize_t n;
+    if (st->pfd < 0)
+        return 0;
+    while ((n = pread(st->pfd, head, sizeof(head), 0)) < 0 && errno == EINTR)
+        ;
+    if (n < 0)
+        return fail(err, LR_EIO, 0, "cannot read history store '%s': %s", st->path,
+                    strerror(errno));
+    if (n > 0 && ((size_t)n < sizeof(magic) || memcmp(head, magic, sizeof(magic)) != 0))
+        return fail(err, LR_ESTORE, 0, "history store '%s': file is not a database", st->path);
+    return 0;
+}
+
 static int remove_files(struct lr_store *store, int *removed, struct lr_error *err);
 
 /* PRAGMA journal_mode=WAL needs the file to itself for a moment, and
@@ -2151,7 +2173,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     pthread_rwlockattr_destroy(&ra);
 
     st->want_dim = opts ? (size_t)opts->dense_dim : 0;
-    if ((rc = presence_take(st, path, 1, err)) != 0)
+    if ((rc = presence_take(st, path, 1, err)) != 0 || (rc = header_check(st, err)) != 0)
         goto fail;
     flags = st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
@@ -2319,7 +2341,7 @@ static int store_reopen(struct lr_store *st, struct lr_error *err)
         close(st->pfd);
     st->pfd = -1;
     st->db_file = NULL;
-    if ((rc = presence_take(st, file, 0, err)) != 0)
+    if ((rc = presence_take(st, file, 0, err)) != 0 || (rc = header_check(st, err)) != 0)
         goto fail;
     if (sqlite3_open_v2(file, &st->db,
                         (st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |

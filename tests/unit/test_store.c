@@ -1074,6 +1074,37 @@ static void truncated_store_is_refused_with_sqlites_reason(void **st)
     assert_int_equal(sb.st_size, 50);
 }
 
+/* SQLite takes a file shorter than its header for an empty database: a
+ * 1-byte file (or one holding only the start of the header) would become a
+ * store. Refused with the words SQLite uses for a longer non-database, and
+ * left as it was, whether opened to write or to read. */
+static void short_non_database_file_is_refused_and_left_alone(void **st)
+{
+    static const char *const bodies[] = {"h", "SQLite", "x\n"};
+    (void)st;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(*bodies); i++) {
+        struct lr_store_options ro = {0};
+        struct lr_store *s = NULL;
+        struct lr_error err;
+        char name[32], p[512], back[16] = "";
+        FILE *f;
+        snprintf(name, sizeof(name), "short-%zu.db", i);
+        snprintf(p, sizeof(p), "%s", write_file(name, bodies[i]));
+        for (int read_only = 0; read_only <= 1; read_only++) {
+            ro.read_only = read_only;
+            assert_int_equal(lr_store_open(p, &ro, &s, &err), LR_ESTORE);
+            assert_null(s);
+            assert_non_null(strstr(err.message, "file is not a database"));
+            assert_non_null(strstr(err.message, p));
+        }
+        f = fopen(p, "rb");
+        assert_non_null(f);
+        assert_int_equal(fread(back, 1, sizeof(back) - 1, f), strlen(bodies[i]));
+        fclose(f);
+        assert_string_equal(back, bodies[i]);
+    }
+}
+
 static void missing_file_is_an_io_error(void **st)
 {
     (void)st;
@@ -2476,6 +2507,7 @@ int main(void)
         cmocka_unit_test(appends_validate_and_respect_the_cap),
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
         cmocka_unit_test(missing_file_is_an_io_error),
+        cmocka_unit_test(short_non_database_file_is_refused_and_left_alone),
         cmocka_unit_test(truncated_store_is_refused_with_sqlites_reason),
         cmocka_unit_test(copy_is_the_same_on_any_number_of_threads),
         cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
