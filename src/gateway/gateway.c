@@ -452,13 +452,16 @@ static void refresh_log(const struct refresh_job *j)
 }
 
 /* The store_replaced event, the first time since the store was last
- * (re)opened. */
-static void replaced_log(struct gw *gw, const char *message)
+ * (re)opened, and again only when a refresh finds another reason (the
+ * file removed, then one put there that cannot be opened), not at every
+ * feedback or period while it lasts. */
+static void replaced_log(struct gw *gw, const char *message, int refresh)
 {
     struct line l;
-    if (gw->store_replaced)
+    if (gw->store_replaced && (!refresh || strcmp(gw->store_replaced_why, message) == 0))
         return;
     gw->store_replaced = 1;
+    snprintf(gw->store_replaced_why, sizeof gw->store_replaced_why, "%s", message);
     l.len = 0;
     line_put(&l, "{\"event\":\"store_replaced\"");
     line_str(&l, "store", gw->store_path ? gw->store_path : "");
@@ -472,7 +475,7 @@ static void refresh_done(void *arg)
     struct refresh_job *j = arg;
     struct gw *gw = j->gw;
     if (j->rc == LR_EREPLACED) {
-        replaced_log(gw, j->err.message); /* once, not at every period while it lasts */
+        replaced_log(gw, j->err.message, 1); /* not at every period while it lasts */
     } else if (j->rc != 0 || j->changed) {
         if (j->rc == 0 && j->changed == 2)
             gw->store_replaced = 0;
@@ -515,7 +518,7 @@ void gw_store_refresh_start(struct gw *gw)
 
 void gw_store_replaced(struct gw *gw, const char *message)
 {
-    replaced_log(gw, message);
+    replaced_log(gw, message, 0);
     gw_store_refresh_start(gw);
 }
 

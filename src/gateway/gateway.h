@@ -200,9 +200,12 @@ struct gw {
     int refresh_again;   /* SIGHUP came during it: refresh again when it ends */
     int refresh_stopped; /* shutting down: start no more */
     /* The store's path no longer names the file it opened (LR_EREPLACED
-     * from an append or a refresh), logged once; cleared when a refresh
-     * has opened the file now at the path. On the loop only. */
+     * from an append or a refresh), logged once for each reason (the
+     * last one logged kept here: "removed", then why the file put there
+     * cannot be opened, ...); cleared when a refresh has opened the file
+     * now at the path. On the loop only. */
     int store_replaced;
+    char store_replaced_why[512];
 };
 
 /* Refresh the history store on a worker now (gateway.c), or when the
