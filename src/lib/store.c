@@ -1862,6 +1862,24 @@ static int path_check(struct lr_store *st, struct lr_error *err)
     return st->gone ? gone_fail(st, err) : 0;
 }
 
+/* COMMIT for a write that write_begin() let start, unless the path has
+ * stopped naming the file meanwhile: then LR_EREPLACED, the caller rolls
+ * back, and path_check() after the rollback marks the handle gone and
+ * empties the old -wal (a checkpoint cannot run inside the transaction).
+ * A move while the COMMIT itself runs is not seen. */
+static int commit_checked(struct lr_store *st, struct lr_error *err)
+{
+    int why = file_moved(st);
+    if (why) {
+        int was = st->gone, rc;
+        st->gone = why;
+        rc = gone_fail(st, err);
+        st->gone = was;
+        return rc;
+    }
+    return exec(st, "COMMIT", err);
+}
+
 /* Why rebuild(): another connection committed (a refresh, a writer's
  * catch-up with many new rows), or the store grew by a quarter. */
 enum rebuild_why { REBUILD_CHANGED, REBUILD_REWEIGH };
@@ -2791,7 +2809,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         rc = sql_fail(st, err, "adding a record");
         goto out;
     }
-    if ((rc = exec(st, "COMMIT", err)) != 0)
+    if ((rc = commit_checked(st, err)) != 0)
         goto out;
     in_tx = 0;
 
@@ -2833,6 +2851,8 @@ out:
         pthread_rwlock_unlock(&st->rw);
     }
     writer_close(&w);
+    if (rc == LR_EREPLACED)
+        path_check(st, NULL);
     for (size_t j = 0; j < n_new; j++)
         free(new_names[j]);
     free(unit);
@@ -3367,7 +3387,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     map = NULL;
     if ((rc = hist_load(store, store->db, store->dense ? im.dim : 0, &fresh, err)) != 0)
         goto out;
-    if ((rc = exec(store, "COMMIT", err)) != 0)
+    if ((rc = commit_checked(store, err)) != 0)
         goto out;
     in_tx = 0;
     pthread_rwlock_wrlock(&store->rw);
@@ -3389,6 +3409,8 @@ out:
         report->imported = 0;
     pending_drop(&im);
     writer_close(&im.w);
+    if (rc == LR_EREPLACED)
+        path_check(store, NULL);
     pthread_mutex_unlock(&store->wmu);
     hist_free(old);
     hist_free(fresh);

@@ -1896,6 +1896,71 @@ static void write_after_the_file_was_removed_is_refused_until_one_is_there(void 
     lr_store_free(a);
 }
 
+/* The move can also come inside a write, after its check: here while a
+ * dense import's transaction waits on its embedder. The COMMIT is not run
+ * (the records would go to the old file), the import fails, and the -wal
+ * at the path is emptied once it has rolled back. */
+struct mover {
+    const char *from, *to;
+    int moved;
+};
+
+static int moving_embed(void *arg, const char *const *texts, size_t n, float *out, size_t dim,
+                        struct lr_error *err)
+{
+    struct mover *m = arg;
+    (void)err;
+    if (!m->moved++)
+        assert_int_equal(rename(m->from, m->to), 0);
+    for (size_t i = 0; i < n; i++)
+        hash_vector(texts[i], out + i * dim, dim);
+    return 0;
+}
+
+static void file_replaced_during_a_write_is_not_committed_to(void **st)
+{
+    char p[512], np[512], wal[520];
+    struct lr_store *a = NULL, *n = NULL, *o = NULL;
+    struct lr_store_options d8 = {"openai:fake", 8, 0, 0, 1, 0};
+    struct mover m;
+    struct lr_import_options io = {.embed = moving_embed, .embed_arg = &m, .embed_dim = 8};
+    struct lr_error err;
+    struct stat sb;
+    float v[8];
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "mid.db");
+    path_in(np, sizeof(np), "mid-new.db");
+    snprintf(wal, sizeof(wal), "%s-wal", p);
+    assert_int_equal(lr_store_open(p, &d8, &a, &err), 0);
+    hash_vector("old", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(a, "old", 5, "m", 1.0, 3, v, 8, &err), 0);
+    assert_int_equal(lr_store_open(np, &d8, &n, &err), 0);
+    hash_vector("new", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(n, "new", 5, "m", 1.0, 3, v, 8, &err), 0);
+    hash_vector("newer", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(n, "newer", 5, "m", 1.0, 3, v, 8, &err), 0);
+    lr_store_free(n);
+    m.from = np;
+    m.to = p;
+    m.moved = 0;
+
+    assert_int_equal(lr_store_import_file(a, write_file("mid.json", FIVE), &io, NULL, &err),
+                     LR_EREPLACED);
+    assert_int_equal(m.moved, 1);
+    assert_non_null(strstr(err.message, "was replaced since it was opened"));
+    assert_int_equal(lr_store_count(a), 1);
+    assert_true(stat(wal, &sb) != 0 || sb.st_size == 0);
+    assert_int_equal(lr_store_open(p, &d8, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 2); /* the new file, whole */
+    lr_store_free(o);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 2);
+    lr_store_free(a);
+}
+
 /* With defer_reweigh, the append that grows the store by a quarter only
  * marks the re-weighing due: it returns with the copy it had (no rebuild
  * ran, the copy's weights are those of the import), and the next refresh
@@ -2537,6 +2602,7 @@ int main(void)
         cmocka_unit_test(
             write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
         cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),
+        cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
     };
