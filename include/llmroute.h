@@ -74,8 +74,10 @@ enum lr_errcode {
     LR_EINFEASIBLE = -9, /* no assignment meets the constraints (a best effort is returned) */
     LR_ESTRATEGY = -10,  /* unknown strategy, or one that lacks what it needs */
     LR_ETOOBIG = -11,    /* an input over a configured cap */
-    LR_EBUSY = -12       /* the history store is being written by another process for longer
+    LR_EBUSY = -12,      /* the history store is being written by another process for longer
                             than a write waits (5 s); nothing was written: try again */
+    LR_EREPLACED = -13   /* the history store's file was replaced or removed since it was
+                            opened; nothing was written (lr_store_refresh() opens the new one) */
 };
 
 /* A short, static description of an error code. Never NULL. */
@@ -275,7 +277,16 @@ LR_EXTERN size_t lr_store_count(const struct lr_store *store);
  * made its re-weighing due (lr_store_reweigh_due()), the same way.
  * *changed (may be NULL) is set to 1 when the copy was rebuilt (or
  * re-weighed), else 0. On failure the old copy stays and err names the
- * store. */
+ * store.
+ * When the store's path no longer names the file this handle opened (an
+ * atomic replace: another store moved to its name, or the file removed),
+ * writes are refused with LR_EREPLACED, and a refresh, or the first write
+ * that notices, folds the old file's -wal into it (PRAGMA
+ * wal_checkpoint(TRUNCATE)) so that the -wal left at the path is empty
+ * for the new file. The refresh then opens the file now at the path, by
+ * the same rules as lr_store_open() but never creating one, and swaps its
+ * copy in (*changed set to 2); while there is none, or it cannot be opened, it
+ * fails with LR_EREPLACED and routing goes on with the old copy. */
 LR_EXTERN int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err);
 
 /* 1 when the store was opened with defer_reweigh and an append has made the

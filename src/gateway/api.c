@@ -683,11 +683,13 @@ struct feedback {
     double t0;
     double t_queued; /* given to a worker */
     char id[136];
+    const char *why; /* a refusal's message, for its log line, or NULL */
 };
 
 static void feedback_end(struct feedback *fb, int status, const char *error)
 {
-    gw_log_answered(fb->gw, fb->id, "POST", "/v1/feedback", status, error, fb->t0);
+    gw_log_answered_msg(fb->gw, fb->id, "POST", "/v1/feedback", status, error,
+                        fb->why && *fb->why ? fb->why : NULL, fb->t0);
     gw_embed_cancel(fb->embed);
     gw_conf_unref(fb->conf);
     free(fb->query);
@@ -756,13 +758,25 @@ static void feedback_done(void *arg)
         status = refuse(fb->req, 503, NULL, "store_busy",
                         "the history store is busy (another process is writing it); nothing "
                         "was recorded, retry the feedback");
+        fb->why = fb->err.message;
         feedback_end(fb, status, "store_busy");
+        return;
+    }
+    if (fb->rc == LR_EREPLACED) {
+        /* The store's file was moved away or removed: nothing was written,
+         * and the refresh this starts opens the file now at the path. */
+        gw_store_replaced(fb->gw, fb->err.message); /* logged before the answer goes */
+        hs_resp_header(fb->req, "Retry-After", "1");
+        status = refuse(fb->req, 503, NULL, "store_replaced", fb->err.message);
+        fb->why = fb->err.message;
+        feedback_end(fb, status, "store_replaced");
         return;
     }
     if (fb->rc) {
         int code = fb->rc == LR_EINVAL || fb->rc == LR_ETOOBIG ? 400 : 500;
         status = refuse(fb->req, code, NULL, code == 400 ? "invalid_value" : "store_error",
                         fb->err.message);
+        fb->why = fb->err.message; /* why: "database or disk is full", say */
         feedback_end(fb, status, "feedback_refused");
         return;
     }
@@ -802,6 +816,7 @@ static void feedback_got(void *arg, float *vec, size_t dim, const char *why)
         int status;
         hs_req_watch(fb->req, NULL, NULL, NULL);
         status = refuse(fb->req, 502, NULL, "embedding_failed", why);
+        fb->why = why;
         feedback_end(fb, status, "embedding_failed");
         return;
     }

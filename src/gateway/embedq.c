@@ -128,6 +128,23 @@ static int embed_parse(struct gw_embed *e)
             }
             e->vec[i] = (float)d;
         }
+        /* A vector of zeros (or of floats too small for their squares to
+         * add up to anything) has no direction: the library would refuse
+         * it as the query's fault, a 400 for a feedback and for a route.
+         * It is the embedding server's, a 502 like a wrong dimension. The
+         * sum is the library's (lr__l2_normalize), so the two agree. */
+        if (rc == 0) {
+            double s = 0.0;
+            for (size_t i = 0; i < n; i++)
+                s += (double)e->vec[i] * e->vec[i];
+            if (!(s > 0.0) || !isfinite(s)) {
+                set_why(e,
+                        "the embedding server %s: data[0].embedding is a zero vector (%zu "
+                        "numbers, none of them away from 0), which points nowhere to compare",
+                        e->conf->embed_url, n);
+                rc = -1;
+            }
+        }
         e->dim = n;
     }
     if (rc) {

@@ -150,6 +150,8 @@ void gw_log_request(const struct gw *gw, const struct gw_log *lg)
         line_put(&l, ",\"cost\":%.9g", lg->cost);
     if (lg->error)
         line_str(&l, "error", lg->error);
+    if (lg->message)
+        line_str(&l, "message", lg->message);
     if (lg->attempts >= 0 && lg->attempts_json)
         line_put(&l, ",\"attempts\":%d,\"tries\":%s", lg->attempts, lg->attempts_json);
     if (lg->after_done_bytes > 0)
@@ -322,6 +324,12 @@ static void refused(struct hs_req *req, int status, const char *message, void *a
 void gw_log_answered(struct gw *gw, const char *id, const char *method, const char *path,
                      int status, const char *error, double t0)
 {
+    gw_log_answered_msg(gw, id, method, path, status, error, NULL, t0);
+}
+
+void gw_log_answered_msg(struct gw *gw, const char *id, const char *method, const char *path,
+                         int status, const char *error, const char *message, double t0)
+{
     struct gw_log log;
     metrics_count_request(gw->metrics, "", "", status);
     memset(&log, 0, sizeof log);
@@ -330,6 +338,7 @@ void gw_log_answered(struct gw *gw, const char *id, const char *method, const ch
     log.path = path;
     log.status = status;
     log.error = error;
+    log.message = message;
     log.latency_ms = (gw_now() - t0) * 1000;
     log.upstream_ms = -1;
     log.ttft_ms = -1;
@@ -419,7 +428,16 @@ static void refresh_log(const struct refresh_job *j)
 {
     struct line l;
     l.len = 0;
-    if (j->rc != 0) {
+    if (j->rc == 0 && j->changed == 2) {
+        /* lr_store_refresh opened the file now at the path. */
+        line_put(&l, "{\"event\":\"store_reopened\"");
+        line_str(&l, "store", j->gw->store_path ? j->gw->store_path : "");
+        line_str(&l, "message",
+                 "the store's path names another file now: writes and routing use it from "
+                 "here on");
+        line_put(&l, ",\"records_before\":%zu,\"records_after\":%zu,\"ms\":%.3f", j->before,
+                 j->after, j->ms);
+    } else if (j->rc != 0) {
         line_put(&l, "{\"event\":\"store_refresh_failed\"");
         line_str(&l, "store", j->gw->store_path ? j->gw->store_path : "");
         line_str(&l, "message", j->err.message);
@@ -433,13 +451,36 @@ static void refresh_log(const struct refresh_job *j)
     line_write(&l);
 }
 
+/* The store_replaced event, the first time since the store was last
+ * (re)opened, and again only when a refresh finds another reason (the
+ * file removed, then one put there that cannot be opened), not at every
+ * feedback or period while it lasts. */
+static void replaced_log(struct gw *gw, const char *message, int refresh)
+{
+    struct line l;
+    if (gw->store_replaced && (!refresh || strcmp(gw->store_replaced_why, message) == 0))
+        return;
+    gw->store_replaced = 1;
+    snprintf(gw->store_replaced_why, sizeof gw->store_replaced_why, "%s", message);
+    l.len = 0;
+    line_put(&l, "{\"event\":\"store_replaced\"");
+    line_str(&l, "store", gw->store_path ? gw->store_path : "");
+    line_str(&l, "message", message);
+    line_write(&l);
+}
+
 /* On the loop: log what changed, then schedule the next refresh. */
 static void refresh_done(void *arg)
 {
     struct refresh_job *j = arg;
     struct gw *gw = j->gw;
-    if (j->rc != 0 || j->changed)
+    if (j->rc == LR_EREPLACED) {
+        replaced_log(gw, j->err.message, 1); /* not at every period while it lasts */
+    } else if (j->rc != 0 || j->changed) {
+        if (j->rc == 0 && j->changed == 2)
+            gw->store_replaced = 0;
         refresh_log(j);
+    }
     free(j);
     gw->refresh_busy = 0;
     if (gw->refresh_again && !gw->refresh_stopped) {
@@ -473,6 +514,12 @@ void gw_store_refresh_start(struct gw *gw)
         return;
     }
     gw->refresh_busy = 1;
+}
+
+void gw_store_replaced(struct gw *gw, const char *message)
+{
+    replaced_log(gw, message, 0);
+    gw_store_refresh_start(gw);
 }
 
 static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
@@ -632,15 +679,18 @@ static int write_port_file(const char *path, int port)
 
 /* Open the history store named by --store, or else by the config's
  * router.store (created when missing), with the config's embedder
- * (gw_store_open). Returns 0, or an exit code after saying why. The store
- * outlives reloads: a new path needs a restart. */
+ * (gw_store_open). Returns 0, or an exit code after saying why: 1 for a
+ * fault at run time (an I/O error, a full disk, a store busy for 5 s, out
+ * of memory), 2 for a store that cannot be used as given (no permission,
+ * not a store, another embedder's), as for a configuration error. The
+ * store outlives reloads: a new path needs a restart. */
 static int open_store(struct gw *gw, const struct gw_options *opts)
 {
     struct lr_error err = {0};
 
     if (gw_store_open(opts->config_path, opts->store, 0, &gw->store, &gw->store_path, &err)) {
         fprintf(stderr, "llmroute serve: %s\n", err.message);
-        return err.code == LR_ENOMEM ? 1 : 2;
+        return err.code == LR_ENOMEM || err.code == LR_EIO || err.code == LR_EBUSY ? 1 : 2;
     }
     if (gw->store)
         log_event("store", "%s: %zu records", gw->store_path, lr_store_count(gw->store));

@@ -199,11 +199,22 @@ struct gw {
     int refresh_busy;    /* a refresh is on a worker */
     int refresh_again;   /* SIGHUP came during it: refresh again when it ends */
     int refresh_stopped; /* shutting down: start no more */
+    /* The store's path no longer names the file it opened (LR_EREPLACED
+     * from an append or a refresh), logged once for each reason (the
+     * last one logged kept here: "removed", then why the file put there
+     * cannot be opened, ...); cleared when a refresh has opened the file
+     * now at the path. On the loop only. */
+    int store_replaced;
+    char store_replaced_why[512];
 };
 
 /* Refresh the history store on a worker now (gateway.c), or when the
  * refresh in flight ends. */
 void gw_store_refresh_start(struct gw *gw);
+/* An append or a refresh found the store's file replaced or removed
+ * (LR_EREPLACED, `message` why): logged as a store_replaced event the first
+ * time, and a refresh started, which opens the file now at the path. */
+void gw_store_replaced(struct gw *gw, const char *message);
 
 /* Free what the proxy keeps on the gateway (the wake event). */
 void proxy_shutdown(struct gw *gw);
@@ -228,7 +239,8 @@ struct gw_log {
     double latency_ms, upstream_ms, ttft_ms; /* < 0: not applicable */
     long tokens_in, tokens_out;              /* < 0: unknown */
     double cost;                             /* NaN: unknown */
-    const char *error;                       /* NULL, or why it failed */
+    const char *error;                       /* NULL, or why it failed (a code) */
+    const char *message;                     /* NULL, or the failure's message */
     int attempts;                            /* upstream attempts; < 0: not forwarded */
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
     long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
@@ -238,6 +250,10 @@ void gw_log_request(const struct gw *gw, const struct gw_log *log);
  * started at t0 (gw_now()); error may be NULL. */
 void gw_log_answered(struct gw *gw, const char *id, const char *method, const char *path,
                      int status, const char *error, double t0);
+/* The same, with the failure's message (may be NULL) on the line as
+ * "message", as events carry theirs. */
+void gw_log_answered_msg(struct gw *gw, const char *id, const char *method, const char *path,
+                         int status, const char *error, const char *message, double t0);
 
 /* ==== Errors (errors.c) ==== */
 

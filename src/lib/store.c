@@ -168,7 +168,17 @@ struct lr_store {
      * the file (a failed open then removes it, as lr_store_discard()). */
     int pfd;
     int made_file;
+    /* The path no longer names the file st->db opened (file_moved()): 0,
+     * GONE_REPLACED or GONE_REMOVED, set by the write or refresh that
+     * noticed (wmu held). From then on st->db and st->rdb are not used but
+     * to close them; writes are refused, and lr_store_refresh() opens the
+     * file at the path (store_reopen()). want_dim: the dense dimension the
+     * store was opened with, which that file must have too. */
+    int gone;
+    size_t want_dim;
 };
+
+enum { GONE_REPLACED = 1, GONE_REMOVED = 2 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
  * since the last rebuild: each append then costs O(1) amortised, and no
@@ -312,21 +322,51 @@ static void fs_reason(const struct lr_store *st, char *buf, size_t cap)
                  dir, strerror(errno));
 }
 
+/* Why a SQLite call on `db` failed, beyond its own words, into buf as
+ * " (...)" or "": when it could not open or write a file, the file
+ * system's reason for the store's file or folder (fs_reason()); else, for
+ * an I/O error, the system's error of the failed call ("No space left on
+ * device", "File too large"), which SQLite keeps but does not put in its
+ * message. Returns the LR_E* code: an access problem (a file or folder this
+ * process may not write) is LR_ESTORE, a store that cannot be used as
+ * given, not an I/O fault. */
+static int sql_reason(const struct lr_store *st, sqlite3 *db, char *buf, size_t cap)
+{
+    int code = sql_code(db), primary = sqlite3_errcode(db) & 0xff, e;
+    buf[0] = '\0';
+    if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY)
+        fs_reason(st, buf, cap);
+    if (*buf)
+        return code == LR_EIO ? LR_ESTORE : code;
+    if (primary != SQLITE_IOERR && primary != SQLITE_CANTOPEN)
+        return code;
+    /* SQLite notes the errno of some failures only (an open, the -shm);
+     * a failed write to the -wal or the file is kept on that file. */
+    if ((e = sqlite3_system_errno(db)) == 0 && primary == SQLITE_IOERR) {
+        sqlite3_file *wal = NULL;
+        if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) == SQLITE_OK &&
+            wal && wal->pMethods)
+            wal->pMethods->xFileControl(wal, SQLITE_FCNTL_LAST_ERRNO, &e);
+        if (e == 0)
+            sqlite3_file_control(db, "main", SQLITE_FCNTL_LAST_ERRNO, &e);
+    }
+    if (e > 0)
+        snprintf(buf, cap, " (%s)", strerror(e));
+    return code;
+}
+
 /* Fill err for a failed SQLite call on `db` (st->db or st->rdb); `detail`
- * is SQLite's message, followed by the file system's reason when SQLite
- * could not open or write a file. */
+ * is SQLite's message, followed by the reason sql_reason() finds. */
 static int sql_fail_msg(struct lr_store *st, sqlite3 *db, struct lr_error *err, const char *what,
                         const char *detail)
 {
-    int code = sql_code(db), primary = sqlite3_errcode(db) & 0xff;
-    char why[320] = "";
+    char why[320];
+    int code = sql_reason(st, db, why, sizeof(why));
     if (code == LR_EBUSY)
         return fail(err, code, 0,
                     "history store '%s' is busy: another process has been writing it for "
                     "over %d s (%.40s: %s); nothing was written, try again",
                     st->path, BUSY_TIMEOUT_MS / 1000, what, detail);
-    if (primary == SQLITE_CANTOPEN || primary == SQLITE_READONLY)
-        fs_reason(st, why, sizeof(why));
     return fail(err, code, 0, "history store '%s': %s: %s%s", st->path, what, detail, why);
 }
 
@@ -946,11 +986,13 @@ static int db_exec(struct lr_store *st, sqlite3 *db, const char *sql, struct lr_
 {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        int code = sql_code(db);
+        char why[320];
+        int code = sql_reason(st, db, why, sizeof(why));
         if (code == LR_EBUSY)
             sql_fail_msg(st, db, err, sql, msg ? msg : "SQLite error");
         else
-            fail(err, code, 0, "history store '%s': %s", st->path, msg ? msg : "SQLite error");
+            fail(err, code, 0, "history store '%s': %s%s", st->path, msg ? msg : "SQLite error",
+                 why);
         sqlite3_free(msg);
         return code;
     }
@@ -1173,10 +1215,16 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
                 sqlite3_step(q) == SQLITE_ROW)
                 objects = sqlite3_column_int64(q, 0);
             sqlite3_finalize(q);
+            if (objects < 0) {
+                /* The message first: a ROLLBACK resets SQLite's, which then
+                 * says "not an error". */
+                rc = sql_fail(st, err, "opening");
+                if (in_tx)
+                    exec(st, "ROLLBACK", NULL);
+                return rc;
+            }
             if (objects != 0 && in_tx)
                 exec(st, "ROLLBACK", NULL);
-            if (objects < 0)
-                return sql_fail(st, err, "opening");
             if (objects > 0)
                 return fail(err, LR_ESTORE, 0,
                             "'%s' is a SQLite database but not a history store", st->path);
@@ -1783,6 +1831,93 @@ static void db_file_note(struct lr_store *st)
     st->db_ino = sb.st_ino;
 }
 
+/* ==== The file under the path ====
+ *
+ * A store's file may be replaced while a handle has it open: another store
+ * moved to its name (an atomic deploy of a new history), or the file
+ * removed and another made there. SQLite goes on with the file it opened,
+ * so a write would land in a file no one will open again, and the -wal
+ * beside the path is still the old file's: SQLite applies a -wal to
+ * whatever database it finds beside it, so the next writer of the new
+ * file would apply the old file's frames to it ("database disk image is
+ * malformed"). Every write, and every refresh, first checks that the path
+ * still names the opened file (file_moved()); when it does not, nothing is
+ * written, the old file's -wal is folded into it and emptied at once
+ * (store_gone()), and the next refresh opens the file now at the path
+ * (store_reopen()). */
+
+/* 0 while the path (as opened: db_file) still names the file st->db
+ * opened; GONE_REPLACED when another file is there, GONE_REMOVED when
+ * none is. A stat() that fails otherwise (a folder made unreadable) does
+ * not count: the file is not known to have moved. */
+static int file_moved(const struct lr_store *st)
+{
+    struct stat sb;
+    if (!st->db_file)
+        return 0;
+    if (stat(st->db_file, &sb) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? GONE_REMOVED : 0;
+    return sb.st_dev != st->db_dev || sb.st_ino != st->db_ino ? GONE_REPLACED : 0;
+}
+
+/* The path no longer names st->db's file (wmu held, once). A TRUNCATE
+ * checkpoint copies the -wal's frames into the old file through the
+ * connection's open descriptor and truncates the -wal, which is still the
+ * one at the path, to nothing: the next process to open the new file finds
+ * an empty -wal there and reads the file alone. SQLite would not do it
+ * later: the last connection of a moved file does not checkpoint at close
+ * and leaves its -wal and -shm as they are. From here on the old
+ * connections are only closed (store_reopen()): any read of theirs would
+ * go through the -wal and -shm at the path, which a writer of the new file
+ * may be using. */
+static void store_gone(struct lr_store *st, int why)
+{
+    sqlite3_exec(st->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    st->gone = why;
+}
+
+static int gone_fail(const struct lr_store *st, struct lr_error *err)
+{
+    if (st->gone == GONE_REMOVED)
+        return fail(err, LR_EREPLACED, 0,
+                    "history store '%s' was removed since it was opened; nothing was written "
+                    "(a store put at its path is opened at the next refresh)",
+                    st->path);
+    return fail(err, LR_EREPLACED, 0,
+                "history store '%s' was replaced since it was opened (another file is at its "
+                "path now); nothing was written to the old file (the new one is opened at the "
+                "next refresh)",
+                st->path);
+}
+
+/* Before a write or a rebuild's use of st->db (wmu held): LR_EREPLACED
+ * when the path no longer names the opened file. */
+static int path_check(struct lr_store *st, struct lr_error *err)
+{
+    int why;
+    if (!st->gone && (why = file_moved(st)) != 0)
+        store_gone(st, why);
+    return st->gone ? gone_fail(st, err) : 0;
+}
+
+/* COMMIT for a write that write_begin() let start, unless the path has
+ * stopped naming the file meanwhile: then LR_EREPLACED, the caller rolls
+ * back, and path_check() after the rollback marks the handle gone and
+ * empties the old -wal (a checkpoint cannot run inside the transaction).
+ * A move while the COMMIT itself runs is not seen. */
+static int commit_checked(struct lr_store *st, struct lr_error *err)
+{
+    int why = file_moved(st);
+    if (why) {
+        int was = st->gone, rc;
+        st->gone = why;
+        rc = gone_fail(st, err);
+        st->gone = was;
+        return rc;
+    }
+    return exec(st, "COMMIT", err);
+}
+
 /* Why rebuild(): another connection committed (a refresh, a writer's
  * catch-up with many new rows), or the store grew by a quarter. */
 enum rebuild_why { REBUILD_CHANGED, REBUILD_REWEIGH };
@@ -1792,6 +1927,9 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
                           struct lr_error *err)
 {
     sqlite3_int64 v;
+    int rc;
+    if ((rc = path_check(st, err)) != 0)
+        return rc;
     if (why == REBUILD_REWEIGH) {
         *needed = st->hist->n >= st->rebuild_at;
         return 0;
@@ -1817,6 +1955,8 @@ static int rebuild_finish(struct lr_store *st, struct lr__hist *fresh, size_t di
     int rc;
 
     memset(&d, 0, sizeof(d));
+    if ((rc = path_check(st, err)) != 0)
+        return rc;
     if (st->generation != generation && !last)
         return REBUILD_AGAIN;
     if ((rc = exec(st, "BEGIN", err)) != 0)
@@ -1951,21 +2091,29 @@ static int rebuild(struct lr_store *st, enum rebuild_why why, int *changed, stru
  * not meet. The path is checked to still name the locked file once the
  * lock is held (a discard may have removed it in between): else the open
  * starts again on what the path names now. */
-static int presence_take(struct lr_store *st, struct lr_error *err)
+static int presence_take(struct lr_store *st, const char *file, int may_create,
+                         struct lr_error *err)
 {
     if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
         return 0;
     for (int attempt = 0; attempt < 16; attempt++) {
         struct stat held, named;
         const int base = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
-        int fd = st->read_only ? -1 : open(st->path, base | O_CREAT | O_EXCL, 0644);
+        int fd = st->read_only || !may_create ? -1 : open(file, base | O_CREAT | O_EXCL, 0644);
         st->made_file = fd >= 0;
-        if (fd < 0 && (st->read_only || errno == EEXIST))
-            fd = open(st->path, base);
-        /* SQLite would only say "unable to open database file". */
-        if (fd < 0)
-            return fail(err, LR_EIO, 0, "cannot open history store '%s': %s", st->path,
-                        strerror(errno));
+        if (fd < 0 && (st->read_only || !may_create || errno == EEXIST))
+            fd = open(file, base);
+        /* SQLite would only say "unable to open database file". A path
+         * this process may not use (no such folder, no permission) is a
+         * store that cannot be used as given; anything else (no space, too
+         * many open files) an I/O fault. */
+        if (fd < 0) {
+            int e = errno;
+            int access = e == EACCES || e == EPERM || e == EROFS || e == ENOENT ||
+                         e == ENOTDIR || e == ELOOP || e == ENAMETOOLONG || e == EISDIR;
+            return fail(err, access ? LR_ESTORE : LR_EIO, 0, "cannot open history store '%s': %s",
+                        st->path, strerror(e));
+        }
         if (fstat(fd, &held) != 0) {
             int e = errno;
             close(fd);
@@ -1984,7 +2132,7 @@ static int presence_take(struct lr_store *st, struct lr_error *err)
             close(fd); /* no flock() here: the store works, a discard keeps it */
             return 0;
         }
-        if (stat(st->path, &named) == 0 && named.st_dev == held.st_dev &&
+        if (stat(file, &named) == 0 && named.st_dev == held.st_dev &&
             named.st_ino == held.st_ino) {
             st->pfd = fd;
             return 0;
@@ -1993,6 +2141,28 @@ static int presence_take(struct lr_store *st, struct lr_error *err)
     }
     return fail(err, LR_ESTORE, 0, "cannot open history store '%s': it keeps being replaced",
                 st->path);
+}
+
+/* SQLite takes a file shorter than its 100-byte header for an empty
+ * database and would make a store of it: a 1-byte file of any other kind
+ * would be overwritten. A file that is not empty must start with SQLite's
+ * header, as any longer non-database is refused by SQLite itself (with the
+ * same words); it is left as it is. Read on the presence descriptor. */
+static int header_check(struct lr_store *st, struct lr_error *err)
+{
+    static const char magic[16] = "SQLite format 3";
+    char head[sizeof(magic)];
+    ssize_t n;
+    if (st->pfd < 0)
+        return 0;
+    while ((n = pread(st->pfd, head, sizeof(head), 0)) < 0 && errno == EINTR)
+        ;
+    if (n < 0)
+        return fail(err, LR_EIO, 0, "cannot read history store '%s': %s", st->path,
+                    strerror(errno));
+    if (n > 0 && ((size_t)n < sizeof(magic) || memcmp(head, magic, sizeof(magic)) != 0))
+        return fail(err, LR_ESTORE, 0, "history store '%s': file is not a database", st->path);
+    return 0;
 }
 
 static int remove_files(struct lr_store *store, int *removed, struct lr_error *err);
@@ -2075,7 +2245,8 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     pthread_rwlock_init(&st->rw, &ra);
     pthread_rwlockattr_destroy(&ra);
 
-    if ((rc = presence_take(st, err)) != 0)
+    st->want_dim = opts ? (size_t)opts->dense_dim : 0;
+    if ((rc = presence_take(st, path, 1, err)) != 0 || (rc = header_check(st, err)) != 0)
         goto fail;
     flags = st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &st->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
@@ -2084,6 +2255,17 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
             fs_reason(st, why, sizeof(why));
         rc = fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s%s", path,
                   st->db ? sqlite3_errmsg(st->db) : "out of memory", why);
+        goto fail;
+    }
+    /* SQLite opens a file it may not write read-only without a word, and
+     * every write would then fail; refused here, with the reason. */
+    if (!st->read_only && sqlite3_db_readonly(st->db, "main") == 1) {
+        char why[320] = "";
+        fs_reason(st, why, sizeof(why));
+        rc = fail(err, LR_ESTORE, 0,
+                  "history store '%s' cannot be written: SQLite could open it only "
+                  "read-only%s",
+                  path, *why ? why : " (the file is not writable)");
         goto fail;
     }
     sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
@@ -2167,7 +2349,8 @@ int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err)
     if (!store)
         return 0;
     /* Not even a failed conversion matters: the handle goes anyway. */
-    if (store->pfd < 0 || store->read_only || flock(store->pfd, LOCK_EX | LOCK_NB) != 0 ||
+    if (store->pfd < 0 || store->read_only || store->gone ||
+        flock(store->pfd, LOCK_EX | LOCK_NB) != 0 ||
         count_records(store, 0, &n, NULL) != 0 || n != 0) {
         lr_store_free(store);
         return 0;
@@ -2201,14 +2384,98 @@ size_t lr_store_count(const struct lr_store *store)
  * committed after its snapshot are added to the new copy. With
  * defer_reweigh, a re-weighing an append left due is a reason too, run by
  * the same rebuild. */
+/* The file at the path, opened in place of the one the path no longer
+ * names (rebuild_mu and wmu held, st->gone set), as lr_store_open() opens
+ * one but never creating it; its copy is published. The old connections
+ * close first: both files' connections would share the -shm at the path,
+ * and closing the old one's descriptor after the new one had locked it
+ * would drop the new one's locks (POSIX locks belong to the process). On
+ * failure the handle stays gone, with no connection, and the next refresh
+ * tries again. */
+static int store_reopen(struct lr_store *st, struct lr_error *err)
+{
+    struct lr__hist *fresh = NULL;
+    struct stat sb;
+    sqlite3_int64 v = 0;
+    size_t dim = st->dim ? st->dim : st->want_dim;
+    char *file = st->db_file;
+    int rc;
+
+    if (!file || stat(file, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        if (st->gone == GONE_REPLACED && file)
+            st->gone = GONE_REMOVED;
+        return gone_fail(st, err);
+    }
+    st->gone = GONE_REPLACED;
+    sqlite3_close(st->rdb);
+    sqlite3_close(st->db);
+    st->rdb = st->db = NULL;
+    if (st->pfd >= 0)
+        close(st->pfd);
+    st->pfd = -1;
+    st->db_file = NULL;
+    if ((rc = presence_take(st, file, 0, err)) != 0 || (rc = header_check(st, err)) != 0)
+        goto fail;
+    if (sqlite3_open_v2(file, &st->db,
+                        (st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+                            SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        rc = fail(err, LR_ESTORE, 0, "%s", st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    if ((rc = open_schema(st, dim, err)) != 0)
+        goto fail;
+    if (!st->read_only && ((rc = journal_wal(st, err)) != 0 ||
+                           (rc = exec(st, "PRAGMA synchronous=FULL", err)) != 0 ||
+                           (rc = keys_open(st, err)) != 0))
+        goto fail;
+    db_file_note(st);
+    dim = st->dim;
+    if ((rc = hist_load_snapshot(st, st->db, &dim, &fresh, &v, err)) != 0)
+        goto fail;
+    free(file);
+    st->gone = 0;
+    publish(st, fresh, dim, v, fresh->n);
+    return 0;
+fail:
+    sqlite3_close(st->db);
+    st->db = NULL;
+    if (st->pfd >= 0)
+        close(st->pfd);
+    st->pfd = -1;
+    free(st->db_file);
+    st->db_file = file;
+    if (err) {
+        char m[sizeof(err->message)];
+        snprintf(m, sizeof(m), "%s", err->message);
+        fail(err, LR_EREPLACED, 0,
+             "history store '%s' was replaced since it was opened, and the file now at its "
+             "path cannot be opened (%s); nothing is written until it can be",
+             st->path, m);
+    }
+    return LR_EREPLACED;
+}
+
 int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
 {
-    int rc;
+    int rc, why;
 
     if (changed)
         *changed = 0;
     if (!store)
         return fail(err, LR_EINVAL, 0, "lr_store_refresh: store is NULL");
+    pthread_mutex_lock(&store->rebuild_mu);
+    pthread_mutex_lock(&store->wmu);
+    if (!store->gone && (why = file_moved(store)) != 0)
+        store_gone(store, why);
+    rc = store->gone ? store_reopen(store, err) : 1;
+    pthread_mutex_unlock(&store->wmu);
+    pthread_mutex_unlock(&store->rebuild_mu);
+    if (rc == 0 && changed)
+        *changed = 2;
+    if (rc != 1)
+        return rc;
     rc = rebuild(store, REBUILD_CHANGED, changed, err);
     /* Most messages already name the store; those that do not (out of
      * memory) are told which. */
@@ -2296,6 +2563,9 @@ static int write_begin(struct lr_store *st, struct writer *w, int *in_tx, int ma
                        struct lr_error *err)
 {
     int rc;
+    memset(w, 0, sizeof(*w));
+    if ((rc = path_check(st, err)) != 0)
+        return rc;
     if ((rc = writer_open(st, w, err)) != 0)
         return rc;
     if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
@@ -2602,7 +2872,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         rc = sql_fail(st, err, "adding a record");
         goto out;
     }
-    if ((rc = exec(st, "COMMIT", err)) != 0)
+    if ((rc = commit_checked(st, err)) != 0)
         goto out;
     in_tx = 0;
 
@@ -2644,6 +2914,8 @@ out:
         pthread_rwlock_unlock(&st->rw);
     }
     writer_close(&w);
+    if (rc == LR_EREPLACED)
+        path_check(st, NULL);
     for (size_t j = 0; j < n_new; j++)
         free(new_names[j]);
     free(unit);
@@ -3181,7 +3453,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     map = NULL;
     if ((rc = hist_load(store, store->db, store->dense ? im.dim : 0, &fresh, err)) != 0)
         goto out;
-    if ((rc = exec(store, "COMMIT", err)) != 0)
+    if ((rc = commit_checked(store, err)) != 0)
         goto out;
     in_tx = 0;
     pthread_rwlock_wrlock(&store->rw);
@@ -3203,6 +3475,8 @@ out:
         report->imported = 0;
     pending_drop(&im);
     writer_close(&im.w);
+    if (rc == LR_EREPLACED)
+        path_check(store, NULL);
     pthread_mutex_unlock(&store->wmu);
     hist_free(old);
     hist_free(fresh);

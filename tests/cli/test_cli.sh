@@ -508,11 +508,61 @@ if [ "$(id -u)" != 0 ] || [ ${#as_user[@]} -gt 0 ]; then
     expect "route, store in a read-only folder" 1 "" \
         "attempt to write a readonly database (its folder '$P/ro' is not writable: Permission denied" \
         -- "${as_user[@]}" "$BIN" route --config "$CFG" --strategy smart --store "$P/ro/h.db" q1
+    # import and serve, which write it, say the same (they gave SQLite's words
+    # alone); the file is the user's, so the folder is the only reason.
+    chown 65534 "$P/ro/h.db" 2>/dev/null || true
+    want="attempt to write a readonly database (its folder '$P/ro' is not writable: Permission denied"
+    expect "import, store in a read-only folder" 1 "" "$want" -- "${as_user[@]}" \
+        "$BIN" import --store "$P/ro/h.db" "$SRC/examples/history.jsonl"
+    expect "serve, store in a read-only folder" 2 "" "$want" -- "${as_user[@]}" \
+        timeout 20 "$BIN" serve --config "$CFG" --store "$P/ro/h.db" --listen 127.0.0.1:0
+    # A store file it may not write, in a folder it may: SQLite would open it
+    # read-only without a word and fail every write; refused at open, with
+    # the reason, and serve does not start on it (it answered each feedback
+    # 500). Reading it is still fine.
+    mkdir "$P/rw" && chmod 777 "$P/rw"
+    cp "$TMP/chk.db" "$P/rw/h.db" && chmod 444 "$P/rw/h.db"
+    want="history store '$P/rw/h.db' cannot be written: SQLite could open it only read-only"
+    want="$want (access to the file: Permission denied)"
+    expect "import, read-only store file" 1 "" "$want" -- "${as_user[@]}" \
+        "$BIN" import --store "$P/rw/h.db" "$SRC/examples/history.jsonl"
+    expect "serve refuses a read-only store file" 2 "" "$want" -- "${as_user[@]}" \
+        timeout 20 "$BIN" serve --config "$CFG" --store "$P/rw/h.db" --listen 127.0.0.1:0
+    expect "route, read-only store file" 0 "" "" -- "${as_user[@]}" \
+        "$BIN" route --config "$CFG" --strategy smart --store "$P/rw/h.db" q1
     chmod 755 "$P/shut" "$P/ro"
     chmod 700 "$TMP"
 else
     echo "skipped the unreadable-store checks: running as root without setpriv"
 fi
+
+# A file-system failure is named with the system's reason, not only SQLite's
+# "disk I/O error": a file size limit (ulimit -f, EFBIG; root is bound by it
+# too) that an import's -wal outgrows, and one a store's -shm outgrows at
+# open. serve exits 1 for it, a fault at run time, not 2 as for a config.
+python3 - "$TMP/big.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(3000):
+        f.write(json.dumps({"query": "question %d, long enough to take some room " % i * 4,
+                            "input_token_length": 30,
+                            "outputs": [{"model_name": "gpt-4o", "correctness": 1,
+                                         "output_token_length": 2}]}) + "\n")
+PY
+limited() { # limited BLOCKS command...: the command under ulimit -f, SIGXFSZ ignored
+    bash -c 'trap "" XFSZ; ulimit -f "$0"; exec "$@"' "$@"
+}
+expect "import over a file size limit names it" 1 "" "disk I/O error (File too large)" -- \
+    limited 600 "$BIN" import --store "$TMP/fsz.db" "$TMP/big.jsonl"
+"$BIN" import --store "$TMP/fsz2.db" "$SRC/examples/history.jsonl" >/dev/null
+rm -f "$TMP/fsz2.db-shm" "$TMP/fsz2.db-wal"
+expect "route, -shm over a file size limit" 1 "" "opening: disk I/O error (File too large)" -- \
+    limited 16 "$BIN" route --config "$CFG" --strategy smart --store "$TMP/fsz2.db" q1
+expect "serve exits 1 on a store fault at start" 1 "" "disk I/O error (File too large)" -- \
+    limited 16 timeout 20 "$BIN" serve --config "$CFG" --store "$TMP/fsz2.db" \
+    --listen 127.0.0.1:0
+expect "serve --help: a store fault is exit 1" 0 "the store failing to be read or" "" -- \
+    "$BIN" serve --help
 
 # Each command's --help lists the exit codes it gives; these are the ones
 # beyond 0 and a plain usage error.

@@ -130,6 +130,7 @@ struct scenario {
     enum mode fail_mode;
     int has_selectors;
     const char *terminal; /* a Responses stream's last event type, or NULL for none */
+    int zero_vectors;     /* /v1/embeddings answers vectors of zeros */
 };
 
 /* What one request will do, decided once when it has been read. */
@@ -255,6 +256,10 @@ static int scenario_item(struct scenario *sc, char *item, int *nmodes, char *err
     }
 
     /* Bare words. */
+    if (val == NULL && strcmp(key, "zero_vectors") == 0) {
+        sc->zero_vectors = 1; /* not a mode: the answer is an ordinary one */
+        return 0;
+    }
     if (val == NULL) {
         if (strcmp(key, "ok") == 0)
             sc->mode = M_OK;
@@ -1230,10 +1235,18 @@ static uint64_t fnv1a(const char *s, size_t n)
     return h;
 }
 
-static void add_vector(struct evbuffer *b, uint64_t h, long dim)
+static void add_vector(struct evbuffer *b, uint64_t h, long dim, int zero)
 {
     static double v[MAX_EMBED_DIM];
     double norm = 0.0;
+
+    if (zero) {
+        evbuffer_add(b, "[", 1);
+        for (long j = 0; j < dim; j++)
+            evbuffer_add(b, j ? ",0" : "0", j ? 2 : 1);
+        evbuffer_add(b, "]", 1);
+        return;
+    }
 
     for (long j = 0; j < dim; j++) {
         uint64_t r = splitmix64(h + (uint64_t)j);
@@ -1302,7 +1315,7 @@ static void do_embeddings(struct conn *c, json_t *req)
         }
         evbuffer_add_printf(
             c->r_body, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", i ? "," : "", i);
-        add_vector(c->r_body, h, dim);
+        add_vector(c->r_body, h, dim, c->sc && c->sc->zero_vectors);
         evbuffer_add(c->r_body, "}", 1);
     }
     evbuffer_add_printf(c->r_body, "],\"model\":");

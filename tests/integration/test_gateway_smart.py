@@ -8,6 +8,7 @@ Uses mock backends only: what is under test is the routing and the store.
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,10 +40,10 @@ def history(path):
                                              "output_token_length": 120}]}) + "\n")
 
 
-def imported_store(bin_, wd):
-    """history.db in wd, imported from history() by `llmroute import`."""
-    store = os.path.join(wd, "history.db")
-    hist = os.path.join(wd, "history.jsonl")
+def imported_store(bin_, wd, name="history"):
+    """NAME.db in wd, imported from history() by `llmroute import`."""
+    store = os.path.join(wd, name + ".db")
+    hist = os.path.join(wd, name + ".jsonl")
     history(hist)
     out = subprocess.run([bin_, "import", "--store", store, hist], capture_output=True,
                          text=True, timeout=60)
@@ -246,6 +247,33 @@ def main(bin_):
         assert gw2.wait() == 0
     check("acknowledged feedback is in the store after a restart", feedback_survives_a_restart)
 
+    def failed_feedback_logs_why():
+        # A trigger in the store refuses every new record with a message of
+        # its own: the gateway's log line for the 500 must carry it.
+        refusing = imported_store(bin_, wd, "refusing")
+        c = sqlite3.connect(refusing)
+        c.execute("CREATE TRIGGER refuse_all BEFORE INSERT ON records BEGIN "
+                  "SELECT RAISE(ABORT, 'no room for this record (a test trigger)'); END")
+        c.commit()
+        c.close()
+        g = Gateway(bin_, wd, config(refusing), name="refusing")
+        st, _, body = request(g.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 3 plus 3?", "model": "cheapo", "correctness": True,
+             "output_tokens": 3}))
+        assert st == 500, (st, body)
+        assert "no room for this record" in json.loads(body)["error"]["message"], body
+        # A line is written after its answer.
+        lines = wait_for(lambda: [l for l in g.log_lines() if l.get("path") == "/v1/feedback"],
+                         what="the /v1/feedback log line")
+        assert len(lines) == 1, lines
+        assert lines[0]["status"] == 500 and lines[0]["error"] == "feedback_refused", lines
+        assert "no room for this record (a test trigger)" in lines[0]["message"], lines
+        assert refusing in lines[0]["message"], lines
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("a feedback the store refuses is logged with the store's reason as \"message\"",
+          failed_feedback_logs_why)
+
     def no_store_is_501():
         cfg = config(store)
         del cfg["router"]["store"]
@@ -445,6 +473,34 @@ def dense(bin_, fake_bin):
         assert len(fake.logged()) == n and records(gw.port) == before + 1
     check("feedback into a dense store fetches the query's vector, and the next route uses it",
           feedback_fetches_the_vector)
+
+    def zero_vectors_are_the_embedders_fault():
+        # An embedding server answering vectors of zeros: they point nowhere,
+        # and that is the server's fault, a 502 embedding_failed naming it
+        # like a wrong dimension, not a 400 blaming the query or feedback.
+        before = records(gw.port)
+        fake.scenario("zero_vectors")
+        try:
+            st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+                {"query": "What is 6 plus 6?", "model": "cheapo", "correctness": 1,
+                 "output_tokens": 2}))
+            err = json.loads(body)["error"]
+            assert st == 502 and err["code"] == "embedding_failed", (st, err)
+            assert "/v1/embeddings" in err["message"], err
+            assert "zero vector" in err["message"], err
+            st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{"query": "What is 6 plus 6?"}], "strategy": "smart",
+                 "models": ["cheapo", "smarty"]}))
+            err = json.loads(body)["error"]
+            assert st == 502 and err["code"] == "embedding_failed", (st, err)
+            assert "zero vector" in err["message"], err
+            st, _, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 6 plus 6?")})
+            assert st == 502 and "zero vector" in j["error"]["message"], (st, j)
+        finally:
+            fake.scenario("ok")
+        assert records(gw.port) == before
+    check("an embedding server's zero vectors are 502 embedding_failed for feedback, "
+          "/v1/route and a smart chat, and store nothing", zero_vectors_are_the_embedders_fault)
 
     def embedder_down_is_502():
         cfg2 = config(store)

@@ -1069,6 +1069,75 @@ static void dense_refresh_reads_another_connections_vectors(void **st)
     lr_store_free(b);
 }
 
+/* A store cut short (its first 50 bytes): the open fails with SQLite's
+ * reason. The message was taken after a ROLLBACK, which resets it to
+ * "not an error". */
+static void truncated_store_is_refused_with_sqlites_reason(void **st)
+{
+    char good[512], cut[512], buf[64];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    FILE *f;
+    size_t n;
+    (void)st;
+
+    path_in(good, sizeof(good), "whole.db");
+    assert_int_equal(lr_store_open(good, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "a query", 5, "m", 1.0, 3, &err), 0);
+    lr_store_free(s);
+    s = NULL;
+    f = fopen(good, "rb");
+    assert_non_null(f);
+    n = fread(buf, 1, 50, f);
+    fclose(f);
+    assert_int_equal(n, 50);
+    path_in(cut, sizeof(cut), "cut.db");
+    f = fopen(cut, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, 50, f), 50);
+    fclose(f);
+
+    assert_int_not_equal(lr_store_open(cut, NULL, &s, &err), 0);
+    assert_null(s);
+    assert_null(strstr(err.message, "not an error"));
+    assert_non_null(strstr(err.message, "malformed"));
+    assert_non_null(strstr(err.message, cut));
+    struct stat sb;
+    assert_int_equal(stat(cut, &sb), 0);
+    assert_int_equal(sb.st_size, 50);
+}
+
+/* SQLite takes a file shorter than its header for an empty database: a
+ * 1-byte file (or one holding only the start of the header) would become a
+ * store. Refused with the words SQLite uses for a longer non-database, and
+ * left as it was, whether opened to write or to read. */
+static void short_non_database_file_is_refused_and_left_alone(void **st)
+{
+    static const char *const bodies[] = {"h", "SQLite", "x\n"};
+    (void)st;
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(*bodies); i++) {
+        struct lr_store_options ro = {0};
+        struct lr_store *s = NULL;
+        struct lr_error err;
+        char name[32], p[512], back[16] = "";
+        FILE *f;
+        snprintf(name, sizeof(name), "short-%zu.db", i);
+        snprintf(p, sizeof(p), "%s", write_file(name, bodies[i]));
+        for (int read_only = 0; read_only <= 1; read_only++) {
+            ro.read_only = read_only;
+            assert_int_equal(lr_store_open(p, &ro, &s, &err), LR_ESTORE);
+            assert_null(s);
+            assert_non_null(strstr(err.message, "file is not a database"));
+            assert_non_null(strstr(err.message, p));
+        }
+        f = fopen(p, "rb");
+        assert_non_null(f);
+        assert_int_equal(fread(back, 1, sizeof(back) - 1, f), strlen(bodies[i]));
+        fclose(f);
+        assert_string_equal(back, bodies[i]);
+    }
+}
+
 static void missing_file_is_an_io_error(void **st)
 {
     (void)st;
@@ -1760,6 +1829,168 @@ static void rebuild_reads_the_file_opened_not_its_path(void **st)
     assert_int_equal(lr__hist_model_id(lr__store_hist(r), "real-model"), 0);
     assert_int_equal(lr__hist_model_id(lr__store_hist(r), "other-model"), 1);
     lr_store_free(r);
+    lr_store_free(a);
+}
+
+/* A store moved to the path of an open one (an atomic deploy of a new
+ * history): the handle refuses to write to the file it opened, which no
+ * one will open again, and empties the old file's -wal left at the path,
+ * so the next writer of the new file does not apply it there; its refresh
+ * then opens the new file. */
+static void write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one(
+    void **st)
+{
+    char p[512], np[512], wal[520], q[64];
+    struct lr_store *a = NULL, *n = NULL, *o = NULL;
+    struct lr_error err;
+    struct stat sb;
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "swap.db");
+    path_in(np, sizeof(np), "swap-new.db");
+    snprintf(wal, sizeof(wal), "%s-wal", p);
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    for (int i = 0; i < 30; i++) {
+        snprintf(q, sizeof(q), "old store's query %d", i);
+        assert_int_equal(lr_store_add_outcome(a, q, 5, "old-model", 1.0, 3, &err), 0);
+    }
+    assert_int_equal(lr_store_open(np, NULL, &n, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(q, sizeof(q), "new store's query %d", i);
+        assert_int_equal(lr_store_add_outcome(n, q, 5, "new-model", 1.0, 3, &err), 0);
+    }
+    lr_store_free(n); /* the last connection: no -wal left beside it */
+    assert_int_equal(rename(np, p), 0);
+
+    assert_int_equal(lr_store_add_outcome(a, "lost?", 5, "old-model", 1.0, 3, &err),
+                     LR_EREPLACED);
+    assert_non_null(strstr(err.message, p));
+    assert_non_null(strstr(err.message, "was replaced since it was opened"));
+    assert_int_equal(lr_store_count(a), 30); /* routing goes on with its copy */
+    /* The old file's -wal at the path holds nothing now. */
+    assert_true(stat(wal, &sb) != 0 || sb.st_size == 0);
+
+    /* Another process's writer of the new file finds it whole. */
+    assert_int_equal(lr_store_open(p, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 3);
+    assert_int_equal(lr_store_add_outcome(o, "written beside", 5, "new-model", 1.0, 3, &err), 0);
+    lr_store_free(o);
+    o = NULL;
+
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 4);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(a), "old-model"), -1);
+    assert_int_equal(lr_store_add_outcome(a, "kept", 5, "new-model", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr_store_free(a);
+    assert_int_equal(lr_store_open(p, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 5);
+    lr_store_free(o);
+}
+
+/* The store's files removed under an open handle: writes are refused, a
+ * refresh says so while nothing is at the path, and opens the store made
+ * there afterwards. */
+static void write_after_the_file_was_removed_is_refused_until_one_is_there(void **st)
+{
+    char p[512], side[520];
+    struct lr_store *a = NULL, *o = NULL;
+    struct lr_error err;
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "gone.db");
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_add_outcome(a, "first", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(unlink(p), 0);
+    snprintf(side, sizeof(side), "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", p);
+    unlink(side);
+
+    assert_int_equal(lr_store_add_outcome(a, "second", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "was removed since it was opened"));
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_int_equal(changed, 0);
+    assert_int_equal(access(p, F_OK), -1); /* the refresh made no file */
+    assert_int_equal(lr_store_count(a), 1);
+
+    assert_int_equal(lr_store_open(p, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_add_outcome(o, "in the new one", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_add_outcome(o, "and another", 5, "m", 1.0, 3, &err), 0);
+    lr_store_free(o);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 2);
+    assert_int_equal(lr_store_add_outcome(a, "third", 5, "m", 1.0, 3, &err), 0);
+    lr_store_free(a);
+}
+
+/* The move can also come inside a write, after its check: here while a
+ * dense import's transaction waits on its embedder. The COMMIT is not run
+ * (the records would go to the old file), the import fails, and the -wal
+ * at the path is emptied once it has rolled back. */
+struct mover {
+    const char *from, *to;
+    int moved;
+};
+
+static int moving_embed(void *arg, const char *const *texts, size_t n, float *out, size_t dim,
+                        struct lr_error *err)
+{
+    struct mover *m = arg;
+    (void)err;
+    if (!m->moved++)
+        assert_int_equal(rename(m->from, m->to), 0);
+    for (size_t i = 0; i < n; i++)
+        hash_vector(texts[i], out + i * dim, dim);
+    return 0;
+}
+
+static void file_replaced_during_a_write_is_not_committed_to(void **st)
+{
+    char p[512], np[512], wal[520];
+    struct lr_store *a = NULL, *n = NULL, *o = NULL;
+    struct lr_store_options d8 = {"openai:fake", 8, 0, 0, 1, 0};
+    struct mover m;
+    struct lr_import_options io = {.embed = moving_embed, .embed_arg = &m, .embed_dim = 8};
+    struct lr_error err;
+    struct stat sb;
+    float v[8];
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "mid.db");
+    path_in(np, sizeof(np), "mid-new.db");
+    snprintf(wal, sizeof(wal), "%s-wal", p);
+    assert_int_equal(lr_store_open(p, &d8, &a, &err), 0);
+    hash_vector("old", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(a, "old", 5, "m", 1.0, 3, v, 8, &err), 0);
+    assert_int_equal(lr_store_open(np, &d8, &n, &err), 0);
+    hash_vector("new", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(n, "new", 5, "m", 1.0, 3, v, 8, &err), 0);
+    hash_vector("newer", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(n, "newer", 5, "m", 1.0, 3, v, 8, &err), 0);
+    lr_store_free(n);
+    m.from = np;
+    m.to = p;
+    m.moved = 0;
+
+    assert_int_equal(lr_store_import_file(a, write_file("mid.json", FIVE), &io, NULL, &err),
+                     LR_EREPLACED);
+    assert_int_equal(m.moved, 1);
+    assert_non_null(strstr(err.message, "was replaced since it was opened"));
+    assert_int_equal(lr_store_count(a), 1);
+    assert_true(stat(wal, &sb) != 0 || sb.st_size == 0);
+    assert_int_equal(lr_store_open(p, &d8, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 2); /* the new file, whole */
+    lr_store_free(o);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 2);
     lr_store_free(a);
 }
 
@@ -2488,6 +2719,8 @@ int main(void)
         cmocka_unit_test(appends_validate_and_respect_the_cap),
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
         cmocka_unit_test(missing_file_is_an_io_error),
+        cmocka_unit_test(short_non_database_file_is_refused_and_left_alone),
+        cmocka_unit_test(truncated_store_is_refused_with_sqlites_reason),
         cmocka_unit_test(copy_is_the_same_on_any_number_of_threads),
         cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
         cmocka_unit_test(dense_import_is_all_or_nothing_when_the_embedder_fails),
@@ -2516,6 +2749,10 @@ int main(void)
         cmocka_unit_test(failed_rebuild_keeps_the_old_copy_and_appends_go_on),
         cmocka_unit_test(deferred_reweigh_runs_at_the_next_refresh),
         cmocka_unit_test(rebuild_reads_the_file_opened_not_its_path),
+        cmocka_unit_test(
+            write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
+        cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),
+        cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
     };

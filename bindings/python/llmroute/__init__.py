@@ -17,7 +17,7 @@ from .core import (BatchResult, Candidate, Config, Decision, ImportReport, Model
 from .embed import OpenAIEmbedder, openai_embedder
 from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
                      InvalidType, IOFailure, OutOfMemory, ParseError, StoreBusy, StoreError,
-                     StrategyError, TooBig, UnknownModel)
+                     StoreReplaced, StrategyError, TooBig, UnknownModel)
 from .routing import QueryStore, RouterStrategy, SequentialRouting, SmartRouting
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", "Config",
@@ -25,5 +25,5 @@ __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", 
            "ModelInfo", "config_from_llm_configs", "estimate_tokens", "library_path",
            "LibraryNotFound", "LibraryVersionMismatch", "Error", "InvalidInput", "InvalidType", "UnknownModel",
            "ParseError", "ConfigError", "EmptyInput", "StrategyError", "TooBig", "Infeasible",
-           "StoreError", "StoreBusy", "IOFailure", "OutOfMemory", "EmbedError", "OpenAIEmbedder",
-           "openai_embedder"]
+           "StoreError", "StoreBusy", "StoreReplaced", "IOFailure", "OutOfMemory", "EmbedError",
+           "OpenAIEmbedder", "openai_embedder"]

@@ -85,6 +85,11 @@ class StoreBusy(StoreError):
     than a write waits (5 s); nothing was written. Transient: try again."""
 
 
+class StoreReplaced(StoreError):
+    """LR_EREPLACED: the history store's file was replaced or removed since it
+    was opened; nothing was written. refresh() opens the file now at its path."""
+
+
 class IOFailure(Error, OSError):
     """LR_EIO: a file could not be read or written."""
 
@@ -103,6 +108,7 @@ _BY_CODE = {
     _lib.LR_EEMPTY: EmptyInput,
     _lib.LR_ESTORE: StoreError,
     _lib.LR_EBUSY: StoreBusy,
+    _lib.LR_EREPLACED: StoreReplaced,
     _lib.LR_EINFEASIBLE: Infeasible,
     _lib.LR_ESTRATEGY: StrategyError,
     _lib.LR_ETOOBIG: TooBig,

@@ -319,6 +319,30 @@ class StoreBusyTest(unittest.TestCase):
             store.close()
 
 
+class StoreReplacedTest(unittest.TestCase):
+    def test_a_write_after_the_file_was_replaced_is_store_replaced(self):
+        with tempfile.TemporaryDirectory() as d:
+            path, new = os.path.join(d, "h.db"), os.path.join(d, "new.db")
+            store = llmroute.Store(path)
+            store.add_outcome("a question", "a", 1, 5)
+            other = llmroute.Store(new)
+            other.add_outcome("another question", "b", 1, 5)
+            other.add_outcome("a third question", "b", 0, 5)
+            other.close()
+            os.rename(new, path)
+            with self.assertRaises(llmroute.StoreReplaced) as cm:
+                store.add_outcome("lost?", "a", 1, 5)
+            self.assertIsInstance(cm.exception, llmroute.StoreError)
+            self.assertEqual(cm.exception.code, -13)
+            self.assertIn(path, str(cm.exception))
+            self.assertEqual(len(store), 1)
+            self.assertTrue(store.refresh())  # opens the file now at the path
+            self.assertEqual(len(store), 2)
+            store.add_outcome("kept", "b", 1, 5)
+            self.assertEqual(len(store), 3)
+            store.close()
+
+
 class StrErrorTest(unittest.TestCase):
     def test_every_code_has_a_description_of_its_own(self):
         # lr_strerror() answers "unknown error" for a code it does not know,
@@ -328,7 +352,7 @@ class StrErrorTest(unittest.TestCase):
         unknown = errors.strerror(-1000)
         self.assertEqual(unknown, "unknown error")
         seen = {}
-        for code in range(-12, 1):
+        for code in range(-13, 1):
             with self.subTest(code=code):
                 text = errors.strerror(code)
                 self.assertTrue(text)
