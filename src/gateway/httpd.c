@@ -7,7 +7,10 @@
  * being handled reading stays enabled, so a client that disconnects is
  * noticed at once (its EOF) and the caller's on_abort runs; bytes of a
  * pipelined next request wait in the input buffer, bounded by a read
- * high-water mark. Closing after an error response is "lingering": the server
+ * high-water mark. A next request is not read either while the answers
+ * before it wait to be sent past the output high-water mark: a client that
+ * pipelines requests and takes no answer holds a bounded backlog, and meets
+ * the write timeout. Closing after an error response is "lingering": the server
  * shuts down its sending side and drains what the client still sends for a
  * moment, so the client reads the response instead of a reset.
  *
@@ -95,6 +98,7 @@ struct hs_conn {
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
     int answer_early; /* Expect: 100-continue, and the handler refuses it: no body is read */
+    int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct hs_req req;
 };
 
@@ -991,6 +995,18 @@ static void process_bytes(struct hs_conn *c)
             int found;
             if (avail == 0)
                 return;
+            /* The answers to the requests before it have not been taken.
+             * A client that pipelines requests and reads none would have
+             * every one answered into memory, without bound, and would
+             * never be timed out while it kept sending. So the next
+             * request waits, and reading stops, until the backlog drains
+             * (write_cb); a client that takes nothing meets the write
+             * timeout (idle_timeout_ms). */
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) > s->lim.out_high_water) {
+                c->out_blocked = 1;
+                bufferevent_disable(c->bev, EV_READ);
+                return;
+            }
             found = head_scan(c, in, avail < s->lim.max_head_bytes ? avail : s->lim.max_head_bytes,
                               &head_len);
             if (found < 0) {
@@ -1167,6 +1183,13 @@ static void write_cb(struct bufferevent *bev, void *arg)
     /* The backlog is gone: back to writing directly. */
     if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         bufferevent_disable(bev, EV_WRITE);
+    /* Called at the low-water mark: pipelined requests may be read again. */
+    if (c->out_blocked) {
+        c->out_blocked = 0;
+        bufferevent_enable(bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+            bufferevent_trigger(bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+    }
     if (c->state == C_HANDLING && c->req.want_drain) {
         c->req.want_drain = 0;
         if (c->req.on_drain)

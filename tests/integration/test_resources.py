@@ -1,0 +1,114 @@
+"""test_resources.py -- what one client, or the process's own limits, may
+cost the gateway: memory for answers a client does not take, descriptors,
+signals at start.
+
+    python3 test_resources.py GROUP LLMROUTE FAKE_UPSTREAM
+
+Each group starts its own processes; every wait is bounded.
+"""
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import HOST, Fake, Gateway, check, finish, wait_for, workdir  # noqa
+
+MOCK = {"name": "m", "backend": "mock", "mock": {"chunks": 3}}
+
+
+class Sender(threading.Thread):
+    """Sends data again and again on s, never reading, until `total` bytes
+    went out, the socket fails, or stop is set; `sent` counts, `error` says
+    how it ended when it failed."""
+
+    def __init__(self, s, data, total):
+        super().__init__(daemon=True)
+        self.s, self.data, self.total = s, data, total
+        self.sent, self.error, self.last_progress = 0, None, time.monotonic()
+        self.stop = False
+
+    def run(self):
+        self.s.settimeout(0.2)
+        while self.sent < self.total and not self.stop:
+            try:
+                self.sent += self.s.send(self.data)
+                self.last_progress = time.monotonic()
+            except socket.timeout:
+                continue
+            except OSError as e:
+                self.error = e
+                return
+
+
+def pipeline(gw_bin, fake_bin):
+    wd = workdir()
+    # Under AddressSanitizer freed memory stays resident in its quarantine
+    # (256 MB by default): kept small, RSS measures what is held.
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    gw = Gateway(gw_bin, wd, {"models": [MOCK],
+                              "server": {"log_requests": False, "idle_timeout_ms": 1500}},
+                 env={"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=4"})
+
+    def a_client_that_pipelines_and_never_reads_is_bounded_and_timed_out():
+        # 40 MB of pipelined GET /v1/models, about a million requests: read
+        # and answered into memory, their answers took gigabytes, and the
+        # connection, busy, never met its timeout.
+        before = gw.rss_kb()
+        s = socket.create_connection((HOST, gw.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        snd = Sender(s, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n" * 1000, 40 << 20)
+        snd.start()
+        try:
+            # The gateway stops reading: sending stalls well short of it all.
+            wait_for(lambda: snd.error or snd.sent >= snd.total
+                     or time.monotonic() - snd.last_progress > 1.0, 60,
+                     "sending to stall or end")
+            # What it took is what the socket buffers and its input buffer
+            # hold: a few MB.
+            grown = gw.rss_kb() - before
+            assert snd.sent < snd.total // 2, "the gateway read %d bytes" % snd.sent
+            assert grown < 32 << 10, "RSS grew by %d kB" % grown
+            # ... and closes the connection after idle_timeout_ms without a read.
+            snd.join(30)
+            assert not snd.is_alive(), "the connection is still open after 30 s"
+            assert isinstance(snd.error, (ConnectionResetError, BrokenPipeError)), snd.error
+            wait_for(lambda: gw.metrics()["llmroute_connections_open"] == 1, 5,
+                     "the connection to close")
+        finally:
+            snd.stop = True
+            s.close()
+    check("a client that pipelines requests and reads no answer holds a bounded backlog "
+          "and is closed at idle_timeout_ms", a_client_that_pipelines_and_never_reads_is_bounded_and_timed_out)
+
+    def a_pipelining_client_that_reads_gets_every_answer():
+        n = 3000
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        data = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * n
+        t = threading.Thread(target=s.sendall, args=(data,), daemon=True)
+        t.start()
+        mark = b"HTTP/1.1 200"
+        got, tail = 0, b""
+        while got < n:
+            b = s.recv(1 << 16)
+            assert b, "closed after %d answers" % got
+            # A mark split between two reads is counted once: the tail kept
+            # is one byte too short to hold a whole one.
+            got += (tail + b).count(mark)
+            tail = (tail + b)[-(len(mark) - 1):]
+        t.join(10)
+        s.close()
+        assert got == n, got
+    check("a pipelining client that reads gets every answer, in turn",
+          a_pipelining_client_that_reads_gets_every_answer)
+
+
+GROUPS = {"pipeline": pipeline}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
+        sys.exit("usage: test_resources.py %s LLMROUTE FAKE_UPSTREAM" % "|".join(GROUPS))
+    GROUPS[sys.argv[1]](sys.argv[2], sys.argv[3])
+    finish()
