@@ -8,12 +8,15 @@ Each group starts its own processes; every wait is bounded.
 """
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwtest  # noqa
 from gwtest import HOST, Fake, Gateway, check, finish, wait_for, workdir  # noqa
 
 MOCK = {"name": "m", "backend": "mock", "mock": {"chunks": 3}}
@@ -105,7 +108,90 @@ def pipeline(gw_bin, fake_bin):
           a_pipelining_client_that_reads_gets_every_answer)
 
 
-GROUPS = {"pipeline": pipeline}
+def listening(pid):
+    """Whether process pid has a listening TCP socket (by its descriptors'
+    inodes in /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and cols[9] in inodes:
+                    return True
+    return False
+
+
+def signals(gw_bin, fake_bin):
+    wd = workdir()
+    cfg = os.path.join(wd, "gw.json")
+    with open(cfg, "w") as f:
+        json.dump({"models": [MOCK]}, f)
+
+    def started_held_at_its_port_file(name):
+        """A gateway started with its --port-file's temporary file a FIFO:
+        it listens, then blocks opening the file until the test reads it. A
+        signal sent then arrives right after it listens and before the port
+        file exists, every time."""
+        port_file = os.path.join(wd, name + ".port")
+        os.mkfifo(port_file + ".tmp")
+        err = os.path.join(wd, name + ".err")
+        p = subprocess.Popen([gw_bin, "serve", "--config", cfg, "--listen", HOST + ":0",
+                              "--port-file", port_file],
+                             stdout=subprocess.DEVNULL, stderr=open(err, "w"))
+        gwtest._procs.append(p)
+        wait_for(lambda: p.poll() is not None or listening(p.pid), 30, "the gateway to listen")
+        assert p.poll() is None, open(err).read()
+        return p, port_file, err
+
+    def release(p, port_file):
+        """Read the port the gateway writes into the FIFO."""
+        fd = os.open(port_file + ".tmp", os.O_RDONLY)
+        data = b""
+        while True:
+            b = os.read(fd, 64)
+            if not b:
+                break
+            data += b
+        os.close(fd)
+        return int(data)
+
+    def a_sighup_as_it_starts_to_listen_reloads():
+        # Until the signal handlers were added after the port file was
+        # written, SIGHUP's default action killed a gateway that had just
+        # started listening.
+        p, port_file, err = started_held_at_its_port_file("hup")
+        p.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        assert p.poll() is None, "killed by SIGHUP: %s" % p.returncode
+        port = release(p, port_file)
+        wait_for(lambda: "reloaded" in open(err).read(), 10, "the reload to be logged")
+        st, _, _ = gwtest.request(port, "GET", "/health")
+        assert st == 200, st
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0, p.returncode
+    check("a SIGHUP that arrives as the gateway starts to listen is a reload",
+          a_sighup_as_it_starts_to_listen_reloads)
+
+    def a_sigterm_as_it_starts_to_listen_stops_it_cleanly():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            p, port_file, err = started_held_at_its_port_file("term%d" % sig)
+            p.send_signal(sig)
+            time.sleep(0.2)
+            assert p.poll() is None, "killed by signal %d: %s" % (sig, p.returncode)
+            release(p, port_file)
+            assert p.wait(15) == 0, (sig, p.returncode, open(err).read())
+    check("a SIGTERM or SIGINT that arrives as the gateway starts to listen stops it, exit 0",
+          a_sigterm_as_it_starts_to_listen_stops_it_cleanly)
+
+
+GROUPS = {"pipeline": pipeline, "signals": signals}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
