@@ -57,7 +57,7 @@
 #define RANK_CAP 64
 #define SSE_EVENT_CAP (1u << 20) /* one event's bytes, its lines and their ends */
 #define ATTEMPT_LOG_CAP 1536
-#define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
+#define HOLD_CAP (64u << 10) /* a stream commits once this much of checked events is held */
 #define DONE_GRACE_MS 1000   /* after [DONE], how long the transfer may take to end */
 
 static const char *const extension_members[] = {"models", "route", NULL};
@@ -1416,7 +1416,11 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
         defer_failure(ex, RS_MALFORMED, msg);
         return UP_CONSUMED;
     }
-    if (!ex->streaming && (ex->event_seen || ex->held_len > HOLD_CAP))
+    /* Only checked events count toward HOLD_CAP: an unfinished one is not
+     * known to be relayable, and committing on it would give the client a
+     * 200 and lose the fallback for an answer with nothing in it. It is
+     * bounded by SSE_EVENT_CAP above, a failed attempt when it passes it. */
+    if (!ex->streaming && (ex->event_seen || ex->held_ok > HOLD_CAP))
         commit_stream(ex);
     if (ex->streaming)
         flush_held(ex);
