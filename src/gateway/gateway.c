@@ -358,6 +358,9 @@ static void apply_conn_cap(struct gw *gw, const struct gw_conf *conf, int at_sta
         return;
     gw->max_conns = plan.cap;
     hs_server_set_max_connections(gw->http, (size_t)plan.cap);
+    /* The cap's arithmetic counts one upstream descriptor per client: the
+     * upstream connections kept open, pooled or in use, stay within it. */
+    up_client_limit(gw->upstream, (size_t)plan.cap);
     cl_plan_describe(&plan, msg, sizeof msg);
     if (rc)
         log_event("connections", "%s (the descriptor limit could not be %s: %s)", msg,

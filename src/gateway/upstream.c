@@ -46,6 +46,8 @@ struct up_client {
     struct h1_client *h1;  /* for http:// URLs, or NULL: libcurl for all */
     struct conn_sock **conns; /* by descriptor: the sockets curl opened for connections */
     size_t n_conns;
+    size_t n_curl_open; /* entries in conns: curl's connections open now */
+    size_t max_open;    /* up_client_limit(); 0: none */
 };
 
 struct up_xfer {
@@ -442,6 +444,11 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
         cl->xfers = x;
         return x;
     }
+    /* Room in the budget for a connection curl may open: h1client's idle
+     * connections go first (curl keeps its own within it, up_client_limit). */
+    if (cl->h1 && cl->max_open)
+        h1_client_trim(cl->h1,
+                       cl->max_open > cl->n_curl_open + 1 ? cl->max_open - cl->n_curl_open - 1 : 0);
     x->easy = cl->n_idle ? cl->idle[--cl->n_idle] : curl_easy_init();
     if (!x->easy)
         goto fail;
@@ -698,6 +705,7 @@ static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_so
     cs->cl = cl;
     cs->fd = fd;
     cl->conns[fd] = cs;
+    cl->n_curl_open++;
     return fd;
 }
 
@@ -708,6 +716,7 @@ static void conn_free(struct up_client *cl, curl_socket_t fd)
         return;
     conn_watch(cs, 0);
     cl->conns[fd] = NULL;
+    cl->n_curl_open--;
     free(cs);
 }
 
@@ -812,6 +821,18 @@ struct up_client *up_client_new(struct event_base *base)
     if (!proxy_in_environment() && !curl_wanted())
         cl->h1 = h1_client_new(base);
     return cl;
+}
+
+void up_client_limit(struct up_client *cl, size_t max_open)
+{
+    long n = max_open > 1024 ? 1024 : (long)max_open;
+    cl->max_open = max_open;
+    if (cl->h1)
+        h1_client_limit(cl->h1, max_open, &cl->n_curl_open);
+    /* curl's own: its total (it closes its oldest idle connection before it
+     * passes it) and the idle ones it caches. */
+    curl_multi_setopt(cl->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)max_open);
+    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, max_open ? n : 1024L);
 }
 
 void up_client_free(struct up_client *cl)

@@ -6,6 +6,7 @@ signals at start.
 
 Each group starts its own processes; every wait is bounded.
 """
+import http.client
 import json
 import os
 import signal
@@ -191,7 +192,58 @@ def signals(gw_bin, fake_bin):
           a_sigterm_as_it_starts_to_listen_stops_it_cleanly)
 
 
-GROUPS = {"pipeline": pipeline, "signals": signals}
+def descriptors(gw_bin, fake_bin):
+    wd = workdir()
+    fakes = [Fake(fake_bin, wd, name="fake%d" % i) for i in range(3)]
+    models = [{"name": "m%d" % i, "backend": "openai", "base_url": f.base_url}
+              for i, f in enumerate(fakes)]
+
+    def idle_connections_of_several_hosts_stay_within_the_cap(client):
+        # As many clients as the cap, each asking the three models in turn,
+        # all at once (each answer takes 300 ms). Every host's pool kept up
+        # to cap idle connections (the gateway's own client: 256 a host;
+        # libcurl: 1024 in all), and the third host's connects ran out of
+        # descriptors (502, "Too many open files"), then its breaker opened
+        # (503 circuit_open) on a healthy model.
+        for f in fakes:
+            f.scenario("delay_ms=300")
+        gw = Gateway(gw_bin, wd, {"models": models, "server": {"log_requests": False}},
+                     name="fds-" + client, nofile=(96, 96),
+                     env={"LLMROUTE_UPSTREAM_CLIENT": client})
+        n = int(gw.metrics()["llmroute_connections_max"])
+        bar = threading.Barrier(n)
+        statuses, lock = [], threading.Lock()
+
+        def one_client():
+            c = http.client.HTTPConnection(HOST, gw.port, timeout=60)
+            try:
+                for rnd in range(2):
+                    for k in range(3):
+                        body = json.dumps({"model": "m%d" % k,
+                                           "messages": [{"role": "user", "content": "hi"}]})
+                        bar.wait(60)
+                        c.request("POST", "/v1/chat/completions", body,
+                                  {"Content-Type": "application/json"})
+                        r = c.getresponse()
+                        r.read()
+                        with lock:
+                            statuses.append(r.status)
+            finally:
+                c.close()
+        ts = [threading.Thread(target=one_client, daemon=True) for _ in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(90)
+        bad = [s for s in statuses if s != 200]
+        assert len(statuses) == 6 * n and not bad, (len(statuses), bad[:5])
+    for client in ("h1", "curl"):
+        check("idle upstream connections to several hosts stay within the connection cap "
+              "(%s): no request fails for want of a descriptor" % client,
+              idle_connections_of_several_hosts_stay_within_the_cap, client)
+
+
+GROUPS = {"pipeline": pipeline, "signals": signals, "descriptors": descriptors}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
