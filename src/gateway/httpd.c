@@ -99,6 +99,7 @@ struct hs_conn {
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
     int answer_early; /* Expect: 100-continue, and the handler refuses it: no body is read */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
+    struct event *out_deadline; /* while out_blocked: drained by then, or closed */
     struct hs_req req;
 };
 
@@ -284,6 +285,8 @@ static void conn_free(struct hs_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->n_conns--;
+    if (c->out_deadline)
+        event_free(c->out_deadline);
     bufferevent_free(c->bev);
     req_reset(&c->req);
     if (c->req.resp_headers)
@@ -979,6 +982,32 @@ static int chunk_size(const char *line, size_t n, unsigned long long *size)
     return 1;
 }
 
+static void conn_drop(struct hs_conn *c);
+
+static void out_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_drop(arg);
+}
+
+/* Reading stopped for a backlog of answers: it must drain to the low-water
+ * mark within the idle timeout. The write timeout alone is not enough: the
+ * client's kernel taking a few bytes now and then (its receive buffer
+ * collapsed, a window opened by a few bytes) restarts it, so a client that
+ * reads nothing could hold the connection for a long while. */
+static void out_deadline_arm(struct hs_conn *c)
+{
+    int ms = c->srv->lim.idle_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (ms <= 0)
+        return;
+    if (!c->out_deadline)
+        c->out_deadline = evtimer_new(c->srv->base, out_deadline_cb, c);
+    if (c->out_deadline && !evtimer_pending(c->out_deadline, NULL))
+        evtimer_add(c->out_deadline, &tv);
+}
+
 /* Advance the state machine over what is in the input buffer. */
 static void process_bytes(struct hs_conn *c)
 {
@@ -1005,6 +1034,7 @@ static void process_bytes(struct hs_conn *c)
             if (evbuffer_get_length(bufferevent_get_output(c->bev)) > s->lim.out_high_water) {
                 c->out_blocked = 1;
                 bufferevent_disable(c->bev, EV_READ);
+                out_deadline_arm(c);
                 return;
             }
             found = head_scan(c, in, avail < s->lim.max_head_bytes ? avail : s->lim.max_head_bytes,
@@ -1186,6 +1216,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
     /* Called at the low-water mark: pipelined requests may be read again. */
     if (c->out_blocked) {
         c->out_blocked = 0;
+        if (c->out_deadline)
+            evtimer_del(c->out_deadline);
         bufferevent_enable(bev, EV_READ);
         if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
             bufferevent_trigger(bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);

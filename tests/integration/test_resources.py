@@ -61,8 +61,11 @@ def pipeline(gw_bin, fake_bin):
         # and answered into memory, their answers took gigabytes, and the
         # connection, busy, never met its timeout.
         before = gw.rss_kb()
-        s = socket.create_connection((HOST, gw.port))
+        # A small receive buffer set before connecting: its window scale is
+        # then small too, and the client's kernel takes few answers for it.
+        s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((HOST, gw.port))
         snd = Sender(s, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n" * 1000, 40 << 20)
         snd.start()
         try:
