@@ -427,12 +427,21 @@ static void cleanup_aborted(struct h1_xfer *x)
     xfer_free(x);
 }
 
+/* What a failed connect says: the upstream's refusal, or the gateway out of
+ * descriptors for the socket (its own limit, not the upstream's doing). */
+static enum up_error connect_error(int e)
+{
+    if (e == EMFILE || e == ENFILE)
+        return UP_EDESCRIPTORS;
+    return e == ENOMEM ? UP_ENOMEM : UP_ECONNREFUSED;
+}
+
 static void fail_connect(struct h1_xfer *x, int e)
 {
     char msg[MSG_CAP];
     snprintf(msg, sizeof msg, "Failed to connect to %.200s: %.200s", x->host->authority,
              strerror(e));
-    finish(x, UP_ECONNREFUSED, msg, 0);
+    finish(x, e == EMFILE || e == ENFILE ? UP_EDESCRIPTORS : UP_ECONNREFUSED, msg, 0);
 }
 
 static void defer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1174,7 +1183,7 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
         } else {
             snprintf(msg, sizeof msg, "Failed to connect to %.200s: %.200s", x->host->authority,
                      strerror(e));
-            defer_fail(x, e == ENOMEM ? UP_ENOMEM : UP_ECONNREFUSED, msg);
+            defer_fail(x, connect_error(e), msg);
         }
     }
     return x;

@@ -845,7 +845,15 @@ static void give_up(struct exchange *ex, const char *why)
         finish(ex, (int)ex->last_status);
         return;
     }
-    if (c == RS_CONNECT_REFUSED)
+    if (c == RS_DESCRIPTORS) {
+        ex->answer_retry_after = "1";
+        fail_with(ex, 503, NULL, "descriptors_exhausted",
+                  "the gateway could not open a connection to the upstream for model '%s': it "
+                  "has run out of file descriptors (RLIMIT_NOFILE, ulimit -n): raise the limit "
+                  "or lower server.max_connections (%s; %s; %u attempt%s)",
+                  ex->last_model, ex->last_msg, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
+    } else if (c == RS_CONNECT_REFUSED)
         fail_with(ex, 502, NULL, "upstream_unreachable",
                   "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
                   ex->last_model, ex->last_msg, why, ex->n_attempts,

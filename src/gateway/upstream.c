@@ -58,6 +58,7 @@ struct up_xfer {
     struct up_callbacks cb;
     void *arg;
     long status;
+    int socket_errno; /* errno of a socket() that failed in open_cb, or 0 */
     char content_type[128];
     char retry_after[64];
     char location[UP_LOCATION_CAP];
@@ -142,6 +143,8 @@ const char *up_error_name(enum up_error err)
         return "too_big";
     case UP_ENOMEM:
         return "no_memory";
+    case UP_EDESCRIPTORS:
+        return "descriptors";
     default:
         return "other";
     }
@@ -156,9 +159,14 @@ static enum up_error classify(const struct up_xfer *x, CURLcode code)
     switch (code) {
     case CURLE_OK:
         return UP_OK;
+    case CURLE_COULDNT_CONNECT:
+        /* socket() failed in open_cb for want of descriptors: the gateway's
+         * limit, not the upstream. */
+        if (x->socket_errno == EMFILE || x->socket_errno == ENFILE)
+            return UP_EDESCRIPTORS;
+        return UP_ECONNREFUSED;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT:
         return UP_ECONNREFUSED;
     case CURLE_OPERATION_TIMEDOUT:
         if (!x->head_done &&
@@ -491,7 +499,7 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     curl_easy_setopt(x->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
     curl_easy_setopt(x->easy, CURLOPT_PREREQDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETFUNCTION, open_cb);
-    curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETDATA, cl);
+    curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
     curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETDATA, cl);
     if (req->connect_timeout_ms > 0)
@@ -682,14 +690,17 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
  * check before reuse still finds a closed connection). */
 static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
-    struct up_client *cl = clientp;
+    struct up_xfer *x = clientp;
+    struct up_client *cl = x->cl;
     struct conn_sock *cs;
     curl_socket_t fd;
     (void)purpose;
 
     fd = socket(addr->family, addr->socktype, addr->protocol);
-    if (fd < 0)
+    if (fd < 0) {
+        x->socket_errno = errno; /* curl says only "could not connect" (classify) */
         return CURL_SOCKET_BAD;
+    }
     if ((size_t)fd >= cl->n_conns) {
         size_t n = (size_t)fd + 64;
         struct conn_sock **t = realloc(cl->conns, n * sizeof *t);

@@ -47,6 +47,7 @@ enum up_error {
     UP_EPROTO,       /* not valid HTTP (bad status line, bad chunked encoding) */
     UP_ETOOBIG,      /* a response head larger than the implementation accepts */
     UP_ENOMEM,       /* out of memory */
+    UP_EDESCRIPTORS, /* no descriptor for the connection (EMFILE, ENFILE): the gateway's own limit */
     UP_EOTHER        /* anything else */
 };
 

@@ -195,6 +195,39 @@ def signals(gw_bin, fake_bin):
           a_sigterm_as_it_starts_to_listen_stops_it_cleanly)
 
 
+def stats(fake):
+    """Requests the fake upstream has served."""
+    st, _, body = gwtest.request(fake.port, "GET", "/_stats")
+    assert st == 200, st
+    return json.loads(body)["requests"]
+
+
+def exchange(s, method, path, body=""):
+    """One request on socket s, its answer read whole (Content-Length):
+    (status, headers lowercased, body bytes)."""
+    data = body.encode()
+    s.sendall(b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (method.encode(), path.encode(), len(data),
+                                                   data))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(65536)
+        assert b, "closed before an answer"
+        buf += b
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    h = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        h[k.strip().lower()] = v.strip()
+    n = int(h.get("content-length", 0))
+    while len(rest) < n:
+        b = s.recv(65536)
+        assert b, "closed mid-body"
+        rest += b
+    return int(lines[0].split()[1]), h, rest[:n]
+
+
 def descriptors(gw_bin, fake_bin):
     wd = workdir()
     fakes = [Fake(fake_bin, wd, name="fake%d" % i) for i in range(3)]
@@ -240,6 +273,53 @@ def descriptors(gw_bin, fake_bin):
             t.join(90)
         bad = [s for s in statuses if s != 200]
         assert len(statuses) == 6 * n and not bad, (len(statuses), bad[:5])
+    def out_of_descriptors_is_the_gateways_failure(client):
+        # A cap the descriptor limit cannot fit (kept, with a warning), and
+        # idle clients holding every descriptor: the upstream connection of a
+        # request already accepted cannot be opened. That is the gateway's
+        # limit, not the model's: it was classed connect_refused, counted
+        # against the model's breaker, and the request fell back to the next
+        # candidate, which failed the same way (502 upstream_unreachable).
+        gw = Gateway(gw_bin, wd, {"models": models,
+                                  "routes": [{"name": "r", "strategy": "sequential",
+                                              "models": ["m0"], "fallbacks": ["m1"]}],
+                                  "server": {"max_connections": 200}},
+                     name="emfile-" + client, nofile=(64, 64),
+                     env={"LLMROUTE_UPSTREAM_CLIENT": client})
+        for f in fakes:
+            f.scenario("ok")
+        before = [stats(f) for f in fakes]
+        a = socket.create_connection((HOST, gw.port), timeout=10)
+        idle = []
+        try:
+            assert exchange(a, "GET", "/health")[0] == 200
+            idle = [socket.create_connection((HOST, gw.port), timeout=10) for _ in range(70)]
+            wait_for(lambda: [e for e in gw.events("accept_paused")
+                              if "cannot accept" in e["message"]], 10,
+                     "accepting to pause for want of descriptors")
+            body = json.dumps({"model": "r", "messages": [{"role": "user", "content": "hi"}]})
+            st, h, resp = exchange(a, "POST", "/v1/chat/completions", body)
+            err = json.loads(resp)["error"]
+            assert st == 503 and err["code"] == "descriptors_exhausted", (st, resp)
+            assert "file descriptors" in err["message"], err
+            assert h.get("x-llmroute-attempts") == "1" and h.get("retry-after") == "1", h
+            assert [stats(f) for f in fakes] == before, "an upstream was asked"
+            st, _, text = exchange(a, "GET", "/metrics")
+            m = gwtest.parse_metrics(text.decode())
+            assert m['llmroute_upstream_attempts_total{model="m0",class="descriptors"}'] == 1, m
+            assert 'llmroute_upstream_attempts_total{model="m1",class="descriptors"}' not in m
+            assert m['llmroute_breaker_state{model="m0"}'] == 0
+            line = [l for l in gw.log_lines() if l.get("route") == "r"][-1]
+            assert line["status"] == 503 and line["tries"][0]["class"] == "descriptors", line
+        finally:
+            for s in idle:
+                s.close()
+            a.close()
+    for client in ("h1", "curl"):
+        check("the gateway out of descriptors for an upstream connection (%s): 503 "
+              "descriptors_exhausted, no fallback, the breaker untouched" % client,
+              out_of_descriptors_is_the_gateways_failure, client)
+
     for client in ("h1", "curl"):
         check("idle upstream connections to several hosts stay within the connection cap "
               "(%s): no request fails for want of a descriptor" % client,
