@@ -117,7 +117,8 @@ struct hs_server {
     int draining;
     int port;
     struct event *accept_resume; /* accepting paused: out of descriptors */
-    int accept_paused;           /* accept() failed for want of descriptors, none since */
+    int accept_paused;           /* a pause for want of descriptors is on (logged once) */
+    long long fd_fail_ms;        /* when accept() last failed for want of them (monotonic) */
     int fd_wait;                 /* so the listener waits for the timer or a close */
     int listening;               /* the listener is enabled */
     size_t max_conns;            /* accept no more while this many are open; 0: no cap */
@@ -334,7 +335,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    s->accept_paused = 0;
+    /* One descriptor freed lets one client in, and the next accept() fails
+     * again: the pause is over only once they have not run out for a while
+     * (as at the cap), so it is logged and counted once, not per client. */
+    if (s->accept_paused && now_ms() - s->fd_fail_ms >= CAP_QUIET_MS)
+        s->accept_paused = 0;
     c->srv = s;
     c->req.conn = c;
     c->req.resp_headers = evbuffer_new();
@@ -472,6 +477,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
                 evutil_socket_error_to_string(err), s->n_conns, ACCEPT_PAUSE_MS);
     }
     s->accept_paused = 1;
+    s->fd_fail_ms = mono_ms();
     s->fd_wait = 1;
     listener_update(s);
     if (s->accept_resume)

@@ -315,6 +315,42 @@ def descriptors(gw_bin, fake_bin):
             for s in idle:
                 s.close()
             a.close()
+    def one_pause_line_for_a_descriptor_shortage():
+        # Under a lasting shortage each client that leaves lets one waiting
+        # client in, and the next accept() fails again. Every accept ended
+        # the pause, so each failure after it was logged and counted as a new
+        # one: a line per client, where the README promises one.
+        gw = Gateway(gw_bin, wd, {"models": models, "server": {"max_connections": 200}},
+                     name="pauses", nofile=(64, 64))
+        a = socket.create_connection((HOST, gw.port), timeout=10)
+        clients = []
+        try:
+            assert exchange(a, "GET", "/health")[0] == 200
+            clients = [socket.create_connection((HOST, gw.port), timeout=10)
+                       for _ in range(80)]
+
+            def pauses():
+                return [e for e in gw.events("accept_paused")
+                        if "cannot accept" in e["message"]]
+            wait_for(pauses, 10, "accepting to pause for want of descriptors")
+            # The first clients were accepted: each one closed frees a
+            # descriptor, which the next waiting client takes.
+            for s in clients[:15]:
+                s.close()
+                time.sleep(0.05)
+            clients = clients[15:]
+            assert exchange(a, "GET", "/health")[0] == 200
+            st, _, text = exchange(a, "GET", "/metrics")
+            m = gwtest.parse_metrics(text.decode())
+            assert len(pauses()) == 1, pauses()
+            assert m['llmroute_accept_paused_total{reason="descriptors"}'] == 1, m
+        finally:
+            for s in clients:
+                s.close()
+            a.close()
+    check("a lasting shortage of descriptors is one accept_paused line, not one per client",
+          one_pause_line_for_a_descriptor_shortage)
+
     for client in ("h1", "curl"):
         check("the gateway out of descriptors for an upstream connection (%s): 503 "
               "descriptors_exhausted, no fallback, the breaker untouched" % client,
