@@ -51,6 +51,15 @@
 #define ACCEPT_PAUSE_MS 100
 #define CAP_QUIET_MS 1000 /* a pause at the cap ends after this long without reaching it */
 
+/* A response sent with hs_respond_tracked(): it is written once out_written
+ * reaches end. */
+struct sent_watch {
+    struct sent_watch *next;
+    unsigned long long end;
+    void (*sent)(void *arg, int delivered);
+    void *arg;
+};
+
 enum conn_state {
     C_HEAD,       /* waiting for a request line and headers */
     C_BODY,       /* reading a Content-Length body */
@@ -100,6 +109,11 @@ struct hs_conn {
     int answer_early; /* Expect: 100-continue, and the handler refuses it: no body is read */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
+    /* Bytes ever queued for the client and ever written (out_count()), and
+     * the tracked responses waiting for theirs to be written, oldest first. */
+    unsigned long long out_added, out_written;
+    struct sent_watch *sent_first, *sent_last;
+    struct event *sent_ev; /* runs the callbacks of those written (deferred) */
     struct hs_req req;
 };
 
@@ -276,6 +290,40 @@ static void req_reset(struct hs_req *r)
     r->resp_headers = h;
 }
 
+/* Run the callbacks of the tracked responses written whole; with all set,
+ * also of the rest (delivered 0). */
+static void sent_run(struct hs_conn *c, int all)
+{
+    while (c->sent_first && (all || c->out_written >= c->sent_first->end)) {
+        struct sent_watch *w = c->sent_first;
+        c->sent_first = w->next;
+        if (!c->sent_first)
+            c->sent_last = NULL;
+        w->sent(w->arg, c->out_written >= w->end);
+        free(w);
+    }
+}
+
+static void sent_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sent_run(arg, 0);
+}
+
+/* The output buffer changed: what was written is what left it. A tracked
+ * response now written has its callback run from the loop, never from
+ * inside the call that queued or wrote it. */
+static void out_count(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct hs_conn *c = arg;
+    (void)buf;
+    c->out_added += info->n_added;
+    c->out_written += info->n_deleted;
+    if (c->sent_first && c->out_written >= c->sent_first->end && c->sent_ev)
+        event_active(c->sent_ev, EV_TIMEOUT, 1);
+}
+
 static void conn_free(struct hs_conn *c)
 {
     struct hs_server *s = c->srv;
@@ -288,6 +336,9 @@ static void conn_free(struct hs_conn *c)
     s->n_conns--;
     if (c->out_deadline)
         event_free(c->out_deadline);
+    if (c->sent_ev)
+        event_free(c->sent_ev);
+    sent_run(c, 1); /* the rest were not written whole: the client never took them */
     bufferevent_free(c->bev);
     req_reset(&c->req);
     if (c->req.resp_headers)
@@ -361,6 +412,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     s->n_conns++;
     listener_update(s); /* at the cap, the next clients wait in the backlog */
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    evbuffer_add_cb(bufferevent_get_output(c->bev), out_count, c);
     /* Bound what a client may queue while its request is handled. */
     bufferevent_setwatermark(c->bev, EV_READ, 0, s->lim.max_head_bytes + 65536);
     bufferevent_setwatermark(c->bev, EV_WRITE, s->lim.out_high_water / 4, 0);
@@ -607,6 +659,37 @@ void hs_respond(struct hs_req *req, int status, const char *content_type, const 
         evbuffer_add(out, body, len);
     flush_out(req->conn);
     req_complete(req);
+}
+
+int hs_respond_tracked(struct hs_req *req, int status, const char *content_type,
+                       const char *body, size_t len, void (*sent)(void *arg, int delivered),
+                       void *arg)
+{
+    struct hs_conn *c = req->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct sent_watch *w = malloc(sizeof *w);
+    if (w && !c->sent_ev)
+        c->sent_ev = event_new(c->srv->base, -1, 0, sent_ev_cb, c);
+    if (!w || !c->sent_ev) {
+        free(w);
+        hs_respond(req, status, content_type, body, len);
+        return -1;
+    }
+    write_head(req, status, content_type, (long long)len);
+    if (len && !head_only(req))
+        evbuffer_add(out, body, len);
+    w->next = NULL;
+    w->end = c->out_added;
+    w->sent = sent;
+    w->arg = arg;
+    if (c->sent_last)
+        c->sent_last->next = w;
+    else
+        c->sent_first = w;
+    c->sent_last = w;
+    flush_out(c);
+    req_complete(req);
+    return 0;
 }
 
 void hs_stream_begin(struct hs_req *req, int status, const char *content_type)

@@ -1,6 +1,6 @@
 """test_resources.py -- what one client, or the process's own limits, may
 cost the gateway: memory for answers a client does not take, descriptors,
-signals at start.
+signals at start; and the log line of an answer a client never takes.
 
     python3 test_resources.py GROUP LLMROUTE FAKE_UPSTREAM
 
@@ -362,7 +362,86 @@ def descriptors(gw_bin, fake_bin):
               idle_connections_of_several_hosts_stay_within_the_cap, client)
 
 
-GROUPS = {"pipeline": pipeline, "signals": signals, "descriptors": descriptors}
+class BigAnswers:
+    """An upstream on 127.0.0.1 that answers every chat request with a
+    chat.completion of `size` bytes of content (Content-Length)."""
+
+    def __init__(self, size):
+        content = "a" * size
+        self.body = json.dumps({
+            "id": "big", "object": "chat.completion", "model": "big",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(16)
+        self.base_url = "http://%s:%d/v1" % (HOST, self.sock.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            gwtest.read_request(c)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(self.body)
+                      + self.body)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+def answers(gw_bin, fake_bin):
+    wd = workdir()
+    up = BigAnswers(20 << 20)
+    gw = Gateway(gw_bin, wd, {"models": [{"name": "big", "backend": "openai",
+                                          "base_url": up.base_url}],
+                              "server": {"idle_timeout_ms": 1000}})
+    body = json.dumps({"model": "big", "messages": [{"role": "user", "content": "hi"}]})
+
+    def lines():
+        return [l for l in gw.log_lines() if l.get("model") == "big" and "status" in l]
+
+    def an_answer_the_client_never_takes_is_logged_499():
+        # 20 MB the client never reads: it cannot all be written, and the
+        # connection ends at the write timeout. The line said 200 as soon as
+        # the answer was queued, though the client never had it.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((HOST, gw.port))
+        try:
+            data = body.encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(data), data))
+            line = wait_for(lines, 30, "the request's log line")[-1]
+            assert line["status"] == 499 and line["error"] == "client_gone", line
+            m = gw.metrics()
+            assert m['llmroute_requests_total{route="",model="big",status="499"}'] == 1, m
+            assert 'llmroute_requests_total{route="",model="big",status="200"}' not in m
+        finally:
+            s.close()
+    check("a non-stream answer the client never takes is logged 499 client_gone, once the "
+          "connection ends", an_answer_the_client_never_takes_is_logged_499)
+
+    def an_answer_the_client_reads_is_logged_200():
+        st, _, resp = gwtest.request(gw.port, "POST", "/v1/chat/completions", body, timeout=30)
+        assert st == 200 and len(resp) == len(up.body), (st, len(resp))
+        line = wait_for(lambda: len(lines()) == 2 and lines(), 10, "the second line")[-1]
+        assert line["status"] == 200 and "error" not in line, line
+    check("a non-stream answer the client reads is logged 200",
+          an_answer_the_client_reads_is_logged_200)
+
+
+GROUPS = {"pipeline": pipeline, "signals": signals, "descriptors": descriptors, "answers": answers}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
