@@ -25,8 +25,8 @@
 #include <stddef.h>
 
 /* Descriptors kept for what the start count misses: SQLite's journal and
- * temporary files, the embedder's and other hosts' idle keep-alive
- * connections, libcurl's resolver. */
+ * temporary files, libcurl's resolver. Upstream connections, idle or in
+ * use, are not among them: up_client_limit() holds them to the cap. */
 #define CL_SPARE 32
 /* The largest server.max_connections accepted (and the largest default). */
 #define CL_MAX 1048576L

@@ -367,6 +367,9 @@ static void apply_conn_cap(struct gw *gw, const struct gw_conf *conf, int at_sta
         return;
     gw->max_conns = plan.cap;
     hs_server_set_max_connections(gw->http, (size_t)plan.cap);
+    /* The cap's arithmetic counts one upstream descriptor per client: the
+     * upstream connections kept open, pooled or in use, stay within it. */
+    up_client_limit(gw->upstream, (size_t)plan.cap);
     cl_plan_describe(&plan, msg, sizeof msg);
     if (rc)
         log_event("connections", "%s (the descriptor limit could not be %s: %s)", msg,
@@ -749,6 +752,20 @@ int gw_run(const struct gw_options *opts)
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;
     }
+    /* The signals are handled before anything outside can know the gateway
+     * is there (the listener, the port file): a SIGHUP or SIGTERM sent the
+     * moment it listens is then taken by the loop, where until its handler
+     * is added its default action would kill the process. */
+    drain.gw = &gw;
+    drain.timer = event_new(gw.base, -1, EV_PERSIST, drain_tick, &drain);
+    sig_term = evsignal_new(gw.base, SIGTERM, on_term, &drain);
+    sig_int = evsignal_new(gw.base, SIGINT, on_term, &drain);
+    sig_hup = evsignal_new(gw.base, SIGHUP, on_hup, &gw);
+    if (!drain.timer || !sig_term || !sig_int || !sig_hup || event_add(sig_term, NULL) ||
+        event_add(sig_int, NULL) || event_add(sig_hup, NULL)) {
+        fprintf(stderr, "llmroute serve: cannot set up signal handling\n");
+        goto out;
+    }
     {
         int lrc = hs_server_listen(gw.http, gw.conf->set.listen_host, gw.conf->set.listen_port);
         if (lrc) {
@@ -767,16 +784,6 @@ int gw_run(const struct gw_options *opts)
     if (opts->port_file && write_port_file(opts->port_file, hs_server_port(gw.http))) {
         fprintf(stderr, "llmroute serve: cannot write --port-file %s: %s\n", opts->port_file,
                 strerror(errno));
-        goto out;
-    }
-    drain.gw = &gw;
-    drain.timer = event_new(gw.base, -1, EV_PERSIST, drain_tick, &drain);
-    sig_term = evsignal_new(gw.base, SIGTERM, on_term, &drain);
-    sig_int = evsignal_new(gw.base, SIGINT, on_term, &drain);
-    sig_hup = evsignal_new(gw.base, SIGHUP, on_hup, &gw);
-    if (!drain.timer || !sig_term || !sig_int || !sig_hup || event_add(sig_term, NULL) ||
-        event_add(sig_int, NULL) || event_add(sig_hup, NULL)) {
-        fprintf(stderr, "llmroute serve: cannot set up signal handling\n");
         goto out;
     }
     {

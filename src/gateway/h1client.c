@@ -2,7 +2,10 @@
  * h1client.h for what it does and why).
  *
  * Three objects. A host is one upstream authority (address and port) with a
- * LIFO list of idle keep-alive connections. A connection is a non-blocking
+ * LIFO list of idle keep-alive connections; the client also keeps every
+ * host's idle connections in one list by age, so that the oldest, of any
+ * host, is closed first when a new connection would pass the budget
+ * (h1_client_limit()). A connection is a non-blocking
  * socket with a read event that stays registered for its whole life (an idle
  * connection that becomes readable was closed by the server, or sent bytes
  * nobody asked for, and is dropped), a write event used only while connecting
@@ -72,7 +75,8 @@ struct h1_host {
 struct h1_conn {
     struct h1_client *cl;
     struct h1_host *host;
-    struct h1_conn *prev, *next; /* in the host's idle list */
+    struct h1_conn *prev, *next;   /* in the host's idle list */
+    struct h1_conn *older, *newer; /* in the client's idle list, across hosts */
     int fd;
     int connecting;
     int idle;
@@ -114,6 +118,11 @@ struct h1_client {
     struct event_base *base;
     struct h1_host *hosts;
     struct h1_xfer *xfers;
+    size_t n_open;                 /* connections open, idle or in use */
+    struct h1_conn *newest_idle;   /* the idle connections of every host, */
+    struct h1_conn *oldest_idle;   /* by when they were last released */
+    size_t max_open;               /* 0: no budget */
+    const size_t *others;          /* the caller's other connections in it, or NULL */
 };
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -230,6 +239,15 @@ static void idle_unlink(struct h1_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
+    if (c->newer)
+        c->newer->older = c->older;
+    else
+        c->cl->newest_idle = c->older;
+    if (c->older)
+        c->older->newer = c->newer;
+    else
+        c->cl->oldest_idle = c->newer;
+    c->older = c->newer = NULL;
     c->idle = 0;
     h->n_idle--;
 }
@@ -240,8 +258,33 @@ static void conn_close(struct h1_conn *c)
     event_del(&c->rev);
     event_del(&c->wev);
     close(c->fd);
+    c->cl->n_open--;
     free(c->buf);
     free(c);
+}
+
+/* Close the least recently used idle connections, of any host, until at
+ * most `keep` connections are open or none is idle. Returns how many it
+ * closed. */
+static size_t close_oldest_idle(struct h1_client *cl, size_t keep)
+{
+    size_t n = 0;
+    while (cl->n_open > keep && cl->oldest_idle) {
+        conn_close(cl->oldest_idle);
+        n++;
+    }
+    return n;
+}
+
+/* Before a new connection: room for it in the budget, made by closing the
+ * oldest idle connections (of any host: the pools of several hosts would
+ * otherwise together hold far more descriptors than the budget allows). */
+static void make_room(struct h1_client *cl)
+{
+    size_t others = cl->others ? *cl->others : 0;
+    if (!cl->max_open)
+        return;
+    close_oldest_idle(cl, cl->max_open > others + 1 ? cl->max_open - others - 1 : 0);
 }
 
 /* A new connection, connecting. NULL with errno set on failure. */
@@ -278,6 +321,7 @@ static struct h1_conn *conn_new(struct h1_client *cl, struct h1_host *h)
         e = ENOMEM;
         goto fail;
     }
+    cl->n_open++;
     return c;
 fail:
     if (c->fd >= 0)
@@ -328,6 +372,12 @@ static void conn_release(struct h1_conn *c, int keep)
         h->idle->prev = c;
     h->idle = c;
     h->n_idle++;
+    c->older = c->cl->newest_idle;
+    if (c->older)
+        c->older->newer = c;
+    else
+        c->cl->oldest_idle = c;
+    c->cl->newest_idle = c;
 }
 
 /* ==== Ending a transfer ==== */
@@ -377,12 +427,21 @@ static void cleanup_aborted(struct h1_xfer *x)
     xfer_free(x);
 }
 
+/* What a failed connect says: the upstream's refusal, or the gateway out of
+ * descriptors for the socket (its own limit, not the upstream's doing). */
+static enum up_error connect_error(int e)
+{
+    if (e == EMFILE || e == ENFILE)
+        return UP_EDESCRIPTORS;
+    return e == ENOMEM ? UP_ENOMEM : UP_ECONNREFUSED;
+}
+
 static void fail_connect(struct h1_xfer *x, int e)
 {
     char msg[MSG_CAP];
     snprintf(msg, sizeof msg, "Failed to connect to %.200s: %.200s", x->host->authority,
              strerror(e));
-    finish(x, UP_ECONNREFUSED, msg, 0);
+    finish(x, e == EMFILE || e == ENFILE ? UP_EDESCRIPTORS : UP_ECONNREFUSED, msg, 0);
 }
 
 static void defer_cb(evutil_socket_t fd, short what, void *arg)
@@ -470,7 +529,13 @@ static int send_request(struct h1_xfer *x)
 /* Give the transfer a new connection. 0, or -1 with errno. */
 static int attach_new(struct h1_xfer *x)
 {
-    struct h1_conn *c = conn_new(x->cl, x->host);
+    struct h1_conn *c;
+    make_room(x->cl);
+    c = conn_new(x->cl, x->host);
+    /* Out of descriptors: the idle connections hold some. Closed, they make
+     * room for this one, tried once more. */
+    if (!c && (errno == EMFILE || errno == ENFILE) && close_oldest_idle(x->cl, 0))
+        c = conn_new(x->cl, x->host);
     if (!c)
         return -1;
     c->xfer = x;
@@ -1118,7 +1183,7 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
         } else {
             snprintf(msg, sizeof msg, "Failed to connect to %.200s: %.200s", x->host->authority,
                      strerror(e));
-            defer_fail(x, e == ENOMEM ? UP_ENOMEM : UP_ECONNREFUSED, msg);
+            defer_fail(x, connect_error(e), msg);
         }
     }
     return x;
@@ -1159,6 +1224,22 @@ struct h1_client *h1_client_new(struct event_base *base)
         return NULL;
     cl->base = base;
     return cl;
+}
+
+void h1_client_limit(struct h1_client *cl, size_t max_open, const size_t *others)
+{
+    cl->max_open = max_open;
+    cl->others = others;
+}
+
+void h1_client_trim(struct h1_client *cl, size_t keep)
+{
+    close_oldest_idle(cl, keep);
+}
+
+size_t h1_client_open(const struct h1_client *cl)
+{
+    return cl->n_open;
 }
 
 void h1_client_free(struct h1_client *cl)

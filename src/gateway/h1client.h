@@ -12,7 +12,9 @@
  * and parses responses in place.
  *
  * What it does: POST with Content-Length; per-host keep-alive pools (LIFO,
- * bounded idle count); responses with Content-Length, chunked, or delimited
+ * bounded idle count) under one budget for all hosts (the oldest idle
+ * connection goes first), and, when a connect runs out of descriptors, the
+ * idle connections closed and the connect tried once more; responses with Content-Length, chunked, or delimited
  * by the connection's close; 1xx heads skipped; a cap on the response head
  * (UP_ETOOBIG over it); pause/resume of the body for backpressure (reading
  * stops, so TCP pushes back on the upstream); connect and total timeouts. An
@@ -45,6 +47,18 @@ struct h1_xfer;
 struct h1_client *h1_client_new(struct event_base *base);
 /* Abort every transfer (no callbacks), close every connection, free. */
 void h1_client_free(struct h1_client *client);
+/* A budget for the connections open at once, idle or in use, over all
+ * hosts: before a new connection would pass max_open (0: no budget), the
+ * least recently used idle connections, of any host, are closed. others, if
+ * not NULL, points to a count of the caller's other connections that share
+ * the budget (libcurl's), read each time. A connection in use is never
+ * closed for it: the budget can be passed while every connection is busy. */
+void h1_client_limit(struct h1_client *client, size_t max_open, const size_t *others);
+/* Close the least recently used idle connections until at most keep are
+ * open, or none is idle. */
+void h1_client_trim(struct h1_client *client, size_t keep);
+/* The connections open now, idle or in use. */
+size_t h1_client_open(const struct h1_client *client);
 
 /* As up_xfer_start(): NULL on allocation failure or a URL this client does
  * not take (not http://, a host that is not a numeric IPv4 or IPv6 address,

@@ -7,7 +7,10 @@
  * being handled reading stays enabled, so a client that disconnects is
  * noticed at once (its EOF) and the caller's on_abort runs; bytes of a
  * pipelined next request wait in the input buffer, bounded by a read
- * high-water mark. Closing after an error response is "lingering": the server
+ * high-water mark. A next request is not read either while the answers
+ * before it wait to be sent past the output high-water mark: a client that
+ * pipelines requests and takes no answer holds a bounded backlog, and meets
+ * the write timeout. Closing after an error response is "lingering": the server
  * shuts down its sending side and drains what the client still sends for a
  * moment, so the client reads the response instead of a reset.
  *
@@ -47,6 +50,15 @@
 #define LINGER_MS 2000
 #define ACCEPT_PAUSE_MS 100
 #define CAP_QUIET_MS 1000 /* a pause at the cap ends after this long without reaching it */
+
+/* A response sent with hs_respond_tracked(): it is written once out_written
+ * reaches end. */
+struct sent_watch {
+    struct sent_watch *next;
+    unsigned long long end;
+    void (*sent)(void *arg, int delivered);
+    void *arg;
+};
 
 enum conn_state {
     C_HEAD,       /* waiting for a request line and headers */
@@ -95,6 +107,13 @@ struct hs_conn {
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
     int answer_early; /* Expect: 100-continue, and the handler refuses it: no body is read */
+    int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
+    struct event *out_deadline; /* while out_blocked: drained by then, or closed */
+    /* Bytes ever queued for the client and ever written (out_count()), and
+     * the tracked responses waiting for theirs to be written, oldest first. */
+    unsigned long long out_added, out_written;
+    struct sent_watch *sent_first, *sent_last;
+    struct event *sent_ev; /* runs the callbacks of those written (deferred) */
     struct hs_req req;
 };
 
@@ -112,7 +131,8 @@ struct hs_server {
     int draining;
     int port;
     struct event *accept_resume; /* accepting paused: out of descriptors */
-    int accept_paused;           /* accept() failed for want of descriptors, none since */
+    int accept_paused;           /* a pause for want of descriptors is on (logged once) */
+    long long fd_fail_ms;        /* when accept() last failed for want of them (monotonic) */
     int fd_wait;                 /* so the listener waits for the timer or a close */
     int listening;               /* the listener is enabled */
     size_t max_conns;            /* accept no more while this many are open; 0: no cap */
@@ -270,6 +290,40 @@ static void req_reset(struct hs_req *r)
     r->resp_headers = h;
 }
 
+/* Run the callbacks of the tracked responses written whole; with all set,
+ * also of the rest (delivered 0). */
+static void sent_run(struct hs_conn *c, int all)
+{
+    while (c->sent_first && (all || c->out_written >= c->sent_first->end)) {
+        struct sent_watch *w = c->sent_first;
+        c->sent_first = w->next;
+        if (!c->sent_first)
+            c->sent_last = NULL;
+        w->sent(w->arg, c->out_written >= w->end);
+        free(w);
+    }
+}
+
+static void sent_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sent_run(arg, 0);
+}
+
+/* The output buffer changed: what was written is what left it. A tracked
+ * response now written has its callback run from the loop, never from
+ * inside the call that queued or wrote it. */
+static void out_count(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct hs_conn *c = arg;
+    (void)buf;
+    c->out_added += info->n_added;
+    c->out_written += info->n_deleted;
+    if (c->sent_first && c->out_written >= c->sent_first->end && c->sent_ev)
+        event_active(c->sent_ev, EV_TIMEOUT, 1);
+}
+
 static void conn_free(struct hs_conn *c)
 {
     struct hs_server *s = c->srv;
@@ -280,6 +334,11 @@ static void conn_free(struct hs_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     s->n_conns--;
+    if (c->out_deadline)
+        event_free(c->out_deadline);
+    if (c->sent_ev)
+        event_free(c->sent_ev);
+    sent_run(c, 1); /* the rest were not written whole: the client never took them */
     bufferevent_free(c->bev);
     req_reset(&c->req);
     if (c->req.resp_headers)
@@ -327,7 +386,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    s->accept_paused = 0;
+    /* One descriptor freed lets one client in, and the next accept() fails
+     * again: the pause is over only once they have not run out for a while
+     * (as at the cap), so it is logged and counted once, not per client. */
+    if (s->accept_paused && now_ms() - s->fd_fail_ms >= CAP_QUIET_MS)
+        s->accept_paused = 0;
     c->srv = s;
     c->req.conn = c;
     c->req.resp_headers = evbuffer_new();
@@ -349,6 +412,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     s->n_conns++;
     listener_update(s); /* at the cap, the next clients wait in the backlog */
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    evbuffer_add_cb(bufferevent_get_output(c->bev), out_count, c);
     /* Bound what a client may queue while its request is handled. */
     bufferevent_setwatermark(c->bev, EV_READ, 0, s->lim.max_head_bytes + 65536);
     bufferevent_setwatermark(c->bev, EV_WRITE, s->lim.out_high_water / 4, 0);
@@ -465,6 +529,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
                 evutil_socket_error_to_string(err), s->n_conns, ACCEPT_PAUSE_MS);
     }
     s->accept_paused = 1;
+    s->fd_fail_ms = mono_ms();
     s->fd_wait = 1;
     listener_update(s);
     if (s->accept_resume)
@@ -594,6 +659,37 @@ void hs_respond(struct hs_req *req, int status, const char *content_type, const 
         evbuffer_add(out, body, len);
     flush_out(req->conn);
     req_complete(req);
+}
+
+int hs_respond_tracked(struct hs_req *req, int status, const char *content_type,
+                       const char *body, size_t len, void (*sent)(void *arg, int delivered),
+                       void *arg)
+{
+    struct hs_conn *c = req->conn;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct sent_watch *w = malloc(sizeof *w);
+    if (w && !c->sent_ev)
+        c->sent_ev = event_new(c->srv->base, -1, 0, sent_ev_cb, c);
+    if (!w || !c->sent_ev) {
+        free(w);
+        hs_respond(req, status, content_type, body, len);
+        return -1;
+    }
+    write_head(req, status, content_type, (long long)len);
+    if (len && !head_only(req))
+        evbuffer_add(out, body, len);
+    w->next = NULL;
+    w->end = c->out_added;
+    w->sent = sent;
+    w->arg = arg;
+    if (c->sent_last)
+        c->sent_last->next = w;
+    else
+        c->sent_first = w;
+    c->sent_last = w;
+    flush_out(c);
+    req_complete(req);
+    return 0;
 }
 
 void hs_stream_begin(struct hs_req *req, int status, const char *content_type)
@@ -975,6 +1071,32 @@ static int chunk_size(const char *line, size_t n, unsigned long long *size)
     return 1;
 }
 
+static void conn_drop(struct hs_conn *c);
+
+static void out_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_drop(arg);
+}
+
+/* Reading stopped for a backlog of answers: it must drain to the low-water
+ * mark within the idle timeout. The write timeout alone is not enough: the
+ * client's kernel taking a few bytes now and then (its receive buffer
+ * collapsed, a window opened by a few bytes) restarts it, so a client that
+ * reads nothing could hold the connection for a long while. */
+static void out_deadline_arm(struct hs_conn *c)
+{
+    int ms = c->srv->lim.idle_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (ms <= 0)
+        return;
+    if (!c->out_deadline)
+        c->out_deadline = evtimer_new(c->srv->base, out_deadline_cb, c);
+    if (c->out_deadline && !evtimer_pending(c->out_deadline, NULL))
+        evtimer_add(c->out_deadline, &tv);
+}
+
 /* Advance the state machine over what is in the input buffer. */
 static void process_bytes(struct hs_conn *c)
 {
@@ -991,6 +1113,19 @@ static void process_bytes(struct hs_conn *c)
             int found;
             if (avail == 0)
                 return;
+            /* The answers to the requests before it have not been taken.
+             * A client that pipelines requests and reads none would have
+             * every one answered into memory, without bound, and would
+             * never be timed out while it kept sending. So the next
+             * request waits, and reading stops, until the backlog drains
+             * (write_cb); a client that takes nothing meets the write
+             * timeout (idle_timeout_ms). */
+            if (evbuffer_get_length(bufferevent_get_output(c->bev)) > s->lim.out_high_water) {
+                c->out_blocked = 1;
+                bufferevent_disable(c->bev, EV_READ);
+                out_deadline_arm(c);
+                return;
+            }
             found = head_scan(c, in, avail < s->lim.max_head_bytes ? avail : s->lim.max_head_bytes,
                               &head_len);
             if (found < 0) {
@@ -1167,6 +1302,15 @@ static void write_cb(struct bufferevent *bev, void *arg)
     /* The backlog is gone: back to writing directly. */
     if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         bufferevent_disable(bev, EV_WRITE);
+    /* Called at the low-water mark: pipelined requests may be read again. */
+    if (c->out_blocked) {
+        c->out_blocked = 0;
+        if (c->out_deadline)
+            evtimer_del(c->out_deadline);
+        bufferevent_enable(bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+            bufferevent_trigger(bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+    }
     if (c->state == C_HANDLING && c->req.want_drain) {
         c->req.want_drain = 0;
         if (c->req.on_drain)

@@ -115,6 +115,14 @@ void hs_resp_header(struct hs_req *req, const char *name, const char *value);
  * body. */
 void hs_respond(struct hs_req *req, int status, const char *content_type, const char *body,
                 size_t len);
+/* hs_respond(), and then sent(arg, delivered) once: delivered 1 when the
+ * whole response has been written to the socket, 0 when the connection ended
+ * before that (a client that never took it). Never called from inside this
+ * call. Returns 0, or -1 out of memory: the response went out all the same,
+ * untracked, and sent is never called. */
+int hs_respond_tracked(struct hs_req *req, int status, const char *content_type,
+                       const char *body, size_t len, void (*sent)(void *arg, int delivered),
+                       void *arg);
 /* Start a streamed (chunked) response. */
 void hs_stream_begin(struct hs_req *req, int status, const char *content_type);
 /* Send one piece of a streamed response. Returns 1 when the client's output

@@ -57,7 +57,7 @@
 #define RANK_CAP 64
 #define SSE_EVENT_CAP (1u << 20) /* one event's bytes, its lines and their ends */
 #define ATTEMPT_LOG_CAP 1536
-#define HOLD_CAP (64u << 10) /* a stream commits once this much is held, content or not */
+#define HOLD_CAP (64u << 10) /* a stream commits once this much of checked events is held */
 #define DONE_GRACE_MS 1000   /* after [DONE], how long the transfer may take to end */
 
 static const char *const extension_members[] = {"models", "route", NULL};
@@ -65,8 +65,20 @@ static const char *const extension_members[] = {"models", "route", NULL};
 enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_IDLE, WATCH_FAILED };
 enum wait_kind { WAIT_NONE, WAIT_RETRY, WAIT_QUEUE };
 
+/* The log line of an answer sent with hs_respond_tracked(): written, and
+ * counted, once the answer has been written to the client, or, as 499
+ * client_gone, once the connection ended before that (sent_done()). */
+struct sent_log {
+    struct gw *gw;
+    struct gw_log log; /* its strings are the copies below */
+    char id[72];
+    char *route, *model, *strategy, *error, *tries;
+    int ready; /* finish() has filled it */
+};
+
 struct exchange {
     struct gw *gw;
+    struct sent_log *sent; /* the answer's log line waits for it to be written */
     struct gw_conf *conf;
     struct hs_req *req; /* NULL once the client is gone */
     enum gw_endpoint ep;
@@ -169,6 +181,7 @@ struct exchange {
 };
 
 static void finish(struct exchange *ex, int status);
+static void sent_done(void *arg, int delivered);
 static void next_candidate(struct exchange *ex);
 static void stream_complete(struct exchange *ex, int clean, const char *ending);
 
@@ -845,7 +858,15 @@ static void give_up(struct exchange *ex, const char *why)
         finish(ex, (int)ex->last_status);
         return;
     }
-    if (c == RS_CONNECT_REFUSED)
+    if (c == RS_DESCRIPTORS) {
+        ex->answer_retry_after = "1";
+        fail_with(ex, 503, NULL, "descriptors_exhausted",
+                  "the gateway could not open a connection to the upstream for model '%s': it "
+                  "has run out of file descriptors (RLIMIT_NOFILE, ulimit -n): raise the limit "
+                  "or lower server.max_connections (%s; %s; %u attempt%s)",
+                  ex->last_model, ex->last_msg, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
+    } else if (c == RS_CONNECT_REFUSED)
         fail_with(ex, 502, NULL, "upstream_unreachable",
                   "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
                   ex->last_model, ex->last_msg, why, ex->n_attempts,
@@ -1416,7 +1437,11 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
         defer_failure(ex, RS_MALFORMED, msg);
         return UP_CONSUMED;
     }
-    if (!ex->streaming && (ex->event_seen || ex->held_len > HOLD_CAP))
+    /* Only checked events count toward HOLD_CAP: an unfinished one is not
+     * known to be relayable, and committing on it would give the client a
+     * 200 and lose the fallback for an answer with nothing in it. It is
+     * bounded by SSE_EVENT_CAP above, a failed attempt when it passes it. */
+    if (!ex->streaming && (ex->event_seen || ex->held_ok > HOLD_CAP))
         commit_stream(ex);
     if (ex->streaming)
         flush_held(ex);
@@ -1545,14 +1570,76 @@ static void on_done(void *arg, enum up_error err, const char *message)
     attempt_end(ex, RS_OK, -1, 1);
     if (ex->req) {
         add_headers(ex);
-        hs_respond(ex->req, (int)ex->up_status, ex->up_ctype, ex->resp ? ex->resp : "",
-                   ex->resp_len);
+        /* A buffered answer can be large, and a client that does not read
+         * it is only found out at the write timeout: its log line says
+         * whether it was written, not just queued. */
+        ex->sent = calloc(1, sizeof *ex->sent);
+        if (ex->sent && hs_respond_tracked(ex->req, (int)ex->up_status, ex->up_ctype,
+                                           ex->resp ? ex->resp : "", ex->resp_len, sent_done,
+                                           ex->sent) != 0) {
+            free(ex->sent);
+            ex->sent = NULL; /* answered all the same, untracked */
+        } else if (!ex->sent) {
+            hs_respond(ex->req, (int)ex->up_status, ex->up_ctype, ex->resp ? ex->resp : "",
+                       ex->resp_len);
+        }
         ex->req = NULL;
     }
     finish(ex, (int)ex->up_status);
 }
 
 static const struct up_callbacks upstream_cbs = {on_head, on_data, on_done};
+
+static void sent_log_free(struct sent_log *sl)
+{
+    free(sl->route);
+    free(sl->model);
+    free(sl->strategy);
+    free(sl->error);
+    free(sl->tries);
+    free(sl);
+}
+
+/* Copy the log line finish() made into sl, for sent_done(). Returns 0, or
+ * -1 out of memory. */
+static int sent_log_fill(struct sent_log *sl, struct gw *gw, const struct gw_log *log)
+{
+    sl->gw = gw;
+    sl->log = *log;
+    snprintf(sl->id, sizeof sl->id, "%s", log->id);
+    sl->log.id = sl->id;
+    sl->route = strdup(log->route);
+    sl->model = strdup(log->model);
+    sl->strategy = strdup(log->strategy);
+    sl->error = log->error ? strdup(log->error) : NULL;
+    sl->tries = log->attempts_json ? strdup(log->attempts_json) : NULL;
+    if (!sl->route || !sl->model || !sl->strategy || (log->error && !sl->error) ||
+        (log->attempts_json && !sl->tries))
+        return -1;
+    sl->log.route = sl->route;
+    sl->log.model = sl->model;
+    sl->log.strategy = sl->strategy;
+    sl->log.error = sl->error;
+    sl->log.attempts_json = sl->tries;
+    sl->ready = 1;
+    return 0;
+}
+
+static void sent_done(void *arg, int delivered)
+{
+    struct sent_log *sl = arg;
+    if (!sl->ready) { /* finish() could not copy the line: it logged it itself */
+        sent_log_free(sl);
+        return;
+    }
+    if (!delivered) {
+        sl->log.status = 499;
+        sl->log.error = "client_gone";
+    }
+    metrics_count_request(sl->gw->metrics, sl->log.route, sl->log.model, sl->log.status);
+    gw_log_request(sl->gw, &sl->log);
+    sent_log_free(sl);
+}
 
 /* ==== Client callbacks ==== */
 
@@ -1757,7 +1844,8 @@ static void finish(struct exchange *ex, int status)
         !isnan(mi->cost_per_input_token) && !isnan(mi->cost_per_output_token))
         cost = (double)ex->prompt_tokens * mi->cost_per_input_token +
                (double)ex->completion_tokens * mi->cost_per_output_token;
-    metrics_count_request(gw->metrics, ex->route, model, status);
+    if (!ex->sent)
+        metrics_count_request(gw->metrics, ex->route, model, status);
     if (ex->n_ranked)
         metrics_count_attempts(gw->metrics, ex->n_attempts);
     if (ex->ms && status < 300) {
@@ -1793,7 +1881,11 @@ static void finish(struct exchange *ex, int status)
     log.attempts = (int)ex->n_attempts;
     log.attempts_json = ex->tries_len ? tries : NULL;
     log.after_done_bytes = (long long)ex->after_done;
-    gw_log_request(gw, &log);
+    if (!ex->sent || sent_log_fill(ex->sent, gw, &log) != 0) {
+        if (ex->sent)
+            metrics_count_request(gw->metrics, ex->route, model, status);
+        gw_log_request(gw, &log);
+    }
 
     if (ex->watch)
         event_free(ex->watch);

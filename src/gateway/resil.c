@@ -39,6 +39,7 @@ static const char *const class_names[RS_N_CLASSES] = {
     "protocol",
     "too_large",
     "bad_response",
+    "descriptors",
 };
 
 const char *rs_class_name(enum rs_class c)
@@ -73,6 +74,8 @@ enum rs_class rs_class_of_transport(enum up_error err, int head_seen)
         return RS_STREAM_CUT;
     case UP_ETIMEOUT:
         return RS_TIMEOUT;
+    case UP_EDESCRIPTORS:
+        return RS_DESCRIPTORS;
     default:
         /* UP_ETOOBIG too: a response head over the client's cap is the
          * upstream misbehaving, not the request's fault (too_large is for a
@@ -118,12 +121,13 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
 int rs_class_is_upstream_failure(enum rs_class c)
 {
     return c != RS_OK && c != RS_CONTEXT_LENGTH && c != RS_BAD_REQUEST && c != RS_TOO_LARGE &&
-           c != RS_RESET_REUSED;
+           c != RS_RESET_REUSED && c != RS_DESCRIPTORS;
 }
 
 int rs_class_is_neutral(enum rs_class c)
 {
-    return c == RS_RESET_REUSED;
+    /* The gateway out of descriptors says nothing about the upstream. */
+    return c == RS_RESET_REUSED || c == RS_DESCRIPTORS;
 }
 
 double rs_retry_after_seconds(const char *value, double wall_now)
@@ -180,6 +184,8 @@ void rs_policy_defaults(struct rs_policy *p)
     r->on[RS_RESET_REUSED] = RS_RETRY; /* at once, once, on a fresh connection (proxy.c) */
     r->on[RS_BAD_REQUEST] = RS_FAIL;
     r->on[RS_TOO_LARGE] = RS_FAIL;
+    /* Every other candidate needs a descriptor too: they would fail alike. */
+    r->on[RS_DESCRIPTORS] = RS_FAIL;
     r->max_attempts = 4;
     r->max_retries = 1;
     r->base_delay_ms = 100;

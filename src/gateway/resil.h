@@ -49,6 +49,7 @@ enum rs_class {
     RS_PROTOCOL,          /* not HTTP as expected, a head too large, any other transport error */
     RS_TOO_LARGE,         /* larger than server.max_response_bytes */
     RS_BAD_RESPONSE,      /* a 2xx not as asked: not JSON, or not an event stream for a stream */
+    RS_DESCRIPTORS,       /* the gateway had no descriptor for the connection (EMFILE, ENFILE) */
     RS_N_CLASSES
 };
 

@@ -46,6 +46,8 @@ struct up_client {
     struct h1_client *h1;  /* for http:// URLs, or NULL: libcurl for all */
     struct conn_sock **conns; /* by descriptor: the sockets curl opened for connections */
     size_t n_conns;
+    size_t n_curl_open; /* entries in conns: curl's connections open now */
+    size_t max_open;    /* up_client_limit(); 0: none */
 };
 
 struct up_xfer {
@@ -56,6 +58,7 @@ struct up_xfer {
     struct up_callbacks cb;
     void *arg;
     long status;
+    int socket_errno; /* errno of a socket() that failed in open_cb, or 0 */
     char content_type[128];
     char retry_after[64];
     char location[UP_LOCATION_CAP];
@@ -140,6 +143,8 @@ const char *up_error_name(enum up_error err)
         return "too_big";
     case UP_ENOMEM:
         return "no_memory";
+    case UP_EDESCRIPTORS:
+        return "descriptors";
     default:
         return "other";
     }
@@ -154,9 +159,14 @@ static enum up_error classify(const struct up_xfer *x, CURLcode code)
     switch (code) {
     case CURLE_OK:
         return UP_OK;
+    case CURLE_COULDNT_CONNECT:
+        /* socket() failed in open_cb for want of descriptors: the gateway's
+         * limit, not the upstream. */
+        if (x->socket_errno == EMFILE || x->socket_errno == ENFILE)
+            return UP_EDESCRIPTORS;
+        return UP_ECONNREFUSED;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-    case CURLE_COULDNT_CONNECT:
         return UP_ECONNREFUSED;
     case CURLE_OPERATION_TIMEDOUT:
         if (!x->head_done &&
@@ -442,6 +452,11 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
         cl->xfers = x;
         return x;
     }
+    /* Room in the budget for a connection curl may open: h1client's idle
+     * connections go first (curl keeps its own within it, up_client_limit). */
+    if (cl->h1 && cl->max_open)
+        h1_client_trim(cl->h1,
+                       cl->max_open > cl->n_curl_open + 1 ? cl->max_open - cl->n_curl_open - 1 : 0);
     x->easy = cl->n_idle ? cl->idle[--cl->n_idle] : curl_easy_init();
     if (!x->easy)
         goto fail;
@@ -484,7 +499,7 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     curl_easy_setopt(x->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
     curl_easy_setopt(x->easy, CURLOPT_PREREQDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETFUNCTION, open_cb);
-    curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETDATA, cl);
+    curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
     curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETDATA, cl);
     if (req->connect_timeout_ms > 0)
@@ -675,14 +690,17 @@ static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
  * check before reuse still finds a closed connection). */
 static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
-    struct up_client *cl = clientp;
+    struct up_xfer *x = clientp;
+    struct up_client *cl = x->cl;
     struct conn_sock *cs;
     curl_socket_t fd;
     (void)purpose;
 
     fd = socket(addr->family, addr->socktype, addr->protocol);
-    if (fd < 0)
+    if (fd < 0) {
+        x->socket_errno = errno; /* curl says only "could not connect" (classify) */
         return CURL_SOCKET_BAD;
+    }
     if ((size_t)fd >= cl->n_conns) {
         size_t n = (size_t)fd + 64;
         struct conn_sock **t = realloc(cl->conns, n * sizeof *t);
@@ -698,6 +716,7 @@ static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_so
     cs->cl = cl;
     cs->fd = fd;
     cl->conns[fd] = cs;
+    cl->n_curl_open++;
     return fd;
 }
 
@@ -708,6 +727,7 @@ static void conn_free(struct up_client *cl, curl_socket_t fd)
         return;
     conn_watch(cs, 0);
     cl->conns[fd] = NULL;
+    cl->n_curl_open--;
     free(cs);
 }
 
@@ -812,6 +832,18 @@ struct up_client *up_client_new(struct event_base *base)
     if (!proxy_in_environment() && !curl_wanted())
         cl->h1 = h1_client_new(base);
     return cl;
+}
+
+void up_client_limit(struct up_client *cl, size_t max_open)
+{
+    long n = max_open > 1024 ? 1024 : (long)max_open;
+    cl->max_open = max_open;
+    if (cl->h1)
+        h1_client_limit(cl->h1, max_open, &cl->n_curl_open);
+    /* curl's own: its total (it closes its oldest idle connection before it
+     * passes it) and the idle ones it caches. */
+    curl_multi_setopt(cl->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)max_open);
+    curl_multi_setopt(cl->multi, CURLMOPT_MAXCONNECTS, max_open ? n : 1024L);
 }
 
 void up_client_free(struct up_client *cl)

@@ -47,6 +47,7 @@ enum up_error {
     UP_EPROTO,       /* not valid HTTP (bad status line, bad chunked encoding) */
     UP_ETOOBIG,      /* a response head larger than the implementation accepts */
     UP_ENOMEM,       /* out of memory */
+    UP_EDESCRIPTORS, /* no descriptor for the connection (EMFILE, ENFILE): the gateway's own limit */
     UP_EOTHER        /* anything else */
 };
 
@@ -88,6 +89,12 @@ struct up_request {
 struct up_client *up_client_new(struct event_base *base);
 /* Abort every transfer (no callbacks) and free. */
 void up_client_free(struct up_client *client);
+/* The most upstream connections to keep open at once, idle or in use, over
+ * every host and both clients (0: no budget; the gateway gives its client
+ * connection cap, one upstream connection per client). Idle connections,
+ * the least recently used first, are closed to stay within it; connections
+ * in use are not. */
+void up_client_limit(struct up_client *client, size_t max_open);
 
 /* Start a transfer; NULL on allocation failure (no callback will run). */
 struct up_xfer *up_xfer_start(struct up_client *client, const struct up_request *req,

@@ -576,6 +576,38 @@ def streams(gw_bin, fake_bin):
     check("a stream that closes cleanly without [DONE] is a cut, not a success",
           clean_close_without_done)
 
+    def unfinished_event_is_not_content():
+        # A first event that never ends: 200 KB of one data line, then the
+        # connection closes; or 1.2 MB of it, over the 1 MiB cap on an event.
+        # Nothing relayable was seen, so each is a failed attempt and the
+        # request falls back. The stream used to be committed once 64 KiB
+        # were held, checked or not: the client got a 200 with an error event
+        # and the fallback was never tried.
+        sizes = {1: 200000, 2: 1200000}
+
+        def serve(c, n):
+            head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                    b"Connection: close\r\n\r\ndata: ")
+            c.sendall(head + b"a" * sizes[n])
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
+                                      "fallbacks": ["c"]}])
+        c_before = w.stats("c")
+        for n in (1, 2):
+            # "aaa..." at the end of the transfer is not JSON: malformed, either way.
+            st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO}, timeout=20)
+            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, ev[-1:])
+            assert h["x-llmroute-attempts"] == "2", h
+            assert_complete_stream(ev)
+            key = 'llmroute_upstream_attempts_total{model="s",class="malformed"}'
+            assert metric(g, key) == n, (n, metric(g, key))
+        assert up.requests == 2 and w.stats("c") == c_before + 2, (up.requests, w.stats("c"))
+        stop(g)
+        up.close()
+    check("an unfinished first event over 64 KiB, or over the 1 MiB event cap, is no "
+          "content: the attempt fails and the request falls back", unfinished_event_is_not_content)
+
     def client_gone_after_done():
         # The upstream sends its events and [DONE] (a Responses stream: its terminal
         # event), then takes half a second to end its body; the client closes as

@@ -106,6 +106,13 @@ static void reset_on_a_reused_connection_is_retried_and_blames_nobody(void **sta
     assert_false(rs_class_is_upstream_failure(RS_RESET_REUSED));
     assert_true(rs_class_is_neutral(RS_RESET_REUSED));
     assert_false(rs_class_is_neutral(RS_RESET));
+    /* The gateway out of descriptors: neutral, and no fallback (every other
+     * candidate needs a descriptor too). */
+    assert_int_equal(rs_class_of_transport(UP_EDESCRIPTORS, 0), RS_DESCRIPTORS);
+    assert_string_equal(rs_class_name(RS_DESCRIPTORS), "descriptors");
+    assert_true(rs_class_is_neutral(RS_DESCRIPTORS));
+    assert_false(rs_class_is_upstream_failure(RS_DESCRIPTORS));
+    assert_int_equal(p.retry.on[RS_DESCRIPTORS], RS_FAIL);
     assert_true(rs_class_is_upstream_failure(RS_RESET));
     /* At-most-once is a config key away. */
     rs_policy_unset(&over);

@@ -1,0 +1,450 @@
+"""test_resources.py -- what one client, or the process's own limits, may
+cost the gateway: memory for answers a client does not take, descriptors,
+signals at start; and the log line of an answer a client never takes.
+
+    python3 test_resources.py GROUP LLMROUTE FAKE_UPSTREAM
+
+Each group starts its own processes; every wait is bounded.
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwtest  # noqa
+from gwtest import HOST, Fake, Gateway, check, finish, wait_for, workdir  # noqa
+
+MOCK = {"name": "m", "backend": "mock", "mock": {"chunks": 3}}
+
+
+class Sender(threading.Thread):
+    """Sends data again and again on s, never reading, until `total` bytes
+    went out, the socket fails, or stop is set; `sent` counts, `error` says
+    how it ended when it failed."""
+
+    def __init__(self, s, data, total):
+        super().__init__(daemon=True)
+        self.s, self.data, self.total = s, data, total
+        self.sent, self.error, self.last_progress = 0, None, time.monotonic()
+        self.stop = False
+
+    def run(self):
+        self.s.settimeout(0.2)
+        while self.sent < self.total and not self.stop:
+            try:
+                self.sent += self.s.send(self.data)
+                self.last_progress = time.monotonic()
+            except socket.timeout:
+                continue
+            except OSError as e:
+                self.error = e
+                return
+
+
+def pipeline(gw_bin, fake_bin):
+    wd = workdir()
+    # Under AddressSanitizer freed memory stays resident in its quarantine
+    # (256 MB by default): kept small, RSS measures what is held.
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    gw = Gateway(gw_bin, wd, {"models": [MOCK],
+                              "server": {"log_requests": False, "idle_timeout_ms": 1500}},
+                 env={"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=4"})
+
+    def a_client_that_pipelines_and_never_reads_is_bounded_and_timed_out():
+        # 40 MB of pipelined GET /v1/models, about a million requests: read
+        # and answered into memory, their answers took gigabytes, and the
+        # connection, busy, never met its timeout.
+        before = gw.rss_kb()
+        # A small receive buffer set before connecting: its window scale is
+        # then small too, and the client's kernel takes few answers for it.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((HOST, gw.port))
+        snd = Sender(s, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n" * 1000, 40 << 20)
+        snd.start()
+        try:
+            # The gateway stops reading: sending stalls well short of it all.
+            wait_for(lambda: snd.error or snd.sent >= snd.total
+                     or time.monotonic() - snd.last_progress > 1.0, 60,
+                     "sending to stall or end")
+            # What it took is what the socket buffers and its input buffer
+            # hold: a few MB.
+            grown = gw.rss_kb() - before
+            assert snd.sent < snd.total // 2, "the gateway read %d bytes" % snd.sent
+            assert grown < 32 << 10, "RSS grew by %d kB" % grown
+            # ... and closes the connection after idle_timeout_ms without a read.
+            snd.join(30)
+            assert not snd.is_alive(), "the connection is still open after 30 s"
+            assert isinstance(snd.error, (ConnectionResetError, BrokenPipeError)), snd.error
+            wait_for(lambda: gw.metrics()["llmroute_connections_open"] == 1, 5,
+                     "the connection to close")
+        finally:
+            snd.stop = True
+            s.close()
+    check("a client that pipelines requests and reads no answer holds a bounded backlog "
+          "and is closed at idle_timeout_ms", a_client_that_pipelines_and_never_reads_is_bounded_and_timed_out)
+
+    def a_pipelining_client_that_reads_gets_every_answer():
+        n = 3000
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        data = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * n
+        t = threading.Thread(target=s.sendall, args=(data,), daemon=True)
+        t.start()
+        mark = b"HTTP/1.1 200"
+        got, tail = 0, b""
+        while got < n:
+            b = s.recv(1 << 16)
+            assert b, "closed after %d answers" % got
+            # A mark split between two reads is counted once: the tail kept
+            # is one byte too short to hold a whole one.
+            got += (tail + b).count(mark)
+            tail = (tail + b)[-(len(mark) - 1):]
+        t.join(10)
+        s.close()
+        assert got == n, got
+    check("a pipelining client that reads gets every answer, in turn",
+          a_pipelining_client_that_reads_gets_every_answer)
+
+
+def listening(pid):
+    """Whether process pid has a listening TCP socket (by its descriptors'
+    inodes in /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and cols[9] in inodes:
+                    return True
+    return False
+
+
+def signals(gw_bin, fake_bin):
+    wd = workdir()
+    cfg = os.path.join(wd, "gw.json")
+    with open(cfg, "w") as f:
+        json.dump({"models": [MOCK]}, f)
+
+    def started_held_at_its_port_file(name):
+        """A gateway started with its --port-file's temporary file a FIFO:
+        it listens, then blocks opening the file until the test reads it. A
+        signal sent then arrives right after it listens and before the port
+        file exists, every time."""
+        port_file = os.path.join(wd, name + ".port")
+        os.mkfifo(port_file + ".tmp")
+        err = os.path.join(wd, name + ".err")
+        p = subprocess.Popen([gw_bin, "serve", "--config", cfg, "--listen", HOST + ":0",
+                              "--port-file", port_file],
+                             stdout=subprocess.DEVNULL, stderr=open(err, "w"))
+        gwtest._procs.append(p)
+        wait_for(lambda: p.poll() is not None or listening(p.pid), 30, "the gateway to listen")
+        assert p.poll() is None, open(err).read()
+        return p, port_file, err
+
+    def release(p, port_file):
+        """Read the port the gateway writes into the FIFO."""
+        fd = os.open(port_file + ".tmp", os.O_RDONLY)
+        data = b""
+        while True:
+            b = os.read(fd, 64)
+            if not b:
+                break
+            data += b
+        os.close(fd)
+        return int(data)
+
+    def a_sighup_as_it_starts_to_listen_reloads():
+        # Until the signal handlers were added after the port file was
+        # written, SIGHUP's default action killed a gateway that had just
+        # started listening.
+        p, port_file, err = started_held_at_its_port_file("hup")
+        p.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        assert p.poll() is None, "killed by SIGHUP: %s" % p.returncode
+        port = release(p, port_file)
+        wait_for(lambda: "reloaded" in open(err).read(), 10, "the reload to be logged")
+        st, _, _ = gwtest.request(port, "GET", "/health")
+        assert st == 200, st
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0, p.returncode
+    check("a SIGHUP that arrives as the gateway starts to listen is a reload",
+          a_sighup_as_it_starts_to_listen_reloads)
+
+    def a_sigterm_as_it_starts_to_listen_stops_it_cleanly():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            p, port_file, err = started_held_at_its_port_file("term%d" % sig)
+            p.send_signal(sig)
+            time.sleep(0.2)
+            assert p.poll() is None, "killed by signal %d: %s" % (sig, p.returncode)
+            release(p, port_file)
+            assert p.wait(15) == 0, (sig, p.returncode, open(err).read())
+    check("a SIGTERM or SIGINT that arrives as the gateway starts to listen stops it, exit 0",
+          a_sigterm_as_it_starts_to_listen_stops_it_cleanly)
+
+
+def stats(fake):
+    """Requests the fake upstream has served."""
+    st, _, body = gwtest.request(fake.port, "GET", "/_stats")
+    assert st == 200, st
+    return json.loads(body)["requests"]
+
+
+def exchange(s, method, path, body=""):
+    """One request on socket s, its answer read whole (Content-Length):
+    (status, headers lowercased, body bytes)."""
+    data = body.encode()
+    s.sendall(b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (method.encode(), path.encode(), len(data),
+                                                   data))
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(65536)
+        assert b, "closed before an answer"
+        buf += b
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    h = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        h[k.strip().lower()] = v.strip()
+    n = int(h.get("content-length", 0))
+    while len(rest) < n:
+        b = s.recv(65536)
+        assert b, "closed mid-body"
+        rest += b
+    return int(lines[0].split()[1]), h, rest[:n]
+
+
+def descriptors(gw_bin, fake_bin):
+    wd = workdir()
+    fakes = [Fake(fake_bin, wd, name="fake%d" % i) for i in range(3)]
+    models = [{"name": "m%d" % i, "backend": "openai", "base_url": f.base_url}
+              for i, f in enumerate(fakes)]
+
+    def idle_connections_of_several_hosts_stay_within_the_cap(client):
+        # As many clients as the cap, each asking the three models in turn,
+        # all at once (each answer takes 300 ms). Every host's pool kept up
+        # to cap idle connections (the gateway's own client: 256 a host;
+        # libcurl: 1024 in all), and the third host's connects ran out of
+        # descriptors (502, "Too many open files"), then its breaker opened
+        # (503 circuit_open) on a healthy model.
+        for f in fakes:
+            f.scenario("delay_ms=300")
+        gw = Gateway(gw_bin, wd, {"models": models, "server": {"log_requests": False}},
+                     name="fds-" + client, nofile=(96, 96),
+                     env={"LLMROUTE_UPSTREAM_CLIENT": client})
+        n = int(gw.metrics()["llmroute_connections_max"])
+        bar = threading.Barrier(n)
+        statuses, lock = [], threading.Lock()
+
+        def one_client():
+            c = http.client.HTTPConnection(HOST, gw.port, timeout=60)
+            try:
+                for rnd in range(2):
+                    for k in range(3):
+                        body = json.dumps({"model": "m%d" % k,
+                                           "messages": [{"role": "user", "content": "hi"}]})
+                        bar.wait(60)
+                        c.request("POST", "/v1/chat/completions", body,
+                                  {"Content-Type": "application/json"})
+                        r = c.getresponse()
+                        r.read()
+                        with lock:
+                            statuses.append(r.status)
+            finally:
+                c.close()
+        ts = [threading.Thread(target=one_client, daemon=True) for _ in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(90)
+        bad = [s for s in statuses if s != 200]
+        assert len(statuses) == 6 * n and not bad, (len(statuses), bad[:5])
+    def out_of_descriptors_is_the_gateways_failure(client):
+        # A cap the descriptor limit cannot fit (kept, with a warning), and
+        # idle clients holding every descriptor: the upstream connection of a
+        # request already accepted cannot be opened. That is the gateway's
+        # limit, not the model's: it was classed connect_refused, counted
+        # against the model's breaker, and the request fell back to the next
+        # candidate, which failed the same way (502 upstream_unreachable).
+        gw = Gateway(gw_bin, wd, {"models": models,
+                                  "routes": [{"name": "r", "strategy": "sequential",
+                                              "models": ["m0"], "fallbacks": ["m1"]}],
+                                  "server": {"max_connections": 200}},
+                     name="emfile-" + client, nofile=(64, 64),
+                     env={"LLMROUTE_UPSTREAM_CLIENT": client})
+        for f in fakes:
+            f.scenario("ok")
+        before = [stats(f) for f in fakes]
+        a = socket.create_connection((HOST, gw.port), timeout=10)
+        idle = []
+        try:
+            assert exchange(a, "GET", "/health")[0] == 200
+            idle = [socket.create_connection((HOST, gw.port), timeout=10) for _ in range(70)]
+            wait_for(lambda: [e for e in gw.events("accept_paused")
+                              if "cannot accept" in e["message"]], 10,
+                     "accepting to pause for want of descriptors")
+            body = json.dumps({"model": "r", "messages": [{"role": "user", "content": "hi"}]})
+            st, h, resp = exchange(a, "POST", "/v1/chat/completions", body)
+            err = json.loads(resp)["error"]
+            assert st == 503 and err["code"] == "descriptors_exhausted", (st, resp)
+            assert "file descriptors" in err["message"], err
+            assert h.get("x-llmroute-attempts") == "1" and h.get("retry-after") == "1", h
+            assert [stats(f) for f in fakes] == before, "an upstream was asked"
+            st, _, text = exchange(a, "GET", "/metrics")
+            m = gwtest.parse_metrics(text.decode())
+            assert m['llmroute_upstream_attempts_total{model="m0",class="descriptors"}'] == 1, m
+            assert 'llmroute_upstream_attempts_total{model="m1",class="descriptors"}' not in m
+            assert m['llmroute_breaker_state{model="m0"}'] == 0
+            line = [l for l in gw.log_lines() if l.get("route") == "r"][-1]
+            assert line["status"] == 503 and line["tries"][0]["class"] == "descriptors", line
+        finally:
+            for s in idle:
+                s.close()
+            a.close()
+    def one_pause_line_for_a_descriptor_shortage():
+        # Under a lasting shortage each client that leaves lets one waiting
+        # client in, and the next accept() fails again. Every accept ended
+        # the pause, so each failure after it was logged and counted as a new
+        # one: a line per client, where the README promises one.
+        gw = Gateway(gw_bin, wd, {"models": models, "server": {"max_connections": 200}},
+                     name="pauses", nofile=(64, 64))
+        a = socket.create_connection((HOST, gw.port), timeout=10)
+        clients = []
+        try:
+            assert exchange(a, "GET", "/health")[0] == 200
+            clients = [socket.create_connection((HOST, gw.port), timeout=10)
+                       for _ in range(80)]
+
+            def pauses():
+                return [e for e in gw.events("accept_paused")
+                        if "cannot accept" in e["message"]]
+            wait_for(pauses, 10, "accepting to pause for want of descriptors")
+            # The first clients were accepted: each one closed frees a
+            # descriptor, which the next waiting client takes.
+            for s in clients[:15]:
+                s.close()
+                time.sleep(0.05)
+            clients = clients[15:]
+            assert exchange(a, "GET", "/health")[0] == 200
+            st, _, text = exchange(a, "GET", "/metrics")
+            m = gwtest.parse_metrics(text.decode())
+            assert len(pauses()) == 1, pauses()
+            assert m['llmroute_accept_paused_total{reason="descriptors"}'] == 1, m
+        finally:
+            for s in clients:
+                s.close()
+            a.close()
+    check("a lasting shortage of descriptors is one accept_paused line, not one per client",
+          one_pause_line_for_a_descriptor_shortage)
+
+    for client in ("h1", "curl"):
+        check("the gateway out of descriptors for an upstream connection (%s): 503 "
+              "descriptors_exhausted, no fallback, the breaker untouched" % client,
+              out_of_descriptors_is_the_gateways_failure, client)
+
+    for client in ("h1", "curl"):
+        check("idle upstream connections to several hosts stay within the connection cap "
+              "(%s): no request fails for want of a descriptor" % client,
+              idle_connections_of_several_hosts_stay_within_the_cap, client)
+
+
+class BigAnswers:
+    """An upstream on 127.0.0.1 that answers every chat request with a
+    chat.completion of `size` bytes of content (Content-Length)."""
+
+    def __init__(self, size):
+        content = "a" * size
+        self.body = json.dumps({
+            "id": "big", "object": "chat.completion", "model": "big",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(16)
+        self.base_url = "http://%s:%d/v1" % (HOST, self.sock.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            gwtest.read_request(c)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(self.body)
+                      + self.body)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+def answers(gw_bin, fake_bin):
+    wd = workdir()
+    up = BigAnswers(20 << 20)
+    gw = Gateway(gw_bin, wd, {"models": [{"name": "big", "backend": "openai",
+                                          "base_url": up.base_url}],
+                              "server": {"idle_timeout_ms": 1000}})
+    body = json.dumps({"model": "big", "messages": [{"role": "user", "content": "hi"}]})
+
+    def lines():
+        return [l for l in gw.log_lines() if l.get("model") == "big" and "status" in l]
+
+    def an_answer_the_client_never_takes_is_logged_499():
+        # 20 MB the client never reads: it cannot all be written, and the
+        # connection ends at the write timeout. The line said 200 as soon as
+        # the answer was queued, though the client never had it.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((HOST, gw.port))
+        try:
+            data = body.encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(data), data))
+            line = wait_for(lines, 30, "the request's log line")[-1]
+            assert line["status"] == 499 and line["error"] == "client_gone", line
+            m = gw.metrics()
+            assert m['llmroute_requests_total{route="",model="big",status="499"}'] == 1, m
+            assert 'llmroute_requests_total{route="",model="big",status="200"}' not in m
+        finally:
+            s.close()
+    check("a non-stream answer the client never takes is logged 499 client_gone, once the "
+          "connection ends", an_answer_the_client_never_takes_is_logged_499)
+
+    def an_answer_the_client_reads_is_logged_200():
+        st, _, resp = gwtest.request(gw.port, "POST", "/v1/chat/completions", body, timeout=30)
+        assert st == 200 and len(resp) == len(up.body), (st, len(resp))
+        line = wait_for(lambda: len(lines()) == 2 and lines(), 10, "the second line")[-1]
+        assert line["status"] == 200 and "error" not in line, line
+    check("a non-stream answer the client reads is logged 200",
+          an_answer_the_client_reads_is_logged_200)
+
+
+GROUPS = {"pipeline": pipeline, "signals": signals, "descriptors": descriptors, "answers": answers}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
+        sys.exit("usage: test_resources.py %s LLMROUTE FAKE_UPSTREAM" % "|".join(GROUPS))
+    GROUPS[sys.argv[1]](sys.argv[2], sys.argv[3])
+    finish()
