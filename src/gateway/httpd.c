@@ -109,6 +109,10 @@ struct hs_conn {
     int answer_early; /* Expect: 100-continue, and the handler refuses it: no body is read */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
+    /* When the output last made progress (monotonic): the socket took bytes
+     * of it, or it went from empty to not. A client that is not reading is
+     * timed from here, so one that reads slowly but steadily is never cut. */
+    long long out_progress_ms;
     /* Bytes ever queued for the client and ever written (out_count()), and
      * the tracked responses waiting for theirs to be written, oldest first. */
     unsigned long long out_added, out_written;
@@ -217,6 +221,13 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* How long a connection with output may still go without its output making
+ * progress (ms; 0 or less: it has gone idle_timeout_ms without). */
+static long long out_idle_left(const struct hs_conn *c, long long now)
+{
+    return c->out_progress_ms + c->srv->lim.idle_timeout_ms - now;
+}
+
 /* The read timeout: the idle timeout, or less when `deadline` comes first
  * (the connection is then dropped at the deadline, whatever trickles in). */
 static void read_by(struct hs_conn *c, long long now, long long deadline)
@@ -320,6 +331,8 @@ static void out_count(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     (void)buf;
     c->out_added += info->n_added;
     c->out_written += info->n_deleted;
+    if (info->n_deleted > 0 || (info->orig_size == 0 && info->n_added > 0))
+        c->out_progress_ms = now_ms();
     if (c->sent_first && c->out_written >= c->sent_first->end && c->sent_ev)
         event_active(c->sent_ev, EV_TIMEOUT, 1);
 }
@@ -393,6 +406,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         s->accept_paused = 0;
     c->srv = s;
     c->req.conn = c;
+    c->out_progress_ms = now_ms();
     c->req.resp_headers = evbuffer_new();
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev || !c->req.resp_headers) {
@@ -1075,16 +1089,22 @@ static void conn_drop(struct hs_conn *c);
 
 static void out_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
+    struct hs_conn *c = arg;
+    long long left = out_idle_left(c, now_ms());
     (void)fd;
     (void)what;
-    conn_drop(arg);
+    if (left > 0) {
+        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+        evtimer_add(c->out_deadline, &tv);
+        return;
+    }
+    conn_drop(c);
 }
 
-/* Reading stopped for a backlog of answers: it must drain to the low-water
- * mark within the idle timeout. The write timeout alone is not enough: the
- * client's kernel taking a few bytes now and then (its receive buffer
- * collapsed, a window opened by a few bytes) restarts it, so a client that
- * reads nothing could hold the connection for a long while. */
+/* Reading stopped for a backlog of answers: the client must keep taking
+ * them. The timer fires idle_timeout_ms after the output last made
+ * progress, and is put off while it does; a client that takes nothing for
+ * that long is closed. A client taking them, however slowly, is not. */
 static void out_deadline_arm(struct hs_conn *c)
 {
     int ms = c->srv->lim.idle_timeout_ms;
@@ -1293,9 +1313,11 @@ static void write_cb(struct bufferevent *bev, void *arg)
     struct hs_conn *c = arg;
     if (c->state == C_CLOSING) {
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
-            /* Everything is sent: stop sending, linger for the client's EOF. */
+            /* Everything is sent: stop sending, linger for the client's EOF
+             * (LINGER_MS from now). */
             shutdown(bufferevent_getfd(bev), SHUT_WR);
             bufferevent_disable(bev, EV_WRITE);
+            set_read_timeout(c, 1);
         }
         return;
     }
@@ -1318,11 +1340,44 @@ static void write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/* The read timeout fired on a connection between requests (no head begun)
+ * or closing: if its output made progress within idle_timeout_ms, the
+ * client is reading, not idle. Keep reading, with the timeout put off to
+ * idle_timeout_ms after that progress; return 1. So a connection between
+ * requests is idle once neither a read nor a write has made progress for
+ * idle_timeout_ms. A head or body being read keeps its own deadline
+ * (head_timeout, body_timeout), and a closing connection whose output is
+ * all written is lingering: those return 0. */
+static int read_timeout_put_off(struct hs_conn *c)
+{
+    long long left;
+    struct timeval tv, wtv;
+    int ms = c->srv->lim.idle_timeout_ms;
+    size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
+    if (ms <= 0)
+        return 0;
+    if (!((c->state == C_HEAD && !c->head_started) || (c->state == C_CLOSING && pending > 0)))
+        return 0;
+    left = out_idle_left(c, now_ms());
+    if (left <= 0)
+        return 0;
+    tv.tv_sec = (time_t)(left / 1000);
+    tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
+    wtv.tv_sec = ms / 1000;
+    wtv.tv_usec = (ms % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, &tv, &wtv);
+    bufferevent_enable(c->bev, EV_READ);
+    return 1;
+}
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct hs_conn *c = arg;
     (void)bev;
-    (void)what;
+    /* A client reading a long answer sends nothing meanwhile: its read
+     * timeout is no sign that it is gone. */
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && read_timeout_put_off(c))
+        return;
     /* EOF, error or timeout: in every case the connection is over. */
     conn_drop(c);
 }

@@ -440,6 +440,79 @@ def answers(gw_bin, fake_bin):
     check("a non-stream answer the client reads is logged 200",
           an_answer_the_client_reads_is_logged_200)
 
+    # A client that reads steadily but slowly: a short idle timeout, and an
+    # answer that takes about four of them to read. The sockets' buffers
+    # hold a few MB at most, so most of it is still queued in the gateway
+    # long after idle_timeout_ms.
+    up8 = BigAnswers(8 << 20)
+    slow = Gateway(gw_bin, wd, {"models": [{"name": "big", "backend": "openai",
+                                            "base_url": up8.base_url}],
+                                "server": {"idle_timeout_ms": 1500}}, name="slow")
+
+    def a_slow_steady_reader_gets_the_whole_answer_logged_200():
+        # It was cut about idle_timeout_ms after the answer was queued: the
+        # read timeout ran while the answer was written, the client sending
+        # nothing meanwhile. It reads 128 KB every 100 ms: a gap of 1.5 s
+        # would take the machine stalling it for that long.
+        # Closing after the answer, then keeping the connection with a
+        # request pipelined behind it (reading waits for the answer to
+        # drain: the drain timer runs instead).
+        for n, (close, extra) in enumerate(((True, b""),
+                                            (False, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))):
+            s = slow_request(slow.port, body, close, extra)
+            try:
+                data = read_paced(s, 128 << 10, 0.1, 120)
+            finally:
+                s.close()
+            head, _, rest = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head[:200]
+            assert len(rest) >= len(up8.body), "got %d of %d bytes" % (len(rest), len(up8.body))
+            if extra:
+                assert rest[len(up8.body):].startswith(b"HTTP/1.1 200"), rest[len(up8.body):][:100]
+            else:
+                assert len(rest) == len(up8.body), len(rest)
+            line = wait_for(lambda: [l for l in slow.log_lines()
+                                     if l.get("model") == "big" and "status" in l][n:], 10,
+                            "the request's log line")[-1]
+            assert line["status"] == 200 and "error" not in line, line
+    check("a client reading a large answer slowly but steadily gets all of it, logged 200, "
+          "however much longer than idle_timeout_ms it takes",
+          a_slow_steady_reader_gets_the_whole_answer_logged_200)
+
+
+def slow_request(port, body, close, extra=b""):
+    """A connection with a 64 KB receive buffer that has sent one chat
+    request (with Connection: close if `close`), then `extra`."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.connect((HOST, port))
+    data = body.encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n%s"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s%s"
+              % (b"Connection: close\r\n" if close else b"", len(data), data, extra))
+    return s
+
+
+def read_paced(s, chunk, interval, limit):
+    """Read s to its end, at most `chunk` bytes every `interval` seconds;
+    bounded by `limit` seconds. Returns what was read."""
+    s.settimeout(10)
+    out = []
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        want = chunk
+        while want > 0:
+            try:
+                b = s.recv(want)
+            except ConnectionResetError:
+                return b"".join(out)
+            if not b:
+                return b"".join(out)
+            out.append(b)
+            want -= len(b)
+        time.sleep(interval)
+    raise AssertionError("still reading after %d s" % limit)
+
 
 GROUPS = {"pipeline": pipeline, "signals": signals, "descriptors": descriptors, "answers": answers}
 
