@@ -1471,10 +1471,24 @@ void hs_server_stop_accepting(struct hs_server *srv)
         evtimer_del(srv->accept_resume);
     if (srv->cap_quiet)
         evtimer_del(srv->cap_quiet);
+    /* A connection between requests with nothing read is idle, unless an
+     * answer to it is still being written: that one is in flight too. It
+     * closes once written (then lingers, LINGER_MS at most, for the
+     * client's EOF), or at the shutdown deadline. */
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        if (c->state != C_HEAD || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+            continue;
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
             conn_free(c);
+            continue;
+        }
+        c->state = C_CLOSING;
+        bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+        set_read_timeout(c, 1);
+        flush_out(c);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            write_cb(c->bev, c);
     }
 }
 

@@ -479,6 +479,33 @@ def answers(gw_bin, fake_bin):
           "however much longer than idle_timeout_ms it takes",
           a_slow_steady_reader_gets_the_whole_answer_logged_200)
 
+    # 12 MB read at about 2.5 MB/s: the sockets' buffers hold a few MB, so
+    # at SIGTERM, a second in, most of the answer is still to be written.
+    up12 = BigAnswers(12 << 20)
+    term = Gateway(gw_bin, wd, {"models": [{"name": "big", "backend": "openai",
+                                            "base_url": up12.base_url}],
+                                "server": {"shutdown_timeout_ms": 60000}}, name="term")
+
+    def an_answer_being_written_at_sigterm_is_finished():
+        # The answer was complete, so the connection was between requests,
+        # with nothing read: it was freed at SIGTERM, its answer cut short.
+        s = slow_request(term.port, body, False)
+        try:
+            first = read_paced(s, 256 << 10, 0.1, 120, stop_after=1 << 20)
+            term.signal(signal.SIGTERM)
+            rest = read_paced(s, 256 << 10, 0.1, 120)
+        finally:
+            s.close()
+        head, _, got = (first + rest).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert len(got) == len(up12.body), "got %d of %d bytes" % (len(got), len(up12.body))
+        # It exits once the answer is written, not at the deadline (60 s).
+        assert term.wait(15) == 0
+        line = [l for l in term.log_lines() if l.get("model") == "big" and "status" in l][-1]
+        assert line["status"] == 200 and "error" not in line, line
+    check("SIGTERM lets an answer still being written finish, then closes its connection",
+          an_answer_being_written_at_sigterm_is_finished)
+
 
 def slow_request(port, body, close, extra=b""):
     """A connection with a 64 KB receive buffer that has sent one chat
@@ -493,13 +520,16 @@ def slow_request(port, body, close, extra=b""):
     return s
 
 
-def read_paced(s, chunk, interval, limit):
-    """Read s to its end, at most `chunk` bytes every `interval` seconds;
-    bounded by `limit` seconds. Returns what was read."""
+def read_paced(s, chunk, interval, limit, stop_after=None):
+    """Read s to its end (or once `stop_after` bytes are read), at most
+    `chunk` bytes every `interval` seconds; bounded by `limit` seconds.
+    Returns what was read."""
     s.settimeout(10)
     out = []
     end = time.monotonic() + limit
     while time.monotonic() < end:
+        if stop_after is not None and sum(map(len, out)) >= stop_after:
+            return b"".join(out)
         want = chunk
         while want > 0:
             try:
