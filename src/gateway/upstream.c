@@ -58,7 +58,8 @@ struct up_xfer {
     struct up_callbacks cb;
     void *arg;
     long status;
-    int socket_errno; /* errno of a socket() that failed in open_cb, or 0 */
+    int socket_errno;   /* errno of the last socket() that failed in open_cb, or 0 */
+    int sockets_opened; /* socket() calls in open_cb that succeeded: connects tried */
     char content_type[128];
     char retry_after[64];
     char location[UP_LOCATION_CAP];
@@ -150,6 +151,18 @@ const char *up_error_name(enum up_error err)
     }
 }
 
+enum up_error up_couldnt_connect_error(int sockets_opened, int socket_errno)
+{
+    /* Every socket() failed for want of descriptors: no connect was even
+     * tried, so the gateway's limit ended the attempt, not the upstream.
+     * One socket() that succeeded means a connect was made and failed (a
+     * host with several addresses: one refused, another without a
+     * descriptor), and that failure is the upstream's. */
+    if (sockets_opened == 0 && (socket_errno == EMFILE || socket_errno == ENFILE))
+        return UP_EDESCRIPTORS;
+    return UP_ECONNREFUSED;
+}
+
 /* curl's code for a finished transfer, in the interface's terms. Whether the
  * connection was ever made tells a connect timeout from a slow answer, and
  * whether the head arrived tells a reset from a body cut short. */
@@ -160,11 +173,7 @@ static enum up_error classify(const struct up_xfer *x, CURLcode code)
     case CURLE_OK:
         return UP_OK;
     case CURLE_COULDNT_CONNECT:
-        /* socket() failed in open_cb for want of descriptors: the gateway's
-         * limit, not the upstream. */
-        if (x->socket_errno == EMFILE || x->socket_errno == ENFILE)
-            return UP_EDESCRIPTORS;
-        return UP_ECONNREFUSED;
+        return up_couldnt_connect_error(x->sockets_opened, x->socket_errno);
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
         return UP_ECONNREFUSED;
@@ -701,6 +710,7 @@ static curl_socket_t open_cb(void *clientp, curlsocktype purpose, struct curl_so
         x->socket_errno = errno; /* curl says only "could not connect" (classify) */
         return CURL_SOCKET_BAD;
     }
+    x->sockets_opened++;
     if ((size_t)fd >= cl->n_conns) {
         size_t n = (size_t)fd + 64;
         struct conn_sock **t = realloc(cl->conns, n * sizeof *t);

@@ -54,6 +54,13 @@ enum up_error {
 /* A short stable name for logs and metrics ("connect_refused", ...). */
 const char *up_error_name(enum up_error err);
 
+/* The class of a transfer libcurl ended with "could not connect", from what
+ * its socket() calls gave: sockets_opened that succeeded, and the errno of
+ * the last that failed (0: none). UP_EDESCRIPTORS only when none succeeded
+ * and the failures were for want of descriptors (no connect was tried);
+ * otherwise UP_ECONNREFUSED, a failure of the upstream's. */
+enum up_error up_couldnt_connect_error(int sockets_opened, int socket_errno);
+
 /* The response head. Pointers are valid during on_head only. */
 struct up_head {
     long status;
