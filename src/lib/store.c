@@ -1086,24 +1086,33 @@ static const char SCHEMA[] =
  * while committed_at + ttl is in the future, whoever asks, and only keys
  * past their own retention are deleted. Added by every writable open, so
  * stores made before it gain the table; a read-only open leaves the file
- * as it is (and, not writing, never looks a key up). The defaults serve
- * writers that predate the columns (they insert two or three): their keys
- * get the time of their commit and the 24 hours such a writer kept them
- * by default. Expired keys are found through KEYS_INDEX, soonest-expired
- * first (keys_purge()). */
-#define STR_(x) #x
-#define STR(x) STR_(x)
+ * as it is (and, not writing, never looks a key up).
+ *
+ * ttl is NULL for a legacy key: one a store held before the column came
+ * (the migration adds it with no default), or one a writer that predates
+ * the column inserts later (it names three columns). Nobody knows what
+ * time-to-live its writer used (a deployment may keep keys for good, or a
+ * week), so such a key is judged by the asking handle's setting, as the
+ * writers of that time did: a duplicate while younger than it (for good
+ * with 0), deleted only by a handle whose setting is over 0 once older
+ * than that. committed_at's default serves writers that predate it (they
+ * insert two columns): their keys get the time of their commit. Expired
+ * keys are found through KEYS_INDEX, soonest-expired first
+ * (keys_purge()). */
 static const char KEYS_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS feedback_keys(key TEXT PRIMARY KEY,"
     " record_id INTEGER NOT NULL,"
     " committed_at INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER)),"
-    " ttl INTEGER NOT NULL DEFAULT " STR(LR_STORE_KEY_TTL_DEFAULT) ");";
+    " ttl INTEGER);";
 
-/* Keys that expire, by their expiry time: keys_purge() reads the expired
- * ones in that order without scanning the live ones. */
+/* Keys that expire, by their expiry time, and legacy keys (ttl NULL) by
+ * their age: keys_purge() reads the expired ones in that order without
+ * scanning the live ones. */
 static const char KEYS_INDEX[] =
     "CREATE INDEX IF NOT EXISTS feedback_keys_expiry ON feedback_keys(committed_at + ttl)"
-    " WHERE ttl > 0;";
+    " WHERE ttl > 0;"
+    "CREATE INDEX IF NOT EXISTS feedback_keys_legacy ON feedback_keys(committed_at)"
+    " WHERE ttl IS NULL;";
 
 int64_t (*lr__store_clock)(void);
 
@@ -1123,12 +1132,12 @@ static int keys_lack(struct lr_store *st)
                            " (SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
                            " WHERE name = 'ttl'),"
                            " (SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"
-                           " AND name = 'feedback_keys_expiry')",
+                           " AND name IN ('feedback_keys_expiry', 'feedback_keys_legacy'))",
                            -1, &q, NULL) == SQLITE_OK &&
         sqlite3_step(q) == SQLITE_ROW)
         rc = (sqlite3_column_int64(q, 0) ? 0 : KEYS_NO_TIME) |
              (sqlite3_column_int64(q, 1) ? 0 : KEYS_NO_TTL) |
-             (sqlite3_column_int64(q, 2) ? 0 : KEYS_NO_INDEX);
+             (sqlite3_column_int64(q, 2) == 2 ? 0 : KEYS_NO_INDEX);
     sqlite3_finalize(q);
     return rc;
 }
@@ -1143,12 +1152,14 @@ static int64_t store_now(void)
  * times gains its committed_at column, with the time of the migration for
  * the keys it holds (so none is forgotten before a whole time-to-live from
  * now; so do keys that writers predating the column insert later); one
- * made before per-key time-to-live gains its ttl column, the keys it holds
- * (and those writers predating it insert later) kept for
- * LR_STORE_KEY_TTL_DEFAULT, what such writers kept them for unless told
- * otherwise; then the expiry index. ALTER TABLE ... ADD COLUMN rewrites
- * no row: the rows read the column's default. An up-to-date table costs
- * one query and writes nothing. */
+ * made before per-key time-to-live gains its ttl column, nullable and with
+ * no default, so the keys it holds (and those writers predating it insert
+ * later) are legacy keys, judged by the asking handle's time-to-live as
+ * before (see KEYS_SCHEMA); then the expiry indexes. ALTER TABLE ... ADD
+ * COLUMN rewrites no row: the rows read the column's default. An
+ * up-to-date table costs one query and writes nothing. A table whose ttl
+ * column is NOT NULL DEFAULT 86400 (made by a development build) is left
+ * as it is: its legacy keys read 86400, and only gains the legacy index. */
 static int keys_open(struct lr_store *st, struct lr_error *err)
 {
     char alter[160];
@@ -1174,8 +1185,7 @@ static int keys_open(struct lr_store *st, struct lr_error *err)
     }
     if ((lack & KEYS_NO_TTL) &&
         (rc = exec(st,
-                   "ALTER TABLE feedback_keys ADD COLUMN ttl INTEGER NOT NULL"
-                   " DEFAULT " STR(LR_STORE_KEY_TTL_DEFAULT),
+                   "ALTER TABLE feedback_keys ADD COLUMN ttl INTEGER",
                    err)) != 0)
         goto out;
     if ((lack & (KEYS_NO_TTL | KEYS_NO_INDEX)) && (rc = exec(st, KEYS_INDEX, err)) != 0)
@@ -2519,7 +2529,8 @@ static int validate_json(const json_t *rec, struct lr__record_view *v, char *msg
 
 struct writer {
     sqlite3_stmt *model, *record, *outcome, *vector;
-    sqlite3_stmt *key_find, *key_put, *key_purge; /* only for a keyed append */
+    /* only for a keyed append */
+    sqlite3_stmt *key_find, *key_put, *key_purge, *key_purge_legacy;
 };
 
 static void writer_close(struct writer *w)
@@ -2531,6 +2542,7 @@ static void writer_close(struct writer *w)
     sqlite3_finalize(w->key_find);
     sqlite3_finalize(w->key_put);
     sqlite3_finalize(w->key_purge);
+    sqlite3_finalize(w->key_purge_legacy);
     memset(w, 0, sizeof(*w));
 }
 
@@ -2656,9 +2668,12 @@ int lr_store_key_valid(const char *key)
 
 /* Inside the write transaction: does the file hold the key, within its
  * own time-to-live at `now` (committed_at + ttl > now, or ttl 0: kept for
- * good)? 1 yes, 0 no (absent, or expired but not deleted yet), -1 a
- * SQLite error. The time-to-live is the key's, not this handle's. */
-static int key_find(struct lr_store *st, struct writer *w, const char *key, int64_t now)
+ * good)? A legacy key (ttl NULL: committed by a writer that kept no ttl)
+ * is judged by this handle's `handle_ttl` instead, as that writer judged
+ * it. 1 yes, 0 no (absent, or expired but not deleted yet), -1 a SQLite
+ * error. */
+static int key_find(struct lr_store *st, struct writer *w, const char *key, int64_t now,
+                    long long handle_ttl)
 {
     int rc, live = 0;
     if (!w->key_find &&
@@ -2669,7 +2684,9 @@ static int key_find(struct lr_store *st, struct writer *w, const char *key, int6
     rc = sqlite3_step(w->key_find);
     if (rc == SQLITE_ROW) {
         int64_t at = sqlite3_column_int64(w->key_find, 0);
-        int64_t ttl = sqlite3_column_int64(w->key_find, 1);
+        int64_t ttl = sqlite3_column_type(w->key_find, 1) == SQLITE_NULL
+                          ? (int64_t)handle_ttl
+                          : sqlite3_column_int64(w->key_find, 1);
         /* at > now - ttl, not at + ttl > now: a row edited by hand to
          * extremes must not overflow the sum. */
         live = ttl <= 0 || at > now - ttl;
@@ -2703,10 +2720,14 @@ static int key_put(struct lr_store *st, struct writer *w, const char *key, size_
  * own, and since an append adds one key but may delete many, the table
  * shrinks to the live keys. The expiry index (KEYS_INDEX, whose expression
  * the query repeats so that SQLite uses it) finds them without scanning
- * the live keys; keys kept for good are not in it. */
-static int keys_purge(struct lr_store *st, struct writer *w, int64_t now)
+ * the live keys; keys kept for good are not in it. Legacy keys (ttl NULL)
+ * are deleted by the rule their writers followed: only by a handle whose
+ * `handle_ttl` is over 0, once older than it, oldest first, up to as many
+ * again, found through their own index. */
+static int keys_purge(struct lr_store *st, struct writer *w, int64_t now, long long handle_ttl)
 {
-    if (sqlite3_prepare_v2(st->db,
+    if (!w->key_purge &&
+        sqlite3_prepare_v2(st->db,
                            "DELETE FROM feedback_keys WHERE rowid IN (SELECT rowid FROM"
                            " feedback_keys WHERE ttl > 0 AND committed_at + ttl <= ?"
                            " ORDER BY committed_at + ttl LIMIT ?)",
@@ -2714,7 +2735,20 @@ static int keys_purge(struct lr_store *st, struct writer *w, int64_t now)
         return -1;
     sqlite3_bind_int64(w->key_purge, 1, now);
     sqlite3_bind_int(w->key_purge, 2, LR__STORE_KEY_PURGE);
-    return step_done(w->key_purge);
+    if (step_done(w->key_purge) != 0)
+        return -1;
+    if (handle_ttl <= 0)
+        return 0;
+    if (!w->key_purge_legacy &&
+        sqlite3_prepare_v2(st->db,
+                           "DELETE FROM feedback_keys WHERE rowid IN (SELECT rowid FROM"
+                           " feedback_keys WHERE ttl IS NULL AND committed_at <= ?"
+                           " ORDER BY committed_at LIMIT ?)",
+                           -1, &w->key_purge_legacy, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(w->key_purge_legacy, 1, now - (int64_t)handle_ttl);
+    sqlite3_bind_int(w->key_purge_legacy, 2, LR__STORE_KEY_PURGE);
+    return step_done(w->key_purge_legacy);
 }
 
 /* Appends v (wmu held). With a key (checked by the caller), a key already
@@ -2785,7 +2819,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         int found;
         key_ttl = atomic_load(&st->key_ttl);
         key_now = store_now();
-        found = key_find(st, &w, key, key_now);
+        found = key_find(st, &w, key, key_now, key_ttl);
         if (found < 0) {
             rc = sql_fail(st, err, "looking up an idempotency key");
             goto out;
@@ -2794,7 +2828,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
             *duplicate = 1;
             goto out; /* rc 0; the transaction is rolled back */
         }
-        if (keys_purge(st, &w, key_now) != 0) {
+        if (keys_purge(st, &w, key_now, key_ttl) != 0) {
             rc = sql_fail(st, err, "deleting expired idempotency keys");
             goto out;
         }

@@ -2552,14 +2552,34 @@ static void keys_keep_their_own_ttl_whichever_handle_asks(void **st)
     fake_now += LR_STORE_KEY_TTL_DEFAULT;
     assert_int_equal(add_keyed(tool, "req-42", "sent to the gateway", &dup), 0);
     assert_int_equal(dup, 0);
+    /* A key an older writer committed has no ttl of its own: each handle
+     * judges it by its own setting. */
+    sql_run(db, "INSERT INTO feedback_keys(key, record_id, committed_at)"
+                " VALUES('by-an-old-writer', 0, 0)");
+    sql_run(db, "UPDATE feedback_keys SET committed_at = (SELECT committed_at FROM"
+                " feedback_keys WHERE key = 'req-42') - 2 WHERE key = 'by-an-old-writer'");
+    assert_int_equal(add_keyed(gw, "by-an-old-writer", "an old writer's", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(tool, "by-an-old-writer", "an old writer's", &dup), 0);
+    assert_int_equal(dup, 0);
     lr_store_free(gw);
     lr_store_free(tool);
     lr__store_clock = NULL;
 }
 
-/* A store made before per-key time-to-live: its keys, and those an older
- * writer inserts later, are kept for the default 24 hours. */
-static void old_key_table_gains_key_ttls_of_the_default(void **st)
+/* The feedback_keys table as stores made before per-key time-to-live had
+ * it. */
+static const char KEYS_BEFORE_TTL[] =
+    "DROP TABLE feedback_keys; DROP INDEX IF EXISTS feedback_keys_expiry;"
+    "DROP INDEX IF EXISTS feedback_keys_legacy;"
+    "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL,"
+    " committed_at INTEGER NOT NULL);";
+
+/* A store made before per-key time-to-live: the column comes nullable and
+ * with no default, so its keys, and those an older writer inserts later,
+ * are legacy keys with no time-to-live of their own; the migration runs
+ * once. */
+static void old_key_table_gains_a_nullable_key_ttl(void **st)
 {
     (void)st;
     char db[512];
@@ -2569,39 +2589,101 @@ static void old_key_table_gains_key_ttls_of_the_default(void **st)
     path_in(db, sizeof(db), "old_ttl.db");
     assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
     lr_store_free(s);
+    /* A new store's column is nullable too: an old writer's key has none. */
+    sql_run(db, "INSERT INTO feedback_keys(key, record_id, committed_at) VALUES('x', 0, 1)");
+    assert_int_equal(sql_number(db, "SELECT ttl IS NULL FROM feedback_keys WHERE key = 'x'"), 1);
     lr__store_clock = fake_clock;
     fake_now = 3000000;
-    sql_run(db, "DROP TABLE feedback_keys; DROP INDEX IF EXISTS feedback_keys_expiry;"
-                "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL,"
-                " committed_at INTEGER NOT NULL);"
-                "INSERT INTO feedback_keys VALUES('old-a', 0, 3000000), ('old-b', 0, 1000);");
+    sql_run(db, KEYS_BEFORE_TTL);
+    sql_run(db, "INSERT INTO feedback_keys VALUES('old-a', 0, 3000000), ('old-b', 0, 1000);");
     assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
-    assert_int_equal(
-        sql_number(db, "SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
-                       " WHERE name = 'ttl'"),
-        1);
-    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM sqlite_master"
-                                    " WHERE name = 'feedback_keys_expiry'"),
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
+                                    " WHERE name = 'ttl' AND \"notnull\" = 0"
+                                    " AND dflt_value IS NULL"),
                      1);
-    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys"
-                                    " WHERE ttl = 86400"),
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM sqlite_master WHERE name IN"
+                                    " ('feedback_keys_expiry', 'feedback_keys_legacy')"),
                      2);
-    /* An older writer's insert names three columns: the default applies. */
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE ttl IS NULL"), 2);
+    lr_store_free(s);
+    /* A second open migrates nothing again. */
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE ttl IS NULL"), 2);
+    /* An older writer's insert names three columns: no ttl. */
     sql_run(db, "INSERT INTO feedback_keys(key, record_id, committed_at)"
                 " VALUES('by-an-old-writer', 0, 3000000)");
-    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys"
+    assert_int_equal(sql_number(db, "SELECT ttl IS NULL FROM feedback_keys"
                                     " WHERE key = 'by-an-old-writer'"),
-                     LR_STORE_KEY_TTL_DEFAULT);
-    /* old-b is long expired (and deleted by the next keyed append);
-     * old-a is a duplicate for a day, even for a handle keeping keys 1 s. */
-    assert_int_equal(lr_store_set_key_ttl(s, 1, &err), 0);
+                     1);
+    /* Judged by this handle's time-to-live (the default here): old-a is a
+     * duplicate for a day, old-b long expired and deleted by the next
+     * keyed append; this handle's own key carries its ttl. */
     fake_now += LR_STORE_KEY_TTL_DEFAULT - 1;
     assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
     assert_int_equal(dup, 1);
     assert_int_equal(add_keyed(s, "new", "a new key", &dup), 0);
     assert_int_equal(dup, 0);
     assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'old-b'"), 0);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'new'"),
+                     LR_STORE_KEY_TTL_DEFAULT);
     assert_int_equal(add_keyed(s, "by-an-old-writer", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 1);
+    fake_now += 1;
+    assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 0);
+    lr_store_free(s);
+    lr__store_clock = NULL;
+}
+
+/* Keys of a store from before per-key time-to-live, two days old, follow
+ * the asking handle's setting as they did: a handle keeping keys for good
+ * (a gateway with feedback_key_ttl_s 0) sees them as duplicates and
+ * deletes none; a handle keeping them a day forgets and deletes them. */
+static void legacy_keys_follow_the_asking_handles_ttl(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "legacy_ttl.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
+    lr__store_clock = fake_clock;
+    fake_now = 9000000;
+    sql_run(db, KEYS_BEFORE_TTL);
+    sql_run(db, "INSERT INTO feedback_keys VALUES('K1', 0, 9000000 - 172800),"
+                " ('K2', 0, 9000000 - 172800), ('K3', 0, 9000000 - 172800);");
+
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_set_key_ttl(s, 0, &err), 0);
+    assert_int_equal(add_keyed(s, "K1", "a retry of K1", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "K4", "a new key", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(keys_in_file(db), 4);
+    assert_int_equal(add_keyed(s, "K2", "a retry of K2", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(s), 1);
+    /* A handle keeping keys a week still sees them. */
+    assert_int_equal(lr_store_set_key_ttl(s, 7 * 86400, &err), 0);
+    assert_int_equal(add_keyed(s, "K3", "a retry of K3", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "K5", "a new key", &dup), 0);
+    assert_int_equal(keys_in_file(db), 5);
+    lr_store_free(s);
+
+    /* A handle keeping keys a day: K1 is forgotten, records again and is
+     * committed with its ttl; the other legacy keys are deleted. */
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_set_key_ttl(s, 86400, &err), 0);
+    assert_int_equal(add_keyed(s, "K1", "a retry of K1", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE ttl IS NULL"), 0);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'K1'"), 86400);
+    /* K4 (kept for good) and K5 (a week) keep their own. */
+    assert_int_equal(keys_in_file(db), 3);
+    assert_int_equal(add_keyed(s, "K4", "a new key", &dup), 0);
     assert_int_equal(dup, 1);
     lr_store_free(s);
     lr__store_clock = NULL;
@@ -2740,7 +2822,8 @@ int main(void)
         cmocka_unit_test(key_is_forgotten_after_its_ttl),
         cmocka_unit_test(expired_keys_are_deleted_a_few_per_keyed_append),
         cmocka_unit_test(keys_keep_their_own_ttl_whichever_handle_asks),
-        cmocka_unit_test(old_key_table_gains_key_ttls_of_the_default),
+        cmocka_unit_test(old_key_table_gains_a_nullable_key_ttl),
+        cmocka_unit_test(legacy_keys_follow_the_asking_handles_ttl),
         cmocka_unit_test(old_key_table_gains_key_times_and_keeps_its_keys),
         cmocka_unit_test(new_key_table_stamps_an_old_writers_keys_with_the_time),
         cmocka_unit_test(refresh_rebuilds_while_appends_go_on),
