@@ -145,8 +145,14 @@ struct lr_store {
     sqlite3 *rdb;
     /* The file st->db opened, as an absolute name with its device and inode
      * (db_file NULL: in memory, or not known): rdb opens that same file
-     * later, whatever the working directory or the path then name. */
+     * later, whatever the working directory or the path then name. SQLite
+     * gives the name with symbolic links resolved, so it goes on naming
+     * that file when a link on the way is swapped. db_path: the path as
+     * given, made absolute with the working directory of the open, links
+     * not resolved (NULL in memory): what file_moved() stats, following
+     * links as they are at each check, and what store_reopen() opens. */
     char *db_file;
+    char *db_path;
     dev_t db_dev;
     ino_t db_ino;
     /* lr_store_options.defer_reweigh: the append that makes the re-weighing
@@ -1830,6 +1836,31 @@ fail:
     return -1;
 }
 
+/* st->db_path: st->path made absolute with the working directory now,
+ * its links left as they are (not realpath()): a link swapped later must
+ * still be seen through. NULL for a store in memory or a URI, and when the
+ * working directory cannot be read (then file_moved() stats db_file). */
+static int path_absolute(struct lr_store *st, struct lr_error *err)
+{
+    char cwd[PATH_MAX];
+    size_t cap;
+    if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
+        return 0;
+    if (st->path[0] == '/') {
+        cwd[0] = '\0';
+    } else if (!getcwd(cwd, sizeof(cwd))) {
+        return 0;
+    }
+    cap = strlen(cwd) + strlen(st->path) + 2;
+    if (!(st->db_path = malloc(cap)))
+        return fail(err, LR_ENOMEM, 0, "out of memory opening the history store");
+    if (cwd[0])
+        snprintf(st->db_path, cap, "%s/%s", cwd, st->path);
+    else
+        snprintf(st->db_path, cap, "%s", st->path);
+    return 0;
+}
+
 /* Note the file st->db opened (after its first read, so it exists). */
 static void db_file_note(struct lr_store *st)
 {
@@ -1856,16 +1887,21 @@ static void db_file_note(struct lr_store *st)
  * (store_gone()), and the next refresh opens the file now at the path
  * (store_reopen()). */
 
-/* 0 while the path (as opened: db_file) still names the file st->db
- * opened; GONE_REPLACED when another file is there, GONE_REMOVED when
- * none is. A stat() that fails otherwise (a folder made unreadable) does
- * not count: the file is not known to have moved. */
+/* 0 while the path (db_path: as given, made absolute at open) still names
+ * the file st->db opened; GONE_REPLACED when another file is there,
+ * GONE_REMOVED when none is. stat() follows the links the path goes
+ * through as they are now, so a symbolic link swapped to another file or
+ * folder (an atomic deploy: `ln -sfn v2 current.tmp && mv -T current.tmp
+ * current`) counts as a replacement. A stat() that fails otherwise (a
+ * folder made unreadable) does not count: the file is not known to have
+ * moved. */
 static int file_moved(const struct lr_store *st)
 {
     struct stat sb;
-    if (!st->db_file)
+    const char *at = st->db_path ? st->db_path : st->db_file;
+    if (!at || !st->db_file)
         return 0;
-    if (stat(st->db_file, &sb) != 0)
+    if (stat(at, &sb) != 0)
         return errno == ENOENT || errno == ENOTDIR ? GONE_REMOVED : 0;
     return sb.st_dev != st->db_dev || sb.st_ino != st->db_ino ? GONE_REPLACED : 0;
 }
@@ -2256,6 +2292,8 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     pthread_rwlockattr_destroy(&ra);
 
     st->want_dim = opts ? (size_t)opts->dense_dim : 0;
+    if ((rc = path_absolute(st, err)) != 0)
+        goto fail;
     if ((rc = presence_take(st, path, 1, err)) != 0 || (rc = header_check(st, err)) != 0)
         goto fail;
     flags = st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
@@ -2312,6 +2350,7 @@ void lr_store_free(struct lr_store *store)
         return;
     sqlite3_close(store->rdb);
     free(store->db_file);
+    free(store->db_path);
     sqlite3_close(store->db);
     hist_free(store->hist);
     pthread_rwlock_destroy(&store->rw);
@@ -2408,7 +2447,8 @@ static int store_reopen(struct lr_store *st, struct lr_error *err)
     struct stat sb;
     sqlite3_int64 v = 0;
     size_t dim = st->dim ? st->dim : st->want_dim;
-    char *file = st->db_file;
+    char *old_file = st->db_file;
+    const char *file = st->db_path ? st->db_path : old_file;
     int rc;
 
     if (!file || stat(file, &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -2444,7 +2484,7 @@ static int store_reopen(struct lr_store *st, struct lr_error *err)
     dim = st->dim;
     if ((rc = hist_load_snapshot(st, st->db, &dim, &fresh, &v, err)) != 0)
         goto fail;
-    free(file);
+    free(old_file);
     st->gone = 0;
     publish(st, fresh, dim, v, fresh->n);
     return 0;
@@ -2455,7 +2495,7 @@ fail:
         close(st->pfd);
     st->pfd = -1;
     free(st->db_file);
-    st->db_file = file;
+    st->db_file = old_file;
     if (err) {
         char m[sizeof(err->message)];
         snprintf(m, sizeof(m), "%s", err->message);

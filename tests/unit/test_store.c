@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1891,6 +1892,112 @@ static void write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_
     lr_store_free(o);
 }
 
+/* A store at `path` holding `n` records of `model`. */
+static void store_with(const char *path, int n, const char *model)
+{
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    char q[64];
+    assert_int_equal(lr_store_open(path, NULL, &s, &err), 0);
+    for (int i = 0; i < n; i++) {
+        snprintf(q, sizeof(q), "%s's query %d", model, i);
+        assert_int_equal(lr_store_add_outcome(s, q, 5, model, 1.0, 3, &err), 0);
+    }
+    lr_store_free(s);
+}
+
+/* `link` made to point at `target` at once, as a deploy does it:
+ * ln -sfn target link.tmp && mv -T link.tmp link. */
+static void link_swap(const char *target, const char *link)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", link);
+    unlink(tmp);
+    assert_int_equal(symlink(target, tmp), 0);
+    assert_int_equal(rename(tmp, link), 0);
+}
+
+/* A write is refused as the file was replaced, the refresh opens the file
+ * the path names now (holding `want` records), and writes go on there. */
+static void swap_is_seen(struct lr_store *a, size_t want, const char *model)
+{
+    struct lr_error err;
+    int changed = -1;
+    assert_int_equal(lr_store_add_outcome(a, "lost?", 5, "old-model", 1.0, 3, &err),
+                     LR_EREPLACED);
+    assert_non_null(strstr(err.message, "was replaced since it was opened"));
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), want);
+    assert_true(lr__hist_model_id(lr__store_hist(a), model) >= 0);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(a), "old-model"), -1);
+    assert_int_equal(lr_store_add_outcome(a, "kept", 5, model, 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+}
+
+/* A store named through a symbolic link: swapping the link (to another
+ * folder, or to another file) is a replacement like a rename over the
+ * file, for a path given absolute or relative (the working directory
+ * changed since); so is a rename over the file the link names. */
+static void symlink_swaps_are_seen_and_refresh_opens_the_new_file(void **st)
+{
+    char d1[512], d2[512], cur[512], p[600], f1[512], f2[512], fnew[512], flink[512];
+    char cwd[PATH_MAX];
+    struct lr_store *a = NULL, *o = NULL;
+    struct lr_error err;
+    (void)st;
+
+    /* current -> v1, the store current/store.db; then current -> v2. */
+    path_in(d1, sizeof(d1), "v1");
+    path_in(d2, sizeof(d2), "v2");
+    path_in(cur, sizeof(cur), "current");
+    assert_int_equal(mkdir(d1, 0755), 0);
+    assert_int_equal(mkdir(d2, 0755), 0);
+    snprintf(p, sizeof(p), "%s/store.db", d1);
+    store_with(p, 30, "old-model");
+    snprintf(p, sizeof(p), "%s/store.db", d2);
+    store_with(p, 3, "v2-model");
+    assert_int_equal(symlink("v1", cur), 0);
+    snprintf(p, sizeof(p), "%s/store.db", cur);
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_count(a), 30);
+    link_swap("v2", cur);
+    swap_is_seen(a, 3, "v2-model");
+    lr_store_free(a);
+    snprintf(p, sizeof(p), "%s/store.db", d2);
+    assert_int_equal(lr_store_open(p, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 4); /* the write after the refresh */
+    lr_store_free(o);
+
+    /* cur.db -> f1.db, opened by a relative path; then cur.db -> f2.db,
+     * after the working directory changed. */
+    path_in(f1, sizeof(f1), "f1.db");
+    path_in(f2, sizeof(f2), "f2.db");
+    path_in(flink, sizeof(flink), "cur.db");
+    store_with(f1, 30, "old-model");
+    store_with(f2, 5, "f2-model");
+    assert_int_equal(symlink("f1.db", flink), 0);
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(tmpdir), 0);
+    assert_int_equal(lr_store_open("cur.db", NULL, &a, &err), 0);
+    assert_int_equal(chdir("/"), 0);
+    assert_int_equal(lr_store_count(a), 30);
+    link_swap("f2.db", flink);
+    swap_is_seen(a, 5, "f2-model");
+
+    /* A store renamed over the file the link names now is seen too. */
+    path_in(fnew, sizeof(fnew), "f2-new.db");
+    store_with(fnew, 7, "f3-model");
+    assert_int_equal(rename(fnew, f2), 0);
+    swap_is_seen(a, 7, "f3-model");
+    lr_store_free(a);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(lr_store_open(f2, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 8);
+    lr_store_free(o);
+}
+
 /* The store's files removed under an open handle: writes are refused, a
  * refresh says so while nothing is at the path, and opens the store made
  * there afterwards. */
@@ -2834,6 +2941,7 @@ int main(void)
         cmocka_unit_test(rebuild_reads_the_file_opened_not_its_path),
         cmocka_unit_test(
             write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
+        cmocka_unit_test(symlink_swaps_are_seen_and_refresh_opens_the_new_file),
         cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),
         cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
