@@ -175,7 +175,7 @@ struct lr_store {
     int pfd;
     int made_file;
     /* The path no longer names the file st->db opened (file_moved()): 0,
-     * GONE_REPLACED or GONE_REMOVED, set by the write or refresh that
+     * or a GONE_* reason, set by the write or refresh that
      * noticed (wmu held). From then on st->db and st->rdb are not used but
      * to close them; writes are refused, and lr_store_refresh() opens the
      * file at the path (store_reopen()). want_dim: the dense dimension the
@@ -184,7 +184,9 @@ struct lr_store {
     size_t want_dim;
 };
 
-enum { GONE_REPLACED = 1, GONE_REMOVED = 2 };
+/* GONE_DIRECTORY, GONE_NOT_REGULAR: something that is not a regular file
+ * (a directory, or a FIFO, socket or device) is at the path now. */
+enum { GONE_REPLACED = 1, GONE_REMOVED = 2, GONE_DIRECTORY = 3, GONE_NOT_REGULAR = 4 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
  * since the last rebuild: each append then costs O(1) amortised, and no
@@ -1887,9 +1889,21 @@ static void db_file_note(struct lr_store *st)
  * (store_gone()), and the next refresh opens the file now at the path
  * (store_reopen()). */
 
+/* Why a path that names something other than the opened file no longer
+ * names it: another file, or something that is not a regular file (which
+ * a refresh cannot open either, and which writes and refreshes name
+ * alike). */
+static int gone_what(const struct stat *sb)
+{
+    if (S_ISREG(sb->st_mode))
+        return GONE_REPLACED;
+    return S_ISDIR(sb->st_mode) ? GONE_DIRECTORY : GONE_NOT_REGULAR;
+}
+
 /* 0 while the path (db_path: as given, made absolute at open) still names
  * the file st->db opened; GONE_REPLACED when another file is there,
- * GONE_REMOVED when none is. stat() follows the links the path goes
+ * GONE_DIRECTORY or GONE_NOT_REGULAR when something that is not a regular
+ * file is (gone_what()), GONE_REMOVED when nothing is. stat() follows the links the path goes
  * through as they are now, so a symbolic link swapped to another file or
  * folder (an atomic deploy: `ln -sfn v2 current.tmp && mv -T current.tmp
  * current`) counts as a replacement. A stat() that fails otherwise (a
@@ -1903,7 +1917,7 @@ static int file_moved(const struct lr_store *st)
         return 0;
     if (stat(at, &sb) != 0)
         return errno == ENOENT || errno == ENOTDIR ? GONE_REMOVED : 0;
-    return sb.st_dev != st->db_dev || sb.st_ino != st->db_ino ? GONE_REPLACED : 0;
+    return sb.st_dev != st->db_dev || sb.st_ino != st->db_ino ? gone_what(&sb) : 0;
 }
 
 /* The path no longer names st->db's file (wmu held, once). A TRUNCATE
@@ -1929,6 +1943,12 @@ static int gone_fail(const struct lr_store *st, struct lr_error *err)
                     "history store '%s' was removed since it was opened; nothing was written "
                     "(a store put at its path is opened at the next refresh)",
                     st->path);
+    if (st->gone == GONE_DIRECTORY || st->gone == GONE_NOT_REGULAR)
+        return fail(err, LR_EREPLACED, 0,
+                    "history store '%s' was replaced since it was opened by something that is "
+                    "not a regular file%s; nothing was written (a store put at its path is "
+                    "opened at the next refresh)",
+                    st->path, st->gone == GONE_DIRECTORY ? " (a directory)" : "");
     return fail(err, LR_EREPLACED, 0,
                 "history store '%s' was replaced since it was opened (another file is at its "
                 "path now); nothing was written to the old file (the new one is opened at the "
@@ -2451,9 +2471,17 @@ static int store_reopen(struct lr_store *st, struct lr_error *err)
     const char *file = st->db_path ? st->db_path : old_file;
     int rc;
 
-    if (!file || stat(file, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        if (st->gone == GONE_REPLACED && file)
+    /* Nothing there, or nothing a store can be: said as a write says it.
+     * A stat() that fails otherwise keeps the reason known so far. */
+    if (!file)
+        return gone_fail(st, err);
+    if (stat(file, &sb) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
             st->gone = GONE_REMOVED;
+        return gone_fail(st, err);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st->gone = gone_what(&sb);
         return gone_fail(st, err);
     }
     st->gone = GONE_REPLACED;

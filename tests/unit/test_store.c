@@ -2036,6 +2036,59 @@ static void write_after_the_file_was_removed_is_refused_until_one_is_there(void 
     lr_store_free(a);
 }
 
+/* The store's files removed and a directory (then a FIFO) made at the
+ * path: writes and refreshes give the same reason, a replacement by
+ * something that is not a regular file, not a removal; a store put there
+ * later is opened by the next refresh. */
+static void path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes(void **st)
+{
+    char p[512], side[520], wrote[sizeof(((struct lr_error *)0)->message)];
+    struct lr_store *a = NULL;
+    struct lr_error err;
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "dir.db");
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_add_outcome(a, "first", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(unlink(p), 0);
+    snprintf(side, sizeof(side), "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", p);
+    unlink(side);
+    assert_int_equal(mkdir(p, 0755), 0);
+
+    assert_int_equal(lr_store_add_outcome(a, "second", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "replaced since it was opened by something that is "
+                                        "not a regular file (a directory)"));
+    assert_null(strstr(err.message, "removed"));
+    snprintf(wrote, sizeof(wrote), "%s", err.message);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_int_equal(changed, 0);
+    assert_string_equal(err.message, wrote);
+    assert_int_equal(lr_store_add_outcome(a, "third", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_string_equal(err.message, wrote);
+
+    /* A FIFO: not a regular file either, and no open of it is tried. */
+    assert_int_equal(rmdir(p), 0);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "by something that is not a regular file;"));
+    assert_int_equal(lr_store_add_outcome(a, "fourth", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "by something that is not a regular file;"));
+
+    /* Gone altogether, then a store put there. */
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "was removed since it was opened"));
+    store_with(p, 2, "m2");
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 2);
+    assert_int_equal(lr_store_add_outcome(a, "fifth", 5, "m2", 1.0, 3, &err), 0);
+    lr_store_free(a);
+}
+
 /* The move can also come inside a write, after its check: here while a
  * dense import's transaction waits on its embedder. The COMMIT is not run
  * (the records would go to the old file), the import fails, and the -wal
@@ -2943,6 +2996,7 @@ int main(void)
             write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
         cmocka_unit_test(symlink_swaps_are_seen_and_refresh_opens_the_new_file),
         cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),
+        cmocka_unit_test(path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes),
         cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
