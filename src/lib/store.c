@@ -2004,6 +2004,21 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
         return sql_fail(st, err, "reading the data version");
     /* A re-weighing an append left to the refresh counts as a change. */
     *needed = v != st->data_version || (st->defer_reweigh && st->hist->n >= st->rebuild_at);
+    /* A read-only handle that may not write the -shm file either reads it
+     * in SQLite's read-only-shm mode, where the data version changes at
+     * every read. Records are only ever appended (a file put at the path
+     * is path_check()'s), so for a handle that never writes, the copy is
+     * behind only when the file holds records past it: looked up through
+     * the primary key, not a rebuild every refresh. */
+    if (*needed && st->read_only && why == REBUILD_CHANGED) {
+        size_t count;
+        if ((rc = count_records(st, st->hist->n, &count, err)) != 0)
+            return rc;
+        if (count == st->hist->n) {
+            st->data_version = v;
+            *needed = 0;
+        }
+    }
     return 0;
 }
 

@@ -552,6 +552,24 @@ if [ "$(id -u)" != 0 ] || [ ${#as_user[@]} -gt 0 ]; then
         "cannot open history store '$P/rw/none.db': No such file or directory" -- \
         "${as_user[@]}" "$BIN" check-config "$CFG" --store "$P/rw/none.db" --store-read-only
     if [ -e "$P/rw/none.db" ]; then bad "a read-only open made $P/rw/none.db"; else ok; fi
+    # Its -shm is not writable either (SQLite made it with the file's mode):
+    # SQLite's data version then changes at every read, and a refresh every
+    # 100 ms must still not read the whole store again each time.
+    python3 - "$CFG" "$P/rw/fast.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.setdefault("server", {})["store_refresh_ms"] = 100
+json.dump(c, open(sys.argv[2], "w"))
+PY
+    "${as_user[@]}" timeout --preserve-status -s TERM 2 "$BIN" serve --config "$P/rw/fast.json" \
+        --store "$P/rw/h.db" --store-read-only --listen 127.0.0.1:0 2>"$TMP/ro_serve.err"
+    rc=$?
+    n=$(grep -c '"event":"store_refreshed"' "$TMP/ro_serve.err")
+    if [ "$rc" = 0 ] && [ "$n" = 0 ]; then
+        ok
+    else
+        bad "serve --store-read-only: exit $rc, $n store_refreshed lines: $(cat "$TMP/ro_serve.err")"
+    fi
     chmod 755 "$P/shut" "$P/ro"
     chmod 700 "$TMP"
 else

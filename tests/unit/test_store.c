@@ -926,6 +926,43 @@ static void dense_writer_catches_up_with_another_connections_vectors(void **st)
  * only when it refreshes: before that its count and nearest neighbours are
  * those of its own copy. A refresh that finds nothing new keeps the copy it
  * has, and this handle's own commits are not news to it. */
+static void sql_run(const char *db, const char *sql);
+
+/* A read-only handle rebuilds at a refresh only when the file holds
+ * records past its copy: a commit that adds none (a writable open's
+ * migration, a setting) changes SQLite's data version, as every read does
+ * for a reader that may not write the -shm file, and is not a reason to
+ * read the whole store again. */
+static void read_only_refresh_rebuilds_only_for_new_records(void **st)
+{
+    char db[512];
+    struct lr_store *w = NULL, *r = NULL;
+    struct lr_store_options ro;
+    struct lr_error err;
+    int changed = -1;
+    (void)st;
+
+    path_in(db, sizeof(db), "ro_refresh.db");
+    assert_int_equal(lr_store_open(db, NULL, &w, &err), 0);
+    assert_int_equal(lr_store_add_outcome(w, "first", 5, "m", 1.0, 3, &err), 0);
+    lr_store_options_init(&ro);
+    ro.read_only = 1;
+    assert_int_equal(lr_store_open(db, &ro, &r, &err), 0);
+    sql_run(db, "INSERT INTO meta(key, value) VALUES('a-setting', 'x')");
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    assert_int_equal(lr_store_add_outcome(w, "second", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_count(r), 2);
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr_store_free(r);
+    lr_store_free(w);
+}
+
 static void refresh_reads_another_connections_commits(void **st)
 {
     (void)st;
@@ -2973,6 +3010,7 @@ int main(void)
         cmocka_unit_test(dense_writer_catches_up_with_another_connections_vectors),
         cmocka_unit_test(append_while_another_connection_writes_is_busy_then_succeeds),
         cmocka_unit_test(refresh_reads_another_connections_commits),
+        cmocka_unit_test(read_only_refresh_rebuilds_only_for_new_records),
         cmocka_unit_test(failed_refresh_keeps_the_old_copy),
         cmocka_unit_test(dense_refresh_reads_another_connections_vectors),
         cmocka_unit_test(keyed_append_records_a_key_once),
