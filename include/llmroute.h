@@ -390,8 +390,12 @@ LR_EXTERN int lr_store_add_outcome_keyed(struct lr_store *store, const char *key
  * so the store holds about the live keys; a key expired but not yet
  * deleted already counts as absent. The setting is the handle's, not the
  * file's. Any thread may call it at any time; appends that start after it
- * use it. seconds < 0 or over LR_STORE_MAX_KEY_TTL is LR_EINVAL, and the
- * setting stays. */
+ * use it. Keys with no time-to-live of their own (a store's keys from
+ * before keys had one, and keys a library of that time still commits) are
+ * judged by the asking handle's setting, as that library did: a duplicate
+ * while younger than it (for good with 0), and deleted only by a handle
+ * whose setting is over 0, once older than it. seconds < 0 or over
+ * LR_STORE_MAX_KEY_TTL is LR_EINVAL, and the setting stays. */
 LR_EXTERN int lr_store_set_key_ttl(struct lr_store *store, long long seconds,
                                    struct lr_error *err);
 /* The handle's key time-to-live in seconds (0: keys are kept for good); 0

@@ -1,4 +1,4 @@
-/* cmd_check.c -- `llmroute check-config FILE [--store FILE]`: validate a
+/* cmd_check.c -- `llmroute check-config FILE [--store FILE] [--store-read-only]`: validate a
  * configuration as `llmroute serve` would load it and print what it
  * defines, or the first error with the field it is in. The checks are the
  * gateway's own (gw_conf_check() and gw_store_open() in
@@ -11,7 +11,7 @@
 #include "gateway.h"
 
 static const char help[] =
-    "usage: llmroute check-config FILE [--store FILE]\n"
+    "usage: llmroute check-config FILE [--store FILE] [--store-read-only]\n"
     "Validate a configuration as 'llmroute serve' loads it: models, routes and\n"
     "router, then the `server` section, each model's backend (base_url, headers,\n"
     "retry, timeouts), each route's retry and timeouts, and every strategy's\n"
@@ -20,6 +20,9 @@ static const char help[] =
     "error, as it is for serve). An existing store is opened read-only (as long\n"
     "as serve's open takes: its records are read) and must match the config's\n"
     "embedder; a missing one is checked as the empty store serve would make.\n"
+    "A store file this process may not write is refused, as serve refuses it,\n"
+    "unless --store-read-only is given, as it must be to serve: then the store\n"
+    "must exist and is checked as serve --store-read-only opens it.\n"
     "Prints a summary and exits 0 when it is valid; prints the offending field\n"
     "and exits 2 when it is not, or when the store cannot be opened (1 only\n"
     "when memory runs out). Warnings (unknown keys, unknown\n"
@@ -39,14 +42,17 @@ static const char help[] =
 
 int cmd_check_config(int argc, char **argv)
 {
-    int help_flag = 0, n_pos = 0, rc;
+    int help_flag = 0, ro_flag = 0, n_pos = 0, rc;
     char **pos = NULL, *store_path = NULL;
     const char *store_flag = NULL;
     struct gw_conf *conf = NULL;
     struct lr_store *store = NULL;
     struct lr_error err = {0};
     const struct cli_opt opts[] = {
-        {"store", &store_flag, NULL}, {"help", NULL, &help_flag}, {NULL, NULL, NULL}};
+        {"store", &store_flag, NULL},
+        {"store-read-only", NULL, &ro_flag},
+        {"help", NULL, &help_flag},
+        {NULL, NULL, NULL}};
 
     rc = cli_parse("check-config", argc, argv, opts, &pos, &n_pos);
     if (rc)
@@ -61,7 +67,7 @@ int cmd_check_config(int argc, char **argv)
         free(pos);
         return CLI_USAGE;
     }
-    rc = gw_store_open(pos[0], store_flag, 1, &store, &store_path, &err);
+    rc = gw_store_open(pos[0], store_flag, 1, ro_flag, &store, &store_path, &err);
     if (rc == 0)
         rc = gw_conf_check(pos[0], store, "llmroute check-config", &conf, &err);
     if (rc) {
@@ -72,8 +78,8 @@ int cmd_check_config(int argc, char **argv)
         printf("%s: ok: %zu models, %zu routes, strategy %s", pos[0],
                lr_config_model_count(conf->cfg), lr_config_route_count(conf->cfg), d->strategy);
         if (store)
-            printf("; history store %s: %zu records, embedder %s", store_path,
-                   lr_store_count(store), lr_store_embedder(store));
+            printf("; history store %s: %zu records, embedder %s%s", store_path,
+                   lr_store_count(store), lr_store_embedder(store), ro_flag ? ", read-only" : "");
         printf("\n");
     }
     gw_conf_unref(conf);

@@ -8,7 +8,7 @@
 
 static const char help[] =
     "usage: llmroute serve --config FILE [--listen HOST:PORT] [--store FILE]\n"
-    "                      [--port-file FILE]\n"
+    "                      [--store-read-only] [--port-file FILE]\n"
     "Serve the OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
     "/v1/completions, /v1/responses, /v1/embeddings (routed and forwarded),\n"
     "GET /v1/models, POST /v1/route, POST /v1/feedback, GET /health, GET /metrics.\n"
@@ -17,6 +17,11 @@ static const char help[] =
     "  --listen HOST:PORT  address to bind (default server.listen, else 127.0.0.1:8080);\n"
     "                      port 0 lets the system choose\n"
     "  --store FILE        history store for smart routing and feedback\n"
+    "  --store-read-only   open the store read-only (a file this process may not\n"
+    "                      write): routing and refreshes work, POST /v1/feedback\n"
+    "                      answers 501 store_read_only; the store must exist.\n"
+    "                      Without it, a store file that cannot be written is\n"
+    "                      refused (exit 2)\n"
     "  --port-file FILE    write the bound port to FILE once listening\n"
     "\n"
     "One JSON line per request goes to standard error. SIGHUP reloads the\n"
@@ -38,7 +43,8 @@ int cmd_serve(int argc, char **argv)
     char **pos = NULL;
     const struct cli_opt opts[] = {
         {"config", &o.config_path, NULL},  {"listen", &o.listen, NULL}, {"store", &o.store, NULL},
-        {"port-file", &o.port_file, NULL}, {"help", NULL, &help_flag},  {NULL, NULL, NULL},
+        {"port-file", &o.port_file, NULL}, {"store-read-only", NULL, &o.store_read_only},
+        {"help", NULL, &help_flag},        {NULL, NULL, NULL},
     };
 
     rc = cli_parse("serve", argc, argv, opts, &pos, &n_pos);

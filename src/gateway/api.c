@@ -892,6 +892,11 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
         return refuse(req, 501, NULL, "no_history_store",
                       "this gateway has no history store: start it with --store FILE or set "
                       "router.store in the config");
+    if (gw->opts->store_read_only)
+        return refuse(req, 501, NULL, "store_read_only",
+                      "this gateway opened its history store read-only (serve "
+                      "--store-read-only): feedback is not recorded; start it without "
+                      "--store-read-only on a store it may write");
     if (hs_req_header_count(req, "Idempotency-Key") > 1) {
         /* A repeated header is a list (RFC 9110, 5.3), and a feedback has
          * one key: taking the first would record under a key the client may

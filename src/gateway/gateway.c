@@ -691,12 +691,14 @@ static int open_store(struct gw *gw, const struct gw_options *opts)
 {
     struct lr_error err = {0};
 
-    if (gw_store_open(opts->config_path, opts->store, 0, &gw->store, &gw->store_path, &err)) {
+    if (gw_store_open(opts->config_path, opts->store, 0, opts->store_read_only, &gw->store,
+                      &gw->store_path, &err)) {
         fprintf(stderr, "llmroute serve: %s\n", err.message);
         return err.code == LR_ENOMEM || err.code == LR_EIO || err.code == LR_EBUSY ? 1 : 2;
     }
     if (gw->store)
-        log_event("store", "%s: %zu records", gw->store_path, lr_store_count(gw->store));
+        log_event("store", "%s: %zu records%s", gw->store_path, lr_store_count(gw->store),
+                  opts->store_read_only ? ", read-only (feedback is not recorded)" : "");
     return 0;
 }
 

@@ -41,6 +41,10 @@ struct gw_options {
     const char *listen;    /* HOST:PORT overriding server.listen, or NULL */
     const char *store;     /* history store file, or NULL */
     const char *port_file; /* write the bound port here once listening, or NULL */
+    /* --store-read-only: the store is opened read-only (a file this process
+     * may not write); routing and refreshes work, POST /v1/feedback answers
+     * 501 store_read_only. */
+    int store_read_only;
 };
 
 /* Run the gateway until SIGTERM/SIGINT. Returns a process exit code
@@ -147,11 +151,16 @@ int gw_conf_check(const char *path, struct lr_store *store, const char *who,
  * that path, or NULL when neither names one (then *out is NULL too). serve
  * (check 0) opens it, making it when missing; check-config (check 1) opens
  * an existing file read-only and, for a missing one, the empty store serve
- * would make, in memory. The config is read here for those two fields
- * only: when it cannot be read, this returns 0 (with no store unless
- * store_flag names one) and leaves the error to the full load. Returns 0
- * or an LR_E* code with err filled (naming the file). */
-int gw_store_open(const char *config_path, const char *store_flag, int check,
+ * would make, in memory. Unless read_only (--store-read-only), a file
+ * this process may not write is refused by both, with the library's
+ * message (check-config asks the library for a writable open of it, which
+ * refuses it before writing anything); with read_only both open it
+ * read-only, and a missing file is an error (nothing makes it). The
+ * config is read here for those two fields only: when it cannot be read,
+ * this returns 0 (with no store unless store_flag names one) and leaves
+ * the error to the full load. Returns 0 or an LR_E* code with err filled
+ * (naming the file). */
+int gw_store_open(const char *config_path, const char *store_flag, int check, int read_only,
                   struct lr_store **out, char **path_out, struct lr_error *err);
 /* The router for a strategy name (NULL: the config's default), built on first
  * use and kept with the configuration. NULL with err filled when the

@@ -23,12 +23,14 @@
  * plain integers for the same reason.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -823,7 +825,21 @@ int gw_conf_check(const char *path, struct lr_store *store, const char *who,
     return 0;
 }
 
-int gw_store_open(const char *config_path, const char *store_flag, int check,
+/* Whether this process may open the file at path for writing, as SQLite's
+ * writable open tries it (open(2) with O_RDWR, which changes nothing): 0
+ * when the file system refuses it, 1 otherwise (a file that is not there
+ * is left to the open that follows). */
+static int file_writable(const char *path)
+{
+    int fd = open(path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        return 1;
+    }
+    return !(errno == EACCES || errno == EPERM || errno == EROFS || errno == ETXTBSY);
+}
+
+int gw_store_open(const char *config_path, const char *store_flag, int check, int read_only,
                   struct lr_store **out, char **path_out, struct lr_error *err)
 {
     struct lr_config *cfg = NULL;
@@ -850,23 +866,49 @@ int gw_store_open(const char *config_path, const char *store_flag, int check,
             so.dense_dim = emb->dimensions;
         }
     }
-    if (!path)
+    if (!path) {
+        if (read_only && cfg)
+            rc = fail(err, LR_EINVAL,
+                      "--store-read-only: no history store is named (--store FILE, or "
+                      "router.store in the config)");
         goto out;
+    }
     if (!(*path_out = strdup(path))) {
         rc = fail(err, LR_ENOMEM, "out of memory");
         goto out;
     }
-    if (check && stat(path, &sb) != 0 && errno == ENOENT) {
+    if (check && !read_only && stat(path, &sb) != 0 && errno == ENOENT) {
         /* serve would make it: check against the same empty store. */
         rc = lr_store_open(":memory:", &so, out, err);
         goto out;
     }
-    so.read_only = check;
+    if (check && !read_only && !file_writable(path)) {
+        /* serve refuses a file it may not write; so does the check, with
+         * the same words: the library's writable open refuses such a file
+         * right after SQLite opened it, before anything is written. Should
+         * it be writable after all (its mode changed meanwhile), that open
+         * may have brought it up to date as serve's would, and it is then
+         * checked read-only as usual. */
+        rc = lr_store_open(path, &so, out, err);
+        if (rc != 0)
+            goto out;
+        lr_store_free(*out);
+        *out = NULL;
+    }
+    so.read_only = check || read_only;
     /* Feedback appends leave the periodic re-weighing to the store refresh
      * (gateway.c), so that none waits for it. */
-    so.defer_reweigh = !check;
+    so.defer_reweigh = !so.read_only;
     rc = lr_store_open(path, &so, out, err);
 out:
+    /* serve's refusal of a file it may not write, and check-config's, say
+     * how to serve it anyway. */
+    if (rc == LR_ESTORE && !read_only && strstr(err->message, "cannot be written")) {
+        char m[sizeof err->message];
+        snprintf(m, sizeof m, "%s", err->message);
+        fail(err, rc, "%s; to route on it without recording feedback, give --store-read-only",
+             m);
+    }
     lr_config_free(cfg);
     if (rc) {
         free(*path_out);

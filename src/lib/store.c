@@ -145,8 +145,14 @@ struct lr_store {
     sqlite3 *rdb;
     /* The file st->db opened, as an absolute name with its device and inode
      * (db_file NULL: in memory, or not known): rdb opens that same file
-     * later, whatever the working directory or the path then name. */
+     * later, whatever the working directory or the path then name. SQLite
+     * gives the name with symbolic links resolved, so it goes on naming
+     * that file when a link on the way is swapped. db_path: the path as
+     * given, made absolute with the working directory of the open, links
+     * not resolved (NULL in memory): what file_moved() stats, following
+     * links as they are at each check, and what store_reopen() opens. */
     char *db_file;
+    char *db_path;
     dev_t db_dev;
     ino_t db_ino;
     /* lr_store_options.defer_reweigh: the append that makes the re-weighing
@@ -169,7 +175,7 @@ struct lr_store {
     int pfd;
     int made_file;
     /* The path no longer names the file st->db opened (file_moved()): 0,
-     * GONE_REPLACED or GONE_REMOVED, set by the write or refresh that
+     * or a GONE_* reason, set by the write or refresh that
      * noticed (wmu held). From then on st->db and st->rdb are not used but
      * to close them; writes are refused, and lr_store_refresh() opens the
      * file at the path (store_reopen()). want_dim: the dense dimension the
@@ -178,7 +184,9 @@ struct lr_store {
     size_t want_dim;
 };
 
-enum { GONE_REPLACED = 1, GONE_REMOVED = 2 };
+/* GONE_DIRECTORY, GONE_NOT_REGULAR: something that is not a regular file
+ * (a directory, or a FIFO, socket or device) is at the path now. */
+enum { GONE_REPLACED = 1, GONE_REMOVED = 2, GONE_DIRECTORY = 3, GONE_NOT_REGULAR = 4 };
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
  * since the last rebuild: each append then costs O(1) amortised, and no
@@ -1086,24 +1094,33 @@ static const char SCHEMA[] =
  * while committed_at + ttl is in the future, whoever asks, and only keys
  * past their own retention are deleted. Added by every writable open, so
  * stores made before it gain the table; a read-only open leaves the file
- * as it is (and, not writing, never looks a key up). The defaults serve
- * writers that predate the columns (they insert two or three): their keys
- * get the time of their commit and the 24 hours such a writer kept them
- * by default. Expired keys are found through KEYS_INDEX, soonest-expired
- * first (keys_purge()). */
-#define STR_(x) #x
-#define STR(x) STR_(x)
+ * as it is (and, not writing, never looks a key up).
+ *
+ * ttl is NULL for a legacy key: one a store held before the column came
+ * (the migration adds it with no default), or one a writer that predates
+ * the column inserts later (it names three columns). Nobody knows what
+ * time-to-live its writer used (a deployment may keep keys for good, or a
+ * week), so such a key is judged by the asking handle's setting, as the
+ * writers of that time did: a duplicate while younger than it (for good
+ * with 0), deleted only by a handle whose setting is over 0 once older
+ * than that. committed_at's default serves writers that predate it (they
+ * insert two columns): their keys get the time of their commit. Expired
+ * keys are found through KEYS_INDEX, soonest-expired first
+ * (keys_purge()). */
 static const char KEYS_SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS feedback_keys(key TEXT PRIMARY KEY,"
     " record_id INTEGER NOT NULL,"
     " committed_at INTEGER NOT NULL DEFAULT (CAST(strftime('%s', 'now') AS INTEGER)),"
-    " ttl INTEGER NOT NULL DEFAULT " STR(LR_STORE_KEY_TTL_DEFAULT) ");";
+    " ttl INTEGER);";
 
-/* Keys that expire, by their expiry time: keys_purge() reads the expired
- * ones in that order without scanning the live ones. */
+/* Keys that expire, by their expiry time, and legacy keys (ttl NULL) by
+ * their age: keys_purge() reads the expired ones in that order without
+ * scanning the live ones. */
 static const char KEYS_INDEX[] =
     "CREATE INDEX IF NOT EXISTS feedback_keys_expiry ON feedback_keys(committed_at + ttl)"
-    " WHERE ttl > 0;";
+    " WHERE ttl > 0;"
+    "CREATE INDEX IF NOT EXISTS feedback_keys_legacy ON feedback_keys(committed_at)"
+    " WHERE ttl IS NULL;";
 
 int64_t (*lr__store_clock)(void);
 
@@ -1123,12 +1140,12 @@ static int keys_lack(struct lr_store *st)
                            " (SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
                            " WHERE name = 'ttl'),"
                            " (SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"
-                           " AND name = 'feedback_keys_expiry')",
+                           " AND name IN ('feedback_keys_expiry', 'feedback_keys_legacy'))",
                            -1, &q, NULL) == SQLITE_OK &&
         sqlite3_step(q) == SQLITE_ROW)
         rc = (sqlite3_column_int64(q, 0) ? 0 : KEYS_NO_TIME) |
              (sqlite3_column_int64(q, 1) ? 0 : KEYS_NO_TTL) |
-             (sqlite3_column_int64(q, 2) ? 0 : KEYS_NO_INDEX);
+             (sqlite3_column_int64(q, 2) == 2 ? 0 : KEYS_NO_INDEX);
     sqlite3_finalize(q);
     return rc;
 }
@@ -1143,12 +1160,14 @@ static int64_t store_now(void)
  * times gains its committed_at column, with the time of the migration for
  * the keys it holds (so none is forgotten before a whole time-to-live from
  * now; so do keys that writers predating the column insert later); one
- * made before per-key time-to-live gains its ttl column, the keys it holds
- * (and those writers predating it insert later) kept for
- * LR_STORE_KEY_TTL_DEFAULT, what such writers kept them for unless told
- * otherwise; then the expiry index. ALTER TABLE ... ADD COLUMN rewrites
- * no row: the rows read the column's default. An up-to-date table costs
- * one query and writes nothing. */
+ * made before per-key time-to-live gains its ttl column, nullable and with
+ * no default, so the keys it holds (and those writers predating it insert
+ * later) are legacy keys, judged by the asking handle's time-to-live as
+ * before (see KEYS_SCHEMA); then the expiry indexes. ALTER TABLE ... ADD
+ * COLUMN rewrites no row: the rows read the column's default. An
+ * up-to-date table costs one query and writes nothing. A table whose ttl
+ * column is NOT NULL DEFAULT 86400 (made by a development build) is left
+ * as it is: its legacy keys read 86400, and only gains the legacy index. */
 static int keys_open(struct lr_store *st, struct lr_error *err)
 {
     char alter[160];
@@ -1174,8 +1193,7 @@ static int keys_open(struct lr_store *st, struct lr_error *err)
     }
     if ((lack & KEYS_NO_TTL) &&
         (rc = exec(st,
-                   "ALTER TABLE feedback_keys ADD COLUMN ttl INTEGER NOT NULL"
-                   " DEFAULT " STR(LR_STORE_KEY_TTL_DEFAULT),
+                   "ALTER TABLE feedback_keys ADD COLUMN ttl INTEGER",
                    err)) != 0)
         goto out;
     if ((lack & (KEYS_NO_TTL | KEYS_NO_INDEX)) && (rc = exec(st, KEYS_INDEX, err)) != 0)
@@ -1820,6 +1838,31 @@ fail:
     return -1;
 }
 
+/* st->db_path: st->path made absolute with the working directory now,
+ * its links left as they are (not realpath()): a link swapped later must
+ * still be seen through. NULL for a store in memory or a URI, and when the
+ * working directory cannot be read (then file_moved() stats db_file). */
+static int path_absolute(struct lr_store *st, struct lr_error *err)
+{
+    char cwd[PATH_MAX];
+    size_t cap;
+    if (strcmp(st->path, ":memory:") == 0 || strncmp(st->path, "file:", 5) == 0)
+        return 0;
+    if (st->path[0] == '/') {
+        cwd[0] = '\0';
+    } else if (!getcwd(cwd, sizeof(cwd))) {
+        return 0;
+    }
+    cap = strlen(cwd) + strlen(st->path) + 2;
+    if (!(st->db_path = malloc(cap)))
+        return fail(err, LR_ENOMEM, 0, "out of memory opening the history store");
+    if (cwd[0])
+        snprintf(st->db_path, cap, "%s/%s", cwd, st->path);
+    else
+        snprintf(st->db_path, cap, "%s", st->path);
+    return 0;
+}
+
 /* Note the file st->db opened (after its first read, so it exists). */
 static void db_file_note(struct lr_store *st)
 {
@@ -1846,18 +1889,35 @@ static void db_file_note(struct lr_store *st)
  * (store_gone()), and the next refresh opens the file now at the path
  * (store_reopen()). */
 
-/* 0 while the path (as opened: db_file) still names the file st->db
- * opened; GONE_REPLACED when another file is there, GONE_REMOVED when
- * none is. A stat() that fails otherwise (a folder made unreadable) does
- * not count: the file is not known to have moved. */
+/* Why a path that names something other than the opened file no longer
+ * names it: another file, or something that is not a regular file (which
+ * a refresh cannot open either, and which writes and refreshes name
+ * alike). */
+static int gone_what(const struct stat *sb)
+{
+    if (S_ISREG(sb->st_mode))
+        return GONE_REPLACED;
+    return S_ISDIR(sb->st_mode) ? GONE_DIRECTORY : GONE_NOT_REGULAR;
+}
+
+/* 0 while the path (db_path: as given, made absolute at open) still names
+ * the file st->db opened; GONE_REPLACED when another file is there,
+ * GONE_DIRECTORY or GONE_NOT_REGULAR when something that is not a regular
+ * file is (gone_what()), GONE_REMOVED when nothing is. stat() follows the links the path goes
+ * through as they are now, so a symbolic link swapped to another file or
+ * folder (an atomic deploy: `ln -sfn v2 current.tmp && mv -T current.tmp
+ * current`) counts as a replacement. A stat() that fails otherwise (a
+ * folder made unreadable) does not count: the file is not known to have
+ * moved. */
 static int file_moved(const struct lr_store *st)
 {
     struct stat sb;
-    if (!st->db_file)
+    const char *at = st->db_path ? st->db_path : st->db_file;
+    if (!at || !st->db_file)
         return 0;
-    if (stat(st->db_file, &sb) != 0)
+    if (stat(at, &sb) != 0)
         return errno == ENOENT || errno == ENOTDIR ? GONE_REMOVED : 0;
-    return sb.st_dev != st->db_dev || sb.st_ino != st->db_ino ? GONE_REPLACED : 0;
+    return sb.st_dev != st->db_dev || sb.st_ino != st->db_ino ? gone_what(&sb) : 0;
 }
 
 /* The path no longer names st->db's file (wmu held, once). A TRUNCATE
@@ -1883,6 +1943,12 @@ static int gone_fail(const struct lr_store *st, struct lr_error *err)
                     "history store '%s' was removed since it was opened; nothing was written "
                     "(a store put at its path is opened at the next refresh)",
                     st->path);
+    if (st->gone == GONE_DIRECTORY || st->gone == GONE_NOT_REGULAR)
+        return fail(err, LR_EREPLACED, 0,
+                    "history store '%s' was replaced since it was opened by something that is "
+                    "not a regular file%s; nothing was written (a store put at its path is "
+                    "opened at the next refresh)",
+                    st->path, st->gone == GONE_DIRECTORY ? " (a directory)" : "");
     return fail(err, LR_EREPLACED, 0,
                 "history store '%s' was replaced since it was opened (another file is at its "
                 "path now); nothing was written to the old file (the new one is opened at the "
@@ -1938,6 +2004,21 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
         return sql_fail(st, err, "reading the data version");
     /* A re-weighing an append left to the refresh counts as a change. */
     *needed = v != st->data_version || (st->defer_reweigh && st->hist->n >= st->rebuild_at);
+    /* A read-only handle that may not write the -shm file either reads it
+     * in SQLite's read-only-shm mode, where the data version changes at
+     * every read. Records are only ever appended (a file put at the path
+     * is path_check()'s), so for a handle that never writes, the copy is
+     * behind only when the file holds records past it: looked up through
+     * the primary key, not a rebuild every refresh. */
+    if (*needed && st->read_only && why == REBUILD_CHANGED) {
+        size_t count;
+        if ((rc = count_records(st, st->hist->n, &count, err)) != 0)
+            return rc;
+        if (count == st->hist->n) {
+            st->data_version = v;
+            *needed = 0;
+        }
+    }
     return 0;
 }
 
@@ -2246,6 +2327,8 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     pthread_rwlockattr_destroy(&ra);
 
     st->want_dim = opts ? (size_t)opts->dense_dim : 0;
+    if ((rc = path_absolute(st, err)) != 0)
+        goto fail;
     if ((rc = presence_take(st, path, 1, err)) != 0 || (rc = header_check(st, err)) != 0)
         goto fail;
     flags = st->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
@@ -2302,6 +2385,7 @@ void lr_store_free(struct lr_store *store)
         return;
     sqlite3_close(store->rdb);
     free(store->db_file);
+    free(store->db_path);
     sqlite3_close(store->db);
     hist_free(store->hist);
     pthread_rwlock_destroy(&store->rw);
@@ -2398,12 +2482,21 @@ static int store_reopen(struct lr_store *st, struct lr_error *err)
     struct stat sb;
     sqlite3_int64 v = 0;
     size_t dim = st->dim ? st->dim : st->want_dim;
-    char *file = st->db_file;
+    char *old_file = st->db_file;
+    const char *file = st->db_path ? st->db_path : old_file;
     int rc;
 
-    if (!file || stat(file, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        if (st->gone == GONE_REPLACED && file)
+    /* Nothing there, or nothing a store can be: said as a write says it.
+     * A stat() that fails otherwise keeps the reason known so far. */
+    if (!file)
+        return gone_fail(st, err);
+    if (stat(file, &sb) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR)
             st->gone = GONE_REMOVED;
+        return gone_fail(st, err);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st->gone = gone_what(&sb);
         return gone_fail(st, err);
     }
     st->gone = GONE_REPLACED;
@@ -2434,7 +2527,7 @@ static int store_reopen(struct lr_store *st, struct lr_error *err)
     dim = st->dim;
     if ((rc = hist_load_snapshot(st, st->db, &dim, &fresh, &v, err)) != 0)
         goto fail;
-    free(file);
+    free(old_file);
     st->gone = 0;
     publish(st, fresh, dim, v, fresh->n);
     return 0;
@@ -2445,7 +2538,7 @@ fail:
         close(st->pfd);
     st->pfd = -1;
     free(st->db_file);
-    st->db_file = file;
+    st->db_file = old_file;
     if (err) {
         char m[sizeof(err->message)];
         snprintf(m, sizeof(m), "%s", err->message);
@@ -2519,7 +2612,8 @@ static int validate_json(const json_t *rec, struct lr__record_view *v, char *msg
 
 struct writer {
     sqlite3_stmt *model, *record, *outcome, *vector;
-    sqlite3_stmt *key_find, *key_put, *key_purge; /* only for a keyed append */
+    /* only for a keyed append */
+    sqlite3_stmt *key_find, *key_put, *key_purge, *key_purge_legacy;
 };
 
 static void writer_close(struct writer *w)
@@ -2531,6 +2625,7 @@ static void writer_close(struct writer *w)
     sqlite3_finalize(w->key_find);
     sqlite3_finalize(w->key_put);
     sqlite3_finalize(w->key_purge);
+    sqlite3_finalize(w->key_purge_legacy);
     memset(w, 0, sizeof(*w));
 }
 
@@ -2656,9 +2751,12 @@ int lr_store_key_valid(const char *key)
 
 /* Inside the write transaction: does the file hold the key, within its
  * own time-to-live at `now` (committed_at + ttl > now, or ttl 0: kept for
- * good)? 1 yes, 0 no (absent, or expired but not deleted yet), -1 a
- * SQLite error. The time-to-live is the key's, not this handle's. */
-static int key_find(struct lr_store *st, struct writer *w, const char *key, int64_t now)
+ * good)? A legacy key (ttl NULL: committed by a writer that kept no ttl)
+ * is judged by this handle's `handle_ttl` instead, as that writer judged
+ * it. 1 yes, 0 no (absent, or expired but not deleted yet), -1 a SQLite
+ * error. */
+static int key_find(struct lr_store *st, struct writer *w, const char *key, int64_t now,
+                    long long handle_ttl)
 {
     int rc, live = 0;
     if (!w->key_find &&
@@ -2669,7 +2767,9 @@ static int key_find(struct lr_store *st, struct writer *w, const char *key, int6
     rc = sqlite3_step(w->key_find);
     if (rc == SQLITE_ROW) {
         int64_t at = sqlite3_column_int64(w->key_find, 0);
-        int64_t ttl = sqlite3_column_int64(w->key_find, 1);
+        int64_t ttl = sqlite3_column_type(w->key_find, 1) == SQLITE_NULL
+                          ? (int64_t)handle_ttl
+                          : sqlite3_column_int64(w->key_find, 1);
         /* at > now - ttl, not at + ttl > now: a row edited by hand to
          * extremes must not overflow the sum. */
         live = ttl <= 0 || at > now - ttl;
@@ -2703,10 +2803,14 @@ static int key_put(struct lr_store *st, struct writer *w, const char *key, size_
  * own, and since an append adds one key but may delete many, the table
  * shrinks to the live keys. The expiry index (KEYS_INDEX, whose expression
  * the query repeats so that SQLite uses it) finds them without scanning
- * the live keys; keys kept for good are not in it. */
-static int keys_purge(struct lr_store *st, struct writer *w, int64_t now)
+ * the live keys; keys kept for good are not in it. Legacy keys (ttl NULL)
+ * are deleted by the rule their writers followed: only by a handle whose
+ * `handle_ttl` is over 0, once older than it, oldest first, up to as many
+ * again, found through their own index. */
+static int keys_purge(struct lr_store *st, struct writer *w, int64_t now, long long handle_ttl)
 {
-    if (sqlite3_prepare_v2(st->db,
+    if (!w->key_purge &&
+        sqlite3_prepare_v2(st->db,
                            "DELETE FROM feedback_keys WHERE rowid IN (SELECT rowid FROM"
                            " feedback_keys WHERE ttl > 0 AND committed_at + ttl <= ?"
                            " ORDER BY committed_at + ttl LIMIT ?)",
@@ -2714,7 +2818,20 @@ static int keys_purge(struct lr_store *st, struct writer *w, int64_t now)
         return -1;
     sqlite3_bind_int64(w->key_purge, 1, now);
     sqlite3_bind_int(w->key_purge, 2, LR__STORE_KEY_PURGE);
-    return step_done(w->key_purge);
+    if (step_done(w->key_purge) != 0)
+        return -1;
+    if (handle_ttl <= 0)
+        return 0;
+    if (!w->key_purge_legacy &&
+        sqlite3_prepare_v2(st->db,
+                           "DELETE FROM feedback_keys WHERE rowid IN (SELECT rowid FROM"
+                           " feedback_keys WHERE ttl IS NULL AND committed_at <= ?"
+                           " ORDER BY committed_at LIMIT ?)",
+                           -1, &w->key_purge_legacy, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(w->key_purge_legacy, 1, now - (int64_t)handle_ttl);
+    sqlite3_bind_int(w->key_purge_legacy, 2, LR__STORE_KEY_PURGE);
+    return step_done(w->key_purge_legacy);
 }
 
 /* Appends v (wmu held). With a key (checked by the caller), a key already
@@ -2785,7 +2902,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         int found;
         key_ttl = atomic_load(&st->key_ttl);
         key_now = store_now();
-        found = key_find(st, &w, key, key_now);
+        found = key_find(st, &w, key, key_now, key_ttl);
         if (found < 0) {
             rc = sql_fail(st, err, "looking up an idempotency key");
             goto out;
@@ -2794,7 +2911,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
             *duplicate = 1;
             goto out; /* rc 0; the transaction is rolled back */
         }
-        if (keys_purge(st, &w, key_now) != 0) {
+        if (keys_purge(st, &w, key_now, key_ttl) != 0) {
             rc = sql_fail(st, err, "deleting expired idempotency keys");
             goto out;
         }

@@ -530,6 +530,46 @@ if [ "$(id -u)" != 0 ] || [ ${#as_user[@]} -gt 0 ]; then
         timeout 20 "$BIN" serve --config "$CFG" --store "$P/rw/h.db" --listen 127.0.0.1:0
     expect "route, read-only store file" 0 "" "" -- "${as_user[@]}" \
         "$BIN" route --config "$CFG" --strategy smart --store "$P/rw/h.db" q1
+    # check-config validates as serve loads it: the same refusal, the same
+    # exit code, and the way out named. With --store-read-only both take
+    # the file, serve for routing only (feedback answers 501).
+    expect "check-config refuses a read-only store file as serve does" 2 "" "$want" -- \
+        "${as_user[@]}" "$BIN" check-config "$CFG" --store "$P/rw/h.db"
+    expect "serve names --store-read-only for a read-only store file" 2 "" \
+        "to route on it without recording feedback, give --store-read-only" -- "${as_user[@]}" \
+        timeout 20 "$BIN" serve --config "$CFG" --store "$P/rw/h.db" --listen 127.0.0.1:0
+    expect "check-config --store-read-only takes a read-only store file" 0 \
+        "history store $P/rw/h.db: 64 records, embedder tfidf-v1, read-only" "" -- \
+        "${as_user[@]}" "$BIN" check-config "$CFG" --store "$P/rw/h.db" --store-read-only
+    expect "serve --store-read-only starts on a read-only store file" 0 "" \
+        '"event":"listening"' -- "${as_user[@]}" timeout --preserve-status -s TERM 2 \
+        "$BIN" serve --config "$CFG" --store "$P/rw/h.db" --store-read-only --listen 127.0.0.1:0
+    expect "serve --store-read-only needs the store to exist" 2 "" \
+        "cannot open history store '$P/rw/none.db': No such file or directory" -- \
+        "${as_user[@]}" timeout 20 "$BIN" serve --config "$CFG" --store "$P/rw/none.db" \
+        --store-read-only --listen 127.0.0.1:0
+    expect "check-config --store-read-only needs the store to exist" 2 "" \
+        "cannot open history store '$P/rw/none.db': No such file or directory" -- \
+        "${as_user[@]}" "$BIN" check-config "$CFG" --store "$P/rw/none.db" --store-read-only
+    if [ -e "$P/rw/none.db" ]; then bad "a read-only open made $P/rw/none.db"; else ok; fi
+    # Its -shm is not writable either (SQLite made it with the file's mode):
+    # SQLite's data version then changes at every read, and a refresh every
+    # 100 ms must still not read the whole store again each time.
+    python3 - "$CFG" "$P/rw/fast.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.setdefault("server", {})["store_refresh_ms"] = 100
+json.dump(c, open(sys.argv[2], "w"))
+PY
+    "${as_user[@]}" timeout --preserve-status -s TERM 2 "$BIN" serve --config "$P/rw/fast.json" \
+        --store "$P/rw/h.db" --store-read-only --listen 127.0.0.1:0 2>"$TMP/ro_serve.err"
+    rc=$?
+    n=$(grep -c '"event":"store_refreshed"' "$TMP/ro_serve.err")
+    if [ "$rc" = 0 ] && [ "$n" = 0 ]; then
+        ok
+    else
+        bad "serve --store-read-only: exit $rc, $n store_refreshed lines: $(cat "$TMP/ro_serve.err")"
+    fi
     chmod 755 "$P/shut" "$P/ro"
     chmod 700 "$TMP"
 else

@@ -85,9 +85,9 @@ class Fake:
 
 class Gateway:
     """`llmroute serve` on a config written from a dict; nofile=(soft, hard) runs it under
-    that RLIMIT_NOFILE."""
+    that RLIMIT_NOFILE; args are more serve options (["--store-read-only"])."""
 
-    def __init__(self, binary, workdir, config, name="gw", env=None, nofile=None):
+    def __init__(self, binary, workdir, config, name="gw", env=None, nofile=None, args=None):
         self.workdir = workdir
         self.config_path = os.path.join(workdir, name + ".json")
         self.write_config(config)
@@ -101,7 +101,7 @@ class Gateway:
             resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", self.config_path, "--listen", HOST + ":0",
-             "--port-file", port_file],
+             "--port-file", port_file] + list(args or []),
             stdout=subprocess.DEVNULL, stderr=open(self.stderr, "w"), env=e,
             preexec_fn=limit if nofile else None)
         self.waited = False

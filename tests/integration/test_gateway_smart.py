@@ -286,6 +286,36 @@ def main(bin_):
         assert gw3.wait() == 0
     check("feedback without a history store is 501 and says how to add one", no_store_is_501)
 
+    def read_only_store_routes_and_refuses_feedback_with_501():
+        ro = imported_store(bin_, wd, name="ro")
+        g = Gateway(bin_, wd, config(ro), name="gw_ro", args=["--store-read-only"])
+        st, h, j, _ = chat(g.port, {"model": "auto", "messages": ASK("What is 50 plus 53?")})
+        assert st == 200 and h["x-llmroute-model"] == "cheapo", (st, h, j)
+        st, _, body = request(g.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "q", "model": "cheapo", "correctness": 1, "output_tokens": 1}))
+        err = json.loads(body)["error"]
+        assert st == 501 and err["code"] == "store_read_only", (st, body)
+        assert "--store-read-only" in err["message"], body
+        c = sqlite3.connect(ro)
+        n = c.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        c.close()
+        # Another process's records are read at the next refresh.
+        more = os.path.join(wd, "more.jsonl")
+        history(more)
+        out = subprocess.run([bin_, "import", "--store", ro, more], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        g.signal(signal.SIGHUP)
+        ev = wait_for(lambda: [e for e in g.log_lines() if e.get("event") == "store_refreshed"
+                               and e.get("records_after") == 2 * n],
+                      timeout=10, what="a store_refreshed line with the imported records")
+        assert ev, ev
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("serve --store-read-only routes on the store, reads others' records at a refresh "
+          "and answers feedback 501 store_read_only",
+          read_only_store_routes_and_refuses_feedback_with_501)
+
     def smart_route_without_store_refuses_to_start():
         cfg = config(store)
         del cfg["router"]["store"]

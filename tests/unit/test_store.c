@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -925,6 +926,43 @@ static void dense_writer_catches_up_with_another_connections_vectors(void **st)
  * only when it refreshes: before that its count and nearest neighbours are
  * those of its own copy. A refresh that finds nothing new keeps the copy it
  * has, and this handle's own commits are not news to it. */
+static void sql_run(const char *db, const char *sql);
+
+/* A read-only handle rebuilds at a refresh only when the file holds
+ * records past its copy: a commit that adds none (a writable open's
+ * migration, a setting) changes SQLite's data version, as every read does
+ * for a reader that may not write the -shm file, and is not a reason to
+ * read the whole store again. */
+static void read_only_refresh_rebuilds_only_for_new_records(void **st)
+{
+    char db[512];
+    struct lr_store *w = NULL, *r = NULL;
+    struct lr_store_options ro;
+    struct lr_error err;
+    int changed = -1;
+    (void)st;
+
+    path_in(db, sizeof(db), "ro_refresh.db");
+    assert_int_equal(lr_store_open(db, NULL, &w, &err), 0);
+    assert_int_equal(lr_store_add_outcome(w, "first", 5, "m", 1.0, 3, &err), 0);
+    lr_store_options_init(&ro);
+    ro.read_only = 1;
+    assert_int_equal(lr_store_open(db, &ro, &r, &err), 0);
+    sql_run(db, "INSERT INTO meta(key, value) VALUES('a-setting', 'x')");
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    assert_int_equal(lr_store_add_outcome(w, "second", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_count(r), 2);
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr_store_free(r);
+    lr_store_free(w);
+}
+
 static void refresh_reads_another_connections_commits(void **st)
 {
     (void)st;
@@ -1891,6 +1929,112 @@ static void write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_
     lr_store_free(o);
 }
 
+/* A store at `path` holding `n` records of `model`. */
+static void store_with(const char *path, int n, const char *model)
+{
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    char q[64];
+    assert_int_equal(lr_store_open(path, NULL, &s, &err), 0);
+    for (int i = 0; i < n; i++) {
+        snprintf(q, sizeof(q), "%s's query %d", model, i);
+        assert_int_equal(lr_store_add_outcome(s, q, 5, model, 1.0, 3, &err), 0);
+    }
+    lr_store_free(s);
+}
+
+/* `link` made to point at `target` at once, as a deploy does it:
+ * ln -sfn target link.tmp && mv -T link.tmp link. */
+static void link_swap(const char *target, const char *link)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", link);
+    unlink(tmp);
+    assert_int_equal(symlink(target, tmp), 0);
+    assert_int_equal(rename(tmp, link), 0);
+}
+
+/* A write is refused as the file was replaced, the refresh opens the file
+ * the path names now (holding `want` records), and writes go on there. */
+static void swap_is_seen(struct lr_store *a, size_t want, const char *model)
+{
+    struct lr_error err;
+    int changed = -1;
+    assert_int_equal(lr_store_add_outcome(a, "lost?", 5, "old-model", 1.0, 3, &err),
+                     LR_EREPLACED);
+    assert_non_null(strstr(err.message, "was replaced since it was opened"));
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), want);
+    assert_true(lr__hist_model_id(lr__store_hist(a), model) >= 0);
+    assert_int_equal(lr__hist_model_id(lr__store_hist(a), "old-model"), -1);
+    assert_int_equal(lr_store_add_outcome(a, "kept", 5, model, 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+}
+
+/* A store named through a symbolic link: swapping the link (to another
+ * folder, or to another file) is a replacement like a rename over the
+ * file, for a path given absolute or relative (the working directory
+ * changed since); so is a rename over the file the link names. */
+static void symlink_swaps_are_seen_and_refresh_opens_the_new_file(void **st)
+{
+    char d1[512], d2[512], cur[512], p[600], f1[512], f2[512], fnew[512], flink[512];
+    char cwd[PATH_MAX];
+    struct lr_store *a = NULL, *o = NULL;
+    struct lr_error err;
+    (void)st;
+
+    /* current -> v1, the store current/store.db; then current -> v2. */
+    path_in(d1, sizeof(d1), "v1");
+    path_in(d2, sizeof(d2), "v2");
+    path_in(cur, sizeof(cur), "current");
+    assert_int_equal(mkdir(d1, 0755), 0);
+    assert_int_equal(mkdir(d2, 0755), 0);
+    snprintf(p, sizeof(p), "%s/store.db", d1);
+    store_with(p, 30, "old-model");
+    snprintf(p, sizeof(p), "%s/store.db", d2);
+    store_with(p, 3, "v2-model");
+    assert_int_equal(symlink("v1", cur), 0);
+    snprintf(p, sizeof(p), "%s/store.db", cur);
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_count(a), 30);
+    link_swap("v2", cur);
+    swap_is_seen(a, 3, "v2-model");
+    lr_store_free(a);
+    snprintf(p, sizeof(p), "%s/store.db", d2);
+    assert_int_equal(lr_store_open(p, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 4); /* the write after the refresh */
+    lr_store_free(o);
+
+    /* cur.db -> f1.db, opened by a relative path; then cur.db -> f2.db,
+     * after the working directory changed. */
+    path_in(f1, sizeof(f1), "f1.db");
+    path_in(f2, sizeof(f2), "f2.db");
+    path_in(flink, sizeof(flink), "cur.db");
+    store_with(f1, 30, "old-model");
+    store_with(f2, 5, "f2-model");
+    assert_int_equal(symlink("f1.db", flink), 0);
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(tmpdir), 0);
+    assert_int_equal(lr_store_open("cur.db", NULL, &a, &err), 0);
+    assert_int_equal(chdir("/"), 0);
+    assert_int_equal(lr_store_count(a), 30);
+    link_swap("f2.db", flink);
+    swap_is_seen(a, 5, "f2-model");
+
+    /* A store renamed over the file the link names now is seen too. */
+    path_in(fnew, sizeof(fnew), "f2-new.db");
+    store_with(fnew, 7, "f3-model");
+    assert_int_equal(rename(fnew, f2), 0);
+    swap_is_seen(a, 7, "f3-model");
+    lr_store_free(a);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(lr_store_open(f2, NULL, &o, &err), 0);
+    assert_int_equal(lr_store_count(o), 8);
+    lr_store_free(o);
+}
+
 /* The store's files removed under an open handle: writes are refused, a
  * refresh says so while nothing is at the path, and opens the store made
  * there afterwards. */
@@ -1926,6 +2070,59 @@ static void write_after_the_file_was_removed_is_refused_until_one_is_there(void 
     assert_int_equal(changed, 2);
     assert_int_equal(lr_store_count(a), 2);
     assert_int_equal(lr_store_add_outcome(a, "third", 5, "m", 1.0, 3, &err), 0);
+    lr_store_free(a);
+}
+
+/* The store's files removed and a directory (then a FIFO) made at the
+ * path: writes and refreshes give the same reason, a replacement by
+ * something that is not a regular file, not a removal; a store put there
+ * later is opened by the next refresh. */
+static void path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes(void **st)
+{
+    char p[512], side[520], wrote[sizeof(((struct lr_error *)0)->message)];
+    struct lr_store *a = NULL;
+    struct lr_error err;
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "dir.db");
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_add_outcome(a, "first", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(unlink(p), 0);
+    snprintf(side, sizeof(side), "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", p);
+    unlink(side);
+    assert_int_equal(mkdir(p, 0755), 0);
+
+    assert_int_equal(lr_store_add_outcome(a, "second", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "replaced since it was opened by something that is "
+                                        "not a regular file (a directory)"));
+    assert_null(strstr(err.message, "removed"));
+    snprintf(wrote, sizeof(wrote), "%s", err.message);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_int_equal(changed, 0);
+    assert_string_equal(err.message, wrote);
+    assert_int_equal(lr_store_add_outcome(a, "third", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_string_equal(err.message, wrote);
+
+    /* A FIFO: not a regular file either, and no open of it is tried. */
+    assert_int_equal(rmdir(p), 0);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "by something that is not a regular file;"));
+    assert_int_equal(lr_store_add_outcome(a, "fourth", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "by something that is not a regular file;"));
+
+    /* Gone altogether, then a store put there. */
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "was removed since it was opened"));
+    store_with(p, 2, "m2");
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 2);
+    assert_int_equal(lr_store_add_outcome(a, "fifth", 5, "m2", 1.0, 3, &err), 0);
     lr_store_free(a);
 }
 
@@ -2552,14 +2749,34 @@ static void keys_keep_their_own_ttl_whichever_handle_asks(void **st)
     fake_now += LR_STORE_KEY_TTL_DEFAULT;
     assert_int_equal(add_keyed(tool, "req-42", "sent to the gateway", &dup), 0);
     assert_int_equal(dup, 0);
+    /* A key an older writer committed has no ttl of its own: each handle
+     * judges it by its own setting. */
+    sql_run(db, "INSERT INTO feedback_keys(key, record_id, committed_at)"
+                " VALUES('by-an-old-writer', 0, 0)");
+    sql_run(db, "UPDATE feedback_keys SET committed_at = (SELECT committed_at FROM"
+                " feedback_keys WHERE key = 'req-42') - 2 WHERE key = 'by-an-old-writer'");
+    assert_int_equal(add_keyed(gw, "by-an-old-writer", "an old writer's", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(tool, "by-an-old-writer", "an old writer's", &dup), 0);
+    assert_int_equal(dup, 0);
     lr_store_free(gw);
     lr_store_free(tool);
     lr__store_clock = NULL;
 }
 
-/* A store made before per-key time-to-live: its keys, and those an older
- * writer inserts later, are kept for the default 24 hours. */
-static void old_key_table_gains_key_ttls_of_the_default(void **st)
+/* The feedback_keys table as stores made before per-key time-to-live had
+ * it. */
+static const char KEYS_BEFORE_TTL[] =
+    "DROP TABLE feedback_keys; DROP INDEX IF EXISTS feedback_keys_expiry;"
+    "DROP INDEX IF EXISTS feedback_keys_legacy;"
+    "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL,"
+    " committed_at INTEGER NOT NULL);";
+
+/* A store made before per-key time-to-live: the column comes nullable and
+ * with no default, so its keys, and those an older writer inserts later,
+ * are legacy keys with no time-to-live of their own; the migration runs
+ * once. */
+static void old_key_table_gains_a_nullable_key_ttl(void **st)
 {
     (void)st;
     char db[512];
@@ -2569,39 +2786,101 @@ static void old_key_table_gains_key_ttls_of_the_default(void **st)
     path_in(db, sizeof(db), "old_ttl.db");
     assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
     lr_store_free(s);
+    /* A new store's column is nullable too: an old writer's key has none. */
+    sql_run(db, "INSERT INTO feedback_keys(key, record_id, committed_at) VALUES('x', 0, 1)");
+    assert_int_equal(sql_number(db, "SELECT ttl IS NULL FROM feedback_keys WHERE key = 'x'"), 1);
     lr__store_clock = fake_clock;
     fake_now = 3000000;
-    sql_run(db, "DROP TABLE feedback_keys; DROP INDEX IF EXISTS feedback_keys_expiry;"
-                "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL,"
-                " committed_at INTEGER NOT NULL);"
-                "INSERT INTO feedback_keys VALUES('old-a', 0, 3000000), ('old-b', 0, 1000);");
+    sql_run(db, KEYS_BEFORE_TTL);
+    sql_run(db, "INSERT INTO feedback_keys VALUES('old-a', 0, 3000000), ('old-b', 0, 1000);");
     assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
-    assert_int_equal(
-        sql_number(db, "SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
-                       " WHERE name = 'ttl'"),
-        1);
-    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM sqlite_master"
-                                    " WHERE name = 'feedback_keys_expiry'"),
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM pragma_table_info('feedback_keys')"
+                                    " WHERE name = 'ttl' AND \"notnull\" = 0"
+                                    " AND dflt_value IS NULL"),
                      1);
-    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys"
-                                    " WHERE ttl = 86400"),
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM sqlite_master WHERE name IN"
+                                    " ('feedback_keys_expiry', 'feedback_keys_legacy')"),
                      2);
-    /* An older writer's insert names three columns: the default applies. */
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE ttl IS NULL"), 2);
+    lr_store_free(s);
+    /* A second open migrates nothing again. */
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE ttl IS NULL"), 2);
+    /* An older writer's insert names three columns: no ttl. */
     sql_run(db, "INSERT INTO feedback_keys(key, record_id, committed_at)"
                 " VALUES('by-an-old-writer', 0, 3000000)");
-    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys"
+    assert_int_equal(sql_number(db, "SELECT ttl IS NULL FROM feedback_keys"
                                     " WHERE key = 'by-an-old-writer'"),
-                     LR_STORE_KEY_TTL_DEFAULT);
-    /* old-b is long expired (and deleted by the next keyed append);
-     * old-a is a duplicate for a day, even for a handle keeping keys 1 s. */
-    assert_int_equal(lr_store_set_key_ttl(s, 1, &err), 0);
+                     1);
+    /* Judged by this handle's time-to-live (the default here): old-a is a
+     * duplicate for a day, old-b long expired and deleted by the next
+     * keyed append; this handle's own key carries its ttl. */
     fake_now += LR_STORE_KEY_TTL_DEFAULT - 1;
     assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
     assert_int_equal(dup, 1);
     assert_int_equal(add_keyed(s, "new", "a new key", &dup), 0);
     assert_int_equal(dup, 0);
     assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE key = 'old-b'"), 0);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'new'"),
+                     LR_STORE_KEY_TTL_DEFAULT);
     assert_int_equal(add_keyed(s, "by-an-old-writer", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 1);
+    fake_now += 1;
+    assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
+    assert_int_equal(dup, 0);
+    lr_store_free(s);
+    lr__store_clock = NULL;
+}
+
+/* Keys of a store from before per-key time-to-live, two days old, follow
+ * the asking handle's setting as they did: a handle keeping keys for good
+ * (a gateway with feedback_key_ttl_s 0) sees them as duplicates and
+ * deletes none; a handle keeping them a day forgets and deletes them. */
+static void legacy_keys_follow_the_asking_handles_ttl(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    int dup = -1;
+    path_in(db, sizeof(db), "legacy_ttl.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
+    lr__store_clock = fake_clock;
+    fake_now = 9000000;
+    sql_run(db, KEYS_BEFORE_TTL);
+    sql_run(db, "INSERT INTO feedback_keys VALUES('K1', 0, 9000000 - 172800),"
+                " ('K2', 0, 9000000 - 172800), ('K3', 0, 9000000 - 172800);");
+
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_set_key_ttl(s, 0, &err), 0);
+    assert_int_equal(add_keyed(s, "K1", "a retry of K1", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "K4", "a new key", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(keys_in_file(db), 4);
+    assert_int_equal(add_keyed(s, "K2", "a retry of K2", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(lr_store_count(s), 1);
+    /* A handle keeping keys a week still sees them. */
+    assert_int_equal(lr_store_set_key_ttl(s, 7 * 86400, &err), 0);
+    assert_int_equal(add_keyed(s, "K3", "a retry of K3", &dup), 0);
+    assert_int_equal(dup, 1);
+    assert_int_equal(add_keyed(s, "K5", "a new key", &dup), 0);
+    assert_int_equal(keys_in_file(db), 5);
+    lr_store_free(s);
+
+    /* A handle keeping keys a day: K1 is forgotten, records again and is
+     * committed with its ttl; the other legacy keys are deleted. */
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_set_key_ttl(s, 86400, &err), 0);
+    assert_int_equal(add_keyed(s, "K1", "a retry of K1", &dup), 0);
+    assert_int_equal(dup, 0);
+    assert_int_equal(sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE ttl IS NULL"), 0);
+    assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'K1'"), 86400);
+    /* K4 (kept for good) and K5 (a week) keep their own. */
+    assert_int_equal(keys_in_file(db), 3);
+    assert_int_equal(add_keyed(s, "K4", "a new key", &dup), 0);
     assert_int_equal(dup, 1);
     lr_store_free(s);
     lr__store_clock = NULL;
@@ -2731,6 +3010,7 @@ int main(void)
         cmocka_unit_test(dense_writer_catches_up_with_another_connections_vectors),
         cmocka_unit_test(append_while_another_connection_writes_is_busy_then_succeeds),
         cmocka_unit_test(refresh_reads_another_connections_commits),
+        cmocka_unit_test(read_only_refresh_rebuilds_only_for_new_records),
         cmocka_unit_test(failed_refresh_keeps_the_old_copy),
         cmocka_unit_test(dense_refresh_reads_another_connections_vectors),
         cmocka_unit_test(keyed_append_records_a_key_once),
@@ -2740,7 +3020,8 @@ int main(void)
         cmocka_unit_test(key_is_forgotten_after_its_ttl),
         cmocka_unit_test(expired_keys_are_deleted_a_few_per_keyed_append),
         cmocka_unit_test(keys_keep_their_own_ttl_whichever_handle_asks),
-        cmocka_unit_test(old_key_table_gains_key_ttls_of_the_default),
+        cmocka_unit_test(old_key_table_gains_a_nullable_key_ttl),
+        cmocka_unit_test(legacy_keys_follow_the_asking_handles_ttl),
         cmocka_unit_test(old_key_table_gains_key_times_and_keeps_its_keys),
         cmocka_unit_test(new_key_table_stamps_an_old_writers_keys_with_the_time),
         cmocka_unit_test(refresh_rebuilds_while_appends_go_on),
@@ -2751,7 +3032,9 @@ int main(void)
         cmocka_unit_test(rebuild_reads_the_file_opened_not_its_path),
         cmocka_unit_test(
             write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
+        cmocka_unit_test(symlink_swaps_are_seen_and_refresh_opens_the_new_file),
         cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),
+        cmocka_unit_test(path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes),
         cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
