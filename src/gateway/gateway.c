@@ -660,8 +660,9 @@ static void warn_empty_store(struct gw *gw)
     if (n)
         log_event("store_empty",
                   "%s: the history store is empty; smart route%s %s answer%s 503 history_empty "
-                  "until outcomes are imported (llmroute import) or fed back (POST /v1/feedback)",
-                  gw->store_path, n == 1 ? "" : "s", names, n == 1 ? "s" : "");
+                  "until outcomes are imported (llmroute import)%s",
+                  gw->store_path, n == 1 ? "" : "s", names, n == 1 ? "s" : "",
+                  gw->opts->store_read_only ? "" : " or fed back (POST /v1/feedback)");
 }
 
 static int write_port_file(const char *path, int port)

@@ -908,6 +908,13 @@ out:
         snprintf(m, sizeof m, "%s", err->message);
         fail(err, rc, "%s; to route on it without recording feedback, give --store-read-only",
              m);
+    } else if (rc != 0 && read_only && path && stat(path, &sb) != 0 && errno == ENOENT) {
+        /* A read-only store is never made: say that it must exist. */
+        char m[sizeof err->message];
+        snprintf(m, sizeof m, "%s", err->message);
+        fail(err, rc, "%s (--store-read-only opens an existing store; make it with "
+                      "llmroute import first)",
+             m);
     }
     lr_config_free(cfg);
     if (rc) {

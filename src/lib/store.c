@@ -125,6 +125,9 @@ struct lr_store {
     int dense;
     size_t dim; /* dense dimension, 0 = not known yet */
     int read_only;
+    /* A read-only handle that may not write the -shm file either: SQLite
+     * reads it in its read-only-shm mode (see rebuild_needed()). */
+    int shm_read_only;
     size_t max_records;
     unsigned threads; /* for rebuilds of the copy (parallel.h); 0 = the default */
     pthread_mutex_t wmu;
@@ -1984,6 +1987,24 @@ static int commit_checked(struct lr_store *st, struct lr_error *err)
     return exec(st, "COMMIT", err);
 }
 
+/* Notes whether a read-only handle may write the store's -shm file (set
+ * after each open, when the file exists if SQLite could make it). One that
+ * may not reads in SQLite's read-only-shm mode. */
+static void shm_note(struct lr_store *st)
+{
+    const char *file = st->db ? sqlite3_db_filename(st->db, "main") : NULL;
+    char *shm;
+    st->shm_read_only = 0;
+    if (!st->read_only || !file || !*file)
+        return;
+    shm = malloc(strlen(file) + 5);
+    if (!shm)
+        return;
+    sprintf(shm, "%s-shm", file);
+    st->shm_read_only = access(shm, W_OK) != 0;
+    free(shm);
+}
+
 /* Why rebuild(): another connection committed (a refresh, a writer's
  * catch-up with many new rows), or the store grew by a quarter. */
 enum rebuild_why { REBUILD_CHANGED, REBUILD_REWEIGH };
@@ -2006,11 +2027,14 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
     *needed = v != st->data_version || (st->defer_reweigh && st->hist->n >= st->rebuild_at);
     /* A read-only handle that may not write the -shm file either reads it
      * in SQLite's read-only-shm mode, where the data version changes at
-     * every read. Records are only ever appended (a file put at the path
-     * is path_check()'s), so for a handle that never writes, the copy is
-     * behind only when the file holds records past it: looked up through
-     * the primary key, not a rebuild every refresh. */
-    if (*needed && st->read_only && why == REBUILD_CHANGED) {
+     * every read. Stores grow by appended records (a file put at the path
+     * is path_check()'s), so such a handle takes its copy to be behind only
+     * when the file holds records past it: looked up through the primary
+     * key, not a rebuild every refresh. What it cannot see is a file
+     * rewritten in place with as many records (a restore over it, an edit
+     * by hand); any other handle follows the data version, which sees
+     * every commit. */
+    if (*needed && st->shm_read_only && why == REBUILD_CHANGED) {
         size_t count;
         if ((rc = count_records(st, st->hist->n, &count, err)) != 0)
             return rc;
@@ -2365,6 +2389,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     size_t dim = st->dim;
     if ((rc = hist_load_snapshot(st, st->db, &dim, &st->hist, &st->data_version, err)) != 0)
         goto fail;
+    shm_note(st);
     st->rebuild_at = next_rebuild(st, st->hist->n);
     st->opened = 1;
     *out = st;
@@ -2527,6 +2552,7 @@ static int store_reopen(struct lr_store *st, struct lr_error *err)
     dim = st->dim;
     if ((rc = hist_load_snapshot(st, st->db, &dim, &fresh, &v, err)) != 0)
         goto fail;
+    shm_note(st);
     free(old_file);
     st->gone = 0;
     publish(st, fresh, dim, v, fresh->n);

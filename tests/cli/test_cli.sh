@@ -545,11 +545,11 @@ if [ "$(id -u)" != 0 ] || [ ${#as_user[@]} -gt 0 ]; then
         '"event":"listening"' -- "${as_user[@]}" timeout --preserve-status -s TERM 2 \
         "$BIN" serve --config "$CFG" --store "$P/rw/h.db" --store-read-only --listen 127.0.0.1:0
     expect "serve --store-read-only needs the store to exist" 2 "" \
-        "cannot open history store '$P/rw/none.db': No such file or directory" -- \
+        "cannot open history store '$P/rw/none.db': No such file or directory (--store-read-only opens an existing store" -- \
         "${as_user[@]}" timeout 20 "$BIN" serve --config "$CFG" --store "$P/rw/none.db" \
         --store-read-only --listen 127.0.0.1:0
     expect "check-config --store-read-only needs the store to exist" 2 "" \
-        "cannot open history store '$P/rw/none.db': No such file or directory" -- \
+        "cannot open history store '$P/rw/none.db': No such file or directory (--store-read-only opens an existing store" -- \
         "${as_user[@]}" "$BIN" check-config "$CFG" --store "$P/rw/none.db" --store-read-only
     if [ -e "$P/rw/none.db" ]; then bad "a read-only open made $P/rw/none.db"; else ok; fi
     # Its -shm is not writable either (SQLite made it with the file's mode):

@@ -933,7 +933,12 @@ static void sql_run(const char *db, const char *sql);
  * migration, a setting) changes SQLite's data version, as every read does
  * for a reader that may not write the -shm file, and is not a reason to
  * read the whole store again. */
-static void read_only_refresh_rebuilds_only_for_new_records(void **st)
+/* A read-only handle that may write the -shm file (the owner, root) sees
+ * every commit through the data version: a store rewritten in place with as
+ * many records (a restore over it) is caught up with, not only new records.
+ * (A handle in SQLite's read-only-shm mode, which needs a user who may not
+ * write the -shm, looks for new records only: tests/cli/test_cli.sh.) */
+static void read_only_refresh_sees_a_rewrite_with_as_many_records(void **st)
 {
     char db[512];
     struct lr_store *w = NULL, *r = NULL;
@@ -948,17 +953,18 @@ static void read_only_refresh_rebuilds_only_for_new_records(void **st)
     lr_store_options_init(&ro);
     ro.read_only = 1;
     assert_int_equal(lr_store_open(db, &ro, &r, &err), 0);
-    sql_run(db, "INSERT INTO meta(key, value) VALUES('a-setting', 'x')");
     assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
     assert_int_equal(changed, 0);
+    sql_run(db, "UPDATE outcomes SET correctness = 0");
+    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_count(r), 1);
     assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
     assert_int_equal(changed, 0);
     assert_int_equal(lr_store_add_outcome(w, "second", 5, "m", 1.0, 3, &err), 0);
     assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
     assert_int_equal(changed, 1);
     assert_int_equal(lr_store_count(r), 2);
-    assert_int_equal(lr_store_refresh(r, &changed, &err), 0);
-    assert_int_equal(changed, 0);
     lr_store_free(r);
     lr_store_free(w);
 }
@@ -3010,7 +3016,7 @@ int main(void)
         cmocka_unit_test(dense_writer_catches_up_with_another_connections_vectors),
         cmocka_unit_test(append_while_another_connection_writes_is_busy_then_succeeds),
         cmocka_unit_test(refresh_reads_another_connections_commits),
-        cmocka_unit_test(read_only_refresh_rebuilds_only_for_new_records),
+        cmocka_unit_test(read_only_refresh_sees_a_rewrite_with_as_many_records),
         cmocka_unit_test(failed_refresh_keeps_the_old_copy),
         cmocka_unit_test(dense_refresh_reads_another_connections_vectors),
         cmocka_unit_test(keyed_append_records_a_key_once),
