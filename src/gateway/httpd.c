@@ -111,7 +111,10 @@ struct hs_conn {
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
     /* When the output last made progress (monotonic): the socket took bytes
      * of it, or it went from empty to not. A client that is not reading is
-     * timed from here, so one that reads slowly but steadily is never cut. */
+     * timed from here, so one that reads slowly but steadily is not cut:
+     * the socket takes more once the client has read enough of what the
+     * kernel holds for it (on Linux about a third of the send buffer), so
+     * a reader slower than that per idle_timeout_ms still is (README). */
     long long out_progress_ms;
     /* Bytes ever queued for the client and ever written (out_count()), and
      * the tracked responses waiting for theirs to be written, oldest first. */
