@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HOST = "127.0.0.1"
@@ -81,6 +82,36 @@ class Fake:
     def logged(self):
         with open(self.log, encoding="utf-8") as f:
             return [json.loads(l) for l in f if l.strip()]
+
+
+class Upstream:
+    """A raw upstream of the tests' own, on HOST at a free port: each
+    connection is served by self.serve(conn) on a thread of its own (the
+    subclass's), after self.accepted() (a hook; counts nothing here)."""
+
+    def __init__(self, backlog=64):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((HOST, 0))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        self.base_url = "http://%s:%d/v1" % (HOST, self.port)
+
+    def start(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def accepted(self):
+        pass
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted()
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
 
 
 class Gateway:

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (HOST, Fake, Gateway, chat, check, closed_port, error_shape, finish,  # noqa
-                    read_request, request, wait_for, workdir)
+                    Upstream, read_request, request, wait_for, workdir)
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -81,7 +81,7 @@ class World:
         self.fakes[name].scenario(spec)
 
 
-class Scripted:
+class Scripted(Upstream):
     """A raw upstream on 127.0.0.1: handler(conn, n) answers each connection's first
     request (read whole; n counts them from 1), then the connection is closed (so a
     handler's answer says "Connection: close": without it the gateway may put the
@@ -92,26 +92,13 @@ class Scripted:
     requests and the most it was serving at once."""
 
     def __init__(self, handler):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((HOST, 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.base_url = "http://%s:%d/v1" % (HOST, self.port)
+        super().__init__()
         self.handler = handler
         self.lock = threading.Lock()
         self.requests = self.now = self.most = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.start()
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
+    def serve(self, c):
         c.settimeout(10)
         try:
             read_request(c)

@@ -362,7 +362,7 @@ def descriptors(gw_bin, fake_bin):
               idle_connections_of_several_hosts_stay_within_the_cap, client)
 
 
-class BigAnswers:
+class BigAnswers(gwtest.Upstream):
     """An upstream on 127.0.0.1 that answers every chat request with a
     chat.completion of `size` bytes of content (Content-Length)."""
 
@@ -373,21 +373,10 @@ class BigAnswers:
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
-        self.sock = socket.socket()
-        self.sock.bind((HOST, 0))
-        self.sock.listen(16)
-        self.base_url = "http://%s:%d/v1" % (HOST, self.sock.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.start()
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
+    def serve(self, c):
         try:
             gwtest.read_request(c)
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

@@ -23,12 +23,11 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (HOST, Gateway, chat, check, error_shape, finish, raw_exchange,  # noqa
-                    request, status_of, wait_for, workdir)
+                    Upstream, request, status_of, wait_for, workdir)
 
 HELLO = [{"role": "user", "content": "hello"}]
 HELLO_BODY = json.dumps({"model": "s", "messages": HELLO}).encode()
@@ -38,30 +37,20 @@ OK_BODY = json.dumps({"id": "x", "object": "chat.completion", "choices": [
                                           "total_tokens": 5}}).encode()
 
 
-class Scripted:
+class Scripted(Upstream):
     """A raw upstream: each request consumes one step from `steps`."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((HOST, 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
+        super().__init__()
         self.steps = queue.Queue()
         self.heads = []
         self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.start()
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def accepted(self):
+        self.connections += 1
 
-    def _serve(self, c):
+    def serve(self, c):
         buf = b""
         c.settimeout(20)
         try:
