@@ -293,6 +293,16 @@ static void route_done(void *arg)
         return;
     }
     hs_req_watch(j->req, NULL, NULL, NULL);
+    if (j->rc == LR_EEMPTY && j->gw->store && lr_store_count(j->gw->store) == 0) {
+        /* As a chat request's smart route: the gateway's state, not the
+         * request's fault, and it passes once outcomes are added. */
+        status = refuse(j->req, 503, NULL, "history_empty",
+                        "the history store is empty: add outcomes (llmroute import, or "
+                        "POST /v1/feedback) before a smart route");
+        gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, "history_empty", j->t0);
+        route_job_free(j);
+        return;
+    }
     if (j->rc && j->rc != LR_EINFEASIBLE) {
         int st = j->rc == LR_ENOMODEL ? 404 : j->rc == LR_ENOMEM ? 500 : 400;
         status = refuse(j->req, st, NULL,

@@ -195,6 +195,16 @@ const char *gw_error_type(int status)
     }
 }
 
+/* A 503 is an upstream's fault (every candidate's breaker open) or the
+ * gateway's own state (an empty or busy or replaced store, no descriptors
+ * left, shutting down): the latter is typed as OpenAI types its own 5xx. */
+const char *gw_error_type_of(int status, const char *code)
+{
+    if (status == 503 && code && strcmp(code, "circuit_open") != 0)
+        return "server_error";
+    return gw_error_type(status);
+}
+
 const char *gw_error_code(int status)
 {
     switch (status) {
@@ -244,7 +254,7 @@ void gw_send_error(struct hs_req *req, int status, const char *param, const char
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    n = gw_error_format(body, sizeof body, msg, gw_error_type(status), param,
+    n = gw_error_format(body, sizeof body, msg, gw_error_type_of(status, code), param,
                         code ? code : gw_error_code(status));
     hs_respond(req, status, "application/json", body, n);
 }

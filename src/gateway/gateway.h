@@ -293,6 +293,8 @@ size_t gw_json_string(char *buf, size_t cap, size_t o, const char *s);
 void gw_redirect_phrase(char *dst, size_t cap, const char *location);
 /* The default type and code for a status. */
 const char *gw_error_type(int status);
+/* The type for an answer of this status and code (code may be NULL). */
+const char *gw_error_type_of(int status, const char *code);
 const char *gw_error_code(int status);
 /* hs_error_fn for the HTTP server's own errors (400, 413, 431). */
 size_t gw_error_body(char *buf, size_t cap, int status, const char *message);

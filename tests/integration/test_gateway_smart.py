@@ -742,6 +742,15 @@ def empty_store(bin_):
         line = wait_for(lambda: [l for l in gw.log_lines()
                                  if l.get("path") == "/v1/chat/completions"], 5, "a log line")[-1]
         assert line["status"] == 503 and line["error"] == "history_empty", line
+        assert e["type"] == "server_error", e  # the gateway's state, not an upstream's
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 1 plus 2?"}], "strategy": "smart"}))
+        e = json.loads(body)["error"]
+        assert st == 503 and e["code"] == "history_empty" and e["type"] == "server_error", (
+            st, body)
+        line = wait_for(lambda: [l for l in gw.log_lines()
+                                 if l.get("path") == "/v1/route"], 5, "a log line")[-1]
+        assert line["status"] == 503 and line["error"] == "history_empty", line
         st, _, _, _ = chat(gw.port, {"model": "cheapo", "messages": ASK("hi")})
         assert st == 200, st  # a model named directly needs no history
         st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
@@ -750,6 +759,9 @@ def empty_store(bin_):
         assert st == 200, body
         st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 1 plus 2?")})
         assert st == 200 and h["x-llmroute-strategy"] == "smart", (st, j)
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 1 plus 2?"}], "strategy": "smart"}))
+        assert st == 200, body
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
     check("a smart route over an empty store: a start-up warning, then 503 history_empty "

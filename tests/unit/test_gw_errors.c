@@ -100,6 +100,19 @@ static void redirect_phrase_quotes_a_cleaned_location(void **state)
     assert_non_null(strstr(out, "a...'"));
 }
 
+/* An SDK reads the type to tell a provider's outage from the gateway's own. */
+static void a_503_of_the_gateways_own_state_is_a_server_error(void **state)
+{
+    (void)state;
+    assert_string_equal(gw_error_type_of(503, "circuit_open"), "upstream_error");
+    assert_string_equal(gw_error_type_of(503, NULL), "upstream_error");
+    assert_string_equal(gw_error_type_of(503, "history_empty"), "server_error");
+    assert_string_equal(gw_error_type_of(503, "store_busy"), "server_error");
+    assert_string_equal(gw_error_type_of(503, "descriptors_exhausted"), "server_error");
+    assert_string_equal(gw_error_type_of(502, "embedding_failed"), "upstream_error");
+    assert_string_equal(gw_error_type_of(400, "routing_failed"), "invalid_request_error");
+}
+
 static void reserve_grows_by_doubling_and_keeps_the_bytes(void **state)
 {
     char *buf = NULL;
@@ -122,6 +135,7 @@ int main(void)
         cmocka_unit_test(error_body_replaces_bytes_that_are_not_utf8),
         cmocka_unit_test(error_body_cut_to_fit_never_splits_a_character),
         cmocka_unit_test(redirect_phrase_quotes_a_cleaned_location),
+        cmocka_unit_test(a_503_of_the_gateways_own_state_is_a_server_error),
         cmocka_unit_test(reserve_grows_by_doubling_and_keeps_the_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
