@@ -97,14 +97,17 @@ def _renamed(e, where, lower, args=_ROUTER_ARGS):
     method's terms, its arguments renamed by `args`: "Router.route_batch:
     input_tokens[0]: ..." becomes "SmartRouting.route_batch:
     input_token_lengths[0]: ...". Call from an except clause, then raise
-    it. Messages of the library itself (unknown model 'x') name no method
-    and stay as they are."""
+    it. Messages of the library itself ("query 0: unknown model 'x'") name
+    no method: `where` is put before them."""
     if e.message.startswith(lower + ": "):
         rest = e.message[len(lower) + 2:]
         m = re.match(r"\w+", rest)
         if m and m.group() in args:
             rest = args[m.group()] + rest[m.end():]
         e.message = "%s: %s" % (where, rest)
+        e.args = (e.message,)
+    elif not e.message.startswith(where + ": "):
+        e.message = "%s: %s" % (where, e.message)
         e.args = (e.message,)
     return e
 
@@ -175,14 +178,15 @@ def _names(selected, where, arg="selected_llms"):
     return names
 
 
-def _candidate_lists(selected, n, where):
-    """(models argument for Router.route_batch, per_query flag) for n queries."""
+def _candidate_lists(selected, n, where, arg="selected_llms"):
+    """(models argument for Router.route_batch, per_query flag) for n
+    queries; arg is the name the caller gave the candidates under."""
     if _is_per_query(selected):
         if len(selected) != n:
-            raise _bad("%s: selected_llms has %d candidate lists for %d queries"
-                       % (where, len(selected), n))
-        return [_names(s, where, "selected_llms[%d]" % i) for i, s in enumerate(selected)], True
-    return _names(selected, where), False
+            raise _bad("%s: %s has %d candidate lists for %d queries"
+                       % (where, arg, len(selected), n))
+        return [_names(s, where, "%s[%d]" % (arg, i)) for i, s in enumerate(selected)], True
+    return _names(selected, where, arg), False
 
 
 def _query_text(q, i, where):
@@ -429,6 +433,7 @@ class SequentialRouting:
         AIOS's keyword names (selected_llm_lists=, queries=) are taken as
         well as this binding's; they name the same two arguments.
         """
+        arg = "selected_llm_lists" if selected_llm_lists is not _UNSET else "selected_llms"
         if selected_llm_lists is not _UNSET or queries is not _UNSET:
             where = "SequentialRouting.get_model_idxs"
             selected_llms = _alias(where, "selected_llms", selected_llms,
@@ -453,21 +458,25 @@ class SequentialRouting:
                     # A name that is no str, or holds a NUL: the checks
                     # below name it in this method's terms.
                     if not e.message.startswith("Router.route_index: "):
-                        raise
+                        raise _renamed(e, "SequentialRouting.get_model_idxs",
+                                       "Router.route_index")
         where = "SequentialRouting.get_model_idxs"
         n_queries = _n_picks(n_queries, where)
         selected_llms = _selection(selected_llms, where)
-        if _is_per_query(selected_llms):
-            models, _ = _candidate_lists(selected_llms, n_queries, where)
+        try:
+            if _is_per_query(selected_llms):
+                models, _ = _candidate_lists(selected_llms, n_queries, where, arg)
+                if n_queries == 1:
+                    return [self.router.route_index(models[0])]
+                return self.router.route_indices(models=models, n=n_queries)
+            names = _names(selected_llms, where, arg)
             if n_queries == 1:
-                return [self.router.route_index(models[0])]
-            return self.router.route_indices(models=models, n=n_queries)
-        names = _names(selected_llms, where)
-        if n_queries == 1:
-            return [self.router.route_index(names)]
-        if n_queries == 0:
-            return []
-        return self.router.route_indices(models=names, n=n_queries)
+                return [self.router.route_index(names)]
+            if n_queries == 0:
+                return []
+            return self.router.route_indices(models=names, n=n_queries)
+        except Error as e:
+            raise _renamed(e, where, "Router.route_indices")
 
 
 # ==== bootstrap_url: AIOS's history corpus, from a file or a download ====
@@ -1063,11 +1072,7 @@ class QueryStore:
                 res = router.route_batch(texts, models=names, input_tokens=[0] * len(texts),
                                          ranking=True)
             except Error as e:
-                e = _renamed(e, where, "Router.route_batch")
-                if not e.message.startswith(where + ": "):  # "query 0: ..."
-                    e.message = "%s: %s" % (where, e.message)
-                    e.args = (e.message,)
-                raise e
+                raise _renamed(e, where, "Router.route_batch")
             for i, d in enumerate(res.decisions):
                 by_name = {c.name: c for c in d.ranking}
                 perf[i] = [by_name[n].predicted_quality for n in names]
@@ -1410,9 +1415,9 @@ class SmartRouting:
                 current = self._current = (router, gen)
             return current[0]
 
-    def _inputs(self, where, selected_llms, queries, input_token_lengths):
+    def _inputs(self, where, selected_llms, queries, input_token_lengths, arg="selected_llms"):
         """(models, texts, input token counts) for the Router; `where`
-        names the method in messages."""
+        names the method in messages, `arg` the candidates' argument."""
         if queries is None:
             raise _bad("%s: queries: smart routing needs the query texts (one per decision)"
                        % where)
@@ -1440,7 +1445,7 @@ class SmartRouting:
                            "(%d queries, %d lengths)"
                            % (where, len(texts), len(input_token_lengths)))
         models, per_query = _candidate_lists(_selection(selected_llms, where), len(texts),
-                                             where)
+                                             where, arg)
         if self._unpriced:
             for names in (models if per_query else [models]):
                 for name in (self.config.names if names is None else names):
@@ -1491,7 +1496,7 @@ class SmartRouting:
                    else repr(os.fsdecode(self.store.path))),
                 RuntimeWarning, stacklevel=stacklevel)
 
-    def _empty_store_rows(self, models, texts, lengths):
+    def _empty_store_rows(self, where, models, texts, lengths):
         """Per query: (candidate names, input tokens, input price per
         candidate), the candidates checked as the library checks them."""
         rows = []
@@ -1502,11 +1507,11 @@ class SmartRouting:
             seen = set()
             for n in names:
                 if n not in self.config._index:
-                    raise UnknownModel("query %d: unknown model '%s'" % (i, n),
+                    raise UnknownModel("%s: query %d: unknown model '%s'" % (where, i, n),
                                        code=_lib.LR_ENOMODEL)
                 if n in seen:
-                    raise _bad("query %d: model '%s' is listed twice among the candidates"
-                               % (i, n))
+                    raise _bad("%s: query %d: model '%s' is listed twice among the candidates"
+                               % (where, i, n))
                 seen.add(n)
             tokens = lengths[i] if lengths is not None and lengths[i] is not None else \
                 estimate_tokens(text or "")
@@ -1522,7 +1527,7 @@ class SmartRouting:
         every candidate meets it and the cheapest by estimated cost (input
         tokens x input price, the predicted output being 0) wins, the first
         listed on a tie."""
-        rows = self._empty_store_rows(models, texts, lengths)
+        rows = self._empty_store_rows(where, models, texts, lengths)
         self._warn_empty(where, 4)
         requirement = self.performance_requirement
         if requirement is None:
@@ -1547,9 +1552,11 @@ class SmartRouting:
         them from the text (about 4 bytes per token).
         """
         where = "SmartRouting.get_model_idxs"
+        arg = "selected_llm_lists" if selected_llm_lists is not _UNSET else "selected_llms"
         selected_llms = _alias(where, "selected_llms", selected_llms, "selected_llm_lists",
                                selected_llm_lists, None)
-        models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
+        models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths,
+                                              arg)
         got = self._over_store(where, "Router.route_indices", lambda: self.router.route_indices(
             texts, models=models, input_tokens=lengths))
         if got is not None:
@@ -1583,7 +1590,7 @@ class SmartRouting:
         if res is None:
             # AIOS's predictions with no neighbours: 0 and 0 for every
             # candidate; the estimated cost is then the input's alone.
-            rows = self._empty_store_rows(models, texts, lengths)
+            rows = self._empty_store_rows(where, models, texts, lengths)
             self._warn_empty(where, 3)
             return ([[0.0] * len(n) for n, _, _ in rows], [[0.0] * len(n) for n, _, _ in rows],
                     [[t * p for p in prices] for _, t, prices in rows])

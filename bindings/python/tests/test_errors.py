@@ -220,7 +220,8 @@ class BorrowedHandlesTest(unittest.TestCase):
                       "try:\n    s.get_model_idxs(M, ['hello'])\n"
                       "except ValueError as e:\n    print(e)\n")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(p.stdout.splitlines(), ["[0]", "the store is closed"])
+        self.assertEqual(p.stdout.splitlines(),
+                         ["[0]", "SmartRouting.get_model_idxs: the store is closed"])
 
     def test_a_borrowed_config_is_freed_with_its_last_router(self):
         cfg = Config({"models": MODELS})

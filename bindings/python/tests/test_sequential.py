@@ -55,6 +55,23 @@ class SequentialTest(unittest.TestCase):
         self.assertIn("gpt-5", str(cm.exception))
         self.assertIn("unknown model", str(cm.exception))
 
+    def test_messages_name_the_method_and_the_callers_argument(self):
+        where = "SequentialRouting.get_model_idxs: "
+        for call in (lambda: self.r.get_model_idxs(sel("a", "gpt-5")),
+                     lambda: self.r.get_model_idxs(sel("a", "gpt-5"), n_queries=2),
+                     lambda: self.r.get_model_idxs([sel("a"), sel("gpt-5", "b")], ["q", "q"])):
+            with self.assertRaises(ValueError) as cm:
+                call()
+            self.assertTrue(str(cm.exception).startswith(where), str(cm.exception))
+            self.assertIn("unknown model 'gpt-5'", str(cm.exception))
+        # Current AIOS's keyword: its name, not the binding's, in the message.
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs(selected_llm_lists=[sel("a"), []], queries=["q", "q"])
+        self.assertIn(where + "selected_llm_lists[1] is empty", str(cm.exception))
+        with self.assertRaises(ValueError) as cm:
+            self.r.get_model_idxs([sel("a"), []], ["q", "q"])
+        self.assertIn(where + "selected_llms[1] is empty", str(cm.exception))
+
     def test_unknown_name_does_not_move_the_cursor(self):
         with self.assertRaises(ValueError):
             self.r.get_model_idxs(sel("a", "nope"))

@@ -170,6 +170,17 @@ class KeywordNamesTest(BootstrapFileTestCase):
             r.get_model_idxs(sel, queries, selected_llm_lists=[sel, sel])
         self.assertIn("selected_llms and selected_llm_lists", str(cm.exception))
 
+    def test_messages_name_the_method_and_the_callers_argument(self):
+        r = SmartRouting(CONFIGS, self.boot, n_similar=4, predictor="aios")
+        sel = [{"name": n} for n in NAMES]
+        where = "SmartRouting.get_model_idxs: "
+        with self.assertRaises(llmroute.UnknownModel) as cm:
+            r.get_model_idxs([sel, [{"name": "gpt-5"}]], ["a", "b"])
+        self.assertEqual(str(cm.exception), where + "query 1: unknown model 'gpt-5'")
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            r.get_model_idxs(selected_llm_lists=[sel, []], queries=["a", "b"])
+        self.assertIn(where + "selected_llm_lists[1] is empty", str(cm.exception))
+
 
 class FakeLitellm:
     """litellm in sys.modules for the duration of a with block: a module
@@ -365,8 +376,10 @@ class EmptyStoreTest(SmartTestCase):
 
     def test_bad_candidates_still_raise(self):
         r = SmartRouting(CONFIGS)
-        with self.assertRaises(llmroute.UnknownModel):
+        with self.assertRaises(llmroute.UnknownModel) as cm:
             r.get_model_idxs([["cheap"], ["gpt-5"]], ["a", "b"])
+        self.assertEqual(str(cm.exception),
+                         "SmartRouting.get_model_idxs: query 1: unknown model 'gpt-5'")
         with self.assertRaises(llmroute.InvalidInput):
             r.get_model_idxs(["cheap", "cheap"], ["a"])
 
