@@ -27,7 +27,12 @@ struct command {
 static int cmd_version(int argc, char **argv)
 {
     (void)argv;
-    if (argc > 1 && strcmp(argv[1], "--help") != 0 && strcmp(argv[1], "-h") != 0) {
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: llmroute version\n\nPrint the version of llmroute "
+               "(also: llmroute --version).\n");
+        return CLI_OK;
+    }
+    if (argc > 1) {
         cli_error("version", "takes no arguments");
         return CLI_USAGE;
     }

@@ -639,7 +639,11 @@ expect "import -h" 0 "usage: llmroute import" "" -- "$BIN" import -h
 expect "eval -h" 0 "usage: llmroute eval" "" -- "$BIN" eval -h
 expect "check-config -h" 0 "usage: llmroute check-config" "" -- "$BIN" check-config -h
 expect "serve -h" 0 "usage: llmroute serve" "" -- "$BIN" serve -h
-expect "version -h" 0 "llmroute 0." "" -- "$BIN" version -h
+expect "version -h" 0 "usage: llmroute version" "" -- "$BIN" version -h
+expect "--version" 0 "llmroute 0." "" -- "$BIN" --version
+expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" help
+expect "version --help" 0 "usage: llmroute version" "" -- "$BIN" version --help
+expect "version with an argument" 2 "" "takes no arguments" -- "$BIN" version x
 expect "other short options stay unknown" 2 "" "unknown option '-x'" -- "$BIN" route -x
 expect "no command" 2 "" "usage: llmroute" -- "$BIN"
 
