@@ -19,7 +19,7 @@ DESTDIR ?=
 INSTALL_PREFIX = $(abspath $(PREFIX))
 INSTALL_DESTDIR = $(if $(DESTDIR),$(abspath $(DESTDIR)))
 
-.PHONY: all deps build build-asan test test-fast run bench clean format fuzz-deps fuzz fuzz-run \
+.PHONY: all deps deps-build build build-asan test test-fast run bench clean format fuzz-deps fuzz fuzz-run \
 	install uninstall
 
 all: build
@@ -27,24 +27,28 @@ all: build
 deps:
 	@scripts/deps.sh
 
+# Building and installing need only the build packages (no test tools).
+deps-build:
+	@scripts/deps.sh build
+
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-build: deps $(BUILD)/CMakeCache.txt
+build: deps-build $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 $(ASAN_BUILD)/CMakeCache.txt:
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DLR_SANITIZE=ON
 
-build-asan: deps $(ASAN_BUILD)/CMakeCache.txt
+build-asan: deps-build $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 # The normal build's suite, then the sanitizer build's.
-test: build build-asan
+test: deps build build-asan
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
-test-fast: build
+test-fast: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # clang with libFuzzer; -Werror stays gcc's (clang warns differently).
@@ -67,7 +71,7 @@ fuzz-run: fuzz
 # again) only when it changes, then build what is not built yet and install.
 # What goes where: packaging/CMakeLists.txt. CMake's manifest leaves DESTDIR
 # out, so the files put are listed again with it, in installed_files.txt.
-install: deps $(BUILD)/CMakeCache.txt
+install: deps-build $(BUILD)/CMakeCache.txt
 	@grep -qxF 'CMAKE_INSTALL_PREFIX:PATH=$(INSTALL_PREFIX)' $(BUILD)/CMakeCache.txt || \
 		cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX='$(INSTALL_PREFIX)'
 	cmake --build $(BUILD) -j $(JOBS)
@@ -80,7 +84,7 @@ install: deps $(BUILD)/CMakeCache.txt
 uninstall:
 	@scripts/uninstall.sh $(BUILD)/installed_files.txt '$(INSTALL_DESTDIR)$(INSTALL_PREFIX)'
 
-run: build
+run: deps build
 	@scripts/run.sh $(BUILD)
 
 bench: build
