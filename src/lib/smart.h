@@ -52,7 +52,8 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
 
 /* Queries searched together over a dense store by lr__smart_knn_batch: one
  * pass over the rows serves them all (at 100,000 rows of 384, 8 queries
- * together take about 0.55 of their time one by one, 16 about 0.53), and
+ * together took a median 0.77 of their time one by one, bench/dense_bench,
+ * README's Performance), and
  * the store's read lock is held for one such pass at a time, so an append
  * waits for at most that. */
 #define LR__SMART_SHARED_SEARCH 8
