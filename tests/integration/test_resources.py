@@ -539,6 +539,34 @@ def slow_readers(gw_bin, fake_bin):
           "buffer per idle_timeout_ms, gets all of it, logged 200",
           a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_answer)
 
+    fake = Fake(fake_bin, wd)
+    streams = Gateway(gw_bin, wd, {"models": [{"name": "f", "backend": "openai",
+                                               "base_url": fake.base_url}],
+                                   "server": {"idle_timeout_ms": 1000}}, name="streams")
+
+    def a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_stream():
+        # The same pace on a stream of about 6.7 MB that the upstream sends
+        # at once: past stream_buffer_bytes of backlog the upstream is held,
+        # and the write timeout cut the connection after about 4 MB.
+        fake.scenario("chunks=30000")
+        body = json.dumps({"model": "f", "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}]})
+        s = slow_request(streams.port, body, False)
+        try:
+            data = read_paced(s, 48 << 10, 0.1, 100)
+        finally:
+            s.close()
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+        assert data.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), \
+            "got %d bytes, ending %r" % (len(data), data[-100:])
+        line = wait_for(lambda: [l for l in streams.log_lines()
+                                 if l.get("model") == "f" and "status" in l], 10,
+                        "the request's log line")[-1]
+        assert line["status"] == 200 and "error" not in line, line
+    check("a client reading a long stream steadily, but slower than the kernel's send "
+          "buffer per idle_timeout_ms, gets all of it, logged 200",
+          a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_stream)
+
     def a_client_that_reads_nothing_is_closed_after_idle_timeout():
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
