@@ -36,6 +36,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <arpa/inet.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#endif
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -110,12 +114,18 @@ struct hs_conn {
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
     /* When the output last made progress (monotonic): the socket took bytes
-     * of it, or it went from empty to not. A client that is not reading is
-     * timed from here, so one that reads slowly but steadily is not cut:
-     * the socket takes more once the client has read enough of what the
-     * kernel holds for it (on Linux about a third of the send buffer), so
-     * a reader slower than that per idle_timeout_ms still is (README). */
+     * of it, it went from empty to not, or the client was found to have
+     * read some of what the kernel holds for it (out_taken()). A client
+     * that is not reading is timed from here. The socket alone takes more
+     * only once the client has read a good part of what the kernel holds
+     * (on Linux about a third of a send buffer of up to several MB), so a
+     * steady reader slower than that per idle_timeout_ms would be cut
+     * without the last; where the kernel does not say (not Linux), it is. */
     long long out_progress_ms;
+    /* How much of the output the kernel had sent the client when last
+     * looked at, after a write or at a check (out_taken()), counted as
+     * out_written is. */
+    unsigned long long out_sent_mark;
     /* Bytes ever queued for the client and ever written (out_count()), and
      * the tracked responses waiting for theirs to be written, oldest first. */
     unsigned long long out_added, out_written;
@@ -231,6 +241,66 @@ static long long out_idle_left(const struct hs_conn *c, long long now)
     return c->out_progress_ms + c->srv->lim.idle_timeout_ms - now;
 }
 
+/* How much of the output (counted as out_written is: every byte written to
+ * the socket) the client's side has acknowledged, *acked (unless NULL), and
+ * the kernel has sent it, *sent. Returns 0, or -1 where the kernel does not
+ * say: not Linux, or the ioctl failed. */
+static int out_kernel_count(const struct hs_conn *c, unsigned long long *acked,
+                            unsigned long long *sent)
+{
+#if defined(SIOCOUTQ) && defined(SIOCOUTQNSD)
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    int queued = 0, unsent = 0;
+    if (fd < 0 || (acked && ioctl(fd, SIOCOUTQ, &queued) < 0) ||
+        ioctl(fd, SIOCOUTQNSD, &unsent) < 0 || queued < 0 || unsent < 0)
+        return -1;
+    /* After shutdown(SHUT_WR) the FIN counts as one more byte queued. */
+    if (acked)
+        *acked = c->out_written > (unsigned long long)queued
+                     ? c->out_written - (unsigned long long)queued
+                     : 0;
+    *sent = c->out_written > (unsigned long long)unsent
+                ? c->out_written - (unsigned long long)unsent
+                : 0;
+    return 0;
+#else
+    (void)c;
+    (void)acked;
+    (void)sent;
+    return -1;
+#endif
+}
+
+/* The output has gone idle_timeout_ms without progress by what the socket
+ * took: has the client taken any of what the kernel holds for it? The
+ * kernel says a socket has room again only once the client has read a good
+ * part of its send buffer, which may hold several MB, so a client reading
+ * steadily but slowly can go longer than that without the socket taking
+ * more. Its reading shows in the send queue instead: its side acknowledges
+ * bytes the kernel had not yet sent it when last looked at (after the last
+ * write, or at the last check), bytes that went out into room it made.
+ * That is progress, now. Bytes already sent then are left out: the
+ * client's kernel takes those into its buffer whether the client reads or
+ * not, and they would keep a client that reads nothing for one more
+ * idle_timeout_ms. (So would more bytes taken while its receive window
+ * still grew after the last write: such a client is closed at the second
+ * look.) A look comes once per idle_timeout_ms without progress, so each
+ * must find some: a client that reads a byte a minute is cut with a
+ * shorter timeout. Returns 1 on progress; 0 when there is none, or where
+ * the kernel does not say. */
+static int out_taken(struct hs_conn *c, long long now)
+{
+    unsigned long long acked, sent;
+    int took;
+    if (out_kernel_count(c, &acked, &sent) < 0)
+        return 0;
+    took = acked > c->out_sent_mark;
+    c->out_sent_mark = sent;
+    if (took)
+        c->out_progress_ms = now;
+    return took;
+}
+
 /* The read timeout: the idle timeout, or less when `deadline` comes first
  * (the connection is then dropped at the deadline, whatever trickles in). */
 static void read_by(struct hs_conn *c, long long now, long long deadline)
@@ -336,6 +406,13 @@ static void out_count(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     c->out_written += info->n_deleted;
     if (info->n_deleted > 0 || (info->orig_size == 0 && info->n_added > 0))
         c->out_progress_ms = now_ms();
+    /* Bytes written: what the kernel sends of them from now on, the client
+     * may take only by reading (out_taken()). */
+    if (info->n_deleted > 0) {
+        unsigned long long sent;
+        if (out_kernel_count(c, NULL, &sent) == 0)
+            c->out_sent_mark = sent;
+    }
     if (c->sent_first && c->out_written >= c->sent_first->end && c->sent_ev)
         event_active(c->sent_ev, EV_TIMEOUT, 1);
 }
@@ -1093,9 +1170,11 @@ static void conn_drop(struct hs_conn *c);
 static void out_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct hs_conn *c = arg;
-    long long left = out_idle_left(c, now_ms());
+    long long now = now_ms(), left = out_idle_left(c, now);
     (void)fd;
     (void)what;
+    if (left <= 0 && out_taken(c, now))
+        left = out_idle_left(c, now);
     if (left > 0) {
         struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
         evtimer_add(c->out_deadline, &tv);
@@ -1106,8 +1185,8 @@ static void out_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Reading stopped for a backlog of answers: the client must keep taking
  * them. The timer fires idle_timeout_ms after the output last made
- * progress, and is put off while it does; a client that takes nothing for
- * that long is closed. A client taking them, however slowly, is not. */
+ * progress, and is put off while it does (out_taken() included); a client
+ * that reads nothing for that long is closed. */
 static void out_deadline_arm(struct hs_conn *c)
 {
     int ms = c->srv->lim.idle_timeout_ms;
@@ -1357,11 +1436,15 @@ static int read_timeout_put_off(struct hs_conn *c)
     struct timeval tv, wtv;
     int ms = c->srv->lim.idle_timeout_ms;
     size_t pending = evbuffer_get_length(bufferevent_get_output(c->bev));
+    long long now;
     if (ms <= 0)
         return 0;
     if (!((c->state == C_HEAD && !c->head_started) || (c->state == C_CLOSING && pending > 0)))
         return 0;
-    left = out_idle_left(c, now_ms());
+    now = now_ms();
+    left = out_idle_left(c, now);
+    if (left <= 0 && out_taken(c, now))
+        left = out_idle_left(c, now);
     if (left <= 0)
         return 0;
     tv.tv_sec = (time_t)(left / 1000);
@@ -1373,13 +1456,31 @@ static int read_timeout_put_off(struct hs_conn *c)
     return 1;
 }
 
+/* The write timeout fired: the socket took none of the backlog for
+ * idle_timeout_ms. If the output made progress all the same, the client
+ * read some of what the kernel holds (out_taken()): wait for room again,
+ * another idle_timeout_ms from now (libevent disabled writing); return 1. */
+static int write_timeout_put_off(struct hs_conn *c)
+{
+    long long now = now_ms();
+    if (c->srv->lim.idle_timeout_ms <= 0)
+        return 0;
+    if (out_idle_left(c, now) <= 0 && !out_taken(c, now))
+        return 0;
+    bufferevent_enable(c->bev, EV_WRITE);
+    return 1;
+}
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct hs_conn *c = arg;
     (void)bev;
     /* A client reading a long answer sends nothing meanwhile: its read
-     * timeout is no sign that it is gone. */
+     * timeout is no sign that it is gone. Nor is the write timeout of one
+     * reading it slowly. */
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && read_timeout_put_off(c))
+        return;
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && write_timeout_put_off(c))
         return;
     /* EOF, error or timeout: in every case the connection is over. */
     conn_drop(c);

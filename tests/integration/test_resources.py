@@ -1,6 +1,7 @@
 """test_resources.py -- what one client, or the process's own limits, may
 cost the gateway: memory for answers a client does not take, descriptors,
-signals at start; and the log line of an answer a client never takes.
+signals at start; the log line of an answer a client never takes; and how
+long a client that reads slowly, or not at all, is kept.
 
     python3 test_resources.py GROUP LLMROUTE FAKE_UPSTREAM
 
@@ -496,6 +497,100 @@ def answers(gw_bin, fake_bin):
           an_answer_being_written_at_sigterm_is_finished)
 
 
+def slow_readers(gw_bin, fake_bin):
+    wd = workdir()
+    up = BigAnswers(6 << 20)
+    gw = Gateway(gw_bin, wd, {"models": [{"name": "big", "backend": "openai",
+                                          "base_url": up.base_url}],
+                              "server": {"idle_timeout_ms": 1000}})
+    body = json.dumps({"model": "big", "messages": [{"role": "user", "content": "hi"}]})
+
+    def lines():
+        return [l for l in gw.log_lines() if l.get("model") == "big" and "status" in l]
+
+    def a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_answer():
+        # 48 KB every 100 ms, about 13 s for the answer: the client reads
+        # far more often than every idle_timeout_ms, but the gateway's
+        # socket, holding MB, reported room again only after the client had
+        # read a good part of them. The connection was cut after about 4 MB,
+        # whether the answer closed it, kept it, or a request waited behind
+        # it (reading the next one waits for the answer to drain).
+        variants = (("Connection: close", True, b""),
+                    ("keep-alive", False, b""),
+                    ("keep-alive, a request pipelined behind it", False,
+                     b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+        for n, (name, close, extra) in enumerate(variants):
+            s = slow_request(gw.port, body, close, extra)
+            try:
+                # To its end: a kept connection is closed once idle after it.
+                data = read_paced(s, 48 << 10, 0.1, 100)
+            finally:
+                s.close()
+            head, _, rest = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), (name, head[:200])
+            assert len(rest) >= len(up.body), \
+                "%s: got %d of %d bytes" % (name, len(rest), len(up.body))
+            if extra:
+                assert rest[len(up.body):].startswith(b"HTTP/1.1 200"), \
+                    (name, rest[len(up.body):][:100])
+            line = wait_for(lambda: lines()[n:], 10, "the request's log line")[-1]
+            assert line["status"] == 200 and "error" not in line, (name, line)
+    check("a client reading a large answer steadily, but slower than the kernel's send "
+          "buffer per idle_timeout_ms, gets all of it, logged 200",
+          a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_answer)
+
+    fake = Fake(fake_bin, wd)
+    streams = Gateway(gw_bin, wd, {"models": [{"name": "f", "backend": "openai",
+                                               "base_url": fake.base_url}],
+                                   "server": {"idle_timeout_ms": 1000}}, name="streams")
+
+    def a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_stream():
+        # The same pace on a stream of about 6.7 MB that the upstream sends
+        # at once: past stream_buffer_bytes of backlog the upstream is held,
+        # and the write timeout cut the connection after about 4 MB.
+        fake.scenario("chunks=30000")
+        body = json.dumps({"model": "f", "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}]})
+        s = slow_request(streams.port, body, False)
+        try:
+            data = read_paced(s, 48 << 10, 0.1, 100)
+        finally:
+            s.close()
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+        assert data.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), \
+            "got %d bytes, ending %r" % (len(data), data[-100:])
+        line = wait_for(lambda: [l for l in streams.log_lines()
+                                 if l.get("model") == "f" and "status" in l], 10,
+                        "the request's log line")[-1]
+        assert line["status"] == 200 and "error" not in line, line
+    check("a client reading a long stream steadily, but slower than the kernel's send "
+          "buffer per idle_timeout_ms, gets all of it, logged 200",
+          a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_stream)
+
+    def a_client_that_reads_nothing_is_closed_after_idle_timeout():
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((HOST, gw.port))
+        try:
+            data = body.encode()
+            before = len(lines())
+            start = time.monotonic()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(data), data))
+            line = wait_for(lambda: lines()[before:], 30, "the request's log line")[-1]
+            took = time.monotonic() - start
+            assert line["status"] == 499 and line["error"] == "client_gone", line
+            # Not before idle_timeout_ms (1 s) without progress; the bound
+            # above is loose, for a loaded machine: what it rules out is a
+            # connection kept open because its queue is looked at.
+            assert 0.9 <= took < 15, "closed after %.1f s" % took
+        finally:
+            s.close()
+    check("a client that reads nothing of a large answer is still closed after about "
+          "idle_timeout_ms", a_client_that_reads_nothing_is_closed_after_idle_timeout)
+
+
 def slow_request(port, body, close, extra=b""):
     """A connection with a 64 KB receive buffer that has sent one chat
     request (with Connection: close if `close`), then `extra`."""
@@ -533,7 +628,8 @@ def read_paced(s, chunk, interval, limit, stop_after=None):
     raise AssertionError("still reading after %d s" % limit)
 
 
-GROUPS = {"pipeline": pipeline, "signals": signals, "descriptors": descriptors, "answers": answers}
+GROUPS = {"pipeline": pipeline, "signals": signals, "descriptors": descriptors, "answers": answers,
+          "slow_readers": slow_readers}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
