@@ -1208,8 +1208,14 @@ out:
     return rc;
 }
 
-/* Create the schema in an empty database, or check an existing one. */
-static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *err)
+/* Create the schema in an empty database, or check an existing one; *dim_out
+ * gets the dense dimension (0: not known yet, or not dense). It is not
+ * st->dim itself: when a refresh opens the file now at the path
+ * (store_reopen()), routing threads read st->dim under the read lock
+ * meanwhile, so it may change only when the new copy is published with it,
+ * under the write lock. */
+static int open_schema(struct lr_store *st, size_t want_dim, size_t *dim_out,
+                       struct lr_error *err)
 {
     char buf[LR__STORE_MAX_EMBEDDER + 64];
     int found, rc;
@@ -1306,7 +1312,7 @@ static int open_schema(struct lr_store *st, size_t want_dim, struct lr_error *er
             return sql_fail(st, err, "writing meta");
         dim = want_dim;
     }
-    st->dim = st->dense ? (dim ? dim : want_dim) : 0;
+    *dim_out = st->dense ? (dim ? dim : want_dim) : 0;
     return 0;
 }
 
@@ -2378,7 +2384,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
     /* The file is known to be a store (or made one) before anything is
      * set on it: another program's database is left as it was. */
-    if ((rc = open_schema(st, opts ? (size_t)opts->dense_dim : 0, err)) != 0)
+    if ((rc = open_schema(st, opts ? (size_t)opts->dense_dim : 0, &st->dim, err)) != 0)
         goto fail;
     if (!st->read_only && ((rc = journal_wal(st, err)) != 0 ||
                            (rc = exec(st, "PRAGMA synchronous=FULL", err)) != 0))
@@ -2542,14 +2548,13 @@ static int store_reopen(struct lr_store *st, struct lr_error *err)
         goto fail;
     }
     sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
-    if ((rc = open_schema(st, dim, err)) != 0)
+    if ((rc = open_schema(st, dim, &dim, err)) != 0)
         goto fail;
     if (!st->read_only && ((rc = journal_wal(st, err)) != 0 ||
                            (rc = exec(st, "PRAGMA synchronous=FULL", err)) != 0 ||
                            (rc = keys_open(st, err)) != 0))
         goto fail;
     db_file_note(st);
-    dim = st->dim;
     if ((rc = hist_load_snapshot(st, st->db, &dim, &fresh, &v, err)) != 0)
         goto fail;
     shm_note(st);

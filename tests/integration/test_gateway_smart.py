@@ -124,6 +124,60 @@ def main(bin_):
     check("40 concurrent feedback requests are all recorded, once each",
           concurrent_feedback_is_all_recorded)
 
+    def routing_feedback_and_refreshes_at_once():
+        # One store, used at once by smart chats (routed on the event loop),
+        # /v1/route batches (on a worker), feedback appends (on the other)
+        # and the periodic refresh (store_refresh_ms 1000, which also runs
+        # the re-weighing the appends leave due), with a SIGHUP reload in
+        # the middle while batches hold the old configuration's router. The
+        # answers must stay right; under ThreadSanitizer (make test's third
+        # pass) a race between those threads also fails the gateway's exit.
+        import threading
+        before = records()
+        errors, sent = [], []
+        until = time.monotonic() + 3.0
+
+        def feedback(k):
+            i = 0
+            while time.monotonic() < until or i < 10:
+                st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+                    {"query": "What is %d times %d?" % (k, i), "model": "cheapo",
+                     "correctness": 1, "output_tokens": 3}), timeout=30)
+                if st != 200:
+                    errors.append(("feedback", st, body[:200]))
+                i += 1
+            sent.append(i)
+
+        def chats():
+            while time.monotonic() < until:
+                st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(
+                    "What is 12 plus 30?")}, timeout=30)
+                if st != 200 or h.get("x-llmroute-model") != "cheapo":
+                    errors.append(("chat", st, h.get("x-llmroute-model")))
+
+        def batches():
+            qs = [{"query": "What is %d plus 2?" % i} for i in range(20)]
+            while time.monotonic() < until:
+                st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+                    {"queries": qs, "strategy": "smart", "models": ["cheapo", "smarty"],
+                     "batch": True, "alpha": 0.9}), timeout=30)
+                if st != 200 or len(json.loads(body)["assignments"]) != 20:
+                    errors.append(("route", st, body[:200]))
+
+        threads = [threading.Thread(target=feedback, args=(k,)) for k in range(2)] + \
+                  [threading.Thread(target=chats) for _ in range(2)] + \
+                  [threading.Thread(target=batches) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        gw.signal(signal.SIGHUP)
+        for t in threads:
+            t.join()
+        assert not errors, errors[:5]
+        assert records() == before + sum(sent), (records(), before, sent)
+    check("smart chats, /v1/route batches, feedback and store refreshes at once",
+          routing_feedback_and_refreshes_at_once)
+
     def client_gone_during_route_batch():
         import socket
         qs = [{"query": "What is %d plus %d?" % (i, i)} for i in range(1000)]

@@ -3,7 +3,8 @@
  * ranking; clear errors for a missing or empty store and an unknown
  * predictor; concurrent routing while a writer appends (4 routing threads
  * and 1 writer), to a sparse store and to a dense one whose appends regroup
- * it. */
+ * it, and while refreshes rebuild a dense store's copy and open the file
+ * renamed over it (2 routing threads). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,9 +13,11 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "smart.h"
 #include "store.h"
@@ -626,6 +629,8 @@ struct dense_shared {
     struct lr_router *r;
     int wrong, failed;
     int done; /* the writer has made all its appends: the routers route until then */
+    int min_routes; /* and each makes at least this many */
+    int routed;     /* decisions made, by all the routers */
 };
 
 static void *dense_router_thread(void *arg)
@@ -633,7 +638,7 @@ static void *dense_router_thread(void *arg)
     struct dense_shared *sh = arg;
     const char *const names[] = {"cheap", "mid"};
     float east[2] = {0.95f, 0.05f}, north[2] = {0.05f, 0.95f};
-    for (int i = 0; i < 1500 || !__atomic_load_n(&sh->done, __ATOMIC_ACQUIRE); i++) {
+    for (int i = 0; i < sh->min_routes || !__atomic_load_n(&sh->done, __ATOMIC_ACQUIRE); i++) {
         struct lr_request req;
         struct lr_decision d = {0};
         struct lr_error err;
@@ -646,6 +651,7 @@ static void *dense_router_thread(void *arg)
             __atomic_add_fetch(&sh->failed, 1, __ATOMIC_RELAXED);
         else if (d.index != (i % 2 ? MID : CHEAP))
             __atomic_add_fetch(&sh->wrong, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&sh->routed, 1, __ATOMIC_RELAXED);
     }
     return NULL;
 }
@@ -675,6 +681,7 @@ static void dense_store_routes_concurrently_while_appends_regroup_it(void **stat
     o.store = sh.s;
     o.predictor = "default";
     assert_int_equal(lr_router_new(f->cfg, &o, &sh.r, &err), 0);
+    sh.min_routes = 1500;
     /* The writer takes the store past 256 and 336 records, where it is
      * regrouped while the routers read. */
     for (int i = 0; i < 4; i++)
@@ -691,6 +698,81 @@ static void dense_store_routes_concurrently_while_appends_regroup_it(void **stat
     lr__store_unlock(sh.s);
     lr_router_free(sh.r);
     lr_store_free(sh.s);
+}
+
+/* A dense store in a file, routed through by 2 threads while the main
+ * thread refreshes the handle they route on: after another handle's
+ * commits (the copy is rebuilt and swapped in), and after another store
+ * is renamed over the file (the refresh opens the file now at the path in
+ * place of the old one, as when a deploy replaces a gateway's store).
+ * Routing neither fails nor goes wrong meanwhile; under ThreadSanitizer
+ * (make test's third pass) this also checks that nothing the refresh
+ * writes is read by the routers without a lock between them. */
+static void dense_store_routes_concurrently_while_refreshes_rebuild_and_reopen_it(void **state)
+{
+    struct fixture *f = *state;
+    struct dense_shared sh = {0};
+    struct lr_store_options so = {"remote-test", 2, 0, 0, 0, 0};
+    struct lr_router_options o;
+    struct lr_error err = {0};
+    char dir[] = "/tmp/lr-test-smart-XXXXXX", path[64], next[64], side[72];
+    pthread_t th[2];
+    int changed;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/compass.db", dir);
+    snprintf(next, sizeof(next), "%s/compass-next.db", dir);
+    assert_int_equal(lr_store_open(path, &so, &sh.s, &err), 0);
+    for (int i = 0; i < 40; i++)
+        add_compass_record(sh.s, i, &sh.failed);
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = sh.s;
+    o.predictor = "default";
+    assert_int_equal(lr_router_new(f->cfg, &o, &sh.r, &err), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, dense_router_thread, &sh), 0);
+    /* The routers are routing before the first refresh starts (they route
+     * until the last has ended). */
+    while (__atomic_load_n(&sh.routed, __ATOMIC_RELAXED) < 8)
+        sched_yield();
+
+    for (int round = 0; round < 3; round++) {
+        struct lr_store *other = NULL;
+        size_t n = lr_store_count(sh.s);
+        /* Another handle's commits: the refresh rebuilds the copy. */
+        assert_int_equal(lr_store_open(path, &so, &other, &err), 0);
+        for (int i = 0; i < 5; i++)
+            add_compass_record(other, (int)n + i, &sh.failed);
+        lr_store_free(other);
+        assert_int_equal(lr_store_refresh(sh.s, &changed, &err), 0);
+        assert_int_equal(changed, 1);
+        assert_int_equal(lr_store_count(sh.s), n + 5);
+        /* Another store renamed over the file: the refresh opens it. */
+        assert_int_equal(lr_store_open(next, &so, &other, &err), 0);
+        for (int i = 0; i < 30 + round; i++)
+            add_compass_record(other, i, &sh.failed);
+        lr_store_free(other);
+        assert_int_equal(rename(next, path), 0);
+        assert_int_equal(lr_store_refresh(sh.s, &changed, &err), 0);
+        assert_int_equal(changed, 2);
+        assert_int_equal(lr_store_count(sh.s), 30 + round);
+        assert_int_equal(lr_store_dim(sh.s), 2);
+    }
+
+    __atomic_store_n(&sh.done, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(sh.failed, 0);
+    assert_int_equal(sh.wrong, 0);
+    lr_router_free(sh.r);
+    lr_store_free(sh.s);
+    unlink(path);
+    snprintf(side, sizeof(side), "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    unlink(side);
+    assert_int_equal(rmdir(dir), 0);
 }
 
 int main(void)
@@ -713,6 +795,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(dense_store_routes_concurrently_while_appends_regroup_it,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            dense_store_routes_concurrently_while_refreshes_rebuild_and_reopen_it, setup,
+            teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
