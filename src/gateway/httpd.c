@@ -104,9 +104,10 @@ struct hs_conn {
     int head_started;
     long long head_deadline_ms; /* a head in progress must be whole by then (monotonic) */
     long long body_start_ms;    /* when the head of the request whose body is read ended */
+    long long linger_end_ms;    /* closing, all sent: the client's input is dropped until then */
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
-    int answer_early; /* Expect: 100-continue, and the handler refuses it: no body is read */
+    int answer_early; /* the handler refuses the request whatever its body: none is read */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
     /* When the output last made progress (monotonic): the socket took bytes
@@ -131,7 +132,7 @@ struct hs_server {
     hs_handler_fn handler;
     hs_error_fn error_body;
     hs_refused_fn refused;
-    hs_expect_fn expect_refuses;
+    hs_refuses_fn head_refuses;
     void *arg;
     struct hs_conn *conns;
     size_t n_conns, busy;
@@ -274,6 +275,22 @@ static void body_timeout(struct hs_conn *c)
     read_by(c, now_ms(),
             c->body_start_ms + c->srv->lim.idle_timeout_ms +
                 (long long)(c->req.body_len / BODY_MIN_RATE) * 1000);
+}
+
+/* The answer is sent and the sending side shut: what the client still sends
+ * is read and dropped until its EOF, so that it reads the answer rather than
+ * a reset, but LINGER_MS at most, however it trickles in (the read timeout
+ * alone restarts with every byte: a client sending a byte a second would
+ * hold the connection for ever). */
+static void linger_timeout(struct hs_conn *c)
+{
+    long long left = c->linger_end_ms - now_ms();
+    struct timeval tv;
+    if (left < 1)
+        left = 1;
+    tv.tv_sec = (time_t)(left / 1000);
+    tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
 }
 
 static void set_read_timeout(struct hs_conn *c, int on)
@@ -898,8 +915,9 @@ static int token_in_list(const char *list, const char *token)
 static int start_body(struct hs_conn *c, const char **why)
 {
     struct hs_req *r = &c->req;
-    const char *te = NULL, *cl = NULL, *conn_hdr = hs_req_header(r, "Connection");
+    const char *te = NULL, *cl = NULL, *conn_hdr = hs_req_header(r, "Connection"), *expect;
     size_t max_body = c->srv->lim.max_body_bytes;
+    int announced;
 
     for (int i = 0; i < r->n_hdr; i++) {
         if (strcasecmp(r->hdr[i].name, "Transfer-Encoding") == 0) {
@@ -950,28 +968,26 @@ static int start_body(struct hs_conn *c, const char **why)
         r->remaining = 0;
         c->state = C_BODY;
     }
-    if (c->state == C_BODY && r->remaining) {
-        r->body_cap = r->remaining;
-    } else {
-        r->body_cap = 4096;
+    r->body_cap = c->state == C_BODY && r->remaining ? r->remaining : 4096;
+    /* A body is announced: before a byte of it is read (or invited with
+     * 100 Continue), the handler may refuse the request on its head alone.
+     * Read first, a body would let a client with no key hold memory and a
+     * connection for as long as the body may take (body_timeout). */
+    announced = c->state != C_BODY || r->remaining > 0;
+    if (announced && c->srv->head_refuses && c->srv->head_refuses(r, c->srv->arg)) {
+        c->answer_early = 1;
+        r->body_cap = 0;
     }
     r->body = malloc(r->body_cap + 1);
     if (!r->body) {
         *why = "out of memory";
         return 500;
     }
-    {
-        const char *expect = hs_req_header(r, "Expect");
-        if (expect && strcasecmp(expect, "100-continue") == 0 && r->minor >= 1 &&
-            (c->state != C_BODY || r->remaining > 0)) {
-            if (c->srv->expect_refuses && c->srv->expect_refuses(r, c->srv->arg)) {
-                /* Refused whatever the body: answer now, and do not invite it. */
-                c->answer_early = 1;
-                return 0;
-            }
-            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            flush_out(c);
-        }
+    expect = hs_req_header(r, "Expect");
+    if (announced && !c->answer_early && expect && strcasecmp(expect, "100-continue") == 0 &&
+        r->minor >= 1) {
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        flush_out(c);
     }
     return 0;
 }
@@ -1191,7 +1207,9 @@ static void process_bytes(struct hs_conn *c)
                 return;
             }
             if (c->answer_early) {
-                /* The body was never invited: the connection ends with the answer. */
+                /* The body is not read: the connection ends with the answer,
+                 * and what the client still sends is drained meanwhile
+                 * (C_CLOSING), for LINGER_MS at most. */
                 c->answer_early = 0;
                 c->req.keep_alive = 0;
                 c->req.body_len = 0;
@@ -1297,6 +1315,10 @@ static void process_input(struct hs_conn *c)
     case C_TRAILER:
         body_timeout(c);
         break;
+    case C_CLOSING:
+        if (c->linger_end_ms)
+            linger_timeout(c);
+        break;
     default:
         break;
     }
@@ -1320,7 +1342,9 @@ static void write_cb(struct bufferevent *bev, void *arg)
              * (LINGER_MS from now). */
             shutdown(bufferevent_getfd(bev), SHUT_WR);
             bufferevent_disable(bev, EV_WRITE);
-            set_read_timeout(c, 1);
+            if (!c->linger_end_ms)
+                c->linger_end_ms = now_ms() + LINGER_MS;
+            linger_timeout(c);
         }
         return;
     }
@@ -1407,9 +1431,9 @@ void hs_server_on_refused(struct hs_server *srv, hs_refused_fn refused)
     srv->refused = refused;
 }
 
-void hs_server_on_expect(struct hs_server *srv, hs_expect_fn refuses)
+void hs_server_on_head(struct hs_server *srv, hs_refuses_fn refuses)
 {
-    srv->expect_refuses = refuses;
+    srv->head_refuses = refuses;
 }
 
 void hs_server_set_limits(struct hs_server *srv, const struct hs_limits *limits)

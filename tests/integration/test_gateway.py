@@ -622,9 +622,11 @@ def errors(gw_bin, fake_bin):
         raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                            b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
         assert status_of(raw) == 413, raw[:200]
-        # chunked bodies are capped as they arrive
+        # chunked bodies are capped as they arrive (a request with a key:
+        # one without is refused before its body)
         chunk = b"x" * 40000
         raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: Bearer gk-one\r\n"
                            b"Transfer-Encoding: chunked\r\n\r\n" +
                            (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2 + b"0\r\n\r\n")
         assert status_of(raw) == 413, raw[:200]
@@ -660,6 +662,106 @@ def errors(gw_bin, fake_bin):
     check("100 Continue only after the path, method and key checks pass",
           continue_only_after_checks)
 
+    def refused_before_the_body():
+        # Every request, not only one sent with Expect: 100-continue, is checked
+        # for its path, method and key once its head is in: a refused one is
+        # answered at once, its body unread, and the connection closes (the
+        # body's bytes would otherwise be read as the next request). A client
+        # with no key cannot make the gateway hold a body, nor a connection
+        # for as long as a body may take.
+        def head_only(path, key, method=b"POST", framing=b"Content-Length: 60000\r\n"):
+            head = (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" +
+                    (b"Authorization: Bearer " + key + b"\r\n" if key else b"") +
+                    framing + b"\r\n")
+            s = socket.create_connection((HOST, port), timeout=2)
+            try:
+                s.sendall(head)
+                got = b""
+                while True:
+                    try:
+                        b = s.recv(65536)
+                    except socket.timeout:
+                        raise AssertionError("no answer before the body: %r" % ((path, got),))
+                    if not b:
+                        return got
+                    got += b
+            finally:
+                s.close()
+        for path, key, method, status in ((b"/v1/nothing", b"gk-one", b"POST", 404),
+                                          (b"/v1/chat/completions", None, b"POST", 401),
+                                          (b"/v1/chat/completions", b"bad", b"POST", 401),
+                                          (b"/v1/route", b"gk-on", b"POST", 401),
+                                          (b"/v1/models", None, b"HEAD", 401),
+                                          (b"/v1/models", b"gk-one", b"POST", 405),
+                                          (b"/health", None, b"POST", 405),
+                                          (b"/metrics", None, b"PUT", 405)):
+            for framing in (b"Content-Length: 60000\r\n", b"Transfer-Encoding: chunked\r\n"):
+                got = head_only(path, key, method, framing)
+                assert status_of(got) == status, (path, method, framing, got[:300])
+                assert b"\r\nConnection: close\r\n" in got, got[:300]
+                assert b"\r\nx-request-id: " in got, got[:300]
+                if method != b"HEAD":
+                    error_shape(json.loads(got.split(b"\r\n\r\n", 1)[1]))
+        # A keep-alive client whose refused request carried a small body gets
+        # the refusal alone: the body and what follows it are not read as
+        # requests.
+        body = b'{"model": "mocky", "messages": []}'
+        raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: Bearer wrong\r\nContent-Length: %d\r\n\r\n"
+                           % len(body) + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(raw) == 401 and raw.count(b"HTTP/1.1 ") == 1, raw
+        assert b"\r\nConnection: close\r\n" in raw, raw
+        # /health and /metrics stay open to all: their bodies, if any, are
+        # read and the connection kept; so does a refused request with no body.
+        for path in (b"/health", b"/metrics"):
+            for method in (b"GET", b"HEAD"):
+                raw = raw_exchange(port, method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 5\r\n\r\nhello"
+                                   b"GET /health HTTP/1.1\r\nHost: x\r\n"
+                                   b"Connection: close\r\n\r\n")
+                assert raw.count(b"HTTP/1.1 200 ") == 2, (path, method, raw[:600])
+        raw = raw_exchange(port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(raw) == 401 and raw.count(b"HTTP/1.1 200 ") == 1, raw[:600]
+        still_serving(gw, auth)
+    check("401, 404 and 405 before the body of every request, connection closed",
+          refused_before_the_body)
+
+    def lingering_is_bounded():
+        # After a refusal the server drains what the client still sends for
+        # a moment (2 s) so that the client reads the answer; a client that
+        # goes on sending must not keep the connection for longer.
+        for head in (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 10000000\r\n\r\n",
+                     b"POST /v1/nothing HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 60000\r\n\r\n"):
+            s = socket.create_connection((HOST, port), timeout=2)
+            try:
+                s.sendall(head)
+                got = b""
+                while True:  # the answer, then the server's end of sending
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    got += b
+                assert status_of(got) in (404, 413), got[:200]
+                # The server still reads (and drops) what comes: the
+                # connection is gone once a byte sent meets a reset.
+                t0 = time.monotonic()
+                closed = False
+                while time.monotonic() - t0 < 8 and not closed:
+                    try:
+                        s.sendall(b"x")
+                        time.sleep(0.3)
+                    except (BrokenPipeError, ConnectionResetError):
+                        closed = True
+                took = time.monotonic() - t0
+                assert closed and took < 4, (head[:30], closed, took)
+            finally:
+                s.close()
+    check("a client that keeps sending after a refusal is closed within the linger time",
+          lingering_is_bounded)
+
     def headers_too_large():
         raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8000 +
                            b"\r\n\r\n")
@@ -676,7 +778,8 @@ def errors(gw_bin, fake_bin):
                     b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",
                     b"POST /v1/route HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
                     b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                    b"POST /v1/route HTTP/1.1\r\nAuthorization: Bearer gk-one\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
                     # a NUL must not end the head early and hide Content-Length
                     b"POST /v1/route HTTP/1.1\r\n\x00X: y\r\nContent-Length: 24\r\n\r\n"
                     b"GET /health HTTP/1.1\r\n\r\n"):
