@@ -26,6 +26,7 @@
  * Threads: the event loop thread only.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -88,6 +89,7 @@ struct hs_req {
     size_t body_len, body_cap, remaining;
     int keep_alive;
     int streaming;
+    char why[160]; /* a refusal's message that names a header */
     int want_drain;
     struct evbuffer *resp_headers;
     void (*on_drain)(void *);
@@ -839,6 +841,11 @@ static int parse_head(struct hs_req *r, const char **why)
         *why = "the request target must be an absolute path";
         return 400;
     }
+    for (char *t = p; *t; t++)
+        if ((unsigned char)*t < 0x20 || *t == 0x7f) {
+            *why = "a control character in the request target";
+            return 400;
+        }
     if (strcmp(sp + 1, "HTTP/1.1") == 0) {
         r->minor = 1;
     } else if (strcmp(sp + 1, "HTTP/1.0") == 0) {
@@ -889,6 +896,19 @@ static int parse_head(struct hs_req *r, const char **why)
         e = v + strlen(v);
         while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
             *--e = '\0';
+        /* RFC 9110 section 5.5: a field value holds visible characters,
+         * SP, HTAB and obs-text, no other control character. A lone CR, a
+         * VT or an FF is read as white space or as a line's end by some
+         * parsers: passed on, such a value could mean another thing to a
+         * proxy in front than here (strtoll skipped them before the digits
+         * of a Content-Length). */
+        for (const char *ch = v; ch < e; ch++)
+            if (((unsigned char)*ch < 0x20 && *ch != '\t') || *ch == 0x7f) {
+                snprintf(r->why, sizeof r->why,
+                         "a control character in the value of header %.100s", p);
+                *why = r->why;
+                return 400;
+            }
         r->hdr[r->n_hdr].name = p;
         r->hdr[r->n_hdr].value = v;
         r->n_hdr++;
@@ -939,6 +959,13 @@ static int start_body(struct hs_conn *c, const char **why)
     else
         r->keep_alive = conn_hdr && token_in_list(conn_hdr, "keep-alive");
 
+    /* RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has
+     * faulty framing, whatever else it says (an HTTP/1.0 proxy in front may
+     * not have read it as chunked): refused, and the connection closed. */
+    if (te && r->minor == 0) {
+        *why = "Transfer-Encoding in an HTTP/1.0 request";
+        return 400;
+    }
     if (te && cl) {
         *why = "both Transfer-Encoding and Content-Length";
         return 400;
@@ -950,15 +977,25 @@ static int start_body(struct hs_conn *c, const char **why)
         }
         c->state = C_CHUNK_SIZE;
     } else if (cl) {
-        char *end;
-        long long n;
-        errno = 0;
-        n = strtoll(cl, &end, 10);
-        if (errno || end == cl || *end || n < 0 || cl[0] == '+' || cl[0] == '-') {
+        /* RFC 9110 section 8.6: 1*DIGIT, its blanks gone with the field's
+         * (parse_head). No sign, and nothing skipped before the digits, as
+         * strtoll would. */
+        unsigned long long n = 0;
+        if (!*cl) {
             *why = "malformed Content-Length";
             return 400;
         }
-        if ((unsigned long long)n > max_body) {
+        for (const char *d = cl; *d; d++) {
+            if (*d < '0' || *d > '9') {
+                *why = "malformed Content-Length";
+                return 400;
+            }
+            if (n > (ULLONG_MAX - 9) / 10)
+                n = ULLONG_MAX; /* over any cap */
+            else
+                n = n * 10 + (unsigned long long)(*d - '0');
+        }
+        if (n > max_body) {
             *why = "request body too large";
             return 413;
         }

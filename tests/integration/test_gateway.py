@@ -789,6 +789,78 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
 
+    def strict_content_length():
+        # RFC 9110 section 8.6: Content-Length is 1*DIGIT; the blanks around a
+        # value (SP, HTAB) are no part of it. No sign, and no other control
+        # character before the digits: behind a front proxy that reads such a
+        # value differently a lenient parse would smuggle a request.
+        def send(value, more=b""):
+            return raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n"
+                                b"Authorization: Bearer gk-one\r\n"
+                                b"Content-Length:" + value + b"\r\n\r\n{}" + more, timeout=2)
+        ctl = "a control character in the value of header Content-Length"
+        for bad, message in ((b" \x0b+2", ctl), (b" \x0b2", ctl), (b" \r2", ctl),
+                             (b" \x0c2", ctl), (b" 2\x0b", ctl),
+                             (b" \x00", "a NUL byte in the request head"),
+                             (b" +2", None), (b" -0", None), (b" 2 2", None), (b" 0x2", None),
+                             (b" 2,2", None), (b"", None), (b" 99999999999999999999999", 413)):
+            raw = send(bad, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            status = 413 if message == 413 else 400
+            assert status_of(raw) == status and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:400])
+            assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:400])
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            if status == 400:
+                assert e["message"] == (message or "malformed Content-Length"), (bad, e)
+        for good in (b"2", b" 2", b"\t2 \t", b" 002"):
+            raw = send(good)
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            # read and answered: /v1/route refuses {} for its missing queries
+            assert status_of(raw) == 400 and e["param"] == "queries", (good, raw[:400])
+        still_serving(gw, auth)
+    check("Content-Length is digits alone, blanks around them: 400 for a sign or a control "
+          "character", strict_content_length)
+
+    def control_characters_in_values():
+        # RFC 9110 section 5.5: a field value holds no control character but
+        # HTAB; a lone CR or any other is refused with 400 naming the field,
+        # and the connection closes.
+        for bad in (b"a\rb", b"a\x01b", b"\x0bab", b"a\x1bb", b"a\x7fb", b"ab\x0c"):
+            raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Odd: " + bad +
+                               b"\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+            assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:400])
+            assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:400])
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            assert e["message"] == "a control character in the value of header X-Odd", (bad, e)
+        for good in (b"a\tb", b"caf\xc3\xa9", b"\xff", b"a b"):
+            raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Odd: " + good +
+                               b"\r\nConnection: close\r\n\r\n", timeout=2)
+            assert status_of(raw) == 200, (good, raw[:400])
+        # Nor in the request target.
+        raw = raw_exchange(port, b"GET /hea\x01lth HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+        assert status_of(raw) == 400 and b"\r\nConnection: close\r\n" in raw, raw[:400]
+        still_serving(gw, auth)
+    check("400 for a control character but HTAB in a header value, naming the header",
+          control_characters_in_values)
+
+    def http10_transfer_encoding():
+        # RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is
+        # faulty framing, whatever else the message says: 400, and the
+        # connection closes, even when the client asked to keep it.
+        for framing in (b"Transfer-Encoding: chunked\r\n",
+                        b"Transfer-Encoding: chunked\r\nContent-Length: 7\r\n"):
+            raw = raw_exchange(port, b"POST /v1/route HTTP/1.0\r\nHost: x\r\n"
+                               b"Authorization: Bearer gk-one\r\nConnection: keep-alive\r\n" +
+                               framing + b"\r\n2\r\n{}\r\n0\r\n\r\n"
+                               b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                               timeout=2)
+            assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, raw[:400]
+            assert b"\r\nConnection: close\r\n" in raw, raw[:400]
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            assert "Transfer-Encoding" in e["message"], e
+        still_serving(gw, auth)
+    check("400 and close for Transfer-Encoding in an HTTP/1.0 request",
+          http10_transfer_encoding)
+
     def chunk_sizes():
         # RFC 9112: chunk-size is 1*HEXDIG, then at most chunk extensions
         # after ';'. No "0x", sign or blank before the digits, no blank after
@@ -913,10 +985,17 @@ def errors(gw_bin, fake_bin):
     check("400 at once for a head with bare LF line ends, connection closed", bare_lf_head)
 
     def bytewise_crlf_head():
-        raw, closed = send_bytewise(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\r\n"
+        raw, closed = send_bytewise(b"GET /health HTTP/1.1\r\nHost: x\r\n"
                                     b"Connection: close\r\n\r\n", 5)
         assert status_of(raw) == 200 and closed, raw[:300]
-    check("a CRLF head sent a byte at a time is served", bytewise_crlf_head)
+        # CRs that end no line do not throw the scan for the head's end: the
+        # head is found, then refused for the lone CR in a value.
+        raw, closed = send_bytewise(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\r\n"
+                                    b"Connection: close\r\n\r\n", 5)
+        assert status_of(raw) == 400 and closed, raw[:300]
+        assert b"the value of header X-A" in raw, raw[:300]
+    check("a CRLF head sent a byte at a time is served; one with a lone CR refused at its end",
+          bytewise_crlf_head)
 
     def bare_lf_in_a_value():
         # The head ends with CRLF CRLF; one header value holds an LF.
