@@ -105,7 +105,8 @@ struct hs_conn {
     int in_read; /* inside read_cb: completion must not re-enter it */
     int head_started;
     long long head_deadline_ms; /* a head in progress must be whole by then (monotonic) */
-    long long body_start_ms;    /* when the head of the request whose body is read ended */
+    long long body_deadline_ms; /* the body being read must be whole by then (body_timeout) */
+    size_t body_credited;       /* bytes of it that have put the deadline off */
     long long linger_end_ms;    /* closing, all sent: the client's input is dropped until then */
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
@@ -266,17 +267,29 @@ static void head_timeout(struct hs_conn *c)
 }
 
 /* A body is being read: so that it cannot trickle in for ever either, it
- * must be whole within the idle timeout of the head's end plus a second per
- * BODY_MIN_RATE bytes received so far; a gap of the idle timeout still ends
- * it sooner. A client that keeps up the rate is never cut off, however big
- * its body (max_body_bytes bounds that). */
+ * must be whole by a deadline, idle_timeout_ms after the head's end to
+ * begin with, that every BODY_MIN_RATE bytes received put off by a second,
+ * but never to more than idle_timeout_ms from now; a gap of the idle
+ * timeout still ends it sooner. A client that keeps up the rate is never
+ * cut off, however big its body (max_body_bytes bounds that). Without the
+ * ceiling, bytes sent fast would earn time to spend later: a 4 MiB body
+ * sent at once bought over two hours in which to trickle its last byte,
+ * holding the connection and the body's memory. With it, over any stretch
+ * of time a body brings BODY_MIN_RATE bytes a second, less idle_timeout_ms
+ * worth of them. */
 static void body_timeout(struct hs_conn *c)
 {
+    long long now, ceiling;
     if (c->srv->lim.idle_timeout_ms <= 0)
         return;
-    read_by(c, now_ms(),
-            c->body_start_ms + c->srv->lim.idle_timeout_ms +
-                (long long)(c->req.body_len / BODY_MIN_RATE) * 1000);
+    now = now_ms();
+    ceiling = now + c->srv->lim.idle_timeout_ms;
+    c->body_deadline_ms +=
+        (long long)(c->req.body_len - c->body_credited) * 1000 / BODY_MIN_RATE;
+    c->body_credited = c->req.body_len;
+    if (c->body_deadline_ms > ceiling)
+        c->body_deadline_ms = ceiling;
+    read_by(c, now, c->body_deadline_ms);
 }
 
 /* The answer is sent and the sending side shut: what the client still sends
@@ -1253,7 +1266,8 @@ static void process_bytes(struct hs_conn *c)
                 dispatch(c);
                 return;
             }
-            c->body_start_ms = now_ms();
+            c->body_deadline_ms = now_ms() + s->lim.idle_timeout_ms;
+            c->body_credited = 0;
             break;
         }
         case C_BODY: {

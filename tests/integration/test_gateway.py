@@ -1264,8 +1264,9 @@ def lifecycle(gw_bin, fake_bin):
         # A body must come at 500 bytes a second at least beyond
         # idle_timeout_ms: one trickled a byte every 0.1 s (each gap well
         # within the idle timeout) is cut off once idle_timeout_ms has passed
-        # since the head ended; one sent at about 1,200 bytes a second, for
-        # longer than idle_timeout_ms in all, is answered.
+        # since the head ended, and so is one whose start came fast; one sent
+        # at about 1,200 bytes a second, for longer than idle_timeout_ms in
+        # all, is answered.
         cfg = base_config(fake, server={"idle_timeout_ms": 1000})
         slow = Gateway(gw_bin, wd, cfg, name="gw-slowbody", env={KEY_ENV: UPSTREAM_KEY})
         body = json.dumps({"model": "mocky", "messages": HELLO}).encode()
@@ -1276,6 +1277,17 @@ def lifecycle(gw_bin, fake_bin):
         s.sendall(head)
         closed, took = trickle(s, body[:100])
         assert closed and took < 3.5, "a trickled body kept its connection %.1f s" % took
+
+        # Bytes sent fast earn no time to trickle the rest in later: the time
+        # a body has in hand is never more than idle_timeout_ms. (Without
+        # that ceiling these 55,000 bytes would buy 110 s.)
+        big = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+        s = socket.create_connection((HOST, slow.port), timeout=5)
+        s.sendall(big + b" " * 55000)
+        closed, took = trickle(s, b" " * 100)
+        assert closed and took < 3.5, "a body sent fast, then trickled, kept its connection " \
+            "%.1f s" % took
 
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(head)
@@ -1293,7 +1305,8 @@ def lifecycle(gw_bin, fake_bin):
         still_serving(slow)
         slow.signal(signal.SIGTERM)
         assert slow.wait(15) == 0
-    check("a body trickled in slower than 500 bytes a second is cut off", trickled_body)
+    check("a body trickled in slower than 500 bytes a second is cut off, also after a fast "
+          "start", trickled_body)
 
     def sigterm_drains():
         fake.scenario("chunks=6;chunk_delay_ms=200")
