@@ -247,10 +247,13 @@ static const struct path_entry *path_find(const char *path)
     return NULL;
 }
 
-/* A request announcing its body with Expect: 100-continue is not invited to
- * send it when handle() will refuse it anyway: an unknown path (404), a
- * wrong method (405), a missing or wrong key (401). */
-static int expect_refuses(struct hs_req *req, void *arg)
+/* A request announcing a body has it read only when handle() will not
+ * refuse it anyway: an unknown path (404), a wrong method (405), a missing
+ * or wrong key (401) are answered on the head alone (httpd.h,
+ * hs_server_on_head), so a client with no key cannot make the gateway hold
+ * its body, and one announcing it with Expect: 100-continue is not invited
+ * to send it. */
+static int head_refuses(struct hs_req *req, void *arg)
 {
     struct gw *gw = arg;
     const struct path_entry *e = path_find(hs_req_path(req));
@@ -740,7 +743,7 @@ int gw_run(const struct gw_options *opts)
     gw.http = gw.base ? hs_server_new(gw.base, &lim, handle, gw_error_body, &gw) : NULL;
     if (gw.http) {
         hs_server_on_refused(gw.http, refused);
-        hs_server_on_expect(gw.http, expect_refuses);
+        hs_server_on_head(gw.http, head_refuses);
     }
     if (!gw.base || !gw.metrics || !gw.upstream || !gw.http) {
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");

@@ -26,6 +26,7 @@
  * Threads: the event loop thread only.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -92,6 +93,7 @@ struct hs_req {
     size_t body_len, body_cap, remaining;
     int keep_alive;
     int streaming;
+    char why[160]; /* a refusal's message that names a header */
     int want_drain;
     struct evbuffer *resp_headers;
     void (*on_drain)(void *);
@@ -107,10 +109,12 @@ struct hs_conn {
     int in_read; /* inside read_cb: completion must not re-enter it */
     int head_started;
     long long head_deadline_ms; /* a head in progress must be whole by then (monotonic) */
-    long long body_start_ms;    /* when the head of the request whose body is read ended */
+    long long body_deadline_ms; /* the body being read must be whole by then (body_timeout) */
+    size_t body_credited;       /* bytes of it that have put the deadline off */
+    long long linger_end_ms;    /* closing, all sent: the client's input is dropped until then */
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
-    int answer_early; /* Expect: 100-continue, and the handler refuses it: no body is read */
+    int answer_early; /* the handler refuses the request whatever its body: none is read */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
     /* When the output last made progress (monotonic): the socket took bytes
@@ -141,7 +145,7 @@ struct hs_server {
     hs_handler_fn handler;
     hs_error_fn error_body;
     hs_refused_fn refused;
-    hs_expect_fn expect_refuses;
+    hs_refuses_fn head_refuses;
     void *arg;
     struct hs_conn *conns;
     size_t n_conns, busy;
@@ -333,17 +337,45 @@ static void head_timeout(struct hs_conn *c)
 }
 
 /* A body is being read: so that it cannot trickle in for ever either, it
- * must be whole within the idle timeout of the head's end plus a second per
- * BODY_MIN_RATE bytes received so far; a gap of the idle timeout still ends
- * it sooner. A client that keeps up the rate is never cut off, however big
- * its body (max_body_bytes bounds that). */
+ * must be whole by a deadline, idle_timeout_ms after the head's end to
+ * begin with, that every BODY_MIN_RATE bytes received put off by a second,
+ * but never to more than idle_timeout_ms from now; a gap of the idle
+ * timeout still ends it sooner. A client that keeps up the rate is never
+ * cut off, however big its body (max_body_bytes bounds that). Without the
+ * ceiling, bytes sent fast would earn time to spend later: a 4 MiB body
+ * sent at once bought over two hours in which to trickle its last byte,
+ * holding the connection and the body's memory. With it, over any stretch
+ * of time a body brings BODY_MIN_RATE bytes a second, less idle_timeout_ms
+ * worth of them. */
 static void body_timeout(struct hs_conn *c)
 {
+    long long now, ceiling;
     if (c->srv->lim.idle_timeout_ms <= 0)
         return;
-    read_by(c, now_ms(),
-            c->body_start_ms + c->srv->lim.idle_timeout_ms +
-                (long long)(c->req.body_len / BODY_MIN_RATE) * 1000);
+    now = now_ms();
+    ceiling = now + c->srv->lim.idle_timeout_ms;
+    c->body_deadline_ms +=
+        (long long)(c->req.body_len - c->body_credited) * 1000 / BODY_MIN_RATE;
+    c->body_credited = c->req.body_len;
+    if (c->body_deadline_ms > ceiling)
+        c->body_deadline_ms = ceiling;
+    read_by(c, now, c->body_deadline_ms);
+}
+
+/* The answer is sent and the sending side shut: what the client still sends
+ * is read and dropped until its EOF, so that it reads the answer rather than
+ * a reset, but LINGER_MS at most, however it trickles in (the read timeout
+ * alone restarts with every byte: a client sending a byte a second would
+ * hold the connection for ever). */
+static void linger_timeout(struct hs_conn *c)
+{
+    long long left = c->linger_end_ms - now_ms();
+    struct timeval tv;
+    if (left < 1)
+        left = 1;
+    tv.tv_sec = (time_t)(left / 1000);
+    tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
 }
 
 static void set_read_timeout(struct hs_conn *c, int on)
@@ -899,6 +931,11 @@ static int parse_head(struct hs_req *r, const char **why)
         *why = "the request target must be an absolute path";
         return 400;
     }
+    for (char *t = p; *t; t++)
+        if ((unsigned char)*t < 0x20 || *t == 0x7f) {
+            *why = "a control character in the request target";
+            return 400;
+        }
     if (strcmp(sp + 1, "HTTP/1.1") == 0) {
         r->minor = 1;
     } else if (strcmp(sp + 1, "HTTP/1.0") == 0) {
@@ -949,6 +986,19 @@ static int parse_head(struct hs_req *r, const char **why)
         e = v + strlen(v);
         while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
             *--e = '\0';
+        /* RFC 9110 section 5.5: a field value holds visible characters,
+         * SP, HTAB and obs-text, no other control character. A lone CR, a
+         * VT or an FF is read as white space or as a line's end by some
+         * parsers: passed on, such a value could mean another thing to a
+         * proxy in front than here (strtoll skipped them before the digits
+         * of a Content-Length). */
+        for (const char *ch = v; ch < e; ch++)
+            if (((unsigned char)*ch < 0x20 && *ch != '\t') || *ch == 0x7f) {
+                snprintf(r->why, sizeof r->why,
+                         "a control character in the value of header %.100s", p);
+                *why = r->why;
+                return 400;
+            }
         r->hdr[r->n_hdr].name = p;
         r->hdr[r->n_hdr].value = v;
         r->n_hdr++;
@@ -975,8 +1025,9 @@ static int token_in_list(const char *list, const char *token)
 static int start_body(struct hs_conn *c, const char **why)
 {
     struct hs_req *r = &c->req;
-    const char *te = NULL, *cl = NULL, *conn_hdr = hs_req_header(r, "Connection");
+    const char *te = NULL, *cl = NULL, *conn_hdr = hs_req_header(r, "Connection"), *expect;
     size_t max_body = c->srv->lim.max_body_bytes;
+    int announced;
 
     for (int i = 0; i < r->n_hdr; i++) {
         if (strcasecmp(r->hdr[i].name, "Transfer-Encoding") == 0) {
@@ -998,6 +1049,13 @@ static int start_body(struct hs_conn *c, const char **why)
     else
         r->keep_alive = conn_hdr && token_in_list(conn_hdr, "keep-alive");
 
+    /* RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has
+     * faulty framing, whatever else it says (an HTTP/1.0 proxy in front may
+     * not have read it as chunked): refused, and the connection closed. */
+    if (te && r->minor == 0) {
+        *why = "Transfer-Encoding in an HTTP/1.0 request";
+        return 400;
+    }
     if (te && cl) {
         *why = "both Transfer-Encoding and Content-Length";
         return 400;
@@ -1009,15 +1067,25 @@ static int start_body(struct hs_conn *c, const char **why)
         }
         c->state = C_CHUNK_SIZE;
     } else if (cl) {
-        char *end;
-        long long n;
-        errno = 0;
-        n = strtoll(cl, &end, 10);
-        if (errno || end == cl || *end || n < 0 || cl[0] == '+' || cl[0] == '-') {
+        /* RFC 9110 section 8.6: 1*DIGIT, its blanks gone with the field's
+         * (parse_head). No sign, and nothing skipped before the digits, as
+         * strtoll would. */
+        unsigned long long n = 0;
+        if (!*cl) {
             *why = "malformed Content-Length";
             return 400;
         }
-        if ((unsigned long long)n > max_body) {
+        for (const char *d = cl; *d; d++) {
+            if (*d < '0' || *d > '9') {
+                *why = "malformed Content-Length";
+                return 400;
+            }
+            if (n > (ULLONG_MAX - 9) / 10)
+                n = ULLONG_MAX; /* over any cap */
+            else
+                n = n * 10 + (unsigned long long)(*d - '0');
+        }
+        if (n > max_body) {
             *why = "request body too large";
             return 413;
         }
@@ -1027,28 +1095,26 @@ static int start_body(struct hs_conn *c, const char **why)
         r->remaining = 0;
         c->state = C_BODY;
     }
-    if (c->state == C_BODY && r->remaining) {
-        r->body_cap = r->remaining;
-    } else {
-        r->body_cap = 4096;
+    r->body_cap = c->state == C_BODY && r->remaining ? r->remaining : 4096;
+    /* A body is announced: before a byte of it is read (or invited with
+     * 100 Continue), the handler may refuse the request on its head alone.
+     * Read first, a body would let a client with no key hold memory and a
+     * connection for as long as the body may take (body_timeout). */
+    announced = c->state != C_BODY || r->remaining > 0;
+    if (announced && c->srv->head_refuses && c->srv->head_refuses(r, c->srv->arg)) {
+        c->answer_early = 1;
+        r->body_cap = 0;
     }
     r->body = malloc(r->body_cap + 1);
     if (!r->body) {
         *why = "out of memory";
         return 500;
     }
-    {
-        const char *expect = hs_req_header(r, "Expect");
-        if (expect && strcasecmp(expect, "100-continue") == 0 && r->minor >= 1 &&
-            (c->state != C_BODY || r->remaining > 0)) {
-            if (c->srv->expect_refuses && c->srv->expect_refuses(r, c->srv->arg)) {
-                /* Refused whatever the body: answer now, and do not invite it. */
-                c->answer_early = 1;
-                return 0;
-            }
-            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            flush_out(c);
-        }
+    expect = hs_req_header(r, "Expect");
+    if (announced && !c->answer_early && expect && strcasecmp(expect, "100-continue") == 0 &&
+        r->minor >= 1) {
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        flush_out(c);
     }
     return 0;
 }
@@ -1270,14 +1336,17 @@ static void process_bytes(struct hs_conn *c)
                 return;
             }
             if (c->answer_early) {
-                /* The body was never invited: the connection ends with the answer. */
+                /* The body is not read: the connection ends with the answer,
+                 * and what the client still sends is drained meanwhile
+                 * (C_CLOSING), for LINGER_MS at most. */
                 c->answer_early = 0;
                 c->req.keep_alive = 0;
                 c->req.body_len = 0;
                 dispatch(c);
                 return;
             }
-            c->body_start_ms = now_ms();
+            c->body_deadline_ms = now_ms() + s->lim.idle_timeout_ms;
+            c->body_credited = 0;
             break;
         }
         case C_BODY: {
@@ -1376,6 +1445,10 @@ static void process_input(struct hs_conn *c)
     case C_TRAILER:
         body_timeout(c);
         break;
+    case C_CLOSING:
+        if (c->linger_end_ms)
+            linger_timeout(c);
+        break;
     default:
         break;
     }
@@ -1399,7 +1472,9 @@ static void write_cb(struct bufferevent *bev, void *arg)
              * (LINGER_MS from now). */
             shutdown(bufferevent_getfd(bev), SHUT_WR);
             bufferevent_disable(bev, EV_WRITE);
-            set_read_timeout(c, 1);
+            if (!c->linger_end_ms)
+                c->linger_end_ms = now_ms() + LINGER_MS;
+            linger_timeout(c);
         }
         return;
     }
@@ -1508,9 +1583,9 @@ void hs_server_on_refused(struct hs_server *srv, hs_refused_fn refused)
     srv->refused = refused;
 }
 
-void hs_server_on_expect(struct hs_server *srv, hs_expect_fn refuses)
+void hs_server_on_head(struct hs_server *srv, hs_refuses_fn refuses)
 {
-    srv->expect_refuses = refuses;
+    srv->head_refuses = refuses;
 }
 
 void hs_server_set_limits(struct hs_server *srv, const struct hs_limits *limits)

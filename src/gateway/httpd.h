@@ -4,7 +4,8 @@
  * One request at a time per connection (pipelined requests wait in the input
  * buffer), keep-alive, Content-Length and chunked request bodies, caps on the
  * header block (431) and the body (413, answered before the body is read,
- * also for `Expect: 100-continue`), complete responses and chunked streaming
+ * also for `Expect: 100-continue`), a caller's refusal answered before the
+ * body is read (hs_server_on_head), complete responses and chunked streaming
  * responses with a high-water mark for backpressure, and a callback when the
  * client goes away mid-request so the caller can abort its upstream work.
  * A cap on open connections (hs_server_set_max_connections) keeps the
@@ -51,13 +52,18 @@ struct hs_server *hs_server_new(struct event_base *base, const struct hs_limits 
  * method and path when the request line was not read). */
 typedef void (*hs_refused_fn)(struct hs_req *req, int status, const char *message, void *arg);
 void hs_server_on_refused(struct hs_server *srv, hs_refused_fn refused);
-/* Asked of a request that sent `Expect: 100-continue`, once its head is in
- * and before the server sends `100 Continue`: nonzero when the handler will
- * refuse it whatever its body (no such path, a missing key). Then no 100 is
- * sent and the body is not read: the handler is called at once with an empty
- * body, and the connection closes after its answer. */
-typedef int (*hs_expect_fn)(struct hs_req *req, void *arg);
-void hs_server_on_expect(struct hs_server *srv, hs_expect_fn refuses);
+/* Asked of every request that announces a body (a Content-Length over 0,
+ * or chunked), once its head is in and its framing checked, before any of
+ * the body is read (and before `100 Continue` is sent to one that expects
+ * it): nonzero when the handler will refuse it whatever its body (no such
+ * path, a wrong method, a missing key). Then the body is not read: the
+ * handler is called at once with an empty body, and the connection closes
+ * after its answer, since the unread body cannot be told from a next
+ * request. So a client the handler refuses holds no body in memory, nor a
+ * connection for as long as a body may take. A request with no body is
+ * handled as any other and keeps its connection. */
+typedef int (*hs_refuses_fn)(struct hs_req *req, void *arg);
+void hs_server_on_head(struct hs_server *srv, hs_refuses_fn refuses);
 /* Listen on host:port (numeric IPv4/IPv6 host; port 0 lets the OS choose).
  * Returns 0 or -errno. */
 int hs_server_listen(struct hs_server *srv, const char *host, int port);

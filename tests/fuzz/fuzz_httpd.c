@@ -8,8 +8,9 @@
  * connection (or a bounded number of turns). The handler answers by path:
  * "/stream..." with a chunked stream of the body, "/hold..." not at all
  * (it waits for the client to go away: on_abort), anything else at once
- * with the body. The file's static accept callback is reached by including
- * it.
+ * with the body; "/refuse..." with a body is refused on its head
+ * (hs_server_on_head), its body unread. The file's static accept callback
+ * is reached by including it.
  *
  * Threads: one.
  */
@@ -42,6 +43,12 @@ static void on_refused(struct hs_req *req, int status, const char *message, void
     hs_resp_header(req, "X-Refused", "1");
 }
 
+static int head_refuses(struct hs_req *req, void *arg)
+{
+    (void)arg;
+    return strncmp(hs_req_path(req), "/refuse", 7) == 0;
+}
+
 static void on_abort(void *arg)
 {
     ((struct held *)arg)->aborted++;
@@ -66,6 +73,10 @@ static void handler(struct hs_req *req, void *arg)
         return;
     }
     hs_resp_header(req, "X-Path-Length", path[1] ? "long" : "short");
+    if (strncmp(path, "/refuse", 7) == 0) {
+        hs_respond(req, 401, "application/json", "{}", 2);
+        return;
+    }
     if (strncmp(path, "/stream", 7) == 0) {
         hs_stream_begin(req, 200, "text/event-stream");
         for (size_t off = 0; off < len; off += 7)
@@ -103,6 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!srv)
         return 0;
     hs_server_on_refused(srv, on_refused);
+    hs_server_on_head(srv, head_refuses);
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
         hs_server_free(srv);
         return 0;

@@ -622,9 +622,11 @@ def errors(gw_bin, fake_bin):
         raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                            b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
         assert status_of(raw) == 413, raw[:200]
-        # chunked bodies are capped as they arrive
+        # chunked bodies are capped as they arrive (a request with a key:
+        # one without is refused before its body)
         chunk = b"x" * 40000
         raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: Bearer gk-one\r\n"
                            b"Transfer-Encoding: chunked\r\n\r\n" +
                            (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2 + b"0\r\n\r\n")
         assert status_of(raw) == 413, raw[:200]
@@ -660,6 +662,106 @@ def errors(gw_bin, fake_bin):
     check("100 Continue only after the path, method and key checks pass",
           continue_only_after_checks)
 
+    def refused_before_the_body():
+        # Every request, not only one sent with Expect: 100-continue, is checked
+        # for its path, method and key once its head is in: a refused one is
+        # answered at once, its body unread, and the connection closes (the
+        # body's bytes would otherwise be read as the next request). A client
+        # with no key cannot make the gateway hold a body, nor a connection
+        # for as long as a body may take.
+        def head_only(path, key, method=b"POST", framing=b"Content-Length: 60000\r\n"):
+            head = (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" +
+                    (b"Authorization: Bearer " + key + b"\r\n" if key else b"") +
+                    framing + b"\r\n")
+            s = socket.create_connection((HOST, port), timeout=2)
+            try:
+                s.sendall(head)
+                got = b""
+                while True:
+                    try:
+                        b = s.recv(65536)
+                    except socket.timeout:
+                        raise AssertionError("no answer before the body: %r" % ((path, got),))
+                    if not b:
+                        return got
+                    got += b
+            finally:
+                s.close()
+        for path, key, method, status in ((b"/v1/nothing", b"gk-one", b"POST", 404),
+                                          (b"/v1/chat/completions", None, b"POST", 401),
+                                          (b"/v1/chat/completions", b"bad", b"POST", 401),
+                                          (b"/v1/route", b"gk-on", b"POST", 401),
+                                          (b"/v1/models", None, b"HEAD", 401),
+                                          (b"/v1/models", b"gk-one", b"POST", 405),
+                                          (b"/health", None, b"POST", 405),
+                                          (b"/metrics", None, b"PUT", 405)):
+            for framing in (b"Content-Length: 60000\r\n", b"Transfer-Encoding: chunked\r\n"):
+                got = head_only(path, key, method, framing)
+                assert status_of(got) == status, (path, method, framing, got[:300])
+                assert b"\r\nConnection: close\r\n" in got, got[:300]
+                assert b"\r\nx-request-id: " in got, got[:300]
+                if method != b"HEAD":
+                    error_shape(json.loads(got.split(b"\r\n\r\n", 1)[1]))
+        # A keep-alive client whose refused request carried a small body gets
+        # the refusal alone: the body and what follows it are not read as
+        # requests.
+        body = b'{"model": "mocky", "messages": []}'
+        raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: Bearer wrong\r\nContent-Length: %d\r\n\r\n"
+                           % len(body) + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(raw) == 401 and raw.count(b"HTTP/1.1 ") == 1, raw
+        assert b"\r\nConnection: close\r\n" in raw, raw
+        # /health and /metrics stay open to all: their bodies, if any, are
+        # read and the connection kept; so does a refused request with no body.
+        for path in (b"/health", b"/metrics"):
+            for method in (b"GET", b"HEAD"):
+                raw = raw_exchange(port, method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 5\r\n\r\nhello"
+                                   b"GET /health HTTP/1.1\r\nHost: x\r\n"
+                                   b"Connection: close\r\n\r\n")
+                assert raw.count(b"HTTP/1.1 200 ") == 2, (path, method, raw[:600])
+        raw = raw_exchange(port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(raw) == 401 and raw.count(b"HTTP/1.1 200 ") == 1, raw[:600]
+        still_serving(gw, auth)
+    check("401, 404 and 405 before the body of every request, connection closed",
+          refused_before_the_body)
+
+    def lingering_is_bounded():
+        # After a refusal the server drains what the client still sends for
+        # a moment (2 s) so that the client reads the answer; a client that
+        # goes on sending must not keep the connection for longer.
+        for head in (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 10000000\r\n\r\n",
+                     b"POST /v1/nothing HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 60000\r\n\r\n"):
+            s = socket.create_connection((HOST, port), timeout=2)
+            try:
+                s.sendall(head)
+                got = b""
+                while True:  # the answer, then the server's end of sending
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    got += b
+                assert status_of(got) in (404, 413), got[:200]
+                # The server still reads (and drops) what comes: the
+                # connection is gone once a byte sent meets a reset.
+                t0 = time.monotonic()
+                closed = False
+                while time.monotonic() - t0 < 8 and not closed:
+                    try:
+                        s.sendall(b"x")
+                        time.sleep(0.3)
+                    except (BrokenPipeError, ConnectionResetError):
+                        closed = True
+                took = time.monotonic() - t0
+                assert closed and took < 4, (head[:30], closed, took)
+            finally:
+                s.close()
+    check("a client that keeps sending after a refusal is closed within the linger time",
+          lingering_is_bounded)
+
     def headers_too_large():
         raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8000 +
                            b"\r\n\r\n")
@@ -676,7 +778,8 @@ def errors(gw_bin, fake_bin):
                     b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",
                     b"POST /v1/route HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
                     b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                    b"POST /v1/route HTTP/1.1\r\nAuthorization: Bearer gk-one\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
                     # a NUL must not end the head early and hide Content-Length
                     b"POST /v1/route HTTP/1.1\r\n\x00X: y\r\nContent-Length: 24\r\n\r\n"
                     b"GET /health HTTP/1.1\r\n\r\n"):
@@ -685,6 +788,78 @@ def errors(gw_bin, fake_bin):
             assert raw.count(b"\r\nContent-Length: ") == 1, (bad, raw)  # nothing after it served
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
+
+    def strict_content_length():
+        # RFC 9110 section 8.6: Content-Length is 1*DIGIT; the blanks around a
+        # value (SP, HTAB) are no part of it. No sign, and no other control
+        # character before the digits: behind a front proxy that reads such a
+        # value differently a lenient parse would smuggle a request.
+        def send(value, more=b""):
+            return raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n"
+                                b"Authorization: Bearer gk-one\r\n"
+                                b"Content-Length:" + value + b"\r\n\r\n{}" + more, timeout=2)
+        ctl = "a control character in the value of header Content-Length"
+        for bad, message in ((b" \x0b+2", ctl), (b" \x0b2", ctl), (b" \r2", ctl),
+                             (b" \x0c2", ctl), (b" 2\x0b", ctl),
+                             (b" \x00", "a NUL byte in the request head"),
+                             (b" +2", None), (b" -0", None), (b" 2 2", None), (b" 0x2", None),
+                             (b" 2,2", None), (b"", None), (b" 99999999999999999999999", 413)):
+            raw = send(bad, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            status = 413 if message == 413 else 400
+            assert status_of(raw) == status and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:400])
+            assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:400])
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            if status == 400:
+                assert e["message"] == (message or "malformed Content-Length"), (bad, e)
+        for good in (b"2", b" 2", b"\t2 \t", b" 002"):
+            raw = send(good)
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            # read and answered: /v1/route refuses {} for its missing queries
+            assert status_of(raw) == 400 and e["param"] == "queries", (good, raw[:400])
+        still_serving(gw, auth)
+    check("Content-Length is digits alone, blanks around them: 400 for a sign or a control "
+          "character", strict_content_length)
+
+    def control_characters_in_values():
+        # RFC 9110 section 5.5: a field value holds no control character but
+        # HTAB; a lone CR or any other is refused with 400 naming the field,
+        # and the connection closes.
+        for bad in (b"a\rb", b"a\x01b", b"\x0bab", b"a\x1bb", b"a\x7fb", b"ab\x0c"):
+            raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Odd: " + bad +
+                               b"\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+            assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:400])
+            assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:400])
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            assert e["message"] == "a control character in the value of header X-Odd", (bad, e)
+        for good in (b"a\tb", b"caf\xc3\xa9", b"\xff", b"a b"):
+            raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Odd: " + good +
+                               b"\r\nConnection: close\r\n\r\n", timeout=2)
+            assert status_of(raw) == 200, (good, raw[:400])
+        # Nor in the request target.
+        raw = raw_exchange(port, b"GET /hea\x01lth HTTP/1.1\r\nHost: x\r\n\r\n", timeout=2)
+        assert status_of(raw) == 400 and b"\r\nConnection: close\r\n" in raw, raw[:400]
+        still_serving(gw, auth)
+    check("400 for a control character but HTAB in a header value, naming the header",
+          control_characters_in_values)
+
+    def http10_transfer_encoding():
+        # RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is
+        # faulty framing, whatever else the message says: 400, and the
+        # connection closes, even when the client asked to keep it.
+        for framing in (b"Transfer-Encoding: chunked\r\n",
+                        b"Transfer-Encoding: chunked\r\nContent-Length: 7\r\n"):
+            raw = raw_exchange(port, b"POST /v1/route HTTP/1.0\r\nHost: x\r\n"
+                               b"Authorization: Bearer gk-one\r\nConnection: keep-alive\r\n" +
+                               framing + b"\r\n2\r\n{}\r\n0\r\n\r\n"
+                               b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                               timeout=2)
+            assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, raw[:400]
+            assert b"\r\nConnection: close\r\n" in raw, raw[:400]
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            assert "Transfer-Encoding" in e["message"], e
+        still_serving(gw, auth)
+    check("400 and close for Transfer-Encoding in an HTTP/1.0 request",
+          http10_transfer_encoding)
 
     def chunk_sizes():
         # RFC 9112: chunk-size is 1*HEXDIG, then at most chunk extensions
@@ -810,10 +985,17 @@ def errors(gw_bin, fake_bin):
     check("400 at once for a head with bare LF line ends, connection closed", bare_lf_head)
 
     def bytewise_crlf_head():
-        raw, closed = send_bytewise(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\r\n"
+        raw, closed = send_bytewise(b"GET /health HTTP/1.1\r\nHost: x\r\n"
                                     b"Connection: close\r\n\r\n", 5)
         assert status_of(raw) == 200 and closed, raw[:300]
-    check("a CRLF head sent a byte at a time is served", bytewise_crlf_head)
+        # CRs that end no line do not throw the scan for the head's end: the
+        # head is found, then refused for the lone CR in a value.
+        raw, closed = send_bytewise(b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\r\n"
+                                    b"Connection: close\r\n\r\n", 5)
+        assert status_of(raw) == 400 and closed, raw[:300]
+        assert b"the value of header X-A" in raw, raw[:300]
+    check("a CRLF head sent a byte at a time is served; one with a lone CR refused at its end",
+          bytewise_crlf_head)
 
     def bare_lf_in_a_value():
         # The head ends with CRLF CRLF; one header value holds an LF.
@@ -1082,8 +1264,9 @@ def lifecycle(gw_bin, fake_bin):
         # A body must come at 500 bytes a second at least beyond
         # idle_timeout_ms: one trickled a byte every 0.1 s (each gap well
         # within the idle timeout) is cut off once idle_timeout_ms has passed
-        # since the head ended; one sent at about 1,200 bytes a second, for
-        # longer than idle_timeout_ms in all, is answered.
+        # since the head ended, and so is one whose start came fast; one sent
+        # at about 1,200 bytes a second, for longer than idle_timeout_ms in
+        # all, is answered.
         cfg = base_config(fake, server={"idle_timeout_ms": 1000})
         slow = Gateway(gw_bin, wd, cfg, name="gw-slowbody", env={KEY_ENV: UPSTREAM_KEY})
         body = json.dumps({"model": "mocky", "messages": HELLO}).encode()
@@ -1094,6 +1277,17 @@ def lifecycle(gw_bin, fake_bin):
         s.sendall(head)
         closed, took = trickle(s, body[:100])
         assert closed and took < 3.5, "a trickled body kept its connection %.1f s" % took
+
+        # Bytes sent fast earn no time to trickle the rest in later: the time
+        # a body has in hand is never more than idle_timeout_ms. (Without
+        # that ceiling these 55,000 bytes would buy 110 s.)
+        big = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+        s = socket.create_connection((HOST, slow.port), timeout=5)
+        s.sendall(big + b" " * 55000)
+        closed, took = trickle(s, b" " * 100)
+        assert closed and took < 3.5, "a body sent fast, then trickled, kept its connection " \
+            "%.1f s" % took
 
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(head)
@@ -1111,7 +1305,8 @@ def lifecycle(gw_bin, fake_bin):
         still_serving(slow)
         slow.signal(signal.SIGTERM)
         assert slow.wait(15) == 0
-    check("a body trickled in slower than 500 bytes a second is cut off", trickled_body)
+    check("a body trickled in slower than 500 bytes a second is cut off, also after a fast "
+          "start", trickled_body)
 
     def sigterm_drains():
         fake.scenario("chunks=6;chunk_delay_ms=200")
