@@ -148,15 +148,23 @@ static int refuse(struct hs_req *req, int status, const char *param, const char 
     return status;
 }
 
-/* The request body as JSON, or NULL after answering 400 (status set). */
-static json_t *load_body(struct hs_req *req, int *status)
+/* The request body as JSON, or NULL after answering 400, or 413 for a body
+ * over server.max_json_values (status set). */
+static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
 {
     json_error_t je;
     size_t len;
     const char *body = hs_req_body(req, &len);
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    char msg[400];
+    json_t *root;
+
+    /* Counted before the parse, which costs memory by the value. */
+    if (gw_body_over_value_limit(gw->conf, body, len, msg, sizeof msg)) {
+        *status = refuse(req, 413, NULL, "too_many_json_values", msg);
+        return NULL;
+    }
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        char msg[400];
         snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
                  je.text, je.line, je.column);
         *status = refuse(req, 400, NULL, "invalid_json", msg);
@@ -437,7 +445,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     int status = 200, batch = 0;
     char param[64], msg[700];
 
-    if (!(root = load_body(req, &status)))
+    if (!(root = load_body(gw, req, &status)))
         return status;
     queries = json_object_get(root, "queries");
     jstrategy = json_object_get(root, "strategy");
@@ -923,7 +931,7 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
                  LR_STORE_MAX_KEY);
         return refuse(req, 400, "Idempotency-Key", "invalid_value", msg);
     }
-    if (!(root = load_body(req, &status)))
+    if (!(root = load_body(gw, req, &status)))
         return status;
     q = json_object_get(root, "query");
     m = json_object_get(root, "model");

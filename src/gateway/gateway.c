@@ -28,6 +28,7 @@
 
 #include "connlimit.h"
 #include "gateway.h"
+#include "jsonscan.h"
 #include "metrics.h"
 #include "upstream.h"
 
@@ -177,6 +178,20 @@ static void log_event(const char *event, const char *fmt, ...)
     line_put(&l, "{\"event\":\"%s\"", event);
     line_str(&l, "message", msg);
     line_write(&l);
+}
+
+int gw_body_over_value_limit(const struct gw_conf *conf, const char *body, size_t len, char *msg,
+                             size_t cap)
+{
+    size_t limit = conf->set.max_json_values;
+    if (js_count_values(body, len, limit) <= limit)
+        return 0;
+    snprintf(msg, cap,
+             "the request body holds more than %zu JSON values (server.max_json_values; each "
+             "object, array, string, member name, number and literal is one): send a smaller "
+             "body, or raise the setting",
+             limit);
+    return 1;
 }
 
 /* ==== Dispatch ==== */

@@ -80,10 +80,20 @@ struct gw_router {
     struct lr_router *router;
 };
 
+/* server.max_json_values by default. Bodies are parsed whole with jansson,
+ * which costs up to about 230 bytes per value (an empty object `{}`, two
+ * bytes of text): at this bound a parse costs at most about 45 MB, where a
+ * 4 MiB body of `{},` costs 320 MB. It is generous for real bodies: the
+ * largest /v1/route body (1,000 queries, each with 64 candidate names)
+ * holds about 71,000 values, and a chat body with 128 tools and hundreds
+ * of messages some 15,000. */
+#define GW_MAX_JSON_VALUES_DEFAULT 200000
+
 struct gw_settings {
     char listen_host[64];
     int listen_port;
     size_t max_body_bytes;
+    size_t max_json_values; /* values a JSON request body may hold; over it: 413 */
     size_t max_header_bytes;
     size_t max_response_bytes;
     size_t stream_buffer_bytes;
@@ -235,6 +245,12 @@ void proxy_shutdown_answer(struct gw *gw);
 
 /* Monotonic time in seconds. */
 double gw_now(void);
+
+/* Whether a JSON request body holds more values than conf's
+ * server.max_json_values (counted by jsonscan.h's js_count_values, before
+ * any parse): 1 with the 413's message in msg, else 0. */
+int gw_body_over_value_limit(const struct gw_conf *conf, const char *body, size_t len, char *msg,
+                             size_t cap);
 
 /* A request id: the client's x-request-id when it is sane, else generated.
  * buf has room for at least 64 bytes. */

@@ -152,6 +152,7 @@ static int get_int(json_t *obj, const char *key, long long lo, long long hi, lon
 static const char *const server_keys[] = {
     "listen",
     "max_body_bytes",
+    "max_json_values",
     "max_header_bytes",
     "max_response_bytes",
     "stream_buffer_bytes",
@@ -236,6 +237,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
     int rc = 0;
 
     s->max_body_bytes = 4u << 20;
+    s->max_json_values = GW_MAX_JSON_VALUES_DEFAULT;
     s->max_header_bytes = 32u << 10;
     s->max_response_bytes = 64u << 20;
     s->stream_buffer_bytes = 256u << 10;
@@ -282,6 +284,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         s->field = (type)v;                                                                        \
     } while (0)
         INT_KEY("max_body_bytes", 1, 1LL << 30, max_body_bytes, size_t);
+        INT_KEY("max_json_values", 1, 1LL << 30, max_json_values, size_t);
         INT_KEY("max_header_bytes", 1024, 1LL << 20, max_header_bytes, size_t);
         INT_KEY("max_response_bytes", 1024, 1LL << 32, max_response_bytes, size_t);
         INT_KEY("stream_buffer_bytes", 4096, 1LL << 26, stream_buffer_bytes, size_t);
