@@ -210,6 +210,9 @@ struct gw {
     struct event *wake; /* runs the queue after an attempt frees a slot */
     struct exchange *live; /* every forwarding request not yet finished (proxy.c) */
     struct gw_offload *offload; /* worker threads (offload.c) */
+    /* Bytes the /v1/route jobs alive hold (api.c), bounded by a budget
+     * that refuses more with 503 server_busy. On the loop only. */
+    size_t route_held;
     /* When the last feedback append found the store busy (gw_now()), or 0;
      * written and read by the serial feedback jobs only (api.c). */
     double store_busy_at;
