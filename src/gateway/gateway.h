@@ -110,6 +110,11 @@ struct gw_settings {
     struct rs_queue_conf queue;
     char *api_keys_env;
     char **api_keys; /* NULL-terminated; NULL when no gateway keys */
+    /* The keys POST /v1/feedback takes instead, when set: feedback feeds
+     * the history every smart route decides from, so it may be kept from
+     * the clients that only route. */
+    char *feedback_api_keys_env;
+    char **feedback_api_keys; /* NULL-terminated; NULL: feedback takes the client keys */
 };
 
 struct gw_conf {
