@@ -168,7 +168,7 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
     json_t *root;
 
     /* Counted before the parse, which costs memory by the value. */
-    if (gw_body_over_value_limit(gw->conf, body, len, msg, sizeof msg)) {
+    if (gw_body_over_value_limit(gw, gw->conf, body, len, msg, sizeof msg)) {
         *status = refuse(req, 413, NULL, "too_many_json_values", msg);
         return NULL;
     }

@@ -88,6 +88,9 @@ struct gw_router {
  * holds about 71,000 values, and a chat body with 128 tools and hundreds
  * of messages some 15,000. */
 #define GW_MAX_JSON_VALUES_DEFAULT 200000
+/* A body of this many values parses into a tree of some 5 to 11 MB: a
+ * second later the gateway hands freed memory back (gateway.c, on_trim). */
+#define GW_TRIM_VALUES 50000
 
 struct gw_settings {
     char listen_host[64];
@@ -218,6 +221,9 @@ struct gw {
     /* Bytes the /v1/route jobs alive hold (api.c), bounded by a budget
      * that refuses more with 503 server_busy. On the loop only. */
     size_t route_held;
+    /* Pending a second after a body of GW_TRIM_VALUES or more was
+     * checked: then freed memory is handed back (gateway.c). */
+    struct event *trim_timer;
     /* When the last feedback append found the store busy (gw_now()), or 0;
      * written and read by the serial feedback jobs only (api.c). */
     double store_busy_at;
@@ -256,9 +262,10 @@ double gw_now(void);
 
 /* Whether a JSON request body holds more values than conf's
  * server.max_json_values (counted by jsonscan.h's js_count_values, before
- * any parse): 1 with the 413's message in msg, else 0. */
-int gw_body_over_value_limit(const struct gw_conf *conf, const char *body, size_t len, char *msg,
-                             size_t cap);
+ * any parse): 1 with the 413's message in msg, else 0. A body of
+ * GW_TRIM_VALUES or more starts gw->trim_timer. */
+int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,
+                             size_t len, char *msg, size_t cap);
 
 /* A request id: the client's x-request-id when it is sane, else generated.
  * buf has room for at least 64 bytes. */

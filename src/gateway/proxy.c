@@ -2393,7 +2393,7 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     /* The parse costs memory by the value, not by the byte: bounded first. */
     {
         char msg[400];
-        if (gw_body_over_value_limit(ex->conf, body, len, msg, sizeof msg)) {
+        if (gw_body_over_value_limit(ex->gw, ex->conf, body, len, msg, sizeof msg)) {
             fail_with(ex, 413, NULL, "too_many_json_values", "%s", msg);
             return;
         }
