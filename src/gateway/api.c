@@ -30,6 +30,15 @@
  * one text); this many at a time, so a batch of 1,000 neither opens 1,000
  * connections to the embedder nor holds 1,000 descriptors. */
 #define ROUTE_EMBED_PARALLEL 8
+/* What the /v1/route jobs alive at once (fetching vectors, waiting for a
+ * worker, or on one) may hold together: this many bodies of
+ * server.max_body_bytes (64 MiB by default). After its check a job holds
+ * copies of its strings, no larger than its body, and its arrays, so the
+ * budget is about that many of the largest bodies at once, and it grows
+ * with the setting that bounds one. Past it a request is refused 503
+ * server_busy: the workers are two, so a longer queue would only hold
+ * memory while its clients wait. */
+#define ROUTE_HELD_BODIES 16
 
 static int send_json(struct hs_req *req, int status, json_t *obj)
 {
@@ -148,15 +157,23 @@ static int refuse(struct hs_req *req, int status, const char *param, const char 
     return status;
 }
 
-/* The request body as JSON, or NULL after answering 400 (status set). */
-static json_t *load_body(struct hs_req *req, int *status)
+/* The request body as JSON, or NULL after answering 400, or 413 for a body
+ * over server.max_json_values (status set). */
+static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
 {
     json_error_t je;
     size_t len;
     const char *body = hs_req_body(req, &len);
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    char msg[400];
+    json_t *root;
+
+    /* Counted before the parse, which costs memory by the value. */
+    if (gw_body_over_value_limit(gw, gw->conf, body, len, msg, sizeof msg)) {
+        *status = refuse(req, 413, NULL, "too_many_json_values", msg);
+        return NULL;
+    }
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        char msg[400];
         snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
                  je.text, je.line, je.column);
         *status = refuse(req, 400, NULL, "invalid_json", msg);
@@ -227,12 +244,14 @@ struct route_fetch {
  * smart router over a dense store the queries' vectors are fetched first (on
  * the loop), then the decisions run on a worker (offload.c). Everything it
  * points into (the parsed body's strings, the router, the vectors) is kept
- * alive by the job. */
+ * alive by the job. It holds no part of the parsed body: its strings are
+ * copied out (strings), and the tree is freed before the job waits. */
 struct route_job {
     struct gw *gw;
     struct gw_conf *conf; /* a reference: the router belongs to it */
     struct hs_req *req;   /* NULL once the client has gone */
-    json_t *root;
+    char *strings;        /* the queries and candidate names the requests point into */
+    size_t held;          /* bytes counted in gw->route_held */
     struct lr_router *router;
     struct lr_request *reqs;
     struct lr_decision *dec;
@@ -262,7 +281,8 @@ static void route_job_free(struct route_job *j)
     free(j->fetch);
     free(j->vecs);
     gw_conf_unref(j->conf);
-    json_decref(j->root);
+    j->gw->route_held -= j->held;
+    free(j->strings);
     free(j->reqs);
     free(j->dec);
     free(j->names);
@@ -419,6 +439,63 @@ static void route_got(void *arg, float *vec, size_t dim, const char *why)
     route_fetch_more(j);
 }
 
+/* Copy s to *p and move *p past it; the copy. */
+static const char *keep(char **p, const char *s)
+{
+    size_t len = strlen(s) + 1;
+    const char *copy = memcpy(*p, s, len);
+    *p += len;
+    return copy;
+}
+
+/* Copy the strings the requests point into (their queries, the default
+ * candidates in names[0..n_names), each query's own list in its slot of
+ * names) into one new block, and point them at the copies, so the parsed
+ * body can be freed. The block (the caller frees it) and its size in
+ * *size, or NULL when out of memory. */
+static char *keep_strings(struct lr_request *reqs, size_t n, const char **names, size_t n_names,
+                          size_t *size)
+{
+    size_t total = 1;
+    char *block, *p;
+
+    for (size_t k = 0; k < n_names; k++)
+        total += strlen(names[k]) + 1;
+    for (size_t i = 0; i < n; i++) {
+        const char **mine = names + ROUTE_MAX_MODELS + i * ROUTE_MAX_MODELS;
+        if (reqs[i].query)
+            total += strlen(reqs[i].query) + 1;
+        for (size_t k = 0; reqs[i].models == mine && k < reqs[i].n_models; k++)
+            total += strlen(mine[k]) + 1;
+    }
+    if (!(block = malloc(total)))
+        return NULL;
+    p = block;
+    for (size_t k = 0; k < n_names; k++)
+        names[k] = keep(&p, names[k]);
+    for (size_t i = 0; i < n; i++) {
+        const char **mine = names + ROUTE_MAX_MODELS + i * ROUTE_MAX_MODELS;
+        if (reqs[i].query)
+            reqs[i].query = keep(&p, reqs[i].query);
+        for (size_t k = 0; reqs[i].models == mine && k < reqs[i].n_models; k++)
+            mine[k] = keep(&p, mine[k]);
+    }
+    *size = total;
+    return block;
+}
+
+/* 503 server_busy: the /v1/route jobs alive hold their budget. */
+static int route_busy(struct hs_req *req)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg,
+             "the gateway is busy with other POST /v1/route requests (together they hold "
+             "%d x server.max_body_bytes, the most it keeps waiting); retry shortly",
+             ROUTE_HELD_BODIES);
+    hs_resp_header(req, "Retry-After", "1");
+    return refuse(req, 503, NULL, "server_busy", msg);
+}
+
 /* Checked on the loop, decided on a worker, answered on the loop: returns
  * 0 when the answer comes later, or the status of a refusal sent now. */
 int api_route(struct gw *gw, struct hs_req *req, const char *id)
@@ -436,8 +513,14 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     size_t n, n_names = 0;
     int status = 200, batch = 0;
     char param[64], msg[700];
+    char *strings = NULL;
+    size_t strings_size = 0, held, budget = ROUTE_HELD_BODIES * conf->set.max_body_bytes;
+    double alpha = NAN;
 
-    if (!(root = load_body(req, &status)))
+    /* Refused before the body is parsed when the budget is spent already. */
+    if (gw->route_held >= budget)
+        return route_busy(req);
+    if (!(root = load_body(gw, req, &status)))
         return status;
     queries = json_object_get(root, "queries");
     jstrategy = json_object_get(root, "strategy");
@@ -578,6 +661,26 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             reqs[i].n_models = n_names;
         }
     }
+    /* The job keeps copies of its strings, not the parsed body: a tree
+     * costs many times the text it was parsed from, and the job may wait
+     * for vectors and for a worker. */
+    strings = keep_strings(reqs, n, names, n_names, &strings_size);
+    if (!strings) {
+        status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
+        goto out;
+    }
+    if (jalpha)
+        alpha = json_number_value(jalpha);
+    json_decref(root);
+    root = NULL;
+    held = strings_size + n * (sizeof *reqs + sizeof *dec) +
+           (n * ROUTE_MAX_MODELS + ROUTE_MAX_MODELS) * sizeof *names +
+           3 * (conf->n_models + 1) * sizeof(int) + sizeof(struct route_job);
+    /* One job is always taken, whatever its size. */
+    if (gw->route_held > 0 && gw->route_held + held > budget) {
+        status = route_busy(req);
+        goto out;
+    }
     caps = calloc(conf->n_models + 1, sizeof *caps);
     live = calloc(conf->n_models + 1, sizeof *live);
     live_idx = calloc(conf->n_models + 1, sizeof *live_idx);
@@ -614,7 +717,9 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     job->conf = conf;
     gw_conf_ref(conf);
     job->req = req;
-    job->root = root;
+    job->strings = strings;
+    job->held = held;
+    gw->route_held += held;
     job->router = router;
     job->reqs = reqs;
     job->dec = dec;
@@ -630,9 +735,9 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     job->bo.capacities = caps;
     if (batch)
         job->bo.mode = LR_BATCH_QUALITY;
-    if (jalpha)
-        job->bo.alpha = json_number_value(jalpha);
-    root = NULL; /* the job owns these now */
+    if (!isnan(alpha))
+        job->bo.alpha = alpha;
+    strings = NULL; /* the job owns these now */
     reqs = NULL;
     dec = NULL;
     names = NULL;
@@ -659,6 +764,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     route_decide(job); /* a refusal there is answered and logged there */
     status = 0;
 out:
+    free(strings);
     free(reqs);
     free(dec);
     free(names);
@@ -923,7 +1029,7 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
                  LR_STORE_MAX_KEY);
         return refuse(req, 400, "Idempotency-Key", "invalid_value", msg);
     }
-    if (!(root = load_body(req, &status)))
+    if (!(root = load_body(gw, req, &status)))
         return status;
     q = json_object_get(root, "query");
     m = json_object_get(root, "model");

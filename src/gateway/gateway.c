@@ -22,12 +22,16 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <curl/curl.h>
 #include <event2/event.h>
 
 #include "connlimit.h"
 #include "gateway.h"
+#include "jsonscan.h"
 #include "metrics.h"
 #include "upstream.h"
 
@@ -179,29 +183,75 @@ static void log_event(const char *event, const char *fmt, ...)
     line_write(&l);
 }
 
+int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,
+                             size_t len, char *msg, size_t cap)
+{
+    size_t limit = conf->set.max_json_values;
+    size_t n = js_count_values(body, len, limit);
+    if (n <= limit) {
+        if (n >= GW_TRIM_VALUES && gw->trim_timer && !evtimer_pending(gw->trim_timer, NULL)) {
+            struct timeval tv = {1, 0};
+            evtimer_add(gw->trim_timer, &tv);
+        }
+        return 0;
+    }
+    snprintf(msg, cap,
+             "the request body holds more than %zu JSON values (server.max_json_values; each "
+             "object, array, string, member name, number and literal is one): send a smaller "
+             "body, or raise the setting",
+             limit);
+    return 1;
+}
+
+/* A large body's tree was parsed a second ago, and is freed by now
+ * unless its request still waits with it. glibc keeps freed pieces for
+ * reuse, and those of a tree lie scattered over the heap, so the RSS
+ * stayed at the tree's size (61 MB after sixteen bodies of 190,000
+ * values, against 11 MB at start); malloc_trim returns their pages. Not
+ * after each body: the next large body would then fault its pages in
+ * again, and trimming after each one doubled the time of a run of them
+ * (21 to 43 ms a body of 190,000 values). A second later, at most once a
+ * second, a run of them pays for one trim. */
+static void on_trim(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 /* ==== Dispatch ==== */
 
 enum handler_kind { H_PROXY, H_API };
 
+/* Which key a path needs. */
+enum key_need {
+    KEY_NONE,
+    KEY_CLIENT,   /* one of server.api_keys_env's, when it is set */
+    KEY_FEEDBACK, /* one of server.feedback_api_keys_env's when it is set, else KEY_CLIENT */
+};
+
 struct path_entry {
     const char *path;
     const char *method;
-    int needs_key;
+    enum key_need needs_key;
     enum handler_kind kind;
     enum gw_endpoint ep;
     int (*api)(struct gw *, struct hs_req *, const char *id);
 };
 
 static const struct path_entry paths[] = {
-    {"/v1/chat/completions", "POST", 1, H_PROXY, EP_CHAT, NULL},
-    {"/v1/completions", "POST", 1, H_PROXY, EP_COMPLETIONS, NULL},
-    {"/v1/embeddings", "POST", 1, H_PROXY, EP_EMBEDDINGS, NULL},
-    {"/v1/responses", "POST", 1, H_PROXY, EP_RESPONSES, NULL},
-    {"/v1/models", "GET", 1, H_API, EP_CHAT, api_models},
-    {"/v1/route", "POST", 1, H_API, EP_CHAT, api_route},
-    {"/v1/feedback", "POST", 1, H_API, EP_CHAT, api_feedback},
-    {"/health", "GET", 0, H_API, EP_CHAT, api_health},
-    {"/metrics", "GET", 0, H_API, EP_CHAT, api_metrics},
+    {"/v1/chat/completions", "POST", KEY_CLIENT, H_PROXY, EP_CHAT, NULL},
+    {"/v1/completions", "POST", KEY_CLIENT, H_PROXY, EP_COMPLETIONS, NULL},
+    {"/v1/embeddings", "POST", KEY_CLIENT, H_PROXY, EP_EMBEDDINGS, NULL},
+    {"/v1/responses", "POST", KEY_CLIENT, H_PROXY, EP_RESPONSES, NULL},
+    {"/v1/models", "GET", KEY_CLIENT, H_API, EP_CHAT, api_models},
+    {"/v1/route", "POST", KEY_CLIENT, H_API, EP_CHAT, api_route},
+    {"/v1/feedback", "POST", KEY_FEEDBACK, H_API, EP_CHAT, api_feedback},
+    {"/health", "GET", KEY_NONE, H_API, EP_CHAT, api_health},
+    {"/metrics", "GET", KEY_NONE, H_API, EP_CHAT, api_metrics},
 };
 #define N_PATHS (sizeof paths / sizeof paths[0])
 
@@ -215,20 +265,38 @@ static int key_equals(const char *a, const char *b)
     return d == 0;
 }
 
-static int authorized(const struct gw_conf *conf, struct hs_req *req)
+/* Whether the request's bearer key is one of keys (NULL-terminated); every
+ * key is compared, so the time does not say which one matched. */
+static int key_listed(struct hs_req *req, char *const *keys)
 {
     const char *h = hs_req_header(req, "Authorization");
     int ok = 0;
-    if (!conf->set.api_keys)
-        return 1;
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return 0;
     h += 7;
     while (*h == ' ')
         h++;
-    for (size_t i = 0; conf->set.api_keys[i]; i++)
-        ok |= key_equals(h, conf->set.api_keys[i]);
+    for (size_t i = 0; keys[i]; i++)
+        ok |= key_equals(h, keys[i]);
     return ok;
+}
+
+/* Whether the request may reach e: 0, else the status of its refusal. A
+ * client key is no feedback key (403: the client is known, the history
+ * is not its to write); no key, or a key of neither list, is 401. */
+static int key_refusal(const struct gw_conf *conf, const struct path_entry *e,
+                       struct hs_req *req)
+{
+    char *const *fb = conf->set.feedback_api_keys;
+    char *const *keys = conf->set.api_keys;
+    if (e->needs_key == KEY_FEEDBACK && fb) {
+        if (key_listed(req, fb))
+            return 0;
+        return keys && key_listed(req, keys) ? 403 : 401;
+    }
+    if (e->needs_key == KEY_NONE || !keys)
+        return 0;
+    return key_listed(req, keys) ? 0 : 401;
 }
 
 /* HEAD is answered wherever GET is, with GET's head and no body (httpd.c
@@ -249,17 +317,17 @@ static const struct path_entry *path_find(const char *path)
 
 /* A request announcing a body has it read only when handle() will not
  * refuse it anyway: an unknown path (404), a wrong method (405), a missing
- * or wrong key (401) are answered on the head alone (httpd.h,
- * hs_server_on_head), so a client with no key cannot make the gateway hold
- * its body, and one announcing it with Expect: 100-continue is not invited
- * to send it. */
+ * or wrong key (401, or 403 for a client key on /v1/feedback when feedback
+ * keys are set) are answered on the head alone (httpd.h, hs_server_on_head),
+ * so a client with no key cannot make the gateway hold its body, and one
+ * announcing it with Expect: 100-continue is not invited to send it. */
 static int head_refuses(struct hs_req *req, void *arg)
 {
     struct gw *gw = arg;
     const struct path_entry *e = path_find(hs_req_path(req));
     if (!e || !method_ok(e, hs_req_method(req)))
         return 1;
-    return e->needs_key && !authorized(gw->conf, req);
+    return key_refusal(gw->conf, e, req) != 0;
 }
 
 static void handle(struct hs_req *req, void *arg)
@@ -268,20 +336,34 @@ static void handle(struct hs_req *req, void *arg)
     const struct path_entry *e = NULL;
     char id[136], method[32], path[256];
     double t0 = gw_now();
-    int status;
+    int status, refusal = 0;
 
     /* Copies: the request is gone once it is answered, and the log comes after. */
     snprintf(method, sizeof method, "%s", hs_req_method(req));
     snprintf(path, sizeof path, "%s", hs_req_path(req));
     gw_request_id(gw, req, id, sizeof id);
     e = path_find(path);
-    if (e && method_ok(e, method) && e->needs_key && !authorized(gw->conf, req)) {
+    if (e && method_ok(e, method))
+        refusal = key_refusal(gw->conf, e, req);
+    if (refusal == 401) {
         hs_resp_header(req, "x-request-id", id);
         hs_resp_header(req, "WWW-Authenticate", "Bearer");
-        gw_send_error(req, 401, NULL, "invalid_api_key",
-                      "Incorrect or missing API key: send 'Authorization: Bearer KEY' with one "
-                      "of the gateway's keys");
+        if (e->needs_key == KEY_FEEDBACK && gw->conf->set.feedback_api_keys)
+            gw_send_error(req, 401, NULL, "invalid_api_key",
+                          "Incorrect or missing API key: send 'Authorization: Bearer KEY' with "
+                          "one of the gateway's feedback keys (server.feedback_api_keys_env)");
+        else
+            gw_send_error(req, 401, NULL, "invalid_api_key",
+                          "Incorrect or missing API key: send 'Authorization: Bearer KEY' with "
+                          "one of the gateway's keys");
         status = 401;
+    } else if (refusal == 403) {
+        hs_resp_header(req, "x-request-id", id);
+        gw_send_error(req, 403, NULL, "feedback_key_required",
+                      "POST /v1/feedback writes the history every smart route decides from, and "
+                      "takes only the gateway's feedback keys (server.feedback_api_keys_env): "
+                      "this key is a client key");
+        status = 403;
     } else if (e && method_ok(e, method)) {
         if (e->kind == H_PROXY) {
             proxy_handle(gw, req, e->ep, id);
@@ -754,7 +836,8 @@ int gw_run(const struct gw_options *opts)
         goto out;
     }
     gw.refresh_timer = evtimer_new(gw.base, on_refresh_timer, &gw);
-    if (!gw.refresh_timer) {
+    gw.trim_timer = evtimer_new(gw.base, on_trim, &gw);
+    if (!gw.refresh_timer || !gw.trim_timer) {
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;
     }
@@ -812,6 +895,8 @@ out:
     gw_offload_stop(&gw); /* jobs of aborted requests finish and are freed */
     if (gw.refresh_timer)
         event_free(gw.refresh_timer);
+    if (gw.trim_timer)
+        event_free(gw.trim_timer);
     proxy_shutdown(&gw);
     up_client_free(gw.upstream);
     metrics_free(gw.metrics);

@@ -80,10 +80,23 @@ struct gw_router {
     struct lr_router *router;
 };
 
+/* server.max_json_values by default. Bodies are parsed whole with jansson,
+ * which costs up to about 230 bytes per value (an empty object `{}`, two
+ * bytes of text): at this bound a parse costs at most about 45 MB, where a
+ * 4 MiB body of `{},` costs 320 MB. It is generous for real bodies: the
+ * largest /v1/route body (1,000 queries, each with 64 candidate names)
+ * holds about 71,000 values, and a chat body with 128 tools and hundreds
+ * of messages some 15,000. */
+#define GW_MAX_JSON_VALUES_DEFAULT 200000
+/* A body of this many values parses into a tree of some 5 to 11 MB: a
+ * second later the gateway hands freed memory back (gateway.c, on_trim). */
+#define GW_TRIM_VALUES 50000
+
 struct gw_settings {
     char listen_host[64];
     int listen_port;
     size_t max_body_bytes;
+    size_t max_json_values; /* values a JSON request body may hold; over it: 413 */
     size_t max_header_bytes;
     size_t max_response_bytes;
     size_t stream_buffer_bytes;
@@ -100,6 +113,11 @@ struct gw_settings {
     struct rs_queue_conf queue;
     char *api_keys_env;
     char **api_keys; /* NULL-terminated; NULL when no gateway keys */
+    /* The keys POST /v1/feedback takes instead, when set: feedback feeds
+     * the history every smart route decides from, so it may be kept from
+     * the clients that only route. */
+    char *feedback_api_keys_env;
+    char **feedback_api_keys; /* NULL-terminated; NULL: feedback takes the client keys */
 };
 
 struct gw_conf {
@@ -200,6 +218,12 @@ struct gw {
     struct event *wake; /* runs the queue after an attempt frees a slot */
     struct exchange *live; /* every forwarding request not yet finished (proxy.c) */
     struct gw_offload *offload; /* worker threads (offload.c) */
+    /* Bytes the /v1/route jobs alive hold (api.c), bounded by a budget
+     * that refuses more with 503 server_busy. On the loop only. */
+    size_t route_held;
+    /* Pending a second after a body of GW_TRIM_VALUES or more was
+     * checked: then freed memory is handed back (gateway.c). */
+    struct event *trim_timer;
     /* When the last feedback append found the store busy (gw_now()), or 0;
      * written and read by the serial feedback jobs only (api.c). */
     double store_busy_at;
@@ -235,6 +259,13 @@ void proxy_shutdown_answer(struct gw *gw);
 
 /* Monotonic time in seconds. */
 double gw_now(void);
+
+/* Whether a JSON request body holds more values than conf's
+ * server.max_json_values (counted by jsonscan.h's js_count_values, before
+ * any parse): 1 with the 413's message in msg, else 0. A body of
+ * GW_TRIM_VALUES or more starts gw->trim_timer. */
+int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,
+                             size_t len, char *msg, size_t cap);
 
 /* A request id: the client's x-request-id when it is sane, else generated.
  * buf has room for at least 64 bytes. */

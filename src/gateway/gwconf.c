@@ -152,6 +152,7 @@ static int get_int(json_t *obj, const char *key, long long lo, long long hi, lon
 static const char *const server_keys[] = {
     "listen",
     "max_body_bytes",
+    "max_json_values",
     "max_header_bytes",
     "max_response_bytes",
     "stream_buffer_bytes",
@@ -164,6 +165,7 @@ static const char *const server_keys[] = {
     "store_refresh_ms",
     "feedback_key_ttl_s",
     "api_keys_env",
+    "feedback_api_keys_env",
     "resilience",
     NULL,
 };
@@ -178,22 +180,25 @@ static int is_blank(char ch)
  * must not make a key that no client sends). An empty entry (`k1,,k2`, a
  * comma at the end) is never a key: it is skipped with a warning naming its
  * place, so a list that loaded before still does; only a list with no key
- * at all is refused. */
-static int load_api_keys(const struct gw_conf *c, struct gw_settings *s, struct lr_error *err)
+ * at all is refused. The same for server.api_keys_env and
+ * server.feedback_api_keys_env (setting, its value var), into *out. */
+static int load_api_keys(const struct gw_conf *c, const char *setting, const char *var,
+                         char ***out, struct lr_error *err)
 {
-    const char *env = getenv(s->api_keys_env);
+    const char *env = getenv(var);
     size_t n = 1, k = 0, place = 0;
     const char *p;
+    char **keys;
 
     if (!env || !*env)
         return fail(err, LR_ECONFIG,
-                    "server.api_keys_env: the environment variable %s is not set or empty "
+                    "server.%s: the environment variable %s is not set or empty "
                     "(it must hold the gateway's keys, separated by commas)",
-                    s->api_keys_env);
+                    setting, var);
     for (const char *ch = env; *ch; ch++)
         n += *ch == ',';
-    s->api_keys = calloc(n + 1, sizeof *s->api_keys);
-    if (!s->api_keys)
+    keys = *out = calloc(n + 1, sizeof *keys);
+    if (!keys)
         return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
     for (p = env;; p++) {
         const char *end = p + strcspn(p, ",");
@@ -205,12 +210,12 @@ static int load_api_keys(const struct gw_conf *c, struct gw_settings *s, struct 
         place++;
         if (b == e) {
             warn(c,
-                 "server.api_keys_env: %s: entry %zu of %zu is empty and is skipped (keys are "
+                 "server.%s: %s: entry %zu of %zu is empty and is skipped (keys are "
                  "separated by commas, with nothing but blank space around them)",
-                 s->api_keys_env, place, n);
+                 setting, var, place, n);
         } else {
-            s->api_keys[k] = strndup(b, (size_t)(e - b));
-            if (!s->api_keys[k])
+            keys[k] = strndup(b, (size_t)(e - b));
+            if (!keys[k])
                 return fail(err, LR_ENOMEM, "out of memory reading the gateway keys");
             k++;
         }
@@ -220,10 +225,27 @@ static int load_api_keys(const struct gw_conf *c, struct gw_settings *s, struct 
     }
     if (k == 0)
         return fail(err, LR_ECONFIG,
-                    "server.api_keys_env: %s holds no key, only %zu empty entr%s (keys are "
+                    "server.%s: %s holds no key, only %zu empty entr%s (keys are "
                     "separated by commas)",
-                    s->api_keys_env, n, n == 1 ? "y" : "ies");
+                    setting, var, n, n == 1 ? "y" : "ies");
     return 0;
+}
+
+/* The key setting `setting` of the server section root, if given: the
+ * variable's name into *var, its keys into *keys. */
+static int load_key_setting(const struct gw_conf *c, json_t *root, const char *setting,
+                            char **var, char ***keys, struct lr_error *err)
+{
+    json_t *j = json_object_get(root, setting);
+    if (!j)
+        return 0;
+    if (!json_is_string(j) || !json_string_length(j))
+        return fail(err, LR_ECONFIG, "server.%s: expected the name of an environment variable",
+                    setting);
+    *var = strdup(json_string_value(j));
+    if (!*var)
+        return fail(err, LR_ENOMEM, "out of memory");
+    return load_api_keys(c, setting, *var, keys, err);
 }
 
 static int load_server(struct gw_conf *c, const char *listen, struct lr_error *err)
@@ -236,6 +258,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
     int rc = 0;
 
     s->max_body_bytes = 4u << 20;
+    s->max_json_values = GW_MAX_JSON_VALUES_DEFAULT;
     s->max_header_bytes = 32u << 10;
     s->max_response_bytes = 64u << 20;
     s->stream_buffer_bytes = 256u << 10;
@@ -251,7 +274,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
     rs_queue_defaults(&s->queue);
     if (text) {
         json_error_t je;
-        json_t *jl, *jlog, *jkeys;
+        json_t *jl, *jlog;
         const char *key;
         json_t *val;
         root = json_loads(text, 0, &je);
@@ -282,6 +305,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         s->field = (type)v;                                                                        \
     } while (0)
         INT_KEY("max_body_bytes", 1, 1LL << 30, max_body_bytes, size_t);
+        INT_KEY("max_json_values", 1, 1LL << 30, max_json_values, size_t);
         INT_KEY("max_header_bytes", 1024, 1LL << 20, max_header_bytes, size_t);
         INT_KEY("max_response_bytes", 1024, 1LL << 32, max_response_bytes, size_t);
         INT_KEY("stream_buffer_bytes", 4096, 1LL << 26, stream_buffer_bytes, size_t);
@@ -319,21 +343,11 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         }
         if (jlog)
             s->log_requests = json_is_true(jlog);
-        jkeys = json_object_get(root, "api_keys_env");
-        if (jkeys && (!json_is_string(jkeys) || !json_string_length(jkeys))) {
-            rc = fail(err, LR_ECONFIG,
-                      "server.api_keys_env: expected the name of an environment variable");
+        if ((rc = load_key_setting(c, root, "api_keys_env", &s->api_keys_env, &s->api_keys,
+                                   err)) ||
+            (rc = load_key_setting(c, root, "feedback_api_keys_env", &s->feedback_api_keys_env,
+                                   &s->feedback_api_keys, err)))
             goto out;
-        }
-        if (jkeys) {
-            s->api_keys_env = strdup(json_string_value(jkeys));
-            if (!s->api_keys_env) {
-                rc = fail(err, LR_ENOMEM, "out of memory");
-                goto out;
-            }
-            if ((rc = load_api_keys(c, s, err)))
-                goto out;
-        }
     }
     if (listen)
         rc = parse_listen(listen, s->listen_host, sizeof s->listen_host, &s->listen_port, err,
@@ -952,6 +966,10 @@ void gw_conf_unref(struct gw_conf *c)
     for (size_t i = 0; c->set.api_keys && c->set.api_keys[i]; i++)
         free(c->set.api_keys[i]);
     free(c->set.api_keys);
+    free(c->set.feedback_api_keys_env);
+    for (size_t i = 0; c->set.feedback_api_keys && c->set.feedback_api_keys[i]; i++)
+        free(c->set.feedback_api_keys[i]);
+    free(c->set.feedback_api_keys);
     free(c->embed_url);
     free(c->embed_auth);
     lr_config_free(c->cfg);

@@ -125,6 +125,39 @@ int js_scan_object(const char *buf, size_t len, struct js_member *members, size_
     return count > cap ? -2 : 0;
 }
 
+/* A byte of a number or a literal (true, false, null): a run of them is one
+ * value. */
+static int is_scalar_byte(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           c == '-' || c == '+' || c == '.';
+}
+
+size_t js_count_values(const char *buf, size_t len, size_t limit)
+{
+    size_t count = 0;
+    int in_scalar = 0;
+
+    for (size_t i = 0; i < len && count <= limit; i++) {
+        char c = buf[i];
+        if (c == '"') {
+            /* A string is one value whatever it holds; skip it whole. */
+            count++;
+            in_scalar = 0;
+            for (i++; i < len && buf[i] != '"'; i++)
+                if (buf[i] == '\\')
+                    i++;
+        } else if (is_scalar_byte(c)) {
+            count += !in_scalar;
+            in_scalar = 1;
+        } else {
+            count += c == '{' || c == '[';
+            in_scalar = 0;
+        }
+    }
+    return count;
+}
+
 int js_key_equals(const char *buf, const struct js_member *m, const char *name)
 {
     const char *k = buf + m->key_start + 1;

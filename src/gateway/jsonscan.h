@@ -28,6 +28,16 @@ struct js_member {
  * members. */
 int js_scan_object(const char *buf, size_t len, struct js_member *members, size_t cap, size_t *n);
 
+/* How many values the JSON text in buf[0..len) holds: objects, arrays,
+ * strings (member names too), numbers and literals, each one. A parse
+ * costs memory in proportion to that count rather than to the text's
+ * length (an empty object is two bytes of text and a few hundred bytes of
+ * parsed tree), so the gateway bounds it before parsing a body. One pass
+ * with no stack, over any bytes: text that is not JSON is counted as
+ * roughly as it comes and left for the parser to refuse. Counting stops
+ * past `limit`: the result is at most limit + 1. */
+size_t js_count_values(const char *buf, size_t len, size_t limit);
+
 /* Does member m's key equal `name`? Keys with escapes are decoded first. */
 int js_key_equals(const char *buf, const struct js_member *m, const char *name);
 

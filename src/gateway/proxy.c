@@ -2390,6 +2390,14 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
                   "the request body is empty: expected a JSON object");
         return;
     }
+    /* The parse costs memory by the value, not by the byte: bounded first. */
+    {
+        char msg[400];
+        if (gw_body_over_value_limit(ex->gw, ex->conf, body, len, msg, sizeof msg)) {
+            fail_with(ex, 413, NULL, "too_many_json_values", "%s", msg);
+            return;
+        }
+    }
     /* "\u0000" is valid JSON, and a prompt may hold it: the body is forwarded
      * as sent. The names read from it are checked for it (has_nul()). So is
      * an integer past int64 (a 64-bit unsigned seed): read as a real, since

@@ -7,6 +7,8 @@
  * a body jansson accepts as an object under the proxy's flags must scan, and
  * its rewrite must be JSON again, with the new model, without the cut
  * members, and with every other member as it was. A difference aborts.
+ * js_count_values must count exactly the values of the tree jansson made
+ * (member names included), and stop just past any limit.
  *
  * Threads: one.
  */
@@ -66,6 +68,23 @@ static void check_rewrite(json_t *orig, const char *out, size_t out_len, const c
     json_decref(got);
 }
 
+/* The values of a parsed tree as js_count_values counts them. */
+static size_t tree_values(json_t *v)
+{
+    size_t n = 1, i;
+    const char *key;
+    json_t *e;
+
+    if (json_is_object(v)) {
+        json_object_foreach(v, key, e)
+            n += 1 + tree_values(e);
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, e)
+            n += tree_values(e);
+    }
+    return n;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const remove[] = {"models", "route", NULL};
@@ -78,6 +97,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (is_object && rc == -1)
         fail("jansson accepts the object, the scanner does not");
+    if (orig) {
+        size_t want = tree_values(orig);
+        if (js_count_values(buf, size, (size_t)-2) != want)
+            fail("js_count_values differs from the values jansson parsed");
+        if (want > 1 && js_count_values(buf, size, want - 2) != want - 1)
+            fail("js_count_values does not stop just past its limit");
+    }
     if (rc == 0 || rc == -2) {
         size_t k = n < 8 ? n : 8;
         for (size_t i = 0; i < k; i++) {

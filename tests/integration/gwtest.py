@@ -170,6 +170,14 @@ class Gateway:
                     return int(l.split()[1])
         return 0
 
+    def peak_rss_kb(self):
+        """The most RSS the process has had (VmHWM)."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for l in f:
+                if l.startswith("VmHWM:"):
+                    return int(l.split()[1])
+        return 0
+
     def events(self, name):
         """The JSON log lines of one event."""
         return [l for l in self.log_lines() if l.get("event") == name]

@@ -1,5 +1,6 @@
 """test_feedback_keys.py -- POST /v1/feedback with an Idempotency-Key: a
-retried feedback (the client saw no 200) is stored once.
+retried feedback (the client saw no 200) is stored once; and the keys
+(server.feedback_api_keys_env) that alone may write feedback when set.
 
     python3 test_feedback_keys.py LLMROUTE
 
@@ -246,6 +247,103 @@ def main(bin_):
         assert g.wait() == 0
     check("a store made before key times is migrated by the gateway's open, its keys kept "
           "and dated from then", old_store_keeps_its_keys)
+
+    def feedback_keys_guard_the_history():
+        # server.feedback_api_keys_env: only its keys write the history every
+        # smart route decides from; a client key still routes.
+        env = {"LLMROUTE_IT_CLIENT_KEYS": "ck-one, ck-two",
+               "LLMROUTE_IT_FEEDBACK_KEYS": "fk-one,fk-two\n"}
+        cfg = config(store)
+        cfg["server"] = {"api_keys_env": "LLMROUTE_IT_CLIENT_KEYS",
+                         "feedback_api_keys_env": "LLMROUTE_IT_FEEDBACK_KEYS"}
+        g = Gateway(bin_, wd, cfg, name="gw_fbkeys", env=env)
+        body = json.dumps({"query": "who may write the history", "model": "cheapo",
+                           "correctness": 1, "output_tokens": 5})
+        route = json.dumps({"queries": [{"query": "q"}], "strategy": "sequential",
+                            "models": ["cheapo"]})
+
+        def post(key, path="/v1/feedback", data=body):
+            headers = {"Authorization": "Bearer " + key} if key is not None else {}
+            st, h, out = request(g.port, "POST", path, data, headers)
+            return st, h, json.loads(out)
+
+        before = history_records(g.port)
+        st, h, j = post("ck-one")
+        e = j["error"]
+        assert (st, e["code"], e["type"]) == (403, "feedback_key_required",
+                                              "permission_error"), (st, j)
+        assert "server.feedback_api_keys_env" in e["message"], e
+        for key in (None, "wrong", "fk-on"):
+            st, h, j = post(key)
+            assert (st, j["error"]["code"]) == (401, "invalid_api_key"), (key, st, j)
+            assert h.get("www-authenticate") == "Bearer", h
+            assert "server.feedback_api_keys_env" in j["error"]["message"], j
+        assert history_records(g.port) == before
+        for key in ("fk-one", "fk-two"):
+            st, _, j = post(key)
+            assert (st, j["status"]) == (200, "recorded"), (key, st, j)
+        assert history_records(g.port) == before + 2
+        # A client key routes; a feedback key opens /v1/feedback alone.
+        assert post("ck-two", "/v1/route", route)[0] == 200
+        assert post("fk-one", "/v1/route", route)[0] == 401
+        # Feedback keys without client keys: every other path is open, and
+        # /v1/feedback still takes only a feedback key.
+        del cfg["server"]["api_keys_env"]
+        g.write_config(cfg)
+        g.signal(signal.SIGHUP)
+        wait_for(lambda: post(None, "/v1/route", route)[0] == 200, what="the reload")
+        for key in (None, "ck-one"):
+            st, _, j = post(key)
+            assert (st, j["error"]["code"]) == (401, "invalid_api_key"), (key, st, j)
+        assert post("fk-two")[0] == 200
+        # Unset again (SIGHUP), any client key writes feedback, as before it existed.
+        cfg["server"] = {"api_keys_env": "LLMROUTE_IT_CLIENT_KEYS"}
+        g.write_config(cfg)
+        g.signal(signal.SIGHUP)
+        wait_for(lambda: post("ck-one")[0] == 200, what="the reload without feedback keys")
+        assert post(None)[0] == 401
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("server.feedback_api_keys_env: only its keys write feedback (a client key is 403 "
+          "feedback_key_required, no key or another 401) and open nothing else; SIGHUP sets "
+          "and unsets it", feedback_keys_guard_the_history)
+
+    def feedback_keys_variable_is_checked():
+        var = "LLMROUTE_IT_FEEDBACK_KEYS2"
+        cfg = config(store)
+        cfg["server"] = {"feedback_api_keys_env": var}
+        path = os.path.join(wd, "fbkeys.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        for value, want in ((None, "server.feedback_api_keys_env: the environment variable "
+                                   "%s is not set or empty" % var),
+                            ("", "is not set or empty"),
+                            (" , ", "server.feedback_api_keys_env: %s holds no key" % var)):
+            env = dict(os.environ)
+            env.pop(var, None)
+            if value is not None:
+                env[var] = value
+            for cmd in (["check-config", path],
+                        ["serve", "--config", path, "--listen", "127.0.0.1:0"]):
+                r = subprocess.run([bin_] + cmd, capture_output=True, text=True, timeout=30,
+                                   env=env)
+                assert r.returncode == 2 and want in r.stderr, (value, cmd, r.returncode,
+                                                                r.stderr)
+        r = subprocess.run([bin_, "check-config", path], capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ, **{var: "fk1,,fk2"}))
+        assert r.returncode == 0, r.stderr
+        assert ("server.feedback_api_keys_env: %s: entry 2 of 3 is empty and is skipped"
+                % var) in r.stderr, r.stderr
+        cfg["server"] = {"feedback_api_keys_env": ""}
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        r = subprocess.run([bin_, "check-config", path], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2 and "server.feedback_api_keys_env: expected the name of an " \
+            "environment variable" in r.stderr, r.stderr
+    check("server.feedback_api_keys_env naming an unset or empty variable, or one of empty "
+          "entries, is refused by check-config and serve naming it",
+          feedback_keys_variable_is_checked)
 
     finish()
 

@@ -8,6 +8,7 @@ Uses mock backends only: what is under test is the routing and the store.
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -656,6 +657,91 @@ def dense(bin_, fake_bin):
         assert r.returncode != 0 and "embedder" in r.stderr, (r.returncode, r.stderr)
     check("a config whose embedder did not make the store is refused at start",
           other_embedder_is_refused)
+
+    # Under AddressSanitizer freed memory stays resident in its quarantine
+    # (256 MB by default): kept small, RSS measures what is held.
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    small_quarantine = {"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=4"}
+
+    def fetches():
+        return sum(r["path"] == "/v1/embeddings" for r in fake.logged())
+
+    def send_route(port, body):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        return s
+
+    def route_jobs_hold_no_parsed_body():
+        # Each body: one query, and an unknown member holding 190,000 empty
+        # objects (570 KB, under server.max_json_values), about 45 MB
+        # parsed. Eight jobs wait for the hung embedder: each held its
+        # whole tree (over 350 MB together), now only its own data.
+        g = Gateway(bin_, wd, cfg, name="dense_pad", env=small_quarantine)
+        body = json.dumps({"queries": [{"query": "What is 2 plus 2?"}], "strategy": "smart",
+                           "models": ["cheapo", "smarty"]})
+        body = (body[:-1] + ', "pad": [' + ",".join(["{}"] * 190000) + "]}").encode()
+        fake.scenario("hang")
+        socks = []
+        try:
+            before, asked = g.rss_kb(), fetches()
+            for _ in range(8):
+                socks.append(send_route(g.port, body))
+            wait_for(lambda: fetches() >= asked + 8, 30, "the eight jobs' fetches")
+            grown = g.rss_kb() - before
+            assert grown < 150000, "RSS grew by %d kB for 8 waiting jobs" % grown
+        finally:
+            for s in socks:
+                s.close()
+            fake.scenario("ok")
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("/v1/route jobs waiting for vectors hold their own data, not the parsed body: 8 "
+          "bodies of 190,000 values grow the RSS by less than 150 MB",
+          route_jobs_hold_no_parsed_body)
+
+    def route_jobs_have_a_budget():
+        # server.max_body_bytes 16384: the /v1/route jobs alive may hold 16
+        # times that, 256 KiB, and a job of 100 queries holds some 70 KB
+        # (its candidate arrays most): three or so are taken, the others
+        # refused. The embedder hangs, so each job stays.
+        cfg5 = dict(cfg, server={"max_body_bytes": 16384})
+        g = Gateway(bin_, wd, cfg5, name="dense_budget")
+        body = json.dumps({"queries": [{"query": "What is %d plus 2?" % i} for i in range(100)],
+                           "strategy": "smart", "models": ["cheapo", "smarty"]}).encode()
+        fake.scenario("hang")
+        socks, answers = [], []
+        try:
+            for _ in range(7):
+                s = send_route(g.port, body)
+                socks.append(s)
+                s.settimeout(2)
+                try:
+                    answers.append(s.recv(65536))
+                except socket.timeout:
+                    answers.append(b"")
+            taken = answers.count(b"")
+            busy = answers[taken:]
+            assert 2 <= taken <= 4 and answers[:taken] == [b""] * taken, answers
+            for a in busy:
+                assert a.startswith(b"HTTP/1.1 503 "), a
+                head, _, data = a.partition(b"\r\n\r\n")
+                assert b"\r\nretry-after: 1\r\n" in head.lower() + b"\r\n", head
+                e = error_shape(json.loads(data))
+                assert (e["code"], e["type"]) == ("server_busy", "server_error"), e
+                assert "16 x server.max_body_bytes" in e["message"], e
+        finally:
+            for s in socks:
+                s.close()
+            fake.scenario("ok")
+        # Their clients gone, the jobs end and free their budget.
+        wait_for(lambda: request(g.port, "POST", "/v1/route", body, timeout=30)[0] == 200, 30,
+                 "a /v1/route answered 200 again")
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("/v1/route jobs alive hold at most 16 x server.max_body_bytes: past it 503 "
+          "server_busy with Retry-After: 1, and the budget is free again once they end",
+          route_jobs_have_a_budget)
     gw.signal(signal.SIGTERM)
     assert gw.wait() == 0
 

@@ -1,7 +1,8 @@
 """test_resources.py -- what one client, or the process's own limits, may
 cost the gateway: memory for answers a client does not take, descriptors,
-signals at start; the log line of an answer a client never takes; and how
-long a client that reads slowly, or not at all, is kept.
+signals at start; the log line of an answer a client never takes; how
+long a client that reads slowly, or not at all, is kept; and JSON bodies
+that would cost far more memory parsed than their size.
 
     python3 test_resources.py GROUP LLMROUTE FAKE_UPSTREAM
 
@@ -628,8 +629,113 @@ def read_paced(s, chunk, interval, limit, stop_after=None):
     raise AssertionError("still reading after %d s" % limit)
 
 
+def padded(body, n):
+    """body (a dict) as JSON text with an unknown member "pad" holding n empty objects:
+    three bytes of text each, a few hundred bytes each once parsed."""
+    text = json.dumps(body)
+    return text[:-1] + ', "pad": [' + ",".join(["{}"] * n) + "]}"
+
+
+def json_bodies(gw_bin, fake_bin):
+    wd = workdir()
+    # Under AddressSanitizer freed memory stays resident in its quarantine
+    # (256 MB by default): kept small, RSS measures what is held.
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    env = {"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=4"}
+    more = [{"name": "m%d" % k, "backend": "mock"} for k in range(1, 64)]
+    gw = Gateway(gw_bin, wd, {"models": [MOCK] + more, "server": {"log_requests": False}},
+                 env=env)
+    hi = [{"role": "user", "content": "hi"}]
+
+    def error_of(st, data, want):
+        j = json.loads(data)
+        assert st == want, (st, j)
+        return gwtest.error_shape(j)
+
+    def a_body_of_a_million_values_is_refused_before_its_parse():
+        # 1.3 million empty objects fit the 4 MiB body cap, and parsed whole
+        # they took over 300 MB (320 MB each of 16 parallel /v1/route bodies,
+        # kept while their jobs waited). Counted first, they are refused
+        # with nothing parsed.
+        n = 1300000
+        for path, body in (("/v1/chat/completions", {"model": "m", "messages": hi}),
+                           ("/v1/embeddings", {"model": "m", "input": "hi"}),
+                           ("/v1/route", {"queries": [{"query": "q"}]})):
+            before = gw.peak_rss_kb()
+            text = padded(body, n)
+            assert len(text) < 4 << 20, len(text)
+            st, _, data = gwtest.request(gw.port, "POST", path, text, timeout=30)
+            e = error_of(st, data, 413)
+            assert e["code"] == "too_many_json_values", e
+            assert e["type"] == "invalid_request_error", e
+            assert "more than 200000 JSON values" in e["message"], e
+            assert "server.max_json_values" in e["message"], e
+            grown = gw.peak_rss_kb() - before
+            assert grown < 64000, "%s: peak RSS grew by %d kB" % (path, grown)
+    check("a body of 1.3 million JSON values (4 MiB) is a 413 too_many_json_values naming "
+          "server.max_json_values, and the gateway's peak RSS stays within 64 MB",
+          a_body_of_a_million_values_is_refused_before_its_parse)
+
+    def the_largest_route_body_is_under_the_default():
+        # 1,000 queries (the most /v1/route takes), each with 64 candidate
+        # names (the most a query takes): about 71,000 values.
+        body = {"queries": [{"query": "question %d" % i, "input_tokens": 10,
+                             "models": ["m"] + [m["name"] for m in more]}
+                            for i in range(1000)],
+                "strategy": "sequential"}
+        st, _, data = gwtest.request(gw.port, "POST", "/v1/route", json.dumps(body),
+                                     timeout=30)
+        assert st == 200, (st, data[:300])
+        assert len(json.loads(data)["assignments"]) == 1000
+    check("the largest /v1/route body (1,000 queries of 64 candidates) is under the default "
+          "server.max_json_values", the_largest_route_body_is_under_the_default)
+
+    def a_large_bodys_memory_is_handed_back():
+        # A body of 190,000 empty objects parses into some 45 MB, freed once
+        # the job has its own copies; glibc kept it all resident. (The
+        # sanitizers' allocator keeps freed memory its own way.)
+        with open("/proc/%d/maps" % gw.proc.pid) as f:
+            if "libasan" in f.read():
+                return
+        body = padded({"queries": [{"query": "q"}], "strategy": "sequential",
+                       "models": ["m"]}, 190000)
+        before = gw.rss_kb()
+        for _ in range(4):
+            st, _, data = gwtest.request(gw.port, "POST", "/v1/route", body, timeout=30)
+            assert st == 200, (st, data[:300])
+        # Handed back a second after the last body.
+        wait_for(lambda: gw.rss_kb() - before < 20000, 10,
+                 "the RSS back within 20 MB of before (it grew by %d kB)"
+                 % (gw.rss_kb() - before))
+    check("the memory of a large body's parse is handed back a second after",
+          a_large_bodys_memory_is_handed_back)
+
+    def the_limit_is_a_setting():
+        g = Gateway(gw_bin, wd, {"models": [MOCK],
+                                 "server": {"log_requests": False, "max_json_values": 10}},
+                    name="gw10", env=env)
+        # Ten values: the object, its four names, "m", the array, the
+        # message object and its two strings.
+        body = json.dumps({"model": "m", "messages": hi})
+        st, _, data = gwtest.request(g.port, "POST", "/v1/chat/completions", body)
+        assert st == 200, (st, data)
+        body = json.dumps({"model": "m", "messages": hi, "n": 1})
+        st, _, data = gwtest.request(g.port, "POST", "/v1/chat/completions", body)
+        e = error_of(st, data, 413)
+        assert e["code"] == "too_many_json_values" and "more than 10 JSON" in e["message"], e
+        cfg = os.path.join(wd, "zero.json")
+        with open(cfg, "w") as f:
+            json.dump({"models": [MOCK], "server": {"max_json_values": 0}}, f)
+        r = subprocess.run([gw_bin, "check-config", cfg], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 2 and "server.max_json_values" in r.stderr, (r.returncode,
+                                                                           r.stderr)
+    check("server.max_json_values sets the bound: a body of exactly that many values is "
+          "parsed, one more is a 413; 0 is refused", the_limit_is_a_setting)
+
+
 GROUPS = {"pipeline": pipeline, "signals": signals, "descriptors": descriptors, "answers": answers,
-          "slow_readers": slow_readers}
+          "slow_readers": slow_readers, "json": json_bodies}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:

@@ -153,6 +153,42 @@ static void scan_refuses_what_is_not_an_object(void **state)
     }
 }
 
+static size_t count(const char *text, size_t limit)
+{
+    return js_count_values(text, strlen(text), limit);
+}
+
+static void count_values_counts_each_value_once(void **state)
+{
+    (void)state;
+    assert_int_equal(count("{}", 100), 1);
+    assert_int_equal(count("[{},{},[]]", 100), 4);
+    /* Member names are strings, and a string is one value whatever it holds. */
+    assert_int_equal(
+        count("{\"a\": \"x, {[1 2]} \\\" y\", \"b\": [1, -2.5e+3, true, null]}", 100), 9);
+    assert_int_equal(count("  123  ", 100), 1);
+    assert_int_equal(count("", 100), 0);
+}
+
+static void count_values_stops_past_the_limit(void **state)
+{
+    size_t n = 100000, len = 2 + 3 * n;
+    char *big = malloc(len + 1);
+    (void)state;
+    assert_non_null(big);
+    big[0] = '[';
+    for (size_t i = 0; i < n; i++)
+        memcpy(big + 1 + 3 * i, "{},", 3);
+    big[len - 2] = ']';
+    big[len - 1] = '\0';
+    assert_int_equal(js_count_values(big, len - 1, 1000000), n + 1);
+    assert_int_equal(js_count_values(big, len - 1, 10), 11);
+    free(big);
+    /* An unterminated string or an escape at the end stays inside the buffer. */
+    assert_int_equal(count("[\"abc", 100), 2);
+    assert_int_equal(count("[\"abc\\", 100), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +202,8 @@ int main(void)
         cmocka_unit_test(rewrite_leaves_nested_lookalikes_alone),
         cmocka_unit_test(rewrite_handles_many_members),
         cmocka_unit_test(scan_refuses_what_is_not_an_object),
+        cmocka_unit_test(count_values_counts_each_value_once),
+        cmocka_unit_test(count_values_stops_past_the_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
