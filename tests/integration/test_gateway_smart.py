@@ -689,7 +689,14 @@ def dense(bin_, fake_bin):
                 socks.append(send_route(g.port, body))
             wait_for(lambda: fetches() >= asked + 8, 30, "the eight jobs' fetches")
             grown = g.rss_kb() - before
-            assert grown < 150000, "RSS grew by %d kB for 8 waiting jobs" % grown
+            # ThreadSanitizer's shadow memory grows with every byte the
+            # parse touches: its pass runs the jobs for races, and the
+            # normal and ASan builds (whose quarantine is kept small) check
+            # the bound.
+            with open("/proc/%d/maps" % g.proc.pid) as f:
+                under_tsan = "libtsan" in f.read()
+            if not under_tsan:
+                assert grown < 150000, "RSS grew by %d kB for 8 waiting jobs" % grown
         finally:
             for s in socks:
                 s.close()
