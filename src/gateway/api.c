@@ -15,6 +15,7 @@
  * chat request to a smart route does (embedq.c).
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,8 @@
 /* What the /v1/route jobs alive at once (fetching vectors, waiting for a
  * worker, or on one) may hold together: this many bodies of
  * server.max_body_bytes (64 MiB by default). After its check a job holds
- * copies of its strings, no larger than its body, and its arrays, so the
+ * copies of its strings, no larger than its body, its arrays, and over a
+ * dense store its queries' vectors, so the
  * budget is about that many of the largest bodies at once, and it grows
  * with the setting that bounds one. Past it a request is refused 503
  * server_busy: the workers are two, so a longer queue would only hold
@@ -514,9 +516,13 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     int status = 200, batch = 0;
     char param[64], msg[700];
     char *strings = NULL;
-    size_t strings_size = 0, held, budget = ROUTE_HELD_BODIES * conf->set.max_body_bytes;
+    size_t strings_size = 0, held, budget;
     double alpha = NAN;
 
+    /* Saturated: a 32-bit size_t would wrap at 256 MiB bodies. */
+    budget = conf->set.max_body_bytes > SIZE_MAX / ROUTE_HELD_BODIES
+                 ? SIZE_MAX
+                 : ROUTE_HELD_BODIES * (size_t)conf->set.max_body_bytes;
     /* Refused before the body is parsed when the budget is spent already. */
     if (gw->route_held >= budget)
         return route_busy(req);
@@ -676,6 +682,12 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     held = strings_size + n * (sizeof *reqs + sizeof *dec) +
            (n * ROUTE_MAX_MODELS + ROUTE_MAX_MODELS) * sizeof *names +
            3 * (conf->n_models + 1) * sizeof(int) + sizeof(struct route_job);
+    /* Over a dense store the job also holds each query's vector until it
+     * is answered: at 1,536 dimensions a short query's is 6 KB, far more
+     * than its text. */
+    if (gw_conf_needs_vector(conf, router))
+        held += n * (sizeof(struct route_fetch) + sizeof(float *) +
+                     (conf->store ? lr_store_dim(conf->store) : 0) * sizeof(float));
     /* One job is always taken, whatever its size. */
     if (gw->route_held > 0 && gw->route_held + held > budget) {
         status = route_busy(req);

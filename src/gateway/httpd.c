@@ -91,6 +91,10 @@ struct hs_req {
     int n_hdr;
     char *body;
     size_t body_len, body_cap, remaining;
+    /* max_body_bytes as it was when the head arrived: a reload (SIGHUP) may
+     * lower the server's while this body is being read, and the bounds
+     * on the body and its buffer must stay the ones it was admitted on. */
+    size_t max_body;
     int keep_alive;
     int streaming;
     char why[160]; /* a refusal's message that names a header */
@@ -1029,6 +1033,7 @@ static int start_body(struct hs_conn *c, const char **why)
     size_t max_body = c->srv->lim.max_body_bytes;
     int announced;
 
+    r->max_body = max_body;
     for (int i = 0; i < r->n_hdr; i++) {
         if (strcasecmp(r->hdr[i].name, "Transfer-Encoding") == 0) {
             if (te) {
@@ -1127,8 +1132,10 @@ static int body_append(struct hs_conn *c, struct evbuffer *in, size_t n)
         char *b;
         while (cap < r->body_len + n)
             cap *= 2;
-        if (cap > c->srv->lim.max_body_bytes)
-            cap = c->srv->lim.max_body_bytes;
+        if (cap > r->max_body)
+            cap = r->max_body;
+        if (cap < r->body_len + n) /* the callers keep bodies within max_body */
+            return -1;
         b = realloc(r->body, cap + 1);
         if (!b)
             return -1;
@@ -1391,7 +1398,8 @@ static void process_bytes(struct hs_conn *c)
                     fail_request(c, 400, "malformed chunk size");
                     return;
                 }
-                if (size > s->lim.max_body_bytes - c->req.body_len) {
+                if (c->req.body_len > c->req.max_body ||
+                    size > c->req.max_body - c->req.body_len) {
                     fail_request(c, 413, "request body too large");
                     return;
                 }

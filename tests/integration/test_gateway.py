@@ -1186,6 +1186,62 @@ def lifecycle(gw_bin, fake_bin):
         gw.write_config(base_config(fake, extra_models=[{"name": "late", "backend": "mock"}]))
     check("SIGHUP reloads; a bad file is refused and the old config kept", reload_good_and_bad)
 
+    def reload_lowering_the_body_cap_mid_body():
+        # A body being read when a reload lowers server.max_body_bytes keeps
+        # the cap it was admitted on: a chunked body past that cap is 413
+        # (the subtraction from the new, lower cap wrapped around, and the
+        # buffer was cut to the new cap under the bytes it held: a heap
+        # overflow that killed the gateway), and a Content-Length body
+        # within it is read whole.
+        def reloaded(cap):
+            gw.write_config(base_config(fake, server={"max_body_bytes": cap}))
+            n = len(gw.events("reloaded"))
+            gw.signal(signal.SIGHUP)
+            wait_for(lambda: len(gw.events("reloaded")) > n, 5, "the reload")
+
+        content = "x" * 60000
+        body = json.dumps({"model": "mocky", "messages": [{"role": "user", "content": content}]})
+        body = body.encode()
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % 60000 + b"y" * 60000 + b"\r\n")
+        time.sleep(0.3)
+        reloaded(1024)
+        s.sendall(b"%x\r\n" % 200000 + b"y" * 200000 + b"\r\n0\r\n\r\n")
+        raw = b""
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                raw += b
+        except OSError:
+            pass
+        s.close()
+        assert status_of(raw) == 413, raw[:300]
+        assert gw.proc.poll() is None, "the gateway died"
+
+        reloaded(65536)
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                  + body[:30000])
+        time.sleep(0.3)
+        reloaded(1024)
+        s.sendall(body[30000:])
+        raw = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            raw += b
+        s.close()
+        assert status_of(raw) == 200, raw[:300]
+        reloaded(65536)
+        still_serving(gw)
+    check("a reload lowering server.max_body_bytes while a body is read: the body keeps the "
+          "cap it was admitted on", reload_lowering_the_body_cap_mid_body)
+
     def out_of_descriptors():
         # A gateway allowed few descriptors, and more clients than it can
         # hold (a server.max_connections its hard limit cannot fit, so the

@@ -752,6 +752,49 @@ def dense(bin_, fake_bin):
     gw.signal(signal.SIGTERM)
     assert gw.wait() == 0
 
+    def route_jobs_count_their_vectors():
+        # Over a store of 4,096 dimensions each query's vector is 16 KB: a
+        # job of 20 short queries holds 320 KB of them while it waits, over
+        # the 256 KiB budget of server.max_body_bytes 16384 by itself. The
+        # first job is taken (one always is), the next refused; counting
+        # only its strings and arrays (some 15 KB) took a dozen such jobs.
+        store4k = os.path.join(wd, "dense4k.db")
+        cfg4k = json.loads(json.dumps(cfg))
+        cfg4k["router"]["store"] = store4k
+        cfg4k["router"]["embedding"]["dimensions"] = 4096
+        path4k = os.path.join(wd, "import4k.json")
+        with open(path4k, "w") as f:
+            json.dump(cfg4k, f)
+        out = subprocess.run([bin_, "import", "--config", path4k, "--store", store4k, hist],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        cfg4k["server"] = {"max_body_bytes": 16384}
+        g = Gateway(bin_, wd, cfg4k, name="dense_4k")
+        body = json.dumps({"queries": [{"query": "What is %d plus 2?" % i} for i in range(20)],
+                           "strategy": "smart", "models": ["cheapo", "smarty"]}).encode()
+        fake.scenario("hang")
+        socks, answers = [], []
+        try:
+            for _ in range(3):
+                s = send_route(g.port, body)
+                socks.append(s)
+                s.settimeout(2)
+                try:
+                    answers.append(s.recv(65536))
+                except socket.timeout:
+                    answers.append(b"")
+            assert answers[0] == b"", answers[0][:200]
+            for a in answers[1:]:
+                assert a.startswith(b"HTTP/1.1 503 ") and b"server_busy" in a, a[:300]
+        finally:
+            for s in socks:
+                s.close()
+            fake.scenario("ok")
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("a /v1/route job over a dense store counts its queries' vectors in the budget",
+          route_jobs_count_their_vectors)
+
 
 def dense_from_empty(bin_, fake_bin):
     """A dense store that starts empty and grows only by feedback gets its
