@@ -246,6 +246,22 @@ def chat(port, payload, headers=None, timeout=10):
     return st, h, j, body
 
 
+def read_to_close(s, timeout=5):
+    """What arrives on socket s until the server closes it, resets it or
+    timeout seconds pass."""
+    out = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            b = s.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not b:
+            break
+        out += b
+    return out
+
+
 def raw_exchange(port, data, timeout=5):
     """Send raw bytes, read until the server closes or timeout: the response bytes."""
     s = socket.create_connection((HOST, port), timeout=timeout)
@@ -254,17 +270,7 @@ def raw_exchange(port, data, timeout=5):
             s.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        out = b""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                b = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not b:
-                break
-            out += b
-        return out
+        return read_to_close(s, timeout)
     finally:
         s.close()
 

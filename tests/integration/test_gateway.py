@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (HOST, Fake, Gateway, chat, check, closed_port, error_shape, finish,  # noqa
-                    raw_exchange, request, status_of, wait_for, workdir)
+                    raw_exchange, read_to_close, request, status_of, wait_for, workdir)
 
 KEY_ENV = "LLMROUTE_IT_UPSTREAM_KEY"
 UPSTREAM_KEY = "sk-upstream-test-key"
@@ -1208,15 +1208,7 @@ def lifecycle(gw_bin, fake_bin):
         time.sleep(0.3)
         reloaded(1024)
         s.sendall(b"%x\r\n" % 200000 + b"y" * 200000 + b"\r\n0\r\n\r\n")
-        raw = b""
-        try:
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                raw += b
-        except OSError:
-            pass
+        raw = read_to_close(s, 10)
         s.close()
         assert status_of(raw) == 413, raw[:300]
         assert gw.proc.poll() is None, "the gateway died"
@@ -1229,12 +1221,7 @@ def lifecycle(gw_bin, fake_bin):
         time.sleep(0.3)
         reloaded(1024)
         s.sendall(body[30000:])
-        raw = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            raw += b
+        raw = read_to_close(s, 10)
         s.close()
         assert status_of(raw) == 200, raw[:300]
         reloaded(65536)

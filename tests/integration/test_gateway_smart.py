@@ -707,6 +707,20 @@ def dense(bin_, fake_bin):
           "bodies of 190,000 values grow the RSS by less than 150 MB",
           route_jobs_hold_no_parsed_body)
 
+    def send_routes(port, body, k):
+        """k /v1/route requests of body, each given 2 s to be answered: the
+        sockets, and what each got (b"" while its job waits)."""
+        socks, answers = [], []
+        for _ in range(k):
+            s = send_route(port, body)
+            socks.append(s)
+            s.settimeout(2)
+            try:
+                answers.append(s.recv(65536))
+            except socket.timeout:
+                answers.append(b"")
+        return socks, answers
+
     def route_jobs_have_a_budget():
         # server.max_body_bytes 16384: the /v1/route jobs alive may hold 16
         # times that, 256 KiB, and a job of 100 queries holds some 70 KB
@@ -717,16 +731,9 @@ def dense(bin_, fake_bin):
         body = json.dumps({"queries": [{"query": "What is %d plus 2?" % i} for i in range(100)],
                            "strategy": "smart", "models": ["cheapo", "smarty"]}).encode()
         fake.scenario("hang")
-        socks, answers = [], []
+        socks = []
         try:
-            for _ in range(7):
-                s = send_route(g.port, body)
-                socks.append(s)
-                s.settimeout(2)
-                try:
-                    answers.append(s.recv(65536))
-                except socket.timeout:
-                    answers.append(b"")
+            socks, answers = send_routes(g.port, body, 7)
             taken = answers.count(b"")
             busy = answers[taken:]
             assert 2 <= taken <= 4 and answers[:taken] == [b""] * taken, answers
@@ -773,16 +780,9 @@ def dense(bin_, fake_bin):
         body = json.dumps({"queries": [{"query": "What is %d plus 2?" % i} for i in range(20)],
                            "strategy": "smart", "models": ["cheapo", "smarty"]}).encode()
         fake.scenario("hang")
-        socks, answers = [], []
+        socks = []
         try:
-            for _ in range(3):
-                s = send_route(g.port, body)
-                socks.append(s)
-                s.settimeout(2)
-                try:
-                    answers.append(s.recv(65536))
-                except socket.timeout:
-                    answers.append(b"")
+            socks, answers = send_routes(g.port, body, 3)
             assert answers[0] == b"", answers[0][:200]
             for a in answers[1:]:
                 assert a.startswith(b"HTTP/1.1 503 ") and b"server_busy" in a, a[:300]

@@ -390,9 +390,11 @@ class BigAnswers(gwtest.Upstream):
             c.close()
 
 
-def answers(gw_bin, fake_bin):
-    wd = workdir()
-    up = BigAnswers(20 << 20)
+def big_gateway(gw_bin, wd, size):
+    """A gateway (idle_timeout_ms 1000) whose model "big" answers size
+    bytes: the upstream, the gateway, a request body for it, and a function
+    giving the gateway's log lines of its answers."""
+    up = BigAnswers(size)
     gw = Gateway(gw_bin, wd, {"models": [{"name": "big", "backend": "openai",
                                           "base_url": up.base_url}],
                               "server": {"idle_timeout_ms": 1000}})
@@ -400,6 +402,12 @@ def answers(gw_bin, fake_bin):
 
     def lines():
         return [l for l in gw.log_lines() if l.get("model") == "big" and "status" in l]
+    return up, gw, body, lines
+
+
+def answers(gw_bin, fake_bin):
+    wd = workdir()
+    up, gw, body, lines = big_gateway(gw_bin, wd, 20 << 20)
 
     def an_answer_the_client_never_takes_is_logged_499():
         # 20 MB the client never reads: it cannot all be written, and the
@@ -500,14 +508,7 @@ def answers(gw_bin, fake_bin):
 
 def slow_readers(gw_bin, fake_bin):
     wd = workdir()
-    up = BigAnswers(6 << 20)
-    gw = Gateway(gw_bin, wd, {"models": [{"name": "big", "backend": "openai",
-                                          "base_url": up.base_url}],
-                              "server": {"idle_timeout_ms": 1000}})
-    body = json.dumps({"model": "big", "messages": [{"role": "user", "content": "hi"}]})
-
-    def lines():
-        return [l for l in gw.log_lines() if l.get("model") == "big" and "status" in l]
+    up, gw, body, lines = big_gateway(gw_bin, wd, 6 << 20)
 
     def a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_answer():
         # 48 KB every 100 ms, about 13 s for the answer: the client reads
