@@ -262,7 +262,8 @@ double gw_now(void);
 
 /* Whether a JSON request body holds more values than conf's
  * server.max_json_values (counted by jsonscan.h's js_count_values, before
- * any parse): 1 with the 413's message in msg, else 0. A body of
+ * any parse, unless JS_MAX_VALUES says the body is too short to hold that
+ * many): 1 with the 413's message in msg, else 0. A body of
  * GW_TRIM_VALUES or more starts gw->trim_timer. */
 int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,
                              size_t len, char *msg, size_t cap);

@@ -38,6 +38,13 @@ int js_scan_object(const char *buf, size_t len, struct js_member *members, size_
  * past `limit`: the result is at most limit + 1. */
 size_t js_count_values(const char *buf, size_t len, size_t limit);
 
+/* The most values a JSON text of len bytes can hold: a text of c values
+ * takes at least 2c - 1 bytes (a scalar 1, a string 2; a container's
+ * brackets and commas, and an object's member names with their colons,
+ * pay for its elements), reached by "[0,0,...]". A body shorter than
+ * twice a limit cannot be over it, and need not be counted. */
+#define JS_MAX_VALUES(len) (((len) + 1) / 2)
+
 /* Does member m's key equal `name`? Keys with escapes are decoded first. */
 int js_key_equals(const char *buf, const struct js_member *m, const char *name);
 

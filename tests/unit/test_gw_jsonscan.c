@@ -170,6 +170,21 @@ static void count_values_counts_each_value_once(void **state)
     assert_int_equal(count("", 100), 0);
 }
 
+/* The gateway counts no body shorter than twice its limit: the densest
+ * texts reach JS_MAX_VALUES and none passes it. */
+static void count_values_never_passes_the_bound_for_a_length(void **state)
+{
+    static const char *dense[] = {
+        "0", "\"\"", "[]", "[0]", "[0,0,0]", "[[],[],[]]", "[[[[]]]]", "{\"\":0}",
+        "{\"\":[0,0],\"\":{}}", "[\"\",0,[0],{}]", "  [0 , 0]  ",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++)
+        assert_true(count(dense[i], 100) <= JS_MAX_VALUES(strlen(dense[i])));
+    assert_int_equal(count("[0,0,0]", 100), JS_MAX_VALUES(strlen("[0,0,0]")));
+    assert_int_equal(count("[[[[]]]]", 100), JS_MAX_VALUES(strlen("[[[[]]]]")));
+}
+
 static void count_values_stops_past_the_limit(void **state)
 {
     size_t n = 100000, len = 2 + 3 * n;
@@ -203,6 +218,7 @@ int main(void)
         cmocka_unit_test(rewrite_handles_many_members),
         cmocka_unit_test(scan_refuses_what_is_not_an_object),
         cmocka_unit_test(count_values_counts_each_value_once),
+        cmocka_unit_test(count_values_never_passes_the_bound_for_a_length),
         cmocka_unit_test(count_values_stops_past_the_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
