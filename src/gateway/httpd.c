@@ -25,6 +25,7 @@
  *
  * Threads: the event loop thread only.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -1029,17 +1030,53 @@ static int token_in_list(const char *list, const char *token)
     return 0;
 }
 
+/* A Host value is uri-host [ ":" port ] (RFC 9110 section 7.2): a
+ * registered name (unreserved, pct-encoded, sub-delims), an IPv4 address or
+ * a bracketed IP literal, then digits. Empty is allowed (a target without
+ * an authority). No user info, path, query or white space. */
+static int host_ok(const char *v)
+{
+    const char *p = v;
+    if (*p == '[') {
+        for (p++; *p && *p != ']'; p++)
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.' && *p != 'v' &&
+                *p != 'V' && !strchr("-_~!$&'()*+,;=", *p))
+                return 0;
+        if (*p++ != ']')
+            return 0;
+    } else {
+        for (; *p && *p != ':'; p++)
+            if (!isalnum((unsigned char)*p) && !strchr("-._~%!$&'()*+,;=", *p))
+                return 0;
+    }
+    if (*p == ':')
+        for (p++; *p; p++)
+            if (*p < '0' || *p > '9')
+                return 0;
+    return *p == '\0';
+}
+
 /* After the head: decide how the body comes. Returns 0 or an HTTP status. */
 static int start_body(struct hs_conn *c, const char **why)
 {
     struct hs_req *r = &c->req;
-    const char *te = NULL, *cl = NULL, *conn_hdr = hs_req_header(r, "Connection"), *expect;
+    const char *te = NULL, *cl = NULL, *host = NULL, *conn_hdr = hs_req_header(r, "Connection"), *expect;
     size_t max_body = c->srv->lim.max_body_bytes;
     int announced;
 
     r->max_body = max_body;
     for (int i = 0; i < r->n_hdr; i++) {
-        if (strcasecmp(r->hdr[i].name, "Transfer-Encoding") == 0) {
+        if (strcasecmp(r->hdr[i].name, "Host") == 0) {
+            if (host) {
+                *why = "repeated Host header";
+                return 400;
+            }
+            host = r->hdr[i].value;
+            if (!host_ok(host)) {
+                *why = "malformed Host header";
+                return 400;
+            }
+        } else if (strcasecmp(r->hdr[i].name, "Transfer-Encoding") == 0) {
             if (te) {
                 *why = "repeated Transfer-Encoding";
                 return 400;
@@ -1052,6 +1089,14 @@ static int start_body(struct hs_conn *c, const char **why)
             }
             cl = r->hdr[i].value;
         }
+    }
+    /* RFC 9112 section 3.2: an HTTP/1.1 request without a Host header, or
+     * with two, or with one that is not an authority, is answered 400
+     * (as nginx and Apache do). The gateway does not use Host, but a proxy
+     * in front may have read such a request as another one than here. */
+    if (!host && r->minor >= 1) {
+        *why = "missing Host header (HTTP/1.1 requires one)";
+        return 400;
     }
     if (r->minor >= 1)
         r->keep_alive = !(conn_hdr && token_in_list(conn_hdr, "close"));

@@ -767,27 +767,60 @@ def errors(gw_bin, fake_bin):
                            b"\r\n\r\n")
         assert status_of(raw) == 431, raw[:200]
         error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
-        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\n" +
+        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n" +
                            b"".join(b"X-H%d: v\r\n" % i for i in range(150)) + b"\r\n")
         assert status_of(raw) == 431, raw[:200]
         still_serving(gw, auth)
     check("431 header block over server.max_header_bytes", headers_too_large)
 
     def broken_http():
-        for bad in (b"NOT HTTP\r\n\r\n", b"GET /health HTTP/2.0\r\n\r\n",
-                    b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n",
-                    b"POST /v1/route HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-                    b"POST /v1/route HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-                    b"POST /v1/route HTTP/1.1\r\nAuthorization: Bearer gk-one\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
-                    # a NUL must not end the head early and hide Content-Length
-                    b"POST /v1/route HTTP/1.1\r\n\x00X: y\r\nContent-Length: 24\r\n\r\n"
-                    b"GET /health HTTP/1.1\r\n\r\n"):
+        # Each with the message naming its fault (so none is refused for
+        # another, such as a missing Host).
+        for bad, why in (
+                (b"NOT HTTP\r\n\r\n", b"malformed request line"),
+                (b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", b"unsupported HTTP version"),
+                (b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+                 b"malformed header line"),
+                (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                 b"malformed Content-Length"),
+                (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                 b"unsupported Transfer-Encoding"),
+                (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gk-one\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", b"chunk"),
+                # a NUL must not end the head early and hide Content-Length
+                (b"POST /v1/route HTTP/1.1\r\nHost: x\r\n\x00X: y\r\nContent-Length: 24\r\n\r\n"
+                 b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"")):
             raw = raw_exchange(port, bad)
             assert status_of(raw) == 400, (bad, raw[:200])
             assert raw.count(b"\r\nContent-Length: ") == 1, (bad, raw)  # nothing after it served
+            assert why in raw.split(b"\r\n\r\n", 1)[1], (bad, raw)
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
+
+    def host_header():
+        # RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host, an authority.
+        for bad, why in ((b"GET /health HTTP/1.1\r\n\r\n", b"missing Host header"),
+                         (b"GET /health HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+                          b"repeated Host header"),
+                         (b"GET /health HTTP/1.1\r\nHost: user@x\r\n\r\n",
+                          b"malformed Host header"),
+                         (b"GET /health HTTP/1.1\r\nHost: x/y\r\n\r\n",
+                          b"malformed Host header"),
+                         (b"GET /health HTTP/1.1\r\nHost: x:80a\r\n\r\n",
+                          b"malformed Host header"),
+                         (b"GET /health HTTP/1.1\r\nHost: [::1\r\n\r\n",
+                          b"malformed Host header")):
+            raw = raw_exchange(port, bad)
+            assert status_of(raw) == 400, (bad, raw[:200])
+            assert why in raw.split(b"\r\n\r\n", 1)[1], (bad, raw)
+        for good in (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n",
+                     b"GET /health HTTP/1.1\r\nHost: [::1]:8080\r\n",
+                     b"GET /health HTTP/1.1\r\nHost: gw.example-1.internal\r\n",
+                     b"GET /health HTTP/1.1\r\nHost:\r\n",  # empty: no authority
+                     b"GET /health HTTP/1.0\r\n"):  # 1.0 needs none
+            raw = raw_exchange(port, good + b"Connection: close\r\n\r\n")
+            assert status_of(raw) == 200, (good, raw[:200])
+    check("400 for an HTTP/1.1 request without one valid Host", host_header)
 
     def strict_content_length():
         # RFC 9110 section 8.6: Content-Length is 1*DIGIT; the blanks around a
@@ -894,7 +927,7 @@ def errors(gw_bin, fake_bin):
         cases = (
             (413, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-request-id: it-413\r\n"
                   b"Content-Length: 10000000\r\n\r\n", "it-413", "/v1/chat/completions"),
-            (400, b"POST /v1/route HTTP/1.1\r\nx-request-id: it-400\r\n"
+            (400, b"POST /v1/route HTTP/1.1\r\nHost: x\r\nx-request-id: it-400\r\n"
                   b"Content-Length: -1\r\n\r\n", "it-400", "/v1/route"),
             (431, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8000 + b"\r\n\r\n",
              None, ""))
@@ -1363,7 +1396,7 @@ def lifecycle(gw_bin, fake_bin):
         time.sleep(0.2)
         try:  # no new connections once draining
             c = socket.create_connection((HOST, gw.port), timeout=1)
-            c.sendall(b"GET /health HTTP/1.1\r\n\r\n")
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             refused = c.recv(100) == b""
             c.close()
         except OSError:
