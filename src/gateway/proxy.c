@@ -173,8 +173,8 @@ struct exchange {
     size_t tries_len;
 
     /* A dense store: the query's vector, fetched before routing. */
-    json_t *root;          /* the request, kept while the vector is fetched */
-    char *query;           /* its query text */
+    json_t *routing; /* while it is fetched, what decide() reads (routing_members()) */
+    char *query;     /* the query text */
     float *vec;
     size_t vec_dim;
     struct gw_embed *embed; /* the fetch in flight */
@@ -1899,7 +1899,7 @@ static void finish(struct exchange *ex, int status)
     free(ex->ev_data);
     free(ex->last_body);
     gw_embed_cancel(ex->embed);
-    json_decref(ex->root);
+    json_decref(ex->routing);
     free(ex->query);
     free(ex->vec);
     free(ex);
@@ -2121,7 +2121,9 @@ oom:
 
 /* Decide the ranking from model / models / route. Returns 0, or refuses the
  * request (and finishes the exchange) and returns -1, or returns 1 when the
- * query's vector must be fetched first (a smart route over a dense store). */
+ * query's vector must be fetched first (a smart route over a dense store).
+ * root is the request's body, or once that vector is in, the copy that
+ * routing_members() made of it: a member read here must be copied there. */
 static int decide(struct exchange *ex, json_t *root, const char *query)
 {
     const struct lr_config *cfg = ex->conf->cfg;
@@ -2314,13 +2316,56 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
 
 static void proceed(struct exchange *ex);
 
+/* Copy from's member key, when it has one, into to. Returns 0, or -1 out
+ * of memory. */
+static int copy_member(json_t *to, json_t *from, const char *key)
+{
+    json_t *v = json_object_get(from, key);
+    return v ? json_object_set_new(to, key, json_deep_copy(v)) : 0;
+}
+
+/* What decide() reads of a request, copied into a small tree of its own:
+ * model, models, and route's strategy and performance_requirement. A
+ * request waiting for its query's vector keeps this instead of its parsed
+ * body: a tree costs many times the text it was parsed from (some 45 MB
+ * for a body at the default server.max_json_values), and how many requests
+ * wait is bounded only by server.max_connections. decide() has checked
+ * these members before the wait, so with the vector it reads the copy as
+ * it read the body. The body itself stays with the HTTP request, which the
+ * forwarding rewrites. Returns a new reference, or NULL out of memory. */
+static json_t *routing_members(json_t *root)
+{
+    static const char *const top[] = {"model", "models", NULL};
+    static const char *const in_route[] = {"strategy", "performance_requirement", NULL};
+    json_t *keep = json_object(), *route = json_object_get(root, "route"), *r;
+    size_t i;
+
+    if (!keep)
+        return NULL;
+    for (i = 0; top[i]; i++)
+        if (copy_member(keep, root, top[i]))
+            goto oom;
+    if (route) {
+        r = json_object();
+        if (json_object_set_new(keep, "route", r))
+            goto oom;
+        for (i = 0; in_route[i]; i++)
+            if (copy_member(r, route, in_route[i]))
+                goto oom;
+    }
+    return keep;
+oom:
+    json_decref(keep);
+    return NULL;
+}
+
 /* The vector is in (or not): route with it, then go on. */
 static void shutdown_one(struct exchange *ex, const char *msg);
 
 static void embed_got(void *arg, float *vec, size_t dim, const char *why)
 {
     struct exchange *ex = arg;
-    json_t *root;
+    json_t *routing;
     int rc;
 
     ex->embed = NULL; /* the fetch frees itself */
@@ -2331,10 +2376,10 @@ static void embed_got(void *arg, float *vec, size_t dim, const char *why)
     }
     ex->vec = vec;
     ex->vec_dim = dim;
-    root = ex->root;
-    ex->root = NULL; /* a refusal in decide() frees ex: nothing of it is used after */
-    rc = decide(ex, root, ex->query);
-    json_decref(root);
+    routing = ex->routing;
+    ex->routing = NULL; /* a refusal in decide() frees ex: nothing of it is used after */
+    rc = decide(ex, routing, ex->query);
+    json_decref(routing);
     if (rc == 0)
         proceed(ex);
 }
@@ -2432,11 +2477,14 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     }
     rc = decide(ex, root, query.p ? query.p : "");
     if (rc == 1) {
-        /* The request waits for its vector; the fetch owns root and the text. */
-        ex->root = root;
+        /* The request waits for its vector with what decide() reads and
+         * the query text, not the parsed body (routing_members()). */
+        ex->routing = routing_members(root);
+        json_decref(root);
         ex->query = query.p ? query.p : strdup("");
         hs_req_watch(req, on_drain, on_abort, ex);
-        if (!ex->query || !(ex->embed = gw_embed_start(gw, ex->conf, ex->query, embed_got, ex))) {
+        if (!ex->routing || !ex->query ||
+            !(ex->embed = gw_embed_start(gw, ex->conf, ex->query, embed_got, ex))) {
             ex->error = "embedding_failed";
             fail_with(ex, 500, NULL, "out_of_memory", "out of memory fetching the embedding");
         }
