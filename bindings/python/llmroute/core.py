@@ -13,8 +13,11 @@ returns); add and routing call it before the foreign call, a batch once.
 
 Threads: route() and route_batch() on one Router from any number of threads.
 Store.import_file() and the add methods may run while others route (the C
-store serialises writers and excludes readers). close() must not race
-anything else on the same object.
+store serialises writers and excludes readers). close() may run while other
+threads are inside calls on the same object: it does not wait for them; the
+object is closed at once (a call begun after it raises the "is closed"
+error), and the C handle is freed when the last call in flight returns (see
+_Handle).
 """
 import json
 import math
@@ -295,8 +298,10 @@ class ModelInfo(tuple):
         return "ModelInfo(%s)" % ", ".join("%s=%r" % kv for kv in zip(self._names, self))
 
 
-# Guards the borrow counts of Config and Store handles (taken and given back
-# only when a Router is made or freed, never per call).
+# Guards the borrow counts of Config, Store and Router handles: taken and
+# given back around every call into the library on the handle, and while a
+# Router holds a Config's or a Store's pointer. Held for a few Python
+# statements only, never across a foreign call.
 _borrow_lock = threading.Lock()
 
 
@@ -304,25 +309,38 @@ class _Handle:
     """A C handle with its free function: close() frees it once; with-blocks
     and garbage collection close it too.
 
-    A Config or Store that a live Router borrows (the C router keeps its
-    pointer) is not freed by close(): the handle is closed to its owner at
-    once, and the C object is freed when the last borrower gives it back, so
-    closing one never leaves a router pointing at freed memory."""
+    Every call into the library on the handle borrows it (_borrow()) for the
+    call's length and gives it back after (_give_back()); so does a Router
+    for the Config and Store whose pointers it keeps. close() never frees a
+    borrowed handle: the object is closed to its owner at once (later calls
+    raise InvalidInput "the ... is closed"), and the C object is freed by
+    whichever borrower gives it back last. close() does not wait for the
+    calls in flight, so it cannot deadlock with one, even one that is
+    waiting on something the closing thread holds (ctypes releases the GIL
+    during a foreign call; a dense store's import calls back into Python)."""
     _free = None
     _what = "object"
     _borrowers = 0
     _orphan = None  # the C handle of a closed object still borrowed
 
+    def _closed(self):
+        return InvalidInput("the %s is closed" % self._what, code=_lib.LR_EINVAL)
+
     @property
     def handle(self):
+        """The C handle, not borrowed: for a check only, never for a call
+        (use _borrow())."""
         if getattr(self, "_h", None) is None:
-            raise InvalidInput("the %s is closed" % self._what, code=_lib.LR_EINVAL)
+            raise self._closed()
         return self._h
 
     def _borrow(self):
-        """The C handle, counted as borrowed until _give_back()."""
+        """The C handle, counted as borrowed until _give_back(); InvalidInput
+        when the object is closed."""
         with _borrow_lock:
-            h = self.handle
+            h = getattr(self, "_h", None)
+            if h is None:
+                raise self._closed()
             self._borrowers += 1
         return h
 
@@ -333,7 +351,12 @@ class _Handle:
             if h:
                 self._orphan = None
         if h:
-            type(self)._free(h)
+            self._release(h)
+
+    def _release(self, h):
+        """Free the C handle h: called once, when the object is closed and
+        no borrower is left."""
+        type(self)._free(h)
 
     def close(self):
         with _borrow_lock:
@@ -341,7 +364,7 @@ class _Handle:
             if h and self._borrowers:
                 self._orphan, h = h, None
         if h:
-            type(self)._free(h)
+            self._release(h)
 
     def __del__(self):
         try:
@@ -416,7 +439,12 @@ class Config(_Handle):
         """The config index of model `name`; UnknownModel (a ValueError) if none."""
         if not isinstance(name, (str, bytes)):
             raise _wrong_type("Config.index: name", "a str", name)
-        i = api.lr_config_model_index(self.handle, _b(name, "Config.index: name"))
+        nb = _b(name, "Config.index: name")
+        h = self._borrow()
+        try:
+            i = api.lr_config_model_index(h, nb)
+        finally:
+            self._give_back()
         if i < 0:
             # lr_config_model_index() has no lr_error: the message is the
             # router's wording for the same fault.
@@ -427,15 +455,24 @@ class Config(_Handle):
     @property
     def warnings(self):
         """Warnings found while loading (unknown keys and the like)."""
-        h = self.handle
-        return [_s(api.lr_config_warning(h, i)) for i in range(api.lr_config_warning_count(h))]
+        h = self._borrow()
+        try:
+            return [_s(api.lr_config_warning(h, i))
+                    for i in range(api.lr_config_warning_count(h))]
+        finally:
+            self._give_back()
 
     @property
     def router_defaults(self):
-        d = api.lr_config_router_defaults(self.handle).contents
-        return {"strategy": _s(d.strategy), "performance_requirement": d.performance_requirement,
-                "n_similar": d.n_similar, "predictor": _s(d.predictor), "alpha": d.alpha,
-                "store": _s(d.store_path), "query_text": _s(d.query_text)}
+        h = self._borrow()
+        try:
+            d = api.lr_config_router_defaults(h).contents
+            return {"strategy": _s(d.strategy),
+                    "performance_requirement": d.performance_requirement,
+                    "n_similar": d.n_similar, "predictor": _s(d.predictor), "alpha": d.alpha,
+                    "store": _s(d.store_path), "query_text": _s(d.query_text)}
+        finally:
+            self._give_back()
 
     @property
     def embedding(self):
@@ -444,14 +481,18 @@ class Config(_Handle):
         batch_size, timeout_ms, embedder_id ("openai:" + model). None when
         the config uses the built-in embedder. OpenAIEmbedder.from_config()
         makes the embed function for it."""
-        p = api.lr_config_embedding(self.handle)
-        if not p:
-            return None
-        e = p.contents
-        return {"base_url": _s(e.base_url), "model": _s(e.model),
-                "api_key_env": _s(e.api_key_env), "dimensions": e.dimensions,
-                "batch_size": e.batch_size, "timeout_ms": e.timeout_ms,
-                "embedder_id": _s(e.embedder_id)}
+        h = self._borrow()
+        try:
+            p = api.lr_config_embedding(h)
+            if not p:
+                return None
+            e = p.contents
+            return {"base_url": _s(e.base_url), "model": _s(e.model),
+                    "api_key_env": _s(e.api_key_env), "dimensions": e.dimensions,
+                    "batch_size": e.batch_size, "timeout_ms": e.timeout_ms,
+                    "embedder_id": _s(e.embedder_id)}
+        finally:
+            self._give_back()
 
     def __len__(self):
         return len(self.models)
@@ -604,19 +645,31 @@ class Store(_Handle):
         the same key records again. Settable at any time (a whole number
         from 0 to 100 years); the store's file keeps no setting, so each
         Store has its own, 24 hours unless set."""
-        return api.lr_store_key_ttl(self.handle)
+        h = self._borrow()
+        try:
+            return api.lr_store_key_ttl(h)
+        finally:
+            self._give_back()
 
     @key_ttl_s.setter
     def key_ttl_s(self, seconds):
+        ttl = _key_ttl(seconds, "Store.key_ttl_s")
         err = _lib.lr_error()
-        rc = api.lr_store_set_key_ttl(self.handle, _key_ttl(seconds, "Store.key_ttl_s"),
-                                      byref(err))
+        h = self._borrow()
+        try:
+            rc = api.lr_store_set_key_ttl(h, ttl, byref(err))
+        finally:
+            self._give_back()
         raise_for(rc, err, "lr_store_set_key_ttl")
 
     @property
     def embedder(self):
         """The id of the embedder the store was made with ("tfidf-v1": built in)."""
-        return _s(api.lr_store_embedder(self.handle))
+        h = self._borrow()
+        try:
+            return _s(api.lr_store_embedder(h))
+        finally:
+            self._give_back()
 
     @property
     def dense(self):
@@ -628,10 +681,18 @@ class Store(_Handle):
         """A dense store's vector dimension; 0 for the built-in embedder, or
         for a dense store that has no vector yet and was opened without
         dense_dim."""
-        return api.lr_store_dim(self.handle)
+        h = self._borrow()
+        try:
+            return api.lr_store_dim(h)
+        finally:
+            self._give_back()
 
     def __len__(self):
-        return api.lr_store_count(self.handle)
+        h = self._borrow()
+        try:
+            return api.lr_store_count(h)
+        finally:
+            self._give_back()
 
     def refresh(self):
         """Read what other connections (another process's import, say) have
@@ -641,7 +702,11 @@ class Store(_Handle):
         stays and StoreError is raised."""
         changed = c_int(0)
         err = _lib.lr_error()
-        rc = api.lr_store_refresh(self.handle, byref(changed), byref(err))
+        h = self._borrow()
+        try:
+            rc = api.lr_store_refresh(h, byref(changed), byref(err))
+        finally:
+            self._give_back()
         raise_for(rc, err, "lr_store_refresh")
         return bool(changed.value)
 
@@ -687,7 +752,7 @@ class Store(_Handle):
         cpath = _path(path, "Store.import_file: path")
         opts = _lib.lr_import_options(_b(split, "Store.import_file: split"), 1 if strict else 0)
         cb = None
-        h = self.handle
+        self.handle  # raises: closed
         embed = self._need_embed("import")
         if embed is not None:
             cb = _embed.ImportCallback(embed)
@@ -703,7 +768,11 @@ class Store(_Handle):
             opts.embed_dim = dim
         rep = _lib.lr_import_report()
         err = _lib.lr_error()
-        rc = api.lr_store_import_file(h, cpath, byref(opts), byref(rep), byref(err))
+        h = self._borrow()
+        try:
+            rc = api.lr_store_import_file(h, cpath, byref(opts), byref(rep), byref(err))
+        finally:
+            self._give_back()
         if rc < 0 and cb is not None:
             cb.reraise(err.message.decode("utf-8", "replace"))
         raise_for(rc, err, "lr_store_import_file")
@@ -783,7 +852,11 @@ class Store(_Handle):
                              _b(task, where + ": task"), arr, len(outs))
         vec, dim, keep = self._vector(query, embedding, where)
         err = _lib.lr_error()
-        rc = api.lr_store_add(self.handle, byref(rec), vec, dim, byref(err))
+        h = self._borrow()
+        try:
+            rc = api.lr_store_add(h, byref(rec), vec, dim, byref(err))
+        finally:
+            self._give_back()
         del keep
         raise_for(rc, err, "lr_store_add")
 
@@ -807,22 +880,28 @@ class Store(_Handle):
         if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise _wrong_type(where + ": idempotency_key", "a str or None", idempotency_key)
         tokens = _tokens(input_tokens, where + ": input_tokens")
+        kb = (None if idempotency_key is None
+              else _b(idempotency_key, where + ": idempotency_key"))
         vec, dim, keep = self._vector(query, embedding, where)
-        if idempotency_key is None:
-            if vec is None:
-                rc = api.lr_store_add_outcome(self.handle, qb, tokens, mb, correctness,
-                                              output_tokens, byref(err))
-            else:
-                rc = api.lr_store_add_outcome_vec(self.handle, qb, tokens, mb, correctness,
+        dup = c_int(0)
+        h = self._borrow()
+        try:
+            if kb is None and vec is None:
+                rc = api.lr_store_add_outcome(h, qb, tokens, mb, correctness, output_tokens,
+                                              byref(err))
+            elif kb is None:
+                rc = api.lr_store_add_outcome_vec(h, qb, tokens, mb, correctness,
                                                   output_tokens, vec, dim, byref(err))
+            else:
+                rc = api.lr_store_add_outcome_keyed(h, kb, qb, tokens, mb, correctness,
+                                                    output_tokens, vec, dim, byref(dup),
+                                                    byref(err))
+        finally:
+            self._give_back()
+        del keep
+        if kb is None:
             raise_for(rc, err, "lr_store_add_outcome")
             return True
-        dup = c_int(0)
-        rc = api.lr_store_add_outcome_keyed(self.handle,
-                                            _b(idempotency_key, where + ": idempotency_key"),
-                                            qb, tokens, mb, correctness, output_tokens,
-                                            vec, dim, byref(dup), byref(err))
-        del keep
         raise_for(rc, err, "lr_store_add_outcome_keyed")
         return not dup.value
 
@@ -1005,22 +1084,22 @@ class Router(_Handle):
             return None
         return self._embed or self.store.embed or self._config_embed
 
-    def close(self):
+    def _release(self, h):
+        # The C router is freed first: until then it may read the Config
+        # and Store it borrowed.
+        api.lr_router_free(h)
         with _borrow_lock:
             borrowed, self._borrowed = getattr(self, "_borrowed", ()), ()
-        super().close()
         for o in borrowed:
             o._give_back()
 
     @property
     def strategy(self):
-        return _s(api.lr_router_strategy(self._handle()))
-
-    def _handle(self):
-        h = self._h
-        if h is None:
-            raise InvalidInput("the router is closed", code=_lib.LR_EINVAL)
-        return h
+        h = self._borrow()
+        try:
+            return _s(api.lr_router_strategy(h))
+        finally:
+            self._give_back()
 
     # -- candidates --
 
@@ -1076,7 +1155,7 @@ class Router(_Handle):
         dense store the query is embedded (see the class), or `embedding`
         is its vector."""
         where = "Router.route"
-        h = self._handle()
+        self.handle  # raises: closed
         s = self._scratch
         req, dec, err = s.req, s.dec, s.err
         req.models, req.n_models = self._candidates(models, where)
@@ -1097,7 +1176,11 @@ class Router(_Handle):
         else:
             dec.ranking, dec.ranking_cap = None, 0
         try:
-            rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))
+            h = self._borrow()
+            try:
+                rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))
+            finally:
+                self._give_back()
         finally:
             req.models = None
             req.query = None
@@ -1110,9 +1193,8 @@ class Router(_Handle):
     def route_index(self, models=None):
         """The chosen config index alone, for a request without text (what
         sequential routing needs): route() without building a Decision."""
-        h = self._h
-        if h is None:
-            self._handle()  # raises: closed
+        if self._h is None:
+            raise self._closed()
         s = self._scratch
         try:
             key = models if type(models) is tuple else (
@@ -1130,7 +1212,24 @@ class Router(_Handle):
                 s.prepared.clear()
             s.prepared[key] = req
         plain = s.plain
-        if _route(h, req, plain, s.err) < 0:
+        # _borrow() and _give_back() inlined: this is the per-call path of
+        # SequentialRouting.
+        with _borrow_lock:
+            h = self._h
+            if h is None:
+                raise self._closed()
+            self._borrowers += 1
+        try:
+            rc = _route(h, req, plain, s.err)
+        finally:
+            with _borrow_lock:
+                self._borrowers -= 1
+                orphan = self._orphan if self._borrowers == 0 else None
+                if orphan:
+                    self._orphan = None
+            if orphan:
+                self._release(orphan)
+        if rc < 0:
             raise_for(s.err.code, s.err, "lr_router_route")
         return plain.index
 
@@ -1223,7 +1322,7 @@ class Router(_Handle):
                ranking, embeddings=None):
         """The C call of route_batch() and route_indices(); `where` names
         the method for messages."""
-        h = self._handle()
+        self.handle  # raises: closed
         if queries is None:
             if n is None:
                 raise InvalidInput("%s: give the queries or their number n" % where,
@@ -1294,8 +1393,12 @@ class Router(_Handle):
             opts.capacities = caps
         rep = _lib.lr_batch_report()
         err = _lib.lr_error()
-        rc = api.lr_router_route_batch(h, reqs, count, byref(opts), decs, byref(rep),
-                                       byref(err))
+        h = self._borrow()
+        try:
+            rc = api.lr_router_route_batch(h, reqs, count, byref(opts), decs, byref(rep),
+                                           byref(err))
+        finally:
+            self._give_back()
         if rc < 0 and rc != _lib.LR_EINFEASIBLE:
             raise_for(rc, err, "lr_router_route_batch")
         del keep, caps  # the C call is done with them

@@ -243,6 +243,82 @@ class BorrowedHandlesTest(unittest.TestCase):
         self.assertEqual(cfg._borrowers, 0)
 
 
+# Each thread loops one call on the object until it is closed; the script
+# prints what ended each loop: the clean "is closed" error, or anything else.
+_CLOSE_RACE = '''
+import threading, time
+recs = [{'query': 'query %d ' % i + 'word%d ' % (i % 7) * 40, 'input_token_length': 5,
+         'outputs': [{'model_name': 'a', 'correctness': 1, 'output_token_length': 5},
+                     {'model_name': 'b', 'correctness': i % 2, 'output_token_length': 5}]}
+        for i in range(300)]
+def race(obj, calls):
+    ends, started = [], threading.Barrier(len(calls) + 1)
+    def loop(call):
+        started.wait()
+        try:
+            while True:
+                call()
+        except llmroute.InvalidInput as e:
+            ends.append(str(e))
+        except BaseException as e:
+            ends.append('%s: %s' % (type(e).__name__, e))
+    threads = [threading.Thread(target=loop, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.02)
+    obj.close()
+    for t in threads:
+        t.join()
+    return sorted(set(ends))
+'''
+
+
+class CloseDuringCallsTest(unittest.TestCase):
+    """close() while other threads are inside calls on the same object (the
+    GIL is released during each foreign call) closes it to new calls and
+    frees the C object only when the last call returns: no crash, and each
+    thread ends on the "is closed" error."""
+
+    ROUNDS = 15
+
+    def assertCleanEnds(self, code, closed):
+        p = run_apart(_CLOSE_RACE + code)
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:] + p.stderr[-4000:])
+        for line in p.stdout.splitlines():
+            for end in eval(line):
+                self.assertTrue(end.endswith(closed), end)
+        self.assertEqual(len(p.stdout.splitlines()), self.ROUNDS)
+
+    def test_closing_a_router_while_threads_route(self):
+        self.assertCleanEnds(
+            "s = Store()\ns.import_records(recs)\n"
+            "q = 'query 1 word1 word3 ' * 50\n"
+            "for _ in range(%d):\n"
+            "    r = Router(Config({'models': M}), strategy='smart', store=s)\n"
+            "    print(race(r, [lambda: r.route(query=q), lambda: r.route(['a', 'b'], q),\n"
+            "                   lambda: r.route_batch([q, q], mode='quality', alpha=0.5),\n"
+            "                   lambda: r.route_indices([q] * 3), lambda: r.strategy]))\n"
+            % self.ROUNDS, "the router is closed")
+
+    def test_closing_a_store_while_threads_add(self):
+        self.assertCleanEnds(
+            "for k in range(%d):\n"
+            "    s = Store()\n"
+            "    print(race(s, [lambda: s.add('query %%d with some words' %% k,\n"
+            "                                 [('a', 1, 5), ('b', 0, 7)]),\n"
+            "                   lambda: s.add_outcome('another query', 'a', 1, 3),\n"
+            "                   lambda: s.import_records(recs[:20]), lambda: len(s),\n"
+            "                   lambda: s.dim]))\n" % self.ROUNDS, "the store is closed")
+
+    def test_closing_a_query_store_during_add_data(self):
+        self.assertCleanEnds(
+            "for k in range(%d):\n"
+            "    qs = QueryStore()\n"
+            "    print(race(qs, [lambda: qs.add_data(recs[:50]), lambda: qs.count()]))\n"
+            % self.ROUNDS, "the store is closed")
+
+
 class OutOfRangeInputTest(unittest.TestCase):
     """Values ctypes would store modulo the C field's size, or that the
     library reads as "the default", are refused by name instead."""
