@@ -19,7 +19,8 @@ shorter than the previous one never fails (AIOS's cursor can run past it);
 prices come from llm_configs (cost_per_input_token, cost_per_output_token),
 else from litellm's table when litellm is installed, and a smart candidate
 without them is refused with a message naming it (AIOS counts a missing
-price as 0); a model listed twice among one request's candidates and (with
+price as 0), but as the only candidate of a get_model_idxs request, which
+gets it; a model listed twice among one request's candidates and (with
 the built-in embedder, over a store with data) a query without text raise
 InvalidInput;
 with predictor="aios", a tie on the highest quality when no candidate
@@ -1415,9 +1416,13 @@ class SmartRouting:
                 current = self._current = (router, gen)
             return current[0]
 
-    def _inputs(self, where, selected_llms, queries, input_token_lengths, arg="selected_llms"):
+    def _inputs(self, where, selected_llms, queries, input_token_lengths, arg="selected_llms",
+                lone_unpriced=False):
         """(models, texts, input token counts) for the Router; `where`
-        names the method in messages, `arg` the candidates' argument."""
+        names the method in messages, `arg` the candidates' argument.
+        A candidate without both prices is refused, but for the only
+        candidate of a request when lone_unpriced is true: the library
+        then returns it without pricing it (get_model_idxs)."""
         if queries is None:
             raise _bad("%s: queries: smart routing needs the query texts (one per decision)"
                        % where)
@@ -1448,7 +1453,10 @@ class SmartRouting:
                                              where, arg)
         if self._unpriced:
             for names in (models if per_query else [models]):
-                for name in (self.config.names if names is None else names):
+                names = self.config.names if names is None else names
+                if lone_unpriced and len(names) == 1:
+                    continue
+                for name in names:
                     if name in self._unpriced:
                         why = self._unpriced[name]
                         raise _bad("%s: model '%s' has no cost_per_input_token or "
@@ -1535,7 +1543,7 @@ class SmartRouting:
         out = []
         for names, tokens, prices in rows:
             pick = 0
-            if requirement <= 0:
+            if requirement <= 0 and len(names) > 1:
                 costs = [tokens * p for p in prices]
                 pick = costs.index(min(costs))
             out.append(self.config._index[names[pick]])
@@ -1556,7 +1564,7 @@ class SmartRouting:
         selected_llms = _alias(where, "selected_llms", selected_llms, "selected_llm_lists",
                                selected_llm_lists, None)
         models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths,
-                                              arg)
+                                              arg, lone_unpriced=True)
         got = self._over_store(where, "Router.route_indices", lambda: self.router.route_indices(
             texts, models=models, input_tokens=lengths))
         if got is not None:

@@ -279,6 +279,35 @@ class PricesFromLitellmTest(SmartTestCase):
         self.assertIn("litellm's price table (litellm.model_cost) has no input_cost_per_token "
                       "and output_cost_per_token for 'vllm/my-model' or 'my-model'", msg)
 
+    def test_a_lone_unpriced_candidate_is_routed_to(self):
+        # A request with one candidate gets it in every case, as the library
+        # and the README have it; a model without prices was refused even
+        # alone. With another candidate it is still refused, and so it is
+        # by the methods that report its cost.
+        with FakeLitellm(None):
+            r = SmartRouting(self.configs(), performance_requirement=0.5)
+            q = [[{"role": "user", "content": "what is the capital of france"}]]
+            for _ in range(2):  # over an empty store, then over one with data
+                self.assertEqual(r.get_model_idxs([[self.configs()[2]]], q), [2])
+                self.assertEqual(r.get_model_idxs([{"name": "gpt-4o-mini"}], q * 2), [1, 1])
+                self.assertEqual(r.get_model_idxs([["llama3"], ["openai/gpt-4o"]], q * 2),
+                                 [2, 0])
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    r.get_model_idxs([["llama3"], ["llama3", "gpt-4o-mini"]], q * 2)
+                self.assertIn("model 'llama3' has no cost_per_input_token", str(cm.exception))
+                for call in (lambda: r.predict(q, ["llama3"]),
+                             lambda: r.route_batch(["llama3"], q)):
+                    with self.assertRaises(llmroute.InvalidInput) as cm:
+                        call()
+                    self.assertIn("model 'llama3' has no cost_per_input_token",
+                                  str(cm.exception))
+                r.store.add_data([{"query": "what is the capital of france",
+                                   "input_token_length": 7,
+                                   "outputs": [{"model_name": "llama3", "correctness": 1,
+                                                "output_token_length": 10}]}])
+            r = SmartRouting([LLMConfig("solo")])
+            self.assertEqual(r.get_model_idxs(None, ["q"]), [0])
+
     def test_litellm_is_not_imported_when_every_price_is_given(self):
         # This passed with litellm imported every time: litellm was absent.
         tried = []
