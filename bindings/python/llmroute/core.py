@@ -62,11 +62,15 @@ def _b(s, what):
     """A str as UTF-8 bytes for a char * argument (None stays NULL); `what`
     names the method and argument for a message. A NUL inside would end the
     C string early (a model name "a\\0b" would route as "a"), so one raises
-    InvalidInput."""
+    InvalidInput, as does a str that is no Unicode text (a lone surrogate,
+    "\\udcff", which UTF-8 cannot encode)."""
     if s is None:
         return None
     if isinstance(s, str):
-        s = s.encode("utf-8")
+        try:
+            s = s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise _not_utf8(what, s, e) from None
     elif not isinstance(s, bytes):
         raise _wrong_type(what, "a str", s)
     if b"\0" in s:
@@ -76,13 +80,38 @@ def _b(s, what):
     return s
 
 
+def _not_utf8(what, s, e):
+    """InvalidInput for a str UTF-8 cannot encode (e from str.encode)."""
+    return InvalidInput("%s: %r: not valid Unicode text: %r at position %d is a lone "
+                        "surrogate, which UTF-8 cannot encode"
+                        % (what, s if len(s) <= 40 else s[:37] + "...", s[e.start], e.start),
+                        code=_lib.LR_EINVAL)
+
+
 def _path(p, what):
-    """A file path (a str, bytes or os.PathLike) as bytes for C."""
+    """A file path (a str, bytes or os.PathLike) as bytes for C: a str as
+    os.fsencode() gives it (a name read from the file system with bytes
+    that are not UTF-8 comes back as it was)."""
     try:
         p = os.fspath(p)
     except TypeError:
         raise _wrong_type(what, "a path (a str or os.PathLike)", p) from None
+    if isinstance(p, str):
+        try:
+            p = os.fsencode(p)
+        except UnicodeEncodeError as e:
+            raise _not_utf8(what, p, e) from None
     return _b(p, what)
+
+
+def _flag(x, what):
+    """A yes-or-no argument as 1 or 0: True or False only (numpy's bool
+    too), so that a str such as "no" is not taken for True."""
+    if isinstance(x, bool) or (type(x).__module__ == "numpy" and type(x).__name__ in
+                               ("bool_", "bool")):
+        return 1 if x else 0
+    raise InvalidType("%s: expected True or False, got %s" % (what, _got(x)),
+                      code=_lib.LR_EINVAL)
 
 
 def _s(b):
@@ -147,9 +176,35 @@ def _key_ttl(x, what):
     return _whole(x, what, 0, _lib.LR_STORE_MAX_KEY_TTL)
 
 
+# The library's cap on a token count (include/llmroute.h: "a whole number
+# from 0 to 1e9"), and on a model's batch capacity (a config's "capacity").
+_TOKENS_MAX = 10 ** 9
+_CAPACITY_MAX = 10 ** 9
+
+
 def _tokens(x, what):
-    """An input-token count for a C long; None (estimate from the text) is -1."""
-    return -1 if x is None else _whole(x, what, 0, _LONG_MAX)
+    """An input-token count for a C long; None (estimate from the text) is
+    -1. The library refuses one over its cap of 1e9, saying so; one too
+    large for a C long is refused here in the same words (the C long is
+    no bound a caller can use), and a negative one with the real range."""
+    if x is None:
+        return -1
+    v = x
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    elif not isinstance(v, bool):
+        try:
+            v = operator.index(v)  # a numpy integer, say
+        except TypeError:
+            pass
+    if isinstance(v, int) and not isinstance(v, bool) and v > _LONG_MAX:
+        raise InvalidInput("%s: %d is over the cap of %d" % (what, v, _TOKENS_MAX),
+                           code=_lib.LR_EINVAL)
+    v = _whole(x, what, -_LONG_MAX - 1, _LONG_MAX)
+    if v < 0:
+        raise InvalidInput("%s: expected a whole number from 0 to %d, got %d"
+                           % (what, _TOKENS_MAX, v), code=_lib.LR_EINVAL)
+    return v
 
 
 def _number(x, what):
@@ -182,6 +237,10 @@ _MODEL_KEYS = ("name", "backend", "base_url", "api_key_env", "upstream_model", "
 
 
 _PRICE_KEYS = ("cost_per_input_token", "cost_per_output_token")
+
+# Keys of a model object whose value is text.
+_TEXT_KEYS = ("name", "backend", "base_url", "api_key_env", "upstream_model", "hosted_model",
+              "description", "hostname")
 
 
 def _field(obj, key):
@@ -250,6 +309,11 @@ def _config_doc(llm_configs, router, where, router_where=None):
         m = {}
         for k in _MODEL_KEYS:
             v = _field(c, k)
+            if v is not None and k in _TEXT_KEYS:
+                if not isinstance(v, str):
+                    raise InvalidType("%s: llm_configs[%d].%s: expected a str, got %s"
+                                      % (where, i, k, _got(v)), code=_lib.LR_EINVAL)
+                _b(v, "%s: llm_configs[%d].%s" % (where, i, k))
             if v is not None and k in _PRICE_KEYS and (
                     isinstance(v, bool) or not isinstance(v, numbers.Real)):
                 # A price that is no number ("1e-6", True) is a wrong type,
@@ -266,8 +330,17 @@ def _config_doc(llm_configs, router, where, router_where=None):
                 m[k] = v
         if "base_url" not in m:
             host = _field(c, "hostname")
+            if host is not None and not isinstance(host, str):
+                raise InvalidType("%s: llm_configs[%d].hostname: expected a str, got %s"
+                                  % (where, i, _got(host)), code=_lib.LR_EINVAL)
             if host:
+                _b(host, "%s: llm_configs[%d].hostname" % (where, i))
                 m["base_url"] = host
+        try:
+            json.dumps(m, allow_nan=False)
+        except (TypeError, ValueError) as e:  # bytes among the headers, say
+            raise InvalidType("%s: llm_configs[%d]: cannot be written as JSON: %s"
+                              % (where, i, e), code=_lib.LR_EINVAL) from None
         models.append(m)
     doc = {"models": models}
     if router:
@@ -512,6 +585,125 @@ def _records_message(message, tmp):
     return message.replace(tmp, "import_records")
 
 
+def _text_fault(v, path=""):
+    """(path, str) of the first str in v (a value, a key, nested in dicts
+    and lists) that UTF-8 cannot encode, or None."""
+    if isinstance(v, str):
+        return None if v.isascii() or _utf8(v) else (path, v)
+    if isinstance(v, Mapping):
+        for k, x in v.items():
+            sub = "%s.%s" % (path, k) if path else str(k)
+            if isinstance(k, str) and not _utf8(k):
+                return (path or "(a key)", k)
+            hit = _text_fault(x, sub)
+            if hit:
+                return hit
+    elif isinstance(v, (list, tuple)):
+        for j, x in enumerate(v):
+            hit = _text_fault(x, "%s[%d]" % (path, j))
+            if hit:
+                return hit
+    return None
+
+
+def _utf8(s):
+    """Whether UTF-8 can encode s (no lone surrogate)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _records_utf8(text, records):
+    """text as UTF-8; a record with a str UTF-8 cannot encode (a lone
+    surrogate) is InvalidInput naming it and its field."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    for i, rec in enumerate(records):
+        hit = _text_fault(rec)
+        if hit:
+            path, v = hit
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise _not_utf8("records[%d]: %s" % (i, path), v, e) from None
+    raise InvalidInput("records: not valid Unicode text", code=_lib.LR_EINVAL)
+
+
+def _records_json(records):
+    """(JSON of records as UTF-8, {(index, field): "NaN"}) for import_records.
+    JSON cannot write NaN or an infinity: each is written as a string
+    naming it ("NaN", "Infinity", "-Infinity"), which the library refuses
+    where a number belongs as it refuses any other string there, naming
+    the record by its place (and skips it with strict=False); the dict lets
+    the message say which value it was. A record that cannot be written at
+    all (a bytes value, say) is InvalidType naming it, and one holding a
+    str UTF-8 cannot encode InvalidInput naming it."""
+    try:
+        text = json.dumps(records, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        if not (isinstance(e, ValueError) and str(e).startswith("Out of range float")):
+            raise _unwritable(records, e) from None
+    else:
+        return _records_utf8(text, records), {}
+    hits = {}
+
+    def named(v, i, path):
+        if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
+            f = float(v)
+            if math.isfinite(f):
+                return v
+            word = "NaN" if f != f else ("Infinity" if f > 0 else "-Infinity")
+            hits.setdefault((i, path), word)
+            return word
+        if isinstance(v, Mapping):
+            return {k: named(x, i, "%s.%s" % (path, k) if path else str(k))
+                    for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [named(x, i, "%s[%d]" % (path, j)) for j, x in enumerate(v)]
+        return v
+
+    out = [named(rec, i, "") if _not_finite(rec) else rec for i, rec in enumerate(records)]
+    try:
+        text = json.dumps(out, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as e:  # bytes beside the NaN, say
+        raise _unwritable(records, e) from None
+    return _records_utf8(text, records), hits
+
+
+def _unwritable(records, e):
+    """InvalidType naming the first record JSON cannot write (a bytes value,
+    a key that is no str, a record that contains itself); e is json's error
+    for the whole list."""
+    for i, rec in enumerate(records):
+        try:
+            json.dumps(rec, allow_nan=True)
+        except (TypeError, ValueError) as err:
+            e = err
+            return InvalidType("records[%d]: cannot be written as JSON: %s" % (i, e),
+                               code=_lib.LR_EINVAL)
+    return InvalidType("records: cannot be written as JSON: %s" % e, code=_lib.LR_EINVAL)
+
+
+def _name_non_finite(message, hits):
+    """A message naming a record's field ("records[3]: outputs[0].correctness:
+    expected a number") with the NaN or infinity that field held, which the
+    library saw as a string (", got NaN")."""
+    if not hits:
+        return message
+    m = re.search(r"\brecords\[(\d+)\]: ([^:]+): ", message)
+    if not m:
+        return message
+    word = hits.get((int(m.group(1)), m.group(2)))
+    if word is None:
+        return message
+    message = re.sub(r",? got (a )?string$", "", message)
+    return "%s, got %s" % (message, word)
+
+
 class ImportReport(tuple):
     """What an import did (struct lr_import_report)."""
     __slots__ = ()
@@ -624,7 +816,7 @@ class Store(_Handle):
         _check_new_embedder(path, embedder, embed)
         opts = _lib.lr_store_options(_b(embedder, "Store: embedder"),
                                      _whole(dense_dim, "Store: dense_dim", 0, _INT_MAX),
-                                     1 if read_only else 0,
+                                     _flag(read_only, "Store: read_only"),
                                      _whole(max_records, "Store: max_records", 0, 2 ** 63 - 1))
         ttl = None if key_ttl_s is None else _key_ttl(key_ttl_s, "Store: key_ttl_s")
         h = c_void_p()
@@ -750,7 +942,8 @@ class Store(_Handle):
         every kept record's query through its embed function, in batches;
         a fault there raises EmbedError and imports nothing."""
         cpath = _path(path, "Store.import_file: path")
-        opts = _lib.lr_import_options(_b(split, "Store.import_file: split"), 1 if strict else 0)
+        opts = _lib.lr_import_options(_b(split, "Store.import_file: split"),
+                                      _flag(strict, "Store.import_file: strict"))
         cb = None
         self.handle  # raises: closed
         embed = self._need_embed("import")
@@ -788,6 +981,7 @@ class Store(_Handle):
             raise _wrong_type("Store.import_records: records", "a list of records (dicts)",
                               records)
         _b(split, "Store.import_records: split")
+        _flag(strict, "Store.import_records: strict")
         records = list(records)
         for i, rec in enumerate(records):
             # Checked here: a record that is no dict is the caller's mistake,
@@ -796,20 +990,21 @@ class Store(_Handle):
                 raise _wrong_type("Store.import_records: records[%d]" % i, "a record (a dict "
                                   "with \"query\", \"input_token_length\", \"outputs\")", rec)
         try:
-            text = json.dumps(records, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise InvalidInput("records: cannot be written as JSON: %s" % e,
-                               code=_lib.LR_EINVAL) from None
+            data, hits = _records_json(records)
+        except InvalidInput as e:
+            e.message = "Store.import_records: " + e.message
+            e.args = (e.message,)
+            raise
         fd, tmp = tempfile.mkstemp(prefix="llmroute-import-", suffix=".json")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             try:
                 rep = self.import_file(tmp, split=split, strict=strict)
             except Error as e:
                 # The library names the temporary file and its one line:
                 # name the records instead.
-                e.message = _records_message(e.message, tmp)
+                e.message = _name_non_finite(_records_message(e.message, tmp), hits)
                 e.args = (e.message,)
                 e.line = 0
                 raise
@@ -817,7 +1012,7 @@ class Store(_Handle):
             os.unlink(tmp)
         if rep.first_bad:
             rep = ImportReport(rep.read, rep.imported, rep.skipped_split, rep.bad,
-                               _records_message(rep.first_bad, tmp))
+                               _name_non_finite(_records_message(rep.first_bad, tmp), hits))
         return rep
 
     def add(self, query, outcomes, input_tokens=None, task=None, embedding=None):
@@ -1103,17 +1298,19 @@ class Router(_Handle):
 
     # -- candidates --
 
-    def _candidates(self, models, where):
+    def _candidates(self, models, where, arg="models"):
         """(char ** array, count) for a list of names; (None, 0) for all.
-        `where` names the method for a message ("Router.route")."""
+        `where` names the method for a message ("Router.route"), `arg` the
+        argument ("models[2]" for one query's list in a batch). A list or
+        tuple of names, or one name; anything else (a dict, whose keys
+        would be taken, a set, in no order) is InvalidType."""
         if models is None:
             return None, 0
         if isinstance(models, (str, bytes)):
             models = (models,)
-        try:
-            key = tuple(models)
-        except TypeError:
-            raise _wrong_type(where + ": models", "a list of model names", models) from None
+        elif not isinstance(models, (list, tuple)):
+            raise _wrong_type("%s: %s" % (where, arg), "a list of model names", models)
+        key = tuple(models)
         try:
             hit = self._cands.get(key)
         except TypeError:  # an entry that is no name: refused below
@@ -1125,9 +1322,9 @@ class Router(_Handle):
                              code=_lib.LR_EEMPTY)
         for i, m in enumerate(key):
             if not isinstance(m, (str, bytes)):
-                raise InvalidType("%s: models[%d]: expected a model name, got %s"
-                                  % (where, i, _got(m)), code=_lib.LR_EINVAL)
-        arr = (c_char_p * len(key))(*[_b(m, "%s: models[%d]" % (where, i))
+                raise InvalidType("%s: %s[%d]: expected a model name, got %s"
+                                  % (where, arg, i, _got(m)), code=_lib.LR_EINVAL)
+        arr = (c_char_p * len(key))(*[_b(m, "%s: %s[%d]" % (where, arg, i))
                                       for i, m in enumerate(key)])
         hit = (arr, len(key))
         if len(self._cands) >= _CANDS_CACHE_MAX:
@@ -1156,6 +1353,7 @@ class Router(_Handle):
         is its vector."""
         where = "Router.route"
         self.handle  # raises: closed
+        ranking = _flag(ranking, where + ": ranking")
         s = self._scratch
         req, dec, err = s.req, s.dec, s.err
         req.models, req.n_models = self._candidates(models, where)
@@ -1197,9 +1395,14 @@ class Router(_Handle):
             raise self._closed()
         s = self._scratch
         try:
-            key = models if type(models) is tuple else (
-                None if models is None else tuple((models,) if isinstance(models, (str, bytes))
-                                                  else models))
+            if type(models) is tuple or models is None:
+                key = models
+            elif isinstance(models, (str, bytes)):
+                key = (models,)
+            elif isinstance(models, (list, tuple)):
+                key = tuple(models)
+            else:  # no list of names: _candidates() says what is wrong
+                raise TypeError
             req = s.prepared.get(key)
         except TypeError:  # not a list of names: _candidates() says what is wrong
             key, req = models, None
@@ -1243,7 +1446,9 @@ class Router(_Handle):
         queries: a list of query texts (or None entries), or None with `n`
             for requests without text (sequential);
         models: None (every configured model), one list of names shared by
-            all requests, or a list of lists (one per request);
+            all requests, or a list of lists (one per request; any entry a
+            list makes it that, and None among them is every configured
+            model for its request);
         input_tokens: None (estimated from the text) or one count per query;
         mode: "per_query" (each on its own), "quality" (minimum total cost
             with mean predicted quality >= alpha and load <= capacity per
@@ -1252,7 +1457,8 @@ class Router(_Handle):
             "budget" only; given with another mode they are InvalidInput;
         capacities: None (the config's), or a dict name -> cap (models not
             named keep their configured capacity) or a list with one cap per
-            configured model (<= 0: unlimited).
+            configured model: each a whole number from 0 (unlimited) to 1e9,
+            as a config's "capacity".
 
         embeddings: over a dense store, one vector per query; None: the
             queries are embedded in one call (see the class).
@@ -1323,6 +1529,7 @@ class Router(_Handle):
         """The C call of route_batch() and route_indices(); `where` names
         the method for messages."""
         self.handle  # raises: closed
+        ranking = _flag(ranking, where + ": ranking")
         if queries is None:
             if n is None:
                 raise InvalidInput("%s: give the queries or their number n" % where,
@@ -1352,8 +1559,15 @@ class Router(_Handle):
                 raise _wrong_type(where + ": models", "a list of model names, a list of such "
                                   "lists (one per query) or None", models)
             models = list(models)
+        # One list per query when any entry is a list (None among them: every
+        # configured model for that query), whichever entry it is.
         per_query = (models is not None and not isinstance(models, (str, bytes))
-                     and len(models) > 0 and isinstance(models[0], (list, tuple)))
+                     and any(isinstance(m, (list, tuple)) for m in models))
+        if per_query:
+            for i, m in enumerate(models):
+                if m is not None and not isinstance(m, (list, tuple)):
+                    raise _wrong_type("%s: models[%d]" % (where, i), "a list of model names "
+                                      "or None (one list per query, as the others are)", m)
         if per_query and len(models) != count:
             raise InvalidInput("%s: models: %d candidate lists for %d queries"
                                % (where, len(models), count), code=_lib.LR_EINVAL)
@@ -1422,7 +1636,8 @@ class Router(_Handle):
         for i in range(count):
             r = reqs[i]
             api.lr_request_init(byref(r))
-            arr, k = self._candidates(models[i], where) if per_query else shared
+            arr, k = (self._candidates(models[i], where, "models[%d]" % i) if per_query
+                      else shared)
             r.models, r.n_models = arr, k
             q = queries[i]
             if q is not None:
@@ -1450,7 +1665,7 @@ class Router(_Handle):
                     raise InvalidType("%s: capacities: expected model names as keys, got %s"
                                       % (where, _got(name)), code=_lib.LR_EINVAL)
                 caps[self.config.index(name)] = _whole(cap, "%s: capacities[%r]"
-                                                       % (where, name), -_INT_MAX - 1, _INT_MAX)
+                                                       % (where, name), 0, _CAPACITY_MAX)
         else:
             capacities = list(capacities)
             if len(capacities) != n:
@@ -1458,7 +1673,7 @@ class Router(_Handle):
                                    % (where, len(capacities), n), code=_lib.LR_EINVAL)
             for i, cap in enumerate(capacities):
                 caps[i] = 0 if cap is None else _whole(cap, "%s: capacities[%d]" % (where, i),
-                                                       -_INT_MAX - 1, _INT_MAX)
+                                                       0, _CAPACITY_MAX)
         return caps
 
 
@@ -1469,5 +1684,10 @@ def estimate_tokens(text):
         return 0
     if not isinstance(text, (str, bytes)):
         raise _wrong_type("estimate_tokens: text", "a str", text)
-    b = text.encode("utf-8") if isinstance(text, str) else text
+    b = text
+    if isinstance(text, str):
+        try:
+            b = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise _not_utf8("estimate_tokens: text", text, e) from None
     return api.lr_estimate_tokens(b, len(b))

@@ -60,9 +60,9 @@ except ImportError:  # not on Windows
     fcntl = None
 
 from . import _lib
-from .core import (_INT_MAX, _MODEL_KEYS, Config, Router, Store, _config_doc, _field, _got,
-                   _iterable, _number, estimate_tokens,
-                   _path, _tokens, _whole, _wrong_type)
+from .core import (_INT_MAX, _MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field,
+                   _got, _iterable, _number, estimate_tokens,
+                   _path, _tokens, _utf8, _whole, _wrong_type)
 from .embed import OpenAIEmbedder
 from .errors import (EmptyInput, Error, Infeasible, InvalidInput, InvalidType, IOFailure,
                      UnknownModel)
@@ -129,6 +129,7 @@ def _name_of(llm, where):
     if "\0" in name:
         raise _bad("%s: %r: a NUL byte inside a model name would cut it short in C"
                    % (where, name))
+    _b(name, where)  # raises InvalidInput for a str UTF-8 cannot encode
     return name
 
 
@@ -148,9 +149,10 @@ def _selection(selected, where):
 
 
 def _is_per_query(selected):
-    """True for AIOS's later form: a list of candidate lists, one per query."""
+    """True for AIOS's later form: a list of candidate lists, one per query
+    (any entry a list: None among them is every model for its query)."""
     return (selected is not None and not isinstance(selected, (str, Mapping))
-            and len(selected) > 0 and isinstance(selected[0], (list, tuple)))
+            and any(isinstance(s, (list, tuple)) for s in selected))
 
 
 def _names(selected, where, arg="selected_llms"):
@@ -163,7 +165,9 @@ def _names(selected, where, arg="selected_llms"):
         selected = [selected]
     try:  # the usual case, a list of dicts with string names, in one pass
         names = tuple([llm["name"] for llm in selected])
-        if all(type(n) is str for n in names) and "\0" not in "".join(names):
+        joined = "".join(names)
+        if (all(type(n) is str for n in names) and "\0" not in joined
+                and (joined.isascii() or _utf8(joined))):
             if names:
                 return names
         else:
@@ -186,6 +190,11 @@ def _candidate_lists(selected, n, where, arg="selected_llms"):
         if len(selected) != n:
             raise _bad("%s: %s has %d candidate lists for %d queries"
                        % (where, arg, len(selected), n))
+        for i, s in enumerate(selected):
+            if s is not None and not isinstance(s, (list, tuple)):
+                raise _bad_type("%s: %s[%d]: expected a list of models or None (one list per "
+                                "query, as the others are), got %s"
+                                % (where, arg, i, _got(s)))
         return [_names(s, where, "%s[%d]" % (arg, i)) for i, s in enumerate(selected)], True
     return _names(selected, where, arg), False
 
@@ -240,8 +249,9 @@ def _n_picks(n_queries, where):
         except TypeError:
             pass
     if isinstance(n_queries, int):
-        if n_queries < 0:
-            raise _bad("%s: n_queries: expected a count >= 0, got %d" % (where, n_queries))
+        if not 0 <= n_queries <= _MAX_PICKS:
+            raise _bad("%s: n_queries: expected a count from 0 to %d, got %d"
+                       % (where, _MAX_PICKS, n_queries))
         return n_queries
     if isinstance(n_queries, Mapping):
         raise _bad_type("%s: n_queries: expected a count (an int) or a list of queries, got %s"
@@ -257,6 +267,9 @@ def _n_picks(n_queries, where):
 
 
 _UNSET = object()
+
+# The most picks one get_model_idxs call makes (Router.route_batch's n).
+_MAX_PICKS = 2 ** 31
 
 
 def _alias(where, name, value, alias, alias_value, default):
@@ -477,7 +490,9 @@ class SequentialRouting:
                 return []
             return self.router.route_indices(models=names, n=n_queries)
         except Error as e:
-            raise _renamed(e, where, "Router.route_indices")
+            lower = ("Router.route_index" if e.message.startswith("Router.route_index: ")
+                     else "Router.route_indices")
+            raise _renamed(e, where, lower, {"models": arg, "n": "n_queries"})
 
 
 # ==== bootstrap_url: AIOS's history corpus, from a file or a download ====
@@ -1137,8 +1152,9 @@ class QueryStore:
             m = re.sub(r"\brecords(?=\[)", "data", e.message)
             if m.startswith("records: "):
                 m = "data: " + m[len("records: "):]
-            if m.startswith("import_records: "):
-                m = m[len("import_records: "):]
+            for lower in ("Store.import_records: ", "import_records: "):
+                if m.startswith(lower):
+                    m = m[len(lower):]
             e.message = "%s: %s" % (where, m)
             e.args = (e.message,)
             raise

@@ -296,7 +296,8 @@ class WrongTypeTest(unittest.TestCase):
         S, Q = llmroute.SmartRouting, llmroute.QueryStore
         seq = llmroute.SequentialRouting(MODELS)
         where = "SequentialRouting.get_model_idxs: "
-        bad(where + "n_queries: expected a count >= 0", seq.get_model_idxs, ["a"], -1)
+        bad(where + "n_queries: expected a count from 0 to 2147483648, got -1",
+            seq.get_model_idxs, ["a"], -1)
         bad(where + "selected_llms is empty", seq.get_model_idxs, [])
         bad(where + "selected_llms[0]: 'a\\x00': a NUL byte", seq.get_model_idxs,
             [{"name": "a\0"}])
@@ -338,6 +339,158 @@ class WrongTypeTest(unittest.TestCase):
         finally:
             q.close()
             smart.store.close()
+
+
+class StrictArgumentsTest(unittest.TestCase):
+    """Arguments that were taken loosely, or refused in another method's
+    words or with a bare Python error."""
+
+    def setUp(self):
+        self.cfg = Config({"models": MODELS})
+        self.router = Router(self.cfg, strategy="sequential")
+
+    def tearDown(self):
+        self.router.close()
+        self.cfg.close()
+
+    def refused(self, cls, message, fn, *args, **kw):
+        with self.assertRaises(cls) as cm:
+            fn(*args, **kw)
+        self.assertEqual(str(cm.exception), message)
+        return cm.exception
+
+    def test_an_aios_class_names_its_own_count_argument(self):
+        # It said "n: expected a whole number from 0 to 2147483648", naming
+        # Router.route_indices' argument.
+        seq = llmroute.SequentialRouting(MODELS)
+        where = "SequentialRouting.get_model_idxs: "
+        for n in (10 ** 30, 2 ** 31 + 1):
+            self.refused(llmroute.InvalidInput, where + "n_queries: expected a count from 0 to "
+                         "2147483648, got %d" % n, seq.get_model_idxs, ["a", "b"], n_queries=n)
+        self.refused(llmroute.InvalidInput, where + "n_queries: expected a count from 0 to "
+                     "2147483648, got %d" % 10 ** 30, seq.get_model_idxs,
+                     selected_llm_lists=[["a"], ["b"]], queries=10 ** 30)
+
+    def test_a_lone_surrogate_is_invalid_input_naming_the_argument(self):
+        # Each raised a bare UnicodeEncodeError.
+        bad = "\udcff"
+        why = ": '\\udcff': not valid Unicode text: '\\udcff' at position 0 is a lone " \
+              "surrogate, which UTF-8 cannot encode"
+        seq = llmroute.SequentialRouting(MODELS)
+        for n in (1, 2):
+            self.refused(llmroute.InvalidInput, "SequentialRouting.get_model_idxs: "
+                         "selected_llms[1]" + why, seq.get_model_idxs,
+                         [{"name": "a"}, {"name": bad}], n)
+        self.refused(llmroute.InvalidInput, "SequentialRouting: llm_configs[1].name" + why,
+                     llmroute.SequentialRouting, ["a", bad])
+        smart = llmroute.SmartRouting(MODELS)
+        smart.store.add_data([{"query": "q", "input_token_length": 3, "outputs": [
+            {"model_name": "a", "correctness": 1, "output_token_length": 3}]}])
+        self.refused(llmroute.InvalidInput, "SmartRouting.get_model_idxs: queries[1]" + why,
+                     smart.get_model_idxs, ["a", "b"], ["q", bad])
+        self.refused(llmroute.InvalidInput, "SmartRouting.get_model_idxs: selected_llms[0]" +
+                     why, smart.get_model_idxs, [bad], ["q"])
+        self.refused(llmroute.InvalidInput, "SmartRouting.predict: queries[0]" + why,
+                     smart.predict, [bad], ["a"])
+        self.refused(llmroute.InvalidInput, "QueryStore.predict: queries[0]" + why,
+                     smart.store.predict, [bad], ["a"])
+        self.refused(llmroute.InvalidInput, "QueryStore.add_data: data[0]: "
+                     "outputs[0].model_name" + why, smart.store.add_data,
+                     [{"query": "q", "outputs": [{"model_name": bad, "correctness": 1,
+                                                  "output_token_length": 3}]}])
+        self.refused(llmroute.InvalidInput, "Router.route: query" + why, self.router.route,
+                     query=bad)
+        self.refused(llmroute.InvalidInput, "Router.route: models[0]" + why, self.router.route,
+                     [bad])
+        self.refused(llmroute.InvalidInput, "estimate_tokens: text" + why,
+                     llmroute.estimate_tokens, bad)
+        with Store() as st:
+            self.refused(llmroute.InvalidInput, "Store.add: query" + why, st.add, bad,
+                         [("a", 1, 3)])
+        smart.store.close()
+
+    def test_a_config_field_of_the_wrong_type_is_named(self):
+        # It was InvalidInput "configuration: cannot be written as JSON:
+        # Object of type bytes is not JSON serializable".
+        self.refused(llmroute.InvalidType, "SequentialRouting: llm_configs[0].name: expected a "
+                     "str, got bytes b'a'", llmroute.SequentialRouting, [{"name": b"a"}])
+        self.refused(llmroute.InvalidType, "SmartRouting: llm_configs[1].hostname: expected a "
+                     "str, got bytes b'h'", llmroute.SmartRouting,
+                     [MODELS[0], {"name": "b", "cost_per_input_token": 0,
+                                  "cost_per_output_token": 0, "hostname": b"h"}])
+        self.refused(llmroute.InvalidType, "SequentialRouting: llm_configs[0]: cannot be "
+                     "written as JSON: Object of type bytes is not JSON serializable",
+                     llmroute.SequentialRouting, [{"name": "a", "headers": {"X": b"y"}}])
+
+    def test_flags_take_only_true_or_false(self):
+        # read_only="yes" (and "no") opened the store read-only.
+        for v in ("yes", "no", 1, None):
+            self.refused(llmroute.InvalidType, "Store: read_only: expected True or False, got "
+                         + llmroute.core._got(v), Store, read_only=v)
+        with Store() as st:
+            self.refused(llmroute.InvalidType, "Store.import_records: strict: expected True or "
+                         "False, got str 'no'", st.import_records, [], strict="no")
+        self.refused(llmroute.InvalidType, "Router.route: ranking: expected True or False, "
+                     "got int 1", self.router.route, ["a"], ranking=1)
+        self.refused(llmroute.InvalidType, "Router.route_batch: ranking: expected True or "
+                     "False, got str 'yes'", self.router.route_batch, n=1, ranking="yes")
+
+    def test_candidate_lists_are_lists_of_names(self):
+        # A dict was taken for the list of its keys.
+        self.refused(llmroute.InvalidType, "Router.route: models: expected a list of model "
+                     "names, got dict", self.router.route, {"a": 1})
+        self.refused(llmroute.InvalidType, "Router.route_index: models: expected a list of "
+                     "model names, got dict", self.router.route_index, {"a": 1})
+        self.refused(llmroute.InvalidType, "Router.route_batch: models[0]: expected a list of "
+                     "model names or None (one list per query, as the others are), got set",
+                     self.router.route_batch, n=2,
+                     models=[{"a"}, ["b"]])
+        # A list per query is told by any entry, not by the first alone: None
+        # first was refused as a name, None second taken for every model.
+        for models in ([None, ["a"]], [["a"], None]):
+            res = self.router.route_batch(n=2, models=models)
+            self.assertEqual(res.decisions[models.index(["a"])].name, "a")
+        self.refused(llmroute.InvalidType, "Router.route_batch: models[1]: expected a list of "
+                     "model names or None (one list per query, as the others are), got str",
+                     self.router.route_batch, n=2, models=[["a"], "b"])
+        self.refused(llmroute.InvalidType, "Router.route_batch: models[1][0]: expected a model "
+                     "name, got int 5", self.router.route_batch, n=2, models=[["a"], [5]])
+        seq = llmroute.SequentialRouting(MODELS)
+        for sel in ([None, ["a"]], [["a"], None]):
+            got = seq.get_model_idxs(sel, 2)
+            self.assertEqual(got[sel.index(["a"])], 0)
+
+    def test_capacities_take_the_bounds_of_a_configured_capacity(self):
+        # -5 was taken (and meant no cap), 2e9 too; a config's "capacity"
+        # is a whole number from 0 to 1e9.
+        smart = llmroute.SmartRouting(MODELS)
+        smart.store.add_data([{"query": "q", "input_token_length": 3, "outputs": [
+            {"model_name": "a", "correctness": 1, "output_token_length": 3}]}])
+        where = "SmartRouting.route_batch: "
+        for caps, name in (({"a": -5}, "['a']"), ({"a": 2000000000}, "['a']"),
+                           ([0, -1, 0], "[1]"), ([0, 0, 10 ** 12], "[2]")):
+            v = caps["a"] if isinstance(caps, dict) else [c for c in caps if c][0]
+            self.refused(llmroute.InvalidInput, where + "capacities%s: expected a whole number "
+                         "from 0 to 1000000000, got %d" % (name, v), smart.route_batch,
+                         ["a", "b"], ["q"], capacities=caps)
+        res = smart.route_batch(["a", "b"], ["q"], capacities={"a": 10 ** 9, "b": 0})
+        self.assertTrue(res.feasible)
+        smart.store.close()
+
+    def test_input_token_counts_name_the_real_cap(self):
+        # It said "expected a whole number from 0 to 9223372036854775807".
+        self.refused(llmroute.InvalidInput, "Router.route: input_tokens: %d is over the cap of "
+                     "1000000000" % 10 ** 30, self.router.route, ["a"], "q",
+                     input_tokens=10 ** 30)
+        self.refused(llmroute.InvalidInput, "Router.route: input_tokens: expected a whole "
+                     "number from 0 to 1000000000, got -1", self.router.route, ["a"], "q",
+                     input_tokens=-1)
+        self.refused(llmroute.InvalidInput, "input_tokens: 2000000000 is over the cap of "
+                     "1000000000", self.router.route, ["a"], "q", input_tokens=2 * 10 ** 9)
+        smart = llmroute.SmartRouting(MODELS)
+        self.refused(llmroute.InvalidInput, "SmartRouting.get_model_idxs: input_token_lengths"
+                     "[0]: %d is over the cap of 1000000000" % 10 ** 30, smart.get_model_idxs,
+                     ["a"], ["q"], [10 ** 30])
 
 
 if __name__ == "__main__":

@@ -119,6 +119,52 @@ class ImportRecordsMessagesTest(unittest.TestCase):
                          "records[1]: outputs[0].correctness: expected a boolean or a number "
                          "in [0,1]")
 
+    def test_a_nan_or_infinity_names_its_record_and_only_it_is_skipped(self):
+        # Any of them failed the whole import, strict or not: "records:
+        # cannot be written as JSON: Out of range float values are not JSON
+        # compliant", naming no record.
+        good = rec("fine", ("a", 1, 2))
+        nan, inf = float("nan"), float("inf")
+        cases = [(rec("q", ("a", nan, 2)), "outputs[0].correctness: expected a boolean or a "
+                  "number in [0,1], got NaN"),
+                 (rec("q", ("a", 1, -inf)), "outputs[0].output_token_length: expected a "
+                  "non-negative number, got -Infinity"),
+                 (rec("q", ("a", 1, 2), input_token_length=inf), "input_token_length: expected "
+                  "a non-negative integer, got Infinity")]
+        for bad, why in cases:
+            with self.subTest(why=why):
+                with self.assertRaises(llmroute.ParseError) as cm:
+                    self.store.import_records([good, good, bad, good])
+                self.assertEqual(str(cm.exception), "import_records: records[2]: " + why)
+                self.assertEqual(len(self.store), 0)
+                store = llmroute.Store()
+                rep = store.import_records([good, bad, good], strict=False)
+                self.assertEqual((rep.read, rep.imported, rep.bad), (3, 2, 1))
+                self.assertEqual(rep.first_bad, "records[1]: " + why)
+                self.assertEqual(len(store), 2)
+                store.close()
+        # A field the import does not read may hold one: the record is kept.
+        rep = self.store.import_records([rec("q", ("a", 1, 2), note=nan)])
+        self.assertEqual((rep.imported, rep.bad), (1, 0))
+        # AIOS's add_data names it in data.
+        qs = llmroute.QueryStore()
+        with self.assertRaises(llmroute.ParseError) as cm:
+            qs.add_data([good, cases[0][0]])
+        self.assertEqual(str(cm.exception), "QueryStore.add_data: data[1]: " + cases[0][1])
+        self.assertEqual(qs.count(), 0)
+        qs.close()
+
+    def test_a_record_json_cannot_write_names_its_place(self):
+        good = rec("fine", ("a", 1, 2))
+        with self.assertRaises(llmroute.InvalidType) as cm:
+            self.store.import_records([good, rec(b"q", ("a", 1, 2))])
+        self.assertEqual(str(cm.exception), "Store.import_records: records[1]: cannot be "
+                         "written as JSON: Object of type bytes is not JSON serializable")
+        with self.assertRaises(llmroute.InvalidType) as cm:
+            llmroute.QueryStore().add_data([good, good, rec(b"q", ("a", 1, 2))])
+        self.assertIn("QueryStore.add_data: data[2]: cannot be written as JSON",
+                      str(cm.exception))
+
 
 class EmbedderIdTest(support.StoreFileTestCase):
     def test_an_id_no_new_store_could_use_is_refused(self):
