@@ -1311,7 +1311,9 @@ int cmd_eval(int argc, char **argv)
         io.split = split;
         if ((rc = lr_dataset_load(data, &io, &ds, &rep, &err))) {
             cli_error("eval", "%s", err.message);
-            rc = CLI_USAGE;
+            /* Out of memory is a runtime failure, as route and import say
+             * it; every other fault is the data's. */
+            rc = rc == LR_ENOMEM ? CLI_RUNTIME : CLI_USAGE;
             goto out;
         }
         if (rep.bad)
