@@ -15,6 +15,7 @@ enum {
     CLI_RUNTIME = 1, /* a runtime failure */
     CLI_USAGE = 2,   /* bad usage, bad config, unknown model */
     CLI_UNMET = 3,   /* route --batch: constraints not met, the best assignment printed */
+    CLI_UNSAID = 4,  /* import: done and stored, but its report could not be written */
 };
 
 /* One option: "--name VALUE" / "--name=VALUE" when value is set, else a flag. */

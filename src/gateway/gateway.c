@@ -777,12 +777,12 @@ static int write_port_file(const char *path, int port)
  * of memory), 2 for a store that cannot be used as given (no permission,
  * not a store, another embedder's), as for a configuration error. The
  * store outlives reloads: a new path needs a restart. */
-static int open_store(struct gw *gw, const struct gw_options *opts)
+static int open_store(struct gw *gw, const struct gw_options *opts, int *created)
 {
     struct lr_error err = {0};
 
     if (gw_store_open(opts->config_path, opts->store, 0, opts->store_read_only, &gw->store,
-                      &gw->store_path, &err)) {
+                      &gw->store_path, created, &err)) {
         fprintf(stderr, "llmroute serve: %s\n", err.message);
         return err.code == LR_ENOMEM || err.code == LR_EIO || err.code == LR_EBUSY ? 1 : 2;
     }
@@ -792,6 +792,29 @@ static int open_store(struct gw *gw, const struct gw_options *opts)
     return 0;
 }
 
+/* Close the store; one this start made is removed again when the gateway
+ * did not start (with SQLite's files beside it), as `llmroute import`
+ * removes one it made and failed to fill: no empty store stamped with the
+ * config's embedder is left to refuse a later import with another. */
+static void close_store(struct gw *gw, int created, int failed)
+{
+    struct lr_error err = {0};
+    int removed = 0;
+
+    if (!gw->store)
+        return;
+    if (!(created && failed)) {
+        lr_store_free(gw->store);
+    } else if (lr_store_discard(gw->store, &removed, &err) != 0) {
+        fprintf(stderr, "llmroute serve: %s\n", err.message);
+    } else if (removed) {
+        fprintf(stderr, "llmroute serve: removed '%s', which this start created: the gateway "
+                        "did not start\n",
+                gw->store_path);
+    }
+    gw->store = NULL;
+}
+
 int gw_run(const struct gw_options *opts)
 {
     struct gw gw;
@@ -799,16 +822,16 @@ int gw_run(const struct gw_options *opts)
     struct hs_limits lim;
     struct drain drain = {0};
     struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
-    int rc = 1;
+    int rc = 1, created = 0;
 
     memset(&gw, 0, sizeof gw);
     gw.opts = opts;
-    if ((rc = open_store(&gw, opts)) != 0)
+    if ((rc = open_store(&gw, opts, &created)) != 0)
         return rc;
     rc = 1;
     if (gw_conf_load(opts->config_path, opts->listen, gw.store, &gw.conf, &err)) {
         fprintf(stderr, "llmroute serve: %s\n", err.message);
-        lr_store_free(gw.store);
+        close_store(&gw, created, 1);
         free(gw.store_path);
         return err.code == LR_ENOMEM ? 1 : 2;
     }
@@ -818,6 +841,8 @@ int gw_run(const struct gw_options *opts)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "llmroute serve: libcurl failed to initialise\n");
         gw_conf_unref(gw.conf);
+        close_store(&gw, created, 1);
+        free(gw.store_path);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -915,7 +940,7 @@ out:
     if (gw.base)
         event_base_free(gw.base);
     gw_conf_unref(gw.conf);
-    lr_store_free(gw.store);
+    close_store(&gw, created, rc != 0);
     free(gw.store_path);
     curl_global_cleanup();
     return rc;

@@ -2236,6 +2236,16 @@ static int presence_take(struct lr_store *st, const char *file, int may_create,
             return fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s", st->path,
                         S_ISDIR(held.st_mode) ? "it is a directory" : "not a regular file");
         }
+        /* An empty file that no handle holds is no store being made (the
+         * open making one holds its lock until it is done): SQLite would
+         * take it for an empty database and make a store of it, where
+         * any other file that is not a database is refused. */
+        if (!st->made_file && !st->read_only && held.st_size == 0 &&
+            flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            close(fd);
+            return fail(err, LR_ESTORE, 0,
+                        "history store '%s': file is not a database (it is empty)", st->path);
+        }
         int lk;
         while ((lk = flock(fd, LOCK_SH)) != 0 && errno == EINTR)
             ;

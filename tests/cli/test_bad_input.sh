@@ -54,4 +54,102 @@ rc=$?
 [ "$rc" = 1 ] && grep -qF "out of memory reading /dev/stdin (line 2)" "$TMP/err" &&
     ok || bad "eval: out of memory on a long line: exit $rc, $(cat "$TMP/err")"
 
+# --- serve: a store it made is removed again when it fails to start ---
+# Else an empty store stamped with the config's embedder is left, which
+# refuses a later import with another embedder.
+expect "serve: a bad --listen, before the store is made" 2 \
+    "llmroute serve: --listen: expected HOST:PORT, got 'nope'" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/fresh.db" --listen nope
+! grep -qF "llmroute.json" "$TMP/err" && ok || bad "serve: --listen's error names the config: $(cat "$TMP/err")"
+! ls "$TMP"/fresh.db* >/dev/null 2>&1 && ok || bad "serve --listen nope left $(ls "$TMP"/fresh.db*)"
+# The port in use: a listener of our own holds it.
+python3 -c '
+import socket, sys, time
+s = socket.socket()
+for port in range(19790, 19800):
+    try:
+        s.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        continue
+s.listen()
+print(port, flush=True)
+time.sleep(30)
+' >"$TMP/port" &
+holder=$!
+for _ in $(seq 50); do [ -s "$TMP/port" ] && break; sleep 0.1; done
+expect "serve: the port in use" 1 "removed '$TMP/fresh.db', which this start created" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/fresh.db" --listen "127.0.0.1:$(cat "$TMP/port")"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+! ls "$TMP"/fresh.db* >/dev/null 2>&1 && ok || bad "serve on a port in use left $(ls "$TMP"/fresh.db*)"
+# A config serve refuses (a route over an unknown model) after the store is made.
+printf '{"models": [{"name": "a", "backend": "mock"}], "routes": [{"name": "r", "models": ["zz"]}]}' \
+    >"$TMP/badroute.json"
+expect "serve: a config refused after the store is made" 2 "" -- \
+    "$BIN" serve --config "$TMP/badroute.json" --store "$TMP/fresh.db" --listen 127.0.0.1:0
+! ls "$TMP"/fresh.db* >/dev/null 2>&1 && ok || bad "serve with a bad config left $(ls "$TMP"/fresh.db*)"
+# A store that was there is kept, empty or not.
+"$BIN" import --store "$TMP/kept.db" >/dev/null 2>&1
+expect "serve: an existing empty store is kept" 2 "" -- \
+    "$BIN" serve --config "$TMP/badroute.json" --store "$TMP/kept.db" --listen 127.0.0.1:0
+[ -s "$TMP/kept.db" ] && ok || bad "serve removed a store it did not make"
+
+# --- an empty file at the store's path is no store: refused, left as it is ---
+: >"$TMP/zero.db"
+printf '{"query": "q", "outputs": [' >"$TMP/trunc.jsonl"
+expect "import into an empty file" 1 "history store '$TMP/zero.db': file is not a database (it is empty)" -- \
+    "$BIN" import --store "$TMP/zero.db" "$TMP/trunc.jsonl"
+[ -f "$TMP/zero.db" ] && ! [ -s "$TMP/zero.db" ] && ! ls "$TMP"/zero.db-* >/dev/null 2>&1 && ok ||
+    bad "import changed an empty file: $(ls -l "$TMP"/zero.db*)"
+expect "import with no data into an empty file" 1 "file is not a database (it is empty)" -- \
+    "$BIN" import --store "$TMP/zero.db"
+expect "serve on an empty file" 2 "file is not a database (it is empty)" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/zero.db" --listen 127.0.0.1:0
+! [ -s "$TMP/zero.db" ] && ok || bad "serve changed an empty file: $(ls -l "$TMP"/zero.db*)"
+expect "route on an empty file" 1 "is not a history store" -- \
+    "$BIN" route --config "$CFG" --store "$TMP/zero.db" --strategy smart q
+! [ -s "$TMP/zero.db" ] && ok || bad "route changed an empty file"
+
+# --- import: a report lost after the import is told apart (exit 4) ---
+if [ -w /dev/full ]; then
+    "$BIN" import --store "$TMP/full.db" "$SRC/examples/history.jsonl" >/dev/full 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 4 ] && grep -qF "cannot write standard output" "$TMP/err" &&
+        grep -qF "the import itself succeeded" "$TMP/err" && ok ||
+        bad "import >/dev/full: exit $rc, $(cat "$TMP/err")"
+    [ "$(count "$TMP/full.db")" = "$TMP/full.db: 64 records" ] && ok ||
+        bad "import >/dev/full: $(count "$TMP/full.db")"
+    # A failed import whose report is lost too stays a failure (1).
+    "$BIN" import --store "$TMP/full.db" "$TMP/trunc.jsonl" >/dev/full 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 1 ] && ok || bad "failed import >/dev/full: exit $rc, $(cat "$TMP/err")"
+    # Other commands store nothing: a lost output is a runtime error (1).
+    "$BIN" route --config "$CFG" q >/dev/full 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 1 ] && ! grep -qF "import itself" "$TMP/err" && ok ||
+        bad "route >/dev/full: exit $rc, $(cat "$TMP/err")"
+fi
+expect "import --help names exit code 4" 0 "4 every file was imported" -- "$BIN" import --help
+expect "llmroute --help names exit code 4" 0 "4 import: imported, but its report could not be written" -- \
+    "$BIN" --help
+
+# --- a smart default over unpriced models is refused before the first request ---
+printf '{"models": [{"name": "a", "backend": "mock"}, {"name": "b", "backend": "mock"}], "router": {"strategy": "smart"}}' \
+    >"$TMP/smart_unpriced.json"
+"$BIN" import --store "$TMP/hist.db" "$SRC/examples/history.jsonl" >/dev/null 2>&1
+expect "check-config: smart default over unpriced models" 2 \
+    "router.strategy (smart, over every model): model 'a' has no cost_per_input_token" -- \
+    "$BIN" check-config "$TMP/smart_unpriced.json" --store "$TMP/hist.db"
+expect "serve: smart default over unpriced models" 2 \
+    "router.strategy (smart, over every model): model 'a' has no cost_per_input_token" -- \
+    "$BIN" serve --config "$TMP/smart_unpriced.json" --store "$TMP/hist.db" --listen 127.0.0.1:0
+expect "route: smart default over unpriced models" 2 "model 'a' has no cost_per_input_token" -- \
+    "$BIN" route --config "$TMP/smart_unpriced.json" --store "$TMP/hist.db" q
+# One model needs no price.
+printf '{"models": [{"name": "a", "backend": "mock"}], "router": {"strategy": "smart"}}' \
+    >"$TMP/smart_one.json"
+expect "check-config: smart default over one unpriced model" 0 "" -- \
+    "$BIN" check-config "$TMP/smart_one.json" --store "$TMP/hist.db"
+
 summary
