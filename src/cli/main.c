@@ -56,7 +56,8 @@ static void usage(FILE *out)
     fprintf(out, "usage: llmroute <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'llmroute <command> --help' describes a command's options.\n"
+    fprintf(out, "\n'llmroute <command> --help' (or 'llmroute help <command>') describes a\n"
+                 "command's options.\n"
                  "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error,\n"
                  "3 route --batch: constraints not met (the best assignment is printed),\n"
                  "4 import: imported, but its report could not be written.\n");
@@ -85,6 +86,21 @@ int main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
+        return CLI_USAGE;
+    }
+    /* 'llmroute help route' is 'llmroute route --help'. */
+    if (strcmp(argv[1], "help") == 0 && argc > 2) {
+        char help_flag[] = "--help";
+        if (argc > 3) {
+            cli_error("help", "takes one command name (see 'llmroute --help')");
+            return CLI_USAGE;
+        }
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+            if (strcmp(argv[2], commands[i].name) == 0) {
+                char *args[] = {argv[2], help_flag, NULL};
+                return finish_stdout(commands[i].name, commands[i].run(2, args));
+            }
+        cli_error("help", "unknown command '%s' (see 'llmroute --help')", argv[2]);
         return CLI_USAGE;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||

@@ -754,6 +754,15 @@ static void warn_empty_store(struct gw *gw)
                   gw->opts->store_read_only ? "" : " or fed back (POST /v1/feedback)");
 }
 
+/* A reason serve does not start, on one line of standard error as the
+ * other commands write theirs (gw_put_escaped()). */
+static void start_error(const char *msg)
+{
+    fputs("llmroute serve: ", stderr);
+    gw_put_escaped(stderr, msg);
+    fputc('\n', stderr);
+}
+
 static int write_port_file(const char *path, int port)
 {
     char tmp[4096];
@@ -783,7 +792,7 @@ static int open_store(struct gw *gw, const struct gw_options *opts, int *created
 
     if (gw_store_open(opts->config_path, opts->store, 0, opts->store_read_only, &gw->store,
                       &gw->store_path, created, &err)) {
-        fprintf(stderr, "llmroute serve: %s\n", err.message);
+        start_error(err.message);
         return err.code == LR_ENOMEM || err.code == LR_EIO || err.code == LR_EBUSY ? 1 : 2;
     }
     if (gw->store)
@@ -806,11 +815,13 @@ static void close_store(struct gw *gw, int created, int failed)
     if (!(created && failed)) {
         lr_store_free(gw->store);
     } else if (lr_store_discard(gw->store, &removed, &err) != 0) {
-        fprintf(stderr, "llmroute serve: %s\n", err.message);
+        start_error(err.message);
     } else if (removed) {
-        fprintf(stderr, "llmroute serve: removed '%s', which this start created: the gateway "
-                        "did not start\n",
-                gw->store_path);
+        char msg[4200];
+        snprintf(msg, sizeof msg,
+                 "removed '%.4000s', which this start created: the gateway did not start",
+                 gw->store_path);
+        start_error(msg);
     }
     gw->store = NULL;
 }
@@ -830,7 +841,7 @@ int gw_run(const struct gw_options *opts)
         return rc;
     rc = 1;
     if (gw_conf_load(opts->config_path, opts->listen, gw.store, &gw.conf, &err)) {
-        fprintf(stderr, "llmroute serve: %s\n", err.message);
+        start_error(err.message);
         close_store(&gw, created, 1);
         free(gw.store_path);
         return err.code == LR_ENOMEM ? 1 : 2;
@@ -900,8 +911,10 @@ int gw_run(const struct gw_options *opts)
     }
     apply_conn_cap(&gw, gw.conf, 1);
     if (opts->port_file && write_port_file(opts->port_file, hs_server_port(gw.http))) {
-        fprintf(stderr, "llmroute serve: cannot write --port-file %s: %s\n", opts->port_file,
-                strerror(errno));
+        char msg[4200];
+        snprintf(msg, sizeof msg, "cannot write --port-file %.4000s: %s", opts->port_file,
+                 strerror(errno));
+        start_error(msg);
         goto out;
     }
     {

@@ -73,7 +73,27 @@ static void warn(const struct gw_conf *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s: warning: %s: %s\n", c->who, c->path, msg);
+    fprintf(stderr, "%s: warning: ", c->who);
+    gw_put_escaped(stderr, c->path);
+    fputs(": ", stderr);
+    gw_put_escaped(stderr, msg);
+    fputc('\n', stderr);
+}
+
+void gw_put_escaped(FILE *out, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\n')
+            fputs("\\n", out);
+        else if (*p == '\r')
+            fputs("\\r", out);
+        else if (*p == '\t')
+            fputs("\\t", out);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(out, "\\x%02x", *p);
+        else
+            fputc(*p, out);
+    }
 }
 
 /* Name the file at the head of err's message, unless it is there already

@@ -106,6 +106,12 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
     }
     if (split) {
         json_t *sp = json_object_get(r, "split");
+        /* A split that is no string (5, true) is a bad record, not
+         * another split: --strict must not pass over it. */
+        if (sp && !json_is_null(sp) && !json_is_string(sp)) {
+            snprintf(msg, msg_len, "split: expected a string");
+            return LR_EPARSE;
+        }
         if (!json_is_string(sp) || strcmp(json_string_value(sp), split) != 0) {
             *skipped_split = 1;
             return 0;
@@ -369,9 +375,12 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t u
         /* "5" parses: a bad record, which take() counts. */
         r = json_loadb(line + s, (size_t)(e - s), LR__RECORD_JSON_FLAGS, &je);
         if (!r) {
-            /* Not JSON from the start: say what a data file is. */
-            rc = parse_fail(L, lineno, lr__json_error_col(&je) + (int)s + col0, je.text,
-                            index == 0 ? NOT_DATA : "");
+            char what[sizeof je.text];
+            lr__json_error_text(&je, what, sizeof what);
+            /* Not JSON from the start: say what a data file is (a line
+             * that starts as an object is one, however it goes on). */
+            rc = parse_fail(L, lineno, lr__json_error_col(&je) + (int)s + col0, what,
+                            index == 0 && line[s] != '{' ? NOT_DATA : "");
             break;
         }
         col0 = 0;

@@ -152,4 +152,112 @@ printf '{"models": [{"name": "a", "backend": "mock"}], "router": {"strategy": "s
 expect "check-config: smart default over one unpriced model" 0 "" -- \
     "$BIN" check-config "$TMP/smart_one.json" --store "$TMP/hist.db"
 
+# --- an error quoting control characters is still one line, with no escape sequence ---
+one_line_escaped() { # NAME: $TMP/err is one line, no raw ESC or CR, \x1b written out
+    if [ "$(wc -l <"$TMP/err")" = 1 ] && ! grep -q $'[\x1b\r]' "$TMP/err" &&
+        grep -qF '\x1b' "$TMP/err"; then
+        ok
+    else
+        bad "$1: $(cat -A "$TMP/err")"
+    fi
+}
+"$BIN" route --config "$CFG" --models $'gpt\nx\x1b[31mRED' q >/dev/null 2>"$TMP/err"
+one_line_escaped "route --models with a newline and an ESC"
+grep -qF "unknown model 'gpt\nx\x1b[31mRED'" "$TMP/err" && ok || bad "route --models escaped: $(cat -A "$TMP/err")"
+"$BIN" import --store "$TMP/"$'a\x1b[2Jb\r'"/x.db" >/dev/null 2>"$TMP/err"
+one_line_escaped "import --store with an ESC and a CR"
+"$BIN" serve --config "$CFG" --store "$TMP/"$'no\x1bdir\n'"/x.db" --listen 127.0.0.1:0 >/dev/null 2>"$TMP/err"
+one_line_escaped "serve --store with an ESC and a newline"
+
+# --- numbers in options are plain decimal, the same in every option ---
+for v in 0x10 ' 1' '1 ' +1 inf nan 1e400; do
+    expect "--budget '$v'" 2 "--budget: expected a number from 0 to 1e+12, got '$v'" -- \
+        "$BIN" route --config "$CFG" --strategy smart --store "$TMP/hist.db" --batch --budget "$v" q
+done
+expect "--requirement 0x0.8p0" 2 "--requirement: expected a number from 0 to 1, got '0x0.8p0'" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/hist.db" --requirement 0x0.8p0 q
+for v in 0.5 .5 5e-1 1. 0; do
+    expect "--requirement '$v'" 0 "" -- \
+        "$BIN" route --config "$CFG" --strategy smart --store "$TMP/hist.db" --requirement "$v" q
+done
+for v in +5 ' 5' '5 ' 0x10 -0 5.0 1e3; do
+    expect "--input-tokens '$v'" 2 "--input-tokens: expected an integer from 0 to 1000000000, got '$v'" -- \
+        "$BIN" route --config "$CFG" --input-tokens "$v" q
+done
+expect "--input-tokens 010 is decimal" 0 "" -- "$BIN" route --config "$CFG" --input-tokens 010 q
+expect "eval --alpha ' 0.8'" 2 "--alpha: expected a number from 0 to 1, got ' 0.8'" -- \
+    "$BIN" eval --config "$CFG" --data "$SRC/examples/history.jsonl" --alpha '0.7, 0.8'
+expect "eval --seed +3" 2 "--seed: expected an integer from 1 to 2147483647, got '+3'" -- \
+    "$BIN" eval --config "$CFG" --data "$SRC/examples/history.jsonl" --seed +3
+
+# --- a parse error is worded for the user, not by a parser's flag ---
+printf '{"query": "a\\u0000b"}\n' >"$TMP/nul.jsonl"
+printf '[{"query": "a\\u0000b"}]\n' >"$TMP/nul.json"
+for f in nul.jsonl nul.json; do
+    expect "eval: a NUL in $f" 2 "a NUL character (\u0000) is not allowed near" -- \
+        "$BIN" eval --config "$CFG" --data "$TMP/$f"
+    ! grep -qF JSON_ALLOW_NUL "$TMP/err" && ok || bad "eval: $f: $(cat "$TMP/err")"
+    expect "import: a NUL in $f" 1 "a NUL character (\u0000) is not allowed near" -- \
+        "$BIN" import --store "$TMP/nul.db" "$TMP/$f"
+done
+printf '{"models": [{"name": "a\\u0000"}]}' >"$TMP/nulcfg.json"
+expect "check-config: a NUL" 2 "a NUL character (\u0000) is not allowed" -- \
+    "$BIN" check-config "$TMP/nulcfg.json"
+# What a data file is, only when the first line does not start as one:
+# a duplicate key or a number out of range in a first record is that.
+printf '{"query": "a", "query": "b"}\n' >"$TMP/dup.jsonl"
+printf '{"query": "a", "input_token_length": 1e400}\n' >"$TMP/e400.jsonl"
+for f in dup.jsonl e400.jsonl; do
+    expect "eval: a fault in the first record of $f" 2 "$f:1:" -- \
+        "$BIN" eval --config "$CFG" --data "$TMP/$f"
+    ! grep -qF "expected a JSON array" "$TMP/err" && ok || bad "eval: $f: $(cat "$TMP/err")"
+    expect "import: a fault in the first record of $f" 1 "$f:1:" -- \
+        "$BIN" import --store "$TMP/nul.db" "$TMP/$f"
+    ! grep -qF "expected a JSON array" "$TMP/err" && ok || bad "import: $f: $(cat "$TMP/err")"
+done
+printf 'query\n' >"$TMP/word.jsonl"
+expect "eval: a first line that is no JSON" 2 \
+    "word.jsonl:1:5: invalid token near 'query' (expected a JSON array or JSON lines of objects)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/word.jsonl"
+# check-config counts columns from 1, as the data loaders do.
+: >"$TMP/empty.json"
+printf '\xef\x01' >"$TMP/ef.json"
+printf '\x01\x02' >"$TMP/bin.json"
+for f in empty.json ef.json bin.json; do
+    expect "check-config: $f" 2 "$f: line 1, column 1: " -- "$BIN" check-config "$TMP/$f"
+done
+
+# --- a split that is no string is a bad record, not another split ---
+printf '{"query": "q", "split": 5, "outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 3}]}\n{"query": "r", "split": "test", "outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 3}]}\n' \
+    >"$TMP/split5.jsonl"
+expect "import --strict: split 5" 1 "record 0 (line 1): split: expected a string" -- \
+    "$BIN" import --store "$TMP/split.db" --split test --strict "$TMP/split5.jsonl"
+expect "import: split 5 is counted bad" 0 "skipped 1 bad (first: record 0 (line 1): split: expected a string)" -- \
+    "$BIN" import --store "$TMP/split.db" --split test "$TMP/split5.jsonl"
+expect "eval: split 5 is counted bad" 0 "skipped 1 bad (first: record 0 (line 1): split: expected a string)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/split5.jsonl" --split test
+# --- config: routes null refused as router null is; a model name within the data cap ---
+printf '{"models": [{"name": "a", "backend": "mock"}], "routes": null}' >"$TMP/routesnull.json"
+expect "check-config: routes null" 2 "routes: expected an array, got null" -- \
+    "$BIN" check-config "$TMP/routesnull.json"
+long=$(head -c 257 /dev/zero | tr '\0' m)
+printf '{"models": [{"name": "%s", "backend": "mock"}]}' "$long" >"$TMP/longname.json"
+expect "check-config: a model name over 256 bytes" 2 \
+    "models[0].name: 257 bytes, over the cap of 256 bytes for a model name" -- \
+    "$BIN" check-config "$TMP/longname.json"
+printf '{"models": [{"name": "%s", "backend": "mock"}]}' "${long:1}" >"$TMP/name256.json"
+expect "check-config: a model name of 256 bytes" 0 "" -- "$BIN" check-config "$TMP/name256.json"
+
+# --- llmroute help COMMAND is COMMAND --help ---
+for c in route import eval check-config serve version; do
+    expect "help $c" 0 "usage: llmroute $c" -- "$BIN" help "$c"
+done
+expect "help of an unknown command" 2 "llmroute help: unknown command 'bogus'" -- "$BIN" help bogus
+expect "help with two names" 2 "takes one command name" -- "$BIN" help route eval
+
+# A warning of serve's or check-config's own quotes a key from the file: one line too.
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"x\\u001b[2J": 1}}' >"$TMP/esckey.json"
+expect "check-config: an unknown server key with an ESC" 0 "" -- "$BIN" check-config "$TMP/esckey.json"
+one_line_escaped "check-config: a warning quoting an ESC"
+
 summary
