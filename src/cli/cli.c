@@ -9,14 +9,46 @@
 
 #include "cli.h"
 
+void cli_put_escaped(FILE *out, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\n')
+            fputs("\\n", out);
+        else if (*p == '\r')
+            fputs("\\r", out);
+        else if (*p == '\t')
+            fputs("\\t", out);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(out, "\\x%02x", *p);
+        else
+            fputc(*p, out);
+    }
+}
+
+/* Every message is one line: what it quotes (an option's value, a file
+ * name, a model name from a file) may hold a newline or a terminal's
+ * escape sequence, written here as \n, \x1b and the like. */
 void cli_error(const char *cmd, const char *fmt, ...)
 {
+    char small[1024], *msg = small;
     va_list ap;
-    fprintf(stderr, "llmroute%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    int n;
+
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    n = vsnprintf(small, sizeof small, fmt, ap);
     va_end(ap);
+    if (n >= (int)sizeof small && (msg = malloc((size_t)n + 1)) != NULL) {
+        va_start(ap, fmt);
+        vsnprintf(msg, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    if (!msg)
+        msg = small; /* cut short rather than lost */
+    fprintf(stderr, "llmroute%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    cli_put_escaped(stderr, n < 0 ? fmt : msg);
     fputc('\n', stderr);
+    if (msg != small)
+        free(msg);
 }
 
 int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts,
@@ -98,8 +130,7 @@ int cli_load_config(const char *cmd, const char *path, struct lr_config **out)
         return rc == LR_ENOMEM ? CLI_RUNTIME : CLI_USAGE;
     }
     for (size_t i = 0; i < lr_config_warning_count(*out); i++)
-        fprintf(stderr, "llmroute %s: warning: %s: %s\n", cmd, path,
-                lr_config_warning(*out, i));
+        cli_error(cmd, "warning: %s: %s", path, lr_config_warning(*out, i));
     return CLI_OK;
 }
 
@@ -172,11 +203,46 @@ int cli_split_list(const char *cmd, const char *opt, const char *csv, const char
     return CLI_OK;
 }
 
+/* Whether s is written as a plain decimal number: digits, and with
+ * `real` a leading '-', a '.' and an exponent (e-5) too. strtod() and
+ * strtol() take more (blanks before, a '+', hex such as 0x10 or
+ * 0x1p-1, "inf"), which would make the same value mean different things
+ * in different options; every number option reads through here. */
+static int is_decimal(const char *s, int real)
+{
+    const char *p = s;
+    int digits = 0;
+
+    if (real && *p == '-')
+        p++;
+    for (; *p >= '0' && *p <= '9'; p++)
+        digits++;
+    if (real && *p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            digits++;
+    if (!digits)
+        return 0;
+    if (real && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (*p == '-' || *p == '+')
+            p++;
+        if (!(*p >= '0' && *p <= '9'))
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    return *p == '\0';
+}
+
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
                      double *out)
 {
     char *end;
     double d;
+    if (!is_decimal(s, 1)) {
+        cli_error(cmd, "%s: expected a number from %g to %g, got '%s'", opt, lo, hi, s);
+        return CLI_USAGE;
+    }
     errno = 0;
     d = strtod(s, &end);
     /* An underflow (1e-400) is the nearest number, 0 or tiny, as a config
@@ -193,11 +259,12 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
 
 int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out)
 {
-    char *end;
-    long v;
+    char *end = NULL;
+    long v = 0;
     errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
+    if (is_decimal(s, 0))
+        v = strtol(s, &end, 10);
+    if (!end || errno || end == s || *end || v < lo || v > hi) {
         cli_error(cmd, "%s: expected an integer from %ld to %ld, got '%s'", opt, lo, hi, s);
         return CLI_USAGE;
     }

@@ -7,6 +7,7 @@
 #define LR_CLI_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "llmroute.h"
 
@@ -15,6 +16,7 @@ enum {
     CLI_RUNTIME = 1, /* a runtime failure */
     CLI_USAGE = 2,   /* bad usage, bad config, unknown model */
     CLI_UNMET = 3,   /* route --batch: constraints not met, the best assignment printed */
+    CLI_UNSAID = 4,  /* import: done and stored, but its report could not be written */
 };
 
 /* One option: "--name VALUE" / "--name=VALUE" when value is set, else a flag. */
@@ -30,12 +32,18 @@ struct cli_opt {
 int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts,
               char ***pos, int *n_pos);
 
-/* Print "llmroute CMD: message" on stderr. */
+/* Print "llmroute CMD: message" on stderr, one line: control characters
+ * in the message are written escaped (cli_put_escaped()). */
 void cli_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/* Write s to out with its control characters escaped: \n, \r, \t, and
+ * \xHH for the others (an ESC is \x1b), so that nothing quoted moves the
+ * cursor or starts a terminal's escape sequence. */
+void cli_put_escaped(FILE *out, const char *s);
 
 /* Load a config, printing its warnings; CLI_USAGE after printing why. */
 int cli_load_config(const char *cmd, const char *path, struct lr_config **out);
@@ -56,7 +64,9 @@ int cli_check_store_exists(const char *cmd, const char *path);
  * for an empty one, else CLI_OK. */
 int cli_check_split(const char *cmd, const char *split);
 
-/* Parse a number in [lo, hi]; CLI_USAGE after printing why. */
+/* Parse a number in [lo, hi] written in plain decimal (a long: digits
+ * only; a double: also a leading '-', a fraction and an exponent), with no
+ * blank, '+' or hex; CLI_USAGE after printing why. */
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi,
                      double *out);
 int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);

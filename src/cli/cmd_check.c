@@ -67,7 +67,7 @@ int cmd_check_config(int argc, char **argv)
         free(pos);
         return CLI_USAGE;
     }
-    rc = gw_store_open(pos[0], store_flag, 1, ro_flag, &store, &store_path, &err);
+    rc = gw_store_open(pos[0], store_flag, 1, ro_flag, &store, &store_path, NULL, &err);
     if (rc == 0)
         rc = gw_conf_check(pos[0], store, "llmroute check-config", &conf, &err);
     if (rc) {

@@ -381,11 +381,11 @@ static int run_batch(struct eval *e, struct lr_router *router, struct row *r, in
     }
     /* Name the row by its one constraint: the other is NaN, not a value. */
     if (rc == LR_EINFEASIBLE && mode == LR_BATCH_BUDGET)
-        fprintf(stderr, "llmroute eval: %s (%s) budget %g: %s\n", r->strategy, r->predictor,
-                r->budget, rep.message);
+        cli_error("eval", "%s (%s) budget %g: %s", r->strategy, r->predictor, r->budget,
+                  rep.message);
     else if (rc == LR_EINFEASIBLE)
-        fprintf(stderr, "llmroute eval: %s (%s) alpha %g: %s\n", r->strategy, r->predictor,
-                r->alpha, rep.message);
+        cli_error("eval", "%s (%s) alpha %g: %s", r->strategy, r->predictor, r->alpha,
+                  rep.message);
     for (size_t i = 0; i < e->n; i++)
         slot[i] = e->cand_of_config[decs[i].index];
     score(e, r, slot);
@@ -1155,9 +1155,9 @@ static int prepare(struct eval *e)
         const struct lr_model_info *mi = lr_config_model(e->cfg, m);
         e->cand_of_config[m] = -1;
         if (!in_data[m]) {
-            fprintf(stderr, "llmroute eval: warning: model '%s' has no outcomes in the data; "
-                            "it is not a candidate\n",
-                    mi->name);
+            cli_error("eval", "warning: model '%s' has no outcomes in the data; "
+                              "it is not a candidate",
+                      mi->name);
             continue;
         }
         if (isnan(mi->cost_per_input_token) || isnan(mi->cost_per_output_token)) {
@@ -1311,12 +1311,13 @@ int cmd_eval(int argc, char **argv)
         io.split = split;
         if ((rc = lr_dataset_load(data, &io, &ds, &rep, &err))) {
             cli_error("eval", "%s", err.message);
-            rc = CLI_USAGE;
+            /* Out of memory is a runtime failure, as route and import say
+             * it; every other fault is the data's. */
+            rc = rc == LR_ENOMEM ? CLI_RUNTIME : CLI_USAGE;
             goto out;
         }
         if (rep.bad)
-            fprintf(stderr, "llmroute eval: %s: skipped %zu bad (first: %s)\n", data, rep.bad,
-                    rep.first_bad);
+            cli_error("eval", "%s: skipped %zu bad (first: %s)", data, rep.bad, rep.first_bad);
         if (lr_dataset_count(ds) == 0) {
             cli_error("eval", "%s: no records%s%s", data, split ? " in split " : "",
                       split ? split : "");

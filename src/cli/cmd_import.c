@@ -41,7 +41,9 @@ static const char help[] =
     "Exit codes: 0 ok; 1 runtime error: a file could not be imported, the store\n"
     "could not be opened or does not fit (another embedder's, a newer schema) or\n"
     "the embedding server failed; 2 usage or configuration error: a bad option,\n"
-    "no store named, a --config that is not valid.\n";
+    "no store named, a --config that is not valid; 4 every file was imported\n"
+    "but this report could not be written to standard output (a full disk):\n"
+    "the records are stored, do not import them again.\n";
 
 /* 1 when path names a file that does not exist yet (not SQLite's
  * in-memory names), which the store's open will create. */

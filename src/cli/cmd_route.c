@@ -114,8 +114,12 @@ static int read_lines(FILE *f, char ***lines, size_t *n)
     ssize_t len;
     int rc = CLI_RUNTIME;
 
-    errno = 0;
-    while ((len = getline(&line, &cap, f)) >= 0) {
+    /* getline() failing to grow its buffer returns -1 as at the end of
+     * input, with neither the end nor the error flag set: errno tells. */
+    for (;;) {
+        errno = 0;
+        if ((len = getline(&line, &cap, f)) < 0)
+            break;
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
@@ -140,9 +144,10 @@ static int read_lines(FILE *f, char ***lines, size_t *n)
         if (!arr[count])
             goto nomem;
         count++;
-        errno = 0;
     }
-    if (ferror(f)) {
+    if (errno == ENOMEM)
+        goto nomem;
+    if (ferror(f) || (!feof(f) && errno)) {
         cli_error("route", "cannot read standard input: %s",
                   errno ? strerror(errno) : "read error");
         goto fail;

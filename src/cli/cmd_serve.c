@@ -63,5 +63,14 @@ int cmd_serve(int argc, char **argv)
         cli_error("serve", "--config FILE is required");
         return CLI_USAGE;
     }
+    /* A command-line option, not the config's: checked before the store
+     * is opened (and perhaps made), and named without the config file. */
+    if (o.listen) {
+        struct lr_error err = {0};
+        if (gw_listen_check(o.listen, &err)) {
+            cli_error("serve", "%s", err.message);
+            return CLI_USAGE;
+        }
+    }
     return gw_run(&o);
 }

@@ -7,9 +7,11 @@
  *   llmroute serve         run the OpenAI-compatible gateway
  *   llmroute version       print the version
  *
- * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error, and
+ * Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error,
  * 3 for `route --batch` when the constraints cannot be met (the best
- * reachable assignment is printed).
+ * reachable assignment is printed), and 4 for `import` when the import
+ * succeeded but its report could not be written (so that a script does
+ * not import the same files again).
  */
 #include <errno.h>
 #include <signal.h>
@@ -54,20 +56,25 @@ static void usage(FILE *out)
     fprintf(out, "usage: llmroute <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-14s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'llmroute <command> --help' describes a command's options.\n"
+    fprintf(out, "\n'llmroute <command> --help' (or 'llmroute help <command>') describes a\n"
+                 "command's options.\n"
                  "Exit codes: 0 ok, 1 runtime error, 2 usage or configuration error,\n"
-                 "3 route --batch: constraints not met (the best assignment is printed).\n");
+                 "3 route --batch: constraints not met (the best assignment is printed),\n"
+                 "4 import: imported, but its report could not be written.\n");
 }
 
 /* Output that never reached standard output (a full disk, a closed
  * descriptor) fails the command: a script must not take lost results for
- * a success. */
+ * a success. An import that succeeded has changed the store all the same:
+ * its own exit code (4) tells a script not to import the files again. */
 static int finish_stdout(const char *cmd, int rc)
 {
     int e = fflush(stdout) != 0 ? errno : 0;
     if (e || ferror(stdout)) {
-        cli_error(cmd, "cannot write standard output%s%s", e ? ": " : "", e ? strerror(e) : "");
-        return rc == CLI_OK ? CLI_RUNTIME : rc;
+        int stored = rc == CLI_OK && cmd && strcmp(cmd, "import") == 0;
+        cli_error(cmd, "cannot write standard output%s%s%s", e ? ": " : "", e ? strerror(e) : "",
+                  stored ? " (the import itself succeeded: its records are stored)" : "");
+        return rc != CLI_OK ? rc : stored ? CLI_UNSAID : CLI_RUNTIME;
     }
     return rc;
 }
@@ -79,6 +86,21 @@ int main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
+        return CLI_USAGE;
+    }
+    /* 'llmroute help route' is 'llmroute route --help'. */
+    if (strcmp(argv[1], "help") == 0 && argc > 2) {
+        char help_flag[] = "--help";
+        if (argc > 3) {
+            cli_error("help", "takes one command name (see 'llmroute --help')");
+            return CLI_USAGE;
+        }
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+            if (strcmp(argv[2], commands[i].name) == 0) {
+                char *args[] = {argv[2], help_flag, NULL};
+                return finish_stdout(commands[i].name, commands[i].run(2, args));
+            }
+        cli_error("help", "unknown command '%s' (see 'llmroute --help')", argv[2]);
         return CLI_USAGE;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||

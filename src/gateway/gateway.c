@@ -754,6 +754,15 @@ static void warn_empty_store(struct gw *gw)
                   gw->opts->store_read_only ? "" : " or fed back (POST /v1/feedback)");
 }
 
+/* A reason serve does not start, on one line of standard error as the
+ * other commands write theirs (gw_put_escaped()). */
+static void start_error(const char *msg)
+{
+    fputs("llmroute serve: ", stderr);
+    gw_put_escaped(stderr, msg);
+    fputc('\n', stderr);
+}
+
 static int write_port_file(const char *path, int port)
 {
     char tmp[4096];
@@ -777,19 +786,44 @@ static int write_port_file(const char *path, int port)
  * of memory), 2 for a store that cannot be used as given (no permission,
  * not a store, another embedder's), as for a configuration error. The
  * store outlives reloads: a new path needs a restart. */
-static int open_store(struct gw *gw, const struct gw_options *opts)
+static int open_store(struct gw *gw, const struct gw_options *opts, int *created)
 {
     struct lr_error err = {0};
 
     if (gw_store_open(opts->config_path, opts->store, 0, opts->store_read_only, &gw->store,
-                      &gw->store_path, &err)) {
-        fprintf(stderr, "llmroute serve: %s\n", err.message);
+                      &gw->store_path, created, &err)) {
+        start_error(err.message);
         return err.code == LR_ENOMEM || err.code == LR_EIO || err.code == LR_EBUSY ? 1 : 2;
     }
     if (gw->store)
         log_event("store", "%s: %zu records%s", gw->store_path, lr_store_count(gw->store),
                   opts->store_read_only ? ", read-only (feedback is not recorded)" : "");
     return 0;
+}
+
+/* Close the store; one this start made is removed again when the gateway
+ * did not start (with SQLite's files beside it), as `llmroute import`
+ * removes one it made and failed to fill: no empty store stamped with the
+ * config's embedder is left to refuse a later import with another. */
+static void close_store(struct gw *gw, int created, int failed)
+{
+    struct lr_error err = {0};
+    int removed = 0;
+
+    if (!gw->store)
+        return;
+    if (!(created && failed)) {
+        lr_store_free(gw->store);
+    } else if (lr_store_discard(gw->store, &removed, &err) != 0) {
+        start_error(err.message);
+    } else if (removed) {
+        char msg[4200];
+        snprintf(msg, sizeof msg,
+                 "removed '%.4000s', which this start created: the gateway did not start",
+                 gw->store_path);
+        start_error(msg);
+    }
+    gw->store = NULL;
 }
 
 int gw_run(const struct gw_options *opts)
@@ -799,16 +833,16 @@ int gw_run(const struct gw_options *opts)
     struct hs_limits lim;
     struct drain drain = {0};
     struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
-    int rc = 1;
+    int rc = 1, created = 0;
 
     memset(&gw, 0, sizeof gw);
     gw.opts = opts;
-    if ((rc = open_store(&gw, opts)) != 0)
+    if ((rc = open_store(&gw, opts, &created)) != 0)
         return rc;
     rc = 1;
     if (gw_conf_load(opts->config_path, opts->listen, gw.store, &gw.conf, &err)) {
-        fprintf(stderr, "llmroute serve: %s\n", err.message);
-        lr_store_free(gw.store);
+        start_error(err.message);
+        close_store(&gw, created, 1);
         free(gw.store_path);
         return err.code == LR_ENOMEM ? 1 : 2;
     }
@@ -818,6 +852,8 @@ int gw_run(const struct gw_options *opts)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "llmroute serve: libcurl failed to initialise\n");
         gw_conf_unref(gw.conf);
+        close_store(&gw, created, 1);
+        free(gw.store_path);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -875,8 +911,10 @@ int gw_run(const struct gw_options *opts)
     }
     apply_conn_cap(&gw, gw.conf, 1);
     if (opts->port_file && write_port_file(opts->port_file, hs_server_port(gw.http))) {
-        fprintf(stderr, "llmroute serve: cannot write --port-file %s: %s\n", opts->port_file,
-                strerror(errno));
+        char msg[4200];
+        snprintf(msg, sizeof msg, "cannot write --port-file %.4000s: %s", opts->port_file,
+                 strerror(errno));
+        start_error(msg);
         goto out;
     }
     {
@@ -915,7 +953,7 @@ out:
     if (gw.base)
         event_base_free(gw.base);
     gw_conf_unref(gw.conf);
-    lr_store_free(gw.store);
+    close_store(&gw, created, rc != 0);
     free(gw.store_path);
     curl_global_cleanup();
     return rc;

@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "httpd.h"
 #include "llmroute.h"
@@ -176,10 +177,20 @@ int gw_conf_check(const char *path, struct lr_store *store, const char *who,
  * read-only, and a missing file is an error (nothing makes it). The
  * config is read here for those two fields only: when it cannot be read,
  * this returns 0 (with no store unless store_flag names one) and leaves
- * the error to the full load. Returns 0 or an LR_E* code with err filled
- * (naming the file). */
+ * the error to the full load. *created (may be NULL) says whether the open
+ * made the file, so that serve failing to start removes it again. Returns
+ * 0 or an LR_E* code with err filled (naming the file). */
 int gw_store_open(const char *config_path, const char *store_flag, int check, int read_only,
-                  struct lr_store **out, char **path_out, struct lr_error *err);
+                  struct lr_store **out, char **path_out, int *created, struct lr_error *err);
+/* Write s to out with its control characters escaped (\n, \r, \t, \xHH:
+ * an ESC is \x1b), as the CLI writes its messages (cli_put_escaped()):
+ * a message serve or check-config prints is one line, whatever it quotes
+ * (a --store path, a key or a name from the config). */
+void gw_put_escaped(FILE *out, const char *s);
+/* Check a --listen value (HOST:PORT, [IPV6]:PORT) as server.listen is
+ * checked: 0, or LR_ECONFIG with err filled ("--listen: ..."). `llmroute
+ * serve` checks it before gw_run() opens (and perhaps makes) the store. */
+int gw_listen_check(const char *listen, struct lr_error *err);
 /* The router for a strategy name (NULL: the config's default), built on first
  * use and kept with the configuration. NULL with err filled when the
  * strategy is unknown or cannot be built. */

@@ -73,7 +73,27 @@ static void warn(const struct gw_conf *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s: warning: %s: %s\n", c->who, c->path, msg);
+    fprintf(stderr, "%s: warning: ", c->who);
+    gw_put_escaped(stderr, c->path);
+    fputs(": ", stderr);
+    gw_put_escaped(stderr, msg);
+    fputc('\n', stderr);
+}
+
+void gw_put_escaped(FILE *out, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '\n')
+            fputs("\\n", out);
+        else if (*p == '\r')
+            fputs("\\r", out);
+        else if (*p == '\t')
+            fputs("\\t", out);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(out, "\\x%02x", *p);
+        else
+            fputc(*p, out);
+    }
 }
 
 /* Name the file at the head of err's message, unless it is there already
@@ -132,6 +152,13 @@ static int parse_listen(const char *s, char *host, size_t host_cap, int *port, s
                     where, host);
     *port = (int)p;
     return 0;
+}
+
+int gw_listen_check(const char *listen, struct lr_error *err)
+{
+    char host[256];
+    int port;
+    return parse_listen(listen, host, sizeof host, &port, err, "--listen");
 }
 
 /* ==== server ==== */
@@ -748,25 +775,32 @@ static int conf_prepare(struct gw_conf *c, const char *listen, struct lr_error *
  * both prices when there are two or more (one candidate needs none, as the
  * strategy itself allows). Refused here, at start and on reload, rather than
  * answering every request on the route 400 routing_failed. Candidates a
- * request names itself ("models") are checked with that request. */
+ * request names itself ("models") are checked with that request. Route i,
+ * or with i == (size_t)-1 the default: router.strategy over every model,
+ * which a request naming no route is routed by. */
 static int route_prices(const struct gw_conf *c, size_t i, struct lr_error *err)
 {
-    const struct lr_route_info *ri = lr_config_route(c->cfg, i);
-    const char *strategy =
-        ri->strategy ? ri->strategy : lr_config_router_defaults(c->cfg)->strategy;
-    size_t n = ri->n_models ? ri->n_models : lr_config_model_count(c->cfg);
+    const struct lr_route_info *ri = i == (size_t)-1 ? NULL : lr_config_route(c->cfg, i);
+    const char *strategy = ri && ri->strategy ? ri->strategy
+                                              : lr_config_router_defaults(c->cfg)->strategy;
+    size_t n = ri && ri->n_models ? ri->n_models : lr_config_model_count(c->cfg);
+    char where[128];
 
     if (strcmp(strategy, "smart") != 0 || n < 2)
         return 0;
+    if (ri)
+        snprintf(where, sizeof where, "routes[%zu] (%.64s)", i, ri->name);
+    else
+        snprintf(where, sizeof where, "router.strategy (smart, over every model)");
     for (size_t j = 0; j < n; j++) {
         const struct lr_model_info *mi =
-            lr_config_model(c->cfg, ri->n_models ? (size_t)ri->models[j] : j);
+            lr_config_model(c->cfg, ri && ri->n_models ? (size_t)ri->models[j] : j);
         if (isnan(mi->cost_per_input_token) || isnan(mi->cost_per_output_token))
             return fail(err, LR_ECONFIG,
-                        "routes[%zu] (%.64s): model '%.64s' has no %s: a smart route ranks its "
+                        "%s: model '%.64s' has no %s: a smart route ranks its "
                         "candidates by estimated cost, so each needs cost_per_input_token and "
                         "cost_per_output_token",
-                        i, ri->name, mi->name,
+                        where, mi->name,
                         isnan(mi->cost_per_input_token) ? "cost_per_input_token"
                                                         : "cost_per_output_token");
     }
@@ -787,6 +821,8 @@ static int conf_routers(struct gw_conf *c, struct lr_error *err)
         snprintf(err->message, sizeof err->message, "router.strategy: %.360s%s", msg, hint);
         return err->code ? err->code : LR_ESTRATEGY;
     }
+    if (route_prices(c, (size_t)-1, err))
+        return err->code;
     for (size_t i = 0; i < lr_config_route_count(c->cfg); i++) {
         const struct lr_route_info *ri = lr_config_route(c->cfg, i);
         if (ri->strategy && !gw_conf_router(c, ri->strategy, err)) {
@@ -854,7 +890,7 @@ static int file_writable(const char *path)
 }
 
 int gw_store_open(const char *config_path, const char *store_flag, int check, int read_only,
-                  struct lr_store **out, char **path_out, struct lr_error *err)
+                  struct lr_store **out, char **path_out, int *created, struct lr_error *err)
 {
     struct lr_config *cfg = NULL;
     struct lr_store_options so;
@@ -864,6 +900,8 @@ int gw_store_open(const char *config_path, const char *store_flag, int check, in
 
     *out = NULL;
     *path_out = NULL;
+    if (created)
+        *created = 0;
     lr_store_options_init(&so);
     /* The config is read here for router.store and router.embedding alone;
      * its errors are reported by the full load that follows. */
@@ -913,6 +951,9 @@ int gw_store_open(const char *config_path, const char *store_flag, int check, in
     /* Feedback appends leave the periodic re-weighing to the store refresh
      * (gateway.c), so that none waits for it. */
     so.defer_reweigh = !so.read_only;
+    if (created)
+        *created = !so.read_only && strcmp(path, ":memory:") != 0 &&
+                   strncmp(path, "file:", 5) != 0 && stat(path, &sb) != 0 && errno == ENOENT;
     rc = lr_store_open(path, &so, out, err);
 out:
     /* serve's refusal of a file it may not write, and check-config's, say
@@ -935,6 +976,8 @@ out:
         free(*path_out);
         *path_out = NULL;
         *out = NULL;
+        if (created)
+            *created = 0;
     }
     return rc;
 }

@@ -36,6 +36,7 @@
 
 #include <jansson.h>
 
+#include "record.h"
 #include "strategy.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
@@ -454,6 +455,11 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
         (rc = get_int(m, "capacity", where, 0, 1000000000, &info->capacity, err)) ||
         (rc = parse_headers(m, where, err)))
         return rc;
+    /* The cap of a model name in a data file and in the store: a longer
+     * one could never have outcomes. */
+    if (strlen(info->name) > LR__RECORD_MAX_MODEL_NAME)
+        return fail(err, "%s.name: %zu bytes, over the cap of %d bytes for a model name", where,
+                    strlen(info->name), LR__RECORD_MAX_MODEL_NAME);
 
     if (info->base_url &&
         (strncmp(info->base_url, "http://", 7) == 0 || strncmp(info->base_url, "https://", 8) == 0) &&
@@ -761,7 +767,8 @@ static int parse_root(struct lr_config *cfg, const char *base_dir, struct lr_err
         return rc;
 
     routes = json_object_get(root, "routes");
-    if (routes && !json_is_null(routes)) {
+    /* null is no array, as "router": null is no object: refused alike. */
+    if (routes) {
         if (!json_is_array(routes))
             return fail(err, "routes: expected an array, got %s", json_type_name(routes));
         if (json_array_size(routes) > CONFIG_MAX_ROUTES)
@@ -822,8 +829,14 @@ static int load(json_t *root, const char *base_dir, struct lr_config **out, stru
 
 static int parse_failed(const json_error_t *je, const char *what, struct lr_error *err)
 {
-    lr__error_set(err, LR_EPARSE, "%s: line %d, column %d: %s", what, je->line, je->column,
-                  je->text);
+    char text[sizeof je->text];
+    /* Columns count from 1, as the data loaders count them: jansson says 0
+     * at a line's start when it decoded nothing there (an empty file, a
+     * byte that starts no UTF-8). */
+    int col = lr__json_error_col(je);
+    lr__json_error_text(je, text, sizeof text);
+    lr__error_set(err, LR_EPARSE, "%s: line %d, column %d: %s", what, je->line,
+                  col < 1 ? 1 : col, text);
     if (err)
         err->line = je->line;
     return LR_EPARSE;

@@ -28,6 +28,19 @@
 
 #define DATASET_MAX_MODELS 4096
 
+/* The bytes of a data file, however it is read (a regular file, a pipe, a
+ * device), and of one line of JSON lines: a record is at most a few MB of
+ * JSON (record.h's caps on a query, its outcomes and their names, written
+ * with every byte escaped), so a longer line is no record and is refused
+ * before it is read whole. tests/unit/test_dataset_caps.c sets them
+ * lower, to reach them with small inputs. */
+#ifndef LR__DATASET_MAX_FILE
+#define LR__DATASET_MAX_FILE LR__RECORD_MAX_FILE
+#endif
+#ifndef LR__DATASET_MAX_LINE
+#define LR__DATASET_MAX_LINE (64L * 1024 * 1024)
+#endif
+
 struct lr_dataset {
     struct lr_record *recs;
     size_t n, cap;
@@ -93,6 +106,12 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
     }
     if (split) {
         json_t *sp = json_object_get(r, "split");
+        /* A split that is no string (5, true) is a bad record, not
+         * another split: --strict must not pass over it. */
+        if (sp && !json_is_null(sp) && !json_is_string(sp)) {
+            snprintf(msg, msg_len, "split: expected a string");
+            return LR_EPARSE;
+        }
         if (!json_is_string(sp) || strcmp(json_string_value(sp), split) != 0) {
             *skipped_split = 1;
             return 0;
@@ -214,13 +233,14 @@ static const char NOT_DATA[] = " (expected a JSON array or JSON lines of objects
 /* The rest of f (a file or a pipe) into *out (malloc'd, *len bytes). */
 static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
 {
-    size_t cap = 1 << 16, n = 0;
+    size_t cap = (size_t)LR__DATASET_MAX_FILE < 65536 ? (size_t)LR__DATASET_MAX_FILE : 65536, n = 0;
     char *buf = malloc(cap);
     if (!buf)
         return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
     for (;;) {
         if (n == cap) {
-            size_t grown = cap * 2 > (size_t)LR__RECORD_MAX_FILE ? (size_t)LR__RECORD_MAX_FILE : cap * 2;
+            size_t max = (size_t)LR__DATASET_MAX_FILE;
+            size_t grown = cap * 2 > max ? max : cap * 2;
             char *g;
             if (grown == cap) {
                 if (fgetc(f) == EOF)
@@ -228,7 +248,7 @@ static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
                 free(buf);
                 return lr__error_set(L->err, LR_ETOOBIG,
                                      "'%s' is over the cap of %ld bytes for a data file", L->path,
-                                     LR__RECORD_MAX_FILE);
+                                     (long)LR__DATASET_MAX_FILE);
             }
             if (!(g = realloc(buf, grown))) {
                 free(buf);
@@ -275,17 +295,71 @@ static int load_array(struct loader *L, FILE *f, long line, int col0)
     return rc;
 }
 
+/* One line of f (its '\n' kept) into *buf, growing it up to `max` bytes
+ * a line and taking its bytes from *budget, what is left of the file's cap:
+ * a pipe or a device (--data /dev/zero) is read with the bounds a regular
+ * file's size check gives. Returns the line's length, 0 at the end, or
+ * -1 with *why set: LR_ENOMEM, LR_ETOOBIG (*why_line: the line is over
+ * max; else the file is over its cap) or LR_EIO. */
+static ssize_t read_line(FILE *f, char **buf, size_t *cap, size_t max, size_t *budget, int *why,
+                         int *why_line)
+{
+    size_t n = 0;
+    int c;
+
+    *why_line = 0;
+    for (;;) {
+        c = getc_unlocked(f);
+        if (c == EOF)
+            break;
+        if (*budget == 0) {
+            *why = LR_ETOOBIG;
+            return -1;
+        }
+        if (n == max) {
+            *why = LR_ETOOBIG;
+            *why_line = 1;
+            return -1;
+        }
+        if (n + 1 >= *cap) {
+            size_t grown = *cap ? *cap * 2 : 256;
+            char *g;
+            if (grown > max + 1)
+                grown = max + 1;
+            if (!(g = realloc(*buf, grown))) {
+                *why = LR_ENOMEM;
+                return -1;
+            }
+            *buf = g;
+            *cap = grown;
+        }
+        (*buf)[n++] = (char)c;
+        (*budget)--;
+        if (c == '\n')
+            break;
+    }
+    if (ferror(f)) {
+        *why = LR_EIO;
+        return -1;
+    }
+    if (n > 0)
+        (*buf)[n] = '\0';
+    return (ssize_t)n;
+}
+
 /* JSON lines: one record per line; blank lines are ignored. `lineno` is
  * the number of lines before f's position, col0 the bytes before it on
- * its line. */
-static int load_lines(struct loader *L, FILE *f, long lineno, int col0)
+ * its line, `used` the bytes read before it (they count towards the
+ * file's cap). */
+static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t used)
 {
     char *line = NULL;
     size_t cap = 0, index = 0;
+    size_t budget = used < LR__DATASET_MAX_FILE ? LR__DATASET_MAX_FILE - used : 0;
     ssize_t len;
-    int rc = 0;
+    int rc = 0, why = 0, why_line = 0;
 
-    while ((len = getline(&line, &cap, f)) >= 0) {
+    while ((len = read_line(f, &line, &cap, LR__DATASET_MAX_LINE, &budget, &why, &why_line)) > 0) {
         json_error_t je;
         json_t *r;
         ssize_t s = 0, e = len;
@@ -301,9 +375,12 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0)
         /* "5" parses: a bad record, which take() counts. */
         r = json_loadb(line + s, (size_t)(e - s), LR__RECORD_JSON_FLAGS, &je);
         if (!r) {
-            /* Not JSON from the start: say what a data file is. */
-            rc = parse_fail(L, lineno, lr__json_error_col(&je) + (int)s + col0, je.text,
-                            index == 0 ? NOT_DATA : "");
+            char what[sizeof je.text];
+            lr__json_error_text(&je, what, sizeof what);
+            /* Not JSON from the start: say what a data file is (a line
+             * that starts as an object is one, however it goes on). */
+            rc = parse_fail(L, lineno, lr__json_error_col(&je) + (int)s + col0, what,
+                            index == 0 && line[s] != '{' ? NOT_DATA : "");
             break;
         }
         col0 = 0;
@@ -313,8 +390,24 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0)
             break;
     }
     free(line);
-    if (rc == 0 && ferror(f))
-        rc = lr__error_set(L->err, LR_EIO, "%s: read error", L->path);
+    if (rc == 0 && len < 0) {
+        if (why == LR_ENOMEM)
+            rc = lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s (line %ld)", L->path,
+                               lineno + 1);
+        else if (why == LR_ETOOBIG && why_line)
+            rc = lr__error_set(L->err, LR_ETOOBIG,
+                               "%s: line %ld is over the cap of %ld bytes for a line of JSON "
+                               "lines",
+                               L->path, lineno + 1, (long)LR__DATASET_MAX_LINE);
+        else if (why == LR_ETOOBIG)
+            rc = lr__error_set(L->err, LR_ETOOBIG,
+                               "'%s' is over the cap of %ld bytes for a data file", L->path,
+                               (long)LR__DATASET_MAX_FILE);
+        else
+            rc = lr__error_set(L->err, LR_EIO, "%s: read error", L->path);
+        if (L->err)
+            L->err->line = (int)(lineno + 1);
+    }
     return rc;
 }
 
@@ -353,10 +446,10 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
         fclose(f);
         return lr__error_set(err, LR_EIO, "cannot read '%s': it is a directory", path);
     }
-    if (S_ISREG(st.st_mode) && st.st_size > LR__RECORD_MAX_FILE) {
+    if (S_ISREG(st.st_mode) && st.st_size > LR__DATASET_MAX_FILE) {
         fclose(f);
         return lr__error_set(err, LR_ETOOBIG, "'%s' is %lld bytes, over the cap of %ld bytes for a data file",
-                             path, (long long)st.st_size, LR__RECORD_MAX_FILE);
+                             path, (long long)st.st_size, (long)LR__DATASET_MAX_FILE);
     }
     L.ds = calloc(1, sizeof *L.ds);
     L.view = malloc(sizeof *L.view);
@@ -386,16 +479,22 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     /* Blank space up to the first record: its lines are counted, and the
      * bytes on the first record's line, for the positions in messages. */
     long lines = 0;
+    size_t used = c == 0xEF ? 3 : 0;
     int col = 0;
     while ((c = fgetc(f)) == ' ' || c == '\t' || c == '\r' || c == '\n') {
         col = c == '\n' ? 0 : col + 1;
         lines += c == '\n';
+        if (++used > (size_t)LR__DATASET_MAX_FILE)
+            break;
     }
-    if (c == EOF) {
+    if (used > (size_t)LR__DATASET_MAX_FILE) {
+        rc = lr__error_set(err, LR_ETOOBIG, "'%s' is over the cap of %ld bytes for a data file",
+                           path, (long)LR__DATASET_MAX_FILE);
+    } else if (c == EOF) {
         rc = lr__error_set(err, LR_EEMPTY, "%s: the file holds no records", path);
     } else {
         ungetc(c, f);
-        rc = c == '[' ? load_array(&L, f, lines + 1, col) : load_lines(&L, f, lines, col);
+        rc = c == '[' ? load_array(&L, f, lines + 1, col) : load_lines(&L, f, lines, col, used);
     }
     fclose(f);
     free(L.view);

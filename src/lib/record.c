@@ -327,6 +327,16 @@ int lr__json_error_col(const json_error_t *je)
     return je->column + (json_error_code(je) == json_error_invalid_utf8);
 }
 
+void lr__json_error_text(const struct json_error_t *je, char *buf, size_t cap)
+{
+    static const char nul[] = "\\u0000 is not allowed without JSON_ALLOW_NUL";
+    if (strncmp(je->text, nul, sizeof nul - 1) == 0)
+        snprintf(buf, cap, "a NUL character (\\u0000) is not allowed%s",
+                 je->text + sizeof nul - 1);
+    else
+        snprintf(buf, cap, "%s", je->text);
+}
+
 static int array_fault(struct lr__array_fault *f, long line, int col, const char *what)
 {
     f->line = line;
@@ -362,7 +372,9 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
             int col = lr__json_error_col(&je);
             if (je.line == 1)
                 col += column_at(p, pos, col0) - 1;
-            return array_fault(fault, line + (je.line > 0 ? je.line - 1 : 0), col, je.text);
+            char what[sizeof fault->what];
+            lr__json_error_text(&je, what, sizeof what);
+            return array_fault(fault, line + (je.line > 0 ? je.line - 1 : 0), col, what);
         }
         rc = each(ctx, r, index, line);
         json_decref(r);

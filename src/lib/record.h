@@ -78,6 +78,11 @@ struct lr__array_fault {
  * every loader takes a column from here, so both name the same one. */
 int lr__json_error_col(const struct json_error_t *je);
 
+/* jansson's words for a parse error into buf, but for a NUL character,
+ * which jansson explains by its own flag's name: "a NUL character
+ * (\u0000) is not allowed near ...". Every loader words it from here. */
+void lr__json_error_text(const struct json_error_t *je, char *buf, size_t cap);
+
 /* JSON's blank space between values. */
 static inline int lr__json_ws(char c)
 {

@@ -2202,6 +2202,25 @@ static int rebuild(struct lr_store *st, enum rebuild_why why, int *changed, stru
  * not meet. The path is checked to still name the locked file once the
  * lock is held (a discard may have removed it in between): else the open
  * starts again on what the path names now. */
+
+/* Whether fd's file is empty with no handle holding it, twice 20 ms apart. */
+static int empty_unheld(int fd)
+{
+    for (int look = 0; look < 2; look++) {
+        struct stat now;
+        if (look) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+            return 0;
+        flock(fd, LOCK_UN);
+        if (fstat(fd, &now) != 0 || now.st_size != 0)
+            return 0;
+    }
+    return 1;
+}
+
 static int presence_take(struct lr_store *st, const char *file, int may_create,
                          struct lr_error *err)
 {
@@ -2235,6 +2254,16 @@ static int presence_take(struct lr_store *st, const char *file, int may_create,
             close(fd);
             return fail(err, LR_ESTORE, 0, "cannot open history store '%s': %s", st->path,
                         S_ISDIR(held.st_mode) ? "it is a directory" : "not a regular file");
+        }
+        /* An empty file that no handle holds is no store being made (the
+         * open making one holds its lock until it is done: looked at twice,
+         * for the moment between its making the file and taking the lock):
+         * SQLite would take it for an empty database and make a store of
+         * it, where any other file that is not a database is refused. */
+        if (!st->made_file && !st->read_only && held.st_size == 0 && empty_unheld(fd)) {
+            close(fd);
+            return fail(err, LR_ESTORE, 0,
+                        "history store '%s': file is not a database (it is empty)", st->path);
         }
         int lk;
         while ((lk = flock(fd, LOCK_SH)) != 0 && errno == EINTR)
@@ -3293,14 +3322,20 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
     /* A record of another split is skipped unread, as eval's loader skips
      * it: a bad one there is no reason to refuse (--strict) or count. An
      * element that is no object has no split, and is bad. */
+    int bad_split = 0;
     if (im->opts && im->opts->split && json_is_object(j)) {
         const json_t *sp = json_object_get(j, "split");
-        if (!json_is_string(sp) || strcmp(json_string_value(sp), im->opts->split) != 0) {
+        /* A split that is no string (5, true) is a bad record, not
+         * another split: --strict must not pass over it. */
+        bad_split = sp && !json_is_null(sp) && !json_is_string(sp);
+        if (bad_split)
+            snprintf(msg, sizeof(msg), "split: expected a string");
+        else if (!json_is_string(sp) || strcmp(json_string_value(sp), im->opts->split) != 0) {
             im->rep->skipped_split++;
             return 0;
         }
     }
-    if (validate_json(j, im->v, msg, sizeof(msg)) != 0) {
+    if (bad_split || validate_json(j, im->v, msg, sizeof(msg)) != 0) {
         im->rep->bad++;
         if (im->rep->bad == 1)
             snprintf(im->rep->first_bad, sizeof(im->rep->first_bad), "record %zu (line %d): %s",
@@ -3412,14 +3447,19 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
             s++;
         if (s < e) {
             json_error_t je;
+            char what[sizeof je.text];
             json_t *j = json_loadb(p + s, e - s, LR__RECORD_JSON_FLAGS, &je);
-            if (!j && index == 0) /* not JSON from the start: say what a data file is */
+            if (!j)
+                lr__json_error_text(&je, what, sizeof what);
+            /* Not JSON from the start: say what a data file is (a line
+             * that starts as an object is one, however it goes on). */
+            if (!j && index == 0 && p[s] != '{')
                 return fail(im->err, LR_EPARSE, line,
                             "%s:%d:%d: %s (expected a JSON array or JSON lines of objects)",
-                            path, line, lr__json_error_col(&je) + (int)(s - pos), je.text);
+                            path, line, lr__json_error_col(&je) + (int)(s - pos), what);
             if (!j)
                 return parse_fail(im, path, line, lr__json_error_col(&je) + (int)(s - pos),
-                                  je.text);
+                                  what);
             int rc = import_one(im, j, index, line);
             json_decref(j);
             if (rc != 0)

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# End-to-end tests of input that is bad in less common ways: data that
+# never ends (a device, a pipe), memory running out on a long line, numbers
+# written oddly, control characters in what an error message quotes, and
+# commands that fail after creating a store. Each must end in a clear
+# one-line error and a documented exit code, with nothing stored.
+#   usage: test_bad_input.sh /path/to/llmroute /path/to/source
+set -u
+BIN=$1
+SRC=$2
+CFG=$SRC/examples/llmroute.json
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/lib.sh"
+
+# memcapped KB MB CMD...: CMD with its memory bounded. A normal build runs
+# under `ulimit -v KB`; one under AddressSanitizer, which reserves terabytes
+# of address space at start, instead has each allocation over MB megabytes
+# fail (its allocator then returns NULL as malloc does).
+if (ulimit -v 200000; "$BIN" version) >/dev/null 2>&1; then
+    memcapped() { local kb=$1; shift 2; (ulimit -v "$kb"; exec "$@"); }
+else
+    memcapped() {
+        local mb=$2; shift 2
+        ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1:max_allocation_size_mb=$mb" "$@"
+    }
+fi
+
+# xs N: N bytes 'x', no newline.
+xs() { head -c "$1" /dev/zero | tr '\0' x; }
+
+# --- eval --data: a device or a pipe is read within the data file's caps ---
+expect "eval --data /dev/zero: a line over the cap" 2 \
+    "/dev/zero: line 1 is over the cap of 67108864 bytes for a line of JSON lines" -- \
+    timeout 60 "$BIN" eval --config "$CFG" --data /dev/zero
+(printf '{"query": "q"}\n'; xs 70000000) >"$TMP/longline.jsonl"
+expect "eval: a line of JSON lines over the cap" 2 \
+    "longline.jsonl: line 2 is over the cap of 67108864 bytes" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/longline.jsonl"
+rm -f "$TMP/longline.jsonl"
+
+# --- out of memory on a long line is an error, not the end of input ---
+# (getline() then returns -1 as at the end, with no error flag set.)
+(printf 'q1\n'; xs 300000000; printf '\nq3\n') |
+    memcapped 400000 200 "$BIN" route --config "$CFG" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 1 ] && grep -qF "out of memory reading standard input" "$TMP/err" && ! [ -s "$TMP/out" ] &&
+    ok || bad "route: out of memory on a long line: exit $rc, $(cat "$TMP/err" "$TMP/out")"
+# eval says it too, with the exit code of a runtime failure (1), as route
+# and import give it.
+(printf '{"query": "q"}\n'; xs 60000000; printf '\n') |
+    memcapped 60000 32 "$BIN" eval --config "$CFG" --data /dev/stdin >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 1 ] && grep -qF "out of memory reading /dev/stdin (line 2)" "$TMP/err" &&
+    ok || bad "eval: out of memory on a long line: exit $rc, $(cat "$TMP/err")"
+
+# --- serve: a store it made is removed again when it fails to start ---
+# Else an empty store stamped with the config's embedder is left, which
+# refuses a later import with another embedder.
+expect "serve: a bad --listen, before the store is made" 2 \
+    "llmroute serve: --listen: expected HOST:PORT, got 'nope'" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/fresh.db" --listen nope
+! grep -qF "llmroute.json" "$TMP/err" && ok || bad "serve: --listen's error names the config: $(cat "$TMP/err")"
+! ls "$TMP"/fresh.db* >/dev/null 2>&1 && ok || bad "serve --listen nope left $(ls "$TMP"/fresh.db*)"
+# The port in use: a listener of our own holds it.
+python3 -c '
+import socket, sys, time
+s = socket.socket()
+for port in range(19790, 19800):
+    try:
+        s.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        continue
+s.listen()
+print(port, flush=True)
+time.sleep(30)
+' >"$TMP/port" &
+holder=$!
+for _ in $(seq 50); do [ -s "$TMP/port" ] && break; sleep 0.1; done
+expect "serve: the port in use" 1 "removed '$TMP/fresh.db', which this start created" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/fresh.db" --listen "127.0.0.1:$(cat "$TMP/port")"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+! ls "$TMP"/fresh.db* >/dev/null 2>&1 && ok || bad "serve on a port in use left $(ls "$TMP"/fresh.db*)"
+# A config serve refuses (a route over an unknown model) after the store is made.
+printf '{"models": [{"name": "a", "backend": "mock"}], "routes": [{"name": "r", "models": ["zz"]}]}' \
+    >"$TMP/badroute.json"
+expect "serve: a config refused after the store is made" 2 "" -- \
+    "$BIN" serve --config "$TMP/badroute.json" --store "$TMP/fresh.db" --listen 127.0.0.1:0
+! ls "$TMP"/fresh.db* >/dev/null 2>&1 && ok || bad "serve with a bad config left $(ls "$TMP"/fresh.db*)"
+# A store that was there is kept, empty or not.
+"$BIN" import --store "$TMP/kept.db" >/dev/null 2>&1
+expect "serve: an existing empty store is kept" 2 "" -- \
+    "$BIN" serve --config "$TMP/badroute.json" --store "$TMP/kept.db" --listen 127.0.0.1:0
+[ -s "$TMP/kept.db" ] && ok || bad "serve removed a store it did not make"
+
+# --- an empty file at the store's path is no store: refused, left as it is ---
+: >"$TMP/zero.db"
+printf '{"query": "q", "outputs": [' >"$TMP/trunc.jsonl"
+expect "import into an empty file" 1 "history store '$TMP/zero.db': file is not a database (it is empty)" -- \
+    "$BIN" import --store "$TMP/zero.db" "$TMP/trunc.jsonl"
+[ -f "$TMP/zero.db" ] && ! [ -s "$TMP/zero.db" ] && ! ls "$TMP"/zero.db-* >/dev/null 2>&1 && ok ||
+    bad "import changed an empty file: $(ls -l "$TMP"/zero.db*)"
+expect "import with no data into an empty file" 1 "file is not a database (it is empty)" -- \
+    "$BIN" import --store "$TMP/zero.db"
+expect "serve on an empty file" 2 "file is not a database (it is empty)" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/zero.db" --listen 127.0.0.1:0
+! [ -s "$TMP/zero.db" ] && ok || bad "serve changed an empty file: $(ls -l "$TMP"/zero.db*)"
+expect "route on an empty file" 1 "is not a history store" -- \
+    "$BIN" route --config "$CFG" --store "$TMP/zero.db" --strategy smart q
+! [ -s "$TMP/zero.db" ] && ok || bad "route changed an empty file"
+
+# --- import: a report lost after the import is told apart (exit 4) ---
+if [ -w /dev/full ]; then
+    "$BIN" import --store "$TMP/full.db" "$SRC/examples/history.jsonl" >/dev/full 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 4 ] && grep -qF "cannot write standard output" "$TMP/err" &&
+        grep -qF "the import itself succeeded" "$TMP/err" && ok ||
+        bad "import >/dev/full: exit $rc, $(cat "$TMP/err")"
+    [ "$(count "$TMP/full.db")" = "$TMP/full.db: 64 records" ] && ok ||
+        bad "import >/dev/full: $(count "$TMP/full.db")"
+    # A failed import whose report is lost too stays a failure (1).
+    "$BIN" import --store "$TMP/full.db" "$TMP/trunc.jsonl" >/dev/full 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 1 ] && ok || bad "failed import >/dev/full: exit $rc, $(cat "$TMP/err")"
+    # Other commands store nothing: a lost output is a runtime error (1).
+    "$BIN" route --config "$CFG" q >/dev/full 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 1 ] && ! grep -qF "import itself" "$TMP/err" && ok ||
+        bad "route >/dev/full: exit $rc, $(cat "$TMP/err")"
+fi
+expect "import --help names exit code 4" 0 "4 every file was imported" -- "$BIN" import --help
+expect "llmroute --help names exit code 4" 0 "4 import: imported, but its report could not be written" -- \
+    "$BIN" --help
+
+# --- a smart default over unpriced models is refused before the first request ---
+printf '{"models": [{"name": "a", "backend": "mock"}, {"name": "b", "backend": "mock"}], "router": {"strategy": "smart"}}' \
+    >"$TMP/smart_unpriced.json"
+"$BIN" import --store "$TMP/hist.db" "$SRC/examples/history.jsonl" >/dev/null 2>&1
+expect "check-config: smart default over unpriced models" 2 \
+    "router.strategy (smart, over every model): model 'a' has no cost_per_input_token" -- \
+    "$BIN" check-config "$TMP/smart_unpriced.json" --store "$TMP/hist.db"
+expect "serve: smart default over unpriced models" 2 \
+    "router.strategy (smart, over every model): model 'a' has no cost_per_input_token" -- \
+    "$BIN" serve --config "$TMP/smart_unpriced.json" --store "$TMP/hist.db" --listen 127.0.0.1:0
+expect "route: smart default over unpriced models" 2 "model 'a' has no cost_per_input_token" -- \
+    "$BIN" route --config "$TMP/smart_unpriced.json" --store "$TMP/hist.db" q
+# One model needs no price.
+printf '{"models": [{"name": "a", "backend": "mock"}], "router": {"strategy": "smart"}}' \
+    >"$TMP/smart_one.json"
+expect "check-config: smart default over one unpriced model" 0 "" -- \
+    "$BIN" check-config "$TMP/smart_one.json" --store "$TMP/hist.db"
+
+# --- an error quoting control characters is still one line, with no escape sequence ---
+one_line_escaped() { # NAME: $TMP/err is one line, no raw ESC or CR, \x1b written out
+    if [ "$(wc -l <"$TMP/err")" = 1 ] && ! grep -q $'[\x1b\r]' "$TMP/err" &&
+        grep -qF '\x1b' "$TMP/err"; then
+        ok
+    else
+        bad "$1: $(cat -A "$TMP/err")"
+    fi
+}
+"$BIN" route --config "$CFG" --models $'gpt\nx\x1b[31mRED' q >/dev/null 2>"$TMP/err"
+one_line_escaped "route --models with a newline and an ESC"
+grep -qF "unknown model 'gpt\nx\x1b[31mRED'" "$TMP/err" && ok || bad "route --models escaped: $(cat -A "$TMP/err")"
+"$BIN" import --store "$TMP/"$'a\x1b[2Jb\r'"/x.db" >/dev/null 2>"$TMP/err"
+one_line_escaped "import --store with an ESC and a CR"
+"$BIN" serve --config "$CFG" --store "$TMP/"$'no\x1bdir\n'"/x.db" --listen 127.0.0.1:0 >/dev/null 2>"$TMP/err"
+one_line_escaped "serve --store with an ESC and a newline"
+
+# --- numbers in options are plain decimal, the same in every option ---
+for v in 0x10 ' 1' '1 ' +1 inf nan 1e400; do
+    expect "--budget '$v'" 2 "--budget: expected a number from 0 to 1e+12, got '$v'" -- \
+        "$BIN" route --config "$CFG" --strategy smart --store "$TMP/hist.db" --batch --budget "$v" q
+done
+expect "--requirement 0x0.8p0" 2 "--requirement: expected a number from 0 to 1, got '0x0.8p0'" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/hist.db" --requirement 0x0.8p0 q
+for v in 0.5 .5 5e-1 1. 0; do
+    expect "--requirement '$v'" 0 "" -- \
+        "$BIN" route --config "$CFG" --strategy smart --store "$TMP/hist.db" --requirement "$v" q
+done
+for v in +5 ' 5' '5 ' 0x10 -0 5.0 1e3; do
+    expect "--input-tokens '$v'" 2 "--input-tokens: expected an integer from 0 to 1000000000, got '$v'" -- \
+        "$BIN" route --config "$CFG" --input-tokens "$v" q
+done
+expect "--input-tokens 010 is decimal" 0 "" -- "$BIN" route --config "$CFG" --input-tokens 010 q
+expect "eval --alpha ' 0.8'" 2 "--alpha: expected a number from 0 to 1, got ' 0.8'" -- \
+    "$BIN" eval --config "$CFG" --data "$SRC/examples/history.jsonl" --alpha '0.7, 0.8'
+expect "eval --seed +3" 2 "--seed: expected an integer from 1 to 2147483647, got '+3'" -- \
+    "$BIN" eval --config "$CFG" --data "$SRC/examples/history.jsonl" --seed +3
+
+# --- a parse error is worded for the user, not by a parser's flag ---
+printf '{"query": "a\\u0000b"}\n' >"$TMP/nul.jsonl"
+printf '[{"query": "a\\u0000b"}]\n' >"$TMP/nul.json"
+for f in nul.jsonl nul.json; do
+    expect "eval: a NUL in $f" 2 "a NUL character (\u0000) is not allowed near" -- \
+        "$BIN" eval --config "$CFG" --data "$TMP/$f"
+    ! grep -qF JSON_ALLOW_NUL "$TMP/err" && ok || bad "eval: $f: $(cat "$TMP/err")"
+    expect "import: a NUL in $f" 1 "a NUL character (\u0000) is not allowed near" -- \
+        "$BIN" import --store "$TMP/nul.db" "$TMP/$f"
+done
+printf '{"models": [{"name": "a\\u0000"}]}' >"$TMP/nulcfg.json"
+expect "check-config: a NUL" 2 "a NUL character (\u0000) is not allowed" -- \
+    "$BIN" check-config "$TMP/nulcfg.json"
+# What a data file is, only when the first line does not start as one:
+# a duplicate key or a number out of range in a first record is that.
+printf '{"query": "a", "query": "b"}\n' >"$TMP/dup.jsonl"
+printf '{"query": "a", "input_token_length": 1e400}\n' >"$TMP/e400.jsonl"
+for f in dup.jsonl e400.jsonl; do
+    expect "eval: a fault in the first record of $f" 2 "$f:1:" -- \
+        "$BIN" eval --config "$CFG" --data "$TMP/$f"
+    ! grep -qF "expected a JSON array" "$TMP/err" && ok || bad "eval: $f: $(cat "$TMP/err")"
+    expect "import: a fault in the first record of $f" 1 "$f:1:" -- \
+        "$BIN" import --store "$TMP/nul.db" "$TMP/$f"
+    ! grep -qF "expected a JSON array" "$TMP/err" && ok || bad "import: $f: $(cat "$TMP/err")"
+done
+printf 'query\n' >"$TMP/word.jsonl"
+expect "eval: a first line that is no JSON" 2 \
+    "word.jsonl:1:5: invalid token near 'query' (expected a JSON array or JSON lines of objects)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/word.jsonl"
+# check-config counts columns from 1, as the data loaders do.
+: >"$TMP/empty.json"
+printf '\xef\x01' >"$TMP/ef.json"
+printf '\x01\x02' >"$TMP/bin.json"
+for f in empty.json ef.json bin.json; do
+    expect "check-config: $f" 2 "$f: line 1, column 1: " -- "$BIN" check-config "$TMP/$f"
+done
+
+# --- a split that is no string is a bad record, not another split ---
+printf '{"query": "q", "split": 5, "outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 3}]}\n{"query": "r", "split": "test", "outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 3}]}\n' \
+    >"$TMP/split5.jsonl"
+expect "import --strict: split 5" 1 "record 0 (line 1): split: expected a string" -- \
+    "$BIN" import --store "$TMP/split.db" --split test --strict "$TMP/split5.jsonl"
+expect "import: split 5 is counted bad" 0 "skipped 1 bad (first: record 0 (line 1): split: expected a string)" -- \
+    "$BIN" import --store "$TMP/split.db" --split test "$TMP/split5.jsonl"
+expect "eval: split 5 is counted bad" 0 "skipped 1 bad (first: record 0 (line 1): split: expected a string)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/split5.jsonl" --split test
+# --- config: routes null refused as router null is; a model name within the data cap ---
+printf '{"models": [{"name": "a", "backend": "mock"}], "routes": null}' >"$TMP/routesnull.json"
+expect "check-config: routes null" 2 "routes: expected an array, got null" -- \
+    "$BIN" check-config "$TMP/routesnull.json"
+long=$(head -c 257 /dev/zero | tr '\0' m)
+printf '{"models": [{"name": "%s", "backend": "mock"}]}' "$long" >"$TMP/longname.json"
+expect "check-config: a model name over 256 bytes" 2 \
+    "models[0].name: 257 bytes, over the cap of 256 bytes for a model name" -- \
+    "$BIN" check-config "$TMP/longname.json"
+printf '{"models": [{"name": "%s", "backend": "mock"}]}' "${long:1}" >"$TMP/name256.json"
+expect "check-config: a model name of 256 bytes" 0 "" -- "$BIN" check-config "$TMP/name256.json"
+
+# --- llmroute help COMMAND is COMMAND --help ---
+for c in route import eval check-config serve version; do
+    expect "help $c" 0 "usage: llmroute $c" -- "$BIN" help "$c"
+done
+expect "help of an unknown command" 2 "llmroute help: unknown command 'bogus'" -- "$BIN" help bogus
+expect "help with two names" 2 "takes one command name" -- "$BIN" help route eval
+
+# A warning of serve's or check-config's own quotes a key from the file: one line too.
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"x\\u001b[2J": 1}}' >"$TMP/esckey.json"
+expect "check-config: an unknown server key with an ESC" 0 "" -- "$BIN" check-config "$TMP/esckey.json"
+one_line_escaped "check-config: a warning quoting an ESC"
+
+summary
