@@ -305,9 +305,11 @@ LR_EXTERN size_t lr_store_dim(const struct lr_store *store);
 /* Append one record; durable (committed) before it returns 0. A dense vector
  * may be given for a store whose embedder is remote (else NULL, 0). The
  * record is checked on the rules of an imported one (a model named once,
- * token counts at most 1e9, ...; input_tokens < 0 is estimated): a record
- * import would refuse is LR_EINVAL with import's message, and stores
- * nothing. The lr_store_add_outcome functions check theirs the same way. */
+ * token counts at most 1e9, query, task and model names valid UTF-8 as
+ * JSON text is, model names free of control characters, ...; input_tokens
+ * < 0 is estimated): a record import would refuse is LR_EINVAL with
+ * import's message naming the field, and stores nothing. The
+ * lr_store_add_outcome functions check theirs the same way. */
 LR_EXTERN int lr_store_add(struct lr_store *store, const struct lr_record *rec, const float *vec,
                  size_t dim, struct lr_error *err);
 
