@@ -498,12 +498,20 @@ LR_EXTERN const char *lr_router_strategy(const struct lr_router *router);
 LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *router);
 
 /* One routing request. Candidates are given by name (`models`) or by config
- * index (`model_indices`), n_models of them; with neither (both NULL, as
- * lr_request_init() leaves them), every configured model is a candidate.
- * A list given with n_models 0 is LR_EEMPTY, never "every model"; an
- * n_models over the number of configured models (such a list must repeat
- * one) is LR_EINVAL, as a repeated model is. Unknown names are
- * LR_ENOMODEL, never dropped. */
+ * index (`model_indices`), n_models of them; with no list (both NULL and
+ * n_models 0, as lr_request_init() leaves them), every configured model is
+ * a candidate. n_models over 0 with both lists NULL is LR_EINVAL (the
+ * list is missing); a list given with n_models 0 is LR_EEMPTY, never
+ * "every model"; an n_models over the number of configured models (such a
+ * list must repeat one) is LR_EINVAL, as a repeated model is. Unknown
+ * names are LR_ENOMODEL, never dropped.
+ * `embedding` is the query's vector from the remote embedder of a dense
+ * store (lr_store_embedder()), embedding_dim floats, for smart routing
+ * over that store. The two go together: embedding_dim over 0 with a NULL
+ * embedding, or an embedding with embedding_dim 0, is LR_EINVAL. A smart
+ * router over a store of the built-in embedder, which routes by the query
+ * text, refuses a vector (LR_EINVAL) as lr_store_add does; the sequential
+ * strategy reads neither. */
 struct lr_request {
     const char *const *models;
     const int *model_indices;
@@ -561,11 +569,15 @@ enum lr_batch_mode {
     LR_BATCH_BUDGET = 2     /* max mean quality s.t. total cost <= budget, load_j <= L_j */
 };
 
+/* The largest budget LR_BATCH_BUDGET takes (the CLI's --budget too). */
+#define LR_BATCH_MAX_BUDGET 1e12
+
 struct lr_batch_options {
     enum lr_batch_mode mode;
     double alpha;            /* for LR_BATCH_QUALITY, NaN = config's; NaN otherwise
                                 (else LR_EINVAL) */
-    double budget;           /* for LR_BATCH_BUDGET; NaN otherwise (else LR_EINVAL) */
+    double budget;           /* for LR_BATCH_BUDGET, from 0 to LR_BATCH_MAX_BUDGET;
+                                NaN otherwise (else LR_EINVAL) */
     const int *capacities;   /* per config model; NULL = config's capacity; <=0 = unlimited */
 };
 

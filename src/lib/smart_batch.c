@@ -140,7 +140,8 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     /* Predict every query; its ranking is its fallback order. */
     for (size_t i = 0; i < n; i++) {
         const struct lr__route_ctx *ctx = &ctxs[i];
-        if ((rc = fill_models(ctx, models, err)))
+        if ((rc = lr__smart_check_query(state, &qs[i], err)) ||
+            (rc = fill_models(ctx, models, err)))
             goto fail_query;
         rc = nb ? lr__smart_rank_given(state, &qs[i], nb + i * lr__smart_k(state), nb_n[i],
                                        models, ctx->n_cands, rankings[i], err)
