@@ -572,6 +572,12 @@ enum lr_batch_mode {
 /* The largest budget LR_BATCH_BUDGET takes (the CLI's --budget too). */
 #define LR_BATCH_MAX_BUDGET 1e12
 
+/* The relative tolerance with which a batch's constraints are judged, so
+ * that rounding in long sums does not turn a met constraint into a missed
+ * one: mean quality >= alpha * (1 - LR_BATCH_TOLERANCE), total cost <=
+ * budget * (1 + LR_BATCH_TOLERANCE). */
+#define LR_BATCH_TOLERANCE 1e-9
+
 struct lr_batch_options {
     enum lr_batch_mode mode;
     double alpha;            /* for LR_BATCH_QUALITY, NaN = config's; NaN otherwise
@@ -582,7 +588,13 @@ struct lr_batch_options {
 };
 
 struct lr_batch_report {
-    int feasible;            /* 1 when every constraint holds */
+    int feasible;            /* 1 when every constraint holds: every model's load
+                                within its capacity, and mean_quality >= alpha *
+                                (1 - LR_BATCH_TOLERANCE) (LR_BATCH_QUALITY) or
+                                total_cost <= budget * (1 + LR_BATCH_TOLERANCE)
+                                (LR_BATCH_BUDGET), each judged on the sum before
+                                the division; 0 exactly when LR_EINFEASIBLE is
+                                returned */
     double mean_quality;     /* predicted, of the returned assignment */
     double total_cost;       /* estimated, of the returned assignment */
     int iterations;          /* optimizer iterations */
@@ -594,14 +606,26 @@ LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
 /* Route n requests together. out[i] receives request i's assignment (and
  * ranking if out[i].ranking is set). Returns LR_EINFEASIBLE, with the best
  * reachable assignment filled in and explained in report, when the
- * constraints cannot all be met. A request with a single candidate gets it
- * in every mode, as lr_router_route gives it, even when nothing can be
- * predicted for it (no prices, no query text, no history): in
- * LR_BATCH_QUALITY and LR_BATCH_BUDGET such an unpredicted request takes
- * one unit of its model's capacity but is left out of the mean quality
- * alpha bounds, of the cost the budget bounds, and of the report's
- * mean_quality and total_cost (NaN when no request is left). An error in
- * one request fails the batch, with a message naming the request. */
+ * constraints cannot all be met:
+ *   - alpha (the budget) cannot be met within capacities: the assignment
+ *     of the highest mean quality (the least total cost) is returned, and
+ *     the message states that figure, the report's mean_quality
+ *     (total_cost);
+ *   - the capacities cannot hold the batch: the fewest requests that must
+ *     go over capacity do, placed where they best serve alpha (the
+ *     budget), which is then met at the least cost (the highest quality)
+ *     if it can be, else the best reachable is returned; the message says
+ *     how many went over capacity, whether alpha (the budget) holds, and
+ *     the mean quality and total cost reached.
+ * A request with a single candidate gets it in every mode, as
+ * lr_router_route gives it, even when nothing can be predicted for it (no
+ * prices, no query text, no history): in LR_BATCH_QUALITY and
+ * LR_BATCH_BUDGET such an unpredicted request takes one unit of its
+ * model's capacity but is left out of the mean quality alpha bounds, of
+ * the cost the budget bounds, and of the report's mean_quality and
+ * total_cost (NaN when no request is left), which the message's figures
+ * are too. An error in one request fails the batch, with a message naming
+ * the request. */
 LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                           const struct lr_batch_options *opts, struct lr_decision *out,
                           struct lr_batch_report *report, struct lr_error *err);

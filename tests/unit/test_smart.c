@@ -561,6 +561,92 @@ static void priced_close(struct priced *p)
     lr_config_free(p->cfg);
 }
 
+/* The message of an unmet alpha states the report's mean quality, which
+ * leaves out the queries nothing can be predicted for; it used to state
+ * the optimizer's mean, which counted each of them at alpha (0.8625 for
+ * alpha 0.9 where 0.75 is reached). */
+static void unmet_alpha_message_states_the_reports_mean(void **state)
+{
+    struct priced p;
+    struct lr_request q[4];
+    struct lr_decision d[4];
+    struct lr_batch_options o;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *text[4] = {"what is two plus two", "capital city of france", "two plus three",
+                           "hello"};
+    const char *ab[] = {"a", "b"}, *np[] = {"np"};
+    const double alphas[] = {0.8, 0.9};
+    char want[96];
+    (void)state;
+    priced_open(&p);
+    for (int i = 0; i < 4; i++) {
+        lr_request_init(&q[i]);
+        q[i].query = text[i];
+        q[i].models = i ? np : ab;
+        q[i].n_models = i ? 1 : 2;
+        lr_decision_init(&d[i]);
+    }
+    for (size_t k = 0; k < sizeof alphas / sizeof alphas[0]; k++) {
+        lr_batch_options_init(&o);
+        o.mode = LR_BATCH_QUALITY;
+        o.alpha = alphas[k];
+        assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), LR_EINFEASIBLE);
+        assert_int_equal(rep.feasible, 0);
+        assert_true(fabs(rep.mean_quality - d[0].predicted_quality) < 1e-12);
+        assert_true(rep.mean_quality < alphas[k]);
+        snprintf(want, sizeof want, "mean quality %.6g is the most reachable", rep.mean_quality);
+        if (!strstr(rep.message, want) || !strstr(err.message, want))
+            fail_msg("alpha %g: '%s' / '%s', expected '%s'", alphas[k], rep.message,
+                     err.message, want);
+    }
+    priced_close(&p);
+}
+
+/* feasible and the return agree with the documented tolerance: alpha a
+ * billionth above the best reachable mean is not met (it was, within an
+ * absolute 1e-9), half of LR_BATCH_TOLERANCE above it is. */
+static void alpha_just_above_the_best_mean_is_infeasible(void **state)
+{
+    struct priced p;
+    struct lr_request q[4];
+    struct lr_decision d[4];
+    struct lr_batch_options o;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *text[4] = {"what is two plus two", "capital city of france", "two plus three",
+                           "hello"};
+    const char *ab[] = {"a", "b"};
+    double best;
+    (void)state;
+    priced_open(&p);
+    for (int i = 0; i < 4; i++) {
+        lr_request_init(&q[i]);
+        q[i].query = text[i];
+        q[i].models = ab;
+        q[i].n_models = 2;
+        lr_decision_init(&d[i]);
+    }
+    lr_batch_options_init(&o);
+    o.mode = LR_BATCH_QUALITY;
+    o.alpha = 1;
+    assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), LR_EINFEASIBLE);
+    best = rep.mean_quality;
+    assert_true(best > 0.5 && best < 1);
+    o.alpha = best + 1e-9;
+    assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), LR_EINFEASIBLE);
+    assert_int_equal(rep.feasible, 0);
+    assert_true(rep.mean_quality == best);
+    o.alpha = best * (1 + LR_BATCH_TOLERANCE / 2);
+    assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), 0);
+    assert_int_equal(rep.feasible, 1);
+    assert_true(rep.mean_quality >= o.alpha * (1 - LR_BATCH_TOLERANCE));
+    o.alpha = best;
+    assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), 0);
+    assert_int_equal(rep.feasible, 1);
+    priced_close(&p);
+}
+
 /* A budget over LR_BATCH_MAX_BUDGET is refused, as the CLI refuses it. */
 static void budget_over_the_cap_is_refused(void **state)
 {
@@ -915,6 +1001,8 @@ int main(void)
             single_candidate_queries_get_their_model_in_every_batch_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
                                         teardown),
+        cmocka_unit_test(unmet_alpha_message_states_the_reports_mean),
+        cmocka_unit_test(alpha_just_above_the_best_mean_is_infeasible),
         cmocka_unit_test(budget_over_the_cap_is_refused),
         cmocka_unit_test(vectors_are_refused_over_a_builtin_store),
         cmocka_unit_test_setup_teardown(routes_concurrently_while_a_writer_appends, setup,
