@@ -137,7 +137,7 @@ int main(int argc, char **argv)
 {
     double n_arg = 1000, seed_arg = 1, alpha = 0.8, budget = NAN, caps = 0.0, runs_arg = 7;
     const char *write_path = NULL, *assign_path = NULL;
-    struct lr__opt_problem p;
+    struct lr__opt_problem p = {0};
     struct lr__opt_result r;
     double *quality, *cost, *times;
     int capacity[N_MODELS], *assign, i, runs, rc = 0;

@@ -305,9 +305,11 @@ LR_EXTERN size_t lr_store_dim(const struct lr_store *store);
 /* Append one record; durable (committed) before it returns 0. A dense vector
  * may be given for a store whose embedder is remote (else NULL, 0). The
  * record is checked on the rules of an imported one (a model named once,
- * token counts at most 1e9, ...; input_tokens < 0 is estimated): a record
- * import would refuse is LR_EINVAL with import's message, and stores
- * nothing. The lr_store_add_outcome functions check theirs the same way. */
+ * token counts at most 1e9, query, task and model names valid UTF-8 as
+ * JSON text is, model names free of control characters, ...; input_tokens
+ * < 0 is estimated): a record import would refuse is LR_EINVAL with
+ * import's message naming the field, and stores nothing. The
+ * lr_store_add_outcome functions check theirs the same way. */
 LR_EXTERN int lr_store_add(struct lr_store *store, const struct lr_record *rec, const float *vec,
                  size_t dim, struct lr_error *err);
 
@@ -496,12 +498,20 @@ LR_EXTERN const char *lr_router_strategy(const struct lr_router *router);
 LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *router);
 
 /* One routing request. Candidates are given by name (`models`) or by config
- * index (`model_indices`), n_models of them; with neither (both NULL, as
- * lr_request_init() leaves them), every configured model is a candidate.
- * A list given with n_models 0 is LR_EEMPTY, never "every model"; an
- * n_models over the number of configured models (such a list must repeat
- * one) is LR_EINVAL, as a repeated model is. Unknown names are
- * LR_ENOMODEL, never dropped. */
+ * index (`model_indices`), n_models of them; with no list (both NULL and
+ * n_models 0, as lr_request_init() leaves them), every configured model is
+ * a candidate. n_models over 0 with both lists NULL is LR_EINVAL (the
+ * list is missing); a list given with n_models 0 is LR_EEMPTY, never
+ * "every model"; an n_models over the number of configured models (such a
+ * list must repeat one) is LR_EINVAL, as a repeated model is. Unknown
+ * names are LR_ENOMODEL, never dropped.
+ * `embedding` is the query's vector from the remote embedder of a dense
+ * store (lr_store_embedder()), embedding_dim floats, for smart routing
+ * over that store. The two go together: embedding_dim over 0 with a NULL
+ * embedding, or an embedding with embedding_dim 0, is LR_EINVAL. A smart
+ * router over a store of the built-in embedder, which routes by the query
+ * text, refuses a vector (LR_EINVAL) as lr_store_add does; the sequential
+ * strategy reads neither. */
 struct lr_request {
     const char *const *models;
     const int *model_indices;
@@ -559,16 +569,32 @@ enum lr_batch_mode {
     LR_BATCH_BUDGET = 2     /* max mean quality s.t. total cost <= budget, load_j <= L_j */
 };
 
+/* The largest budget LR_BATCH_BUDGET takes (the CLI's --budget too). */
+#define LR_BATCH_MAX_BUDGET 1e12
+
+/* The relative tolerance with which a batch's constraints are judged, so
+ * that rounding in long sums does not turn a met constraint into a missed
+ * one: mean quality >= alpha * (1 - LR_BATCH_TOLERANCE), total cost <=
+ * budget * (1 + LR_BATCH_TOLERANCE). */
+#define LR_BATCH_TOLERANCE 1e-9
+
 struct lr_batch_options {
     enum lr_batch_mode mode;
     double alpha;            /* for LR_BATCH_QUALITY, NaN = config's; NaN otherwise
                                 (else LR_EINVAL) */
-    double budget;           /* for LR_BATCH_BUDGET; NaN otherwise (else LR_EINVAL) */
+    double budget;           /* for LR_BATCH_BUDGET, from 0 to LR_BATCH_MAX_BUDGET;
+                                NaN otherwise (else LR_EINVAL) */
     const int *capacities;   /* per config model; NULL = config's capacity; <=0 = unlimited */
 };
 
 struct lr_batch_report {
-    int feasible;            /* 1 when every constraint holds */
+    int feasible;            /* 1 when every constraint holds: every model's load
+                                within its capacity, and mean_quality >= alpha *
+                                (1 - LR_BATCH_TOLERANCE) (LR_BATCH_QUALITY) or
+                                total_cost <= budget * (1 + LR_BATCH_TOLERANCE)
+                                (LR_BATCH_BUDGET), each judged on the sum before
+                                the division; 0 exactly when LR_EINFEASIBLE is
+                                returned */
     double mean_quality;     /* predicted, of the returned assignment */
     double total_cost;       /* estimated, of the returned assignment */
     int iterations;          /* optimizer iterations */
@@ -580,14 +606,26 @@ LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
 /* Route n requests together. out[i] receives request i's assignment (and
  * ranking if out[i].ranking is set). Returns LR_EINFEASIBLE, with the best
  * reachable assignment filled in and explained in report, when the
- * constraints cannot all be met. A request with a single candidate gets it
- * in every mode, as lr_router_route gives it, even when nothing can be
- * predicted for it (no prices, no query text, no history): in
- * LR_BATCH_QUALITY and LR_BATCH_BUDGET such an unpredicted request takes
- * one unit of its model's capacity but is left out of the mean quality
- * alpha bounds, of the cost the budget bounds, and of the report's
- * mean_quality and total_cost (NaN when no request is left). An error in
- * one request fails the batch, with a message naming the request. */
+ * constraints cannot all be met:
+ *   - alpha (the budget) cannot be met within capacities: the assignment
+ *     of the highest mean quality (the least total cost) is returned, and
+ *     the message states that figure, the report's mean_quality
+ *     (total_cost);
+ *   - the capacities cannot hold the batch: the fewest requests that must
+ *     go over capacity do, placed where they best serve alpha (the
+ *     budget), which is then met at the least cost (the highest quality)
+ *     if it can be, else the best reachable is returned; the message says
+ *     how many went over capacity, whether alpha (the budget) holds, and
+ *     the mean quality and total cost reached.
+ * A request with a single candidate gets it in every mode, as
+ * lr_router_route gives it, even when nothing can be predicted for it (no
+ * prices, no query text, no history): in LR_BATCH_QUALITY and
+ * LR_BATCH_BUDGET such an unpredicted request takes one unit of its
+ * model's capacity but is left out of the mean quality alpha bounds, of
+ * the cost the budget bounds, and of the report's mean_quality and
+ * total_cost (NaN when no request is left), which the message's figures
+ * are too. An error in one request fails the batch, with a message naming
+ * the request. */
 LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                           const struct lr_batch_options *opts, struct lr_decision *out,
                           struct lr_batch_report *report, struct lr_error *err);

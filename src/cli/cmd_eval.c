@@ -1276,7 +1276,8 @@ int cmd_eval(int argc, char **argv)
         goto out;
     }
     if ((alpha_s && (rc = parse_list("--alpha", alpha_s, 0, 1, &alphas, &n_alphas))) ||
-        (budget_s && (rc = parse_list("--budget", budget_s, 0, 1e12, &budgets, &n_budgets))) ||
+        (budget_s && (rc = parse_list("--budget", budget_s, 0, LR_BATCH_MAX_BUDGET, &budgets,
+                                      &n_budgets))) ||
         (seed_s && (rc = cli_parse_long("eval", "--seed", seed_s, 1, 2147483647L, &seed))) ||
         (pred_s &&
          (rc = cli_split_list("eval", "--predictors", pred_s, "name", &preds, &n_preds))))

@@ -105,6 +105,9 @@ static int problem_check(const struct lr__opt_problem *p, struct lr__opt_result 
             double q = p->quality[i * p->m + j], c = p->cost[i * p->m + j];
             if (isnan(q))
                 continue;
+            n_cand++;
+            if (p->fixed != NULL && p->fixed[i])
+                continue; /* its values are not read */
             if (!(q >= 0.0 && q <= 1.0)) {
                 result_message(r, "quality[%zu][%zu] = %g is outside [0,1]", i, j, q);
                 return LR_EINVAL;
@@ -114,7 +117,6 @@ static int problem_check(const struct lr__opt_problem *p, struct lr__opt_result 
                                c);
                 return LR_EINVAL;
             }
-            n_cand++;
         }
         if (n_cand == 0) {
             result_message(r, "query %zu has no candidate model (its quality is NaN for all "
@@ -133,11 +135,36 @@ static int problem_check(const struct lr__opt_problem *p, struct lr__opt_result 
     return 0;
 }
 
-/* Fill mean_quality, total_cost and feasible from the original data. */
+/* The queries that count in the sums: those not fixed. */
+static size_t counted(const struct lr__opt_problem *p)
+{
+    size_t i, k = p->n;
+    if (p->fixed != NULL)
+        for (i = 0; i < p->n; i++)
+            k -= p->fixed[i] != 0;
+    return k;
+}
+
+/* Whether sums of quality qsum and cost csum over k counted queries meet
+ * the constraint: the one rule, which gen_build's target and tolerance
+ * restate for the solver (the same expressions, so both judge a sum
+ * alike). */
+static int constraint_met(const struct lr__opt_problem *p, int quality_form, size_t k,
+                          double qsum, double csum)
+{
+    if (quality_form) {
+        double target = p->alpha * (double)k;
+        return qsum >= target - LR__OPT_TOL * target;
+    }
+    return -csum >= -p->budget - LR__OPT_TOL * p->budget;
+}
+
+/* Fill mean_quality, total_cost and feasible from the original data; the
+ * sums are over the queries not fixed. */
 static int result_measure(const struct lr__opt_problem *p, struct lr__opt_result *r,
                           int quality_form)
 {
-    size_t i, j, n = p->n, m = p->m;
+    size_t i, j, n = p->n, m = p->m, k = counted(p);
     double qsum = 0.0, csum = 0.0;
     int ok = 1;
     int *load = calloc(m, sizeof *load);
@@ -150,9 +177,11 @@ static int result_measure(const struct lr__opt_problem *p, struct lr__opt_result
             ok = 0;
             continue;
         }
+        load[a]++;
+        if (p->fixed != NULL && p->fixed[i])
+            continue;
         qsum += p->quality[i * m + (size_t)a];
         csum += p->cost[i * m + (size_t)a];
-        load[a]++;
     }
     if (p->capacity != NULL) {
         for (j = 0; j < m; j++)
@@ -160,13 +189,9 @@ static int result_measure(const struct lr__opt_problem *p, struct lr__opt_result
                 ok = 0;
     }
     free(load);
-    r->mean_quality = qsum / (double)n;
-    r->total_cost = csum;
-    if (quality_form)
-        ok = ok && r->mean_quality >= p->alpha - LR__OPT_TOL;
-    else
-        ok = ok && csum <= p->budget + LR__OPT_TOL * fmax(1.0, fabs(p->budget));
-    r->feasible = ok;
+    r->mean_quality = k ? qsum / (double)k : NAN;
+    r->total_cost = k ? csum : NAN;
+    r->feasible = ok && constraint_met(p, quality_form, k, qsum, csum);
     return 0;
 }
 
@@ -179,7 +204,7 @@ struct gen {
     int capped;    /* some capacity is below n */
     long long cap_sum;
     double target; /* T */
-    double tol_b;  /* B >= T - tol_b counts as met */
+    double tol_b;  /* B >= T - tol_b counts as met (constraint_met's rule) */
     double tol_a;  /* improvements in A below this are noise */
     double sa, sb; /* largest |a|, |b| over candidates (at least 1e-300) */
     int quality_form; /* a is cost (else b is minus cost) */
@@ -215,6 +240,12 @@ static int gen_build(const struct lr__opt_problem *p, int quality_form, struct g
             g->b[i] = NAN;
             continue;
         }
+        if (p->fixed != NULL && p->fixed[i / m]) {
+            /* In no sum: any candidate is as good as another. */
+            g->a[i] = 0.0;
+            g->b[i] = 0.0;
+            continue;
+        }
         g->a[i] = quality_form ? c : -q;
         g->b[i] = quality_form ? q : -c;
         g->sa = fmax(g->sa, fabs(g->a[i]));
@@ -228,12 +259,13 @@ static int gen_build(const struct lr__opt_problem *p, int quality_form, struct g
             g->capped = 1;
         g->cap_sum += g->cap[j];
     }
+    /* constraint_met()'s rule as B >= T - tol_b, in the same expressions. */
     if (quality_form) {
-        g->target = p->alpha * (double)n;
-        g->tol_b = LR__OPT_TOL * (double)n;
+        g->target = p->alpha * (double)counted(p);
+        g->tol_b = LR__OPT_TOL * g->target;
     } else {
         g->target = -p->budget;
-        g->tol_b = LR__OPT_TOL * fmax(1.0, fabs(p->budget));
+        g->tol_b = LR__OPT_TOL * p->budget;
     }
     g->tol_a = 1e-12 * g->sa * (double)n;
     return 0;
@@ -1283,10 +1315,16 @@ struct gen_answer {
     double bound;     /* lower bound on A, or NaN */
     double A, B;      /* of the assignment returned */
     size_t unplaced;  /* GEN_CAPACITY: queries put over capacity */
+    int target_met;   /* GEN_CAPACITY: B >= T - tol_b with that overflow */
     int iterations;
 };
 
-static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
+static int gen_spread_overflow(const struct gen *g, int *out, struct gen_answer *ans);
+
+/* Solve g. When its capacities cannot hold every query, spread says
+ * whether to go on as gen_spread_overflow does (else the answer is the
+ * least-cost placement with the rest over capacity, GEN_CAPACITY). */
+static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans, int spread)
 {
     size_t n = g->n, m = g->m, i, j;
     struct flow f;
@@ -1337,7 +1375,8 @@ static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
         ans->status = GEN_CAPACITY;
         ans->unplaced = f.unplaced;
         gen_sums(g, out, &ans->A, &ans->B);
-        rc = 0;
+        ans->target_met = ans->B >= g->target - g->tol_b;
+        rc = spread ? gen_spread_overflow(g, out, ans) : 0;
         goto out;
     }
     memcpy(lo, f.asg, n * sizeof *lo);
@@ -1501,28 +1540,258 @@ out:
     return rc;
 }
 
+static int gen_solve(const struct gen *g, int *out, struct gen_answer *ans)
+{
+    return gen_solve_caps(g, out, ans, 1);
+}
+
+/* ==== Capacities that cannot hold the batch ==== */
+
+/* When the capacities hold only n - U queries, U is the fewest any
+ * assignment puts over capacity (successive shortest paths place as many
+ * as can be placed). Which models take the U is a choice that serves the
+ * constraint more or less well: the overflow is spread by raising the
+ * capacities of the models that can fill by extra_j, with sum extra_j =
+ * U, and each such problem, which holds every query, is solved as any
+ * other; every assignment with U over capacity fits one of them. The best
+ * answer is kept: one that meets the constraint at the least A, else the
+ * largest B. The ways tried: the spread of the least-cost placement with
+ * the rest on their cheapest candidates (which always holds every query);
+ * then every spread when there are at most LR__OPT_SPREAD_WORK of them per
+ * query (so, exactly, on small batches), else each model taking all U when
+ * that is at most LR__OPT_SPREAD_ONE_WORK models times queries. */
+#ifndef LR__OPT_SPREAD_WORK
+#define LR__OPT_SPREAD_WORK 1024.0
+#endif
+#ifndef LR__OPT_SPREAD_ONE_WORK
+#define LR__OPT_SPREAD_ONE_WORK 1000000.0
+#endif
+
+struct spread {
+    const struct gen *g;
+    struct gen relaxed; /* g with raised capacities (its a and b are g's) */
+    size_t *models;     /* the models that can fill */
+    size_t n_models;
+    int *extra;         /* per model of models: its raise */
+    int *cand;          /* n: an answer of the relaxed problem */
+    int *best;          /* n: the best answer so far */
+    struct gen_answer best_ans;
+    int have;
+    int iterations;
+};
+
+/* a is a better answer than b: the constraint met (GEN_OPTIMAL) before
+ * not; then the least A when met, the largest B when not. */
+static int spread_better(const struct gen *g, const struct gen_answer *a,
+                         const struct gen_answer *b)
+{
+    int met_a = a->status == GEN_OPTIMAL, met_b = b->status == GEN_OPTIMAL;
+    if (met_a != met_b)
+        return met_a;
+    if (met_a) {
+        if (a->A < b->A - g->tol_a)
+            return 1;
+        return a->A <= b->A + g->tol_a && a->B > b->B;
+    }
+    if (a->B != b->B)
+        return a->B > b->B;
+    return a->A < b->A;
+}
+
+/* Solve g with each model of sp->models raised by sp->extra. */
+static int spread_try(struct spread *sp)
+{
+    const struct gen *g = sp->g;
+    struct gen_answer a;
+    size_t k, j;
+    int rc;
+
+    for (j = 0; j < g->m; j++)
+        sp->relaxed.cap[j] = g->cap[j];
+    for (k = 0; k < sp->n_models; k++) {
+        j = sp->models[k];
+        sp->relaxed.cap[j] = (size_t)g->cap[j] + (size_t)sp->extra[k] >= g->n
+                                 ? (int)g->n
+                                 : g->cap[j] + sp->extra[k];
+    }
+    sp->relaxed.capped = 0;
+    sp->relaxed.cap_sum = 0;
+    for (j = 0; j < g->m; j++) {
+        sp->relaxed.capped |= (size_t)sp->relaxed.cap[j] < g->n;
+        sp->relaxed.cap_sum += sp->relaxed.cap[j];
+    }
+    if ((rc = gen_solve_caps(&sp->relaxed, sp->cand, &a, 0)) != 0)
+        return rc;
+    sp->iterations += a.iterations;
+    if (a.status == GEN_CAPACITY) /* a spread the candidate sets cannot use */
+        return 0;
+    if (!sp->have || spread_better(g, &a, &sp->best_ans)) {
+        memcpy(sp->best, sp->cand, g->n * sizeof *sp->best);
+        sp->best_ans = a;
+        sp->have = 1;
+    }
+    return 0;
+}
+
+/* Every way of giving `left` more to models k, k+1, ... */
+static int spread_each(struct spread *sp, size_t k, int left)
+{
+    int e, rc;
+    if (k + 1 == sp->n_models) {
+        sp->extra[k] = left;
+        return spread_try(sp);
+    }
+    for (e = left; e >= 0; e--) {
+        sp->extra[k] = e;
+        if ((rc = spread_each(sp, k + 1, left - e)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* out holds the least-cost placement with ans->unplaced queries over
+ * capacity (GEN_CAPACITY); replace it with the best spread found. */
+static int gen_spread_overflow(const struct gen *g, int *out, struct gen_answer *ans)
+{
+    size_t n = g->n, m = g->m, i, j, k;
+    int u = (int)ans->unplaced, rc = 0;
+    double ways = 1.0;
+    int *load = NULL;
+    struct spread sp;
+
+    memset(&sp, 0, sizeof sp);
+    sp.g = g;
+    sp.relaxed = *g;
+    sp.relaxed.cap = malloc(m * sizeof *sp.relaxed.cap);
+    sp.models = malloc(m * sizeof *sp.models);
+    sp.extra = calloc(m, sizeof *sp.extra);
+    sp.cand = malloc(n * sizeof *sp.cand);
+    sp.best = malloc(n * sizeof *sp.best);
+    load = calloc(m, sizeof *load);
+    if (!sp.relaxed.cap || !sp.models || !sp.extra || !sp.cand || !sp.best || !load) {
+        rc = LR_ENOMEM;
+        goto out;
+    }
+    /* The models that can fill: capped, and some query's candidate. */
+    for (j = 0; j < m; j++) {
+        if ((size_t)g->cap[j] >= n)
+            continue;
+        for (i = 0; i < n && !CAND(g, i, j); i++)
+            ;
+        if (i < n)
+            sp.models[sp.n_models++] = j;
+    }
+    if (sp.n_models == 0)
+        goto out;
+
+    /* The least-cost placement's own spread first: it holds every query. */
+    for (i = 0; i < n; i++)
+        load[out[i]]++;
+    for (k = 0; k < sp.n_models; k++) {
+        j = sp.models[k];
+        sp.extra[k] = load[j] > g->cap[j] ? load[j] - g->cap[j] : 0;
+    }
+    if ((rc = spread_try(&sp)) != 0)
+        goto out;
+
+    /* C(u + s - 1, s - 1) ways to spread u over s models. */
+    for (k = 1; k < sp.n_models; k++)
+        ways = ways * (double)((size_t)u + k) / (double)k;
+    if (ways * (double)n <= LR__OPT_SPREAD_WORK) {
+        rc = spread_each(&sp, 0, u);
+    } else if ((double)sp.n_models * (double)n <= LR__OPT_SPREAD_ONE_WORK) {
+        for (k = 0; k < sp.n_models && rc == 0; k++) {
+            memset(sp.extra, 0, sp.n_models * sizeof *sp.extra);
+            sp.extra[k] = u;
+            rc = spread_try(&sp);
+        }
+    }
+    if (rc != 0)
+        goto out;
+    if (sp.have) {
+        memcpy(out, sp.best, n * sizeof *out);
+        ans->A = sp.best_ans.A;
+        ans->B = sp.best_ans.B;
+        ans->target_met = sp.best_ans.status == GEN_OPTIMAL;
+    }
+    ans->iterations += sp.iterations;
+out:
+    free(sp.relaxed.cap);
+    free(sp.models);
+    free(sp.extra);
+    free(sp.cand);
+    free(sp.best);
+    free(load);
+    return rc;
+}
+
 /* ==== Public entry points ==== */
+
+/* d as the shortest text that reads back as d (a bound the caller gave:
+ * alpha 0.75 + 1e-9 must not read as 0.75), at least 6 digits' worth. */
+static const char *bound_text(char buf[32], double d)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, 32, "%.*g", prec, d);
+        if (!isfinite(d) || strtod(buf, NULL) == d)
+            break;
+    }
+    return buf;
+}
+
+/* A reached figure d that misses the bound written as `bound`: 6
+ * significant digits, or as many more as it takes not to read as the
+ * bound ("mean quality 0.9 ...; alpha 0.9 cannot be met" would puzzle). */
+static const char *reached_text(char buf[32], double d, const char *bound)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, 32, "%.*g", prec, d);
+        if (strcmp(buf, bound) != 0)
+            break;
+    }
+    return buf;
+}
 
 static void explain(const struct lr__opt_problem *p, const struct gen *g,
                     const struct gen_answer *ans, struct lr__opt_result *r, int quality_form)
 {
+    char bt[32], rt[32];
+    const char *bound = bound_text(bt, quality_form ? p->alpha : p->budget);
+    const char *reached = reached_text(rt, quality_form ? r->mean_quality : r->total_cost, bound);
+
     if (ans->status == GEN_CAPACITY) {
+        char what[160] = "";
+        /* What the constraint came to with that overflow (nothing to say
+         * when every query is fixed: no sum is left). */
+        if (isnan(r->mean_quality))
+            what[0] = '\0';
+        else if (quality_form && ans->target_met)
+            snprintf(what, sizeof what, "; alpha %s is met: mean quality %.6g at total cost "
+                     "%.6g", bound, r->mean_quality, r->total_cost);
+        else if (quality_form)
+            snprintf(what, sizeof what, "; mean quality %s is the most reachable; alpha %s "
+                     "cannot be met", reached, bound);
+        else if (ans->target_met)
+            snprintf(what, sizeof what, "; budget %s is met: total cost %.6g for mean "
+                     "quality %.6g", bound, r->total_cost, r->mean_quality);
+        else
+            snprintf(what, sizeof what, "; total cost %s is the least reachable; budget "
+                     "%s cannot be met", reached, bound);
         if (g->cap_sum < (long long)p->n)
             result_message(r, "capacities sum to %lld, below the %zu queries; %zu queries "
-                              "were placed over capacity", g->cap_sum, p->n, ans->unplaced);
+                              "were placed over capacity%s", g->cap_sum, p->n, ans->unplaced,
+                           what);
         else
             result_message(r, "capacities and candidate sets hold only %zu of the %zu "
-                              "queries; %zu were placed over capacity",
-                           p->n - ans->unplaced, p->n, ans->unplaced);
+                              "queries; %zu were placed over capacity%s",
+                           p->n - ans->unplaced, p->n, ans->unplaced, what);
     } else if (ans->status == GEN_TARGET_UNMET) {
         if (quality_form)
-            result_message(r, "mean quality %.6g is the most reachable%s; alpha %.6g cannot "
-                              "be met", r->mean_quality,
-                           g->capped ? " within capacities" : "", p->alpha);
+            result_message(r, "mean quality %s is the most reachable%s; alpha %s cannot "
+                              "be met", reached, g->capped ? " within capacities" : "", bound);
         else
-            result_message(r, "total cost %.6g is the least reachable%s; budget %.6g cannot "
-                              "be met", r->total_cost,
-                           g->capped ? " within capacities" : "", p->budget);
+            result_message(r, "total cost %s is the least reachable%s; budget %s cannot "
+                              "be met", reached, g->capped ? " within capacities" : "", bound);
     }
 }
 
@@ -1555,6 +1824,8 @@ static int optimize(const struct lr__opt_problem *p, struct lr__opt_result *r, i
         if (!isnan(ans.bound))
             r->lower_bound = quality_form ? ans.bound : -ans.bound / (double)p->n;
         rc = result_measure(p, r, quality_form);
+        if (rc == 0 && ans.status == GEN_OPTIMAL && !r->feasible)
+            ans.status = GEN_TARGET_UNMET; /* not met by the report's rule: say so */
         explain(p, &g, &ans, r, quality_form);
         if (rc == 0 && ans.status != GEN_OPTIMAL)
             rc = LR_EINFEASIBLE;

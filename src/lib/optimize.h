@@ -28,10 +28,11 @@
 
 #include "llmroute.h"
 
-/* Constraints are judged with this absolute tolerance on the mean quality
- * (and the same relative tolerance on the budget), so rounding in long sums
- * does not turn a met constraint into a missed one. */
-#define LR__OPT_TOL 1e-9
+/* Constraints are judged with this relative tolerance, so rounding in long
+ * sums does not turn a met constraint into a missed one: the sum of the
+ * qualities >= alpha * n * (1 - LR__OPT_TOL), the total cost <= budget *
+ * (1 + LR__OPT_TOL) (LR_BATCH_TOLERANCE, documented in llmroute.h). */
+#define LR__OPT_TOL LR_BATCH_TOLERANCE
 
 /* The exact solver refuses instances whose search space M^N exceeds this. */
 #define LR__OPT_EXACT_MAX_SPACE 1e9
@@ -42,14 +43,20 @@ struct lr__opt_problem {
                               NaN = model j is not a candidate for query i */
     const double *cost;    /* n*m estimated cost >= 0 (ignored where quality is NaN) */
     const int *capacity;   /* m entries, <= 0 = unlimited (L_j); NULL = all unlimited */
-    double alpha;          /* quality form: mean quality over the n queries >= alpha */
+    double alpha;          /* quality form: mean quality over the counted queries >= alpha */
     double budget;         /* budget form: total cost <= budget */
+    const unsigned char *fixed; /* n entries, or NULL for none: a nonzero entry marks a
+                                   query left out of every sum (the mean quality alpha
+                                   bounds, the cost the budget bounds, and the result's
+                                   mean_quality and total_cost); it takes one unit of the
+                                   capacity of the candidate it gets, and its quality and
+                                   cost are not read (only which are NaN) */
 };
 
 struct lr__opt_result {
     int *assign;        /* caller-allocated, n entries: the model j for query i */
-    int feasible;       /* 1 if all constraints hold */
-    double mean_quality, total_cost;
+    int feasible;       /* 1 if all constraints hold (0 exactly when LR_EINFEASIBLE) */
+    double mean_quality, total_cost; /* over the queries not fixed; NaN when none is */
     double lower_bound; /* best dual bound found: in the quality form a lower
                            bound on the total cost, in the budget form an upper
                            bound on the mean quality; NaN if none */
@@ -63,8 +70,11 @@ struct lr__opt_result {
  * LR_ETOOBIG when n or m do not fit an int; or LR_EINFEASIBLE with the best
  * reachable assignment in r->assign and r->message saying why:
  *   - capacities (with the candidate sets) cannot hold all n queries: the
- *     queries that fit are placed, the rest go to their best candidate over
- *     capacity;
+ *     fewest queries go over capacity, on the models where they best serve
+ *     the constraint (the capacities are raised by that many, in the ways
+ *     the overflow can be spread that are tried), and the rest is solved
+ *     as below; the message says how many went over, and whether alpha
+ *     holds and at what mean quality and cost;
  *   - alpha is above the highest mean quality the capacities allow: the
  *     assignment of highest mean quality (cheapest among those) is returned. */
 int lr__optimize_quality(const struct lr__opt_problem *p, struct lr__opt_result *r);

@@ -28,6 +28,55 @@ static void format_number(char *buf, size_t cap, double d)
     }
 }
 
+/* The offset of the first byte of s (len bytes) that starts no valid
+ * UTF-8 sequence (RFC 3629: no overlong form, no surrogate, nothing past
+ * U+10FFFF), or len when all of s is valid. JSON text is UTF-8, so an
+ * import never holds anything else; the appends take C strings, which may. */
+static size_t utf8_invalid_at(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n, k;
+        unsigned long cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 2, cp = c & 0x1fu;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 3, cp = c & 0x0fu;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 4, cp = c & 0x07u;
+        else
+            return i;
+        if (n > len - i)
+            return i;
+        for (k = 1; k < n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return i;
+            cp = (cp << 6) | (p[i + k] & 0x3fu);
+        }
+        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return i;
+        i += n;
+    }
+    return len;
+}
+
+/* field's text s (len bytes) is valid UTF-8, else -1 with a message. */
+static int check_utf8(const char *field, const char *s, size_t len, char *msg, size_t cap)
+{
+    size_t at = utf8_invalid_at(s, len);
+    if (at == len)
+        return 0;
+    snprintf(msg, cap, "%s: not valid UTF-8 at byte %zu", field, at);
+    return -1;
+}
+
 static int check_query(const char *query, size_t len, char *msg, size_t cap)
 {
     if (!query || len == 0) {
@@ -42,18 +91,32 @@ static int check_query(const char *query, size_t len, char *msg, size_t cap)
         snprintf(msg, cap, "query: contains a NUL byte");
         return -1;
     }
-    return 0;
+    return check_utf8("query", query, len, msg, cap);
 }
 
+/* A model name is one the config could hold: valid UTF-8 without control
+ * characters (config.c refuses them in names, where they could end a
+ * header line), so that every outcome can name a configured model. */
 static int check_model_name(const char *name, size_t i, char *msg, size_t cap)
 {
     size_t len = name ? strlen(name) : 0;
+    char field[48];
     if (len == 0 || len > LR__RECORD_MAX_MODEL_NAME) {
         snprintf(msg, cap, "outputs[%zu].model_name: expected a string of 1 to %d bytes", i,
                  LR__RECORD_MAX_MODEL_NAME);
         return -1;
     }
-    return 0;
+    for (size_t k = 0; k < len; k++) {
+        unsigned char c = (unsigned char)name[k];
+        if (c < 0x20 || c == 0x7f) {
+            snprintf(msg, cap,
+                     "outputs[%zu].model_name: contains the control character 0x%02x at byte %zu",
+                     i, c, k);
+            return -1;
+        }
+    }
+    snprintf(field, sizeof field, "outputs[%zu].model_name", i);
+    return check_utf8(field, name, len, msg, cap);
 }
 
 /* ==== The rules on values, whatever they were read from ==== */
@@ -287,6 +350,8 @@ int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v,
     else if (check_input_tokens((double)r->input_tokens, v, msg, cap) != 0)
         return -1;
     v->task = r->task;
+    if (v->task && check_utf8("task", v->task, strlen(v->task), msg, cap) != 0)
+        return -1;
     if (check_outcome_count(r->outcomes ? r->n_outcomes : 0, msg, cap) != 0)
         return -1;
     v->n = r->n_outcomes;

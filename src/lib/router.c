@@ -307,6 +307,17 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
                            lr__error_number(nt, req->performance_requirement));
         goto out;
     }
+    /* A vector and its dimension go together; one without the other is a
+     * caller's slip that routing would otherwise ignore. */
+    if (req->embedding_dim && !req->embedding) {
+        rc = lr__error_set(err, LR_EINVAL, "embedding_dim is %zu but no embedding is given",
+                           req->embedding_dim);
+        goto out;
+    }
+    if (req->embedding && !req->embedding_dim) {
+        rc = lr__error_set(err, LR_EINVAL, "an embedding is given with embedding_dim 0");
+        goto out;
+    }
     if (req->input_tokens > LR__RECORD_MAX_TOKENS) {
         rc = lr__error_set(err, LR_EINVAL, "input_tokens: %ld is over the cap of %d",
                            req->input_tokens, LR__RECORD_MAX_TOKENS);
@@ -403,10 +414,9 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
         if (o.mode == LR_BATCH_QUALITY && !(o.alpha >= 0 && o.alpha <= 1))
             return lr__error_set(err, LR_EINVAL, "alpha: expected a number from 0 to 1, got %s",
                                  lr__error_number(nt, o.alpha));
-        if (o.mode == LR_BATCH_BUDGET && !(o.budget >= 0 && isfinite(o.budget)))
-            return lr__error_set(err, LR_EINVAL,
-                                 "budget: expected a non-negative number, got %s",
-                                 lr__error_number(nt, o.budget));
+        if (o.mode == LR_BATCH_BUDGET && !(o.budget >= 0 && o.budget <= LR_BATCH_MAX_BUDGET))
+            return lr__error_set(err, LR_EINVAL, "budget: expected a number from 0 to %g, got %s",
+                                 LR_BATCH_MAX_BUDGET, lr__error_number(nt, o.budget));
         ctxs = calloc(n, sizeof *ctxs);
         res = calloc(n, sizeof *res);
         ranks = calloc(n, sizeof *ranks);

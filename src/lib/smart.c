@@ -306,6 +306,23 @@ size_t lr__smart_k(const struct lr__smart *s)
     return s->k;
 }
 
+int lr__smart_check_query(struct lr__smart *s, const struct lr__smart_query *q,
+                          struct lr_error *err)
+{
+    int dense;
+    if (!q->embedding)
+        return 0;
+    lr__store_rdlock(s->store);
+    dense = lr__store_is_dense(s->store);
+    lr__store_unlock(s->store);
+    if (!dense)
+        return lr__error_set(err, LR_EINVAL,
+                             "embedding: the history store uses the built-in embedder '%s', "
+                             "which embeds the query text: give no embedding",
+                             LR_EMBEDDER_BUILTIN);
+    return 0;
+}
+
 int lr__smart_knn_batch(struct lr__smart *s, const struct lr__smart_query *qs, size_t n,
                         struct lr__neighbor *nb, size_t *counts)
 {
@@ -394,6 +411,11 @@ static int smart_rank(void *state, const struct lr__route_ctx *ctx, struct lr_ca
         }
     }
     lr__smart_query_of(ctx, &q);
+    if ((rc = lr__smart_check_query(state, &q, err)) != 0) {
+        if (models != stack_m)
+            free(models);
+        return rc;
+    }
     rc = lr__smart_rank_models(state, &q, models, ctx->n_cands, ranking, err);
     /* One candidate is its own ranking whatever the history lacks. */
     if (rc != 0 && rc != LR_ENOMEM && ctx->n_cands == 1) {

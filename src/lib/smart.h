@@ -61,6 +61,14 @@ int lr__smart_rank_models(struct lr__smart *s, const struct lr__smart_query *q,
 /* A routed request's query as the smart strategy reads it. */
 void lr__smart_query_of(const struct lr__route_ctx *ctx, struct lr__smart_query *q);
 
+/* 0 when q gives what the store's embedder reads; LR_EINVAL, naming the
+ * embedding, for a vector given over a store of the built-in embedder,
+ * which embeds the query text and would ignore it (as lr_store_add
+ * refuses one). Checked before ranking, so that a query with one
+ * candidate, which gets it whatever the history lacks, is refused too. */
+int lr__smart_check_query(struct lr__smart *s, const struct lr__smart_query *q,
+                          struct lr_error *err);
+
 /* The neighbour count k that the state searches for. */
 size_t lr__smart_k(const struct lr__smart *s);
 /* The k nearest records of n queries over a dense store, searched

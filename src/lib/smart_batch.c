@@ -22,11 +22,10 @@
  * of the quality and cost sums: the mean quality that alpha bounds is the
  * mean over the other queries, the budget bounds their cost, and the
  * report's mean_quality and total_cost are theirs (NaN when there are
- * none). In the matrices a fixed query's one entry has cost 0 and quality
- * alpha in the quality form (so that the mean over all n is at least alpha
- * exactly when the mean over the others is), 0 in the budget form (where
- * a row with one choice cannot change which assignment is best). A
- * single-candidate query that is predicted is an ordinary row.
+ * none), and so are the figures the optimizer's message states: it is
+ * told which queries are fixed (lr__opt_problem.fixed) and leaves them out
+ * of every sum. A single-candidate query that is predicted is an ordinary
+ * row.
  *
  * Threads: like rank(), from many threads at once; all state is per call.
  */
@@ -140,7 +139,8 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     /* Predict every query; its ranking is its fallback order. */
     for (size_t i = 0; i < n; i++) {
         const struct lr__route_ctx *ctx = &ctxs[i];
-        if ((rc = fill_models(ctx, models, err)))
+        if ((rc = lr__smart_check_query(state, &qs[i], err)) ||
+            (rc = fill_models(ctx, models, err)))
             goto fail_query;
         rc = nb ? lr__smart_rank_given(state, &qs[i], nb + i * lr__smart_k(state), nb_n[i],
                                        models, ctx->n_cands, rankings[i], err)
@@ -164,7 +164,7 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
                                   isnan(rankings[i][0].estimated_cost))) {
             size_t c = (size_t)col_of[rankings[i][0].index];
             fixed[i] = 1;
-            quality[i * m + c] = opts->mode == LR_BATCH_QUALITY ? opts->alpha : 0.0;
+            quality[i * m + c] = 0.0; /* not read: the query is in no sum */
             cost[i * m + c] = 0.0;
             continue;
         }
@@ -195,6 +195,7 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     p.capacity = cap;
     p.alpha = opts->alpha;
     p.budget = opts->budget;
+    p.fixed = fixed;
     r.assign = col_assign;
     rc = opts->mode == LR_BATCH_BUDGET ? lr__optimize_budget(&p, &r) : lr__optimize_quality(&p, &r);
     if (rc != 0 && rc != LR_EINFEASIBLE) {
@@ -204,24 +205,10 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     }
     for (size_t i = 0; i < n; i++)
         assign[i] = model_of_col[col_assign[i]];
+    /* The sums are the predicted queries' only (NaN when none is). */
     report->feasible = r.feasible;
     report->mean_quality = r.mean_quality;
     report->total_cost = r.total_cost;
-    if (memchr(fixed, 1, n)) {
-        /* The sums are the predicted queries' only. */
-        double q = 0, c = 0;
-        size_t np = 0;
-        for (size_t i = 0; i < n; i++) {
-            size_t at = i * m + (size_t)col_assign[i];
-            if (fixed[i])
-                continue;
-            q += quality[at];
-            c += cost[at];
-            np++;
-        }
-        report->mean_quality = np ? q / (double)np : NAN;
-        report->total_cost = np ? c : NAN;
-    }
     report->iterations = r.iterations;
     memcpy(report->message, r.message, sizeof report->message < sizeof r.message
                                             ? sizeof report->message

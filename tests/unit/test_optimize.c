@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,12 +147,13 @@ static struct eval eval_assign(const struct lr__opt_problem *p, const int *assig
 
 static int meets_alpha(const struct lr__opt_problem *p, const struct eval *e)
 {
-    return e->valid && e->mean_quality >= p->alpha - LR__OPT_TOL;
+    double target = p->alpha * (double)p->n;
+    return e->valid && e->mean_quality * (double)p->n >= target - LR__OPT_TOL * target;
 }
 
 static int meets_budget(const struct lr__opt_problem *p, const struct eval *e)
 {
-    return e->valid && e->total_cost <= p->budget + LR__OPT_TOL * fmax(1.0, p->budget);
+    return e->valid && e->total_cost <= p->budget + LR__OPT_TOL * p->budget;
 }
 
 /* Enumerate all m^n assignments. Fills the optimum of the chosen form, or,
@@ -278,7 +280,7 @@ static void exact_refuses_instances_over_its_size_limit(void **state)
     enum { N = 40, M = 11 };
     static double q[N * M], c[N * M];
     int assign[N];
-    struct lr__opt_problem p = {N, M, q, c, NULL, 0.5, 0.0};
+    struct lr__opt_problem p = {N, M, q, c, NULL, 0.5, 0.0, NULL};
     struct lr__opt_result r;
     size_t k;
     (void)state;
@@ -418,7 +420,7 @@ static void unreachable_alpha_returns_max_quality_within_capacities(void **state
     double q[3 * 2] = {0.9, 0.5, 0.8, 0.6, 0.95, 0.4};
     double c[3 * 2] = {3.0, 1.0, 3.0, 1.0, 3.0, 1.0};
     int cap[2] = {1, 0}, assign[3];
-    struct lr__opt_problem p = {3, 2, q, c, cap, 0.9, 0.0};
+    struct lr__opt_problem p = {3, 2, q, c, cap, 0.9, 0.0, NULL};
     struct lr__opt_result r;
     struct eval e;
     (void)state;
@@ -489,7 +491,7 @@ static void small_batches_reach_the_optimum_the_cheapest_bound_missed(void **sta
         0.001065138889, 0.006018773585, 0.0, 0.0};
     static const int cap10[6] = {7,5,3,2,0,6};
     int a19[19], a10[10], e10[10];
-    struct lr__opt_problem p = {19, 5, q19, c19, cap19, 0.85, 0.0};
+    struct lr__opt_problem p = {19, 5, q19, c19, cap19, 0.85, 0.0, NULL};
     struct lr__opt_result r, e;
     (void)state;
     memset(&r, 0, sizeof r);
@@ -498,7 +500,7 @@ static void small_batches_reach_the_optimum_the_cheapest_bound_missed(void **sta
     assert_true(r.mean_quality >= 0.85 - 1e-9);
     /* CBC's optimum of the same integer program: 0.12753275. */
     assert_true(r.total_cost <= 0.12753275 * 1.0001);
-    p = (struct lr__opt_problem){10, 6, q10, c10, cap10, 0.0, 0.001};
+    p = (struct lr__opt_problem){10, 6, q10, c10, cap10, 0.0, 0.001, NULL};
     memset(&r, 0, sizeof r);
     r.assign = a10;
     memset(&e, 0, sizeof e);
@@ -631,7 +633,7 @@ static void capacity_tight_batches_end_within_one_percent_of_the_optimum(void **
     (void)state;
     for (seed = 1; seed <= 300; seed++) {
         struct tight t;
-        struct lr__opt_problem p;
+        struct lr__opt_problem p = {0};
         struct lr__opt_result r;
         struct eval e;
         int assign[TIGHT_MAXN], top = -1, need, s;
@@ -731,7 +733,7 @@ static void hard_tied_batch_ends_at_the_optimum(void **state)
      * and qualities summing to s eighths. */
     enum { L1 = 4, L3 = 9, S = 8 * HARD_N + 1 };
     double *cur = malloc(L1 * L3 * S * sizeof *cur), *next = malloc(L1 * L3 * S * sizeof *next);
-    struct lr__opt_problem p = {HARD_N, HARD_M, q, c, cap, need / (8.0 * HARD_N), 0.0};
+    struct lr__opt_problem p = {HARD_N, HARD_M, q, c, cap, need / (8.0 * HARD_N), 0.0, NULL};
     struct lr__opt_result r;
     struct eval e;
     size_t i, j, x;
@@ -789,7 +791,7 @@ static void capacities_below_query_count_are_infeasible_with_message(void **stat
     double q[4 * 2] = {0.5, 0.6, 0.5, 0.6, 0.5, 0.6, 0.5, 0.6};
     double c[4 * 2] = {1, 2, 1, 2, 1, 2, 1, 2};
     int cap[2] = {1, 2}, assign[4];
-    struct lr__opt_problem p = {4, 2, q, c, cap, 0.1, 0.0};
+    struct lr__opt_problem p = {4, 2, q, c, cap, 0.1, 0.0, NULL};
     struct lr__opt_result r;
     size_t i;
     (void)state;
@@ -822,13 +824,189 @@ static void capacities_below_query_count_are_infeasible_with_message(void **stat
     }
 }
 
+/* The fewest queries any assignment puts over capacity, and among the
+ * assignments with that few: the highest mean quality, the least cost of
+ * one meeting alpha (quality form) and the least cost and the highest
+ * quality of one within the budget (budget form). By enumeration. */
+struct overflow_best {
+    int over;
+    double max_quality, min_cost, cost_at_alpha, quality_in_budget;
+};
+
+static struct overflow_best overflow_brute_force(const struct lr__opt_problem *p)
+{
+    struct overflow_best b = {INT_MAX, -INFINITY, INFINITY, INFINITY, -INFINITY};
+    int assign[MAXN] = {0};
+    size_t i, j;
+    for (;;) {
+        int load[MAXM] = {0}, ok = 1, over = 0;
+        double q = 0, c = 0;
+        for (i = 0; i < p->n; i++) {
+            double qi = p->quality[i * p->m + (size_t)assign[i]];
+            if (isnan(qi))
+                ok = 0;
+            q += qi;
+            c += p->cost[i * p->m + (size_t)assign[i]];
+            load[assign[i]]++;
+        }
+        for (j = 0; j < p->m; j++)
+            if (p->capacity[j] > 0 && load[j] > p->capacity[j])
+                over += load[j] - p->capacity[j];
+        if (ok && over <= b.over) {
+            if (over < b.over) {
+                struct overflow_best fresh = {over, -INFINITY, INFINITY, INFINITY, -INFINITY};
+                b = fresh;
+            }
+            b.max_quality = fmax(b.max_quality, q / (double)p->n);
+            b.min_cost = fmin(b.min_cost, c);
+            if (q >= p->alpha * (double)p->n * (1 - LR__OPT_TOL))
+                b.cost_at_alpha = fmin(b.cost_at_alpha, c);
+            if (c <= p->budget * (1 + LR__OPT_TOL))
+                b.quality_in_budget = fmax(b.quality_in_budget, q / (double)p->n);
+        }
+        for (i = 0; i < p->n; i++) {
+            if ((size_t)++assign[i] < p->m)
+                break;
+            assign[i] = 0;
+        }
+        if (i == p->n)
+            break;
+    }
+    return b;
+}
+
+static int overflow_of(const struct lr__opt_problem *p, const int *assign)
+{
+    int load[MAXM] = {0}, over = 0;
+    for (size_t i = 0; i < p->n; i++)
+        load[assign[i]]++;
+    for (size_t j = 0; j < p->m; j++)
+        if (p->capacity[j] > 0 && load[j] > p->capacity[j])
+            over += load[j] - p->capacity[j];
+    return over;
+}
+
+/* Capacities that cannot hold the batch used to make alpha and the budget
+ * be ignored: the overflow went to the cheapest candidates, and the
+ * message said nothing of the constraint. Now the fewest queries go over
+ * capacity, placed where they best serve alpha (the budget), and the
+ * message says whether it holds and what is reached. Six queries on four
+ * models of capacity 1, as the audit's example; then random batches
+ * against enumeration. */
+static void overflowing_capacities_still_pursue_alpha_and_budget(void **state)
+{
+    /* Model 0 is the best and dearest; 3 the worst and cheapest. */
+    double q[6 * 4], c[6 * 4];
+    int cap[4] = {1, 1, 1, 1}, assign[6];
+    struct lr__opt_problem p = {6, 4, q, c, cap, 0.9, 0.0, NULL};
+    struct lr__opt_result r;
+    struct overflow_best b;
+    char want[160];
+    (void)state;
+    for (size_t i = 0; i < 6; i++)
+        for (size_t j = 0; j < 4; j++) {
+            q[i * 4 + j] = 0.95 - 0.15 * (double)j - 0.01 * (double)i;
+            c[i * 4 + j] = 4.0 - (double)j + 0.1 * (double)i;
+        }
+    b = overflow_brute_force(&p);
+    assert_int_equal(b.over, 2);
+    /* alpha 0.9 cannot be met: the highest mean quality with two over. */
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_false(r.feasible);
+    assert_int_equal(overflow_of(&p, assign), 2);
+    assert_true(fabs(r.mean_quality - b.max_quality) < 1e-12);
+    assert_non_null(strstr(r.message, "capacities sum to 4, below the 6 queries; 2 queries "
+                                      "were placed over capacity"));
+    snprintf(want, sizeof want,
+             "mean quality %.6g is the most reachable; alpha 0.9 cannot be met", r.mean_quality);
+    if (!strstr(r.message, want))
+        fail_msg("'%s' lacks '%s'", r.message, want);
+    /* alpha 0.7 can: at the least cost with two over. */
+    p.alpha = 0.7;
+    b = overflow_brute_force(&p);
+    assert_true(isfinite(b.cost_at_alpha));
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_int_equal(overflow_of(&p, assign), 2);
+    assert_true(r.mean_quality >= 0.7 * (1 - LR__OPT_TOL));
+    assert_true(fabs(r.total_cost - b.cost_at_alpha) < 1e-9);
+    snprintf(want, sizeof want, "alpha 0.7 is met: mean quality %.6g at total cost %.6g",
+             r.mean_quality, r.total_cost);
+    if (!strstr(r.message, want))
+        fail_msg("'%s' lacks '%s'", r.message, want);
+    /* The budget form: within a budget, the highest quality; below the
+     * least reachable cost, that cost. */
+    p.budget = 14.0;
+    b = overflow_brute_force(&p);
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINFEASIBLE);
+    assert_int_equal(overflow_of(&p, assign), 2);
+    assert_true(r.total_cost <= 14.0);
+    assert_true(fabs(r.mean_quality - b.quality_in_budget) < 1e-12);
+    snprintf(want, sizeof want, "budget 14 is met: total cost %.6g for mean quality %.6g",
+             r.total_cost, r.mean_quality);
+    if (!strstr(r.message, want))
+        fail_msg("'%s' lacks '%s'", r.message, want);
+    p.budget = 1.0;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINFEASIBLE);
+    assert_true(fabs(r.total_cost - b.min_cost) < 1e-9);
+    snprintf(want, sizeof want, "total cost %.6g is the least reachable; budget 1 cannot be met",
+             r.total_cost);
+    if (!strstr(r.message, want))
+        fail_msg("'%s' lacks '%s'", r.message, want);
+
+    /* Random batches whose capacities cannot hold them. */
+    int checked = 0;
+    for (uint64_t seed = 9000; seed < 9400; seed++) {
+        struct inst in;
+        int a[MAXN];
+        inst_make(&in, seed, MAXN, MAXM, 2, 1);
+        pick_budget(&in, seed);
+        b = overflow_brute_force(&in.p);
+        if (b.over == 0 || b.over == INT_MAX)
+            continue;
+        for (int form = 0; form < 2; form++) {
+            memset(&r, 0, sizeof r);
+            r.assign = a;
+            assert_int_equal(form ? lr__optimize_quality(&in.p, &r)
+                                  : lr__optimize_budget(&in.p, &r),
+                             LR_EINFEASIBLE);
+            assert_int_equal(overflow_of(&in.p, a), b.over);
+            if (form && isfinite(b.cost_at_alpha)) {
+                assert_true(r.mean_quality >= in.p.alpha * (1 - LR__OPT_TOL));
+                assert_true(r.total_cost <= b.cost_at_alpha * 1.01 + 1e-12);
+                assert_non_null(strstr(r.message, "is met"));
+            } else if (form) {
+                assert_true(fabs(r.mean_quality - b.max_quality) < 1e-9);
+                assert_non_null(strstr(r.message, "cannot be met"));
+            } else if (b.quality_in_budget > -INFINITY) {
+                assert_true(r.total_cost <= in.p.budget * (1 + LR__OPT_TOL));
+                assert_true(r.mean_quality >= b.quality_in_budget * 0.99 - 1e-12);
+                assert_non_null(strstr(r.message, "is met"));
+            } else {
+                assert_true(fabs(r.total_cost - b.min_cost) < 1e-9 * fmax(1, b.min_cost));
+                assert_non_null(strstr(r.message, "cannot be met"));
+            }
+            checked++;
+        }
+    }
+    print_message("overflowing capacities: %d batches checked against enumeration\n", checked);
+    assert_true(checked > 50);
+}
+
 static void candidate_sets_that_overfill_a_model_are_infeasible(void **state)
 {
     /* Both queries can only use model 0, which holds one. */
     double q[2 * 2] = {0.5, NAN, 0.7, NAN};
     double c[2 * 2] = {1, 0, 1, 0};
     int cap[2] = {1, 0}, assign[2];
-    struct lr__opt_problem p = {2, 2, q, c, cap, 0.1, 0.0};
+    struct lr__opt_problem p = {2, 2, q, c, cap, 0.1, 0.0, NULL};
     struct lr__opt_result r;
     (void)state;
     memset(&r, 0, sizeof r);
@@ -844,7 +1022,7 @@ static void budget_below_cheapest_assignment_returns_the_cheapest(void **state)
     double q[2 * 3] = {0.9, 0.5, 0.7, 0.8, 0.6, 0.2};
     double c[2 * 3] = {5.0, 1.0, 2.0, 4.0, 3.0, 0.5};
     int assign[2];
-    struct lr__opt_problem p = {2, 3, q, c, NULL, 0.0, 1.0};
+    struct lr__opt_problem p = {2, 3, q, c, NULL, 0.0, 1.0, NULL};
     struct lr__opt_result r;
     (void)state;
     memset(&r, 0, sizeof r);
@@ -863,7 +1041,7 @@ static int run_bad(double *q, double *c, size_t n, size_t m, double alpha, char 
                    size_t msg_len)
 {
     int assign[4];
-    struct lr__opt_problem p = {n, m, q, c, NULL, alpha, 1.0};
+    struct lr__opt_problem p = {n, m, q, c, NULL, alpha, 1.0, NULL};
     struct lr__opt_result r;
     int rc;
     memset(&r, 0, sizeof r);
@@ -928,7 +1106,7 @@ static void non_finite_alpha_and_budget_are_rejected(void **state)
 {
     double q[2] = {0.5, 0.6}, c[2] = {1.0, 2.0};
     int assign[1];
-    struct lr__opt_problem p = {1, 2, q, c, NULL, NAN, INFINITY};
+    struct lr__opt_problem p = {1, 2, q, c, NULL, NAN, INFINITY, NULL};
     struct lr__opt_result r;
     char msg[256];
     (void)state;
@@ -949,7 +1127,7 @@ static void large_batch_is_within_half_a_percent_of_its_lagrangian_bound(void **
     double *q = malloc(N * M * sizeof *q), *c = malloc(N * M * sizeof *c);
     int *assign = malloc(N * sizeof *assign), cap[M];
     struct rng r = {42};
-    struct lr__opt_problem p;
+    struct lr__opt_problem p = {0};
     struct lr__opt_result res;
     size_t i, j;
     int pass;
@@ -1022,6 +1200,7 @@ int main(void)
         cmocka_unit_test(capacity_tight_batches_end_within_one_percent_of_the_optimum),
         cmocka_unit_test(hard_tied_batch_ends_at_the_optimum),
         cmocka_unit_test(candidate_sets_that_overfill_a_model_are_infeasible),
+        cmocka_unit_test(overflowing_capacities_still_pursue_alpha_and_budget),
         cmocka_unit_test(budget_below_cheapest_assignment_returns_the_cheapest),
         cmocka_unit_test(nan_cost_is_rejected_naming_the_cost),
         cmocka_unit_test(negative_cost_is_rejected_naming_the_cost),

@@ -124,6 +124,13 @@ static void loader_and_import_refuse_each_bad_field_alike(void **st)
         {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "1") ", " OUT("\"b\"", "0", "1")
          ", " OUT("\"a\"", "0", "1") "]}",
          "outputs[2].model_name: 'a' appears twice"},
+        /* A JSON escape may spell a control character; a model name holds none
+         * (the config refuses them in names too). */
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\\nb\"", "1", "1") "]}",
+         "outputs[0].model_name: contains the control character 0x0a at byte 1"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "1") ", "
+         OUT("\"\\u007f\"", "1", "1") "]}",
+         "outputs[1].model_name: contains the control character 0x7f at byte 0"},
         {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1.5", "1") "]}",
          "outputs[0].correctness: expected a boolean or a number in [0,1]"},
         {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "-0.1", "1") "]}",
@@ -315,6 +322,57 @@ static void adds_refuse_what_import_refuses(void **st)
     lr_store_free(d);
 }
 
+/* What no JSON text can hold, invalid UTF-8, the appends refuse in every
+ * string of a record, naming the field, as they refuse control characters
+ * in a model name; valid UTF-8 (and a newline in a query) passes. */
+static void adds_refuse_invalid_utf8_and_control_characters_in_names(void **st)
+{
+    static const struct lr_outcome bad_utf8[] = {{"a", 1, 3}, {"\xff\xfe", 1, 3}};
+    static const struct lr_outcome ctrl[] = {{"a\nb", 1, 3}};
+    static const struct lr_outcome good[] = {{"mod\xc3\xa8le", 1, 3}};
+    static const char *const invalid[] = {
+        "\xff\xfe", "a\xc3", "\xc0\xaf",         /* stray, cut short, overlong */
+        "\xed\xa0\x80", "\xf4\x90\x80\x80" /* a surrogate, past U+10FFFF */
+    };
+    struct lr_record rec;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    (void)st;
+
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
+        rec = (struct lr_record){invalid[i], -1, NULL, good, 1};
+        assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), LR_EINVAL);
+        assert_non_null(strstr(err.message, "record: query: not valid UTF-8 at byte"));
+    }
+    rec = (struct lr_record){"q", -1, "t\xff", good, 1};
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: task: not valid UTF-8 at byte 1");
+    rec = (struct lr_record){"q", -1, NULL, bad_utf8, 2};
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: outputs[1].model_name: not valid UTF-8 at byte 0");
+    rec = (struct lr_record){"q", -1, NULL, ctrl, 1};
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), LR_EINVAL);
+    assert_string_equal(err.message,
+                        "record: outputs[0].model_name: contains the control character 0x0a "
+                        "at byte 1");
+    assert_int_equal(lr_store_add_outcome(s, "\xff\xfe", -1, "a", 1, 2, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: query: not valid UTF-8 at byte 0");
+    assert_int_equal(lr_store_add_outcome(s, "q", -1, "\xff\xfe", 1, 2, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: outputs[0].model_name: not valid UTF-8 at byte 0");
+    assert_int_equal(lr_store_add_outcome(s, "q", -1, "a\nb", 1, 2, &err), LR_EINVAL);
+    assert_string_equal(err.message,
+                        "record: outputs[0].model_name: contains the control character 0x0a "
+                        "at byte 1");
+    assert_int_equal(lr_store_count(s), 0);
+    rec = (struct lr_record){"line one\nline two \xe2\x82\xac \xf0\x9f\x98\x80", -1,
+                             "t\xc3\xa2" "che", good, 1};
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "q\tq", -1, "mod\xc3\xa8le", 1, 2, &err), 0);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+}
+
 /* Valid edge cases: both keep the record, with the same values. */
 static void loader_and_import_read_valid_edge_cases_alike(void **st)
 {
@@ -434,6 +492,7 @@ int main(void)
         cmocka_unit_test(loader_and_import_read_valid_edge_cases_alike),
         cmocka_unit_test(loader_and_import_skip_records_that_are_not_objects),
         cmocka_unit_test(adds_refuse_what_import_refuses),
+        cmocka_unit_test(adds_refuse_invalid_utf8_and_control_characters_in_names),
         cmocka_unit_test(array_walk_names_line_and_column),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

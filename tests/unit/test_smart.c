@@ -523,6 +523,216 @@ static void single_candidate_queries_get_their_model_in_every_batch_mode(void **
     lr_config_free(cfg);
 }
 
+/* Two priced models and one without prices; two past queries. */
+static const char PRICED_CFG[] =
+    "{\"models\": ["
+    " {\"name\": \"a\", \"cost_per_input_token\": 1e-6, \"cost_per_output_token\": 1e-6},"
+    " {\"name\": \"b\", \"cost_per_input_token\": 1e-6, \"cost_per_output_token\": 1e-6},"
+    " {\"name\": \"np\"}]}";
+
+struct priced {
+    struct lr_config *cfg;
+    struct lr_store *store;
+    struct lr_router *r;
+};
+
+static void priced_open(struct priced *p)
+{
+    struct lr_error err = {0};
+    struct lr_outcome oc[2] = {{"a", 1, 10}, {"b", 1, 10}};
+    struct lr_record rec = {"what is two plus two", 5, NULL, oc, 2};
+    struct lr_router_options o;
+    assert_int_equal(lr_config_load_string(PRICED_CFG, strlen(PRICED_CFG), &p->cfg, &err), 0);
+    assert_int_equal(lr_store_open(":memory:", NULL, &p->store, &err), 0);
+    assert_int_equal(lr_store_add(p->store, &rec, NULL, 0, &err), 0);
+    rec.query = "name a capital city";
+    oc[0].correctness = oc[1].correctness = 0.5;
+    assert_int_equal(lr_store_add(p->store, &rec, NULL, 0, &err), 0);
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = p->store;
+    assert_int_equal(lr_router_new(p->cfg, &o, &p->r, &err), 0);
+}
+
+static void priced_close(struct priced *p)
+{
+    lr_router_free(p->r);
+    lr_store_free(p->store);
+    lr_config_free(p->cfg);
+}
+
+/* The message of an unmet alpha states the report's mean quality, which
+ * leaves out the queries nothing can be predicted for; it used to state
+ * the optimizer's mean, which counted each of them at alpha (0.8625 for
+ * alpha 0.9 where 0.75 is reached). */
+static void unmet_alpha_message_states_the_reports_mean(void **state)
+{
+    struct priced p;
+    struct lr_request q[4];
+    struct lr_decision d[4];
+    struct lr_batch_options o;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *text[4] = {"what is two plus two", "capital city of france", "two plus three",
+                           "hello"};
+    const char *ab[] = {"a", "b"}, *np[] = {"np"};
+    const double alphas[] = {0.8, 0.9};
+    char want[96];
+    (void)state;
+    priced_open(&p);
+    for (int i = 0; i < 4; i++) {
+        lr_request_init(&q[i]);
+        q[i].query = text[i];
+        q[i].models = i ? np : ab;
+        q[i].n_models = i ? 1 : 2;
+        lr_decision_init(&d[i]);
+    }
+    for (size_t k = 0; k < sizeof alphas / sizeof alphas[0]; k++) {
+        lr_batch_options_init(&o);
+        o.mode = LR_BATCH_QUALITY;
+        o.alpha = alphas[k];
+        assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), LR_EINFEASIBLE);
+        assert_int_equal(rep.feasible, 0);
+        assert_true(fabs(rep.mean_quality - d[0].predicted_quality) < 1e-12);
+        assert_true(rep.mean_quality < alphas[k]);
+        snprintf(want, sizeof want, "mean quality %.6g is the most reachable", rep.mean_quality);
+        if (!strstr(rep.message, want) || !strstr(err.message, want))
+            fail_msg("alpha %g: '%s' / '%s', expected '%s'", alphas[k], rep.message,
+                     err.message, want);
+    }
+    priced_close(&p);
+}
+
+/* feasible and the return agree with the documented tolerance: alpha a
+ * billionth above the best reachable mean is not met (it was, within an
+ * absolute 1e-9), half of LR_BATCH_TOLERANCE above it is. */
+static void alpha_just_above_the_best_mean_is_infeasible(void **state)
+{
+    struct priced p;
+    struct lr_request q[4];
+    struct lr_decision d[4];
+    struct lr_batch_options o;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *text[4] = {"what is two plus two", "capital city of france", "two plus three",
+                           "hello"};
+    const char *ab[] = {"a", "b"};
+    double best;
+    (void)state;
+    priced_open(&p);
+    for (int i = 0; i < 4; i++) {
+        lr_request_init(&q[i]);
+        q[i].query = text[i];
+        q[i].models = ab;
+        q[i].n_models = 2;
+        lr_decision_init(&d[i]);
+    }
+    lr_batch_options_init(&o);
+    o.mode = LR_BATCH_QUALITY;
+    o.alpha = 1;
+    assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), LR_EINFEASIBLE);
+    best = rep.mean_quality;
+    assert_true(best > 0.5 && best < 1);
+    o.alpha = best + 1e-9;
+    assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), LR_EINFEASIBLE);
+    assert_int_equal(rep.feasible, 0);
+    assert_true(rep.mean_quality == best);
+    o.alpha = best * (1 + LR_BATCH_TOLERANCE / 2);
+    assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), 0);
+    assert_int_equal(rep.feasible, 1);
+    assert_true(rep.mean_quality >= o.alpha * (1 - LR_BATCH_TOLERANCE));
+    o.alpha = best;
+    assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err), 0);
+    assert_int_equal(rep.feasible, 1);
+    priced_close(&p);
+}
+
+/* A budget over LR_BATCH_MAX_BUDGET is refused, as the CLI refuses it. */
+static void budget_over_the_cap_is_refused(void **state)
+{
+    struct priced p;
+    struct lr_request q;
+    struct lr_decision d;
+    struct lr_batch_options o;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *ab[] = {"a", "b"};
+    (void)state;
+    priced_open(&p);
+    lr_request_init(&q);
+    q.query = "two plus two";
+    q.models = ab;
+    q.n_models = 2;
+    lr_decision_init(&d);
+    lr_batch_options_init(&o);
+    o.mode = LR_BATCH_BUDGET;
+    o.budget = 1e300;
+    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), LR_EINVAL);
+    assert_string_equal(err.message, "budget: expected a number from 0 to 1e+12, got 1e+300");
+    o.budget = nextafter(LR_BATCH_MAX_BUDGET, INFINITY);
+    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), LR_EINVAL);
+    o.budget = LR_BATCH_MAX_BUDGET;
+    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), 0);
+    o.budget = -1;
+    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), LR_EINVAL);
+    assert_string_equal(err.message, "budget: expected a number from 0 to 1e+12, got -1");
+    priced_close(&p);
+}
+
+/* A vector given to a smart router over a built-in store used to be
+ * ignored without a word; the store's own appends refuse one. It is
+ * refused, alone and in a batch, one candidate or several; so is a
+ * dimension without a vector, and a vector without a dimension. */
+static void vectors_are_refused_over_a_builtin_store(void **state)
+{
+    struct priced p;
+    struct lr_request q[2];
+    struct lr_decision d[2];
+    struct lr_batch_options o;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *ab[] = {"a", "b"}, *np[] = {"np"};
+    float vec[2] = {1, 0};
+    (void)state;
+    priced_open(&p);
+    for (int i = 0; i < 2; i++) {
+        lr_request_init(&q[i]);
+        q[i].query = "two plus two";
+        q[i].models = i ? np : ab;
+        q[i].n_models = i ? 1 : 2;
+        lr_decision_init(&d[i]);
+    }
+    assert_int_equal(lr_router_route(p.r, &q[0], &d[0], &err), 0);
+    for (int i = 0; i < 2; i++) {
+        q[i].embedding = vec;
+        q[i].embedding_dim = 2;
+        assert_int_equal(lr_router_route(p.r, &q[i], &d[i], &err), LR_EINVAL);
+        assert_non_null(strstr(err.message, "built-in embedder"));
+        assert_non_null(strstr(err.message, "give no embedding"));
+        q[i].embedding = NULL;
+        assert_int_equal(lr_router_route(p.r, &q[i], &d[i], &err), LR_EINVAL);
+        assert_string_equal(err.message, "embedding_dim is 2 but no embedding is given");
+        q[i].embedding = vec;
+        q[i].embedding_dim = 0;
+        assert_int_equal(lr_router_route(p.r, &q[i], &d[i], &err), LR_EINVAL);
+        assert_string_equal(err.message, "an embedding is given with embedding_dim 0");
+        q[i].embedding = NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        q[i].embedding = vec;
+        q[i].embedding_dim = 2;
+        lr_batch_options_init(&o);
+        o.mode = LR_BATCH_QUALITY;
+        o.alpha = 0.5;
+        assert_int_equal(lr_router_route_batch(p.r, q, 2, &o, d, &rep, &err), LR_EINVAL);
+        assert_non_null(strstr(err.message, "built-in embedder"));
+        assert_true(strncmp(err.message, i ? "query 1: " : "query 0: ", 9) == 0);
+        q[i].embedding = NULL;
+        q[i].embedding_dim = 0;
+    }
+    priced_close(&p);
+}
+
 /* ==== Concurrency ==== */
 
 /* The routers keep routing until the writer has made at least WRITER_MIN
@@ -791,6 +1001,10 @@ int main(void)
             single_candidate_queries_get_their_model_in_every_batch_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
                                         teardown),
+        cmocka_unit_test(unmet_alpha_message_states_the_reports_mean),
+        cmocka_unit_test(alpha_just_above_the_best_mean_is_infeasible),
+        cmocka_unit_test(budget_over_the_cap_is_refused),
+        cmocka_unit_test(vectors_are_refused_over_a_builtin_store),
         cmocka_unit_test_setup_teardown(routes_concurrently_while_a_writer_appends, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(dense_store_routes_concurrently_while_appends_regroup_it,

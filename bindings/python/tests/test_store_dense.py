@@ -90,10 +90,13 @@ class DenseStoreTest(support.StoreFileTestCase):
                 self.assertTrue(store.add_outcome(b"fed back", "b", 0, 7))
                 self.assertTrue(store.add_outcome(b"keyed", "b", 1, 7, idempotency_key="k-1"))
                 self.assertFalse(store.add_outcome(b"keyed", "b", 1, 7, idempotency_key="k-1"))
-                # Bytes that are no UTF-8: taken by both; embed gets U+FFFD
-                # for the bad byte, as when a dense store routes them.
-                store.add(b"caf\xe9", [("a", 1, 3)])
-            self.assertEqual((len(s), len(sparse)), (9, 4))
+                # Bytes that are no UTF-8: refused by both, naming the
+                # query, as an import (JSON text) can never hold them; the
+                # dense store has asked embed first (U+FFFD for the bad byte).
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    store.add(b"caf\xe9", [("a", 1, 3)])
+                self.assertIn("query: not valid UTF-8 at byte 3", str(cm.exception))
+            self.assertEqual((len(s), len(sparse)), (8, 3))
             self.assertEqual(self.embed.calls[2:], [["added query"], ["fed back"], ["keyed"],
                                                     ["keyed"], ["caf\ufffd"]])
             # A NUL inside is refused by both, in the same words.
@@ -106,7 +109,7 @@ class DenseStoreTest(support.StoreFileTestCase):
                     words.append(str(cm.exception))
             self.assertEqual(words[:2], words[2:])
             self.assertIn("Store.add: query: 'a\\x00b': a NUL byte inside", words[0])
-            self.assertEqual((len(s), len(sparse)), (9, 4))
+            self.assertEqual((len(s), len(sparse)), (8, 3))
             self.assertEqual(len(self.embed.calls), 7)
         finally:
             sparse.close()
