@@ -8,22 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-void cli_put_escaped(FILE *out, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '\n')
-            fputs("\\n", out);
-        else if (*p == '\r')
-            fputs("\\r", out);
-        else if (*p == '\t')
-            fputs("\\t", out);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(out, "\\x%02x", *p);
-        else
-            fputc(*p, out);
-    }
-}
+#include "gateway.h" /* gw_put_escaped(), shared with serve */
 
 /* Every message is one line: what it quotes (an option's value, a file
  * name, a model name from a file) may hold a newline or a terminal's
@@ -45,7 +30,7 @@ void cli_error(const char *cmd, const char *fmt, ...)
     if (!msg)
         msg = small; /* cut short rather than lost */
     fprintf(stderr, "llmroute%s%s: ", cmd ? " " : "", cmd ? cmd : "");
-    cli_put_escaped(stderr, n < 0 ? fmt : msg);
+    gw_put_escaped(stderr, n < 0 ? fmt : msg);
     fputc('\n', stderr);
     if (msg != small)
         free(msg);

@@ -33,17 +33,12 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts
               char ***pos, int *n_pos);
 
 /* Print "llmroute CMD: message" on stderr, one line: control characters
- * in the message are written escaped (cli_put_escaped()). */
+ * in the message are written escaped (gw_put_escaped()). */
 void cli_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-
-/* Write s to out with its control characters escaped: \n, \r, \t, and
- * \xHH for the others (an ESC is \x1b), so that nothing quoted moves the
- * cursor or starts a terminal's escape sequence. */
-void cli_put_escaped(FILE *out, const char *s);
 
 /* Load a config, printing its warnings; CLI_USAGE after printing why. */
 int cli_load_config(const char *cmd, const char *path, struct lr_config **out);

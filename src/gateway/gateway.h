@@ -183,9 +183,10 @@ int gw_conf_check(const char *path, struct lr_store *store, const char *who,
 int gw_store_open(const char *config_path, const char *store_flag, int check, int read_only,
                   struct lr_store **out, char **path_out, int *created, struct lr_error *err);
 /* Write s to out with its control characters escaped (\n, \r, \t, \xHH:
- * an ESC is \x1b), as the CLI writes its messages (cli_put_escaped()):
- * a message serve or check-config prints is one line, whatever it quotes
- * (a --store path, a key or a name from the config). */
+ * an ESC is \x1b), so that nothing quoted moves the cursor or starts a
+ * terminal's escape sequence: every message the CLI prints (cli_error())
+ * and serve's and check-config's are one line, whatever they quote (a
+ * --store path, a key or a name from the config). */
 void gw_put_escaped(FILE *out, const char *s);
 /* Check a --listen value (HOST:PORT, [IPV6]:PORT) as server.listen is
  * checked: 0, or LR_ECONFIG with err filled ("--listen: ..."). `llmroute
