@@ -110,6 +110,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "--version") == 0)
         return finish_stdout("version", cmd_version(1, argv + 1));
+    /* An import's report written to a pipe already closed (| head, a
+     * reader gone) is a write error too, not a SIGPIPE that kills it
+     * after records were stored (at the end, or between two files once
+     * the buffered report fills): it goes on, and ends with exit 4 as for
+     * a full disk. */
+    if (strcmp(argv[1], "import") == 0)
+        signal(SIGPIPE, SIG_IGN);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return finish_stdout(commands[i].name, commands[i].run(argc - 1, argv + 1));

@@ -130,6 +130,25 @@ if [ -w /dev/full ]; then
     [ "$rc" = 1 ] && ! grep -qF "import itself" "$TMP/err" && ok ||
         bad "route >/dev/full: exit $rc, $(cat "$TMP/err")"
 fi
+# A reader already gone (a closed pipe): the same exit 4, every file imported,
+# where SIGPIPE killed the import (exit by signal) after storing its records.
+rm -f "$TMP/pipe.db"
+rc=$(python3 - "$BIN" "$TMP/pipe.db" "$SRC/examples/history.jsonl" "$TMP/two.jsonl" 2>"$TMP/err" <<'PY'
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)  # nobody will read the report
+with open(sys.argv[3]) as f, open(sys.argv[4], "w") as g:
+    g.write(f.read().replace('"query": "', '"query": "again: '))
+p = subprocess.run([sys.argv[1], "import", "--store", sys.argv[2], sys.argv[3], sys.argv[4]],
+                   stdout=w, stderr=subprocess.PIPE)
+sys.stderr.write(p.stderr.decode())
+print(p.returncode)
+PY
+)
+[ "$rc" = 4 ] && grep -qF "the import itself succeeded" "$TMP/err" && ok ||
+    bad "import to a closed pipe: exit $rc, $(cat "$TMP/err")"
+[ "$(count "$TMP/pipe.db")" = "$TMP/pipe.db: 128 records" ] && ok ||
+    bad "import to a closed pipe: $(count "$TMP/pipe.db")"
 expect "import --help names exit code 4" 0 "4 every file was imported" -- "$BIN" import --help
 expect "llmroute --help names exit code 4" 0 "4 import: imported, but its report could not be written" -- \
     "$BIN" --help
