@@ -28,39 +28,44 @@ static void format_number(char *buf, size_t cap, double d)
     }
 }
 
+size_t lr__utf8_seq(const unsigned char *p, size_t n, unsigned long *cp)
+{
+    size_t len;
+    unsigned long c;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        len = 2, c = p[0] & 0x1fu;
+    else if (p[0] >= 0xe0 && p[0] <= 0xef)
+        len = 3, c = p[0] & 0x0fu;
+    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+        len = 4, c = p[0] & 0x07u;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        c = (c << 6) | (p[i] & 0x3fu);
+    }
+    if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) || c > 0x10ffff ||
+        (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return len;
+}
+
 /* The offset of the first byte of s (len bytes) that starts no valid
- * UTF-8 sequence (RFC 3629: no overlong form, no surrogate, nothing past
- * U+10FFFF), or len when all of s is valid. JSON text is UTF-8, so an
+ * UTF-8 sequence, or len when all of s is valid. JSON text is UTF-8, so an
  * import never holds anything else; the appends take C strings, which may. */
 static size_t utf8_invalid_at(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
+    size_t i = 0, n;
+    unsigned long cp;
     while (i < len) {
-        unsigned char c = p[i];
-        size_t n, k;
-        unsigned long cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf)
-            n = 2, cp = c & 0x1fu;
-        else if (c >= 0xe0 && c <= 0xef)
-            n = 3, cp = c & 0x0fu;
-        else if (c >= 0xf0 && c <= 0xf4)
-            n = 4, cp = c & 0x07u;
-        else
-            return i;
-        if (n > len - i)
-            return i;
-        for (k = 1; k < n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return i;
-            cp = (cp << 6) | (p[i + k] & 0x3fu);
-        }
-        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
+        if (p[i] < 0x80)
+            n = 1;
+        else if ((n = lr__utf8_seq(p + i, len - i, &cp)) == 0)
             return i;
         i += n;
     }

@@ -83,6 +83,12 @@ int lr__json_error_col(const struct json_error_t *je);
  * (\u0000) is not allowed near ...". Every loader words it from here. */
 void lr__json_error_text(const struct json_error_t *je, char *buf, size_t cap);
 
+/* The length (2 to 4) of the valid UTF-8 sequence of a non-ASCII character
+ * at p, of which n bytes are there (RFC 3629: no overlong form, no
+ * surrogate, nothing past U+10FFFF), with its code point in *cp; 0 when p
+ * starts none (an ASCII byte among them). */
+size_t lr__utf8_seq(const unsigned char *p, size_t n, unsigned long *cp);
+
 /* JSON's blank space between values. */
 static inline int lr__json_ws(char c)
 {

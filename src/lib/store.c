@@ -230,27 +230,9 @@ static int fail(struct lr_error *err, int code, int line, const char *fmt, ...)
  * left) that encodes no C1 control character, or 0. */
 static size_t utf8_printable(const unsigned char *p, size_t n)
 {
-    size_t len;
     unsigned long cp;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf)
-        len = 2, cp = p[0] & 0x1fu;
-    else if (p[0] >= 0xe0 && p[0] <= 0xef)
-        len = 3, cp = p[0] & 0x0fu;
-    else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-        len = 4, cp = p[0] & 0x07u;
-    else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3fu);
-    }
-    if (cp < 0xa0 || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
+    size_t len = lr__utf8_seq(p, n, &cp);
+    return len && cp >= 0xa0 ? len : 0;
 }
 
 /* A name read from the store's file (its embedder, its schema version), as

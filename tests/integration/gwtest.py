@@ -178,6 +178,13 @@ class Gateway:
                     return int(l.split()[1])
         return 0
 
+    def under_tsan(self):
+        """Whether the gateway runs the ThreadSanitizer build, whose shadow
+        memory grows with every byte touched: memory bounds do not hold
+        there, its pass runs such tests for races."""
+        with open("/proc/%d/maps" % self.proc.pid) as f:
+            return "libtsan" in f.read()
+
     def events(self, name):
         """The JSON log lines of one event."""
         return [l for l in self.log_lines() if l.get("event") == name]

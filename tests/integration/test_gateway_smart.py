@@ -689,13 +689,9 @@ def dense(bin_, fake_bin):
                 socks.append(send_route(g.port, body))
             wait_for(lambda: fetches() >= asked + 8, 30, "the eight jobs' fetches")
             grown = g.rss_kb() - before
-            # ThreadSanitizer's shadow memory grows with every byte the
-            # parse touches: its pass runs the jobs for races, and the
-            # normal and ASan builds (whose quarantine is kept small) check
-            # the bound.
-            with open("/proc/%d/maps" % g.proc.pid) as f:
-                under_tsan = "libtsan" in f.read()
-            if not under_tsan:
+            # The normal and ASan builds (whose quarantine is kept small)
+            # check the bound; the TSan pass runs the jobs for races.
+            if not g.under_tsan():
                 assert grown < 150000, "RSS grew by %d kB for 8 waiting jobs" % grown
         finally:
             for s in socks:
@@ -733,11 +729,8 @@ def dense(bin_, fake_bin):
                 socks.append(s)
             wait_for(lambda: fetches() >= asked + 8, 30, "the eight chats' fetches")
             grown = g.peak_rss_kb() - before
-            # As for the /v1/route jobs above: TSan's shadow memory grows
-            # with what the parse touches, so its pass runs this for races.
-            with open("/proc/%d/maps" % g.proc.pid) as f:
-                under_tsan = "libtsan" in f.read()
-            if not under_tsan:
+            # As for the /v1/route jobs above.
+            if not g.under_tsan():
                 assert grown < 150000, "peak RSS grew by %d kB for 8 waiting chats" % grown
         finally:
             for s in socks:
