@@ -124,11 +124,14 @@ struct lr_route_info {
     const char *json; /* the route's object as compact JSON */
 };
 
+/* n_similar, the neighbours smart routing reads, is 1 to this. */
+#define LR_MAX_N_SIMILAR 1024
+
 /* Router defaults from the config's "router" object. */
 struct lr_router_defaults {
     const char *strategy;           /* default "sequential" */
     double performance_requirement; /* default 0.7 */
-    int n_similar;                  /* default 16 */
+    int n_similar;                  /* default 16; 1 to LR_MAX_N_SIMILAR */
     const char *predictor;          /* default "default"; "aios" for parity */
     double alpha;                   /* batch average-quality target, default = requirement */
     const char *embedding_json;     /* the "embedding" object as JSON, or NULL (built-in) */
@@ -479,7 +482,7 @@ struct lr_router_options {
     struct lr_store *store;         /* history for smart routing (borrowed: it must outlive
                                        the router, as cfg must), or NULL */
     double performance_requirement; /* NaN = config's */
-    int n_similar;                  /* 0 = config's */
+    int n_similar;                  /* 0 = config's; else 1 to LR_MAX_N_SIMILAR */
     const char *predictor;          /* NULL = config's */
 };
 

@@ -622,7 +622,7 @@ static int parse_router(struct lr_config *cfg, json_t *r, const char *base_dir,
             (rc = check_strategy(s, "router.strategy", err)) ||
             (rc = get_number(r, "performance_requirement", "router", 0, 1,
                              "a number from 0 to 1", &d->performance_requirement, err)) ||
-            (rc = get_int(r, "n_similar", "router", 1, 1024, &d->n_similar, err)) ||
+            (rc = get_int(r, "n_similar", "router", 1, LR_MAX_N_SIMILAR, &d->n_similar, err)) ||
             (rc = get_string(r, "predictor", "router", 0, 1, &p, err)) ||
             (rc = get_number(r, "alpha", "router", 0, 1, "a number from 0 to 1", &d->alpha,
                              err)) ||

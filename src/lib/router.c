@@ -139,9 +139,9 @@ int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *o
                              lr__error_number(nt, o.performance_requirement));
     if (o.n_similar == 0)
         o.n_similar = d->n_similar;
-    if (o.n_similar < 1 || o.n_similar > 1024)
-        return lr__error_set(err, LR_EINVAL, "n_similar: expected 1 to 1024, got %d",
-                             o.n_similar);
+    if (o.n_similar < 1 || o.n_similar > LR_MAX_N_SIMILAR)
+        return lr__error_set(err, LR_EINVAL, "n_similar: expected 1 to %d, got %d",
+                             LR_MAX_N_SIMILAR, o.n_similar);
     if (!o.predictor)
         o.predictor = d->predictor;
 

@@ -14,7 +14,7 @@
 #include "strategy.h"
 
 #define LR__SMART_DEFAULT_K 16
-#define LR__SMART_MAX_K 1024
+#define LR__SMART_MAX_K LR_MAX_N_SIMILAR
 
 /* A candidate as the ranking sees it, independent of the config. */
 struct lr__smart_model {

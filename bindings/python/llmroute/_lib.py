@@ -109,6 +109,7 @@ LR_BATCH_BUDGET = 2
 
 LR_STORE_KEY_TTL_DEFAULT = 86400
 LR_STORE_MAX_KEY_TTL = 3153600000
+LR_MAX_N_SIMILAR = 1024
 
 # ==== Structures, as in include/llmroute.h ====
 

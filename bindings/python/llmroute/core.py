@@ -464,6 +464,13 @@ class Config(_Handle):
 
     def __init__(self, doc):
         if isinstance(doc, Mapping):
+            hit = _text_fault(doc)
+            if hit:
+                path, v = hit
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise _not_utf8("Config: doc: " + path, v, e) from None
             try:
                 text = json.dumps(doc, allow_nan=False)
             except (TypeError, ValueError) as e:
@@ -1239,7 +1246,7 @@ class Router(_Handle):
             opts.performance_requirement = _number(performance_requirement,
                                                    "Router: performance_requirement")
         if n_similar is not None:
-            opts.n_similar = _whole(n_similar, "Router: n_similar", 1, _INT_MAX)
+            opts.n_similar = _whole(n_similar, "Router: n_similar", 1, _lib.LR_MAX_N_SIMILAR)
         opts.predictor = _b(predictor, "Router: predictor")
         # The C router keeps both pointers: borrowed until close() gives them back.
         borrowed = [config]

@@ -60,7 +60,7 @@ except ImportError:  # not on Windows
     fcntl = None
 
 from . import _lib
-from .core import (_INT_MAX, _MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field,
+from .core import (_MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field,
                    _got, _iterable, _number, estimate_tokens,
                    _path, _tokens, _utf8, _whole, _wrong_type)
 from .embed import OpenAIEmbedder
@@ -1072,7 +1072,7 @@ class QueryStore:
             if n in seen:
                 raise _bad("%s: model_configs: model '%s' is listed twice" % (where, n))
             seen.add(n)
-        n_similar = _whole(n_similar, where + ": n_similar", 1, _INT_MAX)
+        n_similar = _whole(n_similar, where + ": n_similar", 1, _lib.LR_MAX_N_SIMILAR)
         if self._store.embed is None:
             for i, t in enumerate(texts):
                 if t == "":
@@ -1309,7 +1309,7 @@ class SmartRouting:
             performance_requirement = _number(performance_requirement,
                                               where + ": performance_requirement")
         if n_similar is not None:
-            n_similar = _whole(n_similar, where + ": n_similar", -_INT_MAX - 1, _INT_MAX)
+            n_similar = _whole(n_similar, where + ": n_similar", 1, _lib.LR_MAX_N_SIMILAR)
         if predictor is not None and not isinstance(predictor, str):
             raise _wrong_type(where + ": predictor", "a str or None", predictor)
         if alpha is not None:

@@ -1,6 +1,7 @@
 /* layout.c -- prints the size and field offsets of every public struct in
  * llmroute.h as one JSON object, so the Python binding's test can check that
- * its ctypes structures match the C compiler's layout field for field.
+ * its ctypes structures match the C compiler's layout field for field, and,
+ * under "#constants", the value of every integer constant _lib.py copies.
  *
  * Single-threaded; writes to standard output only.
  */
@@ -34,6 +35,12 @@ static void field(const char *name, size_t off, int first)
         for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)                               \
             field(fs[i].name, fs[i].off, i == 0);                                           \
         printf("}}");                                                                       \
+    } while (0)
+
+#define C(name)                                                                             \
+    do {                                                                                    \
+        printf("%s\"%s\": %lld", first ? "" : ", ", #name, (long long)(name));            \
+        first = 0;                                                                          \
     } while (0)
 
 int main(void)
@@ -150,6 +157,29 @@ int main(void)
       F(lr_batch_report, total_cost),
       F(lr_batch_report, iterations),
       F(lr_batch_report, message));
-    printf("}\n");
+    /* The integer constants _lib.py copies (error codes, modes, bounds). */
+    printf(", \"#constants\": {");
+    int first = 1;
+    C(LR_OK);
+    C(LR_EINVAL);
+    C(LR_ENOMEM);
+    C(LR_ENOMODEL);
+    C(LR_EIO);
+    C(LR_EPARSE);
+    C(LR_ECONFIG);
+    C(LR_EEMPTY);
+    C(LR_ESTORE);
+    C(LR_EINFEASIBLE);
+    C(LR_ESTRATEGY);
+    C(LR_ETOOBIG);
+    C(LR_EBUSY);
+    C(LR_EREPLACED);
+    C(LR_BATCH_PER_QUERY);
+    C(LR_BATCH_QUALITY);
+    C(LR_BATCH_BUDGET);
+    C(LR_STORE_KEY_TTL_DEFAULT);
+    C(LR_STORE_MAX_KEY_TTL);
+    C(LR_MAX_N_SIMILAR);
+    printf("}}\n");
     return 0;
 }

@@ -309,8 +309,13 @@ class WrongTypeTest(unittest.TestCase):
             llmroute.SequentialRouting, [])
         bad("SmartRouting: performance_requirement: expected a number from 0 to 1", S, MODELS,
             performance_requirement=1.5)
-        bad("SmartRouting: n_similar: expected an integer from 1 to 1024", S, MODELS,
-            n_similar=0)
+        # Beyond a C int, the bounds quoted were a C int's, not the library's.
+        for n in (0, 1025, 2 ** 31, 10 ** 30):
+            got = "expected a whole number from 1 to 1024, got %d" % n
+            bad("SmartRouting: n_similar: " + got, S, MODELS, n_similar=n)
+            bad("Router: n_similar: " + got, llmroute.Router, llmroute.Config({"models": MODELS}),
+                strategy="sequential", n_similar=n)
+            bad("QueryStore.predict: n_similar: " + got, Q().predict, ["q"], ["a"], n_similar=n)
         bad("SmartRouting: predictor: unknown predictor 'zz'", S, MODELS, predictor="zz")
         bad("SmartRouting: embedder: 'zz' is not an embedder", S, MODELS, embedder="zz")
         bad("SmartRouting: embedding.base_url: missing", S, MODELS, embedding={})
@@ -394,6 +399,14 @@ class StrictArgumentsTest(unittest.TestCase):
                      smart.predict, [bad], ["a"])
         self.refused(llmroute.InvalidInput, "QueryStore.predict: queries[0]" + why,
                      smart.store.predict, [bad], ["a"])
+        # A dict config was written as JSON with the surrogate escaped, and
+        # the C parser's ParseError gave a line and column in that text.
+        self.refused(llmroute.InvalidInput, "Config: doc: models[0].name" + why,
+                     llmroute.Config, {"models": [{"name": bad}]})
+        self.refused(llmroute.InvalidInput, "Config: doc: router.strategy" + why,
+                     llmroute.Config, {"models": [{"name": "a"}], "router": {"strategy": bad}})
+        self.refused(llmroute.InvalidInput, "Config: doc: models[0]" + why,
+                     llmroute.Config, {"models": [{bad: 1}]})
         self.refused(llmroute.InvalidInput, "QueryStore.add_data: data[0]: "
                      "outputs[0].model_name" + why, smart.store.add_data,
                      [{"query": "q", "outputs": [{"model_name": bad, "correctness": 1,

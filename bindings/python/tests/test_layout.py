@@ -16,7 +16,11 @@ class LayoutTest(unittest.TestCase):
             self.skipTest("LLMROUTE_LAYOUT is not set (ctest builds py_layout and sets it)")
         c = json.loads(subprocess.run([exe], capture_output=True, text=True, check=True,
                                       timeout=60).stdout)
+        constants = c.pop("#constants")
         self.assertEqual(set(c), {s.__name__ for s in _lib.STRUCTS})
+        copied = {k: v for k, v in vars(_lib).items()
+                  if k.startswith("LR_") and isinstance(v, int) and not isinstance(v, bool)}
+        self.assertEqual(copied, constants)
         for s in _lib.STRUCTS:
             with self.subTest(struct=s.__name__):
                 want = c[s.__name__]
