@@ -8,7 +8,8 @@
  * (src/gateway/gateway.h) for what it shares with the gateway: `serve` runs
  * it, `check-config` runs its configuration checks, and the remote
  * embedder's client (src/cli/embed_http.c) refuses an API key the way the
- * gateway does.
+ * gateway does, and every CLI error message escapes what it quotes through
+ * the gateway's gw_put_escaped().
  *
  * Conventions (after libuv):
  *   - every public name starts with lr_ / LR_;

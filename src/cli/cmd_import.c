@@ -42,8 +42,9 @@ static const char help[] =
     "could not be opened or does not fit (another embedder's, a newer schema) or\n"
     "the embedding server failed; 2 usage or configuration error: a bad option,\n"
     "no store named, a --config that is not valid; 4 every file was imported\n"
-    "but this report could not be written to standard output (a full disk):\n"
-    "the records are stored, do not import them again.\n";
+    "but this report could not be written to standard output (a full disk, or\n"
+    "a pipe whose reader is gone): the records are stored, do not import them\n"
+    "again.\n";
 
 /* 1 when path names a file that does not exist yet (not SQLite's
  * in-memory names), which the store's open will create. */

@@ -1234,7 +1234,8 @@ class SmartRouting:
 
     With an empty store, get_model_idxs() and predict() do what AIOS does
     with no neighbours (all predictions 0: the first candidate of each
-    query), warning once per router; route_batch() and
+    query when performance_requirement is above 0, else the one with the
+    lowest input cost), warning once per router; route_batch() and
     get_model_idxs_global() raise EmptyInput.
 
     Neighbours come from the built-in embedder unless one of these is given:
