@@ -314,13 +314,24 @@ static int nonempty_string(json_t *v)
     return json_is_string(v) && json_string_length(v) > 0;
 }
 
+/* Is v present and not null? Servers that write every field of a delta
+ * (LiteLLM, some vLLM versions) send `"tool_calls": null`,
+ * `"function_call": null`, `"error": null` in chunks that carry nothing. */
+static int given(json_t *v)
+{
+    return v && !json_is_null(v);
+}
+
 /* Does a chunk carry anything a client would show or act on: content,
  * text, reasoning (vLLM's, SGLang's and DeepSeek's `reasoning_content`, or
  * `reasoning` as some servers name it), a tool call, a finish reason, usage,
  * an error? The first chunk of a
  * chat stream usually carries only the role; it is held back with the rest
  * until one that does, so a stream that stalls or breaks right after it can
- * still fail over. Parsed only before the stream commits. */
+ * still fail over. A field that is null, or a tool-call list that is empty,
+ * carries nothing. Usage counts only in a chunk with no choices (the final
+ * usage chunk): vLLM's `continuous_usage_stats` puts usage in every chunk,
+ * the role chunk too. Parsed only before the stream commits. */
 static int chunk_has_content(const char *p, size_t n)
 {
     json_t *j = json_loadb(p, n, 0, NULL), *choices, *c;
@@ -330,20 +341,21 @@ static int chunk_has_content(const char *p, size_t n)
         json_decref(j);
         return 1;
     }
-    if ((json_object_get(j, "usage") && !json_is_null(json_object_get(j, "usage"))) ||
-        json_object_get(j, "error"))
-        yes = 1;
     choices = json_object_get(j, "choices");
+    if ((given(json_object_get(j, "usage")) && json_array_size(choices) == 0) ||
+        given(json_object_get(j, "error")))
+        yes = 1;
     json_array_foreach(choices, i, c)
     {
         json_t *d = json_object_get(c, "delta"), *t = json_object_get(c, "text");
         json_t *content = json_object_get(d, "content"), *fr = json_object_get(c, "finish_reason");
+        json_t *tc = json_object_get(d, "tool_calls");
         if (nonempty_string(content) || nonempty_string(t) ||
             nonempty_string(json_object_get(d, "reasoning_content")) ||
-            nonempty_string(json_object_get(d, "reasoning")) || json_object_get(d, "tool_calls") ||
-            json_object_get(d, "function_call") ||
-            (json_object_get(d, "refusal") && !json_is_null(json_object_get(d, "refusal"))) ||
-            (fr && !json_is_null(fr)))
+            nonempty_string(json_object_get(d, "reasoning")) ||
+            (json_is_array(tc) ? json_array_size(tc) > 0 : given(tc)) ||
+            given(json_object_get(d, "function_call")) || given(json_object_get(d, "refusal")) ||
+            given(fr))
             yes = 1;
     }
     if (!json_is_array(choices) && !yes)

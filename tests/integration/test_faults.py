@@ -595,6 +595,45 @@ def streams(gw_bin, fake_bin):
     check("an unfinished first event over 64 KiB, or over the 1 MiB event cap, is no "
           "content: the attempt fails and the request falls back", unfinished_event_is_not_content)
 
+    def null_fields_are_no_content():
+        # A role chunk written with every field (LiteLLM's style: null tool
+        # calls and function call, an empty tool-call list; vLLM's
+        # continuous_usage_stats: usage in every chunk), then the upstream
+        # closes. Nothing was shown, so the request falls back. Those fields
+        # used to commit the stream: the client got the role chunk and an
+        # upstream_stream_cut error event, and the fallback was never tried.
+        roles = [
+            b'{"tool_calls":null,"function_call":null}',
+            b'{"tool_calls":[],"refusal":null}',
+            b'{"tool_calls":null}',
+        ]
+        usage = [b'', b'', b',"usage":{"prompt_tokens":9,"completion_tokens":0,"total_tokens":9}']
+
+        def serve(c, n):
+            ev = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                  b'"delta":{"role":"assistant","content":"",' + roles[n - 1][1:-1] +
+                  b'},"finish_reason":null}]' + usage[n - 1] + b',"error":null}\n\n')
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Connection: close\r\n\r\n" + ev)
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
+                                      "fallbacks": ["c"]}])
+        c_before = w.stats("c")
+        for n in (1, 2, 3):
+            st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, ev)
+            assert h["x-llmroute-attempts"] == "2", (n, h)
+            assert_complete_stream(ev)
+            key = 'llmroute_upstream_attempts_total{model="s",class="stream_cut"}'
+            assert metric(g, key) == n, (n, metric(g, key))
+        assert up.requests == 3 and w.stats("c") == c_before + 3, (up.requests, w.stats("c"))
+        stop(g)
+        up.close()
+    check("a role chunk whose tool calls, function call and error are null, whose tool-call "
+          "list is empty, or that carries usage is no content: the request falls back",
+          null_fields_are_no_content)
+
     def client_gone_after_done():
         # The upstream sends its events and [DONE] (a Responses stream: its terminal
         # event), then takes half a second to end its body; the client closes as
