@@ -1258,10 +1258,13 @@ static int head_scan(struct hs_conn *c, struct evbuffer *in, size_t limit, size_
 /* A chunk-size line, its CRLF gone: RFC 9112's chunk-size, 1*HEXDIG, then
  * nothing or chunk extensions (optional blanks, then ';' and whatever
  * follows, not read). No sign, no "0x", no blank before the digits. Returns
- * 1 with *size set, or 0 for anything else, a size of 2^60 or more included. */
+ * 1 with *size set, or 0 for anything else. A size of 2^60 or more is well
+ * formed and over any cap: *size is ULLONG_MAX, as a Content-Length past the
+ * range is, so both are 413. */
 static int chunk_size(const char *line, size_t n, unsigned long long *size)
 {
     unsigned long long v = 0;
+    int over = 0;
     size_t i;
     for (i = 0; i < n; i++) {
         int ch = (unsigned char)line[i], d;
@@ -1274,8 +1277,9 @@ static int chunk_size(const char *line, size_t n, unsigned long long *size)
         else
             break;
         if (v >> 56)
-            return 0; /* another digit would pass 2^60 */
-        v = v * 16 + (unsigned long long)d;
+            over = 1; /* another digit would pass 2^60 */
+        else
+            v = v * 16 + (unsigned long long)d;
     }
     if (i == 0)
         return 0;
@@ -1283,7 +1287,7 @@ static int chunk_size(const char *line, size_t n, unsigned long long *size)
         i++;
     if (i < n ? line[i] != ';' : line[i - 1] == ' ' || line[i - 1] == '\t')
         return 0;
-    *size = v;
+    *size = over ? ULLONG_MAX : v;
     return 1;
 }
 

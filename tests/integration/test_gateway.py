@@ -897,7 +897,9 @@ def errors(gw_bin, fake_bin):
     def chunk_sizes():
         # RFC 9112: chunk-size is 1*HEXDIG, then at most chunk extensions
         # after ';'. No "0x", sign or blank before the digits, no blank after
-        # them without an extension, no size past 60 bits.
+        # them without an extension. A size too large for any cap, however
+        # many digits, is 413, as such a Content-Length is (it was 400
+        # "malformed" from 2^60 on).
         body = json.dumps({"model": "fake-a", "messages": [{"role": "user", "content": "hi"}]})
         body = body.encode()
 
@@ -911,10 +913,15 @@ def errors(gw_bin, fake_bin):
             raw = send(good)
             assert status_of(raw) == 200, (good, raw[:300])
         for bad in (b"0x%x" % n, b"0X%x" % n, b" %x" % n, b"\t%x" % n, b"+%x" % n, b"-%x" % n,
-                    b"%x " % n, b"%xg" % n, b";x", b"", b"1" + b"0" * 15 + b"%x" % n):
+                    b"%x " % n, b"%xg" % n, b";x", b"", b"f" * 40 + b"g"):
             raw = send(bad)
             assert status_of(raw) == 400, (bad, raw[:300])
             assert b"malformed chunk size" in raw, (bad, raw[:300])
+        for big in (b"1" + b"0" * 15 + b"%x" % n, b"7fffffffffffffff", b"f" * 40 + b";x=1",
+                    b"10000000"):
+            raw = send(big)
+            assert status_of(raw) == 413, (big, raw[:300])
+            assert b"request body too large" in raw, (big, raw[:300])
         still_serving(gw, auth)
     check("chunk sizes: hex digits and extensions only, 400 for anything else", chunk_sizes)
 
