@@ -563,6 +563,27 @@ def streams(gw_bin, fake_bin):
     check("a stream that closes cleanly without [DONE] is a cut, not a success",
           clean_close_without_done)
 
+    def falls_back_each_time(serve, times, cls, timeout=10):
+        # Upstream s (a Scripted one answering with serve) is tried first for
+        # route r and fails each of `times` streamed chats as `cls`; each
+        # falls back to c and completes there.
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
+                                      "fallbacks": ["c"]}])
+        c_before = w.stats("c")
+        for n in range(1, times + 1):
+            st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO}, timeout=timeout)
+            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, ev[-2:])
+            assert h["x-llmroute-attempts"] == "2", (n, h)
+            assert_complete_stream(ev)
+            key = 'llmroute_upstream_attempts_total{model="s",class="%s"}' % cls
+            assert metric(g, key) == n, (n, metric(g, key))
+        assert up.requests == times and w.stats("c") == c_before + times, \
+            (up.requests, w.stats("c"))
+        stop(g)
+        up.close()
+
     def unfinished_event_is_not_content():
         # A first event that never ends: 200 KB of one data line, then the
         # connection closes; or 1.2 MB of it, over the 1 MiB cap on an event.
@@ -576,22 +597,8 @@ def streams(gw_bin, fake_bin):
             head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                     b"Connection: close\r\n\r\ndata: ")
             c.sendall(head + b"a" * sizes[n])
-        up = Scripted(serve)
-        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
-                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
-                                      "fallbacks": ["c"]}])
-        c_before = w.stats("c")
-        for n in (1, 2):
-            # "aaa..." at the end of the transfer is not JSON: malformed, either way.
-            st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO}, timeout=20)
-            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, ev[-1:])
-            assert h["x-llmroute-attempts"] == "2", h
-            assert_complete_stream(ev)
-            key = 'llmroute_upstream_attempts_total{model="s",class="malformed"}'
-            assert metric(g, key) == n, (n, metric(g, key))
-        assert up.requests == 2 and w.stats("c") == c_before + 2, (up.requests, w.stats("c"))
-        stop(g)
-        up.close()
+        # "aaa..." at the end of the transfer is not JSON: malformed, either way.
+        falls_back_each_time(serve, 2, "malformed", timeout=20)
     check("an unfinished first event over 64 KiB, or over the 1 MiB event cap, is no "
           "content: the attempt fails and the request falls back", unfinished_event_is_not_content)
 
@@ -615,21 +622,7 @@ def streams(gw_bin, fake_bin):
                   b'},"finish_reason":null}]' + usage[n - 1] + b',"error":null}\n\n')
             c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                       b"Connection: close\r\n\r\n" + ev)
-        up = Scripted(serve)
-        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
-                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
-                                      "fallbacks": ["c"]}])
-        c_before = w.stats("c")
-        for n in (1, 2, 3):
-            st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO})
-            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, ev)
-            assert h["x-llmroute-attempts"] == "2", (n, h)
-            assert_complete_stream(ev)
-            key = 'llmroute_upstream_attempts_total{model="s",class="stream_cut"}'
-            assert metric(g, key) == n, (n, metric(g, key))
-        assert up.requests == 3 and w.stats("c") == c_before + 3, (up.requests, w.stats("c"))
-        stop(g)
-        up.close()
+        falls_back_each_time(serve, 3, "stream_cut")
     check("a role chunk whose tool calls, function call and error are null, whose tool-call "
           "list is empty, or that carries usage is no content: the request falls back",
           null_fields_are_no_content)

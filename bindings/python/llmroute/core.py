@@ -464,13 +464,7 @@ class Config(_Handle):
 
     def __init__(self, doc):
         if isinstance(doc, Mapping):
-            hit = _text_fault(doc)
-            if hit:
-                path, v = hit
-                try:
-                    v.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    raise _not_utf8("Config: doc: " + path, v, e) from None
+            _refuse_text_fault(doc, "Config: doc: ")
             try:
                 text = json.dumps(doc, allow_nan=False)
             except (TypeError, ValueError) as e:
@@ -613,6 +607,18 @@ def _text_fault(v, path=""):
     return None
 
 
+def _refuse_text_fault(v, prefix):
+    """InvalidInput, its message prefix then the field's path, for the first
+    str in v that UTF-8 cannot encode (see _text_fault); else nothing."""
+    hit = _text_fault(v)
+    if hit:
+        path, s = hit
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise _not_utf8(prefix + path, s, e) from None
+
+
 def _utf8(s):
     """Whether UTF-8 can encode s (no lone surrogate)."""
     try:
@@ -630,13 +636,7 @@ def _records_utf8(text, records):
     except UnicodeEncodeError:
         pass
     for i, rec in enumerate(records):
-        hit = _text_fault(rec)
-        if hit:
-            path, v = hit
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError as e:
-                raise _not_utf8("records[%d]: %s" % (i, path), v, e) from None
+        _refuse_text_fault(rec, "records[%d]: " % i)
     raise InvalidInput("records: not valid Unicode text", code=_lib.LR_EINVAL)
 
 
