@@ -3413,7 +3413,10 @@ static int import_array(struct importer *im, const char *path, const char *p, si
     return f.line > 0 ? parse_fail(im, path, (int)f.line, f.col, f.what) : rc;
 }
 
-/* JSON lines: one object per line; blank lines are ignored. */
+/* JSON lines: one object per line; blank lines are ignored. A line over
+ * LR__RECORD_MAX_LINE bytes fails the file, strict or not, as eval's
+ * loader refuses it: counted as that loader counts it, from the first byte
+ * that is not blank space in the file, its newline included. */
 static int import_lines(struct importer *im, const char *path, const char *p, size_t len)
 {
     size_t pos = 0, index = 0;
@@ -3427,6 +3430,11 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
         size_t s = pos;
         while (s < e && lr__json_ws(p[s]))
             s++;
+        if ((index > 0 || s < e) &&
+            end + (nl != NULL) - (index > 0 ? pos : s) > (size_t)LR__RECORD_MAX_LINE)
+            return fail(im->err, LR_ETOOBIG, line,
+                        "%s: line %d is over the cap of %ld bytes for a line of JSON lines", path,
+                        line, (long)LR__RECORD_MAX_LINE);
         if (s < e) {
             json_error_t je;
             char what[sizeof je.text];
