@@ -8,12 +8,16 @@
  * The history store is refreshed with other processes' commits every
  * server.store_refresh_ms and on SIGHUP, on a worker thread.
  * SIGTERM (or SIGINT) stops accepting, lets in-flight requests finish until
- * server.shutdown_timeout_ms, then exits 0.
+ * server.shutdown_timeout_ms, then exits 0. The three signals are blocked
+ * from the start of gw_run() until the loop handles them, so one that
+ * arrives while the store and the config load is a stop (or a reload)
+ * taken once they are loaded, never the default action's death.
  *
  * Threads: the event loop thread only (signals arrive as loop events).
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -723,7 +727,7 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
     event_add(d->timer, &tv);
 }
 
-/* ==== Run ==== */
+/* ==== Starting ==== */
 
 /* A smart route over an empty history store answers 503 history_empty
  * until outcomes arrive: say so once at start, naming the routes. */
@@ -826,25 +830,72 @@ static void close_store(struct gw *gw, int created, int failed)
     gw->store = NULL;
 }
 
-int gw_run(const struct gw_options *opts)
+/* ==== Signals while starting ==== */
+
+/* SIGTERM, SIGINT and SIGHUP: blocked while the gateway starts and while it
+ * cleans up, handled by the loop in between. */
+static void held_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+/* A stop (SIGTERM or SIGINT) that arrived while the signals were blocked:
+ * its number, taken off the pending set, or 0. */
+static int stop_pending(void)
+{
+    static const struct timespec now = {0, 0};
+    sigset_t pending, one;
+    int sig;
+
+    if (sigpending(&pending) != 0)
+        return 0;
+    sig = sigismember(&pending, SIGTERM) ? SIGTERM : sigismember(&pending, SIGINT) ? SIGINT : 0;
+    if (sig) {
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        (void)sigtimedwait(&one, NULL, &now);
+        log_event("shutdown", "signal %d while starting: the gateway does not start", sig);
+    }
+    return sig;
+}
+
+/* ==== Run ==== */
+
+static int run(const struct gw_options *opts, const sigset_t *held)
 {
     struct gw gw;
     struct lr_error err = {0};
     struct hs_limits lim;
     struct drain drain = {0};
     struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
-    int rc = 1, created = 0;
+    int rc = 1, created = 0, started = 0;
 
     memset(&gw, 0, sizeof gw);
     gw.opts = opts;
     if ((rc = open_store(&gw, opts, &created)) != 0)
         return rc;
+    /* Loading a large store takes a while: a stop asked meanwhile is
+     * honoured now, and a store this start made is removed again. */
+    if (stop_pending()) {
+        close_store(&gw, created, 1);
+        free(gw.store_path);
+        return 0;
+    }
     rc = 1;
     if (gw_conf_load(opts->config_path, opts->listen, gw.store, &gw.conf, &err)) {
         start_error(err.message);
         close_store(&gw, created, 1);
         free(gw.store_path);
         return err.code == LR_ENOMEM ? 1 : 2;
+    }
+    if (stop_pending()) {
+        gw_conf_unref(gw.conf);
+        close_store(&gw, created, 1);
+        free(gw.store_path);
+        return 0;
     }
     /* In range: gwconf.c checked it against the same bounds. */
     if (gw.store)
@@ -883,8 +934,10 @@ int gw_run(const struct gw_options *opts)
     }
     /* The signals are handled before anything outside can know the gateway
      * is there (the listener, the port file): a SIGHUP or SIGTERM sent the
-     * moment it listens is then taken by the loop, where until its handler
-     * is added its default action would kill the process. */
+     * moment it listens is then taken by the loop. Until its handlers are
+     * added they stay blocked (gw_run()); a stop that came meanwhile ends
+     * the start here, before it listens, and a SIGHUP is taken by the loop
+     * as a reload once they are unblocked. */
     drain.gw = &gw;
     drain.timer = event_new(gw.base, -1, EV_PERSIST, drain_tick, &drain);
     sig_term = evsignal_new(gw.base, SIGTERM, on_term, &drain);
@@ -895,6 +948,11 @@ int gw_run(const struct gw_options *opts)
         fprintf(stderr, "llmroute serve: cannot set up signal handling\n");
         goto out;
     }
+    if (stop_pending()) {
+        rc = 0;
+        goto out;
+    }
+    pthread_sigmask(SIG_UNBLOCK, held, NULL);
     {
         int lrc = hs_server_listen(gw.http, gw.conf->set.listen_host, gw.conf->set.listen_port);
         if (lrc) {
@@ -927,10 +985,15 @@ int gw_run(const struct gw_options *opts)
     }
     warn_empty_store(&gw);
     refresh_schedule(&gw);
+    started = 1;
     event_base_dispatch(gw.base);
     rc = 0;
     log_event("stopped", "served until shutdown");
 out:
+    /* From here on a signal changes nothing (a second stop while the loop
+     * was up already broke it): blocked until gw_run() returns, not fatal
+     * once the loop's handlers are removed. */
+    pthread_sigmask(SIG_BLOCK, held, NULL);
     /* In-flight requests (past the deadline) are aborted here. */
     hs_server_free(gw.http);
     gw.refresh_stopped = 1;
@@ -953,8 +1016,29 @@ out:
     if (gw.base)
         event_base_free(gw.base);
     gw_conf_unref(gw.conf);
-    close_store(&gw, created, rc != 0);
+    close_store(&gw, created, !started);
     free(gw.store_path);
     curl_global_cleanup();
+    return rc;
+}
+
+int gw_run(const struct gw_options *opts)
+{
+    static const struct timespec now = {0, 0};
+    sigset_t held, old;
+    int rc;
+
+    /* Blocked before anything is loaded, and in every thread started
+     * meanwhile (the store's, the workers'), so a stop or a reload sent
+     * while the gateway starts waits for it instead of killing it; the loop
+     * takes them on its own thread. */
+    held_signals(&held);
+    pthread_sigmask(SIG_BLOCK, &held, &old);
+    rc = run(opts, &held);
+    /* What came while cleaning up, or with a start refused, is dropped:
+     * the exit status is the run's. */
+    while (sigtimedwait(&held, NULL, &now) > 0)
+        ;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
 }

@@ -38,7 +38,7 @@
 #define LR__DATASET_MAX_FILE LR__RECORD_MAX_FILE
 #endif
 #ifndef LR__DATASET_MAX_LINE
-#define LR__DATASET_MAX_LINE (64L * 1024 * 1024)
+#define LR__DATASET_MAX_LINE LR__RECORD_MAX_LINE
 #endif
 
 struct lr_dataset {

@@ -110,6 +110,7 @@
 #include <unistd.h>
 
 #include "parallel.h"
+#include "strategy.h" /* lr__error_number() */
 
 /* How long a statement waits for another connection's write transaction
  * before it fails with SQLITE_BUSY (LR_EBUSY). */
@@ -539,6 +540,95 @@ int lr__hist_model_id(const struct lr__hist *h, const char *name)
 
 /* ==== Loading from SQLite ==== */
 
+/* The value of column col of row q, whose type sqlite3_column_type() gave
+ * as `type` before any conversion, as a message about the file shows it: a
+ * number as stored, a text quoted and escaped (shown()), else what it is.
+ * Returns out. */
+static const char *column_shown(sqlite3_stmt *q, int col, int type, char *out, size_t cap)
+{
+    char text[SHOWN_CAP], num[LR__NUMBER_TEXT];
+
+    if (type == SQLITE_INTEGER) {
+        snprintf(out, cap, "%lld", (long long)sqlite3_column_int64(q, col));
+    } else if (type == SQLITE_FLOAT) {
+        snprintf(out, cap, "%s", lr__error_number(num, sqlite3_column_double(q, col)));
+    } else if (type == SQLITE_TEXT) {
+        const char *t = (const char *)sqlite3_column_text(q, col);
+        snprintf(out, cap, "'%s'", shown(t ? t : "", text, sizeof(text)));
+    } else if (type == SQLITE_BLOB) {
+        snprintf(out, cap, "a blob of %d bytes", sqlite3_column_bytes(q, col));
+    } else {
+        snprintf(out, cap, "NULL");
+    }
+    return out;
+}
+
+/* A row's value that import would never have written (record.c's rules):
+ * the file was edited by hand or by another program. SQLite reads a text
+ * such as 'abc' as the number 0, so a type is checked as well as a range.
+ * Refused naming the record, the column and the value; LR_ESTORE. */
+static int row_refused(struct lr_store *st, sqlite3_stmt *q, int col, int type,
+                       sqlite3_int64 record, const char *column, const char *expected,
+                       struct lr_error *err)
+{
+    char v[SHOWN_CAP + 4];
+    return fail(err, LR_ESTORE, 0, "history store '%s': record %lld: %s is %s, not %s", st->path,
+                (long long)record, column, column_shown(q, col, type, v, sizeof(v)), expected);
+}
+
+/* Column col of q is a record's input_tokens: a whole number, 0 or more
+ * (import writes its estimate when the data has none). No upper bound is
+ * checked here, nor below for output_tokens: import took counts up to
+ * 1e12 before record.c's cap of 1e9, and such stores still open. */
+static int input_tokens_check(struct lr_store *st, sqlite3_stmt *q, int col, sqlite3_int64 id,
+                              struct lr_error *err)
+{
+    int type = sqlite3_column_type(q, col);
+    if (type != SQLITE_INTEGER || sqlite3_column_int64(q, col) < 0)
+        return row_refused(st, q, col, type, id, "records.input_tokens",
+                           "a whole number of 0 or more", err);
+    return 0;
+}
+
+/* Columns 2 and 3 of q are an outcome's correctness and output_tokens, of
+ * record `rec`: their values in *c and *o when they are numbers, in [0,1]
+ * and finite and 0 or more, else LR_ESTORE. */
+static int outcome_check(struct lr_store *st, sqlite3_stmt *q, sqlite3_int64 rec, double *c,
+                         double *o, struct lr_error *err)
+{
+    int tc = sqlite3_column_type(q, 2), to = sqlite3_column_type(q, 3);
+    int nc = tc == SQLITE_FLOAT || tc == SQLITE_INTEGER;
+    int no = to == SQLITE_FLOAT || to == SQLITE_INTEGER;
+    *c = nc ? sqlite3_column_double(q, 2) : -1.0;
+    *o = no ? sqlite3_column_double(q, 3) : -1.0;
+    if (!(*c >= 0.0 && *c <= 1.0))
+        return row_refused(st, q, 2, tc, rec, "outcomes.correctness", "a number in [0,1]", err);
+    if (!(*o >= 0.0) || !isfinite(*o))
+        return row_refused(st, q, 3, to, rec, "outcomes.output_tokens",
+                           "a finite number of 0 or more", err);
+    return 0;
+}
+
+/* A dense store reads no texts (read_texts() checks a sparse store's
+ * input_tokens as it reads them): its records from id `from` on are read
+ * for their input_tokens alone. */
+static int records_check(struct lr_store *st, sqlite3 *db, size_t from, struct lr_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = 0, s = SQLITE_DONE;
+
+    if (sqlite3_prepare_v2(db, "SELECT id, input_tokens FROM records WHERE id >= ? ORDER BY id",
+                           -1, &q, NULL) ||
+        sqlite3_bind_int64(q, 1, (sqlite3_int64)from))
+        rc = db_fail(st, db, err, "reading records");
+    while (rc == 0 && (s = sqlite3_step(q)) == SQLITE_ROW)
+        rc = input_tokens_check(st, q, 1, sqlite3_column_int64(q, 0), err);
+    if (rc == 0 && s != SQLITE_DONE)
+        rc = db_fail(st, db, err, "reading records");
+    sqlite3_finalize(q);
+    return rc;
+}
+
 static int load_models(struct lr_store *st, sqlite3 *db, struct lr__hist *h,
                        struct lr_error *err)
 {
@@ -585,14 +675,15 @@ static int load_outcomes(struct lr_store *st, sqlite3 *db, struct lr__hist *h,
         return db_fail(st, db, err, "reading outcomes");
     while ((s = sqlite3_step(q)) == SQLITE_ROW) {
         sqlite3_int64 rec = sqlite3_column_int64(q, 0), model = sqlite3_column_int64(q, 1);
-        double c = sqlite3_column_double(q, 2), o = sqlite3_column_double(q, 3);
+        double c, o;
         if (rec < 0 || (size_t)rec >= h->n || (size_t)rec + 1 < filled || model < 0 ||
-            (size_t)model >= h->models.n || !(c >= 0.0 && c <= 1.0) || !(o >= 0.0) ||
-            !isfinite(o)) {
+            (size_t)model >= h->models.n) {
             rc = fail(err, LR_ESTORE, 0, "history store '%s': outcomes table is inconsistent",
                       st->path);
             goto out;
         }
+        if ((rc = outcome_check(st, q, rec, &c, &o, err)) != 0)
+            goto out;
         if (hist_reserve(h, 0, 1, 0) != 0) {
             rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
             goto out;
@@ -706,7 +797,8 @@ static int read_texts(struct lr_store *st, sqlite3 *db, size_t lo, size_t hi, ch
     int rc = 0, s;
 
     if (sqlite3_prepare_v2(db,
-                           "SELECT id, query FROM records WHERE id >= ?1 AND id < ?2 ORDER BY id",
+                           "SELECT id, query, input_tokens FROM records WHERE id >= ?1 AND "
+                           "id < ?2 ORDER BY id",
                            -1, &q, NULL) ||
         sqlite3_bind_int64(q, 1, (sqlite3_int64)lo) || sqlite3_bind_int64(q, 2, (sqlite3_int64)hi)) {
         rc = db_fail(st, db, err, "reading records");
@@ -721,6 +813,8 @@ static int read_texts(struct lr_store *st, sqlite3 *db, size_t lo, size_t hi, ch
                       st->path);
             goto out;
         }
+        if ((rc = input_tokens_check(st, q, 2, (sqlite3_int64)(lo + i), err)) != 0)
+            goto out;
         if (n > LR__TFIDF_MAX_TEXT)
             n = LR__TFIDF_MAX_TEXT;
         if (len + n > *cap) {
@@ -955,6 +1049,8 @@ static int hist_load(struct lr_store *st, sqlite3 *db, size_t dim, struct lr__hi
     }
     h->n = (size_t)count;
     if ((rc = load_outcomes(st, db, h, err)) != 0)
+        goto fail;
+    if (st->dense && (rc = records_check(st, db, 0, err)) != 0)
         goto fail;
     rc = st->dense ? load_dense(st, db, dim, h, err) : load_tfidf(st, db, h, err);
     if (rc != 0)
@@ -1557,15 +1653,16 @@ static int delta_read(struct lr_store *st, const struct lr__hist *h, size_t coun
     }
     while ((s = sqlite3_step(q)) == SQLITE_ROW) {
         sqlite3_int64 rec = sqlite3_column_int64(q, 0), model = sqlite3_column_int64(q, 1);
-        double c = sqlite3_column_double(q, 2), o = sqlite3_column_double(q, 3);
+        double c, o;
         if (rec < (sqlite3_int64)d->from || (size_t)rec >= count ||
             (size_t)rec - d->from + 1 < filled || model < 0 ||
-            (size_t)model >= h->models.n + d->n_models || !(c >= 0.0 && c <= 1.0) ||
-            !(o >= 0.0) || !isfinite(o)) {
+            (size_t)model >= h->models.n + d->n_models) {
             rc = fail(err, LR_ESTORE, 0, "history store '%s': outcomes table is inconsistent",
                       st->path);
             goto out;
         }
+        if ((rc = outcome_check(st, q, rec, &c, &o, err)) != 0)
+            goto out;
         if (d->n_outs == d->cap_outs) {
             size_t cap = d->cap_outs ? d->cap_outs * 2 : 64;
             struct delta_outcome *no = realloc(d->outs, cap * sizeof(*no));
@@ -1595,6 +1692,8 @@ static int delta_read(struct lr_store *st, const struct lr__hist *h, size_t coun
 
     if (st->dense && d->n) {
         size_t i = 0;
+        if ((rc = records_check(st, db, d->from, err)) != 0)
+            goto out;
         if (dim == 0) {
             rc = fail(err, LR_ESTORE, 0, "history store '%s': vectors without a dimension",
                       st->path);
@@ -3413,7 +3512,10 @@ static int import_array(struct importer *im, const char *path, const char *p, si
     return f.line > 0 ? parse_fail(im, path, (int)f.line, f.col, f.what) : rc;
 }
 
-/* JSON lines: one object per line; blank lines are ignored. */
+/* JSON lines: one object per line; blank lines are ignored. A line over
+ * LR__RECORD_MAX_LINE bytes fails the file, strict or not, as eval's
+ * loader refuses it: counted as that loader counts it, from the first byte
+ * that is not blank space in the file, its newline included. */
 static int import_lines(struct importer *im, const char *path, const char *p, size_t len)
 {
     size_t pos = 0, index = 0;
@@ -3427,6 +3529,11 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
         size_t s = pos;
         while (s < e && lr__json_ws(p[s]))
             s++;
+        if ((index > 0 || s < e) &&
+            end + (nl != NULL) - (index > 0 ? pos : s) > (size_t)LR__RECORD_MAX_LINE)
+            return fail(im->err, LR_ETOOBIG, line,
+                        "%s: line %d is over the cap of %ld bytes for a line of JSON lines", path,
+                        line, (long)LR__RECORD_MAX_LINE);
         if (s < e) {
             json_error_t je;
             char what[sizeof je.text];

@@ -38,6 +38,40 @@ expect "eval: a line of JSON lines over the cap" 2 \
     "longline.jsonl: line 2 is over the cap of 67108864 bytes" -- \
     "$BIN" eval --config "$CFG" --data "$TMP/longline.jsonl"
 rm -f "$TMP/longline.jsonl"
+rm -f "$TMP/longline.jsonl"
+
+# --- import: the same cap on a line of JSON lines, with or without --strict ---
+# A line over it is no record to skip: the file is refused whole (exit 1,
+# the store unchanged), as a line that is not JSON is, and as eval refuses
+# it, even when the line is a valid record (here one with a long field that
+# the import ignores). Both loaders count a line with its newline, so a
+# record of exactly the cap is read by both.
+REC='{"query": "q", "input_token_length": 1, "outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 1}, {"model_name": "gpt-4o-mini", "correctness": false, "output_token_length": 1}]}'
+PAD_PRE='{"pad": "'
+PAD_SUF=${REC#\{}
+PAD_SUF='", '$PAD_SUF
+# padded N: a record line (newline included) of N bytes.
+padded() { printf '%s' "$PAD_PRE"; xs $(($1 - ${#PAD_PRE} - ${#PAD_SUF} - 1)); printf '%s\n' "$PAD_SUF"; }
+printf '%s\n' "$REC" >"$TMP/one.jsonl"
+"$BIN" import --store "$TMP/cap.db" "$TMP/one.jsonl" >/dev/null 2>&1
+(printf '%s\n' "$REC"; padded 67108865; printf '%s\n' "$REC") >"$TMP/overcap.jsonl"
+for strict in "" --strict; do
+    expect "import ${strict:-without --strict}: a line of JSON lines over the cap" 1 \
+        "overcap.jsonl: line 2 is over the cap of 67108864 bytes for a line of JSON lines: nothing imported from this file" -- \
+        "$BIN" import --store "$TMP/cap.db" $strict "$TMP/overcap.jsonl"
+    [ "$(count "$TMP/cap.db")" = "$TMP/cap.db: 1 records" ] && ok ||
+        bad "import ${strict:-without --strict} over the line cap changed the store: $(count "$TMP/cap.db")"
+done
+expect "eval: the same line over the cap" 2 \
+    "overcap.jsonl: line 2 is over the cap of 67108864 bytes for a line of JSON lines" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/overcap.jsonl"
+(printf '%s\n' "$REC"; padded 67108864; printf '%s\n' "$REC") >"$TMP/atcap.jsonl"
+expect "import: a record line of exactly the cap is imported" 0 \
+    "atcap.jsonl: imported 3 of 3 records" -- \
+    "$BIN" import --store "$TMP/cap.db" --strict "$TMP/atcap.jsonl"
+expect "eval: a record line of exactly the cap is read" 0 "3 queries, 2 candidate models" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/atcap.jsonl"
+rm -f "$TMP/overcap.jsonl" "$TMP/atcap.jsonl"
 
 # --- out of memory on a long line is an error, not the end of input ---
 # (getline() then returns -1 as at the end, with no error flag set.)

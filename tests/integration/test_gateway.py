@@ -13,7 +13,7 @@ Groups (each one ctest entry with its own processes):
   errors      every refusal: 400 malformed / field, 404 model / path, 405, 413,
               431, 401, 502; the gateway still serving after each
   lifecycle   SIGHUP reload (good and bad files), SIGTERM draining in-flight
-              streams and exiting 0
+              streams and exiting 0, SIGTERM or SIGINT while still loading
   headers     a model's `headers` (literal and from the environment) reach its
               upstream and no other, follow a reload, and bad ones are refused
 """
@@ -1537,6 +1537,41 @@ def lifecycle(gw_bin, fake_bin):
         late.proc.terminate()
     check("a request whose body completes after the shutdown deadline's answers: 503 at "
           "once, no upstream attempt, logged before `stopped`", sigterm_late_body_refused)
+
+    def stop_while_loading(sig):
+        # serve reading its config from a FIFO (as from `--config <(...)`) is still loading
+        # when the writer's open returns: the signal comes before the loop handles any.
+        d = workdir()
+        fifo, store = os.path.join(d, "cfg.json"), os.path.join(d, "new.db")
+        port_file, err = os.path.join(d, "port"), os.path.join(d, "err")
+        os.mkfifo(fifo)
+        p = subprocess.Popen([gw_bin, "serve", "--config", fifo, "--listen", HOST + ":0",
+                              "--store", store, "--port-file", port_file],
+                             stdout=subprocess.DEVNULL, stderr=open(err, "w"))
+
+        def reader_there():
+            try:
+                return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert p.poll() is None, open(err).read()
+                return None
+        fd = wait_for(reader_there, 10, "serve to open its config")
+        p.send_signal(sig)
+        try:
+            os.set_blocking(fd, True)
+            os.write(fd, json.dumps(base_config(fake)).encode())
+        except OSError:
+            pass  # serve is gone: its status says how
+        os.close(fd)
+        rc = p.wait(15)
+        log = open(err).read()
+        assert rc == 0, (rc, log)
+        assert "while starting: the gateway does not start" in log, log
+        left = sorted(os.listdir(d))
+        assert left == ["cfg.json", "err"], left  # no store, no -wal or -shm, no port file
+    check("SIGTERM while serve loads its config and store: exit 0, the store it made removed",
+          stop_while_loading, signal.SIGTERM)
+    check("SIGINT while serve loads: exit 0 likewise", stop_while_loading, signal.SIGINT)
 
 
 # ==== headers ====

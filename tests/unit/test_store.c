@@ -1080,6 +1080,151 @@ static void failed_refresh_keeps_the_old_copy(void **st)
     lr_store_free(b);
 }
 
+/* The bytes of the file at p (malloc'd), *n their count. */
+static char *file_bytes(const char *p, size_t *n)
+{
+    FILE *f = fopen(p, "rb");
+    char *b;
+    long len;
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    len = ftell(f);
+    assert_true(len > 0);
+    rewind(f);
+    b = malloc((size_t)len);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return b;
+}
+
+static void sql_edit(const char *db, const char *sql)
+{
+    sqlite3 *c = NULL;
+    char *msg = NULL;
+    assert_int_equal(sqlite3_open(db, &c), SQLITE_OK);
+    if (sqlite3_exec(c, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+    assert_int_equal(sqlite3_changes(c), 1);
+    sqlite3_close(c);
+}
+
+/* A store made by import, then one value of one row changed through the
+ * SQLite C API, as a hand edit would change it: a count below 0 or not
+ * whole, a correctness out of [0,1] or a text (which SQLite would read as
+ * 0). Opening it, writable or read-only, is refused naming the file, the
+ * record, the column and the value, and the file is left as it was. */
+static void edited_rows_are_refused_by_record_column_and_value(void **st)
+{
+    (void)st;
+    static const struct {
+        const char *sql, *want;
+    } cases[] = {
+        /* ARRAY3: records 0, 1, 2; models small (0) and big (1). */
+        {"UPDATE records SET input_tokens = -5 WHERE id = 1",
+         "record 1: records.input_tokens is -5, not a whole number of 0 or more"},
+        {"UPDATE records SET input_tokens = 'abc' WHERE id = 2",
+         "record 2: records.input_tokens is 'abc', not a whole number"},
+        {"UPDATE records SET input_tokens = 2.5 WHERE id = 0",
+         "record 0: records.input_tokens is 2.5, not a whole number"},
+        {"UPDATE outcomes SET correctness = 'abc' WHERE record_id = 1 AND model_id = 1",
+         "record 1: outcomes.correctness is 'abc', not a number in [0,1]"},
+        {"UPDATE outcomes SET correctness = 1.5 WHERE record_id = 2 AND model_id = 0",
+         "record 2: outcomes.correctness is 1.5, not a number in [0,1]"},
+        {"UPDATE outcomes SET correctness = -0.25 WHERE record_id = 0 AND model_id = 1",
+         "record 0: outcomes.correctness is -0.25, not a number in [0,1]"},
+        {"UPDATE outcomes SET output_tokens = -3 WHERE record_id = 2 AND model_id = 1",
+         "record 2: outcomes.output_tokens is -3, not a finite number of 0 or more"},
+        {"UPDATE outcomes SET output_tokens = 'many' WHERE record_id = 0 AND model_id = 0",
+         "record 0: outcomes.output_tokens is 'many', not a finite number"},
+        {"UPDATE outcomes SET output_tokens = 1e999 WHERE record_id = 2 AND model_id = 0",
+         "record 2: outcomes.output_tokens is inf, not a finite number"},
+        {"UPDATE outcomes SET output_tokens = x'00ff' WHERE record_id = 1 AND model_id = 0",
+         "record 1: outcomes.output_tokens is a blob of 2 bytes, not a finite number"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char db[512], name[32];
+        struct lr_store *s = NULL;
+        struct lr_store_options ro;
+        struct lr_import_report rep;
+        struct lr_error err;
+        size_t n0, n1;
+        char *before, *after;
+
+        snprintf(name, sizeof(name), "edited-%zu.db", i);
+        path_in(db, sizeof(db), name);
+        assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+        assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), NULL, &rep, &err),
+                         0);
+        lr_store_free(s);
+        sql_edit(db, cases[i].sql);
+        before = file_bytes(db, &n0);
+
+        s = NULL;
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+        assert_null(s);
+        if (!strstr(err.message, db) || !strstr(err.message, cases[i].want))
+            fail_msg("%s: got \"%s\", wanted \"%s\"", cases[i].sql, err.message, cases[i].want);
+        lr_store_options_init(&ro);
+        ro.read_only = 1;
+        memset(&err, 0, sizeof(err));
+        assert_int_equal(lr_store_open(db, &ro, &s, &err), LR_ESTORE);
+        assert_non_null(strstr(err.message, cases[i].want));
+
+        after = file_bytes(db, &n1);
+        assert_int_equal(n0, n1);
+        assert_memory_equal(before, after, n0);
+        free(before);
+        free(after);
+    }
+}
+
+/* Such a row committed by another connection after the copy was built is
+ * refused by the refresh that reads it, by its record, column and value,
+ * and the copy is kept; a dense store's records are checked as well. */
+static void edited_rows_are_refused_by_a_refresh_and_in_a_dense_store(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_store_options o;
+    struct lr_import_report rep;
+    struct lr_error err;
+    float v[8];
+    int changed = -1;
+
+    path_in(db, sizeof(db), "edited-refresh.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), NULL, &rep, &err), 0);
+    sql_edit(db, "INSERT INTO records(id, query, input_tokens, task) VALUES (3, 'q', 4, 't')");
+    sql_edit(db, "INSERT INTO outcomes(record_id, model_id, correctness, output_tokens) "
+                 "VALUES (3, 0, 'yes', 2)");
+    assert_int_equal(lr_store_refresh(s, &changed, &err), LR_ESTORE);
+    assert_int_equal(changed, 0);
+    assert_non_null(strstr(err.message, db));
+    assert_non_null(strstr(err.message, "record 3: outcomes.correctness is 'yes', not a number"));
+    assert_int_equal(lr_store_count(s), 3);
+    lr_store_free(s);
+
+    path_in(db, sizeof(db), "edited-dense.db");
+    lr_store_options_init(&o);
+    o.embedder = "openai:fake";
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    hash_vector("first query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(s, "first query", 5, "m", 1, 7, v, 8, &err), 0);
+    hash_vector("second query", v, 8);
+    assert_int_equal(lr_store_add_outcome_vec(s, "second query", 5, "n", 0, 3, v, 8, &err), 0);
+    lr_store_free(s);
+    sql_edit(db, "UPDATE records SET input_tokens = -1 WHERE id = 1");
+    s = NULL;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), LR_ESTORE);
+    assert_null(s);
+    assert_non_null(strstr(err.message, db));
+    assert_non_null(strstr(err.message, "record 1: records.input_tokens is -1, not a whole number"));
+}
+
 /* A dense reader learns the dimension and the vectors another connection
  * wrote when it refreshes. */
 static void dense_refresh_reads_another_connections_vectors(void **st)
@@ -3018,6 +3163,8 @@ int main(void)
         cmocka_unit_test(refresh_reads_another_connections_commits),
         cmocka_unit_test(read_only_refresh_sees_a_rewrite_with_as_many_records),
         cmocka_unit_test(failed_refresh_keeps_the_old_copy),
+        cmocka_unit_test(edited_rows_are_refused_by_record_column_and_value),
+        cmocka_unit_test(edited_rows_are_refused_by_a_refresh_and_in_a_dense_store),
         cmocka_unit_test(dense_refresh_reads_another_connections_vectors),
         cmocka_unit_test(keyed_append_records_a_key_once),
         cmocka_unit_test(keyed_append_sees_another_connections_keys),

@@ -1,0 +1,1 @@
+UPDATE records SET input_tokens = -1;
