@@ -108,6 +108,7 @@ struct h1_xfer {
     int trailer_lines;
     int keep_alive;
     int head_done, paused, aborted, in_cb, retried, got_bytes;
+    int send_errno; /* what ended writing the request early (send_failed()), or 0 */
     long status;
     char ctype[CTYPE_CAP];
     char retry_after[RETRY_AFTER_CAP];
@@ -573,6 +574,35 @@ static enum up_error reset_error(const struct h1_xfer *x)
     return x->conn && x->conn->n_done > 0 && !x->got_bytes ? UP_ERESET_REUSED : UP_ERESET;
 }
 
+/* Writing the request failed with errno e. A close (EPIPE) or a reset
+ * (ECONNRESET) may come after an answer: an upstream that refuses a request
+ * before reading all of it (413 to a body over its limit) writes its answer
+ * and closes, and a body larger than the socket buffers then meets the
+ * close. The answer waits in the socket's receive queue, which the reset
+ * does not empty, so writing stops and the read side takes over: it reads
+ * what came through pump(), as any response, and only a connection that
+ * ended with no response head is a reset (conn_ended()); nothing more is
+ * written, and complete() closes the connection, since the request was not
+ * all sent. Any other error ends the transfer as a reset. With now, from a
+ * libevent callback, the reading starts at once; else (h1_xfer_start(),
+ * where the caller's callbacks must not run) from the loop. */
+static void send_failed(struct h1_xfer *x, int e, int now)
+{
+    struct h1_conn *c = x->conn;
+    if (e == EPIPE || e == ECONNRESET) {
+        x->send_errno = e;
+        event_del(&c->wev);
+        if (now)
+            conn_read_cb(c->fd, EV_READ, c);
+        else
+            event_active(&c->rev, EV_READ, 1);
+    } else if (now) {
+        finish(x, reset_error(x), strerror(e), 0);
+    } else {
+        defer_fail(x, reset_error(x), strerror(e));
+    }
+}
+
 static void retry(struct h1_xfer *x)
 {
     int e;
@@ -585,19 +615,21 @@ static void retry(struct h1_xfer *x)
         return;
     e = errno;
     if (x->conn)
-        finish(x, UP_ERESET, strerror(e), 0);
+        send_failed(x, e, 1);
     else
         fail_connect(x, e);
 }
 
 static void send_or_fail(struct h1_xfer *x)
 {
+    int e;
     if (send_request(x) == 0)
         return;
+    e = errno;
     if (retryable(x))
         retry(x);
     else
-        finish(x, reset_error(x), strerror(errno), 0);
+        send_failed(x, e, 1);
 }
 
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
@@ -960,6 +992,7 @@ static enum pump_result pump(struct h1_xfer *x)
 static void conn_ended(struct h1_xfer *x, int e)
 {
     char msg[MSG_CAP];
+    int why = e ? e : x->send_errno; /* for the message: a reset seen while writing */
     if (x->conn->connecting) {
         fail_connect(x, e ? e : ECONNRESET);
         return;
@@ -975,11 +1008,11 @@ static void conn_ended(struct h1_xfer *x, int e)
     if (!x->head_done) {
         snprintf(msg, sizeof msg, "the upstream closed the connection before a response%s%s%s",
                  reset_error(x) == UP_ERESET_REUSED ? " (a reused connection)" : "",
-                 e ? ": " : "", e ? strerror(e) : "");
+                 why ? ": " : "", why ? strerror(why) : "");
         finish(x, reset_error(x), msg, 0);
     } else {
         snprintf(msg, sizeof msg, "the upstream closed the connection in the response body%s%s",
-                 e ? ": " : "", e ? strerror(e) : "");
+                 why ? ": " : "", why ? strerror(why) : "");
         finish(x, UP_ECLOSED, msg, 0);
     }
 }
@@ -1041,8 +1074,15 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
             conn_ended(x, 0);
             return;
         }
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        if (errno == EINTR)
             return;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            /* After a failed write (send_failed()) nothing more can arrive:
+             * all that came was read, and the connection has ended. */
+            if (x->send_errno)
+                conn_ended(x, 0);
+            return;
+        }
         conn_ended(x, errno);
         return;
     }
@@ -1164,9 +1204,10 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
         if (send_request(x) == 0)
             return x;
         /* Broken under us. Not a byte went out only if sent is 0; else the
-         * upstream may have the request, and the attempt fails (retryable()). */
+         * upstream may have the request (and may have answered it:
+         * send_failed()), and it is not sent again (retryable()). */
         if (x->sent > 0) {
-            defer_fail(x, reset_error(x), strerror(errno));
+            send_failed(x, errno, 0);
             return x;
         }
         conn_close(c);
@@ -1177,9 +1218,7 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
         char msg[MSG_CAP];
         int e = errno;
         if (x->conn) {
-            conn_close(x->conn);
-            x->conn = NULL;
-            defer_fail(x, UP_ERESET, strerror(e));
+            send_failed(x, e, 0);
         } else {
             snprintf(msg, sizeof msg, "Failed to connect to %.200s: %.200s", x->host->authority,
                      strerror(e));

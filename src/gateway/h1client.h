@@ -25,7 +25,11 @@
  * acted on it, so a reset before the answer is the transfer's failure
  * (UP_ERESET; UP_ERESET_REUSED when the connection came from the pool and
  * not a byte of the answer came), for the caller's retry policy to decide
- * on; up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
+ * on. A write of the request that meets the upstream's close or reset is
+ * not yet a reset: an upstream may answer before reading all of the request
+ * (413 to a body over its limit) and close, and what it sent is read as the
+ * response; only a connection that ended before a response head is a reset.
+ * up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
  * or IPv6 addresses: no name resolution on the event loop (libcurl, with its
  * threaded resolver, takes host names).
  *

@@ -60,15 +60,15 @@ def _read_port(path, proc, name, log):
 
 
 class Fake:
-    """The fake OpenAI-compatible upstream."""
+    """The fake OpenAI-compatible upstream; args are more of its options (["--max-body", "1000"])."""
 
-    def __init__(self, binary, workdir, name="fake"):
+    def __init__(self, binary, workdir, name="fake", args=None):
         self.log = os.path.join(workdir, name + ".jsonl")
         self.stderr = os.path.join(workdir, name + ".err")
         port_file = os.path.join(workdir, name + ".port")
         self.proc = subprocess.Popen(
             [binary, "--listen", HOST + ":0", "--port-file", port_file, "--log", self.log,
-             "--name", name],
+             "--name", name] + list(args or []),
             stdout=subprocess.DEVNULL, stderr=open(self.stderr, "w"))
         _procs.append(self.proc)
         self.port = _read_port(port_file, self.proc, "fake upstream", self.stderr)

@@ -1,7 +1,7 @@
 """test_upstream_client.py -- the gateway's HTTP/1.1 upstream client (h1client.c)
 against a scripted upstream that misbehaves byte by byte.
 
-    python3 test_upstream_client.py LLMROUTE
+    python3 test_upstream_client.py LLMROUTE FAKE_UPSTREAM
 
 The scripted upstream is a thread in this process on 127.0.0.1: for each
 request it reads the head and the Content-Length body, records the head, and
@@ -14,6 +14,11 @@ retry on a new connection (max_attempts is 2) plays it. Every test goes through 
 the client sees; the gateway must still serve afterwards and exit 0 on SIGTERM.
 Run twice: with the default client and with LLMROUTE_UPSTREAM_CLIENT=curl, so
 both implementations behind upstream.h answer the same way.
+
+Then, with each client, the fake upstream with a small --max-body answers a
+body of several MB 413 as soon as it has read the request head, and closes
+without reading the body: an answer that comes while the request is still
+being written, which the gateway must relay rather than take for a reset.
 """
 import json
 import os
@@ -26,8 +31,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (HOST, Gateway, chat, check, error_shape, finish, raw_exchange,  # noqa
-                    Upstream, request, status_of, wait_for, workdir)
+from gwtest import (HOST, Fake, Gateway, chat, check, error_shape, finish,  # noqa
+                    raw_exchange, Upstream, request, status_of, wait_for, workdir)
 
 HELLO = [{"role": "user", "content": "hello"}]
 HELLO_BODY = json.dumps({"model": "s", "messages": HELLO}).encode()
@@ -849,9 +854,79 @@ def run(gw_bin, env):
     check(tag + "still serving after all of it", expect_ok, ok_with_length)
 
 
+def early_answer(gw_bin, fake_bin, env):
+    """An upstream that answers before it has read the request (the fake with
+    --max-body 1000: 413 at the head of a longer body, then a close) while
+    the gateway is still writing a body of 8 MB, more than the socket
+    buffers on loopback hold: the write meets the close (EPIPE or
+    ECONNRESET) with the answer already waiting to be read."""
+    wd = workdir()
+    small = Fake(fake_bin, wd, name="small", args=["--max-body", "1000"])
+    other = Fake(fake_bin, wd, name="other")  # takes up to 16 MiB
+    cfg = {"models": [{"name": "small", "backend": "openai", "base_url": small.base_url},
+                      {"name": "other", "backend": "openai", "base_url": other.base_url}],
+           "routes": [{"name": "r", "strategy": "sequential", "models": ["small"],
+                       "fallbacks": ["other"]}],
+           "server": {"max_body_bytes": 20000000, "upstream_timeout_ms": 10000,
+                      "resilience": {"breaker": {"consecutive_failures": 3,
+                                                 "cooldown_ms": 60000}}}}
+    gw = Gateway(gw_bin, wd, cfg, env=env, name="gw-early")
+    tag = "[%s] " % (env.get("LLMROUTE_UPSTREAM_CLIENT") or "default")
+    big = {"messages": [{"role": "user", "content": "x" * 8000000}]}
+    # What the fake answers a body over its limit, asked with the head alone.
+    raw = raw_exchange(small.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 8000000\r\n\r\n")
+    assert status_of(raw) == 413, raw[:300]
+    upstream_body = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+
+    def stats(fake):
+        st, _, body = request(fake.port, "GET", "/_stats")
+        assert st == 200, st
+        return json.loads(body)["requests"]
+
+    def relayed_not_reset():
+        # Six times, to the model and through a route with a fallback: each is
+        # the upstream's 413 and its body, one attempt of class bad_request
+        # (which fails at once), never reset (which would send 8 MB on to the
+        # fallback and count against the model's breaker: three open it).
+        # All six are sent before anything is checked, so that the breaker
+        # check after them sees what six such requests leave behind. A small
+        # request first puts a connection in the pool, so that the first goes
+        # out on a reused one (which, failing before any byte of an answer,
+        # would be reset_reused and sent again on a new connection).
+        key = 'llmroute_upstream_attempts_total{model="small",class="%s"}'
+        st, _, _, body = chat(gw.port, {"model": "small", "messages": HELLO})
+        assert st == 200, (st, body[:300])
+        answers = [chat(gw.port, dict(big, model="small" if i % 2 else "r"), timeout=30)
+                   for i in range(6)]
+        for i, (st, h, j, body) in enumerate(answers):
+            assert st == 413, (i, st, body[:300])
+            assert j == upstream_body, (i, body[:300])
+            assert h["x-llmroute-attempts"] == "1", (i, h)
+            line = wait_for(lambda: [l for l in gw.log_lines()
+                                     if l.get("id") == h["x-request-id"]], 5, "the log line")[0]
+            assert [t["class"] for t in line["tries"]] == ["bad_request"], (i, line)
+        m = gw.metrics()
+        assert m.get(key % "bad_request", 0) == 6, m
+        assert m.get(key % "reset", 0) == 0 and m.get(key % "reset_reused", 0) == 0, m
+        assert stats(other) == 0, "the body went on to the fallback"
+        assert m.get('llmroute_breaker_opens_total{model="small"}', 0) == 0, m
+
+    def still_served():
+        st, h, j, body = chat(gw.port, {"model": "small", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "small", (st, body[:300])
+
+    check(tag + "an upstream's 413 sent before it read an 8 MB body is relayed, class "
+          "bad_request: no reset, no fallback, no breaker count", relayed_not_reset)
+    check(tag + "after six of them a small request is still 200 (the breaker closed)",
+          still_served)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: test_upstream_client.py LLMROUTE")
+    if len(sys.argv) != 3:
+        sys.exit("usage: test_upstream_client.py LLMROUTE FAKE_UPSTREAM")
     run(sys.argv[1], {})
     run(sys.argv[1], {"LLMROUTE_UPSTREAM_CLIENT": "curl"})
+    early_answer(sys.argv[1], sys.argv[2], {})
+    early_answer(sys.argv[1], sys.argv[2], {"LLMROUTE_UPSTREAM_CLIENT": "curl"})
     finish()
