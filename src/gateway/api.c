@@ -265,10 +265,11 @@ struct route_job {
     struct lr_batch_report rep;
     struct lr_error err;
     int rc;
-    /* The vectors of a smart batch over a dense store, one per query. */
+    /* The vectors of a smart route over a dense store: fetch[0..n_fetch)
+     * the queries that have text, vecs[] by query (NULL: none fetched). */
     struct route_fetch *fetch; /* NULL: no vectors are needed */
     float **vecs;
-    size_t next_fetch, in_flight, fetched;
+    size_t n_fetch, next_fetch, in_flight, fetched;
     int fetching; /* fetching vectors: an abort ends the job at once */
     double t0;
     char id[136];
@@ -276,7 +277,7 @@ struct route_job {
 
 static void route_job_free(struct route_job *j)
 {
-    for (size_t i = 0; j->fetch && i < j->n; i++)
+    for (size_t i = 0; j->fetch && i < j->n_fetch; i++)
         gw_embed_cancel(j->fetch[i].embed);
     for (size_t i = 0; j->vecs && i < j->n; i++)
         free(j->vecs[i]);
@@ -405,10 +406,9 @@ static void route_got(void *arg, float *vec, size_t dim, const char *why);
  * answering (out of memory; the job is freed). */
 static int route_fetch_more(struct route_job *j)
 {
-    while (j->in_flight < ROUTE_EMBED_PARALLEL && j->next_fetch < j->n) {
+    while (j->in_flight < ROUTE_EMBED_PARALLEL && j->next_fetch < j->n_fetch) {
         struct route_fetch *f = &j->fetch[j->next_fetch];
-        const char *text = j->reqs[f->i].query ? j->reqs[f->i].query : "";
-        f->embed = gw_embed_start(j->gw, j->conf, text, route_got, f);
+        f->embed = gw_embed_start(j->gw, j->conf, j->reqs[f->i].query, route_got, f);
         if (!f->embed) {
             route_fetch_failed(j, 500, "out_of_memory", "out of memory fetching the embedding");
             return -1;
@@ -434,7 +434,7 @@ static void route_got(void *arg, float *vec, size_t dim, const char *why)
     j->vecs[f->i] = vec;
     j->reqs[f->i].embedding = vec;
     j->reqs[f->i].embedding_dim = dim;
-    if (++j->fetched == j->n) {
+    if (++j->fetched == j->n_fetch) {
         route_decide(j);
         return;
     }
@@ -484,6 +484,62 @@ static char *keep_strings(struct lr_request *reqs, size_t n, const char **names,
     }
     *size = total;
     return block;
+}
+
+/* How many candidates the library routes query r among: its own list, or
+ * every configured model. */
+static size_t query_candidates(const struct gw_conf *conf, const struct lr_request *r)
+{
+    return r->models || r->model_indices ? r->n_models : lr_config_model_count(conf->cfg);
+}
+
+/* The queries whose vectors a route needs fetched: none unless some query
+ * has a choice to make (gw_conf_needs_vector: a smart router over a dense
+ * store, two or more candidates), and then each one with text, so that a
+ * single-candidate query in a batch is predicted as over a built-in store.
+ * A query with no text is fetched nothing (api_route refuses one with a
+ * choice to make). */
+static size_t route_fetch_count(const struct gw_conf *conf, struct lr_router *router,
+                                const struct lr_request *reqs, size_t n)
+{
+    size_t k = 0, choice = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (gw_conf_needs_vector(conf, router, query_candidates(conf, &reqs[i])))
+            choice = 1;
+        if (reqs[i].query && reqs[i].query[0])
+            k++;
+    }
+    return choice ? k : 0;
+}
+
+/* 0, or the status of the 400 sent for the first query that has a choice to
+ * make over a dense store and no text: it is refused before any vector is
+ * fetched, in the words of the library's refusal over a built-in store
+ * (smart.c), rather than routed on the vector of "". An empty store is left
+ * to the library's history_empty, and an unknown name to its 404, as with
+ * text. */
+static int route_needs_text(struct gw *gw, struct hs_req *req, const struct gw_conf *conf,
+                            struct lr_router *router, const struct lr_request *reqs, size_t n)
+{
+    char msg[100];
+
+    if (!gw->store || lr_store_count(gw->store) == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        int known = 1;
+        if (reqs[i].query && reqs[i].query[0])
+            continue;
+        if (!gw_conf_needs_vector(conf, router, query_candidates(conf, &reqs[i])))
+            continue;
+        for (size_t k = 0; reqs[i].models && k < reqs[i].n_models; k++)
+            if (lr_config_model_index(conf->cfg, reqs[i].models[k]) < 0)
+                known = 0;
+        if (!known)
+            continue;
+        snprintf(msg, sizeof msg, "query %zu: smart routing needs the query text", i);
+        return refuse(req, 400, NULL, "routing_failed", msg);
+    }
+    return 0;
 }
 
 /* 503 server_busy: the /v1/route jobs alive hold their budget. */
@@ -684,9 +740,12 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
            3 * (conf->n_models + 1) * sizeof(int) + sizeof(struct route_job);
     /* Over a dense store the job also holds each query's vector until it
      * is answered: at 1,536 dimensions a short query's is 6 KB, far more
-     * than its text. */
-    if (gw_conf_needs_vector(conf, router))
-        held += n * (sizeof(struct route_fetch) + sizeof(float *) +
+     * than its text. (Counted before models full or open are left out,
+     * which can only leave fewer to fetch.) */
+    if (route_fetch_count(conf, router, reqs, n) > 0)
+        held += n * sizeof(float *) +
+                route_fetch_count(conf, router, reqs, n) *
+                    (sizeof(struct route_fetch) +
                      (conf->store ? lr_store_dim(conf->store) : 0) * sizeof(float));
     /* One job is always taken, whatever its size. */
     if (gw->route_held > 0 && gw->route_held + held > budget) {
@@ -720,6 +779,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             if (reqs[i].models == names)
                 reqs[i].n_models = n_names;
     }
+    if ((status = route_needs_text(gw, req, conf, router, reqs, n)) != 0)
+        goto out;
     job = calloc(1, sizeof *job);
     if (!job) {
         status = refuse(req, 500, NULL, "out_of_memory", "out of memory");
@@ -755,8 +816,10 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     names = NULL;
     caps = live = live_idx = NULL;
     /* A dense store routes by the queries' vectors: fetch them first. */
-    if (gw_conf_needs_vector(conf, router)) {
-        job->fetch = calloc(n, sizeof *job->fetch);
+    job->n_fetch = route_fetch_count(conf, router, job->reqs, n);
+    if (job->n_fetch > 0) {
+        size_t k = 0;
+        job->fetch = calloc(job->n_fetch, sizeof *job->fetch);
         job->vecs = calloc(n, sizeof *job->vecs);
         if (!job->fetch || !job->vecs) {
             route_job_free(job);
@@ -764,8 +827,10 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             goto out;
         }
         for (size_t i = 0; i < n; i++) {
-            job->fetch[i].job = job;
-            job->fetch[i].i = i;
+            if (!job->reqs[i].query || !job->reqs[i].query[0])
+                continue;
+            job->fetch[k].job = job;
+            job->fetch[k++].i = i;
         }
         job->fetching = 1;
         hs_req_watch(req, NULL, route_abort, job);

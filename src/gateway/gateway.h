@@ -196,10 +196,14 @@ int gw_listen_check(const char *listen, struct lr_error *err);
  * use and kept with the configuration. NULL with err filled when the
  * strategy is unknown or cannot be built. */
 struct lr_router *gw_conf_router(struct gw_conf *conf, const char *strategy, struct lr_error *err);
-/* Whether router routes by each query's vector from the remote embedder
- * (a smart router over a dense store), so the vector is fetched before it
- * decides: a chat request's (proxy.c) and /v1/route's (api.c). */
-int gw_conf_needs_vector(const struct gw_conf *conf, const struct lr_router *router);
+/* Whether router routes a query among n_candidates by its vector from the
+ * remote embedder (a smart router over a dense store, two or more
+ * candidates), so the vector is fetched before it decides: a chat
+ * request's (proxy.c) and /v1/route's (api.c). A single candidate is its
+ * own ranking (the library's rule) and needs none; feedback always does,
+ * since it stores the vector, and does not ask here. */
+int gw_conf_needs_vector(const struct gw_conf *conf, const struct lr_router *router,
+                         size_t n_candidates);
 void gw_conf_ref(struct gw_conf *conf);
 void gw_conf_unref(struct gw_conf *conf);
 

@@ -1013,11 +1013,101 @@ def empty_store(bin_):
     check("no store_empty warning over a store with records", no_warning_with_records)
 
 
+def dense_edges(bin_, fake_bin):
+    """Over a dense store, requests with no choice to make or no text, a batch's
+    unpriced candidate, an oversized feedback and a malformed embedder answer:
+    each is answered as over a built-in store, before any vector is fetched."""
+    wd = workdir()
+    fake = Fake(fake_bin, wd)
+    store = os.path.join(wd, "dense.db")
+    hist = os.path.join(wd, "history.jsonl")
+    history(hist)
+    unpriced = {"name": "unpriced", "backend": "mock", "mock": {"content": "free answer"}}
+    cfg = config(store)
+    cfg["models"].append(unpriced)
+    cfg["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-small"}
+    path = os.path.join(wd, "import.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    out = subprocess.run([bin_, "import", "--config", path, "--store", store, hist],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    gd = Gateway(bin_, wd, cfg, name="dense")
+    down = json.loads(json.dumps(cfg))
+    down["router"]["embedding"]["base_url"] = "http://127.0.0.1:%d/v1" % closed_port()
+    gx = Gateway(bin_, wd, down, name="dense-down")
+    tcfg = config(imported_store(bin_, wd, "tfidf"))
+    tcfg["models"].append(unpriced)
+    gt = Gateway(bin_, wd, tcfg, name="tfidf")
+
+    def fetches():
+        return sum(r["path"] == "/v1/embeddings" for r in fake.logged())
+
+    def answer(g, path, body):
+        st, h, raw = request(g.port, "POST", path, json.dumps(body))
+        j = json.loads(raw)
+        return st, j.get("error", j)
+
+    pair = ["cheapo", "smarty"]
+    no_text = [
+        ("/v1/route", {"queries": [{}], "strategy": "smart", "models": pair}),
+        ("/v1/route", {"queries": [{"query": ""}], "strategy": "smart", "models": pair}),
+        ("/v1/route", {"queries": [{"query": "What is 1 plus 2?"}, {"query": ""}],
+                       "strategy": "smart", "models": pair, "batch": True}),
+        ("/v1/chat/completions", {"model": "auto",
+                                  "messages": [{"role": "system", "content": "be brief"}]}),
+        ("/v1/responses", {"model": "auto", "input": [
+            {"type": "function_call_output", "call_id": "c", "output": "What is 1 plus 2?"}]}),
+    ]
+
+    def no_text_is_refused_before_any_fetch():
+        for path, body in no_text:
+            want = answer(gt, path, body)
+            assert want[0] == 400 and "smart routing needs the query text" in \
+                want[1]["message"], (path, body, want)
+            n = fetches()
+            assert answer(gd, path, body) == want, (path, body, answer(gd, path, body), want)
+            assert fetches() == n, (path, body, "fetched a vector")
+            assert answer(gx, path, body) == want, (path, body, answer(gx, path, body), want)
+    check("a smart request with no query text over a dense store is refused 400 as over a "
+          "built-in store, before any fetch (embedder up or down)",
+          no_text_is_refused_before_any_fetch)
+
+    def one_candidate_fetches_nothing():
+        for g in (gd, gx):
+            n = fetches()
+            st, h, j, _ = chat(g.port, {"models": ["smarty"], "route": {"strategy": "smart"},
+                                        "messages": ASK("hi")})
+            assert st == 200 and h["x-llmroute-model"] == "smarty", (st, h, j)
+            # ... with no text too: the only candidate is its own ranking
+            st, h, j, _ = chat(g.port, {"models": ["cheapo"], "route": {"strategy": "smart"},
+                                        "messages": [{"role": "system", "content": "x"}]})
+            assert st == 200 and h["x-llmroute-model"] == "cheapo", (st, h, j)
+            st, j = answer(g, "/v1/route", {"queries": [{"query": "hi"}], "strategy": "smart",
+                                            "models": ["smarty"]})
+            assert st == 200 and [a["model"] for a in j["assignments"]] == ["smarty"], (st, j)
+            st, j = answer(g, "/v1/route", {"queries": [{"query": "hi", "models": ["smarty"]},
+                                                        {"query": "", "models": ["cheapo"]}],
+                                            "strategy": "smart", "batch": True})
+            assert st == 200 and [a["model"] for a in j["assignments"]] == \
+                ["smarty", "cheapo"], (st, j)
+            assert fetches() == n, "a single candidate fetched a vector"
+        # Two candidates still need the vector.
+        st, j = answer(gx, "/v1/route", {"queries": [{"query": "hi"}], "strategy": "smart",
+                                         "models": pair})
+        assert st == 502 and j["code"] == "embedding_failed", (st, j)
+    check("a smart request with a single candidate over a dense store is routed to it "
+          "without fetching a vector (an embedder down does not matter)",
+          one_candidate_fetches_nothing)
+
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: test_gateway_smart.py LLMROUTE FAKE_UPSTREAM")
     main(sys.argv[1])
     dense(sys.argv[1], sys.argv[2])
+    dense_edges(sys.argv[1], sys.argv[2])
     dense_from_empty(sys.argv[1], sys.argv[2])
     fallback_predictions(sys.argv[1], sys.argv[2])
     empty_store(sys.argv[1])
