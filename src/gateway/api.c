@@ -512,6 +512,43 @@ static size_t route_fetch_count(const struct gw_conf *conf, struct lr_router *ro
     return choice ? k : 0;
 }
 
+/* A smart batch ranks and sums estimated costs, so every candidate of every
+ * query needs both prices, even a query's only one (`llmroute route --batch`
+ * refuses the same, cmd_route.c's check_prices()): 0, or the status of the
+ * 400 sent naming the model and the price. Unknown names are left to the
+ * library's 404. */
+static int batch_prices(struct hs_req *req, const struct lr_config *cfg,
+                        const struct lr_request *reqs, size_t n, const char **names)
+{
+    size_t all = lr_config_model_count(cfg);
+    char param[64], msg[700];
+
+    for (size_t i = 0; i < n; i++) {
+        size_t m = reqs[i].models ? reqs[i].n_models : all;
+        for (size_t k = 0; k < m; k++) {
+            int j = reqs[i].models ? lr_config_model_index(cfg, reqs[i].models[k]) : (int)k;
+            const struct lr_model_info *mi = j >= 0 ? lr_config_model(cfg, (size_t)j) : NULL;
+            if (!mi || (!isnan(mi->cost_per_input_token) && !isnan(mi->cost_per_output_token)))
+                continue;
+            if (!reqs[i].models)
+                param[0] = '\0';
+            else if (reqs[i].models == names)
+                snprintf(param, sizeof param, "models");
+            else
+                snprintf(param, sizeof param, "queries[%zu].models", i);
+            snprintf(msg, sizeof msg,
+                     "query %zu: model '%.200s' has no %s: smart routing ranks the candidates "
+                     "by estimated cost, so each needs cost_per_input_token and "
+                     "cost_per_output_token (in a batch, even a query's only candidate)",
+                     i, mi->name,
+                     isnan(mi->cost_per_input_token) ? "cost_per_input_token"
+                                                     : "cost_per_output_token");
+            return refuse(req, 400, param[0] ? param : NULL, "routing_failed", msg);
+        }
+    }
+    return 0;
+}
+
 /* 0, or the status of the 400 sent for the first query that has a choice to
  * make over a dense store and no text: it is refused before any vector is
  * fetched, in the words of the library's refusal over a built-in store
@@ -723,6 +760,9 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             reqs[i].n_models = n_names;
         }
     }
+    if (batch && strcmp(lr_router_strategy(router), "smart") == 0 &&
+        (status = batch_prices(req, conf->cfg, reqs, n, names)) != 0)
+        goto out;
     /* The job keeps copies of its strings, not the parsed body: a tree
      * costs many times the text it was parsed from, and the job may wait
      * for vectors and for a worker. */

@@ -1100,6 +1100,34 @@ def dense_edges(bin_, fake_bin):
           "without fetching a vector (an embedder down does not matter)",
           one_candidate_fetches_nothing)
 
+    def batch_refuses_an_unpriced_candidate():
+        body = {"queries": [{"query": "What is the capital of France?", "models": ["unpriced"]},
+                            {"query": "hello", "models": ["cheapo"]}],
+                "strategy": "smart", "batch": True}
+        msgs = []
+        for g in (gt, gd):
+            n = fetches()
+            st, j = answer(g, "/v1/route", body)
+            assert st == 400 and j["param"] == "queries[0].models", (st, j)
+            assert j["code"] == "routing_failed", j
+            assert "model 'unpriced' has no cost_per_input_token" in j["message"], j
+            msgs.append(j["message"])
+            assert fetches() == n
+            # Not a batch: a single candidate needs no price.
+            st, j = answer(g, "/v1/route", {"queries": body["queries"], "strategy": "smart"})
+            assert st == 200, (st, j)
+        r = subprocess.run([bin_, "route", "--config", gt.config_path, "--strategy", "smart",
+                            "--batch", "--models", "unpriced"], input="hello\n",
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, r
+        cli = ("model 'unpriced' has no cost_per_input_token: smart routing ranks the "
+               "candidates by estimated cost, so each needs cost_per_input_token and "
+               "cost_per_output_token")
+        for m in msgs:  # in the CLI's words
+            assert cli in m and cli in r.stderr, (m, r.stderr)
+    check("a smart /v1/route batch refuses an unpriced candidate, even a query's only one, "
+          "as `llmroute route --batch` does", batch_refuses_an_unpriced_candidate)
+
 
 
 if __name__ == "__main__":
