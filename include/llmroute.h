@@ -349,6 +349,12 @@ enum lr_record_number {
 LR_EXTERN int lr_record_check_number(enum lr_record_number kind, double value, const char *field,
                                      struct lr_error *err);
 
+/* 0 when query (len bytes) passes the rule `llmroute import` applies to a
+ * record's query (1 to 256 KiB of UTF-8, no NUL), else LR_EINVAL with err's
+ * message the import's ("query: 307200 bytes is over the cap of 262144").
+ * The gateway checks /v1/feedback with it before embedding the query. */
+LR_EXTERN int lr_record_check_query(const char *query, size_t len, struct lr_error *err);
+
 /* The longest idempotency key lr_store_add_outcome_keyed takes, in bytes. */
 #define LR_STORE_MAX_KEY 255
 

@@ -1165,6 +1165,10 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
     } else if (!json_is_string(q) || json_string_length(q) == 0) {
         status = refuse(req, 400, "query", q ? "invalid_type" : "missing_required_parameter",
                         "query: expected a non-empty string");
+    } else if (lr_record_check_query(json_string_value(q), json_string_length(q), &nerr)) {
+        /* The record's own limits (its size cap), checked here rather than
+         * at the append: before the query is sent to be embedded. */
+        status = refuse(req, 400, "query", "invalid_value", nerr.message);
     } else if (!json_is_string(m)) {
         status = refuse(req, 400, "model", m ? "invalid_type" : "missing_required_parameter",
                         "model: expected a model name");

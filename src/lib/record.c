@@ -176,6 +176,14 @@ int lr_record_check_number(enum lr_record_number kind, double value, const char 
     return 0;
 }
 
+int lr_record_check_query(const char *query, size_t len, struct lr_error *err)
+{
+    char msg[sizeof err->message];
+    if (check_query(query, len, msg, sizeof msg) != 0)
+        return lr__error_set(err, LR_EINVAL, "%s", msg);
+    return 0;
+}
+
 /* input_token_length d (NaN: not a number) into v. */
 static int check_input_tokens(double d, struct lr__record_view *v, char *msg, size_t cap)
 {

@@ -1128,6 +1128,26 @@ def dense_edges(bin_, fake_bin):
     check("a smart /v1/route batch refuses an unpriced candidate, even a query's only one, "
           "as `llmroute route --batch` does", batch_refuses_an_unpriced_candidate)
 
+    def records(g):
+        st, _, body = request(g.port, "GET", "/health")
+        return json.loads(body)["history_records"]
+
+    def oversized_feedback_is_refused_before_embedding():
+        big = "x" * (300 * 1024)
+        for g in (gt, gd, gx):
+            n, before = fetches(), records(g)
+            st, j = answer(g, "/v1/feedback", {"query": big, "model": "cheapo",
+                                               "correctness": 1, "output_tokens": 2})
+            assert st == 400 and j["param"] == "query", (g.config_path, st, j)
+            assert j["message"] == "query: 307200 bytes is over the cap of 262144", j
+            assert fetches() == n and records(g) == before
+        # At the cap it is recorded.
+        st, j = answer(gd, "/v1/feedback", {"query": "y" * (256 * 1024), "model": "cheapo",
+                                            "correctness": 1, "output_tokens": 2})
+        assert st == 200, (st, j)
+    check("a feedback whose query is over the record cap is refused 400 naming query, before "
+          "it is embedded", oversized_feedback_is_refused_before_embedding)
+
 
 
 if __name__ == "__main__":
