@@ -7,9 +7,10 @@
  * feedback outcome (api.c). All start a fetch here:
  * POST {"model", "input": [text]} (and "dimensions" when configured) to
  * {router.embedding.base_url}/embeddings, the answer capped at 8 MB, checked
- * (data[0].embedding an array of numbers, of the store's dimension once it
- * has one) and handed over. A redirect is never followed: it fails the fetch
- * with a message naming the status, the Location and the key to fix.
+ * (JSON, one item in data, index 0, its embedding an array of numbers, of
+ * the store's dimension once it has one) and handed over. A redirect is
+ * never followed: it fails the fetch with a message naming the status, the
+ * Location and the key to fix.
  *
  * The callback runs from a zero-delay timer, never inside the transfer's own
  * callback, so it may free whatever it likes (the request, its exchange).
@@ -92,16 +93,36 @@ static void set_why(struct gw_embed *e, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The vector from an OpenAI-shaped embeddings answer; 0, or -1 with why. */
+/* The vector from an OpenAI-shaped embeddings answer to one input; 0, or
+ * -1 with why. The answer must be JSON with exactly one item in "data",
+ * index 0 (when given), in the words of the CLI's remote embedder client
+ * (src/cli/embed_http.c), which checks the count and every index too. */
 static int embed_parse(struct gw_embed *e)
 {
-    json_t *root = e->resp ? json_loadb(e->resp, e->len, 0, NULL) : NULL;
-    json_t *v = json_object_get(json_array_get(json_object_get(root, "data"), 0), "embedding");
+    json_error_t je;
+    json_t *root = json_loadb(e->resp ? e->resp : "", e->len, 0, &je);
+    json_t *data = json_object_get(root, "data");
+    json_t *item = json_array_get(data, 0), *jx = json_object_get(item, "index");
+    json_t *v = json_object_get(item, "embedding");
     size_t dim = lr_store_dim(e->conf->store), n = json_array_size(v);
     int rc = -1;
 
-    if (!json_is_array(v) || n == 0)
-        set_why(e, "the embedding server %s: the answer holds no data[0].embedding",
+    if (!root)
+        set_why(e, "the embedding server %s: the answer is not JSON (%s)", e->conf->embed_url,
+                je.text);
+    else if (!json_is_array(data))
+        set_why(e, "the embedding server %s: the answer has no \"data\" array",
+                e->conf->embed_url);
+    else if (json_array_size(data) != 1)
+        set_why(e, "the embedding server %s: sent 1 text, got %zu embeddings",
+                e->conf->embed_url, json_array_size(data));
+    else if (jx && (!json_is_integer(jx) || json_integer_value(jx) != 0))
+        set_why(e, "the embedding server %s: data[0].index: expected an integer from 0 to 0",
+                e->conf->embed_url);
+    else if (!json_is_array(v) || n == 0)
+        set_why(e,
+                "the embedding server %s: data[0].embedding: expected an array of numbers (a "
+                "base64 encoding is not read)",
                 e->conf->embed_url);
     else if (dim && n != dim)
         set_why(e,

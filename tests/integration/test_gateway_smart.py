@@ -15,8 +15,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gwtest import (Fake, Gateway, chat, check, closed_port, error_shape, finish, request,  # noqa
-                    smart_config as config, wait_for, workdir)
+from gwtest import (Fake, Gateway, Upstream, chat, check, closed_port, error_shape,  # noqa
+                    finish, read_request, request, smart_config as config, wait_for, workdir)
 
 ASK = lambda text: [{"role": "system", "content": "be brief"},  # noqa: E731
                     {"role": "user", "content": text}]
@@ -1013,6 +1013,33 @@ def empty_store(bin_):
     check("no store_empty warning over a store with records", no_warning_with_records)
 
 
+class Embedder(Upstream):
+    """A scripted embedding server: each request on a connection is answered
+    200 with the body self.answer (bytes) names; kept alive."""
+    GOOD = {"object": "list", "model": "embed-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [1.0] + [0.0] * 7}]}
+
+    def __init__(self):
+        super().__init__()
+        self.answer = json.dumps(self.GOOD).encode()
+        self.requests = 0
+        self.start()
+
+    def serve(self, c):
+        c.settimeout(10)
+        try:
+            while True:
+                read_request(c)
+                self.requests += 1
+                body = self.answer
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        except (OSError, ConnectionError, IndexError):
+            pass
+        finally:
+            c.close()
+
+
 def dense_edges(bin_, fake_bin):
     """Over a dense store, requests with no choice to make or no text, a batch's
     unpriced candidate, an oversized feedback and a malformed embedder answer:
@@ -1148,6 +1175,47 @@ def dense_edges(bin_, fake_bin):
     check("a feedback whose query is over the record cap is refused 400 naming query, before "
           "it is embedded", oversized_feedback_is_refused_before_embedding)
 
+    emb = Embedder()
+    scfg = json.loads(json.dumps(cfg))
+    scfg["router"]["embedding"]["base_url"] = emb.base_url
+    gs = Gateway(bin_, wd, scfg, name="scripted-embedder")
+
+    def malformed_answers_are_named():
+        good = Embedder.GOOD
+        bad = [
+            (b"NaN", "the answer is not JSON ("),
+            (b"{not json", "the answer is not JSON ("),
+            (json.dumps({"object": "list"}).encode(), 'the answer has no "data" array'),
+            (json.dumps(dict(good, data=[])).encode(), "sent 1 text, got 0 embeddings"),
+            (json.dumps(dict(good, data=good["data"] * 2)).encode(),
+             "sent 1 text, got 2 embeddings"),
+            (json.dumps(dict(good, data=[dict(good["data"][0], index=1)])).encode(),
+             "data[0].index: expected an integer from 0 to 0"),
+            (json.dumps(dict(good, data=[dict(good["data"][0], embedding="AAAA")])).encode(),
+             "data[0].embedding: expected an array of numbers"),
+        ]
+        try:
+            for body, words in bad:
+                emb.answer = body
+                before = records(gs)
+                st, j = answer(gs, "/v1/feedback", {"query": "What is 4 plus 4?",
+                                                    "model": "cheapo", "correctness": 1,
+                                                    "output_tokens": 2})
+                assert st == 502 and j["code"] == "embedding_failed", (body, st, j)
+                assert ("the embedding server %s/embeddings: %s" % (emb.base_url, words)) \
+                    in j["message"], (body, j)
+                assert records(gs) == before, body
+                st, j = answer(gs, "/v1/route", {"queries": [{"query": "What is 4 plus 4?"}],
+                                                 "strategy": "smart", "models": pair})
+                assert st == 502 and words in j["message"], (body, st, j)
+            emb.answer = json.dumps(good).encode()
+            st, j = answer(gs, "/v1/feedback", {"query": "What is 4 plus 4?", "model": "cheapo",
+                                                "correctness": 1, "output_tokens": 2})
+            assert st == 200, (st, j)
+        finally:
+            emb.answer = json.dumps(Embedder.GOOD).encode()
+    check("an embedder answer that is not JSON, or not exactly one item with index 0, is a "
+          "502 saying so, and stores nothing", malformed_answers_are_named)
 
 
 if __name__ == "__main__":
