@@ -24,6 +24,9 @@
  *   --dump   every prediction of both modes as TSV (train leave-one-out
  *            when --tune or --decide made the train neighbour lists; test
  *            from all of train), for bench/predict_compare.py.
+ * It first prints how many train records the groups' fit left in no
+ * group (their vectors share no feature with any centroid), and how many
+ * test queries would join none if appended to the store.
  * Then, for each mode, over the test split (history = train): Brier score
  * of predicted quality against correctness, mean absolute error of
  * predicted output tokens, and, given prices, the success rate and cost of
@@ -364,6 +367,8 @@ static int eb_set_build(struct eb_set *s, const struct lr__hist *h,
                 continue;
             uint32_t g = h->groups.of[nbs[i][a].doc];
             size_t x = 0;
+            if (g == LR__GROUPS_NONE)
+                continue; /* the store's mean: no slope of its own */
             while (x < k && s->mixg[i * k + x] != UINT32_MAX && s->mixg[i * k + x] != g)
                 x++;
             s->mixg[i * k + x] = g;
@@ -391,6 +396,8 @@ static void eb_betas(const struct lr__hist *h, const struct eb_set *s, const str
         if (use && !use[i])
             continue;
         size_t g = h->groups.n ? h->groups.of[i] : 0;
+        if (g == LR__GROUPS_NONE)
+            continue;
         for (int j = 0; j < items[i].n; j++) {
             size_t m = (size_t)items[i].model[j];
             if (s->nL[i * mm + m] <= 0.0)
@@ -737,6 +744,30 @@ static void regroup(const struct lr__hist *hc, const struct item *train, size_t 
     free(off);
 }
 
+/* How many train records the fit left in no group (their vectors share no
+ * feature with any centroid), and how many test queries would join none if
+ * appended now (weighed as an append weighs them). */
+static void print_ungrouped(const struct lr__hist *h, const struct item *test, size_t nte)
+{
+    size_t fit = 0, appended = 0;
+    struct lr__terms t;
+    struct lr__feat feats[LR__TFIDF_MAX_FEATURES];
+    if (h->groups.n == 0)
+        return;
+    for (size_t i = 0; i < h->n; i++)
+        fit += h->groups.of[i] == LR__GROUPS_NONE;
+    lr__terms_init(&t);
+    for (size_t i = 0; i < nte; i++) {
+        if (lr__terms_count(&t, test[i].query, strlen(test[i].query)) != 0)
+            break;
+        size_t nf = lr__tfidf_vector(&t, h->df, h->df_ndocs, 1, LR__TFIDF_MAX_FEATURES, feats);
+        appended += lr__groups_nearest_sparse(&h->groups, feats, nf) == LR__GROUPS_NONE;
+    }
+    lr__terms_free(&t);
+    printf("groups: %u; in no group: %zu of %zu train records at the fit, %zu of %zu test "
+           "queries if appended\n", h->groups.n, fit, h->n, appended, nte);
+}
+
 int main(int argc, char **argv)
 {
     const char *data = NULL, *prices = NULL;
@@ -840,6 +871,7 @@ int main(int argc, char **argv)
     }
     printf("kNN: %.1f us per test query (embed + search of %zu neighbours, %zu records)\n",
            per_q * 1e6, fetch, h->n);
+    print_ungrouped(h, test, nte);
 
     struct lr__predict_params best = defaults;
     size_t default_groups = h->groups.n, best_groups = h->groups.n;

@@ -298,6 +298,24 @@ LR_EXTERN int lr_store_refresh(struct lr_store *store, int *changed, struct lr_e
  * then sets *changed); else 0. Takes no lock: any thread may ask. */
 LR_EXTERN int lr_store_reweigh_due(const struct lr_store *store);
 
+/* Records added to the in-memory copy one at a time since it was last built
+ * whole (at open, by an import or by a rebuild): this handle's appends, and
+ * other processes' records a write of this handle caught up with. Each was
+ * weighed with the built-in embedder's document frequencies of its time and
+ * joined the groups fitted without it (its outcomes count in the predictor's
+ * group level only there), so while this is above 0, routing on this handle
+ * can differ from routing on a fresh open of the same file (`llmroute
+ * route`, a restarted gateway). 0 for NULL. */
+LR_EXTERN size_t lr_store_added_since_build(const struct lr_store *store);
+
+/* lr_store_refresh(), and also when lr_store_added_since_build() is above 0:
+ * the copy is built again from one moment of the file, beside this handle's
+ * writers, exactly as lr_store_refresh() builds it (and as long: the time
+ * of an open), and swapped in. When it returns 0 and nothing was appended
+ * meanwhile, the copy is the one a fresh open of the file builds, and so
+ * are its routing decisions. *changed as for lr_store_refresh(). */
+LR_EXTERN int lr_store_rebuild(struct lr_store *store, int *changed, struct lr_error *err);
+
 /* The id of the embedder the store was opened with (owned by the store). A
  * store whose id is not LR_EMBEDDER_BUILTIN is dense: it needs vectors from
  * the caller. */

@@ -248,6 +248,11 @@ struct gw {
     int refresh_busy;    /* a refresh is on a worker */
     int refresh_again;   /* SIGHUP came during it: refresh again when it ends */
     int refresh_stopped; /* shutting down: start no more */
+    /* Convergence to a fresh open (gateway.c): SIGHUP asks for it (until a
+     * refresh takes the request), and the periodic refresh runs it once
+     * gw_now() passes converge_at. On the loop only. */
+    int converge_asked;
+    double converge_at;
     /* The store's path no longer names the file it opened (LR_EREPLACED
      * from an append or a refresh), logged once for each reason (the
      * last one logged kept here: "removed", then why the file put there

@@ -7,7 +7,10 @@
  * LR__GROUPS_ROUNDS rounds of assigning the sample to the most similar
  * centroid and moving each centroid to its members' normalised mean (a
  * sparse centroid keeps its strongest LR__GROUPS_CENTROID_FEATURES
- * features). Then every record is assigned once. A group that ends empty
+ * features). Then every record is assigned once. A record whose vector
+ * shares no feature with any centroid is in no group (LR__GROUPS_NONE): it
+ * moves no centroid in a round, and is in no group's totals. A group that
+ * ends empty
  * keeps its number and has no totals; the predictor never meets it, since
  * no record is in it.
  *
@@ -89,6 +92,8 @@ void lr__groups_add(struct lr__groups *g, const struct lr__hist *h, uint32_t rec
     if (g->n == 0)
         return;
     g->of[rec] = group;
+    if (group == LR__GROUPS_NONE)
+        return;
     const struct lr__outcome *o = lr__hist_outcomes(h, rec, &no);
     for (size_t x = 0; x < no; x++) {
         struct lr__group_stats *s = &g->stats[(size_t)o[x].model * g->n + group];
@@ -284,10 +289,15 @@ static uint32_t nearest_sparse(const struct lr__groups *g, const struct lr__feat
         for (size_t p = e - 1; p < g->n_cfeat && g->cfeat[p].feat == v[i].id; p++)
             scores[g->cfeat[p].group] += (double)v[i].w * g->cfeat[p].w;
     }
-    uint32_t best = 0;
-    for (uint32_t c = 1; c < g->n; c++)
-        if (scores[c] > scores[best])
+    /* A vector that shares no feature with any centroid is like none of
+     * them: it joins no group, rather than the first one by default. */
+    uint32_t best = LR__GROUPS_NONE;
+    double bs = 0.0;
+    for (uint32_t c = 0; c < g->n; c++)
+        if (scores[c] > bs) {
+            bs = scores[c];
             best = c;
+        }
     return best;
 }
 
@@ -450,11 +460,13 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
         /* Members by group, then each group's sum and new centroid. */
         memset(member_off, 0, (c + 1) * sizeof(*member_off));
         for (size_t i = 0; i < ns; i++)
-            member_off[assign[i] + 1]++;
+            if (assign[i] != LR__GROUPS_NONE)
+                member_off[assign[i] + 1]++;
         for (size_t j = 0; j < c; j++)
             member_off[j + 1] += member_off[j];
         for (size_t i = 0; i < ns; i++)
-            members[member_off[assign[i]]++] = i;
+            if (assign[i] != LR__GROUPS_NONE)
+                members[member_off[assign[i]]++] = i;
         for (size_t j = c; j > 0; j--)
             member_off[j] = member_off[j - 1];
         member_off[0] = 0;

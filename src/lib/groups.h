@@ -21,7 +21,9 @@
  * open (24 s before, measured with bench/smart_bench --reuse). Nothing is
  * persisted, so stores written by any version get groups at open. An
  * appended record joins the group of its nearest centroid and its outcomes
- * join that group's totals at once.
+ * join that group's totals at once; a sparse record that shares no feature
+ * with any centroid (at the fit, or appended later) joins none
+ * (LR__GROUPS_NONE), and is left out of the fit's centroids too.
  * Stores below LR__GROUPS_MIN_RECORDS records have no groups (n == 0); the
  * predictor then shrinks straight to the store's mean.
  *
@@ -55,6 +57,12 @@ struct lr__hist;
 #define LR__GROUPS_ROUNDS 12
 #define LR__GROUPS_CENTROID_FEATURES 256
 
+/* The group of a record that is in none: a sparse vector that shares no
+ * feature with any centroid (a query unlike every group the fit found,
+ * such as an appended one on a new subject). Its outcomes are in no
+ * group's totals, and the predictor reads the store's means for it. */
+#define LR__GROUPS_NONE UINT32_MAX
+
 /* A model's totals over one group's records. */
 struct lr__group_stats {
     double n, sum_correct, sum_output;
@@ -70,7 +78,7 @@ struct lr__group_feat {
 
 struct lr__groups {
     uint32_t n;                    /* groups; 0: none */
-    uint32_t *of;                  /* per record: its group */
+    uint32_t *of;                  /* per record: its group, or LR__GROUPS_NONE */
     size_t cap;                    /* records `of` has room for */
     struct lr__group_stats *stats; /* model-major: stats[model * n + group] */
     size_t models_cap;             /* models `stats` has room for */
@@ -107,12 +115,15 @@ void lr__groups_free(struct lr__groups *g);
 int lr__groups_reserve(struct lr__groups *g, size_t records, size_t models);
 
 /* The group whose centroid is nearest to a sparse (features sorted by id)
- * or dense unit vector; 0 without groups. */
+ * or dense unit vector; 0 without groups. A sparse vector with no feature
+ * in any centroid is in LR__GROUPS_NONE (a dense one always has a nearest
+ * centroid). */
 uint32_t lr__groups_nearest_sparse(const struct lr__groups *g, const struct lr__feat *v, size_t n);
 uint32_t lr__groups_nearest_dense(const struct lr__groups *g, const float *v);
 
-/* Record `rec` (whose outcomes are in h) joins `group`: needs room reserved
- * for it and for its models. A no-op without groups. */
+/* Record `rec` (whose outcomes are in h) joins `group` (LR__GROUPS_NONE:
+ * no group's totals): needs room reserved for it and for its models. A
+ * no-op without groups. */
 void lr__groups_add(struct lr__groups *g, const struct lr__hist *h, uint32_t rec, uint32_t group);
 
 /* A model's totals in a group (the model must have room in stats). */

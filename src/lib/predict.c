@@ -155,22 +155,29 @@ static double shrink(double sum, double n, double m, double prior)
 }
 
 /* The query's groups: those of its local neighbours, each weighed by its
- * share of them. */
+ * share of them. The share of neighbours in no group (LR__GROUPS_NONE:
+ * unlike every centroid) reads the store's means instead. */
 struct mix {
     uint32_t group[LR__PREDICT_MAX_MIX];
     double share[LR__PREDICT_MAX_MIX];
     size_t n;
+    double none;
 };
 
 static void mix_build(const struct lr__groups *g, const struct lr__neighbor *nb, size_t n_local,
                       struct mix *mx)
 {
     mx->n = 0;
+    mx->none = 0.0;
     if (g->n == 0 || n_local == 0)
         return;
     for (size_t i = 0; i < n_local; i++) {
         uint32_t grp = g->of[nb[i].doc];
         size_t x = 0;
+        if (grp == LR__GROUPS_NONE) {
+            mx->none += 1.0 / (double)n_local;
+            continue;
+        }
         while (x < mx->n && mx->group[x] != grp)
             x++;
         if (x == mx->n) {
@@ -184,14 +191,15 @@ static void mix_build(const struct lr__groups *g, const struct lr__neighbor *nb,
 }
 
 /* A model's group-level estimates for the query: each group's means shrunk
- * toward the store's (weight m_w), mixed by the groups' shares. `self`
- * (LR__PREDICT_NO_RECORD: none) is left out of its group's totals. */
+ * toward the store's (weight m_w), mixed by the groups' shares, and the
+ * store's means for the share in no group. `self` (LR__PREDICT_NO_RECORD:
+ * none) is left out of its group's totals. */
 static void mix_estimate(const struct lr__hist *h, const struct mix *mx, uint32_t model,
                          double m_w, double m_wo, double g_c, double g_o, uint32_t self,
                          double *q, double *o)
 {
     const struct lr__groups *g = &h->groups;
-    double sq = 0.0, so = 0.0;
+    double sq = mx->none * g_c, so = mx->none * g_o;
     for (size_t x = 0; x < mx->n; x++) {
         const struct lr__group_stats *s = lr__groups_stats(g, model, mx->group[x]);
         double n = s->n, c = s->sum_correct, out = s->sum_output;

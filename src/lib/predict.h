@@ -28,7 +28,11 @@
  *            Brier 0.1939 against 0.1945). The local neighbours keep a
  *            small say (k = 16 against m_q = 64).
  *            A store too small for groups (groups.h) shrinks the local
- *            estimate straight to the store's mean with weight m_s.
+ *            estimate straight to the store's mean with weight m_s. A
+ *            neighbour in no group (LR__GROUPS_NONE) puts its share s on
+ *            the store's mean instead of a group's; when no neighbour is
+ *            in a group, the store's mean with weight m_s, as without
+ *            groups.
  *            A model with no outcome anywhere in the store has unknown
  *            quality (NaN) and the neighbours' output length pooled over all
  *            models. Every constant was tuned by leave-one-out on the train

@@ -37,6 +37,15 @@
  * vectors read again from a snapshot, the groups fitted to them), deferred
  * alike; "re-weighing" below covers this regrouping too.
  *
+ * Until the next rebuild, the records appended since the last one (and
+ * those a catch-up added in place) make the copy differ from what a fresh
+ * open of the file builds: they were weighed with the document
+ * frequencies of their time and joined groups fitted without them.
+ * built_whole marks where they begin; lr_store_rebuild() is a refresh that
+ * counts them as a reason to rebuild (REBUILD_CONVERGE), so that a
+ * long-running process (the gateway, on SIGHUP and at a bounded pace) can
+ * route as a fresh open does.
+ *
  * Other writers: another process (`llmroute import` beside a gateway) may
  * commit to the same file. Record and model ids are assigned from the copy,
  * so every write first checks, inside its BEGIN IMMEDIATE (which serialises
@@ -135,6 +144,13 @@ struct lr_store {
     pthread_rwlock_t rw;
     struct lr__hist *hist;
     size_t rebuild_at; /* re-weigh (tfidf-v1) or regroup (dense) when n reaches this */
+    /* The records of the copy that were built whole (open, import, a
+     * rebuild's snapshot); those past it were added one by one (appends,
+     * catch-ups), weighed with the document frequencies of their time and
+     * put in groups fitted without them, so a copy with more differs from
+     * what a fresh open of the file builds (lr_store_rebuild()). Written
+     * with wmu and the write lock held, read under either. */
+    size_t built_whole;
     /* PRAGMA data_version when `hist` last matched the database: it changes
      * when another connection (another process, or another handle on the
      * same file) commits, never for this connection's own commits. */
@@ -1442,6 +1458,7 @@ static void publish(struct lr_store *st, struct lr__hist *fresh, size_t dim, sql
     pthread_rwlock_wrlock(&st->rw);
     old = st->hist;
     st->hist = fresh;
+    st->built_whole = built;
     if (st->dense)
         st->dim = dim;
     pthread_rwlock_unlock(&st->rw);
@@ -2093,8 +2110,10 @@ static void shm_note(struct lr_store *st)
 }
 
 /* Why rebuild(): another connection committed (a refresh, a writer's
- * catch-up with many new rows), or the store grew by a quarter. */
-enum rebuild_why { REBUILD_CHANGED, REBUILD_REWEIGH };
+ * catch-up with many new rows), the store grew by a quarter, or the copy
+ * is to match a fresh open (lr_store_rebuild(): any of the first two, or
+ * records added one by one since it was built whole). */
+enum rebuild_why { REBUILD_CHANGED, REBUILD_REWEIGH, REBUILD_CONVERGE };
 
 /* Is the rebuild still needed? wmu held. */
 static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed,
@@ -2110,8 +2129,10 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
     }
     if (data_version(st->db, &v) != 0)
         return sql_fail(st, err, "reading the data version");
-    /* A re-weighing an append left to the refresh counts as a change. */
-    *needed = v != st->data_version || (st->defer_reweigh && st->hist->n >= st->rebuild_at);
+    /* A re-weighing an append left to the refresh counts as a change; so
+     * do records added one by one when the copy is to match a fresh open. */
+    *needed = v != st->data_version || (st->defer_reweigh && st->hist->n >= st->rebuild_at) ||
+              (why == REBUILD_CONVERGE && st->hist->n > st->built_whole);
     /* A read-only handle that may not write the -shm file either reads it
      * in SQLite's read-only-shm mode, where the data version changes at
      * every read. Stores grow by appended records (a file put at the path
@@ -2121,7 +2142,7 @@ static int rebuild_needed(struct lr_store *st, enum rebuild_why why, int *needed
      * rewritten in place with as many records (a restore over it, an edit
      * by hand); any other handle follows the data version, which sees
      * every commit. */
-    if (*needed && st->shm_read_only && why == REBUILD_CHANGED) {
+    if (*needed && st->shm_read_only && why != REBUILD_REWEIGH) {
         size_t count;
         if ((rc = count_records(st, st->hist->n, &count, err)) != 0)
             return rc;
@@ -2507,6 +2528,7 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
         goto fail;
     shm_note(st);
     st->rebuild_at = next_rebuild(st, st->hist->n);
+    st->built_whole = st->hist->n;
     st->opened = 1;
     *out = st;
     return 0;
@@ -2691,14 +2713,17 @@ fail:
     return LR_EREPLACED;
 }
 
-int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
+/* lr_store_refresh() and lr_store_rebuild(): `converge` also rebuilds a
+ * copy that has records added one by one since it was built whole. */
+static int refresh(struct lr_store *store, int converge, int *changed, struct lr_error *err)
 {
     int rc, why;
 
     if (changed)
         *changed = 0;
     if (!store)
-        return fail(err, LR_EINVAL, 0, "lr_store_refresh: store is NULL");
+        return fail(err, LR_EINVAL, 0, "%s: store is NULL",
+                    converge ? "lr_store_rebuild" : "lr_store_refresh");
     pthread_mutex_lock(&store->rebuild_mu);
     pthread_mutex_lock(&store->wmu);
     if (!store->gone && (why = file_moved(store)) != 0)
@@ -2710,7 +2735,7 @@ int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
         *changed = 2;
     if (rc != 1)
         return rc;
-    rc = rebuild(store, REBUILD_CHANGED, changed, err);
+    rc = rebuild(store, converge ? REBUILD_CONVERGE : REBUILD_CHANGED, changed, err);
     /* Most messages already name the store; those that do not (out of
      * memory) are told which. */
     if (rc != 0 && err && !strstr(err->message, store->path)) {
@@ -2719,6 +2744,29 @@ int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
         fail(err, rc, 0, "history store '%s': %s", store->path, m);
     }
     return rc;
+}
+
+int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err)
+{
+    return refresh(store, 0, changed, err);
+}
+
+int lr_store_rebuild(struct lr_store *store, int *changed, struct lr_error *err)
+{
+    return refresh(store, 1, changed, err);
+}
+
+size_t lr_store_added_since_build(const struct lr_store *store)
+{
+    size_t n;
+    if (!store)
+        return 0;
+    lr__store_rdlock(store);
+    n = 0;
+    if (store->hist && store->hist->n > store->built_whole)
+        n = store->hist->n - store->built_whole;
+    lr__store_unlock(store);
+    return n;
 }
 
 /* ==== Validated records (shared by add and import) ==== */
@@ -3736,6 +3784,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     pthread_rwlock_wrlock(&store->rw);
     old = store->hist;
     store->hist = fresh;
+    store->built_whole = fresh->n;
     if (store->dense)
         store->dim = im.dim;
     fresh = NULL;

@@ -285,6 +285,68 @@ def main(bin_):
           "why, and SIGHUP opens the store imported there later",
           removed_store_refuses_feedback_until_sighup_finds_a_new_one)
 
+    def sighup_makes_routing_match_a_fresh_open():
+        # 300 records: grouped, and 40 appends are short of the re-weighing.
+        store = os.path.join(wd, "converge.db")
+        seed = os.path.join(wd, "converge-seed.jsonl")
+        smart_history(seed, 300, "converge", kinds=("arithmetic", "code", "translation"))
+        import_ok(bin_, store, seed)
+        c = config(store, 3600000)  # only SIGHUP refreshes
+        c["router"]["predictor"] = "default"  # the groups matter
+        # Requirement 0: the cheap model, whose predicted quality is shown.
+        c["router"]["performance_requirement"] = 0.0
+        cfg = os.path.join(wd, "converge.json")
+        with open(cfg, "w") as f:
+            json.dump(c, f)
+        gw = Gateway(bin_, wd, c, name="converge")
+        novel = "Translate the zigzag vuvuzela kumquat poem into french"
+        for i in range(40):  # the cheap model right on a new kind of query
+            st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+                {"query": "%s %d" % (novel, i % 4), "model": "cheapo", "correctness": 1,
+                 "output_tokens": 5}))
+            assert st == 200, (st, body)
+
+        def predicted(q):
+            st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{"query": q}], "strategy": "smart",
+                 "models": ["cheapo", "smarty"]}))
+            j = json.loads(body)
+            assert st == 200, (st, j)
+            return j["assignments"][0]["model"], j["assignments"][0]["predicted_quality"]
+
+        def fresh(q):
+            r = subprocess.run([bin_, "route", "--config", cfg, "--store", store, "--strategy",
+                                "smart", "--models", "cheapo,smarty", "--requirement", "0",
+                                "--json", q], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            j = json.loads(r.stdout.splitlines()[0])
+            return j["model"], j["predicted_quality"]
+
+        queries = [novel, "What is 3 plus 9?", "Translate the poem about autumn into french"]
+        before = [predicted(q) for q in queries]
+        want = [fresh(q) for q in queries]
+        assert any(abs(b[1] - w[1]) > 1e-6 for b, w in zip(before, want)), (before, want)
+        assert events(gw, "store_refreshed") == [], events(gw, "store_refreshed")
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=10,
+                 what="a store_refreshed line")
+        ev = events(gw, "store_refreshed")
+        assert len(ev) == 1 and ev[0]["appended_since_build"] == 40, ev
+        assert ev[0]["records_before"] == 340 and ev[0]["records_after"] == 340, ev
+        assert ev[0]["reweigh"] is False, ev
+        after = [predicted(q) for q in queries]
+        for a, w in zip(after, want):
+            assert a[0] == w[0] and abs(a[1] - w[1]) < 1e-9, (after, want)
+        # Built whole now: another SIGHUP has nothing to rebuild.
+        gw.signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert len(events(gw, "store_refreshed")) == 1, events(gw, "store_refreshed")
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("feedback appends leave the gateway's copy on the weights and groups of its last "
+          "build; SIGHUP rebuilds it (logged with appended_since_build), and it then predicts "
+          "as `llmroute route` on the same file", sighup_makes_routing_match_a_fresh_open)
+
     def bad_values_are_config_errors():
         store = os.path.join(wd, "bad.db")
         for i, bad in enumerate([-1, "1000", 1.5, 86400001, True]):

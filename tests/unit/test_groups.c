@@ -62,7 +62,8 @@ static int remove_dir(void **st)
                                   "empty.db", "empty.db-wal", "empty.db-shm",
                                   "grow.db",  "grow.db-wal",  "grow.db-shm",
                                   "fail.db",  "fail.db-wal",  "fail.db-shm",
-                                  "defer.db", "defer.db-wal", "defer.db-shm"};
+                                  "defer.db", "defer.db-wal", "defer.db-shm",
+                                  "conv.db",  "conv.db-wal",  "conv.db-shm"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", tmpdir, files[i]);
         unlink(p);
@@ -198,15 +199,96 @@ static void nearest_group_matches_plain_scoring(void **st)
             for (size_t p = 0; p < g->n_cfeat; p++)
                 if (g->cfeat[p].feat == v[j].id)
                     score[g->cfeat[p].group] += (double)v[j].w * g->cfeat[p].w;
-        uint32_t best = 0;
-        for (uint32_t c = 1; c < g->n; c++)
-            if (score[c] > score[best])
+        uint32_t best = LR__GROUPS_NONE;
+        for (uint32_t c = 0; c < g->n; c++)
+            if (score[c] > 0.0 && (best == LR__GROUPS_NONE || score[c] > score[best]))
                 best = c;
         assert_int_equal(lr__groups_nearest_sparse(g, v, m), best);
-        per_group[best]++;
+        if (best != LR__GROUPS_NONE)
+            per_group[best]++;
     }
     for (uint32_t c = 0; c < g->n; c++)
         assert_true(per_group[c] > 0); /* the vectors do not all fall one way */
+    lr__store_unlock(s);
+    lr_store_free(s);
+}
+
+/* A query on a subject none of the groups has: no word, and no 3-gram of
+ * "<word>", in common with the topics. */
+static const char novel_text[] = "zq wibbly kumquat zigzag vuvuzela zq";
+
+static void add_novel_record(struct lr_store *s, double correct)
+{
+    struct lr_error err;
+    assert_int_equal(lr_store_add_outcome(s, novel_text, 8, "A", correct, 5.0, &err), 0);
+}
+
+/* A record whose vector shares no feature with any centroid (a query on a
+ * new subject, appended) joins no group: it used to join group 0 by
+ * default, and its outcomes moved the predictions of every query whose
+ * neighbours are in group 0. Its own neighbours' group level is the
+ * store's mean. */
+static void record_unlike_every_group_joins_none(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr__predict_params p;
+    struct lr__store_scratch sc;
+    struct lr__neighbor nb[16];
+    double before[1], after[1], q[1], out[1];
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    for (size_t i = 0; i < 320; i++)
+        add_topic_record(s, i);
+    /* Group means not shrunk to the store's, which the new outcomes move. */
+    lr__predict_params_default(&p);
+    p.group_prior_weight = 0.0;
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    int ids[1] = {lr__hist_model_id(h, "A")};
+    uint32_t in0 = 0;
+    while (h->groups.of[in0] != 0)
+        in0++;
+    struct lr__neighbor one[1] = {{in0, 0.9f}};
+    lr__predict(h, LR__PREDICT_DEFAULT, &p, one, 1, 1, ids, 1, before, out);
+    double a_right = in0 % 2 == 0 ? 1.0 : 0.0;
+    lr__store_unlock(s);
+
+    /* Twenty outcomes against group 0's record. */
+    for (int i = 0; i < 20; i++)
+        add_novel_record(s, 1.0 - a_right);
+    lr__store_rdlock(s);
+    h = lr__store_hist(s);
+    assert_int_equal(h->n, 340);
+    lr__predict(h, LR__PREDICT_DEFAULT, &p, one, 1, 1, ids, 1, after, out);
+    assert_true(after[0] == before[0]);
+    for (size_t i = 320; i < 340; i++)
+        assert_int_equal(h->groups.of[i], LR__GROUPS_NONE);
+    /* Each group's totals are its members' outcomes, which are the 320
+     * records before. */
+    int a = ids[0];
+    double in_groups = 0.0;
+    for (uint32_t x = 0; x < h->groups.n; x++) {
+        double members = 0.0;
+        for (size_t i = 0; i < h->n; i++)
+            members += h->groups.of[i] == x;
+        assert_true(lr__groups_stats(&h->groups, (uint32_t)a, x)->n == members);
+        in_groups += members;
+    }
+    assert_true(in_groups == 320.0);
+
+    /* The novel query's neighbours are the twenty: their local mean shrunk
+     * to the store's mean of A with the weight of a store without groups. */
+    lr__store_scratch_init(&sc);
+    int n = lr__store_knn_text(s, novel_text, strlen(novel_text), 16, &sc, nb);
+    assert_int_equal(n, 16);
+    for (int i = 0; i < n; i++)
+        assert_true(nb[i].doc >= 320);
+    lr__predict(h, LR__PREDICT_DEFAULT, &p, nb, (size_t)n, 16, ids, 1, q, out);
+    double mean = (160.0 + 20.0 * (1.0 - a_right)) / 340.0;
+    double want = (16.0 * (1.0 - a_right) + p.prior_weight * mean) / (16.0 + p.prior_weight);
+    assert_true(fabs(q[0] - want) < 1e-12);
+    lr__store_scratch_free(&sc);
     lr__store_unlock(s);
     lr_store_free(s);
 }
@@ -642,12 +724,117 @@ static void dense_groups_are_the_same_on_any_number_of_threads(void **st)
     lr_store_free(s);
 }
 
+/* ==== A running copy converging to a fresh open ==== */
+
+/* Each query's predictions for models A and B on store s (k = 16,
+ * default mode): q[query * 2 + model], o alike. */
+static const char *const conv_queries[] = {
+    novel_text,
+    "apple banana cherry orchard fruit juice item3",
+    "rocket orbit planet launch engine thrust item8",
+    "violin cello orchestra symphony",
+    "banana rocket violin",
+};
+#define N_CONV (sizeof(conv_queries) / sizeof(conv_queries[0]))
+
+static void predict_all(const struct lr_store *s, double *q, double *o)
+{
+    struct lr__store_scratch sc;
+    struct lr__predict_params p;
+    struct lr__neighbor nb[16];
+    lr__predict_params_default(&p);
+    lr__store_scratch_init(&sc);
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    int ids[2] = {lr__hist_model_id(h, "A"), lr__hist_model_id(h, "B")};
+    for (size_t i = 0; i < N_CONV; i++) {
+        int n = lr__store_knn_text(s, conv_queries[i], strlen(conv_queries[i]), 16, &sc, nb);
+        assert_true(n > 0);
+        lr__predict(h, LR__PREDICT_DEFAULT, &p, nb, (size_t)n, 16, ids, 2, q + 2 * i, o + 2 * i);
+    }
+    lr__store_unlock(s);
+    lr__store_scratch_free(&sc);
+}
+
+static struct lr_store *open_conv(int read_only, int defer_reweigh)
+{
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_store_options o = {NULL, 0, read_only, 0, 0, defer_reweigh};
+    snprintf(db, sizeof(db), "%s/conv.db", tmpdir);
+    if (lr_store_open(db, &o, &s, &err) != 0)
+        fail_msg("lr_store_open: %s", err.message);
+    return s;
+}
+
+/* A running handle (the gateway's: defer_reweigh) whose appends have not
+ * grown the store by a quarter routes on weights and groups of its last
+ * build, with the appended records added one by one, so its predictions
+ * differ from a fresh open of the same file (`llmroute route`, a restart).
+ * lr_store_rebuild() makes them the same, to the bit. */
+static void rebuild_makes_the_running_copy_route_as_a_fresh_open(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_conv(0, 0), *fresh;
+    struct lr_error err;
+    double q[2 * N_CONV], o[2 * N_CONV], fq[2 * N_CONV], fo[2 * N_CONV];
+    int changed = -1;
+    for (size_t i = 0; i < 320; i++)
+        add_topic_record(s, i);
+    lr_store_free(s);
+
+    s = open_conv(0, 1);
+    assert_int_equal(lr_store_added_since_build(s), 0);
+    /* 20 novel queries (A right), 50 on a third subject (B right, A wrong
+     * on half), 10 more of the first topic with A wrong: 80 of 320 is one
+     * short of the re-weighing (320 + 80 + 16). */
+    for (int i = 0; i < 20; i++)
+        add_novel_record(s, 1.0);
+    for (int i = 0; i < 50; i++) {
+        char text[96];
+        struct lr_outcome oc[2] = {{"A", i % 2 ? 1.0 : 0.0, 200.0}, {"B", 1.0, 40.0}};
+        snprintf(text, sizeof(text), "violin cello orchestra symphony opus%d", i);
+        struct lr_record r = {text, 8, NULL, oc, 2};
+        assert_int_equal(lr_store_add(s, &r, NULL, 0, &err), 0);
+    }
+    for (int i = 0; i < 10; i++) {
+        struct lr_outcome oc = {"A", 0.0, 30.0};
+        struct lr_record r = {"apple banana cherry orchard fruit juice late", 8, NULL, &oc, 1};
+        assert_int_equal(lr_store_add(s, &r, NULL, 0, &err), 0);
+    }
+    assert_int_equal(lr_store_reweigh_due(s), 0);
+    assert_int_equal(lr_store_added_since_build(s), 80);
+    predict_all(s, q, o);
+    fresh = open_conv(1, 0);
+    predict_all(fresh, fq, fo);
+    lr_store_free(fresh);
+    /* The difference this is about. */
+    assert_true(memcmp(q, fq, sizeof(q)) != 0);
+
+    /* A refresh sees no other connection's commit: nothing to do. */
+    assert_int_equal(lr_store_refresh(s, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    assert_int_equal(lr_store_rebuild(s, &changed, &err), 0);
+    assert_int_equal(changed, 1);
+    assert_int_equal(lr_store_added_since_build(s), 0);
+    predict_all(s, q, o);
+    assert_memory_equal(q, fq, sizeof(q));
+    assert_memory_equal(o, fo, sizeof(o));
+    /* Once built whole, there is nothing more to converge to. */
+    assert_int_equal(lr_store_rebuild(s, &changed, &err), 0);
+    assert_int_equal(changed, 0);
+    lr_store_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(group_count_follows_the_store_size),
         cmocka_unit_test(sparse_store_groups_by_topic_and_appends_join),
         cmocka_unit_test(nearest_group_matches_plain_scoring),
+        cmocka_unit_test(record_unlike_every_group_joins_none),
+        cmocka_unit_test(rebuild_makes_the_running_copy_route_as_a_fresh_open),
         cmocka_unit_test(small_store_has_no_groups),
         cmocka_unit_test(dense_store_gets_groups_at_open),
         cmocka_unit_test(predictor_reads_the_neighbours_groups),

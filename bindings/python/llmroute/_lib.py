@@ -243,6 +243,8 @@ _PROTOTYPES = {
     "lr_store_embedder": (c_char_p, [_store]),
     "lr_store_dim": (c_size_t, [_store]),
     "lr_store_refresh": (c_int, [_store, _P(c_int), _P(lr_error)]),
+    "lr_store_rebuild": (c_int, [_store, _P(c_int), _P(lr_error)]),
+    "lr_store_added_since_build": (c_size_t, [_store]),
     "lr_store_add": (c_int, [_store, _P(lr_record), _P(c_float), c_size_t, _P(lr_error)]),
     "lr_store_add_outcome": (c_int, [_store, c_char_p, c_long, c_char_p, c_double, c_double,
                                      _P(lr_error)]),

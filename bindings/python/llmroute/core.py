@@ -909,6 +909,33 @@ class Store(_Handle):
         raise_for(rc, err, "lr_store_refresh")
         return bool(changed.value)
 
+    def added_since_build(self):
+        """Records added to this handle's copy one at a time since it was
+        last built whole (its own appends, mostly). While above 0, routing
+        on it can differ from routing on a fresh open of the same file:
+        those records were weighed and grouped by the last build's rules."""
+        h = self._borrow()
+        try:
+            return api.lr_store_added_since_build(h)
+        finally:
+            self._give_back()
+
+    def rebuild(self):
+        """refresh(), and also rebuild the copy when records were added to it
+        since its last build (added_since_build()), so that it routes as a
+        fresh open of the file does. True when the copy was rebuilt. Takes
+        as long as an open. On failure the old copy stays and StoreError is
+        raised."""
+        changed = c_int(0)
+        err = _lib.lr_error()
+        h = self._borrow()
+        try:
+            rc = api.lr_store_rebuild(h, byref(changed), byref(err))
+        finally:
+            self._give_back()
+        raise_for(rc, err, "lr_store_rebuild")
+        return bool(changed.value)
+
     def _need_embed(self, what):
         """The store's embed function, for a dense store; InvalidInput when
         it has none. None for the built-in embedder."""

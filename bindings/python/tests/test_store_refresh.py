@@ -31,6 +31,22 @@ class StoreRefreshTest(support.StoreFileTestCase):
             reader.close()
             watcher.close()
 
+    def test_rebuild_takes_in_the_handles_own_appends(self):
+        store = llmroute.Store(self.path)
+        try:
+            self.assertEqual(store.added_since_build(), 0)
+            self.assertIs(store.rebuild(), False)
+            store.add_outcome("what is the capital of france", "small", 1, 3)
+            store.add("write a sorting function", [("big", 1, 40), ("small", 0, 20)])
+            self.assertEqual(store.added_since_build(), 2)
+            self.assertIs(store.refresh(), False)  # its own writes are not news
+            self.assertIs(store.rebuild(), True)
+            self.assertEqual(store.added_since_build(), 0)
+            self.assertEqual(len(store), 2)
+            self.assertIs(store.rebuild(), False)
+        finally:
+            store.close()
+
     def test_query_store_refresh_sees_records_imported_elsewhere(self):
         qs = llmroute.QueryStore(self.path)
         other = llmroute.Store(self.path)
