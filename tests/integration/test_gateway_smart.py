@@ -52,6 +52,17 @@ def imported_store(bin_, wd, name="history"):
     return store
 
 
+def import_with(bin_, wd, cfg, store, hist, name="import"):
+    """`llmroute import` of hist into store under cfg (written to NAME.json
+    in wd), so the store gets cfg's embedder."""
+    path = os.path.join(wd, name + ".json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    out = subprocess.run([bin_, "import", "--config", path, "--store", store, hist],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
 def main(bin_):
     wd = workdir()
     store = imported_store(bin_, wd)
@@ -396,12 +407,7 @@ def dense(bin_, fake_bin):
     cfg = config(store)
     cfg["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-small"}
     cfg["router"]["n_similar"] = 1
-    path = os.path.join(wd, "import.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    out = subprocess.run([bin_, "import", "--config", path, "--store", store, hist],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    import_with(bin_, wd, cfg, store, hist)
     gw = Gateway(bin_, wd, cfg, name="dense")
 
     def routes_by_the_fetched_vector():
@@ -811,12 +817,7 @@ def dense(bin_, fake_bin):
         cfg4k = json.loads(json.dumps(cfg))
         cfg4k["router"]["store"] = store4k
         cfg4k["router"]["embedding"]["dimensions"] = 4096
-        path4k = os.path.join(wd, "import4k.json")
-        with open(path4k, "w") as f:
-            json.dump(cfg4k, f)
-        out = subprocess.run([bin_, "import", "--config", path4k, "--store", store4k, hist],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
+        import_with(bin_, wd, cfg4k, store4k, hist, name="import4k")
         cfg4k["server"] = {"max_body_bytes": 16384}
         g = Gateway(bin_, wd, cfg4k, name="dense_4k")
         body = json.dumps({"queries": [{"query": "What is %d plus 2?" % i} for i in range(20)],
@@ -1053,12 +1054,7 @@ def dense_edges(bin_, fake_bin):
     cfg = config(store)
     cfg["models"].append(unpriced)
     cfg["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-small"}
-    path = os.path.join(wd, "import.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    out = subprocess.run([bin_, "import", "--config", path, "--store", store, hist],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    import_with(bin_, wd, cfg, store, hist)
     gd = Gateway(bin_, wd, cfg, name="dense")
     down = json.loads(json.dumps(cfg))
     down["router"]["embedding"]["base_url"] = "http://127.0.0.1:%d/v1" % closed_port()
