@@ -1821,8 +1821,10 @@ static int optimize(const struct lr__opt_problem *p, struct lr__opt_result *r, i
     rc = gen_solve(&g, r->assign, &ans);
     if (rc == 0) {
         r->iterations = ans.iterations;
-        if (!isnan(ans.bound))
-            r->lower_bound = quality_form ? ans.bound : -ans.bound / (double)p->n;
+        if (!isnan(ans.bound) && (quality_form || counted(p) > 0))
+            /* The budget form's bound is on the quality sum of the queries
+             * that count, as mean_quality is over them. */
+            r->lower_bound = quality_form ? ans.bound : -ans.bound / (double)counted(p);
         rc = result_measure(p, r, quality_form);
         if (rc == 0 && ans.status == GEN_OPTIMAL && !r->feasible)
             ans.status = GEN_TARGET_UNMET; /* not met by the report's rule: say so */

@@ -275,6 +275,31 @@ static void exact_matches_brute_force_on_tiny_instances(void **state)
     assert_true(infeasible > 0);
 }
 
+/* In the budget form lower_bound is an upper bound on the mean quality over
+ * the queries not fixed, as mean_quality is: it was the dual bound over all
+ * n queries, so with fixed queries it fell below the mean reached. */
+static void budget_bound_with_fixed_queries_bounds_the_reported_mean(void **state)
+{
+    /* Four queries over two models; the last two are fixed (their figures
+     * are not read), so the mean is over the first two. */
+    const double quality[] = {0.9, 0.5, 0.8, 0.4, 0.5, 0.5, 0.5, 0.5};
+    const double cost[] = {2.0, 1.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0};
+    const unsigned char fixed[] = {0, 0, 1, 1};
+    struct lr__opt_problem p = {.n = 4, .m = 2, .quality = quality, .cost = cost,
+                                .budget = 3.0, .fixed = fixed};
+    struct lr__opt_result r;
+    int assign[4];
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), 0);
+    /* 3.0 buys the dearer model for one of the two: mean (0.9 + 0.4) / 2. */
+    assert_true(fabs(r.mean_quality - 0.65) < 1e-12);
+    assert_false(isnan(r.lower_bound));
+    assert_true(r.lower_bound >= r.mean_quality - 1e-9);
+    assert_true(r.lower_bound <= 0.85 + 1e-9);
+}
+
 static void exact_refuses_instances_over_its_size_limit(void **state)
 {
     enum { N = 40, M = 11 };
@@ -1188,6 +1213,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(exact_matches_brute_force_on_tiny_instances),
         cmocka_unit_test(exact_refuses_instances_over_its_size_limit),
+        cmocka_unit_test(budget_bound_with_fixed_queries_bounds_the_reported_mean),
         cmocka_unit_test(quality_form_meets_alpha_within_one_percent_of_optimum),
         cmocka_unit_test(quality_form_with_non_candidates_within_one_percent_of_optimum),
         cmocka_unit_test(quality_form_respects_capacities_within_one_percent_of_optimum),
