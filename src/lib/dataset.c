@@ -105,14 +105,10 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
         return LR_EPARSE;
     }
     if (split) {
-        json_t *sp = json_object_get(r, "split");
-        /* A split that is no string (5, true) is a bad record, not
-         * another split: --strict must not pass over it. */
-        if (sp && !json_is_null(sp) && !json_is_string(sp)) {
-            snprintf(msg, msg_len, "split: expected a string");
+        int in = lr__record_split(r, split, msg, msg_len);
+        if (in < 0)
             return LR_EPARSE;
-        }
-        if (!json_is_string(sp) || strcmp(json_string_value(sp), split) != 0) {
+        if (in == 0) {
             *skipped_split = 1;
             return 0;
         }

@@ -292,6 +292,16 @@ static int check_outcome(const json_t *o, size_t i, struct lr__record_view *v, c
                                 cap);
 }
 
+int lr__record_split(const struct json_t *rec, const char *split, char *msg, size_t cap)
+{
+    const json_t *sp = json_object_get(rec, "split");
+    if (sp && !json_is_null(sp) && !json_is_string(sp)) {
+        snprintf(msg, cap, "split: expected a string");
+        return -1;
+    }
+    return json_is_string(sp) && strcmp(json_string_value(sp), split) == 0;
+}
+
 int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
                          size_t cap)
 {

@@ -68,6 +68,13 @@ struct lr__record_view {
 int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
                          size_t cap);
 
+/* Whether record object rec is of split `split` (the loaders' --split):
+ * 1 when its "split" is that string, 0 when it is another string, null or
+ * absent (the record is skipped unread), -1 with msg set when it is no
+ * string (5, true): a bad record, not another split, so that --strict does
+ * not pass over it. */
+int lr__record_split(const struct json_t *rec, const char *split, char *msg, size_t cap);
+
 /* Where a record array stops parsing: line, column and what is wrong. */
 struct lr__array_fault {
     long line;

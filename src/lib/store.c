@@ -3451,20 +3451,13 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
     /* A record of another split is skipped unread, as eval's loader skips
      * it: a bad one there is no reason to refuse (--strict) or count. An
      * element that is no object has no split, and is bad. */
-    int bad_split = 0;
-    if (im->opts && im->opts->split && json_is_object(j)) {
-        const json_t *sp = json_object_get(j, "split");
-        /* A split that is no string (5, true) is a bad record, not
-         * another split: --strict must not pass over it. */
-        bad_split = sp && !json_is_null(sp) && !json_is_string(sp);
-        if (bad_split)
-            snprintf(msg, sizeof(msg), "split: expected a string");
-        else if (!json_is_string(sp) || strcmp(json_string_value(sp), im->opts->split) != 0) {
-            im->rep->skipped_split++;
-            return 0;
-        }
+    int in = 1;
+    if (im->opts && im->opts->split && json_is_object(j) &&
+        (in = lr__record_split(j, im->opts->split, msg, sizeof(msg))) == 0) {
+        im->rep->skipped_split++;
+        return 0;
     }
-    if (bad_split || validate_json(j, im->v, msg, sizeof(msg)) != 0) {
+    if (in < 0 || validate_json(j, im->v, msg, sizeof(msg)) != 0) {
         im->rep->bad++;
         if (im->rep->bad == 1)
             snprintf(im->rep->first_bad, sizeof(im->rep->first_bad), "record %zu (line %d): %s",
