@@ -2151,7 +2151,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     struct lr_decision d;
     struct lr_error err = {0};
     size_t n_names = 0, n_cands;
-    int rc, idx, need_vec;
+    int rc, idx;
 
     if (jmodel && !json_is_string(jmodel)) {
         fail_with(ex, 400, "model", "invalid_type", "model: expected a string");
@@ -2259,13 +2259,12 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     }
     /* A dense store routes by the query's vector: fetch it first (once),
      * unless there is no choice to make (one candidate is its own ranking)
-     * or no text to embed (refused below, as the built-in store refuses it,
-     * rather than routed on the vector of ""). */
+     * or no text to embed (the library refuses that, as over a built-in
+     * store, rather than routing on the vector of ""). */
     n_cands = names                ? n_names
               : ri && ri->n_models ? ri->n_models
                                    : lr_config_model_count(cfg);
-    need_vec = !ex->vec && gw_conf_needs_vector(ex->conf, router, n_cands);
-    if (need_vec && query[0])
+    if (!ex->vec && query[0] && gw_conf_needs_vector(ex->conf, router, n_cands))
         return 1;
     lr_request_init(&rq);
     if (names) {
@@ -2282,18 +2281,10 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     lr_decision_init(&d);
     d.ranking = ex->ranking;
     d.ranking_cap = RANK_CAP;
-    for (size_t i = 0; need_vec && i < n_names; i++)
-        if (lr_config_model_index(cfg, names[i]) < 0)
-            need_vec = 0; /* the library names the unknown model first (404) */
-    if (need_vec && !(ex->gw->store && lr_store_count(ex->gw->store) == 0)) {
-        /* The library's refusal over a built-in store (smart.c), in its
-         * words. An empty store goes on to the library, which answers
-         * history_empty (below) as it does with text. */
-        rc = err.code = LR_EINVAL;
-        snprintf(err.message, sizeof err.message, "smart routing needs the query text");
-    } else {
-        rc = lr_router_route(router, &rq, &d, &err);
-    }
+    /* With no text and no vector the library refuses a choice over a dense
+     * store as over a built-in one (after naming an unknown model, or an
+     * empty store). */
+    rc = lr_router_route(router, &rq, &d, &err);
     if (rc == LR_ENOMODEL) {
         fail_with(ex, 404, names ? "models" : "model", "model_not_found", "%s", err.message);
         return -1;

@@ -224,6 +224,12 @@ static int rank(struct lr__smart *s, const struct lr__smart_query *q,
     }
     size_t fetch = s->k;
     if (lr__store_is_dense(s->store)) {
+        if (!q->embedding && (!q->text || q->len == 0)) {
+            /* Neither a vector nor a text to embed: refused in the words of
+             * the built-in store's refusal below. */
+            rc = lr__error_set(err, LR_EINVAL, "smart routing needs the query text");
+            goto out;
+        }
         if (!q->embedding || q->dim != lr__store_dim(s->store)) {
             rc = lr__error_set(err, LR_EINVAL,
                       "the history store uses the remote embedder '%s': the request needs an "
@@ -309,13 +315,9 @@ size_t lr__smart_k(const struct lr__smart *s)
 int lr__smart_check_query(struct lr__smart *s, const struct lr__smart_query *q,
                           struct lr_error *err)
 {
-    int dense;
-    if (!q->embedding)
-        return 0;
-    lr__store_rdlock(s->store);
-    dense = lr__store_is_dense(s->store);
-    lr__store_unlock(s->store);
-    if (!dense)
+    /* Whether the store is dense is set at its open and never changes: no
+     * lock is needed to read it. */
+    if (q->embedding && !lr__store_is_dense(s->store))
         return lr__error_set(err, LR_EINVAL,
                              "embedding: the history store uses the built-in embedder '%s', "
                              "which embeds the query text: give no embedding",

@@ -306,6 +306,13 @@ static void dense_store_routes_by_the_given_embedding(void **state)
     req.query = "text alone is not enough here";
     assert_int_equal(lr_router_route(r, &req, &d, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "embedding"));
+    /* Neither text nor vector: refused as over a built-in store (it was
+     * "needs an embedding of dimension 2 (got 0)", which a caller with no
+     * text to embed could not act on). */
+    req.query = "";
+    req.embedding_dim = 0;
+    assert_int_equal(lr_router_route(r, &req, &d, &err), LR_EINVAL);
+    assert_string_equal(err.message, "smart routing needs the query text");
     lr_router_free(r);
     lr_store_free(s);
 }
@@ -561,6 +568,22 @@ static void priced_close(struct priced *p)
     lr_config_free(p->cfg);
 }
 
+/* Four requests of the tests below over models "a" and "b" of priced_open(),
+ * with fresh decisions. */
+static void four_requests(struct lr_request q[4], struct lr_decision d[4])
+{
+    static const char *const text[4] = {"what is two plus two", "capital city of france",
+                                        "two plus three", "hello"};
+    static const char *const ab[] = {"a", "b"};
+    for (int i = 0; i < 4; i++) {
+        lr_request_init(&q[i]);
+        q[i].query = text[i];
+        q[i].models = ab;
+        q[i].n_models = 2;
+        lr_decision_init(&d[i]);
+    }
+}
+
 /* The message of an unmet alpha states the report's mean quality, which
  * leaves out the queries nothing can be predicted for; it used to state
  * the optimizer's mean, which counted each of them at alpha (0.8625 for
@@ -573,19 +596,15 @@ static void unmet_alpha_message_states_the_reports_mean(void **state)
     struct lr_batch_options o;
     struct lr_batch_report rep;
     struct lr_error err = {0};
-    const char *text[4] = {"what is two plus two", "capital city of france", "two plus three",
-                           "hello"};
-    const char *ab[] = {"a", "b"}, *np[] = {"np"};
+    const char *np[] = {"np"};
     const double alphas[] = {0.8, 0.9};
     char want[96];
     (void)state;
     priced_open(&p);
-    for (int i = 0; i < 4; i++) {
-        lr_request_init(&q[i]);
-        q[i].query = text[i];
-        q[i].models = i ? np : ab;
-        q[i].n_models = i ? 1 : 2;
-        lr_decision_init(&d[i]);
+    four_requests(q, d);
+    for (int i = 1; i < 4; i++) {
+        q[i].models = np;
+        q[i].n_models = 1;
     }
     for (size_t k = 0; k < sizeof alphas / sizeof alphas[0]; k++) {
         lr_batch_options_init(&o);
@@ -614,19 +633,10 @@ static void alpha_just_above_the_best_mean_is_infeasible(void **state)
     struct lr_batch_options o;
     struct lr_batch_report rep;
     struct lr_error err = {0};
-    const char *text[4] = {"what is two plus two", "capital city of france", "two plus three",
-                           "hello"};
-    const char *ab[] = {"a", "b"};
     double best;
     (void)state;
     priced_open(&p);
-    for (int i = 0; i < 4; i++) {
-        lr_request_init(&q[i]);
-        q[i].query = text[i];
-        q[i].models = ab;
-        q[i].n_models = 2;
-        lr_decision_init(&d[i]);
-    }
+    four_requests(q, d);
     lr_batch_options_init(&o);
     o.mode = LR_BATCH_QUALITY;
     o.alpha = 1;
