@@ -8,8 +8,9 @@
  * (src/gateway/gateway.h) for what it shares with the gateway: `serve` runs
  * it, `check-config` runs its configuration checks, and the remote
  * embedder's client (src/cli/embed_http.c) refuses an API key the way the
- * gateway does, and every CLI error message escapes what it quotes through
- * the gateway's gw_put_escaped().
+ * gateway does, every CLI error message escapes what it quotes through
+ * the gateway's gw_put_escaped(), and import tells a store it makes as
+ * serve does (gw_store_is_new()).
  *
  * Conventions (after libuv):
  *   - every public name starts with lr_ / LR_;
@@ -538,8 +539,10 @@ LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *route
  * over that store. The two go together: embedding_dim over 0 with a NULL
  * embedding, or an embedding with embedding_dim 0, is LR_EINVAL. A smart
  * router over a store of the built-in embedder, which routes by the query
- * text, refuses a vector (LR_EINVAL) as lr_store_add does; the sequential
- * strategy reads neither. */
+ * text, refuses a vector (LR_EINVAL) as lr_store_add does. A smart choice
+ * with neither a vector nor text is LR_EINVAL "smart routing needs the
+ * query text" over either kind of store. The sequential strategy reads
+ * neither. */
 struct lr_request {
     const char *const *models;
     const int *model_indices;

@@ -12,15 +12,13 @@
  * empty store behind stamped with that embedder, which would refuse a
  * later import with another.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "embed_http.h"
+#include "gateway.h" /* gw_store_is_new(), shared with serve */
 
 static const char help[] =
     "usage: llmroute import --store FILE [--config FILE] [--split NAME] [--strict] [DATA...]\n"
@@ -45,16 +43,6 @@ static const char help[] =
     "but this report could not be written to standard output (a full disk, or\n"
     "a pipe whose reader is gone): the records are stored, do not import them\n"
     "again.\n";
-
-/* 1 when path names a file that does not exist yet (not SQLite's
- * in-memory names), which the store's open will create. */
-static int store_is_new(const char *path)
-{
-    struct stat sb;
-    if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
-        return 0;
-    return stat(path, &sb) != 0 && errno == ENOENT;
-}
 
 int cmd_import(int argc, char **argv)
 {
@@ -97,7 +85,7 @@ int cmd_import(int argc, char **argv)
     }
     lr_store_options_init(&so);
     embed_store_options(cfg, &so);
-    created = store_is_new(store_path);
+    created = gw_store_is_new(store_path);
     if ((rc = lr_store_open(store_path, &so, &store, &err))) {
         cli_error("import", "%s", err.message);
         status = cli_exit_code(rc) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;

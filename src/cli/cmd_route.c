@@ -264,8 +264,8 @@ int cmd_route(int argc, char **argv)
         (a.alpha && (rc = cli_parse_double("route", "--alpha", a.alpha, 0, 1, &alpha))) ||
         (a.budget && (rc = cli_parse_double("route", "--budget", a.budget, 0,
                                             LR_BATCH_MAX_BUDGET, &budget))) ||
-        (a.n_similar &&
-         (rc = cli_parse_long("route", "--n-similar", a.n_similar, 1, 1024, &n_similar))) ||
+        (a.n_similar && (rc = cli_parse_long("route", "--n-similar", a.n_similar, 1,
+                                             LR_MAX_N_SIMILAR, &n_similar))) ||
         (a.input_tokens && (rc = cli_parse_long("route", "--input-tokens", a.input_tokens, 0,
                                                 1000000000L, &input_tokens))))
         goto out;

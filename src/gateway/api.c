@@ -551,10 +551,12 @@ static int batch_prices(struct hs_req *req, const struct lr_config *cfg,
 
 /* 0, or the status of the 400 sent for the first query that has a choice to
  * make over a dense store and no text: it is refused before any vector is
- * fetched, in the words of the library's refusal over a built-in store
- * (smart.c), rather than routed on the vector of "". An empty store is left
- * to the library's history_empty, and an unknown name to its 404, as with
- * text. */
+ * fetched, in the words of the library's refusal (smart.c), rather than
+ * routed on the vector of "". The library refuses such a query too, but
+ * only when it comes to it: the other queries' vectors would be fetched
+ * first, and one without its vector refused in other words. An empty store
+ * is left to the library's history_empty, and an unknown name to its 404,
+ * as with text. */
 static int route_needs_text(struct gw *gw, struct hs_req *req, const struct gw_conf *conf,
                             struct lr_router *router, const struct lr_request *reqs, size_t n)
 {
@@ -782,11 +784,11 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
      * is answered: at 1,536 dimensions a short query's is 6 KB, far more
      * than its text. (Counted before models full or open are left out,
      * which can only leave fewer to fetch.) */
-    if (route_fetch_count(conf, router, reqs, n) > 0)
+    size_t fetch = route_fetch_count(conf, router, reqs, n);
+    if (fetch > 0)
         held += n * sizeof(float *) +
-                route_fetch_count(conf, router, reqs, n) *
-                    (sizeof(struct route_fetch) +
-                     (conf->store ? lr_store_dim(conf->store) : 0) * sizeof(float));
+                fetch * (sizeof(struct route_fetch) +
+                         (conf->store ? lr_store_dim(conf->store) : 0) * sizeof(float));
     /* One job is always taken, whatever its size. */
     if (gw->route_held > 0 && gw->route_held + held > budget) {
         status = route_busy(req);

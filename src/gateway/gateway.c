@@ -501,7 +501,10 @@ static void apply_conn_cap(struct gw *gw, const struct gw_conf *conf, int at_sta
  * CONVERGE_COST_FACTOR says, so that rebuilding for this takes at most
  * 1/CONVERGE_COST_FACTOR of a core (a rebuild is an open's work: 0.17 s at
  * 2,205 records, 2.4 to 3.7 s at 100,000 records, README "Performance").
- * With server.store_refresh_ms 0, only SIGHUP converges. */
+ * With server.store_refresh_ms 0 there is no periodic refresh: SIGHUP
+ * converges, and so does a refresh that still starts (for a re-weighing a
+ * feedback left due, which rebuilds anyway, or a replaced file) once
+ * converge_at has passed. */
 
 /* At most one convergence rebuild per CONVERGE_MIN_S seconds, and per
  * CONVERGE_COST_FACTOR times the last rebuild's duration. */
@@ -882,11 +885,13 @@ static void held_signals(sigset_t *set)
     sigaddset(set, SIGHUP);
 }
 
+/* sigtimedwait()'s timeout that takes only what is already pending. */
+static const struct timespec no_wait = {0, 0};
+
 /* A stop (SIGTERM or SIGINT) that arrived while the signals were blocked:
  * its number, taken off the pending set, or 0. */
 static int stop_pending(void)
 {
-    static const struct timespec now = {0, 0};
     sigset_t pending, one;
     int sig;
 
@@ -896,7 +901,7 @@ static int stop_pending(void)
     if (sig) {
         sigemptyset(&one);
         sigaddset(&one, sig);
-        (void)sigtimedwait(&one, NULL, &now);
+        (void)sigtimedwait(&one, NULL, &no_wait);
         log_event("shutdown", "signal %d while starting: the gateway does not start", sig);
     }
     return sig;
@@ -918,7 +923,9 @@ static int run(const struct gw_options *opts, const sigset_t *held)
     if ((rc = open_store(&gw, opts, &created)) != 0)
         return rc;
     /* Loading a large store takes a while: a stop asked meanwhile is
-     * honoured now, and a store this start made is removed again. */
+     * honoured now, before the config is read again (a --config <(...) can
+     * be read only once), and a store this start made is removed again.
+     * One asked while the config loads is found below, before listening. */
     if (stop_pending()) {
         close_store(&gw, created, 1);
         free(gw.store_path);
@@ -930,12 +937,6 @@ static int run(const struct gw_options *opts, const sigset_t *held)
         close_store(&gw, created, 1);
         free(gw.store_path);
         return err.code == LR_ENOMEM ? 1 : 2;
-    }
-    if (stop_pending()) {
-        gw_conf_unref(gw.conf);
-        close_store(&gw, created, 1);
-        free(gw.store_path);
-        return 0;
     }
     /* In range: gwconf.c checked it against the same bounds. */
     if (gw.store)
@@ -1065,7 +1066,6 @@ out:
 
 int gw_run(const struct gw_options *opts)
 {
-    static const struct timespec now = {0, 0};
     sigset_t held, old;
     int rc;
 
@@ -1078,7 +1078,7 @@ int gw_run(const struct gw_options *opts)
     rc = run(opts, &held);
     /* What came while cleaning up, or with a start refused, is dropped:
      * the exit status is the run's. */
-    while (sigtimedwait(&held, NULL, &now) > 0)
+    while (sigtimedwait(&held, NULL, &no_wait) > 0)
         ;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;

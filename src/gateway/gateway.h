@@ -182,6 +182,10 @@ int gw_conf_check(const char *path, struct lr_store *store, const char *who,
  * 0 or an LR_E* code with err filled (naming the file). */
 int gw_store_open(const char *config_path, const char *store_flag, int check, int read_only,
                   struct lr_store **out, char **path_out, int *created, struct lr_error *err);
+/* 1 when path names a file that does not exist yet (not SQLite's in-memory
+ * or URI names), which a writable store open will create: serve and import
+ * remove a store they made when they fail. */
+int gw_store_is_new(const char *path);
 /* Write s to out with its control characters escaped (\n, \r, \t, \xHH:
  * an ESC is \x1b), so that nothing quoted moves the cursor or starts a
  * terminal's escape sequence: every message the CLI prints (cli_error())

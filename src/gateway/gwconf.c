@@ -876,6 +876,14 @@ int gw_conf_check(const char *path, struct lr_store *store, const char *who,
     return 0;
 }
 
+int gw_store_is_new(const char *path)
+{
+    struct stat sb;
+    if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
+        return 0;
+    return stat(path, &sb) != 0 && errno == ENOENT;
+}
+
 /* Whether this process may open the file at path for writing, as SQLite's
  * writable open tries it (open(2) with O_RDWR, which changes nothing): 0
  * when the file system refuses it, 1 otherwise (a file that is not there
@@ -953,8 +961,7 @@ int gw_store_open(const char *config_path, const char *store_flag, int check, in
      * (gateway.c), so that none waits for it. */
     so.defer_reweigh = !so.read_only;
     if (created)
-        *created = !so.read_only && strcmp(path, ":memory:") != 0 &&
-                   strncmp(path, "file:", 5) != 0 && stat(path, &sb) != 0 && errno == ENOENT;
+        *created = !so.read_only && gw_store_is_new(path);
     rc = lr_store_open(path, &so, out, err);
 out:
     /* serve's refusal of a file it may not write, and check-config's, say
