@@ -899,15 +899,7 @@ class Store(_Handle):
         True when the copy was rebuilt, False when there was nothing new
         (this handle's own writes never count). On failure the old copy
         stays and StoreError is raised."""
-        changed = c_int(0)
-        err = _lib.lr_error()
-        h = self._borrow()
-        try:
-            rc = api.lr_store_refresh(h, byref(changed), byref(err))
-        finally:
-            self._give_back()
-        raise_for(rc, err, "lr_store_refresh")
-        return bool(changed.value)
+        return self._rebuilt_by(api.lr_store_refresh, "lr_store_refresh")
 
     def added_since_build(self):
         """Records added to this handle's copy one at a time since it was
@@ -926,14 +918,19 @@ class Store(_Handle):
         fresh open of the file does. True when the copy was rebuilt. Takes
         as long as an open. On failure the old copy stays and StoreError is
         raised."""
+        return self._rebuilt_by(api.lr_store_rebuild, "lr_store_rebuild")
+
+    def _rebuilt_by(self, fn, name):
+        """fn (lr_store_refresh or lr_store_rebuild) on this handle: whether
+        the copy was rebuilt; StoreError on failure."""
         changed = c_int(0)
         err = _lib.lr_error()
         h = self._borrow()
         try:
-            rc = api.lr_store_rebuild(h, byref(changed), byref(err))
+            rc = fn(h, byref(changed), byref(err))
         finally:
             self._give_back()
-        raise_for(rc, err, "lr_store_rebuild")
+        raise_for(rc, err, name)
         return bool(changed.value)
 
     def _need_embed(self, what):
