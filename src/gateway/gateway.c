@@ -496,19 +496,20 @@ static void apply_conn_cap(struct gw *gw, const struct gw_conf *conf, int at_sta
  * feedback changed 36 of 80 other queries' choices). A refresh that
  * converges calls lr_store_rebuild, which also rebuilds when appends came
  * since the last build, so the copy becomes a fresh open's: on SIGHUP, and
- * on a periodic refresh once CONVERGE_MIN_S have passed since the last
- * rebuild and as many times the last rebuild's duration as
+ * on a periodic refresh once server.store_rebuild_min_ms has passed since
+ * the last rebuild and as many times the last rebuild's duration as
  * CONVERGE_COST_FACTOR says, so that rebuilding for this takes at most
  * 1/CONVERGE_COST_FACTOR of a core (a rebuild is an open's work: 0.17 s at
  * 2,205 records, 2.4 to 3.7 s at 100,000 records, README "Performance").
  * With server.store_refresh_ms 0 there is no periodic refresh: SIGHUP
  * converges, and so does a refresh that still starts (for a re-weighing a
  * feedback left due, which rebuilds anyway, or a replaced file) once
- * converge_at has passed. */
+ * those times have passed. Both are read at each refresh, so a reload that
+ * changes the setting applies at once. */
 
-/* At most one convergence rebuild per CONVERGE_MIN_S seconds, and per
- * CONVERGE_COST_FACTOR times the last rebuild's duration. */
-#define CONVERGE_MIN_S 30.0
+/* At most one periodic convergence rebuild per server.store_rebuild_min_ms
+ * (30 s by default), and per CONVERGE_COST_FACTOR times the last rebuild's
+ * duration. */
 #define CONVERGE_COST_FACTOR 50.0
 
 struct refresh_job {
@@ -612,8 +613,8 @@ static void refresh_done(void *arg)
     if (j->rc == 0 && j->changed) {
         /* Any rebuild leaves the copy a fresh open's (but for the appends
          * made while it ran): the next convergence waits from here. */
-        double wait = CONVERGE_COST_FACTOR * j->ms / 1000.0;
-        gw->converge_at = gw_now() + (wait > CONVERGE_MIN_S ? wait : CONVERGE_MIN_S);
+        gw->rebuilt_at = gw_now();
+        gw->rebuild_s = j->ms / 1000.0;
     }
     free(j);
     gw->refresh_busy = 0;
@@ -623,6 +624,14 @@ static void refresh_done(void *arg)
     } else {
         refresh_schedule(gw);
     }
+}
+
+/* Whether a periodic refresh may rebuild (see Convergence above). */
+static int converge_due(const struct gw *gw)
+{
+    double wait = CONVERGE_COST_FACTOR * gw->rebuild_s;
+    double min = gw->conf->set.store_rebuild_min_ms / 1000.0;
+    return gw_now() >= gw->rebuilt_at + (wait > min ? wait : min);
 }
 
 void gw_store_refresh_start(struct gw *gw)
@@ -639,7 +648,7 @@ void gw_store_refresh_start(struct gw *gw)
     j = calloc(1, sizeof *j);
     if (j) {
         j->gw = gw;
-        j->converge = gw->converge_asked || gw_now() >= gw->converge_at;
+        j->converge = gw->converge_asked || converge_due(gw);
         gw->converge_asked = 0;
     }
     /* Serial, as the feedback appends are: a refresh too may wait on a store
@@ -967,7 +976,7 @@ static int run(const struct gw_options *opts, const sigset_t *held)
         fprintf(stderr, "llmroute serve: cannot start the worker threads\n");
         goto out;
     }
-    gw.converge_at = gw_now() + CONVERGE_MIN_S; /* the open built the copy whole */
+    gw.rebuilt_at = gw_now(); /* the open built the copy whole */
     gw.refresh_timer = evtimer_new(gw.base, on_refresh_timer, &gw);
     gw.trim_timer = evtimer_new(gw.base, on_trim, &gw);
     if (!gw.refresh_timer || !gw.trim_timer) {

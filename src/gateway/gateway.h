@@ -108,6 +108,7 @@ struct gw_settings {
     long upstream_timeout_ms;
     int log_requests;
     long store_refresh_ms; /* read other processes' commits to the store; 0: never */
+    long store_rebuild_min_ms; /* least time between two periodic convergence rebuilds */
     long long feedback_key_ttl_s; /* how long an Idempotency-Key is remembered; 0: for good */
     struct rs_policy policy; /* server.resilience.retry / .timeouts: complete */
     struct rs_breaker_conf breaker;
@@ -254,9 +255,11 @@ struct gw {
     int refresh_stopped; /* shutting down: start no more */
     /* Convergence to a fresh open (gateway.c): SIGHUP asks for it (until a
      * refresh takes the request), and the periodic refresh runs it once
-     * gw_now() passes converge_at. On the loop only. */
+     * server.store_rebuild_min_ms, and CONVERGE_COST_FACTOR times the last
+     * rebuild's duration, have passed since rebuilt_at. On the loop only. */
     int converge_asked;
-    double converge_at;
+    double rebuilt_at; /* gw_now() when the last rebuild (or the open) ended */
+    double rebuild_s;  /* how long it took; 0 for the open */
     /* The store's path no longer names the file it opened (LR_EREPLACED
      * from an append or a refresh), logged once for each reason (the
      * last one logged kept here: "removed", then why the file put there

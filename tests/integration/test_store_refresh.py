@@ -60,8 +60,26 @@ def more_records(wd, name):
     return path
 
 
+def gateway_prediction(gw, q):
+    """The gateway's choice between cheapo and smarty and its predicted quality."""
+    st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+        {"queries": [{"query": q}], "strategy": "smart", "models": ["cheapo", "smarty"]}))
+    j = json.loads(body)
+    assert st == 200, (st, j)
+    return j["assignments"][0]["model"], j["assignments"][0]["predicted_quality"]
+
+
 def main(bin_):
     wd = workdir()
+
+    def fresh_prediction(cfg, store, q):
+        """`llmroute route`'s, a fresh open of the same file (requirement 0)."""
+        r = subprocess.run([bin_, "route", "--config", cfg, "--store", store, "--strategy",
+                            "smart", "--models", "cheapo,smarty", "--requirement", "0",
+                            "--json", q], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        j = json.loads(r.stdout.splitlines()[0])
+        return j["model"], j["predicted_quality"]
 
     def periodic_refresh_routes_on_imported_records():
         store = seeded_store(bin_, wd, "periodic")
@@ -307,20 +325,10 @@ def main(bin_):
             assert st == 200, (st, body)
 
         def predicted(q):
-            st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
-                {"queries": [{"query": q}], "strategy": "smart",
-                 "models": ["cheapo", "smarty"]}))
-            j = json.loads(body)
-            assert st == 200, (st, j)
-            return j["assignments"][0]["model"], j["assignments"][0]["predicted_quality"]
+            return gateway_prediction(gw, q)
 
         def fresh(q):
-            r = subprocess.run([bin_, "route", "--config", cfg, "--store", store, "--strategy",
-                                "smart", "--models", "cheapo,smarty", "--requirement", "0",
-                                "--json", q], capture_output=True, text=True, timeout=60)
-            assert r.returncode == 0, r.stderr
-            j = json.loads(r.stdout.splitlines()[0])
-            return j["model"], j["predicted_quality"]
+            return fresh_prediction(cfg, store, q)
 
         queries = [novel, "What is 3 plus 9?", "Translate the poem about autumn into french"]
         before = [predicted(q) for q in queries]
@@ -347,6 +355,44 @@ def main(bin_):
           "build; SIGHUP rebuilds it (logged with appended_since_build), and it then predicts "
           "as `llmroute route` on the same file", sighup_makes_routing_match_a_fresh_open)
 
+    def periodic_refresh_converges_after_store_rebuild_min_ms():
+        # The same 40 appends as above, no SIGHUP: with store_rebuild_min_ms
+        # 0 the periodic refresh rebuilds once the last rebuild's cost
+        # allows (the 50x factor: well under a second at 340 records).
+        store = os.path.join(wd, "autoconverge.db")
+        seed = os.path.join(wd, "autoconverge-seed.jsonl")
+        smart_history(seed, 300, "autoconverge", kinds=("arithmetic", "code", "translation"))
+        import_ok(bin_, store, seed)
+        c = config(store, 200)
+        c["server"]["store_rebuild_min_ms"] = 0
+        c["router"]["predictor"] = "default"
+        c["router"]["performance_requirement"] = 0.0
+        cfg = os.path.join(wd, "autoconverge.json")
+        with open(cfg, "w") as f:
+            json.dump(c, f)
+        gw = Gateway(bin_, wd, c, name="autoconverge")
+        novel = "Translate the zigzag vuvuzela kumquat poem into french"
+        for i in range(40):
+            st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+                {"query": "%s %d" % (novel, i % 4), "model": "cheapo", "correctness": 1,
+                 "output_tokens": 5}))
+            assert st == 200, (st, body)
+        queries = [novel, "What is 3 plus 9?", "Translate the poem about autumn into french"]
+        want = [fresh_prediction(cfg, store, q) for q in queries]
+
+        def converged():
+            ev = events(gw, "store_refreshed")
+            if not ev or sum(e["appended_since_build"] for e in ev) != 40:
+                return False
+            got = [gateway_prediction(gw, q) for q in queries]
+            return all(g[0] == w[0] and abs(g[1] - w[1]) < 1e-9 for g, w in zip(got, want))
+        wait_for(converged, timeout=30, what="the periodic rebuild")
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("with server.store_rebuild_min_ms 0, the periodic refresh rebuilds a copy that "
+          "feedback moved, with no SIGHUP, and it then predicts as `llmroute route`",
+          periodic_refresh_converges_after_store_rebuild_min_ms)
+
     def bad_values_are_config_errors():
         store = os.path.join(wd, "bad.db")
         for i, bad in enumerate([-1, "1000", 1.5, 86400001, True]):
@@ -357,8 +403,16 @@ def main(bin_):
                                capture_output=True, text=True, timeout=30)
             assert r.returncode == 2, (bad, r.returncode, r.stderr)
             assert "server.store_refresh_ms" in r.stderr, (bad, r.stderr)
-    check("server.store_refresh_ms that is not an integer from 0 to 86400000 is a config error "
-          "naming the key (exit 2)", bad_values_are_config_errors)
+            c = config(store, 1000)
+            c["server"]["store_rebuild_min_ms"] = bad
+            with open(path, "w") as f:
+                json.dump(c, f)
+            r = subprocess.run([bin_, "serve", "--config", path, "--listen", "127.0.0.1:0"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 2, (bad, r.returncode, r.stderr)
+            assert "server.store_rebuild_min_ms" in r.stderr, (bad, r.stderr)
+    check("server.store_refresh_ms or server.store_rebuild_min_ms that is not an integer from "
+          "0 to 86400000 is a config error naming the key (exit 2)", bad_values_are_config_errors)
 
 
 if __name__ == "__main__":
