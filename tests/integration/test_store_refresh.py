@@ -303,26 +303,36 @@ def main(bin_):
           "why, and SIGHUP opens the store imported there later",
           removed_store_refuses_feedback_until_sighup_finds_a_new_one)
 
-    def sighup_makes_routing_match_a_fresh_open():
-        # 300 records: grouped, and 40 appends are short of the re-weighing.
-        store = os.path.join(wd, "converge.db")
-        seed = os.path.join(wd, "converge-seed.jsonl")
-        smart_history(seed, 300, "converge", kinds=("arithmetic", "code", "translation"))
+    def moved_gateway(name, server):
+        """A gateway over 300 records (grouped, and 40 appends are short of
+        the re-weighing) after 40 feedbacks on a new kind of query, on which
+        the cheap model is right: (gateway, config path, store, the queries
+        to compare)."""
+        store = os.path.join(wd, name + ".db")
+        seed = os.path.join(wd, name + "-seed.jsonl")
+        smart_history(seed, 300, name, kinds=("arithmetic", "code", "translation"))
         import_ok(bin_, store, seed)
-        c = config(store, 3600000)  # only SIGHUP refreshes
+        c = config(store, None)
+        c["server"] = server
         c["router"]["predictor"] = "default"  # the groups matter
         # Requirement 0: the cheap model, whose predicted quality is shown.
         c["router"]["performance_requirement"] = 0.0
-        cfg = os.path.join(wd, "converge.json")
+        cfg = os.path.join(wd, name + ".json")
         with open(cfg, "w") as f:
             json.dump(c, f)
-        gw = Gateway(bin_, wd, c, name="converge")
+        gw = Gateway(bin_, wd, c, name=name)
         novel = "Translate the zigzag vuvuzela kumquat poem into french"
-        for i in range(40):  # the cheap model right on a new kind of query
+        for i in range(40):
             st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
                 {"query": "%s %d" % (novel, i % 4), "model": "cheapo", "correctness": 1,
                  "output_tokens": 5}))
             assert st == 200, (st, body)
+        return gw, cfg, store, [novel, "What is 3 plus 9?",
+                                "Translate the poem about autumn into french"]
+
+    def sighup_makes_routing_match_a_fresh_open():
+        gw, cfg, store, queries = moved_gateway(
+            "converge", {"store_refresh_ms": 3600000})  # only SIGHUP refreshes
 
         def predicted(q):
             return gateway_prediction(gw, q)
@@ -330,7 +340,6 @@ def main(bin_):
         def fresh(q):
             return fresh_prediction(cfg, store, q)
 
-        queries = [novel, "What is 3 plus 9?", "Translate the poem about autumn into french"]
         before = [predicted(q) for q in queries]
         want = [fresh(q) for q in queries]
         assert any(abs(b[1] - w[1]) > 1e-6 for b, w in zip(before, want)), (before, want)
@@ -356,28 +365,11 @@ def main(bin_):
           "as `llmroute route` on the same file", sighup_makes_routing_match_a_fresh_open)
 
     def periodic_refresh_converges_after_store_rebuild_min_ms():
-        # The same 40 appends as above, no SIGHUP: with store_rebuild_min_ms
-        # 0 the periodic refresh rebuilds once the last rebuild's cost
-        # allows (the 50x factor: well under a second at 340 records).
-        store = os.path.join(wd, "autoconverge.db")
-        seed = os.path.join(wd, "autoconverge-seed.jsonl")
-        smart_history(seed, 300, "autoconverge", kinds=("arithmetic", "code", "translation"))
-        import_ok(bin_, store, seed)
-        c = config(store, 200)
-        c["server"]["store_rebuild_min_ms"] = 0
-        c["router"]["predictor"] = "default"
-        c["router"]["performance_requirement"] = 0.0
-        cfg = os.path.join(wd, "autoconverge.json")
-        with open(cfg, "w") as f:
-            json.dump(c, f)
-        gw = Gateway(bin_, wd, c, name="autoconverge")
-        novel = "Translate the zigzag vuvuzela kumquat poem into french"
-        for i in range(40):
-            st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
-                {"query": "%s %d" % (novel, i % 4), "model": "cheapo", "correctness": 1,
-                 "output_tokens": 5}))
-            assert st == 200, (st, body)
-        queries = [novel, "What is 3 plus 9?", "Translate the poem about autumn into french"]
+        # No SIGHUP: with store_rebuild_min_ms 0 the periodic refresh
+        # rebuilds once the last rebuild's cost allows (the 50x factor: well
+        # under a second at 340 records).
+        gw, cfg, store, queries = moved_gateway(
+            "autoconverge", {"store_refresh_ms": 200, "store_rebuild_min_ms": 0})
         want = [fresh_prediction(cfg, store, q) for q in queries]
 
         def converged():
