@@ -1,7 +1,8 @@
 /* metrics.c -- counters, histograms and their Prometheus text exposition
  * (see metrics.h). Lookups are linear scans over small arrays: the series are
- * bounded by the configured models and routes and a few statuses, and a scan
- * over a few dozen short strings is cheaper than hashing them.
+ * bounded by the configured models and routes, the gateway's fixed endpoints
+ * and a few statuses, and a scan over a few dozen short strings is cheaper
+ * than hashing them. Feedback outcomes are a fixed array.
  *
  * Threads: the event loop thread only.
  */
@@ -28,10 +29,27 @@ struct series {
     uint64_t count;
 };
 
+/* llmroute_http_requests_total: endpoint points to a static label (the
+ * gateway's endpoint table, or "other"), so nothing is copied. */
+struct http_series {
+    const char *endpoint;
+    int status;
+    uint64_t count;
+};
+
+static const char *const feedback_names[MF_N] = {
+    "recorded",    "already_recorded", "bad_request",   "unknown_model",
+    "no_store",    "embedding_failed", "store_busy",    "store_replaced",
+    "store_error", "internal_error",   "client_closed",
+};
+
 struct metrics {
     struct series *series;
     size_t n_series, cap_series;
     uint64_t dropped_series; /* requests not counted by label once the cap is hit */
+    struct http_series *http;
+    size_t n_http, cap_http;
+    uint64_t feedback[MF_N];
     struct model_stats **models;
     size_t n_models, cap_models;
     struct hist overhead, duration;
@@ -82,6 +100,7 @@ void metrics_free(struct metrics *m)
         free(m->series[i].model);
     }
     free(m->series);
+    free(m->http);
     for (size_t i = 0; i < m->n_models; i++) {
         free(m->models[i]->name);
         free(m->models[i]);
@@ -117,9 +136,44 @@ struct model_stats *metrics_model(struct metrics *m, const char *name)
     return s;
 }
 
-void metrics_count_request(struct metrics *m, const char *route, const char *model, int status)
+/* The endpoints are a fixed table and the statuses three digits, so the
+ * cap is never reached in practice; past it (or out of memory) the request
+ * counts in llmroute_requests_unlabelled_total. */
+static void count_http(struct metrics *m, const char *endpoint, int status)
+{
+    struct http_series *h;
+    for (size_t i = 0; i < m->n_http; i++) {
+        h = &m->http[i];
+        if (h->status == status && strcmp(h->endpoint, endpoint) == 0) {
+            h->count++;
+            return;
+        }
+    }
+    if (m->n_http >= MAX_SERIES) {
+        m->dropped_series++;
+        return;
+    }
+    if (m->n_http == m->cap_http) {
+        size_t cap = m->cap_http ? m->cap_http * 2 : 16;
+        struct http_series *g = realloc(m->http, cap * sizeof *g);
+        if (!g) {
+            m->dropped_series++;
+            return;
+        }
+        m->http = g;
+        m->cap_http = cap;
+    }
+    h = &m->http[m->n_http++];
+    h->endpoint = endpoint;
+    h->status = status;
+    h->count = 1;
+}
+
+void metrics_count_request(struct metrics *m, const char *endpoint, const char *route,
+                           const char *model, int status)
 {
     struct series *s;
+    count_http(m, endpoint, status);
     for (size_t i = 0; i < m->n_series; i++) {
         s = &m->series[i];
         if (s->status == status && strcmp(s->model, model) == 0 && strcmp(s->route, route) == 0) {
@@ -188,6 +242,12 @@ void metrics_set_waiting(struct metrics *m, long waiting)
 void metrics_count_queue_rejected(struct metrics *m)
 {
     m->queue_rejected++;
+}
+
+void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome)
+{
+    if (outcome >= 0 && outcome < MF_N)
+        m->feedback[outcome]++;
 }
 
 void metrics_set_connections(struct metrics *m, size_t open, size_t max, uint64_t cap_pauses,
@@ -294,6 +354,13 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
             esc(s->route, a, sizeof a), esc(s->model, b, sizeof b), s->status,
             (unsigned long long)s->count);
     }
+    put(&o, "# HELP llmroute_http_requests_total Requests answered, by endpoint (the gateway's "
+            "fixed paths, or other) and status.\n"
+            "# TYPE llmroute_http_requests_total counter\n");
+    for (size_t i = 0; i < m->n_http; i++)
+        put(&o, "llmroute_http_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
+            esc(m->http[i].endpoint, a, sizeof a), m->http[i].status,
+            (unsigned long long)m->http[i].count);
     put(&o,
         "# HELP llmroute_requests_unlabelled_total Requests past the series cap.\n"
         "# TYPE llmroute_requests_unlabelled_total counter\n"
@@ -402,6 +469,11 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         "llmroute_accept_paused_total{reason=\"descriptors\"} %llu\n",
         m->conns_open, m->conns_max, (unsigned long long)m->cap_pauses,
         (unsigned long long)m->descriptor_pauses);
+    put(&o, "# HELP llmroute_feedback_total POST /v1/feedback requests by outcome.\n"
+            "# TYPE llmroute_feedback_total counter\n");
+    for (int k = 0; k < MF_N; k++)
+        put(&o, "llmroute_feedback_total{outcome=\"%s\"} %llu\n", feedback_names[k],
+            (unsigned long long)m->feedback[k]);
     put(&o,
         "# HELP llmroute_config_reloads_total Configuration reloads by result.\n"
         "# TYPE llmroute_config_reloads_total counter\n"
