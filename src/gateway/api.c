@@ -112,6 +112,10 @@ int api_metrics(struct gw *gw, struct hs_req *req, const char *id)
     (void)id;
     hs_server_conn_stats(gw->http, &cs);
     metrics_set_connections(gw->metrics, cs.open, cs.max, cs.cap_pauses, cs.descriptor_pauses);
+    /* A read lock, as lr_store_count()'s for /health: a refresh's swap
+     * holds the write lock only briefly. */
+    metrics_set_store(gw->metrics, gw->store != NULL,
+                      gw->store ? lr_store_added_since_build(gw->store) : 0);
     text = metrics_render(gw->metrics, gw_now(), &len);
     if (!text) {
         gw_send_error(req, 500, NULL, "out_of_memory", "out of memory rendering metrics");

@@ -608,6 +608,7 @@ static void refresh_done(void *arg)
 {
     struct refresh_job *j = arg;
     struct gw *gw = j->gw;
+    metrics_count_store_refresh(gw->metrics, j->converge, j->rc, j->changed, j->ms / 1000.0);
     if (j->rc == LR_EREPLACED) {
         replaced_log(gw, j->err.message, 1); /* not at every period while it lasts */
     } else if (j->rc != 0 || j->changed) {

@@ -86,6 +86,18 @@ enum metrics_feedback {
 };
 void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome);
 
+/* One finished fetch from the remote embedder (embedq.c): its class (RS_OK,
+ * or the failure's, as for upstream attempts) and its time, start to end. */
+void metrics_count_embed(struct metrics *m, enum rs_class c, double seconds);
+
+/* One store refresh ended (gateway.c's refresh job, on the loop when its
+ * result is delivered): rebuild says lr_store_rebuild ran rather than
+ * lr_store_refresh, rc and changed are theirs, seconds its time. */
+void metrics_count_store_refresh(struct metrics *m, int rebuild, int rc, int changed,
+                                 double seconds);
+/* At a scrape: whether there is a store, and lr_store_added_since_build(). */
+void metrics_set_store(struct metrics *m, int has_store, size_t added_since_build);
+
 /* The exposition text in a new buffer (caller frees), or NULL when out of
  * memory. */
 char *metrics_render(const struct metrics *m, double now, size_t *len);
