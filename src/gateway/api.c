@@ -112,6 +112,10 @@ int api_metrics(struct gw *gw, struct hs_req *req, const char *id)
     (void)id;
     hs_server_conn_stats(gw->http, &cs);
     metrics_set_connections(gw->metrics, cs.open, cs.max, cs.cap_pauses, cs.descriptor_pauses);
+    /* A read lock, as lr_store_count()'s for /health: a refresh's swap
+     * holds the write lock only briefly. */
+    metrics_set_store(gw->metrics, gw->store != NULL,
+                      gw->store ? lr_store_added_since_build(gw->store) : 0);
     text = metrics_render(gw->metrics, gw_now(), &len);
     if (!text) {
         gw_send_error(req, 500, NULL, "out_of_memory", "out of memory rendering metrics");
@@ -921,8 +925,12 @@ struct feedback {
     const char *why; /* a refusal's message, for its log line, or NULL */
 };
 
-static void feedback_end(struct feedback *fb, int status, const char *error)
+/* Answer logged and counted (outcome, llmroute_feedback_total), the
+ * feedback freed. */
+static void feedback_end(struct feedback *fb, int status, const char *error,
+                         enum metrics_feedback outcome)
 {
+    metrics_count_feedback(fb->gw->metrics, outcome);
     gw_log_answered_msg(fb->gw, fb->id, "POST", "/v1/feedback", status, error,
                         fb->why && *fb->why ? fb->why : NULL, fb->t0);
     gw_embed_cancel(fb->embed);
@@ -942,7 +950,7 @@ static void feedback_abort(void *arg)
     struct feedback *fb = arg;
     fb->req = NULL;
     if (!fb->working)
-        feedback_end(fb, 499, "client_closed");
+        feedback_end(fb, 499, "client_closed", MF_CLIENT_CLOSED);
 }
 
 static void feedback_work(void *arg)
@@ -973,6 +981,21 @@ static void feedback_work(void *arg)
     fb->records = lr_store_count(fb->gw->store);
 }
 
+/* What the append did, for the metrics: counted so even when its client
+ * has gone, as the outcome may be in the store all the same. */
+static enum metrics_feedback append_outcome(const struct feedback *fb)
+{
+    if (fb->rc == 0)
+        return fb->duplicate ? MF_ALREADY_RECORDED : MF_RECORDED;
+    if (fb->rc == LR_EBUSY)
+        return MF_STORE_BUSY;
+    if (fb->rc == LR_EREPLACED)
+        return MF_STORE_REPLACED;
+    if (fb->rc == LR_EINVAL || fb->rc == LR_ETOOBIG)
+        return MF_BAD_REQUEST;
+    return MF_STORE_ERROR;
+}
+
 /* On the loop again: 200 {"status": "recorded", "records": N} (or
  * "already_recorded" for an Idempotency-Key already in the store) or the
  * error. */
@@ -982,7 +1005,7 @@ static void feedback_done(void *arg)
     int status;
     fb->working = 0;
     if (!fb->req) {
-        feedback_end(fb, 499, "client_closed");
+        feedback_end(fb, 499, "client_closed", append_outcome(fb));
         return;
     }
     hs_req_watch(fb->req, NULL, NULL, NULL);
@@ -994,7 +1017,7 @@ static void feedback_done(void *arg)
                         "the history store is busy (another process is writing it); nothing "
                         "was recorded, retry the feedback");
         fb->why = fb->err.message;
-        feedback_end(fb, status, "store_busy");
+        feedback_end(fb, status, "store_busy", MF_STORE_BUSY);
         return;
     }
     if (fb->rc == LR_EREPLACED) {
@@ -1004,7 +1027,7 @@ static void feedback_done(void *arg)
         hs_resp_header(fb->req, "Retry-After", "1");
         status = refuse(fb->req, 503, NULL, "store_replaced", fb->err.message);
         fb->why = fb->err.message;
-        feedback_end(fb, status, "store_replaced");
+        feedback_end(fb, status, "store_replaced", MF_STORE_REPLACED);
         return;
     }
     if (fb->rc) {
@@ -1012,7 +1035,7 @@ static void feedback_done(void *arg)
         status = refuse(fb->req, code, NULL, code == 400 ? "invalid_value" : "store_error",
                         fb->err.message);
         fb->why = fb->err.message; /* why: "database or disk is full", say */
-        feedback_end(fb, status, "feedback_refused");
+        feedback_end(fb, status, "feedback_refused", append_outcome(fb));
         return;
     }
     {
@@ -1027,7 +1050,7 @@ static void feedback_done(void *arg)
      * now, on a worker. */
     if (fb->gw->conf->set.store_refresh_ms <= 0 && lr_store_reweigh_due(fb->gw->store))
         gw_store_refresh_start(fb->gw);
-    feedback_end(fb, status, NULL);
+    feedback_end(fb, status, NULL, append_outcome(fb));
 }
 
 static void feedback_append(struct feedback *fb)
@@ -1039,7 +1062,7 @@ static void feedback_append(struct feedback *fb)
         fb->working = 0;
         hs_req_watch(fb->req, NULL, NULL, NULL);
         status = refuse(fb->req, 500, NULL, "out_of_memory", "out of memory recording feedback");
-        feedback_end(fb, status, "out_of_memory");
+        feedback_end(fb, status, "out_of_memory", MF_INTERNAL_ERROR);
     }
 }
 
@@ -1052,7 +1075,7 @@ static void feedback_got(void *arg, float *vec, size_t dim, const char *why)
         hs_req_watch(fb->req, NULL, NULL, NULL);
         status = refuse(fb->req, 502, NULL, "embedding_failed", why);
         fb->why = why;
-        feedback_end(fb, status, "embedding_failed");
+        feedback_end(fb, status, "embedding_failed", MF_EMBEDDING_FAILED);
         return;
     }
     fb->vec = vec;
@@ -1094,7 +1117,7 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
         int status;
         hs_req_watch(req, NULL, NULL, NULL);
         status = refuse(req, 500, NULL, "out_of_memory", "out of memory recording feedback");
-        feedback_end(fb, status, "out_of_memory");
+        feedback_end(fb, status, "out_of_memory", MF_INTERNAL_ERROR);
     }
     return 0;
 }
@@ -1113,7 +1136,7 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
  * the outcome, and a key already in the store answers 200
  * {"status": "already_recorded"} and stores nothing. The header sent more
  * than once is a 400 naming it. */
-int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
+static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *root, *q, *m, *c, *ot, *it;
     double correctness, out_tokens, in_value;
@@ -1194,5 +1217,32 @@ int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
                                 json_string_value(m), correctness, out_tokens, key);
     }
     json_decref(root);
+    return status;
+}
+
+/* A feedback answered at once is counted here by its status (every other
+ * is counted by feedback_end() when it is answered). */
+int api_feedback(struct gw *gw, struct hs_req *req, const char *id)
+{
+    int status = feedback_check(gw, req, id);
+    enum metrics_feedback outcome;
+
+    if (status == 0)
+        return 0;
+    switch (status) {
+    case 404:
+        outcome = MF_UNKNOWN_MODEL;
+        break;
+    case 501:
+        outcome = MF_NO_STORE;
+        break;
+    case 500:
+        outcome = MF_INTERNAL_ERROR;
+        break;
+    default: /* 400, or 413 for a body over server.max_json_values */
+        outcome = MF_BAD_REQUEST;
+        break;
+    }
+    metrics_count_feedback(gw->metrics, outcome);
     return status;
 }

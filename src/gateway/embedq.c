@@ -27,12 +27,15 @@
 #include <jansson.h>
 
 #include "gateway.h"
+#include "metrics.h"
 #include "upstream.h"
 
 #define EMBED_RESP_CAP (8u << 20)
 
 struct gw_embed {
     struct up_xfer *xfer;
+    struct metrics *metrics; /* the gateway's: each fetch's outcome and time */
+    double t0;               /* gw_now() at the start */
     struct event *later; /* runs the callback off the transfer's callback */
     const struct gw_conf *conf;
     gw_embed_fn done;
@@ -192,8 +195,10 @@ static void embed_done(void *arg, enum up_error err, const char *message)
 {
     struct gw_embed *e = arg;
     struct timeval now = {0, 0};
+    enum rs_class cls;
 
     e->xfer = NULL;
+    cls = RS_OK;
     if (err != UP_OK)
         set_why(e, "the embedding server %s failed: %s", e->conf->embed_url,
                 message ? message : up_error_name(err));
@@ -210,6 +215,16 @@ static void embed_done(void *arg, enum up_error err, const char *message)
                 e->status, (int)(e->len < 200 ? e->len : 200), e->resp ? e->resp : "");
     else
         embed_parse(e);
+    /* Classed as an upstream attempt is (llmroute_upstream_attempts_total):
+     * a transport failure by its kind, an HTTP status by its code, and an
+     * answer that gives no vector is a bad response. */
+    if (err != UP_OK)
+        cls = rs_class_of_transport(err, e->status != 0);
+    else if (e->status >= 300)
+        cls = rs_class_of_status(e->status, e->resp, e->len, NULL);
+    else if (!e->vec)
+        cls = RS_BAD_RESPONSE;
+    metrics_count_embed(e->metrics, cls, gw_now() - e->t0);
     if (evtimer_add(e->later, &now) != 0) {
         /* Cannot happen with a valid timer; answer now rather than never. */
         embed_later(-1, 0, e);
@@ -229,6 +244,8 @@ struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const
     if (!e || !body || !info)
         goto fail;
     e->conf = conf;
+    e->metrics = gw->metrics;
+    e->t0 = gw_now();
     e->done = done;
     e->arg = arg;
     json_object_set_new(body, "model", json_string(info->model));

@@ -325,6 +325,12 @@ static const struct path_entry *path_find(const char *path)
     return NULL;
 }
 
+const char *gw_endpoint_label(const char *path)
+{
+    const struct path_entry *e = path ? path_find(path) : NULL;
+    return e ? e->path : "other";
+}
+
 /* A request announcing a body has it read only when handle() will not
  * refuse it anyway: an unknown path (404), a wrong method (405), a missing
  * or wrong key (401, or 403 for a client key on /v1/feedback when feedback
@@ -426,7 +432,7 @@ void gw_log_answered_msg(struct gw *gw, const char *id, const char *method, cons
                          int status, const char *error, const char *message, double t0)
 {
     struct gw_log log;
-    metrics_count_request(gw->metrics, "", "", status);
+    metrics_count_request(gw->metrics, gw_endpoint_label(path), "", "", status);
     memset(&log, 0, sizeof log);
     log.id = id;
     log.method = method;
@@ -603,6 +609,7 @@ static void refresh_done(void *arg)
 {
     struct refresh_job *j = arg;
     struct gw *gw = j->gw;
+    metrics_count_store_refresh(gw->metrics, j->converge, j->rc, j->changed, j->ms / 1000.0);
     if (j->rc == LR_EREPLACED) {
         replaced_log(gw, j->err.message, 1); /* not at every period while it lasts */
     } else if (j->rc != 0 || j->changed) {

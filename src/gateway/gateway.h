@@ -285,6 +285,11 @@ void proxy_shutdown(struct gw *gw);
  * that arrives after this gets the same 503 at once, with no attempt. */
 void proxy_shutdown_answer(struct gw *gw);
 
+/* The endpoint label of a request's path in the metrics: the path itself
+ * when it is one of the gateway's endpoints (a static string from its
+ * fixed table), else "other", so no request chooses a series' name. */
+const char *gw_endpoint_label(const char *path);
+
 /* Monotonic time in seconds. */
 double gw_now(void);
 

@@ -1,7 +1,9 @@
 /* metrics.c -- counters, histograms and their Prometheus text exposition
  * (see metrics.h). Lookups are linear scans over small arrays: the series are
- * bounded by the configured models and routes and a few statuses, and a scan
- * over a few dozen short strings is cheaper than hashing them.
+ * bounded by the configured models and routes, the gateway's fixed endpoints
+ * and a few statuses, and a scan over a few dozen short strings is cheaper
+ * than hashing them. The other series (feedback outcomes, embedder fetch
+ * classes, store refresh results) are fixed arrays.
  *
  * Threads: the event loop thread only.
  */
@@ -10,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llmroute.h"
 #include "metrics.h"
 
 #define MAX_SERIES 4096
@@ -28,10 +31,39 @@ struct series {
     uint64_t count;
 };
 
+/* llmroute_http_requests_total: endpoint points to a static label (the
+ * gateway's endpoint table, or "other"), so nothing is copied. */
+struct http_series {
+    const char *endpoint;
+    int status;
+    uint64_t count;
+};
+
+static const char *const feedback_names[MF_N] = {
+    "recorded",    "already_recorded", "bad_request",   "unknown_model",
+    "no_store",    "embedding_failed", "store_busy",    "store_replaced",
+    "store_error", "internal_error",   "client_closed",
+};
+
+/* The results of a store refresh job, by what it called. */
+enum store_result { SR_UNCHANGED, SR_REBUILT, SR_REOPENED, SR_REPLACED, SR_ERROR, SR_N };
+static const char *const store_result_names[SR_N] = {"unchanged", "rebuilt", "reopened",
+                                                     "replaced", "error"};
+
 struct metrics {
     struct series *series;
     size_t n_series, cap_series;
     uint64_t dropped_series; /* requests not counted by label once the cap is hit */
+    struct http_series *http;
+    size_t n_http, cap_http;
+    uint64_t feedback[MF_N];
+    uint64_t embed_fetches[RS_N_CLASSES];
+    struct hist embed_latency;
+    uint64_t store_refreshes[2][SR_N]; /* [0] lr_store_refresh, [1] lr_store_rebuild */
+    int has_store;
+    size_t added_since_build;
+    int built; /* a refresh job has rebuilt the copy: build_seconds is set */
+    double build_seconds;
     struct model_stats **models;
     size_t n_models, cap_models;
     struct hist overhead, duration;
@@ -70,6 +102,7 @@ struct metrics *metrics_new(void)
         return NULL;
     hist_init(&m->overhead, overhead_bounds, N_OVH);
     hist_init(&m->duration, latency_bounds, N_LAT);
+    hist_init(&m->embed_latency, latency_bounds, N_LAT);
     return m;
 }
 
@@ -82,6 +115,7 @@ void metrics_free(struct metrics *m)
         free(m->series[i].model);
     }
     free(m->series);
+    free(m->http);
     for (size_t i = 0; i < m->n_models; i++) {
         free(m->models[i]->name);
         free(m->models[i]);
@@ -117,9 +151,44 @@ struct model_stats *metrics_model(struct metrics *m, const char *name)
     return s;
 }
 
-void metrics_count_request(struct metrics *m, const char *route, const char *model, int status)
+/* The endpoints are a fixed table and the statuses three digits, so the
+ * cap is never reached in practice; past it (or out of memory) the request
+ * counts in llmroute_requests_unlabelled_total. */
+static void count_http(struct metrics *m, const char *endpoint, int status)
+{
+    struct http_series *h;
+    for (size_t i = 0; i < m->n_http; i++) {
+        h = &m->http[i];
+        if (h->status == status && strcmp(h->endpoint, endpoint) == 0) {
+            h->count++;
+            return;
+        }
+    }
+    if (m->n_http >= MAX_SERIES) {
+        m->dropped_series++;
+        return;
+    }
+    if (m->n_http == m->cap_http) {
+        size_t cap = m->cap_http ? m->cap_http * 2 : 16;
+        struct http_series *g = realloc(m->http, cap * sizeof *g);
+        if (!g) {
+            m->dropped_series++;
+            return;
+        }
+        m->http = g;
+        m->cap_http = cap;
+    }
+    h = &m->http[m->n_http++];
+    h->endpoint = endpoint;
+    h->status = status;
+    h->count = 1;
+}
+
+void metrics_count_request(struct metrics *m, const char *endpoint, const char *route,
+                           const char *model, int status)
 {
     struct series *s;
+    count_http(m, endpoint, status);
     for (size_t i = 0; i < m->n_series; i++) {
         s = &m->series[i];
         if (s->status == status && strcmp(s->model, model) == 0 && strcmp(s->route, route) == 0) {
@@ -188,6 +257,47 @@ void metrics_set_waiting(struct metrics *m, long waiting)
 void metrics_count_queue_rejected(struct metrics *m)
 {
     m->queue_rejected++;
+}
+
+void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome)
+{
+    if (outcome >= 0 && outcome < MF_N)
+        m->feedback[outcome]++;
+}
+
+void metrics_count_embed(struct metrics *m, enum rs_class c, double seconds)
+{
+    if (c < 0 || c >= RS_N_CLASSES)
+        c = RS_PROTOCOL;
+    m->embed_fetches[c]++;
+    hist_observe(&m->embed_latency, seconds);
+}
+
+void metrics_count_store_refresh(struct metrics *m, int rebuild, int rc, int changed,
+                                 double seconds)
+{
+    enum store_result r;
+    if (rc == LR_EREPLACED)
+        r = SR_REPLACED;
+    else if (rc != 0)
+        r = SR_ERROR;
+    else if (changed == 2)
+        r = SR_REOPENED;
+    else if (changed)
+        r = SR_REBUILT;
+    else
+        r = SR_UNCHANGED;
+    m->store_refreshes[rebuild ? 1 : 0][r]++;
+    if (rc == 0 && changed) {
+        m->built = 1;
+        m->build_seconds = seconds;
+    }
+}
+
+void metrics_set_store(struct metrics *m, int has_store, size_t added_since_build)
+{
+    m->has_store = has_store;
+    m->added_since_build = added_since_build;
 }
 
 void metrics_set_connections(struct metrics *m, size_t open, size_t max, uint64_t cap_pauses,
@@ -294,6 +404,13 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
             esc(s->route, a, sizeof a), esc(s->model, b, sizeof b), s->status,
             (unsigned long long)s->count);
     }
+    put(&o, "# HELP llmroute_http_requests_total Requests answered, by endpoint (the gateway's "
+            "fixed paths, or other) and status.\n"
+            "# TYPE llmroute_http_requests_total counter\n");
+    for (size_t i = 0; i < m->n_http; i++)
+        put(&o, "llmroute_http_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
+            esc(m->http[i].endpoint, a, sizeof a), m->http[i].status,
+            (unsigned long long)m->http[i].count);
     put(&o,
         "# HELP llmroute_requests_unlabelled_total Requests past the series cap.\n"
         "# TYPE llmroute_requests_unlabelled_total counter\n"
@@ -402,6 +519,43 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         "llmroute_accept_paused_total{reason=\"descriptors\"} %llu\n",
         m->conns_open, m->conns_max, (unsigned long long)m->cap_pauses,
         (unsigned long long)m->descriptor_pauses);
+    put(&o, "# HELP llmroute_feedback_total POST /v1/feedback requests by outcome.\n"
+            "# TYPE llmroute_feedback_total counter\n");
+    for (int k = 0; k < MF_N; k++)
+        put(&o, "llmroute_feedback_total{outcome=\"%s\"} %llu\n", feedback_names[k],
+            (unsigned long long)m->feedback[k]);
+    put(&o, "# HELP llmroute_embedder_fetches_total Query vectors fetched from the remote "
+            "embedder (router.embedding), by outcome (failure class, or ok).\n"
+            "# TYPE llmroute_embedder_fetches_total counter\n");
+    for (int c = 0; c < RS_N_CLASSES; c++)
+        if (m->embed_fetches[c] || c == RS_OK)
+            put(&o, "llmroute_embedder_fetches_total{class=\"%s\"} %llu\n",
+                rs_class_name((enum rs_class)c), (unsigned long long)m->embed_fetches[c]);
+    put(&o, "# HELP llmroute_embedder_fetch_seconds Remote embedder fetch time, start to "
+            "end.\n# TYPE llmroute_embedder_fetch_seconds histogram\n");
+    put_hist(&o, "llmroute_embedder_fetch_seconds", "", &m->embed_latency);
+    put(&o, "# HELP llmroute_store_refreshes_total History store refreshes, by call (refresh, "
+            "or rebuild to converge) and result.\n"
+            "# TYPE llmroute_store_refreshes_total counter\n");
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < SR_N; r++)
+            put(&o, "llmroute_store_refreshes_total{call=\"%s\",result=\"%s\"} %llu\n",
+                k ? "rebuild" : "refresh", store_result_names[r],
+                (unsigned long long)m->store_refreshes[k][r]);
+    if (m->has_store)
+        put(&o,
+            "# HELP llmroute_store_appended_since_build Records appended to the store's copy "
+            "since it was last built whole.\n"
+            "# TYPE llmroute_store_appended_since_build gauge\n"
+            "llmroute_store_appended_since_build %zu\n",
+            m->added_since_build);
+    if (m->built)
+        put(&o,
+            "# HELP llmroute_store_build_seconds How long the last refresh that built the "
+            "store's copy again took.\n"
+            "# TYPE llmroute_store_build_seconds gauge\n"
+            "llmroute_store_build_seconds %.9g\n",
+            m->build_seconds);
     put(&o,
         "# HELP llmroute_config_reloads_total Configuration reloads by result.\n"
         "# TYPE llmroute_config_reloads_total counter\n"

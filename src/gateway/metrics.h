@@ -1,10 +1,13 @@
 /* metrics.h -- the gateway's counters and histograms, and the per-model
  * state table (in-flight counts, circuit breakers, attempts by failure
  * class), where routing reads them. Rendered in Prometheus text
- * format by GET /metrics. Series are keyed by configured names only, so their
- * number is bounded by the configuration, and they survive reloads.
+ * format by GET /metrics. Series are keyed by configured names and fixed
+ * labels only, so their number is bounded by the configuration, and they
+ * survive reloads.
  *
- * Threads: the event loop thread only.
+ * Threads: the event loop thread only. What a worker thread does (a feedback
+ * append, a store refresh) is counted when its result is delivered on the
+ * loop, never from the worker.
  */
 #ifndef GW_METRICS_H
 #define GW_METRICS_H
@@ -45,8 +48,12 @@ void metrics_free(struct metrics *m);
 
 /* The model's entry, created on first use; NULL only when out of memory. */
 struct model_stats *metrics_model(struct metrics *m, const char *name);
-/* One answered request. route and model may be "" (none). */
-void metrics_count_request(struct metrics *m, const char *route, const char *model, int status);
+/* One answered request. route and model may be "" (none). endpoint is its
+ * label in llmroute_http_requests_total: a string of static storage from
+ * the gateway's fixed endpoint table (gw_endpoint_label()), never a
+ * request's own path, so that series stays bounded. */
+void metrics_count_request(struct metrics *m, const char *endpoint, const char *route,
+                           const char *model, int status);
 void metrics_observe_overhead(struct metrics *m, double seconds);
 void metrics_observe_duration(struct metrics *m, double seconds);
 void metrics_count_reload(struct metrics *m, int ok);
@@ -60,6 +67,36 @@ void metrics_count_queue_rejected(struct metrics *m);
 void metrics_set_connections(struct metrics *m, size_t open, size_t max, uint64_t cap_pauses,
                              uint64_t descriptor_pauses);
 void hist_observe(struct hist *h, double seconds);
+
+/* What became of a POST /v1/feedback the feedback handler took (past the
+ * key check): llmroute_feedback_total{outcome}. */
+enum metrics_feedback {
+    MF_RECORDED,         /* 200 "recorded" */
+    MF_ALREADY_RECORDED, /* 200 "already_recorded": its Idempotency-Key was in the store */
+    MF_BAD_REQUEST,      /* 400 or 413: the body, a field or the key header */
+    MF_UNKNOWN_MODEL,    /* 404: not a configured model */
+    MF_NO_STORE,         /* 501: no history store, or one opened read-only */
+    MF_EMBEDDING_FAILED, /* 502: the remote embedder gave no vector */
+    MF_STORE_BUSY,       /* 503: another process held the store's write lock */
+    MF_STORE_REPLACED,   /* 503: the store's file was replaced or removed */
+    MF_STORE_ERROR,      /* 500: the store failed the append */
+    MF_INTERNAL_ERROR,   /* 500: the gateway ran out of memory */
+    MF_CLIENT_CLOSED,    /* the client went away before anything was appended */
+    MF_N
+};
+void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome);
+
+/* One finished fetch from the remote embedder (embedq.c): its class (RS_OK,
+ * or the failure's, as for upstream attempts) and its time, start to end. */
+void metrics_count_embed(struct metrics *m, enum rs_class c, double seconds);
+
+/* One store refresh ended (gateway.c's refresh job, on the loop when its
+ * result is delivered): rebuild says lr_store_rebuild ran rather than
+ * lr_store_refresh, rc and changed are theirs, seconds its time. */
+void metrics_count_store_refresh(struct metrics *m, int rebuild, int rc, int changed,
+                                 double seconds);
+/* At a scrape: whether there is a store, and lr_store_added_since_build(). */
+void metrics_set_store(struct metrics *m, int has_store, size_t added_since_build);
 
 /* The exposition text in a new buffer (caller frees), or NULL when out of
  * memory. */

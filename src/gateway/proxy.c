@@ -1648,7 +1648,8 @@ static void sent_done(void *arg, int delivered)
         sl->log.status = 499;
         sl->log.error = "client_gone";
     }
-    metrics_count_request(sl->gw->metrics, sl->log.route, sl->log.model, sl->log.status);
+    metrics_count_request(sl->gw->metrics, gw_endpoint_label(sl->log.path), sl->log.route,
+                          sl->log.model, sl->log.status);
     gw_log_request(sl->gw, &sl->log);
     sent_log_free(sl);
 }
@@ -1857,7 +1858,7 @@ static void finish(struct exchange *ex, int status)
         cost = (double)ex->prompt_tokens * mi->cost_per_input_token +
                (double)ex->completion_tokens * mi->cost_per_output_token;
     if (!ex->sent)
-        metrics_count_request(gw->metrics, ex->route, model, status);
+        metrics_count_request(gw->metrics, endpoint_path(ex->ep), ex->route, model, status);
     if (ex->n_ranked)
         metrics_count_attempts(gw->metrics, ex->n_attempts);
     if (ex->ms && status < 300) {
@@ -1895,7 +1896,7 @@ static void finish(struct exchange *ex, int status)
     log.after_done_bytes = (long long)ex->after_done;
     if (!ex->sent || sent_log_fill(ex->sent, gw, &log) != 0) {
         if (ex->sent)
-            metrics_count_request(gw->metrics, ex->route, model, status);
+            metrics_count_request(gw->metrics, endpoint_path(ex->ep), ex->route, model, status);
         gw_log_request(gw, &log);
     }
 
