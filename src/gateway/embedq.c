@@ -195,10 +195,9 @@ static void embed_done(void *arg, enum up_error err, const char *message)
 {
     struct gw_embed *e = arg;
     struct timeval now = {0, 0};
-    enum rs_class cls;
+    enum rs_class cls = RS_OK;
 
     e->xfer = NULL;
-    cls = RS_OK;
     if (err != UP_OK)
         set_why(e, "the embedding server %s failed: %s", e->conf->embed_url,
                 message ? message : up_error_name(err));
