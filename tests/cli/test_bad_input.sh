@@ -141,7 +141,7 @@ expect "import with no data into an empty file" 1 "file is not a database (it is
 expect "serve on an empty file" 2 "file is not a database (it is empty)" -- \
     "$BIN" serve --config "$CFG" --store "$TMP/zero.db" --listen 127.0.0.1:0
 ! [ -s "$TMP/zero.db" ] && ok || bad "serve changed an empty file: $(ls -l "$TMP"/zero.db*)"
-expect "route on an empty file" 1 "is not a history store" -- \
+expect "route on an empty file" 1 "history store '$TMP/zero.db': file is not a database (it is empty)" -- \
     "$BIN" route --config "$CFG" --store "$TMP/zero.db" --strategy smart q
 ! [ -s "$TMP/zero.db" ] && ok || bad "route changed an empty file"
 

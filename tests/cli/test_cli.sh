@@ -647,5 +647,43 @@ expect "version with an argument" 2 "" "takes no arguments" -- "$BIN" version x
 expect "other short options stay unknown" 2 "" "unknown option '-x'" -- "$BIN" route -x
 expect "no command" 2 "" "usage: llmroute" -- "$BIN"
 
+# --- check-config: a new store's folder is checked as serve's create needs it ---
+expect "check-config: a store in a missing folder" 2 "" \
+    "cannot open history store '$TMP/nodir/x.db': No such file or directory" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/nodir/x.db"
+expect "serve: a store in a missing folder" 2 "" \
+    "cannot open history store '$TMP/nodir/x.db': No such file or directory" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/nodir/x.db" --listen 127.0.0.1:0
+: >"$TMP/afile"
+expect "check-config: a store under a file" 2 "" \
+    "cannot open history store '$TMP/afile/x.db': Not a directory" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/afile/x.db"
+# Permission bits do not bind root: this part runs as another user only.
+if [ "$(id -u)" != 0 ]; then
+    mkdir "$TMP/ro" && chmod 555 "$TMP/ro"
+    expect "check-config: a store in a folder not writable" 2 "" \
+        "cannot open history store '$TMP/ro/x.db': Permission denied" -- \
+        "$BIN" check-config "$CFG" --store "$TMP/ro/x.db"
+    expect "serve: a store in a folder not writable" 2 "" \
+        "cannot open history store '$TMP/ro/x.db': Permission denied" -- \
+        "$BIN" serve --config "$CFG" --store "$TMP/ro/x.db" --listen 127.0.0.1:0
+    chmod 755 "$TMP/ro"
+fi
+
+# --- an empty file is no store, whichever way it is opened: the same words ---
+: >"$TMP/e.db"
+msg="history store '$TMP/e.db': file is not a database (it is empty)"
+expect "route --store on an empty file" 1 "" "$msg" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/e.db" q
+expect "eval --store on an empty file" 1 "" "$msg" -- \
+    "$BIN" eval --config "$CFG" --store "$TMP/e.db" --data "$SRC/examples/history.jsonl"
+expect "check-config --store on an empty file" 2 "" "$msg" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/e.db"
+expect "check-config --store-read-only on an empty file" 2 "" "$msg" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/e.db" --store-read-only
+expect "serve --store-read-only on an empty file" 2 "" "$msg" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/e.db" --store-read-only --listen 127.0.0.1:0
+! [ -s "$TMP/e.db" ] && ok || bad "a read-only open changed an empty file"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -166,6 +166,20 @@ class ImportRecordsMessagesTest(unittest.TestCase):
                       str(cm.exception))
 
 
+class EmptyFileTest(support.StoreFileTestCase):
+    def test_an_empty_file_is_no_database_however_it_is_opened(self):
+        # Read-only, it was "'h.db' is not a history store (opened
+        # read-only)", where a writable open says what is wrong with it.
+        open(self.path, "wb").close()
+        want = "history store '%s': file is not a database (it is empty)" % self.path
+        for read_only in (False, True):
+            with self.subTest(read_only=read_only):
+                with self.assertRaises(llmroute.StoreError) as cm:
+                    llmroute.Store(self.path, read_only=read_only)
+                self.assertEqual(str(cm.exception), want)
+                self.assertEqual(os.path.getsize(self.path), 0)
+
+
 class EmbedderIdTest(support.StoreFileTestCase):
     def test_an_id_no_new_store_could_use_is_refused(self):
         for path in (":memory:", self.path):
