@@ -685,5 +685,13 @@ expect "serve --store-read-only on an empty file" 2 "" "$msg" -- \
     "$BIN" serve --config "$CFG" --store "$TMP/e.db" --store-read-only --listen 127.0.0.1:0
 ! [ -s "$TMP/e.db" ] && ok || bad "a read-only open changed an empty file"
 
+# --- import: a store made and filled from one file is kept when another fails ---
+expect "import: a missing second file" 1 "history.jsonl: imported 64 of 64 records" \
+    "kept '$TMP/two.db', which this command created: it holds the 64 records imported from the other files" -- \
+    "$BIN" import --store "$TMP/two.db" "$SRC/examples/history.jsonl" "$TMP/nosuch.jsonl"
+! grep -qF "another process" "$TMP/err" && ok || bad "import blamed another process: $(cat "$TMP/err")"
+n=$("$BIN" import --store "$TMP/two.db" 2>&1 | tail -1)
+[ "$n" = "$TMP/two.db: 64 records" ] && ok || bad "the store kept by import: $n"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
