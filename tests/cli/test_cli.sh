@@ -693,5 +693,31 @@ expect "import: a missing second file" 1 "history.jsonl: imported 64 of 64 recor
 n=$("$BIN" import --store "$TMP/two.db" 2>&1 | tail -1)
 [ "$n" = "$TMP/two.db: 64 records" ] && ok || bad "the store kept by import: $n"
 
+# --- an empty store: exit 2 from route and eval alike; route counts from 1 ---
+"$BIN" import --store "$TMP/none.db" >/dev/null 2>&1
+expect "route over an empty store" 2 "" "query 1: the history store is empty: import data first" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/none.db" q
+expect "eval over an empty store" 2 "" "smart: record 0: the history store is empty: import data first" -- \
+    "$BIN" eval --config "$CFG" --store "$TMP/none.db" --data "$SRC/examples/history.jsonl"
+
+# --- eval --sweep names a row's bound as the library's message does ---
+# (a budget swept at a model's real cost, 0.0016065390000000004, was named
+# 0.00160654 in front of the message; an alpha step 0.92 was 0.92 there and
+# 0.9199999999999999 in it)
+"$BIN" import --store "$TMP/sweep.db" "$SRC/examples/history.jsonl" >/dev/null 2>&1
+"$BIN" eval --config "$CFG" --store "$TMP/sweep.db" --data "$SRC/examples/history.jsonl" \
+    --sweep >/dev/null 2>"$TMP/err"
+grep -qF "cannot be met" "$TMP/err" && ok || bad "eval --sweep: no bound unmet: $(cat "$TMP/err")"
+awk '/(alpha|budget) [^ ]+:.* cannot be met/ {
+        for (i = 1; i <= NF; i++)
+            if ($i == "alpha" || $i == "budget") {
+                v = $(i + 1); sub(/:$/, "", v)
+                if (!(($i) in first)) first[$i] = v
+                else if (first[$i] != v) { print; bad = 1 }
+            }
+        delete first }
+     END { exit bad }' "$TMP/err" && ok || bad "eval --sweep: a bound named two ways"
+! grep -qF "0.9199999999999999" "$TMP/err" && ok || bad "eval --sweep: alpha 0.9199999999999999"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
