@@ -357,9 +357,24 @@ static int run_per_query(struct eval *e, struct lr_router *router, struct row *r
     return 0;
 }
 
+/* d as the shortest text that reads back as d, at least 6 digits' worth:
+ * the library words a batch's bound so (alpha 0.92, budget
+ * 0.0016065390000000004), and a row's name in front of its message must
+ * not call the same bound something else. */
+static const char *bound_text(char buf[32], double d)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, 32, "%.*g", prec, d);
+        if (!isfinite(d) || strtod(buf, NULL) == d)
+            break;
+    }
+    return buf;
+}
+
 static int run_batch(struct eval *e, struct lr_router *router, struct row *r, int *slot,
                      struct lr_request *reqs, struct lr_decision *decs, enum lr_batch_mode mode)
 {
+    char bt[32];
     struct lr_batch_options bo;
     struct lr_batch_report rep = {0};
     struct lr_error err = {0};
@@ -381,11 +396,11 @@ static int run_batch(struct eval *e, struct lr_router *router, struct row *r, in
     }
     /* Name the row by its one constraint: the other is NaN, not a value. */
     if (rc == LR_EINFEASIBLE && mode == LR_BATCH_BUDGET)
-        cli_error("eval", "%s (%s) budget %g: %s", r->strategy, r->predictor, r->budget,
-                  rep.message);
+        cli_error("eval", "%s (%s) budget %s: %s", r->strategy, r->predictor,
+                  bound_text(bt, r->budget), rep.message);
     else if (rc == LR_EINFEASIBLE)
-        cli_error("eval", "%s (%s) alpha %g: %s", r->strategy, r->predictor, r->alpha,
-                  rep.message);
+        cli_error("eval", "%s (%s) alpha %s: %s", r->strategy, r->predictor,
+                  bound_text(bt, r->alpha), rep.message);
     for (size_t i = 0; i < e->n; i++)
         slot[i] = e->cand_of_config[decs[i].index];
     score(e, r, slot);
@@ -1404,8 +1419,11 @@ int cmd_eval(int argc, char **argv)
                     goto smart_failed;
             }
             if (sweep && p == 0) {
+                /* (50 + 2k) / 100: the double nearest each step's decimal
+                 * (0.92), where 0.50 + 0.02 k drifts (0.9199999999999999). */
                 for (int k = 0; k <= 24; k++) {
-                    struct row *r = new_row(&e, "smart-batch", preds[p], 0.50 + 0.02 * k, NAN);
+                    struct row *r =
+                        new_row(&e, "smart-batch", preds[p], (50 + 2 * k) / 100.0, NAN);
                     if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_QUALITY)))
                         goto smart_failed;
                     r->sweep = 1;

@@ -35,7 +35,7 @@ static const char help[] =
     "Each file is imported in one transaction: on any error nothing of it is\n"
     "added. With no DATA, the store is created if needed and its size printed.\n"
     "A store this command created is removed again if the command fails with\n"
-    "nothing imported.\n"
+    "nothing imported (it is kept when another file's records went in).\n"
     "Exit codes: 0 ok; 1 runtime error: a file could not be imported, the store\n"
     "could not be opened or does not fit (another embedder's, a newer schema) or\n"
     "the embedding server failed; 2 usage or configuration error: a bad option,\n"
@@ -48,6 +48,7 @@ int cmd_import(int argc, char **argv)
 {
     const char *store_path = NULL, *split = NULL, *config = NULL;
     int strict = 0, help_flag = 0, n_pos = 0, rc, status = CLI_OK, created = 0;
+    size_t imported = 0; /* records this command stored, over all files */
     const struct cli_opt opts[] = {
         {"store", &store_path, NULL}, {"split", &split, NULL},   {"strict", NULL, &strict},
         {"config", &config, NULL},    {"help", NULL, &help_flag}, {NULL, NULL, NULL},
@@ -120,6 +121,7 @@ int cmd_import(int argc, char **argv)
             status = CLI_RUNTIME;
             continue;
         }
+        imported += rep.imported;
         printf("%s: imported %zu of %zu records", pos[i], rep.imported, rep.read);
         if (split)
             printf(" (%zu in other splits)", rep.skipped_split);
@@ -134,8 +136,15 @@ out:
     embed_http_free(emb);
     /* Failed with nothing in the store it created: removed, unless another
      * handle has it open (another import filling it, a gateway) or it
-     * holds records after all (lr_store_discard() checks both). */
-    if (store && created && status != CLI_OK) {
+     * holds records after all (lr_store_discard() checks both). A store
+     * this command filled from its other files is kept, and said so: it is
+     * not empty, and not by anyone else's doing. */
+    if (store && created && status != CLI_OK && imported > 0) {
+        cli_error("import",
+                  "kept '%s', which this command created: it holds the %zu records imported "
+                  "from the other files",
+                  store_path, imported);
+    } else if (store && created && status != CLI_OK) {
         int removed = 0;
         if (lr_store_discard(store, &removed, &err) != 0)
             cli_error("import", "%s", err.message);

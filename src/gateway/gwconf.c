@@ -901,6 +901,38 @@ static int file_writable(const char *path)
     return !(errno == EACCES || errno == EPERM || errno == EROFS || errno == ETXTBSY);
 }
 
+/* Whether serve's open could create a store at path, which does not exist:
+ * its folder must exist, be a folder, and be one this process may write
+ * and search, as open(2) with O_CREAT needs. 0, or LR_ESTORE with the
+ * library's words for the error that open would meet ("cannot open history
+ * store 'x.db': No such file or directory"). */
+static int folder_creatable(const char *path, struct lr_error *err)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = NULL;
+    struct stat sb;
+    int e = 0;
+
+    if (!slash)
+        dir = strdup(".");
+    else if (slash == path)
+        dir = strdup("/");
+    else
+        dir = strndup(path, (size_t)(slash - path));
+    if (!dir)
+        return fail(err, LR_ENOMEM, "out of memory");
+    if (stat(dir, &sb) != 0)
+        e = errno;
+    else if (!S_ISDIR(sb.st_mode))
+        e = ENOTDIR;
+    else if (access(dir, W_OK | X_OK) != 0)
+        e = errno;
+    free(dir);
+    if (e)
+        return fail(err, LR_ESTORE, "cannot open history store '%s': %s", path, strerror(e));
+    return 0;
+}
+
 int gw_store_open(const char *config_path, const char *store_flag, int check, int read_only,
                   struct lr_store **out, char **path_out, int *created, struct lr_error *err)
 {
@@ -942,8 +974,10 @@ int gw_store_open(const char *config_path, const char *store_flag, int check, in
         goto out;
     }
     if (check && !read_only && stat(path, &sb) != 0 && errno == ENOENT) {
-        /* serve would make it: check against the same empty store. */
-        rc = lr_store_open(":memory:", &so, out, err);
+        /* serve would make it: check that it could, then check against
+         * the same empty store. */
+        if ((rc = folder_creatable(path, err)) == 0)
+            rc = lr_store_open(":memory:", &so, out, err);
         goto out;
     }
     if (check && !read_only && !file_writable(path)) {

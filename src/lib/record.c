@@ -299,7 +299,47 @@ int lr__record_split(const struct json_t *rec, const char *split, char *msg, siz
         snprintf(msg, cap, "split: expected a string");
         return -1;
     }
-    return json_is_string(sp) && strcmp(json_string_value(sp), split) == 0;
+    /* By length: "train\u0000x" is not "train" (the record then is bad,
+     * for its NUL, if it is read at all). */
+    return json_is_string(sp) && json_string_length(sp) == strlen(split) &&
+           memcmp(json_string_value(sp), split, json_string_length(sp)) == 0;
+}
+
+/* The first string in v (a member of rec, nested in objects and arrays)
+ * that holds a NUL character, its place written into path (cap bytes;
+ * "query", "outputs[0].model_name", "meta.tags[2]"): 1 when there is one,
+ * 0 when there is none. Records are parsed with JSON_ALLOW_NUL, so that
+ * a NUL, which JSON may hold, makes its record bad rather than its file;
+ * a key cannot hold one (jansson refuses it in the parse). jansson caps
+ * the nesting depth at 2048, which bounds the recursion. */
+static int nul_find(const json_t *v, char *path, size_t cap)
+{
+    size_t len = strlen(path);
+    if (json_is_string(v))
+        return memchr(json_string_value(v), '\0', json_string_length(v)) != NULL;
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *x;
+        json_object_foreach((json_t *)v, key, x) {
+            if (!json_is_string(x) && !json_is_object(x) && !json_is_array(x))
+                continue;
+            snprintf(path + len, cap - len, "%s%s", len ? "." : "", key);
+            if (nul_find(x, path, cap))
+                return 1;
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            if (!json_is_string(x) && !json_is_object(x) && !json_is_array(x))
+                continue;
+            snprintf(path + len, cap - len, "[%zu]", i);
+            if (nul_find(x, path, cap))
+                return 1;
+        }
+    }
+    path[len] = '\0';
+    return 0;
 }
 
 int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
@@ -312,6 +352,15 @@ int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, ch
     if (!json_is_object(rec)) {
         snprintf(msg, cap, "expected an object");
         return -1;
+    }
+    /* A NUL in any string, a field nothing reads included, makes the
+     * record bad: no part of it is taken for what it does not say. */
+    {
+        char path[160] = "";
+        if (nul_find(rec, path, sizeof path)) {
+            snprintf(msg, cap, "%s: a NUL character (\\u0000) is not allowed", path);
+            return -1;
+        }
     }
 
     q = json_object_get(rec, "query");
@@ -418,9 +467,13 @@ int lr__json_error_col(const json_error_t *je)
 void lr__json_error_text(const struct json_error_t *je, char *buf, size_t cap)
 {
     static const char nul[] = "\\u0000 is not allowed without JSON_ALLOW_NUL";
+    static const char nul_key[] = "NUL byte in object key not supported";
     if (strncmp(je->text, nul, sizeof nul - 1) == 0)
         snprintf(buf, cap, "a NUL character (\\u0000) is not allowed%s",
                  je->text + sizeof nul - 1);
+    else if (strncmp(je->text, nul_key, sizeof nul_key - 1) == 0)
+        snprintf(buf, cap, "a NUL character (\\u0000) is not allowed in a key%s",
+                 je->text + sizeof nul_key - 1);
     else
         snprintf(buf, cap, "%s", je->text);
 }

@@ -35,8 +35,11 @@ struct json_error_t; /* jansson's json_error_t */
  * line or element that is no object is a bad record, not a bad file; a key
  * twice refused (which value would be meant?); whole numbers read as reals,
  * so that a count too big for an integer is a number over the cap in the
- * record holding it, not a "too big integer" that refuses the file. */
-#define LR__RECORD_JSON_FLAGS (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL)
+ * record holding it, not a "too big integer" that refuses the file; a NUL
+ * character (\u0000, valid JSON) read, so that lr__record_from_json()
+ * makes the record holding it bad, not its file. */
+#define LR__RECORD_JSON_FLAGS                                                                  \
+    (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL)
 
 /* A record that passed the checks. Strings point into the JSON value it was
  * read from and live as long as that value. */
@@ -64,7 +67,9 @@ struct lr__record_view {
  *                                 bytes, each name once in a record
  *   outputs[i].correctness        a boolean or a number in [0,1]
  *   outputs[i].output_token_length  a number from 0 to 1e9 (may be a mean)
- * Other members ("split", extra fields) are not looked at. */
+ * Other members ("split", extra fields) are not looked at, but for one
+ * rule over the whole record: no string in it, anywhere, holds a NUL
+ * character ("note: a NUL character (\u0000) is not allowed"). */
 int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, char *msg,
                          size_t cap);
 

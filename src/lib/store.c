@@ -2361,8 +2361,10 @@ static int presence_take(struct lr_store *st, const char *file, int may_create,
          * open making one holds its lock until it is done: looked at twice,
          * for the moment between its making the file and taking the lock):
          * SQLite would take it for an empty database and make a store of
-         * it, where any other file that is not a database is refused. */
-        if (!st->made_file && !st->read_only && held.st_size == 0 && empty_unheld(fd)) {
+         * it, where any other file that is not a database is refused. A
+         * read-only open, which would make nothing, says the same of it:
+         * the file is what is wrong, not the way it was opened. */
+        if (!st->made_file && held.st_size == 0 && empty_unheld(fd)) {
             close(fd);
             return fail(err, LR_ESTORE, 0,
                         "history store '%s': file is not a database (it is empty)", st->path);

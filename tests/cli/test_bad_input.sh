@@ -141,7 +141,7 @@ expect "import with no data into an empty file" 1 "file is not a database (it is
 expect "serve on an empty file" 2 "file is not a database (it is empty)" -- \
     "$BIN" serve --config "$CFG" --store "$TMP/zero.db" --listen 127.0.0.1:0
 ! [ -s "$TMP/zero.db" ] && ok || bad "serve changed an empty file: $(ls -l "$TMP"/zero.db*)"
-expect "route on an empty file" 1 "is not a history store" -- \
+expect "route on an empty file" 1 "history store '$TMP/zero.db': file is not a database (it is empty)" -- \
     "$BIN" route --config "$CFG" --store "$TMP/zero.db" --strategy smart q
 ! [ -s "$TMP/zero.db" ] && ok || bad "route changed an empty file"
 
@@ -243,16 +243,32 @@ expect "eval --alpha ' 0.8'" 2 "--alpha: expected a number from 0 to 1, got ' 0.
 expect "eval --seed +3" 2 "--seed: expected an integer from 1 to 2147483647, got '+3'" -- \
     "$BIN" eval --config "$CFG" --data "$SRC/examples/history.jsonl" --seed +3
 
-# --- a parse error is worded for the user, not by a parser's flag ---
-printf '{"query": "a\\u0000b"}\n' >"$TMP/nul.jsonl"
-printf '[{"query": "a\\u0000b"}]\n' >"$TMP/nul.json"
+# --- a NUL character (\u0000, valid JSON) makes its record bad, not its file ---
+# In the query or in a field nothing reads: the record is skipped and
+# counted, as any bad record is (--strict refuses the file).
+good='{"query": "q", "outputs": [{"model_name": "gpt-4o", "correctness": 1, "output_token_length": 5}]}'
+nul_note='{"query": "q", "note": "x\u0000y", "outputs": [{"model_name": "gpt-4o", "correctness": 1, "output_token_length": 5}]}'
+nul_query='{"query": "a\u0000b", "outputs": [{"model_name": "gpt-4o", "correctness": 1, "output_token_length": 5}]}'
+printf '%s\n%s\n%s\n%s\n' "$good" "$nul_note" "$nul_query" "$good" >"$TMP/nul.jsonl"
+printf '[%s,\n%s,\n%s,\n%s]\n' "$good" "$nul_note" "$nul_query" "$good" >"$TMP/nul.json"
 for f in nul.jsonl nul.json; do
-    expect "eval: a NUL in $f" 2 "a NUL character (\u0000) is not allowed near" -- \
+    expect "import: a NUL in $f" 0 \
+        "imported 2 of 4 records, skipped 2 bad (first: record 1 (line 2): note: a NUL character (\u0000) is not allowed)" -- \
+        "$BIN" import --store "$TMP/nul-$f.db" "$TMP/$f"
+    expect "import --strict: a NUL in $f" 1 \
+        "$f: record 1 (line 2): note: a NUL character (\u0000) is not allowed" -- \
+        "$BIN" import --strict --store "$TMP/nul-strict.db" "$TMP/$f"
+    expect "eval: a NUL in $f" 0 "skipped 2 bad (first: record 1 (line 2): note: a NUL" -- \
         "$BIN" eval --config "$CFG" --data "$TMP/$f"
     ! grep -qF JSON_ALLOW_NUL "$TMP/err" && ok || bad "eval: $f: $(cat "$TMP/err")"
-    expect "import: a NUL in $f" 1 "a NUL character (\u0000) is not allowed near" -- \
-        "$BIN" import --store "$TMP/nul.db" "$TMP/$f"
 done
+printf '%s\n' "$nul_query" >"$TMP/nulq.jsonl"
+expect "import: a NUL in a query" 0 "record 0 (line 1): query: a NUL character (\u0000) is not allowed" -- \
+    "$BIN" import --store "$TMP/nulq.db" "$TMP/nulq.jsonl"
+# A key cannot hold one: that is a parse error, which refuses the file.
+printf '{"query": "q", "x\\u0000": 1}\n' >"$TMP/nulkey.jsonl"
+expect "import: a NUL in a key" 1 "nulkey.jsonl:1:24: a NUL character (\u0000) is not allowed in a key near" -- \
+    "$BIN" import --store "$TMP/nulkey.db" "$TMP/nulkey.jsonl"
 printf '{"models": [{"name": "a\\u0000"}]}' >"$TMP/nulcfg.json"
 expect "check-config: a NUL" 2 "a NUL character (\u0000) is not allowed" -- \
     "$BIN" check-config "$TMP/nulcfg.json"

@@ -647,5 +647,77 @@ expect "version with an argument" 2 "" "takes no arguments" -- "$BIN" version x
 expect "other short options stay unknown" 2 "" "unknown option '-x'" -- "$BIN" route -x
 expect "no command" 2 "" "usage: llmroute" -- "$BIN"
 
+# --- check-config: a new store's folder is checked as serve's create needs it ---
+expect "check-config: a store in a missing folder" 2 "" \
+    "cannot open history store '$TMP/nodir/x.db': No such file or directory" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/nodir/x.db"
+expect "serve: a store in a missing folder" 2 "" \
+    "cannot open history store '$TMP/nodir/x.db': No such file or directory" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/nodir/x.db" --listen 127.0.0.1:0
+: >"$TMP/afile"
+expect "check-config: a store under a file" 2 "" \
+    "cannot open history store '$TMP/afile/x.db': Not a directory" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/afile/x.db"
+# Permission bits do not bind root: this part runs as another user only.
+if [ "$(id -u)" != 0 ]; then
+    mkdir "$TMP/ro" && chmod 555 "$TMP/ro"
+    expect "check-config: a store in a folder not writable" 2 "" \
+        "cannot open history store '$TMP/ro/x.db': Permission denied" -- \
+        "$BIN" check-config "$CFG" --store "$TMP/ro/x.db"
+    expect "serve: a store in a folder not writable" 2 "" \
+        "cannot open history store '$TMP/ro/x.db': Permission denied" -- \
+        "$BIN" serve --config "$CFG" --store "$TMP/ro/x.db" --listen 127.0.0.1:0
+    chmod 755 "$TMP/ro"
+fi
+
+# --- an empty file is no store, whichever way it is opened: the same words ---
+: >"$TMP/e.db"
+msg="history store '$TMP/e.db': file is not a database (it is empty)"
+expect "route --store on an empty file" 1 "" "$msg" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/e.db" q
+expect "eval --store on an empty file" 1 "" "$msg" -- \
+    "$BIN" eval --config "$CFG" --store "$TMP/e.db" --data "$SRC/examples/history.jsonl"
+expect "check-config --store on an empty file" 2 "" "$msg" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/e.db"
+expect "check-config --store-read-only on an empty file" 2 "" "$msg" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/e.db" --store-read-only
+expect "serve --store-read-only on an empty file" 2 "" "$msg" -- \
+    "$BIN" serve --config "$CFG" --store "$TMP/e.db" --store-read-only --listen 127.0.0.1:0
+! [ -s "$TMP/e.db" ] && ok || bad "a read-only open changed an empty file"
+
+# --- import: a store made and filled from one file is kept when another fails ---
+expect "import: a missing second file" 1 "history.jsonl: imported 64 of 64 records" \
+    "kept '$TMP/two.db', which this command created: it holds the 64 records imported from the other files" -- \
+    "$BIN" import --store "$TMP/two.db" "$SRC/examples/history.jsonl" "$TMP/nosuch.jsonl"
+! grep -qF "another process" "$TMP/err" && ok || bad "import blamed another process: $(cat "$TMP/err")"
+n=$("$BIN" import --store "$TMP/two.db" 2>&1 | tail -1)
+[ "$n" = "$TMP/two.db: 64 records" ] && ok || bad "the store kept by import: $n"
+
+# --- an empty store: exit 2 from route and eval alike; route counts from 1 ---
+"$BIN" import --store "$TMP/none.db" >/dev/null 2>&1
+expect "route over an empty store" 2 "" "query 1: the history store is empty: import data first" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/none.db" q
+expect "eval over an empty store" 2 "" "smart: record 0: the history store is empty: import data first" -- \
+    "$BIN" eval --config "$CFG" --store "$TMP/none.db" --data "$SRC/examples/history.jsonl"
+
+# --- eval --sweep names a row's bound as the library's message does ---
+# (a budget swept at a model's real cost, 0.0016065390000000004, was named
+# 0.00160654 in front of the message; an alpha step 0.92 was 0.92 there and
+# 0.9199999999999999 in it)
+"$BIN" import --store "$TMP/sweep.db" "$SRC/examples/history.jsonl" >/dev/null 2>&1
+"$BIN" eval --config "$CFG" --store "$TMP/sweep.db" --data "$SRC/examples/history.jsonl" \
+    --sweep >/dev/null 2>"$TMP/err"
+grep -qF "cannot be met" "$TMP/err" && ok || bad "eval --sweep: no bound unmet: $(cat "$TMP/err")"
+awk '/(alpha|budget) [^ ]+:.* cannot be met/ {
+        for (i = 1; i <= NF; i++)
+            if ($i == "alpha" || $i == "budget") {
+                v = $(i + 1); sub(/:$/, "", v)
+                if (!(($i) in first)) first[$i] = v
+                else if (first[$i] != v) { print; bad = 1 }
+            }
+        delete first }
+     END { exit bad }' "$TMP/err" && ok || bad "eval --sweep: a bound named two ways"
+! grep -qF "0.9199999999999999" "$TMP/err" && ok || bad "eval --sweep: alpha 0.9199999999999999"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

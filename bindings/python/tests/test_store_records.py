@@ -154,6 +154,35 @@ class ImportRecordsMessagesTest(unittest.TestCase):
         self.assertEqual(qs.count(), 0)
         qs.close()
 
+    def test_a_nul_character_names_its_record_and_only_it_is_skipped(self):
+        # It was "import_records:1:209: a NUL character (\\u0000) is not
+        # allowed near ...", a column in the JSON the records go through,
+        # and strict=False refused every record with it.
+        good = rec("fine", ("a", 1, 2))
+        cases = [(rec("a\x00b", ("a", 1, 2)), "query: a NUL character (\\u0000) is not allowed"),
+                 (rec("q", ("a\x00", 1, 2)),
+                  "outputs[0].model_name: a NUL character (\\u0000) is not allowed"),
+                 (rec("q", ("a", 1, 2), note=["x", "y\x00"]),
+                  "note[1]: a NUL character (\\u0000) is not allowed")]
+        for bad, why in cases:
+            with self.subTest(why=why):
+                with self.assertRaises(llmroute.ParseError) as cm:
+                    self.store.import_records([good, good, bad])
+                self.assertEqual(str(cm.exception), "import_records: records[2]: " + why)
+                self.assertEqual(len(self.store), 0)
+                store = llmroute.Store()
+                rep = store.import_records([good, good, bad], strict=False)
+                self.assertEqual((rep.read, rep.imported, rep.bad), (3, 2, 1))
+                self.assertEqual(rep.first_bad, "records[2]: " + why)
+                self.assertEqual(len(store), 2)
+                store.close()
+        qs = llmroute.QueryStore()
+        with self.assertRaises(llmroute.ParseError) as cm:
+            qs.add_data([good, cases[0][0]])
+        self.assertEqual(str(cm.exception), "QueryStore.add_data: data[1]: " + cases[0][1])
+        self.assertEqual(qs.count(), 0)
+        qs.close()
+
     def test_a_record_json_cannot_write_names_its_place(self):
         good = rec("fine", ("a", 1, 2))
         with self.assertRaises(llmroute.InvalidType) as cm:
@@ -164,6 +193,20 @@ class ImportRecordsMessagesTest(unittest.TestCase):
             llmroute.QueryStore().add_data([good, good, rec(b"q", ("a", 1, 2))])
         self.assertIn("QueryStore.add_data: data[2]: cannot be written as JSON",
                       str(cm.exception))
+
+
+class EmptyFileTest(support.StoreFileTestCase):
+    def test_an_empty_file_is_no_database_however_it_is_opened(self):
+        # Read-only, it was "'h.db' is not a history store (opened
+        # read-only)", where a writable open says what is wrong with it.
+        open(self.path, "wb").close()
+        want = "history store '%s': file is not a database (it is empty)" % self.path
+        for read_only in (False, True):
+            with self.subTest(read_only=read_only):
+                with self.assertRaises(llmroute.StoreError) as cm:
+                    llmroute.Store(self.path, read_only=read_only)
+                self.assertEqual(str(cm.exception), want)
+                self.assertEqual(os.path.getsize(self.path), 0)
 
 
 class EmbedderIdTest(support.StoreFileTestCase):
