@@ -360,7 +360,8 @@ static int run_per_query(struct eval *e, struct lr_router *router, struct row *r
 /* d as the shortest text that reads back as d, at least 6 digits' worth:
  * the library words a batch's bound so (alpha 0.92, budget
  * 0.0016065390000000004), and a row's name in front of its message must
- * not call the same bound something else. */
+ * not call the same bound something else (optimize.c's bound_text(), behind
+ * the public header, is the library's side). */
 static const char *bound_text(char buf[32], double d)
 {
     for (int prec = 6; prec <= 17; prec++) {

@@ -1728,7 +1728,8 @@ out:
 /* ==== Public entry points ==== */
 
 /* d as the shortest text that reads back as d (a bound the caller gave:
- * alpha 0.75 + 1e-9 must not read as 0.75), at least 6 digits' worth. */
+ * alpha 0.75 + 1e-9 must not read as 0.75), at least 6 digits' worth;
+ * cmd_eval.c names its rows the same way, so keep the two alike. */
 static const char *bound_text(char buf[32], double d)
 {
     for (int prec = 6; prec <= 17; prec++) {

@@ -119,6 +119,30 @@ class ImportRecordsMessagesTest(unittest.TestCase):
                          "records[1]: outputs[0].correctness: expected a boolean or a number "
                          "in [0,1]")
 
+    def assert_bad_record(self, good, bad, why):
+        """bad, third of four records, fails the whole import naming
+        records[2] and why, and nothing is stored; with strict=False it
+        alone is skipped, and the report names it."""
+        with self.assertRaises(llmroute.ParseError) as cm:
+            self.store.import_records([good, good, bad, good])
+        self.assertEqual(str(cm.exception), "import_records: records[2]: " + why)
+        self.assertEqual(len(self.store), 0)
+        store = llmroute.Store()
+        rep = store.import_records([good, good, bad, good], strict=False)
+        self.assertEqual((rep.read, rep.imported, rep.bad), (4, 3, 1))
+        self.assertEqual(rep.first_bad, "records[2]: " + why)
+        self.assertEqual(len(store), 3)
+        store.close()
+
+    def assert_add_data_names(self, good, bad, why):
+        """AIOS's add_data names the bad record in data, and stores nothing."""
+        qs = llmroute.QueryStore()
+        with self.assertRaises(llmroute.ParseError) as cm:
+            qs.add_data([good, bad])
+        self.assertEqual(str(cm.exception), "QueryStore.add_data: data[1]: " + why)
+        self.assertEqual(qs.count(), 0)
+        qs.close()
+
     def test_a_nan_or_infinity_names_its_record_and_only_it_is_skipped(self):
         # Any of them failed the whole import, strict or not: "records:
         # cannot be written as JSON: Out of range float values are not JSON
@@ -133,26 +157,12 @@ class ImportRecordsMessagesTest(unittest.TestCase):
                   "a non-negative integer, got Infinity")]
         for bad, why in cases:
             with self.subTest(why=why):
-                with self.assertRaises(llmroute.ParseError) as cm:
-                    self.store.import_records([good, good, bad, good])
-                self.assertEqual(str(cm.exception), "import_records: records[2]: " + why)
-                self.assertEqual(len(self.store), 0)
-                store = llmroute.Store()
-                rep = store.import_records([good, bad, good], strict=False)
-                self.assertEqual((rep.read, rep.imported, rep.bad), (3, 2, 1))
-                self.assertEqual(rep.first_bad, "records[1]: " + why)
-                self.assertEqual(len(store), 2)
-                store.close()
+                self.assert_bad_record(good, bad, why)
         # A field the import does not read may hold one: the record is kept.
         rep = self.store.import_records([rec("q", ("a", 1, 2), note=nan)])
         self.assertEqual((rep.imported, rep.bad), (1, 0))
         # AIOS's add_data names it in data.
-        qs = llmroute.QueryStore()
-        with self.assertRaises(llmroute.ParseError) as cm:
-            qs.add_data([good, cases[0][0]])
-        self.assertEqual(str(cm.exception), "QueryStore.add_data: data[1]: " + cases[0][1])
-        self.assertEqual(qs.count(), 0)
-        qs.close()
+        self.assert_add_data_names(good, *cases[0])
 
     def test_a_nul_character_names_its_record_and_only_it_is_skipped(self):
         # It was "import_records:1:209: a NUL character (\\u0000) is not
@@ -166,22 +176,8 @@ class ImportRecordsMessagesTest(unittest.TestCase):
                   "note[1]: a NUL character (\\u0000) is not allowed")]
         for bad, why in cases:
             with self.subTest(why=why):
-                with self.assertRaises(llmroute.ParseError) as cm:
-                    self.store.import_records([good, good, bad])
-                self.assertEqual(str(cm.exception), "import_records: records[2]: " + why)
-                self.assertEqual(len(self.store), 0)
-                store = llmroute.Store()
-                rep = store.import_records([good, good, bad], strict=False)
-                self.assertEqual((rep.read, rep.imported, rep.bad), (3, 2, 1))
-                self.assertEqual(rep.first_bad, "records[2]: " + why)
-                self.assertEqual(len(store), 2)
-                store.close()
-        qs = llmroute.QueryStore()
-        with self.assertRaises(llmroute.ParseError) as cm:
-            qs.add_data([good, cases[0][0]])
-        self.assertEqual(str(cm.exception), "QueryStore.add_data: data[1]: " + cases[0][1])
-        self.assertEqual(qs.count(), 0)
-        qs.close()
+                self.assert_bad_record(good, bad, why)
+        self.assert_add_data_names(good, *cases[0])
 
     def test_a_record_json_cannot_write_names_its_place(self):
         good = rec("fine", ("a", 1, 2))
