@@ -547,7 +547,10 @@ struct lr_request {
     const char *const *models;
     const int *model_indices;
     size_t n_models;
-    const char *query;              /* the query text, may be NULL for sequential */
+    const char *query;              /* the query text, may be NULL for sequential;
+                                     * when given, valid UTF-8 (as a stored query
+                                     * must be), else LR_EINVAL "query: not valid
+                                     * UTF-8 at byte N", whatever the strategy */
     long input_tokens;              /* < 0: estimated from the text (see lr_estimate_tokens);
                                      * at most 1e9, as in records (else LR_EINVAL) */
     const float *embedding;         /* precomputed dense vector (remote embedder) or NULL */
@@ -624,14 +627,27 @@ struct lr_batch_report {
                                 (1 - LR_BATCH_TOLERANCE) (LR_BATCH_QUALITY) or
                                 total_cost <= budget * (1 + LR_BATCH_TOLERANCE)
                                 (LR_BATCH_BUDGET), each judged on the sum before
-                                the division; 0 exactly when LR_EINFEASIBLE is
-                                returned */
+                                the division; 1 exactly when 0 is returned */
     double mean_quality;     /* predicted, of the returned assignment */
     double total_cost;       /* estimated, of the returned assignment */
     int iterations;          /* optimizer iterations */
     char message[256];       /* why it is infeasible and what was reached */
 };
+/* What lr_router_route_batch writes to its report (when not NULL), by what
+ * it returns:
+ *   - 0: feasible 1 and the figures of the assignment in out;
+ *   - LR_EINFEASIBLE: feasible 0 and the figures of the best reachable
+ *     assignment in out, which message explains;
+ *   - any other error: no result, the same whatever failed (a bad request,
+ *     a bad option, a strategy that cannot solve the mode): feasible 0,
+ *     mean_quality and total_cost NaN, iterations 0, message empty (err
+ *     says what failed). */
 
+/* Fill opts with the defaults: LR_BATCH_PER_QUERY, alpha and budget NaN
+ * (none given), capacities NULL (the config's). A zeroed struct is not
+ * these: its alpha and budget 0 are values given, which the per-query mode
+ * refuses (LR_EINVAL). opts NULL to lr_router_route_batch is the same as
+ * these. */
 LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
 
 /* Route n requests together. out[i] receives request i's assignment (and
@@ -656,7 +672,11 @@ LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
  * the cost the budget bounds, and of the report's mean_quality and
  * total_cost (NaN when no request is left), which the message's figures
  * are too. An error in one request fails the batch, with a message naming
- * the request. */
+ * the request ("query 1: unknown model 'x'"), and a failed batch (any
+ * error but LR_EINFEASIBLE) changes nothing: out[] is left as it was (no
+ * decision, no ranking written) and the router's state is too (every
+ * request is checked before any is routed, so the sequential strategy's
+ * round-robin turns are taken only by a batch that succeeds). */
 LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                           const struct lr_batch_options *opts, struct lr_decision *out,
                           struct lr_batch_report *report, struct lr_error *err);

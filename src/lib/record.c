@@ -73,7 +73,7 @@ static size_t utf8_invalid_at(const char *s, size_t len)
 }
 
 /* field's text s (len bytes) is valid UTF-8, else -1 with a message. */
-static int check_utf8(const char *field, const char *s, size_t len, char *msg, size_t cap)
+int lr__record_check_utf8(const char *field, const char *s, size_t len, char *msg, size_t cap)
 {
     size_t at = utf8_invalid_at(s, len);
     if (at == len)
@@ -96,7 +96,7 @@ static int check_query(const char *query, size_t len, char *msg, size_t cap)
         snprintf(msg, cap, "query: contains a NUL byte");
         return -1;
     }
-    return check_utf8("query", query, len, msg, cap);
+    return lr__record_check_utf8("query", query, len, msg, cap);
 }
 
 /* A model name is one the config could hold: valid UTF-8 without control
@@ -121,7 +121,7 @@ static int check_model_name(const char *name, size_t i, char *msg, size_t cap)
         }
     }
     snprintf(field, sizeof field, "outputs[%zu].model_name", i);
-    return check_utf8(field, name, len, msg, cap);
+    return lr__record_check_utf8(field, name, len, msg, cap);
 }
 
 /* ==== The rules on values, whatever they were read from ==== */
@@ -373,7 +373,7 @@ int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v,
     else if (check_input_tokens((double)r->input_tokens, v, msg, cap) != 0)
         return -1;
     v->task = r->task;
-    if (v->task && check_utf8("task", v->task, strlen(v->task), msg, cap) != 0)
+    if (v->task && lr__record_check_utf8("task", v->task, strlen(v->task), msg, cap) != 0)
         return -1;
     if (check_outcome_count(r->outcomes ? r->n_outcomes : 0, msg, cap) != 0)
         return -1;

@@ -99,6 +99,12 @@ void lr__json_error_text(const struct json_error_t *je, char *buf, size_t cap);
  * starts none (an ASCII byte among them). */
 size_t lr__utf8_seq(const unsigned char *p, size_t n, unsigned long *cp);
 
+/* 0 when s (len bytes) is valid UTF-8, else -1 with msg "field: not valid
+ * UTF-8 at byte N" (N the offset of the first byte that starts no valid
+ * sequence). The record checks use it, and so does routing on a query's
+ * text, so both refuse the same text with the same words. */
+int lr__record_check_utf8(const char *field, const char *s, size_t len, char *msg, size_t cap);
+
 /* JSON's blank space between values. */
 static inline int lr__json_ws(char c)
 {
