@@ -18,9 +18,37 @@
  *   - functions that can fail on user input also fill a struct lr_error with
  *     a message a user can act on ("models[1].cost_per_input_token: expected
  *     a non-negative number");
+ *   - a struct lr_error is written only when a function fails: on success it
+ *     is left as it was (its code and message may be an earlier failure's),
+ *     so read it only after a nonzero return;
  *   - lr_x_free(NULL) is a no-op; every function that returns memory says who
  *     frees it;
  *   - the header needs C99 or later (or C++): it uses long long.
+ *
+ * Option and request structs: set each with its _init function first, then
+ * change the fields you mean to: lr_store_options_init, lr_import_options_init,
+ * lr_router_options_init, lr_request_init, lr_decision_init and
+ * lr_batch_options_init. The library reads every field, so an uninitialised
+ * struct (stack garbage) is read as what its bytes happen to say: a wild
+ * pointer it follows (lr_store_open with an uninitialised struct
+ * lr_store_options can crash), a count it trusts. A zeroed struct (= {0},
+ * memset, calloc) is not the same as an initialised one either, except where
+ * the _init function says it is: zero is a value given, not "the default",
+ * wherever the default is NaN or -1 (a zeroed lr_request asks for a
+ * performance requirement of 0, the cheapest candidate, and says its input
+ * is 0 tokens, not to be estimated from the text; a zeroed
+ * lr_router_options asks for a requirement of 0; a zeroed
+ * lr_batch_options gives alpha and budget 0, which the per-query mode
+ * refuses).
+ *
+ * ABI: while the version is 0.x, a minor version (0.1 to 0.2) may change the
+ * public structs (a field added to an option struct, as defer_reweigh was to
+ * lr_store_options in 0.2) and the soname stays libllmroute.so.0: rebuild
+ * against the new header whenever the library changes minor version, and
+ * fill structs with their _init functions (above) so that a field added
+ * later gets its default. A patch version changes no struct. lr_version()
+ * says which library was loaded; the Python binding refuses a library of
+ * another version than its own.
  *
  * Threads: a struct lr_config is immutable once loaded and may be read from
  * any thread. A struct lr_router may be used for routing from several threads
@@ -49,9 +77,9 @@ extern "C" {
  * not MAJOR.MINOR.PATCH); the Python binding checks the loaded library's
  * lr_version() against its own. */
 #define LR_VERSION_MAJOR 0
-#define LR_VERSION_MINOR 1
+#define LR_VERSION_MINOR 2
 #define LR_VERSION_PATCH 0
-#define LR_VERSION_STRING "0.1.0"
+#define LR_VERSION_STRING "0.2.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for comparisons. */
 #define LR_VERSION_NUMBER (LR_VERSION_MAJOR * 10000 + LR_VERSION_MINOR * 100 + LR_VERSION_PATCH)
 
@@ -103,7 +131,11 @@ struct lr_config;
 struct lr_model_info {
     const char *name;           /* unique name clients use */
     const char *backend;        /* "openai", "vllm", "ollama", ..., "mock" */
-    const char *base_url;       /* NULL when not set (mock) */
+    const char *base_url;       /* as configured, or NULL when not set: the backend's
+                                   default is not filled in here (the gateway uses
+                                   https://api.openai.com/v1 for an "openai" model or
+                                   one without a backend, and refuses to serve any
+                                   other but "mock" without a base_url) */
     const char *api_key_env;    /* name of the env var holding the key, or NULL */
     const char *upstream_model; /* the name sent upstream; defaults to name */
     double cost_per_input_token;
@@ -469,7 +501,12 @@ struct lr_import_report {
  * file. All or nothing: on any error nothing is added to the store. A dense
  * store needs opts->embed; every kept record's query is embedded, in order,
  * before the transaction commits, and an error from the callback fails the
- * import. */
+ * import. path must name a regular file (its size is checked before it is
+ * read): a FIFO (once its open(2) returns, which waits for a writer), a
+ * device or a folder is LR_EIO "not a regular file", where lr_dataset_load
+ * reads a pipe. A file that is empty, holds only blank
+ * space or an empty array imports nothing and returns 0 (report->read 0),
+ * where lr_dataset_load returns LR_EEMPTY for an empty or blank file. */
 LR_EXTERN int lr_store_import_file(struct lr_store *store, const char *path,
                          const struct lr_import_options *opts, struct lr_import_report *report,
                          struct lr_error *err);
@@ -489,7 +526,10 @@ struct lr_dataset;
  * A bad record is skipped and counted in report (its message in
  * report->first_bad), or with opts->strict fails the load. A file that is
  * not valid JSON(L) is LR_EPARSE with its line and column; a file that is
- * empty or holds only blank space is LR_EEMPTY.
+ * empty or holds only blank space is LR_EEMPTY (lr_store_import_file takes
+ * it as nothing to import, 0). Any file that reads as a stream is read,
+ * a FIFO or a pipe too (lr_store_import_file takes regular files only),
+ * up to 1 GiB.
  * The caller frees *out with lr_dataset_free(). */
 LR_EXTERN int lr_dataset_load(const char *path, const struct lr_import_options *opts,
                               struct lr_dataset **out, struct lr_import_report *report,
@@ -512,7 +552,8 @@ struct lr_router_options {
     const char *predictor;          /* NULL = config's */
 };
 
-/* Fill opts with "use the config" values. */
+/* Fill opts with "use the config" values (performance_requirement NaN). A
+ * zeroed struct is not these: its requirement 0 is a value given. */
 LR_EXTERN void lr_router_options_init(struct lr_router_options *opts);
 
 /* Build a router over cfg (borrowed: it must outlive the router), and over
@@ -558,7 +599,9 @@ struct lr_request {
     double performance_requirement; /* NaN = router's */
 };
 
-/* Initialise a request with no candidates, no text, estimated tokens. */
+/* Initialise a request with no candidates, no text, estimated tokens
+ * (input_tokens -1) and the router's requirement (NaN). A zeroed request is
+ * not this: it gives input_tokens 0 and a requirement of 0. */
 LR_EXTERN void lr_request_init(struct lr_request *req);
 
 /* A ranked candidate. Unknown figures are NaN. */
