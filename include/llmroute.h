@@ -176,7 +176,10 @@ struct lr_router_defaults {
 /* Parse and validate a configuration. On success *out owns a new config that
  * the caller frees with lr_config_free(). On failure *out is NULL and err
  * names the offending field. Secrets are never read here: only the names of
- * the environment variables that hold them. */
+ * the environment variables that hold them. lr_config_load_string reads
+ * len bytes of JSON text: len counts the text without a terminating NUL
+ * (strlen(json), not sizeof a literal), and a NUL byte among them is
+ * LR_EPARSE naming its offset. */
 LR_EXTERN int lr_config_load_file(const char *path, struct lr_config **out, struct lr_error *err);
 LR_EXTERN int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
                           struct lr_error *err);

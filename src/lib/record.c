@@ -170,7 +170,11 @@ int lr__record_check_number(enum lr_record_number kind, double d, const char *fi
 int lr_record_check_number(enum lr_record_number kind, double value, const char *field,
                            struct lr_error *err)
 {
-    char msg[sizeof err->message];
+    char msg[sizeof err->message], name[LR__SHOWN_CAP(LR__SHOWN_NAME)];
+    /* The caller's field name, escaped and cut short, so that the rule
+     * after it always fits in the message. */
+    if (field)
+        field = lr__error_shown(field, LR__SHOWN_NAME, name, sizeof name);
     if (lr__record_check_number(kind, value, field ? field : "value", msg, sizeof msg) != 0)
         return lr__error_set(err, LR_EINVAL, "%s", msg);
     return 0;

@@ -153,8 +153,10 @@ int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *o
     r->requirement = o.performance_requirement;
     r->strategy = lr__strategy_find(o.strategy);
     if (!r->strategy) {
+        char shown[LR__SHOWN_CAP(LR__SHOWN_NAME)];
         free(r);
-        return lr__error_set(err, LR_ESTRATEGY, "unknown strategy '%s' (known: %s)", o.strategy,
+        return lr__error_set(err, LR_ESTRATEGY, "unknown strategy '%s' (known: %s)",
+                             lr__error_shown(o.strategy, LR__SHOWN_NAME, shown, sizeof shown),
                              lr__strategy_names());
     }
     rc = r->strategy->create(cfg, &o, &r->state, err);
@@ -274,7 +276,9 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
             }
             k = lr_config_model_index(r->cfg, name);
             if (k < 0) {
-                rc = lr__error_set(err, LR_ENOMODEL, "unknown model '%s'", name);
+                char shown[LR__SHOWN_CAP(LR__SHOWN_NAME)];
+                rc = lr__error_set(err, LR_ENOMODEL, "unknown model '%s'",
+                                   lr__error_shown(name, LR__SHOWN_NAME, shown, sizeof shown));
                 goto out;
             }
         } else {

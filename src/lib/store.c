@@ -237,56 +237,21 @@ static int fail(struct lr_error *err, int code, int line, const char *fmt, ...)
         err->code = code;
         err->line = line;
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof(err->message), fmt, ap);
+        lr__error_vformat(err->message, sizeof(err->message), fmt, ap);
         va_end(ap);
     }
     return code;
 }
 
-/* The length of the valid UTF-8 sequence of 2 to 4 bytes at p (n bytes
- * left) that encodes no C1 control character, or 0. */
-static size_t utf8_printable(const unsigned char *p, size_t n)
-{
-    unsigned long cp;
-    size_t len = lr__utf8_seq(p, n, &cp);
-    return len && cp >= 0xa0 ? len : 0;
-}
-
 /* A name read from the store's file (its embedder, its schema version), as
  * a message may show it: a corrupted or hostile file must not put control
- * characters or invalid UTF-8 on a terminal or in a log. Printable ASCII
- * and valid UTF-8 stay; a backslash and a quote become \\ and \', any other
- * byte \xNN; past SHOWN_MAX bytes of the name, "..." ends it. Returns out. */
+ * characters or invalid UTF-8 on a terminal or in a log (lr__error_shown():
+ * escaped, and past SHOWN_MAX bytes "..." ends it). Returns out. */
 #define SHOWN_MAX 80
-#define SHOWN_CAP (SHOWN_MAX * 4 + 8)
+#define SHOWN_CAP LR__SHOWN_CAP(SHOWN_MAX)
 static const char *shown(const char *name, char *out, size_t cap)
 {
-    const unsigned char *p = (const unsigned char *)name;
-    size_t n = strlen(name), i = 0, o = 0;
-    while (i < n && i < SHOWN_MAX && o + 8 < cap) {
-        size_t u = p[i] >= 0x80 ? utf8_printable(p + i, n - i) : 0;
-        if (u && i + u <= SHOWN_MAX) {
-            memcpy(out + o, p + i, u);
-            o += u;
-            i += u;
-            continue;
-        }
-        if (u)
-            break;
-        if (p[i] == '\\' || p[i] == '\'')
-            o += (size_t)snprintf(out + o, cap - o, "\\%c", p[i]);
-        else if (p[i] >= 0x20 && p[i] < 0x7f)
-            out[o++] = (char)p[i];
-        else
-            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", p[i]);
-        i++;
-    }
-    if (i < n && o + 4 <= cap) {
-        memcpy(out + o, "...", 3);
-        o += 3;
-    }
-    out[o] = '\0';
-    return out;
+    return lr__error_shown(name, SHOWN_MAX, out, cap);
 }
 
 /* SQLITE_BUSY (and SQLITE_LOCKED) after BUSY_TIMEOUT_MS: another connection
