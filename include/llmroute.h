@@ -253,17 +253,22 @@ struct lr_record {
 
 struct lr_store_options {
     const char *embedder;  /* embedder id; NULL = built-in LR_EMBEDDER_BUILTIN; any other
-                              id makes a dense store (lr_embedding_info.embedder_id) */
-    int dense_dim;         /* for a remote embedder: its dimension; 0 = unknown yet */
+                              id makes a dense store (lr_embedding_info.embedder_id):
+                              1 to 128 bytes of UTF-8 text without control
+                              characters, else LR_EINVAL naming the fault */
+    int dense_dim;         /* for a remote embedder: its dimension; 0 = unknown yet.
+                              With the built-in embedder only 0 (it has no dimension
+                              to give): any other is LR_EINVAL */
     int read_only;         /* open read-only: the store's contents are never changed
                               (SQLite may still create the -wal and -shm files beside
                               an existing store, as it does for any reader in WAL mode) */
     size_t max_records;    /* cap on records; 0 = no cap */
     int threads;           /* threads that rebuild the in-memory copy (open, refresh,
                               import): 0 = the CPUs the process may run on, at most
-                              8; 1 = the calling thread only. Stores under 4096
-                              records use one. The copy is the same whatever the
-                              count. < 0 is LR_EINVAL. */
+                              8; 1 = the calling thread only; a count over 8 is
+                              taken as 8. Stores under 4096 records use one. The
+                              copy is the same whatever the count. < 0 is
+                              LR_EINVAL. */
     int defer_reweigh;     /* the append that makes the periodic rebuild of the copy
                               due (each time the store has grown by a quarter: the
                               built-in embedder's re-weighing, a dense store's
@@ -363,7 +368,8 @@ LR_EXTERN size_t lr_store_dim(const struct lr_store *store);
 /* Append one record; durable (committed) before it returns 0. A dense vector
  * may be given for a store whose embedder is remote (else NULL, 0). The
  * record is checked on the rules of an imported one (a model named once,
- * token counts at most 1e9, query, task and model names valid UTF-8 as
+ * token counts at most 1e9, a task of at most 64 KiB, query, task and
+ * model names valid UTF-8 as
  * JSON text is, model names free of control characters, ...; input_tokens
  * < 0 is estimated): a record import would refuse is LR_EINVAL with
  * import's message naming the field, and stores nothing. The
@@ -573,8 +579,9 @@ LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *route
 /* One routing request. Candidates are given by name (`models`) or by config
  * index (`model_indices`), n_models of them; with no list (both NULL and
  * n_models 0, as lr_request_init() leaves them), every configured model is
- * a candidate. n_models over 0 with both lists NULL is LR_EINVAL (the
- * list is missing); a list given with n_models 0 is LR_EEMPTY, never
+ * a candidate. Give one list, not both: models and model_indices both
+ * given is LR_EINVAL (which would be meant?). n_models over 0 with both
+ * lists NULL is LR_EINVAL (the list is missing); a list given with n_models 0 is LR_EEMPTY, never
  * "every model"; an n_models over the number of configured models (such a
  * list must repeat one) is LR_EINVAL, as a repeated model is. Unknown
  * names are LR_ENOMODEL, never dropped.

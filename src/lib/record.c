@@ -254,6 +254,19 @@ static int number(const json_t *j, double *out)
 }
 
 /* "task" or "eval_name": absent, null or a string. */
+/* A task label (field: "task" or "eval_name") is stored with its record,
+ * so it is capped as the record's other strings are. */
+static int check_task(const char *field, const char *task, char *msg, size_t cap)
+{
+    size_t len = task ? strlen(task) : 0;
+    if (len > LR__RECORD_MAX_TASK) {
+        snprintf(msg, cap, "%s: %zu bytes is over the cap of %d", field, len,
+                 LR__RECORD_MAX_TASK);
+        return -1;
+    }
+    return 0;
+}
+
 static int optional_string(const json_t *rec, const char *key, const char **out, char *msg,
                            size_t cap)
 {
@@ -339,7 +352,9 @@ int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, ch
     }
 
     if (optional_string(rec, "task", &v->task, msg, cap) != 0 ||
-        optional_string(rec, "eval_name", &eval_name, msg, cap) != 0)
+        optional_string(rec, "eval_name", &eval_name, msg, cap) != 0 ||
+        check_task("task", v->task, msg, cap) != 0 ||
+        check_task("eval_name", eval_name, msg, cap) != 0)
         return -1;
     if (!v->task)
         v->task = eval_name;
@@ -377,6 +392,8 @@ int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v,
     else if (check_input_tokens((double)r->input_tokens, v, msg, cap) != 0)
         return -1;
     v->task = r->task;
+    if (check_task("task", v->task, msg, cap) != 0)
+        return -1;
     if (v->task && lr__record_check_utf8("task", v->task, strlen(v->task), msg, cap) != 0)
         return -1;
     if (check_outcome_count(r->outcomes ? r->n_outcomes : 0, msg, cap) != 0)

@@ -22,6 +22,9 @@
 #define LR__RECORD_MAX_QUERY (256 * 1024) /* bytes of one query */
 #define LR__RECORD_MAX_OUTCOMES 1024      /* outcomes per record */
 #define LR__RECORD_MAX_MODEL_NAME 256     /* bytes of a model name */
+/* Bytes of a task label (task, eval_name): far more than a label needs,
+ * less than a query may hold. */
+#define LR__RECORD_MAX_TASK (64 * 1024)
 #define LR__RECORD_MAX_TOKENS 1000000000  /* input_token_length, output_token_length */
 #define LR__RECORD_MAX_FILE (1024L * 1024 * 1024) /* bytes of a data file, both loaders */
 /* Bytes of a line of JSON lines, its newline included, both loaders (a
@@ -58,7 +61,8 @@ struct lr__record_view {
  *   query                 a string of 1 to LR__RECORD_MAX_QUERY bytes, no NUL
  *   input_token_length    absent or null, or a whole number from 0 to 1e9
  *                         (123.0 is 123; 2.5 is refused: it is a count)
- *   task, eval_name       each absent, null or a string
+ *   task, eval_name       each absent, null or a string of at most
+ *                         LR__RECORD_MAX_TASK bytes
  *   outputs               an array of 1 to LR__RECORD_MAX_OUTCOMES objects
  *   outputs[i].model_name         a string of 1 to LR__RECORD_MAX_MODEL_NAME
  *                                 bytes, each name once in a record

@@ -232,6 +232,10 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
     res->idx = res->stack_idx;
     res->rank = res->stack_rank;
     res->n = n;
+    if (req->models && req->model_indices)
+        return lr__error_set(err, LR_EINVAL,
+                             "request: both models and model_indices are given: give one "
+                             "candidate list");
     if (req->n_models && !req->models && !req->model_indices)
         return lr__error_set(err, LR_EINVAL, "request: n_models is %zu but no models are given",
                              req->n_models);

@@ -433,6 +433,40 @@ static void query_text_that_is_not_utf8_is_refused(void **state)
     assert_int_equal(lr_router_route(f->router, &reqs[0], &d, &err), 0);
 }
 
+/* A request with both lists is refused (the names were used and the
+ * indices ignored without a word); an unknown name is quoted escaped and
+ * cut short, as the store quotes names. */
+static void both_lists_and_odd_unknown_names_are_refused_clearly(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request req;
+    struct lr_decision d;
+    struct lr_error err = {0};
+    const char *names[] = {"A"};
+    const int idx[] = {1};
+    char long_name[1000];
+    const char *odd[] = {"x\ny\xff"};
+    lr_request_init(&req);
+    lr_decision_init(&d);
+    req.models = names;
+    req.model_indices = idx;
+    req.n_models = 1;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_string_equal(err.message, "request: both models and model_indices are given: give "
+                                     "one candidate list");
+    assert_int_equal(d.index, -1);
+    req.model_indices = NULL;
+    req.models = odd;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_ENOMODEL);
+    assert_string_equal(err.message, "unknown model 'x\\x0ay\\xff'");
+    memset(long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    odd[0] = long_name;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_ENOMODEL);
+    assert_true(strlen(err.message) < 300);
+    assert_non_null(strstr(err.message, "nnn...'"));
+}
+
 static void n_models_over_the_configured_count_is_refused(void **state)
 {
     struct fixture *f = *state;
@@ -680,6 +714,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(failed_batch_report_holds_no_result, setup, teardown),
         cmocka_unit_test_setup_teardown(query_text_that_is_not_utf8_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(both_lists_and_odd_unknown_names_are_refused_clearly, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(decision_init_gives_a_decision_without_a_ranking, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,
