@@ -18,9 +18,37 @@
  *   - functions that can fail on user input also fill a struct lr_error with
  *     a message a user can act on ("models[1].cost_per_input_token: expected
  *     a non-negative number");
+ *   - a struct lr_error is written only when a function fails: on success it
+ *     is left as it was (its code and message may be an earlier failure's),
+ *     so read it only after a nonzero return;
  *   - lr_x_free(NULL) is a no-op; every function that returns memory says who
  *     frees it;
  *   - the header needs C99 or later (or C++): it uses long long.
+ *
+ * Option and request structs: set each with its _init function first, then
+ * change the fields you mean to: lr_store_options_init, lr_import_options_init,
+ * lr_router_options_init, lr_request_init, lr_decision_init and
+ * lr_batch_options_init. The library reads every field, so an uninitialised
+ * struct (stack garbage) is read as what its bytes happen to say: a wild
+ * pointer it follows (lr_store_open with an uninitialised struct
+ * lr_store_options can crash), a count it trusts. A zeroed struct (= {0},
+ * memset, calloc) is not the same as an initialised one either, except where
+ * the _init function says it is: zero is a value given, not "the default",
+ * wherever the default is NaN or -1 (a zeroed lr_request asks for a
+ * performance requirement of 0, the cheapest candidate, and says its input
+ * is 0 tokens, not to be estimated from the text; a zeroed
+ * lr_router_options asks for a requirement of 0; a zeroed
+ * lr_batch_options gives alpha and budget 0, which the per-query mode
+ * refuses).
+ *
+ * ABI: while the version is 0.x, a minor version (0.1 to 0.2) may change the
+ * public structs (a field added to an option struct, as defer_reweigh was to
+ * lr_store_options in 0.2) and the soname stays libllmroute.so.0: rebuild
+ * against the new header whenever the library changes minor version, and
+ * fill structs with their _init functions (above) so that a field added
+ * later gets its default. A patch version changes no struct. lr_version()
+ * says which library was loaded; the Python binding refuses a library of
+ * another version than its own.
  *
  * Threads: a struct lr_config is immutable once loaded and may be read from
  * any thread. A struct lr_router may be used for routing from several threads
@@ -49,9 +77,9 @@ extern "C" {
  * not MAJOR.MINOR.PATCH); the Python binding checks the loaded library's
  * lr_version() against its own. */
 #define LR_VERSION_MAJOR 0
-#define LR_VERSION_MINOR 1
+#define LR_VERSION_MINOR 2
 #define LR_VERSION_PATCH 0
-#define LR_VERSION_STRING "0.1.0"
+#define LR_VERSION_STRING "0.2.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for comparisons. */
 #define LR_VERSION_NUMBER (LR_VERSION_MAJOR * 10000 + LR_VERSION_MINOR * 100 + LR_VERSION_PATCH)
 
@@ -103,7 +131,11 @@ struct lr_config;
 struct lr_model_info {
     const char *name;           /* unique name clients use */
     const char *backend;        /* "openai", "vllm", "ollama", ..., "mock" */
-    const char *base_url;       /* NULL when not set (mock) */
+    const char *base_url;       /* as configured, or NULL when not set: the backend's
+                                   default is not filled in here (the gateway uses
+                                   https://api.openai.com/v1 for an "openai" model or
+                                   one without a backend, and refuses to serve any
+                                   other but "mock" without a base_url) */
     const char *api_key_env;    /* name of the env var holding the key, or NULL */
     const char *upstream_model; /* the name sent upstream; defaults to name */
     double cost_per_input_token;
@@ -144,7 +176,10 @@ struct lr_router_defaults {
 /* Parse and validate a configuration. On success *out owns a new config that
  * the caller frees with lr_config_free(). On failure *out is NULL and err
  * names the offending field. Secrets are never read here: only the names of
- * the environment variables that hold them. */
+ * the environment variables that hold them. lr_config_load_string reads
+ * len bytes of JSON text: len counts the text without a terminating NUL
+ * (strlen(json), not sizeof a literal), and a NUL byte among them is
+ * LR_EPARSE naming its offset. */
 LR_EXTERN int lr_config_load_file(const char *path, struct lr_config **out, struct lr_error *err);
 LR_EXTERN int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
                           struct lr_error *err);
@@ -218,17 +253,22 @@ struct lr_record {
 
 struct lr_store_options {
     const char *embedder;  /* embedder id; NULL = built-in LR_EMBEDDER_BUILTIN; any other
-                              id makes a dense store (lr_embedding_info.embedder_id) */
-    int dense_dim;         /* for a remote embedder: its dimension; 0 = unknown yet */
+                              id makes a dense store (lr_embedding_info.embedder_id):
+                              1 to 128 bytes of UTF-8 text without control
+                              characters, else LR_EINVAL naming the fault */
+    int dense_dim;         /* for a remote embedder: its dimension; 0 = unknown yet.
+                              With the built-in embedder only 0 (it has no dimension
+                              to give): any other is LR_EINVAL */
     int read_only;         /* open read-only: the store's contents are never changed
                               (SQLite may still create the -wal and -shm files beside
                               an existing store, as it does for any reader in WAL mode) */
     size_t max_records;    /* cap on records; 0 = no cap */
     int threads;           /* threads that rebuild the in-memory copy (open, refresh,
                               import): 0 = the CPUs the process may run on, at most
-                              8; 1 = the calling thread only. Stores under 4096
-                              records use one. The copy is the same whatever the
-                              count. < 0 is LR_EINVAL. */
+                              8; 1 = the calling thread only; a count over 8 is
+                              taken as 8. Stores under 4096 records use one. The
+                              copy is the same whatever the count. < 0 is
+                              LR_EINVAL. */
     int defer_reweigh;     /* the append that makes the periodic rebuild of the copy
                               due (each time the store has grown by a quarter: the
                               built-in embedder's re-weighing, a dense store's
@@ -328,7 +368,8 @@ LR_EXTERN size_t lr_store_dim(const struct lr_store *store);
 /* Append one record; durable (committed) before it returns 0. A dense vector
  * may be given for a store whose embedder is remote (else NULL, 0). The
  * record is checked on the rules of an imported one (a model named once,
- * token counts at most 1e9, query, task and model names valid UTF-8 as
+ * token counts at most 1e9, a task of at most 64 KiB, query, task and
+ * model names valid UTF-8 as
  * JSON text is, model names free of control characters, ...; input_tokens
  * < 0 is estimated): a record import would refuse is LR_EINVAL with
  * import's message naming the field, and stores nothing. The
@@ -469,7 +510,12 @@ struct lr_import_report {
  * file. All or nothing: on any error nothing is added to the store. A dense
  * store needs opts->embed; every kept record's query is embedded, in order,
  * before the transaction commits, and an error from the callback fails the
- * import. */
+ * import. path must name a regular file (its size is checked before it is
+ * read): a FIFO (once its open(2) returns, which waits for a writer), a
+ * device or a folder is LR_EIO "not a regular file", where lr_dataset_load
+ * reads a pipe. A file that is empty, holds only blank
+ * space or an empty array imports nothing and returns 0 (report->read 0),
+ * where lr_dataset_load returns LR_EEMPTY for an empty or blank file. */
 LR_EXTERN int lr_store_import_file(struct lr_store *store, const char *path,
                          const struct lr_import_options *opts, struct lr_import_report *report,
                          struct lr_error *err);
@@ -489,7 +535,10 @@ struct lr_dataset;
  * A bad record is skipped and counted in report (its message in
  * report->first_bad), or with opts->strict fails the load. A file that is
  * not valid JSON(L) is LR_EPARSE with its line and column; a file that is
- * empty or holds only blank space is LR_EEMPTY.
+ * empty or holds only blank space is LR_EEMPTY (lr_store_import_file takes
+ * it as nothing to import, 0). Any file that reads as a stream is read,
+ * a FIFO or a pipe too (lr_store_import_file takes regular files only),
+ * up to 1 GiB.
  * The caller frees *out with lr_dataset_free(). */
 LR_EXTERN int lr_dataset_load(const char *path, const struct lr_import_options *opts,
                               struct lr_dataset **out, struct lr_import_report *report,
@@ -512,7 +561,8 @@ struct lr_router_options {
     const char *predictor;          /* NULL = config's */
 };
 
-/* Fill opts with "use the config" values. */
+/* Fill opts with "use the config" values (performance_requirement NaN). A
+ * zeroed struct is not these: its requirement 0 is a value given. */
 LR_EXTERN void lr_router_options_init(struct lr_router_options *opts);
 
 /* Build a router over cfg (borrowed: it must outlive the router), and over
@@ -529,8 +579,9 @@ LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *route
 /* One routing request. Candidates are given by name (`models`) or by config
  * index (`model_indices`), n_models of them; with no list (both NULL and
  * n_models 0, as lr_request_init() leaves them), every configured model is
- * a candidate. n_models over 0 with both lists NULL is LR_EINVAL (the
- * list is missing); a list given with n_models 0 is LR_EEMPTY, never
+ * a candidate. Give one list, not both: models and model_indices both
+ * given is LR_EINVAL (which would be meant?). n_models over 0 with both
+ * lists NULL is LR_EINVAL (the list is missing); a list given with n_models 0 is LR_EEMPTY, never
  * "every model"; an n_models over the number of configured models (such a
  * list must repeat one) is LR_EINVAL, as a repeated model is. Unknown
  * names are LR_ENOMODEL, never dropped.
@@ -547,7 +598,10 @@ struct lr_request {
     const char *const *models;
     const int *model_indices;
     size_t n_models;
-    const char *query;              /* the query text, may be NULL for sequential */
+    const char *query;              /* the query text, may be NULL for sequential;
+                                     * when given, valid UTF-8 (as a stored query
+                                     * must be), else LR_EINVAL "query: not valid
+                                     * UTF-8 at byte N", whatever the strategy */
     long input_tokens;              /* < 0: estimated from the text (see lr_estimate_tokens);
                                      * at most 1e9, as in records (else LR_EINVAL) */
     const float *embedding;         /* precomputed dense vector (remote embedder) or NULL */
@@ -555,7 +609,9 @@ struct lr_request {
     double performance_requirement; /* NaN = router's */
 };
 
-/* Initialise a request with no candidates, no text, estimated tokens. */
+/* Initialise a request with no candidates, no text, estimated tokens
+ * (input_tokens -1) and the router's requirement (NaN). A zeroed request is
+ * not this: it gives input_tokens 0 and a requirement of 0. */
 LR_EXTERN void lr_request_init(struct lr_request *req);
 
 /* A ranked candidate. Unknown figures are NaN. */
@@ -624,14 +680,27 @@ struct lr_batch_report {
                                 (1 - LR_BATCH_TOLERANCE) (LR_BATCH_QUALITY) or
                                 total_cost <= budget * (1 + LR_BATCH_TOLERANCE)
                                 (LR_BATCH_BUDGET), each judged on the sum before
-                                the division; 0 exactly when LR_EINFEASIBLE is
-                                returned */
+                                the division; 1 exactly when 0 is returned */
     double mean_quality;     /* predicted, of the returned assignment */
     double total_cost;       /* estimated, of the returned assignment */
     int iterations;          /* optimizer iterations */
     char message[256];       /* why it is infeasible and what was reached */
 };
+/* What lr_router_route_batch writes to its report (when not NULL), by what
+ * it returns:
+ *   - 0: feasible 1 and the figures of the assignment in out;
+ *   - LR_EINFEASIBLE: feasible 0 and the figures of the best reachable
+ *     assignment in out, which message explains;
+ *   - any other error: no result, the same whatever failed (a bad request,
+ *     a bad option, a strategy that cannot solve the mode): feasible 0,
+ *     mean_quality and total_cost NaN, iterations 0, message empty (err
+ *     says what failed). */
 
+/* Fill opts with the defaults: LR_BATCH_PER_QUERY, alpha and budget NaN
+ * (none given), capacities NULL (the config's). A zeroed struct is not
+ * these: its alpha and budget 0 are values given, which the per-query mode
+ * refuses (LR_EINVAL). opts NULL to lr_router_route_batch is the same as
+ * these. */
 LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
 
 /* Route n requests together. out[i] receives request i's assignment (and
@@ -656,7 +725,11 @@ LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
  * the cost the budget bounds, and of the report's mean_quality and
  * total_cost (NaN when no request is left), which the message's figures
  * are too. An error in one request fails the batch, with a message naming
- * the request. */
+ * the request ("query 1: unknown model 'x'"), and a failed batch (any
+ * error but LR_EINFEASIBLE) changes nothing: out[] is left as it was (no
+ * decision, no ranking written) and the router's state is too (every
+ * request is checked before any is routed, so the sequential strategy's
+ * round-robin turns are taken only by a batch that succeeds). */
 LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                           const struct lr_batch_options *opts, struct lr_decision *out,
                           struct lr_batch_report *report, struct lr_error *err);

@@ -115,7 +115,7 @@ static int fail(struct lr_error *err, const char *fmt, ...)
         err->code = LR_ECONFIG;
         err->line = 0;
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        lr__error_vformat(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
     }
     return LR_ECONFIG;
@@ -592,8 +592,10 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
 
 static int check_strategy(const char *name, const char *where, struct lr_error *err)
 {
+    char shown[LR__SHOWN_CAP(LR__SHOWN_NAME)];
     if (name && !lr__strategy_find(name))
-        return fail(err, "%s: unknown strategy '%s' (known: %s)", where, name,
+        return fail(err, "%s: unknown strategy '%s' (known: %s)", where,
+                    lr__error_shown(name, LR__SHOWN_NAME, shown, sizeof shown),
                     lr__strategy_names());
     return 0;
 }
@@ -864,6 +866,7 @@ static json_t *parse_text(const char *json, size_t len, const char *what, struct
 int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
                           struct lr_error *err)
 {
+    const char *nul;
     json_t *root;
 
     if (!out)
@@ -874,6 +877,21 @@ int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
     if (len > CONFIG_MAX_BYTES)
         return lr__error_set(err, LR_ETOOBIG, "the configuration is over %u bytes",
                              CONFIG_MAX_BYTES);
+    /* JSON text holds no NUL byte; one at the end is a len that counted the
+     * string's terminator (sizeof a literal, strlen + 1), which the parser
+     * would report as "end of file expected" at a column that says nothing
+     * of it. */
+    if ((nul = memchr(json, '\0', len)) != NULL) {
+        size_t at = (size_t)(nul - json);
+        if (at == len - 1)
+            return lr__error_set(err, LR_EPARSE,
+                                 "configuration: a NUL byte at offset %zu, its last: len must "
+                                 "count the text's bytes without the terminating NUL",
+                                 at);
+        return lr__error_set(err, LR_EPARSE,
+                             "configuration: a NUL byte at offset %zu (JSON text holds none)",
+                             at);
+    }
     if (!(root = parse_text(json, len, "configuration", err)))
         return LR_EPARSE;
     return load(root, NULL, out, err);

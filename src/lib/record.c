@@ -73,7 +73,7 @@ static size_t utf8_invalid_at(const char *s, size_t len)
 }
 
 /* field's text s (len bytes) is valid UTF-8, else -1 with a message. */
-static int check_utf8(const char *field, const char *s, size_t len, char *msg, size_t cap)
+int lr__record_check_utf8(const char *field, const char *s, size_t len, char *msg, size_t cap)
 {
     size_t at = utf8_invalid_at(s, len);
     if (at == len)
@@ -96,7 +96,7 @@ static int check_query(const char *query, size_t len, char *msg, size_t cap)
         snprintf(msg, cap, "query: contains a NUL byte");
         return -1;
     }
-    return check_utf8("query", query, len, msg, cap);
+    return lr__record_check_utf8("query", query, len, msg, cap);
 }
 
 /* A model name is one the config could hold: valid UTF-8 without control
@@ -121,7 +121,7 @@ static int check_model_name(const char *name, size_t i, char *msg, size_t cap)
         }
     }
     snprintf(field, sizeof field, "outputs[%zu].model_name", i);
-    return check_utf8(field, name, len, msg, cap);
+    return lr__record_check_utf8(field, name, len, msg, cap);
 }
 
 /* ==== The rules on values, whatever they were read from ==== */
@@ -170,7 +170,11 @@ int lr__record_check_number(enum lr_record_number kind, double d, const char *fi
 int lr_record_check_number(enum lr_record_number kind, double value, const char *field,
                            struct lr_error *err)
 {
-    char msg[sizeof err->message];
+    char msg[sizeof err->message], name[LR__SHOWN_CAP(LR__SHOWN_NAME)];
+    /* The caller's field name, escaped and cut short, so that the rule
+     * after it always fits in the message. */
+    if (field)
+        field = lr__error_shown(field, LR__SHOWN_NAME, name, sizeof name);
     if (lr__record_check_number(kind, value, field ? field : "value", msg, sizeof msg) != 0)
         return lr__error_set(err, LR_EINVAL, "%s", msg);
     return 0;
@@ -250,6 +254,19 @@ static int number(const json_t *j, double *out)
 }
 
 /* "task" or "eval_name": absent, null or a string. */
+/* A task label (field: "task" or "eval_name") is stored with its record,
+ * so it is capped as the record's other strings are. */
+static int check_task(const char *field, const char *task, char *msg, size_t cap)
+{
+    size_t len = task ? strlen(task) : 0;
+    if (len > LR__RECORD_MAX_TASK) {
+        snprintf(msg, cap, "%s: %zu bytes is over the cap of %d", field, len,
+                 LR__RECORD_MAX_TASK);
+        return -1;
+    }
+    return 0;
+}
+
 static int optional_string(const json_t *rec, const char *key, const char **out, char *msg,
                            size_t cap)
 {
@@ -384,7 +401,9 @@ int lr__record_from_json(const struct json_t *rec, struct lr__record_view *v, ch
     }
 
     if (optional_string(rec, "task", &v->task, msg, cap) != 0 ||
-        optional_string(rec, "eval_name", &eval_name, msg, cap) != 0)
+        optional_string(rec, "eval_name", &eval_name, msg, cap) != 0 ||
+        check_task("task", v->task, msg, cap) != 0 ||
+        check_task("eval_name", eval_name, msg, cap) != 0)
         return -1;
     if (!v->task)
         v->task = eval_name;
@@ -422,7 +441,9 @@ int lr__record_from_struct(const struct lr_record *r, struct lr__record_view *v,
     else if (check_input_tokens((double)r->input_tokens, v, msg, cap) != 0)
         return -1;
     v->task = r->task;
-    if (v->task && check_utf8("task", v->task, strlen(v->task), msg, cap) != 0)
+    if (check_task("task", v->task, msg, cap) != 0)
+        return -1;
+    if (v->task && lr__record_check_utf8("task", v->task, strlen(v->task), msg, cap) != 0)
         return -1;
     if (check_outcome_count(r->outcomes ? r->n_outcomes : 0, msg, cap) != 0)
         return -1;

@@ -22,6 +22,9 @@
 #define LR__RECORD_MAX_QUERY (256 * 1024) /* bytes of one query */
 #define LR__RECORD_MAX_OUTCOMES 1024      /* outcomes per record */
 #define LR__RECORD_MAX_MODEL_NAME 256     /* bytes of a model name */
+/* Bytes of a task label (task, eval_name): far more than a label needs,
+ * less than a query may hold. */
+#define LR__RECORD_MAX_TASK (64 * 1024)
 #define LR__RECORD_MAX_TOKENS 1000000000  /* input_token_length, output_token_length */
 #define LR__RECORD_MAX_FILE (1024L * 1024 * 1024) /* bytes of a data file, both loaders */
 /* Bytes of a line of JSON lines, its newline included, both loaders (a
@@ -61,7 +64,8 @@ struct lr__record_view {
  *   query                 a string of 1 to LR__RECORD_MAX_QUERY bytes, no NUL
  *   input_token_length    absent or null, or a whole number from 0 to 1e9
  *                         (123.0 is 123; 2.5 is refused: it is a count)
- *   task, eval_name       each absent, null or a string
+ *   task, eval_name       each absent, null or a string of at most
+ *                         LR__RECORD_MAX_TASK bytes
  *   outputs               an array of 1 to LR__RECORD_MAX_OUTCOMES objects
  *   outputs[i].model_name         a string of 1 to LR__RECORD_MAX_MODEL_NAME
  *                                 bytes, each name once in a record
@@ -103,6 +107,12 @@ void lr__json_error_text(const struct json_error_t *je, char *buf, size_t cap);
  * surrogate, nothing past U+10FFFF), with its code point in *cp; 0 when p
  * starts none (an ASCII byte among them). */
 size_t lr__utf8_seq(const unsigned char *p, size_t n, unsigned long *cp);
+
+/* 0 when s (len bytes) is valid UTF-8, else -1 with msg "field: not valid
+ * UTF-8 at byte N" (N the offset of the first byte that starts no valid
+ * sequence). The record checks use it, and so does routing on a query's
+ * text, so both refuse the same text with the same words. */
+int lr__record_check_utf8(const char *field, const char *s, size_t len, char *msg, size_t cap);
 
 /* JSON's blank space between values. */
 static inline int lr__json_ws(char c)

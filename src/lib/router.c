@@ -153,8 +153,10 @@ int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *o
     r->requirement = o.performance_requirement;
     r->strategy = lr__strategy_find(o.strategy);
     if (!r->strategy) {
+        char shown[LR__SHOWN_CAP(LR__SHOWN_NAME)];
         free(r);
-        return lr__error_set(err, LR_ESTRATEGY, "unknown strategy '%s' (known: %s)", o.strategy,
+        return lr__error_set(err, LR_ESTRATEGY, "unknown strategy '%s' (known: %s)",
+                             lr__error_shown(o.strategy, LR__SHOWN_NAME, shown, sizeof shown),
                              lr__strategy_names());
     }
     rc = r->strategy->create(cfg, &o, &r->state, err);
@@ -230,6 +232,10 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
     res->idx = res->stack_idx;
     res->rank = res->stack_rank;
     res->n = n;
+    if (req->models && req->model_indices)
+        return lr__error_set(err, LR_EINVAL,
+                             "request: both models and model_indices are given: give one "
+                             "candidate list");
     if (req->n_models && !req->models && !req->model_indices)
         return lr__error_set(err, LR_EINVAL, "request: n_models is %zu but no models are given",
                              req->n_models);
@@ -274,7 +280,9 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
             }
             k = lr_config_model_index(r->cfg, name);
             if (k < 0) {
-                rc = lr__error_set(err, LR_ENOMODEL, "unknown model '%s'", name);
+                char shown[LR__SHOWN_CAP(LR__SHOWN_NAME)];
+                rc = lr__error_set(err, LR_ENOMODEL, "unknown model '%s'",
+                                   lr__error_shown(name, LR__SHOWN_NAME, shown, sizeof shown));
                 goto out;
             }
         } else {
@@ -323,9 +331,21 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
                            req->input_tokens, LR__RECORD_MAX_TOKENS);
         goto out;
     }
-    ctx->input_tokens = req->input_tokens >= 0
-                            ? req->input_tokens
-                            : lr_estimate_tokens(req->query, req->query ? strlen(req->query) : 0);
+    /* The text is held to the rule a stored query is (lr_store_add,
+     * lr_record_check_query), with its words, whatever the strategy: text
+     * that could never be stored is never routed either. */
+    if (req->query) {
+        size_t qlen = strlen(req->query);
+        char msg[sizeof err->message];
+        if (lr__record_check_utf8("query", req->query, qlen, msg, sizeof msg) != 0) {
+            rc = lr__error_set(err, LR_EINVAL, "%s", msg);
+            goto out;
+        }
+        ctx->input_tokens =
+            req->input_tokens >= 0 ? req->input_tokens : lr_estimate_tokens(req->query, qlen);
+    } else {
+        ctx->input_tokens = req->input_tokens >= 0 ? req->input_tokens : 0;
+    }
 out:
     if (seen != seen_stack)
         free(seen);
@@ -366,9 +386,75 @@ int lr_router_route(struct lr_router *router, const struct lr_request *req,
     return rc;
 }
 
-int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
-                          const struct lr_batch_options *opts, struct lr_decision *out,
-                          struct lr_batch_report *report, struct lr_error *err)
+/* The per-query mode: each request routed as lr_router_route routes it, but
+ * all or nothing. Every request is checked first (the checks
+ * lr_router_route makes before its strategy runs), so a bad request fails
+ * the batch before any takes a turn of the sequential cursor; the
+ * decisions are then made into buffers of this call's own and copied to
+ * out only when every request has one, so a failed batch leaves out as it
+ * was. Tickets are still drawn one request at a time: under concurrency
+ * another thread's routes may come between a batch's. */
+static int route_per_query(struct lr_router *router, const struct lr_request *reqs, size_t n,
+                           struct lr_decision *out, struct lr_error *err)
+{
+    struct lr_decision *tmp;
+    size_t i;
+    int rc = 0;
+
+    for (i = 0; i < n; i++) {
+        struct lr__route_ctx ctx;
+        struct resolved res;
+        rc = resolve(router, &reqs[i], &ctx, &res, err);
+        resolved_free(&res);
+        if (rc) {
+            lr__error_prefix(err, "query %zu: ", i);
+            return rc;
+        }
+    }
+    tmp = calloc(n, sizeof *tmp);
+    if (!tmp)
+        return lr__error_set(err, LR_ENOMEM, "out of memory routing a batch of %zu", n);
+    for (i = 0; i < n; i++) {
+        /* A ranking as long as the caller's buffer takes, at most one
+         * entry per candidate (the request passed the checks above). */
+        size_t n_cands = reqs[i].n_models ? reqs[i].n_models : router->n_models;
+        size_t cap = out[i].ranking ? out[i].ranking_cap : 0;
+        lr_decision_init(&tmp[i]);
+        if (cap > n_cands)
+            cap = n_cands;
+        if (cap) {
+            tmp[i].ranking = malloc(cap * sizeof *tmp[i].ranking);
+            if (!tmp[i].ranking) {
+                rc = lr__error_set(err, LR_ENOMEM, "out of memory routing a batch of %zu", n);
+                break;
+            }
+            tmp[i].ranking_cap = cap;
+        }
+        rc = lr_router_route(router, &reqs[i], &tmp[i], err);
+        if (rc) {
+            lr__error_prefix(err, "query %zu: ", i);
+            break;
+        }
+    }
+    if (rc == 0)
+        for (i = 0; i < n; i++) {
+            struct lr_candidate *ranking = out[i].ranking;
+            size_t cap = out[i].ranking_cap;
+            if (tmp[i].n_ranked)
+                memcpy(ranking, tmp[i].ranking, tmp[i].n_ranked * sizeof *ranking);
+            out[i] = tmp[i];
+            out[i].ranking = ranking;
+            out[i].ranking_cap = cap;
+        }
+    for (i = 0; i < n; i++)
+        free(tmp[i].ranking); /* calloc's NULL for those not reached */
+    free(tmp);
+    return rc;
+}
+
+static int route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
+                       const struct lr_batch_options *opts, struct lr_decision *out,
+                       struct lr_batch_report *report, struct lr_error *err)
 {
     struct lr_batch_options o;
     struct lr_batch_report rep;
@@ -470,12 +556,10 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
             return lr__error_set(err, LR_EINVAL,
                                  "alpha: the per-query mode takes none (each query meets its "
                                  "performance requirement); use the quality mode");
+        rc = route_per_query(router, reqs, n, out, err);
+        if (rc)
+            return rc;
         for (size_t i = 0; i < n; i++) {
-            rc = lr_router_route(router, &reqs[i], &out[i], err);
-            if (rc) {
-                lr__error_prefix(err, "query %zu: ", i);
-                break;
-            }
             if (!isnan(out[i].predicted_quality)) {
                 q += out[i].predicted_quality;
                 nq++;
@@ -485,9 +569,32 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
                 nc++;
             }
         }
-        rep.feasible = rc == 0;
+        rep.feasible = 1;
         rep.mean_quality = nq ? q / (double)nq : NAN;
         rep.total_cost = nc ? c : NAN;
+    }
+    *report = rep;
+    return rc;
+}
+
+int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
+                          const struct lr_batch_options *opts, struct lr_decision *out,
+                          struct lr_batch_report *report, struct lr_error *err)
+{
+    struct lr_batch_report rep;
+    int rc;
+
+    /* On any error but LR_EINFEASIBLE there is no assignment to describe:
+     * the report says so the same way whatever failed, before or after the
+     * strategy ran. */
+    memset(&rep, 0, sizeof rep);
+    rep.mean_quality = NAN;
+    rep.total_cost = NAN;
+    rc = route_batch(router, reqs, n, opts, out, &rep, err);
+    if (rc && rc != LR_EINFEASIBLE) {
+        memset(&rep, 0, sizeof rep);
+        rep.mean_quality = NAN;
+        rep.total_cost = NAN;
     }
     if (report)
         *report = rep;

@@ -237,56 +237,21 @@ static int fail(struct lr_error *err, int code, int line, const char *fmt, ...)
         err->code = code;
         err->line = line;
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof(err->message), fmt, ap);
+        lr__error_vformat(err->message, sizeof(err->message), fmt, ap);
         va_end(ap);
     }
     return code;
 }
 
-/* The length of the valid UTF-8 sequence of 2 to 4 bytes at p (n bytes
- * left) that encodes no C1 control character, or 0. */
-static size_t utf8_printable(const unsigned char *p, size_t n)
-{
-    unsigned long cp;
-    size_t len = lr__utf8_seq(p, n, &cp);
-    return len && cp >= 0xa0 ? len : 0;
-}
-
 /* A name read from the store's file (its embedder, its schema version), as
  * a message may show it: a corrupted or hostile file must not put control
- * characters or invalid UTF-8 on a terminal or in a log. Printable ASCII
- * and valid UTF-8 stay; a backslash and a quote become \\ and \', any other
- * byte \xNN; past SHOWN_MAX bytes of the name, "..." ends it. Returns out. */
+ * characters or invalid UTF-8 on a terminal or in a log (lr__error_shown():
+ * escaped, and past SHOWN_MAX bytes "..." ends it). Returns out. */
 #define SHOWN_MAX 80
-#define SHOWN_CAP (SHOWN_MAX * 4 + 8)
+#define SHOWN_CAP LR__SHOWN_CAP(SHOWN_MAX)
 static const char *shown(const char *name, char *out, size_t cap)
 {
-    const unsigned char *p = (const unsigned char *)name;
-    size_t n = strlen(name), i = 0, o = 0;
-    while (i < n && i < SHOWN_MAX && o + 8 < cap) {
-        size_t u = p[i] >= 0x80 ? utf8_printable(p + i, n - i) : 0;
-        if (u && i + u <= SHOWN_MAX) {
-            memcpy(out + o, p + i, u);
-            o += u;
-            i += u;
-            continue;
-        }
-        if (u)
-            break;
-        if (p[i] == '\\' || p[i] == '\'')
-            o += (size_t)snprintf(out + o, cap - o, "\\%c", p[i]);
-        else if (p[i] >= 0x20 && p[i] < 0x7f)
-            out[o++] = (char)p[i];
-        else
-            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", p[i]);
-        i++;
-    }
-    if (i < n && o + 4 <= cap) {
-        memcpy(out + o, "...", 3);
-        o += 3;
-    }
-    out[o] = '\0';
-    return out;
+    return lr__error_shown(name, SHOWN_MAX, out, cap);
 }
 
 /* SQLITE_BUSY (and SQLITE_LOCKED) after BUSY_TIMEOUT_MS: another connection
@@ -2454,6 +2419,22 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     if (!*embedder || strlen(embedder) > LR__STORE_MAX_EMBEDDER)
         return fail(err, LR_EINVAL, 0, "history store: embedder id must be 1 to %d bytes",
                     LR__STORE_MAX_EMBEDDER);
+    /* The id is written into the file and quoted in messages: text, as a
+     * config's embedder_id ("openai:" + a model name) is. */
+    for (size_t i = 0; embedder[i]; i++) {
+        unsigned char c = (unsigned char)embedder[i];
+        if (c < 0x20 || c == 0x7f)
+            return fail(err, LR_EINVAL, 0,
+                        "history store: embedder id: contains the control character 0x%02x "
+                        "at byte %zu",
+                        c, i);
+    }
+    {
+        char msg[128];
+        if (lr__record_check_utf8("history store: embedder id", embedder, strlen(embedder), msg,
+                                  sizeof(msg)) != 0)
+            return fail(err, LR_EINVAL, 0, "%s", msg);
+    }
     if (opts && opts->threads < 0)
         return fail(err, LR_EINVAL, 0,
                     "history store: threads %d is negative (0 = the default, 1 = the calling "
@@ -2462,6 +2443,13 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     if (opts && (opts->dense_dim < 0 || opts->dense_dim > LR__STORE_MAX_DIM))
         return fail(err, LR_EINVAL, 0, "history store: dense_dim %d is out of range [0, %d]",
                     opts->dense_dim, LR__STORE_MAX_DIM);
+    /* The built-in embedder's vectors are sparse and have no dimension to
+     * give; a dense_dim with it would be ignored without a word. */
+    if (opts && opts->dense_dim != 0 && strcmp(embedder, LR__TFIDF_ID) == 0)
+        return fail(err, LR_EINVAL, 0,
+                    "history store: dense_dim %d is for a remote embedder's vectors; the "
+                    "built-in embedder '%s' takes none (give 0, or a remote embedder's id)",
+                    opts->dense_dim, LR__TFIDF_ID);
     st = calloc(1, sizeof(*st));
     if (!st || !(st->path = dup_str(path))) {
         free(st);
@@ -3316,6 +3304,9 @@ int lr_store_add_outcome(struct lr_store *store, const char *query, long input_t
                          const char *model, double correctness, double output_tokens,
                          struct lr_error *err)
 {
+    /* Named here, not by the function this one calls. */
+    if (!store)
+        return fail(err, LR_EINVAL, 0, "lr_store_add_outcome: store is NULL");
     return lr_store_add_outcome_keyed(store, NULL, query, input_tokens, model, correctness,
                                       output_tokens, NULL, 0, NULL, err);
 }
@@ -3326,7 +3317,9 @@ int lr_store_add_outcome_vec(struct lr_store *store, const char *query, long inp
 {
     struct lr_outcome o = {model, correctness, output_tokens};
     struct lr_record r = {query, input_tokens, NULL, &o, 1};
-    if (store && !store->dense)
+    if (!store)
+        return fail(err, LR_EINVAL, 0, "lr_store_add_outcome_vec: store is NULL");
+    if (!store->dense)
         return fail(err, LR_EINVAL, 0,
                     "history store '%s' uses the built-in embedder '%s': use "
                     "lr_store_add_outcome (no vector)",
@@ -3409,10 +3402,10 @@ static int pending_flush(struct importer *im)
     memset(im->vecs, 0, n * im->dim * sizeof(*im->vecs));
     rc = im->opts->embed(im->opts->embed_arg, im->texts, n, im->vecs, im->dim, &cb_err);
     if (rc != 0) {
-        /* A known LR_E* code (LR_EBUSY is the last) is passed on, so a
-         * caller can tell a busy or oversized embedder from a failed one;
-         * anything else is an input/output failure. */
-        int code = rc < 0 && rc >= LR_EBUSY ? rc : LR_EIO;
+        /* A known LR_E* code is passed on, so a caller can tell a busy or
+         * oversized embedder from a failed one; anything else is an
+         * input/output failure. */
+        int code = rc < 0 && rc >= LR__ERR_LAST ? rc : LR_EIO;
         rc = fail(im->err, code, im->pend_line[0],
                   "%s: embedding records %zu to %zu (lines %d to %d): %s", im->path,
                   im->pend_index[0],

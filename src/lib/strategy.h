@@ -13,6 +13,8 @@
 #ifndef LR_STRATEGY_H
 #define LR_STRATEGY_H
 
+#include <stdarg.h>
+
 #include "llmroute.h"
 
 /* What a strategy sees for one request, already validated by the router. */
@@ -56,6 +58,10 @@ const struct lr__strategy *lr__strategy_find(const char *name);
 /* The registered names, comma-separated, for messages. */
 const char *lr__strategy_names(void);
 
+/* The last (most negative) LR_E* code: every code from -1 to it is known.
+ * A code added to enum lr_errcode moves it. */
+#define LR__ERR_LAST LR_EREPLACED
+
 /* Fill err (if not NULL) with code and a printf-style message; returns code. */
 int lr__error_set(struct lr_error *err, int code, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -68,6 +74,30 @@ int lr__error_set(struct lr_error *err, int code, const char *fmt, ...)
  * shown as the cap ("1000000.0000001", not "1e+06"). Returns buf. */
 #define LR__NUMBER_TEXT 32
 const char *lr__error_number(char buf[LR__NUMBER_TEXT], double d);
+
+/* A printf-style message into dst (cap bytes), as vsnprintf writes it when
+ * it fits; when it does not, its middle is cut out for "..." (its first
+ * 160 bytes and as much of its end as fits are kept, cut at characters'
+ * boundaries), so that a long path or name quoted in a message never
+ * pushes out the reason that follows it. lr__error_set and the modules'
+ * own fail() functions format with it. */
+void lr__error_vformat(char *dst, size_t cap, const char *fmt, va_list ap);
+void lr__error_format(char *dst, size_t cap, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* A name from outside (a model or strategy name a caller gave, a field name,
+ * a name read from a store's file) as a message quotes it: printable ASCII
+ * and valid UTF-8 stay; a backslash and a quote become \\ and \', any
+ * other byte (a control character, invalid UTF-8) \xNN; past max bytes of
+ * the name, "..." ends it. out must hold LR__SHOWN_CAP(max) bytes. Returns
+ * out. */
+#define LR__SHOWN_CAP(max) ((max) * 4 + 8)
+const char *lr__error_shown(const char *name, size_t max, char *out, size_t cap);
+/* The bytes of a caller's name a message shows. */
+#define LR__SHOWN_NAME 200
 
 /* Put a printf-style prefix before err's message (if err is not NULL). */
 void lr__error_prefix(struct lr_error *err, const char *fmt, ...)

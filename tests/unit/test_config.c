@@ -1,6 +1,7 @@
 /* test_config.c -- the configuration loader: valid configs load with the
  * values and defaults a user expects; each invalid one is refused with a
  * message that names the field. */
+#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -516,6 +517,54 @@ static void rejects_invalid_utf8(void **state)
     expect_error("{\"models\": [{\"name\": \"a\xff\"}]}", LR_EPARSE, "unable to decode byte 0xff");
 }
 
+/* A NUL byte in the text is named with its offset; at the end, it is a len
+ * that counted the terminator, and the message says so. It was "end of
+ * file expected" at a column that said nothing of it. */
+static void nul_byte_in_the_text_is_named(void **state)
+{
+    struct lr_config *cfg = (struct lr_config *)1;
+    struct lr_error err = {0};
+    char text[64];
+    size_t len;
+    (void)state;
+    snprintf(text, sizeof text, "{\"models\": [{\"name\": \"a\"}]}");
+    len = strlen(text);
+    assert_int_equal(lr_config_load_string(text, len + 1, &cfg, &err), LR_EPARSE);
+    assert_null(cfg);
+    assert_string_equal(err.message, "configuration: a NUL byte at offset 27, its last: len must "
+                                     "count the text's bytes without the terminating NUL");
+    text[5] = '\0';
+    assert_int_equal(lr_config_load_string(text, len, &cfg, &err), LR_EPARSE);
+    assert_string_equal(err.message,
+                        "configuration: a NUL byte at offset 5 (JSON text holds none)");
+    text[5] = 'e';
+    assert_int_equal(lr_config_load_string(text, len, &cfg, &err), 0);
+    lr_config_free(cfg);
+}
+
+/* A path too long for the message is cut in its middle, and the reason
+ * after it stays (a 9,999-byte path left 511 bytes of it and no reason);
+ * an unknown strategy's name is escaped, as the store's messages escape
+ * the names they quote. */
+static void long_path_and_odd_names_leave_a_readable_message(void **state)
+{
+    static char path[10000];
+    const char *why = strerror(ENAMETOOLONG);
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    size_t len;
+    (void)state;
+    memset(path, 'a', sizeof path - 1);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EIO);
+    len = strlen(err.message);
+    assert_true(len < sizeof err.message);
+    assert_true(len > strlen(why));
+    assert_string_equal(err.message + len - strlen(why), why);
+    assert_non_null(strstr(err.message, "aaa...aaa"));
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"strategy\": \"x\\ny\"}}",
+                 LR_ECONFIG, "router.strategy: unknown strategy 'x\\x0ay'");
+}
+
 /* The loaded library's version is the header's, as string and number. */
 static void library_version_is_the_headers(void **state)
 {
@@ -551,6 +600,8 @@ int main(void)
         cmocka_unit_test(loads_a_remote_embedder_with_defaults),
         cmocka_unit_test(rejects_each_invalid_embedding_field_naming_it),
         cmocka_unit_test(library_version_is_the_headers),
+        cmocka_unit_test(nul_byte_in_the_text_is_named),
+        cmocka_unit_test(long_path_and_odd_names_leave_a_readable_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -87,6 +87,25 @@ static void both_refuse(const char *record, const char *want)
 #define OUT(m, c, o)                                                                           \
     "{\"model_name\": " m ", \"correctness\": " c ", \"output_token_length\": " o "}"
 
+/* A record with a label in field key (its value a %s). */
+#define LABELLED(key)                                                                          \
+    "{\"query\": \"q\", \"" key "\": \"%s\", \"outputs\": [" OUT("\"a\"", "1", "1") "]}"
+
+/* task and eval_name are capped at 64 KiB, as a record's other strings
+ * are; they had no cap. Both loaders refuse a longer one, naming the
+ * field. */
+static void loader_and_import_refuse_a_task_label_over_its_cap(void **st)
+{
+    static char label[65537 + 1], record[65537 + 256];
+    (void)st;
+    memset(label, 't', 65537);
+    label[65537] = '\0';
+    snprintf(record, sizeof record, LABELLED("task"), label);
+    both_refuse(record, "task: 65537 bytes is over the cap of 65536");
+    snprintf(record, sizeof record, LABELLED("eval_name"), label);
+    both_refuse(record, "eval_name: 65537 bytes is over the cap of 65536");
+}
+
 static void loader_and_import_refuse_each_bad_field_alike(void **st)
 {
     static const struct {
@@ -492,6 +511,7 @@ int main(void)
         cmocka_unit_test(loader_and_import_read_valid_edge_cases_alike),
         cmocka_unit_test(loader_and_import_skip_records_that_are_not_objects),
         cmocka_unit_test(adds_refuse_what_import_refuses),
+        cmocka_unit_test(loader_and_import_refuse_a_task_label_over_its_cap),
         cmocka_unit_test(adds_refuse_invalid_utf8_and_control_characters_in_names),
         cmocka_unit_test(array_walk_names_line_and_column),
     };

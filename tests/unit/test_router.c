@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -289,6 +290,183 @@ static void per_query_batch_refuses_a_budget_or_alpha(void **state)
     assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), 0);
 }
 
+/* A batch with one bad request fails whole and changes nothing: no
+ * decision is written to out, and the round-robin cursor is where it was
+ * (the failed batch used to take a turn for each request before the bad
+ * one, and fill their decisions). */
+static void failed_batch_takes_no_turn_and_writes_no_decision(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request one, reqs[3];
+    struct lr_decision d, out[3];
+    struct lr_candidate rank[3][4];
+    struct lr_batch_options bo;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *bad[] = {"nope"};
+    lr_request_init(&one);
+    for (int k = 0; k < 2; k++) {
+        lr_decision_init(&d);
+        assert_int_equal(lr_router_route(f->router, &one, &d, &err), 0);
+        assert_int_equal(d.index, k);
+    }
+    for (int i = 0; i < 3; i++) {
+        lr_request_init(&reqs[i]);
+        lr_decision_init(&out[i]);
+        out[i].ranking = rank[i];
+        out[i].ranking_cap = 4;
+    }
+    reqs[2].models = bad;
+    reqs[2].n_models = 1;
+    lr_batch_options_init(&bo);
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 3, &bo, out, &rep, &err),
+                     LR_ENOMODEL);
+    assert_string_equal(err.message, "query 2: unknown model 'nope'");
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(out[i].index, -1);
+        assert_int_equal(out[i].n_ranked, 0);
+        assert_ptr_equal(out[i].ranking, rank[i]);
+        assert_int_equal(out[i].ranking_cap, 4);
+    }
+    lr_decision_init(&d);
+    assert_int_equal(lr_router_route(f->router, &one, &d, &err), 0);
+    assert_int_equal(d.index, 2);
+
+    /* The same batch mended routes every request, with its ranking. */
+    reqs[2].models = NULL;
+    reqs[2].n_models = 0;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 3, &bo, out, &rep, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(out[i].index, (3 + i) % 4);
+        assert_int_equal(out[i].n_ranked, 4);
+        assert_int_equal(rank[i][0].index, out[i].index);
+        assert_ptr_equal(out[i].ranking, rank[i]);
+    }
+    assert_int_equal(rep.feasible, 1);
+}
+
+/* On any error but LR_EINFEASIBLE the report says "no result" the same way,
+ * whatever failed: it was left unwritten when the strategy could not solve
+ * the mode, and said feasible 0 with the figures of the requests routed
+ * before the bad one in the per-query mode. */
+static void failed_batch_report_holds_no_result(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request reqs[2];
+    struct lr_decision out[2];
+    struct lr_batch_options bo;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *bad[] = {"nope"};
+    for (int i = 0; i < 2; i++) {
+        lr_request_init(&reqs[i]);
+        lr_decision_init(&out[i]);
+    }
+    for (int k = 0; k < 3; k++) {
+        int want;
+        lr_batch_options_init(&bo);
+        reqs[1].models = NULL;
+        reqs[1].n_models = 0;
+        if (k == 0) {
+            bo.mode = LR_BATCH_QUALITY; /* the sequential strategy solves no batch */
+            want = LR_ESTRATEGY;
+        } else if (k == 1) {
+            reqs[1].models = bad;
+            reqs[1].n_models = 1;
+            want = LR_ENOMODEL;
+        } else {
+            bo.alpha = 0.5; /* refused by the per-query mode */
+            want = LR_EINVAL;
+        }
+        memset(&rep, 0x5a, sizeof rep);
+        assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, &rep, &err), want);
+        assert_int_equal(rep.feasible, 0);
+        assert_true(isnan(rep.mean_quality));
+        assert_true(isnan(rep.total_cost));
+        assert_int_equal(rep.iterations, 0);
+        assert_string_equal(rep.message, "");
+    }
+    memset(&rep, 0x5a, sizeof rep);
+    assert_int_equal(lr_router_route_batch(NULL, reqs, 2, NULL, out, &rep, &err), LR_EINVAL);
+    assert_int_equal(rep.feasible, 0);
+    assert_true(isnan(rep.mean_quality));
+}
+
+/* Query text that is not UTF-8 is refused with the words a store uses for
+ * it, by a route and by a batch (naming the request); it was routed. */
+static void query_text_that_is_not_utf8_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        const char *text;
+        const char *msg;
+    } bad[] = {{"abc\xff\xfe", "query: not valid UTF-8 at byte 3"},
+               {"\xc0\x80", "query: not valid UTF-8 at byte 0"},
+               {"caf\xc3", "query: not valid UTF-8 at byte 3"},
+               {"\xed\xa0\x80", "query: not valid UTF-8 at byte 0"}};
+    struct lr_request reqs[2];
+    struct lr_decision d, out[2];
+    struct lr_batch_options bo;
+    struct lr_error err = {0};
+    char want[96];
+    lr_batch_options_init(&bo);
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        lr_request_init(&reqs[0]);
+        lr_request_init(&reqs[1]);
+        lr_decision_init(&d);
+        reqs[0].query = "caf\xc3\xa9 \xe2\x82\xac";
+        reqs[1].query = bad[k].text;
+        assert_int_equal(lr_router_route(f->router, &reqs[1], &d, &err), LR_EINVAL);
+        assert_string_equal(err.message, bad[k].msg);
+        assert_int_equal(d.index, -1);
+        lr_decision_init(&out[0]);
+        lr_decision_init(&out[1]);
+        assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err),
+                         LR_EINVAL);
+        snprintf(want, sizeof want, "query 1: %s", bad[k].msg);
+        assert_string_equal(err.message, want);
+        assert_int_equal(out[0].index, -1);
+    }
+    /* Valid text of any script is routed as before. */
+    lr_request_init(&reqs[0]);
+    reqs[0].query = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+    assert_int_equal(lr_router_route(f->router, &reqs[0], &d, &err), 0);
+}
+
+/* A request with both lists is refused (the names were used and the
+ * indices ignored without a word); an unknown name is quoted escaped and
+ * cut short, as the store quotes names. */
+static void both_lists_and_odd_unknown_names_are_refused_clearly(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request req;
+    struct lr_decision d;
+    struct lr_error err = {0};
+    const char *names[] = {"A"};
+    const int idx[] = {1};
+    char long_name[1000];
+    const char *odd[] = {"x\ny\xff"};
+    lr_request_init(&req);
+    lr_decision_init(&d);
+    req.models = names;
+    req.model_indices = idx;
+    req.n_models = 1;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_string_equal(err.message, "request: both models and model_indices are given: give "
+                                     "one candidate list");
+    assert_int_equal(d.index, -1);
+    req.model_indices = NULL;
+    req.models = odd;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_ENOMODEL);
+    assert_string_equal(err.message, "unknown model 'x\\x0ay\\xff'");
+    memset(long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    odd[0] = long_name;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_ENOMODEL);
+    assert_true(strlen(err.message) < 300);
+    assert_non_null(strstr(err.message, "nnn...'"));
+}
+
 static void n_models_over_the_configured_count_is_refused(void **state)
 {
     struct fixture *f = *state;
@@ -532,6 +710,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(explicitly_empty_candidate_list_is_refused, setup,
                                         teardown),
         cmocka_unit_test(token_estimate_of_huge_text_does_not_wrap),
+        cmocka_unit_test_setup_teardown(failed_batch_takes_no_turn_and_writes_no_decision, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(failed_batch_report_holds_no_result, setup, teardown),
+        cmocka_unit_test_setup_teardown(query_text_that_is_not_utf8_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(both_lists_and_odd_unknown_names_are_refused_clearly, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(decision_init_gives_a_decision_without_a_ranking, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,

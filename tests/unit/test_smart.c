@@ -622,6 +622,58 @@ static void unmet_alpha_message_states_the_reports_mean(void **state)
     priced_close(&p);
 }
 
+/* A smart batch that fails (a request naming an unknown model, a query
+ * that is no UTF-8) reports no result in every mode and writes no decision:
+ * the per-query mode reported the mean quality of the requests routed
+ * before the bad one, the others zero figures; text that is no UTF-8 was
+ * routed. */
+static void failed_smart_batch_reports_no_result(void **state)
+{
+    struct priced p;
+    struct lr_request q[4];
+    struct lr_decision d[4];
+    struct lr_batch_options o;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const char *nope[] = {"nope"};
+    (void)state;
+    priced_open(&p);
+    for (int bad = 0; bad < 2; bad++)
+        for (int mode = 0; mode < 3; mode++) {
+            four_requests(q, d);
+            if (bad == 0) {
+                q[3].models = nope;
+                q[3].n_models = 1;
+            } else {
+                q[3].query = "abc\xff\xfe";
+            }
+            lr_batch_options_init(&o);
+            o.mode = (enum lr_batch_mode)mode;
+            if (mode == LR_BATCH_QUALITY)
+                o.alpha = 0.5;
+            if (mode == LR_BATCH_BUDGET)
+                o.budget = 1;
+            memset(&rep, 0x5a, sizeof rep);
+            assert_int_equal(lr_router_route_batch(p.r, q, 4, &o, d, &rep, &err),
+                             bad == 0 ? LR_ENOMODEL : LR_EINVAL);
+            assert_string_equal(err.message,
+                                bad == 0 ? "query 3: unknown model 'nope'"
+                                         : "query 3: query: not valid UTF-8 at byte 3");
+            assert_int_equal(rep.feasible, 0);
+            assert_true(isnan(rep.mean_quality));
+            assert_true(isnan(rep.total_cost));
+            assert_int_equal(rep.iterations, 0);
+            assert_string_equal(rep.message, "");
+            for (int i = 0; i < 4; i++)
+                assert_int_equal(d[i].index, -1);
+        }
+    four_requests(q, d);
+    q[0].query = "\xc0\x80";
+    assert_int_equal(lr_router_route(p.r, &q[0], &d[0], &err), LR_EINVAL);
+    assert_string_equal(err.message, "query: not valid UTF-8 at byte 0");
+    priced_close(&p);
+}
+
 /* feasible and the return agree with the documented tolerance: alpha a
  * billionth above the best reachable mean is not met (it was, within an
  * absolute 1e-9), half of LR_BATCH_TOLERANCE above it is. */
@@ -1012,6 +1064,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
                                         teardown),
         cmocka_unit_test(unmet_alpha_message_states_the_reports_mean),
+        cmocka_unit_test(failed_smart_batch_reports_no_result),
         cmocka_unit_test(alpha_just_above_the_best_mean_is_infeasible),
         cmocka_unit_test(budget_over_the_cap_is_refused),
         cmocka_unit_test(vectors_are_refused_over_a_builtin_store),

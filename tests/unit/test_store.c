@@ -624,9 +624,10 @@ static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
     assert_int_equal(rep.imported, 0);
     assert_int_equal(lr_store_count(s), 0);
     /* A known LR_E* code from the callback is the import's result (every
-     * one, LR_EBUSY the last); anything else is LR_EIO. */
-    const int codes[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, 7, -1000};
-    const int want[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EIO, LR_EIO};
+     * one, LR_EREPLACED the last, which was taken for LR_EIO); anything else
+     * is LR_EIO. */
+    const int codes[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EREPLACED, 7, -1000, -14};
+    const int want[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EREPLACED, LR_EIO, LR_EIO, LR_EIO};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         memset(&fe, 0, sizeof(fe));
         fe.fail_on_call = 1;
@@ -3134,6 +3135,123 @@ static void new_key_table_stamps_an_old_writers_keys_with_the_time(void **st)
     assert_true(t >= (long long)before.tv_sec && t <= (long long)after.tv_sec);
 }
 
+/* lr_store_add_outcome and lr_store_add_outcome_vec given no store name
+ * themselves; both named lr_store_add_outcome_keyed or lr_store_add, the
+ * functions they call. */
+static void null_store_is_named_by_the_function_called(void **state)
+{
+    struct lr_error err = {0};
+    float v[2] = {1, 0};
+    (void)state;
+    assert_int_equal(lr_store_add_outcome(NULL, "q", 1, "m", 1, 1, &err), LR_EINVAL);
+    assert_string_equal(err.message, "lr_store_add_outcome: store is NULL");
+    assert_int_equal(lr_store_add_outcome_vec(NULL, "q", 1, "m", 1, 1, v, 2, &err), LR_EINVAL);
+    assert_string_equal(err.message, "lr_store_add_outcome_vec: store is NULL");
+}
+
+/* An embedder id is text without control characters (it was written into
+ * the file as given), and dense_dim goes with a remote embedder only (it
+ * was ignored with the built-in one); both are refused before any file is
+ * made. */
+static void open_refuses_a_bad_embedder_id_and_a_dimension_for_the_builtin(void **state)
+{
+    static const struct {
+        const char *id;
+        const char *msg;
+    } bad[] = {{"x\xff\n", "history store: embedder id: contains the control character 0x0a "
+                           "at byte 2"},
+               {"x\xff", "history store: embedder id: not valid UTF-8 at byte 1"},
+               {"openai:\x7f", "history store: embedder id: contains the control character "
+                               "0x7f at byte 7"}};
+    struct lr_store_options o;
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    char p[512];
+    (void)state;
+    path_in(p, sizeof(p), "embedder-id.db");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lr_store_options_init(&o);
+        o.embedder = bad[i].id;
+        assert_int_equal(lr_store_open(p, &o, &s, &err), LR_EINVAL);
+        assert_string_equal(err.message, bad[i].msg);
+        assert_null(s);
+        assert_int_equal(access(p, F_OK), -1);
+    }
+    for (int k = 0; k < 2; k++) {
+        lr_store_options_init(&o);
+        o.embedder = k ? LR_EMBEDDER_BUILTIN : NULL;
+        o.dense_dim = 384;
+        assert_int_equal(lr_store_open(p, &o, &s, &err), LR_EINVAL);
+        assert_non_null(strstr(err.message, "dense_dim 384 is for a remote embedder's vectors"));
+        assert_null(s);
+        assert_int_equal(access(p, F_OK), -1);
+    }
+    lr_store_options_init(&o);
+    o.embedder = "openai:caf\xc3\xa9";
+    o.dense_dim = 4;
+    assert_int_equal(lr_store_open(p, &o, &s, &err), 0);
+    assert_string_equal(lr_store_embedder(s), "openai:caf\xc3\xa9");
+    lr_store_free(s);
+}
+
+/* A record's task is capped at 64 KiB, refused naming the field; it had no
+ * cap (a megabyte went in). */
+static void add_refuses_a_task_over_its_cap(void **state)
+{
+    struct lr_outcome oc = {"m", 1, 3};
+    struct lr_record rec = {"what is two plus two", 5, NULL, &oc, 1};
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    static char task[65537 + 1];
+    (void)state;
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    memset(task, 't', sizeof task);
+    task[65537] = '\0';
+    rec.task = task;
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), LR_EINVAL);
+    assert_string_equal(err.message, "record: task: 65537 bytes is over the cap of 65536");
+    assert_int_equal(lr_store_count(s), 0);
+    task[65536] = '\0';
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), 0);
+    assert_int_equal(lr_store_count(s), 1);
+    lr_store_free(s);
+}
+
+/* A long path or field name in a message is cut in its middle, so the
+ * reason after it stays: a 700-byte path pushed it out of the 512-byte
+ * message, a 1999-byte field name too. */
+static void long_names_leave_the_reason_in_the_message(void **state)
+{
+    static const char rule[] = ": expected a non-negative integer";
+    char p[800], field[2000];
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    size_t len;
+    (void)state;
+    snprintf(p, sizeof p, "%s/no-such-folder/", tmpdir);
+    len = strlen(p);
+    memset(p + len, 'a', 700 - len);
+    p[700] = '\0';
+    assert_int_not_equal(lr_store_open(p, NULL, &s, &err), 0);
+    assert_null(s);
+    len = strlen(err.message);
+    assert_true(len < sizeof err.message);
+    assert_non_null(strstr(err.message, "..."));
+    assert_true(err.message[len - 1] != 'a');
+    assert_non_null(strstr(err.message, "No such file or directory"));
+
+    memset(field, 'f', sizeof field - 1);
+    field[sizeof field - 1] = '\0';
+    assert_int_equal(lr_record_check_number(LR_INPUT_TOKENS, -1, field, &err), LR_EINVAL);
+    len = strlen(err.message);
+    assert_true(len > strlen(rule));
+    assert_string_equal(err.message + len - strlen(rule), rule);
+    assert_non_null(strstr(err.message, "fff..."));
+    /* A field name's control characters and invalid UTF-8 are escaped. */
+    assert_int_equal(lr_record_check_number(LR_CORRECTNESS, 2, "c\n\xff", &err), LR_EINVAL);
+    assert_string_equal(err.message, "c\\x0a\\xff: expected a boolean or a number in [0,1]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3191,6 +3309,10 @@ int main(void)
         cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
+        cmocka_unit_test(null_store_is_named_by_the_function_called),
+        cmocka_unit_test(open_refuses_a_bad_embedder_id_and_a_dimension_for_the_builtin),
+        cmocka_unit_test(add_refuses_a_task_over_its_cap),
+        cmocka_unit_test(long_names_leave_the_reason_in_the_message),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
