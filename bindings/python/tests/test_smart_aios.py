@@ -227,6 +227,78 @@ class LLMConfig:
     api_key: str = None
 
 
+class RuntimeModelsTest(SmartTestCase):
+    """llm_configs after construction, as AIOS's adapter changes it, and
+    the other calls its adapter makes."""
+
+    CHAT = [{"role": "user", "content": "easy sum of small numbers 1"}]
+
+    def test_a_model_registered_as_aios_does_is_routed_to(self):
+        # AIOS's _dynamic_register_ollama_model appends to its list and sets
+        # router.llm_configs to it. Raised UnknownModel: the list was read
+        # once, at construction.
+        llm_configs = list(CONFIGS)
+        r = SmartRouting(llm_configs, None)
+        r.store.add_data(records())
+        llm_configs.append({"name": "new", "cost_per_input_token": 0,
+                            "cost_per_output_token": 0})
+        r.llm_configs = llm_configs
+        self.assertEqual(r.get_model_idxs([[{"name": "new"}]], [self.CHAT]), [2])
+        self.assertEqual(r.config.names, ["cheap", "strong", "new"])
+        # An append alone, and a new list, are seen too.
+        llm_configs.append({"name": "newer", "cost_per_input_token": 0,
+                            "cost_per_output_token": 0})
+        self.assertEqual(r.get_model_idxs([[{"name": "newer"}]], [self.CHAT]), [3])
+        r.llm_configs = [CONFIGS[1], CONFIGS[0]]
+        self.assertEqual(r.get_model_idxs([["cheap"], ["strong"]], [self.CHAT] * 2), [1, 0])
+        reference = SmartRouting(CONFIGS)
+        reference.store.add_data(records())
+        self.assertEqual(r.predict([self.CHAT], ["cheap", "strong"]),
+                         reference.predict([self.CHAT], ["cheap", "strong"]))
+
+    def test_empty_llm_configs_until_a_model_is_registered(self):
+        # AIOS's adapter builds its router even when no model started. It
+        # was ConfigError "expected at least one model" at construction.
+        llm_configs = []
+        r = SmartRouting(llm_configs=llm_configs, bootstrap_url=None)
+        self.assertIsNone(r.config)
+        self.assertEqual(r.get_model_idxs([], []), [])
+        for where, call in (("get_model_idxs", lambda: r.get_model_idxs([None], [self.CHAT])),
+                            ("predict", lambda: r.predict(["q"])),
+                            ("route_batch", lambda: r.route_batch(None, ["q"]))):
+            with self.assertRaises(llmroute.EmptyInput) as cm:
+                call()
+            self.assertIn("SmartRouting.%s: llm_configs is empty: there is no model to route "
+                          "to yet" % where, str(cm.exception))
+        llm_configs.extend(CONFIGS)
+        r.store.add_data(records())
+        reference = SmartRouting(CONFIGS)
+        reference.store.add_data(records())
+        self.assertEqual(r.get_model_idxs([None], [self.CHAT]),
+                         reference.get_model_idxs(None, [self.CHAT]))
+
+    def test_no_queries_is_no_choices(self):
+        # AIOS returns []; this was EmptyInput "queries is empty".
+        r = SmartRouting(CONFIGS)
+        self.assertEqual(r.get_model_idxs([], []), [])
+        self.assertEqual(r.get_model_idxs(selected_llm_lists=[], queries=[]), [])
+        self.assertEqual(r.get_model_idxs(CONFIGS, [], []), [])
+        with self.assertRaises(llmroute.InvalidInput):  # still one list per query
+            r.get_model_idxs([CONFIGS], [])
+
+    def test_none_is_every_model_for_a_lone_query_too(self):
+        # [None] was InvalidType, while [None, [...]] took None as every model.
+        r = SmartRouting(CONFIGS)
+        r.store.add_data(records())
+        every = r.get_model_idxs(None, [self.CHAT])
+        self.assertEqual(r.get_model_idxs([None], [self.CHAT]), every)
+        self.assertEqual(r.get_model_idxs(selected_llm_lists=[None, None],
+                                          queries=[self.CHAT, self.CHAT]), every * 2)
+        self.assertEqual(len(r.predict([self.CHAT], [None])[0][0]), 2)
+        with self.assertRaises(llmroute.EmptyInput):
+            r.get_model_idxs([[]], [self.CHAT])
+
+
 class PricesFromLitellmTest(SmartTestCase):
     def configs(self):
         return [LLMConfig("openai/gpt-4o", "openai"), LLMConfig("gpt-4o-mini", "openai"),
