@@ -10,9 +10,10 @@ replace AIOS's own import. Both calling conventions AIOS has shipped work:
   - one candidate list per query (AIOS's later form, LLMAdapter.execute_llm_syscalls):
       router.get_model_idxs(selected_llm_lists, queries)
     where a query may be a string or a list of chat messages (the last user
-    message is the query text, as AIOS's messages_to_query does by default).
-    No queries is no choices ([]), and None stands for every model, for all
-    queries or for one of them.
+    message is the query text, as AIOS's messages_to_query does by default;
+    its input tokens are estimated over all its messages). No queries is
+    no choices ([]), and None stands for every model, for all queries or
+    for one of them.
 
 Both return indices into llm_configs, which may change after construction
 (AIOS's adapter appends models it registers at runtime) and may be empty
@@ -21,10 +22,11 @@ unknown model names raise ValueError instead of being skipped (AIOS drops
 them, which shortens its result list) or mapped to index 0; a candidate list
 shorter than the previous one never fails (AIOS's cursor can run past it);
 prices come from llm_configs (cost_per_input_token, cost_per_output_token),
-else from litellm's table when litellm is installed, and a smart candidate
-without them is refused with a message naming it (AIOS counts a missing
-price as 0), but as the only candidate of a get_model_idxs request, which
-gets it; a model listed twice among one request's
+else from litellm's table when litellm is installed, else 0 for a model on
+a local backend (LOCAL_BACKENDS, with a warning), and any other smart
+candidate without them is refused with a message naming it (AIOS counts a
+missing price as 0), but as the only candidate of a get_model_idxs
+request, which gets it; a model listed twice among one request's
 candidates and (with the built-in embedder, over a store with data) a
 query without text raise InvalidInput;
 with predictor="aios", a tie on the highest quality when no candidate
@@ -232,6 +234,33 @@ def _query_text(q, i, where):
                     % (where, i, type(q).__name__))
 
 
+def _message_texts(messages):
+    """The texts of every message of a chat (a str content, or the "text"
+    parts of a list of content parts); anything else counts no text."""
+    if isinstance(messages, Mapping):
+        messages = [messages]
+    texts = []
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, Mapping) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, (list, tuple)):
+            texts.extend(p["text"] for p in content if isinstance(p, Mapping)
+                         and p.get("type") == "text" and isinstance(p.get("text"), str))
+    return texts
+
+
+def _chat_tokens(q):
+    """The estimated input tokens of a query given as chat messages: the
+    contents of all its messages, as the request sends (and is billed for)
+    them all, where the query text is its last user message alone; None
+    for a query given as a string (the library estimates it from the
+    text)."""
+    if q is None or isinstance(q, str):
+        return None
+    return estimate_tokens("\n".join(_message_texts(q)))
+
+
 def _part_texts(parts, i, where):
     """The texts of a message's "text" content parts (queries[i]'s)."""
     texts = []
@@ -385,17 +414,31 @@ def _litellm_price(cost_map, name, backend):
     return None
 
 
+# The backends AIOS serves from a local server or process (its adapter's
+# "huggingface" | "hflocal" and "vllm" | "sglang" cases, and "ollama",
+# which it reaches through litellm), with the names litellm and llama.cpp
+# go by: a model on one of them costs nothing per token.
+LOCAL_BACKENDS = ("ollama", "ollama_chat", "vllm", "hosted_vllm", "sglang", "huggingface",
+                  "hflocal", "llamacpp", "llama.cpp", "llama_cpp")
+
+
+def _is_local(backend):
+    return isinstance(backend, str) and backend.lower() in LOCAL_BACKENDS
+
+
 def _priced_configs(llm_configs, where):
     """(llm_configs with the prices they lack filled from litellm's table,
-    {name: why it still has none}). AIOS looks every price up in litellm;
-    this binding takes a price given in an llm_config first and looks up
-    only the ones missing. litellm is imported only when some price is
-    missing; without it, or without the model in its table, the model stays
-    unpriced and the reason is kept for the message when it is a candidate."""
+    {name: why it still has none}, {name: (backend, why)} of the models on a
+    local backend priced 0). AIOS looks every price up in litellm; this
+    binding takes a price given in an llm_config first and looks up only
+    the ones missing. litellm is imported only when some price is missing;
+    without it, or without the model in its table, a model on a local
+    backend (LOCAL_BACKENDS) gets the price 0 it costs, and any other stays
+    unpriced, the reason kept for the message when it is a candidate."""
     if isinstance(llm_configs, (str, bytes, Mapping)) or not _iterable(llm_configs):
-        return llm_configs, {}  # _config says what is wrong with it
+        return llm_configs, {}, {}  # _config says what is wrong with it
     llm_configs = list(llm_configs)
-    out, unpriced = [], {}
+    out, unpriced, free = [], {}, {}
     cost_map = None
     litellm_error = None
     for c in llm_configs:
@@ -425,14 +468,18 @@ def _priced_configs(llm_configs, where):
         else:
             unpriced[name] = litellm_error
         if prices is None:
-            out.append(c)
-            continue
+            backend = _field(cfg, "backend")
+            if not _is_local(backend):
+                out.append(c)
+                continue
+            free[name] = (backend, unpriced.pop(name, ""))
+            prices = (0.0, 0.0)
         d = {k: _field(cfg, k) for k in _MODEL_KEYS + ("hostname",)
              if _field(cfg, k) is not None}
         for k, p in zip(_PRICE_KEYS, prices):
             d.setdefault(k, p)
         out.append(d)
-    return out, unpriced
+    return out, unpriced, free
 
 
 # ==== llm_configs that change after construction ====
@@ -1419,6 +1466,11 @@ def _caller_level():
     return level
 
 
+def _known(x):
+    """A prediction as AIOS gives it: 0 where the library has none (NaN)."""
+    return 0.0 if x != x else x
+
+
 # Numbers SmartRouting instances, for the empty store's warning.
 _ROUTER_SERIALS = itertools.count(1)
 
@@ -1456,7 +1508,10 @@ class SmartRouting(_ModelsOwner):
     when litellm can be imported, as AIOS takes all of them, under
     backend + "/" + name, then the name as given, then the name without
     its provider prefix (with a warning: it may be another provider's).
-    A candidate still without both is refused by name when routed.
+    A model on a local backend (LOCAL_BACKENDS: ollama, vllm, sglang,
+    huggingface, llama.cpp, ...) found in neither is priced 0, with one
+    RuntimeWarning per router and model; any other candidate still without
+    both is refused by name when routed.
 
     llm_configs may change after construction, and may be empty at first
     (models registered at runtime, as AIOS's adapter does): each call routes
@@ -1569,6 +1624,7 @@ class SmartRouting(_ModelsOwner):
             router["embedding"] = dict(embedding)
         self._router_doc = router
         self._warned_empty = False
+        self._warned_free = set()
         self._serial = next(_ROUTER_SERIALS)
         self._lock = threading.Lock()
         self._models = None
@@ -1595,10 +1651,10 @@ class SmartRouting(_ModelsOwner):
     _WHERE = "SmartRouting"
 
     def _build(self, configs, previous):
-        """llm_configs' prices filled in from litellm's table, its Config,
-        and its candidates still without both prices."""
+        """llm_configs' prices filled in (litellm's, or 0 for a local model),
+        its Config, and its candidates still without both prices."""
         where = self._WHERE
-        priced, why_unpriced = _priced_configs(configs, where)
+        priced, why_unpriced, free = _priced_configs(configs, where)
         if not isinstance(configs, (list, tuple)) or configs:
             config = _config(priced, self._router_doc, where)
         m = _SmartModels(configs)
@@ -1607,11 +1663,23 @@ class SmartRouting(_ModelsOwner):
         m.config = config
         # Smart routing prices every candidate; one without both prices,
         # from its llm_config or litellm's table, is refused by name when it
-        # is a candidate, rather than treated as free (AIOS's default of 0).
+        # is a candidate, rather than treated as free (AIOS's default of 0),
+        # but for a model served locally, which costs 0.
         m.unpriced = {mi.name: why_unpriced.get(mi.name, "")
                       for mi in config.models
                       if math.isnan(mi.cost_per_input_token)
                       or math.isnan(mi.cost_per_output_token)}
+        for name, (backend, why) in free.items():
+            if name not in self._warned_free:
+                self._warned_free.add(name)
+                warnings.warn(
+                    "%s (router #%d): model '%s' has no cost_per_input_token or "
+                    "cost_per_output_token in its llm_config%s; its backend '%s' serves it "
+                    "locally, so it is priced 0 per token. To set a price, give "
+                    "cost_per_input_token and cost_per_output_token in its llm_config. This "
+                    "warning is given once per router and model."
+                    % (where, self._serial, name, ", and " + why if why else "", backend),
+                    RuntimeWarning, stacklevel=_caller_level())
         return m
 
     def _routable(self, where):
@@ -1706,9 +1774,11 @@ class SmartRouting(_ModelsOwner):
                 lone_unpriced=False):
         """(models, texts, input token counts, the _Models routed over) for
         the Router; `where` names the method in messages, `arg` the
-        candidates' argument. A candidate without both prices is refused, but for the
-        only candidate of a request when lone_unpriced is true: the library
-        then returns it without pricing it (get_model_idxs)."""
+        candidates' argument. Queries given as chat messages without a
+        count are counted over all their messages. A candidate without
+        both prices is refused, but for the only candidate of a request
+        when lone_unpriced is true: the library then returns it without
+        pricing it (get_model_idxs)."""
         if queries is None:
             raise _bad("%s: queries: smart routing needs the query texts (one per decision)"
                        % where)
@@ -1737,6 +1807,13 @@ class SmartRouting(_ModelsOwner):
                 raise _bad("%s: Number of queries must match number of input token lengths "
                            "(%d queries, %d lengths)"
                            % (where, len(texts), len(input_token_lengths)))
+        if input_token_lengths is None or None in input_token_lengths:
+            # A chat's input is all its messages, though its query text is
+            # the last user message alone.
+            given = input_token_lengths or [None] * len(queries)
+            counted = [n if n is not None else _chat_tokens(q) for n, q in zip(given, queries)]
+            if any(n is not None for n in counted):
+                input_token_lengths = counted
         models, per_query = _candidate_lists(_selection(selected_llms, where), len(texts),
                                              where, arg)
         if m.unpriced:
@@ -1843,8 +1920,9 @@ class SmartRouting(_ModelsOwner):
         (one per query), or None for every configured model; AIOS's current
         name for it, selected_llm_lists=, is taken too. queries: strings or
         chat message lists. input_token_lengths: counts, or None to estimate
-        them from the text (about 4 bytes per token). No queries ([] and [],
-        as AIOS's adapter may pass) is no choices: [].
+        them (about 4 bytes per token: of the query text, or of all the
+        messages of a chat). No queries ([] and [], as AIOS's adapter may
+        pass) is no choices: [].
         """
         where = "SmartRouting.get_model_idxs"
         arg = "selected_llm_lists" if selected_llm_lists is not _UNSET else "selected_llms"
@@ -1884,7 +1962,10 @@ class SmartRouting(_ModelsOwner):
     def predict(self, queries, selected_llms=None, input_token_lengths=None):
         """Per query, per candidate (in the order given): predicted quality,
         predicted output tokens and estimated cost, as three lists of rows
-        (AIOS's QueryStore.predict gives the first two)."""
+        (AIOS's QueryStore.predict gives the first two). A candidate none
+        of the neighbours has an outcome for is predicted quality 0, as in
+        AIOS (the default predictor leaves it unknown, and the router ranks
+        it after every candidate with data), never NaN."""
         where = "SmartRouting.predict"
         models, texts, lengths, m = self._inputs(where, selected_llms, queries,
                                                  input_token_lengths)
@@ -1903,8 +1984,8 @@ class SmartRouting(_ModelsOwner):
             order = models[i] if isinstance(models, list) else models
             if order is None:
                 order = m.config.names
-            perf.append([by_name[n].predicted_quality for n in order])
-            out_len.append([by_name[n].predicted_output_tokens for n in order])
+            perf.append([_known(by_name[n].predicted_quality) for n in order])
+            out_len.append([_known(by_name[n].predicted_output_tokens) for n in order])
             cost.append([by_name[n].estimated_cost for n in order])
         return perf, out_len, cost
 
