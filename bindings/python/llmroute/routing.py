@@ -487,20 +487,12 @@ def _priced_configs(llm_configs, where):
 # AIOS's adapter registers models at runtime: it appends an LLMConfig to
 # its list and sets router.llm_configs to the list (the same object), then
 # routes to the new model. So each call of an AIOS class compares
-# llm_configs with the list its library configuration was built from (the
-# list object, its length, its entries' identities and names), which costs
-# a pass over a few entries, and builds the configuration and router again
-# only when they differ. A field other than the name changed in place on
-# an entry (a price set on the same dict) is not seen: replace the entry
-# (llm_configs[i] = new_config) for that.
-
-
-def _entry_name(c):
-    if type(c) is str:
-        return c
-    if type(c) is dict:
-        return c.get("name")
-    return _field(c, "name")
+# llm_configs with a copy of the list its library configuration was built
+# from, entry by entry (one list comparison in C: the same object, or an
+# equal one), and builds the configuration and router again only when they
+# differ. A field changed in place on an entry (a name or a price set on
+# the same dict) is not seen: replace the entry (llm_configs[i] =
+# new_config) for that.
 
 
 class _Models:
@@ -510,30 +502,18 @@ class _Models:
     the counts and caches its fields name."""
 
     def __init__(self, source):
-        self.source = source
-        self.entries = tuple(source)
-        self.names = tuple(_entry_name(c) for c in self.entries)
+        # A copy of the same type, so that comparing llm_configs with it is
+        # one list (or tuple) comparison.
+        self.entries = type(source)(source)
         self.config = None
-        # Reads every entry's name in one C-level pass where the entries
-        # are all dicts, or all objects with attributes (AIOS's LLMConfig).
-        self.name_of = _entry_name
-        if all(type(c) is dict for c in self.entries):
-            self.name_of = operator.itemgetter("name")
-        elif not any(isinstance(c, (str, Mapping)) for c in self.entries):
-            self.name_of = operator.attrgetter("name")
 
 
 def _unchanged(m, configs):
-    """Whether llm_configs (configs) is still the list m was built from,
-    with the same entries, named as they were."""
-    if m is None or configs is not m.source or len(configs) != len(m.entries):
-        return False
-    if not all(map(operator.is_, configs, m.entries)):
-        return False
-    try:
-        return tuple(map(m.name_of, configs)) == m.names
-    except (KeyError, AttributeError):  # a name deleted in place
-        return False
+    """Whether llm_configs (configs) still holds the entries m was built
+    from: each the same object (which the comparison takes without
+    calling its __eq__) or an equal one. A list never equals a tuple, so
+    a list given for a tuple (or the other way) is a change."""
+    return m is not None and configs == m.entries
 
 
 def _as_configs(llm_configs):
@@ -692,7 +672,7 @@ class SequentialRouting(_ModelsOwner):
             if n_queries is _UNSET:
                 n_queries = 1
         m = self._models
-        if not _unchanged(m, self._llm_configs):
+        if self._llm_configs != m.entries:  # _unchanged(), inlined for this common call
             m = self._state()
         # The usual call, one query over a list of dicts: straight through.
         if (type(n_queries) is int and n_queries == 1 and type(selected_llms) is list
