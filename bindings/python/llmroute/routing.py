@@ -10,19 +10,25 @@ replace AIOS's own import. Both calling conventions AIOS has shipped work:
   - one candidate list per query (AIOS's later form, LLMAdapter.execute_llm_syscalls):
       router.get_model_idxs(selected_llm_lists, queries)
     where a query may be a string or a list of chat messages (the last user
-    message is the query text, as AIOS's messages_to_query does by default).
+    message is the query text, as AIOS's messages_to_query does by default;
+    its input tokens are estimated over all its messages). No queries is
+    no choices ([]), and None stands for every model, for all queries or
+    for one of them.
 
-Both return indices into llm_configs. What differs from AIOS on purpose:
+Both return indices into llm_configs, which may change after construction
+(AIOS's adapter appends models it registers at runtime) and may be empty
+until then. What differs from AIOS on purpose:
 unknown model names raise ValueError instead of being skipped (AIOS drops
 them, which shortens its result list) or mapped to index 0; a candidate list
 shorter than the previous one never fails (AIOS's cursor can run past it);
 prices come from llm_configs (cost_per_input_token, cost_per_output_token),
-else from litellm's table when litellm is installed, and a smart candidate
-without them is refused with a message naming it (AIOS counts a missing
-price as 0), but as the only candidate of a get_model_idxs request, which
-gets it; a model listed twice among one request's candidates and (with
-the built-in embedder, over a store with data) a query without text raise
-InvalidInput;
+else from litellm's table when litellm is installed, else 0 for a model on
+a local backend (LOCAL_BACKENDS, with a warning), and any other smart
+candidate without them is refused with a message naming it (AIOS counts a
+missing price as 0), but as the only candidate of a get_model_idxs
+request, which gets it; a model listed twice among one request's
+candidates and (with the built-in embedder, over a store with data) a
+query without text raise InvalidInput;
 with predictor="aios", a tie on the highest quality when no candidate
 meets the requirement goes to the cheapest (AIOS's argmax: the first).
 Arguments of the wrong type raise InvalidType (an InvalidInput, and a
@@ -45,6 +51,7 @@ import os
 import re
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -150,9 +157,13 @@ def _selection(selected, where):
 
 def _is_per_query(selected):
     """True for AIOS's later form: a list of candidate lists, one per query
-    (any entry a list: None among them is every model for its query)."""
-    return (selected is not None and not isinstance(selected, (str, Mapping))
-            and any(isinstance(s, (list, tuple)) for s in selected))
+    (any entry a list: None among them is every model for its query). A
+    list of None alone ([None] for one query) is that form too: None is no
+    model, so it can only stand for a query's candidates (every model)."""
+    if selected is None or isinstance(selected, (str, Mapping)):
+        return False
+    return (any(isinstance(s, (list, tuple)) for s in selected)
+            or (len(selected) > 0 and all(s is None for s in selected)))
 
 
 def _names(selected, where, arg="selected_llms"):
@@ -195,6 +206,8 @@ def _candidate_lists(selected, n, where, arg="selected_llms"):
                 raise _bad_type("%s: %s[%d]: expected a list of models or None (one list per "
                                 "query, as the others are), got %s"
                                 % (where, arg, i, _got(s)))
+        if all(s is None for s in selected):
+            return None, False  # every model for every query
         return [_names(s, where, "%s[%d]" % (arg, i)) for i, s in enumerate(selected)], True
     return _names(selected, where, arg), False
 
@@ -219,6 +232,33 @@ def _query_text(q, i, where):
         return ""
     raise _bad_type("%s: queries[%d]: expected a string or a list of chat messages, got %s"
                     % (where, i, type(q).__name__))
+
+
+def _message_texts(messages):
+    """The texts of every message of a chat (a str content, or the "text"
+    parts of a list of content parts); anything else counts no text."""
+    if isinstance(messages, Mapping):
+        messages = [messages]
+    texts = []
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, Mapping) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, (list, tuple)):
+            texts.extend(p["text"] for p in content if isinstance(p, Mapping)
+                         and p.get("type") == "text" and isinstance(p.get("text"), str))
+    return texts
+
+
+def _chat_tokens(q):
+    """The estimated input tokens of a query given as chat messages: the
+    contents of all its messages, as the request sends (and is billed for)
+    them all, where the query text is its last user message alone; None
+    for a query given as a string (the library estimates it from the
+    text)."""
+    if q is None or isinstance(q, str):
+        return None
+    return estimate_tokens("\n".join(_message_texts(q)))
 
 
 def _part_texts(parts, i, where):
@@ -369,22 +409,36 @@ def _litellm_price(cost_map, name, backend):
                         "provider's price. Give cost_per_input_token and "
                         "cost_per_output_token in its llm_config to set it."
                         % (name, key, entry.get("litellm_provider")), RuntimeWarning,
-                        stacklevel=4)
+                        stacklevel=_caller_level())
             return float(prices[0]), float(prices[1])
     return None
 
 
+# The backends AIOS serves from a local server or process (its adapter's
+# "huggingface" | "hflocal" and "vllm" | "sglang" cases, and "ollama",
+# which it reaches through litellm), with the names litellm and llama.cpp
+# go by: a model on one of them costs nothing per token.
+LOCAL_BACKENDS = ("ollama", "ollama_chat", "vllm", "hosted_vllm", "sglang", "huggingface",
+                  "hflocal", "llamacpp", "llama.cpp", "llama_cpp")
+
+
+def _is_local(backend):
+    return isinstance(backend, str) and backend.lower() in LOCAL_BACKENDS
+
+
 def _priced_configs(llm_configs, where):
     """(llm_configs with the prices they lack filled from litellm's table,
-    {name: why it still has none}). AIOS looks every price up in litellm;
-    this binding takes a price given in an llm_config first and looks up
-    only the ones missing. litellm is imported only when some price is
-    missing; without it, or without the model in its table, the model stays
-    unpriced and the reason is kept for the message when it is a candidate."""
+    {name: why it still has none}, {name: (backend, why)} of the models on a
+    local backend priced 0). AIOS looks every price up in litellm; this
+    binding takes a price given in an llm_config first and looks up only
+    the ones missing. litellm is imported only when some price is missing;
+    without it, or without the model in its table, a model on a local
+    backend (LOCAL_BACKENDS) gets the price 0 it costs, and any other stays
+    unpriced, the reason kept for the message when it is a candidate."""
     if isinstance(llm_configs, (str, bytes, Mapping)) or not _iterable(llm_configs):
-        return llm_configs, {}  # _config says what is wrong with it
+        return llm_configs, {}, {}  # _config says what is wrong with it
     llm_configs = list(llm_configs)
-    out, unpriced = [], {}
+    out, unpriced, free = [], {}, {}
     cost_map = None
     litellm_error = None
     for c in llm_configs:
@@ -414,28 +468,186 @@ def _priced_configs(llm_configs, where):
         else:
             unpriced[name] = litellm_error
         if prices is None:
-            out.append(c)
-            continue
+            backend = _field(cfg, "backend")
+            if not _is_local(backend):
+                out.append(c)
+                continue
+            free[name] = (backend, unpriced.pop(name, ""))
+            prices = (0.0, 0.0)
         d = {k: _field(cfg, k) for k in _MODEL_KEYS + ("hostname",)
              if _field(cfg, k) is not None}
         for k, p in zip(_PRICE_KEYS, prices):
             d.setdefault(k, p)
         out.append(d)
-    return out, unpriced
+    return out, unpriced, free
 
 
-class SequentialRouting:
+# ==== llm_configs that change after construction ====
+#
+# AIOS's adapter registers models at runtime: it appends an LLMConfig to
+# its list and sets router.llm_configs to the list (the same object), then
+# routes to the new model. So each call of an AIOS class compares
+# llm_configs with a copy of the list its library configuration was built
+# from, entry by entry (one list comparison in C: the same object, or an
+# equal one), and builds the configuration and router again only when they
+# differ. A field changed in place on an entry (a name or a price set on
+# the same dict) is not seen: replace the entry (llm_configs[i] =
+# new_config) for that.
+
+
+class _Models:
+    """One version of an AIOS class's llm_configs and what was built from
+    it: `config` (None while llm_configs is empty) and the class's own
+    fields. Replaced whole, never changed after it is published, but for
+    the counts and caches its fields name."""
+
+    def __init__(self, source):
+        # A copy of the same type, so that comparing llm_configs with it is
+        # one list (or tuple) comparison.
+        self.entries = type(source)(source)
+        self.config = None
+
+
+def _unchanged(m, configs):
+    """Whether llm_configs (configs) still holds the entries m was built
+    from: each the same object (which the comparison takes without
+    calling its __eq__) or an equal one. A list never equals a tuple, so
+    a list given for a tuple (or the other way) is a change."""
+    return m is not None and configs == m.entries
+
+
+def _as_configs(llm_configs):
+    """llm_configs as kept: a list or tuple as it is (so that changes to
+    it in place are seen), another iterable (a generator) as a list of its
+    entries; anything else as it is, for the configuration to refuse."""
+    if isinstance(llm_configs, (list, tuple, str, bytes, Mapping)) or not _iterable(llm_configs):
+        return llm_configs
+    return list(llm_configs)
+
+
+def _no_models(where):
+    return EmptyInput("%s: llm_configs is empty: there is no model to route to yet; register "
+                      "one (append its config to llm_configs, or set router.llm_configs to a "
+                      "list with it)" % where, code=_lib.LR_EEMPTY)
+
+
+class _ModelsOwner:
+    """llm_configs, read again by each call (see above). The class defines
+    _build(configs, previous _Models or None) -> _Models, and its __init__
+    sets _models (None) and _lock before it sets llm_configs."""
+
+    @property
+    def llm_configs(self):
+        """The model configurations routed over: a list AIOS's adapter may
+        append to, or replace, after construction; each call sees the
+        change."""
+        return self._llm_configs
+
+    @llm_configs.setter
+    def llm_configs(self, value):
+        self._llm_configs = _as_configs(value)
+
+    def _state(self):
+        """The current _Models, built again when llm_configs changed."""
+        m = self._models
+        configs = self._llm_configs
+        if _unchanged(m, configs):
+            return m
+        with self._lock:
+            m = self._models
+            configs = self._llm_configs
+            if not _unchanged(m, configs):
+                m = self._build(configs, m)
+                self._models = m
+            return m
+
+    @property
+    def config(self):
+        """The library configuration of the current llm_configs (None while
+        it is empty)."""
+        return self._state().config
+
+
+class _SequentialModels(_Models):
+    """A SequentialRouting's _Models, with its router and a count of the
+    tickets drawn from the router's cursor: by the routers before it
+    (base), by calls of one query (next() of an itertools.count, which
+    the GIL keeps whole) and by batches (under count_lock)."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.router = None
+        self.base = 0
+        self.single = itertools.count()
+        self.batch = 0
+        self.count_lock = threading.Lock()
+
+    def drawn(self):
+        """Tickets drawn from this router's cursor so far (read once, when
+        the router is replaced)."""
+        with self.count_lock:
+            return next(self.single) + self.batch
+
+
+# lcm(1..16): a cursor carried over to a rebuilt sequential router is
+# exact modulo this, so for every candidate list of up to 16 models.
+_CURSOR_PERIOD = 720720
+
+
+class SequentialRouting(_ModelsOwner):
     """Round-robin over the selected models (AIOS SequentialRouting).
 
     One cursor per instance, advanced once per query and taken modulo the
     current candidate list's length; safe under concurrency (an atomic
-    counter in C).
+    counter in C). llm_configs may change after construction (models
+    registered at runtime, as AIOS's adapter does): the router is rebuilt
+    over the new list at the next call and the cursor carries over (exactly
+    for candidate lists of up to 16 models). llm_configs may be empty
+    until a model is registered; a call meanwhile raises EmptyInput.
     """
 
+    _WHERE = "SequentialRouting"
+
     def __init__(self, llm_configs):
+        self._lock = threading.Lock()
+        self._models = None
         self.llm_configs = llm_configs
-        self.config = _config(llm_configs, {"strategy": "sequential"}, "SequentialRouting")
-        self.router = Router(self.config, strategy="sequential")
+        self._state()
+
+    def _build(self, configs, previous):
+        if not isinstance(configs, (list, tuple)) or configs:
+            # Refuses anything but a list of model configurations.
+            config = _config(configs, {"strategy": "sequential"}, self._WHERE)
+        m = _SequentialModels(configs)
+        if m.entries:
+            m.config = config
+            m.router = Router(config, strategy="sequential")
+        m.base = 0 if previous is None else previous.base + previous.drawn()
+        if m.router is not None and len(m.config.names) > 1:
+            # The new router's cursor starts at 0: move it on to where the
+            # last one's was, modulo _CURSOR_PERIOD (what lists of up to 16
+            # models see), in batches over two of its models.
+            left = m.base % _CURSOR_PERIOD
+            pair = tuple(m.config.names[:2])
+            while left:
+                k = min(left, 65536)
+                m.router.route_indices(models=pair, n=k)
+                left -= k
+        return m
+
+    @staticmethod
+    def _count(m, tickets):
+        if tickets == 1:
+            next(m.single)
+        elif tickets:
+            with m.count_lock:
+                m.batch += tickets
+
+    @property
+    def router(self):
+        """The library router over the current llm_configs (None while it
+        is empty)."""
+        return self._state().router
 
     def get_model_idxs(self, selected_llms=_UNSET, n_queries=_UNSET, *,
                        selected_llm_lists=_UNSET, queries=_UNSET):
@@ -445,7 +657,8 @@ class SequentialRouting:
         candidate list. get_model_idxs(selected_llm_lists, queries): one pick
         per query from its own list. selected_llms=None means all models.
         AIOS's keyword names (selected_llm_lists=, queries=) are taken as
-        well as this binding's; they name the same two arguments.
+        well as this binding's; they name the same two arguments. No
+        queries (n_queries=0, queries=[]) is no picks: [].
         """
         arg = "selected_llm_lists" if selected_llm_lists is not _UNSET else "selected_llms"
         if selected_llm_lists is not _UNSET or queries is not _UNSET:
@@ -458,37 +671,63 @@ class SequentialRouting:
                 selected_llms = None
             if n_queries is _UNSET:
                 n_queries = 1
+        m = self._models
+        if self._llm_configs != m.entries:  # _unchanged(), inlined for this common call
+            m = self._state()
         # The usual call, one query over a list of dicts: straight through.
         if (type(n_queries) is int and n_queries == 1 and type(selected_llms) is list
-                and selected_llms and type(selected_llms[0]) is dict):
+                and selected_llms and type(selected_llms[0]) is dict and m.router is not None):
             try:
                 key = tuple([llm["name"] for llm in selected_llms])
             except (KeyError, TypeError):
                 key = None
             if key is not None:
                 try:
-                    return [self.router.route_index(key)]
+                    got = [m.router.route_index(key)]
                 except Error as e:
                     # A name that is no str, or holds a NUL: the checks
                     # below name it in this method's terms.
                     if not e.message.startswith("Router.route_index: "):
                         raise _renamed(e, "SequentialRouting.get_model_idxs",
                                        "Router.route_index")
+                else:
+                    if len(key) > 1:
+                        next(m.single)
+                    return got
         where = "SequentialRouting.get_model_idxs"
         n_queries = _n_picks(n_queries, where)
         selected_llms = _selection(selected_llms, where)
         try:
             if _is_per_query(selected_llms):
-                models, _ = _candidate_lists(selected_llms, n_queries, where, arg)
+                models, per_query = _candidate_lists(selected_llms, n_queries, where, arg)
+                if n_queries == 0:
+                    return []
+                if m.router is None:
+                    raise _no_models(where)
+                n_all = len(m.config.names)
+                tickets = sum(1 for names in (models if per_query else [None] * n_queries)
+                              if (n_all if names is None else len(names)) > 1)
                 if n_queries == 1:
-                    return [self.router.route_index(models[0])]
-                return self.router.route_indices(models=models, n=n_queries)
-            names = _names(selected_llms, where, arg)
-            if n_queries == 1:
-                return [self.router.route_index(names)]
+                    got = [m.router.route_index(models[0] if per_query else None)]
+                else:
+                    got = m.router.route_indices(models=models, n=n_queries)
+                self._count(m, tickets)
+                return got
             if n_queries == 0:
+                if selected_llms is not None and not (
+                        isinstance(selected_llms, (list, tuple)) and not selected_llms):
+                    _names(selected_llms, where, arg)
                 return []
-            return self.router.route_indices(models=names, n=n_queries)
+            names = _names(selected_llms, where, arg)
+            if m.router is None:
+                raise _no_models(where)
+            several = (len(m.config.names) if names is None else len(names)) > 1
+            if n_queries == 1:
+                got = [m.router.route_index(names)]
+            else:
+                got = m.router.route_indices(models=names, n=n_queries)
+            self._count(m, n_queries if several else 0)
+            return got
         except Error as e:
             lower = ("Router.route_index" if e.message.startswith("Router.route_index: ")
                      else "Router.route_indices")
@@ -1196,11 +1435,38 @@ class QueryStore:
         self._store.close()
 
 
+def _caller_level():
+    """The stacklevel of warnings.warn() that points at the first caller
+    outside this module, for a warning its caller's caller gives."""
+    f = sys._getframe(1)
+    level = 1
+    while f is not None and f.f_code.co_filename == __file__:
+        f = f.f_back
+        level += 1
+    return level
+
+
+def _known(x):
+    """A prediction as AIOS gives it: 0 where the library has none (NaN)."""
+    return 0.0 if x != x else x
+
+
 # Numbers SmartRouting instances, for the empty store's warning.
 _ROUTER_SERIALS = itertools.count(1)
 
 
-class SmartRouting:
+class _SmartModels(_Models):
+    """A SmartRouting's _Models: the config (prices filled in), its
+    candidates without both prices ({name: why}), and the router over the
+    store, built at first use for each store generation (current)."""
+
+    def __init__(self, source):
+        super().__init__(source)
+        self.unpriced = {}
+        self.current = None
+
+
+class SmartRouting(_ModelsOwner):
     """Cost- and quality-aware routing (AIOS SmartRouting, the ECCOS method).
 
     Per query: the cheapest candidate whose predicted quality is at least
@@ -1222,7 +1488,14 @@ class SmartRouting:
     when litellm can be imported, as AIOS takes all of them, under
     backend + "/" + name, then the name as given, then the name without
     its provider prefix (with a warning: it may be another provider's).
-    A candidate still without both is refused by name when routed.
+    A model on a local backend (LOCAL_BACKENDS: ollama, vllm, sglang,
+    huggingface, llama.cpp, ...) found in neither is priced 0, with one
+    RuntimeWarning per router and model; any other candidate still without
+    both is refused by name when routed.
+
+    llm_configs may change after construction, and may be empty at first
+    (models registered at runtime, as AIOS's adapter does): each call routes
+    over llm_configs as it is then.
 
     store_path: a SQLite file for the history (None: in memory).
     bootstrap_url: AIOS's history corpus (JSON or JSONL in its data format),
@@ -1315,7 +1588,6 @@ class SmartRouting:
             raise _wrong_type(where + ": predictor", "a str or None", predictor)
         if alpha is not None:
             alpha = _number(alpha, where + ": alpha")
-        self.llm_configs = llm_configs
         self.performance_requirement = performance_requirement
         self.n_similar = n_similar
         self.predictor = predictor
@@ -1330,19 +1602,20 @@ class SmartRouting:
                 raise _bad_type("%s: embedding: expected an object like {\"base_url\": ..., "
                                 "\"model\": ...}, got %s" % (where, type(embedding).__name__))
             router["embedding"] = dict(embedding)
-        priced, why_unpriced = _priced_configs(llm_configs, where)
-        self.config = _config(priced, router, where)
-        if embedding is not None:
-            embed = OpenAIEmbedder.from_config(self.config)
-        # Smart routing prices every candidate; one without both prices,
-        # from its llm_config or litellm's table, is refused by name when it
-        # is a candidate, rather than treated as free (AIOS's default of 0).
-        self._unpriced = {m.name: why_unpriced.get(m.name, "")
-                          for m in self.config.models
-                          if math.isnan(m.cost_per_input_token)
-                          or math.isnan(m.cost_per_output_token)}
+        self._router_doc = router
         self._warned_empty = False
+        self._warned_free = set()
         self._serial = next(_ROUTER_SERIALS)
+        self._lock = threading.Lock()
+        self._models = None
+        self.llm_configs = llm_configs
+        m = self._state()
+        # The router's settings, checked with the models when there are
+        # any, else over one stand-in model.
+        self._settings = m.config or _config([{"name": "llmroute-settings-check"}], router,
+                                             where)
+        if embedding is not None:
+            embed = OpenAIEmbedder.from_config(self._settings)
         _bootstrap_source(bootstrap_url, where)
         timeout = _bootstrap_timeout(bootstrap_timeout, where)
         self.bootstrap_url = bootstrap_url
@@ -1350,17 +1623,56 @@ class SmartRouting:
             self.store = QueryStore(path=store_path, embedder=embedder, embed=embed)
         except Error as e:
             raise _renamed(e, where, "QueryStore", {"path": "store_path"})
-        self._lock = threading.Lock()
-        self._current = None
         _bootstrap(self.store, bootstrap_url, store_path, timeout, where)
 
     # AIOS's SmartRouting.QueryStore, the class of `store`.
     QueryStore = QueryStore
 
+    _WHERE = "SmartRouting"
+
+    def _build(self, configs, previous):
+        """llm_configs' prices filled in (litellm's, or 0 for a local model),
+        its Config, and its candidates still without both prices."""
+        where = self._WHERE
+        priced, why_unpriced, free = _priced_configs(configs, where)
+        if not isinstance(configs, (list, tuple)) or configs:
+            config = _config(priced, self._router_doc, where)
+        m = _SmartModels(configs)
+        if not m.entries:
+            return m
+        m.config = config
+        # Smart routing prices every candidate; one without both prices,
+        # from its llm_config or litellm's table, is refused by name when it
+        # is a candidate, rather than treated as free (AIOS's default of 0),
+        # but for a model served locally, which costs 0.
+        m.unpriced = {mi.name: why_unpriced.get(mi.name, "")
+                      for mi in config.models
+                      if math.isnan(mi.cost_per_input_token)
+                      or math.isnan(mi.cost_per_output_token)}
+        for name, (backend, why) in free.items():
+            if name not in self._warned_free:
+                self._warned_free.add(name)
+                warnings.warn(
+                    "%s (router #%d): model '%s' has no cost_per_input_token or "
+                    "cost_per_output_token in its llm_config%s; its backend '%s' serves it "
+                    "locally, so it is priced 0 per token. To set a price, give "
+                    "cost_per_input_token and cost_per_output_token in its llm_config. This "
+                    "warning is given once per router and model."
+                    % (where, self._serial, name, ", and " + why if why else "", backend),
+                    RuntimeWarning, stacklevel=_caller_level())
+        return m
+
+    def _routable(self, where):
+        """The current _Models; EmptyInput while llm_configs is empty."""
+        m = self._state()
+        if m.config is None:
+            raise _no_models(where)
+        return m
+
     def _requirement(self):
         if self.performance_requirement is not None:
             return self.performance_requirement
-        return self.config.router_defaults["performance_requirement"]
+        return self._settings.router_defaults["performance_requirement"]
 
     def optimize_model_selection_local(self, model_configs, perf_scores, cost_scores):
         """Earlier AIOS's per-query choice from given scores: the position
@@ -1415,31 +1727,38 @@ class SmartRouting:
 
     @property
     def router(self):
-        """The C router, rebuilt after the store gains data. A thread keeps
-        the Router it took until its call returns, so a rebuild never frees
-        a router in use."""
+        """The C router over the current llm_configs, rebuilt after the
+        store gains data or llm_configs changes. A thread keeps the Router
+        it took until its call returns, so a rebuild never frees a router
+        in use."""
+        return self._router_for(self._routable("SmartRouting.router"))
+
+    def _router_for(self, m):
+        """The C router over m's config and the store as it is now."""
         if self.store._store._h is None:
             raise _bad("the store is closed")
         gen = self.store.generation
-        current = self._current  # (router, generation), replaced as one object
+        current = m.current  # (router, generation), replaced as one object
         if current is not None and current[1] == gen:
             return current[0]
         with self._lock:
-            current = self._current
+            current = m.current
             if current is None or current[1] != gen:
-                router = Router(self.config, strategy="smart", store=self.store._store,
+                router = Router(m.config, strategy="smart", store=self.store._store,
                                 performance_requirement=self.performance_requirement,
                                 n_similar=self.n_similar, predictor=self.predictor)
-                current = self._current = (router, gen)
+                current = m.current = (router, gen)
             return current[0]
 
     def _inputs(self, where, selected_llms, queries, input_token_lengths, arg="selected_llms",
                 lone_unpriced=False):
-        """(models, texts, input token counts) for the Router; `where`
-        names the method in messages, `arg` the candidates' argument.
-        A candidate without both prices is refused, but for the only
-        candidate of a request when lone_unpriced is true: the library
-        then returns it without pricing it (get_model_idxs)."""
+        """(models, texts, input token counts, the _Models routed over) for
+        the Router; `where` names the method in messages, `arg` the
+        candidates' argument. Queries given as chat messages without a
+        count are counted over all their messages. A candidate without
+        both prices is refused, but for the only candidate of a request
+        when lone_unpriced is true: the library then returns it without
+        pricing it (get_model_idxs)."""
         if queries is None:
             raise _bad("%s: queries: smart routing needs the query texts (one per decision)"
                        % where)
@@ -1448,9 +1767,11 @@ class SmartRouting:
         elif isinstance(queries, (bytes, bytearray)) or not _iterable(queries):
             raise _bad_type("%s: queries: expected a list of queries (strings or chat message "
                             "lists), got %s" % (where, type(queries).__name__))
+        queries = list(queries)
         texts = [_query_text(q, i, where) for i, q in enumerate(queries)]
         if not texts:
             raise EmptyInput("%s: queries is empty" % where, code=_lib.LR_EEMPTY)
+        m = self._routable(where)
         if input_token_lengths is not None:
             if isinstance(input_token_lengths, int):
                 input_token_lengths = [input_token_lengths]
@@ -1466,22 +1787,29 @@ class SmartRouting:
                 raise _bad("%s: Number of queries must match number of input token lengths "
                            "(%d queries, %d lengths)"
                            % (where, len(texts), len(input_token_lengths)))
+        if input_token_lengths is None or None in input_token_lengths:
+            # A chat's input is all its messages, though its query text is
+            # the last user message alone.
+            given = input_token_lengths or [None] * len(queries)
+            counted = [n if n is not None else _chat_tokens(q) for n, q in zip(given, queries)]
+            if any(n is not None for n in counted):
+                input_token_lengths = counted
         models, per_query = _candidate_lists(_selection(selected_llms, where), len(texts),
                                              where, arg)
-        if self._unpriced:
+        if m.unpriced:
             for names in (models if per_query else [models]):
-                names = self.config.names if names is None else names
+                names = m.config.names if names is None else names
                 if lone_unpriced and len(names) == 1:
                     continue
                 for name in names:
-                    if name in self._unpriced:
-                        why = self._unpriced[name]
+                    if name in m.unpriced:
+                        why = m.unpriced[name]
                         raise _bad("%s: model '%s' has no cost_per_input_token or "
                                    "cost_per_output_token in llm_configs%s: smart routing "
                                    "needs both prices of every candidate; give them in its "
                                    "llm_config, or install litellm, whose price table AIOS "
                                    "uses" % (where, name, ", and " + why if why else ""))
-        return models, texts, input_token_lengths
+        return models, texts, input_token_lengths, m
 
     # ---- An empty store: AIOS's choice without predictions ----
 
@@ -1521,17 +1849,18 @@ class SmartRouting:
                    else repr(os.fsdecode(self.store.path))),
                 RuntimeWarning, stacklevel=stacklevel)
 
-    def _empty_store_rows(self, where, models, texts, lengths):
+    def _empty_store_rows(self, where, models, texts, lengths, m):
         """Per query: (candidate names, input tokens, input price per
         candidate), the candidates checked as the library checks them."""
+        config = m.config
         rows = []
         for i, text in enumerate(texts):
             names = models[i] if isinstance(models, list) else models
             if names is None:
-                names = tuple(self.config.names)
+                names = tuple(config.names)
             seen = set()
             for n in names:
-                if n not in self.config._index:
+                if n not in config._index:
                     raise UnknownModel("%s: query %d: unknown model '%s'" % (where, i, n),
                                        code=_lib.LR_ENOMODEL)
                 if n in seen:
@@ -1540,30 +1869,27 @@ class SmartRouting:
                 seen.add(n)
             tokens = lengths[i] if lengths is not None and lengths[i] is not None else \
                 estimate_tokens(text or "")
-            prices = [self.config.models[self.config._index[n]].cost_per_input_token
-                      for n in names]
+            prices = [config.models[config._index[n]].cost_per_input_token for n in names]
             rows.append((names, tokens, prices))
         return rows
 
-    def _empty_store_indices(self, where, models, texts, lengths):
+    def _empty_store_indices(self, where, models, texts, lengths, m):
         """What AIOS picks with no neighbours: every predicted quality is 0,
         so when performance_requirement > 0 no candidate meets it and
         argmax over equal qualities gives the first listed; when it is <= 0
         every candidate meets it and the cheapest by estimated cost (input
         tokens x input price, the predicted output being 0) wins, the first
         listed on a tie."""
-        rows = self._empty_store_rows(where, models, texts, lengths)
+        rows = self._empty_store_rows(where, models, texts, lengths, m)
         self._warn_empty(where, 4)
-        requirement = self.performance_requirement
-        if requirement is None:
-            requirement = self.config.router_defaults["performance_requirement"]
+        requirement = self._requirement()
         out = []
         for names, tokens, prices in rows:
             pick = 0
             if requirement <= 0 and len(names) > 1:
                 costs = [tokens * p for p in prices]
                 pick = costs.index(min(costs))
-            out.append(self.config._index[names[pick]])
+            out.append(m.config._index[names[pick]])
         return out
 
     def get_model_idxs(self, selected_llms=_UNSET, queries=None, input_token_lengths=None, *,
@@ -1574,19 +1900,28 @@ class SmartRouting:
         (one per query), or None for every configured model; AIOS's current
         name for it, selected_llm_lists=, is taken too. queries: strings or
         chat message lists. input_token_lengths: counts, or None to estimate
-        them from the text (about 4 bytes per token).
+        them (about 4 bytes per token: of the query text, or of all the
+        messages of a chat). No queries ([] and [], as AIOS's adapter may
+        pass) is no choices: [].
         """
         where = "SmartRouting.get_model_idxs"
         arg = "selected_llm_lists" if selected_llm_lists is not _UNSET else "selected_llms"
         selected_llms = _alias(where, "selected_llms", selected_llms, "selected_llm_lists",
                                selected_llm_lists, None)
-        models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths,
-                                              arg, lone_unpriced=True)
-        got = self._over_store(where, "Router.route_indices", lambda: self.router.route_indices(
-            texts, models=models, input_tokens=lengths))
+        if isinstance(queries, (list, tuple)) and not queries:
+            # No queries: no choices, as AIOS's loop over them makes none.
+            # One candidate list per query must still be one per query.
+            selected = _selection(selected_llms, where)
+            if _is_per_query(selected):
+                _candidate_lists(selected, 0, where, arg)
+            return []
+        models, texts, lengths, m = self._inputs(where, selected_llms, queries,
+                                                 input_token_lengths, arg, lone_unpriced=True)
+        got = self._over_store(where, "Router.route_indices", lambda: self._router_for(
+            m).route_indices(texts, models=models, input_tokens=lengths))
         if got is not None:
             return got
-        return self._empty_store_indices(where, models, texts, lengths)
+        return self._empty_store_indices(where, models, texts, lengths, m)
 
     def _over_store(self, where, callee, call):
         """call()'s answer, its errors renamed for `where`; None when the
@@ -1607,15 +1942,19 @@ class SmartRouting:
     def predict(self, queries, selected_llms=None, input_token_lengths=None):
         """Per query, per candidate (in the order given): predicted quality,
         predicted output tokens and estimated cost, as three lists of rows
-        (AIOS's QueryStore.predict gives the first two)."""
+        (AIOS's QueryStore.predict gives the first two). A candidate none
+        of the neighbours has an outcome for is predicted quality 0, as in
+        AIOS (the default predictor leaves it unknown, and the router ranks
+        it after every candidate with data), never NaN."""
         where = "SmartRouting.predict"
-        models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
-        res = self._over_store(where, "Router.route_batch", lambda: self.router.route_batch(
-            texts, models=models, input_tokens=lengths, ranking=True))
+        models, texts, lengths, m = self._inputs(where, selected_llms, queries,
+                                                 input_token_lengths)
+        res = self._over_store(where, "Router.route_batch", lambda: self._router_for(
+            m).route_batch(texts, models=models, input_tokens=lengths, ranking=True))
         if res is None:
             # AIOS's predictions with no neighbours: 0 and 0 for every
             # candidate; the estimated cost is then the input's alone.
-            rows = self._empty_store_rows(where, models, texts, lengths)
+            rows = self._empty_store_rows(where, models, texts, lengths, m)
             self._warn_empty(where, 3)
             return ([[0.0] * len(n) for n, _, _ in rows], [[0.0] * len(n) for n, _, _ in rows],
                     [[t * p for p in prices] for _, t, prices in rows])
@@ -1624,9 +1963,9 @@ class SmartRouting:
             by_name = {c.name: c for c in d.ranking}
             order = models[i] if isinstance(models, list) else models
             if order is None:
-                order = self.config.names
-            perf.append([by_name[n].predicted_quality for n in order])
-            out_len.append([by_name[n].predicted_output_tokens for n in order])
+                order = m.config.names
+            perf.append([_known(by_name[n].predicted_quality) for n in order])
+            out_len.append([_known(by_name[n].predicted_output_tokens) for n in order])
             cost.append([by_name[n].estimated_cost for n in order])
         return perf, out_len, cost
 
@@ -1645,10 +1984,11 @@ class SmartRouting:
 
     def _route_batch(self, where, selected_llms, queries, input_token_lengths, alpha, budget,
                      capacities, ranking):
-        models, texts, lengths = self._inputs(where, selected_llms, queries, input_token_lengths)
+        models, texts, lengths, m = self._inputs(where, selected_llms, queries,
+                                                 input_token_lengths)
         mode = "quality" if budget is None else "budget"
         try:
-            return self.router.route_batch(texts, models=models, input_tokens=lengths,
+            return self._router_for(m).route_batch(texts, models=models, input_tokens=lengths,
                                            mode=mode, alpha=alpha, budget=budget,
                                            capacities=capacities, ranking=ranking)
         except Error as e:

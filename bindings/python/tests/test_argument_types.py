@@ -305,8 +305,8 @@ class WrongTypeTest(unittest.TestCase):
             [["a"], ["b"]], 3)
         bad("SequentialRouting: llm_configs[1].cost_per_input_token: expected a non-negative "
             "number", llmroute.SequentialRouting, ["a", {"name": "b", "cost_per_input_token": -1}])
-        bad("SequentialRouting: llm_configs: expected at least one model",
-            llmroute.SequentialRouting, [])
+        bad("SequentialRouting.get_model_idxs: llm_configs is empty: there is no model to "
+            "route to yet", llmroute.SequentialRouting([]).get_model_idxs, None)
         bad("SmartRouting: performance_requirement: expected a number from 0 to 1", S, MODELS,
             performance_requirement=1.5)
         # Beyond a C int, the bounds quoted were a C int's, not the library's.
@@ -331,7 +331,7 @@ class WrongTypeTest(unittest.TestCase):
                 smart.get_model_idxs, ["a"], ["q"], [-1])
             bad(where + "queries[0]: 'q\\x00': a NUL byte", smart.get_model_idxs, ["a"],
                 ["q\0"])
-            bad(where + "queries is empty", smart.get_model_idxs, ["a"], [])
+            bad("SmartRouting.route_batch: queries is empty", smart.route_batch, ["a"], [])
             bad("SmartRouting.route_batch: capacities: 1 values for 3 configured models",
                 smart.route_batch, ["a"], ["q"], capacities=[1])
             bad("QueryStore.add_data: split: expected one of train, val, test, got 'dev'",

@@ -1,11 +1,13 @@
 """SequentialRouting: AIOS's round-robin, backed by libllmroute."""
 import collections
+import dataclasses
 import threading
 import unittest
 
 import support  # noqa: F401  (puts the package on the path)
 from support import MODELS
 
+import llmroute
 from llmroute import InvalidInput, InvalidType, RouterStrategy, SequentialRouting
 
 
@@ -197,6 +199,138 @@ class SequentialTest(unittest.TestCase):
         self.assertEqual(r.config.models[2].base_url, "http://localhost:11434")
         # The key is never handed to the library.
         self.assertNotIn("sk-not-passed", r.config.json)
+
+
+@dataclasses.dataclass
+class LLMConfig:
+    """AIOS's adapter's LLMConfig (aios/llm_core/adapter.py)."""
+    name: str
+    backend: str = None
+    max_gpu_memory: str = None
+    eval_device: str = None
+    hostname: str = None
+    api_key: str = None
+
+
+CHAT = [{"role": "user", "content": "hi"}]
+
+
+class RuntimeModelsTest(unittest.TestCase):
+    """llm_configs after construction, as AIOS's adapter changes it."""
+
+    def test_a_model_registered_as_aios_does_is_routed_to(self):
+        # AIOS's _dynamic_register_ollama_model: append to its list, set
+        # router.llm_configs to it, route to the new model. Raised
+        # UnknownModel: the list was read once, at construction.
+        llm_configs = [LLMConfig("qwen3:1.7b", "ollama", hostname="http://localhost:11434")]
+        r = SequentialRouting(llm_configs=llm_configs)
+        llm_configs.append(LLMConfig("qwen3:4b", "ollama", hostname="http://localhost:11434"))
+        r.llm_configs = llm_configs
+        self.assertEqual(r.get_model_idxs([[{"name": "qwen3:4b", "backend": "ollama"}]],
+                                          [CHAT]), [1])
+        self.assertEqual(r.config.names, ["qwen3:1.7b", "qwen3:4b"])
+
+    def test_an_append_alone_is_seen(self):
+        cfgs = [{"name": "a"}]
+        r = SequentialRouting(cfgs)
+        cfgs.append({"name": "b"})
+        self.assertEqual(r.get_model_idxs(sel("b")), [1])
+        cfgs[1] = {"name": "c"}  # an entry replaced: the same length
+        self.assertEqual(r.get_model_idxs(sel("c")), [1])
+        with self.assertRaises(llmroute.UnknownModel):
+            r.get_model_idxs(sel("b"))
+
+    def test_a_new_list_is_routed_over(self):
+        r = SequentialRouting([{"name": "a"}, {"name": "b"}])
+        r.llm_configs = [{"name": "z"}, {"name": "a"}]
+        self.assertEqual(r.get_model_idxs(sel("a")), [1])
+        self.assertEqual(r.get_model_idxs(None, 2), [0, 1])
+        r.llm_configs = (c for c in [{"name": "y"}])  # a generator, read once
+        self.assertEqual(r.get_model_idxs(None, 2), [0, 0])
+        self.assertEqual(r.llm_configs, [{"name": "y"}])
+
+    def test_a_bad_list_names_llm_configs_and_the_last_good_one_stays(self):
+        cfgs = [{"name": "a"}, {"name": "b"}]
+        r = SequentialRouting(cfgs)
+        cfgs.append({"backend": "ollama"})
+        with self.assertRaises(llmroute.ConfigError) as cm:
+            r.get_model_idxs(sel("a", "b"))
+        self.assertIn("SequentialRouting: llm_configs[2].name: missing", str(cm.exception))
+        cfgs[2] = {"name": "c"}
+        self.assertEqual(r.get_model_idxs(sel("c", "a")), [2])
+
+    def test_the_cursor_carries_over(self):
+        cfgs = [{"name": "a"}, {"name": "b"}]
+        r = SequentialRouting(cfgs)
+        self.assertEqual(r.get_model_idxs(sel("a", "b"), 3), [0, 1, 0])
+        cfgs.append({"name": "c"})
+        # Tickets 3 and 4: b, then b again of three.
+        self.assertEqual(r.get_model_idxs(sel("a", "b")), [1])
+        self.assertEqual(r.get_model_idxs(sel("a", "b", "c")), [1])
+        r.get_model_idxs(sel("c"), 4)  # one candidate: no tickets
+        r.llm_configs = cfgs + [{"name": "d"}]
+        self.assertEqual(r.get_model_idxs([sel("a", "b", "c", "d")] * 4, [CHAT] * 4),
+                         [1, 2, 3, 0])
+
+    def test_empty_llm_configs_until_a_model_is_registered(self):
+        # AIOS's adapter builds its router even when no model started.
+        cfgs = []
+        r = SequentialRouting(cfgs)
+        self.assertIsNone(r.config)
+        for call in (lambda: r.get_model_idxs(None), lambda: r.get_model_idxs(sel("a"), 2),
+                     lambda: r.get_model_idxs([None], [CHAT])):
+            with self.assertRaises(llmroute.EmptyInput) as cm:
+                call()
+            self.assertIn("SequentialRouting.get_model_idxs: llm_configs is empty: there is "
+                          "no model to route to yet", str(cm.exception))
+        self.assertEqual(r.get_model_idxs([], []), [])
+        cfgs.append(LLMConfig("a", "ollama"))
+        self.assertEqual(r.get_model_idxs(sel("a")), [0])
+
+    def test_no_queries_is_no_picks(self):
+        r = SequentialRouting(MODELS)
+        self.assertEqual(r.get_model_idxs([], []), [])
+        self.assertEqual(r.get_model_idxs(selected_llm_lists=[], queries=[]), [])
+        self.assertEqual(r.get_model_idxs(sel("a"), 0), [])
+        with self.assertRaises(InvalidInput):  # still one list per query
+            r.get_model_idxs([sel("a")], [])
+
+    def test_none_is_every_model_for_a_lone_query_too(self):
+        # [None] was InvalidType, while [None, [a]] took None as every model.
+        r = SequentialRouting(MODELS)
+        self.assertEqual(r.get_model_idxs([None], [CHAT]), [0])
+        self.assertEqual(r.get_model_idxs([None, None], [CHAT, CHAT]), [1, 2])
+        self.assertEqual(r.get_model_idxs(selected_llm_lists=[None], queries=[CHAT]), [0])
+        with self.assertRaises(llmroute.EmptyInput):
+            r.get_model_idxs([[]], [CHAT])
+
+    def test_threads_route_while_models_are_registered(self):
+        cfgs = [{"name": "m0"}, {"name": "m1"}]
+        r = SequentialRouting(cfgs)
+        stop = threading.Event()
+        errors, picks = [], []
+
+        def work():
+            try:
+                while not stop.is_set():
+                    picks.extend(r.get_model_idxs(sel("m0", "m1")))
+                    picks.extend(r.get_model_idxs(None, 3))
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(2, 30):
+                cfgs.append({"name": "m%d" % i})
+                self.assertEqual(r.get_model_idxs(sel("m%d" % i)), [i])
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertEqual(errors, [])
+        self.assertTrue(picks and all(0 <= i < 30 for i in picks))
 
 
 class SequentialThreadsTest(unittest.TestCase):

@@ -227,6 +227,184 @@ class LLMConfig:
     api_key: str = None
 
 
+class RuntimeModelsTest(SmartTestCase):
+    """llm_configs after construction, as AIOS's adapter changes it, and
+    the other calls its adapter makes."""
+
+    CHAT = [{"role": "user", "content": "easy sum of small numbers 1"}]
+
+    def test_a_model_registered_as_aios_does_is_routed_to(self):
+        # AIOS's _dynamic_register_ollama_model appends to its list and sets
+        # router.llm_configs to it. Raised UnknownModel: the list was read
+        # once, at construction.
+        llm_configs = list(CONFIGS)
+        r = SmartRouting(llm_configs, None)
+        r.store.add_data(records())
+        llm_configs.append({"name": "new", "cost_per_input_token": 0,
+                            "cost_per_output_token": 0})
+        r.llm_configs = llm_configs
+        self.assertEqual(r.get_model_idxs([[{"name": "new"}]], [self.CHAT]), [2])
+        self.assertEqual(r.config.names, ["cheap", "strong", "new"])
+        # An append alone, and a new list, are seen too.
+        llm_configs.append({"name": "newer", "cost_per_input_token": 0,
+                            "cost_per_output_token": 0})
+        self.assertEqual(r.get_model_idxs([[{"name": "newer"}]], [self.CHAT]), [3])
+        r.llm_configs = [CONFIGS[1], CONFIGS[0]]
+        self.assertEqual(r.get_model_idxs([["cheap"], ["strong"]], [self.CHAT] * 2), [1, 0])
+        reference = SmartRouting(CONFIGS)
+        reference.store.add_data(records())
+        self.assertEqual(r.predict([self.CHAT], ["cheap", "strong"]),
+                         reference.predict([self.CHAT], ["cheap", "strong"]))
+
+    def test_empty_llm_configs_until_a_model_is_registered(self):
+        # AIOS's adapter builds its router even when no model started. It
+        # was ConfigError "expected at least one model" at construction.
+        llm_configs = []
+        r = SmartRouting(llm_configs=llm_configs, bootstrap_url=None)
+        self.assertIsNone(r.config)
+        self.assertEqual(r.get_model_idxs([], []), [])
+        for where, call in (("get_model_idxs", lambda: r.get_model_idxs([None], [self.CHAT])),
+                            ("predict", lambda: r.predict(["q"])),
+                            ("route_batch", lambda: r.route_batch(None, ["q"]))):
+            with self.assertRaises(llmroute.EmptyInput) as cm:
+                call()
+            self.assertIn("SmartRouting.%s: llm_configs is empty: there is no model to route "
+                          "to yet" % where, str(cm.exception))
+        llm_configs.extend(CONFIGS)
+        r.store.add_data(records())
+        reference = SmartRouting(CONFIGS)
+        reference.store.add_data(records())
+        self.assertEqual(r.get_model_idxs([None], [self.CHAT]),
+                         reference.get_model_idxs(None, [self.CHAT]))
+
+    def test_no_queries_is_no_choices(self):
+        # AIOS returns []; this was EmptyInput "queries is empty".
+        r = SmartRouting(CONFIGS)
+        self.assertEqual(r.get_model_idxs([], []), [])
+        self.assertEqual(r.get_model_idxs(selected_llm_lists=[], queries=[]), [])
+        self.assertEqual(r.get_model_idxs(CONFIGS, [], []), [])
+        with self.assertRaises(llmroute.InvalidInput):  # still one list per query
+            r.get_model_idxs([CONFIGS], [])
+
+    def test_none_is_every_model_for_a_lone_query_too(self):
+        # [None] was InvalidType, while [None, [...]] took None as every model.
+        r = SmartRouting(CONFIGS)
+        r.store.add_data(records())
+        every = r.get_model_idxs(None, [self.CHAT])
+        self.assertEqual(r.get_model_idxs([None], [self.CHAT]), every)
+        self.assertEqual(r.get_model_idxs(selected_llm_lists=[None, None],
+                                          queries=[self.CHAT, self.CHAT]), every * 2)
+        self.assertEqual(len(r.predict([self.CHAT], [None])[0][0]), 2)
+        with self.assertRaises(llmroute.EmptyInput):
+            r.get_model_idxs([[]], [self.CHAT])
+
+    def test_a_chats_input_tokens_are_all_its_messages(self):
+        # AIOS counts the whole conversation; only the last user message
+        # was counted. The query text is still the last user message.
+        system = "You are a careful assistant. " * 20  # 580 bytes
+        chat = [{"role": "system", "content": system},
+                {"role": "user", "content": [{"type": "text", "text": "hello"},
+                                             {"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": "hi"},
+                {"role": "user", "content": "easy sum of small numbers 1"}]
+        expected = llmroute.estimate_tokens("\n".join(
+            [system, "hello", "hi", "easy sum of small numbers 1"]))
+        self.assertEqual(expected, 155)  # 617 bytes
+        r = SmartRouting(CONFIGS)
+        r.store.add_data(records())
+        res = r.route_batch(["cheap"], [chat, "easy sum of small numbers 1"])
+        self.assertEqual([d.input_tokens for d in res.decisions], [expected, 7])
+        _, _, cost = r.predict([chat], ["cheap"])
+        _, out, _ = r.predict(["easy sum of small numbers 1"], ["cheap"])
+        self.assertAlmostEqual(cost[0][0], expected * 1e-7 + out[0][0] * 2e-7)
+        # A count given stands; None among them is estimated.
+        res = r.route_batch(["cheap"], [chat, chat], input_token_lengths=[5, None])
+        self.assertEqual([d.input_tokens for d in res.decisions], [5, expected])
+        # The neighbours are the last user message's: the same choice and
+        # predictions as for that text alone.
+        self.assertEqual(r.predict([chat], None)[0], r.predict([chat[-1]["content"]], None)[0])
+
+    def test_no_history_for_a_model_predicts_0_not_nan(self):
+        # The default predictor leaves a model without outcomes among the
+        # neighbours unknown; predict() gave NaN for it, which np.argmax
+        # takes for the highest score.
+        r = SmartRouting(CONFIGS + [{"name": "unseen", "cost_per_input_token": 0,
+                                     "cost_per_output_token": 0}])
+        r.store.add_data(records())
+        perf, out, _ = r.predict(["easy sum of small numbers 1"], None)
+        self.assertEqual(perf[0][2], 0.0)
+        self.assertFalse(any(x != x for x in perf[0] + out[0]))
+
+
+class LocalPricesTest(SmartTestCase):
+    """A model served locally, with no price in its config or litellm."""
+
+    def configs(self):
+        return [LLMConfig("gpt-4o-mini", "openai"),
+                LLMConfig("qwen2.5:7b", "ollama", hostname="http://localhost:11434"),
+                LLMConfig("mistral-7b", "huggingface", max_gpu_memory="12GiB"),
+                LLMConfig("llama-3-8b", "vllm", hostname="http://localhost:8000/v1")]
+
+    def test_a_local_model_is_priced_0_with_one_warning(self):
+        # It was refused as a candidate, so a batch with one default
+        # request (every model) failed whole.
+        cfgs = self.configs()
+        with FakeLitellm(PRICE_TABLE), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = SmartRouting(cfgs, None)
+            r.store.add_data([{"query": "what is %d plus %d" % (i, i), "input_token_length": 8,
+                               "outputs": [{"model_name": c.name, "correctness": 1,
+                                            "output_token_length": 50} for c in cfgs]}
+                              for i in range(8)])
+            q = [[{"role": "user", "content": "what is 3 plus 3"}]]
+            self.assertEqual(r.get_model_idxs([None, [{"name": "gpt-4o-mini"}]], q * 2), [1, 0])
+            self.assertEqual(r.get_model_idxs(None, q), [1])
+            cfgs.append(LLMConfig("phi3", "sglang"))  # a rebuild warns only for the new one
+            _, _, cost = r.predict(q, ["phi3", "gpt-4o-mini"])
+            self.assertEqual(cost[0][0], 0.0)
+        prices = [(m.cost_per_input_token, m.cost_per_output_token) for m in r.config.models]
+        self.assertEqual(prices, [(1.5e-7, 6e-7), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0),
+                                  (0.0, 0.0)])
+        msgs = [str(w.message) for w in caught]
+        self.assertEqual(len(msgs), 4, msgs)
+        for w, (name, backend) in zip(caught, [("qwen2.5:7b", "ollama"),
+                                               ("mistral-7b", "huggingface"),
+                                               ("llama-3-8b", "vllm"), ("phi3", "sglang")]):
+            self.assertIs(w.category, RuntimeWarning)
+            self.assertEqual(w.filename, __file__)
+            msg = str(w.message)
+            self.assertIn("model '%s' has no cost_per_input_token or cost_per_output_token"
+                          % name, msg)
+            self.assertIn("its backend '%s' serves it locally, so it is priced 0 per token"
+                          % backend, msg)
+            self.assertIn("To set a price, give cost_per_input_token and "
+                          "cost_per_output_token in its llm_config", msg)
+
+    def test_a_price_given_or_in_litellm_comes_first(self):
+        table = dict(PRICE_TABLE)
+        table["ollama/qwen2.5:7b"] = {"input_cost_per_token": 1e-9, "output_cost_per_token": 2e-9}
+        with FakeLitellm(table), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = SmartRouting([LLMConfig("qwen2.5:7b", "ollama"),
+                              {"name": "llama3", "backend": "vllm",
+                               "cost_per_input_token": 3e-9}])
+        prices = [(m.cost_per_input_token, m.cost_per_output_token) for m in r.config.models]
+        self.assertEqual(prices, [(1e-9, 2e-9), (3e-9, 0.0)])
+        self.assertEqual(len(caught), 1)  # llama3's output price
+        self.assertIn("model 'llama3'", str(caught[0].message))
+
+    def test_without_litellm_too_and_a_hosted_model_is_still_refused(self):
+        with FakeLitellm(None), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = SmartRouting(self.configs(), None)
+            with self.assertRaises(llmroute.InvalidInput) as cm:
+                r.get_model_idxs(None, ["q"])
+        self.assertIn("model 'gpt-4o-mini' has no cost_per_input_token", str(cm.exception))
+        self.assertEqual(len([w for w in caught if "priced 0" in str(w.message)]), 3)
+        self.assertIn("litellm is not installed", str(caught[0].message))
+        self.assertIn("ollama", routing.LOCAL_BACKENDS)
+
+
 class PricesFromLitellmTest(SmartTestCase):
     def configs(self):
         return [LLMConfig("openai/gpt-4o", "openai"), LLMConfig("gpt-4o-mini", "openai"),
@@ -271,24 +449,26 @@ class PricesFromLitellmTest(SmartTestCase):
 
     def test_a_model_litellm_does_not_price(self):
         with FakeLitellm(PRICE_TABLE):
-            r = SmartRouting([LLMConfig("my-model", "vllm"), LLMConfig("gpt-4o")])
+            r = SmartRouting([LLMConfig("my-model", "novita"), LLMConfig("gpt-4o")])
             with self.assertRaises(llmroute.InvalidInput) as cm:
                 r.get_model_idxs(None, ["q"])
         msg = str(cm.exception)
         self.assertIn("model 'my-model' has no cost_per_input_token", msg)
         self.assertIn("litellm's price table (litellm.model_cost) has no input_cost_per_token "
-                      "and output_cost_per_token for 'vllm/my-model' or 'my-model'", msg)
+                      "and output_cost_per_token for 'novita/my-model' or 'my-model'", msg)
 
     def test_a_lone_unpriced_candidate_is_routed_to(self):
         # A request with one candidate gets it in every case, as the library
         # and the README have it; a model without prices was refused even
         # alone. With another candidate it is still refused, and so it is
-        # by the methods that report its cost.
+        # by the methods that report its cost. (llama3 on a hosted backend:
+        # on a local one it is priced 0.)
+        configs = self.configs()[:2] + [LLMConfig("llama3", "groq")]
         with FakeLitellm(None):
-            r = SmartRouting(self.configs(), performance_requirement=0.5)
+            r = SmartRouting(configs, performance_requirement=0.5)
             q = [[{"role": "user", "content": "what is the capital of france"}]]
             for _ in range(2):  # over an empty store, then over one with data
-                self.assertEqual(r.get_model_idxs([[self.configs()[2]]], q), [2])
+                self.assertEqual(r.get_model_idxs([[configs[2]]], q), [2])
                 self.assertEqual(r.get_model_idxs([{"name": "gpt-4o-mini"}], q * 2), [1, 1])
                 self.assertEqual(r.get_model_idxs([["llama3"], ["openai/gpt-4o"]], q * 2),
                                  [2, 0])

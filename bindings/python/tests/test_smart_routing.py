@@ -242,8 +242,8 @@ class SmartErrorsTest(SmartTestCase):
     def test_queries_are_needed(self):
         with self.assertRaises(ValueError):
             self.r.get_model_idxs(self.sel)
-        with self.assertRaises(ValueError):
-            self.r.get_model_idxs(self.sel, [])
+        # No queries is no choices, as in AIOS.
+        self.assertEqual(self.r.get_model_idxs(self.sel, []), [])
 
     def test_token_lengths_must_match_the_queries(self):
         with self.assertRaises(ValueError) as cm:
