@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,54 +388,85 @@ int lr_router_route(struct lr_router *router, const struct lr_request *req,
 }
 
 /* The per-query mode: each request routed as lr_router_route routes it, but
- * all or nothing. Every request is checked first (the checks
- * lr_router_route makes before its strategy runs), so a bad request fails
- * the batch before any takes a turn of the sequential cursor; the
- * decisions are then made into buffers of this call's own and copied to
- * out only when every request has one, so a failed batch leaves out as it
- * was. Tickets are still drawn one request at a time: under concurrency
- * another thread's routes may come between a batch's. */
+ * all or nothing. Every request is resolved and checked first (its
+ * candidates' indices kept), so a bad request fails the batch before any
+ * takes a turn of the sequential cursor; the decisions are then made from
+ * what was kept, into a block of this call's own, and copied to out only
+ * when every request has one, so a failed batch leaves out as it was.
+ * Tickets are still drawn one request at a time: under concurrency another
+ * thread's routes may come between a batch's. */
 static int route_per_query(struct lr_router *router, const struct lr_request *reqs, size_t n,
                            struct lr_decision *out, struct lr_error *err)
 {
+    struct lr__route_ctx *ctxs;
     struct lr_decision *tmp;
-    size_t i;
+    struct lr_candidate *scratch, *rank;
+    int *idx;
+    size_t i, n_idx = 0, n_rank = 0, max_cands = 0;
+    void *block;
     int rc = 0;
 
+    /* Sizes: at most every configured model per request (a longer list
+     * fails its check), and each ranking as long as the caller's buffer
+     * takes, at most one entry per candidate. */
     for (i = 0; i < n; i++) {
-        struct lr__route_ctx ctx;
+        size_t c = reqs[i].n_models ? reqs[i].n_models : router->n_models;
+        size_t cap = out[i].ranking ? out[i].ranking_cap : 0;
+        if (c > router->n_models)
+            c = router->n_models;
+        if (n_idx > SIZE_MAX / 2 - c)
+            return lr__error_set(err, LR_ENOMEM, "out of memory routing a batch of %zu", n);
+        n_idx += c;
+        n_rank += cap < c ? cap : c; /* at most n_idx */
+        if (c > max_cands)
+            max_cands = c;
+    }
+    if (n > SIZE_MAX / (sizeof *ctxs + sizeof *tmp) ||
+        n_rank + max_cands > (SIZE_MAX - n * (sizeof *ctxs + sizeof *tmp)) / sizeof *rank ||
+        n_idx > (SIZE_MAX - n * (sizeof *ctxs + sizeof *tmp) -
+                 (n_rank + max_cands) * sizeof *rank) / sizeof *idx)
+        return lr__error_set(err, LR_ENOMEM, "out of memory routing a batch of %zu", n);
+    block = malloc(n * (sizeof *ctxs + sizeof *tmp) + (n_rank + max_cands) * sizeof *rank +
+                   n_idx * sizeof *idx);
+    if (!block)
+        return lr__error_set(err, LR_ENOMEM, "out of memory routing a batch of %zu", n);
+    tmp = block;
+    ctxs = (struct lr__route_ctx *)(tmp + n);
+    scratch = (struct lr_candidate *)(ctxs + n);
+    rank = scratch + max_cands;
+    idx = (int *)(rank + n_rank);
+
+    for (i = 0; i < n; i++) {
         struct resolved res;
-        rc = resolve(router, &reqs[i], &ctx, &res, err);
+        rc = resolve(router, &reqs[i], &ctxs[i], &res, err);
+        if (rc == 0) {
+            memcpy(idx, res.idx, res.n * sizeof *idx);
+            ctxs[i].cands = idx;
+            idx += res.n;
+        }
         resolved_free(&res);
         if (rc) {
             lr__error_prefix(err, "query %zu: ", i);
+            free(block);
             return rc;
         }
     }
-    tmp = calloc(n, sizeof *tmp);
-    if (!tmp)
-        return lr__error_set(err, LR_ENOMEM, "out of memory routing a batch of %zu", n);
     for (i = 0; i < n; i++) {
-        /* A ranking as long as the caller's buffer takes, at most one
-         * entry per candidate (the request passed the checks above). */
-        size_t n_cands = reqs[i].n_models ? reqs[i].n_models : router->n_models;
         size_t cap = out[i].ranking ? out[i].ranking_cap : 0;
-        lr_decision_init(&tmp[i]);
-        if (cap > n_cands)
-            cap = n_cands;
-        if (cap) {
-            tmp[i].ranking = malloc(cap * sizeof *tmp[i].ranking);
-            if (!tmp[i].ranking) {
-                rc = lr__error_set(err, LR_ENOMEM, "out of memory routing a batch of %zu", n);
-                break;
-            }
-            tmp[i].ranking_cap = cap;
-        }
-        rc = lr_router_route(router, &reqs[i], &tmp[i], err);
+        rc = router->strategy->rank(router->state, &ctxs[i], scratch, err);
         if (rc) {
             lr__error_prefix(err, "query %zu: ", i);
             break;
         }
+        lr_decision_init(&tmp[i]);
+        if (cap > ctxs[i].n_cands)
+            cap = ctxs[i].n_cands;
+        if (cap) {
+            tmp[i].ranking = rank;
+            tmp[i].ranking_cap = cap;
+            rank += cap;
+        }
+        fill_decision(&tmp[i], scratch, ctxs[i].n_cands, ctxs[i].input_tokens);
     }
     if (rc == 0)
         for (i = 0; i < n; i++) {
@@ -446,9 +478,7 @@ static int route_per_query(struct lr_router *router, const struct lr_request *re
             out[i].ranking = ranking;
             out[i].ranking_cap = cap;
         }
-    for (i = 0; i < n; i++)
-        free(tmp[i].ranking); /* calloc's NULL for those not reached */
-    free(tmp);
+    free(block);
     return rc;
 }
 
