@@ -261,3 +261,18 @@ def cli_path():
         return p
     p = os.path.join(os.path.dirname(llmroute.library_path), "llmroute")
     return p if os.path.exists(p) else None
+
+
+import dataclasses  # noqa: E402
+
+
+@dataclasses.dataclass
+class AiosLLMConfig:
+    """AIOS's adapter's LLMConfig (aios/llm_core/adapter.py): no price
+    fields."""
+    name: str
+    backend: str = None
+    max_gpu_memory: str = None
+    eval_device: str = None
+    hostname: str = None
+    api_key: str = None

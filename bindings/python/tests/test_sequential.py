@@ -1,6 +1,5 @@
 """SequentialRouting: AIOS's round-robin, backed by libllmroute."""
 import collections
-import dataclasses
 import threading
 import unittest
 
@@ -201,15 +200,7 @@ class SequentialTest(unittest.TestCase):
         self.assertNotIn("sk-not-passed", r.config.json)
 
 
-@dataclasses.dataclass
-class LLMConfig:
-    """AIOS's adapter's LLMConfig (aios/llm_core/adapter.py)."""
-    name: str
-    backend: str = None
-    max_gpu_memory: str = None
-    eval_device: str = None
-    hostname: str = None
-    api_key: str = None
+LLMConfig = support.AiosLLMConfig
 
 
 CHAT = [{"role": "user", "content": "hi"}]

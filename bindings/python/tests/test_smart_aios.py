@@ -3,7 +3,6 @@ its constructor's two positional orders, its keyword names, the argument
 types it refuses, prices from litellm (a fake module: litellm is not
 needed), routing over an empty store, bootstrap_url downloads (from a
 local http.server), and AIOS's QueryStore and optimize methods."""
-import dataclasses
 import json
 import os
 import subprocess
@@ -216,15 +215,7 @@ PRICE_TABLE = {
 }
 
 
-@dataclasses.dataclass
-class LLMConfig:
-    """AIOS's adapter's LLMConfig: no price fields."""
-    name: str
-    backend: str = None
-    max_gpu_memory: str = None
-    eval_device: str = None
-    hostname: str = None
-    api_key: str = None
+LLMConfig = support.AiosLLMConfig
 
 
 class RuntimeModelsTest(SmartTestCase):
