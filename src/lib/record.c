@@ -82,6 +82,19 @@ int lr__record_check_utf8(const char *field, const char *s, size_t len, char *ms
     return -1;
 }
 
+int lr__record_check_name(const char *field, const char *s, size_t len, char *msg, size_t cap)
+{
+    for (size_t k = 0; k < len; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c < 0x20 || c == 0x7f) {
+            snprintf(msg, cap, "%s: contains the control character 0x%02x at byte %zu", field, c,
+                     k);
+            return -1;
+        }
+    }
+    return lr__record_check_utf8(field, s, len, msg, cap);
+}
+
 static int check_query(const char *query, size_t len, char *msg, size_t cap)
 {
     if (!query || len == 0) {
@@ -111,17 +124,8 @@ static int check_model_name(const char *name, size_t i, char *msg, size_t cap)
                  LR__RECORD_MAX_MODEL_NAME);
         return -1;
     }
-    for (size_t k = 0; k < len; k++) {
-        unsigned char c = (unsigned char)name[k];
-        if (c < 0x20 || c == 0x7f) {
-            snprintf(msg, cap,
-                     "outputs[%zu].model_name: contains the control character 0x%02x at byte %zu",
-                     i, c, k);
-            return -1;
-        }
-    }
     snprintf(field, sizeof field, "outputs[%zu].model_name", i);
-    return lr__record_check_utf8(field, name, len, msg, cap);
+    return lr__record_check_name(field, name, len, msg, cap);
 }
 
 /* ==== The rules on values, whatever they were read from ==== */

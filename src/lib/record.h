@@ -114,6 +114,12 @@ size_t lr__utf8_seq(const unsigned char *p, size_t n, unsigned long *cp);
  * text, so both refuse the same text with the same words. */
 int lr__record_check_utf8(const char *field, const char *s, size_t len, char *msg, size_t cap);
 
+/* 0 when s (len bytes) is a name as the config holds one: valid UTF-8 with
+ * no control character; else -1 with msg "field: contains the control
+ * character 0xNN at byte N" or lr__record_check_utf8()'s. A record's model
+ * names and a store's embedder id are held to it. */
+int lr__record_check_name(const char *field, const char *s, size_t len, char *msg, size_t cap);
+
 /* JSON's blank space between values. */
 static inline int lr__json_ws(char c)
 {

@@ -2421,17 +2421,9 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
                     LR__STORE_MAX_EMBEDDER);
     /* The id is written into the file and quoted in messages: text, as a
      * config's embedder_id ("openai:" + a model name) is. */
-    for (size_t i = 0; embedder[i]; i++) {
-        unsigned char c = (unsigned char)embedder[i];
-        if (c < 0x20 || c == 0x7f)
-            return fail(err, LR_EINVAL, 0,
-                        "history store: embedder id: contains the control character 0x%02x "
-                        "at byte %zu",
-                        c, i);
-    }
     {
         char msg[128];
-        if (lr__record_check_utf8("history store: embedder id", embedder, strlen(embedder), msg,
+        if (lr__record_check_name("history store: embedder id", embedder, strlen(embedder), msg,
                                   sizeof(msg)) != 0)
             return fail(err, LR_EINVAL, 0, "%s", msg);
     }
