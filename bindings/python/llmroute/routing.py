@@ -557,6 +557,12 @@ class _ModelsOwner:
             m = self._models
             configs = self._llm_configs
             if not _unchanged(m, configs):
+                # Built from a copy taken first, which the new _Models keeps
+                # as its entries: a model appended by another thread while
+                # this one builds differs from them, so the next call builds
+                # again, rather than being in entries and not in the config.
+                if isinstance(configs, (list, tuple)):
+                    configs = type(configs)(configs)
                 m = self._build(configs, m)
                 self._models = m
             return m
@@ -589,9 +595,16 @@ class _SequentialModels(_Models):
             return next(self.single) + self.batch
 
 
-# lcm(1..16): a cursor carried over to a rebuilt sequential router is
-# exact modulo this, so for every candidate list of up to 16 models.
-_CURSOR_PERIOD = 720720
+def _cursor_period(n_models):
+    """lcm(1..min(n_models, 16)): a cursor carried over to a rebuilt
+    sequential router modulo this is exact for every candidate list of up
+    to 16 models, so for every list a configuration of at most 16 can
+    hold (720,720 past that), and the replay is short for a few models
+    (840 turns at most for 8)."""
+    period = 1
+    for k in range(2, min(n_models, 16) + 1):
+        period = period * k // math.gcd(period, k)
+    return period
 
 
 class SequentialRouting(_ModelsOwner):
@@ -625,9 +638,9 @@ class SequentialRouting(_ModelsOwner):
         m.base = 0 if previous is None else previous.base + previous.drawn()
         if m.router is not None and len(m.config.names) > 1:
             # The new router's cursor starts at 0: move it on to where the
-            # last one's was, modulo _CURSOR_PERIOD (what lists of up to 16
-            # models see), in batches over two of its models.
-            left = m.base % _CURSOR_PERIOD
+            # last one's was, modulo _cursor_period() (what lists of up to
+            # 16 models see), in batches over two of its models.
+            left = m.base % _cursor_period(len(m.config.names))
             pair = tuple(m.config.names[:2])
             while left:
                 k = min(left, 65536)

@@ -231,6 +231,29 @@ class RuntimeModelsTest(unittest.TestCase):
         with self.assertRaises(llmroute.UnknownModel):
             r.get_model_idxs(sel("b"))
 
+    def test_an_append_during_a_rebuild_is_not_lost(self):
+        # Another thread appends while this one builds the configuration:
+        # the rebuild took its entries from the list after the build, so
+        # they held the new model and the configuration did not, and no
+        # call built again (UnknownModel for good).
+        import llmroute.routing as routing
+        cfgs = [{"name": "a"}]
+        r = SequentialRouting(cfgs)
+        real = routing._config
+
+        def config_then_append(*args, **kwargs):
+            c = real(*args, **kwargs)
+            if len(cfgs) == 2:
+                cfgs.append({"name": "c"})
+            return c
+        cfgs.append({"name": "b"})
+        routing._config = config_then_append
+        try:
+            self.assertEqual(r.get_model_idxs(sel("b")), [1])
+        finally:
+            routing._config = real
+        self.assertEqual(r.get_model_idxs(sel("c")), [2])
+
     def test_a_new_list_is_routed_over(self):
         r = SequentialRouting([{"name": "a"}, {"name": "b"}])
         r.llm_configs = [{"name": "z"}, {"name": "a"}]
