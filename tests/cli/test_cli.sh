@@ -305,17 +305,25 @@ done
 # An import that made a store and then failed removes it again, but not
 # while another handle has it open: here a second import that opened the
 # store and waits for its data (a FIFO), as one filling it would.
+# Opening a FIFO to write waits for its reader: bounded, so that an import
+# that never opens its FIFO (a loaded machine, a failure before it) fails
+# the check instead of hanging the suite; the import is then stopped.
+fifo_close() { # FIFO PID
+    timeout 60 bash -c ': >"$1"' _ "$1" && return 0
+    kill "$2" 2>/dev/null
+    bad "an import never opened its FIFO $1"
+}
 mkfifo "$TMP/fifo_a" "$TMP/fifo_b"
 "$BIN" import --store "$TMP/shared.db" "$TMP/fifo_a" >"$TMP/a.out" 2>&1 &
 pid_a=$!
-for _ in $(seq 100); do [ -f "$TMP/shared.db" ] && break; sleep 0.05; done
+for _ in $(seq 600); do [ -f "$TMP/shared.db" ] && break; sleep 0.05; done
 "$BIN" import --store "$TMP/shared.db" "$TMP/fifo_b" >"$TMP/b.out" 2>&1 &
 pid_b=$!
-for _ in $(seq 100); do
+for _ in $(seq 600); do
     ls -l "/proc/$pid_b/fd" 2>/dev/null | grep -q "shared.db$" && break
     sleep 0.05
 done
-: >"$TMP/fifo_a" # A reads a FIFO, which it refuses, and fails
+fifo_close "$TMP/fifo_a" "$pid_a" # A reads a FIFO, which it refuses, and fails
 wait "$pid_a"
 rc_a=$?
 if [ "$rc_a" = 1 ] && [ -f "$TMP/shared.db" ] && grep -qF "kept '$TMP/shared.db'" "$TMP/a.out"; then
@@ -323,7 +331,7 @@ if [ "$rc_a" = 1 ] && [ -f "$TMP/shared.db" ] && grep -qF "kept '$TMP/shared.db'
 else
     bad "failed import removed a store another import has open: exit $rc_a, $(cat "$TMP/a.out")"
 fi
-: >"$TMP/fifo_b"
+fifo_close "$TMP/fifo_b" "$pid_b"
 wait "$pid_b"
 kept=$("$BIN" import --store "$TMP/shared.db" 2>&1 | tail -1)
 if [ "$kept" = "$TMP/shared.db: 0 records" ]; then ok; else
@@ -615,7 +623,7 @@ expect "import of another embedder's store exits 1" 1 "" "was built with embedde
     "$BIN" import --config "$TMP/dense.json" --store "$TMP/chk.db"
 expect "serve --help exit codes" 0 "Exit codes: 0 stopped by SIGTERM" "" -- "$BIN" serve --help
 expect "serve with a bad config exits 2" 2 "" "nomodels.json" -- \
-    "$BIN" serve --config "$TMP/nomodels.json" --listen 127.0.0.1:0
+    timeout 20 "$BIN" serve --config "$TMP/nomodels.json" --listen 127.0.0.1:0
 expect "check-config --help exit codes" 0 "Exit codes: 0 valid; 1 out of memory; 2 usage" "" -- \
     "$BIN" check-config --help
 expect "check-config --help on side files" 0 "the store's contents are not" "" -- \
@@ -653,7 +661,7 @@ expect "check-config: a store in a missing folder" 2 "" \
     "$BIN" check-config "$CFG" --store "$TMP/nodir/x.db"
 expect "serve: a store in a missing folder" 2 "" \
     "cannot open history store '$TMP/nodir/x.db': No such file or directory" -- \
-    "$BIN" serve --config "$CFG" --store "$TMP/nodir/x.db" --listen 127.0.0.1:0
+    timeout 20 "$BIN" serve --config "$CFG" --store "$TMP/nodir/x.db" --listen 127.0.0.1:0
 : >"$TMP/afile"
 expect "check-config: a store under a file" 2 "" \
     "cannot open history store '$TMP/afile/x.db': Not a directory" -- \
@@ -666,7 +674,7 @@ if [ "$(id -u)" != 0 ]; then
         "$BIN" check-config "$CFG" --store "$TMP/ro/x.db"
     expect "serve: a store in a folder not writable" 2 "" \
         "cannot open history store '$TMP/ro/x.db': Permission denied" -- \
-        "$BIN" serve --config "$CFG" --store "$TMP/ro/x.db" --listen 127.0.0.1:0
+        timeout 20 "$BIN" serve --config "$CFG" --store "$TMP/ro/x.db" --listen 127.0.0.1:0
     chmod 755 "$TMP/ro"
 fi
 
@@ -682,7 +690,8 @@ expect "check-config --store on an empty file" 2 "" "$msg" -- \
 expect "check-config --store-read-only on an empty file" 2 "" "$msg" -- \
     "$BIN" check-config "$CFG" --store "$TMP/e.db" --store-read-only
 expect "serve --store-read-only on an empty file" 2 "" "$msg" -- \
-    "$BIN" serve --config "$CFG" --store "$TMP/e.db" --store-read-only --listen 127.0.0.1:0
+    timeout 20 "$BIN" serve --config "$CFG" --store "$TMP/e.db" --store-read-only \
+    --listen 127.0.0.1:0
 ! [ -s "$TMP/e.db" ] && ok || bad "a read-only open changed an empty file"
 
 # --- import: a store made and filled from one file is kept when another fails ---
