@@ -308,6 +308,18 @@ LR_EXTERN int lr_store_discard(struct lr_store *store, int *removed, struct lr_e
 
 LR_EXTERN size_t lr_store_count(const struct lr_store *store);
 
+/* Which of the n query texts (each NUL-terminated) the store's file holds
+ * as some record's query, byte for byte: for a caller about to score
+ * routing on data that must be held out of the history (llmroute eval).
+ * known (may be NULL) receives n flags, 1 for a query found; *count (may
+ * be NULL) how many were found. Reads every record's query from the file
+ * this handle opened, once: time linear in the records, plus n log n. A
+ * NULL queries[i] is LR_EINVAL and nothing is read. On failure known is
+ * all 0 and *count 0. */
+LR_EXTERN int lr_store_find_queries(const struct lr_store *store, const char *const *queries,
+                                    size_t n, unsigned char *known, size_t *count,
+                                    struct lr_error *err);
+
 /* Read what other connections (another process's lr_store_import_file, say)
  * have committed to the store's file since its in-memory copy last matched
  * it. If anything was, the copy is built again from one consistent moment

@@ -21,8 +21,10 @@
  * router that knows only each query's task can reach (task_ceiling()).
  *
  * Only records with an outcome for every candidate model are scored (the
- * others are counted and named on standard error), so every row is measured
- * on the same queries. With a remote embedder (router.embedding) the store is
+ * others are counted on standard error), so every row is measured on the
+ * same queries. Scored queries whose text the history store also holds are
+ * counted and reported (queries_in_store): the smart rows would then see
+ * their own outcomes among the neighbours, not held-out data. With a remote embedder (router.embedding) the store is
  * dense: every scored query is embedded through it, in batches, before the
  * smart rows, so decision times measure routing alone. Uses the public API
  * only.
@@ -126,6 +128,7 @@ struct eval {
     struct row *rows;
     size_t n_rows, cap_rows;
     const char *swept; /* the predictor --sweep ran with, or NULL */
+    long in_store;     /* scored queries the history store holds; -1: no store */
 };
 
 static double now_us(void)
@@ -546,6 +549,10 @@ static int task_ceiling(struct eval *e, double budget)
     if (!(r = new_row(e, "task-ceiling", NULL, NAN, budget)))
         goto out;
     r->feasible = spent <= budget;
+    if (!r->feasible)
+        cli_error("eval", "task-ceiling budget %.6g: below the cheapest choice for every "
+                          "query (%.6f); the row is that choice",
+                  budget, spent);
     /* A task's steps gain less per dollar one after another, so in this
      * order each task's steps come in hull order. */
     qsort(steps, ns, sizeof *steps, cmp_step);
@@ -652,6 +659,18 @@ static const struct row *versus_single(const struct eval *e, const struct row *s
     return best;
 }
 
+/* How frontier point f stands against single-model row s (f costs no
+ * more, by versus_single()): "higher" success, the same success "cheaper",
+ * the "same" point (routing adds nothing there), or "below". */
+static const char *relation(const struct row *f, const struct row *s)
+{
+    if (!f || f->success < s->success)
+        return "below";
+    if (f->success > s->success)
+        return "higher";
+    return f->cost < s->cost ? "cheaper" : "same";
+}
+
 static int is_single(const struct row *r)
 {
     return strncmp(r->strategy, "single:", 7) == 0;
@@ -675,6 +694,8 @@ static void print_json(const struct eval *e)
     json_t *root = json_object(), *results = json_array(), *versus = NULL;
     char *s;
     json_object_set_new(root, "queries", json_integer((json_int_t)e->n));
+    json_object_set_new(root, "queries_in_store",
+                        e->in_store < 0 ? json_null() : json_integer((json_int_t)e->in_store));
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k];
         json_t *o = json_object(), *share = json_object();
@@ -723,6 +744,7 @@ static void print_json(const struct eval *e)
         json_object_set_new(o, "frontier_success_rate", f ? json_real(f->success) : json_null());
         json_object_set_new(o, "frontier_total_cost", f ? json_real(f->cost) : json_null());
         json_object_set_new(o, "above", json_boolean(f && f->success >= r->success));
+        json_object_set_new(o, "relation", json_string(relation(f, r)));
         json_array_append_new(versus, o);
     }
     if (versus)
@@ -800,7 +822,11 @@ static void print_csv(const struct eval *e)
 static void print_table(const struct eval *e)
 {
     int any_budget = 0, any_batch = 0, any_sweep = 0, any_frontier = 0, any_draw = 0;
-    printf("%zu queries, %zu candidate models\n\n", e->n, e->n_cands);
+    int any_infeasible = 0;
+    printf("%zu queries, %zu candidate models", e->n, e->n_cands);
+    if (e->in_store > 0)
+        printf("; %ld of the queries are in the history store: not held out", e->in_store);
+    printf("\n\n");
     printf("%-44s %6s %11s %8s %11s %11s %6s %8s %9s %9s  %s\n", "strategy", "alpha", "budget",
            "success", "cost($)", "pred.cost", "within", "pred.q", "p50(us)", "p99(us)",
            "largest shares");
@@ -810,10 +836,12 @@ static void print_table(const struct eval *e)
         const char *within = within_budget(r) < 0 ? "-" : within_budget(r) ? "yes" : "NO";
         size_t off = 0;
         int used[3] = {-1, -1, -1};
-        snprintf(name, sizeof name, "%s%s%s%s%s%s",
+        snprintf(name, sizeof name, "%s%s%s%s%s%s%s",
                  strcmp(r->strategy, "random") == 0 ? "random (expectation)" : r->strategy,
                  r->predictor ? " (" : "", r->predictor ? r->predictor : "",
-                 r->predictor ? ")" : "", r->sweep ? " [sweep]" : "", r->frontier ? " *" : "");
+                 r->predictor ? ")" : "", r->sweep ? " [sweep]" : "", r->frontier ? " *" : "",
+                 r->feasible == 0 ? " !" : "");
+        any_infeasible |= r->feasible == 0;
         any_budget |= !isnan(r->budget);
         any_batch |= r->timing == TIMING_BATCH;
         any_sweep |= r->sweep;
@@ -865,6 +893,10 @@ static void print_table(const struct eval *e)
     if (any_frontier)
         printf("* on the frontier: no smart row of the same predictor has at least its\n"
                "success for no more real cost and is better in one of the two.\n");
+    if (any_infeasible)
+        printf("! infeasible: its alpha or budget could not be met (smart rows: on the\n"
+               "predicted figures); the row is the best reachable, as said on standard\n"
+               "error.\n");
     if (any_sweep)
         printf("[sweep]: added by --sweep (the batch over alpha 0.50..0.98 and the budget\n"
                "form at each single model's real cost, for the first predictor; the task\n"
@@ -882,8 +914,8 @@ static void print_table(const struct eval *e)
     printf("\nSingle models against the frontier of the %s predictor (its best point at\n"
            "no higher real cost):\n",
            e->swept);
-    printf("%-40s %8s %11s   %8s %11s  %-6s %s\n", "model", "success", "cost($)", "frontier",
-           "cost($)", "above", "point");
+    printf("%-40s %8s %11s   %8s %11s  %-7s %s\n", "model", "success", "cost($)", "frontier",
+           "cost($)", "versus", "point");
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k], *f;
         char point[160] = "-";
@@ -891,16 +923,20 @@ static void print_table(const struct eval *e)
             continue;
         f = versus_single(e, r);
         if (f && !isnan(f->budget))
-            snprintf(point, sizeof point, "%s budget %.6f", f->strategy, f->budget);
+            snprintf(point, sizeof point, "%s budget %.6f%s", f->strategy, f->budget,
+                     f->feasible == 0 ? " (not met)" : "");
         else if (f)
-            snprintf(point, sizeof point, "%s alpha %.2f", f->strategy, f->alpha);
+            snprintf(point, sizeof point, "%s alpha %.2f%s", f->strategy, f->alpha,
+                     f->feasible == 0 ? " (not met)" : "");
         if (f)
-            printf("%-40s %8.4f %11.6f   %8.4f %11.6f  %-6s %s\n", r->strategy + 7, r->success,
-                   r->cost, f->success, f->cost, f->success >= r->success ? "yes" : "NO", point);
+            printf("%-40s %8.4f %11.6f   %8.4f %11.6f  %-7s %s\n", r->strategy + 7, r->success,
+                   r->cost, f->success, f->cost, relation(f, r), point);
         else
-            printf("%-40s %8.4f %11.6f   %8s %11s  %-6s %s\n", r->strategy + 7, r->success,
-                   r->cost, "-", "-", "NO", point);
+            printf("%-40s %8.4f %11.6f   %8s %11s  %-7s %s\n", r->strategy + 7, r->success,
+                   r->cost, "-", "-", relation(f, r), point);
     }
+    printf("\nversus: higher (more success for no more cost), cheaper (the same success\n"
+           "for less), same (the same point: routing adds nothing there), below.\n");
 }
 
 /* ==== The plot ==== */
@@ -974,7 +1010,7 @@ static int write_plot(const struct eval *e, const char *path)
         fprintf(f, "<text x=\"%.0f\" y=\"28\" font-size=\"16\">llmroute eval: success rate "
                    "against total cost (%zu queries)</text>\n",
                 L, e->n);
-        for (double lx = ceil(lx0); lx <= lx1 + 1e-9; lx += 1) {
+        for (double lx = floor(lx0); lx <= lx1 + 1e-9; lx += 1) {
             for (int m = 1; m < 10; m++) {
                 double c = pow(10, lx) * m;
                 if (log10(c) < lx0 || log10(c) > lx1)
@@ -1146,11 +1182,64 @@ static int parse_list(const char *opt, const char *csv, double lo, double hi, do
     return CLI_OK;
 }
 
+/* Models of the data that the config does not name: their outcomes are not
+ * scored, which eval says rather than dropping them unseen. Up to
+ * MAX_UNCONFIGURED_SHOWN names are kept (each once) and printed; *more is
+ * set when there were others. */
+#define MAX_UNCONFIGURED_SHOWN 8
+
+static void note_unconfigured(const char **names, size_t *n, int *more, const char *model)
+{
+    for (size_t u = 0; u < *n; u++)
+        if (strcmp(names[u], model) == 0)
+            return;
+    if (*n < MAX_UNCONFIGURED_SHOWN)
+        names[(*n)++] = model;
+    else
+        *more = 1;
+}
+
+/* Count the scored queries whose text the history store holds (e->in_store)
+ * and warn when there are any: smart routing would find each one's own
+ * outcomes among its neighbours, and its rows would not measure routing on
+ * held-out data. */
+static int check_held_out(struct eval *e, const struct lr_store *store, const char *path)
+{
+    const char **qs = malloc((e->n ? e->n : 1) * sizeof *qs);
+    struct lr_error err = {0};
+    size_t found = 0;
+    int rc;
+
+    if (!qs) {
+        cli_error("eval", "out of memory");
+        return CLI_RUNTIME;
+    }
+    for (size_t i = 0; i < e->n; i++)
+        qs[i] = lr_dataset_record(e->ds, e->recs[i])->query;
+    rc = lr_store_find_queries(store, qs, e->n, NULL, &found, &err);
+    free(qs);
+    if (rc) {
+        cli_error("eval", "%s", err.message);
+        return cli_exit_code(rc);
+    }
+    e->in_store = (long)found;
+    if (found)
+        cli_error("eval", "warning: %zu of the %zu scored queries are also in the history store "
+                          "'%s' (the same text): for them smart routing finds their own outcomes "
+                          "among the neighbours, so its rows are not wholly measured on "
+                          "held-out data (import one split, e.g. --split train, and score "
+                          "another)",
+                  found, e->n, path);
+    return CLI_OK;
+}
+
 /* Find the candidates and the scored records; fill the real outcome tables. */
 static int prepare(struct eval *e)
 {
     size_t n_models = lr_config_model_count(e->cfg), n_recs = lr_dataset_count(e->ds);
-    size_t incomplete = 0;
+    size_t incomplete = 0, n_unknown = 0;
+    const char *unknown[MAX_UNCONFIGURED_SHOWN];
+    int more_unknown = 0;
     char *in_data = calloc(n_models, 1);
 
     e->cand_of_config = malloc(n_models * sizeof *e->cand_of_config);
@@ -1165,8 +1254,16 @@ static int prepare(struct eval *e)
             int m = lr_config_model_index(e->cfg, r->outcomes[k].model);
             if (m >= 0)
                 in_data[m] = 1;
+            else
+                note_unconfigured(unknown, &n_unknown, &more_unknown, r->outcomes[k].model);
         }
     }
+    for (size_t u = 0; u < n_unknown; u++)
+        cli_error("eval", "warning: model '%s' has outcomes in the data but is not in the "
+                          "config: they are not scored",
+                  unknown[u]);
+    if (more_unknown)
+        cli_error("eval", "warning: and more models of the data are not in the config");
     for (size_t m = 0; m < n_models; m++) {
         const struct lr_model_info *mi = lr_config_model(e->cfg, m);
         e->cand_of_config[m] = -1;
@@ -1267,6 +1364,7 @@ int cmd_eval(int argc, char **argv)
     static const char *default_preds[] = {"default", "aios"};
 
     memset(&e, 0, sizeof e);
+    e.in_store = -1;
     rc = cli_parse("eval", argc, argv, opts, &pos, &n_pos);
     if (rc)
         return rc;
@@ -1336,8 +1434,11 @@ int cmd_eval(int argc, char **argv)
         if (rep.bad)
             cli_error("eval", "%s: skipped %zu bad (first: %s)", data, rep.bad, rep.first_bad);
         if (lr_dataset_count(ds) == 0) {
-            cli_error("eval", "%s: no records%s%s", data, split ? " in split " : "",
-                      split ? split : "");
+            if (rep.read == rep.bad)
+                cli_error("eval", "%s: the file holds no %srecords", data, rep.bad ? "good " : "");
+            else
+                cli_error("eval", "%s: no records in split %s (%zu in other splits)", data,
+                          split ? split : "", rep.skipped_split);
             rc = CLI_USAGE;
             goto out;
         }
@@ -1387,6 +1488,8 @@ int cmd_eval(int argc, char **argv)
             rc = cli_exit_code(lrc) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
             goto out;
         }
+        if ((rc = check_held_out(&e, store, store_path)))
+            goto out;
         if (embed_store_is_dense(store) && (rc = embed_all(&e, store, &vecs)))
             goto out;
         if (!preds) {

@@ -3838,6 +3838,108 @@ size_t lr_store_dim(const struct lr_store *store)
     return dim;
 }
 
+/* ==== Which queries the file holds ==== */
+
+struct qhash {
+    uint64_t h;
+    size_t i;
+};
+
+static uint64_t text_hash(const char *s, size_t len)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h ^ len;
+}
+
+static int cmp_qhash(const void *a, const void *b)
+{
+    const struct qhash *x = a, *y = b;
+    if (x->h != y->h)
+        return x->h < y->h ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+int lr_store_find_queries(const struct lr_store *store, const char *const *queries, size_t n,
+                          unsigned char *known, size_t *count, struct lr_error *err)
+{
+    struct lr_store *st = (struct lr_store *)store;
+    struct qhash *hs = NULL;
+    unsigned char *mark = known;
+    sqlite3_stmt *q = NULL;
+    size_t found = 0;
+    int rc = 0, s;
+
+    if (count)
+        *count = 0;
+    if (!store)
+        return fail(err, LR_EINVAL, 0, "lr_store_find_queries: store is NULL");
+    if (n > 0 && !queries)
+        return fail(err, LR_EINVAL, 0, "lr_store_find_queries: queries is NULL");
+    for (size_t i = 0; i < n; i++)
+        if (!queries[i])
+            return fail(err, LR_EINVAL, 0, "lr_store_find_queries: queries[%zu] is NULL", i);
+    if (n == 0)
+        return 0;
+    if (!mark && !(mark = calloc(n, 1)))
+        return fail(err, LR_ENOMEM, 0, "out of memory reading the history store's queries");
+    memset(mark, 0, n);
+    if (!(hs = malloc(n * sizeof(*hs)))) {
+        rc = fail(err, LR_ENOMEM, 0, "out of memory reading the history store's queries");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        hs[i].h = text_hash(queries[i], strlen(queries[i]));
+        hs[i].i = i;
+    }
+    qsort(hs, n, sizeof(*hs), cmp_qhash);
+
+    pthread_mutex_lock(&st->wmu);
+    if (sqlite3_prepare_v2(st->db, "SELECT query FROM records", -1, &q, NULL) != SQLITE_OK) {
+        rc = db_fail(st, st->db, err, "reading the records' queries");
+        pthread_mutex_unlock(&st->wmu);
+        goto out;
+    }
+    while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(q, 0);
+        size_t len = (size_t)sqlite3_column_bytes(q, 0), lo = 0, hi = n;
+        uint64_t h;
+        if (!t)
+            continue;
+        h = text_hash(t, len);
+        while (lo < hi) { /* the first entry with this hash */
+            size_t mid = lo + (hi - lo) / 2;
+            if (hs[mid].h < h)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        for (; lo < n && hs[lo].h == h; lo++) {
+            size_t i = hs[lo].i;
+            if (!mark[i] && strlen(queries[i]) == len && memcmp(queries[i], t, len) == 0) {
+                mark[i] = 1;
+                found++;
+            }
+        }
+    }
+    if (s != SQLITE_DONE)
+        rc = db_fail(st, st->db, err, "reading the records' queries");
+    sqlite3_finalize(q);
+    pthread_mutex_unlock(&st->wmu);
+    if (rc == 0 && count)
+        *count = found;
+out:
+    if (rc != 0 && known)
+        memset(known, 0, n);
+    if (mark != known)
+        free(mark);
+    free(hs);
+    return rc;
+}
+
 size_t lr__store_dim(const struct lr_store *store)
 {
     return store->dim;

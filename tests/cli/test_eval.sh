@@ -173,6 +173,8 @@ python3 - "$TMP" <<'PY' && ok || bad "eval json scores"
 import sys
 exec(open(sys.argv[1] + "/prelude.py").read())
 assert res["queries"] == len(data) == 87, res["queries"]
+# The store holds the train split only: no scored query is in it.
+assert res["queries_in_store"] == 0, res["queries_in_store"]
 for m in price:
     row = rows[("single:" + m, None, None)]
     s = sum(real(r, m)[0] for r in data) / len(data)
@@ -281,6 +283,12 @@ for m, v in vs.items():
     assert v["frontier_success_rate"] == best, (m, v, best)
     assert best is None or v["frontier_total_cost"] <= s["total_cost"]
     assert v["above"] == (best is not None and best >= s["success_rate"]), v
+    # relation: more success for no more cost, the same for less, the very
+    # same point, or below.
+    want = ("below" if best is None or best < s["success_rate"] else
+            "higher" if best > s["success_rate"] else
+            "cheaper" if v["frontier_total_cost"] < s["total_cost"] else "same")
+    assert v["relation"] == want, (v, want)
 # On this fixture the router reaches the strong model's success for less.
 assert vs["strong"]["above"] and vs["strong"]["frontier_total_cost"] < singles["strong"]["total_cost"], vs["strong"]
 PY
@@ -305,6 +313,16 @@ for p in ("default", "aios"):
     assert len(pts) == len(front), (p, pts, front)
     xs, ys = [x for x, _ in pts], [y for _, y in pts]
     assert xs == sorted(xs) and ys == sorted(ys, reverse=True), pts  # cost up, success up
+PY
+# The cost axis has gridlines below its first power of ten too: the
+# cheapest point must not sit in a stretch without any.
+python3 - "$TMP" <<'PY' && ok || bad "eval --plot: gridlines left of the cheapest point"
+import sys, xml.dom.minidom as m
+d = m.parse(sys.argv[1] + "/plot.svg")
+xs = [float(c.getAttribute("cx")) for c in d.getElementsByTagName("circle")]
+grid = [float(l.getAttribute("x1")) for l in d.getElementsByTagName("line")
+        if l.getAttribute("x1") == l.getAttribute("x2")]
+assert xs and any(g < min(xs) for g in grid), (min(xs), sorted(grid)[:3])
 PY
 # The grey task-ceiling dots are drawn first and smaller, so that a model's
 # dot at the same place is not hidden under one.
@@ -348,8 +366,45 @@ expect "eval with a model without price" 2 "models[1] 'mid' has no cost_per_outp
     "$BIN" eval --config "$TMP/noprice.json" --store "$TMP/h.db" --data "$TMP/data.json"
 expect "eval with a truncated data file" 2 "trunc.json:1:" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/trunc.json"
-expect "eval with an unknown split" 2 "no records in split dev" -- \
+expect "eval with an unknown split" 2 "no records in split dev (261 in other splits)" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split dev
+echo '[]' >"$TMP/none.json"
+expect "eval of an empty array with a split" 2 "none.json: the file holds no records" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/none.json" --split test
+# Scored queries that the history store also holds are counted and named:
+# the smart rows would see their own outcomes.
+"$BIN" import --store "$TMP/all.db" "$TMP/data.json" >/dev/null 2>&1
+expect "eval warns when the scored queries are in the store" 0 \
+    "warning: 87 of the 87 scored queries are also in the history store '$TMP/all.db'" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/all.db" --data "$TMP/data.json" --split test
+grep -qF "87 queries, 3 candidate models; 87 of the queries are in the history store: not held out" "$TMP/out" \
+    && ok || bad "eval table names the queries in the store: $(head -2 "$TMP/out")"
+"$BIN" eval --config "$TMP/cfg.json" --store "$TMP/all.db" --data "$TMP/data.json" --format json \
+    >"$TMP/all.json" 2>"$TMP/err"
+python3 -c "import json, sys; r = json.load(open(sys.argv[1])); assert r['queries'] == 261 and r['queries_in_store'] == 261, (r['queries'], r['queries_in_store'])" \
+    "$TMP/all.json" && ok || bad "eval json queries_in_store: $(cat "$TMP/err")"
+grep -qF "warning: 261 of the 261 scored queries" "$TMP/err" && ok || bad "eval without --split warns: $(cat "$TMP/err")"
+# A model of the data that the config does not name is said, not dropped
+# unseen.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"][:20]
+for r in recs:
+    r["outputs"].append({"model_name": "extra", "correctness": 1, "output_token_length": 3})
+json.dump(recs, open(out + "/extra.json", "w"))
+PY
+expect "eval names a data model missing from the config" 0 \
+    "warning: model 'extra' has outcomes in the data but is not in the config: they are not scored" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/extra.json"
+# A row whose constraint could not be met is marked in the table, and so is
+# a frontier point that compares with a single model.
+expect "eval marks infeasible rows" 0 \
+    "task-ceiling budget 0: below the cheapest choice for every query" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
+    --predictors default --budget 0
+grep -E -q '^smart-budget \(default\) (\* )?! ' "$TMP/out" && grep -qF "! infeasible:" "$TMP/out" \
+    && ok || bad "eval table marks an infeasible budget row: $(grep smart-budget "$TMP/out")"
 # A record with an empty query is one bad record, skipped and named; the
 # other records are still scored (it used to stop the smart rows, exit 2).
 python3 - "$TMP" <<'PY'

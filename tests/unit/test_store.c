@@ -3252,10 +3252,61 @@ static void long_names_leave_the_reason_in_the_message(void **state)
     assert_string_equal(err.message, "c\\x0a\\xff: expected a boolean or a number in [0,1]");
 }
 
+/* lr_store_find_queries: exact texts only, duplicates in either list, the
+ * file's records (another handle's commit too), and the NULL cases. */
+static void finds_which_queries_the_file_holds(void **st)
+{
+    (void)st;
+    char db[512];
+    struct lr_store *a = NULL, *ro = NULL;
+    struct lr_store_options rdonly = {NULL, 0, 1, 0, 0, 0};
+    struct lr_import_report rep;
+    struct lr_error err;
+    const char *qs[] = {"which planet is the largest", "what is the capital of",
+                        "what is the capital of france", "which planet is the largest",
+                        "", "WHAT IS THE CAPITAL OF FRANCE", "a seed about cooking pasta"};
+    const char *bad[] = {"x", NULL};
+    unsigned char known[7];
+    size_t count = 99;
+
+    path_in(db, sizeof(db), "find.db");
+    assert_int_equal(lr_store_open(db, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_import_file(a, write_file("f.json", ARRAY3), NULL, &rep, &err), 0);
+    assert_int_equal(lr_store_open(db, &rdonly, &ro, &err), 0);
+    /* Committed after the read-only handle's copy was built: in its file. */
+    assert_int_equal(lr_store_add_outcome(a, "a seed about cooking pasta", -1, "small", 1, 3,
+                                          &err),
+                     0);
+    assert_int_equal(lr_store_count(ro), 3);
+
+    memset(known, 7, sizeof(known));
+    assert_int_equal(lr_store_find_queries(ro, qs, 7, known, &count, &err), 0);
+    assert_int_equal(count, 4);
+    const unsigned char want[7] = {1, 0, 1, 1, 0, 0, 1};
+    assert_memory_equal(known, want, 7);
+    count = 99;
+    assert_int_equal(lr_store_find_queries(a, qs, 7, NULL, &count, &err), 0);
+    assert_int_equal(count, 4);
+    assert_int_equal(lr_store_find_queries(a, qs, 0, NULL, &count, &err), 0);
+    assert_int_equal(count, 0);
+
+    memset(known, 7, sizeof(known));
+    count = 99;
+    assert_int_equal(lr_store_find_queries(a, bad, 2, known, &count, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "queries[1] is NULL"));
+    assert_int_equal(count, 0);
+    assert_int_equal(lr_store_find_queries(NULL, qs, 1, NULL, NULL, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "store is NULL"));
+    assert_int_equal(lr_store_find_queries(a, NULL, 1, NULL, NULL, &err), LR_EINVAL);
+    lr_store_free(ro);
+    lr_store_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(imports_a_json_array),
+        cmocka_unit_test(finds_which_queries_the_file_holds),
         cmocka_unit_test(imports_jsonl_with_a_split_filter),
         cmocka_unit_test(truncated_file_is_a_parse_error_and_changes_nothing),
         cmocka_unit_test(bad_records_are_named_skipped_and_counted),
