@@ -579,9 +579,9 @@ LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *route
 
 /* The sequential strategy's round-robin cursor: the ticket the next request
  * with n >= 2 candidates takes. Such a request gets its candidate number
- * ticket % n (the ranking is the cycle from there) and moves the cursor to
- * ticket + 1, wrapping from UINT64_MAX to 0; a request with one candidate
- * leaves it. A new router's cursor is 0; lr_router_route_batch's per-query
+ * ticket % n, counted from 0 in the order the request gives them (the
+ * ranking is the cycle from there), and moves the cursor to ticket + 1,
+ * wrapping from UINT64_MAX to 0; a request with one candidate leaves it. A new router's cursor is 0; lr_router_route_batch's per-query
  * mode takes one ticket per such request, in order, and a failed batch
  * takes none. Reading the cursor of one router and setting it on another
  * carries the round-robin over exactly (to a router built for a changed
