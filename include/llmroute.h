@@ -52,8 +52,9 @@
  *
  * Threads: a struct lr_config is immutable once loaded and may be read from
  * any thread. A struct lr_router may be used for routing from several threads
- * at once (lr_router_route and lr_router_route_batch are thread-safe). A
- * struct lr_store serialises its own writers.
+ * at once (lr_router_route and lr_router_route_batch are thread-safe, and so
+ * are lr_router_sequential_cursor and lr_router_set_sequential_cursor beside
+ * them). A struct lr_store serialises its own writers.
  */
 #ifndef LLMROUTE_H
 #define LLMROUTE_H
@@ -587,6 +588,33 @@ LR_EXTERN void lr_router_free(struct lr_router *router);
 /* The name of the router's strategy ("sequential", "smart", ...). */
 LR_EXTERN const char *lr_router_strategy(const struct lr_router *router);
 LR_EXTERN const struct lr_config *lr_router_config(const struct lr_router *router);
+
+/* The sequential strategy's round-robin cursor: the ticket the next request
+ * with n >= 2 candidates takes. Such a request gets its candidate number
+ * ticket % n, counted from 0 in the order the request gives them (the
+ * ranking is the cycle from there), and moves the cursor to ticket + 1,
+ * wrapping from UINT64_MAX to 0; a request with one candidate leaves it. A new router's cursor is 0; lr_router_route_batch's per-query
+ * mode takes one ticket per such request, in order, and a failed batch
+ * takes none. Reading the cursor of one router and setting it on another
+ * carries the round-robin over exactly (to a router built for a changed
+ * configuration, say): the second goes on with the tickets the first would
+ * have drawn, for candidate lists of every length.
+ * A router has one strategy, fixed when it is made, and the cursor is that
+ * strategy's: a router of any other strategy (smart) keeps none, and both
+ * functions refuse it with LR_ESTRATEGY, changing nothing. router NULL, or
+ * cursor NULL to the reader, is LR_EINVAL. On failure *cursor is not
+ * written.
+ * Threads: each is one atomic step, which may run on any thread while
+ * other threads route on the same router. A read gives the cursor as it
+ * was between two tickets; a set lands between two tickets, so every
+ * concurrent request draws its ticket either from the old sequence, before
+ * the set, or from the value set, after it (which requests fall on which
+ * side is not determined), and no ticket is torn. A read followed by a set
+ * is two steps: tickets drawn between them are drawn again after the set. */
+LR_EXTERN int lr_router_sequential_cursor(const struct lr_router *router, uint64_t *cursor,
+                                          struct lr_error *err);
+LR_EXTERN int lr_router_set_sequential_cursor(struct lr_router *router, uint64_t cursor,
+                                              struct lr_error *err);
 
 /* One routing request. Candidates are given by name (`models`) or by config
  * index (`model_indices`), n_models of them; with no list (both NULL and

@@ -7,10 +7,10 @@
  * answer is a ranking, so the gateway's fallback order is the strategy's own
  * judgement.
  *
- * Threads: lr_router_route() and lr_router_route_batch() may run on several
- * threads at once; the router itself holds no mutable state (strategies keep
- * theirs safe). lr_router_new() and lr_router_free() are not concurrent with
- * anything on the same router.
+ * Threads: lr_router_route(), lr_router_route_batch() and the sequential
+ * cursor's functions may run on several threads at once; the router itself
+ * holds no mutable state (strategies keep theirs safe). lr_router_new() and
+ * lr_router_free() are not concurrent with anything on the same router.
  */
 #include <limits.h>
 #include <math.h>
@@ -186,6 +186,42 @@ const char *lr_router_strategy(const struct lr_router *router)
 const struct lr_config *lr_router_config(const struct lr_router *router)
 {
     return router ? router->cfg : NULL;
+}
+
+/* ==== The sequential cursor ==== */
+
+/* A router's strategy is fixed at lr_router_new(), so the cursor meant is
+ * always that strategy's own; a strategy without one is refused, not given
+ * a cursor that nothing reads. */
+static int no_cursor(const struct lr_router *router, struct lr_error *err)
+{
+    return lr__error_set(err, LR_ESTRATEGY,
+                         "the router's strategy is %s, which keeps no round-robin cursor (only "
+                         "a sequential router has one)",
+                         router->strategy->name);
+}
+
+int lr_router_sequential_cursor(const struct lr_router *router, uint64_t *cursor,
+                                struct lr_error *err)
+{
+    if (!router || !cursor)
+        return lr__error_set(err, LR_EINVAL,
+                             "lr_router_sequential_cursor: router and cursor are needed");
+    if (!router->strategy->cursor_load)
+        return no_cursor(router, err);
+    *cursor = router->strategy->cursor_load(router->state);
+    return 0;
+}
+
+int lr_router_set_sequential_cursor(struct lr_router *router, uint64_t cursor,
+                                    struct lr_error *err)
+{
+    if (!router)
+        return lr__error_set(err, LR_EINVAL, "lr_router_set_sequential_cursor: no router");
+    if (!router->strategy->cursor_store)
+        return no_cursor(router, err);
+    router->strategy->cursor_store(router->state, cursor);
+    return 0;
 }
 
 long lr_estimate_tokens(const char *text, size_t len)

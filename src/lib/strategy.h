@@ -7,13 +7,15 @@
  * caller's decision. Adding a strategy is: one .c file defining a
  * `const struct lr__strategy`, and one line in the table in router.c.
  *
- * Threads: rank() and rank_batch() may be called from several threads at once
- * on the same state; a strategy makes its own state safe for that.
+ * Threads: rank(), rank_batch(), cursor_load() and cursor_store() may be
+ * called from several threads at once on the same state; a strategy makes
+ * its own state safe for that.
  */
 #ifndef LR_STRATEGY_H
 #define LR_STRATEGY_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 #include "llmroute.h"
 
@@ -48,6 +50,12 @@ struct lr__strategy {
     int (*rank_batch)(void *state, const struct lr__route_ctx *ctxs, size_t n,
                       const struct lr_batch_options *opts, struct lr_candidate *const *rankings,
                       int *assign, struct lr_batch_report *report, struct lr_error *err);
+    /* Optional, both or neither (NULL: the strategy keeps no round-robin
+     * cursor, and lr_router_sequential_cursor() refuses the router): read
+     * and set the cursor, each one atomic step that may run beside rank()
+     * on other threads. Only the sequential strategy has them. */
+    uint64_t (*cursor_load)(void *state);
+    void (*cursor_store)(void *state, uint64_t value);
 };
 
 extern const struct lr__strategy lr__strategy_sequential;

@@ -1,6 +1,7 @@
 /* test_router.c -- the router and the sequential strategy: single-model
  * passthrough, the round-robin cycle, changing candidate lists, unknown and
- * repeated names, fairness under concurrency, batch refusal. */
+ * repeated names, fairness under concurrency, batch refusal, and reading and
+ * setting the sequential cursor. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -264,6 +265,137 @@ static void sequential_refuses_a_batch_assignment(void **state)
     assert_int_equal(out[0].index, 0);
     assert_int_equal(out[1].index, 1);
     assert_int_equal(lr_router_route_batch(f->router, reqs, 0, &bo, out, NULL, &err), LR_EEMPTY);
+}
+
+/* ==== The sequential cursor ==== */
+
+static uint64_t cursor_of(struct lr_router *r)
+{
+    uint64_t c = 0;
+    struct lr_error err = {0};
+    assert_int_equal(lr_router_sequential_cursor(r, &c, &err), 0);
+    return c;
+}
+
+static void sequential_cursor_is_the_next_ticket(void **state)
+{
+    struct fixture *f = *state;
+    const char *three[] = {"A", "B", "C"}, *one[] = {"B"};
+    struct lr_error err = {0};
+    assert_true(cursor_of(f->router) == 0);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 0);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 1);
+    assert_true(cursor_of(f->router) == 2);
+    /* A single candidate takes no ticket. */
+    assert_int_equal(route_names(f->router, one, 1, NULL), 1);
+    assert_true(cursor_of(f->router) == 2);
+    /* The value set is the next ticket: 7 % 3 is C's turn. */
+    assert_int_equal(lr_router_set_sequential_cursor(f->router, 7, &err), 0);
+    assert_true(cursor_of(f->router) == 7);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 1);
+    assert_true(cursor_of(f->router) == 8);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 2);
+    assert_int_equal(lr_router_set_sequential_cursor(f->router, 0, NULL), 0);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 0);
+}
+
+/* A second router given the first one's cursor draws the tickets the first
+ * would have drawn, whatever the lists that follow. */
+static void sequential_cursor_carries_the_round_robin_to_another_router(void **state)
+{
+    struct fixture *f = *state;
+    const char *three[] = {"A", "B", "C"}, *two[] = {"D", "B"};
+    struct lr_router *other = NULL;
+    struct lr_request reqs[3];
+    struct lr_decision a[3], b[3];
+    struct lr_error err = {0};
+    assert_int_equal(lr_router_new(f->cfg, NULL, &other, &err), 0);
+    for (int i = 0; i < 5; i++)
+        route_names(f->router, three, 3, NULL);
+    assert_int_equal(lr_router_set_sequential_cursor(other, cursor_of(f->router), &err), 0);
+    for (int i = 0; i < 7; i++) {
+        const char *const *names = i % 3 ? three : two;
+        size_t n = i % 3 ? 3 : 2;
+        assert_int_equal(route_names(other, names, n, NULL),
+                         route_names(f->router, names, n, NULL));
+    }
+    /* The per-query batch takes one ticket per request of two or more
+     * candidates, as single routes do. */
+    for (int i = 0; i < 3; i++)
+        lr_request_init(&reqs[i]);
+    reqs[1].models = two;
+    reqs[1].n_models = 1; /* "D" alone: no ticket */
+    memset(a, 0, sizeof a);
+    memset(b, 0, sizeof b);
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 3, NULL, a, NULL, &err), 0);
+    assert_true(cursor_of(f->router) == 5 + 7 + 2);
+    assert_int_equal(lr_router_set_sequential_cursor(other, 5 + 7, &err), 0);
+    assert_int_equal(lr_router_route_batch(other, reqs, 3, NULL, b, NULL, &err), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(a[i].index, b[i].index);
+    assert_true(cursor_of(other) == cursor_of(f->router));
+    lr_router_free(other);
+}
+
+static void sequential_cursor_wraps_at_uint64_max(void **state)
+{
+    struct fixture *f = *state;
+    const char *two[] = {"A", "B"}, *three[] = {"A", "B", "C"};
+    assert_int_equal(lr_router_set_sequential_cursor(f->router, UINT64_MAX, NULL), 0);
+    assert_true(cursor_of(f->router) == UINT64_MAX);
+    assert_int_equal(route_names(f->router, two, 2, NULL), 1); /* UINT64_MAX is odd */
+    assert_true(cursor_of(f->router) == 0);
+    assert_int_equal(route_names(f->router, two, 2, NULL), 0);
+    assert_true(cursor_of(f->router) == 1);
+    /* 2^64 - 1 is a multiple of 3, and the wrap restarts the count: A twice. */
+    assert_int_equal(lr_router_set_sequential_cursor(f->router, UINT64_MAX, NULL), 0);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 0);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 0);
+    assert_int_equal(route_names(f->router, three, 3, NULL), 1);
+}
+
+static void sequential_cursor_is_refused_on_a_smart_router(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_store *store = NULL;
+    struct lr_router_options o;
+    struct lr_router *smart = NULL;
+    struct lr_error err = {0};
+    uint64_t c = 12345;
+    assert_int_equal(lr_store_open(":memory:", NULL, &store, &err), 0);
+    lr_router_options_init(&o);
+    o.strategy = "smart";
+    o.store = store;
+    assert_int_equal(lr_router_new(f->cfg, &o, &smart, &err), 0);
+    assert_int_equal(lr_router_sequential_cursor(smart, &c, &err), LR_ESTRATEGY);
+    assert_int_equal(err.code, LR_ESTRATEGY);
+    assert_string_equal(err.message, "the router's strategy is smart, which keeps no "
+                                     "round-robin cursor (only a sequential router has one)");
+    assert_true(c == 12345); /* not written */
+    memset(&err, 0, sizeof err);
+    assert_int_equal(lr_router_set_sequential_cursor(smart, 3, &err), LR_ESTRATEGY);
+    assert_non_null(strstr(err.message, "the router's strategy is smart"));
+    assert_int_equal(lr_router_sequential_cursor(smart, &c, NULL), LR_ESTRATEGY);
+    lr_router_free(smart);
+    lr_store_free(store);
+}
+
+static void sequential_cursor_refuses_null_arguments(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_error err = {0};
+    uint64_t c = 99;
+    assert_int_equal(lr_router_sequential_cursor(NULL, &c, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "lr_router_sequential_cursor"));
+    assert_true(c == 99);
+    assert_int_equal(lr_router_sequential_cursor(f->router, NULL, &err), LR_EINVAL);
+    assert_int_equal(lr_router_sequential_cursor(NULL, NULL, NULL), LR_EINVAL);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(lr_router_set_sequential_cursor(NULL, 5, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "lr_router_set_sequential_cursor"));
+    assert_int_equal(lr_router_set_sequential_cursor(NULL, 5, NULL), LR_EINVAL);
+    /* The router's cursor is untouched by all of these. */
+    assert_true(cursor_of(f->router) == 0);
 }
 
 /* The per-query mode has no constraint: a budget or alpha given to it is
@@ -683,6 +815,43 @@ static void sequential_is_fair_under_concurrency(void **state)
     assert_true(hi - lo <= 1);
 }
 
+/* Reads beside routing see the cursor between tickets, so never going
+ * back; a set beside routing lands between two tickets, so the tickets
+ * drawn after it continue from the value set and none is lost. */
+static void sequential_cursor_reads_and_sets_are_whole_beside_routing(void **state)
+{
+    struct fixture *f = *state;
+    const uint64_t set_to = (uint64_t)1 << 40;
+    pthread_t t[THREADS];
+    struct worker w[THREADS];
+    uint64_t last = 0, now, before_set = 0;
+    for (int i = 0; i < THREADS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].router = f->router;
+        assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    }
+    for (int i = 0; i < 2000; i++) {
+        now = cursor_of(f->router);
+        assert_true(now >= last && now <= TOTAL);
+        last = now;
+    }
+    before_set = cursor_of(f->router);
+    assert_int_equal(lr_router_set_sequential_cursor(f->router, set_to, NULL), 0);
+    last = set_to;
+    for (int i = 0; i < 2000; i++) {
+        now = cursor_of(f->router);
+        assert_true(now >= last && now <= set_to + (TOTAL - before_set));
+        last = now;
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    /* Every ticket drawn after the set counts from set_to. */
+    now = cursor_of(f->router);
+    assert_true(now >= set_to && now <= set_to + (TOTAL - before_set));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -720,6 +889,15 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(unknown_strategy_messages_are_whole_across_threads, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(sequential_cursor_is_the_next_ticket, setup, teardown),
+        cmocka_unit_test_setup_teardown(sequential_cursor_carries_the_round_robin_to_another_router,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(sequential_cursor_wraps_at_uint64_max, setup, teardown),
+        cmocka_unit_test_setup_teardown(sequential_cursor_is_refused_on_a_smart_router, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(sequential_cursor_refuses_null_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(sequential_cursor_reads_and_sets_are_whole_beside_routing,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,7 +24,7 @@ import ctypes
 import ctypes.util
 import os
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
-                    c_long, c_longlong, c_size_t, c_void_p)
+                    c_long, c_longlong, c_size_t, c_uint64, c_void_p)
 
 __all__ = ["lib", "library_path", "LibraryNotFound", "LibraryVersionMismatch", "VERSION"]
 
@@ -261,6 +261,8 @@ _PROTOTYPES = {
     "lr_router_new": (c_int, [_cfg, _P(lr_router_options), _P(_router), _P(lr_error)]),
     "lr_router_free": (None, [_router]),
     "lr_router_strategy": (c_char_p, [_router]),
+    "lr_router_sequential_cursor": (c_int, [_router, _P(c_uint64), _P(lr_error)]),
+    "lr_router_set_sequential_cursor": (c_int, [_router, c_uint64, _P(lr_error)]),
     "lr_request_init": (None, [_P(lr_request)]),
     "lr_router_route": (c_int, [_router, _P(lr_request), _P(lr_decision), _P(lr_error)]),
     "lr_batch_options_init": (None, [_P(lr_batch_options)]),

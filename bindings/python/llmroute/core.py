@@ -28,7 +28,8 @@ import re
 import tempfile
 import threading
 from collections.abc import Mapping
-from ctypes import POINTER, byref, c_char_p, c_float, c_int, c_long, c_void_p, cast, sizeof
+from ctypes import (POINTER, byref, c_char_p, c_float, c_int, c_long, c_uint64, c_void_p, cast,
+                    sizeof)
 
 from . import _lib
 from . import embed as _embed
@@ -175,6 +176,9 @@ def _key_ttl(x, what):
                           code=_lib.LR_EINVAL)
     return _whole(x, what, 0, _lib.LR_STORE_MAX_KEY_TTL)
 
+
+# The sequential cursor is a uint64_t.
+_CURSOR_MAX = 2 ** 64 - 1
 
 # The library's cap on a token count (include/llmroute.h: "a whole number
 # from 0 to 1e9"), and on a model's batch capacity (a config's "capacity").
@@ -1326,6 +1330,39 @@ class Router(_Handle):
             return _s(api.lr_router_strategy(h))
         finally:
             self._give_back()
+
+    @property
+    def sequential_cursor(self):
+        """The sequential strategy's round-robin cursor
+        (lr_router_sequential_cursor): the ticket the next request of two or
+        more candidates takes; it gets candidate number ticket % n of its n,
+        and the cursor moves on by one (wrapping from 2**64 - 1 to 0). A
+        request of one candidate leaves it. Settable, to a whole number
+        from 0 to 2**64 - 1: a router given another's cursor goes on with
+        the turns the other would have given, for lists of every length.
+        Reading and setting are each atomic beside routing on other
+        threads. A router of another strategy (smart) has no cursor:
+        reading or setting it raises StrategyError."""
+        cursor = c_uint64()
+        err = _lib.lr_error()
+        h = self._borrow()
+        try:
+            rc = api.lr_router_sequential_cursor(h, byref(cursor), byref(err))
+        finally:
+            self._give_back()
+        raise_for(rc, err, "lr_router_sequential_cursor")
+        return cursor.value
+
+    @sequential_cursor.setter
+    def sequential_cursor(self, value):
+        value = _whole(value, "Router.sequential_cursor", 0, _CURSOR_MAX)
+        err = _lib.lr_error()
+        h = self._borrow()
+        try:
+            rc = api.lr_router_set_sequential_cursor(h, value, byref(err))
+        finally:
+            self._give_back()
+        raise_for(rc, err, "lr_router_set_sequential_cursor")
 
     # -- candidates --
 

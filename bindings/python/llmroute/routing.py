@@ -575,36 +575,25 @@ class _ModelsOwner:
 
 
 class _SequentialModels(_Models):
-    """A SequentialRouting's _Models, with its router and a count of the
-    tickets drawn from the router's cursor: by the routers before it
-    (base), by calls of one query (next() of an itertools.count, which
-    the GIL keeps whole) and by batches (under count_lock)."""
+    """A SequentialRouting's _Models, with its router and, while there is
+    none (llm_configs empty), the round-robin cursor to carry over to the
+    next."""
 
     def __init__(self, source):
         super().__init__(source)
         self.router = None
-        self.base = 0
-        self.single = itertools.count()
-        self.batch = 0
-        self.count_lock = threading.Lock()
+        self.cursor = 0
 
-    def drawn(self):
-        """Tickets drawn from this router's cursor so far (read once, when
-        the router is replaced)."""
-        with self.count_lock:
-            return next(self.single) + self.batch
-
-
-def _cursor_period(n_models):
-    """lcm(1..min(n_models, 16)): a cursor carried over to a rebuilt
-    sequential router modulo this is exact for every candidate list of up
-    to 16 models, so for every list a configuration of at most 16 can
-    hold (720,720 past that), and the replay is short for a few models
-    (840 turns at most for 8)."""
-    period = 1
-    for k in range(2, min(n_models, 16) + 1):
-        period = period * k // math.gcd(period, k)
-    return period
+    def cursor_now(self):
+        """The round-robin cursor: the router's, else the one carried (also
+        when the caller closed the router, through SequentialRouting.router:
+        its turns since are lost, and routing goes on over the next)."""
+        if self.router is not None:
+            try:
+                return self.router.sequential_cursor
+            except InvalidInput:  # the router is closed
+                pass
+        return self.cursor
 
 
 class SequentialRouting(_ModelsOwner):
@@ -614,8 +603,8 @@ class SequentialRouting(_ModelsOwner):
     current candidate list's length; safe under concurrency (an atomic
     counter in C). llm_configs may change after construction (models
     registered at runtime, as AIOS's adapter does): the router is rebuilt
-    over the new list at the next call and the cursor carries over (exactly
-    for candidate lists of up to 16 models). llm_configs may be empty
+    over the new list at the next call and the cursor carries over exactly
+    (the new router is given the old one's). llm_configs may be empty
     until a model is registered; a call meanwhile raises EmptyInput.
     """
 
@@ -635,26 +624,16 @@ class SequentialRouting(_ModelsOwner):
         if m.entries:
             m.config = config
             m.router = Router(config, strategy="sequential")
-        m.base = 0 if previous is None else previous.base + previous.drawn()
-        if m.router is not None and len(m.config.names) > 1:
-            # The new router's cursor starts at 0: move it on to where the
-            # last one's was, modulo _cursor_period() (what lists of up to
-            # 16 models see), in batches over two of its models.
-            left = m.base % _cursor_period(len(m.config.names))
-            pair = tuple(m.config.names[:2])
-            while left:
-                k = min(left, 65536)
-                m.router.route_indices(models=pair, n=k)
-                left -= k
+        if previous is not None:
+            # The new router's cursor starts at 0: it is given the last
+            # one's, so the round-robin goes on where it was, for candidate
+            # lists of every length. A call still routing on the last
+            # router (it took it before this rebuild) may draw a ticket
+            # after the read, which the new router then draws again.
+            m.cursor = previous.cursor_now()
+            if m.router is not None:
+                m.router.sequential_cursor = m.cursor
         return m
-
-    @staticmethod
-    def _count(m, tickets):
-        if tickets == 1:
-            next(m.single)
-        elif tickets:
-            with m.count_lock:
-                m.batch += tickets
 
     @property
     def router(self):
@@ -704,8 +683,6 @@ class SequentialRouting(_ModelsOwner):
                         raise _renamed(e, "SequentialRouting.get_model_idxs",
                                        "Router.route_index")
                 else:
-                    if len(key) > 1:
-                        next(m.single)
                     return got
         where = "SequentialRouting.get_model_idxs"
         n_queries = _n_picks(n_queries, where)
@@ -717,15 +694,9 @@ class SequentialRouting(_ModelsOwner):
                     return []
                 if m.router is None:
                     raise _no_models(where)
-                n_all = len(m.config.names)
-                tickets = sum(1 for names in (models if per_query else [None] * n_queries)
-                              if (n_all if names is None else len(names)) > 1)
                 if n_queries == 1:
-                    got = [m.router.route_index(models[0] if per_query else None)]
-                else:
-                    got = m.router.route_indices(models=models, n=n_queries)
-                self._count(m, tickets)
-                return got
+                    return [m.router.route_index(models[0] if per_query else None)]
+                return m.router.route_indices(models=models, n=n_queries)
             if n_queries == 0:
                 if selected_llms is not None and not (
                         isinstance(selected_llms, (list, tuple)) and not selected_llms):
@@ -734,13 +705,9 @@ class SequentialRouting(_ModelsOwner):
             names = _names(selected_llms, where, arg)
             if m.router is None:
                 raise _no_models(where)
-            several = (len(m.config.names) if names is None else len(names)) > 1
             if n_queries == 1:
-                got = [m.router.route_index(names)]
-            else:
-                got = m.router.route_indices(models=names, n=n_queries)
-            self._count(m, n_queries if several else 0)
-            return got
+                return [m.router.route_index(names)]
+            return m.router.route_indices(models=names, n=n_queries)
         except Error as e:
             lower = ("Router.route_index" if e.message.startswith("Router.route_index: ")
                      else "Router.route_indices")

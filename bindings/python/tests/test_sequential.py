@@ -286,6 +286,56 @@ class RuntimeModelsTest(unittest.TestCase):
         self.assertEqual(r.get_model_idxs([sel("a", "b", "c", "d")] * 4, [CHAT] * 4),
                          [1, 2, 3, 0])
 
+    def test_the_cursor_carries_over_exactly_past_16_models(self):
+        # The cursor was carried over to a rebuilt router modulo
+        # lcm(1..16) = 720,720, which is no multiple of 17 or 20: past
+        # 720,720 turns the new router went on from another model (turn 5
+        # of 17 here, where the old one was at turn 10). Now the new router
+        # is given the old one's cursor.
+        cfgs = [{"name": "m%d" % i} for i in range(17)]
+        r = SequentialRouting(cfgs)
+        turns = 720720 + 5
+        done = 0
+        while done < turns:
+            k = min(turns - done, 100000)
+            self.assertEqual(r.get_model_idxs(None, k)[0], done % 17)
+            done += k
+        seventeen = sel(*("m%d" % i for i in range(17)))
+        twenty = sel(*("m%d" % i for i in range(20)))
+        cfgs.extend({"name": "m%d" % i} for i in range(17, 20))  # 20 models
+        self.assertEqual(r.get_model_idxs(seventeen, 17), [(turns + i) % 17 for i in range(17)])
+        turns += 17
+        self.assertEqual(r.get_model_idxs(twenty, 40), [(turns + i) % 20 for i in range(40)])
+        turns += 40
+        r.llm_configs = cfgs + [{"name": "m20"}]  # 21 models: built again
+        self.assertEqual(r.get_model_idxs([twenty] * 3, [CHAT] * 3),
+                         [(turns + i) % 20 for i in range(3)])
+        turns += 3
+        self.assertEqual(r.get_model_idxs(None, 21), [(turns + i) % 21 for i in range(21)])
+        self.assertEqual(r.router.sequential_cursor, turns + 21)
+
+    def test_the_cursor_carries_over_an_empty_llm_configs(self):
+        cfgs = [{"name": "a"}, {"name": "b"}, {"name": "c"}]
+        r = SequentialRouting(cfgs)
+        self.assertEqual(r.get_model_idxs(None, 4), [0, 1, 2, 0])
+        r.llm_configs = []
+        with self.assertRaises(llmroute.EmptyInput):
+            r.get_model_idxs(None)
+        r.llm_configs = cfgs + [{"name": "d"}, {"name": "e"}]
+        self.assertEqual(r.get_model_idxs(None, 3), [4, 0, 1])
+
+    def test_a_closed_router_is_replaced_when_llm_configs_changes(self):
+        # Its cursor can no longer be read: the next router starts from
+        # the cursor the closed one was given.
+        cfgs = [{"name": "a"}, {"name": "b"}]
+        r = SequentialRouting(cfgs)
+        self.assertEqual(r.get_model_idxs(None, 3), [0, 1, 0])
+        cfgs.append({"name": "c"})
+        self.assertEqual(r.get_model_idxs(None), [0])  # built again, from ticket 3
+        r.router.close()
+        cfgs.append({"name": "d"})
+        self.assertEqual(r.get_model_idxs(None, 2), [3, 0])
+
     def test_empty_llm_configs_until_a_model_is_registered(self):
         # AIOS's adapter builds its router even when no model started.
         cfgs = []
@@ -345,6 +395,63 @@ class RuntimeModelsTest(unittest.TestCase):
                 t.join()
         self.assertEqual(errors, [])
         self.assertTrue(picks and all(0 <= i < 30 for i in picks))
+
+
+class RouterCursorTest(unittest.TestCase):
+    """Router.sequential_cursor: lr_router_sequential_cursor and
+    lr_router_set_sequential_cursor."""
+
+    def setUp(self):
+        self.r = llmroute.Router(llmroute.Config({"models": MODELS}), strategy="sequential")
+
+    def tearDown(self):
+        self.r.close()
+
+    def test_the_cursor_is_the_next_ticket_and_can_be_set(self):
+        self.assertEqual(self.r.sequential_cursor, 0)
+        self.assertEqual(self.r.route_indices(models=["a", "b", "c"], n=4), [0, 1, 2, 0])
+        self.r.route_index(["b"])  # one candidate: no ticket
+        self.assertEqual(self.r.sequential_cursor, 4)
+        self.r.sequential_cursor = 11  # 11 % 3: c
+        self.assertEqual(self.r.route_index(["a", "b", "c"]), 2)
+        self.assertEqual(self.r.sequential_cursor, 12)
+
+    def test_the_cursor_wraps_at_2_to_the_64(self):
+        self.r.sequential_cursor = 2 ** 64 - 1
+        self.assertEqual(self.r.sequential_cursor, 2 ** 64 - 1)
+        self.assertEqual(self.r.route_indices(models=["a", "b"], n=3), [1, 0, 1])
+        self.assertEqual(self.r.sequential_cursor, 2)
+
+    def test_a_cursor_out_of_range_or_of_another_type_is_refused(self):
+        self.r.sequential_cursor = 7
+        for bad, cls in ((-1, InvalidInput), (2 ** 64, InvalidInput), (1.5, InvalidInput),
+                         (True, InvalidType), ("3", InvalidType), (None, InvalidType)):
+            with self.assertRaises(cls) as cm:
+                self.r.sequential_cursor = bad
+            self.assertIn("Router.sequential_cursor: expected a whole number", str(cm.exception))
+        self.assertEqual(self.r.sequential_cursor, 7)
+
+    def test_a_smart_router_has_no_cursor(self):
+        with llmroute.Store(":memory:") as store:
+            r = llmroute.Router(llmroute.Config({"models": MODELS}), strategy="smart",
+                                store=store)
+            try:
+                for call in (lambda: r.sequential_cursor,
+                             lambda: setattr(r, "sequential_cursor", 0)):
+                    with self.assertRaises(llmroute.StrategyError) as cm:
+                        call()
+                    self.assertEqual(str(cm.exception),
+                                     "the router's strategy is smart, which keeps no "
+                                     "round-robin cursor (only a sequential router has one)")
+            finally:
+                r.close()
+
+    def test_a_closed_router_is_refused(self):
+        self.r.close()
+        with self.assertRaisesRegex(InvalidInput, "the router is closed"):
+            self.r.sequential_cursor
+        with self.assertRaisesRegex(InvalidInput, "the router is closed"):
+            self.r.sequential_cursor = 1
 
 
 class SequentialThreadsTest(unittest.TestCase):
