@@ -42,7 +42,7 @@ struct http_series {
 static const char *const feedback_names[MF_N] = {
     "recorded",    "already_recorded", "bad_request",   "unknown_model",
     "no_store",    "embedding_failed", "store_busy",    "store_replaced",
-    "store_error", "internal_error",   "client_closed",
+    "store_error", "internal_error",   "client_closed", "key_reused",
 };
 
 /* The results of a store refresh job, by what it called. */

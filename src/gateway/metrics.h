@@ -82,6 +82,7 @@ enum metrics_feedback {
     MF_STORE_ERROR,      /* 500: the store failed the append */
     MF_INTERNAL_ERROR,   /* 500: the gateway ran out of memory */
     MF_CLIENT_CLOSED,    /* the client went away before anything was appended */
+    MF_KEY_REUSED,       /* 422: its Idempotency-Key was in the store with another body */
     MF_N
 };
 void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome);

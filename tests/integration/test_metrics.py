@@ -24,7 +24,7 @@ from gwtest import (Fake, Gateway, chat, check, closed_port, finish, import_ok, 
 SEED = 30
 FEEDBACK = ["recorded", "already_recorded", "bad_request", "unknown_model", "no_store",
             "embedding_failed", "store_busy", "store_replaced", "store_error",
-            "internal_error", "client_closed"]
+            "internal_error", "client_closed", "key_reused"]
 RESULTS = ["unchanged", "rebuilt", "reopened", "replaced", "error"]
 
 
