@@ -730,6 +730,11 @@ void gw_store_refresh_start(struct gw *gw)
     /* Serial, as the feedback appends are: a refresh too may wait on a store
      * another process holds, and then keeps one worker, not both. */
     if (!j || gw_offload_serial(gw, refresh_work, refresh_done, j) != 0) {
+        /* Counted as a refresh that ran out of memory is: the periodic one
+         * then comes at its next period, as after any failed refresh. */
+        metrics_count_store_refresh(gw->metrics,
+                                    j ? j->converge : gw->converge_asked || converge_due(gw),
+                                    LR_ENOMEM, 0, 0);
         free(j);
         log_event("store_refresh_failed", "out of memory starting a store refresh");
         refresh_schedule(gw);
