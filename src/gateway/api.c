@@ -24,6 +24,10 @@
 
 #include "gateway.h"
 #include "metrics.h"
+/* The store's own header, for lr__store_add_outcome_keyed() alone: a keyed
+ * feedback needs to know whether its key's record holds what it sent,
+ * which the public lr_store_add_outcome_keyed() does not tell. */
+#include "../lib/store.h"
 
 #define ROUTE_MAX_QUERIES 1000
 #define ROUTE_MAX_MODELS 64
@@ -911,7 +915,8 @@ struct feedback {
     int working; /* on a worker: only feedback_done may end it */
     char *query, *model;
     char *key; /* the Idempotency-Key header, or NULL */
-    int duplicate; /* the key was already recorded: nothing stored */
+    int duplicate; /* the key was already recorded (LR__STORE_KEY_SAME or _DIFFERS): nothing
+                    * stored */
     long in_tokens;
     double correctness, out_tokens;
     float *vec; /* a dense store's vector for the query */
@@ -967,9 +972,9 @@ static void feedback_work(void *arg)
         return;
     }
     if (fb->key)
-        fb->rc = lr_store_add_outcome_keyed(fb->gw->store, fb->key, fb->query, fb->in_tokens,
-                                            fb->model, fb->correctness, fb->out_tokens, fb->vec,
-                                            fb->dim, &fb->duplicate, &fb->err);
+        fb->rc = lr__store_add_outcome_keyed(fb->gw->store, fb->key, fb->query, fb->in_tokens,
+                                             fb->model, fb->correctness, fb->out_tokens, fb->vec,
+                                             fb->dim, &fb->duplicate, &fb->err);
     else
         fb->rc = fb->vec ? lr_store_add_outcome_vec(fb->gw->store, fb->query, fb->in_tokens,
                                                     fb->model, fb->correctness, fb->out_tokens,
@@ -985,6 +990,8 @@ static void feedback_work(void *arg)
  * has gone, as the outcome may be in the store all the same. */
 static enum metrics_feedback append_outcome(const struct feedback *fb)
 {
+    if (fb->rc == 0 && fb->duplicate == LR__STORE_KEY_DIFFERS)
+        return MF_KEY_REUSED;
     if (fb->rc == 0)
         return fb->duplicate ? MF_ALREADY_RECORDED : MF_RECORDED;
     if (fb->rc == LR_EBUSY)
@@ -997,8 +1004,8 @@ static enum metrics_feedback append_outcome(const struct feedback *fb)
 }
 
 /* On the loop again: 200 {"status": "recorded", "records": N} (or
- * "already_recorded" for an Idempotency-Key already in the store) or the
- * error. */
+ * "already_recorded" for an Idempotency-Key already in the store with this
+ * body), 422 for the key in the store with another body, or the error. */
 static void feedback_done(void *arg)
 {
     struct feedback *fb = arg;
@@ -1028,6 +1035,20 @@ static void feedback_done(void *arg)
         status = refuse(fb->req, 503, NULL, "store_replaced", fb->err.message);
         fb->why = fb->err.message;
         feedback_end(fb, status, "store_replaced", MF_STORE_REPLACED);
+        return;
+    }
+    if (fb->rc == 0 && fb->duplicate == LR__STORE_KEY_DIFFERS) {
+        /* The key names a feedback whose record holds another query, model
+         * or figure: answering already_recorded would drop what this one
+         * says, unseen. As the IETF's Idempotency-Key draft has it: 422. */
+        char msg[600];
+        snprintf(msg, sizeof msg,
+                 "Idempotency-Key '%s' was already used for a feedback with a different body "
+                 "(query, model, correctness, output_tokens or input_tokens); nothing was "
+                 "recorded: send a new key for a new feedback, or the same body to retry",
+                 fb->key);
+        status = refuse(fb->req, 422, "Idempotency-Key", "idempotency_key_reused", msg);
+        feedback_end(fb, status, "idempotency_key_reused", MF_KEY_REUSED);
         return;
     }
     if (fb->rc) {
@@ -1134,8 +1155,10 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
  *
  * An Idempotency-Key header makes a retry safe: the key is committed with
  * the outcome, and a key already in the store answers 200
- * {"status": "already_recorded"} and stores nothing. The header sent more
- * than once is a 400 naming it. */
+ * {"status": "already_recorded"} and stores nothing, or 422
+ * idempotency_key_reused when the record it was committed with holds
+ * other fields than this body's (lr__store_add_outcome_keyed compares
+ * them). The header sent more than once is a 400 naming it. */
 static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *root, *q, *m, *c, *ot, *it;

@@ -15,7 +15,8 @@
  * The callback runs from a zero-delay timer, never inside the transfer's own
  * callback, so it may free whatever it likes (the request, its exchange).
  * The fetch frees itself after the callback; gw_embed_cancel before that
- * aborts it and no callback runs.
+ * aborts it and no callback runs (a fetch aborted in flight is counted as
+ * class "cancelled" in llmroute_embedder_fetches_total).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -278,6 +279,11 @@ fail:
 
 void gw_embed_cancel(struct gw_embed *e)
 {
-    if (e)
-        embed_free(e);
+    if (!e)
+        return;
+    /* Still in flight: its client went away (a fetch that has ended was
+     * counted by its class in embed_done already). */
+    if (e->xfer)
+        metrics_count_embed_cancelled(e->metrics);
+    embed_free(e);
 }

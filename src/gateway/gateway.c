@@ -126,14 +126,83 @@ static void line_write(struct line *l)
     fwrite(l->buf, 1, l->len, stderr);
 }
 
-void gw_log_request(const struct gw *gw, const struct gw_log *lg)
+/* ==== Rate-limiting the lines of refused requests ==== */
+
+/* A client that sends bad requests as fast as it can would have the
+ * gateway write a line for each: its log, and the disk or the collector
+ * behind it, flooded by one client. So the lines of 4xx answers come out
+ * of a token bucket, server.log_refused_per_s a second with bursts of
+ * GW_LOG_REFUSED_BURST seconds' worth (so a short run of refusals, a
+ * misconfigured client's first ones say, is logged whole); a line past it
+ * is counted, not written, and a second after the first such line one
+ * event says how many were left out. Every answer is still counted in
+ * /metrics. Other lines (2xx, 5xx, 499, events) are never held back. This
+ * is a rate, where the connection cap's lines in httpd.c are one line an
+ * episode (accept_paused, then accept_resumed once quiet for a second):
+ * refusals have no episode to end, so the summary comes on a timer. */
+
+void gw_log_flush_suppressed(struct gw *gw)
+{
+    struct line l;
+    if (gw->log_timer)
+        evtimer_del(gw->log_timer);
+    if (gw->log_suppressed == 0)
+        return;
+    l.len = 0;
+    line_put(&l, "{\"event\":\"log_suppressed\",\"suppressed\":%llu",
+             (unsigned long long)gw->log_suppressed);
+    line_put(&l,
+             ",\"message\":\"%llu similar lines suppressed: answers 400 to 498 over "
+             "server.log_refused_per_s (%ld a second, bursts of %ld); /metrics counts them "
+             "all\"",
+             (unsigned long long)gw->log_suppressed, gw->conf->set.log_refused_per_s,
+             gw->conf->set.log_refused_per_s * GW_LOG_REFUSED_BURST);
+    line_write(&l);
+    gw->log_suppressed = 0;
+}
+
+static void on_log_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    gw_log_flush_suppressed(arg);
+}
+
+/* 1 when the line of a `status` answer is to be left out (and counted). */
+static int log_refused_limited(struct gw *gw, int status)
+{
+    double rate = (double)gw->conf->set.log_refused_per_s, cap, now;
+    if (status < 400 || status >= 499 || rate <= 0)
+        return 0;
+    cap = rate * GW_LOG_REFUSED_BURST;
+    now = gw_now();
+    if (gw->log_tokens_at <= 0)
+        gw->log_tokens = cap;
+    else
+        gw->log_tokens += (now - gw->log_tokens_at) * rate;
+    if (gw->log_tokens > cap) /* also after a reload lowered the rate */
+        gw->log_tokens = cap;
+    gw->log_tokens_at = now;
+    if (gw->log_tokens >= 1) {
+        gw->log_tokens -= 1;
+        return 0;
+    }
+    gw->log_suppressed++;
+    if (gw->log_timer && !evtimer_pending(gw->log_timer, NULL)) {
+        struct timeval tv = {1, 0};
+        evtimer_add(gw->log_timer, &tv);
+    }
+    return 1;
+}
+
+void gw_log_request(struct gw *gw, const struct gw_log *lg)
 {
     struct line l;
     struct timespec ts;
     struct tm tm;
     char when[40];
 
-    if (!gw->conf->set.log_requests)
+    if (!gw->conf->set.log_requests || log_refused_limited(gw, lg->status))
         return;
     l.len = 0;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -661,6 +730,11 @@ void gw_store_refresh_start(struct gw *gw)
     /* Serial, as the feedback appends are: a refresh too may wait on a store
      * another process holds, and then keeps one worker, not both. */
     if (!j || gw_offload_serial(gw, refresh_work, refresh_done, j) != 0) {
+        /* Counted as a refresh that ran out of memory is: the periodic one
+         * then comes at its next period, as after any failed refresh. */
+        metrics_count_store_refresh(gw->metrics,
+                                    j ? j->converge : gw->converge_asked || converge_due(gw),
+                                    LR_ENOMEM, 0, 0);
         free(j);
         log_event("store_refresh_failed", "out of memory starting a store refresh");
         refresh_schedule(gw);
@@ -986,7 +1060,8 @@ static int run(const struct gw_options *opts, const sigset_t *held)
     gw.rebuilt_at = gw_now(); /* the open built the copy whole */
     gw.refresh_timer = evtimer_new(gw.base, on_refresh_timer, &gw);
     gw.trim_timer = evtimer_new(gw.base, on_trim, &gw);
-    if (!gw.refresh_timer || !gw.trim_timer) {
+    gw.log_timer = evtimer_new(gw.base, on_log_timer, &gw);
+    if (!gw.refresh_timer || !gw.trim_timer || !gw.log_timer) {
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;
     }
@@ -1046,6 +1121,7 @@ static int run(const struct gw_options *opts, const sigset_t *held)
     started = 1;
     event_base_dispatch(gw.base);
     rc = 0;
+    gw_log_flush_suppressed(&gw);
     log_event("stopped", "served until shutdown");
 out:
     /* From here on a signal changes nothing (a second stop while the loop
@@ -1060,6 +1136,11 @@ out:
         event_free(gw.refresh_timer);
     if (gw.trim_timer)
         event_free(gw.trim_timer);
+    if (gw.log_timer) {
+        gw_log_flush_suppressed(&gw); /* lines of requests aborted above */
+        event_free(gw.log_timer);
+        gw.log_timer = NULL;
+    }
     proxy_shutdown(&gw);
     up_client_free(gw.upstream);
     metrics_free(gw.metrics);

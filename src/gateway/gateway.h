@@ -107,6 +107,7 @@ struct gw_settings {
     long connect_timeout_ms;
     long upstream_timeout_ms;
     int log_requests;
+    long log_refused_per_s; /* 4xx log lines a second, bursts of 10 times it; 0: no limit */
     long store_refresh_ms; /* read other processes' commits to the store; 0: never */
     long store_rebuild_min_ms; /* least time between two periodic convergence rebuilds */
     long long feedback_key_ttl_s; /* how long an Idempotency-Key is remembered; 0: for good */
@@ -245,6 +246,15 @@ struct gw {
     /* Pending a second after a body of GW_TRIM_VALUES or more was
      * checked: then freed memory is handed back (gateway.c). */
     struct event *trim_timer;
+    /* The log lines of 4xx answers, rate-limited (gw_log_request()): a
+     * token bucket of server.log_refused_per_s a second holding up to
+     * GW_LOG_REFUSED_BURST seconds' worth, the lines left out since the
+     * last summary, and the timer that writes that summary a second after
+     * the first of them. */
+    double log_tokens;
+    double log_tokens_at; /* gw_now() of the last refill; 0: the bucket is not filled yet */
+    uint64_t log_suppressed;
+    struct event *log_timer;
     /* When the last feedback append found the store busy (gw_now()), or 0;
      * written and read by the serial feedback jobs only (api.c). */
     double store_busy_at;
@@ -319,7 +329,14 @@ struct gw_log {
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
     long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
 };
-void gw_log_request(const struct gw *gw, const struct gw_log *log);
+/* The line of an answer 400 to 498 (a refused request; 499, a client
+ * gone, is not one) counts against server.log_refused_per_s: past it the
+ * line is left out, and a log_suppressed event a second later says how
+ * many were (gw_log_flush_suppressed() writes it at once). */
+void gw_log_request(struct gw *gw, const struct gw_log *log);
+void gw_log_flush_suppressed(struct gw *gw);
+/* A burst of 4xx lines may take this many seconds' worth of the rate. */
+#define GW_LOG_REFUSED_BURST 10
 /* Count and log a request the gateway answered itself (not forwarded),
  * started at t0 (gw_now()); error may be NULL. */
 void gw_log_answered(struct gw *gw, const char *id, const char *method, const char *path,

@@ -189,6 +189,7 @@ static const char *const server_keys[] = {
     "connect_timeout_ms",
     "upstream_timeout_ms",
     "log_requests",
+    "log_refused_per_s",
     "store_refresh_ms",
     "store_rebuild_min_ms",
     "feedback_key_ttl_s",
@@ -295,6 +296,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
     s->connect_timeout_ms = 10000;
     s->upstream_timeout_ms = 600000;
     s->log_requests = 1;
+    s->log_refused_per_s = 20;
     s->store_refresh_ms = 1000;
     s->store_rebuild_min_ms = 30000;
     s->feedback_key_ttl_s = LR_STORE_KEY_TTL_DEFAULT;
@@ -343,6 +345,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         INT_KEY("max_connections", 1, CL_MAX, max_connections, long);
         INT_KEY("connect_timeout_ms", 0, 86400000, connect_timeout_ms, long);
         INT_KEY("upstream_timeout_ms", 0, 86400000, upstream_timeout_ms, long);
+        INT_KEY("log_refused_per_s", 0, 1000000, log_refused_per_s, long);
         INT_KEY("store_refresh_ms", 0, 86400000, store_refresh_ms, long);
         INT_KEY("store_rebuild_min_ms", 0, 86400000, store_rebuild_min_ms, long);
         INT_KEY("feedback_key_ttl_s", 0, LR_STORE_MAX_KEY_TTL, feedback_key_ttl_s, long long);

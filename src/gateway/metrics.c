@@ -42,13 +42,23 @@ struct http_series {
 static const char *const feedback_names[MF_N] = {
     "recorded",    "already_recorded", "bad_request",   "unknown_model",
     "no_store",    "embedding_failed", "store_busy",    "store_replaced",
-    "store_error", "internal_error",   "client_closed",
+    "store_error", "internal_error",   "client_closed", "key_reused",
 };
 
 /* The results of a store refresh job, by what it called. */
-enum store_result { SR_UNCHANGED, SR_REBUILT, SR_REOPENED, SR_REPLACED, SR_ERROR, SR_N };
-static const char *const store_result_names[SR_N] = {"unchanged", "rebuilt", "reopened",
-                                                     "replaced", "error"};
+/* out_of_memory: the refresh ran out of memory (LR_ENOMEM), or could not be
+ * started for want of it (gateway.c). */
+enum store_result {
+    SR_UNCHANGED,
+    SR_REBUILT,
+    SR_REOPENED,
+    SR_REPLACED,
+    SR_ERROR,
+    SR_OUT_OF_MEMORY,
+    SR_N
+};
+static const char *const store_result_names[SR_N] = {
+    "unchanged", "rebuilt", "reopened", "replaced", "error", "out_of_memory"};
 
 struct metrics {
     struct series *series;
@@ -58,6 +68,7 @@ struct metrics {
     size_t n_http, cap_http;
     uint64_t feedback[MF_N];
     uint64_t embed_fetches[RS_N_CLASSES];
+    uint64_t embed_cancelled; /* fetches aborted in flight: their client went away */
     struct hist embed_latency;
     uint64_t store_refreshes[2][SR_N]; /* [0] lr_store_refresh, [1] lr_store_rebuild */
     int has_store;
@@ -273,12 +284,19 @@ void metrics_count_embed(struct metrics *m, enum rs_class c, double seconds)
     hist_observe(&m->embed_latency, seconds);
 }
 
+void metrics_count_embed_cancelled(struct metrics *m)
+{
+    m->embed_cancelled++;
+}
+
 void metrics_count_store_refresh(struct metrics *m, int rebuild, int rc, int changed,
                                  double seconds)
 {
     enum store_result r;
     if (rc == LR_EREPLACED)
         r = SR_REPLACED;
+    else if (rc == LR_ENOMEM)
+        r = SR_OUT_OF_MEMORY;
     else if (rc != 0)
         r = SR_ERROR;
     else if (changed == 2)
@@ -525,12 +543,16 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         put(&o, "llmroute_feedback_total{outcome=\"%s\"} %llu\n", feedback_names[k],
             (unsigned long long)m->feedback[k]);
     put(&o, "# HELP llmroute_embedder_fetches_total Query vectors fetched from the remote "
-            "embedder (router.embedding), by outcome (failure class, or ok).\n"
+            "embedder (router.embedding), by outcome (failure class, ok, or cancelled: its "
+            "client went away).\n"
             "# TYPE llmroute_embedder_fetches_total counter\n");
     for (int c = 0; c < RS_N_CLASSES; c++)
         if (m->embed_fetches[c] || c == RS_OK)
             put(&o, "llmroute_embedder_fetches_total{class=\"%s\"} %llu\n",
                 rs_class_name((enum rs_class)c), (unsigned long long)m->embed_fetches[c]);
+    if (m->embed_cancelled)
+        put(&o, "llmroute_embedder_fetches_total{class=\"cancelled\"} %llu\n",
+            (unsigned long long)m->embed_cancelled);
     put(&o, "# HELP llmroute_embedder_fetch_seconds Remote embedder fetch time, start to "
             "end.\n# TYPE llmroute_embedder_fetch_seconds histogram\n");
     put_hist(&o, "llmroute_embedder_fetch_seconds", "", &m->embed_latency);

@@ -82,6 +82,7 @@ enum metrics_feedback {
     MF_STORE_ERROR,      /* 500: the store failed the append */
     MF_INTERNAL_ERROR,   /* 500: the gateway ran out of memory */
     MF_CLIENT_CLOSED,    /* the client went away before anything was appended */
+    MF_KEY_REUSED,       /* 422: its Idempotency-Key was in the store with another body */
     MF_N
 };
 void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome);
@@ -89,10 +90,15 @@ void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome);
 /* One finished fetch from the remote embedder (embedq.c): its class (RS_OK,
  * or the failure's, as for upstream attempts) and its time, start to end. */
 void metrics_count_embed(struct metrics *m, enum rs_class c, double seconds);
+/* One fetch aborted in flight because its client went away
+ * (gw_embed_cancel): class "cancelled", not in the fetch time histogram. */
+void metrics_count_embed_cancelled(struct metrics *m);
 
 /* One store refresh ended (gateway.c's refresh job, on the loop when its
  * result is delivered): rebuild says lr_store_rebuild ran rather than
- * lr_store_refresh, rc and changed are theirs, seconds its time. */
+ * lr_store_refresh, rc and changed are theirs, seconds its time. A
+ * refresh that could not start for want of memory is counted with rc
+ * LR_ENOMEM, as one that ran out of it is (result "out_of_memory"). */
 void metrics_count_store_refresh(struct metrics *m, int rebuild, int rc, int changed,
                                  double seconds);
 /* At a scrape: whether there is a store, and lr_store_added_since_build(). */

@@ -2927,11 +2927,12 @@ int lr_store_key_valid(const char *key)
  * it. 1 yes, 0 no (absent, or expired but not deleted yet), -1 a SQLite
  * error. */
 static int key_find(struct lr_store *st, struct writer *w, const char *key, int64_t now,
-                    long long handle_ttl)
+                    long long handle_ttl, int64_t *record_id)
 {
     int rc, live = 0;
     if (!w->key_find &&
-        sqlite3_prepare_v2(st->db, "SELECT committed_at, ttl FROM feedback_keys WHERE key = ?",
+        sqlite3_prepare_v2(st->db,
+                           "SELECT committed_at, ttl, record_id FROM feedback_keys WHERE key = ?",
                            -1, &w->key_find, NULL) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(w->key_find, 1, key, -1, SQLITE_STATIC);
@@ -2944,10 +2945,95 @@ static int key_find(struct lr_store *st, struct writer *w, const char *key, int6
         /* at > now - ttl, not at + ttl > now: a row edited by hand to
          * extremes must not overflow the sum. */
         live = ttl <= 0 || at > now - ttl;
+        *record_id = sqlite3_column_int64(w->key_find, 2);
     }
     sqlite3_reset(w->key_find);
     sqlite3_clear_bindings(w->key_find);
     return rc == SQLITE_ROW ? live : rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Inside the write transaction, for a key found live: does record `id`,
+ * the one the key was committed with, hold what v would record (the same
+ * query bytes, input tokens, and outcomes: model names, correctness and
+ * output tokens, in order, compared exactly as stored)? 1 yes, 0 no, -1 a
+ * SQLite error. A record the file no longer holds (edited by hand) cannot
+ * be compared and counts as the same, as every key did before bodies were
+ * compared. The copy has caught up with the file (write_begin()), so a
+ * model unknown to it is a model the record cannot hold.
+ *
+ * outcomes has no index on record_id, but its rows are in record order
+ * (load_outcomes() holds the file to that), so the record's first row is
+ * found by a binary search over rowid, a few dozen lookups by primary key
+ * for the largest store, rather than a scan of the table. */
+static int key_record_matches(struct lr_store *st, int64_t id, const struct lr__record_view *v)
+{
+    sqlite3_stmt *rec = NULL, *at = NULL, *outs = NULL;
+    int64_t lo = 1, hi = st->hist->out_rowid + 1; /* the first row of `id` is in [lo, hi] */
+    size_t n = 0;
+    int rc = -1, s;
+
+    if (sqlite3_prepare_v2(st->db, "SELECT query, input_tokens FROM records WHERE id = ?", -1,
+                           &rec, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+                           "SELECT record_id FROM outcomes WHERE rowid >= ? ORDER BY rowid LIMIT 1",
+                           -1, &at, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(st->db,
+                           "SELECT record_id, model_id, correctness, output_tokens FROM outcomes"
+                           " WHERE rowid >= ? ORDER BY rowid",
+                           -1, &outs, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(rec, 1, id);
+    s = sqlite3_step(rec);
+    if (s == SQLITE_DONE) {
+        rc = 1;
+        goto out;
+    }
+    if (s != SQLITE_ROW)
+        goto out;
+    if ((size_t)sqlite3_column_bytes(rec, 0) != v->query_len ||
+        (v->query_len && memcmp(sqlite3_column_text(rec, 0), v->query, v->query_len) != 0) ||
+        sqlite3_column_int64(rec, 1) != (sqlite3_int64)v->input_tokens) {
+        rc = 0;
+        goto out;
+    }
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        sqlite3_bind_int64(at, 1, mid);
+        s = sqlite3_step(at);
+        if (s == SQLITE_ROW && sqlite3_column_int64(at, 0) < id)
+            lo = mid + 1;
+        else if (s == SQLITE_ROW || s == SQLITE_DONE)
+            hi = mid;
+        else
+            goto out;
+        sqlite3_reset(at);
+    }
+    sqlite3_bind_int64(outs, 1, lo);
+    rc = 1;
+    while ((s = sqlite3_step(outs)) == SQLITE_ROW && sqlite3_column_int64(outs, 0) == id) {
+        int model;
+        if (n >= v->n) {
+            rc = 0;
+            break;
+        }
+        model = names_find(&st->hist->models, v->model[n]);
+        if (model < 0 || sqlite3_column_int64(outs, 1) != model ||
+            sqlite3_column_double(outs, 2) != v->correctness[n] ||
+            sqlite3_column_double(outs, 3) != v->output_tokens[n]) {
+            rc = 0;
+            break;
+        }
+        n++;
+    }
+    if (rc == 1 && s != SQLITE_ROW && s != SQLITE_DONE)
+        rc = -1;
+    else if (rc == 1 && n != v->n)
+        rc = 0;
+out:
+    sqlite3_finalize(rec);
+    sqlite3_finalize(at);
+    sqlite3_finalize(outs);
+    return rc;
 }
 
 /* The key's row, committed `now` and kept for `ttl` seconds (0: for
@@ -3006,16 +3092,18 @@ static int keys_purge(struct lr_store *st, struct writer *w, int64_t now, long l
 }
 
 /* Appends v (wmu held). With a key (checked by the caller), a key already
- * committed to the file makes it a duplicate: *duplicate set, nothing
- * written, memory untouched; else the key is committed with the record.
+ * committed to the file makes it a duplicate: *duplicate set (with
+ * `compare`, to LR__STORE_KEY_SAME or LR__STORE_KEY_DIFFERS by what the
+ * key's record holds, else to LR__STORE_KEY_SAME), nothing written,
+ * memory untouched; else the key is committed with the record.
  * NEED_REBUILD (only with `may_defer`): nothing was written, the copy must
  * first be rebuilt (catch_up()). *reweigh set: the record is in, and the
  * copy is due for its re-weighing, which the caller starts once it has
  * released wmu (never with defer_reweigh: the re-weighing is marked due
  * for lr_store_refresh() instead). */
 static int store_append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
-                        size_t dim, const char *key, int *duplicate, int may_defer,
-                        int *reweigh, struct lr_error *err)
+                        size_t dim, const char *key, int *duplicate, int compare,
+                        int may_defer, int *reweigh, struct lr_error *err)
 {
     struct lr__hist *h = st->hist;
     struct lr__terms t;
@@ -3070,16 +3158,21 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
      * with this append. This handle's setting only fixes how long the key
      * it commits is kept. */
     if (key) {
-        int found;
+        int found, same = 1;
+        int64_t key_record = 0;
         key_ttl = atomic_load(&st->key_ttl);
         key_now = store_now();
-        found = key_find(st, &w, key, key_now, key_ttl);
+        found = key_find(st, &w, key, key_now, key_ttl, &key_record);
         if (found < 0) {
             rc = sql_fail(st, err, "looking up an idempotency key");
             goto out;
         }
+        if (found && compare && (same = key_record_matches(st, key_record, v)) < 0) {
+            rc = sql_fail(st, err, "reading an idempotency key's record");
+            goto out;
+        }
         if (found) {
-            *duplicate = 1;
+            *duplicate = same ? LR__STORE_KEY_SAME : LR__STORE_KEY_DIFFERS;
             goto out; /* rc 0; the transaction is rolled back */
         }
         if (keys_purge(st, &w, key_now, key_ttl) != 0) {
@@ -3217,13 +3310,15 @@ out:
  * number. The re-weighing an append makes due runs after wmu is released:
  * this call returns when it is done, but other writers need not wait. */
 static int append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
-                  size_t dim, const char *key, int *duplicate, struct lr_error *err)
+                  size_t dim, const char *key, int *duplicate, int compare,
+                  struct lr_error *err)
 {
     int reweigh = 0, rc;
 
     for (int round = 0;; round++) {
         pthread_mutex_lock(&st->wmu);
-        rc = store_append(st, v, vec, dim, key, duplicate, round == 0, &reweigh, err);
+        rc = store_append(st, v, vec, dim, key, duplicate, compare, round == 0, &reweigh,
+                          err);
         pthread_mutex_unlock(&st->wmu);
         if (rc != NEED_REBUILD)
             break;
@@ -3254,15 +3349,18 @@ int lr_store_add(struct lr_store *store, const struct lr_record *rec, const floa
         free(v);
         return fail(err, LR_EINVAL, 0, "record: %s", msg);
     }
-    rc = append(store, v, vec, dim, NULL, NULL, err);
+    rc = append(store, v, vec, dim, NULL, NULL, 0, err);
     free(v);
     return rc;
 }
 
-int lr_store_add_outcome_keyed(struct lr_store *store, const char *key, const char *query,
-                               long input_tokens, const char *model, double correctness,
-                               double output_tokens, const float *vec, size_t dim,
-                               int *duplicate, struct lr_error *err)
+/* lr_store_add_outcome_keyed(), and with `compare` its duplicate told
+ * apart by the key's record (lr__store_add_outcome_keyed()). `fn` names
+ * the caller in the messages. */
+static int add_outcome_keyed(struct lr_store *store, const char *fn, const char *key,
+                             const char *query, long input_tokens, const char *model,
+                             double correctness, double output_tokens, const float *vec,
+                             size_t dim, int compare, int *duplicate, struct lr_error *err)
 {
     struct lr_outcome o = {model, correctness, output_tokens};
     struct lr_record r = {query, input_tokens, NULL, &o, 1};
@@ -3273,7 +3371,7 @@ int lr_store_add_outcome_keyed(struct lr_store *store, const char *key, const ch
     if (duplicate)
         *duplicate = 0;
     if (!store)
-        return fail(err, LR_EINVAL, 0, "lr_store_add_outcome_keyed: store is NULL");
+        return fail(err, LR_EINVAL, 0, "%s: store is NULL", fn);
     if (key && !lr_store_key_valid(key))
         return fail(err, LR_EINVAL, 0,
                     "idempotency key: expected 1 to %d bytes of printable ASCII (no spaces)",
@@ -3285,11 +3383,29 @@ int lr_store_add_outcome_keyed(struct lr_store *store, const char *key, const ch
         free(v);
         return fail(err, LR_EINVAL, 0, "record: %s", msg);
     }
-    rc = append(store, v, vec, dim, key, &dup, err);
+    rc = append(store, v, vec, dim, key, &dup, compare, err);
     free(v);
     if (rc == 0 && duplicate)
         *duplicate = dup;
     return rc;
+}
+
+int lr_store_add_outcome_keyed(struct lr_store *store, const char *key, const char *query,
+                               long input_tokens, const char *model, double correctness,
+                               double output_tokens, const float *vec, size_t dim,
+                               int *duplicate, struct lr_error *err)
+{
+    return add_outcome_keyed(store, "lr_store_add_outcome_keyed", key, query, input_tokens,
+                             model, correctness, output_tokens, vec, dim, 0, duplicate, err);
+}
+
+int lr__store_add_outcome_keyed(struct lr_store *store, const char *key, const char *query,
+                                long input_tokens, const char *model, double correctness,
+                                double output_tokens, const float *vec, size_t dim,
+                                int *duplicate, struct lr_error *err)
+{
+    return add_outcome_keyed(store, "lr__store_add_outcome_keyed", key, query, input_tokens,
+                             model, correctness, output_tokens, vec, dim, 1, duplicate, err);
 }
 
 int lr_store_add_outcome(struct lr_store *store, const char *query, long input_tokens,

@@ -98,6 +98,71 @@ def main(bin_):
     check("Idempotency-Key sent twice (different or equal values) or three times is a 400 "
           "naming the header and stores nothing", repeated_key_header_is_refused)
 
+    def store_rows():
+        """Every record, outcome and key in the store's file, to see that a
+        refused feedback changed nothing."""
+        c = sqlite3.connect(store, timeout=30)
+        try:
+            return (c.execute("SELECT * FROM records ORDER BY id").fetchall(),
+                    c.execute("SELECT * FROM outcomes ORDER BY rowid").fetchall(),
+                    c.execute("SELECT * FROM feedback_keys ORDER BY key").fetchall())
+        finally:
+            c.close()
+
+    def key_reused_with_another_body_is_422():
+        first = {"query": "a question sent once, then changed", "model": "cheapo",
+                 "correctness": 0.75, "output_tokens": 12, "input_tokens": 90}
+        st, _, data = request(gw.port, "POST", "/v1/feedback", json.dumps(first),
+                              {"Idempotency-Key": "fb-reused"})
+        assert (st, json.loads(data)["status"]) == (200, "recorded"), (st, data)
+        before = history_records(gw.port)
+        rows = store_rows()
+        reused0 = gw.metrics().get('llmroute_feedback_total{outcome="key_reused"}', 0)
+        # The same body however it is written (key order, whitespace, an
+        # escape, 12.0 for 12) is the same feedback: already recorded.
+        for same in ['{"output_tokens": 12.0, "input_tokens": 90, "correctness": 0.75,\n'
+                     '  "model": "cheapo", "query": "a question sent once, then ch\\u0061nged"}',
+                     json.dumps(first, indent=4, sort_keys=True)]:
+            st, _, data = request(gw.port, "POST", "/v1/feedback", same,
+                                  {"Idempotency-Key": "fb-reused"})
+            assert (st, json.loads(data)) == (200, {"status": "already_recorded",
+                                                    "records": before}), (same, st, data)
+        # Any recorded field changed is another feedback under a used key.
+        changes = [{"query": "a question sent once, then changed again"},
+                   {"model": "smarty"}, {"correctness": 1}, {"correctness": False},
+                   {"output_tokens": 13}, {"input_tokens": 91}, {"input_tokens": None}]
+        for change in changes:
+            body = dict(first, **change)
+            st, h, data = request(gw.port, "POST", "/v1/feedback", json.dumps(body),
+                                  {"Idempotency-Key": "fb-reused"})
+            assert st == 422, (change, st, data)
+            err = json.loads(data)["error"]
+            assert (err["code"], err["type"], err["param"]) == (
+                "idempotency_key_reused", "invalid_request_error", "Idempotency-Key"), err
+            assert "'fb-reused' was already used for a feedback with a different body" \
+                in err["message"], err
+        assert history_records(gw.port) == before
+        assert store_rows() == rows
+        m = gw.metrics()
+        assert m['llmroute_feedback_total{outcome="key_reused"}'] == reused0 + len(changes), m
+        # The key still names the first feedback.
+        st, _, data = request(gw.port, "POST", "/v1/feedback", json.dumps(first),
+                              {"Idempotency-Key": "fb-reused"})
+        assert (st, json.loads(data)["status"]) == (200, "already_recorded"), (st, data)
+        # input_tokens absent is recorded as the estimate from the query: a
+        # retry that leaves it out again is the same feedback.
+        est = {"query": "a question whose tokens are estimated", "model": "smarty",
+               "correctness": True, "output_tokens": 3}
+        for i in range(2):
+            st, _, data = request(gw.port, "POST", "/v1/feedback", json.dumps(est),
+                                  {"Idempotency-Key": "fb-estimated"})
+            want = "recorded" if i == 0 else "already_recorded"
+            assert (st, json.loads(data)["status"]) == (200, want), (st, data)
+    check("an Idempotency-Key reused with another body (query, model, correctness, "
+          "output_tokens or input_tokens) is a 422 idempotency_key_reused, nothing stored; "
+          "the same body in another form is already_recorded",
+          key_reused_with_another_body_is_422)
+
     def keys_are_shared_by_gateways_on_one_file():
         other = Gateway(bin_, wd, config(store), name="gw2")
         st, j = feedback(other.port, "a keyed feedback question", "fb-0001")
@@ -230,12 +295,24 @@ def main(bin_):
         with c:
             c.executescript(
                 "DROP TABLE IF EXISTS feedback_keys;"
-                "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL);"
-                "INSERT INTO feedback_keys(key, record_id) VALUES('fb-before-the-upgrade', 0);")
+                "CREATE TABLE feedback_keys(key TEXT PRIMARY KEY, record_id INTEGER NOT NULL);")
+            # The keyed feedback of that time: its record, one outcome, and
+            # the key naming it.
+            n = c.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+            c.execute("INSERT INTO records(id, query, input_tokens) VALUES(?, ?, 7)",
+                      (n, "sent before the upgrade"))
+            c.execute("INSERT INTO outcomes(record_id, model_id, correctness, output_tokens)"
+                      " SELECT ?, id, 1, 5 FROM models WHERE name = 'cheapo'", (n,))
+            c.execute("INSERT INTO feedback_keys(key, record_id)"
+                      " VALUES('fb-before-the-upgrade', ?)", (n,))
         c.close()
         g = Gateway(bin_, wd, config(old), name="gw_old")
-        st, j = feedback(g.port, "sent before the upgrade", "fb-before-the-upgrade")
-        assert (st, j["status"]) == (200, "already_recorded"), (st, j)
+        st, _, data = request(g.port, "POST", "/v1/feedback",
+                              json.dumps({"query": "sent before the upgrade", "input_tokens": 7,
+                                          "model": "cheapo", "correctness": 1,
+                                          "output_tokens": 5}),
+                              {"Idempotency-Key": "fb-before-the-upgrade"})
+        assert (st, json.loads(data)["status"]) == (200, "already_recorded"), (st, data)
         c = sqlite3.connect(old, timeout=30)
         cols = [r[1] for r in c.execute("PRAGMA table_info(feedback_keys)")]
         t = c.execute("SELECT committed_at FROM feedback_keys"

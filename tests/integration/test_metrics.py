@@ -14,6 +14,7 @@ took.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ from gwtest import (Fake, Gateway, chat, check, closed_port, finish, import_ok, 
 SEED = 30
 FEEDBACK = ["recorded", "already_recorded", "bad_request", "unknown_model", "no_store",
             "embedding_failed", "store_busy", "store_replaced", "store_error",
-            "internal_error", "client_closed"]
+            "internal_error", "client_closed", "key_reused"]
 RESULTS = ["unchanged", "rebuilt", "reopened", "replaced", "error"]
 
 
@@ -253,6 +254,29 @@ def embedder_checks(bin_, fake_bin):
         assert gw.wait() == 0
     check("an embedder that is down: its fetches (feedback's and /v1/route's) counted "
           "connect_refused", embedder_down_is_counted)
+
+    def cancelled_fetch_is_counted():
+        gw = Gateway(bin_, wd, cfg, name="dense-cancel")
+        fake.scenario("hang")  # the embedder reads the request and never answers
+        seen = len(fake.logged())
+        body = json.dumps({"query": "What is 9 plus 9? (cancelled)", "model": "cheapo",
+                           "correctness": 1, "output_tokens": 5}).encode()
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                  % (len(body), body))
+        wait_for(lambda: len(fake.logged()) > seen, what="the embedder fetch to start")
+        s.close()  # the client goes away while its vector is being fetched
+        key = 'llmroute_embedder_fetches_total{class="cancelled"}'
+        wait_for(lambda: gw.metrics().get(key) == 1, what="the cancelled fetch counted")
+        m = gw.metrics()
+        assert m["llmroute_embedder_fetch_seconds_count"] == 0, m
+        assert m['llmroute_embedder_fetches_total{class="ok"}'] == 0, m
+        assert m[feedback_key("client_closed")] == 1, m
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("an embedder fetch whose client went away is counted class cancelled, outside "
+          "the fetch histogram", cancelled_fetch_is_counted)
 
 
 if __name__ == "__main__":

@@ -2571,6 +2571,88 @@ static void keyed_append_records_a_key_once(void **st)
     lr_store_free(s);
 }
 
+/* lr__store_add_outcome_keyed (the gateway's feedback): a duplicate key is
+ * told apart by what its record holds, wherever that record is among
+ * records of several outcomes and unkeyed ones. */
+static void keyed_duplicate_is_told_apart_by_its_record(void **st)
+{
+    (void)st;
+    char db[512], key[32], query[64];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    int dup = -1;
+    enum { N = 40 };
+    path_in(db, sizeof(db), "keyed_compare.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    for (int i = 0; i < N; i++) {
+        struct lr_outcome two[2] = {{"small", 1, 4}, {"large", 0, 9}};
+        struct lr_record r = {"an unkeyed record of two outcomes", 6, NULL, two, 2};
+        if (i % 3 == 0)
+            assert_int_equal(lr_store_add(s, &r, NULL, 0, &err), 0);
+        snprintf(key, sizeof key, "cmp-%d", i);
+        snprintf(query, sizeof query, "keyed question number %d", i);
+        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, i % 2 ? -1 : i,
+                                                     i % 2 ? "small" : "large", i / (double)N,
+                                                     i + 0.5, NULL, 0, &dup, &err),
+                         0);
+        assert_int_equal(dup, 0);
+    }
+    size_t count = lr_store_count(s);
+    for (int i = 0; i < N; i++) {
+        const char *model = i % 2 ? "small" : "large", *other = i % 2 ? "large" : "small";
+        long in = i % 2 ? -1 : i;
+        double c = i / (double)N;
+        snprintf(key, sizeof key, "cmp-%d", i);
+        snprintf(query, sizeof query, "keyed question number %d", i);
+        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, model, c, i + 0.5, NULL,
+                                                     0, &dup, &err),
+                         0);
+        assert_int_equal(dup, LR__STORE_KEY_SAME);
+        /* An estimated count is the estimate given explicitly. */
+        if (in < 0) {
+            assert_int_equal(lr__store_add_outcome_keyed(
+                                 s, key, query, lr_estimate_tokens(query, strlen(query)), model,
+                                 c, i + 0.5, NULL, 0, &dup, &err),
+                             0);
+            assert_int_equal(dup, LR__STORE_KEY_SAME);
+        }
+        /* Each field changed, even by the last bit of a double. */
+        assert_int_equal(lr__store_add_outcome_keyed(s, key, "keyed question number x", in,
+                                                     model, c, i + 0.5, NULL, 0, &dup, &err),
+                         0);
+        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
+        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in + 2, model, c, i + 0.5,
+                                                     NULL, 0, &dup, &err),
+                         0);
+        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
+        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, other, c, i + 0.5, NULL,
+                                                     0, &dup, &err),
+                         0);
+        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
+        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, model,
+                                                     nextafter(c, 1.0), i + 0.5, NULL, 0, &dup,
+                                                     &err),
+                         0);
+        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
+        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, model, c, i + 1.5, NULL,
+                                                     0, &dup, &err),
+                         0);
+        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
+        /* A model the store has never seen cannot be the record's. */
+        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, "unseen", c, i + 0.5,
+                                                     NULL, 0, &dup, &err),
+                         0);
+        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
+        /* The public call does not compare: a duplicate is a duplicate. */
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, "keyed question number x", in,
+                                                    other, c, i + 0.5, NULL, 0, &dup, &err),
+                         0);
+        assert_int_equal(dup, 1);
+    }
+    assert_int_equal(lr_store_count(s), count);
+    lr_store_free(s);
+}
+
 static void keyed_append_sees_another_connections_keys(void **st)
 {
     (void)st;
@@ -3336,6 +3418,7 @@ int main(void)
         cmocka_unit_test(edited_rows_are_refused_by_a_refresh_and_in_a_dense_store),
         cmocka_unit_test(dense_refresh_reads_another_connections_vectors),
         cmocka_unit_test(keyed_append_records_a_key_once),
+        cmocka_unit_test(keyed_duplicate_is_told_apart_by_its_record),
         cmocka_unit_test(keyed_append_sees_another_connections_keys),
         cmocka_unit_test(dense_keyed_append_needs_and_keeps_its_vector),
         cmocka_unit_test(old_store_without_the_key_table),
