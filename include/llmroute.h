@@ -78,9 +78,9 @@ extern "C" {
  * not MAJOR.MINOR.PATCH); the Python binding checks the loaded library's
  * lr_version() against its own. */
 #define LR_VERSION_MAJOR 0
-#define LR_VERSION_MINOR 2
+#define LR_VERSION_MINOR 3
 #define LR_VERSION_PATCH 0
-#define LR_VERSION_STRING "0.2.0"
+#define LR_VERSION_STRING "0.3.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for comparisons. */
 #define LR_VERSION_NUMBER (LR_VERSION_MAJOR * 10000 + LR_VERSION_MINOR * 100 + LR_VERSION_PATCH)
 
@@ -436,6 +436,11 @@ LR_EXTERN int lr_record_check_query(const char *query, size_t len, struct lr_err
  * doing anything else. */
 LR_EXTERN int lr_store_key_valid(const char *key);
 
+/* What lr_store_add_outcome_keyed() sets *duplicate to for a key the
+ * store already holds (0: the key was new and the outcome recorded). */
+#define LR_STORE_KEY_SAME 1    /* the key's record holds what was sent: a retry */
+#define LR_STORE_KEY_DIFFERS 2 /* it holds another query, count, model or figure */
+
 /* lr_store_add_outcome (vec NULL, dim 0) or lr_store_add_outcome_vec (a
  * dense store's vector) made safe to retry: with a non-NULL key (1 to
  * LR_STORE_MAX_KEY bytes of printable ASCII, 0x21-0x7E; else LR_EINVAL),
@@ -444,8 +449,16 @@ LR_EXTERN int lr_store_key_valid(const char *key);
  * (lr_store_set_key_ttl(), 24 hours by default), which is the key's own
  * from then on. A key already committed to the store's file (by any
  * connection or process) and still within its own time-to-live stores
- * nothing and sets *duplicate to 1 (else 0; duplicate may be NULL),
- * whatever the time-to-live of the handle that asks. A key past its own
+ * nothing and sets *duplicate (else 0; duplicate may be NULL), whatever
+ * the time-to-live of the handle that asks, to LR_STORE_KEY_SAME when the
+ * record committed with the key has the same query (byte for byte), input
+ * tokens (input_tokens < 0 is its estimate, as recorded) and one outcome
+ * of the same model, correctness and output tokens (equal as doubles),
+ * else LR_STORE_KEY_DIFFERS: the key was used for another outcome, which
+ * a caller should refuse rather than take as recorded (the gateway
+ * answers 422). A vector is not compared (it is the embedder's). Both are
+ * nonzero: a caller that tests only for a duplicate reads either as one.
+ * A key whose record the file no longer holds counts as the same. A key past its own
  * time-to-live counts as absent: the append records, and the key is
  * remembered anew from then. The lookup runs inside the write
  * transaction, so of two writers with one key exactly one records it. A

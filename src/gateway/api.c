@@ -24,10 +24,6 @@
 
 #include "gateway.h"
 #include "metrics.h"
-/* The store's own header, for lr__store_add_outcome_keyed() alone: a keyed
- * feedback needs to know whether its key's record holds what it sent,
- * which the public lr_store_add_outcome_keyed() does not tell. */
-#include "../lib/store.h"
 
 #define ROUTE_MAX_QUERIES 1000
 #define ROUTE_MAX_MODELS 64
@@ -915,7 +911,7 @@ struct feedback {
     int working; /* on a worker: only feedback_done may end it */
     char *query, *model;
     char *key; /* the Idempotency-Key header, or NULL */
-    int duplicate; /* the key was already recorded (LR__STORE_KEY_SAME or _DIFFERS): nothing
+    int duplicate; /* the key was already recorded (LR_STORE_KEY_SAME or _DIFFERS): nothing
                     * stored */
     long in_tokens;
     double correctness, out_tokens;
@@ -972,9 +968,9 @@ static void feedback_work(void *arg)
         return;
     }
     if (fb->key)
-        fb->rc = lr__store_add_outcome_keyed(fb->gw->store, fb->key, fb->query, fb->in_tokens,
-                                             fb->model, fb->correctness, fb->out_tokens, fb->vec,
-                                             fb->dim, &fb->duplicate, &fb->err);
+        fb->rc = lr_store_add_outcome_keyed(fb->gw->store, fb->key, fb->query, fb->in_tokens,
+                                            fb->model, fb->correctness, fb->out_tokens, fb->vec,
+                                            fb->dim, &fb->duplicate, &fb->err);
     else
         fb->rc = fb->vec ? lr_store_add_outcome_vec(fb->gw->store, fb->query, fb->in_tokens,
                                                     fb->model, fb->correctness, fb->out_tokens,
@@ -990,7 +986,7 @@ static void feedback_work(void *arg)
  * has gone, as the outcome may be in the store all the same. */
 static enum metrics_feedback append_outcome(const struct feedback *fb)
 {
-    if (fb->rc == 0 && fb->duplicate == LR__STORE_KEY_DIFFERS)
+    if (fb->rc == 0 && fb->duplicate == LR_STORE_KEY_DIFFERS)
         return MF_KEY_REUSED;
     if (fb->rc == 0)
         return fb->duplicate ? MF_ALREADY_RECORDED : MF_RECORDED;
@@ -1037,7 +1033,7 @@ static void feedback_done(void *arg)
         feedback_end(fb, status, "store_replaced", MF_STORE_REPLACED);
         return;
     }
-    if (fb->rc == 0 && fb->duplicate == LR__STORE_KEY_DIFFERS) {
+    if (fb->rc == 0 && fb->duplicate == LR_STORE_KEY_DIFFERS) {
         /* The key names a feedback whose record holds another query, model
          * or figure: answering already_recorded would drop what this one
          * says, unseen. As the IETF's Idempotency-Key draft has it: 422. */
@@ -1157,7 +1153,7 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
  * the outcome, and a key already in the store answers 200
  * {"status": "already_recorded"} and stores nothing, or 422
  * idempotency_key_reused when the record it was committed with holds
- * other fields than this body's (lr__store_add_outcome_keyed compares
+ * other fields than this body's (lr_store_add_outcome_keyed compares
  * them). The header sent more than once is a 400 naming it. */
 static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
 {

@@ -3092,9 +3092,9 @@ static int keys_purge(struct lr_store *st, struct writer *w, int64_t now, long l
 }
 
 /* Appends v (wmu held). With a key (checked by the caller), a key already
- * committed to the file makes it a duplicate: *duplicate set (with
- * `compare`, to LR__STORE_KEY_SAME or LR__STORE_KEY_DIFFERS by what the
- * key's record holds, else to LR__STORE_KEY_SAME), nothing written,
+ * committed to the file makes it a duplicate: *duplicate set to
+ * LR_STORE_KEY_SAME or LR_STORE_KEY_DIFFERS by what the key's record
+ * holds, nothing written,
  * memory untouched; else the key is committed with the record.
  * NEED_REBUILD (only with `may_defer`): nothing was written, the copy must
  * first be rebuilt (catch_up()). *reweigh set: the record is in, and the
@@ -3102,8 +3102,8 @@ static int keys_purge(struct lr_store *st, struct writer *w, int64_t now, long l
  * released wmu (never with defer_reweigh: the re-weighing is marked due
  * for lr_store_refresh() instead). */
 static int store_append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
-                        size_t dim, const char *key, int *duplicate, int compare,
-                        int may_defer, int *reweigh, struct lr_error *err)
+                        size_t dim, const char *key, int *duplicate, int may_defer,
+                        int *reweigh, struct lr_error *err)
 {
     struct lr__hist *h = st->hist;
     struct lr__terms t;
@@ -3167,12 +3167,12 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
             rc = sql_fail(st, err, "looking up an idempotency key");
             goto out;
         }
-        if (found && compare && (same = key_record_matches(st, key_record, v)) < 0) {
+        if (found && (same = key_record_matches(st, key_record, v)) < 0) {
             rc = sql_fail(st, err, "reading an idempotency key's record");
             goto out;
         }
         if (found) {
-            *duplicate = same ? LR__STORE_KEY_SAME : LR__STORE_KEY_DIFFERS;
+            *duplicate = same ? LR_STORE_KEY_SAME : LR_STORE_KEY_DIFFERS;
             goto out; /* rc 0; the transaction is rolled back */
         }
         if (keys_purge(st, &w, key_now, key_ttl) != 0) {
@@ -3310,15 +3310,13 @@ out:
  * number. The re-weighing an append makes due runs after wmu is released:
  * this call returns when it is done, but other writers need not wait. */
 static int append(struct lr_store *st, const struct lr__record_view *v, const float *vec,
-                  size_t dim, const char *key, int *duplicate, int compare,
-                  struct lr_error *err)
+                  size_t dim, const char *key, int *duplicate, struct lr_error *err)
 {
     int reweigh = 0, rc;
 
     for (int round = 0;; round++) {
         pthread_mutex_lock(&st->wmu);
-        rc = store_append(st, v, vec, dim, key, duplicate, compare, round == 0, &reweigh,
-                          err);
+        rc = store_append(st, v, vec, dim, key, duplicate, round == 0, &reweigh, err);
         pthread_mutex_unlock(&st->wmu);
         if (rc != NEED_REBUILD)
             break;
@@ -3349,18 +3347,16 @@ int lr_store_add(struct lr_store *store, const struct lr_record *rec, const floa
         free(v);
         return fail(err, LR_EINVAL, 0, "record: %s", msg);
     }
-    rc = append(store, v, vec, dim, NULL, NULL, 0, err);
+    rc = append(store, v, vec, dim, NULL, NULL, err);
     free(v);
     return rc;
 }
 
-/* lr_store_add_outcome_keyed(), and with `compare` its duplicate told
- * apart by the key's record (lr__store_add_outcome_keyed()). `fn` names
- * the caller in the messages. */
+/* lr_store_add_outcome_keyed(); `fn` names the caller in the messages. */
 static int add_outcome_keyed(struct lr_store *store, const char *fn, const char *key,
                              const char *query, long input_tokens, const char *model,
                              double correctness, double output_tokens, const float *vec,
-                             size_t dim, int compare, int *duplicate, struct lr_error *err)
+                             size_t dim, int *duplicate, struct lr_error *err)
 {
     struct lr_outcome o = {model, correctness, output_tokens};
     struct lr_record r = {query, input_tokens, NULL, &o, 1};
@@ -3383,7 +3379,7 @@ static int add_outcome_keyed(struct lr_store *store, const char *fn, const char 
         free(v);
         return fail(err, LR_EINVAL, 0, "record: %s", msg);
     }
-    rc = append(store, v, vec, dim, key, &dup, compare, err);
+    rc = append(store, v, vec, dim, key, &dup, err);
     free(v);
     if (rc == 0 && duplicate)
         *duplicate = dup;
@@ -3396,16 +3392,7 @@ int lr_store_add_outcome_keyed(struct lr_store *store, const char *key, const ch
                                int *duplicate, struct lr_error *err)
 {
     return add_outcome_keyed(store, "lr_store_add_outcome_keyed", key, query, input_tokens,
-                             model, correctness, output_tokens, vec, dim, 0, duplicate, err);
-}
-
-int lr__store_add_outcome_keyed(struct lr_store *store, const char *key, const char *query,
-                                long input_tokens, const char *model, double correctness,
-                                double output_tokens, const float *vec, size_t dim,
-                                int *duplicate, struct lr_error *err)
-{
-    return add_outcome_keyed(store, "lr__store_add_outcome_keyed", key, query, input_tokens,
-                             model, correctness, output_tokens, vec, dim, 1, duplicate, err);
+                             model, correctness, output_tokens, vec, dim, duplicate, err);
 }
 
 int lr_store_add_outcome(struct lr_store *store, const char *query, long input_tokens,

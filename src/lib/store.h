@@ -122,27 +122,6 @@ extern int64_t (*lr__store_clock)(void);
 /* The most expired idempotency keys one keyed append deletes (store.c). */
 #define LR__STORE_KEY_PURGE 32
 
-/* What *duplicate is set to by lr__store_add_outcome_keyed(). */
-#define LR__STORE_KEY_SAME 1    /* the key's record holds what was sent */
-#define LR__STORE_KEY_DIFFERS 2 /* it holds another query, model or figure */
-
-/* lr_store_add_outcome_keyed(), with a duplicate key told apart by what
- * the record committed with it holds: *duplicate is LR__STORE_KEY_SAME
- * when that record has the same query (byte for byte), input tokens
- * (input_tokens < 0 is the estimate, as recorded), and one outcome of the
- * same model, correctness and output tokens (equal as doubles), else
- * LR__STORE_KEY_DIFFERS; either way nothing is stored. A vector is not
- * compared (it is the embedder's, not the caller's). The comparison runs
- * in the write transaction that found the key. 0 when the key is new, as
- * in lr_store_add_outcome_keyed(), which answers 1 for both. For the
- * gateway's POST /v1/feedback (an Idempotency-Key reused with another
- * body is refused there); kept out of llmroute.h, so the public function
- * is unchanged. */
-int lr__store_add_outcome_keyed(struct lr_store *store, const char *key, const char *query,
-                                long input_tokens, const char *model, double correctness,
-                                double output_tokens, const float *vec, size_t dim,
-                                int *duplicate, struct lr_error *err);
-
 void lr__store_rdlock(const struct lr_store *store);
 void lr__store_unlock(const struct lr_store *store);
 

@@ -2522,11 +2522,11 @@ static void keyed_append_records_a_key_once(void **st)
     assert_int_equal(lr_store_count(s), 1);
     /* The same key again: nothing stored, reported as a duplicate. */
     assert_int_equal(add_keyed(s, "fb-1", "what is the capital of france", &dup), 0);
-    assert_int_equal(dup, 1);
+    assert_int_equal(dup, LR_STORE_KEY_SAME);
     assert_int_equal(lr_store_count(s), 1);
-    /* The key decides, not the content. */
+    /* The key decides whether anything is stored; the content, what it is told. */
     assert_int_equal(add_keyed(s, "fb-1", "another question entirely", &dup), 0);
-    assert_int_equal(dup, 1);
+    assert_int_equal(dup, LR_STORE_KEY_DIFFERS); /* live; its record holds another query */
     assert_int_equal(add_keyed(s, "fb-2", "what is the capital of france", &dup), 0);
     assert_int_equal(dup, 0);
     assert_int_equal(lr_store_count(s), 2);
@@ -2571,7 +2571,7 @@ static void keyed_append_records_a_key_once(void **st)
     lr_store_free(s);
 }
 
-/* lr__store_add_outcome_keyed (the gateway's feedback): a duplicate key is
+/* lr_store_add_outcome_keyed: a duplicate key is
  * told apart by what its record holds, wherever that record is among
  * records of several outcomes and unkeyed ones. */
 static void keyed_duplicate_is_told_apart_by_its_record(void **st)
@@ -2591,7 +2591,7 @@ static void keyed_duplicate_is_told_apart_by_its_record(void **st)
             assert_int_equal(lr_store_add(s, &r, NULL, 0, &err), 0);
         snprintf(key, sizeof key, "cmp-%d", i);
         snprintf(query, sizeof query, "keyed question number %d", i);
-        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, i % 2 ? -1 : i,
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, query, i % 2 ? -1 : i,
                                                      i % 2 ? "small" : "large", i / (double)N,
                                                      i + 0.5, NULL, 0, &dup, &err),
                          0);
@@ -2604,50 +2604,45 @@ static void keyed_duplicate_is_told_apart_by_its_record(void **st)
         double c = i / (double)N;
         snprintf(key, sizeof key, "cmp-%d", i);
         snprintf(query, sizeof query, "keyed question number %d", i);
-        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, model, c, i + 0.5, NULL,
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, query, in, model, c, i + 0.5, NULL,
                                                      0, &dup, &err),
                          0);
-        assert_int_equal(dup, LR__STORE_KEY_SAME);
+        assert_int_equal(dup, LR_STORE_KEY_SAME);
         /* An estimated count is the estimate given explicitly. */
         if (in < 0) {
-            assert_int_equal(lr__store_add_outcome_keyed(
+            assert_int_equal(lr_store_add_outcome_keyed(
                                  s, key, query, lr_estimate_tokens(query, strlen(query)), model,
                                  c, i + 0.5, NULL, 0, &dup, &err),
                              0);
-            assert_int_equal(dup, LR__STORE_KEY_SAME);
+            assert_int_equal(dup, LR_STORE_KEY_SAME);
         }
         /* Each field changed, even by the last bit of a double. */
-        assert_int_equal(lr__store_add_outcome_keyed(s, key, "keyed question number x", in,
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, "keyed question number x", in,
                                                      model, c, i + 0.5, NULL, 0, &dup, &err),
                          0);
-        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
-        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in + 2, model, c, i + 0.5,
+        assert_int_equal(dup, LR_STORE_KEY_DIFFERS);
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, query, in + 2, model, c, i + 0.5,
                                                      NULL, 0, &dup, &err),
                          0);
-        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
-        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, other, c, i + 0.5, NULL,
+        assert_int_equal(dup, LR_STORE_KEY_DIFFERS);
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, query, in, other, c, i + 0.5, NULL,
                                                      0, &dup, &err),
                          0);
-        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
-        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, model,
+        assert_int_equal(dup, LR_STORE_KEY_DIFFERS);
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, query, in, model,
                                                      nextafter(c, 1.0), i + 0.5, NULL, 0, &dup,
                                                      &err),
                          0);
-        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
-        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, model, c, i + 1.5, NULL,
+        assert_int_equal(dup, LR_STORE_KEY_DIFFERS);
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, query, in, model, c, i + 1.5, NULL,
                                                      0, &dup, &err),
                          0);
-        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
+        assert_int_equal(dup, LR_STORE_KEY_DIFFERS);
         /* A model the store has never seen cannot be the record's. */
-        assert_int_equal(lr__store_add_outcome_keyed(s, key, query, in, "unseen", c, i + 0.5,
+        assert_int_equal(lr_store_add_outcome_keyed(s, key, query, in, "unseen", c, i + 0.5,
                                                      NULL, 0, &dup, &err),
                          0);
-        assert_int_equal(dup, LR__STORE_KEY_DIFFERS);
-        /* The public call does not compare: a duplicate is a duplicate. */
-        assert_int_equal(lr_store_add_outcome_keyed(s, key, "keyed question number x", in,
-                                                    other, c, i + 0.5, NULL, 0, &dup, &err),
-                         0);
-        assert_int_equal(dup, 1);
+        assert_int_equal(dup, LR_STORE_KEY_DIFFERS);
     }
     assert_int_equal(lr_store_count(s), count);
     lr_store_free(s);
@@ -2990,7 +2985,7 @@ static void keys_keep_their_own_ttl_whichever_handle_asks(void **st)
     sql_run(db, "UPDATE feedback_keys SET committed_at = (SELECT committed_at FROM"
                 " feedback_keys WHERE key = 'req-42') - 2 WHERE key = 'by-an-old-writer'");
     assert_int_equal(add_keyed(gw, "by-an-old-writer", "an old writer's", &dup), 0);
-    assert_int_equal(dup, 1);
+    assert_int_equal(dup, LR_STORE_KEY_DIFFERS); /* live; its record holds another query */
     assert_int_equal(add_keyed(tool, "by-an-old-writer", "an old writer's", &dup), 0);
     assert_int_equal(dup, 0);
     lr_store_free(gw);
@@ -3058,7 +3053,7 @@ static void old_key_table_gains_a_nullable_key_ttl(void **st)
     assert_int_equal(sql_number(db, "SELECT ttl FROM feedback_keys WHERE key = 'new'"),
                      LR_STORE_KEY_TTL_DEFAULT);
     assert_int_equal(add_keyed(s, "by-an-old-writer", "a retry of an old key", &dup), 0);
-    assert_int_equal(dup, 1);
+    assert_int_equal(dup, LR_STORE_KEY_DIFFERS); /* live; its record holds another query */
     fake_now += 1;
     assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
     assert_int_equal(dup, 0);
@@ -3094,12 +3089,12 @@ static void legacy_keys_follow_the_asking_handles_ttl(void **st)
     assert_int_equal(dup, 0);
     assert_int_equal(keys_in_file(db), 4);
     assert_int_equal(add_keyed(s, "K2", "a retry of K2", &dup), 0);
-    assert_int_equal(dup, 1);
+    assert_int_equal(dup, LR_STORE_KEY_DIFFERS); /* live; its record holds another query */
     assert_int_equal(lr_store_count(s), 1);
     /* A handle keeping keys a week still sees them. */
     assert_int_equal(lr_store_set_key_ttl(s, 7 * 86400, &err), 0);
     assert_int_equal(add_keyed(s, "K3", "a retry of K3", &dup), 0);
-    assert_int_equal(dup, 1);
+    assert_int_equal(dup, LR_STORE_KEY_DIFFERS); /* live; its record holds another query */
     assert_int_equal(add_keyed(s, "K5", "a new key", &dup), 0);
     assert_int_equal(keys_in_file(db), 5);
     lr_store_free(s);
@@ -3170,7 +3165,7 @@ static void old_key_table_gains_key_times_and_keeps_its_keys(void **st)
         sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE committed_at = 7000000"), 2);
     fake_now += LR_STORE_KEY_TTL_DEFAULT - 1;
     assert_int_equal(add_keyed(s, "old-a", "a retry of an old key", &dup), 0);
-    assert_int_equal(dup, 1);
+    assert_int_equal(dup, LR_STORE_KEY_DIFFERS); /* live; its record holds another query */
     assert_int_equal(lr_store_count(s), 2);
     lr_store_free(s);
 
@@ -3179,7 +3174,7 @@ static void old_key_table_gains_key_times_and_keeps_its_keys(void **st)
     assert_int_equal(
         sql_number(db, "SELECT COUNT(*) FROM feedback_keys WHERE committed_at = 7000000"), 2);
     assert_int_equal(add_keyed(s, "old-b", "a retry of an old key", &dup), 0);
-    assert_int_equal(dup, 1);
+    assert_int_equal(dup, LR_STORE_KEY_DIFFERS); /* live; its record holds another query */
     /* After the time-to-live they are forgotten like any key. */
     fake_now += 1;
     assert_int_equal(add_keyed(s, "old-b", "a retry of an old key", &dup), 0);

@@ -37,6 +37,9 @@ from ._lib import api
 from .errors import (EmbedError, EmptyInput, Error, InvalidInput, InvalidType, UnknownModel,
                      raise_for)
 
+# lr_store_add_outcome_keyed()'s *duplicate for a key held for another outcome.
+_LR_STORE_KEY_DIFFERS = 2
+
 __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
            "ImportReport", "ModelInfo", "config_from_llm_configs"]
 
@@ -1096,7 +1099,10 @@ class Store(_Handle):
         it was recorded. With idempotency_key (1 to 255 characters of printable
         ASCII, no spaces), the key is stored with the outcome in one commit and
         a key this store already holds records nothing and returns False, so a
-        retry after an unknown result is safe. A key is remembered for the
+        retry after an unknown result is safe; a key the store holds for
+        another outcome (the query, input tokens, model, correctness or
+        output tokens differ from what it was committed with) records
+        nothing and raises InvalidInput naming the key. A key is remembered for the
         key_ttl_s in force when it was committed (24 hours unless set),
         whatever another handle's setting: later, the same key records again.
         A dense store embeds the query through its embed function, or takes
@@ -1133,6 +1139,10 @@ class Store(_Handle):
             raise_for(rc, err, "lr_store_add_outcome")
             return True
         raise_for(rc, err, "lr_store_add_outcome_keyed")
+        if dup.value == _LR_STORE_KEY_DIFFERS:
+            raise InvalidInput("%s: idempotency_key %r was used for another outcome (its query, "
+                               "input_tokens, model, correctness or output_tokens differ); "
+                               "nothing was stored" % (where, idempotency_key))
         return not dup.value
 
 

@@ -34,6 +34,28 @@ class StoreKeysTest(support.StoreFileTestCase):
         finally:
             other.close()
 
+    def test_a_key_used_for_another_outcome_is_refused(self):
+        store = llmroute.Store(self.path)
+        try:
+            self.assertIs(store.add_outcome("capital of france", "small", 1, 3,
+                                            idempotency_key="fb-1"), True)
+            # The same outcome, its numbers written otherwise: a retry.
+            self.assertIs(store.add_outcome("capital of france", "small", True, 3.0,
+                                            idempotency_key="fb-1"), False)
+            for args in [("capital of spain", "small", 1, 3), ("capital of france", "big", 1, 3),
+                         ("capital of france", "small", 0, 3),
+                         ("capital of france", "small", 1, 4)]:
+                with self.assertRaisesRegex(llmroute.InvalidInput,
+                                            "idempotency_key 'fb-1' was used for another outcome",
+                                            msg=repr(args)):
+                    store.add_outcome(*args, idempotency_key="fb-1")
+            with self.assertRaises(llmroute.InvalidInput):
+                store.add_outcome("capital of france", "small", 1, 3, input_tokens=99,
+                                  idempotency_key="fb-1")
+            self.assertEqual(len(store), 1)
+        finally:
+            store.close()
+
     def test_bad_keys_are_refused_and_store_nothing(self):
         store = llmroute.Store(self.path)
         try:
