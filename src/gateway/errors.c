@@ -179,6 +179,7 @@ const char *gw_error_type(int status)
     case 404:
     case 405:
     case 413:
+    case 414:
     case 431:
     case 400:
         return "invalid_request_error";
@@ -216,6 +217,8 @@ const char *gw_error_code(int status)
         return "method_not_allowed";
     case 413:
         return "request_too_large";
+    case 414:
+        return "uri_too_long";
     case 431:
         return "headers_too_large";
     case 502:

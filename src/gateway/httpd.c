@@ -207,6 +207,8 @@ const char *hs_reason(int status)
         return "Length Required";
     case 413:
         return "Content Too Large";
+    case 414:
+        return "URI Too Long";
     case 415:
         return "Unsupported Media Type";
     case 422:
@@ -936,8 +938,17 @@ static int parse_head(struct hs_req *r, const char **why)
     }
     *sp = '\0';
     r->target = p;
-    if (p[0] != '/') {
-        *why = "the request target must be an absolute path";
+    /* The absolute-form ("http://host:port/path"), which RFC 9112 3.2.2
+     * has a server accept: the path after the authority (or "/"). */
+    if (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0) {
+        char *auth = strstr(p, "://") + 3, *slash = auth + strcspn(auth, "/?#");
+        if (slash == auth) {
+            *why = "the request target's absolute form has no host";
+            return 400;
+        }
+        r->target = *slash == '/' ? slash : "/";
+    } else if (p[0] != '/') {
+        *why = "the request target must be an absolute path or an absolute URI";
         return 400;
     }
     for (char *t = p; *t; t++)
@@ -1362,7 +1373,15 @@ static void process_bytes(struct hs_conn *c)
             }
             if (!found) {
                 if (avail > s->lim.max_head_bytes) {
-                    fail_request(c, 431, "request header block too large");
+                    /* No line end within the limit: the request line
+                     * itself is too long, which is its target's length. */
+                    struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL,
+                                                                  EVBUFFER_EOL_LF);
+                    if (eol.pos < 0 || (size_t)eol.pos >= s->lim.max_head_bytes)
+                        fail_request(c, 414, "request line too long (its target is over the "
+                                             "request head limit)");
+                    else
+                        fail_request(c, 431, "request header block too large");
                     return;
                 }
                 head_timeout(c);

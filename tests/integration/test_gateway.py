@@ -773,6 +773,32 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("431 header block over server.max_header_bytes", headers_too_large)
 
+    def uri_too_long():
+        # A request line longer than the whole head's limit is its target's
+        # fault: 414, not the header block's 431.
+        raw = raw_exchange(port, b"GET /health?" + b"a" * 40000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(raw) == 414, raw[:200]
+        body = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+        error_shape(body)
+        assert body["error"]["code"] == "uri_too_long", body
+        still_serving(gw, auth)
+    check("414 for a request line over server.max_header_bytes", uri_too_long)
+
+    def absolute_form():
+        # RFC 9112 3.2.2: a server accepts the absolute-form of the target.
+        for target in (b"http://x/health", b"HTTP://127.0.0.1:9/health?probe=1",
+                       b"https://x/health"):
+            raw = raw_exchange(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                               b"Connection: close\r\n\r\n")
+            assert status_of(raw) == 200, (target, raw[:200])
+            assert b'"status"' in raw.split(b"\r\n\r\n", 1)[1], (target, raw)
+        raw = raw_exchange(port, b"GET http://x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(raw) == 404, raw[:200]  # the path "/", which is no endpoint
+        raw = raw_exchange(port, b"GET http:///health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(raw) == 400 and b"has no host" in raw, raw[:300]
+        still_serving(gw, auth)
+    check("the absolute-form of a request target is served", absolute_form)
+
     def broken_http():
         # Each with the message naming its fault (so none is refused for
         # another, such as a missing Host).
