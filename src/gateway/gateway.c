@@ -726,6 +726,10 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     limits_from(nc, &lim);
     hs_server_set_limits(gw->http, &lim);
     apply_conn_cap(gw, nc, 0);
+    /* Requests waiting for room are held to the new caps and queue limits
+     * at once (proxy.c reads them from the live configuration): a raised
+     * max_concurrency lets them start now, not as the next attempt ends. */
+    proxy_queue_kick(gw);
     metrics_count_reload(gw->metrics, 1);
     log_event("reloaded", "%s: %zu models, %zu routes", gw->opts->config_path, nc->n_models,
               lr_config_route_count(nc->cfg));

@@ -277,6 +277,9 @@ void gw_store_refresh_start(struct gw *gw);
  * time, and a refresh started, which opens the file now at the path. */
 void gw_store_replaced(struct gw *gw, const char *message);
 
+/* Offer the capacity queue's waiters a try now (after a reload, whose
+ * max_concurrency or queue limits they are held to at once). */
+void proxy_queue_kick(struct gw *gw);
 /* Free what the proxy keeps on the gateway (the wake event). */
 void proxy_shutdown(struct gw *gw);
 /* The shutdown deadline passed: answer every forwarding request still in

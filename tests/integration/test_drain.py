@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""test_drain.py -- the gateway's lifecycle at its edges: a reload's capacity
+limits reaching the requests already waiting for room.
+
+Usage: test_drain.py LLMROUTE_BIN FAKE_UPSTREAM_BIN
+"""
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import (HOST, Fake, Gateway, Upstream, check, finish, read_request,  # noqa
+                    request, status_of, wait_for, workdir)
+
+HELLO = [{"role": "user", "content": "hello"}]
+ANSWER = json.dumps({
+    "id": "chatcmpl-held", "object": "chat.completion", "created": 1, "model": "held",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+
+
+class Holding(Upstream):
+    """An upstream that holds every request until the test releases it
+    (release(n) lets the n oldest held go), then answers 200 and closes the
+    connection. Counts the requests it holds now and the most at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.cond = threading.Condition()
+        self.held = []  # one Event per request held, oldest first
+        self.arrived = 0
+        self.most = 0
+        self.start()
+
+    def serve(self, c):
+        c.settimeout(60)
+        ev = threading.Event()
+        try:
+            read_request(c)
+            with self.cond:
+                self.held.append(ev)
+                self.arrived += 1
+                self.most = max(self.most, len(self.held))
+                self.cond.notify_all()
+            ev.wait(60)
+            with self.cond:
+                if ev in self.held:
+                    self.held.remove(ev)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER)
+        except (OSError, ConnectionError, IndexError):
+            pass
+        finally:
+            with self.cond:
+                if ev in self.held:
+                    self.held.remove(ev)
+            c.close()
+
+    def holding(self):
+        with self.cond:
+            return len(self.held)
+
+    def release(self, n=1):
+        with self.cond:
+            for ev in self.held[:n]:
+                ev.set()
+
+    def release_all(self):
+        with self.cond:
+            for ev in self.held:
+                ev.set()
+
+
+def cap_config(up, cap, server=None):
+    cfg = {"models": [{"name": "fa", "backend": "openai", "base_url": up.base_url,
+                       "max_concurrency": cap}],
+           "server": {"shutdown_timeout_ms": 5000,
+                      "resilience": {"queue": {"max_waiting": 20, "max_wait_ms": 60000},
+                                     "retry": {"deadline_ms": 120000},
+                                     "timeouts": {"first_byte_ms": 60000}}}}
+    if server:
+        cfg["server"].update(server)
+    return cfg
+
+
+def send_many(port, n, got):
+    """n chat requests to model fa, each on a thread; got[i] its (status, body) or exception."""
+    def one(i):
+        try:
+            st, _, body = request(port, "POST", "/v1/chat/completions",
+                                  json.dumps({"model": "fa", "messages": HELLO}), timeout=60)
+            got[i] = (st, body)
+        except Exception as ex:
+            got[i] = ex
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def metric(gw, key):
+    return gw.metrics().get(key, 0)
+
+
+def reload_raises_cap(gw_bin, fake_bin):
+    # Cap 1, one request held upstream and 7 waiting for room; a reload to cap 10
+    # starts the 7 at once, not one per finished attempt.
+    wd = workdir()
+    up = Holding()
+    gw = Gateway(gw_bin, wd, cap_config(up, 1), name="gw-raise")
+    got = {}
+    ts = send_many(gw.port, 8, got)
+    wait_for(lambda: up.holding() == 1 and metric(gw, "llmroute_queue_waiting") == 7, 20,
+             "one request upstream and 7 waiting")
+    gw.write_config(cap_config(up, 10))
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: gw.events("reloaded"), 10, "the reload")
+    wait_for(lambda: up.holding() == 8, 20, "the 7 waiting requests to start under cap 10")
+    assert metric(gw, "llmroute_queue_waiting") == 0
+    up.release_all()
+    for t in ts:
+        t.join(60)
+    assert all(got[i][0] == 200 for i in range(8)), got
+
+
+def reload_lowers_cap(gw_bin, fake_bin):
+    # Cap 3, three requests held upstream and three waiting; a reload to cap 1: no
+    # waiting request starts until fewer than 1 attempt is in flight, so the upstream
+    # never has more than 1 of them at once from then on.
+    wd = workdir()
+    up = Holding()
+    gw = Gateway(gw_bin, wd, cap_config(up, 3), name="gw-lower")
+    inflight = 'llmroute_in_flight{model="fa"}'
+    got = {}
+    ts = send_many(gw.port, 3, got)
+    wait_for(lambda: up.holding() == 3, 20, "three requests upstream")
+    more = {}
+    ts += send_many(gw.port, 3, more)
+    wait_for(lambda: metric(gw, "llmroute_queue_waiting") == 3, 20, "three waiting")
+    gw.write_config(cap_config(up, 1))
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: gw.events("reloaded"), 10, "the reload")
+    for left in (2, 1):
+        done = len(got)
+        up.release(1)
+        wait_for(lambda: len(got) > done, 20, "a held request's answer")
+        # The metrics request is read after the attempt ended and the queue was run.
+        m = gw.metrics()
+        assert m[inflight] == left and m["llmroute_queue_waiting"] == 3, \
+            (left, m[inflight], m["llmroute_queue_waiting"])
+    up.release(1)
+    arrived = up.arrived
+    for _ in range(3):  # each waiting request now starts alone
+        wait_for(lambda: up.arrived > arrived, 20, "a waiting request to start")
+        arrived = up.arrived
+        assert up.holding() == 1 and metric(gw, inflight) == 1, \
+            (up.holding(), metric(gw, inflight))
+        up.release(1)
+    for t in ts:
+        t.join(60)
+    assert all(v[0] == 200 for v in list(got.values()) + list(more.values())), (got, more)
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    gw_bin, fake_bin = sys.argv[1], sys.argv[2]
+    check("SIGHUP raising max_concurrency starts the requests already waiting for room",
+          reload_raises_cap, gw_bin, fake_bin)
+    check("SIGHUP lowering max_concurrency holds the requests already waiting to the new cap",
+          reload_lowers_cap, gw_bin, fake_bin)
+    finish()
+
+
+if __name__ == "__main__":
+    main()
