@@ -736,6 +736,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 }
 
 #define SHUTDOWN_FLUSH_MS 1000 /* after the deadline's answers, how long they may take to go out */
+#define STOP_FLUSH_MS 250      /* after a second signal's answers, how long they may take */
 
 struct drain {
     struct gw *gw;
@@ -764,7 +765,7 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
         }
         log_event("shutdown", "deadline reached with %zu requests in flight; answering them",
                   busy);
-        proxy_shutdown_answer(d->gw);
+        proxy_shutdown_answer(d->gw, 0);
         d->answered = 1;
         d->deadline = now + SHUTDOWN_FLUSH_MS / 1000.0;
     }
@@ -776,7 +777,22 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
     struct timeval tv = {0, 20000};
     (void)what;
     if (d->gw->shutting_down) {
-        event_base_loopbreak(d->gw->base); /* a second signal: stop now */
+        /* A second signal: stop at once, but answer what is in flight as the
+         * deadline would (a 503, or an error event ending a stream, each
+         * logged), not cut it off unanswered; those answers get
+         * STOP_FLUSH_MS to go out. A third signal, or a second once the
+         * deadline's answers are out, stops the loop now. */
+        double now = gw_now();
+        if (d->answered) {
+            event_base_loopbreak(d->gw->base);
+            return;
+        }
+        log_event("shutdown", "signal %d again: stopping now; answering %zu requests in flight",
+                  (int)sig, hs_server_busy(d->gw->http));
+        proxy_shutdown_answer(d->gw, 1);
+        d->answered = 1;
+        if (d->deadline > now + STOP_FLUSH_MS / 1000.0)
+            d->deadline = now + STOP_FLUSH_MS / 1000.0;
         return;
     }
     d->gw->shutting_down = 1;

@@ -2482,8 +2482,11 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
         /* The answers to the requests in flight at the deadline are going
          * out, and the loop stops when they are: an attempt started now
          * would be cut off unanswered. */
-        shutdown_one(ex, "the gateway is shutting down: server.shutdown_timeout_ms passed "
-                         "before this request's body was in; retry the request");
+        shutdown_one(ex, gw->shutdown_answered == 2
+                             ? "the gateway is stopping at once (a second stop signal) before "
+                               "this request's body was in; retry the request"
+                             : "the gateway is shutting down: server.shutdown_timeout_ms "
+                               "passed before this request's body was in; retry the request");
         return;
     }
     body = hs_req_body(req, &len);
@@ -2602,12 +2605,14 @@ static void shutdown_one(struct exchange *ex, const char *msg)
     finish(ex, 503);
 }
 
-static const char shutdown_msg[] = "the gateway is shutting down: server.shutdown_timeout_ms "
-                                   "passed before the upstream answered; retry the request";
-
-void proxy_shutdown_answer(struct gw *gw)
+void proxy_shutdown_answer(struct gw *gw, int second_signal)
 {
-    gw->shutdown_answered = 1;
+    const char *msg = second_signal
+                          ? "the gateway is stopping at once (a second stop signal) before the "
+                            "upstream answered; retry the request"
+                          : "the gateway is shutting down: server.shutdown_timeout_ms passed "
+                            "before the upstream answered; retry the request";
+    gw->shutdown_answered = second_signal ? 2 : 1;
     while (gw->live)
-        shutdown_one(gw->live, shutdown_msg); /* finish() unlinks it */
+        shutdown_one(gw->live, msg); /* finish() unlinks it */
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """test_drain.py -- the gateway's lifecycle at its edges: a reload's capacity
-limits reaching the requests already waiting for room.
+limits reaching the requests already waiting for room, and what a request
+caught by a shutdown is answered and logged as.
 
 Usage: test_drain.py LLMROUTE_BIN FAKE_UPSTREAM_BIN
 """
@@ -166,6 +167,87 @@ def reload_lowers_cap(gw_bin, fake_bin):
     assert all(v[0] == 200 for v in list(got.values()) + list(more.values())), (got, more)
 
 
+def stream_until_first_event(port, model):
+    """A stream request on a raw socket, read until its first event: the socket."""
+    body = json.dumps({"model": model, "stream": True, "messages": HELLO}).encode()
+    s = socket.create_connection((HOST, port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+              + body)
+    got = b""
+    while b"data: " not in got:
+        b = s.recv(65536)
+        if not b:
+            raise AssertionError("closed before the stream's first event: %r" % got)
+        got += b
+    return s, got
+
+
+def read_all(s, timeout=30):
+    out = b""
+    s.settimeout(timeout)
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except OSError as ex:
+        out += b" EXC " + str(ex).encode()
+    return out
+
+
+def second_signal_answers(gw_bin, fake_bin, sig):
+    # A request held upstream and a stream already started, SIGTERM (or SIGINT) with a
+    # long shutdown_timeout_ms, then the same signal again: the gateway stops at once,
+    # but the request gets a 503 server_shutting_down and the stream an error event
+    # (no [DONE]), each logged as 503 "shutdown" before `stopped`; exit 0.
+    wd = workdir()
+    hang, stall = Fake(fake_bin, wd, name="hang"), Fake(fake_bin, wd, name="stall")
+    hang.scenario("hang")
+    stall.scenario("stall_after=3")
+    res = {"timeouts": {"first_byte_ms": 120000, "idle_ms": 120000}}
+    cfg = {"models": [{"name": "hang", "backend": "openai", "base_url": hang.base_url},
+                      {"name": "stall", "backend": "openai", "base_url": stall.base_url}],
+           "server": {"shutdown_timeout_ms": 120000, "resilience": res}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-twice-%d" % sig)
+    got = {}
+
+    def plain():
+        try:
+            got["plain"] = request(gw.port, "POST", "/v1/chat/completions",
+                                   json.dumps({"model": "hang", "messages": HELLO}), timeout=60)
+        except Exception as ex:
+            got["plain"] = ex
+    t = threading.Thread(target=plain)
+    t.start()
+    s, first = stream_until_first_event(gw.port, "stall")
+    wait_for(lambda: metric(gw, 'llmroute_in_flight{model="hang"}') == 1, 20,
+             "the plain request upstream")
+    gw.signal(sig)
+    wait_for(lambda: gw.events("shutdown"), 20, "the first signal's shutdown event")
+    t0 = time.monotonic()
+    gw.signal(sig)
+    rest = read_all(s)
+    s.close()
+    t.join(60)
+    assert gw.wait(60) == 0
+    assert time.monotonic() - t0 < 30, time.monotonic() - t0  # not the 120 s deadline
+    raw = first + rest
+    assert b'"code":"server_shutting_down"' in raw and b"[DONE]" not in raw, raw[-400:]
+    assert not isinstance(got["plain"], Exception), got["plain"]
+    st, _, body = got["plain"]
+    assert st == 503 and json.loads(body)["error"]["code"] == "server_shutting_down", (st, body)
+    lines = gw.log_lines()
+    stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
+    reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
+    assert stopped and len(reqs) == 2, lines
+    for i, l in reqs:
+        assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", l
+    hang.proc.terminate()
+    stall.proc.terminate()
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -174,6 +256,9 @@ def main():
           reload_raises_cap, gw_bin, fake_bin)
     check("SIGHUP lowering max_concurrency holds the requests already waiting to the new cap",
           reload_lowers_cap, gw_bin, fake_bin)
+    check("a second SIGTERM stops at once, answering what is in flight (503, an error "
+          "event), logged as shutdown", second_signal_answers, gw_bin, fake_bin, signal.SIGTERM)
+    check("a second SIGINT likewise", second_signal_answers, gw_bin, fake_bin, signal.SIGINT)
     finish()
 
 
