@@ -752,11 +752,23 @@ static void write_head(struct hs_req *r, int status, const char *content_type, l
 
 static void process_input(struct hs_conn *c);
 
-/* The response is complete: next request, or close. */
+/* Whether the input holds a whole request head (its body may still be due). */
+static int head_buffered(struct hs_conn *c)
+{
+    struct evbuffer_ptr p = evbuffer_search(bufferevent_get_input(c->bev), "\r\n\r\n", 4, NULL);
+    return p.pos >= 0;
+}
+
+/* The response is complete: next request, or close. While draining the
+ * connection closes, unless this answer promised to keep it open (its head
+ * went out before the drain began) and the client has already sent the
+ * head of its next request: that request is served as any other, within
+ * the shutdown deadline, and its answer says Connection: close (a request
+ * sent after an answer that says so may go unanswered, the client knows). */
 static void req_complete(struct hs_req *r)
 {
     struct hs_conn *c = r->conn;
-    int keep = r->keep_alive && !c->srv->draining;
+    int keep = r->keep_alive && (!c->srv->draining || head_buffered(c));
 
     if (c->state == C_HANDLING)
         c->srv->busy--;

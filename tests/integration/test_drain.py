@@ -248,6 +248,43 @@ def second_signal_answers(gw_bin, fake_bin, sig):
     stall.proc.terminate()
 
 
+def pipelined_request_served_while_draining(gw_bin, fake_bin):
+    # A stream and, pipelined behind it in the same write, a second request. SIGTERM
+    # while the stream runs (its head, sent before the drain, promised keep-alive): the
+    # stream finishes, then the second request, already received, is served with
+    # Connection: close and logged, and the gateway exits 0.
+    wd = workdir()
+    slow = Fake(fake_bin, wd, name="slowstream")
+    slow.scenario("chunks=10;chunk_delay_ms=300")
+    cfg = {"models": [{"name": "slow", "backend": "openai", "base_url": slow.base_url},
+                      {"name": "mocky", "backend": "mock", "mock": {"content": "second"}}],
+           "server": {"shutdown_timeout_ms": 60000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-pipeline")
+    b1 = json.dumps({"model": "slow", "stream": True, "messages": HELLO}).encode()
+    b2 = json.dumps({"model": "mocky", "messages": HELLO}).encode()
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n")
+    s = socket.create_connection((HOST, gw.port), timeout=30)
+    s.sendall(head % len(b1) + b1 + head % len(b2) + b2)
+    got = b""
+    while b"data: " not in got:
+        b = s.recv(65536)
+        assert b, got
+        got += b
+    gw.signal(signal.SIGTERM)
+    got += read_all(s)
+    s.close()
+    assert gw.wait(60) == 0
+    first, sep, second = got.partition(b"0\r\n\r\n")
+    assert sep and b"data: [DONE]" in first, got[-300:]
+    assert status_of(second) == 200 and b"Connection: close\r\n" in second, second
+    assert json.loads(second.partition(b"\r\n\r\n")[2])["choices"][0]["message"][
+        "content"] == "second", second
+    reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
+    assert [(l["model"], l["status"]) for l in reqs] == [("slow", 200), ("mocky", 200)], reqs
+    slow.proc.terminate()
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -259,6 +296,8 @@ def main():
     check("a second SIGTERM stops at once, answering what is in flight (503, an error "
           "event), logged as shutdown", second_signal_answers, gw_bin, fake_bin, signal.SIGTERM)
     check("a second SIGINT likewise", second_signal_answers, gw_bin, fake_bin, signal.SIGINT)
+    check("a pipelined request already received when the drain begins is served, with "
+          "Connection: close", pipelined_request_served_while_draining, gw_bin, fake_bin)
     finish()
 
 
