@@ -887,10 +887,11 @@ void hs_req_watch(struct hs_req *req, void (*on_drain)(void *arg), void (*on_abo
 
 /* An error the server answers itself, before any handler: the connection
  * closes after it, since the rest of the input cannot be trusted. */
-static void fail_request(struct hs_conn *c, int status, const char *message)
+/* The request is refused with `body` (a JSON error of n bytes); the refused
+ * callback hears `message`. */
+static void fail_request_body(struct hs_conn *c, int status, const char *message,
+                              const char *body, size_t n)
 {
-    char body[1024];
-    size_t n = c->srv->error_body(body, sizeof body, status, message);
     struct hs_req *r = &c->req;
     r->keep_alive = 0;
     if (r->minor == 0 && !r->method)
@@ -903,6 +904,13 @@ static void fail_request(struct hs_conn *c, int status, const char *message)
         evbuffer_add(bufferevent_get_output(c->bev), body, n);
     flush_out(c);
     req_complete(r);
+}
+
+static void fail_request(struct hs_conn *c, int status, const char *message)
+{
+    char body[1024];
+    size_t n = c->srv->error_body(body, sizeof body, status, message);
+    fail_request_body(c, status, message, body, n);
 }
 
 /* ==== Parsing ==== */
@@ -1742,6 +1750,21 @@ void hs_server_stop_accepting(struct hs_server *srv)
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
             write_cb(c->bev, c);
     }
+}
+
+size_t hs_server_refuse_unfinished(struct hs_server *srv, int status, const char *message,
+                                   const char *body, size_t len)
+{
+    struct hs_conn *c, *next;
+    size_t n = 0;
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->state != C_BODY)
+            continue;
+        fail_request_body(c, status, message, body, len);
+        n++;
+    }
+    return n;
 }
 
 size_t hs_server_busy(const struct hs_server *srv)

@@ -285,6 +285,41 @@ def pipelined_request_served_while_draining(gw_bin, fake_bin):
     slow.proc.terminate()
 
 
+def send_partial_body(port, model="mocky", sent=10):
+    """A chat request whose head is whole and whose body stops after `sent` bytes: the socket."""
+    body = json.dumps({"model": model, "messages": HELLO}).encode()
+    s = socket.create_connection((HOST, port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+              + body[:sent])
+    return s
+
+
+def body_unfinished_at_deadline(gw_bin, fake_bin):
+    # A request whose body is still coming in when SIGTERM's deadline (1 s) passes:
+    # 503 server_shutting_down with Connection: close, logged as 503 shutdown before
+    # `stopped`; exit 0.
+    wd = workdir()
+    cfg = {"models": [{"name": "mocky", "backend": "mock"}],
+           "server": {"shutdown_timeout_ms": 1000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-slowbody-term")
+    s = send_partial_body(gw.port)
+    wait_for(lambda: metric(gw, "llmroute_connections_open") >= 1, 20, "the connection")
+    gw.signal(signal.SIGTERM)
+    raw = read_all(s)
+    s.close()
+    assert gw.wait(60) == 0
+    assert status_of(raw) == 503 and b"Connection: close\r\n" in raw, raw
+    e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+    assert e["code"] == "server_shutting_down" and e["type"] == "server_error", e
+    lines = gw.log_lines()
+    stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
+    reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
+    assert stopped and len(reqs) == 1, lines
+    i, l = reqs[0]
+    assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", l
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -298,6 +333,8 @@ def main():
     check("a second SIGINT likewise", second_signal_answers, gw_bin, fake_bin, signal.SIGINT)
     check("a pipelined request already received when the drain begins is served, with "
           "Connection: close", pipelined_request_served_while_draining, gw_bin, fake_bin)
+    check("a request whose body is still arriving at the shutdown deadline gets 503 "
+          "server_shutting_down, logged", body_unfinished_at_deadline, gw_bin, fake_bin)
     finish()
 
 

@@ -1482,11 +1482,12 @@ def lifecycle(gw_bin, fake_bin):
           "streams, logged as 503 shutdown before `stopped`", sigterm_deadline_answers)
 
     def sigterm_late_body_refused():
-        # A request whose body is not all in at the shutdown deadline, and completes in
+        # A request whose head is not all in at the shutdown deadline, and completes in
         # the second the deadline's answers have to go out: a 503 server_shutting_down
         # at once, with no upstream attempt, logged before `stopped`. (It was once sent
         # upstream, then dropped when the loop stopped and logged after `stopped` as a
-        # 499 client_closed, though the client never closed.)
+        # 499 client_closed, though the client never closed.) A request whose head is
+        # in at the deadline but not its body is answered then (test_drain.py).
         late = Fake(fake_bin, wd, name="late2")
         late.scenario("delay_ms=3000")
         cfg = base_config(fake, server={"shutdown_timeout_ms": 1000})
@@ -1503,14 +1504,13 @@ def lifecycle(gw_bin, fake_bin):
         t = threading.Thread(target=in_flight)
         t.start()
         s = socket.create_connection((HOST, g.port), timeout=10)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-                  + body[:10])
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
         time.sleep(0.5)
         g.signal(signal.SIGTERM)
         time.sleep(1.4)  # the deadline is 1 s after the signal; its answers have 1 s more
         t0 = time.monotonic()
-        s.sendall(body[10:])
+        s.sendall(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                  + body)
         raw = b""
         try:
             while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
@@ -1535,7 +1535,7 @@ def lifecycle(gw_bin, fake_bin):
             assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", lines
         assert [l.get("tries", []) for _, l in reqs].count([]) == 1, reqs
         late.proc.terminate()
-    check("a request whose body completes after the shutdown deadline's answers: 503 at "
+    check("a request whose head completes after the shutdown deadline's answers: 503 at "
           "once, no upstream attempt, logged before `stopped`", sigterm_late_body_refused)
 
     def stop_while_loading(sig):
