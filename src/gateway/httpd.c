@@ -1638,6 +1638,16 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && write_timeout_put_off(c))
         return;
+    /* A body that did not come in time (idle_timeout_ms, at the least rate)
+     * after a complete head: the request is answered 408 and logged, not
+     * just cut off; what the client still sends is read and dropped for
+     * LINGER_MS, so it can read the answer. */
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == C_BODY) {
+        bufferevent_enable(c->bev, EV_READ);
+        fail_request(c, 408, "the request body did not arrive within server.idle_timeout_ms "
+                             "(at 500 bytes a second at least)");
+        return;
+    }
     /* EOF, error or timeout: in every case the connection is over. */
     conn_drop(c);
 }

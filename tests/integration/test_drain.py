@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """test_drain.py -- the gateway's lifecycle at its edges: a reload's capacity
 limits reaching the requests already waiting for room, and what a request
-caught by a shutdown is answered and logged as.
+caught by a shutdown, or by the timeout on a slow body, is answered and
+logged as.
 
 Usage: test_drain.py LLMROUTE_BIN FAKE_UPSTREAM_BIN
 """
@@ -320,6 +321,31 @@ def body_unfinished_at_deadline(gw_bin, fake_bin):
     assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", l
 
 
+def slow_body_timeout_answers_408(gw_bin, fake_bin):
+    # A body that stops coming in after a whole head: once server.idle_timeout_ms has
+    # passed, 408 request_timeout with Connection: close, logged and counted as 408.
+    wd = workdir()
+    cfg = {"models": [{"name": "mocky", "backend": "mock"}],
+           "server": {"idle_timeout_ms": 1000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-slowbody")
+    s = send_partial_body(gw.port)
+    raw = read_all(s)
+    s.close()
+    assert status_of(raw) == 408 and b"Connection: close\r\n" in raw, raw
+    e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+    assert e["code"] == "request_timeout", e
+    reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
+    assert len(reqs) == 1 and reqs[0]["status"] == 408, reqs
+    m = gw.metrics()
+    key = 'llmroute_http_requests_total{endpoint="/v1/chat/completions",status="408"}'
+    assert m.get(key) == 1, {k: v for k, v in m.items() if "http_requests" in k}
+    # A head that never ends is still closed with no answer (nothing to answer yet).
+    s = socket.create_connection((HOST, gw.port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    assert read_all(s) == b""
+    s.close()
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -335,6 +361,8 @@ def main():
           "Connection: close", pipelined_request_served_while_draining, gw_bin, fake_bin)
     check("a request whose body is still arriving at the shutdown deadline gets 503 "
           "server_shutting_down, logged", body_unfinished_at_deadline, gw_bin, fake_bin)
+    check("a body slower than server.idle_timeout_ms after a whole head gets 408 "
+          "request_timeout, logged and counted", slow_body_timeout_answers_408, gw_bin, fake_bin)
     finish()
 
 

@@ -20,6 +20,7 @@ Groups (each one ctest entry with its own processes):
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -1308,26 +1309,35 @@ def lifecycle(gw_bin, fake_bin):
           out_of_descriptors)
 
     def trickle(s, data):
-        """Send data a byte every 0.1 s, then wait up to 3 s more for the
-        gateway to close the connection; (closed, seconds since the start)."""
+        """Send data a byte every 0.1 s until the gateway answers or closes,
+        then wait up to 5 s more for it to close the connection; (closed,
+        seconds from the start to its answer or close, what it sent)."""
         t0 = time.monotonic()
         closed = False
+        got = b""
         try:
             for b in data:
                 s.sendall(bytes([b]))
-                time.sleep(0.1)
+                if select.select([s], [], [], 0.1)[0]:
+                    break
         except OSError:
             closed = True
+        took = time.monotonic() - t0
         if not closed:
-            s.settimeout(3)
+            s.settimeout(5)
             try:
-                closed = s.recv(100) == b""
+                while True:
+                    b = s.recv(4096)
+                    if not b:
+                        closed = True
+                        break
+                    got += b
             except socket.timeout:
                 pass  # still open
             except OSError:
                 closed = True
         s.close()
-        return closed, time.monotonic() - t0
+        return closed, took, got
 
     def trickled_head():
         # A head sent a byte at a time, faster than idle_timeout_ms but never
@@ -1335,8 +1345,9 @@ def lifecycle(gw_bin, fake_bin):
         cfg = base_config(fake, server={"idle_timeout_ms": 1000})
         slow = Gateway(gw_bin, wd, cfg, name="gw-slow", env={KEY_ENV: UPSTREAM_KEY})
         s = socket.create_connection((HOST, slow.port), timeout=5)
-        closed, took = trickle(s, b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 40)
+        closed, took, got = trickle(s, b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 40)
         assert closed and took < 3.5, "a trickled head kept its connection %.1f s" % took
+        assert got == b"", got  # no request yet: nothing to answer
         still_serving(slow)
         slow.signal(signal.SIGTERM)
         assert slow.wait(15) == 0
@@ -1358,8 +1369,9 @@ def lifecycle(gw_bin, fake_bin):
                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(head)
-        closed, took = trickle(s, body[:100])
+        closed, took, got = trickle(s, body[:100])
         assert closed and took < 3.5, "a trickled body kept its connection %.1f s" % took
+        assert status_of(got) == 408 and b"Connection: close\r\n" in got, got
 
         # Bytes sent fast earn no time to trickle the rest in later: the time
         # a body has in hand is never more than idle_timeout_ms. (Without
@@ -1368,9 +1380,10 @@ def lifecycle(gw_bin, fake_bin):
                b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(big + b" " * 55000)
-        closed, took = trickle(s, b" " * 100)
+        closed, took, got = trickle(s, b" " * 100)
         assert closed and took < 3.5, "a body sent fast, then trickled, kept its connection " \
             "%.1f s" % took
+        assert status_of(got) == 408, got
 
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(head)
@@ -1388,8 +1401,8 @@ def lifecycle(gw_bin, fake_bin):
         still_serving(slow)
         slow.signal(signal.SIGTERM)
         assert slow.wait(15) == 0
-    check("a body trickled in slower than 500 bytes a second is cut off, also after a fast "
-          "start", trickled_body)
+    check("a body trickled in slower than 500 bytes a second is answered 408 and closed, also "
+          "after a fast start", trickled_body)
 
     def sigterm_drains():
         fake.scenario("chunks=6;chunk_delay_ms=200")
