@@ -215,6 +215,8 @@ const char *gw_error_code(int status)
         return "not_found";
     case 405:
         return "method_not_allowed";
+    case 408:
+        return "request_timeout";
     case 413:
         return "request_too_large";
     case 414:

@@ -800,12 +800,17 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     limits_from(nc, &lim);
     hs_server_set_limits(gw->http, &lim);
     apply_conn_cap(gw, nc, 0);
+    /* Requests waiting for room are held to the new caps and queue limits
+     * at once (proxy.c reads them from the live configuration): a raised
+     * max_concurrency lets them start now, not as the next attempt ends. */
+    proxy_queue_kick(gw);
     metrics_count_reload(gw->metrics, 1);
     log_event("reloaded", "%s: %zu models, %zu routes", gw->opts->config_path, nc->n_models,
               lr_config_route_count(nc->cfg));
 }
 
 #define SHUTDOWN_FLUSH_MS 1000 /* after the deadline's answers, how long they may take to go out */
+#define STOP_FLUSH_MS 250      /* after a second signal's answers, how long they may take */
 
 struct drain {
     struct gw *gw;
@@ -814,10 +819,28 @@ struct drain {
     int answered; /* the deadline passed and the proxied requests were answered */
 };
 
+/* The shutdown deadline (or a second signal): a request whose body is
+ * still coming in is answered 503 server_shutting_down, Connection: close,
+ * and logged as "shutdown" (its answer goes out with the others'), rather
+ * than cut off unanswered when the loop stops. */
+static size_t refuse_unfinished(struct gw *gw)
+{
+    char body[400];
+    size_t n = gw_error_format(body, sizeof body,
+                               "the gateway is shutting down: its deadline came before this "
+                               "request's body was in; retry the request",
+                               "server_error", NULL, "server_shutting_down");
+    size_t k = hs_server_refuse_unfinished(gw->http, 503, "shutdown", body, n);
+    if (k)
+        log_event("shutdown", "%zu requests still sending their bodies; answered 503", k);
+    return k;
+}
+
 /* Every 20 ms while shutting down: stop once no connection is left. At the
  * deadline the forwarding requests still in flight are answered (a 503, or
- * an error event ending a stream) and logged; those answers then have
- * SHUTDOWN_FLUSH_MS to reach their clients before the rest is aborted. */
+ * an error event ending a stream) and logged, and so are the requests whose
+ * bodies are still coming in; those answers then have SHUTDOWN_FLUSH_MS to
+ * reach their clients before the rest is aborted. */
 static void drain_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct drain *d = arg;
@@ -825,16 +848,19 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (hs_server_connections(d->gw->http) == 0 || now >= d->deadline) {
-        size_t busy = hs_server_busy(d->gw->http);
-        if (d->answered || !busy) {
+        size_t busy = hs_server_busy(d->gw->http), cut = 0;
+        if (!d->answered)
+            cut = refuse_unfinished(d->gw);
+        if (d->answered || (!busy && !cut)) {
             if (busy)
                 log_event("shutdown", "%zu requests still in flight; aborting them", busy);
             event_base_loopbreak(d->gw->base);
             return;
         }
-        log_event("shutdown", "deadline reached with %zu requests in flight; answering them",
-                  busy);
-        proxy_shutdown_answer(d->gw);
+        if (busy)
+            log_event("shutdown", "deadline reached with %zu requests in flight; answering them",
+                      busy);
+        proxy_shutdown_answer(d->gw, 0); /* also refuses the forwarding requests from now on */
         d->answered = 1;
         d->deadline = now + SHUTDOWN_FLUSH_MS / 1000.0;
     }
@@ -846,7 +872,23 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
     struct timeval tv = {0, 20000};
     (void)what;
     if (d->gw->shutting_down) {
-        event_base_loopbreak(d->gw->base); /* a second signal: stop now */
+        /* A second signal: stop at once, but answer what is in flight as the
+         * deadline would (a 503, or an error event ending a stream, each
+         * logged), not cut it off unanswered; those answers get
+         * STOP_FLUSH_MS to go out. A third signal, or a second once the
+         * deadline's answers are out, stops the loop now. */
+        double now = gw_now();
+        if (d->answered) {
+            event_base_loopbreak(d->gw->base);
+            return;
+        }
+        log_event("shutdown", "signal %d again: stopping now; answering %zu requests in flight",
+                  (int)sig, hs_server_busy(d->gw->http));
+        proxy_shutdown_answer(d->gw, 1);
+        refuse_unfinished(d->gw);
+        d->answered = 1;
+        if (d->deadline > now + STOP_FLUSH_MS / 1000.0)
+            d->deadline = now + STOP_FLUSH_MS / 1000.0;
         return;
     }
     d->gw->shutting_down = 1;

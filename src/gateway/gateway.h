@@ -230,7 +230,8 @@ struct gw {
     int shutting_down;
     /* The shutdown deadline passed and the requests in flight were answered:
      * a forwarding request that comes in later (its body completed in the
-     * time left for those answers to go out) is refused at once (proxy.c). */
+     * time left for those answers to go out) is refused at once (proxy.c).
+     * 1: the deadline passed; 2: a second stop signal came (its words). */
     int shutdown_answered;
     long fd_reserve; /* descriptors kept from client connections (connlimit.h) */
     long max_conns;  /* the client connection cap in force */
@@ -287,13 +288,17 @@ void gw_store_refresh_start(struct gw *gw);
  * time, and a refresh started, which opens the file now at the path. */
 void gw_store_replaced(struct gw *gw, const char *message);
 
+/* Offer the capacity queue's waiters a try now (after a reload, whose
+ * max_concurrency or queue limits they are held to at once). */
+void proxy_queue_kick(struct gw *gw);
 /* Free what the proxy keeps on the gateway (the wake event). */
 void proxy_shutdown(struct gw *gw);
-/* The shutdown deadline passed: answer every forwarding request still in
- * flight (a 503 server_shutting_down, or an error event ending a stream),
- * log and count each as 503 "shutdown", and free them. A forwarding request
- * that arrives after this gets the same 503 at once, with no attempt. */
-void proxy_shutdown_answer(struct gw *gw);
+/* The shutdown deadline passed (or, with second_signal, a second SIGTERM
+ * or SIGINT came): answer every forwarding request still in flight (a 503
+ * server_shutting_down, or an error event ending a stream), log and count
+ * each as 503 "shutdown", and free them. A forwarding request that arrives
+ * after this gets the same 503 at once, with no attempt. */
+void proxy_shutdown_answer(struct gw *gw, int second_signal);
 
 /* The endpoint label of a request's path in the metrics: the path itself
  * when it is one of the gateway's endpoints (a static string from its

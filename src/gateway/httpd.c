@@ -754,11 +754,23 @@ static void write_head(struct hs_req *r, int status, const char *content_type, l
 
 static void process_input(struct hs_conn *c);
 
-/* The response is complete: next request, or close. */
+/* Whether the input holds a whole request head (its body may still be due). */
+static int head_buffered(struct hs_conn *c)
+{
+    struct evbuffer_ptr p = evbuffer_search(bufferevent_get_input(c->bev), "\r\n\r\n", 4, NULL);
+    return p.pos >= 0;
+}
+
+/* The response is complete: next request, or close. While draining the
+ * connection closes, unless this answer promised to keep it open (its head
+ * went out before the drain began) and the client has already sent the
+ * head of its next request: that request is served as any other, within
+ * the shutdown deadline, and its answer says Connection: close (a request
+ * sent after an answer that says so may go unanswered, the client knows). */
 static void req_complete(struct hs_req *r)
 {
     struct hs_conn *c = r->conn;
-    int keep = r->keep_alive && !c->srv->draining;
+    int keep = r->keep_alive && (!c->srv->draining || head_buffered(c));
 
     if (c->state == C_HANDLING)
         c->srv->busy--;
@@ -877,10 +889,11 @@ void hs_req_watch(struct hs_req *req, void (*on_drain)(void *arg), void (*on_abo
 
 /* An error the server answers itself, before any handler: the connection
  * closes after it, since the rest of the input cannot be trusted. */
-static void fail_request(struct hs_conn *c, int status, const char *message)
+/* The request is refused with `body` (a JSON error of n bytes); the refused
+ * callback hears `message`. */
+static void fail_request_body(struct hs_conn *c, int status, const char *message,
+                              const char *body, size_t n)
 {
-    char body[1024];
-    size_t n = c->srv->error_body(body, sizeof body, status, message);
     struct hs_req *r = &c->req;
     r->keep_alive = 0;
     if (r->minor == 0 && !r->method)
@@ -893,6 +906,13 @@ static void fail_request(struct hs_conn *c, int status, const char *message)
         evbuffer_add(bufferevent_get_output(c->bev), body, n);
     flush_out(c);
     req_complete(r);
+}
+
+static void fail_request(struct hs_conn *c, int status, const char *message)
+{
+    char body[1024];
+    size_t n = c->srv->error_body(body, sizeof body, status, message);
+    fail_request_body(c, status, message, body, n);
 }
 
 /* ==== Parsing ==== */
@@ -1637,6 +1657,16 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && write_timeout_put_off(c))
         return;
+    /* A body that did not come in time (idle_timeout_ms, at the least rate)
+     * after a complete head: the request is answered 408 and logged, not
+     * just cut off; what the client still sends is read and dropped for
+     * LINGER_MS, so it can read the answer. */
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == C_BODY) {
+        bufferevent_enable(c->bev, EV_READ);
+        fail_request(c, 408, "the request body did not arrive within server.idle_timeout_ms "
+                             "(at 500 bytes a second at least)");
+        return;
+    }
     /* EOF, error or timeout: in every case the connection is over. */
     conn_drop(c);
 }
@@ -1749,6 +1779,21 @@ void hs_server_stop_accepting(struct hs_server *srv)
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
             write_cb(c->bev, c);
     }
+}
+
+size_t hs_server_refuse_unfinished(struct hs_server *srv, int status, const char *message,
+                                   const char *body, size_t len)
+{
+    struct hs_conn *c, *next;
+    size_t n = 0;
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        if (c->state != C_BODY)
+            continue;
+        fail_request_body(c, status, message, body, len);
+        n++;
+    }
+    return n;
 }
 
 size_t hs_server_busy(const struct hs_server *srv)

@@ -89,6 +89,12 @@ void hs_server_conn_stats(const struct hs_server *srv, struct hs_conn_stats *st)
 
 /* Stop accepting; close idle connections; later responses close theirs. */
 void hs_server_stop_accepting(struct hs_server *srv);
+/* Answer every request whose head is in but whose body is still arriving
+ * with `status` and the JSON `body` (len bytes), Connection: close; each is
+ * passed to the refused callback with `message` first, so it is logged.
+ * For the shutdown deadline. Returns how many were answered. */
+size_t hs_server_refuse_unfinished(struct hs_server *srv, int status, const char *message,
+                                   const char *body, size_t len);
 /* Requests being handled, and open connections. */
 size_t hs_server_busy(const struct hs_server *srv);
 size_t hs_server_connections(const struct hs_server *srv);

@@ -114,6 +114,7 @@ struct exchange {
     enum wait_kind wait_kind;
     int queued;
     int retry_queued; /* the retry of ranking[cand] waits in the queue for room */
+    long queue_wait_ms; /* queue.max_wait_ms when it began to wait, for the 429's message */
     struct exchange *q_prev, *q_next;
     struct exchange *l_prev, *l_next; /* the gateway's live exchanges (gw->live) */
     const char *gone_label; /* an attempt cut short by the client or shutdown, for the log */
@@ -750,6 +751,32 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* A model's in-flight cap and the queue's limits, as the live configuration
+ * sets them. A request keeps the configuration it started with (its model
+ * table, its policies), but capacity is shared by every request to a model,
+ * so a SIGHUP's new max_concurrency or queue limits hold for the requests
+ * already under way too: raised, those waiting may start at once (the reload
+ * kicks the queue); lowered, none starts until the model is under the new
+ * cap. The in-flight count is kept by the model's name (the metrics table),
+ * so the cap is looked up by name; a model the reload removed keeps the cap
+ * of the configuration its requests started with. */
+static long model_cap(const struct exchange *ex, int idx)
+{
+    const struct gw_conf *live = ex->gw->conf;
+    const struct lr_model_info *info = ex->conf->models[idx].info;
+    if (live && live != ex->conf) {
+        int j = lr_config_model_index(live->cfg, info->name);
+        if (j >= 0)
+            return live->models[j].info->max_concurrency;
+    }
+    return info->max_concurrency;
+}
+
+static const struct rs_queue_conf *queue_conf(const struct exchange *ex)
+{
+    return ex->gw->conf ? &ex->gw->conf->set.queue : &ex->conf->set.queue;
+}
+
 static void queue_kick(struct gw *gw)
 {
     if (gw->n_waiting <= 0)
@@ -757,6 +784,11 @@ static void queue_kick(struct gw *gw)
     if (!gw->wake && !(gw->wake = event_new(gw->base, -1, 0, wake_cb, gw)))
         return; /* out of memory: waiters end at their time limit */
     event_active(gw->wake, 0, 0);
+}
+
+void proxy_queue_kick(struct gw *gw)
+{
+    queue_kick(gw);
 }
 
 void proxy_shutdown(struct gw *gw)
@@ -1096,10 +1128,10 @@ static void defer_failure(struct exchange *ex, enum rs_class c, const char *mess
  * next candidate is tried instead. */
 static void retry_same(struct exchange *ex)
 {
-    const struct gw_conf *conf = ex->conf;
+    const struct rs_queue_conf *q = queue_conf(ex);
     int idx = ex->ranking[ex->cand].index;
     struct model_stats *ms = model_state(ex, idx);
-    long cap = conf->models[idx].info->max_concurrency;
+    long cap = model_cap(ex, idx);
     int probe = 0;
 
     if (ms && cap > 0 && ms->in_flight >= cap) {
@@ -1108,9 +1140,10 @@ static void retry_same(struct exchange *ex)
             queue_append(ex); /* still full: wait again, in turn */
             return;
         }
-        if (conf->set.queue.max_waiting > 0 && ex->gw->n_waiting < conf->set.queue.max_waiting) {
+        if (q->max_waiting > 0 && ex->gw->n_waiting < q->max_waiting) {
             double now = gw_now();
-            long ms_left = conf->set.queue.max_wait_ms;
+            long ms_left = q->max_wait_ms;
+            ex->queue_wait_ms = q->max_wait_ms;
             if (ex->deadline > 0 && now + (double)ms_left / 1000 > ex->deadline)
                 ms_left = (long)((ex->deadline - now) * 1000) + 1;
             if (wait_arm(ex, WAIT_QUEUE, ms_left) == 0) {
@@ -1159,7 +1192,7 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
         ex->answer_retry_after = "1";
         fail_with(ex, 429, NULL, "model_at_capacity",
                   "every candidate model is at its max_concurrency; waited %ld ms for room",
-                  ex->conf->set.queue.max_wait_ms);
+                  ex->queue_wait_ms);
     }
 }
 
@@ -1169,6 +1202,7 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 static void next_candidate(struct exchange *ex)
 {
     const struct gw_conf *conf = ex->conf;
+    const struct rs_queue_conf *q = queue_conf(ex);
     double now = gw_now(), soonest = 1e18;
     int any_full = 0, any_open = 0;
     size_t closest = RANK_CAP;
@@ -1190,14 +1224,14 @@ static void next_candidate(struct exchange *ex)
         return;
     }
     for (size_t i = 0; i < ex->n_ranked; i++) {
-        const struct gw_model *gm;
         struct model_stats *ms;
+        long cap;
         int probe = 0;
         if (ex->given_up[i])
             continue;
-        gm = &conf->models[ex->ranking[i].index];
         ms = model_state(ex, ex->ranking[i].index);
-        if (ms && gm->info->max_concurrency > 0 && ms->in_flight >= gm->info->max_concurrency) {
+        cap = model_cap(ex, ex->ranking[i].index);
+        if (ms && cap > 0 && ms->in_flight >= cap) {
             ms->skipped_full++;
             if (!any_full)
                 ex->waited_model = ex->ranking[i].index; /* for the log, if none starts */
@@ -1223,17 +1257,18 @@ static void next_candidate(struct exchange *ex)
         start_attempt(ex);
         return;
     }
-    if (any_full && conf->set.queue.max_waiting > 0) {
+    if (any_full && q->max_waiting > 0) {
         /* Wait for room: the first time with a time limit, after that in turn. */
         if (ex->wait_kind != WAIT_QUEUE) {
-            long ms = conf->set.queue.max_wait_ms;
-            if (ex->gw->n_waiting >= conf->set.queue.max_waiting) {
+            long ms = q->max_wait_ms;
+            ex->queue_wait_ms = q->max_wait_ms;
+            if (ex->gw->n_waiting >= q->max_waiting) {
                 metrics_count_queue_rejected(ex->gw->metrics);
                 ex->answer_retry_after = "1";
                 fail_with(ex, 429, NULL, "model_at_capacity",
                           "every candidate model is at its max_concurrency and %ld requests "
                           "are already waiting",
-                          conf->set.queue.max_waiting);
+                          q->max_waiting);
                 return;
             }
             if (ex->deadline > 0 && now + (double)ms / 1000 > ex->deadline)
@@ -2447,8 +2482,11 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
         /* The answers to the requests in flight at the deadline are going
          * out, and the loop stops when they are: an attempt started now
          * would be cut off unanswered. */
-        shutdown_one(ex, "the gateway is shutting down: server.shutdown_timeout_ms passed "
-                         "before this request's body was in; retry the request");
+        shutdown_one(ex, gw->shutdown_answered == 2
+                             ? "the gateway is stopping at once (a second stop signal) before "
+                               "this request's body was in; retry the request"
+                             : "the gateway is shutting down: server.shutdown_timeout_ms "
+                               "passed before this request's body was in; retry the request");
         return;
     }
     body = hs_req_body(req, &len);
@@ -2567,12 +2605,14 @@ static void shutdown_one(struct exchange *ex, const char *msg)
     finish(ex, 503);
 }
 
-static const char shutdown_msg[] = "the gateway is shutting down: server.shutdown_timeout_ms "
-                                   "passed before the upstream answered; retry the request";
-
-void proxy_shutdown_answer(struct gw *gw)
+void proxy_shutdown_answer(struct gw *gw, int second_signal)
 {
-    gw->shutdown_answered = 1;
+    const char *msg = second_signal
+                          ? "the gateway is stopping at once (a second stop signal) before the "
+                            "upstream answered; retry the request"
+                          : "the gateway is shutting down: server.shutdown_timeout_ms passed "
+                            "before the upstream answered; retry the request";
+    gw->shutdown_answered = second_signal ? 2 : 1;
     while (gw->live)
-        shutdown_one(gw->live, shutdown_msg); /* finish() unlinks it */
+        shutdown_one(gw->live, msg); /* finish() unlinks it */
 }

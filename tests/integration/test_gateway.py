@@ -20,6 +20,7 @@ Groups (each one ctest entry with its own processes):
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -1334,26 +1335,35 @@ def lifecycle(gw_bin, fake_bin):
           out_of_descriptors)
 
     def trickle(s, data):
-        """Send data a byte every 0.1 s, then wait up to 3 s more for the
-        gateway to close the connection; (closed, seconds since the start)."""
+        """Send data a byte every 0.1 s until the gateway answers or closes,
+        then wait up to 5 s more for it to close the connection; (closed,
+        seconds from the start to its answer or close, what it sent)."""
         t0 = time.monotonic()
         closed = False
+        got = b""
         try:
             for b in data:
                 s.sendall(bytes([b]))
-                time.sleep(0.1)
+                if select.select([s], [], [], 0.1)[0]:
+                    break
         except OSError:
             closed = True
+        took = time.monotonic() - t0
         if not closed:
-            s.settimeout(3)
+            s.settimeout(5)
             try:
-                closed = s.recv(100) == b""
+                while True:
+                    b = s.recv(4096)
+                    if not b:
+                        closed = True
+                        break
+                    got += b
             except socket.timeout:
                 pass  # still open
             except OSError:
                 closed = True
         s.close()
-        return closed, time.monotonic() - t0
+        return closed, took, got
 
     def trickled_head():
         # A head sent a byte at a time, faster than idle_timeout_ms but never
@@ -1361,8 +1371,9 @@ def lifecycle(gw_bin, fake_bin):
         cfg = base_config(fake, server={"idle_timeout_ms": 1000})
         slow = Gateway(gw_bin, wd, cfg, name="gw-slow", env={KEY_ENV: UPSTREAM_KEY})
         s = socket.create_connection((HOST, slow.port), timeout=5)
-        closed, took = trickle(s, b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 40)
+        closed, took, got = trickle(s, b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 40)
         assert closed and took < 3.5, "a trickled head kept its connection %.1f s" % took
+        assert got == b"", got  # no request yet: nothing to answer
         still_serving(slow)
         slow.signal(signal.SIGTERM)
         assert slow.wait(15) == 0
@@ -1384,8 +1395,9 @@ def lifecycle(gw_bin, fake_bin):
                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(head)
-        closed, took = trickle(s, body[:100])
+        closed, took, got = trickle(s, body[:100])
         assert closed and took < 3.5, "a trickled body kept its connection %.1f s" % took
+        assert status_of(got) == 408 and b"Connection: close\r\n" in got, got
 
         # Bytes sent fast earn no time to trickle the rest in later: the time
         # a body has in hand is never more than idle_timeout_ms. (Without
@@ -1394,9 +1406,10 @@ def lifecycle(gw_bin, fake_bin):
                b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(big + b" " * 55000)
-        closed, took = trickle(s, b" " * 100)
+        closed, took, got = trickle(s, b" " * 100)
         assert closed and took < 3.5, "a body sent fast, then trickled, kept its connection " \
             "%.1f s" % took
+        assert status_of(got) == 408, got
 
         s = socket.create_connection((HOST, slow.port), timeout=5)
         s.sendall(head)
@@ -1414,8 +1427,8 @@ def lifecycle(gw_bin, fake_bin):
         still_serving(slow)
         slow.signal(signal.SIGTERM)
         assert slow.wait(15) == 0
-    check("a body trickled in slower than 500 bytes a second is cut off, also after a fast "
-          "start", trickled_body)
+    check("a body trickled in slower than 500 bytes a second is answered 408 and closed, also "
+          "after a fast start", trickled_body)
 
     def sigterm_drains():
         fake.scenario("chunks=6;chunk_delay_ms=200")
@@ -1508,11 +1521,12 @@ def lifecycle(gw_bin, fake_bin):
           "streams, logged as 503 shutdown before `stopped`", sigterm_deadline_answers)
 
     def sigterm_late_body_refused():
-        # A request whose body is not all in at the shutdown deadline, and completes in
+        # A request whose head is not all in at the shutdown deadline, and completes in
         # the second the deadline's answers have to go out: a 503 server_shutting_down
         # at once, with no upstream attempt, logged before `stopped`. (It was once sent
         # upstream, then dropped when the loop stopped and logged after `stopped` as a
-        # 499 client_closed, though the client never closed.)
+        # 499 client_closed, though the client never closed.) A request whose head is
+        # in at the deadline but not its body is answered then (test_drain.py).
         late = Fake(fake_bin, wd, name="late2")
         late.scenario("delay_ms=3000")
         cfg = base_config(fake, server={"shutdown_timeout_ms": 1000})
@@ -1529,14 +1543,13 @@ def lifecycle(gw_bin, fake_bin):
         t = threading.Thread(target=in_flight)
         t.start()
         s = socket.create_connection((HOST, g.port), timeout=10)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-                  + body[:10])
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
         time.sleep(0.5)
         g.signal(signal.SIGTERM)
         time.sleep(1.4)  # the deadline is 1 s after the signal; its answers have 1 s more
         t0 = time.monotonic()
-        s.sendall(body[10:])
+        s.sendall(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                  + body)
         raw = b""
         try:
             while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
@@ -1561,7 +1574,7 @@ def lifecycle(gw_bin, fake_bin):
             assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", lines
         assert [l.get("tries", []) for _, l in reqs].count([]) == 1, reqs
         late.proc.terminate()
-    check("a request whose body completes after the shutdown deadline's answers: 503 at "
+    check("a request whose head completes after the shutdown deadline's answers: 503 at "
           "once, no upstream attempt, logged before `stopped`", sigterm_late_body_refused)
 
     def stop_while_loading(sig):

@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""test_drain.py -- the gateway's lifecycle at its edges: a reload's capacity
+limits reaching the requests already waiting for room, and what a request
+caught by a shutdown, or by the timeout on a slow body, is answered and
+logged as.
+
+Usage: test_drain.py LLMROUTE_BIN FAKE_UPSTREAM_BIN
+"""
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import (HOST, Fake, Gateway, Upstream, check, finish, read_request,  # noqa
+                    request, status_of, wait_for, workdir)
+
+HELLO = [{"role": "user", "content": "hello"}]
+ANSWER = json.dumps({
+    "id": "chatcmpl-held", "object": "chat.completion", "created": 1, "model": "held",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+
+
+class Holding(Upstream):
+    """An upstream that holds every request until the test releases it
+    (release(n) lets the n oldest held go), then answers 200 and closes the
+    connection. Counts the requests it holds now and the most at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.cond = threading.Condition()
+        self.held = []  # one Event per request held, oldest first
+        self.arrived = 0
+        self.most = 0
+        self.start()
+
+    def serve(self, c):
+        c.settimeout(60)
+        ev = threading.Event()
+        try:
+            read_request(c)
+            with self.cond:
+                self.held.append(ev)
+                self.arrived += 1
+                self.most = max(self.most, len(self.held))
+                self.cond.notify_all()
+            ev.wait(60)
+            with self.cond:
+                if ev in self.held:
+                    self.held.remove(ev)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER)
+        except (OSError, ConnectionError, IndexError):
+            pass
+        finally:
+            with self.cond:
+                if ev in self.held:
+                    self.held.remove(ev)
+            c.close()
+
+    def holding(self):
+        with self.cond:
+            return len(self.held)
+
+    def release(self, n=1):
+        with self.cond:
+            for ev in self.held[:n]:
+                ev.set()
+
+    def release_all(self):
+        with self.cond:
+            for ev in self.held:
+                ev.set()
+
+
+def cap_config(up, cap, server=None):
+    cfg = {"models": [{"name": "fa", "backend": "openai", "base_url": up.base_url,
+                       "max_concurrency": cap}],
+           "server": {"shutdown_timeout_ms": 5000,
+                      "resilience": {"queue": {"max_waiting": 20, "max_wait_ms": 60000},
+                                     "retry": {"deadline_ms": 120000},
+                                     "timeouts": {"first_byte_ms": 60000}}}}
+    if server:
+        cfg["server"].update(server)
+    return cfg
+
+
+def send_many(port, n, got):
+    """n chat requests to model fa, each on a thread; got[i] its (status, body) or exception."""
+    def one(i):
+        try:
+            st, _, body = request(port, "POST", "/v1/chat/completions",
+                                  json.dumps({"model": "fa", "messages": HELLO}), timeout=60)
+            got[i] = (st, body)
+        except Exception as ex:
+            got[i] = ex
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def metric(gw, key):
+    return gw.metrics().get(key, 0)
+
+
+def reload_raises_cap(gw_bin, fake_bin):
+    # Cap 1, one request held upstream and 7 waiting for room; a reload to cap 10
+    # starts the 7 at once, not one per finished attempt.
+    wd = workdir()
+    up = Holding()
+    gw = Gateway(gw_bin, wd, cap_config(up, 1), name="gw-raise")
+    got = {}
+    ts = send_many(gw.port, 8, got)
+    wait_for(lambda: up.holding() == 1 and metric(gw, "llmroute_queue_waiting") == 7, 20,
+             "one request upstream and 7 waiting")
+    gw.write_config(cap_config(up, 10))
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: gw.events("reloaded"), 10, "the reload")
+    wait_for(lambda: up.holding() == 8, 20, "the 7 waiting requests to start under cap 10")
+    assert metric(gw, "llmroute_queue_waiting") == 0
+    up.release_all()
+    for t in ts:
+        t.join(60)
+    assert all(got[i][0] == 200 for i in range(8)), got
+
+
+def reload_lowers_cap(gw_bin, fake_bin):
+    # Cap 3, three requests held upstream and three waiting; a reload to cap 1: no
+    # waiting request starts until fewer than 1 attempt is in flight, so the upstream
+    # never has more than 1 of them at once from then on.
+    wd = workdir()
+    up = Holding()
+    gw = Gateway(gw_bin, wd, cap_config(up, 3), name="gw-lower")
+    inflight = 'llmroute_in_flight{model="fa"}'
+    got = {}
+    ts = send_many(gw.port, 3, got)
+    wait_for(lambda: up.holding() == 3, 20, "three requests upstream")
+    more = {}
+    ts += send_many(gw.port, 3, more)
+    wait_for(lambda: metric(gw, "llmroute_queue_waiting") == 3, 20, "three waiting")
+    gw.write_config(cap_config(up, 1))
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: gw.events("reloaded"), 10, "the reload")
+    for left in (2, 1):
+        done = len(got)
+        up.release(1)
+        wait_for(lambda: len(got) > done, 20, "a held request's answer")
+        # The metrics request is read after the attempt ended and the queue was run.
+        m = gw.metrics()
+        assert m[inflight] == left and m["llmroute_queue_waiting"] == 3, \
+            (left, m[inflight], m["llmroute_queue_waiting"])
+    up.release(1)
+    arrived = up.arrived
+    for _ in range(3):  # each waiting request now starts alone
+        wait_for(lambda: up.arrived > arrived, 20, "a waiting request to start")
+        arrived = up.arrived
+        assert up.holding() == 1 and metric(gw, inflight) == 1, \
+            (up.holding(), metric(gw, inflight))
+        up.release(1)
+    for t in ts:
+        t.join(60)
+    assert all(v[0] == 200 for v in list(got.values()) + list(more.values())), (got, more)
+
+
+def stream_until_first_event(port, model):
+    """A stream request on a raw socket, read until its first event: the socket."""
+    body = json.dumps({"model": model, "stream": True, "messages": HELLO}).encode()
+    s = socket.create_connection((HOST, port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+              + body)
+    got = b""
+    while b"data: " not in got:
+        b = s.recv(65536)
+        if not b:
+            raise AssertionError("closed before the stream's first event: %r" % got)
+        got += b
+    return s, got
+
+
+def read_all(s, timeout=30):
+    out = b""
+    s.settimeout(timeout)
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except OSError as ex:
+        out += b" EXC " + str(ex).encode()
+    return out
+
+
+def second_signal_answers(gw_bin, fake_bin, sig):
+    # A request held upstream and a stream already started, SIGTERM (or SIGINT) with a
+    # long shutdown_timeout_ms, then the same signal again: the gateway stops at once,
+    # but the request gets a 503 server_shutting_down and the stream an error event
+    # (no [DONE]), each logged as 503 "shutdown" before `stopped`; exit 0.
+    wd = workdir()
+    hang, stall = Fake(fake_bin, wd, name="hang"), Fake(fake_bin, wd, name="stall")
+    hang.scenario("hang")
+    stall.scenario("stall_after=3")
+    res = {"timeouts": {"first_byte_ms": 120000, "idle_ms": 120000}}
+    cfg = {"models": [{"name": "hang", "backend": "openai", "base_url": hang.base_url},
+                      {"name": "stall", "backend": "openai", "base_url": stall.base_url}],
+           "server": {"shutdown_timeout_ms": 120000, "resilience": res}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-twice-%d" % sig)
+    got = {}
+
+    def plain():
+        try:
+            got["plain"] = request(gw.port, "POST", "/v1/chat/completions",
+                                   json.dumps({"model": "hang", "messages": HELLO}), timeout=60)
+        except Exception as ex:
+            got["plain"] = ex
+    t = threading.Thread(target=plain)
+    t.start()
+    s, first = stream_until_first_event(gw.port, "stall")
+    wait_for(lambda: metric(gw, 'llmroute_in_flight{model="hang"}') == 1, 20,
+             "the plain request upstream")
+    gw.signal(sig)
+    wait_for(lambda: gw.events("shutdown"), 20, "the first signal's shutdown event")
+    t0 = time.monotonic()
+    gw.signal(sig)
+    rest = read_all(s)
+    s.close()
+    t.join(60)
+    assert gw.wait(60) == 0
+    assert time.monotonic() - t0 < 30, time.monotonic() - t0  # not the 120 s deadline
+    raw = first + rest
+    assert b'"code":"server_shutting_down"' in raw and b"[DONE]" not in raw, raw[-400:]
+    assert not isinstance(got["plain"], Exception), got["plain"]
+    st, _, body = got["plain"]
+    assert st == 503 and json.loads(body)["error"]["code"] == "server_shutting_down", (st, body)
+    lines = gw.log_lines()
+    stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
+    reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
+    assert stopped and len(reqs) == 2, lines
+    for i, l in reqs:
+        assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", l
+    hang.proc.terminate()
+    stall.proc.terminate()
+
+
+def pipelined_request_served_while_draining(gw_bin, fake_bin):
+    # A stream and, pipelined behind it in the same write, a second request. SIGTERM
+    # while the stream runs (its head, sent before the drain, promised keep-alive): the
+    # stream finishes, then the second request, already received, is served with
+    # Connection: close and logged, and the gateway exits 0.
+    wd = workdir()
+    slow = Fake(fake_bin, wd, name="slowstream")
+    slow.scenario("chunks=10;chunk_delay_ms=300")
+    cfg = {"models": [{"name": "slow", "backend": "openai", "base_url": slow.base_url},
+                      {"name": "mocky", "backend": "mock", "mock": {"content": "second"}}],
+           "server": {"shutdown_timeout_ms": 60000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-pipeline")
+    b1 = json.dumps({"model": "slow", "stream": True, "messages": HELLO}).encode()
+    b2 = json.dumps({"model": "mocky", "messages": HELLO}).encode()
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n")
+    s = socket.create_connection((HOST, gw.port), timeout=30)
+    s.sendall(head % len(b1) + b1 + head % len(b2) + b2)
+    got = b""
+    while b"data: " not in got:
+        b = s.recv(65536)
+        assert b, got
+        got += b
+    gw.signal(signal.SIGTERM)
+    got += read_all(s)
+    s.close()
+    assert gw.wait(60) == 0
+    first, sep, second = got.partition(b"0\r\n\r\n")
+    assert sep and b"data: [DONE]" in first, got[-300:]
+    assert status_of(second) == 200 and b"Connection: close\r\n" in second, second
+    assert json.loads(second.partition(b"\r\n\r\n")[2])["choices"][0]["message"][
+        "content"] == "second", second
+    reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
+    assert [(l["model"], l["status"]) for l in reqs] == [("slow", 200), ("mocky", 200)], reqs
+    slow.proc.terminate()
+
+
+def send_partial_body(port, model="mocky", sent=10):
+    """A chat request whose head is whole and whose body stops after `sent` bytes: the socket."""
+    body = json.dumps({"model": model, "messages": HELLO}).encode()
+    s = socket.create_connection((HOST, port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+              + body[:sent])
+    return s
+
+
+def body_unfinished_at_deadline(gw_bin, fake_bin):
+    # A request whose body is still coming in when SIGTERM's deadline (1 s) passes:
+    # 503 server_shutting_down with Connection: close, logged as 503 shutdown before
+    # `stopped`; exit 0.
+    wd = workdir()
+    cfg = {"models": [{"name": "mocky", "backend": "mock"}],
+           "server": {"shutdown_timeout_ms": 1000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-slowbody-term")
+    s = send_partial_body(gw.port)
+    wait_for(lambda: metric(gw, "llmroute_connections_open") >= 1, 20, "the connection")
+    gw.signal(signal.SIGTERM)
+    raw = read_all(s)
+    s.close()
+    assert gw.wait(60) == 0
+    assert status_of(raw) == 503 and b"Connection: close\r\n" in raw, raw
+    e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+    assert e["code"] == "server_shutting_down" and e["type"] == "server_error", e
+    lines = gw.log_lines()
+    stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
+    reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
+    assert stopped and len(reqs) == 1, lines
+    i, l = reqs[0]
+    assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", l
+
+
+def slow_body_timeout_answers_408(gw_bin, fake_bin):
+    # A body that stops coming in after a whole head: once server.idle_timeout_ms has
+    # passed, 408 request_timeout with Connection: close, logged and counted as 408.
+    wd = workdir()
+    cfg = {"models": [{"name": "mocky", "backend": "mock"}],
+           "server": {"idle_timeout_ms": 1000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-slowbody")
+    s = send_partial_body(gw.port)
+    raw = read_all(s)
+    s.close()
+    assert status_of(raw) == 408 and b"Connection: close\r\n" in raw, raw
+    e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+    assert e["code"] == "request_timeout", e
+    reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
+    assert len(reqs) == 1 and reqs[0]["status"] == 408, reqs
+    m = gw.metrics()
+    key = 'llmroute_http_requests_total{endpoint="/v1/chat/completions",status="408"}'
+    assert m.get(key) == 1, {k: v for k, v in m.items() if "http_requests" in k}
+    # A head that never ends is still closed with no answer (nothing to answer yet).
+    s = socket.create_connection((HOST, gw.port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    assert read_all(s) == b""
+    s.close()
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    gw_bin, fake_bin = sys.argv[1], sys.argv[2]
+    check("SIGHUP raising max_concurrency starts the requests already waiting for room",
+          reload_raises_cap, gw_bin, fake_bin)
+    check("SIGHUP lowering max_concurrency holds the requests already waiting to the new cap",
+          reload_lowers_cap, gw_bin, fake_bin)
+    check("a second SIGTERM stops at once, answering what is in flight (503, an error "
+          "event), logged as shutdown", second_signal_answers, gw_bin, fake_bin, signal.SIGTERM)
+    check("a second SIGINT likewise", second_signal_answers, gw_bin, fake_bin, signal.SIGINT)
+    check("a pipelined request already received when the drain begins is served, with "
+          "Connection: close", pipelined_request_served_while_draining, gw_bin, fake_bin)
+    check("a request whose body is still arriving at the shutdown deadline gets 503 "
+          "server_shutting_down, logged", body_unfinished_at_deadline, gw_bin, fake_bin)
+    check("a body slower than server.idle_timeout_ms after a whole head gets 408 "
+          "request_timeout, logged and counted", slow_body_timeout_answers_408, gw_bin, fake_bin)
+    finish()
+
+
+if __name__ == "__main__":
+    main()
