@@ -511,6 +511,7 @@ static struct {
     FILE *log;
     long max_body;
     long embed_dim;
+    int lingering_close; /* --close lingering */
     struct scenario *default_sc;
     struct scenario *ok_sc;
     unsigned long seq;
@@ -598,6 +599,7 @@ enum conn_state {
     CS_STREAMING, /* writing SSE events, maybe on a timer */
     CS_SILENT,    /* hang or stall: never writes again */
     CS_CLOSING,   /* close once the output has drained */
+    CS_LINGERING, /* --close lingering: FIN sent once drained, input discarded until EOF */
 };
 
 enum kind { K_CHAT, K_COMPLETIONS, K_RESPONSES };
@@ -702,6 +704,16 @@ static void conn_reset(struct conn *c)
  * when the connection was freed at once. */
 static int conn_close_after_flush(struct conn *c)
 {
+    if (g.lingering_close) {
+        /* As nginx and Apache close: the answer and a FIN, then the rest of
+         * what the client sends is read and dropped until it closes, so no
+         * RST (which close() sends over unread input) can overtake the
+         * answer at the client. */
+        c->state = CS_LINGERING;
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+        return 0;
+    }
     c->state = CS_CLOSING;
     bufferevent_disable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -1895,6 +1907,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
         break;
     case CS_SILENT:
     case CS_CLOSING:
+    case CS_LINGERING:
         evbuffer_drain(in, evbuffer_get_length(in));
         break;
     default:
@@ -1911,6 +1924,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
 
     if (c->state == CS_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
         conn_free(c);
+    else if (c->state == CS_LINGERING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        shutdown(bufferevent_getfd(bev), SHUT_WR);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -1984,7 +1999,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: fake_upstream --listen 127.0.0.1:PORT [--port-file FILE] [--log FILE]\n"
                "                     [--name NAME] [--scenario SPEC] [--embedding-dim N]\n"
-               "                     [--max-body BYTES]\n"
+               "                     [--max-body BYTES] [--close abrupt|lingering]\n"
                "PORT 0 picks a free port. SPEC is described in tests/fake_upstream/README.md.\n");
 }
 
@@ -2031,6 +2046,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "fake_upstream: --embedding-dim: expected 1..%d\n", MAX_EMBED_DIM);
                 return 2;
             }
+        } else if (strcmp(a, "--close") == 0) {
+            if (strcmp(v, "abrupt") != 0 && strcmp(v, "lingering") != 0) {
+                fprintf(stderr, "fake_upstream: --close: expected abrupt or lingering\n");
+                return 2;
+            }
+            g.lingering_close = strcmp(v, "lingering") == 0;
         } else if (strcmp(a, "--max-body") == 0) {
             if (parse_long_range(v, 1, 1L << 30, &g.max_body) != 0) {
                 fprintf(stderr, "fake_upstream: --max-body: expected 1..%ld\n", 1L << 30);

@@ -859,9 +859,18 @@ def early_answer(gw_bin, fake_bin, env):
     --max-body 1000: 413 at the head of a longer body, then a close) while
     the gateway is still writing a body of 8 MB, more than the socket
     buffers on loopback hold: the write meets the close (EPIPE or
-    ECONNRESET) with the answer already waiting to be read."""
+    ECONNRESET) with the answer already waiting to be read.
+
+    The native client reads that answer whenever the write fails. libcurl
+    relays it only when it has read it before its write fails, a race it
+    loses now and then on a loaded machine (CURLE_SEND_ERROR: a reset),
+    so for libcurl the fake closes as nginx and Apache do (--close
+    lingering: the answer and a FIN, the rest of the body read and
+    dropped), where no reset can overtake the answer."""
     wd = workdir()
-    small = Fake(fake_bin, wd, name="small", args=["--max-body", "1000"])
+    curl = env.get("LLMROUTE_UPSTREAM_CLIENT") == "curl"
+    small = Fake(fake_bin, wd, name="small",
+                 args=["--max-body", "1000"] + (["--close", "lingering"] if curl else []))
     other = Fake(fake_bin, wd, name="other")  # takes up to 16 MiB
     cfg = {"models": [{"name": "small", "backend": "openai", "base_url": small.base_url},
                       {"name": "other", "backend": "openai", "base_url": other.base_url}],
