@@ -164,8 +164,10 @@ def proxy(gw_bin, fake_bin):
         # 5 content chunks 150 ms apart: they must arrive spread out, not at once
         spread = events[-1][0] - events[0][0]
         assert spread > 0.6, "events arrived within %.3fs: buffered, not relayed" % spread
+        # Ask for spread, not for every gap: on a loaded machine two chunks may be
+        # read at once now and then; a gateway that buffers the stream has none.
         gaps = [b[0] - a[0] for a, b in zip(events, events[1:])]
-        assert sum(1 for g in gaps if g > 0.08) >= 4, gaps
+        assert sum(1 for g in gaps if g > 0.08) >= 3, gaps
     check("stream relayed chunk by chunk as it arrives, [DONE] last", stream_incremental)
 
     def upstream_error_passthrough():
