@@ -763,13 +763,14 @@ def streams(gw_bin, fake_bin):
             t_req = time.monotonic()
             s = socket.create_connection((HOST, g.port), timeout=30)
             body = json.dumps({"model": "thinker", "messages": HELLO, "stream": True}).encode()
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                       % len(body) + body)
             got, first = b"", None
             while b"data: [DONE]" not in got:
                 data = s.recv(65536)
-                assert data, got
+                if not data:
+                    break
                 got += data
                 if first is None and b"step 0" in got:
                     first = time.monotonic()
@@ -777,7 +778,8 @@ def streams(gw_bin, fake_bin):
             s.close()
             assert first is not None and relayed.get(n) is True, \
                 (n, "the first reasoning delta reached the client only after the upstream "
-                 "gave up waiting for it: held back, not relayed")
+                 "gave up waiting for it: held back, not relayed", got)
+            assert b"data: [DONE]" in got, got
             window[n] = (first - t_req) * 1000
         wait_for(lambda: len([l for l in g.log_lines() if l.get("model") == "thinker"]) == 2,
                  5, "two log lines")
