@@ -727,10 +727,15 @@ def streams(gw_bin, fake_bin):
           "it is dropped and logged", nothing_after_done)
 
     def reasoning_is_content():
-        # A reasoning model's stream: a role chunk, reasoning deltas 300 ms apart, then the
-        # answer. Reasoning is content: it reaches the client as it comes, not held until
-        # the first answer token, and ttft_ms measures the first event the client got.
-        sent = {}
+        # A reasoning model's stream: a role chunk, reasoning deltas, then the answer.
+        # Reasoning is content: it reaches the client as it comes, not held until the
+        # first answer token, and ttft_ms measures the first event the client got. The
+        # upstream sends nothing after the first reasoning delta until the client has
+        # seen it (a handshake, so the check is about order, not how fast a loaded
+        # machine relays): a gateway holding reasoning back makes the upstream give up
+        # waiting, and the client sees it only after.
+        seen = {1: threading.Event(), 2: threading.Event()}
+        relayed = {}
 
         def ev(delta):
             return (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
@@ -745,33 +750,46 @@ def streams(gw_bin, fake_bin):
             pieces += [ev({"content": "42"}), b"data: [DONE]\n\n"]
             for i, p in enumerate(pieces):
                 if 1 <= i <= 5:
-                    time.sleep(0.3)
-                if i == 1:
-                    sent[n] = time.monotonic()
+                    time.sleep(0.3)  # the first 0.3 s: the role chunk is not the first token
                 c.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
+                if i == 1:
+                    relayed[n] = seen[n].wait(10)
             c.sendall(b"0\r\n\r\n")
         up = Scripted(serve)
         g = scripted_gateway(w, {"name": "thinker", "backend": "openai",
                                  "base_url": up.base_url})
+        window = {}
         for n in (1, 2):
-            s = socket.create_connection((HOST, g.port), timeout=10)
+            t_req = time.monotonic()
+            s = socket.create_connection((HOST, g.port), timeout=30)
             body = json.dumps({"model": "thinker", "messages": HELLO, "stream": True}).encode()
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                       % len(body) + body)
             got, first = b"", None
             while b"data: [DONE]" not in got:
                 data = s.recv(65536)
-                assert data, got
+                if not data:
+                    break
                 got += data
                 if first is None and b"step 0" in got:
                     first = time.monotonic()
+                    seen[n].set()
             s.close()
-            assert first is not None and first - sent[n] < 0.25, (n, first and first - sent[n])
+            assert first is not None and relayed.get(n) is True, \
+                (n, "the first reasoning delta reached the client only after the upstream "
+                 "gave up waiting for it: held back, not relayed", got)
+            assert b"data: [DONE]" in got, got
+            window[n] = (first - t_req) * 1000
         wait_for(lambda: len([l for l in g.log_lines() if l.get("model") == "thinker"]) == 2,
                  5, "two log lines")
-        for l in [l for l in g.log_lines() if l.get("model") == "thinker"]:
-            assert l["status"] == 200 and 250 <= l["ttft_ms"] <= 900, l
+        # ttft_ms runs from the upstream attempt's start to the first event relayed,
+        # which lie between the client's connecting and its seeing "step 0": at most
+        # that window (the answer token came 1.2 s or more after it). At least 250 ms:
+        # the role chunk, 0.3 s before the first delta, does not count.
+        lines = [l for l in g.log_lines() if l.get("model") == "thinker"]
+        for l, n in zip(lines, (1, 2)):
+            assert l["status"] == 200 and 250 <= l["ttft_ms"] <= window[n] + 1, (l, window)
         m = g.metrics()
         assert m['llmroute_time_to_first_token_seconds_bucket{model="thinker",le="0.1"}'] == 0, m
         assert m['llmroute_time_to_first_token_seconds_count{model="thinker"}'] == 2, m

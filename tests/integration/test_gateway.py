@@ -164,8 +164,10 @@ def proxy(gw_bin, fake_bin):
         # 5 content chunks 150 ms apart: they must arrive spread out, not at once
         spread = events[-1][0] - events[0][0]
         assert spread > 0.6, "events arrived within %.3fs: buffered, not relayed" % spread
+        # Ask for spread, not for every gap: on a loaded machine two chunks may be
+        # read at once now and then; a gateway that buffers the stream has none.
         gaps = [b[0] - a[0] for a, b in zip(events, events[1:])]
-        assert sum(1 for g in gaps if g > 0.08) >= 4, gaps
+        assert sum(1 for g in gaps if g > 0.08) >= 3, gaps
     check("stream relayed chunk by chunk as it arrives, [DONE] last", stream_incremental)
 
     def upstream_error_passthrough():
@@ -1460,13 +1462,15 @@ def lifecycle(gw_bin, fake_bin):
     check("SIGTERM finishes in-flight streams, refuses new connections, exits 0", sigterm_drains)
 
     def sigterm_deadline_answers():
-        # A 4 s stream and a 3 s non-stream request, SIGTERM after 0.7 s, a 1 s deadline:
+        # A 20 s stream and a 20 s non-stream request, SIGTERM after 0.7 s, a 1 s deadline:
         # at the deadline neither is dropped unanswered. The stream ends with an error event
         # (no [DONE]), the other request gets a 503; both are logged and counted as such,
-        # before the `stopped` event.
+        # before the `stopped` event. The gateway exits about 2 s after the signal (the
+        # deadline, then at most 1 s for its answers to go out); the upstreams would take
+        # 19 s more, so a bound of 10 s tells the two apart with room for a loaded machine.
         slow, late = Fake(fake_bin, wd, name="slow"), Fake(fake_bin, wd, name="late")
-        slow.scenario("chunks=10;chunk_delay_ms=400")
-        late.scenario("delay_ms=3000")
+        slow.scenario("chunks=50;chunk_delay_ms=400")
+        late.scenario("delay_ms=20000")
         cfg = base_config(fake, server={"shutdown_timeout_ms": 1000})
         cfg["models"] += [{"name": "slow", "backend": "openai", "base_url": slow.base_url},
                           {"name": "late", "backend": "openai", "base_url": late.base_url}]
@@ -1476,7 +1480,7 @@ def lifecycle(gw_bin, fake_bin):
         def send(key, payload):
             try:
                 got[key] = request(g.port, "POST", "/v1/chat/completions",
-                                   json.dumps(payload), timeout=10)
+                                   json.dumps(payload), timeout=30)
             except Exception as ex:  # an empty reply, a reset: what this test forbids
                 got[key] = ex
         ts = [threading.Thread(target=send, args=("stream", {"model": "slow", "stream": True,
@@ -1489,9 +1493,9 @@ def lifecycle(gw_bin, fake_bin):
         t0 = time.monotonic()
         g.signal(signal.SIGTERM)
         for t in ts:
-            t.join(10)
-        assert g.wait(10) == 0
-        assert time.monotonic() - t0 < 2.5, time.monotonic() - t0
+            t.join(30)
+        assert g.wait(30) == 0
+        assert time.monotonic() - t0 < 10, time.monotonic() - t0
         assert not isinstance(got["stream"], Exception), got["stream"]
         st, _, body = got["stream"]
         events = [e[len("data: "):] for e in body.decode().split("\n\n")
@@ -1527,26 +1531,37 @@ def lifecycle(gw_bin, fake_bin):
         # upstream, then dropped when the loop stopped and logged after `stopped` as a
         # 499 client_closed, though the client never closed.) A request whose head is
         # in at the deadline but not its body is answered then (test_drain.py).
+        # That second (the gateway's flush after the deadline) is fixed, so the test
+        # does not guess where it is with sleeps: the rest of the head goes out as soon
+        # as the request in flight gets its deadline answer, which opens that second.
         late = Fake(fake_bin, wd, name="late2")
-        late.scenario("delay_ms=3000")
+        late.scenario("delay_ms=30000")
         cfg = base_config(fake, server={"shutdown_timeout_ms": 1000})
         cfg["models"] += [{"name": "late", "backend": "openai", "base_url": late.base_url}]
         g = Gateway(gw_bin, wd, cfg, name="gw-latebody")
         body = json.dumps({"model": "late", "messages": HELLO}).encode()
         got = {}
+        answered = threading.Event()
 
         def in_flight():  # keeps the gateway draining until the deadline
             try:
-                got["a"] = request(g.port, "POST", "/v1/chat/completions", body, timeout=10)
+                got["a"] = request(g.port, "POST", "/v1/chat/completions", body, timeout=30)
             except Exception as ex:
                 got["a"] = ex
+            answered.set()
         t = threading.Thread(target=in_flight)
         t.start()
-        s = socket.create_connection((HOST, g.port), timeout=10)
+        s = socket.create_connection((HOST, g.port), timeout=30)
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
-        time.sleep(0.5)
+
+        def forwarded():
+            st, _, data = request(late.port, "GET", "/_stats")
+            return st == 200 and json.loads(data)["requests"] >= 1
+        wait_for(forwarded, 15, "the request in flight to reach its upstream")
+        time.sleep(0.3)  # the half head's connection accepted too, before the signal
         g.signal(signal.SIGTERM)
-        time.sleep(1.4)  # the deadline is 1 s after the signal; its answers have 1 s more
+        assert answered.wait(15), "the request in flight was not answered at the deadline"
+        assert not isinstance(got["a"], Exception) and got["a"][0] == 503, got["a"]
         t0 = time.monotonic()
         s.sendall(b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
                   + body)
@@ -1561,11 +1576,12 @@ def lifecycle(gw_bin, fake_bin):
             raw += b" EXC " + str(ex).encode()
         took = time.monotonic() - t0
         s.close()
-        t.join(10)
-        assert g.wait(10) == 0
+        t.join(30)
+        assert g.wait(30) == 0
+        # Answered, and within the flush second (the gateway is gone after it): had it
+        # been sent upstream (30 s), the loop would have stopped with it unanswered.
         assert status_of(raw) == 503 and b'"code":"server_shutting_down"' in raw, raw
-        assert took < 0.5, took
-        assert not isinstance(got["a"], Exception) and got["a"][0] == 503, got["a"]
+        assert took < 1.5, took
         lines = g.log_lines()
         stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
         reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
