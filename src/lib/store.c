@@ -3948,16 +3948,6 @@ struct qhash {
     size_t i;
 };
 
-static uint64_t text_hash(const char *s, size_t len)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h ^ len;
-}
-
 static int cmp_qhash(const void *a, const void *b)
 {
     const struct qhash *x = a, *y = b;
@@ -3995,7 +3985,7 @@ int lr_store_find_queries(const struct lr_store *store, const char *const *queri
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        hs[i].h = text_hash(queries[i], strlen(queries[i]));
+        hs[i].h = str_hash(queries[i]);
         hs[i].i = i;
     }
     qsort(hs, n, sizeof(*hs), cmp_qhash);
@@ -4012,7 +4002,7 @@ int lr_store_find_queries(const struct lr_store *store, const char *const *queri
         uint64_t h;
         if (!t)
             continue;
-        h = text_hash(t, len);
+        h = str_hash(t); /* SQLite ends the text with a NUL; a query holds none */
         while (lo < hi) { /* the first entry with this hash */
             size_t mid = lo + (hi - lo) / 2;
             if (hs[mid].h < h)

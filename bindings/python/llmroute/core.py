@@ -37,9 +37,6 @@ from ._lib import api
 from .errors import (EmbedError, EmptyInput, Error, InvalidInput, InvalidType, UnknownModel,
                      raise_for)
 
-# lr_store_add_outcome_keyed()'s *duplicate for a key held for another outcome.
-_LR_STORE_KEY_DIFFERS = 2
-
 __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
            "ImportReport", "ModelInfo", "config_from_llm_configs"]
 
@@ -1139,7 +1136,7 @@ class Store(_Handle):
             raise_for(rc, err, "lr_store_add_outcome")
             return True
         raise_for(rc, err, "lr_store_add_outcome_keyed")
-        if dup.value == _LR_STORE_KEY_DIFFERS:
+        if dup.value == _lib.LR_STORE_KEY_DIFFERS:
             raise InvalidInput("%s: idempotency_key %r was used for another outcome (its query, "
                                "input_tokens, model, correctness or output_tokens differ); "
                                "nothing was stored" % (where, idempotency_key))

@@ -178,6 +178,8 @@ int main(void)
     C(LR_BATCH_QUALITY);
     C(LR_BATCH_BUDGET);
     C(LR_STORE_KEY_TTL_DEFAULT);
+    C(LR_STORE_KEY_SAME);
+    C(LR_STORE_KEY_DIFFERS);
     C(LR_STORE_MAX_KEY_TTL);
     C(LR_MAX_N_SIMILAR);
     printf("}}\n");
