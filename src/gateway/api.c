@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -60,6 +61,43 @@ static json_t *number_or_null(double v)
     return isnan(v) || isinf(v) ? json_null() : json_real(v);
 }
 
+/* Wall-clock seconds as RFC 3339 UTC, to the millisecond. */
+static json_t *json_time(double at)
+{
+    char buf[48];
+    struct tm tm;
+    time_t sec = (time_t)at;
+    long ms = (long)((at - (double)sec) * 1000.0);
+    if (ms < 0 || ms > 999)
+        ms = 0;
+    if (!gmtime_r(&sec, &tm))
+        return json_null();
+    strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + strlen(buf), sizeof buf - strlen(buf), ".%03ldZ", ms);
+    return json_string(buf);
+}
+
+/* The configuration in use and the last SIGHUP: a failed reload leaves the
+ * previous configuration serving, so status stays "ok", and says so here. */
+static json_t *health_config(const struct gw *gw)
+{
+    struct metrics_reload r;
+    json_t *c = json_object();
+    metrics_reload_state(gw->metrics, &r);
+    json_object_set_new(c, "loaded_at", json_time(r.loaded_at));
+    if (r.last_at <= 0) {
+        json_object_set_new(c, "last_reload", json_null());
+    } else {
+        json_t *l = json_object();
+        json_object_set_new(l, "result", json_string(r.last_failed ? "error" : "ok"));
+        json_object_set_new(l, "at", json_time(r.last_at));
+        if (r.last_failed)
+            json_object_set_new(l, "error", json_string(r.last_error));
+        json_object_set_new(c, "last_reload", l);
+    }
+    return c;
+}
+
 int api_health(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *o = json_object();
@@ -70,6 +108,7 @@ int api_health(struct gw *gw, struct hs_req *req, const char *id)
                         json_integer((json_int_t)lr_config_route_count(gw->conf->cfg)));
     json_object_set_new(o, "in_flight", json_integer((json_int_t)hs_server_busy(gw->http) - 1)); /* not this one */
     json_object_set_new(o, "version", json_string(LR_VERSION_STRING));
+    json_object_set_new(o, "config", health_config(gw));
     json_object_set_new(o, "history_records",
                         gw->store ? json_integer((json_int_t)lr_store_count(gw->store))
                                   : json_null());

@@ -48,6 +48,14 @@ double gw_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Wall-clock seconds since the epoch: for times shown to operators. */
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* ==== Request ids and the log line ==== */
 
 void gw_request_id(struct gw *gw, struct hs_req *req, char *buf, size_t cap)
@@ -780,7 +788,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     gw->converge_asked = 1;
     gw_store_refresh_start(gw);
     if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
-        metrics_count_reload(gw->metrics, 0);
+        metrics_count_reload(gw->metrics, 0, wall_now(), err.message);
         log_event("reload_failed", "%s (the previous configuration stays)", err.message);
         return;
     }
@@ -804,7 +812,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
      * at once (proxy.c reads them from the live configuration): a raised
      * max_concurrency lets them start now, not as the next attempt ends. */
     proxy_queue_kick(gw);
-    metrics_count_reload(gw->metrics, 1);
+    metrics_count_reload(gw->metrics, 1, wall_now(), NULL);
     log_event("reloaded", "%s: %zu models, %zu routes", gw->opts->config_path, nc->n_models,
               lr_config_route_count(nc->cfg));
 }
@@ -1084,6 +1092,8 @@ static int run(const struct gw_options *opts, const sigset_t *held)
     gw.id_seed = (uint64_t)time(NULL) * 0x100000001B3ull ^ (uint64_t)getpid();
     gw.base = event_base_new();
     gw.metrics = metrics_new();
+    if (gw.metrics)
+        metrics_config_loaded(gw.metrics, wall_now());
     gw.upstream = gw.base ? up_client_new(gw.base) : NULL;
     limits_from(gw.conf, &lim);
     gw.http = gw.base ? hs_server_new(gw.base, &lim, handle, gw_error_body, &gw) : NULL;

@@ -79,6 +79,9 @@ struct metrics {
     size_t n_models, cap_models;
     struct hist overhead, duration;
     uint64_t reloads_ok, reloads_failed;
+    double conf_loaded_at, last_reload_at; /* wall clock; last_reload_at 0: none */
+    int last_reload_failed;
+    char last_reload_error[512];
     uint64_t attempts_sum, attempts_count;
     uint64_t attempts_per_request[6]; /* 0, 1, 2, 3, 4, 5+ */
     long waiting;
@@ -245,12 +248,31 @@ void metrics_observe_duration(struct metrics *m, double s)
     hist_observe(&m->duration, s);
 }
 
-void metrics_count_reload(struct metrics *m, int ok)
+void metrics_count_reload(struct metrics *m, int ok, double at, const char *error)
 {
-    if (ok)
+    m->last_reload_at = at;
+    m->last_reload_failed = !ok;
+    m->last_reload_error[0] = '\0';
+    if (ok) {
         m->reloads_ok++;
-    else
+        m->conf_loaded_at = at;
+    } else {
         m->reloads_failed++;
+        snprintf(m->last_reload_error, sizeof m->last_reload_error, "%s", error ? error : "");
+    }
+}
+
+void metrics_config_loaded(struct metrics *m, double at)
+{
+    m->conf_loaded_at = at;
+}
+
+void metrics_reload_state(const struct metrics *m, struct metrics_reload *out)
+{
+    out->loaded_at = m->conf_loaded_at;
+    out->last_at = m->last_reload_at;
+    out->last_failed = m->last_reload_failed;
+    out->last_error = m->last_reload_error;
 }
 
 void metrics_count_attempts(struct metrics *m, unsigned attempts)
@@ -582,8 +604,17 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         "# HELP llmroute_config_reloads_total Configuration reloads by result.\n"
         "# TYPE llmroute_config_reloads_total counter\n"
         "llmroute_config_reloads_total{result=\"ok\"} %llu\n"
-        "llmroute_config_reloads_total{result=\"error\"} %llu\n",
-        (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
+        "llmroute_config_reloads_total{result=\"error\"} %llu\n"
+        "# HELP llmroute_config_last_reload_successful Whether the last reload succeeded "
+        "(1 before any).\n"
+        "# TYPE llmroute_config_last_reload_successful gauge\n"
+        "llmroute_config_last_reload_successful %d\n"
+        "# HELP llmroute_config_last_reload_success_timestamp_seconds When the configuration "
+        "in use was loaded.\n"
+        "# TYPE llmroute_config_last_reload_success_timestamp_seconds gauge\n"
+        "llmroute_config_last_reload_success_timestamp_seconds %.3f\n",
+        (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed,
+        !m->last_reload_failed, m->conf_loaded_at);
     if (o.failed) {
         free(o.p);
         return NULL;

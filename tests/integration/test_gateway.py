@@ -1220,15 +1220,35 @@ def errors(gw_bin, fake_bin):
 def lifecycle(gw_bin, fake_bin):
     wd, fake, gw = start(fake_bin, gw_bin)
 
+    def health_config():
+        st, _, body = request(gw.port, "GET", "/health")
+        assert st == 200, (st, body)
+        j = json.loads(body)
+        assert j["status"] == "ok", j  # a failed reload leaves the old config serving
+        return j["config"]
+
     def reload_good_and_bad():
+        first = health_config()
+        assert first["last_reload"] is None, first
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["loaded_at"]), first
+        m = gw.metrics()
+        assert m["llmroute_config_last_reload_successful"] == 1, m
+        started_at = m["llmroute_config_last_reload_success_timestamp_seconds"]
+        assert abs(started_at - time.time()) < 3600, started_at
         cfg = base_config(fake, extra_models=[{"name": "late", "backend": "mock"}])
         gw.write_config(cfg)
+        time.sleep(0.01)  # the reload's time differs from the start's at the millisecond
         gw.signal(signal.SIGHUP)
 
         def has_late():
             st, _, body = request(gw.port, "GET", "/v1/models")
             return "late" in [m["id"] for m in json.loads(body)["data"]]
         wait_for(has_late, 5, "the reloaded config")
+        good = health_config()
+        assert good["last_reload"]["result"] == "ok" and "error" not in good["last_reload"], good
+        assert good["loaded_at"] == good["last_reload"]["at"] != first["loaded_at"], (first, good)
+        reloaded_at = gw.metrics()["llmroute_config_last_reload_success_timestamp_seconds"]
+        assert reloaded_at > started_at, (started_at, reloaded_at)
         st, h, j, _ = chat(gw.port, {"model": "late", "messages": HELLO})
         assert st == 200, (st, j)
         open(gw.config_path, "w").write('{"models": [{"name": 1}]}')
@@ -1244,6 +1264,14 @@ def lifecycle(gw_bin, fake_bin):
         # gateway's own alike.
         msg = gw.events("reload_failed")[-1]["message"]
         assert msg.count(gw.config_path) == 1 and msg.startswith(gw.config_path + ": "), msg
+        # /health and /metrics say the configuration in use is the older one.
+        bad_state = health_config()
+        assert bad_state["loaded_at"] == good["loaded_at"], (good, bad_state)
+        last = bad_state["last_reload"]
+        assert last["result"] == "error" and last["error"] + " (the previous configuration stays)" == msg, (last, msg)
+        assert last["at"] >= good["loaded_at"], bad_state
+        assert m["llmroute_config_last_reload_successful"] == 0, m
+        assert m["llmroute_config_last_reload_success_timestamp_seconds"] == reloaded_at, m
         bad = base_config(fake)
         bad["server"]["listen"] = 5
         gw.write_config(bad)
@@ -1253,7 +1281,13 @@ def lifecycle(gw_bin, fake_bin):
         assert msg.startswith(gw.config_path + ": server.listen: "), msg
         assert msg.count(gw.config_path) == 1, msg
         gw.write_config(base_config(fake, extra_models=[{"name": "late", "backend": "mock"}]))
-    check("SIGHUP reloads; a bad file is refused and the old config kept", reload_good_and_bad)
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: gw.metrics()["llmroute_config_reloads_total{result=\"ok\"}"] == 2, 5,
+                 "the good reload after the bad ones")
+        assert gw.metrics()["llmroute_config_last_reload_successful"] == 1
+        assert health_config()["last_reload"]["result"] == "ok"
+    check("SIGHUP reloads; a bad file is refused and the old config kept, and /health and "
+          "/metrics say which is in use", reload_good_and_bad)
 
     def reload_lowering_the_body_cap_mid_body():
         # A body being read when a reload lowers server.max_body_bytes keeps
