@@ -90,6 +90,28 @@
  *     0.7787 against 0.7781. On the test split (bytes, pooled over the
  *     query's groups, kappa 2): 0.8624 at $2.36 (0.8635 without), 0.8021
  *     at $0.31 (0.8000).
+ *   - a latent-semantic embedding made from the store alone
+ *     (bench/predict_lsa.py, which re-makes this form in Python; through
+ *     it, with the store's groups, the built-in kNN scores Brier 0.19389,
+ *     decisions 0.77860): the tfidf-v1 vectors times a rank-d truncated SVD
+ *     fitted on the train texts, L2-normalised, k = 16 by cosine, groups
+ *     by k-means over them or the store's; and a mix, a x tfidf cosine +
+ *     (1 - a) x LSA cosine, a in {0.25, 0.5, 0.75}. d = 64, 128, 256: Brier
+ *     0.19366 to 0.19462, decisions 0.77539 to 0.78079. The best, the mix
+ *     at d = 64, a = 0.25: 0.19387, 0.78079 (z 1.7; over three SVD seeds
+ *     z 1.4 to 1.9, Brier 0.19379 to 0.19389), at half of GPT-4's cost
+ *     0.8585 against 0.8553 (z 1.1). With groups re-made in Python the
+ *     baseline itself moves (Brier 0.19327 to 0.19459 over three seeds) and
+ *     that mix's z from 1.5 to 2.1, Brier better by 0.00006 at most: the
+ *     grouping's noise is as large as the gain, and among some 90 variant
+ *     and seed pairs a z of 2 is expected; not run on the test split. It
+ *     would not be fast enough either: the query's projection is cheap (d x
+ *     128 multiply-adds, but a table of d floats per hashed feature, 256 MiB
+ *     at d = 64), while an exact search of 100,000 rows of 64 takes 0.32 ms
+ *     alone (bench/dense_bench, topics corpus), and the mix needs it beside
+ *     the sparse search. Re-scoring only the sparse search's 64 nearest by
+ *     the mix keeps little of it: decisions 0.77885 to 0.77984 (z 0.2 to
+ *     0.9).
  * The optimizer's predicted mean quality exceeds the realised one where it
  * trades cheap models against each other (at mixtral's cost 0.758 against
  * 0.734 on train) under every variant above. With the real output lengths
