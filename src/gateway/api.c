@@ -2,6 +2,7 @@
  *   GET  /health        liveness and a short summary
  *   GET  /metrics       Prometheus text (metrics.c renders it)
  *   GET  /v1/models     configured models and routes in OpenAI's list format
+ *   GET  /v1/models/M   one of them (OpenAI's models.retrieve)
  *   POST /v1/route      routing decisions without forwarding (AIOS's kernel asks,
  *                       then calls the model itself); models that are full or
  *                       whose breaker is open are left out, and the room left
@@ -165,6 +166,17 @@ int api_metrics(struct gw *gw, struct hs_req *req, const char *id)
     return 200;
 }
 
+/* One entry of /v1/models: a model (owned by its backend) or a route. */
+static json_t *model_entry(const char *name, const char *owned_by)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "id", json_string(name));
+    json_object_set_new(e, "object", json_string("model"));
+    json_object_set_new(e, "created", json_integer(0));
+    json_object_set_new(e, "owned_by", json_string(owned_by));
+    return e;
+}
+
 int api_models(struct gw *gw, struct hs_req *req, const char *id)
 {
     const struct lr_config *cfg = gw->conf->cfg;
@@ -172,25 +184,71 @@ int api_models(struct gw *gw, struct hs_req *req, const char *id)
     (void)id;
     for (size_t i = 0; i < lr_config_model_count(cfg); i++) {
         const struct lr_model_info *m = lr_config_model(cfg, i);
-        json_t *e = json_object();
-        json_object_set_new(e, "id", json_string(m->name));
-        json_object_set_new(e, "object", json_string("model"));
-        json_object_set_new(e, "created", json_integer(0));
-        json_object_set_new(e, "owned_by", json_string(m->backend ? m->backend : "openai"));
-        json_array_append_new(data, e);
+        json_array_append_new(data, model_entry(m->name, m->backend ? m->backend : "openai"));
     }
-    for (size_t i = 0; i < lr_config_route_count(cfg); i++) {
-        const struct lr_route_info *r = lr_config_route(cfg, i);
-        json_t *e = json_object();
-        json_object_set_new(e, "id", json_string(r->name));
-        json_object_set_new(e, "object", json_string("model"));
-        json_object_set_new(e, "created", json_integer(0));
-        json_object_set_new(e, "owned_by", json_string("llmroute-route"));
-        json_array_append_new(data, e);
-    }
+    for (size_t i = 0; i < lr_config_route_count(cfg); i++)
+        json_array_append_new(data, model_entry(lr_config_route(cfg, i)->name, "llmroute-route"));
     json_object_set_new(o, "object", json_string("list"));
     json_object_set_new(o, "data", data);
     return send_json(req, 200, o);
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode src into dst (cap bytes with the NUL); -1 for a bad
+ * escape, an encoded NUL or a name that does not fit. */
+static int percent_decode(const char *src, char *dst, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = src; *p; p++) {
+        int c = (unsigned char)*p;
+        if (c == '%') {
+            int hi = hex_digit(p[1]), lo = hi < 0 ? -1 : hex_digit(p[2]);
+            if (lo < 0 || (hi | lo) == 0)
+                return -1;
+            c = hi * 16 + lo;
+            p += 2;
+        }
+        if (n + 1 >= cap)
+            return -1;
+        dst[n++] = (char)c;
+    }
+    dst[n] = '\0';
+    return 0;
+}
+
+int api_model(struct gw *gw, struct hs_req *req, const char *id)
+{
+    const struct lr_config *cfg = gw->conf->cfg;
+    const char *given = hs_req_path(req) + strlen("/v1/models/");
+    char name[1024];
+    (void)id;
+    if (percent_decode(given, name, sizeof name) == 0) {
+        for (size_t i = 0; i < lr_config_model_count(cfg); i++) {
+            const struct lr_model_info *m = lr_config_model(cfg, i);
+            if (strcmp(m->name, name) == 0)
+                return send_json(req, 200,
+                                 model_entry(m->name, m->backend ? m->backend : "openai"));
+        }
+        for (size_t i = 0; i < lr_config_route_count(cfg); i++)
+            if (strcmp(lr_config_route(cfg, i)->name, name) == 0)
+                return send_json(req, 200, model_entry(name, "llmroute-route"));
+    }
+    /* OpenAI's answer for a model it does not have. The name is quoted as
+     * sent (the target holds no control character: httpd.c refuses one). */
+    gw_send_error(req, 404, "model", "model_not_found",
+                  "The model '%.200s' does not exist or is not configured on this gateway",
+                  given);
+    return 404;
 }
 
 /* ==== POST /v1/route ==== */

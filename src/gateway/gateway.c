@@ -327,18 +327,20 @@ struct path_entry {
     enum handler_kind kind;
     enum gw_endpoint ep;
     int (*api)(struct gw *, struct hs_req *, const char *id);
+    int prefix; /* path is a prefix: the rest of the target is the entry's argument */
 };
 
 static const struct path_entry paths[] = {
-    {"/v1/chat/completions", "POST", KEY_CLIENT, H_PROXY, EP_CHAT, NULL},
-    {"/v1/completions", "POST", KEY_CLIENT, H_PROXY, EP_COMPLETIONS, NULL},
-    {"/v1/embeddings", "POST", KEY_CLIENT, H_PROXY, EP_EMBEDDINGS, NULL},
-    {"/v1/responses", "POST", KEY_CLIENT, H_PROXY, EP_RESPONSES, NULL},
-    {"/v1/models", "GET", KEY_CLIENT, H_API, EP_CHAT, api_models},
-    {"/v1/route", "POST", KEY_CLIENT, H_API, EP_CHAT, api_route},
-    {"/v1/feedback", "POST", KEY_FEEDBACK, H_API, EP_CHAT, api_feedback},
-    {"/health", "GET", KEY_NONE, H_API, EP_CHAT, api_health},
-    {"/metrics", "GET", KEY_NONE, H_API, EP_CHAT, api_metrics},
+    {"/v1/chat/completions", "POST", KEY_CLIENT, H_PROXY, EP_CHAT, NULL, 0},
+    {"/v1/completions", "POST", KEY_CLIENT, H_PROXY, EP_COMPLETIONS, NULL, 0},
+    {"/v1/embeddings", "POST", KEY_CLIENT, H_PROXY, EP_EMBEDDINGS, NULL, 0},
+    {"/v1/responses", "POST", KEY_CLIENT, H_PROXY, EP_RESPONSES, NULL, 0},
+    {"/v1/models", "GET", KEY_CLIENT, H_API, EP_CHAT, api_models, 0},
+    {"/v1/models/", "GET", KEY_CLIENT, H_API, EP_CHAT, api_model, 1},
+    {"/v1/route", "POST", KEY_CLIENT, H_API, EP_CHAT, api_route, 0},
+    {"/v1/feedback", "POST", KEY_FEEDBACK, H_API, EP_CHAT, api_feedback, 0},
+    {"/health", "GET", KEY_NONE, H_API, EP_CHAT, api_health, 0},
+    {"/metrics", "GET", KEY_NONE, H_API, EP_CHAT, api_metrics, 0},
 };
 #define N_PATHS (sizeof paths / sizeof paths[0])
 
@@ -396,9 +398,12 @@ static int method_ok(const struct path_entry *e, const char *method)
 
 static const struct path_entry *path_find(const char *path)
 {
-    for (size_t i = 0; i < N_PATHS; i++)
-        if (strcmp(paths[i].path, path) == 0)
+    for (size_t i = 0; i < N_PATHS; i++) {
+        size_t n = strlen(paths[i].path);
+        if (paths[i].prefix ? strncmp(paths[i].path, path, n) == 0 && path[n] != '\0'
+                            : strcmp(paths[i].path, path) == 0)
             return &paths[i];
+    }
     return NULL;
 }
 

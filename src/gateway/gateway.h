@@ -437,6 +437,8 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
  * own line then. */
 int api_health(struct gw *gw, struct hs_req *req, const char *id);
 int api_models(struct gw *gw, struct hs_req *req, const char *id);
+/* GET /v1/models/{model}: one entry of the list, the name percent-decoded. */
+int api_model(struct gw *gw, struct hs_req *req, const char *id);
 int api_route(struct gw *gw, struct hs_req *req, const char *id);
 int api_feedback(struct gw *gw, struct hs_req *req, const char *id);
 int api_metrics(struct gw *gw, struct hs_req *req, const char *id);

@@ -95,6 +95,12 @@ await check("models list through the SDK", async () => {
   assert(ids.includes("auto") && ids.includes("fake-a"), ids.join(","));
 });
 
+await check("models retrieve through the SDK, and NotFoundError for another name", async () => {
+  const m = await client.models.retrieve("auto");
+  assert(m.id === "auto" && m.object === "model", JSON.stringify(m));
+  await expectError(OpenAI.NotFoundError, 404, () => client.models.retrieve("no/such-model"));
+});
+
 await check("400 -> BadRequestError (messages not an array)", async () => {
   const e = await expectError(OpenAI.BadRequestError, 400, () =>
     client.chat.completions.create({ model: "auto", messages: "hi" }));

@@ -259,6 +259,27 @@ def proxy(gw_bin, fake_bin):
         assert j["assignments"][0]["predicted_quality"] is None
     check("completions, embeddings, models, health and route endpoints", other_endpoints)
 
+    def one_model():
+        # GET /v1/models/{model}: the list's entry (OpenAI's models.retrieve).
+        st, h, body = request(gw.port, "GET", "/v1/models/fake-b")
+        assert st == 200, (st, body)
+        assert json.loads(body) == {"id": "fake-b", "object": "model", "created": 0,
+                                    "owned_by": "vllm"}, body
+        st, h, body = request(gw.port, "GET", "/v1/models/auto")
+        assert st == 200 and json.loads(body)["owned_by"] == "llmroute-route", (st, body)
+        st, h, body = request(gw.port, "GET", "/v1/models/fak%65-a")  # percent-decoded
+        assert st == 200 and json.loads(body)["id"] == "fake-a", (st, body)
+        st, h, body = request(gw.port, "HEAD", "/v1/models/fake-a")
+        assert st == 200 and body == b"", (st, body)
+        for path in ("/v1/models/nope", "/v1/models/fake-a/x", "/v1/models/fake%2", "/v1/models/a%00b"):
+            st, h, body = request(gw.port, "GET", path)
+            e = json.loads(body)["error"]
+            assert st == 404 and e["code"] == "model_not_found" and e["param"] == "model", (path, st, e)
+            assert path[len("/v1/models/"):] in e["message"], e
+        st, h, body = request(gw.port, "POST", "/v1/models/fake-a", "{}")
+        assert st == 405 and h.get("allow") == "GET, HEAD", (st, h)
+    check("GET /v1/models/{model}: one entry, 404 model_not_found for another name", one_model)
+
     def mock_embeddings_count_inputs():
         # One vector per input: a string, each string of a list, one token array, each
         # token array of a list.
