@@ -471,6 +471,13 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         put(&o, "llmroute_tokens_total{model=\"%s\",direction=\"out\"} %llu\n", a,
             (unsigned long long)m->models[i]->tokens_out);
     }
+    put(&o, "# HELP llmroute_unmetered_answers_total Answers whose upstream reported no token "
+            "usage (a stream without stream_options.include_usage, a cut stream): "
+            "llmroute_cost_total leaves them out.\n"
+            "# TYPE llmroute_unmetered_answers_total counter\n");
+    for (size_t i = 0; i < m->n_models; i++)
+        put(&o, "llmroute_unmetered_answers_total{model=\"%s\"} %llu\n",
+            esc(m->models[i]->name, a, sizeof a), (unsigned long long)m->models[i]->unmetered);
     put(&o, "# HELP llmroute_estimated_cost_total Cost the router estimated when routing.\n"
             "# TYPE llmroute_estimated_cost_total counter\n");
     for (size_t i = 0; i < m->n_models; i++)

@@ -32,6 +32,7 @@ struct model_stats {
     char *name;
     long in_flight;
     uint64_t tokens_in, tokens_out;
+    uint64_t unmetered; /* answers whose upstream reported no usage: no cost counted */
     double estimated_cost, actual_cost;
     struct hist upstream_latency; /* attempt start to last byte */
     struct hist ttft;             /* attempt start to first body byte, streams */

@@ -1903,6 +1903,8 @@ static void finish(struct exchange *ex, int status)
             ex->ms->tokens_out += (uint64_t)ex->completion_tokens;
         if (!isnan(cost))
             ex->ms->actual_cost += cost;
+        if (ex->prompt_tokens < 0 || ex->completion_tokens < 0)
+            ex->ms->unmetered++;
         if (!isnan(ex->est_cost))
             ex->ms->estimated_cost += ex->est_cost;
     }

@@ -232,6 +232,18 @@ def proxy(gw_bin, fake_bin):
         assert len(logs) == 1 and logs[0]["model"] == "fake-b" and logs[0]["stream"], logs
         assert logs[0]["tokens_out"] == 11 and logs[0]["status"] == 200, logs
         assert "hello" not in open(gw.stderr).read(), "prompt text in the log"
+        # Both answers had usage; a stream without include_usage has none, and
+        # is counted as unmetered instead of silently adding nothing to the cost.
+        k_un = 'llmroute_unmetered_answers_total{model="fake-b"}'
+        assert after[k_un] == before.get(k_un, 0), (before.get(k_un), after[k_un])
+        st, _, body = request(gw.port, "POST", "/v1/chat/completions", json.dumps(
+            {"model": "fake-b", "messages": HELLO, "stream": True}), {"x-request-id": "no-usage"})
+        assert st == 200 and body.rstrip().endswith(b"data: [DONE]"), body[-100:]
+        wait_for(lambda: any(l.get("id") == "no-usage" for l in gw.log_lines()), 5,
+                 "the stream's log line")
+        last = gw.metrics()
+        assert last[k_un] == after[k_un] + 1, (after[k_un], last[k_un])
+        assert last[k_out] == after[k_out] and last[k_cost] == after[k_cost], last
     check("usage read from body and final stream chunk into metrics, cost and log",
           usage_into_metrics)
 
