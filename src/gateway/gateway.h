@@ -101,6 +101,7 @@ struct gw_settings {
     size_t max_header_bytes;
     size_t max_response_bytes;
     size_t stream_buffer_bytes;
+    size_t max_stream_event_bytes; /* one SSE event held whole before it is relayed */
     long idle_timeout_ms;
     long shutdown_timeout_ms;
     long max_connections; /* client connections; 0: derived from the descriptor limit */

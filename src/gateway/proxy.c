@@ -11,7 +11,8 @@
  * A stream is read as the SSE format says: an event's data lines are joined
  * with LF and checked (JSON or [DONE]) at its blank line, and the event then
  * goes to the client whole, its bytes as the upstream sent them. An event is
- * held until then, up to SSE_EVENT_CAP bytes; a longer one is malformed.
+ * held until then, up to server.max_stream_event_bytes; a longer one is
+ * malformed. The buffers that held a large event shrink back once it is out.
  *
  * Resilience (the rules are resil.c's; this file applies them). The ranking's
  * tail is the fallback order. next_candidate() starts the first candidate not
@@ -55,10 +56,12 @@
 #include "upstream.h"
 
 #define RANK_CAP 64
-#define SSE_EVENT_CAP (1u << 20) /* one event's bytes, its lines and their ends */
 #define ATTEMPT_LOG_CAP 1536
 #define HOLD_CAP (64u << 10) /* a stream commits once this much of checked events is held */
 #define DONE_GRACE_MS 1000   /* after [DONE], how long the transfer may take to end */
+
+/* A stream's buffers larger than this shrink back once a large event is out. */
+#define EVENT_KEEP (256u << 10)
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -496,8 +499,8 @@ static void resp_event(struct exchange *ex, const char *p, size_t n, const struc
  * empty one) is added to the event's data with an LF after it, which is how
  * the SSE format joins an event's data lines. Comments and other fields
  * (event, id, retry) are relayed but carry no data. Returns 0, or -1 out of
- * memory. The event's bytes are capped (SSE_EVENT_CAP) before they get here,
- * so its data is too. */
+ * memory. The event's bytes are capped (server.max_stream_event_bytes) before
+ * they get here, so its data is too. */
 static int sse_line(struct exchange *ex, const char *l, size_t n)
 {
     const char *v;
@@ -1387,6 +1390,37 @@ static void commit_stream(struct exchange *ex)
     ex->streaming = 1;
 }
 
+/* An event longer than server.max_stream_event_bytes: the events before it
+ * go out (once streaming), it never does, and the attempt fails. */
+static void event_too_long(struct exchange *ex)
+{
+    char msg[128];
+    if (ex->streaming)
+        flush_held(ex);
+    snprintf(msg, sizeof msg, "an event is longer than server.max_stream_event_bytes (%zu)",
+             ex->conf->set.max_stream_event_bytes);
+    defer_failure(ex, RS_MALFORMED, msg);
+}
+
+/* Once a large event has gone out, the buffers that held it go back to a
+ * small size, so a stream holds an event's memory only while it assembles
+ * it, not for the rest of the stream. */
+static void stream_buffers_trim(struct exchange *ex)
+{
+    if (ex->ev_cap > EVENT_KEEP && ex->ev_lines == 0) {
+        free(ex->ev_data);
+        ex->ev_data = NULL;
+        ex->ev_cap = ex->ev_len = 0;
+    }
+    if (ex->held_cap > EVENT_KEEP && ex->held_len <= EVENT_KEEP / 4) {
+        char *p = realloc(ex->held, EVENT_KEEP / 4);
+        if (p) {
+            ex->held = p;
+            ex->held_cap = EVENT_KEEP / 4;
+        }
+    }
+}
+
 /* Stream bytes: held until their event is complete (its blank line) and its
  * data checked, then relayed as the upstream sent them; before the first
  * complete event with content nothing reaches the client, so failing over is
@@ -1457,6 +1491,11 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             }
             continue;
         }
+        if (ex->held_line - ex->held_ok > ex->conf->set.max_stream_event_bytes) {
+            /* Whole in one read, so the check below the loop missed it. */
+            event_too_long(ex);
+            return UP_CONSUMED;
+        }
         if (sse_event(ex) < 0) {
             /* Relay the events before it, then fail; this one never goes out. */
             if (ex->streaming)
@@ -1474,24 +1513,23 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             break;
         }
     }
-    if (ex->held_len - ex->held_ok > SSE_EVENT_CAP) {
+    if (ex->held_len - ex->held_ok > ex->conf->set.max_stream_event_bytes) {
         /* An event is only checked whole, so it is held whole: one that
          * never ends would grow without bound. */
-        char msg[96];
-        if (ex->streaming)
-            flush_held(ex);
-        snprintf(msg, sizeof msg, "an event is longer than %u bytes", SSE_EVENT_CAP);
-        defer_failure(ex, RS_MALFORMED, msg);
+        event_too_long(ex);
         return UP_CONSUMED;
     }
     /* Only checked events count toward HOLD_CAP: an unfinished one is not
      * known to be relayable, and committing on it would give the client a
      * 200 and lose the fallback for an answer with nothing in it. It is
-     * bounded by SSE_EVENT_CAP above, a failed attempt when it passes it. */
+     * bounded by server.max_stream_event_bytes above, a failed attempt when
+     * it passes it. */
     if (!ex->streaming && (ex->event_seen || ex->held_ok > HOLD_CAP))
         commit_stream(ex);
-    if (ex->streaming)
+    if (ex->streaming) {
         flush_held(ex);
+        stream_buffers_trim(ex);
+    }
     return UP_CONSUMED;
 }
 
