@@ -334,6 +334,8 @@ struct gw_log {
     int attempts;                            /* upstream attempts; < 0: not forwarded */
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
     long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
+    /* The last upstream attempt's x-request-id, or NULL. */
+    const char *upstream_request_id;
 };
 /* The line of an answer 400 to 498 (a refused request; 499, a client
  * gone, is not one) counts against server.log_refused_per_s: past it the
