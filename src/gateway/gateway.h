@@ -101,6 +101,7 @@ struct gw_settings {
     size_t max_header_bytes;
     size_t max_response_bytes;
     size_t stream_buffer_bytes;
+    size_t max_stream_event_bytes; /* one SSE event held whole before it is relayed */
     long idle_timeout_ms;
     long shutdown_timeout_ms;
     long max_connections; /* client connections; 0: derived from the descriptor limit */
@@ -333,6 +334,8 @@ struct gw_log {
     int attempts;                            /* upstream attempts; < 0: not forwarded */
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
     long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
+    /* The last upstream attempt's x-request-id, or NULL. */
+    const char *upstream_request_id;
 };
 /* The line of an answer 400 to 498 (a refused request; 499, a client
  * gone, is not one) counts against server.log_refused_per_s: past it the

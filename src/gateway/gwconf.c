@@ -183,6 +183,7 @@ static const char *const server_keys[] = {
     "max_header_bytes",
     "max_response_bytes",
     "stream_buffer_bytes",
+    "max_stream_event_bytes",
     "idle_timeout_ms",
     "shutdown_timeout_ms",
     "max_connections",
@@ -291,6 +292,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
     s->max_header_bytes = 32u << 10;
     s->max_response_bytes = 64u << 20;
     s->stream_buffer_bytes = 256u << 10;
+    s->max_stream_event_bytes = 32u << 20;
     s->idle_timeout_ms = 60000;
     s->shutdown_timeout_ms = 10000;
     s->connect_timeout_ms = 10000;
@@ -340,6 +342,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         INT_KEY("max_header_bytes", 1024, 1LL << 20, max_header_bytes, size_t);
         INT_KEY("max_response_bytes", 1024, 1LL << 32, max_response_bytes, size_t);
         INT_KEY("stream_buffer_bytes", 4096, 1LL << 26, stream_buffer_bytes, size_t);
+        INT_KEY("max_stream_event_bytes", 4096, 1LL << 30, max_stream_event_bytes, size_t);
         INT_KEY("idle_timeout_ms", 0, 86400000, idle_timeout_ms, long);
         INT_KEY("shutdown_timeout_ms", 0, 86400000, shutdown_timeout_ms, long);
         INT_KEY("max_connections", 1, CL_MAX, max_connections, long);

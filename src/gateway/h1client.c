@@ -113,6 +113,9 @@ struct h1_xfer {
     char ctype[CTYPE_CAP];
     char retry_after[RETRY_AFTER_CAP];
     char location[UP_LOCATION_CAP];
+    char content_encoding[UP_ENCODING_CAP];
+    char request_id[UP_REQUEST_ID_CAP];
+    struct up_relay relay;
 };
 
 struct h1_client {
@@ -703,6 +706,10 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
     x->ctype[0] = '\0';
     x->retry_after[0] = '\0';
     x->location[0] = '\0';
+    x->content_encoding[0] = '\0';
+    x->request_id[0] = '\0';
+    x->relay.len = x->relay.n = 0;
+    x->relay.buf[0] = '\0';
 
     for (line = nl + 1; line < end; line = nl + 1) {
         const char *colon, *v, *ve;
@@ -774,6 +781,12 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
             copy_value(x->retry_after, sizeof x->retry_after, v, (size_t)(ve - v));
         } else if (nlen == 8 && strncasecmp(line, "location", 8) == 0) {
             copy_value(x->location, sizeof x->location, v, (size_t)(ve - v));
+        } else if (nlen == 16 && strncasecmp(line, "content-encoding", 16) == 0) {
+            copy_value(x->content_encoding, sizeof x->content_encoding, v, (size_t)(ve - v));
+        } else if (nlen == 12 && strncasecmp(line, "x-request-id", 12) == 0) {
+            up_request_id_copy(x->request_id, sizeof x->request_id, v, (size_t)(ve - v));
+        } else {
+            up_relay_add(&x->relay, line, nlen, v, (size_t)(ve - v));
         }
     }
     x->keep_alive = minor == 1 ? !close_conn : keep_alive_hdr && !close_conn;
@@ -878,6 +891,9 @@ static enum pump_result pump(struct h1_xfer *x)
                 h.content_type = x->ctype[0] ? x->ctype : NULL;
                 h.retry_after = x->retry_after[0] ? x->retry_after : NULL;
                 h.location = x->location[0] ? x->location : NULL;
+                h.content_encoding = x->content_encoding[0] ? x->content_encoding : NULL;
+                h.request_id = x->request_id[0] ? x->request_id : NULL;
+                h.relay = x->relay.n ? x->relay.buf : NULL;
                 x->in_cb++;
                 x->cb.on_head(x->arg, &h);
                 x->in_cb--;
@@ -1132,6 +1148,7 @@ static int build_head(struct h1_xfer *x, const struct url_parts *u, const struct
         LIT("\r\n"),
         {"Accept: */*\r\n", default_accept ? sizeof "Accept: */*\r\n" - 1 : 0},
         LIT("Content-Type: application/json\r\n"),
+        LIT("Accept-Encoding: identity\r\n"),
         {"Authorization: ", auth ? sizeof "Authorization: " - 1 : 0},
         {auth ? auth : "", auth ? strlen(auth) : 0},
         {"\r\n", auth ? 2 : 0},

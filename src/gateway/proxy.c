@@ -11,7 +11,8 @@
  * A stream is read as the SSE format says: an event's data lines are joined
  * with LF and checked (JSON or [DONE]) at its blank line, and the event then
  * goes to the client whole, its bytes as the upstream sent them. An event is
- * held until then, up to SSE_EVENT_CAP bytes; a longer one is malformed.
+ * held until then, up to server.max_stream_event_bytes; a longer one is
+ * malformed. The buffers that held a large event shrink back once it is out.
  *
  * Resilience (the rules are resil.c's; this file applies them). The ranking's
  * tail is the fallback order. next_candidate() starts the first candidate not
@@ -55,10 +56,12 @@
 #include "upstream.h"
 
 #define RANK_CAP 64
-#define SSE_EVENT_CAP (1u << 20) /* one event's bytes, its lines and their ends */
 #define ATTEMPT_LOG_CAP 1536
 #define HOLD_CAP (64u << 10) /* a stream commits once this much of checked events is held */
 #define DONE_GRACE_MS 1000   /* after [DONE], how long the transfer may take to end */
+
+/* A stream's buffers larger than this shrink back once a large event is out. */
+#define EVENT_KEEP (256u << 10)
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -72,6 +75,7 @@ struct sent_log {
     struct gw *gw;
     struct gw_log log; /* its strings are the copies below */
     char id[72];
+    char upstream_id[UP_REQUEST_ID_CAP];
     char *route, *model, *strategy, *error, *tries;
     int ready; /* finish() has filled it */
 };
@@ -120,6 +124,7 @@ struct exchange {
     const char *gone_label; /* an attempt cut short by the client or shutdown, for the log */
     const char *answer_retry_after; /* Retry-After on a refusal of our own */
     char retry_after_buf[24];
+    const char *answer_relay; /* the upstream's hints relayed with the answer, or NULL */
 
     /* The last failure, answered when nothing is left to try. */
     enum rs_class last_class;
@@ -128,6 +133,7 @@ struct exchange {
     size_t last_len;
     char last_ctype[128];
     char last_retry_after[64];
+    char last_relay[UP_RELAY_CAP];
     char last_msg[256];
     char last_model[128];
     int last_model_idx; /* config index of last_model, or -1 */
@@ -144,6 +150,8 @@ struct exchange {
     char up_ctype[128];
     char up_retry_after[64];
     char up_location[UP_LOCATION_CAP];
+    char up_request_id[UP_REQUEST_ID_CAP]; /* the last attempt's x-request-id, or "" */
+    char up_relay[UP_RELAY_CAP];           /* its headers for the client (up_relay_add()) */
     int head_seen;
     int body_complete; /* the upstream's whole answer is in ex->resp */
     int sse;           /* the upstream answers with an event stream */
@@ -188,6 +196,29 @@ static void stream_complete(struct exchange *ex, int clean, const char *ending);
 
 /* ==== Answering the client ==== */
 
+/* The upstream's "Name: value\r\n" lines (checked by up_relay_add()) as
+ * headers of the answer. */
+static void relay_headers(struct hs_req *req, const char *lines)
+{
+    char name[UP_RELAY_NAME_CAP + 1], value[UP_RELAY_VALUE_CAP + 1];
+    while (*lines) {
+        const char *colon = strchr(lines, ':'), *eol = strstr(lines, "\r\n");
+        size_t nl, vl;
+        if (!colon || !eol || colon > eol)
+            return;
+        nl = (size_t)(colon - lines);
+        vl = (size_t)(eol - colon - 2);
+        if (nl >= sizeof name || vl >= sizeof value)
+            return;
+        memcpy(name, lines, nl);
+        name[nl] = '\0';
+        memcpy(value, colon + 2, vl);
+        value[vl] = '\0';
+        hs_resp_header(req, name, value);
+        lines = eol + 2;
+    }
+}
+
 static void add_headers(struct exchange *ex)
 {
     char v[64];
@@ -196,6 +227,10 @@ static void add_headers(struct exchange *ex)
     hs_resp_header(ex->req, "x-llmroute-attempts", v);
     if (ex->answer_retry_after)
         hs_resp_header(ex->req, "Retry-After", ex->answer_retry_after);
+    if (ex->up_request_id[0])
+        hs_resp_header(ex->req, "x-llmroute-upstream-request-id", ex->up_request_id);
+    if (ex->answer_relay)
+        relay_headers(ex->req, ex->answer_relay);
     if (ex->model >= 0) {
         hs_resp_header(ex->req, "x-llmroute-model", ex->conf->models[ex->model].info->name);
         hs_resp_header(ex->req, "x-llmroute-strategy", ex->strategy);
@@ -496,8 +531,8 @@ static void resp_event(struct exchange *ex, const char *p, size_t n, const struc
  * empty one) is added to the event's data with an LF after it, which is how
  * the SSE format joins an event's data lines. Comments and other fields
  * (event, id, retry) are relayed but carry no data. Returns 0, or -1 out of
- * memory. The event's bytes are capped (SSE_EVENT_CAP) before they get here,
- * so its data is too. */
+ * memory. The event's bytes are capped (server.max_stream_event_bytes) before
+ * they get here, so its data is too. */
 static int sse_line(struct exchange *ex, const char *l, size_t n)
 {
     const char *v;
@@ -894,6 +929,8 @@ static void give_up(struct exchange *ex, const char *why)
     if (ex->last_status >= 300 && ex->req) {
         if (ex->last_retry_after[0])
             ex->answer_retry_after = ex->last_retry_after;
+        if (ex->last_relay[0])
+            ex->answer_relay = ex->last_relay;
         add_headers(ex);
         hs_respond(ex->req, (int)ex->last_status, ex->last_ctype,
                    ex->last_body ? ex->last_body : "", ex->last_len);
@@ -956,6 +993,7 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     ex->last_len = 0;
     ex->last_status = 0;
     ex->last_retry_after[0] = '\0';
+    ex->last_relay[0] = '\0';
     ex->last_location[0] = '\0';
     if (c == RS_REDIRECT) {
         /* Its body is not read: the 502 names the status and Location. */
@@ -971,6 +1009,7 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
         ex->resp_len = ex->resp_cap = 0;
         snprintf(ex->last_ctype, sizeof ex->last_ctype, "%s", ex->up_ctype);
         snprintf(ex->last_retry_after, sizeof ex->last_retry_after, "%s", ex->up_retry_after);
+        memcpy(ex->last_relay, ex->up_relay, sizeof ex->last_relay);
     }
     ex->resp_len = 0;
 
@@ -1333,10 +1372,27 @@ static void on_head(void *arg, const struct up_head *head)
     header_safe(ex->up_ctype);
     header_safe(ex->up_retry_after);
     snprintf(ex->up_location, sizeof ex->up_location, "%s", head->location ? head->location : "");
+    snprintf(ex->up_request_id, sizeof ex->up_request_id, "%s",
+             head->request_id ? head->request_id : "");
+    snprintf(ex->up_relay, sizeof ex->up_relay, "%s", head->relay ? head->relay : "");
     if (head->status >= 300 && head->status < 400) {
         /* Not followed (the body and the API key would go wherever it points),
          * not relayed (the client's URL is the gateway's): an error now. */
         defer_failure(ex, RS_REDIRECT, "the upstream answered with a redirect");
+        return;
+    }
+    if (head->content_encoding && strcasecmp(head->content_encoding, "identity") != 0) {
+        /* Asked for identity, and nothing here decodes: the body, an error's
+         * too, would reach the client as bytes it cannot read under a label
+         * that does not say so. */
+        char msg[sizeof ex->deferred_msg], enc[UP_ENCODING_CAP];
+        snprintf(enc, sizeof enc, "%s", head->content_encoding);
+        header_safe(enc);
+        snprintf(msg, sizeof msg,
+                 "the upstream answered %ld with Content-Encoding '%.48s', which the gateway "
+                 "does not decode (it asks for identity)",
+                 head->status, enc);
+        defer_failure(ex, RS_BAD_RESPONSE, msg);
         return;
     }
     /* A stream request's 2xx with no Content-Type is read as the event
@@ -1380,11 +1436,43 @@ static void commit_stream(struct exchange *ex)
 {
     idle_arm(ex);
     if (ex->req) {
+        ex->answer_relay = ex->up_relay;
         add_headers(ex);
         hs_resp_header(ex->req, "Cache-Control", "no-cache");
         hs_stream_begin(ex->req, (int)ex->up_status, ex->up_ctype);
     }
     ex->streaming = 1;
+}
+
+/* An event longer than server.max_stream_event_bytes: the events before it
+ * go out (once streaming), it never does, and the attempt fails. */
+static void event_too_long(struct exchange *ex)
+{
+    char msg[128];
+    if (ex->streaming)
+        flush_held(ex);
+    snprintf(msg, sizeof msg, "an event is longer than server.max_stream_event_bytes (%zu)",
+             ex->conf->set.max_stream_event_bytes);
+    defer_failure(ex, RS_MALFORMED, msg);
+}
+
+/* Once a large event has gone out, the buffers that held it go back to a
+ * small size, so a stream holds an event's memory only while it assembles
+ * it, not for the rest of the stream. */
+static void stream_buffers_trim(struct exchange *ex)
+{
+    if (ex->ev_cap > EVENT_KEEP && ex->ev_lines == 0) {
+        free(ex->ev_data);
+        ex->ev_data = NULL;
+        ex->ev_cap = ex->ev_len = 0;
+    }
+    if (ex->held_cap > EVENT_KEEP && ex->held_len <= EVENT_KEEP / 4) {
+        char *p = realloc(ex->held, EVENT_KEEP / 4);
+        if (p) {
+            ex->held = p;
+            ex->held_cap = EVENT_KEEP / 4;
+        }
+    }
 }
 
 /* Stream bytes: held until their event is complete (its blank line) and its
@@ -1457,6 +1545,11 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             }
             continue;
         }
+        if (ex->held_line - ex->held_ok > ex->conf->set.max_stream_event_bytes) {
+            /* Whole in one read, so the check below the loop missed it. */
+            event_too_long(ex);
+            return UP_CONSUMED;
+        }
         if (sse_event(ex) < 0) {
             /* Relay the events before it, then fail; this one never goes out. */
             if (ex->streaming)
@@ -1474,24 +1567,23 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             break;
         }
     }
-    if (ex->held_len - ex->held_ok > SSE_EVENT_CAP) {
+    if (ex->held_len - ex->held_ok > ex->conf->set.max_stream_event_bytes) {
         /* An event is only checked whole, so it is held whole: one that
          * never ends would grow without bound. */
-        char msg[96];
-        if (ex->streaming)
-            flush_held(ex);
-        snprintf(msg, sizeof msg, "an event is longer than %u bytes", SSE_EVENT_CAP);
-        defer_failure(ex, RS_MALFORMED, msg);
+        event_too_long(ex);
         return UP_CONSUMED;
     }
     /* Only checked events count toward HOLD_CAP: an unfinished one is not
      * known to be relayable, and committing on it would give the client a
      * 200 and lose the fallback for an answer with nothing in it. It is
-     * bounded by SSE_EVENT_CAP above, a failed attempt when it passes it. */
+     * bounded by server.max_stream_event_bytes above, a failed attempt when
+     * it passes it. */
     if (!ex->streaming && (ex->event_seen || ex->held_ok > HOLD_CAP))
         commit_stream(ex);
-    if (ex->streaming)
+    if (ex->streaming) {
         flush_held(ex);
+        stream_buffers_trim(ex);
+    }
     return UP_CONSUMED;
 }
 
@@ -1616,6 +1708,7 @@ static void on_done(void *arg, enum up_error err, const char *message)
     usage_from_body(ex);
     attempt_end(ex, RS_OK, -1, 1);
     if (ex->req) {
+        ex->answer_relay = ex->up_relay;
         add_headers(ex);
         /* A buffered answer can be large, and a client that does not read
          * it is only found out at the write timeout: its log line says
@@ -1655,6 +1748,9 @@ static int sent_log_fill(struct sent_log *sl, struct gw *gw, const struct gw_log
     sl->log = *log;
     snprintf(sl->id, sizeof sl->id, "%s", log->id);
     sl->log.id = sl->id;
+    snprintf(sl->upstream_id, sizeof sl->upstream_id, "%s",
+             log->upstream_request_id ? log->upstream_request_id : "");
+    sl->log.upstream_request_id = log->upstream_request_id ? sl->upstream_id : NULL;
     sl->route = strdup(log->route);
     sl->model = strdup(log->model);
     sl->strategy = strdup(log->strategy);
@@ -1803,6 +1899,8 @@ static void start_attempt(struct exchange *ex)
     ex->up_ctype[0] = '\0';
     ex->up_retry_after[0] = '\0';
     ex->up_location[0] = '\0';
+    ex->up_request_id[0] = '\0';
+    ex->up_relay[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = 0;
     ex->after_done = 0;
     ex->resp_failed = 0;
@@ -1931,6 +2029,7 @@ static void finish(struct exchange *ex, int status)
     log.attempts = (int)ex->n_attempts;
     log.attempts_json = ex->tries_len ? tries : NULL;
     log.after_done_bytes = (long long)ex->after_done;
+    log.upstream_request_id = ex->up_request_id[0] ? ex->up_request_id : NULL;
     if (!ex->sent || sent_log_fill(ex->sent, gw, &log) != 0) {
         if (ex->sent)
             metrics_count_request(gw->metrics, endpoint_path(ex->ep), ex->route, model, status);

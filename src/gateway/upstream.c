@@ -63,6 +63,9 @@ struct up_xfer {
     char content_type[128];
     char retry_after[64];
     char location[UP_LOCATION_CAP];
+    char content_encoding[UP_ENCODING_CAP];
+    char request_id[UP_REQUEST_ID_CAP];
+    struct up_relay relay;
     int head_done;
     int aborted;
     int in_cb;
@@ -115,6 +118,60 @@ static void xfer_unlink_free(struct up_xfer *x)
     }
     curl_slist_free_all(x->headers);
     free(x);
+}
+
+/* ==== Response headers for the caller ==== */
+
+/* RFC 9110 token characters. */
+static int is_token_char(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int has_control(const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
+            return 1;
+    return 0;
+}
+
+static int relayed_name(const char *name, size_t n)
+{
+    return (n > 12 && strncasecmp(name, "x-ratelimit-", 12) == 0) ||
+           (n == 14 && strncasecmp(name, "retry-after-ms", 14) == 0) ||
+           (n == 14 && strncasecmp(name, "x-should-retry", 14) == 0);
+}
+
+void up_relay_add(struct up_relay *r, const char *name, size_t name_len, const char *value,
+                  size_t value_len)
+{
+    size_t line = name_len + 2 + value_len + 2;
+    if (!relayed_name(name, name_len) || name_len > UP_RELAY_NAME_CAP ||
+        value_len > UP_RELAY_VALUE_CAP || r->n >= UP_RELAY_MAX || r->len + line >= UP_RELAY_CAP ||
+        has_control(value, value_len))
+        return;
+    for (size_t i = 0; i < name_len; i++)
+        if (!is_token_char((unsigned char)name[i]))
+            return;
+    memcpy(r->buf + r->len, name, name_len);
+    memcpy(r->buf + r->len + name_len, ": ", 2);
+    memcpy(r->buf + r->len + name_len + 2, value, value_len);
+    memcpy(r->buf + r->len + name_len + 2 + value_len, "\r\n", 2);
+    r->len += line;
+    r->buf[r->len] = '\0';
+    r->n++;
+}
+
+void up_request_id_copy(char *dst, size_t cap, const char *value, size_t value_len)
+{
+    if (has_control(value, value_len))
+        value_len = 0;
+    if (value_len >= cap)
+        value_len = cap - 1;
+    memcpy(dst, value, value_len);
+    dst[value_len] = '\0';
 }
 
 /* ==== Errors ==== */
@@ -274,6 +331,9 @@ static void deliver_head(struct up_xfer *x)
     h.content_type = x->content_type[0] ? x->content_type : NULL;
     h.retry_after = x->retry_after[0] ? x->retry_after : NULL;
     h.location = x->location[0] ? x->location : NULL;
+    h.content_encoding = x->content_encoding[0] ? x->content_encoding : NULL;
+    h.request_id = x->request_id[0] ? x->request_id : NULL;
+    h.relay = x->relay.n ? x->relay.buf : NULL;
     if (x->cb.on_head)
         x->cb.on_head(x->arg, &h);
 }
@@ -313,12 +373,31 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         x->content_type[0] = '\0';
         x->retry_after[0] = '\0';
         x->location[0] = '\0';
+        x->content_encoding[0] = '\0';
+        x->request_id[0] = '\0';
+        x->relay.len = x->relay.n = 0;
+        x->relay.buf[0] = '\0';
     } else if (len > 13 && strncasecmp(buf, "content-type:", 13) == 0) {
         header_value(buf, len, 13, x->content_type, sizeof x->content_type);
     } else if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
         header_value(buf, len, 12, x->retry_after, sizeof x->retry_after);
     } else if (len > 9 && strncasecmp(buf, "location:", 9) == 0) {
         header_value(buf, len, 9, x->location, sizeof x->location);
+    } else if (len > 17 && strncasecmp(buf, "content-encoding:", 17) == 0) {
+        header_value(buf, len, 17, x->content_encoding, sizeof x->content_encoding);
+    } else if (len > 13 && strncasecmp(buf, "x-request-id:", 13) == 0) {
+        char v[UP_REQUEST_ID_CAP * 2];
+        header_value(buf, len, 13, v, sizeof v);
+        up_request_id_copy(x->request_id, sizeof x->request_id, v, strlen(v));
+    } else if (len > 2 && (buf[0] == 'x' || buf[0] == 'X' || buf[0] == 'r' || buf[0] == 'R')) {
+        /* The hints to relay: a name is a token, so its first ':' ends it. */
+        const char *colon = memchr(buf, ':', len);
+        if (colon) {
+            char v[UP_RELAY_VALUE_CAP + 2];
+            size_t nl = (size_t)(colon - buf);
+            header_value(buf, len, nl + 1, v, sizeof v);
+            up_relay_add(&x->relay, buf, nl, v, strlen(v));
+        }
     } else if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
         if (x->status >= 200) {
             x->in_cb++;
@@ -473,6 +552,12 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
         goto fail;
     h = t;
     if (!(t = curl_slist_append(h, "Expect:")))
+        goto fail;
+    h = t;
+    /* Nothing decodes the answer, so no coding but identity is acceptable
+     * (without the header, any is). CURLOPT_ACCEPT_ENCODING is left unset,
+     * so libcurl adds none of its own and decodes nothing. */
+    if (!(t = curl_slist_append(h, "Accept-Encoding: identity")))
         goto fail;
     h = t;
     if (req->authorization) {

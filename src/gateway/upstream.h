@@ -1,9 +1,12 @@
 /* upstream.h -- the gateway's HTTP client for upstream models: libcurl's
  * multi_socket interface driven by the gateway's libevent loop.
  *
- * One transfer is one POST of a prepared body. The caller hears, in order:
+ * One transfer is one POST of a prepared body, sent with Accept-Encoding:
+ * identity by both implementations (nothing here decodes a body, and
+ * without the header any coding would be acceptable). The caller hears, in order:
  * on_head once the status line and headers are in (struct up_head: status,
- * content type, Retry-After, Location), on_data for each piece of the body as it
+ * content type, Retry-After, Location, Content-Encoding, the upstream's
+ * request id and the headers to relay), on_data for each piece of the body as it
  * arrives (it may refuse a piece to pause the transfer: the same bytes come
  * again after up_xfer_resume()), and on_done exactly once, with UP_OK or a
  * classified transport error (enum up_error) and a message. Connections are
@@ -69,9 +72,45 @@ struct up_head {
     /* The raw Location value (possibly cut to UP_LOCATION_CAP - 1 bytes), or
      * NULL. Redirects are never followed: a 3xx arrives here like any status. */
     const char *location;
+    /* The Content-Encoding value (possibly cut), or NULL. Every request asks
+     * for identity and nothing is decoded: the caller refuses any other. */
+    const char *content_encoding;
+    /* The x-request-id value (possibly cut to UP_REQUEST_ID_CAP - 1 bytes),
+     * or NULL when absent or holding a control character. */
+    const char *request_id;
+    /* The headers meant for the client (up_relay_add()), as "Name: value\r\n"
+     * lines, or NULL when there are none. */
+    const char *relay;
 };
 
 #define UP_LOCATION_CAP 1024
+#define UP_ENCODING_CAP 64
+#define UP_REQUEST_ID_CAP 128
+
+/* The upstream's rate-limit and retry hints that go on to the client:
+ * x-ratelimit-*, retry-after-ms and x-should-retry (what OpenAI sends and
+ * its SDKs read). At most UP_RELAY_MAX of them, their lines within
+ * UP_RELAY_CAP bytes, a name within UP_RELAY_NAME_CAP and a value within
+ * UP_RELAY_VALUE_CAP; one with a control character in its value, or a
+ * name that is not a token, is left out, and so is any past the bounds. */
+#define UP_RELAY_MAX 16
+#define UP_RELAY_CAP 2048
+#define UP_RELAY_NAME_CAP 64
+#define UP_RELAY_VALUE_CAP 256
+
+struct up_relay {
+    char buf[UP_RELAY_CAP]; /* the lines, NUL-terminated */
+    size_t len;
+    unsigned n;
+};
+
+/* Add a response header (name and value trimmed, not NUL-terminated) to r
+ * when it is one to relay and fits; otherwise leave r as it is. */
+void up_relay_add(struct up_relay *r, const char *name, size_t name_len, const char *value,
+                  size_t value_len);
+/* Copy a header value (trimmed, not NUL-terminated) into dst, cut to fit.
+ * An x-request-id with a control character is left out (dst empty). */
+void up_request_id_copy(char *dst, size_t cap, const char *value, size_t value_len);
 
 struct up_callbacks {
     void (*on_head)(void *arg, const struct up_head *head);

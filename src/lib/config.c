@@ -297,7 +297,8 @@ static const char *const model_keys[] = {
 static const char *const managed_headers[] = {
     "host",       "content-length", "content-type",     "transfer-encoding",
     "connection", "expect",         "keep-alive",       "te",
-    "trailer",    "upgrade",        "proxy-connection", NULL,
+    "trailer",    "upgrade",        "proxy-connection", "accept-encoding",
+    NULL,
 };
 
 /* RFC 9110 token characters. */

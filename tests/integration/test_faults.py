@@ -123,15 +123,17 @@ class Scripted(Upstream):
         self.sock.close()
 
 
-def scripted_gateway(w, model, routes=None, resilience=None):
+def scripted_gateway(w, model, routes=None, resilience=None, server=None):
     """A fresh gateway over World w's models and one more, model (a Scripted
-    upstream's), with these routes (by default the World's)."""
+    upstream's), with these routes (by default the World's) and server
+    settings (more of them, or other values)."""
     g = w.gateway(resilience=resilience)
     cfg = json.load(open(g.config_path))
     stop(g)
     cfg["models"].append(model)
     if routes is not None:
         cfg["routes"] = routes
+    cfg["server"].update(server or {})
     w.n += 1
     return Gateway(w.gw_bin, w.wd, cfg, name="gw%d" % w.n)
 
@@ -563,14 +565,14 @@ def streams(gw_bin, fake_bin):
     check("a stream that closes cleanly without [DONE] is a cut, not a success",
           clean_close_without_done)
 
-    def falls_back_each_time(serve, times, cls, timeout=10):
+    def falls_back_each_time(serve, times, cls, timeout=10, server=None):
         # Upstream s (a Scripted one answering with serve) is tried first for
         # route r and fails each of `times` streamed chats as `cls`; each
         # falls back to c and completes there.
         up = Scripted(serve)
         g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
                              routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
-                                      "fallbacks": ["c"]}])
+                                      "fallbacks": ["c"]}], server=server)
         c_before = w.stats("c")
         for n in range(1, times + 1):
             st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO}, timeout=timeout)
@@ -586,7 +588,8 @@ def streams(gw_bin, fake_bin):
 
     def unfinished_event_is_not_content():
         # A first event that never ends: 200 KB of one data line, then the
-        # connection closes; or 1.2 MB of it, over the 1 MiB cap on an event.
+        # connection closes; or 1.2 MB of it, over a cap on an event
+        # (server.max_stream_event_bytes) of 1 MiB.
         # Nothing relayable was seen, so each is a failed attempt and the
         # request falls back. The stream used to be committed once 64 KiB
         # were held, checked or not: the client got a 200 with an error event
@@ -598,8 +601,9 @@ def streams(gw_bin, fake_bin):
                     b"Connection: close\r\n\r\ndata: ")
             c.sendall(head + b"a" * sizes[n])
         # "aaa..." at the end of the transfer is not JSON: malformed, either way.
-        falls_back_each_time(serve, 2, "malformed", timeout=20)
-    check("an unfinished first event over 64 KiB, or over the 1 MiB event cap, is no "
+        falls_back_each_time(serve, 2, "malformed", timeout=20,
+                             server={"max_stream_event_bytes": 1048576})
+    check("an unfinished first event over 64 KiB, or over a 1 MiB event cap, is no "
           "content: the attempt fails and the request falls back", unfinished_event_is_not_content)
 
     def null_fields_are_no_content():

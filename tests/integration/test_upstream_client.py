@@ -355,7 +355,8 @@ def run(gw_bin, env):
     once = dict(model, name="once", retry={"on": {"reset_reused": "fail"}})
     cfg = {"models": [model, once],
            # No retry but reset_reused's and no breaker: each request plays one step.
-           "server": {"upstream_timeout_ms": 5000,
+           # A cap on an event's bytes small enough for overlong_event to pass it.
+           "server": {"upstream_timeout_ms": 5000, "max_stream_event_bytes": 1048576,
                       "resilience": {"retry": {"max_attempts": 2,
                                                "on": {"rate_limited": "fallback"}},
                                      "breaker": {"consecutive_failures": 0,
@@ -636,8 +637,9 @@ def run(gw_bin, env):
         assert error_shape(decoded[-1])["code"] == "upstream_stream_cut", decoded
 
     def overlong_event():
-        # An event whose data lines add up to more than the cap (1 MiB) is a
-        # malformed stream, refused while it grows, whatever its lines would join to.
+        # An event whose data lines add up to more than the cap
+        # (server.max_stream_event_bytes, 1 MiB here) is a malformed stream,
+        # refused while it grows, whatever its lines would join to.
         line = b"data: " + b"1, " * 5000 + b"\n"
         big = (b'data: {"id": "x", "choices": [], "pad": [\n' + line * 80 + b"data: 1]}\n\n")
         good = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in SSE_EVENTS[:2])
@@ -645,7 +647,8 @@ def run(gw_bin, env):
         assert st == 200, (st, raw[-300:])
         events = sse_dispatch(raw)
         e = error_shape(json.loads(events[-1]))
-        assert e["code"] == "upstream_malformed" and "1048576" in e["message"], e
+        assert e["code"] == "upstream_malformed", e
+        assert "server.max_stream_event_bytes (1048576)" in e["message"], e
         assert "[DONE]" not in events and len(events) == 3, events[-1]
 
     def empty_stream():

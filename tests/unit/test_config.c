@@ -415,6 +415,9 @@ static void refuses_each_bad_header_naming_it(void **state)
                  "models[1].headers.Expect: the gateway sets this header itself");
     expect_error(HDR_CFG("{\"Upgrade\": \"h2c\"}"), LR_ECONFIG,
                  "models[1].headers.Upgrade: the gateway sets this header itself");
+    /* The gateway asks for identity and decodes nothing. */
+    expect_error(HDR_CFG("{\"Accept-Encoding\": \"gzip\"}"), LR_ECONFIG,
+                 "models[1].headers.Accept-Encoding: the gateway sets this header itself");
     /* One header named twice in different case. */
     expect_error(HDR_CFG("{\"X-Title\": \"a\", \"x-title\": \"b\"}"), LR_ECONFIG,
                  "models[1].headers.x-title: the same header as X-Title");

@@ -1,0 +1,329 @@
+"""test_upstream_wire.py -- what the gateway asks of an upstream's answer and
+what it passes on from one, with each upstream client (the native one and
+LLMROUTE_UPSTREAM_CLIENT=curl), against the scripted upstream of
+test_upstream_client.py.
+
+    python3 test_upstream_wire.py LLMROUTE
+
+- Content codings: every request asks for `Accept-Encoding: identity` (once,
+  whatever the client sent), and an answer that is compressed all the same,
+  a 2xx, a stream or an error, is a 502 upstream_bad_response naming the
+  coding, never its bytes relayed under a label that does not say so.
+- Large events: an SSE event of a few MiB (a chat chunk, the Responses
+  API's response.output_item.done carrying an image) is relayed intact under
+  the default server.max_stream_event_bytes; one over a small configured cap
+  is still a malformed stream, and relayed once SIGHUP raised the cap; the
+  setting's bounds are checked at load.
+- Headers: x-ratelimit-*, retry-after-ms and x-should-retry come from the
+  attempt whose answer the client gets (not from a failed one before it),
+  bounded in count and size and without control characters; the upstream's
+  x-request-id is x-llmroute-upstream-request-id and the log line's
+  upstream_request_id, while x-request-id stays the gateway's.
+"""
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import Gateway, chat, check, error_shape, finish, request, wait_for, workdir  # noqa
+from test_upstream_client import (HELLO, OK_BODY, SSE_EVENTS, Scripted, ok_with_length,  # noqa
+                                  sse_dispatch)
+
+ERROR_BODY = json.dumps({"error": {"message": "bad thing", "type": "invalid_request_error",
+                                   "param": None, "code": None}}).encode()
+
+
+def answer(status, body, ctype=b"application/json", extra=b""):
+    """A step: one answer with a Content-Length, extra header lines (each
+    ending in CRLF) after the Content-Type."""
+    def step(c):
+        c.sendall(b"HTTP/1.1 %d X\r\nContent-Type: " % status + ctype + b"\r\n" + extra +
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return step
+
+
+def chunked(body, ctype=b"text/event-stream", extra=b"", piece=65536):
+    """A step: a chunked answer of body in pieces of `piece` bytes."""
+    def step(c):
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\n" + extra +
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, len(body), piece):
+            p = body[i:i + piece]
+            c.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
+        c.sendall(b"0\r\n\r\n")
+    return step
+
+
+def sse(events, done=True):
+    return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + \
+        (b"data: [DONE]\n\n" if done else b"")
+
+
+def big_chat_events(n):
+    """SSE_EVENTS with a content chunk of n bytes after the first."""
+    big = {"id": "x", "object": "chat.completion.chunk",
+           "choices": [{"index": 0, "delta": {"content": "b" * n}}]}
+    return SSE_EVENTS[:2] + [big] + SSE_EVENTS[2:]
+
+
+def responses_events(image_bytes):
+    """A Responses stream whose response.output_item.done carries an
+    image_generation_call with a base64 result of image_bytes characters."""
+    item = {"id": "ig_1", "type": "image_generation_call", "status": "completed",
+            "result": "QUFB" * (image_bytes // 4)}
+    resp = {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}
+    done = dict(resp, status="completed", output=[item],
+                usage={"input_tokens": 5, "output_tokens": 7, "total_tokens": 12})
+    return [{"type": "response.created", "sequence_number": 0, "response": resp},
+            {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0,
+             "item": dict(item, status="in_progress", result=None)},
+            {"type": "response.output_item.done", "sequence_number": 2, "output_index": 0,
+             "item": item},
+            {"type": "response.completed", "sequence_number": 3, "response": done}]
+
+
+def stream_post(port, path, payload, headers=None, timeout=30):
+    st, h, body = request(port, "POST", path, json.dumps(payload), headers, timeout)
+    return st, h, body
+
+
+def run(gw_bin, env):
+    up = Scripted()
+    base = "http://127.0.0.1:%d/v1" % up.port
+    models = [{"name": n, "backend": "openai", "base_url": base} for n in ("s", "a", "b")]
+    cfg = {"models": models,
+           "routes": [{"name": "r", "strategy": "sequential", "models": ["a"],
+                       "fallbacks": ["b"]}],
+           "server": {"upstream_timeout_ms": 10000,
+                      "resilience": {"retry": {"max_attempts": 2,
+                                               "on": {"rate_limited": "fallback"}},
+                                     "breaker": {"consecutive_failures": 0,
+                                                 "failure_rate": 0}}}}
+    wd = workdir()
+    tag = "[%s] " % (env.get("LLMROUTE_UPSTREAM_CLIENT") or "default")
+    gw = Gateway(gw_bin, wd, cfg, env=env, name="gw-wire")
+    small_cfg = dict(cfg, server=dict(cfg["server"], max_stream_event_bytes=65536))
+    small = Gateway(gw_bin, wd, small_cfg, env=env, name="gw-wire-small")
+
+    def log_line(h):
+        return wait_for(lambda: [l for l in gw.log_lines() if l.get("id") == h["x-request-id"]],
+                        5, "the log line")[0]
+
+    # ---- Content codings ----
+
+    def asks_for_identity():
+        up.steps.put(ok_with_length)
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO},
+                             headers={"Accept-Encoding": "gzip, br"})
+        assert st == 200, (st, raw)
+        head = up.heads[-1].lower()
+        assert head.count("\r\naccept-encoding:") == 1, head
+        assert "\r\naccept-encoding: identity\r\n" in head, head
+
+    def identity_accepted():
+        up.steps.put(answer(200, OK_BODY, extra=b"Content-Encoding: identity\r\n"))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200 and j["choices"][0]["message"]["content"] == "hi there", (st, raw)
+
+    def refused_coding(step, stream, coding):
+        up.steps.put(step)
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO, "stream": stream})
+        assert st == 502, (st, raw[:300])
+        assert h["content-type"].startswith("application/json"), h
+        assert "content-encoding" not in h, h
+        e = error_shape(j)
+        assert e["code"] == "upstream_bad_response", e
+        assert "Content-Encoding '%s'" % coding in e["message"], e
+        line = log_line(h)
+        assert [t["class"] for t in line["tries"]] == ["bad_response"], line
+
+    gz_ok = gzip.compress(OK_BODY)
+    gz_err = gzip.compress(ERROR_BODY)
+    gz_sse = gzip.compress(sse(SSE_EVENTS))
+    check(tag + "every request asks for Accept-Encoding: identity; the client's is not sent",
+          asks_for_identity)
+    check(tag + "a 200 with Content-Encoding: identity is an answer", identity_accepted)
+    check(tag + "a gzip 200 JSON answer: 502 upstream_bad_response naming gzip",
+          refused_coding, answer(200, gz_ok, extra=b"Content-Encoding: gzip\r\n"), False, "gzip")
+    check(tag + "a gzip event stream: 502 upstream_bad_response naming gzip",
+          refused_coding, chunked(gz_sse, extra=b"Content-Encoding: gzip\r\n"), True, "gzip")
+    check(tag + "a gzip 400: 502 naming gzip, its bytes never relayed",
+          refused_coding, answer(400, gz_err, extra=b"Content-Encoding: gzip\r\n"), False,
+          "gzip")
+    check(tag + "a br 200 (any coding but identity): 502 naming br",
+          refused_coding, answer(200, b"\x0b\x02\x80{}\x03", extra=b"content-encoding: br\r\n"),
+          False, "br")
+
+    # ---- Large events ----
+
+    def big_chat_event():
+        events = big_chat_events(3 << 20)
+        up.steps.put(chunked(sse(events)))
+        st, h, raw = stream_post(gw.port, "/v1/chat/completions",
+                                 {"model": "s", "messages": HELLO, "stream": True})
+        assert st == 200, (st, raw[-300:])
+        got = sse_dispatch(raw)
+        assert got[-1] == "[DONE]", got[-1][:300]
+        assert [json.loads(d) for d in got[:-1]] == events, [d[:100] for d in got]
+
+    def big_responses_event():
+        events = responses_events(4 << 20)
+        up.steps.put(chunked(sse(events, done=False)))
+        st, h, raw = stream_post(gw.port, "/v1/responses",
+                                 {"model": "s", "input": "draw a cat", "stream": True,
+                                  "tools": [{"type": "image_generation"}]})
+        assert st == 200, (st, raw[-300:])
+        got = [json.loads(d) for d in sse_dispatch(raw)]
+        assert got == events, [str(d)[:100] for d in got]
+        line = log_line(h)
+        assert line["status"] == 200 and "error" not in line, line
+        assert [t["class"] for t in line["tries"]] == ["ok"], line
+
+    def over_small_cap(piece):
+        events = big_chat_events(100000)
+        up.steps.put(chunked(sse(events), piece=piece))
+        st, h, raw = stream_post(small.port, "/v1/chat/completions",
+                                 {"model": "s", "messages": HELLO, "stream": True})
+        assert st == 200, (st, raw[-300:])
+        got = sse_dispatch(raw)
+        e = error_shape(json.loads(got[-1]))
+        assert e["code"] == "upstream_malformed", e
+        assert "server.max_stream_event_bytes (65536)" in e["message"], e
+        assert "[DONE]" not in got and len(got) == 3, [d[:100] for d in got]
+
+    def cap_reloaded():
+        # SIGHUP applies a new cap to the requests after it.
+        small.write_config(dict(cfg, server=dict(cfg["server"],
+                                                  max_stream_event_bytes=1 << 20)))
+        small.signal(signal.SIGHUP)
+        wait_for(lambda: small.events("reloaded"), 5, "the reload")
+        events = big_chat_events(100000)
+        up.steps.put(chunked(sse(events)))
+        st, h, raw = stream_post(small.port, "/v1/chat/completions",
+                                 {"model": "s", "messages": HELLO, "stream": True})
+        assert st == 200, (st, raw[-300:])
+        got = sse_dispatch(raw)
+        assert [json.loads(d) for d in got[:-1]] == events and got[-1] == "[DONE]", got[-1][:300]
+
+    def cap_bounds():
+        for v, ok in ((4095, False), (4096, True), (1 << 30, True), ((1 << 30) + 1, False),
+                      ("big", False)):
+            c = dict(cfg, server=dict(cfg["server"], max_stream_event_bytes=v))
+            path = os.path.join(wd, "cap.json")
+            with open(path, "w") as f:
+                json.dump(c, f)
+            r = subprocess.run([gw_bin, "check-config", path], capture_output=True, text=True,
+                               timeout=30)
+            assert (r.returncode == 0) == ok, (v, r.returncode, r.stdout, r.stderr)
+            if not ok:
+                assert "server.max_stream_event_bytes" in r.stderr, (v, r.stderr)
+
+    check(tag + "a chat stream event of 3 MiB is relayed intact", big_chat_event)
+    check(tag + "a Responses output_item.done of 4 MiB (an image) is relayed intact",
+          big_responses_event)
+    check(tag + "an event over a configured 64 KiB cap, in pieces: malformed, error event",
+          over_small_cap, 4096)
+    check(tag + "an event over a configured 64 KiB cap, in one piece: malformed, error event",
+          over_small_cap, 1 << 20)
+    check(tag + "the same event under a cap raised by SIGHUP is relayed", cap_reloaded)
+    if not env:
+        check("server.max_stream_event_bytes: 4096 to 1073741824, refused outside",
+              cap_bounds)
+
+    # ---- Headers ----
+
+    hints = (b"x-ratelimit-limit-requests: 500\r\nx-ratelimit-remaining-requests: 499\r\n"
+             b"X-RateLimit-Reset-Tokens: 6m0s\r\nretry-after-ms: 1500\r\n"
+             b"x-should-retry: false\r\nx-request-id: req_abc123\r\n"
+             b"x-other: not relayed\r\nx-ratelimit-bad: a\x01b\r\n"
+             b"x-ratelimit-long: " + b"9" * 300 + b"\r\n")
+
+    def relayed(h):
+        return {k: v for k, v in h.items()
+                if k.startswith("x-ratelimit-") or k in ("retry-after-ms", "x-should-retry")}
+
+    def hints_relayed():
+        up.steps.put(answer(200, OK_BODY, extra=hints))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO},
+                             headers={"x-request-id": "client-id-1"})
+        assert st == 200, (st, raw)
+        assert relayed(h) == {"x-ratelimit-limit-requests": "500",
+                              "x-ratelimit-remaining-requests": "499",
+                              "x-ratelimit-reset-tokens": "6m0s", "retry-after-ms": "1500",
+                              "x-should-retry": "false"}, h
+        assert "x-other" not in h, h
+        assert h["x-request-id"] == "client-id-1", h
+        assert h["x-llmroute-upstream-request-id"] == "req_abc123", h
+        assert log_line(h)["upstream_request_id"] == "req_abc123"
+
+    def hints_on_stream():
+        up.steps.put(chunked(sse(SSE_EVENTS), extra=hints))
+        st, h, raw = stream_post(gw.port, "/v1/chat/completions",
+                                 {"model": "s", "messages": HELLO, "stream": True})
+        assert st == 200, (st, raw)
+        assert relayed(h)["x-ratelimit-remaining-requests"] == "499", h
+        assert h["x-llmroute-upstream-request-id"] == "req_abc123", h
+        assert log_line(h)["upstream_request_id"] == "req_abc123"
+
+    def hints_of_answering_attempt():
+        up.steps.put(answer(500, ERROR_BODY, extra=b"x-ratelimit-remaining-requests: 0\r\n"
+                            b"x-ratelimit-limit-tokens: 1\r\nx-should-retry: true\r\n"
+                            b"x-request-id: req_failed\r\n"))
+        up.steps.put(answer(200, OK_BODY, extra=b"x-ratelimit-remaining-requests: 42\r\n"
+                            b"x-request-id: req_ok\r\n"))
+        st, h, j, raw = chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, raw)
+        assert h["x-llmroute-attempts"] == "2", h
+        assert relayed(h) == {"x-ratelimit-remaining-requests": "42"}, h
+        assert h["x-llmroute-upstream-request-id"] == "req_ok", h
+        assert log_line(h)["upstream_request_id"] == "req_ok"
+
+    def hints_with_relayed_error():
+        up.steps.put(answer(429, ERROR_BODY, extra=b"Retry-After: 2\r\n"
+                            b"x-ratelimit-remaining-requests: 0\r\nx-should-retry: true\r\n"
+                            b"x-request-id: req_limited\r\n"))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 429, (st, raw)
+        assert relayed(h) == {"x-ratelimit-remaining-requests": "0",
+                              "x-should-retry": "true"}, h
+        assert h["retry-after"] == "2", h
+        assert h["x-llmroute-upstream-request-id"] == "req_limited", h
+
+    def hints_bounded():
+        many = b"".join(b"x-ratelimit-n%02d: %d\r\n" % (i, i) for i in range(40))
+        up.steps.put(answer(200, OK_BODY, extra=many + b"x-request-id: " + b"r" * 400 + b"\r\n"))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200, (st, raw)
+        got = relayed(h)
+        assert len(got) == 16, got
+        assert got == {"x-ratelimit-n%02d" % i: str(i) for i in range(16)}, got
+        assert h["x-llmroute-upstream-request-id"] == "r" * 127, h
+
+    def no_hints_no_header():
+        up.steps.put(ok_with_length)
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200, (st, raw)
+        assert not relayed(h) and "x-llmroute-upstream-request-id" not in h, h
+        assert "upstream_request_id" not in log_line(h)
+
+    check(tag + "x-ratelimit-*, retry-after-ms, x-should-retry relayed; upstream request id "
+          "in x-llmroute-upstream-request-id and the log", hints_relayed)
+    check(tag + "the same on a stream's head", hints_on_stream)
+    check(tag + "after a fallback, only the answering attempt's hints and request id",
+          hints_of_answering_attempt)
+    check(tag + "at most 16 hints; a long request id cut to 127 bytes", hints_bounded)
+    check(tag + "an answer without hints gets none, nor the request id header",
+          no_hints_no_header)
+    # Last: a 429's Retry-After holds the model back for its seconds.
+    check(tag + "an upstream's 429 relayed with its hints", hints_with_relayed_error)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: test_upstream_wire.py LLMROUTE")
+    run(sys.argv[1], {})
+    run(sys.argv[1], {"LLMROUTE_UPSTREAM_CLIENT": "curl"})
+    finish()
