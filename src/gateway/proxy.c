@@ -28,8 +28,9 @@
  * malformed event ends the client's stream with an SSE error event and no [DONE]. The Responses
  * API (/v1/responses) streams typed events and has no [DONE]: its terminal event (type
  * response.completed, response.incomplete or response.failed) plays [DONE]'s part, and its
- * mid-stream failure is the API's own `event: error`. Time to first
- * byte and idle time are watched here with a timer that aborts the transfer. A 3xx is never
+ * mid-stream failure is the API's own `event: error`. Time to a stream's first
+ * byte, to any other answer's head, and idle time are watched here with a timer that aborts
+ * the transfer. A 3xx is never
  * followed nor relayed: it ends the attempt at its head (class redirect), and when nothing else
  * works the client gets a 502 naming the Location and the model's base_url to fix.
  *
@@ -62,7 +63,7 @@
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
-enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_IDLE, WATCH_FAILED };
+enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_HEAD, WATCH_IDLE, WATCH_FAILED };
 enum wait_kind { WAIT_NONE, WAIT_RETRY, WAIT_QUEUE };
 
 /* The log line of an answer sent with hs_respond_tracked(): written, and
@@ -1096,6 +1097,10 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
         failed(ex, ex->deferred_class, msg);
     } else if (kind == WATCH_FIRST_BYTE)
         failed(ex, RS_TIMEOUT, "no first byte within timeouts.first_byte_ms");
+    else if (kind == WATCH_HEAD)
+        failed(ex, RS_TIMEOUT,
+               ex->pol.timeouts.head_ms >= 0 ? "no response head within timeouts.head_ms"
+                                             : "no response head within timeouts.total_ms");
     else if (kind == WATCH_IDLE)
         failed(ex, ex->sse ? RS_STREAM_STALL : RS_TIMEOUT,
                "nothing received within timeouts.idle_ms");
@@ -1822,7 +1827,14 @@ static void start_attempt(struct exchange *ex)
     ex->attempt_fresh = ex->fresh_next;
     ex->fresh_next = 0;
     ex->t_up_start = gw_now();
-    watch_arm(ex, WATCH_FIRST_BYTE, ex->pol.timeouts.first_byte_ms);
+    /* A stream's head comes at once and its first event when generation
+     * starts: first_byte_ms bounds the wait for that. A non-stream head comes
+     * only once the whole answer is generated, which may take minutes:
+     * head_ms bounds it, by default the attempt's total_ms. */
+    if (ex->stream)
+        watch_arm(ex, WATCH_FIRST_BYTE, ex->pol.timeouts.first_byte_ms);
+    else
+        watch_arm(ex, WATCH_HEAD, rs_timeouts_head_ms(&ex->pol.timeouts));
     if (gm->is_mock) {
         struct mock_call call;
         call.ep = ex->ep;

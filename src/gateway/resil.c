@@ -194,8 +194,17 @@ void rs_policy_defaults(struct rs_policy *p)
     r->deadline_ms = 60000;
     p->timeouts.connect_ms = 10000;
     p->timeouts.first_byte_ms = 60000;
-    p->timeouts.idle_ms = 30000;
+    p->timeouts.head_ms = RS_UNSET; /* total_ms: see rs_timeouts_head_ms() */
+    /* A reasoning model's stream may send its role chunk and then nothing
+     * while it thinks, for minutes (OpenAI's o-series do): a shorter default
+     * would cut it and send the request to the next model, billed twice. */
+    p->timeouts.idle_ms = 300000;
     p->timeouts.total_ms = 600000;
+}
+
+long rs_timeouts_head_ms(const struct rs_timeouts *t)
+{
+    return t->head_ms >= 0 ? t->head_ms : t->total_ms;
 }
 
 void rs_breaker_defaults(struct rs_breaker_conf *b)
@@ -222,7 +231,7 @@ void rs_policy_unset(struct rs_policy *p)
         r->on[i] = RS_UNSET;
     r->max_attempts = r->max_retries = r->base_delay_ms = r->max_delay_ms = RS_UNSET;
     r->max_retry_after_ms = r->deadline_ms = RS_UNSET;
-    p->timeouts.connect_ms = p->timeouts.first_byte_ms = RS_UNSET;
+    p->timeouts.connect_ms = p->timeouts.first_byte_ms = p->timeouts.head_ms = RS_UNSET;
     p->timeouts.idle_ms = p->timeouts.total_ms = RS_UNSET;
 }
 
@@ -244,6 +253,7 @@ void rs_policy_merge(struct rs_policy *p, const struct rs_policy *over)
     MERGE(retry.deadline_ms);
     MERGE(timeouts.connect_ms);
     MERGE(timeouts.first_byte_ms);
+    MERGE(timeouts.head_ms);
     MERGE(timeouts.idle_ms);
     MERGE(timeouts.total_ms);
 }
@@ -341,12 +351,14 @@ static int parse_retry(json_t *o, struct rs_retry *r, const char *where, char *m
 static int parse_timeouts(json_t *o, struct rs_timeouts *t, const char *where, char *msg,
                           size_t cap)
 {
-    static const char *const keys[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms", NULL};
+    static const char *const keys[] = {"connect_ms", "first_byte_ms", "head_ms",
+                                       "idle_ms",    "total_ms",      NULL};
     if (!json_is_object(o))
         return perr(msg, cap, "%s: expected an object", where);
     if (known_keys(o, keys, where, msg, cap) ||
         get_long(o, "connect_ms", 1, DAY_MS, &t->connect_ms, where, msg, cap) ||
         get_long(o, "first_byte_ms", 0, DAY_MS, &t->first_byte_ms, where, msg, cap) ||
+        get_long(o, "head_ms", 0, DAY_MS, &t->head_ms, where, msg, cap) ||
         get_long(o, "idle_ms", 0, DAY_MS, &t->idle_ms, where, msg, cap) ||
         get_long(o, "total_ms", 0, DAY_MS, &t->total_ms, where, msg, cap))
         return -1;

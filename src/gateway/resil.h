@@ -34,7 +34,8 @@ enum rs_class {
     RS_TLS,               /* TLS handshake or certificate */
     RS_RESET,             /* reset or closed before the response head */
     RS_RESET_REUSED,      /* the same before any response byte, on a pooled connection */
-    RS_TIMEOUT,           /* 408, no first byte within first_byte_ms, total_ms passed */
+    RS_TIMEOUT,           /* 408, no head within head_ms, no first byte within first_byte_ms,
+                           * total_ms passed */
     RS_RATE_LIMITED,      /* 429 with Retry-After */
     RS_RATE_LIMITED_BARE, /* 429 without Retry-After */
     RS_SERVER_ERROR,      /* 5xx */
@@ -97,7 +98,9 @@ struct rs_retry {
 
 struct rs_timeouts {
     long connect_ms;    /* TCP (and TLS) connect */
-    long first_byte_ms; /* attempt start to the response head (non-stream) or first event */
+    long first_byte_ms; /* a stream: attempt start to the first body byte; 0 = none */
+    long head_ms;       /* not a stream: attempt start to the response head; 0 = none,
+                         * RS_UNSET = total_ms (rs_timeouts_head_ms()) */
     long idle_ms;       /* between pieces of a body once it started; 0 = none */
     long total_ms;      /* one attempt, start to end; 0 = none */
 };
@@ -124,6 +127,11 @@ struct rs_queue_conf {
 
 /* The built-in defaults. */
 void rs_policy_defaults(struct rs_policy *p);
+/* The bound on a non-stream attempt's wait for its response head: head_ms,
+ * or total_ms when head_ms was set nowhere. A server sends a non-stream
+ * head only once the whole answer is generated, so by default that wait is
+ * bounded by the attempt's own bound and nothing shorter. 0 = none. */
+long rs_timeouts_head_ms(const struct rs_timeouts *t);
 void rs_breaker_defaults(struct rs_breaker_conf *b);
 void rs_queue_defaults(struct rs_queue_conf *q);
 /* An overlay with every field RS_UNSET. */

@@ -32,7 +32,8 @@ from gwtest import (HOST, Fake, Gateway, chat, check, closed_port, error_shape, 
 
 HELLO = [{"role": "user", "content": "hello"}]
 
-TIMEOUTS = {"connect_ms": 500, "first_byte_ms": 1000, "idle_ms": 600, "total_ms": 8000}
+TIMEOUTS = {"connect_ms": 500, "first_byte_ms": 1000, "head_ms": 1000, "idle_ms": 600,
+            "total_ms": 8000}
 RETRY = {"base_delay_ms": 20, "max_delay_ms": 100, "deadline_ms": 4000,
          "max_retry_after_ms": 1500}
 BREAKER = {"consecutive_failures": 3, "cooldown_ms": 600, "min_requests": 50}
@@ -378,6 +379,39 @@ def attempts(gw_bin, fake_bin):
         assert st == 200 and h["x-llmroute-model"] == "b" and h["x-llmroute-attempts"] == "1"
     check("first byte later than first_byte_ms falls back (stream and not); "
           "a little late is fine", slow_first_byte)
+
+    def long_generation_not_stream():
+        # A server sends a non-stream answer's head only when the whole answer is
+        # generated. first_byte_ms (1000 here) bounds a stream's first byte, not that:
+        # the wait for a non-stream head is head_ms, by default the attempt's total_ms
+        # (8000). A slow answer is neither a timeout nor sent to the next model too.
+        g = fresh()
+        cfg = json.load(open(g.config_path))
+        stop(g)
+        cfg["server"]["resilience"]["timeouts"].pop("head_ms", None)
+        w.n += 1
+        g = Gateway(gw_bin, w.wd, cfg, name="gw%d" % w.n)
+        w.set("b", "delay_ms=1500")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, j)
+        assert h["x-llmroute-attempts"] == "1" and w.stats("b") == 1 and w.stats("c") == 0, h
+        # A stream's first byte is still bounded by first_byte_ms.
+        st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+        assert_complete_stream(ev)
+        stop(g)
+        # head_ms, set on the model, bounds the non-stream head.
+        cfg["models"][1]["timeouts"] = {"head_ms": 1000}
+        w.n += 1
+        g = Gateway(gw_bin, w.wd, cfg, name="gw%d" % w.n)
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+        assert h["x-llmroute-attempts"] == "2", h
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="b",class="timeout"}'] == 1, m
+        stop(g)
+    check("a non-stream answer slower than first_byte_ms: waited for (head_ms, by default "
+          "total_ms), not sent again; head_ms bounds it when set", long_generation_not_stream)
 
     def fail_then_recover():
         gw = fresh()
@@ -871,7 +905,8 @@ def breaker(gw_bin, fake_bin):
 
     def no_retry_storm():
         # Generous timeouts: under a loaded machine a slow answer must not pass for a fault.
-        g = w.gateway(resilience={"timeouts": {"first_byte_ms": 5000, "idle_ms": 5000}})
+        g = w.gateway(resilience={"timeouts": {"first_byte_ms": 5000, "head_ms": 5000,
+                                               "idle_ms": 5000}})
         w.set("b", "status=429;retry_after=2")
         duration, clients = 4.0, 8
         end = time.monotonic() + duration
@@ -943,7 +978,8 @@ def breaker(gw_bin, fake_bin):
 
     def capacity_queue():
         g = w.gateway(models={"b": {"max_concurrency": 1},
-                              "c": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},
+                              "c": {"max_concurrency": 1,
+                                    "timeouts": {"first_byte_ms": 5000, "head_ms": 5000}}},
                       resilience={"queue": {"max_waiting": 1, "max_wait_ms": 1500}})
         w.set("b", "delay_ms=300")
         w.set("c", "delay_ms=2500")
@@ -1051,7 +1087,8 @@ def breaker(gw_bin, fake_bin):
           retry_keeps_the_cap)
 
     def client_gone_while_waiting():
-        g = w.gateway(models={"b": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},
+        g = w.gateway(models={"b": {"max_concurrency": 1,
+                                    "timeouts": {"first_byte_ms": 5000, "head_ms": 5000}}},
                       resilience={"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
 
         def raw(model, hold):
