@@ -103,7 +103,10 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
                                                                           : RS_RATE_LIMITED_BARE;
     if (status == 401 || status == 403)
         return RS_AUTH;
-    if (status == 404)
+    /* 501 Not Implemented is a server without the endpoint (llama.cpp's
+     * server answers /v1/embeddings so without --embeddings): as a 404, the
+     * thing asked for is missing there, and the server is not failing. */
+    if (status == 404 || status == 501)
         return RS_NOT_FOUND;
     if (status >= 300 && status < 400)
         return RS_REDIRECT;
@@ -121,13 +124,18 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
 int rs_class_is_upstream_failure(enum rs_class c)
 {
     return c != RS_OK && c != RS_CONTEXT_LENGTH && c != RS_BAD_REQUEST && c != RS_TOO_LARGE &&
-           c != RS_RESET_REUSED && c != RS_DESCRIPTORS;
+           c != RS_RESET_REUSED && c != RS_DESCRIPTORS && c != RS_NOT_FOUND;
 }
 
 int rs_class_is_neutral(enum rs_class c)
 {
-    /* The gateway out of descriptors says nothing about the upstream. */
-    return c == RS_RESET_REUSED || c == RS_DESCRIPTORS;
+    /* The gateway out of descriptors says nothing about the upstream. Nor
+     * does a 404 or 501: an endpoint or a model missing at that server. The
+     * client chooses the endpoint, so counting it as a failure would let any
+     * client open a model's breaker for everyone by asking for one the
+     * server does not have (/v1/embeddings of a chat server); counting it
+     * as a success would let it hold a failing model's breaker closed. */
+    return c == RS_RESET_REUSED || c == RS_DESCRIPTORS || c == RS_NOT_FOUND;
 }
 
 double rs_retry_after_seconds(const char *value, double wall_now)

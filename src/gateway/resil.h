@@ -40,7 +40,7 @@ enum rs_class {
     RS_RATE_LIMITED_BARE, /* 429 without Retry-After */
     RS_SERVER_ERROR,      /* 5xx */
     RS_AUTH,              /* 401, 403 */
-    RS_NOT_FOUND,         /* 404: the model is gone */
+    RS_NOT_FOUND,         /* 404, 501: the model or the endpoint is missing there */
     RS_REDIRECT,          /* 3xx: base_url points elsewhere (never followed) */
     RS_CONTEXT_LENGTH,    /* 400 context_length_exceeded */
     RS_BAD_REQUEST,       /* any other 4xx */
@@ -73,7 +73,8 @@ int rs_class_is_upstream_failure(enum rs_class c);
 /* Does this class say nothing about the upstream's health either way? Such
  * an attempt is neither a failure nor a success for the breaker. (A pooled
  * connection closed just as a request went out is the upstream's keep-alive
- * timeout crossing the request, not the upstream failing.) */
+ * timeout crossing the request, not the upstream failing; a 404 or 501 says
+ * an endpoint or a model is missing there, not that the server is down.) */
 int rs_class_is_neutral(enum rs_class c);
 
 /* Retry-After as seconds from now: delta-seconds or an HTTP date. Returns

@@ -1139,6 +1139,38 @@ def breaker(gw_bin, fake_bin):
     check("every attempt is counted by class in metrics and listed in the log line",
           counted_and_logged)
 
+    def missing_endpoint_not_counted():
+        # Any client picks the endpoint. One its server lacks (404; 501, as llama.cpp's
+        # server answers /v1/embeddings without --embeddings) still falls back, but does
+        # not count against the model's breaker: chat to it is not refused for everyone.
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}])
+        for status in (404, 501):
+            w.set("b", "status=%d" % status)
+            for i in range(5):
+                st, _, body = request(g.port, "POST", "/v1/embeddings",
+                                      json.dumps({"model": "b", "input": "x"}))
+                assert st == status, (status, i, st, body)  # relayed as it came
+            st, h, body = request(g.port, "POST", "/v1/embeddings",
+                                  json.dumps({"model": "r", "input": "x"}))
+            assert st == 200 and h["x-llmroute-model"] == "c", (status, st, h)
+            assert h["x-llmroute-attempts"] == "2", h
+        assert health(g, "b")["breaker"] == "closed"
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="b",class="not_found"}'] == 12, \
+            [k for k in m if 'model="b"' in k]
+        w.set("b", "ok")
+        st, h, j, _ = chat(g.port, {"model": "b", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, j)
+        # The breaker still opens on the model's own failures.
+        w.set("b", "status=500")
+        for i in range(3):
+            chat(g.port, {"model": "b", "messages": HELLO})
+        assert health(g, "b")["breaker"] == "open"
+        stop(g)
+    check("404 and 501 (an endpoint the server lacks) fall back but do not open the "
+          "model's breaker", missing_endpoint_not_counted)
+
 
 GROUPS = {"attempts": attempts, "streams": streams, "breaker": breaker}
 
