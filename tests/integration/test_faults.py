@@ -832,6 +832,79 @@ def streams(gw_bin, fake_bin):
     check("reasoning deltas are content: relayed as they come; ttft_ms is the first event "
           "relayed", reasoning_is_content)
 
+    def error_event():
+        # vLLM answers 200 and, when its engine then fails, sends data: {"error": {...}}
+        # (and [DONE]). Before any event reached the client that is a failed attempt,
+        # server_error: the route falls back, alone it is 502, and the breaker counts
+        # it. After, it is relayed as it came, and the log line says what it was.
+        def ev(delta):
+            return (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                    b'"delta":' + json.dumps(delta).encode() + b'}]}\n\n')
+        role, content = ev({"role": "assistant", "content": ""}), ev({"content": "Hel"})
+        err = (b'data: {"error":{"message":"engine dead","type":"InternalServerError",'
+               b'"param":null,"code":500}}\n\n')
+        done = b"data: [DONE]\n\n"
+        seen = threading.Event()
+
+        def serve(c, n):
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            pieces = {1: [role, err, done], 2: [err, done], 3: [err, done],
+                      4: [role, content, None, err, done]}[n]
+            for p in pieces:
+                if p is None:  # the client has the content: the stream has committed
+                    assert seen.wait(10)
+                    continue
+                c.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
+            c.sendall(b"0\r\n\r\n")
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "vllm", "backend": "openai", "base_url": up.base_url},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["vllm"],
+                                      "fallbacks": ["c"]}],
+                             resilience={"breaker": {"consecutive_failures": 4}})
+        st, h, evs, _ = stream_chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h, evs)
+        assert h["x-llmroute-attempts"] == "2", h
+        assert_complete_stream(evs)
+        st, h, body = request(g.port, "POST", "/v1/chat/completions",
+                              json.dumps({"model": "vllm", "messages": HELLO, "stream": True}))
+        assert st == 502, (st, body)
+        e = error_shape(json.loads(body))
+        assert e["code"] == "upstream_server_error" and "engine dead" in e["message"], e
+        # The same event on /v1/responses (whose own error events have no such member).
+        st, h, body = request(g.port, "POST", "/v1/responses",
+                              json.dumps({"model": "vllm", "input": "hi", "stream": True}))
+        assert st == 502 and error_shape(json.loads(body))["code"] == "upstream_server_error", \
+            (st, body)
+        s = socket.create_connection((HOST, g.port), timeout=10)
+        req = json.dumps({"model": "vllm", "messages": HELLO, "stream": True}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                  % len(req) + req)
+        got = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            got += data
+            if b'"Hel"' in got:
+                seen.set()
+        s.close()
+        assert got.startswith(b"HTTP/1.1 200") and b"engine dead" in got, got
+        assert b"data: [DONE]" in got, got
+        line = wait_for(lambda: [l for l in g.log_lines() if l.get("model") == "vllm" and
+                                 l.get("status") == 200], 5, "the relayed stream's log line")[-1]
+        assert line["error"] == "upstream_error_event", line
+        assert [t["class"] for t in line["tries"]] == ["server_error"], line
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="vllm",class="server_error"}'] == 4, \
+            [k for k in m if "vllm" in k]
+        assert health(g, "vllm")["breaker"] == "open"  # four failures in a row
+        stop(g)
+        up.close()
+    check("an error event before any event was relayed fails the attempt (server_error): "
+          "falls back, counts; after, relayed and logged", error_event)
+
 
 
 # ==== breaker ====
