@@ -25,12 +25,14 @@
  * retries the same model after a backoff (or its Retry-After), falls back to
  * the next candidate, or answers the client with the failure. A stream is
  * held back until its first complete event with content (a role-only first
- * chunk is held with it), so a failure before that falls back too; after it, a cut, stall or
+ * chunk is held with it), so a failure before that falls back too (an event carrying an
+ * `error` member is one: the upstream failing after its 200 head); after it, a cut, stall or
  * malformed event ends the client's stream with an SSE error event and no [DONE]. The Responses
  * API (/v1/responses) streams typed events and has no [DONE]: its terminal event (type
  * response.completed, response.incomplete or response.failed) plays [DONE]'s part, and its
- * mid-stream failure is the API's own `event: error`. Time to first
- * byte and idle time are watched here with a timer that aborts the transfer. A 3xx is never
+ * mid-stream failure is the API's own `event: error`. Time to a stream's first
+ * byte, to any other answer's head, and idle time are watched here with a timer that aborts
+ * the transfer. A 3xx is never
  * followed nor relayed: it ends the attempt at its head (class redirect), and when nothing else
  * works the client gets a 502 naming the Location and the model's base_url to fix.
  *
@@ -65,7 +67,7 @@
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
-enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_IDLE, WATCH_FAILED };
+enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_HEAD, WATCH_IDLE, WATCH_FAILED };
 enum wait_kind { WAIT_NONE, WAIT_RETRY, WAIT_QUEUE };
 
 /* The log line of an answer sent with hs_respond_tracked(): written, and
@@ -173,6 +175,8 @@ struct exchange {
     size_t ev_len, ev_cap;
     unsigned ev_lines; /* its data lines */
     int event_seen;    /* an event with content (not just a role) is complete: may commit */
+    int error_event;   /* an event relayed to the client carried the upstream's error */
+    char event_error[160]; /* an error event before the stream committed: the failure's message */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_up_end;
@@ -400,6 +404,51 @@ static int chunk_has_content(const char *p, size_t n)
     return yes;
 }
 
+/* Does an event's data p[0..n) (a JSON object) carry an error: a top-level
+ * `error` member that is not null? vLLM sends `data: {"error": {...}}` after
+ * its 200 head when the engine fails. Most events never name `error`, so the
+ * scanner runs only on those that do; the error's message, if any, is put in
+ * why (cut to fit). */
+static int event_error(const char *p, size_t n, char *why, size_t cap)
+{
+    static const char key[] = "\"error\"";
+    struct js_member m[16];
+    size_t k = 0, i;
+    const char *q = p, *end = p + n;
+    int rc;
+    for (;;) {
+        q = memchr(q, '"', (size_t)(end - q));
+        if (!q || (size_t)(end - q) < sizeof key - 1)
+            return 0;
+        if (memcmp(q, key, sizeof key - 1) == 0)
+            break;
+        q++;
+    }
+    rc = js_scan_object(p, n, m, 16, &k);
+    if (rc != 0 && rc != -2)
+        return 0;
+    if (k > 16)
+        k = 16; /* the members after these are not looked at */
+    for (i = 0; i < k; i++) {
+        const char *v = p + m[i].value_start;
+        size_t vn = m[i].value_end - m[i].value_start;
+        json_t *e, *msg;
+        if (!js_key_equals(p, &m[i], "error"))
+            continue;
+        if (vn == 4 && memcmp(v, "null", 4) == 0)
+            return 0;
+        e = json_loadb(v, vn, JSON_ALLOW_NUL, NULL);
+        msg = json_is_object(e) ? json_object_get(e, "message") : e;
+        if (json_is_string(msg))
+            snprintf(why, cap, "the stream's event is an error ('%.100s')", json_string_value(msg));
+        else
+            snprintf(why, cap, "the stream's event is an error");
+        json_decref(e);
+        return 1;
+    }
+    return 0;
+}
+
 /* ==== Responses API streams ==== */
 
 /* A Responses stream (POST /v1/responses) is a run of typed events, each
@@ -560,8 +609,11 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
 
 /* The open event ends (its blank line, or a clean end of the body): its data,
  * the data lines joined, is checked as a whole. Returns 0, or -1 when it is
- * neither JSON nor [DONE]. An event with no data (comments or other fields
- * only), or with only blank data, is not checked. */
+ * neither JSON nor [DONE], or -2 when it carries an error and the stream has
+ * not committed (ex->event_error says what it was): nothing reached the
+ * client, so the attempt fails as a 5xx head would. An error after that is
+ * relayed, and noted (ex->error_event). An event with no data (comments or
+ * other fields only), or with only blank data, is not checked. */
 static int sse_event(struct exchange *ex)
 {
     const char *p, *end;
@@ -600,6 +652,11 @@ static int sse_event(struct exchange *ex)
         json_decref(j);
         if (!ok)
             return -1;
+    }
+    if (!ex->error_event && event_error(p, n, ex->event_error, sizeof ex->event_error)) {
+        if (!ex->streaming)
+            return -2;
+        ex->error_event = 1;
     }
     if (ex->ep == EP_RESPONSES) {
         resp_event(ex, p, n, &re);
@@ -1135,6 +1192,10 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
         failed(ex, ex->deferred_class, msg);
     } else if (kind == WATCH_FIRST_BYTE)
         failed(ex, RS_TIMEOUT, "no first byte within timeouts.first_byte_ms");
+    else if (kind == WATCH_HEAD)
+        failed(ex, RS_TIMEOUT,
+               ex->pol.timeouts.head_ms >= 0 ? "no response head within timeouts.head_ms"
+                                             : "no response head within timeouts.total_ms");
     else if (kind == WATCH_IDLE)
         failed(ex, ex->sse ? RS_STREAM_STALL : RS_TIMEOUT,
                "nothing received within timeouts.idle_ms");
@@ -1481,6 +1542,7 @@ static void stream_buffers_trim(struct exchange *ex)
  * free. */
 static int stream_data(struct exchange *ex, const char *data, size_t len)
 {
+    int rc;
     if (ex->saw_done) {
         /* The answer is whole: what comes after it is no part of it, and the
          * client's stream ends with [DONE] (or the terminal event). An LF
@@ -1550,7 +1612,13 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             event_too_long(ex);
             return UP_CONSUMED;
         }
-        if (sse_event(ex) < 0) {
+        rc = sse_event(ex);
+        if (rc == -2) {
+            /* An error before anything was relayed: the held events go with it. */
+            defer_failure(ex, RS_SERVER_ERROR, ex->event_error);
+            return UP_CONSUMED;
+        }
+        if (rc < 0) {
             /* Relay the events before it, then fail; this one never goes out. */
             if (ex->streaming)
                 flush_held(ex);
@@ -1587,6 +1655,13 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
     return UP_CONSUMED;
 }
 
+/* The class of an attempt whose stream came whole: ok, unless an event the
+ * client already had carried the upstream's error (the engine failed). */
+static enum rs_class whole_class(const struct exchange *ex)
+{
+    return ex->error_event ? RS_SERVER_ERROR : RS_OK;
+}
+
 /* The stream is whole ([DONE] came): relay what is held and end the client's
  * stream. clean: the transfer ended normally, so the bytes after the last
  * checked line are relayed too (a failure's are not: they may be what
@@ -1599,13 +1674,15 @@ static void stream_complete(struct exchange *ex, int clean, const char *ending)
         ex->held_ok = ex->held_len;
     if (ex->resp_failed)
         ex->error = "response_failed"; /* relayed as it came; logged as what it is */
+    if (ex->error_event)
+        ex->error = "upstream_error_event"; /* relayed too, past the point of fallback */
     flush_held(ex);
     if (ending && ex->req) {
         if (ex->t_first == 0)
             ex->t_first = gw_now();
         hs_stream_write(ex->req, ending, strlen(ending));
     }
-    attempt_end(ex, RS_OK, -1, 1);
+    attempt_end(ex, whole_class(ex), -1, 1);
     if (ex->req)
         hs_stream_end(ex->req);
     ex->req = NULL;
@@ -1649,6 +1726,7 @@ static void on_done(void *arg, enum up_error err, const char *message)
     ex->mock = NULL;
     if (ex->sse) {
         const char *ending = NULL;
+        int rc;
         if (err == UP_OK && !ex->saw_done && ex->held_len > ex->held_ok) {
             /* A clean end of the body inside an event ends it as its blank
              * line would; a last line without its line end ends with it. */
@@ -1658,7 +1736,14 @@ static void on_done(void *arg, enum up_error err, const char *message)
                 failed(ex, RS_PROTOCOL, "out of memory holding the stream");
                 return;
             }
-            if (sse_event(ex) < 0) {
+            rc = sse_event(ex);
+            if (rc == -2) {
+                char why[sizeof ex->event_error];
+                snprintf(why, sizeof why, "%s", ex->event_error);
+                failed(ex, RS_SERVER_ERROR, why);
+                return;
+            }
+            if (rc < 0) {
                 failed(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
                 return;
             }
@@ -1816,10 +1901,12 @@ static void on_abort(void *arg)
     ex->embed = NULL;
     if (ex->xfer || ex->mock)
         stop_transfer(ex);
-    attempt_end(ex, RS_OK, -1, whole);
+    attempt_end(ex, whole ? whole_class(ex) : RS_OK, -1, whole);
     if (delivered) {
         if (ex->resp_failed)
             ex->error = "response_failed";
+        if (ex->error_event)
+            ex->error = "upstream_error_event";
         finish(ex, (int)ex->up_status);
         return;
     }
@@ -1901,7 +1988,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_location[0] = '\0';
     ex->up_request_id[0] = '\0';
     ex->up_relay[0] = '\0';
-    ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = 0;
+    ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->error_event = 0;
     ex->after_done = 0;
     ex->resp_failed = 0;
     ex->seq_last = -1;
@@ -1920,7 +2007,14 @@ static void start_attempt(struct exchange *ex)
     ex->attempt_fresh = ex->fresh_next;
     ex->fresh_next = 0;
     ex->t_up_start = gw_now();
-    watch_arm(ex, WATCH_FIRST_BYTE, ex->pol.timeouts.first_byte_ms);
+    /* A stream's head comes at once and its first event when generation
+     * starts: first_byte_ms bounds the wait for that. A non-stream head comes
+     * only once the whole answer is generated, which may take minutes:
+     * head_ms bounds it, by default the attempt's total_ms. */
+    if (ex->stream)
+        watch_arm(ex, WATCH_FIRST_BYTE, ex->pol.timeouts.first_byte_ms);
+    else
+        watch_arm(ex, WATCH_HEAD, rs_timeouts_head_ms(&ex->pol.timeouts));
     if (gm->is_mock) {
         struct mock_call call;
         call.ep = ex->ep;

@@ -103,7 +103,10 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
                                                                           : RS_RATE_LIMITED_BARE;
     if (status == 401 || status == 403)
         return RS_AUTH;
-    if (status == 404)
+    /* 501 Not Implemented is a server without the endpoint (llama.cpp's
+     * server answers /v1/embeddings so without --embeddings): as a 404, the
+     * thing asked for is missing there, and the server is not failing. */
+    if (status == 404 || status == 501)
         return RS_NOT_FOUND;
     if (status >= 300 && status < 400)
         return RS_REDIRECT;
@@ -121,13 +124,18 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
 int rs_class_is_upstream_failure(enum rs_class c)
 {
     return c != RS_OK && c != RS_CONTEXT_LENGTH && c != RS_BAD_REQUEST && c != RS_TOO_LARGE &&
-           c != RS_RESET_REUSED && c != RS_DESCRIPTORS;
+           c != RS_RESET_REUSED && c != RS_DESCRIPTORS && c != RS_NOT_FOUND;
 }
 
 int rs_class_is_neutral(enum rs_class c)
 {
-    /* The gateway out of descriptors says nothing about the upstream. */
-    return c == RS_RESET_REUSED || c == RS_DESCRIPTORS;
+    /* The gateway out of descriptors says nothing about the upstream. Nor
+     * does a 404 or 501: an endpoint or a model missing at that server. The
+     * client chooses the endpoint, so counting it as a failure would let any
+     * client open a model's breaker for everyone by asking for one the
+     * server does not have (/v1/embeddings of a chat server); counting it
+     * as a success would let it hold a failing model's breaker closed. */
+    return c == RS_RESET_REUSED || c == RS_DESCRIPTORS || c == RS_NOT_FOUND;
 }
 
 double rs_retry_after_seconds(const char *value, double wall_now)
@@ -194,8 +202,17 @@ void rs_policy_defaults(struct rs_policy *p)
     r->deadline_ms = 60000;
     p->timeouts.connect_ms = 10000;
     p->timeouts.first_byte_ms = 60000;
-    p->timeouts.idle_ms = 30000;
+    p->timeouts.head_ms = RS_UNSET; /* total_ms: see rs_timeouts_head_ms() */
+    /* A reasoning model's stream may send its role chunk and then nothing
+     * while it thinks, for minutes (OpenAI's o-series do): a shorter default
+     * would cut it and send the request to the next model, billed twice. */
+    p->timeouts.idle_ms = 300000;
     p->timeouts.total_ms = 600000;
+}
+
+long rs_timeouts_head_ms(const struct rs_timeouts *t)
+{
+    return t->head_ms >= 0 ? t->head_ms : t->total_ms;
 }
 
 void rs_breaker_defaults(struct rs_breaker_conf *b)
@@ -222,7 +239,7 @@ void rs_policy_unset(struct rs_policy *p)
         r->on[i] = RS_UNSET;
     r->max_attempts = r->max_retries = r->base_delay_ms = r->max_delay_ms = RS_UNSET;
     r->max_retry_after_ms = r->deadline_ms = RS_UNSET;
-    p->timeouts.connect_ms = p->timeouts.first_byte_ms = RS_UNSET;
+    p->timeouts.connect_ms = p->timeouts.first_byte_ms = p->timeouts.head_ms = RS_UNSET;
     p->timeouts.idle_ms = p->timeouts.total_ms = RS_UNSET;
 }
 
@@ -244,6 +261,7 @@ void rs_policy_merge(struct rs_policy *p, const struct rs_policy *over)
     MERGE(retry.deadline_ms);
     MERGE(timeouts.connect_ms);
     MERGE(timeouts.first_byte_ms);
+    MERGE(timeouts.head_ms);
     MERGE(timeouts.idle_ms);
     MERGE(timeouts.total_ms);
 }
@@ -341,12 +359,14 @@ static int parse_retry(json_t *o, struct rs_retry *r, const char *where, char *m
 static int parse_timeouts(json_t *o, struct rs_timeouts *t, const char *where, char *msg,
                           size_t cap)
 {
-    static const char *const keys[] = {"connect_ms", "first_byte_ms", "idle_ms", "total_ms", NULL};
+    static const char *const keys[] = {"connect_ms", "first_byte_ms", "head_ms",
+                                       "idle_ms",    "total_ms",      NULL};
     if (!json_is_object(o))
         return perr(msg, cap, "%s: expected an object", where);
     if (known_keys(o, keys, where, msg, cap) ||
         get_long(o, "connect_ms", 1, DAY_MS, &t->connect_ms, where, msg, cap) ||
         get_long(o, "first_byte_ms", 0, DAY_MS, &t->first_byte_ms, where, msg, cap) ||
+        get_long(o, "head_ms", 0, DAY_MS, &t->head_ms, where, msg, cap) ||
         get_long(o, "idle_ms", 0, DAY_MS, &t->idle_ms, where, msg, cap) ||
         get_long(o, "total_ms", 0, DAY_MS, &t->total_ms, where, msg, cap))
         return -1;

@@ -34,12 +34,13 @@ enum rs_class {
     RS_TLS,               /* TLS handshake or certificate */
     RS_RESET,             /* reset or closed before the response head */
     RS_RESET_REUSED,      /* the same before any response byte, on a pooled connection */
-    RS_TIMEOUT,           /* 408, no first byte within first_byte_ms, total_ms passed */
+    RS_TIMEOUT,           /* 408, no head within head_ms, no first byte within first_byte_ms,
+                           * total_ms passed */
     RS_RATE_LIMITED,      /* 429 with Retry-After */
     RS_RATE_LIMITED_BARE, /* 429 without Retry-After */
     RS_SERVER_ERROR,      /* 5xx */
     RS_AUTH,              /* 401, 403 */
-    RS_NOT_FOUND,         /* 404: the model is gone */
+    RS_NOT_FOUND,         /* 404, 501: the model or the endpoint is missing there */
     RS_REDIRECT,          /* 3xx: base_url points elsewhere (never followed) */
     RS_CONTEXT_LENGTH,    /* 400 context_length_exceeded */
     RS_BAD_REQUEST,       /* any other 4xx */
@@ -72,7 +73,8 @@ int rs_class_is_upstream_failure(enum rs_class c);
 /* Does this class say nothing about the upstream's health either way? Such
  * an attempt is neither a failure nor a success for the breaker. (A pooled
  * connection closed just as a request went out is the upstream's keep-alive
- * timeout crossing the request, not the upstream failing.) */
+ * timeout crossing the request, not the upstream failing; a 404 or 501 says
+ * an endpoint or a model is missing there, not that the server is down.) */
 int rs_class_is_neutral(enum rs_class c);
 
 /* Retry-After as seconds from now: delta-seconds or an HTTP date. Returns
@@ -97,7 +99,9 @@ struct rs_retry {
 
 struct rs_timeouts {
     long connect_ms;    /* TCP (and TLS) connect */
-    long first_byte_ms; /* attempt start to the response head (non-stream) or first event */
+    long first_byte_ms; /* a stream: attempt start to the first body byte; 0 = none */
+    long head_ms;       /* not a stream: attempt start to the response head; 0 = none,
+                         * RS_UNSET = total_ms (rs_timeouts_head_ms()) */
     long idle_ms;       /* between pieces of a body once it started; 0 = none */
     long total_ms;      /* one attempt, start to end; 0 = none */
 };
@@ -124,6 +128,11 @@ struct rs_queue_conf {
 
 /* The built-in defaults. */
 void rs_policy_defaults(struct rs_policy *p);
+/* The bound on a non-stream attempt's wait for its response head: head_ms,
+ * or total_ms when head_ms was set nowhere. A server sends a non-stream
+ * head only once the whole answer is generated, so by default that wait is
+ * bounded by the attempt's own bound and nothing shorter. 0 = none. */
+long rs_timeouts_head_ms(const struct rs_timeouts *t);
 void rs_breaker_defaults(struct rs_breaker_conf *b);
 void rs_queue_defaults(struct rs_queue_conf *q);
 /* An overlay with every field RS_UNSET. */

@@ -32,7 +32,8 @@ from gwtest import (HOST, Fake, Gateway, chat, check, closed_port, error_shape, 
 
 HELLO = [{"role": "user", "content": "hello"}]
 
-TIMEOUTS = {"connect_ms": 500, "first_byte_ms": 1000, "idle_ms": 600, "total_ms": 8000}
+TIMEOUTS = {"connect_ms": 500, "first_byte_ms": 1000, "head_ms": 1000, "idle_ms": 600,
+            "total_ms": 8000}
 RETRY = {"base_delay_ms": 20, "max_delay_ms": 100, "deadline_ms": 4000,
          "max_retry_after_ms": 1500}
 BREAKER = {"consecutive_failures": 3, "cooldown_ms": 600, "min_requests": 50}
@@ -380,6 +381,39 @@ def attempts(gw_bin, fake_bin):
         assert st == 200 and h["x-llmroute-model"] == "b" and h["x-llmroute-attempts"] == "1"
     check("first byte later than first_byte_ms falls back (stream and not); "
           "a little late is fine", slow_first_byte)
+
+    def long_generation_not_stream():
+        # A server sends a non-stream answer's head only when the whole answer is
+        # generated. first_byte_ms (1000 here) bounds a stream's first byte, not that:
+        # the wait for a non-stream head is head_ms, by default the attempt's total_ms
+        # (8000). A slow answer is neither a timeout nor sent to the next model too.
+        g = fresh()
+        cfg = json.load(open(g.config_path))
+        stop(g)
+        cfg["server"]["resilience"]["timeouts"].pop("head_ms", None)
+        w.n += 1
+        g = Gateway(gw_bin, w.wd, cfg, name="gw%d" % w.n)
+        w.set("b", "delay_ms=1500")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, j)
+        assert h["x-llmroute-attempts"] == "1" and w.stats("b") == 1 and w.stats("c") == 0, h
+        # A stream's first byte is still bounded by first_byte_ms.
+        st, h, ev, _ = stream_chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+        assert_complete_stream(ev)
+        stop(g)
+        # head_ms, set on the model, bounds the non-stream head.
+        cfg["models"][1]["timeouts"] = {"head_ms": 1000}
+        w.n += 1
+        g = Gateway(gw_bin, w.wd, cfg, name="gw%d" % w.n)
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h)
+        assert h["x-llmroute-attempts"] == "2", h
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="b",class="timeout"}'] == 1, m
+        stop(g)
+    check("a non-stream answer slower than first_byte_ms: waited for (head_ms, by default "
+          "total_ms), not sent again; head_ms bounds it when set", long_generation_not_stream)
 
     def fail_then_recover():
         gw = fresh()
@@ -802,6 +836,79 @@ def streams(gw_bin, fake_bin):
     check("reasoning deltas are content: relayed as they come; ttft_ms is the first event "
           "relayed", reasoning_is_content)
 
+    def error_event():
+        # vLLM answers 200 and, when its engine then fails, sends data: {"error": {...}}
+        # (and [DONE]). Before any event reached the client that is a failed attempt,
+        # server_error: the route falls back, alone it is 502, and the breaker counts
+        # it. After, it is relayed as it came, and the log line says what it was.
+        def ev(delta):
+            return (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                    b'"delta":' + json.dumps(delta).encode() + b'}]}\n\n')
+        role, content = ev({"role": "assistant", "content": ""}), ev({"content": "Hel"})
+        err = (b'data: {"error":{"message":"engine dead","type":"InternalServerError",'
+               b'"param":null,"code":500}}\n\n')
+        done = b"data: [DONE]\n\n"
+        seen = threading.Event()
+
+        def serve(c, n):
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                      b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            pieces = {1: [role, err, done], 2: [err, done], 3: [err, done],
+                      4: [role, content, None, err, done]}[n]
+            for p in pieces:
+                if p is None:  # the client has the content: the stream has committed
+                    assert seen.wait(10)
+                    continue
+                c.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
+            c.sendall(b"0\r\n\r\n")
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "vllm", "backend": "openai", "base_url": up.base_url},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["vllm"],
+                                      "fallbacks": ["c"]}],
+                             resilience={"breaker": {"consecutive_failures": 4}})
+        st, h, evs, _ = stream_chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h, evs)
+        assert h["x-llmroute-attempts"] == "2", h
+        assert_complete_stream(evs)
+        st, h, body = request(g.port, "POST", "/v1/chat/completions",
+                              json.dumps({"model": "vllm", "messages": HELLO, "stream": True}))
+        assert st == 502, (st, body)
+        e = error_shape(json.loads(body))
+        assert e["code"] == "upstream_server_error" and "engine dead" in e["message"], e
+        # The same event on /v1/responses (whose own error events have no such member).
+        st, h, body = request(g.port, "POST", "/v1/responses",
+                              json.dumps({"model": "vllm", "input": "hi", "stream": True}))
+        assert st == 502 and error_shape(json.loads(body))["code"] == "upstream_server_error", \
+            (st, body)
+        s = socket.create_connection((HOST, g.port), timeout=10)
+        req = json.dumps({"model": "vllm", "messages": HELLO, "stream": True}).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                  % len(req) + req)
+        got = b""
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            got += data
+            if b'"Hel"' in got:
+                seen.set()
+        s.close()
+        assert got.startswith(b"HTTP/1.1 200") and b"engine dead" in got, got
+        assert b"data: [DONE]" in got, got
+        line = wait_for(lambda: [l for l in g.log_lines() if l.get("model") == "vllm" and
+                                 l.get("status") == 200], 5, "the relayed stream's log line")[-1]
+        assert line["error"] == "upstream_error_event", line
+        assert [t["class"] for t in line["tries"]] == ["server_error"], line
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="vllm",class="server_error"}'] == 4, \
+            [k for k in m if "vllm" in k]
+        assert health(g, "vllm")["breaker"] == "open"  # four failures in a row
+        stop(g)
+        up.close()
+    check("an error event before any event was relayed fails the attempt (server_error): "
+          "falls back, counts; after, relayed and logged", error_event)
+
 
 
 # ==== breaker ====
@@ -875,7 +982,8 @@ def breaker(gw_bin, fake_bin):
 
     def no_retry_storm():
         # Generous timeouts: under a loaded machine a slow answer must not pass for a fault.
-        g = w.gateway(resilience={"timeouts": {"first_byte_ms": 5000, "idle_ms": 5000}})
+        g = w.gateway(resilience={"timeouts": {"first_byte_ms": 5000, "head_ms": 5000,
+                                               "idle_ms": 5000}})
         w.set("b", "status=429;retry_after=2")
         duration, clients = 4.0, 8
         end = time.monotonic() + duration
@@ -947,7 +1055,8 @@ def breaker(gw_bin, fake_bin):
 
     def capacity_queue():
         g = w.gateway(models={"b": {"max_concurrency": 1},
-                              "c": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},
+                              "c": {"max_concurrency": 1,
+                                    "timeouts": {"first_byte_ms": 5000, "head_ms": 5000}}},
                       resilience={"queue": {"max_waiting": 1, "max_wait_ms": 1500}})
         w.set("b", "delay_ms=300")
         w.set("c", "delay_ms=2500")
@@ -1055,7 +1164,8 @@ def breaker(gw_bin, fake_bin):
           retry_keeps_the_cap)
 
     def client_gone_while_waiting():
-        g = w.gateway(models={"b": {"max_concurrency": 1, "timeouts": {"first_byte_ms": 5000}}},
+        g = w.gateway(models={"b": {"max_concurrency": 1,
+                                    "timeouts": {"first_byte_ms": 5000, "head_ms": 5000}}},
                       resilience={"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
 
         def raw(model, hold):
@@ -1105,6 +1215,38 @@ def breaker(gw_bin, fake_bin):
         stop(g)
     check("every attempt is counted by class in metrics and listed in the log line",
           counted_and_logged)
+
+    def missing_endpoint_not_counted():
+        # Any client picks the endpoint. One its server lacks (404; 501, as llama.cpp's
+        # server answers /v1/embeddings without --embeddings) still falls back, but does
+        # not count against the model's breaker: chat to it is not refused for everyone.
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}])
+        for status in (404, 501):
+            w.set("b", "status=%d" % status)
+            for i in range(5):
+                st, _, body = request(g.port, "POST", "/v1/embeddings",
+                                      json.dumps({"model": "b", "input": "x"}))
+                assert st == status, (status, i, st, body)  # relayed as it came
+            st, h, body = request(g.port, "POST", "/v1/embeddings",
+                                  json.dumps({"model": "r", "input": "x"}))
+            assert st == 200 and h["x-llmroute-model"] == "c", (status, st, h)
+            assert h["x-llmroute-attempts"] == "2", h
+        assert health(g, "b")["breaker"] == "closed"
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="b",class="not_found"}'] == 12, \
+            [k for k in m if 'model="b"' in k]
+        w.set("b", "ok")
+        st, h, j, _ = chat(g.port, {"model": "b", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, j)
+        # The breaker still opens on the model's own failures.
+        w.set("b", "status=500")
+        for i in range(3):
+            chat(g.port, {"model": "b", "messages": HELLO})
+        assert health(g, "b")["breaker"] == "open"
+        stop(g)
+    check("404 and 501 (an endpoint the server lacks) fall back but do not open the "
+          "model's breaker", missing_endpoint_not_counted)
 
 
 GROUPS = {"attempts": attempts, "streams": streams, "breaker": breaker}

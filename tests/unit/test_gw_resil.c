@@ -34,6 +34,24 @@ static void statuses_map_to_classes(void **state)
     assert_int_equal(rs_class_of_status(307, "moved", 5, "1"), RS_REDIRECT);
     assert_int_equal(rs_class_of_status(308, NULL, 0, NULL), RS_REDIRECT);
     assert_int_equal(rs_class_of_status(600, NULL, 0, NULL), RS_PROTOCOL);
+    /* 501 Not Implemented: the endpoint is missing there, as with a 404. */
+    assert_int_equal(rs_class_of_status(501, NULL, 0, NULL), RS_NOT_FOUND);
+    assert_int_equal(rs_class_of_status(502, NULL, 0, NULL), RS_SERVER_ERROR);
+}
+
+static void missing_endpoint_or_model_blames_no_model(void **state)
+{
+    struct rs_policy p;
+    (void)state;
+    rs_policy_defaults(&p);
+    /* Any client picks the endpoint: a server without /v1/embeddings (404,
+     * or 501) must not open the model's breaker for its chat clients, nor
+     * hold a failing model's breaker closed. The next candidate may have it. */
+    assert_false(rs_class_is_upstream_failure(RS_NOT_FOUND));
+    assert_true(rs_class_is_neutral(RS_NOT_FOUND));
+    assert_int_equal(p.retry.on[RS_NOT_FOUND], RS_FALLBACK);
+    /* A redirect is a configuration error for every request: it still counts. */
+    assert_false(rs_class_is_neutral(RS_REDIRECT));
 }
 
 static void transport_errors_map_to_classes(void **state)
@@ -90,6 +108,38 @@ static void defaults_are_safe(void **state)
     /* A redirect does not go away on a retry; another model may work. */
     assert_int_equal(p.retry.on[RS_REDIRECT], RS_FALLBACK);
     assert_true(rs_class_is_upstream_failure(RS_REDIRECT));
+}
+
+static void timeouts_default_to_long_generations(void **state)
+{
+    struct rs_policy p, over;
+    char msg[256];
+    (void)state;
+    rs_policy_defaults(&p);
+    /* A reasoning model's stream may be silent for minutes after its role
+     * chunk; a non-stream head comes only when generation is done. */
+    assert_int_equal(p.timeouts.idle_ms, 300000);
+    assert_int_equal(p.timeouts.first_byte_ms, 60000);
+    assert_int_equal(p.timeouts.head_ms, RS_UNSET);
+    assert_int_equal(rs_timeouts_head_ms(&p.timeouts), p.timeouts.total_ms);
+    /* head_ms follows total_ms wherever that is set, until it is set itself. */
+    rs_policy_unset(&over);
+    assert_int_equal(
+        rs_policy_parse(NULL, "{\"total_ms\":90000}", &over, "models[0]", msg, sizeof msg), 0);
+    rs_policy_merge(&p, &over);
+    assert_int_equal(rs_timeouts_head_ms(&p.timeouts), 90000);
+    rs_policy_unset(&over);
+    assert_int_equal(
+        rs_policy_parse(NULL, "{\"head_ms\":5000}", &over, "routes[0]", msg, sizeof msg), 0);
+    rs_policy_merge(&p, &over);
+    assert_int_equal(rs_timeouts_head_ms(&p.timeouts), 5000);
+    assert_int_equal(p.timeouts.total_ms, 90000);
+    rs_policy_unset(&over);
+    assert_int_equal(rs_policy_parse(NULL, "{\"head_ms\":0}", &over, "m", msg, sizeof msg), 0);
+    rs_policy_merge(&p, &over);
+    assert_int_equal(rs_timeouts_head_ms(&p.timeouts), 0); /* none */
+    assert_int_equal(rs_policy_parse(NULL, "{\"head_ms\":-1}", &over, "m", msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "timeouts.head_ms"));
 }
 
 static void reset_on_a_reused_connection_is_retried_and_blames_nobody(void **state)
@@ -305,6 +355,8 @@ int main(void)
         cmocka_unit_test(transport_errors_map_to_classes),
         cmocka_unit_test(retry_after_reads_seconds_and_dates),
         cmocka_unit_test(defaults_are_safe),
+        cmocka_unit_test(missing_endpoint_or_model_blames_no_model),
+        cmocka_unit_test(timeouts_default_to_long_generations),
         cmocka_unit_test(reset_on_a_reused_connection_is_retried_and_blames_nobody),
         cmocka_unit_test(policy_layers_override_field_by_field),
         cmocka_unit_test(resilience_section_parses_every_part),
