@@ -795,7 +795,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     gw->converge_asked = 1;
     gw_store_refresh_start(gw);
     if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
-        metrics_count_reload(gw->metrics, 0, wall_now(), err.message);
+        metrics_count_reload(gw->metrics, 0, wall_now());
         log_event("reload_failed", "%s (the previous configuration stays)", err.message);
         return;
     }
@@ -819,7 +819,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
      * at once (proxy.c reads them from the live configuration): a raised
      * max_concurrency lets them start now, not as the next attempt ends. */
     proxy_queue_kick(gw);
-    metrics_count_reload(gw->metrics, 1, wall_now(), NULL);
+    metrics_count_reload(gw->metrics, 1, wall_now());
     log_event("reloaded", "%s: %zu models, %zu routes", gw->opts->config_path, nc->n_models,
               lr_config_route_count(nc->cfg));
 }

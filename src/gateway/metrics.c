@@ -81,7 +81,6 @@ struct metrics {
     uint64_t reloads_ok, reloads_failed;
     double conf_loaded_at, last_reload_at; /* wall clock; last_reload_at 0: none */
     int last_reload_failed;
-    char last_reload_error[512];
     uint64_t attempts_sum, attempts_count;
     uint64_t attempts_per_request[6]; /* 0, 1, 2, 3, 4, 5+ */
     long waiting;
@@ -248,17 +247,15 @@ void metrics_observe_duration(struct metrics *m, double s)
     hist_observe(&m->duration, s);
 }
 
-void metrics_count_reload(struct metrics *m, int ok, double at, const char *error)
+void metrics_count_reload(struct metrics *m, int ok, double at)
 {
     m->last_reload_at = at;
     m->last_reload_failed = !ok;
-    m->last_reload_error[0] = '\0';
     if (ok) {
         m->reloads_ok++;
         m->conf_loaded_at = at;
     } else {
         m->reloads_failed++;
-        snprintf(m->last_reload_error, sizeof m->last_reload_error, "%s", error ? error : "");
     }
 }
 
@@ -272,7 +269,6 @@ void metrics_reload_state(const struct metrics *m, struct metrics_reload *out)
     out->loaded_at = m->conf_loaded_at;
     out->last_at = m->last_reload_at;
     out->last_failed = m->last_reload_failed;
-    out->last_error = m->last_reload_error;
 }
 
 void metrics_count_attempts(struct metrics *m, unsigned attempts)

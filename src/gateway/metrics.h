@@ -58,17 +58,16 @@ void metrics_count_request(struct metrics *m, const char *endpoint, const char *
 void metrics_observe_overhead(struct metrics *m, double seconds);
 void metrics_observe_duration(struct metrics *m, double seconds);
 /* A SIGHUP reload at wall-clock time `at` (seconds since the epoch): ok, or
- * failed with `error` (copied, cut to fit), the previous configuration kept.
- * metrics_config_loaded() sets the time the configuration in use was
- * loaded, at start; a reload that succeeds sets it again. */
-void metrics_count_reload(struct metrics *m, int ok, double at, const char *error);
+ * failed, the previous configuration kept. metrics_config_loaded() sets the
+ * time the configuration in use was loaded, at start; a reload that
+ * succeeds sets it again. */
+void metrics_count_reload(struct metrics *m, int ok, double at);
 void metrics_config_loaded(struct metrics *m, double at);
 /* The configuration's state for /health: when the one in use was loaded;
- * the last reload's time (0: none yet), whether it failed and why. */
+ * the last reload's time (0: none yet) and whether it failed. */
 struct metrics_reload {
     double loaded_at, last_at;
     int last_failed;
-    const char *last_error; /* "" unless last_failed */
 };
 void metrics_reload_state(const struct metrics *m, struct metrics_reload *out);
 /* A finished request made `attempts` upstream attempts (0 when none). */

@@ -1278,7 +1278,7 @@ def lifecycle(gw_bin, fake_bin):
             return "late" in [m["id"] for m in json.loads(body)["data"]]
         wait_for(has_late, 5, "the reloaded config")
         good = health_config()
-        assert good["last_reload"]["result"] == "ok" and "error" not in good["last_reload"], good
+        assert good["last_reload"]["result"] == "ok" and set(good["last_reload"]) == {"result", "at"}, good
         assert good["loaded_at"] == good["last_reload"]["at"] != first["loaded_at"], (first, good)
         reloaded_at = gw.metrics()["llmroute_config_last_reload_success_timestamp_seconds"]
         assert reloaded_at > started_at, (started_at, reloaded_at)
@@ -1301,7 +1301,9 @@ def lifecycle(gw_bin, fake_bin):
         bad_state = health_config()
         assert bad_state["loaded_at"] == good["loaded_at"], (good, bad_state)
         last = bad_state["last_reload"]
-        assert last["result"] == "error" and last["error"] + " (the previous configuration stays)" == msg, (last, msg)
+        # Why is in the log only: /health needs no key, and the message names the file.
+        assert last["result"] == "error" and set(last) == {"result", "at"}, last
+        assert gw.config_path not in json.dumps(bad_state), bad_state
         assert last["at"] >= good["loaded_at"], bad_state
         assert m["llmroute_config_last_reload_successful"] == 0, m
         assert m["llmroute_config_last_reload_success_timestamp_seconds"] == reloaded_at, m
