@@ -983,6 +983,19 @@ static void give_up(struct exchange *ex, const char *why)
                   ex->n_attempts == 1 ? "" : "s");
         return;
     }
+    if (c == RS_AUTH && ex->last_status == 401) {
+        /* The upstream refused the gateway's own key: relayed, its 401 would
+         * tell the client its key is wrong (the gateway's code for that is
+         * invalid_api_key too), and OpenAI's message quotes part of the key.
+         * A 403 is relayed: providers also use it for the request itself
+         * (a moderation refusal, a region). */
+        fail_with(ex, 502, NULL, "upstream_auth_failed",
+                  "the upstream for model '%s' refused the gateway's credentials (401): check "
+                  "models[%d].api_key_env (%s; %u attempt%s)",
+                  ex->last_model, ex->last_model_idx, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
+        return;
+    }
     if (ex->last_status >= 300 && ex->req) {
         if (ex->last_retry_after[0])
             ex->answer_retry_after = ex->last_retry_after;

@@ -325,6 +325,31 @@ def attempts(gw_bin, fake_bin):
     check("3xx: never followed nor retried; 502 upstream_redirect naming status, Location "
           "and base_url (stream and not); a route falls back", redirect)
 
+    def upstream_key_refused():
+        # The upstream's 401 is about the gateway's key, not the client's: a
+        # 502 of the gateway's, without the upstream's message (OpenAI's
+        # quotes part of the key). A 403 is relayed as it came.
+        g = w.gateway(resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
+        w.set("b", "status=401;code=invalid_api_key;message=Incorrect%20API%20key%20provided:%20sk-SECRE****tream")
+        for stream in (False, True):
+            payload = {"model": "b", "messages": HELLO}
+            if stream:
+                payload["stream"] = True
+            st, h, j, raw = chat(g.port, payload)
+            assert st == 502, (stream, st, raw)
+            e = error_shape(j)
+            assert e["code"] == "upstream_auth_failed" and e["type"] == "upstream_error", e
+            assert "model 'b'" in e["message"] and "models[1].api_key_env" in e["message"], e
+            assert b"SECRE" not in raw, raw
+        logs = [l for l in g.log_lines() if l.get("model") == "b"]
+        assert logs and logs[-1]["status"] == 502 and logs[-1]["error"] == "upstream_auth_failed", logs
+        w.set("b", "status=403;message=flagged%20by%20moderation")
+        st, h, j, raw = chat(g.port, {"model": "b", "messages": HELLO})
+        assert st == 403 and error_shape(j)["message"] == "flagged by moderation", (st, raw)
+        stop(g)
+    check("an upstream's 401 is 502 upstream_auth_failed without its body; a 403 is relayed",
+          upstream_key_refused)
+
     def head_too_large():
         # A response head over the client's 64 KiB cap is the upstream misbehaving:
         # class protocol, so the route falls back and the model's breaker counts it
