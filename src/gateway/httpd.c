@@ -96,6 +96,7 @@ struct hs_req {
      * lower the server's while this body is being read, and the bounds
      * on the body and its buffer must stay the ones it was admitted on. */
     size_t max_body;
+    int body_announced; /* the head announced a body (Content-Length over 0, or chunked) */
     int keep_alive;
     int streaming;
     char why[160]; /* a refusal's message that names a header */
@@ -1186,6 +1187,7 @@ static int start_body(struct hs_conn *c, const char **why)
      * Read first, a body would let a client with no key hold memory and a
      * connection for as long as the body may take (body_timeout). */
     announced = c->state != C_BODY || r->remaining > 0;
+    r->body_announced = announced;
     if (announced && c->srv->head_refuses && c->srv->head_refuses(r, c->srv->arg)) {
         c->answer_early = 1;
         r->body_cap = 0;
@@ -1848,6 +1850,11 @@ int hs_req_header_count(const struct hs_req *req, const char *name)
     for (int i = 0; i < req->n_hdr; i++)
         n += strcasecmp(req->hdr[i].name, name) == 0;
     return n;
+}
+
+int hs_req_body_announced(const struct hs_req *req)
+{
+    return req->body_announced;
 }
 
 const char *hs_req_body(const struct hs_req *req, size_t *len)

@@ -110,6 +110,9 @@ const char *hs_req_header(const struct hs_req *req, const char *name);
 /* How many header lines have this name (case-insensitive): a caller that
  * takes one value can refuse a repeated header rather than pick one. */
 int hs_req_header_count(const struct hs_req *req, const char *name);
+/* Whether the head announced a body: a Content-Length over 0, or chunked
+ * (its body is then empty when hs_server_on_head's callback refused it). */
+int hs_req_body_announced(const struct hs_req *req);
 /* The body (NUL-terminated for convenience; *len excludes the NUL). */
 const char *hs_req_body(const struct hs_req *req, size_t *len);
 

@@ -727,7 +727,8 @@ def errors(gw_bin, fake_bin):
                                           (b"/v1/chat/completions", None, b"POST", 401),
                                           (b"/v1/chat/completions", b"bad", b"POST", 401),
                                           (b"/v1/route", b"gk-on", b"POST", 401),
-                                          (b"/v1/models", None, b"HEAD", 401),
+                                          # a HEAD takes no body, whatever its key
+                                          (b"/v1/models", None, b"HEAD", 400),
                                           (b"/v1/models", b"gk-one", b"POST", 405),
                                           (b"/health", None, b"POST", 405),
                                           (b"/metrics", None, b"PUT", 405)):
@@ -747,12 +748,13 @@ def errors(gw_bin, fake_bin):
                            % len(body) + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(raw) == 401 and raw.count(b"HTTP/1.1 ") == 1, raw
         assert b"\r\nConnection: close\r\n" in raw, raw
-        # /health and /metrics stay open to all: their bodies, if any, are
-        # read and the connection kept; so does a refused request with no body.
+        # /health and /metrics stay open to all, and a GET or HEAD with no
+        # body (or Content-Length: 0) keeps its connection; so does a refused
+        # request with no body.
         for path in (b"/health", b"/metrics"):
             for method in (b"GET", b"HEAD"):
                 raw = raw_exchange(port, method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n"
-                                   b"Content-Length: 5\r\n\r\nhello"
+                                   b"Content-Length: 0\r\n\r\n"
                                    b"GET /health HTTP/1.1\r\nHost: x\r\n"
                                    b"Connection: close\r\n\r\n")
                 assert raw.count(b"HTTP/1.1 200 ") == 2, (path, method, raw[:600])
@@ -760,8 +762,58 @@ def errors(gw_bin, fake_bin):
                            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status_of(raw) == 401 and raw.count(b"HTTP/1.1 200 ") == 1, raw[:600]
         still_serving(gw, auth)
-    check("401, 404 and 405 before the body of every request, connection closed",
+    check("400, 401, 404 and 405 before the body of every request, connection closed",
           refused_before_the_body)
+
+    def get_with_a_body_refused():
+        # A GET or HEAD request that announces a body is refused on its head
+        # on every endpoint, /health and /metrics (which need no key)
+        # included: 400 body_not_allowed at once, no 100 Continue, the body
+        # never read, the connection closed. A client with no key could
+        # otherwise make the gateway read megabytes into memory per request.
+        def head_only(data):
+            s = socket.create_connection((HOST, port), timeout=2)
+            try:
+                s.sendall(data)
+                got = b""
+                while True:
+                    try:
+                        b = s.recv(65536)
+                    except socket.timeout:
+                        raise AssertionError("no answer before the body: %r" % ((data, got),))
+                    if not b:
+                        return got
+                    got += b
+            finally:
+                s.close()
+        for path, key in ((b"/health", None), (b"/metrics", None), (b"/v1/models", b"gk-one"),
+                          (b"/v1/models/fake-a", b"gk-one"), (b"/v1/models", None)):
+            for method in (b"GET", b"HEAD"):
+                for framing in (b"Content-Length: 60000\r\n",
+                                b"Content-Length: 60000\r\nExpect: 100-continue\r\n",
+                                b"Transfer-Encoding: chunked\r\n",
+                                b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n"):
+                    got = head_only(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" +
+                                    (b"Authorization: Bearer " + key + b"\r\n" if key else b"")
+                                    + framing + b"\r\n")
+                    what = (path, method, framing, got[:400])
+                    assert status_of(got) == 400 and got.count(b"HTTP/1.1 ") == 1, what
+                    assert b"100 Continue" not in got, what
+                    assert b"\r\nConnection: close\r\n" in got, what
+                    assert b"\r\nx-request-id: " in got, what
+                    if method == b"GET":
+                        e = error_shape(json.loads(got.split(b"\r\n\r\n", 1)[1]))
+                        assert e["code"] == "body_not_allowed", e
+                        assert "GET" in e["message"], e
+        # The body sent along is not read as requests either.
+        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 37"
+                           b"\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, raw[:400]
+        wait_for(lambda: any(l.get("error") == "body_not_allowed" and l.get("path") == "/health"
+                             for l in gw.log_lines()), 5, "the refusal's log line")
+        still_serving(gw, auth)
+    check("400 body_not_allowed on the head for a GET or HEAD with a body, connection closed",
+          get_with_a_body_refused)
 
     def lingering_is_bounded():
         # After a refusal the server drains what the client still sends for
