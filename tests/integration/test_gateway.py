@@ -1039,6 +1039,68 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("chunk sizes: hex digits and extensions only, 400 for anything else", chunk_sizes)
 
+    def chunk_extensions_and_trailers():
+        # RFC 9112 section 7.1.1: a chunk extension is ";" name ["=" value],
+        # a token or a quoted string, blanks around ";" and "=" allowed; a
+        # trailer line is a field line as in the head. Anything else, a
+        # bare LF, a lone CR, a NUL or another control byte among it, is 400
+        # and the connection closes: such a line could end elsewhere for a
+        # proxy in front, which would then read a request smuggled in it.
+        body = json.dumps({"model": "fake-a", "messages": [{"role": "user", "content": "hi"}]})
+        body = body.encode()
+        n = len(body)
+
+        def send(size_line, trailers=b""):
+            return raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                b"Authorization: Bearer gk-one\r\nTransfer-Encoding: chunked\r\n"
+                                b"Connection: close\r\n\r\n" + size_line + b"\r\n" + body +
+                                b"\r\n0\r\n" + trailers + b"\r\n", timeout=3)
+        for good in (b"%x;name=value" % n, b"%x ; a = b ;c" % n, b"%x;a=\"q \\\" ;s\"" % n,
+                     b"%x;a;b=\"\"" % n, b"%x\t;\tx=y" % n):
+            raw = send(good)
+            assert status_of(raw) == 200, (good, raw[:300])
+        for bad in (b"%x;a\nb" % n, b"%x;\x00\x01\x7f" % n, b"%x;\r" % n, b"%x;a=\"b" % n,
+                    b"%x;a b" % n, b"%x;=v" % n, b"%x;a=" % n, b"%x;a=b c" % n,
+                    b"%x;a=\"\x01\"" % n, b"%x;a@b" % n, b"%x;a=b;" % n):
+            raw = send(bad)
+            assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:300])
+            assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:300])
+        for good in (b"X-Trailer: ok\r\n", b"X: a\tb\r\nY:\r\nZ:  z  \r\n"):
+            raw = send(b"%x" % n, good)
+            assert status_of(raw) == 200, (good, raw[:300])
+        for bad in (b"X: a\rb\r\n", b"no colon\x00\r\n", b"no colon\r\n", b"X : y\r\n",
+                    b"X\x01: y\r\n", b": y\r\n", b"X: a\x7fb\r\n", b"X: a\x00b\r\n",
+                    b"X: y\r\n folded\r\n", b"X: y\n"):
+            raw = send(b"%x" % n, bad)
+            assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:300])
+            assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:300])
+        # A request pipelined after a trailer line ending in a bare LF is not
+        # swallowed as trailer lines: the bare LF is refused, nothing else
+        # is answered.
+        raw = raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: Bearer gk-one\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"2\r\n{}\r\n0\r\nX: y\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+                           timeout=3)
+        assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, raw[:400]
+        # Trailer lines together are bounded as a head is (max_header_bytes).
+        raw = send(b"%x" % n, b"X-Pad: " + b"p" * 1000 + b"\r\n")
+        assert status_of(raw) == 200, raw[:300]
+        raw = send(b"%x" % n, (b"X-Pad: " + b"p" * 1000 + b"\r\n") * 40)
+        assert status_of(raw) == 431 and b"trailer" in raw, raw[:300]
+        # A bare LF in a chunk-size or trailer line is answered at once, not
+        # when the line cap or the idle timeout (30 s here) is reached.
+        for rest in (b"3c;a\n", b"3c\n", b"0\r\nX: y\n"):
+            t0 = time.monotonic()
+            raw = raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n"
+                               b"Authorization: Bearer gk-one\r\nTransfer-Encoding: chunked\r\n"
+                               b"\r\n" + rest, timeout=3)
+            took = time.monotonic() - t0
+            assert status_of(raw) == 400 and took < 2, (rest, took, raw[:300])
+            assert b"bare LF" in raw, (rest, raw[:300])
+        still_serving(gw, auth)
+    check("chunk extensions and trailer lines parsed strictly: 400 and close otherwise",
+          chunk_extensions_and_trailers)
+
     def refusals_logged_and_counted():
         # The HTTP server's own refusals are answers like the others: an
         # x-request-id (the client's when its headers were read), a log line
