@@ -214,6 +214,8 @@ const char *hs_reason(int status)
         return "URI Too Long";
     case 415:
         return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
     case 422:
         return "Unprocessable Content";
     case 429:
@@ -1064,6 +1066,31 @@ static int token_in_list(const char *list, const char *token)
     return 0;
 }
 
+/* An Expect field value: a list of expectations, of which RFC 9110
+ * section 10.1.1 defines 100-continue alone (case-insensitive, no
+ * parameters). Sets *cont when it is there. Returns 0, or 417 for any other
+ * member, as a server that does not meet an expectation may answer. */
+static int expectations(const char *list, int *cont)
+{
+    const char *p = list;
+    for (;;) {
+        const char *end;
+        size_t n;
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (!*p)
+            return 0;
+        end = p + strcspn(p, ",");
+        n = (size_t)(end - p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n != 12 || strncasecmp(p, "100-continue", 12) != 0)
+            return 417;
+        *cont = 1;
+        p = end;
+    }
+}
+
 /* A Host value is uri-host [ ":" port ] (RFC 9110 section 7.2): a
  * registered name (unreserved, pct-encoded, sub-delims), an IPv4 address or
  * a bracketed IP literal, then digits. Empty is allowed (a target without
@@ -1094,9 +1121,9 @@ static int host_ok(const char *v)
 static int start_body(struct hs_conn *c, const char **why)
 {
     struct hs_req *r = &c->req;
-    const char *te = NULL, *cl = NULL, *host = NULL, *conn_hdr = hs_req_header(r, "Connection"), *expect;
+    const char *te = NULL, *cl = NULL, *host = NULL;
     size_t max_body = c->srv->lim.max_body_bytes;
-    int announced;
+    int announced, conn_close = 0, conn_keep = 0, expect_continue = 0, auth = 0;
 
     r->max_body = max_body;
     for (int i = 0; i < r->n_hdr; i++) {
@@ -1108,6 +1135,27 @@ static int start_body(struct hs_conn *c, const char **why)
             host = r->hdr[i].value;
             if (!host_ok(host)) {
                 *why = "malformed Host header";
+                return 400;
+            }
+        } else if (strcasecmp(r->hdr[i].name, "Connection") == 0) {
+            /* RFC 9110 section 7.6.1: every Connection field line is part
+             * of one list; the first alone would miss a "close" in another. */
+            conn_close |= token_in_list(r->hdr[i].value, "close");
+            conn_keep |= token_in_list(r->hdr[i].value, "keep-alive");
+        } else if (strcasecmp(r->hdr[i].name, "Expect") == 0) {
+            int st = expectations(r->hdr[i].value, &expect_continue);
+            if (st) {
+                snprintf(r->why, sizeof r->why,
+                         "unsupported expectation in Expect: %.100s (only 100-continue is)",
+                         r->hdr[i].value);
+                *why = r->why;
+                return st;
+            }
+        } else if (strcasecmp(r->hdr[i].name, "Authorization") == 0) {
+            /* One credential per request (RFC 9110 section 11.6.2): of two,
+             * a proxy in front may have checked the one not used here. */
+            if (auth++) {
+                *why = "repeated Authorization header";
                 return 400;
             }
         } else if (strcasecmp(r->hdr[i].name, "Transfer-Encoding") == 0) {
@@ -1133,9 +1181,9 @@ static int start_body(struct hs_conn *c, const char **why)
         return 400;
     }
     if (r->minor >= 1)
-        r->keep_alive = !(conn_hdr && token_in_list(conn_hdr, "close"));
+        r->keep_alive = !conn_close;
     else
-        r->keep_alive = conn_hdr && token_in_list(conn_hdr, "keep-alive");
+        r->keep_alive = conn_keep && !conn_close;
 
     /* RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has
      * faulty framing, whatever else it says (an HTTP/1.0 proxy in front may
@@ -1199,9 +1247,8 @@ static int start_body(struct hs_conn *c, const char **why)
         *why = "out of memory";
         return 500;
     }
-    expect = hs_req_header(r, "Expect");
-    if (announced && !c->answer_early && expect && strcasecmp(expect, "100-continue") == 0 &&
-        r->minor >= 1) {
+    /* RFC 9110 section 10.1.1: 100-continue in an HTTP/1.0 request is ignored. */
+    if (announced && !c->answer_early && expect_continue && r->minor >= 1) {
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         flush_out(c);
     }

@@ -1101,6 +1101,57 @@ def errors(gw_bin, fake_bin):
     check("chunk extensions and trailer lines parsed strictly: 400 and close otherwise",
           chunk_extensions_and_trailers)
 
+    def every_connection_expect_and_authorization_field():
+        # RFC 9110 section 7.6.1: every Connection field is part of one list;
+        # "close" in any of them closes the connection after the answer.
+        for fields in (b"Connection: keep-alive\r\nConnection: close\r\n",
+                       b"Connection: foo\r\nConnection: bar, close\r\n"):
+            raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+                               b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+            assert raw.count(b"HTTP/1.1 200 ") == 1, (fields, raw[:600])
+            assert b"\r\nConnection: close\r\n" in raw, (fields, raw[:600])
+        # And "keep-alive" in any of them keeps an HTTP/1.0 one.
+        raw = raw_exchange(port, b"GET /health HTTP/1.0\r\nConnection: foo\r\n"
+                           b"Connection: keep-alive\r\n\r\n"
+                           b"GET /health HTTP/1.0\r\n\r\n", timeout=3)
+        assert raw.count(b"HTTP/1.1 200 ") == 2, raw[:600]
+        # RFC 9110 section 10.1.1: every Expect field, each a list; an
+        # expectation other than 100-continue is 417.
+        for fields in (b"Expect: 100-continue\r\nExpect: foo\r\n",
+                       b"Expect: 100-continue, foo\r\n", b"Expect: foo\r\n",
+                       b"Expect: 100-continue=1\r\n"):
+            raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + fields +
+                               b"\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+            assert status_of(raw) == 417 and raw.count(b"HTTP/1.1 ") == 1, (fields, raw[:400])
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            assert e["code"] == "expectation_failed", e
+        body = json.dumps({"model": "fake-a", "messages": [{"role": "user", "content": "hi"}]})
+        s = socket.create_connection((HOST, port), timeout=3)
+        try:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Authorization: Bearer gk-one\r\nExpect: 100-Continue\r\n"
+                      b"Expect: 100-continue\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            got = s.recv(65536)
+            assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), got
+            s.sendall(body.encode())
+            got += read_to_close(s, 3)
+        finally:
+            s.close()
+        assert b"HTTP/1.1 200 " in got, got[:400]
+        # Authorization takes one credential: two fields are refused, not
+        # one of them picked.
+        for fields in (b"Authorization: Bearer gk-one\r\nAuthorization: Bearer gk-two\r\n",
+                       b"Authorization: Bearer gk-one\r\nAuthorization: Bearer wrong\r\n"):
+            raw = raw_exchange(port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + fields +
+                               b"\r\n", timeout=3)
+            assert status_of(raw) == 400, (fields, raw[:400])
+            assert b"repeated Authorization" in raw, raw[:400]
+            assert b"\r\nConnection: close\r\n" in raw, raw[:400]
+        still_serving(gw, auth)
+    check("every Connection and Expect field counts; two Authorization fields are refused",
+          every_connection_expect_and_authorization_field)
+
     def refusals_logged_and_counted():
         # The HTTP server's own refusals are answers like the others: an
         # x-request-id (the client's when its headers were read), a log line
