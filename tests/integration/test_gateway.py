@@ -1075,13 +1075,14 @@ def errors(gw_bin, fake_bin):
             assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:300])
             assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:300])
         # A request pipelined after a trailer line ending in a bare LF is not
-        # swallowed as trailer lines: the bare LF is refused, nothing else
-        # is answered.
-        raw = raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n"
+        # swallowed as trailer lines (the body then served as if whole):
+        # the bare LF is refused, nothing else is answered.
+        raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                            b"Authorization: Bearer gk-one\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           b"2\r\n{}\r\n0\r\nX: y\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n",
-                           timeout=3)
+                           b"%x\r\n%s\r\n0\r\nX: y\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                           % (n, body), timeout=3)
         assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, raw[:400]
+        assert b"bare LF in a trailer line" in raw, raw[:400]
         # Trailer lines together are bounded as a head is (max_header_bytes).
         raw = send(b"%x" % n, b"X-Pad: " + b"p" * 1000 + b"\r\n")
         assert status_of(raw) == 200, raw[:300]
