@@ -221,6 +221,8 @@ const char *gw_error_code(int status)
         return "request_too_large";
     case 414:
         return "uri_too_long";
+    case 417:
+        return "expectation_failed";
     case 431:
         return "headers_too_large";
     case 502:

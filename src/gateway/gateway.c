@@ -415,17 +415,28 @@ const char *gw_endpoint_label(const char *path)
     return e ? e->path : "other";
 }
 
+/* A GET or HEAD request that announces a body: no endpoint takes one (RFC
+ * 9110 section 9.3.1 gives it no meaning), and /health and /metrics, which
+ * need no key, would otherwise let anyone make the gateway read bodies into
+ * memory and hold connections while they come. Refused, 400. */
+static int body_not_allowed(struct hs_req *req)
+{
+    const char *m = hs_req_method(req);
+    return hs_req_body_announced(req) && (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0);
+}
+
 /* A request announcing a body has it read only when handle() will not
- * refuse it anyway: an unknown path (404), a wrong method (405), a missing
- * or wrong key (401, or 403 for a client key on /v1/feedback when feedback
- * keys are set) are answered on the head alone (httpd.h, hs_server_on_head),
- * so a client with no key cannot make the gateway hold its body, and one
- * announcing it with Expect: 100-continue is not invited to send it. */
+ * refuse it anyway: a GET or HEAD (400, body_not_allowed()), an unknown
+ * path (404), a wrong method (405), a missing or wrong key (401, or 403 for
+ * a client key on /v1/feedback when feedback keys are set) are answered on
+ * the head alone (httpd.h, hs_server_on_head), so a client with no key
+ * cannot make the gateway hold its body, and one announcing it with
+ * Expect: 100-continue is not invited to send it. */
 static int head_refuses(struct hs_req *req, void *arg)
 {
     struct gw *gw = arg;
     const struct path_entry *e = path_find(hs_req_path(req));
-    if (!e || !method_ok(e, hs_req_method(req)))
+    if (body_not_allowed(req) || !e || !method_ok(e, hs_req_method(req)))
         return 1;
     return key_refusal(gw->conf, e, req) != 0;
 }
@@ -443,6 +454,16 @@ static void handle(struct hs_req *req, void *arg)
     snprintf(path, sizeof path, "%s", hs_req_path(req));
     gw_request_id(gw, req, id, sizeof id);
     e = path_find(path);
+    if (body_not_allowed(req)) {
+        /* Its body was not read (head_refuses()): the connection closes. */
+        hs_resp_header(req, "x-request-id", id);
+        gw_send_error(req, 400, NULL, "body_not_allowed",
+                      "%s requests take no body: this one announced one (a Content-Length "
+                      "over 0, or chunked), which was not read",
+                      method);
+        gw_log_answered(gw, id, method, path, 400, gw_error_sent(1), t0);
+        return;
+    }
     if (e && method_ok(e, method))
         refusal = key_refusal(gw->conf, e, req);
     if (refusal == 401) {

@@ -96,6 +96,7 @@ struct hs_req {
      * lower the server's while this body is being read, and the bounds
      * on the body and its buffer must stay the ones it was admitted on. */
     size_t max_body;
+    int body_announced; /* the head announced a body (Content-Length over 0, or chunked) */
     int keep_alive;
     int streaming;
     char why[160]; /* a refusal's message that names a header */
@@ -119,6 +120,8 @@ struct hs_conn {
     long long linger_end_ms;    /* closing, all sent: the client's input is dropped until then */
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
+    size_t line_scanned;        /* chunked body: bytes of the line in progress scanned for LF */
+    size_t trailer_bytes;       /* chunked body: bytes of trailer lines read so far */
     int answer_early; /* the handler refuses the request whatever its body: none is read */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
@@ -211,6 +214,8 @@ const char *hs_reason(int status)
         return "URI Too Long";
     case 415:
         return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
     case 422:
         return "Unprocessable Content";
     case 429:
@@ -1061,6 +1066,31 @@ static int token_in_list(const char *list, const char *token)
     return 0;
 }
 
+/* An Expect field value: a list of expectations, of which RFC 9110
+ * section 10.1.1 defines 100-continue alone (case-insensitive, no
+ * parameters). Sets *cont when it is there. Returns 0, or 417 for any other
+ * member, as a server that does not meet an expectation may answer. */
+static int expectations(const char *list, int *cont)
+{
+    const char *p = list;
+    for (;;) {
+        const char *end;
+        size_t n;
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (!*p)
+            return 0;
+        end = p + strcspn(p, ",");
+        n = (size_t)(end - p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n != 12 || strncasecmp(p, "100-continue", 12) != 0)
+            return 417;
+        *cont = 1;
+        p = end;
+    }
+}
+
 /* A Host value is uri-host [ ":" port ] (RFC 9110 section 7.2): a
  * registered name (unreserved, pct-encoded, sub-delims), an IPv4 address or
  * a bracketed IP literal, then digits. Empty is allowed (a target without
@@ -1091,9 +1121,9 @@ static int host_ok(const char *v)
 static int start_body(struct hs_conn *c, const char **why)
 {
     struct hs_req *r = &c->req;
-    const char *te = NULL, *cl = NULL, *host = NULL, *conn_hdr = hs_req_header(r, "Connection"), *expect;
+    const char *te = NULL, *cl = NULL, *host = NULL;
     size_t max_body = c->srv->lim.max_body_bytes;
-    int announced;
+    int announced, conn_close = 0, conn_keep = 0, expect_continue = 0, auth = 0;
 
     r->max_body = max_body;
     for (int i = 0; i < r->n_hdr; i++) {
@@ -1105,6 +1135,27 @@ static int start_body(struct hs_conn *c, const char **why)
             host = r->hdr[i].value;
             if (!host_ok(host)) {
                 *why = "malformed Host header";
+                return 400;
+            }
+        } else if (strcasecmp(r->hdr[i].name, "Connection") == 0) {
+            /* RFC 9110 section 7.6.1: every Connection field line is part
+             * of one list; the first alone would miss a "close" in another. */
+            conn_close |= token_in_list(r->hdr[i].value, "close");
+            conn_keep |= token_in_list(r->hdr[i].value, "keep-alive");
+        } else if (strcasecmp(r->hdr[i].name, "Expect") == 0) {
+            int st = expectations(r->hdr[i].value, &expect_continue);
+            if (st) {
+                snprintf(r->why, sizeof r->why,
+                         "unsupported expectation in Expect: %.100s (only 100-continue is)",
+                         r->hdr[i].value);
+                *why = r->why;
+                return st;
+            }
+        } else if (strcasecmp(r->hdr[i].name, "Authorization") == 0) {
+            /* One credential per request (RFC 9110 section 11.6.2): of two,
+             * a proxy in front may have checked the one not used here. */
+            if (auth++) {
+                *why = "repeated Authorization header";
                 return 400;
             }
         } else if (strcasecmp(r->hdr[i].name, "Transfer-Encoding") == 0) {
@@ -1130,9 +1181,9 @@ static int start_body(struct hs_conn *c, const char **why)
         return 400;
     }
     if (r->minor >= 1)
-        r->keep_alive = !(conn_hdr && token_in_list(conn_hdr, "close"));
+        r->keep_alive = !conn_close;
     else
-        r->keep_alive = conn_hdr && token_in_list(conn_hdr, "keep-alive");
+        r->keep_alive = conn_keep && !conn_close;
 
     /* RFC 9112 section 6.1: an HTTP/1.0 message with Transfer-Encoding has
      * faulty framing, whatever else it says (an HTTP/1.0 proxy in front may
@@ -1186,6 +1237,7 @@ static int start_body(struct hs_conn *c, const char **why)
      * Read first, a body would let a client with no key hold memory and a
      * connection for as long as the body may take (body_timeout). */
     announced = c->state != C_BODY || r->remaining > 0;
+    r->body_announced = announced;
     if (announced && c->srv->head_refuses && c->srv->head_refuses(r, c->srv->arg)) {
         c->answer_early = 1;
         r->body_cap = 0;
@@ -1195,9 +1247,8 @@ static int start_body(struct hs_conn *c, const char **why)
         *why = "out of memory";
         return 500;
     }
-    expect = hs_req_header(r, "Expect");
-    if (announced && !c->answer_early && expect && strcasecmp(expect, "100-continue") == 0 &&
-        r->minor >= 1) {
+    /* RFC 9110 section 10.1.1: 100-continue in an HTTP/1.0 request is ignored. */
+    if (announced && !c->answer_early && expect_continue && r->minor >= 1) {
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         flush_out(c);
     }
@@ -1286,17 +1337,88 @@ static int head_scan(struct hs_conn *c, struct evbuffer *in, size_t limit, size_
     return 0;
 }
 
+/* Skip BWS (RFC 9110 section 5.6.3: optional blanks, SP or HTAB) from i. */
+static size_t skip_bws(const char *s, size_t n, size_t i)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    return i;
+}
+
+static size_t skip_token(const char *s, size_t n, size_t i)
+{
+    while (i < n && is_tchar((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
+/* The end of a quoted-string starting at s[i] (its DQUOTE), or 0 when it is
+ * malformed or not closed (RFC 9110 section 5.6.4: qdtext is HTAB, SP and
+ * visible characters but DQUOTE and backslash, or obs-text; a backslash
+ * quotes HTAB, SP, a visible character or obs-text). No control character
+ * but HTAB passes, CR and LF included. */
+static size_t skip_quoted(const char *s, size_t n, size_t i)
+{
+    for (i++; i < n; i++) {
+        int ch = (unsigned char)s[i];
+        if (ch == '"')
+            return i + 1;
+        if (ch == '\\') {
+            if (++i >= n)
+                return 0;
+            ch = (unsigned char)s[i];
+        }
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return 0;
+    }
+    return 0;
+}
+
+/* Chunk extensions, RFC 9112 section 7.1.1:
+ *   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+ * a name a token, a value a token or a quoted-string. They are not used,
+ * but read strictly all the same: a CR, an LF or another control byte
+ * passed over here may end the line elsewhere for a proxy in front, which
+ * would then see a request smuggled in the body. Returns 1 when ext (n
+ * bytes, what follows the chunk size) is well formed. */
+static int chunk_ext_ok(const char *ext, size_t n)
+{
+    size_t i = 0, j;
+    while (i < n) {
+        i = skip_bws(ext, n, i);
+        if (i >= n || ext[i] != ';')
+            return 0;
+        i = skip_bws(ext, n, i + 1);
+        j = skip_token(ext, n, i);
+        if (j == i)
+            return 0;
+        i = j;
+        j = skip_bws(ext, n, i);
+        if (j < n && ext[j] == '=') {
+            i = skip_bws(ext, n, j + 1);
+            if (i < n && ext[i] == '"')
+                j = skip_quoted(ext, n, i);
+            else
+                j = skip_token(ext, n, i);
+            if (j <= i)
+                return 0;
+            i = j;
+        }
+    }
+    return 1;
+}
+
 /* A chunk-size line, its CRLF gone: RFC 9112's chunk-size, 1*HEXDIG, then
- * nothing or chunk extensions (optional blanks, then ';' and whatever
- * follows, not read). No sign, no "0x", no blank before the digits. Returns
- * 1 with *size set, or 0 for anything else. A size of 2^60 or more is well
- * formed and over any cap: *size is ULLONG_MAX, as a Content-Length past the
- * range is, so both are 413. */
+ * nothing or chunk extensions (chunk_ext_ok()). No sign, no "0x", no blank
+ * before the digits, nor after them without an extension. Returns 1 with
+ * *size set, 0 for a malformed size, -1 for malformed extensions. A size of
+ * 2^60 or more is well formed and over any cap: *size is ULLONG_MAX, as a
+ * Content-Length past the range is, so both are 413. */
 static int chunk_size(const char *line, size_t n, unsigned long long *size)
 {
     unsigned long long v = 0;
     int over = 0;
-    size_t i;
+    size_t i, j;
     for (i = 0; i < n; i++) {
         int ch = (unsigned char)line[i], d;
         if (ch >= '0' && ch <= '9')
@@ -1314,11 +1436,77 @@ static int chunk_size(const char *line, size_t n, unsigned long long *size)
     }
     if (i == 0)
         return 0;
-    while (i < n && (line[i] == ' ' || line[i] == '\t'))
-        i++;
-    if (i < n ? line[i] != ';' : line[i - 1] == ' ' || line[i - 1] == '\t')
+    j = skip_bws(line, n, i);
+    if (i < n && (j >= n || line[j] != ';'))
         return 0;
+    if (!chunk_ext_ok(line + i, n - i))
+        return -1;
     *size = over ? ULLONG_MAX : v;
+    return 1;
+}
+
+/* A trailer line, its CRLF gone, read by the rules of a head's field lines
+ * (parse_head()): a token name, the colon right after it, a value with no
+ * control character but HTAB, no obs-fold. Trailers are not used, but one
+ * read loosely could end elsewhere for a proxy in front. Returns NULL, or
+ * why the line is refused. */
+static const char *trailer_line_fault(const char *line, size_t n)
+{
+    size_t colon = skip_token(line, n, 0);
+    if (line[0] == ' ' || line[0] == '\t')
+        return "folded trailer lines are not accepted";
+    if (colon == 0 || colon >= n || line[colon] != ':')
+        return "malformed trailer line";
+    for (size_t i = colon + 1; i < n; i++)
+        if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
+            return "a control character in a trailer line's value";
+    return NULL;
+}
+
+/* Take one line of a chunked body's framing (a chunk-size or trailer line)
+ * from the input, of at most cap bytes with its CRLF: *line (the caller
+ * frees it) holds it without the CRLF, NUL-terminated, *len bytes. The
+ * search for its LF goes on from where the last call stopped, so a line
+ * trickled in a byte at a time is scanned once. An LF with no CR before it
+ * is refused as soon as it arrives (as in the head, head_scan()): it would
+ * otherwise wait for a CRLF until the cap or the timeout. Returns 1 for a
+ * line, 0 when more bytes are needed, -1 at a bare LF, -2 when the line is
+ * over the cap, -3 out of memory. */
+static int framing_line(struct hs_conn *c, struct evbuffer *in, size_t cap, char **line,
+                        size_t *len)
+{
+    size_t avail = evbuffer_get_length(in);
+    struct evbuffer_ptr at, lf;
+    char *buf;
+
+    if (c->line_scanned < avail) {
+        evbuffer_ptr_set(in, &at, c->line_scanned, EVBUFFER_PTR_SET);
+        lf = evbuffer_search(in, "\n", 1, &at);
+    } else {
+        lf.pos = -1;
+    }
+    if (lf.pos < 0) {
+        c->line_scanned = avail;
+        return avail > cap ? -2 : 0;
+    }
+    c->line_scanned = 0;
+    if (lf.pos == 0)
+        return -1;
+    {
+        char cr;
+        evbuffer_ptr_set(in, &at, (size_t)lf.pos - 1, EVBUFFER_PTR_SET);
+        if (evbuffer_copyout_from(in, &at, &cr, 1) != 1 || cr != '\r')
+            return -1;
+    }
+    if ((size_t)lf.pos + 1 > cap)
+        return -2;
+    buf = malloc((size_t)lf.pos + 1);
+    if (!buf)
+        return -3;
+    evbuffer_remove(in, buf, (size_t)lf.pos + 1);
+    buf[lf.pos - 1] = '\0';
+    *line = buf;
+    *len = (size_t)lf.pos - 1;
     return 1;
 }
 
@@ -1462,41 +1650,67 @@ static void process_bytes(struct hs_conn *c)
                 return;
             break;
         }
-        case C_CHUNK_SIZE:
-        case C_TRAILER: {
+        case C_CHUNK_SIZE: {
+            unsigned long long size;
+            char *line;
             size_t n;
-            char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
-            if (!line) {
-                if (avail > MAX_CHUNK_LINE) {
-                    fail_request(c, 400, "malformed chunked body");
-                    return;
-                }
+            int got = framing_line(c, in, MAX_CHUNK_LINE, &line, &n), ok;
+            if (got == 0)
+                return;
+            if (got < 0) {
+                fail_request(c, got == -3 ? 500 : 400,
+                             got == -1   ? "bare LF in a chunk-size line: lines must end with CRLF"
+                             : got == -2 ? "malformed chunked body"
+                                         : "out of memory");
                 return;
             }
-            if (c->state == C_TRAILER) {
-                free(line);
-                if (n == 0) {
-                    dispatch(c);
-                    if (c->state == C_HANDLING || c->state == C_CLOSING)
-                        return;
-                }
-                break;
+            ok = chunk_size(line, n, &size);
+            free(line);
+            if (ok <= 0) {
+                fail_request(c, 400, ok < 0 ? "malformed chunk extension" : "malformed chunk size");
+                return;
             }
-            {
-                unsigned long long size;
-                int ok = chunk_size(line, n, &size);
-                free(line);
-                if (!ok) {
-                    fail_request(c, 400, "malformed chunk size");
+            if (c->req.body_len > c->req.max_body || size > c->req.max_body - c->req.body_len) {
+                fail_request(c, 413, "request body too large");
+                return;
+            }
+            c->req.remaining = (size_t)size;
+            c->state = size == 0 ? C_TRAILER : C_CHUNK_DATA;
+            c->trailer_bytes = 0;
+            break;
+        }
+        case C_TRAILER: {
+            /* Trailer lines, up to the empty one, are bounded together as a
+             * head is, and checked as its lines are; then dropped. */
+            size_t cap = s->lim.max_head_bytes > c->trailer_bytes
+                             ? s->lim.max_head_bytes - c->trailer_bytes
+                             : 0;
+            const char *fault;
+            char *line;
+            size_t n;
+            int got = framing_line(c, in, cap, &line, &n);
+            if (got == 0)
+                return;
+            if (got < 0) {
+                if (got == -3)
+                    fail_request(c, 500, "out of memory");
+                else if (got == -2)
+                    fail_request(c, 431, "request trailer section too large");
+                else
+                    fail_request(c, 400, "bare LF in a trailer line: lines must end with CRLF");
+                return;
+            }
+            c->trailer_bytes += n + 2;
+            fault = n ? trailer_line_fault(line, n) : NULL;
+            free(line);
+            if (fault) {
+                fail_request(c, 400, fault);
+                return;
+            }
+            if (n == 0) {
+                dispatch(c);
+                if (c->state == C_HANDLING || c->state == C_CLOSING)
                     return;
-                }
-                if (c->req.body_len > c->req.max_body ||
-                    size > c->req.max_body - c->req.body_len) {
-                    fail_request(c, 413, "request body too large");
-                    return;
-                }
-                c->req.remaining = (size_t)size;
-                c->state = size == 0 ? C_TRAILER : C_CHUNK_DATA;
             }
             break;
         }
@@ -1848,6 +2062,11 @@ int hs_req_header_count(const struct hs_req *req, const char *name)
     for (int i = 0; i < req->n_hdr; i++)
         n += strcasecmp(req->hdr[i].name, name) == 0;
     return n;
+}
+
+int hs_req_body_announced(const struct hs_req *req)
+{
+    return req->body_announced;
 }
 
 const char *hs_req_body(const struct hs_req *req, size_t *len)

@@ -2,7 +2,9 @@
  * bufferevents.
  *
  * One request at a time per connection (pipelined requests wait in the input
- * buffer), keep-alive, Content-Length and chunked request bodies, caps on the
+ * buffer), keep-alive (every Connection field read), Content-Length and
+ * chunked request bodies (chunk extensions and trailers checked, not used),
+ * Expect: 100-continue (any other expectation is 417), caps on the
  * header block (431) and the body (413, answered before the body is read,
  * also for `Expect: 100-continue`), a caller's refusal answered before the
  * body is read (hs_server_on_head), complete responses and chunked streaming
@@ -10,7 +12,7 @@
  * client goes away mid-request so the caller can abort its upstream work.
  * A cap on open connections (hs_server_set_max_connections) keeps the
  * clients over it waiting in the listen backlog rather than refusing them.
- * Errors the server itself answers (400 for broken HTTP, 413, 431) carry a
+ * Errors the server itself answers (400 for broken HTTP, 413, 417, 431) carry a
  * body made by the caller's error formatter, so they have the API's shape.
  *
  * Lifetime of a request: the handler receives a struct hs_req that stays
@@ -46,7 +48,8 @@ typedef size_t (*hs_error_fn)(char *buf, size_t cap, int status, const char *mes
 struct hs_server *hs_server_new(struct event_base *base, const struct hs_limits *limits,
                                 hs_handler_fn handler, hs_error_fn error_body, void *arg);
 /* Told of each request the server refuses itself (broken HTTP: 400, a head
- * over the cap: 431, a body over it: 413), with the server's arg, before the
+ * or trailers over the cap: 431, a body over it: 413, an expectation other
+ * than 100-continue: 417), with the server's arg, before the
  * answer's head is written: it may add response headers, and log. The
  * request's method, path and headers are those read before the fault (NULL
  * method and path when the request line was not read). */
@@ -110,6 +113,9 @@ const char *hs_req_header(const struct hs_req *req, const char *name);
 /* How many header lines have this name (case-insensitive): a caller that
  * takes one value can refuse a repeated header rather than pick one. */
 int hs_req_header_count(const struct hs_req *req, const char *name);
+/* Whether the head announced a body: a Content-Length over 0, or chunked
+ * (its body is then empty when hs_server_on_head's callback refused it). */
+int hs_req_body_announced(const struct hs_req *req);
 /* The body (NUL-terminated for convenience; *len excludes the NUL). */
 const char *hs_req_body(const struct hs_req *req, size_t *len);
 

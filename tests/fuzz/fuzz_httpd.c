@@ -68,6 +68,7 @@ static void handler(struct hs_req *req, void *arg)
     (void)hs_req_method(req);
     (void)hs_req_header(req, "Content-Type");
     (void)hs_req_header_count(req, "Authorization");
+    (void)hs_req_body_announced(req);
     if (strncmp(path, "/hold", 5) == 0) {
         hs_req_watch(req, on_drain, on_abort, arg);
         return;

@@ -727,7 +727,8 @@ def errors(gw_bin, fake_bin):
                                           (b"/v1/chat/completions", None, b"POST", 401),
                                           (b"/v1/chat/completions", b"bad", b"POST", 401),
                                           (b"/v1/route", b"gk-on", b"POST", 401),
-                                          (b"/v1/models", None, b"HEAD", 401),
+                                          # a HEAD takes no body, whatever its key
+                                          (b"/v1/models", None, b"HEAD", 400),
                                           (b"/v1/models", b"gk-one", b"POST", 405),
                                           (b"/health", None, b"POST", 405),
                                           (b"/metrics", None, b"PUT", 405)):
@@ -747,12 +748,13 @@ def errors(gw_bin, fake_bin):
                            % len(body) + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(raw) == 401 and raw.count(b"HTTP/1.1 ") == 1, raw
         assert b"\r\nConnection: close\r\n" in raw, raw
-        # /health and /metrics stay open to all: their bodies, if any, are
-        # read and the connection kept; so does a refused request with no body.
+        # /health and /metrics stay open to all, and a GET or HEAD with no
+        # body (or Content-Length: 0) keeps its connection; so does a refused
+        # request with no body.
         for path in (b"/health", b"/metrics"):
             for method in (b"GET", b"HEAD"):
                 raw = raw_exchange(port, method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n"
-                                   b"Content-Length: 5\r\n\r\nhello"
+                                   b"Content-Length: 0\r\n\r\n"
                                    b"GET /health HTTP/1.1\r\nHost: x\r\n"
                                    b"Connection: close\r\n\r\n")
                 assert raw.count(b"HTTP/1.1 200 ") == 2, (path, method, raw[:600])
@@ -760,8 +762,58 @@ def errors(gw_bin, fake_bin):
                            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status_of(raw) == 401 and raw.count(b"HTTP/1.1 200 ") == 1, raw[:600]
         still_serving(gw, auth)
-    check("401, 404 and 405 before the body of every request, connection closed",
+    check("400, 401, 404 and 405 before the body of every request, connection closed",
           refused_before_the_body)
+
+    def get_with_a_body_refused():
+        # A GET or HEAD request that announces a body is refused on its head
+        # on every endpoint, /health and /metrics (which need no key)
+        # included: 400 body_not_allowed at once, no 100 Continue, the body
+        # never read, the connection closed. A client with no key could
+        # otherwise make the gateway read megabytes into memory per request.
+        def head_only(data):
+            s = socket.create_connection((HOST, port), timeout=2)
+            try:
+                s.sendall(data)
+                got = b""
+                while True:
+                    try:
+                        b = s.recv(65536)
+                    except socket.timeout:
+                        raise AssertionError("no answer before the body: %r" % ((data, got),))
+                    if not b:
+                        return got
+                    got += b
+            finally:
+                s.close()
+        for path, key in ((b"/health", None), (b"/metrics", None), (b"/v1/models", b"gk-one"),
+                          (b"/v1/models/fake-a", b"gk-one"), (b"/v1/models", None)):
+            for method in (b"GET", b"HEAD"):
+                for framing in (b"Content-Length: 60000\r\n",
+                                b"Content-Length: 60000\r\nExpect: 100-continue\r\n",
+                                b"Transfer-Encoding: chunked\r\n",
+                                b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n"):
+                    got = head_only(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" +
+                                    (b"Authorization: Bearer " + key + b"\r\n" if key else b"")
+                                    + framing + b"\r\n")
+                    what = (path, method, framing, got[:400])
+                    assert status_of(got) == 400 and got.count(b"HTTP/1.1 ") == 1, what
+                    assert b"100 Continue" not in got, what
+                    assert b"\r\nConnection: close\r\n" in got, what
+                    assert b"\r\nx-request-id: " in got, what
+                    if method == b"GET":
+                        e = error_shape(json.loads(got.split(b"\r\n\r\n", 1)[1]))
+                        assert e["code"] == "body_not_allowed", e
+                        assert "GET" in e["message"], e
+        # The body sent along is not read as requests either.
+        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 37"
+                           b"\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, raw[:400]
+        wait_for(lambda: any(l.get("error") == "body_not_allowed" and l.get("path") == "/health"
+                             for l in gw.log_lines()), 5, "the refusal's log line")
+        still_serving(gw, auth)
+    check("400 body_not_allowed on the head for a GET or HEAD with a body, connection closed",
+          get_with_a_body_refused)
 
     def lingering_is_bounded():
         # After a refusal the server drains what the client still sends for
@@ -986,6 +1038,120 @@ def errors(gw_bin, fake_bin):
             assert b"request body too large" in raw, (big, raw[:300])
         still_serving(gw, auth)
     check("chunk sizes: hex digits and extensions only, 400 for anything else", chunk_sizes)
+
+    def chunk_extensions_and_trailers():
+        # RFC 9112 section 7.1.1: a chunk extension is ";" name ["=" value],
+        # a token or a quoted string, blanks around ";" and "=" allowed; a
+        # trailer line is a field line as in the head. Anything else, a
+        # bare LF, a lone CR, a NUL or another control byte among it, is 400
+        # and the connection closes: such a line could end elsewhere for a
+        # proxy in front, which would then read a request smuggled in it.
+        body = json.dumps({"model": "fake-a", "messages": [{"role": "user", "content": "hi"}]})
+        body = body.encode()
+        n = len(body)
+
+        def send(size_line, trailers=b""):
+            return raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                b"Authorization: Bearer gk-one\r\nTransfer-Encoding: chunked\r\n"
+                                b"Connection: close\r\n\r\n" + size_line + b"\r\n" + body +
+                                b"\r\n0\r\n" + trailers + b"\r\n", timeout=3)
+        for good in (b"%x;name=value" % n, b"%x ; a = b ;c" % n, b"%x;a=\"q \\\" ;s\"" % n,
+                     b"%x;a;b=\"\"" % n, b"%x\t;\tx=y" % n):
+            raw = send(good)
+            assert status_of(raw) == 200, (good, raw[:300])
+        for bad in (b"%x;a\nb" % n, b"%x;\x00\x01\x7f" % n, b"%x;\r" % n, b"%x;a=\"b" % n,
+                    b"%x;a b" % n, b"%x;=v" % n, b"%x;a=" % n, b"%x;a=b c" % n,
+                    b"%x;a=\"\x01\"" % n, b"%x;a@b" % n, b"%x;a=b;" % n):
+            raw = send(bad)
+            assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:300])
+            assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:300])
+        for good in (b"X-Trailer: ok\r\n", b"X: a\tb\r\nY:\r\nZ:  z  \r\n"):
+            raw = send(b"%x" % n, good)
+            assert status_of(raw) == 200, (good, raw[:300])
+        for bad in (b"X: a\rb\r\n", b"no colon\x00\r\n", b"no colon\r\n", b"X : y\r\n",
+                    b"X\x01: y\r\n", b": y\r\n", b"X: a\x7fb\r\n", b"X: a\x00b\r\n",
+                    b"X: y\r\n folded\r\n", b"X: y\n"):
+            raw = send(b"%x" % n, bad)
+            assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, (bad, raw[:300])
+            assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:300])
+        # A request pipelined after a trailer line ending in a bare LF is not
+        # swallowed as trailer lines (the body then served as if whole):
+        # the bare LF is refused, nothing else is answered.
+        raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: Bearer gk-one\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"%x\r\n%s\r\n0\r\nX: y\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                           % (n, body), timeout=3)
+        assert status_of(raw) == 400 and raw.count(b"HTTP/1.1 ") == 1, raw[:400]
+        assert b"bare LF in a trailer line" in raw, raw[:400]
+        # Trailer lines together are bounded as a head is (max_header_bytes).
+        raw = send(b"%x" % n, b"X-Pad: " + b"p" * 1000 + b"\r\n")
+        assert status_of(raw) == 200, raw[:300]
+        raw = send(b"%x" % n, (b"X-Pad: " + b"p" * 1000 + b"\r\n") * 40)
+        assert status_of(raw) == 431 and b"trailer" in raw, raw[:300]
+        # A bare LF in a chunk-size or trailer line is answered at once, not
+        # when the line cap or the idle timeout (30 s here) is reached.
+        for rest in (b"3c;a\n", b"3c\n", b"0\r\nX: y\n"):
+            t0 = time.monotonic()
+            raw = raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n"
+                               b"Authorization: Bearer gk-one\r\nTransfer-Encoding: chunked\r\n"
+                               b"\r\n" + rest, timeout=3)
+            took = time.monotonic() - t0
+            assert status_of(raw) == 400 and took < 2, (rest, took, raw[:300])
+            assert b"bare LF" in raw, (rest, raw[:300])
+        still_serving(gw, auth)
+    check("chunk extensions and trailer lines parsed strictly: 400 and close otherwise",
+          chunk_extensions_and_trailers)
+
+    def every_connection_expect_and_authorization_field():
+        # RFC 9110 section 7.6.1: every Connection field is part of one list;
+        # "close" in any of them closes the connection after the answer.
+        for fields in (b"Connection: keep-alive\r\nConnection: close\r\n",
+                       b"Connection: foo\r\nConnection: bar, close\r\n"):
+            raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n"
+                               b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+            assert raw.count(b"HTTP/1.1 200 ") == 1, (fields, raw[:600])
+            assert b"\r\nConnection: close\r\n" in raw, (fields, raw[:600])
+        # And "keep-alive" in any of them keeps an HTTP/1.0 one.
+        raw = raw_exchange(port, b"GET /health HTTP/1.0\r\nConnection: foo\r\n"
+                           b"Connection: keep-alive\r\n\r\n"
+                           b"GET /health HTTP/1.0\r\n\r\n", timeout=3)
+        assert raw.count(b"HTTP/1.1 200 ") == 2, raw[:600]
+        # RFC 9110 section 10.1.1: every Expect field, each a list; an
+        # expectation other than 100-continue is 417.
+        for fields in (b"Expect: 100-continue\r\nExpect: foo\r\n",
+                       b"Expect: 100-continue, foo\r\n", b"Expect: foo\r\n",
+                       b"Expect: 100-continue=1\r\n"):
+            raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + fields +
+                               b"\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=3)
+            assert status_of(raw) == 417 and raw.count(b"HTTP/1.1 ") == 1, (fields, raw[:400])
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            assert e["code"] == "expectation_failed", e
+        body = json.dumps({"model": "fake-a", "messages": [{"role": "user", "content": "hi"}]})
+        s = socket.create_connection((HOST, port), timeout=3)
+        try:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Authorization: Bearer gk-one\r\nExpect: 100-Continue\r\n"
+                      b"Expect: 100-continue\r\nConnection: close\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            got = s.recv(65536)
+            assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), got
+            s.sendall(body.encode())
+            got += read_to_close(s, 3)
+        finally:
+            s.close()
+        assert b"HTTP/1.1 200 " in got, got[:400]
+        # Authorization takes one credential: two fields are refused, not
+        # one of them picked.
+        for fields in (b"Authorization: Bearer gk-one\r\nAuthorization: Bearer gk-two\r\n",
+                       b"Authorization: Bearer gk-one\r\nAuthorization: Bearer wrong\r\n"):
+            raw = raw_exchange(port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + fields +
+                               b"\r\n", timeout=3)
+            assert status_of(raw) == 400, (fields, raw[:400])
+            assert b"repeated Authorization" in raw, raw[:400]
+            assert b"\r\nConnection: close\r\n" in raw, raw[:400]
+        still_serving(gw, auth)
+    check("every Connection and Expect field counts; two Authorization fields are refused",
+          every_connection_expect_and_authorization_field)
 
     def refusals_logged_and_counted():
         # The HTTP server's own refusals are answers like the others: an
