@@ -35,6 +35,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "affinity.h"
 #include "connlimit.h"
 #include "gateway.h"
 #include "jsonscan.h"
@@ -815,6 +816,10 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     limits_from(nc, &lim);
     hs_server_set_limits(gw->http, &lim);
     apply_conn_cap(gw, nc, 0);
+    /* The ids already kept stay (a lower capacity drops the least recently
+     * used past it, 0 all of them); an entry naming a model the new
+     * configuration lacks is ignored where it is read. */
+    af_table_set_capacity(gw->affinity, nc->set.response_affinity_entries);
     /* Requests waiting for room are held to the new caps and queue limits
      * at once (proxy.c reads them from the live configuration): a raised
      * max_concurrency lets them start now, not as the next attempt ends. */
@@ -1102,13 +1107,14 @@ static int run(const struct gw_options *opts, const sigset_t *held)
     if (gw.metrics)
         metrics_config_loaded(gw.metrics, wall_now());
     gw.upstream = gw.base ? up_client_new(gw.base) : NULL;
+    gw.affinity = af_table_new(gw.conf->set.response_affinity_entries);
     limits_from(gw.conf, &lim);
     gw.http = gw.base ? hs_server_new(gw.base, &lim, handle, gw_error_body, &gw) : NULL;
     if (gw.http) {
         hs_server_on_refused(gw.http, refused);
         hs_server_on_head(gw.http, head_refuses);
     }
-    if (!gw.base || !gw.metrics || !gw.upstream || !gw.http) {
+    if (!gw.base || !gw.metrics || !gw.upstream || !gw.http || !gw.affinity) {
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;
     }
@@ -1202,6 +1208,7 @@ out:
     }
     proxy_shutdown(&gw);
     up_client_free(gw.upstream);
+    af_table_free(gw.affinity);
     metrics_free(gw.metrics);
     if (sig_term)
         event_free(sig_term);

@@ -50,6 +50,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "affinity.h"
 #include "gateway.h"
 #include "jsonscan.h"
 #include "metrics.h"
@@ -162,6 +163,8 @@ struct exchange {
     size_t after_done; /* bytes the upstream sent after that event: dropped, logged */
     int resp_failed;   /* that terminal event was response.failed */
     long seq_last;     /* the last Responses event's sequence_number, or -1 */
+    char resp_id[AF_ID_MAX + 1]; /* this attempt's Responses response id, or "" */
+    size_t resp_id_len;
     int cr_ended; /* the last stream line ended with a CR, the last byte then held */
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
@@ -292,22 +295,59 @@ static void read_usage(struct exchange *ex, json_t *usage)
         ex->completion_tokens = 0;
 }
 
+/* ==== Response affinity ==== */
+
+/* Note a Responses response's id (a JSON string value), when it is one the
+ * table may keep: no escapes, so its bytes are the id, at most AF_ID_MAX. */
+static void note_resp_id(struct exchange *ex, const char *id, size_t len)
+{
+    if (len == 0 || len > AF_ID_MAX || memchr(id, '\\', len) || memchr(id, '\0', len))
+        return;
+    memcpy(ex->resp_id, id, len);
+    ex->resp_id[len] = '\0';
+    ex->resp_id_len = len;
+}
+
+/* The answer being relayed carries a response id: the model that served it
+ * keeps it, so a follow-up and the requests about that id go there. */
+static void affinity_record(struct exchange *ex)
+{
+    if (ex->ep != EP_RESPONSES || ex->model < 0 || !ex->resp_id_len)
+        return;
+    af_table_put(ex->gw->affinity, ex->resp_id, ex->resp_id_len,
+                 ex->conf->models[ex->model].info->name);
+}
+
+/* The `id` of a Responses event's `response` member (response.created, a
+ * terminal event), parsed in j. */
+static void note_event_resp_id(struct exchange *ex, json_t *j)
+{
+    json_t *id = json_object_get(json_object_get(j, "response"), "id");
+    if (json_is_string(id))
+        note_resp_id(ex, json_string_value(id), json_string_length(id));
+}
+
+/* ==== Usage ==== */
+
 /* The `usage` member of a buffered JSON body, found by the scanner so the
- * body itself is never parsed whole. */
+ * body itself is never parsed whole; on /v1/responses its `id` too. */
 static void usage_from_body(struct exchange *ex)
 {
     struct js_member m[64];
     size_t n = 0;
     if (ex->resp_len == 0 || js_scan_object(ex->resp, ex->resp_len, m, 64, &n) != 0)
         return;
-    for (size_t i = 0; i < n; i++) {
-        if (js_key_equals(ex->resp, &m[i], "usage")) {
-            json_t *u =
-                json_loadb(ex->resp + m[i].value_start, m[i].value_end - m[i].value_start, 0, NULL);
+    for (size_t i = 0; i < n && i < 64; i++) {
+        const char *v = ex->resp + m[i].value_start;
+        size_t vn = m[i].value_end - m[i].value_start;
+        if (ex->ep == EP_RESPONSES && js_key_equals(ex->resp, &m[i], "id")) {
+            if (vn >= 2 && v[0] == '"')
+                note_resp_id(ex, v + 1, vn - 2);
+        } else if (js_key_equals(ex->resp, &m[i], "usage")) {
+            json_t *u = json_loadb(v, vn, 0, NULL);
             if (json_is_object(u))
                 read_usage(ex, u);
             json_decref(u);
-            return;
         }
     }
 }
@@ -571,7 +611,21 @@ static void resp_event(struct exchange *ex, const char *p, size_t n, const struc
         ex->resp_failed = type_is(e, "response.failed");
         if (json_is_object(u))
             read_usage(ex, u);
+        if (!ex->resp_id_len)
+            note_event_resp_id(ex, j);
         json_decref(j);
+        if (ex->streaming)
+            affinity_record(ex);
+    } else if (type_is(e, "response.created") && !ex->resp_id_len) {
+        /* Parsed once a stream, on the loop: it repeats the request's
+         * instructions and tools, but is an event held whole anyway. */
+        json_t *j = ex->gw->affinity && af_table_capacity(ex->gw->affinity)
+                        ? json_loadb(p, n, JSON_ALLOW_NUL, NULL)
+                        : NULL;
+        note_event_resp_id(ex, j);
+        json_decref(j);
+        if (ex->streaming)
+            affinity_record(ex);
     }
 }
 
@@ -1516,6 +1570,7 @@ static void commit_stream(struct exchange *ex)
         hs_stream_begin(ex->req, (int)ex->up_status, ex->up_ctype);
     }
     ex->streaming = 1;
+    affinity_record(ex); /* the response.created held back, if it had an id */
 }
 
 /* An event longer than server.max_stream_event_bytes: the events before it
@@ -1804,6 +1859,7 @@ static void on_done(void *arg, enum up_error err, const char *message)
         return;
     }
     usage_from_body(ex);
+    affinity_record(ex);
     attempt_end(ex, RS_OK, -1, 1);
     if (ex->req) {
         ex->answer_relay = ex->up_relay;
@@ -2005,6 +2061,8 @@ static void start_attempt(struct exchange *ex)
     ex->after_done = 0;
     ex->resp_failed = 0;
     ex->seq_last = -1;
+    ex->resp_id[0] = '\0';
+    ex->resp_id_len = 0;
     ex->cr_ended = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = ex->held_line = 0;
@@ -2380,6 +2438,75 @@ oom:
  * query's vector must be fetched first (a smart route over a dense store).
  * root is the request's body, or once that vector is in, the copy that
  * routing_members() made of it: a member read here must be copied there. */
+/* Response affinity: a Responses follow-up whose previous_response_id the
+ * gateway saw answered goes to the model that served it, when that model is
+ * one of the request's candidates (its `models` when it names them, else
+ * the route's, else the model it names), before any strategy runs: only
+ * that upstream knows the earlier response. A route's explicit fallbacks
+ * stay after it; the other candidates are not tried, as none of them knows
+ * the id. direct is the model named directly, or -1. Returns 1 when it
+ * ranked the request, else 0 (routed as without affinity). */
+static int affinity_rank(struct exchange *ex, json_t *root, int direct,
+                         const struct lr_route_info *ri, const char *const *names, size_t n_names,
+                         const char *query)
+{
+    const struct lr_config *cfg = ex->conf->cfg;
+    struct af_table *t = ex->gw->affinity;
+    json_t *prev = json_object_get(root, "previous_response_id");
+    const char *name;
+    int idx, candidate = 0;
+
+    if (ex->ep != EP_RESPONSES || !json_is_string(prev) || !t || !af_table_capacity(t))
+        return 0;
+    name = af_table_get(t, json_string_value(prev), json_string_length(prev));
+    /* An entry whose model a reload removed means nothing now. */
+    idx = name ? lr_config_model_index(cfg, name) : -1;
+    if (idx < 0) {
+        metrics_count_affinity(ex->gw->metrics, MA_MISS);
+        return 0;
+    }
+    if (names) {
+        for (size_t i = 0; i < n_names; i++) {
+            int k = lr_config_model_index(cfg, names[i]);
+            if (k < 0)
+                return 0; /* not counted: routing refuses the unknown name */
+            candidate |= k == idx;
+        }
+    } else if (direct >= 0) {
+        candidate = direct == idx;
+    } else if (ri && ri->n_models) {
+        for (size_t i = 0; i < ri->n_models; i++)
+            candidate |= ri->models[i] == idx;
+    } else {
+        candidate = 1; /* a route over every model */
+    }
+    if (!candidate) {
+        metrics_count_affinity(ex->gw->metrics, MA_NOT_CANDIDATE);
+        return 0;
+    }
+    metrics_count_affinity(ex->gw->metrics, MA_HIT);
+    ex->strategy = "affinity";
+    ex->ranking[0].index = idx;
+    ex->ranking[0].predicted_quality = NAN;
+    ex->ranking[0].predicted_output_tokens = NAN;
+    ex->ranking[0].estimated_cost = NAN;
+    ex->n_ranked = 1;
+    ex->input_tokens = lr_estimate_tokens(query, strlen(query));
+    for (size_t f = 0; ri && f < ri->n_fallbacks && ex->n_ranked < RANK_CAP; f++) {
+        size_t k = 0;
+        while (k < ex->n_ranked && ex->ranking[k].index != ri->fallbacks[f])
+            k++;
+        if (k == ex->n_ranked) {
+            ex->ranking[k].index = ri->fallbacks[f];
+            ex->ranking[k].predicted_quality = NAN;
+            ex->ranking[k].predicted_output_tokens = NAN;
+            ex->ranking[k].estimated_cost = NAN;
+            ex->n_ranked++;
+        }
+    }
+    return 1;
+}
+
 static int decide(struct exchange *ex, json_t *root, const char *query)
 {
     const struct lr_config *cfg = ex->conf->cfg;
@@ -2481,6 +2608,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         ex->route = ri->name;
         ex->route_idx = r;
     }
+    if (idx >= 0 && !names && affinity_rank(ex, root, idx, NULL, NULL, 0, query))
+        return 0;
     if (idx >= 0 && !names) {
         /* A model named directly: no routing decision to make. */
         ex->strategy = "direct";
@@ -2501,6 +2630,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         fail_with(ex, 400, "route.strategy", "invalid_value", "route.strategy: %s", err.message);
         return -1;
     }
+    if (!ex->vec && affinity_rank(ex, root, -1, ri, names, n_names, query))
+        return 0;
     /* A dense store routes by the query's vector: fetch it first (once),
      * unless there is no choice to make (one candidate is its own ranking)
      * or no text to embed (the library refuses that, as over a built-in
