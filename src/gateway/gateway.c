@@ -325,7 +325,7 @@ enum key_need {
 
 struct path_entry {
     const char *path;
-    const char *method;
+    const char *method; /* one, or a list ("GET, HEAD, DELETE, POST") */
     enum key_need needs_key;
     enum handler_kind kind;
     enum gw_endpoint ep;
@@ -338,6 +338,9 @@ static const struct path_entry paths[] = {
     {"/v1/completions", "POST", KEY_CLIENT, H_PROXY, EP_COMPLETIONS, NULL, 0},
     {"/v1/embeddings", "POST", KEY_CLIENT, H_PROXY, EP_EMBEDDINGS, NULL, 0},
     {"/v1/responses", "POST", KEY_CLIENT, H_PROXY, EP_RESPONSES, NULL, 0},
+    /* A response id's retrieve, delete, cancel and input items: proxy.c
+     * checks the rest of the path and its method. */
+    {"/v1/responses/", "GET, HEAD, DELETE, POST", KEY_CLIENT, H_PROXY, EP_RESPONSES, NULL, 1},
     {"/v1/models", "GET", KEY_CLIENT, H_API, EP_CHAT, api_models, 0},
     {"/v1/models/", "GET", KEY_CLIENT, H_API, EP_CHAT, api_model, 1},
     {"/v1/route", "POST", KEY_CLIENT, H_API, EP_CHAT, api_route, 0},
@@ -395,8 +398,20 @@ static int key_refusal(const struct gw_conf *conf, const struct path_entry *e,
  * leaves the body out). */
 static int method_ok(const struct path_entry *e, const char *method)
 {
-    return strcmp(e->method, method) == 0 ||
+    return gw_method_listed(e->method, method) ||
            (strcmp(e->method, "GET") == 0 && strcmp(method, "HEAD") == 0);
+}
+
+int gw_method_listed(const char *list, const char *method)
+{
+    size_t n = strlen(method);
+    for (const char *p = list + strspn(list, ", "); *p; p += strspn(p, ", ")) {
+        size_t k = strcspn(p, ", ");
+        if (k == n && strncmp(p, method, n) == 0)
+            return 1;
+        p += k;
+    }
+    return 0;
 }
 
 static const struct path_entry *path_find(const char *path)

@@ -311,6 +311,8 @@ void proxy_shutdown_answer(struct gw *gw, int second_signal);
  * when it is one of the gateway's endpoints (a static string from its
  * fixed table), else "other", so no request chooses a series' name. */
 const char *gw_endpoint_label(const char *path);
+/* Whether method is one of list's, methods joined by ", " ("GET, HEAD"). */
+int gw_method_listed(const char *list, const char *method);
 
 /* Monotonic time in seconds. */
 double gw_now(void);

@@ -111,9 +111,10 @@ def main(bin_, fake_bin):
                                       "models": [m["name"] for m in ms]}],
                 "server": dict({"shutdown_timeout_ms": 2000}, **(server or {}))}
 
-    def gateway(server=None, models=None, routes=None):
+    def gateway(server=None, models=None, routes=None, env=None):
         n_gw[0] += 1
-        return Gateway(bin_, wd, config(server, models, routes), name="gw%d" % n_gw[0])
+        return Gateway(bin_, wd, config(server, models, routes), name="gw%d" % n_gw[0],
+                       env=env)
 
     def affinity(gw):
         m = gw.metrics()
@@ -243,7 +244,13 @@ def main(bin_, fake_bin):
             assert h["x-llmroute-strategy"] == "sequential", h
             models.append(h["x-llmroute-model"])
         assert sorted(models) == ["x", "y"], models
-        assert affinity(g) == {"hit": 0, "miss": 0, "not_candidate": 0}, affinity(g)
+        m = g.metrics()
+        for r in ("hit", "miss", "not_candidate"):
+            assert m['llmroute_response_affinity_total{result="%s"}' % r] == 0, m
+        # Nothing kept: the id it served is not known to a retrieve either.
+        st, h, raw = request(g.port, "GET", "/v1/responses/" + rid)
+        assert st == 404, (st, raw)
+        assert json.loads(raw)["error"]["code"] == "response_not_found", raw
     check("server.response_affinity_entries 0 turns affinity off", zero_turns_it_off)
 
     def survives_reload():
@@ -269,6 +276,83 @@ def main(bin_, fake_bin):
         assert affinity(g)["miss"] == 1, affinity(g)
     check("the ids survive a reload; one whose model a reload removed is a miss",
           survives_reload)
+
+    def requests_about_an_id(client):
+        env = {"GW_KEYS": "gwkey", "KEY_X": "key-x", "KEY_Y": "key-y"}
+        if client:
+            env["LLMROUTE_UPSTREAM_CLIENT"] = client
+        g = gateway(models=[dict(m, api_key_env="KEY_" + m["name"].upper())
+                            for m in models_of(ups)],
+                    server={"api_keys_env": "GW_KEYS"}, env=env)
+        auth = {"Authorization": "Bearer gwkey"}
+        ids = {}
+        for name in "xy":
+            st, h, j, _ = post(g.port, {"model": name, "input": "x"}, auth)
+            assert st == 200, (st, j)
+            ids[name] = j["id"]
+        for name in "xy":
+            rid = ids[name]
+            for method, path, body in (
+                    ("GET", "/v1/responses/%s?include[]=x&starting_after=7" % rid, None),
+                    ("DELETE", "/v1/responses/%s" % rid, None),
+                    ("POST", "/v1/responses/%s/cancel" % rid, ""),
+                    ("GET", "/v1/responses/%s/input_items?limit=2&order=asc" % rid, None)):
+                st, h, raw = request(g.port, method, path, body, auth)
+                assert st == 200, (method, path, st, raw)
+                j = json.loads(raw)
+                assert j["upstream"] == name and j["method"] == method, (path, j)
+                assert j["target"] == path, (j["target"], path)
+                assert j["authorization"] == "Bearer key-" + name, j
+                assert h["x-llmroute-model"] == name, h
+                assert h["x-llmroute-strategy"] == "affinity", h
+                line = [l for l in wait_for(lambda: [l for l in g.log_lines()
+                                                     if l.get("id") == h["x-request-id"]],
+                                            5, "the log line")][0]
+                assert line["method"] == method and line["path"] == path.split("?")[0], line
+                assert line["model"] == name and line["status"] == 200, line
+        # HEAD is a GET upstream, answered without its body.
+        st, h, raw = request(g.port, "HEAD", "/v1/responses/" + ids["x"], None, auth)
+        assert st == 200 and raw == b"" and h["x-llmroute-model"] == "x", (st, h, raw)
+        assert ups["x"].lines[-1] == "GET /v1/responses/%s HTTP/1.1" % ids["x"], \
+            ups["x"].lines[-1]
+        m = g.metrics()
+        assert m['llmroute_http_requests_total{endpoint="/v1/responses/",status="200"}'] \
+            == 9, m
+        # No key: 401, as on every /v1 endpoint.
+        st, h, raw = request(g.port, "GET", "/v1/responses/" + ids["x"])
+        assert st == 401, (st, raw)
+    check("GET, DELETE, cancel and input_items of an id go to the upstream that served it, "
+          "with its key and the query string", requests_about_an_id, None)
+    check("the same through libcurl (LLMROUTE_UPSTREAM_CLIENT=curl)", requests_about_an_id,
+          "curl")
+
+    def unknown_id_and_wrong_requests():
+        g = gateway()
+        n = {k: len(u.lines) for k, u in ups.items()}
+        for method, path in (("GET", "/v1/responses/resp_nope"),
+                             ("DELETE", "/v1/responses/resp_nope"),
+                             ("POST", "/v1/responses/resp_nope/cancel"),
+                             ("GET", "/v1/responses/resp_nope/input_items?limit=1")):
+            st, h, raw = request(g.port, method, path, "" if method == "POST" else None)
+            assert st == 404, (method, path, st, raw)
+            e = json.loads(raw)["error"]
+            assert e["code"] == "response_not_found" and e["param"] == "response_id", e
+            assert "resp_nope" in e["message"] and "since it started" in e["message"], e
+            assert e["type"] == "invalid_request_error", e
+        st, h, j, _ = post(g.port, {"model": "x", "input": "x"})
+        rid = j["id"]
+        st, h, raw = request(g.port, "POST", "/v1/responses/" + rid, "")
+        assert st == 405 and h["allow"] == "GET, HEAD, DELETE", (st, h, raw)
+        st, h, raw = request(g.port, "GET", "/v1/responses/%s/cancel" % rid)
+        assert st == 405 and h["allow"] == "POST", (st, h, raw)
+        st, h, raw = request(g.port, "GET", "/v1/responses/%s/other" % rid)
+        assert st == 404 and json.loads(raw)["error"]["code"] == "unknown_url", (st, raw)
+        st, h, raw = request(g.port, "PUT", "/v1/responses/" + rid, "")
+        assert st == 405, (st, raw)
+        assert {k: len(u.lines) for k, u in ups.items()} == \
+            {k: v + (k == "x") for k, v in n.items()}, "nothing more went upstream"
+    check("an id the gateway did not serve is 404 response_not_found; other paths and "
+          "methods under it are 404 and 405", unknown_id_and_wrong_requests)
 
     def config_bounds():
         for bad in (-1, 10000001, 1.5, "10", True):
