@@ -35,6 +35,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "affinity.h"
 #include "connlimit.h"
 #include "gateway.h"
 #include "jsonscan.h"
@@ -324,7 +325,7 @@ enum key_need {
 
 struct path_entry {
     const char *path;
-    const char *method;
+    const char *method; /* one, or a list ("GET, HEAD, DELETE, POST") */
     enum key_need needs_key;
     enum handler_kind kind;
     enum gw_endpoint ep;
@@ -337,6 +338,9 @@ static const struct path_entry paths[] = {
     {"/v1/completions", "POST", KEY_CLIENT, H_PROXY, EP_COMPLETIONS, NULL, 0},
     {"/v1/embeddings", "POST", KEY_CLIENT, H_PROXY, EP_EMBEDDINGS, NULL, 0},
     {"/v1/responses", "POST", KEY_CLIENT, H_PROXY, EP_RESPONSES, NULL, 0},
+    /* A response id's retrieve, delete, cancel and input items: proxy.c
+     * checks the rest of the path and its method. */
+    {"/v1/responses/", "GET, HEAD, DELETE, POST", KEY_CLIENT, H_PROXY, EP_RESPONSES, NULL, 1},
     {"/v1/models", "GET", KEY_CLIENT, H_API, EP_CHAT, api_models, 0},
     {"/v1/models/", "GET", KEY_CLIENT, H_API, EP_CHAT, api_model, 1},
     {"/v1/route", "POST", KEY_CLIENT, H_API, EP_CHAT, api_route, 0},
@@ -394,8 +398,20 @@ static int key_refusal(const struct gw_conf *conf, const struct path_entry *e,
  * leaves the body out). */
 static int method_ok(const struct path_entry *e, const char *method)
 {
-    return strcmp(e->method, method) == 0 ||
+    return gw_method_listed(e->method, method) ||
            (strcmp(e->method, "GET") == 0 && strcmp(method, "HEAD") == 0);
+}
+
+int gw_method_listed(const char *list, const char *method)
+{
+    size_t n = strlen(method);
+    for (const char *p = list + strspn(list, ", "); *p; p += strspn(p, ", ")) {
+        size_t k = strcspn(p, ", ");
+        if (k == n && strncmp(p, method, n) == 0)
+            return 1;
+        p += k;
+    }
+    return 0;
 }
 
 static const struct path_entry *path_find(const char *path)
@@ -836,6 +852,10 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     limits_from(nc, &lim);
     hs_server_set_limits(gw->http, &lim);
     apply_conn_cap(gw, nc, 0);
+    /* The ids already kept stay (a lower capacity drops the least recently
+     * used past it, 0 all of them); an entry naming a model the new
+     * configuration lacks is ignored where it is read. */
+    af_table_set_capacity(gw->affinity, nc->set.response_affinity_entries);
     /* Requests waiting for room are held to the new caps and queue limits
      * at once (proxy.c reads them from the live configuration): a raised
      * max_concurrency lets them start now, not as the next attempt ends. */
@@ -1123,13 +1143,14 @@ static int run(const struct gw_options *opts, const sigset_t *held)
     if (gw.metrics)
         metrics_config_loaded(gw.metrics, wall_now());
     gw.upstream = gw.base ? up_client_new(gw.base) : NULL;
+    gw.affinity = af_table_new(gw.conf->set.response_affinity_entries);
     limits_from(gw.conf, &lim);
     gw.http = gw.base ? hs_server_new(gw.base, &lim, handle, gw_error_body, &gw) : NULL;
     if (gw.http) {
         hs_server_on_refused(gw.http, refused);
         hs_server_on_head(gw.http, head_refuses);
     }
-    if (!gw.base || !gw.metrics || !gw.upstream || !gw.http) {
+    if (!gw.base || !gw.metrics || !gw.upstream || !gw.http || !gw.affinity) {
         fprintf(stderr, "llmroute serve: out of memory starting the gateway\n");
         goto out;
     }
@@ -1223,6 +1244,7 @@ out:
     }
     proxy_shutdown(&gw);
     up_client_free(gw.upstream);
+    af_table_free(gw.affinity);
     metrics_free(gw.metrics);
     if (sig_term)
         event_free(sig_term);

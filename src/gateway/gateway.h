@@ -32,6 +32,7 @@ struct event_base;
 struct event;
 struct up_client;
 struct metrics;
+struct af_table;
 struct exchange;
 struct gw_offload;
 
@@ -112,6 +113,7 @@ struct gw_settings {
     long store_refresh_ms; /* read other processes' commits to the store; 0: never */
     long store_rebuild_min_ms; /* least time between two periodic convergence rebuilds */
     long long feedback_key_ttl_s; /* how long an Idempotency-Key is remembered; 0: for good */
+    size_t response_affinity_entries; /* response ids remembered (affinity.h); 0: none */
     struct rs_policy policy; /* server.resilience.retry / .timeouts: complete */
     struct rs_breaker_conf breaker;
     struct rs_queue_conf queue;
@@ -224,6 +226,10 @@ struct gw {
     struct lr_store *store; /* history store for smart routes and feedback, or NULL */
     char *store_path;       /* where it was opened from */
     struct metrics *metrics;
+    /* Which configured model served each POST /v1/responses answer, by
+     * response id (affinity.h), bounded by server.response_affinity_entries;
+     * kept over reloads. On the loop only. */
+    struct af_table *affinity;
     const struct gw_options *opts;
     uint64_t next_id;
     uint64_t id_seed;
@@ -305,6 +311,8 @@ void proxy_shutdown_answer(struct gw *gw, int second_signal);
  * when it is one of the gateway's endpoints (a static string from its
  * fixed table), else "other", so no request chooses a series' name. */
 const char *gw_endpoint_label(const char *path);
+/* Whether method is one of list's, methods joined by ", " ("GET, HEAD"). */
+int gw_method_listed(const char *list, const char *method);
 
 /* Monotonic time in seconds. */
 double gw_now(void);

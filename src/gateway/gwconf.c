@@ -194,6 +194,7 @@ static const char *const server_keys[] = {
     "store_refresh_ms",
     "store_rebuild_min_ms",
     "feedback_key_ttl_s",
+    "response_affinity_entries",
     "api_keys_env",
     "feedback_api_keys_env",
     "resilience",
@@ -302,6 +303,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
     s->store_refresh_ms = 1000;
     s->store_rebuild_min_ms = 30000;
     s->feedback_key_ttl_s = LR_STORE_KEY_TTL_DEFAULT;
+    s->response_affinity_entries = 100000;
     rs_policy_defaults(&s->policy);
     rs_breaker_defaults(&s->breaker);
     rs_queue_defaults(&s->queue);
@@ -352,6 +354,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         INT_KEY("store_refresh_ms", 0, 86400000, store_refresh_ms, long);
         INT_KEY("store_rebuild_min_ms", 0, 86400000, store_rebuild_min_ms, long);
         INT_KEY("feedback_key_ttl_s", 0, LR_STORE_MAX_KEY_TTL, feedback_key_ttl_s, long long);
+        INT_KEY("response_affinity_entries", 0, 10000000, response_affinity_entries, size_t);
 #undef INT_KEY
         {
             json_t *jr = json_object_get(root, "resilience");

@@ -1139,8 +1139,10 @@ static int build_head(struct h1_xfer *x, const struct url_parts *u, const struct
     const char *auth = req->authorization;
     const char *more = req->headers;
     int default_accept = !more || !sets_accept(more);
+    const char *method = req->method ? req->method : "POST";
     const struct piece pieces[] = {
-        LIT("POST "),
+        {method, strlen(method)},
+        LIT(" "),
         {"/", u->path[0] == '/' ? 0 : 1},
         {u->path, strlen(u->path)},
         LIT(" HTTP/1.1\r\nHost: "),

@@ -2048,6 +2048,12 @@ const char *hs_req_path(const struct hs_req *req)
     return req->path;
 }
 
+const char *hs_req_query(const struct hs_req *req)
+{
+    const char *q = req->target ? strchr(req->target, '?') : NULL;
+    return q ? q + 1 : "";
+}
+
 const char *hs_req_header(const struct hs_req *req, const char *name)
 {
     for (int i = 0; i < req->n_hdr; i++)

@@ -108,6 +108,9 @@ void hs_server_free(struct hs_server *srv);
 const char *hs_req_method(const struct hs_req *req);
 /* The target up to '?' (the query string is not used by the gateway). */
 const char *hs_req_path(const struct hs_req *req);
+/* The target after its '?' (up to a '#', if any: the caller cuts it), or ""
+ * when it has none; for the requests the gateway passes on as they came. */
+const char *hs_req_query(const struct hs_req *req);
 /* The first header with this name (case-insensitive), or NULL. */
 const char *hs_req_header(const struct hs_req *req, const char *name);
 /* How many header lines have this name (case-insensitive): a caller that

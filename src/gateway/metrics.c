@@ -60,6 +60,8 @@ enum store_result {
 static const char *const store_result_names[SR_N] = {
     "unchanged", "rebuilt", "reopened", "replaced", "error", "out_of_memory"};
 
+static const char *const affinity_names[MA_N] = {"hit", "miss", "not_candidate"};
+
 struct metrics {
     struct series *series;
     size_t n_series, cap_series;
@@ -67,6 +69,7 @@ struct metrics {
     struct http_series *http;
     size_t n_http, cap_http;
     uint64_t feedback[MF_N];
+    uint64_t affinity[MA_N];
     uint64_t embed_fetches[RS_N_CLASSES];
     uint64_t embed_cancelled; /* fetches aborted in flight: their client went away */
     struct hist embed_latency;
@@ -292,6 +295,12 @@ void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome)
 {
     if (outcome >= 0 && outcome < MF_N)
         m->feedback[outcome]++;
+}
+
+void metrics_count_affinity(struct metrics *m, enum metrics_affinity result)
+{
+    if (result >= 0 && result < MA_N)
+        m->affinity[result]++;
 }
 
 void metrics_count_embed(struct metrics *m, enum rs_class c, double seconds)
@@ -567,6 +576,14 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
     for (int k = 0; k < MF_N; k++)
         put(&o, "llmroute_feedback_total{outcome=\"%s\"} %llu\n", feedback_names[k],
             (unsigned long long)m->feedback[k]);
+    put(&o, "# HELP llmroute_response_affinity_total POST /v1/responses requests with a "
+            "previous_response_id, by what the gateway knew of it: hit (sent to the model "
+            "that served it), miss (not known), not_candidate (that model is not among the "
+            "request's candidates).\n"
+            "# TYPE llmroute_response_affinity_total counter\n");
+    for (int k = 0; k < MA_N; k++)
+        put(&o, "llmroute_response_affinity_total{result=\"%s\"} %llu\n", affinity_names[k],
+            (unsigned long long)m->affinity[k]);
     put(&o, "# HELP llmroute_embedder_fetches_total Query vectors fetched from the remote "
             "embedder (router.embedding), by outcome (failure class, ok, or cancelled: its "
             "client went away).\n"

@@ -100,6 +100,17 @@ enum metrics_feedback {
 };
 void metrics_count_feedback(struct metrics *m, enum metrics_feedback outcome);
 
+/* A POST /v1/responses with a previous_response_id, with response
+ * affinity on (server.response_affinity_entries above 0):
+ * llmroute_response_affinity_total{result}. */
+enum metrics_affinity {
+    MA_HIT,           /* the id's model is a candidate: sent to it */
+    MA_MISS,          /* the id is not kept (or its model is no longer configured) */
+    MA_NOT_CANDIDATE, /* its model is not among the request's candidates */
+    MA_N
+};
+void metrics_count_affinity(struct metrics *m, enum metrics_affinity result);
+
 /* One finished fetch from the remote embedder (embedq.c): its class (RS_OK,
  * or the failure's, as for upstream attempts) and its time, start to end. */
 void metrics_count_embed(struct metrics *m, enum rs_class c, double seconds);

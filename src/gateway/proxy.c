@@ -50,6 +50,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "affinity.h"
 #include "gateway.h"
 #include "jsonscan.h"
 #include "metrics.h"
@@ -78,6 +79,7 @@ struct sent_log {
     struct gw_log log; /* its strings are the copies below */
     char id[72];
     char upstream_id[UP_REQUEST_ID_CAP];
+    char path[256];
     char *route, *model, *strategy, *error, *tries;
     int ready; /* finish() has filled it */
 };
@@ -89,6 +91,12 @@ struct exchange {
     struct hs_req *req; /* NULL once the client is gone */
     enum gw_endpoint ep;
     char id[72];
+    /* A request about a response id (response_op()): its method for the
+     * upstream and the log ("HEAD" goes up as "GET"), the path logged, and
+     * the upstream URL's part after base_url. NULL: a forwarding POST. */
+    const char *op_method, *op_log_method;
+    char op_path[256];
+    char *op_target;
     const char *route;    /* the configured route's name, or "" */
     int route_idx;        /* its index in the config, or -1 */
     const char *strategy; /* for headers and logs */
@@ -162,6 +170,8 @@ struct exchange {
     size_t after_done; /* bytes the upstream sent after that event: dropped, logged */
     int resp_failed;   /* that terminal event was response.failed */
     long seq_last;     /* the last Responses event's sequence_number, or -1 */
+    char resp_id[AF_ID_MAX + 1]; /* this attempt's Responses response id, or "" */
+    size_t resp_id_len;
     int cr_ended; /* the last stream line ended with a CR, the last byte then held */
     int paused;
     char *resp; /* a buffered (non-stream) upstream body */
@@ -292,22 +302,59 @@ static void read_usage(struct exchange *ex, json_t *usage)
         ex->completion_tokens = 0;
 }
 
+/* ==== Response affinity ==== */
+
+/* Note a Responses response's id (a JSON string value), when it is one the
+ * table may keep: no escapes, so its bytes are the id, at most AF_ID_MAX. */
+static void note_resp_id(struct exchange *ex, const char *id, size_t len)
+{
+    if (len == 0 || len > AF_ID_MAX || memchr(id, '\\', len) || memchr(id, '\0', len))
+        return;
+    memcpy(ex->resp_id, id, len);
+    ex->resp_id[len] = '\0';
+    ex->resp_id_len = len;
+}
+
+/* The answer being relayed carries a response id: the model that served it
+ * keeps it, so a follow-up and the requests about that id go there. */
+static void affinity_record(struct exchange *ex)
+{
+    if (ex->ep != EP_RESPONSES || ex->model < 0 || !ex->resp_id_len)
+        return;
+    af_table_put(ex->gw->affinity, ex->resp_id, ex->resp_id_len,
+                 ex->conf->models[ex->model].info->name);
+}
+
+/* The `id` of a Responses event's `response` member (response.created, a
+ * terminal event), parsed in j. */
+static void note_event_resp_id(struct exchange *ex, json_t *j)
+{
+    json_t *id = json_object_get(json_object_get(j, "response"), "id");
+    if (json_is_string(id))
+        note_resp_id(ex, json_string_value(id), json_string_length(id));
+}
+
+/* ==== Usage ==== */
+
 /* The `usage` member of a buffered JSON body, found by the scanner so the
- * body itself is never parsed whole. */
+ * body itself is never parsed whole; on /v1/responses its `id` too. */
 static void usage_from_body(struct exchange *ex)
 {
     struct js_member m[64];
     size_t n = 0;
     if (ex->resp_len == 0 || js_scan_object(ex->resp, ex->resp_len, m, 64, &n) != 0)
         return;
-    for (size_t i = 0; i < n; i++) {
-        if (js_key_equals(ex->resp, &m[i], "usage")) {
-            json_t *u =
-                json_loadb(ex->resp + m[i].value_start, m[i].value_end - m[i].value_start, 0, NULL);
+    for (size_t i = 0; i < n && i < 64; i++) {
+        const char *v = ex->resp + m[i].value_start;
+        size_t vn = m[i].value_end - m[i].value_start;
+        if (ex->ep == EP_RESPONSES && js_key_equals(ex->resp, &m[i], "id")) {
+            if (vn >= 2 && v[0] == '"')
+                note_resp_id(ex, v + 1, vn - 2);
+        } else if (js_key_equals(ex->resp, &m[i], "usage")) {
+            json_t *u = json_loadb(v, vn, 0, NULL);
             if (json_is_object(u))
                 read_usage(ex, u);
             json_decref(u);
-            return;
         }
     }
 }
@@ -571,7 +618,21 @@ static void resp_event(struct exchange *ex, const char *p, size_t n, const struc
         ex->resp_failed = type_is(e, "response.failed");
         if (json_is_object(u))
             read_usage(ex, u);
+        if (!ex->resp_id_len)
+            note_event_resp_id(ex, j);
         json_decref(j);
+        if (ex->streaming)
+            affinity_record(ex);
+    } else if (type_is(e, "response.created") && !ex->resp_id_len) {
+        /* Parsed once a stream, on the loop: it repeats the request's
+         * instructions and tools, but is an event held whole anyway. */
+        json_t *j = ex->gw->affinity && af_table_capacity(ex->gw->affinity)
+                        ? json_loadb(p, n, JSON_ALLOW_NUL, NULL)
+                        : NULL;
+        note_event_resp_id(ex, j);
+        json_decref(j);
+        if (ex->streaming)
+            affinity_record(ex);
     }
 }
 
@@ -1516,6 +1577,7 @@ static void commit_stream(struct exchange *ex)
         hs_stream_begin(ex->req, (int)ex->up_status, ex->up_ctype);
     }
     ex->streaming = 1;
+    affinity_record(ex); /* the response.created held back, if it had an id */
 }
 
 /* An event longer than server.max_stream_event_bytes: the events before it
@@ -1803,7 +1865,10 @@ static void on_done(void *arg, enum up_error err, const char *message)
         failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);
         return;
     }
-    usage_from_body(ex);
+    if (!ex->op_method) { /* a retrieved response's usage was counted when it was made */
+        usage_from_body(ex);
+        affinity_record(ex);
+    }
     attempt_end(ex, RS_OK, -1, 1);
     if (ex->req) {
         ex->answer_relay = ex->up_relay;
@@ -1849,6 +1914,8 @@ static int sent_log_fill(struct sent_log *sl, struct gw *gw, const struct gw_log
     snprintf(sl->upstream_id, sizeof sl->upstream_id, "%s",
              log->upstream_request_id ? log->upstream_request_id : "");
     sl->log.upstream_request_id = log->upstream_request_id ? sl->upstream_id : NULL;
+    snprintf(sl->path, sizeof sl->path, "%s", log->path);
+    sl->log.path = sl->path;
     sl->route = strdup(log->route);
     sl->model = strdup(log->model);
     sl->strategy = strdup(log->strategy);
@@ -1943,6 +2010,12 @@ static const char *endpoint_path(enum gw_endpoint ep)
     }
 }
 
+/* The endpoint label of the exchange's metrics (gw_endpoint_label()). */
+static const char *ex_endpoint(const struct exchange *ex)
+{
+    return ex->op_method ? "/v1/responses/" : endpoint_path(ex->ep);
+}
+
 /* An admitted probe that will not run after all. */
 static void release_probe(struct exchange *ex)
 {
@@ -1986,7 +2059,16 @@ static void start_attempt(struct exchange *ex)
     ex->fwd = NULL;
     rw.model_json = gm->model_json;
     rw.remove = extension_members;
-    rc = js_rewrite_body(body, len, &rw, &ex->fwd, &ex->fwd_len);
+    if (ex->op_method) {
+        /* Sent as it came (a cancel's body, if any, names no model). */
+        rc = (ex->fwd = malloc(len + 1)) ? 0 : -2;
+        if (ex->fwd) {
+            memcpy(ex->fwd, body, len);
+            ex->fwd_len = len;
+        }
+    } else {
+        rc = js_rewrite_body(body, len, &rw, &ex->fwd, &ex->fwd_len);
+    }
     if (rc) {
         release_probe(ex);
         fail_with(ex, rc == -2 ? 500 : 400, NULL, NULL,
@@ -2005,6 +2087,8 @@ static void start_attempt(struct exchange *ex)
     ex->after_done = 0;
     ex->resp_failed = 0;
     ex->seq_last = -1;
+    ex->resp_id[0] = '\0';
+    ex->resp_id_len = 0;
     ex->cr_ended = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = ex->held_line = 0;
@@ -2044,7 +2128,7 @@ static void start_attempt(struct exchange *ex)
         return;
     } else {
         struct up_request ur;
-        size_t ul = strlen(gm->base_url) + 32;
+        size_t ul = strlen(gm->base_url) + 32 + (ex->op_target ? strlen(ex->op_target) : 0);
         free(ex->url);
         ex->url = malloc(ul);
         if (!ex->url) {
@@ -2053,7 +2137,10 @@ static void start_attempt(struct exchange *ex)
             return;
         }
         /* base_url is the API root ("http://host/v1"): drop our "/v1". */
-        snprintf(ex->url, ul, "%s%s", gm->base_url, endpoint_path(ex->ep) + 3);
+        snprintf(ex->url, ul, "%s%s", gm->base_url,
+                 ex->op_target ? ex->op_target : endpoint_path(ex->ep) + 3);
+        memset(&ur, 0, sizeof ur);
+        ur.method = ex->op_method;
         ur.url = ex->url;
         ur.authorization = gm->auth;
         ur.headers = gm->headers;
@@ -2098,10 +2185,10 @@ static void finish(struct exchange *ex, int status)
         cost = (double)ex->prompt_tokens * mi->cost_per_input_token +
                (double)ex->completion_tokens * mi->cost_per_output_token;
     if (!ex->sent)
-        metrics_count_request(gw->metrics, endpoint_path(ex->ep), ex->route, model, status);
+        metrics_count_request(gw->metrics, ex_endpoint(ex), ex->route, model, status);
     if (ex->n_ranked)
         metrics_count_attempts(gw->metrics, ex->n_attempts);
-    if (ex->ms && status < 300) {
+    if (ex->ms && status < 300 && !ex->op_method) {
         if (ex->prompt_tokens > 0)
             ex->ms->tokens_in += (uint64_t)ex->prompt_tokens;
         if (ex->completion_tokens > 0)
@@ -2119,8 +2206,8 @@ static void finish(struct exchange *ex, int status)
     snprintf(tries, sizeof tries, "[%.*s]", (int)ex->tries_len, ex->tries);
     memset(&log, 0, sizeof log);
     log.id = ex->id;
-    log.method = "POST";
-    log.path = endpoint_path(ex->ep);
+    log.method = ex->op_method ? ex->op_log_method : "POST";
+    log.path = ex->op_method ? ex->op_path : endpoint_path(ex->ep);
     log.route = ex->route;
     log.model = model;
     log.strategy = model_idx >= 0 ? ex->strategy : "";
@@ -2139,7 +2226,7 @@ static void finish(struct exchange *ex, int status)
     log.upstream_request_id = ex->up_request_id[0] ? ex->up_request_id : NULL;
     if (!ex->sent || sent_log_fill(ex->sent, gw, &log) != 0) {
         if (ex->sent)
-            metrics_count_request(gw->metrics, endpoint_path(ex->ep), ex->route, model, status);
+            metrics_count_request(gw->metrics, ex_endpoint(ex), ex->route, model, status);
         gw_log_request(gw, &log);
     }
 
@@ -2150,6 +2237,7 @@ static void finish(struct exchange *ex, int status)
     gw_conf_unref(ex->conf);
     free(ex->fwd);
     free(ex->url);
+    free(ex->op_target);
     free(ex->resp);
     free(ex->held);
     free(ex->ev_data);
@@ -2380,6 +2468,75 @@ oom:
  * query's vector must be fetched first (a smart route over a dense store).
  * root is the request's body, or once that vector is in, the copy that
  * routing_members() made of it: a member read here must be copied there. */
+/* Response affinity: a Responses follow-up whose previous_response_id the
+ * gateway saw answered goes to the model that served it, when that model is
+ * one of the request's candidates (its `models` when it names them, else
+ * the route's, else the model it names), before any strategy runs: only
+ * that upstream knows the earlier response. A route's explicit fallbacks
+ * stay after it; the other candidates are not tried, as none of them knows
+ * the id. direct is the model named directly, or -1. Returns 1 when it
+ * ranked the request, else 0 (routed as without affinity). */
+static int affinity_rank(struct exchange *ex, json_t *root, int direct,
+                         const struct lr_route_info *ri, const char *const *names, size_t n_names,
+                         const char *query)
+{
+    const struct lr_config *cfg = ex->conf->cfg;
+    struct af_table *t = ex->gw->affinity;
+    json_t *prev = json_object_get(root, "previous_response_id");
+    const char *name;
+    int idx, candidate = 0;
+
+    if (ex->ep != EP_RESPONSES || !json_is_string(prev) || !t || !af_table_capacity(t))
+        return 0;
+    name = af_table_get(t, json_string_value(prev), json_string_length(prev));
+    /* An entry whose model a reload removed means nothing now. */
+    idx = name ? lr_config_model_index(cfg, name) : -1;
+    if (idx < 0) {
+        metrics_count_affinity(ex->gw->metrics, MA_MISS);
+        return 0;
+    }
+    if (names) {
+        for (size_t i = 0; i < n_names; i++) {
+            int k = lr_config_model_index(cfg, names[i]);
+            if (k < 0)
+                return 0; /* not counted: routing refuses the unknown name */
+            candidate |= k == idx;
+        }
+    } else if (direct >= 0) {
+        candidate = direct == idx;
+    } else if (ri && ri->n_models) {
+        for (size_t i = 0; i < ri->n_models; i++)
+            candidate |= ri->models[i] == idx;
+    } else {
+        candidate = 1; /* a route over every model */
+    }
+    if (!candidate) {
+        metrics_count_affinity(ex->gw->metrics, MA_NOT_CANDIDATE);
+        return 0;
+    }
+    metrics_count_affinity(ex->gw->metrics, MA_HIT);
+    ex->strategy = "affinity";
+    ex->ranking[0].index = idx;
+    ex->ranking[0].predicted_quality = NAN;
+    ex->ranking[0].predicted_output_tokens = NAN;
+    ex->ranking[0].estimated_cost = NAN;
+    ex->n_ranked = 1;
+    ex->input_tokens = lr_estimate_tokens(query, strlen(query));
+    for (size_t f = 0; ri && f < ri->n_fallbacks && ex->n_ranked < RANK_CAP; f++) {
+        size_t k = 0;
+        while (k < ex->n_ranked && ex->ranking[k].index != ri->fallbacks[f])
+            k++;
+        if (k == ex->n_ranked) {
+            ex->ranking[k].index = ri->fallbacks[f];
+            ex->ranking[k].predicted_quality = NAN;
+            ex->ranking[k].predicted_output_tokens = NAN;
+            ex->ranking[k].estimated_cost = NAN;
+            ex->n_ranked++;
+        }
+    }
+    return 1;
+}
+
 static int decide(struct exchange *ex, json_t *root, const char *query)
 {
     const struct lr_config *cfg = ex->conf->cfg;
@@ -2481,6 +2638,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         ex->route = ri->name;
         ex->route_idx = r;
     }
+    if (idx >= 0 && !names && affinity_rank(ex, root, idx, NULL, NULL, 0, query))
+        return 0;
     if (idx >= 0 && !names) {
         /* A model named directly: no routing decision to make. */
         ex->strategy = "direct";
@@ -2501,6 +2660,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         fail_with(ex, 400, "route.strategy", "invalid_value", "route.strategy: %s", err.message);
         return -1;
     }
+    if (!ex->vec && affinity_rank(ex, root, -1, ri, names, n_names, query))
+        return 0;
     /* A dense store routes by the query's vector: fetch it first (once),
      * unless there is no choice to make (one candidate is its own ranking)
      * or no text to embed (the library refuses that, as over a built-in
@@ -2580,6 +2741,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
 /* ==== A dense store: the query's vector ==== */
 
 static void proceed(struct exchange *ex);
+static void response_op(struct exchange *ex);
 
 /* Copy from's member key, when it has one, into to. Returns 0, or -1 out
  * of memory. */
@@ -2697,6 +2859,10 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
                                "passed before this request's body was in; retry the request");
         return;
     }
+    if (strncmp(hs_req_path(req), "/v1/responses/", 14) == 0) {
+        response_op(ex);
+        return;
+    }
     body = hs_req_body(req, &len);
     if (len == 0) {
         fail_with(ex, 400, NULL, "invalid_json",
@@ -2762,6 +2928,82 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     free(query.p);
     if (rc == 0)
         proceed(ex);
+}
+
+/* ==== Requests about a response id ==== */
+
+/* GET (and HEAD) and DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel
+ * and GET /v1/responses/{id}/input_items: the Responses API's retrieve,
+ * delete, cancel and list of input items. Only the upstream that served the
+ * id knows it, so each goes to the model the affinity table holds for it, at
+ * {base_url}/responses/{id}... with the client's query string, as a request
+ * naming that model directly would (its key, headers, timeouts, retries; no
+ * other model), and the upstream's status and body are the answer. An id
+ * not in the table is 404 response_not_found. */
+static void response_op(struct exchange *ex)
+{
+    static const char *const methods[] = {"GET", "HEAD", "DELETE", "POST", NULL};
+    const char *path = hs_req_path(ex->req), *method = hs_req_method(ex->req);
+    const char *id = path + 14, *suffix = strchr(id, '/'), *allow, *query, *name;
+    size_t id_len = suffix ? (size_t)(suffix - id) : strlen(id), q_len, n;
+    int idx;
+
+    snprintf(ex->op_path, sizeof ex->op_path, "%s", path);
+    ex->op_log_method = "POST";
+    for (size_t i = 0; methods[i]; i++)
+        if (strcmp(methods[i], method) == 0)
+            ex->op_log_method = methods[i]; /* the table let no other in */
+    ex->op_method = strcmp(ex->op_log_method, "HEAD") == 0 ? "GET" : ex->op_log_method;
+    if (!suffix || !*suffix)
+        allow = "GET, HEAD, DELETE";
+    else if (strcmp(suffix, "/cancel") == 0)
+        allow = "POST";
+    else if (strcmp(suffix, "/input_items") == 0)
+        allow = "GET, HEAD";
+    else
+        allow = NULL;
+    if (!allow || id_len == 0) {
+        fail_with(ex, 404, NULL, "unknown_url", "Unknown request URL: %s %.200s", method, path);
+        return;
+    }
+    if (!gw_method_listed(allow, method)) {
+        hs_resp_header(ex->req, "Allow", allow);
+        fail_with(ex, 405, NULL, "method_not_allowed", "%s %.200s: method not allowed (use %s)",
+                  method, path, allow);
+        return;
+    }
+    name = ex->gw->affinity ? af_table_get(ex->gw->affinity, id, id_len) : NULL;
+    idx = name ? lr_config_model_index(ex->conf->cfg, name) : -1;
+    if (idx < 0) {
+        fail_with(ex, 404, "response_id", "response_not_found",
+                  "No response with id '%.*s' is known to the gateway: it routes only the ids "
+                  "of the responses it served since it started (the last "
+                  "server.response_affinity_entries of them) to the model that served them",
+                  (int)(id_len > 256 ? 256 : id_len), id);
+        return;
+    }
+    if (ex->conf->models[idx].is_mock) {
+        fail_with(ex, 404, "response_id", "response_not_found",
+                  "The response '%.*s' was made by the mock model '%s', which keeps none",
+                  (int)id_len, id, name);
+        return;
+    }
+    query = hs_req_query(ex->req);
+    q_len = strcspn(query, "#");
+    n = strlen("/responses/") + strlen(id) + 2 + q_len;
+    ex->op_target = malloc(n);
+    if (!ex->op_target) {
+        fail_with(ex, 500, NULL, "out_of_memory", "out of memory");
+        return;
+    }
+    snprintf(ex->op_target, n, "/responses/%s%s%.*s", id, q_len ? "?" : "", (int)q_len, query);
+    ex->strategy = "affinity";
+    ex->ranking[0].index = idx;
+    ex->ranking[0].predicted_quality = NAN;
+    ex->ranking[0].predicted_output_tokens = NAN;
+    ex->ranking[0].estimated_cost = NAN;
+    ex->n_ranked = 1;
+    proceed(ex);
 }
 
 /* Routing is done: watch the client and start along the ranking. */

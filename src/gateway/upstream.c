@@ -578,6 +578,10 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
      * a 3xx into an error naming its Location. */
     curl_easy_setopt(x->easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
+    /* Another method sends the body (often none) as a POST would; set on
+     * every transfer, as the handle is reused. */
+    curl_easy_setopt(x->easy, CURLOPT_CUSTOMREQUEST,
+                     req->method && strcmp(req->method, "POST") != 0 ? req->method : NULL);
     curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, req->body);
     curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);

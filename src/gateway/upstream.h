@@ -1,7 +1,7 @@
 /* upstream.h -- the gateway's HTTP client for upstream models: libcurl's
  * multi_socket interface driven by the gateway's libevent loop.
  *
- * One transfer is one POST of a prepared body, sent with Accept-Encoding:
+ * One transfer is one POST (or the method asked for) of a prepared body, sent with Accept-Encoding:
  * identity by both implementations (nothing here decodes a body, and
  * without the header any coding would be acceptable). The caller hears, in order:
  * on_head once the status line and headers are in (struct up_head: status,
@@ -119,6 +119,7 @@ struct up_callbacks {
 };
 
 struct up_request {
+    const char *method; /* "GET", "DELETE", ...; NULL: POST */
     const char *url;
     const char *authorization; /* full header value ("Bearer ..."), or NULL */
     /* More request headers, as "Name: value\r\n" lines, or NULL. The caller

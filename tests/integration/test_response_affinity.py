@@ -1,0 +1,379 @@
+"""test_response_affinity.py -- response affinity on POST /v1/responses.
+
+    python3 test_response_affinity.py LLMROUTE FAKE_UPSTREAM
+
+The gateway remembers which configured model served each Responses answer (by its
+response id, bounded by server.response_affinity_entries) and sends a follow-up whose
+previous_response_id it knows to that model, before any strategy runs, when the model is
+one of the request's candidates. The route here is sequential over two fake upstreams, so
+without affinity the follow-up would go to the other one. GET, DELETE, the cancel and the
+input_items of an id go to the upstream that served it; an id the gateway did not see is a
+404.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gwtest import (HOST, Fake, Gateway, Upstream, check, finish, read_request,  # noqa
+                    request, wait_for, workdir)
+
+
+def post(port, payload, headers=None):
+    st, h, body = request(port, "POST", "/v1/responses", json.dumps(payload), headers)
+    try:
+        j = json.loads(body)
+    except ValueError:
+        j = None
+    return st, h, j, body
+
+
+def stream_id(body):
+    """The response id a stream's response.created carries."""
+    for block in body.decode().split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data:"):
+                d = json.loads(line[5:])
+                if d.get("type") == "response.created":
+                    return d["response"]["id"]
+    raise AssertionError("no response.created in %r" % body[:300])
+
+
+class Keeper(Upstream):
+    """An upstream that answers POST /v1/responses with a response of its own id
+    (NAME-resp-N), and any other request with 200 and a JSON echo of its request line and
+    body; every request line is kept in self.lines."""
+
+    def __init__(self, name):
+        super().__init__()
+        self.name = name
+        self.lines = []
+        self.fail = False  # answer POSTs 500
+        self.n = 0
+        self.lock = threading.Lock()
+        self.start()
+
+    def serve(self, c):
+        c.settimeout(10)
+        try:
+            while True:
+                try:
+                    head, body = read_request(c)
+                except (ConnectionError, IndexError, OSError):
+                    return
+                line = head.split(b"\r\n")[0].decode()
+                auth = [l for l in head.split(b"\r\n")
+                        if l.lower().startswith(b"authorization:")]
+                with self.lock:
+                    self.lines.append(line)
+                    self.n += 1
+                    n = self.n
+                method, target, _ = line.split(" ")
+                status = b"200 OK"
+                if method == "POST" and target == "/v1/responses" and self.fail:
+                    status = b"500 Internal Server Error"
+                    out = {"error": {"message": "failing", "type": "server_error",
+                                     "param": None, "code": None}}
+                elif method == "POST" and target == "/v1/responses":
+                    out = {"id": "%s-resp-%d" % (self.name, n), "object": "response",
+                           "status": "completed", "output": [],
+                           "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}}
+                else:
+                    out = {"upstream": self.name, "method": method, "target": target,
+                           "body": body.decode(),
+                           "authorization": auth[0].decode().split(":", 1)[1].strip()
+                           if auth else None}
+                data = json.dumps(out).encode()
+                c.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(data) + data)
+        finally:
+            c.close()
+
+
+def main(bin_, fake_bin):
+    wd = workdir()
+    # Fake upstreams number their ids each from 1, so the two would give the same ids:
+    # the routing checks run on Keepers, whose ids hold their name.
+    fakes = {n: Fake(fake_bin, wd, name="fake-" + n) for n in "xy"}
+    ups = {n: Keeper(n) for n in "xy"}
+    n_gw = [0]
+
+    def models_of(backends):
+        return [{"name": n, "backend": "openai", "base_url": backends[n].base_url,
+                 "upstream_model": "up-" + n} for n in "xy"]
+
+    def config(server=None, models=None, routes=None):
+        ms = models or models_of(ups)
+        return {"models": ms,
+                "routes": routes or [{"name": "seq", "strategy": "sequential",
+                                      "models": [m["name"] for m in ms]}],
+                "server": dict({"shutdown_timeout_ms": 2000}, **(server or {}))}
+
+    def gateway(server=None, models=None, routes=None, env=None):
+        n_gw[0] += 1
+        return Gateway(bin_, wd, config(server, models, routes), name="gw%d" % n_gw[0],
+                       env=env)
+
+    def affinity(gw):
+        m = gw.metrics()
+        return {r: m.get('llmroute_response_affinity_total{result="%s"}' % r, 0)
+                for r in ("hit", "miss", "not_candidate")}
+
+    gw = gateway()
+
+    def follow_up_lands_on_the_same_model():
+        st, h, j, _ = post(gw.port, {"model": "seq", "input": "first"})
+        assert st == 200, (st, j)
+        first = h["x-llmroute-model"]
+        rid = j["id"]
+        for i in range(3):
+            st, h, j, _ = post(gw.port, {"model": "seq", "input": "next %d" % i,
+                                         "previous_response_id": rid})
+            assert st == 200, (st, j)
+            assert h["x-llmroute-model"] == first, (first, h)
+            assert h["x-llmroute-strategy"] == "affinity", h
+            assert h["x-llmroute-route"] == "seq", h
+            rid = j["id"]
+        assert affinity(gw)["hit"] == 3, affinity(gw)
+        line = [l for l in gw.log_lines() if l.get("id") == h["x-request-id"]][-1]
+        assert line["strategy"] == "affinity" and line["model"] == first, line
+    check("a non-stream answer's id sends its follow-ups to the model that served it",
+          follow_up_lands_on_the_same_model)
+
+    def stream_origin():
+        g = gateway(models=models_of(fakes))
+        st, h, body = request(g.port, "POST", "/v1/responses",
+                              json.dumps({"model": "seq", "input": "s", "stream": True}))
+        assert st == 200, (st, body)
+        first = h["x-llmroute-model"]
+        rid = stream_id(body)
+        for stream in (False, True, False):
+            st, h, body = request(g.port, "POST", "/v1/responses",
+                                  json.dumps({"model": "seq", "input": "again",
+                                              "stream": stream,
+                                              "previous_response_id": rid}))
+            assert st == 200 and h["x-llmroute-model"] == first, (first, h)
+            assert h["x-llmroute-strategy"] == "affinity", h
+    check("a stream's response.created id sends its follow-ups to the model that served it",
+          stream_origin)
+
+    def miss_routes_as_before():
+        before = affinity(gw)
+        models = []
+        for _ in range(2):
+            st, h, j, _ = post(gw.port, {"model": "seq", "input": "x",
+                                         "previous_response_id": "resp-unknown"})
+            assert st == 200 and h["x-llmroute-strategy"] == "sequential", h
+            models.append(h["x-llmroute-model"])
+        assert sorted(models) == ["x", "y"], models
+        after = affinity(gw)
+        assert after["miss"] == before["miss"] + 2 and after["hit"] == before["hit"], after
+    check("an unknown previous_response_id is routed as without affinity (a miss)",
+          miss_routes_as_before)
+
+    def not_a_candidate():
+        st, h, j, _ = post(gw.port, {"model": "x", "input": "direct"})
+        assert st == 200 and h["x-llmroute-strategy"] == "direct", h
+        rid = j["id"]
+        before = affinity(gw)
+        # Named directly, the same model: a hit.
+        st, h, j, _ = post(gw.port, {"model": "x", "input": "x",
+                                     "previous_response_id": rid})
+        assert h["x-llmroute-model"] == "x" and h["x-llmroute-strategy"] == "affinity", h
+        # Named directly, another model: not a candidate, sent where named.
+        st, h, j, _ = post(gw.port, {"model": "y", "input": "x",
+                                     "previous_response_id": rid})
+        assert h["x-llmroute-model"] == "y" and h["x-llmroute-strategy"] == "direct", h
+        # The request's own models decide the candidates, also with a route named.
+        st, h, j, _ = post(gw.port, {"model": "seq", "models": ["y"], "input": "x",
+                                     "previous_response_id": rid})
+        assert h["x-llmroute-model"] == "y", h
+        st, h, j, _ = post(gw.port, {"models": ["y", "x"], "input": "x",
+                                     "previous_response_id": rid})
+        assert h["x-llmroute-model"] == "x" and h["x-llmroute-strategy"] == "affinity", h
+        after = affinity(gw)
+        assert after["hit"] == before["hit"] + 2, (before, after)
+        assert after["not_candidate"] == before["not_candidate"] + 2, (before, after)
+    check("a model that is not among the request's candidates is not sent to "
+          "(named directly, or the request's models)", not_a_candidate)
+
+    def route_fallbacks_follow():
+        # The model that served the id fails: the route's explicit fallback is tried
+        # after it, as without affinity.
+        g = gateway(routes=[{"name": "seq", "strategy": "sequential", "models": ["x", "y"],
+                             "fallbacks": ["y"]}])
+        st, h, j, _ = post(g.port, {"model": "x", "input": "x"})
+        rid = j["id"]
+        ups["x"].fail = True
+        try:
+            st, h, j, _ = post(g.port, {"model": "seq", "input": "x",
+                                        "previous_response_id": rid})
+            assert st == 200 and h["x-llmroute-model"] == "y", (st, h, j)
+            assert int(h["x-llmroute-attempts"]) >= 2, h
+            assert h["x-llmroute-strategy"] == "affinity", h
+        finally:
+            ups["x"].fail = False
+    check("the route's fallbacks stay after the model affinity chose", route_fallbacks_follow)
+
+    def eviction_at_capacity():
+        g = gateway({"response_affinity_entries": 2})
+        ids = []
+        for i in range(3):
+            st, h, j, _ = post(g.port, {"model": "x", "input": "x"})
+            ids.append(j["id"])
+        # The first is the least recently used, and went when the third came. (Each
+        # answer below adds its own id too: the follow-up to the first evicts the second.)
+        for rid, strategy in ((ids[0], "sequential"), (ids[2], "affinity")):
+            st, h, j, _ = post(g.port, {"models": ["y", "x"], "input": "x",
+                                        "previous_response_id": rid})
+            assert h["x-llmroute-strategy"] == strategy, (rid, h)
+        assert affinity(g)["miss"] == 1, affinity(g)
+    check("at server.response_affinity_entries the least recently used id is forgotten",
+          eviction_at_capacity)
+
+    def zero_turns_it_off():
+        g = gateway({"response_affinity_entries": 0})
+        st, h, j, _ = post(g.port, {"model": "x", "input": "x"})
+        rid = j["id"]
+        models = []
+        for _ in range(2):
+            st, h, j, _ = post(g.port, {"model": "seq", "input": "x",
+                                        "previous_response_id": rid})
+            assert h["x-llmroute-strategy"] == "sequential", h
+            models.append(h["x-llmroute-model"])
+        assert sorted(models) == ["x", "y"], models
+        m = g.metrics()
+        for r in ("hit", "miss", "not_candidate"):
+            assert m['llmroute_response_affinity_total{result="%s"}' % r] == 0, m
+        # Nothing kept: the id it served is not known to a retrieve either.
+        st, h, raw = request(g.port, "GET", "/v1/responses/" + rid)
+        assert st == 404, (st, raw)
+        assert json.loads(raw)["error"]["code"] == "response_not_found", raw
+    check("server.response_affinity_entries 0 turns affinity off", zero_turns_it_off)
+
+    def survives_reload():
+        import signal
+        g = gateway()
+        st, h, j, _ = post(g.port, {"model": "x", "input": "x"})
+        rid = j["id"]
+        g.write_config(config())
+        g.signal(signal.SIGHUP)
+        wait_for(lambda: g.events("reloaded"), 5, "the reload")
+        st, h, j, _ = post(g.port, {"model": "seq", "input": "x",
+                                    "previous_response_id": rid})
+        assert h["x-llmroute-model"] == "x" and h["x-llmroute-strategy"] == "affinity", h
+        # x removed by a reload: the entry is ignored (a miss).
+        g.write_config(config(models=[{"name": "y", "backend": "openai",
+                                       "base_url": ups["y"].base_url}]))
+        g.signal(signal.SIGHUP)
+        wait_for(lambda: len(g.events("reloaded")) == 2, 5, "the second reload")
+        st, h, j, _ = post(g.port, {"model": "seq", "input": "x",
+                                    "previous_response_id": rid})
+        assert st == 200 and h["x-llmroute-model"] == "y", (st, h)
+        assert h["x-llmroute-strategy"] == "sequential", h
+        assert affinity(g)["miss"] == 1, affinity(g)
+    check("the ids survive a reload; one whose model a reload removed is a miss",
+          survives_reload)
+
+    def requests_about_an_id(client):
+        env = {"GW_KEYS": "gwkey", "KEY_X": "key-x", "KEY_Y": "key-y"}
+        if client:
+            env["LLMROUTE_UPSTREAM_CLIENT"] = client
+        g = gateway(models=[dict(m, api_key_env="KEY_" + m["name"].upper())
+                            for m in models_of(ups)],
+                    server={"api_keys_env": "GW_KEYS"}, env=env)
+        auth = {"Authorization": "Bearer gwkey"}
+        ids = {}
+        for name in "xy":
+            st, h, j, _ = post(g.port, {"model": name, "input": "x"}, auth)
+            assert st == 200, (st, j)
+            ids[name] = j["id"]
+        for name in "xy":
+            rid = ids[name]
+            for method, path, body in (
+                    ("GET", "/v1/responses/%s?include[]=x&starting_after=7" % rid, None),
+                    ("DELETE", "/v1/responses/%s" % rid, None),
+                    ("POST", "/v1/responses/%s/cancel" % rid, ""),
+                    ("GET", "/v1/responses/%s/input_items?limit=2&order=asc" % rid, None)):
+                st, h, raw = request(g.port, method, path, body, auth)
+                assert st == 200, (method, path, st, raw)
+                j = json.loads(raw)
+                assert j["upstream"] == name and j["method"] == method, (path, j)
+                assert j["target"] == path, (j["target"], path)
+                assert j["authorization"] == "Bearer key-" + name, j
+                assert h["x-llmroute-model"] == name, h
+                assert h["x-llmroute-strategy"] == "affinity", h
+                line = [l for l in wait_for(lambda: [l for l in g.log_lines()
+                                                     if l.get("id") == h["x-request-id"]],
+                                            5, "the log line")][0]
+                assert line["method"] == method and line["path"] == path.split("?")[0], line
+                assert line["model"] == name and line["status"] == 200, line
+        # HEAD is a GET upstream, answered without its body.
+        st, h, raw = request(g.port, "HEAD", "/v1/responses/" + ids["x"], None, auth)
+        assert st == 200 and raw == b"" and h["x-llmroute-model"] == "x", (st, h, raw)
+        assert ups["x"].lines[-1] == "GET /v1/responses/%s HTTP/1.1" % ids["x"], \
+            ups["x"].lines[-1]
+        m = g.metrics()
+        assert m['llmroute_http_requests_total{endpoint="/v1/responses/",status="200"}'] \
+            == 9, m
+        # No key: 401, as on every /v1 endpoint.
+        st, h, raw = request(g.port, "GET", "/v1/responses/" + ids["x"])
+        assert st == 401, (st, raw)
+    check("GET, DELETE, cancel and input_items of an id go to the upstream that served it, "
+          "with its key and the query string", requests_about_an_id, None)
+    check("the same through libcurl (LLMROUTE_UPSTREAM_CLIENT=curl)", requests_about_an_id,
+          "curl")
+
+    def unknown_id_and_wrong_requests():
+        g = gateway()
+        n = {k: len(u.lines) for k, u in ups.items()}
+        for method, path in (("GET", "/v1/responses/resp_nope"),
+                             ("DELETE", "/v1/responses/resp_nope"),
+                             ("POST", "/v1/responses/resp_nope/cancel"),
+                             ("GET", "/v1/responses/resp_nope/input_items?limit=1")):
+            st, h, raw = request(g.port, method, path, "" if method == "POST" else None)
+            assert st == 404, (method, path, st, raw)
+            e = json.loads(raw)["error"]
+            assert e["code"] == "response_not_found" and e["param"] == "response_id", e
+            assert "resp_nope" in e["message"] and "since it started" in e["message"], e
+            assert e["type"] == "invalid_request_error", e
+        st, h, j, _ = post(g.port, {"model": "x", "input": "x"})
+        rid = j["id"]
+        st, h, raw = request(g.port, "POST", "/v1/responses/" + rid, "")
+        assert st == 405 and h["allow"] == "GET, HEAD, DELETE", (st, h, raw)
+        st, h, raw = request(g.port, "GET", "/v1/responses/%s/cancel" % rid)
+        assert st == 405 and h["allow"] == "POST", (st, h, raw)
+        st, h, raw = request(g.port, "GET", "/v1/responses/%s/other" % rid)
+        assert st == 404 and json.loads(raw)["error"]["code"] == "unknown_url", (st, raw)
+        st, h, raw = request(g.port, "PUT", "/v1/responses/" + rid, "")
+        assert st == 405, (st, raw)
+        assert {k: len(u.lines) for k, u in ups.items()} == \
+            {k: v + (k == "x") for k, v in n.items()}, "nothing more went upstream"
+    check("an id the gateway did not serve is 404 response_not_found; other paths and "
+          "methods under it are 404 and 405", unknown_id_and_wrong_requests)
+
+    def config_bounds():
+        for bad in (-1, 10000001, 1.5, "10", True):
+            path = os.path.join(wd, "bad.json")
+            with open(path, "w") as f:
+                json.dump(config({"response_affinity_entries": bad}), f)
+            r = subprocess.run([bin_, "check-config", path], capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 2, (bad, r.returncode, r.stderr)
+            assert "server.response_affinity_entries" in r.stderr, (bad, r.stderr)
+        for good in (0, 1, 10000000):
+            with open(path, "w") as f:
+                json.dump(config({"response_affinity_entries": good}), f)
+            r = subprocess.run([bin_, "check-config", path], capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 0, (good, r.stderr)
+    check("server.response_affinity_entries outside 0 to 10000000 is refused, naming it",
+          config_bounds)
+
+    finish()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
