@@ -200,3 +200,13 @@ const char *af_table_get(struct af_table *t, const char *id, size_t len)
     list_push_front(t, e);
     return e->model;
 }
+
+void af_table_remove(struct af_table *t, const char *id, size_t len)
+{
+    struct af_entry *e;
+    if (!t || len == 0 || len > AF_ID_MAX)
+        return;
+    e = find(t, id, len, hash_of(id, len));
+    if (e)
+        entry_remove(t, e);
+}

@@ -35,5 +35,7 @@ int af_table_put(struct af_table *t, const char *id, size_t len, const char *mod
  * recently used entry. The string is the table's, valid until the next
  * put, capacity change or free. */
 const char *af_table_get(struct af_table *t, const char *id, size_t len);
+/* Forget id[0..len) (a DELETE of it succeeded); nothing when not held. */
+void af_table_remove(struct af_table *t, const char *id, size_t len);
 
 #endif

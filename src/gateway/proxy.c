@@ -1868,6 +1868,10 @@ static void on_done(void *arg, enum up_error err, const char *message)
     if (!ex->op_method) { /* a retrieved response's usage was counted when it was made */
         usage_from_body(ex);
         affinity_record(ex);
+    } else if (strcmp(ex->op_method, "DELETE") == 0 && ex->up_status < 300) {
+        /* Deleted upstream: a later request about it is the gateway's 404. */
+        const char *id = ex->op_path + strlen("/v1/responses/");
+        af_table_remove(ex->gw->affinity, id, strcspn(id, "/"));
     }
     attempt_end(ex, RS_OK, -1, 1);
     if (ex->req) {

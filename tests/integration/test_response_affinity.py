@@ -292,13 +292,20 @@ def main(bin_, fake_bin):
             ids[name] = j["id"]
         for name in "xy":
             rid = ids[name]
+            # DELETE last: a deleted id is forgotten (checked below).
             for method, path, body in (
                     ("GET", "/v1/responses/%s?include[]=x&starting_after=7" % rid, None),
-                    ("DELETE", "/v1/responses/%s" % rid, None),
                     ("POST", "/v1/responses/%s/cancel" % rid, ""),
-                    ("GET", "/v1/responses/%s/input_items?limit=2&order=asc" % rid, None)):
+                    ("GET", "/v1/responses/%s/input_items?limit=2&order=asc" % rid, None),
+                    ("HEAD" if name == "x" else "GET", "/v1/responses/%s" % rid, None),
+                    ("DELETE", "/v1/responses/%s" % rid, None)):
                 st, h, raw = request(g.port, method, path, body, auth)
                 assert st == 200, (method, path, st, raw)
+                if method == "HEAD":
+                    # a GET upstream, answered without its body
+                    assert raw == b"" and h["x-llmroute-model"] == name, (st, h, raw)
+                    assert ups[name].lines[-1] == "GET %s HTTP/1.1" % path, ups[name].lines[-1]
+                    continue
                 j = json.loads(raw)
                 assert j["upstream"] == name and j["method"] == method, (path, j)
                 assert j["target"] == path, (j["target"], path)
@@ -310,14 +317,14 @@ def main(bin_, fake_bin):
                                             5, "the log line")][0]
                 assert line["method"] == method and line["path"] == path.split("?")[0], line
                 assert line["model"] == name and line["status"] == 200, line
-        # HEAD is a GET upstream, answered without its body.
-        st, h, raw = request(g.port, "HEAD", "/v1/responses/" + ids["x"], None, auth)
-        assert st == 200 and raw == b"" and h["x-llmroute-model"] == "x", (st, h, raw)
-        assert ups["x"].lines[-1] == "GET /v1/responses/%s HTTP/1.1" % ids["x"], \
-            ups["x"].lines[-1]
+        # Deleted upstream, so forgotten here: the gateway's own 404, nothing forwarded.
+        sent = len(ups["y"].lines)
+        st, h, raw = request(g.port, "GET", "/v1/responses/" + ids["y"], None, auth)
+        assert st == 404 and json.loads(raw)["error"]["code"] == "response_not_found", (st, raw)
+        assert len(ups["y"].lines) == sent, ups["y"].lines[sent:]
         m = g.metrics()
         assert m['llmroute_http_requests_total{endpoint="/v1/responses/",status="200"}'] \
-            == 9, m
+            == 10, m
         # No key: 401, as on every /v1 endpoint.
         st, h, raw = request(g.port, "GET", "/v1/responses/" + ids["x"])
         assert st == 401, (st, raw)

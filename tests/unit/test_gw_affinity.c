@@ -1,6 +1,7 @@
 /* test_gw_affinity.c -- the response id -> model table: what it keeps, the
  * least recently used entry leaving at capacity, a lower capacity applied
- * at once, capacity 0 and over-long ids keeping nothing. */
+ * at once, a removed id forgotten, capacity 0 and over-long ids keeping
+ * nothing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -34,6 +35,28 @@ static void keeps_the_model_of_an_id_and_replaces_it(void **state)
     assert_int_equal(put(t, "resp_1", "c"), 0);
     assert_string_equal(get(t, "resp_1"), "c");
     assert_int_equal(af_table_count(t), 2);
+    af_table_free(t);
+}
+
+static void a_removed_id_is_forgotten(void **state)
+{
+    struct af_table *t = af_table_new(3);
+    (void)state;
+    put(t, "r1", "a");
+    put(t, "r2", "b");
+    put(t, "r3", "c");
+    af_table_remove(t, "r2", 2);
+    af_table_remove(t, "r9", 2); /* not held: nothing */
+    assert_null(get(t, "r2"));
+    assert_int_equal(af_table_count(t), 2);
+    /* The LRU list is whole: two more puts push out r1 and r3 in order. */
+    put(t, "r4", "d");
+    assert_string_equal(get(t, "r1"), "a");
+    put(t, "r5", "e");
+    assert_null(get(t, "r3"));
+    assert_string_equal(get(t, "r1"), "a");
+    assert_string_equal(get(t, "r4"), "d");
+    assert_string_equal(get(t, "r5"), "e");
     af_table_free(t);
 }
 
@@ -98,6 +121,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keeps_the_model_of_an_id_and_replaces_it),
         cmocka_unit_test(least_recently_used_leaves_at_capacity),
+        cmocka_unit_test(a_removed_id_is_forgotten),
         cmocka_unit_test(many_entries_grow_the_buckets),
         cmocka_unit_test(ids_over_the_cap_and_empty_ids_are_not_kept),
     };
