@@ -454,6 +454,12 @@ static int head_refuses(struct hs_req *req, void *arg)
     const struct path_entry *e = path_find(hs_req_path(req));
     if (body_not_allowed(req) || !e || !method_ok(e, hs_req_method(req)))
         return 1;
+    if (e->prefix && e->ep == EP_RESPONSES) {
+        /* The entry takes every method of its paths: this path's own. */
+        const char *allow = gw_response_op_allow(hs_req_path(req));
+        if (!allow || !gw_method_listed(allow, hs_req_method(req)))
+            return 1;
+    }
     return key_refusal(gw->conf, e, req) != 0;
 }
 
@@ -513,8 +519,10 @@ static void handle(struct hs_req *req, void *arg)
             return; /* answered later; it logs its own line then */
         if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0)
             return; /* scrapes and probes are not requests worth a line */
-    } else if (e) {
+    } else if (e && (!e->prefix || e->ep != EP_RESPONSES || gw_response_op_allow(path))) {
         const char *allow = strcmp(e->method, "GET") == 0 ? "GET, HEAD" : e->method;
+        if (e->prefix && e->ep == EP_RESPONSES)
+            allow = gw_response_op_allow(path);
         hs_resp_header(req, "x-request-id", id);
         hs_resp_header(req, "Allow", allow);
         gw_send_error(req, 405, NULL, "method_not_allowed", "%s %s: method not allowed (use %s)",

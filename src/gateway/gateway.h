@@ -313,6 +313,10 @@ void proxy_shutdown_answer(struct gw *gw, int second_signal);
 const char *gw_endpoint_label(const char *path);
 /* Whether method is one of list's, methods joined by ", " ("GET, HEAD"). */
 int gw_method_listed(const char *list, const char *method);
+/* The methods a request about a response id takes at path
+ * (/v1/responses/{id}, .../cancel, .../input_items), as an Allow list, or
+ * NULL for another path under /v1/responses/ (proxy.c). */
+const char *gw_response_op_allow(const char *path);
 
 /* Monotonic time in seconds. */
 double gw_now(void);

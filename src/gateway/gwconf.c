@@ -354,7 +354,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         INT_KEY("store_refresh_ms", 0, 86400000, store_refresh_ms, long);
         INT_KEY("store_rebuild_min_ms", 0, 86400000, store_rebuild_min_ms, long);
         INT_KEY("feedback_key_ttl_s", 0, LR_STORE_MAX_KEY_TTL, feedback_key_ttl_s, long long);
-        INT_KEY("response_affinity_entries", 0, 10000000, response_affinity_entries, size_t);
+        INT_KEY("response_affinity_entries", 0, 1000000, response_affinity_entries, size_t);
 #undef INT_KEY
         {
             json_t *jr = json_object_get(root, "resilience");

@@ -96,6 +96,7 @@ struct exchange {
      * the upstream URL's part after base_url. NULL: a forwarding POST. */
     const char *op_method, *op_log_method;
     char op_path[256];
+    char op_id[AF_ID_MAX + 1]; /* the response id a request about one names ("" if longer) */
     char *op_target;
     const char *route;    /* the configured route's name, or "" */
     int route_idx;        /* its index in the config, or -1 */
@@ -720,6 +721,20 @@ static int sse_event(struct exchange *ex)
         ex->error_event = 1;
     }
     if (ex->ep == EP_RESPONSES) {
+        if (!ex->streaming && re.type && re.type_len == 5 && memcmp(re.type, "error", 5) == 0) {
+            /* The Responses API's own error event, before anything went out:
+             * failed as a chat stream's {"error": ...} is, so a route falls
+             * back. */
+            json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
+            json_t *msg = json_object_get(j, "message");
+            if (json_is_string(msg))
+                snprintf(ex->event_error, sizeof ex->event_error,
+                         "the stream's event is an error ('%.100s')", json_string_value(msg));
+            else
+                snprintf(ex->event_error, sizeof ex->event_error, "the stream's event is an error");
+            json_decref(j);
+            return -2;
+        }
         resp_event(ex, p, n, &re);
         return 0;
     }
@@ -1854,10 +1869,12 @@ static void on_done(void *arg, enum up_error err, const char *message)
         failed(ex, RS_PROTOCOL, "the upstream's answer is not a JSON object");
         return;
     }
-    if (!is_json_object(ex->resp ? ex->resp : "", ex->resp_len)) {
-        /* Every endpoint answers a JSON object. Under a JSON content type the
-         * body is malformed; under another (an HTML page from a proxy or a
-         * login portal, plain text) it is not an answer at all. */
+    if (!ex->op_method && !is_json_object(ex->resp ? ex->resp : "", ex->resp_len)) {
+        /* Every endpoint answers a JSON object (a request about a response
+         * id is answered as it came: a DELETE's 204 has no body). Under a
+         * JSON content type the body is malformed; under another (an HTML
+         * page from a proxy or a login portal, plain text) it is not an
+         * answer at all. */
         char msg[160];
         int json = strstr(ex->up_ctype, "json") != NULL;
         snprintf(msg, sizeof msg, "the upstream's answer is not a JSON object%s%.64s%s",
@@ -1870,8 +1887,7 @@ static void on_done(void *arg, enum up_error err, const char *message)
         affinity_record(ex);
     } else if (strcmp(ex->op_method, "DELETE") == 0 && ex->up_status < 300) {
         /* Deleted upstream: a later request about it is the gateway's 404. */
-        const char *id = ex->op_path + strlen("/v1/responses/");
-        af_table_remove(ex->gw->affinity, id, strcspn(id, "/"));
+        af_table_remove(ex->gw->affinity, ex->op_id, strlen(ex->op_id));
     }
     attempt_end(ex, RS_OK, -1, 1);
     if (ex->req) {
@@ -2944,6 +2960,35 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
  * naming that model directly would (its key, headers, timeouts, retries; no
  * other model), and the upstream's status and body are the answer. An id
  * not in the table is 404 response_not_found. */
+const char *gw_response_op_allow(const char *path)
+{
+    const char *id = path + strlen("/v1/responses/"), *suffix = strchr(id, '/');
+    if (strncmp(path, "/v1/responses/", 14) != 0 || *id == '\0' || suffix == id)
+        return NULL;
+    if (!suffix)
+        return "GET, HEAD, DELETE";
+    if (strcmp(suffix, "/cancel") == 0)
+        return "POST";
+    if (strcmp(suffix, "/input_items") == 0)
+        return "GET, HEAD";
+    return NULL;
+}
+
+/* Whether the query string has stream=true (a retrieve that resumes a
+ * response's event stream). */
+static int query_streams(const char *q)
+{
+    while (*q) {
+        size_t n = strcspn(q, "&#");
+        if (n == 11 && memcmp(q, "stream=true", 11) == 0)
+            return 1;
+        if (q[n] != '&')
+            break;
+        q += n + 1;
+    }
+    return 0;
+}
+
 static void response_op(struct exchange *ex)
 {
     static const char *const methods[] = {"GET", "HEAD", "DELETE", "POST", NULL};
@@ -2958,14 +3003,7 @@ static void response_op(struct exchange *ex)
         if (strcmp(methods[i], method) == 0)
             ex->op_log_method = methods[i]; /* the table let no other in */
     ex->op_method = strcmp(ex->op_log_method, "HEAD") == 0 ? "GET" : ex->op_log_method;
-    if (!suffix || !*suffix)
-        allow = "GET, HEAD, DELETE";
-    else if (strcmp(suffix, "/cancel") == 0)
-        allow = "POST";
-    else if (strcmp(suffix, "/input_items") == 0)
-        allow = "GET, HEAD";
-    else
-        allow = NULL;
+    allow = gw_response_op_allow(path);
     if (!allow || id_len == 0) {
         fail_with(ex, 404, NULL, "unknown_url", "Unknown request URL: %s %.200s", method, path);
         return;
@@ -2992,8 +3030,15 @@ static void response_op(struct exchange *ex)
                   (int)id_len, id, name);
         return;
     }
+    if (id_len <= AF_ID_MAX) {
+        memcpy(ex->op_id, id, id_len);
+        ex->op_id[id_len] = '\0';
+    }
     query = hs_req_query(ex->req);
     q_len = strcspn(query, "#");
+    /* A retrieve with stream=true resumes the response's event stream: read
+     * and relayed as a Responses stream is. */
+    ex->stream = strcmp(ex->op_method, "GET") == 0 && query_streams(query);
     n = strlen("/responses/") + strlen(id) + 2 + q_len;
     ex->op_target = malloc(n);
     if (!ex->op_target) {

@@ -12,6 +12,7 @@ input_items of an id go to the upstream that served it; an id the gateway did no
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -51,6 +52,8 @@ class Keeper(Upstream):
         self.name = name
         self.lines = []
         self.fail = False  # answer POSTs 500
+        self.id_pad = ""  # appended to each id (a long id)
+        self.error_event = False  # a stream POST: response.created, then an error event
         self.n = 0
         self.lock = threading.Lock()
         self.start()
@@ -72,12 +75,39 @@ class Keeper(Upstream):
                     n = self.n
                 method, target, _ = line.split(" ")
                 status = b"200 OK"
+                rid = "%s-resp-%d%s" % (self.name, n, self.id_pad)
+                sse = None
+                if method == "POST" and target == "/v1/responses" and b'"stream": true' in body:
+                    created = {"type": "response.created", "sequence_number": 0,
+                               "response": {"id": rid, "status": "in_progress"}}
+                    sse = "event: response.created\ndata: %s\n\n" % json.dumps(created)
+                    if self.error_event:
+                        sse += "event: error\ndata: %s\n\n" % json.dumps(
+                            {"type": "error", "sequence_number": 1, "code": "server_error",
+                             "message": "engine died", "param": None})
+                    else:
+                        sse += "event: response.completed\ndata: %s\n\n" % json.dumps(
+                            {"type": "response.completed", "sequence_number": 1,
+                             "response": {"id": rid, "status": "completed", "output": []}})
+                elif method == "GET" and "stream=true" in target:
+                    sse = "event: response.completed\ndata: %s\n\n" % json.dumps(
+                        {"type": "response.completed", "sequence_number": 9,
+                         "response": {"id": target.split("/")[3].split("?")[0],
+                                      "status": "completed", "output": []}})
+                if sse is not None:
+                    data = sse.encode()
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                              b"Content-Length: %d\r\n\r\n" % len(data) + data)
+                    continue
+                if method == "DELETE" and self.id_pad:
+                    c.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    continue
                 if method == "POST" and target == "/v1/responses" and self.fail:
                     status = b"500 Internal Server Error"
                     out = {"error": {"message": "failing", "type": "server_error",
                                      "param": None, "code": None}}
                 elif method == "POST" and target == "/v1/responses":
-                    out = {"id": "%s-resp-%d" % (self.name, n), "object": "response",
+                    out = {"id": rid, "object": "response",
                            "status": "completed", "output": [],
                            "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}}
                 else:
@@ -362,7 +392,7 @@ def main(bin_, fake_bin):
           "methods under it are 404 and 405", unknown_id_and_wrong_requests)
 
     def config_bounds():
-        for bad in (-1, 10000001, 1.5, "10", True):
+        for bad in (-1, 1000001, 1.5, "10", True):
             path = os.path.join(wd, "bad.json")
             with open(path, "w") as f:
                 json.dump(config({"response_affinity_entries": bad}), f)
@@ -370,14 +400,89 @@ def main(bin_, fake_bin):
                                timeout=30)
             assert r.returncode == 2, (bad, r.returncode, r.stderr)
             assert "server.response_affinity_entries" in r.stderr, (bad, r.stderr)
-        for good in (0, 1, 10000000):
+        for good in (0, 1, 1000000):
             with open(path, "w") as f:
                 json.dump(config({"response_affinity_entries": good}), f)
             r = subprocess.run([bin_, "check-config", path], capture_output=True, text=True,
                                timeout=30)
             assert r.returncode == 0, (good, r.stderr)
-    check("server.response_affinity_entries outside 0 to 10000000 is refused, naming it",
+    check("server.response_affinity_entries outside 0 to 1000000 is refused, naming it",
           config_bounds)
+
+    def retrieve_stream_delete_204_and_long_ids():
+        # A 250-byte id, a retrieve that resumes the event stream, a DELETE
+        # answered 204 with no body; then the id is forgotten.
+        for u in ups.values():
+            u.id_pad = "p" * 240
+        try:
+            g = gateway()
+            st, h, j, _ = post(g.port, {"model": "x", "input": "long"})
+            assert st == 200 and len(j["id"]) >= 240, (st, j)
+            rid = j["id"]
+            for _ in range(2):
+                st, h, body = request(g.port, "GET", "/v1/responses/%s?stream=true" % rid)
+                assert st == 200 and h["content-type"].startswith("text/event-stream"), (st, h, body)
+                assert b"response.completed" in body, body
+            st, h, body = request(g.port, "DELETE", "/v1/responses/" + rid)
+            assert st == 204 and body == b"", (st, h, body)
+            sent = len(ups["x"].lines)
+            st, h, body = request(g.port, "GET", "/v1/responses/" + rid)
+            assert st == 404 and json.loads(body)["error"]["code"] == "response_not_found", (st, body)
+            assert len(ups["x"].lines) == sent, ups["x"].lines[sent:]
+            st, h, j, _ = post(g.port, {"model": "x", "input": "after"})
+            assert st == 200, (st, j)  # the breaker is closed
+        finally:
+            for u in ups.values():
+                u.id_pad = ""
+    check("a retrieve with stream=true is relayed as a stream, a DELETE's 204 as it came, and "
+          "a deleted 250-byte id is forgotten", retrieve_stream_delete_204_and_long_ids)
+
+    def responses_error_event_falls_back():
+        ups["x"].error_event = True
+        try:
+            g = gateway()
+            seen = []
+            for _ in range(2):  # the route starts at either model
+                st, h, body = request(g.port, "POST", "/v1/responses",
+                                      json.dumps({"model": "seq", "input": "s", "stream": True}))
+                assert st == 200 and h["x-llmroute-model"] == "y", (st, h, body)
+                assert b"engine died" not in body and b"response.completed" in body, body
+                seen.append(h["x-llmroute-attempts"])
+            assert sorted(seen) == ["1", "2"], seen
+            tries = [t for l in g.log_lines() for t in (l.get("tries") or [])]
+            assert any(t.get("class") == "server_error" for t in tries), tries
+        finally:
+            ups["x"].error_event = False
+    check("a Responses stream's error event before any content fails the attempt: the route "
+          "falls back", responses_error_event_falls_back)
+
+    def refused_on_the_head():
+        g = gateway()
+        for method, path, allow in (("POST", "/v1/responses/abc", "GET, HEAD, DELETE"),
+                                    ("PUT", "/v1/responses/abc/cancel", "POST"),
+                                    ("POST", "/v1/responses/abc/input_items", "GET, HEAD")):
+            s_ = socket.create_connection((HOST, g.port), timeout=5)
+            # A body announced and never sent: answered on the head alone.
+            s_.sendall(("%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                        "Content-Type: application/json\r\n\r\n" % (method, path)).encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s_.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            s_.close()
+            head = data.split(b"\r\n\r\n")[0].decode().lower()
+            assert head.startswith("http/1.1 405"), (method, path, data[:200])
+            assert ("allow: %s" % allow.lower()) in head, (method, path, head)
+        s_ = socket.create_connection((HOST, g.port), timeout=5)
+        s_.sendall(b"POST /v1/responses/abc/other HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: 100000\r\n\r\n")
+        data = s_.recv(4096)
+        s_.close()
+        assert data.startswith(b"HTTP/1.1 404"), data[:200]
+    check("a request about an id with a method or path it does not take is answered on its "
+          "head, with that path's Allow", refused_on_the_head)
 
     finish()
 
