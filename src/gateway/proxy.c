@@ -2488,6 +2488,28 @@ oom:
  * query's vector must be fetched first (a smart route over a dense store).
  * root is the request's body, or once that vector is in, the copy that
  * routing_members() made of it: a member read here must be copied there. */
+/* Add model idx to the end of the ranking, with no predictions. */
+static void rank_push(struct exchange *ex, int idx)
+{
+    struct lr_candidate *c = &ex->ranking[ex->n_ranked++];
+    c->index = idx;
+    c->predicted_quality = NAN;
+    c->predicted_output_tokens = NAN;
+    c->estimated_cost = NAN;
+}
+
+/* A route's explicit fallbacks extend the ranking's tail, each once. */
+static void append_fallbacks(struct exchange *ex, const struct lr_route_info *ri)
+{
+    for (size_t f = 0; ri && f < ri->n_fallbacks && ex->n_ranked < RANK_CAP; f++) {
+        size_t k = 0;
+        while (k < ex->n_ranked && ex->ranking[k].index != ri->fallbacks[f])
+            k++;
+        if (k == ex->n_ranked)
+            rank_push(ex, ri->fallbacks[f]);
+    }
+}
+
 /* Response affinity: a Responses follow-up whose previous_response_id the
  * gateway saw answered goes to the model that served it, when that model is
  * one of the request's candidates (its `models` when it names them, else
@@ -2536,24 +2558,10 @@ static int affinity_rank(struct exchange *ex, json_t *root, int direct,
     }
     metrics_count_affinity(ex->gw->metrics, MA_HIT);
     ex->strategy = "affinity";
-    ex->ranking[0].index = idx;
-    ex->ranking[0].predicted_quality = NAN;
-    ex->ranking[0].predicted_output_tokens = NAN;
-    ex->ranking[0].estimated_cost = NAN;
-    ex->n_ranked = 1;
+    ex->n_ranked = 0;
+    rank_push(ex, idx);
     ex->input_tokens = lr_estimate_tokens(query, strlen(query));
-    for (size_t f = 0; ri && f < ri->n_fallbacks && ex->n_ranked < RANK_CAP; f++) {
-        size_t k = 0;
-        while (k < ex->n_ranked && ex->ranking[k].index != ri->fallbacks[f])
-            k++;
-        if (k == ex->n_ranked) {
-            ex->ranking[k].index = ri->fallbacks[f];
-            ex->ranking[k].predicted_quality = NAN;
-            ex->ranking[k].predicted_output_tokens = NAN;
-            ex->ranking[k].estimated_cost = NAN;
-            ex->n_ranked++;
-        }
-    }
+    append_fallbacks(ex, ri);
     return 1;
 }
 
@@ -2742,19 +2750,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     ex->n_ranked = d.n_ranked;
     ex->strategy = lr_router_strategy(router);
     ex->input_tokens = d.input_tokens;
-    /* A route's explicit fallbacks extend the ranking's tail. */
-    for (size_t f = 0; ri && f < ri->n_fallbacks && ex->n_ranked < RANK_CAP; f++) {
-        size_t k = 0;
-        while (k < ex->n_ranked && ex->ranking[k].index != ri->fallbacks[f])
-            k++;
-        if (k == ex->n_ranked) {
-            ex->ranking[k].index = ri->fallbacks[f];
-            ex->ranking[k].predicted_quality = NAN;
-            ex->ranking[k].predicted_output_tokens = NAN;
-            ex->ranking[k].estimated_cost = NAN;
-            ex->n_ranked++;
-        }
-    }
+    append_fallbacks(ex, ri);
     return 0;
 }
 
@@ -3047,11 +3043,8 @@ static void response_op(struct exchange *ex)
     }
     snprintf(ex->op_target, n, "/responses/%s%s%.*s", id, q_len ? "?" : "", (int)q_len, query);
     ex->strategy = "affinity";
-    ex->ranking[0].index = idx;
-    ex->ranking[0].predicted_quality = NAN;
-    ex->ranking[0].predicted_output_tokens = NAN;
-    ex->ranking[0].estimated_cost = NAN;
-    ex->n_ranked = 1;
+    ex->n_ranked = 0;
+    rank_push(ex, idx);
     proceed(ex);
 }
 
