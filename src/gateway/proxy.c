@@ -326,13 +326,25 @@ static void affinity_record(struct exchange *ex)
                  ex->conf->models[ex->model].info->name);
 }
 
-/* The `id` of a Responses event's `response` member (response.created, a
- * terminal event), parsed in j. */
-static void note_event_resp_id(struct exchange *ex, json_t *j)
+/* The string `id` member of a Responses event's `response` object
+ * obj[0..n), found by the top-level scanner as a body's is
+ * (usage_from_body()), so the event is not parsed for it. */
+static void note_id_in(struct exchange *ex, const char *obj, size_t n)
 {
-    json_t *id = json_object_get(json_object_get(j, "response"), "id");
-    if (json_is_string(id))
-        note_resp_id(ex, json_string_value(id), json_string_length(id));
+    struct js_member m[64];
+    size_t k = 0;
+    int rc = js_scan_object(obj, n, m, 64, &k);
+    if (rc != 0 && rc != -2)
+        return;
+    for (size_t i = 0; i < k && i < 64; i++) {
+        const char *v = obj + m[i].value_start;
+        size_t vn = m[i].value_end - m[i].value_start;
+        if (js_key_equals(obj, &m[i], "id")) {
+            if (vn >= 2 && v[0] == '"')
+                note_resp_id(ex, v + 1, vn - 2);
+            return;
+        }
+    }
 }
 
 /* ==== Usage ==== */
@@ -526,6 +538,8 @@ struct resp_event {
     const char *delta; /* the delta's JSON value; NULL when absent */
     size_t delta_len;
     long seq; /* sequence_number, or -1 */
+    const char *response; /* the `response` member's JSON value; NULL when absent */
+    size_t response_len;
 };
 
 /* Returns 0, or -1 when p[0..n) is not an object the scanner reads. */
@@ -551,6 +565,9 @@ static int resp_event_scan(const char *p, size_t n, struct resp_event *e)
         } else if (js_key_equals(p, &m[i], "delta")) {
             e->delta = v;
             e->delta_len = vn;
+        } else if (js_key_equals(p, &m[i], "response")) {
+            e->response = v;
+            e->response_len = vn;
         } else if (js_key_equals(p, &m[i], "sequence_number") && vn > 0 && vn < 16) {
             long seq = 0;
             size_t j = 0;
@@ -619,19 +636,14 @@ static void resp_event(struct exchange *ex, const char *p, size_t n, const struc
         ex->resp_failed = type_is(e, "response.failed");
         if (json_is_object(u))
             read_usage(ex, u);
-        if (!ex->resp_id_len)
-            note_event_resp_id(ex, j);
         json_decref(j);
+        if (!ex->resp_id_len && e->response)
+            note_id_in(ex, e->response, e->response_len);
         if (ex->streaming)
             affinity_record(ex);
-    } else if (type_is(e, "response.created") && !ex->resp_id_len) {
-        /* Parsed once a stream, on the loop: it repeats the request's
-         * instructions and tools, but is an event held whole anyway. */
-        json_t *j = ex->gw->affinity && af_table_capacity(ex->gw->affinity)
-                        ? json_loadb(p, n, JSON_ALLOW_NUL, NULL)
-                        : NULL;
-        note_event_resp_id(ex, j);
-        json_decref(j);
+    } else if (type_is(e, "response.created") && !ex->resp_id_len && e->response) {
+        /* Scanned, not parsed: it repeats the request's instructions and tools. */
+        note_id_in(ex, e->response, e->response_len);
         if (ex->streaming)
             affinity_record(ex);
     }
