@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
@@ -62,19 +61,11 @@ static json_t *number_or_null(double v)
     return isnan(v) || isinf(v) ? json_null() : json_real(v);
 }
 
-/* Wall-clock seconds as RFC 3339 UTC, to the millisecond. */
+/* Wall-clock seconds as gw_utc_time() writes them. */
 static json_t *json_time(double at)
 {
-    char buf[48];
-    struct tm tm;
-    time_t sec = (time_t)at;
-    long ms = (long)((at - (double)sec) * 1000.0);
-    if (ms < 0 || ms > 999)
-        ms = 0;
-    if (!gmtime_r(&sec, &tm))
-        return json_null();
-    strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + strlen(buf), sizeof buf - strlen(buf), ".%03ldZ", ms);
+    char buf[40];
+    gw_utc_time(at, buf, sizeof buf);
     return json_string(buf);
 }
 

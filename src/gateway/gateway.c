@@ -49,12 +49,28 @@ double gw_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Wall-clock seconds since the epoch: for times shown to operators. */
-static double wall_now(void)
+double gw_wall_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void gw_utc_time(double at, char *buf, size_t cap)
+{
+    struct tm tm;
+    time_t sec = (time_t)at;
+    long ms = (long)((at - (double)sec) * 1000.0);
+    size_t n;
+    if (ms < 0 || ms > 999)
+        ms = 0;
+    if (cap == 0)
+        return;
+    buf[0] = '\0';
+    if (!gmtime_r(&sec, &tm))
+        return;
+    n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, cap - n, ".%03ldZ", ms);
 }
 
 /* ==== Request ids and the log line ==== */
@@ -207,17 +223,13 @@ static int log_refused_limited(struct gw *gw, int status)
 void gw_log_request(struct gw *gw, const struct gw_log *lg)
 {
     struct line l;
-    struct timespec ts;
-    struct tm tm;
     char when[40];
 
     if (!gw->conf->set.log_requests || log_refused_limited(gw, lg->status))
         return;
     l.len = 0;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    line_put(&l, "{\"ts\":\"%s.%03ldZ\"", when, ts.tv_nsec / 1000000);
+    gw_utc_time(gw_wall_now(), when, sizeof when);
+    line_put(&l, "{\"ts\":\"%s\"", when);
     line_str(&l, "id", lg->id);
     line_str(&l, "method", lg->method);
     line_str(&l, "path", lg->path);
@@ -840,7 +852,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     gw->converge_asked = 1;
     gw_store_refresh_start(gw);
     if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
-        metrics_count_reload(gw->metrics, 0, wall_now());
+        metrics_count_reload(gw->metrics, 0, gw_wall_now());
         log_event("reload_failed", "%s (the previous configuration stays)", err.message);
         return;
     }
@@ -868,7 +880,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
      * at once (proxy.c reads them from the live configuration): a raised
      * max_concurrency lets them start now, not as the next attempt ends. */
     proxy_queue_kick(gw);
-    metrics_count_reload(gw->metrics, 1, wall_now());
+    metrics_count_reload(gw->metrics, 1, gw_wall_now());
     log_event("reloaded", "%s: %zu models, %zu routes", gw->opts->config_path, nc->n_models,
               lr_config_route_count(nc->cfg));
 }
@@ -1149,7 +1161,7 @@ static int run(const struct gw_options *opts, const sigset_t *held)
     gw.base = event_base_new();
     gw.metrics = metrics_new();
     if (gw.metrics)
-        metrics_config_loaded(gw.metrics, wall_now());
+        metrics_config_loaded(gw.metrics, gw_wall_now());
     gw.upstream = gw.base ? up_client_new(gw.base) : NULL;
     gw.affinity = af_table_new(gw.conf->set.response_affinity_entries);
     limits_from(gw.conf, &lim);

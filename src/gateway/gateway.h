@@ -320,6 +320,11 @@ const char *gw_response_op_allow(const char *path);
 
 /* Monotonic time in seconds. */
 double gw_now(void);
+/* Wall-clock seconds since the epoch, and such a time as RFC 3339 UTC to
+ * the millisecond ("2026-12-01T00:08:10.393Z"; cap of 32 is enough), the
+ * log line's `ts` and /health's times. */
+double gw_wall_now(void);
+void gw_utc_time(double at, char *buf, size_t cap);
 
 /* Whether a JSON request body holds more values than conf's
  * server.max_json_values (counted by jsonscan.h's js_count_values, before
