@@ -928,6 +928,33 @@ static int is_tchar(int ch)
            (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
+/* What is wrong with a field line line[0..n) of a head or a trailer section
+ * (its CRLF gone), by RFC 9112 section 5 and RFC 9110 section 5.5: folded
+ * (obs-fold), no colon or nothing before it, a name that is not a token, or
+ * a control character other than HTAB in the value (a lone CR, a VT or an
+ * FF is read as white space or as a line's end by some parsers: passed on,
+ * such a value could mean another thing to a proxy in front than here;
+ * strtoll skipped them before the digits of a Content-Length). *colon is
+ * set to the colon's offset when there is one. */
+enum field_fault { FIELD_OK, FIELD_FOLDED, FIELD_NO_COLON, FIELD_BAD_NAME, FIELD_CONTROL };
+
+static enum field_fault field_line_fault(const char *line, size_t n, size_t *colon)
+{
+    const char *c = memchr(line, ':', n);
+    if (n > 0 && (line[0] == ' ' || line[0] == '\t'))
+        return FIELD_FOLDED;
+    if (!c || c == line)
+        return FIELD_NO_COLON;
+    *colon = (size_t)(c - line);
+    for (const char *p = line; p < c; p++)
+        if (!is_tchar((unsigned char)*p))
+            return FIELD_BAD_NAME;
+    for (const char *p = c + 1; p < line + n; p++)
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return FIELD_CONTROL;
+    return FIELD_OK;
+}
+
 /* Parse the head in r->head (NUL-terminated, CRLF line ends). Returns 0, or
  * an HTTP status with *why set. */
 static int parse_head(struct hs_req *r, const char **why)
@@ -998,6 +1025,8 @@ static int parse_head(struct hs_req *r, const char **why)
 
     for (p = line_end + 2; *p; p = line_end + 2) {
         char *colon, *v, *e;
+        size_t at = 0;
+        enum field_fault fault;
         line_end = strstr(p, "\r\n");
         if (!line_end) {
             *why = "malformed header line";
@@ -1006,44 +1035,37 @@ static int parse_head(struct hs_req *r, const char **why)
         if (line_end == p)
             break; /* the empty line that ends the head */
         *line_end = '\0';
-        if (*p == ' ' || *p == '\t') {
+        fault = field_line_fault(p, (size_t)(line_end - p), &at);
+        if (fault == FIELD_FOLDED) {
             *why = "folded header lines are not accepted";
             return 400;
         }
-        colon = strchr(p, ':');
-        if (!colon || colon == p) {
+        if (fault == FIELD_NO_COLON) {
             *why = "malformed header line";
             return 400;
         }
-        for (char *n = p; n < colon; n++)
-            if (!is_tchar((unsigned char)*n)) {
-                *why = "malformed header name";
-                return 400;
-            }
+        if (fault == FIELD_BAD_NAME) {
+            *why = "malformed header name";
+            return 400;
+        }
         if (r->n_hdr >= MAX_HEADERS) {
             *why = "too many header fields";
             return 431;
         }
+        colon = p + at;
         *colon = '\0';
+        if (fault == FIELD_CONTROL) {
+            snprintf(r->why, sizeof r->why, "a control character in the value of header %.100s",
+                     p);
+            *why = r->why;
+            return 400;
+        }
         v = colon + 1;
         while (*v == ' ' || *v == '\t')
             v++;
         e = v + strlen(v);
         while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
             *--e = '\0';
-        /* RFC 9110 section 5.5: a field value holds visible characters,
-         * SP, HTAB and obs-text, no other control character. A lone CR, a
-         * VT or an FF is read as white space or as a line's end by some
-         * parsers: passed on, such a value could mean another thing to a
-         * proxy in front than here (strtoll skipped them before the digits
-         * of a Content-Length). */
-        for (const char *ch = v; ch < e; ch++)
-            if (((unsigned char)*ch < 0x20 && *ch != '\t') || *ch == 0x7f) {
-                snprintf(r->why, sizeof r->why,
-                         "a control character in the value of header %.100s", p);
-                *why = r->why;
-                return 400;
-            }
         r->hdr[r->n_hdr].name = p;
         r->hdr[r->n_hdr].value = v;
         r->n_hdr++;
@@ -1446,21 +1468,22 @@ static int chunk_size(const char *line, size_t n, unsigned long long *size)
 }
 
 /* A trailer line, its CRLF gone, read by the rules of a head's field lines
- * (parse_head()): a token name, the colon right after it, a value with no
- * control character but HTAB, no obs-fold. Trailers are not used, but one
- * read loosely could end elsewhere for a proxy in front. Returns NULL, or
- * why the line is refused. */
+ * (field_line_fault()). Trailers are not used, but one read loosely could
+ * end elsewhere for a proxy in front. Returns NULL, or why the line is
+ * refused. */
 static const char *trailer_line_fault(const char *line, size_t n)
 {
-    size_t colon = skip_token(line, n, 0);
-    if (line[0] == ' ' || line[0] == '\t')
+    size_t colon = 0;
+    switch (field_line_fault(line, n, &colon)) {
+    case FIELD_OK:
+        return NULL;
+    case FIELD_FOLDED:
         return "folded trailer lines are not accepted";
-    if (colon == 0 || colon >= n || line[colon] != ':')
+    case FIELD_CONTROL:
+        return "a control character in a trailer line's value";
+    default:
         return "malformed trailer line";
-    for (size_t i = colon + 1; i < n; i++)
-        if (((unsigned char)line[i] < 0x20 && line[i] != '\t') || line[i] == 0x7f)
-            return "a control character in a trailer line's value";
-    return NULL;
+    }
 }
 
 /* Take one line of a chunked body's framing (a chunk-size or trailer line)
