@@ -80,7 +80,7 @@ struct sent_log {
     char id[72];
     char upstream_id[UP_REQUEST_ID_CAP];
     char path[256];
-    char *route, *model, *strategy, *error, *tries;
+    char *route, *model, *strategy, *error, *message, *tries;
     int ready; /* finish() has filled it */
 };
 
@@ -147,6 +147,9 @@ struct exchange {
     char last_relay[UP_RELAY_CAP];
     char last_msg[256];
     char last_model[128];
+    /* The message of an answer the gateway made, for the log line: it may
+     * say more than the client was told (an upstream's address). */
+    char *log_msg;
     int last_model_idx; /* config index of last_model, or -1 */
     char last_location[UP_LOCATION_CAP];
 
@@ -278,6 +281,8 @@ static void fail_with(struct exchange *ex, int status, const char *param, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (!ex->log_msg)
+        ex->log_msg = strdup(msg); /* NULL out of memory: the line goes without */
     if (ex->req) {
         add_headers(ex);
         gw_send_error(ex->req, status, param, code, "%s", msg);
@@ -1097,20 +1102,35 @@ static void give_up(struct exchange *ex, const char *why)
         finish(ex, (int)ex->last_status);
         return;
     }
+    if (c == RS_DESCRIPTORS || c == RS_CONNECT_REFUSED || c == RS_CONNECT_TIMEOUT) {
+        /* The transport's message names the upstream's address, which is
+         * the operator's business: the log line has it, the client does
+         * not. */
+        char full[600];
+        snprintf(full, sizeof full, "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
+                 ex->last_model, ex->last_msg, why, ex->n_attempts,
+                 ex->n_attempts == 1 ? "" : "s");
+        free(ex->log_msg);
+        ex->log_msg = strdup(full);
+    }
     if (c == RS_DESCRIPTORS) {
         ex->answer_retry_after = "1";
         fail_with(ex, 503, NULL, "descriptors_exhausted",
                   "the gateway could not open a connection to the upstream for model '%s': it "
                   "has run out of file descriptors (RLIMIT_NOFILE, ulimit -n): raise the limit "
-                  "or lower server.max_connections (%s; %s; %u attempt%s)",
-                  ex->last_model, ex->last_msg, why, ex->n_attempts,
-                  ex->n_attempts == 1 ? "" : "s");
+                  "or lower server.max_connections (%s; %u attempt%s)",
+                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
     } else if (c == RS_CONNECT_REFUSED)
         fail_with(ex, 502, NULL, "upstream_unreachable",
-                  "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
-                  ex->last_model, ex->last_msg, why, ex->n_attempts,
-                  ex->n_attempts == 1 ? "" : "s");
-    else if (c == RS_TIMEOUT || c == RS_CONNECT_TIMEOUT || c == RS_STREAM_STALL)
+                  "the upstream for model '%s' could not be reached; the gateway's log has the "
+                  "reason (%s; %u attempt%s)",
+                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+    else if (c == RS_CONNECT_TIMEOUT)
+        fail_with(ex, 504, NULL, "upstream_timeout",
+                  "the upstream for model '%s' timed out: no connection within "
+                  "timeouts.connect_ms (%s; %u attempt%s)",
+                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+    else if (c == RS_TIMEOUT || c == RS_STREAM_STALL)
         fail_with(ex, 504, NULL, "upstream_timeout",
                   "the upstream for model '%s' timed out: %s (%s; %u attempt%s)", ex->last_model,
                   ex->last_msg, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
@@ -1251,6 +1271,8 @@ static void stream_failed(struct exchange *ex, enum rs_class c, const char *mess
     snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
     stream_error_end(ex, "upstream_error", code, msg);
     ex->error = rs_class_name(c);
+    if (!ex->log_msg)
+        ex->log_msg = strdup(msg);
     finish(ex, (int)ex->up_status);
 }
 
@@ -1931,6 +1953,7 @@ static void sent_log_free(struct sent_log *sl)
     free(sl->model);
     free(sl->strategy);
     free(sl->error);
+    free(sl->message);
     free(sl->tries);
     free(sl);
 }
@@ -1952,14 +1975,16 @@ static int sent_log_fill(struct sent_log *sl, struct gw *gw, const struct gw_log
     sl->model = strdup(log->model);
     sl->strategy = strdup(log->strategy);
     sl->error = log->error ? strdup(log->error) : NULL;
+    sl->message = log->message ? strdup(log->message) : NULL;
     sl->tries = log->attempts_json ? strdup(log->attempts_json) : NULL;
     if (!sl->route || !sl->model || !sl->strategy || (log->error && !sl->error) ||
-        (log->attempts_json && !sl->tries))
+        (log->message && !sl->message) || (log->attempts_json && !sl->tries))
         return -1;
     sl->log.route = sl->route;
     sl->log.model = sl->model;
     sl->log.strategy = sl->strategy;
     sl->log.error = sl->error;
+    sl->log.message = sl->message;
     sl->log.attempts_json = sl->tries;
     sl->ready = 1;
     return 0;
@@ -2252,6 +2277,7 @@ static void finish(struct exchange *ex, int status)
     log.tokens_out = ex->completion_tokens;
     log.cost = cost;
     log.error = ex->error;
+    log.message = ex->log_msg;
     log.attempts = (int)ex->n_attempts;
     log.attempts_json = ex->tries_len ? tries : NULL;
     log.after_done_bytes = (long long)ex->after_done;
@@ -2274,6 +2300,7 @@ static void finish(struct exchange *ex, int status)
     free(ex->held);
     free(ex->ev_data);
     free(ex->last_body);
+    free(ex->log_msg);
     gw_embed_cancel(ex->embed);
     json_decref(ex->routing);
     free(ex->query);

@@ -201,6 +201,16 @@ def attempts(gw_bin, fake_bin):
         st, h, j, _ = chat(gw.port, {"model": "dead", "messages": HELLO})
         assert st == 502 and error_shape(j)["code"] == "upstream_unreachable", (st, j)
         assert h["x-llmroute-attempts"] == "1", h
+        # The upstream's address is the operator's: the log line has the
+        # transport's reason, the client's message does not.
+        addr = w.dead_url.split("//")[1].split("/")[0]
+        port = addr.rsplit(":", 1)[1]
+        assert port not in error_shape(j)["message"], j
+        rid = h["x-request-id"]
+        wait_for(lambda: any(l.get("id") == rid for l in gw.log_lines()), 5, "a log line")
+        line = [l for l in gw.log_lines() if l.get("id") == rid]
+        assert len(line) == 1 and line[0]["error"] == "upstream_unreachable", line
+        assert port in line[0]["message"], line
     check("refused connection: falls back to the route's fallback; alone, 502", refused)
 
     def connect_timeout():
