@@ -1107,9 +1107,9 @@ static void give_up(struct exchange *ex, const char *why)
          * the operator's business: the log line has it, the client does
          * not. */
         char full[600];
-        snprintf(full, sizeof full, "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
-                 ex->last_model, ex->last_msg, why, ex->n_attempts,
-                 ex->n_attempts == 1 ? "" : "s");
+        snprintf(full, sizeof full,
+                 "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
+                 ex->last_model, ex->last_msg, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
         free(ex->log_msg);
         ex->log_msg = strdup(full);
     }
