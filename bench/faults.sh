@@ -129,7 +129,7 @@ med = statistics.median
 runs = {r: [list(map(float, l.split())) for l in open("%s/%s.runs" % (tmp, r))]
         for r in ("healthy", "faulty")}
 rps = {r: [x[0] / x[1] for x in runs[r]] for r in runs}
-print("medians over %d rounds:" % len(runs["healthy"]))
+print("medians over %d rounds (failures: the sum):" % len(runs["healthy"]))
 print("%-6s %-8s %-30s %9s %9s %9s %12s %12s" % ("", "run", "upstreams", "req/s", "p50_ms", "p99_ms",
                                                 "failures", "attempts/req"))
 desc = {"healthy": "ok, ok, ok", "faulty": "ok, fail_pct=30, stall_pct=5"}

@@ -171,6 +171,8 @@ for round in $(seq "$SAT_ROUNDS"); do
         echo "$n $s $p50 $p90 $p99 $p999 $max $err" >>"$TMP/sat.$t"
         printf '%-6s %-10s %12s %10.3f %10.3f %10.3f %8s\n' "$round" "$t" \
             "$(python3 -c "print(round($n/$s))")" "$(ms $p50)" "$(ms $p99)" "$(ms $max)" "$err"
+        # Errors: wrk's own lines say which (answers not 2xx/3xx, socket errors).
+        [ "$err" = 0 ] || grep -E 'Non-2xx|Socket errors' "$TMP/wrk.$t.out" | sed 's/^ */         wrk: /' || true
     done
 done
 cpu_mark sat1
@@ -180,9 +182,9 @@ tmp, targets = sys.argv[1], sys.argv[2:]
 rows = {t: [list(map(float, l.split())) for l in open("%s/sat.%s" % (tmp, t))] for t in targets}
 med = statistics.median
 rps = {t: [x[0] / x[1] for x in rows[t]] for t in targets}
-print("medians over %d rounds:" % len(rows["direct"]))
+print("medians over %d rounds (errors: the sum):" % len(rows["direct"]))
 print("%-6s %-10s %12s %10s %10s %10s %8s" % ("", "target", "req/s", "p50_ms", "p99_ms", "max_ms",
-                                             "errors"))
+                                             "errors"))  # errors: the sum over rounds
 for t in targets:
     r = rows[t]
     print("%-6s %-10s %12.0f %10.3f %10.3f %10.3f %8d" % (
