@@ -7,18 +7,26 @@
 #   bench/gateway.sh BUILD_DIR
 #
 # Prints, for each target, throughput and p50/p99 latency at fixed concurrency
-# (wrk, saturation); then direct vs llmroute at a FIXED RATE (bench/loadgen, an
-# open-loop generator: latency from each request's scheduled send time, so a
-# stall counts for every request it delays), several rounds alternating the
-# targets, medians over rounds, and llmroute's overhead over direct; then
-# llmroute's RSS as requests accumulate to 1,000,000.
+# (wrk, saturation), in rounds with the targets interleaved in each round
+# (direct, llmroute, Portkey, then the next round): each run's figures, the
+# medians over rounds, and the median of the per-round throughput ratios
+# llmroute/direct and llmroute/Portkey; then direct vs llmroute at a FIXED
+# RATE (bench/loadgen, an open-loop generator: latency from each request's
+# scheduled send time, so a stall counts for every request it delays),
+# several rounds alternating the targets, medians over rounds, llmroute's
+# overhead over direct, and the gateway's own measure of its share of the
+# time for that section's requests (its /metrics histogram read before and
+# after the section); then llmroute's RSS as requests accumulate to 1,000,000.
+# Each timed section says how busy the rest of the machine was meanwhile.
 #
 # The fixed-rate section also runs a second llmroute forced onto libcurl for
 # its upstream leg (LLMROUTE_UPSTREAM_CLIENT=curl), the gateway's previous
 # upstream client, so the two are compared in the same run.
 #
-# Environment: FAKE_UPSTREAM (path), BENCH_SECONDS (default 10), BENCH_CONNS
-# (default 32), BENCH_TOTAL (default 1000000), BENCH_SKIP_PORTKEY=1,
+# Environment: FAKE_UPSTREAM (path), BENCH_SECONDS (default 10 per saturation
+# run, and per wrk run of the RSS section), BENCH_CONNS (default 32),
+# BENCH_SAT_ROUNDS (saturation rounds, default 3), BENCH_TOTAL (default
+# 1000000), BENCH_SKIP_PORTKEY=1,
 # BENCH_RATE (default 5000), BENCH_RATE_CONNS (default 32), BENCH_ROUNDS
 # (default 5), BENCH_RATE_SECONDS (default 10 per target per round),
 # BENCH_SKIP_CURL=1, BENCH_PIN=1 (gateways on CPU 1; upstream and load
@@ -27,8 +35,8 @@
 # Needs wrk, python3, taskset and curl. Portkey also needs node, npm (to
 # install it into BUILD_DIR/bench-npm once) and ss: when one is missing, or
 # the install or Portkey's start fails, the script says so and runs without
-# the Portkey row (as with BENCH_SKIP_PORTKEY=1). The saturation table is one
-# wrk run per target; the fixed-rate section gives medians over its rounds.
+# the Portkey row (as with BENCH_SKIP_PORTKEY=1). With the defaults the
+# saturation section takes 3 rounds x 3 targets x (2 + 10) s, about 2 minutes.
 set -euo pipefail
 . "$(dirname "$0")/common.bash"
 bench_setup gateway "${1:-build}" wrk python3 taskset curl
@@ -41,6 +49,7 @@ LOADGEN=$BUILD/bench/loadgen
 RATE=${BENCH_RATE:-5000}
 RATE_CONNS=${BENCH_RATE_CONNS:-32}
 ROUNDS=${BENCH_ROUNDS:-5}
+SAT_ROUNDS=${BENCH_SAT_ROUNDS:-3}
 RATE_SECS=${BENCH_RATE_SECONDS:-10}
 # Pinning: the gateways on one core, the upstream and the load generators on the other.
 PIN_GW="" PIN_LOAD=""
@@ -53,17 +62,6 @@ wait_http() { for _ in $(seq 300); do curl -s -o /dev/null --max-time 1 "$1" && 
 ms() { python3 -c "print('%.3f' % ($1 / 1000))"; }  # microseconds -> ms
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/$1/status; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' /proc/$1/status; }
-# CPU accounting, to tell what the rest of the machine was doing during a section:
-# jiffies busy on the whole machine, and used by this script's processes.
-machine_busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
-proc_cpu() { local t=0 p; for p in "$@"; do [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
-# `times` must run in this shell (not a subshell) to see its finished children.
-children_cpu_file() { times >"$TMP/times"; }
-children_cpu() { tail -1 "$TMP/times" | python3 -c '
-import re, sys
-v = [float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())]
-print(int(round(sum(v) * '"$(getconf CLK_TCK)"')))'; }  # in jiffies
-
 # ---- the upstream ----
 $PIN_LOAD "$FAKE" --listen 127.0.0.1:0 --port-file "$TMP/fake.port" 2>"$TMP/fake.err" &
 PIDS+=($!)
@@ -155,26 +153,52 @@ done
 
 echo "gateway bench: wrk -t1, 1 upstream (fake_upstream), loopback, $(nproc) cores shared by all"
 echo
-echo "-- saturation: $CONNS connections, ${SECS}s each, one run per target (no median) --"
-printf '%-10s %12s %10s %10s %10s %8s\n' target req/s p50_ms p99_ms max_ms errors
-declare -A RPS
-for t in direct llmroute portkey; do
-    case $t in
-    direct) url=$DIRECT_URL; model=fake; hdr="" ;;
-    llmroute) url=$GW_URL; model=auto; hdr="" ;;
-    portkey) [ -n "$PK_PORT" ] || continue; url=$PK_URL; model=fake; hdr=$PK_HEADERS ;;
-    esac
-    run "$t-warm" "$url" "$model" "$hdr" "$CONNS" 2 0 >/dev/null
-    read -r n s p50 p90 p99 p999 max err <<<"$(run "$t" "$url" "$model" "$hdr" "$CONNS" "$SECS" 0)"
-    rps=$(python3 -c "print(round($n/$s))")
-    RPS[$t]=$rps
-    printf '%-10s %12s %10.3f %10.3f %10.3f %8s\n' "$t" "$rps" "$(ms $p50)" \
-        "$(ms $p99)" "$(ms $max)" "$err"
+SAT_TARGETS="direct llmroute"
+[ -n "$PK_PORT" ] && SAT_TARGETS="$SAT_TARGETS portkey"
+echo "-- saturation: $CONNS connections, ${SECS}s per run after a 2s warm-up, $SAT_ROUNDS rounds," \
+     "targets interleaved in each round ($SAT_TARGETS); medians over rounds --"
+printf '%-6s %-10s %12s %10s %10s %10s %8s\n' round target req/s p50_ms p99_ms max_ms errors
+cpu_mark sat0
+for round in $(seq "$SAT_ROUNDS"); do
+    for t in $SAT_TARGETS; do
+        case $t in
+        direct) url=$DIRECT_URL; model=fake; hdr="" ;;
+        llmroute) url=$GW_URL; model=auto; hdr="" ;;
+        portkey) url=$PK_URL; model=fake; hdr=$PK_HEADERS ;;
+        esac
+        run "$t-warm" "$url" "$model" "$hdr" "$CONNS" 2 0 >/dev/null
+        read -r n s p50 p90 p99 p999 max err <<<"$(run "$t" "$url" "$model" "$hdr" "$CONNS" "$SECS" 0)"
+        echo "$n $s $p50 $p90 $p99 $p999 $max $err" >>"$TMP/sat.$t"
+        printf '%-6s %-10s %12s %10.3f %10.3f %10.3f %8s\n' "$round" "$t" \
+            "$(python3 -c "print(round($n/$s))")" "$(ms $p50)" "$(ms $p99)" "$(ms $max)" "$err"
+        # Errors: wrk's own lines say which (answers not 2xx/3xx, socket errors).
+        [ "$err" = 0 ] || grep -E 'Non-2xx|Socket errors' "$TMP/wrk.$t.out" | sed 's/^ */         wrk: /' || true
+    done
 done
-if [ -n "${RPS[portkey]:-}" ] && [ "${RPS[portkey]}" -gt 0 ]; then
-    echo "llmroute / portkey throughput: $(python3 -c "print(f'{${RPS[llmroute]}/${RPS[portkey]}:.1f}x')") (target >= 5x; one run each)"
-fi
-echo "llmroute / direct throughput:  $(python3 -c "print(f'{${RPS[llmroute]}/${RPS[direct]}:.2f}')")"
+cpu_mark sat1
+python3 - "$TMP" $SAT_TARGETS <<'PY'
+import statistics, sys
+tmp, targets = sys.argv[1], sys.argv[2:]
+rows = {t: [list(map(float, l.split())) for l in open("%s/sat.%s" % (tmp, t))] for t in targets}
+med = statistics.median
+rps = {t: [x[0] / x[1] for x in rows[t]] for t in targets}
+print("medians over %d rounds (errors: the sum):" % len(rows["direct"]))
+print("%-6s %-10s %12s %10s %10s %10s %8s" % ("", "target", "req/s", "p50_ms", "p99_ms", "max_ms",
+                                             "errors"))  # errors: the sum over rounds
+for t in targets:
+    r = rows[t]
+    print("%-6s %-10s %12.0f %10.3f %10.3f %10.3f %8d" % (
+        "median", t, med(rps[t]), med([x[2] for x in r]) / 1000, med([x[4] for x in r]) / 1000,
+        med([x[6] for x in r]) / 1000, sum(int(x[7]) for x in r)))
+def ratio(a, b, fmt, target=""):
+    rs = [x / y if y > 0 else float("nan") for x, y in zip(rps[a], rps[b])]
+    print("%s / %s throughput, median of the per-round ratios: %s (rounds: %s)%s"
+          % (a, b, fmt % med(rs), ", ".join(fmt % x for x in rs), target))
+ratio("llmroute", "direct", "%.2f")
+if "portkey" in targets:
+    ratio("llmroute", "portkey", "%.1fx", "; target >= 5x")
+PY
+cpu_report sat0 sat1 "this section"
 
 echo
 echo "-- fixed rate: $RATE req/s over $RATE_CONNS connections (bench/loadgen, open loop)," \
@@ -196,12 +220,14 @@ rate_run() {
         --seconds "$RATE_SECS" --warmup 1 --body "${BODY/MODEL/$model}" | grep '^RESULT' | cut -d' ' -f2-)
     echo "$2 ${r:-0 0 0 0 0 0 0 0 0}" >>"$TMP/rate.$1"
 }
-children_cpu_file; BUSY0=$(machine_busy); OURS0=$(( $(proc_cpu "${PIDS[@]}") + $(children_cpu) )); T0=$(date +%s.%N)
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+# The gateway's own histogram is cumulative: read it before and after the section.
+curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$TMP/metrics.rate0"
+cpu_mark rate0
 for round in $(seq "$ROUNDS"); do
     for t in $TARGETS; do rate_run "$t" "$round"; done
 done
-children_cpu_file; BUSY1=$(machine_busy); OURS1=$(( $(proc_cpu "${PIDS[@]}") + $(children_cpu) )); T1=$(date +%s.%N)
+cpu_mark rate1
+curl -s "http://127.0.0.1:$GW_PORT/metrics" >"$TMP/metrics.rate1"
 python3 - "$TMP" "$RATE" $TARGETS <<'PY'
 import statistics, sys
 tmp, rate, targets = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
@@ -230,26 +256,26 @@ for t in targets[1:]:
           "p99 %+.3f ms, p99.9 %+.3f ms; target p99 < 1 ms at %.0f req/s: %s"
           % (t, o50, o99, o999, rate, verdict))
 PY
-python3 -c "
-hz, n = $(getconf CLK_TCK), $(nproc)
-secs = $T1 - $T0
-busy, ours = ($BUSY1 - $BUSY0) / hz, ($OURS1 - $OURS0) / hz
-print('   during this section (%.0f s): the machine was %.0f%% busy (of %d cores); this benchmark\'s'
-      ' processes used %.0f%%, other processes %.0f%%; load average before: $LOAD0'
-      % (secs, 100 * busy / secs / n, n, 100 * ours / secs / n, 100 * max(busy - ours, 0) / secs / n))
-"
-# The gateway's own view: request time not spent waiting on the upstream.
-curl -s "http://127.0.0.1:$GW_PORT/metrics" | python3 -c '
+cpu_report rate0 rate1 "this section"
+# The gateway's own view: request time not spent waiting on the upstream, for
+# llmroute's requests of this section only (the difference of the two reads).
+python3 - "$TMP/metrics.rate0" "$TMP/metrics.rate1" <<'PY'
 import sys
-b = {}
-for l in sys.stdin:
-    if l.startswith("llmroute_gateway_overhead_seconds_bucket"):
-        le = l.split("le=\"")[1].split("\"")[0]
-        b[le] = float(l.rsplit(" ", 1)[1])
-n = b["+Inf"]
+def buckets(path):
+    b = {}
+    for l in open(path):
+        if l.startswith("llmroute_gateway_overhead_seconds_bucket"):
+            le = l.split("le=\"")[1].split("\"")[0]
+            b[le] = float(l.rsplit(" ", 1)[1])
+    return b
+b0, b1 = buckets(sys.argv[1]), buckets(sys.argv[2])
+b = {le: b1[le] - b0.get(le, 0) for le in b1}
+n = b.get("+Inf", 0)
+print("  gateway-measured overhead (llmroute's /metrics histogram, read before and after this section:"
+      " its requests here only, the 1s warm-ups included):")
 for le in ("0.0001", "0.00025", "0.0005", "0.001"):
-    print("  gateway-measured overhead <= %6.3f ms: %.3f%% of %d requests" % (float(le) * 1000, 100 * b[le] / n, n))
-'
+    print("  <= %6.3f ms: %.3f%% of %d requests" % (float(le) * 1000, 100 * b[le] / max(n, 1), n))
+PY
 
 echo
 echo "-- llmroute RSS while serving $TOTAL requests ($CONNS connections) --"
