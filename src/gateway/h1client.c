@@ -112,6 +112,7 @@ struct h1_xfer {
     long status;
     char ctype[CTYPE_CAP];
     char retry_after[RETRY_AFTER_CAP];
+    char retry_after_ms[RETRY_AFTER_CAP];
     char location[UP_LOCATION_CAP];
     char content_encoding[UP_ENCODING_CAP];
     char request_id[UP_REQUEST_ID_CAP];
@@ -705,6 +706,7 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
     x->status = st;
     x->ctype[0] = '\0';
     x->retry_after[0] = '\0';
+    x->retry_after_ms[0] = '\0';
     x->location[0] = '\0';
     x->content_encoding[0] = '\0';
     x->request_id[0] = '\0';
@@ -779,6 +781,10 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
             copy_value(x->ctype, sizeof x->ctype, v, (size_t)(ve - v));
         } else if (nlen == 11 && strncasecmp(line, "retry-after", 11) == 0) {
             copy_value(x->retry_after, sizeof x->retry_after, v, (size_t)(ve - v));
+        } else if (nlen == 14 && strncasecmp(line, "retry-after-ms", 14) == 0) {
+            /* Read for the retry's delay, and relayed as the other hints are. */
+            copy_value(x->retry_after_ms, sizeof x->retry_after_ms, v, (size_t)(ve - v));
+            up_relay_add(&x->relay, line, nlen, v, (size_t)(ve - v));
         } else if (nlen == 8 && strncasecmp(line, "location", 8) == 0) {
             copy_value(x->location, sizeof x->location, v, (size_t)(ve - v));
         } else if (nlen == 16 && strncasecmp(line, "content-encoding", 16) == 0) {
@@ -894,6 +900,7 @@ static enum pump_result pump(struct h1_xfer *x)
                 h.content_encoding = x->content_encoding[0] ? x->content_encoding : NULL;
                 h.request_id = x->request_id[0] ? x->request_id : NULL;
                 h.relay = x->relay.n ? x->relay.buf : NULL;
+                h.retry_after_ms = x->retry_after_ms[0] ? x->retry_after_ms : NULL;
                 x->in_cb++;
                 x->cb.on_head(x->arg, &h);
                 x->in_cb--;

@@ -163,6 +163,7 @@ struct exchange {
     long up_status;
     char up_ctype[128];
     char up_retry_after[64];
+    char up_retry_after_ms[64]; /* read for a retry's delay; relayed among up_relay */
     char up_location[UP_LOCATION_CAP];
     char up_request_id[UP_REQUEST_ID_CAP]; /* the last attempt's x-request-id, or "" */
     char up_relay[UP_RELAY_CAP];           /* its headers for the client (up_relay_add()) */
@@ -1102,6 +1103,16 @@ static void give_up(struct exchange *ex, const char *why)
         finish(ex, (int)ex->last_status);
         return;
     }
+    if (c == RS_RATE_LIMITED_BARE && ex->last_status < 300) {
+        /* No status of its own kept (a 429 head's answer is relayed above):
+         * a 2xx whose body was an error of code 429. A rate limit, told as
+         * one, so the client's SDK backs off and tries again. */
+        fail_with(ex, 429, NULL, "upstream_rate_limited",
+                  "the upstream for model '%s' is rate limited: %s (%s; %u attempt%s)",
+                  ex->last_model, ex->last_msg, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
+        return;
+    }
     if (c == RS_DESCRIPTORS || c == RS_CONNECT_REFUSED || c == RS_CONNECT_TIMEOUT) {
         /* The transport's message names the upstream's address, which is
          * the operator's business: the log line has it, the client does
@@ -1158,8 +1169,9 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     int action;
 
     if (ex->up_status >= 300 && ex->head_seen)
-        ra = rs_retry_after_seconds(ex->up_retry_after[0] ? ex->up_retry_after : NULL,
-                                    (double)time(NULL));
+        ra = rs_retry_hint_seconds(ex->up_retry_after[0] ? ex->up_retry_after : NULL,
+                                   ex->up_retry_after_ms[0] ? ex->up_retry_after_ms : NULL,
+                                   (double)time(NULL));
     attempt_end(ex, c, ra, 1);
 
     ex->last_class = c;
@@ -1555,6 +1567,8 @@ static void on_head(void *arg, const struct up_head *head)
              head->retry_after ? head->retry_after : "");
     header_safe(ex->up_ctype);
     header_safe(ex->up_retry_after);
+    snprintf(ex->up_retry_after_ms, sizeof ex->up_retry_after_ms, "%s",
+             head->retry_after_ms ? head->retry_after_ms : "");
     snprintf(ex->up_location, sizeof ex->up_location, "%s", head->location ? head->location : "");
     snprintf(ex->up_request_id, sizeof ex->up_request_id, "%s",
              head->request_id ? head->request_id : "");
@@ -1895,7 +1909,9 @@ static void on_done(void *arg, enum up_error err, const char *message)
     }
     ex->body_complete = 1;
     if (ex->up_status >= 300) {
-        failed(ex, rs_class_of_status(ex->up_status, ex->resp, ex->resp_len, ex->up_retry_after),
+        failed(ex,
+               rs_class_of_answer(ex->up_status, ex->resp, ex->resp_len, ex->up_retry_after,
+                                  ex->up_retry_after_ms),
                "the upstream answered with an error status");
         return;
     }
@@ -1915,6 +1931,23 @@ static void on_done(void *arg, enum up_error err, const char *message)
                  json ? "" : " (Content-Type '", json ? "" : ex->up_ctype, json ? "" : "')");
         failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);
         return;
+    }
+    if (!ex->op_method) {
+        /* A 2xx that is an error and no answer (OpenRouter's, when the
+         * provider failed after the request was accepted) is a failure of
+         * the attempt, as the same object in a stream is. */
+        char why[200], msg[256];
+        enum rs_class c = rs_class_of_ok_body(ex->resp, ex->resp_len, why, sizeof why);
+        if (c != RS_OK) {
+            if (why[0])
+                snprintf(msg, sizeof msg, "the upstream answered %ld with an error: '%s'",
+                         ex->up_status, why);
+            else
+                snprintf(msg, sizeof msg, "the upstream answered %ld with an error object",
+                         ex->up_status);
+            failed(ex, c, msg);
+            return;
+        }
     }
     if (!ex->op_method) { /* a retrieved response's usage was counted when it was made */
         usage_from_body(ex);
@@ -2137,6 +2170,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_status = 0;
     ex->up_ctype[0] = '\0';
     ex->up_retry_after[0] = '\0';
+    ex->up_retry_after_ms[0] = '\0';
     ex->up_location[0] = '\0';
     ex->up_request_id[0] = '\0';
     ex->up_relay[0] = '\0';

@@ -3,16 +3,17 @@
  *
  * Threads: pure functions over caller memory; any thread.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "jsonscan.h"
 #include "resil.h"
 
 /* ==== Classes ==== */
@@ -84,22 +85,50 @@ enum rs_class rs_class_of_transport(enum up_error err, int head_seen)
     }
 }
 
+/* Does hay[0..n) hold needle (lower case), ASCII case aside? Only the first
+ * RS_ERROR_SCAN_BYTES are searched: an error's words come early in its body,
+ * and a body may be as large as server.max_response_bytes. */
 static int contains(const char *hay, size_t n, const char *needle)
 {
     size_t k = strlen(needle);
+    if (n > RS_ERROR_SCAN_BYTES)
+        n = RS_ERROR_SCAN_BYTES;
     for (size_t i = 0; k <= n && i <= n - k; i++)
-        if (hay[i] == needle[0] && memcmp(hay + i, needle, k) == 0)
+        if ((hay[i] | 0x20) == needle[0] && strncasecmp(hay + i, needle, k) == 0)
             return 1;
     return 0;
 }
 
-enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
-                                 const char *retry_after)
+/* What servers say when a request does not fit the model's context: another
+ * model may have a longer one. Each server words it its own way. */
+static const char *const context_words[] = {
+    "context_length_exceeded",                       /* OpenAI's code */
+    "maximum context length",                        /* vLLM's message (and OpenAI's) */
+    "exceed_context_size_error",                     /* llama.cpp's type */
+    "exceeds the available context size",            /* llama.cpp's message */
+    "`inputs` tokens + `max_new_tokens` must be <=", /* TGI's validation error */
+    "`inputs` must have less than",                  /* TGI's, the input alone */
+    "input length exceeds the context length",       /* Ollama's */
+    NULL,
+};
+
+static int context_overflow(const char *body, size_t len)
+{
+    if (!body)
+        return 0;
+    for (size_t i = 0; context_words[i]; i++)
+        if (contains(body, len, context_words[i]))
+            return 1;
+    return 0;
+}
+
+enum rs_class rs_class_of_answer(long status, const char *body, size_t body_len,
+                                 const char *retry_after, const char *retry_after_ms)
 {
     if (status == 408)
         return RS_TIMEOUT;
     if (status == 429)
-        return retry_after && rs_retry_after_seconds(retry_after, 0) >= 0 ? RS_RATE_LIMITED
+        return rs_retry_hint_seconds(retry_after, retry_after_ms, 0) >= 0 ? RS_RATE_LIMITED
                                                                           : RS_RATE_LIMITED_BARE;
     if (status == 401 || status == 403)
         return RS_AUTH;
@@ -110,15 +139,103 @@ enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
         return RS_NOT_FOUND;
     if (status >= 300 && status < 400)
         return RS_REDIRECT;
-    if (status == 400 && body && contains(body, body_len, "context_length_exceeded"))
-        return RS_CONTEXT_LENGTH;
-    if (status == 413 && body && contains(body, body_len, "context_length_exceeded"))
+    /* 422: TGI's validation errors. */
+    if ((status == 400 || status == 413 || status == 422) && context_overflow(body, body_len))
         return RS_CONTEXT_LENGTH;
     if (status >= 400 && status < 500)
         return RS_BAD_REQUEST;
     if (status >= 500 && status < 600)
         return RS_SERVER_ERROR;
     return RS_PROTOCOL;
+}
+
+enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
+                                 const char *retry_after)
+{
+    return rs_class_of_answer(status, body, body_len, retry_after, NULL);
+}
+
+/* The most of an error's message a 2xx error body's class carries. */
+#define OK_ERROR_MESSAGE_MAX 160
+/* A 2xx error member larger than this is not parsed for its message. */
+#define OK_ERROR_PARSE_MAX 65536
+
+/* Copy s into dst, cut between UTF-8 characters (s is valid UTF-8, as
+ * jansson gives it) to at most max bytes, "..." marking a cut. */
+static void copy_cut(char *dst, size_t cap, const char *s, size_t max)
+{
+    size_t n = 0;
+    if (!cap)
+        return;
+    if (max > cap - 4)
+        max = cap > 4 ? cap - 4 : 0;
+    while (s[n]) {
+        unsigned char b = (unsigned char)s[n];
+        size_t k = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
+        if (n + k > max)
+            break;
+        n += k;
+    }
+    memcpy(dst, s, n);
+    if (s[n] && cap > n + 3) {
+        memcpy(dst + n, "...", 3);
+        n += 3;
+    }
+    dst[n] = '\0';
+}
+
+enum rs_class rs_class_of_ok_body(const char *body, size_t len, char *msg, size_t cap)
+{
+    struct js_member m[32];
+    size_t n = 0, i;
+    const char *err = NULL;
+    size_t err_len = 0;
+    enum rs_class c = RS_SERVER_ERROR;
+    json_t *e, *text;
+
+    if (cap)
+        msg[0] = '\0';
+    /* More top-level members than m holds is some answer's, not an error
+     * object's: only a body the scanner reads whole is looked at. */
+    if (!body || js_scan_object(body, len, m, sizeof m / sizeof m[0], &n) != 0)
+        return RS_OK;
+    for (i = 0; i < n; i++) {
+        if (js_key_equals(body, &m[i], "choices") || js_key_equals(body, &m[i], "data") ||
+            js_key_equals(body, &m[i], "output"))
+            return RS_OK;
+        if (js_key_equals(body, &m[i], "error")) {
+            err = body + m[i].value_start;
+            err_len = m[i].value_end - m[i].value_start;
+        }
+    }
+    if (!err || err_len == 0 || (err[0] != '{' && err[0] != '"'))
+        return RS_OK; /* none, null, or no error a client could be told */
+    if (err_len > OK_ERROR_PARSE_MAX)
+        return c;
+    e = json_loadb(err, err_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    if (json_is_object(e)) {
+        json_t *code = json_object_get(e, "code");
+        long status = -1;
+        if (json_is_integer(code))
+            status = (long)json_integer_value(code);
+        else if (json_is_string(code)) {
+            char *end;
+            const char *v = json_string_value(code);
+            long k = strtol(v, &end, 10);
+            if (end != v && !*end)
+                status = k;
+        }
+        /* An upstream's 429 without Retry-After, as a 429 head would be. */
+        if (status == 429)
+            c = RS_RATE_LIMITED_BARE;
+        text = json_object_get(e, "message");
+    } else {
+        text = e;
+    }
+    if (json_is_string(text))
+        copy_cut(msg, cap, json_string_value(text), OK_ERROR_MESSAGE_MAX);
+    json_decref(e);
+    return c;
 }
 
 int rs_class_is_upstream_failure(enum rs_class c)
@@ -138,6 +255,35 @@ int rs_class_is_neutral(enum rs_class c)
     return c == RS_RESET_REUSED || c == RS_DESCRIPTORS || c == RS_NOT_FOUND;
 }
 
+/* Digits with an optional fraction ("12", "0.5"), blanks around them: the
+ * number, or -1 for any other text. Past 1e15 it is only "large"; digits of
+ * the fraction past the ninth are read and not counted. */
+static double read_decimal(const char *p)
+{
+    double v = 0, fraction = 0, scale = 1;
+    int digits = 0, places = 0;
+    while (*p == ' ')
+        p++;
+    for (; *p >= '0' && *p <= '9'; p++, digits++)
+        if (v < 1e15)
+            v = v * 10 + (*p - '0');
+    if (!digits)
+        return -1;
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++, places++)
+            if (places < 9) {
+                fraction = fraction * 10 + (*p - '0');
+                scale *= 10;
+            }
+        if (!places)
+            return -1;
+        v += fraction / scale; /* whole numbers over a power of ten: one rounding */
+    }
+    while (*p == ' ')
+        p++;
+    return *p ? -1 : v;
+}
+
 double rs_retry_after_seconds(const char *value, double wall_now)
 {
     const char *p = value;
@@ -147,15 +293,11 @@ double rs_retry_after_seconds(const char *value, double wall_now)
     while (*p == ' ')
         p++;
     if (*p >= '0' && *p <= '9') {
-        char *end;
-        long v;
-        errno = 0;
-        v = strtol(p, &end, 10);
-        while (*end == ' ')
-            end++;
-        if (errno || *end)
-            return errno == ERANGE ? 86400 : -1;
-        s = (double)v;
+        /* RFC 9110 has whole seconds; some servers send "0.5", which is
+         * meant as it reads. */
+        s = read_decimal(p);
+        if (s < 0)
+            return -1;
     } else {
         time_t t = curl_getdate(p, NULL);
         if (t == (time_t)-1)
@@ -165,6 +307,21 @@ double rs_retry_after_seconds(const char *value, double wall_now)
     if (s < 0)
         s = 0;
     return s > 86400 ? 86400 : s;
+}
+
+double rs_retry_after_ms_seconds(const char *value)
+{
+    double ms = value ? read_decimal(value) : -1;
+    if (ms < 0)
+        return -1;
+    return ms / 1000 > 86400 ? 86400 : ms / 1000;
+}
+
+double rs_retry_hint_seconds(const char *retry_after, const char *retry_after_ms, double wall_now)
+{
+    /* retry-after-ms is the finer of the two, and OpenAI's SDKs read it first. */
+    double s = rs_retry_after_ms_seconds(retry_after_ms);
+    return s >= 0 ? s : rs_retry_after_seconds(retry_after, wall_now);
 }
 
 /* ==== Policies ==== */

@@ -42,7 +42,7 @@ enum rs_class {
     RS_AUTH,              /* 401, 403 */
     RS_NOT_FOUND,         /* 404, 501: the model or the endpoint is missing there */
     RS_REDIRECT,          /* 3xx: base_url points elsewhere (never followed) */
-    RS_CONTEXT_LENGTH,    /* 400 context_length_exceeded */
+    RS_CONTEXT_LENGTH,    /* 400, 413, 422 saying the context is too short */
     RS_BAD_REQUEST,       /* any other 4xx */
     RS_STREAM_CUT,        /* closed before [DONE], or a body cut short */
     RS_STREAM_STALL,      /* nothing within timeouts.idle_ms */
@@ -67,6 +67,21 @@ enum rs_class rs_class_of_transport(enum up_error err, int head_seen);
  * to wherever the upstream points), so it is a configuration error. */
 enum rs_class rs_class_of_status(long status, const char *body, size_t body_len,
                                  const char *retry_after);
+/* The same, with the raw retry-after-ms value (or NULL) as well: a 429 with
+ * either hint readable is RS_RATE_LIMITED. */
+enum rs_class rs_class_of_answer(long status, const char *body, size_t body_len,
+                                 const char *retry_after, const char *retry_after_ms);
+/* A context overflow is told by its words in the error body, which differ by
+ * server; only this many bytes of a body are searched for them. */
+#define RS_ERROR_SCAN_BYTES 16384
+/* The class of a 2xx JSON body that is an error and not an answer: an object
+ * with a top-level `error` member, an object or a string, and none of
+ * `choices`, `data`, `output` (OpenRouter answers 200 so when the provider
+ * failed after the request was accepted). RS_RATE_LIMITED_BARE when the
+ * error's numeric code is 429, RS_SERVER_ERROR for any other; the error's
+ * message, cut to at most 200 bytes between characters, goes into msg (""
+ * when it has none). RS_OK for any other body: an answer is never refused. */
+enum rs_class rs_class_of_ok_body(const char *body, size_t len, char *msg, size_t cap);
 /* Does this class say something about the upstream's health? (A 400 says
  * the request was bad, not that the model is down.) */
 int rs_class_is_upstream_failure(enum rs_class c);
@@ -77,9 +92,17 @@ int rs_class_is_upstream_failure(enum rs_class c);
  * an endpoint or a model is missing there, not that the server is down.) */
 int rs_class_is_neutral(enum rs_class c);
 
-/* Retry-After as seconds from now: delta-seconds or an HTTP date. Returns
- * -1 when value is NULL or unreadable; never more than a day. */
+/* Retry-After as seconds from now: delta-seconds (decimals too: "0.5") or
+ * an HTTP date. Returns -1 when value is NULL or unreadable; never more than
+ * a day. */
 double rs_retry_after_seconds(const char *value, double wall_now);
+/* retry-after-ms (Azure's, which OpenAI's SDKs read before Retry-After) as
+ * seconds: milliseconds, decimals allowed. -1 when NULL or unreadable;
+ * never more than a day. */
+double rs_retry_after_ms_seconds(const char *value);
+/* The upstream's pause in seconds from its two hints: retry-after-ms when it
+ * is readable, else Retry-After; -1 when neither is. */
+double rs_retry_hint_seconds(const char *retry_after, const char *retry_after_ms, double wall_now);
 
 /* ==== Policies ==== */
 

@@ -62,6 +62,7 @@ struct up_xfer {
     int sockets_opened; /* socket() calls in open_cb that succeeded: connects tried */
     char content_type[128];
     char retry_after[64];
+    char retry_after_ms[64];
     char location[UP_LOCATION_CAP];
     char content_encoding[UP_ENCODING_CAP];
     char request_id[UP_REQUEST_ID_CAP];
@@ -334,6 +335,7 @@ static void deliver_head(struct up_xfer *x)
     h.content_encoding = x->content_encoding[0] ? x->content_encoding : NULL;
     h.request_id = x->request_id[0] ? x->request_id : NULL;
     h.relay = x->relay.n ? x->relay.buf : NULL;
+    h.retry_after_ms = x->retry_after_ms[0] ? x->retry_after_ms : NULL;
     if (x->cb.on_head)
         x->cb.on_head(x->arg, &h);
 }
@@ -372,6 +374,7 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         x->status = st;
         x->content_type[0] = '\0';
         x->retry_after[0] = '\0';
+        x->retry_after_ms[0] = '\0';
         x->location[0] = '\0';
         x->content_encoding[0] = '\0';
         x->request_id[0] = '\0';
@@ -381,6 +384,16 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         header_value(buf, len, 13, x->content_type, sizeof x->content_type);
     } else if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
         header_value(buf, len, 12, x->retry_after, sizeof x->retry_after);
+    } else if (len > 15 && strncasecmp(buf, "retry-after-ms:", 15) == 0) {
+        /* Read for the retry's delay, and relayed as the other hints are. */
+        char v[UP_RELAY_VALUE_CAP + 2];
+        header_value(buf, len, 15, v, sizeof v);
+        size_t vl = strlen(v);
+        if (vl >= sizeof x->retry_after_ms)
+            vl = sizeof x->retry_after_ms - 1; /* cut: then unreadable, and relayed whole */
+        memcpy(x->retry_after_ms, v, vl);
+        x->retry_after_ms[vl] = '\0';
+        up_relay_add(&x->relay, buf, 14, v, strlen(v));
     } else if (len > 9 && strncasecmp(buf, "location:", 9) == 0) {
         header_value(buf, len, 9, x->location, sizeof x->location);
     } else if (len > 17 && strncasecmp(buf, "content-encoding:", 17) == 0) {

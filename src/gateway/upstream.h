@@ -81,6 +81,9 @@ struct up_head {
     /* The headers meant for the client (up_relay_add()), as "Name: value\r\n"
      * lines, or NULL when there are none. */
     const char *relay;
+    /* The raw retry-after-ms value (possibly cut), or NULL. It is relayed
+     * too, among the headers of relay. */
+    const char *retry_after_ms;
 };
 
 #define UP_LOCATION_CAP 1024

@@ -14,6 +14,15 @@ test_upstream_client.py.
   the default server.max_stream_event_bytes; one over a small configured cap
   is still a malformed stream, and relayed once SIGHUP raised the cap; the
   setting's bounds are checked at load.
+- Answers that are errors: a 2xx whose body is an error object and no
+  answer (OpenRouter's 200 when the provider failed after accepting the
+  request) is an attempt's failure, so a route falls back, and with nothing
+  left the client gets 502 upstream_server_error (429 upstream_rate_limited
+  for an error of code 429) quoting the upstream's message, never a 200; a
+  context overflow in the words of vLLM, llama.cpp, TGI or Ollama falls back
+  to the next model as OpenAI's context_length_exceeded does.
+- Retry hints: a 429's retry-after-ms, or a Retry-After in decimal seconds,
+  is waited for and the same model retried; retry-after-ms is preferred.
 - Headers: x-ratelimit-*, retry-after-ms and x-should-retry come from the
   attempt whose answer the client gets (not from a failed one before it),
   bounded in count and size and without control characters; the upstream's
@@ -26,6 +35,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import Gateway, chat, check, error_shape, finish, request, wait_for, workdir  # noqa
@@ -94,6 +104,9 @@ def run(gw_bin, env):
     up = Scripted()
     base = "http://127.0.0.1:%d/v1" % up.port
     models = [{"name": n, "backend": "openai", "base_url": base} for n in ("s", "a", "b")]
+    # A model whose 429s are retried (the server's default here falls back).
+    models.append({"name": "rl", "backend": "openai", "base_url": base,
+                   "retry": {"on": {"rate_limited": "retry"}, "max_retries": 1}})
     cfg = {"models": models,
            "routes": [{"name": "r", "strategy": "sequential", "models": ["a"],
                        "fallbacks": ["b"]}],
@@ -233,7 +246,143 @@ def run(gw_bin, env):
         check("server.max_stream_event_bytes: 4096 to 1073741824, refused outside",
               cap_bounds)
 
+    # ---- Answers that are errors ----
+
+    def drain():
+        # A step a failed check left unused must not answer the next one.
+        while not up.steps.empty():
+            up.steps.get_nowait()
+
+    def ok_error_falls_back(code, cls):
+        # OpenRouter answers 200 with an error object when the provider failed
+        # after accepting the request: a failure of the attempt, not an answer.
+        drain()
+        body = json.dumps({"error": {"code": code, "message": "Provider returned error",
+                                     "metadata": {"provider_name": "X"}},
+                           "user_id": "u"}).encode()
+        up.steps.put(answer(200, body))
+        up.steps.put(ok_with_length)
+        st, h, j, raw = chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, raw)
+        assert j["choices"][0]["message"]["content"] == "hi there", j
+        line = log_line(h)
+        assert [t["class"] for t in line["tries"]] == [cls, "ok"], line
+        assert [t["status"] for t in line["tries"]] == [200, 200], line
+
+    def ok_error_answered(err, status, code, quoted):
+        drain()
+        up.steps.put(answer(200, json.dumps({"error": err}).encode()))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == status, (st, raw)
+        e = error_shape(j)
+        assert e["code"] == code, e
+        assert "model 's'" in e["message"] and quoted in e["message"], e
+        assert e["type"] == ("rate_limit_error" if status == 429 else "upstream_error"), e
+        line = log_line(h)
+        assert line["status"] == status and line["error"] == code, line
+
+    def ok_error_message_cut():
+        # A long message is cut, between characters; quotes and control
+        # characters stay inside the JSON string.
+        drain()
+        msg = "\"quoted\"\n" + "\u00e9" * 400
+        up.steps.put(answer(200, json.dumps({"error": {"message": msg, "code": 502}}).encode()))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 502, (st, raw)
+        e = error_shape(j)
+        assert e["code"] == "upstream_server_error", e
+        assert "\"quoted\"" in e["message"] and "\u00e9" * 50 in e["message"], e
+        assert "\u00e9" * 300 not in e["message"] and "\ufffd" not in e["message"], e
+
+    def answer_with_error_member():
+        # An answer is never refused for an error member beside it.
+        drain()
+        body = json.loads(OK_BODY)
+        body["error"] = {"message": "ignored"}
+        up.steps.put(answer(200, json.dumps(body).encode()))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200 and j["choices"][0]["message"]["content"] == "hi there", (st, raw)
+        up.steps.put(answer(200, json.dumps(dict(json.loads(OK_BODY), error=None)).encode()))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200, (st, raw)
+
+    check(tag + "a 200 whose body is an error of code 429: rate limited, falls back",
+          ok_error_falls_back, 429, "rate_limited_no_retry_after")
+    check(tag + "a 200 whose body is an error of code 500: server_error, falls back",
+          ok_error_falls_back, 500, "server_error")
+    check(tag + "a 200 error, nothing left: 502 upstream_server_error quoting it",
+          ok_error_answered, {"message": "Provider returned error", "code": 503}, 502,
+          "upstream_server_error", "'Provider returned error'")
+    check(tag + "a 200 error given as a string: 502 upstream_server_error",
+          ok_error_answered, "upstream overloaded", 502, "upstream_server_error",
+          "'upstream overloaded'")
+    check(tag + "a 200 error of code 429, nothing left: 429 upstream_rate_limited",
+          ok_error_answered, {"message": "Provider returned error: rate limited", "code": 429},
+          429, "upstream_rate_limited", "'Provider returned error: rate limited'")
+    check(tag + "a 200 error's long message is cut and escaped", ok_error_message_cut)
+    check(tag + "a 200 answer with choices and an error member is relayed",
+          answer_with_error_member)
+
+    # ---- Context overflow in each server's words ----
+
+    vllm = {"error": {"message": "This model's maximum context length is 4096 tokens. "
+                      "However, you requested 5000 tokens (4000 in the messages, 1000 in the "
+                      "completion). Please reduce the length of the messages or completion.",
+                      "type": "BadRequestError", "param": None, "code": 400}}
+    llamacpp = {"error": {"code": 400, "message": "request (4476 tokens) exceeds the available "
+                          "context size (4096 tokens), try increasing it",
+                          "type": "exceed_context_size_error", "n_prompt_tokens": 4476,
+                          "n_ctx": 4096}}
+    tgi = {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= "
+           "4096. Given: 4000 `inputs` tokens and 1000 `max_new_tokens`",
+           "error_type": "validation"}
+    ollama = {"error": {"message": "the input length exceeds the context length",
+                        "type": "api_error", "param": None, "code": None}}
+
+    def context_falls_back(status, body):
+        drain()
+        up.steps.put(answer(status, json.dumps(body).encode()))
+        up.steps.put(ok_with_length)
+        st, h, j, raw = chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, raw)
+        line = log_line(h)
+        assert [t["class"] for t in line["tries"]] == ["context_length", "ok"], line
+
+    check(tag + "vLLM's 400 'maximum context length': context_length, falls back",
+          context_falls_back, 400, vllm)
+    check(tag + "llama.cpp's 400 exceed_context_size_error: context_length, falls back",
+          context_falls_back, 400, llamacpp)
+    check(tag + "TGI's 422 validation error on tokens: context_length, falls back",
+          context_falls_back, 422, tgi)
+    check(tag + "Ollama's 400 'input length exceeds the context length': falls back",
+          context_falls_back, 400, ollama)
+
+    # ---- Retry hints ----
+
+    def retried_after(extra, least):
+        drain()
+        up.steps.put(answer(429, ERROR_BODY, extra=extra))
+        up.steps.put(ok_with_length)
+        t = time.monotonic()
+        st, h, j, raw = chat(gw.port, {"model": "rl", "messages": HELLO})
+        took = time.monotonic() - t
+        assert st == 200 and h["x-llmroute-model"] == "rl", (st, h, raw)
+        assert h["x-llmroute-attempts"] == "2", h
+        line = log_line(h)
+        assert [t["class"] for t in line["tries"]] == ["rate_limited", "ok"], line
+        assert took >= least, took
+
+    check(tag + "a 429 with retry-after-ms: 300 is retried after it", retried_after,
+          b"retry-after-ms: 300\r\n", 0.25)
+    check(tag + "a 429 with Retry-After: 0.5 is retried after it", retried_after,
+          b"Retry-After: 0.5\r\n", 0.45)
+    # Retry-After: 5 alone is over max_retry_after_ms (1000): retry-after-ms wins.
+    check(tag + "retry-after-ms is preferred to Retry-After", retried_after,
+          b"Retry-After: 5\r\nretry-after-ms: 200\r\n", 0.15)
+
     # ---- Headers ----
+
+    drain()
 
     hints = (b"x-ratelimit-limit-requests: 500\r\nx-ratelimit-remaining-requests: 499\r\n"
              b"X-RateLimit-Reset-Tokens: 6m0s\r\nretry-after-ms: 1500\r\n"

@@ -94,6 +94,201 @@ static void retry_after_reads_seconds_and_dates(void **state)
     assert_true(rs_retry_after_seconds("Sun, 06 Nov 1994 08:49:37 GMT", 784111790) == 0);
 }
 
+static void retry_after_reads_decimal_seconds(void **state)
+{
+    (void)state;
+    /* Not RFC 9110's delta-seconds, but sent, and meant as it reads. */
+    assert_true(rs_retry_after_seconds("0.5", 0) == 0.5);
+    assert_true(rs_retry_after_seconds(" 1.25 ", 0) == 1.25);
+    assert_true(rs_retry_after_seconds("99999999.5", 0) == 86400);
+    assert_true(rs_retry_after_seconds("1.", 0) < 0);
+    assert_true(rs_retry_after_seconds("1.5.2", 0) < 0);
+    assert_true(rs_retry_after_seconds("0x10", 0) < 0);
+    assert_true(rs_retry_after_seconds("1e3", 0) < 0);
+    assert_true(rs_retry_after_seconds("-0.5", 0) < 0);
+    assert_true(rs_retry_after_seconds("nan", 0) < 0);
+    assert_true(rs_retry_after_seconds("inf", 0) < 0);
+    /* A 429 with a decimal Retry-After is waited for, not taken as bare. */
+    assert_int_equal(rs_class_of_status(429, NULL, 0, "0.5"), RS_RATE_LIMITED);
+}
+
+static void retry_after_ms_is_read_and_preferred(void **state)
+{
+    (void)state;
+    assert_true(rs_retry_after_ms_seconds("300") == 0.3);
+    assert_true(rs_retry_after_ms_seconds("1500.5") == 1.5005);
+    assert_true(rs_retry_after_ms_seconds("0") == 0);
+    assert_true(rs_retry_after_ms_seconds("999999999999") == 86400);
+    assert_true(rs_retry_after_ms_seconds(NULL) < 0);
+    assert_true(rs_retry_after_ms_seconds("-5") < 0);
+    assert_true(rs_retry_after_ms_seconds("soon") < 0);
+    assert_true(rs_retry_after_ms_seconds("1e3") < 0);
+    /* Preferred when readable; Retry-After otherwise. */
+    assert_true(rs_retry_hint_seconds("5", "200", 0) == 0.2);
+    assert_true(rs_retry_hint_seconds("5", "soon", 0) == 5);
+    assert_true(rs_retry_hint_seconds(NULL, "300", 0) == 0.3);
+    assert_true(rs_retry_hint_seconds("2", NULL, 0) == 2);
+    assert_true(rs_retry_hint_seconds(NULL, NULL, 0) < 0);
+    /* A 429 with retry-after-ms alone is rate limited with a pause. */
+    assert_int_equal(rs_class_of_answer(429, NULL, 0, NULL, "300"), RS_RATE_LIMITED);
+    assert_int_equal(rs_class_of_answer(429, NULL, 0, "soon", "300"), RS_RATE_LIMITED);
+    assert_int_equal(rs_class_of_answer(429, NULL, 0, NULL, "x"), RS_RATE_LIMITED_BARE);
+}
+
+/* Each server's own body when a request does not fit the context. */
+static enum rs_class class_of(long status, const char *body)
+{
+    return rs_class_of_status(status, body, strlen(body), NULL);
+}
+
+static void context_overflow_of_vllm(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        class_of(400, "{\"error\":{\"message\":\"This model's maximum context length is 4096 "
+                      "tokens. However, you requested 5000 tokens (4000 in the messages, 1000 "
+                      "in the completion). Please reduce the length of the messages or "
+                      "completion.\",\"type\":\"BadRequestError\",\"param\":null,\"code\":400}}"),
+        RS_CONTEXT_LENGTH);
+    /* vLLM's newer wording, max_tokens over what the context leaves. */
+    assert_int_equal(
+        class_of(400, "{\"error\":{\"message\":\"'max_tokens' or 'max_completion_tokens' is too "
+                      "large: 8000. This model's maximum context length is 4096 tokens and "
+                      "your request has 2778 input tokens (8000 > 4096 - 2778). None\","
+                      "\"type\":\"BadRequestError\",\"param\":null,\"code\":400}}"),
+        RS_CONTEXT_LENGTH);
+}
+
+static void context_overflow_of_llamacpp(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        class_of(400, "{\"error\":{\"code\":400,\"message\":\"request (4476 tokens) exceeds the "
+                      "available context size (4096 tokens), try increasing it\",\"type\":"
+                      "\"exceed_context_size_error\",\"n_prompt_tokens\":4476,\"n_ctx\":4096}}"),
+        RS_CONTEXT_LENGTH);
+    assert_int_equal(
+        class_of(400, "{\"error\":{\"code\":400,\"message\":\"the request exceeds the available "
+                      "context size, try increasing it\",\"type\":\"invalid_request_error\"}}"),
+        RS_CONTEXT_LENGTH);
+}
+
+static void context_overflow_of_tgi(void **state)
+{
+    (void)state;
+    assert_int_equal(class_of(422, "{\"error\":\"Input validation error: `inputs` tokens + "
+                                   "`max_new_tokens` must be <= 4096. Given: 4000 `inputs` "
+                                   "tokens and 1000 `max_new_tokens`\",\"error_type\":"
+                                   "\"validation\"}"),
+                     RS_CONTEXT_LENGTH);
+    assert_int_equal(class_of(422, "{\"error\":\"Input validation error: `inputs` must have "
+                                   "less than 1024 tokens. Given: 2000\",\"error_type\":"
+                                   "\"validation\"}"),
+                     RS_CONTEXT_LENGTH);
+    /* TGI's other validation errors are the request's own. */
+    assert_int_equal(class_of(422, "{\"error\":\"Input validation error: `temperature` must be "
+                                   "strictly positive\",\"error_type\":\"validation\"}"),
+                     RS_BAD_REQUEST);
+}
+
+static void context_overflow_of_ollama(void **state)
+{
+    (void)state;
+    assert_int_equal(class_of(400, "{\"error\":{\"message\":\"the input length exceeds the "
+                                   "context length\",\"type\":\"api_error\",\"param\":null,"
+                                   "\"code\":null}}"),
+                     RS_CONTEXT_LENGTH);
+}
+
+static void context_overflow_scan_is_bounded(void **state)
+{
+    const char *words = "context_length_exceeded";
+    size_t n = RS_ERROR_SCAN_BYTES + 100;
+    char *body = malloc(n + 1);
+    (void)state;
+    assert_non_null(body);
+    memset(body, ' ', n);
+    body[n] = '\0';
+    memcpy(body + RS_ERROR_SCAN_BYTES - strlen(words), words, strlen(words));
+    assert_int_equal(rs_class_of_status(400, body, n, NULL), RS_CONTEXT_LENGTH);
+    memset(body, ' ', n);
+    memcpy(body + RS_ERROR_SCAN_BYTES - strlen(words) + 1, words, strlen(words));
+    assert_int_equal(rs_class_of_status(400, body, n, NULL), RS_BAD_REQUEST);
+    free(body);
+    /* Only a 400, 413 or 422 says so; a 500 with the words is the server's. */
+    assert_int_equal(class_of(413, "{\"error\":{\"code\":\"context_length_exceeded\"}}"),
+                     RS_CONTEXT_LENGTH);
+    assert_int_equal(class_of(500, "{\"error\":{\"code\":\"context_length_exceeded\"}}"),
+                     RS_SERVER_ERROR);
+    assert_int_equal(class_of(400, "{\"error\":{\"message\":\"MAXIMUM CONTEXT LENGTH\"}}"),
+                     RS_CONTEXT_LENGTH);
+}
+
+static enum rs_class ok_class(const char *body, char *msg, size_t cap)
+{
+    return rs_class_of_ok_body(body, strlen(body), msg, cap);
+}
+
+static void ok_body_with_an_error_is_a_failure(void **state)
+{
+    char msg[200];
+    (void)state;
+    /* OpenRouter's 200 when the provider failed after the request was accepted. */
+    assert_int_equal(ok_class("{\"error\":{\"code\":429,\"message\":\"Provider returned error\","
+                              "\"metadata\":{\"provider_name\":\"X\"}},\"user_id\":\"u\"}",
+                              msg, sizeof msg),
+                     RS_RATE_LIMITED_BARE);
+    assert_string_equal(msg, "Provider returned error");
+    assert_int_equal(ok_class("{\"error\":{\"code\":502,\"message\":\"down\"}}", msg, sizeof msg),
+                     RS_SERVER_ERROR);
+    assert_string_equal(msg, "down");
+    assert_int_equal(ok_class("{\"error\":{\"code\":\"429\"}}", msg, sizeof msg),
+                     RS_RATE_LIMITED_BARE);
+    assert_string_equal(msg, "");
+    assert_int_equal(
+        ok_class("{\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}", msg, sizeof msg),
+        RS_SERVER_ERROR);
+    assert_int_equal(ok_class("{\"error\":\"overloaded\"}", msg, sizeof msg), RS_SERVER_ERROR);
+    assert_string_equal(msg, "overloaded");
+    assert_int_equal(ok_class(" {\"error\" : {}} ", msg, sizeof msg), RS_SERVER_ERROR);
+}
+
+static void ok_body_that_answers_is_never_refused(void **state)
+{
+    char msg[200];
+    (void)state;
+    assert_int_equal(
+        ok_class("{\"id\":\"x\",\"choices\":[],\"error\":{\"code\":500}}", msg, sizeof msg), RS_OK);
+    assert_int_equal(ok_class("{\"error\":{\"code\":500},\"data\":[]}", msg, sizeof msg), RS_OK);
+    assert_int_equal(ok_class("{\"error\":\"x\",\"output\":[]}", msg, sizeof msg), RS_OK);
+    assert_int_equal(ok_class("{\"id\":\"x\",\"error\":null}", msg, sizeof msg), RS_OK);
+    assert_int_equal(ok_class("{\"error\":429}", msg, sizeof msg), RS_OK);
+    assert_int_equal(ok_class("{\"id\":\"x\"}", msg, sizeof msg), RS_OK);
+    assert_int_equal(ok_class("[{\"error\":\"x\"}]", msg, sizeof msg), RS_OK);
+    assert_int_equal(ok_class("not json", msg, sizeof msg), RS_OK);
+    assert_int_equal(rs_class_of_ok_body(NULL, 0, msg, sizeof msg), RS_OK);
+}
+
+static void ok_body_error_message_is_cut_between_characters(void **state)
+{
+    char body[1200], msg[300];
+    size_t o;
+    (void)state;
+    o = (size_t)snprintf(body, sizeof body, "{\"error\":{\"message\":\"a");
+    for (int i = 0; i < 300; i++) {
+        memcpy(body + o, "\xc3\xa9", 2); /* U+00E9, two bytes */
+        o += 2;
+    }
+    snprintf(body + o, sizeof body - o, "\"}}");
+    assert_int_equal(ok_class(body, msg, sizeof msg), RS_SERVER_ERROR);
+    /* "a", 79 whole characters (159 bytes), and the mark of the cut. */
+    assert_int_equal(strlen(msg), 1 + 158 + 3);
+    assert_memory_equal(msg + 1 + 158, "...", 3);
+    /* A small buffer is never overrun. */
+    assert_int_equal(ok_class(body, msg, 8), RS_SERVER_ERROR);
+    assert_true(strlen(msg) < 8);
+}
+
 static void defaults_are_safe(void **state)
 {
     struct rs_policy p;
@@ -354,6 +549,16 @@ int main(void)
         cmocka_unit_test(statuses_map_to_classes),
         cmocka_unit_test(transport_errors_map_to_classes),
         cmocka_unit_test(retry_after_reads_seconds_and_dates),
+        cmocka_unit_test(retry_after_reads_decimal_seconds),
+        cmocka_unit_test(retry_after_ms_is_read_and_preferred),
+        cmocka_unit_test(context_overflow_of_vllm),
+        cmocka_unit_test(context_overflow_of_llamacpp),
+        cmocka_unit_test(context_overflow_of_tgi),
+        cmocka_unit_test(context_overflow_of_ollama),
+        cmocka_unit_test(context_overflow_scan_is_bounded),
+        cmocka_unit_test(ok_body_with_an_error_is_a_failure),
+        cmocka_unit_test(ok_body_that_answers_is_never_refused),
+        cmocka_unit_test(ok_body_error_message_is_cut_between_characters),
         cmocka_unit_test(defaults_are_safe),
         cmocka_unit_test(missing_endpoint_or_model_blames_no_model),
         cmocka_unit_test(timeouts_default_to_long_generations),
