@@ -375,6 +375,32 @@ class ModelInfo(tuple):
         return "ModelInfo(%s)" % ", ".join("%s=%r" % kv for kv in zip(self._names, self))
 
 
+class _NoCopy:
+    """Refuses copy.copy(), copy.deepcopy() and pickling with a TypeError
+    naming the class and what to do instead (_copy_hint). The objects that
+    own libllmroute handles (and the AIOS classes built on them) cannot be
+    copied: a shallow copy would share the C handle, which both copies
+    would then free, and state that must be one per object (a round-robin
+    cursor) would be shared; a deep or pickled copy cannot hold a handle of
+    this process's memory. One object may be shared instead: each is safe
+    to use from several threads."""
+    _copy_hint = "build a new one"
+
+    def _no_copy(self, how):
+        name = type(self).__name__
+        return TypeError("cannot %s a %s object: the libllmroute objects it owns (C handles, "
+                         "each freed once) cannot be duplicated; %s" % (how, name, self._copy_hint))
+
+    def __copy__(self):
+        raise self._no_copy("copy")
+
+    def __deepcopy__(self, memo):
+        raise self._no_copy("deepcopy")
+
+    def __reduce_ex__(self, protocol):
+        raise self._no_copy("pickle")
+
+
 # Guards the borrow counts of Config, Store and Router handles: taken and
 # given back around every call into the library on the handle, and while a
 # Router holds a Config's or a Store's pointer. Held for a few Python
@@ -382,9 +408,9 @@ class ModelInfo(tuple):
 _borrow_lock = threading.Lock()
 
 
-class _Handle:
+class _Handle(_NoCopy):
     """A C handle with its free function: close() frees it once; with-blocks
-    and garbage collection close it too.
+    and garbage collection close it too. Not copied (_NoCopy).
 
     Every call into the library on the handle borrows it (_borrow()) for the
     call's length and gives it back after (_give_back()); so does a Router
@@ -465,6 +491,9 @@ class Config(_Handle):
     """
     _free = staticmethod(api.lr_config_free)
     _what = "configuration"
+    _copy_hint = ("a Config never changes, so share this one (it may be used by any number "
+                  "of routers and threads), or load another from the same document "
+                  "(Config(doc), Config.from_file(path))")
 
     def __init__(self, doc):
         if isinstance(doc, Mapping):
@@ -818,6 +847,8 @@ class Store(_Handle):
     """
     _free = staticmethod(api.lr_store_free)
     _what = "store"
+    _copy_hint = ("share this one (routers and threads may use it at once), or open "
+                  "another Store on the same file (Store(path, ...))")
     embed = None
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
@@ -1255,6 +1286,8 @@ class Router(_Handle):
     """
     _free = staticmethod(api.lr_router_free)
     _what = "router"
+    _copy_hint = ("share this one (it may be called from several threads at once), or "
+                  "build another Router from the same Config (Router(config, ...))")
 
     def __init__(self, config, strategy=None, store=None, performance_requirement=None,
                  n_similar=None, predictor=None, embed=None):

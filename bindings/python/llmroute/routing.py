@@ -67,12 +67,12 @@ except ImportError:  # not on Windows
     fcntl = None
 
 from . import _lib
-from .core import (_MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field,
+from .core import (_MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field, _NoCopy,
                    _got, _iterable, _number, estimate_tokens,
                    _path, _tokens, _utf8, _whole, _wrong_type)
 from .embed import OpenAIEmbedder
-from .errors import (EmptyInput, Error, Infeasible, InvalidInput, InvalidType, IOFailure,
-                     UnknownModel)
+from .errors import (ConfigError, EmptyInput, Error, Infeasible, InvalidInput, InvalidType,
+                     IOFailure, UnknownModel)
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -531,10 +531,11 @@ def _no_models(where):
                       "list with it)" % where, code=_lib.LR_EEMPTY)
 
 
-class _ModelsOwner:
+class _ModelsOwner(_NoCopy):
     """llm_configs, read again by each call (see above). The class defines
     _build(configs, previous _Models or None) -> _Models, and its __init__
-    sets _models (None) and _lock before it sets llm_configs."""
+    sets _models (None) and _lock before it sets llm_configs. Not copied
+    (_NoCopy): a copy would share the routers, the store and the lock."""
 
     @property
     def llm_configs(self):
@@ -609,6 +610,8 @@ class SequentialRouting(_ModelsOwner):
     """
 
     _WHERE = "SequentialRouting"
+    _copy_hint = ("share this one (it may be called from several threads at once), or build "
+                  "a new SequentialRouting(llm_configs) for a round-robin cursor of its own")
 
     def __init__(self, llm_configs):
         self._lock = threading.Lock()
@@ -1157,7 +1160,7 @@ AIOS_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"
                     "BAAI/bge-small-en-v1.5")
 
 
-class QueryStore:
+class QueryStore(_NoCopy):
     """The history smart routing learns from (AIOS SmartRouting.QueryStore),
     kept in libllmroute's store: a SQLite file, or memory when path is None.
 
@@ -1173,6 +1176,8 @@ class QueryStore:
     """
 
     SPLITS = ("train", "val", "test")
+    _copy_hint = ("share this one (it may be used from several threads at once), or open "
+                  "another QueryStore(path=...) on the same file")
 
     # The file a store in persist_directory is kept in.
     PERSIST_FILE = "llmroute-history.db"
@@ -1609,6 +1614,9 @@ class SmartRouting(_ModelsOwner):
     QueryStore = QueryStore
 
     _WHERE = "SmartRouting"
+    _copy_hint = ("share this one (it may be called from several threads at once), or build "
+                  "a new SmartRouting(llm_configs, ...), with the same store_path to route on "
+                  "the same history")
 
     def _build(self, configs, previous):
         """llm_configs' prices filled in (litellm's, or 0 for a local model),
