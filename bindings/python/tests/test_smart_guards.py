@@ -40,5 +40,79 @@ class CopyIsRefusedTest(SmartTestCase):
                       "open another QueryStore(path=...) on the same file")
 
 
+# An embed function that writes to the store it embeds for, from inside an
+# import: it waited forever for the store's write lock, which the import
+# holds. Run apart, so that a hang fails the test (run_apart's timeout).
+REENTRANT = """
+import zlib
+def vec(t):
+    return [((zlib.crc32((t + str(j)).encode()) % 1000) + 1) / 1000.0 for j in range(8)]
+RECS = [{"query": "q%d" % i, "input_token_length": 3,
+         "outputs": [{"model_name": "a", "correctness": 1, "output_token_length": 5}]}
+        for i in range(100)]
+state = {"armed": False}
+def embed(texts):
+    if state["armed"] and len(texts) > 1:
+        state["armed"] = False
+        WRITE
+    return [vec(t) for t in texts]
+s = MAKE
+state["armed"] = True
+try:
+    IMPORT
+except llmroute.Error as e:
+    print(type(e).__name__, "|", type(e.__cause__).__name__, "|", e.__cause__)
+else:
+    print("imported")
+print(COUNT)
+ADD
+print(COUNT)
+"""
+
+
+class EmbedWritesToItsOwnStoreTest(SmartTestCase):
+    def run_case(self, **parts):
+        code = REENTRANT
+        for k, v in parts.items():
+            code = code.replace(k, v)
+        p = run_apart(code)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return p.stdout.splitlines()
+
+    def check(self, lines, doing, before):
+        self.assertEqual(len(lines), 3, lines)
+        kind, cause, message = lines[0].split(" | ")
+        self.assertEqual((kind, cause), ("EmbedError", "InvalidInput"))
+        self.assertIn("cannot %s from within its own embed callback" % doing, message)
+        # The import wrote nothing (all or nothing); a write after it works.
+        self.assertEqual(lines[1:], [str(before), str(before + 1)])
+
+    def test_add_data_from_embed_during_add_data(self):
+        lines = self.run_case(
+            MAKE="SmartRouting(M, embed=embed, embedder='hash8')",
+            WRITE="s.store.add_data(RECS[:2])", IMPORT="s.store.add_data(RECS)",
+            COUNT="s.store.count()", ADD="s.store.add_data(RECS[:1])")
+        self.check(lines, "import into it", 0)
+
+    def test_store_add_and_refresh_from_embed_during_import(self):
+        for write, doing in (("s.add('x', [('a', 1, 5)])", "add to it"),
+                             ("s.add_outcome('x', 'a', 1, 5)", "add to it"),
+                             ("s.refresh()", "refresh it"),
+                             ("s.rebuild()", "refresh it")):
+            with self.subTest(write=write):
+                lines = self.run_case(
+                    MAKE="Store(':memory:', embedder='hash8', embed=embed)",
+                    WRITE=write, IMPORT="s.import_records(RECS)",
+                    COUNT="len(s)", ADD="s.add('y', [('a', 1, 5)])")
+                self.check(lines, doing, 0)
+
+    def test_another_store_may_be_written_from_embed(self):
+        lines = self.run_case(
+            MAKE="Store(':memory:', embedder='hash8', embed=embed)\nother = Store()",
+            WRITE="other.add('x', [('a', 1, 5)])", IMPORT="s.import_records(RECS)",
+            COUNT="(len(s), len(other))", ADD="s.add('y', [('a', 1, 5)])")
+        self.assertEqual(lines, ["imported", "(100, 1)", "(101, 1)"])
+
+
 if __name__ == "__main__":
     unittest.main()
