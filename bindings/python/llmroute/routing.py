@@ -18,10 +18,15 @@ replace AIOS's own import. Both calling conventions AIOS has shipped work:
 Both return indices into llm_configs, which may change after construction
 (AIOS's adapter appends models it registers at runtime) and may be empty
 until then. What differs from AIOS on purpose:
+SequentialRouting is round-robin with one running cursor in both calling
+conventions (current AIOS returns the first available model of each list;
+earlier AIOS keeps its cursor modulo the previous list's length), so its
+choices can differ from AIOS's own;
 unknown model names raise ValueError instead of being skipped (AIOS drops
 them, which shortens its result list) or mapped to index 0; a candidate list
 shorter than the previous one never fails (AIOS's cursor can run past it);
-prices come from llm_configs (cost_per_input_token, cost_per_output_token),
+prices come from llm_configs (cost_per_input_token, cost_per_output_token;
+never from the selected_llms entries, where earlier AIOS read them),
 else from litellm's table when litellm is installed, else 0 for a model on
 a local backend (LOCAL_BACKENDS, with a warning), and any other smart
 candidate without them is refused with a message naming it (AIOS counts a
@@ -598,9 +603,15 @@ class _SequentialModels(_Models):
 
 
 class SequentialRouting(_ModelsOwner):
-    """Round-robin over the selected models (AIOS SequentialRouting).
+    """Round-robin over the selected models, with AIOS SequentialRouting's
+    API (names, arguments, both calling conventions), not always its
+    choices: current AIOS's get_model_idxs(selected_llm_lists, queries)
+    takes the first available model of each list and never moves its
+    cursor, and earlier AIOS keeps its cursor modulo the previous list's
+    length (README, "What differs").
 
-    One cursor per instance, advanced once per query and taken modulo the
+    One cursor per instance (copies are refused: see _NoCopy), advanced
+    once per query with two or more candidates and taken modulo the
     current candidate list's length; safe under concurrency (an atomic
     counter in C). llm_configs may change after construction (models
     registered at runtime, as AIOS's adapter does): the router is rebuilt
@@ -1712,6 +1723,16 @@ class SmartRouting(_ModelsOwner):
             "assignment from the queries, not from score matrices; use "
             "get_model_idxs_global(selected_llms, queries) for the indices, or "
             "route_batch(selected_llms, queries, alpha=...) for the whole result")
+
+    @property
+    def available_models(self):
+        """The model names of llm_configs, in order (current AIOS's
+        SmartRouting.available_models, which maps a chosen name back to its
+        index): a new list at each read, of llm_configs as it is then (AIOS
+        takes its list once, at construction); [] while it is empty.
+        Read-only."""
+        config = self._state().config
+        return [] if config is None else list(config.names)
 
     @property
     def router(self):

@@ -114,5 +114,19 @@ class EmbedWritesToItsOwnStoreTest(SmartTestCase):
         self.assertEqual(lines, ["imported", "(100, 1)", "(101, 1)"])
 
 
+class AvailableModelsTest(SmartTestCase):
+    def test_names_of_llm_configs_in_order(self):
+        configs = list(CONFIGS)
+        r = SmartRouting(configs)
+        self.assertEqual(r.available_models, NAMES)
+        configs.append(priced(["late"], [(0, 0)])[0])
+        self.assertEqual(r.available_models, NAMES + ["late"])
+        r.available_models.append("x")  # a new list at each read
+        self.assertEqual(r.available_models, NAMES + ["late"])
+        with self.assertRaises(AttributeError):
+            r.available_models = ["x"]
+        self.assertEqual(SmartRouting([]).available_models, [])
+
+
 if __name__ == "__main__":
     unittest.main()
