@@ -1171,6 +1171,24 @@ AIOS_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"
                     "BAAI/bge-small-en-v1.5")
 
 
+# A first positional argument of QueryStore that is a str is taken for a
+# store file only when it looks like one (see _looks_like_store_path).
+_STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
+
+
+def _looks_like_store_path(s):
+    """Whether s, QueryStore's first positional argument, is plainly a store
+    file: ":memory:", an existing file, a name with a .db or .sqlite
+    suffix, or a path with a folder that exists ("./history", "data/h"); ""
+    too, which the store refuses itself. Anything else ("all-mpnet-base-v2",
+    "sentence-transformers/all-mpnet-base-v2") may be an embedding model's
+    name, given in AIOS's positional order."""
+    if s in ("", ":memory:") or s.lower().endswith(_STORE_SUFFIXES) or os.path.exists(s):
+        return True
+    folder = os.path.dirname(s)
+    return bool(folder) and os.path.isdir(folder)
+
+
 class QueryStore(_NoCopy):
     """The history smart routing learns from (AIOS SmartRouting.QueryStore),
     kept in libllmroute's store: a SQLite file, or memory when path is None.
@@ -1213,6 +1231,16 @@ class QueryStore(_NoCopy):
         order = self._POSITIONAL
         if args and isinstance(args[0], str) and args[0] in AIOS_MODEL_NAMES:
             order = self._POSITIONAL_AIOS
+        elif args and isinstance(args[0], str) and not _looks_like_store_path(args[0]):
+            a = args[0]
+            raise _bad(
+                "%s: %r: a first argument that names no existing file, has no .db or .sqlite "
+                "suffix and no existing folder may be an embedding model's name (AIOS's "
+                "QueryStore(model_name, ...)), and is not taken for a store file. For a store "
+                "file give path=%r (or %r, or a .db suffix); for an embedding model give "
+                "model_name=%r with embed= (a function from texts to vectors, such as "
+                "SentenceTransformer(%r).encode), or leave it out for the built-in embedder"
+                % (where, a, a, os.path.join(".", a), a, a))
         if len(args) > len(order):
             raise TypeError("%s() takes at most %d positional arguments (%s), but %d were given"
                             % (where, len(order), ", ".join(order), len(args)))

@@ -114,6 +114,46 @@ class EmbedWritesToItsOwnStoreTest(SmartTestCase):
         self.assertEqual(lines, ["imported", "(100, 1)", "(101, 1)"])
 
 
+class QueryStoreFirstArgumentTest(SmartTestCase):
+    """QueryStore("all-mpnet-base-v2"), AIOS's positional model_name, made a
+    SQLite file of that name in the working directory and used the
+    built-in embedder. A first positional str that looks like no store
+    file is refused now."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.cwd = os.getcwd()
+        os.chdir(self.dir.name)
+
+    def tearDown(self):
+        os.chdir(self.cwd)
+        self.dir.cleanup()
+
+    def test_a_model_name_is_refused_and_makes_no_file(self):
+        for name in ("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", "history"):
+            for kw in ({}, {"embed": CountingEmbed(), "embedder": "e"}):
+                with self.subTest(name=name, kw=sorted(kw)):
+                    with self.assertRaises(llmroute.InvalidInput) as cm:
+                        QueryStore(name, **kw)
+                    msg = str(cm.exception)
+                    self.assertIn("path=%r" % name, msg)
+                    self.assertIn("model_name=%r with embed=" % name, msg)
+                    self.assertEqual(os.listdir("."), [])
+
+    def test_what_looks_like_a_store_file_is_one(self):
+        os.mkdir("data")
+        for arg in ("h.db", "h.sqlite", "./history", "data/h", ":memory:"):
+            with self.subTest(arg=arg):
+                q = QueryStore(arg)
+                q.add_data(records())
+                self.assertEqual(q.path, arg)
+                q.close()
+        QueryStore(path="existing").close()  # path= takes any name
+        QueryStore("existing").close()       # and so does a file that exists
+        self.assertEqual(sorted(f for f in os.listdir(".") if not f.endswith(("-wal", "-shm"))),
+                         ["data", "existing", "h.db", "h.sqlite", "history"])
+
+
 class AvailableModelsTest(SmartTestCase):
     def test_names_of_llm_configs_in_order(self):
         configs = list(CONFIGS)
