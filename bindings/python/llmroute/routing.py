@@ -330,6 +330,15 @@ def _alias(where, name, value, alias, alias_value, default):
     return default
 
 
+def _config_number(x, what):
+    """_number() for an argument that goes into the configuration: a NaN is
+    ConfigError there, as a value out of its range is (the library's
+    configuration check), rather than InvalidInput."""
+    if isinstance(x, float) and x != x:
+        raise ConfigError("%s: expected a number, got NaN" % what, code=_lib.LR_ECONFIG)
+    return _number(x, what)
+
+
 def _config(llm_configs, router, where):
     """The Config of an AIOS class's llm_configs (and its router object),
     every message about them in that class's terms: the library's
@@ -1604,14 +1613,14 @@ class SmartRouting(_ModelsOwner):
         # Checked here for their types, so that a message names the argument
         # (the library's configuration checks their ranges).
         if performance_requirement is not None:
-            performance_requirement = _number(performance_requirement,
-                                              where + ": performance_requirement")
+            performance_requirement = _config_number(performance_requirement,
+                                                     where + ": performance_requirement")
         if n_similar is not None:
             n_similar = _whole(n_similar, where + ": n_similar", 1, _lib.LR_MAX_N_SIMILAR)
         if predictor is not None and not isinstance(predictor, str):
             raise _wrong_type(where + ": predictor", "a str or None", predictor)
         if alpha is not None:
-            alpha = _number(alpha, where + ": alpha")
+            alpha = _config_number(alpha, where + ": alpha")
         self.performance_requirement = performance_requirement
         self.n_similar = n_similar
         self.predictor = predictor

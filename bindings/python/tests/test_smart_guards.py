@@ -168,5 +168,16 @@ class AvailableModelsTest(SmartTestCase):
         self.assertEqual(SmartRouting([]).available_models, [])
 
 
+class NanRequirementTest(SmartTestCase):
+    def test_nan_is_a_config_error_as_a_value_out_of_range_is(self):
+        for kw in ({"performance_requirement": float("nan")}, {"alpha": float("nan")}):
+            with self.subTest(kw=kw):
+                with self.assertRaises(llmroute.ConfigError) as cm:
+                    SmartRouting(CONFIGS, **kw)
+                self.assertIn("%s: expected a number, got NaN" % list(kw)[0], str(cm.exception))
+        with self.assertRaises(llmroute.ConfigError):
+            SmartRouting(CONFIGS, performance_requirement=-1)
+
+
 if __name__ == "__main__":
     unittest.main()
