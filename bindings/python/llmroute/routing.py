@@ -145,12 +145,19 @@ def _name_of(llm, where):
     return name
 
 
-def _selection(selected, where):
+def _selection(selected, where, arg="selected_llms"):
     """selected_llms as given, as a list when it is another iterable (a
     generator, say), or InvalidInput naming it when it is no list of models.
-    A lone name, dict or object with a .name is one model, as in _names."""
+    A lone name, dict or object with a .name is one model, as in _names.
+    A set (or frozenset) is refused, InvalidType as Router refuses it: its
+    order, which a round-robin and the first-listed tie-break follow,
+    changes with the hash seed from one run to the next."""
     if selected is None or isinstance(selected, (str, Mapping, list, tuple)):
         return selected
+    if isinstance(selected, (set, frozenset)):
+        raise _bad_type("%s: %s: expected a list of models, got a %s, whose order changes "
+                        "from one run to the next (with the hash seed); give a list "
+                        "(sorted(...), say)" % (where, arg, type(selected).__name__))
     if not isinstance(selected, (bytes, bytearray)) and _iterable(selected):
         return list(selected)
     if isinstance(getattr(selected, "name", None), str):
@@ -709,7 +716,7 @@ class SequentialRouting(_ModelsOwner):
                     return got
         where = "SequentialRouting.get_model_idxs"
         n_queries = _n_picks(n_queries, where)
-        selected_llms = _selection(selected_llms, where)
+        selected_llms = _selection(selected_llms, where, arg)
         try:
             if _is_per_query(selected_llms):
                 models, per_query = _candidate_lists(selected_llms, n_queries, where, arg)
@@ -1336,7 +1343,8 @@ class QueryStore(_NoCopy):
             for i, t in enumerate(texts):
                 if not isinstance(t, str):
                     raise _wrong_type("%s: query[%d]" % (where, i), "a str", t)
-        names = list(_names(_selection(model_configs, where), where, "model_configs") or [])
+        selected = _selection(model_configs, where, "model_configs")
+        names = list(_names(selected, where, "model_configs") or [])
         if not names:
             raise _bad("%s: model_configs: give the models to predict for" % where)
         seen = set()
@@ -1840,7 +1848,7 @@ class SmartRouting(_ModelsOwner):
             counted = [n if n is not None else _chat_tokens(q) for n, q in zip(given, queries)]
             if any(n is not None for n in counted):
                 input_token_lengths = counted
-        models, per_query = _candidate_lists(_selection(selected_llms, where), len(texts),
+        models, per_query = _candidate_lists(_selection(selected_llms, where, arg), len(texts),
                                              where, arg)
         if m.unpriced:
             for names in (models if per_query else [models]):
@@ -1957,7 +1965,7 @@ class SmartRouting(_ModelsOwner):
         if isinstance(queries, (list, tuple)) and not queries:
             # No queries: no choices, as AIOS's loop over them makes none.
             # One candidate list per query must still be one per query.
-            selected = _selection(selected_llms, where)
+            selected = _selection(selected_llms, where, arg)
             if _is_per_query(selected):
                 _candidate_lists(selected, 0, where, arg)
             return []

@@ -180,6 +180,21 @@ class SequentialTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             self.r.get_model_idxs([sel("a"), sel("b")], ["q"])
 
+    def test_a_set_of_models_is_refused(self):
+        # A set was taken, in an order that changes with the hash seed, so
+        # the round-robin differed from run to run; Router refused it.
+        for bad in ({"a", "b", "c"}, frozenset(["a", "b"])):
+            for kw in ({"selected_llms": bad, "n_queries": 3},
+                       {"selected_llm_lists": bad, "n_queries": 1}):
+                with self.subTest(bad=type(bad).__name__, arg=list(kw)[0]):
+                    with self.assertRaises(InvalidType) as cm:
+                        self.r.get_model_idxs(**kw)
+                    self.assertIn("SequentialRouting.get_model_idxs: %s: expected a list of "
+                                  "models, got a %s, whose order changes from one run to the "
+                                  "next" % (list(kw)[0], type(bad).__name__),
+                                  str(cm.exception))
+        self.assertEqual(self.r.get_model_idxs(sorted({"a", "b", "c"}), 3), [0, 1, 2])
+
     def test_out_of_memory_names_the_method_and_n_queries(self):
         # It raised a MemoryError with no message from inside Router._batch.
         real = llmroute.Router._requests

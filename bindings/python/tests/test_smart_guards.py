@@ -154,6 +154,28 @@ class QueryStoreFirstArgumentTest(SmartTestCase):
                          ["data", "existing", "h.db", "h.sqlite", "history"])
 
 
+class SetsAreRefusedTest(SmartTestCase):
+    """A set gives its models in an order that changes with the hash seed;
+    Router refused one, SmartRouting took it."""
+
+    def test_a_set_of_names_is_refused(self):
+        r = SmartRouting(CONFIGS)
+        r.store.add_data(records())
+        for bad in (set(NAMES), frozenset(NAMES)):
+            with self.subTest(bad=type(bad).__name__):
+                with self.assertRaises(InvalidType) as cm:
+                    r.get_model_idxs(bad, ["question number 1"], [8])
+                self.assertIn("SmartRouting.get_model_idxs: selected_llms: expected a list of "
+                              "models, got a %s" % type(bad).__name__, str(cm.exception))
+                with self.assertRaises(InvalidType) as cm:
+                    r.get_model_idxs(selected_llm_lists=bad, queries=["q"])
+                self.assertIn("selected_llm_lists: expected a list", str(cm.exception))
+                with self.assertRaises(InvalidType) as cm:
+                    r.store.predict("q", bad)
+                self.assertIn("model_configs: expected a list", str(cm.exception))
+        self.assertEqual(len(r.get_model_idxs(sorted(NAMES), ["question number 1"], [8])), 1)
+
+
 class AvailableModelsTest(SmartTestCase):
     def test_names_of_llm_configs_in_order(self):
         configs = list(CONFIGS)
