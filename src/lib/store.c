@@ -2695,6 +2695,33 @@ fail:
     return LR_EREPLACED;
 }
 
+/* ==== Writes from inside the store's own embed callback ====
+ *
+ * An import holds wmu while it calls the caller's embed callback
+ * (pending_flush()). A write to the same store from inside that callback,
+ * in the same thread, would wait for wmu forever. So each thread keeps the
+ * stores whose callback it is inside (a list on its stack, innermost
+ * first), and the calls that take wmu refuse those stores at once. A
+ * callback that hands the write to another thread and waits for it still
+ * deadlocks: that thread is a writer like any other. */
+struct embed_frame {
+    const struct lr_store *st;
+    const struct embed_frame *up;
+};
+static _Thread_local const struct embed_frame *embedding_for;
+
+/* LR_EINVAL when this thread is inside st's embed callback, else 0. */
+static int refuse_in_embed(const struct lr_store *st, const char *what, struct lr_error *err)
+{
+    for (const struct embed_frame *f = embedding_for; f; f = f->up)
+        if (f->st == st)
+            return fail(err, LR_EINVAL, 0,
+                        "history store '%s': cannot %s from within its own embed callback "
+                        "(the import that called it holds the store's write lock)",
+                        st->path, what);
+    return 0;
+}
+
 /* lr_store_refresh() and lr_store_rebuild(): `converge` also rebuilds a
  * copy that has records added one by one since it was built whole. */
 static int refresh(struct lr_store *store, int converge, int *changed, struct lr_error *err)
@@ -2706,6 +2733,8 @@ static int refresh(struct lr_store *store, int converge, int *changed, struct lr
     if (!store)
         return fail(err, LR_EINVAL, 0, "%s: store is NULL",
                     converge ? "lr_store_rebuild" : "lr_store_refresh");
+    if ((rc = refuse_in_embed(store, "refresh it", err)) != 0)
+        return rc;
     pthread_mutex_lock(&store->rebuild_mu);
     pthread_mutex_lock(&store->wmu);
     if (!store->gone && (why = file_moved(store)) != 0)
@@ -3314,6 +3343,8 @@ static int append(struct lr_store *st, const struct lr__record_view *v, const fl
 {
     int reweigh = 0, rc;
 
+    if ((rc = refuse_in_embed(st, "add to it", err)) != 0)
+        return rc;
     for (int round = 0;; round++) {
         pthread_mutex_lock(&st->wmu);
         rc = store_append(st, v, vec, dim, key, duplicate, round == 0, &reweigh, err);
@@ -3486,6 +3517,7 @@ static void pending_drop(struct importer *im)
 static int pending_flush(struct importer *im)
 {
     struct lr_error cb_err;
+    struct embed_frame frame;
     int rc = 0;
     size_t n = im->n_pend;
 
@@ -3495,7 +3527,11 @@ static int pending_flush(struct importer *im)
         im->texts[k] = json_string_value(json_object_get(im->pend[k], "query"));
     memset(&cb_err, 0, sizeof(cb_err));
     memset(im->vecs, 0, n * im->dim * sizeof(*im->vecs));
+    frame.st = im->st;
+    frame.up = embedding_for;
+    embedding_for = &frame;
     rc = im->opts->embed(im->opts->embed_arg, im->texts, n, im->vecs, im->dim, &cb_err);
+    embedding_for = frame.up;
     if (rc != 0) {
         /* A known LR_E* code is passed on, so a caller can tell a busy or
          * oversized embedder from a failed one; anything else is an
@@ -3744,6 +3780,8 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     im.err = err;
     im.path = path;
 
+    if ((rc = refuse_in_embed(store, "import into it", err)) != 0)
+        return rc;
     pthread_mutex_lock(&store->wmu);
     if (store->read_only) {
         rc = fail(err, LR_EINVAL, 0, "history store '%s' is open read-only", store->path);
@@ -3977,6 +4015,8 @@ int lr_store_find_queries(const struct lr_store *store, const char *const *queri
             return fail(err, LR_EINVAL, 0, "lr_store_find_queries: queries[%zu] is NULL", i);
     if (n == 0)
         return 0;
+    if ((rc = refuse_in_embed(st, "look up its queries", err)) != 0)
+        return rc;
     if (!mark && !(mark = calloc(n, 1)))
         return fail(err, LR_ENOMEM, 0, "out of memory reading the history store's queries");
     memset(mark, 0, n);

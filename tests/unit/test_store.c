@@ -539,6 +539,91 @@ static int nearest_by_vector(struct lr_store *s, const char *text, size_t dim, f
     REC("gamma three", "train", "0", "1") "," REC("delta four", "train", "1", "1") ","        \
     REC("epsilon five", "train", "0", "0") "]"
 
+/* An embed callback that writes to the store whose import called it: the
+ * import holds the write lock meanwhile, so each write is refused at once
+ * (it waited for that lock forever), while another store takes its write. */
+struct reentrant_embed {
+    struct lr_store *self, *other;
+    const char *path; /* a data file to import, from inside the callback */
+    int calls;
+    int rc[5], rc_other;
+    char msg[5][512];
+};
+
+static int reentrant_embed(void *arg, const char *const *texts, size_t n, float *out,
+                           size_t dim, struct lr_error *err)
+{
+    struct reentrant_embed *r = arg;
+    struct lr_error e;
+    float v[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+    const char *q = "written from the callback";
+    unsigned char known[1];
+    int changed;
+
+    (void)err;
+    if (r->calls++ == 0) {
+        for (int k = 0; k < 5; k++) {
+            memset(&e, 0, sizeof(e));
+            if (k == 0)
+                r->rc[k] = lr_store_add_outcome_vec(r->self, q, 3, "m", 1, 5, v, 8, &e);
+            else if (k == 1)
+                r->rc[k] = lr_store_import_file(r->self, r->path, NULL, NULL, &e);
+            else if (k == 2)
+                r->rc[k] = lr_store_refresh(r->self, &changed, &e);
+            else if (k == 3)
+                r->rc[k] = lr_store_rebuild(r->self, &changed, &e);
+            else
+                r->rc[k] = lr_store_find_queries(r->self, &q, 1, known, NULL, &e);
+            snprintf(r->msg[k], sizeof(r->msg[k]), "%s", e.message);
+        }
+        r->rc_other = lr_store_add_outcome(r->other, q, 3, "m", 1, 5, &e);
+    }
+    for (size_t i = 0; i < n; i++)
+        hash_vector(texts[i], out + i * dim, dim);
+    return 0;
+}
+
+static void writes_from_the_stores_own_embed_callback_are_refused(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL, *other = NULL;
+    struct lr_error err;
+    struct lr_import_report rep;
+    struct lr_store_options o = {"openai:fake", 8, 0, 0, 0, 0};
+    struct reentrant_embed r = {0};
+    struct lr_import_options io = {.embed = reentrant_embed, .embed_arg = &r, .embed_batch = 2};
+    char db[512];
+
+    assert_int_equal(lr_store_open(path_in(db, sizeof(db), "reentrant.db"), &o, &s, &err), 0);
+    assert_int_equal(lr_store_open(":memory:", NULL, &other, &err), 0);
+    r.self = s;
+    r.other = other;
+    r.path = write_file("reentrant_inner.json", FIVE);
+    /* Without the check the first write inside the callback never returns:
+     * the alarm ends the test then, rather than ctest's timeout. */
+    alarm(120);
+    assert_int_equal(lr_store_import_file(s, write_file("reentrant.json", FIVE), &io, &rep,
+                                          &err),
+                     0);
+    alarm(0);
+    assert_int_equal(r.calls, 3);
+    for (int k = 0; k < 5; k++) {
+        assert_int_equal(r.rc[k], LR_EINVAL);
+        assert_non_null(strstr(r.msg[k], "from within its own embed callback"));
+    }
+    assert_non_null(strstr(r.msg[0], "cannot add to it from within its own embed callback"));
+    assert_int_equal(r.rc_other, 0);
+    assert_int_equal(lr_store_count(s), 5);
+    assert_int_equal(lr_store_count(other), 1);
+    /* Outside the callback the same thread writes again. */
+    float v[8] = {0, 1, 0, 0, 0, 0, 0, 0};
+    assert_int_equal(lr_store_add_outcome_vec(s, "after the import", 3, "m", 1, 5, v, 8, &err),
+                     0);
+    assert_int_equal(lr_store_count(s), 6);
+    lr_store_free(other);
+    lr_store_free(s);
+}
+
 /* threads < 0 is a caller's mistake, refused naming it; 0 and 1 open. */
 static void negative_threads_are_refused(void **st)
 {
@@ -3400,6 +3485,7 @@ int main(void)
         cmocka_unit_test(copy_is_the_same_on_any_number_of_threads),
         cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
         cmocka_unit_test(dense_import_is_all_or_nothing_when_the_embedder_fails),
+        cmocka_unit_test(writes_from_the_stores_own_embed_callback_are_refused),
         cmocka_unit_test(negative_threads_are_refused),
         cmocka_unit_test(dense_outcome_appends_carry_their_vector),
         cmocka_unit_test(failed_first_vector_leaves_no_dimension_behind),

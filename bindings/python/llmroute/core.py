@@ -34,8 +34,8 @@ from ctypes import (POINTER, byref, c_char_p, c_float, c_int, c_long, c_uint64, 
 from . import _lib
 from . import embed as _embed
 from ._lib import api
-from .errors import (EmbedError, EmptyInput, Error, InvalidInput, InvalidType, UnknownModel,
-                     raise_for)
+from .errors import (ConfigError, EmbedError, EmptyInput, Error, InvalidInput, InvalidType,
+                     OutOfMemory, UnknownModel, raise_for)
 
 __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
            "ImportReport", "ModelInfo", "config_from_llm_configs"]
@@ -274,11 +274,16 @@ def _not_finite(v, path=""):
     return None
 
 
-def _finite_message(where, key, hit):
+def _not_finite_config(where, key, hit):
+    """ConfigError for a NaN or an infinity in a configuration (hit, from
+    _not_finite), named by its field (key + the hit's path), as the library
+    names a price below 0: both are configurations that fail validation."""
     path, f = hit
-    field = key + path
-    rule = "a finite number >= 0" if field.startswith("cost_per_") else "a finite number"
-    return "%s%s is %s; expected %s" % (where, field, "NaN" if f != f else repr(f), rule)
+    field = (key + path).lstrip(".")
+    rule = ("a finite number >= 0" if field.rsplit(".", 1)[-1].startswith("cost_per_")
+            else "a finite number")
+    return ConfigError("%s%s is %s; expected %s" % (where, field, "NaN" if f != f else repr(f),
+                                                    rule), code=_lib.LR_ECONFIG)
 
 
 def config_from_llm_configs(llm_configs, router=None):
@@ -330,7 +335,7 @@ def _config_doc(llm_configs, router, where, router_where=None):
                     name = m.get("name")
                     at = ("%s: llm_configs[%d] (%r): " % (where, i, name)
                           if isinstance(name, str) else "%s: llm_configs[%d]: " % (where, i))
-                    raise InvalidInput(_finite_message(at, k, hit), code=_lib.LR_EINVAL)
+                    raise _not_finite_config(at, k, hit)
                 m[k] = v
         if "base_url" not in m:
             host = _field(c, "hostname")
@@ -352,7 +357,7 @@ def _config_doc(llm_configs, router, where, router_where=None):
         for k, v in doc["router"].items():
             hit = _not_finite(v)
             if hit:
-                raise InvalidInput(_finite_message(router_where, k, hit), code=_lib.LR_EINVAL)
+                raise _not_finite_config(router_where, k, hit)
     return doc
 
 
@@ -375,6 +380,32 @@ class ModelInfo(tuple):
         return "ModelInfo(%s)" % ", ".join("%s=%r" % kv for kv in zip(self._names, self))
 
 
+class _NoCopy:
+    """Refuses copy.copy(), copy.deepcopy() and pickling with a TypeError
+    naming the class and what to do instead (_copy_hint). The objects that
+    own libllmroute handles (and the AIOS classes built on them) cannot be
+    copied: a shallow copy would share the C handle, which both copies
+    would then free, and state that must be one per object (a round-robin
+    cursor) would be shared; a deep or pickled copy cannot hold a handle of
+    this process's memory. One object may be shared instead: each is safe
+    to use from several threads."""
+    _copy_hint = "build a new one"
+
+    def _no_copy(self, how):
+        name = type(self).__name__
+        return TypeError("cannot %s a %s object: the libllmroute objects it owns (C handles, "
+                         "each freed once) cannot be duplicated; %s" % (how, name, self._copy_hint))
+
+    def __copy__(self):
+        raise self._no_copy("copy")
+
+    def __deepcopy__(self, memo):
+        raise self._no_copy("deepcopy")
+
+    def __reduce_ex__(self, protocol):
+        raise self._no_copy("pickle")
+
+
 # Guards the borrow counts of Config, Store and Router handles: taken and
 # given back around every call into the library on the handle, and while a
 # Router holds a Config's or a Store's pointer. Held for a few Python
@@ -382,9 +413,9 @@ class ModelInfo(tuple):
 _borrow_lock = threading.Lock()
 
 
-class _Handle:
+class _Handle(_NoCopy):
     """A C handle with its free function: close() frees it once; with-blocks
-    and garbage collection close it too.
+    and garbage collection close it too. Not copied (_NoCopy).
 
     Every call into the library on the handle borrows it (_borrow()) for the
     call's length and gives it back after (_give_back()); so does a Router
@@ -465,10 +496,16 @@ class Config(_Handle):
     """
     _free = staticmethod(api.lr_config_free)
     _what = "configuration"
+    _copy_hint = ("a Config never changes, so share this one (it may be used by any number "
+                  "of routers and threads), or load another from the same document "
+                  "(Config(doc), Config.from_file(path))")
 
     def __init__(self, doc):
         if isinstance(doc, Mapping):
             _refuse_text_fault(doc, "Config: doc: ")
+            hit = _not_finite(doc)
+            if hit:
+                raise _not_finite_config("configuration: ", "", hit)
             try:
                 text = json.dumps(doc, allow_nan=False)
             except (TypeError, ValueError) as e:
@@ -482,7 +519,20 @@ class Config(_Handle):
         h = c_void_p()
         err = _lib.lr_error()
         rc = api.lr_config_load_string(data, len(data), byref(h), byref(err))
-        raise_for(rc, err, "lr_config_load_string")
+        try:
+            raise_for(rc, err, "lr_config_load_string")
+        except Error as e:
+            first = data.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
+            if not isinstance(doc, Mapping) and first not in (b"{", b"["):
+                # Config("config.json"): the text is a file's name, not JSON.
+                if os.path.isfile(data):
+                    e.message += ("; Config(doc) takes JSON text or a dict, and %r is a file: "
+                                  "read it with Config.from_file(path)" % (text,))
+                else:
+                    e.message += ("; Config(doc) takes JSON text (which begins with '{') or a "
+                                  "dict: to read a file, use Config.from_file(path)")
+                e.args = (e.message,)
+            raise
         self._h = h
         self.json = text if isinstance(text, str) else text.decode("utf-8", "replace")
         self._load_models()
@@ -818,6 +868,8 @@ class Store(_Handle):
     """
     _free = staticmethod(api.lr_store_free)
     _what = "store"
+    _copy_hint = ("share this one (routers and threads may use it at once), or open "
+                  "another Store on the same file (Store(path, ...))")
     embed = None
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
@@ -1233,6 +1285,23 @@ _route = api.lr_router_route
 _DECISION_INTS = sizeof(_lib.lr_decision) // sizeof(c_int)
 
 
+def _no_memory(e, where, queries, n):
+    """The exception for a MemoryError e raised while a batch was prepared
+    or read (Python's own has no message): OutOfMemory naming the method
+    and the batch's size. The library's OutOfMemory is passed on as it is."""
+    if isinstance(e, OutOfMemory):
+        return e
+    if queries is None:
+        arg, count = "n", n
+    else:
+        arg, count = "queries", len(queries) if hasattr(queries, "__len__") else "the"
+    out = OutOfMemory("%s: %s: out of memory routing %s queries in one call; route them in "
+                      "smaller batches" % (where, arg, count), code=_lib.LR_ENOMEM)
+    out.__cause__ = e if str(e) else None
+    out.__suppress_context__ = True
+    return out
+
+
 def _indices(decs):
     """The `index` field (the first member, a C int) of every lr_decision in
     a ctypes array, read through the buffer in one pass."""
@@ -1255,6 +1324,8 @@ class Router(_Handle):
     """
     _free = staticmethod(api.lr_router_free)
     _what = "router"
+    _copy_hint = ("share this one (it may be called from several threads at once), or "
+                  "build another Router from the same Config (Router(config, ...))")
 
     def __init__(self, config, strategy=None, store=None, performance_requirement=None,
                  n_similar=None, predictor=None, embed=None):
@@ -1542,10 +1613,14 @@ class Router(_Handle):
         result has feasible=False, the best reachable assignment and the
         library's explanation in `message`.
         """
-        decs, bufs, rep, rc, err = self._batch("Router.route_batch", queries, models,
-                                               input_tokens, n, mode, alpha, budget, capacities,
-                                               ranking, embeddings)
-        out = [self._decision(decs[i], bufs[i] if bufs else None) for i in range(len(decs))]
+        try:
+            decs, bufs, rep, rc, err = self._batch("Router.route_batch", queries, models,
+                                                   input_tokens, n, mode, alpha, budget,
+                                                   capacities, ranking, embeddings)
+            out = [self._decision(decs[i], bufs[i] if bufs else None)
+                   for i in range(len(decs))]
+        except MemoryError as e:
+            raise _no_memory(e, "Router.route_batch", queries, n)
         message = _s(rep.message) or (_s(err.message) if rc < 0 else "")
         return BatchResult(out, bool(rep.feasible) and rc == 0, rep.mean_quality,
                            rep.total_cost, rep.iterations, message)
@@ -1554,9 +1629,13 @@ class Router(_Handle):
                       embeddings=None):
         """Each request routed on its own, as route_batch(mode="per_query"),
         returning only the chosen config indices (no Decision objects)."""
-        decs, _, _, _, _ = self._batch("Router.route_indices", queries, models, input_tokens,
-                                       n, "per_query", None, None, None, False, embeddings)
-        return _indices(decs)
+        try:
+            decs, _, _, _, _ = self._batch("Router.route_indices", queries, models,
+                                           input_tokens, n, "per_query", None, None, None,
+                                           False, embeddings)
+            return _indices(decs)
+        except MemoryError as e:
+            raise _no_memory(e, "Router.route_indices", queries, n)
 
     def _vectors(self, queries, embeddings, where, name):
         """(flat array('f'), dim, row of each query or None) for requests over

@@ -18,10 +18,15 @@ replace AIOS's own import. Both calling conventions AIOS has shipped work:
 Both return indices into llm_configs, which may change after construction
 (AIOS's adapter appends models it registers at runtime) and may be empty
 until then. What differs from AIOS on purpose:
+SequentialRouting is round-robin with one running cursor in both calling
+conventions (current AIOS returns the first available model of each list;
+earlier AIOS keeps its cursor modulo the previous list's length), so its
+choices can differ from AIOS's own;
 unknown model names raise ValueError instead of being skipped (AIOS drops
 them, which shortens its result list) or mapped to index 0; a candidate list
 shorter than the previous one never fails (AIOS's cursor can run past it);
-prices come from llm_configs (cost_per_input_token, cost_per_output_token),
+prices come from llm_configs (cost_per_input_token, cost_per_output_token;
+never from the selected_llms entries, where earlier AIOS read them),
 else from litellm's table when litellm is installed, else 0 for a model on
 a local backend (LOCAL_BACKENDS, with a warning), and any other smart
 candidate without them is refused with a message naming it (AIOS counts a
@@ -67,12 +72,12 @@ except ImportError:  # not on Windows
     fcntl = None
 
 from . import _lib
-from .core import (_MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field,
+from .core import (_MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field, _NoCopy,
                    _got, _iterable, _number, estimate_tokens,
                    _path, _tokens, _utf8, _whole, _wrong_type)
 from .embed import OpenAIEmbedder
-from .errors import (EmptyInput, Error, Infeasible, InvalidInput, InvalidType, IOFailure,
-                     UnknownModel)
+from .errors import (ConfigError, EmptyInput, Error, Infeasible, InvalidInput, InvalidType,
+                     IOFailure, UnknownModel)
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -140,12 +145,19 @@ def _name_of(llm, where):
     return name
 
 
-def _selection(selected, where):
+def _selection(selected, where, arg="selected_llms"):
     """selected_llms as given, as a list when it is another iterable (a
     generator, say), or InvalidInput naming it when it is no list of models.
-    A lone name, dict or object with a .name is one model, as in _names."""
+    A lone name, dict or object with a .name is one model, as in _names.
+    A set (or frozenset) is refused, InvalidType as Router refuses it: its
+    order, which a round-robin and the first-listed tie-break follow,
+    changes with the hash seed from one run to the next."""
     if selected is None or isinstance(selected, (str, Mapping, list, tuple)):
         return selected
+    if isinstance(selected, (set, frozenset)):
+        raise _bad_type("%s: %s: expected a list of models, got a %s, whose order changes "
+                        "from one run to the next (with the hash seed); give a list "
+                        "(sorted(...), say)" % (where, arg, type(selected).__name__))
     if not isinstance(selected, (bytes, bytearray)) and _iterable(selected):
         return list(selected)
     if isinstance(getattr(selected, "name", None), str):
@@ -323,6 +335,15 @@ def _alias(where, name, value, alias, alias_value, default):
     if alias_value is not _UNSET:
         return alias_value
     return default
+
+
+def _config_number(x, what):
+    """_number() for an argument that goes into the configuration: a NaN is
+    ConfigError there, as a value out of its range is (the library's
+    configuration check), rather than InvalidInput."""
+    if isinstance(x, float) and x != x:
+        raise ConfigError("%s: expected a number, got NaN" % what, code=_lib.LR_ECONFIG)
+    return _number(x, what)
 
 
 def _config(llm_configs, router, where):
@@ -531,10 +552,11 @@ def _no_models(where):
                       "list with it)" % where, code=_lib.LR_EEMPTY)
 
 
-class _ModelsOwner:
+class _ModelsOwner(_NoCopy):
     """llm_configs, read again by each call (see above). The class defines
     _build(configs, previous _Models or None) -> _Models, and its __init__
-    sets _models (None) and _lock before it sets llm_configs."""
+    sets _models (None) and _lock before it sets llm_configs. Not copied
+    (_NoCopy): a copy would share the routers, the store and the lock."""
 
     @property
     def llm_configs(self):
@@ -597,9 +619,15 @@ class _SequentialModels(_Models):
 
 
 class SequentialRouting(_ModelsOwner):
-    """Round-robin over the selected models (AIOS SequentialRouting).
+    """Round-robin over the selected models, with AIOS SequentialRouting's
+    API (names, arguments, both calling conventions), not always its
+    choices: current AIOS's get_model_idxs(selected_llm_lists, queries)
+    takes the first available model of each list and never moves its
+    cursor, and earlier AIOS keeps its cursor modulo the previous list's
+    length (README, "What differs").
 
-    One cursor per instance, advanced once per query and taken modulo the
+    One cursor per instance (copies are refused: see _NoCopy), advanced
+    once per query with two or more candidates and taken modulo the
     current candidate list's length; safe under concurrency (an atomic
     counter in C). llm_configs may change after construction (models
     registered at runtime, as AIOS's adapter does): the router is rebuilt
@@ -609,6 +637,8 @@ class SequentialRouting(_ModelsOwner):
     """
 
     _WHERE = "SequentialRouting"
+    _copy_hint = ("share this one (it may be called from several threads at once), or build "
+                  "a new SequentialRouting(llm_configs) for a round-robin cursor of its own")
 
     def __init__(self, llm_configs):
         self._lock = threading.Lock()
@@ -686,7 +716,7 @@ class SequentialRouting(_ModelsOwner):
                     return got
         where = "SequentialRouting.get_model_idxs"
         n_queries = _n_picks(n_queries, where)
-        selected_llms = _selection(selected_llms, where)
+        selected_llms = _selection(selected_llms, where, arg)
         try:
             if _is_per_query(selected_llms):
                 models, per_query = _candidate_lists(selected_llms, n_queries, where, arg)
@@ -1157,7 +1187,25 @@ AIOS_MODEL_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"
                     "BAAI/bge-small-en-v1.5")
 
 
-class QueryStore:
+# A first positional argument of QueryStore that is a str is taken for a
+# store file only when it looks like one (see _looks_like_store_path).
+_STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
+
+
+def _looks_like_store_path(s):
+    """Whether s, QueryStore's first positional argument, is plainly a store
+    file: ":memory:", an existing file, a name with a .db or .sqlite
+    suffix, or a path with a folder that exists ("./history", "data/h"); ""
+    too, which the store refuses itself. Anything else ("all-mpnet-base-v2",
+    "sentence-transformers/all-mpnet-base-v2") may be an embedding model's
+    name, given in AIOS's positional order."""
+    if s in ("", ":memory:") or s.lower().endswith(_STORE_SUFFIXES) or os.path.exists(s):
+        return True
+    folder = os.path.dirname(s)
+    return bool(folder) and os.path.isdir(folder)
+
+
+class QueryStore(_NoCopy):
     """The history smart routing learns from (AIOS SmartRouting.QueryStore),
     kept in libllmroute's store: a SQLite file, or memory when path is None.
 
@@ -1173,6 +1221,8 @@ class QueryStore:
     """
 
     SPLITS = ("train", "val", "test")
+    _copy_hint = ("share this one (it may be used from several threads at once), or open "
+                  "another QueryStore(path=...) on the same file")
 
     # The file a store in persist_directory is kept in.
     PERSIST_FILE = "llmroute-history.db"
@@ -1197,6 +1247,16 @@ class QueryStore:
         order = self._POSITIONAL
         if args and isinstance(args[0], str) and args[0] in AIOS_MODEL_NAMES:
             order = self._POSITIONAL_AIOS
+        elif args and isinstance(args[0], str) and not _looks_like_store_path(args[0]):
+            a = args[0]
+            raise _bad(
+                "%s: %r: a first argument that names no existing file, has no .db or .sqlite "
+                "suffix and no existing folder may be an embedding model's name (AIOS's "
+                "QueryStore(model_name, ...)), and is not taken for a store file. For a store "
+                "file give path=%r (or %r, or a .db suffix); for an embedding model give "
+                "model_name=%r with embed= (a function from texts to vectors, such as "
+                "SentenceTransformer(%r).encode), or leave it out for the built-in embedder"
+                % (where, a, a, os.path.join(".", a), a, a))
         if len(args) > len(order):
             raise TypeError("%s() takes at most %d positional arguments (%s), but %d were given"
                             % (where, len(order), ", ".join(order), len(args)))
@@ -1283,7 +1343,8 @@ class QueryStore:
             for i, t in enumerate(texts):
                 if not isinstance(t, str):
                     raise _wrong_type("%s: query[%d]" % (where, i), "a str", t)
-        names = list(_names(_selection(model_configs, where), where, "model_configs") or [])
+        selected = _selection(model_configs, where, "model_configs")
+        names = list(_names(selected, where, "model_configs") or [])
         if not names:
             raise _bad("%s: model_configs: give the models to predict for" % where)
         seen = set()
@@ -1560,14 +1621,14 @@ class SmartRouting(_ModelsOwner):
         # Checked here for their types, so that a message names the argument
         # (the library's configuration checks their ranges).
         if performance_requirement is not None:
-            performance_requirement = _number(performance_requirement,
-                                              where + ": performance_requirement")
+            performance_requirement = _config_number(performance_requirement,
+                                                     where + ": performance_requirement")
         if n_similar is not None:
             n_similar = _whole(n_similar, where + ": n_similar", 1, _lib.LR_MAX_N_SIMILAR)
         if predictor is not None and not isinstance(predictor, str):
             raise _wrong_type(where + ": predictor", "a str or None", predictor)
         if alpha is not None:
-            alpha = _number(alpha, where + ": alpha")
+            alpha = _config_number(alpha, where + ": alpha")
         self.performance_requirement = performance_requirement
         self.n_similar = n_similar
         self.predictor = predictor
@@ -1609,6 +1670,9 @@ class SmartRouting(_ModelsOwner):
     QueryStore = QueryStore
 
     _WHERE = "SmartRouting"
+    _copy_hint = ("share this one (it may be called from several threads at once), or build "
+                  "a new SmartRouting(llm_configs, ...), with the same store_path to route on "
+                  "the same history")
 
     def _build(self, configs, previous):
         """llm_configs' prices filled in (litellm's, or 0 for a local model),
@@ -1706,6 +1770,16 @@ class SmartRouting(_ModelsOwner):
             "route_batch(selected_llms, queries, alpha=...) for the whole result")
 
     @property
+    def available_models(self):
+        """The model names of llm_configs, in order (current AIOS's
+        SmartRouting.available_models, which maps a chosen name back to its
+        index): a new list at each read, of llm_configs as it is then (AIOS
+        takes its list once, at construction); [] while it is empty.
+        Read-only."""
+        config = self._state().config
+        return [] if config is None else list(config.names)
+
+    @property
     def router(self):
         """The C router over the current llm_configs, rebuilt after the
         store gains data or llm_configs changes. A thread keeps the Router
@@ -1774,7 +1848,7 @@ class SmartRouting(_ModelsOwner):
             counted = [n if n is not None else _chat_tokens(q) for n, q in zip(given, queries)]
             if any(n is not None for n in counted):
                 input_token_lengths = counted
-        models, per_query = _candidate_lists(_selection(selected_llms, where), len(texts),
+        models, per_query = _candidate_lists(_selection(selected_llms, where, arg), len(texts),
                                              where, arg)
         if m.unpriced:
             for names in (models if per_query else [models]):
@@ -1891,7 +1965,7 @@ class SmartRouting(_ModelsOwner):
         if isinstance(queries, (list, tuple)) and not queries:
             # No queries: no choices, as AIOS's loop over them makes none.
             # One candidate list per query must still be one per query.
-            selected = _selection(selected_llms, where)
+            selected = _selection(selected_llms, where, arg)
             if _is_per_query(selected):
                 _candidate_lists(selected, 0, where, arg)
             return []

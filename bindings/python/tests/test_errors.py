@@ -126,6 +126,45 @@ class ConfigErrorsTest(unittest.TestCase):
             with open(p, "rb") as f:
                 self.assertEqual(Config(f.read()).names, ["a", "b", "c"])
 
+    def test_a_file_name_given_as_the_text_points_to_from_file(self):
+        # Config("/path/config.json") said only "'[' or '{' expected near '/'".
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "c.json")
+            with open(p, "w") as f:
+                json.dump({"models": MODELS}, f)
+            e = self.assertRaisesWith(llmroute.ParseError, "'[' or '{' expected", Config, p)
+            self.assertIn("Config(doc) takes JSON text or a dict, and %r is a file: read it "
+                          "with Config.from_file(path)" % p, str(e))
+            for text in (os.path.join(d, "missing.json"), "config.json", b"c.json"):
+                with self.subTest(text=text):
+                    e = self.assertRaisesWith(llmroute.ParseError, "", Config, text)
+                    self.assertIn("to read a file, use Config.from_file(path)", str(e))
+        # Text that is JSON, however bad, gets no such hint.
+        for text in ('{"models": [', "[1]", ' \n {"models": 5}'):
+            with self.subTest(text=text):
+                e = self.assertRaisesWith(ValueError, "", Config, text)
+                self.assertNotIn("from_file", str(e))
+
+    def test_a_price_that_is_no_finite_number_is_a_config_error_as_a_negative_one_is(self):
+        # NaN and inf raised InvalidInput, -1 ConfigError, the type for a
+        # configuration that fails validation.
+        for value in (float("nan"), float("inf"), -1):
+            with self.subTest(value=value):
+                self.assertRaisesWith(llmroute.ConfigError, "cost_per_input_token",
+                                      SequentialRouting,
+                                      [{"name": "a", "cost_per_input_token": value}])
+                self.assertRaisesWith(llmroute.ConfigError, "models[0].cost_per_input_token",
+                                      Config,
+                                      {"models": [{"name": "a", "cost_per_input_token": value}]})
+        e = self.assertRaisesWith(llmroute.ConfigError, "", Config,
+                                  {"models": [{"name": "a", "cost_per_output_token": 1e-6,
+                                               "timeouts": {"connect_ms": float("inf")}}]})
+        self.assertEqual(str(e), "configuration: models[0].timeouts.connect_ms is inf; "
+                         "expected a finite number")
+        self.assertRaisesWith(llmroute.ConfigError, "llm_configs[0] ('a'): timeouts.connect_ms "
+                              "is NaN", SequentialRouting,
+                              [{"name": "a", "timeouts": {"connect_ms": float("nan")}}])
+
     def test_unknown_keys_are_warnings(self):
         cfg = Config({"models": [{"name": "a", "colour": "blue"}]})
         self.assertEqual(len(cfg.warnings), 1)

@@ -1,10 +1,12 @@
 """SequentialRouting: AIOS's round-robin, backed by libllmroute."""
 import collections
+import os
 import threading
 import unittest
 
 import support  # noqa: F401  (puts the package on the path)
 from support import MODELS
+from test_errors import run_apart
 
 import llmroute
 from llmroute import InvalidInput, InvalidType, RouterStrategy, SequentialRouting
@@ -177,6 +179,54 @@ class SequentialTest(unittest.TestCase):
     def test_per_query_lists_must_match_the_queries(self):
         with self.assertRaises(ValueError):
             self.r.get_model_idxs([sel("a"), sel("b")], ["q"])
+
+    def test_a_set_of_models_is_refused(self):
+        # A set was taken, in an order that changes with the hash seed, so
+        # the round-robin differed from run to run; Router refused it.
+        for bad in ({"a", "b", "c"}, frozenset(["a", "b"])):
+            for kw in ({"selected_llms": bad, "n_queries": 3},
+                       {"selected_llm_lists": bad, "n_queries": 1}):
+                with self.subTest(bad=type(bad).__name__, arg=list(kw)[0]):
+                    with self.assertRaises(InvalidType) as cm:
+                        self.r.get_model_idxs(**kw)
+                    self.assertIn("SequentialRouting.get_model_idxs: %s: expected a list of "
+                                  "models, got a %s, whose order changes from one run to the "
+                                  "next" % (list(kw)[0], type(bad).__name__),
+                                  str(cm.exception))
+        self.assertEqual(self.r.get_model_idxs(sorted({"a", "b", "c"}), 3), [0, 1, 2])
+
+    def test_out_of_memory_names_the_method_and_n_queries(self):
+        # It raised a MemoryError with no message from inside Router._batch.
+        real = llmroute.Router._requests
+
+        def no_memory(*args, **kwargs):
+            raise MemoryError()
+        llmroute.Router._requests = no_memory
+        try:
+            with self.assertRaises(MemoryError) as cm:
+                self.r.get_model_idxs(None, 2 ** 27)
+        finally:
+            llmroute.Router._requests = real
+        self.assertIsInstance(cm.exception, llmroute.OutOfMemory)
+        self.assertEqual(str(cm.exception), "SequentialRouting.get_model_idxs: n_queries: out "
+                         "of memory routing 134217728 queries in one call; route them in "
+                         "smaller batches")
+        self.assertEqual(self.r.get_model_idxs(None, 2), [0, 1])
+
+    @unittest.skipIf("asan" in os.environ.get("LD_PRELOAD", ""),
+                     "an address-space limit starves the ASan runtime's own allocator; the "
+                     "test above covers the message")
+    def test_out_of_memory_under_an_address_space_limit(self):
+        code = ("import resource\n"
+                "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, resource.RLIM_INFINITY))\n"
+                "r = SequentialRouting(M)\n"
+                "try:\n    r.get_model_idxs(None, 2 ** 27)\n"
+                "except MemoryError as e:\n    print(type(e).__name__, e)\n")
+        p = run_apart(code)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.strip(), "OutOfMemory SequentialRouting.get_model_idxs: "
+                         "n_queries: out of memory routing 134217728 queries in one call; "
+                         "route them in smaller batches")
 
     def test_instances_have_separate_cursors(self):
         other = SequentialRouting(MODELS)
