@@ -379,7 +379,8 @@ LR_EXTERN const char *lr_store_embedder(const struct lr_store *store);
 LR_EXTERN size_t lr_store_dim(const struct lr_store *store);
 
 /* Append one record; durable (committed) before it returns 0. A dense vector
- * may be given for a store whose embedder is remote (else NULL, 0). The
+ * may be given for a store whose embedder is remote (else NULL, 0: a dim
+ * over 0 without a vector is LR_EINVAL, as is a vector). The
  * record is checked on the rules of an imported one (a model named once,
  * token counts at most 1e9, a task of at most 64 KiB, query, task and
  * model names valid UTF-8 as

@@ -36,6 +36,27 @@ void cli_error(const char *cmd, const char *fmt, ...)
         free(msg);
 }
 
+/* The message for an option given an empty value (--config ""): no
+ * option takes one, and an empty path would fail later as "llmroute
+ * route: : No such file or directory". The lists and --split keep the
+ * words they had. */
+static const char *empty_value(const char *cmd, const char *name)
+{
+    static char msg[160];
+    int numbers =
+        strcmp(cmd, "eval") == 0 && (strcmp(name, "alpha") == 0 || strcmp(name, "budget") == 0);
+    if (strcmp(name, "split") == 0)
+        return "--split: expected a split name (train, test, ...), got an empty one";
+    if (numbers || strcmp(name, "models") == 0 || strcmp(name, "predictors") == 0) {
+        snprintf(msg, sizeof msg,
+                 "--%s: the list is empty; give one or more %s separated by commas", name,
+                 numbers ? "numbers" : "names");
+        return msg;
+    }
+    snprintf(msg, sizeof msg, "--%s: the value is empty", name);
+    return msg;
+}
+
 int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts,
               char ***pos, int *n_pos)
 {
@@ -78,15 +99,30 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts
             return CLI_USAGE;
         }
         if (o->value) {
+            const char *v;
             if (eq) {
-                *o->value = eq + 1;
+                v = eq + 1;
             } else if (i + 1 < argc) {
-                *o->value = argv[++i];
+                v = argv[++i];
             } else {
                 cli_error(cmd, "option '--%s' needs a value", o->name);
                 free(p);
                 return CLI_USAGE;
             }
+            /* A second value would silently replace the first: an import
+             * would go into another store than the one a script named
+             * first. A flag given twice means what it means once. */
+            if (*o->value) {
+                cli_error(cmd, "--%s is given twice", o->name);
+                free(p);
+                return CLI_USAGE;
+            }
+            if (*v == '\0') {
+                cli_error(cmd, "%s", empty_value(cmd, o->name));
+                free(p);
+                return CLI_USAGE;
+            }
+            *o->value = v;
         } else {
             if (eq) {
                 cli_error(cmd, "option '--%s' takes no value", o->name);
@@ -255,6 +291,19 @@ int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, lon
     }
     *out = v;
     return CLI_OK;
+}
+
+static int stdout_errno;
+
+void cli_flush_stdout(void)
+{
+    if (fflush(stdout) != 0 && !stdout_errno)
+        stdout_errno = errno;
+}
+
+int cli_stdout_errno(void)
+{
+    return stdout_errno;
 }
 
 int cli_exit_code(int lr_code)

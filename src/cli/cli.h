@@ -66,6 +66,14 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
                      double *out);
 int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 
+/* Flush standard output, keeping the errno of a failed write for main()'s
+ * report ("cannot write standard output: No space left on device"): a
+ * later fflush() of a stream already in error sets no errno. */
+void cli_flush_stdout(void);
+
+/* The errno of the first failed cli_flush_stdout(), else 0. */
+int cli_stdout_errno(void);
+
 /* Exit code for a library error code. */
 int cli_exit_code(int lr_code);
 

@@ -51,7 +51,8 @@ static const char help[] =
     "  --config FILE        models and prices (candidates: the models that are both\n"
     "                       configured and present in the data)\n"
     "  --store FILE         history store for smart routing (default: router.store)\n"
-    "  --data FILE          records to score (AIOS format, array or JSONL)\n"
+    "  --data FILE          records to score (AIOS format, array or JSONL; - reads\n"
+    "                       standard input)\n"
     "  --split NAME         score only records of this split (e.g. test)\n"
     "  --alpha A[,A...]     quality targets for smart rows (default: the config's)\n"
     "  --budget B[,B...]    caps on the PREDICTED total cost for smart-budget rows\n"
@@ -1336,7 +1337,7 @@ static int prepare(struct eval *e)
 int cmd_eval(int argc, char **argv)
 {
     const char *config = NULL, *store_path = NULL, *data = NULL, *split = NULL, *alpha_s = NULL,
-               *budget_s = NULL, *pred_s = NULL, *format = "table", *plot = NULL, *seed_s = NULL;
+               *budget_s = NULL, *pred_s = NULL, *format = NULL, *plot = NULL, *seed_s = NULL;
     int sweep = 0, help_flag = 0, n_pos = 0, rc, lrc;
     const struct cli_opt opts[] = {
         {"config", &config, NULL},  {"store", &store_path, NULL}, {"data", &data, NULL},
@@ -1383,6 +1384,12 @@ int cmd_eval(int argc, char **argv)
         rc = CLI_USAGE;
         goto out;
     }
+    /* '-' is standard input, as for import; the data loader reads it as
+     * it reads a pipe, and names it /dev/stdin. */
+    if (strcmp(data, "-") == 0)
+        data = "/dev/stdin";
+    if (!format)
+        format = "table";
     if (strcmp(format, "table") != 0 && strcmp(format, "json") != 0 &&
         strcmp(format, "csv") != 0) {
         cli_error("eval", "--format: expected table, json or csv, got '%s'", format);
@@ -1396,6 +1403,17 @@ int cmd_eval(int argc, char **argv)
         (pred_s &&
          (rc = cli_split_list("eval", "--predictors", pred_s, "name", &preds, &n_preds))))
         goto out;
+    /* Checked here, not by the first router made with it: that comes after
+     * the data is read and every other row scored, and only with a store. */
+    for (size_t p = 0; p < n_preds; p++)
+        if (strcmp(preds[p], "default") != 0 && strcmp(preds[p], "aios") != 0) {
+            cli_error("eval",
+                      "--predictors: unknown predictor '%s' (expected \"default\" or "
+                      "\"aios\")",
+                      preds[p]);
+            rc = CLI_USAGE;
+            goto out;
+        }
     if ((rc = cli_check_split("eval", split)))
         goto out;
     if ((rc = cli_load_config("eval", config, &cfg)))
@@ -1600,7 +1618,7 @@ int cmd_eval(int argc, char **argv)
         print_table(&e);
     rc = plot ? write_plot(&e, plot) : CLI_OK;
 out:
-    fflush(stdout);
+    cli_flush_stdout();
     for (size_t k = 0; k < e.n_rows; k++)
         free(e.rows[k].share);
     free(e.rows);

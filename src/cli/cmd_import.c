@@ -25,6 +25,7 @@ static const char help[] =
     "Add the records of each DATA file (a JSON array or JSONL of {\"query\",\n"
     "\"input_token_length\", \"outputs\": [{\"model_name\", \"correctness\",\n"
     "\"output_token_length\"}]}) to the history store FILE, creating it if needed.\n"
+    "A DATA of - reads standard input.\n"
     "\n"
     "  --store FILE   the SQLite history store (default: the config's router.store)\n"
     "  --config FILE  with router.embedding set, embed the queries with that remote\n"
@@ -73,6 +74,13 @@ int cmd_import(int argc, char **argv)
         free(pos);
         return CLI_USAGE;
     }
+    /* Standard input can be read once: a second '-' would import nothing. */
+    for (int i = 0, seen = 0; i < n_pos; i++)
+        if (strcmp(pos[i], "-") == 0 && seen++) {
+            cli_error("import", "'-' (standard input) is given twice");
+            free(pos);
+            return CLI_USAGE;
+        }
     if (config && (rc = cli_load_config("import", config, &cfg))) {
         free(pos);
         return rc;
@@ -105,6 +113,9 @@ int cmd_import(int argc, char **argv)
     }
     for (int i = 0; i < n_pos; i++) {
         struct lr_import_options io;
+        /* '-' is standard input (checked given once, above), which the
+         * import reads as it reads a pipe and names /dev/stdin. */
+        const char *path = strcmp(pos[i], "-") == 0 ? "/dev/stdin" : pos[i];
         struct lr_import_report rep = {0};
         lr_import_options_init(&io);
         io.split = split;
@@ -115,14 +126,14 @@ int cmd_import(int argc, char **argv)
             io.embed_batch = (size_t)lr_config_embedding(cfg)->batch_size;
             io.embed_dim = dim;
         }
-        rc = lr_store_import_file(store, pos[i], &io, &rep, &err);
+        rc = lr_store_import_file(store, path, &io, &rep, &err);
         if (rc) {
             cli_error("import", "%s: nothing imported from this file", err.message);
             status = CLI_RUNTIME;
             continue;
         }
         imported += rep.imported;
-        printf("%s: imported %zu of %zu records", pos[i], rep.imported, rep.read);
+        printf("%s: imported %zu of %zu records", path, rep.imported, rep.read);
         if (split)
             printf(" (%zu in other splits)", rep.skipped_split);
         if (rep.bad)

@@ -22,7 +22,9 @@ static const char help[] =
     "usage: llmroute route --config FILE [options] [QUERY ...]\n"
     "Route each QUERY (or each line of standard input that is not blank: lines of\n"
     "only spaces and tabs are skipped) and print the chosen model's name, one line\n"
-    "per query.\n"
+    "per query. Every query is checked before any is routed: an empty or blank\n"
+    "QUERY, a '-' (standard input is read when no QUERY is given), or text that\n"
+    "is not UTF-8 or is over 256 KiB is refused (exit 2) with nothing printed.\n"
     "\n"
     "  --config FILE        model configuration (required)\n"
     "  --strategy NAME      sequential or smart (default: the config's router.strategy)\n"
@@ -47,6 +49,8 @@ static const char help[] =
     "cost_per_output_token) of every candidate when there are two or more, or\n"
     "with --batch; --requirement, --predictor, --n-similar and --alpha without\n"
     "--batch apply to smart routing and are refused with the sequential one.\n"
+    "When no query's neighbours in the store have outcomes of a candidate, its\n"
+    "quality is not predicted: a warning names it (the exit code is unchanged).\n"
     "\n"
     "Exit codes: 0 ok, 1 runtime error, 2 usage, configuration or unknown model,\n"
     "3 constraints not met (--batch: the --alpha target, the --budget or the\n"
@@ -214,6 +218,95 @@ static int check_prices(const struct lr_config *cfg, const char *const *names, s
     return CLI_OK;
 }
 
+/* Every query is checked before any is embedded, routed or printed, as
+ * --batch does: a bad line late in the input must not leave the lines
+ * before it printed and the command failed. A query is held to the rule a
+ * stored query is (lr_record_check_query(): 1 to 256 KiB of UTF-8); an
+ * argument that is empty or blank is refused, not routed as no text
+ * (standard input skips blank lines, where nothing names them), and a
+ * lone '-' is no query: standard input is read when no QUERY is given. */
+static int check_queries(char *const *queries, size_t n, int from_args)
+{
+    struct lr_error err = {0};
+
+    for (size_t i = 0; i < n; i++) {
+        const char *q = queries[i];
+        size_t len = strlen(q);
+        if (from_args && strspn(q, " \t\r\n\f\v") == len) {
+            cli_error("route", "query %zu: argument %zu is %s: give the query's text", i + 1, i + 1,
+                      len ? "blank" : "empty");
+            return CLI_USAGE;
+        }
+        if (from_args && strcmp(q, "-") == 0) {
+            cli_error("route",
+                      "query %zu: '-' is not read as standard input: give no QUERY "
+                      "argument to route the lines of standard input",
+                      i + 1);
+            return CLI_USAGE;
+        }
+        if (lr_record_check_query(q, len, &err) != 0) {
+            cli_error("route", "query %zu: %s", i + 1, err.message);
+            return CLI_USAGE;
+        }
+    }
+    return CLI_OK;
+}
+
+/* Smart routing predicts a candidate's quality from the outcomes of the
+ * query's nearest neighbours in the store. A candidate with none there has
+ * no prediction: it is ranked after every candidate with one, and when no
+ * candidate has one the choice is simply the cheapest. That is said on
+ * standard error (the exit code is unchanged): the choice may look like a
+ * prediction but is not one. */
+static void warn_unpredicted(const struct lr_config *cfg, const struct lr_decision *decs,
+                             size_t n_queries, size_t n_models)
+{
+    unsigned char *seen = calloc(lr_config_model_count(cfg), 1);
+    size_t n_cands = 0, n_unseen = 0;
+    char list[900];
+    size_t used = 0;
+
+    if (!seen)
+        return;
+    for (size_t i = 0; i < n_queries; i++)
+        for (size_t j = 0; j < decs[i].n_ranked && j < n_models; j++) {
+            const struct lr_candidate *c = &decs[i].ranking[j];
+            if (c->index < 0)
+                continue;
+            if (!(seen[c->index] & 1)) {
+                seen[c->index] |= 1;
+                n_cands++;
+            }
+            if (!isnan(c->predicted_quality))
+                seen[c->index] |= 2;
+        }
+    list[0] = '\0';
+    for (size_t m = 0; m < lr_config_model_count(cfg); m++) {
+        if (seen[m] != 1)
+            continue;
+        n_unseen++;
+        if (used < sizeof list) {
+            int k = snprintf(list + used, sizeof list - used, "%s'%s'", used ? ", " : "",
+                             lr_config_model(cfg, m)->name);
+            used = k < 0 ? sizeof list : used + (size_t)k;
+        }
+    }
+    free(seen);
+    if (n_unseen == 0 || n_cands == 0)
+        return;
+    if (n_unseen == n_cands)
+        cli_error("route",
+                  "warning: no candidate model (%s) has outcomes in the history store for "
+                  "%s: nothing predicts their quality, so the cheapest was chosen",
+                  list, n_queries == 1 ? "this query" : "these queries");
+    else
+        cli_error("route",
+                  "warning: %zu of %zu candidate models have no outcomes in the history "
+                  "store for %s (%s): their quality is not predicted, and they are ranked "
+                  "after every model whose quality is",
+                  n_unseen, n_cands, n_queries == 1 ? "this query" : "these queries", list);
+}
+
 int cmd_route(int argc, char **argv)
 {
     struct route_args a = {0};
@@ -240,7 +333,7 @@ int cmd_route(int argc, char **argv)
     struct lr_error err = {0};
     char **pos = NULL, **names = NULL, **lines = NULL, **queries;
     size_t n_names = 0, n_lines = 0, n_queries;
-    int n_pos = 0, rc, r;
+    int n_pos = 0, rc, r, smart;
     double requirement = NAN, alpha = NAN, budget = NAN;
     long n_similar = 0, input_tokens = -1;
     struct lr_request *reqs = NULL;
@@ -350,12 +443,17 @@ int cmd_route(int argc, char **argv)
         rc = CLI_OK;
         goto out;
     }
+    if ((rc = check_queries(queries, n_queries, n_pos > 0)))
+        goto out;
 
+    /* Smart routing keeps each ranking, for --json and for
+     * warn_unpredicted(). */
+    smart = strcmp(lr_router_strategy(router), "smart") == 0;
     n_models = n_names ? n_names : lr_config_model_count(cfg);
     reqs = calloc(n_queries, sizeof *reqs);
     decs = calloc(n_queries, sizeof *decs);
-    rank_buf = a.json ? calloc(n_queries * n_models, sizeof *rank_buf) : NULL;
-    if (!reqs || !decs || (a.json && !rank_buf)) {
+    rank_buf = a.json || smart ? calloc(n_queries * n_models, sizeof *rank_buf) : NULL;
+    if (!reqs || !decs || ((a.json || smart) && !rank_buf)) {
         cli_error("route", "out of memory");
         rc = CLI_RUNTIME;
         goto out;
@@ -420,6 +518,8 @@ int cmd_route(int argc, char **argv)
         }
         for (size_t i = 0; i < n_queries; i++)
             print_decision(cfg, lr_router_strategy(router), &decs[i], a.json);
+        if (smart)
+            warn_unpredicted(cfg, decs, n_queries, n_models);
         /* NaN when no query of the batch was predicted (each had one
          * candidate and nothing to predict it from). */
         char qtext[32] = "unknown", ctext[32] = "unknown";
@@ -433,6 +533,8 @@ int cmd_route(int argc, char **argv)
         rc = rc ? CLI_UNMET : CLI_OK;
         goto out;
     }
+    /* Every query is routed before any is printed: one that fails leaves
+     * no partial answer on standard output. */
     for (size_t i = 0; i < n_queries; i++) {
         r = lr_router_route(router, &reqs[i], &decs[i], &err);
         if (r) {
@@ -440,11 +542,14 @@ int cmd_route(int argc, char **argv)
             rc = cli_exit_code(r);
             goto out;
         }
-        print_decision(cfg, lr_router_strategy(router), &decs[i], a.json);
     }
+    for (size_t i = 0; i < n_queries; i++)
+        print_decision(cfg, lr_router_strategy(router), &decs[i], a.json);
+    if (smart)
+        warn_unpredicted(cfg, decs, n_queries, n_models);
     rc = CLI_OK;
 out:
-    fflush(stdout);
+    cli_flush_stdout();
     embed_http_free(emb);
     free(vecs);
     free(rank_buf);

@@ -70,6 +70,8 @@ static void usage(FILE *out)
 static int finish_stdout(const char *cmd, int rc)
 {
     int e = fflush(stdout) != 0 ? errno : 0;
+    if (!e)
+        e = cli_stdout_errno(); /* a command's own flush failed first */
     if (e || ferror(stdout)) {
         int stored = rc == CLI_OK && cmd && strcmp(cmd, "import") == 0;
         cli_error(cmd, "cannot write standard output%s%s%s", e ? ": " : "", e ? strerror(e) : "",

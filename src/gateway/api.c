@@ -725,10 +725,12 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
         goto out;
     }
     if (!json_is_array(queries) || json_array_size(queries) == 0) {
-        status =
-            refuse(req, 400, "queries", queries ? "invalid_type" : "missing_required_parameter",
-                   "queries: expected a non-empty array of {\"query\", \"input_tokens\", "
-                   "\"models\"} objects");
+        status = refuse(req, 400, "queries",
+                        !queries                 ? "missing_required_parameter"
+                        : json_is_array(queries) ? "invalid_value" /* the right type, empty */
+                                                 : "invalid_type",
+                        "queries: expected a non-empty array of {\"query\", \"input_tokens\", "
+                        "\"models\"} objects");
         goto out;
     }
     n = json_array_size(queries);

@@ -262,6 +262,11 @@ static int get_int(json_t *obj, const char *key, const char *where, long lo, lon
     json_int_t i;
     if (!v || json_is_null(v))
         return 0;
+    if (json_is_real(v)) {
+        char dt[LR__NUMBER_TEXT];
+        return fail(err, "%s.%s: expected an integer from %ld to %ld, got %s", where, key, lo, hi,
+                    lr__error_number(dt, json_real_value(v)));
+    }
     if (!json_is_integer(v))
         return fail(err, "%s.%s: expected an integer from %ld to %ld, got %s", where, key, lo, hi,
                     json_type_name(v));
@@ -456,6 +461,13 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
         (rc = get_int(m, "capacity", where, 0, 1000000000, &info->capacity, err)) ||
         (rc = parse_headers(m, where, err)))
         return rc;
+    /* --models names models separated by commas: a name with one could
+     * never be selected there. */
+    if (strchr(info->name, ','))
+        return fail(err,
+                    "%s.name: '%s' contains a comma, which separates the names in "
+                    "--models: choose a name without one",
+                    where, info->name);
     /* The cap of a model name in a data file and in the store: a longer
      * one could never have outcomes. */
     if (strlen(info->name) > LR__RECORD_MAX_MODEL_NAME)
@@ -952,6 +964,19 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
     }
     fclose(f);
 
+    /* As lr_config_load_string() refuses one, named by its place. */
+    {
+        long nul_line;
+        int nul_col;
+        if (lr__nul_at(buf, len, 1, 0, &nul_line, &nul_col)) {
+            free(buf);
+            lr__error_set(err, LR_EPARSE, "%s: line %ld, column %d: %s", path, nul_line, nul_col,
+                          LR__NUL_BYTE);
+            if (err)
+                err->line = (int)nul_line;
+            return LR_EPARSE;
+        }
+    }
     root = parse_text(buf, len, path, err);
     free(buf);
     if (!root)

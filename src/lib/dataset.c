@@ -282,8 +282,15 @@ static int load_array(struct loader *L, FILE *f, long line, int col0)
     size_t len = 0;
     int rc;
 
+    long nul_line;
+    int nul_col;
+
     if ((rc = read_rest(L, f, &p, &len)) != 0)
         return rc;
+    if (lr__nul_at(p, len, line, col0, &nul_line, &nul_col)) {
+        free(p);
+        return parse_fail(L, nul_line, nul_col, LR__NUL_BYTE, "");
+    }
     rc = lr__record_array_walk(p, len, 1, line, col0, take_each, L, &fault); /* past the '[' */
     if (fault.line > 0)
         rc = parse_fail(L, fault.line, fault.col, fault.what, "");
@@ -359,6 +366,8 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t u
         json_error_t je;
         json_t *r;
         ssize_t s = 0, e = len;
+        long nul_line;
+        int nul_col;
         lineno++;
         while (s < e && lr__json_ws(line[s]))
             s++;
@@ -367,6 +376,10 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t u
         if (s == e) {
             col0 = 0;
             continue; /* blank line */
+        }
+        if (lr__nul_at(line + s, (size_t)(e - s), lineno, (int)s + col0, &nul_line, &nul_col)) {
+            rc = parse_fail(L, lineno, nul_col, LR__NUL_BYTE, "");
+            break;
         }
         /* "5" parses: a bad record, which take() counts. */
         r = json_loadb(line + s, (size_t)(e - s), LR__RECORD_JSON_FLAGS, &je);

@@ -484,6 +484,18 @@ static int column_at(const char *p, size_t pos, int col0)
     return col + (ls == 0 ? col0 : 0);
 }
 
+int lr__nul_at(const char *p, size_t len, long line0, int col0, long *line, int *col)
+{
+    const char *nul = memchr(p, '\0', len);
+    size_t at;
+    if (!nul)
+        return 0;
+    at = (size_t)(nul - p);
+    *line = line0 + count_lines(p, 0, at);
+    *col = column_at(p, at, col0);
+    return 1;
+}
+
 int lr__json_error_col(const json_error_t *je)
 {
     return je->column + (json_error_code(je) == json_error_invalid_utf8);

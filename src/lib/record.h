@@ -91,6 +91,17 @@ struct lr__array_fault {
     char what[160]; /* jansson's words, or ours */
 };
 
+/* What a loader says of a raw NUL byte in JSON text (a file's, a line's):
+ * jansson would report it as the end of the text, "'}' expected near end
+ * of file", at a place that says nothing of it. */
+#define LR__NUL_BYTE "a NUL byte (JSON text holds none)"
+
+/* Whether p (len bytes) holds a NUL byte: 0 when not, else 1 with the
+ * first one's line (line0 for p's first line) and column (1 for a line's
+ * first character, counted as lr__json_error_col() counts; col0 characters
+ * precede p on its first line). */
+int lr__nul_at(const char *p, size_t len, long line0, int col0, long *line, int *col);
+
 /* The column of a jansson parse error, 1 for a line's first character.
  * jansson counts the characters it has decoded, so at a byte that decodes
  * as no UTF-8 its column is the character's before (0 at a line's start);

@@ -3174,6 +3174,13 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
         return fail(err, LR_EINVAL, 0,
                     "history store '%s' uses the built-in embedder '%s': give no vector",
                     st->path, st->embedder);
+    } else if (dim) {
+        /* Refused as lr_router_route refuses embedding_dim > 0 with a NULL
+         * embedding: the caller meant to give a vector. */
+        return fail(err, LR_EINVAL, 0,
+                    "a dim of %zu is given without a vector (history store '%s' uses the "
+                    "built-in embedder '%s': give NULL and 0)",
+                    dim, st->path, st->embedder);
     }
 
     /* The transaction opens before any id is taken from the copy, which
@@ -3486,10 +3493,15 @@ static int import_write(struct importer *im, size_t index, int line, const float
         int id = names_find(&im->names, im->v->model[i]);
         if (id < 0) {
             char *d;
+            /* The cap is the store's, not the file's: a file of few models
+             * fails on a store that holds nearly as many. */
             if (im->names.n >= LR__STORE_MAX_MODELS)
                 return fail(im->err, LR_ETOOBIG, line,
-                            "%s: record %zu (line %d): more than %d distinct models", im->path,
-                            index, line, LR__STORE_MAX_MODELS);
+                            "%s: record %zu (line %d) adds model '%s': history store '%s' "
+                            "would hold more than %d distinct models (it holds %zu, and this "
+                            "file adds %zu before this record)",
+                            im->path, index, line, im->v->model[i], im->st->path,
+                            LR__STORE_MAX_MODELS, im->base_models, im->names.n - im->base_models);
             if (names_reserve(&im->names, 1) != 0 || !(d = dup_str(im->v->model[i])))
                 return fail(im->err, LR_ENOMEM, line, "out of memory importing");
             id = (int)names_add(&im->names, d);
@@ -3670,8 +3682,11 @@ static int import_array(struct importer *im, const char *path, const char *p, si
 {
     struct lr__array_fault f = {0};
     size_t pos = 0;
-    int rc;
+    long nul_line;
+    int rc, nul_col;
 
+    if (lr__nul_at(p, len, 1, 0, &nul_line, &nul_col))
+        return parse_fail(im, path, (int)nul_line, nul_col, LR__NUL_BYTE);
     while (pos < len && lr__json_ws(p[pos]))
         pos++;
     pos++; /* the '[' */
@@ -3704,6 +3719,10 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
         if (s < e) {
             json_error_t je;
             char what[sizeof je.text];
+            long nul_line;
+            int nul_col;
+            if (lr__nul_at(p + s, e - s, line, (int)(s - pos), &nul_line, &nul_col))
+                return parse_fail(im, path, line, nul_col, LR__NUL_BYTE);
             json_t *j = json_loadb(p + s, e - s, LR__RECORD_JSON_FLAGS, &je);
             if (!j)
                 lr__json_error_text(&je, what, sizeof what);
@@ -3878,6 +3897,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         }
         names_add(&im.names, d);
     }
+    im.base_models = ids->models.n;
     im.next_id = ids->n;
     /* '[' opens an array; anything else is JSON lines, where a first line
      * that is a value but no object is a bad record like any other line's

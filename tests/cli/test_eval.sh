@@ -137,9 +137,9 @@ expect "smart route with a store that does not exist" 2 "does not exist: create 
 expect "smart route with an empty store" 2 "the history store is empty" -- \
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/empty.db" "What is 1 plus 1?"
 # A batch names its bad query as a route without --batch does: from 1.
-expect "route names a bad query by its place" 2 "query 3: smart routing needs the query text" -- \
+expect "route names a bad query by its place" 2 "query 3: argument 3 is empty" -- \
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" "What is 1 plus 1?" "x" ""
-expect "route --batch names a bad query by its place" 2 "query 3: smart routing needs the query text" -- \
+expect "route --batch names a bad query by its place" 2 "query 3: argument 3 is empty" -- \
     "$BIN" route --config "$TMP/cfg.json" --store "$TMP/h.db" --batch "What is 1 plus 1?" "x" ""
 # A batch has one constraint: --alpha (least cost at that mean quality) or
 # --budget (most quality within it). Both given, --alpha was dropped without
@@ -465,12 +465,13 @@ expect "eval --alpha with an empty item" 2 "--alpha: number 2 of the list is emp
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --alpha 0.5,,0.6
 expect "route --models with a name twice" 2 "--models: 'mid' is given twice" -- \
     "$BIN" route --config "$TMP/cfg.json" --strategy sequential --models mid,cheap,mid "What is 1 plus 1?"
-# A model name with a comma or a quote: the CSV header's share column is
-# one field (it was share: followed by a separately quoted name).
+# A model name with a quote or a blank (a comma is refused by the config):
+# the CSV header's share column is one field (it was share: followed by a
+# separately quoted name).
 python3 - "$TMP" <<'PY'
 import json, sys
 out = sys.argv[1]
-names = ["a,b", 'q"x']
+names = ["a b", 'q"x']
 json.dump({"models": [{"name": n, "cost_per_input_token": 1e-6, "cost_per_output_token": 1e-6}
                       for n in names]}, open(out + "/comma_cfg.json", "w"))
 json.dump([{"query": "q%d" % i, "input_token_length": 3,
@@ -485,8 +486,8 @@ python3 - "$TMP/comma.csv" <<'PY' && ok || bad "eval csv with a comma in a model
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
 assert all(len(r) == len(rows[0]) for r in rows), [len(r) for r in rows]
-assert rows[0][-2:] == ["share:a,b", 'share:q"x'], rows[0]
-single = [r for r in rows if r[0] == "single:a,b"][0]
+assert rows[0][-2:] == ["share:a b", 'share:q"x'], rows[0]
+single = [r for r in rows if r[0] == "single:a b"][0]
 assert float(single[-2]) == 1.0 and float(single[-1]) == 0.0, single
 PY
 

@@ -545,6 +545,47 @@ static void nul_byte_in_the_text_is_named(void **state)
     lr_config_free(cfg);
 }
 
+/* A raw NUL byte in a file is named with its line and column, as in a
+ * string: it was "'}' expected near end of file". */
+static void nul_byte_in_a_file_is_named(void **state)
+{
+    char path[] = "/tmp/lr_cfg_nul_XXXXXX";
+    int fd = mkstemp(path);
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    static const char json[] = "{\"models\": [\n  {\"name\": \"a\"\0}]}";
+    char want[160];
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, json, sizeof json - 1), (int)(sizeof json - 1));
+    close(fd);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
+    assert_null(cfg);
+    snprintf(want, sizeof want, "%s: line 2, column 15: a NUL byte (JSON text holds none)", path);
+    assert_string_equal(err.message, want);
+    assert_int_equal(err.line, 2);
+    unlink(path);
+}
+
+/* A model name with a comma could never be selected by --models, whose
+ * names are separated by commas. */
+static void comma_in_a_model_name_is_refused(void **state)
+{
+    (void)state;
+    expect_error("{\"models\": [{\"name\": \"a,b\"}]}", LR_ECONFIG,
+                 "models[0].name: 'a,b' contains a comma");
+}
+
+/* An integer option given as a fraction or an exponent shows the value. */
+static void a_number_for_an_integer_shows_the_value(void **state)
+{
+    (void)state;
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"n_similar\": 1.5}}", LR_ECONFIG,
+                 "router.n_similar: expected an integer from 1 to 1024, got 1.5");
+    expect_error("{\"models\": [{\"name\": \"a\", \"capacity\": 1e10}]}", LR_ECONFIG,
+                 "models[0].capacity: expected an integer from 0 to 1000000000, got 1e+10");
+}
+
 /* A path too long for the message is cut in its middle, and the reason
  * after it stays (a 9,999-byte path left 511 bytes of it and no reason);
  * an unknown strategy's name is escaped, as the store's messages escape
@@ -604,6 +645,9 @@ int main(void)
         cmocka_unit_test(rejects_each_invalid_embedding_field_naming_it),
         cmocka_unit_test(library_version_is_the_headers),
         cmocka_unit_test(nul_byte_in_the_text_is_named),
+        cmocka_unit_test(nul_byte_in_a_file_is_named),
+        cmocka_unit_test(comma_in_a_model_name_is_refused),
+        cmocka_unit_test(a_number_for_an_integer_shows_the_value),
         cmocka_unit_test(long_path_and_odd_names_leave_a_readable_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

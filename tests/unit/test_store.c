@@ -3379,6 +3379,28 @@ static void add_refuses_a_task_over_its_cap(void **state)
     lr_store_free(s);
 }
 
+/* A dim without a vector, on a store of the built-in embedder, is the
+ * caller's mistake (it meant to give one), refused as lr_router_route
+ * refuses embedding_dim > 0 with no embedding; it was taken as no vector. */
+static void add_refuses_a_dim_without_a_vector(void **state)
+{
+    struct lr_outcome oc = {"m", 1, 3};
+    struct lr_record rec = {"what is two plus two", 5, NULL, &oc, 1};
+    float v[4] = {1, 0, 0, 0};
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    (void)state;
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_add(s, &rec, NULL, 4, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "a dim of 4 is given without a vector"));
+    assert_int_equal(lr_store_add(s, &rec, v, 4, &err), LR_EINVAL);
+    assert_non_null(strstr(err.message, "give no vector"));
+    assert_int_equal(lr_store_count(s), 0);
+    assert_int_equal(lr_store_add(s, &rec, NULL, 0, &err), 0);
+    assert_int_equal(lr_store_count(s), 1);
+    lr_store_free(s);
+}
+
 /* A long path or field name in a message is cut in its middle, so the
  * reason after it stays: a 700-byte path pushed it out of the 512-byte
  * message, a 1999-byte field name too. */
@@ -3527,6 +3549,7 @@ int main(void)
         cmocka_unit_test(null_store_is_named_by_the_function_called),
         cmocka_unit_test(open_refuses_a_bad_embedder_id_and_a_dimension_for_the_builtin),
         cmocka_unit_test(add_refuses_a_task_over_its_cap),
+        cmocka_unit_test(add_refuses_a_dim_without_a_vector),
         cmocka_unit_test(long_names_leave_the_reason_in_the_message),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# End-to-end tests of the rule that bad input of every kind gets a clear
+# error naming the problem, a documented exit code, and changes nothing
+# stored: raw NUL bytes in files, repeated and empty option values, '-',
+# empty queries, a bad query after good ones, names the command line cannot
+# select, the store's model cap, lost output, a smart choice with no
+# history behind it, and /v1/route's code for an empty list of queries.
+#   usage: test_input_rules.sh /path/to/llmroute /path/to/source
+set -u
+BIN=$1
+SRC=$2
+CFG=$SRC/examples/llmroute.json
+HIST=$SRC/examples/history.jsonl
+TMP=$(mktemp -d)
+serve_pid=
+trap '[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/lib.sh"
+
+"$BIN" import --store "$TMP/h.db" "$HIST" >/dev/null 2>&1 || bad "importing the example history"
+REC='{"query": "q", "input_token_length": 1, "outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 1}]}'
+
+# --- a raw NUL byte in a file is named as one, with its place ---
+printf '{"models": [{"name": "a"\0, "backend": "mock"}]}' >"$TMP/nul.json"
+expect "check-config: a raw NUL byte" 2 "nul.json: line 1, column 25: a NUL byte (JSON text holds none)" -- \
+    "$BIN" check-config "$TMP/nul.json"
+expect "route: a config with a raw NUL byte" 2 "line 1, column 25: a NUL byte" -- \
+    "$BIN" route --config "$TMP/nul.json" q
+printf '%s\n{"query": "r"\0}\n' "$REC" >"$TMP/nul.jsonl"
+printf '[%s,\n  {"query": "r"\0}]\n' "$REC" >"$TMP/nularr.json"
+expect "import: a raw NUL byte in JSON lines" 1 "nul.jsonl:2:14: a NUL byte (JSON text holds none)" -- \
+    "$BIN" import --store "$TMP/h.db" "$TMP/nul.jsonl"
+expect "import: a raw NUL byte in an array" 1 "nularr.json:2:16: a NUL byte (JSON text holds none)" -- \
+    "$BIN" import --store "$TMP/h.db" "$TMP/nularr.json"
+[ "$(count "$TMP/h.db")" = "$TMP/h.db: 64 records" ] && ok || bad "NUL import changed the store: $(count "$TMP/h.db")"
+expect "eval: a raw NUL byte in JSON lines" 2 "nul.jsonl:2:14: a NUL byte (JSON text holds none)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/nul.jsonl"
+expect "eval: a raw NUL byte in an array" 2 "nularr.json:2:16: a NUL byte (JSON text holds none)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/nularr.json"
+
+# --- eval --predictors is checked before any work, with a store or not ---
+expect "eval --predictors bogus without a store" 2 \
+    "--predictors: unknown predictor 'bogus' (expected \"default\" or \"aios\")" -- \
+    "$BIN" eval --config "$CFG" --data "$HIST" --predictors bogus
+expect "eval --predictors default,bogus with a store" 2 \
+    "--predictors: unknown predictor 'bogus' (expected \"default\" or \"aios\")" -- \
+    "$BIN" eval --config "$CFG" --store "$TMP/h.db" --data "$HIST" --predictors default,bogus
+! [ -s "$TMP/out" ] && ok || bad "eval --predictors bogus printed rows: $(head -3 "$TMP/out")"
+
+# --- the store's model cap is the store's, not the file's ---
+python3 - "$TMP" <<'PY'
+import json, sys
+d = sys.argv[1]
+def rec(q, names):
+    return json.dumps({"query": q, "input_token_length": 1, "outputs": [
+        {"model_name": n, "correctness": 1, "output_token_length": 1} for n in names]})
+with open(d + "/m4090.jsonl", "w") as f:
+    for r in range(0, 4090, 409):
+        f.write(rec("q%d" % r, ["m%d" % i for i in range(r, r + 409)]) + "\n")
+with open(d + "/m10.jsonl", "w") as f:
+    for r in range(10):
+        f.write(rec("n%d" % r, ["n%d" % r]) + "\n")
+PY
+"$BIN" import --store "$TMP/cap.db" "$TMP/m4090.jsonl" >/dev/null 2>&1 || bad "importing 4090 models"
+expect "import: a file that takes the store past its model cap" 1 \
+    "m10.jsonl: record 6 (line 7) adds model 'n6': history store '$TMP/cap.db' would hold more than 4096 distinct models (it holds 4090, and this file adds 6 before this record)" -- \
+    "$BIN" import --store "$TMP/cap.db" "$TMP/m10.jsonl"
+[ "$(count "$TMP/cap.db")" = "$TMP/cap.db: 10 records" ] && ok || bad "cap import: $(count "$TMP/cap.db")"
+
+# --- a smart choice with no history behind it is said on stderr ---
+printf '%s\n' "$REC" >"$TMP/one.jsonl"
+"$BIN" import --store "$TMP/one.db" "$TMP/one.jsonl" >/dev/null 2>&1
+expect "route smart: no candidate has outcomes" 0 \
+    "warning: no candidate model ('gpt-4o-mini', 'qwen2.5:7b') has outcomes in the history store for this query" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/one.db" --models qwen2.5:7b,gpt-4o-mini hello
+expect "route smart --batch: no candidate has outcomes" 0 "warning: no candidate model" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/one.db" --models qwen2.5:7b,gpt-4o-mini \
+    --batch --budget 1 hello there
+expect "route smart: some candidates have no outcomes" 0 \
+    "warning: 1 of 2 candidate models have no outcomes in the history store for this query ('qwen2.5:7b')" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/one.db" --models qwen2.5:7b,gpt-4o hello
+"$BIN" route --config "$CFG" --strategy smart --store "$TMP/h.db" "hello there" >/dev/null 2>"$TMP/err"
+! grep -q warning "$TMP/err" && ok || bad "route smart over a full history warned: $(cat "$TMP/err")"
+
+# --- output lost to a full disk names the reason ---
+if [ -w /dev/full ]; then
+    "$BIN" route --config "$CFG" q >/dev/full 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 1 ] && grep -qF "cannot write standard output: No space left on device" "$TMP/err" && ok ||
+        bad "route >/dev/full: exit $rc, $(cat "$TMP/err")"
+    "$BIN" eval --config "$CFG" --data "$HIST" >/dev/full 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 1 ] && grep -qF "cannot write standard output: No space left on device" "$TMP/err" && ok ||
+        bad "eval >/dev/full: exit $rc, $(cat "$TMP/err")"
+fi
+
+# --- a value option given twice is refused; a flag twice means it once ---
+expect "import --store twice" 2 "llmroute import: --store is given twice" -- \
+    "$BIN" import --store "$TMP/a.db" --store "$TMP/b.db" "$HIST"
+! ls "$TMP"/a.db* "$TMP"/b.db* >/dev/null 2>&1 && ok || bad "import --store twice made a store"
+expect "route --config twice" 2 "llmroute route: --config is given twice" -- \
+    "$BIN" route --config "$CFG" --config="$CFG" q
+expect "eval --format twice" 2 "llmroute eval: --format is given twice" -- \
+    "$BIN" eval --config "$CFG" --data "$HIST" --format csv --format json
+expect "serve --listen twice" 2 "llmroute serve: --listen is given twice" -- \
+    timeout 20 "$BIN" serve --config "$CFG" --store "$TMP/h.db" --listen 127.0.0.1:0 --listen 127.0.0.1:0
+expect "check-config --store twice" 2 "llmroute check-config: --store is given twice" -- \
+    "$BIN" check-config "$CFG" --store "$TMP/h.db" --store "$TMP/h.db"
+expect "route --json twice" 0 '"model":"gpt-4o"' -- "$BIN" route --config "$CFG" --json --json q
+
+# --- an empty option value is refused while parsing, naming the option ---
+expect "route --config ''" 2 "llmroute route: --config: the value is empty" -- \
+    "$BIN" route --config "" q
+expect "import --store ''" 2 "llmroute import: --store: the value is empty" -- \
+    "$BIN" import --store "" "$HIST"
+expect "eval --data ''" 2 "llmroute eval: --data: the value is empty" -- \
+    "$BIN" eval --config "$CFG" --data ""
+expect "eval --plot=''" 2 "llmroute eval: --plot: the value is empty" -- \
+    "$BIN" eval --config "$CFG" --data "$HIST" --plot=
+expect "route --store ''" 2 "llmroute route: --store: the value is empty" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "" q
+
+# --- '-' is standard input for import and eval --data; no query for route ---
+"$BIN" import --store "$TMP/stdin.db" - <"$HIST" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 0 ] && grep -qF "/dev/stdin: imported 64 of 64 records" "$TMP/out" && ok ||
+    bad "import -: exit $rc, $(cat "$TMP/err" "$TMP/out")"
+expect "import - twice" 2 "'-' (standard input) is given twice" -- \
+    "$BIN" import --store "$TMP/stdin2.db" - -
+"$BIN" eval --config "$CFG" --store "$TMP/h.db" --data - --format csv <"$HIST" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 0 ] && grep -q "^smart," "$TMP/out" && ok || bad "eval --data -: exit $rc, $(cat "$TMP/err")"
+expect "route -" 2 "query 1: '-' is not read as standard input" -- "$BIN" route --config "$CFG" -
+for s in sequential smart; do
+    expect "route --strategy $s: an empty query argument" 2 "query 2: argument 2 is empty" -- \
+        "$BIN" route --config "$CFG" --strategy "$s" --store "$TMP/h.db" q ""
+    ! [ -s "$TMP/out" ] && ok || bad "route $s with an empty query printed $(cat "$TMP/out")"
+    expect "route --strategy $s: a blank query argument" 2 "query 1: argument 1 is blank" -- \
+        "$BIN" route --config "$CFG" --strategy "$s" --store "$TMP/h.db" "  " q
+done
+
+# --- a model name with a comma could not be selected by --models ---
+printf '{"models": [{"name": "a,b", "backend": "mock"}]}' >"$TMP/comma.json"
+expect "check-config: a comma in a model name" 2 \
+    "models[0].name: 'a,b' contains a comma, which separates the names in --models" -- \
+    "$BIN" check-config "$TMP/comma.json"
+for f in "$SRC"/examples/*.json; do
+    expect "check-config $(basename "$f") still loads" 0 "" -- \
+        "$BIN" check-config "$f" --store "$TMP/h.db"
+done
+
+# --- every query is checked before any is printed ---
+for s in sequential smart; do
+    printf 'good\n\xff\n' |
+        "$BIN" route --config "$CFG" --strategy "$s" --store "$TMP/h.db" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 2 ] && grep -qF "query 2: query: not valid UTF-8 at byte 0" "$TMP/err" &&
+        ! [ -s "$TMP/out" ] && ok ||
+        bad "route $s, a bad line after a good one: exit $rc, out $(cat "$TMP/out"), $(cat "$TMP/err")"
+done
+head -c 262145 /dev/zero | tr '\0' a >"$TMP/long.txt"
+(echo good; cat "$TMP/long.txt"; echo) |
+    "$BIN" route --config "$CFG" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 2 ] && grep -qF "query 2: query: 262145 bytes is over the cap of 262144" "$TMP/err" &&
+    ! [ -s "$TMP/out" ] && ok || bad "route, an overlong line: exit $rc, $(cat "$TMP/err")"
+
+# --- config numbers that are no integers show their value ---
+printf '{"models": [{"name": "a", "backend": "mock"}], "router": {"n_similar": 1.5}}' >"$TMP/ns.json"
+expect "check-config: router.n_similar 1.5" 2 "router.n_similar: expected an integer from 1 to" -- \
+    "$BIN" check-config "$TMP/ns.json"
+grep -qF ", got 1.5" "$TMP/err" && ok || bad "n_similar 1.5: $(cat "$TMP/err")"
+printf '{"models": [{"name": "a", "backend": "mock", "capacity": 1e10}]}' >"$TMP/cap.json"
+expect "check-config: capacity 1e10" 2 \
+    "models[0].capacity: expected an integer from 0 to 1000000000, got 1e+10" -- \
+    "$BIN" check-config "$TMP/cap.json"
+
+# --- /v1/route: an empty list of queries is a bad value, not a bad type ---
+"$BIN" serve --config "$CFG" --store "$TMP/h.db" --listen 127.0.0.1:0 --port-file "$TMP/port" >/dev/null 2>"$TMP/serve.err" &
+serve_pid=$!
+for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
+if [ -s "$TMP/port" ]; then
+    python3 - "$(cat "$TMP/port")" <<'PY' && ok || bad "/v1/route codes"
+import http.client, json, sys
+def post(body):
+    c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+    c.request("POST", "/v1/route", body, {"Content-Type": "application/json"})
+    r = c.getresponse()
+    return r.status, json.loads(r.read())["error"]
+for body, code in (('{"queries": []}', "invalid_value"), ('{"queries": {}}', "invalid_type"),
+                   ('{}', "missing_required_parameter")):
+    st, e = post(body)
+    assert st == 400 and e["code"] == code and e["param"] == "queries", (body, st, e)
+PY
+else
+    bad "serve did not start: $(cat "$TMP/serve.err")"
+fi
+kill "$serve_pid" 2>/dev/null
+wait "$serve_pid" 2>/dev/null
+serve_pid=
+
+summary
