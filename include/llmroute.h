@@ -505,7 +505,11 @@ LR_EXTERN long long lr_store_key_ttl(const struct lr_store *store);
  * to out (row i for texts[i]; any length but zero, the store normalises
  * them). Returns 0, or a negative LR_E* code with err's message filled in,
  * which fails the whole import with that code (LR_EBUSY for a server that
- * asks to be retried, say); a value that is no LR_E* code is LR_EIO. */
+ * asks to be retried, say); a value that is no LR_E* code is LR_EIO. It
+ * runs with the store's write lock held: adding to, importing into,
+ * refreshing or rebuilding the same store, or lr_store_find_queries() on
+ * it, from inside the callback is LR_EINVAL at once; handing such a call to
+ * another thread and waiting for it deadlocks. */
 typedef int (*lr_embed_fn)(void *arg, const char *const *texts, size_t n, float *out,
                            size_t dim, struct lr_error *err);
 
