@@ -192,6 +192,9 @@ struct exchange {
     int error_event;   /* an event relayed to the client carried the upstream's error */
     char event_error[160]; /* an error event before the stream committed: the failure's message */
 
+    int ev_named_error; /* the open event's type (an `event:` field) is `error` */
+    int ev_error_field; /* it has an `error:` field (older llama.cpp), read as data */
+
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_up_end;
     double t_first; /* a stream's first bytes written to the client, or 0 */
@@ -514,6 +517,24 @@ static int event_error(const char *p, size_t n, char *why, size_t cap)
     return 0;
 }
 
+/* The message of an error event's data p[0..n), put in why (cut to fit):
+ * its `message`, else its `error`'s `message` (or the `error` itself when a
+ * string). Data of any other shape, or not JSON, gives no message. */
+static void error_event_message(const char *p, size_t n, char *why, size_t cap)
+{
+    json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
+    json_t *msg = json_object_get(j, "message");
+    if (!json_is_string(msg)) {
+        json_t *e = json_object_get(j, "error");
+        msg = json_is_object(e) ? json_object_get(e, "message") : e;
+    }
+    if (json_is_string(msg))
+        snprintf(why, cap, "the stream's event is an error ('%.100s')", json_string_value(msg));
+    else
+        snprintf(why, cap, "the stream's event is an error");
+    json_decref(j);
+}
+
 /* ==== Responses API streams ==== */
 
 /* A Responses stream (POST /v1/responses) is a run of typed events, each
@@ -657,26 +678,33 @@ static void resp_event(struct exchange *ex, const char *p, size_t n, const struc
 /* One complete line of the open event, without its line end. The value of a
  * data field (after the colon and one space, if any; a line `data` alone is an
  * empty one) is added to the event's data with an LF after it, which is how
- * the SSE format joins an event's data lines. Comments and other fields
- * (event, id, retry) are relayed but carry no data. Returns 0, or -1 out of
- * memory. The event's bytes are capped (server.max_stream_event_bytes) before
- * they get here, so its data is too. */
+ * the SSE format joins an event's data lines. So is an `error` field's: older
+ * llama.cpp servers (before PR #16109) send a stream's error as `error:
+ * {...}`, and the event is then an error (ev_error_field). An `event` field
+ * naming `error` makes it one too (ev_named_error). Comments and other fields
+ * (id, retry) are relayed but carry no data. Returns 0, or -1 out of memory.
+ * The event's bytes are capped (server.max_stream_event_bytes) before they get
+ * here, so its data is too. */
 static int sse_line(struct exchange *ex, const char *l, size_t n)
 {
-    const char *v;
-    size_t vn;
-    if (n < 4 || memcmp(l, "data", 4) != 0 || (n > 4 && l[4] != ':'))
-        return 0;
-    v = l + 4;
-    vn = n - 4;
-    if (vn > 0) { /* the colon */
-        v++;
-        vn--;
-    }
+    const char *colon = memchr(l, ':', n), *v;
+    size_t fn = colon ? (size_t)(colon - l) : n, vn;
+    if (fn != 4 && fn != 5)
+        return 0; /* a comment (no field name), or a field the gateway does not read */
+    v = colon ? colon + 1 : l + n;
+    vn = n - (size_t)(v - l);
     if (vn > 0 && *v == ' ') {
         v++;
         vn--;
     }
+    if (fn == 5 && memcmp(l, "event", 5) == 0) {
+        ex->ev_named_error = vn == 5 && memcmp(v, "error", 5) == 0; /* the last one counts */
+        return 0;
+    }
+    if (fn == 5 && memcmp(l, "error", 5) == 0)
+        ex->ev_error_field = 1;
+    else if (fn != 4 || memcmp(l, "data", 4) != 0)
+        return 0;
     if (gw_reserve(&ex->ev_data, &ex->ev_cap, ex->ev_len + vn + 1, 1024) != 0)
         return -1;
     memcpy(ex->ev_data + ex->ev_len, v, vn);
@@ -691,15 +719,21 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
  * neither JSON nor [DONE], or -2 when it carries an error and the stream has
  * not committed (ex->event_error says what it was): nothing reached the
  * client, so the attempt fails as a 5xx head would. An error after that is
- * relayed, and noted (ex->error_event). An event with no data (comments or
- * other fields only), or with only blank data, is not checked. */
+ * relayed, and noted (ex->error_event). An event is an error when its data
+ * has a top-level `error` that is not null, when it came in `error:` lines,
+ * or when its type is `error`, whatever its data (on /v1/responses that one
+ * only before the commit, as the API's own error event). An event with no
+ * data (comments or other fields only), or with only blank data, is not
+ * checked. */
 static int sse_event(struct exchange *ex)
 {
     const char *p, *end;
     size_t n;
     unsigned lines = ex->ev_lines;
+    int named_error = ex->ev_named_error, error_field = ex->ev_error_field;
     struct resp_event re;
     ex->ev_lines = 0;
+    ex->ev_named_error = ex->ev_error_field = 0;
     if (lines == 0)
         return 0;
     p = ex->ev_data;
@@ -712,6 +746,21 @@ static int sse_event(struct exchange *ex)
     if (p == end)
         return 0;
     n = (size_t)(end - p);
+    if (error_field || (named_error && (ex->ep != EP_RESPONSES || !ex->streaming))) {
+        /* An error event of the SSE fields' making: its data need not be
+         * JSON, nor have an `error` member. Past the commit it is relayed as
+         * an error event in the data is; a Responses `event: error` then is
+         * relayed as it came (below), as the API's own error event is. */
+        if (!ex->streaming) {
+            error_event_message(p, n, ex->event_error, sizeof ex->event_error);
+            return -2;
+        }
+        if (!ex->error_event) {
+            error_event_message(p, n, ex->event_error, sizeof ex->event_error);
+            ex->error_event = 1;
+        }
+        return 0;
+    }
     if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
         /* Not the Responses API's end, which is its terminal event: relayed, no more. */
         if (ex->ep != EP_RESPONSES)
@@ -742,14 +791,7 @@ static int sse_event(struct exchange *ex)
             /* The Responses API's own error event, before anything went out:
              * failed as a chat stream's {"error": ...} is, so a route falls
              * back. */
-            json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
-            json_t *msg = json_object_get(j, "message");
-            if (json_is_string(msg))
-                snprintf(ex->event_error, sizeof ex->event_error,
-                         "the stream's event is an error ('%.100s')", json_string_value(msg));
-            else
-                snprintf(ex->event_error, sizeof ex->event_error, "the stream's event is an error");
-            json_decref(j);
+            error_event_message(p, n, ex->event_error, sizeof ex->event_error);
             return -2;
         }
         resp_event(ex, p, n, &re);
@@ -832,7 +874,7 @@ static const char *done_unfinished(const struct exchange *ex, size_t *upto, int 
         }
         return NULL;
     }
-    if (ex->ev_lines == 1 && n == 0 && is_done(ex->ev_data, ex->ev_len)) {
+    if (ex->ev_lines == 1 && n == 0 && !ex->ev_error_field && is_done(ex->ev_data, ex->ev_len)) {
         *upto = ex->held_line;
         return ex->cr_ended ? "\n\n" : "\n"; /* after a CR, an LF alone would end the line */
     }
@@ -2147,6 +2189,7 @@ static void start_attempt(struct exchange *ex)
     ex->resp_id[0] = '\0';
     ex->resp_id_len = 0;
     ex->cr_ended = 0;
+    ex->ev_named_error = ex->ev_error_field = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = ex->held_line = 0;
     ex->ev_len = 0;

@@ -662,6 +662,44 @@ def run(gw_bin, env):
             st, _, raw = streamed(sse_stream(b"", ending))
             assert st == 502, (ending, st, raw)
 
+    def streamed_logged(step, extra=None):
+        """A stream request played against step: (status, raw, its log line)."""
+        up.steps.put(step)
+        payload = {"model": "s", "messages": HELLO, "stream": True}
+        payload.update(extra or {})
+        st, h, raw = request(gw.port, "POST", "/v1/chat/completions", json.dumps(payload),
+                             timeout=15)
+
+        def line():
+            got = [l for l in gw.log_lines() if l.get("id") == h["x-request-id"]]
+            return got[0] if got else None
+        return st, raw, wait_for(line, 5, "the request's log line")
+
+    def chunks(*deltas):
+        """Chat chunks for each (index, content, finish_reason) in deltas."""
+        return b"".join(
+            b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "choices": [
+                {"index": i, "delta": {"content": c}, "finish_reason": f}]}).encode() + b"\n\n"
+            for i, c, f in deltas)
+
+    def error_field_mid_stream():
+        # Older llama.cpp servers (before PR #16109) send a stream's error as an
+        # `error:` field, then [DONE]; and a server may name an event `error`
+        # with data of its own shape (no `error` member). After content reached
+        # the client, each is relayed as it came and logged as what it is: the
+        # attempt a server_error, "upstream_error_event", as an error in the
+        # data is. Both were taken for content, the attempt logged ok. (Each
+        # piece comes in a read of its own: the first commits the stream.)
+        err = b'{"code": 500, "message": "boom", "type": "server_error"}'
+        for ev in (b"error: " + err + b"\n\n",
+                   b'event: error\ndata: {"message": "Overloaded", "type": "overloaded"}\n\n'):
+            pieces = [chunks((0, "hi", None)), ev, b"data: [DONE]\n\n"]
+            sent = b"".join(pieces)
+            st, raw, line = streamed_logged(sse_pieces(pieces))
+            assert st == 200 and raw == sent, (st, raw)
+            assert line["error"] == "upstream_error_event", line
+            assert [t["class"] for t in line["tries"]] == ["server_error"], line
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -839,6 +877,8 @@ def run(gw_bin, env):
           cut_mid_multiline_event)
     check(tag + "an event longer than the cap is a malformed stream", overlong_event)
     check(tag + "an event stream that ends before its first event: 502", empty_stream)
+    check(tag + "an `error:` field, or an `event: error` without an error member, after "
+          "content: relayed, upstream_error_event", error_field_mid_stream)
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
