@@ -194,6 +194,8 @@ struct exchange {
 
     int ev_named_error; /* the open event's type (an `event:` field) is `error` */
     int ev_error_field; /* it has an `error:` field (older llama.cpp), read as data */
+    unsigned bom_seen;  /* bytes of a UTF-8 BOM at the body's start read so far */
+    int bom_checked;    /* the body's start has been looked at for a BOM */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_up_end;
@@ -1735,6 +1737,33 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
         watch_stop(ex);
         return UP_PAUSE;
     }
+    if (!ex->bom_checked) {
+        /* A UTF-8 BOM at the very start of the body is no part of the
+         * stream: an SSE parser drops it, and so does the gateway, before
+         * reading lines (the first event is checked as any other) and
+         * without relaying it. It may come over more than one read. */
+        static const char bom[] = "\xEF\xBB\xBF";
+        size_t k = 0;
+        while (k < len && ex->bom_seen + k < 3 && data[k] == bom[ex->bom_seen + k])
+            k++;
+        if (ex->bom_seen + k == 3) {
+            ex->bom_checked = 1;
+            data += k;
+            len -= k;
+        } else if (k == len) {
+            ex->bom_seen += (unsigned)k; /* all of it so far may be a BOM */
+            return UP_CONSUMED;
+        } else {
+            /* Not a BOM after all: the bytes held back are the body's. */
+            ex->bom_checked = 1;
+            if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + ex->bom_seen, 4096) != 0) {
+                defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
+                return UP_CONSUMED;
+            }
+            memcpy(ex->held + ex->held_len, bom, ex->bom_seen);
+            ex->held_len += ex->bom_seen;
+        }
+    }
     if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + len, 4096) != 0) {
         defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
         return UP_CONSUMED;
@@ -2190,6 +2219,8 @@ static void start_attempt(struct exchange *ex)
     ex->resp_id_len = 0;
     ex->cr_ended = 0;
     ex->ev_named_error = ex->ev_error_field = 0;
+    ex->bom_seen = 0;
+    ex->bom_checked = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = ex->held_line = 0;
     ex->ev_len = 0;

@@ -14,8 +14,8 @@ Groups (each one ctest entry):
             first byte, fail N times then recover, fallback order, deadline, an oversized head
   streams   cut, stall and malformed chunk before and after the first event,
             a clean close without [DONE],
-            error events by their fields (`error:`, `event: error`), a client
-            gone right after [DONE]
+            error events by their fields (`error:`, `event: error`) and after a
+            BOM, a client gone right after [DONE]
   breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
             storm under 429 Retry-After, max_concurrency skip, queue and 429,
             attempts by class in metrics and logs
@@ -743,6 +743,17 @@ def streams(gw_bin, fake_bin):
         falls_back_each_time(serve, 2, "server_error")
     check("an `event: error` whose data lacks an error member, before any content, fails the "
           "attempt: fallback", error_event_type_first_falls_back)
+
+    def bom_then_error_falls_back():
+        # A UTF-8 BOM before the first event hid it from the checks: an error
+        # event there was relayed, with [DONE], as a success. The BOM is dropped,
+        # the event read: the attempt fails and the request falls back.
+        def serve(c, n):
+            c.sendall(chunked_sse(b'\xef\xbb\xbfdata: {"error": {"message": "overloaded", '
+                                  b'"type": "server_error", "code": 503}}\n\ndata: [DONE]\n\n'))
+        falls_back_each_time(serve, 2, "server_error")
+    check("an error event after a UTF-8 BOM at the start of a stream fails the attempt: "
+          "fallback", bom_then_error_falls_back)
 
     def client_gone_after_done():
         # The upstream sends its events and [DONE] (a Responses stream: its terminal

@@ -700,6 +700,25 @@ def run(gw_bin, env):
             assert line["error"] == "upstream_error_event", line
             assert [t["class"] for t in line["tries"]] == ["server_error"], line
 
+    def bom_stripped():
+        # A UTF-8 BOM before the first event (in one read, or split over
+        # three) is dropped, not relayed: the events after it are read and
+        # relayed as the upstream sent them. It used to hide the first event
+        # (its line was no `data:` line) and reach the client.
+        body = sse_body()
+        for step in (sse_stream(b"\xef\xbb\xbf" + body, "chunk"),
+                     sse_pieces([b"\xef", b"\xbb", b"\xbf" + body[:40], body[40:]])):
+            st, raw, line = streamed_logged(step, {"stream_options": {"include_usage": True}})
+            assert st == 200 and raw == body, (st, raw[:60])
+            assert line.get("tokens_out") == 2 and "error" not in line, line
+        # An error event first, after a BOM: no content reached the client, so
+        # the attempt failed (server_error; one candidate here: 502 naming it).
+        err = b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+        st, raw, line = streamed_logged(sse_stream(b"\xef\xbb\xbf" + err + b"data: [DONE]\n\n",
+                                                   "chunk"))
+        assert st == 502 and b"overloaded" in raw, (st, raw)
+        assert [t["class"] for t in line["tries"]] == ["server_error"], line
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -879,6 +898,8 @@ def run(gw_bin, env):
     check(tag + "an event stream that ends before its first event: 502", empty_stream)
     check(tag + "an `error:` field, or an `event: error` without an error member, after "
           "content: relayed, upstream_error_event", error_field_mid_stream)
+    check(tag + "a UTF-8 BOM before the first event is dropped, not relayed",
+          bom_stripped)
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
