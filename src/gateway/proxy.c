@@ -65,6 +65,10 @@
 
 /* A stream's buffers larger than this shrink back once a large event is out. */
 #define EVENT_KEEP (256u << 10)
+/* The choice indices a stream's finish reasons are tracked for (OpenAI's n
+ * is at most 128); a stream with more is never taken as finished without
+ * [DONE]. */
+#define CHOICE_MAP 256
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -196,6 +200,12 @@ struct exchange {
     int ev_error_field; /* it has an `error:` field (older llama.cpp), read as data */
     unsigned bom_seen;  /* bytes of a UTF-8 BOM at the body's start read so far */
     int bom_checked;    /* the body's start has been looked at for a BOM */
+    /* Chat and completions: the choice indices seen in the stream's chunks,
+     * and those given a finish reason (not "error"), for a clean end without
+     * [DONE] (choices_finished()). choices_lost: an index past the map. */
+    unsigned char choices_seen[CHOICE_MAP / 8], choices_done[CHOICE_MAP / 8];
+    int choices_lost;
+    int done_added; /* the stream ended cleanly without [DONE], which the gateway added */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_up_end;
@@ -537,6 +547,100 @@ static void error_event_message(const char *p, size_t n, char *why, size_t cap)
     json_decref(j);
 }
 
+/* ==== Finish reasons ==== */
+
+/* The value after the next `"key":` in [q, end) (blanks around the colon
+ * skipped), or NULL. Textual: it finds the key in a nested object too, and
+ * only rules chunks out cheaply (choices_note()). */
+static const char *next_key_value(const char *q, const char *end, const char *key, size_t kn)
+{
+    while (q < end && (q = memchr(q, '"', (size_t)(end - q))) != NULL) {
+        const char *v = q + kn + 2;
+        if ((size_t)(end - q) < kn + 2 || memcmp(q + 1, key, kn) != 0 || q[kn + 1] != '"') {
+            q++;
+            continue;
+        }
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'))
+            v++;
+        if (v < end && *v == ':') {
+            v++;
+            while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'))
+                v++;
+            return v;
+        }
+        q = v;
+    }
+    return NULL;
+}
+
+/* Has some `"key":` in p[0..end) a value other than the literal `value`? */
+static int key_other_than(const char *p, const char *end, const char *key, const char *value)
+{
+    size_t kn = strlen(key), vn = strlen(value);
+    const char *v = p;
+    while ((v = next_key_value(v, end, key, kn)) != NULL) {
+        if ((size_t)(end - v) < vn || memcmp(v, value, vn) != 0 ||
+            (v + vn < end && ((v[vn] >= '0' && v[vn] <= '9') || (v[vn] >= 'a' && v[vn] <= 'z') ||
+                              v[vn] == '.' || v[vn] == 'E')))
+            return 1;
+        v += vn;
+    }
+    return 0;
+}
+
+static void choice_mark(unsigned char *map, json_int_t k)
+{
+    map[k / 8] |= (unsigned char)(1u << (k % 8));
+}
+
+/* A chat or completions chunk p[0..n) (a JSON object): note the choice
+ * indices it has, and those it gives a finish reason other than "error"
+ * (OpenRouter's for a provider failing mid-stream). Nearly every chunk has
+ * index 0 alone and a null finish reason; one that has neither another
+ * index nor a finish reason anywhere in its text is that, and is not
+ * parsed. A choice with no index is index 0. */
+static void choices_note(struct exchange *ex, const char *p, size_t n)
+{
+    const char *end = p + n;
+    json_t *j, *choices, *c;
+    size_t i;
+    if (!key_other_than(p, end, "finish_reason", "null") && !key_other_than(p, end, "index", "0")) {
+        if (next_key_value(p, end, "choices", 7))
+            choice_mark(ex->choices_seen, 0);
+        return;
+    }
+    j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
+    choices = json_object_get(j, "choices");
+    json_array_foreach(choices, i, c)
+    {
+        json_t *idx = json_object_get(c, "index"), *fr = json_object_get(c, "finish_reason");
+        json_int_t k = !idx ? 0 : json_is_integer(idx) ? json_integer_value(idx) : -1;
+        if (k < 0 || k >= CHOICE_MAP) {
+            ex->choices_lost = 1;
+            continue;
+        }
+        choice_mark(ex->choices_seen, k);
+        if (nonempty_string(fr) && strcmp(json_string_value(fr), "error") != 0)
+            choice_mark(ex->choices_done, k);
+    }
+    json_decref(j);
+}
+
+/* Has every choice index the stream had (at least one) its finish reason?
+ * Then the answer is whole, [DONE] or not. */
+static int choices_finished(const struct exchange *ex)
+{
+    unsigned any = 0;
+    if (ex->choices_lost)
+        return 0;
+    for (size_t i = 0; i < sizeof ex->choices_seen; i++) {
+        if (ex->choices_seen[i] & ~ex->choices_done[i])
+            return 0;
+        any |= ex->choices_seen[i];
+    }
+    return any != 0;
+}
+
 /* ==== Responses API streams ==== */
 
 /* A Responses stream (POST /v1/responses) is a run of typed events, each
@@ -801,6 +905,7 @@ static int sse_event(struct exchange *ex)
     }
     if (!ex->streaming && !ex->event_seen && chunk_has_content(p, n))
         ex->event_seen = 1;
+    choices_note(ex, p, n);
     sse_usage(ex, p, end);
     return 0;
 }
@@ -1921,11 +2026,10 @@ static void on_done(void *arg, enum up_error err, const char *message)
     ex->mock = NULL;
     if (ex->sse) {
         const char *ending = NULL;
-        int rc;
-        if (err == UP_OK && !ex->saw_done && ex->held_len > ex->held_ok) {
+        int rc, open = ex->held_len > ex->held_ok, mid_line = ex->held_len > ex->held_line;
+        if (err == UP_OK && !ex->saw_done && open) {
             /* A clean end of the body inside an event ends it as its blank
              * line would; a last line without its line end ends with it. */
-            int mid_line = ex->held_len > ex->held_line;
             if (mid_line &&
                 sse_line(ex, ex->held + ex->held_line, ex->held_len - ex->held_line) < 0) {
                 failed(ex, RS_PROTOCOL, "out of memory holding the stream");
@@ -1951,6 +2055,21 @@ static void on_done(void *arg, enum up_error err, const char *message)
         if (ex->saw_done) {
             /* Whole. A transport failure after [DONE] lost nothing. */
             stream_complete(ex, err == UP_OK, ending);
+            return;
+        }
+        if (err == UP_OK && ex->ep != EP_RESPONSES && !ex->error_event && choices_finished(ex)) {
+            /* A clean end without [DONE] after every choice had its finish
+             * reason: the answer is whole, only [DONE] is missing (llama.cpp's
+             * server before PR #9459, TGI before PR #2221 leave it out). The
+             * client gets one of the gateway's, after a blank line ending
+             * the event left open, if any (see above for the CR), and the
+             * attempt is a success. */
+            static const char *const done_after[] = {"data: [DONE]\n\n", "\ndata: [DONE]\n\n",
+                                                     "\n\ndata: [DONE]\n\n"};
+            ex->done_added = 1;
+            if (ex->ms)
+                ex->ms->streams_done_added++;
+            stream_complete(ex, 1, done_after[!open ? 0 : mid_line || ex->cr_ended ? 2 : 1]);
             return;
         }
         failed(ex, err == UP_OK ? RS_STREAM_CUT : rs_class_of_transport(err, ex->head_seen),
@@ -2221,6 +2340,10 @@ static void start_attempt(struct exchange *ex)
     ex->ev_named_error = ex->ev_error_field = 0;
     ex->bom_seen = 0;
     ex->bom_checked = 0;
+    memset(ex->choices_seen, 0, sizeof ex->choices_seen);
+    memset(ex->choices_done, 0, sizeof ex->choices_done);
+    ex->choices_lost = 0;
+    ex->done_added = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = ex->held_line = 0;
     ex->ev_len = 0;
@@ -2355,6 +2478,7 @@ static void finish(struct exchange *ex, int status)
     log.attempts = (int)ex->n_attempts;
     log.attempts_json = ex->tries_len ? tries : NULL;
     log.after_done_bytes = (long long)ex->after_done;
+    log.done_added = ex->done_added;
     log.upstream_request_id = ex->up_request_id[0] ? ex->up_request_id : NULL;
     if (!ex->sent || sent_log_fill(ex->sent, gw, &log) != 0) {
         if (ex->sent)

@@ -682,6 +682,82 @@ def run(gw_bin, env):
                 {"index": i, "delta": {"content": c}, "finish_reason": f}]}).encode() + b"\n\n"
             for i, c, f in deltas)
 
+    def finished_without_done():
+        # Every choice has its finish reason and the body ends cleanly (the last
+        # chunk, or the close that delimits it), but no `data: [DONE]` came: as
+        # llama.cpp's server before PR #9459 and TGI before PR #2221 end a
+        # stream. The answer is whole: the client gets it and a [DONE] of the
+        # gateway's, the attempt is a success, and the log line and
+        # llmroute_stream_done_added_total say [DONE] was added. These were
+        # cuts: an error event after the whole answer, and a failure for the
+        # model's breaker.
+        added = 'llmroute_stream_done_added_total{model="s"}'
+        ok = 'llmroute_upstream_attempts_total{model="s",class="ok"}'
+        unmetered = 'llmroute_unmetered_answers_total{model="s"}'
+        tokens = 'llmroute_tokens_total{model="s",direction="out"}'
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in SSE_EVENTS)
+        # Usage came (the last chunk): metered. The body's last event ended,
+        # or not (its blank line, or its line end, missing), or its lines end
+        # with a bare CR: the client's events are whole either way.
+        cases = [(body, b"data: [DONE]\n\n"), (body[:-1], b"\ndata: [DONE]\n\n"),
+                 (body[:-2], b"\n\ndata: [DONE]\n\n"),
+                 (body.replace(b"\n", b"\r"), b"data: [DONE]\n\n"),
+                 (body.replace(b"\n", b"\r")[:-1], b"\n\ndata: [DONE]\n\n")]
+        for ending in ("chunk", "eof"):
+            for sent, tail in cases:
+                m0 = gw.metrics()
+                st, raw, line = streamed_logged(sse_stream(sent, ending),
+                                                {"stream_options": {"include_usage": True}})
+                assert st == 200 and raw == sent + tail, (ending, st, raw[-120:])
+                got = sse_dispatch(raw)
+                assert [json.loads(d) for d in got[:-1]] == SSE_EVENTS and got[-1] == "[DONE]", got
+                assert line["status"] == 200 and "error" not in line, line
+                assert line.get("done_added") is True, line
+                assert [t["class"] for t in line["tries"]] == ["ok"], line
+                m = gw.metrics()
+                assert m.get(added, 0) == m0.get(added, 0) + 1, (ending, m.get(added))
+                assert m.get(ok, 0) == m0.get(ok, 0) + 1, (ending, m.get(ok))
+                assert m.get(tokens, 0) == m0.get(tokens, 0) + 2, (ending, m.get(tokens))
+                assert m.get(unmetered, 0) == m0.get(unmetered, 0), (ending, m.get(unmetered))
+        # No usage chunk: whole, but unmetered.
+        m0 = gw.metrics()
+        sent = chunks((0, "hi", None), (0, " there", None), (0, "", "length"))
+        st, raw, line = streamed_logged(sse_stream(sent, "chunk"))
+        assert st == 200 and raw == sent + b"data: [DONE]\n\n", (st, raw[-120:])
+        assert line.get("done_added") is True and "tokens_out" not in line, line
+        m = gw.metrics()
+        assert m.get(unmetered, 0) == m0.get(unmetered, 0) + 1, m.get(unmetered)
+        # With n = 3, once every index seen has finished.
+        sent = chunks((0, "a", None), (1, "b", None), (2, "c", None), (1, "", "stop"),
+                      (0, "", "stop"), (2, "", "tool_calls"))
+        st, raw, line = streamed_logged(sse_stream(sent, "eof"), {"n": 3})
+        assert st == 200 and raw == sent + b"data: [DONE]\n\n", (st, raw[-120:])
+        assert line.get("done_added") is True, line
+
+    def unfinished_without_done():
+        # A clean end without [DONE] when a choice index seen has no finish
+        # reason stays a cut: Ollama's stream on an error mid-generation (no
+        # finish reason at all), one choice of n = 2 unfinished, a finish
+        # reason of "error" (OpenRouter's when the provider failed). So does
+        # a body that is not ended properly, finish reasons or not.
+        cut = 'llmroute_upstream_attempts_total{model="s",class="stream_cut"}'
+        added = 'llmroute_stream_done_added_total{model="s"}'
+        cases = [(chunks((0, "hi", None), (0, " there", None)), "chunk"),
+                 (chunks((0, "hi", None), (1, "yo", None), (0, "", "stop")), "eof"),
+                 (chunks((0, "hi", None), (0, "", "error")), "chunk"),
+                 (chunks((0, "hi", None), (0, "", "stop")), "close")]
+        for sent, ending in cases:
+            m0 = gw.metrics()
+            st, raw, line = streamed_logged(sse_stream(sent, ending))
+            assert st == 200, (st, raw)
+            got = sse_dispatch(raw)
+            assert "[DONE]" not in got, got
+            assert error_shape(json.loads(got[-1]))["code"] == "upstream_stream_cut", got
+            assert line["error"] == "stream_cut" and "done_added" not in line, line
+            m = gw.metrics()
+            assert m.get(cut, 0) == m0.get(cut, 0) + 1, (sent, ending)
+            assert m.get(added, 0) == m0.get(added, 0), (sent, ending)
+
     def error_field_mid_stream():
         # Older llama.cpp servers (before PR #16109) send a stream's error as an
         # `error:` field, then [DONE]; and a server may name an event `error`
@@ -896,6 +972,10 @@ def run(gw_bin, env):
           cut_mid_multiline_event)
     check(tag + "an event longer than the cap is a malformed stream", overlong_event)
     check(tag + "an event stream that ends before its first event: 502", empty_stream)
+    check(tag + "a stream that ends cleanly, every choice finished, without [DONE]: "
+          "complete, [DONE] added, logged and counted", finished_without_done)
+    check(tag + "a stream that ends without [DONE] with a choice unfinished, or cut: a cut",
+          unfinished_without_done)
     check(tag + "an `error:` field, or an `event: error` without an error member, after "
           "content: relayed, upstream_error_event", error_field_mid_stream)
     check(tag + "a UTF-8 BOM before the first event is dropped, not relayed",
