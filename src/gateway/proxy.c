@@ -555,11 +555,12 @@ static void error_event_message(const char *p, size_t n, char *why, size_t cap)
 static const char *next_key_value(const char *q, const char *end, const char *key, size_t kn)
 {
     while (q < end && (q = memchr(q, '"', (size_t)(end - q))) != NULL) {
-        const char *v = q + kn + 2;
+        const char *v;
         if ((size_t)(end - q) < kn + 2 || memcmp(q + 1, key, kn) != 0 || q[kn + 1] != '"') {
             q++;
             continue;
         }
+        v = q + kn + 2;
         while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'))
             v++;
         if (v < end && *v == ':') {
