@@ -1856,18 +1856,23 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             ex->bom_checked = 1;
             data += k;
             len -= k;
+            if (len == 0)
+                return UP_CONSUMED; /* the read was the BOM, or its end */
         } else if (k == len) {
             ex->bom_seen += (unsigned)k; /* all of it so far may be a BOM */
             return UP_CONSUMED;
         } else {
-            /* Not a BOM after all: the bytes held back are the body's. */
+            /* Not a BOM: the bytes held back as the start of one, if any,
+             * are the body's. */
             ex->bom_checked = 1;
-            if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + ex->bom_seen, 4096) != 0) {
-                defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
-                return UP_CONSUMED;
+            if (ex->bom_seen > 0) {
+                if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + ex->bom_seen, 4096) != 0) {
+                    defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
+                    return UP_CONSUMED;
+                }
+                memcpy(ex->held + ex->held_len, bom, ex->bom_seen);
+                ex->held_len += ex->bom_seen;
             }
-            memcpy(ex->held + ex->held_len, bom, ex->bom_seen);
-            ex->held_len += ex->bom_seen;
         }
     }
     if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + len, 4096) != 0) {
