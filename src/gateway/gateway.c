@@ -256,6 +256,8 @@ void gw_log_request(struct gw *gw, const struct gw_log *lg)
         line_put(&l, ",\"attempts\":%d,\"tries\":%s", lg->attempts, lg->attempts_json);
     if (lg->after_done_bytes > 0)
         line_put(&l, ",\"dropped_after_done\":%lld", lg->after_done_bytes);
+    if (lg->done_added)
+        line_put(&l, ",\"done_added\":true");
     if (lg->upstream_request_id)
         line_str(&l, "upstream_request_id", lg->upstream_request_id);
     line_write(&l);

@@ -351,6 +351,7 @@ struct gw_log {
     int attempts;                            /* upstream attempts; < 0: not forwarded */
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
     long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
+    int done_added; /* the stream ended cleanly, finished, without [DONE]: the gateway added it */
     /* The last upstream attempt's x-request-id, or NULL. */
     const char *upstream_request_id;
 };

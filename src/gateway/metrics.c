@@ -483,6 +483,13 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
     for (size_t i = 0; i < m->n_models; i++)
         put(&o, "llmroute_unmetered_answers_total{model=\"%s\"} %llu\n",
             esc(m->models[i]->name, a, sizeof a), (unsigned long long)m->models[i]->unmetered);
+    put(&o, "# HELP llmroute_stream_done_added_total Streams that ended cleanly with every "
+            "choice finished but without data: [DONE], which the gateway added.\n"
+            "# TYPE llmroute_stream_done_added_total counter\n");
+    for (size_t i = 0; i < m->n_models; i++)
+        put(&o, "llmroute_stream_done_added_total{model=\"%s\"} %llu\n",
+            esc(m->models[i]->name, a, sizeof a),
+            (unsigned long long)m->models[i]->streams_done_added);
     put(&o, "# HELP llmroute_estimated_cost_total Cost the router estimated when routing.\n"
             "# TYPE llmroute_estimated_cost_total counter\n");
     for (size_t i = 0; i < m->n_models; i++)

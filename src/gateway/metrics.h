@@ -32,7 +32,8 @@ struct model_stats {
     char *name;
     long in_flight;
     uint64_t tokens_in, tokens_out;
-    uint64_t unmetered; /* answers whose upstream reported no usage: no cost counted */
+    uint64_t unmetered;          /* answers whose upstream reported no usage: no cost counted */
+    uint64_t streams_done_added; /* streams that ended finished without [DONE]: it was added */
     double estimated_cost, actual_cost;
     struct hist upstream_latency; /* attempt start to last byte */
     struct hist ttft;             /* attempt start to first body byte, streams */

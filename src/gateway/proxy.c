@@ -65,6 +65,10 @@
 
 /* A stream's buffers larger than this shrink back once a large event is out. */
 #define EVENT_KEEP (256u << 10)
+/* The choice indices a stream's finish reasons are tracked for (OpenAI's n
+ * is at most 128); a stream with more is never taken as finished without
+ * [DONE]. */
+#define CHOICE_MAP 256
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -192,6 +196,17 @@ struct exchange {
     int event_seen;    /* an event with content (not just a role) is complete: may commit */
     int error_event;   /* an event relayed to the client carried the upstream's error */
     char event_error[160]; /* an error event before the stream committed: the failure's message */
+
+    int ev_named_error; /* the open event's type (an `event:` field) is `error` */
+    int ev_error_field; /* it has an `error:` field (older llama.cpp), read as data */
+    unsigned bom_seen;  /* bytes of a UTF-8 BOM at the body's start read so far */
+    int bom_checked;    /* the body's start has been looked at for a BOM */
+    /* Chat and completions: the choice indices seen in the stream's chunks,
+     * and those given a finish reason (not "error"), for a clean end without
+     * [DONE] (choices_finished()). choices_lost: an index past the map. */
+    unsigned char choices_seen[CHOICE_MAP / 8], choices_done[CHOICE_MAP / 8];
+    int choices_lost;
+    int done_added; /* the stream ended cleanly without [DONE], which the gateway added */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_up_end;
@@ -515,6 +530,119 @@ static int event_error(const char *p, size_t n, char *why, size_t cap)
     return 0;
 }
 
+/* The message of an error event's data p[0..n), put in why (cut to fit):
+ * its `message`, else its `error`'s `message` (or the `error` itself when a
+ * string). Data of any other shape, or not JSON, gives no message. */
+static void error_event_message(const char *p, size_t n, char *why, size_t cap)
+{
+    json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
+    json_t *msg = json_object_get(j, "message");
+    if (!json_is_string(msg)) {
+        json_t *e = json_object_get(j, "error");
+        msg = json_is_object(e) ? json_object_get(e, "message") : e;
+    }
+    if (json_is_string(msg))
+        snprintf(why, cap, "the stream's event is an error ('%.100s')", json_string_value(msg));
+    else
+        snprintf(why, cap, "the stream's event is an error");
+    json_decref(j);
+}
+
+/* ==== Finish reasons ==== */
+
+/* The value after the next `"key":` in [q, end) (blanks around the colon
+ * skipped), or NULL. Textual: it finds the key in a nested object too, and
+ * only rules chunks out cheaply (choices_note()). */
+static const char *next_key_value(const char *q, const char *end, const char *key, size_t kn)
+{
+    while (q < end && (q = memchr(q, '"', (size_t)(end - q))) != NULL) {
+        const char *v;
+        if ((size_t)(end - q) < kn + 2 || memcmp(q + 1, key, kn) != 0 || q[kn + 1] != '"') {
+            q++;
+            continue;
+        }
+        v = q + kn + 2;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'))
+            v++;
+        if (v < end && *v == ':') {
+            v++;
+            while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'))
+                v++;
+            return v;
+        }
+        q = v;
+    }
+    return NULL;
+}
+
+/* Has some `"key":` in p[0..end) a value other than the literal `value`? */
+static int key_other_than(const char *p, const char *end, const char *key, const char *value)
+{
+    size_t kn = strlen(key), vn = strlen(value);
+    const char *v = p;
+    while ((v = next_key_value(v, end, key, kn)) != NULL) {
+        if ((size_t)(end - v) < vn || memcmp(v, value, vn) != 0 ||
+            (v + vn < end && ((v[vn] >= '0' && v[vn] <= '9') || (v[vn] >= 'a' && v[vn] <= 'z') ||
+                              v[vn] == '.' || v[vn] == 'E')))
+            return 1;
+        v += vn;
+    }
+    return 0;
+}
+
+static void choice_mark(unsigned char *map, json_int_t k)
+{
+    map[k / 8] |= (unsigned char)(1u << (k % 8));
+}
+
+/* A chat or completions chunk p[0..n) (a JSON object): note the choice
+ * indices it has, and those it gives a finish reason other than "error"
+ * (OpenRouter's for a provider failing mid-stream). Nearly every chunk has
+ * index 0 alone and a null finish reason; one that has neither another
+ * index nor a finish reason anywhere in its text is that, and is not
+ * parsed. A choice with no index is index 0. */
+static void choices_note(struct exchange *ex, const char *p, size_t n)
+{
+    const char *end = p + n;
+    json_t *j, *choices, *c;
+    size_t i;
+    if (!key_other_than(p, end, "finish_reason", "null") && !key_other_than(p, end, "index", "0")) {
+        if (next_key_value(p, end, "choices", 7))
+            choice_mark(ex->choices_seen, 0);
+        return;
+    }
+    j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
+    choices = json_object_get(j, "choices");
+    json_array_foreach(choices, i, c)
+    {
+        json_t *idx = json_object_get(c, "index"), *fr = json_object_get(c, "finish_reason");
+        json_int_t k = !idx ? 0 : json_is_integer(idx) ? json_integer_value(idx) : -1;
+        if (k < 0 || k >= CHOICE_MAP) {
+            ex->choices_lost = 1;
+            continue;
+        }
+        choice_mark(ex->choices_seen, k);
+        if (nonempty_string(fr) && strcmp(json_string_value(fr), "error") != 0)
+            choice_mark(ex->choices_done, k);
+    }
+    json_decref(j);
+}
+
+/* Has every choice index the stream had (at least one) its finish reason?
+ * Then the answer is whole, [DONE] or not. */
+static int choices_finished(const struct exchange *ex)
+{
+    unsigned any = 0;
+    if (ex->choices_lost)
+        return 0;
+    for (size_t i = 0; i < sizeof ex->choices_seen; i++) {
+        if (ex->choices_seen[i] & ~ex->choices_done[i])
+            return 0;
+        any |= ex->choices_seen[i];
+    }
+    return any != 0;
+}
+
 /* ==== Responses API streams ==== */
 
 /* A Responses stream (POST /v1/responses) is a run of typed events, each
@@ -658,26 +786,33 @@ static void resp_event(struct exchange *ex, const char *p, size_t n, const struc
 /* One complete line of the open event, without its line end. The value of a
  * data field (after the colon and one space, if any; a line `data` alone is an
  * empty one) is added to the event's data with an LF after it, which is how
- * the SSE format joins an event's data lines. Comments and other fields
- * (event, id, retry) are relayed but carry no data. Returns 0, or -1 out of
- * memory. The event's bytes are capped (server.max_stream_event_bytes) before
- * they get here, so its data is too. */
+ * the SSE format joins an event's data lines. So is an `error` field's: older
+ * llama.cpp servers (before PR #16109) send a stream's error as `error:
+ * {...}`, and the event is then an error (ev_error_field). An `event` field
+ * naming `error` makes it one too (ev_named_error). Comments and other fields
+ * (id, retry) are relayed but carry no data. Returns 0, or -1 out of memory.
+ * The event's bytes are capped (server.max_stream_event_bytes) before they get
+ * here, so its data is too. */
 static int sse_line(struct exchange *ex, const char *l, size_t n)
 {
-    const char *v;
-    size_t vn;
-    if (n < 4 || memcmp(l, "data", 4) != 0 || (n > 4 && l[4] != ':'))
-        return 0;
-    v = l + 4;
-    vn = n - 4;
-    if (vn > 0) { /* the colon */
-        v++;
-        vn--;
-    }
+    const char *colon = memchr(l, ':', n), *v;
+    size_t fn = colon ? (size_t)(colon - l) : n, vn;
+    if (fn != 4 && fn != 5)
+        return 0; /* a comment (no field name), or a field the gateway does not read */
+    v = colon ? colon + 1 : l + n;
+    vn = n - (size_t)(v - l);
     if (vn > 0 && *v == ' ') {
         v++;
         vn--;
     }
+    if (fn == 5 && memcmp(l, "event", 5) == 0) {
+        ex->ev_named_error = vn == 5 && memcmp(v, "error", 5) == 0; /* the last one counts */
+        return 0;
+    }
+    if (fn == 5 && memcmp(l, "error", 5) == 0)
+        ex->ev_error_field = 1;
+    else if (fn != 4 || memcmp(l, "data", 4) != 0)
+        return 0;
     if (gw_reserve(&ex->ev_data, &ex->ev_cap, ex->ev_len + vn + 1, 1024) != 0)
         return -1;
     memcpy(ex->ev_data + ex->ev_len, v, vn);
@@ -692,15 +827,21 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
  * neither JSON nor [DONE], or -2 when it carries an error and the stream has
  * not committed (ex->event_error says what it was): nothing reached the
  * client, so the attempt fails as a 5xx head would. An error after that is
- * relayed, and noted (ex->error_event). An event with no data (comments or
- * other fields only), or with only blank data, is not checked. */
+ * relayed, and noted (ex->error_event). An event is an error when its data
+ * has a top-level `error` that is not null, when it came in `error:` lines,
+ * or when its type is `error`, whatever its data (on /v1/responses that one
+ * only before the commit, as the API's own error event). An event with no
+ * data (comments or other fields only), or with only blank data, is not
+ * checked. */
 static int sse_event(struct exchange *ex)
 {
     const char *p, *end;
     size_t n;
     unsigned lines = ex->ev_lines;
+    int named_error = ex->ev_named_error, error_field = ex->ev_error_field;
     struct resp_event re;
     ex->ev_lines = 0;
+    ex->ev_named_error = ex->ev_error_field = 0;
     if (lines == 0)
         return 0;
     p = ex->ev_data;
@@ -713,6 +854,21 @@ static int sse_event(struct exchange *ex)
     if (p == end)
         return 0;
     n = (size_t)(end - p);
+    if (error_field || (named_error && (ex->ep != EP_RESPONSES || !ex->streaming))) {
+        /* An error event of the SSE fields' making: its data need not be
+         * JSON, nor have an `error` member. Past the commit it is relayed as
+         * an error event in the data is; a Responses `event: error` then is
+         * relayed as it came (below), as the API's own error event is. */
+        if (!ex->streaming) {
+            error_event_message(p, n, ex->event_error, sizeof ex->event_error);
+            return -2;
+        }
+        if (!ex->error_event) {
+            error_event_message(p, n, ex->event_error, sizeof ex->event_error);
+            ex->error_event = 1;
+        }
+        return 0;
+    }
     if (n == 6 && memcmp(p, "[DONE]", 6) == 0) {
         /* Not the Responses API's end, which is its terminal event: relayed, no more. */
         if (ex->ep != EP_RESPONSES)
@@ -743,14 +899,7 @@ static int sse_event(struct exchange *ex)
             /* The Responses API's own error event, before anything went out:
              * failed as a chat stream's {"error": ...} is, so a route falls
              * back. */
-            json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
-            json_t *msg = json_object_get(j, "message");
-            if (json_is_string(msg))
-                snprintf(ex->event_error, sizeof ex->event_error,
-                         "the stream's event is an error ('%.100s')", json_string_value(msg));
-            else
-                snprintf(ex->event_error, sizeof ex->event_error, "the stream's event is an error");
-            json_decref(j);
+            error_event_message(p, n, ex->event_error, sizeof ex->event_error);
             return -2;
         }
         resp_event(ex, p, n, &re);
@@ -758,6 +907,7 @@ static int sse_event(struct exchange *ex)
     }
     if (!ex->streaming && !ex->event_seen && chunk_has_content(p, n))
         ex->event_seen = 1;
+    choices_note(ex, p, n);
     sse_usage(ex, p, end);
     return 0;
 }
@@ -833,7 +983,7 @@ static const char *done_unfinished(const struct exchange *ex, size_t *upto, int 
         }
         return NULL;
     }
-    if (ex->ev_lines == 1 && n == 0 && is_done(ex->ev_data, ex->ev_len)) {
+    if (ex->ev_lines == 1 && n == 0 && !ex->ev_error_field && is_done(ex->ev_data, ex->ev_len)) {
         *upto = ex->held_line;
         return ex->cr_ended ? "\n\n" : "\n"; /* after a CR, an LF alone would end the line */
     }
@@ -1707,6 +1857,38 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
         watch_stop(ex);
         return UP_PAUSE;
     }
+    if (!ex->bom_checked) {
+        /* A UTF-8 BOM at the very start of the body is no part of the
+         * stream: an SSE parser drops it, and so does the gateway, before
+         * reading lines (the first event is checked as any other) and
+         * without relaying it. It may come over more than one read. */
+        static const char bom[] = "\xEF\xBB\xBF";
+        size_t k = 0;
+        while (k < len && ex->bom_seen + k < 3 && data[k] == bom[ex->bom_seen + k])
+            k++;
+        if (ex->bom_seen + k == 3) {
+            ex->bom_checked = 1;
+            data += k;
+            len -= k;
+            if (len == 0)
+                return UP_CONSUMED; /* the read was the BOM, or its end */
+        } else if (k == len) {
+            ex->bom_seen += (unsigned)k; /* all of it so far may be a BOM */
+            return UP_CONSUMED;
+        } else {
+            /* Not a BOM: the bytes held back as the start of one, if any,
+             * are the body's. */
+            ex->bom_checked = 1;
+            if (ex->bom_seen > 0) {
+                if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + ex->bom_seen, 4096) != 0) {
+                    defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
+                    return UP_CONSUMED;
+                }
+                memcpy(ex->held + ex->held_len, bom, ex->bom_seen);
+                ex->held_len += ex->bom_seen;
+            }
+        }
+    }
     if (gw_reserve(&ex->held, &ex->held_cap, ex->held_len + len, 4096) != 0) {
         defer_failure(ex, RS_PROTOCOL, "out of memory holding the stream");
         return UP_CONSUMED;
@@ -1864,11 +2046,10 @@ static void on_done(void *arg, enum up_error err, const char *message)
     ex->mock = NULL;
     if (ex->sse) {
         const char *ending = NULL;
-        int rc;
-        if (err == UP_OK && !ex->saw_done && ex->held_len > ex->held_ok) {
+        int rc, open = ex->held_len > ex->held_ok, mid_line = ex->held_len > ex->held_line;
+        if (err == UP_OK && !ex->saw_done && open) {
             /* A clean end of the body inside an event ends it as its blank
              * line would; a last line without its line end ends with it. */
-            int mid_line = ex->held_len > ex->held_line;
             if (mid_line &&
                 sse_line(ex, ex->held + ex->held_line, ex->held_len - ex->held_line) < 0) {
                 failed(ex, RS_PROTOCOL, "out of memory holding the stream");
@@ -1894,6 +2075,21 @@ static void on_done(void *arg, enum up_error err, const char *message)
         if (ex->saw_done) {
             /* Whole. A transport failure after [DONE] lost nothing. */
             stream_complete(ex, err == UP_OK, ending);
+            return;
+        }
+        if (err == UP_OK && ex->ep != EP_RESPONSES && !ex->error_event && choices_finished(ex)) {
+            /* A clean end without [DONE] after every choice had its finish
+             * reason: the answer is whole, only [DONE] is missing (llama.cpp's
+             * server before PR #9459, TGI before PR #2221 leave it out). The
+             * client gets one of the gateway's, after a blank line ending
+             * the event left open, if any (see above for the CR), and the
+             * attempt is a success. */
+            static const char *const done_after[] = {"data: [DONE]\n\n", "\ndata: [DONE]\n\n",
+                                                     "\n\ndata: [DONE]\n\n"};
+            ex->done_added = 1;
+            if (ex->ms)
+                ex->ms->streams_done_added++;
+            stream_complete(ex, 1, done_after[!open ? 0 : mid_line || ex->cr_ended ? 2 : 1]);
             return;
         }
         failed(ex, err == UP_OK ? RS_STREAM_CUT : rs_class_of_transport(err, ex->head_seen),
@@ -2181,6 +2377,13 @@ static void start_attempt(struct exchange *ex)
     ex->resp_id[0] = '\0';
     ex->resp_id_len = 0;
     ex->cr_ended = 0;
+    ex->ev_named_error = ex->ev_error_field = 0;
+    ex->bom_seen = 0;
+    ex->bom_checked = 0;
+    memset(ex->choices_seen, 0, sizeof ex->choices_seen);
+    memset(ex->choices_done, 0, sizeof ex->choices_done);
+    ex->choices_lost = 0;
+    ex->done_added = 0;
     ex->body_complete = 0;
     ex->held_len = ex->held_ok = ex->held_line = 0;
     ex->ev_len = 0;
@@ -2315,6 +2518,7 @@ static void finish(struct exchange *ex, int status)
     log.attempts = (int)ex->n_attempts;
     log.attempts_json = ex->tries_len ? tries : NULL;
     log.after_done_bytes = (long long)ex->after_done;
+    log.done_added = ex->done_added;
     log.upstream_request_id = ex->up_request_id[0] ? ex->up_request_id : NULL;
     if (!ex->sent || sent_log_fill(ex->sent, gw, &log) != 0) {
         if (ex->sent)

@@ -13,7 +13,9 @@ Groups (each one ctest entry):
   attempts  refused, connect timeout, hang, every status with and without Retry-After, delayed
             first byte, fail N times then recover, fallback order, deadline, an oversized head
   streams   cut, stall and malformed chunk before and after the first event,
-            a clean close without [DONE], a client gone right after [DONE]
+            a clean close without [DONE] (a cut, unless every choice finished),
+            error events by their fields (`error:`, `event: error`) and after a
+            BOM, a client gone right after [DONE]
   breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
             storm under 429 Retry-After, max_concurrency skip, queue and 429,
             attempts by class in metrics and logs
@@ -699,6 +701,99 @@ def streams(gw_bin, fake_bin):
     check("a role chunk whose tool calls, function call and error are null, whose tool-call "
           "list is empty, or that carries usage is no content: the request falls back",
           null_fields_are_no_content)
+
+    def chunked_sse(body):
+        """A chunked event stream of body, ended properly, then a close."""
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+
+    def finished_without_done_keeps_breaker_closed():
+        # An upstream that ends each stream properly after its finish reason but
+        # never sends [DONE] (llama.cpp's server before PR #9459, TGI before PR
+        # #2221): every answer is whole, so five of them in a row are five
+        # successes, each with a [DONE] of the gateway's. They were five
+        # stream_cut failures: after three (breaker.consecutive_failures) the
+        # model was refused for every client.
+        body = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n'
+                b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                b'"delta":{},"finish_reason":"stop"}]}\n\n')
+
+        def serve(c, n):
+            c.sendall(chunked_sse(body))
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
+                                      "fallbacks": ["c"]}])
+        c_before = w.stats("c")
+        for n in range(1, 6):
+            st, h, ev, raw = stream_chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
+            assert h["x-llmroute-attempts"] == "1", (n, h)
+            assert raw == body + b"data: [DONE]\n\n", (n, raw)
+            assert_complete_stream(ev)
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="s",class="ok"}'] == 5, m
+        assert m.get('llmroute_upstream_attempts_total{model="s",class="stream_cut"}', 0) == 0
+        assert m['llmroute_stream_done_added_total{model="s"}'] == 5, m
+        assert m['llmroute_breaker_state{model="s"}'] == 0, m
+        assert m.get('llmroute_breaker_opens_total{model="s"}', 0) == 0, m
+        assert up.requests == 5 and w.stats("c") == c_before, (up.requests, w.stats("c"))
+        lines = wait_for(lambda: [l for l in g.log_lines() if l.get("model") == "s"] or None,
+                         5, "the log lines")
+        assert all(l.get("done_added") is True and "error" not in l for l in lines), lines
+        stop(g)
+        up.close()
+    check("streams that end properly with every choice finished but no [DONE] are successes: "
+          "[DONE] added, the breaker stays closed", finished_without_done_keeps_breaker_closed)
+
+    def error_field_first_falls_back():
+        # An older llama.cpp server (before PR #16109) sends a stream's error as
+        # an `error:` field, then [DONE]. Before anything reached the client it
+        # is the attempt's failure, server_error, as `data: {"error": ...}` is:
+        # the request falls back. It was relayed, the attempt logged ok.
+        err = (b'error: {"code": 400, "message": "the request exceeds the available context '
+               b'size, try increasing the context size or enable context shift", "type": '
+               b'"exceed_context_size_error"}\n\ndata: [DONE]\n\n')
+
+        def serve(c, n):
+            c.sendall(chunked_sse(err))
+        falls_back_each_time(serve, 2, "server_error")
+        # With nothing to fall back to, the client gets 502 with its message.
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url})
+        st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+        e = error_shape(json.loads(raw))
+        assert st == 502 and e["code"] == "upstream_server_error", (st, raw)
+        assert "exceeds the available context size" in e["message"], e
+        stop(g)
+        up.close()
+    check("an `error:` field before any content fails the attempt (server_error): fallback, "
+          "else 502 with its message", error_field_first_falls_back)
+
+    def error_event_type_first_falls_back():
+        # An event named `error` whose data has no `error` member (Anthropic's
+        # shape, `{"message": ...}`) is an error all the same: before any content,
+        # the attempt fails and the request falls back. It was taken for
+        # content: the stream committed with it, and no fallback.
+        def serve(c, n):
+            c.sendall(chunked_sse(b'event: error\ndata: {"message": "Overloaded", "type": '
+                                  b'"overloaded_error"}\n\n'))
+        falls_back_each_time(serve, 2, "server_error")
+    check("an `event: error` whose data lacks an error member, before any content, fails the "
+          "attempt: fallback", error_event_type_first_falls_back)
+
+    def bom_then_error_falls_back():
+        # A UTF-8 BOM before the first event hid it from the checks: an error
+        # event there was relayed, with [DONE], as a success. The BOM is dropped,
+        # the event read: the attempt fails and the request falls back.
+        def serve(c, n):
+            c.sendall(chunked_sse(b'\xef\xbb\xbfdata: {"error": {"message": "overloaded", '
+                                  b'"type": "server_error", "code": 503}}\n\ndata: [DONE]\n\n'))
+        falls_back_each_time(serve, 2, "server_error")
+    check("an error event after a UTF-8 BOM at the start of a stream fails the attempt: "
+          "fallback", bom_then_error_falls_back)
 
     def client_gone_after_done():
         # The upstream sends its events and [DONE] (a Responses stream: its terminal

@@ -662,6 +662,139 @@ def run(gw_bin, env):
             st, _, raw = streamed(sse_stream(b"", ending))
             assert st == 502, (ending, st, raw)
 
+    def streamed_logged(step, extra=None):
+        """A stream request played against step: (status, raw, its log line)."""
+        up.steps.put(step)
+        payload = {"model": "s", "messages": HELLO, "stream": True}
+        payload.update(extra or {})
+        st, h, raw = request(gw.port, "POST", "/v1/chat/completions", json.dumps(payload),
+                             timeout=15)
+
+        def line():
+            got = [l for l in gw.log_lines() if l.get("id") == h["x-request-id"]]
+            return got[0] if got else None
+        return st, raw, wait_for(line, 5, "the request's log line")
+
+    def chunks(*deltas):
+        """Chat chunks for each (index, content, finish_reason) in deltas."""
+        return b"".join(
+            b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "choices": [
+                {"index": i, "delta": {"content": c}, "finish_reason": f}]}).encode() + b"\n\n"
+            for i, c, f in deltas)
+
+    def finished_without_done():
+        # Every choice has its finish reason and the body ends cleanly (the last
+        # chunk, or the close that delimits it), but no `data: [DONE]` came: as
+        # llama.cpp's server before PR #9459 and TGI before PR #2221 end a
+        # stream. The answer is whole: the client gets it and a [DONE] of the
+        # gateway's, the attempt is a success, and the log line and
+        # llmroute_stream_done_added_total say [DONE] was added. These were
+        # cuts: an error event after the whole answer, and a failure for the
+        # model's breaker.
+        added = 'llmroute_stream_done_added_total{model="s"}'
+        ok = 'llmroute_upstream_attempts_total{model="s",class="ok"}'
+        unmetered = 'llmroute_unmetered_answers_total{model="s"}'
+        tokens = 'llmroute_tokens_total{model="s",direction="out"}'
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in SSE_EVENTS)
+        # Usage came (the last chunk): metered. The body's last event ended,
+        # or not (its blank line, or its line end, missing), or its lines end
+        # with a bare CR: the client's events are whole either way.
+        cases = [(body, b"data: [DONE]\n\n"), (body[:-1], b"\ndata: [DONE]\n\n"),
+                 (body[:-2], b"\n\ndata: [DONE]\n\n"),
+                 (body.replace(b"\n", b"\r"), b"data: [DONE]\n\n"),
+                 (body.replace(b"\n", b"\r")[:-1], b"\n\ndata: [DONE]\n\n")]
+        for ending in ("chunk", "eof"):
+            for sent, tail in cases:
+                m0 = gw.metrics()
+                st, raw, line = streamed_logged(sse_stream(sent, ending),
+                                                {"stream_options": {"include_usage": True}})
+                assert st == 200 and raw == sent + tail, (ending, st, raw[-120:])
+                got = sse_dispatch(raw)
+                assert [json.loads(d) for d in got[:-1]] == SSE_EVENTS and got[-1] == "[DONE]", got
+                assert line["status"] == 200 and "error" not in line, line
+                assert line.get("done_added") is True, line
+                assert [t["class"] for t in line["tries"]] == ["ok"], line
+                m = gw.metrics()
+                assert m.get(added, 0) == m0.get(added, 0) + 1, (ending, m.get(added))
+                assert m.get(ok, 0) == m0.get(ok, 0) + 1, (ending, m.get(ok))
+                assert m.get(tokens, 0) == m0.get(tokens, 0) + 2, (ending, m.get(tokens))
+                assert m.get(unmetered, 0) == m0.get(unmetered, 0), (ending, m.get(unmetered))
+        # No usage chunk: whole, but unmetered.
+        m0 = gw.metrics()
+        sent = chunks((0, "hi", None), (0, " there", None), (0, "", "length"))
+        st, raw, line = streamed_logged(sse_stream(sent, "chunk"))
+        assert st == 200 and raw == sent + b"data: [DONE]\n\n", (st, raw[-120:])
+        assert line.get("done_added") is True and "tokens_out" not in line, line
+        m = gw.metrics()
+        assert m.get(unmetered, 0) == m0.get(unmetered, 0) + 1, m.get(unmetered)
+        # With n = 3, once every index seen has finished.
+        sent = chunks((0, "a", None), (1, "b", None), (2, "c", None), (1, "", "stop"),
+                      (0, "", "stop"), (2, "", "tool_calls"))
+        st, raw, line = streamed_logged(sse_stream(sent, "eof"), {"n": 3})
+        assert st == 200 and raw == sent + b"data: [DONE]\n\n", (st, raw[-120:])
+        assert line.get("done_added") is True, line
+
+    def unfinished_without_done():
+        # A clean end without [DONE] when a choice index seen has no finish
+        # reason stays a cut: Ollama's stream on an error mid-generation (no
+        # finish reason at all), one choice of n = 2 unfinished, a finish
+        # reason of "error" (OpenRouter's when the provider failed). So does
+        # a body that is not ended properly, finish reasons or not.
+        cut = 'llmroute_upstream_attempts_total{model="s",class="stream_cut"}'
+        added = 'llmroute_stream_done_added_total{model="s"}'
+        cases = [(chunks((0, "hi", None), (0, " there", None)), "chunk"),
+                 (chunks((0, "hi", None), (1, "yo", None), (0, "", "stop")), "eof"),
+                 (chunks((0, "hi", None), (0, "", "error")), "chunk"),
+                 (chunks((0, "hi", None), (0, "", "stop")), "close")]
+        for sent, ending in cases:
+            m0 = gw.metrics()
+            st, raw, line = streamed_logged(sse_stream(sent, ending))
+            assert st == 200, (st, raw)
+            got = sse_dispatch(raw)
+            assert "[DONE]" not in got, got
+            assert error_shape(json.loads(got[-1]))["code"] == "upstream_stream_cut", got
+            assert line["error"] == "stream_cut" and "done_added" not in line, line
+            m = gw.metrics()
+            assert m.get(cut, 0) == m0.get(cut, 0) + 1, (sent, ending)
+            assert m.get(added, 0) == m0.get(added, 0), (sent, ending)
+
+    def error_field_mid_stream():
+        # Older llama.cpp servers (before PR #16109) send a stream's error as an
+        # `error:` field, then [DONE]; and a server may name an event `error`
+        # with data of its own shape (no `error` member). After content reached
+        # the client, each is relayed as it came and logged as what it is: the
+        # attempt a server_error, "upstream_error_event", as an error in the
+        # data is. Both were taken for content, the attempt logged ok. (Each
+        # piece comes in a read of its own: the first commits the stream.)
+        err = b'{"code": 500, "message": "boom", "type": "server_error"}'
+        for ev in (b"error: " + err + b"\n\n",
+                   b'event: error\ndata: {"message": "Overloaded", "type": "overloaded"}\n\n'):
+            pieces = [chunks((0, "hi", None)), ev, b"data: [DONE]\n\n"]
+            sent = b"".join(pieces)
+            st, raw, line = streamed_logged(sse_pieces(pieces))
+            assert st == 200 and raw == sent, (st, raw)
+            assert line["error"] == "upstream_error_event", line
+            assert [t["class"] for t in line["tries"]] == ["server_error"], line
+
+    def bom_stripped():
+        # A UTF-8 BOM before the first event (in one read, or split over
+        # three) is dropped, not relayed: the events after it are read and
+        # relayed as the upstream sent them. It used to hide the first event
+        # (its line was no `data:` line) and reach the client.
+        body = sse_body()
+        for step in (sse_stream(b"\xef\xbb\xbf" + body, "chunk"),
+                     sse_pieces([b"\xef", b"\xbb", b"\xbf" + body[:40], body[40:]])):
+            st, raw, line = streamed_logged(step, {"stream_options": {"include_usage": True}})
+            assert st == 200 and raw == body, (st, raw[:60])
+            assert line.get("tokens_out") == 2 and "error" not in line, line
+        # An error event first, after a BOM: no content reached the client, so
+        # the attempt failed (server_error; one candidate here: 502 naming it).
+        err = b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+        st, raw, line = streamed_logged(sse_stream(b"\xef\xbb\xbf" + err + b"data: [DONE]\n\n",
+                                                   "chunk"))
+        assert st == 502 and b"overloaded" in raw, (st, raw)
+        assert [t["class"] for t in line["tries"]] == ["server_error"], line
+
     def closed_after_response():
         expect_ok(ok_then_close)
         time.sleep(0.2)  # the pooled connection is closed by now
@@ -839,6 +972,14 @@ def run(gw_bin, env):
           cut_mid_multiline_event)
     check(tag + "an event longer than the cap is a malformed stream", overlong_event)
     check(tag + "an event stream that ends before its first event: 502", empty_stream)
+    check(tag + "a stream that ends cleanly, every choice finished, without [DONE]: "
+          "complete, [DONE] added, logged and counted", finished_without_done)
+    check(tag + "a stream that ends without [DONE] with a choice unfinished, or cut: a cut",
+          unfinished_without_done)
+    check(tag + "an `error:` field, or an `event: error` without an error member, after "
+          "content: relayed, upstream_error_event", error_field_mid_stream)
+    check(tag + "a UTF-8 BOM before the first event is dropped, not relayed",
+          bom_stripped)
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
