@@ -167,7 +167,7 @@ static void copy_cut(char *dst, size_t cap, const char *s, size_t max)
     size_t n = 0;
     if (!cap)
         return;
-    if (max > cap - 4)
+    if (cap <= 4 || max > cap - 4) /* room for "..." and the NUL */
         max = cap > 4 ? cap - 4 : 0;
     while (s[n]) {
         unsigned char b = (unsigned char)s[n];

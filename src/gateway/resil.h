@@ -79,7 +79,7 @@ enum rs_class rs_class_of_answer(long status, const char *body, size_t body_len,
  * `choices`, `data`, `output` (OpenRouter answers 200 so when the provider
  * failed after the request was accepted). RS_RATE_LIMITED_BARE when the
  * error's numeric code is 429, RS_SERVER_ERROR for any other; the error's
- * message, cut to at most 200 bytes between characters, goes into msg (""
+ * message, cut to at most 160 bytes between characters, goes into msg (""
  * when it has none). RS_OK for any other body: an answer is never refused. */
 enum rs_class rs_class_of_ok_body(const char *body, size_t len, char *msg, size_t cap);
 /* Does this class say something about the upstream's health? (A 400 says

@@ -284,9 +284,14 @@ static void ok_body_error_message_is_cut_between_characters(void **state)
     /* "a", 79 whole characters (159 bytes), and the mark of the cut. */
     assert_int_equal(strlen(msg), 1 + 158 + 3);
     assert_memory_equal(msg + 1 + 158, "...", 3);
-    /* A small buffer is never overrun. */
-    assert_int_equal(ok_class(body, msg, 8), RS_SERVER_ERROR);
-    assert_true(strlen(msg) < 8);
+    /* A small buffer is never overrun: the bytes past cap keep their mark. */
+    for (size_t cap = 1; cap <= 8; cap++) {
+        memset(msg, '#', sizeof msg);
+        assert_int_equal(ok_class(body, msg, cap), RS_SERVER_ERROR);
+        assert_true(strlen(msg) < cap);
+        for (size_t i = cap; i < sizeof msg; i++)
+            assert_int_equal(msg[i], '#');
+    }
 }
 
 static void defaults_are_safe(void **state)
