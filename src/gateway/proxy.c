@@ -485,6 +485,16 @@ static int chunk_has_content(const char *p, size_t n)
     return yes;
 }
 
+/* Why an error event failed the attempt, in why (cut to fit): with its
+ * message when msg is a string. */
+static void error_why(const json_t *msg, char *why, size_t cap)
+{
+    if (json_is_string(msg))
+        snprintf(why, cap, "the stream's event is an error ('%.100s')", json_string_value(msg));
+    else
+        snprintf(why, cap, "the stream's event is an error");
+}
+
 /* Does an event's data p[0..n) (a JSON object) carry an error: a top-level
  * `error` member that is not null? vLLM sends `data: {"error": {...}}` after
  * its 200 head when the engine fails. Most events never name `error`, so the
@@ -520,10 +530,7 @@ static int event_error(const char *p, size_t n, char *why, size_t cap)
             return 0;
         e = json_loadb(v, vn, JSON_ALLOW_NUL, NULL);
         msg = json_is_object(e) ? json_object_get(e, "message") : e;
-        if (json_is_string(msg))
-            snprintf(why, cap, "the stream's event is an error ('%.100s')", json_string_value(msg));
-        else
-            snprintf(why, cap, "the stream's event is an error");
+        error_why(msg, why, cap);
         json_decref(e);
         return 1;
     }
@@ -541,10 +548,7 @@ static void error_event_message(const char *p, size_t n, char *why, size_t cap)
         json_t *e = json_object_get(j, "error");
         msg = json_is_object(e) ? json_object_get(e, "message") : e;
     }
-    if (json_is_string(msg))
-        snprintf(why, cap, "the stream's event is an error ('%.100s')", json_string_value(msg));
-    else
-        snprintf(why, cap, "the stream's event is an error");
+    error_why(msg, why, cap);
     json_decref(j);
 }
 
@@ -983,11 +987,13 @@ static const char *done_unfinished(const struct exchange *ex, size_t *upto, int 
         }
         return NULL;
     }
-    if (ex->ev_lines == 1 && n == 0 && !ex->ev_error_field && is_done(ex->ev_data, ex->ev_len)) {
+    if (ex->ev_lines == 1 && n == 0 && !ex->ev_error_field && !ex->ev_named_error &&
+        is_done(ex->ev_data, ex->ev_len)) {
         *upto = ex->held_line;
         return ex->cr_ended ? "\n\n" : "\n"; /* after a CR, an LF alone would end the line */
     }
-    if (ex->ev_lines == 0 && n > 5 && memcmp(l, "data:", 5) == 0 && is_done(l + 5, n - 5)) {
+    if (ex->ev_lines == 0 && n > 5 && !ex->ev_named_error && memcmp(l, "data:", 5) == 0 &&
+        is_done(l + 5, n - 5)) {
         *upto = ex->held_len;
         return "\n\n";
     }
@@ -1263,14 +1269,14 @@ static void give_up(struct exchange *ex, const char *why)
                   ex->n_attempts == 1 ? "" : "s");
         return;
     }
-    if (c == RS_DESCRIPTORS || c == RS_CONNECT_REFUSED || c == RS_CONNECT_TIMEOUT) {
-        /* The transport's message names the upstream's address, which is
-         * the operator's business: the log line has it, the client does
-         * not. */
+    if (c == RS_DESCRIPTORS || c == RS_CONNECT_REFUSED || c == RS_CONNECT_TIMEOUT || c == RS_TLS) {
+        /* The transport's message names the upstream's address (a TLS
+         * failure its host name too), which is the operator's business: the
+         * log line has it, the client does not. */
         char full[600];
-        snprintf(full, sizeof full,
-                 "the upstream for model '%s' could not be reached: %s (%s; %u attempt%s)",
-                 ex->last_model, ex->last_msg, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+        snprintf(full, sizeof full, "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)",
+                 ex->last_model, rs_class_name(c), ex->last_msg, why, ex->n_attempts,
+                 ex->n_attempts == 1 ? "" : "s");
         free(ex->log_msg);
         ex->log_msg = strdup(full);
     }
@@ -1288,8 +1294,13 @@ static void give_up(struct exchange *ex, const char *why)
                   ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
     else if (c == RS_CONNECT_TIMEOUT)
         fail_with(ex, 504, NULL, "upstream_timeout",
-                  "the upstream for model '%s' timed out: no connection within "
-                  "timeouts.connect_ms (%s; %u attempt%s)",
+                  "the upstream for model '%s' timed out before a connection was made (%s; %u "
+                  "attempt%s)",
+                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+    else if (c == RS_TLS)
+        fail_with(ex, 502, NULL, "upstream_tls",
+                  "the upstream for model '%s' failed: the TLS handshake or its certificate; "
+                  "the gateway's log has the reason (%s; %u attempt%s)",
                   ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
     else if (c == RS_TIMEOUT || c == RS_STREAM_STALL)
         fail_with(ex, 504, NULL, "upstream_timeout",

@@ -527,6 +527,17 @@ def run(gw_bin, env):
             assert raw.endswith(b"data: [DONE]\r\n\r\n"), (k, raw[-60:])
             assert b"AFTER" not in raw and b'"error"' not in raw, (k, raw[-200:])
 
+    def named_error_done_unfinished_then_cut():
+        # An event named `error` whose data is `[DONE]`, without the blank line
+        # ending it, then a cut: an error event, not the stream's end, so the
+        # attempt fails (502, nothing relayed) and is no success.
+        key = 'llmroute_upstream_attempts_total{model="s",class="ok"}'
+        for body in (b"event: error\ndata: [DONE]\n", b"event: error\ndata: [DONE]"):
+            before = gw.metrics().get(key, 0)
+            st, _, raw = streamed(sse_stream(body, "close"))
+            assert st == 502, (body, st, raw)
+            assert gw.metrics().get(key, 0) == before, (body, gw.metrics())
+
     def stream_without_content_type():
         # A 200 stream answer with no Content-Type at all is read as the event stream
         # asked for: the client gets every event and [DONE], as text/event-stream. One
@@ -955,6 +966,8 @@ def run(gw_bin, env):
           done_without_blank_line)
     check(tag + "[DONE] without its event's end, then a cut or silence: complete",
           done_unfinished_then_cut)
+    check(tag + "`event: error` with `data: [DONE]`, unfinished, then a cut: a failure",
+          named_error_done_unfinished_then_cut)
     check(tag + "`data: [DONE]\\r\\n\\r\\n` split at each byte, then more: the client gets "
           "the whole event and nothing after", done_crlf_split_at_each_byte)
     check(tag + "a 200 stream answer without Content-Type is read as an event stream",
