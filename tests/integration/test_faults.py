@@ -52,8 +52,9 @@ class World:
         self.dead_url = "http://%s:%d/v1" % (HOST, closed_port())
         self.n = 0
 
-    def gateway(self, models=None, routes=None, resilience=None):
-        """models: extra fields per model name; routes: list of route objects."""
+    def gateway(self, models=None, routes=None, resilience=None, tls_port=None):
+        """models: extra fields per model name; routes: list of route objects; tls_port: a
+        model "tls" whose base_url is https at that port."""
         for f in self.fakes.values():
             f.scenario("ok")
         ms = []
@@ -63,6 +64,9 @@ class World:
             m.update((models or {}).get(name, {}))
             ms.append(m)
         ms.append({"name": "dead", "backend": "openai", "base_url": self.dead_url})
+        if tls_port:
+            ms.append({"name": "tls", "backend": "openai",
+                       "base_url": "https://%s:%d/v1" % (HOST, tls_port)})
         res = {"timeouts": dict(TIMEOUTS), "retry": dict(RETRY), "breaker": dict(BREAKER)}
         for k, v in (resilience or {}).items():
             res[k] = dict(res.get(k, {}), **v)
@@ -214,6 +218,27 @@ def attempts(gw_bin, fake_bin):
         assert len(line) == 1 and line[0]["error"] == "upstream_unreachable", line
         assert port in line[0]["message"], line
     check("refused connection: falls back to the route's fallback; alone, 502", refused)
+
+    def tls_failed():
+        # A TLS handshake with a server that speaks plain HTTP: 502 upstream_tls,
+        # the TLS library's reason in the log line only (it can name the host).
+        class PlainHTTP(Upstream):
+            def serve(self, c):
+                # Answers the ClientHello in plain HTTP, as a server without TLS does.
+                c.recv(4096)
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                c.close()
+        up = PlainHTTP().start()
+        gw = w.gateway(tls_port=up.port)
+        st, h, j, _ = chat(gw.port, {"model": "tls", "messages": HELLO})
+        assert st == 502 and error_shape(j)["code"] == "upstream_tls", (st, j)
+        assert "log has the reason" in error_shape(j)["message"], j
+        rid = h["x-request-id"]
+        wait_for(lambda: any(l.get("id") == rid for l in gw.log_lines()), 5, "a log line")
+        line = [l for l in gw.log_lines() if l.get("id") == rid]
+        assert len(line) == 1 and line[0]["tries"][0]["class"] == "tls", line
+        assert line[0]["message"] != error_shape(j)["message"], line
+    check("a failed TLS handshake: 502 upstream_tls, its reason only in the log", tls_failed)
 
     def connect_timeout():
         # A listener whose backlog is full: new connections hang in the SYN stage.
