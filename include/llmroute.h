@@ -509,9 +509,14 @@ LR_EXTERN long long lr_store_key_ttl(const struct lr_store *store);
  * runs with the store's write lock held: adding to, importing into,
  * refreshing or rebuilding the same store, or lr_store_find_queries() on
  * it, from inside the callback is LR_EINVAL at once; handing such a call to
- * another thread and waiting for it deadlocks. */
+ * another thread and waiting for it deadlocks. It must return: a longjmp()
+ * or an exception unwinding out of it leaves the store locked. */
 typedef int (*lr_embed_fn)(void *arg, const char *const *texts, size_t n, float *out,
                            size_t dim, struct lr_error *err);
+
+/* The most bytes of a data file either loader reads (lr_store_import_file,
+ * lr_dataset_load). */
+#define LR_DATA_FILE_MAX (1024L * 1024 * 1024)
 
 struct lr_import_options {
     const char *split; /* keep only records whose "split" equals this; NULL = all */
@@ -522,6 +527,9 @@ struct lr_import_options {
     void *embed_arg;
     size_t embed_batch;
     size_t embed_dim; /* the vectors' dimension; 0 = the store's (which must be known) */
+    /* The data's name in messages (NULL: the path): a caller that copied
+     * standard input to a file names it so. */
+    const char *name;
 };
 
 /* Fill opts with the defaults (every split, bad records skipped, no
@@ -569,7 +577,7 @@ struct lr_dataset;
  * empty or holds only blank space is LR_EEMPTY (lr_store_import_file takes
  * it as nothing to import, 0). Any file that reads as a stream is read,
  * a FIFO or a pipe too (lr_store_import_file takes regular files only),
- * up to 1 GiB.
+ * up to LR_DATA_FILE_MAX bytes (1 GiB), as lr_store_import_file.
  * The caller frees *out with lr_dataset_free(). */
 LR_EXTERN int lr_dataset_load(const char *path, const struct lr_import_options *opts,
                               struct lr_dataset **out, struct lr_import_report *report,

@@ -12,9 +12,13 @@
  * empty store behind stamped with that embedder, which would refuse a
  * later import with another.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "embed_http.h"
@@ -44,6 +48,74 @@ static const char help[] =
     "but this report could not be written to standard output (a full disk, or\n"
     "a pipe whose reader is gone): the records are stored, do not import them\n"
     "again.\n";
+
+/* Standard input as a file the import can read: itself when it is one
+ * (`< data.jsonl`), else (a pipe) a copy in an unlinked temporary file, so
+ * the store's write lock is not held while a producer writes. *fd_out is
+ * the copy's descriptor (-1 for none), path holds what to open. Returns 0,
+ * or -1 with the reason said. */
+static int stdin_as_file(char *path, size_t cap, int *fd_out)
+{
+    struct stat sb;
+    const char *dir = getenv("TMPDIR");
+    char tmpl[4096], buf[65536];
+    long long total = 0;
+    ssize_t n;
+    int fd;
+
+    *fd_out = -1;
+    if (fstat(STDIN_FILENO, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        snprintf(path, cap, "/dev/stdin");
+        return 0;
+    }
+    snprintf(tmpl, sizeof tmpl, "%s/llmroute-stdin-XXXXXX", dir && *dir ? dir : "/tmp");
+    fd = mkstemp(tmpl);
+    if (fd < 0) {
+        cli_error("import", "cannot copy standard input to a temporary file in %s: %s",
+                  dir && *dir ? dir : "/tmp", strerror(errno));
+        return -1;
+    }
+    unlink(tmpl);
+    for (;;) {
+        n = read(STDIN_FILENO, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            cli_error("import", "cannot read standard input: %s: nothing imported",
+                      strerror(errno));
+            close(fd);
+            return -1;
+        }
+        if (n == 0)
+            break;
+        total += n;
+        if (total > LR_DATA_FILE_MAX) {
+            cli_error("import",
+                      "standard input is over the cap of %ld bytes for a data file: nothing "
+                      "imported",
+                      LR_DATA_FILE_MAX);
+            close(fd);
+            return -1;
+        }
+        for (ssize_t o = 0; o < n;) {
+            ssize_t w = write(fd, buf + o, (size_t)(n - o));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                cli_error("import",
+                          "cannot copy standard input to a temporary file in %s: %s: nothing "
+                          "imported",
+                          dir && *dir ? dir : "/tmp", strerror(errno));
+                close(fd);
+                return -1;
+            }
+            o += w;
+        }
+    }
+    snprintf(path, cap, "/proc/self/fd/%d", fd);
+    *fd_out = fd;
+    return 0;
+}
 
 int cmd_import(int argc, char **argv)
 {
@@ -115,11 +187,21 @@ int cmd_import(int argc, char **argv)
         struct lr_import_options io;
         /* '-' is standard input (checked given once, above), which the
          * import reads as it reads a pipe and names /dev/stdin. */
-        const char *path = strcmp(pos[i], "-") == 0 ? "/dev/stdin" : pos[i];
+        const char *path = pos[i];
+        char in_path[64];
+        int in_fd = -1;
         struct lr_import_report rep = {0};
         lr_import_options_init(&io);
         io.split = split;
         io.strict = strict;
+        if (strcmp(pos[i], "-") == 0) {
+            if (stdin_as_file(in_path, sizeof in_path, &in_fd) != 0) {
+                status = CLI_RUNTIME;
+                continue;
+            }
+            path = in_path;
+            io.name = "/dev/stdin";
+        }
         if (emb) {
             io.embed = embed_http_callback;
             io.embed_arg = emb;
@@ -127,13 +209,15 @@ int cmd_import(int argc, char **argv)
             io.embed_dim = dim;
         }
         rc = lr_store_import_file(store, path, &io, &rep, &err);
+        if (in_fd >= 0)
+            close(in_fd);
         if (rc) {
             cli_error("import", "%s: nothing imported from this file", err.message);
             status = CLI_RUNTIME;
             continue;
         }
         imported += rep.imported;
-        printf("%s: imported %zu of %zu records", path, rep.imported, rep.read);
+        printf("%s: imported %zu of %zu records", io.name ? io.name : path, rep.imported, rep.read);
         if (split)
             printf(" (%zu in other splits)", rep.skipped_split);
         if (rep.bad)

@@ -264,8 +264,10 @@ static int get_int(json_t *obj, const char *key, const char *where, long lo, lon
         return 0;
     if (json_is_real(v)) {
         char dt[LR__NUMBER_TEXT];
-        return fail(err, "%s.%s: expected an integer from %ld to %ld, got %s", where, key, lo, hi,
-                    lr__error_number(dt, json_real_value(v)));
+        return fail(err,
+                    "%s.%s: expected an integer from %ld to %ld, got %s written as a real number "
+                    "(an integer has no '.' or exponent)",
+                    where, key, lo, hi, lr__error_number(dt, json_real_value(v)));
     }
     if (!json_is_integer(v))
         return fail(err, "%s.%s: expected an integer from %ld to %ld, got %s", where, key, lo, hi,

@@ -26,7 +26,7 @@
  * less than a query may hold. */
 #define LR__RECORD_MAX_TASK (64 * 1024)
 #define LR__RECORD_MAX_TOKENS 1000000000  /* input_token_length, output_token_length */
-#define LR__RECORD_MAX_FILE (1024L * 1024 * 1024) /* bytes of a data file, both loaders */
+#define LR__RECORD_MAX_FILE LR_DATA_FILE_MAX /* bytes of a data file, both loaders */
 /* Bytes of a line of JSON lines, its newline included, both loaders (a
  * record is at most a few MB of JSON under the caps above). */
 #define LR__RECORD_MAX_LINE (64L * 1024 * 1024)

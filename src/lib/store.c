@@ -2733,7 +2733,7 @@ static int refresh(struct lr_store *store, int converge, int *changed, struct lr
     if (!store)
         return fail(err, LR_EINVAL, 0, "%s: store is NULL",
                     converge ? "lr_store_rebuild" : "lr_store_refresh");
-    if ((rc = refuse_in_embed(store, "refresh it", err)) != 0)
+    if ((rc = refuse_in_embed(store, converge ? "rebuild it" : "refresh it", err)) != 0)
         return rc;
     pthread_mutex_lock(&store->rebuild_mu);
     pthread_mutex_lock(&store->wmu);
@@ -3797,7 +3797,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     im.opts = opts;
     im.rep = report;
     im.err = err;
-    im.path = path;
+    im.path = opts && opts->name ? opts->name : path; /* the name messages give */
 
     if ((rc = refuse_in_embed(store, "import into it", err)) != 0)
         return rc;
@@ -3817,17 +3817,17 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     }
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &sb) != 0) {
-        rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", path, strerror(errno));
+        rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", im.path, strerror(errno));
         goto out;
     }
     if (!S_ISREG(sb.st_mode)) {
-        rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", path,
+        rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", im.path,
                   S_ISDIR(sb.st_mode) ? "it is a directory" : "not a regular file");
         goto out;
     }
     if (sb.st_size > LR__RECORD_MAX_FILE) {
-        rc = fail(err, LR_ETOOBIG, 0, "'%s' is %lld bytes, over the cap of %ld bytes for a data file",
-                  path,
+        rc = fail(err, LR_ETOOBIG, 0,
+                  "'%s' is %lld bytes, over the cap of %ld bytes for a data file", im.path,
                   (long long)sb.st_size, LR__RECORD_MAX_FILE);
         goto out;
     }
@@ -3835,7 +3835,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     /* Read, not mapped: a mapped file that shrinks while it is parsed
      * (a log rotation that truncates it, say) kills the process with
      * SIGBUS; read, it is an error. */
-    if (len > 0 && (rc = read_whole(fd, path, len, &map, err)) != 0)
+    if (len > 0 && (rc = read_whole(fd, im.path, len, &map, err)) != 0)
         goto out;
     const char *p = len > 0 ? map : "";
     size_t first = 0;
@@ -3846,8 +3846,9 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         /* A first byte 0xEF that starts no mark starts no JSON either:
          * refused in the words of eval's loader, which reads a file once
          * (it may be a pipe) and so cannot give those bytes to jansson. */
-        rc = fail(err, LR_EPARSE, 1,
-                  "%s:1:1: invalid token (expected a JSON array or JSON lines of objects)", path);
+        rc =
+            fail(err, LR_EPARSE, 1,
+                 "%s:1:1: invalid token (expected a JSON array or JSON lines of objects)", im.path);
         goto out;
     }
     while (first < len && lr__json_ws(p[first]))
@@ -3902,8 +3903,8 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     /* '[' opens an array; anything else is JSON lines, where a first line
      * that is a value but no object is a bad record like any other line's
      * (as lr_dataset_load() reads it). */
-    rc = p[first] == '[' ? import_array(&im, path, p + bom, len - bom)
-                         : import_lines(&im, path, p + bom, len - bom);
+    rc = p[first] == '[' ? import_array(&im, im.path, p + bom, len - bom)
+                         : import_lines(&im, im.path, p + bom, len - bom);
     if (rc == 0)
         rc = pending_flush(&im);
     if (rc != 0 || report->imported == 0)

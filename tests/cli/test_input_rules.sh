@@ -124,6 +124,18 @@ expect "route --store ''" 2 "llmroute route: --store: the value is empty" -- \
 rc=$?
 [ "$rc" = 0 ] && grep -qF "/dev/stdin: imported 64 of 64 records" "$TMP/out" && ok ||
     bad "import -: exit $rc, $(cat "$TMP/err" "$TMP/out")"
+# From a pipe (copied to an unlinked temporary file first: the store reads
+# regular files only), with messages naming /dev/stdin.
+cat "$HIST" | "$BIN" import --store "$TMP/pipe.db" - >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 0 ] && grep -qF "/dev/stdin: imported 64 of 64 records" "$TMP/out" && ok ||
+    bad "cat | import -: exit $rc, $(cat "$TMP/err" "$TMP/out")"
+{ head -n 1 "$HIST"; printf '{bad\n'; } |
+    "$BIN" import --store "$TMP/pipe.db" --strict - >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 1 ] && grep -qF "llmroute import: /dev/stdin:2:" "$TMP/err" &&
+    grep -qF "$TMP/pipe.db: 64 records" "$TMP/out" && ok ||
+    bad "cat bad | import -: exit $rc, $(cat "$TMP/err" "$TMP/out")"
 expect "import - twice" 2 "'-' (standard input) is given twice" -- \
     "$BIN" import --store "$TMP/stdin2.db" - -
 "$BIN" eval --config "$CFG" --store "$TMP/h.db" --data - --format csv <"$HIST" >"$TMP/out" 2>"$TMP/err"

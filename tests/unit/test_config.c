@@ -584,6 +584,10 @@ static void a_number_for_an_integer_shows_the_value(void **state)
                  "router.n_similar: expected an integer from 1 to 1024, got 1.5");
     expect_error("{\"models\": [{\"name\": \"a\", \"capacity\": 1e10}]}", LR_ECONFIG,
                  "models[0].capacity: expected an integer from 0 to 1000000000, got 1e+10");
+    /* 5.0 prints as 5: the message says why 5 is refused. */
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"n_similar\": 5.0}}", LR_ECONFIG,
+                 "router.n_similar: expected an integer from 1 to 1024, got 5 written as a real "
+                 "number (an integer has no '.' or exponent)");
 }
 
 /* A path too long for the message is cut in its middle, and the reason

@@ -241,7 +241,7 @@ static struct lr_store *both_skip_records_that_are_not_objects(const char *name,
  * message that holds `want`, and stores nothing: `s` still counts `count`. */
 static void strict_import_refuses(struct lr_store *s, const char *want, size_t count)
 {
-    struct lr_import_options strict = {NULL, 1, NULL, NULL, 0, 0};
+    struct lr_import_options strict = {.split = NULL, .strict = 1};
     struct lr_import_report rep;
     struct lr_error err;
 

@@ -168,7 +168,8 @@ lr_embed_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_char_p), c_size_t, POINTER(c_
 
 class lr_import_options(Structure):
     _fields_ = [("split", c_char_p), ("strict", c_int), ("embed", lr_embed_fn),
-                ("embed_arg", c_void_p), ("embed_batch", c_size_t), ("embed_dim", c_size_t)]
+                ("embed_arg", c_void_p), ("embed_batch", c_size_t), ("embed_dim", c_size_t),
+                ("name", c_char_p)]
 
 
 class lr_import_report(Structure):

@@ -110,7 +110,8 @@ int main(void)
       F(lr_import_options, embed),
       F(lr_import_options, embed_arg),
       F(lr_import_options, embed_batch),
-      F(lr_import_options, embed_dim));
+      F(lr_import_options, embed_dim),
+      F(lr_import_options, name));
     S(lr_import_report,
       F(lr_import_report, read),
       F(lr_import_report, imported),
