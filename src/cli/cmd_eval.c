@@ -1405,15 +1405,17 @@ int cmd_eval(int argc, char **argv)
         goto out;
     /* Checked here, not by the first router made with it: that comes after
      * the data is read and every other row scored, and only with a store. */
-    for (size_t p = 0; p < n_preds; p++)
-        if (strcmp(preds[p], "default") != 0 && strcmp(preds[p], "aios") != 0) {
-            cli_error("eval",
-                      "--predictors: unknown predictor '%s' (expected \"default\" or "
-                      "\"aios\")",
-                      preds[p]);
+    for (size_t p = 0; p < n_preds; p++) {
+        size_t k = 0, known = sizeof default_preds / sizeof *default_preds;
+        while (k < known && strcmp(preds[p], default_preds[k]) != 0)
+            k++;
+        if (k == known) {
+            cli_error("eval", "--predictors: unknown predictor '%s' (expected \"%s\" or \"%s\")",
+                      preds[p], default_preds[0], default_preds[1]);
             rc = CLI_USAGE;
             goto out;
         }
+    }
     if ((rc = cli_check_split("eval", split)))
         goto out;
     if ((rc = cli_load_config("eval", config, &cfg)))
