@@ -53,6 +53,22 @@ class StoreFileTestCase(unittest.TestCase):
         self.dir.cleanup()
 
 
+class InTempDir:
+    """Mixin: the test runs in a temporary directory of its own as the
+    working directory, removed after it."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.TemporaryDirectory()
+        self.cwd = os.getcwd()
+        os.chdir(self.dir.name)
+
+    def tearDown(self):
+        os.chdir(self.cwd)
+        self.dir.cleanup()
+        super().tearDown()
+
+
 class SmartTestCase(unittest.TestCase):
     """Base of the smart-routing tests: they fail, with the reason, on a
     library without smart routing, which is a part of every libllmroute."""

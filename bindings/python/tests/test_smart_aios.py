@@ -17,7 +17,7 @@ import warnings
 from http.server import BaseHTTPRequestHandler
 
 import support  # noqa: F401  (puts the package on the path)
-from support import CountingEmbed, SmartTestCase, ThreadedServer, priced
+from support import CountingEmbed, InTempDir, SmartTestCase, ThreadedServer, priced
 
 import llmroute
 from llmroute import InvalidType, QueryStore, SmartRouting, routing
@@ -1067,16 +1067,7 @@ class BootstrapTogetherTest(SmartTestCase):
             self.assertEqual(srv.hits, {"/boot.json": 1})
 
 
-class AiosQueryStoreTest(SmartTestCase):
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.cwd = os.getcwd()
-        os.chdir(self.dir.name)
-
-    def tearDown(self):
-        os.chdir(self.cwd)
-        self.dir.cleanup()
-
+class AiosQueryStoreTest(InTempDir, SmartTestCase):
     def test_a_model_name_makes_no_store_file(self):
         # QueryStore("all-MiniLM-L6-v2") made a SQLite file of that name here.
         for args, kw in ((("all-MiniLM-L6-v2",), {}), (("BAAI/bge-small-en-v1.5",), {}),

@@ -3,11 +3,10 @@ did something else (copies, an embed function that writes to its own
 store, a model name where QueryStore takes a path, ...), and current
 AIOS's SmartRouting.available_models."""
 import os
-import tempfile
 import unittest
 
 import support  # noqa: F401  (puts the package on the path)
-from support import CountingEmbed, SmartTestCase, priced
+from support import CountingEmbed, InTempDir, SmartTestCase, priced
 from test_copy import check_refused
 from test_errors import run_apart
 
@@ -98,7 +97,7 @@ class EmbedWritesToItsOwnStoreTest(SmartTestCase):
         for write, doing in (("s.add('x', [('a', 1, 5)])", "add to it"),
                              ("s.add_outcome('x', 'a', 1, 5)", "add to it"),
                              ("s.refresh()", "refresh it"),
-                             ("s.rebuild()", "refresh it")):
+                             ("s.rebuild()", "rebuild it")):
             with self.subTest(write=write):
                 lines = self.run_case(
                     MAKE="Store(':memory:', embedder='hash8', embed=embed)",
@@ -114,20 +113,11 @@ class EmbedWritesToItsOwnStoreTest(SmartTestCase):
         self.assertEqual(lines, ["imported", "(100, 1)", "(101, 1)"])
 
 
-class QueryStoreFirstArgumentTest(SmartTestCase):
+class QueryStoreFirstArgumentTest(InTempDir, SmartTestCase):
     """QueryStore("all-mpnet-base-v2"), AIOS's positional model_name, made a
     SQLite file of that name in the working directory and used the
     built-in embedder. A first positional str that looks like no store
     file is refused now."""
-
-    def setUp(self):
-        self.dir = tempfile.TemporaryDirectory()
-        self.cwd = os.getcwd()
-        os.chdir(self.dir.name)
-
-    def tearDown(self):
-        os.chdir(self.cwd)
-        self.dir.cleanup()
 
     def test_a_model_name_is_refused_and_makes_no_file(self):
         for name in ("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", "history"):
