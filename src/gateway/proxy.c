@@ -402,26 +402,15 @@ static int is_json_object(const char *buf, size_t len)
     return rc == 0 || rc == -2; /* -2: more members than m holds, still an object */
 }
 
+static const char *next_key_value(const char *q, const char *end, const char *key, size_t kn);
+
 /* The payload of a data line with usage: parsed for the token counts. */
 static void sse_usage(struct exchange *ex, const char *p, const char *end)
 {
-    const char *u = NULL, *q;
-    json_t *j;
     /* Most chunks carry no usage, or "usage": null; skip those cheaply. */
-    for (q = p; q + 7 <= end; q++) {
-        q = memchr(q, '"', (size_t)(end - q));
-        if (!q || q + 7 > end)
-            return;
-        if (memcmp(q, "\"usage\"", 7) == 0) {
-            u = q + 7;
-            break;
-        }
-    }
-    if (!u)
-        return;
-    while (u < end && (*u == ' ' || *u == ':' || *u == '\t'))
-        u++;
-    if (u >= end || *u != '{')
+    const char *u = next_key_value(p, end, "usage", 5);
+    json_t *j;
+    if (!u || u >= end || *u != '{')
         return;
     j = json_loadb(p, (size_t)(end - p), 0, NULL);
     if (json_is_object(j) && json_is_object(json_object_get(j, "usage")))
@@ -556,7 +545,7 @@ static void error_event_message(const char *p, size_t n, char *why, size_t cap)
 
 /* The value after the next `"key":` in [q, end) (blanks around the colon
  * skipped), or NULL. Textual: it finds the key in a nested object too, and
- * only rules chunks out cheaply (choices_note()). */
+ * only rules chunks out cheaply (choices_note(), sse_usage()). */
 static const char *next_key_value(const char *q, const char *end, const char *key, size_t kn)
 {
     while (q < end && (q = memchr(q, '"', (size_t)(end - q))) != NULL) {
