@@ -2463,7 +2463,11 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     pthread_mutex_init(&st->wmu, NULL);
     pthread_mutex_init(&st->rebuild_mu, NULL);
     pthread_rwlockattr_init(&ra);
-#if defined(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP)
+    /* glibc's kinds are enumerators, not macros: testing the kind with
+     * #if defined() never set it, and routing threads starved writers
+     * (an append waited seconds behind a steady stream of readers). No
+     * reader takes the lock twice, which this kind would deadlock. */
+#if defined(__GLIBC__)
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 #endif
     pthread_rwlock_init(&st->rw, &ra);
