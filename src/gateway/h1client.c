@@ -33,6 +33,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -47,6 +48,13 @@
 #define LINE_CAP 1024         /* a chunk-size or trailer line */
 #define TRAILER_LINES_CAP 64
 #define IDLE_PER_HOST_CAP 256 /* idle keep-alive connections kept per host */
+/* The longest a connection stays in the pool, as libcurl's connections do
+ * (CURLOPT_MAXAGE_CONN's default): a NAT or load balancer on the way may
+ * drop a flow idle for minutes without a word to either end, and a request
+ * sent on it then waits for its first-byte timeout. An upstream that says
+ * how long it keeps an idle connection (Keep-Alive: timeout=N) is taken at
+ * its word, less a margin (keep_alive_ms()). */
+#define IDLE_MAX_MS 118000
 #define AUTHORITY_CAP 280     /* "[IPv6]:port" and then some */
 #define PATH_CAP 8192
 #define CTYPE_CAP 256
@@ -80,6 +88,7 @@ struct h1_conn {
     int fd;
     int connecting;
     int idle;
+    uint64_t idle_until; /* while idle: the monotonic ms past which it is not reused */
     unsigned long n_done; /* responses completed on this connection */
     struct event rev, wev;
     struct h1_xfer *xfer;
@@ -107,6 +116,7 @@ struct h1_xfer {
     unsigned long long remaining;
     int trailer_lines;
     int keep_alive;
+    long keep_ms; /* how long the connection may stay idle after this response */
     int head_done, paused, aborted, in_cb, retried, got_bytes;
     int send_errno; /* what ended writing the request early (send_failed()), or 0 */
     long status;
@@ -350,16 +360,34 @@ static int idle_usable(struct h1_conn *c)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
-/* After a complete response: back to the pool, or closed. */
-static void conn_release(struct h1_conn *c, int keep)
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Close the idle connections kept past their time, oldest first (the pool
+ * is in release order, so the first one still within its time ends the
+ * walk). Only the start of a request runs this: a gateway gone quiet keeps
+ * its idle connections until the upstream closes them. */
+static void close_expired(struct h1_client *cl, uint64_t now)
+{
+    while (cl->oldest_idle && cl->oldest_idle->idle_until <= now)
+        conn_close(cl->oldest_idle);
+}
+
+/* After a complete response: back to the pool for keep_ms, or closed. */
+static void conn_release(struct h1_conn *c, int keep, long keep_ms)
 {
     struct h1_host *h = c->host;
     c->xfer = NULL;
     c->n_done++;
-    if (!keep || c->pos != c->len || h->n_idle >= IDLE_PER_HOST_CAP) {
+    if (!keep || keep_ms <= 0 || c->pos != c->len || h->n_idle >= IDLE_PER_HOST_CAP) {
         conn_close(c);
         return;
     }
+    c->idle_until = now_ms() + (uint64_t)keep_ms;
     c->pos = c->len = 0;
     if (c->cap > BUF_START) {
         char *b = realloc(c->buf, BUF_START);
@@ -415,7 +443,7 @@ static void finish(struct h1_xfer *x, enum up_error err, const char *msg, int ke
     x->conn = NULL;
     if (c) {
         if (err == UP_OK)
-            conn_release(c, keep);
+            conn_release(c, keep, x->keep_ms);
         else
             conn_close(c);
     }
@@ -678,6 +706,38 @@ static void copy_value(char *dst, size_t cap, const char *v, size_t n)
     dst[n] = '\0';
 }
 
+/* How long a connection may stay idle after a response whose Keep-Alive
+ * header value is v (n bytes): the upstream's timeout=N seconds less a
+ * margin for a request already on its way when it closes (a second, or half
+ * of N when that is less), and never past IDLE_MAX_MS. Without a timeout
+ * (or with one that is not a number), IDLE_MAX_MS. */
+static long keep_alive_ms(const char *v, size_t n)
+{
+    const char *end = v + n;
+    while (v < end) {
+        const char *p = v;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if ((size_t)(end - p) > 8 && strncasecmp(p, "timeout=", 8) == 0) {
+            long s = 0;
+            p += 8;
+            if (p == end || *p < '0' || *p > '9')
+                return IDLE_MAX_MS;
+            for (; p < end && *p >= '0' && *p <= '9'; p++)
+                if ((s = s * 10 + (*p - '0')) >= IDLE_MAX_MS / 1000)
+                    return IDLE_MAX_MS;
+            if (p < end && *p != ',' && *p != ' ' && *p != '\t')
+                return IDLE_MAX_MS;
+            return s * 1000 - (s >= 2 ? 1000 : s * 500);
+        }
+        while (v < end && *v != ',')
+            v++;
+        if (v < end)
+            v++;
+    }
+    return IDLE_MAX_MS;
+}
+
 /* Parse a complete head of hl bytes at p. 0: a final head (rs and keep_alive
  * set); 1: an interim 1xx head to skip; -1: malformed, *why set. */
 static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **why)
@@ -712,6 +772,7 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
     x->request_id[0] = '\0';
     x->relay.len = x->relay.n = 0;
     x->relay.buf[0] = '\0';
+    x->keep_ms = IDLE_MAX_MS;
 
     for (line = nl + 1; line < end; line = nl + 1) {
         const char *colon, *v, *ve;
@@ -777,6 +838,8 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
         } else if (nlen == 10 && strncasecmp(line, "connection", 10) == 0) {
             close_conn |= token_in(v, (size_t)(ve - v), "close");
             keep_alive_hdr |= token_in(v, (size_t)(ve - v), "keep-alive");
+        } else if (nlen == 10 && strncasecmp(line, "keep-alive", 10) == 0) {
+            x->keep_ms = keep_alive_ms(v, (size_t)(ve - v));
         } else if (nlen == 12 && strncasecmp(line, "content-type", 12) == 0) {
             copy_value(x->ctype, sizeof x->ctype, v, (size_t)(ve - v));
         } else if (nlen == 11 && strncasecmp(line, "retry-after", 11) == 0) {
@@ -1221,7 +1284,9 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
     /* The most recently used idle connection that is still usable, if any,
      * unless the caller asked for a new connection. */
     c = NULL;
-    while (!req->fresh_connection && (c = x->host->idle) && !idle_usable(c))
+    close_expired(cl, now_ms());
+    while (!req->fresh_connection && (c = x->host->idle) &&
+           (c->idle_until <= now_ms() || !idle_usable(c)))
         conn_close(c);
     if (c) {
         idle_unlink(c);

@@ -29,7 +29,9 @@
  * not yet a reset: an upstream may answer before reading all of the request
  * (413 to a body over its limit) and close, and what it sent is read as the
  * response; only a connection that ended before a response head is a reset.
- * up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
+ * A pooled connection is reused only within 118 s of its last answer, or
+ * within the upstream's Keep-Alive timeout less a margin when that answer
+ * gave one. up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
  * or IPv6 addresses: no name resolution on the event loop (libcurl, with its
  * threaded resolver, takes host names).
  *

@@ -162,6 +162,14 @@ def ok_then_idle_close(c):
     return "close"
 
 
+def ok_keep_alive_2s(c):
+    # An upstream that says it keeps an idle connection 2 s (Node's and
+    # Apache's Keep-Alive header), and would close it then.
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              b"Keep-Alive: timeout=2, max=100\r\nContent-Length: %d\r\n\r\n"
+              % len(OK_BODY) + OK_BODY)
+
+
 def reset_after_reading(c):
     # The request was read, and could have been acted on; then the connection
     # is reset with no answer. Resending it would do the work twice.
@@ -956,6 +964,36 @@ def run(gw_bin, env):
 
     check(tag + "a crossing is not held against the model's breaker",
           idle_close_crossing_not_held_against_breaker)
+
+    def keep_alive_timeout_heeded():
+        # Keep-Alive: timeout=2: the connection is reused within its time
+        # less a margin of a second, and not after it, when a request sent
+        # on it could cross the upstream's close. A gateway of its own, so
+        # that no connection of the tests before is in its pool.
+        g = Gateway(gw_bin, workdir(), cfg, env=e, name="gw-keepalive")
+        try:
+            drain_steps()
+            # (the step, the idle time before it, the connections it opens)
+            for step, pause, want in ((ok_keep_alive_2s, 0, 1), (ok_keep_alive_2s, 0.2, 0),
+                                      (ok_with_length, 1.4, 1)):
+                before = up.connections
+                time.sleep(pause)
+                up.steps.put(step)
+                st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
+                assert st == 200, (st, raw)
+                assert h["x-llmroute-attempts"] == "1", h
+                assert up.connections - before == want, (pause, up.connections - before)
+        finally:
+            g.signal(signal.SIGTERM)
+            assert g.wait(15) == 0
+            time.sleep(0.2)
+            drain_steps()
+
+    # libcurl reads no Keep-Alive header: its connections age by its own
+    # limit (118 s), as the native client's do without the header.
+    if env.get("LLMROUTE_UPSTREAM_CLIENT") != "curl":
+        check(tag + "an upstream's Keep-Alive timeout is heeded: reused within it less a "
+              "second, a new connection after", keep_alive_timeout_heeded)
     check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
           done_then_closed)
     check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",
