@@ -404,6 +404,23 @@ static void set_read_timeout(struct hs_conn *c, int on)
     bufferevent_set_timeouts(c->bev, on && ms > 0 ? &tv : NULL, ms > 0 ? &wtv : NULL);
 }
 
+/* Whether a request's head is in and its body is still being read: a
+ * Content-Length body, or any part of a chunked one (its size lines, data,
+ * the CRLF after each chunk, trailers). */
+static int reading_body(const struct hs_conn *c)
+{
+    switch (c->state) {
+    case C_BODY:
+    case C_CHUNK_SIZE:
+    case C_CHUNK_DATA:
+    case C_CHUNK_CRLF:
+    case C_TRAILER:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void req_reset(struct hs_req *r)
 {
     struct hs_conn *c = r->conn;
@@ -1774,21 +1791,10 @@ static void process_bytes(struct hs_conn *c)
 static void process_input(struct hs_conn *c)
 {
     process_bytes(c);
-    switch (c->state) {
-    case C_BODY:
-    case C_CHUNK_SIZE:
-    case C_CHUNK_DATA:
-    case C_CHUNK_CRLF:
-    case C_TRAILER:
+    if (reading_body(c))
         body_timeout(c);
-        break;
-    case C_CLOSING:
-        if (c->linger_end_ms)
-            linger_timeout(c);
-        break;
-    default:
-        break;
-    }
+    else if (c->state == C_CLOSING && c->linger_end_ms)
+        linger_timeout(c);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -1895,10 +1901,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && write_timeout_put_off(c))
         return;
     /* A body that did not come in time (idle_timeout_ms, at the least rate)
-     * after a complete head: the request is answered 408 and logged, not
-     * just cut off; what the client still sends is read and dropped for
-     * LINGER_MS, so it can read the answer. */
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == C_BODY) {
+     * after a complete head, Content-Length or chunked: the request is
+     * answered 408 and logged, not just cut off; what the client still
+     * sends is read and dropped for LINGER_MS, so it can read the answer. */
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && reading_body(c)) {
         bufferevent_enable(c->bev, EV_READ);
         fail_request(c, 408, "the request body did not arrive within server.idle_timeout_ms "
                              "(at 500 bytes a second at least)");
@@ -2025,7 +2031,7 @@ size_t hs_server_refuse_unfinished(struct hs_server *srv, int status, const char
     size_t n = 0;
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->state != C_BODY)
+        if (!reading_body(c))
             continue;
         fail_request_body(c, status, message, body, len);
         n++;
