@@ -302,15 +302,22 @@ static int out_kernel_count(const struct hs_conn *c, unsigned long long *acked,
  * still grew after the last write: such a client is closed at the second
  * look.) A look comes once per idle_timeout_ms without progress, so each
  * must find some: a client that reads a byte a minute is cut with a
- * shorter timeout. Returns 1 on progress; 0 when there is none, or where
- * the kernel does not say. */
+ * shorter timeout. With all of the output written and acknowledged there is
+ * none to find: the client has it all, whenever it took it, and a
+ * connection between requests is idle since its last answer was written.
+ * (The mark is taken only while output waits, so after an answer written
+ * at once it was stale, and the acknowledgement of that answer counted as
+ * progress at the first look: every keep-alive connection stayed open for
+ * twice idle_timeout_ms.) Returns 1 on progress; 0 when there is none, or
+ * where the kernel does not say. */
 static int out_taken(struct hs_conn *c, long long now)
 {
     unsigned long long acked, sent;
     int took;
     if (out_kernel_count(c, &acked, &sent) < 0)
         return 0;
-    took = acked > c->out_sent_mark;
+    took = acked > c->out_sent_mark &&
+           (acked < c->out_written || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0);
     c->out_sent_mark = sent;
     if (took)
         c->out_progress_ms = now;

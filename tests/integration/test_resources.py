@@ -113,6 +113,25 @@ def pipeline(gw_bin, fake_bin):
     check("a pipelining client that reads gets every answer, in turn",
           a_pipelining_client_that_reads_gets_every_answer)
 
+    def an_idle_connection_is_closed_after_idle_timeout_ms():
+        # Counted from its last answer (idle_timeout_ms 1.5 s). The kernel's
+        # acknowledgement of that answer, seen at the first timeout, was taken
+        # for the client reading: the connection stayed for twice as long.
+        for path in ("/health", "/v1/models"):
+            s = socket.create_connection((HOST, gw.port), timeout=10)
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(1 << 16)
+            t0 = time.monotonic()
+            while s.recv(1 << 16):
+                pass
+            took = time.monotonic() - t0
+            s.close()
+            assert 1.3 < took < 2.6, "closed %.2f s after the answer" % took
+    check("an idle keep-alive connection is closed idle_timeout_ms after its last answer",
+          an_idle_connection_is_closed_after_idle_timeout_ms)
+
 
 def listening(pid):
     """Whether process pid has a listening TCP socket (by its descriptors'
