@@ -123,6 +123,7 @@ struct hs_conn {
     size_t line_scanned;        /* chunked body: bytes of the line in progress scanned for LF */
     size_t trailer_bytes;       /* chunked body: bytes of trailer lines read so far */
     int answer_early; /* the handler refuses the request whatever its body: none is read */
+    int peer_eof;     /* the client's input ended with answers still to write (finish_at_eof) */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
     /* When the output last made progress (monotonic): the socket took bytes
@@ -1817,6 +1818,12 @@ static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct hs_conn *c = arg;
     if (c->state == C_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0 && c->peer_eof) {
+            /* Everything is written and the client's EOF is in: nothing
+             * to linger for. */
+            conn_free(c);
+            return;
+        }
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
             /* Everything is sent: stop sending, linger for the client's EOF
              * (LINGER_MS from now). */
@@ -1896,6 +1903,32 @@ static int write_timeout_put_off(struct hs_conn *c)
     return 1;
 }
 
+/* The client's input ended (its FIN: it shut down its sending side, or
+ * closed) while answers it has not taken yet wait to be written, and no
+ * request of it is in the works (one in C_HANDLING is aborted instead:
+ * httpd.h). A client that half-closes still reads, so the answers already
+ * made go out whole, and the connection closes after them; dropped here,
+ * they were cut short as soon as they were bigger than the socket buffers
+ * (an HTTP/1.0 client that shuts its side after its request, a client
+ * that does so once the answer's head is in). A request begun in the input
+ * can never be whole now: it is dropped. A client that closed altogether
+ * resets the connection at the next write; one that reads nothing meets
+ * the write timeout (idle_timeout_ms) as any other. */
+static void finish_at_eof(struct hs_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->peer_eof = 1;
+    if (c->state != C_CLOSING) {
+        req_reset(&c->req); /* C_HEAD, or a body that will not come: not handled */
+        c->state = C_CLOSING;
+    }
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    set_read_timeout(c, 0);
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct hs_conn *c = arg;
@@ -1915,6 +1948,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         bufferevent_enable(c->bev, EV_READ);
         fail_request(c, 408, "the request body did not arrive within server.idle_timeout_ms "
                              "(at 500 bytes a second at least)");
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_HANDLING &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+        finish_at_eof(c);
         return;
     }
     /* EOF, error or timeout: in every case the connection is over. */

@@ -17,6 +17,12 @@
  * A body (Content-Length or chunked) that does not keep up with the idle
  * timeout is answered 408.
  *
+ * The end of a client's input (its FIN) is taken as the client going away
+ * when a request of it is being handled: on_abort runs, and no answer is
+ * sent (a half-close cannot be told from a close without writing). At any
+ * other time the answers already made when the input ends still go out
+ * whole, then the connection closes: a half-closed client reads them.
+ *
  * Lifetime of a request: the handler receives a struct hs_req that stays
  * valid until the caller completes it (hs_respond() or hs_stream_end()) or
  * until its on_abort callback has run; after either the caller must not touch
