@@ -123,6 +123,7 @@ struct hs_conn {
     size_t line_scanned;        /* chunked body: bytes of the line in progress scanned for LF */
     size_t trailer_bytes;       /* chunked body: bytes of trailer lines read so far */
     int answer_early; /* the handler refuses the request whatever its body: none is read */
+    int peer_eof;     /* the client's input ended with answers still to write (finish_at_eof) */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
     struct event *out_deadline; /* while out_blocked: drained by then, or closed */
     /* When the output last made progress (monotonic): the socket took bytes
@@ -302,15 +303,22 @@ static int out_kernel_count(const struct hs_conn *c, unsigned long long *acked,
  * still grew after the last write: such a client is closed at the second
  * look.) A look comes once per idle_timeout_ms without progress, so each
  * must find some: a client that reads a byte a minute is cut with a
- * shorter timeout. Returns 1 on progress; 0 when there is none, or where
- * the kernel does not say. */
+ * shorter timeout. With all of the output written and acknowledged there is
+ * none to find: the client has it all, whenever it took it, and a
+ * connection between requests is idle since its last answer was written.
+ * (The mark is taken only while output waits, so after an answer written
+ * at once it was stale, and the acknowledgement of that answer counted as
+ * progress at the first look: every keep-alive connection stayed open for
+ * twice idle_timeout_ms.) Returns 1 on progress; 0 when there is none, or
+ * where the kernel does not say. */
 static int out_taken(struct hs_conn *c, long long now)
 {
     unsigned long long acked, sent;
     int took;
     if (out_kernel_count(c, &acked, &sent) < 0)
         return 0;
-    took = acked > c->out_sent_mark;
+    took = acked > c->out_sent_mark &&
+           (acked < c->out_written || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0);
     c->out_sent_mark = sent;
     if (took)
         c->out_progress_ms = now;
@@ -402,6 +410,23 @@ static void set_read_timeout(struct hs_conn *c, int on)
         tv.tv_usec = (LINGER_MS % 1000) * 1000;
     }
     bufferevent_set_timeouts(c->bev, on && ms > 0 ? &tv : NULL, ms > 0 ? &wtv : NULL);
+}
+
+/* Whether a request's head is in and its body is still being read: a
+ * Content-Length body, or any part of a chunked one (its size lines, data,
+ * the CRLF after each chunk, trailers). */
+static int reading_body(const struct hs_conn *c)
+{
+    switch (c->state) {
+    case C_BODY:
+    case C_CHUNK_SIZE:
+    case C_CHUNK_DATA:
+    case C_CHUNK_CRLF:
+    case C_TRAILER:
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 static void req_reset(struct hs_req *r)
@@ -1774,21 +1799,10 @@ static void process_bytes(struct hs_conn *c)
 static void process_input(struct hs_conn *c)
 {
     process_bytes(c);
-    switch (c->state) {
-    case C_BODY:
-    case C_CHUNK_SIZE:
-    case C_CHUNK_DATA:
-    case C_CHUNK_CRLF:
-    case C_TRAILER:
+    if (reading_body(c))
         body_timeout(c);
-        break;
-    case C_CLOSING:
-        if (c->linger_end_ms)
-            linger_timeout(c);
-        break;
-    default:
-        break;
-    }
+    else if (c->state == C_CLOSING && c->linger_end_ms)
+        linger_timeout(c);
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -1804,6 +1818,12 @@ static void write_cb(struct bufferevent *bev, void *arg)
 {
     struct hs_conn *c = arg;
     if (c->state == C_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0 && c->peer_eof) {
+            /* Everything is written and the client's EOF is in: nothing
+             * to linger for. */
+            conn_free(c);
+            return;
+        }
         if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
             /* Everything is sent: stop sending, linger for the client's EOF
              * (LINGER_MS from now). */
@@ -1883,6 +1903,32 @@ static int write_timeout_put_off(struct hs_conn *c)
     return 1;
 }
 
+/* The client's input ended (its FIN: it shut down its sending side, or
+ * closed) while answers it has not taken yet wait to be written, and no
+ * request of it is in the works (one in C_HANDLING is aborted instead:
+ * httpd.h). A client that half-closes still reads, so the answers already
+ * made go out whole, and the connection closes after them; dropped here,
+ * they were cut short as soon as they were bigger than the socket buffers
+ * (an HTTP/1.0 client that shuts its side after its request, a client
+ * that does so once the answer's head is in). A request begun in the input
+ * can never be whole now: it is dropped. A client that closed altogether
+ * resets the connection at the next write; one that reads nothing meets
+ * the write timeout (idle_timeout_ms) as any other. */
+static void finish_at_eof(struct hs_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->peer_eof = 1;
+    if (c->state != C_CLOSING) {
+        req_reset(&c->req); /* C_HEAD, or a body that will not come: not handled */
+        c->state = C_CLOSING;
+    }
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    set_read_timeout(c, 0);
+    bufferevent_enable(c->bev, EV_WRITE);
+}
+
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct hs_conn *c = arg;
@@ -1895,13 +1941,18 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && write_timeout_put_off(c))
         return;
     /* A body that did not come in time (idle_timeout_ms, at the least rate)
-     * after a complete head: the request is answered 408 and logged, not
-     * just cut off; what the client still sends is read and dropped for
-     * LINGER_MS, so it can read the answer. */
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == C_BODY) {
+     * after a complete head, Content-Length or chunked: the request is
+     * answered 408 and logged, not just cut off; what the client still
+     * sends is read and dropped for LINGER_MS, so it can read the answer. */
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && reading_body(c)) {
         bufferevent_enable(c->bev, EV_READ);
         fail_request(c, 408, "the request body did not arrive within server.idle_timeout_ms "
                              "(at 500 bytes a second at least)");
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_HANDLING &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+        finish_at_eof(c);
         return;
     }
     /* EOF, error or timeout: in every case the connection is over. */
@@ -2025,7 +2076,7 @@ size_t hs_server_refuse_unfinished(struct hs_server *srv, int status, const char
     size_t n = 0;
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->state != C_BODY)
+        if (!reading_body(c))
             continue;
         fail_request_body(c, status, message, body, len);
         n++;

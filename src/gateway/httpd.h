@@ -14,6 +14,14 @@
  * clients over it waiting in the listen backlog rather than refusing them.
  * Errors the server itself answers (400 for broken HTTP, 413, 417, 431) carry a
  * body made by the caller's error formatter, so they have the API's shape.
+ * A body (Content-Length or chunked) that does not keep up with the idle
+ * timeout is answered 408.
+ *
+ * The end of a client's input (its FIN) is taken as the client going away
+ * when a request of it is being handled: on_abort runs, and no answer is
+ * sent (a half-close cannot be told from a close without writing). At any
+ * other time the answers already made when the input ends still go out
+ * whole, then the connection closes: a half-closed client reads them.
  *
  * Lifetime of a request: the handler receives a struct hs_req that stays
  * valid until the caller completes it (hs_respond() or hs_stream_end()) or
@@ -92,10 +100,11 @@ void hs_server_conn_stats(const struct hs_server *srv, struct hs_conn_stats *st)
 
 /* Stop accepting; close idle connections; later responses close theirs. */
 void hs_server_stop_accepting(struct hs_server *srv);
-/* Answer every request whose head is in but whose body is still arriving
- * with `status` and the JSON `body` (len bytes), Connection: close; each is
- * passed to the refused callback with `message` first, so it is logged.
- * For the shutdown deadline. Returns how many were answered. */
+/* Answer every request whose head is in but whose body (Content-Length or
+ * chunked) is still arriving with `status` and the JSON `body` (len
+ * bytes), Connection: close; each is passed to the refused callback with
+ * `message` first, so it is logged. For the shutdown deadline. Returns how
+ * many were answered. */
 size_t hs_server_refuse_unfinished(struct hs_server *srv, int status, const char *message,
                                    const char *body, size_t len);
 /* Requests being handled, and open connections. */

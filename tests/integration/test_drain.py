@@ -286,59 +286,79 @@ def pipelined_request_served_while_draining(gw_bin, fake_bin):
     slow.proc.terminate()
 
 
-def send_partial_body(port, model="mocky", sent=10):
-    """A chat request whose head is whole and whose body stops after `sent` bytes: the socket."""
+# Where a body stops: a Content-Length body after 10 bytes, or a chunked one
+# inside a chunk's data, after a whole chunk (its next size line due), and
+# after the last chunk (its trailer section's end due).
+FRAMINGS = ("length", "chunk data", "chunk size", "trailer")
+
+
+def send_partial_body(port, model="mocky", sent=10, framing="length"):
+    """A chat request whose head is whole and whose body stops short
+    (FRAMINGS): the socket."""
     body = json.dumps({"model": model, "messages": HELLO}).encode()
     s = socket.create_connection((HOST, port), timeout=30)
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-              + body[:sent])
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    if framing == "length":
+        s.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:sent])
+        return s
+    head += b"Transfer-Encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n%s\r\n" % (len(body), body)
+    s.sendall(head + {"chunk data": chunk[:sent], "chunk size": chunk,
+                      "trailer": chunk + b"0\r\n"}[framing])
     return s
 
 
 def body_unfinished_at_deadline(gw_bin, fake_bin):
     # A request whose body is still coming in when SIGTERM's deadline (1 s) passes:
     # 503 server_shutting_down with Connection: close, logged as 503 shutdown before
-    # `stopped`; exit 0.
+    # `stopped`; exit 0. A chunked body, whichever part of it was due, was cut off
+    # unanswered and unlogged.
     wd = workdir()
     cfg = {"models": [{"name": "mocky", "backend": "mock"}],
            "server": {"shutdown_timeout_ms": 1000}}
     gw = Gateway(gw_bin, wd, cfg, name="gw-slowbody-term")
-    s = send_partial_body(gw.port)
-    wait_for(lambda: metric(gw, "llmroute_connections_open") >= 1, 20, "the connection")
+    socks = [send_partial_body(gw.port, framing=f) for f in FRAMINGS]
+    wait_for(lambda: metric(gw, "llmroute_connections_open") >= len(socks), 20,
+             "the connections")
     gw.signal(signal.SIGTERM)
-    raw = read_all(s)
-    s.close()
+    raws = []
+    for s in socks:
+        raws.append(read_all(s))
+        s.close()
     assert gw.wait(60) == 0
-    assert status_of(raw) == 503 and b"Connection: close\r\n" in raw, raw
-    e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
-    assert e["code"] == "server_shutting_down" and e["type"] == "server_error", e
+    for f, raw in zip(FRAMINGS, raws):
+        assert status_of(raw) == 503 and b"Connection: close\r\n" in raw, (f, raw)
+        e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+        assert e["code"] == "server_shutting_down" and e["type"] == "server_error", (f, e)
     lines = gw.log_lines()
     stopped = [i for i, l in enumerate(lines) if l.get("event") == "stopped"]
     reqs = [(i, l) for i, l in enumerate(lines) if l.get("path") == "/v1/chat/completions"]
-    assert stopped and len(reqs) == 1, lines
-    i, l = reqs[0]
-    assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", l
+    assert stopped and len(reqs) == len(socks), lines
+    for i, l in reqs:
+        assert i < stopped[0] and l["status"] == 503 and l["error"] == "shutdown", l
 
 
 def slow_body_timeout_answers_408(gw_bin, fake_bin):
     # A body that stops coming in after a whole head: once server.idle_timeout_ms has
     # passed, 408 request_timeout with Connection: close, logged and counted as 408.
+    # A chunked body, whichever part of it was due, was cut off with no answer and
+    # no log line.
     wd = workdir()
     cfg = {"models": [{"name": "mocky", "backend": "mock"}],
            "server": {"idle_timeout_ms": 1000}}
     gw = Gateway(gw_bin, wd, cfg, name="gw-slowbody")
-    s = send_partial_body(gw.port)
-    raw = read_all(s)
-    s.close()
-    assert status_of(raw) == 408 and b"Connection: close\r\n" in raw, raw
-    e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
-    assert e["code"] == "request_timeout", e
+    for f in FRAMINGS:
+        s = send_partial_body(gw.port, framing=f)
+        raw = read_all(s)
+        s.close()
+        assert status_of(raw) == 408 and b"Connection: close\r\n" in raw, (f, raw)
+        e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+        assert e["code"] == "request_timeout", (f, e)
     reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
-    assert len(reqs) == 1 and reqs[0]["status"] == 408, reqs
+    assert len(reqs) == len(FRAMINGS) and all(l["status"] == 408 for l in reqs), reqs
     m = gw.metrics()
     key = 'llmroute_http_requests_total{endpoint="/v1/chat/completions",status="408"}'
-    assert m.get(key) == 1, {k: v for k, v in m.items() if "http_requests" in k}
+    assert m.get(key) == len(FRAMINGS), {k: v for k, v in m.items() if "http_requests" in k}
     # A head that never ends is still closed with no answer (nothing to answer yet).
     s = socket.create_connection((HOST, gw.port), timeout=30)
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
@@ -359,10 +379,12 @@ def main():
     check("a second SIGINT likewise", second_signal_answers, gw_bin, fake_bin, signal.SIGINT)
     check("a pipelined request already received when the drain begins is served, with "
           "Connection: close", pipelined_request_served_while_draining, gw_bin, fake_bin)
-    check("a request whose body is still arriving at the shutdown deadline gets 503 "
-          "server_shutting_down, logged", body_unfinished_at_deadline, gw_bin, fake_bin)
-    check("a body slower than server.idle_timeout_ms after a whole head gets 408 "
-          "request_timeout, logged and counted", slow_body_timeout_answers_408, gw_bin, fake_bin)
+    check("a request whose body (Content-Length or chunked) is still arriving at the shutdown "
+          "deadline gets 503 server_shutting_down, logged", body_unfinished_at_deadline,
+          gw_bin, fake_bin)
+    check("a body (Content-Length or chunked) slower than server.idle_timeout_ms after a whole "
+          "head gets 408 request_timeout, logged and counted", slow_body_timeout_answers_408,
+          gw_bin, fake_bin)
     finish()
 
 

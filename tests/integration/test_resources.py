@@ -113,6 +113,59 @@ def pipeline(gw_bin, fake_bin):
     check("a pipelining client that reads gets every answer, in turn",
           a_pipelining_client_that_reads_gets_every_answer)
 
+    def a_pipelining_client_that_half_closes_gets_every_answer():
+        # Requests for about 8 MB of answers (GET /metrics), more than the
+        # sockets hold, then the client shuts down its sending side, and
+        # reads only a second later. Reading the requests waits while their
+        # answers pile up, so the gateway met the end of its input with
+        # answers still to write: they were dropped with the connection.
+        st, _, one = gwtest.request(gw.port, "GET", "/metrics")
+        assert st == 200, st
+        n = max(50, (8 << 20) // len(one))
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((HOST, gw.port))
+        s.settimeout(10)
+
+        def send():
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+            s.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        time.sleep(1.0)
+        mark = b"HTTP/1.1 200"
+        got, tail = 0, b""
+        while True:
+            b = s.recv(1 << 16)
+            if not b:
+                break
+            got += (tail + b).count(mark)
+            tail = (tail + b)[-(len(mark) - 1):]
+        t.join(10)
+        s.close()
+        assert got == n, "%d answers of %d" % (got, n)
+    check("a pipelining client that half-closes after its requests gets every answer, then "
+          "the connection closes", a_pipelining_client_that_half_closes_gets_every_answer)
+
+    def an_idle_connection_is_closed_after_idle_timeout_ms():
+        # Counted from its last answer (idle_timeout_ms 1.5 s). The kernel's
+        # acknowledgement of that answer, seen at the first timeout, was taken
+        # for the client reading: the connection stayed for twice as long.
+        for path in ("/health", "/v1/models"):
+            s = socket.create_connection((HOST, gw.port), timeout=10)
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(1 << 16)
+            t0 = time.monotonic()
+            while s.recv(1 << 16):
+                pass
+            took = time.monotonic() - t0
+            s.close()
+            assert 1.3 < took < 2.6, "closed %.2f s after the answer" % took
+    check("an idle keep-alive connection is closed idle_timeout_ms after its last answer",
+          an_idle_connection_is_closed_after_idle_timeout_ms)
+
 
 def listening(pid):
     """Whether process pid has a listening TCP socket (by its descriptors'
@@ -438,6 +491,39 @@ def answers(gw_bin, fake_bin):
         assert line["status"] == 200 and "error" not in line, line
     check("a non-stream answer the client reads is logged 200",
           an_answer_the_client_reads_is_logged_200)
+
+    def a_client_that_half_closes_once_the_answer_began_gets_all_of_it():
+        # The client shuts down its sending side once the answer's head is
+        # in (it has nothing more to send), then reads the rest. The answer
+        # was complete, so the connection was between requests: the end of
+        # the input closed it, the 20 MB cut after what the socket buffers
+        # held, and the line said 499 client_gone.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.connect((HOST, gw.port))
+        s.settimeout(10)
+        try:
+            data = body.encode()
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(data), data))
+            got = s.recv(1 << 16)
+            s.shutdown(socket.SHUT_WR)
+            time.sleep(0.3)
+            while True:
+                b = s.recv(1 << 16)
+                if not b:
+                    break
+                got += b
+        finally:
+            s.close()
+        head, _, rest = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert len(rest) == len(up.body), "got %d of %d bytes" % (len(rest), len(up.body))
+        line = wait_for(lambda: len(lines()) == 3 and lines(), 10, "the third line")[-1]
+        assert line["status"] == 200 and "error" not in line, line
+    check("a client that half-closes once the answer's head is in gets the whole answer, "
+          "logged 200", a_client_that_half_closes_once_the_answer_began_gets_all_of_it)
 
     # A client that reads steadily but slowly: a short idle timeout, and an
     # answer that takes about four of them to read. The sockets' buffers
