@@ -1053,7 +1053,7 @@ static void feedback_work(void *arg)
          * whole 5 s: the store was busy all the while it waited, so it has
          * waited its turn already and is answered store_busy at once,
          * rather than each one queued waiting 5 s more in turn. Appends are
-         * serial jobs, so store_busy_at is theirs alone. */
+         * the jobs of one lane, so store_busy_at is theirs alone. */
         fb->rc = LR_EBUSY;
         return;
     }
@@ -1084,7 +1084,7 @@ static enum metrics_feedback append_outcome(const struct feedback *fb)
         return MF_STORE_BUSY;
     if (fb->rc == LR_EREPLACED)
         return MF_STORE_REPLACED;
-    if (fb->rc == LR_EINVAL || fb->rc == LR_ETOOBIG)
+    if (fb->rc == LR_EINVAL)
         return MF_BAD_REQUEST;
     return MF_STORE_ERROR;
 }
@@ -1138,7 +1138,11 @@ static void feedback_done(void *arg)
         return;
     }
     if (fb->rc) {
-        int code = fb->rc == LR_EINVAL || fb->rc == LR_ETOOBIG ? 400 : 500;
+        /* LR_ETOOBIG is the store at a limit of its own (its records, its
+         * 4,096 model names): this feedback passed every check of a
+         * record's, so it is the store's reason, not the request's, as a
+         * full disk is. */
+        int code = fb->rc == LR_EINVAL ? 400 : 500;
         status = refuse(fb->req, code, NULL, code == 400 ? "invalid_value" : "store_error",
                         fb->err.message);
         fb->why = fb->err.message; /* why: "database or disk is full", say */
@@ -1164,7 +1168,7 @@ static void feedback_append(struct feedback *fb)
 {
     fb->working = 1;
     fb->t_queued = gw_now();
-    if (gw_offload_serial(fb->gw, feedback_work, feedback_done, fb) != 0) {
+    if (gw_offload_serial(fb->gw, GW_LANE_FEEDBACK, feedback_work, feedback_done, fb) != 0) {
         int status;
         fb->working = 0;
         hs_req_watch(fb->req, NULL, NULL, NULL);

@@ -755,11 +755,25 @@ static void refresh_done(void *arg)
     metrics_count_store_refresh(gw->metrics, j->converge, j->rc, j->changed, j->ms / 1000.0);
     if (j->rc == LR_EREPLACED) {
         replaced_log(gw, j->err.message, 1); /* not at every period while it lasts */
-    } else if (j->rc != 0 || j->changed) {
-        if (j->rc == 0 && j->changed == 2)
+    } else if (j->rc != 0) {
+        /* Logged once for each reason while refreshes keep failing: a
+         * failure that lasts (a row no import writes, a file it cannot
+         * read) is met at every period, which wrote a line a period (a
+         * second by default) for as long as it lasted. Each is counted. */
+        if (!gw->refresh_failing || strcmp(gw->refresh_failed_why, j->err.message) != 0)
+            refresh_log(j);
+        gw->refresh_failing = 1;
+        snprintf(gw->refresh_failed_why, sizeof gw->refresh_failed_why, "%s", j->err.message);
+    } else if (j->changed || gw->refresh_failing) {
+        /* The first refresh that succeeds after failures is logged even
+         * when it finds nothing new: the failure's line is not the last
+         * word on the store. */
+        if (j->changed == 2)
             gw->store_replaced = 0;
         refresh_log(j);
     }
+    if (j->rc == 0)
+        gw->refresh_failing = 0;
     if (j->rc == 0 && j->changed) {
         /* Any rebuild leaves the copy a fresh open's (but for the appends
          * made while it ran): the next convergence waits from here. */
@@ -801,9 +815,10 @@ void gw_store_refresh_start(struct gw *gw)
         j->converge = gw->converge_asked || converge_due(gw);
         gw->converge_asked = 0;
     }
-    /* Serial, as the feedback appends are: a refresh too may wait on a store
-     * another process holds, and then keeps one worker, not both. */
-    if (!j || gw_offload_serial(gw, refresh_work, refresh_done, j) != 0) {
+    /* In a lane of its own: a refresh too may wait on a store another
+     * process holds, and then keeps one worker, not all; and the feedback
+     * appends, in theirs, go on beside its rebuild (offload.c). */
+    if (!j || gw_offload_serial(gw, GW_LANE_REFRESH, refresh_work, refresh_done, j) != 0) {
         /* Counted as a refresh that ran out of memory is: the periodic one
          * then comes at its next period, as after any failed refresh. */
         metrics_count_store_refresh(gw->metrics,
@@ -840,6 +855,64 @@ static void limits_from(const struct gw_conf *c, struct hs_limits *l)
     l->idle_timeout_ms = (int)c->set.idle_timeout_ms;
 }
 
+/* A sequential router keeps a round-robin cursor, and a reload builds
+ * every router anew: without this the new one started at the first
+ * candidate again, so a reload between requests (a config pushed every
+ * few seconds, 50 SIGHUPs in a loop) sent them all to the first candidate
+ * of every sequential route. The new router goes on where the old one
+ * was, for every strategy that keeps a cursor (each router of the old
+ * configuration, the ones a request built on first use too). */
+static void carry_cursors(const struct gw_conf *from, struct gw_conf *to)
+{
+    for (size_t i = 0; i < from->n_routers; i++) {
+        struct lr_error err = {0};
+        struct lr_router *r;
+        uint64_t cursor;
+        if (lr_router_sequential_cursor(from->routers[i].router, &cursor, &err) != 0)
+            continue; /* a strategy without a cursor (smart) */
+        r = gw_conf_router(to, from->routers[i].strategy, &err);
+        if (r)
+            (void)lr_router_set_sequential_cursor(r, cursor, &err);
+    }
+}
+
+/* What a reload cannot change, said each time the file asks for it (not
+ * only when it differs from the previous reload's file): the address the
+ * gateway listens on and its history store stay those it started with. */
+static void reload_warnings(struct gw *gw, const struct gw_conf *nc)
+{
+    const char *sp = lr_config_router_defaults(nc->cfg)->store_path;
+
+    if (!gw->opts->store && sp && (!gw->store_path || strcmp(sp, gw->store_path) != 0)) {
+        if (gw->store_path)
+            log_event("reload_warning",
+                      "router.store changed to '%.300s'; the gateway goes on with the store it "
+                      "opened, '%.300s', until a restart",
+                      sp, gw->store_path);
+        else
+            log_event("reload_warning",
+                      "router.store names '%.300s', but the gateway started without a store; "
+                      "a new store needs a restart",
+                      sp);
+    } else if (!gw->opts->store && !sp && gw->store_path) {
+        log_event("reload_warning",
+                  "router.store was removed; the gateway goes on with the store it opened, "
+                  "'%.300s', until a restart",
+                  gw->store_path);
+    }
+    if (strcmp(nc->set.listen_host, gw->listen_host) != 0 ||
+        nc->set.listen_port != gw->listen_port) {
+        int v6 = strchr(nc->set.listen_host, ':') != NULL;
+        int v6_was = strchr(gw->listen_host, ':') != NULL;
+        log_event("reload_warning",
+                  "server.listen changed to %s%s%s:%d; the gateway goes on listening on "
+                  "%s%s%s:%d until a restart",
+                  v6 ? "[" : "", nc->set.listen_host, v6 ? "]" : "", nc->set.listen_port,
+                  v6_was ? "[" : "", gw->listen_host, v6_was ? "]" : "",
+                  gw->http ? hs_server_port(gw->http) : gw->listen_port);
+    }
+}
+
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     struct gw *gw = arg;
@@ -853,19 +926,13 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
      * rebuild a copy that appends have moved from a fresh open's. */
     gw->converge_asked = 1;
     gw_store_refresh_start(gw);
-    if (gw_conf_load(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
+    if (gw_conf_reload(gw->opts->config_path, gw->opts->listen, gw->store, &nc, &err)) {
         metrics_count_reload(gw->metrics, 0, gw_wall_now());
         log_event("reload_failed", "%s (the previous configuration stays)", err.message);
         return;
     }
-    {
-        const char *sp = lr_config_router_defaults(nc->cfg)->store_path;
-        if (!gw->opts->store && sp && (!gw->store_path || strcmp(sp, gw->store_path) != 0))
-            log_event("reload_warning", "router.store changed; a new store needs a restart");
-    }
-    if (strcmp(nc->set.listen_host, gw->conf->set.listen_host) != 0 ||
-        nc->set.listen_port != gw->conf->set.listen_port)
-        log_event("reload_warning", "server.listen changed; a new address needs a restart");
+    reload_warnings(gw, nc);
+    carry_cursors(gw->conf, nc);
     gw_conf_unref(gw->conf);
     gw->conf = nc;
     /* Feedback appends that start from now on use the new time-to-live. */
@@ -1148,6 +1215,8 @@ static int run(const struct gw_options *opts, const sigset_t *held)
         free(gw.store_path);
         return err.code == LR_ENOMEM ? 1 : 2;
     }
+    snprintf(gw.listen_host, sizeof gw.listen_host, "%s", gw.conf->set.listen_host);
+    gw.listen_port = gw.conf->set.listen_port;
     /* In range: gwconf.c checked it against the same bounds. */
     if (gw.store)
         lr_store_set_key_ttl(gw.store, gw.conf->set.feedback_key_ttl_s, NULL);

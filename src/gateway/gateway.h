@@ -142,6 +142,9 @@ struct gw_conf {
     char *embed_url;                       /* {base_url}/embeddings */
     char *embed_auth;                      /* "Bearer ..." or NULL */
     const char *who; /* warnings' prefix: "llmroute serve" or the checker's (static) */
+    /* Loaded by a reload of the running gateway: warnings go to its log as
+     * reload_warning events (JSON lines), not as "who: warning: ..." text. */
+    int reload;
     const char *path; /* the file, named in warnings (borrowed: read while loading only) */
 };
 
@@ -159,6 +162,12 @@ int gw_env_value_unsafe(const char *value);
  * with a message that names the file (once). */
 int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
                  struct gw_conf **out, struct lr_error *err);
+/* gw_conf_load() for a SIGHUP: the same checks (store is the one the
+ * gateway opened at start, which the new file's router.embedding must
+ * fit as at start), its warnings written as {"event": "reload_warning"}
+ * lines, the running gateway's log being JSON lines. */
+int gw_conf_reload(const char *path, const char *listen, struct lr_store *store,
+                   struct gw_conf **out, struct lr_error *err);
 /* Check a configuration file as gw_conf_load does (the library's checks,
  * then `server`, each model's backend and each route's retry and timeouts,
  * with the environment read the same way, then every router, over store,
@@ -225,6 +234,11 @@ struct gw {
     struct gw_conf *conf; /* current; requests hold their own reference */
     struct lr_store *store; /* history store for smart routes and feedback, or NULL */
     char *store_path;       /* where it was opened from */
+    /* The address the gateway listens on, as the configuration it started
+     * with gave it (a reload cannot move it): what a reload's server.listen
+     * is compared with. */
+    char listen_host[64];
+    int listen_port;
     struct metrics *metrics;
     /* Which configured model served each POST /v1/responses answer, by
      * response id (affinity.h), bounded by server.response_affinity_entries;
@@ -264,7 +278,8 @@ struct gw {
     uint64_t log_suppressed;
     struct event *log_timer;
     /* When the last feedback append found the store busy (gw_now()), or 0;
-     * written and read by the serial feedback jobs only (api.c). */
+     * written and read by the feedback jobs only, one at a time (their
+     * lane, offload.c; api.c). */
     double store_busy_at;
     /* Periodic lr_store_refresh on a worker (gateway.c), one at a time. */
     struct event *refresh_timer;
@@ -285,6 +300,12 @@ struct gw {
      * now at the path. On the loop only. */
     int store_replaced;
     char store_replaced_why[512];
+    /* Refreshes are failing, the last store_refresh_failed logged said
+     * this: the same failure at every period (a store with a row no import
+     * writes, say) is counted, not logged again, until a refresh succeeds
+     * or fails for another reason. On the loop only. */
+    int refresh_failing;
+    char refresh_failed_why[512];
 };
 
 /* Refresh the history store on a worker now (gateway.c), or when the
@@ -441,9 +462,13 @@ typedef void (*gw_done_fn)(void *arg);
 int gw_offload_start(struct gw *gw);
 /* Queue a job; -1 when out of memory (nothing will run). */
 int gw_offload(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg);
-/* The same for a job that runs only when no other serial job does; the
- * other jobs pass it while it waits. */
-int gw_offload_serial(struct gw *gw, gw_work_fn work, gw_done_fn done, void *arg);
+/* The lanes of jobs that may wait on a store another process holds: the
+ * feedback appends, and the store refresh. */
+enum gw_lane { GW_LANE_FEEDBACK = 1, GW_LANE_REFRESH = 2 };
+/* The same for a job that runs only when no other job of its lane does;
+ * the jobs of other lanes, or of none, pass it while it waits. */
+int gw_offload_serial(struct gw *gw, enum gw_lane lane, gw_work_fn work, gw_done_fn done,
+                      void *arg);
 /* Work and finish every queued job, then stop the workers. */
 void gw_offload_stop(struct gw *gw);
 

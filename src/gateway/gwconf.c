@@ -66,6 +66,21 @@ static void warn(const struct gw_conf *c, const char *fmt, ...)
 #endif
     ;
 
+/* A warning about the file a running gateway reloads: on its log, whose
+ * lines are JSON, as a reload_warning event naming the file, not as the
+ * plain line a start or check-config writes before any event. */
+static void warn_event(const char *path, const char *msg)
+{
+    char text[1400], line[3000];
+    size_t o;
+    snprintf(text, sizeof text, "%.600s: %s", path, msg);
+    o = (size_t)snprintf(line, sizeof line, "{\"event\":\"reload_warning\",\"message\":");
+    o = gw_json_string(line, sizeof line - 3, o, text);
+    line[o++] = '}';
+    line[o++] = '\n';
+    fwrite(line, 1, o, stderr);
+}
+
 static void warn(const struct gw_conf *c, const char *fmt, ...)
 {
     char msg[600];
@@ -73,6 +88,10 @@ static void warn(const struct gw_conf *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (c->reload) {
+        warn_event(c->path, msg);
+        return;
+    }
     fprintf(stderr, "%s: warning: ", c->who);
     gw_put_escaped(stderr, c->path);
     fputs(": ", stderr);
@@ -623,21 +642,43 @@ static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
 
 /* ==== The remote embedder ==== */
 
-/* With a dense store, router.embedding must be the embedder that made it;
- * the URL and the Authorization value are prepared for proxy.c's fetch. */
+/* router.embedding must be the embedder that made the store: none for a
+ * store of the built-in embedder, that remote embedder (and its dimension,
+ * when both say one) for a dense store. At start lr_store_open() has
+ * checked this already (the store is opened with the config's embedder);
+ * a reload checks it here, since the store stays open across reloads: a
+ * reload that dropped router.embedding over a dense store, named one over
+ * a built-in store, or changed its dimensions was taken, where a restart
+ * on the same file refuses it, and every feedback then answered 400 (no
+ * vector) or every smart request 502 (a vector of the wrong dimension).
+ * With a dense store the URL and the Authorization value are prepared for
+ * proxy.c's fetch. */
 static int load_embedder(struct gw_conf *c, struct lr_error *err)
 {
     const struct lr_embedding_info *e = lr_config_embedding(c->cfg);
-    int dense = c->store && strcmp(lr_store_embedder(c->store), LR_EMBEDDER_BUILTIN) != 0;
-    size_t n;
+    const char *made_by = c->store ? lr_store_embedder(c->store) : NULL;
+    int dense = made_by && strcmp(made_by, LR_EMBEDDER_BUILTIN) != 0;
+    size_t n, dim;
 
-    if (!dense || !e)
+    if (!made_by || (!dense && !e))
         return 0;
-    if (strcmp(e->embedder_id, lr_store_embedder(c->store)) != 0)
+    if (!e)
+        return fail(err, LR_ECONFIG,
+                    "router.embedding: the history store was made by the remote embedder '%s', "
+                    "so the configuration must name it (router.embedding with its model); "
+                    "none is named",
+                    made_by);
+    if (strcmp(e->embedder_id, made_by) != 0)
         return fail(err, LR_ECONFIG,
                     "router.embedding: the history store was made by the embedder '%s', not "
                     "'%s'",
-                    lr_store_embedder(c->store), e->embedder_id);
+                    made_by, e->embedder_id);
+    dim = lr_store_dim(c->store);
+    if (e->dimensions > 0 && dim && dim != (size_t)e->dimensions)
+        return fail(err, LR_ECONFIG,
+                    "router.embedding.dimensions: the history store holds vectors of dimension "
+                    "%zu, not %d",
+                    dim, e->dimensions);
     n = strlen(e->base_url) + sizeof "/embeddings";
     c->embed_url = malloc(n);
     if (!c->embed_url)
@@ -727,8 +768,8 @@ struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct
 
 /* A new gw_conf (refs = 1) over the file at path, the library's checks done
  * and its warnings written to stderr after `who`. */
-static int conf_new(const char *path, struct lr_store *store, const char *who, struct gw_conf **out,
-                    struct lr_error *err)
+static int conf_new(const char *path, struct lr_store *store, const char *who, int reload,
+                    struct gw_conf **out, struct lr_error *err)
 {
     struct gw_conf *c = calloc(1, sizeof *c);
     int rc;
@@ -740,13 +781,18 @@ static int conf_new(const char *path, struct lr_store *store, const char *who, s
     c->store = store;
     c->who = who;
     c->path = path;
+    c->reload = reload;
     rc = lr_config_load_file(path, &c->cfg, err);
     if (rc) {
         gw_conf_unref(c);
         return rc;
     }
-    for (size_t i = 0; i < lr_config_warning_count(c->cfg); i++)
-        fprintf(stderr, "%s: warning: %s: %s\n", who, path, lr_config_warning(c->cfg, i));
+    for (size_t i = 0; i < lr_config_warning_count(c->cfg); i++) {
+        if (reload)
+            warn_event(path, lr_config_warning(c->cfg, i));
+        else
+            fprintf(stderr, "%s: warning: %s: %s\n", who, path, lr_config_warning(c->cfg, i));
+    }
     c->query_text = lr_config_router_defaults(c->cfg)->query_text;
     *out = c;
     return 0;
@@ -826,12 +872,19 @@ static int route_prices(const struct gw_conf *c, size_t i, struct lr_error *err)
  * a store comes from. */
 static int conf_routers(struct gw_conf *c, struct lr_error *err)
 {
-    const char *hint = c->store ? "" : " (--store FILE, or router.store in the config)";
+    /* A file that names router.store with no store open is a reload's (at
+     * start the store it names is opened, or serve does not start): the
+     * usual hint would tell it to set what it has set. */
+    const char *hint = c->store ? ""
+                       : lr_config_router_defaults(c->cfg)->store_path
+                           ? " (router.store is set, but the gateway started without a store: "
+                             "a new store needs a restart)"
+                           : " (--store FILE, or router.store in the config)";
     char msg[sizeof err->message];
 
     if (!gw_conf_router(c, NULL, err)) {
         snprintf(msg, sizeof msg, "%s", err->message);
-        snprintf(err->message, sizeof err->message, "router.strategy: %.360s%s", msg, hint);
+        snprintf(err->message, sizeof err->message, "router.strategy: %.340s%s", msg, hint);
         return err->code ? err->code : LR_ESTRATEGY;
     }
     if (route_prices(c, (size_t)-1, err))
@@ -840,7 +893,7 @@ static int conf_routers(struct gw_conf *c, struct lr_error *err)
         const struct lr_route_info *ri = lr_config_route(c->cfg, i);
         if (ri->strategy && !gw_conf_router(c, ri->strategy, err)) {
             snprintf(msg, sizeof msg, "%s", err->message);
-            snprintf(err->message, sizeof err->message, "routes[%zu] (%.64s): %.360s%s", i,
+            snprintf(err->message, sizeof err->message, "routes[%zu] (%.64s): %.320s%s", i,
                      ri->name, msg, hint);
             return err->code ? err->code : LR_ESTRATEGY;
         }
@@ -850,13 +903,13 @@ static int conf_routers(struct gw_conf *c, struct lr_error *err)
     return 0;
 }
 
-int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
-                 struct gw_conf **out, struct lr_error *err)
+static int conf_load(const char *path, const char *listen, struct lr_store *store, int reload,
+                     struct gw_conf **out, struct lr_error *err)
 {
     struct gw_conf *c;
     int rc;
 
-    if ((rc = conf_new(path, store, "llmroute serve", &c, err))) {
+    if ((rc = conf_new(path, store, "llmroute serve", reload, &c, err))) {
         name_the_file(err, path);
         return rc;
     }
@@ -869,13 +922,25 @@ int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
     return 0;
 }
 
+int gw_conf_load(const char *path, const char *listen, struct lr_store *store,
+                 struct gw_conf **out, struct lr_error *err)
+{
+    return conf_load(path, listen, store, 0, out, err);
+}
+
+int gw_conf_reload(const char *path, const char *listen, struct lr_store *store,
+                   struct gw_conf **out, struct lr_error *err)
+{
+    return conf_load(path, listen, store, 1, out, err);
+}
+
 int gw_conf_check(const char *path, struct lr_store *store, const char *who,
                   struct gw_conf **out, struct lr_error *err)
 {
     struct gw_conf *c;
     int rc;
 
-    if ((rc = conf_new(path, store, who, &c, err)))
+    if ((rc = conf_new(path, store, who, 0, &c, err)))
         return rc;
     if ((rc = conf_prepare(c, NULL, err)) || (rc = conf_routers(c, err))) {
         /* The library's messages name the file; name it here too, so a

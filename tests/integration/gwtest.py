@@ -46,7 +46,7 @@ def wait_for(pred, timeout=10.0, what="condition"):
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
-def _read_port(path, proc, name, log):
+def _read_port(path, proc, name, log, timeout=10):
     def ready():
         if proc.poll() is not None:
             raise AssertionError("%s exited with %s; its stderr:\n%s"
@@ -56,7 +56,7 @@ def _read_port(path, proc, name, log):
             return int(s) if s else None
         except (OSError, ValueError):
             return None
-    return wait_for(ready, 10, name + " to listen")
+    return wait_for(ready, timeout, name + " to listen")
 
 
 class Fake:
@@ -116,9 +116,12 @@ class Upstream:
 
 class Gateway:
     """`llmroute serve` on a config written from a dict; nofile=(soft, hard) runs it under
-    that RLIMIT_NOFILE; args are more serve options (["--store-read-only"])."""
+    that RLIMIT_NOFILE; args are more serve options (["--store-read-only"]); start_timeout
+    is how long it may take to listen (a large store takes a while to open, longer under
+    the sanitizers)."""
 
-    def __init__(self, binary, workdir, config, name="gw", env=None, nofile=None, args=None):
+    def __init__(self, binary, workdir, config, name="gw", env=None, nofile=None, args=None,
+                 start_timeout=10):
         self.workdir = workdir
         self.config_path = os.path.join(workdir, name + ".json")
         self.write_config(config)
@@ -138,7 +141,8 @@ class Gateway:
         self.waited = False
         _procs.append(self.proc)
         _gateways.append(self)
-        self.port = _read_port(port_file, self.proc, "llmroute serve", self.stderr)
+        self.port = _read_port(port_file, self.proc, "llmroute serve", self.stderr,
+                               start_timeout)
 
     def write_config(self, config):
         tmp = self.config_path + ".tmp"

@@ -1533,6 +1533,91 @@ def lifecycle(gw_bin, fake_bin):
     check("a reload lowering server.max_body_bytes while a body is read: the body keeps the "
           "cap it was admitted on", reload_lowering_the_body_cap_mid_body)
 
+    def reload_keeps_the_round_robin():
+        # Each reload built the sequential router anew, its cursor at 0: a
+        # reload between requests sent every one to the route's first
+        # candidate.
+        def reloaded(i):
+            gw.write_config(base_config(fake, server={"idle_timeout_ms": 60000 + i}))
+            n = len(gw.events("reloaded"))
+            gw.signal(signal.SIGHUP)
+            wait_for(lambda: len(gw.events("reloaded")) > n, 5, "the reload")
+
+        got = []
+        for i in range(6):
+            st, h, j, _ = chat(gw.port, {"model": "auto", "messages": HELLO})
+            assert st == 200, (st, j)
+            got.append(h["x-llmroute-model"])
+            reloaded(i)
+        assert got.count("fake-a") == 3 and got.count("fake-b") == 3, got
+        assert all(a != b for a, b in zip(got, got[1:])), got
+    check("a reload between requests: a sequential route's round-robin goes on where it was",
+          reload_keeps_the_round_robin)
+
+    def reload_warnings_are_events():
+        # Warnings about the reloaded file were plain text lines in the
+        # log, whose lines are JSON.
+        cfg = base_config(fake)
+        cfg["models"][3]["mock"]["no_such_key"] = 1
+        n = len(gw.events("reloaded"))
+        gw.write_config(cfg)
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: len(gw.events("reloaded")) > n, 5, "the reload")
+        w = [e["message"] for e in gw.events("reload_warning")]
+        assert gw.config_path + ": models[3].mock.no_such_key: unknown key, ignored" in w, w
+        with open(gw.stderr, encoding="utf-8") as f:
+            plain = [l for l in f if "no_such_key" in l and not l.startswith("{")]
+        assert not plain, plain
+        gw.write_config(base_config(fake))
+        n = len(gw.events("reloaded"))
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: len(gw.events("reloaded")) > n, 5, "the reload")
+        still_serving(gw)
+    check("a reloaded file's warnings are reload_warning events", reload_warnings_are_events)
+
+    def reload_cannot_move_the_listener():
+        # The warning compared the file with the previous reload's, not
+        # with the address the gateway listens on: asked again, a new
+        # address was not warned about, and the address in use was.
+        d = workdir()
+        cfg = base_config(fake, server={"listen": "127.0.0.1:0"})
+        path, port_file, err = (os.path.join(d, n) for n in ("cfg.json", "port", "err"))
+
+        def write(c):
+            with open(path + ".tmp", "w") as f:
+                json.dump(c, f)
+            os.replace(path + ".tmp", path)
+
+        def reloaded(c):
+            write(c)
+            n = open(err).read().count('"event":"reloaded"')
+            p.send_signal(signal.SIGHUP)
+            wait_for(lambda: open(err).read().count('"event":"reloaded"') > n, 5, "the reload")
+            return [json.loads(l) for l in open(err) if l.startswith('{"event":"reload_warning"')]
+
+        write(cfg)
+        p = subprocess.Popen([gw_bin, "serve", "--config", path, "--port-file", port_file],
+                             stdout=subprocess.DEVNULL, stderr=open(err, "w"),
+                             env=dict(os.environ, **{KEY_ENV: UPSTREAM_KEY}))
+        try:
+            port = wait_for(lambda: os.path.exists(port_file) and open(port_file).read().strip(),
+                            10, "serve to listen")
+            moved = base_config(fake, server={"listen": "127.0.0.1:1"})
+            for k in (1, 2):  # said at each reload that asks for it
+                w = reloaded(moved)
+                assert len(w) == k, w
+                assert w[-1]["message"] == ("server.listen changed to 127.0.0.1:1; the gateway "
+                                            "goes on listening on 127.0.0.1:%s until a restart"
+                                            % port), w
+            assert len(reloaded(cfg)) == 2  # the address in use: nothing to say
+            st, _, _ = request(int(port), "GET", "/health")
+            assert st == 200
+        finally:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(15) == 0
+    check("a reload asking for another server.listen is warned about at each reload, naming "
+          "both addresses; the address in use is not", reload_cannot_move_the_listener)
+
     def out_of_descriptors():
         # A gateway allowed few descriptors, and more clients than it can
         # hold (a server.max_connections its hard limit cannot fit, so the

@@ -340,6 +340,37 @@ def main(bin_):
     check("a feedback the store refuses is logged with the store's reason as \"message\"",
           failed_feedback_logs_why)
 
+    def store_at_its_limit_is_a_500():
+        # A store holding its 4,096 model names cannot take a fifth
+        # thousandth: the feedback passed every check of a record's, so
+        # this is the store's reason, as a full disk is. It was answered
+        # 400 invalid_value and counted as a bad request.
+        full = os.path.join(wd, "full_names.db")
+        hist = os.path.join(wd, "full_names.jsonl")
+        with open(hist, "w") as f:
+            for r in range(4):
+                f.write(json.dumps({"query": "names %d" % r, "outputs": [
+                    {"model_name": "m%d" % (r * 1024 + k), "correctness": 1,
+                     "output_token_length": 1} for k in range(1024)]}) + "\n")
+        out = subprocess.run([bin_, "import", "--store", full, hist], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        g = Gateway(bin_, wd, config(full), name="full_names")
+        st, _, body = request(g.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 3 plus 3?", "model": "cheapo", "correctness": True,
+             "output_tokens": 3}))
+        e = error_shape(json.loads(body))
+        assert st == 500 and e["code"] == "store_error" and e["type"] == "server_error", (st, e)
+        assert "more than 4096 models" in e["message"], e
+        m = g.metrics()
+        assert m['llmroute_feedback_total{outcome="store_error"}'] == 1, m
+        assert m['llmroute_feedback_total{outcome="bad_request"}'] == 0, m
+        assert json.loads(request(g.port, "GET", "/health")[2])["history_records"] == 4
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("a feedback the store cannot take for a limit of its own (4,096 model names) is 500 "
+          "store_error, nothing stored", store_at_its_limit_is_a_500)
+
     def no_store_is_501():
         cfg = config(store)
         del cfg["router"]["store"]
@@ -663,6 +694,46 @@ def dense(bin_, fake_bin):
         assert r.returncode != 0 and "embedder" in r.stderr, (r.returncode, r.stderr)
     check("a config whose embedder did not make the store is refused at start",
           other_embedder_is_refused)
+
+    def embedder_that_does_not_fit_is_refused_on_reload():
+        # A reload over the store the gateway has open is held to what a
+        # start on it is: these were taken, and then every feedback was
+        # 400 "a vector is needed" (no router.embedding) or every smart
+        # request 502 "a vector of 16 numbers, but the history store's are
+        # 8" (other dimensions), where a restart refuses the file.
+        g = Gateway(bin_, wd, cfg, name="dense_reload")
+        body = json.dumps({"query": "What is 6 plus 1?", "model": "cheapo",
+                           "correctness": True, "output_tokens": 3})
+        no_embedding = json.loads(json.dumps(cfg))
+        del no_embedding["router"]["embedding"]
+        no_embedding["routes"] = []  # no smart route: only the embedder is at fault
+        other_dims = json.loads(json.dumps(cfg))
+        other_dims["router"]["embedding"]["dimensions"] = 16
+        for bad, words in ((no_embedding, "router.embedding: the history store was made by "
+                                          "the remote embedder 'openai:embed-small'"),
+                           (other_dims, "router.embedding.dimensions: the history store holds "
+                                        "vectors of dimension 8, not 16")):
+            n = len(g.events("reload_failed"))
+            g.write_config(bad)
+            g.signal(signal.SIGHUP)
+            wait_for(lambda: len(g.events("reload_failed")) > n, 5, "the refused reload")
+            assert words in g.events("reload_failed")[-1]["message"], g.events("reload_failed")
+            st, _, answer = request(g.port, "POST", "/v1/feedback", body)
+            assert st == 200, (st, answer)
+            st, h, j, _ = chat(g.port, {"model": "auto", "messages": ASK("What is 6 plus 1?")})
+            assert st == 200, (st, j)
+            # A start on the same file is refused too.
+            path = os.path.join(wd, "dense_reload_start.json")
+            with open(path, "w") as f:
+                json.dump(bad, f)
+            r = subprocess.run([bin_, "serve", "--config", path, "--listen", "127.0.0.1:0"],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 2, (r.returncode, r.stderr)
+        assert g.metrics()['llmroute_config_reloads_total{result="ok"}'] == 0
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("a reload whose router.embedding does not fit the open dense store (none, or other "
+          "dimensions) is refused, as a start on it is", embedder_that_does_not_fit_is_refused_on_reload)
 
     # Under AddressSanitizer freed memory stays resident in its quarantine
     # (256 MB by default): kept small, RSS measures what is held.

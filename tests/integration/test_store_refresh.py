@@ -60,6 +60,12 @@ def more_records(wd, name):
     return path
 
 
+def gw_failed_refreshes(gw):
+    """The refreshes and rebuilds that failed, as /metrics counts them."""
+    return sum(v for k, v in gw.metrics().items()
+               if k.startswith("llmroute_store_refreshes_total{") and 'result="error"' in k)
+
+
 def gateway_prediction(gw, q):
     """The gateway's choice between cheapo and smarty and its predicted quality."""
     st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
@@ -117,8 +123,16 @@ def main(bin_):
         assert ev["store"] == store and store in ev["message"], ev
         assert history_records(gw.port) == SEED
         assert routed_model(gw) == "cheapo"
+        # The same failure at every period (100 ms) is counted, not logged
+        # again: it wrote a line a period for as long as it lasted.
+        wait_for(lambda: gw_failed_refreshes(gw) >= 5, timeout=5, what="refreshes failing")
+        assert len(events(gw, "store_refresh_failed")) == 1, events(gw, "store_refresh_failed")
         db.execute("DELETE FROM records WHERE id = 1000")
         db.close()
+        # The first refresh that succeeds says so, though it finds nothing new.
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=5, what="the recovery line")
+        ok = events(gw, "store_refreshed")[0]
+        assert ok["records_before"] == ok["records_after"] == SEED, ok
         import_ok(bin_, store, more_records(wd, "failing"))
         wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=5,
                  what="/health counting the imported records")
@@ -378,12 +392,54 @@ def main(bin_):
                 return False
             got = [gateway_prediction(gw, q) for q in queries]
             return all(g[0] == w[0] and abs(g[1] - w[1]) < 1e-9 for g, w in zip(got, want))
-        wait_for(converged, timeout=30, what="the periodic rebuild")
+        # A rebuild that ran while the feedback came in leaves the last
+        # appends to the next, which waits 50 times its duration: seconds
+        # under a sanitizer on a loaded machine (0.45 s under
+        # ThreadSanitizer on 2 cores, with appends beside it). So the wait
+        # is 30 s past when the last rebuild allows the next.
+        seen, deadline = 0, time.monotonic() + 30
+        while not converged():
+            ev = events(gw, "store_refreshed")
+            if len(ev) > seen:
+                seen = len(ev)
+                deadline = max(deadline, time.monotonic() + 50 * ev[-1]["ms"] / 1000 + 30)
+            assert time.monotonic() < deadline, ("the periodic rebuild", ev)
+            time.sleep(0.05)
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
     check("with server.store_rebuild_min_ms 0, the periodic refresh rebuilds a copy that "
           "feedback moved, with no SIGHUP, and it then predicts as `llmroute route`",
           periodic_refresh_converges_after_store_rebuild_min_ms)
+
+    def feedback_goes_on_beside_a_rebuild():
+        # The refresh and the feedback appends took turns on one worker
+        # lane, so an append queued behind a SIGHUP's rebuild waited for
+        # the whole of it (3.8 s at 60,000 records), where the library
+        # makes appends wait only for its last short step.
+        store = os.path.join(wd, "big.db")
+        seed = os.path.join(wd, "big-seed.jsonl")
+        smart_history(seed, 5000, "big", kinds=("arithmetic", "code", "translation"))
+        import_ok(bin_, store, seed)
+        gw = Gateway(bin_, wd, config(store, 0), name="big", start_timeout=90)
+        feedback(gw, "What is 7 plus 7? (big, before)")  # so that SIGHUP rebuilds
+        gw.signal(signal.SIGHUP)
+        took = []
+        for i in range(3):
+            t = time.monotonic()
+            feedback(gw, "What is %d plus 7? (big, during)" % i)
+            took.append(time.monotonic() - t)
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=60, what="the SIGHUP's rebuild")
+        rebuild_s = events(gw, "store_refreshed")[0]["ms"] / 1000
+        assert events(gw, "store_refreshed")[0]["appended_since_build"] >= 1
+        # Meaningful only when the rebuild takes a while (0.3 to 0.6 s here,
+        # more under the sanitizers).
+        if rebuild_s > 0.2:
+            assert max(took) < rebuild_s / 2, (took, rebuild_s)
+        assert history_records(gw.port) == 5004
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("feedback appends go on while a SIGHUP rebuilds the store's copy, not after it",
+          feedback_goes_on_beside_a_rebuild)
 
     def bad_values_are_config_errors():
         store = os.path.join(wd, "bad.db")
