@@ -482,17 +482,22 @@ static void route_decide(struct route_job *j)
 }
 
 /* A fetch failed (or could not start): the answer is the chat's for the
- * same failure (proxy.c's embed_got()), and the other fetches stop. */
+ * same failure (proxy.c's embed_got()), and the other fetches stop. f (a
+ * failed fetch's, else NULL) gives the log line its detail and the answer
+ * the embedder's Retry-After. */
 static void route_fetch_failed(struct route_job *j, int status, const char *code,
-                               const char *why)
+                               const char *why, const struct gw_embed_failure *f)
 {
     hs_req_watch(j->req, NULL, NULL, NULL);
+    if (f && f->retry_after)
+        hs_resp_header(j->req, "Retry-After", f->retry_after);
     status = refuse(j->req, status, NULL, code, why);
-    gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, "embedding_failed", j->t0);
+    gw_log_answered_msg(j->gw, j->id, "POST", "/v1/route", status, code, f ? f->detail : why,
+                        j->t0);
     route_job_free(j);
 }
 
-static void route_got(void *arg, float *vec, size_t dim, const char *why);
+static void route_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *fail);
 
 /* Start fetches up to ROUTE_EMBED_PARALLEL in flight. 0, or -1 after
  * answering (out of memory; the job is freed). */
@@ -502,7 +507,8 @@ static int route_fetch_more(struct route_job *j)
         struct route_fetch *f = &j->fetch[j->next_fetch];
         f->embed = gw_embed_start(j->gw, j->conf, j->reqs[f->i].query, route_got, f);
         if (!f->embed) {
-            route_fetch_failed(j, 500, "out_of_memory", "out of memory fetching the embedding");
+            route_fetch_failed(j, 500, "out_of_memory", "out of memory fetching the embedding",
+                               NULL);
             return -1;
         }
         j->next_fetch++;
@@ -512,7 +518,7 @@ static int route_fetch_more(struct route_job *j)
 }
 
 /* One query's vector is in (or not): once all are, decide. */
-static void route_got(void *arg, float *vec, size_t dim, const char *why)
+static void route_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *fail)
 {
     struct route_fetch *f = arg;
     struct route_job *j = f->job;
@@ -520,7 +526,7 @@ static void route_got(void *arg, float *vec, size_t dim, const char *why)
     f->embed = NULL; /* the fetch frees itself */
     j->in_flight--;
     if (!vec) {
-        route_fetch_failed(j, 502, "embedding_failed", why);
+        route_fetch_failed(j, 502, "embedding_failed", fail->why, fail);
         return;
     }
     j->vecs[f->i] = vec;
@@ -1173,15 +1179,17 @@ static void feedback_append(struct feedback *fb)
     }
 }
 
-static void feedback_got(void *arg, float *vec, size_t dim, const char *why)
+static void feedback_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *f)
 {
     struct feedback *fb = arg;
     fb->embed = NULL; /* the fetch frees itself */
     if (!vec) {
         int status;
         hs_req_watch(fb->req, NULL, NULL, NULL);
-        status = refuse(fb->req, 502, NULL, "embedding_failed", why);
-        fb->why = why;
+        if (f->retry_after)
+            hs_resp_header(fb->req, "Retry-After", f->retry_after);
+        status = refuse(fb->req, 502, NULL, "embedding_failed", f->why);
+        fb->why = f->detail; /* the log line's: it names the URL */
         feedback_end(fb, status, "embedding_failed", MF_EMBEDDING_FAILED);
         return;
     }

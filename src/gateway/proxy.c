@@ -3082,7 +3082,7 @@ oom:
 /* The vector is in (or not): route with it, then go on. */
 static void shutdown_one(struct exchange *ex, const char *msg);
 
-static void embed_got(void *arg, float *vec, size_t dim, const char *why)
+static void embed_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *f)
 {
     struct exchange *ex = arg;
     json_t *routing;
@@ -3091,7 +3091,15 @@ static void embed_got(void *arg, float *vec, size_t dim, const char *why)
     ex->embed = NULL; /* the fetch frees itself */
     if (!vec) {
         ex->error = "embedding_failed";
-        fail_with(ex, 502, NULL, "embedding_failed", "%s", why);
+        /* The client's message names router.embedding; the log line's the
+         * embedder's URL and the transport's words. */
+        free(ex->log_msg);
+        ex->log_msg = strdup(f->detail);
+        if (f->retry_after) {
+            snprintf(ex->retry_after_buf, sizeof ex->retry_after_buf, "%s", f->retry_after);
+            ex->answer_retry_after = ex->retry_after_buf;
+        }
+        fail_with(ex, 502, NULL, "embedding_failed", "%s", f->why);
         return;
     }
     ex->vec = vec;
