@@ -698,7 +698,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     struct gw_conf *conf = gw->conf;
     struct lr_error err = {0};
     struct route_job *job;
-    json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jdefault;
+    json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jbudget, *jdefault;
     struct lr_request *reqs = NULL;
     struct lr_decision *dec = NULL;
     const char **names = NULL;
@@ -710,7 +710,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     char param[64], msg[700];
     char *strings = NULL;
     size_t strings_size = 0, held, budget;
-    double alpha = NAN;
+    double alpha = NAN, cost_budget = NAN;
 
     /* Saturated: a 32-bit size_t would wrap at 256 MiB bodies. */
     budget = conf->set.max_body_bytes > SIZE_MAX / ROUTE_HELD_BODIES
@@ -725,6 +725,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     jstrategy = json_object_get(root, "strategy");
     jbatch = json_object_get(root, "batch");
     jalpha = json_object_get(root, "alpha");
+    jbudget = json_object_get(root, "budget");
     jdefault = json_object_get(root, "models");
     if (!json_is_object(root)) {
         status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
@@ -767,11 +768,33 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
                         "query alone is decided by its route's performance_requirement");
         goto out;
     }
+    /* A batch's other form, as `llmroute route --batch --budget`: the most
+     * mean quality within a total estimated cost. */
+    if (jbudget && (!json_is_number(jbudget) || !(json_number_value(jbudget) >= 0) ||
+                    json_number_value(jbudget) > LR_BATCH_MAX_BUDGET)) {
+        snprintf(msg, sizeof msg, "budget: expected a number from 0 to %g", LR_BATCH_MAX_BUDGET);
+        status = refuse(req, 400, "budget", json_is_number(jbudget) ? "invalid_value"
+                                                                    : "invalid_type", msg);
+        goto out;
+    }
+    if (jbudget && !batch) {
+        status = refuse(req, 400, "budget", "invalid_value",
+                        "budget: only a batch has a budget (set \"batch\": true)");
+        goto out;
+    }
+    if (jbudget && jalpha) {
+        status = refuse(req, 400, "budget", "invalid_value",
+                        "give alpha or budget with a batch, not both (alpha: the least cost at "
+                        "that mean quality; budget: the most mean quality within that cost)");
+        goto out;
+    }
     /* An empty list is refused as a query's own is: taking it for "no
      * default" would route among every configured model. */
     if (jdefault && (!json_is_array(jdefault) || json_array_size(jdefault) == 0 ||
                      json_array_size(jdefault) > ROUTE_MAX_MODELS)) {
-        status = refuse(req, 400, "models", "invalid_type", "models: expected 1 to 64 model names");
+        status = refuse(req, 400, "models",
+                        json_is_array(jdefault) ? "invalid_value" : "invalid_type",
+                        "models: expected 1 to 64 model names");
         goto out;
     }
     router = gw_conf_router(conf, jstrategy ? json_string_value(jstrategy) : NULL, &err);
@@ -842,7 +865,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
                 json_array_size(models) > ROUTE_MAX_MODELS) {
                 snprintf(param, sizeof param, "queries[%zu].models", i);
                 snprintf(msg, sizeof msg, "%s: expected 1 to 64 model names", param);
-                status = refuse(req, 400, param, "invalid_type", msg);
+                status = refuse(req, 400, param,
+                                json_is_array(models) ? "invalid_value" : "invalid_type", msg);
                 goto out;
             }
             json_array_foreach(models, k, v)
@@ -875,6 +899,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     }
     if (jalpha)
         alpha = json_number_value(jalpha);
+    if (jbudget)
+        cost_budget = json_number_value(jbudget);
     json_decref(root);
     root = NULL;
     held = strings_size + n * (sizeof *reqs + sizeof *dec) +
@@ -949,9 +975,11 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     lr_batch_options_init(&job->bo);
     job->bo.capacities = caps;
     if (batch)
-        job->bo.mode = LR_BATCH_QUALITY;
+        job->bo.mode = isnan(cost_budget) ? LR_BATCH_QUALITY : LR_BATCH_BUDGET;
     if (!isnan(alpha))
         job->bo.alpha = alpha;
+    if (!isnan(cost_budget))
+        job->bo.budget = cost_budget;
     strings = NULL; /* the job owns these now */
     reqs = NULL;
     dec = NULL;

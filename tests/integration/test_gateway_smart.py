@@ -98,6 +98,42 @@ def main(bin_):
         assert sum(x["model"] == "cheapo" for x in a[:6]) >= 5, a
     check("/v1/route solves a smart batch under its quality target", route_endpoint_batch)
 
+    def route_endpoint_budget():
+        # "budget" is the batch's other form, as `llmroute route --batch
+        # --budget`: the same assignment from the same store and queries.
+        # It was ignored without a word, a negative one too.
+        qs = ["What is %d plus 1?" % i for i in range(6)] + \
+             ["Write a python function parse_%d that reads a csv file" % i for i in range(2)]
+        for budget, smarty in ((0.008, 2), (0.004, 1)):
+            st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{"query": q} for q in qs], "strategy": "smart",
+                 "models": ["cheapo", "smarty"], "batch": True, "budget": budget}))
+            j = json.loads(body)
+            assert st == 200 and j["report"]["feasible"] is True, (st, j)
+            assert j["report"]["total_cost"] <= budget, j
+            got = [a["model"] for a in j["assignments"]]
+            assert got.count("smarty") == smarty, got
+            r = subprocess.run([bin_, "route", "--config", gw.config_path, "--strategy",
+                                "smart", "--models", "cheapo,smarty", "--batch", "--budget",
+                                str(budget), "--json"], input="\n".join(qs) + "\n",
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r
+            cli = [json.loads(l) for l in r.stdout.splitlines()]
+            assert [c["model"] for c in cli] == got, (cli, got)
+            for c, a in zip(cli, j["assignments"]):
+                assert abs(c["estimated_cost"] - a["estimated_cost"]) <= 1e-9 * a["estimated_cost"]
+        for body, words in (({"batch": True, "budget": -1}, "budget: expected a number from 0"),
+                            ({"batch": True, "budget": "1"}, "budget: expected a number from 0"),
+                            ({"budget": 1}, "only a batch has a budget"),
+                            ({"batch": True, "budget": 1, "alpha": 0.9}, "not both")):
+            body.update({"queries": [{"query": "What is 1 plus 1?"}], "strategy": "smart",
+                         "models": ["cheapo", "smarty"]})
+            st, _, data = request(gw.port, "POST", "/v1/route", json.dumps(body))
+            err = json.loads(data)["error"]
+            assert st == 400 and err["param"] == "budget" and words in err["message"], (body, err)
+    check("/v1/route with a budget assigns a smart batch as `llmroute route --batch --budget` "
+          "does; a negative, mistyped or misplaced budget is 400 naming it", route_endpoint_budget)
+
     def records():
         st, _, body = request(gw.port, "GET", "/health")
         assert st == 200, st
