@@ -638,6 +638,15 @@ static int load_embedder(struct gw_conf *c, struct lr_error *err)
                     "router.embedding: the history store was made by the embedder '%s', not "
                     "'%s'",
                     lr_store_embedder(c->store), e->embedder_id);
+    /* At start the store's open refuses this; on a reload the store stays
+     * open, and every vector fetched would be refused as of the wrong
+     * dimension. */
+    if (e->dimensions > 0 && lr_store_dim(c->store) > 0 &&
+        (size_t)e->dimensions != lr_store_dim(c->store))
+        return fail(err, LR_ECONFIG,
+                    "router.embedding.dimensions: %d, but the history store holds vectors of "
+                    "dimension %zu",
+                    e->dimensions, lr_store_dim(c->store));
     n = strlen(e->base_url) + sizeof "/embeddings";
     c->embed_url = malloc(n);
     if (!c->embed_url)

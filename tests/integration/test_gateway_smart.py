@@ -782,6 +782,31 @@ def dense(bin_, fake_bin):
     check("a config whose embedder did not make the store is refused at start",
           other_embedder_is_refused)
 
+    def reload_with_another_dimension_is_refused():
+        # Refused at start by the store's open; a SIGHUP reload kept the
+        # open store and took it, and then every smart request was a 502.
+        cfg6 = config(store)
+        cfg6["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-small"}
+        gw6 = Gateway(bin_, wd, cfg6, name="dense-reload")
+        cfg6["router"]["embedding"]["dimensions"] = 16
+        path6 = os.path.join(wd, "dim16.json")
+        with open(path6, "w") as f:
+            json.dump(cfg6, f)
+        r = subprocess.run([bin_, "check-config", path6, "--store", store],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "dimension 8, not 16" in r.stderr, r
+        gw6.write_config(cfg6)
+        gw6.signal(signal.SIGHUP)
+        ev = wait_for(lambda: gw6.events("reload_failed"), what="the reload_failed line")
+        assert ("router.embedding.dimensions: 16, but the history store holds vectors of "
+                "dimension 8") in ev[0]["message"], ev
+        st, h, j, _ = chat(gw6.port, {"model": "auto", "messages": ASK("What is 3 plus 9?")})
+        assert st == 200, (st, j)
+        gw6.signal(signal.SIGTERM)
+        assert gw6.wait() == 0
+    check("a reload whose router.embedding.dimensions is not the store's is refused, the "
+          "previous configuration serving", reload_with_another_dimension_is_refused)
+
     # Under AddressSanitizer freed memory stays resident in its quarantine
     # (256 MB by default): kept small, RSS measures what is held.
     asan = os.environ.get("ASAN_OPTIONS", "")
