@@ -2552,6 +2552,10 @@ struct text {
     size_t len, cap;
 };
 
+/* Append n bytes of s, after sep when t holds some text already. A NUL
+ * ("\u0000", which a prompt may hold) becomes a space: the query text is
+ * read as a C string, which would end there, so "\u0000What is 2+2?" was
+ * refused as having no text and "a\u0000b" routed as "a". */
 static int text_add(struct text *t, const char *s, size_t n, const char *sep)
 {
     size_t sl = t->len && sep ? strlen(sep) : 0;
@@ -2559,7 +2563,8 @@ static int text_add(struct text *t, const char *s, size_t n, const char *sep)
         return -1;
     memcpy(t->p + t->len, sep ? sep : "", sl);
     t->len += sl;
-    memcpy(t->p + t->len, s, n);
+    for (size_t i = 0; i < n; i++)
+        t->p[t->len + i] = s[i] ? s[i] : ' ';
     t->len += n;
     t->p[t->len] = '\0';
     return 0;

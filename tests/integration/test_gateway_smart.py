@@ -81,6 +81,22 @@ def main(bin_):
     check("a smart route sends arithmetic to the cheap model and code to the capable one",
           smart_route_picks_by_prediction)
 
+    def nul_in_the_query_text_is_a_space():
+        # "\u0000" is valid JSON and a prompt may hold one. The query text
+        # was read as a C string: a leading NUL left no text (400 "needs the
+        # query text"), one inside cut the text short.
+        code = "Write a python function parse_77 that reads a csv file into a list of dicts"
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(code)})
+        assert st == 200, (st, j)
+        want = (h["x-llmroute-model"], h["x-llmroute-predicted-quality"])
+        for text in ("\u0000" + code, code.replace(" ", "\u0000", 1),
+                     code.replace("parse_77", "\u0000parse_77")):
+            st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(text)})
+            assert st == 200, (text, st, j)
+            assert (h["x-llmroute-model"], h["x-llmroute-predicted-quality"]) == want, (text, h)
+    check("a NUL in a smart chat's query text is read as a space, not as its end",
+          nul_in_the_query_text_is_a_space)
+
     def route_endpoint_batch():
         qs = [{"query": "What is %d plus 1?" % i} for i in range(6)] + \
              [{"query": "Write a python function parse_%d that reads a csv file" % i}
@@ -456,6 +472,11 @@ def dense(bin_, fake_bin):
         assert {"model": "embed-small", "input": [code]} in asked, asked[-2:]
         st, h, j, _ = chat(gw.port, {"model": "smarty", "messages": ASK("hi")})
         assert st == 200, (st, j)  # a model named directly needs no vector
+        # A NUL in the text is sent to the embedder as a space, not as its end.
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 2\u0000plus 9?")})
+        assert st == 200, (st, j)
+        asked = [json.loads(r["body"]) for r in fake.logged() if r["path"] == "/v1/embeddings"]
+        assert asked[-1] == {"model": "embed-small", "input": ["What is 2 plus 9?"]}, asked[-1]
     check("a smart route over a dense store routes by the query's fetched vector",
           routes_by_the_fetched_vector)
 
