@@ -754,6 +754,8 @@ def dense(bin_, fake_bin):
              "output_tokens": 2}))
         assert st == 502 and "over the cap" in json.loads(body)["error"]["message"], (st, body)
         assert records(gw5.port) == before
+        m = gw5.metrics()
+        assert m['llmroute_embedder_fetches_total{class="too_large"}'] == 2, m
         gw5.signal(signal.SIGTERM)
         assert gw5.wait() == 0
     check("an embedder's answer over the cap is 502 embedding_failed saying so, nothing stored",
