@@ -761,6 +761,38 @@ def dense(bin_, fake_bin):
     check("an embedder's answer over the cap is 502 embedding_failed saying so, nothing stored",
           embedder_answer_over_the_cap)
 
+    def embedder_answer_compressed():
+        # The fetch asks for identity and decodes nothing: a gzip answer was
+        # "not JSON", which sent the operator looking at the wrong thing.
+        import gzip
+
+        class Gzip(Upstream):
+            def serve(self, c):
+                try:
+                    c.recv(65536)
+                    z = gzip.compress(json.dumps(
+                        {"data": [{"index": 0, "embedding": [0.5] * 8}]}).encode())
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"Content-Encoding: gzip\r\nContent-Length: %d\r\n"
+                              b"Connection: close\r\n\r\n" % len(z) + z)
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+        z = Gzip().start()
+        cfg7 = config(store)
+        cfg7["router"]["embedding"] = {"base_url": z.base_url, "model": "embed-small"}
+        gw7 = Gateway(bin_, wd, cfg7, name="dense-gzip")
+        st, _, j, _ = chat(gw7.port, {"model": "auto", "messages": ASK("What is 2 plus 8?")})
+        assert st == 502 and j["error"]["code"] == "embedding_failed", (st, j)
+        assert j["error"]["message"] == (
+            "the embedding server (router.embedding) answered 200 with Content-Encoding "
+            "'gzip', which the gateway does not decode (it asks for identity)"), j
+        gw7.signal(signal.SIGTERM)
+        assert gw7.wait() == 0
+    check("an embedder's compressed answer is 502 embedding_failed naming its Content-Encoding",
+          embedder_answer_compressed)
+
     def embedder_redirect_is_named():
         # An embedding server that redirects (a wrong base_url): the 502 names
         # the status, the Location and the key to fix, and the redirect is not
