@@ -482,17 +482,22 @@ static void route_decide(struct route_job *j)
 }
 
 /* A fetch failed (or could not start): the answer is the chat's for the
- * same failure (proxy.c's embed_got()), and the other fetches stop. */
+ * same failure (proxy.c's embed_got()), and the other fetches stop. f (a
+ * failed fetch's, else NULL) gives the log line its detail and the answer
+ * the embedder's Retry-After. */
 static void route_fetch_failed(struct route_job *j, int status, const char *code,
-                               const char *why)
+                               const char *why, const struct gw_embed_failure *f)
 {
     hs_req_watch(j->req, NULL, NULL, NULL);
+    if (f && f->retry_after)
+        hs_resp_header(j->req, "Retry-After", f->retry_after);
     status = refuse(j->req, status, NULL, code, why);
-    gw_log_answered(j->gw, j->id, "POST", "/v1/route", status, "embedding_failed", j->t0);
+    gw_log_answered_msg(j->gw, j->id, "POST", "/v1/route", status, code, f ? f->detail : why,
+                        j->t0);
     route_job_free(j);
 }
 
-static void route_got(void *arg, float *vec, size_t dim, const char *why);
+static void route_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *fail);
 
 /* Start fetches up to ROUTE_EMBED_PARALLEL in flight. 0, or -1 after
  * answering (out of memory; the job is freed). */
@@ -502,7 +507,8 @@ static int route_fetch_more(struct route_job *j)
         struct route_fetch *f = &j->fetch[j->next_fetch];
         f->embed = gw_embed_start(j->gw, j->conf, j->reqs[f->i].query, route_got, f);
         if (!f->embed) {
-            route_fetch_failed(j, 500, "out_of_memory", "out of memory fetching the embedding");
+            route_fetch_failed(j, 500, "out_of_memory", "out of memory fetching the embedding",
+                               NULL);
             return -1;
         }
         j->next_fetch++;
@@ -512,7 +518,7 @@ static int route_fetch_more(struct route_job *j)
 }
 
 /* One query's vector is in (or not): once all are, decide. */
-static void route_got(void *arg, float *vec, size_t dim, const char *why)
+static void route_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *fail)
 {
     struct route_fetch *f = arg;
     struct route_job *j = f->job;
@@ -520,7 +526,7 @@ static void route_got(void *arg, float *vec, size_t dim, const char *why)
     f->embed = NULL; /* the fetch frees itself */
     j->in_flight--;
     if (!vec) {
-        route_fetch_failed(j, 502, "embedding_failed", why);
+        route_fetch_failed(j, 502, "embedding_failed", fail->why, fail);
         return;
     }
     j->vecs[f->i] = vec;
@@ -692,7 +698,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     struct gw_conf *conf = gw->conf;
     struct lr_error err = {0};
     struct route_job *job;
-    json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jdefault;
+    json_t *root, *queries, *jstrategy, *jbatch, *jalpha, *jbudget, *jdefault;
     struct lr_request *reqs = NULL;
     struct lr_decision *dec = NULL;
     const char **names = NULL;
@@ -704,7 +710,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     char param[64], msg[700];
     char *strings = NULL;
     size_t strings_size = 0, held, budget;
-    double alpha = NAN;
+    double alpha = NAN, cost_budget = NAN;
 
     /* Saturated: a 32-bit size_t would wrap at 256 MiB bodies. */
     budget = conf->set.max_body_bytes > SIZE_MAX / ROUTE_HELD_BODIES
@@ -719,6 +725,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     jstrategy = json_object_get(root, "strategy");
     jbatch = json_object_get(root, "batch");
     jalpha = json_object_get(root, "alpha");
+    jbudget = json_object_get(root, "budget");
     jdefault = json_object_get(root, "models");
     if (!json_is_object(root)) {
         status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
@@ -761,11 +768,33 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
                         "query alone is decided by its route's performance_requirement");
         goto out;
     }
+    /* A batch's other form, as `llmroute route --batch --budget`: the most
+     * mean quality within a total estimated cost. */
+    if (jbudget && (!json_is_number(jbudget) || !(json_number_value(jbudget) >= 0) ||
+                    json_number_value(jbudget) > LR_BATCH_MAX_BUDGET)) {
+        snprintf(msg, sizeof msg, "budget: expected a number from 0 to %g", LR_BATCH_MAX_BUDGET);
+        status = refuse(req, 400, "budget", json_is_number(jbudget) ? "invalid_value"
+                                                                    : "invalid_type", msg);
+        goto out;
+    }
+    if (jbudget && !batch) {
+        status = refuse(req, 400, "budget", "invalid_value",
+                        "budget: only a batch has a budget (set \"batch\": true)");
+        goto out;
+    }
+    if (jbudget && jalpha) {
+        status = refuse(req, 400, "budget", "invalid_value",
+                        "give alpha or budget with a batch, not both (alpha: the least cost at "
+                        "that mean quality; budget: the most mean quality within that cost)");
+        goto out;
+    }
     /* An empty list is refused as a query's own is: taking it for "no
      * default" would route among every configured model. */
     if (jdefault && (!json_is_array(jdefault) || json_array_size(jdefault) == 0 ||
                      json_array_size(jdefault) > ROUTE_MAX_MODELS)) {
-        status = refuse(req, 400, "models", "invalid_type", "models: expected 1 to 64 model names");
+        status = refuse(req, 400, "models",
+                        json_is_array(jdefault) ? "invalid_value" : "invalid_type",
+                        "models: expected 1 to 64 model names");
         goto out;
     }
     router = gw_conf_router(conf, jstrategy ? json_string_value(jstrategy) : NULL, &err);
@@ -836,7 +865,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
                 json_array_size(models) > ROUTE_MAX_MODELS) {
                 snprintf(param, sizeof param, "queries[%zu].models", i);
                 snprintf(msg, sizeof msg, "%s: expected 1 to 64 model names", param);
-                status = refuse(req, 400, param, "invalid_type", msg);
+                status = refuse(req, 400, param,
+                                json_is_array(models) ? "invalid_value" : "invalid_type", msg);
                 goto out;
             }
             json_array_foreach(models, k, v)
@@ -869,6 +899,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     }
     if (jalpha)
         alpha = json_number_value(jalpha);
+    if (jbudget)
+        cost_budget = json_number_value(jbudget);
     json_decref(root);
     root = NULL;
     held = strings_size + n * (sizeof *reqs + sizeof *dec) +
@@ -943,9 +975,11 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     lr_batch_options_init(&job->bo);
     job->bo.capacities = caps;
     if (batch)
-        job->bo.mode = LR_BATCH_QUALITY;
+        job->bo.mode = isnan(cost_budget) ? LR_BATCH_QUALITY : LR_BATCH_BUDGET;
     if (!isnan(alpha))
         job->bo.alpha = alpha;
+    if (!isnan(cost_budget))
+        job->bo.budget = cost_budget;
     strings = NULL; /* the job owns these now */
     reqs = NULL;
     dec = NULL;
@@ -1177,15 +1211,17 @@ static void feedback_append(struct feedback *fb)
     }
 }
 
-static void feedback_got(void *arg, float *vec, size_t dim, const char *why)
+static void feedback_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *f)
 {
     struct feedback *fb = arg;
     fb->embed = NULL; /* the fetch frees itself */
     if (!vec) {
         int status;
         hs_req_watch(fb->req, NULL, NULL, NULL);
-        status = refuse(fb->req, 502, NULL, "embedding_failed", why);
-        fb->why = why;
+        if (f->retry_after)
+            hs_resp_header(fb->req, "Retry-After", f->retry_after);
+        status = refuse(fb->req, 502, NULL, "embedding_failed", f->why);
+        fb->why = f->detail; /* the log line's: it names the URL */
         feedback_end(fb, status, "embedding_failed", MF_EMBEDDING_FAILED);
         return;
     }

@@ -10,7 +10,14 @@
  * (JSON, one item in data, index 0, its embedding an array of numbers, of
  * the store's dimension once it has one) and handed over. A redirect is
  * never followed: it fails the fetch with a message naming the status, the
- * Location and the key to fix.
+ * Location and the key to fix. An answer past the cap stops the transfer
+ * and fails it as too large.
+ *
+ * A failure has two messages: the client's names the embedder as
+ * router.embedding, never its URL or the transport's words (which name its
+ * address: the operator's business, as for a model's upstream), and the log
+ * line's has both. The embedder's Retry-After (or retry-after-ms), when it
+ * sent one, is handed on in whole seconds for the client's answer.
  *
  * The callback runs from a zero-delay timer, never inside the transfer's own
  * callback, so it may free whatever it likes (the request, its exchange).
@@ -23,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -32,6 +41,8 @@
 #include "upstream.h"
 
 #define EMBED_RESP_CAP (8u << 20)
+/* How the client's message names the embedder. */
+#define EMBED_NAME "the embedding server (router.embedding)"
 
 struct gw_embed {
     struct up_xfer *xfer;
@@ -46,9 +57,13 @@ struct gw_embed {
     size_t len, cap;
     long status;
     char location[UP_LOCATION_CAP]; /* a redirect's Location, for the message */
+    char encoding[UP_ENCODING_CAP]; /* a Content-Encoding other than identity */
+    char retry_after[24];           /* the embedder's hint in whole seconds, or "" */
+    int too_big;        /* the answer passed EMBED_RESP_CAP: the fetch has ended */
     float *vec;         /* the vector once parsed (handed to the callback) */
     size_t dim;
-    char why[400];      /* else why it failed */
+    char why[460];      /* else why it failed: for the client */
+    char detail[700];   /* the same for the log line, naming the URL */
 };
 
 static void embed_free(struct gw_embed *e)
@@ -66,21 +81,23 @@ static void embed_free(struct gw_embed *e)
 static void embed_head(void *arg, const struct up_head *head)
 {
     struct gw_embed *e = arg;
+    double ra;
     e->status = head->status;
     snprintf(e->location, sizeof e->location, "%s", head->location ? head->location : "");
-}
-
-static int embed_data(void *arg, const char *data, size_t len)
-{
-    struct gw_embed *e = arg;
-    if (e->len + len > EMBED_RESP_CAP)
-        return UP_CONSUMED; /* over the cap: dropped, and the parse fails */
-    if (gw_reserve(&e->resp, &e->cap, e->len + len + 1, 4096) != 0)
-        return UP_CONSUMED;
-    memcpy(e->resp + e->len, data, len);
-    e->len += len;
-    e->resp[e->len] = '\0'; /* a string for an error's message (embed_done) */
-    return UP_CONSUMED;
+    if (head->content_encoding && strcasecmp(head->content_encoding, "identity") != 0) {
+        snprintf(e->encoding, sizeof e->encoding, "%s", head->content_encoding);
+        for (char *p = e->encoding; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = ' ';
+    }
+    /* Read as the model's upstream's hints are, and written as a number of
+     * seconds, so nothing of the header's own bytes reaches the client. */
+    ra = head->status >= 400 ? rs_retry_hint_seconds(head->retry_after, head->retry_after_ms,
+                                                     (double)time(NULL))
+                             : -1;
+    if (ra >= 0)
+        snprintf(e->retry_after, sizeof e->retry_after, "%.0f",
+                 ra < 1 ? 1.0 : ra > 86400 ? 86400.0 : ceil(ra));
 }
 
 static void set_why(struct gw_embed *e, const char *fmt, ...)
@@ -89,12 +106,44 @@ static void set_why(struct gw_embed *e, const char *fmt, ...)
 #endif
     ;
 
+static void embed_later(evutil_socket_t fd, short what, void *arg);
+
+static int embed_data(void *arg, const char *data, size_t len)
+{
+    struct gw_embed *e = arg;
+    struct timeval now = {0, 0};
+    if (e->too_big)
+        return UP_CONSUMED; /* ended: the timer stops the transfer */
+    if (e->len + len > EMBED_RESP_CAP) {
+        /* Not read on (a later, smaller piece would be spliced on to what
+         * was kept): the fetch fails now, and the transfer is aborted from
+         * the timer, outside the transfer's own callback. */
+        e->too_big = 1;
+        set_why(e, " sent an answer over the cap of %u bytes", EMBED_RESP_CAP);
+        metrics_count_embed(e->metrics, RS_TOO_LARGE, gw_now() - e->t0);
+        if (evtimer_add(e->later, &now) != 0)
+            e->too_big = 2; /* cannot happen: embed_done answers then */
+        return UP_CONSUMED;
+    }
+    if (gw_reserve(&e->resp, &e->cap, e->len + len + 1, 4096) != 0)
+        return UP_CONSUMED;
+    memcpy(e->resp + e->len, data, len);
+    e->len += len;
+    e->resp[e->len] = '\0'; /* a string for an error's message (embed_done) */
+    return UP_CONSUMED;
+}
+
+/* Why the fetch failed, fmt being what follows the embedder's name: the
+ * client's message names it EMBED_NAME, the log line's by its URL. */
 static void set_why(struct gw_embed *e, const char *fmt, ...)
 {
+    char rest[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->why, sizeof e->why, fmt, ap);
+    vsnprintf(rest, sizeof rest, fmt, ap);
     va_end(ap);
+    snprintf(e->why, sizeof e->why, EMBED_NAME "%s", rest);
+    snprintf(e->detail, sizeof e->detail, "the embedding server %s%s", e->conf->embed_url, rest);
 }
 
 /* The vector from an OpenAI-shaped embeddings answer to one input; 0, or
@@ -112,29 +161,20 @@ static int embed_parse(struct gw_embed *e)
     int rc = -1;
 
     if (!root)
-        set_why(e, "the embedding server %s: the answer is not JSON (%s)", e->conf->embed_url,
-                je.text);
+        set_why(e, ": the answer is not JSON (%s)", je.text);
     else if (!json_is_array(data))
-        set_why(e, "the embedding server %s: the answer has no \"data\" array",
-                e->conf->embed_url);
+        set_why(e, ": the answer has no \"data\" array");
     else if (json_array_size(data) != 1)
-        set_why(e, "the embedding server %s: sent 1 text, got %zu embeddings",
-                e->conf->embed_url, json_array_size(data));
+        set_why(e, ": sent 1 text, got %zu embeddings", json_array_size(data));
     else if (jx && (!json_is_integer(jx) || json_integer_value(jx) != 0))
-        set_why(e, "the embedding server %s: data[0].index: expected an integer from 0 to 0",
-                e->conf->embed_url);
+        set_why(e, ": data[0].index: expected an integer from 0 to 0");
     else if (!json_is_array(v) || n == 0)
-        set_why(e,
-                "the embedding server %s: data[0].embedding: expected an array of numbers (a "
-                "base64 encoding is not read)",
-                e->conf->embed_url);
+        set_why(e, ": data[0].embedding: expected an array of numbers (a base64 encoding is "
+                   "not read)");
     else if (dim && n != dim)
-        set_why(e,
-                "the embedding server %s: a vector of %zu numbers, but the history store's "
-                "are %zu",
-                e->conf->embed_url, n, dim);
+        set_why(e, ": a vector of %zu numbers, but the history store's are %zu", n, dim);
     else if (!(e->vec = malloc(n * sizeof *e->vec)))
-        set_why(e, "out of memory");
+        set_why(e, ": out of memory reading the answer");
     else {
         rc = 0;
         for (size_t i = 0; i < n && rc == 0; i++) {
@@ -145,9 +185,7 @@ static int embed_parse(struct gw_embed *e)
              * (400 "the query's embedding is zero or not finite"); here it
              * is the embedding server's, a 502 that names it. */
             if (!isfinite(d) || fabs(d) > 3.0e38) {
-                set_why(e,
-                        "the embedding server %s: data[0].embedding[%zu] is not a finite number",
-                        e->conf->embed_url, i);
+                set_why(e, ": data[0].embedding[%zu] is not a finite number", i);
                 rc = -1;
                 break;
             }
@@ -164,9 +202,9 @@ static int embed_parse(struct gw_embed *e)
                 s += (double)e->vec[i] * e->vec[i];
             if (!(s > 0.0) || !isfinite(s)) {
                 set_why(e,
-                        "the embedding server %s: data[0].embedding is a zero vector (%zu "
-                        "numbers, none of them away from 0), which points nowhere to compare",
-                        e->conf->embed_url, n);
+                        ": data[0].embedding is a zero vector (%zu numbers, none of them away "
+                        "from 0), which points nowhere to compare",
+                        n);
                 rc = -1;
             }
         }
@@ -185,11 +223,12 @@ static void embed_later(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_embed *e = arg;
     float *vec = e->vec;
+    struct gw_embed_failure f = {e->why, e->detail, e->retry_after[0] ? e->retry_after : NULL};
     (void)fd;
     (void)what;
     e->vec = NULL; /* the callback owns it now */
-    e->done(e->arg, vec, e->dim, vec ? NULL : e->why);
-    embed_free(e);
+    e->done(e->arg, vec, e->dim, vec ? NULL : &f);
+    embed_free(e); /* aborts a transfer still going (an answer over the cap) */
 }
 
 static void embed_done(void *arg, enum up_error err, const char *message)
@@ -199,22 +238,42 @@ static void embed_done(void *arg, enum up_error err, const char *message)
     enum rs_class cls = RS_OK;
 
     e->xfer = NULL;
-    if (err != UP_OK)
-        set_why(e, "the embedding server %s failed: %s", e->conf->embed_url,
-                message ? message : up_error_name(err));
-    else if (e->status >= 300 && e->status < 400) {
+    if (e->too_big == 1)
+        return; /* failed, counted and answered already (embed_data) */
+    if (e->too_big)
+        ; /* its timer could not be set: answered now, counted already */
+    else if (err == UP_ETIMEOUT || err == UP_ECONNTIMEOUT) {
+        set_why(e, " did not answer within %ld ms (router.embedding.timeout_ms)",
+                e->conf->embed->timeout_ms);
+        snprintf(e->detail + strlen(e->detail), sizeof e->detail - strlen(e->detail), ": %s",
+                 message ? message : up_error_name(err));
+    } else if (err != UP_OK) {
+        /* The transport's words name the embedder's address: the log has them. */
+        set_why(e, " failed (%s); the gateway's log has the reason", up_error_name(err));
+        snprintf(e->detail, sizeof e->detail, "the embedding server %s failed: %s",
+                 e->conf->embed_url, message ? message : up_error_name(err));
+    } else if (e->status >= 300 && e->status < 400) {
         /* Never followed (it would resend the query elsewhere): the base_url is wrong. */
         char where[GW_REDIRECT_PHRASE_CAP];
         gw_redirect_phrase(where, sizeof where, e->location);
         set_why(e,
-                "the embedding server %s answered %ld, %s; redirects are not followed: "
-                "check router.embedding.base_url",
-                e->conf->embed_url, e->status, where);
-    } else if (e->status != 200)
-        set_why(e, "the embedding server %s answered %ld: %.*s", e->conf->embed_url,
-                e->status, (int)(e->len < 200 ? e->len : 200), e->resp ? e->resp : "");
+                " answered %ld, %s; redirects are not followed: check "
+                "router.embedding.base_url",
+                e->status, where);
+    } else if (e->encoding[0])
+        set_why(e,
+                " answered %ld with Content-Encoding '%.48s', which the gateway does not "
+                "decode (it asks for identity)",
+                e->status, e->encoding);
+    else if (e->status != 200)
+        set_why(e, " answered %ld: %.*s", e->status, (int)(e->len < 200 ? e->len : 200),
+                e->resp ? e->resp : "");
     else
         embed_parse(e);
+    if (e->too_big) {
+        embed_later(-1, 0, e);
+        return;
+    }
     /* Classed as an upstream attempt is (llmroute_upstream_attempts_total):
      * a transport failure by its kind, an HTTP status by its code, and an
      * answer that gives no vector is a bad response. */
@@ -282,8 +341,8 @@ void gw_embed_cancel(struct gw_embed *e)
     if (!e)
         return;
     /* Still in flight: its client went away (a fetch that has ended was
-     * counted by its class in embed_done already). */
-    if (e->xfer)
+     * counted by its class in embed_done already, or as too large). */
+    if (e->xfer && !e->too_big)
         metrics_count_embed_cancelled(e->metrics);
     embed_free(e);
 }

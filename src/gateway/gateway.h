@@ -441,10 +441,20 @@ const char *gw_error_sent(int clear);
 /* ==== A query's vector from the remote embedder (embedq.c) ==== */
 
 struct gw_embed;
-/* The fetch's end: vec (dim floats, the callee's to free()) or NULL and why,
- * a message naming the embedder. Runs from the event loop, never inside the
- * transfer's callback; the fetch is freed after it returns. */
-typedef void (*gw_embed_fn)(void *arg, float *vec, size_t dim, const char *why);
+/* Why a fetch failed: why for the client's answer, naming the embedder as
+ * router.embedding and never by its address; detail for the log line, with
+ * its URL and the transport's own words; retry_after the embedder's hint in
+ * whole seconds (a 429 or 503 that sent Retry-After), for the answer's
+ * Retry-After, or NULL. */
+struct gw_embed_failure {
+    const char *why;
+    const char *detail;
+    const char *retry_after;
+};
+/* The fetch's end: vec (dim floats, the callee's to free()), or NULL and
+ * why it failed. Runs from the event loop, never inside the transfer's
+ * callback; the fetch is freed after it returns (and f with it). */
+typedef void (*gw_embed_fn)(void *arg, float *vec, size_t dim, const struct gw_embed_failure *f);
 /* Fetch text's vector from conf's embedder (conf->embed must be set; the
  * caller keeps conf alive until the callback or a cancel). NULL when out of
  * memory (no callback will run). */

@@ -2552,6 +2552,10 @@ struct text {
     size_t len, cap;
 };
 
+/* Append n bytes of s, after sep when t holds some text already. A NUL
+ * ("\u0000", which a prompt may hold) becomes a space: the query text is
+ * read as a C string, which would end there, so "\u0000What is 2+2?" was
+ * refused as having no text and "a\u0000b" routed as "a". */
 static int text_add(struct text *t, const char *s, size_t n, const char *sep)
 {
     size_t sl = t->len && sep ? strlen(sep) : 0;
@@ -2559,7 +2563,8 @@ static int text_add(struct text *t, const char *s, size_t n, const char *sep)
         return -1;
     memcpy(t->p + t->len, sep ? sep : "", sl);
     t->len += sl;
-    memcpy(t->p + t->len, s, n);
+    for (size_t i = 0; i < n; i++)
+        t->p[t->len + i] = s[i] ? s[i] : ' ';
     t->len += n;
     t->p[t->len] = '\0';
     return 0;
@@ -3082,7 +3087,7 @@ oom:
 /* The vector is in (or not): route with it, then go on. */
 static void shutdown_one(struct exchange *ex, const char *msg);
 
-static void embed_got(void *arg, float *vec, size_t dim, const char *why)
+static void embed_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *f)
 {
     struct exchange *ex = arg;
     json_t *routing;
@@ -3091,7 +3096,15 @@ static void embed_got(void *arg, float *vec, size_t dim, const char *why)
     ex->embed = NULL; /* the fetch frees itself */
     if (!vec) {
         ex->error = "embedding_failed";
-        fail_with(ex, 502, NULL, "embedding_failed", "%s", why);
+        /* The client's message names router.embedding; the log line's the
+         * embedder's URL and the transport's words. */
+        free(ex->log_msg);
+        ex->log_msg = strdup(f->detail);
+        if (f->retry_after) {
+            snprintf(ex->retry_after_buf, sizeof ex->retry_after_buf, "%s", f->retry_after);
+            ex->answer_retry_after = ex->retry_after_buf;
+        }
+        fail_with(ex, 502, NULL, "embedding_failed", "%s", f->why);
         return;
     }
     ex->vec = vec;

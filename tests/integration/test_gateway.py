@@ -570,9 +570,15 @@ def errors(gw_bin, fake_bin):
     check("400 route.strategy unknown",
           lambda: err(400, '{"model": "auto", "messages": [], "route": {"strategy": "nope"}}',
                       param="route.strategy"))
-    check("400 empty candidate list for /v1/route",
+    check("400 empty candidate list for /v1/route (the right type: invalid_value)",
           lambda: err(400, '{"queries": [{"query": "q"}], "models": []}', param="models",
-                      path="/v1/route"))
+                      code="invalid_value", path="/v1/route"))
+    check("400 empty candidate list of a /v1/route query",
+          lambda: err(400, '{"queries": [{"query": "q", "models": []}]}',
+                      param="queries[0].models", code="invalid_value", path="/v1/route"))
+    check("400 a negative budget for /v1/route",
+          lambda: err(400, '{"queries": [{"query": "q"}], "batch": true, "budget": -1}',
+                      param="budget", code="invalid_value", path="/v1/route"))
     check("400 alpha without a batch for /v1/route (it would be ignored)",
           lambda: err(400, '{"queries": [{"query": "q"}], "alpha": 0.9}', param="alpha",
                       path="/v1/route"))

@@ -81,6 +81,22 @@ def main(bin_):
     check("a smart route sends arithmetic to the cheap model and code to the capable one",
           smart_route_picks_by_prediction)
 
+    def nul_in_the_query_text_is_a_space():
+        # "\u0000" is valid JSON and a prompt may hold one. The query text
+        # was read as a C string: a leading NUL left no text (400 "needs the
+        # query text"), one inside cut the text short.
+        code = "Write a python function parse_77 that reads a csv file into a list of dicts"
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(code)})
+        assert st == 200, (st, j)
+        want = (h["x-llmroute-model"], h["x-llmroute-predicted-quality"])
+        for text in ("\u0000" + code, code.replace(" ", "\u0000", 1),
+                     code.replace("parse_77", "\u0000parse_77")):
+            st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(text)})
+            assert st == 200, (text, st, j)
+            assert (h["x-llmroute-model"], h["x-llmroute-predicted-quality"]) == want, (text, h)
+    check("a NUL in a smart chat's query text is read as a space, not as its end",
+          nul_in_the_query_text_is_a_space)
+
     def route_endpoint_batch():
         qs = [{"query": "What is %d plus 1?" % i} for i in range(6)] + \
              [{"query": "Write a python function parse_%d that reads a csv file" % i}
@@ -97,6 +113,42 @@ def main(bin_):
         assert [x["model"] for x in a[6:]] == ["smarty", "smarty"], a
         assert sum(x["model"] == "cheapo" for x in a[:6]) >= 5, a
     check("/v1/route solves a smart batch under its quality target", route_endpoint_batch)
+
+    def route_endpoint_budget():
+        # "budget" is the batch's other form, as `llmroute route --batch
+        # --budget`: the same assignment from the same store and queries.
+        # It was ignored without a word, a negative one too.
+        qs = ["What is %d plus 1?" % i for i in range(6)] + \
+             ["Write a python function parse_%d that reads a csv file" % i for i in range(2)]
+        for budget, smarty in ((0.008, 2), (0.004, 1)):
+            st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{"query": q} for q in qs], "strategy": "smart",
+                 "models": ["cheapo", "smarty"], "batch": True, "budget": budget}))
+            j = json.loads(body)
+            assert st == 200 and j["report"]["feasible"] is True, (st, j)
+            assert j["report"]["total_cost"] <= budget, j
+            got = [a["model"] for a in j["assignments"]]
+            assert got.count("smarty") == smarty, got
+            r = subprocess.run([bin_, "route", "--config", gw.config_path, "--strategy",
+                                "smart", "--models", "cheapo,smarty", "--batch", "--budget",
+                                str(budget), "--json"], input="\n".join(qs) + "\n",
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r
+            cli = [json.loads(l) for l in r.stdout.splitlines()]
+            assert [c["model"] for c in cli] == got, (cli, got)
+            for c, a in zip(cli, j["assignments"]):
+                assert abs(c["estimated_cost"] - a["estimated_cost"]) <= 1e-9 * a["estimated_cost"]
+        for body, words in (({"batch": True, "budget": -1}, "budget: expected a number from 0"),
+                            ({"batch": True, "budget": "1"}, "budget: expected a number from 0"),
+                            ({"budget": 1}, "only a batch has a budget"),
+                            ({"batch": True, "budget": 1, "alpha": 0.9}, "not both")):
+            body.update({"queries": [{"query": "What is 1 plus 1?"}], "strategy": "smart",
+                         "models": ["cheapo", "smarty"]})
+            st, _, data = request(gw.port, "POST", "/v1/route", json.dumps(body))
+            err = json.loads(data)["error"]
+            assert st == 400 and err["param"] == "budget" and words in err["message"], (body, err)
+    check("/v1/route with a budget assigns a smart batch as `llmroute route --batch --budget` "
+          "does; a negative, mistyped or misplaced budget is 400 naming it", route_endpoint_budget)
 
     def records():
         st, _, body = request(gw.port, "GET", "/health")
@@ -451,6 +503,11 @@ def dense(bin_, fake_bin):
         assert {"model": "embed-small", "input": [code]} in asked, asked[-2:]
         st, h, j, _ = chat(gw.port, {"model": "smarty", "messages": ASK("hi")})
         assert st == 200, (st, j)  # a model named directly needs no vector
+        # A NUL in the text is sent to the embedder as a space, not as its end.
+        st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 2\u0000plus 9?")})
+        assert st == 200, (st, j)
+        asked = [json.loads(r["body"]) for r in fake.logged() if r["path"] == "/v1/embeddings"]
+        assert asked[-1] == {"model": "embed-small", "input": ["What is 2 plus 9?"]}, asked[-1]
     check("a smart route over a dense store routes by the query's fetched vector",
           routes_by_the_fetched_vector)
 
@@ -507,8 +564,9 @@ def dense(bin_, fake_bin):
              "strategy": "smart", "models": ["cheapo", "smarty"], "batch": True}))
         err = json.loads(body)["error"]
         assert st == 502 and err["code"] == "embedding_failed", (st, err)
-        assert "/v1/embeddings answered 500" in err["message"], err
+        assert "(router.embedding) answered 500" in err["message"], err
         assert "embedder broke" in err["message"], err
+        assert str(fake.port) not in err["message"], err
         fake.scenario("ok")
         # Found by its id: a line is written after its answer, so an earlier
         # request's line may also land now.
@@ -519,6 +577,8 @@ def dense(bin_, fake_bin):
         line = lines[0]
         assert line["path"] == "/v1/route", line
         assert line["status"] == 502 and line["error"] == "embedding_failed", line
+        # The log line names the embedder's URL, which the client is not told.
+        assert fake.base_url + "/embeddings answered 500" in line["message"], line
         # A client gone while its vectors are fetched (the embedder holds
         # them) is logged 499 once; the gateway serves on.
         import socket
@@ -560,7 +620,7 @@ def dense(bin_, fake_bin):
             st, _, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 1 plus 2?")})
             err = error_shape(j)
             assert st == 502 and err["code"] == "embedding_failed", (st, err)
-            assert err["message"].endswith("/v1/embeddings answered 500: " + want.decode()), \
+            assert err["message"].endswith("(router.embedding) answered 500: " + want.decode()), \
                 (err["message"], want)
         finally:
             fake.scenario("ok")
@@ -608,7 +668,7 @@ def dense(bin_, fake_bin):
                  "output_tokens": 2}))
             err = json.loads(body)["error"]
             assert st == 502 and err["code"] == "embedding_failed", (st, err)
-            assert "/v1/embeddings" in err["message"], err
+            assert "router.embedding" in err["message"], err
             assert "zero vector" in err["message"], err
             st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
                 {"queries": [{"query": "What is 6 plus 6?"}], "strategy": "smart",
@@ -625,31 +685,144 @@ def dense(bin_, fake_bin):
           "/v1/route and a smart chat, and store nothing", zero_vectors_are_the_embedders_fault)
 
     def embedder_down_is_502():
+        # The client is told which setting failed and how, never the
+        # embedder's address (the operator's, as a model upstream's is): the
+        # log line has it, with the transport's own words.
+        port = closed_port()
         cfg2 = config(store)
-        cfg2["router"]["embedding"] = {"base_url": "http://127.0.0.1:%d/v1" % closed_port(),
+        cfg2["router"]["embedding"] = {"base_url": "http://127.0.0.1:%d/v1" % port,
                                        "model": "embed-small"}
         gw2 = Gateway(bin_, wd, cfg2, name="dense-down")
+
+        def no_address(st, err):
+            assert st == 502 and err["code"] == "embedding_failed", (st, err)
+            assert err["message"] == ("the embedding server (router.embedding) failed "
+                                      "(connect_refused); the gateway's log has the reason"), err
+            assert str(port) not in err["message"] and "127.0.0.1" not in err["message"], err
         st, h, j, _ = chat(gw2.port, {"model": "auto", "messages": ASK("What is 1 plus 4?")})
-        assert st == 502 and "/v1/embeddings" in j["error"]["message"], (st, j)
+        no_address(st, j["error"])
         st, h, j, _ = chat(gw2.port, {"model": "cheapo", "messages": ASK("hi")})
         assert st == 200, (st, j)
         st, _, body = request(gw2.port, "POST", "/v1/route", json.dumps(
             {"queries": [{"query": "What is 1 plus 4?"}], "strategy": "smart"}))
-        err = json.loads(body)["error"]
-        assert st == 502 and err["code"] == "embedding_failed", (st, err)
-        assert "/v1/embeddings" in err["message"], err
+        no_address(st, json.loads(body)["error"])
         before = records(gw2.port)
         st, _, body = request(gw2.port, "POST", "/v1/feedback", json.dumps(
             {"query": "What is 1 plus 4?", "model": "cheapo", "correctness": 1,
              "output_tokens": 2}))
-        err = json.loads(body)["error"]
-        assert st == 502 and "/v1/embeddings" in err["message"], (st, err)
+        no_address(st, json.loads(body)["error"])
         assert records(gw2.port) == before
+        def failed_lines():
+            ls = [l for l in gw2.log_lines() if l.get("error") == "embedding_failed"]
+            return ls if len(ls) >= 3 else None
+        lines = wait_for(failed_lines, what="the three embedding_failed log lines")
+        for line in lines:
+            assert "http://127.0.0.1:%d/v1/embeddings failed: " % port in line["message"], line
         gw2.signal(signal.SIGTERM)
         assert gw2.wait() == 0
-    check("an unreachable embedder answers 502 naming it, stores no feedback; direct models "
-          "still serve",
+    check("an unreachable embedder answers 502 naming router.embedding (its address in the "
+          "log only), stores no feedback; direct models still serve",
           embedder_down_is_502)
+
+    def embedder_rate_limit_is_passed_on():
+        # A 429 from the embedder: still the embedder's failure (502), with
+        # its Retry-After, so a client's SDK waits as long as it asked.
+        before = records(gw.port)
+        fake.scenario("status=429;retry_after=7;message=slow%20down")
+        try:
+            st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 7 plus 1?")})
+            assert st == 502 and j["error"]["code"] == "embedding_failed", (st, j)
+            assert "answered 429" in j["error"]["message"], j
+            assert h.get("retry-after") == "7", h
+            for path, body in (("/v1/route", {"queries": [{"query": "What is 7 plus 1?"}],
+                                              "strategy": "smart"}),
+                               ("/v1/feedback", {"query": "What is 7 plus 1?", "model": "cheapo",
+                                                 "correctness": 1, "output_tokens": 2})):
+                st, h, body = request(gw.port, "POST", path, json.dumps(body))
+                assert st == 502 and json.loads(body)["error"]["code"] == "embedding_failed", \
+                    (path, st, body)
+                assert h.get("retry-after") == "7", (path, h)
+            # A 500 without the header gets none.
+            fake.scenario("status=500")
+            st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 7 plus 1?")})
+            assert st == 502 and "retry-after" not in h, (st, h)
+        finally:
+            fake.scenario("ok")
+        assert records(gw.port) == before
+    check("an embedder's 429 is 502 embedding_failed with its Retry-After, nothing stored",
+          embedder_rate_limit_is_passed_on)
+
+    def embedder_answer_over_the_cap():
+        # 9 MB of blanks before a well-formed answer: over the 8 MB cap, the
+        # fetch ends at the cap (not read to the end, nor spliced) and says so.
+        class Huge(Upstream):
+            def serve(self, c):
+                try:
+                    c.recv(65536)
+                    tail = json.dumps({"data": [{"index": 0, "embedding": [0.5] * 8}]}).encode()
+                    pad = 9 << 20
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n" % (pad + len(tail)))
+                    chunk = b" " * 65536
+                    for _ in range(pad // len(chunk)):
+                        c.sendall(chunk)
+                    c.sendall(tail)
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+        huge = Huge().start()
+        cfg5 = config(store)
+        cfg5["router"]["embedding"] = {"base_url": huge.base_url, "model": "embed-small"}
+        gw5 = Gateway(bin_, wd, cfg5, name="dense-huge")
+        before = records(gw5.port)
+        st, _, j, _ = chat(gw5.port, {"model": "auto", "messages": ASK("What is 1 plus 8?")})
+        assert st == 502 and j["error"]["code"] == "embedding_failed", (st, j)
+        assert j["error"]["message"] == ("the embedding server (router.embedding) sent an "
+                                         "answer over the cap of 8388608 bytes"), j
+        st, _, body = request(gw5.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 1 plus 8?", "model": "cheapo", "correctness": 1,
+             "output_tokens": 2}))
+        assert st == 502 and "over the cap" in json.loads(body)["error"]["message"], (st, body)
+        assert records(gw5.port) == before
+        m = gw5.metrics()
+        assert m['llmroute_embedder_fetches_total{class="too_large"}'] == 2, m
+        gw5.signal(signal.SIGTERM)
+        assert gw5.wait() == 0
+    check("an embedder's answer over the cap is 502 embedding_failed saying so, nothing stored",
+          embedder_answer_over_the_cap)
+
+    def embedder_answer_compressed():
+        # The fetch asks for identity and decodes nothing: a gzip answer was
+        # "not JSON", which sent the operator looking at the wrong thing.
+        import gzip
+
+        class Gzip(Upstream):
+            def serve(self, c):
+                try:
+                    c.recv(65536)
+                    z = gzip.compress(json.dumps(
+                        {"data": [{"index": 0, "embedding": [0.5] * 8}]}).encode())
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"Content-Encoding: gzip\r\nContent-Length: %d\r\n"
+                              b"Connection: close\r\n\r\n" % len(z) + z)
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+        z = Gzip().start()
+        cfg7 = config(store)
+        cfg7["router"]["embedding"] = {"base_url": z.base_url, "model": "embed-small"}
+        gw7 = Gateway(bin_, wd, cfg7, name="dense-gzip")
+        st, _, j, _ = chat(gw7.port, {"model": "auto", "messages": ASK("What is 2 plus 8?")})
+        assert st == 502 and j["error"]["code"] == "embedding_failed", (st, j)
+        assert j["error"]["message"] == (
+            "the embedding server (router.embedding) answered 200 with Content-Encoding "
+            "'gzip', which the gateway does not decode (it asks for identity)"), j
+        gw7.signal(signal.SIGTERM)
+        assert gw7.wait() == 0
+    check("an embedder's compressed answer is 502 embedding_failed naming its Content-Encoding",
+          embedder_answer_compressed)
 
     def embedder_redirect_is_named():
         # An embedding server that redirects (a wrong base_url): the 502 names
@@ -1269,8 +1442,9 @@ def dense_edges(bin_, fake_bin):
                                                     "model": "cheapo", "correctness": 1,
                                                     "output_tokens": 2})
                 assert st == 502 and j["code"] == "embedding_failed", (body, st, j)
-                assert ("the embedding server %s/embeddings: %s" % (emb.base_url, words)) \
+                assert ("the embedding server (router.embedding): %s" % words) \
                     in j["message"], (body, j)
+                assert str(emb.port) not in j["message"], (body, j)
                 assert records(gs) == before, body
                 st, j = answer(gs, "/v1/route", {"queries": [{"query": "What is 4 plus 4?"}],
                                                  "strategy": "smart", "models": pair})

@@ -81,12 +81,35 @@ static void refuses_what_is_not_a_vector(void **state)
     }
 }
 
+/* What the client is told names router.embedding, never the embedder's
+ * URL (the operator's business, as a model's upstream address is); the log
+ * line's detail names the URL. */
+static void the_clients_message_holds_no_address(void **state)
+{
+    const char *bad[] = {"{", "{\"data\":[]}", "{\"data\":[{\"embedding\":[0,0]}]}",
+                         "{\"data\":[{\"embedding\":[\"x\"]}]}"};
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct gw_conf conf;
+        struct gw_embed e;
+        assert_int_equal(parse(bad[i], &e, &conf), -1);
+        assert_null(strstr(e.why, "127.0.0.1"));
+        assert_non_null(strstr(e.why, "(router.embedding)"));
+        assert_non_null(strstr(e.detail, url));
+        /* The same reason after the name in both. */
+        assert_string_equal(strchr(e.why, ')') + 1, e.detail + strlen("the embedding server ") +
+                                                        strlen(url));
+        done_with(&e);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reads_the_first_vector),
         cmocka_unit_test(refuses_numbers_a_float_cannot_hold),
         cmocka_unit_test(refuses_what_is_not_a_vector),
+        cmocka_unit_test(the_clients_message_holds_no_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
