@@ -1,7 +1,11 @@
 /* cli.h -- what the llmroute subcommands share: exit codes, option parsing,
  * messages, loading the config. Of the library, the CLI uses only the
- * public API (include/llmroute.h); serve, check-config and embed_http.c
- * also use the gateway's header (src/gateway/gateway.h).
+ * public API (include/llmroute.h); serve, check-config, import, cli.c and
+ * embed_http.c also use the gateway's header (src/gateway/gateway.h).
+ *
+ * Threads: every subcommand runs on the main thread; the library may rebuild
+ * a store's copy on threads of its own, and serve's gateway starts its
+ * worker threads (src/gateway/offload.c).
  */
 #ifndef LR_CLI_H
 #define LR_CLI_H

@@ -24,6 +24,8 @@
  * The fetch frees itself after the callback; gw_embed_cancel before that
  * aborts it and no callback runs (a fetch aborted in flight is counted as
  * class "cancelled" in llmroute_embedder_fetches_total).
+ *
+ * Threads: the event loop thread only.
  */
 #include <math.h>
 #include <stdarg.h>

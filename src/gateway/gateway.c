@@ -8,7 +8,8 @@
  * The history store is refreshed with other processes' commits every
  * server.store_refresh_ms and on SIGHUP, on a worker thread; the same
  * refresh rebuilds a copy that feedback appends have moved away from a
- * fresh open's, on SIGHUP and at most every few minutes (CONVERGE_*).
+ * fresh open's, on SIGHUP and at most once per server.store_rebuild_min_ms
+ * and per CONVERGE_COST_FACTOR times the last rebuild's duration.
  * SIGTERM (or SIGINT) stops accepting, lets in-flight requests finish until
  * server.shutdown_timeout_ms, then exits 0. The three signals are blocked
  * from the start of gw_run() until the loop handles them, so one that

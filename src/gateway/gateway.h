@@ -5,13 +5,17 @@
  *   gwconf.c    a loaded configuration: server settings, routers, backends
  *   proxy.c     forwarding chat/completions/embeddings/responses: route, rewrite, relay
  *   mock.c      the in-process mock backend
- *   api.c       /health, /v1/models, /v1/route, /v1/feedback
+ *   api.c       /health, /metrics, /v1/models, /v1/route, /v1/feedback
  *   embedq.c    a query's vector from the remote embedder, on the loop
  *   offload.c   worker threads for what must not run on the loop
  *   metrics.c   Prometheus metrics and the per-model state table
  *   errors.c    OpenAI-shaped error bodies
  *   httpd.c     the HTTP/1.1 server;  upstream.c  libcurl multi on the loop
+ *   h1client.c  the gateway's own HTTP/1.1 client for http:// upstreams
  *   jsonscan.c  byte ranges of top-level JSON members
+ *   resil.c     failure classes, retry policies, the circuit breaker
+ *   connlimit.c the client connection cap and the descriptor limit
+ *   affinity.c  which model served a Responses id (response affinity)
  *
  * Threads: one event loop thread runs the whole gateway; nothing here is
  * locked. A configuration (struct gw_conf) is reference-counted so a reload

@@ -12,7 +12,7 @@
  * client goes away mid-request so the caller can abort its upstream work.
  * A cap on open connections (hs_server_set_max_connections) keeps the
  * clients over it waiting in the listen backlog rather than refusing them.
- * Errors the server itself answers (400 for broken HTTP, 413, 417, 431) carry a
+ * Errors the server itself answers (400 for broken HTTP, 408, 413, 414, 417, 431) carry a
  * body made by the caller's error formatter, so they have the API's shape.
  * A body (Content-Length or chunked) that does not keep up with the idle
  * timeout is answered 408.

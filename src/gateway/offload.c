@@ -2,11 +2,12 @@
  *
  * Three kinds of work can take long: appending a feedback outcome (a
  * SQLite commit with fsync), the store refresh (reading other processes'
- * commits, and rebuilding the in-memory copy: the re-weighing every time
- * the store has grown by a quarter, a SIGHUP's convergence; seconds at
- * 100,000 records) and a /v1/route batch (up to 1,000 smart decisions and
- * an assignment). They run here, on a few worker threads, so the loop
- * keeps serving everything else meanwhile.
+ * commits, and rebuilding the in-memory copy when it must: the re-weighing
+ * a feedback append left due, which the store opened with defer_reweigh
+ * leaves to it, and a SIGHUP's convergence; seconds at 100,000 records)
+ * and a /v1/route batch (up to 1,000 smart decisions and an assignment).
+ * They run here, on three worker threads, so the loop keeps serving
+ * everything else meanwhile.
  *
  * A job is work() on a worker, then done() on the loop thread. Finished
  * jobs are handed back through a pipe the loop watches. Jobs run in the

@@ -11,8 +11,9 @@
  * the next rebuild (open, import, refresh, or growth by a quarter since
  * the last; rebuilds other than open and import run beside the writers,
  * see store.c).
- * A dense store's appends never rebuild the copy; on the same schedule (and
- * first on reaching LR__GROUPS_MIN_RECORDS) they refit only its groups.
+ * A dense store's appends have no weights to redo, but on the same schedule
+ * (and first on reaching LR__GROUPS_MIN_RECORDS) its copy is rebuilt all the
+ * same, beside the writers, for its groups.
  *
  * Threads: call the lr__hist_* and lr__store_knn_* functions only between
  * lr__store_rdlock() and lr__store_unlock(). A struct lr__store_scratch is

@@ -7,8 +7,9 @@ names and arguments. Config, Store and Router expose the library directly.
 A dense store takes its vectors from an embed function (embed=), such as
 openai_embedder() for an OpenAI-compatible embeddings server.
 
-libllmroute is found through LLMROUTE_LIB (a path to libllmroute.so), the
-source tree's build folder, or the system loader; see llmroute._lib.
+libllmroute is found through LLMROUTE_LIB (a path to libllmroute.so), else
+next to this package, in the source tree's build folder, or by the system
+loader; see llmroute._lib.
 """
 from ._lib import VERSION as __version__
 from ._lib import LibraryNotFound, LibraryVersionMismatch, library_path
