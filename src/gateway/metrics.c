@@ -399,45 +399,72 @@ static void put(struct out *o, const char *fmt, ...)
     }
 }
 
-/* A label value with \, " and newline escaped, into a static-size buffer. */
-static const char *esc(const char *s, char *buf, size_t cap)
+/* A buffer for one escaped label value, grown to fit: a configured name
+ * may be long (a route's has no cap, a model's is up to 256 bytes, twice that
+ * escaped), and a value cut short would merge two series into one and could
+ * end in the middle of a UTF-8 sequence, which a scraper refuses. */
+struct esc_buf {
+    char *p;
+    size_t cap;
+    int failed; /* out of memory: the rendering fails */
+};
+
+/* s with \, " and newline escaped, in e (valid until its next use); "" and
+ * e->failed set when out of memory. */
+static const char *esc(struct esc_buf *e, const char *s)
 {
-    size_t o = 0;
-    for (; *s && o + 3 < cap; s++) {
+    size_t need = 2 * strlen(s) + 1, o = 0;
+    if (need > e->cap) {
+        char *g = realloc(e->p, need);
+        if (!g) {
+            e->failed = 1;
+            return "";
+        }
+        e->p = g;
+        e->cap = need;
+    }
+    for (; *s; s++) {
         if (*s == '\\' || *s == '"') {
-            buf[o++] = '\\';
-            buf[o++] = *s;
+            e->p[o++] = '\\';
+            e->p[o++] = *s;
         } else if (*s == '\n') {
-            buf[o++] = '\\';
-            buf[o++] = 'n';
+            e->p[o++] = '\\';
+            e->p[o++] = 'n';
         } else {
-            buf[o++] = *s;
+            e->p[o++] = *s;
         }
     }
-    buf[o] = '\0';
-    return buf;
+    e->p[o] = '\0';
+    return e->p;
 }
 
-static void put_hist(struct out *o, const char *name, const char *labels, const struct hist *h)
+/* A histogram's series; model is its model label's escaped value, or NULL
+ * for none. */
+static void put_hist(struct out *o, const char *name, const char *model, const struct hist *h)
 {
     uint64_t cum = 0;
-    const char *sep = labels[0] ? "," : "";
+    const char *pre = model ? "model=\"" : "", *mv = model ? model : "", *post = model ? "\"," : "";
     for (size_t i = 0; i < h->n_bounds; i++) {
         cum += h->counts[i];
-        put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[i],
+        put(o, "%s_bucket{%s%s%sle=\"%g\"} %llu\n", name, pre, mv, post, h->bounds[i],
             (unsigned long long)cum);
     }
     cum += h->counts[h->n_bounds];
-    put(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)cum);
-    put(o, "%s_sum%s%s%s %.9g\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "", h->sum);
-    put(o, "%s_count%s%s%s %llu\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
-        (unsigned long long)h->count);
+    put(o, "%s_bucket{%s%s%sle=\"+Inf\"} %llu\n", name, pre, mv, post, (unsigned long long)cum);
+    if (model) {
+        put(o, "%s_sum{model=\"%s\"} %.9g\n", name, model, h->sum);
+        put(o, "%s_count{model=\"%s\"} %llu\n", name, model, (unsigned long long)h->count);
+    } else {
+        put(o, "%s_sum %.9g\n", name, h->sum);
+        put(o, "%s_count %llu\n", name, (unsigned long long)h->count);
+    }
 }
 
 char *metrics_render(const struct metrics *m, double now, size_t *len)
 {
     struct out o = {malloc(8192), 0, 8192, 0};
-    char a[512], b[512], labels[600];
+    struct esc_buf ea = {NULL, 0, 0}, eb = {NULL, 0, 0};
+    const char *a;
 
     if (!o.p)
         return NULL;
@@ -446,16 +473,14 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
     for (size_t i = 0; i < m->n_series; i++) {
         const struct series *s = &m->series[i];
         put(&o, "llmroute_requests_total{route=\"%s\",model=\"%s\",status=\"%d\"} %llu\n",
-            esc(s->route, a, sizeof a), esc(s->model, b, sizeof b), s->status,
-            (unsigned long long)s->count);
+            esc(&ea, s->route), esc(&eb, s->model), s->status, (unsigned long long)s->count);
     }
     put(&o, "# HELP llmroute_http_requests_total Requests answered, by endpoint (the gateway's "
             "fixed paths, or other) and status.\n"
             "# TYPE llmroute_http_requests_total counter\n");
     for (size_t i = 0; i < m->n_http; i++)
         put(&o, "llmroute_http_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
-            esc(m->http[i].endpoint, a, sizeof a), m->http[i].status,
-            (unsigned long long)m->http[i].count);
+            esc(&ea, m->http[i].endpoint), m->http[i].status, (unsigned long long)m->http[i].count);
     put(&o,
         "# HELP llmroute_requests_unlabelled_total Requests past the series cap.\n"
         "# TYPE llmroute_requests_unlabelled_total counter\n"
@@ -465,12 +490,12 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
     put(&o, "# HELP llmroute_in_flight Requests in flight per model.\n"
             "# TYPE llmroute_in_flight gauge\n");
     for (size_t i = 0; i < m->n_models; i++)
-        put(&o, "llmroute_in_flight{model=\"%s\"} %ld\n", esc(m->models[i]->name, a, sizeof a),
+        put(&o, "llmroute_in_flight{model=\"%s\"} %ld\n", esc(&ea, m->models[i]->name),
             m->models[i]->in_flight);
     put(&o, "# HELP llmroute_tokens_total Tokens reported by upstreams' usage.\n"
             "# TYPE llmroute_tokens_total counter\n");
     for (size_t i = 0; i < m->n_models; i++) {
-        esc(m->models[i]->name, a, sizeof a);
+        a = esc(&ea, m->models[i]->name);
         put(&o, "llmroute_tokens_total{model=\"%s\",direction=\"in\"} %llu\n", a,
             (unsigned long long)m->models[i]->tokens_in);
         put(&o, "llmroute_tokens_total{model=\"%s\",direction=\"out\"} %llu\n", a,
@@ -482,57 +507,63 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
             "# TYPE llmroute_unmetered_answers_total counter\n");
     for (size_t i = 0; i < m->n_models; i++)
         put(&o, "llmroute_unmetered_answers_total{model=\"%s\"} %llu\n",
-            esc(m->models[i]->name, a, sizeof a), (unsigned long long)m->models[i]->unmetered);
+            esc(&ea, m->models[i]->name), (unsigned long long)m->models[i]->unmetered);
     put(&o, "# HELP llmroute_stream_done_added_total Streams that ended cleanly with every "
             "choice finished but without data: [DONE], which the gateway added.\n"
             "# TYPE llmroute_stream_done_added_total counter\n");
     for (size_t i = 0; i < m->n_models; i++)
         put(&o, "llmroute_stream_done_added_total{model=\"%s\"} %llu\n",
-            esc(m->models[i]->name, a, sizeof a),
-            (unsigned long long)m->models[i]->streams_done_added);
+            esc(&ea, m->models[i]->name), (unsigned long long)m->models[i]->streams_done_added);
     put(&o, "# HELP llmroute_estimated_cost_total Cost the router estimated when routing.\n"
             "# TYPE llmroute_estimated_cost_total counter\n");
     for (size_t i = 0; i < m->n_models; i++)
-        put(&o, "llmroute_estimated_cost_total{model=\"%s\"} %.9g\n",
-            esc(m->models[i]->name, a, sizeof a), m->models[i]->estimated_cost);
+        put(&o, "llmroute_estimated_cost_total{model=\"%s\"} %.9g\n", esc(&ea, m->models[i]->name),
+            m->models[i]->estimated_cost);
     put(&o, "# HELP llmroute_cost_total Cost from the upstreams' reported usage and prices.\n"
             "# TYPE llmroute_cost_total counter\n");
     for (size_t i = 0; i < m->n_models; i++)
-        put(&o, "llmroute_cost_total{model=\"%s\"} %.9g\n", esc(m->models[i]->name, a, sizeof a),
+        put(&o, "llmroute_cost_total{model=\"%s\"} %.9g\n", esc(&ea, m->models[i]->name),
             m->models[i]->actual_cost);
 
     put(&o, "# HELP llmroute_upstream_latency_seconds Upstream attempt time, start to last "
             "byte.\n# TYPE llmroute_upstream_latency_seconds histogram\n");
     for (size_t i = 0; i < m->n_models; i++) {
-        snprintf(labels, sizeof labels, "model=\"%s\"", esc(m->models[i]->name, a, sizeof a));
-        put_hist(&o, "llmroute_upstream_latency_seconds", labels, &m->models[i]->upstream_latency);
+        put_hist(&o, "llmroute_upstream_latency_seconds", esc(&ea, m->models[i]->name),
+                 &m->models[i]->upstream_latency);
     }
     put(&o, "# HELP llmroute_time_to_first_token_seconds Upstream attempt start to the first "
             "stream event relayed to the client.\n"
             "# TYPE llmroute_time_to_first_token_seconds histogram\n");
     for (size_t i = 0; i < m->n_models; i++) {
-        snprintf(labels, sizeof labels, "model=\"%s\"", esc(m->models[i]->name, a, sizeof a));
-        put_hist(&o, "llmroute_time_to_first_token_seconds", labels, &m->models[i]->ttft);
+        put_hist(&o, "llmroute_time_to_first_token_seconds", esc(&ea, m->models[i]->name),
+                 &m->models[i]->ttft);
     }
     put(&o, "# HELP llmroute_gateway_overhead_seconds Request time not spent waiting on the "
             "upstream.\n# TYPE llmroute_gateway_overhead_seconds histogram\n");
-    put_hist(&o, "llmroute_gateway_overhead_seconds", "", &m->overhead);
+    put_hist(&o, "llmroute_gateway_overhead_seconds", NULL, &m->overhead);
     put(&o, "# HELP llmroute_request_duration_seconds Request time in the gateway, end to "
             "end.\n# TYPE llmroute_request_duration_seconds histogram\n");
-    put_hist(&o, "llmroute_request_duration_seconds", "", &m->duration);
+    put_hist(&o, "llmroute_request_duration_seconds", NULL, &m->duration);
     put(&o, "# HELP llmroute_upstream_attempts_total Upstream attempts by model and outcome "
-            "(failure class, or ok).\n# TYPE llmroute_upstream_attempts_total counter\n");
+            "(failure class, ok, or client_closed and shutdown for those the gateway cut "
+            "short).\n# TYPE llmroute_upstream_attempts_total counter\n");
     for (size_t i = 0; i < m->n_models; i++) {
-        esc(m->models[i]->name, a, sizeof a);
+        a = esc(&ea, m->models[i]->name);
         for (int c = 0; c < RS_N_CLASSES; c++)
             if (m->models[i]->attempts[c] || c == RS_OK)
                 put(&o, "llmroute_upstream_attempts_total{model=\"%s\",class=\"%s\"} %llu\n", a,
                     rs_class_name((enum rs_class)c), (unsigned long long)m->models[i]->attempts[c]);
+        if (m->models[i]->attempts_client_closed)
+            put(&o, "llmroute_upstream_attempts_total{model=\"%s\",class=\"client_closed\"} %llu\n",
+                a, (unsigned long long)m->models[i]->attempts_client_closed);
+        if (m->models[i]->attempts_shutdown)
+            put(&o, "llmroute_upstream_attempts_total{model=\"%s\",class=\"shutdown\"} %llu\n", a,
+                (unsigned long long)m->models[i]->attempts_shutdown);
     }
     put(&o, "# HELP llmroute_candidates_skipped_total Candidates passed over, by model and "
             "reason.\n# TYPE llmroute_candidates_skipped_total counter\n");
     for (size_t i = 0; i < m->n_models; i++) {
-        esc(m->models[i]->name, a, sizeof a);
+        a = esc(&ea, m->models[i]->name);
         put(&o, "llmroute_candidates_skipped_total{model=\"%s\",reason=\"breaker_open\"} %llu\n", a,
             (unsigned long long)m->models[i]->skipped_open);
         put(&o, "llmroute_candidates_skipped_total{model=\"%s\",reason=\"at_capacity\"} %llu\n", a,
@@ -543,14 +574,14 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
     for (size_t i = 0; i < m->n_models; i++) {
         const struct rs_breaker *br = &m->models[i]->breaker;
         int st = br->state == RS_OPEN && now >= br->open_until ? RS_HALF_OPEN : br->state;
-        put(&o, "llmroute_breaker_state{model=\"%s\"} %d\n", esc(m->models[i]->name, a, sizeof a),
+        put(&o, "llmroute_breaker_state{model=\"%s\"} %d\n", esc(&ea, m->models[i]->name),
             st);
     }
     put(&o, "# HELP llmroute_breaker_opens_total Times each model's breaker opened.\n"
             "# TYPE llmroute_breaker_opens_total counter\n");
     for (size_t i = 0; i < m->n_models; i++)
         put(&o, "llmroute_breaker_opens_total{model=\"%s\"} %llu\n",
-            esc(m->models[i]->name, a, sizeof a), (unsigned long long)m->models[i]->breaker.opens);
+            esc(&ea, m->models[i]->name), (unsigned long long)m->models[i]->breaker.opens);
     put(&o,
         "# HELP llmroute_request_attempts Upstream attempts per forwarded request.\n"
         "# TYPE llmroute_request_attempts summary\n"
@@ -604,7 +635,7 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
             (unsigned long long)m->embed_cancelled);
     put(&o, "# HELP llmroute_embedder_fetch_seconds Remote embedder fetch time, start to "
             "end.\n# TYPE llmroute_embedder_fetch_seconds histogram\n");
-    put_hist(&o, "llmroute_embedder_fetch_seconds", "", &m->embed_latency);
+    put_hist(&o, "llmroute_embedder_fetch_seconds", NULL, &m->embed_latency);
     put(&o, "# HELP llmroute_store_refreshes_total History store refreshes, by call (refresh, "
             "or rebuild to converge) and result.\n"
             "# TYPE llmroute_store_refreshes_total counter\n");
@@ -642,7 +673,9 @@ char *metrics_render(const struct metrics *m, double now, size_t *len)
         "llmroute_config_last_reload_success_timestamp_seconds %.3f\n",
         (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed,
         !m->last_reload_failed, m->conf_loaded_at);
-    if (o.failed) {
+    free(ea.p);
+    free(eb.p);
+    if (o.failed || ea.failed || eb.failed) {
         free(o.p);
         return NULL;
     }

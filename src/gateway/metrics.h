@@ -39,6 +39,9 @@ struct model_stats {
     struct hist ttft;             /* attempt start to first body byte, streams */
     struct rs_breaker breaker;
     uint64_t attempts[RS_N_CLASSES]; /* upstream attempts by outcome (RS_OK: success) */
+    /* Attempts cut short by the gateway, which the breaker does not hear: the
+     * client went away, or the shutdown deadline passed. */
+    uint64_t attempts_client_closed, attempts_shutdown;
     uint64_t skipped_open;           /* candidates passed over: breaker open */
     uint64_t skipped_full;           /* candidates passed over: max_concurrency reached */
 };

@@ -1176,6 +1176,10 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
             hist_observe(&ms->ttft, ex->t_first - ex->t_up_start);
         if (record)
             ms->attempts[c]++;
+        else if (strcmp(ex->gone_label, "client_closed") == 0)
+            ms->attempts_client_closed++;
+        else if (strcmp(ex->gone_label, "shutdown") == 0)
+            ms->attempts_shutdown++;
         if (record && !rs_class_is_neutral(c)) {
             rs_breaker_record(&ms->breaker, &ex->conf->set.breaker, now,
                               rs_class_is_upstream_failure(c), retry_after_s, ex->probe);
@@ -2390,6 +2394,11 @@ static void start_attempt(struct exchange *ex)
     ex->ev_lines = 0;
     ex->resp_len = 0;
     ex->t_first = 0;
+    /* Usage is the answer's: what a failed attempt's stream carried (vLLM's
+     * continuous_usage_stats put it in the role chunk held back) is another
+     * model's, and would be counted at this one's prices. */
+    ex->prompt_tokens = -1;
+    ex->completion_tokens = -1;
     ex->ms = model_state(ex, ex->model);
     if (ex->ms)
         ex->ms->in_flight++;
@@ -2416,6 +2425,7 @@ static void start_attempt(struct exchange *ex)
         call.n_inputs = ex->n_inputs;
         ex->mock = mock_start(ex->gw->base, &gm->mock, &call, &upstream_cbs, ex);
         if (!ex->mock) {
+            ex->gone_label = "out_of_memory"; /* nothing went out: no attempt counted */
             attempt_end(ex, RS_OK, -1, 0);
             fail_with(ex, 500, NULL, "out_of_memory", "out of memory starting the mock");
         }
@@ -2426,6 +2436,7 @@ static void start_attempt(struct exchange *ex)
         free(ex->url);
         ex->url = malloc(ul);
         if (!ex->url) {
+            ex->gone_label = "out_of_memory"; /* nothing went out: no attempt counted */
             attempt_end(ex, RS_OK, -1, 0);
             fail_with(ex, 500, NULL, "out_of_memory", "out of memory");
             return;
@@ -2445,6 +2456,7 @@ static void start_attempt(struct exchange *ex)
         ur.fresh_connection = ex->attempt_fresh;
         ex->xfer = up_xfer_start(ex->gw->upstream, &ur, &upstream_cbs, ex);
         if (!ex->xfer) {
+            ex->gone_label = "out_of_memory"; /* nothing went out: no attempt counted */
             attempt_end(ex, RS_OK, -1, 0);
             fail_with(ex, 500, NULL, "out_of_memory", "could not start the upstream transfer");
         }

@@ -3,13 +3,15 @@
  * out of memory, or could not start for want of it, is counted
  * result="out_of_memory", not "error"; and a cancelled embedder fetch
  * appears as class="cancelled" once there is one, outside the fetch time
- * histogram. */
+ * histogram; and a label value is escaped whole however long, so model
+ * names of 256 bytes that escape to twice that stay two series. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,11 +70,42 @@ static void cancelled_fetches_are_a_class_of_their_own(void **state)
     metrics_free(m);
 }
 
+/* The longest model names a configuration takes (256 bytes), all quotes
+ * but their last byte: escaped, 511 bytes and the last. */
+static void long_label_values_are_escaped_whole(void **state)
+{
+    struct metrics *m = metrics_new();
+    char name[257], want[600];
+    char *text;
+    size_t o = 0;
+    (void)state;
+    assert_non_null(m);
+    memset(name, '"', 255);
+    name[256] = '\0';
+    o = (size_t)snprintf(want, sizeof want, "llmroute_in_flight{model=\"");
+    for (int i = 0; i < 255; i++) {
+        want[o++] = '\\';
+        want[o++] = '"';
+    }
+    for (char last = 'a'; last <= 'b'; last++) {
+        name[255] = last;
+        assert_non_null(metrics_model(m, name));
+    }
+    text = render(m);
+    for (char last = 'a'; last <= 'b'; last++) {
+        snprintf(want + o, sizeof want - o, "%c\"} 0\n", last);
+        assert_non_null(strstr(text, want));
+    }
+    free(text);
+    metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(refresh_out_of_memory_is_its_own_result),
         cmocka_unit_test(cancelled_fetches_are_a_class_of_their_own),
+        cmocka_unit_test(long_label_values_are_escaped_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
