@@ -210,6 +210,7 @@ struct exchange {
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_up_end;
+    double t_up_all; /* every ended attempt's time, start to end: the upstream's share */
     double t_first; /* a stream's first bytes written to the client, or 0 */
     const char *error;           /* why it failed, for the log */
     char tries[ATTEMPT_LOG_CAP]; /* the attempts as a JSON array, for the log */
@@ -1169,6 +1170,7 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
     ex->in_attempt = 0;
     watch_stop(ex);
     ex->t_up_end = now;
+    ex->t_up_all += now - ex->t_up_start;
     if (ms) {
         ms->in_flight--;
         hist_observe(&ms->upstream_latency, now - ex->t_up_start);
@@ -2507,7 +2509,9 @@ static void finish(struct exchange *ex, int status)
             ex->ms->estimated_cost += ex->est_cost;
     }
     metrics_observe_duration(gw->metrics, total);
-    metrics_observe_overhead(gw->metrics, total - up > 0 ? total - up : 0);
+    /* Every attempt's time is the upstream's, not only the one that answered:
+     * a fallback after a timeout spent that time waiting on the upstream too. */
+    metrics_observe_overhead(gw->metrics, total - ex->t_up_all > 0 ? total - ex->t_up_all : 0);
 
     snprintf(tries, sizeof tries, "[%.*s]", (int)ex->tries_len, ex->tries);
     memset(&log, 0, sizeof log);

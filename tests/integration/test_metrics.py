@@ -547,6 +547,29 @@ def load_checks(bin_, fake_bin):
           "text and two 302-byte route names that differ in their last byte",
           long_names_stay_whole)
 
+    def overhead_leaves_out_every_attempt():
+        # A request whose first attempt times out after 400 ms and falls
+        # back: that time was spent waiting on an upstream, so it is not the
+        # gateway's overhead. Overhead = duration - every attempt's time, so
+        # at most duration - 0.4 s; the answering attempt's alone is not.
+        oc = {"models": [model("slow", "hang", timeouts={"head_ms": 400}),
+                         model("fast", "okm")],
+              "routes": [{"name": "r", "strategy": "sequential", "models": ["slow", "fast"]}]}
+        g = Gateway(bin_, wd, oc, name="overhead")
+        st, body = post(g.port, "/v1/chat/completions", {"model": "r", "messages": msgs})
+        assert st == 200, (st, body)
+        m, _ = scrape(g.port)
+        assert m[("llmroute_upstream_attempts_total",
+                  lab(model="slow", **{"class": "timeout"}))] == 1, m
+        duration = m[("llmroute_request_duration_seconds_sum", ())]
+        overhead = m[("llmroute_gateway_overhead_seconds_sum", ())]
+        assert m[("llmroute_gateway_overhead_seconds_count", ())] == 1, m
+        assert duration >= 0.4 and overhead < duration - 0.3, (duration, overhead)
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("llmroute_gateway_overhead_seconds leaves out the time of every upstream attempt, "
+          "not only the one that answered", overhead_leaves_out_every_attempt)
+
     def failed_attempts_usage_is_not_counted():
         # vLLM with continuous_usage_stats puts usage in its role chunk,
         # which the gateway holds back; this stream is then cut, and the
