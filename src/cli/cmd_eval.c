@@ -875,9 +875,14 @@ static void print_table(const struct eval *e)
                 }
             if (used[t] < 0)
                 break;
-            off += (size_t)snprintf(shares + off, sizeof shares - off, "%s%s %.0f%%",
-                                    t ? ", " : "", cand_name(e, (size_t)used[t]),
-                                    100.0 * best / (double)e->n);
+            /* A model chosen for a few queries of many is not "0%", nor
+             * one chosen for all but a few "100%". */
+            char pct[16];
+            double p = 100.0 * best / (double)e->n;
+            snprintf(pct, sizeof pct, p < 0.5 ? "<1%%" : p >= 99.5 && p < 100 ? ">99%%" : "%.0f%%",
+                     p);
+            off += (size_t)snprintf(shares + off, sizeof shares - off, "%s%s %s",
+                                    t ? ", " : "", cand_name(e, (size_t)used[t]), pct);
             if (off >= sizeof shares)
                 break;
         }

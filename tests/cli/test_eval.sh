@@ -1015,5 +1015,23 @@ assert "single:free & <local> \"q\" 'x'" in [r["strategy"] for r in rows]
 for r in rows:
     assert abs(sum(float(r[k]) for k in cols) - 1) < 1e-9, r
 PY
+# The table's largest shares: a model chosen for one query of 250 is "<1%",
+# not "0%", and the other ">99%", not "100%" (the oracle takes "dear" where
+# only it was right).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [{"query": "question %d" % i, "input_token_length": 10,
+         "outputs": [{"model_name": "cheap", "correctness": i != 7, "output_token_length": 5},
+                     {"model_name": "dear", "correctness": 1, "output_token_length": 5}]}
+        for i in range(250)]
+json.dump(recs, open(out + "/few.json", "w"))
+json.dump({"models": [{"name": "cheap", "cost_per_input_token": 1e-7, "cost_per_output_token": 1e-7},
+                      {"name": "dear", "cost_per_input_token": 1e-5, "cost_per_output_token": 1e-5}]},
+          open(out + "/few_cfg.json", "w"))
+PY
+expect "eval table of a rare choice" 0 "" -- "$BIN" eval --config "$TMP/few_cfg.json" --data "$TMP/few.json"
+grep -E '^oracle .*cheap >99%, dear <1%$' "$TMP/out" >/dev/null && ok ||
+    bad "eval table: a rare choice's share: $(grep '^oracle' "$TMP/out")"
 
 summary
