@@ -9,7 +9,8 @@
  * timed whole, so only its time divided by the queries). Rows: every single
  * model, random (the exact expectation of a uniform choice, and with --seed
  * one draw), sequential, the oracle (the cheapest model with the best real
- * correctness), smart per query at each alpha, smart batch at each alpha,
+ * correctness: the cheapest right one, or where none was right the
+ * cheapest), smart per query at each alpha, smart batch at each alpha,
  * smart under each budget (a cap on the predicted cost), for each
  * predictor; with --sweep (rows marked sweep): the batch over a range of
  * alpha and the budget form at each single model's real total cost (first
@@ -67,10 +68,14 @@ static const char help[] =
     "                       real cost, for the first predictor; then compare every\n"
     "                       single model with that predictor's frontier\n"
     "  --format F           table (default), json or csv\n"
-    "  --plot FILE.svg      draw success against cost: single models as labelled\n"
-    "                       points, each predictor's frontier as a line\n"
+    "  --plot FILE.svg      draw success against cost: single models and the\n"
+    "                       baselines as labelled points, each predictor's frontier\n"
+    "                       as a line, smart rows by form (circle per query, square\n"
+    "                       batch, diamond budget); cost on a log axis when it spans\n"
+    "                       10x or more ($0 left of a break), else linear\n"
     "  --seed N             also print random-draw:N, one seeded draw of the random\n"
-    "                       strategy (N from 1)\n"
+    "                       strategy (N from 1; xorshift64, the same on every\n"
+    "                       platform)\n"
     "\n"
     "Each record is routed with its own input_token_length as the request's input\n"
     "tokens (a record without one: estimated from the query, one token per 4\n"
@@ -79,8 +84,11 @@ static const char help[] =
     "estimate of the total, from predicted output tokens; feasible is the\n"
     "library's report on that estimate, within_budget compares the real cost.\n"
     "random is the exact expectation of a uniform choice per query (each query's\n"
-    "mean over the candidates), not a draw. decision_timing per_query: p50 and p99\n"
-    "are percentiles of single decisions; batch_mean (smart-batch, smart-budget):\n"
+    "mean over the candidates), not a draw. oracle: for each query the cheapest\n"
+    "model that was right (the highest correctness, then the cheapest); where no\n"
+    "model was right, the cheapest model, scored 0. decision_timing per_query: p50\n"
+    "and p99 are nearest-rank percentiles of single decisions (the ceil(p*n)-th\n"
+    "smallest time); batch_mean (smart-batch, smart-budget):\n"
     "p50 is the one call's time divided by the queries, and there is no p99.\n"
     "frontier: a smart row that no smart row of the same predictor beats on\n"
     "success and real cost (at least as good in both, better in one).\n"
@@ -145,6 +153,9 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The nearest-rank percentile: the ceil(p*n)-th smallest of the n values
+ * (p = 0.5 of 4 values: the 2nd; p = 0.99 of 945: the 936th), which it sorts
+ * in place. */
 static double percentile(double *v, size_t n, double p)
 {
     size_t k;
@@ -815,7 +826,7 @@ static void print_csv(const struct eval *e)
         csv_num(r->p50);
         csv_num(r->p99);
         for (size_t j = 0; j < e->n_cands; j++)
-            printf(",%.6f", r->share[j] / (double)e->n);
+            csv_num(r->share[j] / (double)e->n);
         putchar('\n');
     }
 }
@@ -864,9 +875,14 @@ static void print_table(const struct eval *e)
                 }
             if (used[t] < 0)
                 break;
-            off += (size_t)snprintf(shares + off, sizeof shares - off, "%s%s %.0f%%",
-                                    t ? ", " : "", cand_name(e, (size_t)used[t]),
-                                    100.0 * best / (double)e->n);
+            /* A model chosen for a few queries of many is not "0%", nor
+             * one chosen for all but a few "100%". */
+            char pct[16];
+            double p = 100.0 * best / (double)e->n;
+            snprintf(pct, sizeof pct, p < 0.5 ? "<1%%" : p >= 99.5 && p < 100 ? ">99%%" : "%.0f%%",
+                     p);
+            off += (size_t)snprintf(shares + off, sizeof shares - off, "%s%s %s",
+                                    t ? ", " : "", cand_name(e, (size_t)used[t]), pct);
             if (off >= sizeof shares)
                 break;
         }
@@ -885,8 +901,10 @@ static void print_table(const struct eval *e)
            "candidate uniformly at random for each query (each query's mean over the\n"
            "candidates), not one draw.%s\n",
            any_draw ? " random-draw:N is one draw with seed N." : "");
-    printf("p50(us), p99(us): percentiles of the single decisions' times for rows routed\n"
-           "query by query.%s\n",
+    printf("oracle: for each query the cheapest model that was right; where none was,\n"
+           "the cheapest model (scored 0).\n");
+    printf("p50(us), p99(us): nearest-rank percentiles of the single decisions' times\n"
+           "for rows routed query by query.%s\n",
            any_batch ? " smart-batch and smart-budget rows are decided in one call:\n"
                        "their p50 is that call's time divided by the queries (a mean, not a\n"
                        "percentile), and they have no p99."
@@ -942,6 +960,44 @@ static void print_table(const struct eval *e)
 
 /* ==== The plot ==== */
 
+/* Success (y, linear) against real total cost (x): each predictor's
+ * frontier as a line, single models and the other baselines as labelled
+ * points, the smart rows given on the command line as points whose shape
+ * says their form (circle per query, square batch, diamond budget) and
+ * whose colour says their predictor, with a short label (alpha or budget)
+ * where one fits. The cost axis is logarithmic when the costs span a
+ * factor of 10 or more (RouterBench's single models: $0.08 to $4.73), with
+ * rows that cost nothing at a "$0" mark left of a break; else linear.
+ * Labels are placed by a greedy search over spots around each point that
+ * avoids the frame, the other points, the labels placed before and the
+ * frontier lines; a label that had to move away from its point gets a
+ * leader line. Its width is estimated (LABEL_CHAR_W a character), so a
+ * browser's font can make one a little wider or narrower. */
+
+#define LABEL_CHAR_W 6.0 /* px per character of a 10 px sans-serif label, generous */
+#define LABEL_H 11.0
+#define ZERO_STRIP 34.0 /* px left of the log axis for rows that cost $0 */
+
+enum shape { SHAPE_CIRCLE, SHAPE_SQUARE, SHAPE_DIAMOND };
+
+struct box {
+    double x0, y0, x1, y1;
+};
+
+struct plot {
+    FILE *f;
+    double W, H, L, R, T, B;
+    int log_x;        /* logarithmic cost axis */
+    double x0, x1;    /* axis range: log10 of the cost when log_x, else the cost */
+    double zero_w;    /* width of the $0 strip (log axis with a row at $0), else 0 */
+    double y0, y1;    /* success range */
+    struct box *obst; /* markers and placed labels */
+    size_t n_obst, cap_obst;
+    double (*seg)[4]; /* frontier segments */
+    size_t n_seg, cap_seg;
+};
+
+/* Text into SVG character data or a double-quoted attribute value. */
 static void svg_text(FILE *f, const char *s)
 {
     for (; *s; s++) {
@@ -950,9 +1006,20 @@ static void svg_text(FILE *f, const char *s)
         case '>': fputs("&gt;", f); break;
         case '&': fputs("&amp;", f); break;
         case '"': fputs("&quot;", f); break;
+        case '\'': fputs("&apos;", f); break;
         default: fputc(*s, f);
         }
     }
+}
+
+/* Characters of UTF-8 text s (names are valid UTF-8: the config and data
+ * loaders check it): a label's width is estimated from them. */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
 }
 
 static const char *predictor_colour(const char *predictor)
@@ -968,162 +1035,505 @@ static int cmp_row_cost(const void *a, const void *b)
     return (x->success > y->success) - (x->success < y->success);
 }
 
+static double plot_x(const struct plot *p, double c)
+{
+    double left = p->L + p->zero_w, right = p->W - p->R;
+    if (!p->log_x)
+        return left + (c - p->x0) / (p->x1 - p->x0) * (right - left);
+    if (c <= 0)
+        return p->L + p->zero_w / 2;
+    return left + (log10(c) - p->x0) / (p->x1 - p->x0) * (right - left);
+}
+
+static double plot_y(const struct plot *p, double s)
+{
+    return p->H - p->B - (s - p->y0) / (p->y1 - p->y0) * (p->H - p->T - p->B);
+}
+
+static int add_obstacle(struct plot *p, struct box b)
+{
+    if (p->n_obst == p->cap_obst) {
+        size_t cap = p->cap_obst ? p->cap_obst * 2 : 64;
+        struct box *grown = realloc(p->obst, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        p->obst = grown;
+        p->cap_obst = cap;
+    }
+    p->obst[p->n_obst++] = b;
+    return 0;
+}
+
+static int add_segment(struct plot *p, double xa, double ya, double xb, double yb)
+{
+    if (p->n_seg == p->cap_seg) {
+        size_t cap = p->cap_seg ? p->cap_seg * 2 : 64;
+        double(*grown)[4] = realloc(p->seg, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        p->seg = grown;
+        p->cap_seg = cap;
+    }
+    p->seg[p->n_seg][0] = xa;
+    p->seg[p->n_seg][1] = ya;
+    p->seg[p->n_seg][2] = xb;
+    p->seg[p->n_seg][3] = yb;
+    p->n_seg++;
+    return 0;
+}
+
+static double overlap(const struct box *a, const struct box *b)
+{
+    double w = fmin(a->x1, b->x1) - fmax(a->x0, b->x0), h = fmin(a->y1, b->y1) - fmax(a->y0, b->y0);
+    return w > 0 && h > 0 ? w * h : 0;
+}
+
+/* Whether segment s crosses box b (Liang-Barsky clipping). */
+static int segment_hits(const double s[4], const struct box *b)
+{
+    double t0 = 0, t1 = 1, dx = s[2] - s[0], dy = s[3] - s[1];
+    double pq[4][2] = {{-dx, s[0] - b->x0}, {dx, b->x1 - s[0]}, {-dy, s[1] - b->y0},
+                       {dy, b->y1 - s[1]}};
+    for (int k = 0; k < 4; k++) {
+        double pk = pq[k][0], qk = pq[k][1];
+        if (pk == 0) {
+            if (qk < 0)
+                return 0;
+            continue;
+        }
+        double t = qk / pk;
+        if (pk < 0)
+            t0 = fmax(t0, t);
+        else
+            t1 = fmin(t1, t);
+        if (t0 > t1)
+            return 0;
+    }
+    return 1;
+}
+
+/* Place and draw a label for the point at (x, y) drawn in colour. Spots to
+ * its right, then left, ever further above and below; each is scored by
+ * leaving the frame, covering a point or a label, and crossing a line, and
+ * the best is taken. A label that must be drawn (single models, the
+ * baselines) takes the best spot there is; one that may be left out (a
+ * smart row's alpha or budget; its point's tooltip says it too) only a
+ * spot that covers and crosses nothing. */
+static int place_label(struct plot *p, double x, double y, const char *text, const char *colour,
+                       int must)
+{
+    static const double dys[] = {0, -11, 11, -22, 22, -33, 33, -44, 44, -55, 55};
+    double w = LABEL_CHAR_W * (double)utf8_chars(text), best_score = INFINITY;
+    struct box best = {0, 0, 0, 0};
+    size_t n_dys = sizeof dys / sizeof *dys;
+
+    for (size_t k = 0; k < n_dys; k++)
+        for (int side = 0; side < 2; side++) {
+            struct box b;
+            double score = (double)k + side * 0.5;
+            b.x0 = side == 0 ? x + 7 : x - 7 - w;
+            b.x1 = b.x0 + w;
+            b.y0 = y + dys[k] - LABEL_H / 2;
+            b.y1 = b.y0 + LABEL_H;
+            if (b.x0 < p->L + 1 || b.x1 > p->W - p->R - 1 || b.y0 < p->T + 1 ||
+                b.y1 > p->H - p->B - 1)
+                score += 1e6;
+            for (size_t o = 0; o < p->n_obst; o++)
+                score += 100 * overlap(&b, &p->obst[o]);
+            for (size_t s = 0; s < p->n_seg; s++)
+                score += 30 * segment_hits(p->seg[s], &b);
+            if (score < best_score) {
+                best_score = score;
+                best = b;
+            }
+        }
+    if (!must && best_score >= 30)
+        return 0;
+    if (fabs((best.y0 + best.y1) / 2 - y) > 1) {
+        /* Moved off its point: a leader from the point to the label's near edge. */
+        double lx = best.x0 > x ? best.x0 - 1 : best.x1 + 1;
+        fprintf(p->f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                      "stroke-width=\"0.8\"/>\n",
+                x, y, lx, (best.y0 + best.y1) / 2, colour);
+    }
+    fprintf(p->f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">", best.x0,
+            best.y1 - 2.5, colour);
+    svg_text(p->f, text);
+    fprintf(p->f, "</text>\n");
+    return add_obstacle(p, best);
+}
+
+/* A marker: its element opened, filled (or, when open, outlined) in colour,
+ * its tooltip from the row, closed. */
+static void marker(const struct plot *p, const struct row *r, enum shape shape, double size,
+                   const char *colour, int open)
+{
+    char bt[32];
+    double x = plot_x(p, r->cost), y = plot_y(p, r->success);
+    const char *elem = shape == SHAPE_SQUARE ? "rect" : shape == SHAPE_DIAMOND ? "polygon"
+                                                                                : "circle";
+    if (shape == SHAPE_SQUARE)
+        fprintf(p->f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"", x - size,
+                y - size, 2 * size, 2 * size);
+    else if (shape == SHAPE_DIAMOND)
+        fprintf(p->f, "<polygon points=\"%.1f,%.1f %.1f,%.1f %.1f,%.1f %.1f,%.1f\"", x,
+                y - size * 1.3, x + size * 1.3, y, x, y + size * 1.3, x - size * 1.3, y);
+    else
+        fprintf(p->f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\"", x, y, size);
+    if (open)
+        fprintf(p->f, " fill=\"white\" stroke=\"%s\">", colour);
+    else
+        fprintf(p->f, " fill=\"%s\">", colour);
+    /* The tooltip names the row wholly: strategy, predictor, its alpha or
+     * budget, whether --sweep made it. */
+    fprintf(p->f, "<title>");
+    svg_text(p->f, r->strategy);
+    if (r->predictor) {
+        fprintf(p->f, " (");
+        svg_text(p->f, r->predictor);
+        fprintf(p->f, ")");
+    }
+    if (!isnan(r->alpha))
+        fprintf(p->f, " alpha %s", bound_text(bt, r->alpha));
+    if (!isnan(r->budget))
+        fprintf(p->f, " budget $%s", bound_text(bt, r->budget));
+    if (r->sweep)
+        fprintf(p->f, " [sweep]");
+    if (r->feasible == 0)
+        fprintf(p->f, " (not met)");
+    fprintf(p->f, ": success %.4f, cost $%.4f</title></%s>\n", r->success, r->cost, elem);
+}
+
+static enum shape row_shape(const struct row *r)
+{
+    if (strcmp(r->strategy, "smart-batch") == 0)
+        return SHAPE_SQUARE;
+    if (strcmp(r->strategy, "smart-budget") == 0)
+        return SHAPE_DIAMOND;
+    return SHAPE_CIRCLE;
+}
+
+/* The step between cost ticks of a linear axis over span: 1, 2 or 5 times
+ * a power of ten, about five of them. */
+static double nice_step(double span)
+{
+    double raw = span / 5, mag = pow(10, floor(log10(raw))), m = raw / mag;
+    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * mag;
+}
+
+static void plot_axes(struct plot *p, int any_zero)
+{
+    FILE *f = p->f;
+    double left = p->L + p->zero_w, right = p->W - p->R;
+    char lab[32];
+
+    if (p->log_x) {
+        /* Gridlines at 1..9 times each power of ten; labels at 1, 2 and 5,
+         * or at every one when that leaves fewer than three. */
+        int n_lab = 0, all;
+        for (int pass = 0; pass < 2; pass++) {
+            all = pass == 1 && n_lab < 3;
+            for (double lx = floor(p->x0); lx <= p->x1 + 1e-9; lx += 1)
+                for (int m = 1; m < 10; m++) {
+                    double c = pow(10, lx) * m, x;
+                    int labelled = m == 1 || m == 2 || m == 5 || all;
+                    if (log10(c) < p->x0 - 1e-9 || log10(c) > p->x1 + 1e-9)
+                        continue;
+                    if (pass == 0) {
+                        n_lab += labelled;
+                        continue;
+                    }
+                    x = plot_x(p, c);
+                    fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" "
+                               "stroke=\"%s\"/>\n",
+                            x, p->T, x, p->H - p->B, m == 1 ? "#bbb" : "#eee");
+                    if (labelled) {
+                        snprintf(lab, sizeof lab, "$%g", c);
+                        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n",
+                                x, p->H - p->B + 18, lab);
+                    }
+                }
+        }
+        if (any_zero) {
+            /* The $0 mark, and a break between it and the log axis. */
+            double x = p->L + p->zero_w / 2, yb = p->H - p->B;
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#bbb\"/>\n",
+                    x, p->T, x, yb);
+            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">$0</text>\n", x,
+                    yb + 18);
+            fprintf(f, "<path d=\"M%.1f %.1f l-4 8 M%.1f %.1f l-4 8\" stroke=\"#333\" "
+                       "fill=\"none\"/>\n",
+                    left - 1, yb - 4, left + 3, yb - 4);
+        }
+    } else {
+        double step = nice_step(p->x1 - p->x0);
+        for (int k = 0;; k++) {
+            double c = p->x0 + step * k, x;
+            if (c > p->x1 + step * 1e-6)
+                break;
+            x = plot_x(p, c);
+            snprintf(lab, sizeof lab, "$%g", fabs(c) < step * 1e-6 ? 0.0 : c);
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#ddd\"/>\n",
+                    x, p->T, x, p->H - p->B);
+            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", x,
+                    p->H - p->B + 18, lab);
+        }
+    }
+    for (int k = 0;; k++) {
+        double s = p->y0 + 0.05 * k;
+        if (s > p->y1 + 1e-9)
+            break;
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
+                p->L, plot_y(p, s), right, plot_y(p, s));
+        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", p->L - 6,
+                plot_y(p, s) + 4, s);
+    }
+    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
+               "stroke=\"#333\"/>\n",
+            p->L, p->T, right - p->L, p->H - p->T - p->B);
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">total cost of the queries "
+               "(USD%s)</text>\n",
+            p->L + (right - p->L) / 2, p->H - 18,
+            p->log_x ? (any_zero ? ", log scale; $0 left of the break" : ", log scale") : "");
+    fprintf(f, "<text x=\"18\" y=\"%.0f\" transform=\"rotate(-90 18 %.0f)\" "
+               "text-anchor=\"middle\">success rate (mean real correctness)</text>\n",
+            p->T + (p->H - p->T - p->B) / 2, p->T + (p->H - p->T - p->B) / 2);
+}
+
+/* The legend, in the margin right of the frame: what is drawn, only. */
+static void plot_legend(struct plot *p, const struct eval *e)
+{
+    FILE *f = p->f;
+    double x = p->W - p->R + 16, y = p->T + 8;
+    int have[3] = {0, 0, 0}, any_swept = 0, any_single = 0, any_base = 0, any_ceiling = 0;
+    const char *shape_text[3] = {"per query, at alpha α", "batch, at alpha α",
+                                 "budget: cap on predicted cost"};
+
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k];
+        if (r->predictor && !r->sweep)
+            have[row_shape(r)] = 1;
+        any_swept |= r->predictor && r->sweep && !r->frontier;
+        any_single |= is_single(r);
+        any_ceiling |= strcmp(r->strategy, "task-ceiling") == 0;
+        any_base |= !r->predictor && !is_single(r) && strcmp(r->strategy, "task-ceiling") != 0;
+    }
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k];
+        int first = r->predictor != NULL;
+        for (size_t o = 0; first && o < k; o++)
+            if (same_predictor(&e->rows[o], r))
+                first = 0;
+        if (!first)
+            continue;
+        if (y == p->T + 8) {
+            fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-weight=\"bold\">smart routing, by "
+                       "predictor</text>\n",
+                    x, y + 4);
+            y += 18;
+        }
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
+                   "stroke-width=\"2\"/>",
+                x - 6, y, x + 6, y, predictor_colour(r->predictor));
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">", x + 14, y + 4);
+        svg_text(f, r->predictor);
+        fprintf(f, ": its frontier (line)</text>\n");
+        y += 18;
+    }
+    for (int s = 0; s < 3; s++) {
+        if (!have[s])
+            continue;
+        if (s == SHAPE_SQUARE)
+            fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"8\" height=\"8\" fill=\"#555\"/>",
+                    x - 4, y - 4);
+        else if (s == SHAPE_DIAMOND)
+            fprintf(f, "<polygon points=\"%.0f,%.1f %.1f,%.0f %.0f,%.1f %.1f,%.0f\" "
+                       "fill=\"#555\"/>",
+                    x, y - 5.2, x + 5.2, y, x, y + 5.2, x - 5.2, y);
+        else
+            fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#555\"/>", x, y);
+        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", x + 14, y + 4, shape_text[s]);
+        y += 18;
+    }
+    if (any_swept) {
+        fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"2.5\" fill=\"white\" stroke=\"#555\"/>"
+                   "<text x=\"%.0f\" y=\"%.0f\">swept (--sweep), off the line</text>\n",
+                x, y, x + 14, y + 4);
+        y += 18;
+    }
+    y += 6;
+    if (any_single) {
+        fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#d62728\"/>"
+                   "<text x=\"%.0f\" y=\"%.0f\">single models</text>\n",
+                x, y, x + 14, y + 4);
+        y += 18;
+    }
+    if (any_base) {
+        fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"#555\"/>"
+                   "<text x=\"%.0f\" y=\"%.0f\">oracle, random, sequential</text>\n",
+                x, y, x + 14, y + 4);
+        y += 18;
+    }
+    if (any_ceiling)
+        fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"3\" fill=\"#bbb\"/>"
+                   "<text x=\"%.0f\" y=\"%.0f\">task ceiling (reads the answers)</text>\n",
+                x, y, x + 14, y + 4);
+}
+
 static int write_plot(const struct eval *e, const char *path)
 {
-    const double W = 960, H = 620, L = 80, R = 250, T = 50, B = 60;
+    struct plot p = {.W = 980, .H = 640, .L = 80, .R = 240, .T = 50, .B = 60};
     double cmin = INFINITY, cmax = 0, smin = 1, smax = 0;
-    const struct row **front;
+    const struct row **front = NULL;
+    int any_zero = 0, rc = CLI_RUNTIME;
     size_t nf = 0;
-    FILE *f = fopen(path, "w");
 
-    if (!f) {
+    p.f = fopen(path, "w");
+    if (!p.f) {
         cli_error("eval", "--plot %s: cannot write the file: %s", path, strerror(errno));
         return CLI_RUNTIME;
     }
     front = calloc(e->n_rows + 1, sizeof *front);
-    if (!front) {
-        fclose(f);
-        return CLI_RUNTIME;
-    }
+    if (!front)
+        goto out;
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k];
         if (r->cost > 0) {
             cmin = fmin(cmin, r->cost);
             cmax = fmax(cmax, r->cost);
+        } else {
+            any_zero = 1;
         }
         smin = fmin(smin, r->success);
         smax = fmax(smax, r->success);
     }
-    if (!isfinite(cmin) || cmax <= cmin) {
-        cmin = cmin > 0 && isfinite(cmin) ? cmin / 2 : 1e-3;
-        cmax = cmin * 4;
+    /* Costs over a factor of 10 or more: log scale, padded by at least a
+     * quarter of a decade; else a linear one from a round value. */
+    p.log_x = isfinite(cmin) && cmax >= 10 * cmin;
+    if (p.log_x) {
+        p.x0 = floor(log10(cmin) * 4 - 0.5) / 4;
+        p.x1 = ceil(log10(cmax) * 4 + 0.5) / 4;
+        p.zero_w = any_zero ? ZERO_STRIP : 0;
+    } else {
+        double lo = any_zero || !isfinite(cmin) ? 0 : cmin, hi = isfinite(cmin) ? cmax : 0, step;
+        if (hi - lo <= 0.01 * hi) {
+            /* One cost, or costs that differ only in their last digits (a
+             * sum taken in another order): a range around them. */
+            double mid = (lo + hi) / 2;
+            lo = mid > 0 && !any_zero ? mid * 0.75 : 0;
+            hi = mid > 0 ? mid * 1.25 : 0.01;
+        }
+        step = nice_step(hi - lo);
+        p.x0 = fmax(0, floor((lo - (hi - lo) * 0.05) / step) * step);
+        p.x1 = ceil((hi + (hi - lo) * 0.05) / step) * step;
     }
-    {
-        /* Log scale on cost, padded; linear on success, padded. */
-        double lx0 = floor(log10(cmin) * 4 - 0.5) / 4, lx1 = ceil(log10(cmax) * 4 + 0.5) / 4;
-        double y0 = floor(smin * 20 - 0.5) / 20, y1 = fmin(1.0, ceil(smax * 20 + 0.5) / 20);
-#define X(c) (L + ((log10(c) - lx0) / (lx1 - lx0)) * (W - L - R))
-#define Y(s) (H - B - (((s) - y0) / (y1 - y0)) * (H - T - B))
-        fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-                   "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n",
-                W, H, W, H);
-        fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-        fprintf(f, "<text x=\"%.0f\" y=\"28\" font-size=\"16\">llmroute eval: success rate "
-                   "against total cost (%zu queries)</text>\n",
-                L, e->n);
-        for (double lx = floor(lx0); lx <= lx1 + 1e-9; lx += 1) {
-            for (int m = 1; m < 10; m++) {
-                double c = pow(10, lx) * m;
-                if (log10(c) < lx0 || log10(c) > lx1)
-                    continue;
-                fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" "
-                           "stroke=\"%s\"/>\n",
-                        X(c), T, X(c), H - B, m == 1 ? "#bbb" : "#eee");
-                if (m == 1 || m == 2 || m == 5)
-                    fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">$%g</text>\n",
-                            X(c), H - B + 18, c);
-            }
-        }
-        for (double s = y0; s <= y1 + 1e-9; s += 0.05) {
-            fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
-                    L, Y(s), W - R, Y(s));
-            fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 6,
-                    Y(s) + 4, s);
-        }
-        fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
-                   "stroke=\"#333\"/>\n",
-                L, T, W - L - R, H - T - B);
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">total cost (USD, log "
-                   "scale)</text>\n",
-                L + (W - L - R) / 2, H - 18);
-        fprintf(f, "<text x=\"18\" y=\"%.0f\" transform=\"rotate(-90 18 %.0f)\" "
-                   "text-anchor=\"middle\">success rate</text>\n",
-                T + (H - T - B) / 2, T + (H - T - B) / 2);
+    p.y0 = fmax(0, floor(smin * 20 - 0.5) / 20);
+    p.y1 = fmin(1, ceil(smax * 20 + 0.5) / 20);
 
-        /* One line per predictor through its frontier rows (mark_frontier()),
-         * by cost: the upper envelope of its smart rows. A predictor's rows
-         * are drawn with its first row. */
+    fprintf(p.f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                 "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+                 "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n",
+            p.W, p.H, p.W, p.H);
+    fprintf(p.f, "<title>llmroute eval: success rate against total cost (%zu queries)</title>\n",
+            e->n);
+    fprintf(p.f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(p.f, "<text x=\"%.0f\" y=\"28\" font-size=\"16\">llmroute eval: success rate "
+                 "against total cost (%zu queries)</text>\n",
+            p.L, e->n);
+    plot_axes(&p, any_zero);
+
+    /* One line per predictor through its frontier rows (mark_frontier()),
+     * by cost: the upper envelope of its smart rows. A predictor's rows
+     * are drawn with its first row. */
+    for (size_t k = 0; k < e->n_rows; k++) {
+        const struct row *r = &e->rows[k];
+        int first = r->predictor != NULL;
+        for (size_t o = 0; first && o < k; o++)
+            if (same_predictor(&e->rows[o], r))
+                first = 0;
+        if (!first)
+            continue;
+        nf = 0;
+        for (size_t o = k; o < e->n_rows; o++)
+            if (e->rows[o].frontier && same_predictor(&e->rows[o], r))
+                front[nf++] = &e->rows[o];
+        if (nf < 2)
+            continue;
+        qsort(front, nf, sizeof *front, cmp_row_cost);
+        fprintf(p.f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
+                predictor_colour(r->predictor));
+        for (size_t j = 0; j < nf; j++) {
+            double x = plot_x(&p, front[j]->cost), y = plot_y(&p, front[j]->success);
+            fprintf(p.f, "%.1f,%.1f ", x, y);
+            if (j && add_segment(&p, plot_x(&p, front[j - 1]->cost),
+                                 plot_y(&p, front[j - 1]->success), x, y))
+                goto out;
+        }
+        fprintf(p.f, "\"><title>frontier, ");
+        svg_text(p.f, r->predictor);
+        fprintf(p.f, " predictor</title></polyline>\n");
+    }
+
+    /* The markers: the task ceiling first and smaller, so that a model's
+     * point at the same place is drawn over it and stays visible; then the
+     * swept smart rows (small: a vertex of the line, or open off it), the
+     * given smart rows, and the baselines and single models on top. */
+    for (int pass = 0; pass < 4; pass++)
         for (size_t k = 0; k < e->n_rows; k++) {
             const struct row *r = &e->rows[k];
-            int first = r->predictor != NULL;
-            for (size_t o = 0; first && o < k; o++)
-                if (same_predictor(&e->rows[o], r))
-                    first = 0;
-            if (!first)
+            int ceiling = strcmp(r->strategy, "task-ceiling") == 0;
+            int this_pass = ceiling ? 0 : r->predictor ? (r->sweep ? 1 : 2) : 3;
+            const char *colour = ceiling        ? "#bbb"
+                                 : is_single(r) ? "#d62728"
+                                 : r->predictor ? predictor_colour(r->predictor)
+                                                : "#555";
+            double size = ceiling ? 3 : r->sweep ? 2.5 : 4;
+            double x = plot_x(&p, r->cost), y = plot_y(&p, r->success);
+            if (this_pass != pass)
                 continue;
-            nf = 0;
-            for (size_t o = k; o < e->n_rows; o++)
-                if (e->rows[o].frontier && e->rows[o].cost > 0 && same_predictor(&e->rows[o], r))
-                    front[nf++] = &e->rows[o];
-            if (nf < 2)
-                continue;
-            qsort(front, nf, sizeof *front, cmp_row_cost);
-            fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
-                    predictor_colour(r->predictor));
-            for (size_t j = 0; j < nf; j++)
-                fprintf(f, "%.1f,%.1f ", X(front[j]->cost), Y(front[j]->success));
-            fprintf(f, "\"><title>frontier, ");
-            svg_text(f, r->predictor);
-            fprintf(f, " predictor</title></polyline>\n");
+            marker(&p, r, row_shape(r), size, colour, r->sweep && !r->frontier);
+            if (!ceiling && add_obstacle(&p, (struct box){x - size - 1, y - size - 1,
+                                                          x + size + 1, y + size + 1}))
+                goto out;
         }
-        /* The task ceiling first and smaller, so that a model's point at the
-         * same place is drawn over it and stays visible. */
-        for (int pass = 0; pass < 2; pass++)
-            for (size_t k = 0; k < e->n_rows; k++) {
-                const struct row *r = &e->rows[k];
-                int ceiling = strcmp(r->strategy, "task-ceiling") == 0;
-                const char *colour;
-                int label;
-                if (r->cost <= 0 || ceiling != (pass == 0))
-                    continue;
-                colour = ceiling        ? "#bbb"
-                         : is_single(r) ? "#d62728"
-                         : r->predictor ? predictor_colour(r->predictor)
-                                        : "#555";
-                if (r->sweep && r->predictor) {
-                    /* A swept row: a vertex of the line, or a small open circle. */
-                    if (!r->frontier)
-                        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"none\" "
-                                   "stroke=\"%s\"/>\n",
-                                X(r->cost), Y(r->success), colour);
-                    continue;
-                }
-                label = is_single(r) || (!r->predictor && !ceiling);
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%d\" fill=\"%s\"><title>",
-                        X(r->cost), Y(r->success), ceiling ? 3 : 4, colour);
-                svg_text(f, r->strategy);
-                fprintf(f, ": success %.3f, cost $%.4f</title></circle>\n", r->success, r->cost);
-                if (label) {
-                    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" fill=\"%s\">",
-                            X(r->cost) + 6, Y(r->success) - 4, colour);
-                    svg_text(f, is_single(r) ? r->strategy + 7 : r->strategy);
-                    fprintf(f, "</text>\n");
-                }
-            }
-        {
-            double lx = W - R + 16, ly = T + 10;
-            const char *items[][2] = {{"#1f77b4", "smart rows and their frontier (line)"},
-                                      {"#ff7f0e", "the same, aios predictor"},
-                                      {"#d62728", "single models"},
-                                      {"#555", "oracle, random, sequential"},
-                                      {"#bbb", "task ceiling (reads the answers)"}};
-            for (size_t k = 0; k < 5; k++) {
-                fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"4\" fill=\"%s\"/>", lx,
-                        ly + 18.0 * (double)k, items[k][0]);
-                fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", lx + 10,
-                        ly + 18.0 * (double)k + 4, items[k][1]);
+
+    /* The labels: those that must be drawn first, then the given smart
+     * rows' alpha or budget where there is room. */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t k = 0; k < e->n_rows; k++) {
+            const struct row *r = &e->rows[k];
+            char text[64], bt[32];
+            double x = plot_x(&p, r->cost), y = plot_y(&p, r->success);
+            if (strcmp(r->strategy, "task-ceiling") == 0 || r->sweep)
+                continue;
+            if (pass == 0 && !r->predictor) {
+                if (place_label(&p, x, y, is_single(r) ? r->strategy + 7 : r->strategy,
+                                is_single(r) ? "#d62728" : "#555", 1))
+                    goto out;
+            } else if (pass == 1 && r->predictor) {
+                if (!isnan(r->budget))
+                    snprintf(text, sizeof text, "budget $%s", bound_text(bt, r->budget));
+                else
+                    snprintf(text, sizeof text, "%s α %s", r->timing == TIMING_BATCH ? "batch"
+                             : "query", bound_text(bt, r->alpha));
+                if (place_label(&p, x, y, text, predictor_colour(r->predictor), 0))
+                    goto out;
             }
         }
-        fprintf(f, "</svg>\n");
-#undef X
-#undef Y
-    }
+    plot_legend(&p, e);
+    fprintf(p.f, "</svg>\n");
+    rc = CLI_OK;
+out:
     free(front);
-    if (fclose(f) != 0) {
+    free(p.obst);
+    free(p.seg);
+    if (fclose(p.f) != 0 && rc == CLI_OK) {
         cli_error("eval", "--plot %s: write error", path);
-        return CLI_RUNTIME;
+        rc = CLI_RUNTIME;
+    } else if (rc != CLI_OK) {
+        cli_error("eval", "--plot %s: out of memory", path);
     }
-    return CLI_OK;
+    return rc;
 }
 
 /* ==== The command ==== */

@@ -576,7 +576,7 @@ assert by["smart"]["decision_timing"] == "per_query" and by["smart"]["decision_u
 assert by["single:a"]["within_budget"] == "" and by["single:a"]["predicted_cost"] == "", by["single:a"]
 # --seed adds one draw beside the expectation; its shares are whole queries.
 d = by["random-draw:3"]
-assert by["random"]["share:a"] == by["random"]["share:b"] == "0.500000", by["random"]
+assert float(by["random"]["share:a"]) == float(by["random"]["share:b"]) == 0.5, by["random"]
 assert all(round(float(d[k]) * 10) == float(d[k]) * 10 for k in ("share:a", "share:b")), d
 assert float(by["random"]["success_rate"]) == 0.5, by["random"]
 PY
@@ -585,7 +585,8 @@ PY
 "$BIN" eval --help >"$TMP/help" 2>&1
 for want in "caps on the PREDICTED total cost" "exact expectation of a uniform choice" \
     "batch_mean (smart-batch, smart-budget)" "its own input_token_length as the request's input" \
-    "frontier: a smart row that no smart row of the same predictor beats"; do
+    "frontier: a smart row that no smart row of the same predictor beats" \
+    "oracle: for each query the cheapest" "nearest-rank percentiles"; do
     grep -qF "$want" "$TMP/help" && ok || bad "eval --help lacks: $want"
 done
 
@@ -889,5 +890,148 @@ expect "task ceiling in the table" 0 "task-ceiling: the most success" -- \
 expect "no task ceiling without every task label" 0 "no task-ceiling rows: some scored records have no task label" -- \
     "$BIN" eval --config "$TMP/tasks_cfg.json" --data "$TMP/tasks_nolabel.json" --budget 0.01
 ! grep -q "^task-ceiling" "$TMP/out" && ok || bad "task-ceiling rows without every task label"
+
+# --- the plot in odd cases, the oracle, the CSV shares ---
+# Model names with every XML special character, one model that costs
+# nothing (its point was left out: the log axis has no place for $0), and
+# a query no model gets right.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+names = ["free & <local> \"q\" 'x'", "mid", "dear"]
+price = {names[0]: (0, 0), "mid": (1e-6, 2e-6), "dear": (2e-5, 6e-5)}
+recs = []
+for i in range(60):
+    topic = ("sum", "river", "sort")[i % 3]
+    q = {"sum": "What is %d plus %d?" % (i, i + 3),
+         "river": "Which river flows through capital city number %d?" % i,
+         "sort": "Write a function named f%d that sorts a list" % i}[topic]
+    right = {"sum": {names[0], "mid", "dear"}, "river": {"mid", "dear"}, "sort": {"dear"}}[topic]
+    if i == 4:
+        right = set()  # nobody is right: the oracle takes the cheapest
+    recs.append({"query": q, "input_token_length": 10, "split": "train" if i % 2 else "test",
+                 "eval_name": topic,
+                 "outputs": [{"model_name": m, "correctness": m in right,
+                              "output_token_length": 20} for m in names]})
+json.dump(recs, open(out + "/odd.json", "w"))
+json.dump({"models": [{"name": m, "cost_per_input_token": p[0], "cost_per_output_token": p[1]}
+                      for m, p in price.items()]}, open(out + "/odd_cfg.json", "w"))
+json.dump({"models": [{"name": names[0], "cost_per_input_token": 1e-6,
+                       "cost_per_output_token": 1e-6}]}, open(out + "/one_cfg.json", "w"))
+PY
+"$BIN" import --store "$TMP/odd.db" --split train "$TMP/odd.json" >/dev/null 2>&1
+"$BIN" eval --config "$TMP/odd_cfg.json" --store "$TMP/odd.db" --data "$TMP/odd.json" --split test \
+    --alpha 0.6,0.9 --budget 0.0001,0.001 --format json --plot "$TMP/odd.svg" >"$TMP/odd.out" \
+    2>"$TMP/err" && ok || bad "eval of the odd fixture: $(cat "$TMP/err")"
+# svgcheck.py RESULTS.json PLOT.svg: the plot is well-formed XML (expat is
+# strict), and every single model of the results has a point whose tooltip
+# names it and a text label that is its name, exactly.
+cat >"$TMP/svgcheck.py" <<'PY'
+import json, sys, xml.dom.minidom as m
+res = json.load(open(sys.argv[1]))["results"]
+d = m.parse(sys.argv[2])
+assert d.documentElement.tagName == "svg"
+titles = [t.firstChild.data for t in d.getElementsByTagName("title") if t.firstChild]
+texts = [t.firstChild.data for t in d.getElementsByTagName("text") if t.firstChild]
+for r in res:
+    if r["strategy"].startswith("single:"):
+        name = r["strategy"][7:]
+        assert any(t.startswith(r["strategy"] + ":") for t in titles), (name, titles)
+        assert name in texts, (name, texts)
+PY
+python3 "$TMP/svgcheck.py" "$TMP/odd.out" "$TMP/odd.svg" && ok ||
+    bad "eval --plot: names escaped, and a point and label for each model, the free one too"
+grep -qF 'free &amp; &lt;local&gt; &quot;q&quot;' "$TMP/odd.svg" && ok ||
+    bad "eval --plot escapes a model's name"
+# A smart row's point says which row it is: strategy, predictor and its
+# alpha or budget (the tooltips said "smart-budget" for every budget).
+python3 - "$TMP" <<'PY' && ok || bad "eval --plot: each smart row's point names its row"
+import json, sys, xml.dom.minidom as m
+out = sys.argv[1]
+res = json.load(open(out + "/odd.out"))["results"]
+d = m.parse(out + "/odd.svg")
+titles = [t.firstChild.data for t in d.getElementsByTagName("title") if t.firstChild]
+for r in res:
+    if not r["predictor"]:
+        continue
+    want = "%s (%s) %s" % (r["strategy"], r["predictor"], "alpha %g" % r["alpha"]
+                           if r["alpha"] is not None else "budget $%g" % r["budget"])
+    assert sum(t.startswith(want + ":") or t.startswith(want + " (not met):")
+               for t in titles) == 1, (want, titles)
+# Each form has its shape: per query a circle, batch a square, budget a diamond.
+for form, tag in (("smart ", "circle"), ("smart-batch ", "rect"), ("smart-budget ", "polygon")):
+    shapes = {t.parentNode.tagName for t in d.getElementsByTagName("title")
+              if t.firstChild and t.firstChild.data.startswith(form)}
+    assert shapes == {tag}, (form, shapes)
+PY
+# The oracle is the cheapest model that was right; where none was, the
+# cheapest model (a correctness of 0 is then the best there is).
+python3 - "$TMP" <<'PY' && ok || bad "eval oracle: the cheapest correct model, else the cheapest"
+import json, sys
+out = sys.argv[1]
+res = json.load(open(out + "/odd.out"))
+recs = [r for r in json.load(open(out + "/odd.json")) if r["split"] == "test"]
+price = {m["name"]: m for m in json.load(open(out + "/odd_cfg.json"))["models"]}
+def cost(r, o):
+    p = price[o["model_name"]]
+    return (r["input_token_length"] * p["cost_per_input_token"] +
+            o["output_token_length"] * p["cost_per_output_token"])
+s = c = 0
+share = {m: 0 for m in price}
+for r in recs:
+    right = [o for o in r["outputs"] if o["correctness"]] or r["outputs"]
+    best = min(right, key=lambda o: cost(r, o))
+    s += best["correctness"]
+    c += cost(r, best)
+    share[best["model_name"]] += 1
+assert any(not any(o["correctness"] for o in r["outputs"]) for r in recs)
+orc = [r for r in res["results"] if r["strategy"] == "oracle"][0]
+assert abs(orc["success_rate"] - s / len(recs)) < 1e-12, (orc, s)
+assert abs(orc["total_cost"] - c) <= 1e-12 * c, (orc, c)
+assert all(abs(orc["model_share"][m] - share[m] / len(recs)) < 1e-12 for m in share), orc
+PY
+# Degenerate plots: one model (every row at one point, a linear cost axis),
+# and no store (no smart rows): each well-formed, the model labelled.
+"$BIN" eval --config "$TMP/one_cfg.json" --store "$TMP/odd.db" --data "$TMP/odd.json" \
+    --split test --sweep --format json --plot "$TMP/one.svg" >"$TMP/one.out" 2>"$TMP/err" &&
+    python3 "$TMP/svgcheck.py" "$TMP/one.out" "$TMP/one.svg" && ok ||
+    bad "eval --plot with one model: $(cat "$TMP/err")"
+"$BIN" eval --config "$TMP/odd_cfg.json" --data "$TMP/odd.json" --split test \
+    --format json --plot "$TMP/nostore.svg" >"$TMP/nostore.out" 2>"$TMP/err" &&
+    python3 "$TMP/svgcheck.py" "$TMP/nostore.out" "$TMP/nostore.svg" && ok ||
+    bad "eval --plot without a store: $(cat "$TMP/err")"
+# CSV: each row's shares sum to 1, as JSON's do (they were printed with six
+# decimals: random's thirds summed to 0.999999), and a name with quotes is
+# one quoted field.
+"$BIN" eval --config "$TMP/odd_cfg.json" --store "$TMP/odd.db" --data "$TMP/odd.json" \
+    --split test --format csv >"$TMP/odd.csv" 2>"$TMP/err" && ok ||
+    bad "eval csv of the odd fixture: $(cat "$TMP/err")"
+python3 - "$TMP/odd.csv" <<'PY' && ok || bad "eval csv: shares sum to 1, names quoted"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1], newline="")))
+cols = [k for k in rows[0] if k.startswith("share:")]
+assert "share:free & <local> \"q\" 'x'" in cols, cols
+assert "single:free & <local> \"q\" 'x'" in [r["strategy"] for r in rows]
+for r in rows:
+    assert abs(sum(float(r[k]) for k in cols) - 1) < 1e-9, r
+PY
+# The table's largest shares: a model chosen for one query of 250 is "<1%",
+# not "0%", and the other ">99%", not "100%" (the oracle takes "dear" where
+# only it was right).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [{"query": "question %d" % i, "input_token_length": 10,
+         "outputs": [{"model_name": "cheap", "correctness": i != 7, "output_token_length": 5},
+                     {"model_name": "dear", "correctness": 1, "output_token_length": 5}]}
+        for i in range(250)]
+json.dump(recs, open(out + "/few.json", "w"))
+json.dump({"models": [{"name": "cheap", "cost_per_input_token": 1e-7, "cost_per_output_token": 1e-7},
+                      {"name": "dear", "cost_per_input_token": 1e-5, "cost_per_output_token": 1e-5}]},
+          open(out + "/few_cfg.json", "w"))
+PY
+expect "eval table of a rare choice" 0 "" -- "$BIN" eval --config "$TMP/few_cfg.json" --data "$TMP/few.json"
+grep -E '^oracle .*cheap >99%, dear <1%$' "$TMP/out" >/dev/null && ok ||
+    bad "eval table: a rare choice's share: $(grep '^oracle' "$TMP/out")"
 
 summary
