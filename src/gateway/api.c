@@ -1269,6 +1269,28 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
     return 0;
 }
 
+/* The first member of a feedback body that is none of its fields, or NULL.
+ * Unlike /v1/route (decisions, nothing kept) and the forwarded endpoints
+ * (whose other members are the upstream's), a feedback is written to the
+ * history for good, so a member it does not know is refused rather than
+ * ignored. */
+static const char *feedback_unknown_member(json_t *root)
+{
+    static const char *const fields[] = {"query", "model", "correctness", "output_tokens",
+                                         "input_tokens", NULL};
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v)
+    {
+        size_t i;
+        for (i = 0; fields[i] && strcmp(fields[i], key) != 0; i++)
+            ;
+        if (!fields[i])
+            return key;
+    }
+    return NULL;
+}
+
 /* {"query": str, "model": str, "correctness": bool|number in [0,1],
  *  "output_tokens": number from 0 to 1e9, "input_tokens": whole number from
  *  0 to 1e9 (optional; 123.0 is 123)} appends one outcome to the history
@@ -1288,6 +1310,7 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
 static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *root, *q, *m, *c, *ot, *it;
+    const char *unknown;
     double correctness, out_tokens, in_value;
     long in_tokens = -1;
     int status;
@@ -1336,6 +1359,23 @@ static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
     in_value = json_is_number(it) ? json_number_value(it) : NAN;
     if (!json_is_object(root)) {
         status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
+    } else if ((unknown = feedback_unknown_member(root)) != NULL) {
+        /* A write to the history: a misspelt member ("input_token") would
+         * otherwise be dropped without a word, and the record stored with
+         * the estimate in its place, for good. */
+        char param[130];
+        size_t n = strlen(unknown);
+        if (n > 128) { /* cut between UTF-8 characters: a key is valid UTF-8 */
+            n = 128;
+            while (n > 0 && ((unsigned char)unknown[n] & 0xC0) == 0x80)
+                n--;
+        }
+        snprintf(param, sizeof param, "%.*s", (int)n, unknown);
+        snprintf(msg, sizeof msg,
+                 "%s: unknown member (a feedback takes query, model, correctness, "
+                 "output_tokens and input_tokens); nothing was recorded",
+                 param);
+        status = refuse(req, 400, param, "invalid_value", msg);
     } else if (!json_is_string(q) || json_string_length(q) == 0) {
         status = refuse(req, 400, "query", q ? "invalid_type" : "missing_required_parameter",
                         "query: expected a non-empty string");

@@ -299,6 +299,32 @@ def main(bin_):
     check("bad feedback is refused naming the field and stores nothing",
           bad_feedback_changes_nothing)
 
+    def feedback_refuses_an_unknown_member():
+        # "input_token" for input_tokens was dropped without a word and the
+        # record stored with the estimate: 200 {"status": "recorded"}.
+        before = records()
+        good = {"query": "What is 40 plus 2? (misspelt)", "model": "cheapo", "correctness": 1,
+                "output_tokens": 3}
+        key = {"Idempotency-Key": "misspelt-member-1"}
+        for extra in ({"input_token": 999}, {"Correctness": 0}, {"x" * 300: 1}):
+            st, _, resp = request(gw.port, "POST", "/v1/feedback",
+                                  json.dumps(dict(good, **extra)), key)
+            err = json.loads(resp)["error"]
+            name = list(extra)[0][:128]
+            assert st == 400 and err["code"] == "invalid_value", (extra, st, err)
+            assert err["param"] == name, (extra, err)
+            assert err["message"].startswith(name + ": unknown member"), err
+            assert "input_tokens" in err["message"], err
+        assert records() == before
+        # Nothing was kept under the key either: the right body records.
+        st, _, resp = request(gw.port, "POST", "/v1/feedback",
+                              json.dumps(dict(good, input_tokens=999)), key)
+        assert st == 200 and json.loads(resp)["status"] == "recorded", (st, resp)
+        assert records() == before + 1
+    check("a feedback with a member it does not know (a misspelt input_tokens) is 400 "
+          "invalid_value naming it, and stores nothing, not even its Idempotency-Key",
+          feedback_refuses_an_unknown_member)
+
     def feedback_numbers_follow_the_import_rules():
         # Each value goes to `llmroute import --strict` in a record and to
         # /v1/feedback: both refuse it, or both take it, and a refusal's
