@@ -1042,6 +1042,7 @@ struct feedback {
     float *vec; /* a dense store's vector for the query */
     size_t dim;
     int rc; /* the append's result, and the store's size after it */
+    int gone; /* for LR_EREPLACED: lr_store_gone() right after the append */
     struct lr_error err;
     size_t records;
     double t0;
@@ -1103,6 +1104,8 @@ static void feedback_work(void *arg)
                                                 fb->model, fb->correctness, fb->out_tokens,
                                                 &fb->err);
     gw->store_busy_at = fb->rc == LR_EBUSY ? gw_now() : 0;
+    if (fb->rc == LR_EREPLACED)
+        fb->gone = lr_store_gone(fb->gw->store); /* as the append found it */
     fb->records = lr_store_count(fb->gw->store);
 }
 
@@ -1121,6 +1124,30 @@ static enum metrics_feedback append_outcome(const struct feedback *fb)
     if (fb->rc == LR_EINVAL)
         return MF_BAD_REQUEST;
     return MF_STORE_ERROR;
+}
+
+/* The client's words for a store_replaced, by what the append found at the
+ * store's path. The library's message (the log line's) names the path and
+ * the reason a file cannot be opened; like the gateway's other answers
+ * about its store (history_empty, store_busy) this names neither. */
+static const char *replaced_message(int gone)
+{
+    switch (gone) {
+    case LR_STORE_GONE_REMOVED:
+        return "the history store's file was removed since the gateway opened it; nothing was "
+               "recorded, nor will be until a store is put at its path";
+    case LR_STORE_GONE_UNOPENABLE:
+        return "the history store's file was replaced since the gateway opened it, and the "
+               "file now at its path cannot be opened as a store (the gateway's log says why); "
+               "nothing was recorded, nor will be until it can be";
+    case LR_STORE_GONE_REPLACED:
+        return "the history store's file was replaced by another file since the gateway "
+               "opened it; nothing was recorded: retry the feedback once the gateway has "
+               "opened the new file (at its next store refresh)";
+    default: /* opened again meanwhile */
+        return "the history store's file was replaced or removed since the gateway opened "
+               "it; nothing was recorded: retry the feedback";
+    }
 }
 
 /* On the loop again: 200 {"status": "recorded", "records": N} (or
@@ -1152,7 +1179,7 @@ static void feedback_done(void *arg)
          * and the refresh this starts opens the file now at the path. */
         gw_store_replaced(fb->gw, fb->err.message); /* logged before the answer goes */
         hs_resp_header(fb->req, "Retry-After", "1");
-        status = refuse(fb->req, 503, NULL, "store_replaced", fb->err.message);
+        status = refuse(fb->req, 503, NULL, "store_replaced", replaced_message(fb->gone));
         fb->why = fb->err.message;
         feedback_end(fb, status, "store_replaced", MF_STORE_REPLACED);
         return;

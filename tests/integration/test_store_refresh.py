@@ -245,10 +245,12 @@ def main(bin_):
         st, j = post_feedback(gw, "What is 8 plus 9? (after the swap)")
         assert st == 503, (st, j)
         assert j["error"]["code"] == "store_replaced", j
-        assert store in j["error"]["message"], j
-        assert "replaced since it was opened" in j["error"]["message"], j
+        # The client is told what happened, not where: the path is the log's.
+        assert "replaced by another file since the gateway opened it" in j["error"]["message"], j
+        assert store not in j["error"]["message"] and wd not in j["error"]["message"], j
         ev = events(gw, "store_replaced")
         assert len(ev) == 1 and ev[0]["store"] == store, ev
+        assert store in ev[0]["message"] and "another file" in ev[0]["message"], ev
         # The refresh that the refusal started opens the file at the path.
         wait_for(lambda: events(gw, "store_reopened"), timeout=10, what="a store_reopened line")
         ev = events(gw, "store_reopened")
@@ -283,7 +285,8 @@ def main(bin_):
         for i in range(3):
             st, j = post_feedback(gw, "What is %d plus 1? (removed)" % i)
             assert st == 503 and j["error"]["code"] == "store_replaced", (st, j)
-            assert "removed since it was opened" in j["error"]["message"], j
+            assert "removed since the gateway opened it" in j["error"]["message"], j
+            assert wd not in j["error"]["message"], j
         assert not os.path.exists(store)  # nothing made at the path
         assert len(events(gw, "store_replaced")) == 1, events(gw, "store_replaced")
         assert history_records(gw.port) == SEED  # routing goes on with its copy
@@ -299,6 +302,11 @@ def main(bin_):
         for i in range(3):
             st, j = post_feedback(gw, "What is 9 plus %d? (removed, junk there)" % i)
             assert st == 503 and j["error"]["code"] == "store_replaced", (st, j)
+            # Not "another file is at its path", as if the next refresh
+            # would open it: that one found it cannot be opened.
+            assert "cannot be opened" in j["error"]["message"], j
+            assert "another file" not in j["error"]["message"], j
+            assert wd not in j["error"]["message"], j
         # Neither those feedbacks nor the refreshes they start (which find
         # the same reason) log it again. (A refresh still running when this
         # looks would be missed, never a reason to fail.)
@@ -314,7 +322,8 @@ def main(bin_):
         assert gw.wait() == 0
     check("the gateway's store removed: every feedback is 503 store_replaced, logged once, "
           "nothing is created at the path, a file there that is no store is logged once with "
-          "why, and SIGHUP opens the store imported there later",
+          "why and the feedback told it cannot be opened (no path), and SIGHUP opens the "
+          "store imported there later",
           removed_store_refuses_feedback_until_sighup_finds_a_new_one)
 
     def moved_gateway(name, server):
