@@ -310,6 +310,14 @@ struct gw {
      * or fails for another reason. On the loop only. */
     int refresh_failing;
     char refresh_failed_why[512];
+    /* Refreshes failing alike (the same result and message, refresh_last_*)
+     * back off: the next period is 2^refresh_backoff times
+     * server.store_refresh_ms, up to REFRESH_BACKOFF_MAX_DOUBLINGS doublings
+     * and REFRESH_BACKOFF_MAX_MS (gateway.c). A success, another failure or
+     * SIGHUP starts over at the period. On the loop only. */
+    int refresh_backoff;
+    int refresh_last_rc;
+    char refresh_last_why[512];
 };
 
 /* Refresh the history store on a worker now (gateway.c), or when the

@@ -129,8 +129,9 @@ def main(bin_):
         assert len(events(gw, "store_refresh_failed")) == 1, events(gw, "store_refresh_failed")
         db.execute("DELETE FROM records WHERE id = 1000")
         db.close()
-        # The first refresh that succeeds says so, though it finds nothing new.
-        wait_for(lambda: events(gw, "store_refreshed"), timeout=5, what="the recovery line")
+        # The first refresh that succeeds says so, though it finds nothing new
+        # (after the backoff of the failures alike: up to 32 periods, 3.2 s).
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=10, what="the recovery line")
         ok = events(gw, "store_refreshed")[0]
         assert ok["records_before"] == ok["records_after"] == SEED, ok
         import_ok(bin_, store, more_records(wd, "failing"))
@@ -142,6 +143,40 @@ def main(bin_):
     check("a refresh that fails is logged naming the store, routing goes on with the old "
           "copy, and a later refresh reads the store once it is whole",
           failed_refresh_keeps_routing_on_the_old_copy)
+
+    def refreshes_failing_alike_back_off():
+        # A refresh that fails as the last one did waits twice as long as it
+        # did, up to 32 periods: it was tried every period, 40 times in 2 s at
+        # 50 ms; every failure is still counted, and logged once.
+        store = seeded_store(bin_, wd, "backoff")
+        gw = Gateway(bin_, wd, config(store, 50), name="backoff")
+        db = sqlite3.connect(store, isolation_level=None)
+        db.execute("INSERT INTO records(id, query, input_tokens, task) "
+                   "VALUES (1000, 'a record after a gap', 3, 't')")
+        wait_for(lambda: gw_failed_refreshes(gw) >= 1, timeout=5, what="a failed refresh")
+        first = gw_failed_refreshes(gw)
+        time.sleep(2.0)
+        # 50, 100, 200, 400, 800 ms: at most 5 more in 2 s (40 without backoff).
+        more = gw_failed_refreshes(gw) - first
+        assert 1 <= more <= 8, more
+        assert len(events(gw, "store_refresh_failed")) == 1, events(gw, "store_refresh_failed")
+        # SIGHUP starts over at the period: its refresh, then 50, 100, 200 ms.
+        before = gw_failed_refreshes(gw)
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: gw_failed_refreshes(gw) >= before + 4, timeout=3,
+                 what="refreshes at the period again after SIGHUP")
+        db.execute("DELETE FROM records WHERE id = 1000")
+        db.close()
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=10, what="the recovery line")
+        # A success starts over too: the next import is read within periods.
+        import_ok(bin_, store, more_records(wd, "backoff"))
+        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=3,
+                 what="/health counting the imported records")
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("refreshes that keep failing alike back off (doubling up to 32 periods), each "
+          "counted and logged once; SIGHUP and a success start over at the period",
+          refreshes_failing_alike_back_off)
 
     def disabled_refresh_waits_for_sighup():
         store = seeded_store(bin_, wd, "off")
