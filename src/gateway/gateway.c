@@ -950,6 +950,20 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
 
+    if (gw->shutting_down) {
+        /* Draining after SIGTERM: the requests left finish on the
+         * configuration they started with, and a new one would serve
+         * nobody (nor would a store refresh, stopped with the drain), so
+         * it is not read at all: a file broken meanwhile would only log a
+         * reload_failed, a good one count a reload that never served. */
+        struct line l;
+        l.len = 0;
+        line_put(&l, "{\"event\":\"reload_skipped\",\"reason\":\"draining\"");
+        line_str(&l, "message",
+                 "SIGHUP while shutting down: the configuration is not reloaded");
+        line_write(&l);
+        return;
+    }
     /* Whatever the configuration does, read the store again now, and
      * rebuild a copy that appends have moved from a fresh open's; the
      * periods after it start over at server.store_refresh_ms. */
