@@ -259,6 +259,8 @@ void gw_log_request(struct gw *gw, const struct gw_log *lg)
         line_put(&l, ",\"dropped_after_done\":%lld", lg->after_done_bytes);
     if (lg->done_added)
         line_put(&l, ",\"done_added\":true");
+    if (lg->query_blank)
+        line_put(&l, ",\"query_blank\":true");
     if (lg->upstream_request_id)
         line_str(&l, "upstream_request_id", lg->upstream_request_id);
     line_write(&l);
@@ -282,6 +284,13 @@ static void log_event(const char *event, const char *fmt, ...)
     line_put(&l, "{\"event\":\"%s\"", event);
     line_str(&l, "message", msg);
     line_write(&l);
+}
+
+int gw_query_blank(const char *q)
+{
+    if (!q || !*q)
+        return 0;
+    return q[strspn(q, " \t\n\v\f\r")] == '\0';
 }
 
 int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,

@@ -364,6 +364,12 @@ void gw_utc_time(double at, char *buf, size_t cap);
  * any parse, unless JS_MAX_VALUES says the body is too short to hold that
  * many): 1 with the 413's message in msg, else 0. A body of
  * GW_TRIM_VALUES or more starts gw->trim_timer. */
+/* Whether a query text is spaces, tabs and line breaks alone (and not
+ * empty): the smart strategy then ranks it without neighbours, on each
+ * candidate's store-wide prior (the library's rule, smart.c), so no vector
+ * is fetched for it and its log line says "query_blank": true. */
+int gw_query_blank(const char *q);
+
 int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,
                              size_t len, char *msg, size_t cap);
 
@@ -385,6 +391,7 @@ struct gw_log {
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
     long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
     int done_added; /* the stream ended cleanly, finished, without [DONE]: the gateway added it */
+    int query_blank; /* a smart strategy ranked a blank query: no neighbours, the priors */
     /* The last upstream attempt's x-request-id, or NULL. */
     const char *upstream_request_id;
 };
