@@ -703,9 +703,9 @@ static void refresh_work(void *arg)
  * period is longer): the failures that last (a file at the store's path
  * that cannot be opened, a row no import writes) are met at every period,
  * and one that reopens the file reads it whole each time: 2.7% of a core
- * at 20,000 records and the default period of a second (0.2% with this). Each failure is
- * still counted; a feedback still starts a refresh at once (its refusal
- * says the file at the path is opened by the next refresh). */
+ * at 20,000 records and the default period of a second (0.2% with this).
+ * Each failure is still counted; a feedback still starts a refresh at once
+ * (its refusal says the file at the path is opened by the next refresh). */
 #define REFRESH_BACKOFF_MAX_DOUBLINGS 5
 #define REFRESH_BACKOFF_MAX_MS 60000L
 

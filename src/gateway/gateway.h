@@ -359,17 +359,17 @@ double gw_now(void);
 double gw_wall_now(void);
 void gw_utc_time(double at, char *buf, size_t cap);
 
-/* Whether a JSON request body holds more values than conf's
- * server.max_json_values (counted by jsonscan.h's js_count_values, before
- * any parse, unless JS_MAX_VALUES says the body is too short to hold that
- * many): 1 with the 413's message in msg, else 0. A body of
- * GW_TRIM_VALUES or more starts gw->trim_timer. */
 /* Whether a query text is spaces, tabs and line breaks alone (and not
  * empty): the smart strategy then ranks it without neighbours, on each
  * candidate's store-wide prior (the library's rule, smart.c), so no vector
  * is fetched for it and its log line says "query_blank": true. */
 int gw_query_blank(const char *q);
 
+/* Whether a JSON request body holds more values than conf's
+ * server.max_json_values (counted by jsonscan.h's js_count_values, before
+ * any parse, unless JS_MAX_VALUES says the body is too short to hold that
+ * many): 1 with the 413's message in msg, else 0. A body of
+ * GW_TRIM_VALUES or more starts gw->trim_timer. */
 int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,
                              size_t len, char *msg, size_t cap);
 
