@@ -1366,6 +1366,11 @@ def dense_edges(bin_, fake_bin):
           "built-in store, before any fetch (embedder up or down)",
           no_text_is_refused_before_any_fetch)
 
+    def logged(g, rid):
+        # The request's own line: it may be written after the answer is read.
+        return wait_for(lambda: [l for l in g.log_lines() if l.get("id") == rid], timeout=10,
+                        what="the log line of " + rid)[0]
+
     def blank_query_is_served_on_the_priors_without_a_fetch():
         # Spaces and line breaks alone: served, ranked without neighbours (each
         # model's store-wide prior), no vector fetched, and the log line says
@@ -1379,7 +1384,7 @@ def dense_edges(bin_, fake_bin):
                 assert st == 200 and h["x-llmroute-strategy"] == "smart", (st, h, j)
                 assert fetches() == n, "fetched a vector for a blank query"
                 models.append(h["x-llmroute-model"])
-                line = [l for l in g.log_lines() if l.get("path") == "/v1/chat/completions"][-1]
+                line = logged(g, h["x-request-id"])
                 assert line["status"] == 200 and line.get("query_blank") is True, line
             st, j = answer(g, "/v1/route", {"queries": [{"query": "  "}], "strategy": "smart",
                                             "models": pair})
@@ -1388,7 +1393,7 @@ def dense_edges(bin_, fake_bin):
         assert len(set(models)) == 1, models  # the priors: the same store, the same choice
         # A query with text is not marked.
         st, h, j, _ = chat(gt.port, {"model": "auto", "messages": ASK("What is 2 plus 2?")})
-        line = [l for l in gt.log_lines() if l.get("path") == "/v1/chat/completions"][-1]
+        line = logged(gt, h["x-request-id"])
         assert st == 200 and "query_blank" not in line, line
     check("a smart request whose query text is blank (spaces, line breaks) is served, ranked "
           "on the models' store-wide priors without fetching a vector, and logged "
