@@ -347,6 +347,23 @@ LR_EXTERN int lr_store_find_queries(const struct lr_store *store, const char *co
  * fails with LR_EREPLACED and routing goes on with the old copy. */
 LR_EXTERN int lr_store_refresh(struct lr_store *store, int *changed, struct lr_error *err);
 
+/* Why writes to the store are refused with LR_EREPLACED now, as far as the
+ * last write or refresh that looked found: LR_STORE_GONE_NONE when they are
+ * not; LR_STORE_GONE_REPLACED, another file is at the store's path (the next
+ * lr_store_refresh() opens it); LR_STORE_GONE_REMOVED, nothing is there;
+ * LR_STORE_GONE_UNOPENABLE, what is there cannot be opened as a store
+ * (something other than a regular file, or a file the last refresh failed to
+ * open: the LR_EREPLACED message says why). For a caller that words its own
+ * message (a server's client, who is not told the path). Takes no lock: any
+ * thread may ask. */
+enum {
+    LR_STORE_GONE_NONE = 0,
+    LR_STORE_GONE_REPLACED = 1,
+    LR_STORE_GONE_REMOVED = 2,
+    LR_STORE_GONE_UNOPENABLE = 3
+};
+LR_EXTERN int lr_store_gone(const struct lr_store *store);
+
 /* 1 when the store was opened with defer_reweigh and an append has made the
  * re-weighing of its copy due, which the next lr_store_refresh() runs (and
  * then sets *changed); else 0. Takes no lock: any thread may ask. */

@@ -604,7 +604,7 @@ static size_t route_fetch_count(const struct gw_conf *conf, struct lr_router *ro
     for (size_t i = 0; i < n; i++) {
         if (gw_conf_needs_vector(conf, router, query_candidates(conf, &reqs[i])))
             choice = 1;
-        if (reqs[i].query && reqs[i].query[0])
+        if (reqs[i].query && reqs[i].query[0] && !gw_query_blank(reqs[i].query))
             k++;
     }
     return choice ? k : 0;
@@ -997,8 +997,9 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             goto out;
         }
         for (size_t i = 0; i < n; i++) {
-            if (!job->reqs[i].query || !job->reqs[i].query[0])
-                continue;
+            if (!job->reqs[i].query || !job->reqs[i].query[0] ||
+                gw_query_blank(job->reqs[i].query))
+                continue; /* none, or blank: ranked without neighbours */
             job->fetch[k].job = job;
             job->fetch[k++].i = i;
         }
@@ -1042,6 +1043,7 @@ struct feedback {
     float *vec; /* a dense store's vector for the query */
     size_t dim;
     int rc; /* the append's result, and the store's size after it */
+    int gone; /* for LR_EREPLACED: lr_store_gone() right after the append */
     struct lr_error err;
     size_t records;
     double t0;
@@ -1103,6 +1105,8 @@ static void feedback_work(void *arg)
                                                 fb->model, fb->correctness, fb->out_tokens,
                                                 &fb->err);
     gw->store_busy_at = fb->rc == LR_EBUSY ? gw_now() : 0;
+    if (fb->rc == LR_EREPLACED)
+        fb->gone = lr_store_gone(fb->gw->store); /* as the append found it */
     fb->records = lr_store_count(fb->gw->store);
 }
 
@@ -1121,6 +1125,30 @@ static enum metrics_feedback append_outcome(const struct feedback *fb)
     if (fb->rc == LR_EINVAL)
         return MF_BAD_REQUEST;
     return MF_STORE_ERROR;
+}
+
+/* The client's words for a store_replaced, by what the append found at the
+ * store's path. The library's message (the log line's) names the path and
+ * the reason a file cannot be opened; like the gateway's other answers
+ * about its store (history_empty, store_busy) this names neither. */
+static const char *replaced_message(int gone)
+{
+    switch (gone) {
+    case LR_STORE_GONE_REMOVED:
+        return "the history store's file was removed since the gateway opened it; nothing was "
+               "recorded, nor will be until a store is put at its path";
+    case LR_STORE_GONE_UNOPENABLE:
+        return "the history store's file was replaced since the gateway opened it, and the "
+               "file now at its path cannot be opened as a store (the gateway's log says why); "
+               "nothing was recorded, nor will be until it can be";
+    case LR_STORE_GONE_REPLACED:
+        return "the history store's file was replaced by another file since the gateway "
+               "opened it; nothing was recorded: retry the feedback once the gateway has "
+               "opened the new file (at its next store refresh)";
+    default: /* opened again meanwhile */
+        return "the history store's file was replaced or removed since the gateway opened "
+               "it; nothing was recorded: retry the feedback";
+    }
 }
 
 /* On the loop again: 200 {"status": "recorded", "records": N} (or
@@ -1152,7 +1180,7 @@ static void feedback_done(void *arg)
          * and the refresh this starts opens the file now at the path. */
         gw_store_replaced(fb->gw, fb->err.message); /* logged before the answer goes */
         hs_resp_header(fb->req, "Retry-After", "1");
-        status = refuse(fb->req, 503, NULL, "store_replaced", fb->err.message);
+        status = refuse(fb->req, 503, NULL, "store_replaced", replaced_message(fb->gone));
         fb->why = fb->err.message;
         feedback_end(fb, status, "store_replaced", MF_STORE_REPLACED);
         return;
@@ -1269,6 +1297,28 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
     return 0;
 }
 
+/* The first member of a feedback body that is none of its fields, or NULL.
+ * Unlike /v1/route (decisions, nothing kept) and the forwarded endpoints
+ * (whose other members are the upstream's), a feedback is written to the
+ * history for good, so a member it does not know is refused rather than
+ * ignored. */
+static const char *feedback_unknown_member(json_t *root)
+{
+    static const char *const fields[] = {"query", "model", "correctness", "output_tokens",
+                                         "input_tokens", NULL};
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v)
+    {
+        size_t i;
+        for (i = 0; fields[i] && strcmp(fields[i], key) != 0; i++)
+            ;
+        if (!fields[i])
+            return key;
+    }
+    return NULL;
+}
+
 /* {"query": str, "model": str, "correctness": bool|number in [0,1],
  *  "output_tokens": number from 0 to 1e9, "input_tokens": whole number from
  *  0 to 1e9 (optional; 123.0 is 123)} appends one outcome to the history
@@ -1288,6 +1338,7 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
 static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
 {
     json_t *root, *q, *m, *c, *ot, *it;
+    const char *unknown;
     double correctness, out_tokens, in_value;
     long in_tokens = -1;
     int status;
@@ -1336,6 +1387,23 @@ static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
     in_value = json_is_number(it) ? json_number_value(it) : NAN;
     if (!json_is_object(root)) {
         status = refuse(req, 400, NULL, "invalid_json", "the request body must be a JSON object");
+    } else if ((unknown = feedback_unknown_member(root)) != NULL) {
+        /* A write to the history: a misspelt member ("input_token") would
+         * otherwise be dropped without a word, and the record stored with
+         * the estimate in its place, for good. */
+        char param[130];
+        size_t n = strlen(unknown);
+        if (n > 128) { /* cut between UTF-8 characters: a key is valid UTF-8 */
+            n = 128;
+            while (n > 0 && ((unsigned char)unknown[n] & 0xC0) == 0x80)
+                n--;
+        }
+        snprintf(param, sizeof param, "%.*s", (int)n, unknown);
+        snprintf(msg, sizeof msg,
+                 "%s: unknown member (a feedback takes query, model, correctness, "
+                 "output_tokens and input_tokens); nothing was recorded",
+                 param);
+        status = refuse(req, 400, param, "invalid_value", msg);
     } else if (!json_is_string(q) || json_string_length(q) == 0) {
         status = refuse(req, 400, "query", q ? "invalid_type" : "missing_required_parameter",
                         "query: expected a non-empty string");

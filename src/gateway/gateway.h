@@ -310,6 +310,14 @@ struct gw {
      * or fails for another reason. On the loop only. */
     int refresh_failing;
     char refresh_failed_why[512];
+    /* Refreshes failing alike (the same result and message, refresh_last_*)
+     * back off: the next period is 2^refresh_backoff times
+     * server.store_refresh_ms, up to REFRESH_BACKOFF_MAX_DOUBLINGS doublings
+     * and REFRESH_BACKOFF_MAX_MS (gateway.c). A success, another failure or
+     * SIGHUP starts over at the period. On the loop only. */
+    int refresh_backoff;
+    int refresh_last_rc;
+    char refresh_last_why[512];
 };
 
 /* Refresh the history store on a worker now (gateway.c), or when the
@@ -351,6 +359,12 @@ double gw_now(void);
 double gw_wall_now(void);
 void gw_utc_time(double at, char *buf, size_t cap);
 
+/* Whether a query text is spaces, tabs and line breaks alone (and not
+ * empty): the smart strategy then ranks it without neighbours, on each
+ * candidate's store-wide prior (the library's rule, smart.c), so no vector
+ * is fetched for it and its log line says "query_blank": true. */
+int gw_query_blank(const char *q);
+
 /* Whether a JSON request body holds more values than conf's
  * server.max_json_values (counted by jsonscan.h's js_count_values, before
  * any parse, unless JS_MAX_VALUES says the body is too short to hold that
@@ -377,6 +391,7 @@ struct gw_log {
     const char *attempts_json;               /* each attempt's model and outcome, or NULL */
     long long after_done_bytes; /* stream bytes after [DONE] or a terminal event, dropped */
     int done_added; /* the stream ended cleanly, finished, without [DONE]: the gateway added it */
+    int query_blank; /* a smart strategy ranked a blank query: no neighbours, the priors */
     /* The last upstream attempt's x-request-id, or NULL. */
     const char *upstream_request_id;
 };

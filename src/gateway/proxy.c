@@ -207,6 +207,7 @@ struct exchange {
     unsigned char choices_seen[CHOICE_MAP / 8], choices_done[CHOICE_MAP / 8];
     int choices_lost;
     int done_added; /* the stream ended cleanly without [DONE], which the gateway added */
+    int query_blank; /* a smart strategy ranked a blank query text: no neighbours */
 
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_up_end;
@@ -2535,6 +2536,7 @@ static void finish(struct exchange *ex, int status)
     log.attempts_json = ex->tries_len ? tries : NULL;
     log.after_done_bytes = (long long)ex->after_done;
     log.done_added = ex->done_added;
+    log.query_blank = ex->query_blank;
     log.upstream_request_id = ex->up_request_id[0] ? ex->up_request_id : NULL;
     if (!ex->sent || sent_log_fill(ex->sent, gw, &log) != 0) {
         if (ex->sent)
@@ -2995,7 +2997,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     n_cands = names                ? n_names
               : ri && ri->n_models ? ri->n_models
                                    : lr_config_model_count(cfg);
-    if (!ex->vec && query[0] && gw_conf_needs_vector(ex->conf, router, n_cands))
+    if (!ex->vec && query[0] && !gw_query_blank(query) &&
+        gw_conf_needs_vector(ex->conf, router, n_cands))
         return 1;
     lr_request_init(&rq);
     if (names) {
@@ -3048,6 +3051,10 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     ex->n_ranked = d.n_ranked;
     ex->strategy = lr_router_strategy(router);
     ex->input_tokens = d.input_tokens;
+    /* A blank text (spaces, line breaks) is served, but the smart
+     * strategy ranks it without neighbours, on each candidate's
+     * store-wide prior (smart.c): the log line says so. */
+    ex->query_blank = strcmp(ex->strategy, "smart") == 0 && gw_query_blank(query);
     append_fallbacks(ex, ri);
     return 0;
 }

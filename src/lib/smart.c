@@ -12,6 +12,11 @@
  *     unknown (NaN, ranked after every known candidate) and its output
  *     length is the neighbours' pooled over all models, so its cost is still
  *     a fair estimate.
+ *   - A blank query (only spaces, tabs, line breaks) has no neighbours: it
+ *     is ranked on the candidates' store-wide priors (default predictor)
+ *     or as one no neighbour knows (aios: quality 0, so the cheapest
+ *     first), not on whatever records a search for nothing returns. An
+ *     empty one is refused ("smart routing needs the query text").
  *   - Ties: among candidates meeting the requirement, equal cost goes to the
  *     earlier candidate (AIOS's min() does the same); among the rest, equal
  *     quality goes to the cheaper, then the earlier.
@@ -44,6 +49,17 @@ struct lr__smart {
     pthread_mutex_t mu;
     struct scratch *pool;
 };
+
+/* Whether text is spaces, tabs and line breaks alone (and not empty). */
+static int text_blank(const char *text, size_t len)
+{
+    if (!text || len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!strchr(" \t\n\v\f\r", text[i]) || text[i] == '\0')
+            return 0;
+    return 1;
+}
 
 /* ==== State ==== */
 
@@ -223,7 +239,17 @@ static int rank(struct lr__smart *s, const struct lr__smart_query *q,
         goto out;
     }
     size_t fetch = s->k;
-    if (lr__store_is_dense(s->store)) {
+    if (!q->embedding && q->text && text_blank(q->text, q->len)) {
+        /* Spaces and line breaks alone: nothing to search by. The built-in
+         * embedder gives such a text no term, and the search then returned
+         * the store's first k records at similarity 0 as its neighbours (a
+         * remote embedder, some vector of the blank), so the store's first
+         * records decided. No neighbours instead: each candidate's
+         * store-wide prior under the default predictor, 0 under aios's
+         * (then the cheapest candidate leads, as for a query no neighbour
+         * knows). An empty text is still refused below. */
+        nn = 0;
+    } else if (lr__store_is_dense(s->store)) {
         if (!q->embedding && (!q->text || q->len == 0)) {
             /* Neither a vector nor a text to embed: refused in the words of
              * the built-in store's refusal below. */

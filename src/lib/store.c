@@ -199,14 +199,25 @@ struct lr_store {
      * noticed (wmu held). From then on st->db and st->rdb are not used but
      * to close them; writes are refused, and lr_store_refresh() opens the
      * file at the path (store_reopen()). want_dim: the dense dimension the
-     * store was opened with, which that file must have too. */
-    int gone;
+     * store was opened with, which that file must have too. Atomic:
+     * lr_store_gone() reads it without a lock. gone_why: why the last
+     * refresh could not open the file at the path (GONE_UNOPENABLE). */
+    atomic_int gone;
+    char gone_why[sizeof(((struct lr_error *)0)->message)];
     size_t want_dim;
 };
 
 /* GONE_DIRECTORY, GONE_NOT_REGULAR: something that is not a regular file
- * (a directory, or a FIFO, socket or device) is at the path now. */
-enum { GONE_REPLACED = 1, GONE_REMOVED = 2, GONE_DIRECTORY = 3, GONE_NOT_REGULAR = 4 };
+ * (a directory, or a FIFO, socket or device) is at the path now.
+ * GONE_UNOPENABLE: a regular file is, but the last refresh could not open it
+ * as a store (gone_why says why). */
+enum {
+    GONE_REPLACED = 1,
+    GONE_REMOVED = 2,
+    GONE_DIRECTORY = 3,
+    GONE_NOT_REGULAR = 4,
+    GONE_UNOPENABLE = 5
+};
 
 /* Appends re-weigh the whole index when the store has grown by a quarter
  * since the last rebuild: each append then costs O(1) amortised, and no
@@ -2021,6 +2032,11 @@ static int gone_fail(const struct lr_store *st, struct lr_error *err)
                     "not a regular file%s; nothing was written (a store put at its path is "
                     "opened at the next refresh)",
                     st->path, st->gone == GONE_DIRECTORY ? " (a directory)" : "");
+    if (st->gone == GONE_UNOPENABLE)
+        return fail(err, LR_EREPLACED, 0,
+                    "history store '%s' was replaced since it was opened, and the file now at "
+                    "its path cannot be opened (%s); nothing is written until it can be",
+                    st->path, st->gone_why);
     return fail(err, LR_EREPLACED, 0,
                 "history store '%s' was replaced since it was opened (another file is at its "
                 "path now); nothing was written to the old file (the new one is opened at the "
@@ -2591,6 +2607,20 @@ int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err)
     return remove_files(store, removed, err);
 }
 
+int lr_store_gone(const struct lr_store *store)
+{
+    switch (store ? atomic_load(&store->gone) : 0) {
+    case 0:
+        return LR_STORE_GONE_NONE;
+    case GONE_REMOVED:
+        return LR_STORE_GONE_REMOVED;
+    case GONE_REPLACED:
+        return LR_STORE_GONE_REPLACED;
+    default:
+        return LR_STORE_GONE_UNOPENABLE;
+    }
+}
+
 int lr_store_reweigh_due(const struct lr_store *store)
 {
     return store ? atomic_load(&((struct lr_store *)store)->reweigh_due) : 0;
@@ -2688,15 +2718,12 @@ fail:
     st->pfd = -1;
     free(st->db_file);
     st->db_file = old_file;
-    if (err) {
-        char m[sizeof(err->message)];
-        snprintf(m, sizeof(m), "%s", err->message);
-        fail(err, LR_EREPLACED, 0,
-             "history store '%s' was replaced since it was opened, and the file now at its "
-             "path cannot be opened (%s); nothing is written until it can be",
-             st->path, m);
-    }
-    return LR_EREPLACED;
+    /* Kept, so that a write refused until the next refresh says so too,
+     * not that the file there is merely another one. */
+    snprintf(st->gone_why, sizeof(st->gone_why), "%s",
+             err && err->message[0] ? err->message : lr_strerror(rc));
+    st->gone = GONE_UNOPENABLE;
+    return gone_fail(st, err);
 }
 
 /* ==== Writes from inside the store's own embed callback ====

@@ -286,6 +286,37 @@ def pipelined_request_served_while_draining(gw_bin, fake_bin):
     slow.proc.terminate()
 
 
+def sighup_while_draining_is_skipped(gw_bin, fake_bin):
+    # A stream runs, SIGTERM, then the config file gains a model and SIGHUP comes: the
+    # reload is skipped and logged (reload_skipped, reason draining), not applied
+    # (the gateway reloaded it: a `reloaded` event, the reload counted), the stream
+    # still ends with [DONE], and the gateway exits 0.
+    wd = workdir()
+    slow = Fake(fake_bin, wd, name="hupstream")
+    slow.scenario("chunks=8;chunk_delay_ms=150")
+    cfg = {"models": [{"name": "slow", "backend": "openai", "base_url": slow.base_url}],
+           "server": {"shutdown_timeout_ms": 60000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-hup-drain")
+    s, got = stream_until_first_event(gw.port, "slow")
+    gw.signal(signal.SIGTERM)
+    wait_for(lambda: gw.events("shutdown"), 20, "the shutdown event")
+    cfg["models"].append({"name": "late", "backend": "mock"})
+    gw.write_config(cfg)
+    gw.signal(signal.SIGHUP)
+    wait_for(lambda: gw.events("reload_skipped"), 20, "a reload_skipped event")
+    got += read_all(s)
+    s.close()
+    assert gw.wait(60) == 0
+    assert b"data: [DONE]" in got, got[-300:]
+    ev = gw.events("reload_skipped")
+    assert len(ev) == 1 and ev[0]["reason"] == "draining", ev
+    assert ev[0]["message"], ev
+    assert not gw.events("reloaded") and not gw.events("reload_failed"), gw.log_lines()
+    reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
+    assert [(l["model"], l["status"]) for l in reqs] == [("slow", 200)], reqs
+    slow.proc.terminate()
+
+
 # Where a body stops: a Content-Length body after 10 bytes, or a chunked one
 # inside a chunk's data, after a whole chunk (its next size line due), and
 # after the last chunk (its trailer section's end due).
@@ -379,6 +410,9 @@ def main():
     check("a second SIGINT likewise", second_signal_answers, gw_bin, fake_bin, signal.SIGINT)
     check("a pipelined request already received when the drain begins is served, with "
           "Connection: close", pipelined_request_served_while_draining, gw_bin, fake_bin)
+    check("a SIGHUP during a SIGTERM drain is skipped and logged (reload_skipped, reason "
+          "draining); the stream in flight still finishes and the exit is 0",
+          sighup_while_draining_is_skipped, gw_bin, fake_bin)
     check("a request whose body (Content-Length or chunked) is still arriving at the shutdown "
           "deadline gets 503 server_shutting_down, logged", body_unfinished_at_deadline,
           gw_bin, fake_bin)

@@ -299,6 +299,32 @@ def main(bin_):
     check("bad feedback is refused naming the field and stores nothing",
           bad_feedback_changes_nothing)
 
+    def feedback_refuses_an_unknown_member():
+        # "input_token" for input_tokens was dropped without a word and the
+        # record stored with the estimate: 200 {"status": "recorded"}.
+        before = records()
+        good = {"query": "What is 40 plus 2? (misspelt)", "model": "cheapo", "correctness": 1,
+                "output_tokens": 3}
+        key = {"Idempotency-Key": "misspelt-member-1"}
+        for extra in ({"input_token": 999}, {"Correctness": 0}, {"x" * 300: 1}):
+            st, _, resp = request(gw.port, "POST", "/v1/feedback",
+                                  json.dumps(dict(good, **extra)), key)
+            err = json.loads(resp)["error"]
+            name = list(extra)[0][:128]
+            assert st == 400 and err["code"] == "invalid_value", (extra, st, err)
+            assert err["param"] == name, (extra, err)
+            assert err["message"].startswith(name + ": unknown member"), err
+            assert "input_tokens" in err["message"], err
+        assert records() == before
+        # Nothing was kept under the key either: the right body records.
+        st, _, resp = request(gw.port, "POST", "/v1/feedback",
+                              json.dumps(dict(good, input_tokens=999)), key)
+        assert st == 200 and json.loads(resp)["status"] == "recorded", (st, resp)
+        assert records() == before + 1
+    check("a feedback with a member it does not know (a misspelt input_tokens) is 400 "
+          "invalid_value naming it, and stores nothing, not even its Idempotency-Key",
+          feedback_refuses_an_unknown_member)
+
     def feedback_numbers_follow_the_import_rules():
         # Each value goes to `llmroute import --strict` in a record and to
         # /v1/feedback: both refuse it, or both take it, and a refusal's
@@ -1339,6 +1365,39 @@ def dense_edges(bin_, fake_bin):
     check("a smart request with no query text over a dense store is refused 400 as over a "
           "built-in store, before any fetch (embedder up or down)",
           no_text_is_refused_before_any_fetch)
+
+    def logged(g, rid):
+        # The request's own line: it may be written after the answer is read.
+        return wait_for(lambda: [l for l in g.log_lines() if l.get("id") == rid], timeout=10,
+                        what="the log line of " + rid)[0]
+
+    def blank_query_is_served_on_the_priors_without_a_fetch():
+        # Spaces and line breaks alone: served, ranked without neighbours (each
+        # model's store-wide prior), no vector fetched, and the log line says
+        # so. Before, a dense store fetched the blank's vector (502 with the
+        # embedder down) and a built-in store ranked on its first records.
+        models = []
+        for g in (gt, gd, gx):
+            for text in ("   ", "\n\t "):
+                n = fetches()
+                st, h, j, _ = chat(g.port, {"model": "auto", "messages": ASK(text)})
+                assert st == 200 and h["x-llmroute-strategy"] == "smart", (st, h, j)
+                assert fetches() == n, "fetched a vector for a blank query"
+                models.append(h["x-llmroute-model"])
+                line = logged(g, h["x-request-id"])
+                assert line["status"] == 200 and line.get("query_blank") is True, line
+            st, j = answer(g, "/v1/route", {"queries": [{"query": "  "}], "strategy": "smart",
+                                            "models": pair})
+            assert st == 200 and j["assignments"][0]["model"] == models[-1], (st, j)
+            assert fetches() == n, "fetched a vector for a blank query"
+        assert len(set(models)) == 1, models  # the priors: the same store, the same choice
+        # A query with text is not marked.
+        st, h, j, _ = chat(gt.port, {"model": "auto", "messages": ASK("What is 2 plus 2?")})
+        line = logged(gt, h["x-request-id"])
+        assert st == 200 and "query_blank" not in line, line
+    check("a smart request whose query text is blank (spaces, line breaks) is served, ranked "
+          "on the models' store-wide priors without fetching a vector, and logged "
+          "query_blank", blank_query_is_served_on_the_priors_without_a_fetch)
 
     def one_candidate_fetches_nothing():
         for g in (gd, gx):

@@ -129,8 +129,9 @@ def main(bin_):
         assert len(events(gw, "store_refresh_failed")) == 1, events(gw, "store_refresh_failed")
         db.execute("DELETE FROM records WHERE id = 1000")
         db.close()
-        # The first refresh that succeeds says so, though it finds nothing new.
-        wait_for(lambda: events(gw, "store_refreshed"), timeout=5, what="the recovery line")
+        # The first refresh that succeeds says so, though it finds nothing new
+        # (after the backoff of the failures alike: up to 32 periods, 3.2 s).
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=10, what="the recovery line")
         ok = events(gw, "store_refreshed")[0]
         assert ok["records_before"] == ok["records_after"] == SEED, ok
         import_ok(bin_, store, more_records(wd, "failing"))
@@ -142,6 +143,40 @@ def main(bin_):
     check("a refresh that fails is logged naming the store, routing goes on with the old "
           "copy, and a later refresh reads the store once it is whole",
           failed_refresh_keeps_routing_on_the_old_copy)
+
+    def refreshes_failing_alike_back_off():
+        # A refresh that fails as the last one did waits twice as long as it
+        # did, up to 32 periods: it was tried every period, 40 times in 2 s at
+        # 50 ms; every failure is still counted, and logged once.
+        store = seeded_store(bin_, wd, "backoff")
+        gw = Gateway(bin_, wd, config(store, 50), name="backoff")
+        db = sqlite3.connect(store, isolation_level=None)
+        db.execute("INSERT INTO records(id, query, input_tokens, task) "
+                   "VALUES (1000, 'a record after a gap', 3, 't')")
+        wait_for(lambda: gw_failed_refreshes(gw) >= 1, timeout=5, what="a failed refresh")
+        first = gw_failed_refreshes(gw)
+        time.sleep(2.0)
+        # 50, 100, 200, 400, 800 ms: at most 5 more in 2 s (40 without backoff).
+        more = gw_failed_refreshes(gw) - first
+        assert 1 <= more <= 8, more
+        assert len(events(gw, "store_refresh_failed")) == 1, events(gw, "store_refresh_failed")
+        # SIGHUP starts over at the period: its refresh, then 50, 100, 200 ms.
+        before = gw_failed_refreshes(gw)
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: gw_failed_refreshes(gw) >= before + 4, timeout=3,
+                 what="refreshes at the period again after SIGHUP")
+        db.execute("DELETE FROM records WHERE id = 1000")
+        db.close()
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=10, what="the recovery line")
+        # A success starts over too: the next import is read within periods.
+        import_ok(bin_, store, more_records(wd, "backoff"))
+        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=3,
+                 what="/health counting the imported records")
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("refreshes that keep failing alike back off (doubling up to 32 periods), each "
+          "counted and logged once; SIGHUP and a success start over at the period",
+          refreshes_failing_alike_back_off)
 
     def disabled_refresh_waits_for_sighup():
         store = seeded_store(bin_, wd, "off")
@@ -245,10 +280,12 @@ def main(bin_):
         st, j = post_feedback(gw, "What is 8 plus 9? (after the swap)")
         assert st == 503, (st, j)
         assert j["error"]["code"] == "store_replaced", j
-        assert store in j["error"]["message"], j
-        assert "replaced since it was opened" in j["error"]["message"], j
+        # The client is told what happened, not where: the path is the log's.
+        assert "replaced by another file since the gateway opened it" in j["error"]["message"], j
+        assert store not in j["error"]["message"] and wd not in j["error"]["message"], j
         ev = events(gw, "store_replaced")
         assert len(ev) == 1 and ev[0]["store"] == store, ev
+        assert store in ev[0]["message"] and "another file" in ev[0]["message"], ev
         # The refresh that the refusal started opens the file at the path.
         wait_for(lambda: events(gw, "store_reopened"), timeout=10, what="a store_reopened line")
         ev = events(gw, "store_reopened")
@@ -283,7 +320,8 @@ def main(bin_):
         for i in range(3):
             st, j = post_feedback(gw, "What is %d plus 1? (removed)" % i)
             assert st == 503 and j["error"]["code"] == "store_replaced", (st, j)
-            assert "removed since it was opened" in j["error"]["message"], j
+            assert "removed since the gateway opened it" in j["error"]["message"], j
+            assert wd not in j["error"]["message"], j
         assert not os.path.exists(store)  # nothing made at the path
         assert len(events(gw, "store_replaced")) == 1, events(gw, "store_replaced")
         assert history_records(gw.port) == SEED  # routing goes on with its copy
@@ -299,6 +337,11 @@ def main(bin_):
         for i in range(3):
             st, j = post_feedback(gw, "What is 9 plus %d? (removed, junk there)" % i)
             assert st == 503 and j["error"]["code"] == "store_replaced", (st, j)
+            # Not "another file is at its path", as if the next refresh
+            # would open it: that one found it cannot be opened.
+            assert "cannot be opened" in j["error"]["message"], j
+            assert "another file" not in j["error"]["message"], j
+            assert wd not in j["error"]["message"], j
         # Neither those feedbacks nor the refreshes they start (which find
         # the same reason) log it again. (A refresh still running when this
         # looks would be missed, never a reason to fail.)
@@ -314,7 +357,8 @@ def main(bin_):
         assert gw.wait() == 0
     check("the gateway's store removed: every feedback is 503 store_replaced, logged once, "
           "nothing is created at the path, a file there that is no store is logged once with "
-          "why, and SIGHUP opens the store imported there later",
+          "why and the feedback told it cannot be opened (no path), and SIGHUP opens the "
+          "store imported there later",
           removed_store_refuses_feedback_until_sighup_finds_a_new_one)
 
     def moved_gateway(name, server):

@@ -271,6 +271,63 @@ static void missing_or_empty_store_and_bad_predictor_are_clear_errors(void **sta
     lr_router_free(r);
 }
 
+/* A blank query (spaces, line breaks) has nothing to search by: it is
+ * ranked without neighbours, on each candidate's store-wide prior (aios:
+ * as one no neighbour knows, quality 0, so the cheapest first). It was
+ * ranked on the store's first records, which a search for no term returned
+ * at similarity 0 (here arithmetic: mid), and over a dense store refused
+ * for want of an embedding. An empty query is still refused. */
+static void blank_query_is_ranked_on_the_store_wide_priors(void **state)
+{
+    struct fixture *f = *state;
+    const char *const names[] = {"cheap", "mid", "premium"};
+    struct lr_candidate rank[3];
+    struct lr_decision d;
+    struct lr_router *r = smart_router(f, "default", 0);
+
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(route(r, i ? " \n\t " : "   ", names, 3, &d, rank, 3), 0);
+        /* Priors over the 48 records: cheap 16/48, mid 32/48, premium
+         * 40/48; only premium meets 0.7. */
+        assert_int_equal(d.index, PREMIUM);
+        assert_true(fabs(d.predicted_quality - 40.0 / 48) < 1e-9);
+        assert_true(fabs(d.predicted_output_tokens - 2.0 * (10 + 80 + 300) / 3) < 1e-9);
+        assert_int_equal(rank[1].index, MID);
+        assert_true(fabs(rank[1].predicted_quality - 32.0 / 48) < 1e-9);
+        assert_int_equal(rank[2].index, CHEAP);
+        assert_true(fabs(rank[2].predicted_quality - 16.0 / 48) < 1e-9);
+    }
+    lr_router_free(r);
+    r = smart_router(f, "aios", 0);
+    assert_int_equal(route(r, "  ", names, 3, &d, rank, 3), 0);
+    assert_int_equal(d.index, CHEAP);
+    assert_true(d.predicted_quality == 0.0);
+    assert_int_equal(route(r, "", names, 3, &d, rank, 3), LR_EINVAL);
+    lr_router_free(r);
+
+    /* Over a dense store, with no embedding: the priors too (cheap 1/2,
+     * mid 1), not "needs an embedding". */
+    struct lr_store *s = NULL;
+    struct lr_store_options so = {"remote-test", 2, 0, 0, 0, 0};
+    struct lr_error err = {0};
+    float east[2] = {1, 0}, north[2] = {0, 1};
+    assert_int_equal(lr_store_open(":memory:", &so, &s, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        struct lr_outcome oe[] = {{"cheap", 1, 5}, {"mid", 1, 5}};
+        struct lr_outcome on[] = {{"cheap", 0, 5}, {"mid", 1, 5}};
+        struct lr_record re = {"e", 5, NULL, oe, 2}, rn = {"n", 5, NULL, on, 2};
+        assert_int_equal(lr_store_add(s, &re, east, 2, &err), 0);
+        assert_int_equal(lr_store_add(s, &rn, north, 2, &err), 0);
+    }
+    r = smart_router_over(f, s, "default", 3);
+    assert_int_equal(route(r, "\n", names, 2, &d, rank, 2), 0);
+    assert_int_equal(d.index, MID);
+    assert_true(fabs(d.predicted_quality - 1.0) < 1e-9);
+    assert_true(fabs(rank[1].predicted_quality - 0.5) < 1e-9);
+    lr_router_free(r);
+    lr_store_free(s);
+}
+
 static void dense_store_routes_by_the_given_embedding(void **state)
 {
     struct fixture *f = *state;
@@ -1056,6 +1113,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_stricter_requirement_moves_up_the_price_list, setup,
                                         teardown),
         cmocka_unit_test(ordering_rule_on_its_own),
+        cmocka_unit_test_setup_teardown(blank_query_is_ranked_on_the_store_wide_priors, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(missing_or_empty_store_and_bad_predictor_are_clear_errors,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(dense_batch_ranks_each_query_as_alone, setup, teardown),

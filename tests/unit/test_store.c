@@ -2455,6 +2455,54 @@ static void path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes(
     lr_store_free(a);
 }
 
+/* A file put at the path that the refresh cannot open: the writes refused
+ * after that refresh say so, with its reason, not that another file is
+ * there (which the next refresh would open); lr_store_gone() tells the
+ * three cases apart for a caller that words its own message. */
+static void file_at_the_path_that_cannot_be_opened_is_named_by_writes(void **st)
+{
+    char p[512], side[520];
+    struct lr_store *a = NULL;
+    struct lr_error err;
+    int changed = -1;
+    FILE *f;
+    (void)st;
+
+    path_in(p, sizeof(p), "unopenable.db");
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
+    assert_int_equal(lr_store_gone(a), LR_STORE_GONE_NONE);
+    assert_int_equal(lr_store_add_outcome(a, "first", 5, "m", 1.0, 3, &err), 0);
+    assert_int_equal(unlink(p), 0);
+    snprintf(side, sizeof(side), "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", p);
+    unlink(side);
+    assert_int_equal(lr_store_add_outcome(a, "second", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_int_equal(lr_store_gone(a), LR_STORE_GONE_REMOVED);
+    assert_non_null(f = fopen(p, "w"));
+    fputs("not a store", f);
+    fclose(f);
+    assert_int_equal(lr_store_refresh(a, &changed, &err), LR_EREPLACED);
+    assert_int_equal(changed, 0);
+    assert_non_null(strstr(err.message, "cannot be opened"));
+    assert_int_equal(lr_store_gone(a), LR_STORE_GONE_UNOPENABLE);
+    assert_int_equal(lr_store_add_outcome(a, "third", 5, "m", 1.0, 3, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "cannot be opened"));
+    assert_non_null(strstr(err.message, "not a database"));
+    assert_null(strstr(err.message, "another file is at its path"));
+    assert_int_equal(lr_store_count(a), 1);
+
+    /* A store put there instead is opened by the next refresh. */
+    assert_int_equal(unlink(p), 0);
+    store_with(p, 2, "m2");
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_gone(a), LR_STORE_GONE_NONE);
+    assert_int_equal(lr_store_add_outcome(a, "fourth", 5, "m2", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_count(a), 3);
+    lr_store_free(a);
+}
+
 /* The move can also come inside a write, after its check: here while a
  * dense import's transaction waits on its embedder. The COMMIT is not run
  * (the records would go to the old file), the import fails, and the -wal
@@ -3636,6 +3684,7 @@ int main(void)
         cmocka_unit_test(symlink_swaps_are_seen_and_refresh_opens_the_new_file),
         cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),
         cmocka_unit_test(path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes),
+        cmocka_unit_test(file_at_the_path_that_cannot_be_opened_is_named_by_writes),
         cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
