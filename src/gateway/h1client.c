@@ -138,6 +138,9 @@ struct h1_client {
     struct h1_conn *oldest_idle;   /* by when they were last released */
     size_t max_open;               /* 0: no budget */
     const size_t *others;          /* the caller's other connections in it, or NULL */
+    struct event expire_ev;        /* closes idle connections past their time */
+    uint64_t expire_at;            /* when it is due (monotonic ms), while armed */
+    int expire_armed;
 };
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -369,12 +372,55 @@ static uint64_t now_ms(void)
 
 /* Close the idle connections kept past their time, oldest first (the pool
  * is in release order, so the first one still within its time ends the
- * walk). Only the start of a request runs this: a gateway gone quiet keeps
- * its idle connections until the upstream closes them. */
+ * walk). The start of a request runs this; the expiry timer below closes
+ * the rest, so a gateway gone quiet does not keep them open. */
 static void close_expired(struct h1_client *cl, uint64_t now)
 {
     while (cl->oldest_idle && cl->oldest_idle->idle_until <= now)
         conn_close(cl->oldest_idle);
+}
+
+/* Have the expiry timer run at `at` (monotonic ms) at the latest. */
+static void expire_arm(struct h1_client *cl, uint64_t at)
+{
+    uint64_t now = now_ms(), ms;
+    struct timeval tv;
+    if (cl->expire_armed && cl->expire_at <= at)
+        return; /* the usual case: due earlier already, nothing to do */
+    /* At least 1 ms: libevent's clock may run a little behind now_ms(),
+     * and one due now is closed on the next turn of the loop anyway. */
+    ms = at > now ? at - now : 1;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    if (evtimer_add(&cl->expire_ev, &tv) == 0) {
+        cl->expire_armed = 1;
+        cl->expire_at = at;
+    }
+}
+
+/* The expiry timer: close every idle connection past its time, of any host,
+ * without waiting for a request, then wait for the next one due. The pool
+ * is in release order but not in expiry order (an upstream's Keep-Alive
+ * timeout shortens one connection's time), so the whole idle list is
+ * walked; it is bounded by the budget, and the timer runs once per expiry
+ * at most (release only moves it earlier, expire_arm()). */
+static void expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_client *cl = arg;
+    uint64_t now = now_ms(), next = UINT64_MAX;
+    struct h1_conn *c = cl->oldest_idle, *newer;
+    (void)fd;
+    (void)what;
+    cl->expire_armed = 0;
+    for (; c; c = newer) {
+        newer = c->newer;
+        if (c->idle_until <= now)
+            conn_close(c);
+        else if (c->idle_until < next)
+            next = c->idle_until;
+    }
+    if (next != UINT64_MAX)
+        expire_arm(cl, next);
 }
 
 /* After a complete response: back to the pool for keep_ms, or closed. */
@@ -411,6 +457,7 @@ static void conn_release(struct h1_conn *c, int keep, long keep_ms)
     else
         c->cl->oldest_idle = c;
     c->cl->newest_idle = c;
+    expire_arm(c->cl, c->idle_until);
 }
 
 /* ==== Ending a transfer ==== */
@@ -1353,6 +1400,7 @@ struct h1_client *h1_client_new(struct event_base *base)
     if (!cl)
         return NULL;
     cl->base = base;
+    evtimer_assign(&cl->expire_ev, base, expire_cb, cl);
     return cl;
 }
 
@@ -1387,5 +1435,6 @@ void h1_client_free(struct h1_client *cl)
             conn_close(h->idle);
         free(h);
     }
+    evtimer_del(&cl->expire_ev);
     free(cl);
 }

@@ -31,7 +31,8 @@
  * response; only a connection that ended before a response head is a reset.
  * A pooled connection is reused only within 118 s of its last answer, or
  * within the upstream's Keep-Alive timeout less a margin when that answer
- * gave one. up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
+ * gave one, and closed once that time is up, by a timer, with no request
+ * needed. up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
  * or IPv6 addresses: no name resolution on the event loop (libcurl, with its
  * threaded resolver, takes host names).
  *
