@@ -53,8 +53,8 @@
  * drop a flow idle for minutes without a word to either end, and a request
  * sent on it then waits for its first-byte timeout. An upstream that says
  * how long it keeps an idle connection (Keep-Alive: timeout=N) is taken at
- * its word, less a margin (keep_alive_ms()). */
-#define IDLE_MAX_MS 118000
+ * its word, less a margin (h1_keep_alive_ms()). */
+#define IDLE_MAX_MS H1_IDLE_MAX_MS
 #define AUTHORITY_CAP 280     /* "[IPv6]:port" and then some */
 #define PATH_CAP 8192
 #define CTYPE_CAP 256
@@ -757,8 +757,9 @@ static void copy_value(char *dst, size_t cap, const char *v, size_t n)
  * header value is v (n bytes): the upstream's timeout=N seconds less a
  * margin for a request already on its way when it closes (a second, or half
  * of N when that is less), and never past IDLE_MAX_MS. Without a timeout
- * (or with one that is not a number), IDLE_MAX_MS. */
-static long keep_alive_ms(const char *v, size_t n)
+ * (or with one that is not a number), IDLE_MAX_MS. upstream.c reads it for
+ * libcurl's connections too. */
+long h1_keep_alive_ms(const char *v, size_t n)
 {
     const char *end = v + n;
     while (v < end) {
@@ -886,7 +887,7 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
             close_conn |= token_in(v, (size_t)(ve - v), "close");
             keep_alive_hdr |= token_in(v, (size_t)(ve - v), "keep-alive");
         } else if (nlen == 10 && strncasecmp(line, "keep-alive", 10) == 0) {
-            x->keep_ms = keep_alive_ms(v, (size_t)(ve - v));
+            x->keep_ms = h1_keep_alive_ms(v, (size_t)(ve - v));
         } else if (nlen == 12 && strncasecmp(line, "content-type", 12) == 0) {
             copy_value(x->ctype, sizeof x->ctype, v, (size_t)(ve - v));
         } else if (nlen == 11 && strncasecmp(line, "retry-after", 11) == 0) {

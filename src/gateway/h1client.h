@@ -50,6 +50,17 @@ struct event_base;
 struct h1_client;
 struct h1_xfer;
 
+/* The longest an idle connection is kept, of this client and of libcurl's
+ * (CURLOPT_MAXAGE_CONN's default, 118 s): a NAT or load balancer on the way
+ * may drop a flow idle for minutes without a word to either end. */
+#define H1_IDLE_MAX_MS 118000L
+
+/* How long a connection may stay idle after a response whose Keep-Alive
+ * header value is v (n bytes, not NUL-terminated): the upstream's
+ * timeout=N less a margin (a second, or N/2 under 2 s), never past
+ * H1_IDLE_MAX_MS, which is also the answer without a timeout. */
+long h1_keep_alive_ms(const char *v, size_t n);
+
 /* NULL on allocation failure. */
 struct h1_client *h1_client_new(struct event_base *base);
 /* Abort every transfer (no callbacks), close every connection, free. */

@@ -1029,13 +1029,12 @@ def run(gw_bin, env):
             time.sleep(0.2)
             drain_steps()
 
-    # libcurl reads no Keep-Alive header: its connections age by its own
-    # limit (118 s), as the native client's do without the header.
-    if env.get("LLMROUTE_UPSTREAM_CLIENT") != "curl":
-        check(tag + "an upstream's Keep-Alive timeout is heeded: reused within it less a "
-              "second, a new connection after", keep_alive_timeout_heeded)
-        check(tag + "an idle pooled connection past its time is closed with no request "
-              "after it, not before its time", idle_closed_without_a_request)
+    # Both clients: libcurl reads no Keep-Alive header, but upstream.c does
+    # for its connections and closes them on time.
+    check(tag + "an upstream's Keep-Alive timeout is heeded: reused within it less a "
+          "second, a new connection after", keep_alive_timeout_heeded)
+    check(tag + "an idle pooled connection past its time is closed with no request "
+          "after it, not before its time", idle_closed_without_a_request)
     check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
           done_then_closed)
     check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",
