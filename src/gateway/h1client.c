@@ -383,12 +383,13 @@ static void close_expired(struct h1_client *cl, uint64_t now)
 /* Have the expiry timer run at `at` (monotonic ms) at the latest. */
 static void expire_arm(struct h1_client *cl, uint64_t at)
 {
-    uint64_t now = now_ms(), ms;
+    uint64_t now, ms;
     struct timeval tv;
     if (cl->expire_armed && cl->expire_at <= at)
         return; /* the usual case: due earlier already, nothing to do */
     /* At least 1 ms: libevent's clock may run a little behind now_ms(),
      * and one due now is closed on the next turn of the loop anyway. */
+    now = now_ms();
     ms = at > now ? at - now : 1;
     tv.tv_sec = (time_t)(ms / 1000);
     tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;

@@ -826,12 +826,15 @@ static uint64_t now_ms(void)
 /* Have the expiry timer run at `at` (monotonic ms) at the latest. */
 static void conn_expire_arm(struct up_client *cl, uint64_t at)
 {
-    uint64_t now = now_ms();
-    /* At least 1 ms: libevent's clock may run a little behind now_ms(). */
-    uint64_t ms = at > now ? at - now : 1;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    uint64_t now, ms;
+    struct timeval tv;
     if (cl->expire_armed && cl->expire_at <= at)
-        return;
+        return; /* the usual case: due earlier already, nothing to do */
+    /* At least 1 ms: libevent's clock may run a little behind now_ms(). */
+    now = now_ms();
+    ms = at > now ? at - now : 1;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     if (evtimer_add(&cl->expire_ev, &tv) == 0) {
         cl->expire_armed = 1;
         cl->expire_at = at;
