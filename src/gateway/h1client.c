@@ -138,9 +138,7 @@ struct h1_client {
     struct h1_conn *oldest_idle;   /* by when they were last released */
     size_t max_open;               /* 0: no budget */
     const size_t *others;          /* the caller's other connections in it, or NULL */
-    struct event expire_ev;        /* closes idle connections past their time */
-    uint64_t expire_at;            /* when it is due (monotonic ms), while armed */
-    int expire_armed;
+    struct h1_deadline expiry;     /* closes idle connections past their time */
 };
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -363,7 +361,7 @@ static int idle_usable(struct h1_conn *c)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
-static uint64_t now_ms(void)
+uint64_t h1_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -380,22 +378,21 @@ static void close_expired(struct h1_client *cl, uint64_t now)
         conn_close(cl->oldest_idle);
 }
 
-/* Have the expiry timer run at `at` (monotonic ms) at the latest. */
-static void expire_arm(struct h1_client *cl, uint64_t at)
+void h1_deadline_arm(struct h1_deadline *d, uint64_t at)
 {
     uint64_t now, ms;
     struct timeval tv;
-    if (cl->expire_armed && cl->expire_at <= at)
-        return; /* the usual case: due earlier already, nothing to do */
-    /* At least 1 ms: libevent's clock may run a little behind now_ms(),
-     * and one due now is closed on the next turn of the loop anyway. */
-    now = now_ms();
+    if (d->armed && d->at <= at)
+        return;
+    /* At least 1 ms: libevent's clock may run a little behind h1_now_ms(),
+     * and one due now is handled on the next turn of the loop anyway. */
+    now = h1_now_ms();
     ms = at > now ? at - now : 1;
     tv.tv_sec = (time_t)(ms / 1000);
     tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-    if (evtimer_add(&cl->expire_ev, &tv) == 0) {
-        cl->expire_armed = 1;
-        cl->expire_at = at;
+    if (evtimer_add(&d->ev, &tv) == 0) {
+        d->armed = 1;
+        d->at = at;
     }
 }
 
@@ -404,15 +401,15 @@ static void expire_arm(struct h1_client *cl, uint64_t at)
  * is in release order but not in expiry order (an upstream's Keep-Alive
  * timeout shortens one connection's time), so the whole idle list is
  * walked; it is bounded by the budget, and the timer runs once per expiry
- * at most (release only moves it earlier, expire_arm()). */
+ * at most (release only moves it earlier, h1_deadline_arm()). */
 static void expire_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct h1_client *cl = arg;
-    uint64_t now = now_ms(), next = UINT64_MAX;
+    uint64_t now = h1_now_ms(), next = UINT64_MAX;
     struct h1_conn *c = cl->oldest_idle, *newer;
     (void)fd;
     (void)what;
-    cl->expire_armed = 0;
+    cl->expiry.armed = 0;
     for (; c; c = newer) {
         newer = c->newer;
         if (c->idle_until <= now)
@@ -421,7 +418,7 @@ static void expire_cb(evutil_socket_t fd, short what, void *arg)
             next = c->idle_until;
     }
     if (next != UINT64_MAX)
-        expire_arm(cl, next);
+        h1_deadline_arm(&cl->expiry, next);
 }
 
 /* After a complete response: back to the pool for keep_ms, or closed. */
@@ -434,7 +431,7 @@ static void conn_release(struct h1_conn *c, int keep, long keep_ms)
         conn_close(c);
         return;
     }
-    c->idle_until = now_ms() + (uint64_t)keep_ms;
+    c->idle_until = h1_now_ms() + (uint64_t)keep_ms;
     c->pos = c->len = 0;
     if (c->cap > BUF_START) {
         char *b = realloc(c->buf, BUF_START);
@@ -458,7 +455,7 @@ static void conn_release(struct h1_conn *c, int keep, long keep_ms)
     else
         c->cl->oldest_idle = c;
     c->cl->newest_idle = c;
-    expire_arm(c->cl, c->idle_until);
+    h1_deadline_arm(&c->cl->expiry, c->idle_until);
 }
 
 /* ==== Ending a transfer ==== */
@@ -1333,9 +1330,9 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
     /* The most recently used idle connection that is still usable, if any,
      * unless the caller asked for a new connection. */
     c = NULL;
-    close_expired(cl, now_ms());
+    close_expired(cl, h1_now_ms());
     while (!req->fresh_connection && (c = x->host->idle) &&
-           (c->idle_until <= now_ms() || !idle_usable(c)))
+           (c->idle_until <= h1_now_ms() || !idle_usable(c)))
         conn_close(c);
     if (c) {
         idle_unlink(c);
@@ -1402,7 +1399,7 @@ struct h1_client *h1_client_new(struct event_base *base)
     if (!cl)
         return NULL;
     cl->base = base;
-    evtimer_assign(&cl->expire_ev, base, expire_cb, cl);
+    evtimer_assign(&cl->expiry.ev, base, expire_cb, cl);
     return cl;
 }
 
@@ -1437,6 +1434,6 @@ void h1_client_free(struct h1_client *cl)
             conn_close(h->idle);
         free(h);
     }
-    evtimer_del(&cl->expire_ev);
+    evtimer_del(&cl->expiry.ev);
     free(cl);
 }

@@ -44,6 +44,10 @@
 #ifndef GW_H1CLIENT_H
 #define GW_H1CLIENT_H
 
+#include <stdint.h>
+
+#include <event2/event_struct.h>
+
 #include "upstream.h"
 
 struct event_base;
@@ -60,6 +64,21 @@ struct h1_xfer;
  * timeout=N less a margin (a second, or N/2 under 2 s), never past
  * H1_IDLE_MAX_MS, which is also the answer without a timeout. */
 long h1_keep_alive_ms(const char *v, size_t n);
+
+/* The monotonic clock in ms. */
+uint64_t h1_now_ms(void);
+
+/* A timer for idle connections past their time (h1client's, and upstream.c's
+ * for libcurl's): assigned by its owner (evtimer_assign), whose callback
+ * clears armed first. */
+struct h1_deadline {
+    struct event ev;
+    uint64_t at; /* when it is due (h1_now_ms()), while armed */
+    int armed;
+};
+/* Have d run at `at` at the latest: nothing to do (the usual case) when it
+ * is due no later already. */
+void h1_deadline_arm(struct h1_deadline *d, uint64_t at);
 
 /* NULL on allocation failure. */
 struct h1_client *h1_client_new(struct event_base *base);

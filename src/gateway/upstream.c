@@ -26,7 +26,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -50,9 +49,7 @@ struct up_client {
     size_t n_conns;
     size_t n_curl_open; /* entries in conns: curl's connections open now */
     size_t max_open;    /* up_client_limit(); 0: none */
-    struct event expire_ev; /* closes curl's idle connections past their time */
-    uint64_t expire_at;     /* when it is due (monotonic ms), while armed */
-    int expire_armed;
+    struct h1_deadline expiry; /* closes curl's idle connections past their time */
 };
 
 struct up_xfer {
@@ -816,38 +813,13 @@ static void conn_idle_readable(struct conn_sock *cs)
  * armed for the earliest, ends those past it the way conn_idle_readable()
  * does: curl drops the dead socket at its next look. */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Have the expiry timer run at `at` (monotonic ms) at the latest. */
-static void conn_expire_arm(struct up_client *cl, uint64_t at)
-{
-    uint64_t now, ms;
-    struct timeval tv;
-    if (cl->expire_armed && cl->expire_at <= at)
-        return; /* the usual case: due earlier already, nothing to do */
-    /* At least 1 ms: libevent's clock may run a little behind now_ms(). */
-    now = now_ms();
-    ms = at > now ? at - now : 1;
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-    if (evtimer_add(&cl->expire_ev, &tv) == 0) {
-        cl->expire_armed = 1;
-        cl->expire_at = at;
-    }
-}
-
 static void conn_expire_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct up_client *cl = arg;
-    uint64_t now = now_ms(), next = UINT64_MAX;
+    uint64_t now = h1_now_ms(), next = UINT64_MAX;
     (void)fd;
     (void)what;
-    cl->expire_armed = 0;
+    cl->expiry.armed = 0;
     for (size_t i = 0; i < cl->n_conns; i++) {
         struct conn_sock *cs = cl->conns[i];
         if (!cs || !cs->idle)
@@ -862,7 +834,7 @@ static void conn_expire_cb(evutil_socket_t fd, short what, void *arg)
         }
     }
     if (next != UINT64_MAX)
-        conn_expire_arm(cl, next);
+        h1_deadline_arm(&cl->expiry, next);
 }
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -956,8 +928,8 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
             if (cs->idle) {
                 if (!e || curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) != CURLE_OK)
                     x = NULL;
-                cs->idle_until = now_ms() + (uint64_t)(x ? x->keep_ms : H1_IDLE_MAX_MS);
-                conn_expire_arm(cl, cs->idle_until);
+                cs->idle_until = h1_now_ms() + (uint64_t)(x ? x->keep_ms : H1_IDLE_MAX_MS);
+                h1_deadline_arm(&cl->expiry, cs->idle_until);
             }
             return 0;
         }
@@ -1018,7 +990,7 @@ struct up_client *up_client_new(struct event_base *base)
     if (!cl)
         return NULL;
     cl->base = base;
-    evtimer_assign(&cl->expire_ev, base, conn_expire_cb, cl);
+    evtimer_assign(&cl->expiry.ev, base, conn_expire_cb, cl);
     cl->multi = curl_multi_init();
     cl->timer = evtimer_new(base, timer_cb, cl);
     if (!cl->multi || !cl->timer) {
@@ -1065,7 +1037,7 @@ void up_client_free(struct up_client *cl)
     for (size_t i = 0; i < cl->n_conns; i++)
         conn_free(cl, (curl_socket_t)i);
     free(cl->conns);
-    evtimer_del(&cl->expire_ev);
+    evtimer_del(&cl->expiry.ev);
     if (cl->timer)
         event_free(cl->timer);
     free(cl);
