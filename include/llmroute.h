@@ -213,10 +213,22 @@ struct lr_embedding_info {
     int batch_size;          /* texts per request, 1..2048, default 64 */
     long timeout_ms;         /* per request, default 30000 */
     const char *embedder_id; /* the id a store records: "openai:" + model */
+    int max_input_chars;     /* a text is cut to its first this many characters before it
+                                is sent (lr_embedding_input_len()), 0..1048576, default
+                                8192; 0 = sent whole */
 };
 
 /* The configured remote embedder, or NULL when the built-in one is used. */
 LR_EXTERN const struct lr_embedding_info *lr_config_embedding(const struct lr_config *cfg);
+
+/* How many bytes of text[0..len) (UTF-8) go to the remote embedder: the
+ * first info->max_input_chars characters (code points), so the cut never
+ * splits a character; len when the text is no longer, when max_input_chars
+ * is 0, or when info is NULL. Every caller that sends a text to the
+ * embedder (import, routing, feedback) cuts it with this, so the vectors a
+ * store holds and the vectors of queries routed over it are made alike. */
+LR_EXTERN size_t lr_embedding_input_len(const struct lr_embedding_info *info, const char *text,
+                                        size_t len);
 
 /* A top-level key's value as compact JSON owned by the config, or NULL when
  * absent: for the sections the library does not interpret ("server", ...).

@@ -213,8 +213,14 @@ static char *request_body(const struct embed_http *c, const char *const *texts, 
     char *s = NULL;
     int bad = !o || !in;
 
-    for (size_t i = 0; i < n && !bad; i++)
-        bad = json_array_append_new(in, json_string(texts[i])) != 0;
+    /* Each text cut to router.embedding.max_input_chars, as the gateway
+     * cuts a query it routes or records (embedq.c). */
+    for (size_t i = 0; i < n && !bad; i++) {
+        size_t len = texts[i] ? strlen(texts[i]) : 0;
+        bad = !texts[i] ||
+              json_array_append_new(
+                  in, json_stringn(texts[i], lr_embedding_input_len(c->info, texts[i], len))) != 0;
+    }
     if (!bad) {
         bad = json_object_set_new(o, "model", json_string(c->info->model)) != 0 ||
               json_object_set(o, "input", in) != 0;

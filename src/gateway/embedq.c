@@ -310,7 +310,9 @@ struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const
     e->done = done;
     e->arg = arg;
     json_object_set_new(body, "model", json_string(info->model));
-    json_object_set_new(body, "input", json_pack("[s]", text));
+    /* Cut as import cut the store's texts (router.embedding.max_input_chars). */
+    json_object_set_new(body, "input",
+                        json_pack("[s%]", text, lr_embedding_input_len(info, text, strlen(text))));
     if (info->dimensions > 0)
         json_object_set_new(body, "dimensions", json_integer(info->dimensions));
     e->body = json_dumps(body, JSON_COMPACT);

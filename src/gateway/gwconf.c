@@ -1022,11 +1022,14 @@ int gw_store_open(const char *config_path, const char *store_flag, int check, in
         *created = 0;
     lr_store_options_init(&so);
     /* The config is read here for router.store and router.embedding alone;
-     * its errors are reported by the full load that follows. */
+     * its errors are reported by the full load that follows. No store is
+     * opened then: without the config's embedder a dense store would be
+     * opened as a built-in one, and that error would hide the config's
+     * (router.embedding.batch_size 0, say, reported as the store's
+     * embedder being "opened with 'tfidf-v1'"). */
     if (lr_config_load_file(config_path, &cfg, err) != 0) {
         memset(err, 0, sizeof *err);
-        if (!path)
-            return 0;
+        return 0;
     } else {
         const struct lr_embedding_info *emb = lr_config_embedding(cfg);
         if (!path)

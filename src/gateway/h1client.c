@@ -53,8 +53,8 @@
  * drop a flow idle for minutes without a word to either end, and a request
  * sent on it then waits for its first-byte timeout. An upstream that says
  * how long it keeps an idle connection (Keep-Alive: timeout=N) is taken at
- * its word, less a margin (keep_alive_ms()). */
-#define IDLE_MAX_MS 118000
+ * its word, less a margin (h1_keep_alive_ms()). */
+#define IDLE_MAX_MS H1_IDLE_MAX_MS
 #define AUTHORITY_CAP 280     /* "[IPv6]:port" and then some */
 #define PATH_CAP 8192
 #define CTYPE_CAP 256
@@ -138,6 +138,7 @@ struct h1_client {
     struct h1_conn *oldest_idle;   /* by when they were last released */
     size_t max_open;               /* 0: no budget */
     const size_t *others;          /* the caller's other connections in it, or NULL */
+    struct h1_deadline expiry;     /* closes idle connections past their time */
 };
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -360,7 +361,7 @@ static int idle_usable(struct h1_conn *c)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
-static uint64_t now_ms(void)
+uint64_t h1_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -369,12 +370,55 @@ static uint64_t now_ms(void)
 
 /* Close the idle connections kept past their time, oldest first (the pool
  * is in release order, so the first one still within its time ends the
- * walk). Only the start of a request runs this: a gateway gone quiet keeps
- * its idle connections until the upstream closes them. */
+ * walk). The start of a request runs this; the expiry timer below closes
+ * the rest, so a gateway gone quiet does not keep them open. */
 static void close_expired(struct h1_client *cl, uint64_t now)
 {
     while (cl->oldest_idle && cl->oldest_idle->idle_until <= now)
         conn_close(cl->oldest_idle);
+}
+
+void h1_deadline_arm(struct h1_deadline *d, uint64_t at)
+{
+    uint64_t now, ms;
+    struct timeval tv;
+    if (d->armed && d->at <= at)
+        return;
+    /* At least 1 ms: libevent's clock may run a little behind h1_now_ms(),
+     * and one due now is handled on the next turn of the loop anyway. */
+    now = h1_now_ms();
+    ms = at > now ? at - now : 1;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    if (evtimer_add(&d->ev, &tv) == 0) {
+        d->armed = 1;
+        d->at = at;
+    }
+}
+
+/* The expiry timer: close every idle connection past its time, of any host,
+ * without waiting for a request, then wait for the next one due. The pool
+ * is in release order but not in expiry order (an upstream's Keep-Alive
+ * timeout shortens one connection's time), so the whole idle list is
+ * walked; it is bounded by the budget, and the timer runs once per expiry
+ * at most (release only moves it earlier, h1_deadline_arm()). */
+static void expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct h1_client *cl = arg;
+    uint64_t now = h1_now_ms(), next = UINT64_MAX;
+    struct h1_conn *c = cl->oldest_idle, *newer;
+    (void)fd;
+    (void)what;
+    cl->expiry.armed = 0;
+    for (; c; c = newer) {
+        newer = c->newer;
+        if (c->idle_until <= now)
+            conn_close(c);
+        else if (c->idle_until < next)
+            next = c->idle_until;
+    }
+    if (next != UINT64_MAX)
+        h1_deadline_arm(&cl->expiry, next);
 }
 
 /* After a complete response: back to the pool for keep_ms, or closed. */
@@ -387,7 +431,7 @@ static void conn_release(struct h1_conn *c, int keep, long keep_ms)
         conn_close(c);
         return;
     }
-    c->idle_until = now_ms() + (uint64_t)keep_ms;
+    c->idle_until = h1_now_ms() + (uint64_t)keep_ms;
     c->pos = c->len = 0;
     if (c->cap > BUF_START) {
         char *b = realloc(c->buf, BUF_START);
@@ -411,6 +455,7 @@ static void conn_release(struct h1_conn *c, int keep, long keep_ms)
     else
         c->cl->oldest_idle = c;
     c->cl->newest_idle = c;
+    h1_deadline_arm(&c->cl->expiry, c->idle_until);
 }
 
 /* ==== Ending a transfer ==== */
@@ -710,8 +755,9 @@ static void copy_value(char *dst, size_t cap, const char *v, size_t n)
  * header value is v (n bytes): the upstream's timeout=N seconds less a
  * margin for a request already on its way when it closes (a second, or half
  * of N when that is less), and never past IDLE_MAX_MS. Without a timeout
- * (or with one that is not a number), IDLE_MAX_MS. */
-static long keep_alive_ms(const char *v, size_t n)
+ * (or with one that is not a number), IDLE_MAX_MS. upstream.c reads it for
+ * libcurl's connections too. */
+long h1_keep_alive_ms(const char *v, size_t n)
 {
     const char *end = v + n;
     while (v < end) {
@@ -839,7 +885,7 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
             close_conn |= token_in(v, (size_t)(ve - v), "close");
             keep_alive_hdr |= token_in(v, (size_t)(ve - v), "keep-alive");
         } else if (nlen == 10 && strncasecmp(line, "keep-alive", 10) == 0) {
-            x->keep_ms = keep_alive_ms(v, (size_t)(ve - v));
+            x->keep_ms = h1_keep_alive_ms(v, (size_t)(ve - v));
         } else if (nlen == 12 && strncasecmp(line, "content-type", 12) == 0) {
             copy_value(x->ctype, sizeof x->ctype, v, (size_t)(ve - v));
         } else if (nlen == 11 && strncasecmp(line, "retry-after", 11) == 0) {
@@ -1284,9 +1330,9 @@ struct h1_xfer *h1_xfer_start(struct h1_client *cl, const struct up_request *req
     /* The most recently used idle connection that is still usable, if any,
      * unless the caller asked for a new connection. */
     c = NULL;
-    close_expired(cl, now_ms());
+    close_expired(cl, h1_now_ms());
     while (!req->fresh_connection && (c = x->host->idle) &&
-           (c->idle_until <= now_ms() || !idle_usable(c)))
+           (c->idle_until <= h1_now_ms() || !idle_usable(c)))
         conn_close(c);
     if (c) {
         idle_unlink(c);
@@ -1353,6 +1399,7 @@ struct h1_client *h1_client_new(struct event_base *base)
     if (!cl)
         return NULL;
     cl->base = base;
+    evtimer_assign(&cl->expiry.ev, base, expire_cb, cl);
     return cl;
 }
 
@@ -1387,5 +1434,6 @@ void h1_client_free(struct h1_client *cl)
             conn_close(h->idle);
         free(h);
     }
+    evtimer_del(&cl->expiry.ev);
     free(cl);
 }

@@ -31,7 +31,8 @@
  * response; only a connection that ended before a response head is a reset.
  * A pooled connection is reused only within 118 s of its last answer, or
  * within the upstream's Keep-Alive timeout less a margin when that answer
- * gave one. up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
+ * gave one, and closed once that time is up, by a timer, with no request
+ * needed. up_request.fresh_connection skips the pool. Hosts must be numeric IPv4
  * or IPv6 addresses: no name resolution on the event loop (libcurl, with its
  * threaded resolver, takes host names).
  *
@@ -43,11 +44,41 @@
 #ifndef GW_H1CLIENT_H
 #define GW_H1CLIENT_H
 
+#include <stdint.h>
+
+#include <event2/event_struct.h>
+
 #include "upstream.h"
 
 struct event_base;
 struct h1_client;
 struct h1_xfer;
+
+/* The longest an idle connection is kept, of this client and of libcurl's
+ * (CURLOPT_MAXAGE_CONN's default, 118 s): a NAT or load balancer on the way
+ * may drop a flow idle for minutes without a word to either end. */
+#define H1_IDLE_MAX_MS 118000L
+
+/* How long a connection may stay idle after a response whose Keep-Alive
+ * header value is v (n bytes, not NUL-terminated): the upstream's
+ * timeout=N less a margin (a second, or N/2 under 2 s), never past
+ * H1_IDLE_MAX_MS, which is also the answer without a timeout. */
+long h1_keep_alive_ms(const char *v, size_t n);
+
+/* The monotonic clock in ms. */
+uint64_t h1_now_ms(void);
+
+/* A timer for idle connections past their time (h1client's, and upstream.c's
+ * for libcurl's): assigned by its owner (evtimer_assign), whose callback
+ * clears armed first. */
+struct h1_deadline {
+    struct event ev;
+    uint64_t at; /* when it is due (h1_now_ms()), while armed */
+    int armed;
+};
+/* Have d run at `at` at the latest: nothing to do (the usual case) when it
+ * is due no later already. */
+void h1_deadline_arm(struct h1_deadline *d, uint64_t at);
 
 /* NULL on allocation failure. */
 struct h1_client *h1_client_new(struct event_base *base);

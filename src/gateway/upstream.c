@@ -20,6 +20,7 @@
  * Threads: the event loop thread only.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ struct up_client {
     size_t n_conns;
     size_t n_curl_open; /* entries in conns: curl's connections open now */
     size_t max_open;    /* up_client_limit(); 0: none */
+    struct h1_deadline expiry; /* closes curl's idle connections past their time */
 };
 
 struct up_xfer {
@@ -72,6 +74,7 @@ struct up_xfer {
     int in_cb;
     int sends;           /* times curl was about to send the request (prereq_cb) */
     int resend_refused;  /* the second was refused: the transfer failed for it */
+    long keep_ms;        /* how long its connection may stay idle after it (Keep-Alive) */
     curl_socket_t fd;    /* the socket curl last watched for this transfer */
     char errbuf[CURL_ERROR_SIZE];
     struct h1_xfer *h1; /* a transfer of h1client's (no easy handle), or NULL */
@@ -92,6 +95,7 @@ struct conn_sock {
     struct event ev;
     short kind; /* the events registered (EV_READ, EV_WRITE), 0: none */
     int idle;   /* curl does not watch it: no transfer is on it */
+    uint64_t idle_until; /* while idle: the monotonic ms past which it is closed */
 };
 
 /* ==== Transfers ==== */
@@ -378,6 +382,7 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         x->location[0] = '\0';
         x->content_encoding[0] = '\0';
         x->request_id[0] = '\0';
+        x->keep_ms = H1_IDLE_MAX_MS;
         x->relay.len = x->relay.n = 0;
         x->relay.buf[0] = '\0';
     } else if (len > 13 && strncasecmp(buf, "content-type:", 13) == 0) {
@@ -398,6 +403,12 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         header_value(buf, len, 9, x->location, sizeof x->location);
     } else if (len > 17 && strncasecmp(buf, "content-encoding:", 17) == 0) {
         header_value(buf, len, 17, x->content_encoding, sizeof x->content_encoding);
+    } else if (len > 11 && strncasecmp(buf, "keep-alive:", 11) == 0) {
+        /* libcurl reads no such header: the connection's time in its cache
+         * is kept here (conn_expire_cb()), as h1client keeps its own. */
+        char v[128];
+        header_value(buf, len, 11, v, sizeof v);
+        x->keep_ms = h1_keep_alive_ms(v, strlen(v));
     } else if (len > 13 && strncasecmp(buf, "x-request-id:", 13) == 0) {
         char v[UP_REQUEST_ID_CAP * 2];
         header_value(buf, len, 13, v, sizeof v);
@@ -546,6 +557,7 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     x->cb = *cb;
     x->arg = arg;
     x->fd = CURL_SOCKET_BAD;
+    x->keep_ms = H1_IDLE_MAX_MS;
     if (cl->h1 && (x->h1 = h1_xfer_start(cl->h1, req, &h1_forward, x))) {
         x->next = cl->xfers;
         if (cl->xfers)
@@ -607,6 +619,9 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
     curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* Its default, set so that it stays the limit conn_expire_cb() and
+     * h1client keep (an upstream's Keep-Alive timeout shortens it there). */
+    curl_easy_setopt(x->easy, CURLOPT_MAXAGE_CONN, H1_IDLE_MAX_MS / 1000);
     curl_easy_setopt(x->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
     curl_easy_setopt(x->easy, CURLOPT_PREREQDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETFUNCTION, open_cb);
@@ -753,12 +768,26 @@ static int fd_in_use(struct up_client *cl, curl_socket_t fd)
     return 0;
 }
 
+/* End the TCP connection of fd, a socket curl owns, leaving in its place
+ * one that reads as closed, so that curl's own check drops it. */
+static void conn_end(curl_socket_t fd)
+{
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+        shutdown(fd, SHUT_RDWR); /* the next best: a close, unless more bytes come */
+        return;
+    }
+    close(pair[1]);
+    if (dup2(pair[0], fd) < 0)
+        shutdown(fd, SHUT_RDWR);
+    close(pair[0]);
+}
+
 /* An idle connection turned readable. */
 static void conn_idle_readable(struct conn_sock *cs)
 {
     curl_socket_t fd = cs->fd;
     char b;
-    int pair[2];
     ssize_t n;
 
     cs->idle = 0;
@@ -771,14 +800,41 @@ static void conn_idle_readable(struct conn_sock *cs)
         conn_watch(cs, EV_READ);
         return;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-        shutdown(fd, SHUT_RDWR); /* the next best: a close, unless more bytes come */
-        return;
+    conn_end(fd);
+}
+
+/* ==== Idle connections past their time ====
+ *
+ * libcurl 7.88 closes a cached connection past CURLOPT_MAXAGE_CONN only
+ * when a later transfer looks through its cache, so a gateway gone quiet
+ * would keep it open until the upstream closes it. Each idle connection's
+ * time (118 s, or the upstream's Keep-Alive timeout less a margin, read
+ * as h1client reads it) is kept in its struct conn_sock, and one timer,
+ * armed for the earliest, ends those past it the way conn_idle_readable()
+ * does: curl drops the dead socket at its next look. */
+
+static void conn_expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct up_client *cl = arg;
+    uint64_t now = h1_now_ms(), next = UINT64_MAX;
+    (void)fd;
+    (void)what;
+    cl->expiry.armed = 0;
+    for (size_t i = 0; i < cl->n_conns; i++) {
+        struct conn_sock *cs = cl->conns[i];
+        if (!cs || !cs->idle)
+            continue;
+        if (cs->idle_until > now) {
+            if (cs->idle_until < next)
+                next = cs->idle_until;
+        } else if (!fd_in_use(cl, cs->fd)) { /* a paused transfer's is not idle */
+            cs->idle = 0;
+            conn_watch(cs, 0);
+            conn_end(cs->fd);
+        }
     }
-    close(pair[1]);
-    if (dup2(pair[0], fd) < 0)
-        shutdown(fd, SHUT_RDWR);
-    close(pair[0]);
+    if (next != UINT64_MAX)
+        h1_deadline_arm(&cl->expiry, next);
 }
 
 static void conn_event_cb(evutil_socket_t fd, short what, void *arg)
@@ -869,6 +925,12 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sockp)
                        (version != CURL_HTTP_VERSION_2_0 && version != CURL_HTTP_VERSION_3);
             if (conn_watch(cs, cs->idle ? EV_READ : 0) != 0)
                 cs->idle = 0;
+            if (cs->idle) {
+                if (!e || curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) != CURLE_OK)
+                    x = NULL;
+                cs->idle_until = h1_now_ms() + (uint64_t)(x ? x->keep_ms : H1_IDLE_MAX_MS);
+                h1_deadline_arm(&cl->expiry, cs->idle_until);
+            }
             return 0;
         }
         cs->idle = 0;
@@ -928,6 +990,7 @@ struct up_client *up_client_new(struct event_base *base)
     if (!cl)
         return NULL;
     cl->base = base;
+    evtimer_assign(&cl->expiry.ev, base, conn_expire_cb, cl);
     cl->multi = curl_multi_init();
     cl->timer = evtimer_new(base, timer_cb, cl);
     if (!cl->multi || !cl->timer) {
@@ -974,6 +1037,7 @@ void up_client_free(struct up_client *cl)
     for (size_t i = 0; i < cl->n_conns; i++)
         conn_free(cl, (curl_socket_t)i);
     free(cl->conns);
+    evtimer_del(&cl->expiry.ev);
     if (cl->timer)
         event_free(cl->timer);
     free(cl);

@@ -6,7 +6,7 @@
  *                "max_concurrency", "capacity", ...}],
  *    "router": {"strategy", "performance_requirement", "n_similar", ...,
  *               "embedding": {"base_url", "model", "api_key_env", "dimensions",
- *                             "batch_size", "timeout_ms"}},
+ *                             "batch_size", "timeout_ms", "max_input_chars"}},
  *    "routes": [{"name", "strategy", "models", "performance_requirement",
  *                "fallbacks", "retry", "timeouts"}],
  *    "server": {...}}
@@ -45,6 +45,15 @@
 #define CONFIG_MAX_WARNINGS 64
 /* "openai:" + model must fit a store's embedder id (128 bytes). */
 #define CONFIG_MAX_EMBED_MODEL 120
+/* router.embedding.max_input_chars. Embedders refuse long inputs (TEI over
+ * its max tokens unless asked to truncate, OpenAI over 8192 tokens,
+ * llama.cpp over its batch), and a sentence encoder reads only its first
+ * 256 or 512 tokens anyway. 8192 characters is about 2,000 tokens of
+ * English (about 4 characters a token): within OpenAI's limit, and several
+ * times what bge-small or MiniLM read, so their vectors do not change. No
+ * embedder takes a million characters: a larger cut is a mistake. */
+#define CONFIG_EMBED_INPUT_CHARS 8192
+#define CONFIG_MAX_EMBED_INPUT_CHARS 1048576
 
 struct section {
     char *key;
@@ -553,7 +562,8 @@ static const char *const router_keys[] = {
 };
 
 static const char *const embedding_keys[] = {
-    "base_url", "model", "api_key_env", "dimensions", "batch_size", "timeout_ms", NULL,
+    "base_url", "model", "api_key_env", "dimensions", "batch_size", "timeout_ms",
+    "max_input_chars", NULL,
 };
 
 /* router.embedding: a remote OpenAI-compatible embeddings endpoint. */
@@ -575,12 +585,15 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
                     "environment variable and name it in api_key_env",
                     where);
     info->batch_size = 64;
+    info->max_input_chars = CONFIG_EMBED_INPUT_CHARS;
     if ((rc = get_head_string(e, "base_url", where, 1, &url, err)) ||
         (rc = get_string(e, "model", where, 1, 1, &info->model, err)) ||
         (rc = get_string(e, "api_key_env", where, 0, 1, &info->api_key_env, err)) ||
         (rc = get_int(e, "dimensions", where, 1, 65536, &info->dimensions, err)) ||
         (rc = get_int(e, "batch_size", where, 1, 2048, &info->batch_size, err)) ||
-        (rc = get_int(e, "timeout_ms", where, 1, 3600000, &timeout, err)))
+        (rc = get_int(e, "timeout_ms", where, 1, 3600000, &timeout, err)) ||
+        (rc = get_int(e, "max_input_chars", where, 0, CONFIG_MAX_EMBED_INPUT_CHARS,
+                      &info->max_input_chars, err)))
         return rc;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return fail(err, "%s.base_url: expected an http:// or https:// URL, got '%s'", where,
@@ -1080,6 +1093,19 @@ const struct lr_router_defaults *lr_config_router_defaults(const struct lr_confi
 const struct lr_embedding_info *lr_config_embedding(const struct lr_config *cfg)
 {
     return cfg && cfg->has_embedding ? &cfg->embedding : NULL;
+}
+
+size_t lr_embedding_input_len(const struct lr_embedding_info *info, const char *text, size_t len)
+{
+    size_t chars = 0;
+    if (!info || info->max_input_chars <= 0 || !text || len <= (size_t)info->max_input_chars)
+        return len; /* a character is at least a byte: no more characters than that */
+    /* Count lead bytes (anything but 10xxxxxx): the cut falls before the
+     * lead byte of the character one past the limit, never inside one. */
+    for (size_t i = 0; i < len; i++)
+        if (((unsigned char)text[i] & 0xC0) != 0x80 && chars++ == (size_t)info->max_input_chars)
+            return i;
+    return len;
 }
 
 const char *lr_config_section(const struct lr_config *cfg, const char *key)

@@ -258,6 +258,87 @@ expect route_dense_without_config 1 "built with embedder 'openai:fake-emb'" -- \
 expect route_builtin 0 "" -- \
     "$BIN" route --config "$TMP/builtin.json" --store "$TMP/tfidf.db" "What is 11 plus 14?"
 
+# ---- long texts: router.embedding.max_input_chars ----
+# A server that refuses an input over 64 characters (as TEI refuses one over
+# its token limit) and one that refuses over 8192. Texts of 600 characters,
+# with two- and four-byte characters around each cut.
+start_fake cap64 --embedding-dim 16 --embed-max-chars 64
+CAP64_PORT=$PORT
+start_fake cap8k --embedding-dim 16 --embed-max-chars 8192
+CAP8K_PORT=$PORT
+python3 - "$TMP" "$CAP64_PORT" "$CAP8K_PORT" <<'PY'
+import json, sys
+out, port64, port8k = sys.argv[1], sys.argv[2], sys.argv[3]
+pad = " \u00e9\U0001F600" * 200
+recs = []
+for i in range(8):
+    for topic, q, right in (("math", "What is %d plus %d? Answer in words." % (i, i + 3), 1),
+                            ("code", "Write a python function parse_%d that reads a csv" % i, 0)):
+        recs.append({"query": q + pad, "input_token_length": 12, "outputs": [
+            {"model_name": "strong", "correctness": 1, "output_token_length": 20},
+            {"model_name": "cheap", "correctness": right, "output_token_length": 20}]})
+json.dump(recs, open(out + "/long.json", "w"))
+models = [{"name": "strong", "cost_per_input_token": 1e-5, "cost_per_output_token": 3e-5},
+          {"name": "cheap", "cost_per_input_token": 1e-7, "cost_per_output_token": 2e-7}]
+def cfg(name, port, **emb):
+    e = {"base_url": "http://127.0.0.1:%s/v1" % port, "model": "fake-emb"}
+    e.update(emb)
+    json.dump({"models": models, "router": {"strategy": "smart", "n_similar": 1,
+                                           "predictor": "aios", "embedding": e}},
+              open(out + "/" + name, "w"))
+cfg("cap64.json", port64, max_input_chars=64)
+cfg("uncut.json", port64, max_input_chars=0)
+cfg("default8k.json", port8k)
+for name, v in (("neg", -1), ("real", 64.5), ("str", "64"), ("huge", 2000000)):
+    cfg("bad-%s.json" % name, port64, max_input_chars=v)
+PY
+# Sent whole, the texts are refused: the failure this setting prevents.
+expect import_uncut 1 "answered HTTP 413" -- \
+    "$BIN" import --config "$TMP/uncut.json" --store "$TMP/uncut.db" "$TMP/long.json"
+grep -qF "Input validation error" "$TMP/err" && ok || bad "import_uncut: $(cat "$TMP/err")"
+: >"$TMP/cap64.log"
+expect import_cut 0 "imported 16 of 16" -- \
+    "$BIN" import --config "$TMP/cap64.json" --store "$TMP/cap.db" "$TMP/long.json"
+python3 - "$BIN" "$TMP" <<'PY' && ok || bad "the cut at import and at routing"
+import json, subprocess, sys
+binary, tmp = sys.argv[1:3]
+def inputs():
+    return [i for l in open(tmp + "/cap64.log")
+            for i in json.loads(json.loads(l)["body"])["input"]]
+texts = [r["query"] for r in json.load(open(tmp + "/long.json"))]
+sent = inputs()
+assert sent[1:] == [t[:64] for t in texts], sent[:3]  # after the dimension probe
+# A long query is cut the same way, so it finds its own record's vector.
+n = len(inputs())
+out = subprocess.run([binary, "route", "--config", tmp + "/cap64.json", "--store",
+                      tmp + "/cap.db", "--json", texts[2], texts[3]],
+                     capture_output=True, text=True, timeout=60)
+assert out.returncode == 0, out.stderr
+got = [json.loads(l)["model"] for l in out.stdout.splitlines()]
+assert got == ["cheap", "strong"], got
+assert inputs()[n:] == [texts[2][:64], texts[3][:64]], inputs()[n:]
+PY
+# The default cut, 8192 characters: a query of 10,000 routes.
+: >"$TMP/cap8k.log"
+expect import_default_cut 0 "imported 16 of 16" -- \
+    "$BIN" import --config "$TMP/default8k.json" --store "$TMP/cap8k.db" "$TMP/long.json"
+LONGQ=$(python3 -c 'print("What is 2 plus 5? " + "x" * 9982)')
+expect route_default_cut 0 "" -- \
+    "$BIN" route --config "$TMP/default8k.json" --store "$TMP/cap8k.db" "$LONGQ"
+python3 - "$TMP/cap8k.log" <<'PY' && ok || bad "the default cut"
+import json, sys
+sent = [i for l in open(sys.argv[1]) for i in json.loads(json.loads(l)["body"])["input"]]
+assert len(sent[-1]) == 8192 and sent[-1].startswith("What is 2 plus 5? x"), len(sent[-1])
+PY
+# Bad values are refused naming the key, by check-config and serve (exit 2).
+for v in neg real str huge; do
+    expect "check_config_max_input_chars_$v" 2 \
+        "router.embedding.max_input_chars: expected an integer from 0 to 1048576" -- \
+        "$BIN" check-config "$TMP/bad-$v.json" --store "$TMP/cap.db"
+done
+expect serve_max_input_chars_neg 2 "router.embedding.max_input_chars" -- \
+    timeout 20 "$BIN" serve --config "$TMP/bad-neg.json" --store "$TMP/cap.db" --listen 127.0.0.1:0
+
 # ---- the gateway: smart routes over a dense store need router.embedding ----
 # (Serving with it is tested in tests/integration/test_gateway_smart.py.)
 expect serve_dense_without_embedder 2 "was built with embedder 'openai:fake-emb'" -- \

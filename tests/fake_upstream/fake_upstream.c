@@ -511,6 +511,7 @@ static struct {
     FILE *log;
     long max_body;
     long embed_dim;
+    long embed_max_chars; /* --embed-max-chars: longer inputs are refused; 0: none */
     int lingering_close; /* --close lingering */
     struct scenario *default_sc;
     struct scenario *ok_sc;
@@ -1293,6 +1294,15 @@ static int embed_item_hash(json_t *item, uint64_t *h, long *tokens)
     return -1;
 }
 
+/* Characters (code points) in a UTF-8 string of n bytes. */
+static size_t utf8_chars(const char *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
 static void do_embeddings(struct conn *c, json_t *req)
 {
     json_t *input = json_object_get(req, "input");
@@ -1321,7 +1331,21 @@ static void do_embeddings(struct conn *c, json_t *req)
     set_json_body(c);
     evbuffer_add_printf(c->r_body, "{\"object\":\"list\",\"data\":[");
     for (size_t i = 0; i < n; i++) {
-        if (embed_item_hash(single ? input : json_array_get(input, i), &h, &tokens) != 0) {
+        json_t *item = single ? input : json_array_get(input, i);
+        size_t chars = json_is_string(item) ? utf8_chars(json_string_value(item),
+                                                         json_string_length(item))
+                                            : 0;
+        if (g.embed_max_chars > 0 && chars > (size_t)g.embed_max_chars) {
+            /* As TEI refuses an input over its limit (413, its own words). */
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "Input validation error: `inputs` must have less than %ld characters. "
+                     "Given: %zu",
+                     g.embed_max_chars, chars);
+            build_error(c, 413, NULL, msg);
+            return;
+        }
+        if (embed_item_hash(item, &h, &tokens) != 0) {
             build_error(c, 400, NULL, "'input' items must be strings or token arrays");
             return;
         }
@@ -2000,6 +2024,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: fake_upstream --listen 127.0.0.1:PORT [--port-file FILE] [--log FILE]\n"
                "                     [--name NAME] [--scenario SPEC] [--embedding-dim N]\n"
                "                     [--max-body BYTES] [--close abrupt|lingering]\n"
+               "                     [--embed-max-chars N]\n"
                "PORT 0 picks a free port. SPEC is described in tests/fake_upstream/README.md.\n");
 }
 
@@ -2044,6 +2069,11 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--embedding-dim") == 0) {
             if (parse_long_range(v, 1, MAX_EMBED_DIM, &g.embed_dim) != 0) {
                 fprintf(stderr, "fake_upstream: --embedding-dim: expected 1..%d\n", MAX_EMBED_DIM);
+                return 2;
+            }
+        } else if (strcmp(a, "--embed-max-chars") == 0) {
+            if (parse_long_range(v, 1, 1L << 30, &g.embed_max_chars) != 0) {
+                fprintf(stderr, "fake_upstream: --embed-max-chars: expected 1..%ld\n", 1L << 30);
                 return 2;
             }
         } else if (strcmp(a, "--close") == 0) {

@@ -1518,12 +1518,94 @@ def dense_edges(bin_, fake_bin):
           "502 saying so, and stores nothing", malformed_answers_are_named)
 
 
+def dense_long_queries(bin_, fake_bin):
+    """An embedder that refuses inputs over 64 characters, as TEI refuses
+    one over its token limit: with router.embedding.max_input_chars 64,
+    import, a chat, /v1/route and feedback all send each text's first 64
+    characters (cut between characters, never inside one), so a long query
+    finds the record of its own long text; with 0 (no cut) the chat is a
+    502 naming the embedder's refusal."""
+    wd = workdir()
+    fake = Fake(fake_bin, wd, name="fake-cap", args=["--embed-max-chars", "64"])
+    store = os.path.join(wd, "long.db")
+    hist = os.path.join(wd, "long.jsonl")
+    # Each text differs within its first 64 characters; the two-byte and
+    # four-byte characters around the 64th test the cut's boundary.
+    pad = " \u00e9\U0001F600" * 200
+    arith = ["What is %d plus %d? Answer in words.%s" % (i, i + 3, pad) for i in range(20)]
+    code = ["Write a python function parse_%d that reads a csv file%s" % (i, pad)
+            for i in range(20)]
+    with open(hist, "w") as f:
+        for texts, right in ((arith, 1), (code, 0)):
+            for t in texts:
+                f.write(json.dumps({"query": t, "input_token_length": 8, "outputs": [
+                    {"model_name": "cheapo", "correctness": right, "output_token_length": 4},
+                    {"model_name": "smarty", "correctness": 1,
+                     "output_token_length": 6}]}) + "\n")
+    cfg = config(store)
+    cfg["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-small",
+                                  "max_input_chars": 64}
+    cfg["router"]["n_similar"] = 1
+    import_with(bin_, wd, cfg, store, hist, name="import-long")
+
+    def inputs():
+        return [i for r in fake.logged() if r["path"] == "/v1/embeddings"
+                for i in json.loads(r["body"])["input"]]
+
+    sent = inputs()
+    assert sorted(sent[1:]) == sorted(t[:64] for t in arith + code), sent[:3]  # after a probe
+    gw = Gateway(bin_, wd, cfg, name="dense-long")
+    try:
+        def long_chat_routes_on_its_cut():
+            for text, want in ((arith[7], "cheapo"), (code[5], "smarty")):
+                n = len(inputs())
+                st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK(text)})
+                assert st == 200 and h["x-llmroute-model"] == want, (st, h, j)
+                assert inputs()[n:] == [text[:64]], inputs()[n:]
+        check("a chat longer than max_input_chars is embedded on its first 64 characters, "
+              "as import embedded the store's texts, and routes by them",
+              long_chat_routes_on_its_cut)
+
+        def route_and_feedback_cut_alike():
+            n = len(inputs())
+            st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{"query": code[9]}], "strategy": "smart",
+                 "models": ["cheapo", "smarty"]}))
+            assert st == 200, (st, body)
+            assert json.loads(body)["assignments"][0]["model"] == "smarty", body
+            text = "Translate good morning into French, politely." + pad
+            st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
+                {"query": text, "model": "cheapo", "correctness": 1, "output_tokens": 5}))
+            assert st == 200, (st, body)
+            assert inputs()[n:] == [code[9][:64], text[:64]], inputs()[n:]
+        check("/v1/route and /v1/feedback send the same cut", route_and_feedback_cut_alike)
+    finally:
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+
+    def whole_text_is_refused():
+        cfg0 = json.loads(json.dumps(cfg))
+        cfg0["router"]["embedding"]["max_input_chars"] = 0
+        gw0 = Gateway(bin_, wd, cfg0, name="dense-uncut")
+        try:
+            st, h, j, _ = chat(gw0.port, {"model": "auto", "messages": ASK(arith[3])})
+            assert st == 502 and j["error"]["code"] == "embedding_failed", (st, j)
+            msg = j["error"]["message"]
+            assert "answered 413" in msg and "Input validation error" in msg, j
+        finally:
+            gw0.signal(signal.SIGTERM)
+            assert gw0.wait() == 0
+    check("with max_input_chars 0 the whole text is sent, and an embedder that refuses it "
+          "is a 502 embedding_failed", whole_text_is_refused)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: test_gateway_smart.py LLMROUTE FAKE_UPSTREAM")
     main(sys.argv[1])
     dense(sys.argv[1], sys.argv[2])
     dense_edges(sys.argv[1], sys.argv[2])
+    dense_long_queries(sys.argv[1], sys.argv[2])
     dense_from_empty(sys.argv[1], sys.argv[2])
     fallback_predictions(sys.argv[1], sys.argv[2])
     empty_store(sys.argv[1])

@@ -20,6 +20,7 @@ body of several MB 413 as soon as it has read the request head, and closes
 without reading the body: an answer that comes while the request is still
 being written, which the gateway must relay rather than take for a reset.
 """
+import itertools
 import json
 import os
 import queue
@@ -50,6 +51,11 @@ class Scripted(Upstream):
         self.steps = queue.Queue()
         self.heads = []
         self.connections = 0
+        # (connection number, time.monotonic()) after each step played, and
+        # when a client closed a connection between requests
+        self.answered = []
+        self.closes = []
+        self.ids = itertools.count()
         self.start()
 
     def accepted(self):
@@ -57,12 +63,15 @@ class Scripted(Upstream):
 
     def serve(self, c):
         buf = b""
+        n = next(self.ids)
         c.settimeout(20)
         try:
             while True:
                 while b"\r\n\r\n" not in buf:
                     b = c.recv(65536)
                     if not b:
+                        if not buf:
+                            self.closes.append((n, time.monotonic()))
                         return
                     buf += b
                 head, _, buf = buf.partition(b"\r\n\r\n")
@@ -79,7 +88,9 @@ class Scripted(Upstream):
                 buf = buf[length:]
                 self.heads.append(head.decode("latin-1"))
                 step = self.steps.get(timeout=10)
-                if step(c) == "close":
+                ended = step(c)
+                self.answered.append((n, time.monotonic()))
+                if ended == "close":
                     return
         except (OSError, queue.Empty):
             return
@@ -989,11 +1000,41 @@ def run(gw_bin, env):
             time.sleep(0.2)
             drain_steps()
 
-    # libcurl reads no Keep-Alive header: its connections age by its own
-    # limit (118 s), as the native client's do without the header.
-    if env.get("LLMROUTE_UPSTREAM_CLIENT") != "curl":
-        check(tag + "an upstream's Keep-Alive timeout is heeded: reused within it less a "
-              "second, a new connection after", keep_alive_timeout_heeded)
+    def idle_closed_without_a_request():
+        # Keep-Alive: timeout=2 gives the pooled connection 1 s. With no
+        # request after it, the gateway closes it by itself: not before that
+        # second, and well before a generous deadline (no timed claim of
+        # speed). A gateway of its own, so that no other connection is pooled.
+        g = Gateway(gw_bin, workdir(), cfg, env=e, name="gw-idle-expiry")
+        try:
+            drain_steps()
+            up.steps.put(ok_keep_alive_2s)
+            st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
+            assert st == 200, (st, raw)
+            conn, answered = up.answered[-1]
+            closed = wait_for(lambda: [t for n, t in up.closes if n == conn], 15,
+                              "the gateway closing the idle connection")
+            waited = closed[0] - answered
+            print("     closed %.3f s after the answer (its limit: 1 s)" % waited)
+            assert waited >= 0.99, waited
+            # and the gateway serves on, on a new connection
+            before = up.connections
+            up.steps.put(ok_with_length)
+            st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
+            assert st == 200, (st, raw)
+            assert up.connections - before == 1, up.connections - before
+        finally:
+            g.signal(signal.SIGTERM)
+            assert g.wait(15) == 0
+            time.sleep(0.2)
+            drain_steps()
+
+    # Both clients: libcurl reads no Keep-Alive header, but upstream.c does
+    # for its connections and closes them on time.
+    check(tag + "an upstream's Keep-Alive timeout is heeded: reused within it less a "
+          "second, a new connection after", keep_alive_timeout_heeded)
+    check(tag + "an idle pooled connection past its time is closed with no request "
+          "after it, not before its time", idle_closed_without_a_request)
     check(tag + "a stream closed after [DONE] without its last chunk is complete, not cut",
           done_then_closed)
     check(tag + "a stream silent after [DONE] ends as complete, not at a timeout",

@@ -457,6 +457,7 @@ static void loads_a_remote_embedder_with_defaults(void **state)
     assert_int_equal(e->batch_size, 64);
     assert_int_equal(e->timeout_ms, 30000);
     assert_string_equal(e->embedder_id, "openai:all-minilm");
+    assert_int_equal(e->max_input_chars, 8192);
     assert_non_null(lr_config_router_defaults(cfg)->embedding_json);
     assert_int_equal(lr_config_warning_count(cfg), 1);
     assert_non_null(strstr(lr_config_warning(cfg, 0), "router.embedding.colour"));
@@ -464,8 +465,10 @@ static void loads_a_remote_embedder_with_defaults(void **state)
 
     cfg = load_ok(EMB_CFG("{\"base_url\": \"https://api.openai.com/v1\", \"model\": "
                           "\"text-embedding-3-small\", \"api_key_env\": \"OPENAI_API_KEY\", "
-                          "\"dimensions\": 256, \"batch_size\": 2048, \"timeout_ms\": 5000}"));
+                          "\"dimensions\": 256, \"batch_size\": 2048, \"timeout_ms\": 5000, "
+                          "\"max_input_chars\": 0}"));
     e = lr_config_embedding(cfg);
+    assert_int_equal(e->max_input_chars, 0);
     assert_string_equal(e->api_key_env, "OPENAI_API_KEY");
     assert_int_equal(e->dimensions, 256);
     assert_int_equal(e->batch_size, 2048);
@@ -478,9 +481,49 @@ static void loads_a_remote_embedder_with_defaults(void **state)
     lr_config_free(cfg);
 }
 
+/* The cut of a text sent to the embedder: at most max_input_chars code
+ * points, never inside a character, the whole text at 0. */
+static void embedding_input_is_cut_on_a_character_boundary(void **state)
+{
+    struct lr_embedding_info e = {0};
+    /* "a" (1 byte), "\u00e9" (2), "\u20ac" (3), "\U0001F600" (4), "b" */
+    const char *t = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80" "b";
+    size_t len = strlen(t);
+    (void)state;
+    assert_int_equal(lr_embedding_input_len(NULL, t, len), len);
+    assert_int_equal(lr_embedding_input_len(&e, t, len), len); /* 0: no cut */
+    e.max_input_chars = 1;
+    assert_int_equal(lr_embedding_input_len(&e, t, len), 1);
+    e.max_input_chars = 2;
+    assert_int_equal(lr_embedding_input_len(&e, t, len), 3);
+    e.max_input_chars = 3;
+    assert_int_equal(lr_embedding_input_len(&e, t, len), 6);
+    e.max_input_chars = 4;
+    assert_int_equal(lr_embedding_input_len(&e, t, len), 10);
+    e.max_input_chars = 5; /* the whole text is 5 characters */
+    assert_int_equal(lr_embedding_input_len(&e, t, len), len);
+    e.max_input_chars = 6;
+    assert_int_equal(lr_embedding_input_len(&e, t, len), len);
+    assert_int_equal(lr_embedding_input_len(&e, "", 0), 0);
+}
+
 static void rejects_each_invalid_embedding_field_naming_it(void **state)
 {
     (void)state;
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", "
+                         "\"max_input_chars\": -1}"),
+                 LR_ECONFIG,
+                 "router.embedding.max_input_chars: expected an integer from 0 to 1048576, "
+                 "got -1");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", "
+                         "\"max_input_chars\": 99999999999}"),
+                 LR_ECONFIG, "router.embedding.max_input_chars: expected an integer from 0 to");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", "
+                         "\"max_input_chars\": 512.5}"),
+                 LR_ECONFIG, "router.embedding.max_input_chars: expected an integer");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", "
+                         "\"max_input_chars\": \"8192\"}"),
+                 LR_ECONFIG, "router.embedding.max_input_chars: expected an integer");
     expect_error(EMB_CFG("[1]"), LR_ECONFIG, "router.embedding: expected an object");
     expect_error(EMB_CFG("{\"model\": \"m\"}"), LR_ECONFIG, "router.embedding.base_url: missing");
     expect_error(EMB_CFG("{\"base_url\": \"http://h/v1\"}"), LR_ECONFIG,
@@ -647,6 +690,7 @@ int main(void)
         cmocka_unit_test(refuses_each_bad_header_naming_it),
         cmocka_unit_test(loads_a_remote_embedder_with_defaults),
         cmocka_unit_test(rejects_each_invalid_embedding_field_naming_it),
+        cmocka_unit_test(embedding_input_is_cut_on_a_character_boundary),
         cmocka_unit_test(library_version_is_the_headers),
         cmocka_unit_test(nul_byte_in_the_text_is_named),
         cmocka_unit_test(nul_byte_in_a_file_is_named),

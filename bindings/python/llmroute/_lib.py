@@ -157,7 +157,7 @@ class lr_store_options(Structure):
 class lr_embedding_info(Structure):
     _fields_ = [("base_url", c_char_p), ("model", c_char_p), ("api_key_env", c_char_p),
                 ("dimensions", c_int), ("batch_size", c_int), ("timeout_ms", c_long),
-                ("embedder_id", c_char_p)]
+                ("embedder_id", c_char_p), ("max_input_chars", c_int)]
 
 
 # int (*lr_embed_fn)(void *arg, const char *const *texts, size_t n, float *out,

@@ -606,7 +606,8 @@ class Config(_Handle):
     def embedding(self):
         """The remote embedder of router.embedding (lr_config_embedding) as a
         dict: base_url, model, api_key_env, dimensions (0: the server's),
-        batch_size, timeout_ms, embedder_id ("openai:" + model). None when
+        batch_size, timeout_ms, embedder_id ("openai:" + model),
+        max_input_chars (0: texts sent whole). None when
         the config uses the built-in embedder. OpenAIEmbedder.from_config()
         makes the embed function for it."""
         h = self._borrow()
@@ -618,7 +619,7 @@ class Config(_Handle):
             return {"base_url": _s(e.base_url), "model": _s(e.model),
                     "api_key_env": _s(e.api_key_env), "dimensions": e.dimensions,
                     "batch_size": e.batch_size, "timeout_ms": e.timeout_ms,
-                    "embedder_id": _s(e.embedder_id)}
+                    "embedder_id": _s(e.embedder_id), "max_input_chars": e.max_input_chars}
         finally:
             self._give_back()
 

@@ -37,6 +37,8 @@ __all__ = ["OpenAIEmbedder", "openai_embedder"]
 
 # The library's cap on a vector's dimension (LR__STORE_MAX_DIM).
 MAX_DIM = 65536
+# router.embedding.max_input_chars' default (src/lib/config.c).
+MAX_INPUT_CHARS = 8192
 
 _FLOAT_MAX = 3.4028234663852886e38
 
@@ -55,13 +57,13 @@ def _wrong_type(what, expected, x):
                        code=_lib.LR_EINVAL)
 
 
-def _count(x, name, hi):
-    """A whole-number argument of OpenAIEmbedder from 1 to hi: InvalidType
+def _count(x, name, hi, lo=1):
+    """A whole-number argument of OpenAIEmbedder from lo to hi: InvalidType
     for no number at all (and True or False), EmbedError for another."""
-    rule = "a whole number from 1 to %d" % hi
+    rule = "a whole number from %d to %d" % (lo, hi)
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise _wrong_type("OpenAIEmbedder: " + name, rule, x)
-    if not isinstance(x, int) or not 1 <= x <= hi:
+    if not isinstance(x, int) or not lo <= x <= hi:
         raise _err("OpenAIEmbedder: %s: expected %s, got %s" % (name, rule, _short(x)))
     return x
 
@@ -280,7 +282,11 @@ class OpenAIEmbedder:
     Bearer token, else the value of the environment variable api_key_env
     when it is set (never read from a config); dimensions: sent as
     "dimensions" and checked in answers (None: the server's own);
-    batch_size: texts per request (1 to 2048); timeout: seconds per request.
+    batch_size: texts per request (1 to 2048); timeout: seconds per request;
+    max_input_chars: each text is cut to its first this many characters
+    before it is sent (0 to 1048576; 0: sent whole), as router.embedding's
+    max_input_chars has the CLI and the gateway cut it, so that vectors made
+    here and there agree (the default, 8192, is the config's).
     An argument of the wrong type (to the constructor or a call) raises
     InvalidType naming it ("OpenAIEmbedder: model: expected ..., got int"),
     as the rest of the binding does; a bad value of the right type (a URL
@@ -294,7 +300,7 @@ class OpenAIEmbedder:
     differing or unexpected length, numbers that are not finite)."""
 
     def __init__(self, base_url, model, api_key=None, api_key_env=None, dimensions=None,
-                 batch_size=64, timeout=30.0):
+                 batch_size=64, timeout=30.0, max_input_chars=MAX_INPUT_CHARS):
         where = "OpenAIEmbedder: "
         if not isinstance(base_url, str):
             raise _wrong_type(where + "base_url", "an http:// or https:// URL", base_url)
@@ -311,6 +317,7 @@ class OpenAIEmbedder:
         if dimensions is not None:
             _count(dimensions, "dimensions", MAX_DIM)
         _count(batch_size, "batch_size", 2048)
+        _count(max_input_chars, "max_input_chars", 1048576, lo=0)
         if isinstance(timeout, (str, bytes, bytearray, bool)):
             raise _wrong_type(where + "timeout", "a number of seconds above 0", timeout)
         try:
@@ -326,6 +333,7 @@ class OpenAIEmbedder:
         self.model = model
         self.dimensions = dimensions
         self.batch_size = batch_size
+        self.max_input_chars = max_input_chars
         self.timeout = timeout
         self.embedder_id = "openai:" + model
         key = api_key
@@ -342,8 +350,8 @@ class OpenAIEmbedder:
     @classmethod
     def from_config(cls, config):
         """The embedder of a Config's router.embedding (lr_config_embedding):
-        its base_url, model, api_key_env, dimensions, batch_size and
-        timeout_ms. None when the config has no router.embedding."""
+        its base_url, model, api_key_env, dimensions, batch_size,
+        timeout_ms and max_input_chars. None when the config has no router.embedding."""
         from .core import Config  # core imports this module: imported at call time
 
         if not isinstance(config, Config):
@@ -353,7 +361,8 @@ class OpenAIEmbedder:
             return None
         return cls(info["base_url"], info["model"], api_key_env=info["api_key_env"],
                    dimensions=info["dimensions"] or None, batch_size=info["batch_size"],
-                   timeout=info["timeout_ms"] / 1000.0)
+                   timeout=info["timeout_ms"] / 1000.0,
+                   max_input_chars=info["max_input_chars"])
 
     def __repr__(self):
         return "OpenAIEmbedder(%r, %r)" % (self.base_url, self.model)
@@ -373,6 +382,10 @@ class OpenAIEmbedder:
         return out
 
     def _batch(self, texts):
+        if self.max_input_chars:
+            # Python counts a str in code points, as lr_embedding_input_len()
+            # counts UTF-8 characters: the same cut.
+            texts = [t[:self.max_input_chars] for t in texts]
         body = {"model": self.model, "input": texts}
         if self.dimensions:
             body["dimensions"] = self.dimensions
@@ -452,8 +465,9 @@ class OpenAIEmbedder:
 
 
 def openai_embedder(base_url, model, api_key=None, api_key_env=None, dimensions=None,
-                    batch_size=64, timeout=30.0):
+                    batch_size=64, timeout=30.0, max_input_chars=MAX_INPUT_CHARS):
     """An OpenAIEmbedder: an embed function over an OpenAI-compatible
     embeddings endpoint; its store id is "openai:" + model."""
     return OpenAIEmbedder(base_url, model, api_key=api_key, api_key_env=api_key_env,
-                          dimensions=dimensions, batch_size=batch_size, timeout=timeout)
+                          dimensions=dimensions, batch_size=batch_size, timeout=timeout,
+                          max_input_chars=max_input_chars)

@@ -103,7 +103,8 @@ int main(void)
       F(lr_embedding_info, dimensions),
       F(lr_embedding_info, batch_size),
       F(lr_embedding_info, timeout_ms),
-      F(lr_embedding_info, embedder_id));
+      F(lr_embedding_info, embedder_id),
+      F(lr_embedding_info, max_input_chars));
     S(lr_import_options,
       F(lr_import_options, split),
       F(lr_import_options, strict),

@@ -183,6 +183,26 @@ class HttpEmbedderTest(SmartTestCase):
                                                        "dimensions": 32})
         self.assertNotIn("Authorization", self.server.requests[-1][1])
 
+    def test_texts_are_cut_to_max_input_chars_as_the_command_cuts_them(self):
+        # Code points, as lr_embedding_input_len() counts UTF-8 characters:
+        # a cut at 3 keeps "a\u00e9\U0001F600" whole, never half of one.
+        e = llmroute.openai_embedder(self.server.base_url, "mini", max_input_chars=3)
+        self.assertEqual(e(["a\u00e9\U0001F600bc", "xy"]),
+                         [hashed_vector("a\u00e9\U0001F600"), hashed_vector("xy")])
+        self.assertEqual(self.server.requests[-1][2]["input"], ["a\u00e9\U0001F600", "xy"])
+        long = "w" * 9000
+        llmroute.openai_embedder(self.server.base_url, "mini")([long])
+        self.assertEqual(self.server.requests[-1][2]["input"], [long[:8192]])  # the default
+        llmroute.openai_embedder(self.server.base_url, "mini", max_input_chars=0)([long])
+        self.assertEqual(self.server.requests[-1][2]["input"], [long])
+        config = llmroute.Config(llmroute.config_from_llm_configs(MODELS, {
+            "strategy": "smart", "embedding": {"base_url": self.server.base_url,
+                                               "model": "mini", "max_input_chars": 5}}))
+        self.assertEqual(config.embedding["max_input_chars"], 5)
+        self.assertEqual(llmroute.OpenAIEmbedder.from_config(config).max_input_chars, 5)
+        with self.assertRaises(llmroute.EmbedError):
+            llmroute.openai_embedder(self.server.base_url, "mini", max_input_chars=-1)
+
     def test_server_faults_raise_by_name_and_leave_the_store_as_it_was(self):
         sr = SmartRouting(MODELS, n_similar=4,
                           embedding={"base_url": self.server.base_url, "model": "mini"})
