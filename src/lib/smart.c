@@ -282,6 +282,16 @@ static int rank(struct lr__smart *s, const struct lr__smart_query *q,
             goto out;
         }
         nn = lr__store_knn_text(s->store, q->text, q->len, fetch, &x->ss, x->nb);
+        /* When fewer than k records share a term with the query, the search
+         * fills the list with records at similarity 0, in store order (as a
+         * full scan ranks them): they say nothing about this query, and a
+         * query of words the store has never seen (another script, say) was
+         * ranked on the store's first k records. The default predictor
+         * leaves them out, so such a query stands on the priors; aios keeps
+         * the k, as its mean over the k nearest does. */
+        if (s->mode == LR__PREDICT_DEFAULT)
+            while (nn > 0 && !(x->nb[nn - 1].sim > 0))
+                nn--;
     }
     if (nn < 0) {
         rc = lr__error_set(err, nn, nn == LR_ENOMEM ? "out of memory searching the history"

@@ -328,6 +328,31 @@ static void blank_query_is_ranked_on_the_store_wide_priors(void **state)
     lr_store_free(s);
 }
 
+/* A query that shares no term with any record (another script here) was
+ * ranked on the store's first k records, which the search returns at
+ * similarity 0 when fewer than k share a term: here arithmetic, on which mid
+ * is right. The default predictor leaves those out and ranks it on the
+ * priors, as a blank query; aios keeps its mean over the k it is given. */
+static void query_sharing_no_term_is_ranked_on_the_priors(void **state)
+{
+    struct fixture *f = *state;
+    const char *const names[] = {"cheap", "mid", "premium"};
+    const char *alien = "\xd0\x96\xd0\xb8\xd0\xb2\xd1\x91\xd1\x82 "
+                        "\xe6\xbc\xa2\xe5\xad\x97\xe3\x81\xa7\xe3\x81\x99";
+    struct lr_candidate rank[3];
+    struct lr_decision d;
+    struct lr_router *r = smart_router(f, "default", 0);
+
+    assert_int_equal(route(r, alien, names, 3, &d, rank, 3), 0);
+    assert_int_equal(d.index, PREMIUM);
+    assert_true(fabs(d.predicted_quality - 40.0 / 48) < 1e-9);
+    assert_int_equal(rank[1].index, MID);
+    assert_true(fabs(rank[1].predicted_quality - 32.0 / 48) < 1e-9);
+    assert_int_equal(rank[2].index, CHEAP);
+    assert_true(fabs(rank[2].predicted_quality - 16.0 / 48) < 1e-9);
+    lr_router_free(r);
+}
+
 static void dense_store_routes_by_the_given_embedding(void **state)
 {
     struct fixture *f = *state;
@@ -1114,6 +1139,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test(ordering_rule_on_its_own),
         cmocka_unit_test_setup_teardown(blank_query_is_ranked_on_the_store_wide_priors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(query_sharing_no_term_is_ranked_on_the_priors, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(missing_or_empty_store_and_bad_predictor_are_clear_errors,
                                         setup, teardown),
