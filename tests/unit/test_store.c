@@ -1792,8 +1792,13 @@ static void a_waiting_append_holds_back_later_readers(void **state)
     lr__store_rdlock(s); /* a routing thread, in */
     appender_start(&a, s, q, 1, "small");
     /* The append reaches the write lock soon; until it waits there, a
-     * reader gets in, and another is tried. */
-    for (int i = 0; i < 50 && !held_back; i++) {
+     * reader gets in, and another is tried. Tried for up to 120 s, not a
+     * count of tries: under sanitizers on a loaded machine the append took
+     * over 50 tries of 200 ms to get there. A lock that lets readers pass a
+     * waiting writer lets every one in, so the test still fails on it. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (t = t0; !held_back && t.tv_sec - t0.tv_sec < 120; clock_gettime(CLOCK_MONOTONIC, &t)) {
         memset(&r, 0, sizeof(r));
         r.s = s;
         pthread_mutex_init(&r.mu, NULL);
