@@ -78,9 +78,9 @@ extern "C" {
  * not MAJOR.MINOR.PATCH); the Python binding checks the loaded library's
  * lr_version() against its own. */
 #define LR_VERSION_MAJOR 0
-#define LR_VERSION_MINOR 3
+#define LR_VERSION_MINOR 4
 #define LR_VERSION_PATCH 0
-#define LR_VERSION_STRING "0.3.0"
+#define LR_VERSION_STRING "0.4.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH, for comparisons. */
 #define LR_VERSION_NUMBER (LR_VERSION_MAJOR * 10000 + LR_VERSION_MINOR * 100 + LR_VERSION_PATCH)
 

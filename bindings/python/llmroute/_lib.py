@@ -31,7 +31,7 @@ __all__ = ["lib", "library_path", "LibraryNotFound", "LibraryVersionMismatch", "
 # The binding's version, which must be the loaded library's (llmroute.h's
 # LR_VERSION_STRING, as lr_version() reports it): the structures below
 # mirror that header's, and another version's may differ in layout.
-VERSION = "0.3.0"
+VERSION = "0.4.0"
 
 
 class LibraryNotFound(ImportError):

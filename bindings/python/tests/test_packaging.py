@@ -19,14 +19,14 @@ class PackagingTest(unittest.TestCase):
     def test_wheel_holds_every_module_with_a_true_record(self):
         with tempfile.TemporaryDirectory() as d:
             name = build_backend.build_wheel(d)
-            self.assertEqual(name, "llmroute-0.3.0-py3-none-any.whl")
+            self.assertEqual(name, "llmroute-0.4.0-py3-none-any.whl")
             with zipfile.ZipFile(os.path.join(d, name)) as z:
                 names = set(z.namelist())
                 modules = {"llmroute/%s" % f
                            for f in os.listdir(os.path.join(support.PACKAGE_ROOT, "llmroute"))
                            if f.endswith(".py")}
                 self.assertTrue(modules <= names, modules - names)
-                record = z.read("llmroute-0.3.0.dist-info/RECORD").decode()
+                record = z.read("llmroute-0.4.0.dist-info/RECORD").decode()
                 for line in record.splitlines():
                     path, digest, size = line.rsplit(",", 2)
                     if not digest:
@@ -35,7 +35,7 @@ class PackagingTest(unittest.TestCase):
                     want = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
                     self.assertEqual(digest, "sha256=" + want.decode(), path)
                     self.assertEqual(int(size), len(data), path)
-                self.assertIn(b"Name: llmroute", z.read("llmroute-0.3.0.dist-info/METADATA"))
+                self.assertIn(b"Name: llmroute", z.read("llmroute-0.4.0.dist-info/METADATA"))
 
     def test_pip_installs_offline_and_the_package_routes(self):
         # pip is a build dependency (scripts/deps.sh installs python3-pip): a
