@@ -617,6 +617,18 @@ static int same_predictor(const struct row *a, const struct row *b)
     return a->predictor && b->predictor && strcmp(a->predictor, b->predictor) == 0;
 }
 
+/* Whether row k is its predictor's first row (0 for a row of none): the
+ * plot draws a predictor's line and legend entry once, with that row. */
+static int first_of_predictor(const struct eval *e, size_t k)
+{
+    if (!e->rows[k].predictor)
+        return 0;
+    for (size_t o = 0; o < k; o++)
+        if (same_predictor(&e->rows[o], &e->rows[k]))
+            return 0;
+    return 1;
+}
+
 /* Whether row o dominates row r: no more real cost and no less success,
  * and better in one of the two. */
 static int dominates(const struct row *o, const struct row *r)
@@ -1320,11 +1332,7 @@ static void plot_legend(struct plot *p, const struct eval *e)
     }
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k];
-        int first = r->predictor != NULL;
-        for (size_t o = 0; first && o < k; o++)
-            if (same_predictor(&e->rows[o], r))
-                first = 0;
-        if (!first)
+        if (!first_of_predictor(e, k))
             continue;
         if (y == p->T + 8) {
             fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-weight=\"bold\">smart routing, by "
@@ -1447,11 +1455,7 @@ static int write_plot(const struct eval *e, const char *path)
      * are drawn with its first row. */
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k];
-        int first = r->predictor != NULL;
-        for (size_t o = 0; first && o < k; o++)
-            if (same_predictor(&e->rows[o], r))
-                first = 0;
-        if (!first)
+        if (!first_of_predictor(e, k))
             continue;
         nf = 0;
         for (size_t o = k; o < e->n_rows; o++)

@@ -271,6 +271,26 @@ static void missing_or_empty_store_and_bad_predictor_are_clear_errors(void **sta
     lr_router_free(r);
 }
 
+/* A dense store of 2 dimensions: three records at east (1, 0), where cheap
+ * and mid are both right, and three at north (0, 1), where only mid is;
+ * all answers 5 tokens long. */
+static struct lr_store *east_north_store(void)
+{
+    struct lr_store *s = NULL;
+    struct lr_store_options so = {"remote-test", 2, 0, 0, 0, 0};
+    struct lr_error err = {0};
+    float east[2] = {1, 0}, north[2] = {0, 1};
+    assert_int_equal(lr_store_open(":memory:", &so, &s, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        struct lr_outcome oe[] = {{"cheap", 1, 5}, {"mid", 1, 5}};
+        struct lr_outcome on[] = {{"cheap", 0, 5}, {"mid", 1, 5}};
+        struct lr_record re = {"e", 5, NULL, oe, 2}, rn = {"n", 5, NULL, on, 2};
+        assert_int_equal(lr_store_add(s, &re, east, 2, &err), 0);
+        assert_int_equal(lr_store_add(s, &rn, north, 2, &err), 0);
+    }
+    return s;
+}
+
 /* A blank query (spaces, line breaks) has nothing to search by: it is
  * ranked without neighbours, on each candidate's store-wide prior (aios:
  * as one no neighbour knows, quality 0, so the cheapest first). It was
@@ -307,18 +327,7 @@ static void blank_query_is_ranked_on_the_store_wide_priors(void **state)
 
     /* Over a dense store, with no embedding: the priors too (cheap 1/2,
      * mid 1), not "needs an embedding". */
-    struct lr_store *s = NULL;
-    struct lr_store_options so = {"remote-test", 2, 0, 0, 0, 0};
-    struct lr_error err = {0};
-    float east[2] = {1, 0}, north[2] = {0, 1};
-    assert_int_equal(lr_store_open(":memory:", &so, &s, &err), 0);
-    for (int i = 0; i < 3; i++) {
-        struct lr_outcome oe[] = {{"cheap", 1, 5}, {"mid", 1, 5}};
-        struct lr_outcome on[] = {{"cheap", 0, 5}, {"mid", 1, 5}};
-        struct lr_record re = {"e", 5, NULL, oe, 2}, rn = {"n", 5, NULL, on, 2};
-        assert_int_equal(lr_store_add(s, &re, east, 2, &err), 0);
-        assert_int_equal(lr_store_add(s, &rn, north, 2, &err), 0);
-    }
+    struct lr_store *s = east_north_store();
     r = smart_router_over(f, s, "default", 3);
     assert_int_equal(route(r, "\n", names, 2, &d, rank, 2), 0);
     assert_int_equal(d.index, MID);
@@ -356,18 +365,8 @@ static void query_sharing_no_term_is_ranked_on_the_priors(void **state)
 static void dense_store_routes_by_the_given_embedding(void **state)
 {
     struct fixture *f = *state;
-    struct lr_store *s = NULL;
-    struct lr_store_options so = {"remote-test", 2, 0, 0, 0, 0};
+    struct lr_store *s = east_north_store();
     struct lr_error err = {0};
-    float east[2] = {1, 0}, north[2] = {0, 1};
-    assert_int_equal(lr_store_open(":memory:", &so, &s, &err), 0);
-    for (int i = 0; i < 3; i++) {
-        struct lr_outcome oe[] = {{"cheap", 1, 5}, {"mid", 1, 5}};
-        struct lr_outcome on[] = {{"cheap", 0, 5}, {"mid", 1, 5}};
-        struct lr_record re = {"e", 5, NULL, oe, 2}, rn = {"n", 5, NULL, on, 2};
-        assert_int_equal(lr_store_add(s, &re, east, 2, &err), 0);
-        assert_int_equal(lr_store_add(s, &rn, north, 2, &err), 0);
-    }
     /* Three neighbours: plain means are easy to check. */
     struct lr_router *r = smart_router_over(f, s, "aios", 3);
     const char *names[] = {"cheap", "mid"};
