@@ -50,6 +50,18 @@ static const char *path_in(char *buf, size_t cap, const char *name)
     return buf;
 }
 
+/* The store file at p and its WAL and shared-memory files removed, as
+ * another process deleting the store would. */
+static void remove_db(const char *p)
+{
+    char side[600];
+    assert_int_equal(unlink(p), 0);
+    snprintf(side, sizeof(side), "%s-wal", p);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", p);
+    unlink(side);
+}
+
 static const char *write_file(const char *name, const char *content)
 {
     static char p[512];
@@ -2374,7 +2386,7 @@ static void symlink_swaps_are_seen_and_refresh_opens_the_new_file(void **st)
  * there afterwards. */
 static void write_after_the_file_was_removed_is_refused_until_one_is_there(void **st)
 {
-    char p[512], side[520];
+    char p[512];
     struct lr_store *a = NULL, *o = NULL;
     struct lr_error err;
     int changed = -1;
@@ -2383,11 +2395,7 @@ static void write_after_the_file_was_removed_is_refused_until_one_is_there(void 
     path_in(p, sizeof(p), "gone.db");
     assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
     assert_int_equal(lr_store_add_outcome(a, "first", 5, "m", 1.0, 3, &err), 0);
-    assert_int_equal(unlink(p), 0);
-    snprintf(side, sizeof(side), "%s-wal", p);
-    unlink(side);
-    snprintf(side, sizeof(side), "%s-shm", p);
-    unlink(side);
+    remove_db(p);
 
     assert_int_equal(lr_store_add_outcome(a, "second", 5, "m", 1.0, 3, &err), LR_EREPLACED);
     assert_non_null(strstr(err.message, "was removed since it was opened"));
@@ -2413,7 +2421,7 @@ static void write_after_the_file_was_removed_is_refused_until_one_is_there(void 
  * later is opened by the next refresh. */
 static void path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes(void **st)
 {
-    char p[512], side[520], wrote[sizeof(((struct lr_error *)0)->message)];
+    char p[512], wrote[sizeof(((struct lr_error *)0)->message)];
     struct lr_store *a = NULL;
     struct lr_error err;
     int changed = -1;
@@ -2422,11 +2430,7 @@ static void path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes(
     path_in(p, sizeof(p), "dir.db");
     assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
     assert_int_equal(lr_store_add_outcome(a, "first", 5, "m", 1.0, 3, &err), 0);
-    assert_int_equal(unlink(p), 0);
-    snprintf(side, sizeof(side), "%s-wal", p);
-    unlink(side);
-    snprintf(side, sizeof(side), "%s-shm", p);
-    unlink(side);
+    remove_db(p);
     assert_int_equal(mkdir(p, 0755), 0);
 
     assert_int_equal(lr_store_add_outcome(a, "second", 5, "m", 1.0, 3, &err), LR_EREPLACED);
@@ -2466,7 +2470,7 @@ static void path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes(
  * three cases apart for a caller that words its own message. */
 static void file_at_the_path_that_cannot_be_opened_is_named_by_writes(void **st)
 {
-    char p[512], side[520];
+    char p[512];
     struct lr_store *a = NULL;
     struct lr_error err;
     int changed = -1;
@@ -2477,11 +2481,7 @@ static void file_at_the_path_that_cannot_be_opened_is_named_by_writes(void **st)
     assert_int_equal(lr_store_open(p, NULL, &a, &err), 0);
     assert_int_equal(lr_store_gone(a), LR_STORE_GONE_NONE);
     assert_int_equal(lr_store_add_outcome(a, "first", 5, "m", 1.0, 3, &err), 0);
-    assert_int_equal(unlink(p), 0);
-    snprintf(side, sizeof(side), "%s-wal", p);
-    unlink(side);
-    snprintf(side, sizeof(side), "%s-shm", p);
-    unlink(side);
+    remove_db(p);
     assert_int_equal(lr_store_add_outcome(a, "second", 5, "m", 1.0, 3, &err), LR_EREPLACED);
     assert_int_equal(lr_store_gone(a), LR_STORE_GONE_REMOVED);
     assert_non_null(f = fopen(p, "w"));
