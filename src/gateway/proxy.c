@@ -2992,8 +2992,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         return 0;
     /* A dense store routes by the query's vector: fetch it first (once),
      * unless there is no choice to make (one candidate is its own ranking)
-     * or no text to embed (the library refuses that, as over a built-in
-     * store, rather than routing on the vector of ""). */
+     * or no text to embed (a blank or absent one is ranked on the priors
+     * below, not on the vector of "" or of spaces). */
     n_cands = names                ? n_names
               : ri && ri->n_models ? ri->n_models
                                    : lr_config_model_count(cfg);
@@ -3008,28 +3008,24 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         rq.model_indices = ri->models;
         rq.n_models = ri->n_models;
     }
-    rq.query = query;
+    /* No query text at all (only a system message, a message of image
+     * parts, a Responses input of only tool outputs) is served as a blank
+     * one is: the smart strategy ranks it on the candidates' priors, with
+     * nothing to find neighbours by (smart.c), where the library refuses
+     * an empty text as a caller's slip. The upstream may well answer it. */
+    rq.query = !query[0] && strcmp(lr_router_strategy(router), "smart") == 0 ? " " : query;
     rq.embedding = ex->vec;
     rq.embedding_dim = ex->vec_dim;
     rq.performance_requirement = requirement;
     lr_decision_init(&d);
     d.ranking = ex->ranking;
     d.ranking_cap = RANK_CAP;
-    /* With no text and no vector the library refuses a choice over a dense
+    /* A blank text with no vector is ranked on the priors over a dense
      * store as over a built-in one (after naming an unknown model, or an
      * empty store). */
     rc = lr_router_route(router, &rq, &d, &err);
     if (rc == LR_ENOMODEL) {
         fail_with(ex, 404, names ? "models" : "model", "model_not_found", "%s", err.message);
-        return -1;
-    }
-    if (rc == LR_EINVAL && ex->ep == EP_RESPONSES && !query[0]) {
-        /* Chat's refusal of a smart route with no user message, naming what
-         * holds the text here. */
-        fail_with(ex, 400, "input", "routing_failed",
-                  "%s: input has no user text (a string, or an item with role \"user\" "
-                  "and text content)",
-                  err.message);
         return -1;
     }
     if (rc == LR_EEMPTY && ex->gw->store && lr_store_count(ex->gw->store) == 0) {
@@ -3051,10 +3047,10 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     ex->n_ranked = d.n_ranked;
     ex->strategy = lr_router_strategy(router);
     ex->input_tokens = d.input_tokens;
-    /* A blank text (spaces, line breaks) is served, but the smart
-     * strategy ranks it without neighbours, on each candidate's
+    /* A blank text (spaces, line breaks), or none, is served, but the
+     * smart strategy ranks it without neighbours, on each candidate's
      * store-wide prior (smart.c): the log line says so. */
-    ex->query_blank = strcmp(ex->strategy, "smart") == 0 && gw_query_blank(query);
+    ex->query_blank = strcmp(ex->strategy, "smart") == 0 && (!query[0] || gw_query_blank(query));
     append_fallbacks(ex, ri);
     return 0;
 }

@@ -1347,10 +1347,6 @@ def dense_edges(bin_, fake_bin):
         ("/v1/route", {"queries": [{"query": ""}], "strategy": "smart", "models": pair}),
         ("/v1/route", {"queries": [{"query": "What is 1 plus 2?"}, {"query": ""}],
                        "strategy": "smart", "models": pair, "batch": True}),
-        ("/v1/chat/completions", {"model": "auto",
-                                  "messages": [{"role": "system", "content": "be brief"}]}),
-        ("/v1/responses", {"model": "auto", "input": [
-            {"type": "function_call_output", "call_id": "c", "output": "What is 1 plus 2?"}]}),
     ]
 
     def no_text_is_refused_before_any_fetch():
@@ -1362,7 +1358,7 @@ def dense_edges(bin_, fake_bin):
             assert answer(gd, path, body) == want, (path, body, answer(gd, path, body), want)
             assert fetches() == n, (path, body, "fetched a vector")
             assert answer(gx, path, body) == want, (path, body, answer(gx, path, body), want)
-    check("a smart request with no query text over a dense store is refused 400 as over a "
+    check("a /v1/route query with no text is refused 400 over a dense store as over a "
           "built-in store, before any fetch (embedder up or down)",
           no_text_is_refused_before_any_fetch)
 
@@ -1398,6 +1394,38 @@ def dense_edges(bin_, fake_bin):
     check("a smart request whose query text is blank (spaces, line breaks) is served, ranked "
           "on the models' store-wide priors without fetching a vector, and logged "
           "query_blank", blank_query_is_served_on_the_priors_without_a_fetch)
+
+    forwarded_no_text = [
+        ("/v1/chat/completions", {"model": "auto",
+                                  "messages": [{"role": "system", "content": "be brief"}]}),
+        ("/v1/chat/completions", {"model": "auto", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}),
+        ("/v1/chat/completions", {"model": "auto",
+                                  "messages": [{"role": "user", "content": ""}]}),
+        ("/v1/responses", {"model": "auto", "input": [
+            {"type": "function_call_output", "call_id": "c", "output": "What is 1 plus 2?"}]}),
+    ]
+
+    def forwarded_no_text_is_served_on_the_priors():
+        # A chat or Responses request with no user text (only a system
+        # message, an image, only tool outputs) is served as a blank one
+        # is: ranked on the priors, no vector fetched, logged query_blank.
+        # It was refused 400, a request lost that the upstream could answer.
+        for g in (gt, gd, gx):
+            st, h, j, _ = chat(g.port, {"model": "auto", "messages": ASK("   ")})
+            assert st == 200, (st, j)
+            blank_choice = h["x-llmroute-model"]
+            for path, body in forwarded_no_text:
+                n = fetches()
+                st, h, raw = request(g.port, "POST", path, json.dumps(body))
+                assert st == 200 and h["x-llmroute-strategy"] == "smart", (path, body, st, raw)
+                assert h["x-llmroute-model"] == blank_choice, (path, body, h, blank_choice)
+                assert fetches() == n, (path, body, "fetched a vector")
+                line = logged(g, h["x-request-id"])
+                assert line["status"] == 200 and line.get("query_blank") is True, line
+    check("a chat or Responses request with no query text is served on the models' priors, "
+          "like a blank one, without fetching a vector (embedder up or down)",
+          forwarded_no_text_is_served_on_the_priors)
 
     def one_candidate_fetches_nothing():
         for g in (gd, gx):

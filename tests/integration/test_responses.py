@@ -273,12 +273,14 @@ def main(bin_, fake_bin):
     def no_user_text():
         items = [{"type": "function_call_output", "call_id": "c1", "output": "42"},
                  {"role": "assistant", "content": "Write a python function"}]
+        # A smart route serves it on the models' priors, as a blank query:
+        # instructions are not query text, so they do not move the choice.
         st, h, j, _ = post(sg.port, {"model": "auto", "instructions": "What is 1 plus 2?",
                                      "input": items})
-        assert st == 400, (st, j)
-        e = j["error"]
-        assert e["param"] == "input" and e["code"] == "routing_failed", e
-        assert "input" in e["message"], e
+        assert st == 200 and j["object"] == "response", (st, j)
+        assert h["x-llmroute-strategy"] == "smart", h
+        st2, h2, j2, _ = post(sg.port, {"model": "auto", "input": "   "})
+        assert st2 == 200 and h2["x-llmroute-model"] == h["x-llmroute-model"], (h, h2)
         # A model named directly needs no query text.
         st, h, j, _ = post(sg.port, {"model": "cheapo", "input": items})
         assert st == 200 and j["object"] == "response", (st, j)
@@ -329,15 +331,20 @@ def main(bin_, fake_bin):
     sg = Gateway(bin_, wd, smart_config(store), name="gw-smart")
     check("a smart route takes its query text from input (a string; the last user item)",
           smart_query_from_input)
-    check("no user text in input: a smart route refuses naming input", no_user_text)
+    check("no user text in input: a smart route serves it on the priors, as a blank one",
+          no_user_text)
 
     def all_user_joins_user_items():
         code = "Write a python function parse_77 that reads a csv file into a list of dicts"
         items = [{"role": "user", "content": code}, {"role": "assistant", "content": "ok"},
                  {"role": "user", "content": ""}]
-        # The last user item is empty: no text for the smart route.
-        st, _, j, _ = post(sg.port, {"model": "auto", "input": items})
-        assert st == 400 and j["error"]["param"] == "input", (st, j)
+        # The last user item is empty: no text for the smart route, which
+        # serves it on the priors as a blank query (cheapo here), not on the
+        # code question before it.
+        st, h, j, _ = post(sg.port, {"model": "auto", "input": items})
+        st2, h2, _, _ = post(sg.port, {"model": "auto", "input": " "})
+        assert st == 200 and st2 == 200, (st, j, st2)
+        assert h["x-llmroute-model"] == h2["x-llmroute-model"] == "cheapo", (h, h2)
         cfg = smart_config(store)
         cfg["router"]["query_text"] = "all_user"
         g = Gateway(bin_, wd, cfg, name="gw-all-user")
