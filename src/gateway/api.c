@@ -604,7 +604,7 @@ static size_t route_fetch_count(const struct gw_conf *conf, struct lr_router *ro
     for (size_t i = 0; i < n; i++) {
         if (gw_conf_needs_vector(conf, router, query_candidates(conf, &reqs[i])))
             choice = 1;
-        if (reqs[i].query && reqs[i].query[0] && !gw_query_blank(reqs[i].query))
+        if (!gw_query_blank(reqs[i].query))
             k++;
     }
     return choice ? k : 0;
@@ -997,9 +997,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             goto out;
         }
         for (size_t i = 0; i < n; i++) {
-            if (!job->reqs[i].query || !job->reqs[i].query[0] ||
-                gw_query_blank(job->reqs[i].query))
-                continue; /* none, or blank: ranked without neighbours */
+            if (gw_query_blank(job->reqs[i].query))
+                continue; /* none, or blank: no vector to fetch */
             job->fetch[k].job = job;
             job->fetch[k++].i = i;
         }

@@ -288,9 +288,7 @@ static void log_event(const char *event, const char *fmt, ...)
 
 int gw_query_blank(const char *q)
 {
-    if (!q || !*q)
-        return 0;
-    return q[strspn(q, " \t\n\v\f\r")] == '\0';
+    return !q || q[strspn(q, " \t\n\v\f\r")] == '\0';
 }
 
 int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,

@@ -359,10 +359,11 @@ double gw_now(void);
 double gw_wall_now(void);
 void gw_utc_time(double at, char *buf, size_t cap);
 
-/* Whether a query text is spaces, tabs and line breaks alone (and not
- * empty): the smart strategy then ranks it without neighbours, on each
- * candidate's store-wide prior (the library's rule, smart.c), so no vector
- * is fetched for it and its log line says "query_blank": true. */
+/* Whether a query text has nothing to find neighbours by: none, empty, or
+ * spaces, tabs and line breaks alone. No vector is fetched for it; a chat's
+ * smart route ranks it on each candidate's store-wide prior (the library's
+ * rule for a blank, smart.c) and its log line says "query_blank": true,
+ * where /v1/route refuses a query with no text, as the library does. */
 int gw_query_blank(const char *q);
 
 /* Whether a JSON request body holds more values than conf's

@@ -2997,7 +2997,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     n_cands = names                ? n_names
               : ri && ri->n_models ? ri->n_models
                                    : lr_config_model_count(cfg);
-    if (!ex->vec && query[0] && !gw_query_blank(query) &&
+    if (!ex->vec && !gw_query_blank(query) &&
         gw_conf_needs_vector(ex->conf, router, n_cands))
         return 1;
     lr_request_init(&rq);
@@ -3050,7 +3050,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     /* A blank text (spaces, line breaks), or none, is served, but the
      * smart strategy ranks it without neighbours, on each candidate's
      * store-wide prior (smart.c): the log line says so. */
-    ex->query_blank = strcmp(ex->strategy, "smart") == 0 && (!query[0] || gw_query_blank(query));
+    ex->query_blank = strcmp(ex->strategy, "smart") == 0 && gw_query_blank(query);
     append_fallbacks(ex, ri);
     return 0;
 }
