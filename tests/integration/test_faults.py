@@ -293,6 +293,29 @@ def attempts(gw_bin, fake_bin):
         assert st == 504 and error_shape(j)["code"] == "upstream_timeout", (st, j)
     check("hung upstream: first-byte timeout, then the fallback answers", hang)
 
+    def timeout_counts_from_the_attempt():
+        # A 3.5 MiB chat takes the gateway a while to read and parse, in the
+        # same turn of its loop as the attempt starts. The head timeout
+        # (head_ms 1000) must still give the upstream its whole 1000 ms from
+        # the attempt's start: it was armed from the turn's cached clock,
+        # and fired hundreds of ms short.
+        gw = fresh()
+        w.set("b", "hang")
+        big = [{"role": "user", "content": "word " * (700 << 10)}]
+        for _ in range(2):
+            st, h, j, _ = chat(gw.port, {"model": "r", "messages": big}, timeout=30)
+            assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
+            rid = h["x-request-id"]
+            wait_for(lambda: any(l.get("id") == rid for l in gw.log_lines()), 5, "a log line")
+            line = [l for l in gw.log_lines() if l.get("id") == rid][0]
+            first = line["tries"][0]
+            assert first["model"] == "b" and first["class"] == "timeout", line["tries"]
+            assert first["ms"] >= 1000, line["tries"]
+        stop(gw)
+    check("a timeout runs from its attempt's start, however long the request took to read "
+          "and parse: a 3.5 MiB chat to a hung upstream waits the whole head_ms",
+          timeout_counts_from_the_attempt)
+
     def statuses():
         # (spec, fell back to c?, attempts on b, client status when it does not fall back)
         cases = [("status=500", True, 1, None),
