@@ -212,6 +212,11 @@ struct exchange {
     long prompt_tokens, completion_tokens; /* -1: unknown */
     double t_start, t_up_start, t_up_end;
     double t_up_all; /* every ended attempt's time, start to end: the upstream's share */
+    /* Time held by the policy between attempts: a retry's backoff (or its
+     * Retry-After) and the wait for room. Neither the upstream's nor the
+     * gateway's work, so not overhead either. t_held_start: 0, or when the
+     * wait under way began. */
+    double t_held_all, t_held_start;
     double t_first; /* a stream's first bytes written to the client, or 0 */
     const char *error;           /* why it failed, for the log */
     char tries[ATTEMPT_LOG_CAP]; /* the attempts as a JSON array, for the log */
@@ -1001,6 +1006,16 @@ static void idle_arm(struct exchange *ex)
     watch_arm(ex, WATCH_IDLE, done ? DONE_GRACE_MS : ex->pol.timeouts.idle_ms);
 }
 
+/* The end of a wait the policy held the request in (wait_arm()): its
+ * time joins t_held_all. */
+static void held_end(struct exchange *ex)
+{
+    if (ex->t_held_start > 0) {
+        ex->t_held_all += gw_now() - ex->t_held_start;
+        ex->t_held_start = 0;
+    }
+}
+
 static int wait_arm(struct exchange *ex, enum wait_kind kind, long ms)
 {
     struct timeval tv;
@@ -1010,6 +1025,8 @@ static int wait_arm(struct exchange *ex, enum wait_kind kind, long ms)
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (ms % 1000) * 1000;
     ex->wait_kind = kind;
+    if (ex->t_held_start == 0)
+        ex->t_held_start = gw_now();
     evtimer_add(ex->wait, &tv);
     return 0;
 }
@@ -1019,6 +1036,7 @@ static void wait_stop(struct exchange *ex)
     if (ex->wait)
         evtimer_del(ex->wait);
     ex->wait_kind = WAIT_NONE;
+    held_end(ex);
 }
 
 /* Uniform in [0, 1), for backoff jitter. */
@@ -1569,6 +1587,7 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     ex->wait_kind = WAIT_NONE;
+    held_end(ex);
     if (kind == WAIT_RETRY) {
         retry_same(ex);
     } else if (kind == WAIT_QUEUE && ex->retry_queued) {
@@ -2483,6 +2502,7 @@ static void finish(struct exchange *ex, int status)
     char tries[ATTEMPT_LOG_CAP + 4];
 
     queue_unlink(ex);
+    held_end(ex);
     if (ex->l_prev)
         ex->l_prev->l_next = ex->l_next;
     else if (gw->live == ex)
@@ -2511,8 +2531,12 @@ static void finish(struct exchange *ex, int status)
     }
     metrics_observe_duration(gw->metrics, total);
     /* Every attempt's time is the upstream's, not only the one that answered:
-     * a fallback after a timeout spent that time waiting on the upstream too. */
-    metrics_observe_overhead(gw->metrics, total - ex->t_up_all > 0 ? total - ex->t_up_all : 0);
+     * a fallback after a timeout spent that time waiting on the upstream too.
+     * A retry's backoff and the wait for room are the policy's, left out too. */
+    {
+        double own = total - ex->t_up_all - ex->t_held_all;
+        metrics_observe_overhead(gw->metrics, own > 0 ? own : 0);
+    }
 
     snprintf(tries, sizeof tries, "[%.*s]", (int)ex->tries_len, ex->tries);
     memset(&log, 0, sizeof log);

@@ -568,6 +568,45 @@ def load_checks(bin_, fake_bin):
     check("llmroute_gateway_overhead_seconds leaves out the time of every upstream attempt, "
           "not only the one that answered", overhead_leaves_out_every_attempt)
 
+    def overhead_leaves_out_policy_waits():
+        # A 429 with Retry-After: 1 is retried after that pause; and with
+        # max_concurrency 1 a second request waits for the first's 600 ms.
+        # Both waits are the policy's, neither the upstream's time nor the
+        # gateway's work: overhead stays the small rest of each request.
+        ra = Fake(fake_bin, wd, "f_ra", ["--scenario", "fail_first=1;fail_status=429;retry_after=1"])
+        slow = Fake(fake_bin, wd, "f_slow600", ["--scenario", "delay_ms=600"])
+        oc = {"models": [model("ra", "okm", base_url=ra.base_url),
+                         model("one", "okm", base_url=slow.base_url, max_concurrency=1)]}
+        g = Gateway(bin_, wd, oc, name="held")
+        st, body = post(g.port, "/v1/chat/completions", {"model": "ra", "messages": msgs})
+        assert st == 200, (st, body)
+        m, _ = scrape(g.port)
+        assert m[("llmroute_upstream_attempts_total",
+                  lab(model="ra", **{"class": "rate_limited"}))] == 1, m
+        duration = m[("llmroute_request_duration_seconds_sum", ())]
+        overhead = m[("llmroute_gateway_overhead_seconds_sum", ())]
+        assert duration >= 1.0 and overhead < 0.3, (duration, overhead)
+        out = []
+        ts = [threading.Thread(target=lambda: out.append(post(g.port, "/v1/chat/completions",
+                                                              {"model": "one",
+                                                               "messages": msgs})))
+              for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert [st for st, _ in out] == [200, 200], out
+        m, _ = scrape(g.port)
+        assert m[("llmroute_gateway_overhead_seconds_count", ())] == 3, m
+        duration2 = m[("llmroute_request_duration_seconds_sum", ())] - duration
+        overhead2 = m[("llmroute_gateway_overhead_seconds_sum", ())] - overhead
+        # 0.6 s for the first, 1.2 s for the one that waited for it.
+        assert duration2 >= 1.8 and overhead2 < 0.3, (duration2, overhead2)
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+    check("llmroute_gateway_overhead_seconds leaves out a retry's Retry-After pause and the "
+          "wait for room under max_concurrency", overhead_leaves_out_policy_waits)
+
     def failed_attempts_usage_is_not_counted():
         # vLLM with continuous_usage_stats puts usage in its role chunk,
         # which the gateway holds back; this stream is then cut, and the
