@@ -298,12 +298,16 @@ def attempts(gw_bin, fake_bin):
         # same turn of its loop as the attempt starts. The head timeout
         # (head_ms 1000) must still give the upstream its whole 1000 ms from
         # the attempt's start: it was armed from the turn's cached clock,
-        # and fired hundreds of ms short.
-        gw = fresh()
+        # and fired hundreds of ms short. The fallback c has time to take in
+        # the 3.5 MiB and answer, on a loaded machine under the sanitizers.
+        gw = w.gateway(
+            models={"c": {"timeouts": {"head_ms": 30000, "total_ms": 60000}}},
+            routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                     "fallbacks": ["c"]}])
         w.set("b", "hang")
         big = [{"role": "user", "content": "word " * (700 << 10)}]
         for _ in range(2):
-            st, h, j, _ = chat(gw.port, {"model": "r", "messages": big}, timeout=30)
+            st, h, j, _ = chat(gw.port, {"model": "r", "messages": big}, timeout=90)
             assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
             rid = h["x-request-id"]
             wait_for(lambda: any(l.get("id") == rid for l in gw.log_lines()), 5, "a log line")
