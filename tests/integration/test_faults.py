@@ -298,8 +298,13 @@ def attempts(gw_bin, fake_bin):
         # same turn of its loop as the attempt starts. The head timeout
         # (head_ms 1000) must still give the upstream its whole 1000 ms from
         # the attempt's start: it was armed from the turn's cached clock,
-        # and fired hundreds of ms short.
-        gw = fresh()
+        # and fired hundreds of ms short. The fallback c has 30 s for its head:
+        # it too must take the 3.5 MiB before it answers, which under ASan on a
+        # loaded machine took it past 1000 ms (a 504 from c failed the check),
+        # and c's timeout is not what is checked here.
+        gw = w.gateway(models={"c": {"timeouts": {"head_ms": 30000}}},
+                       routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                                "fallbacks": ["c"]}])
         w.set("b", "hang")
         big = [{"role": "user", "content": "word " * (700 << 10)}]
         for _ in range(2):
