@@ -915,7 +915,7 @@ def dense(bin_, fake_bin):
             n = len(g.events("reload_failed"))
             g.write_config(bad)
             g.signal(signal.SIGHUP)
-            wait_for(lambda: len(g.events("reload_failed")) > n, 5, "the refused reload")
+            wait_for(lambda: len(g.events("reload_failed")) > n, 30, "the refused reload")
             assert words in g.events("reload_failed")[-1]["message"], g.events("reload_failed")
             st, _, answer = request(g.port, "POST", "/v1/feedback", body)
             assert st == 200, (st, answer)
