@@ -915,7 +915,7 @@ def dense(bin_, fake_bin):
             n = len(g.events("reload_failed"))
             g.write_config(bad)
             g.signal(signal.SIGHUP)
-            wait_for(lambda: len(g.events("reload_failed")) > n, 5, "the refused reload")
+            wait_for(lambda: len(g.events("reload_failed")) > n, 30, "the refused reload")
             assert words in g.events("reload_failed")[-1]["message"], g.events("reload_failed")
             st, _, answer = request(g.port, "POST", "/v1/feedback", body)
             assert st == 200, (st, answer)
@@ -963,7 +963,10 @@ def dense(bin_, fake_bin):
             before, asked = g.rss_kb(), fetches()
             for _ in range(8):
                 socks.append(send_route(g.port, body))
-            wait_for(lambda: fetches() >= asked + 8, 30, "the eight jobs' fetches")
+            # The eight parses take the gateway some 5 s of CPU under ThreadSanitizer:
+            # with other work on 2 cores they ended after 34 s, past the 30 s this
+            # wait had. What is checked is the memory they hold, not how soon.
+            wait_for(lambda: fetches() >= asked + 8, 120, "the eight jobs' fetches")
             grown = g.rss_kb() - before
             # The normal and ASan builds (whose quarantine is kept small)
             # check the bound; the TSan pass runs the jobs for races.
@@ -1003,7 +1006,7 @@ def dense(bin_, fake_bin):
                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                           % len(body) + body)
                 socks.append(s)
-            wait_for(lambda: fetches() >= asked + 8, 30, "the eight chats' fetches")
+            wait_for(lambda: fetches() >= asked + 8, 120, "the eight chats' fetches")
             grown = g.peak_rss_kb() - before
             # As for the /v1/route jobs above.
             if not g.under_tsan():

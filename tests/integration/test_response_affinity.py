@@ -290,7 +290,7 @@ def main(bin_, fake_bin):
         rid = j["id"]
         g.write_config(config())
         g.signal(signal.SIGHUP)
-        wait_for(lambda: g.events("reloaded"), 5, "the reload")
+        wait_for(lambda: g.events("reloaded"), 30, "the reload")
         st, h, j, _ = post(g.port, {"model": "seq", "input": "x",
                                     "previous_response_id": rid})
         assert h["x-llmroute-model"] == "x" and h["x-llmroute-strategy"] == "affinity", h
@@ -298,7 +298,7 @@ def main(bin_, fake_bin):
         g.write_config(config(models=[{"name": "y", "backend": "openai",
                                        "base_url": ups["y"].base_url}]))
         g.signal(signal.SIGHUP)
-        wait_for(lambda: len(g.events("reloaded")) == 2, 5, "the second reload")
+        wait_for(lambda: len(g.events("reloaded")) == 2, 30, "the second reload")
         st, h, j, _ = post(g.port, {"model": "seq", "input": "x",
                                     "previous_response_id": rid})
         assert st == 200 and h["x-llmroute-model"] == "y", (st, h)

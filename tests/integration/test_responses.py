@@ -146,7 +146,7 @@ def main(bin_, fake_bin):
 
     def log_line(gw, rid):
         """The request's log line, once written (it may come after the answer)."""
-        lines = wait_for(lambda: [l for l in gw.log_lines() if l.get("id") == rid], 5,
+        lines = wait_for(lambda: [l for l in gw.log_lines() if l.get("id") == rid], 30,
                          "the log line of " + rid)
         assert len(lines) == 1, lines
         return lines[0]

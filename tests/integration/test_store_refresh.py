@@ -95,10 +95,10 @@ def main(bin_):
         time.sleep(0.5)  # a few refreshes that find nothing: not logged
         assert events(gw, "store_refreshed") == [], events(gw, "store_refreshed")
         import_ok(bin_, store, more_records(wd, "periodic"))
-        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=5,
+        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=30,
                  what="/health counting the imported records")
         assert routed_model(gw) == "smarty"
-        wait_for(lambda: events(gw, "store_refreshed"), timeout=5, what="a store_refreshed line")
+        wait_for(lambda: events(gw, "store_refreshed"), timeout=30, what="a store_refreshed line")
         ev = events(gw, "store_refreshed")
         assert len(ev) == 1, ev
         assert ev[0]["store"] == store, ev
@@ -117,7 +117,7 @@ def main(bin_):
         db = sqlite3.connect(store, isolation_level=None)
         db.execute("INSERT INTO records(id, query, input_tokens, task) "
                    "VALUES (1000, 'a record after a gap', 3, 't')")
-        wait_for(lambda: events(gw, "store_refresh_failed"), timeout=5,
+        wait_for(lambda: events(gw, "store_refresh_failed"), timeout=30,
                  what="a store_refresh_failed line")
         ev = events(gw, "store_refresh_failed")[0]
         assert ev["store"] == store and store in ev["message"], ev
@@ -125,7 +125,7 @@ def main(bin_):
         assert routed_model(gw) == "cheapo"
         # The same failure at every period (100 ms) is counted, not logged
         # again: it wrote a line a period for as long as it lasted.
-        wait_for(lambda: gw_failed_refreshes(gw) >= 5, timeout=5, what="refreshes failing")
+        wait_for(lambda: gw_failed_refreshes(gw) >= 5, timeout=30, what="refreshes failing")
         assert len(events(gw, "store_refresh_failed")) == 1, events(gw, "store_refresh_failed")
         db.execute("DELETE FROM records WHERE id = 1000")
         db.close()
@@ -135,7 +135,7 @@ def main(bin_):
         ok = events(gw, "store_refreshed")[0]
         assert ok["records_before"] == ok["records_after"] == SEED, ok
         import_ok(bin_, store, more_records(wd, "failing"))
-        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=5,
+        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=30,
                  what="/health counting the imported records")
         assert routed_model(gw) == "smarty"
         gw.signal(signal.SIGTERM)
@@ -153,7 +153,7 @@ def main(bin_):
         db = sqlite3.connect(store, isolation_level=None)
         db.execute("INSERT INTO records(id, query, input_tokens, task) "
                    "VALUES (1000, 'a record after a gap', 3, 't')")
-        wait_for(lambda: gw_failed_refreshes(gw) >= 1, timeout=5, what="a failed refresh")
+        wait_for(lambda: gw_failed_refreshes(gw) >= 1, timeout=30, what="a failed refresh")
         first = gw_failed_refreshes(gw)
         time.sleep(2.0)
         # 50, 100, 200, 400, 800 ms: at most 5 more in 2 s (40 without backoff).
@@ -186,7 +186,7 @@ def main(bin_):
         assert history_records(gw.port) == SEED
         assert routed_model(gw) == "cheapo"
         gw.signal(signal.SIGHUP)
-        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=5,
+        wait_for(lambda: history_records(gw.port) == SEED + IMPORTED, timeout=30,
                  what="/health counting the imported records after SIGHUP")
         assert routed_model(gw) == "smarty"
         gw.signal(signal.SIGTERM)
@@ -249,7 +249,7 @@ def main(bin_):
         wait_for(lambda: reweighs(gw), timeout=10, what="a store_refreshed line with reweigh")
         ev = events(gw, "store_refreshed")
         assert len(ev) == 1 and ev[0]["records_after"] == 256, ev
-        wait_for(lambda: health(gw)["store_reweigh_due"] is False, timeout=5,
+        wait_for(lambda: health(gw)["store_reweigh_due"] is False, timeout=30,
                  what="/health saying no re-weighing is due")
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
@@ -472,14 +472,18 @@ def main(bin_):
         gw = Gateway(bin_, wd, config(store, 0), name="big", start_timeout=90)
         feedback(gw, "What is 7 plus 7? (big, before)")  # so that SIGHUP rebuilds
         gw.signal(signal.SIGHUP)
-        took = []
         for i in range(3):
-            t = time.monotonic()
             feedback(gw, "What is %d plus 7? (big, during)" % i)
-            took.append(time.monotonic() - t)
         wait_for(lambda: events(gw, "store_refreshed"), timeout=60, what="the SIGHUP's rebuild")
         rebuild_s = events(gw, "store_refreshed")[0]["ms"] / 1000
         assert events(gw, "store_refreshed")[0]["appended_since_build"] >= 1
+        # Each append's time as the gateway logged it, from its request to its
+        # answer, which a wait behind the rebuild is part of; the client's clock
+        # also counted its own connect and scheduling, which on a loaded machine
+        # are not the gateway's.
+        took = [l["latency_ms"] / 1000 for l in gw.log_lines()
+                if l.get("path") == "/v1/feedback" and "status" in l][-3:]
+        assert len(took) == 3, took
         # Meaningful only when the rebuild takes a while (0.3 to 0.6 s here,
         # more under the sanitizers).
         if rebuild_s > 0.2:

@@ -212,7 +212,7 @@ def run(gw_bin, env):
         small.write_config(dict(cfg, server=dict(cfg["server"],
                                                   max_stream_event_bytes=1 << 20)))
         small.signal(signal.SIGHUP)
-        wait_for(lambda: small.events("reloaded"), 5, "the reload")
+        wait_for(lambda: small.events("reloaded"), 30, "the reload")
         events = big_chat_events(100000)
         up.steps.put(chunked(sse(events)))
         st, h, raw = stream_post(small.port, "/v1/chat/completions",
