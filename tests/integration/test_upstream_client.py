@@ -1008,10 +1008,15 @@ def run(gw_bin, env):
         g = Gateway(gw_bin, workdir(), cfg, env=e, name="gw-idle-expiry")
         try:
             drain_steps()
+            n_answered = len(up.answered)
             up.steps.put(ok_keep_alive_2s)
             st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
             assert st == 200, (st, raw)
-            conn, answered = up.answered[-1]
+            # The upstream's thread notes its answer after sending it, so the
+            # client may have it first: answered[-1] could still be the
+            # previous check's connection, which its gateway closed at exit.
+            wait_for(lambda: len(up.answered) > n_answered, 15, "the upstream noting its answer")
+            conn, answered = up.answered[n_answered]
             closed = wait_for(lambda: [t for n, t in up.closes if n == conn], 15,
                               "the gateway closing the idle connection")
             waited = closed[0] - answered
