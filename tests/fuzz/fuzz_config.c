@@ -1,7 +1,10 @@
 /* fuzz_config.c -- the configuration loader (lr_config_load_string) on
  * arbitrary bytes, then everything a loaded configuration answers: its
  * models, routes, router defaults, embedding, sections and warnings, and a
- * sequential router made from it routing one query.
+ * sequential router made from it routing one query. The input's own bytes
+ * are cut as a text sent to the embedder is (lr_embedding_input_len), by the
+ * loaded router.embedding.max_input_chars and by a few fixed limits, with
+ * the cut checked (fuzz_cut.h).
  *
  * Threads: one.
  */
@@ -9,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_cut.h"
 #include "fuzz_route.h"
 #include "llmroute.h"
 
@@ -22,6 +26,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct lr_router_options ro;
     size_t n;
 
+    {
+        static const int limits[] = {0, 1, 2, 3, 7};
+        struct lr_embedding_info info;
+        memset(&info, 0, sizeof info);
+        for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) {
+            info.max_input_chars = limits[i];
+            fuzz_cut_check(&info, (const char *)data, size);
+        }
+    }
     if (lr_config_load_string((const char *)data, size, &cfg, &err) != 0)
         return 0;
     n = lr_config_model_count(cfg);
@@ -37,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)lr_config_route_index(cfg, r->name);
     }
     (void)lr_config_router_defaults(cfg);
-    (void)lr_config_embedding(cfg);
+    fuzz_cut_check(lr_config_embedding(cfg), (const char *)data, size);
     (void)lr_config_section(cfg, "server");
     (void)lr_config_section(cfg, "router");
     for (size_t i = 0; i < lr_config_warning_count(cfg); i++)

@@ -2,7 +2,9 @@
  * (embed_http.c: parse_answer, and server_message for a non-200 answer) on
  * arbitrary bytes. The first byte picks the batch: bits 0-1 the number of
  * texts (1 to 4), bits 2-3 the dimension expected (0: a probe, else 1 to 3).
- * The rest is the answer.
+ * The rest is the answer. The answer is also sent back as texts to embed:
+ * request_body() on it, whole and from its middle, cut to
+ * router.embedding.max_input_chars (bits 4-7, 0: whole).
  *
  * The file's static functions are reached by including it.
  *
@@ -37,6 +39,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     a.p[a.n] = '\0';
     (void)parse_answer(&c, &a, n, out, dim, &got_dim, &err);
     server_message(&a, msg, sizeof msg);
+    {
+        struct lr_embedding_info info;
+        const char *texts[2];
+        memset(&info, 0, sizeof info);
+        info.model = "m";
+        info.max_input_chars = data[0] >> 4;
+        c.info = &info;
+        texts[0] = a.p;
+        texts[1] = a.p + a.n / 2;
+        free(request_body(&c, texts, 2));
+        c.info = NULL;
+    }
     free(a.p);
     return 0;
 }

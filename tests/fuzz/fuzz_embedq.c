@@ -11,6 +11,8 @@
 
 #include <math.h>
 
+#include "fuzz_cut.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -19,6 +21,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct gw_conf conf;
     struct gw_embed e;
 
+    if (size > 0) {
+        struct lr_embedding_info info;
+        json_t *in;
+        memset(&info, 0, sizeof info);
+        info.max_input_chars = (data[0] & 15) + 1;
+        fuzz_cut_check(&info, (const char *)data, size);
+        /* As gw_embed_start() packs it (NULL for bytes that are not UTF-8). */
+        in = json_pack("[s%]", (const char *)data,
+                       lr_embedding_input_len(&info, (const char *)data, size));
+        json_decref(in);
+    }
     memset(&conf, 0, sizeof conf);
     conf.embed_url = url;
     memset(&e, 0, sizeof e);

@@ -13,7 +13,8 @@
  * listening on 127.0.0.1: a client connects and sends the request, and a
  * fake upstream in this process (the model "up") answers each attempt with
  * the upstream body; the route's second model is the in-process mock. The
- * event loop runs until the gateway has answered and closed.
+ * event loop runs until the gateway has answered and closed, and then the
+ * metrics page is rendered (its labels escaped) as GET /metrics would.
  *
  * gateway.c is included for its static dispatch.
  *
@@ -236,6 +237,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* Waiting on a timer or a worker: give it time, not the CPU. */
         if (turn > 200)
             nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
+    {
+        size_t mlen = 0;
+        free(metrics_render(gw.metrics, gw_now(), &mlen));
     }
 out:
     if (client >= 0)
