@@ -24,6 +24,8 @@ import json
 import math
 import numbers
 import os
+import socket
+import threading
 import urllib.error
 import urllib.request
 from array import array
@@ -66,6 +68,16 @@ def _count(x, name, hi, lo=1):
     if not isinstance(x, int) or not lo <= x <= hi:
         raise _err("OpenAIEmbedder: %s: expected %s, got %s" % (name, rule, _short(x)))
     return x
+
+
+def _finite_float(x):
+    """Whether the number x is finite and within a C float's range (an int
+    too large for a double, which JSON may hold, is not)."""
+    try:
+        f = float(x)
+    except OverflowError:
+        return False
+    return math.isfinite(f) and abs(f) <= _FLOAT_MAX
 
 
 def _short(x):
@@ -122,7 +134,7 @@ def vectors(embed, texts, dim, name="embed"):
                        "has %d" % (first, i, k))
         try:
             d = array("d", row)
-        except TypeError:
+        except (TypeError, OverflowError):  # OverflowError: an int too large for a double
             d = None
         if d is not None and axes is None and not _PLAIN.issuperset(map(type, row)):
             # array("d") takes anything float() takes, a one-number array
@@ -136,6 +148,9 @@ def vectors(embed, texts, dim, name="embed"):
                 if (isinstance(x, (str, bytes)) or not hasattr(x, "__float__")
                         or _nested(x)):
                     raise _err(name + ": vector %d, number %d: expected a number, got %s"
+                               % (i, j, _short(x)))
+                if not _finite_float(x):
+                    raise _err(name + ": vector %d, number %d: expected a finite number, got %s"
                                % (i, j, _short(x)))
             raise _err(name + ": vector %d: expected a sequence of numbers" % i)
         # One sum finds a NaN or an infinity (or a number too large for a
@@ -247,7 +262,95 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class _Watch:
+    """The connections of one HTTP exchange (an embeddings request here, a
+    bootstrap download in routing), shut down when its deadline passes
+    (expire(), from a timer thread): a read blocked in the response's head,
+    or in a chunk's size line, then returns at once, where a socket timeout
+    bounds only each read (a server that sends a byte now and then would
+    hold the caller for as long as it likes)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.conns = []
+        self.expired = False
+
+    def add(self, conn):
+        """A connection (an http.client one, whose .sock is its socket
+        while it has one)."""
+        with self.lock:
+            self.conns.append(conn)
+
+    def add_socket(self, sock):
+        """The socket a response is read from: urllib's handler takes it
+        from its connection once the head is read (conn.sock is None after),
+        so a body read is cut at the deadline only through this. Shut at
+        once when the deadline has passed already."""
+        if sock is None:
+            return
+        with self.lock:
+            self.conns.append(_Socket(sock))
+            if self.expired:
+                _shut(sock)
+
+    def expire(self):
+        with self.lock:
+            self.expired = True
+            for conn in self.conns:
+                _shut(getattr(conn, "sock", None))
+
+
+class _Socket:
+    """A socket as _Watch keeps connections: its .sock."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+
+def _shut(sock):
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _response_socket(resp):
+    """The socket under an http.client response, or None."""
+    raw = getattr(getattr(resp, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if hasattr(sock, "settimeout") else None
+
+
+class _WatchedOpen:
+    """An http(s) handler that hands each connection it makes to a _Watch."""
+
+    watch = None
+
+    def do_open(self, http_class, req, **kwargs):
+        watch = self.watch
+
+        def connection(*args, **kw):
+            conn = http_class(*args, **kw)
+            watch.add(conn)
+            return conn
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _WatchedHTTP(_WatchedOpen, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_WatchedOpen, urllib.request.HTTPSHandler):
+    pass
+
+
+def _embed_opener(watch):
+    """An opener that follows no redirect, its connections handed to watch."""
+    http_handler, https_handler = _WatchedHTTP(), _WatchedHTTPS()
+    http_handler.watch = https_handler.watch = watch
+    return urllib.request.build_opener(_NoRedirect, http_handler, https_handler)
 
 
 def _server_message(body):
@@ -282,7 +385,8 @@ class OpenAIEmbedder:
     Bearer token, else the value of the environment variable api_key_env
     when it is set (never read from a config); dimensions: sent as
     "dimensions" and checked in answers (None: the server's own);
-    batch_size: texts per request (1 to 2048); timeout: seconds per request;
+    batch_size: texts per request (1 to 2048); timeout: seconds per request,
+    the whole of it (connection, head and body);
     max_input_chars: each text is cut to its first this many characters
     before it is sent (0 to 1048576; 0: sent whole), as router.embedding's
     max_input_chars has the CLI and the gateway cut it, so that vectors made
@@ -394,15 +498,27 @@ class OpenAIEmbedder:
                     * _ANSWER_PER_FLOAT)
         req = urllib.request.Request(self.url, data=data, headers=self._headers, method="POST")
         where = "embedding server at %s" % self.url
+        late = "%s did not answer within %g s (timeout)" % (where, self.timeout)
+        # The timeout bounds the whole exchange, as curl's CURLOPT_TIMEOUT_MS
+        # bounds the command's: a socket timeout alone bounds each read, so
+        # a server sending a byte a second would hold the caller for good.
+        watch = _Watch()
+        timer = threading.Timer(self.timeout, watch.expire)
+        timer.daemon = True
+        timer.start()
         try:
-            with _opener.open(req, timeout=self.timeout) as resp:
+            with _embed_opener(watch).open(req, timeout=self.timeout) as resp:
+                watch.add_socket(_response_socket(resp))
                 status = resp.status
                 answer = resp.read(limit + 1)
         except urllib.error.HTTPError as e:
+            watch.add_socket(_response_socket(e))
             try:
                 answer = e.read(4096)
             except Exception:
                 answer = b""
+            if watch.expired:
+                raise _err(late) from None
             if 300 <= e.code < 400:
                 raise _err("%s answered HTTP %d, a redirect to %s; redirects are not "
                            "followed: check the base_url"
@@ -412,10 +528,14 @@ class OpenAIEmbedder:
                        ) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
-            if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-                raise _err("%s did not answer within %g s (timeout)" % (where, self.timeout)
-                           ) from None
+            if (watch.expired or isinstance(reason, TimeoutError)
+                    or "timed out" in str(reason)):
+                raise _err(late) from None
             raise _err("cannot reach the %s: %s" % (where, reason)) from None
+        finally:
+            timer.cancel()
+        if watch.expired:  # a body cut short by the shutdown at the deadline
+            raise _err(late)
         if status != 200:
             raise _err("%s answered HTTP %d: %s" % (where, status, _server_message(answer)))
         if len(answer) > limit:
@@ -428,6 +548,9 @@ class OpenAIEmbedder:
             root = json.loads(answer.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise _err("%s: the answer is not JSON (%s)" % (where, e)) from None
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise _err("%s: the answer is not embeddings: JSON nested too deep to read"
+                       % where) from None
         data = root.get("data") if isinstance(root, dict) else None
         if not isinstance(data, list):
             raise _err("%s: the answer has no \"data\" array" % where)
@@ -457,7 +580,7 @@ class OpenAIEmbedder:
             dim = len(vec)
             for j, x in enumerate(vec):
                 if (isinstance(x, bool) or not isinstance(x, (int, float))
-                        or not math.isfinite(x) or abs(x) > _FLOAT_MAX):
+                        or not _finite_float(x)):
                     raise _err("%s: data[%d].embedding[%d]: expected a finite number"
                                % (where, k, j))
             rows[idx] = vec

@@ -243,6 +243,39 @@ class HttpEmbedderTest(SmartTestCase):
         self.server.fault = None
         sr.get_model_idxs(MODELS, QUERIES)
 
+    def test_answers_python_cannot_read_as_numbers_are_embed_errors(self):
+        # An integer too large for a double raised OverflowError, and JSON
+        # nested 100000 deep RecursionError, out of the embedder.
+        e = llmroute.openai_embedder(self.server.base_url, "mini")
+        url = self.server.base_url + "/embeddings"
+        for fault, words in [("huge int", "data[0].embedding[0]: expected a finite number"),
+                             ("deep", "JSON nested too deep to read")]:
+            self.server.fault = fault
+            with self.subTest(fault=fault):
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    e(["one", "two"])
+                self.assertIn("embedding server at %s" % url, str(cm.exception))
+                self.assertIn(words, str(cm.exception))
+
+    def test_the_timeout_bounds_the_whole_answer_not_each_read(self):
+        # A server that sends its head or its body a byte at a time, each
+        # byte well within the timeout, answered in DRIP_BYTES x
+        # DRIP_SECONDS (3 s here) where the timeout is 0.5 s: every read
+        # was on time. The command (curl's CURLOPT_TIMEOUT_MS) gives up at
+        # the timeout.
+        e = llmroute.openai_embedder(self.server.base_url, "mini", timeout=0.5)
+        s = llmroute.Store(embed=e, dense_dim=DIM)
+        for fault in ("drip head", "drip body"):
+            self.server.fault = fault
+            with self.subTest(fault=fault):
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    s.add("q", [("cheap", 1, 3)])
+                self.assertIn("did not answer within 0.5 s (timeout)", str(cm.exception))
+                self.assertEqual(len(s), 0)
+        self.server.fault = None
+        s.add("q", [("cheap", 1, 3)])
+        self.assertEqual(len(s), 1)
+
     def test_an_unreachable_server_is_named(self):
         url = self.server.base_url
         self.server.close()
