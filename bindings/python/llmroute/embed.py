@@ -428,6 +428,8 @@ class OpenAIEmbedder:
             seconds = float(timeout)
         except (TypeError, ValueError):
             raise _wrong_type(where + "timeout", "a number of seconds above 0", timeout) from None
+        except OverflowError:  # an int too large for a double: no finite timeout
+            seconds = math.inf
         if not seconds > 0 or math.isinf(seconds):
             raise _err(where + "timeout: expected a number of seconds above 0, got %s"
                        % _short(timeout))
