@@ -580,11 +580,13 @@ class OpenAIEmbedder:
                 status = resp.status
                 answer = resp.read(limit + 1)
         except urllib.error.HTTPError as e:
-            watch.add_socket(_response_socket(e))
+            watch.add_socket(_response_socket(getattr(e, "fp", None)))
             try:
                 answer = e.read(4096)
             except Exception:
                 answer = b""
+            finally:
+                e.close()  # its connection: else left to the garbage collector
             if watch.expired:
                 raise _err(late) from None
             if 300 <= e.code < 400:

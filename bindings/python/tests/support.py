@@ -208,7 +208,7 @@ class EmbedServer(ThreadedServer):
     reverse order with their "index" (as a server may), unless `fault`
     says otherwise. `requests` keeps (path, headers, body) of each."""
 
-    DRIP_BYTES = 30
+    DRIP_BYTES = 40
     DRIP_SECONDS = 0.1
 
     def __init__(self):
@@ -235,10 +235,12 @@ class EmbedServer(ThreadedServer):
                         "Content-Length: %d\r\n%s\r\n"
                         % (status, len(answer), "".join("%s: %s\r\n" % kv
                                                         for kv in headers.items()))).encode()
-                # "drip head", "drip body": the first DRIP_BYTES bytes of the
-                # head or the body one at a time, DRIP_SECONDS apart (a server
-                # alive but too slow), then the rest at once.
-                drip = {"drip head": 0, "drip body": len(head)}.get(outer.fault)
+                # "drip head", "drip body", "drip error" (a 500's body): the
+                # first DRIP_BYTES bytes of the head or the body one at a
+                # time, DRIP_SECONDS apart (a server alive but too slow), then
+                # the rest at once.
+                drip = {"drip head": 0, "drip body": len(head),
+                        "drip error": len(head)}.get(outer.fault)
                 out = head + answer
                 try:
                     if drip is not None:
@@ -264,6 +266,8 @@ class EmbedServer(ThreadedServer):
                 for i, t in enumerate(texts)]
         data.reverse()
         fault = self.fault
+        if fault == "drip error":
+            return 500, {"error": {"message": "the model is loading" + " ." * 40}}, {}
         if fault == "500":
             return 500, {"error": {"message": "the model is loading"}}, {}
         if fault == "not json":
