@@ -283,14 +283,14 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
                              "request: the candidate list is empty (%s is given with n_models "
                              "0): give at least one model, or no list for every model",
                              req->models ? "models" : "model_indices");
-    /* Candidates are distinct, so a longer list must repeat one; refused
-     * before anything is sized by it (n times an element size could
-     * overflow). */
+    /* Candidates are distinct configured models, so a list longer than
+     * the configuration holds an unknown or a repeated one among its
+     * first r->n_models + 1 entries: only those are read, so nothing is
+     * sized by the list's length (n times an element size could
+     * overflow), and the error names the entry at fault, as for a list
+     * of any other length ("unknown model 'x'", not a count). */
     if (req->n_models > r->n_models)
-        return lr__error_set(err, LR_EINVAL,
-                             "request: n_models %zu exceeds the %zu configured models (a "
-                             "candidate list that long must repeat a model)",
-                             req->n_models, r->n_models);
+        res->n = n = r->n_models + 1;
     if (n > STACK_CANDS) {
         res->idx = malloc(n * sizeof *res->idx);
         res->rank = malloc(n * sizeof *res->rank);
@@ -338,6 +338,13 @@ static int resolve(struct lr_router *r, const struct lr_request *req, struct lr_
         }
         seen[k] = 1;
         res->idx[i] = k;
+    }
+    if (req->n_models > r->n_models) { /* unreachable: the loop above found the fault */
+        rc = lr__error_set(err, LR_EINVAL,
+                           "request: n_models %zu exceeds the %zu configured models (a "
+                           "candidate list that long must repeat a model)",
+                           req->n_models, r->n_models);
+        goto out;
     }
 
     ctx->cfg = r->cfg;

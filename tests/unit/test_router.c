@@ -599,36 +599,47 @@ static void both_lists_and_odd_unknown_names_are_refused_clearly(void **state)
     assert_non_null(strstr(err.message, "nnn...'"));
 }
 
-static void n_models_over_the_configured_count_is_refused(void **state)
+static void n_models_over_the_configured_count_names_the_entry_at_fault(void **state)
 {
     struct fixture *f = *state;
     const int idx[] = {0, 1, 2, 3, 0};
+    const int idx_out[] = {0, 1, 2, 3, 7};
     const char *names[] = {"A", "B", "C", "D", "A"};
+    const char *unknown[] = {"A", "B", "C", "D", "Z"};
     struct lr_request req, reqs[2];
     struct lr_decision d = {0}, out[2];
     struct lr_batch_options bo;
     struct lr_error err = {0};
-    /* A count whose product with an element size wraps: refused before
-     * anything is sized by it. */
+    /* A list longer than the configuration holds an unknown or a repeated
+     * model among its first 4 + 1 entries; the message names it, as for a
+     * list of any length, where it said the count "must repeat a model"
+     * whatever was wrong. Only those entries are read: a count whose
+     * product with an element size wraps sizes nothing. */
     lr_request_init(&req);
     req.model_indices = idx;
     req.n_models = SIZE_MAX / 4 + 2;
     assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
-    assert_non_null(strstr(err.message, "exceeds the 4 configured models"));
+    assert_non_null(strstr(err.message, "model 'A' is listed twice among the candidates"));
     req.n_models = 5;
     assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
-    assert_non_null(strstr(err.message, "n_models 5 exceeds the 4 configured models"));
+    assert_non_null(strstr(err.message, "model 'A' is listed twice"));
+    req.model_indices = idx_out;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_ENOMODEL);
+    assert_non_null(strstr(err.message, "model index 7 is out of range"));
     req.model_indices = NULL;
+    req.models = unknown;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_ENOMODEL);
+    assert_non_null(strstr(err.message, "unknown model 'Z'"));
     req.models = names;
     assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
-    assert_non_null(strstr(err.message, "n_models 5 exceeds"));
+    assert_non_null(strstr(err.message, "model 'A' is listed twice"));
     /* In a batch, in either path, the message names the query. */
     memset(out, 0, sizeof out);
     lr_request_init(&reqs[0]);
     reqs[1] = req;
     reqs[1].n_models = SIZE_MAX / 8 + 1;
     assert_int_equal(lr_router_route_batch(f->router, reqs, 2, NULL, out, NULL, &err), LR_EINVAL);
-    assert_non_null(strstr(err.message, "query 1: request: n_models"));
+    assert_non_null(strstr(err.message, "query 1: model 'A' is listed twice"));
     /* The assignment path resolves each query too (a smart router; the
      * empty store is never reached). */
     struct lr_store *store = NULL;
@@ -642,7 +653,7 @@ static void n_models_over_the_configured_count_is_refused(void **state)
     lr_batch_options_init(&bo);
     bo.mode = LR_BATCH_QUALITY;
     assert_int_equal(lr_router_route_batch(smart, reqs, 2, &bo, out, NULL, &err), LR_EINVAL);
-    assert_non_null(strstr(err.message, "query 1: request: n_models"));
+    assert_non_null(strstr(err.message, "query 1: model 'A' is listed twice"));
     lr_router_free(smart);
     lr_store_free(store);
 }
@@ -874,8 +885,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(per_query_batch_refuses_a_budget_or_alpha, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(sequential_is_fair_under_concurrency, setup, teardown),
-        cmocka_unit_test_setup_teardown(n_models_over_the_configured_count_is_refused, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(n_models_over_the_configured_count_names_the_entry_at_fault,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(explicitly_empty_candidate_list_is_refused, setup,
                                         teardown),
         cmocka_unit_test(token_estimate_of_huge_text_does_not_wrap),

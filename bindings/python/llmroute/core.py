@@ -132,11 +132,27 @@ def _figure(x, what, rule):
     """A record's number as a float for the library to check; a value that
     is no number at all (float() of "yes") is refused naming the field."""
     if isinstance(x, numbers.Real):  # bool is an int: True is 1; numpy's scalars too
-        return float(x)
+        return _float(x, what)
     raise InvalidType("%s: expected %s, got %s" % (what, rule, _got(x)), code=_lib.LR_EINVAL)
 
 
 _CORRECT = "a boolean or a number in [0,1]"
+
+
+def _too_large(what, x):
+    """InvalidInput for a number float() cannot take: an int beyond a
+    double's range (about 1.8e308), where float() raises OverflowError."""
+    return InvalidInput("%s: %s is too large for a number (a double holds at most about "
+                        "1.8e308)" % (what, _got(x)), code=_lib.LR_EINVAL)
+
+
+def _float(x, what):
+    """float(x), an int too large for a double being InvalidInput naming
+    `what` rather than an OverflowError out of the binding."""
+    try:
+        return float(x)
+    except OverflowError:
+        raise _too_large(what, x) from None
 
 
 _INT_MAX = 2 ** (8 * sizeof(c_int) - 1) - 1
@@ -223,6 +239,8 @@ def _number(x, what):
     except (TypeError, ValueError):  # no number at all, or a str that spells none
         raise InvalidType("%s: expected a number, got %s" % (what, _got(x)),
                           code=_lib.LR_EINVAL) from None
+    except OverflowError:
+        raise _too_large(what, x) from None
     if v != v:
         raise InvalidInput("%s: expected a number, got NaN" % what, code=_lib.LR_EINVAL)
     return v
@@ -254,6 +272,9 @@ def _field(obj, key):
     return getattr(obj, key, None)
 
 
+_INT64 = 2 ** 63
+
+
 def _not_finite(v, path=""):
     """(path, value) of the first NaN or infinity in v (nested in dicts and
     lists, path like ".connect_ms" or "[2]"), or None. JSON has no way to
@@ -261,6 +282,11 @@ def _not_finite(v, path=""):
     if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
         f = float(v)
         return None if math.isfinite(f) else (path, f)
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        # JSON writes any int, but the configuration reads whole numbers
+        # into 64 bits ("too big integer", at a column of the binding's
+        # own JSON): one beyond is named by its field instead.
+        return None if -_INT64 <= v < _INT64 else (path, v)
     if isinstance(v, Mapping):
         items = v.items()
     elif isinstance(v, (list, tuple)):
@@ -282,6 +308,10 @@ def _not_finite_config(where, key, hit):
     field = (key + path).lstrip(".")
     rule = ("a finite number >= 0" if field.rsplit(".", 1)[-1].startswith("cost_per_")
             else "a finite number")
+    if isinstance(f, numbers.Integral):  # an int beyond 64 bits
+        return ConfigError("%s%s is %s, too large for a whole number of the configuration "
+                           "(at most 2**63 - 1); expected %s" % (where, field, _got(f), rule),
+                           code=_lib.LR_ECONFIG)
     return ConfigError("%s%s is %s; expected %s" % (where, field, "NaN" if f != f else repr(f),
                                                     rule), code=_lib.LR_ECONFIG)
 
@@ -736,6 +766,33 @@ def _records_json(records):
     return _records_utf8(text, records), hits
 
 
+def _huge_int(v, path=""):
+    """(record index, field, value) of the first int in the records v too
+    large for a double (which the import reads every number as), or None."""
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        try:
+            float(v)
+        except OverflowError:
+            return path, v
+        return None
+    if isinstance(v, Mapping):
+        items = v.items()
+    elif isinstance(v, (list, tuple)):
+        items = enumerate(v)
+    else:
+        return None
+    for k, x in items:
+        if not path and isinstance(k, int):  # the top: a record's index
+            hit = _huge_int(x, "\0")
+            if hit:
+                return k, hit[0][1:].lstrip("."), hit[1]
+            continue
+        hit = _huge_int(x, path + ("[%d]" % k if isinstance(k, int) else ".%s" % k))
+        if hit:
+            return hit
+    return None
+
+
 def _unwritable(records, e):
     """InvalidType naming the first record JSON cannot write (a bytes value,
     a key that is no str, a record that contains itself); e is json's error
@@ -1092,6 +1149,11 @@ class Store(_Handle):
             except Error as e:
                 # The library names the temporary file and its one line:
                 # name the records instead.
+                huge = _huge_int(records) if "number overflow" in e.message else None
+                if huge is not None:  # the parser names only a column
+                    i, field, v = huge
+                    raise _too_large("import_records: records[%d]: %s" % (i, field),
+                                     v) from None
                 e.message = _name_non_finite(_records_message(e.message, tmp), hits)
                 e.args = (e.message,)
                 e.line = 0

@@ -19,11 +19,16 @@ by data[i].index. Its store id is "openai:" + model, as theirs.
 Threads: the functions here keep no state; an OpenAIEmbedder may be called
 from several threads at once (one HTTP request per call and batch).
 """
+import heapq
 import http.client
+import itertools
 import json
 import math
 import numbers
 import os
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from array import array
@@ -66,6 +71,16 @@ def _count(x, name, hi, lo=1):
     if not isinstance(x, int) or not lo <= x <= hi:
         raise _err("OpenAIEmbedder: %s: expected %s, got %s" % (name, rule, _short(x)))
     return x
+
+
+def _finite_float(x):
+    """Whether the number x is finite and within a C float's range (an int
+    too large for a double, which JSON may hold, is not)."""
+    try:
+        f = float(x)
+    except OverflowError:
+        return False
+    return math.isfinite(f) and abs(f) <= _FLOAT_MAX
 
 
 def _short(x):
@@ -122,7 +137,7 @@ def vectors(embed, texts, dim, name="embed"):
                        "has %d" % (first, i, k))
         try:
             d = array("d", row)
-        except TypeError:
+        except (TypeError, OverflowError):  # OverflowError: an int too large for a double
             d = None
         if d is not None and axes is None and not _PLAIN.issuperset(map(type, row)):
             # array("d") takes anything float() takes, a one-number array
@@ -136,6 +151,9 @@ def vectors(embed, texts, dim, name="embed"):
                 if (isinstance(x, (str, bytes)) or not hasattr(x, "__float__")
                         or _nested(x)):
                     raise _err(name + ": vector %d, number %d: expected a number, got %s"
+                               % (i, j, _short(x)))
+                if not _finite_float(x):
+                    raise _err(name + ": vector %d, number %d: expected a finite number, got %s"
                                % (i, j, _short(x)))
             raise _err(name + ": vector %d: expected a sequence of numbers" % i)
         # One sum finds a NaN or an infinity (or a number too large for a
@@ -247,7 +265,160 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class _Watch:
+    """The connections of one HTTP exchange (an embeddings request here, a
+    bootstrap download in routing), shut down when its deadline passes
+    (expire(), from a timer thread): a read blocked in the response's head,
+    or in a chunk's size line, then returns at once, where a socket timeout
+    bounds only each read (a server that sends a byte now and then would
+    hold the caller for as long as it likes)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.conns = []
+        self.expired = False
+        self.done = False
+
+    def finish(self):
+        """The exchange is over: a later expire() does nothing. Whether the
+        deadline passed first (what was read may have been cut short)."""
+        with self.lock:
+            self.done = True
+            return self.expired
+
+    def add(self, conn):
+        """A connection (an http.client one, whose .sock is its socket
+        while it has one)."""
+        with self.lock:
+            self.conns.append(conn)
+
+    def add_socket(self, sock):
+        """The socket a response is read from: urllib's handler takes it
+        from its connection once the head is read (conn.sock is None after),
+        so a body read is cut at the deadline only through this. Shut at
+        once when the deadline has passed already."""
+        if sock is None:
+            return
+        with self.lock:
+            self.conns.append(_Socket(sock))
+            if self.expired:
+                _shut(sock)
+
+    def expire(self):
+        with self.lock:
+            if self.done:
+                return
+            self.expired = True
+            for conn in self.conns:
+                _shut(getattr(conn, "sock", None))
+
+
+class _Watchdog:
+    """One daemon thread that expires the _Watch of each embeddings request
+    at its deadline, rather than a timer thread started per request (which
+    cost about half a millisecond a call here). A finished watch stays in
+    the heap until its deadline comes up, so the heap holds at most the
+    requests of the last timeout's length. After a fork the child starts a
+    thread of its own at its first request (the parent's is not there),
+    with a lock of its own (the parent's thread may have held this one at
+    the fork)."""
+
+    def __init__(self):
+        self._order = itertools.count()
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self):
+        self._cond = threading.Condition()
+        self._heap = []
+        self._pid = None
+
+    def watch(self, seconds):
+        """A new _Watch that expires `seconds` from now unless finished."""
+        w = _Watch()
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            if self._pid != os.getpid():
+                self._heap = []
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="llmroute-embed-deadlines",
+                                 daemon=True).start()
+            heapq.heappush(self._heap, (deadline, next(self._order), w))
+            if self._heap[0][2] is w:
+                self._cond.notify()
+        return w
+
+    def _run(self):
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    w = heapq.heappop(self._heap)[2]
+                    w.expire()  # nothing when it finished
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchdog = _Watchdog()
+
+
+class _Socket:
+    """A socket as _Watch keeps connections: its .sock."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+
+def _shut(sock):
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _response_socket(resp):
+    """The socket under an http.client response, or None."""
+    raw = getattr(getattr(resp, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if hasattr(sock, "settimeout") else None
+
+
+# The _Watch of the embeddings request the calling thread is making, for
+# the one opener all requests share (building an opener per request cost
+# about 0.6 ms: urllib reads the proxy settings for each).
+_current = threading.local()
+
+
+class _WatchedOpen:
+    """An http(s) handler that hands each connection it makes to a _Watch:
+    its own `watch`, else the calling thread's (_current.watch), if any."""
+
+    watch = None
+
+    def do_open(self, http_class, req, **kwargs):
+        watch = self.watch if self.watch is not None else getattr(_current, "watch", None)
+
+        def connection(*args, **kw):
+            conn = http_class(*args, **kw)
+            if watch is not None:
+                watch.add(conn)
+            return conn
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _WatchedHTTP(_WatchedOpen, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_WatchedOpen, urllib.request.HTTPSHandler):
+    pass
+
+
+# The embeddings requests' opener: no redirect followed, each connection
+# handed to the calling thread's _Watch.
+_opener = urllib.request.build_opener(_NoRedirect, _WatchedHTTP(), _WatchedHTTPS())
 
 
 def _server_message(body):
@@ -282,7 +453,8 @@ class OpenAIEmbedder:
     Bearer token, else the value of the environment variable api_key_env
     when it is set (never read from a config); dimensions: sent as
     "dimensions" and checked in answers (None: the server's own);
-    batch_size: texts per request (1 to 2048); timeout: seconds per request;
+    batch_size: texts per request (1 to 2048); timeout: seconds per request,
+    the whole of it (connection, head and body);
     max_input_chars: each text is cut to its first this many characters
     before it is sent (0 to 1048576; 0: sent whole), as router.embedding's
     max_input_chars has the CLI and the gateway cut it, so that vectors made
@@ -324,6 +496,8 @@ class OpenAIEmbedder:
             seconds = float(timeout)
         except (TypeError, ValueError):
             raise _wrong_type(where + "timeout", "a number of seconds above 0", timeout) from None
+        except OverflowError:  # an int too large for a double: no finite timeout
+            seconds = math.inf
         if not seconds > 0 or math.isinf(seconds):
             raise _err(where + "timeout: expected a number of seconds above 0, got %s"
                        % _short(timeout))
@@ -394,15 +568,27 @@ class OpenAIEmbedder:
                     * _ANSWER_PER_FLOAT)
         req = urllib.request.Request(self.url, data=data, headers=self._headers, method="POST")
         where = "embedding server at %s" % self.url
+        late = "%s did not answer within %g s (timeout)" % (where, self.timeout)
+        # The timeout bounds the whole exchange, as curl's CURLOPT_TIMEOUT_MS
+        # bounds the command's: a socket timeout alone bounds each read, so
+        # a server sending a byte a second would hold the caller for good.
+        watch = _watchdog.watch(self.timeout)
+        _current.watch = watch
         try:
             with _opener.open(req, timeout=self.timeout) as resp:
+                watch.add_socket(_response_socket(resp))
                 status = resp.status
                 answer = resp.read(limit + 1)
         except urllib.error.HTTPError as e:
+            watch.add_socket(_response_socket(getattr(e, "fp", None)))
             try:
                 answer = e.read(4096)
             except Exception:
                 answer = b""
+            finally:
+                e.close()  # its connection: else left to the garbage collector
+            if watch.expired:
+                raise _err(late) from None
             if 300 <= e.code < 400:
                 raise _err("%s answered HTTP %d, a redirect to %s; redirects are not "
                            "followed: check the base_url"
@@ -412,10 +598,15 @@ class OpenAIEmbedder:
                        ) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
-            if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-                raise _err("%s did not answer within %g s (timeout)" % (where, self.timeout)
-                           ) from None
+            if (watch.expired or isinstance(reason, TimeoutError)
+                    or "timed out" in str(reason)):
+                raise _err(late) from None
             raise _err("cannot reach the %s: %s" % (where, reason)) from None
+        finally:
+            _current.watch = None
+            expired = watch.finish()
+        if expired:  # a body cut short by the shutdown at the deadline
+            raise _err(late)
         if status != 200:
             raise _err("%s answered HTTP %d: %s" % (where, status, _server_message(answer)))
         if len(answer) > limit:
@@ -428,6 +619,9 @@ class OpenAIEmbedder:
             root = json.loads(answer.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise _err("%s: the answer is not JSON (%s)" % (where, e)) from None
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise _err("%s: the answer is not embeddings: JSON nested too deep to read"
+                       % where) from None
         data = root.get("data") if isinstance(root, dict) else None
         if not isinstance(data, list):
             raise _err("%s: the answer has no \"data\" array" % where)
@@ -457,7 +651,7 @@ class OpenAIEmbedder:
             dim = len(vec)
             for j, x in enumerate(vec):
                 if (isinstance(x, bool) or not isinstance(x, (int, float))
-                        or not math.isfinite(x) or abs(x) > _FLOAT_MAX):
+                        or not _finite_float(x)):
                     raise _err("%s: data[%d].embedding[%d]: expected a finite number"
                                % (where, k, j))
             rows[idx] = vec

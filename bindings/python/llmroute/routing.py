@@ -75,7 +75,8 @@ from . import _lib
 from .core import (_MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field, _NoCopy,
                    _got, _iterable, _number, estimate_tokens,
                    _path, _tokens, _utf8, _whole, _wrong_type)
-from .embed import OpenAIEmbedder
+from .embed import (OpenAIEmbedder, _response_socket, _Watch, _WatchedHTTP,
+                    _WatchedHTTPS)
 from .errors import (ConfigError, EmptyInput, Error, Infeasible, InvalidInput, InvalidType,
                      IOFailure, UnknownModel)
 
@@ -817,57 +818,6 @@ class _HttpOnlyRedirect(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-class _Watch:
-    """The connections of one download, shut down when its deadline
-    passes (expire(), from a timer thread): a read blocked in the
-    response's head, or in a chunk's size line, then returns at once,
-    where a socket timeout bounds only each read."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.conns = []
-        self.expired = False
-
-    def add(self, conn):
-        with self.lock:
-            self.conns.append(conn)
-
-    def expire(self):
-        with self.lock:
-            self.expired = True
-            for conn in self.conns:
-                sock = getattr(conn, "sock", None)
-                if sock is not None:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-
-class _WatchedOpen:
-    """An http(s) handler that hands each connection it makes to a _Watch."""
-
-    watch = None
-
-    def do_open(self, http_class, req, **kwargs):
-        watch = self.watch
-
-        def connection(*args, **kw):
-            conn = http_class(*args, **kw)
-            watch.add(conn)
-            return conn
-
-        return super().do_open(connection, req, **kwargs)
-
-
-class _WatchedHTTP(_WatchedOpen, urllib.request.HTTPHandler):
-    pass
-
-
-class _WatchedHTTPS(_WatchedOpen, urllib.request.HTTPSHandler):
-    pass
-
-
 def _opener(watch):
     """An opener for http and https alone: no file://, ftp:// or data:
     handler, and redirects only to http(s); its connections go to watch."""
@@ -880,13 +830,6 @@ def _opener(watch):
               urllib.request.HTTPErrorProcessor()):
         opener.add_handler(h)
     return opener
-
-
-def _response_socket(resp):
-    """The socket under an http.client response, or None."""
-    raw = getattr(getattr(resp, "fp", None), "raw", None)
-    sock = getattr(raw, "_sock", None)
-    return sock if hasattr(sock, "settimeout") else None
 
 
 def _get(url, deadline, timeout, out):

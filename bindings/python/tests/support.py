@@ -144,6 +144,7 @@ def priced(names, prices):
 
 import json  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 import zlib  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 
@@ -207,6 +208,9 @@ class EmbedServer(ThreadedServer):
     reverse order with their "index" (as a server may), unless `fault`
     says otherwise. `requests` keeps (path, headers, body) of each."""
 
+    DRIP_BYTES = 40
+    DRIP_SECONDS = 0.1
+
     def __init__(self):
         self.requests = []
         self.fault = None
@@ -227,13 +231,28 @@ class EmbedServer(ThreadedServer):
                 status, answer, headers = outer.answer(self.path, doc)
                 if isinstance(answer, (dict, list)):
                     answer = json.dumps(answer).encode()
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                head = ("HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %d\r\n%s\r\n"
+                        % (status, len(answer), "".join("%s: %s\r\n" % kv
+                                                        for kv in headers.items()))).encode()
+                # "drip head", "drip body", "drip error" (a 500's body): the
+                # first DRIP_BYTES bytes of the head or the body one at a
+                # time, DRIP_SECONDS apart (a server alive but too slow), then
+                # the rest at once.
+                drip = {"drip head": 0, "drip body": len(head),
+                        "drip error": len(head)}.get(outer.fault)
+                out = head + answer
+                try:
+                    if drip is not None:
+                        self.wfile.write(out[:drip])
+                        for i in range(drip, drip + outer.DRIP_BYTES):
+                            self.wfile.write(out[i:i + 1])
+                            self.wfile.flush()
+                            time.sleep(outer.DRIP_SECONDS)
+                        out = out[drip + outer.DRIP_BYTES:]
+                    self.wfile.write(out)
+                except OSError:  # the client gave up
+                    pass
 
         self._serve(Handler)
         self.base_url = self.url + "/v1"
@@ -247,6 +266,8 @@ class EmbedServer(ThreadedServer):
                 for i, t in enumerate(texts)]
         data.reverse()
         fault = self.fault
+        if fault == "drip error":
+            return 500, {"error": {"message": "the model is loading" + " ." * 40}}, {}
         if fault == "500":
             return 500, {"error": {"message": "the model is loading"}}, {}
         if fault == "not json":
@@ -262,6 +283,12 @@ class EmbedServer(ThreadedServer):
             data[0]["embedding"][3] = float("nan")  # json.dumps writes NaN
         if fault == "string":
             data[0]["embedding"][3] = "0.5"
+        if fault == "huge int":  # JSON's integers have no bound; a double's do
+            return 200, (b'{"data": [' + b", ".join(
+                b'{"index": %d, "embedding": [1%s, 2, 3]}' % (i, b"0" * 400)
+                for i in range(len(texts))) + b"]}"), {}
+        if fault == "deep":
+            return 200, b'{"data": ' + b"[" * 100000 + b"]" * 100000 + b"}", {}
         if fault == "short vector":
             data[0]["embedding"] = data[0]["embedding"][:-1]
         if fault == "redirect":

@@ -416,6 +416,75 @@ class OutOfRangeInputTest(unittest.TestCase):
         self.assertRefused("models[0]", self.router.route_index, [{"name": "a"}])
 
 
+class NumbersBeyondADoubleTest(unittest.TestCase):
+    """A Python int has no bound; a double (every number the library reads
+    but counts) ends near 1.8e308, and the configuration's whole numbers at
+    2**63 - 1. float() of a larger int raised OverflowError out of the
+    binding, which no `except ValueError` catches, and the configuration
+    and import named a column of the binding's own JSON, not the field."""
+
+    HUGE = 10 ** 400
+
+    def assertNamed(self, exc, text, fn, *args, **kw):
+        with self.assertRaises(exc) as cm:
+            fn(*args, **kw)
+        self.assertIsInstance(cm.exception, ValueError)
+        self.assertIn(text, str(cm.exception))
+
+    def test_number_arguments_name_the_argument(self):
+        huge = self.HUGE
+        router = Router(Config({"models": MODELS}), strategy="sequential")
+        store = llmroute.Store()
+        too_large = "is too large for a number"
+        for text, fn, args, kw in [
+                ("Router: performance_requirement", Router, (Config({"models": MODELS}),),
+                 {"performance_requirement": huge}),
+                ("Router.route: performance_requirement", router.route, (["a"], "q"),
+                 {"performance_requirement": huge}),
+                ("Router.route_batch: alpha", router.route_batch, (["q"],),
+                 {"mode": "quality", "alpha": huge}),
+                ("Store.add: outcomes[0].correctness", store.add, ("q", [("a", huge, 3)]), {}),
+                ("Store.add_outcome: output_tokens", store.add_outcome, ("q", "a", 1, huge),
+                 {}),
+                ("SmartRouting: performance_requirement", llmroute.SmartRouting, (MODELS,),
+                 {"performance_requirement": huge}),
+                ("SmartRouting: bootstrap_timeout", llmroute.SmartRouting, (MODELS,),
+                 {"bootstrap_timeout": huge})]:
+            with self.subTest(text=text):
+                self.assertNamed(llmroute.InvalidInput, "%s: int 1000" % text, fn, *args,
+                                 **kw)
+                self.assertNamed(llmroute.InvalidInput, too_large, fn, *args, **kw)
+        self.assertEqual(len(store), 0)
+        self.assertNamed(llmroute.EmbedError, "OpenAIEmbedder: timeout",
+                         llmroute.OpenAIEmbedder, "http://127.0.0.1:1/v1", "m", timeout=huge)
+
+    def test_a_configuration_names_the_field(self):
+        for value in (self.HUGE, 2 ** 63):
+            with self.subTest(value=value):
+                self.assertNamed(llmroute.ConfigError, "SequentialRouting: llm_configs[1] "
+                                 "('b'): cost_per_input_token is int %s" % str(value)[:10],
+                                 SequentialRouting, [MODELS[0], dict(MODELS[1],
+                                                     cost_per_input_token=value)])
+                self.assertNamed(llmroute.ConfigError, "models[0].capacity is int",
+                                 Config, {"models": [dict(MODELS[0], capacity=value)]})
+
+    def test_records_name_the_record_and_field_and_nothing_is_stored(self):
+        store = llmroute.Store()
+        rec = {"query": "q", "input_token_length": 3,
+               "outputs": [{"model_name": "a", "correctness": 1, "output_token_length": 4}]}
+        bad = json.loads(json.dumps(rec))
+        bad["outputs"][0]["output_token_length"] = self.HUGE
+        for strict in (True, False):
+            self.assertNamed(llmroute.InvalidInput, "import_records: records[1]: "
+                             "outputs[0].output_token_length: int 1000",
+                             store.import_records, [rec, bad], strict=strict)
+        self.assertEqual(len(store), 0)
+        qs = llmroute.QueryStore(None)
+        self.assertNamed(llmroute.InvalidInput, "QueryStore.add_data: data[1]: "
+                         "outputs[0].output_token_length: int 1000", qs.add_data, [rec, bad])
+        self.assertEqual(qs.count(), 0)
+
+
 class StoreBusyTest(unittest.TestCase):
     def test_a_write_lock_held_past_the_wait_is_store_busy(self):
         import sqlite3

@@ -90,6 +90,21 @@ class SequentialTest(unittest.TestCase):
             self.r.get_model_idxs(sel("a", "a"))
         self.assertIn("listed twice", str(cm.exception))
 
+    def test_a_list_longer_than_the_configuration_names_its_fault(self):
+        # Four candidates of three models said "n_models 4 exceeds the 3
+        # configured models (a candidate list that long must repeat a
+        # model)", also when no model repeats and one is unknown.
+        with self.assertRaises(llmroute.UnknownModel) as cm:
+            self.r.get_model_idxs(sel("a", "b", "c", "gpt-5"))
+        self.assertIn("unknown model 'gpt-5'", str(cm.exception))
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            self.r.get_model_idxs(sel("a", "b", "c", "b"), 2)
+        self.assertIn("model 'b' is listed twice", str(cm.exception))
+        with self.assertRaises(llmroute.UnknownModel) as cm:
+            self.r.get_model_idxs(selected_llm_lists=[sel("a", "b"), sel("x", "y", "z", "a")],
+                                  queries=["q", "r"])
+        self.assertIn("unknown model 'x'", str(cm.exception))
+
     def test_a_selection_that_is_no_list_of_models_names_the_argument(self):
         # 5 raised TypeError: object of type 'int' has no len().
         for bad in (5, 2.5, object()):

@@ -5,6 +5,7 @@ llmroute command's over the same store and server."""
 import json
 import os
 import subprocess
+import time
 import unittest
 
 import support
@@ -242,6 +243,44 @@ class HttpEmbedderTest(SmartTestCase):
                     self.assertEqual(sr.store.count(), n)
         self.server.fault = None
         sr.get_model_idxs(MODELS, QUERIES)
+
+    def test_answers_python_cannot_read_as_numbers_are_embed_errors(self):
+        # An integer too large for a double raised OverflowError, and JSON
+        # nested 100000 deep RecursionError, out of the embedder.
+        e = llmroute.openai_embedder(self.server.base_url, "mini")
+        url = self.server.base_url + "/embeddings"
+        for fault, words in [("huge int", "data[0].embedding[0]: expected a finite number"),
+                             ("deep", "JSON nested too deep to read")]:
+            self.server.fault = fault
+            with self.subTest(fault=fault):
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    e(["one", "two"])
+                self.assertIn("embedding server at %s" % url, str(cm.exception))
+                self.assertIn(words, str(cm.exception))
+
+    def test_the_timeout_bounds_the_whole_answer_not_each_read(self):
+        # A server that sends its head or its body (of a 200 or a 500) a
+        # byte at a time, each byte well within the timeout, answered in
+        # DRIP_BYTES x DRIP_SECONDS (4 s here) where the timeout is 0.5 s:
+        # every read was on time. The command (curl's CURLOPT_TIMEOUT_MS)
+        # gives up at the timeout. The bound below is the behaviour itself
+        # (a timeout), and generous: 6 times the timeout, and still short
+        # of the 4 s the server takes (the time a 500's body was read in
+        # while a timeout was reported).
+        e = llmroute.openai_embedder(self.server.base_url, "mini", timeout=0.5)
+        s = llmroute.Store(embed=e, dense_dim=DIM)
+        for fault in ("drip head", "drip body", "drip error"):
+            self.server.fault = fault
+            with self.subTest(fault=fault):
+                start = time.monotonic()
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    s.add("q", [("cheap", 1, 3)])
+                self.assertLess(time.monotonic() - start, 3.0)
+                self.assertIn("did not answer within 0.5 s (timeout)", str(cm.exception))
+                self.assertEqual(len(s), 0)
+        self.server.fault = None
+        s.add("q", [("cheap", 1, 3)])
+        self.assertEqual(len(s), 1)
 
     def test_an_unreachable_server_is_named(self):
         url = self.server.base_url
