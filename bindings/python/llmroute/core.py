@@ -275,6 +275,20 @@ def _field(obj, key):
 _INT64 = 2 ** 63
 
 
+def _children(v):
+    """(key or index, value) of each item of a dict or list, else none."""
+    if isinstance(v, Mapping):
+        return v.items()
+    if isinstance(v, (list, tuple)):
+        return enumerate(v)
+    return ()
+
+
+def _step(k):
+    """A child's part of a path: "[2]" for an index, ".name" for a key."""
+    return "[%d]" % k if isinstance(k, int) else ".%s" % k
+
+
 def _not_finite(v, path=""):
     """(path, value) of the first NaN or infinity in v (nested in dicts and
     lists, path like ".connect_ms" or "[2]"), or None. JSON has no way to
@@ -287,14 +301,8 @@ def _not_finite(v, path=""):
         # into 64 bits ("too big integer", at a column of the binding's
         # own JSON): one beyond is named by its field instead.
         return None if -_INT64 <= v < _INT64 else (path, v)
-    if isinstance(v, Mapping):
-        items = v.items()
-    elif isinstance(v, (list, tuple)):
-        items = enumerate(v)
-    else:
-        return None
-    for k, x in items:
-        hit = _not_finite(x, path + ("[%d]" % k if isinstance(k, int) else ".%s" % k))
+    for k, x in _children(v):
+        hit = _not_finite(x, path + _step(k))
         if hit:
             return hit
     return None
@@ -775,19 +783,13 @@ def _huge_int(v, path=""):
         except OverflowError:
             return path, v
         return None
-    if isinstance(v, Mapping):
-        items = v.items()
-    elif isinstance(v, (list, tuple)):
-        items = enumerate(v)
-    else:
-        return None
-    for k, x in items:
+    for k, x in _children(v):
         if not path and isinstance(k, int):  # the top: a record's index
             hit = _huge_int(x, "\0")
             if hit:
                 return k, hit[0][1:].lstrip("."), hit[1]
             continue
-        hit = _huge_int(x, path + ("[%d]" % k if isinstance(k, int) else ".%s" % k))
+        hit = _huge_int(x, path + _step(k))
         if hit:
             return hit
     return None
