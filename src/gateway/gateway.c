@@ -56,7 +56,16 @@ double gw_now(void)
  * arm it that much short (a 400 ms head timeout fired after 167 ms behind
  * a 4 MiB chat). And it is CLOCK_MONOTONIC, not the coarse clock, which
  * lags by up to a tick and so fired timeouts up to a few ms early. Either
- * read is a vDSO call. */
+ * read is a vDSO call. The cost, measured proxying chats at saturation:
+ * 22 CLOCK_MONOTONIC reads per request (10 more than with libevent's
+ * default of cached coarse reads; 31 ns each on a kvm-clock machine, so
+ * about 0.3 us more), and, for the precise timer, epoll waits on a timerfd:
+ * one timerfd_settime per turn of the loop (522 for 8,224 requests). Side
+ * by side with a build without these flags (wrk, 32 connections), the
+ * median per-round throughput ratio was 0.97, 0.97 and 0.98 in three runs
+ * of 6 to 11 rounds, single rounds ranging from 0.68 to 1.18 on a shared
+ * machine: a cost of a few per cent at most, kept, since a timeout that
+ * fires short is a wrong answer. */
 static struct event_base *base_new(void)
 {
     struct event_config *cfg = event_config_new();
