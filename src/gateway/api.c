@@ -132,7 +132,9 @@ int api_health(struct gw *gw, struct hs_req *req, const char *id)
         }
         json_object_set_new(o, "upstreams", ups);
     }
-    return send_json(req, 200, o);
+    /* Draining: 503, so that a load balancer's or an orchestrator's probe
+     * takes this instance out of rotation; the body is the same. */
+    return send_json(req, gw->shutting_down ? 503 : 200, o);
 }
 
 int api_metrics(struct gw *gw, struct hs_req *req, const char *id)

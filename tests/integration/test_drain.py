@@ -249,24 +249,30 @@ def second_signal_answers(gw_bin, fake_bin, sig):
     stall.proc.terminate()
 
 
-def pipelined_request_served_while_draining(gw_bin, fake_bin):
+def pipelined_request_served_while_draining(gw_bin, fake_bin, second="chat"):
     # A stream and, pipelined behind it in the same write, a second request. SIGTERM
     # while the stream runs (its head, sent before the drain, promised keep-alive): the
     # stream finishes, then the second request, already received, is served with
-    # Connection: close and logged, and the gateway exits 0.
+    # Connection: close and logged, and the gateway exits 0. A chat is answered as
+    # usual; GET /health answers 503 with status "draining", so that a load balancer's
+    # probe takes the instance out of rotation.
     wd = workdir()
     slow = Fake(fake_bin, wd, name="slowstream")
     slow.scenario("chunks=10;chunk_delay_ms=300")
     cfg = {"models": [{"name": "slow", "backend": "openai", "base_url": slow.base_url},
                       {"name": "mocky", "backend": "mock", "mock": {"content": "second"}}],
            "server": {"shutdown_timeout_ms": 60000}}
-    gw = Gateway(gw_bin, wd, cfg, name="gw-pipeline")
+    gw = Gateway(gw_bin, wd, cfg, name="gw-pipeline-" + second)
     b1 = json.dumps({"model": "slow", "stream": True, "messages": HELLO}).encode()
     b2 = json.dumps({"model": "mocky", "messages": HELLO}).encode()
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n")
+    if second == "chat":
+        req2 = head % len(b2) + b2
+    else:
+        req2 = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
     s = socket.create_connection((HOST, gw.port), timeout=30)
-    s.sendall(head % len(b1) + b1 + head % len(b2) + b2)
+    s.sendall(head % len(b1) + b1 + req2)
     got = b""
     while b"data: " not in got:
         b = s.recv(65536)
@@ -276,13 +282,19 @@ def pipelined_request_served_while_draining(gw_bin, fake_bin):
     got += read_all(s)
     s.close()
     assert gw.wait(60) == 0
-    first, sep, second = got.partition(b"0\r\n\r\n")
+    first, sep, second_raw = got.partition(b"0\r\n\r\n")
     assert sep and b"data: [DONE]" in first, got[-300:]
-    assert status_of(second) == 200 and b"Connection: close\r\n" in second, second
-    assert json.loads(second.partition(b"\r\n\r\n")[2])["choices"][0]["message"][
-        "content"] == "second", second
+    assert b"Connection: close\r\n" in second_raw, second_raw
+    answer = json.loads(second_raw.partition(b"\r\n\r\n")[2])
     reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
-    assert [(l["model"], l["status"]) for l in reqs] == [("slow", 200), ("mocky", 200)], reqs
+    if second == "chat":
+        assert status_of(second_raw) == 200, second_raw
+        assert answer["choices"][0]["message"]["content"] == "second", second_raw
+        assert [(l["model"], l["status"]) for l in reqs] == [("slow", 200), ("mocky", 200)], reqs
+    else:
+        assert status_of(second_raw) == 503, second_raw
+        assert answer["status"] == "draining" and answer["version"], answer
+        assert [(l["model"], l["status"]) for l in reqs] == [("slow", 200)], reqs
     slow.proc.terminate()
 
 
@@ -410,6 +422,9 @@ def main():
     check("a second SIGINT likewise", second_signal_answers, gw_bin, fake_bin, signal.SIGINT)
     check("a pipelined request already received when the drain begins is served, with "
           "Connection: close", pipelined_request_served_while_draining, gw_bin, fake_bin)
+    check("GET /health pipelined behind a stream when the drain begins answers 503, status "
+          "draining, with Connection: close", pipelined_request_served_while_draining,
+          gw_bin, fake_bin, "health")
     check("a SIGHUP during a SIGTERM drain is skipped and logged (reload_skipped, reason "
           "draining); the stream in flight still finishes and the exit is 0",
           sighup_while_draining_is_skipped, gw_bin, fake_bin)
