@@ -114,10 +114,10 @@ struct hs_conn {
     enum conn_state state;
     int in_read; /* inside read_cb: completion must not re-enter it */
     int head_started;
-    long long head_deadline_ms; /* a head in progress must be whole by then (monotonic) */
-    long long body_deadline_ms; /* the body being read must be whole by then (body_timeout) */
+    long long head_deadline_us; /* a head in progress must be whole by then (monotonic) */
+    long long body_deadline_us; /* the body being read must be whole by then (body_timeout) */
     size_t body_credited;       /* bytes of it that have put the deadline off */
-    long long linger_end_ms;    /* closing, all sent: the client's input is dropped until then */
+    long long linger_end_us;    /* closing, all sent: the client's input is dropped until then */
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
     size_t line_scanned;        /* chunked body: bytes of the line in progress scanned for LF */
@@ -134,7 +134,7 @@ struct hs_conn {
      * (on Linux about a third of a send buffer of up to several MB), so a
      * steady reader slower than that per idle_timeout_ms would be cut
      * without the last; where the kernel does not say (not Linux), it is. */
-    long long out_progress_ms;
+    long long out_progress_us;
     /* How much of the output the kernel had sent the client when last
      * looked at, after a write or at a check (out_taken()), counted as
      * out_written is. */
@@ -244,18 +244,33 @@ const char *hs_reason(int status)
  * the idle timeout (as Apache's mod_reqtimeout "MinRate=500"). */
 #define BODY_MIN_RATE 500
 
-static long long now_ms(void)
+/* A connection's times and deadlines are kept in microseconds: in whole
+ * milliseconds, a deadline set from a time cut down to its millisecond and
+ * re-armed from another could fire up to 1 ms early. */
+static long long now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static struct timeval us_tv(long long us)
+{
+    struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    return tv;
+}
+
+/* The idle timeout, in microseconds. */
+static long long idle_us(const struct hs_server *s)
+{
+    return (long long)s->lim.idle_timeout_ms * 1000;
 }
 
 /* How long a connection with output may still go without its output making
- * progress (ms; 0 or less: it has gone idle_timeout_ms without). */
+ * progress (us; 0 or less: it has gone idle_timeout_ms without). */
 static long long out_idle_left(const struct hs_conn *c, long long now)
 {
-    return c->out_progress_ms + c->srv->lim.idle_timeout_ms - now;
+    return c->out_progress_us + idle_us(c->srv) - now;
 }
 
 /* How much of the output (counted as out_written is: every byte written to
@@ -321,7 +336,7 @@ static int out_taken(struct hs_conn *c, long long now)
            (acked < c->out_written || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0);
     c->out_sent_mark = sent;
     if (took)
-        c->out_progress_ms = now;
+        c->out_progress_us = now;
     return took;
 }
 
@@ -329,13 +344,12 @@ static int out_taken(struct hs_conn *c, long long now)
  * (the connection is then dropped at the deadline, whatever trickles in). */
 static void read_by(struct hs_conn *c, long long now, long long deadline)
 {
-    int ms = c->srv->lim.idle_timeout_ms;
-    struct timeval left, wtv = {ms / 1000, (ms % 1000) * 1000};
+    long long idle = idle_us(c->srv);
     long long rest = deadline > now ? deadline - now : 1;
-    if (rest > ms)
-        rest = ms;
-    left.tv_sec = (time_t)(rest / 1000);
-    left.tv_usec = (suseconds_t)(rest % 1000) * 1000;
+    struct timeval left, wtv = us_tv(idle);
+    if (rest > idle)
+        rest = idle;
+    left = us_tv(rest);
     bufferevent_set_timeouts(c->bev, &left, &wtv);
 }
 
@@ -348,12 +362,12 @@ static void head_timeout(struct hs_conn *c)
     long long now;
     if (c->srv->lim.idle_timeout_ms <= 0)
         return;
-    now = now_ms();
+    now = now_us();
     if (!c->head_started) {
-        c->head_deadline_ms = now + c->srv->lim.idle_timeout_ms;
+        c->head_deadline_us = now + idle_us(c->srv);
         c->head_started = 1;
     }
-    read_by(c, now, c->head_deadline_ms);
+    read_by(c, now, c->head_deadline_us);
 }
 
 /* A body is being read: so that it cannot trickle in for ever either, it
@@ -372,14 +386,14 @@ static void body_timeout(struct hs_conn *c)
     long long now, ceiling;
     if (c->srv->lim.idle_timeout_ms <= 0)
         return;
-    now = now_ms();
-    ceiling = now + c->srv->lim.idle_timeout_ms;
-    c->body_deadline_ms +=
-        (long long)(c->req.body_len - c->body_credited) * 1000 / BODY_MIN_RATE;
+    now = now_us();
+    ceiling = now + idle_us(c->srv);
+    c->body_deadline_us +=
+        (long long)(c->req.body_len - c->body_credited) * 1000000 / BODY_MIN_RATE;
     c->body_credited = c->req.body_len;
-    if (c->body_deadline_ms > ceiling)
-        c->body_deadline_ms = ceiling;
-    read_by(c, now, c->body_deadline_ms);
+    if (c->body_deadline_us > ceiling)
+        c->body_deadline_us = ceiling;
+    read_by(c, now, c->body_deadline_us);
 }
 
 /* The answer is sent and the sending side shut: what the client still sends
@@ -389,12 +403,11 @@ static void body_timeout(struct hs_conn *c)
  * hold the connection for ever). */
 static void linger_timeout(struct hs_conn *c)
 {
-    long long left = c->linger_end_ms - now_ms();
+    long long left = c->linger_end_us - now_us();
     struct timeval tv;
     if (left < 1)
         left = 1;
-    tv.tv_sec = (time_t)(left / 1000);
-    tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
+    tv = us_tv(left);
     bufferevent_set_timeouts(c->bev, &tv, NULL);
 }
 
@@ -473,7 +486,7 @@ static void out_count(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     c->out_added += info->n_added;
     c->out_written += info->n_deleted;
     if (info->n_deleted > 0 || (info->orig_size == 0 && info->n_added > 0))
-        c->out_progress_ms = now_ms();
+        c->out_progress_us = now_us();
     /* Bytes written: what the kernel sends of them from now on, the client
      * may take only by reading (out_taken()). Looked at only while more
      * output waits for room, the case a slow reader makes: a look is a
@@ -555,11 +568,11 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     /* One descriptor freed lets one client in, and the next accept() fails
      * again: the pause is over only once they have not run out for a while
      * (as at the cap), so it is logged and counted once, not per client. */
-    if (s->accept_paused && now_ms() - s->fd_fail_ms >= CAP_QUIET_MS)
+    if (s->accept_paused && now_us() / 1000 - s->fd_fail_ms >= CAP_QUIET_MS)
         s->accept_paused = 0;
     c->srv = s;
     c->req.conn = c;
-    c->out_progress_ms = now_ms();
+    c->out_progress_us = now_us();
     c->req.resp_headers = evbuffer_new();
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev || !c->req.resp_headers) {
@@ -1563,13 +1576,13 @@ static void conn_drop(struct hs_conn *c);
 static void out_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct hs_conn *c = arg;
-    long long now = now_ms(), left = out_idle_left(c, now);
+    long long now = now_us(), left = out_idle_left(c, now);
     (void)fd;
     (void)what;
     if (left <= 0 && out_taken(c, now))
         left = out_idle_left(c, now);
     if (left > 0) {
-        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+        struct timeval tv = us_tv(left);
         evtimer_add(c->out_deadline, &tv);
         return;
     }
@@ -1680,7 +1693,7 @@ static void process_bytes(struct hs_conn *c)
                 dispatch(c);
                 return;
             }
-            c->body_deadline_ms = now_ms() + s->lim.idle_timeout_ms;
+            c->body_deadline_us = now_us() + idle_us(s);
             c->body_credited = 0;
             break;
         }
@@ -1801,7 +1814,7 @@ static void process_input(struct hs_conn *c)
     process_bytes(c);
     if (reading_body(c))
         body_timeout(c);
-    else if (c->state == C_CLOSING && c->linger_end_ms)
+    else if (c->state == C_CLOSING && c->linger_end_us)
         linger_timeout(c);
 }
 
@@ -1829,8 +1842,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
              * (LINGER_MS from now). */
             shutdown(bufferevent_getfd(bev), SHUT_WR);
             bufferevent_disable(bev, EV_WRITE);
-            if (!c->linger_end_ms)
-                c->linger_end_ms = now_ms() + LINGER_MS;
+            if (!c->linger_end_us)
+                c->linger_end_us = now_us() + (long long)LINGER_MS * 1000;
             linger_timeout(c);
         }
         return;
@@ -1873,14 +1886,13 @@ static int read_timeout_put_off(struct hs_conn *c)
         return 0;
     if (!((c->state == C_HEAD && !c->head_started) || (c->state == C_CLOSING && pending > 0)))
         return 0;
-    now = now_ms();
+    now = now_us();
     left = out_idle_left(c, now);
     if (left <= 0 && out_taken(c, now))
         left = out_idle_left(c, now);
     if (left <= 0)
         return 0;
-    tv.tv_sec = (time_t)(left / 1000);
-    tv.tv_usec = (suseconds_t)(left % 1000) * 1000;
+    tv = us_tv(left);
     wtv.tv_sec = ms / 1000;
     wtv.tv_usec = (ms % 1000) * 1000;
     bufferevent_set_timeouts(c->bev, &tv, &wtv);
@@ -1894,7 +1906,7 @@ static int read_timeout_put_off(struct hs_conn *c)
  * another idle_timeout_ms from now (libevent disabled writing); return 1. */
 static int write_timeout_put_off(struct hs_conn *c)
 {
-    long long now = now_ms();
+    long long now = now_us();
     if (c->srv->lim.idle_timeout_ms <= 0)
         return 0;
     if (out_idle_left(c, now) <= 0 && !out_taken(c, now))

@@ -1712,6 +1712,37 @@ def lifecycle(gw_bin, fake_bin):
     check("a head trickled in a byte at a time is cut off after idle_timeout_ms",
           trickled_head)
 
+    def trickled_head_not_cut_early():
+        # The cut comes idle_timeout_ms after the head's first byte, never
+        # before: ten heads trickled in a byte every 13.7 ms, each timed from
+        # before its first byte was sent to the connection's end. (Deadlines
+        # kept in whole milliseconds cut 16 of 40 such heads short, at
+        # 299.35 ms at worst.)
+        cfg = base_config(fake, server={"idle_timeout_ms": 300})
+        gw = Gateway(gw_bin, wd, cfg, name="gw-cut", env={KEY_ENV: UPSTREAM_KEY})
+        took = []
+        for _ in range(10):
+            s = socket.create_connection((HOST, gw.port), timeout=5)
+            t0 = time.monotonic()
+            got = b""
+            try:
+                for b in b"GET /health HTTP/1.1\r\nX-Pad: " + b"y" * 2000:
+                    s.sendall(bytes([b]))
+                    if select.select([s], [], [], 0.0137)[0]:
+                        break
+                took.append(time.monotonic() - t0)
+                got = s.recv(100)
+            except OSError:  # a reset: closed as well
+                took.append(time.monotonic() - t0)
+            s.close()
+            assert got == b"", "a trickled head was answered: %r" % got
+        assert min(took) >= 0.3, "cut short: %s" % ["%.5f" % t for t in took]
+        assert max(took) < 5, "kept open: %s" % ["%.5f" % t for t in took]
+        gw.signal(signal.SIGTERM)
+        assert gw.wait(15) == 0
+    check("a trickled head is cut off no sooner than idle_timeout_ms after its first byte",
+          trickled_head_not_cut_early)
+
     def trickled_body():
         # A body must come at 500 bytes a second at least beyond
         # idle_timeout_ms: one trickled a byte every 0.1 s (each gap well
