@@ -67,6 +67,9 @@ static const char help[] =
     "                       0.50..0.98, and the budget form at each single model's\n"
     "                       real cost, for the first predictor; then compare every\n"
     "                       single model with that predictor's frontier\n"
+    "  --sweep-alpha LO:HI:STEP\n"
+    "                       --sweep with the batch over alpha LO, LO+STEP, .. HI\n"
+    "                       instead (0 <= LO <= HI <= 1, at most 1,001 steps)\n"
     "  --format F           table (default), json or csv\n"
     "  --plot FILE.svg      draw success against cost: single models and the\n"
     "                       baselines as labelled points, each predictor's frontier\n"
@@ -137,6 +140,7 @@ struct eval {
     struct row *rows;
     size_t n_rows, cap_rows;
     const char *swept; /* the predictor --sweep ran with, or NULL */
+    double sweep_lo, sweep_hi; /* its alphas' range */
     long in_store;     /* scored queries the history store holds; -1: no store */
 };
 
@@ -929,9 +933,10 @@ static void print_table(const struct eval *e)
                "predicted figures); the row is the best reachable, as said on standard\n"
                "error.\n");
     if (any_sweep)
-        printf("[sweep]: added by --sweep (the batch over alpha 0.50..0.98 and the budget\n"
+        printf("[sweep]: added by --sweep (the batch over alpha %g..%g and the budget\n"
                "form at each single model's real cost, for the first predictor; the task\n"
-               "ceiling at those costs).\n");
+               "ceiling at those costs).\n",
+               e->sweep_lo, e->sweep_hi);
     for (size_t k = 0; k < e->n_rows; k++)
         if (strcmp(e->rows[k].strategy, "task-ceiling") == 0) {
             printf("task-ceiling: the most success a router that knows only each query's task\n"
@@ -1565,6 +1570,63 @@ static int plot_check(const char *path)
     return CLI_OK;
 }
 
+/* The most alphas --sweep-alpha makes. */
+#define MAX_SWEEP_ALPHAS 1001
+
+/* --sweep-alpha LO:HI:STEP: the alphas LO, LO + STEP, .. up to HI (HI
+ * itself when STEP divides the range), each the double nearest its
+ * decimal to nine places (0.92, where LO + k STEP drifts to
+ * 0.9199999999999999). */
+static int parse_sweep(const char *s, double **out, size_t *n)
+{
+    static const char *const part[] = {"LO", "HI", "STEP"};
+    double v[3];
+    char buf[64], what[40], *at = buf;
+    size_t k;
+    if (strlen(s) >= sizeof buf) {
+        cli_error("eval", "--sweep-alpha: expected LO:HI:STEP, got %zu characters", strlen(s));
+        return CLI_USAGE;
+    }
+    memcpy(buf, s, strlen(s) + 1);
+    for (int i = 0; i < 3; i++) {
+        char *end = i < 2 ? strchr(at, ':') : NULL;
+        int rc;
+        if (i < 2 && !end) {
+            cli_error("eval", "--sweep-alpha: expected LO:HI:STEP, got '%s'", s);
+            return CLI_USAGE;
+        }
+        if (end)
+            *end = '\0';
+        snprintf(what, sizeof what, "--sweep-alpha %s", part[i]);
+        if ((rc = cli_parse_double("eval", what, at, 0, 1, &v[i])))
+            return rc;
+        at = end + 1;
+    }
+    if (v[0] > v[1]) {
+        cli_error("eval", "--sweep-alpha: LO %g is above HI %g", v[0], v[1]);
+        return CLI_USAGE;
+    }
+    if (!(v[2] > 0)) {
+        cli_error("eval", "--sweep-alpha: STEP must be above 0");
+        return CLI_USAGE;
+    }
+    /* The 1e-9 keeps HI when rounding left STEP's multiple a hair short. */
+    if ((v[1] - v[0]) / v[2] + 1e-9 >= MAX_SWEEP_ALPHAS) {
+        cli_error("eval", "--sweep-alpha: %s makes more than %d alphas", s, MAX_SWEEP_ALPHAS);
+        return CLI_USAGE;
+    }
+    k = (size_t)floor((v[1] - v[0]) / v[2] + 1e-9) + 1;
+    *out = calloc(k, sizeof **out);
+    if (!*out)
+        return CLI_RUNTIME;
+    for (size_t i = 0; i < k; i++) {
+        double a = round((v[0] + (double)i * v[2]) * 1e9) / 1e9;
+        (*out)[i] = a > 1 ? 1 : a;
+    }
+    *n = k;
+    return CLI_OK;
+}
+
 static int parse_list(const char *opt, const char *csv, double lo, double hi, double **out,
                       size_t *n)
 {
@@ -1751,14 +1813,15 @@ static int prepare(struct eval *e)
 int cmd_eval(int argc, char **argv)
 {
     const char *config = NULL, *store_path = NULL, *data = NULL, *split = NULL, *alpha_s = NULL,
-               *budget_s = NULL, *pred_s = NULL, *format = NULL, *plot = NULL, *seed_s = NULL;
+               *budget_s = NULL, *pred_s = NULL, *format = NULL, *plot = NULL, *seed_s = NULL,
+               *sweep_s = NULL;
     int sweep = 0, help_flag = 0, n_pos = 0, rc, lrc;
     const struct cli_opt opts[] = {
         {"config", &config, NULL},  {"store", &store_path, NULL}, {"data", &data, NULL},
         {"split", &split, NULL},    {"alpha", &alpha_s, NULL},    {"budget", &budget_s, NULL},
         {"predictors", &pred_s, NULL}, {"format", &format, NULL}, {"plot", &plot, NULL},
         {"seed", &seed_s, NULL},    {"sweep", NULL, &sweep},      {"help", NULL, &help_flag},
-        {NULL, NULL, NULL},
+        {"sweep-alpha", &sweep_s, NULL}, {NULL, NULL, NULL},
     };
     struct lr_config *cfg = NULL;
     struct lr_store *store = NULL;
@@ -1766,8 +1829,8 @@ int cmd_eval(int argc, char **argv)
     struct lr_error err = {0};
     struct eval e;
     char **pos = NULL, **preds = NULL;
-    double *alphas = NULL, *budgets = NULL, one_alpha;
-    size_t n_alphas = 0, n_budgets = 0, n_preds = 0;
+    double *alphas = NULL, *budgets = NULL, one_alpha, *sweep_alphas = NULL;
+    size_t n_alphas = 0, n_budgets = 0, n_preds = 0, n_sweep = 0;
     long seed = 0; /* no random-draw row without --seed */
     int *slot = NULL;
     double *times = NULL, *single_cost = NULL;
@@ -1814,9 +1877,17 @@ int cmd_eval(int argc, char **argv)
         (budget_s && (rc = parse_list("--budget", budget_s, 0, LR_BATCH_MAX_BUDGET, &budgets,
                                       &n_budgets))) ||
         (seed_s && (rc = cli_parse_long("eval", "--seed", seed_s, 1, 2147483647L, &seed))) ||
+        ((sweep_s || sweep) &&
+         (rc = parse_sweep(sweep_s ? sweep_s : "0.5:0.98:0.02", &sweep_alphas, &n_sweep))) ||
         (pred_s &&
          (rc = cli_split_list("eval", "--predictors", pred_s, "name", &preds, &n_preds))))
         goto out;
+    if (sweep_s)
+        sweep = 1;
+    if (sweep) {
+        e.sweep_lo = sweep_alphas[0];
+        e.sweep_hi = sweep_alphas[n_sweep - 1];
+    }
     /* Checked here, not by the first router made with it: that comes after
      * the data is read and every other row scored, and only with a store. */
     for (size_t p = 0; p < n_preds; p++) {
@@ -1957,11 +2028,8 @@ int cmd_eval(int argc, char **argv)
                     goto smart_failed;
             }
             if (sweep && p == 0) {
-                /* (50 + 2k) / 100: the double nearest each step's decimal
-                 * (0.92), where 0.50 + 0.02 k drifts (0.9199999999999999). */
-                for (int k = 0; k <= 24; k++) {
-                    struct row *r =
-                        new_row(&e, "smart-batch", preds[p], (50 + 2 * k) / 100.0, NAN);
+                for (size_t k = 0; k < n_sweep; k++) {
+                    struct row *r = new_row(&e, "smart-batch", preds[p], sweep_alphas[k], NAN);
                     if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_QUALITY)))
                         goto smart_failed;
                     r->sweep = 1;
@@ -2035,6 +2103,7 @@ int cmd_eval(int argc, char **argv)
     rc = plot ? write_plot(&e, plot) : CLI_OK;
 out:
     cli_flush_stdout();
+    free(sweep_alphas);
     for (size_t k = 0; k < e.n_rows; k++)
         free(e.rows[k].share);
     free(e.rows);

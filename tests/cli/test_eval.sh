@@ -362,6 +362,34 @@ rc=$?
 python3 -c "import csv, sys; rows = list(csv.DictReader(open(sys.argv[1]))); assert len(rows) >= 8 and 'share:strong' in rows[0], rows[0]" "$TMP/eval.csv" \
     && ok || bad "eval --format csv"
 expect "eval table" 0 "oracle" -- "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test
+# --sweep-alpha LO:HI:STEP: the swept batch rows at exactly those alphas (each
+# the double nearest its decimal), the budget rows as with --sweep, and the
+# table's note names the range.
+"$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
+    --sweep-alpha 0.2:0.5:0.1 --format json >"$TMP/sweep.json" 2>"$TMP/err" &&
+python3 - "$TMP" <<'PY' && ok || bad "eval --sweep-alpha rows: $(cat "$TMP/err")"
+import json, sys
+res = json.load(open(sys.argv[1] + "/sweep.json"))["results"]
+swept = [r for r in res if r["sweep"]]
+assert [r["alpha"] for r in swept if r["strategy"] == "smart-batch"] == [0.2, 0.3, 0.4, 0.5], swept
+singles = sorted(r["total_cost"] for r in res if r["strategy"].startswith("single:"))
+assert sorted(r["budget"] for r in swept if r["strategy"] == "smart-budget") == singles, swept
+PY
+expect "eval --sweep-alpha names its range in the table" 0 "batch over alpha 0.25..0.75" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
+    --sweep-alpha 0.25:0.8:0.25
+expect "eval --sweep-alpha LO above HI" 2 "--sweep-alpha: LO 0.9 is above HI 0.1" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --sweep-alpha 0.9:0.1:0.1
+expect "eval --sweep-alpha without STEP" 2 "--sweep-alpha: expected LO:HI:STEP, got '0.1:0.5'" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --sweep-alpha 0.1:0.5
+expect "eval --sweep-alpha STEP 0" 2 "--sweep-alpha: STEP must be above 0" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --sweep-alpha 0.1:0.5:0
+expect "eval --sweep-alpha HI above 1" 2 "--sweep-alpha HI" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --sweep-alpha 0.1:1.5:0.1
+expect "eval --sweep-alpha not a number" 2 "--sweep-alpha LO" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --sweep-alpha x:0.5:0.1
+expect "eval --sweep-alpha with too many steps" 2 "makes more than 1001 alphas" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --sweep-alpha 0:1:0.0001
 expect "eval with a model without price" 2 "models[1] 'mid' has no cost_per_output_token" -- \
     "$BIN" eval --config "$TMP/noprice.json" --store "$TMP/h.db" --data "$TMP/data.json"
 expect "eval with a truncated data file" 2 "trunc.json:1:" -- \
