@@ -1580,7 +1580,7 @@ static int plot_check(const char *path)
 static int parse_sweep(const char *s, double **out, size_t *n)
 {
     static const char *const part[] = {"LO", "HI", "STEP"};
-    double v[3];
+    double v[3], steps;
     char buf[64], what[40], *at = buf;
     size_t k;
     if (strlen(s) >= sizeof buf) {
@@ -1611,11 +1611,12 @@ static int parse_sweep(const char *s, double **out, size_t *n)
         return CLI_USAGE;
     }
     /* The 1e-9 keeps HI when rounding left STEP's multiple a hair short. */
-    if ((v[1] - v[0]) / v[2] + 1e-9 >= MAX_SWEEP_ALPHAS) {
+    steps = (v[1] - v[0]) / v[2] + 1e-9;
+    if (steps >= MAX_SWEEP_ALPHAS) {
         cli_error("eval", "--sweep-alpha: %s makes more than %d alphas", s, MAX_SWEEP_ALPHAS);
         return CLI_USAGE;
     }
-    k = (size_t)floor((v[1] - v[0]) / v[2] + 1e-9) + 1;
+    k = (size_t)floor(steps) + 1;
     *out = calloc(k, sizeof **out);
     if (!*out)
         return CLI_RUNTIME;

@@ -254,6 +254,12 @@ static long long now_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* The same clock in milliseconds, for the accept pauses' times. */
+static long long mono_ms(void)
+{
+    return now_us() / 1000;
+}
+
 static struct timeval us_tv(long long us)
 {
     struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
@@ -568,7 +574,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     /* One descriptor freed lets one client in, and the next accept() fails
      * again: the pause is over only once they have not run out for a while
      * (as at the cap), so it is logged and counted once, not per client. */
-    if (s->accept_paused && now_us() / 1000 - s->fd_fail_ms >= CAP_QUIET_MS)
+    if (s->accept_paused && mono_ms() - s->fd_fail_ms >= CAP_QUIET_MS)
         s->accept_paused = 0;
     c->srv = s;
     c->req.conn = c;
@@ -605,12 +611,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 
 /* ==== Accepting: the connection cap and running out of descriptors ==== */
 
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Enable the listener when a client may be accepted now, disable it when
  * not: while stopping, after accept() ran out of descriptors (until the
@@ -1893,8 +1893,7 @@ static int read_timeout_put_off(struct hs_conn *c)
     if (left <= 0)
         return 0;
     tv = us_tv(left);
-    wtv.tv_sec = ms / 1000;
-    wtv.tv_usec = (ms % 1000) * 1000;
+    wtv = us_tv(idle_us(c->srv));
     bufferevent_set_timeouts(c->bev, &tv, &wtv);
     bufferevent_enable(c->bev, EV_READ);
     return 1;
