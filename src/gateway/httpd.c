@@ -52,7 +52,7 @@
 #include "httpd.h"
 
 #define MAX_HEADERS 100
-#define MAX_CHUNK_LINE 1024
+#define MAX_CHUNK_LINE 1024 /* named in an answer's message */
 #define LINGER_MS 2000
 #define ACCEPT_PAUSE_MS 100
 #define CAP_QUIET_MS 1000 /* a pause at the cap ends after this long without reaching it */
@@ -1505,6 +1505,38 @@ static int chunk_size(const char *line, size_t n, unsigned long long *size)
     return 1;
 }
 
+/* A chunk-size line longer than MAX_CHUNK_LINE, the first MAX_CHUNK_LINE
+ * bytes of it at the front of in: does its size take the body past room
+ * bytes, whatever the rest of the line holds? It does when its hex digits
+ * after any leading zeros are more than 16 (past 2^64), or when they end
+ * within those bytes at a value over room, or run past them having already
+ * passed it. A line long for its chunk extensions or its leading zeros is
+ * not known to (answered 400). */
+static int long_chunk_line_over(struct evbuffer *in, size_t room)
+{
+    char buf[MAX_CHUNK_LINE];
+    ev_ssize_t got = evbuffer_copyout(in, buf, sizeof buf);
+    unsigned long long v = 0;
+    size_t sig = 0;
+    for (ev_ssize_t i = 0; i < got; i++) {
+        int ch = (unsigned char)buf[i], d;
+        if (ch >= '0' && ch <= '9')
+            d = ch - '0';
+        else if (ch >= 'a' && ch <= 'f')
+            d = ch - 'a' + 10;
+        else if (ch >= 'A' && ch <= 'F')
+            d = ch - 'A' + 10;
+        else
+            break;
+        if (sig == 0 && d == 0)
+            continue;
+        if (++sig > 16)
+            return 1;
+        v = v * 16 + (unsigned long long)d;
+    }
+    return v > room;
+}
+
 /* A trailer line, its CRLF gone, read by the rules of a head's field lines
  * (field_line_fault()). Trailers are not used, but one read loosely could
  * end elsewhere for a proxy in front. Returns NULL, or why the line is
@@ -1718,11 +1750,21 @@ static void process_bytes(struct hs_conn *c)
             int got = framing_line(c, in, MAX_CHUNK_LINE, &line, &n), ok;
             if (got == 0)
                 return;
+            if (got == -2) {
+                /* Over the line cap: its digits may still say the size. */
+                size_t room = c->req.body_len < c->req.max_body
+                                  ? c->req.max_body - c->req.body_len
+                                  : 0;
+                if (long_chunk_line_over(in, room))
+                    fail_request(c, 413, "request body too large");
+                else
+                    fail_request(c, 400, "chunk-size line over 1024 bytes");
+                return;
+            }
             if (got < 0) {
                 fail_request(c, got == -3 ? 500 : 400,
-                             got == -1   ? "bare LF in a chunk-size line: lines must end with CRLF"
-                             : got == -2 ? "malformed chunked body"
-                                         : "out of memory");
+                             got == -1 ? "bare LF in a chunk-size line: lines must end with CRLF"
+                                       : "out of memory");
                 return;
             }
             ok = chunk_size(line, n, &size);

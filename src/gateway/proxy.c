@@ -1365,8 +1365,10 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
         ex->last_status = ex->up_status;
         snprintf(ex->last_location, sizeof ex->last_location, "%s", ex->up_location);
     }
-    if (ex->up_status >= 300 && !ex->sse && ex->body_complete) {
-        /* Keep the upstream's own answer, to relay if nothing else works. */
+    if (ex->up_status >= 300 && ex->up_status < 600 && !ex->sse && ex->body_complete) {
+        /* Keep the upstream's own answer, to relay if nothing else works:
+         * one of an HTTP status. A status of 600 to 999, which no HTTP has,
+         * is a protocol failure (rs_class_of_answer()), answered 502. */
         ex->last_status = ex->up_status;
         ex->last_body = ex->resp;
         ex->last_len = ex->resp_len;
@@ -2130,6 +2132,13 @@ static void on_done(void *arg, enum up_error err, const char *message)
         return;
     }
     ex->body_complete = 1;
+    if (ex->up_status >= 600) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the upstream answered status %ld, which HTTP does not have",
+                 ex->up_status);
+        failed(ex, RS_PROTOCOL, msg);
+        return;
+    }
     if (ex->up_status >= 300) {
         failed(ex,
                rs_class_of_answer(ex->up_status, ex->resp, ex->resp_len, ex->up_retry_after,
@@ -2919,7 +2928,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         size_t i;
         json_t *v;
         if (!json_is_array(jmodels) || json_array_size(jmodels) == 0) {
-            fail_with(ex, 400, "models", "invalid_type",
+            /* invalid_value when the type is right, as /v1/route answers */
+            fail_with(ex, 400, "models", json_is_array(jmodels) ? "invalid_value" : "invalid_type",
                       "models: expected a non-empty array of model names");
             return -1;
         }

@@ -566,7 +566,14 @@ def errors(gw_bin, fake_bin):
           lambda: err(400, '{"model": "fake-a", "messages": [], "stream": "yes"}',
                       param="stream"))
     check("400 models not an array of names",
-          lambda: err(400, '{"models": "fake-a", "messages": []}', param="models"))
+          lambda: err(400, '{"models": "fake-a", "messages": []}', param="models",
+                      code="invalid_type"))
+    check("400 empty candidate list (the right type: invalid_value), chat and completions",
+          lambda: [err(400, body, param="models", code="invalid_value", path=path)
+                   for path, body in (("/v1/chat/completions",
+                                       '{"model": "fake-a", "models": [], "messages": []}'),
+                                      ("/v1/completions",
+                                       '{"model": "auto", "models": [], "prompt": "hi"}'))])
     check("400 route.strategy unknown",
           lambda: err(400, '{"model": "auto", "messages": [], "route": {"strategy": "nope"}}',
                       param="route.strategy"))
@@ -1037,11 +1044,19 @@ def errors(gw_bin, fake_bin):
             raw = send(bad)
             assert status_of(raw) == 400, (bad, raw[:300])
             assert b"malformed chunk size" in raw, (bad, raw[:300])
+        # Past the size line's 1 KiB cap the digits still tell a size too
+        # large (413); a line long for its leading zeros or its extensions
+        # is 400 naming the cap.
         for big in (b"1" + b"0" * 15 + b"%x" % n, b"7fffffffffffffff", b"f" * 40 + b";x=1",
-                    b"10000000"):
+                    b"10000000", b"f" * 2000, b"1" + b"0" * 1100 + b";x",
+                    b"0" * 1010 + b"1" + b"0" * 20):
             raw = send(big)
-            assert status_of(raw) == 413, (big, raw[:300])
-            assert b"request body too large" in raw, (big, raw[:300])
+            assert status_of(raw) == 413, (big[:40], raw[:300])
+            assert b"request body too large" in raw, (big[:40], raw[:300])
+        for long_line in (b"0" * 2000 + b"%x" % n, b"%x;x=" % n + b"y" * 1100):
+            raw = send(long_line)
+            assert status_of(raw) == 400, (long_line[:40], raw[:300])
+            assert b"chunk-size line over 1024 bytes" in raw, (long_line[:40], raw[:300])
         still_serving(gw, auth)
     check("chunk sizes: hex digits and extensions only, 400 for anything else", chunk_sizes)
 

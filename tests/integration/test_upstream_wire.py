@@ -306,6 +306,28 @@ def run(gw_bin, env):
         st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
         assert st == 200, (st, raw)
 
+    def status_outside_http(status):
+        # A status HTTP does not have (600 to 999) is a protocol failure:
+        # a route falls back, and with nothing left the client gets 502
+        # upstream_protocol naming it, never that status or its body.
+        drain()
+        up.steps.put(answer(status, b"{}"))
+        up.steps.put(ok_with_length)
+        st, h, j, raw = chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, raw)
+        assert [t["class"] for t in log_line(h)["tries"]] == ["protocol", "ok"]
+        up.steps.put(answer(status, b"{}"))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 502, (st, raw)
+        e = error_shape(j)
+        assert e["code"] == "upstream_protocol", e
+        assert "status %d" % status in e["message"], e
+        line = log_line(h)
+        assert line["status"] == 502 and line["error"] == "upstream_protocol", line
+
+    check(tag + "an upstream status of 600: protocol, falls back, else 502 naming it",
+          status_outside_http, 600)
+    check(tag + "an upstream status of 999: the same", status_outside_http, 999)
     check(tag + "a 200 whose body is an error of code 429: rate limited, falls back",
           ok_error_falls_back, 429, "rate_limited_no_retry_after")
     check(tag + "a 200 whose body is an error of code 500: server_error, falls back",
