@@ -57,6 +57,17 @@ static const char *empty_value(const char *cmd, const char *name)
     return msg;
 }
 
+/* Whether a, "--NAME" or "--NAME=...", names one of opts. */
+static int is_own_option(const struct cli_opt *opts, const char *a)
+{
+    const char *eq = strchr(a, '=');
+    size_t len = (eq ? (size_t)(eq - a) : strlen(a)) - 2;
+    for (const struct cli_opt *o = opts; o->name; o++)
+        if (strlen(o->name) == len && strncmp(a + 2, o->name, len) == 0)
+            return 1;
+    return 0;
+}
+
 int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts,
               char ***pos, int *n_pos)
 {
@@ -104,6 +115,17 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts
                 v = eq + 1;
             } else if (i + 1 < argc) {
                 v = argv[++i];
+                /* A value forgotten takes the next option for it: "import
+                 * --store --strict d.json" made a store named --strict.
+                 * One of the command's own options is refused as a value
+                 * given apart; --NAME=VALUE still takes anything. */
+                if (v[0] == '-' && v[1] == '-' && is_own_option(opts, v)) {
+                    cli_error(cmd, "option '--%s' needs a value, got the option '%s' (give "
+                                   "--%s=VALUE for a value that starts with --)",
+                              o->name, v, o->name);
+                    free(p);
+                    return CLI_USAGE;
+                }
             } else {
                 cli_error(cmd, "option '--%s' needs a value", o->name);
                 free(p);
@@ -274,7 +296,7 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
         cli_error(cmd, "%s: expected a number from %g to %g, got '%s'", opt, lo, hi, s);
         return CLI_USAGE;
     }
-    *out = d;
+    *out = d == 0.0 ? 0.0 : d; /* -0 is 0, and printed so */
     return CLI_OK;
 }
 

@@ -1550,9 +1550,10 @@ out:
 /* Whether the --plot file can be written, found out before the work rather
  * than after it: opened for appending (which changes nothing in a file
  * that exists), and removed again if this made it. */
-static int plot_check(const char *path)
+static int plot_check(const char *path, const char *const inputs[3])
 {
-    struct stat sb;
+    static const char *const input_name[3] = {"--config", "--store", "--data"};
+    struct stat sb, ib;
     int existed = stat(path, &sb) == 0;
     FILE *f;
 
@@ -1560,6 +1561,15 @@ static int plot_check(const char *path)
         cli_error("eval", "--plot %s: is a directory; give a file name such as plot.svg", path);
         return CLI_USAGE;
     }
+    /* The plot is written over whatever the file held: never over one of
+     * the command's own inputs (a history store, named twice by a slip). */
+    for (int i = 0; existed && i < 3; i++)
+        if (inputs[i] && stat(inputs[i], &ib) == 0 && ib.st_dev == sb.st_dev &&
+            ib.st_ino == sb.st_ino) {
+            cli_error("eval", "--plot %s: is the file %s names; give another file name", path,
+                      input_name[i]);
+            return CLI_USAGE;
+        }
     if (!(f = fopen(path, "a"))) {
         cli_error("eval", "--plot %s: cannot write the file: %s", path, strerror(errno));
         return CLI_USAGE;
@@ -1913,8 +1923,12 @@ int cmd_eval(int argc, char **argv)
         store_path = lr_config_router_defaults(cfg)->store_path;
     if ((rc = cli_check_store_exists("eval", store_path)))
         goto out;
-    if (plot && (rc = plot_check(plot)))
-        goto out;
+    if (plot) {
+        const char *const inputs[3] = {config, store_path,
+                                       data && strcmp(data, "-") != 0 ? data : NULL};
+        if ((rc = plot_check(plot, inputs)))
+            goto out;
+    }
     if (!alphas) {
         one_alpha = lr_config_router_defaults(cfg)->performance_requirement;
         alphas = malloc(sizeof *alphas);

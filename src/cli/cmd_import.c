@@ -217,16 +217,26 @@ int cmd_import(int argc, char **argv)
             continue;
         }
         imported += rep.imported;
-        printf("%s: imported %zu of %zu records", io.name ? io.name : path, rep.imported, rep.read);
+        /* The report is a line a file: the file's name and the bad record's
+         * words (a key of the data file among them) are written escaped, as
+         * every message is, so neither breaks the line nor reaches the
+         * terminal as an escape sequence. */
+        gw_put_escaped(stdout, io.name ? io.name : path);
+        printf(": imported %zu of %zu records", rep.imported, rep.read);
         if (split)
             printf(" (%zu in other splits)", rep.skipped_split);
-        if (rep.bad)
-            printf(", skipped %zu bad (first: %s)", rep.bad, rep.first_bad);
+        if (rep.bad) {
+            printf(", skipped %zu bad (first: ", rep.bad);
+            gw_put_escaped(stdout, rep.first_bad);
+            printf(")");
+        }
         printf("\n");
     }
     /* A store this command created and left empty is removed below. */
-    if (!(created && status != CLI_OK && lr_store_count(store) == 0))
-        printf("%s: %zu records\n", store_path, lr_store_count(store));
+    if (!(created && status != CLI_OK && lr_store_count(store) == 0)) {
+        gw_put_escaped(stdout, store_path);
+        printf(": %zu records\n", lr_store_count(store));
+    }
 out:
     embed_http_free(emb);
     /* Failed with nothing in the store it created: removed, unless another

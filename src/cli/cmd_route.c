@@ -107,29 +107,66 @@ static void print_decision(const struct lr_config *cfg, const char *strategy,
     json_decref(o);
 }
 
+/* The longest line read as a query: the cap of a query (256 KiB, as
+ * lr_record_check_query() has it) and its CRLF. A longer line is refused
+ * as soon as it passes that, not read on until memory runs out. */
+#define ROUTE_MAX_LINE (256 * 1024 + 2)
+
+/* One line of f into *buf (grown as needed, *cap its size), with its
+ * ending, NUL-terminated, *len bytes. Returns 1, 0 at the end of input
+ * with nothing read, -1 on a read error or out of memory (errno says
+ * which), -2 when the line passes max bytes. */
+static int line_capped(FILE *f, char **buf, size_t *cap, size_t max, size_t *len)
+{
+    size_t n = 0;
+    int ch = EOF;
+    while (n <= max && (ch = getc(f)) != EOF) {
+        if (n + 2 > *cap) {
+            size_t grown_cap = *cap ? *cap * 2 : 256;
+            char *grown = realloc(*buf, grown_cap);
+            if (!grown) {
+                errno = ENOMEM;
+                return -1;
+            }
+            *buf = grown;
+            *cap = grown_cap;
+        }
+        (*buf)[n++] = (char)ch;
+        if (ch == '\n')
+            break;
+    }
+    if (n > max)
+        return -2;
+    if (ch == EOF && ferror(f))
+        return -1;
+    if (n == 0)
+        return 0;
+    (*buf)[n] = '\0';
+    *len = n;
+    return 1;
+}
+
 /* Read every line of f that is not blank (without its line ending) into *lines.
  * Returns CLI_OK, or CLI_RUNTIME / CLI_USAGE after printing why: a read
  * error (standard input is a directory, say) must not pass for no queries,
- * and a line with a NUL byte is binary input, not a query to cut short. */
+ * a line with a NUL byte is binary input, not a query to cut short, and a
+ * line over the cap of a query is refused when it passes it. */
 static int read_lines(FILE *f, char ***lines, size_t *n)
 {
     char *line = NULL, **arr = NULL;
-    size_t cap = 0, count = 0, arr_cap = 0, lineno = 0;
-    ssize_t len;
-    int rc = CLI_RUNTIME;
+    size_t cap = 0, count = 0, arr_cap = 0, lineno = 0, len = 0;
+    int rc = CLI_RUNTIME, got;
 
-    /* getline() failing to grow its buffer returns -1 as at the end of
-     * input, with neither the end nor the error flag set: errno tells. */
     for (;;) {
         errno = 0;
-        if ((len = getline(&line, &cap, f)) < 0)
+        if ((got = line_capped(f, &line, &cap, ROUTE_MAX_LINE, &len)) <= 0)
             break;
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
-        if (len == 0 || strspn(line, " \t\r\f\v") == (size_t)len)
+        if (len == 0 || strspn(line, " \t\r\f\v") == len)
             continue; /* a blank line, spaces or not, is no query */
-        if (memchr(line, '\0', (size_t)len)) {
+        if (memchr(line, '\0', len)) {
             cli_error("route", "standard input, line %zu: contains a NUL byte (expected one "
                                "query per line of text)",
                       lineno);
@@ -149,9 +186,15 @@ static int read_lines(FILE *f, char ***lines, size_t *n)
             goto nomem;
         count++;
     }
-    if (errno == ENOMEM)
+    if (got == -2) {
+        cli_error("route", "standard input, line %zu: over the cap of a query (262144 bytes)",
+                  lineno + 1);
+        rc = CLI_USAGE;
+        goto fail;
+    }
+    if (got < 0 && errno == ENOMEM)
         goto nomem;
-    if (ferror(f) || (!feof(f) && errno)) {
+    if (got < 0) {
         cli_error("route", "cannot read standard input: %s",
                   errno ? strerror(errno) : "read error");
         goto fail;

@@ -14,9 +14,11 @@
  * not import the same files again).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -83,6 +85,13 @@ static int finish_stdout(const char *cmd, int rc)
 
 int main(int argc, char **argv)
 {
+    /* A standard descriptor the caller closed (<&-, >&-) would be taken by
+     * the next file opened, a history store's, and read as the queries or
+     * written to as the report. /dev/null opened the other way round holds
+     * its place and fails each use with EBADF, as the closed one did. */
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF)
+            (void)open("/dev/null", fd == STDIN_FILENO ? O_WRONLY : O_RDONLY); /* takes fd */
     /* A file over the size limit (ulimit -f) is then a write error that
      * the command reports, not a signal that kills it mid-way. */
     signal(SIGXFSZ, SIG_IGN);

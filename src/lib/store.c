@@ -2316,6 +2316,16 @@ static int presence_take(struct lr_store *st, const char *file, int may_create,
         st->made_file = fd >= 0;
         if (fd < 0 && (st->read_only || !may_create || errno == EEXIST))
             fd = open(file, base);
+        if (fd >= 0 && fd <= STDERR_FILENO) {
+            /* Held as long as the store is open: never as a closed standard
+             * descriptor, which the program would read as its input or
+             * write its output to (SQLite keeps its own off them too). */
+            int high = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+            int e = errno;
+            close(fd);
+            fd = high;
+            errno = e;
+        }
         /* SQLite would only say "unable to open database file". A path
          * this process may not use (no such folder, no permission) is a
          * store that cannot be used as given; anything else (no space, too

@@ -73,13 +73,31 @@ expect "eval: a record line of exactly the cap is read" 0 "3 queries, 2 candidat
     "$BIN" eval --config "$CFG" --data "$TMP/atcap.jsonl"
 rm -f "$TMP/overcap.jsonl" "$TMP/atcap.jsonl"
 
-# --- out of memory on a long line is an error, not the end of input ---
-# (getline() then returns -1 as at the end, with no error flag set.)
+# --- a long line is refused at the cap of a query, not read on ---
+# (route read a line whole, so 300 MB of it under a memory cap said "out of
+# memory", and from /dev/zero it took all the memory there was.) It is
+# refused once it passes 256 KiB and its line ending, within a small memory
+# cap, before any query is routed.
 (printf 'q1\n'; xs 300000000; printf '\nq3\n') |
-    memcapped 400000 200 "$BIN" route --config "$CFG" >"$TMP/out" 2>"$TMP/err"
+    memcapped 200000 200 "$BIN" route --config "$CFG" >"$TMP/out" 2>"$TMP/err"
 rc=$?
-[ "$rc" = 1 ] && grep -qF "out of memory reading standard input" "$TMP/err" && ! [ -s "$TMP/out" ] &&
-    ok || bad "route: out of memory on a long line: exit $rc, $(cat "$TMP/err" "$TMP/out")"
+[ "$rc" = 2 ] && grep -qF "standard input, line 2: over the cap of a query (262144 bytes)" \
+    "$TMP/err" && ! [ -s "$TMP/out" ] &&
+    ok || bad "route: a 300 MB line: exit $rc, $(cat "$TMP/err" "$TMP/out")"
+memcapped 200000 200 "$BIN" route --config "$CFG" </dev/zero >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 2 ] && grep -qF "line 1: over the cap of a query" "$TMP/err" &&
+    ok || bad "route: a line from /dev/zero: exit $rc, $(cat "$TMP/err")"
+# The longest line read: the cap and a CRLF; one byte more is the library's
+# refusal of a query over the cap.
+(printf 'q1\n'; xs 262144; printf '\r\n') | "$BIN" route --config "$CFG" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 0 ] && [ "$(wc -l <"$TMP/out")" = 2 ] &&
+    ok || bad "route: a query of exactly the cap: exit $rc, $(cat "$TMP/err")"
+(printf 'q1\n'; xs 262145; printf '\n') | "$BIN" route --config "$CFG" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 2 ] && grep -qF "262145 bytes is over the cap of 262144" "$TMP/err" &&
+    ok || bad "route: a query one byte over the cap: exit $rc, $(cat "$TMP/err")"
 # eval says it too, with the exit code of a runtime failure (1), as route
 # and import give it.
 (printf '{"query": "q"}\n'; xs 60000000; printf '\n') |
@@ -328,5 +346,42 @@ expect "help with two names" 2 "takes one command name" -- "$BIN" help route eva
 printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"x\\u001b[2J": 1}}' >"$TMP/esckey.json"
 expect "check-config: an unknown server key with an ESC" 0 "" -- "$BIN" check-config "$TMP/esckey.json"
 one_line_escaped "check-config: a warning quoting an ESC"
+
+# import's report on standard output quotes a data file's name and a bad
+# record's words (a key of the file): escaped there too, one line a file
+# (they were printed raw: a key could clear the terminal).
+REC1='{"query": "q", "outputs": [{"model_name": "gpt-4o", "correctness": 1, "output_token_length": 5}]}'
+esc_name="$TMP/"$'d\x1b[31m\nx.jsonl'
+printf '%s\n%s\n' "$REC1" '{"query": "x", "note\u001b[2J\nX": "a\u0000", "outputs": []}' >"$esc_name"
+"$BIN" import --store "$TMP/esc.db" "$esc_name" >"$TMP/report" 2>/dev/null
+rc=$?
+sed -n 1p "$TMP/report" >"$TMP/err"
+[ "$rc" = 0 ] && [ "$(wc -l <"$TMP/report")" = 2 ] &&
+    grep -qF 'd\x1b[31m\nx.jsonl: imported 1 of 2' "$TMP/err" && grep -qF 'note\x1b[2J\nX' "$TMP/err" &&
+    ok || bad "import report escaped: rc $rc, $(cat -A "$TMP/report")"
+one_line_escaped "import's report quoting a key with an ESC"
+
+# A store held open while standard input or output is closed: its file took
+# descriptor 0 (or 1) and was read as the queries ("a NUL byte").
+expect "import - with standard input closed" 1 "Bad file descriptor" -- \
+    sh -c 'exec "$0" import --store "$1" - <&-' "$BIN" "$TMP/esc.db"
+expect "route --store with standard input closed" 1 "cannot read standard input: Bad file descriptor" -- \
+    sh -c 'exec "$0" route --config "$1" --strategy smart --store "$2" <&-' "$BIN" "$CFG" "$TMP/esc.db"
+
+# An option's value forgotten took the next option for it: a store named
+# --strict, exit 0. --NAME=VALUE still takes a value that starts with --.
+( bin=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+  cd "$TMP" && "$bin" import --store --strict one.jsonl >out 2>err; echo $? >rc )
+[ "$(cat "$TMP/rc")" = 2 ] && grep -qF "option '--store' needs a value, got the option '--strict'" "$TMP/err" &&
+    [ ! -e "$TMP/--strict" ] && ok || bad "import --store --strict: rc $(cat "$TMP/rc"), $(cat "$TMP/err")"
+expect "route --models --json" 2 "option '--models' needs a value, got the option '--json'" -- \
+    "$BIN" route --config "$CFG" --models --json q
+expect "route --models=--json: a value, an unknown model" 2 "unknown model '--json'" -- \
+    "$BIN" route --config "$CFG" --models=--json q
+
+# -0 is 0, and printed so (it was "budget -0 cannot be met").
+expect "route --batch --budget -0" 3 "budget 0 cannot be met" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/esc.db" --batch --budget -0 q
+! grep -qF -- "budget -0" "$TMP/err" && ok || bad "route --budget -0 printed -0: $(cat "$TMP/err")"
 
 summary

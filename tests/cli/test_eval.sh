@@ -471,6 +471,20 @@ expect "eval --plot into a folder that does not exist" 2 "--plot $TMP/nodir/p.sv
 [ ! -s "$TMP/out" ] && ok || bad "eval with an unwritable plot printed results: $(cat "$TMP/out")"
 expect "eval --plot that is a folder" 2 "--plot $TMP: is a directory" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --plot "$TMP"
+# A plot named as one of eval's own inputs (a slip of the shell's completion)
+# was written over it: the history store became an SVG, exit 0.
+cp "$TMP/h.db" "$TMP/plotted.db"
+for input in store data config; do
+    case $input in
+    store) args=(--config "$TMP/cfg.json" --store "$TMP/plotted.db" --data "$TMP/data.json"
+                 --plot "$TMP/plotted.db") ;;
+    data) args=(--config "$TMP/cfg.json" --data "$TMP/data.json" --plot "$TMP/./data.json") ;;
+    config) args=(--config "$TMP/cfg.json" --data "$TMP/data.json" --plot "$TMP/cfg.json") ;;
+    esac
+    expect "eval --plot naming its own --$input" 2 "is the file --$input names" -- \
+        "$BIN" eval "${args[@]}"
+done
+cmp -s "$TMP/h.db" "$TMP/plotted.db" && ok || bad "eval --plot over its store changed the store"
 # An empty split name matched no record and said only "0 of N imported".
 expect "import --split with no name" 2 "--split: expected a split name" -- \
     "$BIN" import --store "$TMP/h.db" --split "" "$TMP/data.json"
