@@ -164,6 +164,12 @@ int cmd_import(int argc, char **argv)
         status = CLI_USAGE;
         goto out;
     }
+    if (strcmp(store_path, ":memory:") == 0) {
+        /* It reported the records imported, and kept none. */
+        cli_error("import", "--store :memory: keeps nothing once the command ends: give a file");
+        status = CLI_USAGE;
+        goto out;
+    }
     lr_store_options_init(&so);
     embed_store_options(cfg, &so);
     created = gw_store_is_new(store_path);

@@ -379,6 +379,10 @@ expect "route --models --json" 2 "option '--models' needs a value, got the optio
 expect "route --models=--json: a value, an unknown model" 2 "unknown model '--json'" -- \
     "$BIN" route --config "$CFG" --models=--json q
 
+# A store in memory reported the records imported, exit 0, and kept none.
+expect "import --store :memory:" 2 "--store :memory: keeps nothing once the command ends" -- \
+    "$BIN" import --store :memory: "$TMP/one.jsonl"
+
 # -0 is 0, and printed so (it was "budget -0 cannot be met").
 expect "route --batch --budget -0" 3 "budget 0 cannot be met" -- \
     "$BIN" route --config "$CFG" --strategy smart --store "$TMP/esc.db" --batch --budget -0 q
