@@ -16,6 +16,7 @@
  * chat request to a smart route does (embedq.c).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1035,6 +1036,10 @@ struct feedback {
     struct hs_req *req;   /* NULL once the client has gone */
     struct gw_embed *embed;
     int working; /* on a worker: only feedback_done may end it */
+    /* The client went away while the feedback waited for its worker: set
+     * on the loop, read by the worker, which then appends nothing. */
+    atomic_int client_gone;
+    int skipped; /* the worker found client_gone set: nothing stored */
     char *query, *model;
     char *key; /* the Idempotency-Key header, or NULL */
     int duplicate; /* the key was already recorded (LR_STORE_KEY_SAME or _DIFFERS): nothing
@@ -1079,12 +1084,23 @@ static void feedback_abort(void *arg)
     fb->req = NULL;
     if (!fb->working)
         feedback_end(fb, 499, "client_closed", MF_CLIENT_CLOSED);
+    else
+        atomic_store(&fb->client_gone, 1); /* still queued, it is not appended */
 }
 
 static void feedback_work(void *arg)
 {
     struct feedback *fb = arg;
     struct gw *gw = fb->gw;
+    if (atomic_load(&fb->client_gone)) {
+        /* Its client left while it waited its turn (behind an append that
+         * waited for another process's write lock, say): its append has
+         * not started, so nothing is stored, as the client was told by no
+         * answer. A client that times out and sends it again without an
+         * Idempotency-Key would otherwise record it twice. */
+        fb->skipped = 1;
+        return;
+    }
     if (gw->store_busy_at > 0 && fb->t_queued <= gw->store_busy_at) {
         /* It waited behind an append that found the store busy for its
          * whole 5 s: the store was busy all the while it waited, so it has
@@ -1161,7 +1177,8 @@ static void feedback_done(void *arg)
     int status;
     fb->working = 0;
     if (!fb->req) {
-        feedback_end(fb, 499, "client_closed", append_outcome(fb));
+        feedback_end(fb, 499, "client_closed",
+                     fb->skipped ? MF_CLIENT_CLOSED : append_outcome(fb));
         return;
     }
     hs_req_watch(fb->req, NULL, NULL, NULL);

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (Gateway, check, finish, history_records, import_ok, request,  # noqa
-                    smart_config as config, smart_history as history, workdir)
+                    smart_config as config, smart_history as history, wait_for, workdir)
 
 SEED = 40
 IMPORTED = 5
@@ -144,6 +144,51 @@ def main(bin_):
           "5 s later each; /v1/route does not wait behind it",
           queued_feedback_and_routing_while_the_store_is_held)
 
+    def feedback_whose_client_left_while_queued_is_not_stored():
+        # A feedback waiting its turn behind one that waits on the store's
+        # write lock, whose client then goes away: its append has not
+        # started, so nothing is stored (it was, and counted recorded: a
+        # client that timed out and sent it again recorded it twice).
+        import socket
+        m0 = gw.metrics()
+        lock = sqlite3.connect(store, isolation_level=None, timeout=0)
+        res = {}
+
+        def first():
+            res["st"] = request(gw.port, "POST", "/v1/feedback", json.dumps(
+                {"query": "held feedback question", "model": "cheapo", "correctness": 1,
+                 "output_tokens": 5}), timeout=60)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            t = threading.Thread(target=first)
+            t.start()
+            time.sleep(0.5)  # the first is on the worker, waiting on the lock
+            body = json.dumps({"query": "feedback of a client gone", "model": "cheapo",
+                               "correctness": 1, "output_tokens": 5}).encode()
+            c = socket.create_connection(("127.0.0.1", gw.port))
+            c.sendall(b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            time.sleep(0.5)  # read and queued behind the first
+            c.close()
+            time.sleep(0.5)  # the close seen
+        finally:
+            lock.rollback()
+            lock.close()
+        t.join(60)
+        assert res["st"][0] == 200, res
+        ended = wait_for(lambda: [l for l in gw.log_lines()
+                                  if l.get("path") == "/v1/feedback" and l.get("status") == 499],
+                         10, "the gone client's log line")
+        assert ended[-1].get("error") == "client_closed", ended
+        m = gw.metrics()
+        for outcome, more in (("recorded", 1), ("client_closed", 1)):
+            key = 'llmroute_feedback_total{outcome="%s"}' % outcome
+            assert m.get(key, 0) == m0.get(key, 0) + more, (outcome, m0.get(key), m.get(key))
+        assert history_records(gw.port) == SEED + IMPORTED + 5
+    check("feedback whose client leaves while it waits its turn is not stored "
+          "(client_closed), the one before it is",
+          feedback_whose_client_left_while_queued_is_not_stored)
+
     def every_record_once_in_order():
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
@@ -153,7 +198,7 @@ def main(bin_):
             n_outcomes = db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0]
         finally:
             db.close()
-        assert [r[0] for r in rows] == list(range(SEED + IMPORTED + 4)), rows[SEED - 1:]
+        assert [r[0] for r in rows] == list(range(SEED + IMPORTED + 5)), rows[SEED - 1:]
         queries = [r[1] for r in rows]
         assert len(set(queries)) == len(queries), "a record is stored twice"
         assert queries[SEED] == "first feedback question", queries[SEED]
@@ -161,8 +206,9 @@ def main(bin_):
                    for q in queries[SEED + 1:SEED + 1 + IMPORTED]), queries
         assert queries[SEED + IMPORTED + 1:] == ["second feedback question",
                                                 "third feedback question",
-                                                "busy feedback question"], queries
-        assert n_outcomes == 2 * (SEED + IMPORTED) + 4, n_outcomes
+                                                "busy feedback question",
+                                                "held feedback question"], queries
+        assert n_outcomes == 2 * (SEED + IMPORTED) + 5, n_outcomes
     check("the store holds every record once, with ids in the order they were written",
           every_record_once_in_order)
 
