@@ -334,6 +334,12 @@ def config_from_llm_configs(llm_configs, router=None):
     return _config_doc(llm_configs, router, "config_from_llm_configs")
 
 
+# Why a value that holds itself, or is nested past Python's stack, is
+# refused (the walks over it end in RecursionError).
+_SELF_HELD = ("cannot be written as JSON: it holds itself (a circular reference) or is "
+              "nested too deep")
+
+
 def _config_doc(llm_configs, router, where, router_where=None):
     """config_from_llm_configs() for the method `where` names in messages
     ("SmartRouting: llm_configs[2]: ..."); router_where goes before the
@@ -368,7 +374,11 @@ def _config_doc(llm_configs, router, where, router_where=None):
                 raise InvalidType("%s: llm_configs[%d].%s: expected a number, got %s"
                                   % (where, i, k, _got(v)), code=_lib.LR_EINVAL)
             if v is not None:
-                hit = _not_finite(v)
+                try:
+                    hit = _not_finite(v)
+                except RecursionError:
+                    raise InvalidType("%s: llm_configs[%d].%s: %s" % (where, i, k, _SELF_HELD),
+                                      code=_lib.LR_EINVAL) from None
                 if hit:
                     name = m.get("name")
                     at = ("%s: llm_configs[%d] (%r): " % (where, i, name)
@@ -393,7 +403,11 @@ def _config_doc(llm_configs, router, where, router_where=None):
     if router:
         doc["router"] = {k: v for k, v in router.items() if v is not None}
         for k, v in doc["router"].items():
-            hit = _not_finite(v)
+            try:
+                hit = _not_finite(v)
+            except RecursionError:
+                raise InvalidType("%s%s: %s" % (router_where, k, _SELF_HELD),
+                                  code=_lib.LR_EINVAL) from None
             if hit:
                 raise _not_finite_config(router_where, k, hit)
     return doc
@@ -540,13 +554,18 @@ class Config(_Handle):
 
     def __init__(self, doc):
         if isinstance(doc, Mapping):
-            _refuse_text_fault(doc, "Config: doc: ")
-            hit = _not_finite(doc)
+            try:
+                _refuse_text_fault(doc, "Config: doc: ")
+                hit = _not_finite(doc)
+            except RecursionError:
+                # A dict that holds itself, or nesting past Python's stack:
+                # no JSON document either way.
+                raise InvalidInput("configuration: " + _SELF_HELD, code=_lib.LR_EINVAL) from None
             if hit:
                 raise _not_finite_config("configuration: ", "", hit)
             try:
                 text = json.dumps(doc, allow_nan=False)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, RecursionError) as e:
                 raise InvalidInput("configuration: cannot be written as JSON: %s" % e,
                                    code=_lib.LR_EINVAL) from None
         elif isinstance(doc, (str, bytes)):
@@ -1565,26 +1584,35 @@ class Router(_Handle):
         where = "Router.route"
         self.handle  # raises: closed
         ranking = _flag(ranking, where + ": ranking")
-        s = self._scratch
-        req, dec, err = s.req, s.dec, s.err
-        req.models, req.n_models = self._candidates(models, where)
-        req.query = _b(query, where + ": query")
+        # Every argument is checked, and the query embedded, before the
+        # thread's request is filled: a check that raises must leave no
+        # pointer behind in it (the next call would route by a freed
+        # vector), and an embed function that routes on this router, on
+        # this thread, uses the same request.
+        cands, n_cands = self._candidates(models, where)
+        query_b = _b(query, where + ": query")
         flat = self._vectors([query], None if embedding is None else [embedding], where,
                              where + ": embedding")
-        if flat is not None:
-            req.embedding, req.embedding_dim = _float_ptr(flat[0], 0, flat[1]), flat[1]
-        req.input_tokens = _tokens(input_tokens, where + ": input_tokens")
-        req.performance_requirement = (NAN if performance_requirement is None else
-                                       _number(performance_requirement,
-                                               where + ": performance_requirement"))
+        tokens = _tokens(input_tokens, where + ": input_tokens")
+        requirement = (NAN if performance_requirement is None else
+                       _number(performance_requirement, where + ": performance_requirement"))
         buf = None
         if ranking:
-            n = req.n_models or len(self._names)
+            n = n_cands or len(self._names)
             buf = (_lib.lr_candidate * n)()
-            dec.ranking, dec.ranking_cap = buf, n
-        else:
-            dec.ranking, dec.ranking_cap = None, 0
+        s = self._scratch
+        req, dec, err = s.req, s.dec, s.err
         try:
+            req.models, req.n_models = cands, n_cands
+            req.query = query_b
+            if flat is not None:
+                req.embedding, req.embedding_dim = _float_ptr(flat[0], 0, flat[1]), flat[1]
+            req.input_tokens = tokens
+            req.performance_requirement = requirement
+            if buf is not None:
+                dec.ranking, dec.ranking_cap = buf, len(buf)
+            else:
+                dec.ranking, dec.ranking_cap = None, 0
             h = self._borrow()
             try:
                 rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))

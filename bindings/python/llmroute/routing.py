@@ -704,6 +704,12 @@ class SequentialRouting(_ModelsOwner):
                 key = tuple([llm["name"] for llm in selected_llms])
             except (KeyError, TypeError):
                 key = None
+            # Names are str here (route_index() also takes bytes): anything
+            # else goes the long way, whose checks refuse it.
+            for name in key or ():
+                if type(name) is not str:
+                    key = None
+                    break
             if key is not None:
                 try:
                     got = [m.router.route_index(key)]

@@ -134,6 +134,16 @@ class SequentialTest(unittest.TestCase):
                                     n_queries=3)
         self.assertEqual(got, [0, 1, 2])
 
+    def test_a_name_that_is_bytes_is_refused_on_every_path(self):
+        # The one-query call of dicts went straight to Router.route_index,
+        # which takes bytes: [0] and the cursor moved, where every other
+        # form of the same selection raised InvalidType.
+        for kw in ({}, {"n_queries": 2}):
+            with self.assertRaises(InvalidType) as cm:
+                self.r.get_model_idxs([{"name": b"a"}, {"name": "b"}], **kw)
+            self.assertIn("selected_llms[0]", str(cm.exception))
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b")), [0])  # the cursor never moved
+
     def test_entry_without_a_name_raises(self):
         with self.assertRaises(ValueError) as cm:
             self.r.get_model_idxs([{"model": "a"}])

@@ -191,5 +191,67 @@ class NanRequirementTest(SmartTestCase):
             SmartRouting(CONFIGS, performance_requirement=-1)
 
 
+
+
+class RouteLeavesNothingBehindTest(SmartTestCase):
+    """Router.route() filled its thread's request as it checked the
+    arguments: one that raised left the query's vector (freed) behind, and
+    the next call without a query routed by it; an embed function that
+    routed on the same router reset the request under the outer call,
+    which then chose a model it was not given."""
+
+    def store_and_config(self, embed):
+        st = llmroute.Store(":memory:", embedder="toy", embed=embed)
+        st.add("hello", [("a", 1, 10), ("b", 0, 10)])
+        st.add("other", [("a", 0, 10), ("b", 1, 10)], embedding=[-3.0, 1.0, -2.0])
+        cfg = llmroute.Config({"models": [
+            {"name": n, "cost_per_input_token": 0, "cost_per_output_token": 0}
+            for n in ("a", "b", "c")]})
+        return st, cfg
+
+    def test_a_refused_call_leaves_no_vector_for_the_next(self):
+        st, cfg = self.store_and_config(lambda texts: [[1.0, 2.0, 3.0] for _ in texts])
+        r = llmroute.Router(cfg, strategy="smart", store=st)
+        with self.assertRaises(llmroute.InvalidInput):
+            r.route(["a", "b"], query="hello", input_tokens=-5)
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            r.route(["a", "b"])
+        self.assertIn("needs the query text", str(cm.exception))
+        r.close()
+        st.close()
+
+    def test_an_embed_function_that_routes_on_the_same_router(self):
+        holder = {}
+
+        def embed(texts):
+            if "r" in holder:
+                holder["inner"] = holder["r"].route(["c"]).name
+            return [[1.0, 2.0, 3.0] for _ in texts]
+        st, cfg = self.store_and_config(embed)
+        # The inner call routes on the router the outer call is on.
+        holder["r"] = r = llmroute.Router(cfg, strategy="smart", store=st)
+        d = r.route(["a", "b"], query="hello", input_tokens=4)
+        self.assertEqual(holder.get("inner"), "c")
+        self.assertIn(d.name, ("a", "b"))
+        self.assertEqual(d.input_tokens, 4)
+        r.close()
+        st.close()
+
+
+class SelfHoldingConfigTest(SmartTestCase):
+    """A configuration that holds itself raised RecursionError, no error of
+    the package's (Store.import_records already refused such a record)."""
+
+    def test_refused_naming_it(self):
+        d = {"name": "a", "headers": {}}
+        d["headers"]["self"] = d
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            llmroute.Config({"models": [d]})
+        self.assertIn("circular reference", str(cm.exception))
+        with self.assertRaises(InvalidType) as cm:
+            llmroute.SequentialRouting([d])
+        self.assertIn("llm_configs[0].headers", str(cm.exception))
+
+
 if __name__ == "__main__":
     unittest.main()
