@@ -44,6 +44,7 @@
  */
 #include "optimize.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -279,6 +280,31 @@ static double gen_cost(const struct gen *g, size_t i, size_t j)
     return g->quality_form ? g->a[i * g->m + j] : -g->b[i * g->m + j];
 }
 
+/* Sums over the queries of the least (largest when most) a and b among
+ * their candidates: bounds on A and B that hold for every assignment.
+ * problem_check saw a candidate in every row, so both end finite. */
+static void gen_extremes(const struct gen *g, int most, double *A, double *B)
+{
+    size_t i, j, m = g->m;
+    double sa = 0.0, sb = 0.0;
+    for (i = 0; i < g->n; i++) {
+        double a = most ? -INFINITY : INFINITY, b = a;
+        for (j = 0; j < m; j++) {
+            double aj = g->a[i * m + j], bj = g->b[i * m + j];
+            if (isnan(aj))
+                continue;
+            if (most ? aj > a : aj < a)
+                a = aj;
+            if (most ? bj > b : bj < b)
+                b = bj;
+        }
+        sa += a;
+        sb += b;
+    }
+    *A = sa;
+    *B = sb;
+}
+
 static void gen_sums(const struct gen *g, const int *asg, double *A, double *B)
 {
     size_t i;
@@ -512,6 +538,14 @@ static int flow_solve(struct flow *f)
                     best = wi[j];
                     t = j;
                 }
+            if (t == m) {
+                /* flow_eval keeps every candidate's weight finite, so this
+                 * is not reached; were it, the query is left unplaced
+                 * rather than counted on a model m that does not exist. */
+                f->asg[i] = -1;
+                f->unplaced++;
+                continue;
+            }
             f->asg[i] = (int)t;
             f->load[t]++;
             continue;
@@ -603,6 +637,24 @@ static int flow_solve(struct flow *f)
     return 0;
 }
 
+/* INFINITY marks a model that is not a candidate. A candidate's weight
+ * that overflowed, or came out NaN (inf * 0), would lose to it or compare
+ * false with everything, and flow_solve would find no model for the query:
+ * hold every candidate's weight finite. */
+static void flow_hold_finite(struct flow *f)
+{
+    const struct gen *g = f->g;
+    size_t k;
+    for (k = 0; k < g->n * g->m; k++) {
+        if (isnan(g->a[k]))
+            continue;
+        if (!(f->w[k] <= DBL_MAX))
+            f->w[k] = DBL_MAX;
+        else if (f->w[k] < -DBL_MAX)
+            f->w[k] = -DBL_MAX;
+    }
+}
+
 /* Solve the relaxation for weights (wa, wb): minimise wa*A - wb*B. */
 static int flow_eval(struct flow *f, double wa, double wb, double *A, double *B)
 {
@@ -613,6 +665,9 @@ static int flow_eval(struct flow *f, double wa, double wb, double *A, double *B)
 
     for (k = 0; k < g->n * g->m; k++)
         f->w[k] = isnan(g->a[k]) ? INFINITY : wa * g->a[k] - wb * g->b[k];
+    /* |a| <= sa and |b| <= sb, so below this every weight is finite. */
+    if (!(fabs(wa) * g->sa + fabs(wb) * g->sb < DBL_MAX / 2))
+        flow_hold_finite(f);
     if ((rc = flow_solve(f)) != 0)
         return rc;
     for (i = 0; i < g->n; i++) {
@@ -1321,6 +1376,43 @@ struct gen_answer {
 
 static int gen_spread_overflow(const struct gen *g, int *out, struct gen_answer *ans);
 
+/* The weight of the sum that breaks ties when solving for the other: small
+ * enough that its whole term over the batch is at most 1e-9 of the largest
+ * value of the main sum, s_main (s_tie is the largest value of the tie
+ * sum). When every tie value is 0 there is nothing to break ties with, and
+ * s_main / s_tie would overflow (inf * 0 is NaN): no tie term then. */
+static double tie_weight(double s_main, double s_tie, size_t n)
+{
+    double w;
+    if (s_tie <= 1e-300)
+        return 0.0;
+    w = 1e-9 * s_main / (s_tie * (double)n);
+    return isfinite(w) ? w : 0.0;
+}
+
+/* A solve with a tie term may give up some of its main sum to the other:
+ * up to 1e-9 of the largest value, which is more than the whole sum when
+ * values span many orders of magnitude (a model priced 1e-12 a token next
+ * to one at 1e-2). Its answer stands as the least A or the largest B only
+ * when it is within this share of that sum (relative). */
+#define TIE_TOL 1e-9
+
+/* What rounding and tolerances can take from the Lagrangian bound of a
+ * relaxation solved at weights (1, lambda) with answer sums A and B. That
+ * bound, A - lambda * (B - T), holds for the assignments with B >= T, but
+ * the constraint counts B >= T - tol_b as met; the sums round; and with
+ * capacities the flow settles each of its n paths of up to m steps to
+ * within 1e-13 of its largest weight (flow_solve's eps). With costs many
+ * orders of magnitude apart these are no longer small next to the bound. */
+static double bound_slack(const struct gen *g, double lambda, double A, double B)
+{
+    double s = lambda * g->tol_b +
+               4.0 * (double)g->n * DBL_EPSILON * (fabs(A) + lambda * (fabs(B) + fabs(g->target)));
+    if (g->capped)
+        s += 1e-13 * (double)g->n * (double)g->m * (g->sa + lambda * g->sb);
+    return s;
+}
+
 /* Solve g. When its capacities cannot hold every query, spread says
  * whether to go on as gen_spread_overflow does (else the answer is the
  * least-cost placement with the rest over capacity, GEN_CAPACITY). */
@@ -1330,7 +1422,11 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
     struct flow f;
     int *lo = NULL, *hi = NULL, *cand = NULL, *load = NULL;
     double A_lo, B_lo, A_hi, B_hi, A, B, tiny_b, tiny_a, lambda = 0.0;
-    int rc, iter;
+    /* bound is the best Lagrangian bound on A; the one reported is less
+     * the largest slack of the solves it came from (bound_slack), so that
+     * it holds for every assignment that counts as meeting the target. */
+    double bound, slack;
+    int rc, iter, have_hi = 0;
 
     memset(ans, 0, sizeof *ans);
     ans->bound = NAN;
@@ -1347,8 +1443,8 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
 
     /* The two ends of the hull: least A (ties to the larger B), and
      * largest B (ties to the smaller A). */
-    tiny_b = 1e-9 * g->sa / (g->sb * (double)n);
-    tiny_a = 1e-9 * g->sb / (g->sa * (double)n);
+    tiny_b = tie_weight(g->sa, g->sb, n);
+    tiny_a = tie_weight(g->sb, g->sa, n);
     if ((rc = flow_eval(&f, 1.0, tiny_b, &A_lo, &B_lo)) != 0)
         goto out;
     ans->iterations++;
@@ -1380,26 +1476,87 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
         goto out;
     }
     memcpy(lo, f.asg, n * sizeof *lo);
-    ans->bound = A_lo + tiny_b * (g->target - B_lo);
+    /* The Lagrangian bound of weights (1, tiny_b). */
+    bound = A_lo + tiny_b * (g->target - B_lo);
+    slack = bound_slack(g, tiny_b, A_lo, B_lo);
     if (B_lo >= g->target - g->tol_b) {
-        memcpy(out, lo, n * sizeof *out);
-        ans->A = A_lo;
-        ans->B = B_lo;
-        ans->status = GEN_OPTIMAL;
-        ans->bound = A_lo;
-        goto out;
+        /* lo meets the target: it is the answer if its A is the least. Its
+         * tie term can have cost it up to tiny_b times the B it gained over
+         * any assignment that meets the target, which usually shows the
+         * loss is nil. If not, the same with the least B any assignment
+         * has, and the sum of the cheapest candidates (exact without
+         * capacities). If still not, the plain least A decides. */
+        double least = A_lo - tiny_b * (B_lo - (g->target - g->tol_b));
+        if (A_lo - least > TIE_TOL * fabs(A_lo)) {
+            double a_min, b_min;
+            gen_extremes(g, 0, &a_min, &b_min);
+            least = fmax(A_lo - tiny_b * (B_lo - fmax(g->target - g->tol_b, b_min)), a_min);
+        }
+        if (A_lo - least > TIE_TOL * fabs(A_lo)) {
+            if ((rc = flow_eval(&f, 1.0, 0.0, &A, &B)) != 0)
+                goto out;
+            ans->iterations++;
+            if (f.unplaced == 0) {
+                least = fmax(least, fmin(A, A_lo));
+                slack = fmax(slack, bound_slack(g, 0.0, A, B));
+                if (A < A_lo - TIE_TOL * fabs(A_lo)) {
+                    /* The tie term cost too much A. lo meets the target, so
+                     * it stays as the other end of the search, which the
+                     * least-A assignment starts when it misses the
+                     * target. */
+                    memcpy(hi, lo, n * sizeof *hi);
+                    A_hi = A_lo;
+                    B_hi = B_lo;
+                    have_hi = B < g->target - g->tol_b;
+                    memcpy(lo, f.asg, n * sizeof *lo);
+                    A_lo = A;
+                    B_lo = B;
+                }
+            }
+        }
+        bound = fmax(bound, least);
+        if (!have_hi) {
+            memcpy(out, lo, n * sizeof *out);
+            ans->A = A_lo;
+            ans->B = B_lo;
+            ans->status = GEN_OPTIMAL;
+            ans->bound = bound - slack;
+            goto out;
+        }
     }
-    if ((rc = flow_eval(&f, tiny_a, 1.0, &A_hi, &B_hi)) != 0)
-        goto out;
-    ans->iterations++;
-    memcpy(hi, f.asg, n * sizeof *hi);
-    if (B_hi < g->target - g->tol_b) {
-        memcpy(out, hi, n * sizeof *out);
-        ans->A = A_hi;
-        ans->B = B_hi;
-        ans->status = GEN_TARGET_UNMET;
-        ans->bound = NAN;
-        goto out;
+    if (!have_hi) {
+        if ((rc = flow_eval(&f, tiny_a, 1.0, &A_hi, &B_hi)) != 0)
+            goto out;
+        ans->iterations++;
+        memcpy(hi, f.asg, n * sizeof *hi);
+        if (B_hi < g->target - g->tol_b) {
+            /* The mirror of lo's check: the tie term may have cost hi up
+             * to tiny_a times the A it saved in B, and then the target, or
+             * a B above the one reported as the most reachable, could
+             * still be in reach. The plain largest B decides. */
+            double a_max, b_max, most_b;
+            gen_extremes(g, 1, &a_max, &b_max);
+            most_b = fmin(B_hi + tiny_a * (a_max - A_hi), b_max);
+            if (most_b >= g->target - g->tol_b || most_b - B_hi > TIE_TOL * fabs(B_hi)) {
+                if ((rc = flow_eval(&f, 0.0, 1.0, &A, &B)) != 0)
+                    goto out;
+                ans->iterations++;
+                if (f.unplaced == 0 &&
+                    (B >= g->target - g->tol_b || B > B_hi + TIE_TOL * fabs(B_hi))) {
+                    memcpy(hi, f.asg, n * sizeof *hi);
+                    A_hi = A;
+                    B_hi = B;
+                }
+            }
+        }
+        if (B_hi < g->target - g->tol_b) {
+            memcpy(out, hi, n * sizeof *out);
+            ans->A = A_hi;
+            ans->B = B_hi;
+            ans->status = GEN_TARGET_UNMET;
+            ans->bound = NAN;
+            goto out;
+        }
     }
 
     /* Secant search on the hull between lo (B short of T) and hi. */
@@ -1413,7 +1570,8 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
         lambda = wb / wa;
         v_line = wa * A_lo - wb * B_lo;
         v_new = wa * A - wb * B;
-        ans->bound = fmax(ans->bound, (v_new + wb * g->target) / wa);
+        bound = fmax(bound, (v_new + wb * g->target) / wa);
+        slack = fmax(slack, bound_slack(g, lambda, A, B));
         if (v_new >= v_line - 1e-12 * (fabs(wa) * g->sa + fabs(wb) * g->sb) * (double)n)
             break; /* lo-hi is an edge of the hull: the LP optimum lies on it */
         if (B >= g->target - g->tol_b) {
@@ -1471,7 +1629,7 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
     /* On small batches one query can be a large share of the total, and the
      * rounding gap may exceed what single and paired moves can close: search
      * for a better assignment under a node budget. */
-    if (n <= LR__OPT_POLISH_MAX_N && A_hi - ans->bound > g->tol_a) {
+    if (n <= LR__OPT_POLISH_MAX_N && A_hi - bound > g->tol_a) {
         struct bb s;
         if ((rc = bb_init(&s, g)) != 0)
             goto out;
@@ -1516,8 +1674,7 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
              * few (ties in cost make many assignments look alike to the
              * bounds) end far closer to it. */
             if (used >= LR__OPT_POLISH_NODES && used < LR__OPT_POLISH_MORE_NODES &&
-                A_hi - ans->bound > LR__OPT_POLISH_GAP * fabs(A_hi) &&
-                A_hi - ans->bound > g->tol_a) {
+                A_hi - bound > LR__OPT_POLISH_GAP * fabs(A_hi) && A_hi - bound > g->tol_a) {
                 s.disc = -1;
                 s.max_nodes = LR__OPT_POLISH_MORE_NODES - used;
                 used += bb_pass(&s, out, &A_hi, &B_hi);
@@ -1530,6 +1687,7 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
     ans->status = GEN_OPTIMAL;
     ans->A = A_hi;
     ans->B = B_hi;
+    ans->bound = bound - slack;
     rc = 0;
 out:
     flow_free(&f);
@@ -1762,6 +1920,7 @@ static void explain(const struct lr__opt_problem *p, const struct gen *g,
 
     if (ans->status == GEN_CAPACITY) {
         char what[160] = "";
+        const char *were = ans->unplaced == 1 ? "was" : "were";
         /* What the constraint came to with that overflow (nothing to say
          * when every query is fixed: no sum is left). */
         if (isnan(r->mean_quality))
@@ -1779,13 +1938,16 @@ static void explain(const struct lr__opt_problem *p, const struct gen *g,
             snprintf(what, sizeof what, "; total cost %s is the least reachable; budget "
                      "%s cannot be met", reached, bound);
         if (g->cap_sum < (long long)p->n)
-            result_message(r, "capacities sum to %lld, below the %zu queries; %zu queries "
-                              "were placed over capacity%s", g->cap_sum, p->n, ans->unplaced,
-                           what);
+            result_message(r,
+                           "capacities sum to %lld, below the %zu queries; %zu %s %s "
+                           "placed over capacity%s",
+                           g->cap_sum, p->n, ans->unplaced,
+                           ans->unplaced == 1 ? "query" : "queries", were, what);
         else
-            result_message(r, "capacities and candidate sets hold only %zu of the %zu "
-                              "queries; %zu were placed over capacity%s",
-                           p->n - ans->unplaced, p->n, ans->unplaced, what);
+            result_message(r,
+                           "capacities and candidate sets hold only %zu of the %zu "
+                           "queries; %zu %s placed over capacity%s",
+                           p->n - ans->unplaced, p->n, ans->unplaced, were, what);
     } else if (ans->status == GEN_TARGET_UNMET) {
         if (quality_form)
             result_message(r, "mean quality %s is the most reachable%s; alpha %s cannot "

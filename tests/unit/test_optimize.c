@@ -1037,7 +1037,8 @@ static void candidate_sets_that_overfill_a_model_are_infeasible(void **state)
     memset(&r, 0, sizeof r);
     r.assign = assign;
     assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
-    assert_non_null(strstr(r.message, "hold only 1 of the 2 queries"));
+    assert_non_null(strstr(r.message, "hold only 1 of the 2 queries; 1 was placed over "
+                                      "capacity"));
     assert_int_equal(assign[0], 0);
     assert_int_equal(assign[1], 0);
 }
@@ -1058,6 +1059,167 @@ static void budget_below_cheapest_assignment_returns_the_cheapest(void **state)
     assert_true(fabs(r.total_cost - 1.5) < 1e-12);
     assert_non_null(strstr(r.message, "total cost 1.5 is the least reachable"));
     assert_non_null(strstr(r.message, "budget 1 cannot be met"));
+}
+
+/* ==== Costs far apart in scale ==== */
+
+/* Every predicted quality 0 and costs of 1e18: the weight that breaks ties
+ * in cost by quality, scaled by the largest cost over the largest quality
+ * (0, held at 1e-300), overflowed to inf, inf * 0 made every weight NaN,
+ * and the flow put each query on model m, one past the last. */
+static void all_zero_quality_with_huge_costs_picks_the_cheapest_model(void **state)
+{
+    double q[2] = {0.0, 0.0};
+    double c[2] = {1e18, 2e18};
+    double c_swapped[2] = {2e18, 1e18};
+    int assign[1];
+    struct lr__opt_problem p = {1, 2, q, c, NULL, 0.0, 0.0, NULL};
+    struct lr__opt_result r;
+    (void)state;
+
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assign[0] = -1;
+    assert_int_equal(lr__optimize_quality(&p, &r), 0);
+    assert_int_equal(assign[0], 0);
+    assert_true(r.feasible);
+    assert_true(r.total_cost == 1e18);
+
+    /* The budget form: the tie-break on cost, scaled by the largest cost
+     * over the largest quality, overflowed the same way. */
+    p.cost = c_swapped;
+    p.budget = 1.5e18;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assign[0] = -1;
+    assert_int_equal(lr__optimize_budget(&p, &r), 0);
+    assert_int_equal(assign[0], 1);
+    assert_true(r.feasible);
+    assert_true(r.total_cost == 1e18);
+}
+
+/* The same with capacities: every query was left unplaced, and the report
+ * said the capacities could not hold the batch. */
+static void all_zero_quality_with_huge_costs_fills_the_capacities(void **state)
+{
+    double q[2 * 2] = {0.0, 0.0, 0.0, 0.0};
+    double c[2 * 2] = {1e18, 2e18, 1e18, 2e18};
+    int cap[2] = {1, 1}, assign[2];
+    struct lr__opt_problem p = {2, 2, q, c, cap, 0.0, 0.0, NULL};
+    struct lr__opt_result r;
+    int form;
+    (void)state;
+
+    for (form = 0; form <= 1; form++) {
+        memset(&r, 0, sizeof r);
+        r.assign = assign;
+        assign[0] = assign[1] = -1;
+        p.budget = 3e18;
+        assert_int_equal(form ? lr__optimize_quality(&p, &r) : lr__optimize_budget(&p, &r), 0);
+        assert_in_range(assign[0], 0, 1);
+        assert_in_range(assign[1], 0, 1);
+        assert_int_not_equal(assign[0], assign[1]);
+        assert_true(r.feasible);
+        assert_true(r.total_cost == 3e18);
+    }
+}
+
+/* Two cheap models 1e-10 and 2e-10 next to one at 1: the tie-break weight,
+ * scaled by the largest cost, outweighed their difference, so the quality
+ * form took the dearer of the two (reporting its cost as the lower bound)
+ * and the budget form called a budget of 1e-10 unmeetable. */
+static void costs_a_billion_apart_keep_the_cheaper_of_two_cheap_models(void **state)
+{
+    double q[3] = {0.5, 0.9, 0.5};
+    double c[3] = {1.0, 2e-10, 1e-10};
+    int assign[1];
+    struct lr__opt_problem p = {1, 3, q, c, NULL, 0.5, 1e-10, NULL};
+    struct lr__opt_result r;
+    (void)state;
+
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), 0);
+    assert_int_equal(assign[0], 2);
+    assert_true(r.total_cost == 1e-10);
+    assert_false(isnan(r.lower_bound));
+    assert_true(r.lower_bound <= 1e-10 * (1.0 + 1e-9));
+
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), 0);
+    assert_int_equal(assign[0], 2);
+    assert_true(r.feasible);
+    assert_true(r.total_cost == 1e-10);
+}
+
+/* Seeded instances where some models cost 1e10 times less than the others
+ * (a local model given a nominal price next to paid ones), or single costs
+ * do, against enumeration of every assignment: the same feasibility, the
+ * constraint met, within 1% of the optimum, a bound that does not pass it,
+ * and the best reachable value when the constraint cannot be met. */
+static void mixed_cost_scales_match_exhaustive_search(void **state)
+{
+    uint64_t seed;
+    int checked = 0, feasible = 0;
+    (void)state;
+    for (seed = 1; seed <= 300; seed++) {
+        struct inst in;
+        struct rng r = {seed * 104729u + 3u};
+        int per_model = seed % 2 == 0, form;
+        int cheap[MAXM];
+        size_t i, j;
+
+        inst_make(&in, seed, 6, MAXM, (int)(seed % 3), seed % 4 == 1);
+        for (j = 0; j < in.m; j++)
+            cheap[j] = rng_unit(&r) < 0.5;
+        for (i = 0; i < in.n; i++)
+            for (j = 0; j < in.m; j++)
+                if (per_model ? cheap[j] : rng_unit(&r) < 0.5)
+                    in.cost[i * in.m + j] *= 1e-10;
+        for (form = 0; form <= 1; form++) {
+            struct lr__opt_result res;
+            struct eval e;
+            int assign[MAXN], rc, bf;
+            double best;
+
+            if (!form)
+                pick_budget(&in, seed);
+            memset(&res, 0, sizeof res);
+            res.assign = assign;
+            rc = form ? lr__optimize_quality(&in.p, &res) : lr__optimize_budget(&in.p, &res);
+            bf = brute_force(&in.p, form, &best);
+            e = eval_assign(&in.p, assign);
+            checked++;
+            if (bf == 1) {
+                feasible++;
+                assert_int_equal(rc, 0);
+                assert_true(res.feasible);
+                if (form) {
+                    assert_true(meets_alpha(&in.p, &e));
+                    assert_true(e.total_cost <= best * 1.01);
+                    assert_true(res.lower_bound <= best * (1.0 + 1e-9));
+                } else {
+                    assert_true(meets_budget(&in.p, &e));
+                    assert_true(e.mean_quality >= best * 0.99);
+                    assert_true(res.lower_bound >= best - 1e-9);
+                }
+            } else {
+                assert_int_equal(rc, LR_EINFEASIBLE);
+                assert_false(res.feasible);
+                if (bf == 0) {
+                    assert_true(e.valid);
+                    if (form)
+                        assert_true(fabs(e.mean_quality - best) <= 1e-9);
+                    else
+                        assert_true(e.total_cost <= best * (1.0 + 1e-9));
+                }
+            }
+        }
+    }
+    print_message("mixed cost scales: %d checked against enumeration, %d feasible\n", checked,
+                  feasible);
+    assert_true(feasible > checked / 3);
 }
 
 /* ==== Bad input ==== */
@@ -1228,6 +1390,10 @@ int main(void)
         cmocka_unit_test(candidate_sets_that_overfill_a_model_are_infeasible),
         cmocka_unit_test(overflowing_capacities_still_pursue_alpha_and_budget),
         cmocka_unit_test(budget_below_cheapest_assignment_returns_the_cheapest),
+        cmocka_unit_test(all_zero_quality_with_huge_costs_picks_the_cheapest_model),
+        cmocka_unit_test(all_zero_quality_with_huge_costs_fills_the_capacities),
+        cmocka_unit_test(costs_a_billion_apart_keep_the_cheaper_of_two_cheap_models),
+        cmocka_unit_test(mixed_cost_scales_match_exhaustive_search),
         cmocka_unit_test(nan_cost_is_rejected_naming_the_cost),
         cmocka_unit_test(negative_cost_is_rejected_naming_the_cost),
         cmocka_unit_test(quality_above_one_is_rejected_naming_the_quality),
