@@ -483,7 +483,9 @@ static int cmp_step(const void *a, const void *b)
  * of (cost, success) are taken in order of success gained per dollar until
  * B is spent, the last one in part (one task's queries split between two
  * models). Success and cost are then expectations over which of a task's
- * queries go where; the share counts round the split. Every scored record
+ * queries go where, and the shares are that same mix, a fraction of a
+ * query where a task is split (rounded to whole queries they described
+ * another mix than the one scored, one over the budget). Every scored record
  * needs a task label; else it returns 1 and adds no row. */
 static int task_ceiling(struct eval *e, double budget)
 {
@@ -591,14 +593,14 @@ static int task_ceiling(struct eval *e, double budget)
         break;
     }
     for (size_t t = 0; t < nt; t++) {
-        long n_t = (long)(first[t + 1] - first[t]);
+        double n_t = (double)(first[t + 1] - first[t]);
         int m = hull[t * nc + (size_t)at[t]];
         if (t == split_task) {
-            long moved = lround(split * (double)n_t);
-            r->share[split_to] += (double)moved;
+            double moved = split * n_t;
+            r->share[split_to] += moved;
             n_t -= moved;
         }
-        r->share[m] += (double)n_t;
+        r->share[m] += n_t;
     }
     r->success = gained / (double)e->n;
     r->cost = spent;

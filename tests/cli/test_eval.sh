@@ -925,7 +925,15 @@ for r in rows:
     top = best(b)
     assert abs(r["success_rate"] - top / len(recs)) < 1e-9, (b, r["success_rate"], top / len(recs))
 # Some budget must split a task (else the partial step is not tested).
-assert any(0 < r["budget"] < 1 and r["feasible"] and abs(r["total_cost"] - r["budget"]) < 1e-12 for r in rows)
+split = [r for r in rows
+         if 0 < r["budget"] < 1 and r["feasible"] and abs(r["total_cost"] - r["budget"]) < 1e-12]
+assert split
+# The shares are the mix scored: where a task is split, a fraction of a
+# query (they were rounded to whole queries, a mix other than the one
+# whose success and cost the row gives).
+for r in split:
+    counts = [v * len(recs) for v in r["model_share"].values()]
+    assert any(abs(c - round(c)) > 1e-6 for c in counts), (r["budget"], counts)
 PY
 expect "task ceiling in the table" 0 "task-ceiling: the most success" -- \
     "$BIN" eval --config "$TMP/tasks_cfg.json" --data "$TMP/tasks.json" --budget 0.01
