@@ -728,5 +728,20 @@ awk '/(alpha|budget) [^ ]+:.* cannot be met/ {
      END { exit bad }' "$TMP/err" && ok || bad "eval --sweep: a bound named two ways"
 ! grep -qF "0.9199999999999999" "$TMP/err" && ok || bad "eval --sweep: alpha 0.9199999999999999"
 
+
+# An outcome of 0.7 meets a requirement of 0.7 (aios: the plain mean of one
+# neighbour): the store's floats read it back as 0.69999999, and the
+# router chose a model 60 times dearer.
+printf '%s\n' '{"models": [
+ {"name": "cheap", "backend": "mock", "cost_per_input_token": 3e-7, "cost_per_output_token": 5e-7},
+ {"name": "dear", "backend": "mock", "cost_per_input_token": 1e-5, "cost_per_output_token": 3e-5}]}' \
+    >"$TMP/f32.json"
+printf '%s\n' '{"query": "alpha beta gamma", "input_token_length": 5, "outputs": [{"model_name": "cheap", "correctness": 0.7, "output_token_length": 10}, {"model_name": "dear", "correctness": 1, "output_token_length": 10}]}' \
+    >"$TMP/f32.jsonl"
+"$BIN" import --store "$TMP/f32.db" "$TMP/f32.jsonl" >/dev/null 2>&1
+got=$("$BIN" route --config "$TMP/f32.json" --store "$TMP/f32.db" --strategy smart \
+    --predictor aios --requirement 0.7 "alpha beta gamma" 2>"$TMP/err")
+[ "$got" = cheap ] && ok || bad "route --predictor aios, an outcome of 0.7 at requirement 0.7: '$got'; $(cat "$TMP/err")"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -224,6 +224,16 @@ static void ordering_rule_on_its_own(void **state)
     size_t want2[] = {0, 2, 4, 1, 3};
     for (int i = 0; i < 5; i++)
         assert_int_equal(order[i], want2[i]);
+    /* An outcome of 0.7 comes back from the store's floats as 0.69999999:
+     * it meets a requirement of 0.7 (the dearer model was chosen), while
+     * 0.699 does not. */
+    double qf[] = {(double)0.7f, 1.0};
+    double cf[] = {1.0, 60.0};
+    lr__smart_order(qf, cf, 2, 0.7, order);
+    assert_int_equal(order[0], 0);
+    qf[0] = 0.699;
+    lr__smart_order(qf, cf, 2, 0.7, order);
+    assert_int_equal(order[0], 1);
 }
 
 static void missing_or_empty_store_and_bad_predictor_are_clear_errors(void **state)
