@@ -1474,20 +1474,26 @@ static int chunk_ext_ok(const char *ext, size_t n)
  * *size set, 0 for a malformed size, -1 for malformed extensions. A size of
  * 2^60 or more is well formed and over any cap: *size is ULLONG_MAX, as a
  * Content-Length past the range is, so both are 413. */
+/* The value of a hex digit, or -1 for any other byte. */
+static int hex_value(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
 static int chunk_size(const char *line, size_t n, unsigned long long *size)
 {
     unsigned long long v = 0;
     int over = 0;
     size_t i, j;
     for (i = 0; i < n; i++) {
-        int ch = (unsigned char)line[i], d;
-        if (ch >= '0' && ch <= '9')
-            d = ch - '0';
-        else if (ch >= 'a' && ch <= 'f')
-            d = ch - 'a' + 10;
-        else if (ch >= 'A' && ch <= 'F')
-            d = ch - 'A' + 10;
-        else
+        int d = hex_value((unsigned char)line[i]);
+        if (d < 0)
             break;
         if (v >> 56)
             over = 1; /* another digit would pass 2^60 */
@@ -1519,14 +1525,8 @@ static int long_chunk_line_over(struct evbuffer *in, size_t room)
     unsigned long long v = 0;
     size_t sig = 0;
     for (ev_ssize_t i = 0; i < got; i++) {
-        int ch = (unsigned char)buf[i], d;
-        if (ch >= '0' && ch <= '9')
-            d = ch - '0';
-        else if (ch >= 'a' && ch <= 'f')
-            d = ch - 'a' + 10;
-        else if (ch >= 'A' && ch <= 'F')
-            d = ch - 'A' + 10;
-        else
+        int d = hex_value((unsigned char)buf[i]);
+        if (d < 0)
             break;
         if (sig == 0 && d == 0)
             continue;
