@@ -187,17 +187,6 @@ int api_models(struct gw *gw, struct hs_req *req, const char *id)
     return send_json(req, 200, o);
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode src into dst (cap bytes with the NUL); -1 for a bad
  * escape, an encoded NUL or a name that does not fit. */
 static int percent_decode(const char *src, char *dst, size_t cap)
@@ -206,7 +195,8 @@ static int percent_decode(const char *src, char *dst, size_t cap)
     for (const char *p = src; *p; p++) {
         int c = (unsigned char)*p;
         if (c == '%') {
-            int hi = hex_digit(p[1]), lo = hi < 0 ? -1 : hex_digit(p[2]);
+            int hi = hs_hex_digit((unsigned char)p[1]);
+            int lo = hi < 0 ? -1 : hs_hex_digit((unsigned char)p[2]);
             if (lo < 0 || (hi | lo) == 0)
                 return -1;
             c = hi * 16 + lo;

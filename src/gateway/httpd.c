@@ -1474,8 +1474,7 @@ static int chunk_ext_ok(const char *ext, size_t n)
  * *size set, 0 for a malformed size, -1 for malformed extensions. A size of
  * 2^60 or more is well formed and over any cap: *size is ULLONG_MAX, as a
  * Content-Length past the range is, so both are 413. */
-/* The value of a hex digit, or -1 for any other byte. */
-static int hex_value(int ch)
+int hs_hex_digit(int ch)
 {
     if (ch >= '0' && ch <= '9')
         return ch - '0';
@@ -1492,7 +1491,7 @@ static int chunk_size(const char *line, size_t n, unsigned long long *size)
     int over = 0;
     size_t i, j;
     for (i = 0; i < n; i++) {
-        int d = hex_value((unsigned char)line[i]);
+        int d = hs_hex_digit((unsigned char)line[i]);
         if (d < 0)
             break;
         if (v >> 56)
@@ -1525,7 +1524,7 @@ static int long_chunk_line_over(struct evbuffer *in, size_t room)
     unsigned long long v = 0;
     size_t sig = 0;
     for (ev_ssize_t i = 0; i < got; i++) {
-        int d = hex_value((unsigned char)buf[i]);
+        int d = hs_hex_digit((unsigned char)buf[i]);
         if (d < 0)
             break;
         if (sig == 0 && d == 0)

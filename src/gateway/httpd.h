@@ -165,5 +165,8 @@ void hs_stream_end(struct hs_req *req);
 
 /* The reason phrase for a status ("Not Found"). */
 const char *hs_reason(int status);
+/* The value of a hex digit (a chunk size, a %XX escape), or -1 for any
+ * other byte. */
+int hs_hex_digit(int ch);
 
 #endif
