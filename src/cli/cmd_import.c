@@ -29,7 +29,7 @@ static const char help[] =
     "Add the records of each DATA file (a JSON array or JSONL of {\"query\",\n"
     "\"input_token_length\", \"outputs\": [{\"model_name\", \"correctness\",\n"
     "\"output_token_length\"}]}) to the history store FILE, creating it if needed.\n"
-    "A DATA of - reads standard input.\n"
+    "A DATA of - reads standard input; a pipe (a FIFO, <(zcat d.gz)) is read too.\n"
     "\n"
     "  --store FILE   the SQLite history store (default: the config's router.store)\n"
     "  --config FILE  with router.embedding set, embed the queries with that remote\n"
@@ -49,14 +49,12 @@ static const char help[] =
     "a pipe whose reader is gone): the records are stored, do not import them\n"
     "again.\n";
 
-/* Standard input as a file the import can read: itself when it is one
- * (`< data.jsonl`), else (a pipe) a copy in an unlinked temporary file, so
- * the store's write lock is not held while a producer writes. *fd_out is
- * the copy's descriptor (-1 for none), path holds what to open. Returns 0,
- * or -1 with the reason said. */
-static int stdin_as_file(char *path, size_t cap, int *fd_out)
+/* A pipe's bytes (what names, "standard input" or a path) copied to an
+ * unlinked temporary file, so the store's write lock is not held while a
+ * producer writes: *fd_out is the copy's descriptor, path holds what to
+ * open. Returns 0, or -1 with the reason said. */
+static int pipe_as_file(int in, const char *what, char *path, size_t cap, int *fd_out)
 {
-    struct stat sb;
     const char *dir = getenv("TMPDIR");
     char tmpl[4096], buf[65536];
     long long total = 0;
@@ -64,25 +62,20 @@ static int stdin_as_file(char *path, size_t cap, int *fd_out)
     int fd;
 
     *fd_out = -1;
-    if (fstat(STDIN_FILENO, &sb) == 0 && S_ISREG(sb.st_mode)) {
-        snprintf(path, cap, "/dev/stdin");
-        return 0;
-    }
     snprintf(tmpl, sizeof tmpl, "%s/llmroute-stdin-XXXXXX", dir && *dir ? dir : "/tmp");
     fd = mkstemp(tmpl);
     if (fd < 0) {
-        cli_error("import", "cannot copy standard input to a temporary file in %s: %s",
+        cli_error("import", "cannot copy %s to a temporary file in %s: %s", what,
                   dir && *dir ? dir : "/tmp", strerror(errno));
         return -1;
     }
     unlink(tmpl);
     for (;;) {
-        n = read(STDIN_FILENO, buf, sizeof buf);
+        n = read(in, buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            cli_error("import", "cannot read standard input: %s: nothing imported",
-                      strerror(errno));
+            cli_error("import", "cannot read %s: %s: nothing imported", what, strerror(errno));
             close(fd);
             return -1;
         }
@@ -90,10 +83,8 @@ static int stdin_as_file(char *path, size_t cap, int *fd_out)
             break;
         total += n;
         if (total > LR_DATA_FILE_MAX) {
-            cli_error("import",
-                      "standard input is over the cap of %ld bytes for a data file: nothing "
-                      "imported",
-                      LR_DATA_FILE_MAX);
+            cli_error("import", "%s is over the cap of %ld bytes for a data file: nothing imported",
+                      what, LR_DATA_FILE_MAX);
             close(fd);
             return -1;
         }
@@ -103,8 +94,7 @@ static int stdin_as_file(char *path, size_t cap, int *fd_out)
                 continue;
             if (w < 0) {
                 cli_error("import",
-                          "cannot copy standard input to a temporary file in %s: %s: nothing "
-                          "imported",
+                          "cannot copy %s to a temporary file in %s: %s: nothing imported", what,
                           dir && *dir ? dir : "/tmp", strerror(errno));
                 close(fd);
                 return -1;
@@ -115,6 +105,39 @@ static int stdin_as_file(char *path, size_t cap, int *fd_out)
     snprintf(path, cap, "/proc/self/fd/%d", fd);
     *fd_out = fd;
     return 0;
+}
+
+/* Standard input as a file the import can read: itself when it is one
+ * (`< data.jsonl`), else (a pipe) a copy (pipe_as_file()). */
+static int stdin_as_file(char *path, size_t cap, int *fd_out)
+{
+    struct stat sb;
+    *fd_out = -1;
+    if (fstat(STDIN_FILENO, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        snprintf(path, cap, "/dev/stdin");
+        return 0;
+    }
+    return pipe_as_file(STDIN_FILENO, "standard input", path, cap, fd_out);
+}
+
+/* A DATA path that names a pipe (a FIFO, or a shell's <(zcat d.gz)), which
+ * the library does not read (a data file must be a regular file): copied
+ * as standard input is. Returns 1 copied, 0 not a pipe, -1 failed (said). */
+static int named_pipe_as_file(const char *name, char *path, size_t cap, int *fd_out)
+{
+    struct stat sb;
+    int in, rc;
+    *fd_out = -1;
+    if (stat(name, &sb) != 0 || !S_ISFIFO(sb.st_mode))
+        return 0;
+    if ((in = open(name, O_RDONLY | O_CLOEXEC)) < 0) {
+        cli_error("import", "cannot read '%s': %s: nothing imported from this file", name,
+                  strerror(errno));
+        return -1;
+    }
+    rc = pipe_as_file(in, name, path, cap, fd_out);
+    close(in);
+    return rc < 0 ? -1 : 1;
 }
 
 int cmd_import(int argc, char **argv)
@@ -207,6 +230,15 @@ int cmd_import(int argc, char **argv)
             }
             path = in_path;
             io.name = "/dev/stdin";
+        } else {
+            int piped = named_pipe_as_file(pos[i], in_path, sizeof in_path, &in_fd);
+            if (piped < 0) {
+                status = CLI_RUNTIME;
+                continue;
+            }
+            if (piped)
+                path = in_path;
+            io.name = piped ? pos[i] : NULL;
         }
         if (emb) {
             io.embed = embed_http_callback;

@@ -308,8 +308,8 @@ done
 # Opening a FIFO to write waits for its reader: bounded, so that an import
 # that never opens its FIFO (a loaded machine, a failure before it) fails
 # the check instead of hanging the suite; the import is then stopped.
-fifo_close() { # FIFO PID
-    timeout 60 bash -c ': >"$1"' _ "$1" && return 0
+fifo_close() { # FIFO PID [TEXT]: write TEXT (or nothing) and close
+    timeout 60 bash -c 'printf "%s" "$2" >"$1"' _ "$1" "${3:-}" && return 0
     kill "$2" 2>/dev/null
     bad "an import never opened its FIFO $1"
 }
@@ -323,7 +323,7 @@ for _ in $(seq 600); do
     ls -l "/proc/$pid_b/fd" 2>/dev/null | grep -q "shared.db$" && break
     sleep 0.05
 done
-fifo_close "$TMP/fifo_a" "$pid_a" # A reads a FIFO, which it refuses, and fails
+fifo_close "$TMP/fifo_a" "$pid_a" "not json" # A reads no JSON from its FIFO, and fails
 wait "$pid_a"
 rc_a=$?
 if [ "$rc_a" = 1 ] && [ -f "$TMP/shared.db" ] && grep -qF "kept '$TMP/shared.db'" "$TMP/a.out"; then
@@ -340,6 +340,18 @@ if [ "$kept" = "$TMP/shared.db: 0 records" ]; then ok; else
 expect "failed import removes its new store" 1 "" "removed '$TMP/alone.db'" -- \
     "$BIN" import --store "$TMP/alone.db" "$TMP/missing.jsonl"
 if [ ! -e "$TMP/alone.db" ]; then ok; else bad "alone.db left behind"; fi
+# A DATA path that is a pipe (a FIFO, or <(zcat d.gz)) is read as standard
+# input is: copied, then imported (it was refused, "not a regular file").
+printf '%s\n' '{"query": "piped q", "outputs": [{"model_name": "gpt-4o", "correctness": 1, "output_token_length": 5}]}' \
+    >"$TMP/piped.jsonl"
+expect "import <(cat FILE)" 0 "imported 1 of 1 records" "" -- \
+    bash -c '"$0" import --store "$1" <(cat "$2")' "$BIN" "$TMP/piped.db" "$TMP/piped.jsonl"
+mkfifo "$TMP/fifo_c"
+(timeout 60 cat "$TMP/piped.jsonl" >"$TMP/fifo_c" &)
+expect "import FIFO" 0 "fifo_c: imported 1 of 1 records" "" -- \
+    timeout 60 "$BIN" import --store "$TMP/piped.db" "$TMP/fifo_c"
+got=$("$BIN" import --store "$TMP/piped.db" 2>/dev/null | tail -1)
+[ "$got" = "$TMP/piped.db: 2 records" ] && ok || bad "piped imports: $got"
 # A store path that is no regular file is refused at once (a FIFO would
 # otherwise block the open for good).
 expect "store is a FIFO" 1 "" "not a regular file" -- \
