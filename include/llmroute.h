@@ -314,8 +314,10 @@ LR_EXTERN void lr_store_free(struct lr_store *store);
  * (in this process or another) has it open, remove the file and SQLite's
  * files beside it: for a caller that made a store and failed to fill it.
  * Every open handle holds a shared flock() on the file, so a store another
- * handle is filling, even before its first commit, is never removed.
- * *removed (may be NULL) says whether it was. The store is freed either
+ * handle is filling, even before its first commit, is never removed;
+ * nor is another file moved to the path since the open: the path is the
+ * one given, made absolute at the open, and must still name the file
+ * opened. *removed (may be NULL) says whether it was. The store is freed either
  * way; the result is nonzero only when a file could not be removed. */
 LR_EXTERN int lr_store_discard(struct lr_store *store, int *removed, struct lr_error *err);
 
@@ -327,8 +329,10 @@ LR_EXTERN size_t lr_store_count(const struct lr_store *store);
  * known (may be NULL) receives n flags, 1 for a query found; *count (may
  * be NULL) how many were found. Reads every record's query from the file
  * this handle opened, once: time linear in the records, plus n log n. A
- * NULL queries[i] is LR_EINVAL and nothing is read. On failure known is
- * all 0 and *count 0. */
+ * NULL queries[i] is LR_EINVAL and nothing is read; a file the path no
+ * longer names (replaced or removed since the open) is LR_EREPLACED, as a
+ * write is, until lr_store_refresh() opens the new one. On failure known
+ * is all 0 and *count 0. */
 LR_EXTERN int lr_store_find_queries(const struct lr_store *store, const char *const *queries,
                                     size_t n, unsigned char *known, size_t *count,
                                     struct lr_error *err);

@@ -296,8 +296,8 @@ out:
                       store_path);
         else
             cli_error("import",
-                      "kept '%s', which this command created: another process has it open "
-                      "or has written to it",
+                      "kept '%s', which this command created: another process has it open, "
+                      "has written to it or has put another file at its path",
                       store_path);
         store = NULL;
     }

@@ -2015,7 +2015,16 @@ static int file_moved(const struct lr_store *st)
  * may be using. */
 static void store_gone(struct lr_store *st, int why)
 {
-    sqlite3_exec(st->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    /* Unless a handle has the file now at the path open: its -wal frames
+     * are its own, live, and the checkpoint would copy them into the old
+     * file and truncate them away. Every handle holds a shared flock on its
+     * file; the exclusive one, held through the checkpoint, keeps one from
+     * opening the new file meanwhile. */
+    int fd = st->db_path ? open(st->db_path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) == 0)
+        sqlite3_exec(st->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    if (fd >= 0)
+        close(fd);
     st->gone = why;
 }
 
@@ -2579,16 +2588,26 @@ void lr_store_free(struct lr_store *store)
 static int remove_files(struct lr_store *store, int *removed, struct lr_error *err)
 {
     static const char *const side[] = {"", "-wal", "-shm", "-journal"};
+    /* The path as opened (absolute, whatever the working directory is now),
+     * and only while it still names the file the lock is held on: another
+     * store moved to it, and its -wal and -shm, are kept. */
+    const char *base = store->db_path ? store->db_path : store->path;
+    struct stat named, held;
     int rc = 0;
     sqlite3_close(store->rdb);
     sqlite3_close(store->db);
     store->rdb = store->db = NULL;
-    size_t cap = strlen(store->path) + 16;
+    if (stat(base, &named) != 0 || fstat(store->pfd, &held) != 0 ||
+        named.st_dev != held.st_dev || named.st_ino != held.st_ino) {
+        lr_store_free(store);
+        return 0;
+    }
+    size_t cap = strlen(base) + 16;
     char *p = malloc(cap);
     if (!p)
         rc = fail(err, LR_ENOMEM, 0, "out of memory removing history store '%s'", store->path);
     for (size_t i = 0; p && i < sizeof(side) / sizeof(*side); i++) {
-        snprintf(p, cap, "%s%s", store->path, side[i]);
+        snprintf(p, cap, "%s%s", base, side[i]);
         if (unlink(p) != 0 && errno != ENOENT && rc == 0)
             rc = fail(err, LR_EIO, 0, "cannot remove '%s': %s", p, strerror(errno));
         else if (i == 0 && removed)
@@ -4093,6 +4112,12 @@ int lr_store_find_queries(const struct lr_store *store, const char *const *queri
     qsort(hs, n, sizeof(*hs), cmp_qhash);
 
     pthread_mutex_lock(&st->wmu);
+    /* Not through a file the path no longer names (its reads would go
+     * through the -wal and -shm at the path: another file's). */
+    if ((rc = path_check(st, err)) != 0) {
+        pthread_mutex_unlock(&st->wmu);
+        goto out;
+    }
     if (sqlite3_prepare_v2(st->db, "SELECT query FROM records", -1, &q, NULL) != SQLITE_OK) {
         rc = db_fail(st, st->db, err, "reading the records' queries");
         pthread_mutex_unlock(&st->wmu);

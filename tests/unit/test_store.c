@@ -2247,6 +2247,15 @@ static void write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_
     lr_store_free(n); /* the last connection: no -wal left beside it */
     assert_int_equal(rename(np, p), 0);
 
+    /* A lookup of the queries is refused too: read through the old file,
+     * it would go through the -wal and -shm at the path. */
+    const char *asked[] = {"old store's query 7", "new store's query 1"};
+    unsigned char known[2] = {7, 7};
+    size_t count = 99;
+    assert_int_equal(lr_store_find_queries(a, asked, 2, known, &count, &err), LR_EREPLACED);
+    assert_non_null(strstr(err.message, "was replaced since it was opened"));
+    assert_int_equal(count, 0);
+    assert_int_equal(known[0] + known[1], 0);
     assert_int_equal(lr_store_add_outcome(a, "lost?", 5, "old-model", 1.0, 3, &err),
                      LR_EREPLACED);
     assert_non_null(strstr(err.message, p));
@@ -2298,6 +2307,91 @@ static void link_swap(const char *target, const char *link)
     unlink(tmp);
     assert_int_equal(symlink(target, tmp), 0);
     assert_int_equal(rename(tmp, link), 0);
+}
+
+/* The records in the store file at `path`, read by a handle of its own. */
+static size_t count_in(const char *path)
+{
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    size_t n;
+    assert_int_equal(lr_store_open(path, NULL, &s, &err), 0);
+    n = lr_store_count(s);
+    lr_store_free(s);
+    return n;
+}
+
+/* A handle on a replaced file that notices the replacement leaves alone
+ * the -wal of the file now at the path while another handle has that file
+ * open: the records that handle committed stay in it. */
+static void replaced_files_handle_leaves_the_new_files_writers_alone(void **st)
+{
+    char p[512], np[512], q[64];
+    struct lr_store *a = NULL, *b = NULL;
+    struct lr_error err;
+    int changed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "deployed.db");
+    path_in(np, sizeof(np), "deployed-new.db");
+    store_with(p, 5, "old-model");
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0); /* routes, writes nothing */
+    store_with(np, 10, "new-model");
+    assert_int_equal(rename(np, p), 0);
+    assert_int_equal(lr_store_open(p, NULL, &b, &err), 0); /* the new file's writer */
+    for (int i = 0; i < 20; i++) {
+        snprintf(q, sizeof(q), "feedback %d", i);
+        assert_int_equal(lr_store_add_outcome(b, q, 5, "new-model", 1.0, 3, &err), 0);
+    }
+    assert_int_equal(lr_store_refresh(a, &changed, &err), 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(lr_store_count(a), 30);
+    assert_int_equal(count_in(p), 30);
+    assert_int_equal(lr_store_add_outcome(b, "one more", 5, "new-model", 1.0, 3, &err), 0);
+    assert_int_equal(lr_store_count(b), 31);
+    lr_store_free(b);
+    lr_store_free(a);
+    assert_int_equal(count_in(p), 31);
+}
+
+/* lr_store_discard() removes only the file it opened, at the path as it
+ * was given then: not a store moved to that path since, nor the file of
+ * the same name in the working directory the caller has moved to. */
+static void discard_removes_only_the_file_it_opened(void **st)
+{
+    char p[600], np[512], d1[512], d2[512], cwd[PATH_MAX];
+    struct lr_store *a = NULL;
+    struct lr_error err;
+    struct stat sb;
+    int removed = -1;
+    (void)st;
+
+    path_in(p, sizeof(p), "made.db");
+    path_in(np, sizeof(np), "made-deploy.db");
+    assert_int_equal(lr_store_open(p, NULL, &a, &err), 0); /* made, still empty */
+    store_with(np, 20, "deployed-model");
+    assert_int_equal(rename(np, p), 0);
+    assert_int_equal(lr_store_discard(a, &removed, &err), 0);
+    assert_int_equal(removed, 0);
+    assert_int_equal(count_in(p), 20);
+
+    path_in(d1, sizeof(d1), "discard-1");
+    path_in(d2, sizeof(d2), "discard-2");
+    assert_int_equal(mkdir(d1, 0700), 0);
+    assert_int_equal(mkdir(d2, 0700), 0);
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(d2), 0);
+    store_with("h.db", 20, "kept-model");
+    assert_int_equal(chdir(d1), 0);
+    assert_int_equal(lr_store_open("h.db", NULL, &a, &err), 0);
+    assert_int_equal(chdir(d2), 0);
+    removed = -1;
+    assert_int_equal(lr_store_discard(a, &removed, &err), 0);
+    assert_int_equal(removed, 1);
+    assert_int_equal(count_in("h.db"), 20);
+    assert_int_equal(chdir(cwd), 0);
+    snprintf(p, sizeof(p), "%s/h.db", d1);
+    assert_int_not_equal(stat(p, &sb), 0);
 }
 
 /* A write is refused as the file was replaced, the refresh opens the file
@@ -3686,6 +3780,8 @@ int main(void)
         cmocka_unit_test(rebuild_reads_the_file_opened_not_its_path),
         cmocka_unit_test(
             write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
+        cmocka_unit_test(replaced_files_handle_leaves_the_new_files_writers_alone),
+        cmocka_unit_test(discard_removes_only_the_file_it_opened),
         cmocka_unit_test(symlink_swaps_are_seen_and_refresh_opens_the_new_file),
         cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),
         cmocka_unit_test(path_turned_into_a_directory_is_named_alike_by_writes_and_refreshes),
