@@ -108,12 +108,15 @@ static int pipe_as_file(int in, const char *what, char *path, size_t cap, int *f
 }
 
 /* Standard input as a file the import can read: itself when it is one
- * (`< data.jsonl`), else (a pipe) a copy (pipe_as_file()). */
+ * read from its start (`< data.jsonl`), else (a pipe, or a file the caller
+ * has read some of: /dev/stdin would open it again at byte 0) a copy of
+ * what is left (pipe_as_file()). */
 static int stdin_as_file(char *path, size_t cap, int *fd_out)
 {
     struct stat sb;
     *fd_out = -1;
-    if (fstat(STDIN_FILENO, &sb) == 0 && S_ISREG(sb.st_mode)) {
+    if (fstat(STDIN_FILENO, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        lseek(STDIN_FILENO, 0, SEEK_CUR) == 0) {
         snprintf(path, cap, "/dev/stdin");
         return 0;
     }

@@ -352,6 +352,17 @@ expect "import FIFO" 0 "fifo_c: imported 1 of 1 records" "" -- \
     timeout 60 "$BIN" import --store "$TMP/piped.db" "$TMP/fifo_c"
 got=$("$BIN" import --store "$TMP/piped.db" 2>/dev/null | tail -1)
 [ "$got" = "$TMP/piped.db: 2 records" ] && ok || bad "piped imports: $got"
+# '-' on a file the caller has read some of imports what is left, as from
+# a pipe (/dev/stdin would open the file again at its first byte).
+{
+    printf '%s\n' '{"query": "a header line the caller read", "outputs": []}'
+    printf '%s\n' '{"query": "rest 1", "outputs": [{"model_name": "gpt-4o", "correctness": 1, "output_token_length": 5}]}'
+    printf '%s\n' '{"query": "rest 2", "outputs": [{"model_name": "gpt-4o", "correctness": 0, "output_token_length": 5}]}'
+} >"$TMP/partread.jsonl"
+out=$({ IFS= read -r _; "$BIN" import --store "$TMP/partread.db" -; } <"$TMP/partread.jsonl" 2>&1)
+rc=$?
+[ $rc -eq 0 ] && [ "$(printf '%s' "$out" | head -1)" = "/dev/stdin: imported 2 of 2 records" ] && ok ||
+    bad "import - after the caller read a line: exit $rc, got [$out]"
 # A store path that is no regular file is refused at once (a FIFO would
 # otherwise block the open for good).
 expect "store is a FIFO" 1 "" "not a regular file" -- \
