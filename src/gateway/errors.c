@@ -182,6 +182,7 @@ const char *gw_error_type(int status)
     case 414:
     case 431:
     case 400:
+    case 505: /* the client's request, though a 5xx */
         return "invalid_request_error";
     case 429:
         return "rate_limit_error";
@@ -229,6 +230,8 @@ const char *gw_error_code(int status)
         return "upstream_unreachable";
     case 504:
         return "upstream_timeout";
+    case 505:
+        return "http_version_not_supported";
     default:
         return NULL;
     }

@@ -233,6 +233,8 @@ const char *hs_reason(int status)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
     default:
         return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
@@ -748,6 +750,15 @@ static int head_only(const struct hs_req *r)
     return r->method && strcmp(r->method, "HEAD") == 0;
 }
 
+/* A status whose response has no content (RFC 9110, 15.2, 15.3.5, 15.4.5):
+ * no body, no Content-Length or Transfer-Encoding (which a 1xx or 204 must
+ * not have, and which for a 304 would describe another response), and for
+ * a 1xx or 204 no Content-Type. */
+static int no_content(int status)
+{
+    return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
+
 /* Write what is queued now; leave a backlog to the write event. */
 static void flush_out(struct hs_conn *c)
 {
@@ -773,6 +784,12 @@ static void write_head(struct hs_req *r, int status, const char *content_type, l
     if (r->conn->srv->draining)
         r->keep_alive = 0;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, hs_reason(status));
+    if (no_content(status)) {
+        if (status == 304 && content_type)
+            evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
+        content_type = NULL;
+        length = -2;
+    }
     if (content_type) {
         evbuffer_add(out, "Content-Type: ", 14);
         evbuffer_add(out, content_type, strlen(content_type));
@@ -783,6 +800,8 @@ static void write_head(struct hs_req *r, int status, const char *content_type, l
         char cl[48];
         int n = snprintf(cl, sizeof cl, "Content-Length: %lld\r\n", length);
         evbuffer_add(out, cl, n > 0 ? (size_t)n : 0);
+    } else if (length == -2) {
+        /* no content: the response ends with its head */
     } else if (r->minor >= 1)
         evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
     else
@@ -847,7 +866,7 @@ void hs_respond(struct hs_req *req, int status, const char *content_type, const 
 {
     struct evbuffer *out = bufferevent_get_output(req->conn->bev);
     write_head(req, status, content_type, (long long)len);
-    if (len && !head_only(req))
+    if (len && !head_only(req) && !no_content(status))
         evbuffer_add(out, body, len);
     flush_out(req->conn);
     req_complete(req);
@@ -868,7 +887,7 @@ int hs_respond_tracked(struct hs_req *req, int status, const char *content_type,
         return -1;
     }
     write_head(req, status, content_type, (long long)len);
-    if (len && !head_only(req))
+    if (len && !head_only(req) && !no_content(status))
         evbuffer_add(out, body, len);
     w->next = NULL;
     w->end = c->out_added;
@@ -894,7 +913,9 @@ void hs_stream_begin(struct hs_req *req, int status, const char *content_type)
 int hs_stream_write(struct hs_req *req, const void *data, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(req->conn->bev);
-    if (len) {
+    /* A HEAD that resumes a stream gets its head alone, as any HEAD does:
+     * the body's chunks would be read as the next response's head. */
+    if (len && !head_only(req)) {
         if (req->minor >= 1)
             evbuffer_add_printf(out, "%zx\r\n", len);
         evbuffer_add(out, data, len);
@@ -916,7 +937,7 @@ size_t hs_req_pending_output(const struct hs_req *req)
 
 void hs_stream_end(struct hs_req *req)
 {
-    if (req->minor >= 1)
+    if (req->minor >= 1 && !head_only(req))
         evbuffer_add(bufferevent_get_output(req->conn->bev), "0\r\n\r\n", 5);
     flush_out(req->conn);
     req_complete(req);
@@ -1046,14 +1067,20 @@ static int parse_head(struct hs_req *r, const char **why)
             *why = "a control character in the request target";
             return 400;
         }
-    if (strcmp(sp + 1, "HTTP/1.1") == 0) {
-        r->minor = 1;
-    } else if (strcmp(sp + 1, "HTTP/1.0") == 0) {
-        r->minor = 0;
-    } else {
-        *why = "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)";
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112, 2.3): a later 1.x
+     * is served as 1.1, its highest version the server has (RFC 9110,
+     * 6.2); another major version is 505. */
+    const char *ver = sp + 1;
+    if (strncmp(ver, "HTTP/", 5) != 0 || !isdigit((unsigned char)ver[5]) || ver[6] != '.' ||
+        !isdigit((unsigned char)ver[7]) || ver[8]) {
+        *why = "malformed HTTP version (HTTP/1.0 and HTTP/1.1 are served)";
         return 400;
     }
+    if (ver[5] != '1') {
+        *why = "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)";
+        return 505;
+    }
+    r->minor = ver[7] == '0' ? 0 : 1;
     r->path = strdup(r->target);
     if (!r->path) {
         *why = "out of memory";

@@ -905,7 +905,8 @@ def errors(gw_bin, fake_bin):
         # another, such as a missing Host).
         for bad, why in (
                 (b"NOT HTTP\r\n\r\n", b"malformed request line"),
-                (b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", b"unsupported HTTP version"),
+                (b"GET /health HTTP/1.10\r\nHost: x\r\n\r\n", b"malformed HTTP version"),
+                (b"GET /health http/1.1\r\nHost: x\r\n\r\n", b"malformed HTTP version"),
                 (b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
                  b"malformed header line"),
                 (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
@@ -923,6 +924,21 @@ def errors(gw_bin, fake_bin):
             assert why in raw.split(b"\r\n\r\n", 1)[1], (bad, raw)
         still_serving(gw, auth)
     check("400 for broken HTTP, connection closed", broken_http)
+
+    def http_versions():
+        # RFC 9110 6.2: a later HTTP/1.x is served as 1.1; another major
+        # version is 505, in the OpenAI error shape.
+        raw = raw_exchange(port, b"GET /health HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 200"), raw[:200]
+        for v in (b"HTTP/2.0", b"HTTP/3.0", b"HTTP/0.9"):
+            raw = raw_exchange(port, b"GET /health " + v + b"\r\nHost: x\r\n\r\n")
+            assert raw.startswith(b"HTTP/1.1 505 HTTP Version Not Supported"), (v, raw[:200])
+            body = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+            error_shape(body)
+            assert body["error"]["code"] == "http_version_not_supported", body
+            assert "unsupported HTTP version" in body["error"]["message"], body
+        still_serving(gw, auth)
+    check("a later HTTP/1.x is served as 1.1, another major version is 505", http_versions)
 
     def host_header():
         # RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host, an authority.

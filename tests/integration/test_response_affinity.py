@@ -19,7 +19,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import (HOST, Fake, Gateway, Upstream, check, finish, read_request,  # noqa
-                    request, wait_for, workdir)
+                    read_to_close, request, wait_for, workdir)
 
 
 def post(port, payload, headers=None):
@@ -423,8 +423,23 @@ def main(bin_, fake_bin):
                 st, h, body = request(g.port, "GET", "/v1/responses/%s?stream=true" % rid)
                 assert st == 200 and h["content-type"].startswith("text/event-stream"), (st, h, body)
                 assert b"response.completed" in body, body
+            # A HEAD that resumes the stream has the head alone: the next
+            # response on the connection follows it at once.
+            s_ = socket.create_connection((HOST, g.port), timeout=5)
+            s_.sendall(b"HEAD /v1/responses/%s?stream=true HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                       % rid.encode())
+            data = read_to_close(s_)
+            s_.close()
+            head, rest = data.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200") and b"event-stream" in head, data[:300]
+            assert rest.startswith(b"HTTP/1.1 200"), data[:600]
+            assert b'"status"' in rest and b"response.completed" not in rest, rest[:600]
             st, h, body = request(g.port, "DELETE", "/v1/responses/" + rid)
             assert st == 204 and body == b"", (st, h, body)
+            # RFC 9110 8.6: no Content-Length on a 204 (nor a type: there
+            # is no content).
+            assert "content-length" not in h and "content-type" not in h, h
             sent = len(ups["x"].lines)
             st, h, body = request(g.port, "GET", "/v1/responses/" + rid)
             assert st == 404 and json.loads(body)["error"]["code"] == "response_not_found", (st, body)
@@ -434,8 +449,9 @@ def main(bin_, fake_bin):
         finally:
             for u in ups.values():
                 u.id_pad = ""
-    check("a retrieve with stream=true is relayed as a stream, a DELETE's 204 as it came, and "
-          "a deleted 250-byte id is forgotten", retrieve_stream_delete_204_and_long_ids)
+    check("a retrieve with stream=true is relayed as a stream (a HEAD's as its head alone), a "
+          "DELETE's 204 as it came, and a deleted 250-byte id is forgotten",
+          retrieve_stream_delete_204_and_long_ids)
 
     def responses_error_event_falls_back():
         ups["x"].error_event = True
