@@ -4087,6 +4087,8 @@ int lr_store_find_queries(const struct lr_store *store, const char *const *queri
 
     if (count)
         *count = 0;
+    if (known && n > 0)
+        memset(known, 0, n); /* on any failure too, as the header says */
     if (!store)
         return fail(err, LR_EINVAL, 0, "lr_store_find_queries: store is NULL");
     if (n > 0 && !queries)

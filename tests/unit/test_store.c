@@ -3718,6 +3718,10 @@ static void finds_which_queries_the_file_holds(void **st)
     assert_int_equal(lr_store_find_queries(a, bad, 2, known, &count, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "queries[1] is NULL"));
     assert_int_equal(count, 0);
+    assert_int_equal(known[0] + known[1], 0); /* on failure known is all 0 */
+    memset(known, 7, sizeof(known));
+    assert_int_equal(lr_store_find_queries(NULL, qs, 2, known, &count, &err), LR_EINVAL);
+    assert_int_equal(known[0] + known[1], 0);
     assert_int_equal(lr_store_find_queries(NULL, qs, 1, NULL, NULL, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "store is NULL"));
     assert_int_equal(lr_store_find_queries(a, NULL, 1, NULL, NULL, &err), LR_EINVAL);
