@@ -438,27 +438,29 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     if (!report)
         report = &rep_local;
     memset(report, 0, sizeof *report);
+    /* The data's name in messages, as lr_store_import_file() has it. */
+    const char *name = opts && opts->name ? opts->name : path;
     /* The file's faults are worded as the store's import words them
      * (lr_store_import_file()), so that `llmroute eval` and `llmroute
      * import` say the same of the same file. */
     f = fopen(path, "rb");
     if (!f)
-        return lr__error_set(err, LR_EIO, "cannot read '%s': %s", path, strerror(errno));
+        return lr__error_set(err, LR_EIO, "cannot read '%s': %s", name, strerror(errno));
     if (fstat(fileno(f), &st) != 0) {
         int e = errno;
         fclose(f);
-        return lr__error_set(err, LR_EIO, "cannot read '%s': %s", path, strerror(e));
+        return lr__error_set(err, LR_EIO, "cannot read '%s': %s", name, strerror(e));
     }
     /* A directory opens for reading and reads as empty; say what it is. A
      * pipe (--data <(zcat ...)) is read like a file. */
     if (S_ISDIR(st.st_mode)) {
         fclose(f);
-        return lr__error_set(err, LR_EIO, "cannot read '%s': it is a directory", path);
+        return lr__error_set(err, LR_EIO, "cannot read '%s': it is a directory", name);
     }
     if (S_ISREG(st.st_mode) && st.st_size > LR__DATASET_MAX_FILE) {
         fclose(f);
         return lr__error_set(err, LR_ETOOBIG, "'%s' is %lld bytes, over the cap of %ld bytes for a data file",
-                             path, (long long)st.st_size, (long)LR__DATASET_MAX_FILE);
+                             name, (long long)st.st_size, (long)LR__DATASET_MAX_FILE);
     }
     L.ds = calloc(1, sizeof *L.ds);
     L.view = malloc(sizeof *L.view);
@@ -466,12 +468,12 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
         free(L.ds);
         free(L.view);
         fclose(f);
-        return lr__error_set(err, LR_ENOMEM, "out of memory reading %s", path);
+        return lr__error_set(err, LR_ENOMEM, "out of memory reading %s", name);
     }
     L.opts = opts;
     L.rep = report;
     L.err = err;
-    L.path = path;
+    L.path = name;
 
     /* A UTF-8 byte order mark, as some editors save a file, is not data.
      * A file is read once (it may be a pipe), so the mark is read past
@@ -481,7 +483,7 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
         fclose(f);
         free(L.ds);
         free(L.view);
-        return lr__error_set(err, LR_EPARSE, "%s:1:1: invalid token%s", path, NOT_DATA);
+        return lr__error_set(err, LR_EPARSE, "%s:1:1: invalid token%s", name, NOT_DATA);
     }
     if (c != 0xEF)
         ungetc(c, f);
@@ -498,9 +500,9 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     }
     if (used > (size_t)LR__DATASET_MAX_FILE) {
         rc = lr__error_set(err, LR_ETOOBIG, "'%s' is over the cap of %ld bytes for a data file",
-                           path, (long)LR__DATASET_MAX_FILE);
+                           name, (long)LR__DATASET_MAX_FILE);
     } else if (c == EOF) {
-        rc = lr__error_set(err, LR_EEMPTY, "%s: the file holds no records", path);
+        rc = lr__error_set(err, LR_EEMPTY, "%s: the file holds no records", name);
     } else {
         ungetc(c, f);
         rc = c == '[' ? load_array(&L, f, lines + 1, col) : load_lines(&L, f, lines, col, used);

@@ -182,6 +182,25 @@ static void truncated_file_is_a_parse_error_with_position(void **state)
     assert_int_equal(err.line, 2);
 }
 
+/* opts->name is the data's name in messages, as the store's import has it
+ * (a caller that copied standard input to a file names it so). */
+static void messages_give_the_name_asked_for(void **state)
+{
+    struct lr_dataset *ds = (struct lr_dataset *)1;
+    struct lr_import_options o = {.name = "<stdin>"};
+    struct lr_error err = {0};
+    (void)state;
+    write_file("{bad");
+    assert_int_equal(lr_dataset_load(path, &o, &ds, NULL, &err), LR_EPARSE);
+    assert_null(ds);
+    assert_true(strncmp(err.message, "<stdin>:1:", 10) == 0);
+    assert_null(strstr(err.message, path));
+    unlink(path);
+    write_file("  \n");
+    assert_int_equal(lr_dataset_load(path, &o, &ds, NULL, &err), LR_EEMPTY);
+    assert_string_equal(err.message, "<stdin>: the file holds no records");
+}
+
 static void empty_and_missing_files_are_refused(void **state)
 {
     struct lr_dataset *ds = NULL;
@@ -215,6 +234,7 @@ int main(void)
         cmocka_unit_test_teardown(strict_load_fails_on_the_first_bad_record, teardown),
         cmocka_unit_test_teardown(each_bad_field_is_named, teardown),
         cmocka_unit_test_teardown(truncated_file_is_a_parse_error_with_position, teardown),
+        cmocka_unit_test_teardown(messages_give_the_name_asked_for, teardown),
         cmocka_unit_test_teardown(empty_and_missing_files_are_refused, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
