@@ -587,7 +587,9 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
     info->batch_size = 64;
     info->max_input_chars = CONFIG_EMBED_INPUT_CHARS;
     if ((rc = get_head_string(e, "base_url", where, 1, &url, err)) ||
-        (rc = get_string(e, "model", where, 1, 1, &info->model, err)) ||
+        /* The model names the store's embedder id, which takes no control
+         * character: refused here, where the field to mend is known. */
+        (rc = get_head_string(e, "model", where, 1, &info->model, err)) ||
         (rc = get_string(e, "api_key_env", where, 0, 1, &info->api_key_env, err)) ||
         (rc = get_int(e, "dimensions", where, 1, 65536, &info->dimensions, err)) ||
         (rc = get_int(e, "batch_size", where, 1, 2048, &info->batch_size, err)) ||

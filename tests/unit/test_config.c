@@ -317,6 +317,11 @@ static void rejects_control_characters_in_names_and_urls(void **state)
     expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"embedding\": "
                  "{\"base_url\": \"http://h/\\n\", \"model\": \"e\"}}}",
                  LR_ECONFIG, "router.embedding.base_url: must not contain control characters");
+    /* The embedding model names the store's embedder id ("openai:MODEL"),
+     * which a store refuses with a control character in it. */
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"embedding\": "
+                 "{\"base_url\": \"http://h/v1\", \"model\": \"nomic\\u0007embed\"}}}",
+                 LR_ECONFIG, "router.embedding.model: must not contain control characters");
     /* Bytes from 0x80 up are UTF-8 text, not controls. */
     lr_config_free(load_ok("{\"models\": [{\"name\": \"mod\u00e8le\"}]}"));
 }
