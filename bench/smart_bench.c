@@ -231,11 +231,17 @@ static double cpu_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The q-quantile of v[0..n), linear between the order statistics around
+ * q (n - 1), as numpy's percentile and median (the anchor's) have it: at
+ * 0.5 the median, the two middle values' mean for an even n. */
 static double quantile(double *v, size_t n, double q)
 {
     qsort(v, n, sizeof(*v), cmp_double);
-    size_t i = (size_t)(q * (double)n);
-    return v[i < n ? i : n - 1];
+    double pos = q * (double)(n - 1);
+    size_t i = (size_t)pos;
+    if (i + 1 >= n)
+        return v[n - 1];
+    return v[i] + (pos - (double)i) * (v[i + 1] - v[i]);
 }
 
 /* A JSON string literal of s (newlines and quotes escaped) into f. */
