@@ -935,6 +935,11 @@ size_t hs_req_pending_output(const struct hs_req *req)
     return evbuffer_get_length(bufferevent_get_output(req->conn->bev));
 }
 
+void hs_req_want_drain(struct hs_req *req)
+{
+    req->want_drain = 1;
+}
+
 void hs_stream_end(struct hs_req *req)
 {
     if (req->minor >= 1 && !head_only(req))

@@ -160,6 +160,11 @@ void hs_stream_begin(struct hs_req *req, int status, const char *content_type);
 int hs_stream_write(struct hs_req *req, const void *data, size_t len);
 /* Bytes waiting to be written to the client. */
 size_t hs_req_pending_output(const struct hs_req *req);
+/* Have the drain callback (hs_req_watch) called once the output has been
+ * written out, whatever the server's high-water mark: for a handler that
+ * pauses on a threshold of its own (a request's stream_buffer_bytes,
+ * which a reload may have moved away from the server's). */
+void hs_req_want_drain(struct hs_req *req);
 /* End a streamed response; completes the request. */
 void hs_stream_end(struct hs_req *req);
 

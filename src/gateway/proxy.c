@@ -190,6 +190,10 @@ struct exchange {
      * partial line. */
     char *held;
     size_t held_len, held_cap, held_ok, held_line;
+    /* No line end in [held_line, held_scan): where the next read's search
+     * for the open line's end starts (else each read of a long event
+     * would scan it again from its start). */
+    size_t held_scan;
     char *ev_data; /* the open event's data: each data line's value and an LF */
     size_t ev_len, ev_cap;
     unsigned ev_lines; /* its data lines */
@@ -1805,6 +1809,7 @@ static void flush_held(struct exchange *ex)
     memmove(ex->held, ex->held + ex->held_ok, ex->held_len - ex->held_ok);
     ex->held_len -= ex->held_ok;
     ex->held_line -= ex->held_ok;
+    ex->held_scan = ex->held_scan > ex->held_ok ? ex->held_scan - ex->held_ok : 0;
     ex->held_ok = 0;
 }
 
@@ -1882,6 +1887,10 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
         hs_req_pending_output(ex->req) > ex->conf->set.stream_buffer_bytes) {
         /* Backpressure: hold the upstream while the client is behind. */
         ex->paused = 1;
+        /* Resumed when the client has caught up: asked for here, as the
+         * server's own mark (a reload may have raised the setting past
+         * this request's) may never be reached. */
+        hs_req_want_drain(ex->req);
         watch_stop(ex);
         return UP_PAUSE;
     }
@@ -1938,10 +1947,15 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             }
         }
         line = ex->held + ex->held_line;
-        nl = memchr(line, '\n', (size_t)(end - line));
-        cr = memchr(line, '\r', (size_t)((nl ? nl : end) - line));
-        if (!nl && !cr)
+        const char *from = ex->held_scan > ex->held_line && ex->held_scan <= ex->held_len
+                               ? ex->held + ex->held_scan
+                               : line;
+        nl = memchr(from, '\n', (size_t)(end - from));
+        cr = memchr(from, '\r', (size_t)((nl ? nl : end) - from));
+        if (!nl && !cr) {
+            ex->held_scan = ex->held_len;
             break;
+        }
         n = (size_t)((cr ? cr : nl) - line);
         if (cr && cr + 1 != nl) {
             nl = cr; /* a bare CR, or a CR that may be half a CRLF */
@@ -1978,6 +1992,7 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             /* Nothing after the end of the answer is relayed (see above). */
             ex->after_done += ex->held_len - ex->held_ok;
             ex->held_len = ex->held_line = ex->held_ok;
+            ex->held_scan = 0;
             ex->ev_len = 0;
             ex->ev_lines = 0;
             break;
@@ -2420,7 +2435,7 @@ static void start_attempt(struct exchange *ex)
     ex->choices_lost = 0;
     ex->done_added = 0;
     ex->body_complete = 0;
-    ex->held_len = ex->held_ok = ex->held_line = 0;
+    ex->held_len = ex->held_ok = ex->held_line = ex->held_scan = 0;
     ex->ev_len = 0;
     ex->ev_lines = 0;
     ex->resp_len = 0;

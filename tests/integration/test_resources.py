@@ -659,6 +659,35 @@ def slow_readers(gw_bin, fake_bin):
           "buffer per idle_timeout_ms, gets all of it, logged 200",
           a_reader_slower_than_the_send_buffer_per_idle_timeout_gets_the_whole_stream)
 
+    def a_reload_raising_stream_buffer_bytes_does_not_strand_a_paused_stream():
+        # The stream pauses its upstream past the request's own
+        # stream_buffer_bytes (4 KiB); the server's drain mark followed a
+        # reload to 1 MiB, which the backlog never reached, so the stream
+        # was never resumed: stuck until total_ms, or for good without it.
+        config = {"models": [{"name": "f", "backend": "openai", "base_url": fake.base_url}],
+                  "server": {"idle_timeout_ms": 1000, "stream_buffer_bytes": 4096}}
+        g = Gateway(gw_bin, wd, config, name="rebuffer")
+        fake.scenario("chunks=30000")
+        body = json.dumps({"model": "f", "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}]})
+        s = slow_request(g.port, body, True)
+        try:
+            first = s.recv(2048)
+            config["server"]["stream_buffer_bytes"] = 1 << 20
+            g.write_config(config)
+            n = len(g.events("reloaded"))
+            g.signal(signal.SIGHUP)
+            wait_for(lambda: len(g.events("reloaded")) > n, 30, "the reload")
+            time.sleep(0.5)  # not reading: the upstream is paused
+            data = first + read_paced(s, 1 << 20, 0, 60)
+        finally:
+            s.close()
+        assert data.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), \
+            "got %d bytes, ending %r" % (len(data), data[-100:])
+    check("a stream paused on its client, its upstream held, resumes when the client reads "
+          "after a reload raised server.stream_buffer_bytes",
+          a_reload_raising_stream_buffer_bytes_does_not_strand_a_paused_stream)
+
     def a_client_that_reads_nothing_is_closed_after_idle_timeout():
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
