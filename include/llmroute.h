@@ -61,6 +61,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h> /* sig_atomic_t */
 
 #ifdef __cplusplus
 extern "C" {
@@ -107,8 +108,10 @@ enum lr_errcode {
     LR_ETOOBIG = -11,    /* an input over a configured cap */
     LR_EBUSY = -12,      /* the history store is being written by another process for longer
                             than a write waits (5 s); nothing was written: try again */
-    LR_EREPLACED = -13   /* the history store's file was replaced or removed since it was
+    LR_EREPLACED = -13,  /* the history store's file was replaced or removed since it was
                             opened; nothing was written (lr_store_refresh() opens the new one) */
+    LR_ECANCELED = -14   /* stopped at the caller's request (lr_import_options.cancel);
+                            nothing was written */
 };
 
 /* A short, static description of an error code. Never NULL. */
@@ -563,6 +566,11 @@ struct lr_import_options {
     /* The data's name in messages (NULL: the path): a caller that copied
      * standard input to a file names it so. */
     const char *name;
+    /* lr_store_import_file only (NULL: never stopped): read between
+     * records, between embedding batches and before the commit; once
+     * nonzero (a signal handler's flag, say) the import stops there with
+     * LR_ECANCELED and nothing added. */
+    const volatile sig_atomic_t *cancel;
 };
 
 /* Fill opts with the defaults (every split, bad records skipped, no

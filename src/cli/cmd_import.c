@@ -10,10 +10,14 @@
  * files) when the command fails and the store is still empty: a failed
  * first import, a dense one whose embedding server is down say, leaves no
  * empty store behind stamped with that embedder, which would refuse a
- * later import with another.
+ * later import with another. So does one stopped by SIGINT, SIGTERM or
+ * SIGHUP (Ctrl-C): the signal stops the import at its next record
+ * (lr_import_options.cancel), nothing of that file is added, the store is
+ * removed as for a failure, and the command then dies of the signal.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +45,9 @@ static const char help[] =
     "added. With no DATA, the store is created if needed and its size printed.\n"
     "A store this command created is removed again if the command fails with\n"
     "nothing imported (it is kept when another file's records went in).\n"
+    "SIGINT (Ctrl-C), SIGTERM or SIGHUP stops it at the next record: nothing of\n"
+    "that file is added, a store it created and left empty is removed, and it\n"
+    "dies of the signal.\n"
     "Exit codes: 0 ok; 1 runtime error: a file could not be imported, the store\n"
     "could not be opened or does not fit (another embedder's, a newer schema) or\n"
     "the embedding server failed; 2 usage or configuration error: a bad option,\n"
@@ -48,6 +55,31 @@ static const char help[] =
     "but this report could not be written to standard output (a full disk, or\n"
     "a pipe whose reader is gone): the records are stored, do not import them\n"
     "again.\n";
+
+/* The signal that asked the command to stop (0: none), set by on_stop(). */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig)
+{
+    stop_signal = sig;
+}
+
+/* on_stop() for SIGINT, SIGTERM and SIGHUP, unless ignored (a background
+ * job's SIGINT, nohup's SIGHUP): without SA_RESTART, so a read of a pipe
+ * that waits for its writer returns. */
+static void catch_stops(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        struct sigaction sa, old;
+        if (sigaction(sigs[i], NULL, &old) != 0 || old.sa_handler == SIG_IGN)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
 
 /* A pipe's bytes (what names, "standard input" or a path) copied to an
  * unlinked temporary file, so the store's write lock is not held while a
@@ -71,7 +103,12 @@ static int pipe_as_file(int in, const char *what, char *path, size_t cap, int *f
     }
     unlink(tmpl);
     for (;;) {
-        n = read(in, buf, sizeof buf);
+        n = stop_signal ? -1 : read(in, buf, sizeof buf);
+        if (stop_signal) {
+            cli_error("import", "reading %s was stopped by a signal: nothing imported", what);
+            close(fd);
+            return -1;
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -133,9 +170,15 @@ static int named_pipe_as_file(const char *name, char *path, size_t cap, int *fd_
     *fd_out = -1;
     if (stat(name, &sb) != 0 || !S_ISFIFO(sb.st_mode))
         return 0;
-    if ((in = open(name, O_RDONLY | O_CLOEXEC)) < 0) {
-        cli_error("import", "cannot read '%s': %s: nothing imported from this file", name,
-                  strerror(errno));
+    while ((in = open(name, O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR && !stop_signal)
+        ;
+    if (in < 0) {
+        if (stop_signal)
+            cli_error("import", "waiting for a writer of '%s' was stopped by a signal: nothing "
+                      "imported", name);
+        else
+            cli_error("import", "cannot read '%s': %s: nothing imported from this file", name,
+                      strerror(errno));
         return -1;
     }
     rc = pipe_as_file(in, name, path, cap, fd_out);
@@ -198,6 +241,7 @@ int cmd_import(int argc, char **argv)
     }
     lr_store_options_init(&so);
     embed_store_options(cfg, &so);
+    catch_stops();
     created = gw_store_is_new(store_path);
     if ((rc = lr_store_open(store_path, &so, &store, &err))) {
         cli_error("import", "%s", err.message);
@@ -215,7 +259,8 @@ int cmd_import(int argc, char **argv)
             goto out;
         }
     }
-    for (int i = 0; i < n_pos; i++) {
+    int i = 0;
+    for (; i < n_pos && !stop_signal; i++) {
         struct lr_import_options io;
         /* '-' is standard input (checked given once, above), which the
          * import reads as it reads a pipe and names /dev/stdin. */
@@ -226,6 +271,7 @@ int cmd_import(int argc, char **argv)
         lr_import_options_init(&io);
         io.split = split;
         io.strict = strict;
+        io.cancel = &stop_signal;
         if (strcmp(pos[i], "-") == 0) {
             if (stdin_as_file(in_path, sizeof in_path, &in_fd) != 0) {
                 status = CLI_RUNTIME;
@@ -252,6 +298,11 @@ int cmd_import(int argc, char **argv)
         rc = lr_store_import_file(store, path, &io, &rep, &err);
         if (in_fd >= 0)
             close(in_fd);
+        if (rc == LR_ECANCELED) {
+            cli_error("import", "%s", err.message); /* it says nothing was imported */
+            status = CLI_RUNTIME;
+            continue;
+        }
         if (rc) {
             cli_error("import", "%s: nothing imported from this file", err.message);
             status = CLI_RUNTIME;
@@ -272,6 +323,11 @@ int cmd_import(int argc, char **argv)
             printf(")");
         }
         printf("\n");
+    }
+    if (stop_signal && i < n_pos) {
+        cli_error("import", "stopped by a signal: nothing imported from '%s'%s", pos[i],
+                  i + 1 < n_pos ? " or the files after it" : "");
+        status = CLI_RUNTIME;
     }
     /* A store this command created and left empty is removed below. */
     if (!(created && status != CLI_OK && lr_store_count(store) == 0)) {
@@ -307,5 +363,12 @@ out:
     lr_store_free(store);
     lr_config_free(cfg);
     free(pos);
+    if (stop_signal) {
+        /* Cleaned up: now the death the signal asked for, which the caller
+         * (a shell's loop, a supervisor) tells from a failure. */
+        fflush(NULL);
+        signal(stop_signal, SIG_DFL);
+        raise(stop_signal);
+    }
     return status;
 }

@@ -3584,6 +3584,16 @@ static void pending_drop(struct importer *im)
     im->n_pend = 0;
 }
 
+/* LR_ECANCELED when the caller's cancel flag is set (checked between
+ * records, before each embedding batch and before the commit). */
+static int import_cancelled(const struct importer *im)
+{
+    if (!im->opts || !im->opts->cancel || !*im->opts->cancel)
+        return 0;
+    return fail(im->err, LR_ECANCELED, 0, "%s: the import was stopped: nothing imported",
+                im->path);
+}
+
 /* Embed the waiting records' queries with the caller's callback, then write
  * them. Any failure fails the whole import (the transaction is rolled back). */
 static int pending_flush(struct importer *im)
@@ -3595,6 +3605,8 @@ static int pending_flush(struct importer *im)
 
     if (n == 0)
         return 0;
+    if ((rc = import_cancelled(im)) != 0)
+        return rc;
     for (size_t k = 0; k < n; k++)
         im->texts[k] = json_string_value(json_object_get(im->pend[k], "query"));
     memset(&cb_err, 0, sizeof(cb_err));
@@ -3645,6 +3657,9 @@ out:
 static int import_one(struct importer *im, json_t *j, size_t index, int line)
 {
     char msg[400];
+    int rc;
+    if ((rc = import_cancelled(im)) != 0)
+        return rc;
     im->rep->read++;
     /* A record of another split is skipped unread, as eval's loader skips
      * it: a bad one there is no reason to refuse (--strict) or count. An
@@ -3980,7 +3995,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     map = NULL;
     if ((rc = hist_load(store, store->db, store->dense ? im.dim : 0, &fresh, err)) != 0)
         goto out;
-    if ((rc = commit_checked(store, err)) != 0)
+    if ((rc = import_cancelled(&im)) != 0 || (rc = commit_checked(store, err)) != 0)
         goto out;
     in_tx = 0;
     pthread_rwlock_wrlock(&store->rw);

@@ -68,7 +68,7 @@ const char *lr__strategy_names(void);
 
 /* The last (most negative) LR_E* code: every code from -1 to it is known.
  * A code added to enum lr_errcode moves it. */
-#define LR__ERR_LAST LR_EREPLACED
+#define LR__ERR_LAST LR_ECANCELED
 
 /* Fill err (if not NULL) with code and a printf-style message; returns code. */
 int lr__error_set(struct lr_error *err, int code, const char *fmt, ...)

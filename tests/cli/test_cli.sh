@@ -363,6 +363,31 @@ out=$({ IFS= read -r _; "$BIN" import --store "$TMP/partread.db" -; } <"$TMP/par
 rc=$?
 [ $rc -eq 0 ] && [ "$(printf '%s' "$out" | head -1)" = "/dev/stdin: imported 2 of 2 records" ] && ok ||
     bad "import - after the caller read a line: exit $rc, got [$out]"
+# SIGTERM (or SIGINT, SIGHUP) while an import waits on its data stops it:
+# nothing imported, the store it created removed as for a failure, and the
+# command dies of the signal (here while a FIFO's writer holds it open;
+# lr_import_options.cancel stops the library's import likewise).
+mkfifo "$TMP/fifo_stop"
+(printf '%s\n' '{"query": "q", "outputs": [{"model_name": "m", "correctness": 1, "output_token_length": 5}]}'
+    exec sleep 60) >"$TMP/fifo_stop" &
+writer=$!
+"$BIN" import --store "$TMP/stopped.db" "$TMP/fifo_stop" >"$TMP/stop.out" 2>&1 &
+importer=$!
+for _ in $(seq 600); do
+    ls -l "/proc/$importer/fd" 2>/dev/null | grep -q "fifo_stop$" && break
+    sleep 0.05
+done
+kill -TERM "$importer"
+wait "$importer"
+rc=$?
+kill "$writer" 2>/dev/null
+if [ $rc -eq 143 ] && [ ! -e "$TMP/stopped.db" ] &&
+    grep -qF "fifo_stop was stopped by a signal: nothing imported" "$TMP/stop.out" &&
+    grep -qF "removed '$TMP/stopped.db', which this command created" "$TMP/stop.out"; then
+    ok
+else
+    bad "import stopped by SIGTERM: exit $rc, $(ls "$TMP"/stopped.db* 2>&1), $(cat "$TMP/stop.out")"
+fi
 # A store path that is no regular file is refused at once (a FIFO would
 # otherwise block the open for good).
 expect "store is a FIFO" 1 "" "not a regular file" -- \

@@ -490,6 +490,8 @@ struct fake_embedder {
     int fail_on_call;    /* 1-based call that fails; 0 = never */
     int zero_on_call;    /* call whose vectors are all zero */
     int fail_code;       /* what the failing call returns; 0 = LR_EIO */
+    int cancel_on_call;  /* call that sets *cancel (as a signal would meanwhile) */
+    volatile sig_atomic_t *cancel;
 };
 
 static void hash_vector(const char *text, float *out, size_t dim)
@@ -518,6 +520,8 @@ static int fake_embed(void *arg, const char *const *texts, size_t n, float *out,
         snprintf(err->message, sizeof(err->message), "embedding server is down");
         return fe->fail_code ? fe->fail_code : LR_EIO;
     }
+    if (fe->calls == fe->cancel_on_call)
+        *fe->cancel = SIGTERM;
     for (size_t i = 0; i < n; i++) {
         if (fe->calls == fe->zero_on_call)
             memset(out + i * dim, 0, dim * sizeof(float));
@@ -721,10 +725,12 @@ static void dense_import_is_all_or_nothing_when_the_embedder_fails(void **st)
     assert_int_equal(rep.imported, 0);
     assert_int_equal(lr_store_count(s), 0);
     /* A known LR_E* code from the callback is the import's result (every
-     * one, LR_EREPLACED the last, which was taken for LR_EIO); anything else
-     * is LR_EIO. */
-    const int codes[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EREPLACED, 7, -1000, -14};
-    const int want[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EREPLACED, LR_EIO, LR_EIO, LR_EIO};
+     * one, LR_ECANCELED the last; LR_EREPLACED, once the last, was taken for
+     * LR_EIO); anything else is LR_EIO. */
+    const int codes[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EREPLACED, LR_ECANCELED, 7, -1000,
+                         -15};
+    const int want[] = {LR_EBUSY, LR_ETOOBIG, LR_ENOMEM, LR_EREPLACED, LR_ECANCELED,
+                        LR_EIO, LR_EIO, LR_EIO};
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
         memset(&fe, 0, sizeof(fe));
         fe.fail_on_call = 1;
@@ -2394,6 +2400,48 @@ static void discard_removes_only_the_file_it_opened(void **st)
     assert_int_not_equal(stat(p, &sb), 0);
 }
 
+/* lr_import_options.cancel: set before the import, or while it runs (here
+ * by the embedder, between two batches, as a signal handler would), the
+ * import stops with LR_ECANCELED and adds nothing; the store goes on. */
+static void import_stops_when_its_cancel_flag_is_set(void **st)
+{
+    (void)st;
+    struct lr_store *s = NULL, *d = NULL;
+    struct lr_error err;
+    struct lr_import_report rep;
+    volatile sig_atomic_t stop = 0;
+    struct lr_import_options io = {.cancel = &stop};
+    struct fake_embedder fe = {.cancel_on_call = 1, .cancel = &stop};
+    struct lr_store_options o = {"openai:fake", 4, 0, 0, 0, 0};
+    struct lr_import_options dio = {.embed = fake_embed, .embed_arg = &fe, .embed_batch = 2,
+                                    .cancel = &stop};
+    char db[512];
+
+    path_in(db, sizeof(db), "cancel.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, write_file("c1.json", ARRAY3), &io, &rep, &err), 0);
+    assert_int_equal(lr_store_count(s), 3);
+    stop = SIGINT;
+    assert_int_equal(lr_store_import_file(s, write_file("c2.json", FIVE), &io, &rep, &err),
+                     LR_ECANCELED);
+    assert_non_null(strstr(err.message, "the import was stopped: nothing imported"));
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(lr_store_count(s), 3);
+    stop = 0;
+    assert_int_equal(lr_store_add_outcome(s, "after the stop", 5, "small", 1.0, 3, &err), 0);
+    lr_store_free(s);
+    assert_int_equal(count_in(db), 4);
+
+    /* Between a dense import's batches: the first batch's records go too. */
+    assert_int_equal(lr_store_open(":memory:", &o, &d, &err), 0);
+    assert_int_equal(lr_store_import_file(d, write_file("c3.json", FIVE), &dio, &rep, &err),
+                     LR_ECANCELED);
+    assert_int_equal(fe.calls, 1);
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(lr_store_count(d), 0);
+    lr_store_free(d);
+}
+
 /* A write is refused as the file was replaced, the refresh opens the file
  * the path names now (holding `want` records), and writes go on there. */
 static void swap_is_seen(struct lr_store *a, size_t want, const char *model)
@@ -3785,6 +3833,7 @@ int main(void)
         cmocka_unit_test(
             write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
         cmocka_unit_test(replaced_files_handle_leaves_the_new_files_writers_alone),
+        cmocka_unit_test(import_stops_when_its_cancel_flag_is_set),
         cmocka_unit_test(discard_removes_only_the_file_it_opened),
         cmocka_unit_test(symlink_swaps_are_seen_and_refresh_opens_the_new_file),
         cmocka_unit_test(write_after_the_file_was_removed_is_refused_until_one_is_there),

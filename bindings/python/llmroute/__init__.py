@@ -16,7 +16,7 @@ from ._lib import LibraryNotFound, LibraryVersionMismatch, library_path
 from .core import (BatchResult, Candidate, Config, Decision, ImportReport, ModelInfo, Router,
                    Store, config_from_llm_configs, estimate_tokens)
 from .embed import OpenAIEmbedder, openai_embedder
-from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
+from .errors import (Cancelled, ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
                      InvalidType, IOFailure, OutOfMemory, ParseError, StoreBusy, StoreError,
                      StoreReplaced, StrategyError, TooBig, UnknownModel)
 from .routing import QueryStore, RouterStrategy, SequentialRouting, SmartRouting
@@ -26,5 +26,6 @@ __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", 
            "ModelInfo", "config_from_llm_configs", "estimate_tokens", "library_path",
            "LibraryNotFound", "LibraryVersionMismatch", "Error", "InvalidInput", "InvalidType", "UnknownModel",
            "ParseError", "ConfigError", "EmptyInput", "StrategyError", "TooBig", "Infeasible",
-           "StoreError", "StoreBusy", "StoreReplaced", "IOFailure", "OutOfMemory", "EmbedError",
+           "StoreError", "StoreBusy", "StoreReplaced", "Cancelled", "IOFailure", "OutOfMemory",
+           "EmbedError",
            "OpenAIEmbedder", "openai_embedder"]

@@ -102,6 +102,7 @@ LR_ESTRATEGY = -10
 LR_ETOOBIG = -11
 LR_EBUSY = -12
 LR_EREPLACED = -13
+LR_ECANCELED = -14
 
 LR_BATCH_PER_QUERY = 0
 LR_BATCH_QUALITY = 1
@@ -169,7 +170,7 @@ lr_embed_fn = CFUNCTYPE(c_int, c_void_p, POINTER(c_char_p), c_size_t, POINTER(c_
 class lr_import_options(Structure):
     _fields_ = [("split", c_char_p), ("strict", c_int), ("embed", lr_embed_fn),
                 ("embed_arg", c_void_p), ("embed_batch", c_size_t), ("embed_dim", c_size_t),
-                ("name", c_char_p)]
+                ("name", c_char_p), ("cancel", c_void_p)]
 
 
 class lr_import_report(Structure):

@@ -90,6 +90,11 @@ class StoreReplaced(StoreError):
     was opened; nothing was written. refresh() opens the file now at its path."""
 
 
+class Cancelled(Error):
+    """LR_ECANCELED: stopped at the caller's request (an import's cancel flag,
+    which the C API offers); nothing was written."""
+
+
 class IOFailure(Error, OSError):
     """LR_EIO: a file could not be read or written."""
 
@@ -109,6 +114,7 @@ _BY_CODE = {
     _lib.LR_ESTORE: StoreError,
     _lib.LR_EBUSY: StoreBusy,
     _lib.LR_EREPLACED: StoreReplaced,
+    _lib.LR_ECANCELED: Cancelled,
     _lib.LR_EINFEASIBLE: Infeasible,
     _lib.LR_ESTRATEGY: StrategyError,
     _lib.LR_ETOOBIG: TooBig,

@@ -112,7 +112,8 @@ int main(void)
       F(lr_import_options, embed_arg),
       F(lr_import_options, embed_batch),
       F(lr_import_options, embed_dim),
-      F(lr_import_options, name));
+      F(lr_import_options, name),
+      F(lr_import_options, cancel));
     S(lr_import_report,
       F(lr_import_report, read),
       F(lr_import_report, imported),
@@ -176,6 +177,7 @@ int main(void)
     C(LR_ETOOBIG);
     C(LR_EBUSY);
     C(LR_EREPLACED);
+    C(LR_ECANCELED);
     C(LR_BATCH_PER_QUERY);
     C(LR_BATCH_QUALITY);
     C(LR_BATCH_BUDGET);
