@@ -407,12 +407,14 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
                                    &s->feedback_api_keys, err)))
             goto out;
     }
-    if (listen)
+    /* server.listen is checked even when --listen overrides it: a file
+     * that serve (and its reloads) accepts, check-config and a later serve
+     * without --listen accept too. */
+    rc = parse_listen(lis, s->listen_host, sizeof s->listen_host, &s->listen_port, err,
+                      "server.listen");
+    if (rc == 0 && listen)
         rc = parse_listen(listen, s->listen_host, sizeof s->listen_host, &s->listen_port, err,
                           "--listen");
-    else
-        rc = parse_listen(lis, s->listen_host, sizeof s->listen_host, &s->listen_port, err,
-                          "server.listen");
 out:
     json_decref(root);
     return rc;

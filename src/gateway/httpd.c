@@ -2073,6 +2073,18 @@ void hs_server_on_head(struct hs_server *srv, hs_refuses_fn refuses)
 void hs_server_set_limits(struct hs_server *srv, const struct hs_limits *limits)
 {
     srv->lim = *limits;
+    /* The open connections' read mark follows the head cap: set at accept
+     * only, a raised cap left a connection's reading stopped at the old
+     * one, its head never whole and no timeout running. A connection with
+     * input is looked at again, against the new cap, as a lowered one may
+     * now stop its reading short of a head it must refuse. */
+    for (struct hs_conn *c = srv->conns; c; c = c->next) {
+        if (c->state == C_CLOSING)
+            continue;
+        bufferevent_setwatermark(c->bev, EV_READ, 0, srv->lim.max_head_bytes + 65536);
+        if (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+            bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+    }
 }
 
 int hs_server_listen(struct hs_server *srv, const char *host, int port)

@@ -16,7 +16,6 @@
 #include "metrics.h"
 
 #define MAX_SERIES 4096
-#define MAX_MODELS 4096
 
 static const double latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                         1,     2.5,  5,     10,   30,  60,   120};
@@ -146,8 +145,10 @@ struct model_stats *metrics_model(struct metrics *m, const char *name)
     for (size_t i = 0; i < m->n_models; i++)
         if (strcmp(m->models[i]->name, name) == 0)
             return m->models[i];
-    if (m->n_models >= MAX_MODELS)
-        return NULL;
+    /* No cap: the names are the configured models' (a config holds up to
+     * 1024), and a model's entry carries its max_concurrency count and its
+     * breaker, which a NULL would switch off (a cap of 4096 was reached
+     * after a few reloads renaming 1000 models). */
     if (m->n_models == m->cap_models) {
         size_t cap = m->cap_models ? m->cap_models * 2 : 16;
         struct model_stats **g = realloc(m->models, cap * sizeof *g);

@@ -173,6 +173,11 @@ chk "server.listen" "{\"models\": [$M], \"server\": {\"listen\": \"nowhere\"}}" 
     "server.listen: expected HOST:PORT, got 'nowhere'"
 chk "server.listen port" "{\"models\": [$M], \"server\": {\"listen\": \"127.0.0.1:99999\"}}" \
     "server.listen: expected a port from 0 to 65535"
+# serve checks server.listen even when --listen overrides it: the file a
+# serve accepts, check-config and a serve without --listen accept too.
+printf '%s' "{\"models\": [$M], \"server\": {\"listen\": \"127.0.0.1:99999\"}}" >"$TMP/gw.json"
+expect "serve --listen with a bad server.listen" 2 "" "server.listen: expected a port from 0 to 65535" -- \
+    timeout 10 "$BIN" serve --config "$TMP/gw.json" --listen 127.0.0.1:0
 chk "server.resilience" "{\"models\": [$M], \"server\": {\"resilience\": {\"retry\": 3}}}" \
     "server.resilience.retry: expected an object"
 chk "base_url scheme" \

@@ -1570,6 +1570,47 @@ def lifecycle(gw_bin, fake_bin):
     check("a reload lowering server.max_body_bytes while a body is read: the body keeps the "
           "cap it was admitted on", reload_lowering_the_body_cap_mid_body)
 
+    def reload_raising_the_head_cap_reaches_open_connections():
+        # An open connection's reading stopped at the head cap of its accept
+        # (plus 64 KiB): after a reload raised server.max_header_bytes, a
+        # head over the old cap on it got no answer and no timeout.
+        def reloaded(server):
+            gw.write_config(base_config(fake, server=server))
+            n = len(gw.events("reloaded"))
+            gw.signal(signal.SIGHUP)
+            wait_for(lambda: len(gw.events("reloaded")) > n, 30, "the reload")
+
+        def answer(s):
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                assert chunk, data[:200]
+                data += chunk
+            head, _, rest = data.partition(b"\r\n\r\n")
+            n = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+            while len(rest) < n:
+                chunk = s.recv(65536)
+                assert chunk, head
+                rest += chunk
+            return head
+
+        reloaded({"max_header_bytes": 1024})
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        try:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert answer(s).startswith(b"HTTP/1.1 200"), "first request"
+            reloaded({"max_header_bytes": 1 << 20})
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200000 +
+                      b"\r\n\r\n")
+            head = answer(s)  # a socket.timeout here is the old hang
+            assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        finally:
+            s.close()
+        reloaded(None)
+        still_serving(gw)
+    check("a reload raising server.max_header_bytes reaches the connections already open",
+          reload_raising_the_head_cap_reaches_open_connections)
+
     def reload_keeps_the_round_robin():
         # Each reload built the sequential router anew, its cursor at 0: a
         # reload between requests sent every one to the route's first

@@ -100,12 +100,35 @@ static void long_label_values_are_escaped_whole(void **state)
     metrics_free(m);
 }
 
+/* A model's entry carries its max_concurrency count and its breaker: every
+ * configured name gets one, however many names reloads have brought (a
+ * cap of 4096 gave NULL, which switched both off). */
+static void every_model_name_gets_an_entry(void **state)
+{
+    struct metrics *m = metrics_new();
+    char name[32];
+    (void)state;
+    assert_non_null(m);
+    for (int i = 0; i < 6000; i++) {
+        snprintf(name, sizeof name, "model-%d", i);
+        struct model_stats *s = metrics_model(m, name);
+        assert_non_null(s);
+        assert_string_equal(s->name, name);
+    }
+    struct model_stats *again = metrics_model(m, "model-17");
+    assert_non_null(again);
+    again->in_flight = 3;
+    assert_int_equal(metrics_model(m, "model-17")->in_flight, 3);
+    metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(refresh_out_of_memory_is_its_own_result),
         cmocka_unit_test(cancelled_fetches_are_a_class_of_their_own),
         cmocka_unit_test(long_label_values_are_escaped_whole),
+        cmocka_unit_test(every_model_name_gets_an_entry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
