@@ -391,6 +391,36 @@ static const char *bound_text(char buf[32], double d)
     return buf;
 }
 
+/* d with `decimals` decimals, as the table's columns have it, unless that
+ * reads back as another number (alpha 0.7001 at three, a budget of 1e-7 at
+ * six): then bound_text()'s, so that two rows' bounds never print alike. */
+static const char *column_text(char buf[32], double d, int decimals)
+{
+    snprintf(buf, 32, "%.*f", decimals, d);
+    return strtod(buf, NULL) == d ? buf : bound_text(buf, d);
+}
+
+/* Characters of UTF-8 text s (names are valid UTF-8: the config and data
+ * loaders check it): a label's width is estimated from them, and a
+ * table's column padded by them. */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* s left-aligned in a column of `width` characters (printf's %-*s pads by
+ * bytes: a name with accents would push the row's numbers left). */
+static void put_padded(const char *s, size_t width)
+{
+    size_t n = utf8_chars(s);
+    fputs(s, stdout);
+    for (; n < width; n++)
+        putchar(' ');
+}
+
 static int run_batch(struct eval *e, struct lr_router *router, struct row *r, int *slot,
                      struct lr_request *reqs, struct lr_decision *decs, enum lr_batch_mode mode)
 {
@@ -862,7 +892,7 @@ static void print_table(const struct eval *e)
            "largest shares");
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k];
-        char name[128], a[16], b[32], pc[32], pq[16], p50[16], p99[16], shares[160] = "";
+        char name[128], a[32], b[32], pc[32], pq[16], p50[16], p99[16], shares[160] = "";
         const char *within = within_budget(r) < 0 ? "-" : within_budget(r) ? "yes" : "NO";
         size_t off = 0;
         int used[3] = {-1, -1, -1};
@@ -877,9 +907,15 @@ static void print_table(const struct eval *e)
         any_sweep |= r->sweep;
         any_frontier |= r->frontier;
         any_draw |= strncmp(r->strategy, "random-draw:", 12) == 0;
-        snprintf(a, sizeof a, isnan(r->alpha) ? "-" : "%.3f", r->alpha);
+        if (isnan(r->alpha))
+            snprintf(a, sizeof a, "-");
+        else
+            column_text(a, r->alpha, 3);
         /* As many decimals as the cost, so that an overrun shows. */
-        snprintf(b, sizeof b, isnan(r->budget) ? "-" : "%.6f", r->budget);
+        if (isnan(r->budget))
+            snprintf(b, sizeof b, "-");
+        else
+            column_text(b, r->budget, 6);
         snprintf(pc, sizeof pc, isnan(r->predicted_cost) ? "-" : "%.6f", r->predicted_cost);
         snprintf(pq, sizeof pq, isnan(r->predicted_quality) ? "-" : "%.3f", r->predicted_quality);
         snprintf(p50, sizeof p50, isnan(r->p50) ? "-" : "%.1f", r->p50);
@@ -904,8 +940,9 @@ static void print_table(const struct eval *e)
             if (off >= sizeof shares)
                 break;
         }
-        printf("%-44s %6s %11s %8.4f %11.6f %11s %6s %8s %9s %9s  %s\n", name, a, b, r->success,
-               r->cost, pc, within, pq, p50, p99, shares);
+        put_padded(name, 44);
+        printf(" %6s %11s %8.4f %11.6f %11s %6s %8s %9s %9s  %s\n", a, b, r->success, r->cost,
+               pc, within, pq, p50, p99, shares);
     }
     printf("\ncost($) is real: each record's input tokens (its input_token_length, else\n"
            "estimated from the query) and the chosen model's real output tokens at the\n"
@@ -956,22 +993,23 @@ static void print_table(const struct eval *e)
            "cost($)", "versus", "point");
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k], *f;
-        char point[160] = "-";
+        char point[160] = "-", bound[32];
         if (!is_single(r))
             continue;
         f = versus_single(e, r);
         if (f && !isnan(f->budget))
-            snprintf(point, sizeof point, "%s budget %.6f%s", f->strategy, f->budget,
-                     f->feasible == 0 ? " (not met)" : "");
+            snprintf(point, sizeof point, "%s budget %s%s", f->strategy,
+                     column_text(bound, f->budget, 6), f->feasible == 0 ? " (not met)" : "");
         else if (f)
-            snprintf(point, sizeof point, "%s alpha %.2f%s", f->strategy, f->alpha,
-                     f->feasible == 0 ? " (not met)" : "");
+            snprintf(point, sizeof point, "%s alpha %s%s", f->strategy,
+                     column_text(bound, f->alpha, 2), f->feasible == 0 ? " (not met)" : "");
+        put_padded(r->strategy + 7, 40);
         if (f)
-            printf("%-40s %8.4f %11.6f   %8.4f %11.6f  %-7s %s\n", r->strategy + 7, r->success,
-                   r->cost, f->success, f->cost, relation(f, r), point);
+            printf(" %8.4f %11.6f   %8.4f %11.6f  %-7s %s\n", r->success, r->cost, f->success,
+                   f->cost, relation(f, r), point);
         else
-            printf("%-40s %8.4f %11.6f   %8s %11s  %-7s %s\n", r->strategy + 7, r->success,
-                   r->cost, "-", "-", relation(f, r), point);
+            printf(" %8.4f %11.6f   %8s %11s  %-7s %s\n", r->success, r->cost, "-", "-",
+                   relation(f, r), point);
     }
     printf("\nversus: higher (more success for no more cost), cheaper (the same success\n"
            "for less), same (the same point: routing adds nothing there), below.\n");
@@ -1029,16 +1067,6 @@ static void svg_text(FILE *f, const char *s)
         default: fputc(*s, f);
         }
     }
-}
-
-/* Characters of UTF-8 text s (names are valid UTF-8: the config and data
- * loaders check it): a label's width is estimated from them. */
-static size_t utf8_chars(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
 }
 
 static const char *predictor_colour(const char *predictor)

@@ -494,6 +494,18 @@ expect "eval --split with no name" 2 "--split: expected a split name" -- \
 # state): --seed 0 gave seed 1's row. Seeds start at 1.
 expect "eval --seed 0" 2 "--seed: expected an integer from 1 to 2147483647, got '0'" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --seed 0
+# The table's bounds read as the numbers given: 0.7001 and 0.7004 printed
+# alike at three decimals, budgets under a millionth all as 0.000000.
+"$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
+    --alpha 0.7001,0.7004 --budget 0.0000001,0.0000002 >"$TMP/out" 2>"$TMP/err"
+rc=$?
+if [ $rc -eq 0 ] && grep -qE "^smart \(default\)[ *!]* 0\.7001 " "$TMP/out" &&
+    grep -qE "^smart \(default\)[ *!]* 0\.7004 " "$TMP/out" && grep -q " 1e-07 " "$TMP/out" &&
+    grep -q " 2e-07 " "$TMP/out"; then
+    ok
+else
+    bad "eval table bounds: exit $rc: $(grep -E '^smart' "$TMP/out" | head -8) $(cat "$TMP/err")"
+fi
 # A value given twice printed its rows twice; an empty list asked for names.
 expect "eval --alpha with a value twice" 2 "--alpha: 0.7 is given twice ('0.7' and '0.70')" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --alpha 0.7,0.8,0.70
