@@ -86,9 +86,13 @@ __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 class RouterStrategy(str, enum.Enum):
     """AIOS's strategy names. A str enum, so that RouterStrategy.Smart equals
     both itself (AIOS's Enum form) and "smart" (AIOS's later string form,
-    read from its config file)."""
+    read from its config file); and prints as that string, as AIOS's plain
+    class attribute does (in a log line, an f-string, a YAML dump)."""
     Sequential = "sequential"
     Smart = "smart"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
 
 
 def _bad(msg):

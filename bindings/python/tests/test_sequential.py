@@ -262,6 +262,10 @@ class SequentialTest(unittest.TestCase):
         self.assertEqual(RouterStrategy.Sequential, "sequential")
         self.assertEqual(RouterStrategy.Smart, "smart")
         self.assertIs(RouterStrategy("smart"), RouterStrategy.Smart)
+        # AIOS's RouterStrategy.Smart is the string itself: it prints so.
+        self.assertEqual(str(RouterStrategy.Smart), "smart")
+        self.assertEqual(f"{RouterStrategy.Sequential}", "sequential")
+        self.assertEqual("%s" % RouterStrategy.Smart, "smart")
 
     def test_aios_llm_configs_with_backend_only_keys(self):
         cfgs = [{"name": "gpt-4o-mini", "backend": "openai", "api_key": "sk-not-passed"},
