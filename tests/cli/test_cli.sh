@@ -318,16 +318,20 @@ fifo_close() { # FIFO PID [TEXT]: write TEXT (or nothing) and close
     kill "$2" 2>/dev/null
     bad "an import never opened its FIFO $1"
 }
+open_by() { # PID NAME: wait (up to 30 s) until process PID has a file NAME open
+    for _ in $(seq 600); do
+        ls -l "/proc/$1/fd" 2>/dev/null | grep -q "$2\$" && return 0
+        sleep 0.05
+    done
+    return 1
+}
 mkfifo "$TMP/fifo_a" "$TMP/fifo_b"
 "$BIN" import --store "$TMP/shared.db" "$TMP/fifo_a" >"$TMP/a.out" 2>&1 &
 pid_a=$!
 for _ in $(seq 600); do [ -f "$TMP/shared.db" ] && break; sleep 0.05; done
 "$BIN" import --store "$TMP/shared.db" "$TMP/fifo_b" >"$TMP/b.out" 2>&1 &
 pid_b=$!
-for _ in $(seq 600); do
-    ls -l "/proc/$pid_b/fd" 2>/dev/null | grep -q "shared.db$" && break
-    sleep 0.05
-done
+open_by "$pid_b" shared.db
 fifo_close "$TMP/fifo_a" "$pid_a" "not json" # A reads no JSON from its FIFO, and fails
 wait "$pid_a"
 rc_a=$?
@@ -378,10 +382,7 @@ mkfifo "$TMP/fifo_stop"
 writer=$!
 "$BIN" import --store "$TMP/stopped.db" "$TMP/fifo_stop" >"$TMP/stop.out" 2>&1 &
 importer=$!
-for _ in $(seq 600); do
-    ls -l "/proc/$importer/fd" 2>/dev/null | grep -q "fifo_stop$" && break
-    sleep 0.05
-done
+open_by "$importer" fifo_stop
 kill -TERM "$importer"
 wait "$importer"
 rc=$?
