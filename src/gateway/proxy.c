@@ -166,6 +166,7 @@ struct exchange {
 
     long up_status;
     char up_ctype[128];
+    int up_ctype_given; /* the upstream named a Content-Type (up_ctype's default is JSON's) */
     char up_retry_after[64];
     char up_retry_after_ms[64]; /* read for a retry's delay; relayed among up_relay */
     char up_location[UP_LOCATION_CAP];
@@ -1270,7 +1271,7 @@ static void give_up(struct exchange *ex, const char *why)
         if (ex->last_relay[0])
             ex->answer_relay = ex->last_relay;
         add_headers(ex);
-        hs_respond(ex->req, (int)ex->last_status, ex->last_ctype,
+        hs_respond(ex->req, (int)ex->last_status, ex->last_ctype[0] ? ex->last_ctype : NULL,
                    ex->last_body ? ex->last_body : "", ex->last_len);
         ex->req = NULL;
         ex->error = rs_class_name(c);
@@ -1378,7 +1379,14 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
         ex->last_len = ex->resp_len;
         ex->resp = NULL;
         ex->resp_len = ex->resp_cap = 0;
-        snprintf(ex->last_ctype, sizeof ex->last_ctype, "%s", ex->up_ctype);
+        /* An error the upstream gave no Content-Type is relayed with none,
+         * unless it is a JSON object (what the default says it is): a
+         * plain-text or HTML page is not labelled JSON. */
+        if (ex->up_ctype_given ||
+            is_json_object(ex->last_body ? ex->last_body : "", ex->last_len))
+            snprintf(ex->last_ctype, sizeof ex->last_ctype, "%s", ex->up_ctype);
+        else
+            ex->last_ctype[0] = '\0';
         snprintf(ex->last_retry_after, sizeof ex->last_retry_after, "%s", ex->up_retry_after);
         memcpy(ex->last_relay, ex->up_relay, sizeof ex->last_relay);
     }
@@ -1745,6 +1753,7 @@ static void on_head(void *arg, const struct up_head *head)
     ex->up_status = head->status;
     ex->head_seen = 1;
     snprintf(ex->up_ctype, sizeof ex->up_ctype, "%s", ct ? ct : "application/json");
+    ex->up_ctype_given = ct != NULL;
     snprintf(ex->up_retry_after, sizeof ex->up_retry_after, "%s",
              head->retry_after ? head->retry_after : "");
     header_safe(ex->up_ctype);
@@ -2415,6 +2424,7 @@ static void start_attempt(struct exchange *ex)
     /* Per-attempt state. */
     ex->up_status = 0;
     ex->up_ctype[0] = '\0';
+    ex->up_ctype_given = 0;
     ex->up_retry_after[0] = '\0';
     ex->up_retry_after_ms[0] = '\0';
     ex->up_location[0] = '\0';

@@ -325,6 +325,27 @@ def run(gw_bin, env):
         line = log_line(h)
         assert line["status"] == 502 and line["error"] == "upstream_protocol", line
 
+    def error_without_a_type():
+        # An upstream error with no Content-Type is relayed with none when
+        # its body is no JSON object (it was labelled application/json),
+        # and as JSON when it is one.
+        def bare(status, body):
+            def step(c):
+                c.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n" % (status, len(body))
+                          + body)
+            return step
+        drain()
+        up.steps.put(bare(400, b"bad request, in plain words"))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 400 and raw == b"bad request, in plain words", (st, raw)
+        assert "content-type" not in h, h
+        up.steps.put(bare(400, ERROR_BODY))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 400 and raw == ERROR_BODY, (st, raw)
+        assert h["content-type"] == "application/json", h
+
+    check(tag + "an upstream error without a Content-Type: relayed with none unless JSON",
+          error_without_a_type)
     check(tag + "an upstream status of 600: protocol, falls back, else 502 naming it",
           status_outside_http, 600)
     check(tag + "an upstream status of 999: the same", status_outside_http, 999)
