@@ -1290,6 +1290,18 @@ static int start_body(struct hs_conn *c, const char **why)
     }
     if (te) {
         if (strcasecmp(te, "chunked") != 0) {
+            /* RFC 9112 6.1 and 6.3: chunked not last (or not there) leaves
+             * the body's length unknown, 400; chunked last after codings
+             * this server does not decode (gzip, chunked) is 501. */
+            const char *last = strrchr(te, ',');
+            last = last ? last + 1 : te;
+            while (*last == ' ' || *last == '\t')
+                last++;
+            if (last != te && strcasecmp(last, "chunked") == 0 &&
+                strncasecmp(te, "chunked", 7) != 0) {
+                *why = "unsupported transfer coding before chunked (only chunked is decoded)";
+                return 501;
+            }
             *why = "unsupported Transfer-Encoding (only chunked)";
             return 400;
         }

@@ -940,6 +940,21 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("a later HTTP/1.x is served as 1.1, another major version is 505", http_versions)
 
+    def transfer_codings():
+        # RFC 9112 6.1: chunked last after a coding the server does not
+        # decode is 501; chunked not last leaves the length unknown, 400.
+        for te, status in ((b"gzip, chunked", 501), (b"deflate,chunked", 501),
+                           (b"chunked, gzip", 400), (b"chunked, chunked", 400),
+                           (b"gzip", 400)):
+            raw = raw_exchange(port, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n"
+                               b"Transfer-Encoding: " + te + b"\r\n\r\n")
+            assert status_of(raw) == status, (te, raw[:200])
+            assert b"Connection: close" in raw.split(b"\r\n\r\n", 1)[0], (te, raw[:200])
+            error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+        still_serving(gw, auth)
+    check("Transfer-Encoding: a coding before chunked is 501, chunked not last 400",
+          transfer_codings)
+
     def host_header():
         # RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host, an authority.
         for bad, why in ((b"GET /health HTTP/1.1\r\n\r\n", b"missing Host header"),
