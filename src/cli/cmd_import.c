@@ -103,12 +103,12 @@ static int pipe_as_file(int in, const char *what, char *path, size_t cap, int *f
     }
     unlink(tmpl);
     for (;;) {
-        n = stop_signal ? -1 : read(in, buf, sizeof buf);
-        if (stop_signal) {
+        if (stop_signal) { /* a read it cut short comes back here as EINTR */
             cli_error("import", "reading %s was stopped by a signal: nothing imported", what);
             close(fd);
             return -1;
         }
+        n = read(in, buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {

@@ -783,25 +783,20 @@ static void write_head(struct hs_req *r, int status, const char *content_type, l
     struct evbuffer *out = bufferevent_get_output(r->conn->bev);
     if (r->conn->srv->draining)
         r->keep_alive = 0;
+    int bodyless = no_content(status);
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, hs_reason(status));
-    if (no_content(status)) {
-        if (status == 304 && content_type)
-            evbuffer_add_printf(out, "Content-Type: %s\r\n", content_type);
-        content_type = NULL;
-        length = -2;
-    }
-    if (content_type) {
+    if (content_type && (!bodyless || status == 304)) {
         evbuffer_add(out, "Content-Type: ", 14);
         evbuffer_add(out, content_type, strlen(content_type));
         evbuffer_add(out, "\r\n", 2);
     }
     evbuffer_add_buffer(out, r->resp_headers);
-    if (length >= 0) {
+    if (bodyless) {
+        /* no content: the response ends with its head */
+    } else if (length >= 0) {
         char cl[48];
         int n = snprintf(cl, sizeof cl, "Content-Length: %lld\r\n", length);
         evbuffer_add(out, cl, n > 0 ? (size_t)n : 0);
-    } else if (length == -2) {
-        /* no content: the response ends with its head */
     } else if (r->minor >= 1)
         evbuffer_add_printf(out, "Transfer-Encoding: chunked\r\n");
     else

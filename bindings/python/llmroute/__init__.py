@@ -16,9 +16,9 @@ from ._lib import LibraryNotFound, LibraryVersionMismatch, library_path
 from .core import (BatchResult, Candidate, Config, Decision, ImportReport, ModelInfo, Router,
                    Store, config_from_llm_configs, estimate_tokens)
 from .embed import OpenAIEmbedder, openai_embedder
-from .errors import (Cancelled, ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
-                     InvalidType, IOFailure, OutOfMemory, ParseError, StoreBusy, StoreError,
-                     StoreReplaced, StrategyError, TooBig, UnknownModel)
+from .errors import (Cancelled, ConfigError, EmbedError, EmptyInput, Error, Infeasible,
+                     InvalidInput, InvalidType, IOFailure, OutOfMemory, ParseError, StoreBusy,
+                     StoreError, StoreReplaced, StrategyError, TooBig, UnknownModel)
 from .routing import QueryStore, RouterStrategy, SequentialRouting, SmartRouting
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore", "Config",
