@@ -214,8 +214,11 @@ fail:
 }
 
 /* The options only smart routing reads are refused with the sequential
- * strategy rather than ignored (--batch and --budget are refused by the
- * library and by the check that --budget goes with --batch). */
+ * strategy rather than ignored (--budget by the check that it goes with
+ * --batch). --batch is refused here too, before any query is read: the
+ * library would refuse it only once a batch of one or more queries
+ * reached it, so an empty input passed for a batch routed, and a terminal
+ * was read to its end before the error. */
 static int check_strategy_flags(const struct route_args *a, const char *strategy)
 {
     const char *flag = a->requirement            ? "--requirement"
@@ -224,7 +227,14 @@ static int check_strategy_flags(const struct route_args *a, const char *strategy
                        : (a->alpha && !a->batch) ? "--alpha"
                                                  : NULL;
 
-    if (strcmp(strategy, "sequential") != 0 || !flag)
+    if (strcmp(strategy, "sequential") != 0)
+        return CLI_OK;
+    if (a->batch) {
+        cli_error("route", "--batch: the sequential strategy predicts no quality or cost, so "
+                           "it cannot solve a batch assignment: use the smart strategy");
+        return CLI_USAGE;
+    }
+    if (!flag)
         return CLI_OK;
     cli_error("route",
               "%s applies to smart routing (--strategy smart), not to the sequential "

@@ -104,6 +104,10 @@ expect "alpha and requirement together" 2 "" "give --requirement or --alpha, not
     "$BIN" route --config "$CFG" --alpha 0.8 --requirement 0.7 q
 expect "batch with sequential" 2 "" "cannot solve a batch assignment" -- \
     "$BIN" route --config "$CFG" --batch --alpha 0.8 q1 q2
+# Refused before any query is read: with no queries at all too (the
+# input is /dev/null), not passed as a batch routed.
+expect "batch with sequential, no queries" 2 "" "--batch: the sequential strategy predicts no quality" -- \
+    "$BIN" route --config "$CFG" --batch
 expect "unknown command" 2 "" "unknown command 'fly'" -- "$BIN" fly
 # Standard input that cannot be read is an error, not zero queries; a line
 # with a NUL byte is refused, not cut short at it.
