@@ -146,15 +146,16 @@ static int line_capped(FILE *f, char **buf, size_t *cap, size_t max, size_t *len
     return 1;
 }
 
-/* Read every line of f that is not blank (without its line ending) into *lines.
+/* Read every line of f that is not blank (without its line ending) into *lines,
+ * and the number of each, counted from 1 with the blank ones, into *linenos.
  * Returns CLI_OK, or CLI_RUNTIME / CLI_USAGE after printing why: a read
  * error (standard input is a directory, say) must not pass for no queries,
  * a line with a NUL byte is binary input, not a query to cut short, and a
  * line over the cap of a query is refused when it passes it. */
-static int read_lines(FILE *f, char ***lines, size_t *n)
+static int read_lines(FILE *f, char ***lines, size_t **linenos, size_t *n)
 {
     char *line = NULL, **arr = NULL;
-    size_t cap = 0, count = 0, arr_cap = 0, lineno = 0, len = 0;
+    size_t cap = 0, count = 0, arr_cap = 0, lineno = 0, len = 0, *nums = NULL;
     int rc = CLI_RUNTIME, got;
 
     for (;;) {
@@ -174,16 +175,22 @@ static int read_lines(FILE *f, char ***lines, size_t *n)
             goto fail;
         }
         if (count == arr_cap) {
-            char **grown;
-            arr_cap = arr_cap ? arr_cap * 2 : 64;
-            grown = realloc(arr, arr_cap * sizeof *arr);
+            size_t grown_cap = arr_cap ? arr_cap * 2 : 64;
+            char **grown = realloc(arr, grown_cap * sizeof *arr);
+            size_t *grown_nums;
             if (!grown)
                 goto nomem;
             arr = grown;
+            grown_nums = realloc(nums, grown_cap * sizeof *nums);
+            if (!grown_nums)
+                goto nomem;
+            nums = grown_nums;
+            arr_cap = grown_cap;
         }
         arr[count] = strdup(line);
         if (!arr[count])
             goto nomem;
+        nums[count] = lineno;
         count++;
     }
     if (got == -2) {
@@ -201,6 +208,7 @@ static int read_lines(FILE *f, char ***lines, size_t *n)
     }
     free(line);
     *lines = arr;
+    *linenos = nums;
     *n = count;
     return CLI_OK;
 nomem:
@@ -209,6 +217,7 @@ fail:
     for (size_t i = 0; i < count; i++)
         free(arr[i]);
     free(arr);
+    free(nums);
     free(line);
     return rc;
 }
@@ -277,10 +286,14 @@ static int check_prices(const struct lr_config *cfg, const char *const *names, s
  * stored query is (lr_record_check_query(): 1 to 256 KiB of UTF-8); an
  * argument that is empty or blank is refused, not routed as no text
  * (standard input skips blank lines, where nothing names them), and a
- * lone '-' is no query: standard input is read when no QUERY is given. */
-static int check_queries(char *const *queries, size_t n, int from_args)
+ * lone '-' is no query: standard input is read when no QUERY is given.
+ * linenos is NULL for arguments; for lines of standard input it holds
+ * each query's line number, which the message names too, as blank lines
+ * make query N a later line than N. */
+static int check_queries(char *const *queries, size_t n, const size_t *linenos)
 {
     struct lr_error err = {0};
+    int from_args = linenos == NULL;
 
     for (size_t i = 0; i < n; i++) {
         const char *q = queries[i];
@@ -298,7 +311,11 @@ static int check_queries(char *const *queries, size_t n, int from_args)
             return CLI_USAGE;
         }
         if (lr_record_check_query(q, len, &err) != 0) {
-            cli_error("route", "query %zu: %s", i + 1, err.message);
+            if (from_args)
+                cli_error("route", "query %zu: %s", i + 1, err.message);
+            else
+                cli_error("route", "query %zu (standard input, line %zu): %s", i + 1, linenos[i],
+                          err.message);
             return CLI_USAGE;
         }
     }
@@ -385,6 +402,7 @@ int cmd_route(int argc, char **argv)
     struct lr_router_options ro;
     struct lr_error err = {0};
     char **pos = NULL, **names = NULL, **lines = NULL, **queries;
+    size_t *linenos = NULL;
     size_t n_names = 0, n_lines = 0, n_queries;
     int n_pos = 0, rc, r, smart;
     double requirement = NAN, alpha = NAN, budget = NAN;
@@ -487,7 +505,7 @@ int cmd_route(int argc, char **argv)
         queries = pos;
         n_queries = (size_t)n_pos;
     } else {
-        if ((rc = read_lines(stdin, &lines, &n_lines)))
+        if ((rc = read_lines(stdin, &lines, &linenos, &n_lines)))
             goto out;
         queries = lines;
         n_queries = n_lines;
@@ -496,7 +514,7 @@ int cmd_route(int argc, char **argv)
         rc = CLI_OK;
         goto out;
     }
-    if ((rc = check_queries(queries, n_queries, n_pos > 0)))
+    if ((rc = check_queries(queries, n_queries, n_pos > 0 ? NULL : linenos)))
         goto out;
 
     /* Smart routing keeps each ranking, for --json and for
@@ -611,6 +629,7 @@ out:
     for (size_t i = 0; i < n_lines; i++)
         free(lines[i]);
     free(lines);
+    free(linenos);
     lr_router_free(router);
     lr_store_free(store);
     lr_config_free(cfg);

@@ -165,7 +165,7 @@ for s in sequential smart; do
     printf 'good\n\xff\n' |
         "$BIN" route --config "$CFG" --strategy "$s" --store "$TMP/h.db" >"$TMP/out" 2>"$TMP/err"
     rc=$?
-    [ "$rc" = 2 ] && grep -qF "query 2: query: not valid UTF-8 at byte 0" "$TMP/err" &&
+    [ "$rc" = 2 ] && grep -qF "query 2 (standard input, line 2): query: not valid UTF-8 at byte 0" "$TMP/err" &&
         ! [ -s "$TMP/out" ] && ok ||
         bad "route $s, a bad line after a good one: exit $rc, out $(cat "$TMP/out"), $(cat "$TMP/err")"
 done
@@ -173,8 +173,19 @@ head -c 262145 /dev/zero | tr '\0' a >"$TMP/long.txt"
 (echo good; cat "$TMP/long.txt"; echo) |
     "$BIN" route --config "$CFG" >"$TMP/out" 2>"$TMP/err"
 rc=$?
-[ "$rc" = 2 ] && grep -qF "query 2: query: 262145 bytes is over the cap of 262144" "$TMP/err" &&
+[ "$rc" = 2 ] && grep -qF "query 2 (standard input, line 2): query: 262145 bytes is over the cap of 262144" "$TMP/err" &&
     ! [ -s "$TMP/out" ] && ok || bad "route, an overlong line: exit $rc, $(cat "$TMP/err")"
+# Blank lines are skipped, so query 3 is line 6 here: the message names
+# both, with or without --batch; an argument has no line.
+for batch in "" --batch; do
+    printf 'a\n\n\nb\n \n\xffc\n' |
+        "$BIN" route --config "$CFG" --strategy smart --store "$TMP/h.db" $batch >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    [ "$rc" = 2 ] && grep -qF "query 3 (standard input, line 6): query: not valid UTF-8 at byte 0" "$TMP/err" &&
+        ! [ -s "$TMP/out" ] && ok || bad "route $batch, a bad line after blank ones: exit $rc, $(cat "$TMP/err")"
+done
+expect "route: a bad argument has no line" 2 "llmroute route: query 2: query: not valid UTF-8 at byte 0" -- \
+    "$BIN" route --config "$CFG" a $'\xff'
 
 # --- config numbers that are no integers show their value ---
 printf '{"models": [{"name": "a", "backend": "mock"}], "router": {"n_similar": 1.5}}' >"$TMP/ns.json"
