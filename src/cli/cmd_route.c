@@ -151,7 +151,10 @@ static int line_capped(FILE *f, char **buf, size_t *cap, size_t max, size_t *len
  * Returns CLI_OK, or CLI_RUNTIME / CLI_USAGE after printing why: a read
  * error (standard input is a directory, say) must not pass for no queries,
  * a line with a NUL byte is binary input, not a query to cut short, and a
- * line over the cap of a query is refused when it passes it. */
+ * line over the cap of a query is refused when it passes it. A UTF-8 byte
+ * order mark at the start of the input is skipped, as it is at the start
+ * of a data or configuration file: it is no part of the first query's text
+ * (its token estimate, its words). */
 static int read_lines(FILE *f, char ***lines, size_t **linenos, size_t *n)
 {
     char *line = NULL, **arr = NULL;
@@ -160,9 +163,13 @@ static int read_lines(FILE *f, char ***lines, size_t **linenos, size_t *n)
 
     for (;;) {
         errno = 0;
-        if ((got = line_capped(f, &line, &cap, ROUTE_MAX_LINE, &len)) <= 0)
+        if ((got = line_capped(f, &line, &cap, ROUTE_MAX_LINE + (lineno ? 0 : 3), &len)) <= 0)
             break;
         lineno++;
+        if (lineno == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
+            memmove(line, line + 3, len - 3 + 1);
+            len -= 3;
+        }
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
         if (len == 0 || strspn(line, " \t\r\f\v") == len)

@@ -184,6 +184,16 @@ for batch in "" --batch; do
     [ "$rc" = 2 ] && grep -qF "query 3 (standard input, line 6): query: not valid UTF-8 at byte 0" "$TMP/err" &&
         ! [ -s "$TMP/out" ] && ok || bad "route $batch, a bad line after blank ones: exit $rc, $(cat "$TMP/err")"
 done
+# A byte order mark at the start of standard input is no part of the first
+# query: "abcd" is one token (four bytes), with or without it.
+out=$(printf '\357\273\277abcd\nefgh\n' | "$BIN" route --config "$CFG" --json 2>"$TMP/err")
+rc=$?
+[ "$rc" = 0 ] && [ "$(printf '%s\n' "$out" | grep -c '"input_tokens":1,')" = 2 ] && ok ||
+    bad "route, a BOM before the first query: exit $rc, $out $(cat "$TMP/err")"
+out=$(printf '\357\273\277\r\nq\n' | "$BIN" route --config "$CFG" --models gpt-4o-mini,gpt-4o 2>"$TMP/err")
+rc=$?
+[ "$rc" = 0 ] && [ "$out" = gpt-4o-mini ] && ok ||
+    bad "route, a BOM alone on the first line: exit $rc, [$out] $(cat "$TMP/err")"
 expect "route: a bad argument has no line" 2 "llmroute route: query 2: query: not valid UTF-8 at byte 0" -- \
     "$BIN" route --config "$CFG" a $'\xff'
 
