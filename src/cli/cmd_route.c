@@ -341,7 +341,7 @@ static void warn_unpredicted(const struct lr_config *cfg, const struct lr_decisi
     unsigned char *seen = calloc(lr_config_model_count(cfg), 1);
     size_t n_cands = 0, n_unseen = 0;
     char list[900];
-    size_t used = 0;
+    size_t used = 0, n_listed = 0;
 
     if (!seen)
         return;
@@ -362,12 +362,22 @@ static void warn_unpredicted(const struct lr_config *cfg, const struct lr_decisi
         if (seen[m] != 1)
             continue;
         n_unseen++;
-        if (used < sizeof list) {
-            int k = snprintf(list + used, sizeof list - used, "%s'%s'", used ? ", " : "",
-                             lr_config_model(cfg, m)->name);
-            used = k < 0 ? sizeof list : used + (size_t)k;
+        /* Whole names only, in order, leaving room for the count of the
+         * rest: a name cut short, or a list that stops without a word,
+         * would pass for the whole list. */
+        if (n_listed + 1 == n_unseen) {
+            const char *name = lr_config_model(cfg, m)->name;
+            size_t need = (used ? 2 : 0) + strlen(name) + 2;
+            if (used + need < sizeof list - 32) {
+                snprintf(list + used, sizeof list - used, "%s'%s'", used ? ", " : "", name);
+                used += need;
+                n_listed++;
+            }
         }
     }
+    if (n_listed < n_unseen)
+        snprintf(list + used, sizeof list - used, "%s%zu more", used ? ", and " : "",
+                 n_unseen - n_listed);
     free(seen);
     if (n_unseen == 0 || n_cands == 0)
         return;

@@ -80,6 +80,27 @@ expect "route smart: some candidates have no outcomes" 0 \
     "$BIN" route --config "$CFG" --strategy smart --store "$TMP/one.db" --models qwen2.5:7b,gpt-4o hello
 "$BIN" route --config "$CFG" --strategy smart --store "$TMP/h.db" "hello there" >/dev/null 2>"$TMP/err"
 ! grep -q warning "$TMP/err" && ok || bad "route smart over a full history warned: $(cat "$TMP/err")"
+# Too many to name: the list holds whole names and counts the rest, so
+# the names and the count add up to the models said to have no outcomes.
+python3 - "$TMP/m200.json" "$TMP/m200.jsonl" <<'PY'
+import json, sys
+names = ["model-%03d" % i for i in range(200)]
+json.dump({"models": [{"name": n, "cost_per_input_token": 1e-6, "cost_per_output_token": 1e-6}
+                      for n in names]}, open(sys.argv[1], "w"))
+open(sys.argv[2], "w").write(json.dumps({"query": "hello", "outputs": [
+    {"model_name": "model-000", "correctness": 1, "output_token_length": 5}]}) + "\n")
+PY
+"$BIN" import --store "$TMP/m200.db" "$TMP/m200.jsonl" >/dev/null 2>&1
+"$BIN" route --config "$TMP/m200.json" --strategy smart --store "$TMP/m200.db" hello >/dev/null 2>"$TMP/err"
+python3 - "$TMP/err" <<'PY' && ok || bad "route smart, 199 models without outcomes: $(cat "$TMP/err")"
+import re, sys
+err = open(sys.argv[1]).read()
+m = re.search(r"warning: 199 of 200 candidate models .*? \((.*), and (\d+) more\): their", err)
+assert m, err
+listed = m.group(1).split(", ")
+assert all(re.fullmatch(r"'model-\d{3}'", n) for n in listed), listed
+assert len(listed) + int(m.group(2)) == 199, (len(listed), m.group(2))
+PY
 
 # --- output lost to a full disk names the reason ---
 if [ -w /dev/full ]; then
