@@ -496,7 +496,10 @@ int cmd_route(int argc, char **argv)
     ro.performance_requirement = requirement;
     ro.n_similar = (int)n_similar;
     ro.predictor = a.predictor;
-    if (!a.store)
+    /* The config's store is smart routing's: the sequential strategy reads
+     * none, and one not made yet (serve makes it) must not stop it. A
+     * --store given is opened, and checked, whatever the strategy. */
+    if (!a.store && strcmp(strategy, "sequential") != 0)
         a.store = lr_config_router_defaults(cfg)->store_path;
     if ((rc = cli_check_store_exists("route", a.store)))
         goto out;

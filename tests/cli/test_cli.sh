@@ -760,6 +760,17 @@ expect "import: a missing second file" 1 "history.jsonl: imported 64 of 64 recor
 n=$("$BIN" import --store "$TMP/two.db" 2>&1 | tail -1)
 [ "$n" = "$TMP/two.db: 64 records" ] && ok || bad "the store kept by import: $n"
 
+# --- the config's store is smart routing's: sequential routing opens none ---
+printf '{"models": [{"name": "a"}, {"name": "b"}], "router": {"store": "not-made-yet.db"}}' \
+    >"$TMP/later.json"
+expect "route sequential with router.store not made yet" 0 "b" "" -- \
+    "$BIN" route --config "$TMP/later.json" q1 q2
+! [ -e "$TMP/not-made-yet.db" ] && ok || bad "sequential route made the config's store"
+expect "route smart with router.store not made yet" 2 "" "not-made-yet.db' does not exist" -- \
+    "$BIN" route --config "$TMP/later.json" --strategy smart --models a q1
+expect "route sequential with a --store not made" 2 "" "nosuch.db' does not exist" -- \
+    "$BIN" route --config "$TMP/later.json" --store "$TMP/nosuch.db" q1
+
 # --- an empty store: exit 2 from route and eval alike; route counts from 1 ---
 "$BIN" import --store "$TMP/none.db" >/dev/null 2>&1
 expect "route over an empty store" 2 "" "query 1: the history store is empty: import data first" -- \
