@@ -48,6 +48,7 @@
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "embed.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -536,9 +537,20 @@ int lr__l2_normalize(float *v, size_t dim)
         s += (double)v[i] * v[i];
     if (!(s > 0.0) || !isfinite(s))
         return -1;
-    float inv = (float)(1.0 / sqrt(s));
+    double inv = 1.0 / sqrt(s);
+    if (inv > FLT_MAX || inv < FLT_MIN) {
+        /* A norm below 1 / FLT_MAX (coordinates of 1e-39, say): the factor
+         * has no float, and v times its infinity was infinities and NaNs
+         * (0 times infinity), which the search then ranked at random; a
+         * norm above 1 / FLT_MIN, a factor that is a subnormal float of
+         * few digits. Scaled in double instead. */
+        for (size_t i = 0; i < dim; i++)
+            v[i] = (float)(v[i] * inv);
+        return 0;
+    }
+    float finv = (float)inv;
     for (size_t i = 0; i < dim; i++)
-        v[i] *= inv;
+        v[i] *= finv;
     return 0;
 }
 

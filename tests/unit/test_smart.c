@@ -408,6 +408,42 @@ static void dense_store_routes_by_the_given_embedding(void **state)
     lr_store_free(s);
 }
 
+/* A vector's length does not matter, however small: one of coordinates
+ * around 1e-39 (a norm below 1 / FLT_MAX) points the way it points. Its
+ * scaling factor was an infinity, which made the vector infinities and
+ * NaNs, a stored record's and a query's alike, and the search then took
+ * neighbours at random (here a north record for an east query). */
+static void a_tiny_vector_routes_by_its_direction(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_store *s = east_north_store();
+    struct lr_error err = {0};
+    float tiny_east[2] = {1e-39f, 0};
+    struct lr_outcome o[] = {{"cheap", 1, 45}, {"mid", 1, 45}};
+    struct lr_record rec = {"tiny east", 5, NULL, o, 2};
+    assert_int_equal(lr_store_add(s, &rec, tiny_east, 2, &err), 0);
+    struct lr_router *r = smart_router_over(f, s, "aios", 4);
+    const char *names[] = {"cheap", "mid"};
+    struct lr_candidate rank[2];
+    struct lr_request req;
+    struct lr_decision d = {0};
+    lr_request_init(&req);
+    req.models = names;
+    req.n_models = 2;
+    req.embedding = tiny_east;
+    req.embedding_dim = 2;
+    req.input_tokens = 5;
+    d.ranking = rank;
+    d.ranking_cap = 2;
+    assert_int_equal(lr_router_route(r, &req, &d, &err), 0);
+    /* The four east records: cheap right on each, 5, 5, 5 and 45 tokens. */
+    assert_int_equal(d.index, CHEAP);
+    assert_true(rank[0].predicted_quality == 1.0);
+    assert_true(fabs(rank[0].predicted_output_tokens - 15.0) < 1e-9);
+    lr_router_free(r);
+    lr_store_free(s);
+}
+
 /* A batch over a dense store searches its queries' neighbours together,
  * a few queries to a pass over the rows: each query's ranking must be the
  * one it gets routed alone, over runs of several passes and a short last
@@ -1158,6 +1194,7 @@ int main(void)
             single_candidate_queries_get_their_model_in_every_batch_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_tiny_vector_routes_by_its_direction, setup, teardown),
         cmocka_unit_test(unmet_alpha_message_states_the_reports_mean),
         cmocka_unit_test(failed_smart_batch_reports_no_result),
         cmocka_unit_test(alpha_just_above_the_best_mean_is_infeasible),
