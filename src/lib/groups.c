@@ -145,30 +145,48 @@ static void seed_scan_chunk(void *vjob, size_t begin, size_t end, unsigned chunk
     }
 }
 
+/* A sample point's weight in the seeding: how far it is from the nearest
+ * seed, 0 for a point that cannot seed a group. */
+static double seed_weight(const double *best, const unsigned char *empty, size_t i)
+{
+    return (empty && empty[i]) || !(best[i] < 1.0) ? 0.0 : 1.0 - best[i];
+}
+
 /* k-means++ seeding over the sample, through a similarity between sample
  * points; writes up to c seeds (sample positions), returns how many: fewer
- * when every point already coincides with a seed. best[] is scratch. The
- * scans run in `chunks` chunks. */
+ * when every point already coincides with a seed. Points flagged in
+ * empty[] (NULL: none) are never seeds: a sparse record without a feature
+ * is like no point, itself included, so it was drawn first of all (the
+ * farthest from every seed) and its group, with a centroid of nothing,
+ * stayed empty: a store whose records were a third of them such lost
+ * about a third of its groups. best[] is scratch. The scans run in
+ * `chunks` chunks. */
 static size_t seed_plusplus(size_t ns, size_t c, double (*sim)(const void *, size_t, size_t),
-                            const void *ctx, size_t *seeds, double *best, unsigned chunks)
+                            const void *ctx, const unsigned char *empty, size_t *seeds,
+                            double *best, unsigned chunks)
 {
     uint64_t rs = 0x9E3779B97F4A7C15ull;
-    size_t n_seeds = 0;
+    size_t n_seeds = 0, first = (size_t)(next_rand(&rs) % ns), x = 0;
     struct seed_scan scan = {sim, ctx, best, 0, 1};
-    seeds[n_seeds++] = (size_t)(next_rand(&rs) % ns);
+    /* The drawn point, or the next one that can seed, in a cycle. */
+    while (empty && x < ns && empty[(first + x) % ns])
+        x++;
+    if (x == ns)
+        return 0;
+    seeds[n_seeds++] = (first + x) % ns;
     scan.pick = seeds[0];
     lr__parallel_run(ns, chunks, seed_scan_chunk, &scan);
     scan.first = 0;
     while (n_seeds < c) {
         double total = 0.0;
         for (size_t i = 0; i < ns; i++)
-            total += best[i] < 1.0 ? 1.0 - best[i] : 0.0;
+            total += seed_weight(best, empty, i);
         if (!(total > 1e-9))
             break;
         double r = (double)(next_rand(&rs) >> 11) / 9007199254740992.0 * total;
         size_t pick = ns;
         for (size_t i = 0; i < ns; i++) {
-            double d = best[i] < 1.0 ? 1.0 - best[i] : 0.0;
+            double d = seed_weight(best, empty, i);
             if (d > 0.0)
                 pick = i;
             if (r < d)
@@ -397,6 +415,7 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
     float *acc = NULL;
     struct lr__feat *tl = NULL, *cent = NULL;
     size_t *cent_n = NULL;
+    unsigned char *empty = NULL;
     int rc = LR_ENOMEM;
 
     memset(g, 0, sizeof(*g));
@@ -405,6 +424,7 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
     size_t tl_cap = ns * LR__TFIDF_MAX_FEATURES;
     seeds = malloc(c * sizeof(*seeds));
     best = malloc(ns * sizeof(*best));
+    empty = malloc(ns);
     assign = malloc(ns * sizeof(*assign));
     member_off = malloc((c + 1) * sizeof(*member_off));
     members = malloc(ns * sizeof(*members));
@@ -418,14 +438,18 @@ int lr__groups_build_sparse(struct lr__groups *g, const struct lr__hist *h,
     g->chash = malloc((size_t)g->chash_mask * sizeof(*g->chash));
     g->chash_mask--;
     g->of = malloc((n ? n : 1) * sizeof(*g->of));
-    if (!seeds || !best || !assign || !member_off || !members || !acc || !tl || !cent || !cent_n ||
-        !g->cfeat || !g->chash || !g->of)
+    if (!seeds || !best || !empty || !assign || !member_off || !members || !acc || !tl || !cent ||
+        !cent_n || !g->cfeat || !g->chash || !g->of)
         goto out;
     g->cap = n;
 
     struct sparse_ctx x = {feats, off, ns, n};
     unsigned sample_chunks = lr__parallel_chunks(ns, threads, CHUNK_MIN);
-    c = seed_plusplus(ns, c, sparse_sim, &x, seeds, best, sample_chunks);
+    for (size_t i = 0; i < ns; i++) {
+        size_t r = sample_rec(i, ns, n);
+        empty[i] = off[r + 1] == off[r];
+    }
+    c = seed_plusplus(ns, c, sparse_sim, &x, empty, seeds, best, sample_chunks);
     if (c < 2) {
         rc = 0;
         goto out;
@@ -495,6 +519,7 @@ out:
         lr__groups_free(g);
     free(seeds);
     free(best);
+    free(empty);
     free(assign);
     free(member_off);
     free(members);
@@ -573,7 +598,7 @@ int lr__groups_build_dense(struct lr__groups *g, const struct lr__hist *h, const
 
     struct dense_ctx x = {rows, dim, ns, n};
     unsigned sample_chunks = lr__parallel_chunks(ns, threads, CHUNK_MIN);
-    c = seed_plusplus(ns, c, dense_sim, &x, seeds, best, sample_chunks);
+    c = seed_plusplus(ns, c, dense_sim, &x, NULL, seeds, best, sample_chunks);
     if (c < 2) {
         rc = 0;
         goto out;

@@ -63,7 +63,8 @@ static int remove_dir(void **st)
                                   "grow.db",  "grow.db-wal",  "grow.db-shm",
                                   "fail.db",  "fail.db-wal",  "fail.db-shm",
                                   "defer.db", "defer.db-wal", "defer.db-shm",
-                                  "conv.db",  "conv.db-wal",  "conv.db-shm"};
+                                  "conv.db",  "conv.db-wal",  "conv.db-shm",
+                                  "blank.jsonl"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", tmpdir, files[i]);
         unlink(p);
@@ -366,6 +367,76 @@ static void predictor_reads_the_neighbours_groups(void **st)
     assert_true(out[0] == 100.0);
     lr__store_unlock(s);
     lr_store_free(s);
+}
+
+/* A record without a feature (a query of punctuation alone: the built-in
+ * embedder gives it none) is like no record, so the fit leaves it out:
+ * it seeds no group and joins none. It was drawn as a seed before any
+ * other (the farthest from every seed), and its group, with a centroid
+ * of nothing, stayed empty: here, a fifth of the records such, one of the
+ * two groups was empty and both topics shared the other, whose level was
+ * then the two topics' mean. */
+static void records_without_a_feature_seed_no_group(void **st)
+{
+    (void)st;
+    static const char *topic[2] = {"apple banana cherry orchard fruit juice",
+                                   "rocket orbit planet launch engine thrust"};
+    char path[512];
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    struct lr_import_report rep;
+    struct lr__predict_params p;
+    double q[1], out[1];
+    snprintf(path, sizeof(path), "%s/blank.jsonl", tmpdir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    /* 320 records: every fifth "?!", the others the text of topic i % 2
+     * (model A right on topic 0 only). */
+    for (size_t i = 0; i < 320; i++) {
+        if (i % 5 == 4)
+            fprintf(f, "{\"query\": \"?!\", \"outputs\": [{\"model_name\": \"A\", "
+                       "\"correctness\": 0.5, \"output_token_length\": 1}]}\n");
+        else
+            fprintf(f,
+                    "{\"query\": \"%s\", \"outputs\": [{\"model_name\": \"A\", "
+                    "\"correctness\": %d, \"output_token_length\": 10}]}\n",
+                    topic[i % 2], i % 2 == 0);
+    }
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, path, NULL, &rep, &err), 0);
+    assert_int_equal(rep.imported, 320);
+
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    const struct lr__groups *g = &h->groups;
+    assert_int_equal(g->n, lr__groups_count_for(320));
+    uint32_t g0 = g->of[0], g1 = g->of[1];
+    assert_int_not_equal(g0, LR__GROUPS_NONE);
+    assert_int_not_equal(g1, LR__GROUPS_NONE);
+    assert_int_not_equal(g0, g1);
+    size_t members[LR__GROUPS_MAX] = {0};
+    for (size_t i = 0; i < 320; i++) {
+        if (i % 5 == 4)
+            assert_int_equal(g->of[i], LR__GROUPS_NONE);
+        else
+            assert_int_equal(g->of[i], i % 2 == 0 ? g0 : g1);
+        if (g->of[i] != LR__GROUPS_NONE)
+            members[g->of[i]]++;
+    }
+    for (uint32_t x = 0; x < g->n; x++)
+        assert_true(members[x] > 0);
+    /* A topic-1 record's group level is topic 1's rate, 0. */
+    lr__predict_params_default(&p);
+    p.group_weight = 1.0;
+    p.group_prior_weight = 0.0;
+    int ids[1] = {lr__hist_model_id(h, "A")};
+    struct lr__neighbor nb[1] = {{1, 0.9f}};
+    lr__predict(h, LR__PREDICT_DEFAULT, &p, nb, 1, 1, ids, 1, q, out);
+    assert_true(q[0] == 0.0);
+    lr__store_unlock(s);
+    lr_store_free(s);
+    unlink(path);
 }
 
 /* ==== Dense stores grown by appends ==== */
@@ -838,6 +909,7 @@ int main(void)
         cmocka_unit_test(small_store_has_no_groups),
         cmocka_unit_test(dense_store_gets_groups_at_open),
         cmocka_unit_test(predictor_reads_the_neighbours_groups),
+        cmocka_unit_test(records_without_a_feature_seed_no_group),
         cmocka_unit_test(dense_store_opened_empty_is_grouped_once_appends_reach_the_threshold),
         cmocka_unit_test(dense_groups_predict_each_cluster_rate_not_the_store_mean),
         cmocka_unit_test(dense_groups_grow_as_appends_pass_each_quarter),
