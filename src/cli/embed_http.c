@@ -7,8 +7,8 @@
  * and checked before a single float is handed on: one embedding per text,
  * each `index` in range and seen once (rows are placed by index, since a
  * server may answer out of order), every vector of the expected dimension
- * with finite numbers. Errors name the URL and pass on the server's own
- * message for a non-200 answer.
+ * with finite numbers, not all zero. Errors name the URL and pass on the
+ * server's own message for a non-200 answer.
  *
  * Threads: a client is used by one thread at a time (the CLI has one).
  */
@@ -317,6 +317,23 @@ static int parse_answer(struct embed_http *c, const struct answer *a, size_t n, 
                 goto out;
             }
             out[idx * dim + j] = (float)d;
+        }
+        /* A vector of zeros (or of floats too small for their squares to
+         * add up to anything) points nowhere: the library would refuse it
+         * as the query's fault (route and eval: exit 2, "the query's
+         * embedding is zero or not finite"). It is the server's. The sum is
+         * the library's (lr__l2_normalize), as embedq.c's is. */
+        {
+            double s = 0.0;
+            for (size_t j = 0; j < len; j++)
+                s += (double)out[idx * dim + j] * out[idx * dim + j];
+            if (!(s > 0.0) || !isfinite(s)) {
+                rc = fail(err, LR_EPARSE,
+                          "embedding server at %s: data[%zu].embedding is a zero vector (%zu "
+                          "numbers, none of them away from 0), which points nowhere to compare",
+                          c->url, k, len);
+                goto out;
+            }
         }
     }
     if (got_dim)

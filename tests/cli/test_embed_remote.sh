@@ -242,6 +242,17 @@ expect route_401 1 "answered HTTP 401: Incorrect API key provided" -- \
 scenario "$EMB_PORT" 'malformed_after=0'
 expect route_not_json 1 "the answer is not JSON" -- \
     "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
+# Vectors of zeros point nowhere: the server's fault (exit 1, naming it),
+# not the query's (it was exit 2, "the query's embedding is zero").
+scenario "$EMB_PORT" zero_vectors
+ZERO_MSG="embedding server at http://127.0.0.1:$EMB_PORT/v1/embeddings: data[0].embedding is a zero vector"
+expect route_zero_vector 1 "$ZERO_MSG" -- \
+    "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
+expect eval_zero_vector 1 "$ZERO_MSG" -- \
+    "$BIN" eval --config "$TMP/remote.json" --store "$DENSE" --data "$TMP/data.json" --split test
+expect import_zero_vector 1 "$ZERO_MSG" -- \
+    "$BIN" import --config "$TMP/remote.json" --store "$DENSE" "$TMP/more.json"
+[ "$(count "$DENSE")" = "$before" ] && ok || bad "store changed after zero vectors"
 scenario "$EMB_PORT" ok
 
 # ---- a built-in store and the remote config do not mix ----
