@@ -282,7 +282,10 @@ static void embed_done(void *arg, enum up_error err, const char *message)
     if (err != UP_OK)
         cls = rs_class_of_transport(err, e->status != 0);
     else if (e->status >= 300)
-        cls = rs_class_of_status(e->status, e->resp, e->len, NULL);
+        /* A 429's pause, read in embed_head (Retry-After or retry-after-ms),
+         * makes it rate_limited, as an upstream's is. */
+        cls = rs_class_of_status(e->status, e->resp, e->len,
+                                 e->retry_after[0] ? e->retry_after : NULL);
     else if (!e->vec)
         cls = RS_BAD_RESPONSE;
     metrics_count_embed(e->metrics, cls, gw_now() - e->t0);

@@ -754,6 +754,11 @@ def dense(bin_, fake_bin):
         # A 429 from the embedder: still the embedder's failure (502), with
         # its Retry-After, so a client's SDK waits as long as it asked.
         before = records(gw.port)
+        def limited():
+            m = gw.metrics()
+            return [m.get('llmroute_embedder_fetches_total{class="%s"}' % c, 0)
+                    for c in ("rate_limited", "rate_limited_no_retry_after")]
+        limited_before = limited()
         fake.scenario("status=429;retry_after=7;message=slow%20down")
         try:
             st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 7 plus 1?")})
@@ -768,6 +773,9 @@ def dense(bin_, fake_bin):
                 assert st == 502 and json.loads(body)["error"]["code"] == "embedding_failed", \
                     (path, st, body)
                 assert h.get("retry-after") == "7", (path, h)
+            # Counted as an upstream's 429 with a pause is: rate_limited.
+            got = limited()
+            assert got == [limited_before[0] + 3, limited_before[1]], (limited_before, got)
             # A 500 without the header gets none.
             fake.scenario("status=500")
             st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 7 plus 1?")})
