@@ -381,6 +381,18 @@ static int embed_batch(struct embed_http *c, const char *const *texts, size_t n,
         goto out;
     }
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 300 && status < 400) {
+        /* Never followed (it would resend the texts elsewhere): the
+         * base_url is wrong, as the gateway's fetch says (embedq.c). */
+        char *loc = NULL, where[GW_REDIRECT_PHRASE_CAP];
+        curl_easy_getinfo(c->curl, CURLINFO_REDIRECT_URL, &loc);
+        gw_redirect_phrase(where, sizeof where, loc);
+        rc = fail(err, LR_EIO,
+                  "embedding server at %s answered HTTP %ld, %s; redirects are not followed: "
+                  "check router.embedding.base_url",
+                  c->url, status, where);
+        goto out;
+    }
     if (status != 200) {
         char msg[300];
         server_message(&a, msg, sizeof msg);

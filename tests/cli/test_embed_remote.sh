@@ -239,6 +239,11 @@ grep -qF '\"dimensions\":12' "$TMP/emb.log" && ok || bad "dimensions not sent: $
 scenario "$EMB_PORT" 'status=401;message=Incorrect%20API%20key%20provided'
 expect route_401 1 "answered HTTP 401: Incorrect API key provided" -- \
     "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
+# A redirect is not followed; the message says so and names its Location
+# and the key to fix (it was "answered HTTP 301: " and the body's text).
+scenario "$EMB_PORT" 'status=301;location=https://example.com/v1/embeddings'
+expect route_redirect 1 "answered HTTP 301, a redirect to 'https://example.com/v1/embeddings'; redirects are not followed: check router.embedding.base_url" -- \
+    "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
 scenario "$EMB_PORT" 'malformed_after=0'
 expect route_not_json 1 "the answer is not JSON" -- \
     "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
