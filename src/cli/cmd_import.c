@@ -252,8 +252,12 @@ int cmd_import(int argc, char **argv)
         /* The vectors' dimension: the store's, else the config's, else the
          * server's own (one probe request). */
         dim = lr_store_dim(store);
-        if ((rc = embed_http_new(lr_config_embedding(cfg), &emb, &err)) ||
-            (!dim && (rc = embed_http_dim(emb, &dim, &err)))) {
+        rc = embed_http_new(lr_config_embedding(cfg), &emb, &err);
+        /* A stop signal ends a request waiting on the server, not only
+         * the import at its next record. */
+        if (!rc)
+            embed_http_set_cancel(emb, &stop_signal);
+        if (rc || (!dim && (rc = embed_http_dim(emb, &dim, &err)))) {
             cli_error("import", "%s: nothing imported", err.message);
             status = cli_exit_code(rc) == CLI_USAGE ? CLI_USAGE : CLI_RUNTIME;
             goto out;

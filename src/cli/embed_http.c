@@ -39,6 +39,7 @@ struct embed_http {
     struct curl_slist *headers;
     char url[2048];
     size_t dim; /* learned by embed_http_dim, 0 = not yet */
+    const volatile sig_atomic_t *cancel; /* embed_http_set_cancel, or NULL */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -86,6 +87,19 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
     a->n += len;
     a->p[a->n] = '\0';
     return len;
+}
+
+/* libcurl calls this about once a second while a request waits, and more
+ * often while bytes move: a non-zero return aborts the transfer. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    const struct embed_http *c = arg;
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return c->cancel && *c->cancel;
 }
 
 /* ==== Setup ==== */
@@ -157,6 +171,9 @@ int embed_http_new(const struct lr_embedding_info *info, struct embed_http **out
     curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, c->errbuf);
     curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(c->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c->curl, CURLOPT_XFERINFODATA, c);
+    curl_easy_setopt(c->curl, CURLOPT_NOPROGRESS, 0L);
     *out = c;
     return 0;
 }
@@ -170,6 +187,11 @@ void embed_http_free(struct embed_http *c)
     curl_slist_free_all(c->headers);
     curl_global_cleanup();
     free(c);
+}
+
+void embed_http_set_cancel(struct embed_http *c, const volatile sig_atomic_t *flag)
+{
+    c->cancel = flag;
 }
 
 const char *embed_http_url(const struct embed_http *c)
@@ -365,7 +387,10 @@ static int embed_batch(struct embed_http *c, const char *const *texts, size_t n,
     curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, &a);
     cc = curl_easy_perform(c->curl);
     if (cc != CURLE_OK) {
-        if (a.too_big)
+        if (cc == CURLE_ABORTED_BY_CALLBACK && c->cancel && *c->cancel)
+            rc = fail(err, LR_ECANCELED,
+                      "stopped by a signal while waiting for the embedding server at %s", c->url);
+        else if (a.too_big)
             rc = fail(err, LR_ETOOBIG,
                       "embedding server at %s: the answer to %zu texts is over the cap of %zu "
                       "bytes (lower router.embedding.batch_size)",

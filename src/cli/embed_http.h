@@ -10,6 +10,7 @@
 #ifndef LR_CLI_EMBED_HTTP_H
 #define LR_CLI_EMBED_HTTP_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "llmroute.h"
@@ -22,6 +23,11 @@ struct embed_http;
 int embed_http_new(const struct lr_embedding_info *info, struct embed_http **out,
                    struct lr_error *err);
 void embed_http_free(struct embed_http *c);
+
+/* Stop a request in flight within about a second once *flag is non-zero
+ * (the command's stop signal; NULL: never): it fails with LR_ECANCELED
+ * instead of waiting up to router.embedding.timeout_ms for the server. */
+void embed_http_set_cancel(struct embed_http *c, const volatile sig_atomic_t *flag);
 
 /* The URL requests go to ({base_url}/embeddings). */
 const char *embed_http_url(const struct embed_http *c);

@@ -3619,8 +3619,12 @@ static int pending_flush(struct importer *im)
     if (rc != 0) {
         /* A known LR_E* code is passed on, so a caller can tell a busy or
          * oversized embedder from a failed one; anything else is an
-         * input/output failure. */
+         * input/output failure. A callback that gave up because the
+         * caller's cancel flag was set (a request to its server cut short
+         * by the signal) stops the import as the flag does. */
         int code = rc < 0 && rc >= LR__ERR_LAST ? rc : LR_EIO;
+        if ((rc = import_cancelled(im)) != 0)
+            goto out;
         rc = fail(im->err, code, im->pend_line[0],
                   "%s: embedding records %zu to %zu (lines %d to %d): %s", im->path,
                   im->pend_index[0],

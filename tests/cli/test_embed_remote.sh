@@ -260,6 +260,55 @@ expect import_zero_vector 1 "$ZERO_MSG" -- \
 [ "$(count "$DENSE")" = "$before" ] && ok || bad "store changed after zero vectors"
 scenario "$EMB_PORT" ok
 
+# ---- a stop signal while a request waits on the server ----
+# SIGTERM stops import at once, not after router.embedding.timeout_ms (here
+# 10 minutes; it waited that long): nothing imported, a store it created
+# removed, and it dies of the signal. SIGTERM, since a background job of a
+# shell script ignores SIGINT.
+start_fake hang --embedding-dim 16 --scenario hang
+HANG_PORT=$PORT
+python3 - "$TMP" "$HANG_PORT" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1] + "/remote.json"))
+cfg["router"]["embedding"].update(base_url="http://127.0.0.1:%s/v1" % sys.argv[2],
+                                  timeout_ms=600000)
+json.dump(cfg, open(sys.argv[1] + "/hang.json", "w"))
+PY
+# stop_import NAME STORE: import more.json into STORE under hang.json, send
+# SIGTERM once the server has the request (its log has a line more), and
+# wait for the command to end (bounded); sets RC.
+stop_import() {
+    local name=$1 store=$2 logged pid
+    logged=$(grep -c . "$TMP/hang.log" 2>/dev/null)
+    "$BIN" import --config "$TMP/hang.json" --store "$store" "$TMP/more.json" \
+        >"$TMP/out" 2>"$TMP/err" </dev/null &
+    pid=$!
+    for _ in $(seq 200); do
+        [ "$(grep -c . "$TMP/hang.log" 2>/dev/null)" -gt "${logged:-0}" ] && break
+        sleep 0.05
+    done
+    kill -TERM "$pid"
+    for _ in $(seq 600); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid"
+        bad "$name: still waiting on the server 30 s after SIGTERM"
+    fi
+    wait "$pid"
+    RC=$?
+}
+stop_import import_stopped_waiting "$DENSE"
+[ "$RC" = 143 ] && grep -qF "more.json: the import was stopped: nothing imported" "$TMP/err" &&
+    ok || bad "import_stopped_waiting: exit $RC: $(cat "$TMP/err")"
+[ "$(count "$DENSE")" = "$before" ] && ok || bad "store changed after a stopped import"
+# Stopped at the dimension probe of a store it created: removed.
+stop_import import_stopped_probe "$TMP/stopped.db"
+[ "$RC" = 143 ] && grep -qF "stopped by a signal while waiting for the embedding server at http://127.0.0.1:$HANG_PORT/v1/embeddings: nothing imported" "$TMP/err" &&
+    ok || bad "import_stopped_probe: exit $RC: $(cat "$TMP/err")"
+[ ! -e "$TMP/stopped.db" ] && ok || bad "a stopped import left the store it created"
+
 # ---- a built-in store and the remote config do not mix ----
 expect import_builtin 0 "imported 24 of 36" -- \
     "$BIN" import --store "$TMP/tfidf.db" --split train "$TMP/data.json"
