@@ -271,6 +271,16 @@ static int parse_answer(struct embed_http *c, const struct answer *a, size_t n, 
         return fail(err, LR_EPARSE, "embedding server at %s: the answer is not JSON (%s)", c->url,
                     je.text);
     data = json_object_get(root, "data");
+    if (!json_is_array(data) && json_is_object(root) && json_object_get(root, "error") &&
+        !json_is_null(json_object_get(root, "error"))) {
+        /* An error object with a 200 (as some proxies answer a quota or
+         * rate limit): its message is the reason, not the missing data. */
+        char msg[300];
+        server_message(a, msg, sizeof msg);
+        rc = fail(err, LR_EIO, "embedding server at %s answered HTTP 200 with an error: %s",
+                  c->url, msg);
+        goto out;
+    }
     if (!json_is_array(data)) {
         rc = fail(err, LR_EPARSE, "embedding server at %s: the answer has no \"data\" array",
                   c->url);

@@ -8,7 +8,8 @@
  * POST {"model", "input": [text]} (and "dimensions" when configured) to
  * {router.embedding.base_url}/embeddings, the answer capped at 8 MB, checked
  * (JSON, one item in data, index 0, its embedding an array of numbers, of
- * the store's dimension once it has one) and handed over. A redirect is
+ * the store's dimension once it has one; a 200 that is an error object
+ * quotes its message) and handed over. A redirect is
  * never followed: it fails the fetch with a message naming the status, the
  * Location and the key to fix. An answer past the cap stops the transfer
  * and fails it as too large.
@@ -62,6 +63,7 @@ struct gw_embed {
     char encoding[UP_ENCODING_CAP]; /* a Content-Encoding other than identity */
     char retry_after[24];           /* the embedder's hint in whole seconds, or "" */
     int too_big;        /* the answer passed EMBED_RESP_CAP: the fetch has ended */
+    enum rs_class ok_class; /* a 200's error object's class (embed_parse), or RS_OK */
     float *vec;         /* the vector once parsed (handed to the callback) */
     size_t dim;
     char why[460];      /* else why it failed: for the client */
@@ -162,8 +164,16 @@ static int embed_parse(struct gw_embed *e)
     size_t dim = lr_store_dim(e->conf->store), n = json_array_size(v);
     int rc = -1;
 
+    char msg[200];
+
     if (!root)
         set_why(e, ": the answer is not JSON (%s)", je.text);
+    else if (!json_is_array(data) &&
+             (e->ok_class = rs_class_of_ok_body(e->resp, e->len, msg, sizeof msg)) != RS_OK)
+        /* An error object with a 200 (as some proxies answer a quota or a
+         * rate limit): its message is the reason, and it is classed as an
+         * upstream's is. */
+        set_why(e, " answered 200 with an error: %s", msg[0] ? msg : "(no message)");
     else if (!json_is_array(data))
         set_why(e, ": the answer has no \"data\" array");
     else if (json_array_size(data) != 1)
@@ -287,7 +297,7 @@ static void embed_done(void *arg, enum up_error err, const char *message)
         cls = rs_class_of_status(e->status, e->resp, e->len,
                                  e->retry_after[0] ? e->retry_after : NULL);
     else if (!e->vec)
-        cls = RS_BAD_RESPONSE;
+        cls = e->ok_class != RS_OK ? e->ok_class : RS_BAD_RESPONSE;
     metrics_count_embed(e->metrics, cls, gw_now() - e->t0);
     if (evtimer_add(e->later, &now) != 0) {
         /* Cannot happen with a valid timer; answer now rather than never. */

@@ -260,6 +260,39 @@ expect import_zero_vector 1 "$ZERO_MSG" -- \
 [ "$(count "$DENSE")" = "$before" ] && ok || bad "store changed after zero vectors"
 scenario "$EMB_PORT" ok
 
+# ---- a 200 whose body is an error object ----
+# (as some proxies answer a quota): its message is the reason; it was "the
+# answer has no "data" array".
+python3 - "$TMP/err200.port" <<'PY' &
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"error": {"message": "quota exceeded", "code": 402}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1] + ".tmp", "w").write(str(s.server_address[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+s.serve_forever()
+PY
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$TMP/err200.port" ] && break; sleep 0.05; done
+ERR200_PORT=$(cat "$TMP/err200.port" 2>/dev/null)
+python3 - "$TMP" "$ERR200_PORT" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1] + "/remote.json"))
+cfg["router"]["embedding"]["base_url"] = "http://127.0.0.1:%s/v1" % sys.argv[2]
+json.dump(cfg, open(sys.argv[1] + "/err200.json", "w"))
+PY
+expect route_200_error 1 "embedding server at http://127.0.0.1:$ERR200_PORT/v1/embeddings answered HTTP 200 with an error: quota exceeded" -- \
+    "$BIN" route --config "$TMP/err200.json" --store "$DENSE" "What is 1 plus 4?"
+
 # ---- a stop signal while a request waits on the server ----
 # SIGTERM stops import at once, not after router.embedding.timeout_ms (here
 # 10 minutes; it waited that long): nothing imported, a store it created

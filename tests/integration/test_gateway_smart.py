@@ -1556,6 +1556,35 @@ def dense_edges(bin_, fake_bin):
     check("an embedder answer that is not JSON, or not exactly one item with index 0, is a "
           "502 saying so, and stores nothing", malformed_answers_are_named)
 
+    def error_object_with_200_is_named():
+        # As some proxies answer a quota or a rate limit: the message is the
+        # reason (it was 'the answer has no "data" array'), and the fetch is
+        # classed as an upstream's 2xx error body is.
+        key = 'llmroute_embedder_fetches_total{class="%s"}'
+        m0 = gs.metrics()
+        try:
+            emb.answer = json.dumps({"error": {"message": "quota exceeded",
+                                               "code": 402}}).encode()
+            before = records(gs)
+            st, j = answer(gs, "/v1/feedback", {"query": "What is 4 plus 4?", "model": "cheapo",
+                                                "correctness": 1, "output_tokens": 2})
+            assert st == 502 and j["code"] == "embedding_failed", (st, j)
+            assert j["message"] == ("the embedding server (router.embedding) answered 200 "
+                                    "with an error: quota exceeded"), j
+            assert records(gs) == before
+            emb.answer = json.dumps({"error": {"message": "slow down", "code": 429}}).encode()
+            st, j = answer(gs, "/v1/route", {"queries": [{"query": "What is 4 plus 4?"}],
+                                             "strategy": "smart", "models": pair})
+            assert st == 502 and j["message"].endswith("with an error: slow down"), (st, j)
+            m = gs.metrics()
+            for cls in ("server_error", "rate_limited_no_retry_after"):
+                assert m.get(key % cls, 0) == m0.get(key % cls, 0) + 1, (cls, m0, m)
+            assert m.get(key % "bad_response", 0) == m0.get(key % "bad_response", 0), m
+        finally:
+            emb.answer = json.dumps(Embedder.GOOD).encode()
+    check("an embedder's 200 with an error object is a 502 quoting its message",
+          error_object_with_200_is_named)
+
 
 def dense_long_queries(bin_, fake_bin):
     """An embedder that refuses inputs over 64 characters, as TEI refuses
