@@ -214,19 +214,33 @@ int api_model(struct gw *gw, struct hs_req *req, const char *id)
 {
     const struct lr_config *cfg = gw->conf->cfg;
     const char *given = hs_req_path(req) + strlen("/v1/models/");
-    char name[1024];
+    /* Decoded, a name is never longer than as sent; a route's name has no
+     * cap, so the buffer is the target's size, not a fixed one. */
+    size_t cap = strlen(given) + 1;
+    char *name = malloc(cap);
     (void)id;
-    if (percent_decode(given, name, sizeof name) == 0) {
+    if (!name) {
+        gw_send_error(req, 500, NULL, "out_of_memory", "out of memory");
+        return 500;
+    }
+    if (percent_decode(given, name, cap) == 0) {
         for (size_t i = 0; i < lr_config_model_count(cfg); i++) {
             const struct lr_model_info *m = lr_config_model(cfg, i);
-            if (strcmp(m->name, name) == 0)
+            if (strcmp(m->name, name) == 0) {
+                free(name);
                 return send_json(req, 200,
                                  model_entry(m->name, m->backend ? m->backend : "openai"));
+            }
         }
-        for (size_t i = 0; i < lr_config_route_count(cfg); i++)
-            if (strcmp(lr_config_route(cfg, i)->name, name) == 0)
-                return send_json(req, 200, model_entry(name, "llmroute-route"));
+        for (size_t i = 0; i < lr_config_route_count(cfg); i++) {
+            const char *route = lr_config_route(cfg, i)->name;
+            if (strcmp(route, name) == 0) {
+                free(name);
+                return send_json(req, 200, model_entry(route, "llmroute-route"));
+            }
+        }
     }
+    free(name);
     /* OpenAI's answer for a model it does not have. The name is quoted as
      * sent (the target holds no control character: httpd.c refuses one). */
     gw_send_error(req, 404, "model", "model_not_found",
