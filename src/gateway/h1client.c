@@ -765,16 +765,20 @@ long h1_keep_alive_ms(const char *v, size_t n)
         while (p < end && (*p == ' ' || *p == '\t'))
             p++;
         if ((size_t)(end - p) > 8 && strncasecmp(p, "timeout=", 8) == 0) {
-            long s = 0;
+            long s = 0, ms;
             p += 8;
             if (p == end || *p < '0' || *p > '9')
                 return IDLE_MAX_MS;
+            /* Past this many seconds the margin still leaves IDLE_MAX_MS or
+             * more; at it (118 s) the margin is what keeps the connection
+             * from being reused as the upstream closes it. */
             for (; p < end && *p >= '0' && *p <= '9'; p++)
-                if ((s = s * 10 + (*p - '0')) >= IDLE_MAX_MS / 1000)
+                if ((s = s * 10 + (*p - '0')) > IDLE_MAX_MS / 1000)
                     return IDLE_MAX_MS;
             if (p < end && *p != ',' && *p != ' ' && *p != '\t')
                 return IDLE_MAX_MS;
-            return s * 1000 - (s >= 2 ? 1000 : s * 500);
+            ms = s * 1000 - (s >= 2 ? 1000 : s * 500);
+            return ms < IDLE_MAX_MS ? ms : IDLE_MAX_MS;
         }
         while (v < end && *v != ',')
             v++;
