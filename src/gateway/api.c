@@ -1172,6 +1172,15 @@ static const char *replaced_message(int gone)
     }
 }
 
+/* The append left the store's re-weighing due (its store was opened with
+ * defer_reweigh); with no periodic refresh to run it, one starts now, on a
+ * worker. */
+static void feedback_reweigh(struct gw *gw)
+{
+    if (gw->conf->set.store_refresh_ms <= 0 && lr_store_reweigh_due(gw->store))
+        gw_store_refresh_start(gw);
+}
+
 /* On the loop again: 200 {"status": "recorded", "records": N} (or
  * "already_recorded" for an Idempotency-Key already in the store with this
  * body), 422 for the key in the store with another body, or the error. */
@@ -1181,6 +1190,13 @@ static void feedback_done(void *arg)
     int status;
     fb->working = 0;
     if (!fb->req) {
+        /* No one to answer, but the append ran all the same: what it left
+         * to do is done as for an answered one, or a re-weigh it made due
+         * (a replaced store it found) waited for the next feedback. */
+        if (!fb->skipped && fb->rc == LR_EREPLACED)
+            gw_store_replaced(fb->gw, fb->err.message);
+        else if (!fb->skipped && fb->rc == 0)
+            feedback_reweigh(fb->gw);
         feedback_end(fb, 499, "client_closed",
                      fb->skipped ? MF_CLIENT_CLOSED : append_outcome(fb));
         return;
@@ -1240,11 +1256,7 @@ static void feedback_done(void *arg)
         json_object_set_new(o, "records", json_integer((json_int_t)fb->records));
         status = send_json(fb->req, 200, o);
     }
-    /* The append left the store's re-weighing due (its store was opened
-     * with defer_reweigh); with no periodic refresh to run it, one starts
-     * now, on a worker. */
-    if (fb->gw->conf->set.store_refresh_ms <= 0 && lr_store_reweigh_due(fb->gw->store))
-        gw_store_refresh_start(fb->gw);
+    feedback_reweigh(fb->gw);
     feedback_end(fb, status, NULL, append_outcome(fb));
 }
 

@@ -256,6 +256,66 @@ def main(bin_):
     check("with server.store_refresh_ms 0, the gateway starts a refresh on a worker when a "
           "feedback append has left the re-weighing due", reweigh_without_periodic_refresh)
 
+    def send_and_leave(gw, store, query, meanwhile=None):
+        """A feedback whose append waits on the store's write lock (held by
+        another connection) and whose client goes away meanwhile: the append
+        runs when the lock is released, with no one to answer. meanwhile()
+        runs before the lock is released. Returns once its 499 is logged."""
+        import socket
+        lock = sqlite3.connect(store, isolation_level=None, timeout=0)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            body = json.dumps({"query": query, "model": "smarty", "correctness": 1,
+                               "output_tokens": 5}).encode()
+            c = socket.create_connection(("127.0.0.1", gw.port))
+            c.sendall(b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            time.sleep(0.5)  # on the worker, waiting on the lock
+            if meanwhile:
+                meanwhile()
+            c.close()
+            time.sleep(0.5)  # the close seen
+        finally:
+            lock.rollback()
+            lock.close()
+        wait_for(lambda: [l for l in gw.log_lines()
+                          if l.get("path") == "/v1/feedback" and l.get("status") == 499],
+                 10, "the gone client's log line")
+
+    def reweigh_after_a_gone_client():
+        # The append that makes the re-weighing due ran, though its client
+        # had left: the refresh it leaves to the loop starts all the same
+        # (it waited for the next feedback, and none may come).
+        store = reweigh_store("reweigh-gone")
+        gw = Gateway(bin_, wd, config(store, 0), name="reweigh-gone")
+        send_and_leave(gw, store, "What is 1000 plus 1003? (reweigh-gone)")
+        assert health(gw)["history_records"] == 256
+        wait_for(lambda: reweighs(gw), timeout=10, what="a store_refreshed line with reweigh")
+        wait_for(lambda: health(gw)["store_reweigh_due"] is False, timeout=30,
+                 what="/health saying no re-weighing is due")
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("with server.store_refresh_ms 0, a feedback append that leaves the re-weighing "
+          "due starts its refresh also when its client has gone", reweigh_after_a_gone_client)
+
+    def replaced_store_found_by_a_gone_client():
+        # The append whose client had left found the store's file replaced:
+        # it is logged and the file now at the path is opened, as when the
+        # feedback is answered 503 store_replaced.
+        store = seeded_store(bin_, wd, "swap-gone")
+        new = seeded_store(bin_, wd, "swap-gone-new")
+        import_ok(bin_, new, more_records(wd, "swap-gone-new"))
+        gw = Gateway(bin_, wd, config(store, 0), name="swap-gone")
+        send_and_leave(gw, store, "What is 8 plus 9? (swap-gone)",
+                       meanwhile=lambda: os.rename(new, store))
+        wait_for(lambda: events(gw, "store_replaced"), timeout=10, what="a store_replaced line")
+        wait_for(lambda: events(gw, "store_reopened"), timeout=10, what="a store_reopened line")
+        assert history_records(gw.port) == SEED + IMPORTED
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+    check("with server.store_refresh_ms 0, a store replaced under a feedback whose client "
+          "has gone is logged and the new file opened", replaced_store_found_by_a_gone_client)
+
     def post_feedback(gw, query):
         st, _, body = request(gw.port, "POST", "/v1/feedback", json.dumps(
             {"query": query, "model": "smarty", "correctness": 1, "output_tokens": 5}))
