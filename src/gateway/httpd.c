@@ -979,6 +979,15 @@ static void fail_request(struct hs_conn *c, int status, const char *message)
     fail_request_body(c, status, message, body, n);
 }
 
+/* A 413's message, naming the cap the body passed and where it is set (in
+ * r->why). */
+static const char *body_too_large(struct hs_req *r)
+{
+    snprintf(r->why, sizeof r->why,
+             "request body too large: over server.max_body_bytes (%zu bytes)", r->max_body);
+    return r->why;
+}
+
 /* ==== Parsing ==== */
 
 static int is_tchar(int ch)
@@ -1321,7 +1330,7 @@ static int start_body(struct hs_conn *c, const char **why)
                 n = n * 10 + (unsigned long long)(*d - '0');
         }
         if (n > max_body) {
-            *why = "request body too large";
+            *why = body_too_large(r);
             return 413;
         }
         r->remaining = (size_t)n;
@@ -1794,7 +1803,7 @@ static void process_bytes(struct hs_conn *c)
                                   ? c->req.max_body - c->req.body_len
                                   : 0;
                 if (long_chunk_line_over(in, room))
-                    fail_request(c, 413, "request body too large");
+                    fail_request(c, 413, body_too_large(&c->req));
                 else
                     fail_request(c, 400, "chunk-size line over 1024 bytes");
                 return;
@@ -1812,7 +1821,7 @@ static void process_bytes(struct hs_conn *c)
                 return;
             }
             if (c->req.body_len > c->req.max_body || size > c->req.max_body - c->req.body_len) {
-                fail_request(c, 413, "request body too large");
+                fail_request(c, 413, body_too_large(&c->req));
                 return;
             }
             c->req.remaining = (size_t)size;

@@ -684,11 +684,15 @@ def errors(gw_bin, fake_bin):
                            b"Authorization: Bearer gk-one\r\nContent-Length: %d\r\n\r\n"
                            % len(big) + big)
         assert status_of(raw) == 413, raw[:200]
-        error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+        # the message names the cap and the key that sets it
+        cap_named = "over server.max_body_bytes (65536 bytes)"
+        e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+        assert cap_named in e["message"], e
         # announced with Expect: 100-continue, refused before the body is sent
         raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                            b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
         assert status_of(raw) == 413, raw[:200]
+        assert cap_named.encode() in raw, raw[:300]
         # chunked bodies are capped as they arrive (a request with a key:
         # one without is refused before its body)
         chunk = b"x" * 40000
@@ -697,8 +701,9 @@ def errors(gw_bin, fake_bin):
                            b"Transfer-Encoding: chunked\r\n\r\n" +
                            (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2 + b"0\r\n\r\n")
         assert status_of(raw) == 413, raw[:200]
+        assert cap_named.encode() in raw, raw[:300]
         still_serving(gw, auth)
-    check("413 body over server.max_body_bytes", too_large)
+    check("413 body over server.max_body_bytes, named in its message", too_large)
 
     def continue_only_after_checks():
         # Expect: 100-continue is answered 100 only for a request the gateway will read: an
