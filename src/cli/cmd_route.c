@@ -381,7 +381,13 @@ static void warn_unpredicted(const struct lr_config *cfg, const struct lr_decisi
     free(seen);
     if (n_unseen == 0 || n_cands == 0)
         return;
-    if (n_unseen == n_cands)
+    if (n_cands == 1)
+        /* One candidate: there was no choice to make. */
+        cli_error("route",
+                  "warning: the only candidate model (%s) has no outcomes in the history "
+                  "store for %s: nothing predicts its quality",
+                  list, n_queries == 1 ? "this query" : "these queries");
+    else if (n_unseen == n_cands)
         cli_error("route",
                   "warning: no candidate model (%s) has outcomes in the history store for "
                   "%s: nothing predicts their quality, so the cheapest was chosen",
@@ -514,6 +520,13 @@ int cmd_route(int argc, char **argv)
             goto out;
         }
         ro.store = store;
+    }
+    if (!store && strcmp(strategy, "smart") == 0) {
+        /* The library's refusal, with where a store is given. */
+        cli_error("route", "smart routing needs a history store (--store FILE, or router.store "
+                           "in the config)");
+        rc = CLI_USAGE;
+        goto out;
     }
     if ((rc = lr_router_new(cfg, &ro, &router, &err))) {
         cli_error("route", "%s", err.message);

@@ -125,6 +125,10 @@ rc=$?
 expect "check-config smart route without a store" 2 "" \
     "llmroute.json: routes[1] (auto): smart routing needs a history store (--store FILE, or router.store in the config)" \
     -- "$BIN" check-config "$CFG"
+# route, too, says where a store is given.
+expect "route smart without a store" 2 "" \
+    "llmroute route: smart routing needs a history store (--store FILE, or router.store in the config)" \
+    -- "$BIN" route --config "$CFG" --strategy smart q1
 # A missing store is checked as the empty one serve would make, and not made.
 expect "check-config missing store" 0 "ok: 4 models, 2 routes" \
     "" -- "$BIN" check-config "$CFG" --store "$TMP/absent.db"

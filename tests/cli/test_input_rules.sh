@@ -75,6 +75,11 @@ expect "route smart: no candidate has outcomes" 0 \
 expect "route smart --batch: no candidate has outcomes" 0 "warning: no candidate model" -- \
     "$BIN" route --config "$CFG" --strategy smart --store "$TMP/one.db" --models qwen2.5:7b,gpt-4o-mini \
     --batch --budget 1 hello there
+# One candidate: nothing was chosen, so the warning says no "cheapest".
+expect "route smart: the only candidate has no outcomes" 0 \
+    "warning: the only candidate model ('qwen2.5:7b') has no outcomes in the history store for this query: nothing predicts its quality" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/one.db" --models qwen2.5:7b hello
+! grep -q cheapest "$TMP/err" && ok || bad "route smart, one candidate: $(cat "$TMP/err")"
 expect "route smart: some candidates have no outcomes" 0 \
     "warning: 1 of 2 candidate models have no outcomes in the history store for this query ('qwen2.5:7b')" -- \
     "$BIN" route --config "$CFG" --strategy smart --store "$TMP/one.db" --models qwen2.5:7b,gpt-4o hello
