@@ -223,9 +223,16 @@ static void server_message(const struct answer *a, char *buf, size_t cap)
         snprintf(buf, cap, "%.200s", a->p);
     else
         snprintf(buf, cap, "(empty body)");
-    for (char *p = buf; *p; p++)
-        if (*p == '\n' || *p == '\r')
+    /* Printed on a terminal: a control character is a blank, a byte that
+     * starts no UTF-8 character (or one cut at the cap) a '?'. */
+    for (unsigned char *p = (unsigned char *)buf; *p;) {
+        size_t len = *p < 0x80 ? 1 : gw_utf8_char_len(p);
+        if (*p < 0x20 || *p == 0x7f)
             *p = ' ';
+        else if (len == 0)
+            *p = '?';
+        p += len ? len : 1;
+    }
     json_decref(root);
 }
 
@@ -410,9 +417,17 @@ static int embed_batch(struct embed_http *c, const char *const *texts, size_t n,
                       "embedding server at %s did not answer within %ld ms "
                       "(router.embedding.timeout_ms)",
                       c->url, c->info->timeout_ms);
-        else
-            rc = fail(err, LR_EIO, "cannot reach the embedding server at %s: %s", c->url,
-                      c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc));
+        else {
+            /* A status line read: the server was reached, its answer
+             * broke off (the connection closed or reset mid-body). */
+            curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+            if (status)
+                rc = fail(err, LR_EIO, "embedding server at %s: its answer (HTTP %ld) broke off: %s",
+                          c->url, status, c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc));
+            else
+                rc = fail(err, LR_EIO, "cannot reach the embedding server at %s: %s", c->url,
+                          c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc));
+        }
         goto out;
     }
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);

@@ -277,10 +277,16 @@ static void embed_done(void *arg, enum up_error err, const char *message)
                 " answered %ld with Content-Encoding '%.48s', which the gateway does not "
                 "decode (it asks for identity)",
                 e->status, e->encoding);
-    else if (e->status != 200)
-        set_why(e, " answered %ld: %.*s", e->status, (int)(e->len < 200 ? e->len : 200),
-                e->resp ? e->resp : "");
-    else
+    else if (e->status != 200) {
+        /* Its first 200 bytes, not cut inside a character. */
+        size_t n = e->len < 200 ? e->len : 200;
+        while (n < e->len && n > 0 && ((unsigned char)e->resp[n] & 0xC0) == 0x80)
+            n--;
+        if (e->len == 0)
+            set_why(e, " answered %ld: (empty body)", e->status);
+        else
+            set_why(e, " answered %ld: %.*s", e->status, (int)n, e->resp);
+    } else
         embed_parse(e);
     if (e->too_big) {
         embed_later(-1, 0, e);

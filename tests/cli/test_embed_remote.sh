@@ -247,6 +247,41 @@ expect route_redirect 1 "answered HTTP 301, a redirect to 'https://example.com/v
 scenario "$EMB_PORT" 'malformed_after=0'
 expect route_not_json 1 "the answer is not JSON" -- \
     "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
+# An answer that breaks off mid-body: the server was reached (it said
+# "cannot reach the embedding server").
+scenario "$EMB_PORT" 'cut_after=0'
+expect route_cut_body 1 "embedding server at http://127.0.0.1:$EMB_PORT/v1/embeddings: its answer (HTTP 200) broke off" -- \
+    "$BIN" route --config "$TMP/remote.json" --store "$DENSE" "What is 1 plus 4?"
+# An error body that is not text: no control character or stray byte of
+# it reaches the terminal.
+python3 - "$TMP" "$TMP/remote.json" <<'PY' &
+import json, socket, sys
+tmp, conf = sys.argv[1], sys.argv[2]
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(4)
+c = json.load(open(conf))
+c["router"]["embedding"]["base_url"] = "http://127.0.0.1:%d/v1" % s.getsockname()[1]
+json.dump(c, open(tmp + "/raw500.json", "w"))
+open(tmp + "/raw500.port", "w").write("ok")
+s.settimeout(60)
+body = b"bad \xff\xfe \x1b[31mred\x07 bytes"
+while True:
+    try:
+        conn, _ = s.accept()
+    except OSError:
+        break
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 500 X\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                 % len(body) + body)
+    conn.close()
+PY
+PIDS+=($!)
+for _ in $(seq 100); do [ -s "$TMP/raw500.port" ] && break; sleep 0.05; done
+expect route_raw_error_body 1 "answered HTTP 500: bad ??  [31mred  bytes" -- \
+    "$BIN" route --config "$TMP/raw500.json" --store "$DENSE" "What is 1 plus 4?"
+LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f-\xff]' "$TMP/err" &&
+    bad "an error body's raw bytes reached stderr: $(od -c "$TMP/err" | head)" || ok
 # Vectors of zeros point nowhere: the server's fault (exit 1, naming it),
 # not the query's (it was exit 2, "the query's embedding is zero").
 scenario "$EMB_PORT" zero_vectors

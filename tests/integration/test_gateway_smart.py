@@ -1297,13 +1297,14 @@ def empty_store(bin_):
 
 class Embedder(Upstream):
     """A scripted embedding server: each request on a connection is answered
-    200 with the body self.answer (bytes) names; kept alive."""
+    self.status (200) with the body self.answer (bytes) names; kept alive."""
     GOOD = {"object": "list", "model": "embed-small",
             "data": [{"object": "embedding", "index": 0, "embedding": [1.0] + [0.0] * 7}]}
 
     def __init__(self):
         super().__init__()
         self.answer = json.dumps(self.GOOD).encode()
+        self.status = 200
         self.requests = 0
         self.start()
 
@@ -1314,8 +1315,8 @@ class Embedder(Upstream):
                 read_request(c)
                 self.requests += 1
                 body = self.answer
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                c.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % (self.status, len(body)) + body)
         except (OSError, ConnectionError, IndexError):
             pass
         finally:
@@ -1555,6 +1556,22 @@ def dense_edges(bin_, fake_bin):
             emb.answer = json.dumps(Embedder.GOOD).encode()
     check("an embedder answer that is not JSON, or not exactly one item with index 0, is a "
           "502 saying so, and stores nothing", malformed_answers_are_named)
+
+    def error_bodies_quoted_whole():
+        # An error's body is quoted up to 200 bytes, never cut inside a
+        # character (a lone lead byte showed as U+FFFD), and an empty one is
+        # said to be empty (the message ended "answered 500: ").
+        try:
+            for body, tail in ((b"", "answered 500: (empty body)"),
+                               (b"x" * 199 + "\u00e9t\u00e9".encode(), "answered 500: " + "x" * 199)):
+                emb.status, emb.answer = 500, body
+                st, j = answer(gs, "/v1/route", {"queries": [{"query": "What is 4 plus 4?"}],
+                                                 "strategy": "smart", "models": pair})
+                assert st == 502 and j["message"].endswith(tail), (body[:10], st, j)
+        finally:
+            emb.status, emb.answer = 200, json.dumps(Embedder.GOOD).encode()
+    check("an embedder's error body: an empty one said so, a long one cut between "
+          "characters", error_bodies_quoted_whole)
 
     def error_object_with_200_is_named():
         # As some proxies answer a quota or a rate limit: the message is the
