@@ -105,11 +105,18 @@ def _path(p, what):
     return _b(p, what)
 
 
+def _is_bool(x):
+    """Whether x is True or False: a bool, or numpy's bool (numpy.bool_),
+    which is no subclass of bool or int (nor a numbers.Real), so that
+    isinstance(x, bool) alone misses it."""
+    return isinstance(x, bool) or (type(x).__module__ == "numpy" and type(x).__name__ in
+                                   ("bool_", "bool"))
+
+
 def _flag(x, what):
     """A yes-or-no argument as 1 or 0: True or False only (numpy's bool
     too), so that a str such as "no" is not taken for True."""
-    if isinstance(x, bool) or (type(x).__module__ == "numpy" and type(x).__name__ in
-                               ("bool_", "bool")):
+    if _is_bool(x):
         return 1 if x else 0
     raise InvalidType("%s: expected True or False, got %s" % (what, _got(x)),
                       code=_lib.LR_EINVAL)
@@ -131,7 +138,9 @@ def _iterable(x):
 def _figure(x, what, rule):
     """A record's number as a float for the library to check; a value that
     is no number at all (float() of "yes") is refused naming the field."""
-    if isinstance(x, numbers.Real):  # bool is an int: True is 1; numpy's scalars too
+    if _is_bool(x):  # numpy's bool too, which is no numbers.Real
+        return 1.0 if x else 0.0
+    if isinstance(x, numbers.Real):  # numpy's number scalars too
         return _float(x, what)
     raise InvalidType("%s: expected %s, got %s" % (what, rule, _got(x)), code=_lib.LR_EINVAL)
 
@@ -165,7 +174,7 @@ def _whole(x, what, lo, hi):
     out of range, or one that is not a whole number, raises InvalidInput
     (InvalidType for one that is no number at all, and for True and False,
     which are not taken for 1 and 0)."""
-    if isinstance(x, bool):
+    if _is_bool(x):
         raise InvalidType("%s: expected a whole number, got %s" % (what, _got(x)),
                           code=_lib.LR_EINVAL)
     try:
@@ -187,7 +196,7 @@ def _key_ttl(x, what):
     """A key time-to-live in seconds for lr_store_set_key_ttl: a whole
     number from 0 to LR_STORE_MAX_KEY_TTL; True and False are refused, not
     taken for 1 and 0."""
-    if isinstance(x, bool):
+    if _is_bool(x):
         raise InvalidType("%s: expected a whole number of seconds, got %s" % (what, _got(x)),
                           code=_lib.LR_EINVAL)
     return _whole(x, what, 0, _lib.LR_STORE_MAX_KEY_TTL)
@@ -212,7 +221,7 @@ def _tokens(x, what):
     v = x
     if isinstance(v, float) and v.is_integer():
         v = int(v)
-    elif not isinstance(v, bool):
+    elif not _is_bool(v):
         try:
             v = operator.index(v)  # a numpy integer, say
         except TypeError:
@@ -231,7 +240,7 @@ def _number(x, what):
     """x as a float that is not NaN: NaN means "the default" to the library,
     so it is refused rather than passed on. A str that spells a number
     ("0.9"), True and False are refused too: no number argument takes them."""
-    if isinstance(x, (str, bytes, bytearray, bool)):
+    if isinstance(x, (str, bytes, bytearray)) or _is_bool(x):
         raise InvalidType("%s: expected a number, got %s" % (what, _got(x)),
                           code=_lib.LR_EINVAL)
     try:
