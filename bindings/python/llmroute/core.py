@@ -126,6 +126,19 @@ def _s(b):
     return None if b is None else b.decode("utf-8", "replace")
 
 
+def _json_value(o):
+    """json.dumps()'s default for what it cannot write itself: a numpy
+    scalar (numpy.int64, numpy.float32, numpy.bool_, as a DataFrame's rows
+    hold them) as the Python number or bool it holds, which the number
+    arguments take as they are; anything else is refused as json refuses
+    it (TypeError)."""
+    if type(o).__module__ == "numpy" and getattr(o, "ndim", None) == 0:
+        v = o.item()
+        if isinstance(v, (bool, int, float)):
+            return v
+    raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
+
+
 def _iterable(x):
     """Whether x can be iterated (a list, a tuple, a generator, ...)."""
     try:
@@ -180,8 +193,11 @@ def _whole(x, what, lo, hi):
     try:
         v = operator.index(x)
     except TypeError:
-        if isinstance(x, float) and x.is_integer():
-            v = int(x)
+        f = x
+        if type(x).__module__ == "numpy" and isinstance(x, numbers.Real):
+            f = float(x)  # numpy.float32(5.0), which is no float
+        if isinstance(f, float) and f.is_integer():
+            v = int(f)
         else:
             cls = InvalidInput if isinstance(x, numbers.Real) else InvalidType
             raise cls("%s: expected a whole number, got %s" % (what, _got(x)),
@@ -403,7 +419,7 @@ def _config_doc(llm_configs, router, where, router_where=None):
                 _b(host, "%s: llm_configs[%d].hostname" % (where, i))
                 m["base_url"] = host
         try:
-            json.dumps(m, allow_nan=False)
+            json.dumps(m, allow_nan=False, default=_json_value)
         except (TypeError, ValueError) as e:  # bytes among the headers, say
             raise InvalidType("%s: llm_configs[%d]: cannot be written as JSON: %s"
                               % (where, i, e), code=_lib.LR_EINVAL) from None
@@ -573,7 +589,7 @@ class Config(_Handle):
             if hit:
                 raise _not_finite_config("configuration: ", "", hit)
             try:
-                text = json.dumps(doc, allow_nan=False)
+                text = json.dumps(doc, allow_nan=False, default=_json_value)
             except (TypeError, ValueError, RecursionError) as e:
                 raise InvalidInput("configuration: cannot be written as JSON: %s" % e,
                                    code=_lib.LR_EINVAL) from None
@@ -771,7 +787,7 @@ def _records_json(records):
     all (a bytes value, say) is InvalidType naming it, and one holding a
     str UTF-8 cannot encode InvalidInput naming it."""
     try:
-        text = json.dumps(records, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(records, allow_nan=False, ensure_ascii=False, default=_json_value)
     except (TypeError, ValueError) as e:
         if not (isinstance(e, ValueError) and str(e).startswith("Out of range float")):
             raise _unwritable(records, e) from None
@@ -796,7 +812,7 @@ def _records_json(records):
 
     out = [named(rec, i, "") if _not_finite(rec) else rec for i, rec in enumerate(records)]
     try:
-        text = json.dumps(out, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(out, allow_nan=False, ensure_ascii=False, default=_json_value)
     except (TypeError, ValueError) as e:  # bytes beside the NaN, say
         raise _unwritable(records, e) from None
     return _records_utf8(text, records), hits
@@ -829,7 +845,7 @@ def _unwritable(records, e):
     for the whole list."""
     for i, rec in enumerate(records):
         try:
-            json.dumps(rec, allow_nan=True)
+            json.dumps(rec, allow_nan=True, default=_json_value)
         except (TypeError, ValueError) as err:
             e = err
             return InvalidType("records[%d]: cannot be written as JSON: %s" % (i, e),
