@@ -10,8 +10,8 @@ TypeError.
 from . import _lib
 
 __all__ = ["Error", "InvalidInput", "InvalidType", "UnknownModel", "ParseError", "ConfigError",
-           "EmptyInput", "StoreError", "StoreBusy", "Infeasible", "StrategyError", "TooBig",
-           "IOFailure", "OutOfMemory", "EmbedError", "raise_for"]
+           "EmptyInput", "StoreError", "StoreBusy", "StoreReplaced", "Cancelled", "Infeasible",
+           "StrategyError", "TooBig", "IOFailure", "OutOfMemory", "EmbedError", "raise_for"]
 
 
 class Error(Exception):

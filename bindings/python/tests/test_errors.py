@@ -549,6 +549,17 @@ class StrErrorTest(unittest.TestCase):
                 self.assertNotIn(text, seen, "the description of %d too" % seen.get(text, 0))
                 seen[text] = code
 
+    def test_every_error_class_is_exported(self):
+        # `from llmroute.errors import *` and the package itself give every
+        # class an error code maps to (StoreReplaced and Cancelled were left
+        # out of the module's list).
+        from llmroute import errors
+        classes = set(errors._BY_CODE.values()) | {errors.Error, errors.EmbedError}
+        for cls in classes:
+            with self.subTest(cls=cls.__name__):
+                self.assertIn(cls.__name__, errors.__all__)
+                self.assertIs(getattr(llmroute, cls.__name__), cls)
+
 
 if __name__ == "__main__":
     unittest.main()
