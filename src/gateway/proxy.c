@@ -134,6 +134,7 @@ struct exchange {
     int queued;
     int retry_queued; /* the retry of ranking[cand] waits in the queue for room */
     long queue_wait_ms; /* queue.max_wait_ms when it began to wait, for the 429's message */
+    int queue_cut;      /* that wait ends at retry.deadline_ms, before queue.max_wait_ms */
     struct exchange *q_prev, *q_next;
     struct exchange *l_prev, *l_next; /* the gateway's live exchanges (gw->live) */
     const char *gone_label; /* an attempt cut short by the client or shutdown, for the log */
@@ -1611,6 +1612,19 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
         ex->given_up[ex->cand] = 1;
         ex->retries = 0;
         next_candidate(ex);
+    } else if (kind == WAIT_QUEUE && ex->queue_cut) {
+        /* retry.deadline_ms came first: the deadline's answer, as when a
+         * slot frees only after it; not a capacity refusal that claims a
+         * wait of queue.max_wait_ms. */
+        queue_unlink(ex);
+        ex->queue_cut = 0;
+        if (ex->n_attempts)
+            give_up(ex, "retry.deadline_ms passed");
+        else
+            fail_with(ex, 504, NULL, "deadline_exceeded",
+                      "retry.deadline_ms (%ld ms) passed while every candidate model was at "
+                      "its max_concurrency, before any upstream could be tried",
+                      ex->req_retry.deadline_ms);
     } else if (kind == WAIT_QUEUE) {
         queue_unlink(ex);
         metrics_count_queue_rejected(ex->gw->metrics);
@@ -1696,7 +1710,8 @@ static void next_candidate(struct exchange *ex)
                           q->max_waiting);
                 return;
             }
-            if (ex->deadline > 0 && now + (double)ms / 1000 > ex->deadline)
+            ex->queue_cut = ex->deadline > 0 && now + (double)ms / 1000 > ex->deadline;
+            if (ex->queue_cut)
                 ms = (long)((ex->deadline - now) * 1000) + 1;
             if (wait_arm(ex, WAIT_QUEUE, ms)) {
                 fail_with(ex, 500, NULL, "out_of_memory", "out of memory");

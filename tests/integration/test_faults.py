@@ -1285,6 +1285,33 @@ def breaker(gw_bin, fake_bin):
         stop(g)
     check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
 
+    def deadline_while_queued():
+        # retry.deadline_ms comes before queue.max_wait_ms: the waiter gets the deadline's
+        # 504, as when a slot frees only after it, not a 429 saying it waited max_wait_ms.
+        g = w.gateway(models={"b": {"max_concurrency": 1,
+                                    "timeouts": {"first_byte_ms": 5000, "head_ms": 5000}}},
+                      resilience={"queue": {"max_waiting": 5, "max_wait_ms": 5000},
+                                  "retry": {"deadline_ms": 500}})
+        w.set("b", "delay_ms=2000")
+        out = {}
+
+        def first():
+            out["first"] = chat(g.port, {"model": "b", "messages": HELLO}, timeout=10)[0]
+        t = threading.Thread(target=first)
+        t.start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        st, h, j, _ = chat(g.port, {"model": "b", "messages": HELLO}, timeout=10)
+        assert st == 504 and error_shape(j)["code"] == "deadline_exceeded", (st, j)
+        assert "retry.deadline_ms (500 ms)" in j["error"]["message"], j
+        assert h["x-llmroute-attempts"] == "0" and w.stats("b") == 1, (h, w.stats("b"))
+        assert metric(g, "llmroute_queue_rejected_total") == 0
+        t.join(10)
+        assert out["first"] == 200, out
+        wait_for(lambda: metric(g, "llmroute_queue_waiting") == 0, 3, "the queue empty")
+        stop(g)
+    check("retry.deadline_ms passing while queued for room: 504 deadline_exceeded",
+          deadline_while_queued)
+
     def retry_keeps_the_cap():
         # A retry after its backoff is an attempt like a first one: its model full,
         # it waits in the queue for room, so the upstream never has more than
