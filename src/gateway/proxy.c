@@ -135,6 +135,8 @@ struct exchange {
     int retry_queued; /* the retry of ranking[cand] waits in the queue for room */
     long queue_wait_ms; /* queue.max_wait_ms when it began to wait, for the 429's message */
     int queue_cut;      /* that wait ends at retry.deadline_ms, before queue.max_wait_ms */
+    double queue_until; /* gw_now() when that wait ends; 0 = not waiting for room */
+    int queue_early;    /* the timer is set sooner, for a breaker that admits a probe then */
     struct exchange *q_prev, *q_next;
     struct exchange *l_prev, *l_next; /* the gateway's live exchanges (gw->live) */
     const char *gone_label; /* an attempt cut short by the client or shutdown, for the log */
@@ -1042,6 +1044,8 @@ static void wait_stop(struct exchange *ex)
     if (ex->wait)
         evtimer_del(ex->wait);
     ex->wait_kind = WAIT_NONE;
+    ex->queue_until = 0;
+    ex->queue_early = 0;
     held_end(ex);
 }
 
@@ -1612,6 +1616,10 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
         ex->given_up[ex->cand] = 1;
         ex->retries = 0;
         next_candidate(ex);
+    } else if (kind == WAIT_QUEUE && ex->queue_early) {
+        /* A candidate's breaker admits a probe now: look again. */
+        queue_unlink(ex);
+        next_candidate(ex);
     } else if (kind == WAIT_QUEUE && ex->queue_cut) {
         /* retry.deadline_ms came first: the deadline's answer, as when a
          * slot frees only after it; not a capacity refusal that claims a
@@ -1698,8 +1706,9 @@ static void next_candidate(struct exchange *ex)
     }
     if (any_full && q->max_waiting > 0) {
         /* Wait for room: the first time with a time limit, after that in turn. */
-        if (ex->wait_kind != WAIT_QUEUE) {
-            long ms = q->max_wait_ms;
+        long ms;
+        if (ex->queue_until == 0) {
+            ms = q->max_wait_ms;
             ex->queue_wait_ms = q->max_wait_ms;
             if (ex->gw->n_waiting >= q->max_waiting) {
                 metrics_count_queue_rejected(ex->gw->metrics);
@@ -1713,10 +1722,21 @@ static void next_candidate(struct exchange *ex)
             ex->queue_cut = ex->deadline > 0 && now + (double)ms / 1000 > ex->deadline;
             if (ex->queue_cut)
                 ms = (long)((ex->deadline - now) * 1000) + 1;
-            if (wait_arm(ex, WAIT_QUEUE, ms)) {
-                fail_with(ex, 500, NULL, "out_of_memory", "out of memory");
-                return;
-            }
+            ex->queue_until = now + (double)ms / 1000;
+        } else {
+            ms = (long)ceil((ex->queue_until - now) * 1000);
+            if (ms < 0)
+                ms = 0;
+        }
+        /* Room is not all that is waited for: a candidate skipped for its
+         * open breaker may be tried once its cooldown is over, and no slot
+         * freeing says when that is. */
+        ex->queue_early = any_open && soonest * 1000 < (double)ms;
+        if (ex->queue_early)
+            ms = (long)ceil(soonest * 1000) + 1;
+        if (wait_arm(ex, WAIT_QUEUE, ms)) {
+            fail_with(ex, 500, NULL, "out_of_memory", "out of memory");
+            return;
         }
         queue_append(ex);
         return;

@@ -1312,6 +1312,39 @@ def breaker(gw_bin, fake_bin):
     check("retry.deadline_ms passing while queued for room: 504 deadline_exceeded",
           deadline_while_queued)
 
+    def queued_until_breaker_ready():
+        # b is full and c's breaker open: the request waits for room, and c is tried once
+        # its cooldown (600 ms) is over, well before b has room or max_wait_ms passes.
+        g = w.gateway(models={"b": {"max_concurrency": 1,
+                                    "timeouts": {"first_byte_ms": 8000, "head_ms": 8000}}},
+                      routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}],
+                      resilience={"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
+        w.set("c", "status=500")
+        for _ in range(3):
+            chat(g.port, {"model": "c", "messages": HELLO})
+        assert health(g, "c")["breaker"] == "open" and w.stats("c") == 3
+        w.set("c", "ok")
+        w.set("b", "delay_ms=5000")
+        out = {}
+
+        def first():
+            out["first"] = chat(g.port, {"model": "b", "messages": HELLO}, timeout=10)[0]
+        t = threading.Thread(target=first)
+        t.start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO}, timeout=10)
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
+        assert h["x-llmroute-attempts"] == "1" and w.stats("c") == 1, (h, w.stats("c"))
+        assert health(g, "c")["breaker"] == "closed"
+        assert metric(g, "llmroute_queue_rejected_total") == 0
+        t.join(10)
+        assert out["first"] == 200 and w.stats("b") == 1, out
+        wait_for(lambda: metric(g, "llmroute_queue_waiting") == 0, 3, "the queue empty")
+        stop(g)
+    check("waiting for room, a candidate whose breaker cooldown ends is tried then",
+          queued_until_breaker_ready)
+
     def retry_keeps_the_cap():
         # A retry after its backoff is an attempt like a first one: its model full,
         # it waits in the queue for room, so the upstream never has more than
