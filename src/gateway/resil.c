@@ -728,6 +728,11 @@ void rs_breaker_record(struct rs_breaker *b, const struct rs_breaker_conf *c, do
     }
     b->bucket[slot].failed++;
     b->consecutive++;
+    if (b->state == RS_HALF_OPEN && !probe)
+        /* An attempt that started before it opened: the probe in flight
+         * decides. Reopening here cleared its flag, so that after the
+         * next cooldown a second probe went while the first still ran. */
+        return;
     if (b->state == RS_HALF_OPEN) {
         /* The probe failed: wait longer this time. */
         double next = b->cooldown_s > 0 ? b->cooldown_s * 2 : base;

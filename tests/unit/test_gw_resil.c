@@ -502,6 +502,30 @@ static void breaker_half_open_admits_one_probe(void **state)
     assert_true(b.opens == 2);
 }
 
+static void breaker_stale_failure_leaves_the_probe_alone(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    int probe;
+    (void)state;
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 3; i++)
+        rs_breaker_record(&b, &c, 0, 1, -1, 0);
+    assert_true(rs_breaker_admit(&b, 1.0, &probe) && probe);
+    /* An attempt that started before the breaker opened fails while the
+     * probe runs: the probe still decides, and no second one goes. */
+    rs_breaker_record(&b, &c, 1.1, 1, -1, 0);
+    assert_int_equal(b.state, RS_HALF_OPEN);
+    for (double t = 1.1; t < 10.0; t += 0.5)
+        assert_false(rs_breaker_admit(&b, t, &probe));
+    /* The probe's verdict: it failed, so open again, twice as long. */
+    rs_breaker_record(&b, &c, 10.0, 1, -1, 1);
+    assert_int_equal(b.state, RS_OPEN);
+    assert_false(rs_breaker_admit(&b, 11.9, &probe));
+    assert_true(rs_breaker_admit(&b, 12.1, &probe) && probe);
+    assert_false(rs_breaker_admit(&b, 12.1, &probe));
+}
+
 static void breaker_honours_retry_after(void **state)
 {
     struct rs_breaker b;
@@ -573,6 +597,7 @@ int main(void)
         cmocka_unit_test(backoff_is_full_jitter_capped),
         cmocka_unit_test(breaker_opens_after_consecutive_failures),
         cmocka_unit_test(breaker_half_open_admits_one_probe),
+        cmocka_unit_test(breaker_stale_failure_leaves_the_probe_alone),
         cmocka_unit_test(breaker_honours_retry_after),
         cmocka_unit_test(breaker_opens_on_failure_rate_with_minimum),
     };
