@@ -81,6 +81,23 @@ static void warn_event(const char *path, const char *msg)
     fwrite(line, 1, o, stderr);
 }
 
+/* A warning about the file being loaded, as one line: on the log as a
+ * reload_warning event when a running gateway reloads it, else on stderr
+ * after `who`, with the control characters it quotes (a key or value of
+ * the file) escaped, so none breaks the line or reaches the terminal. */
+static void warn_line(const char *who, const char *path, int reload, const char *msg)
+{
+    if (reload) {
+        warn_event(path, msg);
+        return;
+    }
+    fprintf(stderr, "%s: warning: ", who);
+    gw_put_escaped(stderr, path);
+    fputs(": ", stderr);
+    gw_put_escaped(stderr, msg);
+    fputc('\n', stderr);
+}
+
 static void warn(const struct gw_conf *c, const char *fmt, ...)
 {
     char msg[600];
@@ -88,15 +105,7 @@ static void warn(const struct gw_conf *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->reload) {
-        warn_event(c->path, msg);
-        return;
-    }
-    fprintf(stderr, "%s: warning: ", c->who);
-    gw_put_escaped(stderr, c->path);
-    fputs(": ", stderr);
-    gw_put_escaped(stderr, msg);
-    fputc('\n', stderr);
+    warn_line(c->who, c->path, c->reload, msg);
 }
 
 void gw_put_escaped(FILE *out, const char *s)
@@ -789,12 +798,8 @@ static int conf_new(const char *path, struct lr_store *store, const char *who, i
         gw_conf_unref(c);
         return rc;
     }
-    for (size_t i = 0; i < lr_config_warning_count(c->cfg); i++) {
-        if (reload)
-            warn_event(path, lr_config_warning(c->cfg, i));
-        else
-            fprintf(stderr, "%s: warning: %s: %s\n", who, path, lr_config_warning(c->cfg, i));
-    }
+    for (size_t i = 0; i < lr_config_warning_count(c->cfg); i++)
+        warn_line(who, path, reload, lr_config_warning(c->cfg, i));
     c->query_text = lr_config_router_defaults(c->cfg)->query_text;
     *out = c;
     return 0;

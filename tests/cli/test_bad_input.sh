@@ -346,6 +346,21 @@ expect "help with two names" 2 "takes one command name" -- "$BIN" help route eva
 printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"x\\u001b[2J": 1}}' >"$TMP/esckey.json"
 expect "check-config: an unknown server key with an ESC" 0 "" -- "$BIN" check-config "$TMP/esckey.json"
 one_line_escaped "check-config: a warning quoting an ESC"
+# The library's warnings (an unknown key of a model, the top level, an
+# unknown backend), which check-config and serve print, are escaped alike:
+# a key or value of the file could clear the terminal or forge a line.
+printf '{"models": [{"name": "a", "backend": "mo\\u001b[2Jck", "base_url": "http://127.0.0.1:9/v1", "x\\u001b]0;t\\u0007": 1}], "y\\nllmroute check-config: ok": 2}' \
+    >"$TMP/esclib.json"
+expect "check-config: library warnings quoting control characters" 0 "" -- \
+    "$BIN" check-config "$TMP/esclib.json"
+if [ "$(wc -l <"$TMP/err")" = 3 ] && ! grep -q $'[\x1b\x07\r]' "$TMP/err" &&
+    grep -qF "models[0].backend: 'mo\x1b[2Jck' is not a known backend" "$TMP/err" &&
+    grep -qF 'models[0].x\x1b]0;t\x07: unknown key, ignored' "$TMP/err" &&
+    grep -qF 'y\nllmroute check-config: ok: unknown key, ignored' "$TMP/err"; then
+    ok
+else
+    bad "check-config: library warnings escaped: $(cat -A "$TMP/err")"
+fi
 
 # import's report on standard output quotes a data file's name and a bad
 # record's words (a key of the file): escaped there too, one line a file
