@@ -953,6 +953,10 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
         size_t got;
         if (len == cap) {
             char *grown;
+            /* A file of exactly the cap is read whole: the cap is refused
+             * only once a byte past it is there. */
+            if (cap >= CONFIG_MAX_BYTES && fgetc(f) == EOF && !ferror(f))
+                break;
             if (cap >= CONFIG_MAX_BYTES) {
                 free(buf);
                 fclose(f);

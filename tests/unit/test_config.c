@@ -615,6 +615,50 @@ static void nul_byte_in_a_file_is_named(void **state)
     unlink(path);
 }
 
+/* The cap on a configuration's size is 16 MiB: a file of exactly that size
+ * loads, as the same text does from a string, and one byte more is refused
+ * (a file of exactly the cap was refused as "over 16777216 bytes"). */
+static void a_file_of_exactly_the_size_cap_loads(void **state)
+{
+    static const char head[] = "{\"models\": [{\"name\": \"a\", \"description\": \"";
+    static const char tail[] = "\"}]}";
+    const size_t cap = 16u << 20;
+    char path[] = "/tmp/lr_cfg_cap_XXXXXX", want[160];
+    int fd = mkstemp(path);
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    char *text = malloc(cap + 2);
+    (void)state;
+    assert_true(fd >= 0);
+    assert_non_null(text);
+    for (size_t extra = 0; extra <= 1; extra++) {
+        size_t len = cap + extra, body = len - (sizeof head - 1) - (sizeof tail - 1);
+        memcpy(text, head, sizeof head - 1);
+        memset(text + sizeof head - 1, 'x', body);
+        memcpy(text + sizeof head - 1 + body, tail, sizeof tail - 1);
+        assert_int_equal(ftruncate(fd, 0), 0);
+        assert_int_equal(pwrite(fd, text, len, 0), (ssize_t)len);
+        if (extra == 0) {
+            assert_int_equal(lr_config_load_string(text, len, &cfg, &err), 0);
+            lr_config_free(cfg);
+            cfg = NULL;
+            if (lr_config_load_file(path, &cfg, &err) != 0)
+                fail_msg("a file of %zu bytes: %s", len, err.message);
+            assert_int_equal(lr_config_model_count(cfg), 1);
+            lr_config_free(cfg);
+            cfg = NULL;
+        } else {
+            assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_ETOOBIG);
+            assert_null(cfg);
+            snprintf(want, sizeof want, "%s: the configuration is over 16777216 bytes", path);
+            assert_string_equal(err.message, want);
+        }
+    }
+    free(text);
+    close(fd);
+    unlink(path);
+}
+
 /* A model name with a comma could never be selected by --models, whose
  * names are separated by commas. */
 static void comma_in_a_model_name_is_refused(void **state)
@@ -699,6 +743,7 @@ int main(void)
         cmocka_unit_test(library_version_is_the_headers),
         cmocka_unit_test(nul_byte_in_the_text_is_named),
         cmocka_unit_test(nul_byte_in_a_file_is_named),
+        cmocka_unit_test(a_file_of_exactly_the_size_cap_loads),
         cmocka_unit_test(comma_in_a_model_name_is_refused),
         cmocka_unit_test(a_number_for_an_integer_shows_the_value),
         cmocka_unit_test(long_path_and_odd_names_leave_a_readable_message),
