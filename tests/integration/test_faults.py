@@ -1285,6 +1285,18 @@ def breaker(gw_bin, fake_bin):
         stop(g)
     check("all candidates full: a bounded queue, then 429 with Retry-After", capacity_queue)
 
+    def b_busy(g):
+        # One request to b on a thread of its own, once b has it in flight: the
+        # thread, and where its status will be (out["first"]).
+        out = {}
+
+        def first():
+            out["first"] = chat(g.port, {"model": "b", "messages": HELLO}, timeout=10)[0]
+        t = threading.Thread(target=first)
+        t.start()
+        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        return t, out
+
     def deadline_while_queued():
         # retry.deadline_ms comes before queue.max_wait_ms: the waiter gets the deadline's
         # 504, as when a slot frees only after it, not a 429 saying it waited max_wait_ms.
@@ -1293,13 +1305,7 @@ def breaker(gw_bin, fake_bin):
                       resilience={"queue": {"max_waiting": 5, "max_wait_ms": 5000},
                                   "retry": {"deadline_ms": 500}})
         w.set("b", "delay_ms=2000")
-        out = {}
-
-        def first():
-            out["first"] = chat(g.port, {"model": "b", "messages": HELLO}, timeout=10)[0]
-        t = threading.Thread(target=first)
-        t.start()
-        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        t, out = b_busy(g)
         st, h, j, _ = chat(g.port, {"model": "b", "messages": HELLO}, timeout=10)
         assert st == 504 and error_shape(j)["code"] == "deadline_exceeded", (st, j)
         assert "retry.deadline_ms (500 ms)" in j["error"]["message"], j
@@ -1326,13 +1332,7 @@ def breaker(gw_bin, fake_bin):
         assert health(g, "c")["breaker"] == "open" and w.stats("c") == 3
         w.set("c", "ok")
         w.set("b", "delay_ms=5000")
-        out = {}
-
-        def first():
-            out["first"] = chat(g.port, {"model": "b", "messages": HELLO}, timeout=10)[0]
-        t = threading.Thread(target=first)
-        t.start()
-        wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
+        t, out = b_busy(g)
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO}, timeout=10)
         assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
         assert h["x-llmroute-attempts"] == "1" and w.stats("c") == 1, (h, w.stats("c"))
