@@ -137,6 +137,7 @@ struct exchange {
     int queue_cut;      /* that wait ends at retry.deadline_ms, before queue.max_wait_ms */
     double queue_until; /* gw_now() when that wait ends; 0 = not waiting for room */
     int queue_early;    /* the timer is set sooner, for a breaker that admits a probe then */
+    int queue_open;     /* a candidate was skipped for its open breaker, for the 429's words */
     struct exchange *q_prev, *q_next;
     struct exchange *l_prev, *l_next; /* the gateway's live exchanges (gw->live) */
     const char *gone_label; /* an attempt cut short by the client or shutdown, for the log */
@@ -1599,6 +1600,15 @@ static void retry_same(struct exchange *ex)
     next_candidate(ex);
 }
 
+/* Why no candidate could start, for a 429 model_at_capacity: some full,
+ * and maybe others skipped for their open breaker. */
+static const char *no_room_words(int any_open)
+{
+    return any_open ? "every candidate model is at its max_concurrency or has an open circuit "
+                      "breaker"
+                    : "every candidate model is at its max_concurrency";
+}
+
 static void wait_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct exchange *ex = arg;
@@ -1637,9 +1647,8 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
         queue_unlink(ex);
         metrics_count_queue_rejected(ex->gw->metrics);
         ex->answer_retry_after = "1";
-        fail_with(ex, 429, NULL, "model_at_capacity",
-                  "every candidate model is at its max_concurrency; waited %ld ms for room",
-                  ex->queue_wait_ms);
+        fail_with(ex, 429, NULL, "model_at_capacity", "%s; waited %ld ms for room",
+                  no_room_words(ex->queue_open), ex->queue_wait_ms);
     }
 }
 
@@ -1714,8 +1723,7 @@ static void next_candidate(struct exchange *ex)
                 metrics_count_queue_rejected(ex->gw->metrics);
                 ex->answer_retry_after = "1";
                 fail_with(ex, 429, NULL, "model_at_capacity",
-                          "every candidate model is at its max_concurrency and %ld requests "
-                          "are already waiting",
+                          "%s, and %ld requests are already waiting", no_room_words(any_open),
                           q->max_waiting);
                 return;
             }
@@ -1731,6 +1739,7 @@ static void next_candidate(struct exchange *ex)
         /* Room is not all that is waited for: a candidate skipped for its
          * open breaker may be tried once its cooldown is over, and no slot
          * freeing says when that is. */
+        ex->queue_open = any_open;
         ex->queue_early = any_open && soonest * 1000 < (double)ms;
         if (ex->queue_early)
             ms = (long)ceil(soonest * 1000) + 1;
@@ -1744,8 +1753,7 @@ static void next_candidate(struct exchange *ex)
     if (any_full) {
         metrics_count_queue_rejected(ex->gw->metrics);
         ex->answer_retry_after = "1";
-        fail_with(ex, 429, NULL, "model_at_capacity",
-                  "every candidate model is at its max_concurrency");
+        fail_with(ex, 429, NULL, "model_at_capacity", "%s", no_room_words(any_open));
         return;
     }
     if (any_open && conf->set.breaker.try_closest && closest < RANK_CAP) {

@@ -1345,6 +1345,32 @@ def breaker(gw_bin, fake_bin):
     check("waiting for room, a candidate whose breaker cooldown ends is tried then",
           queued_until_breaker_ready)
 
+    def no_room_names_open_breakers():
+        # b full and c's breaker open past the wait: the 429 says both, not that every
+        # candidate is at its max_concurrency (c is not).
+        g = w.gateway(models={"b": {"max_concurrency": 1,
+                                    "timeouts": {"first_byte_ms": 8000, "head_ms": 8000}}},
+                      routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}],
+                      resilience={"queue": {"max_waiting": 5, "max_wait_ms": 300},
+                                  "breaker": {"cooldown_ms": 60000, "max_cooldown_ms": 60000}})
+        w.set("c", "status=500")
+        for _ in range(3):
+            chat(g.port, {"model": "c", "messages": HELLO})
+        assert health(g, "c")["breaker"] == "open" and w.stats("c") == 3
+        w.set("b", "delay_ms=3000")
+        t, out = b_busy(g)
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO}, timeout=10)
+        assert st == 429 and error_shape(j)["code"] == "model_at_capacity", (st, j)
+        assert j["error"]["message"] == ("every candidate model is at its max_concurrency or "
+                                         "has an open circuit breaker; waited 300 ms for room"), j
+        assert w.stats("c") == 3
+        t.join(10)
+        assert out["first"] == 200, out
+        stop(g)
+    check("no room: the 429 names open breakers beside full models",
+          no_room_names_open_breakers)
+
     def retry_keeps_the_cap():
         # A retry after its backoff is an attempt like a first one: its model full,
         # it waits in the queue for room, so the upstream never has more than
