@@ -1297,6 +1297,20 @@ def breaker(gw_bin, fake_bin):
         wait_for(lambda: health(g, "b").get("in_flight") == 1, 3, "b busy")
         return t, out
 
+    def b_capped_c_open(resilience):
+        # A gateway whose route r is b (max_concurrency 1) then c, with c's breaker
+        # opened by three 500s.
+        g = w.gateway(models={"b": {"max_concurrency": 1,
+                                    "timeouts": {"first_byte_ms": 8000, "head_ms": 8000}}},
+                      routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}],
+                      resilience=resilience)
+        w.set("c", "status=500")
+        for _ in range(3):
+            chat(g.port, {"model": "c", "messages": HELLO})
+        assert health(g, "c")["breaker"] == "open" and w.stats("c") == 3
+        return g
+
     def deadline_while_queued():
         # retry.deadline_ms comes before queue.max_wait_ms: the waiter gets the deadline's
         # 504, as when a slot frees only after it, not a 429 saying it waited max_wait_ms.
@@ -1321,15 +1335,7 @@ def breaker(gw_bin, fake_bin):
     def queued_until_breaker_ready():
         # b is full and c's breaker open: the request waits for room, and c is tried once
         # its cooldown (600 ms) is over, well before b has room or max_wait_ms passes.
-        g = w.gateway(models={"b": {"max_concurrency": 1,
-                                    "timeouts": {"first_byte_ms": 8000, "head_ms": 8000}}},
-                      routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
-                               "fallbacks": ["c"]}],
-                      resilience={"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
-        w.set("c", "status=500")
-        for _ in range(3):
-            chat(g.port, {"model": "c", "messages": HELLO})
-        assert health(g, "c")["breaker"] == "open" and w.stats("c") == 3
+        g = b_capped_c_open({"queue": {"max_waiting": 5, "max_wait_ms": 3000}})
         w.set("c", "ok")
         w.set("b", "delay_ms=5000")
         t, out = b_busy(g)
@@ -1348,16 +1354,8 @@ def breaker(gw_bin, fake_bin):
     def no_room_names_open_breakers():
         # b full and c's breaker open past the wait: the 429 says both, not that every
         # candidate is at its max_concurrency (c is not).
-        g = w.gateway(models={"b": {"max_concurrency": 1,
-                                    "timeouts": {"first_byte_ms": 8000, "head_ms": 8000}}},
-                      routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
-                               "fallbacks": ["c"]}],
-                      resilience={"queue": {"max_waiting": 5, "max_wait_ms": 300},
-                                  "breaker": {"cooldown_ms": 60000, "max_cooldown_ms": 60000}})
-        w.set("c", "status=500")
-        for _ in range(3):
-            chat(g.port, {"model": "c", "messages": HELLO})
-        assert health(g, "c")["breaker"] == "open" and w.stats("c") == 3
+        g = b_capped_c_open({"queue": {"max_waiting": 5, "max_wait_ms": 300},
+                             "breaker": {"cooldown_ms": 60000, "max_cooldown_ms": 60000}})
         w.set("b", "delay_ms=3000")
         t, out = b_busy(g)
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO}, timeout=10)

@@ -274,7 +274,10 @@ def main(bin_):
             if meanwhile:
                 meanwhile()
             c.close()
-            time.sleep(0.5)  # the close seen
+            # The close seen: the gateway has dropped the connection (the
+            # scrape's own is the one left open).
+            wait_for(lambda: gw.metrics()["llmroute_connections_open"] == 1, 10,
+                     "the gateway to see the client gone")
         finally:
             lock.rollback()
             lock.close()

@@ -476,16 +476,23 @@ static void breaker_opens_after_consecutive_failures(void **state)
     assert_true(rs_breaker_ready_in(&b, 11.0) > 0.39 && rs_breaker_ready_in(&b, 11.0) < 0.41);
 }
 
+/* Opened at 0 by three failures, half-open at 1.0 with its probe let through. */
+static void half_open_with_probe(struct rs_breaker *b, const struct rs_breaker_conf *c)
+{
+    int probe;
+    memset(b, 0, sizeof *b);
+    for (int i = 0; i < 3; i++)
+        rs_breaker_record(b, c, 0, 1, -1, 0);
+    assert_true(rs_breaker_admit(b, 1.0, &probe) && probe);
+}
+
 static void breaker_half_open_admits_one_probe(void **state)
 {
     struct rs_breaker b;
     struct rs_breaker_conf c = conf();
     int probe;
     (void)state;
-    memset(&b, 0, sizeof b);
-    for (int i = 0; i < 3; i++)
-        rs_breaker_record(&b, &c, 0, 1, -1, 0);
-    assert_true(rs_breaker_admit(&b, 1.0, &probe) && probe);
+    half_open_with_probe(&b, &c);
     assert_int_equal(b.state, RS_HALF_OPEN);
     assert_false(rs_breaker_admit(&b, 1.0, &probe)); /* one probe at a time */
     /* The probe fails: open again, twice as long. */
@@ -508,10 +515,7 @@ static void breaker_stale_failure_leaves_the_probe_alone(void **state)
     struct rs_breaker_conf c = conf();
     int probe;
     (void)state;
-    memset(&b, 0, sizeof b);
-    for (int i = 0; i < 3; i++)
-        rs_breaker_record(&b, &c, 0, 1, -1, 0);
-    assert_true(rs_breaker_admit(&b, 1.0, &probe) && probe);
+    half_open_with_probe(&b, &c);
     /* An attempt that started before the breaker opened fails while the
      * probe runs: the probe still decides, and no second one goes. */
     rs_breaker_record(&b, &c, 1.1, 1, -1, 0);
