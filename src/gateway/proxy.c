@@ -134,7 +134,6 @@ struct exchange {
     int queued;
     int retry_queued; /* the retry of ranking[cand] waits in the queue for room */
     long queue_wait_ms; /* queue.max_wait_ms when it began to wait, for the 429's message */
-    int queue_cut;      /* that wait ends at retry.deadline_ms, before queue.max_wait_ms */
     double queue_until; /* gw_now() when that wait ends; 0 = not waiting for room */
     int queue_early;    /* the timer is set sooner, for a breaker that admits a probe then */
     int queue_open;     /* a candidate was skipped for its open breaker, for the 429's words */
@@ -1626,23 +1625,15 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
         ex->given_up[ex->cand] = 1;
         ex->retries = 0;
         next_candidate(ex);
-    } else if (kind == WAIT_QUEUE && ex->queue_early) {
-        /* A candidate's breaker admits a probe now: look again. */
+    } else if (kind == WAIT_QUEUE &&
+               (ex->queue_early || (ex->deadline > 0 && ex->queue_until >= ex->deadline))) {
+        /* A candidate's breaker admits a probe now: look again. Or the
+         * wait was cut to retry.deadline_ms, whose answer next_candidate
+         * gives (once the deadline has passed, else after the moment
+         * left), as when a slot frees only after it: not a capacity
+         * refusal that claims a wait of queue.max_wait_ms. */
         queue_unlink(ex);
         next_candidate(ex);
-    } else if (kind == WAIT_QUEUE && ex->queue_cut) {
-        /* retry.deadline_ms came first: the deadline's answer, as when a
-         * slot frees only after it; not a capacity refusal that claims a
-         * wait of queue.max_wait_ms. */
-        queue_unlink(ex);
-        ex->queue_cut = 0;
-        if (ex->n_attempts)
-            give_up(ex, "retry.deadline_ms passed");
-        else
-            fail_with(ex, 504, NULL, "deadline_exceeded",
-                      "retry.deadline_ms (%ld ms) passed while every candidate model was at "
-                      "its max_concurrency, before any upstream could be tried",
-                      ex->req_retry.deadline_ms);
     } else if (kind == WAIT_QUEUE) {
         queue_unlink(ex);
         metrics_count_queue_rejected(ex->gw->metrics);
@@ -1672,7 +1663,8 @@ static void next_candidate(struct exchange *ex)
             give_up(ex, "retry.deadline_ms passed");
         else
             fail_with(ex, 504, NULL, "deadline_exceeded",
-                      "retry.deadline_ms passed before any upstream could be tried");
+                      "retry.deadline_ms (%ld ms) passed before any upstream could be tried",
+                      ex->req_retry.deadline_ms);
         return;
     }
     if (ex->retry_queued) {
@@ -1727,8 +1719,7 @@ static void next_candidate(struct exchange *ex)
                           q->max_waiting);
                 return;
             }
-            ex->queue_cut = ex->deadline > 0 && now + (double)ms / 1000 > ex->deadline;
-            if (ex->queue_cut)
+            if (ex->deadline > 0 && now + (double)ms / 1000 > ex->deadline)
                 ms = (long)((ex->deadline - now) * 1000) + 1;
             ex->queue_until = now + (double)ms / 1000;
         } else {
