@@ -357,22 +357,15 @@ static int parse_answer(struct embed_http *c, const struct answer *a, size_t n, 
             }
             out[idx * dim + j] = (float)d;
         }
-        /* A vector of zeros (or of floats too small for their squares to
-         * add up to anything) points nowhere: the library would refuse it
-         * as the query's fault (route and eval: exit 2, "the query's
-         * embedding is zero or not finite"). It is the server's. The sum is
-         * the library's (lr__l2_normalize), as embedq.c's is. */
-        {
-            double s = 0.0;
-            for (size_t j = 0; j < len; j++)
-                s += (double)out[idx * dim + j] * out[idx * dim + j];
-            if (!(s > 0.0) || !isfinite(s)) {
-                rc = fail(err, LR_EPARSE,
-                          "embedding server at %s: data[%zu].embedding is a zero vector (%zu "
-                          "numbers, none of them away from 0), which points nowhere to compare",
-                          c->url, k, len);
-                goto out;
-            }
+        /* No direction: the library would refuse it as the query's fault
+         * (route and eval: exit 2, "the query's embedding is zero or not
+         * finite"). It is the server's. */
+        if (!gw_vector_has_direction(out + idx * dim, len)) {
+            rc = fail(err, LR_EPARSE,
+                      "embedding server at %s: data[%zu].embedding is a zero vector (%zu "
+                      "numbers, none of them away from 0), which points nowhere to compare",
+                      c->url, k, len);
+            goto out;
         }
     }
     if (got_dim)

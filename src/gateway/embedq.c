@@ -150,6 +150,14 @@ static void set_why(struct gw_embed *e, const char *fmt, ...)
     snprintf(e->detail, sizeof e->detail, "the embedding server %s%s", e->conf->embed_url, rest);
 }
 
+int gw_vector_has_direction(const float *v, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)v[i] * v[i];
+    return s > 0.0 && isfinite(s);
+}
+
 /* The vector from an OpenAI-shaped embeddings answer to one input; 0, or
  * -1 with why. The answer must be JSON with exactly one item in "data",
  * index 0 (when given), in the words of the CLI's remote embedder client
@@ -203,22 +211,15 @@ static int embed_parse(struct gw_embed *e)
             }
             e->vec[i] = (float)d;
         }
-        /* A vector of zeros (or of floats too small for their squares to
-         * add up to anything) has no direction: the library would refuse
-         * it as the query's fault, a 400 for a feedback and for a route.
-         * It is the embedding server's, a 502 like a wrong dimension. The
-         * sum is the library's (lr__l2_normalize), so the two agree. */
-        if (rc == 0) {
-            double s = 0.0;
-            for (size_t i = 0; i < n; i++)
-                s += (double)e->vec[i] * e->vec[i];
-            if (!(s > 0.0) || !isfinite(s)) {
-                set_why(e,
-                        ": data[0].embedding is a zero vector (%zu numbers, none of them away "
-                        "from 0), which points nowhere to compare",
-                        n);
-                rc = -1;
-            }
+        /* No direction: the library would refuse it as the query's fault,
+         * a 400 for a feedback and for a route. It is the embedding
+         * server's, a 502 like a wrong dimension. */
+        if (rc == 0 && !gw_vector_has_direction(e->vec, n)) {
+            set_why(e,
+                    ": data[0].embedding is a zero vector (%zu numbers, none of them away "
+                    "from 0), which points nowhere to compare",
+                    n);
+            rc = -1;
         }
         e->dim = n;
     }

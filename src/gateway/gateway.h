@@ -440,6 +440,14 @@ size_t gw_json_string(char *buf, size_t cap, size_t o, const char *s);
 #define GW_LOCATION_SHOWN 200
 #define GW_REDIRECT_PHRASE_CAP (GW_LOCATION_SHOWN + 40)
 void gw_redirect_phrase(char *dst, size_t cap, const char *location);
+
+/* Whether an embedding server's vector v[0..n) points anywhere: the sum of
+ * its squares, as lr__l2_normalize() adds them, is above 0 and finite. A
+ * vector of zeros (or of floats too small for their squares to add up to
+ * anything) would be refused by the library as the query's fault; both
+ * clients of an embedding server (embedq.c, the CLI's embed_http.c) refuse
+ * it as the server's. */
+int gw_vector_has_direction(const float *v, size_t n);
 /* The default type and code for a status. */
 const char *gw_error_type(int status);
 /* The type for an answer of this status and code (code may be NULL). */
