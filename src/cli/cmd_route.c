@@ -329,6 +329,28 @@ static int check_queries(char *const *queries, size_t n, const size_t *linenos)
     return CLI_OK;
 }
 
+/* A batch's reached figure d as the summary line prints it: `fmt`, or,
+ * when d misses its bound (a mean quality below alpha, a total cost over
+ * the budget: `above`), as many more digits as it takes to read on the
+ * missed side of the bound: "mean predicted quality 0.7000" for 0.69996
+ * against alpha 0.7 read as met. bound NaN: d bounds nothing. */
+static const char *batch_figure(char *buf, size_t size, const char *fmt, double d, double bound,
+                                int above)
+{
+    snprintf(buf, size, fmt, d);
+    int missed = above ? d > bound * (1 + LR_BATCH_TOLERANCE)
+                       : d < bound * (1 - LR_BATCH_TOLERANCE);
+    if (isnan(bound) || !missed)
+        return buf;
+    for (int prec = 6; prec <= 17; prec++) {
+        double shown = strtod(buf, NULL);
+        if (above ? shown > bound : shown < bound)
+            break;
+        snprintf(buf, size, "%.*g", prec, d);
+    }
+    return buf;
+}
+
 /* Smart routing predicts a candidate's quality from the outcomes of the
  * query's nearest neighbours in the store. A candidate with none there has
  * no prediction: it is ranked after every candidate with one, and when no
@@ -627,10 +649,14 @@ int cmd_route(int argc, char **argv)
         /* NaN when no query of the batch was predicted (each had one
          * candidate and nothing to predict it from). */
         char qtext[32] = "unknown", ctext[32] = "unknown";
+        double bound = a.budget ? budget : isnan(alpha) ? lr_config_router_defaults(cfg)->alpha
+                                                        : alpha;
         if (!isnan(rep.mean_quality))
-            snprintf(qtext, sizeof qtext, "%.4f", rep.mean_quality);
+            batch_figure(qtext, sizeof qtext, "%.4f", rep.mean_quality,
+                         a.budget ? NAN : bound, 0);
         if (!isnan(rep.total_cost))
-            snprintf(ctext, sizeof ctext, "%.6g", rep.total_cost);
+            batch_figure(ctext, sizeof ctext, "%.6g", rep.total_cost,
+                         a.budget ? bound : NAN, 1);
         fprintf(stderr, "llmroute route: batch of %zu: mean predicted quality %s, "
                         "estimated cost %s%s%s\n",
                 n_queries, qtext, ctext, rc ? ": " : "", rc ? rep.message : "");

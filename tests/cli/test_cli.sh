@@ -486,6 +486,25 @@ expect "batch, capacities cannot be met" 3 "" "capacities sum to 4, below the 5 
     --alpha 0.5 q1 q2 q3 q4 q5
 [ "$(wc -l <"$TMP/out")" -eq 5 ] && ok || bad "batch, capacities cannot be met: $(cat "$TMP/out")"
 expect "route --help names exit 3" 0 "3 constraints not met" "" -- "$BIN" route --help
+# A missed bound never reads as met: a mean quality of 0.69996 against
+# alpha 0.7 was printed "0.7000", a total cost of 1.0000004 against a
+# budget of 1.0000001 was printed "1".
+cat >"$TMP/near.json" <<'EOF'
+{"models": [{"name": "cheap", "cost_per_input_token": 1.0000004e-6, "cost_per_output_token": 0},
+            {"name": "dear", "cost_per_input_token": 2e-6, "cost_per_output_token": 0}]}
+EOF
+for q in "capital of France" "capital of Spain" "capital of Italy"; do
+    printf '{"query": "%s", "input_token_length": 5, "outputs": [%s, %s]}\n' "$q" \
+        '{"model_name": "cheap", "correctness": 0.69996, "output_token_length": 3}' \
+        '{"model_name": "dear", "correctness": 0.69996, "output_token_length": 3}'
+done >"$TMP/near.jsonl"
+"$BIN" import --store "$TMP/near.db" "$TMP/near.jsonl" >/dev/null 2>&1 || bad "import near.jsonl"
+expect "batch, alpha just missed" 3 "cheap" "batch of 1: mean predicted quality 0.69996," -- \
+    "$BIN" route --config "$TMP/near.json" --strategy smart --store "$TMP/near.db" --batch \
+    --alpha 0.7 --input-tokens 1000000 "capital of Peru"
+expect "batch, budget just missed" 3 "cheap" "estimated cost 1.0000004: " -- \
+    "$BIN" route --config "$TMP/near.json" --strategy smart --store "$TMP/near.db" --batch \
+    --budget 1.0000001 --input-tokens 1000000 "capital of Peru"
 
 # Options only smart routing reads are refused with the sequential strategy,
 # whether it is named or the config's default.
