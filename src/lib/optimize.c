@@ -1918,14 +1918,16 @@ static const char *bound_text(char buf[32], double d)
     return buf;
 }
 
-/* A reached figure d that misses the bound written as `bound`: 6
- * significant digits, or as many more as it takes not to read as the
- * bound ("mean quality 0.9 ...; alpha 0.9 cannot be met" would puzzle). */
-static const char *reached_text(char buf[32], double d, const char *bound)
+/* A reached figure d that misses the bound b (it is below alpha, or over
+ * the budget: `above`): 6 significant digits, or as many more as it takes
+ * to read on the missed side of b ("total cost 1 is the least reachable;
+ * budget 1.0000001 cannot be met" for 1.0000004 would read as met). */
+static const char *reached_text(char buf[32], double d, double b, int above)
 {
     for (int prec = 6; prec <= 17; prec++) {
         snprintf(buf, 32, "%.*g", prec, d);
-        if (strcmp(buf, bound) != 0)
+        double shown = strtod(buf, NULL);
+        if (!isfinite(d) || (above ? shown > b : shown < b))
             break;
     }
     return buf;
@@ -1936,7 +1938,8 @@ static void explain(const struct lr__opt_problem *p, const struct gen *g,
 {
     char bt[32], rt[32];
     const char *bound = bound_text(bt, quality_form ? p->alpha : p->budget);
-    const char *reached = reached_text(rt, quality_form ? r->mean_quality : r->total_cost, bound);
+    const char *reached = reached_text(rt, quality_form ? r->mean_quality : r->total_cost,
+                                       quality_form ? p->alpha : p->budget, !quality_form);
 
     if (ans->status == GEN_CAPACITY) {
         char what[160] = "";

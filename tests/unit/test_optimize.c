@@ -1061,6 +1061,32 @@ static void budget_below_cheapest_assignment_returns_the_cheapest(void **state)
     assert_non_null(strstr(r.message, "budget 1 cannot be met"));
 }
 
+/* A missed bound's reached figure reads on the missed side of it: six
+ * digits made a cost of 1.0000004 over a budget of 1.0000001 "1", and a
+ * mean quality of 0.1234548 under alpha 0.1234549 "0.123455". */
+static void reached_figure_never_reads_as_meeting_the_bound(void **state)
+{
+    double q[1] = {0.1234548}, c[1] = {1.0000004};
+    int assign[1];
+    struct lr__opt_problem p = {1, 1, q, c, NULL, 0.0, 1.0000001, NULL};
+    struct lr__opt_result r;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINFEASIBLE);
+    assert_string_equal(r.message,
+                        "total cost 1.0000004 is the least reachable; budget 1.0000001 cannot "
+                        "be met");
+    p.alpha = 0.1234549;
+    p.budget = 0.0;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_string_equal(r.message,
+                        "mean quality 0.1234548 is the most reachable; alpha 0.1234549 cannot "
+                        "be met");
+}
+
 /* ==== Costs far apart in scale ==== */
 
 /* Every predicted quality 0 and costs of 1e18: the weight that breaks ties
@@ -1390,6 +1416,7 @@ int main(void)
         cmocka_unit_test(candidate_sets_that_overfill_a_model_are_infeasible),
         cmocka_unit_test(overflowing_capacities_still_pursue_alpha_and_budget),
         cmocka_unit_test(budget_below_cheapest_assignment_returns_the_cheapest),
+        cmocka_unit_test(reached_figure_never_reads_as_meeting_the_bound),
         cmocka_unit_test(all_zero_quality_with_huge_costs_picks_the_cheapest_model),
         cmocka_unit_test(all_zero_quality_with_huge_costs_fills_the_capacities),
         cmocka_unit_test(costs_a_billion_apart_keep_the_cheaper_of_two_cheap_models),
