@@ -638,7 +638,8 @@ struct lr_router_options {
                                        the router, as cfg must), or NULL */
     double performance_requirement; /* NaN = config's */
     int n_similar;                  /* 0 = config's; else 1 to LR_MAX_N_SIMILAR */
-    const char *predictor;          /* NULL = config's */
+    const char *predictor;          /* NULL = config's; "default" or "aios", whatever the
+                                       strategy (else LR_ESTRATEGY naming it) */
 };
 
 /* Fill opts with "use the config" values (performance_requirement NaN). A
@@ -647,7 +648,10 @@ LR_EXTERN void lr_router_options_init(struct lr_router_options *opts);
 
 /* Build a router over cfg (borrowed: it must outlive the router), and over
  * opts->store when given (borrowed too: free the router before the store;
- * routing after the store is freed reads freed memory). */
+ * routing after the store is freed reads freed memory). An unknown
+ * strategy or predictor is LR_ESTRATEGY, its message naming it, for every
+ * strategy (a sequential router predicts nothing but refuses a misspelt
+ * predictor all the same). */
 LR_EXTERN int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *opts,
                   struct lr_router **out, struct lr_error *err);
 LR_EXTERN void lr_router_free(struct lr_router *router);

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "llmroute.h"
+#include "predict.h" /* lr__predict_mode_parse() */
 #include "record.h"
 #include "strategy.h"
 
@@ -145,6 +146,15 @@ int lr_router_new(const struct lr_config *cfg, const struct lr_router_options *o
                              LR_MAX_N_SIMILAR, o.n_similar);
     if (!o.predictor)
         o.predictor = d->predictor;
+    /* Whatever the strategy: a misspelt predictor taken without a word by
+     * the sequential one would fail only once the router became smart. */
+    enum lr__predict_mode mode;
+    if (lr__predict_mode_parse(o.predictor, &mode) != 0) {
+        char shown[LR__SHOWN_CAP(LR__SHOWN_NAME)];
+        return lr__error_set(err, LR_ESTRATEGY,
+                             "unknown predictor '%s' (expected \"default\" or \"aios\")",
+                             lr__error_shown(o.predictor, LR__SHOWN_NAME, shown, sizeof shown));
+    }
 
     r = calloc(1, sizeof *r);
     if (!r)

@@ -245,6 +245,35 @@ static void unknown_strategy_is_refused_naming_it(void **state)
     assert_non_null(strstr(err.message, "'coin-flip'"));
 }
 
+/* A misspelt predictor was taken without a word by the sequential
+ * strategy, which predicts nothing: the same config with the smart
+ * strategy was then refused. Every strategy refuses it, naming it. */
+static void unknown_predictor_is_refused_for_every_strategy(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const names[] = {"sequential", "smart"};
+    struct lr_store *store = NULL;
+    struct lr_error err = {0};
+    assert_int_equal(lr_store_open(":memory:", NULL, &store, &err), 0);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        struct lr_router_options o;
+        struct lr_router *r = NULL;
+        lr_router_options_init(&o);
+        o.strategy = names[i];
+        o.store = store;
+        o.predictor = "aois";
+        memset(&err, 0, sizeof err);
+        assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), LR_ESTRATEGY);
+        assert_null(r);
+        assert_string_equal(err.message,
+                            "unknown predictor 'aois' (expected \"default\" or \"aios\")");
+        o.predictor = "aios";
+        assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), 0);
+        lr_router_free(r);
+    }
+    lr_store_free(store);
+}
+
 static void sequential_refuses_a_batch_assignment(void **state)
 {
     struct fixture *f = *state;
@@ -881,6 +910,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(input_tokens_are_estimated_from_text, setup, teardown),
         cmocka_unit_test_setup_teardown(input_tokens_over_the_cap_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_strategy_is_refused_naming_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_predictor_is_refused_for_every_strategy, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(sequential_refuses_a_batch_assignment, setup, teardown),
         cmocka_unit_test_setup_teardown(per_query_batch_refuses_a_budget_or_alpha, setup,
                                         teardown),
