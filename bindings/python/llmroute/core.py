@@ -1464,6 +1464,9 @@ class Router(_Handle):
             opts.n_similar = _whole(n_similar, "Router: n_similar", 1, _lib.LR_MAX_N_SIMILAR)
         opts.predictor = _b(predictor, "Router: predictor")
         # The C router keeps both pointers: borrowed until close() gives them back.
+        # What routing reads of the store is read through that pointer, or
+        # kept here, so the Router goes on routing after store.close().
+        store_embedder = store.embedder if store is not None else None
         borrowed = [config]
         config_h = config._borrow()
         try:
@@ -1480,17 +1483,31 @@ class Router(_Handle):
             raise
         self._h = h
         self._borrowed = borrowed
+        self._store_h = opts.store
+        self._store_embedder = store_embedder
         self.config = config
         self.store = store
         self._names = config.names
         self._scratch = _Scratch()
         self._cands = {}
         self._embed = embed
-        self._dense = store is not None and store.dense and self.strategy == "smart"
+        self._dense = (store is not None and store_embedder != "tfidf-v1"
+                       and self.strategy == "smart")
         self._config_embed = None
         info = config.embedding if self._dense else None
-        if info and info["embedder_id"] == store.embedder:
+        if info and info["embedder_id"] == store_embedder:
             self._config_embed = _embed.OpenAIEmbedder.from_config(config)
+
+    def _store_dim(self):
+        """The store's dimension (Store.dim), read through the pointer the
+        router borrowed: the Store itself may be closed. 0 without a store."""
+        if self._store_h is None:
+            return 0
+        self._borrow()  # the store's handle lives as long as the router's
+        try:
+            return api.lr_store_dim(self._store_h)
+        finally:
+            self._give_back()
 
     @property
     def embed(self):
@@ -1769,18 +1786,18 @@ class Router(_Handle):
             if len(embeddings) != len(queries):
                 raise EmbedError("%s: %d vectors for %d queries"
                                  % (name, len(embeddings), len(queries)), code=_lib.LR_EINVAL)
-            dim = self.store.dim if self.store is not None else 0
+            dim = self._store_dim()
             flat, dim = _embed.checked(lambda texts: embeddings, queries, dim, name)
             return flat, dim, list(range(len(queries)))
         embed = self.embed
         if embed is None:
-            if self._dense and self.store.dim:
+            if self._dense and self._store_dim():
                 raise InvalidInput("the history store uses the embedder '%s', so smart "
                                    "routing needs each query's vector: give embed= (to the "
                                    "Router or the Store), or embeddings"
-                                   % self.store.embedder, code=_lib.LR_EINVAL)
+                                   % self._store_embedder, code=_lib.LR_EINVAL)
             return None
-        dim = self.store.dim
+        dim = self._store_dim()
         if dim == 0:
             return None
         rows, texts = [], []

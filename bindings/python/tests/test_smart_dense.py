@@ -139,6 +139,30 @@ class DenseRoutingTest(SmartTestCase):
             llmroute.Router(sr.config, store=llmroute.Store(), embed=topic_embed())
         router.close()
 
+    def test_a_router_routes_after_its_store_is_closed(self):
+        # The Router keeps the C store it borrowed, so Store.close() closes
+        # the Store to its owner only; routing read the store's dimension
+        # and embedder through the closed Store and raised "the store is
+        # closed".
+        sr, _ = self.smart()
+        store = llmroute.Store(embedder="all-MiniLM-L6-v2", embed=topic_embed())
+        store.import_records(topic_records())
+        router = llmroute.Router(sr.config, strategy="smart", store=store,
+                                 performance_requirement=0.7, n_similar=PER_TOPIC)
+        store.close()
+        self.assertEqual([router.route(query=q).name for q in QUERIES], EXPECTED)
+        self.assertEqual(self.names(router.route_batch(QUERIES).indices), EXPECTED)
+        self.assertEqual(self.names(router.route_batch(QUERIES, mode="quality",
+                                                       alpha=0.55).indices), EXPECTED)
+        vecs = [TOPIC[int(q.split()[-1])] for q in QUERIES]
+        self.assertEqual(self.names(router.route_batch(["x"] * 4, embeddings=vecs).indices),
+                         EXPECTED)
+        store.embed = None
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            router.route(query=QUERIES[0])
+        self.assertIn("uses the embedder 'all-MiniLM-L6-v2'", str(cm.exception))
+        router.close()
+
     def test_a_store_file_opens_again_with_its_embedder(self):
         d = self.enterContext_tmp()
         path = os.path.join(d, "h.db")
