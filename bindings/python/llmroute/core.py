@@ -1488,6 +1488,10 @@ class Router(_Handle):
         self.config = config
         self.store = store
         self._names = config.names
+        # The models as loaded, for capacities by name: the Config may be
+        # closed while the Router routes on.
+        self._models = config.models
+        self._model_index = config._index
         self._scratch = _Scratch()
         self._cands = {}
         self._embed = embed
@@ -1948,13 +1952,21 @@ class Router(_Handle):
         if isinstance(capacities, Mapping):
             # Models the mapping does not name keep their configured capacity.
             for i in range(n):
-                caps[i] = self.config.models[i].capacity
+                caps[i] = self._models[i].capacity
             for name, cap in capacities.items():
                 if not isinstance(name, (str, bytes)):
                     raise InvalidType("%s: capacities: expected model names as keys, got %s"
                                       % (where, _got(name)), code=_lib.LR_EINVAL)
-                caps[self.config.index(name)] = _whole(cap, "%s: capacities[%r]"
-                                                       % (where, name), 0, _CAPACITY_MAX)
+                try:
+                    i = self._model_index.get(name if isinstance(name, str)
+                                              else name.decode("utf-8"))
+                except UnicodeDecodeError:
+                    i = None
+                if i is None:
+                    raise UnknownModel("%s: capacities: unknown model '%s'"
+                                       % (where, _s(name) if isinstance(name, bytes) else name),
+                                       code=_lib.LR_ENOMODEL)
+                caps[i] = _whole(cap, "%s: capacities[%r]" % (where, name), 0, _CAPACITY_MAX)
         else:
             capacities = list(capacities)
             if len(capacities) != n:

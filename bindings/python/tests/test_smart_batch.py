@@ -154,9 +154,31 @@ class BatchTest(SmartTestCase):
 
     def test_unknown_model_in_capacities(self):
         r, texts, tokens = build(28)
-        with self.assertRaises(ValueError) as cm:
+        with self.assertRaises(llmroute.UnknownModel) as cm:
             r.route_batch(CONFIGS, texts, tokens, alpha=0.5, capacities={"gpt-9": 3})
-        self.assertIn("gpt-9", str(cm.exception))
+        self.assertIn("SmartRouting.route_batch: capacities: unknown model 'gpt-9'",
+                      str(cm.exception))
+
+    def test_capacities_by_name_resolve_after_the_config_is_closed(self):
+        # The names were looked up through the Config, which raised "the
+        # configuration is closed" although the Router routes on over it.
+        r, texts, tokens = build(32)
+        config = llmroute.Config(llmroute.config_from_llm_configs(CONFIGS))
+        router = llmroute.Router(config, strategy="smart", store=r.store._store, n_similar=K)
+        config.close()
+        res = router.route_batch(texts, input_tokens=tokens, mode="quality", alpha=0.0,
+                                 capacities={"m0": 1, b"m1": 2})
+        self.assertTrue(res.feasible, res.message)
+        load = collections.Counter(d.name for d in res.decisions)
+        self.assertEqual((load["m0"], load["m1"]), (1, 2))  # the cheapest first, as full
+        self.assertEqual(load["m2"], len(texts) - 3)
+        for name in ("gpt-9", b"gpt-9"):
+            with self.assertRaises(llmroute.UnknownModel) as cm:
+                router.route_batch(texts, input_tokens=tokens, mode="quality", alpha=0.0,
+                                   capacities={name: 3})
+            self.assertIn("Router.route_batch: capacities: unknown model 'gpt-9'",
+                          str(cm.exception))
+        router.close()
 
     def test_capacity_beyond_a_c_int_is_refused_not_wrapped(self):
         r, texts, tokens = build(29)
