@@ -229,9 +229,12 @@ _CAPACITY_MAX = 10 ** 9
 
 def _tokens(x, what):
     """An input-token count for a C long; None (estimate from the text) is
-    -1. The library refuses one over its cap of 1e9, saying so; one too
-    large for a C long is refused here in the same words (the C long is
-    no bound a caller can use), and a negative one with the real range."""
+    -1. One over the library's cap of 1e9 is refused here, in the
+    library's words but naming the caller's argument (`what`): the
+    library's message names its own field and a batch's query by its
+    place ("query 1: input_tokens: ..."), not input_tokens[1] or an AIOS
+    method's input_token_lengths[1]. A negative one is refused with the
+    real range."""
     if x is None:
         return -1
     v = x
@@ -242,7 +245,7 @@ def _tokens(x, what):
             v = operator.index(v)  # a numpy integer, say
         except TypeError:
             pass
-    if isinstance(v, int) and not isinstance(v, bool) and v > _LONG_MAX:
+    if isinstance(v, int) and not isinstance(v, bool) and v > _TOKENS_MAX:
         raise InvalidInput("%s: %d is over the cap of %d" % (what, v, _TOKENS_MAX),
                            code=_lib.LR_EINVAL)
     v = _whole(x, what, -_LONG_MAX - 1, _LONG_MAX)

@@ -498,12 +498,32 @@ class StrictArgumentsTest(unittest.TestCase):
         self.refused(llmroute.InvalidInput, "Router.route: input_tokens: expected a whole "
                      "number from 0 to 1000000000, got -1", self.router.route, ["a"], "q",
                      input_tokens=-1)
-        self.refused(llmroute.InvalidInput, "input_tokens: 2000000000 is over the cap of "
-                     "1000000000", self.router.route, ["a"], "q", input_tokens=2 * 10 ** 9)
+        self.refused(llmroute.InvalidInput, "Router.route: input_tokens: 2000000000 is over "
+                     "the cap of 1000000000", self.router.route, ["a"], "q",
+                     input_tokens=2 * 10 ** 9)
         smart = llmroute.SmartRouting(MODELS)
         self.refused(llmroute.InvalidInput, "SmartRouting.get_model_idxs: input_token_lengths"
                      "[0]: %d is over the cap of 1000000000" % 10 ** 30, smart.get_model_idxs,
                      ["a"], ["q"], [10 ** 30])
+
+    def test_a_count_over_the_cap_names_the_callers_argument(self):
+        # Within a C long but over the cap, the library's message named its
+        # own field and the query by its place: "query 1: input_tokens:
+        # ...", where the caller gave input_tokens[1] or input_token_lengths[1].
+        over = 10 ** 9 + 1
+        for fn in (self.router.route_batch, self.router.route_indices):
+            self.refused(llmroute.InvalidInput, "Router.%s: input_tokens[1]: 1000000001 is over "
+                         "the cap of 1000000000" % fn.__name__, fn, ["q", "r"], models=["a"],
+                         input_tokens=[3, over])
+        smart = llmroute.SmartRouting(MODELS)
+        smart.store.add_data([{"query": "q", "input_token_length": 3, "outputs": [
+            {"model_name": "a", "correctness": 1, "output_token_length": 3}]}])
+        for fn in (smart.get_model_idxs, smart.route_batch, smart.get_model_idxs_global):
+            self.refused(llmroute.InvalidInput, "SmartRouting.%s: input_token_lengths[1]: "
+                         "1000000001 is over the cap of 1000000000" % fn.__name__, fn,
+                         ["a", "b"], ["q", "r"], [3, over])
+        self.assertEqual(smart.get_model_idxs(["a", "b"], ["q", "r"], [3, 10 ** 9]), [0, 0])
+        smart.store.close()
 
 
 if __name__ == "__main__":

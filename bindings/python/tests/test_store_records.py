@@ -52,11 +52,11 @@ class AddRulesTest(unittest.TestCase):
     def test_token_counts_over_the_cap_are_refused(self):
         self.refused("outputs[0].output_token_length: 1000000001 is over the cap of 1000000000",
                      self.store.add, "q", [("m", 1, 1000000001)])
-        self.refused("input_token_length: 1000000001 is over the cap of 1000000000",
+        self.refused("Store.add: input_tokens: 1000000001 is over the cap of 1000000000",
                      self.store.add, "q", [("m", 1, 3)], input_tokens=1000000001)
         self.refused("outputs[0].output_token_length: 1000000001 is over the cap",
                      self.store.add_outcome, "q", "m", 1, 1000000001)
-        self.refused("input_token_length: 1000000001 is over the cap",
+        self.refused("Store.add_outcome: input_tokens: 1000000001 is over the cap",
                      self.store.add_outcome, "q", "m", 1, 3, input_tokens=1000000001)
         self.refused("output_token_length: 2000000000 is over the cap",
                      self.store.add_outcome, "q", "m", 1, 2e9, idempotency_key="k")
