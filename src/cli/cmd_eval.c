@@ -111,7 +111,7 @@ enum timing {
 };
 
 struct row {
-    char strategy[96];
+    char *strategy;        /* owned: "single:" and a model's name of any length */
     const char *predictor; /* NULL for non-smart rows */
     double alpha, budget;
     int frontier; /* on its predictor's success-vs-real-cost frontier (mark_frontier()) */
@@ -185,9 +185,12 @@ static struct row *new_row(struct eval *e, const char *name, const char *predict
     r = &e->rows[e->n_rows];
     memset(r, 0, sizeof *r);
     r->share = calloc(e->n_cands, sizeof *r->share);
-    if (!r->share)
+    r->strategy = strdup(name);
+    if (!r->share || !r->strategy) {
+        free(r->share);
+        free(r->strategy);
         return NULL;
-    snprintf(r->strategy, sizeof r->strategy, "%s", name);
+    }
     r->predictor = predictor;
     r->alpha = alpha;
     r->budget = budget;
@@ -222,14 +225,20 @@ static void score(struct eval *e, struct row *r, const int *slot)
  * it (random-draw) is added only when seed is not 0. */
 static int run_baselines(struct eval *e, int *slot, unsigned long seed)
 {
-    char name[96];
+    char name[48];
     struct row *r;
     uint64_t x = seed;
 
     for (size_t j = 0; j < e->n_cands; j++) {
-        snprintf(name, sizeof name, "single:%s",
-                 lr_config_model(e->cfg, (size_t)e->cands[j])->name);
-        if (!(r = new_row(e, name, NULL, NAN, NAN)))
+        const char *model = lr_config_model(e->cfg, (size_t)e->cands[j])->name;
+        size_t len = strlen(model) + sizeof "single:";
+        char *single = malloc(len);
+        if (!single)
+            return -1;
+        snprintf(single, len, "single:%s", model);
+        r = new_row(e, single, NULL, NAN, NAN);
+        free(single);
+        if (!r)
             return -1;
         for (size_t i = 0; i < e->n; i++)
             slot[i] = (int)j;
@@ -879,6 +888,27 @@ static void print_csv(const struct eval *e)
     }
 }
 
+/* Row r's name as the table shows it (its predictor, and its marks), whole,
+ * left-aligned in a column of `width` characters. */
+static void put_row_name(const struct row *r, size_t width)
+{
+    const char *part[] = {strcmp(r->strategy, "random") == 0 ? "random (expectation)"
+                                                              : r->strategy,
+                          r->predictor ? " (" : "",
+                          r->predictor ? r->predictor : "",
+                          r->predictor ? ")" : "",
+                          r->sweep ? " [sweep]" : "",
+                          r->frontier ? " *" : "",
+                          r->feasible == 0 ? " !" : ""};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof part / sizeof *part; i++) {
+        fputs(part[i], stdout);
+        n += utf8_chars(part[i]);
+    }
+    for (; n < width; n++)
+        putchar(' ');
+}
+
 static void print_table(const struct eval *e)
 {
     int any_budget = 0, any_batch = 0, any_sweep = 0, any_frontier = 0, any_draw = 0;
@@ -892,15 +922,9 @@ static void print_table(const struct eval *e)
            "largest shares");
     for (size_t k = 0; k < e->n_rows; k++) {
         const struct row *r = &e->rows[k];
-        char name[128], a[32], b[32], pc[32], pq[16], p50[16], p99[16], shares[160] = "";
+        char a[32], b[32], pc[32], pq[16], p50[16], p99[16];
         const char *within = within_budget(r) < 0 ? "-" : within_budget(r) ? "yes" : "NO";
-        size_t off = 0;
         int used[3] = {-1, -1, -1};
-        snprintf(name, sizeof name, "%s%s%s%s%s%s%s",
-                 strcmp(r->strategy, "random") == 0 ? "random (expectation)" : r->strategy,
-                 r->predictor ? " (" : "", r->predictor ? r->predictor : "",
-                 r->predictor ? ")" : "", r->sweep ? " [sweep]" : "", r->frontier ? " *" : "",
-                 r->feasible == 0 ? " !" : "");
         any_infeasible |= r->feasible == 0;
         any_budget |= !isnan(r->budget);
         any_batch |= r->timing == TIMING_BATCH;
@@ -920,6 +944,10 @@ static void print_table(const struct eval *e)
         snprintf(pq, sizeof pq, isnan(r->predicted_quality) ? "-" : "%.3f", r->predicted_quality);
         snprintf(p50, sizeof p50, isnan(r->p50) ? "-" : "%.1f", r->p50);
         snprintf(p99, sizeof p99, isnan(r->p99) ? "-" : "%.1f", r->p99);
+        put_row_name(r, 44);
+        printf(" %6s %11s %8.4f %11.6f %11s %6s %8s %9s %9s  ", a, b, r->success, r->cost, pc,
+               within, pq, p50, p99);
+        /* The largest shares, last: the models' names whole, however long. */
         for (int t = 0; t < 3; t++) {
             double best = 0;
             for (size_t j = 0; j < e->n_cands; j++)
@@ -931,18 +959,11 @@ static void print_table(const struct eval *e)
                 break;
             /* A model chosen for a few queries of many is not "0%", nor
              * one chosen for all but a few "100%". */
-            char pct[16];
             double p = 100.0 * best / (double)e->n;
-            snprintf(pct, sizeof pct, p < 0.5 ? "<1%%" : p >= 99.5 && p < 100 ? ">99%%" : "%.0f%%",
-                     p);
-            off += (size_t)snprintf(shares + off, sizeof shares - off, "%s%s %s",
-                                    t ? ", " : "", cand_name(e, (size_t)used[t]), pct);
-            if (off >= sizeof shares)
-                break;
+            printf("%s%s ", t ? ", " : "", cand_name(e, (size_t)used[t]));
+            printf(p < 0.5 ? "<1%%" : p >= 99.5 && p < 100 ? ">99%%" : "%.0f%%", p);
         }
-        put_padded(name, 44);
-        printf(" %6s %11s %8.4f %11.6f %11s %6s %8s %9s %9s  %s\n", a, b, r->success, r->cost,
-               pc, within, pq, p50, p99, shares);
+        putchar('\n');
     }
     printf("\ncost($) is real: each record's input tokens (its input_token_length, else\n"
            "estimated from the query) and the chosen model's real output tokens at the\n"
@@ -2149,8 +2170,10 @@ int cmd_eval(int argc, char **argv)
 out:
     cli_flush_stdout();
     free(sweep_alphas);
-    for (size_t k = 0; k < e.n_rows; k++)
+    for (size_t k = 0; k < e.n_rows; k++) {
         free(e.rows[k].share);
+        free(e.rows[k].strategy);
+    }
     free(e.rows);
     free(e.cands);
     free(e.cand_of_config);

@@ -1096,4 +1096,52 @@ expect "eval table of a rare choice" 0 "" -- "$BIN" eval --config "$TMP/few_cfg.
 grep -E '^oracle .*cheap >99%, dear <1%$' "$TMP/out" >/dev/null && ok ||
     bad "eval table: a rare choice's share: $(grep '^oracle' "$TMP/out")"
 
+# A model's name of any length the config allows comes out whole in every
+# format (the row names were cut at 95 bytes, the table's shares at 159).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+long = "acme-research/" + "instruction-tuned-long-context-model-" * 5 + "v2"
+recs = json.load(open(out + "/data.json"))
+for r in recs:
+    for o in r["outputs"]:
+        if o["model_name"] == "mid":
+            o["model_name"] = long
+json.dump(recs, open(out + "/long.json", "w"))
+cfg = json.load(open(out + "/cfg.json"))
+cfg["models"] = [dict(m, name=long) if m["name"] == "mid" else m
+                 for m in cfg["models"] if m["name"] != "unused"]
+json.dump(cfg, open(out + "/long_cfg.json", "w"))
+open(out + "/long_name", "w").write(long)
+PY
+LONG=$(cat "$TMP/long_name")
+"$BIN" import --store "$TMP/long.db" --split train "$TMP/long.json" >/dev/null 2>&1
+for fmt in json csv table; do
+    "$BIN" eval --config "$TMP/long_cfg.json" --store "$TMP/long.db" --data "$TMP/long.json" \
+        --split test --predictors default --sweep-alpha 0.5:0.9:0.2 --format $fmt \
+        --plot "$TMP/long.svg" >"$TMP/long_out.$fmt" 2>"$TMP/err" && ok ||
+        bad "eval --format $fmt with a long model name: $(cat "$TMP/err")"
+done
+python3 - "$TMP" "$LONG" <<'PY' && ok || bad "eval: a long model name whole in json, csv and the plot"
+import csv, json, sys
+import xml.etree.ElementTree as ET
+out, long = sys.argv[1], sys.argv[2]
+res = json.load(open(out + "/long_out.json"))
+names = [r["strategy"] for r in res["results"]]
+assert "single:" + long in names, names
+assert any(v["model"] == long for v in res["versus_single"]), res["versus_single"]
+assert all(long in r["model_share"] for r in res["results"])
+rows = list(csv.DictReader(open(out + "/long_out.csv", newline="")))
+assert "single:" + long in [r["strategy"] for r in rows], [r["strategy"] for r in rows]
+assert "share:" + long in rows[0], list(rows[0])
+svg = ET.parse(out + "/long.svg").getroot()
+texts = ["".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+assert long in texts, texts
+titles = ["".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}title")]
+assert any(t.startswith("single:" + long + ":") for t in titles), titles
+PY
+grep -qF "single:$LONG " "$TMP/long_out.table" && grep -qF "$LONG 100%" "$TMP/long_out.table" &&
+    grep -qE "^oracle .*$LONG [0-9]+%" "$TMP/long_out.table" && grep -q "^$LONG " "$TMP/long_out.table" &&
+    ok || bad "eval table: a long model name whole: $(cat "$TMP/long_out.table")"
+
 summary
