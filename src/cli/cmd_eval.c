@@ -1449,14 +1449,16 @@ static int write_plot(const struct eval *e, const char *path)
     struct plot p = {.W = 980, .H = 640, .L = 80, .R = 240, .T = 50, .B = 60};
     double cmin = INFINITY, cmax = 0, smin = 1, smax = 0;
     const struct row **front = NULL;
-    int any_zero = 0, rc = CLI_RUNTIME;
+    int any_zero = 0, rc = CLI_RUNTIME, werr = 0, regular;
     size_t nf = 0;
+    struct stat sb;
 
     p.f = fopen(path, "w");
     if (!p.f) {
         cli_error("eval", "--plot %s: cannot write the file: %s", path, strerror(errno));
         return CLI_RUNTIME;
     }
+    errno = 0; /* a failed write sets it: the reason the message gives */
     front = calloc(e->n_rows + 1, sizeof *front);
     if (!front)
         goto out;
@@ -1587,11 +1589,23 @@ out:
     free(front);
     free(p.obst);
     free(p.seg);
-    if (fclose(p.f) != 0 && rc == CLI_OK) {
-        cli_error("eval", "--plot %s: write error", path);
+    /* A write that failed (a full disk, a file size limit) set the stream's
+     * error and errno; the flush writes what is left, and fails alike. */
+    if (fflush(p.f) != 0 || ferror(p.f))
+        werr = errno ? errno : -1;
+    regular = fstat(fileno(p.f), &sb) == 0 && S_ISREG(sb.st_mode);
+    if (fclose(p.f) != 0 && !werr)
+        werr = errno ? errno : -1;
+    if (rc != CLI_OK || werr) {
+        /* Half an SVG is no plot: a file is removed (a device, /dev/full
+         * say, is left as it is). */
+        int removed = regular && unlink(path) == 0;
+        const char *why = rc != CLI_OK ? "out of memory"
+                          : werr > 0   ? strerror(werr)
+                                       : "write error";
+        cli_error("eval", "--plot %s: %s%s%s", path, rc != CLI_OK ? "" : "cannot write the file: ",
+                  why, removed ? " (the incomplete file is removed)" : "");
         rc = CLI_RUNTIME;
-    } else if (rc != CLI_OK) {
-        cli_error("eval", "--plot %s: out of memory", path);
     }
     return rc;
 }

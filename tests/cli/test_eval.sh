@@ -471,6 +471,25 @@ expect "eval --plot into a folder that does not exist" 2 "--plot $TMP/nodir/p.sv
 [ ! -s "$TMP/out" ] && ok || bad "eval with an unwritable plot printed results: $(cat "$TMP/out")"
 expect "eval --plot that is a folder" 2 "--plot $TMP: is a directory" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --plot "$TMP"
+# A plot that fails while it is written (a full disk, a file size limit) says
+# why, exits 1 and leaves no half-written SVG behind (it said "write error"
+# and kept the first part of the file).
+if [ -c /dev/full ]; then
+    expect "eval --plot on a full device" 1 \
+        "--plot /dev/full: cannot write the file: $(python3 -c 'import os; print(os.strerror(28))')" -- \
+        "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --split test --plot /dev/full
+    [ -c /dev/full ] && ok || bad "eval --plot removed /dev/full"
+fi
+(
+    trap '' XFSZ
+    ulimit -f 2
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --split test \
+        --plot "$TMP/cut.svg" >/dev/null 2>"$TMP/err"
+)
+rc=$?
+[ $rc -eq 1 ] && [ ! -e "$TMP/cut.svg" ] &&
+    grep -qF -- "--plot $TMP/cut.svg: cannot write the file: $(python3 -c 'import errno, os; print(os.strerror(errno.EFBIG))') (the incomplete file is removed)" "$TMP/err" &&
+    ok || bad "eval --plot over a file size limit: exit $rc, $(ls "$TMP/cut.svg" 2>&1): $(cat "$TMP/err")"
 # A plot named as one of eval's own inputs (a slip of the shell's completion)
 # was written over it: the history store became an SVG, exit 0.
 cp "$TMP/h.db" "$TMP/plotted.db"
