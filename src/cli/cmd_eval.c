@@ -2019,7 +2019,10 @@ int cmd_eval(int argc, char **argv)
         if (rep.bad)
             cli_error("eval", "%s: skipped %zu bad (first: %s)", data, rep.bad, rep.first_bad);
         if (lr_dataset_count(ds) == 0) {
-            if (rep.read == rep.bad)
+            if (split && rep.bad)
+                cli_error("eval", "%s: no good records in split %s (%zu bad, %zu in other splits)",
+                          data, split, rep.bad, rep.skipped_split);
+            else if (rep.read == rep.bad)
                 cli_error("eval", "%s: the file holds no %srecords", data, rep.bad ? "good " : "");
             else
                 cli_error("eval", "%s: no records in split %s (%zu in other splits)", data,

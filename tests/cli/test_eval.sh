@@ -396,6 +396,20 @@ expect "eval with a truncated data file" 2 "trunc.json:1:" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/trunc.json"
 expect "eval with an unknown split" 2 "no records in split dev (261 in other splits)" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split dev
+# A split whose every record is bad is said to be so (it read "no records in
+# split test", as if the split were not in the file).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = json.load(open(out + "/data.json"))
+for r in recs:
+    if r["split"] == "test":
+        r["outputs"][0]["correctness"] = "yes"
+json.dump(recs, open(out + "/badtest.json", "w"))
+PY
+expect "eval of a split whose records are all bad" 2 \
+    "badtest.json: no good records in split test (87 bad, 174 in other splits)" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/badtest.json" --split test
 echo '[]' >"$TMP/none.json"
 expect "eval of an empty array with a split" 2 "none.json: the file holds no records" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/none.json" --split test
