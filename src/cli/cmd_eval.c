@@ -1786,11 +1786,15 @@ static int check_held_out(struct eval *e, const struct lr_store *store, const ch
     return CLI_OK;
 }
 
+/* The most candidates the note on records lacking an outcome names. */
+#define MAX_MISSING_SHOWN 8
+
 /* Find the candidates and the scored records; fill the real outcome tables. */
 static int prepare(struct eval *e)
 {
     size_t n_models = lr_config_model_count(e->cfg), n_recs = lr_dataset_count(e->ds);
-    size_t incomplete = 0, n_unknown = 0;
+    size_t incomplete = 0, n_unknown = 0, *missing;
+    unsigned char *seen;
     const char *unknown[MAX_UNCONFIGURED_SHOWN];
     int more_unknown = 0;
     char *in_data = calloc(n_models, 1);
@@ -1847,13 +1851,19 @@ static int prepare(struct eval *e)
     e->in_tokens = calloc(n_recs, sizeof *e->in_tokens);
     e->correct = calloc(n_recs * e->n_cands, sizeof *e->correct);
     e->real_cost = calloc(n_recs * e->n_cands, sizeof *e->real_cost);
-    if (!e->recs || !e->in_tokens || !e->correct || !e->real_cost)
+    missing = calloc(e->n_cands, sizeof *missing);
+    seen = malloc(e->n_cands);
+    if (!e->recs || !e->in_tokens || !e->correct || !e->real_cost || !missing || !seen) {
+        free(missing);
+        free(seen);
         return CLI_RUNTIME;
+    }
     for (size_t i = 0; i < n_recs; i++) {
         const struct lr_record *r = lr_dataset_record(e->ds, i);
         size_t found = 0, row = e->n;
         long in = r->input_tokens >= 0 ? r->input_tokens
                                        : lr_estimate_tokens(r->query, strlen(r->query));
+        memset(seen, 0, e->n_cands);
         for (size_t k = 0; k < r->n_outcomes; k++) {
             int m = lr_config_model_index(e->cfg, r->outcomes[k].model);
             const struct lr_model_info *mi;
@@ -1865,9 +1875,12 @@ static int prepare(struct eval *e)
             e->real_cost[row * e->n_cands + (size_t)j] =
                 (double)in * mi->cost_per_input_token +
                 r->outcomes[k].output_tokens * mi->cost_per_output_token;
+            seen[j] = 1;
             found++;
         }
         if (found < e->n_cands) {
+            for (size_t j = 0; j < e->n_cands; j++)
+                missing[j] += !seen[j];
             incomplete++;
             continue;
         }
@@ -1875,10 +1888,30 @@ static int prepare(struct eval *e)
         e->in_tokens[e->n] = in;
         e->n++;
     }
-    if (incomplete)
+    if (incomplete) {
+        /* Which candidates they lack: a model with few outcomes in the
+         * data can leave most records unscored. */
+        size_t shown = 0, more = 0;
         fprintf(stderr, "llmroute eval: %zu records lack an outcome for some candidate and are "
-                        "not scored\n",
+                        "not scored:",
                 incomplete);
+        for (size_t j = 0; j < e->n_cands; j++) {
+            if (!missing[j])
+                continue;
+            if (shown == MAX_MISSING_SHOWN) {
+                more++;
+                continue;
+            }
+            fprintf(stderr, "%s '%s' has none in %zu record%s", shown ? "," : "",
+                    cand_name(e, j), missing[j], missing[j] == 1 ? "" : "s");
+            shown++;
+        }
+        if (more)
+            fprintf(stderr, ", and %zu more candidate%s", more, more == 1 ? "" : "s");
+        fputc('\n', stderr);
+    }
+    free(missing);
+    free(seen);
     if (e->n == 0) {
         cli_error("eval", "no record has outcomes for every candidate model");
         return CLI_USAGE;

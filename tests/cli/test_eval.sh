@@ -436,6 +436,21 @@ for r in recs:
     r["outputs"].append({"model_name": "extra", "correctness": 1, "output_token_length": 3})
 json.dump(recs, open(out + "/extra.json", "w"))
 PY
+# Records that lack a candidate's outcome are not scored; the note says which
+# candidate each lacks (it gave only their number).
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "test"]
+for i, r in enumerate(recs[:5]):
+    drop = "mid" if i < 3 else "cheap"
+    r["outputs"] = [o for o in r["outputs"] if o["model_name"] != drop]
+json.dump(recs, open(out + "/lacking.json", "w"))
+PY
+expect "eval names the candidates records lack" 0 \
+    "5 records lack an outcome for some candidate and are not scored: 'mid' has none in 3 records, 'cheap' has none in 2 records" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/lacking.json"
+grep -qF "82 queries, 3 candidate models" "$TMP/out" && ok || bad "eval of records lacking outcomes: $(head -1 "$TMP/out")"
 expect "eval names a data model missing from the config" 0 \
     "warning: model 'extra' has outcomes in the data but is not in the config: they are not scored" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/extra.json"
