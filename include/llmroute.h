@@ -326,6 +326,13 @@ LR_EXTERN int lr_store_discard(struct lr_store *store, int *removed, struct lr_e
 
 LR_EXTERN size_t lr_store_count(const struct lr_store *store);
 
+/* How many outcomes of the model named `model` (matched exactly, as smart
+ * routing matches config names) the store's in-memory copy holds: 0 for a
+ * model it has never seen, whose quality smart routing cannot predict
+ * (the default predictor ranks it after every model it knows; aios gives
+ * it quality 0). 0 for a NULL store or name. */
+LR_EXTERN size_t lr_store_model_outcomes(const struct lr_store *store, const char *model);
+
 /* Which of the n query texts (each NUL-terminated) the store's file holds
  * as some record's query, byte for byte: for a caller about to score
  * routing on data that must be held out of the history (llmroute eval).

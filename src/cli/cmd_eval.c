@@ -1786,8 +1786,44 @@ static int check_held_out(struct eval *e, const struct lr_store *store, const ch
     return CLI_OK;
 }
 
-/* The most candidates the note on records lacking an outcome names. */
+/* The most candidates the note on records lacking an outcome, and the
+ * warning on candidates the history store lacks, name. */
 #define MAX_MISSING_SHOWN 8
+
+/* Warn of each candidate the history store holds no outcome of: smart
+ * routing cannot predict its quality, whatever the data holds, and each
+ * predictor's rows stand on its fallback for it. An empty store is left to
+ * the router, which refuses it. */
+static void check_store_models(const struct eval *e, const struct lr_store *store,
+                               const char *path, char *const *preds, size_t n_preds)
+{
+    char fallback[256] = "";
+    size_t off = 0, shown = 0, more = 0;
+
+    if (lr_store_count(store) == 0)
+        return;
+    for (size_t p = 0; p < n_preds && off < sizeof fallback; p++)
+        off += (size_t)snprintf(fallback + off, sizeof fallback - off, "%s%s", off ? "; " : "",
+                                strcmp(preds[p], "aios") == 0
+                                    ? "aios predicts it quality 0 and no output tokens"
+                                    : "the default predictor ranks it after every candidate "
+                                      "the store knows");
+    for (size_t j = 0; j < e->n_cands; j++) {
+        if (lr_store_model_outcomes(store, cand_name(e, j)) > 0)
+            continue;
+        if (shown == MAX_MISSING_SHOWN) {
+            more++;
+            continue;
+        }
+        cli_error("eval", "warning: candidate '%s' has no outcomes in the history store '%s': "
+                          "smart routing cannot predict its quality (%s)",
+                  cand_name(e, j), path, fallback);
+        shown++;
+    }
+    if (more)
+        cli_error("eval", "warning: and %zu more candidate%s no outcomes in the store", more,
+                  more == 1 ? " has" : "s have");
+}
 
 /* Find the candidates and the scored records; fill the real outcome tables. */
 static int prepare(struct eval *e)
@@ -2117,6 +2153,7 @@ int cmd_eval(int argc, char **argv)
             preds = (char **)default_preds;
             n_preds = 2;
         }
+        check_store_models(&e, store, store_path, preds, n_preds);
         for (size_t p = 0; p < n_preds; p++) {
             struct lr_router_options ro;
             lr_router_options_init(&ro);

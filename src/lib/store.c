@@ -2666,6 +2666,19 @@ size_t lr_store_count(const struct lr_store *store)
     return n;
 }
 
+size_t lr_store_model_outcomes(const struct lr_store *store, const char *model)
+{
+    size_t n = 0;
+    int id;
+    if (!store || !model)
+        return 0;
+    lr__store_rdlock(store);
+    if (store->hist && (id = lr__hist_model_id(store->hist, model)) >= 0)
+        n = (size_t)store->hist->mstats[id].n;
+    lr__store_unlock(store);
+    return n;
+}
+
 /* ==== Refresh ==== */
 
 /* catch_up() for readers: when another connection has committed since the

@@ -426,6 +426,33 @@ grep -qF "87 queries, 3 candidate models; 87 of the queries are in the history s
 python3 -c "import json, sys; r = json.load(open(sys.argv[1])); assert r['queries'] == 261 and r['queries_in_store'] == 261, (r['queries'], r['queries_in_store'])" \
     "$TMP/all.json" && ok || bad "eval json queries_in_store: $(cat "$TMP/err")"
 grep -qF "warning: 261 of the 261 scored queries" "$TMP/err" && ok || bad "eval without --split warns: $(cat "$TMP/err")"
+# A candidate the history store has no outcome of is named: smart routing
+# cannot predict it, whatever the data holds, and each predictor's rows stand
+# on its fallback for it.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [r for r in json.load(open(out + "/data.json")) if r["split"] == "train"]
+for r in recs:
+    r["outputs"] = [o for o in r["outputs"] if o["model_name"] != "mid"]
+json.dump(recs, open(out + "/nomid.json", "w"))
+PY
+"$BIN" import --store "$TMP/nomid.db" "$TMP/nomid.json" >/dev/null 2>&1
+expect "eval names a candidate the store has no outcome of" 0 \
+    "warning: candidate 'mid' has no outcomes in the history store '$TMP/nomid.db'" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/nomid.db" --data "$TMP/data.json" --split test
+grep -qF "the default predictor ranks it after every candidate the store knows" "$TMP/err" &&
+    grep -qF "aios predicts it quality 0 and no output tokens" "$TMP/err" && ok ||
+    bad "eval: what each predictor does with a candidate the store lacks: $(cat "$TMP/err")"
+expect "eval with one predictor names only its fallback" 0 "" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/nomid.db" --data "$TMP/data.json" \
+    --split test --predictors default
+grep -qF "candidate 'mid' has no outcomes" "$TMP/err" && ! grep -qF "aios" "$TMP/err" && ok ||
+    bad "eval --predictors default: the warning on 'mid': $(cat "$TMP/err")"
+expect "eval with every candidate in the store" 0 "" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test
+! grep -qF "no outcomes in the history store" "$TMP/err" && ok ||
+    bad "eval warned of a candidate the store holds: $(cat "$TMP/err")"
 # A model of the data that the config does not name is said, not dropped
 # unseen.
 python3 - "$TMP" <<'PY'

@@ -118,6 +118,12 @@ static void imports_a_json_array(void **st)
     assert_true(o[1].output_tokens == 5.0f);
     assert_true(h->mstats[big].n == 3 && h->mstats[big].sum_correct == 2);
     lr__store_unlock(s);
+    assert_int_equal(lr_store_model_outcomes(s, "big"), 3);
+    assert_int_equal(lr_store_model_outcomes(s, "small"), 3);
+    assert_int_equal(lr_store_model_outcomes(s, "absent"), 0);
+    assert_int_equal(lr_store_model_outcomes(s, "Big"), 0);
+    assert_int_equal(lr_store_model_outcomes(s, NULL), 0);
+    assert_int_equal(lr_store_model_outcomes(NULL, "big"), 0);
     lr_store_free(s);
 }
 
