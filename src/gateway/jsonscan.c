@@ -74,11 +74,15 @@ static size_t skip_value(const char *b, size_t i, size_t len)
     }
 }
 
-int js_scan_object(const char *buf, size_t len, struct js_member *members, size_t cap, size_t *n)
+/* Walk the top level of the object in buf[0..len), handing each member to
+ * fn in order. Returns 0, or -1 when buf is not an object the scanner
+ * understands (fn may have seen the members before the fault). */
+static int scan_members(const char *buf, size_t len,
+                        void (*fn)(const char *buf, const struct js_member *m, void *arg),
+                        void *arg)
 {
-    size_t i = skip_ws(buf, 0, len), count = 0;
+    size_t i = skip_ws(buf, 0, len);
 
-    *n = 0;
     if (i >= len || buf[i] != '{')
         return -1;
     i = skip_ws(buf, i + 1, len);
@@ -104,9 +108,7 @@ int js_scan_object(const char *buf, size_t len, struct js_member *members, size_
         if (!i)
             return -1;
         m.value_end = i;
-        if (count < cap)
-            members[count] = m;
-        count++;
+        fn(buf, &m, arg);
         i = skip_ws(buf, i, len);
         if (i >= len)
             return -1;
@@ -117,12 +119,60 @@ int js_scan_object(const char *buf, size_t len, struct js_member *members, size_
         if (buf[i] != '}')
             return -1;
         i = skip_ws(buf, i + 1, len);
-        if (i != len)
-            return -1;
-        break;
+        return i == len ? 0 : -1;
     }
-    *n = count;
-    return count > cap ? -2 : 0;
+}
+
+struct into_array {
+    struct js_member *members;
+    size_t cap, count;
+};
+
+static void into_array(const char *buf, const struct js_member *m, void *arg)
+{
+    struct into_array *a = arg;
+    (void)buf;
+    if (a->count < a->cap)
+        a->members[a->count] = *m;
+    a->count++;
+}
+
+int js_scan_object(const char *buf, size_t len, struct js_member *members, size_t cap, size_t *n)
+{
+    struct into_array a = {members, cap, 0};
+
+    *n = 0;
+    if (scan_members(buf, len, into_array, &a) != 0)
+        return -1;
+    *n = a.count;
+    return a.count > cap ? -2 : 0;
+}
+
+struct finder {
+    const char *const *names;
+    struct js_member *found;
+};
+
+static void find_named(const char *buf, const struct js_member *m, void *arg)
+{
+    struct finder *f = arg;
+    for (size_t k = 0; f->names[k]; k++)
+        if (js_key_equals(buf, m, f->names[k]))
+            f->found[k] = *m;
+}
+
+int js_find_members(const char *buf, size_t len, const char *const *names, struct js_member *found)
+{
+    struct finder f = {names, found};
+    size_t k;
+
+    for (k = 0; names[k]; k++)
+        memset(&found[k], 0, sizeof found[k]);
+    if (scan_members(buf, len, find_named, &f) == 0)
+        return 0;
+    for (k = 0; names[k]; k++)
+        memset(&found[k], 0, sizeof found[k]);
+    return -1;
 }
 
 /* A byte of a number or a literal (true, false, null): a run of them is one

@@ -28,6 +28,14 @@ struct js_member {
  * members. */
 int js_scan_object(const char *buf, size_t len, struct js_member *members, size_t cap, size_t *n);
 
+/* Find the members named names[0..] (a NULL-terminated list) at the top
+ * level of the object in buf[0..len), however many members it has: found[k]
+ * is names[k]'s, the last one when the name comes more than once (as a
+ * parser reads it), or all zeros (key_end 0) when it is absent. Returns 0,
+ * or -1 when buf is not an object the scanner understands (found all
+ * zeros). */
+int js_find_members(const char *buf, size_t len, const char *const *names, struct js_member *found);
+
 /* How many values the JSON text in buf[0..len) holds: objects, arrays,
  * strings (member names too), numbers and literals, each one. A parse
  * costs memory in proportion to that count rather than to the text's

@@ -367,44 +367,41 @@ static void affinity_record(struct exchange *ex)
  * (usage_from_body()), so the event is not parsed for it. */
 static void note_id_in(struct exchange *ex, const char *obj, size_t n)
 {
-    struct js_member m[64];
-    size_t k = 0;
-    int rc = js_scan_object(obj, n, m, 64, &k);
-    if (rc != 0 && rc != -2)
+    static const char *const names[] = {"id", NULL};
+    struct js_member m[1];
+    if (js_find_members(obj, n, names, m) != 0 || !m[0].key_end)
         return;
-    for (size_t i = 0; i < k && i < 64; i++) {
-        const char *v = obj + m[i].value_start;
-        size_t vn = m[i].value_end - m[i].value_start;
-        if (js_key_equals(obj, &m[i], "id")) {
-            if (vn >= 2 && v[0] == '"')
-                note_resp_id(ex, v + 1, vn - 2);
-            return;
-        }
+    {
+        const char *v = obj + m[0].value_start;
+        size_t vn = m[0].value_end - m[0].value_start;
+        if (vn >= 2 && v[0] == '"')
+            note_resp_id(ex, v + 1, vn - 2);
     }
 }
 
 /* ==== Usage ==== */
 
 /* The `usage` member of a buffered JSON body, found by the scanner so the
- * body itself is never parsed whole; on /v1/responses its `id` too. */
+ * body itself is never parsed whole; on /v1/responses its `id` too. The
+ * body may have any number of members (a server's own extensions). */
 static void usage_from_body(struct exchange *ex)
 {
-    struct js_member m[64];
-    size_t n = 0;
-    if (ex->resp_len == 0 || js_scan_object(ex->resp, ex->resp_len, m, 64, &n) != 0)
+    static const char *const names[] = {"usage", "id", NULL};
+    struct js_member m[2];
+    const struct js_member *u = &m[0], *id = &m[1];
+    if (ex->resp_len == 0 || js_find_members(ex->resp, ex->resp_len, names, m) != 0)
         return;
-    for (size_t i = 0; i < n && i < 64; i++) {
-        const char *v = ex->resp + m[i].value_start;
-        size_t vn = m[i].value_end - m[i].value_start;
-        if (ex->ep == EP_RESPONSES && js_key_equals(ex->resp, &m[i], "id")) {
-            if (vn >= 2 && v[0] == '"')
-                note_resp_id(ex, v + 1, vn - 2);
-        } else if (js_key_equals(ex->resp, &m[i], "usage")) {
-            json_t *u = json_loadb(v, vn, 0, NULL);
-            if (json_is_object(u))
-                read_usage(ex, u);
-            json_decref(u);
-        }
+    if (ex->ep == EP_RESPONSES && id->key_end) {
+        const char *v = ex->resp + id->value_start;
+        size_t vn = id->value_end - id->value_start;
+        if (vn >= 2 && v[0] == '"')
+            note_resp_id(ex, v + 1, vn - 2);
+    }
+    if (u->key_end) {
+        json_t *j = json_loadb(ex->resp + u->value_start, u->value_end - u->value_start, 0, NULL);
+        if (json_is_object(j))
+            read_usage(ex, j);
+        json_decref(j);
     }
 }
 

@@ -54,6 +54,7 @@ class Keeper(Upstream):
         self.fail = False  # answer POSTs 500
         self.id_pad = ""  # appended to each id (a long id)
         self.error_event = False  # a stream POST: response.created, then an error event
+        self.wide = 0  # a POST's response: this many members of its own before id and usage
         self.n = 0
         self.lock = threading.Lock()
         self.start()
@@ -107,9 +108,11 @@ class Keeper(Upstream):
                     out = {"error": {"message": "failing", "type": "server_error",
                                      "param": None, "code": None}}
                 elif method == "POST" and target == "/v1/responses":
-                    out = {"id": rid, "object": "response",
-                           "status": "completed", "output": [],
-                           "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}}
+                    out = {"x_%d" % i: i for i in range(self.wide)}
+                    out.update({"id": rid, "object": "response",
+                                "status": "completed", "output": [],
+                                "usage": {"input_tokens": 1, "output_tokens": 1,
+                                          "total_tokens": 2}})
                 else:
                     out = {"upstream": self.name, "method": method, "target": target,
                            "body": body.decode(),
@@ -171,6 +174,28 @@ def main(bin_, fake_bin):
         assert line["strategy"] == "affinity" and line["model"] == first, line
     check("a non-stream answer's id sends its follow-ups to the model that served it",
           follow_up_lands_on_the_same_model)
+
+    def wide_answer():
+        # A response object with more top-level members than a fixed table holds, its id
+        # and usage after them: both are still read.
+        g = gateway()
+        ups["x"].wide = 100
+        try:
+            st, h, j, _ = post(g.port, {"model": "x", "input": "wide"})
+            assert st == 200 and len(j) > 100, (st, h)
+            rid = j["id"]
+        finally:
+            ups["x"].wide = 0
+        m = g.metrics()
+        for d in ("in", "out"):
+            k = 'llmroute_tokens_total{model="x",direction="%s"}' % d
+            assert m.get(k) == 1, (k, m.get(k))
+        st, h, j, _ = post(g.port, {"model": "seq", "models": ["y", "x"], "input": "again",
+                                    "previous_response_id": rid})
+        assert st == 200 and h["x-llmroute-model"] == "x", (st, h)
+        assert h["x-llmroute-strategy"] == "affinity", h
+    check("an answer with over 64 top-level members has its usage counted and its id kept",
+          wide_answer)
 
     def stream_origin():
         g = gateway(models=models_of(fakes))

@@ -49,6 +49,29 @@ static void scan_finds_members_by_byte_range(void **state)
     assert_false(js_key_equals(b, &m[0], "b"));
 }
 
+static void find_members_takes_any_number_of_members(void **state)
+{
+    static const char *const names[] = {"usage", "id", "absent", NULL};
+    struct js_member f[3];
+    size_t len = 0, cap = 64 + 200 * 16;
+    char *b = malloc(cap);
+    (void)state;
+    assert_non_null(b);
+    len += (size_t)snprintf(b + len, cap - len, "{\"id\": \"first\"");
+    for (int i = 0; i < 200; i++)
+        len += (size_t)snprintf(b + len, cap - len, ", \"m%d\": [%d]", i, i);
+    len += (size_t)snprintf(b + len, cap - len, ", \"usage\": {\"a\": 1}, \"i\\u0064\": 2}");
+    assert_int_equal(js_find_members(b, len, names, f), 0);
+    assert_memory_equal(b + f[0].value_start, "{\"a\": 1}", f[0].value_end - f[0].value_start);
+    /* The last of a name that comes twice, as a parser keeps it; escapes decoded. */
+    assert_memory_equal(b + f[1].value_start, "2", f[1].value_end - f[1].value_start);
+    assert_int_equal(f[2].key_end, 0);
+    /* Not an object the scanner reads: nothing found. */
+    assert_int_equal(js_find_members(b, len - 1, names, f), -1);
+    assert_int_equal(f[0].key_end, 0);
+    free(b);
+}
+
 static void rewrite_keeps_numbers_and_order_exactly(void **state)
 {
     (void)state;
@@ -208,6 +231,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(scan_finds_members_by_byte_range),
+        cmocka_unit_test(find_members_takes_any_number_of_members),
         cmocka_unit_test(rewrite_keeps_numbers_and_order_exactly),
         cmocka_unit_test(rewrite_removes_extension_members_anywhere),
         cmocka_unit_test(rewrite_decodes_escaped_keys),
