@@ -42,7 +42,10 @@ struct mock_xfer {
     int chat, responses, include_usage;
     char *content; /* a copy: the configuration may be reloaded meanwhile */
     size_t clen;
-    long chunks;
+    size_t n_chars; /* its UTF-8 characters */
+    long chunks;    /* content pieces: at most n_chars, so none is empty */
+    /* Where the last cut fell: pieces are made in order. */
+    size_t at_char, at_byte;
     char *prefix; /* `data: {"id":...,"model":M,"system_fingerprint":...,"choices":`; for
                    * /v1/responses the response object's members before its status */
     unsigned long long id;
@@ -69,7 +72,7 @@ static void schedule(struct mock_xfer *x, long ms)
     evtimer_add(x->timer, &tv);
 }
 
-static char *piece_make(const struct mock_xfer *x, size_t k);
+static char *piece_make(struct mock_xfer *x, size_t k);
 
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -178,14 +181,28 @@ static long count_words(const char *s)
     return n;
 }
 
-/* End of piece k of n over text of length len, moved forward past UTF-8
- * continuation bytes so a character is never split. */
-static size_t cut(const char *s, size_t len, long k, long n)
+static int utf8_continuation(char c)
 {
-    size_t e = (size_t)((double)len * (double)k / (double)n);
-    while (e < len && ((unsigned char)s[e] & 0xC0) == 0x80)
-        e++;
-    return e;
+    return ((unsigned char)c & 0xC0) == 0x80;
+}
+
+/* The byte offset where piece k of the content starts (k == x->chunks: its
+ * end). Pieces hold n_chars / chunks whole characters each, give or take
+ * one, so a character is never split and no piece is empty. The offset is
+ * found from the last cut's, since pieces are made in order. */
+static size_t cut(struct mock_xfer *x, long k)
+{
+    size_t c = (size_t)((unsigned long long)x->n_chars * (unsigned long long)k /
+                        (unsigned long long)x->chunks);
+    if (c < x->at_char)
+        x->at_char = x->at_byte = 0;
+    while (x->at_char < c) {
+        x->at_byte++;
+        while (x->at_byte < x->clen && utf8_continuation(x->content[x->at_byte]))
+            x->at_byte++;
+        x->at_char++;
+    }
+    return x->at_byte;
 }
 
 /* A Responses object (x->prefix, then its status, output and usage) with the
@@ -212,7 +229,7 @@ static char *response_object(const struct mock_xfer *x, int completed)
  * accumulate the deltas into), one output_text delta a content piece,
  * response.completed (with the usage). Each event is numbered by its
  * sequence_number. */
-static char *response_piece(const struct mock_xfer *x, size_t k)
+static char *response_piece(struct mock_xfer *x, size_t k)
 {
     size_t n_content = x->clen > 0 ? (size_t)x->chunks : 0;
     char *obj, *p;
@@ -229,8 +246,8 @@ static char *response_piece(const struct mock_xfer *x, size_t k)
                    "\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}}\n\n",
                    x->id);
     if (k >= 3 && k < 3 + n_content) {
-        size_t s = cut(x->content, x->clen, (long)k - 3, x->chunks);
-        size_t e = cut(x->content, x->clen, (long)k - 2, x->chunks);
+        size_t s = cut(x, (long)k - 3);
+        size_t e = cut(x, (long)k - 2);
         char *text = json_str(x->content + s, e - s);
         if (!text)
             return NULL;
@@ -257,7 +274,7 @@ static char *response_piece(const struct mock_xfer *x, size_t k)
 /* Piece k of a chat or completions stream: the role (chat only), the content pieces, the
  * finish, the usage (when asked for), [DONE]. A new allocation, or NULL when
  * out of memory. */
-static char *piece_make(const struct mock_xfer *x, size_t k)
+static char *piece_make(struct mock_xfer *x, size_t k)
 {
     size_t n_content = x->clen > 0 ? (size_t)x->chunks : 0;
     if (x->responses)
@@ -270,8 +287,8 @@ static char *piece_make(const struct mock_xfer *x, size_t k)
         k--;
     }
     if (k < n_content) {
-        size_t s = cut(x->content, x->clen, (long)k, x->chunks);
-        size_t e = cut(x->content, x->clen, (long)k + 1, x->chunks);
+        size_t s = cut(x, (long)k);
+        size_t e = cut(x, (long)k + 1);
         char *text = json_str(x->content + s, e - s);
         char *p;
         if (!text)
@@ -295,10 +312,14 @@ static char *piece_make(const struct mock_xfer *x, size_t k)
     return fmt("data: [DONE]\n\n");
 }
 
-/* A stream's (or a Responses object's) content, kept with how it is cut. */
+/* A stream's (or a Responses object's) content, kept with how it is cut:
+ * into `chunks` pieces, or one a character when it has fewer. */
 static int keep_content(struct mock_xfer *x, const char *content, size_t clen, long chunks)
 {
-    x->chunks = chunks;
+    x->n_chars = 0;
+    for (size_t i = 0; i < clen; i++)
+        x->n_chars += !utf8_continuation(content[i]);
+    x->chunks = x->n_chars < (size_t)chunks ? (long)x->n_chars : chunks;
     x->clen = clen;
     x->content = malloc(clen + 1);
     if (!x->content)
@@ -328,8 +349,6 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                  "{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"total_tokens\":%ld}",
                  c->prompt_tokens, c->ep == EP_EMBEDDINGS ? 0 : tokens,
                  c->prompt_tokens + (c->ep == EP_EMBEDDINGS ? 0 : tokens));
-    if ((size_t)chunks > clen && clen > 0)
-        chunks = (long)clen;
     x->n = 1;
 
     if (c->ep == EP_EMBEDDINGS) {
@@ -374,7 +393,7 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
             x->piece = response_object(x, 1);
             return x->piece ? 0 : -1;
         }
-        x->n = 3 + (clen > 0 ? (size_t)chunks : 0) + 1;
+        x->n = 3 + (clen > 0 ? (size_t)x->chunks : 0) + 1;
         return 0;
     }
 
@@ -412,8 +431,8 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                     c->model_json);
     if (!x->prefix)
         return -1;
-    x->n = (size_t)x->chat + (clen > 0 ? (size_t)chunks : 0) + 1 + (size_t)(x->include_usage != 0) +
-           1;
+    x->n = (size_t)x->chat + (clen > 0 ? (size_t)x->chunks : 0) + 1 +
+           (size_t)(x->include_usage != 0) + 1;
     return 0;
 }
 

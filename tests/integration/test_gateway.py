@@ -16,6 +16,8 @@ Groups (each one ctest entry with its own processes):
               streams and exiting 0, SIGTERM or SIGINT while still loading
   headers     a model's `headers` (literal and from the environment) reach its
               upstream and no other, follow a reload, and bad ones are refused
+  mock        the mock backend's answers: streamed text cut on whole characters,
+              no empty piece
 """
 import json
 import os
@@ -2290,8 +2292,58 @@ def sdk(gw_bin, fake_bin):
     check("the OpenAI Node SDK's checks", node_checks_passed)
 
 
+# ==== mock ====
+
+def sse_data(body):
+    """The JSON payloads of a stream's data lines, [DONE] left out."""
+    out = []
+    for event in body.decode("utf-8").split("\n\n"):
+        for line in event.split("\n"):
+            if line.startswith("data: ") and line != "data: [DONE]":
+                out.append(json.loads(line[6:]))
+    return out
+
+
+def mock(gw_bin, fake_bin):
+    wd = workdir()
+    texts = {"cjk": "日本語", "mixed": "naïve café — 🙂 ok", "emoji": "🙂🙃"}
+    models = [{"name": "%s-%d" % (k, n), "backend": "mock",
+               "mock": {"chunks": n, "content": t}}
+              for k, t in texts.items() for n in (1, 2, 4, 40)]
+    gw = Gateway(gw_bin, wd, {"models": models})
+
+    def pieces_of(model, path, payload):
+        st, _, body = request(gw.port, "POST", path, json.dumps(
+            dict({"model": model, "stream": True}, **payload)))
+        assert st == 200, (model, st, body)
+        data = sse_data(body)
+        if path == "/v1/responses":
+            return [d["delta"] for d in data if d["type"] == "response.output_text.delta"]
+        if path == "/v1/completions":
+            return [d["choices"][0]["text"] for d in data if d["choices"]
+                    and d["choices"][0]["finish_reason"] is None]
+        return [d["choices"][0]["delta"]["content"] for d in data if d["choices"]
+                and "content" in d["choices"][0]["delta"]
+                and "role" not in d["choices"][0]["delta"]]
+
+    def stream_pieces_are_whole_characters():
+        for m in models:
+            text, chunks = m["mock"]["content"], m["mock"]["chunks"]
+            for path, payload in (("/v1/chat/completions", {"messages": HELLO}),
+                                  ("/v1/completions", {"prompt": "hi"}),
+                                  ("/v1/responses", {"input": "hi"})):
+                got = pieces_of(m["name"], path, payload)
+                # Each piece came through as JSON text, so each is whole characters;
+                # together they are the text, in min(chunks, characters) pieces.
+                assert "".join(got) == text, (m["name"], path, got)
+                assert all(got), (m["name"], path, "an empty piece", got)
+                assert len(got) == min(chunks, len(text)), (m["name"], path, got)
+    check("a mock stream's text pieces are whole characters, none empty, as many as asked "
+          "(or one a character)", stream_pieces_are_whole_characters)
+
+
 GROUPS = {"sdk": sdk, "proxy": proxy, "forwarding": forwarding, "errors": errors,
-          "lifecycle": lifecycle, "headers": headers}
+          "lifecycle": lifecycle, "headers": headers, "mock": mock}
 
 if __name__ == "__main__":
     if len(sys.argv) != 4 or sys.argv[1] not in GROUPS:
