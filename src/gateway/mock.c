@@ -6,7 +6,9 @@
  * turn of the event loop before the timer runs again, so a long stream never
  * holds the loop. A piece the consumer refuses (UP_PAUSE: its client is
  * behind by more than server.stream_buffer_bytes) is kept and offered again
- * after mock_resume(), as a real upstream transfer is paused. /v1/responses
+ * after mock_resume(), as a real upstream transfer is paused. Chat and
+ * completions answer the request's `n` choices for each prompt, as
+ * OpenAI's API does (each stream event is one choice's). /v1/responses
  * gets the Responses API's shapes: a `response` object with one output
  * message, or the events response.created, response.output_item.added,
  * response.content_part.added, response.output_text.delta (one a content
@@ -27,6 +29,9 @@
 
 /* Pieces handed out in one timer run when there is no chunk delay. */
 #define MOCK_PIECES_PER_TURN 64
+/* The most choices an answer has: OpenAI's cap on `n`, here also on `n`
+ * times the prompts of a completions request. */
+#define MOCK_MAX_CHOICES 128
 
 struct mock_xfer {
     struct event *timer;
@@ -36,6 +41,8 @@ struct mock_xfer {
     size_t piece_len;
     size_t n, next; /* pieces in all; the next to hand out */
     int head_sent, stream;
+    /* 200, or 400 for a request the mock refuses. */
+    int status;
     int in_tick, aborted; /* mock_abort() inside a callback defers the free */
     long chunk_delay_ms;
     /* What a stream's pieces are made of (see piece_make()). */
@@ -46,6 +53,11 @@ struct mock_xfer {
     long chunks;    /* content pieces: at most n_chars, so none is empty */
     /* Where the last cut fell: pieces are made in order. */
     size_t at_char, at_byte;
+    /* The content piece made last, kept for the other choices' events. */
+    long cut_k;
+    size_t cut_s, cut_e;
+    /* Chat and completions: the choices, n times the prompts. */
+    size_t n_choices;
     char *prefix; /* `data: {"id":...,"model":M,"system_fingerprint":...,"choices":`; for
                    * /v1/responses the response object's members before its status */
     unsigned long long id;
@@ -83,6 +95,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     x->in_tick = 1;
     if (!x->head_sent) {
         struct up_head h = {200, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+        h.status = x->status;
         h.content_type = x->stream ? "text/event-stream" : "application/json";
         x->head_sent = 1;
         x->cb.on_head(x->arg, &h);
@@ -205,6 +218,19 @@ static size_t cut(struct mock_xfer *x, long k)
     return x->at_byte;
 }
 
+/* Where content piece k starts and ends: each choice of a stream has it in
+ * turn, so it is cut once. */
+static void piece_range(struct mock_xfer *x, long k, size_t *s, size_t *e)
+{
+    if (x->cut_k != k) {
+        x->cut_s = cut(x, k);
+        x->cut_e = cut(x, k + 1);
+        x->cut_k = k;
+    }
+    *s = x->cut_s;
+    *e = x->cut_e;
+}
+
 /* A Responses object (x->prefix, then its status, output and usage) with the
  * whole text as its one output message, or with no output while in progress. */
 static char *response_object(const struct mock_xfer *x, int completed)
@@ -246,9 +272,10 @@ static char *response_piece(struct mock_xfer *x, size_t k)
                    "\"type\":\"output_text\",\"text\":\"\",\"annotations\":[]}}\n\n",
                    x->id);
     if (k >= 3 && k < 3 + n_content) {
-        size_t s = cut(x, (long)k - 3);
-        size_t e = cut(x, (long)k - 2);
-        char *text = json_str(x->content + s, e - s);
+        size_t s, e;
+        char *text;
+        piece_range(x, (long)k - 3, &s, &e);
+        text = json_str(x->content + s, e - s);
         if (!text)
             return NULL;
         p = fmt("event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","
@@ -271,45 +298,118 @@ static char *response_piece(struct mock_xfer *x, size_t k)
     return p;
 }
 
-/* Piece k of a chat or completions stream: the role (chat only), the content pieces, the
- * finish, the usage (when asked for), [DONE]. A new allocation, or NULL when
- * out of memory. */
+/* Piece k of a chat or completions stream: the role (chat only), the
+ * content pieces, the finishes, each of them once a choice, index by index;
+ * then the usage (when asked for) and [DONE]. A new allocation, or NULL
+ * when out of memory. */
 static char *piece_make(struct mock_xfer *x, size_t k)
 {
-    size_t n_content = x->clen > 0 ? (size_t)x->chunks : 0;
+    size_t n_content = x->clen > 0 ? (size_t)x->chunks : 0, nc = x->n_choices;
     if (x->responses)
         return response_piece(x, k);
     if (x->chat) {
-        if (k == 0)
-            return fmt("%s[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+        if (k < nc)
+            return fmt("%s[{\"index\":%zu,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
                        "\"finish_reason\":null}]}\n\n",
-                       x->prefix);
-        k--;
+                       x->prefix, k);
+        k -= nc;
     }
-    if (k < n_content) {
-        size_t s = cut(x, (long)k);
-        size_t e = cut(x, (long)k + 1);
-        char *text = json_str(x->content + s, e - s);
-        char *p;
+    if (k < n_content * nc) {
+        size_t s, e;
+        char *text, *p;
+        piece_range(x, (long)(k / nc), &s, &e);
+        text = json_str(x->content + s, e - s);
         if (!text)
             return NULL;
-        p = x->chat ? fmt("%s[{\"index\":0,\"delta\":{\"content\":%s},\"finish_reason\":null}]}"
-                          "\n\n",
-                          x->prefix, text)
-                    : fmt("%s[{\"index\":0,\"text\":%s,\"finish_reason\":null}]}\n\n", x->prefix,
-                          text);
+        p = x->chat ? fmt("%s[{\"index\":%zu,\"delta\":{\"content\":%s},"
+                          "\"finish_reason\":null}]}\n\n",
+                          x->prefix, k % nc, text)
+                    : fmt("%s[{\"index\":%zu,\"text\":%s,\"finish_reason\":null}]}\n\n", x->prefix,
+                          k % nc, text);
         free(text);
         return p;
     }
-    k -= n_content;
-    if (k == 0)
-        return x->chat ? fmt("%s[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
-                             x->prefix)
-                       : fmt("%s[{\"index\":0,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n",
-                             x->prefix);
-    if (x->include_usage && k == 1)
+    k -= n_content * nc;
+    if (k < nc)
+        return x->chat ? fmt("%s[{\"index\":%zu,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+                             x->prefix, k)
+                       : fmt("%s[{\"index\":%zu,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n",
+                             x->prefix, k);
+    if (x->include_usage && k == nc)
         return fmt("%s[],\"usage\":%s}\n\n", x->prefix, x->usage);
     return fmt("data: [DONE]\n\n");
+}
+
+/* The choices of a plain chat or completions answer, alike but for their
+ * index; text is the reply as a JSON string. A new allocation, or NULL. */
+static char *plain_choices(const struct mock_xfer *x, int chat, const char *text)
+{
+    char *out = NULL;
+    size_t cap = 0, len = 0;
+    for (size_t i = 0; i < x->n_choices; i++) {
+        char *one = chat ? fmt("%s{\"index\":%zu,\"message\":{\"role\":\"assistant\","
+                               "\"content\":%s},\"finish_reason\":\"stop\"}",
+                               i ? "," : "", i, text)
+                         : fmt("%s{\"index\":%zu,\"text\":%s,\"finish_reason\":\"stop\","
+                               "\"logprobs\":null}",
+                               i ? "," : "", i, text);
+        size_t n = one ? strlen(one) : 0;
+        if (!one || gw_reserve(&out, &cap, len + n + 1, 256) != 0) {
+            free(one);
+            free(out);
+            return NULL;
+        }
+        memcpy(out + len, one, n + 1);
+        len += n;
+        free(one);
+    }
+    return out;
+}
+
+/* Answer 400 with an OpenAI-shaped error, as the API refuses such a
+ * request. Returns 0, or -1 out of memory. */
+static int refuse(struct mock_xfer *x, const char *param, const char *code, const char *f, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+static int refuse(struct mock_xfer *x, const char *param, const char *code, const char *f, ...)
+{
+    char msg[256], body[1024];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(msg, sizeof msg, f, ap);
+    va_end(ap);
+    gw_error_format(body, sizeof body, msg, "invalid_request_error", param, code);
+    x->status = 400;
+    x->stream = 0;
+    x->piece = strdup(body);
+    return x->piece ? 0 : -1;
+}
+
+/* How many choices a chat or completions request asks for, in
+ * x->n_choices; 1 when it refuses the request (and answers 400). Returns 0,
+ * or -1 out of memory. */
+static int count_choices(struct mock_xfer *x, const struct mock_call *c)
+{
+    unsigned long long all;
+    x->n_choices = 1;
+    if (c->n_bad)
+        return refuse(x, "n", "invalid_type", "Invalid type for 'n': expected an integer.");
+    if (c->n < 1 || c->n > MOCK_MAX_CHOICES)
+        return refuse(x, "n", c->n < 1 ? "integer_below_min_value" : "integer_above_max_value",
+                      "Invalid 'n': integer %s value. Expected a value %s %d, but got %lld "
+                      "instead.",
+                      c->n < 1 ? "below minimum" : "above maximum",
+                      c->n < 1 ? ">=" : "<=", c->n < 1 ? 1 : MOCK_MAX_CHOICES, c->n);
+    all = (unsigned long long)c->n * (c->n_prompts ? c->n_prompts : 1);
+    if (all > MOCK_MAX_CHOICES)
+        return refuse(x, "prompt", "too_many_choices",
+                      "%zu prompts times n %lld is %llu choices; at most %d are answered.",
+                      c->n_prompts, c->n, all, MOCK_MAX_CHOICES);
+    x->n_choices = (size_t)all;
+    return 0;
 }
 
 /* A stream's (or a Responses object's) content, kept with how it is cut:
@@ -340,6 +440,17 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
     size_t usage_cap = sizeof x->usage;
     char *all;
 
+    x->n = 1;
+    x->status = 200;
+    x->cut_k = -1;
+    x->n_choices = 1;
+    if (c->ep == EP_CHAT || c->ep == EP_COMPLETIONS) {
+        if (count_choices(x, c) != 0)
+            return -1;
+        if (x->status != 200)
+            return 0;
+        tokens *= (long)x->n_choices; /* usage counts every choice's */
+    }
     if (c->ep == EP_RESPONSES)
         snprintf(usage, usage_cap,
                  "{\"input_tokens\":%ld,\"output_tokens\":%ld,\"total_tokens\":%ld}",
@@ -349,7 +460,6 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                  "{\"prompt_tokens\":%ld,\"completion_tokens\":%ld,\"total_tokens\":%ld}",
                  c->prompt_tokens, c->ep == EP_EMBEDDINGS ? 0 : tokens,
                  c->prompt_tokens + (c->ep == EP_EMBEDDINGS ? 0 : tokens));
-    x->n = 1;
 
     if (c->ep == EP_EMBEDDINGS) {
         /* Deterministic 8-dimensional unit-ish vectors, one per input. */
@@ -399,27 +509,23 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
 
     if (!c->stream) {
         char *text = json_str(content, clen);
-        if (!text)
-            return -1;
-        if (c->ep == EP_CHAT)
-            all = fmt("{\"id\":\"chatcmpl-mock-%llu\",\"object\":\"chat.completion\","
-                      "\"created\":%ld,\"model\":%s,\"system_fingerprint\":\"llmroute-mock\","
-                      "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
-                      "\"content\":%s},\"finish_reason\":\"stop\"}],\"usage\":%s}",
-                      id, created, c->model_json, text, usage);
-        else
-            all = fmt("{\"id\":\"cmpl-mock-%llu\",\"object\":\"text_completion\","
-                      "\"created\":%ld,\"model\":%s,\"system_fingerprint\":\"llmroute-mock\","
-                      "\"choices\":[{\"index\":0,\"text\":%s,\"finish_reason\":\"stop\","
-                      "\"logprobs\":null}],\"usage\":%s}",
-                      id, created, c->model_json, text, usage);
+        char *choices = text ? plain_choices(x, c->ep == EP_CHAT, text) : NULL;
         free(text);
+        if (!choices)
+            return -1;
+        all = fmt("{\"id\":\"%s-mock-%llu\",\"object\":\"%s\",\"created\":%ld,\"model\":%s,"
+                  "\"system_fingerprint\":\"llmroute-mock\",\"choices\":[%s],\"usage\":%s}",
+                  c->ep == EP_CHAT ? "chatcmpl" : "cmpl", id,
+                  c->ep == EP_CHAT ? "chat.completion" : "text_completion", created, c->model_json,
+                  choices, usage);
+        free(choices);
         x->piece = all;
         return all ? 0 : -1;
     }
 
-    /* A stream: role (chat), content pieces, finish, optional usage, [DONE],
-     * each made when it is handed out (piece_make()). */
+    /* A stream: role (chat), content pieces, finish, each once a choice,
+     * optional usage, [DONE], each made when it is handed out
+     * (piece_make()). */
     x->chat = c->ep == EP_CHAT;
     x->include_usage = c->include_usage;
     if (keep_content(x, content, clen, chunks) != 0)
@@ -431,7 +537,7 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                     c->model_json);
     if (!x->prefix)
         return -1;
-    x->n = (size_t)x->chat + (clen > 0 ? (size_t)x->chunks : 0) + 1 +
+    x->n = ((size_t)x->chat + (clen > 0 ? (size_t)x->chunks : 0) + 1) * x->n_choices +
            (size_t)(x->include_usage != 0) + 1;
     return 0;
 }

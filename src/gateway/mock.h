@@ -21,6 +21,12 @@ struct mock_call {
     const char *model_json; /* the model name as a JSON string */
     long prompt_tokens;
     size_t n_inputs; /* embeddings: how many vectors */
+    /* Chat and completions: the request's `n` (1 when absent), n_bad when
+     * it is not an integer, and the completions prompts (at least 1): the
+     * answer has n choices a prompt. */
+    long long n;
+    int n_bad;
+    size_t n_prompts;
 };
 
 struct mock_xfer;

@@ -114,6 +114,11 @@ struct exchange {
     double est_quality, est_cost;
     int stream, include_usage;
     size_t n_inputs;
+    /* Chat and completions, for the mock: the request's `n` (n_set: given,
+     * n_bad: not an integer) and its prompts (0: one). */
+    long long n;
+    int n_set, n_bad;
+    size_t n_prompts;
 
     /* Resilience */
     struct rs_retry req_retry; /* server + route: attempt cap and deadline */
@@ -2510,6 +2515,9 @@ static void start_attempt(struct exchange *ex)
         call.model_json = gm->model_json;
         call.prompt_tokens = ex->input_tokens;
         call.n_inputs = ex->n_inputs;
+        call.n = ex->n_set ? ex->n : 1;
+        call.n_bad = ex->n_bad;
+        call.n_prompts = ex->n_prompts ? ex->n_prompts : 1;
         ex->mock = mock_start(ex->gw->base, &gm->mock, &call, &upstream_cbs, ex);
         if (!ex->mock) {
             ex->gone_label = "out_of_memory"; /* nothing went out: no attempt counted */
@@ -2779,6 +2787,18 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
         }
         ex->include_usage = json_is_true(iu);
     }
+    if (ex->ep == EP_CHAT || ex->ep == EP_COMPLETIONS) {
+        /* Read for the mock; an upstream judges `n` itself. The body's
+         * numbers are parsed as reals: an integer is one with no fraction. */
+        json_t *n = json_object_get(root, "n");
+        double v = json_number_value(n);
+        if (json_is_number(n) && v == floor(v)) {
+            ex->n = v > 1e9 ? 1000000000 : v < -1e9 ? -1000000000 : (long long)v;
+            ex->n_set = 1;
+        } else if (n && !json_is_null(n)) {
+            ex->n_bad = 1;
+        }
+    }
 
     if (ex->ep == EP_CHAT) {
         json_t *messages = json_object_get(root, "messages"), *msg;
@@ -2830,6 +2850,9 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             if (text_add(query, json_string_value(prompt), json_string_length(prompt), NULL))
                 goto oom;
         } else if (json_is_array(prompt)) {
+            /* A list of token numbers is one prompt; a list of strings or of
+             * token lists is one prompt each. */
+            ex->n_prompts = json_is_number(json_array_get(prompt, 0)) ? 1 : json_array_size(prompt);
             json_array_foreach(prompt, i, p) if (json_is_string(p) &&
                                                  text_add(query, json_string_value(p),
                                                           json_string_length(p), "\n")) goto oom;

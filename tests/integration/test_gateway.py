@@ -17,7 +17,7 @@ Groups (each one ctest entry with its own processes):
   headers     a model's `headers` (literal and from the environment) reach its
               upstream and no other, follow a reload, and bad ones are refused
   mock        the mock backend's answers: streamed text cut on whole characters,
-              no empty piece
+              no empty piece; n choices a prompt, and the n it refuses
 """
 import json
 import os
@@ -2340,6 +2340,72 @@ def mock(gw_bin, fake_bin):
                 assert len(got) == min(chunks, len(text)), (m["name"], path, got)
     check("a mock stream's text pieces are whole characters, none empty, as many as asked "
           "(or one a character)", stream_pieces_are_whole_characters)
+
+    def n_choices():
+        # OpenAI's semantics: n choices a prompt, indexed 0.., usage counting all of them.
+        name, text = "mixed-4", texts["mixed"]
+        words = len(text.split())
+        cases = (("/v1/chat/completions", {"messages": HELLO}, 1),
+                 ("/v1/chat/completions", {"messages": HELLO, "n": None}, 1),
+                 ("/v1/chat/completions", {"messages": HELLO, "n": 3}, 3),
+                 ("/v1/completions", {"prompt": "hi", "n": 2}, 2),
+                 ("/v1/completions", {"prompt": ["a", "b", "c"]}, 3),
+                 ("/v1/completions", {"prompt": ["a", "b"], "n": 2}, 4),
+                 ("/v1/completions", {"prompt": [1, 2, 3]}, 1),
+                 ("/v1/completions", {"prompt": [[1, 2], [3]], "n": 3}, 6),
+                 ("/v1/chat/completions", {"messages": HELLO, "n": 128}, 128))
+        for path, payload, want in cases:
+            chat_ = path == "/v1/chat/completions"
+            st, _, body = request(gw.port, "POST", path,
+                                  json.dumps(dict({"model": name}, **payload)))
+            j = json.loads(body)
+            assert st == 200, (payload, st, j)
+            assert [c["index"] for c in j["choices"]] == list(range(want)), (payload, j)
+            for c in j["choices"]:
+                assert (c["message"]["content"] if chat_ else c["text"]) == text, c
+            assert j["usage"]["completion_tokens"] == words * want, (payload, j["usage"])
+            st, _, body = request(gw.port, "POST", path, json.dumps(
+                dict({"model": name, "stream": True,
+                      "stream_options": {"include_usage": True}}, **payload)))
+            assert st == 200 and body.rstrip().endswith(b"data: [DONE]"), (payload, st)
+            data = sse_data(body)
+            got, finished = {}, []
+            for d in data:
+                for c in d["choices"]:
+                    piece = c["delta"].get("content", "") if chat_ else c["text"]
+                    got[c["index"]] = got.get(c["index"], "") + piece
+                    if c["finish_reason"]:
+                        finished.append(c["index"])
+            assert got == {i: text for i in range(want)}, (payload, got)
+            assert sorted(finished) == list(range(want)), (payload, finished)
+            assert data[-1]["usage"]["completion_tokens"] == words * want, data[-1]
+    check("the mock answers n choices a prompt (chat, completions, a prompt list), "
+          "plain and streamed", n_choices)
+
+    def n_refused():
+        for path, payload, param, code in (
+                ("/v1/chat/completions", {"messages": HELLO, "n": 129}, "n",
+                 "integer_above_max_value"),
+                ("/v1/chat/completions", {"messages": HELLO, "n": 0}, "n",
+                 "integer_below_min_value"),
+                ("/v1/completions", {"prompt": "hi", "n": -1}, "n", "integer_below_min_value"),
+                ("/v1/chat/completions", {"messages": HELLO, "n": "2"}, "n", "invalid_type"),
+                ("/v1/completions", {"prompt": "hi", "n": 1.5}, "n", "invalid_type"),
+                ("/v1/completions", {"prompt": ["p"] * 65, "n": 2}, "prompt",
+                 "too_many_choices")):
+            for stream in (False, True):
+                st, _, body = request(gw.port, "POST", path, json.dumps(
+                    dict({"model": "cjk-1", "stream": stream}, **payload)))
+                j = json.loads(body)
+                assert st == 400, (payload, st, body[:300])
+                e = error_shape(j)
+                assert e["param"] == param and e["code"] == code, (payload, e)
+                assert e["type"] == "invalid_request_error", e
+        still_serving_mock = request(gw.port, "POST", "/v1/chat/completions", json.dumps(
+            {"model": "cjk-1", "messages": HELLO}))
+        assert still_serving_mock[0] == 200, still_serving_mock
+    check("the mock refuses an n that is not an integer from 1 to 128, or more than 128 "
+          "choices in all, with a 400 naming it", n_refused)
 
 
 GROUPS = {"sdk": sdk, "proxy": proxy, "forwarding": forwarding, "errors": errors,
