@@ -836,6 +836,7 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
         if (ve == line)
             break; /* the empty line */
         if (*line == ' ' || *line == '\t') {
+            /* Only before the first header line: unfold_head() took the rest. */
             *why = "folded header line from the upstream";
             return -1;
         }
@@ -926,6 +927,45 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
     return 0;
 }
 
+/* Unfold the header lines of the head at p (hl bytes, through its empty line)
+ * in place: an obs-fold, a line end followed by a line that starts with SP or
+ * HTAB (RFC 9112 section 5.2), becomes one SP with the blanks around it
+ * dropped, so a folded value reads as the one line it stands for. A blank
+ * at the start of the first header line continues no header: that head is
+ * left as it is, for parse_head() to refuse. Returns the head's new length. */
+static size_t unfold_head(char *p, size_t hl)
+{
+    char *end = p + hl, *r = memchr(p, '\n', hl), *w;
+    int cont = 0;
+    if (!r || ++r >= end || *r == ' ' || *r == '\t')
+        return hl;
+    w = r;
+    for (;;) {
+        char *nl = memchr(r, '\n', (size_t)(end - r)), *le;
+        if (!nl)
+            break;
+        le = nl > r && nl[-1] == '\r' ? nl - 1 : nl;
+        if (le == r && !cont)
+            break; /* the empty line */
+        memmove(w, r, (size_t)(le - r));
+        w += le - r;
+        r = nl + 1;
+        cont = r < end && (*r == ' ' || *r == '\t');
+        if (cont) {
+            while (w[-1] == ' ' || w[-1] == '\t') /* stops at the previous line's LF */
+                w--;
+            *w++ = ' ';
+            while (r < end && (*r == ' ' || *r == '\t'))
+                r++;
+        } else {
+            memmove(w, le, (size_t)(r - le)); /* the line end, as it came */
+            w += r - le;
+        }
+    }
+    memmove(w, r, (size_t)(end - r));
+    return (size_t)(w - p) + (size_t)(end - r);
+}
+
 /* The length of the head at p (through its empty line), or 0 if incomplete. */
 static size_t head_length(const char *p, size_t avail)
 {
@@ -995,7 +1035,7 @@ static enum pump_result pump(struct h1_xfer *x)
                 fail_proto(x, UP_ETOOBIG, "the upstream's response head is too large");
                 return PUMP_STOP;
             }
-            rc = parse_head(x, p, hl, &why);
+            rc = parse_head(x, p, unfold_head(p, hl), &why);
             if (rc < 0) {
                 fail_proto(x, UP_EPROTO, why);
                 return PUMP_STOP;
