@@ -1272,6 +1272,17 @@ static void give_up(struct exchange *ex, const char *why)
                   ex->n_attempts == 1 ? "" : "s");
         return;
     }
+    if (c == RS_AUTH && ex->last_status == 407) {
+        /* A proxy on the way to the upstream wants credentials. Relayed, its
+         * 407 would ask the client for proxy credentials for the gateway. */
+        fail_with(ex, 502, NULL, "upstream_proxy_auth_failed",
+                  "the upstream for model '%s' answered 407: a proxy on the way to it wants "
+                  "credentials the gateway does not send; check the proxy settings in the "
+                  "gateway's environment and models[%d].base_url (%s; %u attempt%s)",
+                  ex->last_model, ex->last_model_idx, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
+        return;
+    }
     if (ex->last_status >= 300 && ex->req) {
         if (ex->last_retry_after[0])
             ex->answer_retry_after = ex->last_retry_after;

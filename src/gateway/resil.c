@@ -130,7 +130,9 @@ enum rs_class rs_class_of_answer(long status, const char *body, size_t body_len,
     if (status == 429)
         return rs_retry_hint_seconds(retry_after, retry_after_ms, 0) >= 0 ? RS_RATE_LIMITED
                                                                           : RS_RATE_LIMITED_BARE;
-    if (status == 401 || status == 403)
+    /* 407: a proxy between the gateway and the upstream wants credentials
+     * the gateway does not have; a 4xx, but no fault of the request's. */
+    if (status == 401 || status == 403 || status == 407)
         return RS_AUTH;
     /* 501 Not Implemented is a server without the endpoint (llama.cpp's
      * server answers /v1/embeddings so without --embeddings): as a 404, the

@@ -39,7 +39,7 @@ enum rs_class {
     RS_RATE_LIMITED,      /* 429 with Retry-After */
     RS_RATE_LIMITED_BARE, /* 429 without Retry-After */
     RS_SERVER_ERROR,      /* 5xx */
-    RS_AUTH,              /* 401, 403 */
+    RS_AUTH,              /* 401, 403, 407 */
     RS_NOT_FOUND,         /* 404, 501: the model or the endpoint is missing there */
     RS_REDIRECT,          /* 3xx: base_url points elsewhere (never followed) */
     RS_CONTEXT_LENGTH,    /* 400, 413, 422 saying the context is too short */

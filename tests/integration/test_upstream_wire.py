@@ -344,8 +344,32 @@ def run(gw_bin, env):
         assert st == 400 and raw == ERROR_BODY, (st, raw)
         assert h["content-type"] == "application/json", h
 
+    def proxy_auth_refused():
+        # A 407 is a proxy on the way wanting credentials the gateway lacks:
+        # a route falls back (class auth), and with nothing left the client
+        # gets a 502 of the gateway's, never the 407 and its challenge,
+        # which would ask the client for proxy credentials.
+        drain()
+        step = answer(407, b"<html>proxy auth</html>", ctype=b"text/html",
+                      extra=b'Proxy-Authenticate: Basic realm="corp"\r\n')
+        up.steps.put(step)
+        up.steps.put(ok_with_length)
+        st, h, j, raw = chat(gw.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "b", (st, h, raw)
+        assert [t["class"] for t in log_line(h)["tries"]] == ["auth", "ok"]
+        up.steps.put(step)
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 502 and "proxy-authenticate" not in h, (st, h, raw)
+        e = error_shape(j)
+        assert e["code"] == "upstream_proxy_auth_failed" and e["type"] == "upstream_error", e
+        assert "model 's'" in e["message"] and "407" in e["message"], e
+        line = log_line(h)
+        assert line["status"] == 502 and line["error"] == "upstream_proxy_auth_failed", line
+
     check(tag + "an upstream error without a Content-Type: relayed with none unless JSON",
           error_without_a_type)
+    check(tag + "an upstream's 407: auth, falls back; else 502 upstream_proxy_auth_failed",
+          proxy_auth_refused)
     check(tag + "an upstream status of 600: protocol, falls back, else 502 naming it",
           status_outside_http, 600)
     check(tag + "an upstream status of 999: the same", status_outside_http, 999)

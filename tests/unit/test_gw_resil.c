@@ -24,6 +24,8 @@ static void statuses_map_to_classes(void **state)
     assert_int_equal(rs_class_of_status(429, NULL, 0, "soon"), RS_RATE_LIMITED_BARE);
     assert_int_equal(rs_class_of_status(401, NULL, 0, NULL), RS_AUTH);
     assert_int_equal(rs_class_of_status(403, NULL, 0, NULL), RS_AUTH);
+    /* A proxy on the way wants credentials: not the request's fault. */
+    assert_int_equal(rs_class_of_status(407, NULL, 0, NULL), RS_AUTH);
     assert_int_equal(rs_class_of_status(404, NULL, 0, NULL), RS_NOT_FOUND);
     assert_int_equal(rs_class_of_status(408, NULL, 0, NULL), RS_TIMEOUT);
     assert_int_equal(rs_class_of_status(400, ctx, strlen(ctx), NULL), RS_CONTEXT_LENGTH);
