@@ -902,7 +902,7 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
         } else if (nlen == 8 && strncasecmp(line, "location", 8) == 0) {
             copy_value(x->location, sizeof x->location, v, (size_t)(ve - v));
         } else if (nlen == 16 && strncasecmp(line, "content-encoding", 16) == 0) {
-            copy_value(x->content_encoding, sizeof x->content_encoding, v, (size_t)(ve - v));
+            up_list_join(x->content_encoding, sizeof x->content_encoding, v, (size_t)(ve - v));
         } else if (nlen == 12 && strncasecmp(line, "x-request-id", 12) == 0) {
             up_request_id_copy(x->request_id, sizeof x->request_id, v, (size_t)(ve - v));
         } else {

@@ -179,6 +179,22 @@ void up_request_id_copy(char *dst, size_t cap, const char *value, size_t value_l
     dst[value_len] = '\0';
 }
 
+void up_list_join(char *dst, size_t cap, const char *value, size_t value_len)
+{
+    size_t len = strlen(dst);
+    if (value_len == 0 || len + 1 >= cap)
+        return;
+    if (len) {
+        size_t sep = cap - 1 - len < 2 ? cap - 1 - len : 2;
+        memcpy(dst + len, ", ", sep);
+        len += sep;
+    }
+    if (value_len > cap - 1 - len)
+        value_len = cap - 1 - len;
+    memcpy(dst + len, value, value_len);
+    dst[len + value_len] = '\0';
+}
+
 /* ==== Errors ==== */
 
 const char *up_error_name(enum up_error err)
@@ -402,7 +418,9 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
     } else if (len > 9 && strncasecmp(buf, "location:", 9) == 0) {
         header_value(buf, len, 9, x->location, sizeof x->location);
     } else if (len > 17 && strncasecmp(buf, "content-encoding:", 17) == 0) {
-        header_value(buf, len, 17, x->content_encoding, sizeof x->content_encoding);
+        char v[UP_ENCODING_CAP];
+        header_value(buf, len, 17, v, sizeof v);
+        up_list_join(x->content_encoding, sizeof x->content_encoding, v, strlen(v));
     } else if (len > 11 && strncasecmp(buf, "keep-alive:", 11) == 0) {
         /* libcurl reads no such header: the connection's time in its cache
          * is kept here (conn_expire_cb()), as h1client keeps its own. */

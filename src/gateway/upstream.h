@@ -72,8 +72,9 @@ struct up_head {
     /* The raw Location value (possibly cut to UP_LOCATION_CAP - 1 bytes), or
      * NULL. Redirects are never followed: a 3xx arrives here like any status. */
     const char *location;
-    /* The Content-Encoding value (possibly cut), or NULL. Every request asks
-     * for identity and nothing is decoded: the caller refuses any other. */
+    /* The Content-Encoding value (possibly cut; several lines joined into
+     * one list, up_list_join()), or NULL. Every request asks for identity
+     * and nothing is decoded: the caller refuses any other. */
     const char *content_encoding;
     /* The x-request-id value (possibly cut to UP_REQUEST_ID_CAP - 1 bytes),
      * or NULL when absent or holding a control character. */
@@ -114,6 +115,11 @@ void up_relay_add(struct up_relay *r, const char *name, size_t name_len, const c
 /* Copy a header value (trimmed, not NUL-terminated) into dst, cut to fit.
  * An x-request-id with a control character is left out (dst empty). */
 void up_request_id_copy(char *dst, size_t cap, const char *value, size_t value_len);
+/* Add the value of one more line of a list header (trimmed, not
+ * NUL-terminated) to the value in dst: repeated lines of such a header are
+ * one list, joined by ", " (RFC 9110 section 5.3). An empty value adds
+ * nothing; the result is cut to fit cap. */
+void up_list_join(char *dst, size_t cap, const char *value, size_t value_len);
 
 struct up_callbacks {
     void (*on_head)(void *arg, const struct up_head *head);

@@ -8,7 +8,9 @@ test_upstream_client.py.
 - Content codings: every request asks for `Accept-Encoding: identity` (once,
   whatever the client sent), and an answer that is compressed all the same,
   a 2xx, a stream or an error, is a 502 upstream_bad_response naming the
-  coding, never its bytes relayed under a label that does not say so.
+  coding, never its bytes relayed under a label that does not say so;
+  several Content-Encoding lines are one list, so a last `identity` line
+  does not hide the gzip before it.
 - Large events: an SSE event of a few MiB (a chat chunk, the Responses
   API's response.output_item.done carrying an image) is relayed intact under
   the default server.max_stream_event_bytes; one over a small configured cap
@@ -166,6 +168,12 @@ def run(gw_bin, env):
     check(tag + "a gzip 400: 502 naming gzip, its bytes never relayed",
           refused_coding, answer(400, gz_err, extra=b"Content-Encoding: gzip\r\n"), False,
           "gzip")
+    check(tag + "Content-Encoding lines gzip and identity are one list: 502 naming both",
+          refused_coding, answer(200, gz_ok, extra=b"Content-Encoding: gzip\r\n"
+                                 b"Content-Encoding: identity\r\n"), False, "gzip, identity")
+    check(tag + "the same on a 400: 502, its gzip bytes never relayed",
+          refused_coding, answer(400, gz_err, extra=b"Content-Encoding: gzip\r\n"
+                                 b"Content-Encoding: identity\r\n"), False, "gzip, identity")
     check(tag + "a br 200 (any coding but identity): 502 naming br",
           refused_coding, answer(200, b"\x0b\x02\x80{}\x03", extra=b"content-encoding: br\r\n"),
           False, "br")

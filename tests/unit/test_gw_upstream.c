@@ -69,6 +69,28 @@ static void keep_alive_timeout_near_the_cap_keeps_its_margin(void **state)
     assert_int_equal(keep_ms("timeout=99999999999999999999"), H1_IDLE_MAX_MS);
 }
 
+static void join(char *dst, size_t cap, const char *v)
+{
+    up_list_join(dst, cap, v, strlen(v));
+}
+
+static void repeated_list_lines_join_as_one_list(void **state)
+{
+    char v[16] = "";
+    (void)state;
+    join(v, sizeof v, "gzip");
+    assert_string_equal(v, "gzip");
+    join(v, sizeof v, "");
+    assert_string_equal(v, "gzip");
+    join(v, sizeof v, "identity");
+    assert_string_equal(v, "gzip, identity");
+    /* Cut to fit: what is kept still names more than identity. */
+    join(v, sizeof v, "br");
+    assert_string_equal(v, "gzip, identity,");
+    join(v, sizeof v, "zstd");
+    assert_string_equal(v, "gzip, identity,");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -77,6 +99,7 @@ int main(void)
         cmocka_unit_test(other_failures_are_refusals),
         cmocka_unit_test(keep_alive_timeout_less_a_margin),
         cmocka_unit_test(keep_alive_timeout_near_the_cap_keeps_its_margin),
+        cmocka_unit_test(repeated_list_lines_join_as_one_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
