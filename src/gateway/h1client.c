@@ -126,6 +126,7 @@ struct h1_xfer {
     char location[UP_LOCATION_CAP];
     char content_encoding[UP_ENCODING_CAP];
     char request_id[UP_REQUEST_ID_CAP];
+    char allow[UP_ALLOW_CAP];
     struct up_relay relay;
 };
 
@@ -820,6 +821,7 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
     x->location[0] = '\0';
     x->content_encoding[0] = '\0';
     x->request_id[0] = '\0';
+    x->allow[0] = '\0';
     x->relay.len = x->relay.n = 0;
     x->relay.buf[0] = '\0';
     x->keep_ms = IDLE_MAX_MS;
@@ -903,6 +905,8 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
             copy_value(x->location, sizeof x->location, v, (size_t)(ve - v));
         } else if (nlen == 16 && strncasecmp(line, "content-encoding", 16) == 0) {
             up_list_join(x->content_encoding, sizeof x->content_encoding, v, (size_t)(ve - v));
+        } else if (nlen == 5 && strncasecmp(line, "allow", 5) == 0) {
+            up_list_join(x->allow, sizeof x->allow, v, (size_t)(ve - v));
         } else if (nlen == 12 && strncasecmp(line, "x-request-id", 12) == 0) {
             up_request_id_copy(x->request_id, sizeof x->request_id, v, (size_t)(ve - v));
         } else {
@@ -1054,6 +1058,7 @@ static enum pump_result pump(struct h1_xfer *x)
                 h.request_id = x->request_id[0] ? x->request_id : NULL;
                 h.relay = x->relay.n ? x->relay.buf : NULL;
                 h.retry_after_ms = x->retry_after_ms[0] ? x->retry_after_ms : NULL;
+                h.allow = x->allow[0] ? x->allow : NULL;
                 x->in_cb++;
                 x->cb.on_head(x->arg, &h);
                 x->in_cb--;

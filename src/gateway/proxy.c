@@ -164,6 +164,7 @@ struct exchange {
     char *log_msg;
     int last_model_idx; /* config index of last_model, or -1 */
     char last_location[UP_LOCATION_CAP];
+    char last_allow[UP_ALLOW_CAP]; /* a kept 405's Allow, relayed with it */
 
     char *fwd; /* the body sent upstream */
     size_t fwd_len;
@@ -178,6 +179,7 @@ struct exchange {
     char up_retry_after[64];
     char up_retry_after_ms[64]; /* read for a retry's delay; relayed among up_relay */
     char up_location[UP_LOCATION_CAP];
+    char up_allow[UP_ALLOW_CAP];
     char up_request_id[UP_REQUEST_ID_CAP]; /* the last attempt's x-request-id, or "" */
     char up_relay[UP_RELAY_CAP];           /* its headers for the client (up_relay_add()) */
     int head_seen;
@@ -1289,6 +1291,10 @@ static void give_up(struct exchange *ex, const char *why)
         if (ex->last_relay[0])
             ex->answer_relay = ex->last_relay;
         add_headers(ex);
+        /* A 405 must say which methods the resource takes (RFC 9110
+         * section 15.5.6): the upstream's list goes with it. */
+        if (ex->last_status == 405 && ex->last_allow[0])
+            hs_resp_header(ex->req, "Allow", ex->last_allow);
         hs_respond(ex->req, (int)ex->last_status, ex->last_ctype[0] ? ex->last_ctype : NULL,
                    ex->last_body ? ex->last_body : "", ex->last_len);
         ex->req = NULL;
@@ -1383,6 +1389,7 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
     ex->last_retry_after[0] = '\0';
     ex->last_relay[0] = '\0';
     ex->last_location[0] = '\0';
+    ex->last_allow[0] = '\0';
     if (c == RS_REDIRECT) {
         /* Its body is not read: the 502 names the status and Location. */
         ex->last_status = ex->up_status;
@@ -1407,6 +1414,7 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
             ex->last_ctype[0] = '\0';
         snprintf(ex->last_retry_after, sizeof ex->last_retry_after, "%s", ex->up_retry_after);
         memcpy(ex->last_relay, ex->up_relay, sizeof ex->last_relay);
+        snprintf(ex->last_allow, sizeof ex->last_allow, "%s", ex->up_allow);
     }
     ex->resp_len = 0;
 
@@ -1808,6 +1816,8 @@ static void on_head(void *arg, const struct up_head *head)
     snprintf(ex->up_retry_after_ms, sizeof ex->up_retry_after_ms, "%s",
              head->retry_after_ms ? head->retry_after_ms : "");
     snprintf(ex->up_location, sizeof ex->up_location, "%s", head->location ? head->location : "");
+    snprintf(ex->up_allow, sizeof ex->up_allow, "%s", head->allow ? head->allow : "");
+    header_safe(ex->up_allow);
     snprintf(ex->up_request_id, sizeof ex->up_request_id, "%s",
              head->request_id ? head->request_id : "");
     snprintf(ex->up_relay, sizeof ex->up_relay, "%s", head->relay ? head->relay : "");
@@ -2475,6 +2485,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_retry_after[0] = '\0';
     ex->up_retry_after_ms[0] = '\0';
     ex->up_location[0] = '\0';
+    ex->up_allow[0] = '\0';
     ex->up_request_id[0] = '\0';
     ex->up_relay[0] = '\0';
     ex->head_seen = ex->sse = ex->saw_done = ex->event_seen = ex->error_event = 0;

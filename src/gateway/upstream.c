@@ -67,6 +67,7 @@ struct up_xfer {
     char retry_after_ms[64];
     char location[UP_LOCATION_CAP];
     char content_encoding[UP_ENCODING_CAP];
+    char allow[UP_ALLOW_CAP];
     char request_id[UP_REQUEST_ID_CAP];
     struct up_relay relay;
     int head_done;
@@ -356,6 +357,7 @@ static void deliver_head(struct up_xfer *x)
     h.request_id = x->request_id[0] ? x->request_id : NULL;
     h.relay = x->relay.n ? x->relay.buf : NULL;
     h.retry_after_ms = x->retry_after_ms[0] ? x->retry_after_ms : NULL;
+    h.allow = x->allow[0] ? x->allow : NULL;
     if (x->cb.on_head)
         x->cb.on_head(x->arg, &h);
 }
@@ -397,6 +399,7 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         x->retry_after_ms[0] = '\0';
         x->location[0] = '\0';
         x->content_encoding[0] = '\0';
+        x->allow[0] = '\0';
         x->request_id[0] = '\0';
         x->keep_ms = H1_IDLE_MAX_MS;
         x->relay.len = x->relay.n = 0;
@@ -421,6 +424,10 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         char v[UP_ENCODING_CAP];
         header_value(buf, len, 17, v, sizeof v);
         up_list_join(x->content_encoding, sizeof x->content_encoding, v, strlen(v));
+    } else if (len > 6 && strncasecmp(buf, "allow:", 6) == 0) {
+        char v[UP_ALLOW_CAP];
+        header_value(buf, len, 6, v, sizeof v);
+        up_list_join(x->allow, sizeof x->allow, v, strlen(v));
     } else if (len > 11 && strncasecmp(buf, "keep-alive:", 11) == 0) {
         /* libcurl reads no such header: the connection's time in its cache
          * is kept here (conn_expire_cb()), as h1client keeps its own. */

@@ -85,11 +85,15 @@ struct up_head {
     /* The raw retry-after-ms value (possibly cut), or NULL. It is relayed
      * too, among the headers of relay. */
     const char *retry_after_ms;
+    /* The Allow value (several lines joined, up_list_join(); possibly cut to
+     * UP_ALLOW_CAP - 1 bytes), or NULL: what a 405 must say. */
+    const char *allow;
 };
 
 #define UP_LOCATION_CAP 1024
 #define UP_ENCODING_CAP 64
 #define UP_REQUEST_ID_CAP 128
+#define UP_ALLOW_CAP 256
 
 /* The upstream's rate-limit and retry hints that go on to the client:
  * x-ratelimit-*, retry-after-ms and x-should-retry (what OpenAI sends and

@@ -23,6 +23,7 @@ test_upstream_client.py.
   for an error of code 429) quoting the upstream's message, never a 200; a
   context overflow in the words of vLLM, llama.cpp, TGI or Ollama falls back
   to the next model as OpenAI's context_length_exceeded does.
+- A relayed 405 keeps the upstream's Allow, which HTTP requires with it.
 - Retry hints: a 429's retry-after-ms, or a Retry-After in decimal seconds,
   is waited for and the same model retried; retry-after-ms is preferred.
 - Headers: x-ratelimit-*, retry-after-ms and x-should-retry come from the
@@ -374,8 +375,21 @@ def run(gw_bin, env):
         line = log_line(h)
         assert line["status"] == 502 and line["error"] == "upstream_proxy_auth_failed", line
 
+    def allow_with_405():
+        # A 405 must carry Allow (RFC 9110 section 15.5.6): relayed with it,
+        # its lines one list. Other answers do not carry the upstream's.
+        drain()
+        up.steps.put(answer(405, ERROR_BODY, extra=b"Allow: GET\r\nAllow: HEAD\r\n"))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 405 and raw == ERROR_BODY, (st, raw)
+        assert h.get("allow") == "GET, HEAD", h
+        up.steps.put(answer(200, OK_BODY, extra=b"Allow: GET\r\n"))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200 and "allow" not in h, (st, h)
+
     check(tag + "an upstream error without a Content-Type: relayed with none unless JSON",
           error_without_a_type)
+    check(tag + "an upstream's 405 is relayed with its Allow", allow_with_405)
     check(tag + "an upstream's 407: auth, falls back; else 502 upstream_proxy_auth_failed",
           proxy_auth_refused)
     check(tag + "an upstream status of 600: protocol, falls back, else 502 naming it",
