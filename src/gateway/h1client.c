@@ -45,7 +45,9 @@
 
 #define HEAD_CAP (64 * 1024)  /* a response head, status line to the empty line */
 #define BUF_START (16 * 1024) /* a connection's receive buffer; grows for big heads */
-#define LINE_CAP 1024         /* a chunk-size or trailer line */
+/* A chunk-size line (its extensions too) or a trailer line. The receive
+ * buffer grows to hold one whole, however its bytes arrive. */
+#define LINE_CAP (32 * 1024)
 #define TRAILER_LINES_CAP 64
 #define IDLE_PER_HOST_CAP 256 /* idle keep-alive connections kept per host */
 /* The longest a connection stays in the pool, as libcurl's connections do
@@ -1116,7 +1118,8 @@ static enum pump_result pump(struct h1_xfer *x)
             size_t ll;
             if (!nl) {
                 if (avail > LINE_CAP) {
-                    fail_proto(x, UP_EPROTO, "malformed chunked body from the upstream");
+                    fail_proto(x, UP_EPROTO,
+                               "a chunk-size or trailer line over 32 KiB from the upstream");
                     return PUMP_STOP;
                 }
                 return PUMP_MORE;

@@ -36,6 +36,7 @@ import gzip
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +68,27 @@ def chunked(body, ctype=b"text/event-stream", extra=b"", piece=65536):
             p = body[i:i + piece]
             c.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
         c.sendall(b"0\r\n\r\n")
+    return step
+
+
+def long_chunk_lines(ext_len, trailer_len, piece, lead=0):
+    """A step: OK_BODY chunked, after a first chunk of `lead` bytes of
+    blanks (to move the lines that follow across the client's buffer), its
+    size line carrying a chunk extension of about ext_len bytes, then a
+    trailer line of about trailer_len bytes; the bytes sent `piece` at a
+    time, each apart, so they arrive in reads of their own."""
+    def step(c):
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        body = b" " * lead + OK_BODY
+        first, rest = body[:lead + 7], body[lead + 7:]
+        wire = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" +
+                b"%x\r\n" % len(first) + first + b"\r\n" +
+                b"%x;name=\"%s\"\r\n" % (len(rest), b"e" * ext_len) + rest + b"\r\n" +
+                b"0\r\nX-Trailer: " + b"t" * trailer_len + b"\r\n\r\n")
+        for i in range(0, len(wire), piece):
+            c.sendall(wire[i:i + piece])
+            time.sleep(0.001)
     return step
 
 
@@ -411,6 +433,33 @@ def run(gw_bin, env):
     check(tag + "a 200 error's long message is cut and escaped", ok_error_message_cut)
     check(tag + "a 200 answer with choices and an error member is relayed",
           answer_with_error_member)
+
+    # ---- Chunk-size and trailer lines ----
+
+    # libcurl takes a trailer line of 4 KiB at most ("Out of memory in
+    # chunked-encoding" past it), and a chunk extension of any length.
+    trailer_len = 3000 if env else 30000
+
+    def long_lines_accepted(piece, lead):
+        drain()
+        up.steps.put(long_chunk_lines(30000, trailer_len, piece, lead))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 200 and j["choices"][0]["message"]["content"] == "hi there", (st, raw[:300])
+
+    def over_long_line_refused():
+        drain()
+        up.steps.put(long_chunk_lines(40000, 0, 4096))
+        st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+        assert st == 502 and error_shape(j)["code"] == "upstream_protocol", (st, raw[:300])
+
+    for piece in (997, 4096, 1 << 20):
+        check(tag + "a 30 KB chunk extension and a %d-byte trailer line in pieces of %d "
+              "bytes: 200" % (trailer_len, piece), long_lines_accepted, piece, 0)
+    check(tag + "the same lines across the end of the client's 16 KiB buffer: 200",
+          long_lines_accepted, 1000, 16000)
+    if not env:
+        check(tag + "a chunk-size line over 32 KiB: 502 upstream_protocol",
+              over_long_line_refused)
 
     # ---- Context overflow in each server's words ----
 
