@@ -463,8 +463,13 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
 
     if (c->ep == EP_EMBEDDINGS) {
         /* Deterministic 8-dimensional unit-ish vectors, one per input. */
-        size_t n = c->n_inputs ? c->n_inputs : 1, o = 0, bcap = 64 + n * 160;
-        char *b = malloc(bcap);
+        size_t n = c->n_inputs, o = 0, bcap = 64 + n * 160;
+        char *b;
+        if (n == 0) /* an empty list: OpenAI's API refuses it */
+            return refuse(x, "input", "empty_array",
+                          "Invalid 'input': empty array. Expected an array with minimum length "
+                          "1, but got an empty array instead.");
+        b = malloc(bcap);
         if (!b)
             return -1;
         o += (size_t)snprintf(b + o, bcap - o, "{\"object\":\"list\",\"data\":[");

@@ -20,7 +20,7 @@ struct mock_call {
     int include_usage;
     const char *model_json; /* the model name as a JSON string */
     long prompt_tokens;
-    size_t n_inputs; /* embeddings: how many vectors */
+    size_t n_inputs; /* embeddings: how many vectors (0: an empty list, refused) */
     /* Chat and completions: the request's `n` (1 when absent), n_bad when
      * it is not an integer, and the completions prompts (at least 1): the
      * answer has n choices a prompt. */

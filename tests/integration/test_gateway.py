@@ -2407,6 +2407,20 @@ def mock(gw_bin, fake_bin):
     check("the mock refuses an n that is not an integer from 1 to 128, or more than 128 "
           "choices in all, with a 400 naming it", n_refused)
 
+    def embeddings_empty_input_refused():
+        # OpenAI's API refuses an empty input list; the mock does not answer it a vector.
+        st, _, body = request(gw.port, "POST", "/v1/embeddings",
+                              json.dumps({"model": "cjk-1", "input": []}))
+        assert st == 400, (st, body[:300])
+        e = error_shape(json.loads(body))
+        assert e["type"] == "invalid_request_error" and e["param"] == "input", e
+        assert e["code"] == "empty_array", e
+        st, _, body = request(gw.port, "POST", "/v1/embeddings",
+                              json.dumps({"model": "cjk-1", "input": ["a"]}))
+        assert st == 200 and len(json.loads(body)["data"]) == 1, (st, body[:300])
+    check("the mock refuses an empty embeddings input list with a 400 naming input",
+          embeddings_empty_input_refused)
+
 
 GROUPS = {"sdk": sdk, "proxy": proxy, "forwarding": forwarding, "errors": errors,
           "lifecycle": lifecycle, "headers": headers, "mock": mock}
