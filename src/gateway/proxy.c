@@ -114,6 +114,9 @@ struct exchange {
     double est_quality, est_cost;
     int stream, include_usage;
     size_t n_inputs;
+    /* Embeddings and completions, for the mock's usage: the token numbers
+     * the input or prompt gives (a list of them, or a list of such lists). */
+    long token_ids;
     /* Chat and completions, for the mock: the request's `n` (n_set: given,
      * n_bad: not an integer) and its prompts (0: one). */
     long long n;
@@ -2535,7 +2538,7 @@ static void start_attempt(struct exchange *ex)
         call.stream = ex->stream;
         call.include_usage = ex->include_usage;
         call.model_json = gm->model_json;
-        call.prompt_tokens = ex->input_tokens;
+        call.prompt_tokens = ex->input_tokens + ex->token_ids;
         call.n_inputs = ex->n_inputs;
         call.n = ex->n_set ? ex->n : 1;
         call.n_bad = ex->n_bad;
@@ -2780,6 +2783,23 @@ static int responses_query(struct exchange *ex, json_t *root, struct text *query
     return 0;
 }
 
+/* The token numbers in an input or prompt list: its numbers, and those of
+ * the lists it holds, one a token. */
+static long count_token_ids(json_t *list)
+{
+    long n = 0;
+    size_t i, k;
+    json_t *p, *t;
+    json_array_foreach(list, i, p)
+    {
+        if (json_is_number(p))
+            n++;
+        else if (json_is_array(p))
+            json_array_foreach(p, k, t) n += json_is_number(t);
+    }
+    return n;
+}
+
 /* Validate the fields the gateway reads and extract the query text. Returns
  * 0, or refuses the request (and finishes the exchange) and returns -1. */
 static int read_fields(struct exchange *ex, json_t *root, struct text *query)
@@ -2875,6 +2895,7 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             /* A list of token numbers is one prompt; a list of strings or of
              * token lists is one prompt each. */
             ex->n_prompts = json_is_number(json_array_get(prompt, 0)) ? 1 : json_array_size(prompt);
+            ex->token_ids = count_token_ids(prompt);
             json_array_foreach(prompt, i, p) if (json_is_string(p) &&
                                                  text_add(query, json_string_value(p),
                                                           json_string_length(p), "\n")) goto oom;
@@ -2903,6 +2924,7 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             /* An array of token numbers is one input; an array of strings or of
              * token arrays is one input each. */
             ex->n_inputs = json_is_number(json_array_get(input, 0)) ? 1 : json_array_size(input);
+            ex->token_ids = count_token_ids(input);
             json_array_foreach(input, i, p) if (json_is_string(p) &&
                                                 text_add(query, json_string_value(p),
                                                          json_string_length(p), "\n")) goto oom;

@@ -2421,6 +2421,20 @@ def mock(gw_bin, fake_bin):
     check("the mock refuses an empty embeddings input list with a 400 naming input",
           embeddings_empty_input_refused)
 
+    def token_inputs_counted():
+        # A token list's usage counts its tokens, one a number, as OpenAI's API does.
+        for path, key in (("/v1/embeddings", "input"), ("/v1/completions", "prompt")):
+            for given, want in (([5, 6, 7], 3), ([[1, 2], [3], [4, 5, 6, 7]], 7)):
+                st, _, body = request(gw.port, "POST", path,
+                                      json.dumps({"model": "cjk-1", key: given}))
+                j = json.loads(body)
+                assert st == 200, (path, given, st, j)
+                u = j["usage"]
+                assert u["prompt_tokens"] == want, (path, given, u)
+                assert u["total_tokens"] == want + u.get("completion_tokens", 0), (path, u)
+    check("the mock's usage counts the tokens of a token-list input or prompt",
+          token_inputs_counted)
+
 
 GROUPS = {"sdk": sdk, "proxy": proxy, "forwarding": forwarding, "errors": errors,
           "lifecycle": lifecycle, "headers": headers, "mock": mock}
