@@ -12,7 +12,11 @@
  * gets the Responses API's shapes: a `response` object with one output
  * message, or the events response.created, response.output_item.added,
  * response.content_part.added, response.output_text.delta (one a content
- * piece) and response.completed, with no [DONE].
+ * piece) and response.completed, with no [DONE]. A request's output limit
+ * (max_tokens and the like) below the answer's tokens cuts it short, as a
+ * model stops there: usage counts the limit, the text keeps as many of its
+ * words in proportion, and the finish is "length" (Responses: status
+ * "incomplete", reason max_output_tokens, the event response.incomplete).
  *
  * Threads: the event loop thread only.
  */
@@ -47,6 +51,7 @@ struct mock_xfer {
     long chunk_delay_ms;
     /* What a stream's pieces are made of (see piece_make()). */
     int chat, responses, include_usage;
+    int cut_short; /* the request's output limit stopped the answer */
     char *content; /* a copy: the configuration may be reloaded meanwhile */
     size_t clen;
     size_t n_chars; /* its UTF-8 characters */
@@ -194,6 +199,23 @@ static long count_words(const char *s)
     return n;
 }
 
+/* The length of s up to the end of its first k words. */
+static size_t words_end(const char *s, long k)
+{
+    size_t i = 0, end = 0;
+    long n = 0;
+    int in = 0;
+    for (; s[i]; i++) {
+        int sp = s[i] == ' ' || s[i] == '\n' || s[i] == '\t';
+        if (!sp && !in && ++n > k)
+            break;
+        if (!sp)
+            end = i + 1;
+        in = !sp;
+    }
+    return end;
+}
+
 static int utf8_continuation(char c)
 {
     return ((unsigned char)c & 0xC0) == 0x80;
@@ -235,17 +257,20 @@ static void piece_range(struct mock_xfer *x, long k, size_t *s, size_t *e)
  * whole text as its one output message, or with no output while in progress. */
 static char *response_object(const struct mock_xfer *x, int completed)
 {
+    const char *status = x->cut_short ? "incomplete" : "completed";
+    const char *details =
+        x->cut_short ? "\"incomplete_details\":{\"reason\":\"max_output_tokens\"}," : "";
     char *text, *p;
     if (!completed)
         return fmt("{%s,\"status\":\"in_progress\",\"output\":[],\"usage\":null}", x->prefix);
     text = json_str(x->content, x->clen);
     if (!text)
         return NULL;
-    p = fmt("{%s,\"status\":\"completed\",\"output\":[{\"type\":\"message\","
-            "\"id\":\"msg-mock-%llu\",\"status\":\"completed\",\"role\":\"assistant\","
+    p = fmt("{%s,\"status\":\"%s\",%s\"output\":[{\"type\":\"message\","
+            "\"id\":\"msg-mock-%llu\",\"status\":\"%s\",\"role\":\"assistant\","
             "\"content\":[{\"type\":\"output_text\",\"text\":%s,\"annotations\":[]}]}],"
             "\"usage\":%s}",
-            x->prefix, x->id, text, x->usage);
+            x->prefix, status, details, x->id, status, text, x->usage);
     free(text);
     return p;
 }
@@ -253,7 +278,7 @@ static char *response_object(const struct mock_xfer *x, int completed)
 /* Piece k of a Responses stream: response.created, the output message and
  * its text part begun (output_item.added, content_part.added: what SDKs
  * accumulate the deltas into), one output_text delta a content piece,
- * response.completed (with the usage). Each event is numbered by its
+ * response.completed or response.incomplete (with the usage). Each event is numbered by its
  * sequence_number. */
 static char *response_piece(struct mock_xfer *x, size_t k)
 {
@@ -291,11 +316,17 @@ static char *response_piece(struct mock_xfer *x, size_t k)
     p = k == 0 ? fmt("event: response.created\ndata: {\"type\":\"response.created\","
                      "\"sequence_number\":0,\"response\":%s}\n\n",
                      obj)
-               : fmt("event: response.completed\ndata: {\"type\":\"response.completed\","
+               : fmt("event: response.%s\ndata: {\"type\":\"response.%s\","
                      "\"sequence_number\":%zu,\"response\":%s}\n\n",
-                     k, obj);
+                     x->cut_short ? "incomplete" : "completed",
+                     x->cut_short ? "incomplete" : "completed", k, obj);
     free(obj);
     return p;
+}
+
+static const char *finish_reason(const struct mock_xfer *x)
+{
+    return x->cut_short ? "length" : "stop";
 }
 
 /* Piece k of a chat or completions stream: the role (chat only), the
@@ -331,10 +362,10 @@ static char *piece_make(struct mock_xfer *x, size_t k)
     }
     k -= n_content * nc;
     if (k < nc)
-        return x->chat ? fmt("%s[{\"index\":%zu,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
-                             x->prefix, k)
-                       : fmt("%s[{\"index\":%zu,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n",
-                             x->prefix, k);
+        return x->chat ? fmt("%s[{\"index\":%zu,\"delta\":{},\"finish_reason\":\"%s\"}]}\n\n",
+                             x->prefix, k, finish_reason(x))
+                       : fmt("%s[{\"index\":%zu,\"text\":\"\",\"finish_reason\":\"%s\"}]}\n\n",
+                             x->prefix, k, finish_reason(x));
     if (x->include_usage && k == nc)
         return fmt("%s[],\"usage\":%s}\n\n", x->prefix, x->usage);
     return fmt("data: [DONE]\n\n");
@@ -348,11 +379,11 @@ static char *plain_choices(const struct mock_xfer *x, int chat, const char *text
     size_t cap = 0, len = 0;
     for (size_t i = 0; i < x->n_choices; i++) {
         char *one = chat ? fmt("%s{\"index\":%zu,\"message\":{\"role\":\"assistant\","
-                               "\"content\":%s},\"finish_reason\":\"stop\"}",
-                               i ? "," : "", i, text)
-                         : fmt("%s{\"index\":%zu,\"text\":%s,\"finish_reason\":\"stop\","
+                               "\"content\":%s},\"finish_reason\":\"%s\"}",
+                               i ? "," : "", i, text, finish_reason(x))
+                         : fmt("%s{\"index\":%zu,\"text\":%s,\"finish_reason\":\"%s\","
                                "\"logprobs\":null}",
-                               i ? "," : "", i, text);
+                               i ? "," : "", i, text, finish_reason(x));
         size_t n = one ? strlen(one) : 0;
         if (!one || gw_reserve(&out, &cap, len + n + 1, 256) != 0) {
             free(one);
@@ -424,7 +455,8 @@ static int keep_content(struct mock_xfer *x, const char *content, size_t clen, l
     x->content = malloc(clen + 1);
     if (!x->content)
         return -1;
-    memcpy(x->content, content, clen + 1);
+    memcpy(x->content, content, clen);
+    x->content[clen] = '\0';
     return 0;
 }
 
@@ -444,6 +476,14 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
     x->status = 200;
     x->cut_k = -1;
     x->n_choices = 1;
+    if (c->ep != EP_EMBEDDINGS && c->max_tokens >= 0 && c->max_tokens < tokens) {
+        /* Stopped at the limit: the text keeps its words in proportion
+         * (all the limit's when the tokens are its word count). */
+        long long words = count_words(content);
+        clen = words_end(content, (long)(words * c->max_tokens / tokens));
+        tokens = (long)c->max_tokens;
+        x->cut_short = 1;
+    }
     if (c->ep == EP_CHAT || c->ep == EP_COMPLETIONS) {
         if (count_choices(x, c) != 0)
             return -1;

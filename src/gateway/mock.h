@@ -27,6 +27,9 @@ struct mock_call {
     long long n;
     int n_bad;
     size_t n_prompts;
+    /* Chat, completions, responses: the request's output limit for each
+     * choice (max_tokens, max_completion_tokens, max_output_tokens), or -1. */
+    long long max_tokens;
 };
 
 struct mock_xfer;

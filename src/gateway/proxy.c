@@ -122,6 +122,9 @@ struct exchange {
     long long n;
     int n_set, n_bad;
     size_t n_prompts;
+    /* For the mock: the request's output limit (the least of max_tokens,
+     * max_completion_tokens, max_output_tokens given as an integer from 1), or -1. */
+    long long max_tokens;
 
     /* Resilience */
     struct rs_retry req_retry; /* server + route: attempt cap and deadline */
@@ -2543,6 +2546,7 @@ static void start_attempt(struct exchange *ex)
         call.n = ex->n_set ? ex->n : 1;
         call.n_bad = ex->n_bad;
         call.n_prompts = ex->n_prompts ? ex->n_prompts : 1;
+        call.max_tokens = ex->max_tokens;
         ex->mock = mock_start(ex->gw->base, &gm->mock, &call, &upstream_cbs, ex);
         if (!ex->mock) {
             ex->gone_label = "out_of_memory"; /* nothing went out: no attempt counted */
@@ -2839,6 +2843,19 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             ex->n_set = 1;
         } else if (n && !json_is_null(n)) {
             ex->n_bad = 1;
+        }
+    }
+
+    if (ex->ep != EP_EMBEDDINGS) {
+        /* Read for the mock; an upstream judges these limits itself. */
+        static const char *const limits[] = {"max_tokens", "max_completion_tokens",
+                                             "max_output_tokens"};
+        for (i = 0; i < sizeof limits / sizeof *limits; i++) {
+            json_t *m = json_object_get(root, limits[i]);
+            double v = json_number_value(m);
+            if (json_is_number(m) && v >= 1 && v == floor(v) &&
+                (ex->max_tokens < 0 || v < (double)ex->max_tokens))
+                ex->max_tokens = v > 1e9 ? 1000000000 : (long long)v;
         }
     }
 
@@ -3320,6 +3337,7 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
     ex->t_start = gw_now();
     ex->model = -1;
     ex->waited_model = -1;
+    ex->max_tokens = -1;
     ex->last_model_idx = -1;
     ex->route_idx = -1;
     ex->route = "";

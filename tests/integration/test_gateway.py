@@ -2310,7 +2310,9 @@ def mock(gw_bin, fake_bin):
     models = [{"name": "%s-%d" % (k, n), "backend": "mock",
                "mock": {"chunks": n, "content": t}}
               for k, t in texts.items() for n in (1, 2, 4, 40)]
-    gw = Gateway(gw_bin, wd, {"models": models})
+    counted = {"name": "counted", "backend": "mock",
+               "mock": {"tokens": 10, "chunks": 2, "content": "a b c d e"}}
+    gw = Gateway(gw_bin, wd, {"models": models + [counted]})
 
     def pieces_of(model, path, payload):
         st, _, body = request(gw.port, "POST", path, json.dumps(
@@ -2434,6 +2436,59 @@ def mock(gw_bin, fake_bin):
                 assert u["total_tokens"] == want + u.get("completion_tokens", 0), (path, u)
     check("the mock's usage counts the tokens of a token-list input or prompt",
           token_inputs_counted)
+
+    def output_limit():
+        # A limit below the answer's tokens stops it there, as a model does: usage counts
+        # the limit, the text keeps its words in proportion, the finish says "length".
+        chat_p = ("/v1/chat/completions", {"messages": HELLO})
+        comp_p = ("/v1/completions", {"prompt": "hi"})
+        cases = ((chat_p, "mixed-4", {"max_tokens": 2}, "naïve café", 2, "length"),
+                 (chat_p, "mixed-4", {"max_completion_tokens": 3}, "naïve café —", 3, "length"),
+                 (chat_p, "mixed-4", {"max_tokens": 2, "n": 2}, "naïve café", 4, "length"),
+                 (chat_p, "mixed-4", {"max_tokens": 5}, texts["mixed"], 5, "stop"),
+                 (chat_p, "mixed-4", {"max_tokens": 100}, texts["mixed"], 5, "stop"),
+                 (comp_p, "mixed-4", {"max_tokens": 1}, "naïve", 1, "length"),
+                 (chat_p, "counted", {"max_tokens": 4}, "a b", 4, "length"))
+        for (path, base), model, limit, text, tokens, finish in cases:
+            chat_ = path == "/v1/chat/completions"
+            payload = dict(base, model=model, **limit)
+            st, _, body = request(gw.port, "POST", path, json.dumps(payload))
+            j = json.loads(body)
+            assert st == 200, (payload, st, j)
+            for c in j["choices"]:
+                assert (c["message"]["content"] if chat_ else c["text"]) == text, (payload, c)
+                assert c["finish_reason"] == finish, (payload, c)
+            assert j["usage"]["completion_tokens"] == tokens, (payload, j["usage"])
+            st, _, body = request(gw.port, "POST", path, json.dumps(dict(
+                payload, stream=True, stream_options={"include_usage": True})))
+            data = sse_data(body)
+            got, finishes = "", []
+            for d in data:
+                for c in d["choices"]:
+                    if c["index"] == 0:
+                        got += c["delta"].get("content", "") if chat_ else c["text"]
+                    if c["finish_reason"]:
+                        finishes.append(c["finish_reason"])
+            assert got == text and set(finishes) == {finish}, (payload, got, finishes)
+            assert data[-1]["usage"]["completion_tokens"] == tokens, (payload, data[-1])
+        for stream in (False, True):
+            st, _, body = request(gw.port, "POST", "/v1/responses", json.dumps(
+                {"model": "mixed-4", "input": "hi", "max_output_tokens": 2, "stream": stream}))
+            assert st == 200, (st, body[:300])
+            if stream:
+                data = sse_data(body)
+                assert data[-1]["type"] == "response.incomplete", data[-1]
+                assert "".join(d["delta"] for d in data
+                               if d["type"] == "response.output_text.delta") == "naïve café"
+                r = data[-1]["response"]
+            else:
+                r = json.loads(body)
+            assert r["status"] == "incomplete", r
+            assert r["incomplete_details"] == {"reason": "max_output_tokens"}, r
+            assert r["output"][0]["content"][0]["text"] == "naïve café", r
+            assert r["usage"]["output_tokens"] == 2, r
+    check("the mock stops at the request's output limit: usage counts it, the text is "
+          "cut, the finish is length (responses: incomplete)", output_limit)
 
 
 GROUPS = {"sdk": sdk, "proxy": proxy, "forwarding": forwarding, "errors": errors,
