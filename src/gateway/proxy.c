@@ -517,10 +517,11 @@ static void error_why(const json_t *msg, char *why, size_t cap)
 static int event_error(const char *p, size_t n, char *why, size_t cap)
 {
     static const char key[] = "\"error\"";
-    struct js_member m[16];
-    size_t k = 0, i;
-    const char *q = p, *end = p + n;
-    int rc;
+    static const char *const names[] = {"error", NULL};
+    struct js_member m[1];
+    const char *q = p, *end = p + n, *v;
+    size_t vn;
+    json_t *e, *msg;
     for (;;) {
         q = memchr(q, '"', (size_t)(end - q));
         if (!q || (size_t)(end - q) < sizeof key - 1)
@@ -529,26 +530,18 @@ static int event_error(const char *p, size_t n, char *why, size_t cap)
             break;
         q++;
     }
-    rc = js_scan_object(p, n, m, 16, &k);
-    if (rc != 0 && rc != -2)
+    /* However many members the event has (a server's own extensions). */
+    if (js_find_members(p, n, names, m) != 0 || !m[0].key_end)
         return 0;
-    if (k > 16)
-        k = 16; /* the members after these are not looked at */
-    for (i = 0; i < k; i++) {
-        const char *v = p + m[i].value_start;
-        size_t vn = m[i].value_end - m[i].value_start;
-        json_t *e, *msg;
-        if (!js_key_equals(p, &m[i], "error"))
-            continue;
-        if (vn == 4 && memcmp(v, "null", 4) == 0)
-            return 0;
-        e = json_loadb(v, vn, JSON_ALLOW_NUL, NULL);
-        msg = json_is_object(e) ? json_object_get(e, "message") : e;
-        error_why(msg, why, cap);
-        json_decref(e);
-        return 1;
-    }
-    return 0;
+    v = p + m[0].value_start;
+    vn = m[0].value_end - m[0].value_start;
+    if (vn == 4 && memcmp(v, "null", 4) == 0)
+        return 0;
+    e = json_loadb(v, vn, JSON_ALLOW_NUL, NULL);
+    msg = json_is_object(e) ? json_object_get(e, "message") : e;
+    error_why(msg, why, cap);
+    json_decref(e);
+    return 1;
 }
 
 /* The message of an error event's data p[0..n), put in why (cut to fit):
@@ -694,40 +687,41 @@ struct resp_event {
     size_t response_len;
 };
 
-/* Returns 0, or -1 when p[0..n) is not an object the scanner reads. */
+/* Returns 0, or -1 when p[0..n) is not an object the scanner reads. The
+ * event may have any number of members (a server's own extensions). */
 static int resp_event_scan(const char *p, size_t n, struct resp_event *e)
 {
-    struct js_member m[16];
-    size_t k = 0;
-    int rc = js_scan_object(p, n, m, 16, &k);
+    static const char *const names[] = {"type", "delta", "response", "sequence_number", NULL};
+    struct js_member m[4];
+    const char *v;
+    size_t vn;
     memset(e, 0, sizeof *e);
     e->seq = -1;
-    if (rc != 0 && rc != -2)
+    if (js_find_members(p, n, names, m) != 0)
         return -1;
-    if (k > 16)
-        k = 16; /* the members after these are not looked at */
-    for (size_t i = 0; i < k; i++) {
-        const char *v = p + m[i].value_start;
-        size_t vn = m[i].value_end - m[i].value_start;
-        if (js_key_equals(p, &m[i], "type")) {
-            if (vn >= 2 && v[0] == '"') {
-                e->type = v + 1;
-                e->type_len = vn - 2;
-            }
-        } else if (js_key_equals(p, &m[i], "delta")) {
-            e->delta = v;
-            e->delta_len = vn;
-        } else if (js_key_equals(p, &m[i], "response")) {
-            e->response = v;
-            e->response_len = vn;
-        } else if (js_key_equals(p, &m[i], "sequence_number") && vn > 0 && vn < 16) {
-            long seq = 0;
-            size_t j = 0;
-            while (j < vn && v[j] >= '0' && v[j] <= '9')
-                seq = seq * 10 + (v[j++] - '0');
-            if (j == vn)
-                e->seq = seq;
-        }
+    v = p + m[0].value_start;
+    vn = m[0].value_end - m[0].value_start;
+    if (m[0].key_end && vn >= 2 && v[0] == '"') {
+        e->type = v + 1;
+        e->type_len = vn - 2;
+    }
+    if (m[1].key_end) {
+        e->delta = p + m[1].value_start;
+        e->delta_len = m[1].value_end - m[1].value_start;
+    }
+    if (m[2].key_end) {
+        e->response = p + m[2].value_start;
+        e->response_len = m[2].value_end - m[2].value_start;
+    }
+    v = p + m[3].value_start;
+    vn = m[3].value_end - m[3].value_start;
+    if (m[3].key_end && vn > 0 && vn < 16) {
+        long seq = 0;
+        size_t j = 0;
+        while (j < vn && v[j] >= '0' && v[j] <= '9')
+            seq = seq * 10 + (v[j++] - '0');
+        if (j == vn)
+            e->seq = seq;
     }
     return 0;
 }

@@ -393,6 +393,38 @@ def main(bin_, fake_bin):
         assert m['llmroute_tokens_total{model="script",direction="out"}'] == 10, m
     check("a cut after the terminal event is still a success", cut_after_terminal)
 
+    def wide_events():
+        # A server's own extensions may put more members in an event than the usual
+        # handful, before the ones the gateway reads: the terminal event still ends the
+        # stream, its usage is still counted, and an `error` member still fails it.
+        ext = b"".join(b'"x_%d":%d,' % (i, i) for i in range(20))
+        wide = (
+            b'event: response.created\n'
+            b'data: {' + ext + b'"type":"response.created","sequence_number":0,'
+            b'"response":{"id":"rw","status":"in_progress","output":[],"usage":null}}\n\n'
+            b'event: response.output_text.delta\n'
+            b'data: {' + ext + b'"type":"response.output_text.delta","sequence_number":1,'
+            b'"item_id":"m1","output_index":0,"content_index":0,"delta":"Hi"}\n\n'
+            b'event: response.completed\n'
+            b'data: {' + ext + b'"type":"response.completed","sequence_number":2,'
+            b'"response":{"id":"rw","status":"completed",'
+            b'"usage":{"input_tokens":4,"output_tokens":3,"total_tokens":7}}}\n\n')
+        err = b'data: {' + ext + b'"error":{"message":"engine dead","type":"server_error"}}\n\n'
+        s = Script([chunked_sse(wide), chunked_sse(err)])
+        g = gateway([{"name": "script", "backend": "openai", "base_url": s.base_url}])
+        st, h, body = request(g.port, "POST", "/v1/responses",
+                              json.dumps({"model": "script", "input": "hi", "stream": True}))
+        assert st == 200 and body == wide, (st, body[-300:])
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="script",class="ok"}'] == 1, m
+        assert m['llmroute_tokens_total{model="script",direction="in"}'] == 4, m
+        assert m['llmroute_tokens_total{model="script",direction="out"}'] == 3, m
+        st, h, j, body = post(g.port, {"model": "script", "input": "hi", "stream": True})
+        assert st == 502 and j["error"]["code"] == "upstream_server_error", (st, body[:300])
+        assert "engine dead" in j["error"]["message"], j
+    check("an event with more than 16 members is read whole: its terminal type, usage and "
+          "error member count", wide_events)
+
     def upstream_errors():
         # An upstream's own error status is relayed as it came.
         fakes["a"].scenario("status=400;code=invalid_value;message=bad%20input")
