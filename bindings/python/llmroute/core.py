@@ -36,6 +36,7 @@ from . import embed as _embed
 from ._lib import api
 from .errors import (ConfigError, EmbedError, EmptyInput, Error, InvalidInput, InvalidType,
                      OutOfMemory, UnknownModel, raise_for)
+from .errors import make as _make_error
 
 __all__ = ["Config", "Store", "Router", "Decision", "Candidate", "BatchResult",
            "ImportReport", "ModelInfo", "config_from_llm_configs"]
@@ -1910,7 +1911,14 @@ class Router(_Handle):
         finally:
             self._give_back()
         if rc < 0 and rc != _lib.LR_EINFEASIBLE:
-            raise_for(rc, err, "lr_router_route_batch")
+            e = _make_error(rc, err, "lr_router_route_batch")
+            # The library names the argument it refuses ("alpha: expected a
+            # number from 0 to 1, got 1.5"); the method goes before it, as
+            # in the binding's own messages about the arguments.
+            if e.message.startswith(("alpha: ", "budget: ")):
+                e.message = "%s: %s" % (where, e.message)
+                e.args = (e.message,)
+            raise e
         del keep, caps  # the C call is done with them
         return decs, bufs, rep, rc, err
 

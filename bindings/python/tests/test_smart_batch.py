@@ -192,6 +192,32 @@ class BatchTest(SmartTestCase):
             r.route_batch(CONFIGS, texts, tokens, alpha=float("nan"))
         self.assertIn("alpha", str(cm.exception))
 
+    def test_alpha_or_budget_out_of_range_names_the_method(self):
+        # The library's refusal names the argument; Router.route_batch puts
+        # itself before it, as in every other message about its arguments.
+        r, texts, tokens = build(32)
+        cases = [({"mode": "quality", "alpha": 1.5},
+                  "Router.route_batch: alpha: expected a number from 0 to 1, got 1.5"),
+                 ({"mode": "quality", "alpha": -0.25},
+                  "Router.route_batch: alpha: expected a number from 0 to 1, got -0.25"),
+                 ({"mode": "budget", "budget": -1.0},
+                  "Router.route_batch: budget: expected a number from 0 to"),
+                 ({"mode": "budget", "budget": float("inf")},
+                  "Router.route_batch: budget: expected a number from 0 to"),
+                 ({"mode": "budget", "budget": float("nan")},
+                  "Router.route_batch: budget: expected a number, got NaN"),
+                 ({"mode": "budget", "budget": 1.0, "alpha": 0.5},
+                  "Router.route_batch: alpha: the budget mode takes none")]
+        for kw, want in cases:
+            with self.assertRaises(llmroute.InvalidInput) as cm:
+                r.router.route_batch(texts, input_tokens=tokens, **kw)
+            self.assertTrue(str(cm.exception).startswith(want), (kw, str(cm.exception)))
+        # The AIOS method says it in its own name, once.
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            r.route_batch(CONFIGS, texts, tokens, alpha=1.5)
+        self.assertEqual(str(cm.exception), "SmartRouting.route_batch: alpha: expected a "
+                         "number from 0 to 1, got 1.5")
+
     def test_alpha_and_budget_together_are_refused(self):
         # Each form has one constraint: the other value was ignored without
         # a word (alpha=0.99 with a budget gave the budget's assignment).
