@@ -1287,6 +1287,7 @@ class QueryStore(_NoCopy):
         fractional correctness (0.9) counts as itself here, where AIOS
         counts int(0.9), which is 0."""
         where = "QueryStore.predict"
+        self._check_open(where)
         if isinstance(query, str):
             texts = [query]
         elif isinstance(query, (bytes, bytearray, Mapping)) or not _iterable(query):
@@ -1315,9 +1316,10 @@ class QueryStore(_NoCopy):
                                % (where, i))
         perf = [[0.0] * len(names) for _ in texts]
         length = [[0.0] * len(names) for _ in texts]
-        if texts and self.count() > 0:
-            router = self._predictor(names, n_similar, where)
+        if texts and self._count(where) > 0:
             try:
+                # A close() from another thread meanwhile is refused here.
+                router = self._predictor(names, n_similar, where)
                 res = router.route_batch(texts, models=names, input_tokens=[0] * len(texts),
                                          ranking=True)
             except Error as e:
@@ -1373,6 +1375,7 @@ class QueryStore(_NoCopy):
                                 "\"input_token_length\", \"outputs\"), got %s"
                                 % (where, i, type(rec).__name__))
         if split != "train":
+            self._check_open(where)
             with self._lock:
                 self.held_out[split].extend(data)
             return None
@@ -1409,7 +1412,10 @@ class QueryStore(_NoCopy):
     def refresh(self):
         """Read records other processes have added to the file since (see
         Store.refresh). True when there were any."""
-        changed = self._store.refresh()
+        try:
+            changed = self._store.refresh()
+        except Error as e:
+            raise _renamed(e, "QueryStore.refresh", "Store.refresh")
         if changed:
             with self._lock:
                 self.generation += 1
@@ -1421,7 +1427,21 @@ class QueryStore(_NoCopy):
         return self._store.embed
 
     def count(self):
-        return len(self._store)
+        return self._count("QueryStore.count")
+
+    def _count(self, where):
+        """The number of records; `where` names the method in messages."""
+        try:
+            return len(self._store)
+        except Error as e:
+            raise _renamed(e, where, "Store.count")
+
+    def _check_open(self, where):
+        """InvalidInput "`where`: the store is closed" after close()."""
+        try:
+            self._store.handle
+        except Error as e:
+            raise _renamed(e, where, "Store")
 
     __len__ = count
 

@@ -1191,6 +1191,34 @@ class AiosPredictTest(SmartTestCase):
                                  "routing needs the query text: the built-in embedder has "
                                  "nothing to compare an empty query by")
 
+    def test_a_closed_store_is_refused_in_the_method_s_name(self):
+        # predict() said "the store is closed", naming no method; an empty
+        # list of queries and held-out data were taken by a closed store.
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "more.json")
+            with open(path, "w") as f:
+                json.dump(records(1), f)
+            for data in ([], records()):
+                q = QueryStore()
+                q.add_data(data)
+                q.close()
+                calls = {"predict": lambda: q.predict(["hard proof"], ["cheap"]),
+                         "predict ": lambda: q.predict([], ["cheap"]),
+                         "add_data": lambda: q.add_data(records()),
+                         "add_data ": lambda: q.add_data(records(), split="test"),
+                         "import_file": lambda: q.import_file(path),
+                         "refresh": q.refresh,
+                         "count": q.count,
+                         "count ": lambda: len(q)}
+                for method, call in calls.items():
+                    with self.subTest(records=len(data), method=method):
+                        with self.assertRaises(llmroute.InvalidInput) as cm:
+                            call()
+                        self.assertEqual(str(cm.exception), "QueryStore.%s: the store is "
+                                         "closed" % method.strip())
+                self.assertEqual(q.held_out, {"val": [], "test": []})
+                q.close()  # a second close is harmless
+
     def test_empty_store_predicts_zeros(self):
         perf, length = QueryStore().predict(["q", "r"], [{"name": "a"}, {"name": "b"}])
         self.assertEqual(rows(perf), [[0.0, 0.0], [0.0, 0.0]])
