@@ -127,6 +127,12 @@ def _s(b):
     return None if b is None else b.decode("utf-8", "replace")
 
 
+def _name_text(name):
+    """A model name given as str or bytes, as a message shows it: bytes
+    decoded (bad UTF-8 replaced), not their repr (b'gpt')."""
+    return _s(name) if isinstance(name, (bytes, bytearray)) else name
+
+
 def _json_value(o):
     """json.dumps()'s default for what it cannot write itself: a numpy
     scalar (numpy.int64, numpy.float32, numpy.bool_, as a DataFrame's rows
@@ -662,7 +668,7 @@ class Config(_Handle):
         if i < 0:
             # lr_config_model_index() has no lr_error: the message is the
             # router's wording for the same fault.
-            raise UnknownModel("unknown model '%s'" % name, code=i,
+            raise UnknownModel("unknown model '%s'" % _name_text(name), code=i,
                                c_name="lr_config_model_index")
         return i
 
@@ -1975,9 +1981,9 @@ class Router(_Handle):
                     i = None
                 if i is None:
                     raise UnknownModel("%s: capacities: unknown model '%s'"
-                                       % (where, _s(name) if isinstance(name, bytes) else name),
-                                       code=_lib.LR_ENOMODEL)
-                caps[i] = _whole(cap, "%s: capacities[%r]" % (where, name), 0, _CAPACITY_MAX)
+                                       % (where, _name_text(name)), code=_lib.LR_ENOMODEL)
+                caps[i] = _whole(cap, "%s: capacities[%r]" % (where, _name_text(name)), 0,
+                                 _CAPACITY_MAX)
         else:
             capacities = list(capacities)
             if len(capacities) != n:

@@ -190,6 +190,22 @@ class RouterErrorsTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, -3)
         self.assertEqual(cm.exception.c_name, "lr_router_route")
 
+    def test_a_model_name_given_as_bytes_is_shown_as_text(self):
+        # A bytes name showed as its repr: "unknown model 'b'gpt-5''".
+        cfg = Config({"models": MODELS})
+        for name, shown in ((b"gpt-5", "gpt-5"), (b"gpt-\xff5", "gpt-\ufffd5")):
+            with self.assertRaises(llmroute.UnknownModel) as cm:
+                cfg.index(name)
+            self.assertEqual(str(cm.exception), "unknown model '%s'" % shown)
+            with self.assertRaises(llmroute.UnknownModel) as cm:
+                self.router.route_batch(n=1, mode="quality", capacities={name: 1})
+            self.assertEqual(str(cm.exception),
+                             "Router.route_batch: capacities: unknown model '%s'" % shown)
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            self.router.route_batch(n=1, mode="quality", capacities={b"a": -1})
+        self.assertEqual(str(cm.exception), "Router.route_batch: capacities['a']: expected a "
+                         "whole number from 0 to 1000000000, got -1")
+
     def test_unknown_model_in_a_batch_names_the_query(self):
         with self.assertRaises(ValueError) as cm:
             self.router.route_batch(models=[["a"], ["a", "x"]], n=2)
