@@ -634,6 +634,10 @@ LR_EXTERN void lr_dataset_free(struct lr_dataset *ds);
 LR_EXTERN size_t lr_dataset_count(const struct lr_dataset *ds);
 /* Record i; its strings and outcomes belong to ds. NULL when out of range. */
 LR_EXTERN const struct lr_record *lr_dataset_record(const struct lr_dataset *ds, size_t i);
+/* Of the records skipped for opts->split (report->skipped_split), those
+ * with no "split" field (or a null one) rather than another split's: all
+ * of them when the file names no splits at all. */
+LR_EXTERN size_t lr_dataset_skipped_unsplit(const struct lr_dataset *ds);
 
 /* ==== Routing ==== */
 

@@ -2088,14 +2088,26 @@ int cmd_eval(int argc, char **argv)
         if (rep.bad)
             cli_error("eval", "%s: skipped %zu bad (first: %s)", data, rep.bad, rep.first_bad);
         if (lr_dataset_count(ds) == 0) {
-            if (split && rep.bad)
-                cli_error("eval", "%s: no good records in split %s (%zu bad, %zu in other splits)",
-                          data, split, rep.bad, rep.skipped_split);
+            /* Records with no "split" field are in no split: say so, as
+             * --split on a file that names none drops every record. */
+            size_t unsplit = lr_dataset_skipped_unsplit(ds);
+            size_t other = rep.skipped_split - unsplit;
+            char why[96] = "";
+            if (unsplit)
+                snprintf(why, sizeof why, ", %zu with no \"split\" field", unsplit);
+            if (split && !rep.bad && unsplit && unsplit == rep.read)
+                cli_error("eval",
+                          "%s: no record has a \"split\" field, so --split %s dropped all %zu",
+                          data, split, rep.read);
+            else if (split && rep.bad)
+                cli_error("eval",
+                          "%s: no good records in split %s (%zu bad, %zu in other splits%s)", data,
+                          split, rep.bad, other, why);
             else if (rep.read == rep.bad)
                 cli_error("eval", "%s: the file holds no %srecords", data, rep.bad ? "good " : "");
             else
-                cli_error("eval", "%s: no records in split %s (%zu in other splits)", data,
-                          split ? split : "", rep.skipped_split);
+                cli_error("eval", "%s: no records in split %s (%zu in other splits%s)", data,
+                          split ? split : "", other, why);
             rc = CLI_USAGE;
             goto out;
         }

@@ -50,6 +50,7 @@ struct lr_dataset {
     char **names; /* interned model names */
     size_t n_names;
     char **strings; /* owned query and task strings, parallel to recs (2 per record) */
+    size_t n_unsplit; /* records skipped for the split that have no "split" field */
 };
 
 /* ==== Building ==== */
@@ -109,7 +110,10 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
         if (in < 0)
             return LR_EPARSE;
         if (in == 0) {
+            json_t *sp = json_object_get(r, "split");
             *skipped_split = 1;
+            if (!sp || json_is_null(sp))
+                ds->n_unsplit++;
             return 0;
         }
     }
@@ -543,4 +547,9 @@ size_t lr_dataset_count(const struct lr_dataset *ds)
 const struct lr_record *lr_dataset_record(const struct lr_dataset *ds, size_t i)
 {
     return ds && i < ds->n ? &ds->recs[i] : NULL;
+}
+
+size_t lr_dataset_skipped_unsplit(const struct lr_dataset *ds)
+{
+    return ds ? ds->n_unsplit : 0;
 }

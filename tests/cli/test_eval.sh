@@ -410,6 +410,27 @@ PY
 expect "eval of a split whose records are all bad" 2 \
     "badtest.json: no good records in split test (87 bad, 174 in other splits)" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/badtest.json" --split test
+# A file whose records name no split is in none: --split drops every record,
+# and the message says why (it read "no records in split test (261 in other
+# splits)", as if other splits were in the file). A record with "split":
+# null names none either; the others are counted apart.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = json.load(open(out + "/data.json"))
+for r in recs:
+    del r["split"]
+json.dump(recs, open(out + "/nosplit.json", "w"))
+recs[0]["split"] = "train"
+recs[1]["split"] = None
+json.dump(recs, open(out + "/somesplit.json", "w"))
+PY
+expect "eval --split of a file with no split field" 2 \
+    "nosplit.json: no record has a \"split\" field, so --split test dropped all 261" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/nosplit.json" --split test
+expect "eval --split of a file with few split fields" 2 \
+    "somesplit.json: no records in split test (1 in other splits, 260 with no \"split\" field)" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/somesplit.json" --split test
 echo '[]' >"$TMP/none.json"
 expect "eval of an empty array with a split" 2 "none.json: the file holds no records" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/none.json" --split test

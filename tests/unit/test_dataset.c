@@ -82,6 +82,34 @@ static void keeps_only_the_split_asked_for(void **state)
     lr_dataset_free(ds);
 }
 
+/* Records with no "split" (or a null one) are in no split: they are told
+ * apart from those of another split, so that a caller can say why a file
+ * that names no splits gave nothing. */
+static void counts_the_records_with_no_split_apart(void **state)
+{
+    struct lr_dataset *ds = NULL;
+    struct lr_import_report rep;
+    struct lr_import_options o = {.split = "test", .strict = 0};
+    (void)state;
+    write_file("{\"query\": \"q0\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 0,"
+               " \"output_token_length\": 1}]}\n"
+               "{\"query\": \"q1\", \"split\": null, \"outputs\": [{\"model_name\": \"a\","
+               " \"correctness\": 0, \"output_token_length\": 1}]}\n"
+               "{\"query\": \"q2\", \"split\": \"train\", \"outputs\": [{\"model_name\": \"a\","
+               " \"correctness\": 0, \"output_token_length\": 1}]}\n");
+    assert_int_equal(lr_dataset_load(path, &o, &ds, &rep, NULL), 0);
+    assert_int_equal(lr_dataset_count(ds), 0);
+    assert_int_equal(rep.skipped_split, 3);
+    assert_int_equal(lr_dataset_skipped_unsplit(ds), 2);
+    lr_dataset_free(ds);
+    /* Without a split asked for, every record is kept and none skipped. */
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, NULL), 0);
+    assert_int_equal(lr_dataset_count(ds), 3);
+    assert_int_equal(lr_dataset_skipped_unsplit(ds), 0);
+    lr_dataset_free(ds);
+    assert_int_equal(lr_dataset_skipped_unsplit(NULL), 0);
+}
+
 static void reads_jsonl_and_names_the_line_of_a_bad_record(void **state)
 {
     struct lr_dataset *ds = NULL;
@@ -230,6 +258,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(reads_an_array_with_booleans_and_scores, teardown),
         cmocka_unit_test_teardown(keeps_only_the_split_asked_for, teardown),
+        cmocka_unit_test_teardown(counts_the_records_with_no_split_apart, teardown),
         cmocka_unit_test_teardown(reads_jsonl_and_names_the_line_of_a_bad_record, teardown),
         cmocka_unit_test_teardown(strict_load_fails_on_the_first_bad_record, teardown),
         cmocka_unit_test_teardown(each_bad_field_is_named, teardown),
