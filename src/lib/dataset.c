@@ -24,9 +24,10 @@
 
 #include "llmroute.h"
 #include "record.h"
+#include "store.h"
 #include "strategy.h"
 
-#define DATASET_MAX_MODELS 4096
+#define DATASET_MAX_MODELS LR__STORE_MAX_MODELS
 
 /* The bytes of a data file, however it is read (a regular file, a pipe, a
  * device), and of one line of JSON lines: a record is at most a few MB of
@@ -47,8 +48,7 @@ struct lr_dataset {
     struct lr_outcome *outs; /* recs[i].outcomes point here once loading ends */
     size_t *out_start;       /* record i's outcomes start at outs[out_start[i]] */
     size_t n_outs, cap_outs;
-    char **names; /* interned model names */
-    size_t n_names;
+    struct lr__names names; /* interned model names, hashed as the store's are */
     char **strings; /* owned query and task strings, parallel to recs (2 per record) */
     size_t n_unsplit; /* records skipped for the split that have no "split" field */
 };
@@ -71,22 +71,20 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* The one copy of a model name, found through the hash table (a file may
+ * name thousands of models). NULL: out of memory, or DATASET_MAX_MODELS
+ * names already. */
 static const char *intern(struct lr_dataset *ds, const char *name)
 {
-    char **grown;
-    for (size_t i = 0; i < ds->n_names; i++)
-        if (strcmp(ds->names[i], name) == 0)
-            return ds->names[i];
-    if (ds->n_names >= DATASET_MAX_MODELS)
+    char *copy;
+    int id = lr__names_find(&ds->names, name);
+    if (id >= 0)
+        return ds->names.names[id];
+    if (ds->names.n >= DATASET_MAX_MODELS || lr__names_reserve(&ds->names, 1) != 0)
         return NULL;
-    grown = realloc(ds->names, (ds->n_names + 1) * sizeof *grown);
-    if (!grown)
+    if (!(copy = strdup(name)))
         return NULL;
-    ds->names = grown;
-    grown[ds->n_names] = strdup(name);
-    if (!grown[ds->n_names])
-        return NULL;
-    return grown[ds->n_names++];
+    return ds->names.names[lr__names_add(&ds->names, copy)];
 }
 
 /* Check one record's JSON (record.h, the rules the store's import uses too)
@@ -150,7 +148,7 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
         if (!oc->model) {
             free(qcopy);
             free(tcopy);
-            if (ds->n_names >= DATASET_MAX_MODELS) {
+            if (ds->names.n >= DATASET_MAX_MODELS) {
                 snprintf(msg, msg_len, "outputs[%zu].model_name: more than %d distinct models",
                          i, DATASET_MAX_MODELS);
                 return LR_EPARSE;
@@ -529,10 +527,8 @@ void lr_dataset_free(struct lr_dataset *ds)
         return;
     for (size_t i = 0; i < 2 * ds->n; i++)
         free(ds->strings[i]);
-    for (size_t i = 0; i < ds->n_names; i++)
-        free(ds->names[i]);
+    lr__names_free(&ds->names);
     free(ds->strings);
-    free(ds->names);
     free(ds->recs);
     free(ds->outs);
     free(ds->out_start);

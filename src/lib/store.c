@@ -378,7 +378,7 @@ static uint64_t str_hash(const char *s)
     return h ^ (h >> 29);
 }
 
-static int names_find(const struct lr__names *t, const char *name)
+int lr__names_find(const struct lr__names *t, const char *name)
 {
     if (t->n_slots == 0)
         return -1;
@@ -401,7 +401,7 @@ static void names_place(struct lr__names *t, uint32_t id)
 }
 
 /* Room for `extra` more names without allocating. */
-static int names_reserve(struct lr__names *t, size_t extra)
+int lr__names_reserve(struct lr__names *t, size_t extra)
 {
     size_t need = t->n + extra;
     if (need <= t->cap)
@@ -429,7 +429,7 @@ static int names_reserve(struct lr__names *t, size_t extra)
 }
 
 /* Add an owned name (room reserved); returns its id. */
-static uint32_t names_add(struct lr__names *t, char *name)
+uint32_t lr__names_add(struct lr__names *t, char *name)
 {
     uint32_t id = (uint32_t)t->n++;
     t->names[id] = name;
@@ -437,7 +437,7 @@ static uint32_t names_add(struct lr__names *t, char *name)
     return id;
 }
 
-static void names_free(struct lr__names *t)
+void lr__names_free(struct lr__names *t)
 {
     for (size_t i = 0; i < t->n; i++)
         free(t->names[i]);
@@ -463,7 +463,7 @@ static void hist_free(struct lr__hist *h)
         return;
     free(h->out_start);
     free(h->outs);
-    names_free(&h->models);
+    lr__names_free(&h->models);
     free(h->mstats);
     lr__space_free(h->df, sizeof(*h->df));
     lr__sindex_free(&h->sidx);
@@ -501,7 +501,7 @@ static int hist_reserve(struct lr__hist *h, size_t recs, size_t outs, size_t mod
     }
     if (models) {
         size_t old_cap = h->models.cap;
-        if (names_reserve(&h->models, models) != 0)
+        if (lr__names_reserve(&h->models, models) != 0)
             return LR_ENOMEM;
         if (h->models.cap != old_cap || !h->mstats) {
             struct lr__model_stats *ms = realloc(h->mstats, h->models.cap * sizeof(*ms));
@@ -527,7 +527,7 @@ static void hist_add_outcome(struct lr__hist *h, uint32_t model, double c, doubl
 
 int lr__hist_model_id(const struct lr__hist *h, const char *name)
 {
-    return names_find(&h->models, name);
+    return lr__names_find(&h->models, name);
 }
 
 /* ==== Loading from SQLite ==== */
@@ -642,7 +642,7 @@ static int load_models(struct lr_store *st, sqlite3 *db, struct lr__hist *h,
             rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
             goto out;
         }
-        names_add(&h->models, d);
+        lr__names_add(&h->models, d);
     }
     if (s != SQLITE_DONE)
         rc = db_fail(st, db, err, "reading models");
@@ -1609,7 +1609,7 @@ static int delta_read(struct lr_store *st, const struct lr__hist *h, size_t coun
         size_t id = h->models.n + d->n_models;
         char **m;
         if (sqlite3_column_int64(q, 0) != (sqlite3_int64)id || !name ||
-            id >= LR__STORE_MAX_MODELS || names_find(&h->models, name) >= 0) {
+            id >= LR__STORE_MAX_MODELS || lr__names_find(&h->models, name) >= 0) {
             rc = fail(err, LR_ESTORE, 0, "history store '%s': models table is inconsistent",
                       st->path);
             goto out;
@@ -1793,7 +1793,7 @@ static int delta_apply(struct lr_store *st, struct lr__hist *h, struct delta *d,
     if (d->n_models && hist_reserve(h, 0, 0, d->n_models) != 0)
         rc = LR_ENOMEM;
     for (size_t j = 0; j < d->n_models && rc == 0; j++) {
-        names_add(&h->models, d->models[j]);
+        lr__names_add(&h->models, d->models[j]);
         d->models[j] = NULL;
     }
     if (live)
@@ -3118,7 +3118,7 @@ static int key_record_matches(struct lr_store *st, int64_t id, const struct lr__
             rc = 0;
             break;
         }
-        model = names_find(&st->hist->models, v->model[n]);
+        model = lr__names_find(&st->hist->models, v->model[n]);
         if (model < 0 || sqlite3_column_int64(outs, 1) != model ||
             sqlite3_column_double(outs, 2) != v->correctness[n] ||
             sqlite3_column_double(outs, 3) != v->output_tokens[n]) {
@@ -3314,7 +3314,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
 
     /* Model ids; names seen for the first time get the next ids. */
     for (size_t i = 0; i < v->n; i++) {
-        int id = names_find(&h->models, v->model[i]);
+        int id = lr__names_find(&h->models, v->model[i]);
         if (id < 0) {
             for (size_t j = 0; j < n_new; j++)
                 if (strcmp(new_names[j], v->model[i]) == 0)
@@ -3369,7 +3369,7 @@ static int store_append(struct lr_store *st, const struct lr__record_view *v, co
     /* Publish. */
     pthread_rwlock_wrlock(&st->rw);
     for (size_t j = 0; j < n_new; j++)
-        names_add(&h->models, new_names[j]);
+        lr__names_add(&h->models, new_names[j]);
     n_new = 0;
     for (size_t i = 0; i < v->n; i++)
         hist_add_outcome(h, mids[i], v->correctness[i], v->output_tokens[i]);
@@ -3563,7 +3563,7 @@ struct importer {
 static int import_write(struct importer *im, size_t index, int line, const float *vec)
 {
     for (size_t i = 0; i < im->v->n; i++) {
-        int id = names_find(&im->names, im->v->model[i]);
+        int id = lr__names_find(&im->names, im->v->model[i]);
         if (id < 0) {
             char *d;
             /* The cap is the store's, not the file's: a file of few models
@@ -3575,9 +3575,9 @@ static int import_write(struct importer *im, size_t index, int line, const float
                             "file adds %zu before this record)",
                             im->path, index, line, im->v->model[i], im->st->path,
                             LR__STORE_MAX_MODELS, im->base_models, im->names.n - im->base_models);
-            if (names_reserve(&im->names, 1) != 0 || !(d = dup_str(im->v->model[i])))
+            if (lr__names_reserve(&im->names, 1) != 0 || !(d = dup_str(im->v->model[i])))
                 return fail(im->err, LR_ENOMEM, line, "out of memory importing");
-            id = (int)names_add(&im->names, d);
+            id = (int)lr__names_add(&im->names, d);
             if (put_model(&im->w, (uint32_t)id, d) != 0)
                 return sql_fail(im->st, im->err, "importing");
         }
@@ -3978,7 +3978,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
 
     /* Private state: the model names and a record buffer. */
     im.v = malloc(sizeof(*im.v));
-    if (!im.v || names_reserve(&im.names, ids->models.n + 1) != 0) {
+    if (!im.v || lr__names_reserve(&im.names, ids->models.n + 1) != 0) {
         rc = fail(err, LR_ENOMEM, 0, "out of memory importing");
         goto out;
     }
@@ -3988,7 +3988,7 @@ int lr_store_import_file(struct lr_store *store, const char *path,
             rc = fail(err, LR_ENOMEM, 0, "out of memory importing");
             goto out;
         }
-        names_add(&im.names, d);
+        lr__names_add(&im.names, d);
     }
     im.base_models = ids->models.n;
     im.next_id = ids->n;
@@ -4041,7 +4041,7 @@ out:
     hist_free(old);
     hist_free(fresh);
     hist_free(behind);
-    names_free(&im.names);
+    lr__names_free(&im.names);
     free(im.v);
     free(im.pend);
     free(im.pend_index);

@@ -79,6 +79,16 @@ struct lr__names {
     size_t n_slots;  /* power of two, >= 2 * cap */
 };
 
+/* The id of `name`, or -1. A zeroed table is empty. */
+int lr__names_find(const struct lr__names *t, const char *name);
+/* Room for `extra` more names, so that lr__names_add() allocates nothing:
+ * 0 or LR_ENOMEM. */
+int lr__names_reserve(struct lr__names *t, size_t extra);
+/* Add an owned (malloc'd) name not in t, with room reserved; its id. */
+uint32_t lr__names_add(struct lr__names *t, char *name);
+/* Free the names and the table, and zero it. */
+void lr__names_free(struct lr__names *t);
+
 /* The in-memory copy routing reads. */
 struct lr__hist {
     size_t n, cap;       /* records */

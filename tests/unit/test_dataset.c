@@ -253,6 +253,62 @@ static void empty_and_missing_files_are_refused(void **state)
     lr_dataset_free(ds);
 }
 
+/* A file may name thousands of models: each of 4096 distinct names (the
+ * cap) is read back as written, every use of a name gives the same one
+ * copy, and a record that would add one more is bad and named. */
+static void many_distinct_model_names_load_and_map_each_to_its_own(void **state)
+{
+    enum { NAMES = 4096, PER = 4, RECS = NAMES / PER };
+    size_t cap = (size_t)3 * RECS * 400, len = 0;
+    char *text = malloc(cap);
+    const char *first[NAMES];
+    struct lr_dataset *ds = NULL;
+    struct lr_import_report rep;
+    (void)state;
+    assert_non_null(text);
+    /* Records 0..RECS-1 name models m0..m4095 in order; records
+     * RECS..2*RECS-1 name them again, last first. */
+    for (int r = 0; r < 2 * RECS; r++) {
+        len += (size_t)snprintf(text + len, cap - len, "{\"query\": \"q%d\", \"outputs\": [", r);
+        for (int j = 0; j < PER; j++) {
+            int m = r < RECS ? r * PER + j : NAMES - 1 - ((r - RECS) * PER + j);
+            len += (size_t)snprintf(text + len, cap - len,
+                                    "%s{\"model_name\": \"m%d\", \"correctness\": %d,"
+                                    " \"output_token_length\": %d}",
+                                    j ? ", " : "", m, m % 2, m);
+        }
+        len += (size_t)snprintf(text + len, cap - len, "]}\n");
+    }
+    len += (size_t)snprintf(text + len, cap - len,
+                            "{\"query\": \"one too many\", \"outputs\": [{\"model_name\": \"m0\","
+                            " \"correctness\": 1, \"output_token_length\": 1}, {\"model_name\":"
+                            " \"m4096\", \"correctness\": 1, \"output_token_length\": 1}]}\n");
+    assert_true(len < cap);
+    write_file(text);
+    free(text);
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, NULL), 0);
+    assert_int_equal(lr_dataset_count(ds), 2 * RECS);
+    assert_int_equal(rep.bad, 1);
+    assert_string_equal(rep.first_bad, "record 2048 (line 2049): outputs[1].model_name: more "
+                                       "than 4096 distinct models");
+    for (int r = 0; r < 2 * RECS; r++) {
+        const struct lr_record *rec = lr_dataset_record(ds, (size_t)r);
+        assert_int_equal(rec->n_outcomes, PER);
+        for (int j = 0; j < PER; j++) {
+            int m = r < RECS ? r * PER + j : NAMES - 1 - ((r - RECS) * PER + j);
+            char want[16];
+            snprintf(want, sizeof want, "m%d", m);
+            assert_string_equal(rec->outcomes[j].model, want);
+            assert_true(rec->outcomes[j].output_tokens == m);
+            if (r < RECS)
+                first[m] = rec->outcomes[j].model;
+            else
+                assert_ptr_equal(rec->outcomes[j].model, first[m]);
+        }
+    }
+    lr_dataset_free(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -265,6 +321,8 @@ int main(void)
         cmocka_unit_test_teardown(truncated_file_is_a_parse_error_with_position, teardown),
         cmocka_unit_test_teardown(messages_give_the_name_asked_for, teardown),
         cmocka_unit_test_teardown(empty_and_missing_files_are_refused, teardown),
+        cmocka_unit_test_teardown(many_distinct_model_names_load_and_map_each_to_its_own,
+                                  teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
