@@ -606,6 +606,13 @@ struct lr_import_report {
 LR_EXTERN int lr_store_import_file(struct lr_store *store, const char *path,
                          const struct lr_import_options *opts, struct lr_import_report *report,
                          struct lr_error *err);
+/* Of the records the handle's last lr_store_import_file() skipped for
+ * opts->split (its report->skipped_split), those with no "split" field (or
+ * a null one) rather than another split's: all of them when the file names
+ * no splits at all. 0 before any import and for a NULL store; with imports
+ * through one handle on several threads at once, the count of whichever
+ * finished last. */
+LR_EXTERN size_t lr_store_import_skipped_unsplit(const struct lr_store *store);
 
 /* ==== Datasets ==== */
 

@@ -313,6 +313,13 @@ int cmd_import(int argc, char **argv)
             continue;
         }
         imported += rep.imported;
+        /* Records with no "split" field are in no split: counted apart from
+         * another split's, as eval counts them, and a file that names no
+         * splits, all of whose records --split dropped, is said so below. */
+        size_t unsplit = split ? lr_store_import_skipped_unsplit(store) : 0;
+        char why[96] = "";
+        if (unsplit)
+            snprintf(why, sizeof why, ", %zu with no \"split\" field", unsplit);
         /* The report is a line a file: the file's name and the bad record's
          * words (a key of the data file among them) are written escaped, as
          * every message is, so neither breaks the line nor reaches the
@@ -320,13 +327,17 @@ int cmd_import(int argc, char **argv)
         gw_put_escaped(stdout, io.name ? io.name : path);
         printf(": imported %zu of %zu records", rep.imported, rep.read);
         if (split)
-            printf(" (%zu in other splits)", rep.skipped_split);
+            printf(" (%zu in other splits%s)", rep.skipped_split - unsplit, why);
         if (rep.bad) {
             printf(", skipped %zu bad (first: ", rep.bad);
             gw_put_escaped(stdout, rep.first_bad);
             printf(")");
         }
         printf("\n");
+        if (split && !rep.bad && unsplit && unsplit == rep.read)
+            cli_error("import",
+                      "%s: no record has a \"split\" field, so --split %s dropped all %zu",
+                      io.name ? io.name : path, split, rep.read);
     }
     if (stop_signal && i < n_pos) {
         cli_error("import", "stopped by a signal: nothing imported from '%s'%s", pos[i],

@@ -323,6 +323,24 @@ expect "import: split 5 is counted bad" 0 "skipped 1 bad (first: record 0 (line 
     "$BIN" import --store "$TMP/split.db" --split test "$TMP/split5.jsonl"
 expect "eval: split 5 is counted bad" 0 "skipped 1 bad (first: record 0 (line 1): split: expected a string)" -- \
     "$BIN" eval --config "$CFG" --data "$TMP/split5.jsonl" --split test
+# --- import --split of records with no "split" field ---
+# They are in no split: the summary counts them apart from another split's,
+# as eval does (it read "(2 in other splits)" of a file that names none),
+# and a file that names no splits at all is said so.
+R='"outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 3}]'
+printf '{"query": "q", %s}\n{"query": "r", "split": null, %s}\n' "$R" "$R" >"$TMP/nosplit.jsonl"
+printf '{"query": "q", %s}\n{"query": "r", "split": "train", %s}\n{"query": "s", "split": "test", %s}\n' \
+    "$R" "$R" "$R" >"$TMP/somesplit.jsonl"
+"$BIN" import --store "$TMP/nosplit.db" --split test "$TMP/nosplit.jsonl" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 0 ] && grep -qF 'nosplit.jsonl: imported 0 of 2 records (0 in other splits, 2 with no "split" field)' "$TMP/out" &&
+    grep -qF 'import: '"$TMP"'/nosplit.jsonl: no record has a "split" field, so --split test dropped all 2' "$TMP/err" &&
+    ok || bad "import --split of a file with no split field: exit $rc: $(cat "$TMP/out" "$TMP/err")"
+"$BIN" import --store "$TMP/nosplit.db" --split test "$TMP/somesplit.jsonl" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ $rc -eq 0 ] && grep -qF 'somesplit.jsonl: imported 1 of 3 records (1 in other splits, 1 with no "split" field)' "$TMP/out" &&
+    ! grep -qF 'no record has' "$TMP/err" &&
+    ok || bad "import --split of a file with few split fields: exit $rc: $(cat "$TMP/out" "$TMP/err")"
 # --- config: routes null refused as router null is; a model name within the data cap ---
 printf '{"models": [{"name": "a", "backend": "mock"}], "routes": null}' >"$TMP/routesnull.json"
 expect "check-config: routes null" 2 "routes: expected an array, got null" -- \

@@ -145,6 +145,37 @@ static void imports_jsonl_with_a_split_filter(void **st)
     lr_store_free(s);
 }
 
+/* Of the records skipped for the split, those with no "split" field (or a
+ * null one) are counted apart, so that a caller can say why a file that
+ * names no splits imported nothing. The count is the last import's. */
+static void counts_the_records_with_no_split_apart(void **st)
+{
+    (void)st;
+    struct lr_store *s = open_mem();
+    struct lr_import_report rep;
+    struct lr_error err;
+    struct lr_import_options io = {.split = "test", .strict = 0};
+    const char *p = write_file(
+        "n.jsonl",
+        "{\"query\": \"q0\", \"outputs\": [{\"model_name\": \"a\", \"correctness\": 0,"
+        " \"output_token_length\": 1}]}\n"
+        "{\"query\": \"q1\", \"split\": null, \"outputs\": [{\"model_name\": \"a\","
+        " \"correctness\": 0, \"output_token_length\": 1}]}\n"
+        "{\"query\": \"q2\", \"split\": \"train\", \"outputs\": [{\"model_name\": \"a\","
+        " \"correctness\": 0, \"output_token_length\": 1}]}\n");
+    assert_int_equal(lr_store_import_skipped_unsplit(s), 0);
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), 0);
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(rep.skipped_split, 3);
+    assert_int_equal(lr_store_import_skipped_unsplit(s), 2);
+    /* Without a split asked for, every record is kept and none skipped. */
+    assert_int_equal(lr_store_import_file(s, p, NULL, &rep, &err), 0);
+    assert_int_equal(rep.imported, 3);
+    assert_int_equal(lr_store_import_skipped_unsplit(s), 0);
+    assert_int_equal(lr_store_import_skipped_unsplit(NULL), 0);
+    lr_store_free(s);
+}
+
 static void truncated_file_is_a_parse_error_and_changes_nothing(void **st)
 {
     (void)st;
@@ -3789,6 +3820,7 @@ int main(void)
         cmocka_unit_test(imports_a_json_array),
         cmocka_unit_test(finds_which_queries_the_file_holds),
         cmocka_unit_test(imports_jsonl_with_a_split_filter),
+        cmocka_unit_test(counts_the_records_with_no_split_apart),
         cmocka_unit_test(truncated_file_is_a_parse_error_and_changes_nothing),
         cmocka_unit_test(bad_records_are_named_skipped_and_counted),
         cmocka_unit_test(strict_import_fails_whole_on_a_bad_record),
