@@ -1848,7 +1848,7 @@ class Router(_Handle):
                                    % (where, n, len(queries)), code=_lib.LR_EINVAL)
         count = len(queries)
         if count == 0:
-            raise EmptyInput("the batch has no queries", code=_lib.LR_EEMPTY)
+            raise EmptyInput("%s: the batch has no queries" % where, code=_lib.LR_EEMPTY)
         if input_tokens is not None:
             if isinstance(input_tokens, (str, bytes, Mapping)) or not _iterable(input_tokens):
                 raise _wrong_type(where + ": input_tokens", "one count per query (a list) or "

@@ -218,8 +218,15 @@ class RouterErrorsTest(unittest.TestCase):
         self.assertIn("use the smart strategy", str(cm.exception))
 
     def test_empty_batch(self):
-        with self.assertRaises(llmroute.EmptyInput):
-            self.router.route_batch(queries=[])
+        # The method names itself, as for its other arguments: this read
+        # "the batch has no queries" alone.
+        for where, fn in (("Router.route_batch", self.router.route_batch),
+                          ("Router.route_indices", self.router.route_indices)):
+            for kw in ({"queries": []}, {"n": 0}):
+                with self.subTest(where=where, kw=kw):
+                    with self.assertRaises(llmroute.EmptyInput) as cm:
+                        fn(**kw)
+                    self.assertEqual(str(cm.exception), where + ": the batch has no queries")
 
     def test_bad_batch_mode(self):
         with self.assertRaises(ValueError):
