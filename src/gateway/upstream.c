@@ -52,6 +52,10 @@ struct up_client {
     struct h1_deadline expiry; /* closes curl's idle connections past their time */
 };
 
+/* The most of a header value the gateway reads: a Location's (cut to
+ * UP_LOCATION_CAP - 1 bytes); every other kept value is read to less. */
+#define FOLD_VALUE_CAP UP_LOCATION_CAP
+
 struct up_xfer {
     struct up_client *cl;
     struct up_xfer *prev, *next;
@@ -70,6 +74,18 @@ struct up_xfer {
     char allow[UP_ALLOW_CAP];
     char request_id[UP_REQUEST_ID_CAP];
     struct up_relay relay;
+    /* The last header line of those kept above, held until the next line
+     * shows whether it continues (an obs-fold, which libcurl hands over as
+     * a line of its own): its name, and its value trimmed with each fold
+     * one space (RFC 9112 section 5.2), as h1client's unfold_head() makes
+     * it. fold_cut: bytes past fold_value were dropped, from a value longer
+     * than any use of it reads. fold_on: a line is held. */
+    char fold_name[UP_RELAY_NAME_CAP];
+    size_t fold_name_len;
+    char fold_value[FOLD_VALUE_CAP];
+    size_t fold_len;
+    int fold_cut;
+    int fold_on;
     int head_done;
     int aborted;
     int in_cb;
@@ -362,20 +378,110 @@ static void deliver_head(struct up_xfer *x)
         x->cb.on_head(x->arg, &h);
 }
 
-/* Copy a header's value, trimmed, into dst (truncated to fit). */
-static void header_value(const char *buf, size_t len, size_t name_len, char *dst, size_t cap)
+/* Copy a header's value (trimmed, vl bytes) into dst, cut to fit. */
+static void value_copy(char *dst, size_t cap, const char *v, size_t vl)
 {
-    const char *v = buf + name_len, *e = buf + len;
-    size_t vl;
-    while (v < e && (*v == ' ' || *v == '\t'))
-        v++;
-    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
-        e--;
-    vl = (size_t)(e - v);
     if (vl >= cap)
         vl = cap - 1;
     memcpy(dst, v, vl);
     dst[vl] = '\0';
+}
+
+/* One header line the gateway keeps, whole (its folds joined): name (nl
+ * bytes) and value (vl bytes, trimmed); cut: the value went on past vl
+ * bytes, which is longer than any use reads but a relayed hint may be. */
+static void kept_header(struct up_xfer *x, const char *name, size_t nl, const char *v, size_t vl,
+                        int cut)
+{
+    const char *nul = memchr(v, '\0', vl);
+    if (nul) /* read as far as the value's text goes, as a C string is */
+        vl = (size_t)(nul - v);
+    if (nl == 12 && strncasecmp(name, "content-type", 12) == 0) {
+        value_copy(x->content_type, sizeof x->content_type, v, vl);
+    } else if (nl == 11 && strncasecmp(name, "retry-after", 11) == 0) {
+        value_copy(x->retry_after, sizeof x->retry_after, v, vl);
+    } else if (nl == 14 && strncasecmp(name, "retry-after-ms", 14) == 0) {
+        /* Read for the retry's delay (cut: then unreadable, and relayed
+         * whole), and relayed as the other hints are. */
+        value_copy(x->retry_after_ms, sizeof x->retry_after_ms, v, vl);
+        if (!cut)
+            up_relay_add(&x->relay, name, nl, v, vl);
+    } else if (nl == 8 && strncasecmp(name, "location", 8) == 0) {
+        value_copy(x->location, sizeof x->location, v, vl);
+    } else if (nl == 16 && strncasecmp(name, "content-encoding", 16) == 0) {
+        char e[UP_ENCODING_CAP];
+        value_copy(e, sizeof e, v, vl);
+        up_list_join(x->content_encoding, sizeof x->content_encoding, e, strlen(e));
+    } else if (nl == 5 && strncasecmp(name, "allow", 5) == 0) {
+        char a[UP_ALLOW_CAP];
+        value_copy(a, sizeof a, v, vl);
+        up_list_join(x->allow, sizeof x->allow, a, strlen(a));
+    } else if (nl == 10 && strncasecmp(name, "keep-alive", 10) == 0) {
+        /* libcurl reads no such header: the connection's time in its cache
+         * is kept here (conn_expire_cb()), as h1client keeps its own. */
+        char k[128];
+        value_copy(k, sizeof k, v, vl);
+        x->keep_ms = h1_keep_alive_ms(k, strlen(k));
+    } else if (nl == 12 && strncasecmp(name, "x-request-id", 12) == 0) {
+        char r[UP_REQUEST_ID_CAP * 2];
+        value_copy(r, sizeof r, v, vl);
+        up_request_id_copy(x->request_id, sizeof x->request_id, r, strlen(r));
+    } else if (!cut) {
+        up_relay_add(&x->relay, name, nl, v, vl); /* the hints to relay */
+    }
+}
+
+static int kept_name(const char *name, size_t nl)
+{
+    static const char *const names[] = {"content-type", "retry-after", "location",
+                                        "content-encoding", "allow", "keep-alive",
+                                        "x-request-id"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (nl == strlen(names[i]) && strncasecmp(name, names[i], nl) == 0)
+            return 1;
+    return relayed_name(name, nl); /* retry-after-ms among them */
+}
+
+/* Blanks and the line end trimmed off both ends of [*v, e): the new end. */
+static const char *trim_line(const char **v, const char *e)
+{
+    while (*v < e && (**v == ' ' || **v == '\t'))
+        (*v)++;
+    while (e > *v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    return e;
+}
+
+/* Add the text of [v, e) to the held value, past one space when both have
+ * some; what does not fit is dropped and the value marked cut. */
+static void fold_add(struct up_xfer *x, const char *v, const char *e)
+{
+    size_t n = (size_t)(e - v), room;
+    if (n == 0 || x->fold_cut)
+        return;
+    if (x->fold_len > 0) {
+        if (x->fold_len == sizeof x->fold_value) {
+            x->fold_cut = 1;
+            return;
+        }
+        x->fold_value[x->fold_len++] = ' ';
+    }
+    room = sizeof x->fold_value - x->fold_len;
+    if (n > room) {
+        n = room;
+        x->fold_cut = 1;
+    }
+    memcpy(x->fold_value + x->fold_len, v, n);
+    x->fold_len += n;
+}
+
+/* The held header line, if any, is read now: no line continues it. */
+static void fold_flush(struct up_xfer *x)
+{
+    if (!x->fold_on)
+        return;
+    x->fold_on = 0;
+    kept_header(x, x->fold_name, x->fold_name_len, x->fold_value, x->fold_len, x->fold_cut);
 }
 
 static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
@@ -385,6 +491,15 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
 
     if (x->aborted)
         return 0;
+    if (len > 0 && (buf[0] == ' ' || buf[0] == '\t')) {
+        /* A continuation line: the held header's value goes on (one of
+         * another header's, or of none, is dropped, as that header is). */
+        const char *v = buf, *e = trim_line(&v, buf + len);
+        if (x->fold_on)
+            fold_add(x, v, e);
+        return len;
+    }
+    fold_flush(x);
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
         /* A status line: a new response (after a 1xx, or the first). */
         const char *sp = memchr(buf, ' ', len);
@@ -404,49 +519,6 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
         x->keep_ms = H1_IDLE_MAX_MS;
         x->relay.len = x->relay.n = 0;
         x->relay.buf[0] = '\0';
-    } else if (len > 13 && strncasecmp(buf, "content-type:", 13) == 0) {
-        header_value(buf, len, 13, x->content_type, sizeof x->content_type);
-    } else if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
-        header_value(buf, len, 12, x->retry_after, sizeof x->retry_after);
-    } else if (len > 15 && strncasecmp(buf, "retry-after-ms:", 15) == 0) {
-        /* Read for the retry's delay, and relayed as the other hints are. */
-        char v[UP_RELAY_VALUE_CAP + 2];
-        header_value(buf, len, 15, v, sizeof v);
-        size_t vl = strlen(v);
-        if (vl >= sizeof x->retry_after_ms)
-            vl = sizeof x->retry_after_ms - 1; /* cut: then unreadable, and relayed whole */
-        memcpy(x->retry_after_ms, v, vl);
-        x->retry_after_ms[vl] = '\0';
-        up_relay_add(&x->relay, buf, 14, v, strlen(v));
-    } else if (len > 9 && strncasecmp(buf, "location:", 9) == 0) {
-        header_value(buf, len, 9, x->location, sizeof x->location);
-    } else if (len > 17 && strncasecmp(buf, "content-encoding:", 17) == 0) {
-        char v[UP_ENCODING_CAP];
-        header_value(buf, len, 17, v, sizeof v);
-        up_list_join(x->content_encoding, sizeof x->content_encoding, v, strlen(v));
-    } else if (len > 6 && strncasecmp(buf, "allow:", 6) == 0) {
-        char v[UP_ALLOW_CAP];
-        header_value(buf, len, 6, v, sizeof v);
-        up_list_join(x->allow, sizeof x->allow, v, strlen(v));
-    } else if (len > 11 && strncasecmp(buf, "keep-alive:", 11) == 0) {
-        /* libcurl reads no such header: the connection's time in its cache
-         * is kept here (conn_expire_cb()), as h1client keeps its own. */
-        char v[128];
-        header_value(buf, len, 11, v, sizeof v);
-        x->keep_ms = h1_keep_alive_ms(v, strlen(v));
-    } else if (len > 13 && strncasecmp(buf, "x-request-id:", 13) == 0) {
-        char v[UP_REQUEST_ID_CAP * 2];
-        header_value(buf, len, 13, v, sizeof v);
-        up_request_id_copy(x->request_id, sizeof x->request_id, v, strlen(v));
-    } else if (len > 2 && (buf[0] == 'x' || buf[0] == 'X' || buf[0] == 'r' || buf[0] == 'R')) {
-        /* The hints to relay: a name is a token, so its first ':' ends it. */
-        const char *colon = memchr(buf, ':', len);
-        if (colon) {
-            char v[UP_RELAY_VALUE_CAP + 2];
-            size_t nl = (size_t)(colon - buf);
-            header_value(buf, len, nl + 1, v, sizeof v);
-            up_relay_add(&x->relay, buf, nl, v, strlen(v));
-        }
     } else if ((len == 2 && buf[0] == '\r') || (len == 1 && buf[0] == '\n')) {
         if (x->status >= 200) {
             x->in_cb++;
@@ -454,6 +526,20 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
             x->in_cb--;
             if (x->aborted)
                 return 0;
+        }
+    } else {
+        /* A header line: one the gateway keeps is held until the next line
+         * (a name is a token, so its first ':' ends it). */
+        const char *colon = memchr(buf, ':', len);
+        size_t nl = colon ? (size_t)(colon - buf) : 0;
+        if (nl > 0 && nl <= sizeof x->fold_name && kept_name(buf, nl)) {
+            const char *v = colon + 1, *e = trim_line(&v, buf + len);
+            memcpy(x->fold_name, buf, nl);
+            x->fold_name_len = nl;
+            x->fold_len = 0;
+            x->fold_cut = 0;
+            x->fold_on = 1;
+            fold_add(x, v, e);
         }
     }
     return len;
