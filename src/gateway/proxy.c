@@ -1244,10 +1244,12 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
 /* ==== Giving up ==== */
 
 /* Nothing more to try: answer with the last failure. An upstream's own error
- * response is relayed as it came (status, body, Retry-After); a transport
- * failure becomes 502 (or 504 for the timeouts); so does a redirect, which
- * is useless to the client (its URL is the gateway's) and means the model's
- * base_url is wrong. */
+ * response is relayed as it came (status, body, Retry-After), unless
+ * rs_answer_relayed() says it speaks of the gateway's exchange with the
+ * upstream; a transport failure becomes 502 (or 504 for the timeouts, an
+ * upstream's 408 among them); so does a redirect, which is useless to the
+ * client (its URL is the gateway's) and means the model's base_url is
+ * wrong. */
 static void give_up(struct exchange *ex, const char *why)
 {
     enum rs_class c = ex->last_class;
@@ -1285,7 +1287,16 @@ static void give_up(struct exchange *ex, const char *why)
                   ex->n_attempts == 1 ? "" : "s");
         return;
     }
-    if (ex->last_status >= 300 && ex->req) {
+    if (c == RS_TIMEOUT && ex->last_status == 408) {
+        /* The upstream timed out waiting for the gateway's request. Relayed,
+         * its 408 would tell the client that its own request was slow. */
+        fail_with(ex, 504, NULL, "upstream_timeout",
+                  "the upstream for model '%s' answered 408: it timed out waiting for the "
+                  "gateway's request (%s; %u attempt%s)",
+                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+        return;
+    }
+    if (rs_answer_relayed(ex->last_status) && ex->req) {
         if (ex->last_retry_after[0])
             ex->answer_retry_after = ex->last_retry_after;
         if (ex->last_relay[0])

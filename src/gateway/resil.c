@@ -257,6 +257,13 @@ int rs_class_is_neutral(enum rs_class c)
     return c == RS_RESET_REUSED || c == RS_DESCRIPTORS || c == RS_NOT_FOUND;
 }
 
+int rs_answer_relayed(long status)
+{
+    if (status < 400 || status >= 600)
+        return 0;
+    return status != 401 && status != 407 && status != 408;
+}
+
 /* Digits with an optional fraction ("12", "0.5"), blanks around them: the
  * number, or -1 for any other text. Past 1e15 it is only "large"; digits of
  * the fraction past the ninth are read and not counted. */

@@ -91,6 +91,13 @@ int rs_class_is_upstream_failure(enum rs_class c);
  * timeout crossing the request, not the upstream failing; a 404 or 501 says
  * an endpoint or a model is missing there, not that the server is down.) */
 int rs_class_is_neutral(enum rs_class c);
+/* Is an upstream's error answer of this status (300 to 599) relayed to the
+ * client as it came when nothing is left to try? Not when it would speak of
+ * the gateway's own exchange with the upstream rather than of the client's
+ * request: a 3xx (its URL is the gateway's upstream), a 401 or 407 (the
+ * gateway's credentials or proxy) or a 408 (the upstream waited for the
+ * gateway's request, not the client's); the gateway answers those itself. */
+int rs_answer_relayed(long status);
 
 /* Retry-After as seconds from now: delta-seconds (decimals too: "0.5") or
  * an HTTP date. Returns -1 when value is NULL or unreadable; never more than

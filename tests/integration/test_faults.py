@@ -419,6 +419,28 @@ def attempts(gw_bin, fake_bin):
     check("an upstream's 401 is 502 upstream_auth_failed without its body; a 403 is relayed",
           upstream_key_refused)
 
+    def upstream_request_timeout():
+        # An upstream's 408 says it waited too long for the gateway's request,
+        # not that the client's was slow: with nothing left the client gets
+        # 504 upstream_timeout of the gateway's (it got the 408 relayed), and
+        # a route falls back.
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}],
+                      resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
+        w.set("b", "status=408;message=request%20timed%20out")
+        st, h, j, raw = chat(g.port, {"model": "b", "messages": HELLO})
+        assert st == 504, (st, raw)
+        e = error_shape(j)
+        assert e["code"] == "upstream_timeout", e
+        assert "model 'b'" in e["message"] and "408" in e["message"], e
+        assert h["x-llmroute-attempts"] == "1", h
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
+        assert metric(g, 'llmroute_upstream_attempts_total{model="b",class="timeout"}') == 2
+        stop(g)
+    check("an upstream's 408 is 504 upstream_timeout, not relayed; a route falls back",
+          upstream_request_timeout)
+
     def head_too_large():
         # A response head over the client's 64 KiB cap is the upstream misbehaving:
         # class protocol, so the route falls back and the model's breaker counts it

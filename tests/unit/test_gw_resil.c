@@ -56,6 +56,32 @@ static void missing_endpoint_or_model_blames_no_model(void **state)
     assert_false(rs_class_is_neutral(RS_REDIRECT));
 }
 
+/* An upstream's error answer goes to the client as it came, but for those
+ * that speak of the gateway's own exchange with the upstream: a redirect,
+ * the gateway's credentials or proxy (401, 407), or a 408, which says the
+ * upstream waited for the gateway's request, not that the client's was slow. */
+static void answers_of_the_gateways_exchange_are_not_relayed(void **state)
+{
+    struct rs_policy p;
+    (void)state;
+    rs_policy_defaults(&p);
+    assert_true(rs_answer_relayed(400));
+    assert_true(rs_answer_relayed(403));
+    assert_true(rs_answer_relayed(404));
+    assert_true(rs_answer_relayed(429));
+    assert_true(rs_answer_relayed(500));
+    assert_true(rs_answer_relayed(503));
+    assert_false(rs_answer_relayed(408));
+    assert_false(rs_answer_relayed(401));
+    assert_false(rs_answer_relayed(407));
+    assert_false(rs_answer_relayed(302));
+    assert_false(rs_answer_relayed(200));
+    assert_false(rs_answer_relayed(600));
+    /* And a 408 is the timeout class, which falls back by default. */
+    assert_int_equal(rs_class_of_status(408, NULL, 0, NULL), RS_TIMEOUT);
+    assert_int_equal(p.retry.on[RS_TIMEOUT], RS_FALLBACK);
+}
+
 static void transport_errors_map_to_classes(void **state)
 {
     (void)state;
@@ -582,6 +608,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(statuses_map_to_classes),
+        cmocka_unit_test(answers_of_the_gateways_exchange_are_not_relayed),
         cmocka_unit_test(transport_errors_map_to_classes),
         cmocka_unit_test(retry_after_reads_seconds_and_dates),
         cmocka_unit_test(retry_after_reads_decimal_seconds),
