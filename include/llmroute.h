@@ -586,11 +586,13 @@ struct lr_import_options {
 LR_EXTERN void lr_import_options_init(struct lr_import_options *opts);
 
 struct lr_import_report {
-    size_t read;     /* records seen */
-    size_t imported; /* records added */
-    size_t skipped_split;
-    size_t bad;      /* records skipped as malformed */
-    char first_bad[512]; /* message about the first bad record */
+    size_t read;            /* records seen */
+    size_t imported;        /* records added */
+    size_t skipped_split;   /* records not of opts->split */
+    size_t skipped_unsplit; /* of those, the ones with no "split" field (or a null
+                               one): all of them when the file names no splits */
+    size_t bad;             /* records skipped as malformed */
+    char first_bad[512];    /* message about the first bad record */
 };
 
 /* Import the AIOS smart-routing data format (JSON array or JSONL) from a
@@ -606,13 +608,6 @@ struct lr_import_report {
 LR_EXTERN int lr_store_import_file(struct lr_store *store, const char *path,
                          const struct lr_import_options *opts, struct lr_import_report *report,
                          struct lr_error *err);
-/* Of the records the handle's last lr_store_import_file() skipped for
- * opts->split (its report->skipped_split), those with no "split" field (or
- * a null one) rather than another split's: all of them when the file names
- * no splits at all. 0 before any import and for a NULL store; with imports
- * through one handle on several threads at once, the count of whichever
- * finished last. */
-LR_EXTERN size_t lr_store_import_skipped_unsplit(const struct lr_store *store);
 
 /* ==== Datasets ==== */
 
@@ -641,10 +636,6 @@ LR_EXTERN void lr_dataset_free(struct lr_dataset *ds);
 LR_EXTERN size_t lr_dataset_count(const struct lr_dataset *ds);
 /* Record i; its strings and outcomes belong to ds. NULL when out of range. */
 LR_EXTERN const struct lr_record *lr_dataset_record(const struct lr_dataset *ds, size_t i);
-/* Of the records skipped for opts->split (report->skipped_split), those
- * with no "split" field (or a null one) rather than another split's: all
- * of them when the file names no splits at all. */
-LR_EXTERN size_t lr_dataset_skipped_unsplit(const struct lr_dataset *ds);
 
 /* ==== Routing ==== */
 

@@ -2090,7 +2090,7 @@ int cmd_eval(int argc, char **argv)
         if (lr_dataset_count(ds) == 0) {
             /* Records with no "split" field are in no split: say so, as
              * --split on a file that names none drops every record. */
-            size_t unsplit = lr_dataset_skipped_unsplit(ds);
+            size_t unsplit = rep.skipped_unsplit;
             size_t other = rep.skipped_split - unsplit;
             char why[96] = "";
             if (unsplit)

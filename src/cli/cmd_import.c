@@ -316,7 +316,7 @@ int cmd_import(int argc, char **argv)
         /* Records with no "split" field are in no split: counted apart from
          * another split's, as eval counts them, and a file that names no
          * splits, all of whose records --split dropped, is said so below. */
-        size_t unsplit = split ? lr_store_import_skipped_unsplit(store) : 0;
+        size_t unsplit = rep.skipped_unsplit;
         char why[96] = "";
         if (unsplit)
             snprintf(why, sizeof why, ", %zu with no \"split\" field", unsplit);

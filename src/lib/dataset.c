@@ -50,7 +50,6 @@ struct lr_dataset {
     size_t n_outs, cap_outs;
     struct lr__names names; /* interned model names, hashed as the store's are */
     char **strings; /* owned query and task strings, parallel to recs (2 per record) */
-    size_t n_unsplit; /* records skipped for the split that have no "split" field */
 };
 
 /* ==== Building ==== */
@@ -90,7 +89,8 @@ static const char *intern(struct lr_dataset *ds, const char *name)
 /* Check one record's JSON (record.h, the rules the store's import uses too)
  * into *v; on success append it. Returns 0, LR_EPARSE with msg filled (a bad
  * record), or LR_ENOMEM. A record of another split is skipped before it is
- * checked: evaluating the test split does not judge the train split. */
+ * checked (*skipped_split 1; 2 when it names no split at all): evaluating
+ * the test split does not judge the train split. */
 static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
                       struct lr__record_view *v, int *skipped_split, char *msg, size_t msg_len)
 {
@@ -109,9 +109,7 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
             return LR_EPARSE;
         if (in == 0) {
             json_t *sp = json_object_get(r, "split");
-            *skipped_split = 1;
-            if (!sp || json_is_null(sp))
-                ds->n_unsplit++;
+            *skipped_split = !sp || json_is_null(sp) ? 2 : 1;
             return 0;
         }
     }
@@ -195,6 +193,7 @@ static int take(struct loader *L, json_t *r, size_t index, long line)
         return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
     if (skipped) {
         L->rep->skipped_split++;
+        L->rep->skipped_unsplit += skipped == 2;
         return 0;
     }
     if (rc == 0) {
@@ -543,9 +542,4 @@ size_t lr_dataset_count(const struct lr_dataset *ds)
 const struct lr_record *lr_dataset_record(const struct lr_dataset *ds, size_t i)
 {
     return ds && i < ds->n ? &ds->recs[i] : NULL;
-}
-
-size_t lr_dataset_skipped_unsplit(const struct lr_dataset *ds)
-{
-    return ds ? ds->n_unsplit : 0;
 }

@@ -205,10 +205,6 @@ struct lr_store {
     atomic_int gone;
     char gone_why[sizeof(((struct lr_error *)0)->message)];
     size_t want_dim;
-    /* Of the records the last lr_store_import_file() to finish skipped for
-     * its split, those with no "split" field (or a null one):
-     * lr_store_import_skipped_unsplit(). */
-    atomic_size_t import_unsplit;
 };
 
 /* GONE_DIRECTORY, GONE_NOT_REGULAR: something that is not a regular file
@@ -2497,7 +2493,6 @@ int lr_store_open(const char *path, const struct lr_store_options *opts, struct 
     st->defer_reweigh = opts ? opts->defer_reweigh != 0 : 0;
     atomic_init(&st->reweigh_due, 0);
     atomic_init(&st->key_ttl, LR_STORE_KEY_TTL_DEFAULT);
-    atomic_init(&st->import_unsplit, 0);
     if (st->threads > LR__PARALLEL_MAX_THREADS)
         st->threads = LR__PARALLEL_MAX_THREADS;
     pthread_mutex_init(&st->wmu, NULL);
@@ -3013,11 +3008,6 @@ int lr_store_set_key_ttl(struct lr_store *store, long long seconds, struct lr_er
 long long lr_store_key_ttl(const struct lr_store *store)
 {
     return store ? atomic_load(&((struct lr_store *)store)->key_ttl) : 0;
-}
-
-size_t lr_store_import_skipped_unsplit(const struct lr_store *store)
-{
-    return store ? atomic_load(&((struct lr_store *)store)->import_unsplit) : 0;
 }
 
 int lr_store_key_valid(const char *key)
@@ -3557,7 +3547,6 @@ struct importer {
     size_t next_id; /* the next record's id */
     struct lr__record_view *v;
     uint32_t mids[LR__STORE_MAX_OUTCOMES];
-    size_t unsplit; /* of rep->skipped_split, those with no "split" field */
 
     /* Dense stores: records wait here until a batch of their queries has
      * been embedded, then are written in order with their vectors. */
@@ -3698,7 +3687,7 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
         json_t *sp = json_object_get(j, "split");
         im->rep->skipped_split++;
         if (!sp || json_is_null(sp))
-            im->unsplit++;
+            im->rep->skipped_unsplit++;
         return 0;
     }
     if (in < 0 || validate_json(j, im->v, msg, sizeof(msg)) != 0) {
@@ -4047,7 +4036,6 @@ out:
         exec(store, "ROLLBACK", NULL);
     if (rc != 0)
         report->imported = 0;
-    atomic_store(&store->import_unsplit, im.unsplit);
     pending_drop(&im);
     writer_close(&im.w);
     if (rc == LR_EREPLACED)

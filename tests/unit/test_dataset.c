@@ -100,14 +100,13 @@ static void counts_the_records_with_no_split_apart(void **state)
     assert_int_equal(lr_dataset_load(path, &o, &ds, &rep, NULL), 0);
     assert_int_equal(lr_dataset_count(ds), 0);
     assert_int_equal(rep.skipped_split, 3);
-    assert_int_equal(lr_dataset_skipped_unsplit(ds), 2);
+    assert_int_equal(rep.skipped_unsplit, 2);
     lr_dataset_free(ds);
     /* Without a split asked for, every record is kept and none skipped. */
     assert_int_equal(lr_dataset_load(path, NULL, &ds, &rep, NULL), 0);
     assert_int_equal(lr_dataset_count(ds), 3);
-    assert_int_equal(lr_dataset_skipped_unsplit(ds), 0);
+    assert_int_equal(rep.skipped_unsplit, 0);
     lr_dataset_free(ds);
-    assert_int_equal(lr_dataset_skipped_unsplit(NULL), 0);
 }
 
 static void reads_jsonl_and_names_the_line_of_a_bad_record(void **state)

@@ -163,16 +163,14 @@ static void counts_the_records_with_no_split_apart(void **st)
         " \"correctness\": 0, \"output_token_length\": 1}]}\n"
         "{\"query\": \"q2\", \"split\": \"train\", \"outputs\": [{\"model_name\": \"a\","
         " \"correctness\": 0, \"output_token_length\": 1}]}\n");
-    assert_int_equal(lr_store_import_skipped_unsplit(s), 0);
     assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), 0);
     assert_int_equal(rep.imported, 0);
     assert_int_equal(rep.skipped_split, 3);
-    assert_int_equal(lr_store_import_skipped_unsplit(s), 2);
+    assert_int_equal(rep.skipped_unsplit, 2);
     /* Without a split asked for, every record is kept and none skipped. */
     assert_int_equal(lr_store_import_file(s, p, NULL, &rep, &err), 0);
     assert_int_equal(rep.imported, 3);
-    assert_int_equal(lr_store_import_skipped_unsplit(s), 0);
-    assert_int_equal(lr_store_import_skipped_unsplit(NULL), 0);
+    assert_int_equal(rep.skipped_unsplit, 0);
     lr_store_free(s);
 }
 

@@ -175,7 +175,7 @@ class lr_import_options(Structure):
 
 class lr_import_report(Structure):
     _fields_ = [("read", c_size_t), ("imported", c_size_t), ("skipped_split", c_size_t),
-                ("bad", c_size_t), ("first_bad", c_char * 512)]
+                ("skipped_unsplit", c_size_t), ("bad", c_size_t), ("first_bad", c_char * 512)]
 
 
 class lr_router_options(Structure):

@@ -118,6 +118,7 @@ int main(void)
       F(lr_import_report, read),
       F(lr_import_report, imported),
       F(lr_import_report, skipped_split),
+      F(lr_import_report, skipped_unsplit),
       F(lr_import_report, bad),
       F(lr_import_report, first_bad));
     S(lr_router_options,
