@@ -273,7 +273,11 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
         *status = refuse(req, 413, NULL, "too_many_json_values", msg);
         return NULL;
     }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    /* Numbers read as reals, as the chat endpoints and an import read them:
+     * every number here is checked by value (json_number_value), so an
+     * integer past 64 bits is "over the cap" in the words of its member,
+     * and one in a member nothing reads is no fault of the body's. */
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &je);
     if (!root) {
         snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
                  je.text, je.line, je.column);

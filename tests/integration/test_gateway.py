@@ -630,6 +630,21 @@ def errors(gw_bin, fake_bin):
             assert e["message"] == "queries[1].input_tokens: expected a non-negative integer", e
     check("400 input_tokens of 2.5 or \"5\" for /v1/route, in the words of an import",
           route_input_tokens_not_whole)
+
+    def route_integers_past_64_bits():
+        # Valid JSON: an integer past 64 bits is a number over the cap, named
+        # by its member as 1e20 is, not a malformed body.
+        e = err(400, '{"queries": [{"query": "q", "input_tokens": 100000000000000000000}], '
+                     '"strategy": "sequential", "models": ["fake-a"]}',
+                param="queries[0].input_tokens", code="invalid_value", path="/v1/route")
+        assert "over the cap of 1000000000" in e["message"], e
+        # A member /v1/route does not read is ignored, whatever number it holds.
+        st, _, body = request(port, "POST", "/v1/route",
+                              '{"queries": [{"query": "q"}], "strategy": "sequential", '
+                              '"models": ["fake-a"], "seed": 18446744073709551616}', auth)
+        assert st == 200 and json.loads(body)["assignments"][0]["model"] == "fake-a", (st, body)
+    check("/v1/route reads an integer past 64 bits as a number: over the cap where it is "
+          "checked, ignored where it is not", route_integers_past_64_bits)
     check("400 embeddings input missing",
           lambda: err(400, '{"model": "fake-a"}', param="input", path="/v1/embeddings"))
     check("404 unknown model", lambda: err(404, '{"model": "gpt-9", "messages": []}',
