@@ -279,8 +279,23 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
      * and one in a member nothing reads is no fault of the body's. */
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &je);
     if (!root) {
-        snprintf(msg, sizeof msg, "malformed JSON in the request body: %s (line %d, column %d)",
-                 je.text, je.line, je.column);
+        /* jansson names its own flag for a "\u0000": said as the import
+         * says it, since no text these endpoints read may hold one. */
+        static const char nul[] = "\\u0000 is not allowed without JSON_ALLOW_NUL";
+        static const char nul_key[] = "NUL byte in object key not supported";
+        if (strncmp(je.text, nul, sizeof nul - 1) == 0)
+            snprintf(msg, sizeof msg,
+                     "a NUL character (\\u0000) is not allowed in the request body%s (line %d, "
+                     "column %d)",
+                     je.text + sizeof nul - 1, je.line, je.column);
+        else if (strncmp(je.text, nul_key, sizeof nul_key - 1) == 0)
+            snprintf(msg, sizeof msg,
+                     "a NUL character (\\u0000) is not allowed in a key%s (line %d, column %d)",
+                     je.text + sizeof nul_key - 1, je.line, je.column);
+        else
+            snprintf(msg, sizeof msg,
+                     "malformed JSON in the request body: %s (line %d, column %d)", je.text,
+                     je.line, je.column);
         *status = refuse(req, 400, NULL, "invalid_json", msg);
     }
     return root;

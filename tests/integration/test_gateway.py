@@ -645,6 +645,17 @@ def errors(gw_bin, fake_bin):
         assert st == 200 and json.loads(body)["assignments"][0]["model"] == "fake-a", (st, body)
     check("/v1/route reads an integer past 64 bits as a number: over the cap where it is "
           "checked, ignored where it is not", route_integers_past_64_bits)
+
+    def route_nul_said_plainly():
+        # No text /v1/route reads may hold a NUL: the refusal says so in the
+        # words of an import, not in the JSON parser's (its flag's name).
+        for body, where in (('{"queries": [{"query": "a\\u0000b"}]}', "in the request body"),
+                            ('{"queries": [{"query": "q"}], "x\\u0000y": 1}', "in a key")):
+            e = err(400, body, code="invalid_json", path="/v1/route")
+            assert e["message"].startswith("a NUL character (\\u0000) is not allowed " + where), e
+            assert "JSON_ALLOW_NUL" not in e["message"] and "line 1, column" in e["message"], e
+    check("400 a NUL in a /v1/route body is named as a NUL character",
+          route_nul_said_plainly)
     check("400 embeddings input missing",
           lambda: err(400, '{"model": "fake-a"}', param="input", path="/v1/embeddings"))
     check("404 unknown model", lambda: err(404, '{"model": "gpt-9", "messages": []}',
