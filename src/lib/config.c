@@ -92,6 +92,52 @@ static int fail(struct lr_error *err, const char *fmt, ...)
 #endif
     ;
 
+/* What makes the authority of a base_url (what follows "://", up to the
+ * path) unusable, or NULL: a port that is not a number from 1 to 65535
+ * (libcurl refuses 65536 or "abc" only when a request is made, and port 0
+ * can never be connected to), an IPv6 address without its brackets or
+ * with no closing one. An empty port (`host:`) is the scheme's default,
+ * as for libcurl. */
+static const char *authority_problem(const char *host)
+{
+    size_t len = strcspn(host, "/");
+    const char *end = host + len, *at, *port = NULL;
+    long value = 0;
+
+    for (at = host; at < end; at++) /* userinfo ends at the last '@' */
+        if (*at == '@')
+            host = at + 1;
+    if (host == end || *host == ':')
+        return "has no host";
+    if (*host == '[') {
+        const char *rb = memchr(host, ']', (size_t)(end - host));
+        if (!rb)
+            return "has an IPv6 address without its closing ']'";
+        if (rb + 1 < end && rb[1] != ':')
+            return "has something other than ':PORT' after its IPv6 address's ']'";
+        if (rb + 1 < end)
+            port = rb + 2;
+    } else {
+        const char *colon = memchr(host, ':', (size_t)(end - host));
+        if (colon && memchr(colon + 1, ':', (size_t)(end - colon - 1)))
+            return "has a host with more than one ':' (an IPv6 address goes in brackets: "
+                   "http://[::1]:8000/v1)";
+        if (colon)
+            port = colon + 1;
+    }
+    if (!port || port == end)
+        return NULL;
+    for (const char *p = port; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return "has a port that is not a number from 1 to 65535";
+        if (value <= 65535)
+            value = value * 10 + (*p - '0');
+    }
+    if (value < 1 || value > 65535)
+        return "has a port that is not a number from 1 to 65535";
+    return NULL;
+}
+
 /* What makes an http:// or https:// base_url unusable as the start of every
  * upstream URL, or NULL. An endpoint's path is appended to it
  * ({base_url}/chat/completions, {base_url}/embeddings), so a query or a
@@ -114,7 +160,7 @@ static const char *base_url_problem(const char *url)
                "...) is appended to base_url and would end up in it";
     if (*host == '\0' || *host == '/' || *host == ':')
         return "has no host";
-    return NULL;
+    return authority_problem(host);
 }
 
 static int fail(struct lr_error *err, const char *fmt, ...)

@@ -562,6 +562,40 @@ static void rejects_each_invalid_embedding_field_naming_it(void **state)
                  LR_ECONFIG, "models[0] (a): base_url 'http://h/v1?k=2' holds a query ('?')");
 }
 
+/* libcurl refuses a port over 65535 or not a number only when a request
+ * is made, and nothing listens on port 0: every request to such a model
+ * failed 502 after check-config and serve had taken the file. */
+static void a_base_url_with_an_unusable_port_or_host_is_refused(void **state)
+{
+    (void)state;
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h:65536/v1\"}]}",
+                 LR_ECONFIG,
+                 "models[0] (a): base_url 'http://h:65536/v1' has a port that is not a number "
+                 "from 1 to 65535");
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h:0/v1\"}]}",
+                 LR_ECONFIG, "base_url 'http://h:0/v1' has a port that is not a number");
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h:8o8o/v1\"}]}",
+                 LR_ECONFIG, "base_url 'http://h:8o8o/v1' has a port that is not a number");
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": "
+                 "\"http://h:99999999999999999999\"}]}",
+                 LR_ECONFIG, "has a port that is not a number from 1 to 65535");
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://[::1/v1\"}]}",
+                 LR_ECONFIG, "base_url 'http://[::1/v1' has an IPv6 address without its closing ']'");
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://fe80::1/v1\"}]}",
+                 LR_ECONFIG, "base_url 'http://fe80::1/v1' has a host with more than one ':'");
+    expect_error(EMB_CFG("{\"base_url\": \"http://h:70000/v1\", \"model\": \"m\"}"),
+                 LR_ECONFIG,
+                 "router.embedding.base_url: 'http://h:70000/v1' has a port that is not a number");
+    /* Ports 1 to 65535 (leading zeros, an empty port: the default), IPv6
+     * in brackets and userinfo are URLs libcurl takes. */
+    lr_config_free(load_ok("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h:65535/v1\"},"
+                           " {\"name\": \"b\", \"base_url\": \"http://h:1\"},"
+                           " {\"name\": \"c\", \"base_url\": \"http://h:/v1\"},"
+                           " {\"name\": \"d\", \"base_url\": \"http://[::1]:8000/v1\"},"
+                           " {\"name\": \"e\", \"base_url\": \"http://[::1]/v1\"},"
+                           " {\"name\": \"f\", \"base_url\": \"http://u:p@h:08000/v1\"}]}"));
+}
+
 static void rejects_invalid_utf8(void **state)
 {
     (void)state;
@@ -734,6 +768,7 @@ int main(void)
         cmocka_unit_test(rejects_each_invalid_field_naming_it),
         cmocka_unit_test(rejects_control_characters_in_names_and_urls),
         cmocka_unit_test(warns_about_per_request_retry_limits_in_a_model),
+        cmocka_unit_test(a_base_url_with_an_unusable_port_or_host_is_refused),
         cmocka_unit_test(rejects_invalid_utf8),
         cmocka_unit_test(loads_literal_and_env_headers),
         cmocka_unit_test(refuses_each_bad_header_naming_it),
