@@ -197,9 +197,11 @@ static int get_int(json_t *obj, const char *key, long long lo, long long hi, lon
     json_t *v = json_object_get(obj, key);
     if (!v)
         return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return fail(err, LR_ECONFIG, "%s.%s: expected an integer from %lld to %lld", section, key,
-                    lo, hi);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        char got[128];
+        return fail(err, LR_ECONFIG, "%s.%s: expected an integer from %lld to %lld, %s", section,
+                    key, lo, hi, rs_json_got(v, got, sizeof got));
+    }
     *out = json_integer_value(v);
     return 0;
 }

@@ -449,6 +449,35 @@ static int perr(char *msg, size_t cap, const char *fmt, ...)
     return -1;
 }
 
+const char *rs_json_got(const json_t *v, char *buf, size_t cap)
+{
+    switch (json_typeof(v)) {
+    case JSON_INTEGER:
+        snprintf(buf, cap, "got %lld", (long long)json_integer_value(v));
+        break;
+    case JSON_REAL: {
+        /* The shortest digits that read back as the value. */
+        char num[32];
+        double d = json_real_value(v);
+        for (int prec = 6; prec <= 17; prec++) {
+            snprintf(num, sizeof num, "%.*g", prec, d);
+            if (strtod(num, NULL) == d)
+                break;
+        }
+        snprintf(buf, cap, "got %s written as a real number (an integer has no '.' or exponent)",
+                 num);
+        break;
+    }
+    case JSON_STRING: snprintf(buf, cap, "got a string"); break;
+    case JSON_OBJECT: snprintf(buf, cap, "got an object"); break;
+    case JSON_ARRAY: snprintf(buf, cap, "got an array"); break;
+    case JSON_TRUE:
+    case JSON_FALSE: snprintf(buf, cap, "got a boolean"); break;
+    default: snprintf(buf, cap, "got null"); break;
+    }
+    return buf;
+}
+
 /* One integer member within [lo, hi], if present. */
 static int get_long(json_t *o, const char *key, long lo, long hi, long *out, const char *where,
                     char *msg, size_t cap)
@@ -456,8 +485,11 @@ static int get_long(json_t *o, const char *key, long lo, long hi, long *out, con
     json_t *v = json_object_get(o, key);
     if (!v)
         return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return perr(msg, cap, "%s.%s: expected an integer from %ld to %ld", where, key, lo, hi);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        char got[128];
+        return perr(msg, cap, "%s.%s: expected an integer from %ld to %ld, %s", where, key, lo, hi,
+                    rs_json_got(v, got, sizeof got));
+    }
     *out = (long)json_integer_value(v);
     return 0;
 }

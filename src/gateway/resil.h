@@ -180,6 +180,12 @@ int rs_policy_parse(const char *retry_json, const char *timeouts_json, struct rs
 int rs_resilience_parse(const char *json, struct rs_policy *p, struct rs_breaker_conf *b,
                         struct rs_queue_conf *q, char *msg, size_t cap);
 
+/* What a configuration value that is not the integer a key wants was, for
+ * the end of its message: "got -1", "got a string", "got 10 written as a
+ * real number (an integer has no '.' or exponent)". Returns buf. */
+struct json_t;
+const char *rs_json_got(const struct json_t *v, char *buf, size_t cap);
+
 /* The wait before retry number `retry` (0 = the first retry) of the same
  * model: uniform in [0, min(max_delay, base * 2^retry)] (full jitter), with
  * `unit` a random number in [0, 1). */

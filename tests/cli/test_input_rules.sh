@@ -232,6 +232,24 @@ printf '{"models": [{"name": "a", "backend": "mock", "capacity": 1e10}]}' >"$TMP
 expect "check-config: capacity 1e10" 2 \
     "models[0].capacity: expected an integer from 0 to 1000000000, got 1e+10" -- \
     "$BIN" check-config "$TMP/cap.json"
+# The gateway's integers (server, resilience, mock, a model's retry) say
+# what they were given too: "expected an integer from 1 to 1048576" for 10.0
+# did not say why 10 was refused.
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"max_connections": 10.0}}' >"$TMP/mc.json"
+expect "check-config: server.max_connections 10.0" 2 \
+    "server.max_connections: expected an integer from 1 to 1048576, got 10 written as a real number" -- \
+    "$BIN" check-config "$TMP/mc.json"
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"idle_timeout_ms": "60000"}}' >"$TMP/it.json"
+expect "check-config: server.idle_timeout_ms a string" 2 \
+    "server.idle_timeout_ms: expected an integer from 0 to 86400000, got a string" -- \
+    "$BIN" check-config "$TMP/it.json"
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"resilience": {"retry": {"max_attempts": 0}}}}' >"$TMP/ma.json"
+expect "check-config: resilience.retry.max_attempts 0" 2 \
+    "server.resilience.retry.max_attempts: expected an integer from 1 to 100, got 0" -- \
+    "$BIN" check-config "$TMP/ma.json"
+printf '{"models": [{"name": "a", "backend": "mock", "mock": {"chunks": null}}]}' >"$TMP/mk.json"
+expect "serve: mock.chunks null" 2 "models[0].mock.chunks: expected an integer from 1 to 100000, got null" -- \
+    "$BIN" serve --config "$TMP/mk.json" --listen 127.0.0.1:0
 
 # --- /v1/route: an empty list of queries is a bad value, not a bad type ---
 "$BIN" serve --config "$CFG" --store "$TMP/h.db" --listen 127.0.0.1:0 --port-file "$TMP/port" >/dev/null 2>"$TMP/serve.err" &
