@@ -485,6 +485,30 @@ static int warn_request_limits(struct lr_config *cfg, json_t *m, const char *whe
     return 0;
 }
 
+/* A model's or route's name is what clients send as "model" and what the
+ * gateway answers in x-llmroute-model or x-llmroute-route: a header value
+ * loses blank space at its ends on the way (RFC 9110 5.5), so a client
+ * that sends the name it read back would name another, and a name that
+ * differs from another by a trailing space cannot be told from it in the
+ * file. The cap is a model name's in a data file and the store: a longer
+ * one could never have outcomes, and a much longer header (a config may
+ * hold 16 MB) is more than clients take. */
+static int check_name(const char *name, const char *where, const char *kind,
+                      struct lr_error *err)
+{
+    size_t len = strlen(name);
+    if (name[0] == ' ' || name[len - 1] == ' ')
+        return fail(err,
+                    "%s.name: '%s' %s with a space: clients send the name without it (HTTP "
+                    "drops blank space at a header value's ends)",
+                    where, len > 64 ? "(too long to show)" : name,
+                    name[0] == ' ' ? "starts" : "ends");
+    if (len > LR__RECORD_MAX_MODEL_NAME)
+        return fail(err, "%s.name: %zu bytes, over the cap of %d bytes for a %s name", where, len,
+                    LR__RECORD_MAX_MODEL_NAME, kind);
+    return 0;
+}
+
 static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_error *err)
 {
     struct lr_model_info *info = &cfg->models[i];
@@ -525,11 +549,8 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
                     "%s.name: '%s' contains a comma, which separates the names in "
                     "--models: choose a name without one",
                     where, info->name);
-    /* The cap of a model name in a data file and in the store: a longer
-     * one could never have outcomes. */
-    if (strlen(info->name) > LR__RECORD_MAX_MODEL_NAME)
-        return fail(err, "%s.name: %zu bytes, over the cap of %d bytes for a model name", where,
-                    strlen(info->name), LR__RECORD_MAX_MODEL_NAME);
+    if ((rc = check_name(info->name, where, "model", err)))
+        return rc;
 
     if (info->base_url &&
         (strncmp(info->base_url, "http://", 7) == 0 || strncmp(info->base_url, "https://", 8) == 0) &&
@@ -780,6 +801,8 @@ static int parse_route(struct lr_config *cfg, json_t *r, size_t i, struct lr_err
     if ((rc = check_strategy(info->strategy, sub, err)) ||
         (rc = get_number(r, "performance_requirement", where, 0, 1, "a number from 0 to 1",
                          &info->performance_requirement, err)))
+        return rc;
+    if ((rc = check_name(info->name, where, "route", err)))
         return rc;
     if (lr_config_model_index(cfg, info->name) >= 0)
         return fail(err, "%s.name: '%s' is already the name of a model", where, info->name);

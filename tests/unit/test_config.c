@@ -596,6 +596,37 @@ static void a_base_url_with_an_unusable_port_or_host_is_refused(void **state)
                            " {\"name\": \"f\", \"base_url\": \"http://u:p@h:08000/v1\"}]}"));
 }
 
+/* A name reaches clients in x-llmroute-model or x-llmroute-route, whose
+ * value loses a space at its ends: "a " was taken beside "a", and a client
+ * sending back the "a" it read was told there was no model 'a'. A route
+ * name had no cap: one of a megabyte made every answer on it a header no
+ * client would read. */
+static void a_name_with_a_space_at_an_end_or_an_overlong_route_name_is_refused(void **state)
+{
+    char text[1024];
+    char name[300];
+    (void)state;
+    expect_error("{\"models\": [{\"name\": \"a\"}, {\"name\": \"a \"}]}", LR_ECONFIG,
+                 "models[1].name: 'a ' ends with a space");
+    expect_error("{\"models\": [{\"name\": \" a\"}]}", LR_ECONFIG,
+                 "models[0].name: ' a' starts with a space");
+    expect_error("{\"models\": [{\"name\": \" \"}]}", LR_ECONFIG,
+                 "models[0].name: ' ' starts with a space");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"auto \"}]}",
+                 LR_ECONFIG, "routes[0].name: 'auto ' ends with a space");
+    memset(name, 'r', 257);
+    name[257] = '\0';
+    snprintf(text, sizeof text, "{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"%s\"}]}",
+             name);
+    expect_error(text, LR_ECONFIG,
+                 "routes[0].name: 257 bytes, over the cap of 256 bytes for a route name");
+    /* A space inside a name, and a route name at the cap, are fine. */
+    name[256] = '\0';
+    snprintf(text, sizeof text,
+             "{\"models\": [{\"name\": \"my model\"}], \"routes\": [{\"name\": \"%s\"}]}", name);
+    lr_config_free(load_ok(text));
+}
+
 static void rejects_invalid_utf8(void **state)
 {
     (void)state;
@@ -769,6 +800,7 @@ int main(void)
         cmocka_unit_test(rejects_control_characters_in_names_and_urls),
         cmocka_unit_test(warns_about_per_request_retry_limits_in_a_model),
         cmocka_unit_test(a_base_url_with_an_unusable_port_or_host_is_refused),
+        cmocka_unit_test(a_name_with_a_space_at_an_end_or_an_overlong_route_name_is_refused),
         cmocka_unit_test(rejects_invalid_utf8),
         cmocka_unit_test(loads_literal_and_env_headers),
         cmocka_unit_test(refuses_each_bad_header_naming_it),
