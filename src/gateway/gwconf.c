@@ -161,9 +161,11 @@ static int parse_listen(const char *s, char *host, size_t host_cap, int *port, s
     }
     if (hl == 0 || hl >= host_cap)
         return fail(err, LR_ECONFIG, "%s: expected a numeric host before ':', got '%s'", where, s);
+    /* Digits only: strtol() would also take blanks, a sign and "-0". */
     errno = 0;
     p = strtol(colon + 1, &end, 10);
-    if (errno || end == colon + 1 || *end || p < 0 || p > 65535)
+    if (colon[1] < '0' || colon[1] > '9' || errno || end == colon + 1 || *end || p < 0 ||
+        p > 65535)
         return fail(err, LR_ECONFIG, "%s: expected a port from 0 to 65535, got '%s'", where,
                     colon + 1);
     memcpy(host, h, hl);

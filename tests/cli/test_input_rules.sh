@@ -251,6 +251,15 @@ printf '{"models": [{"name": "a", "backend": "mock", "mock": {"chunks": null}}]}
 expect "serve: mock.chunks null" 2 "models[0].mock.chunks: expected an integer from 1 to 100000, got null" -- \
     "$BIN" serve --config "$TMP/mk.json" --listen 127.0.0.1:0
 
+# A listen port is digits: "+80", " 80" and "-0" were taken as 80 and 0.
+for port in '+80' ' 80' '-0'; do
+    printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"listen": "127.0.0.1:%s"}}' "$port" >"$TMP/ls.json"
+    expect "check-config: server.listen port '$port'" 2 \
+        "server.listen: expected a port from 0 to 65535, got '$port'" -- "$BIN" check-config "$TMP/ls.json"
+    expect "serve: --listen port '$port'" 2 "--listen: expected a port from 0 to 65535, got '$port'" -- \
+        "$BIN" serve --config "$TMP/mk.json" --listen "127.0.0.1:$port"
+done
+
 # --- /v1/route: an empty list of queries is a bad value, not a bad type ---
 "$BIN" serve --config "$CFG" --store "$TMP/h.db" --listen 127.0.0.1:0 --port-file "$TMP/port" >/dev/null 2>"$TMP/serve.err" &
 serve_pid=$!
