@@ -163,6 +163,23 @@ static const char *base_url_problem(const char *url)
     return authority_problem(host);
 }
 
+/* Whether url names a user or password before its host
+ * ("http://user:password@host/v1"), with or without a scheme: libcurl
+ * would send them to the upstream as Basic authorization, a secret kept in
+ * the file, where keys are never read from (api_key_env names the
+ * variable that holds one). */
+static int has_userinfo(const char *url)
+{
+    const char *sep = strstr(url, "://");
+    const char *auth = sep && (size_t)(sep - url) < strcspn(url, "/") ? sep + 3 : url;
+    return memchr(auth, '@', strcspn(auth, "/?#")) != NULL;
+}
+
+static const char userinfo_problem[] =
+    "holds a user name or password before the host (user:password@): keys are not read "
+    "from the config file; put the key in an environment variable and name it in "
+    "api_key_env";
+
 static int fail(struct lr_error *err, const char *fmt, ...)
 {
     if (err) {
@@ -552,6 +569,9 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
     if ((rc = check_name(info->name, where, "model", err)))
         return rc;
 
+    /* Before any message that quotes the URL: it would show the password. */
+    if (info->base_url && has_userinfo(info->base_url))
+        return fail(err, "%s (%s): base_url %s", where, info->name, userinfo_problem);
     if (info->base_url &&
         (strncmp(info->base_url, "http://", 7) == 0 || strncmp(info->base_url, "https://", 8) == 0) &&
         (problem = base_url_problem(info->base_url)))
@@ -664,6 +684,8 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
         (rc = get_int(e, "max_input_chars", where, 0, CONFIG_MAX_EMBED_INPUT_CHARS,
                       &info->max_input_chars, err)))
         return rc;
+    if (has_userinfo(url))
+        return fail(err, "%s.base_url: %s", where, userinfo_problem);
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return fail(err, "%s.base_url: expected an http:// or https:// URL, got '%s'", where,
                     url);

@@ -586,14 +586,47 @@ static void a_base_url_with_an_unusable_port_or_host_is_refused(void **state)
     expect_error(EMB_CFG("{\"base_url\": \"http://h:70000/v1\", \"model\": \"m\"}"),
                  LR_ECONFIG,
                  "router.embedding.base_url: 'http://h:70000/v1' has a port that is not a number");
-    /* Ports 1 to 65535 (leading zeros, an empty port: the default), IPv6
-     * in brackets and userinfo are URLs libcurl takes. */
+    /* Ports 1 to 65535 (leading zeros, an empty port: the default) and
+     * IPv6 in brackets are URLs libcurl takes. */
     lr_config_free(load_ok("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h:65535/v1\"},"
                            " {\"name\": \"b\", \"base_url\": \"http://h:1\"},"
                            " {\"name\": \"c\", \"base_url\": \"http://h:/v1\"},"
                            " {\"name\": \"d\", \"base_url\": \"http://[::1]:8000/v1\"},"
                            " {\"name\": \"e\", \"base_url\": \"http://[::1]/v1\"},"
-                           " {\"name\": \"f\", \"base_url\": \"http://u:p@h:08000/v1\"}]}"));
+                           " {\"name\": \"f\", \"base_url\": \"http://h:08000/v1\"}]}"));
+}
+
+/* libcurl sends a URL's user and password as Basic authorization: a key
+ * written into base_url was taken and sent, though keys are never read
+ * from the file. The message names the field and api_key_env, and does
+ * not repeat the password. */
+static void a_base_url_with_a_user_or_password_is_refused(void **state)
+{
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    static const char *const bad[] = {
+        "{\"models\": [{\"name\": \"a\", \"backend\": \"vllm\", "
+        "\"base_url\": \"http://u:s3cret@h:8000/v1\"}]}",
+        "{\"models\": [{\"name\": \"a\", \"base_url\": \"https://s3cret@h/v1\"}]}",
+        "{\"models\": [{\"name\": \"a\", \"base_url\": \"http://u:s3cret@h:99999/v1?q\"}]}",
+        "{\"models\": [{\"name\": \"a\", \"backend\": \"mock\", \"base_url\": \"u:s3cret@h/v1\"}]}",
+        EMB_CFG("{\"base_url\": \"http://u:s3cret@h/v1\", \"model\": \"m\"}"),
+        EMB_CFG("{\"base_url\": \"u:s3cret@h/v1\", \"model\": \"m\"}"),
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(lr_config_load_string(bad[i], strlen(bad[i]), &cfg, &err), LR_ECONFIG);
+        assert_null(cfg);
+        assert_non_null(strstr(err.message, i < 4 ? "models[0] (a): base_url holds a user name "
+                                                    "or password"
+                                                  : "router.embedding.base_url: holds a user "
+                                                    "name or password"));
+        assert_non_null(strstr(err.message, "api_key_env"));
+        if (strstr(err.message, "s3cret"))
+            fail_msg("the message shows the password: %s", err.message);
+    }
+    /* An '@' in the path is no userinfo. */
+    lr_config_free(load_ok("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h/v1/@x\"}]}"));
 }
 
 /* A name reaches clients in x-llmroute-model or x-llmroute-route, whose
@@ -800,6 +833,7 @@ int main(void)
         cmocka_unit_test(rejects_control_characters_in_names_and_urls),
         cmocka_unit_test(warns_about_per_request_retry_limits_in_a_model),
         cmocka_unit_test(a_base_url_with_an_unusable_port_or_host_is_refused),
+        cmocka_unit_test(a_base_url_with_a_user_or_password_is_refused),
         cmocka_unit_test(a_name_with_a_space_at_an_end_or_an_overlong_route_name_is_refused),
         cmocka_unit_test(rejects_invalid_utf8),
         cmocka_unit_test(loads_literal_and_env_headers),
