@@ -22,6 +22,7 @@
  * Threads: built and freed on the event loop thread; reference counts are
  * plain integers for the same reason.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -600,6 +602,21 @@ out:
     return rc;
 }
 
+/* How a message quotes a value of the file: whole up to 200 bytes, else
+ * cut there, never inside a UTF-8 character, with "..." after it (the
+ * printing of a message escapes control characters). */
+static const char *shown_value(const char *s, char *out, size_t cap)
+{
+    size_t n = strlen(s), keep = n;
+    if (n > 200) {
+        keep = 200;
+        while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80)
+            keep--;
+    }
+    snprintf(out, cap, "%.*s%s", (int)keep, s, keep < n ? "..." : "");
+    return out;
+}
+
 static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
                       struct lr_error *err)
 {
@@ -607,6 +624,7 @@ static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
     const char *base = info->base_url;
     json_t *name;
     char where[64];
+    size_t scheme;
     int rc;
 
     snprintf(where, sizeof where, "models[%zu]", i);
@@ -626,12 +644,23 @@ static int load_model(const struct gw_conf *c, struct gw_model *m, size_t i,
     if (!base)
         return fail(err, LR_ECONFIG, "models[%zu] (%s): base_url is required to serve a %s backend",
                     i, info->name, info->backend);
-    if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0)
-        return fail(err, LR_ECONFIG, "models[%zu].base_url: expected an http:// or https:// URL",
-                    i);
+    /* A scheme is case-insensitive (RFC 3986 3.1): "HTTP://" is taken, and
+     * kept as "http://". */
+    if (strncasecmp(base, "http://", 7) == 0)
+        scheme = 4;
+    else if (strncasecmp(base, "https://", 8) == 0)
+        scheme = 5;
+    else {
+        char shown[208];
+        return fail(err, LR_ECONFIG,
+                    "models[%zu] (%s): base_url '%s' is not an http:// or https:// URL", i,
+                    info->name, shown_value(base, shown, sizeof shown));
+    }
     m->base_url = strdup(base);
     if (!m->base_url)
         return fail(err, LR_ENOMEM, "out of memory");
+    for (size_t n = 0; n < scheme; n++)
+        m->base_url[n] = (char)tolower((unsigned char)m->base_url[n]);
     for (size_t n = strlen(m->base_url); n > 0 && m->base_url[n - 1] == '/'; n--)
         m->base_url[n - 1] = '\0';
     if (info->api_key_env) {

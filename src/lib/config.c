@@ -25,6 +25,7 @@
  * Once loaded, a config is immutable and may be read from any thread. Its
  * strings point into the parsed JSON document, which the config keeps.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -173,6 +174,17 @@ static int has_userinfo(const char *url)
     const char *sep = strstr(url, "://");
     const char *auth = sep && (size_t)(sep - url) < strcspn(url, "/") ? sep + 3 : url;
     return memchr(auth, '@', strcspn(auth, "/?#")) != NULL;
+}
+
+/* The length of url's "http://" or "https://", in any case (RFC 3986 3.1:
+ * a scheme is case-insensitive), or 0. */
+static size_t http_scheme_len(const char *url)
+{
+    if (strncasecmp(url, "http://", 7) == 0)
+        return 7;
+    if (strncasecmp(url, "https://", 8) == 0)
+        return 8;
+    return 0;
 }
 
 static const char userinfo_problem[] =
@@ -572,8 +584,7 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
     /* Before any message that quotes the URL: it would show the password. */
     if (info->base_url && has_userinfo(info->base_url))
         return fail(err, "%s (%s): base_url %s", where, info->name, userinfo_problem);
-    if (info->base_url &&
-        (strncmp(info->base_url, "http://", 7) == 0 || strncmp(info->base_url, "https://", 8) == 0) &&
+    if (info->base_url && http_scheme_len(info->base_url) &&
         (problem = base_url_problem(info->base_url)))
         return fail(err, "%s (%s): base_url '%s' %s", where, info->name, info->base_url, problem);
     for (size_t j = 0; j < i; j++)
@@ -686,9 +697,11 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
         return rc;
     if (has_userinfo(url))
         return fail(err, "%s.base_url: %s", where, userinfo_problem);
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+    if (!http_scheme_len(url)) {
+        char shown[LR__SHOWN_CAP(LR__SHOWN_NAME)];
         return fail(err, "%s.base_url: expected an http:// or https:// URL, got '%s'", where,
-                    url);
+                    lr__error_shown(url, LR__SHOWN_NAME, shown, sizeof shown));
+    }
     if ((problem = base_url_problem(url)))
         return fail(err, "%s.base_url: '%s' %s", where, url, problem);
     if (strlen(info->model) > CONFIG_MAX_EMBED_MODEL)
@@ -701,6 +714,8 @@ static int parse_embedding(struct lr_config *cfg, json_t *e, struct lr_error *er
         return LR_ENOMEM;
     memcpy(cfg->embedding_base_url, url, len);
     cfg->embedding_base_url[len] = '\0';
+    for (size_t n = 0; n + 3 < http_scheme_len(url); n++) /* "HTTP://" as "http://" */
+        cfg->embedding_base_url[n] = (char)tolower((unsigned char)url[n]);
     info->base_url = cfg->embedding_base_url;
     info->timeout_ms = timeout;
     snprintf(cfg->embedder_id, sizeof cfg->embedder_id, "openai:%s", info->model);

@@ -190,7 +190,7 @@ chk "server.resilience" "{\"models\": [$M], \"server\": {\"resilience\": {\"retr
     "server.resilience.retry: expected an object"
 chk "base_url scheme" \
     '{"models": [{"name": "m", "backend": "openai", "base_url": "ftp://example.com/v1"}]}' \
-    "models[0].base_url: expected an http:// or https:// URL"
+    "models[0] (m): base_url 'ftp://example.com/v1' is not an http:// or https:// URL"
 chk "base_url missing" '{"models": [{"name": "m", "backend": "vllm"}]}' \
     "models[0] (m): base_url is required to serve a vllm backend"
 chk "model retry" \

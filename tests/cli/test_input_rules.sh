@@ -181,6 +181,25 @@ printf '{"models": [{"name": "a,b", "backend": "mock"}]}' >"$TMP/comma.json"
 expect "check-config: a comma in a model name" 2 \
     "models[0].name: 'a,b' contains a comma, which separates the names in --models" -- \
     "$BIN" check-config "$TMP/comma.json"
+# --- a base_url without http:// or https:// shows its value and the model;
+# a scheme is taken in any case (RFC 3986 3.1) ---
+printf '{"models": [{"name": "q7", "backend": "vllm", "base_url": "localhost:8000/v1"}]}' >"$TMP/bu.json"
+expect "check-config: base_url without a scheme" 2 \
+    "models[0] (q7): base_url 'localhost:8000/v1' is not an http:// or https:// URL" -- \
+    "$BIN" check-config "$TMP/bu.json"
+long=$(head -c 300 /dev/zero | tr '\0' h)
+printf '{"models": [{"name": "q7", "backend": "vllm", "base_url": "%s/v1"}]}' "$long" >"$TMP/bu.json"
+expect "check-config: a long base_url without a scheme" 2 \
+    "models[0] (q7): base_url '$(head -c 200 /dev/zero | tr '\0' h)...' is not an http://" -- \
+    "$BIN" check-config "$TMP/bu.json"
+printf '{"models": [{"name": "a", "backend": "vllm", "base_url": "HTTP://127.0.0.1:8000/v1"},
+  {"name": "b", "backend": "vllm", "base_url": "Https://h/v1"}],
+  "router": {"embedding": {"base_url": "HTTP://127.0.0.1:9/v1", "model": "m"}}}' >"$TMP/bu.json"
+expect "check-config: an upper-case scheme" 0 "" -- "$BIN" check-config "$TMP/bu.json"
+printf '{"models": [{"name": "a", "backend": "vllm", "base_url": "HTTP://h:99999/v1"}]}' >"$TMP/bu.json"
+expect "check-config: an upper-case scheme's port is checked" 2 \
+    "models[0] (a): base_url 'HTTP://h:99999/v1' has a port that is not a number from 1 to 65535" -- \
+    "$BIN" check-config "$TMP/bu.json"
 for f in "$SRC"/examples/*.json; do
     expect "check-config $(basename "$f") still loads" 0 "" -- \
         "$BIN" check-config "$f" --store "$TMP/h.db"

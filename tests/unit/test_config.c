@@ -596,6 +596,29 @@ static void a_base_url_with_an_unusable_port_or_host_is_refused(void **state)
                            " {\"name\": \"f\", \"base_url\": \"http://h:08000/v1\"}]}"));
 }
 
+/* A scheme is case-insensitive (RFC 3986 3.1): "HTTP://" was refused for
+ * router.embedding and skipped the port and host checks of a model's. */
+static void a_base_url_scheme_is_taken_in_any_case(void **state)
+{
+    struct lr_config *cfg;
+    char text[600], url[300];
+    (void)state;
+    cfg = load_ok(EMB_CFG("{\"base_url\": \"HTTPS://Api.example.com/v1/\", \"model\": \"m\"}"));
+    assert_string_equal(lr_config_embedding(cfg)->base_url, "https://Api.example.com/v1");
+    lr_config_free(cfg);
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"HTTP://h:65536/v1\"}]}",
+                 LR_ECONFIG, "models[0] (a): base_url 'HTTP://h:65536/v1' has a port that is not");
+    expect_error(EMB_CFG("{\"base_url\": \"Http://h/v1?x\", \"model\": \"m\"}"), LR_ECONFIG,
+                 "router.embedding.base_url: 'Http://h/v1?x' holds a query ('?')");
+    /* Another scheme is shown, cut when long. */
+    memset(url, 'h', 250);
+    url[250] = '\0';
+    snprintf(text, sizeof text, EMB_CFG("{\"base_url\": \"%s\", \"model\": \"m\"}"), url);
+    url[200] = '\0';
+    strcat(url, "...'");
+    expect_error(text, LR_ECONFIG, url);
+}
+
 /* libcurl sends a URL's user and password as Basic authorization: a key
  * written into base_url was taken and sent, though keys are never read
  * from the file. The message names the field and api_key_env, and does
@@ -834,6 +857,7 @@ int main(void)
         cmocka_unit_test(warns_about_per_request_retry_limits_in_a_model),
         cmocka_unit_test(a_base_url_with_an_unusable_port_or_host_is_refused),
         cmocka_unit_test(a_base_url_with_a_user_or_password_is_refused),
+        cmocka_unit_test(a_base_url_scheme_is_taken_in_any_case),
         cmocka_unit_test(a_name_with_a_space_at_an_end_or_an_overlong_route_name_is_refused),
         cmocka_unit_test(rejects_invalid_utf8),
         cmocka_unit_test(loads_literal_and_env_headers),
