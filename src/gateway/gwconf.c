@@ -195,10 +195,20 @@ int gw_listen_check(const char *listen, struct lr_error *err)
 
 /* ==== server ==== */
 
+/* A member of obj, or NULL when it is absent or null: in a config, null
+ * means unset (the default applies), as it does in the library's part.
+ * Only a top-level section given as null is refused ("server: expected an
+ * object"), as the library refuses "router": null. */
+static json_t *member(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
 static int get_int(json_t *obj, const char *key, long long lo, long long hi, long long *out,
                    struct lr_error *err, const char *section)
 {
-    json_t *v = json_object_get(obj, key);
+    json_t *v = member(obj, key);
     if (!v)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
@@ -301,7 +311,7 @@ static int load_api_keys(const struct gw_conf *c, const char *setting, const cha
 static int load_key_setting(const struct gw_conf *c, json_t *root, const char *setting,
                             char **var, char ***keys, struct lr_error *err)
 {
-    json_t *j = json_object_get(root, setting);
+    json_t *j = member(root, setting);
     if (!j)
         return 0;
     if (!json_is_string(j) || !json_string_length(j))
@@ -359,7 +369,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
             if (!server_keys[i])
                 warn(c, "server.%s: unknown key (ignored)", key);
         }
-        jl = json_object_get(root, "listen");
+        jl = member(root, "listen");
         if (jl && !json_is_string(jl)) {
             rc = fail(err, LR_ECONFIG, "server.listen: expected a string HOST:PORT");
             goto out;
@@ -391,7 +401,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
         INT_KEY("response_affinity_entries", 0, 1000000, response_affinity_entries, size_t);
 #undef INT_KEY
         {
-            json_t *jr = json_object_get(root, "resilience");
+            json_t *jr = member(root, "resilience");
             char *txt = jr ? json_dumps(jr, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
             rs_policy_defaults(&s->policy);
             s->policy.timeouts.connect_ms = s->connect_timeout_ms ? s->connect_timeout_ms : 10000;
@@ -409,7 +419,7 @@ static int load_server(struct gw_conf *c, const char *listen, struct lr_error *e
             }
             free(txt);
         }
-        jlog = json_object_get(root, "log_requests");
+        jlog = member(root, "log_requests");
         if (jlog && !json_is_boolean(jlog)) {
             rc = fail(err, LR_ECONFIG, "server.log_requests: expected true or false");
             goto out;
@@ -442,7 +452,7 @@ static int load_mock(const struct gw_conf *c, struct gw_model *m, size_t i, stru
     static const char *const mock_keys[] = {"latency_ms", "chunk_delay_ms", "tokens", "chunks",
                                             "content", NULL};
     json_t *root = m->info->json ? json_loads(m->info->json, 0, NULL) : NULL;
-    json_t *mock = json_object_get(root, "mock");
+    json_t *mock = member(root, "mock");
     long long v;
     int rc = 0;
     char where[320];
@@ -458,7 +468,7 @@ static int load_mock(const struct gw_conf *c, struct gw_model *m, size_t i, stru
         goto out;
     }
     if (mock) {
-        json_t *content = json_object_get(mock, "content"), *val;
+        json_t *content = member(mock, "content"), *val;
         const char *key;
         json_object_foreach(mock, key, val)
         {
@@ -504,7 +514,7 @@ static int load_policy(const char *obj_json, struct rs_policy *p, const char *wh
                        struct lr_error *err)
 {
     json_t *root = obj_json ? json_loads(obj_json, 0, NULL) : NULL;
-    json_t *jr = json_object_get(root, "retry"), *jt = json_object_get(root, "timeouts");
+    json_t *jr = member(root, "retry"), *jt = member(root, "timeouts");
     char *r = jr ? json_dumps(jr, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     char *t = jt ? json_dumps(jt, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     int rc = 0;

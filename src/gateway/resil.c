@@ -478,11 +478,19 @@ const char *rs_json_got(const json_t *v, char *buf, size_t cap)
     return buf;
 }
 
+/* A member of o, or NULL when it is absent or null: in a config, null
+ * means unset (the default applies), as it does in the library's part. */
+static json_t *member(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_null(v) ? NULL : v;
+}
+
 /* One integer member within [lo, hi], if present. */
 static int get_long(json_t *o, const char *key, long lo, long hi, long *out, const char *where,
                     char *msg, size_t cap)
 {
-    json_t *v = json_object_get(o, key);
+    json_t *v = member(o, key);
     if (!v)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
@@ -528,7 +536,7 @@ static int parse_retry(json_t *o, struct rs_retry *r, const char *where, char *m
         get_long(o, "deadline_ms", 0, DAY_MS, &r->deadline_ms, where, msg, cap) ||
         get_long(o, "max_retry_after_ms", 0, DAY_MS, &r->max_retry_after_ms, where, msg, cap))
         return -1;
-    on = json_object_get(o, "on");
+    on = member(o, "on");
     if (on) {
         const char *key;
         json_t *v;
@@ -542,6 +550,8 @@ static int parse_retry(json_t *o, struct rs_retry *r, const char *where, char *m
                 return perr(msg, cap,
                             "%s.on.%s: unknown failure class (see the README's Resilience part)",
                             where, key);
+            if (json_is_null(v))
+                continue;
             if (!a ||
                 (strcmp(a, "retry") != 0 && strcmp(a, "fallback") != 0 && strcmp(a, "fail") != 0))
                 return perr(msg, cap, "%s.on.%s: expected \"retry\", \"fallback\" or \"fail\"",
@@ -599,7 +609,7 @@ static int parse_breaker(json_t *o, struct rs_breaker_conf *b, char *msg, size_t
         "consecutive_failures", "failure_rate",    "min_requests",  "window_ms",
         "cooldown_ms",          "max_cooldown_ms", "when_all_open", NULL};
     const char *where = "server.resilience.breaker";
-    json_t *rate = json_object_get(o, "failure_rate"), *all = json_object_get(o, "when_all_open");
+    json_t *rate = member(o, "failure_rate"), *all = member(o, "when_all_open");
     if (!json_is_object(o))
         return perr(msg, cap, "%s: expected an object", where);
     if (known_keys(o, keys, where, msg, cap) ||
@@ -643,15 +653,15 @@ int rs_resilience_parse(const char *json, struct rs_policy *p, struct rs_breaker
     }
     if (known_keys(o, keys, where, msg, cap))
         goto out;
-    if ((v = json_object_get(o, "retry")) &&
+    if ((v = member(o, "retry")) &&
         parse_retry(v, &p->retry, "server.resilience.retry", msg, cap))
         goto out;
-    if ((v = json_object_get(o, "timeouts")) &&
+    if ((v = member(o, "timeouts")) &&
         parse_timeouts(v, &p->timeouts, "server.resilience.timeouts", msg, cap))
         goto out;
-    if ((v = json_object_get(o, "breaker")) && parse_breaker(v, b, msg, cap))
+    if ((v = member(o, "breaker")) && parse_breaker(v, b, msg, cap))
         goto out;
-    if ((v = json_object_get(o, "queue"))) {
+    if ((v = member(o, "queue"))) {
         const char *w = "server.resilience.queue";
         if (!json_is_object(v)) {
             perr(msg, cap, "%s: expected an object", w);

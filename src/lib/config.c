@@ -505,7 +505,7 @@ static int warn_request_limits(struct lr_config *cfg, json_t *m, const char *whe
     if (!json_is_object(retry))
         return 0;
     for (const char *const *k = keys; *k; k++)
-        if (json_object_get(retry, *k) &&
+        if (json_object_get(retry, *k) && !json_is_null(json_object_get(retry, *k)) &&
             (rc = warn(cfg,
                        "%s.retry.%s: ignored in a model (a limit on the whole request, read "
                        "from server.resilience.retry and the route's retry only)",

@@ -266,9 +266,27 @@ printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"resilience": 
 expect "check-config: resilience.retry.max_attempts 0" 2 \
     "server.resilience.retry.max_attempts: expected an integer from 1 to 100, got 0" -- \
     "$BIN" check-config "$TMP/ma.json"
-printf '{"models": [{"name": "a", "backend": "mock", "mock": {"chunks": null}}]}' >"$TMP/mk.json"
-expect "serve: mock.chunks null" 2 "models[0].mock.chunks: expected an integer from 1 to 100000, got null" -- \
+printf '{"models": [{"name": "a", "backend": "mock", "mock": {"chunks": "4"}}]}' >"$TMP/mk.json"
+expect "serve: mock.chunks a string" 2 "models[0].mock.chunks: expected an integer from 1 to 100000, got a string" -- \
     "$BIN" serve --config "$TMP/mk.json" --listen 127.0.0.1:0
+
+# --- null is "unset, the default" for every optional member, in the
+# gateway's part as in the library's (max_concurrency: null) ---
+printf '{"models": [{"name": "a", "backend": "mock", "max_concurrency": null,
+    "mock": {"chunks": null, "latency_ms": null, "content": null},
+    "retry": {"max_retries": null, "max_attempts": null}, "timeouts": null},
+  {"name": "b", "backend": "mock", "mock": null, "retry": null, "timeouts": {"total_ms": null}}],
+ "routes": [{"name": "r", "models": ["a"], "fallbacks": null, "retry": null, "timeouts": null}],
+ "server": {"max_body_bytes": null, "listen": null, "log_requests": null, "api_keys_env": null,
+   "resilience": {"retry": {"max_attempts": null, "on": {"server_error": null}}, "timeouts": null,
+     "breaker": {"failure_rate": null, "when_all_open": null}, "queue": null}}}' >"$TMP/nul.json"
+expect "check-config: null members" 0 "ok: 2 models, 1 routes" -- "$BIN" check-config "$TMP/nul.json"
+! grep -q warning "$TMP/err" && ok || bad "check-config: null members warned: $(cat "$TMP/err")"
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"resilience": null, "max_body_bytes": null}}' >"$TMP/nul.json"
+expect "check-config: server.resilience null" 0 "" -- "$BIN" check-config "$TMP/nul.json"
+# A top-level section given as null is still refused, as routes: null is.
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": null}' >"$TMP/nul.json"
+expect "check-config: server null" 2 "server: expected an object" -- "$BIN" check-config "$TMP/nul.json"
 
 # A listen port is digits: "+80", " 80" and "-0" were taken as 80 and 0.
 for port in '+80' ' 80' '-0'; do

@@ -456,6 +456,54 @@ static void resilience_section_parses_every_part(void **state)
     assert_int_equal(rs_resilience_parse("{\"retries\":{}}", &p, &b, &q, msg, sizeof msg), -1);
 }
 
+/* null is "unset" in a config: the default stays in force, as it does for
+ * a model's max_concurrency in the library's part. It was refused here
+ * ("got null", "expected an object"). */
+static void null_in_the_resilience_section_leaves_the_default(void **state)
+{
+    struct rs_policy p, d, over;
+    struct rs_breaker_conf b, db;
+    struct rs_queue_conf q, dq;
+    char msg[256];
+    (void)state;
+    rs_policy_defaults(&p);
+    rs_policy_defaults(&d);
+    rs_breaker_defaults(&b);
+    rs_breaker_defaults(&db);
+    rs_queue_defaults(&q);
+    rs_queue_defaults(&dq);
+    assert_int_equal(rs_resilience_parse("{\"retry\":{\"max_attempts\":null,\"on\":"
+                                         "{\"server_error\":null}},\"timeouts\":{\"head_ms\":"
+                                         "null},\"breaker\":{\"cooldown_ms\":null,"
+                                         "\"failure_rate\":null,\"when_all_open\":null},"
+                                         "\"queue\":{\"max_waiting\":null}}",
+                                         &p, &b, &q, msg, sizeof msg),
+                     0);
+    assert_int_equal(p.retry.max_attempts, d.retry.max_attempts);
+    assert_int_equal(p.retry.on[RS_SERVER_ERROR], d.retry.on[RS_SERVER_ERROR]);
+    assert_int_equal(p.timeouts.head_ms, d.timeouts.head_ms);
+    assert_int_equal(b.cooldown_ms, db.cooldown_ms);
+    assert_true(b.failure_rate == db.failure_rate);
+    assert_int_equal(b.try_closest, db.try_closest);
+    assert_int_equal(q.max_waiting, dq.max_waiting);
+    assert_int_equal(rs_resilience_parse("{\"retry\":null,\"timeouts\":null,\"breaker\":null,"
+                                         "\"queue\":null}",
+                                         &p, &b, &q, msg, sizeof msg),
+                     0);
+    rs_policy_unset(&over);
+    assert_int_equal(rs_policy_parse("{\"max_retries\":null,\"on\":null}",
+                                     "{\"total_ms\":null}", &over, "m", msg, sizeof msg),
+                     0);
+    rs_policy_merge(&p, &over);
+    assert_int_equal(p.retry.max_retries, d.retry.max_retries);
+    assert_int_equal(p.timeouts.total_ms, d.timeouts.total_ms);
+    /* A wrong value is still refused. */
+    assert_int_equal(
+        rs_resilience_parse("{\"queue\":{\"max_waiting\":\"1\"}}", &p, &b, &q, msg, sizeof msg),
+        -1);
+    assert_non_null(strstr(msg, "server.resilience.queue.max_waiting"));
+}
+
 static void backoff_is_full_jitter_capped(void **state)
 {
     struct rs_retry r;
@@ -627,6 +675,7 @@ int main(void)
         cmocka_unit_test(reset_on_a_reused_connection_is_retried_and_blames_nobody),
         cmocka_unit_test(policy_layers_override_field_by_field),
         cmocka_unit_test(resilience_section_parses_every_part),
+        cmocka_unit_test(null_in_the_resilience_section_leaves_the_default),
         cmocka_unit_test(backoff_is_full_jitter_capped),
         cmocka_unit_test(breaker_opens_after_consecutive_failures),
         cmocka_unit_test(breaker_half_open_admits_one_probe),
