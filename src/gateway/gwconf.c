@@ -160,6 +160,12 @@ static int parse_listen(const char *s, char *host, size_t host_cap, int *port, s
         if (!colon)
             return fail(err, LR_ECONFIG, "%s: expected HOST:PORT, got '%s'", where, s);
         hl = (size_t)(colon - s);
+        /* "::1:80" could be ::1 port 80 or the address ::1:80 alone: an
+         * IPv6 address goes in brackets. */
+        if (memchr(s, ':', hl))
+            return fail(err, LR_ECONFIG,
+                        "%s: an IPv6 address goes in brackets, as [%.*s]:%s, got '%s'", where,
+                        (int)(hl < 64 ? hl : 64), s, colon + 1, s);
     }
     if (hl == 0 || hl >= host_cap)
         return fail(err, LR_ECONFIG, "%s: expected a numeric host before ':', got '%s'", where, s);

@@ -296,6 +296,16 @@ for port in '+80' ' 80' '-0'; do
     expect "serve: --listen port '$port'" 2 "--listen: expected a port from 0 to 65535, got '$port'" -- \
         "$BIN" serve --config "$TMP/mk.json" --listen "127.0.0.1:$port"
 done
+# An IPv6 address goes in brackets: "::1:80" was read as [::1]:80, though
+# it could as well be the address ::1:80.
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"listen": "::1:80"}}' >"$TMP/ls.json"
+expect "check-config: server.listen ::1:80" 2 \
+    "server.listen: an IPv6 address goes in brackets, as [::1]:80, got '::1:80'" -- \
+    "$BIN" check-config "$TMP/ls.json"
+expect "serve: --listen ::1:80" 2 "--listen: an IPv6 address goes in brackets, as [::1]:80, got '::1:80'" -- \
+    "$BIN" serve --config "$TMP/mk.json" --listen ::1:80
+printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"listen": "[::1]:80"}}' >"$TMP/ls.json"
+expect "check-config: server.listen [::1]:80" 0 "" -- "$BIN" check-config "$TMP/ls.json"
 
 # --- /v1/route: an empty list of queries is a bad value, not a bad type ---
 "$BIN" serve --config "$CFG" --store "$TMP/h.db" --listen 127.0.0.1:0 --port-file "$TMP/port" >/dev/null 2>"$TMP/serve.err" &
