@@ -861,6 +861,16 @@ static int parse_route(struct lr_config *cfg, json_t *r, size_t i, struct lr_err
         info->fallbacks = idx;
         info->n_fallbacks = n;
     }
+    /* A fallback that is one of the route's models is ranked among them by
+     * the strategy, not kept for after them: the file says otherwise. */
+    for (size_t f = 0; f < info->n_fallbacks; f++)
+        for (size_t k = 0; k < info->n_models; k++)
+            if (info->fallbacks[f] == info->models[k] &&
+                (rc = warn(cfg,
+                           "%s.fallbacks[%zu]: '%s' is also one of the route's models "
+                           "(%s.models[%zu]): it is ranked with them, not tried after them",
+                           where, f, cfg->models[info->fallbacks[f]].name, where, k)))
+                return rc;
     info->json = dump_compact(r);
     if (!info->json)
         return LR_ENOMEM;

@@ -181,6 +181,12 @@ printf '{"models": [{"name": "a,b", "backend": "mock"}]}' >"$TMP/comma.json"
 expect "check-config: a comma in a model name" 2 \
     "models[0].name: 'a,b' contains a comma, which separates the names in --models" -- \
     "$BIN" check-config "$TMP/comma.json"
+# --- a route's fallback that is one of its own models is warned about ---
+printf '{"models": [{"name": "a", "backend": "mock"}], "routes": [{"name": "r", "models": ["a"], "fallbacks": ["a"]}]}' >"$TMP/fb.json"
+expect "check-config: a fallback among the route's models" 0 \
+    "warning: $TMP/fb.json: routes[0].fallbacks[0]: 'a' is also one of the route's models (routes[0].models[0]): it is ranked with them, not tried after them" -- \
+    "$BIN" check-config "$TMP/fb.json"
+
 # --- a base_url without http:// or https:// shows its value and the model;
 # a scheme is taken in any case (RFC 3986 3.1) ---
 printf '{"models": [{"name": "q7", "backend": "vllm", "base_url": "localhost:8000/v1"}]}' >"$TMP/bu.json"

@@ -22,11 +22,12 @@ static const char good[] =
     "\"cost_per_input_token\": 1.5e-7, \"cost_per_output_token\": 6e-7, \"max_concurrency\": 64},"
     " {\"name\": \"qwen2.5:7b\", \"backend\": \"ollama\", \"base_url\": "
     "\"http://localhost:11434/v1\", \"cost_per_input_token\": 0, \"cost_per_output_token\": 0,"
-    " \"hosted_model\": \"qwen2.5:7b-instruct\", \"capacity\": 100}],"
+    " \"hosted_model\": \"qwen2.5:7b-instruct\", \"capacity\": 100},"
+    " {\"name\": \"local\", \"backend\": \"mock\"}],"
     " \"router\": {\"strategy\": \"sequential\", \"performance_requirement\": 0.8, "
     "\"n_similar\": 8, \"store\": \"hist.db\"},"
     " \"routes\": [{\"name\": \"auto\", \"models\": [\"qwen2.5:7b\", \"gpt-4o-mini\"], "
-    "\"performance_requirement\": 0.9, \"fallbacks\": [\"gpt-4o-mini\"]}],"
+    "\"performance_requirement\": 0.9, \"fallbacks\": [\"local\"]}],"
     " \"server\": {\"listen\": \"127.0.0.1:8080\"}}";
 
 static struct lr_config *load_ok(const char *json)
@@ -56,7 +57,7 @@ static void loads_models_with_their_fields(void **state)
     struct lr_config *cfg = load_ok(good);
     const struct lr_model_info *m0, *m1;
     (void)state;
-    assert_int_equal(lr_config_model_count(cfg), 2);
+    assert_int_equal(lr_config_model_count(cfg), 3);
     m0 = lr_config_model(cfg, 0);
     m1 = lr_config_model(cfg, 1);
     assert_string_equal(m0->name, "gpt-4o-mini");
@@ -72,7 +73,7 @@ static void loads_models_with_their_fields(void **state)
     assert_int_equal(m1->capacity, 100);
     assert_true(m1->cost_per_input_token == 0);
     assert_non_null(strstr(m1->json, "\"hosted_model\""));
-    assert_null(lr_config_model(cfg, 2));
+    assert_null(lr_config_model(cfg, 3));
     assert_int_equal(lr_config_model_index(cfg, "qwen2.5:7b"), 1);
     assert_int_equal(lr_config_model_index(cfg, "nope"), LR_ENOMODEL);
     assert_int_equal(lr_config_warning_count(cfg), 0);
@@ -101,7 +102,7 @@ static void loads_router_defaults_and_routes(void **state)
     assert_int_equal(r->models[1], 0);
     assert_true(r->performance_requirement == 0.9);
     assert_int_equal(r->n_fallbacks, 1);
-    assert_int_equal(r->fallbacks[0], 0);
+    assert_int_equal(r->fallbacks[0], 2);
     assert_int_equal(lr_config_route_index(cfg, "auto"), 0);
     assert_int_equal(lr_config_route_index(cfg, "gpt-4o-mini"), LR_ENOMODEL);
     assert_string_equal(lr_config_section(cfg, "server"), "{\"listen\":\"127.0.0.1:8080\"}");
@@ -596,6 +597,29 @@ static void a_base_url_with_an_unusable_port_or_host_is_refused(void **state)
                            " {\"name\": \"f\", \"base_url\": \"http://h:08000/v1\"}]}"));
 }
 
+/* A route's fallback that is one of its own models is ranked with them by
+ * the strategy, not tried after them, as the file suggests: it was taken
+ * silently. */
+static void a_fallback_among_the_routes_own_models_is_warned_about(void **state)
+{
+    struct lr_config *cfg;
+    (void)state;
+    cfg = load_ok("{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\"}, {\"name\": \"c\"}],"
+                  " \"routes\": [{\"name\": \"r\", \"models\": [\"a\", \"b\"],"
+                  " \"fallbacks\": [\"c\", \"b\"]}]}");
+    assert_int_equal(lr_config_warning_count(cfg), 1);
+    assert_string_equal(lr_config_warning(cfg, 0),
+                        "routes[0].fallbacks[1]: 'b' is also one of the route's models "
+                        "(routes[0].models[1]): it is ranked with them, not tried after them");
+    assert_int_equal(lr_config_route(cfg, 0)->n_fallbacks, 2);
+    lr_config_free(cfg);
+    /* Fallbacks outside the route's models: nothing to say. */
+    cfg = load_ok("{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\"}],"
+                  " \"routes\": [{\"name\": \"r\", \"models\": [\"a\"], \"fallbacks\": [\"b\"]}]}");
+    assert_int_equal(lr_config_warning_count(cfg), 0);
+    lr_config_free(cfg);
+}
+
 /* A scheme is case-insensitive (RFC 3986 3.1): "HTTP://" was refused for
  * router.embedding and skipped the port and host checks of a model's. */
 static void a_base_url_scheme_is_taken_in_any_case(void **state)
@@ -858,6 +882,7 @@ int main(void)
         cmocka_unit_test(a_base_url_with_an_unusable_port_or_host_is_refused),
         cmocka_unit_test(a_base_url_with_a_user_or_password_is_refused),
         cmocka_unit_test(a_base_url_scheme_is_taken_in_any_case),
+        cmocka_unit_test(a_fallback_among_the_routes_own_models_is_warned_about),
         cmocka_unit_test(a_name_with_a_space_at_an_end_or_an_overlong_route_name_is_refused),
         cmocka_unit_test(rejects_invalid_utf8),
         cmocka_unit_test(loads_literal_and_env_headers),
