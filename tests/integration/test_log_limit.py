@@ -110,7 +110,7 @@ def main(bin_):
           rate_is_set_in_the_config)
 
     def bad_rate_is_a_config_error():
-        for i, bad in enumerate([-1, 1000001, "20", 1.5, True, None]):
+        for i, bad in enumerate([-1, 1000001, "20", 1.5, True]):
             path = os.path.join(wd, "bad_rate%d.json" % i)
             with open(path, "w") as f:
                 json.dump(config({"log_refused_per_s": bad}), f)
