@@ -3145,6 +3145,13 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         ex->route = ri->name;
         ex->route_idx = r;
     }
+    /* A strategy asked for is checked whatever is named: a model named
+     * directly is not routed, but a misspelt strategy is the caller's slip
+     * all the same, refused as it is beside a route. */
+    if (strategy && idx >= 0 && !names && !gw_conf_router(ex->conf, strategy, &err)) {
+        fail_with(ex, 400, "route.strategy", "invalid_value", "route.strategy: %s", err.message);
+        return -1;
+    }
     if (idx >= 0 && !names && affinity_rank(ex, root, idx, NULL, NULL, 0, query))
         return 0;
     if (idx >= 0 && !names) {

@@ -598,6 +598,12 @@ def errors(gw_bin, fake_bin):
     check("400 route.strategy unknown",
           lambda: err(400, '{"model": "auto", "messages": [], "route": {"strategy": "nope"}}',
                       param="route.strategy"))
+    def strategy_unknown_beside_a_model():
+        e = err(400, '{"model": "fake-a", "messages": [{"role": "user", "content": "x"}],'
+                ' "route": {"strategy": "bogus"}}', param="route.strategy", code="invalid_value")
+        assert e["message"].startswith("route.strategy: unknown strategy 'bogus'"), e
+    check("400 route.strategy unknown beside a model named directly (not ignored)",
+          strategy_unknown_beside_a_model)
     check("400 empty candidate list for /v1/route (the right type: invalid_value)",
           lambda: err(400, '{"queries": [{"query": "q"}], "models": []}', param="models",
                       code="invalid_value", path="/v1/route"))
