@@ -16,7 +16,8 @@
  * (max_tokens and the like) below the answer's tokens cuts it short, as a
  * model stops there: usage counts the limit, the text keeps as many of its
  * words in proportion, and the finish is "length" (Responses: status
- * "incomplete", reason max_output_tokens, the event response.incomplete).
+ * "incomplete", reason max_output_tokens, the event response.incomplete);
+ * a limit that is no integer from 1 is refused 400, as `n` is.
  *
  * Threads: the event loop thread only.
  */
@@ -425,15 +426,18 @@ static int refuse(struct mock_xfer *x, const char *param, const char *code, cons
 static int count_choices(struct mock_xfer *x, const struct mock_call *c)
 {
     unsigned long long all;
+    char got[32];
     x->n_choices = 1;
     if (c->n_bad)
         return refuse(x, "n", "invalid_type", "Invalid type for 'n': expected an integer.");
+    snprintf(got, sizeof got, "%lld", c->n);
     if (c->n < 1 || c->n > MOCK_MAX_CHOICES)
         return refuse(x, "n", c->n < 1 ? "integer_below_min_value" : "integer_above_max_value",
-                      "Invalid 'n': integer %s value. Expected a value %s %d, but got %lld "
+                      "Invalid 'n': integer %s value. Expected a value %s %d, but got %s "
                       "instead.",
                       c->n < 1 ? "below minimum" : "above maximum",
-                      c->n < 1 ? ">=" : "<=", c->n < 1 ? 1 : MOCK_MAX_CHOICES, c->n);
+                      c->n < 1 ? ">=" : "<=", c->n < 1 ? 1 : MOCK_MAX_CHOICES,
+                      c->n_text && c->n_text[0] ? c->n_text : got);
     all = (unsigned long long)c->n * (c->n_prompts ? c->n_prompts : 1);
     if (all > MOCK_MAX_CHOICES)
         return refuse(x, "prompt", "too_many_choices",
@@ -476,6 +480,16 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
     x->status = 200;
     x->cut_k = -1;
     x->n_choices = 1;
+    if (c->ep != EP_EMBEDDINGS && c->limit_bad) {
+        /* An output limit that is no integer from 1, in OpenAI's words. */
+        if (c->limit_bad_type)
+            return refuse(x, c->limit_bad, "invalid_type",
+                          "Invalid type for '%s': expected an integer.", c->limit_bad);
+        return refuse(x, c->limit_bad, "integer_below_min_value",
+                      "Invalid '%s': integer below minimum value. Expected a value >= 1, but "
+                      "got %s instead.",
+                      c->limit_bad, c->limit_text);
+    }
     if (c->ep != EP_EMBEDDINGS && c->max_tokens >= 0 && c->max_tokens < tokens) {
         /* Stopped at the limit: the text keeps its words in proportion
          * (all the limit's when the tokens are its word count). */

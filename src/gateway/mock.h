@@ -26,10 +26,17 @@ struct mock_call {
      * answer has n choices a prompt. */
     long long n;
     int n_bad;
+    const char *n_text; /* n as sent, shown when refused ("": n's digits) */
     size_t n_prompts;
     /* Chat, completions, responses: the request's output limit for each
-     * choice (max_tokens, max_completion_tokens, max_output_tokens), or -1. */
+     * choice (max_tokens, max_completion_tokens, max_output_tokens), or -1;
+     * limit_bad names the first of them given as no integer from 1 (NULL:
+     * none), refused 400: limit_bad_type when it is no integer at all,
+     * else limit_text is its number as sent. */
     long long max_tokens;
+    const char *limit_bad;
+    int limit_bad_type;
+    const char *limit_text;
 };
 
 struct mock_xfer;

@@ -121,10 +121,16 @@ struct exchange {
      * n_bad: not an integer) and its prompts (0: one). */
     long long n;
     int n_set, n_bad;
+    char n_text[48]; /* n as sent when it is past +-1e9 (read as clamped there), else "" */
     size_t n_prompts;
     /* For the mock: the request's output limit (the least of max_tokens,
-     * max_completion_tokens, max_output_tokens given as an integer from 1), or -1. */
+     * max_completion_tokens, max_output_tokens given as an integer from 1), or -1;
+     * the first of them given otherwise (NULL: none), whether it is no
+     * integer at all (else one below 1), and its number as sent. */
     long long max_tokens;
+    const char *limit_bad;
+    int limit_bad_type;
+    char limit_text[48];
 
     /* Resilience */
     struct rs_retry req_retry; /* server + route: attempt cap and deadline */
@@ -2550,8 +2556,12 @@ static void start_attempt(struct exchange *ex)
         call.n_inputs = ex->n_inputs;
         call.n = ex->n_set ? ex->n : 1;
         call.n_bad = ex->n_bad;
+        call.n_text = ex->n_text;
         call.n_prompts = ex->n_prompts ? ex->n_prompts : 1;
         call.max_tokens = ex->max_tokens;
+        call.limit_bad = ex->limit_bad;
+        call.limit_bad_type = ex->limit_bad_type;
+        call.limit_text = ex->limit_text;
         ex->mock = mock_start(ex->gw->base, &gm->mock, &call, &upstream_cbs, ex);
         if (!ex->mock) {
             ex->gone_label = "out_of_memory"; /* nothing went out: no attempt counted */
@@ -2811,6 +2821,32 @@ static long count_token_ids(json_t *list)
 
 /* Validate the fields the gateway reads and extract the query text. Returns
  * 0, or refuses the request (and finishes the exchange) and returns -1. */
+/* The number the top-level member `name` holds as the client wrote it
+ * (cut short with "..." past cap), for a message that shows it: the body's
+ * numbers are read as reals, so 99999999999999999999999 is 1e+23 once read. */
+static void number_as_sent(struct exchange *ex, const char *name, double v, char *buf,
+                           size_t cap)
+{
+    const char *const names[] = {name, NULL};
+    struct js_member m[1];
+    const char *body = NULL;
+    size_t len = 0, n;
+
+    if (ex->req)
+        body = hs_req_body(ex->req, &len);
+    if (body && js_find_members(body, len, names, m) == 0 && m[0].key_end) {
+        n = m[0].value_end - m[0].value_start;
+        if (n < cap) {
+            memcpy(buf, body + m[0].value_start, n);
+            buf[n] = '\0';
+        } else {
+            snprintf(buf, cap, "%.*s...", (int)(cap - 4), body + m[0].value_start);
+        }
+        return;
+    }
+    snprintf(buf, cap, "%.17g", v);
+}
+
 static int read_fields(struct exchange *ex, json_t *root, struct text *query)
 {
     json_t *stream = json_object_get(root, "stream");
@@ -2846,6 +2882,8 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
         if (json_is_number(n) && v == floor(v)) {
             ex->n = v > 1e9 ? 1000000000 : v < -1e9 ? -1000000000 : (long long)v;
             ex->n_set = 1;
+            if (v > 1e9 || v < -1e9)
+                number_as_sent(ex, "n", v, ex->n_text, sizeof ex->n_text);
         } else if (n && !json_is_null(n)) {
             ex->n_bad = 1;
         }
@@ -2858,8 +2896,20 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
         for (i = 0; i < sizeof limits / sizeof *limits; i++) {
             json_t *m = json_object_get(root, limits[i]);
             double v = json_number_value(m);
-            if (json_is_number(m) && v >= 1 && v == floor(v) &&
-                (ex->max_tokens < 0 || v < (double)ex->max_tokens))
+            if (!m || json_is_null(m))
+                continue;
+            if (!json_is_number(m) || v != floor(v) || v < 1) {
+                /* The mock refuses it, as OpenAI's API does. */
+                if (!ex->limit_bad) {
+                    ex->limit_bad = limits[i];
+                    ex->limit_bad_type = !json_is_number(m) || v != floor(v);
+                    if (!ex->limit_bad_type)
+                        number_as_sent(ex, limits[i], v, ex->limit_text,
+                                       sizeof ex->limit_text);
+                }
+                continue;
+            }
+            if (ex->max_tokens < 0 || v < (double)ex->max_tokens)
                 ex->max_tokens = v > 1e9 ? 1000000000 : (long long)v;
         }
     }

@@ -2442,6 +2442,51 @@ def mock(gw_bin, fake_bin):
     check("the mock refuses an n that is not an integer from 1 to 128, or more than 128 "
           "choices in all, with a 400 naming it", n_refused)
 
+    def n_shown_as_sent():
+        # A value past what is read exactly is shown as the client wrote it.
+        for n, shown in (("99999999999999999999999", "99999999999999999999999"),
+                         ("-3000000000", "-3000000000"), ("200", "200")):
+            st, _, body = request(gw.port, "POST", "/v1/chat/completions",
+                                  '{"model": "cjk-1", "messages": %s, "n": %s}'
+                                  % (json.dumps(HELLO), n))
+            assert st == 400, (n, st, body[:300])
+            e = error_shape(json.loads(body))
+            assert e["param"] == "n", e
+            assert e["message"].endswith("but got %s instead." % shown), (n, e)
+    check("the mock's refusal of n shows the n given, not a clamped one", n_shown_as_sent)
+
+    def limit_refused():
+        # An output limit that is no integer from 1 is refused in OpenAI's words, not
+        # ignored with the whole answer served.
+        chat_p = ("/v1/chat/completions", '"messages": %s' % json.dumps(HELLO))
+        comp_p = ("/v1/completions", '"prompt": "hi"')
+        resp_p = ("/v1/responses", '"input": "hi"')
+        cases = []
+        for (path, base), name in ((chat_p, "max_tokens"), (chat_p, "max_completion_tokens"),
+                                   (comp_p, "max_tokens"), (resp_p, "max_output_tokens")):
+            cases += [(path, base, name, "0", "integer_below_min_value", "got 0 instead."),
+                      (path, base, name, "-5", "integer_below_min_value", "got -5 instead."),
+                      (path, base, name, "-1e30", "integer_below_min_value",
+                       "got -1e30 instead."),
+                      (path, base, name, "1.5", "invalid_type", "expected an integer."),
+                      (path, base, name, '"3"', "invalid_type", "expected an integer.")]
+        for path, base, name, value, code, tail in cases:
+            for stream in ("false", "true"):
+                body = '{"model": "mixed-4", %s, "%s": %s, "stream": %s}' % (
+                    base, name, value, stream)
+                st, _, got = request(gw.port, "POST", path, body)
+                assert st == 400, (body, st, got[:300])
+                e = error_shape(json.loads(got))
+                assert e["param"] == name and e["code"] == code, (body, e)
+                assert e["type"] == "invalid_request_error", e
+                assert ("'%s'" % name) in e["message"] and e["message"].endswith(tail), (body, e)
+        for path, base in (chat_p, comp_p, resp_p):  # null is no limit: served whole
+            st, _, got = request(gw.port, "POST", path, '{"model": "mixed-4", %s, '
+                                 '"max_tokens": null, "max_output_tokens": null}' % base)
+            assert st == 200, (path, st, got[:300])
+    check("the mock refuses an output limit that is not an integer from 1 with a 400 "
+          "naming it", limit_refused)
+
     def embeddings_empty_input_refused():
         # OpenAI's API refuses an empty input list; the mock does not answer it a vector.
         st, _, body = request(gw.port, "POST", "/v1/embeddings",
