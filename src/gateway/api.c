@@ -639,8 +639,8 @@ static size_t route_fetch_count(const struct gw_conf *conf, struct lr_router *ro
 /* A smart batch ranks and sums estimated costs, so every candidate of every
  * query needs both prices, even a query's only one (`llmroute route --batch`
  * refuses the same, cmd_route.c's check_prices()): 0, or the status of the
- * 400 sent naming the model and the price. Unknown names are left to the
- * library's 404. */
+ * 400 sent naming the model and the price. Unknown names are refused
+ * before, route_names_known(). */
 static int batch_prices(struct hs_req *req, const struct lr_config *cfg,
                         const struct lr_request *reqs, size_t n, const char **names)
 {
@@ -673,14 +673,45 @@ static int batch_prices(struct hs_req *req, const struct lr_config *cfg,
     return 0;
 }
 
+/* 0, or the status of the 404 sent for the first candidate list, a query's
+ * own or the request's `models`, that names no configured model: checked on
+ * the loop before any vector is fetched or any query routed, with the
+ * `param` of the list that named it. */
+static int route_names_known(struct hs_req *req, const struct lr_config *cfg,
+                             const struct lr_request *reqs, size_t n, const char **names)
+{
+    char param[64], msg[GW_NAME_SHOWN_CAP + 64], shown[GW_NAME_SHOWN_CAP];
+    int defaults_checked = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!reqs[i].models || (reqs[i].models == names && defaults_checked))
+            continue;
+        if (reqs[i].models == names)
+            defaults_checked = 1;
+        for (size_t k = 0; k < reqs[i].n_models; k++) {
+            const char *name = reqs[i].models[k];
+            if (lr_config_model_index(cfg, name) >= 0)
+                continue;
+            if (reqs[i].models == names)
+                snprintf(param, sizeof param, "models");
+            else
+                snprintf(param, sizeof param, "queries[%zu].models", i);
+            snprintf(msg, sizeof msg, "query %zu: unknown model '%s'", i,
+                     gw_name_shown(name, shown, sizeof shown));
+            return refuse(req, 404, param, "model_not_found", msg);
+        }
+    }
+    return 0;
+}
+
 /* 0, or the status of the 400 sent for the first query that has a choice to
  * make over a dense store and no text: it is refused before any vector is
  * fetched, in the words of the library's refusal (smart.c), rather than
  * routed on the vector of "". The library refuses such a query too, but
  * only when it comes to it: the other queries' vectors would be fetched
  * first, and one without its vector refused in other words. An empty store
- * is left to the library's history_empty, and an unknown name to its 404,
- * as with text. */
+ * is left to the library's history_empty, as with text (unknown names are
+ * refused before, route_names_known()). */
 static int route_needs_text(struct gw *gw, struct hs_req *req, const struct gw_conf *conf,
                             struct lr_router *router, const struct lr_request *reqs, size_t n)
 {
@@ -689,15 +720,9 @@ static int route_needs_text(struct gw *gw, struct hs_req *req, const struct gw_c
     if (!gw->store || lr_store_count(gw->store) == 0)
         return 0;
     for (size_t i = 0; i < n; i++) {
-        int known = 1;
         if (reqs[i].query && reqs[i].query[0])
             continue;
         if (!gw_conf_needs_vector(conf, router, query_candidates(conf, &reqs[i])))
-            continue;
-        for (size_t k = 0; reqs[i].models && k < reqs[i].n_models; k++)
-            if (lr_config_model_index(conf->cfg, reqs[i].models[k]) < 0)
-                known = 0;
-        if (!known)
             continue;
         snprintf(msg, sizeof msg, "query %zu: smart routing needs the query text", i);
         return refuse(req, 400, NULL, "routing_failed", msg);
@@ -912,6 +937,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             reqs[i].n_models = n_names;
         }
     }
+    if ((status = route_names_known(req, conf->cfg, reqs, n, names)) != 0)
+        goto out;
     if (batch && strcmp(lr_router_strategy(router), "smart") == 0 &&
         (status = batch_prices(req, conf->cfg, reqs, n, names)) != 0)
         goto out;

@@ -37,6 +37,41 @@ size_t gw_utf8_char_len(const unsigned char *p)
     return n;
 }
 
+const char *gw_name_shown(const char *name, char *out, size_t cap)
+{
+    const unsigned char *p = (const unsigned char *)name;
+    size_t n = strlen(name), i = 0, o = 0;
+
+    while (i < n && i < GW_NAME_SHOWN && o + 8 < cap) {
+        /* U+0080 to U+009F (C1 controls) are \xNN bytes, as an ESC is. */
+        size_t u = p[i] >= 0x80 && !(p[i] == 0xC2 && p[i + 1] < 0xA0)
+                       ? gw_utf8_char_len(p + i)
+                       : 0;
+        if (u && i + u <= GW_NAME_SHOWN) {
+            memcpy(out + o, p + i, u);
+            o += u;
+            i += u;
+            continue;
+        }
+        if (u)
+            break;
+        if (p[i] == '\\' || p[i] == '\'')
+            o += (size_t)snprintf(out + o, cap - o, "\\%c", p[i]);
+        else if (p[i] >= 0x20 && p[i] < 0x7f)
+            out[o++] = (char)p[i];
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", p[i]);
+        i++;
+    }
+    if (i < n && o + 4 <= cap) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    if (cap)
+        out[o] = '\0';
+    return out;
+}
+
 /* Append s as a JSON string (quotes included); returns the new offset.
  * Messages quote what clients sent (a model name, a path) and are cut to
  * fit, so a byte that does not start a whole UTF-8 character becomes

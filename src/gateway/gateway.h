@@ -428,6 +428,14 @@ size_t gw_error_format(char *buf, size_t cap, const char *message, const char *t
  * when p does not start one (a stray byte, an overlong form, a surrogate, a
  * sequence cut short by the string's NUL). */
 size_t gw_utf8_char_len(const unsigned char *p);
+/* A name a client gave (a model's, a route's) as a message quotes it, as
+ * the library's messages do: printable ASCII and valid UTF-8 from U+00A0
+ * stay, a backslash and a quote become \\ and \', any other byte \xNN, and
+ * past GW_NAME_SHOWN bytes of the name "..." ends it. out holds cap bytes,
+ * GW_NAME_SHOWN_CAP for the whole. Returns out. */
+#define GW_NAME_SHOWN 200
+#define GW_NAME_SHOWN_CAP (GW_NAME_SHOWN * 4 + 8)
+const char *gw_name_shown(const char *name, char *out, size_t cap);
 /* s as a JSON string, quotes included, written at buf + o within cap bytes
  * (NUL-terminated): escapes, stray bytes as U+FFFD, and a cut never inside a
  * character, so the result stays valid JSON. Returns the new offset. */

@@ -670,6 +670,16 @@ def errors(gw_bin, fake_bin):
     check("404 unknown model among candidates",
           lambda: err(404, '{"models": ["fake-a", "gpt-9"], "messages": []}',
                       code="model_not_found"))
+    def route_unknown_candidate_names_its_list():
+        e = err(404, '{"queries": [{"query": "q"}, {"query": "r", "models": ["fake-a", '
+                '"gpt-\\u0007"]}]}', param="queries[1].models", code="model_not_found",
+                path="/v1/route")
+        assert e["message"] == "query 1: unknown model 'gpt-\\x07'", e
+        e = err(404, '{"queries": [{"query": "q"}], "models": ["gpt-9"]}', param="models",
+                code="model_not_found", path="/v1/route")
+        assert e["message"] == "query 0: unknown model 'gpt-9'", e
+    check("404 /v1/route: an unknown candidate names the list that holds it as param",
+          route_unknown_candidate_names_its_list)
     check("404 unknown path", lambda: err(404, None, path="/v1/nothing", method="GET"))
 
     def not_utf8_quoted():

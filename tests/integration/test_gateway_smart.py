@@ -1495,6 +1495,26 @@ def dense_edges(bin_, fake_bin):
     check("a smart /v1/route batch refuses an unpriced candidate, even a query's only one, "
           "as `llmroute route --batch` does", batch_refuses_an_unpriced_candidate)
 
+    def unknown_candidate_refused_before_any_fetch():
+        # The list that names it is the param, and no vector is fetched first (an
+        # embedder down does not turn it into a 502).
+        for batch in (False, True):
+            for body, param, msg in (
+                    ({"queries": [{"query": "What is 1 plus 2?"},
+                                  {"query": "hello", "models": ["cheapo", "gpt-9"]}]},
+                     "queries[1].models", "query 1: unknown model 'gpt-9'"),
+                    ({"queries": [{"query": "What is 1 plus 2?"}], "models": ["gpt-9", "cheapo"]},
+                     "models", "query 0: unknown model 'gpt-9'")):
+                body = dict(body, strategy="smart", batch=batch)
+                for g in (gt, gd, gx):
+                    n = fetches()
+                    st, j = answer(g, "/v1/route", body)
+                    assert st == 404 and j["code"] == "model_not_found", (g.config_path, body, st, j)
+                    assert j["param"] == param and j["message"] == msg, (g.config_path, body, j)
+                    assert fetches() == n, (g.config_path, body, "fetched a vector")
+    check("/v1/route refuses an unknown candidate 404 naming the list's param, before any "
+          "vector is fetched (embedder up or down)", unknown_candidate_refused_before_any_fetch)
+
     def records(g):
         st, _, body = request(g.port, "GET", "/health")
         return json.loads(body)["history_records"]
