@@ -674,13 +674,14 @@ static int batch_prices(struct hs_req *req, const struct lr_config *cfg,
 }
 
 /* 0, or the status of the 404 sent for the first candidate list, a query's
- * own or the request's `models`, that names no configured model: checked on
+ * own or the request's `models`, that names no configured model (a route's
+ * name is said to be one): checked on
  * the loop before any vector is fetched or any query routed, with the
  * `param` of the list that named it. */
 static int route_names_known(struct hs_req *req, const struct lr_config *cfg,
                              const struct lr_request *reqs, size_t n, const char **names)
 {
-    char param[64], msg[GW_NAME_SHOWN_CAP + 64], shown[GW_NAME_SHOWN_CAP];
+    char param[64], msg[GW_NAME_SHOWN_CAP + 256], shown[GW_NAME_SHOWN_CAP];
     int defaults_checked = 0;
 
     for (size_t i = 0; i < n; i++) {
@@ -696,8 +697,15 @@ static int route_names_known(struct hs_req *req, const struct lr_config *cfg,
                 snprintf(param, sizeof param, "models");
             else
                 snprintf(param, sizeof param, "queries[%zu].models", i);
-            snprintf(msg, sizeof msg, "query %zu: unknown model '%s'", i,
-                     gw_name_shown(name, shown, sizeof shown));
+            gw_name_shown(name, shown, sizeof shown);
+            if (lr_config_route_index(cfg, name) >= 0)
+                snprintf(msg, sizeof msg,
+                         "query %zu: '%s' is a route, not a model: a candidate list names "
+                         "configured models (list the route's models, and give its strategy "
+                         "as \"strategy\")",
+                         i, shown);
+            else
+                snprintf(msg, sizeof msg, "query %zu: unknown model '%s'", i, shown);
             return refuse(req, 404, param, "model_not_found", msg);
         }
     }

@@ -3148,6 +3148,23 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
             }
             names[i] = json_string_value(v);
         }
+        /* Every name is checked before a vector is fetched for them, and a
+         * route's name is said to be one, not an unknown model. */
+        for (i = 0; i < n_names; i++) {
+            char shown[GW_NAME_SHOWN_CAP];
+            if (lr_config_model_index(cfg, names[i]) >= 0)
+                continue;
+            gw_name_shown(names[i], shown, sizeof shown);
+            if (lr_config_route_index(cfg, names[i]) >= 0)
+                fail_with(ex, 404, "models", "model_not_found",
+                          "'%s' is a route, not a model: \"models\" lists configured models "
+                          "(to route among the route's models, name it as \"model\" without "
+                          "\"models\")",
+                          shown);
+            else
+                fail_with(ex, 404, "models", "model_not_found", "unknown model '%s'", shown);
+            return -1;
+        }
     }
     if (jroute) {
         json_t *s = json_object_get(jroute, "strategy");

@@ -680,6 +680,20 @@ def errors(gw_bin, fake_bin):
         assert e["message"] == "query 0: unknown model 'gpt-9'", e
     check("404 /v1/route: an unknown candidate names the list that holds it as param",
           route_unknown_candidate_names_its_list)
+
+    def route_among_candidates_said_to_be_a_route():
+        e = err(404, '{"models": ["fake-a", "auto"], "messages": [{"role": "user", '
+                '"content": "x"}]}', param="models", code="model_not_found")
+        assert e["message"].startswith("'auto' is a route, not a model: "), e
+        assert 'name it as \"model\"' in e["message"], e
+        e = err(404, '{"models": ["fake-a", "gpt-9"], "messages": []}', param="models",
+                code="model_not_found")
+        assert e["message"] == "unknown model 'gpt-9'", e
+        e = err(404, '{"queries": [{"query": "q", "models": ["auto"]}]}',
+                param="queries[0].models", code="model_not_found", path="/v1/route")
+        assert e["message"].startswith("query 0: 'auto' is a route, not a model: "), e
+    check("404 a route's name among candidate models is said to be a route (chat, /v1/route)",
+          route_among_candidates_said_to_be_a_route)
     check("404 unknown path", lambda: err(404, None, path="/v1/nothing", method="GET"))
 
     def not_utf8_quoted():

@@ -1512,8 +1512,19 @@ def dense_edges(bin_, fake_bin):
                     assert st == 404 and j["code"] == "model_not_found", (g.config_path, body, st, j)
                     assert j["param"] == param and j["message"] == msg, (g.config_path, body, j)
                     assert fetches() == n, (g.config_path, body, "fetched a vector")
-    check("/v1/route refuses an unknown candidate 404 naming the list's param, before any "
-          "vector is fetched (embedder up or down)", unknown_candidate_refused_before_any_fetch)
+        # A chat request's candidates too, and a route's name among them is said to be one.
+        for name, msg in (("gpt-9", "unknown model 'gpt-9'"), ("auto", "'auto' is a route")):
+            body = {"models": ["cheapo", name], "route": {"strategy": "smart"},
+                    "messages": ASK("What is 1 plus 2?")}
+            for g in (gt, gd, gx):
+                n = fetches()
+                st, j = answer(g, "/v1/chat/completions", body)
+                assert st == 404 and j["param"] == "models", (g.config_path, body, st, j)
+                assert j["message"].startswith(msg), (g.config_path, body, j)
+                assert fetches() == n, (g.config_path, body, "fetched a vector")
+    check("an unknown candidate (or a route's name) is refused 404 naming the list's param, "
+          "before any vector is fetched (embedder up or down)",
+          unknown_candidate_refused_before_any_fetch)
 
     def records(g):
         st, _, body = request(g.port, "GET", "/health")
