@@ -53,6 +53,7 @@
 
 #define MAX_HEADERS 100
 #define MAX_CHUNK_LINE 1024 /* named in an answer's message */
+#define MAX_BLANK_LINES 8   /* empty lines ignored before a request line */
 #define LINGER_MS 2000
 #define ACCEPT_PAUSE_MS 100
 #define CAP_QUIET_MS 1000 /* a pause at the cap ends after this long without reaching it */
@@ -120,6 +121,7 @@ struct hs_conn {
     long long linger_end_us;    /* closing, all sent: the client's input is dropped until then */
     size_t head_scanned;        /* bytes of the input already scanned for the head's end */
     int head_matched;           /* how much of "\r\n\r\n" ends those bytes (0 to 3) */
+    int blank_lines;            /* empty lines dropped before this request's line */
     size_t line_scanned;        /* chunked body: bytes of the line in progress scanned for LF */
     size_t trailer_bytes;       /* chunked body: bytes of trailer lines read so far */
     int answer_early; /* the handler refuses the request whatever its body: none is read */
@@ -1029,8 +1031,8 @@ static int parse_head(struct hs_req *r, const char **why)
 {
     char *p = r->head, *line_end, *sp;
 
-    while (p[0] == '\r' && p[1] == '\n') /* tolerated leading empty lines */
-        p += 2;
+    /* Empty lines before the request line were dropped before the head
+     * was looked for (process_bytes(), MAX_BLANK_LINES): one here is past them. */
     line_end = strstr(p, "\r\n");
     if (!line_end) {
         *why = "malformed request line";
@@ -1713,6 +1715,29 @@ static void process_bytes(struct hs_conn *c)
                 out_deadline_arm(c);
                 return;
             }
+            /* Empty lines (CRLF) before the request line are ignored, as
+             * RFC 9112 section 2.2 has a server do (a client may end a body
+             * with an extra CRLF), up to MAX_BLANK_LINES a request: after
+             * more, the line is a malformed request line. A CR alone waits
+             * for what follows it. */
+            while (c->head_scanned == 0 && c->blank_lines < MAX_BLANK_LINES) {
+                unsigned char two[2];
+                if (evbuffer_copyout(in, two, avail < 2 ? avail : 2) < 1 || two[0] != '\r')
+                    break;
+                if (avail < 2) {
+                    head_timeout(c);
+                    return;
+                }
+                if (two[1] != '\n')
+                    break;
+                evbuffer_drain(in, 2);
+                avail -= 2;
+                c->blank_lines++;
+            }
+            if (avail == 0) {
+                head_timeout(c);
+                return;
+            }
             found = head_scan(c, in, avail < s->lim.max_head_bytes ? avail : s->lim.max_head_bytes,
                               &head_len);
             if (found < 0) {
@@ -1741,6 +1766,7 @@ static void process_bytes(struct hs_conn *c)
             }
             c->head_scanned = 0;
             c->head_matched = 0;
+            c->blank_lines = 0;
             c->req.head = malloc(head_len + 1);
             if (!c->req.head) {
                 fail_request(c, 500, "out of memory");

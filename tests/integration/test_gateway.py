@@ -1399,6 +1399,22 @@ def errors(gw_bin, fake_bin):
     check("a CRLF head sent a byte at a time is served; one with a lone CR refused at its end",
           bytewise_crlf_head)
 
+    def blank_lines_before_the_request_line():
+        # RFC 9112 section 2.2: empty lines before a request line are ignored (up to 8).
+        get = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        for blanks in (1, 2, 8):
+            raw = raw_exchange(port, b"\r\n" * blanks + get)
+            assert status_of(raw) == 200, (blanks, raw[:300])
+        raw, closed = send_bytewise(b"\r\n\r\n" + get, 5)  # a CR and its LF apart
+        assert status_of(raw) == 200 and closed, raw[:300]
+        # After a request, as a client that ends a body with a CRLF sends them.
+        raw = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n\r\n" + get)
+        assert raw.count(b"HTTP/1.1 200 ") == 2, raw[:600]
+        raw = raw_exchange(port, b"\r\n" * 9 + get)
+        assert status_of(raw) == 400 and b"malformed request line" in raw, raw[:300]
+        still_serving(gw, auth)
+    check("up to 8 empty lines before a request line are ignored", blank_lines_before_the_request_line)
+
     def bare_lf_in_a_value():
         # The head ends with CRLF CRLF; one header value holds an LF.
         t0 = time.monotonic()
