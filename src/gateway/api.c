@@ -217,13 +217,15 @@ int api_model(struct gw *gw, struct hs_req *req, const char *id)
     /* Decoded, a name is never longer than as sent; a route's name has no
      * cap, so the buffer is the target's size, not a fixed one. */
     size_t cap = strlen(given) + 1;
-    char *name = malloc(cap);
+    char *name = malloc(cap), shown[GW_NAME_SHOWN_CAP];
+    int decoded;
     (void)id;
     if (!name) {
         gw_send_error(req, 500, NULL, "out_of_memory", "out of memory");
         return 500;
     }
-    if (percent_decode(given, name, cap) == 0) {
+    decoded = percent_decode(given, name, cap) == 0;
+    if (decoded) {
         for (size_t i = 0; i < lr_config_model_count(cfg); i++) {
             const struct lr_model_info *m = lr_config_model(cfg, i);
             if (strcmp(m->name, name) == 0) {
@@ -240,12 +242,13 @@ int api_model(struct gw *gw, struct hs_req *req, const char *id)
             }
         }
     }
+    /* OpenAI's answer for a model it does not have. The name is quoted
+     * decoded, as a body's `model` is (its bytes escaped as names are), or
+     * as sent when it does not decode (a bad or NUL escape). */
+    gw_name_shown(decoded ? name : given, shown, sizeof shown);
     free(name);
-    /* OpenAI's answer for a model it does not have. The name is quoted as
-     * sent (the target holds no control character: httpd.c refuses one). */
     gw_send_error(req, 404, "model", "model_not_found",
-                  "The model '%.200s' does not exist or is not configured on this gateway",
-                  given);
+                  "The model '%s' does not exist or is not configured on this gateway", shown);
     return 404;
 }
 

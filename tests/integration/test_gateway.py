@@ -290,6 +290,15 @@ def proxy(gw_bin, fake_bin):
             e = json.loads(body)["error"]
             assert st == 404 and e["code"] == "model_not_found" and e["param"] == "model", (path, st, e)
             assert path[len("/v1/models/"):] in e["message"], e
+        # The name is quoted decoded, its bytes escaped as names are in messages.
+        for path, shown in (("/v1/models/%C3%A9", "\u00e9"), ("/v1/models/org%2Fname", "org/name"),
+                            ("/v1/models/a%01b", "a\\x01b"), ("/v1/models/%FF", "\\xff"),
+                            ("/v1/models/it%27s", "it\\'s")):
+            st, h, body = request(gw.port, "GET", path)
+            e = json.loads(body)["error"]
+            assert st == 404 and e["code"] == "model_not_found" and e["param"] == "model", (path, st, e)
+            assert e["message"] == ("The model '%s' does not exist or is not configured on this "
+                                    "gateway" % shown), (path, e)
         st, h, body = request(gw.port, "POST", "/v1/models/fake-a", "{}")
         assert st == 405 and h.get("allow") == "GET, HEAD", (st, h)
     check("GET /v1/models/{model}: one entry, 404 model_not_found for another name", one_model)
