@@ -214,8 +214,8 @@ int api_model(struct gw *gw, struct hs_req *req, const char *id)
 {
     const struct lr_config *cfg = gw->conf->cfg;
     const char *given = hs_req_path(req) + strlen("/v1/models/");
-    /* Decoded, a name is never longer than as sent; a route's name has no
-     * cap, so the buffer is the target's size, not a fixed one. */
+    /* Decoded, a name is never longer than as sent: the buffer is the
+     * target's size (a name that is over the 256-byte cap names nothing). */
     size_t cap = strlen(given) + 1;
     char *name = malloc(cap), shown[GW_NAME_SHOWN_CAP];
     int decoded;

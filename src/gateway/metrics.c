@@ -401,7 +401,7 @@ static void put(struct out *o, const char *fmt, ...)
 }
 
 /* A buffer for one escaped label value, grown to fit: a configured name
- * may be long (a route's has no cap, a model's is up to 256 bytes, twice that
+ * may be long (a model's or a route's is up to 256 bytes, twice that
  * escaped), and a value cut short would merge two series into one and could
  * end in the middle of a UTF-8 sequence, which a scraper refuses. */
 struct esc_buf {
