@@ -55,7 +55,9 @@ static const char help[] =
     "  --data FILE          records to score (AIOS format, array or JSONL; - reads\n"
     "                       standard input)\n"
     "  --split NAME         score only records of this split (e.g. test)\n"
-    "  --alpha A[,A...]     quality targets for smart rows (default: the config's)\n"
+    "  --alpha A[,A...]     quality targets for smart rows (default: the config's\n"
+    "                       performance_requirement per query, router.alpha for\n"
+    "                       the batch)\n"
     "  --budget B[,B...]    caps on the PREDICTED total cost for smart-budget rows\n"
     "                       (the real cost can end above one: see within_budget);\n"
     "                       and caps on the real total cost for task-ceiling rows:\n"
@@ -1974,7 +1976,8 @@ int cmd_eval(int argc, char **argv)
     struct lr_error err = {0};
     struct eval e;
     char **pos = NULL, **preds = NULL;
-    double *alphas = NULL, *budgets = NULL, one_alpha, *sweep_alphas = NULL;
+    double *alphas = NULL, *budgets = NULL, *sweep_alphas = NULL;
+    const double *batch_alphas = NULL; /* alphas, or router.alpha without --alpha */
     size_t n_alphas = 0, n_budgets = 0, n_preds = 0, n_sweep = 0;
     long seed = 0; /* no random-draw row without --seed */
     int *slot = NULL;
@@ -2063,14 +2066,20 @@ int cmd_eval(int argc, char **argv)
         if ((rc = plot_check(plot, inputs)))
             goto out;
     }
+    /* Without --alpha, each kind of smart row takes the config's own
+     * target: per query the performance requirement, a batch router.alpha
+     * (the mean-quality target route --batch meets, the requirement when
+     * the config gives none). */
+    batch_alphas = alphas;
     if (!alphas) {
-        one_alpha = lr_config_router_defaults(cfg)->performance_requirement;
-        alphas = malloc(sizeof *alphas);
+        alphas = malloc(2 * sizeof *alphas);
         if (!alphas) {
             rc = CLI_RUNTIME;
             goto out;
         }
-        alphas[0] = one_alpha;
+        alphas[0] = lr_config_router_defaults(cfg)->performance_requirement;
+        alphas[1] = lr_config_router_defaults(cfg)->alpha;
+        batch_alphas = alphas + 1;
         n_alphas = 1;
     }
     {
@@ -2183,7 +2192,7 @@ int cmd_eval(int argc, char **argv)
                     goto smart_failed;
             }
             for (size_t a = 0; a < n_alphas; a++) {
-                struct row *r = new_row(&e, "smart-batch", preds[p], alphas[a], NAN);
+                struct row *r = new_row(&e, "smart-batch", preds[p], batch_alphas[a], NAN);
                 if (!r || (rc = run_batch(&e, router, r, slot, reqs, decs, LR_BATCH_QUALITY)))
                     goto smart_failed;
             }

@@ -362,6 +362,23 @@ rc=$?
 python3 -c "import csv, sys; rows = list(csv.DictReader(open(sys.argv[1]))); assert len(rows) >= 8 and 'share:strong' in rows[0], rows[0]" "$TMP/eval.csv" \
     && ok || bad "eval --format csv"
 expect "eval table" 0 "oracle" -- "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test
+# Without --alpha, the batch rows meet router.alpha, the target route --batch
+# meets, and the per-query rows the performance requirement: the batch rows
+# were run at the requirement, whatever router.alpha said.
+python3 - "$TMP" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1] + "/cfg.json"))
+cfg["router"] = dict(cfg["router"], performance_requirement=0.6, alpha=0.9)
+json.dump(cfg, open(sys.argv[1] + "/alpha_cfg.json", "w"))
+PY
+"$BIN" eval --config "$TMP/alpha_cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
+    --format json >"$TMP/alpha.json" 2>"$TMP/err" &&
+python3 - "$TMP" <<'PY' && ok || bad "eval without --alpha: the batch at router.alpha: $(cat "$TMP/err")"
+import json, sys
+res = json.load(open(sys.argv[1] + "/alpha.json"))["results"]
+assert sorted(r["alpha"] for r in res if r["strategy"] == "smart") == [0.6, 0.6], res
+assert sorted(r["alpha"] for r in res if r["strategy"] == "smart-batch") == [0.9, 0.9], res
+PY
 # --sweep-alpha LO:HI:STEP: the swept batch rows at exactly those alphas (each
 # the double nearest its decimal), the budget rows as with --sweep, and the
 # table's note names the range.
