@@ -782,7 +782,11 @@ enum lr_batch_mode {
 /* The relative tolerance with which a batch's constraints are judged, so
  * that rounding in long sums does not turn a met constraint into a missed
  * one: mean quality >= alpha * (1 - LR_BATCH_TOLERANCE), total cost <=
- * budget * (1 + LR_BATCH_TOLERANCE). */
+ * budget * (1 + LR_BATCH_TOLERANCE). The smart strategy's mean quality also
+ * meets alpha when it is at most 1e-6 below it, as a predicted quality
+ * that far below the performance requirement meets it: the history store
+ * holds outcomes as 32-bit floats, and a stored 0.7 reads back as
+ * 0.69999999. */
 #define LR_BATCH_TOLERANCE 1e-9
 
 struct lr_batch_options {
@@ -796,8 +800,8 @@ struct lr_batch_options {
 
 struct lr_batch_report {
     int feasible;            /* 1 when every constraint holds: every model's load
-                                within its capacity, and mean_quality >= alpha *
-                                (1 - LR_BATCH_TOLERANCE) (LR_BATCH_QUALITY) or
+                                within its capacity, and mean_quality >= (alpha -
+                                1e-6) * (1 - LR_BATCH_TOLERANCE) (LR_BATCH_QUALITY) or
                                 total_cost <= budget * (1 + LR_BATCH_TOLERANCE)
                                 (LR_BATCH_BUDGET), each judged on the sum before
                                 the division; 1 exactly when 0 is returned */

@@ -649,8 +649,13 @@ int cmd_route(int argc, char **argv)
         /* NaN when no query of the batch was predicted (each had one
          * candidate and nothing to predict it from). */
         char qtext[32] = "unknown", ctext[32] = "unknown";
-        double bound = a.budget ? budget : isnan(alpha) ? lr_config_router_defaults(cfg)->alpha
-                                                        : alpha;
+        /* A batch that met its constraints missed no bound: its mean may
+         * lie within the library's slack below alpha (a stored 0.7 reads
+         * back as 0.69999999) and is printed as met. */
+        double bound = rc == 0       ? NAN
+                       : a.budget    ? budget
+                       : isnan(alpha) ? lr_config_router_defaults(cfg)->alpha
+                                      : alpha;
         if (!isnan(rep.mean_quality))
             batch_figure(qtext, sizeof qtext, "%.4f", rep.mean_quality,
                          a.budget ? NAN : bound, 0);

@@ -146,6 +146,14 @@ static size_t counted(const struct lr__opt_problem *p)
     return k;
 }
 
+/* The mean quality the quality form must reach: alpha, less the slack the
+ * caller allows (never below 0). Messages still name alpha itself. */
+static double alpha_floor(const struct lr__opt_problem *p)
+{
+    double slack = p->quality_slack > 0.0 ? p->quality_slack : 0.0;
+    return p->alpha - slack > 0.0 ? p->alpha - slack : 0.0;
+}
+
 /* Whether sums of quality qsum and cost csum over k counted queries meet
  * the constraint: the one rule, which gen_build's target and tolerance
  * restate for the solver (the same expressions, so both judge a sum
@@ -154,7 +162,7 @@ static int constraint_met(const struct lr__opt_problem *p, int quality_form, siz
                           double qsum, double csum)
 {
     if (quality_form) {
-        double target = p->alpha * (double)k;
+        double target = alpha_floor(p) * (double)k;
         return qsum >= target - LR__OPT_TOL * target;
     }
     return -csum >= -p->budget - LR__OPT_TOL * p->budget;
@@ -262,7 +270,7 @@ static int gen_build(const struct lr__opt_problem *p, int quality_form, struct g
     }
     /* constraint_met()'s rule as B >= T - tol_b, in the same expressions. */
     if (quality_form) {
-        g->target = p->alpha * (double)counted(p);
+        g->target = alpha_floor(p) * (double)counted(p);
         g->tol_b = LR__OPT_TOL * g->target;
     } else {
         g->target = -p->budget;

@@ -51,6 +51,9 @@ struct lr__opt_problem {
                                    mean_quality and total_cost); it takes one unit of the
                                    capacity of the candidate it gets, and its quality and
                                    cost are not read (only which are NaN) */
+    double quality_slack;  /* quality form: a mean up to this much below alpha meets it too
+                              (absolute; 0 or less: none). The smart strategy's predictions
+                              come from 32-bit floats, where a stored 0.7 is 0.69999999. */
 };
 
 struct lr__opt_result {

@@ -167,9 +167,8 @@ static int cmp_ranked(const void *pa, const void *pb)
     return (a->pos > b->pos) - (a->pos < b->pos);
 }
 
-/* Far above a float's rounding of an outcome in [0, 1] (6e-8) and of a
- * mean of such, far below any difference of quality that matters. */
-#define REQUIREMENT_SLACK 1e-6
+/* LR__SMART_QUALITY_SLACK (smart.h), which the batch's alpha has too. */
+#define REQUIREMENT_SLACK LR__SMART_QUALITY_SLACK
 
 void lr__smart_order(const double *quality, const double *cost, size_t m, double requirement,
                      size_t *order)

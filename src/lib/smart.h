@@ -16,6 +16,14 @@
 #define LR__SMART_DEFAULT_K 16
 #define LR__SMART_MAX_K LR_MAX_N_SIMILAR
 
+/* A predicted quality up to this much below a requirement meets it, and a
+ * batch's mean up to this much below alpha meets alpha: the store holds
+ * outcomes as 32-bit floats, so a stored 0.7 reads back as 0.69999999,
+ * which must not fall short of 0.7. Far above a float's rounding of a
+ * value in [0, 1] (6e-8) and of a mean of such, far below any difference
+ * of quality that matters. */
+#define LR__SMART_QUALITY_SLACK 1e-6
+
 /* A candidate as the ranking sees it, independent of the config. */
 struct lr__smart_model {
     int index;           /* reported in the ranking */

@@ -9,6 +9,9 @@
  * candidate), and the optimizer (optimize.c) solves
  *   quality form: min total cost  s.t. mean quality >= alpha, load_j <= L_j
  *   budget form:  max mean quality s.t. total cost <= budget, load_j <= L_j.
+ * A mean quality up to LR__SMART_QUALITY_SLACK (1e-6) below alpha meets it,
+ * as a prediction that far below the requirement meets it per query: the
+ * predictions come from outcomes held as 32-bit floats.
  * A candidate whose quality the predictor does not know (a model the history
  * has never seen, in the default predictor) counts as quality 0 here: the
  * assignment must rest on what is predicted.
@@ -194,6 +197,10 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     p.cost = cost;
     p.capacity = cap;
     p.alpha = opts->alpha;
+    /* As the per-query requirement is: a mean of predictions read from
+     * 32-bit floats (a stored 0.7 is 0.69999999) must not miss alpha 0.7,
+     * which sent queries to a dearer model or failed a batch that meets it. */
+    p.quality_slack = LR__SMART_QUALITY_SLACK;
     p.budget = opts->budget;
     p.fixed = fixed;
     r.assign = col_assign;

@@ -834,6 +834,19 @@ printf '%s\n' '{"query": "alpha beta gamma", "input_token_length": 5, "outputs":
 got=$("$BIN" route --config "$TMP/f32.json" --store "$TMP/f32.db" --strategy smart \
     --predictor aios --requirement 0.7 "alpha beta gamma" 2>"$TMP/err")
 [ "$got" = cheap ] && ok || bad "route --predictor aios, an outcome of 0.7 at requirement 0.7: '$got'; $(cat "$TMP/err")"
+# The same in a batch: a mean of 0.69999999 meets alpha 0.7. It sent a
+# query to the dear model, and with cheap alone the batch failed (exit 3,
+# "mean quality 0.69999999 is the most reachable; alpha 0.7 cannot be met").
+got=$("$BIN" route --config "$TMP/f32.json" --store "$TMP/f32.db" --strategy smart \
+    --predictor aios --batch --alpha 0.7 "alpha beta gamma" "alpha beta" "beta gamma" 2>"$TMP/err")
+rc=$?
+[ $rc -eq 0 ] && [ "$(echo $got)" = "cheap cheap cheap" ] &&
+    grep -qF "batch of 3: mean predicted quality 0.7000, " "$TMP/err" && ok ||
+    bad "route --batch --alpha 0.7 over outcomes of 0.7: exit $rc, '$got'; $(cat "$TMP/err")"
+expect "batch of the cheap model alone, outcomes of 0.7 at alpha 0.7" 0 "cheap" \
+    "batch of 1: mean predicted quality 0.7000, " -- \
+    "$BIN" route --config "$TMP/f32.json" --store "$TMP/f32.db" --strategy smart \
+    --predictor aios --models cheap --batch --alpha 0.7 "alpha beta gamma"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
