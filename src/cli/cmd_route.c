@@ -525,9 +525,10 @@ int cmd_route(int argc, char **argv)
     ro.n_similar = (int)n_similar;
     ro.predictor = a.predictor;
     /* The config's store is smart routing's: the sequential strategy reads
-     * none, and one not made yet (serve makes it) must not stop it. A
+     * none, and one not made yet (serve makes it) must not stop it; nor
+     * must it stand before a misspelt strategy, which the router names. A
      * --store given is opened, and checked, whatever the strategy. */
-    if (!a.store && strcmp(strategy, "sequential") != 0)
+    if (!a.store && strcmp(strategy, "smart") == 0)
         a.store = lr_config_router_defaults(cfg)->store_path;
     if ((rc = cli_check_store_exists("route", a.store)))
         goto out;

@@ -793,6 +793,11 @@ expect "route smart with router.store not made yet" 2 "" "not-made-yet.db' does 
     "$BIN" route --config "$TMP/later.json" --strategy smart --models a q1
 expect "route sequential with a --store not made" 2 "" "nosuch.db' does not exist" -- \
     "$BIN" route --config "$TMP/later.json" --store "$TMP/nosuch.db" q1
+# A misspelt strategy is named as such: with the config's store not made
+# yet, the error was that store's absence, as if the strategy were smart.
+expect "route, unknown strategy, router.store not made yet" 2 "" "unknown strategy 'smrat'" -- \
+    "$BIN" route --config "$TMP/later.json" --strategy smrat q1
+! grep -qF "does not exist" "$TMP/err" && ok || bad "unknown strategy blamed the store: $(cat "$TMP/err")"
 
 # --- an empty store: exit 2 from route and eval alike; route counts from 1 ---
 "$BIN" import --store "$TMP/none.db" >/dev/null 2>&1
