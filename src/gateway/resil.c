@@ -772,8 +772,15 @@ void rs_breaker_record(struct rs_breaker *b, const struct rs_breaker_conf *c, do
         b->bucket[slot].ok++;
         b->consecutive = 0;
         if (b->state == RS_HALF_OPEN) {
+            /* Recovered. The failures that opened it were answered by the
+             * open time; left in the window, they would reopen it at the
+             * first failure after this (its rate still over failure_rate),
+             * for another cooldown, however well the model now answers. */
             b->state = RS_CLOSED;
             b->cooldown_s = 0;
+            for (int i = 0; i < RS_WINDOW_BUCKETS; i++)
+                b->bucket[i].ok = b->bucket[i].failed = 0;
+            b->bucket[slot].ok = 1;
         }
         return;
     }

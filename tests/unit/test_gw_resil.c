@@ -652,6 +652,39 @@ static void breaker_opens_on_failure_rate_with_minimum(void **state)
     assert_int_equal(t, 0);
 }
 
+/* A breaker that the failure rate opened, closed again by a probe's
+ * success, starts its window afresh: the failures that opened it do not
+ * reopen it at the first failure after. */
+static void breaker_closed_by_a_probe_forgets_the_failures_that_opened_it(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    uint32_t f, t;
+    int probe;
+    (void)state;
+    c.consecutive_failures = 0;
+    c.failure_rate = 0.5;
+    c.min_requests = 4;
+    c.window_ms = 30000;
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 4; i++)
+        rs_breaker_record(&b, &c, 1.0 + i * 0.1, 1, -1, 0);
+    assert_int_equal(b.state, RS_OPEN);
+    assert_true(rs_breaker_admit(&b, 3.0, &probe) && probe);
+    rs_breaker_record(&b, &c, 3.1, 0, -1, 1);
+    assert_int_equal(b.state, RS_CLOSED);
+    rs_breaker_window(&b, &c, 3.1, &f, &t);
+    assert_int_equal(f, 0);
+    assert_int_equal(t, 1);
+    rs_breaker_record(&b, &c, 3.2, 0, -1, 0);
+    rs_breaker_record(&b, &c, 3.3, 1, -1, 0); /* 1 of 3, under the minimum */
+    assert_int_equal(b.state, RS_CLOSED);
+    assert_true(rs_breaker_admit(&b, 3.4, &probe) && !probe);
+    /* The rate still opens it on failures after the recovery. */
+    rs_breaker_record(&b, &c, 3.5, 1, -1, 0); /* 2 of 4 */
+    assert_int_equal(b.state, RS_OPEN);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -682,6 +715,7 @@ int main(void)
         cmocka_unit_test(breaker_stale_failure_leaves_the_probe_alone),
         cmocka_unit_test(breaker_honours_retry_after),
         cmocka_unit_test(breaker_opens_on_failure_rate_with_minimum),
+        cmocka_unit_test(breaker_closed_by_a_probe_forgets_the_failures_that_opened_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
