@@ -660,7 +660,6 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
 {
     struct up_xfer *x = calloc(1, sizeof *x);
     struct curl_slist *h = NULL, *t;
-    char auth[1024];
 
     if (!x)
         return NULL;
@@ -697,8 +696,17 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
         goto fail;
     h = t;
     if (req->authorization) {
-        int n = snprintf(auth, sizeof auth, "Authorization: %s", req->authorization);
-        if (n < 0 || (size_t)n >= sizeof auth || !(t = curl_slist_append(h, auth)))
+        /* As long as the key is: an OAuth access token (Azure AD, Google
+         * Cloud) runs to a few KB, where a fixed buffer cut it off and every
+         * request failed as if out of memory. curl_slist_append() copies it. */
+        size_t n = strlen("Authorization: ") + strlen(req->authorization) + 1;
+        char *auth = malloc(n);
+        if (!auth)
+            goto fail;
+        snprintf(auth, n, "Authorization: %s", req->authorization);
+        t = curl_slist_append(h, auth);
+        free(auth);
+        if (!t)
             goto fail;
         h = t;
     }

@@ -2314,6 +2314,31 @@ def headers(gw_bin, fake_bin):
     check("an api_key_env value with CR LF is refused at start and on reload, naming the "
           "variable and not the key", api_key_with_a_line_break_refused)
 
+    def long_key_with_either_client():
+        # OAuth access tokens (Azure AD, Google Cloud) run to a few KB: the key
+        # goes out whole through either upstream client, or the client gets
+        # its upstream's answer, not a 500 out_of_memory for every request.
+        long_key = "ey" + "x" * 4000
+        for client in ("default", "curl"):
+            e = dict(env)
+            e[KEY_ENV] = long_key
+            if client == "curl":
+                e["LLMROUTE_UPSTREAM_CLIENT"] = "curl"
+            g = Gateway(gw_bin, wd, base_config(fake, extra_models=[headers_model(fake)]),
+                        name="gw-long-key-" + client, env=e)
+            try:
+                fake.scenario("ok")
+                st, h, j, raw = chat(g.port, {"model": "fake-h", "messages": HELLO})
+                assert st == 200, (client, st, raw[:300])
+                got = fake.logged()[-1]["headers"]
+                assert got.get("authorization") == "Bearer " + long_key, \
+                    (client, len(got.get("authorization", "")))
+            finally:
+                g.signal(signal.SIGTERM)
+                assert g.wait(15) == 0
+    check("an API key of 4 KB reaches the upstream whole through either client",
+          long_key_with_either_client)
+
     def check_config_refuses():
         cfg = os.path.join(wd, "authz.json")
         m = headers_model(fake)
