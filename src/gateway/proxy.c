@@ -60,6 +60,7 @@
 
 #define RANK_CAP 64
 #define ATTEMPT_LOG_CAP 1536
+#define TRY_ENTRY_CAP 720 /* one entry of that list: a 256-byte model name escaped, and the rest */
 #define HOLD_CAP (64u << 10) /* a stream commits once this much of checked events is held */
 #define DONE_GRACE_MS 1000   /* after [DONE], how long the transfer may take to end */
 
@@ -170,11 +171,10 @@ struct exchange {
     char last_retry_after[64];
     char last_relay[UP_RELAY_CAP];
     char last_msg[256];
-    char last_model[128];
     /* The message of an answer the gateway made, for the log line: it may
      * say more than the client was told (an upstream's address). */
     char *log_msg;
-    int last_model_idx; /* config index of last_model, or -1 */
+    int last_model_idx; /* config index of the last failure's model, or -1 */
     char last_location[UP_LOCATION_CAP];
     char last_allow[UP_ALLOW_CAP]; /* a kept 405's Allow, relayed with it */
 
@@ -1198,6 +1198,12 @@ static const char *model_name(const struct exchange *ex)
     return ex->model >= 0 ? ex->conf->models[ex->model].info->name : "";
 }
 
+/* The model of the last failure, whole (a name may have 256 bytes). */
+static const char *last_model_name(const struct exchange *ex)
+{
+    return ex->last_model_idx >= 0 ? ex->conf->models[ex->last_model_idx].info->name : "";
+}
+
 /* The attempt is over, with outcome c (RS_OK for success). The breaker hears
  * the verdict unless record is 0 (the client went away). */
 static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after_s, int record)
@@ -1229,20 +1235,24 @@ static void attempt_end(struct exchange *ex, enum rs_class c, double retry_after
         }
     }
     ex->probe = 0;
-    if (ex->tries_len + 200 < sizeof ex->tries) {
-        char name[65];
+    {
+        /* The name whole (up to 256 bytes, any character) as a JSON string;
+         * an entry that does not fit is left out whole, so the list stays
+         * JSON. */
+        char entry[TRY_ENTRY_CAP];
+        const char *open = ex->tries_len ? ",{\"model\":" : "{\"model\":";
+        size_t o = strlen(open);
         int k;
-        /* The name goes into a JSON string: keep it plain. */
-        snprintf(name, sizeof name, "%s", model_name(ex));
-        for (char *p = name; *p; p++)
-            if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
-                *p = '_';
-        k = snprintf(ex->tries + ex->tries_len, sizeof ex->tries - ex->tries_len,
-                     "%s{\"model\":\"%s\",\"class\":\"%s\",\"status\":%ld,\"ms\":%.1f}",
-                     ex->tries_len ? "," : "", name, record ? rs_class_name(c) : ex->gone_label,
-                     ex->up_status, (now - ex->t_up_start) * 1000);
-        if (k > 0 && ex->tries_len + (size_t)k < sizeof ex->tries)
-            ex->tries_len += (size_t)k;
+        memcpy(entry, open, o);
+        o = gw_json_string(entry, sizeof entry - 96, o, model_name(ex));
+        k = snprintf(entry + o, sizeof entry - o, ",\"class\":\"%s\",\"status\":%ld,\"ms\":%.1f}",
+                     record ? rs_class_name(c) : ex->gone_label, ex->up_status,
+                     (now - ex->t_up_start) * 1000);
+        if (k > 0 && o + (size_t)k < sizeof entry &&
+            ex->tries_len + o + (size_t)k < sizeof ex->tries) {
+            memcpy(ex->tries + ex->tries_len, entry, o + (size_t)k);
+            ex->tries_len += o + (size_t)k;
+        }
     }
     queue_kick(ex->gw);
 }
@@ -1265,8 +1275,8 @@ static void give_up(struct exchange *ex, const char *why)
         fail_with(ex, 502, NULL, "upstream_redirect",
                   "the upstream for model '%s' answered %ld, %s; redirects are not followed: "
                   "check models[%d].base_url (%s; %u attempt%s)",
-                  ex->last_model, ex->last_status, where, ex->last_model_idx, why, ex->n_attempts,
-                  ex->n_attempts == 1 ? "" : "s");
+                  last_model_name(ex), ex->last_status, where, ex->last_model_idx, why,
+                  ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
         return;
     }
     if (c == RS_AUTH && ex->last_status == 401) {
@@ -1278,7 +1288,7 @@ static void give_up(struct exchange *ex, const char *why)
         fail_with(ex, 502, NULL, "upstream_auth_failed",
                   "the upstream for model '%s' refused the gateway's credentials (401): check "
                   "models[%d].api_key_env (%s; %u attempt%s)",
-                  ex->last_model, ex->last_model_idx, why, ex->n_attempts,
+                  last_model_name(ex), ex->last_model_idx, why, ex->n_attempts,
                   ex->n_attempts == 1 ? "" : "s");
         return;
     }
@@ -1289,7 +1299,7 @@ static void give_up(struct exchange *ex, const char *why)
                   "the upstream for model '%s' answered 407: a proxy on the way to it wants "
                   "credentials the gateway does not send; check the proxy settings in the "
                   "gateway's environment and models[%d].base_url (%s; %u attempt%s)",
-                  ex->last_model, ex->last_model_idx, why, ex->n_attempts,
+                  last_model_name(ex), ex->last_model_idx, why, ex->n_attempts,
                   ex->n_attempts == 1 ? "" : "s");
         return;
     }
@@ -1299,7 +1309,7 @@ static void give_up(struct exchange *ex, const char *why)
         fail_with(ex, 504, NULL, "upstream_timeout",
                   "the upstream for model '%s' answered 408: it timed out waiting for the "
                   "gateway's request (%s; %u attempt%s)",
-                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+                  last_model_name(ex), why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
         return;
     }
     if (rs_answer_relayed(ex->last_status) && ex->req) {
@@ -1325,7 +1335,7 @@ static void give_up(struct exchange *ex, const char *why)
          * one, so the client's SDK backs off and tries again. */
         fail_with(ex, 429, NULL, "upstream_rate_limited",
                   "the upstream for model '%s' is rate limited: %s (%s; %u attempt%s)",
-                  ex->last_model, ex->last_msg, why, ex->n_attempts,
+                  last_model_name(ex), ex->last_msg, why, ex->n_attempts,
                   ex->n_attempts == 1 ? "" : "s");
         return;
     }
@@ -1335,7 +1345,7 @@ static void give_up(struct exchange *ex, const char *why)
          * log line has it, the client does not. */
         char full[600];
         snprintf(full, sizeof full, "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)",
-                 ex->last_model, rs_class_name(c), ex->last_msg, why, ex->n_attempts,
+                 last_model_name(ex), rs_class_name(c), ex->last_msg, why, ex->n_attempts,
                  ex->n_attempts == 1 ? "" : "s");
         free(ex->log_msg);
         ex->log_msg = strdup(full);
@@ -1346,32 +1356,33 @@ static void give_up(struct exchange *ex, const char *why)
                   "the gateway could not open a connection to the upstream for model '%s': it "
                   "has run out of file descriptors (RLIMIT_NOFILE, ulimit -n): raise the limit "
                   "or lower server.max_connections (%s; %u attempt%s)",
-                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+                  last_model_name(ex), why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
     } else if (c == RS_CONNECT_REFUSED)
         fail_with(ex, 502, NULL, "upstream_unreachable",
                   "the upstream for model '%s' could not be reached; the gateway's log has the "
                   "reason (%s; %u attempt%s)",
-                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+                  last_model_name(ex), why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
     else if (c == RS_CONNECT_TIMEOUT)
         fail_with(ex, 504, NULL, "upstream_timeout",
                   "the upstream for model '%s' timed out before a connection was made (%s; %u "
                   "attempt%s)",
-                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+                  last_model_name(ex), why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
     else if (c == RS_TLS)
         fail_with(ex, 502, NULL, "upstream_tls",
                   "the upstream for model '%s' failed: the TLS handshake or its certificate; "
                   "the gateway's log has the reason (%s; %u attempt%s)",
-                  ex->last_model, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+                  last_model_name(ex), why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
     else if (c == RS_TIMEOUT || c == RS_STREAM_STALL)
         fail_with(ex, 504, NULL, "upstream_timeout",
-                  "the upstream for model '%s' timed out: %s (%s; %u attempt%s)", ex->last_model,
-                  ex->last_msg, why, ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+                  "the upstream for model '%s' timed out: %s (%s; %u attempt%s)",
+                  last_model_name(ex), ex->last_msg, why, ex->n_attempts,
+                  ex->n_attempts == 1 ? "" : "s");
     else {
         char code[48];
         snprintf(code, sizeof code, "upstream_%s", rs_class_name(c));
         fail_with(ex, 502, NULL, code,
-                  "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)", ex->last_model,
-                  rs_class_name(c), ex->last_msg, why, ex->n_attempts,
+                  "the upstream for model '%s' failed: %s: %s (%s; %u attempt%s)",
+                  last_model_name(ex), rs_class_name(c), ex->last_msg, why, ex->n_attempts,
                   ex->n_attempts == 1 ? "" : "s");
     }
 }
@@ -1397,7 +1408,6 @@ static void attempt_failed(struct exchange *ex, enum rs_class c, const char *mes
 
     ex->last_class = c;
     snprintf(ex->last_msg, sizeof ex->last_msg, "%s", message);
-    snprintf(ex->last_model, sizeof ex->last_model, "%s", model_name(ex));
     ex->last_model_idx = ex->model;
     free(ex->last_body);
     ex->last_body = NULL;

@@ -548,6 +548,34 @@ def forwarding(gw_bin, fake_bin):
             assert len(fake.logged()) == n, "forwarded"
     check("a name holding \\u0000 is refused, naming the field", nul_in_names)
 
+    def long_model_name_whole():
+        # A model name may run to 256 bytes, and hold any character: the
+        # answer's message and the log line's tries name it whole, and the
+        # line stays JSON in UTF-8 (a cut at 64 bytes split the e-acute).
+        name = "m" * 63 + "\u00e9 \"quoted\" " + "z" * 150
+        cfg = base_config(fake, extra_models=[
+            {"name": name, "backend": "openai",
+             "base_url": "http://127.0.0.1:%d/v1" % closed_port()}])
+        g = Gateway(gw_bin, wd, cfg, name="gw-long-name")
+        try:
+            st, h, j, raw = chat(g.port, {"model": name, "messages": HELLO})
+            assert st == 502, (st, raw)
+            assert "model '%s' could not be reached" % name in error_shape(j)["message"], j
+
+            def tried():
+                with open(g.stderr, "rb") as f:
+                    return [l for l in f.read().split(b"\n") if b'"tries"' in l]
+            # The line is written once the answer has gone out: waited for.
+            lines = wait_for(tried, 10, "the request's log line")
+            line = json.loads(lines[-1].decode("utf-8"))  # strict: no stray bytes
+            assert [t["model"] for t in line["tries"]] == [name], line["tries"]
+            assert line["model"] == name, line
+        finally:
+            g.signal(signal.SIGTERM)
+            assert g.wait(15) == 0
+    check("a model name of 230 bytes is named whole in the answer and the log's tries",
+          long_model_name_whole)
+
 
 # ==== errors ====
 
