@@ -393,7 +393,7 @@ struct route_job {
     size_t n_fetch, next_fetch, in_flight, fetched;
     int fetching; /* fetching vectors: an abort ends the job at once */
     double t0;
-    char id[136];
+    char id[GW_REQUEST_ID_CAP];
 };
 
 static void route_job_free(struct route_job *j)
@@ -1115,7 +1115,7 @@ struct feedback {
     size_t records;
     double t0;
     double t_queued; /* given to a worker */
-    char id[136];
+    char id[GW_REQUEST_ID_CAP];
     const char *why; /* a refusal's message, for its log line, or NULL */
 };
 

@@ -518,7 +518,7 @@ static void handle(struct hs_req *req, void *arg)
 {
     struct gw *gw = arg;
     const struct path_entry *e = NULL;
-    char id[136], method[32], path[256];
+    char id[GW_REQUEST_ID_CAP], method[32], path[256];
     double t0 = gw_now();
     int status, refusal = 0;
 
@@ -594,7 +594,7 @@ static void handle(struct hs_req *req, void *arg)
 static void refused(struct hs_req *req, int status, const char *message, void *arg)
 {
     struct gw *gw = arg;
-    char id[136], method[32], path[256];
+    char id[GW_REQUEST_ID_CAP], method[32], path[256];
     snprintf(method, sizeof method, "%s", hs_req_method(req) ? hs_req_method(req) : "");
     snprintf(path, sizeof path, "%s", hs_req_path(req) ? hs_req_path(req) : "");
     gw_request_id(gw, req, id, sizeof id);

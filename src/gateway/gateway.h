@@ -374,8 +374,10 @@ int gw_query_blank(const char *q);
 int gw_body_over_value_limit(struct gw *gw, const struct gw_conf *conf, const char *body,
                              size_t len, char *msg, size_t cap);
 
-/* A request id: the client's x-request-id when it is sane, else generated.
- * buf has room for at least 64 bytes. */
+/* A request id: the client's x-request-id when it is sane (up to 128
+ * bytes), else generated. buf has room for GW_REQUEST_ID_CAP bytes, so the
+ * client's id is kept whole wherever it is echoed or logged. */
+#define GW_REQUEST_ID_CAP 136
 void gw_request_id(struct gw *gw, struct hs_req *req, char *buf, size_t cap);
 
 /* One JSON line on stderr for a finished request (no prompt text). */

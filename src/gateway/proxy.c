@@ -82,7 +82,7 @@ enum wait_kind { WAIT_NONE, WAIT_RETRY, WAIT_QUEUE };
 struct sent_log {
     struct gw *gw;
     struct gw_log log; /* its strings are the copies below */
-    char id[72];
+    char id[GW_REQUEST_ID_CAP];
     char upstream_id[UP_REQUEST_ID_CAP];
     char path[256];
     char *route, *model, *strategy, *error, *message, *tries;
@@ -95,7 +95,7 @@ struct exchange {
     struct gw_conf *conf;
     struct hs_req *req; /* NULL once the client is gone */
     enum gw_endpoint ep;
-    char id[72];
+    char id[GW_REQUEST_ID_CAP];
     /* A request about a response id (response_op()): its method for the
      * upstream and the log ("HEAD" goes up as "GET"), the path logged, and
      * the upstream URL's part after base_url. NULL: a forwarding POST. */

@@ -101,6 +101,19 @@ def proxy(gw_bin, fake_bin):
         st, h, _, _ = chat(gw.port, {"model": "mocky", "messages": HELLO},
                            {"x-request-id": "client-id-42"})
         assert st == 200 and h["x-request-id"] == "client-id-42", h
+        # The longest the gateway takes (128 bytes), whole: in the answer of a
+        # forwarded request, a stream's, and its log line, as on /v1/models.
+        long_id = "trace-" + "0123456789abcdef" * 7 + "ab"
+        assert len(long_id) == 120
+        for stream in (False, True):
+            st, h, _, _ = chat(gw.port, {"model": "fake-a", "messages": HELLO, "stream": stream},
+                               {"x-request-id": long_id})
+            assert st == 200 and h["x-request-id"] == long_id, (stream, h.get("x-request-id"))
+            # The line is written once the answer has gone out: waited for.
+            wait_for(lambda: any(l.get("id") == long_id and l.get("stream") is stream
+                                 for l in gw.log_lines()), 10, "the line with the whole id")
+        st, h, _ = request(gw.port, "GET", "/v1/models", headers={"x-request-id": long_id})
+        assert st == 200 and h["x-request-id"] == long_id, h
     check("x-request-id from the client is echoed", request_id_echoed)
 
     def route_round_robin():
