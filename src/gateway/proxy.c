@@ -3051,7 +3051,8 @@ static void append_fallbacks(struct exchange *ex, const struct lr_route_info *ri
 /* Response affinity: a Responses follow-up whose previous_response_id the
  * gateway saw answered goes to the model that served it, when that model is
  * one of the request's candidates (its `models` when it names them, else
- * the route's, else the model it names), before any strategy runs: only
+ * the route's, else the model it names, and a route's explicit fallbacks
+ * in every case), before any strategy runs: only
  * that upstream knows the earlier response. A route's explicit fallbacks
  * stay after it; the other candidates are not tried, as none of them knows
  * the id. direct is the model named directly, or -1. Returns 1 when it
@@ -3090,6 +3091,11 @@ static int affinity_rank(struct exchange *ex, json_t *root, int direct,
     } else {
         candidate = 1; /* a route over every model */
     }
+    /* A route's explicit fallbacks are its candidates too (the ranking's
+     * tail): an answer one of them gave, its model having failed, is
+     * followed up there, the one upstream that knows the id. */
+    for (size_t f = 0; !candidate && ri && f < ri->n_fallbacks; f++)
+        candidate = ri->fallbacks[f] == idx;
     if (!candidate) {
         metrics_count_affinity(ex->gw->metrics, MA_NOT_CANDIDATE);
         return 0;

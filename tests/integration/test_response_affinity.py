@@ -272,6 +272,29 @@ def main(bin_, fake_bin):
             ups["x"].fail = False
     check("the route's fallbacks stay after the model affinity chose", route_fallbacks_follow)
 
+    def fallback_answer_followed_up():
+        # The route's model failed and its fallback answered: a follow-up through the
+        # same route goes back to the fallback, the one upstream that knows the id, not
+        # to the route's model (which would not).
+        g = gateway(routes=[{"name": "prim", "strategy": "sequential", "models": ["x"],
+                             "fallbacks": ["y"]}])
+        ups["x"].fail = True
+        try:
+            st, h, j, _ = post(g.port, {"model": "prim", "input": "first"})
+            assert st == 200 and h["x-llmroute-model"] == "y", (st, h, j)
+            rid = j["id"]
+        finally:
+            ups["x"].fail = False
+        before = affinity(g)
+        st, h, j, _ = post(g.port, {"model": "prim", "input": "next",
+                                    "previous_response_id": rid})
+        assert st == 200 and h["x-llmroute-model"] == "y", (st, h, j)
+        assert h["x-llmroute-strategy"] == "affinity", h
+        assert h["x-llmroute-attempts"] == "1", h
+        assert affinity(g)["hit"] == before["hit"] + 1, (before, affinity(g))
+    check("an answer a route's fallback gave has its follow-ups sent back to that fallback",
+          fallback_answer_followed_up)
+
     def eviction_at_capacity():
         g = gateway({"response_affinity_entries": 2})
         ids = []
