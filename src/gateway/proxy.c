@@ -348,6 +348,10 @@ static void read_usage(struct exchange *ex, json_t *usage)
 {
     /* The Responses API names them input_tokens and output_tokens. */
     int r = ex->ep == EP_RESPONSES;
+    /* A retrieved response's usage (a retrieve that resumes its stream
+     * ends with it) was counted when the response was made: not again. */
+    if (ex->op_method)
+        return;
     json_t *p = json_object_get(usage, r ? "input_tokens" : "prompt_tokens");
     json_t *c = json_object_get(usage, r ? "output_tokens" : "completion_tokens");
     if (json_is_integer(p) && json_integer_value(p) >= 0)

@@ -94,7 +94,9 @@ class Keeper(Upstream):
                     sse = "event: response.completed\ndata: %s\n\n" % json.dumps(
                         {"type": "response.completed", "sequence_number": 9,
                          "response": {"id": target.split("/")[3].split("?")[0],
-                                      "status": "completed", "output": []}})
+                                      "status": "completed", "output": [],
+                                      "usage": {"input_tokens": 5, "output_tokens": 7,
+                                                "total_tokens": 12}}})
                 if sse is not None:
                     data = sse.encode()
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -471,6 +473,14 @@ def main(bin_, fake_bin):
                 st, h, body = request(g.port, "GET", "/v1/responses/%s?stream=true" % rid)
                 assert st == 200 and h["content-type"].startswith("text/event-stream"), (st, h, body)
                 assert b"response.completed" in body, body
+                # Its usage was the POST's, counted when it was made: the
+                # retrieve's line carries none (nor a cost), as a
+                # non-stream retrieve's does not.
+                rq = h["x-request-id"]
+                line = wait_for(lambda: [l for l in g.log_lines() if l.get("id") == rq], 10,
+                                "the retrieve's log line")[-1]
+                assert "tokens_in" not in line and "tokens_out" not in line, line
+                assert "cost" not in line, line
             # A HEAD that resumes the stream has the head alone: the next
             # response on the connection follows it at once.
             s_ = socket.create_connection((HOST, g.port), timeout=5)
