@@ -467,7 +467,9 @@ class OpenAIEmbedder:
     Calling it with a list of texts returns one list of floats per text, in
     order. Failures raise EmbedError naming the URL and the fault: the
     server unreachable or slow, an answer other than 200 (with the server's
-    own message), a redirect, an answer that is not JSON or not embeddings
+    own message), a 200 whose body is an error object (with its message,
+    as some proxies answer a quota), a redirect, an answer that is not
+    JSON or not embeddings
     (missing data, wrong count, an index out of range or twice, vectors of
     differing or unexpected length, numbers that are not finite)."""
 
@@ -623,6 +625,11 @@ class OpenAIEmbedder:
             raise _err("%s: the answer is not embeddings: JSON nested too deep to read"
                        % where) from None
         data = root.get("data") if isinstance(root, dict) else None
+        if not isinstance(data, list) and isinstance(root, dict) and root.get(
+                "error") is not None:
+            # An error object with a 200 (as some proxies answer a quota or
+            # a rate limit): its message is the reason, not the missing data.
+            raise _err("%s answered HTTP 200 with an error: %s" % (where, _server_message(answer)))
         if not isinstance(data, list):
             raise _err("%s: the answer has no \"data\" array" % where)
         if len(data) != n:

@@ -270,6 +270,8 @@ class EmbedServer(ThreadedServer):
             return 500, {"error": {"message": "the model is loading" + " ." * 40}}, {}
         if fault == "500":
             return 500, {"error": {"message": "the model is loading"}}, {}
+        if fault == "error 200":  # as some proxies answer a quota or a rate limit
+            return 200, {"error": {"message": "quota exceeded", "code": 402}}, {}
         if fault == "not json":
             return 200, b"<html>gateway</html>", {}
         if fault == "no data":

@@ -249,6 +249,11 @@ class HttpEmbedderTest(SmartTestCase):
                                  r"6[34] numbers, data\[0\]\.embedding 6[34]|embed: returned "
                                  r"vectors of dimension 63, but the store's are 64"),
                 ("redirect", "answered HTTP 307, a redirect to http://example.invalid"),
+                # A 200 whose body is an error object: its message is the
+                # reason (it was "the answer has no "data" array"), in the
+                # command's words.
+                ("error 200", "embedding server at %s answered HTTP 200 with an error: quota "
+                              "exceeded" % url),
         ]:
             self.server.fault = fault
             for name, call in [
