@@ -421,6 +421,10 @@ class _WatchedHTTPS(_WatchedOpen, urllib.request.HTTPSHandler):
 _opener = urllib.request.build_opener(_NoRedirect, _WatchedHTTP(), _WatchedHTTPS())
 
 
+# Control characters (C0 and DEL) to blanks, for a server's message.
+_BLANK_CONTROLS = {c: " " for c in list(range(0x20)) + [0x7f]}
+
+
 def _server_message(body):
     """The error message in a non-200 answer: OpenAI's {"error": {"message"}},
     or {"error": "..."}, {"message"}, {"detail"}; else the body's start."""
@@ -441,7 +445,9 @@ def _server_message(body):
             msg = root["detail"]
     if msg is None:
         msg = body[:200].decode("utf-8", "replace") if body else "(empty body)"
-    return msg.replace("\r", " ").replace("\n", " ")
+    # As the command prints it: a control character (an escape sequence's
+    # ESC, a line break) is a blank, so none reaches a terminal or a log.
+    return msg.translate(_BLANK_CONTROLS)
 
 
 class OpenAIEmbedder:
@@ -594,7 +600,8 @@ class OpenAIEmbedder:
             if 300 <= e.code < 400:
                 raise _err("%s answered HTTP %d, a redirect to %s; redirects are not "
                            "followed: check the base_url"
-                           % (where, e.code, e.headers.get("Location") or "(no Location)")
+                           % (where, e.code, (e.headers.get("Location") or "(no Location)"
+                                              ).translate(_BLANK_CONTROLS))
                            ) from None
             raise _err("%s answered HTTP %d: %s" % (where, e.code, _server_message(answer))
                        ) from None

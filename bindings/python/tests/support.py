@@ -270,6 +270,8 @@ class EmbedServer(ThreadedServer):
             return 500, {"error": {"message": "the model is loading" + " ." * 40}}, {}
         if fault == "500":
             return 500, {"error": {"message": "the model is loading"}}, {}
+        if fault == "500 control":
+            return 500, {"error": {"message": "bad \x1b[31mred\x07 text\r\nX-Injected: 1"}}, {}
         if fault == "error 200":  # as some proxies answer a quota or a rate limit
             return 200, {"error": {"message": "quota exceeded", "code": 402}}, {}
         if fault == "not json":

@@ -273,6 +273,18 @@ class HttpEmbedderTest(SmartTestCase):
         self.server.fault = None
         sr.get_model_idxs(MODELS, QUERIES)
 
+    def test_an_error_body_reaches_the_message_without_its_control_characters(self):
+        # As the command prints it: a control character is a blank, so an
+        # escape sequence in the body never reaches a terminal or a log
+        # line through the message (CR and LF were the only ones blanked).
+        e = llmroute.openai_embedder(self.server.base_url, "mini")
+        self.server.fault = "500 control"
+        with self.assertRaises(llmroute.EmbedError) as cm:
+            e(["one"])
+        message = str(cm.exception)
+        self.assertIn("answered HTTP 500: bad  [31mred  text  X-Injected: 1", message)
+        self.assertFalse([c for c in message if ord(c) < 0x20 or ord(c) == 0x7f], message)
+
     def test_answers_python_cannot_read_as_numbers_are_embed_errors(self):
         # An integer too large for a double raised OverflowError, and JSON
         # nested 100000 deep RecursionError, out of the embedder.
