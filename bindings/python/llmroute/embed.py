@@ -474,8 +474,8 @@ class OpenAIEmbedder:
     order. Failures raise EmbedError naming the URL and the fault: the
     server unreachable or slow, an answer other than 200 (with the server's
     own message), a 200 whose body is an error object (with its message,
-    as some proxies answer a quota), a redirect, an answer that is not
-    JSON or not embeddings
+    as some proxies answer a quota), a redirect, an answer that breaks
+    off mid-body, an answer that is not JSON or not embeddings
     (missing data, wrong count, an index out of range or twice, vectors of
     differing or unexpected length, numbers that are not finite)."""
 
@@ -582,11 +582,24 @@ class OpenAIEmbedder:
         # a server sending a byte a second would hold the caller for good.
         watch = _watchdog.watch(self.timeout)
         _current.watch = watch
+        broke = None  # why the body broke off, once its head was read
         try:
             with _opener.open(req, timeout=self.timeout) as resp:
                 watch.add_socket(_response_socket(resp))
                 status = resp.status
-                answer = resp.read(limit + 1)
+                try:
+                    answer = resp.read(limit + 1)
+                except (http.client.HTTPException, OSError, ValueError) as e:
+                    # The server was reached: its answer broke off (a chunk
+                    # cut short, the connection reset mid-body).
+                    answer, broke = b"", str(e) or type(e).__name__
+                else:
+                    # http.client returns a body cut short of its
+                    # Content-Length as it is, without an error.
+                    left = resp.length
+                    if left and len(answer) <= limit:
+                        broke = ("the connection closed with %d of its %d bytes still to "
+                                 "come" % (left, len(answer) + left))
         except urllib.error.HTTPError as e:
             watch.add_socket(_response_socket(getattr(e, "fp", None)))
             try:
@@ -616,6 +629,8 @@ class OpenAIEmbedder:
             expired = watch.finish()
         if expired:  # a body cut short by the shutdown at the deadline
             raise _err(late)
+        if broke is not None:
+            raise _err("%s: its answer (HTTP %d) broke off: %s" % (where, status, broke))
         if status != 200:
             raise _err("%s answered HTTP %d: %s" % (where, status, _server_message(answer)))
         if len(answer) > limit:

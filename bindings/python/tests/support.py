@@ -242,6 +242,15 @@ class EmbedServer(ThreadedServer):
                 drip = {"drip head": 0, "drip body": len(head),
                         "drip error": len(head)}.get(outer.fault)
                 out = head + answer
+                if outer.fault == "cut body":
+                    # Half the body its Content-Length promises, then the
+                    # connection closes.
+                    out = head + answer[:len(answer) // 2]
+                elif outer.fault == "cut chunked":
+                    # One chunk announced whole and sent by half.
+                    out = (head.replace(b"Content-Length: %d\r\n" % len(answer),
+                                        b"Transfer-Encoding: chunked\r\n")
+                           + b"%x\r\n" % len(answer) + answer[:len(answer) // 2])
                 try:
                     if drip is not None:
                         self.wfile.write(out[:drip])

@@ -254,6 +254,14 @@ class HttpEmbedderTest(SmartTestCase):
                 # command's words.
                 ("error 200", "embedding server at %s answered HTTP 200 with an error: quota "
                               "exceeded" % url),
+                # An answer that breaks off mid-body: the server was reached
+                # (it was "the answer is not JSON" for a body shorter than
+                # its Content-Length, and "cannot reach the embedding
+                # server" for a chunk cut short), in the command's words.
+                ("cut body", "embedding server at %s: its answer (HTTP 200) broke off: the "
+                             "connection closed with " % url),
+                ("cut chunked", "embedding server at %s: its answer (HTTP 200) broke off: "
+                                "IncompleteRead" % url),
         ]:
             self.server.fault = fault
             for name, call in [
