@@ -165,7 +165,13 @@ def vectors(embed, texts, dim, name="embed"):
                                % (i, j, x))
         if not any(d):
             raise _err(name + ": vector %d is all zeros (it has no direction)" % i)
-        flat.extend(array("f", d))
+        f = array("f", d)
+        if not any(f):
+            # Each number is below the least a float holds (about 1.4e-45):
+            # the vector the library gets would have no direction.
+            raise _err(name + ": vector %d is all zeros as 32-bit floats (its numbers are "
+                       "below 1.4e-45 in size), so it has no direction" % i)
+        flat.extend(f)
     return flat, (first or dim)
 
 

@@ -38,6 +38,11 @@ BAD = [
     ("None", lambda t: [[None] * DIM for _ in t], "number 0: expected a number, got None"),
     ("no list", lambda t: None, "embed: expected a list of"),
     ("a zero vector", lambda t: [[0.0] * DIM for _ in t], "vector 0 is all zeros"),
+    # Numbers a 32-bit float holds only as 0: the vector the library gets
+    # has no direction (it was InvalidInput "vector is zero or not finite",
+    # from the library, not naming embed).
+    ("numbers below a float's", lambda t: [[1e-50] * DIM for _ in t],
+     "vector 0 is all zeros as 32-bit floats"),
     ("a raise", lambda t: 1 / 0, "embed raised ZeroDivisionError: division by zero"),
 ]
 
