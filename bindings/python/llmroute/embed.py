@@ -527,7 +527,9 @@ class OpenAIEmbedder:
         key = api_key
         if key is None and api_key_env:
             key = os.environ.get(api_key_env) or None
-        if key is not None and any(c in key for c in "\r\n\0"):
+        # Any control character but a tab, as the command and the gateway
+        # refuse router.embedding.api_key_env's value (gw_env_value_unsafe).
+        if key is not None and any((c < " " and c != "\t") or c == "\x7f" for c in key):
             raise _err("OpenAIEmbedder: api_key%s holds a control character (CR, LF, ...), "
                        "not an API key"
                        % (" from " + api_key_env if api_key is None and api_key_env else ""))

@@ -281,6 +281,26 @@ class HttpEmbedderTest(SmartTestCase):
         self.server.fault = None
         sr.get_model_idxs(MODELS, QUERIES)
 
+    def test_an_api_key_with_a_control_character_is_refused_as_the_command_refuses_it(self):
+        # Any control character but a tab, as the command and the gateway
+        # refuse router.embedding.api_key_env's value: only CR, LF and NUL
+        # were, and a key holding ESC or DEL was sent in the header.
+        self.addCleanup(os.environ.pop, "LR_TEST_EMBED_KEY", None)
+        for key in ("sk-\x1b[0m", "sk-\x01", "sk-\x7f", "sk-\r\n"):
+            with self.subTest(key=key):
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    llmroute.openai_embedder(self.server.base_url, "mini", api_key=key)
+                self.assertIn("api_key holds a control character", str(cm.exception))
+                os.environ["LR_TEST_EMBED_KEY"] = key
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    llmroute.openai_embedder(self.server.base_url, "mini",
+                                             api_key_env="LR_TEST_EMBED_KEY")
+                self.assertIn("api_key from LR_TEST_EMBED_KEY holds a control character",
+                              str(cm.exception))
+        e = llmroute.openai_embedder(self.server.base_url, "mini", api_key="sk-a\tb")
+        e(["one"])
+        self.assertEqual(self.server.requests[-1][1].get("Authorization"), "Bearer sk-a\tb")
+
     def test_an_error_body_reaches_the_message_without_its_control_characters(self):
         # As the command prints it: a control character is a blank, so an
         # escape sequence in the body never reaches a terminal or a log
