@@ -1820,8 +1820,12 @@ class Router(_Handle):
                 rows.append(None)
             else:
                 rows.append(len(texts))
-                texts.append(q if isinstance(q, str) else _s(_b(q, "%s: queries[%d]"
-                                                                % (where, i))))
+                # Checked as the request will be (_requests()) before any is
+                # embedded: a query the library cannot take (a lone
+                # surrogate, a NUL) is InvalidInput naming it, and never
+                # goes to embed (or its server).
+                qb = _b(q, "%s: queries[%d]" % (where, i))
+                texts.append(q if isinstance(q, str) else _s(qb))
         if not texts:
             return None
         flat, dim = _embed.checked(embed, texts, dim)

@@ -111,6 +111,34 @@ class DenseRoutingTest(SmartTestCase):
             router.route_batch(["x"] * 4, embeddings=vecs[:3])
         self.assertIn("embeddings: 3 vectors for 4 queries", str(cm.exception))
 
+    def test_a_query_the_library_refuses_is_refused_before_it_is_embedded(self):
+        # A query UTF-8 cannot encode (a lone surrogate) or holding a NUL is
+        # InvalidInput naming the method and queries[i], as over a built-in
+        # store, and embed never sees it. In a batch it went to embed first,
+        # and came back as EmbedError "embed raised UnicodeEncodeError" (or
+        # a server's answer to a text it cannot read).
+        sr, embed = self.smart()
+        router = sr.router
+        for bad, words in (("unrelated words 1 \udcff", "is a lone surrogate"),
+                           ("unrelated words 1 \0", "a NUL byte inside a string")):
+            for where, call in [
+                    ("SmartRouting.get_model_idxs",
+                     lambda: sr.get_model_idxs(MODELS, [QUERIES[0], bad])),
+                    ("SmartRouting.route_batch", lambda: sr.route_batch(MODELS, [QUERIES[0], bad])),
+                    ("SmartRouting.predict", lambda: sr.predict([QUERIES[0], bad], MODELS)),
+                    ("Router.route_batch", lambda: router.route_batch([QUERIES[0], bad])),
+                    ("Router.route_indices", lambda: router.route_indices([QUERIES[0], bad])),
+                    ("Router.route", lambda: router.route(query=bad))]:
+                with self.subTest(bad=bad, call=where):
+                    embed.calls.clear()
+                    with self.assertRaises(llmroute.InvalidInput) as cm:
+                        call()
+                    self.assertNotIsInstance(cm.exception, llmroute.EmbedError)
+                    arg = "query" if where == "Router.route" else "queries[1]"
+                    self.assertIn("%s: %s: " % (where, arg), str(cm.exception))
+                    self.assertIn(words, str(cm.exception))
+                    self.assertEqual(embed.calls, [])
+
     def test_routing_with_a_bad_embed_fails_by_name(self):
         sr, embed = self.smart()
         sr.store._store.embed = lambda texts: [[1.0] * (DIM + 1) for _ in texts]
