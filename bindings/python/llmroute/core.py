@@ -1648,7 +1648,7 @@ class Router(_Handle):
         cands, n_cands = self._candidates(models, where)
         query_b = _b(query, where + ": query")
         flat = self._vectors([query], None if embedding is None else [embedding], where,
-                             where + ": embedding")
+                             where + ": embedding", models)
         tokens = _tokens(input_tokens, where + ": input_tokens")
         requirement = (NAN if performance_requirement is None else
                        _number(performance_requirement, where + ": performance_requirement"))
@@ -1786,12 +1786,15 @@ class Router(_Handle):
         except MemoryError as e:
             raise _no_memory(e, "Router.route_indices", queries, n)
 
-    def _vectors(self, queries, embeddings, where, name):
+    def _vectors(self, queries, embeddings, where, name, models=None, per_query=None):
         """(flat array('f'), dim, row of each query or None) for requests over
         a dense store, from `embeddings` or one call of the router's embed
         for the queries that have text; None when no vector is needed (no
         dense store, or an empty one, which the library reports as empty).
-        `where` names the method, `name` the vectors' argument in messages."""
+        `where` names the method, `name` the vectors' argument in messages.
+        models: the candidates (per_query: one list per query; None: one
+        request, route()'s), refused as the library refuses them, an unknown
+        or repeated name, before embed is called."""
         if embeddings is not None:
             if isinstance(embeddings, (str, bytes, Mapping)) or not _iterable(embeddings):
                 raise EmbedError("%s: expected a list of vectors, got %s"
@@ -1828,8 +1831,49 @@ class Router(_Handle):
                 texts.append(q if isinstance(q, str) else _s(qb))
         if not texts:
             return None
+        self._known_candidates(models, per_query)
         flat, dim = _embed.checked(embed, texts, dim)
         return flat, dim, rows
+
+    def _known_candidates(self, models, per_query):
+        """Raise, in the library's words, what it would raise for the
+        candidates `models` (see _vectors) once it had the vectors: an
+        unknown model name (UnknownModel), one listed twice among a
+        request's candidates (InvalidInput); so that no query is embedded
+        (an embeddings server asked) for a request that is refused. Anything
+        else, and entries that are no names, the library or _requests()
+        refuses as before."""
+        if models is None:
+            return
+        batch = per_query is not None
+        c_name = "lr_router_route_batch" if batch else "lr_router_route"
+        lists = models if per_query else [models]
+        for i, names in enumerate(lists):
+            if names is None:
+                continue
+            if isinstance(names, (str, bytes)):
+                names = (names,)
+            elif not isinstance(names, (list, tuple)):
+                return
+            prefix = "query %d: " % i if batch else ""
+            seen = set()
+            for m in names:
+                if isinstance(m, bytes):
+                    try:
+                        m = m.decode("utf-8")
+                    except UnicodeDecodeError:
+                        return  # the library names it in its own way
+                elif not isinstance(m, str):
+                    return
+                if m not in self._model_index:
+                    if "\0" in m or not _utf8(m):
+                        return  # _candidates() refuses it, naming the argument
+                    raise UnknownModel("%sunknown model '%s'" % (prefix, m),
+                                       code=_lib.LR_ENOMODEL, c_name=c_name)
+                if m in seen:
+                    raise InvalidInput("%smodel '%s' is listed twice among the candidates"
+                                       % (prefix, m), code=_lib.LR_EINVAL, c_name=c_name)
+                seen.add(m)
 
     def _batch(self, where, queries, models, input_tokens, n, mode, alpha, budget, capacities,
                ranking, embeddings=None):
@@ -1888,7 +1932,8 @@ class Router(_Handle):
             raise _wrong_type(where + ": capacities", "a dict of model name -> cap, one cap "
                               "per configured model (a list) or None", capacities)
 
-        vecs = self._vectors(queries, embeddings, where, where + ": embeddings")
+        vecs = self._vectors(queries, embeddings, where, where + ": embeddings", models,
+                             per_query)
         reqs, keep = self._requests(where, queries, models, input_tokens, per_query, vecs)
         decs = (_lib.lr_decision * count)()
         bufs = None

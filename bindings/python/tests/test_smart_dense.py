@@ -139,6 +139,41 @@ class DenseRoutingTest(SmartTestCase):
                     self.assertIn(words, str(cm.exception))
                     self.assertEqual(embed.calls, [])
 
+    def test_an_unknown_or_repeated_candidate_is_refused_before_the_queries_are_embedded(self):
+        # The library's refusal, in its words, before embed is called: the
+        # queries were embedded first (through a server, one request per
+        # batch) and the candidates refused after.
+        sr, embed = self.smart()
+        router = sr.router
+        cheap, mid = MODELS[0], MODELS[1]
+        for where, call, cls, words in [
+                ("Router.route", lambda: router.route(["cheap", "nope"], query=QUERIES[0]),
+                 llmroute.UnknownModel, "unknown model 'nope'"),
+                ("Router.route", lambda: router.route(["cheap", "cheap"], query=QUERIES[0]),
+                 llmroute.InvalidInput, "model 'cheap' is listed twice among the candidates"),
+                ("Router.route_batch", lambda: router.route_batch(
+                    QUERIES[:2], models=[["cheap"], ["mid", "nope"]]),
+                 llmroute.UnknownModel, "query 1: unknown model 'nope'"),
+                ("Router.route_indices", lambda: router.route_indices(
+                    QUERIES[:2], models=["cheap", "nope"]),
+                 llmroute.UnknownModel, "query 0: unknown model 'nope'"),
+                ("SmartRouting.get_model_idxs", lambda: sr.get_model_idxs(
+                    [cheap, {"name": "nope"}], QUERIES[:2]),
+                 llmroute.UnknownModel,
+                 "SmartRouting.get_model_idxs: query 0: unknown model 'nope'"),
+                ("SmartRouting.route_batch", lambda: sr.route_batch(
+                    [[cheap], [mid, mid]], QUERIES[:2]), llmroute.InvalidInput,
+                 "SmartRouting.route_batch: query 1: model 'mid' is listed twice among the "
+                 "candidates")]:
+            with self.subTest(call=where, words=words):
+                embed.calls.clear()
+                with self.assertRaises(cls) as cm:
+                    call()
+                self.assertEqual(str(cm.exception), words)
+                self.assertEqual(embed.calls, [])
+        # Known candidates route as before.
+        self.assertEqual(self.names(sr.get_model_idxs(MODELS, QUERIES)), EXPECTED)
+
     def test_routing_with_a_bad_embed_fails_by_name(self):
         sr, embed = self.smart()
         sr.store._store.embed = lambda texts: [[1.0] * (DIM + 1) for _ in texts]
