@@ -1647,11 +1647,11 @@ class Router(_Handle):
         # this thread, uses the same request.
         cands, n_cands = self._candidates(models, where)
         query_b = _b(query, where + ": query")
-        flat = self._vectors([query], None if embedding is None else [embedding], where,
-                             where + ": embedding", models)
         tokens = _tokens(input_tokens, where + ": input_tokens")
         requirement = (NAN if performance_requirement is None else
                        _number(performance_requirement, where + ": performance_requirement"))
+        flat = self._vectors([query], None if embedding is None else [embedding], where,
+                             where + ": embedding", models)
         buf = None
         if ranking:
             n = n_cands or len(self._names)
@@ -1932,6 +1932,22 @@ class Router(_Handle):
             raise _wrong_type(where + ": capacities", "a dict of model name -> cap, one cap "
                               "per configured model (a list) or None", capacities)
 
+        # The arguments are checked before the queries are embedded (a
+        # request to an embeddings server, maybe), the counts read once.
+        if input_tokens is not None:
+            input_tokens = [_tokens(t, "%s: input_tokens[%d]" % (where, i))
+                            for i, t in enumerate(input_tokens)]
+        opts = _lib.lr_batch_options()
+        api.lr_batch_options_init(byref(opts))
+        opts.mode = _BATCH_MODES[mode]
+        if alpha is not None:
+            opts.alpha = _number(alpha, where + ": alpha")
+        if budget is not None:
+            opts.budget = _number(budget, where + ": budget")
+        caps = None
+        if capacities is not None:
+            caps = self._capacities(capacities, where)
+            opts.capacities = caps
         vecs = self._vectors(queries, embeddings, where, where + ": embeddings", models,
                              per_query)
         reqs, keep = self._requests(where, queries, models, input_tokens, per_query, vecs)
@@ -1946,17 +1962,6 @@ class Router(_Handle):
                 b = (_lib.lr_candidate * k)()
                 decs[i].ranking, decs[i].ranking_cap = b, k
                 bufs.append(b)
-        opts = _lib.lr_batch_options()
-        api.lr_batch_options_init(byref(opts))
-        opts.mode = _BATCH_MODES[mode]
-        if alpha is not None:
-            opts.alpha = _number(alpha, where + ": alpha")
-        if budget is not None:
-            opts.budget = _number(budget, where + ": budget")
-        caps = None
-        if capacities is not None:
-            caps = self._capacities(capacities, where)
-            opts.capacities = caps
         rep = _lib.lr_batch_report()
         err = _lib.lr_error()
         h = self._borrow()
@@ -2004,7 +2009,7 @@ class Router(_Handle):
                 keep.append(qb)
                 r.query = qb
             if input_tokens is not None:
-                r.input_tokens = _tokens(input_tokens[i], "%s: input_tokens[%d]" % (where, i))
+                r.input_tokens = input_tokens[i]  # checked by _batch()
             if vecs is not None and vecs[2][i] is not None:
                 r.embedding = _float_ptr(vecs[0], vecs[2][i], vecs[1])
                 r.embedding_dim = vecs[1]

@@ -174,6 +174,41 @@ class DenseRoutingTest(SmartTestCase):
         # Known candidates route as before.
         self.assertEqual(self.names(sr.get_model_idxs(MODELS, QUERIES)), EXPECTED)
 
+    def test_a_bad_argument_is_refused_before_the_queries_are_embedded(self):
+        # The binding's own checks of the other arguments came after embed
+        # had been called (a request to an embeddings server).
+        sr, embed = self.smart()
+        router = sr.router
+        for words, call in [
+                ("Router.route: input_tokens: expected a whole number, got str 'x'",
+                 lambda: router.route(query=QUERIES[0], input_tokens="x")),
+                ("Router.route: performance_requirement: expected a number, got str 'x'",
+                 lambda: router.route(query=QUERIES[0], performance_requirement="x")),
+                ("Router.route_batch: input_tokens[1]: expected a whole number, got str 'x'",
+                 lambda: router.route_batch(QUERIES[:2], input_tokens=[3, "x"])),
+                ("Router.route_indices: input_tokens[0]: 1000000001 is over the cap of "
+                 "1000000000", lambda: router.route_indices(QUERIES[:2],
+                                                            input_tokens=[10 ** 9 + 1, 3])),
+                ("Router.route_batch: alpha: expected a number, got str 'x'",
+                 lambda: router.route_batch(QUERIES[:2], mode="quality", alpha="x")),
+                ("Router.route_batch: budget: expected a number, got str 'x'",
+                 lambda: router.route_batch(QUERIES[:2], mode="budget", budget="x")),
+                ("Router.route_batch: capacities: unknown model 'nope'",
+                 lambda: router.route_batch(QUERIES[:2], mode="quality",
+                                            capacities={"nope": 1})),
+                ("SmartRouting.route_batch: capacities['cheap']: expected a whole number from "
+                 "0 to 1000000000, got -1",
+                 lambda: sr.route_batch(MODELS, QUERIES[:2], capacities={"cheap": -1})),
+                ("SmartRouting.get_model_idxs: input_token_lengths[1]: expected a whole "
+                 "number, got str 'x'",
+                 lambda: sr.get_model_idxs(MODELS, QUERIES[:2], [3, "x"]))]:
+            with self.subTest(words=words):
+                embed.calls.clear()
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    call()
+                self.assertEqual(str(cm.exception), words)
+                self.assertEqual(embed.calls, [])
+
     def test_routing_with_a_bad_embed_fails_by_name(self):
         sr, embed = self.smart()
         sr.store._store.embed = lambda texts: [[1.0] * (DIM + 1) for _ in texts]
