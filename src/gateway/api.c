@@ -715,6 +715,27 @@ static int route_names_known(struct hs_req *req, const struct lr_config *cfg,
     return 0;
 }
 
+/* 0, or the status of the 400 sent for the first query whose candidates name
+ * a model twice, in the words of the library's refusal (router.c) as a
+ * route over a built-in store answers it: called when vectors are to be
+ * fetched, before any is, so that the caller's slip costs no fetch and is
+ * not turned into a 502 by an embedder down. */
+static int route_names_once(struct hs_req *req, const struct lr_config *cfg,
+                            const struct lr_request *reqs, size_t n)
+{
+    char msg[400];
+    for (size_t i = 0; i < n; i++) {
+        int a = reqs[i].models ? gw_repeated_candidate(cfg, reqs[i].models, reqs[i].n_models)
+                               : -1;
+        if (a < 0)
+            continue;
+        snprintf(msg, sizeof msg, "query %zu: model '%s' is listed twice among the candidates",
+                 i, lr_config_model(cfg, (size_t)a)->name);
+        return refuse(req, 400, NULL, "routing_failed", msg);
+    }
+    return 0;
+}
+
 /* 0, or the status of the 400 sent for the first query that has a choice to
  * make over a dense store and no text: it is refused before any vector is
  * fetched, in the words of the library's refusal (smart.c), rather than
@@ -1012,6 +1033,9 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
                 reqs[i].n_models = n_names;
     }
     if ((status = route_needs_text(gw, req, conf, router, reqs, n)) != 0)
+        goto out;
+    if (route_fetch_count(conf, router, reqs, n) > 0 &&
+        (status = route_names_once(req, conf->cfg, reqs, n)) != 0)
         goto out;
     job = calloc(1, sizeof *job);
     if (!job) {

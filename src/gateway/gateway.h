@@ -160,6 +160,13 @@ struct gw_conf {
  * client, src/cli/embed_http.c); the messages name the field and the
  * variable, never the value, which is often a secret. */
 int gw_env_value_unsafe(const char *value);
+/* The config index of the first model that names[0..n) lists a second
+ * time (names the configuration does not know are passed over), or -1:
+ * what the library refuses as "model '...' is listed twice among the
+ * candidates" (router.c), checked by the gateway before it fetches a
+ * query's vector, so that the caller's slip is refused as over a built-in
+ * store rather than after a fetch (a 502 when the embedder is down). */
+int gw_repeated_candidate(const struct lr_config *cfg, const char *const *names, size_t n);
 
 /* Load a configuration file into a new gw_conf (refs = 1). listen overrides
  * server.listen when not NULL. On failure returns an LR_E* code and fills err

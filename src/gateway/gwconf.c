@@ -537,6 +537,20 @@ static int load_policy(const char *obj_json, struct rs_policy *p, const char *wh
     return rc;
 }
 
+int gw_repeated_candidate(const struct lr_config *cfg, const char *const *names, size_t n)
+{
+    int idx[64]; /* the gateway's lists hold at most 64 names (RANK_CAP, ROUTE_MAX_MODELS) */
+    if (n > sizeof idx / sizeof idx[0])
+        n = sizeof idx / sizeof idx[0];
+    for (size_t k = 0; k < n; k++) {
+        idx[k] = lr_config_model_index(cfg, names[k]);
+        for (size_t j = 0; idx[k] >= 0 && j < k; j++)
+            if (idx[j] == idx[k])
+                return idx[k];
+    }
+    return -1;
+}
+
 int gw_env_value_unsafe(const char *value)
 {
     for (const char *p = value; *p; p++)

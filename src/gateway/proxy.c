@@ -3271,8 +3271,19 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
               : ri && ri->n_models ? ri->n_models
                                    : lr_config_model_count(cfg);
     if (!ex->vec && !gw_query_blank(query) &&
-        gw_conf_needs_vector(ex->conf, router, n_cands))
+        gw_conf_needs_vector(ex->conf, router, n_cands)) {
+        /* A model listed twice is refused now, as the library refuses it
+         * below over a built-in store, not after a fetch (a 502 when the
+         * embedder is down). */
+        int twice = names ? gw_repeated_candidate(cfg, names, n_names) : -1;
+        if (twice >= 0) {
+            fail_with(ex, 400, "models", "routing_failed",
+                      "model '%s' is listed twice among the candidates",
+                      lr_config_model(cfg, (size_t)twice)->name);
+            return -1;
+        }
         return 1;
+    }
     lr_request_init(&rq);
     if (names) {
         rq.models = names;

@@ -1526,6 +1526,37 @@ def dense_edges(bin_, fake_bin):
           "before any vector is fetched (embedder up or down)",
           unknown_candidate_refused_before_any_fetch)
 
+    def repeated_candidate_refused_before_any_fetch():
+        # A model listed twice among a request's candidates is answered as over
+        # a built-in store, and no vector is fetched first: one was, and with
+        # the embedder down the answer was 502 embedding_failed.
+        repeated = [
+            ("/v1/route", {"queries": [{"query": "What is 1 plus 2?"},
+                                       {"query": "hello", "models": ["cheapo", "smarty",
+                                                                     "cheapo"]}],
+                           "strategy": "smart"}),
+            ("/v1/route", {"queries": [{"query": "What is 1 plus 2?"}],
+                           "models": ["smarty", "smarty"], "strategy": "smart",
+                           "batch": True}),
+            ("/v1/chat/completions", {"models": ["cheapo", "cheapo"],
+                                      "route": {"strategy": "smart"},
+                                      "messages": ASK("What is 1 plus 2?")}),
+            ("/v1/chat/completions", {"model": "auto", "models": ["smarty", "cheapo", "smarty"],
+                                      "messages": ASK("What is 1 plus 2?")}),
+        ]
+        for path, body in repeated:
+            want = answer(gt, path, body)
+            assert want[0] == 400 and "is listed twice among the candidates" in \
+                want[1]["message"], (path, body, want)
+            for g in (gd, gx):
+                n = fetches()
+                got = answer(g, path, body)
+                assert got == want, (g.config_path, path, body, got, want)
+                assert fetches() == n, (g.config_path, path, body, "fetched a vector")
+    check("a model listed twice among a request's candidates is refused 400 over a dense "
+          "store as over a built-in store, before any vector is fetched (embedder up or "
+          "down)", repeated_candidate_refused_before_any_fetch)
+
     def records(g):
         st, _, body = request(g.port, "GET", "/health")
         return json.loads(body)["history_records"]
