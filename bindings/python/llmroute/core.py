@@ -1421,6 +1421,14 @@ def _no_memory(e, where, queries, n):
     return out
 
 
+def _plain_name(name):
+    """Whether the library's messages quote the str `name` as it is: printable
+    ASCII but a quote and a backslash, at most 200 characters (its
+    lr__error_shown() escapes or cuts anything else)."""
+    return (len(name) <= 200 and name.isascii() and name.isprintable()
+            and "'" not in name and "\\" not in name)
+
+
 def _indices(decs):
     """The `index` field (the first member, a C int) of every lr_decision in
     a ctypes array, read through the buffer in one pass."""
@@ -1866,8 +1874,11 @@ class Router(_Handle):
                 elif not isinstance(m, str):
                     return
                 if m not in self._model_index:
-                    if "\0" in m or not _utf8(m):
-                        return  # _candidates() refuses it, naming the argument
+                    if not _plain_name(m):
+                        # A NUL or a lone surrogate (_candidates() names the
+                        # argument), or a name the library's message would
+                        # escape or cut: left to it.
+                        return
                     raise UnknownModel("%sunknown model '%s'" % (prefix, m),
                                        code=_lib.LR_ENOMODEL, c_name=c_name)
                 if m in seen:
