@@ -597,6 +597,8 @@ class OpenAIEmbedder:
                 status = resp.status
                 try:
                     answer = resp.read(limit + 1)
+                except TimeoutError:  # a read past the timeout: late, as below
+                    answer, broke = b"", late
                 except (http.client.HTTPException, OSError, ValueError) as e:
                     # The server was reached: its answer broke off (a chunk
                     # cut short, the connection reset mid-body).
@@ -636,6 +638,8 @@ class OpenAIEmbedder:
             _current.watch = None
             expired = watch.finish()
         if expired:  # a body cut short by the shutdown at the deadline
+            raise _err(late)
+        if broke is late:
             raise _err(late)
         if broke is not None:
             raise _err("%s: its answer (HTTP %d) broke off: %s" % (where, status, broke))
