@@ -100,7 +100,7 @@ struct hs_req {
     int body_announced; /* the head announced a body (Content-Length over 0, or chunked) */
     int keep_alive;
     int streaming;
-    char why[160]; /* a refusal's message that names a header */
+    char why[256]; /* a refusal's message that names a header, a cap or the body's progress */
     int want_drain;
     struct evbuffer *resp_headers;
     void (*on_drain)(void *);
@@ -988,6 +988,28 @@ static const char *body_too_large(struct hs_req *r)
     snprintf(r->why, sizeof r->why,
              "request body too large: over server.max_body_bytes (%zu bytes)", r->max_body);
     return r->why;
+}
+
+/* How much of the body being read has come (reading_body()), as the end
+ * of a sentence "it had brought ...": a client whose Content-Length says
+ * more than it sends, or whose chunked body lacks its last chunk, learns
+ * that this is what the server waited for. */
+static void body_progress(const struct hs_conn *c, char *buf, size_t cap)
+{
+    const struct hs_req *r = &c->req;
+    switch (c->state) {
+    case C_BODY:
+        snprintf(buf, cap, "%zu of the %zu bytes its Content-Length announced", r->body_len,
+                 r->body_len + r->remaining);
+        break;
+    case C_TRAILER:
+        snprintf(buf, cap, "its last chunk but not the empty line that ends the trailer "
+                           "section");
+        break;
+    default:
+        snprintf(buf, cap, "%zu bytes of chunked data and no last chunk (0)", r->body_len);
+        break;
+    }
 }
 
 /* ==== Parsing ==== */
@@ -2071,9 +2093,14 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
      * answered 408 and logged, not just cut off; what the client still
      * sends is read and dropped for LINGER_MS, so it can read the answer. */
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && reading_body(c)) {
+        char got[128];
+        body_progress(c, got, sizeof got);
+        snprintf(c->req.why, sizeof c->req.why,
+                 "the request body did not arrive within server.idle_timeout_ms (%d ms, at "
+                 "500 bytes a second at least): it had brought %s",
+                 c->srv->lim.idle_timeout_ms, got);
         bufferevent_enable(c->bev, EV_READ);
-        fail_request(c, 408, "the request body did not arrive within server.idle_timeout_ms "
-                             "(at 500 bytes a second at least)");
+        fail_request(c, 408, c->req.why);
         return;
     }
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_HANDLING &&

@@ -351,6 +351,18 @@ def send_partial_body(port, model="mocky", sent=10, framing="length"):
     return s
 
 
+# What send_partial_body() has sent of each framing, as an answer names it.
+_BODY_LEN = len(json.dumps({"model": "mocky", "messages": HELLO}).encode())
+BODY_BROUGHT = {
+    "length": "it had brought 10 of the %d bytes its Content-Length announced" % _BODY_LEN,
+    "chunk data": "it had brought %d bytes of chunked data and no last chunk (0)"
+                  % (10 - len(b"%x\r\n" % _BODY_LEN)),
+    "chunk size": "it had brought %d bytes of chunked data and no last chunk (0)" % _BODY_LEN,
+    "trailer": "it had brought its last chunk but not the empty line that ends the trailer "
+               "section",
+}
+
+
 def body_unfinished_at_deadline(gw_bin, fake_bin):
     # A request whose body is still coming in when SIGTERM's deadline (1 s) passes:
     # 503 server_shutting_down with Connection: close, logged as 503 shutdown before
@@ -397,6 +409,11 @@ def slow_body_timeout_answers_408(gw_bin, fake_bin):
         assert status_of(raw) == 408 and b"Connection: close\r\n" in raw, (f, raw)
         e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
         assert e["code"] == "request_timeout", (f, e)
+        # The message says what had come of the body, so that a client whose
+        # Content-Length says more than it sends (or whose chunked body lacks
+        # its last chunk) sees what the server waited for, not only a time.
+        assert "server.idle_timeout_ms (1000 ms" in e["message"], (f, e)
+        assert BODY_BROUGHT[f] in e["message"], (f, e)
     reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
     assert len(reqs) == len(FRAMINGS) and all(l["status"] == 408 for l in reqs), reqs
     m = gw.metrics()
