@@ -2103,6 +2103,21 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         fail_request(c, 408, c->req.why);
         return;
     }
+    /* The client's input ended inside a body: the request can never be
+     * whole. A client that shut its sending side (an HTTP/1.0 tool, one
+     * whose Content-Length said more than it sent) still reads, and is
+     * told so, 400 naming what had come; the request is logged and
+     * counted. It was closed with no answer and no log line. One that
+     * closed altogether resets the connection at the write. */
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && reading_body(c)) {
+        char got[128];
+        body_progress(c, got, sizeof got);
+        snprintf(c->req.why, sizeof c->req.why,
+                 "the client's input ended inside the request body: it had brought %s", got);
+        c->peer_eof = 1; /* closed once the answer is written (write_cb) */
+        fail_request(c, 400, c->req.why);
+        return;
+    }
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_HANDLING &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
         finish_at_eof(c);

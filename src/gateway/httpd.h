@@ -21,7 +21,9 @@
  * when a request of it is being handled: on_abort runs, and no answer is
  * sent (a half-close cannot be told from a close without writing). At any
  * other time the answers already made when the input ends still go out
- * whole, then the connection closes: a half-closed client reads them.
+ * whole, then the connection closes: a half-closed client reads them. An
+ * input that ends inside a body being read is answered 400, its message
+ * saying how much of the body had come (the refused callback hears it).
  *
  * Lifetime of a request: the handler receives a struct hs_req that stays
  * valid until the caller completes it (hs_respond() or hs_stream_end()) or

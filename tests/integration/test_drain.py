@@ -426,6 +426,34 @@ def slow_body_timeout_answers_408(gw_bin, fake_bin):
     s.close()
 
 
+def body_cut_short_answers_400(gw_bin, fake_bin):
+    # A client whose input ends (it shuts its sending side) inside a body,
+    # Content-Length or chunked: the request can never be whole, and the
+    # client still reads. 400 at once, naming what had come of the body,
+    # Connection: close, logged and counted. The connection was closed with
+    # no answer and no log line.
+    wd = workdir()
+    cfg = {"models": [{"name": "mocky", "backend": "mock"}],
+           "server": {"idle_timeout_ms": 30000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-cutbody")
+    for f in FRAMINGS:
+        s = send_partial_body(gw.port, framing=f)
+        s.shutdown(socket.SHUT_WR)
+        t0 = time.monotonic()
+        raw = read_all(s, timeout=10)
+        took = time.monotonic() - t0
+        s.close()
+        assert status_of(raw) == 400 and b"Connection: close\r\n" in raw, (f, raw)
+        assert took < 5, (f, took)
+        e = json.loads(raw.partition(b"\r\n\r\n")[2])["error"]
+        assert e["message"] == ("the client's input ended inside the request body: " +
+                                BODY_BROUGHT[f]), (f, e)
+    reqs = [l for l in gw.log_lines() if l.get("path") == "/v1/chat/completions"]
+    assert len(reqs) == len(FRAMINGS) and all(l["status"] == 400 for l in reqs), reqs
+    wait_for(lambda: metric(gw, "llmroute_connections_open") == 1, 10,
+             "the connections closed (but the scrape's)")
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -450,6 +478,9 @@ def main():
           gw_bin, fake_bin)
     check("a body (Content-Length or chunked) slower than server.idle_timeout_ms after a whole "
           "head gets 408 request_timeout, logged and counted", slow_body_timeout_answers_408,
+          gw_bin, fake_bin)
+    check("a body (Content-Length or chunked) whose client's input ends before it is whole "
+          "gets 400 at once, naming what had come, logged", body_cut_short_answers_400,
           gw_bin, fake_bin)
     finish()
 
