@@ -1082,6 +1082,25 @@ static int parse_head(struct hs_req *r, const char **why)
     }
     *sp = '\0';
     r->target = p;
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112, 2.3): a later 1.x
+     * is served as 1.1, its highest version the server has (RFC 9110,
+     * 6.2); another major version is 505. Read before the target: HTTP/2's
+     * connection preface, "PRI * HTTP/2.0", which a client with prior
+     * knowledge sends, is told that HTTP/2 is not served, not that "*" is
+     * no path. */
+    const char *ver = sp + 1;
+    if (strncmp(ver, "HTTP/", 5) != 0 || !isdigit((unsigned char)ver[5]) || ver[6] != '.' ||
+        !isdigit((unsigned char)ver[7]) || ver[8]) {
+        *why = "malformed HTTP version (HTTP/1.0 and HTTP/1.1 are served)";
+        return 400;
+    }
+    if (ver[5] != '1') {
+        snprintf(r->why, sizeof r->why,
+                 "unsupported HTTP version %s (HTTP/1.0 and HTTP/1.1 are served)", ver);
+        *why = r->why;
+        return 505;
+    }
+    r->minor = ver[7] == '0' ? 0 : 1;
     /* The absolute-form ("http://host:port/path"), which RFC 9112 3.2.2
      * has a server accept: the path after the authority (or "/"). */
     if (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0) {
@@ -1100,20 +1119,6 @@ static int parse_head(struct hs_req *r, const char **why)
             *why = "a control character in the request target";
             return 400;
         }
-    /* HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112, 2.3): a later 1.x
-     * is served as 1.1, its highest version the server has (RFC 9110,
-     * 6.2); another major version is 505. */
-    const char *ver = sp + 1;
-    if (strncmp(ver, "HTTP/", 5) != 0 || !isdigit((unsigned char)ver[5]) || ver[6] != '.' ||
-        !isdigit((unsigned char)ver[7]) || ver[8]) {
-        *why = "malformed HTTP version (HTTP/1.0 and HTTP/1.1 are served)";
-        return 400;
-    }
-    if (ver[5] != '1') {
-        *why = "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)";
-        return 505;
-    }
-    r->minor = ver[7] == '0' ? 0 : 1;
     r->path = strdup(r->target);
     if (!r->path) {
         *why = "out of memory";

@@ -1069,6 +1069,14 @@ def errors(gw_bin, fake_bin):
             error_shape(body)
             assert body["error"]["code"] == "http_version_not_supported", body
             assert "unsupported HTTP version" in body["error"]["message"], body
+        # HTTP/2's connection preface (a client with prior knowledge) is
+        # told its version is not served: it was 400 "the request target
+        # must be an absolute path", for the "*" read before the version.
+        raw = raw_exchange(port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 505 HTTP Version Not Supported"), raw[:300]
+        body = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+        assert body["error"]["message"] == ("unsupported HTTP version HTTP/2.0 (HTTP/1.0 and "
+                                            "HTTP/1.1 are served)"), body
         still_serving(gw, auth)
     check("a later HTTP/1.x is served as 1.1, another major version is 505", http_versions)
 
