@@ -51,7 +51,7 @@
 
 #include "httpd.h"
 
-#define MAX_HEADERS 100
+#define MAX_HEADERS 100    /* named in an answer's message */
 #define MAX_CHUNK_LINE 1024 /* named in an answer's message */
 #define MAX_BLANK_LINES 8   /* empty lines ignored before a request line */
 #define LINGER_MS 2000
@@ -1152,7 +1152,7 @@ static int parse_head(struct hs_req *r, const char **why)
             return 400;
         }
         if (r->n_hdr >= MAX_HEADERS) {
-            *why = "too many header fields";
+            *why = "too many header fields (over 100)";
             return 431;
         }
         colon = p + at;
@@ -1777,11 +1777,14 @@ static void process_bytes(struct hs_conn *c)
                      * itself is too long, which is its target's length. */
                     struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL,
                                                                   EVBUFFER_EOL_LF);
-                    if (eol.pos < 0 || (size_t)eol.pos >= s->lim.max_head_bytes)
-                        fail_request(c, 414, "request line too long (its target is over the "
-                                             "request head limit)");
-                    else
-                        fail_request(c, 431, "request header block too large");
+                    int line = eol.pos < 0 || (size_t)eol.pos >= s->lim.max_head_bytes;
+                    snprintf(c->req.why, sizeof c->req.why,
+                             line ? "request line too long: its target alone takes it over "
+                                    "server.max_header_bytes (%zu bytes)"
+                                  : "request header block too large: over "
+                                    "server.max_header_bytes (%zu bytes)",
+                             s->lim.max_head_bytes);
+                    fail_request(c, line ? 414 : 431, c->req.why);
                     return;
                 }
                 head_timeout(c);
@@ -1897,8 +1900,13 @@ static void process_bytes(struct hs_conn *c)
             if (got < 0) {
                 if (got == -3)
                     fail_request(c, 500, "out of memory");
-                else if (got == -2)
-                    fail_request(c, 431, "request trailer section too large");
+                else if (got == -2) {
+                    snprintf(c->req.why, sizeof c->req.why,
+                             "request trailer section too large: over server.max_header_bytes "
+                             "(%zu bytes)",
+                             s->lim.max_head_bytes);
+                    fail_request(c, 431, c->req.why);
+                }
                 else
                     fail_request(c, 400, "bare LF in a trailer line: lines must end with CRLF");
                 return;
