@@ -174,6 +174,8 @@ struct hs_server {
     uint64_t cap_pauses;         /* times the cap was reached in this pause (for its end's log) */
     struct event *cap_quiet;     /* ends the pause once the cap has not been reached for a while */
     uint64_t cap_episodes, fd_episodes;
+    time_t date_at; /* the second `date` was made for */
+    char date[32];  /* the Date header's value (http_date()) */
 };
 
 static void read_cb(struct bufferevent *bev, void *arg);
@@ -761,6 +763,33 @@ static int no_content(int status)
     return (status >= 100 && status < 200) || status == 204 || status == 304;
 }
 
+/* The Date header's value, an IMF-fixdate (RFC 9110 section 5.6.7), made
+ * once a second. An origin server with a clock sends one in every 2xx, 3xx
+ * and 4xx response, and may in a 5xx (section 6.6.1); the gateway is the
+ * origin for its clients. The names are spelt out: strftime's %a and %b
+ * follow the locale. */
+static const char *http_date(struct hs_server *s)
+{
+    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    time_t now = time(NULL);
+    struct tm tm;
+    if (now == s->date_at && s->date[0])
+        return s->date;
+    if (!gmtime_r(&now, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
+        tm.tm_mon > 11)
+        return s->date;
+    /* Each field cut to its width (gmtime's are within it), so that the
+     * compiler sees the date fit. */
+    snprintf(s->date, sizeof s->date, "%s, %02u %s %04u %02u:%02u:%02u GMT", days[tm.tm_wday],
+             (unsigned)tm.tm_mday % 100u, months[tm.tm_mon],
+             (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)tm.tm_hour % 100u,
+             (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u);
+    s->date_at = now;
+    return s->date;
+}
+
 /* Write what is queued now; leave a backlog to the write event. */
 static void flush_out(struct hs_conn *c)
 {
@@ -786,7 +815,13 @@ static void write_head(struct hs_req *r, int status, const char *content_type, l
     if (r->conn->srv->draining)
         r->keep_alive = 0;
     int bodyless = no_content(status);
+    const char *date = http_date(r->conn->srv);
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n", status, hs_reason(status));
+    if (date[0]) {
+        evbuffer_add(out, "Date: ", 6);
+        evbuffer_add(out, date, strlen(date));
+        evbuffer_add(out, "\r\n", 2);
+    }
     if (content_type && (!bodyless || status == 304)) {
         evbuffer_add(out, "Content-Type: ", 14);
         evbuffer_add(out, content_type, strlen(content_type));

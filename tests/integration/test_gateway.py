@@ -1039,6 +1039,33 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("the absolute-form of a request target is served", absolute_form)
 
+    def every_answer_dated():
+        # RFC 9110 section 6.6.1: an origin server with a clock sends Date in
+        # every 2xx, 3xx and 4xx response; the gateway sent none. Its own
+        # answers, a handler's, the server's refusals and a stream's head.
+        import email.utils
+        fixdate = re.compile(rb"(?i)\r\ndate: ((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d "
+                             rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+                             rb"\d\d:\d\d:\d\d GMT)\r\n")
+        stream = json.dumps({"model": "mocky", "messages": HELLO, "stream": True}).encode()
+        for what, data in (
+                ("200", b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                ("401", b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                ("404", b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n"
+                        b"Authorization: Bearer gk-one\r\nConnection: close\r\n\r\n"),
+                ("400 of the server", b"GET /health HTTP/1.1\r\n\r\n"),
+                ("stream", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: Bearer gk-one\r\nConnection: close\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(stream) + stream)):
+            raw = raw_exchange(port, data)
+            head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+            m = fixdate.search(head)
+            assert m and head.lower().count(b"\r\ndate:") == 1, (what, head)
+            sent = email.utils.parsedate_to_datetime(m.group(1).decode()).timestamp()
+            assert abs(sent - time.time()) < 10, (what, m.group(1))
+        still_serving(gw, auth)
+    check("every answer carries a Date header (RFC 9110 section 6.6.1)", every_answer_dated)
+
     def broken_http():
         # Each with the message naming its fault (so none is refused for
         # another, such as a missing Host).
