@@ -124,6 +124,7 @@ struct hs_conn {
     int blank_lines;            /* empty lines dropped before this request's line */
     size_t line_scanned;        /* chunked body: bytes of the line in progress scanned for LF */
     size_t trailer_bytes;       /* chunked body: bytes of trailer lines read so far */
+    unsigned long long chunk_len; /* chunked body: the size of the chunk being read */
     int answer_early; /* the handler refuses the request whatever its body: none is read */
     int peer_eof;     /* the client's input ended with answers still to write (finish_at_eof) */
     int out_blocked;  /* answers not taken pile up: reading waits for them to drain */
@@ -1179,11 +1180,16 @@ static int parse_head(struct hs_req *r, const char **why)
             return 400;
         }
         if (fault == FIELD_NO_COLON) {
-            *why = "malformed header line";
+            snprintf(r->why, sizeof r->why, "malformed header line '%.80s' (no colon after a name)",
+                     p);
+            *why = r->why;
             return 400;
         }
         if (fault == FIELD_BAD_NAME) {
-            *why = "malformed header name";
+            snprintf(r->why, sizeof r->why,
+                     "malformed header name '%.*s' (a token, the colon right after it)",
+                     (int)(at < 80 ? at : 80), p);
+            *why = r->why;
             return 400;
         }
         if (r->n_hdr >= MAX_HEADERS) {
@@ -1294,7 +1300,8 @@ static int start_body(struct hs_conn *c, const char **why)
             }
             host = r->hdr[i].value;
             if (!host_ok(host)) {
-                *why = "malformed Host header";
+                snprintf(r->why, sizeof r->why, "malformed Host header '%.100s'", host);
+                *why = r->why;
                 return 400;
             }
         } else if (strcasecmp(r->hdr[i].name, "Connection") == 0) {
@@ -1326,7 +1333,9 @@ static int start_body(struct hs_conn *c, const char **why)
             te = r->hdr[i].value;
         } else if (strcasecmp(r->hdr[i].name, "Content-Length") == 0) {
             if (cl && strcmp(cl, r->hdr[i].value) != 0) {
-                *why = "conflicting Content-Length headers";
+                snprintf(r->why, sizeof r->why, "conflicting Content-Length headers: '%.60s' and "
+                         "'%.60s'", cl, r->hdr[i].value);
+                *why = r->why;
                 return 400;
             }
             cl = r->hdr[i].value;
@@ -1367,10 +1376,15 @@ static int start_body(struct hs_conn *c, const char **why)
                 last++;
             if (last != te && strcasecmp(last, "chunked") == 0 &&
                 strncasecmp(te, "chunked", 7) != 0) {
-                *why = "unsupported transfer coding before chunked (only chunked is decoded)";
+                snprintf(r->why, sizeof r->why,
+                         "unsupported transfer coding before chunked in Transfer-Encoding "
+                         "'%.100s' (only chunked is decoded)", te);
+                *why = r->why;
                 return 501;
             }
-            *why = "unsupported Transfer-Encoding (only chunked)";
+            snprintf(r->why, sizeof r->why, "unsupported Transfer-Encoding '%.100s' (only chunked)",
+                     te);
+            *why = r->why;
             return 400;
         }
         c->state = C_CHUNK_SIZE;
@@ -1379,15 +1393,13 @@ static int start_body(struct hs_conn *c, const char **why)
          * (parse_head). No sign, and nothing skipped before the digits, as
          * strtoll would. */
         unsigned long long n = 0;
-        if (!*cl) {
-            *why = "malformed Content-Length";
+        if (!*cl || cl[strspn(cl, "0123456789")]) {
+            snprintf(r->why, sizeof r->why, "malformed Content-Length '%.100s' (digits alone)",
+                     cl);
+            *why = r->why;
             return 400;
         }
         for (const char *d = cl; *d; d++) {
-            if (*d < '0' || *d > '9') {
-                *why = "malformed Content-Length";
-                return 400;
-            }
             if (n > (ULLONG_MAX - 9) / 10)
                 n = ULLONG_MAX; /* over any cap */
             else
@@ -1918,6 +1930,7 @@ static void process_bytes(struct hs_conn *c)
             c->req.remaining = (size_t)size;
             c->state = size == 0 ? C_TRAILER : C_CHUNK_DATA;
             c->trailer_bytes = 0;
+            c->chunk_len = size;
             break;
         }
         case C_TRAILER: {
@@ -1978,7 +1991,11 @@ static void process_bytes(struct hs_conn *c)
                 return;
             evbuffer_remove(in, crlf, 2);
             if (crlf[0] != '\r' || crlf[1] != '\n') {
-                fail_request(c, 400, "malformed chunked body");
+                snprintf(c->req.why, sizeof c->req.why,
+                         "chunk data not followed by CRLF: the chunk is longer than the %llu "
+                         "bytes its size line said (a size counts bytes, in hex)",
+                         c->chunk_len);
+                fail_request(c, 400, c->req.why);
                 return;
             }
             c->state = C_CHUNK_SIZE;

@@ -1073,14 +1073,26 @@ def errors(gw_bin, fake_bin):
                 (b"NOT HTTP\r\n\r\n", b"malformed request line"),
                 (b"GET /health HTTP/1.10\r\nHost: x\r\n\r\n", b"malformed HTTP version"),
                 (b"GET /health http/1.1\r\nHost: x\r\n\r\n", b"malformed HTTP version"),
+                # the messages quote what was sent, so a client sees its fault
                 (b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
-                 b"malformed header line"),
+                 b"malformed header line 'Bad Header' (no colon after a name)"),
+                (b"GET /health HTTP/1.1\r\nHost: x\r\nX Foo: 1\r\n\r\n",
+                 b"malformed header name 'X Foo' (a token, the colon right after it)"),
                 (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-                 b"malformed Content-Length"),
+                 b"malformed Content-Length '-1' (digits alone)"),
+                (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                 b"Content-Length: 2\r\n\r\n",
+                 b"conflicting Content-Length headers: '1' and '2'"),
                 (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
-                 b"unsupported Transfer-Encoding"),
+                 b"unsupported Transfer-Encoding 'gzip' (only chunked)"),
                 (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gk-one\r\n"
                  b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", b"chunk"),
+                # a chunk longer than its size (one counted in characters, not
+                # bytes) was "malformed chunked body"
+                (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gk-one\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}}\r\n0\r\n\r\n",
+                 b"chunk data not followed by CRLF: the chunk is longer than the 2 bytes its "
+                 b"size line said (a size counts bytes, in hex)"),
                 # a NUL must not end the head early and hide Content-Length
                 (b"POST /v1/route HTTP/1.1\r\nHost: x\r\n\x00X: y\r\nContent-Length: 24\r\n\r\n"
                  b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"")):
@@ -1124,7 +1136,8 @@ def errors(gw_bin, fake_bin):
                                b"Transfer-Encoding: " + te + b"\r\n\r\n")
             assert status_of(raw) == status, (te, raw[:200])
             assert b"Connection: close" in raw.split(b"\r\n\r\n", 1)[0], (te, raw[:200])
-            error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+            assert "Transfer-Encoding '%s'" % te.decode() in e["message"], (te, e)
         still_serving(gw, auth)
     check("Transfer-Encoding: a coding before chunked is 501, chunked not last 400",
           transfer_codings)
@@ -1137,7 +1150,7 @@ def errors(gw_bin, fake_bin):
                          (b"GET /health HTTP/1.1\r\nHost: user@x\r\n\r\n",
                           b"malformed Host header"),
                          (b"GET /health HTTP/1.1\r\nHost: x/y\r\n\r\n",
-                          b"malformed Host header"),
+                          b"malformed Host header 'x/y'"),
                          (b"GET /health HTTP/1.1\r\nHost: x:80a\r\n\r\n",
                           b"malformed Host header"),
                          (b"GET /health HTTP/1.1\r\nHost: [::1\r\n\r\n",
@@ -1175,7 +1188,8 @@ def errors(gw_bin, fake_bin):
             assert b"\r\nConnection: close\r\n" in raw, (bad, raw[:400])
             e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
             if status == 400:
-                assert e["message"] == (message or "malformed Content-Length"), (bad, e)
+                quoted = "malformed Content-Length '%s' (digits alone)" % bad.decode().strip()
+                assert e["message"] == (message or quoted), (bad, e)
         for good in (b"2", b" 2", b"\t2 \t", b" 002"):
             raw = send(good)
             e = error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
