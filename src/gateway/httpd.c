@@ -2124,7 +2124,8 @@ static int write_timeout_put_off(struct hs_conn *c)
  * they were cut short as soon as they were bigger than the socket buffers
  * (an HTTP/1.0 client that shuts its side after its request, a client
  * that does so once the answer's head is in). A request begun in the input
- * can never be whole now: it is dropped. A client that closed altogether
+ * can never be whole now: event_cb() has answered it 400 before, and any
+ * bytes left are dropped here. A client that closed altogether
  * resets the connection at the next write; one that reads nothing meets
  * the write timeout (idle_timeout_ms) as any other. */
 static void finish_at_eof(struct hs_conn *c)
@@ -2181,6 +2182,17 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
                  "the client's input ended inside the request body: it had brought %s", got);
         c->peer_eof = 1; /* closed once the answer is written (write_cb) */
         fail_request(c, 400, c->req.why);
+        return;
+    }
+    /* Likewise inside a head: some of it came, but not the empty line that
+     * ends it (a client writing its request by hand that forgot it). It was
+     * dropped with no answer; an EOF with nothing begun still closes in
+     * silence (an idle keep-alive connection). */
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state == C_HEAD &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 && !head_buffered(c)) {
+        c->peer_eof = 1;
+        fail_request(c, 400, "the client's input ended inside the request head: no empty "
+                             "line (CRLF CRLF) ended it");
         return;
     }
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_HANDLING &&

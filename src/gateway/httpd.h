@@ -23,7 +23,9 @@
  * other time the answers already made when the input ends still go out
  * whole, then the connection closes: a half-closed client reads them. An
  * input that ends inside a body being read is answered 400, its message
- * saying how much of the body had come (the refused callback hears it).
+ * saying how much of the body had come, and so is one that ends inside a
+ * head (the refused callback hears both); one that ends with nothing of a
+ * request begun closes in silence.
  *
  * Lifetime of a request: the handler receives a struct hs_req that stays
  * valid until the caller completes it (hs_respond() or hs_stream_end()) or

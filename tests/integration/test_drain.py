@@ -8,6 +8,7 @@ Usage: test_drain.py LLMROUTE_BIN FAKE_UPSTREAM_BIN
 """
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -454,6 +455,34 @@ def body_cut_short_answers_400(gw_bin, fake_bin):
              "the connections closed (but the scrape's)")
 
 
+def head_cut_short_answers_400(gw_bin, fake_bin):
+    # A client's input that ends inside a request head (no empty line ended
+    # it: a request written by hand that forgot it) is answered 400 at once,
+    # naming that, and logged; it was closed with an empty reply. One that
+    # ends with nothing begun (an idle keep-alive connection) still closes
+    # in silence, after the answers already made.
+    wd = workdir()
+    cfg = {"models": [{"name": "mocky", "backend": "mock"}],
+           "server": {"idle_timeout_ms": 30000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-cuthead")
+    why = b"the client's input ended inside the request head: no empty line (CRLF CRLF) ended it"
+    for sent, statuses in ((b"GET /health HTTP/1.0\r\n", [400]),
+                           (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /hea", [200, 400]),
+                           (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", [200]),
+                           (b"", [])):
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        s.sendall(sent)
+        s.shutdown(socket.SHUT_WR)
+        t0 = time.monotonic()
+        raw = read_all(s, timeout=10)
+        s.close()
+        got = [int(x) for x in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+        assert got == statuses and time.monotonic() - t0 < 5, (sent, raw)
+        assert (why in raw) == (400 in statuses), (sent, raw)
+    wait_for(lambda: sum(1 for l in gw.log_lines() if l.get("status") == 400 and
+                         l.get("error") == why.decode()) == 2, 10, "the two refusals' lines")
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -481,6 +510,9 @@ def main():
           gw_bin, fake_bin)
     check("a body (Content-Length or chunked) whose client's input ends before it is whole "
           "gets 400 at once, naming what had come, logged", body_cut_short_answers_400,
+          gw_bin, fake_bin)
+    check("a head whose client's input ends before its empty line gets 400 at once, logged; "
+          "an input ending with nothing begun closes in silence", head_cut_short_answers_400,
           gw_bin, fake_bin)
     finish()
 
