@@ -1296,6 +1296,19 @@ static void give_up(struct exchange *ex, const char *why)
                   ex->n_attempts == 1 ? "" : "s");
         return;
     }
+    if (c == RS_AUTH && ex->last_status == 402) {
+        /* The gateway's account at the upstream is out of credit. Relayed,
+         * the 402 would ask the client to pay for it; the upstream's message
+         * is quoted (OpenRouter's says how many tokens the credit affords). */
+        char said[200];
+        (void)rs_class_of_ok_body(ex->last_body, ex->last_len, said, sizeof said);
+        fail_with(ex, 502, NULL, "upstream_payment_required",
+                  "the upstream for model '%s' answered 402 Payment Required%s%s%s: the "
+                  "gateway's account there needs credit (%s; %u attempt%s)",
+                  last_model_name(ex), said[0] ? ": '" : "", said, said[0] ? "'" : "", why,
+                  ex->n_attempts, ex->n_attempts == 1 ? "" : "s");
+        return;
+    }
     if (c == RS_AUTH && ex->last_status == 407) {
         /* A proxy on the way to the upstream wants credentials. Relayed, its
          * 407 would ask the client for proxy credentials for the gateway. */

@@ -131,8 +131,10 @@ enum rs_class rs_class_of_answer(long status, const char *body, size_t body_len,
         return rs_retry_hint_seconds(retry_after, retry_after_ms, 0) >= 0 ? RS_RATE_LIMITED
                                                                           : RS_RATE_LIMITED_BARE;
     /* 407: a proxy between the gateway and the upstream wants credentials
-     * the gateway does not have; a 4xx, but no fault of the request's. */
-    if (status == 401 || status == 403 || status == 407)
+     * the gateway does not have; 402: the gateway's account there is out
+     * of credit (DeepSeek's "Insufficient Balance", OpenRouter's credits).
+     * 4xx, but no fault of the request's: another model may serve it. */
+    if (status == 401 || status == 402 || status == 403 || status == 407)
         return RS_AUTH;
     /* 501 Not Implemented is a server without the endpoint (llama.cpp's
      * server answers /v1/embeddings so without --embeddings): as a 404, the
@@ -261,7 +263,7 @@ int rs_answer_relayed(long status)
 {
     if (status < 400 || status >= 600)
         return 0;
-    return status != 401 && status != 407 && status != 408;
+    return status != 401 && status != 402 && status != 407 && status != 408;
 }
 
 /* Digits with an optional fraction ("12", "0.5"), blanks around them: the

@@ -39,7 +39,7 @@ enum rs_class {
     RS_RATE_LIMITED,      /* 429 with Retry-After */
     RS_RATE_LIMITED_BARE, /* 429 without Retry-After */
     RS_SERVER_ERROR,      /* 5xx */
-    RS_AUTH,              /* 401, 403, 407 */
+    RS_AUTH,              /* 401, 402, 403, 407 */
     RS_NOT_FOUND,         /* 404, 501: the model or the endpoint is missing there */
     RS_REDIRECT,          /* 3xx: base_url points elsewhere (never followed) */
     RS_CONTEXT_LENGTH,    /* 400, 413, 422 saying the context is too short */
@@ -94,8 +94,8 @@ int rs_class_is_neutral(enum rs_class c);
 /* Is an upstream's error answer of this status (300 to 599) relayed to the
  * client as it came when nothing is left to try? Not when it would speak of
  * the gateway's own exchange with the upstream rather than of the client's
- * request: a 3xx (its URL is the gateway's upstream), a 401 or 407 (the
- * gateway's credentials or proxy) or a 408 (the upstream waited for the
+ * request: a 3xx (its URL is the gateway's upstream), a 401, 402 or 407
+ * (the gateway's credentials, its account's credit, its proxy) or a 408 (the upstream waited for the
  * gateway's request, not the client's); the gateway answers those itself. */
 int rs_answer_relayed(long status);
 

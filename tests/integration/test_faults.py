@@ -333,6 +333,7 @@ def attempts(gw_bin, fake_bin):
                  ("status=429", True, 1, None),                  # no Retry-After: fall back
                  ("status=429;retry_after=5", True, 1, None),    # longer than the cap
                  ("status=401", True, 1, None),
+                 ("status=402", True, 1, None),
                  ("status=403", True, 1, None),
                  ("status=404", True, 1, None),
                  ("status=408", True, 1, None),
@@ -357,7 +358,7 @@ def attempts(gw_bin, fake_bin):
             want = "open" if "retry_after" in spec else "closed"
             assert b == want, (spec, b)
             stop(g)
-    check("each status: 5xx, 429, 401/403, 404, 408, context length fall back; "
+    check("each status: 5xx, 429, 401/402/403, 404, 408, context length fall back; "
           "400 and 422 are answered at once", statuses)
 
     def redirect():
@@ -418,6 +419,36 @@ def attempts(gw_bin, fake_bin):
         stop(g)
     check("an upstream's 401 is 502 upstream_auth_failed without its body; a 403 is relayed",
           upstream_key_refused)
+
+    def upstream_out_of_credit():
+        # A 402 is the gateway's account out of credit (DeepSeek's
+        # "Insufficient Balance", OpenRouter's credits), no fault of the
+        # request's: a route falls back, and with nothing left the client
+        # gets a 502 of the gateway's quoting the upstream's message, never
+        # a 402 asking it to pay.
+        g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
+                               "fallbacks": ["c"]}],
+                      resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
+        w.set("b", "status=402;message=Insufficient%20Balance")
+        for stream in (False, True):
+            payload = {"model": "b", "messages": HELLO}
+            if stream:
+                payload["stream"] = True
+            st, h, j, raw = chat(g.port, payload)
+            assert st == 502, (stream, st, raw)
+            e = error_shape(j)
+            assert e["code"] == "upstream_payment_required" and e["type"] == "upstream_error", e
+            for part in ("model 'b'", "402", "'Insufficient Balance'"):
+                assert part in e["message"], (part, e["message"])
+        logs = [l for l in g.log_lines() if l.get("model") == "b"]
+        assert logs and logs[-1]["status"] == 502, logs
+        assert logs[-1]["error"] == "upstream_payment_required", logs
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
+        assert h["x-llmroute-attempts"] == "2", h
+        stop(g)
+    check("an upstream's 402: auth, falls back; else 502 upstream_payment_required quoting it",
+          upstream_out_of_credit)
 
     def upstream_request_timeout():
         # An upstream's 408 says it waited too long for the gateway's request,

@@ -26,6 +26,7 @@ static void statuses_map_to_classes(void **state)
     assert_int_equal(rs_class_of_status(403, NULL, 0, NULL), RS_AUTH);
     /* A proxy on the way wants credentials: not the request's fault. */
     assert_int_equal(rs_class_of_status(407, NULL, 0, NULL), RS_AUTH);
+    assert_int_equal(rs_class_of_status(402, NULL, 0, NULL), RS_AUTH);
     assert_int_equal(rs_class_of_status(404, NULL, 0, NULL), RS_NOT_FOUND);
     assert_int_equal(rs_class_of_status(408, NULL, 0, NULL), RS_TIMEOUT);
     assert_int_equal(rs_class_of_status(400, ctx, strlen(ctx), NULL), RS_CONTEXT_LENGTH);
@@ -58,7 +59,7 @@ static void missing_endpoint_or_model_blames_no_model(void **state)
 
 /* An upstream's error answer goes to the client as it came, but for those
  * that speak of the gateway's own exchange with the upstream: a redirect,
- * the gateway's credentials or proxy (401, 407), or a 408, which says the
+ * the gateway's credentials, credit or proxy (401, 402, 407), or a 408, which says the
  * upstream waited for the gateway's request, not that the client's was slow. */
 static void answers_of_the_gateways_exchange_are_not_relayed(void **state)
 {
@@ -74,6 +75,7 @@ static void answers_of_the_gateways_exchange_are_not_relayed(void **state)
     assert_false(rs_answer_relayed(408));
     assert_false(rs_answer_relayed(401));
     assert_false(rs_answer_relayed(407));
+    assert_false(rs_answer_relayed(402));
     assert_false(rs_answer_relayed(302));
     assert_false(rs_answer_relayed(200));
     assert_false(rs_answer_relayed(600));
