@@ -120,7 +120,7 @@ int main(int argc, char **argv)
         return finish_stdout(NULL, CLI_OK);
     }
     if (strcmp(argv[1], "--version") == 0)
-        return finish_stdout("version", cmd_version(1, argv + 1));
+        return finish_stdout("version", cmd_version(argc - 1, argv + 1));
     /* An import's report written to a pipe already closed (| head, a
      * reader gone) is a write error too, not a SIGPIPE that kills it
      * after records were stored (at the end, or between two files once

@@ -733,6 +733,7 @@ expect "--version" 0 "llmroute 0." "" -- "$BIN" --version
 expect "help" 0 "usage: llmroute <command>" "" -- "$BIN" help
 expect "version --help" 0 "usage: llmroute version" "" -- "$BIN" version --help
 expect "version with an argument" 2 "" "takes no arguments" -- "$BIN" version x
+expect "--version with an argument" 2 "" "takes no arguments" -- "$BIN" --version x
 expect "other short options stay unknown" 2 "" "unknown option '-x'" -- "$BIN" route -x
 expect "no command" 2 "" "usage: llmroute" -- "$BIN"
 
