@@ -490,7 +490,8 @@ class OpenAIEmbedder:
         where = "OpenAIEmbedder: "
         if not isinstance(base_url, str):
             raise _wrong_type(where + "base_url", "an http:// or https:// URL", base_url)
-        if not base_url.startswith(("http://", "https://")):
+        # The scheme in any case, as the config takes it (RFC 3986 3.1).
+        if not base_url[:8].lower().startswith(("http://", "https://")):
             raise _err(where + "base_url: expected an http:// or https:// URL, got %s"
                        % _short(base_url))
         if not isinstance(model, str):

@@ -306,6 +306,19 @@ class HttpEmbedderTest(SmartTestCase):
                                                        "dimensions": 32})
         self.assertNotIn("Authorization", self.server.requests[-1][1])
 
+    def test_a_base_url_scheme_is_taken_in_any_case_as_the_config_takes_it(self):
+        # The config (and so the command and the gateway) takes HTTP:// as
+        # http://; the embedder refused it, even one made from that config.
+        upper = "HTTP://" + self.server.base_url[len("http://"):]
+        self.assertEqual(llmroute.openai_embedder(upper, "mini")(["x"]), [hashed_vector("x")])
+        config = llmroute.Config(llmroute.config_from_llm_configs(MODELS, {
+            "strategy": "smart", "embedding": {"base_url": upper, "model": "mini"}}))
+        e = llmroute.OpenAIEmbedder.from_config(config)
+        self.assertEqual(e(["y"]), [hashed_vector("y")])
+        self.assertEqual(self.server.requests[-1][2], {"model": "mini", "input": ["y"]})
+        with self.assertRaises(llmroute.EmbedError):
+            llmroute.openai_embedder("HTTPX://" + upper[len("HTTP://"):], "mini")
+
     def test_texts_are_cut_to_max_input_chars_as_the_command_cuts_them(self):
         # Code points, as lr_embedding_input_len() counts UTF-8 characters:
         # a cut at 3 keeps "a\u00e9\U0001F600" whole, never half of one.
