@@ -849,10 +849,49 @@ static void write_head(struct hs_req *r, int status, const char *content_type, l
 
 static void process_input(struct hs_conn *c);
 
-/* Whether the input holds a whole request head (its body may still be due). */
+/* How many bytes the input starts with that are empty lines (CRLFs), which
+ * are no request (RFC 9112 section 2.2); *lone_cr tells whether a CR alone
+ * follows them at the input's end, the start of one more. */
+static size_t blank_prefix(struct evbuffer *in, int *lone_cr)
+{
+    size_t len = evbuffer_get_length(in), n = 0;
+    unsigned char two[2];
+    *lone_cr = 0;
+    while (n < len) {
+        struct evbuffer_ptr at;
+        evbuffer_ptr_set(in, &at, n, EVBUFFER_PTR_SET);
+        if (evbuffer_copyout_from(in, &at, two, len - n < 2 ? 1 : 2) < 1 || two[0] != '\r')
+            break;
+        if (len - n < 2) {
+            *lone_cr = 1;
+            break;
+        }
+        if (two[1] != '\n')
+            break;
+        n += 2;
+    }
+    return n;
+}
+
+/* Whether the input holds nothing but empty lines: no request has begun,
+ * so while draining the connection is as idle as one with no input. */
+static int input_blank(struct hs_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    int lone_cr;
+    size_t n = blank_prefix(in, &lone_cr);
+    return n + (size_t)lone_cr == evbuffer_get_length(in);
+}
+
+/* Whether the input holds a whole request head (its body may still be due).
+ * Empty lines before it are none: two of them are no head's end. */
 static int head_buffered(struct hs_conn *c)
 {
-    struct evbuffer_ptr p = evbuffer_search(bufferevent_get_input(c->bev), "\r\n\r\n", 4, NULL);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_ptr start, p;
+    int lone_cr;
+    evbuffer_ptr_set(in, &start, blank_prefix(in, &lone_cr), EVBUFFER_PTR_SET);
+    p = evbuffer_search(in, "\r\n\r\n", 4, &start);
     return p.pos >= 0;
 }
 
@@ -2186,10 +2225,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     }
     /* Likewise inside a head: some of it came, but not the empty line that
      * ends it (a client writing its request by hand that forgot it). It was
-     * dropped with no answer; an EOF with nothing begun still closes in
-     * silence (an idle keep-alive connection). */
+     * dropped with no answer; an EOF with nothing begun, or only empty
+     * lines, still closes in silence (an idle keep-alive connection). */
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state == C_HEAD &&
-        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 && !head_buffered(c)) {
+        !input_blank(c) && !head_buffered(c)) {
         c->peer_eof = 1;
         fail_request(c, 400, "the client's input ended inside the request head: no empty "
                              "line (CRLF CRLF) ended it");
@@ -2305,13 +2344,14 @@ void hs_server_stop_accepting(struct hs_server *srv)
         evtimer_del(srv->accept_resume);
     if (srv->cap_quiet)
         evtimer_del(srv->cap_quiet);
-    /* A connection between requests with nothing read is idle, unless an
-     * answer to it is still being written: that one is in flight too. It
-     * closes once written (then lingers, LINGER_MS at most, for the
-     * client's EOF), or at the shutdown deadline. */
+    /* A connection between requests with nothing read, or only empty lines
+     * (input_blank()), is idle, unless an answer to it is still being
+     * written: that one is in flight too. It closes once written (then
+     * lingers, LINGER_MS at most, for the client's EOF), or at the shutdown
+     * deadline. */
     for (c = srv->conns; c; c = next) {
         next = c->next;
-        if (c->state != C_HEAD || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        if (c->state != C_HEAD || !input_blank(c))
             continue;
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
             conn_free(c);

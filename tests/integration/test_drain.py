@@ -483,6 +483,44 @@ def head_cut_short_answers_400(gw_bin, fake_bin):
                          l.get("error") == why.decode()) == 2, 10, "the two refusals' lines")
 
 
+
+def blank_lines_do_not_hold_the_drain(gw_bin, fake_bin):
+    # Empty lines are no request (RFC 9112 section 2.2): a connection whose input holds
+    # nothing else is idle. A stream with two empty lines sent behind it, and an idle
+    # connection that has sent a lone CR; SIGTERM while the stream runs, with a 60 s
+    # shutdown_timeout_ms. The idle connection closes at once, the stream's when the
+    # stream ends, and the gateway exits 0 long before the deadline.
+    wd = workdir()
+    cfg = {"models": [{"name": "slow", "backend": "mock",
+                       "mock": {"chunks": 10, "chunk_delay_ms": 300}}],
+           "server": {"shutdown_timeout_ms": 60000, "idle_timeout_ms": 60000}}
+    gw = Gateway(gw_bin, wd, cfg, name="gw-blank-lines")
+    idle = socket.create_connection((HOST, gw.port), timeout=30)
+    idle.sendall(b"\r")
+    body = json.dumps({"model": "slow", "stream": True, "messages": HELLO}).encode()
+    s = socket.create_connection((HOST, gw.port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+              + body + b"\r\n\r\n")
+    got = b""
+    while b"data: " not in got:
+        b = s.recv(65536)
+        assert b, got
+        got += b
+    t0 = time.monotonic()
+    gw.signal(signal.SIGTERM)
+    rest = read_all(idle, 30)
+    assert rest == b"", rest  # closed in silence, not held (a timeout reads " EXC ...")
+    idle_s = time.monotonic() - t0
+    got += read_all(s, 30)
+    s.close()
+    idle.close()
+    assert gw.wait(30) == 0
+    assert idle_s < 10, idle_s  # not the 60 s deadline
+    assert time.monotonic() - t0 < 20, time.monotonic() - t0
+    assert b"data: [DONE]" in got and got.endswith(b"0\r\n\r\n"), got[-300:]
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -513,6 +551,9 @@ def main():
           gw_bin, fake_bin)
     check("a head whose client's input ends before its empty line gets 400 at once, logged; "
           "an input ending with nothing begun closes in silence", head_cut_short_answers_400,
+          gw_bin, fake_bin)
+    check("during a drain, a connection whose input is only empty lines (or a lone CR) is "
+          "idle: closed, not held to the deadline", blank_lines_do_not_hold_the_drain,
           gw_bin, fake_bin)
     finish()
 
