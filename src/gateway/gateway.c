@@ -519,14 +519,18 @@ static void handle(struct hs_req *req, void *arg)
     struct gw *gw = arg;
     const struct path_entry *e = NULL;
     char id[GW_REQUEST_ID_CAP], method[32], path[256];
+    /* The whole path decides, as in head_refuses(): the copy below is cut at
+     * 255 bytes, and a long id's sub-path (/cancel) would fall past the cut. */
+    const char *whole = hs_req_path(req);
     double t0 = gw_now();
     int status, refusal = 0;
 
-    /* Copies: the request is gone once it is answered, and the log comes after. */
+    /* Copies for the log and the messages: the request is gone once it is
+     * answered, and the log comes after. */
     snprintf(method, sizeof method, "%s", hs_req_method(req));
-    snprintf(path, sizeof path, "%s", hs_req_path(req));
+    snprintf(path, sizeof path, "%s", whole);
     gw_request_id(gw, req, id, sizeof id);
-    e = path_find(path);
+    e = path_find(whole);
     if (body_not_allowed(req)) {
         /* Its body was not read (head_refuses()): the connection closes. */
         hs_resp_header(req, "x-request-id", id);
@@ -570,10 +574,10 @@ static void handle(struct hs_req *req, void *arg)
             return; /* answered later; it logs its own line then */
         if (strcmp(path, "/metrics") == 0 || strcmp(path, "/health") == 0)
             return; /* scrapes and probes are not requests worth a line */
-    } else if (e && (!e->prefix || e->ep != EP_RESPONSES || gw_response_op_allow(path))) {
+    } else if (e && (!e->prefix || e->ep != EP_RESPONSES || gw_response_op_allow(whole))) {
         const char *allow = strcmp(e->method, "GET") == 0 ? "GET, HEAD" : e->method;
         if (e->prefix && e->ep == EP_RESPONSES)
-            allow = gw_response_op_allow(path);
+            allow = gw_response_op_allow(whole);
         hs_resp_header(req, "x-request-id", id);
         hs_resp_header(req, "Allow", allow);
         gw_send_error(req, 405, NULL, "method_not_allowed", "%s %s: method not allowed (use %s)",

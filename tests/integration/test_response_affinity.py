@@ -558,6 +558,22 @@ def main(bin_, fake_bin):
     check("a request about an id with a method or path it does not take is answered on its "
           "head, with that path's Allow", refused_on_the_head)
 
+    def long_paths_answered_by_their_whole_path():
+        # Paths over 255 bytes: the sub-path after a long id decides, as for a short one.
+        g = gateway()
+        for method, path, status, allow in (
+                ("PUT", "/v1/responses/%s/cancel" % ("a" * 240), 405, "POST"),
+                ("PUT", "/v1/responses/%s/cancel" % ("a" * 241), 405, "POST"),
+                ("PUT", "/v1/responses/%s/input_items" % ("a" * 300), 405, "GET, HEAD"),
+                ("PUT", "/v1/responses/%s" % ("a" * 300), 405, "GET, HEAD, DELETE"),
+                ("PUT", "/v1/responses/%s/other" % ("a" * 241), 404, None),
+                ("GET", "/v1/responses/%s/other" % ("a" * 241), 404, None)):
+            st, h, raw = request(g.port, method, path)
+            assert st == status and h.get("allow") == allow, (method, len(path), st, h, raw)
+    check("a request about a long id (a path over 255 bytes) is answered by its whole path: "
+          "405 with its sub-path's Allow, 404 for an unknown sub-path",
+          long_paths_answered_by_their_whole_path)
+
     finish()
 
 
