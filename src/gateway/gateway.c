@@ -401,6 +401,10 @@ static const struct path_entry paths[] = {
 };
 #define N_PATHS (sizeof paths / sizeof paths[0])
 
+/* What OPTIONS * answers in Allow: every method of the table above, HEAD
+ * (served wherever GET is) and OPTIONS itself (for "*"). */
+#define SERVER_METHODS "GET, HEAD, POST, DELETE, OPTIONS"
+
 /* Compare without leaking where the first difference is. */
 static int key_equals(const char *a, const char *b)
 {
@@ -539,6 +543,19 @@ static void handle(struct hs_req *req, void *arg)
                       "over 0, or chunked), which was not read",
                       method);
         gw_log_answered(gw, id, method, path, 400, gw_error_sent(1), t0);
+        return;
+    }
+    if (strcmp(whole, "*") == 0) {
+        /* OPTIONS * (httpd.c takes the asterisk-form for OPTIONS alone):
+         * the server as a whole, RFC 9110 section 9.3.7. Its Allow names
+         * every method the paths table takes somewhere, HEAD wherever GET
+         * is, and OPTIONS for this target; no key is asked, as the list is
+         * what any 405 tells. Its body, if one was announced, is unread
+         * (head_refuses() found no entry), so the connection closes. */
+        hs_resp_header(req, "x-request-id", id);
+        hs_resp_header(req, "Allow", SERVER_METHODS);
+        hs_respond(req, 200, NULL, "", 0);
+        gw_log_answered(gw, id, method, path, 200, NULL, t0);
         return;
     }
     if (e && method_ok(e, method))

@@ -1185,6 +1185,13 @@ static int parse_head(struct hs_req *r, const char **why)
             return 400;
         }
         r->target = *slash == '/' ? slash : "/";
+    } else if (strcmp(p, "*") == 0) {
+        /* The asterisk-form, RFC 9112 section 3.2.4: the server as a whole,
+         * asked about by OPTIONS and no other method. Its path is "*". */
+        if (strcmp(r->method, "OPTIONS") != 0) {
+            *why = "the request target * (the asterisk-form) is for OPTIONS alone";
+            return 400;
+        }
     } else if (p[0] != '/') {
         *why = "the request target must be an absolute path or an absolute URI";
         return 400;

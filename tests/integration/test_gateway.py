@@ -1039,6 +1039,28 @@ def errors(gw_bin, fake_bin):
         still_serving(gw, auth)
     check("the absolute-form of a request target is served", absolute_form)
 
+    def options_asterisk():
+        # RFC 9112 3.2.4: "OPTIONS *" asks about the server as a whole. It
+        # was 400 "must be an absolute path". 200 with the methods the
+        # gateway serves somewhere in Allow and Content-Length: 0 (RFC 9110
+        # 9.3.7), with no key (it tells nothing a 405 does not), keep-alive.
+        raw = raw_exchange(port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"OPTIONS * HTTP/1.0\r\n\r\n")
+        first, _, second = raw.partition(b"\r\n\r\n")
+        first += b"\r\n"
+        assert status_of(first) == 200, raw[:300]
+        assert b"\r\nAllow: GET, HEAD, POST, DELETE, OPTIONS\r\n" in first, first
+        assert b"\r\nContent-Length: 0\r\n" in first, first
+        assert b"Connection: close" not in first, first
+        assert status_of(second) == 200 and b"Connection: close" in second, raw  # 1.0 closes
+        # Only OPTIONS takes the asterisk-form.
+        for method in (b"GET", b"POST", b"DELETE"):
+            raw = raw_exchange(port, method + b" * HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert status_of(raw) == 400 and b"OPTIONS alone" in raw, (method, raw[:300])
+        still_serving(gw, auth)
+    check("OPTIONS * (the asterisk-form) is answered 200 with the server's methods in Allow",
+          options_asterisk)
+
     def every_answer_dated():
         # RFC 9110 section 6.6.1: an origin server with a clock sends Date in
         # every 2xx, 3xx and 4xx response; the gateway sent none. Its own
