@@ -205,24 +205,13 @@ const char *embed_http_url(const struct embed_http *c)
  * or {"error": "..."} (Ollama, TEI), {"message"} (vLLM), {"detail"}. */
 static void server_message(const struct answer *a, char *buf, size_t cap)
 {
-    json_t *root = a->n ? json_loadb(a->p, a->n, 0, NULL) : NULL;
-    const json_t *e = root ? json_object_get(root, "error") : NULL;
-    const char *msg = NULL;
-
-    if (json_is_object(e))
-        e = json_object_get(e, "message");
-    if (json_is_string(e))
-        msg = json_string_value(e);
-    else if (root && json_is_string(json_object_get(root, "message")))
-        msg = json_string_value(json_object_get(root, "message"));
-    else if (root && json_is_string(json_object_get(root, "detail")))
-        msg = json_string_value(json_object_get(root, "detail"));
-    if (msg)
-        snprintf(buf, cap, "%s", msg);
-    else if (a->n)
-        snprintf(buf, cap, "%.200s", a->p);
-    else
-        snprintf(buf, cap, "(empty body)");
+    /* The gateway's fetch (embedq.c) reads the same shapes. */
+    if (!gw_embed_error_message(a->p, a->n, buf, cap)) {
+        if (a->n)
+            snprintf(buf, cap, "%.200s", a->p);
+        else
+            snprintf(buf, cap, "(empty body)");
+    }
     /* Printed on a terminal: a control character is a blank, a byte that
      * starts no UTF-8 character (or one cut at the cap) a '?'. */
     for (unsigned char *p = (unsigned char *)buf; *p;) {
@@ -233,7 +222,6 @@ static void server_message(const struct answer *a, char *buf, size_t cap)
             *p = '?';
         p += len ? len : 1;
     }
-    json_decref(root);
 }
 
 static char *request_body(const struct embed_http *c, const char *const *texts, size_t n)

@@ -9,7 +9,8 @@
  * {router.embedding.base_url}/embeddings, the answer capped at 8 MB, checked
  * (JSON, one item in data, index 0, its embedding an array of numbers, of
  * the store's dimension once it has one; a 200 that is an error object
- * quotes its message) and handed over. A redirect is
+ * quotes its message, and so does any other status, in the shapes the
+ * CLI's embed_http.c reads, else its body) and handed over. A redirect is
  * never followed: it fails the fetch with a message naming the status, the
  * Location and the key to fix. An answer past the cap stops the transfer
  * and fails it as too large.
@@ -158,6 +159,39 @@ int gw_vector_has_direction(const float *v, size_t n)
     return s > 0.0 && isfinite(s);
 }
 
+int gw_embed_error_message(const char *body, size_t len, char *buf, size_t cap)
+{
+    json_t *root = body && len ? json_loadb(body, len, 0, NULL) : NULL;
+    const json_t *e = json_object_get(root, "error");
+    const char *msg = NULL;
+    size_t n;
+
+    if (cap)
+        buf[0] = '\0';
+    if (json_is_object(e))
+        e = json_object_get(e, "message");
+    if (json_is_string(e))
+        msg = json_string_value(e);
+    else if (json_is_string(json_object_get(root, "message")))
+        msg = json_string_value(json_object_get(root, "message"));
+    else if (json_is_string(json_object_get(root, "detail")))
+        msg = json_string_value(json_object_get(root, "detail"));
+    if (!msg || cap == 0) {
+        json_decref(root);
+        return 0;
+    }
+    n = strlen(msg);
+    if (n >= cap) { /* cut before a continuation byte, so between characters */
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)msg[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(buf, msg, n);
+    buf[n] = '\0';
+    json_decref(root);
+    return 1;
+}
+
 /* The vector from an OpenAI-shaped embeddings answer to one input; 0, or
  * -1 with why. The answer must be JSON with exactly one item in "data",
  * index 0 (when given), in the words of the CLI's remote embedder client
@@ -279,11 +313,15 @@ static void embed_done(void *arg, enum up_error err, const char *message)
                 "decode (it asks for identity)",
                 e->status, e->encoding);
     else if (e->status != 200) {
-        /* Its first 200 bytes, not cut inside a character. */
+        /* An error object's message, as the CLI names it (embed_http.c);
+         * any other body's first 200 bytes, not cut inside a character. */
+        char msg[201];
         size_t n = e->len < 200 ? e->len : 200;
         while (n < e->len && n > 0 && ((unsigned char)e->resp[n] & 0xC0) == 0x80)
             n--;
-        if (e->len == 0)
+        if (gw_embed_error_message(e->resp, e->len, msg, sizeof msg))
+            set_why(e, " answered %ld: %s", e->status, msg);
+        else if (e->len == 0)
             set_why(e, " answered %ld: (empty body)", e->status);
         else
             set_why(e, " answered %ld: %.*s", e->status, (int)n, e->resp);

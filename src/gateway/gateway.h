@@ -465,6 +465,13 @@ void gw_redirect_phrase(char *dst, size_t cap, const char *location);
  * clients of an embedding server (embedq.c, the CLI's embed_http.c) refuse
  * it as the server's. */
 int gw_vector_has_direction(const float *v, size_t n);
+/* The message of an embedding server's error answer, in the shapes both
+ * its clients read (embedq.c, the CLI's embed_http.c): OpenAI's
+ * {"error": {"message"}}, {"error": "..."} (Ollama, TEI), {"message"}
+ * (vLLM), {"detail"}. Copied into buf (cap bytes with the NUL), cut between
+ * UTF-8 characters when longer. Returns 1, or 0 (buf left empty) when body
+ * is no such object: the caller quotes the body itself. */
+int gw_embed_error_message(const char *body, size_t len, char *buf, size_t cap);
 /* The default type and code for a status. */
 const char *gw_error_type(int status);
 /* The type for an answer of this status and code (code may be NULL). */

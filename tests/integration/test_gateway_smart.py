@@ -629,9 +629,10 @@ def dense(bin_, fake_bin):
           "gone during the fetches is logged 499", route_endpoint_embedder_fails)
 
     def embedder_error_quoted_exactly():
-        # The embedder's error body is quoted as it came, and nothing after it:
-        # after some good answers the gateway's heap holds their bytes, and a
-        # body printed past its end showed them.
+        # The embedder's error object is named by its message, as the CLI
+        # names it (the 502 quoted the raw body, braces and all), and
+        # nothing after it: after some good answers the gateway's heap holds
+        # their bytes, and a body printed past its end showed them.
         try:
             fake.scenario("ok")
             for i in range(20):
@@ -642,17 +643,17 @@ def dense(bin_, fake_bin):
             st, _, want = request(fake.port, "POST", "/v1/embeddings",
                                   json.dumps({"model": "embed-small", "input": ["q"]}),
                                   {"x-fake-scenario": spec})
-            assert st == 500, (st, want)
+            assert st == 500 and json.loads(want)["error"]["message"] == "x", (st, want)
             fake.scenario(spec)
             st, _, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 1 plus 2?")})
             err = error_shape(j)
             assert st == 502 and err["code"] == "embedding_failed", (st, err)
-            assert err["message"].endswith("(router.embedding) answered 500: " + want.decode()), \
+            assert err["message"] == "the embedding server (router.embedding) answered 500: x", \
                 (err["message"], want)
         finally:
             fake.scenario("ok")
-    check("an embedder's error body is quoted exactly in the 502 embedding_failed",
-          embedder_error_quoted_exactly)
+    check("an embedder's error object is named by its message, exactly, in the 502 "
+          "embedding_failed", embedder_error_quoted_exactly)
 
     def records(port):
         st, _, body = request(port, "GET", "/health")
@@ -1635,6 +1636,44 @@ def dense_edges(bin_, fake_bin):
             emb.status, emb.answer = 200, json.dumps(Embedder.GOOD).encode()
     check("an embedder's error body: an empty one said so, a long one cut between "
           "characters", error_bodies_quoted_whole)
+
+    def error_messages_named_as_the_cli_names_them():
+        # The shapes of error the CLI's embedder client reads (embed_http.c):
+        # OpenAI's {"error": {"message"}}, {"error": "..."} (Ollama, TEI),
+        # {"message"} (vLLM), {"detail"}; any other body is quoted as it came.
+        cases = [({"error": {"message": "model 'e' is overloaded", "type": "server_error"}},
+                  "model 'e' is overloaded"),
+                 ({"error": "model \"e\" not found, try pulling it first"},
+                  'model "e" not found, try pulling it first'),
+                 ({"object": "error", "message": "The model `e` does not exist."},
+                  "The model `e` does not exist."),
+                 ({"detail": "Not Found"}, "Not Found"),
+                 ({"error": {"code": 7}}, '{"error": {"code": 7}}'),
+                 ({"status": "down"}, '{"status": "down"}')]
+        try:
+            for body, words in cases:
+                emb.status, emb.answer = 503, json.dumps(body).encode()
+                before = records(gs)
+                for path, req in (("/v1/feedback", {"query": "What is 4 plus 4?",
+                                                    "model": "cheapo", "correctness": 1,
+                                                    "output_tokens": 2}),
+                                  ("/v1/route", {"queries": [{"query": "What is 4 plus 4?"}],
+                                                 "strategy": "smart", "models": pair})):
+                    st, j = answer(gs, path, req)
+                    assert st == 502 and j["code"] == "embedding_failed", (path, body, st, j)
+                    assert j["message"] == ("the embedding server (router.embedding) answered "
+                                            "503: " + words), (path, body, j)
+                assert records(gs) == before, body
+            # A long message is cut between characters, as a raw body is.
+            emb.answer = json.dumps({"error": {"message": "y" * 199 + "\u00e9t\u00e9"}}).encode()
+            st, j = answer(gs, "/v1/route", {"queries": [{"query": "What is 4 plus 4?"}],
+                                             "strategy": "smart", "models": pair})
+            assert st == 502 and j["message"].endswith("answered 503: " + "y" * 199), (st, j)
+        finally:
+            emb.status, emb.answer = 200, json.dumps(Embedder.GOOD).encode()
+    check("an embedder's error answer is named by its message in the words the CLI reads "
+          "(error.message, error, message, detail), any other body quoted as it came",
+          error_messages_named_as_the_cli_names_them)
 
     def error_object_with_200_is_named():
         # As some proxies answer a quota or a rate limit: the message is the
