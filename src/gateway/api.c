@@ -716,22 +716,28 @@ static int route_names_known(struct hs_req *req, const struct lr_config *cfg,
 }
 
 /* 0, or the status of the 400 sent for the first query whose candidates name
- * a model twice, in the words of the library's refusal (router.c) as a
- * route over a built-in store answers it: called when vectors are to be
- * fetched, before any is, so that the caller's slip costs no fetch and is
- * not turned into a 502 by an embedder down. */
+ * a model twice, in the words of the library's refusal (router.c), with the
+ * `param` of the list that names it (`models` or `queries[i].models`, as a
+ * chat's refusal names `models`): checked on the loop for every strategy,
+ * before models full or open are left out (which could drop both copies)
+ * and before any vector is fetched, so that the caller's slip costs no
+ * fetch and is not turned into a 502 by an embedder down. */
 static int route_names_once(struct hs_req *req, const struct lr_config *cfg,
-                            const struct lr_request *reqs, size_t n)
+                            const struct lr_request *reqs, size_t n, const char **names)
 {
-    char msg[400];
+    char param[64], msg[400];
     for (size_t i = 0; i < n; i++) {
         int a = reqs[i].models ? gw_repeated_candidate(cfg, reqs[i].models, reqs[i].n_models)
                                : -1;
         if (a < 0)
             continue;
+        if (reqs[i].models == names)
+            snprintf(param, sizeof param, "models");
+        else
+            snprintf(param, sizeof param, "queries[%zu].models", i);
         snprintf(msg, sizeof msg, "query %zu: model '%s' is listed twice among the candidates",
                  i, lr_config_model(cfg, (size_t)a)->name);
-        return refuse(req, 400, NULL, "routing_failed", msg);
+        return refuse(req, 400, param, "routing_failed", msg);
     }
     return 0;
 }
@@ -969,7 +975,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             reqs[i].n_models = n_names;
         }
     }
-    if ((status = route_names_known(req, conf->cfg, reqs, n, names)) != 0)
+    if ((status = route_names_known(req, conf->cfg, reqs, n, names)) != 0 ||
+        (status = route_names_once(req, conf->cfg, reqs, n, names)) != 0)
         goto out;
     if (batch && strcmp(lr_router_strategy(router), "smart") == 0 &&
         (status = batch_prices(req, conf->cfg, reqs, n, names)) != 0)
@@ -1033,9 +1040,6 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
                 reqs[i].n_models = n_names;
     }
     if ((status = route_needs_text(gw, req, conf, router, reqs, n)) != 0)
-        goto out;
-    if (route_fetch_count(conf, router, reqs, n) > 0 &&
-        (status = route_names_once(req, conf->cfg, reqs, n)) != 0)
         goto out;
     job = calloc(1, sizeof *job);
     if (!job) {

@@ -1181,6 +1181,11 @@ def breaker(gw_bin, fake_bin):
              "models": ["b", "c"]}))
         assert st == 200, body
         assert [a["model"] for a in json.loads(body)["assignments"]] == ["c", "c"], body
+        # a list naming the open model twice is refused as when it is closed
+        # (leaving b out made it ["c"], routed)
+        st, _, body = request(g.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "x", "models": ["b", "b", "c"]}], "strategy": "sequential"}))
+        assert st == 400 and json.loads(body)["error"]["param"] == "queries[0].models", body
         # after the cooldown (600 ms): half-open; a failing probe reopens it
         wait_for(lambda: health(g, "b")["breaker"] == "half_open", 3, "half-open")
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})

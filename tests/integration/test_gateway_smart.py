@@ -1530,25 +1530,30 @@ def dense_edges(bin_, fake_bin):
     def repeated_candidate_refused_before_any_fetch():
         # A model listed twice among a request's candidates is answered as over
         # a built-in store, and no vector is fetched first: one was, and with
-        # the embedder down the answer was 502 embedding_failed.
+        # the embedder down the answer was 502 embedding_failed. The answer's
+        # param is the list that names it, as a chat's is "models" (a
+        # /v1/route refusal had none).
         repeated = [
             ("/v1/route", {"queries": [{"query": "What is 1 plus 2?"},
                                        {"query": "hello", "models": ["cheapo", "smarty",
                                                                      "cheapo"]}],
-                           "strategy": "smart"}),
+                           "strategy": "smart"}, "queries[1].models"),
             ("/v1/route", {"queries": [{"query": "What is 1 plus 2?"}],
                            "models": ["smarty", "smarty"], "strategy": "smart",
-                           "batch": True}),
+                           "batch": True}, "models"),
+            ("/v1/route", {"queries": [{"query": "hello", "models": ["cheapo", "cheapo"]}],
+                           "strategy": "sequential"}, "queries[0].models"),
             ("/v1/chat/completions", {"models": ["cheapo", "cheapo"],
                                       "route": {"strategy": "smart"},
-                                      "messages": ASK("What is 1 plus 2?")}),
+                                      "messages": ASK("What is 1 plus 2?")}, "models"),
             ("/v1/chat/completions", {"model": "auto", "models": ["smarty", "cheapo", "smarty"],
-                                      "messages": ASK("What is 1 plus 2?")}),
+                                      "messages": ASK("What is 1 plus 2?")}, "models"),
         ]
-        for path, body in repeated:
+        for path, body, param in repeated:
             want = answer(gt, path, body)
             assert want[0] == 400 and "is listed twice among the candidates" in \
                 want[1]["message"], (path, body, want)
+            assert want[1]["param"] == param, (path, body, want)
             for g in (gd, gx):
                 n = fetches()
                 got = answer(g, path, body)
