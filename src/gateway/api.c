@@ -398,8 +398,15 @@ struct route_job {
 
 static void route_job_free(struct route_job *j)
 {
-    for (size_t i = 0; j->fetch && i < j->n_fetch; i++)
-        gw_embed_cancel(j->fetch[i].embed);
+    /* Fetches still in flight are cancelled for a client gone (req NULL),
+     * else abandoned: another fetch failed and is counted, and the batch
+     * needs none of theirs (as "cancelled" they would read as clients gone). */
+    for (size_t i = 0; j->fetch && i < j->n_fetch; i++) {
+        if (j->req)
+            gw_embed_abandon(j->fetch[i].embed);
+        else
+            gw_embed_cancel(j->fetch[i].embed);
+    }
     for (size_t i = 0; j->vecs && i < j->n; i++)
         free(j->vecs[i]);
     free(j->fetch);

@@ -25,7 +25,8 @@
  * callback, so it may free whatever it likes (the request, its exchange).
  * The fetch frees itself after the callback; gw_embed_cancel before that
  * aborts it and no callback runs (a fetch aborted in flight is counted as
- * class "cancelled" in llmroute_embedder_fetches_total).
+ * class "cancelled" in llmroute_embedder_fetches_total); gw_embed_abandon
+ * aborts one the gateway no longer needs, counted nowhere.
  *
  * Threads: the event loop thread only.
  */
@@ -407,4 +408,10 @@ void gw_embed_cancel(struct gw_embed *e)
     if (e->xfer && !e->too_big)
         metrics_count_embed_cancelled(e->metrics);
     embed_free(e);
+}
+
+void gw_embed_abandon(struct gw_embed *e)
+{
+    if (e)
+        embed_free(e);
 }

@@ -512,8 +512,13 @@ typedef void (*gw_embed_fn)(void *arg, float *vec, size_t dim, const struct gw_e
  * memory (no callback will run). */
 struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const char *text,
                                 gw_embed_fn done, void *arg);
-/* Abort a fetch whose callback has not run; no callback will. NULL is a no-op. */
+/* Abort a fetch whose callback has not run; no callback will. NULL is a no-op.
+ * For a client gone: a fetch in flight is counted as class "cancelled". */
 void gw_embed_cancel(struct gw_embed *e);
+/* The same, counting nothing: the gateway stops a fetch whose answer it no
+ * longer needs (a /v1/route batch whose other fetch failed, and whose
+ * failure is the one counted). */
+void gw_embed_abandon(struct gw_embed *e);
 
 /* ==== Work off the loop (offload.c) ==== */
 

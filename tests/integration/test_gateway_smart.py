@@ -584,13 +584,22 @@ def dense(bin_, fake_bin):
 
     def embedder_fails_then_client_goes():
         # The second fetch fails: 502 with the embedder's words, as a chat
-        # gets; the batch's other fetches stop.
+        # gets; the batch's other fetches stop. They are not counted as
+        # cancelled, which says a client went away (seven were, here).
+        cancelled = 'llmroute_embedder_fetches_total{class="cancelled"}'
+        m0 = gw.metrics()
         fake.scenario("every=2;fail_status=500;message=embedder%20broke")
         st, h, body = request(gw.port, "POST", "/v1/route", json.dumps(
             {"queries": [{"query": "What is %d plus 1?" % i} for i in range(20)],
              "strategy": "smart", "models": ["cheapo", "smarty"], "batch": True}))
         err = json.loads(body)["error"]
         assert st == 502 and err["code"] == "embedding_failed", (st, err)
+        m = gw.metrics()
+        assert m.get(cancelled, 0) == m0.get(cancelled, 0), (m.get(cancelled), m0.get(cancelled))
+        # (Each failed fetch that ended before the answer counts: one, or
+        # more that came back in the same turn of the loop.)
+        assert m['llmroute_embedder_fetches_total{class="server_error"}'] > \
+            m0.get('llmroute_embedder_fetches_total{class="server_error"}', 0), m
         assert "(router.embedding) answered 500" in err["message"], err
         assert "embedder broke" in err["message"], err
         assert str(fake.port) not in err["message"], err
