@@ -1531,7 +1531,13 @@ static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
                  param);
         status = refuse(req, 400, param, "invalid_value", msg);
     } else if (!json_is_string(q) || json_string_length(q) == 0) {
-        status = refuse(req, 400, "query", q ? "invalid_type" : "missing_required_parameter",
+        /* The codes as elsewhere: invalid_type for a member of the wrong
+         * JSON type, invalid_value for the right type holding a value
+         * refused (as /v1/route's queries[i].input_tokens). */
+        status = refuse(req, 400, "query",
+                        !q                   ? "missing_required_parameter"
+                        : json_is_string(q) ? "invalid_value"
+                                            : "invalid_type",
                         "query: expected a non-empty string");
     } else if (lr_record_check_query(json_string_value(q), json_string_length(q), &nerr)) {
         /* The record's own limits (its size cap), checked here rather than
@@ -1545,14 +1551,21 @@ static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
                  json_string_value(m));
         status = refuse(req, 404, "model", "model_not_found", msg);
     } else if (lr_record_check_number(LR_CORRECTNESS, correctness, "correctness", &nerr)) {
-        status = refuse(req, 400, "correctness", c ? "invalid_value" : "missing_required_parameter",
+        status = refuse(req, 400, "correctness",
+                        !c                                         ? "missing_required_parameter"
+                        : json_is_number(c) || json_is_boolean(c) ? "invalid_value"
+                                                                   : "invalid_type",
                         nerr.message);
     } else if (lr_record_check_number(LR_OUTPUT_TOKENS, out_tokens, "output_tokens", &nerr)) {
         status = refuse(req, 400, "output_tokens",
-                        ot ? "invalid_value" : "missing_required_parameter", nerr.message);
+                        !ot                  ? "missing_required_parameter"
+                        : json_is_number(ot) ? "invalid_value"
+                                             : "invalid_type",
+                        nerr.message);
     } else if (it && !json_is_null(it) &&
                lr_record_check_number(LR_INPUT_TOKENS, in_value, "input_tokens", &nerr)) {
-        status = refuse(req, 400, "input_tokens", "invalid_value", nerr.message);
+        status = refuse(req, 400, "input_tokens",
+                        json_is_number(it) ? "invalid_value" : "invalid_type", nerr.message);
     } else {
         if (it && !json_is_null(it))
             in_tokens = (long)in_value;

@@ -295,9 +295,31 @@ def main(bin_):
             err = json.loads(resp)["error"]
             assert st == want and err["param"] == param, (body, st, err)
             assert err["message"], err
+        # The code says what is wrong, as everywhere else (and as /v1/route's
+        # queries[i].input_tokens): invalid_type for a member of the wrong
+        # JSON type, invalid_value for the right type with a value refused.
+        # It was the other way round for an empty query, a string
+        # correctness, output_tokens or input_tokens.
+        good = {"query": "q", "model": "cheapo", "correctness": 1, "output_tokens": 1}
+        codes = [({"query": ""}, "query", "invalid_value"),
+                 ({"query": 5}, "query", "invalid_type"),
+                 ({"correctness": "yes"}, "correctness", "invalid_type"),
+                 ({"correctness": 2}, "correctness", "invalid_value"),
+                 ({"output_tokens": "3"}, "output_tokens", "invalid_type"),
+                 ({"output_tokens": -1}, "output_tokens", "invalid_value"),
+                 ({"input_tokens": "4"}, "input_tokens", "invalid_type"),
+                 ({"input_tokens": 2.5}, "input_tokens", "invalid_value")]
+        for change, param, code in codes:
+            st, _, resp = request(gw.port, "POST", "/v1/feedback",
+                                  json.dumps(dict(good, **change)))
+            err = json.loads(resp)["error"]
+            assert st == 400 and err["param"] == param and err["code"] == code, (change, st, err)
+        st, _, resp = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "q", "input_tokens": "4"}]}))
+        assert json.loads(resp)["error"]["code"] == "invalid_type", resp
         assert records() == before
-    check("bad feedback is refused naming the field and stores nothing",
-          bad_feedback_changes_nothing)
+    check("bad feedback is refused naming the field and stores nothing; its code says "
+          "whether the type or the value is wrong", bad_feedback_changes_nothing)
 
     def feedback_refuses_an_unknown_member():
         # "input_token" for input_tokens was dropped without a word and the
