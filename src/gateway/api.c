@@ -1547,9 +1547,18 @@ static int feedback_check(struct gw *gw, struct hs_req *req, const char *id)
         status = refuse(req, 400, "model", m ? "invalid_type" : "missing_required_parameter",
                         "model: expected a model name");
     } else if (lr_config_model_index(gw->conf->cfg, json_string_value(m)) < 0) {
-        snprintf(msg, sizeof msg, "model '%.200s' is not a configured model",
-                 json_string_value(m));
-        status = refuse(req, 404, "model", "model_not_found", msg);
+        /* Quoted as names are (gw_name_shown), and a route's said to be
+         * one, as /v1/route says it (route_names_known()). */
+        char shown[GW_NAME_SHOWN_CAP], said[GW_NAME_SHOWN_CAP + 256];
+        gw_name_shown(json_string_value(m), shown, sizeof shown);
+        if (lr_config_route_index(gw->conf->cfg, json_string_value(m)) >= 0)
+            snprintf(said, sizeof said,
+                     "model '%s' is a route, not a model: a feedback names the configured "
+                     "model that answered (the x-llmroute-model header of its answer)",
+                     shown);
+        else
+            snprintf(said, sizeof said, "model '%s' is not a configured model", shown);
+        status = refuse(req, 404, "model", "model_not_found", said);
     } else if (lr_record_check_number(LR_CORRECTNESS, correctness, "correctness", &nerr)) {
         status = refuse(req, 400, "correctness",
                         !c                                         ? "missing_required_parameter"

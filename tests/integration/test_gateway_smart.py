@@ -317,6 +317,17 @@ def main(bin_):
         st, _, resp = request(gw.port, "POST", "/v1/route", json.dumps(
             {"queries": [{"query": "q", "input_tokens": "4"}]}))
         assert json.loads(resp)["error"]["code"] == "invalid_type", resp
+        # A route's name is said to be one, as /v1/route says it (it was
+        # "model 'auto' is not a configured model"), and a name is quoted
+        # as names are, its control bytes escaped.
+        for name, words in (("auto", "model 'auto' is a route, not a model: a feedback names "
+                                     "the configured model that answered"),
+                            ("gpt\u0007'9", "model 'gpt\\x07\\'9' is not a configured model")):
+            st, _, resp = request(gw.port, "POST", "/v1/feedback",
+                                  json.dumps(dict(good, model=name)))
+            err = json.loads(resp)["error"]
+            assert st == 404 and err["param"] == "model", (name, st, err)
+            assert err["message"].startswith(words), (name, err)
         assert records() == before
     check("bad feedback is refused naming the field and stores nothing; its code says "
           "whether the type or the value is wrong", bad_feedback_changes_nothing)
