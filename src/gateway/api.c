@@ -5,7 +5,8 @@
  *   GET  /v1/models/M   one of them (OpenAI's models.retrieve)
  *   POST /v1/route      routing decisions without forwarding (AIOS's kernel asks,
  *                       then calls the model itself); models that are full or
- *                       whose breaker is open are left out, and the room left
+ *                       whose breaker admits nothing (open, or half-open with
+ *                       its probe in flight) are left out, and the room left
  *                       under max_concurrency is the batch optimizer's L_j
  *   POST /v1/feedback   an outcome for the history store
  * Each returns the status it answered with, for the dispatcher's log line.
@@ -306,7 +307,8 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
 
 /* Live load for /v1/route. Each model's room left under max_concurrency is
  * its batch capacity L_j (its configured capacity stays a ceiling); a model
- * that is full, or whose breaker is open, is not live. caps and live have one
+ * that is full, or whose breaker admits no attempt (open, or half-open with
+ * its probe in flight), is not live. caps and live have one
  * entry per configured model. Returns how many are live. */
 static size_t live_models(struct gw *gw, int *caps, int *live)
 {
@@ -325,7 +327,10 @@ static size_t live_models(struct gw *gw, int *caps, int *live)
             else if (caps[j] <= 0 || room < caps[j])
                 caps[j] = (int)room;
         }
-        if (ms && ms->breaker.state == RS_OPEN && now < ms->breaker.open_until)
+        /* Open, or half-open with its probe in flight: either way its
+         * breaker admits no attempt now (a chat naming it is refused
+         * circuit_open), so it is not offered. */
+        if (ms && rs_breaker_ready_in(&ms->breaker, now) > 0)
             live[j] = 0;
         n_live += (size_t)live[j];
     }

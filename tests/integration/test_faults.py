@@ -1191,10 +1191,22 @@ def breaker(gw_bin, fake_bin):
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
         assert st == 200 and w.stats("b") == 4 and h["x-llmroute-attempts"] == "2", h
         assert health(g, "b")["breaker"] == "open"
-        # the next probe succeeds: closed
-        w.set("b", "ok")
+        # the next probe succeeds: closed. While it is in flight b admits
+        # nothing more, and /v1/route leaves it out as when it is open (it
+        # assigned b, which a chat naming it was refused 503 circuit_open)
+        w.set("b", "delay_ms=500")  # under first_byte_ms
         wait_for(lambda: health(g, "b")["breaker"] == "half_open", 4, "half-open again")
-        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        probe = {}
+        t = threading.Thread(target=lambda: probe.update(
+            r=chat(g.port, {"model": "r", "messages": HELLO})))
+        t.start()
+        wait_for(lambda: health(g, "b")["in_flight"] == 1, 3, "the probe in flight")
+        st, _, body = request(g.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "x"}], "strategy": "sequential", "models": ["b", "c"]}))
+        assert st == 200, body
+        assert [a["model"] for a in json.loads(body)["assignments"]] == ["c"], body
+        t.join(10)
+        st, h, j, _ = probe["r"]
         assert st == 200 and h["x-llmroute-model"] == "b", h
         assert health(g, "b")["breaker"] == "closed"
         assert metric(g, 'llmroute_breaker_state{model="b"}') == 0
