@@ -1188,6 +1188,8 @@ def breaker(gw_bin, fake_bin):
         assert st == 400 and json.loads(body)["error"]["param"] == "queries[0].models", body
         # after the cooldown (600 ms): half-open; a failing probe reopens it
         wait_for(lambda: health(g, "b")["breaker"] == "half_open", 3, "half-open")
+        # no probe has gone yet: the metric says half-open too
+        assert metric(g, 'llmroute_breaker_state{model="b"}') == 2
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
         assert st == 200 and w.stats("b") == 4 and h["x-llmroute-attempts"] == "2", h
         assert health(g, "b")["breaker"] == "open"
