@@ -395,12 +395,10 @@ def attempts(gw_bin, fake_bin):
     check("3xx: never followed nor retried; 502 upstream_redirect naming status, Location "
           "and base_url (stream and not); a route falls back", redirect)
 
-    def upstream_key_refused():
-        # The upstream's 401 is about the gateway's key, not the client's: a
-        # 502 of the gateway's, without the upstream's message (OpenAI's
-        # quotes part of the key). A 403 is relayed as it came.
-        g = w.gateway(resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
-        w.set("b", "status=401;code=invalid_api_key;message=Incorrect%20API%20key%20provided:%20sk-SECRE****tream")
+    def answered_502(g, code, parts):
+        # Model b, streamed and not, answered 502 `code` of the gateway's,
+        # its message holding each of parts, and logged so; the raw bodies.
+        bodies = []
         for stream in (False, True):
             payload = {"model": "b", "messages": HELLO}
             if stream:
@@ -408,11 +406,22 @@ def attempts(gw_bin, fake_bin):
             st, h, j, raw = chat(g.port, payload)
             assert st == 502, (stream, st, raw)
             e = error_shape(j)
-            assert e["code"] == "upstream_auth_failed" and e["type"] == "upstream_error", e
-            assert "model 'b'" in e["message"] and "models[1].api_key_env" in e["message"], e
-            assert b"SECRE" not in raw, raw
+            assert e["code"] == code and e["type"] == "upstream_error", e
+            for part in parts:
+                assert part in e["message"], (part, e["message"])
+            bodies.append(raw)
         logs = [l for l in g.log_lines() if l.get("model") == "b"]
-        assert logs and logs[-1]["status"] == 502 and logs[-1]["error"] == "upstream_auth_failed", logs
+        assert logs and logs[-1]["status"] == 502 and logs[-1]["error"] == code, logs
+        return bodies
+
+    def upstream_key_refused():
+        # The upstream's 401 is about the gateway's key, not the client's: a
+        # 502 of the gateway's, without the upstream's message (OpenAI's
+        # quotes part of the key). A 403 is relayed as it came.
+        g = w.gateway(resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
+        w.set("b", "status=401;code=invalid_api_key;message=Incorrect%20API%20key%20provided:%20sk-SECRE****tream")
+        for raw in answered_502(g, "upstream_auth_failed", ("model 'b'", "models[1].api_key_env")):
+            assert b"SECRE" not in raw, raw
         w.set("b", "status=403;message=flagged%20by%20moderation")
         st, h, j, raw = chat(g.port, {"model": "b", "messages": HELLO})
         assert st == 403 and error_shape(j)["message"] == "flagged by moderation", (st, raw)
@@ -430,19 +439,7 @@ def attempts(gw_bin, fake_bin):
                                "fallbacks": ["c"]}],
                       resilience={"breaker": {"consecutive_failures": 0, "failure_rate": 0}})
         w.set("b", "status=402;message=Insufficient%20Balance")
-        for stream in (False, True):
-            payload = {"model": "b", "messages": HELLO}
-            if stream:
-                payload["stream"] = True
-            st, h, j, raw = chat(g.port, payload)
-            assert st == 502, (stream, st, raw)
-            e = error_shape(j)
-            assert e["code"] == "upstream_payment_required" and e["type"] == "upstream_error", e
-            for part in ("model 'b'", "402", "'Insufficient Balance'"):
-                assert part in e["message"], (part, e["message"])
-        logs = [l for l in g.log_lines() if l.get("model") == "b"]
-        assert logs and logs[-1]["status"] == 502, logs
-        assert logs[-1]["error"] == "upstream_payment_required", logs
+        answered_502(g, "upstream_payment_required", ("model 'b'", "402", "'Insufficient Balance'"))
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
         assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
         assert h["x-llmroute-attempts"] == "2", h
