@@ -17,10 +17,10 @@
  *     or as one no neighbour knows (aios: quality 0, so the cheapest
  *     first), not on whatever records a search for nothing returns. An
  *     empty one is refused ("smart routing needs the query text").
- *   - A predicted quality up to REQUIREMENT_SLACK below the requirement
- *     meets it: the store holds outcomes as 32-bit floats, and a neighbour's
- *     0.7 read back is 0.69999999, which must not fall short of a
- *     requirement of 0.7 (the router then took a model 60 times dearer).
+ *   - A predicted quality up to LR__SMART_QUALITY_SLACK (smart.h) below the
+ *     requirement meets it: the store holds outcomes as 32-bit floats, and a
+ *     neighbour's 0.7 read back is 0.69999999, which must not fall short of
+ *     a requirement of 0.7 (the router then took a model 60 times dearer).
  *   - Ties: among candidates meeting the requirement, equal cost goes to the
  *     earlier candidate (AIOS's min() does the same); among the rest, equal
  *     quality goes to the cheaper, then the earlier.
@@ -167,9 +167,6 @@ static int cmp_ranked(const void *pa, const void *pb)
     return (a->pos > b->pos) - (a->pos < b->pos);
 }
 
-/* LR__SMART_QUALITY_SLACK (smart.h), which the batch's alpha has too. */
-#define REQUIREMENT_SLACK LR__SMART_QUALITY_SLACK
-
 void lr__smart_order(const double *quality, const double *cost, size_t m, double requirement,
                      size_t *order)
 {
@@ -185,7 +182,7 @@ void lr__smart_order(const double *quality, const double *cost, size_t m, double
         r[j].q = quality[j];
         r[j].cost = cost[j];
         r[j].pos = j;
-        r[j].meets = !isnan(quality[j]) && quality[j] >= requirement - REQUIREMENT_SLACK;
+        r[j].meets = !isnan(quality[j]) && quality[j] >= requirement - LR__SMART_QUALITY_SLACK;
     }
     qsort(r, m, sizeof(*r), cmp_ranked);
     for (size_t j = 0; j < m; j++)

@@ -536,6 +536,43 @@ static void small_batches_reach_the_optimum_the_cheapest_bound_missed(void **sta
     assert_true(r.mean_quality >= e.mean_quality - 1e-9);
 }
 
+/* quality_slack lets a mean that far below alpha meet it (the smart
+ * strategy's 0.7 read back from a float as 0.69999999), in the solver's
+ * choice and in feasible alike; without it that mean misses alpha and the
+ * dearer model is taken. The message still names alpha itself. */
+static void quality_slack_lets_a_mean_just_below_alpha_meet_it(void **state)
+{
+    double q[4] = {(double)0.7f, 1.0, (double)0.7f, 1.0};
+    double c[4] = {1.0, 30.0, 1.0, 30.0};
+    int assign[2];
+    struct lr__opt_problem p = {2, 2, q, c, NULL, 0.7, 0.0, NULL, 0.0};
+    struct lr__opt_result r;
+    (void)state;
+
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), 0);
+    assert_true(r.total_cost == 31.0);
+    p.quality_slack = 1e-6;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), 0);
+    assert_int_equal(assign[0], 0);
+    assert_int_equal(assign[1], 0);
+    assert_true(r.feasible);
+    assert_true(r.total_cost == 2.0);
+    assert_int_equal(lr__optimize_exact(&p, &r, 1), 0);
+    assert_true(r.total_cost == 2.0);
+    /* More than the slack below: missed, and said against alpha 0.7. */
+    q[0] = q[2] = 0.69;
+    q[1] = q[3] = 0.69;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_int_equal(r.feasible, 0);
+    assert_non_null(strstr(r.message, "alpha 0.7 cannot be met"));
+}
+
 /* ==== Capacity-tight batches against an exact dynamic program ====
  *
  * Batches of 12 to 24 queries are too large for enumeration, so their
@@ -1088,43 +1125,6 @@ static void reached_figure_never_reads_as_meeting_the_bound(void **state)
 }
 
 /* ==== Costs far apart in scale ==== */
-
-/* quality_slack lets a mean that far below alpha meet it (the smart
- * strategy's 0.7 read back from a float as 0.69999999), in the solver's
- * choice and in feasible alike; without it that mean misses alpha and the
- * dearer model is taken. The message still names alpha itself. */
-static void quality_slack_lets_a_mean_just_below_alpha_meet_it(void **state)
-{
-    double q[4] = {(double)0.7f, 1.0, (double)0.7f, 1.0};
-    double c[4] = {1.0, 30.0, 1.0, 30.0};
-    int assign[2];
-    struct lr__opt_problem p = {2, 2, q, c, NULL, 0.7, 0.0, NULL, 0.0};
-    struct lr__opt_result r;
-    (void)state;
-
-    memset(&r, 0, sizeof r);
-    r.assign = assign;
-    assert_int_equal(lr__optimize_quality(&p, &r), 0);
-    assert_true(r.total_cost == 31.0);
-    p.quality_slack = 1e-6;
-    memset(&r, 0, sizeof r);
-    r.assign = assign;
-    assert_int_equal(lr__optimize_quality(&p, &r), 0);
-    assert_int_equal(assign[0], 0);
-    assert_int_equal(assign[1], 0);
-    assert_true(r.feasible);
-    assert_true(r.total_cost == 2.0);
-    assert_int_equal(lr__optimize_exact(&p, &r, 1), 0);
-    assert_true(r.total_cost == 2.0);
-    /* More than the slack below: missed, and said against alpha 0.7. */
-    q[0] = q[2] = 0.69;
-    q[1] = q[3] = 0.69;
-    memset(&r, 0, sizeof r);
-    r.assign = assign;
-    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
-    assert_int_equal(r.feasible, 0);
-    assert_non_null(strstr(r.message, "alpha 0.7 cannot be met"));
-}
 
 /* Every predicted quality 0 and costs of 1e18: the weight that breaks ties
  * in cost by quality, scaled by the largest cost over the largest quality
