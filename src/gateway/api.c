@@ -398,6 +398,9 @@ struct route_job {
     size_t n_fetch, next_fetch, in_flight, fetched;
     int fetching; /* fetching vectors: an abort ends the job at once */
     double t0;
+    /* The server's retry.deadline_ms from t0, a gw_now() time (0: none):
+     * the vectors must be in by then. */
+    double deadline;
     char id[GW_REQUEST_ID_CAP];
 };
 
@@ -540,13 +543,33 @@ static void route_fetch_failed(struct route_job *j, int status, const char *code
 
 static void route_got(void *arg, float *vec, size_t dim, const struct gw_embed_failure *fail);
 
+/* The deadline passed while the vectors were fetched: the answer a chat
+ * gets for the same (proxy.c's embed_got()); detail for the log line. */
+static void route_deadline_passed(struct route_job *j, const struct gw_embed_failure *f)
+{
+    char msg[300];
+    snprintf(msg, sizeof msg,
+             "retry.deadline_ms (%ld ms) passed while the queries' embeddings were fetched from "
+             "the embedding server (router.embedding)",
+             j->conf->set.policy.retry.deadline_ms);
+    hs_req_watch(j->req, NULL, NULL, NULL);
+    refuse(j->req, 504, NULL, "deadline_exceeded", msg);
+    gw_log_answered_msg(j->gw, j->id, "POST", "/v1/route", 504, "deadline_exceeded",
+                        f ? f->detail : msg, j->t0);
+    route_job_free(j);
+}
+
 /* Start fetches up to ROUTE_EMBED_PARALLEL in flight. 0, or -1 after
- * answering (out of memory; the job is freed). */
+ * answering (out of memory, or the deadline passed; the job is freed). */
 static int route_fetch_more(struct route_job *j)
 {
     while (j->in_flight < ROUTE_EMBED_PARALLEL && j->next_fetch < j->n_fetch) {
         struct route_fetch *f = &j->fetch[j->next_fetch];
-        f->embed = gw_embed_start(j->gw, j->conf, j->reqs[f->i].query, route_got, f);
+        if (j->deadline > 0 && gw_now() >= j->deadline) {
+            route_deadline_passed(j, NULL);
+            return -1;
+        }
+        f->embed = gw_embed_start(j->gw, j->conf, j->reqs[f->i].query, j->deadline, route_got, f);
         if (!f->embed) {
             route_fetch_failed(j, 500, "out_of_memory", "out of memory fetching the embedding",
                                NULL);
@@ -566,6 +589,10 @@ static void route_got(void *arg, float *vec, size_t dim, const struct gw_embed_f
 
     f->embed = NULL; /* the fetch frees itself */
     j->in_flight--;
+    if (!vec && fail->deadline_passed) {
+        route_deadline_passed(j, fail);
+        return;
+    }
     if (!vec) {
         route_fetch_failed(j, 502, "embedding_failed", fail->why, fail);
         return;
@@ -1075,6 +1102,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     job->n = n;
     job->batch = batch;
     job->t0 = gw_now();
+    if (conf->set.policy.retry.deadline_ms > 0)
+        job->deadline = job->t0 + (double)conf->set.policy.retry.deadline_ms / 1000;
     snprintf(job->id, sizeof job->id, "%s", id);
     lr_batch_options_init(&job->bo);
     job->bo.capacities = caps;
@@ -1418,7 +1447,7 @@ static int feedback_begin(struct gw *gw, struct hs_req *req, const char *id, con
         feedback_append(fb);
         return 0;
     }
-    fb->embed = gw_embed_start(gw, fb->conf, query, feedback_got, fb);
+    fb->embed = gw_embed_start(gw, fb->conf, query, 0, feedback_got, fb);
     if (!fb->embed) {
         int status;
         hs_req_watch(req, NULL, NULL, NULL);

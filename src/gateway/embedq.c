@@ -21,6 +21,12 @@
  * line's has both. The embedder's Retry-After (or retry-after-ms), when it
  * sent one, is handed on in whole seconds for the client's answer.
  *
+ * A fetch for a request with a deadline (retry.deadline_ms, from the
+ * request's start) gets what is left of it when that is less than
+ * router.embedding.timeout_ms: a slow embedder then fails the fetch at the
+ * deadline, and the failure says so (deadline_passed), for the caller's
+ * answer of an exceeded deadline.
+ *
  * The callback runs from a zero-delay timer, never inside the transfer's own
  * callback, so it may free whatever it likes (the request, its exchange).
  * The fetch frees itself after the callback; gw_embed_cancel before that
@@ -65,6 +71,8 @@ struct gw_embed {
     char encoding[UP_ENCODING_CAP]; /* a Content-Encoding other than identity */
     char retry_after[24];           /* the embedder's hint in whole seconds, or "" */
     int too_big;        /* the answer passed EMBED_RESP_CAP: the fetch has ended */
+    long deadline_left_ms;  /* the request's deadline cut the timeout to this, else 0 */
+    int deadline_passed;    /* and the fetch timed out at it */
     enum rs_class ok_class; /* a 200's error object's class (embed_parse), or RS_OK */
     float *vec;         /* the vector once parsed (handed to the callback) */
     size_t dim;
@@ -271,7 +279,8 @@ static void embed_later(evutil_socket_t fd, short what, void *arg)
 {
     struct gw_embed *e = arg;
     float *vec = e->vec;
-    struct gw_embed_failure f = {e->why, e->detail, e->retry_after[0] ? e->retry_after : NULL};
+    struct gw_embed_failure f = {e->why, e->detail, e->retry_after[0] ? e->retry_after : NULL,
+                                 e->deadline_passed};
     (void)fd;
     (void)what;
     e->vec = NULL; /* the callback owns it now */
@@ -290,7 +299,14 @@ static void embed_done(void *arg, enum up_error err, const char *message)
         return; /* failed, counted and answered already (embed_data) */
     if (e->too_big)
         ; /* its timer could not be set: answered now, counted already */
-    else if (err == UP_ETIMEOUT || err == UP_ECONNTIMEOUT) {
+    else if ((err == UP_ETIMEOUT || err == UP_ECONNTIMEOUT) && e->deadline_left_ms) {
+        /* Cut at the request's deadline, not at the embedder's own timeout. */
+        e->deadline_passed = 1;
+        set_why(e, " did not answer within the %ld ms left of the request's retry.deadline_ms",
+                e->deadline_left_ms);
+        snprintf(e->detail + strlen(e->detail), sizeof e->detail - strlen(e->detail), ": %s",
+                 message ? message : up_error_name(err));
+    } else if (err == UP_ETIMEOUT || err == UP_ECONNTIMEOUT) {
         set_why(e, " did not answer within %ld ms (router.embedding.timeout_ms)",
                 e->conf->embed->timeout_ms);
         snprintf(e->detail + strlen(e->detail), sizeof e->detail - strlen(e->detail), ": %s",
@@ -354,7 +370,7 @@ static void embed_done(void *arg, enum up_error err, const char *message)
 static const struct up_callbacks embed_cbs = {embed_head, embed_data, embed_done};
 
 struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const char *text,
-                                gw_embed_fn done, void *arg)
+                                double deadline, gw_embed_fn done, void *arg)
 {
     const struct lr_embedding_info *info = conf->embed;
     struct gw_embed *e = calloc(1, sizeof *e);
@@ -386,6 +402,15 @@ struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const
     r.body_len = strlen(e->body);
     r.connect_timeout_ms = info->timeout_ms;
     r.timeout_ms = info->timeout_ms;
+    if (deadline > 0) {
+        /* Rounded up, and at least 1 ms (0 would be no timeout at all): the
+         * fetch ends at the deadline, not before it. */
+        double left = ceil((deadline - e->t0) * 1000);
+        if (left < (double)info->timeout_ms) {
+            e->deadline_left_ms = left < 1 ? 1 : (long)left;
+            r.connect_timeout_ms = r.timeout_ms = e->deadline_left_ms;
+        }
+    }
     e->xfer = up_xfer_start(gw->upstream, &r, &embed_cbs, e);
     if (!e->xfer) {
         embed_free(e);

@@ -497,21 +497,26 @@ struct gw_embed;
  * router.embedding and never by its address; detail for the log line, with
  * its URL and the transport's own words; retry_after the embedder's hint in
  * whole seconds (a 429 or 503 that sent Retry-After), for the answer's
- * Retry-After, or NULL. */
+ * Retry-After, or NULL; deadline_passed 1 when the fetch was cut at the
+ * request's deadline (the caller answers as for an exceeded deadline). */
 struct gw_embed_failure {
     const char *why;
     const char *detail;
     const char *retry_after;
+    int deadline_passed;
 };
 /* The fetch's end: vec (dim floats, the callee's to free()), or NULL and
  * why it failed. Runs from the event loop, never inside the transfer's
  * callback; the fetch is freed after it returns (and f with it). */
 typedef void (*gw_embed_fn)(void *arg, float *vec, size_t dim, const struct gw_embed_failure *f);
 /* Fetch text's vector from conf's embedder (conf->embed must be set; the
- * caller keeps conf alive until the callback or a cancel). NULL when out of
- * memory (no callback will run). */
+ * caller keeps conf alive until the callback or a cancel). deadline is the
+ * request's, a gw_now() time (0: none): the fetch gets what is left of it
+ * when that is less than router.embedding.timeout_ms, at least 1 ms, and
+ * fails with deadline_passed set when it runs out. NULL when out of memory
+ * (no callback will run). */
 struct gw_embed *gw_embed_start(struct gw *gw, const struct gw_conf *conf, const char *text,
-                                gw_embed_fn done, void *arg);
+                                double deadline, gw_embed_fn done, void *arg);
 /* Abort a fetch whose callback has not run; no callback will. NULL is a no-op.
  * For a client gone: a fetch in flight is counted as class "cancelled". */
 void gw_embed_cancel(struct gw_embed *e);

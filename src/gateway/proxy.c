@@ -3355,6 +3355,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
 /* ==== A dense store: the query's vector ==== */
 
 static void proceed(struct exchange *ex);
+static void request_limits(struct exchange *ex);
 static void response_op(struct exchange *ex);
 
 /* Copy from's member key, when it has one, into to. Returns 0, or -1 out
@@ -3410,6 +3411,18 @@ static void embed_got(void *arg, float *vec, size_t dim, const struct gw_embed_f
     int rc;
 
     ex->embed = NULL; /* the fetch frees itself */
+    if (!vec && f->deadline_passed) {
+        /* The deadline's answer (next_candidate()'s), naming what it was
+         * spent on; the log line names the embedder's URL. */
+        free(ex->log_msg);
+        ex->log_msg = strdup(f->detail);
+        fail_with(ex, 504, NULL, "deadline_exceeded",
+                  "retry.deadline_ms (%ld ms) passed while the query's embedding was fetched "
+                  "from the embedding server (router.embedding), before any upstream could be "
+                  "tried",
+                  ex->req_retry.deadline_ms);
+        return;
+    }
     if (!vec) {
         ex->error = "embedding_failed";
         /* The client's message names router.embedding; the log line's the
@@ -3540,8 +3553,10 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
         json_decref(root);
         ex->query = query.p ? query.p : strdup("");
         hs_req_watch(req, on_drain, on_abort, ex);
+        /* The fetch counts against the request's deadline. */
+        request_limits(ex);
         if (!ex->routing || !ex->query ||
-            !(ex->embed = gw_embed_start(gw, ex->conf, ex->query, embed_got, ex))) {
+            !(ex->embed = gw_embed_start(gw, ex->conf, ex->query, ex->deadline, embed_got, ex))) {
             ex->error = "embedding_failed";
             fail_with(ex, 500, NULL, "out_of_memory", "out of memory fetching the embedding");
         }
@@ -3655,19 +3670,26 @@ static void response_op(struct exchange *ex)
     proceed(ex);
 }
 
+/* The request's own limits, the server's then its route's: its attempt cap
+ * and its deadline, from its start. Set once its route is known, before a
+ * vector is fetched for it (which counts against the deadline), and again,
+ * alike, once it is routed. */
+static void request_limits(struct exchange *ex)
+{
+    struct rs_policy p = ex->conf->set.policy;
+    if (ex->route_idx >= 0)
+        rs_policy_merge(&p, &ex->conf->route_policy[ex->route_idx]);
+    ex->req_retry = p.retry;
+    ex->deadline = 0;
+    if (p.retry.deadline_ms > 0)
+        ex->deadline = ex->t_start + (double)p.retry.deadline_ms / 1000;
+}
+
 /* Routing is done: watch the client and start along the ranking. */
 static void proceed(struct exchange *ex)
 {
     hs_req_watch(ex->req, on_drain, on_abort, ex);
-    /* The request's own limits: the server's, then its route's. */
-    {
-        struct rs_policy p = ex->conf->set.policy;
-        if (ex->route_idx >= 0)
-            rs_policy_merge(&p, &ex->conf->route_policy[ex->route_idx]);
-        ex->req_retry = p.retry;
-        if (p.retry.deadline_ms > 0)
-            ex->deadline = ex->t_start + (double)p.retry.deadline_ms / 1000;
-    }
+    request_limits(ex);
     next_candidate(ex);
 }
 

@@ -1833,6 +1833,102 @@ def dense_long_queries(bin_, fake_bin):
           "is a 502 embedding_failed", whole_text_is_refused)
 
 
+def dense_deadline(bin_, fake_bin):
+    """The query's vector is fetched within the request's retry.deadline_ms:
+    an embedder slower than what is left of it is cut there, and the client
+    gets the 504 deadline_exceeded an exceeded deadline gets, naming the
+    embedding, not an answer long after the deadline (the fetch had its own
+    router.embedding.timeout_ms, 30 s by default, whatever the deadline)."""
+    wd = workdir()
+    fake = Fake(fake_bin, wd, name="fake-slow")
+    store = os.path.join(wd, "dense.db")
+    hist = os.path.join(wd, "history.jsonl")
+    history(hist)
+    cfg = config(store)
+    cfg["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-small"}
+    import_with(bin_, wd, cfg, store, hist, name="import-deadline")
+    # The server's deadline for /v1/route, the route's own (shorter) for a chat.
+    cfg["server"] = {"resilience": {"retry": {"deadline_ms": 1500}}}
+    cfg["routes"][0]["retry"] = {"deadline_ms": 800}
+    gw = Gateway(bin_, wd, cfg, name="dense-deadline")
+    pair = ["cheapo", "smarty"]
+
+    def timed(fn):
+        t0 = time.monotonic()
+        out = fn()
+        return out, time.monotonic() - t0
+
+    def chat_is_cut_at_its_deadline():
+        try:
+            fake.scenario("delay_ms=6000")
+            (st, h, j, _), took = timed(lambda: chat(
+                gw.port, {"model": "auto", "messages": ASK("What is 5 plus 8?")}, timeout=20))
+            err = error_shape(j)
+            assert st == 504 and err["code"] == "deadline_exceeded", (st, j)
+            assert err["type"] == "upstream_error", err
+            assert "retry.deadline_ms (800 ms)" in err["message"], err
+            assert "embedding" in err["message"], err
+            assert "router.embedding" in err["message"], err
+            assert str(fake.port) not in err["message"], err
+            # At the deadline, not at the embedder's 6 s (a margin for a
+            # loaded machine under the sanitizers).
+            assert 0.7 <= took < 3.5, took
+            line = wait_for(lambda: [l for l in gw.log_lines()
+                                     if l.get("id") == h["x-request-id"]], timeout=10,
+                            what="the log line")[0]
+            assert line["status"] == 504 and line["error"] == "deadline_exceeded", line
+            assert fake.base_url + "/embeddings" in line["message"], line
+            # /v1/route: the server's deadline bounds its fetches as a whole.
+            (st, _, body), took = timed(lambda: request(gw.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{"query": "What is %d plus 1?" % i} for i in range(3)],
+                 "strategy": "smart", "models": pair}), timeout=20))
+            err = json.loads(body)["error"]
+            assert st == 504 and err["code"] == "deadline_exceeded", (st, err)
+            assert err["type"] == "upstream_error", err
+            assert "retry.deadline_ms (1500 ms)" in err["message"], err
+            assert "embedding" in err["message"], err
+            assert 1.4 <= took < 4.5, took
+        finally:
+            fake.scenario("ok")
+    check("a smart request's vector fetch is cut at its retry.deadline_ms: 504 "
+          "deadline_exceeded at the deadline, naming the embedding (chat and /v1/route)",
+          chat_is_cut_at_its_deadline)
+
+    def within_the_deadline_is_served():
+        # An embedder that answers within the deadline: served as before,
+        # and the time the fetch took counts against the deadline, not
+        # twice. The fetches of a /v1/route batch run 8 at a time.
+        fake.scenario("delay_ms=300")
+        try:
+            st, h, j, _ = chat(gw.port, {"model": "auto", "messages": ASK("What is 5 plus 8?")})
+            assert st == 200 and h["x-llmroute-strategy"] == "smart", (st, h, j)
+            st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{"query": "What is %d plus 1?" % i} for i in range(3)],
+                 "strategy": "smart", "models": pair}))
+            assert st == 200, (st, body)
+        finally:
+            fake.scenario("ok")
+        # The embedder's own timeout, shorter than the deadline, is still
+        # named as the reason: a 502, as before.
+        cfg2 = json.loads(json.dumps(cfg))
+        cfg2["router"]["embedding"]["timeout_ms"] = 200
+        g2 = Gateway(bin_, wd, cfg2, name="dense-deadline-timeout")
+        fake.scenario("delay_ms=3000")
+        try:
+            st, _, j, _ = chat(g2.port, {"model": "auto", "messages": ASK("What is 5 plus 8?")})
+            err = error_shape(j)
+            assert st == 502 and err["code"] == "embedding_failed", (st, j)
+            assert "router.embedding.timeout_ms" in err["message"], err
+        finally:
+            fake.scenario("ok")
+            g2.signal(signal.SIGTERM)
+            assert g2.wait() == 0
+    check("an embedder within the deadline serves as before; its own timeout_ms, when "
+          "shorter, is still the 502 naming it", within_the_deadline_is_served)
+    gw.signal(signal.SIGTERM)
+    assert gw.wait() == 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: test_gateway_smart.py LLMROUTE FAKE_UPSTREAM")
@@ -1840,6 +1936,7 @@ if __name__ == "__main__":
     dense(sys.argv[1], sys.argv[2])
     dense_edges(sys.argv[1], sys.argv[2])
     dense_long_queries(sys.argv[1], sys.argv[2])
+    dense_deadline(sys.argv[1], sys.argv[2])
     dense_from_empty(sys.argv[1], sys.argv[2])
     fallback_predictions(sys.argv[1], sys.argv[2])
     empty_store(sys.argv[1])
