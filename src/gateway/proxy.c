@@ -41,6 +41,7 @@
  */
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +59,10 @@
 #include "resil.h"
 #include "upstream.h"
 
-#define RANK_CAP 64
+/* A chat request's own candidate list (`models`) names at most this many,
+ * as /v1/route's lists do (api.c). A route's ranking has no such cap: it
+ * holds every candidate and every fallback (rank_reserve()). */
+#define MODELS_LIST_CAP 64
 #define ATTEMPT_LOG_CAP 1536
 #define TRY_ENTRY_CAP 720 /* one entry of that list: a 256-byte model name escaped, and the rest */
 #define HOLD_CAP (64u << 10) /* a stream commits once this much of checked events is held */
@@ -106,9 +110,11 @@ struct exchange {
     const char *route;    /* the configured route's name, or "" */
     int route_idx;        /* its index in the config, or -1 */
     const char *strategy; /* for headers and logs */
-    struct lr_candidate ranking[RANK_CAP];
-    unsigned char given_up[RANK_CAP]; /* candidates not to be tried again */
-    size_t n_ranked, cand;
+    /* The candidates in the order they are tried, a route's fallbacks last,
+     * and those not to be tried again; room for rank_cap of each. */
+    struct lr_candidate *ranking;
+    unsigned char *given_up;
+    size_t n_ranked, cand, rank_cap;
     int model; /* config index of the model tried, or -1 */
     int waited_model; /* before any attempt: the first full candidate waited for, or -1 */
     long input_tokens;
@@ -1717,7 +1723,7 @@ static void next_candidate(struct exchange *ex)
     const struct rs_queue_conf *q = queue_conf(ex);
     double now = gw_now(), soonest = 1e18;
     int any_full = 0, any_open = 0;
-    size_t closest = RANK_CAP;
+    size_t closest = SIZE_MAX;
 
     if (ex->n_attempts >= (unsigned)ex->req_retry.max_attempts) {
         give_up(ex, "retry.max_attempts reached");
@@ -1812,7 +1818,7 @@ static void next_candidate(struct exchange *ex)
         fail_with(ex, 429, NULL, "model_at_capacity", "%s", no_room_words(any_open));
         return;
     }
-    if (any_open && conf->set.breaker.try_closest && closest < RANK_CAP) {
+    if (any_open && conf->set.breaker.try_closest && closest != SIZE_MAX) {
         ex->cand = closest;
         ex->probe = 0;
         ex->retries = 0;
@@ -2725,6 +2731,8 @@ static void finish(struct exchange *ex, int status)
     free(ex->ev_data);
     free(ex->last_body);
     free(ex->log_msg);
+    free(ex->ranking);
+    free(ex->given_up);
     gw_embed_cancel(ex->embed);
     json_decref(ex->routing);
     free(ex->query);
@@ -3038,31 +3046,53 @@ oom:
     return -1;
 }
 
-/* Decide the ranking from model / models / route. Returns 0, or refuses the
- * request (and finishes the exchange) and returns -1, or returns 1 when the
- * query's vector must be fetched first (a smart route over a dense store).
- * root is the request's body, or once that vector is in, the copy that
- * routing_members() made of it: a member read here must be copied there. */
-/* Add model idx to the end of the ranking, with no predictions. */
-static void rank_push(struct exchange *ex, int idx)
+/* Room for n candidates in the ranking and their given_up marks (new ones
+ * clear): 0, or -1 out of memory (what was held is kept). */
+static int rank_reserve(struct exchange *ex, size_t n)
 {
-    struct lr_candidate *c = &ex->ranking[ex->n_ranked++];
+    struct lr_candidate *r;
+    unsigned char *g;
+
+    if (n <= ex->rank_cap)
+        return 0;
+    if (!(r = realloc(ex->ranking, n * sizeof *r)))
+        return -1;
+    ex->ranking = r;
+    if (!(g = realloc(ex->given_up, n)))
+        return -1;
+    memset(g + ex->rank_cap, 0, n - ex->rank_cap);
+    ex->given_up = g;
+    ex->rank_cap = n;
+    return 0;
+}
+
+/* Add model idx to the end of the ranking, with no predictions: 0, or -1
+ * out of memory. */
+static int rank_push(struct exchange *ex, int idx)
+{
+    struct lr_candidate *c;
+    if (ex->n_ranked == ex->rank_cap && rank_reserve(ex, ex->rank_cap ? 2 * ex->rank_cap : 4))
+        return -1;
+    c = &ex->ranking[ex->n_ranked++];
     c->index = idx;
     c->predicted_quality = NAN;
     c->predicted_output_tokens = NAN;
     c->estimated_cost = NAN;
+    return 0;
 }
 
-/* A route's explicit fallbacks extend the ranking's tail, each once. */
-static void append_fallbacks(struct exchange *ex, const struct lr_route_info *ri)
+/* A route's explicit fallbacks extend the ranking's tail, each once, all of
+ * them however long the ranking is: 0, or -1 out of memory. */
+static int append_fallbacks(struct exchange *ex, const struct lr_route_info *ri)
 {
-    for (size_t f = 0; ri && f < ri->n_fallbacks && ex->n_ranked < RANK_CAP; f++) {
+    for (size_t f = 0; ri && f < ri->n_fallbacks; f++) {
         size_t k = 0;
         while (k < ex->n_ranked && ex->ranking[k].index != ri->fallbacks[f])
             k++;
-        if (k == ex->n_ranked)
-            rank_push(ex, ri->fallbacks[f]);
+        if (k == ex->n_ranked && rank_push(ex, ri->fallbacks[f]))
+            return -1;
     }
+    return 0;
 }
 
 /* Response affinity: a Responses follow-up whose previous_response_id the
@@ -3073,7 +3103,8 @@ static void append_fallbacks(struct exchange *ex, const struct lr_route_info *ri
  * that upstream knows the earlier response. A route's explicit fallbacks
  * stay after it; the other candidates are not tried, as none of them knows
  * the id. direct is the model named directly, or -1. Returns 1 when it
- * ranked the request, else 0 (routed as without affinity). */
+ * ranked the request, else 0 (routed as without affinity), or -1 out of
+ * memory. */
 static int affinity_rank(struct exchange *ex, json_t *root, int direct,
                          const struct lr_route_info *ri, const char *const *names, size_t n_names,
                          const char *query)
@@ -3120,12 +3151,24 @@ static int affinity_rank(struct exchange *ex, json_t *root, int direct,
     metrics_count_affinity(ex->gw->metrics, MA_HIT);
     ex->strategy = "affinity";
     ex->n_ranked = 0;
-    rank_push(ex, idx);
+    if (rank_push(ex, idx) || append_fallbacks(ex, ri))
+        return -1;
     ex->input_tokens = lr_estimate_tokens(query, strlen(query));
-    append_fallbacks(ex, ri);
     return 1;
 }
 
+/* Refuse the request for want of memory for its ranking; -1, as decide(). */
+static int rank_oom(struct exchange *ex)
+{
+    fail_with(ex, 500, NULL, "out_of_memory", "out of memory ranking the candidates");
+    return -1;
+}
+
+/* Decide the ranking from model / models / route. Returns 0, or refuses the
+ * request (and finishes the exchange) and returns -1, or returns 1 when the
+ * query's vector must be fetched first (a smart route over a dense store).
+ * root is the request's body, or once that vector is in, the copy that
+ * routing_members() made of it: a member read here must be copied there. */
 static int decide(struct exchange *ex, json_t *root, const char *query)
 {
     const struct lr_config *cfg = ex->conf->cfg;
@@ -3133,7 +3176,7 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     json_t *jmodels = json_object_get(root, "models");
     json_t *jroute = json_object_get(root, "route");
     const char *model = NULL, *strategy = NULL;
-    const char *names_stack[RANK_CAP], **names = NULL;
+    const char *names_stack[MODELS_LIST_CAP], **names = NULL;
     const struct lr_route_info *ri = NULL;
     double requirement = NAN;
     struct lr_router *router;
@@ -3162,9 +3205,9 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
             return -1;
         }
         n_names = json_array_size(jmodels);
-        if (n_names > RANK_CAP) {
+        if (n_names > MODELS_LIST_CAP) {
             fail_with(ex, 400, "models", "invalid_value", "models: at most %d candidates, got %zu",
-                      RANK_CAP, n_names);
+                      MODELS_LIST_CAP, n_names);
             return -1;
         }
         names = names_stack;
@@ -3252,15 +3295,14 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         fail_with(ex, 400, "route.strategy", "invalid_value", "route.strategy: %s", err.message);
         return -1;
     }
-    if (idx >= 0 && !names && affinity_rank(ex, root, idx, NULL, NULL, 0, query))
-        return 0;
+    if (idx >= 0 && !names && (rc = affinity_rank(ex, root, idx, NULL, NULL, 0, query)) != 0)
+        return rc > 0 ? 0 : rank_oom(ex);
     if (idx >= 0 && !names) {
         /* A model named directly: no routing decision to make. */
         ex->strategy = "direct";
-        ex->ranking[0].index = idx;
-        ex->ranking[0].predicted_quality = NAN;
-        ex->ranking[0].estimated_cost = NAN;
-        ex->n_ranked = 1;
+        ex->n_ranked = 0;
+        if (rank_push(ex, idx))
+            return rank_oom(ex);
         ex->input_tokens = lr_estimate_tokens(query, strlen(query));
         return 0;
     }
@@ -3274,8 +3316,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
         fail_with(ex, 400, "route.strategy", "invalid_value", "route.strategy: %s", err.message);
         return -1;
     }
-    if (!ex->vec && affinity_rank(ex, root, -1, ri, names, n_names, query))
-        return 0;
+    if (!ex->vec && (rc = affinity_rank(ex, root, -1, ri, names, n_names, query)) != 0)
+        return rc > 0 ? 0 : rank_oom(ex);
     /* A dense store routes by the query's vector: fetch it first (once),
      * unless there is no choice to make (one candidate is its own ranking)
      * or no text to embed (a blank or absent one is ranked on the priors
@@ -3314,9 +3356,12 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
     rq.embedding = ex->vec;
     rq.embedding_dim = ex->vec_dim;
     rq.performance_requirement = requirement;
+    /* Room for every candidate and every fallback: none is left out. */
+    if (rank_reserve(ex, n_cands + (ri ? ri->n_fallbacks : 0)))
+        return rank_oom(ex);
     lr_decision_init(&d);
     d.ranking = ex->ranking;
-    d.ranking_cap = RANK_CAP;
+    d.ranking_cap = ex->rank_cap;
     /* A blank text with no vector is ranked on the priors over a dense
      * store as over a built-in one (after naming an unknown model, or an
      * empty store). */
@@ -3348,7 +3393,8 @@ static int decide(struct exchange *ex, json_t *root, const char *query)
      * smart strategy ranks it without neighbours, on each candidate's
      * store-wide prior (smart.c): the log line says so. */
     ex->query_blank = strcmp(ex->strategy, "smart") == 0 && gw_query_blank(query);
-    append_fallbacks(ex, ri);
+    if (append_fallbacks(ex, ri))
+        return rank_oom(ex);
     return 0;
 }
 
@@ -3666,7 +3712,10 @@ static void response_op(struct exchange *ex)
     snprintf(ex->op_target, n, "/responses/%s%s%.*s", id, q_len ? "?" : "", (int)q_len, query);
     ex->strategy = "affinity";
     ex->n_ranked = 0;
-    rank_push(ex, idx);
+    if (rank_push(ex, idx)) {
+        fail_with(ex, 500, NULL, "out_of_memory", "out of memory");
+        return;
+    }
     proceed(ex);
 }
 

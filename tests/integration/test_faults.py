@@ -11,7 +11,8 @@ Timeouts in the test configuration are small so the suite stays quick.
 
 Groups (each one ctest entry):
   attempts  refused, connect timeout, hang, every status with and without Retry-After, delayed
-            first byte, fail N times then recover, fallback order, deadline, an oversized head
+            first byte, fail N times then recover, fallback order, deadline, an oversized head,
+            a route of more than 64 models
   streams   cut, stall and malformed chunk before and after the first event,
             a clean close without [DONE] (a cut, unless every choice finished),
             error events by their fields (`error:`, `event: error`) and after a
@@ -590,6 +591,48 @@ def attempts(gw_bin, fake_bin):
         assert st == 504 and h["x-llmroute-attempts"] == "1" and w.stats("c") == 0, (st, h, j)
         stop(g)
     check("a route's retry.deadline_ms stops further attempts", deadline)
+
+    def wide_route_reaches_every_candidate():
+        # A route of 70 models, each on an upstream that fails: every one is
+        # tried, then its fallback answers. The ranking held 64 candidates,
+        # so the fallback (and, without one, six of the models) was never
+        # reached however many attempts retry.max_attempts allowed.
+        g = w.gateway()
+        cfg = json.load(open(g.config_path))
+        stop(g)
+        wide = ["w%d" % i for i in range(70)]
+        cfg["models"] += [{"name": n, "backend": "openai", "base_url": w.fakes["a"].base_url}
+                          for n in wide[:-1]]
+        cfg["models"].append({"name": wide[-1], "backend": "openai",
+                              "base_url": w.fakes["c"].base_url})
+        many = {"max_attempts": 100, "deadline_ms": 30000}
+        cfg["routes"] = [
+            {"name": "wide", "strategy": "sequential", "models": wide[:-1], "fallbacks": ["b"],
+             "retry": many},
+            {"name": "wide-seq", "strategy": "sequential", "models": wide, "retry": many}]
+        w.n += 1
+        g = Gateway(w.gw_bin, w.wd, cfg, name="gw%d" % w.n)
+        w.set("a", "status=500")
+        try:
+            st, h, j, _ = chat(g.port, {"model": "wide", "messages": HELLO}, timeout=30)
+            assert st == 200 and h["x-llmroute-model"] == "b", (st, h, j)
+            assert h["x-llmroute-attempts"] == "70" and w.stats("a") == 69, (h, w.stats("a"))
+            # No fallbacks: the one good model is reached wherever the
+            # sequential cycle starts (the ranking is the whole cycle).
+            for i in range(8):
+                st, h, j, _ = chat(g.port, {"model": "wide-seq", "messages": HELLO},
+                                   timeout=30)
+                assert st == 200 and h["x-llmroute-model"] == "w69", (i, st, h, j)
+            # A request's own list is capped, as /v1/route's lists are: said so.
+            st, h, j, _ = chat(g.port, {"model": "wide", "models": wide, "messages": HELLO})
+            err = error_shape(j)
+            assert st == 400 and err["param"] == "models", (st, j)
+            assert err["message"] == "models: at most 64 candidates, got 70", err
+        finally:
+            w.set("a", "ok")
+            stop(g)
+    check("a route of more than 64 models tries every one, then its fallbacks",
+          wide_route_reaches_every_candidate)
 
     def bad_response():
         # A 2xx answer that is not what was asked: an HTML page for a chat request, a JSON
