@@ -124,7 +124,9 @@ struct rs_retry {
     long base_delay_ms;      /* backoff: full jitter over base * 2^retry ... */
     long max_delay_ms;       /* ... capped here */
     long max_retry_after_ms; /* a longer Retry-After turns a retry into a fallback */
-    long deadline_ms;        /* no attempt or wait starts later than this; 0 = none */
+    /* From the request's start: no attempt or wait starts later than this,
+     * and a query vector's fetch (embedq.c) ends at it; 0 = none. */
+    long deadline_ms;
 };
 
 struct rs_timeouts {
