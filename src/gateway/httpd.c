@@ -88,6 +88,7 @@ struct hs_req {
     char *head; /* the header block, parsed in place */
     const char *method, *target;
     char *path;
+    char *target_own; /* an absolute-form target with no path: "/" and its query */
     int minor; /* HTTP/1.minor */
     struct header hdr[MAX_HEADERS];
     int n_hdr;
@@ -461,6 +462,7 @@ static void req_reset(struct hs_req *r)
     struct evbuffer *h = r->resp_headers;
     free(r->head);
     free(r->path);
+    free(r->target_own);
     free(r->body);
     if (h)
         evbuffer_drain(h, evbuffer_get_length(h));
@@ -1176,15 +1178,28 @@ static int parse_head(struct hs_req *r, const char **why)
         return 505;
     }
     r->minor = ver[7] == '0' ? 0 : 1;
-    /* The absolute-form ("http://host:port/path"), which RFC 9112 3.2.2
-     * has a server accept: the path after the authority (or "/"). */
+    /* The absolute-form ("http://host:port/path?query"), which RFC 9112
+     * 3.2.2 has a server accept: what follows the authority is read as an
+     * origin-form target, its path and query, and an empty path is "/"
+     * ("http://host?x" is "/?x": the query is kept). */
     if (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0) {
         char *auth = strstr(p, "://") + 3, *slash = auth + strcspn(auth, "/?#");
         if (slash == auth) {
             *why = "the request target's absolute form has no host";
             return 400;
         }
-        r->target = *slash == '/' ? slash : "/";
+        if (*slash == '/') {
+            r->target = slash;
+        } else {
+            size_t n = strlen(slash) + 2;
+            r->target_own = malloc(n);
+            if (!r->target_own) {
+                *why = "out of memory";
+                return 500;
+            }
+            snprintf(r->target_own, n, "/%s", slash);
+            r->target = r->target_own;
+        }
     } else if (strcmp(p, "*") == 0) {
         /* The asterisk-form, RFC 9112 section 3.2.4: the server as a whole,
          * asked about by OPTIONS and no other method. Its path is "*". */
