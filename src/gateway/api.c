@@ -1170,6 +1170,7 @@ struct feedback {
      * on the loop, read by the worker, which then appends nothing. */
     atomic_int client_gone;
     int skipped; /* the worker found client_gone set: nothing stored */
+    int busy_queued; /* answered store_busy without an append (it queued behind one) */
     char *query, *model;
     char *key; /* the Idempotency-Key header, or NULL */
     int duplicate; /* the key was already recorded (LR_STORE_KEY_SAME or _DIFFERS): nothing
@@ -1238,6 +1239,7 @@ static void feedback_work(void *arg)
          * rather than each one queued waiting 5 s more in turn. Appends are
          * the jobs of one lane, so store_busy_at is theirs alone. */
         fb->rc = LR_EBUSY;
+        fb->busy_queued = 1;
         return;
     }
     if (fb->key)
@@ -1335,6 +1337,14 @@ static void feedback_done(void *arg)
         status = refuse(fb->req, 503, NULL, "store_busy",
                         "the history store is busy (another process is writing it); nothing "
                         "was recorded, retry the feedback");
+        if (fb->busy_queued)
+            /* No append of its own ran, so the library said nothing: the
+             * log line still says why, as the append's own refusal does. */
+            snprintf(fb->err.message, sizeof fb->err.message,
+                     "history store '%s' is busy: the append before this feedback found "
+                     "another process writing it for over 5 s, and this one waited behind "
+                     "it as long; nothing was written, try again",
+                     fb->gw->store_path ? fb->gw->store_path : "");
         fb->why = fb->err.message;
         feedback_end(fb, status, "store_busy", MF_STORE_BUSY);
         return;

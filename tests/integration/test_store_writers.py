@@ -97,6 +97,10 @@ def main(bin_):
         # feedback's 5 s wait), and the three feedbacks within 4 s of one another
         # (answered one after another, each waiting its own 5 s, they would be 5 s
         # or more apart).
+        def busy_lines():
+            return [l for l in gw.log_lines()
+                    if l.get("path") == "/v1/feedback" and l.get("error") == "store_busy"]
+        logged_before = len(busy_lines())
         lock = sqlite3.connect(store, isolation_level=None, timeout=0)
         res = {}
         routed = []
@@ -139,6 +143,15 @@ def main(bin_):
              routed, res)
         ends = [r[3] for r in res.values()]
         assert max(ends) - min(ends) < 4, ("queued feedback waited its own 5 s", res)
+        # Each line says why, the two answered without an append of their
+        # own too (they had no "message": the library had said nothing).
+        lines = wait_for(lambda: busy_lines()[logged_before:]
+                         if len(busy_lines()) >= logged_before + 3 else None, 5,
+                         "the three store_busy log lines")
+        assert len(lines) == 3, lines
+        for l in lines:
+            assert l["status"] == 503, l
+            assert store in l.get("message", "") and "busy" in l["message"], l
         assert history_records(gw.port) == SEED + IMPORTED + 4
     check("feedback queued behind a busy store is answered store_busy with the first, not "
           "5 s later each; /v1/route does not wait behind it",
