@@ -12,7 +12,9 @@
  * with LF and checked (JSON or [DONE]) at its blank line, and the event then
  * goes to the client whole, its bytes as the upstream sent them. An event is
  * held until then, up to server.max_stream_event_bytes; a longer one is
- * malformed. The buffers that held a large event shrink back once it is out.
+ * malformed. A body that ends cleanly inside an event ends it there when its
+ * data is whole, and is a cut stream when it is not. The buffers that held a
+ * large event shrink back once it is out.
  *
  * Resilience (the rules are resil.c's; this file applies them). The ranking's
  * tail is the fallback order. next_candidate() starts the first candidate not
@@ -2208,7 +2210,9 @@ static void on_done(void *arg, enum up_error err, const char *message)
         int rc, open = ex->held_len > ex->held_ok, mid_line = ex->held_len > ex->held_line;
         if (err == UP_OK && !ex->saw_done && open) {
             /* A clean end of the body inside an event ends it as its blank
-             * line would; a last line without its line end ends with it. */
+             * line would, when its data is whole (JSON or [DONE]): nothing
+             * the upstream sent is lost. A last line without its line end
+             * ends with it. */
             if (mid_line &&
                 sse_line(ex, ex->held + ex->held_line, ex->held_len - ex->held_line) < 0) {
                 failed(ex, RS_PROTOCOL, "out of memory holding the stream");
@@ -2222,7 +2226,18 @@ static void on_done(void *arg, enum up_error err, const char *message)
                 return;
             }
             if (rc < 0) {
-                failed(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
+                /* The body ended before the event did, and its data as far as
+                 * it came is neither JSON nor [DONE]: the event was cut short
+                 * (a line that was to come might have made it whole), which
+                 * is a cut stream, as a close before [DONE] is; malformed is
+                 * an event that ended with such data. Nothing of it is
+                 * relayed. */
+                failed(ex, RS_STREAM_CUT,
+                       ex->ep == EP_RESPONSES
+                           ? "the stream ended inside an event, its data cut short, "
+                             "without a terminal event"
+                           : "the stream ended inside an event, its data cut short, "
+                             "without [DONE]");
                 return;
             }
             /* A [DONE] there gets what the upstream left out (the line end,

@@ -15,6 +15,7 @@ Groups (each one ctest entry):
             a route of more than 64 models
   streams   cut, stall and malformed chunk before and after the first event,
             a clean close without [DONE] (a cut, unless every choice finished),
+            a clean end inside an event (its last event if whole, else a cut),
             error events by their fields (`error:`, `event: error`) and after a
             BOM, a client gone right after [DONE]
   breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
@@ -821,8 +822,11 @@ def streams(gw_bin, fake_bin):
             head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                     b"Connection: close\r\n\r\ndata: ")
             c.sendall(head + b"a" * sizes[n])
-        # "aaa..." at the end of the transfer is not JSON: malformed, either way.
-        falls_back_each_time(serve, 2, "malformed", timeout=20,
+        # "aaa..." at the clean end of the transfer is an event cut short by
+        # it: stream_cut. Over the cap on an event it is malformed at once.
+        falls_back_each_time(lambda c, n: serve(c, 1), 1, "stream_cut", timeout=20,
+                             server={"max_stream_event_bytes": 1048576})
+        falls_back_each_time(lambda c, n: serve(c, 2), 1, "malformed", timeout=20,
                              server={"max_stream_event_bytes": 1048576})
     check("an unfinished first event over 64 KiB, or over a 1 MiB event cap, is no "
           "content: the attempt fails and the request falls back", unfinished_event_is_not_content)
@@ -897,6 +901,52 @@ def streams(gw_bin, fake_bin):
         up.close()
     check("streams that end properly with every choice finished but no [DONE] are successes: "
           "[DONE] added, the breaker stays closed", finished_without_done_keeps_breaker_closed)
+
+    def clean_end_inside_an_event():
+        # A body that ends properly (its last chunk) inside an event: the
+        # event's blank line never came. One whose data is whole JSON is the
+        # last event, relayed (a [DONE] added when every choice had finished);
+        # one cut inside its JSON is a cut stream, as a close before [DONE]
+        # is: stream_cut, the client's stream ended by an upstream_stream_cut
+        # error event, nothing of the cut event relayed. It was
+        # upstream_malformed, as if the upstream had sent bad data.
+        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
+        last = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                b'"delta":{},"finish_reason":"stop"}]}')
+        cut = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"del'
+        usage_cut = b'\n\ndata: {"id":"x","object":"chat.completion.chunk","choices":[],"usa'
+        bodies = [first + cut, first + last + usage_cut, first + last + b"\n", first + last]
+
+        def serve(c, n):
+            c.sendall(chunked_sse(bodies[n - 1]))
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
+                                      "fallbacks": ["c"]}])
+        for n in (1, 2):  # cut inside the JSON, before or after the finish
+            st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
+            assert_error_event_no_done(ev, "upstream_stream_cut")
+            whole = first if n == 1 else first + last + b"\n\n"
+            rest = raw[len(whole):]  # the error event alone: nothing of the cut one
+            assert raw.startswith(whole) and rest.startswith(b'data: {"error":'), (n, raw)
+            assert rest.count(b"\n") == 2 and rest.endswith(b"}}\n\n"), (n, raw)
+            assert len(ev) == n + 1, (n, ev)
+        for n in (3, 4):  # a whole last event, its blank line (or line end) missing
+            st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
+            assert raw == bodies[n - 1] + (b"\n" if n == 3 else b"\n\n") + \
+                b"data: [DONE]\n\n", (n, raw)
+            assert_complete_stream(ev)
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 2, m
+        assert m.get('llmroute_upstream_attempts_total{model="s",class="malformed"}', 0) == 0, m
+        assert m['llmroute_upstream_attempts_total{model="s",class="ok"}'] == 2, m
+        stop(g)
+        up.close()
+    check("a body that ends cleanly inside an event: a whole last event is relayed, one cut "
+          "inside its data is stream_cut, not malformed", clean_end_inside_an_event)
 
     def error_field_first_falls_back():
         # An older llama.cpp server (before PR #16109) sends a stream's error as
