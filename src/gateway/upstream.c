@@ -324,6 +324,8 @@ static enum up_error classify(const struct up_xfer *x, CURLcode code)
 
 /* ==== Finishing ==== */
 
+static void deliver_head(struct up_xfer *x);
+
 static void check_done(struct up_client *cl)
 {
     CURLMsg *msg;
@@ -343,6 +345,28 @@ static void check_done(struct up_client *cl)
             void *arg = x->arg;
             enum up_error err = classify(x, code);
             char msgbuf[CURL_ERROR_SIZE];
+            long tunnel = 0;
+            if (code != CURLE_OK && !x->head_done &&
+                curl_easy_getinfo(x->easy, CURLINFO_HTTP_CONNECTCODE, &tunnel) == CURLE_OK &&
+                tunnel >= 300) {
+                /* The proxy (https_proxy) refused the tunnel to the upstream,
+                 * whose head never came. A 407 is a proxy on the way wanting
+                 * credentials, answered as an upstream's 407 is (class auth);
+                 * any other refusal left the upstream unreached. */
+                if (tunnel == 407) {
+                    x->status = 407;
+                    x->in_cb++;
+                    deliver_head(x);
+                    x->in_cb--;
+                    if (x->aborted) {
+                        xfer_unlink_free(x);
+                        continue;
+                    }
+                    err = UP_OK;
+                } else {
+                    err = UP_ECONNREFUSED;
+                }
+            }
             if (x->resend_refused) {
                 /* libcurl resends only when a reused connection died before
                  * any byte of the response. */
@@ -721,6 +745,11 @@ struct up_xfer *up_xfer_start(struct up_client *cl, const struct up_request *req
      * Authorization header, to wherever the upstream points. proxy.c turns
      * a 3xx into an error naming its Location. */
     curl_easy_setopt(x->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    /* Through a proxy's tunnel (https_proxy), the proxy's answer to CONNECT
+     * ("200 Connection established") is no head of the upstream's: passed
+     * to header_cb it was taken for the response's, whose timer (head_ms)
+     * then gave way to idle_ms. A refused tunnel is read in check_done(). */
+    curl_easy_setopt(x->easy, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
     /* Another method sends the body (often none) as a POST would; set on
      * every transfer, as the handle is reused. */

@@ -31,6 +31,9 @@ test_upstream_client.py.
   bounded in count and size and without control characters; the upstream's
   x-request-id is x-llmroute-upstream-request-id and the log line's
   upstream_request_id, while x-request-id stays the gateway's.
+- A proxy's tunnel (https_proxy, libcurl's CONNECT): the proxy's answer to
+  CONNECT is not the upstream's head; a 407 to it is auth, another refusal
+  leaves the upstream unreached.
 """
 import gzip
 import json
@@ -39,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -608,9 +612,106 @@ def run(gw_bin, env):
     check(tag + "an upstream's 429 relayed with its hints", hints_with_relayed_error)
 
 
+class TunnelProxy:
+    """A proxy on 127.0.0.1 that answers each CONNECT with the next of
+    self.answers (bytes), then holds the connection open and silent: a
+    tunnel whose far end never answers the TLS handshake."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.answers = []
+        self.lines = []
+        self.held = []
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            c.settimeout(10)
+            buf = b""
+            try:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(4096)
+                    if not d:
+                        break
+                    buf += d
+                self.lines.append(buf.split(b"\r\n")[0].decode())
+                c.sendall(self.answers.pop(0))
+            except (OSError, IndexError):
+                pass
+            self.held.append(c)
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def tunnel(gw_bin):
+    # An https:// upstream through a proxy (https_proxy): libcurl asks the
+    # proxy for a tunnel with CONNECT. The proxy's answer to it is not the
+    # upstream's head: its "200 Connection established" was taken for one,
+    # so the attempt's head_ms gave way to idle_ms and its try was logged
+    # with the proxy's 200; a refused tunnel was a stream_cut.
+    px = TunnelProxy()
+    cfg = {"models": [{"name": "t", "backend": "openai",
+                       "base_url": "https://127.0.0.1:9/v1",
+                       "timeouts": {"connect_ms": 1500, "idle_ms": 200,
+                                    "head_ms": 20000}}],
+           "server": {"resilience": {"breaker": {"consecutive_failures": 0,
+                                                 "failure_rate": 0}}}}
+    env = {"https_proxy": "http://127.0.0.1:%d" % px.port, "HTTPS_PROXY": "",
+           "no_proxy": "", "NO_PROXY": "", "all_proxy": "", "ALL_PROXY": ""}
+    gw = Gateway(gw_bin, workdir(), cfg, env=env, name="gw-tunnel")
+
+    def log_line(h):
+        return wait_for(lambda: [l for l in gw.log_lines() if l.get("id") == h["x-request-id"]],
+                        5, "the log line")[0]
+
+    def refused_tunnel():
+        px.answers.append(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                          b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n')
+        st, h, j, raw = chat(gw.port, {"model": "t", "messages": HELLO})
+        assert st == 502 and "proxy-authenticate" not in h, (st, h, raw)
+        assert error_shape(j)["code"] == "upstream_proxy_auth_failed", j
+        assert log_line(h)["tries"][0]["class"] == "auth", log_line(h)
+        assert px.lines[-1] == "CONNECT 127.0.0.1:9 HTTP/1.1", px.lines
+        px.answers.append(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        st, h, j, raw = chat(gw.port, {"model": "t", "messages": HELLO})
+        assert st == 502 and error_shape(j)["code"] == "upstream_unreachable", (st, raw)
+        line = log_line(h)
+        assert line["tries"][0]["class"] == "connect_refused", line
+        assert "502" in line["message"], line
+
+    def open_tunnel_is_no_head():
+        px.answers.append(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        t0 = time.monotonic()
+        st, h, j, raw = chat(gw.port, {"model": "t", "messages": HELLO})
+        took = time.monotonic() - t0
+        line = log_line(h)
+        assert st == 504 and line["tries"][0]["class"] == "connect_timeout", (st, line)
+        assert line["tries"][0].get("status") != 200, line  # not the proxy's 200
+        assert "idle_ms" not in line["message"] and took > 1.2, (took, line)
+
+    check("[curl] a proxy refusing the tunnel (CONNECT): its 407 is auth, 502 "
+          "upstream_proxy_auth_failed; another refusal is connect_refused", refused_tunnel)
+    check("[curl] a proxy's 200 to CONNECT is not the upstream's head: a handshake that never "
+          "ends is timed by connect_ms, not idle_ms", open_tunnel_is_no_head)
+    gw.signal(signal.SIGTERM)
+    gw.wait(15)
+    px.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: test_upstream_wire.py LLMROUTE")
     run(sys.argv[1], {})
     run(sys.argv[1], {"LLMROUTE_UPSTREAM_CLIENT": "curl"})
+    tunnel(sys.argv[1])
     finish()
