@@ -2206,7 +2206,7 @@ static void on_done(void *arg, enum up_error err, const char *message)
     ex->xfer = NULL;
     ex->mock = NULL;
     if (ex->sse) {
-        const char *ending = NULL;
+        const char *ending = NULL, *last_ending = NULL;
         int rc, open = ex->held_len > ex->held_ok, mid_line = ex->held_len > ex->held_line;
         if (err == UP_OK && !ex->saw_done && open) {
             /* A clean end of the body inside an event ends it as its blank
@@ -2245,6 +2245,8 @@ static void on_done(void *arg, enum up_error err, const char *message)
              * CR, an LF alone would only make it a CRLF. */
             if (ex->saw_done)
                 ending = mid_line || ex->cr_ended ? "\n\n" : "\n";
+            else
+                last_ending = mid_line || ex->cr_ended ? "\n\n" : "\n";
         }
         if (ex->saw_done) {
             /* Whole. A transport failure after [DONE] lost nothing. */
@@ -2265,6 +2267,17 @@ static void on_done(void *arg, enum up_error err, const char *message)
                 ex->ms->streams_done_added++;
             stream_complete(ex, 1, done_after[!open ? 0 : mid_line || ex->cr_ended ? 2 : 1]);
             return;
+        }
+        if (last_ending && ex->streaming) {
+            /* The stream is cut, but its last event came whole: the client
+             * gets it, with what ends it, before the error event, as it
+             * would have had it had its blank line come. (Before the commit
+             * nothing went out, and the request falls back.) */
+            ex->held_ok = ex->held_line = ex->held_len; /* its last line read too */
+            ex->cr_ended = 0;
+            flush_held(ex);
+            if (ex->req)
+                hs_stream_write(ex->req, last_ending, strlen(last_ending));
         }
         failed(ex, err == UP_OK ? RS_STREAM_CUT : rs_class_of_transport(err, ex->head_seen),
                err != UP_OK             ? message

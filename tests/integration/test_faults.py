@@ -916,7 +916,10 @@ def streams(gw_bin, fake_bin):
                 b'"delta":{},"finish_reason":"stop"}]}')
         cut = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"del'
         usage_cut = b'\n\ndata: {"id":"x","object":"chat.completion.chunk","choices":[],"usa'
-        bodies = [first + cut, first + last + usage_cut, first + last + b"\n", first + last]
+        more = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                b'"delta":{"content":" there"},"finish_reason":null}]}')
+        bodies = [first + cut, first + last + usage_cut, first + last + b"\n", first + last,
+                  first + more + b"\n", first + more]
 
         def serve(c, n):
             c.sendall(chunked_sse(bodies[n - 1]))
@@ -939,14 +942,24 @@ def streams(gw_bin, fake_bin):
             assert raw == bodies[n - 1] + (b"\n" if n == 3 else b"\n\n") + \
                 b"data: [DONE]\n\n", (n, raw)
             assert_complete_stream(ev)
+        for n in (5, 6):
+            # A whole last event, but a choice unfinished: a cut stream, and
+            # the event (" there") reaches the client before the error event.
+            st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
+            assert_error_event_no_done(ev, "upstream_stream_cut")
+            assert raw.startswith(bodies[n - 1] + (b"\n" if n == 5 else b"\n\n") +
+                                  b'data: {"error":'), (n, raw)
+            assert len(ev) == 3, (n, ev)
         m = g.metrics()
-        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 2, m
+        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 4, m
         assert m.get('llmroute_upstream_attempts_total{model="s",class="malformed"}', 0) == 0, m
         assert m['llmroute_upstream_attempts_total{model="s",class="ok"}'] == 2, m
         stop(g)
         up.close()
-    check("a body that ends cleanly inside an event: a whole last event is relayed, one cut "
-          "inside its data is stream_cut, not malformed", clean_end_inside_an_event)
+    check("a body that ends cleanly inside an event: a whole last event is relayed (also "
+          "when the stream is then a cut), one cut inside its data is stream_cut, not "
+          "malformed", clean_end_inside_an_event)
 
     def error_field_first_falls_back():
         # An older llama.cpp server (before PR #16109) sends a stream's error as
