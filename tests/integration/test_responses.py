@@ -393,6 +393,31 @@ def main(bin_, fake_bin):
         assert m['llmroute_tokens_total{model="script",direction="out"}'] == 10, m
     check("a cut after the terminal event is still a success", cut_after_terminal)
 
+    def clean_end_inside_an_event():
+        # The body ends properly inside the second delta, before the terminal
+        # event: a cut stream either way. A whole delta is relayed (with the
+        # blank line it lacked) before the error event; one cut inside its
+        # JSON is not, and is no malformed event.
+        upto = SCRIPTED.index(b"event: response.completed")
+        whole = SCRIPTED[:upto - 2]  # the last delta without its blank line
+        cut = whole[:-20]
+        s = Script([chunked_sse(whole), chunked_sse(cut)])
+        g = gateway([{"name": "script", "backend": "openai", "base_url": s.base_url}])
+        for body_sent, seq in ((whole, 3), (cut, 2)):
+            st, h, body = request(g.port, "POST", "/v1/responses",
+                                  json.dumps({"model": "script", "input": "hi",
+                                              "stream": True}))
+            assert st == 200, (st, body)
+            ev = sse_events(body)
+            assert_error_event(ev, "upstream_stream_cut", seq)
+            assert [d["sequence_number"] for _, d in ev[:-1]] == list(range(seq)), ev
+            if seq == 3:
+                assert body.startswith(whole + b"\n\nevent: error\n"), body
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="script",class="stream_cut"}'] == 2, m
+    check("a body that ends cleanly inside an event: a whole one is relayed before the error "
+          "event, a cut one is not; both are stream_cut", clean_end_inside_an_event)
+
     def wide_events():
         # A server's own extensions may put more members in an event than the usual
         # handful, before the ones the gateway reads: the terminal event still ends the
