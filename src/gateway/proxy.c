@@ -13,8 +13,8 @@
  * goes to the client whole, its bytes as the upstream sent them. An event is
  * held until then, up to server.max_stream_event_bytes; a longer one is
  * malformed. A body that ends cleanly inside an event ends it there when its
- * data is whole, and is a cut stream when it is not. The buffers that held a
- * large event shrink back once it is out.
+ * data is whole, and is a cut stream when it ends inside its JSON. The
+ * buffers that held a large event shrink back once it is out.
  *
  * Resilience (the rules are resil.c's; this file applies them). The ranking's
  * tail is the fallback order. next_candidate() starts the first candidate not
@@ -980,6 +980,30 @@ static int is_done(const char *v, size_t n)
     while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\n'))
         n--;
     return n == 6 && memcmp(v, "[DONE]", 6) == 0;
+}
+
+/* Whether an open event's data d[0..n) (its data lines joined), which is
+ * neither JSON nor [DONE], is the start of one cut short: JSON that ends
+ * before its value does, or the start of [DONE]. Data no more bytes could
+ * make whole (`hello`, a raw LF in a string) is malformed, not cut. */
+static int data_cut_short(const char *d, size_t n)
+{
+    json_error_t e;
+    json_t *j;
+    while (n && (*d == ' ' || *d == '\t' || *d == '\n')) {
+        d++;
+        n--;
+    }
+    while (n && (d[n - 1] == ' ' || d[n - 1] == '\t' || d[n - 1] == '\n'))
+        n--;
+    if (n > 0 && n < 6 && memcmp(d, "[DONE]", n) == 0)
+        return 1;
+    j = json_loadb(d, n, JSON_ALLOW_NUL, &e);
+    if (j) {
+        json_decref(j); /* whole JSON, but no object */
+        return 0;
+    }
+    return json_error_code(&e) == json_error_premature_end_of_input;
 }
 
 /* The open event is `data: [DONE]` and nothing else (for /v1/responses: one
@@ -2213,11 +2237,13 @@ static void on_done(void *arg, enum up_error err, const char *message)
              * line would, when its data is whole (JSON or [DONE]): nothing
              * the upstream sent is lost. A last line without its line end
              * ends with it. */
+            size_t data_len;
             if (mid_line &&
                 sse_line(ex, ex->held + ex->held_line, ex->held_len - ex->held_line) < 0) {
                 failed(ex, RS_PROTOCOL, "out of memory holding the stream");
                 return;
             }
+            data_len = ex->ev_len; /* sse_event() empties the event, not its buffer */
             rc = sse_event(ex);
             if (rc == -2) {
                 char why[sizeof ex->event_error];
@@ -2225,13 +2251,15 @@ static void on_done(void *arg, enum up_error err, const char *message)
                 failed(ex, RS_SERVER_ERROR, why);
                 return;
             }
+            if (rc < 0 && !data_cut_short(ex->ev_data, data_len)) {
+                failed(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
+                return;
+            }
             if (rc < 0) {
-                /* The body ended before the event did, and its data as far as
-                 * it came is neither JSON nor [DONE]: the event was cut short
-                 * (a line that was to come might have made it whole), which
-                 * is a cut stream, as a close before [DONE] is; malformed is
-                 * an event that ended with such data. Nothing of it is
-                 * relayed. */
+                /* The body ended before the event did, inside its JSON (or
+                 * its [DONE]): the event was cut short, which is a cut
+                 * stream, as a close before [DONE] is, not malformed data.
+                 * Nothing of it is relayed. */
                 failed(ex, RS_STREAM_CUT,
                        ex->ep == EP_RESPONSES
                            ? "the stream ended inside an event, its data cut short, "

@@ -822,11 +822,9 @@ def streams(gw_bin, fake_bin):
             head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                     b"Connection: close\r\n\r\ndata: ")
             c.sendall(head + b"a" * sizes[n])
-        # "aaa..." at the clean end of the transfer is an event cut short by
-        # it: stream_cut. Over the cap on an event it is malformed at once.
-        falls_back_each_time(lambda c, n: serve(c, 1), 1, "stream_cut", timeout=20,
-                             server={"max_stream_event_bytes": 1048576})
-        falls_back_each_time(lambda c, n: serve(c, 2), 1, "malformed", timeout=20,
+        # "aaa..." at the end of the transfer is not JSON, nor the start of
+        # any (an event cut short would be): malformed, either way.
+        falls_back_each_time(serve, 2, "malformed", timeout=20,
                              server={"max_stream_event_bytes": 1048576})
     check("an unfinished first event over 64 KiB, or over a 1 MiB event cap, is no "
           "content: the attempt fails and the request falls back", unfinished_event_is_not_content)
@@ -909,7 +907,8 @@ def streams(gw_bin, fake_bin):
         # one cut inside its JSON is a cut stream, as a close before [DONE]
         # is: stream_cut, the client's stream ended by an upstream_stream_cut
         # error event, nothing of the cut event relayed. It was
-        # upstream_malformed, as if the upstream had sent bad data.
+        # upstream_malformed, as if the upstream had sent bad data. Data that
+        # no more bytes could make JSON is malformed, at the end as anywhere.
         first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
                  b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
         last = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
@@ -919,14 +918,17 @@ def streams(gw_bin, fake_bin):
         more = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
                 b'"delta":{"content":" there"},"finish_reason":null}]}')
         bodies = [first + cut, first + last + usage_cut, first + last + b"\n", first + last,
-                  first + more + b"\n", first + more]
+                  first + more + b"\n", first + more, first + b"data: hello",
+                  first + b"data: [DO"]
 
         def serve(c, n):
             c.sendall(chunked_sse(bodies[n - 1]))
         up = Scripted(serve)
         g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
                              routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
-                                      "fallbacks": ["c"]}])
+                                      "fallbacks": ["c"]}],
+                             resilience={"breaker": {"consecutive_failures": 0,
+                                                     "failure_rate": 0}})
         for n in (1, 2):  # cut inside the JSON, before or after the finish
             st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
             assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
@@ -951,9 +953,16 @@ def streams(gw_bin, fake_bin):
             assert raw.startswith(bodies[n - 1] + (b"\n" if n == 5 else b"\n\n") +
                                   b'data: {"error":'), (n, raw)
             assert len(ev) == 3, (n, ev)
+        for n, code in ((7, "upstream_malformed"), (8, "upstream_stream_cut")):
+            # Data no more bytes could make JSON is malformed there as
+            # anywhere; the start of [DONE] is an event cut short.
+            st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
+            assert_error_event_no_done(ev, code)
+            assert len(ev) == 2 and raw.startswith(first + b'data: {"error":'), (n, raw)
         m = g.metrics()
-        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 4, m
-        assert m.get('llmroute_upstream_attempts_total{model="s",class="malformed"}', 0) == 0, m
+        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 5, m
+        assert m['llmroute_upstream_attempts_total{model="s",class="malformed"}'] == 1, m
         assert m['llmroute_upstream_attempts_total{model="s",class="ok"}'] == 2, m
         stop(g)
         up.close()
