@@ -17,10 +17,15 @@ given or its environment variable is set, and reads data[i].embedding placed
 by data[i].index. Its store id is "openai:" + model, as theirs.
 
 Threads: the functions here keep no state; an OpenAIEmbedder may be called
-from several threads at once (one HTTP request per call and batch).
+from several threads at once (one HTTP request per call and batch). Its
+requests share two kinds of daemon threads: one that shuts a connection at
+its deadline (_Watchdog) and those that look host names up (_Resolver).
 """
+import collections
+import functools
 import heapq
 import http.client
+import ipaddress
 import itertools
 import json
 import math
@@ -279,11 +284,15 @@ class _Watch:
     bounds only each read (a server that sends a byte now and then would
     hold the caller for as long as it likes)."""
 
-    def __init__(self):
+    def __init__(self, deadline=None):
         self.lock = threading.Lock()
         self.conns = []
         self.expired = False
         self.done = False
+        # The time.monotonic() deadline, which also bounds each name lookup
+        # and connection attempt (_connect()): there is no socket to shut
+        # while a name is looked up.
+        self.deadline = deadline
 
     def finish(self):
         """The exchange is over: a later expire() does nothing. Whether the
@@ -342,8 +351,8 @@ class _Watchdog:
 
     def watch(self, seconds):
         """A new _Watch that expires `seconds` from now unless finished."""
-        w = _Watch()
         deadline = time.monotonic() + seconds
+        w = _Watch(deadline)
         with self._cond:
             if self._pid != os.getpid():
                 self._heap = []
@@ -390,6 +399,119 @@ def _response_socket(resp):
     return sock if hasattr(sock, "settimeout") else None
 
 
+class _Lookup:
+    """One socket.getaddrinfo call handed to a _Resolver thread."""
+
+    def __init__(self, args):
+        self.args = args
+        self.done = threading.Event()
+        self.result = None
+        self.error = None
+        self.abandoned = False
+
+
+class _Resolver:
+    """Name lookups (socket.getaddrinfo) made on daemon threads, each waited
+    for until a deadline and no longer: getaddrinfo takes no timeout, and a
+    resolver that does not answer holds its caller for as long as the C
+    library tries its name servers. A lookup past its deadline raises
+    socket.timeout in the caller and goes on in its thread, its answer
+    dropped (no connection is made with it). A thread is started when no
+    idle one waits, so there are never more than the lookups once in flight
+    at the same time, and kept for later lookups. After a fork the child
+    starts afresh (the parent's threads are not there)."""
+
+    def __init__(self):
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self):
+        self._cond = threading.Condition()
+        self._jobs = collections.deque()
+        self._idle = 0
+
+    def getaddrinfo(self, deadline, *args):
+        job = _Lookup(args)
+        with self._cond:
+            self._jobs.append(job)
+            start = self._idle < len(self._jobs)
+            if not start:
+                self._cond.notify()
+        if start:
+            threading.Thread(target=self._run, name="llmroute-resolver", daemon=True).start()
+        if not job.done.wait(max(0.0, deadline - time.monotonic())):
+            job.abandoned = True
+            raise socket.timeout("timed out")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _run(self):
+        cond, jobs = self._cond, self._jobs
+        while True:
+            with cond:
+                while not jobs:
+                    self._idle += 1
+                    cond.wait()
+                    self._idle -= 1
+                job = jobs.popleft()
+            if job.abandoned:
+                continue
+            try:
+                job.result = socket.getaddrinfo(*job.args)
+            except Exception as e:
+                job.error = e
+            job.done.set()
+            job = None
+
+
+_resolver = _Resolver()
+
+
+def _numeric_host(host):
+    """Whether host is an IP address, which getaddrinfo reads without
+    asking a resolver."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _connect(deadline, address, timeout=None, source_address=None, *args, **kw):
+    """socket.create_connection within the time.monotonic() deadline, the
+    name lookup included (_Resolver): each address is tried with what is
+    left of it, and the socket keeps `timeout` for its reads, as
+    create_connection leaves it. The deadline passing is socket.timeout."""
+    host, port = address[:2]
+    if _numeric_host(host):
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    else:
+        infos = _resolver.getaddrinfo(deadline, host, port, 0, socket.SOCK_STREAM)
+    per_read = timeout if isinstance(timeout, (int, float)) else socket.getdefaulttimeout()
+    error = None
+    for family, kind, proto, _, addr in infos:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("timed out")
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left if per_read is None else min(left, per_read))
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(addr)
+        except OSError as e:
+            sock.close()
+            error = e
+            continue
+        sock.settimeout(per_read)
+        return sock
+    if error is not None:
+        raise error
+    raise OSError("getaddrinfo returned no address for %s" % host)
+
+
 # The _Watch of the embeddings request the calling thread is making, for
 # the one opener all requests share (building an opener per request cost
 # about 0.6 ms: urllib reads the proxy settings for each).
@@ -409,6 +531,10 @@ class _WatchedOpen:
             conn = http_class(*args, **kw)
             if watch is not None:
                 watch.add(conn)
+                if watch.deadline is not None:
+                    # http.client connects through this attribute (set in
+                    # HTTPConnection.__init__): the lookup is bounded too.
+                    conn._create_connection = functools.partial(_connect, watch.deadline)
             return conn
 
         return super().do_open(connection, req, **kwargs)
@@ -466,7 +592,7 @@ class OpenAIEmbedder:
     when it is set (never read from a config); dimensions: sent as
     "dimensions" and checked in answers (None: the server's own);
     batch_size: texts per request (1 to 2048); timeout: seconds per request,
-    the whole of it (connection, head and body);
+    the whole of it (name lookup, connection, head and body);
     max_input_chars: each text is cut to its first this many characters
     before it is sent (0 to 1048576; 0: sent whole), as router.embedding's
     max_input_chars has the CLI and the gateway cut it, so that vectors made

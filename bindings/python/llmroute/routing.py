@@ -848,7 +848,7 @@ def _get(url, deadline, timeout, out):
     Content-Length, or a chunked body cut short, fails."""
     if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
         raise _DownloadFailed("%s is no http(s) URL" % url)
-    watch = _Watch()
+    watch = _Watch(deadline)
     timer = threading.Timer(max(0.0, deadline - time.monotonic()), watch.expire)
     timer.daemon = True
     timer.start()

@@ -5,6 +5,7 @@ needed), routing over an empty store, bootstrap_url downloads (from a
 local http.server), and AIOS's QueryStore and optimize methods."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,7 @@ import time
 import types
 import unittest
 import unittest.mock
+import urllib.parse
 import warnings
 from http.server import BaseHTTPRequestHandler
 
@@ -931,6 +933,35 @@ class BootstrapDownloadTest(SmartTestCase):
             h.wfile.write(BOOT)
 
         self.assertTimesOutInOneSecond(drip_head)
+
+    def test_the_timeout_bounds_the_name_lookup_too(self):
+        # The host's name was looked up (socket.getaddrinfo) in the
+        # caller's thread without a bound: a resolver that took 5 s held
+        # the download 5 s past a bootstrap_timeout of 1.
+        real = socket.getaddrinfo
+        release = threading.Event()
+
+        def slow(host, *args, **kw):
+            release.wait(5)
+            return real(host, *args, **kw)
+
+        with FileServer({"/boot.json": (200, "application/json", BOOT, 0)}) as srv:
+            url = "http://localhost:%d/boot.json" % urllib.parse.urlsplit(srv.url).port
+            socket.getaddrinfo = slow
+            try:
+                t0 = time.monotonic()
+                with self.assertRaises(llmroute.IOFailure) as cm:
+                    SmartRouting(CONFIGS, url, store_path=self.store_path, bootstrap_timeout=1)
+                took = time.monotonic() - t0
+            finally:
+                socket.getaddrinfo = real
+                release.set()
+            self.assertLess(took, 3)
+            self.assertEqual(str(cm.exception), "SmartRouting: bootstrap_url: downloading "
+                             "%s failed: no answer within 1 s" % url)
+            self.assertEqual(self.cache_files(), [])
+            time.sleep(0.3)  # the late answer of the lookup opens nothing
+            self.assertEqual(srv.hits, {})
 
     def test_a_malformed_answer_is_an_io_failure(self):
         # http.client's BadStatusLine escaped as it was.

@@ -4,9 +4,12 @@ server, and the choices are the ones the vectors imply, the same as the
 llmroute command's over the same store and server."""
 import json
 import os
+import socket
 import subprocess
+import threading
 import time
 import unittest
+import urllib.parse
 
 import support
 from support import DIM, CountingEmbed, EmbedServer, SmartTestCase, hashed_vector
@@ -461,6 +464,43 @@ class HttpEmbedderTest(SmartTestCase):
         self.server.fault = None
         s.add("q", [("cheap", 1, 3)])
         self.assertEqual(len(s), 1)
+
+    def test_the_timeout_bounds_the_name_lookup_too(self):
+        # A name that resolved slowly held the caller for as long as the
+        # lookup took: the timeout bounded the connection, the head and the
+        # body, but socket.getaddrinfo ran in the caller's thread without
+        # one. The bound below is the behaviour (a timeout) and generous;
+        # the lookup takes 5 s unless it is let go.
+        real = socket.getaddrinfo
+        release = threading.Event()
+        looked = []
+
+        def slow(host, *args, **kw):
+            looked.append(host)
+            release.wait(5)
+            return real(host, *args, **kw)
+
+        port = urllib.parse.urlsplit(self.server.base_url).port
+        e = llmroute.openai_embedder("http://localhost:%d/v1" % port, "mini", timeout=0.3)
+        socket.getaddrinfo = slow
+        try:
+            start = time.monotonic()
+            with self.assertRaises(llmroute.EmbedError) as cm:
+                e(["one"])
+            took = time.monotonic() - start
+        finally:
+            socket.getaddrinfo = real
+            release.set()
+        self.assertLess(took, 3.0)
+        self.assertIn("did not answer within 0.3 s (timeout)", str(cm.exception))
+        self.assertEqual(looked, ["localhost"])
+        # The lookup that answered late sends nothing: the caller was told
+        # the call failed.
+        time.sleep(0.3)
+        self.assertEqual(self.server.requests, [])
+        # A lookup on time is used as before.
+        self.assertEqual(e(["one"]), [hashed_vector("one")])
+        self.assertEqual(len(self.server.requests), 1)
 
     def test_an_unreachable_server_is_named(self):
         url = self.server.base_url
