@@ -656,10 +656,20 @@ class OpenAIEmbedder:
             key = os.environ.get(api_key_env) or None
         # Any control character but a tab, as the command and the gateway
         # refuse router.embedding.api_key_env's value (gw_env_value_unsafe).
+        source = " from " + api_key_env if api_key is None and api_key_env else ""
         if key is not None and any((c < " " and c != "\t") or c == "\x7f" for c in key):
             raise _err("OpenAIEmbedder: api_key%s holds a control character (CR, LF, ...), "
-                       "not an API key"
-                       % (" from " + api_key_env if api_key is None and api_key_env else ""))
+                       "not an API key" % source)
+        # API keys are ASCII. Another character (a dash or a quote mark
+        # pasted from a page, a byte-order mark) would fail every request
+        # with http.client's codec error, or go as a latin-1 byte where the
+        # gateway sends the variable's UTF-8: its place is named, never the
+        # key.
+        bad = next((i for i, c in enumerate(key or "") if c > "\x7f"), None)
+        if bad is not None:
+            raise _err("OpenAIEmbedder: api_key%s holds a character that is not ASCII, "
+                       "character %d (U+%04X), which an API key never holds: check the key "
+                       "for a character pasted with it" % (source, bad + 1, ord(key[bad])))
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if key:
             self._headers["Authorization"] = "Bearer " + key

@@ -415,6 +415,33 @@ class HttpEmbedderTest(SmartTestCase):
         e(["one"])
         self.assertEqual(self.server.requests[-1][1].get("Authorization"), "Bearer sk-a\tb")
 
+    def test_an_api_key_that_is_not_ascii_is_refused_without_showing_it(self):
+        # A key holding a character past latin-1 (an em dash pasted from a
+        # page) was taken, and each call failed with http.client's codec
+        # error ("cannot reach the embedding server ...: 'latin-1' codec
+        # can't encode ..."); one holding a latin-1 letter was sent as that
+        # byte, where the gateway sends the variable's UTF-8. Both are now
+        # refused when the embedder is made, naming the place of the
+        # character and never the key.
+        self.addCleanup(os.environ.pop, "LR_TEST_EMBED_KEY", None)
+        for key, where in (("sk-secret\u2014abc", "character 10 (U+2014)"),
+                           ("sk-secret\u00e9", "character 10 (U+00E9)"),
+                           ("\ufeffsk-secret", "character 1 (U+FEFF)")):
+            with self.subTest(key=key):
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    llmroute.openai_embedder(self.server.base_url, "mini", api_key=key)
+                self.assertIn("OpenAIEmbedder: api_key holds a character that is not ASCII, "
+                              "%s" % where, str(cm.exception))
+                self.assertNotIn("secret", str(cm.exception))
+                os.environ["LR_TEST_EMBED_KEY"] = key
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    llmroute.openai_embedder(self.server.base_url, "mini",
+                                             api_key_env="LR_TEST_EMBED_KEY")
+                self.assertIn("OpenAIEmbedder: api_key from LR_TEST_EMBED_KEY holds a "
+                              "character that is not ASCII, %s" % where, str(cm.exception))
+                self.assertNotIn("secret", str(cm.exception))
+        self.assertEqual(self.server.requests, [])
+
     def test_an_error_body_reaches_the_message_without_its_control_characters(self):
         # As the command prints it: a control character is a blank, so an
         # escape sequence in the body never reaches a terminal or a log
