@@ -113,6 +113,7 @@ LR_STORE_KEY_SAME = 1
 LR_STORE_KEY_DIFFERS = 2
 LR_STORE_MAX_KEY_TTL = 3153600000
 LR_MAX_N_SIMILAR = 1024
+LR_BATCH_MAX_BUDGET = 10 ** 12  # 1e12 in the header, a double
 
 # ==== Structures, as in include/llmroute.h ====
 

@@ -281,6 +281,26 @@ def _number(x, what):
     return v
 
 
+def _c_number(v):
+    """v as the library writes a number in a message (lr__error_number():
+    the fewest digits from 6 up that read back as v)."""
+    for prec in range(6, 18):
+        text = "%.*g" % (prec, v)
+        if not math.isfinite(v) or float(text) == v:
+            break
+    return text
+
+
+def _fraction(x, what):
+    """_number(x) from 0 to 1 (a performance requirement, an alpha), refused
+    as the library refuses one outside, before a call that would embed."""
+    v = _number(x, what)
+    if not 0 <= v <= 1:
+        raise InvalidInput("%s: expected a number from 0 to 1, got %s" % (what, _c_number(v)),
+                           code=_lib.LR_EINVAL)
+    return v
+
+
 # ==== Configuration ====
 
 # Keys of a model object the C configuration reads (README, "Configuration
@@ -1657,7 +1677,7 @@ class Router(_Handle):
         query_b = _b(query, where + ": query")
         tokens = _tokens(input_tokens, where + ": input_tokens")
         requirement = (NAN if performance_requirement is None else
-                       _number(performance_requirement, where + ": performance_requirement"))
+                       _fraction(performance_requirement, where + ": performance_requirement"))
         flat = self._vectors([query], None if embedding is None else [embedding], where,
                              where + ": embedding", models)
         buf = None
@@ -1955,6 +1975,11 @@ class Router(_Handle):
             opts.alpha = _number(alpha, where + ": alpha")
         if budget is not None:
             opts.budget = _number(budget, where + ": budget")
+        problem = self._batch_values_problem(mode, alpha is not None, opts.alpha,
+                                             budget is not None, opts.budget)
+        if problem:
+            raise InvalidInput("%s: %s" % (where, problem), code=_lib.LR_EINVAL,
+                               c_name="lr_router_route_batch")
         caps = None
         if capacities is not None:
             caps = self._capacities(capacities, where)
@@ -1992,6 +2017,38 @@ class Router(_Handle):
             raise e
         del keep, caps  # the C call is done with them
         return decs, bufs, rep, rc, err
+
+    def _batch_values_problem(self, mode, has_alpha, alpha, has_budget, budget):
+        """What the library would say of alpha and budget in this mode (its
+        checks in lr_router_route_batch, in its words), or None: said here so
+        that a value it refuses is refused before the queries are embedded
+        (a request to an embeddings server, which may be down). The quality
+        and budget modes need a smart router, which the library says first."""
+        if mode == "per_query":
+            if has_budget:
+                return ("budget: the per-query mode takes none (each query is routed on its "
+                        "own); use the budget mode")
+            if has_alpha:
+                return ("alpha: the per-query mode takes none (each query meets its "
+                        "performance requirement); use the quality mode")
+            return None
+        if self.strategy != "smart":
+            return None
+        if mode == "budget" and has_alpha:
+            return ("alpha: the budget mode takes none (it maximises quality within the "
+                    "budget); give alpha or budget, not both")
+        if mode == "quality" and has_budget:
+            return ("budget: the quality mode takes none (it meets alpha at the least cost); "
+                    "give alpha or budget, not both")
+        if mode == "quality" and has_alpha and not 0 <= alpha <= 1:
+            return "alpha: expected a number from 0 to 1, got %s" % _c_number(alpha)
+        if mode == "budget" and not has_budget:
+            return ("budget: the budget mode needs one (a number from 0 to %g)"
+                    % _lib.LR_BATCH_MAX_BUDGET)
+        if mode == "budget" and not 0 <= budget <= _lib.LR_BATCH_MAX_BUDGET:
+            return ("budget: expected a number from 0 to %g, got %s"
+                    % (_lib.LR_BATCH_MAX_BUDGET, _c_number(budget)))
+        return None
 
     def _requests(self, where, queries, models, input_tokens, per_query, vecs=None):
         """The lr_request array for a batch, and the objects it points into."""

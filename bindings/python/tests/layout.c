@@ -187,6 +187,7 @@ int main(void)
     C(LR_STORE_KEY_DIFFERS);
     C(LR_STORE_MAX_KEY_TTL);
     C(LR_MAX_N_SIMILAR);
+    C(LR_BATCH_MAX_BUDGET);
     printf("}}\n");
     return 0;
 }

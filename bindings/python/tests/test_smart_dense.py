@@ -212,6 +212,75 @@ class DenseRoutingTest(SmartTestCase):
                 self.assertEqual(str(cm.exception), words)
                 self.assertEqual(embed.calls, [])
 
+    def test_a_value_out_of_range_is_refused_before_the_queries_are_embedded(self):
+        # The type of alpha, budget and performance_requirement was checked
+        # first, but their range, and which batch mode takes which, only by
+        # the library, after embed had been called (a request to the
+        # embeddings server, whose failure then hid the caller's slip).
+        sr, embed = self.smart()
+        router = sr.router
+        rb = router.route_batch
+        two = QUERIES[:2]
+        for words, call in [
+                ("Router.route: performance_requirement: expected a number from 0 to 1, got 2",
+                 lambda: router.route(query=QUERIES[0], performance_requirement=2)),
+                ("Router.route: performance_requirement: expected a number from 0 to 1, "
+                 "got -0.1", lambda: router.route(query=QUERIES[0],
+                                                  performance_requirement=-0.1)),
+                ("Router.route: performance_requirement: expected a number from 0 to 1, "
+                 "got inf", lambda: router.route(query=QUERIES[0],
+                                                 performance_requirement=float("inf"))),
+                ("Router.route_batch: alpha: expected a number from 0 to 1, got 1.5",
+                 lambda: rb(two, mode="quality", alpha=1.5)),
+                ("Router.route_batch: alpha: the per-query mode takes none (each query meets "
+                 "its performance requirement); use the quality mode",
+                 lambda: rb(two, alpha=0.5)),
+                ("Router.route_batch: budget: the per-query mode takes none (each query is "
+                 "routed on its own); use the budget mode", lambda: rb(two, budget=0.5)),
+                ("Router.route_batch: budget: expected a number from 0 to 1e+12, got -1",
+                 lambda: rb(two, mode="budget", budget=-1)),
+                ("Router.route_batch: budget: the budget mode needs one (a number from 0 to "
+                 "1e+12)", lambda: rb(two, mode="budget")),
+                ("Router.route_batch: budget: the quality mode takes none (it meets alpha at "
+                 "the least cost); give alpha or budget, not both",
+                 lambda: rb(two, mode="quality", budget=1)),
+                ("Router.route_batch: alpha: the budget mode takes none (it maximises quality "
+                 "within the budget); give alpha or budget, not both",
+                 lambda: rb(two, mode="budget", budget=1, alpha=0.5)),
+                ("SmartRouting.route_batch: alpha: expected a number from 0 to 1, got 1.5",
+                 lambda: sr.route_batch(MODELS, two, alpha=1.5)),
+                ("SmartRouting.route_batch: alpha: expected a number from 0 to 1, got -1",
+                 lambda: sr.route_batch(MODELS, two, alpha=-1)),
+                ("SmartRouting.route_batch: alpha: the budget mode takes none (it maximises "
+                 "quality within the budget); give alpha or budget, not both",
+                 lambda: sr.route_batch(MODELS, two, alpha=0.5, budget=1)),
+                ("SmartRouting.route_batch: budget: expected a number from 0 to 1e+12, got inf",
+                 lambda: sr.route_batch(MODELS, two, budget=float("inf"))),
+                ("SmartRouting.get_model_idxs_global: alpha: expected a number from 0 to 1, "
+                 "got 2", lambda: sr.get_model_idxs_global(MODELS, two, alpha=2))]:
+            with self.subTest(words=words):
+                embed.calls.clear()
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    call()
+                self.assertEqual(str(cm.exception), words)
+                self.assertEqual(embed.calls, [])
+        # With the embeddings server down, the mistake is still the one
+        # named, not the server's failure.
+        def down(texts):
+            raise ConnectionError("connection refused")
+
+        sr.store._store.embed = down
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            sr.route_batch(MODELS, two, alpha=1.5)
+        self.assertNotIsInstance(cm.exception, llmroute.EmbedError)
+        self.assertIn("alpha: expected a number from 0 to 1, got 1.5", str(cm.exception))
+        # Values in range route as before.
+        sr.store._store.embed = embed
+        self.assertEqual(len(sr.route_batch(MODELS, two, alpha=0.5).decisions), 2)
+        self.assertEqual(len(sr.route_batch(MODELS, two, budget=1.0).decisions), 2)
+        self.assertEqual(router.route(query=QUERIES[0], performance_requirement=1).name,
+                         EXPECTED[0])
+
     def test_routing_with_a_bad_embed_fails_by_name(self):
         sr, embed = self.smart()
         sr.store._store.embed = lambda texts: [[1.0] * (DIM + 1) for _ in texts]
