@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from array import array
 from collections.abc import Mapping
@@ -582,6 +583,42 @@ def _server_message(body):
     return msg.translate(_BLANK_CONTROLS)
 
 
+def _check_as_config(base_url, model):
+    """Refuse, as EmbedError in its words, a base_url or model that the
+    config's router.embedding refuses (a user and password before the host,
+    a space, a query or fragment, no host, a port out of range, an IPv6
+    address without brackets, a control character; a model name over its
+    cap): the library's own check, over a configuration of one model, so
+    that an embedder made here takes what `from_config` takes."""
+    from .core import Config  # core imports this module: imported at call time
+    from .errors import Error
+
+    for name, text in (("base_url", base_url), ("model", model)):
+        if any(c < " " or c == "\x7f" for c in text):
+            raise _err("OpenAIEmbedder: %s: must not contain control characters" % name)
+    try:
+        Config({"models": [{"name": "embedder-check"}],
+                "router": {"embedding": {"base_url": base_url, "model": model}}}).close()
+    except Error as e:
+        text = str(e)
+        at = text.find("router.embedding.")
+        if at >= 0:
+            text = text[at + len("router.embedding."):]
+        raise _err("OpenAIEmbedder: " + text) from None
+
+
+def _ascii_path(url):
+    """url with each character of its path that is not ASCII in UTF-8,
+    percent-encoded (the host is left to IDNA, as http.client sends it)."""
+    if url.isascii():
+        return url
+    cut = url.find("/", url.find("://") + 3)
+    if cut < 0:
+        return url
+    return url[:cut] + "".join(c if c.isascii() else urllib.parse.quote(c, safe="")
+                               for c in url[cut:])
+
+
 class OpenAIEmbedder:
     """An embed function over an OpenAI-compatible POST {base_url}/embeddings
     (Ollama, llama.cpp server, vLLM, TEI, OpenAI), in the standard library.
@@ -600,7 +637,8 @@ class OpenAIEmbedder:
     An argument of the wrong type (to the constructor or a call) raises
     InvalidType naming it ("OpenAIEmbedder: model: expected ..., got int"),
     as the rest of the binding does; a bad value of the right type (a URL
-    that is not http, a batch_size of 0), EmbedError.
+    that is not http, a batch_size of 0, a base_url or model that the
+    config's router.embedding refuses), EmbedError.
 
     Calling it with a list of texts returns one list of floats per text, in
     order. Failures raise EmbedError naming the URL and the fault: the
@@ -624,6 +662,7 @@ class OpenAIEmbedder:
             raise _wrong_type(where + "model", "the embedding model's name (a str)", model)
         if not model:
             raise _err(where + "model: expected the embedding model's name, got ''")
+        _check_as_config(base_url, model)
         for name, x in (("api_key", api_key), ("api_key_env", api_key_env)):
             if x is not None and not isinstance(x, str):
                 raise _wrong_type(where + name, "a str or None", x)
@@ -645,6 +684,9 @@ class OpenAIEmbedder:
         timeout = seconds
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/embeddings"
+        # The URL asked: a path that is not ASCII (which the config takes)
+        # in UTF-8 and percent-encoded, as http.client writes ASCII alone.
+        self._request_url = _ascii_path(self.url)
         self.model = model
         self.dimensions = dimensions
         self.batch_size = batch_size
@@ -719,7 +761,8 @@ class OpenAIEmbedder:
         data = json.dumps(body).encode("utf-8")
         limit = min(_ANSWER_MAX, _ANSWER_BASE + len(texts) * (self.dimensions or _PROBE_DIM)
                     * _ANSWER_PER_FLOAT)
-        req = urllib.request.Request(self.url, data=data, headers=self._headers, method="POST")
+        req = urllib.request.Request(self._request_url, data=data, headers=self._headers,
+                                     method="POST")
         where = "embedding server at %s" % self.url
         late = "%s did not answer within %g s (timeout)" % (where, self.timeout)
         # The timeout bounds the whole exchange, as curl's CURLOPT_TIMEOUT_MS

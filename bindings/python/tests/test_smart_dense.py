@@ -391,6 +391,51 @@ class HttpEmbedderTest(SmartTestCase):
         with self.assertRaises(llmroute.EmbedError):
             llmroute.openai_embedder("HTTPX://" + upper[len("HTTP://"):], "mini")
 
+    def test_a_base_url_or_model_the_config_refuses_is_refused_when_made(self):
+        # Only the scheme was checked: a base_url router.embedding refuses
+        # (a user and password, which urllib took for part of the host, a
+        # space, a query, a port out of range, an IPv6 address without
+        # brackets, no host) or a model name holding a control character
+        # was taken, and each call then failed with urllib's words about it
+        # ("Name or service not known", "Connection refused", a 404), or
+        # sent the request. They are now refused in the config's words.
+        for url, model, words in [
+                ("http://user:pw@127.0.0.1:9/v1", "mini",
+                 "OpenAIEmbedder: base_url: holds a user name or password before the host"),
+                ("http://127.0.0.1:9/v 1", "mini",
+                 "OpenAIEmbedder: base_url: 'http://127.0.0.1:9/v 1' holds a space"),
+                ("http://127.0.0.1:9/v1?x=1", "mini",
+                 "OpenAIEmbedder: base_url: 'http://127.0.0.1:9/v1?x=1' holds a query ('?')"),
+                ("http://127.0.0.1:99999/v1", "mini",
+                 "OpenAIEmbedder: base_url: 'http://127.0.0.1:99999/v1' has a port that is "
+                 "not a number from 1 to 65535"),
+                ("http://::1:9/v1", "mini", "OpenAIEmbedder: base_url: 'http://::1:9/v1' has "
+                                          "no host"),
+                ("http:///v1", "mini", "OpenAIEmbedder: base_url: 'http:///v1' has no host"),
+                ("http://127.0.0.1:9/v1\x00", "mini",
+                 "OpenAIEmbedder: base_url: must not contain control characters"),
+                ("http://127.0.0.1:9/v1", "mini\n",
+                 "OpenAIEmbedder: model: must not contain control characters"),
+                ("http://127.0.0.1:9/v1", "m" * 121,
+                 "OpenAIEmbedder: model: longer than 120 bytes")]:
+            with self.subTest(url=url, model=model):
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    llmroute.openai_embedder(url, model)
+                self.assertTrue(str(cm.exception).startswith(words), str(cm.exception))
+                self.assertNotIn("pw", str(cm.exception))
+        self.assertEqual(self.server.requests, [])
+
+    def test_a_base_url_path_that_is_not_ascii_is_sent_percent_encoded(self):
+        # The config takes it; http.client cannot write it in a request
+        # line, and each call failed with its codec error ("cannot reach
+        # the embedding server at ...: ordinal not in range(128)").
+        e = llmroute.openai_embedder(self.server.url + "/\u00e9t\u00e9/v1", "mini")
+        with self.assertRaises(llmroute.EmbedError) as cm:
+            e(["one"])
+        self.assertIn("embedding server at %s/\u00e9t\u00e9/v1/embeddings answered HTTP 404"
+                      % self.server.url, str(cm.exception))
+        self.assertEqual(self.server.requests[-1][0], "/%C3%A9t%C3%A9/v1/embeddings")
+
     def test_texts_are_cut_to_max_input_chars_as_the_command_cuts_them(self):
         # Code points, as lr_embedding_input_len() counts UTF-8 characters:
         # a cut at 3 keeps "a\u00e9\U0001F600" whole, never half of one.
