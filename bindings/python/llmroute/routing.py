@@ -77,8 +77,8 @@ from .core import (_MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field, 
                    _path, _tokens, _utf8, _whole, _wrong_type)
 from .embed import (OpenAIEmbedder, _response_socket, _Watch, _WatchedHTTP,
                     _WatchedHTTPS)
-from .errors import (ConfigError, EmptyInput, Error, Infeasible, InvalidInput, InvalidType,
-                     IOFailure, UnknownModel)
+from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
+                     InvalidType, IOFailure, UnknownModel)
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -1629,7 +1629,11 @@ class SmartRouting(_ModelsOwner):
         self._settings = m.config or _config([{"name": "llmroute-settings-check"}], router,
                                              where)
         if embedding is not None:
-            embed = OpenAIEmbedder.from_config(self._settings)
+            try:
+                embed = OpenAIEmbedder.from_config(self._settings)
+            except EmbedError as e:
+                # The key from api_key_env: named as this argument's.
+                raise _renamed(e, where + ": embedding", "OpenAIEmbedder") from None
         _bootstrap_source(bootstrap_url, where)
         timeout = _bootstrap_timeout(bootstrap_timeout, where)
         self.bootstrap_url = bootstrap_url

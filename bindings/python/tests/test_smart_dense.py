@@ -556,6 +556,23 @@ class HttpEmbedderTest(SmartTestCase):
                 self.assertNotIn("secret", str(cm.exception))
         self.assertEqual(self.server.requests, [])
 
+    def test_smart_routing_names_its_embedding_argument_for_a_key_it_refuses(self):
+        # SmartRouting(embedding=...) said "OpenAIEmbedder: api_key from
+        # ...", a class the caller never named; the AIOS classes name their
+        # own arguments.
+        self.addCleanup(os.environ.pop, "LR_TEST_EMBED_KEY", None)
+        for key, words in (("sk-\x1b[0m", "holds a control character"),
+                           ("sk-\u2014", "holds a character that is not ASCII")):
+            os.environ["LR_TEST_EMBED_KEY"] = key
+            with self.subTest(key=key):
+                with self.assertRaises(llmroute.EmbedError) as cm:
+                    SmartRouting(MODELS, embedding={"base_url": self.server.base_url,
+                                                    "model": "mini",
+                                                    "api_key_env": "LR_TEST_EMBED_KEY"})
+                self.assertTrue(str(cm.exception).startswith(
+                    "SmartRouting: embedding: api_key from LR_TEST_EMBED_KEY " + words),
+                    str(cm.exception))
+
     def test_an_error_body_reaches_the_message_without_its_control_characters(self):
         # As the command prints it: a control character is a blank, so an
         # escape sequence in the body never reaches a terminal or a log
