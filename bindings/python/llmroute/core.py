@@ -1551,6 +1551,19 @@ class Router(_Handle):
         finally:
             self._give_back()
 
+    def _store_empty(self):
+        """Whether the store has no records to route on (read as
+        _store_dim() reads), when the library answers "the history store is
+        empty" whatever the vectors: a store made with its dimension (the
+        gateway's, dense_dim) has one before its first record."""
+        if self._store_h is None:
+            return False
+        self._borrow()
+        try:
+            return api.lr_store_count(self._store_h) == 0
+        finally:
+            self._give_back()
+
     @property
     def embed(self):
         """The function that embeds routed queries over a dense store: the
@@ -1843,7 +1856,9 @@ class Router(_Handle):
                                    % self._store_embedder, code=_lib.LR_EINVAL)
             return None
         dim = self._store_dim()
-        if dim == 0:
+        if dim == 0 or self._store_empty():
+            # Nothing to search: the library says the store is empty (and
+            # an AIOS class falls back), without a call to embed.
             return None
         rows, texts = [], []
         for i, q in enumerate(queries):

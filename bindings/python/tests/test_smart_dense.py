@@ -10,6 +10,7 @@ import threading
 import time
 import unittest
 import urllib.parse
+import warnings
 
 import support
 from support import DIM, CountingEmbed, EmbedServer, SmartTestCase, hashed_vector
@@ -280,6 +281,41 @@ class DenseRoutingTest(SmartTestCase):
         self.assertEqual(len(sr.route_batch(MODELS, two, budget=1.0).decisions), 2)
         self.assertEqual(router.route(query=QUERIES[0], performance_requirement=1).name,
                          EXPECTED[0])
+
+    def test_an_empty_store_that_has_its_dimension_embeds_nothing(self):
+        # A store file made with its dimension and no records yet (as the
+        # gateway or dense_dim leaves it): the queries were embedded, then
+        # the library said the store was empty. SmartRouting then fell back
+        # to AIOS's choice, so the call to the embeddings server was for
+        # nothing, and with that server down the caller got its EmbedError
+        # in place of the fallback.
+        path = os.path.join(self.enterContext_tmp(), "h.db")
+        llmroute.Store(path, embedder="all-MiniLM-L6-v2", embed=topic_embed(),
+                       dense_dim=DIM).close()
+        embed = topic_embed()
+        sr = SmartRouting(MODELS, performance_requirement=0.7, n_similar=PER_TOPIC,
+                          store_path=path, embed=embed, embedder="all-MiniLM-L6-v2")
+        self.assertEqual((sr.store.count(), sr.store._store.dim), (0, DIM))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.assertEqual(sr.get_model_idxs(MODELS, QUERIES[:2]), [0, 0])
+            self.assertEqual(sr.predict(QUERIES[:1], MODELS)[0], [[0.0, 0.0, 0.0]])
+            self.assertEqual(embed.calls, [])
+
+            def down(texts):
+                raise ConnectionError("connection refused")
+
+            sr.store._store.embed = down
+            self.assertEqual(sr.get_model_idxs(MODELS, QUERIES[:2]), [0, 0])
+        with self.assertRaises(llmroute.EmptyInput) as cm:
+            sr.router.route(query=QUERIES[0])
+        self.assertIn("the history store is empty", str(cm.exception))
+        # With records, the queries are embedded and routed on as before.
+        sr.store._store.embed = embed
+        sr.store.add_data(topic_records())
+        embed.calls.clear()
+        self.assertEqual(self.names(sr.get_model_idxs(MODELS, QUERIES)), EXPECTED)
+        self.assertEqual(len(embed.calls), 1)
 
     def test_routing_with_a_bad_embed_fails_by_name(self):
         sr, embed = self.smart()
