@@ -1,11 +1,12 @@
 /* optimize_bench.c -- times the batch optimizer on a realistic instance.
  *
  * Builds a seeded instance of n queries x 11 models: the RouterBench models
- * with their public prices per token, quality per (query, model) from a
+ * with their public prices per token (with --models M, M models: past the
+ * 11, copies of them with strength and prices jittered), quality per (query, model) from a
  * logistic model of model strength against query difficulty with noise,
  * input tokens per query and output tokens per (query, model), and
  * cost = input_tokens * price_in + output_tokens * price_out. Optionally
- * every model gets a capacity of a fraction of n.
+ * every model gets a capacity: a fraction of n (--caps) or a count (--cap).
  *
  * It writes the instance to a file (for bench/optimize_cbc.py, which solves
  * the same integer program with CBC), runs lr__optimize_quality or
@@ -17,8 +18,8 @@
  * every constraint itself and recomputes the cost rather than trusting
  * these figures.
  *
- *   optimize_bench --n 1000 --seed 1 --alpha 0.8 [--budget B] [--caps 0.3]
- *                  [--runs 7] [--write instance.txt] [--assign assign.txt]
+ *   optimize_bench --n 1000 --seed 1 --alpha 0.8 [--budget B] [--caps 0.3 | --cap 10]
+ *                  [--models 11] [--runs 7] [--write instance.txt] [--assign assign.txt]
  *
  * Single-threaded.
  */
@@ -78,7 +79,28 @@ static double rng_normal(struct rng *r)
     return sqrt(-2.0 * log(rng_unit(r))) * cos(6.283185307179586 * rng_unit(r));
 }
 
-static void make_instance(size_t n, uint64_t seed, double *quality, double *cost)
+/* Model j of m: the table's model j for the first 11; past them, a copy of
+ * the table's model j % 11 with its strength and prices jittered (seeded by
+ * j alone, so a model is the same in every instance of m models). */
+static void model_of(size_t j, double *strength, double *in_price, double *out_price,
+                     double *out_tokens)
+{
+    size_t k = j % N_MODELS;
+    *strength = models[k].strength;
+    *in_price = models[k].in_per_mtok;
+    *out_price = models[k].out_per_mtok;
+    *out_tokens = models[k].out_tokens;
+    if (j >= N_MODELS) {
+        struct rng r = {0x5eedULL + j};
+        double scale = exp(0.3 * rng_normal(&r));
+        *strength += 0.4 * rng_normal(&r);
+        *in_price *= scale;
+        *out_price *= scale;
+        *out_tokens *= exp(0.2 * rng_normal(&r));
+    }
+}
+
+static void make_instance(size_t n, size_t m, uint64_t seed, double *quality, double *cost)
 {
     struct rng r = {seed};
     size_t i, j;
@@ -86,12 +108,13 @@ static void make_instance(size_t n, uint64_t seed, double *quality, double *cost
         double difficulty = 1.2 * rng_normal(&r);
         double in_tokens = floor(300.0 * exp(0.8 * rng_normal(&r))) + 1.0;
         double length = exp(0.5 * rng_normal(&r)); /* some queries want long answers */
-        for (j = 0; j < N_MODELS; j++) {
-            double z = models[j].strength - difficulty + 0.6 * rng_normal(&r);
-            double out = floor(models[j].out_tokens * length * exp(0.3 * rng_normal(&r))) + 1.0;
-            quality[i * N_MODELS + j] = 1.0 / (1.0 + exp(-z));
-            cost[i * N_MODELS + j] = (in_tokens * models[j].in_per_mtok +
-                                      out * models[j].out_per_mtok) / 1e6;
+        for (j = 0; j < m; j++) {
+            double strength, in_price, out_price, out_tokens;
+            model_of(j, &strength, &in_price, &out_price, &out_tokens);
+            double z = strength - difficulty + 0.6 * rng_normal(&r);
+            double out = floor(out_tokens * length * exp(0.3 * rng_normal(&r))) + 1.0;
+            quality[i * m + j] = 1.0 / (1.0 + exp(-z));
+            cost[i * m + j] = (in_tokens * in_price + out * out_price) / 1e6;
         }
     }
 }
@@ -143,18 +166,20 @@ static int parse_double(const char *s, double *out)
 static void usage(void)
 {
     fprintf(stderr, "usage: optimize_bench --n N [--seed S] [--alpha A | --budget B] "
-                    "[--caps FRACTION] [--runs R] [--write PATH] [--assign PATH]\n");
+                    "[--caps FRACTION | --cap COUNT] [--models M] [--runs R] [--write PATH] "
+                    "[--assign PATH]\n");
 }
 
 int main(int argc, char **argv)
 {
     double n_arg = 1000, seed_arg = 1, alpha = 0.8, budget = NAN, caps = 0.0, runs_arg = 7;
+    double m_arg = N_MODELS, cap_arg = 0.0;
     const char *write_path = NULL, *assign_path = NULL;
     struct lr__opt_problem p = {0};
     struct lr__opt_result r;
     double *quality, *cost, *times, *cpu_times;
-    int capacity[N_MODELS], *assign, i, runs, rc = 0;
-    size_t n, j;
+    int *capacity, *assign, i, runs, rc = 0;
+    size_t n, m, j;
 
     for (i = 1; i < argc; i++) {
         double *target = NULL;
@@ -168,6 +193,10 @@ int main(int argc, char **argv)
             target = &budget;
         else if (strcmp(argv[i], "--caps") == 0)
             target = &caps;
+        else if (strcmp(argv[i], "--models") == 0)
+            target = &m_arg;
+        else if (strcmp(argv[i], "--cap") == 0)
+            target = &cap_arg;
         else if (strcmp(argv[i], "--runs") == 0)
             target = &runs_arg;
         else if (strcmp(argv[i], "--write") == 0 && i + 1 < argc) {
@@ -183,29 +212,33 @@ int main(int argc, char **argv)
         }
     }
     if (!(n_arg >= 1 && n_arg <= 1e7) || !(runs_arg >= 1 && runs_arg <= 1000) ||
-        !(caps >= 0.0 && caps <= 1.0) || !(seed_arg >= 0)) {
+        !(caps >= 0.0 && caps <= 1.0) || !(seed_arg >= 0) || !(m_arg >= 1 && m_arg <= 10000) ||
+        !(cap_arg >= 0.0 && cap_arg <= 1e7) || (caps > 0.0 && cap_arg > 0.0)) {
         usage();
         return 2;
     }
     n = (size_t)n_arg;
+    m = (size_t)m_arg;
     runs = (int)runs_arg;
-    quality = malloc(n * N_MODELS * sizeof *quality);
-    cost = malloc(n * N_MODELS * sizeof *cost);
+    quality = malloc(n * m * sizeof *quality);
+    cost = malloc(n * m * sizeof *cost);
+    capacity = malloc(m * sizeof *capacity);
     assign = malloc(n * sizeof *assign);
     times = malloc((size_t)runs * sizeof *times);
     cpu_times = malloc((size_t)runs * sizeof *cpu_times);
-    if (quality == NULL || cost == NULL || assign == NULL || times == NULL || cpu_times == NULL) {
+    if (quality == NULL || cost == NULL || capacity == NULL || assign == NULL || times == NULL ||
+        cpu_times == NULL) {
         fprintf(stderr, "optimize_bench: out of memory\n");
         return 1;
     }
-    make_instance(n, (uint64_t)seed_arg, quality, cost);
-    for (j = 0; j < N_MODELS; j++)
-        capacity[j] = caps > 0.0 ? (int)ceil(caps * (double)n) : 0;
+    make_instance(n, m, (uint64_t)seed_arg, quality, cost);
+    for (j = 0; j < m; j++)
+        capacity[j] = caps > 0.0 ? (int)ceil(caps * (double)n) : (int)cap_arg;
     p.n = n;
-    p.m = N_MODELS;
+    p.m = m;
     p.quality = quality;
     p.cost = cost;
-    p.capacity = caps > 0.0 ? capacity : NULL;
+    p.capacity = caps > 0.0 || cap_arg > 0.0 ? capacity : NULL;
     p.alpha = alpha;
     p.budget = isnan(budget) ? 0.0 : budget;
     if (write_path != NULL && write_instance(write_path, &p, caps) != 0) {
@@ -232,10 +265,11 @@ int main(int argc, char **argv)
         }
     }
     printf("{\"n\": %zu, \"m\": %d, \"form\": \"%s\", \"alpha\": %.17g, \"budget\": %.17g, "
-           "\"caps\": %.17g, \"rc\": %d, \"feasible\": %d, \"cost\": %.17g, "
+           "\"caps\": %.17g, \"cap\": %d, \"rc\": %d, \"feasible\": %d, \"cost\": %.17g, "
            "\"mean_quality\": %.17g, \"bound\": %.17g, \"iterations\": %d, \"message\": \"%s\", "
            "\"times_ms\": [",
-           n, N_MODELS, isnan(budget) ? "quality" : "budget", alpha, p.budget, caps, rc,
+           n, (int)m, isnan(budget) ? "quality" : "budget", alpha, p.budget, caps, (int)cap_arg,
+           rc,
            r.feasible, r.total_cost, r.mean_quality,
            isnan(r.lower_bound) ? -1.0 : r.lower_bound, r.iterations, r.message);
     for (i = 0; i < runs; i++)
@@ -244,6 +278,7 @@ int main(int argc, char **argv)
            median(cpu_times, runs));
     free(quality);
     free(cost);
+    free(capacity);
     free(assign);
     free(times);
     free(cpu_times);
