@@ -1433,6 +1433,272 @@ static void large_batch_is_within_half_a_percent_of_its_lagrangian_bound(void **
     free(assign);
 }
 
+/* ==== Many models of small capacity ====
+ *
+ * Batches of hundreds of queries over tens of models, each model holding a
+ * few: the capacitated subproblem is settled by long chains of moves. The
+ * least cost (or the highest quality) under the capacities alone, which the
+ * optimizer gives when alpha is 0 (or the budget is above every cost), is
+ * checked against an assignment solved here independently: the Hungarian
+ * method over one column per unit of capacity. Capacities of up to 32 and
+ * above 32 are both used, as the flow keeps the moves out of a model in a
+ * list or in heaps by that bound. */
+
+/* The least sum of w[i][slot_model[k]] over one distinct slot k per row i
+ * (rows <= slots), by shortest augmenting paths with potentials. Returns the
+ * sum; the caller checks it took no forbidden (huge) weight. */
+static double hungarian(const double *w, size_t rows, size_t m, const int *slot_model,
+                        size_t slots)
+{
+    double *u = calloc(rows + 1, sizeof *u), *v = calloc(slots + 1, sizeof *v);
+    double *minv = malloc((slots + 1) * sizeof *minv), total = 0.0;
+    size_t *p = calloc(slots + 1, sizeof *p), *way = calloc(slots + 1, sizeof *way);
+    unsigned char *used = malloc(slots + 1);
+    size_t i, k;
+
+    assert_non_null(u);
+    assert_non_null(v);
+    assert_non_null(minv);
+    assert_non_null(p);
+    assert_non_null(way);
+    assert_non_null(used);
+    for (i = 1; i <= rows; i++) {
+        size_t k0 = 0;
+        p[0] = i;
+        for (k = 0; k <= slots; k++) {
+            minv[k] = INFINITY;
+            used[k] = 0;
+        }
+        do {
+            size_t i0 = p[k0], k1 = 0;
+            double delta = INFINITY;
+            used[k0] = 1;
+            for (k = 1; k <= slots; k++) {
+                double cur;
+                if (used[k])
+                    continue;
+                cur = w[(i0 - 1) * m + (size_t)slot_model[k - 1]] - u[i0] - v[k];
+                if (cur < minv[k]) {
+                    minv[k] = cur;
+                    way[k] = k0;
+                }
+                if (minv[k] < delta) {
+                    delta = minv[k];
+                    k1 = k;
+                }
+            }
+            for (k = 0; k <= slots; k++) {
+                if (used[k]) {
+                    u[p[k]] += delta;
+                    v[k] -= delta;
+                } else {
+                    minv[k] -= delta;
+                }
+            }
+            k0 = k1;
+        } while (p[k0] != 0);
+        do {
+            size_t k1 = way[k0];
+            p[k0] = p[k1];
+            k0 = k1;
+        } while (k0 != 0);
+    }
+    for (k = 1; k <= slots; k++)
+        if (p[k] != 0)
+            total += w[(p[k] - 1) * m + (size_t)slot_model[k - 1]];
+    free(u);
+    free(v);
+    free(minv);
+    free(p);
+    free(way);
+    free(used);
+    return total;
+}
+
+struct capped {
+    size_t n, m;
+    double *quality, *cost;
+    int *capacity, *assign;
+    struct lr__opt_problem p;
+};
+
+/* n queries over m models, model j holding caps[j % n_caps]; about one pair
+ * in ten is not a candidate. Quality from model strength against query
+ * difficulty, cost growing with strength. */
+static void capped_make(struct capped *c, uint64_t seed, size_t n, size_t m, const int *caps,
+                        size_t n_caps)
+{
+    struct rng r = {seed};
+    size_t i, j;
+    c->n = n;
+    c->m = m;
+    c->quality = malloc(n * m * sizeof *c->quality);
+    c->cost = malloc(n * m * sizeof *c->cost);
+    c->capacity = malloc(m * sizeof *c->capacity);
+    c->assign = malloc(n * sizeof *c->assign);
+    assert_non_null(c->quality);
+    assert_non_null(c->cost);
+    assert_non_null(c->capacity);
+    assert_non_null(c->assign);
+    for (i = 0; i < n; i++) {
+        double difficulty = 4.0 * rng_unit(&r) - 2.0;
+        size_t keep = rng_below(&r, m);
+        for (j = 0; j < m; j++) {
+            double strength = -1.0 + 3.0 * (double)((j * 7) % m) / (double)m;
+            double z = strength - difficulty + (rng_unit(&r) - 0.5);
+            c->quality[i * m + j] = 1.0 / (1.0 + exp(-z));
+            c->cost[i * m + j] = (0.2 + strength + 1.0) * (0.5 + rng_unit(&r)) * 1e-3;
+            if (j != keep && rng_unit(&r) < 0.1)
+                c->quality[i * m + j] = NAN;
+        }
+    }
+    for (j = 0; j < m; j++)
+        c->capacity[j] = caps[j % n_caps];
+    memset(&c->p, 0, sizeof c->p);
+    c->p.n = n;
+    c->p.m = m;
+    c->p.quality = c->quality;
+    c->p.cost = c->cost;
+    c->p.capacity = c->capacity;
+}
+
+static void capped_free(struct capped *c)
+{
+    free(c->quality);
+    free(c->cost);
+    free(c->capacity);
+    free(c->assign);
+}
+
+/* Every query on a candidate; returns how many queries are over their
+ * model's capacity, and the sums. */
+static int capped_check(const struct capped *c, double *quality, double *cost)
+{
+    int *load = calloc(c->m, sizeof *load), over = 0;
+    size_t i, j;
+    assert_non_null(load);
+    *quality = *cost = 0.0;
+    for (i = 0; i < c->n; i++) {
+        int a = c->assign[i];
+        assert_true(a >= 0 && (size_t)a < c->m);
+        assert_false(isnan(c->quality[i * c->m + (size_t)a]));
+        load[a]++;
+        *quality += c->quality[i * c->m + (size_t)a];
+        *cost += c->cost[i * c->m + (size_t)a];
+    }
+    for (j = 0; j < c->m; j++)
+        if (load[j] > c->capacity[j])
+            over += load[j] - c->capacity[j];
+    free(load);
+    return over;
+}
+
+/* The least sum of the cost (form 1) or of minus the quality (form 0) that
+ * the capacities allow, by the Hungarian method. */
+static double capped_exact(const struct capped *c, int quality_form)
+{
+    size_t i, j, slots = 0, k = 0;
+    double *w = malloc(c->n * c->m * sizeof *w), best;
+    int *slot_model;
+    for (j = 0; j < c->m; j++)
+        slots += (size_t)c->capacity[j];
+    slot_model = malloc(slots * sizeof *slot_model);
+    assert_non_null(w);
+    assert_non_null(slot_model);
+    for (j = 0; j < c->m; j++)
+        for (int u = 0; u < c->capacity[j]; u++)
+            slot_model[k++] = (int)j;
+    for (i = 0; i < c->n * c->m; i++)
+        w[i] = isnan(c->quality[i]) ? 1e6 : quality_form ? c->cost[i] : -c->quality[i];
+    best = hungarian(w, c->n, c->m, slot_model, slots);
+    assert_true(best < 1e5); /* no query on a non-candidate */
+    free(w);
+    free(slot_model);
+    return best;
+}
+
+static void many_small_capacities_give_the_exact_capacitated_optimum(void **state)
+{
+    /* Capacities 5 and 6 (lists), 40 (heaps), and both in one batch. */
+    static const int small[] = {5, 6}, large[] = {40}, mixed[] = {6, 40, 5};
+    static const struct {
+        size_t n, m;
+        const int *caps;
+        size_t n_caps;
+    } cases[] = {{300, 60, small, 2}, {300, 8, large, 1}, {300, 24, mixed, 3}};
+    size_t t;
+    (void)state;
+    for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        struct capped c;
+        struct lr__opt_result r;
+        double quality, cost, exact;
+        capped_make(&c, 100 + t, cases[t].n, cases[t].m, cases[t].caps, cases[t].n_caps);
+
+        /* Quality form with alpha 0: the least cost the capacities allow. */
+        c.p.alpha = 0.0;
+        memset(&r, 0, sizeof r);
+        r.assign = c.assign;
+        assert_int_equal(lr__optimize_quality(&c.p, &r), 0);
+        assert_true(r.feasible);
+        assert_int_equal(capped_check(&c, &quality, &cost), 0);
+        exact = capped_exact(&c, 1);
+        print_message("%zu x %zu, least cost: %.9g, exact %.9g\n", c.n, c.m, cost, exact);
+        assert_true(fabs(cost - exact) <= 1e-7 * exact);
+
+        /* Budget form with a budget above every cost: the highest quality. */
+        c.p.budget = 1e9;
+        memset(&r, 0, sizeof r);
+        r.assign = c.assign;
+        assert_int_equal(lr__optimize_budget(&c.p, &r), 0);
+        assert_int_equal(capped_check(&c, &quality, &cost), 0);
+        exact = -capped_exact(&c, 0);
+        print_message("%zu x %zu, most quality: %.9g, exact %.9g\n", c.n, c.m, quality, exact);
+        assert_true(fabs(quality - exact) <= 1e-7 * exact);
+
+        /* With alpha midway to that highest mean: every constraint, and the
+         * cost within 1% of the Lagrangian bound and above the exact least. */
+        c.p.alpha = 0.5 * (exact / (double)c.n + 0.5);
+        memset(&r, 0, sizeof r);
+        r.assign = c.assign;
+        assert_int_equal(lr__optimize_quality(&c.p, &r), 0);
+        assert_int_equal(capped_check(&c, &quality, &cost), 0);
+        assert_true(quality >= c.p.alpha * (double)c.n * (1.0 - LR__OPT_TOL));
+        assert_true(r.lower_bound <= cost * (1.0 + 1e-12));
+        assert_true(cost <= r.lower_bound * 1.01);
+        assert_true(cost >= capped_exact(&c, 1) * (1.0 - 1e-9));
+        capped_free(&c);
+    }
+}
+
+static void many_small_capacities_below_the_batch_put_the_fewest_over(void **state)
+{
+    /* 60 models of capacity 4 hold 240 of 300 queries. */
+    static const int four[] = {4};
+    struct capped c;
+    struct lr__opt_result r;
+    double quality, cost;
+    (void)state;
+    capped_make(&c, 7, 300, 60, four, 1);
+    c.p.alpha = 0.4;
+    memset(&r, 0, sizeof r);
+    r.assign = c.assign;
+    assert_int_equal(lr__optimize_quality(&c.p, &r), LR_EINFEASIBLE);
+    assert_false(r.feasible);
+    assert_non_null(strstr(r.message, "capacities sum to 240, below the 300 queries"));
+    assert_non_null(strstr(r.message, "60 queries were placed over capacity"));
+    assert_int_equal(capped_check(&c, &quality, &cost), 60);
+    assert_true(quality >= c.p.alpha * (double)c.n * (1.0 - LR__OPT_TOL));
+    assert_non_null(strstr(r.message, "alpha 0.4 is met"));
+
+    c.p.budget = 0.5 * cost;
+    memset(&r, 0, sizeof r);
+    r.assign = c.assign;
+    assert_int_equal(lr__optimize_budget(&c.p, &r), LR_EINFEASIBLE);
+    assert_false(r.feasible);
+    assert_int_equal(capped_check(&c, &quality, &cost), 60);
+    capped_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1466,6 +1732,8 @@ int main(void)
         cmocka_unit_test(query_without_candidate_is_rejected),
         cmocka_unit_test(non_finite_alpha_and_budget_are_rejected),
         cmocka_unit_test(large_batch_is_within_half_a_percent_of_its_lagrangian_bound),
+        cmocka_unit_test(many_small_capacities_give_the_exact_capacitated_optimum),
+        cmocka_unit_test(many_small_capacities_below_the_batch_put_the_fewest_over),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
