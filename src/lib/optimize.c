@@ -17,7 +17,8 @@
  *     inserted one at a time, and a query whose best model is full displaces
  *     a chain of queries along the cheapest path in the M-node graph of
  *     "move one query from model a to model b" (per-pair heaps keep the
- *     cheapest such move). The model potentials of that flow are the
+ *     cheapest such move), found by Dijkstra's algorithm on costs reduced
+ *     by the model potentials. The model potentials of that flow are the
  *     capacity multipliers mu_j, found exactly rather than by subgradient
  *     steps. Each solve gives a Lagrangian bound on A.
  *
@@ -345,7 +346,8 @@ struct flow {
     int *load;      /* m */
     unsigned *ver;  /* n; bumped on every move so old heap entries go stale */
     struct heap *h; /* m*m; h[a*m+b] holds queries at (full-capable) model a */
-    double *dist;   /* m */
+    double *pot;    /* m: minus the capacity multiplier; 0 while a model has room */
+    double *dist;   /* m: reduced distances of the current search */
     int *pred;      /* m */
     int *mark;      /* m */
     size_t unplaced;
@@ -362,6 +364,7 @@ static void flow_free(struct flow *f)
     free(f->asg);
     free(f->load);
     free(f->ver);
+    free(f->pot);
     free(f->dist);
     free(f->pred);
     free(f->mark);
@@ -376,12 +379,14 @@ static int flow_init(struct flow *f, const struct gen *g)
     f->asg = malloc(n * sizeof *f->asg);
     f->load = malloc(m * sizeof *f->load);
     f->ver = calloc(n, sizeof *f->ver);
+    f->pot = malloc(m * sizeof *f->pot);
     f->dist = malloc(m * sizeof *f->dist);
     f->pred = malloc(m * sizeof *f->pred);
     f->mark = malloc(m * sizeof *f->mark);
     f->h = g->capped ? calloc(m * m, sizeof *f->h) : NULL;
     if (f->w == NULL || f->asg == NULL || f->load == NULL || f->ver == NULL ||
-        f->dist == NULL || f->pred == NULL || f->mark == NULL || (g->capped && f->h == NULL)) {
+        f->pot == NULL || f->dist == NULL || f->pred == NULL || f->mark == NULL ||
+        (g->capped && f->h == NULL)) {
         flow_free(f);
         return LR_ENOMEM;
     }
@@ -527,6 +532,8 @@ static int flow_solve(struct flow *f)
             wscale = fmax(wscale, fabs(f->w[k]));
     eps = 1e-13 * (wscale > 0.0 ? wscale : 1.0);
     memset(f->load, 0, m * sizeof *f->load);
+    for (j = 0; j < m; j++)
+        f->pot[j] = 0.0;
     for (i = 0; i < n; i++)
         f->asg[i] = -1; /* flow_fill scans asg: queries not yet placed must not match */
     f->unplaced = 0;
@@ -536,7 +543,7 @@ static int flow_solve(struct flow *f)
 
     for (i = 0; i < n; i++) {
         const double *wi = f->w + i * m;
-        size_t t = m, cur, steps;
+        size_t t = m, cur;
         double best = INFINITY;
         int rc;
 
@@ -558,75 +565,62 @@ static int flow_solve(struct flow *f)
             f->load[t]++;
             continue;
         }
-        /* Bellman-Ford over the model graph: dist[j] is the cheapest way to
-         * make room for query i ending with a model j that has room. The
-         * current partial flow is optimal, so there are no negative cycles
-         * and m rounds suffice. */
+        /* Dijkstra over the model graph with potentials. pot[j] is 0 while
+         * model j has room and at most 0 once it is full (minus its
+         * capacity multiplier): the current partial flow is optimal, so
+         * every placed query sits at a model of least w - pot, every move
+         * of a query from model a to model b has the reduced cost
+         * w_qb - w_qa + pot[a] - pot[b] >= 0, and dist[j] + pot[j] is the
+         * cheapest way to make room for query i ending with model j. The
+         * first model with room taken from the queue ends the cheapest path
+         * (its pot is 0, and every other path goes on from a model reached
+         * no sooner). Each model is settled once, relaxing its m moves: at
+         * most m^2 steps per query, where Bellman-Ford took up to m^3. */
         for (j = 0; j < m; j++) {
-            f->dist[j] = wi[j];
+            f->dist[j] = wi[j] == INFINITY ? INFINITY : wi[j] - f->pot[j];
             f->pred[j] = -1;
+            f->mark[j] = 0;
         }
-        for (k = 0; k < m; k++) {
-            int changed = 0;
-            size_t a, b;
-            for (a = 0; a < m; a++) {
-                if (f->load[a] < g->cap[a] || f->dist[a] == INFINITY)
+        for (;;) {
+            size_t a = m, b;
+            double da = INFINITY;
+            for (j = 0; j < m; j++)
+                if (!f->mark[j] && f->dist[j] < da) {
+                    da = f->dist[j];
+                    a = j;
+                }
+            if (a == m)
+                break; /* no model with room is reachable */
+            f->mark[a] = 1;
+            if (f->load[a] < g->cap[a]) {
+                t = a;
+                break;
+            }
+            for (b = 0; b < m; b++) {
+                double t_ab, nd;
+                if (f->mark[b])
                     continue;
-                for (b = 0; b < m; b++) {
-                    double t_ab, nd;
-                    if (b == a)
-                        continue;
-                    t_ab = flow_top(f, a, b);
-                    if (t_ab == INFINITY)
-                        continue;
-                    nd = f->dist[a] + t_ab;
-                    if (nd < f->dist[b] - eps) {
-                        f->dist[b] = nd;
-                        f->pred[b] = (int)a;
-                        changed = 1;
-                    }
+                t_ab = flow_top(f, a, b);
+                if (t_ab == INFINITY)
+                    continue;
+                nd = da + t_ab + f->pot[a] - f->pot[b];
+                if (nd < f->dist[b] - eps) {
+                    f->dist[b] = nd;
+                    f->pred[b] = (int)a;
                 }
             }
-            if (!changed)
-                break;
         }
-        for (j = 0; j < m; j++)
-            if (f->load[j] < g->cap[j] && f->dist[j] < best) {
-                best = f->dist[j];
-                t = j;
-            }
         if (t == m) {
             f->asg[i] = -1;
             f->unplaced++;
             continue;
         }
-        /* A path that revisits a model would mean a negative cycle, which
-         * rounding alone could cause; fall back to the direct placement. */
-        memset(f->mark, 0, m * sizeof *f->mark);
-        for (cur = t, steps = 0; f->pred[cur] >= 0 && steps <= m; steps++) {
-            f->mark[cur] = 1;
-            cur = (size_t)f->pred[cur];
-            if (f->mark[cur]) {
-                steps = m + 1;
-                break;
-            }
-        }
-        if (steps > m) {
-            best = INFINITY;
-            t = m;
-            for (j = 0; j < m; j++)
-                if (f->load[j] < g->cap[j] && wi[j] < best) {
-                    best = wi[j];
-                    t = j;
-                }
-            if (t == m) {
-                f->asg[i] = -1;
-                f->unplaced++;
-                continue;
-            }
-            for (j = 0; j < m; j++)
-                f->pred[j] = -1;
-        }
+        /* Keep every reduced cost >= 0 after the augmentation: each model
+         * settled before t (all of them full) comes closer by what it was
+         * short of t; t and the models not settled keep theirs. */
+        for (j = 0; j < m; j++)
+            if (f->mark[j] && j != t && f->dist[j] < f->dist[t])
+                f->pot[j] += f->dist[j] - f->dist[t];
         for (cur = t; f->pred[cur] >= 0;) {
             size_t a = (size_t)f->pred[cur];
             int moved;
