@@ -16,9 +16,11 @@
  *     solved exactly by successive shortest paths (struct flow): queries are
  *     inserted one at a time, and a query whose best model is full displaces
  *     a chain of queries along the cheapest path in the M-node graph of
- *     "move one query from model a to model b" (per-pair heaps keep the
- *     cheapest such move), found by Dijkstra's algorithm on costs reduced
- *     by the model potentials. The model potentials of that flow are the
+ *     "move one query from model a to model b", found by Dijkstra's
+ *     algorithm on costs reduced by the model potentials. The cheapest
+ *     move out of each full model to each other is kept in an M x M
+ *     table, from per-pair heaps, or for a model of small capacity from
+ *     the list of its queries. The model potentials of that flow are the
  *     capacity multipliers mu_j, found exactly rather than by subgradient
  *     steps. Each solve gives a Lagrangian bound on A.
  *
@@ -339,6 +341,17 @@ struct heap {
     size_t len, cap;
 };
 
+/* A capped model of capacity up to this many times m keeps the list of its
+ * queries, and the cheapest moves out of it are found by scanning them
+ * rather than kept in heaps: with many models of small capacity the heaps
+ * took most of the time, each move pushing m entries, while a scan is
+ * needed only for the moves whose cheapest query has left. With 11 models
+ * of capacity 1,000 and more the heaps were faster (measured with
+ * bench/optimize_bench: 10,000 queries, capacities 10% and 30%). */
+#ifndef LR__FLOW_LIST_PER_MODEL
+#define LR__FLOW_LIST_PER_MODEL 16
+#endif
+
 struct flow {
     const struct gen *g;
     double *w;      /* n*m weights, INFINITY where not a candidate */
@@ -346,12 +359,27 @@ struct flow {
     int *load;      /* m */
     unsigned *ver;  /* n; bumped on every move so old heap entries go stale */
     struct heap *h; /* m*m; h[a*m+b] holds queries at (full-capable) model a */
+    double *top;    /* m*m, when capped: top[a*m+b] is the least w_qb - w_qa over the
+                       queries q at full model a (INFINITY if none), kept from a's heaps
+                       or its list */
+    int *top_query; /* m*m: that q */
+    int *list;      /* the queries at each listed model (flow_listed), from
+                       list_start[j], list_len[j] of them */
+    size_t *list_start;
+    int *list_len;  /* m */
+    int *slot;      /* n: a listed query's index in its model's list */
     double *pot;    /* m: minus the capacity multiplier; 0 while a model has room */
     double *dist;   /* m: reduced distances of the current search */
     int *pred;      /* m */
-    int *mark;      /* m */
+    size_t *open;   /* m: the models a search has not settled, then those it has */
     size_t unplaced;
 };
+
+/* Whether capped model j keeps a list of its queries rather than heaps. */
+static int flow_listed(const struct gen *g, size_t j)
+{
+    return (size_t)g->cap[j] < g->n && (size_t)g->cap[j] <= LR__FLOW_LIST_PER_MODEL * g->m;
+}
 
 static void flow_free(struct flow *f)
 {
@@ -360,6 +388,12 @@ static void flow_free(struct flow *f)
         for (k = 0; k < f->g->m * f->g->m; k++)
             free(f->h[k].v);
     free(f->h);
+    free(f->top);
+    free(f->top_query);
+    free(f->list);
+    free(f->list_start);
+    free(f->list_len);
+    free(f->slot);
     free(f->w);
     free(f->asg);
     free(f->load);
@@ -367,14 +401,24 @@ static void flow_free(struct flow *f)
     free(f->pot);
     free(f->dist);
     free(f->pred);
-    free(f->mark);
+    free(f->open);
 }
 
 static int flow_init(struct flow *f, const struct gen *g)
 {
-    size_t n = g->n, m = g->m;
+    size_t n = g->n, m = g->m, j, listed = 0;
     memset(f, 0, sizeof *f);
     f->g = g;
+    f->list_start = malloc(m * sizeof *f->list_start);
+    f->list_len = malloc(m * sizeof *f->list_len);
+    if (f->list_start != NULL)
+        for (j = 0; j < m; j++) {
+            f->list_start[j] = listed;
+            if (flow_listed(g, j))
+                listed += (size_t)g->cap[j];
+        }
+    f->list = malloc((listed > 0 ? listed : 1) * sizeof *f->list);
+    f->slot = malloc(n * sizeof *f->slot);
     f->w = malloc(n * m * sizeof *f->w);
     f->asg = malloc(n * sizeof *f->asg);
     f->load = malloc(m * sizeof *f->load);
@@ -382,11 +426,14 @@ static int flow_init(struct flow *f, const struct gen *g)
     f->pot = malloc(m * sizeof *f->pot);
     f->dist = malloc(m * sizeof *f->dist);
     f->pred = malloc(m * sizeof *f->pred);
-    f->mark = malloc(m * sizeof *f->mark);
+    f->open = malloc(m * sizeof *f->open);
     f->h = g->capped ? calloc(m * m, sizeof *f->h) : NULL;
+    f->top = g->capped ? malloc(m * m * sizeof *f->top) : NULL;
+    f->top_query = g->capped ? malloc(m * m * sizeof *f->top_query) : NULL;
     if (f->w == NULL || f->asg == NULL || f->load == NULL || f->ver == NULL ||
-        f->pot == NULL || f->dist == NULL || f->pred == NULL || f->mark == NULL ||
-        (g->capped && f->h == NULL)) {
+        f->list_start == NULL || f->list_len == NULL || f->list == NULL || f->slot == NULL ||
+        f->pot == NULL || f->dist == NULL || f->pred == NULL || f->open == NULL ||
+        (g->capped && (f->h == NULL || f->top == NULL || f->top_query == NULL))) {
         flow_free(f);
         return LR_ENOMEM;
     }
@@ -449,15 +496,28 @@ static double flow_top(struct flow *f, size_t a, size_t b)
     return h->len > 0 ? h->v[0].key : INFINITY;
 }
 
-/* Put query i on model j and, when j is full, record i's possible moves out
- * of j. Moves out of a model are only ever needed once it is full, and a full
- * model stays full, so its heaps are built when it fills (flow_fill). */
+/* Put query i on model j (moving it from where it was, if anywhere) and,
+ * when j is full and keeps heaps, record i's possible moves out of j.
+ * Moves out of a model are only ever needed once it is full, and a full
+ * model stays full, so its heaps are built when it fills (flow_fill). The
+ * caller refreshes top for the models a move leaves and fills. */
 static int flow_place(struct flow *f, size_t i, size_t j)
 {
     size_t b, m = f->g->m;
     const double *wi = f->w + i * m;
+    int from = f->asg[i];
+    if (from >= 0 && flow_listed(f->g, (size_t)from)) {
+        int *list = f->list + f->list_start[from], last = --f->list_len[from];
+        list[f->slot[i]] = list[last];
+        f->slot[list[last]] = f->slot[i];
+    }
     f->asg[i] = (int)j;
     f->ver[i]++;
+    if (flow_listed(f->g, j)) {
+        f->slot[i] = f->list_len[j]++;
+        f->list[f->list_start[j] + (size_t)f->slot[i]] = (int)i;
+        return 0;
+    }
     if (f->load[j] < f->g->cap[j])
         return 0;
     for (b = 0; b < m; b++) {
@@ -469,11 +529,18 @@ static int flow_place(struct flow *f, size_t i, size_t j)
     return 0;
 }
 
+static void flow_scan(struct flow *f, size_t a);
+
 /* Model j has just filled: build the heaps of moves out of it from the
- * queries it holds (entries appended, then each heap ordered bottom-up). */
+ * queries it holds (entries appended, then each heap ordered bottom-up),
+ * and its row of top; a listed model has no heaps, only the row. */
 static int flow_fill(struct flow *f, size_t j)
 {
     size_t n = f->g->n, m = f->g->m, k, b;
+    if (flow_listed(f->g, j)) {
+        flow_scan(f, j);
+        return 0;
+    }
     for (k = 0; k < n; k++) {
         const double *wk = f->w + k * m;
         if (f->asg[k] != (int)j)
@@ -515,8 +582,75 @@ static int flow_fill(struct flow *f, size_t j)
             }
             h->v[pos] = v;
         }
+        f->top[j * m + b] = h->len > 0 ? h->v[0].key : INFINITY;
+        f->top_query[j * m + b] = h->len > 0 ? h->v[0].query : -1;
     }
     return 0;
+}
+
+/* Set listed model a's row of top and top_query from its queries. */
+static void flow_scan(struct flow *f, size_t a)
+{
+    size_t b, m = f->g->m;
+    double *top = f->top + a * m;
+    int *top_query = f->top_query + a * m;
+    const int *list = f->list + f->list_start[a];
+    int k;
+    for (b = 0; b < m; b++) {
+        top[b] = INFINITY;
+        top_query[b] = -1;
+    }
+    for (k = 0; k < f->list_len[a]; k++) {
+        const double *wq = f->w + (size_t)list[k] * m;
+        double base = wq[a];
+        for (b = 0; b < m; b++)
+            if (wq[b] - base < top[b]) {
+                top[b] = wq[b] - base;
+                top_query[b] = list[k];
+            }
+    }
+    top[a] = INFINITY; /* no move from a model to itself */
+    top_query[a] = -1;
+}
+
+/* Full model a has given up query left and taken query in (whose moves
+ * flow_place has pushed if a keeps heaps): update a's row of top. Only the
+ * moves whose cheapest was left's are looked for again, in a's heaps or
+ * by scanning its list; the others stay unless in's is cheaper. */
+static void flow_replace(struct flow *f, size_t a, int left, int in)
+{
+    size_t b, m = f->g->m;
+    double *top = f->top + a * m;
+    int *top_query = f->top_query + a * m;
+    const int *list = f->list + f->list_start[a];
+    const double *wi = f->w + (size_t)in * m;
+    int k, listed = flow_listed(f->g, a);
+
+    for (b = 0; b < m; b++) {
+        if (b == a)
+            continue;
+        if (top_query[b] != left) {
+            if (wi[b] - wi[a] < top[b]) {
+                top[b] = wi[b] - wi[a];
+                top_query[b] = in;
+            }
+            continue;
+        }
+        if (!listed) {
+            top[b] = flow_top(f, a, b);
+            top_query[b] = top[b] < INFINITY ? f->h[a * m + b].v[0].query : -1;
+            continue;
+        }
+        top[b] = INFINITY;
+        top_query[b] = -1;
+        for (k = 0; k < f->list_len[a]; k++) {
+            const double *wq = f->w + (size_t)list[k] * m;
+            if (wq[b] - wq[a] < top[b]) {
+                top[b] = wq[b] - wq[a];
+                top_query[b] = list[k];
+            }
+        }
+    }
 }
 
 /* Solve min sum w[i][x_i] subject to capacities exactly. Queries that no
@@ -532,18 +666,22 @@ static int flow_solve(struct flow *f)
             wscale = fmax(wscale, fabs(f->w[k]));
     eps = 1e-13 * (wscale > 0.0 ? wscale : 1.0);
     memset(f->load, 0, m * sizeof *f->load);
+    memset(f->list_len, 0, m * sizeof *f->list_len);
     for (j = 0; j < m; j++)
         f->pot[j] = 0.0;
     for (i = 0; i < n; i++)
         f->asg[i] = -1; /* flow_fill scans asg: queries not yet placed must not match */
     f->unplaced = 0;
     if (f->h != NULL)
-        for (k = 0; k < m * m; k++)
+        for (k = 0; k < m * m; k++) {
             f->h[k].len = 0;
+            f->top[k] = INFINITY;
+        }
 
     for (i = 0; i < n; i++) {
         const double *wi = f->w + i * m;
-        size_t t = m, cur;
+        size_t t = m, cur, n_open, next, o;
+        int left;
         double best = INFINITY;
         int rc;
 
@@ -576,37 +714,56 @@ static int flow_solve(struct flow *f)
          * (its pot is 0, and every other path goes on from a model reached
          * no sooner). Each model is settled once, relaxing its m moves: at
          * most m^2 steps per query, where Bellman-Ford took up to m^3. */
+        next = 0;
         for (j = 0; j < m; j++) {
             f->dist[j] = wi[j] == INFINITY ? INFINITY : wi[j] - f->pot[j];
-            f->pred[j] = -1;
-            f->mark[j] = 0;
+            if (f->dist[j] < f->dist[next])
+                next = j;
         }
-        for (;;) {
-            size_t a = m, b;
-            double da = INFINITY;
-            for (j = 0; j < m; j++)
-                if (!f->mark[j] && f->dist[j] < da) {
-                    da = f->dist[j];
-                    a = j;
-                }
-            if (a == m)
+        if (f->dist[next] < INFINITY && f->load[next] < g->cap[next]) {
+            /* The nearest model has room: the path is the query alone,
+             * and no potential changes. */
+            if ((rc = flow_place(f, i, next)) != 0)
+                return rc;
+            if (++f->load[next] == g->cap[next] && (size_t)g->cap[next] < n &&
+                (rc = flow_fill(f, next)) != 0)
+                return rc;
+            continue;
+        }
+        for (j = 0; j < m; j++) {
+            f->pred[j] = -1;
+            f->open[j] = j;
+        }
+        /* open[0 .. n_open) holds the models not settled, next the place
+         * in it of the nearest, and open[n_open .. m) those settled;
+         * relaxing a model's moves also finds the next nearest. */
+        n_open = m;
+        while (n_open > 0) {
+            size_t a = f->open[next], b;
+            double da = f->dist[a], dn = INFINITY;
+            const double *top_a;
+            if (da == INFINITY)
                 break; /* no model with room is reachable */
-            f->mark[a] = 1;
+            f->open[next] = f->open[--n_open];
+            f->open[n_open] = a;
             if (f->load[a] < g->cap[a]) {
                 t = a;
                 break;
             }
-            for (b = 0; b < m; b++) {
-                double t_ab, nd;
-                if (f->mark[b])
-                    continue;
-                t_ab = flow_top(f, a, b);
-                if (t_ab == INFINITY)
-                    continue;
-                nd = da + t_ab + f->pot[a] - f->pot[b];
+            top_a = f->top + a * m;
+            da += f->pot[a];
+            next = 0;
+            for (o = 0; o < n_open; o++) {
+                double nd;
+                b = f->open[o];
+                nd = da + top_a[b] - f->pot[b];
                 if (nd < f->dist[b] - eps) {
                     f->dist[b] = nd;
                     f->pred[b] = (int)a;
+                }
+                if (f->dist[b] < dn) {
+                    dn = f->dist[b];
+                    next = o;
                 }
             }
         }
@@ -618,20 +775,27 @@ static int flow_solve(struct flow *f)
         /* Keep every reduced cost >= 0 after the augmentation: each model
          * settled before t (all of them full) comes closer by what it was
          * short of t; t and the models not settled keep theirs. */
-        for (j = 0; j < m; j++)
-            if (f->mark[j] && j != t && f->dist[j] < f->dist[t])
+        for (o = n_open; o < m; o++) {
+            j = f->open[o];
+            if (j != t && f->dist[j] < f->dist[t])
                 f->pot[j] += f->dist[j] - f->dist[t];
-        for (cur = t; f->pred[cur] >= 0;) {
+        }
+        /* Along the path each full model gives up one query and takes
+         * the one behind it (query i at the path's first model). */
+        for (cur = t, left = -1; f->pred[cur] >= 0;) {
             size_t a = (size_t)f->pred[cur];
-            int moved;
-            (void)flow_top(f, a, cur);
-            moved = f->h[a * m + cur].v[0].query;
+            int moved = f->top_query[a * m + cur];
             if ((rc = flow_place(f, (size_t)moved, cur)) != 0)
                 return rc;
+            if (left >= 0)
+                flow_replace(f, cur, left, moved);
+            left = moved;
             cur = a;
         }
         if ((rc = flow_place(f, i, cur)) != 0)
             return rc;
+        if (left >= 0)
+            flow_replace(f, cur, left, (int)i);
         if (++f->load[t] == g->cap[t] && (size_t)g->cap[t] < n &&
             (rc = flow_fill(f, t)) != 0)
             return rc;

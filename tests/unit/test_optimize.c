@@ -1440,9 +1440,10 @@ static void large_batch_is_within_half_a_percent_of_its_lagrangian_bound(void **
  * least cost (or the highest quality) under the capacities alone, which the
  * optimizer gives when alpha is 0 (or the budget is above every cost), is
  * checked against an assignment solved here independently: the Hungarian
- * method over one column per unit of capacity. Capacities of up to 32 and
- * above 32 are both used, as the flow keeps the moves out of a model in a
- * list or in heaps by that bound. */
+ * method over one column per unit of capacity. Capacities of up to 16 times
+ * the number of models and above it are both used, alone and together, as
+ * the flow keeps the moves out of a model in a list or in heaps by that
+ * bound (LR__FLOW_LIST_PER_MODEL in optimize.c). */
 
 /* The least sum of w[i][slot_model[k]] over one distinct slot k per row i
  * (rows <= slots), by shortest augmenting paths with potentials. Returns the
@@ -1619,13 +1620,15 @@ static double capped_exact(const struct capped *c, int quality_form)
 
 static void many_small_capacities_give_the_exact_capacitated_optimum(void **state)
 {
-    /* Capacities 5 and 6 (lists), 40 (heaps), and both in one batch. */
-    static const int small[] = {5, 6}, large[] = {40}, mixed[] = {6, 40, 5};
+    /* Capacities 5 and 6 of 60 models (lists), 70 to 100 of 4 (heaps),
+     * and both in one batch of 6 models (up to 96: lists). */
+    static const int small[] = {5, 6}, large[] = {100, 90, 80, 70},
+                     mixed[] = {10, 120, 20, 100, 40, 60};
     static const struct {
         size_t n, m;
         const int *caps;
         size_t n_caps;
-    } cases[] = {{300, 60, small, 2}, {300, 8, large, 1}, {300, 24, mixed, 3}};
+    } cases[] = {{300, 60, small, 2}, {300, 4, large, 4}, {300, 6, mixed, 6}};
     size_t t;
     (void)state;
     for (t = 0; t < sizeof cases / sizeof cases[0]; t++) {
