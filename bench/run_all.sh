@@ -3,10 +3,11 @@
 # printing its ratio against its named anchor:
 #   bench/run_all.sh [build-dir]
 # route_bench, dense_bench (two corpora), then every bench/*.sh: faults,
-# gateway, open_bench, optimize_bench, python, smart_bench. Expect tens of
-# minutes on a 2-core machine (not timed as a whole): smart_bench.sh builds
-# and imports two 100,000-record stores, optimize_bench.sh waits on CBC (up
-# to 300 s a solve), gateway.sh sends over a million requests.
+# gateway, open_bench, optimize_bench, optimize_caps_bench, python,
+# smart_bench. Expect tens of minutes on a 2-core machine (not timed as a
+# whole): smart_bench.sh builds and imports two 100,000-record stores,
+# optimize_bench.sh and optimize_caps_bench.sh wait on CBC (up to 300 s a
+# solve), gateway.sh sends over a million requests.
 #
 # Not run here (each is run by hand; the script lists them at the end):
 #   rebuild_bench   needs a large store (the 100,000-record one smart_bench
