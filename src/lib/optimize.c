@@ -417,8 +417,10 @@ static int flow_init(struct flow *f, const struct gen *g)
             if (flow_listed(g, j))
                 listed += (size_t)g->cap[j];
         }
-    f->list = malloc((listed > 0 ? listed : 1) * sizeof *f->list);
-    f->slot = malloc(n * sizeof *f->slot);
+    if (listed > 0) {
+        f->list = malloc(listed * sizeof *f->list);
+        f->slot = malloc(n * sizeof *f->slot);
+    }
     f->w = malloc(n * m * sizeof *f->w);
     f->asg = malloc(n * sizeof *f->asg);
     f->load = malloc(m * sizeof *f->load);
@@ -431,7 +433,8 @@ static int flow_init(struct flow *f, const struct gen *g)
     f->top = g->capped ? malloc(m * m * sizeof *f->top) : NULL;
     f->top_query = g->capped ? malloc(m * m * sizeof *f->top_query) : NULL;
     if (f->w == NULL || f->asg == NULL || f->load == NULL || f->ver == NULL ||
-        f->list_start == NULL || f->list_len == NULL || f->list == NULL || f->slot == NULL ||
+        f->list_start == NULL || f->list_len == NULL ||
+        (listed > 0 && (f->list == NULL || f->slot == NULL)) ||
         f->pot == NULL || f->dist == NULL || f->pred == NULL || f->open == NULL ||
         (g->capped && (f->h == NULL || f->top == NULL || f->top_query == NULL))) {
         flow_free(f);
@@ -622,7 +625,6 @@ static void flow_replace(struct flow *f, size_t a, int left, int in)
     size_t b, m = f->g->m;
     double *top = f->top + a * m;
     int *top_query = f->top_query + a * m;
-    const int *list = f->list + f->list_start[a];
     const double *wi = f->w + (size_t)in * m;
     int k, listed = flow_listed(f->g, a);
 
@@ -644,10 +646,11 @@ static void flow_replace(struct flow *f, size_t a, int left, int in)
         top[b] = INFINITY;
         top_query[b] = -1;
         for (k = 0; k < f->list_len[a]; k++) {
-            const double *wq = f->w + (size_t)list[k] * m;
+            int q = f->list[f->list_start[a] + (size_t)k];
+            const double *wq = f->w + (size_t)q * m;
             if (wq[b] - wq[a] < top[b]) {
                 top[b] = wq[b] - wq[a];
-                top_query[b] = list[k];
+                top_query[b] = q;
             }
         }
     }
@@ -661,9 +664,9 @@ static int flow_solve(struct flow *f)
     size_t n = g->n, m = g->m, i, j, k;
     double wscale = 0.0, eps;
 
-    for (k = 0; k < n * m; k++)
-        if (f->w[k] != INFINITY)
-            wscale = fmax(wscale, fabs(f->w[k]));
+    for (k = 0; g->capped && k < n * m; k++) /* eps is for the paths */
+        if (f->w[k] != INFINITY && fabs(f->w[k]) > wscale)
+            wscale = fabs(f->w[k]);
     eps = 1e-13 * (wscale > 0.0 ? wscale : 1.0);
     memset(f->load, 0, m * sizeof *f->load);
     memset(f->list_len, 0, m * sizeof *f->list_len);
