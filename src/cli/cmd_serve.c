@@ -1,7 +1,11 @@
 /* cmd_serve.c -- `llmroute serve`: run the OpenAI-compatible gateway
  * (src/gateway/) in the foreground until SIGTERM. */
+#define _XOPEN_SOURCE 700 /* realpath() */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "gateway.h"
@@ -25,7 +29,9 @@ static const char help[] =
     "                      answers 501 store_read_only; the store must exist.\n"
     "                      Without it, a store file that cannot be written is\n"
     "                      refused (exit 2)\n"
-    "  --port-file FILE    write the bound port to FILE once listening\n"
+    "  --port-file FILE    write the bound port to FILE once listening (through\n"
+    "                      FILE.tmp); the config, the store and its -wal, -shm and\n"
+    "                      -journal files are refused as FILE or FILE.tmp\n"
     "\n"
     "One JSON line per request goes to standard error. SIGHUP reloads the\n"
     "configuration (a bad one is refused and the old one kept); SIGTERM stops\n"
@@ -39,6 +45,112 @@ static const char help[] =
     "2 usage, a configuration that is not valid (as check-config reports it) or a\n"
     "store that cannot be opened as given (no such folder, no permission, a file\n"
     "that is not a store) or does not fit.\n";
+
+/* path as an absolute name that tells two spellings of one file apart
+ * from two files: its folder resolved (realpath()), then its last part.
+ * NULL when the folder cannot be resolved (it does not exist: nothing can
+ * be written there, and the gateway says so). The caller frees it. */
+static char *canonical_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char dir[PATH_MAX], *resolved, *out;
+    size_t dlen = slash ? (size_t)(slash - path) : 1, size;
+
+    if (slash && dlen == 0)
+        dlen = 1; /* "/name": the root */
+    if (dlen >= sizeof dir)
+        return NULL;
+    memcpy(dir, slash ? path : ".", dlen);
+    dir[dlen] = '\0';
+    if (!(resolved = realpath(dir, NULL)))
+        return NULL;
+    size = strlen(resolved) + strlen(base) + 2;
+    if ((out = malloc(size)) != NULL)
+        snprintf(out, size, "%s/%s", strcmp(resolved, "/") == 0 ? "" : resolved, base);
+    free(resolved);
+    return out;
+}
+
+/* Whether a and b name one file: the same file when both exist, else the
+ * same name in the same folder (a store serve is about to make). */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    char *ca, *cb;
+    int same;
+
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    ca = canonical_name(a);
+    cb = canonical_name(b);
+    same = ca && cb && strcmp(ca, cb) == 0;
+    free(ca);
+    free(cb);
+    return same;
+}
+
+/* The gateway writes the port to --port-file's name with ".tmp" added,
+ * then renames that over --port-file: whatever either name held is
+ * replaced. Naming the config, the history store or one of SQLite's files
+ * beside it there (a slip in a script) replaced a store of records with
+ * "41687\n", and the gateway went on without a word. Refused before the
+ * store is opened or made: CLI_USAGE after saying which file it is. */
+static int port_file_check(const struct gw_options *o)
+{
+    static const char *const side[] = {"", "-wal", "-shm", "-journal"};
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    const char *store = o->store, *named_by = "--store";
+    size_t tmp_size = strlen(o->port_file) + sizeof ".tmp";
+    char *tmp = malloc(tmp_size), *name = NULL;
+    int rc = CLI_OK;
+
+    if (!tmp) {
+        cli_error("serve", "out of memory");
+        return CLI_RUNTIME;
+    }
+    snprintf(tmp, tmp_size, "%s.tmp", o->port_file);
+    /* A config that does not load is the gateway's to report. */
+    if (!store && lr_config_load_file(o->config_path, &cfg, &err) == 0) {
+        store = lr_config_router_defaults(cfg)->store_path;
+        named_by = "router.store";
+    }
+    if (store && strcmp(store, ":memory:") == 0)
+        store = NULL; /* no file */
+    if (store && !(name = malloc(strlen(store) + sizeof "-journal"))) {
+        cli_error("serve", "out of memory");
+        rc = CLI_RUNTIME;
+    }
+    for (int t = 0; t < 2 && rc == CLI_OK; t++) {
+        const char *written = t ? tmp : o->port_file;
+        /* "its temporary file pt.tmp " before what the name is. */
+        const char *pre = t ? "its temporary file " : "";
+        const char *mid = t ? tmp : "", *post = t ? " " : "";
+        if (same_file(written, o->config_path)) {
+            cli_error("serve",
+                      "--port-file %s: %s%s%sis the file --config names; give another "
+                      "file name",
+                      o->port_file, pre, mid, post);
+            rc = CLI_USAGE;
+        }
+        for (size_t i = 0; store && rc == CLI_OK && i < sizeof side / sizeof *side; i++) {
+            snprintf(name, strlen(store) + sizeof "-journal", "%s%s", store, side[i]);
+            if (!same_file(written, name))
+                continue;
+            cli_error("serve",
+                      "--port-file %s: %s%s%sis the history store%s%s%s that %s names; "
+                      "give another file name",
+                      o->port_file, pre, mid, post, *side[i] ? "'s " : "", side[i],
+                      *side[i] ? " file" : "", named_by);
+            rc = CLI_USAGE;
+        }
+    }
+    free(name);
+    lr_config_free(cfg);
+    free(tmp);
+    return rc;
+}
 
 int cmd_serve(int argc, char **argv)
 {
@@ -76,5 +188,7 @@ int cmd_serve(int argc, char **argv)
             return CLI_USAGE;
         }
     }
+    if (o.port_file && (rc = port_file_check(&o)))
+        return rc;
     return gw_run(&o);
 }

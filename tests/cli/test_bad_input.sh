@@ -147,6 +147,39 @@ expect "serve: an existing empty store is kept" 2 "" -- \
     "$BIN" serve --config "$TMP/badroute.json" --store "$TMP/kept.db" --listen 127.0.0.1:0
 [ -s "$TMP/kept.db" ] && ok || bad "serve removed a store it did not make"
 
+# --- serve --port-file naming a file serve reads is refused, the file kept ---
+# The port is written to FILE.tmp and renamed over FILE: a --port-file
+# naming the store replaced its records with the port number, and serve
+# went on without a word. The config, the store (given, from router.store,
+# or about to be made), SQLite's files beside it and FILE.tmp are checked.
+"$BIN" import --store "$TMP/pf.db" "$SRC/examples/history.jsonl" >/dev/null 2>&1
+cp "$CFG" "$TMP/pf.json"
+sed '/"router"/s|"strategy": "sequential",|"strategy": "sequential", "store": "'"$TMP"'/rs.db",|' "$CFG" >"$TMP/rs.json"
+cp "$TMP/pf.db" "$TMP/rs.db"
+cp "$TMP/pf.db" "$TMP/pt.tmp"
+for pf in "pf.db:$TMP/pf.db:history store that --store names" \
+          "pf.db-wal:$TMP/pf.db:history store's -wal file that --store names" \
+          "pf.json:$TMP/pf.db:file --config names" \
+          "pt:$TMP/pt.tmp:its temporary file $TMP/pt.tmp is the history store" \
+          "new.db:$TMP/new.db:history store that --store names"; do
+    IFS=: read -r name store want <<<"$pf"
+    expect "serve --port-file $name" 2 "--port-file $TMP/$name: " -- \
+        timeout 20 "$BIN" serve --config "$TMP/pf.json" --store "$store" --listen 127.0.0.1:0 \
+        --port-file "$TMP/$name"
+    grep -qF "$want" "$TMP/err" && ok || bad "serve --port-file $name: $(cat "$TMP/err")"
+done
+( cd "$TMP" && timeout 20 "$BIN" serve --config pf.json --store ./pf.db --listen 127.0.0.1:0 \
+    --port-file "$TMP/pf.db" >/dev/null 2>&1; echo $? >rc )
+[ "$(cat "$TMP/rc")" = 2 ] && ok || bad "serve --port-file, the store spelt another way: rc $(cat "$TMP/rc")"
+expect "serve --port-file: the config's router.store" 2 \
+    "--port-file $TMP/rs.db: is the history store that router.store names" -- \
+    timeout 20 "$BIN" serve --config "$TMP/rs.json" --listen 127.0.0.1:0 --port-file "$TMP/rs.db"
+for s in pf.db rs.db pt.tmp; do
+    [ "$(count "$TMP/$s")" = "$TMP/$s: 64 records" ] && ok || bad "serve --port-file changed $s: $(count "$TMP/$s")"
+done
+cmp -s "$CFG" "$TMP/pf.json" && ok || bad "serve --port-file changed the config"
+! ls "$TMP"/new.db* >/dev/null 2>&1 && ok || bad "serve --port-file new.db made $(ls "$TMP"/new.db*)"
+
 # --- an empty file at the store's path is no store: refused, left as it is ---
 : >"$TMP/zero.db"
 printf '{"query": "q", "outputs": [' >"$TMP/trunc.jsonl"
