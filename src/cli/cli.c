@@ -1,10 +1,13 @@
 /* cli.c -- helpers the llmroute subcommands share (see cli.h). */
+#define _XOPEN_SOURCE 700 /* realpath() */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -313,6 +316,48 @@ int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, lon
     }
     *out = v;
     return CLI_OK;
+}
+
+/* path as an absolute name that tells two spellings of one file apart
+ * from two files: its folder resolved (realpath()), then its last part.
+ * NULL when the folder cannot be resolved (it does not exist: nothing can
+ * be written there, and the gateway says so). The caller frees it. */
+static char *canonical_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char dir[PATH_MAX], *resolved, *out;
+    size_t dlen = slash ? (size_t)(slash - path) : 1, size;
+
+    if (slash && dlen == 0)
+        dlen = 1; /* "/name": the root */
+    if (dlen >= sizeof dir)
+        return NULL;
+    memcpy(dir, slash ? path : ".", dlen);
+    dir[dlen] = '\0';
+    if (!(resolved = realpath(dir, NULL)))
+        return NULL;
+    size = strlen(resolved) + strlen(base) + 2;
+    if ((out = malloc(size)) != NULL)
+        snprintf(out, size, "%s/%s", strcmp(resolved, "/") == 0 ? "" : resolved, base);
+    free(resolved);
+    return out;
+}
+
+int cli_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    char *ca, *cb;
+    int same;
+
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    ca = canonical_name(a);
+    cb = canonical_name(b);
+    same = ca && cb && strcmp(ca, cb) == 0;
+    free(ca);
+    free(cb);
+    return same;
 }
 
 static int stdout_errno;

@@ -70,6 +70,12 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double lo,
                      double *out);
 int cli_parse_long(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 
+/* Whether paths a and b name one file: the same file when both exist,
+ * else the same name in the same folder (the folder resolved, so that
+ * "./h.db" and "/abs/h.db" match): a file one of them is about to make. A
+ * command that writes a file refuses one that names its own inputs. */
+int cli_same_file(const char *a, const char *b);
+
 /* Flush standard output, keeping the errno of a failed write for main()'s
  * report ("cannot write standard output: No space left on device"): a
  * later fflush() of a stream already in error sets no errno. */

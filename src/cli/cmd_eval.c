@@ -1620,7 +1620,8 @@ out:
 static int plot_check(const char *path, const char *const inputs[3])
 {
     static const char *const input_name[3] = {"--config", "--store", "--data"};
-    struct stat sb, ib;
+    static const char *const store_side[] = {"-wal", "-shm", "-journal"};
+    struct stat sb;
     int existed = stat(path, &sb) == 0;
     FILE *f;
 
@@ -1629,14 +1630,35 @@ static int plot_check(const char *path, const char *const inputs[3])
         return CLI_USAGE;
     }
     /* The plot is written over whatever the file held: never over one of
-     * the command's own inputs (a history store, named twice by a slip). */
-    for (int i = 0; existed && i < 3; i++)
-        if (inputs[i] && stat(inputs[i], &ib) == 0 && ib.st_dev == sb.st_dev &&
-            ib.st_ino == sb.st_ino) {
+     * the command's own inputs (a history store, named twice by a slip),
+     * nor over one of SQLite's files beside the store: an SVG written
+     * over its -wal, while another process (a gateway) held the store,
+     * left the store "malformed", its last records lost. */
+    for (int i = 0; i < 3; i++)
+        if (inputs[i] && cli_same_file(path, inputs[i])) {
             cli_error("eval", "--plot %s: is the file %s names; give another file name", path,
                       input_name[i]);
             return CLI_USAGE;
         }
+    for (size_t i = 0; inputs[1] && i < sizeof store_side / sizeof *store_side; i++) {
+        size_t size = strlen(inputs[1]) + strlen(store_side[i]) + 1;
+        char *name = malloc(size);
+        int same;
+        if (!name) {
+            cli_error("eval", "out of memory");
+            return CLI_RUNTIME;
+        }
+        snprintf(name, size, "%s%s", inputs[1], store_side[i]);
+        same = cli_same_file(path, name);
+        free(name);
+        if (same) {
+            cli_error("eval",
+                      "--plot %s: is the history store's %s file (--store); give "
+                      "another file name",
+                      path, store_side[i]);
+            return CLI_USAGE;
+        }
+    }
     if (!(f = fopen(path, "a"))) {
         cli_error("eval", "--plot %s: cannot write the file: %s", path, strerror(errno));
         return CLI_USAGE;

@@ -1,11 +1,8 @@
 /* cmd_serve.c -- `llmroute serve`: run the OpenAI-compatible gateway
  * (src/gateway/) in the foreground until SIGTERM. */
-#define _XOPEN_SOURCE 700 /* realpath() */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "gateway.h"
@@ -46,50 +43,6 @@ static const char help[] =
     "store that cannot be opened as given (no such folder, no permission, a file\n"
     "that is not a store) or does not fit.\n";
 
-/* path as an absolute name that tells two spellings of one file apart
- * from two files: its folder resolved (realpath()), then its last part.
- * NULL when the folder cannot be resolved (it does not exist: nothing can
- * be written there, and the gateway says so). The caller frees it. */
-static char *canonical_name(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    char dir[PATH_MAX], *resolved, *out;
-    size_t dlen = slash ? (size_t)(slash - path) : 1, size;
-
-    if (slash && dlen == 0)
-        dlen = 1; /* "/name": the root */
-    if (dlen >= sizeof dir)
-        return NULL;
-    memcpy(dir, slash ? path : ".", dlen);
-    dir[dlen] = '\0';
-    if (!(resolved = realpath(dir, NULL)))
-        return NULL;
-    size = strlen(resolved) + strlen(base) + 2;
-    if ((out = malloc(size)) != NULL)
-        snprintf(out, size, "%s/%s", strcmp(resolved, "/") == 0 ? "" : resolved, base);
-    free(resolved);
-    return out;
-}
-
-/* Whether a and b name one file: the same file when both exist, else the
- * same name in the same folder (a store serve is about to make). */
-static int same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    char *ca, *cb;
-    int same;
-
-    if (stat(a, &sa) == 0 && stat(b, &sb) == 0)
-        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-    ca = canonical_name(a);
-    cb = canonical_name(b);
-    same = ca && cb && strcmp(ca, cb) == 0;
-    free(ca);
-    free(cb);
-    return same;
-}
-
 /* The gateway writes the port to --port-file's name with ".tmp" added,
  * then renames that over --port-file: whatever either name held is
  * replaced. Naming the config, the history store or one of SQLite's files
@@ -127,7 +80,7 @@ static int port_file_check(const struct gw_options *o)
         /* "its temporary file pt.tmp " before what the name is. */
         const char *pre = t ? "its temporary file " : "";
         const char *mid = t ? tmp : "", *post = t ? " " : "";
-        if (same_file(written, o->config_path)) {
+        if (cli_same_file(written, o->config_path)) {
             cli_error("serve",
                       "--port-file %s: %s%s%sis the file --config names; give another "
                       "file name",
@@ -136,7 +89,7 @@ static int port_file_check(const struct gw_options *o)
         }
         for (size_t i = 0; store && rc == CLI_OK && i < sizeof side / sizeof *side; i++) {
             snprintf(name, strlen(store) + sizeof "-journal", "%s%s", store, side[i]);
-            if (!same_file(written, name))
+            if (!cli_same_file(written, name))
                 continue;
             cli_error("serve",
                       "--port-file %s: %s%s%sis the history store%s%s%s that %s names; "

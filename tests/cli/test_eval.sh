@@ -598,6 +598,41 @@ for input in store data config; do
         "$BIN" eval "${args[@]}"
 done
 cmp -s "$TMP/h.db" "$TMP/plotted.db" && ok || bad "eval --plot over its store changed the store"
+# Nor over SQLite's files beside the store: an SVG written over its -wal
+# while another process (here a reader, as a gateway is) held the store
+# left the records committed since in the -wal lost, the store "malformed".
+cp "$TMP/h.db" "$TMP/walled.db"
+want=$(count "$TMP/walled.db")
+want=${want##*: }
+want=${want% records}
+python3 - "$TMP/walled.db" "$TMP/reader.go" "$TMP/reader.done" <<'PY' &
+import os, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN")
+c.execute("SELECT count(*) FROM records").fetchall()
+open(sys.argv[2], "w").close()
+for _ in range(300):
+    if os.path.exists(sys.argv[3]):
+        break
+    time.sleep(0.1)
+c.execute("COMMIT")
+c.close()
+PY
+reader=$!
+for _ in $(seq 100); do [ -e "$TMP/reader.go" ] && break; sleep 0.1; done
+printf '{"query": "held in the wal", "outputs": [{"model_name": "gpt-4o", "correctness": 1, "output_token_length": 5}]}\n' \
+    >"$TMP/walrec.jsonl"
+"$BIN" import --store "$TMP/walled.db" "$TMP/walrec.jsonl" >/dev/null 2>&1 || bad "import beside a reader"
+for side in -wal -shm -journal; do
+    expect "eval --plot naming the store's $side file" 2 \
+        "--plot $TMP/walled.db$side: is the history store's $side file (--store)" -- \
+        "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/walled.db" --data "$TMP/data.json" \
+        --plot "$TMP/walled.db$side"
+done
+: >"$TMP/reader.done"
+wait "$reader"
+[ "$(count "$TMP/walled.db")" = "$TMP/walled.db: $((want + 1)) records" ] && ok ||
+    bad "eval --plot beside the store lost records: $(count "$TMP/walled.db" 2>&1) ($want before the import)"
 # An empty split name matched no record and said only "0 of N imported".
 expect "import --split with no name" 2 "--split: expected a split name" -- \
     "$BIN" import --store "$TMP/h.db" --split "" "$TMP/data.json"
