@@ -34,6 +34,7 @@ static const char help[] =
     "\"input_token_length\", \"outputs\": [{\"model_name\", \"correctness\",\n"
     "\"output_token_length\"}]}) to the history store FILE, creating it if needed.\n"
     "A DATA of - reads standard input; a pipe (a FIFO, <(zcat d.gz)) is read too.\n"
+    "A file named twice (two spellings, a link, - redirected from it) is refused.\n"
     "\n"
     "  --store FILE   the SQLite history store (default: the config's router.store)\n"
     "  --config FILE  with router.embedding set, embed the queries with that remote\n"
@@ -186,6 +187,42 @@ static int named_pipe_as_file(const char *name, char *path, size_t cap, int *fd_
     return rc < 0 ? -1 : 1;
 }
 
+/* The file DATA argument `name` reads into *sb: '-' is standard input
+ * when it is redirected from a file. 0 when there is none to compare. */
+static int data_stat(const char *name, struct stat *sb)
+{
+    if (strcmp(name, "-") == 0)
+        return fstat(STDIN_FILENO, sb) == 0 && S_ISREG(sb->st_mode);
+    return stat(name, sb) == 0;
+}
+
+/* Whether two DATA arguments name one file (two spellings of a path, a
+ * link, or '-' with standard input redirected from it): that file was
+ * imported twice, each record stored twice, which weighs its outcomes
+ * double in every prediction. Says so and returns 1. */
+static int data_given_twice(char **pos, int n_pos)
+{
+    struct stat si, sj;
+    for (int i = 0; i < n_pos; i++) {
+        if (!data_stat(pos[i], &si))
+            continue;
+        for (int j = i + 1; j < n_pos; j++) {
+            if (!data_stat(pos[j], &sj) || si.st_dev != sj.st_dev || si.st_ino != sj.st_ino)
+                continue;
+            if (strcmp(pos[i], pos[j]) == 0)
+                cli_error("import", "'%s' is given twice: its records would be stored twice",
+                          pos[i]);
+            else
+                cli_error("import",
+                          "'%s' and '%s' are one file: its records would be stored "
+                          "twice",
+                          pos[i], pos[j]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int cmd_import(int argc, char **argv)
 {
     const char *store_path = NULL, *split = NULL, *config = NULL;
@@ -222,6 +259,10 @@ int cmd_import(int argc, char **argv)
             free(pos);
             return CLI_USAGE;
         }
+    if (data_given_twice(pos, n_pos)) {
+        free(pos);
+        return CLI_USAGE;
+    }
     if (config && (rc = cli_load_config("import", config, &cfg))) {
         free(pos);
         return rc;

@@ -164,6 +164,26 @@ rc=$?
     bad "cat bad | import -: exit $rc, $(cat "$TMP/err" "$TMP/out")"
 expect "import - twice" 2 "'-' (standard input) is given twice" -- \
     "$BIN" import --store "$TMP/stdin2.db" - -
+# One data file named twice (as it is, spelt another way, by a link, or as
+# '-' redirected from it) was imported twice, every record stored twice.
+"$BIN" import --store "$TMP/twice.db" "$HIST" >/dev/null 2>&1
+ln -s "$HIST" "$TMP/hist-link.jsonl"
+expect "import: a data file given twice" 2 "'$HIST' is given twice: its records would be stored twice" -- \
+    "$BIN" import --store "$TMP/twice.db" "$HIST" "$TMP/one.jsonl" "$HIST"
+expect "import: a data file and a link to it" 2 \
+    "'$HIST' and '$TMP/hist-link.jsonl' are one file: its records would be stored twice" -- \
+    "$BIN" import --store "$TMP/twice.db" "$HIST" "$TMP/hist-link.jsonl"
+"$BIN" import --store "$TMP/twice.db" - "$SRC/examples/../examples/history.jsonl" <"$HIST" \
+    >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 2 ] && grep -qF "'-' and '$SRC/examples/../examples/history.jsonl' are one file" "$TMP/err" &&
+    ok || bad "import - <FILE FILE: exit $rc, $(cat "$TMP/err" "$TMP/out")"
+[ "$(count "$TMP/twice.db")" = "$TMP/twice.db: 64 records" ] && ok ||
+    bad "import of a file given twice changed the store: $(count "$TMP/twice.db")"
+# A copy is another file: both are imported.
+cp "$TMP/one.jsonl" "$TMP/one-copy.jsonl"
+expect "import: a file and its copy" 0 "$TMP/twice.db: 66 records" -- \
+    "$BIN" import --store "$TMP/twice.db" "$TMP/one.jsonl" "$TMP/one-copy.jsonl"
 "$BIN" eval --config "$CFG" --store "$TMP/h.db" --data - --format csv <"$HIST" >"$TMP/out" 2>"$TMP/err"
 rc=$?
 [ "$rc" = 0 ] && grep -q "^smart," "$TMP/out" && ok || bad "eval --data -: exit $rc, $(cat "$TMP/err")"
