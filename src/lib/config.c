@@ -1012,7 +1012,7 @@ static json_t *parse_text(const char *json, size_t len, const char *what, struct
 int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
                           struct lr_error *err)
 {
-    const char *nul;
+    const char *nul, *encoding;
     json_t *root;
 
     if (!out)
@@ -1023,6 +1023,8 @@ int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
     if (len > CONFIG_MAX_BYTES)
         return lr__error_set(err, LR_ETOOBIG, "the configuration is over %u bytes",
                              CONFIG_MAX_BYTES);
+    if ((encoding = lr__bom_encoding((const unsigned char *)json, len)) != NULL)
+        return lr__error_set(err, LR_EPARSE, "configuration: the text " LR__NOT_UTF8, encoding);
     /* JSON text holds no NUL byte; one at the end is a len that counted the
      * string's terminator (sizeof a literal, strlen + 1), which the parser
      * would report as "end of file expected" at a column that says nothing
@@ -1103,8 +1105,17 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
 
     /* As lr_config_load_string() refuses one, named by its place. */
     {
+        const char *encoding = lr__bom_encoding((const unsigned char *)buf, len);
         long nul_line;
         int nul_col;
+        if (encoding) {
+            free(buf);
+            lr__error_set(err, LR_EPARSE, "%s: line 1, column 1: the file " LR__NOT_UTF8, path,
+                          encoding);
+            if (err)
+                err->line = 1;
+            return LR_EPARSE;
+        }
         if (lr__nul_at(buf, len, 1, 0, &nul_line, &nul_col)) {
             free(buf);
             lr__error_set(err, LR_EPARSE, "%s: line %ld, column %d: %s", path, nul_line, nul_col,

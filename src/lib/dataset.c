@@ -480,6 +480,27 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
      * A file is read once (it may be a pipe), so the mark is read past
      * here; a first byte 0xEF that starts no mark starts no JSON either. */
     c = fgetc(f);
+    /* Nor does a UTF-16 or UTF-32LE file's mark start JSON: its encoding
+     * is named (lr__bom_encoding()). The bytes read are no JSON either
+     * way. (UTF-32BE's starts with a NUL byte, read on as one: the bytes
+     * after it are not read here, and a stream cannot give them back.) */
+    if (c == 0xFF || c == 0xFE) {
+        unsigned char mark[4] = {(unsigned char)c};
+        size_t n = 1;
+        int more;
+        while (n < 4 && (more = fgetc(f)) != EOF)
+            mark[n++] = (unsigned char)more;
+        const char *encoding = lr__bom_encoding(mark, n);
+        fclose(f);
+        free(L.ds);
+        free(L.view);
+        if (encoding)
+            return lr__error_set(err, LR_EPARSE, "%s:1:1: the file " LR__NOT_UTF8, name,
+                                 encoding);
+        /* As jansson words such a byte. */
+        return lr__error_set(err, LR_EPARSE, "%s:1:1: unable to decode byte 0x%02x%s", name, c,
+                             NOT_DATA);
+    }
     if (c == 0xEF && !(fgetc(f) == 0xBB && fgetc(f) == 0xBF)) {
         fclose(f);
         free(L.ds);

@@ -484,6 +484,20 @@ static int column_at(const char *p, size_t pos, int col0)
     return col + (ls == 0 ? col0 : 0);
 }
 
+const char *lr__bom_encoding(const unsigned char *p, size_t len)
+{
+    /* UTF-32LE's mark starts as UTF-16LE's does: tried first. */
+    if (len >= 4 && p[0] == 0xFF && p[1] == 0xFE && p[2] == 0 && p[3] == 0)
+        return "UTF-32LE";
+    if (len >= 4 && p[0] == 0 && p[1] == 0 && p[2] == 0xFE && p[3] == 0xFF)
+        return "UTF-32BE";
+    if (len >= 2 && p[0] == 0xFF && p[1] == 0xFE)
+        return "UTF-16LE";
+    if (len >= 2 && p[0] == 0xFE && p[1] == 0xFF)
+        return "UTF-16BE";
+    return NULL;
+}
+
 int lr__nul_at(const char *p, size_t len, long line0, int col0, long *line, int *col)
 {
     const char *nul = memchr(p, '\0', len);

@@ -102,6 +102,17 @@ struct lr__array_fault {
  * precede p on its first line). */
 int lr__nul_at(const char *p, size_t len, long line0, int col0, long *line, int *col);
 
+/* The encoding that a byte order mark at the start of p (len bytes) names
+ * when it is not UTF-8's: "UTF-32LE", "UTF-32BE", "UTF-16LE" or
+ * "UTF-16BE", else NULL. Every loader refuses such a text naming its
+ * encoding (LR__NOT_UTF8): read as UTF-8 it failed as "a NUL byte" or an
+ * "invalid token" at a place that said nothing of why (Windows
+ * PowerShell's > and Notepad's "Unicode" save UTF-16LE). */
+const char *lr__bom_encoding(const unsigned char *p, size_t len);
+#define LR__NOT_UTF8                                                                             \
+    "is %s (it starts with that encoding's byte order mark): JSON text is UTF-8, so save it "   \
+    "as UTF-8"
+
 /* The column of a jansson parse error, 1 for a line's first character.
  * jansson counts the characters it has decoded, so at a byte that decodes
  * as no UTF-8 its column is the character's before (0 at a line's start);

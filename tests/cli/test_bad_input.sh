@@ -347,6 +347,38 @@ for f in empty.json ef.json bin.json; do
     expect "check-config: $f" 2 "$f: line 1, column 1: " -- "$BIN" check-config "$TMP/$f"
 done
 
+# --- a data or configuration file in UTF-16 or UTF-32 is named so ---
+# (Windows PowerShell's > and Notepad's "Unicode" save UTF-16LE.) It was
+# "a NUL byte" or "invalid token" at a place that said nothing of why.
+for enc in UTF-16LE:fffe UTF-16BE:feff UTF-32LE:fffe0000 UTF-32BE:0000feff; do
+    name=${enc%%:*}
+    printf '%s\n' "$REC" | iconv -t "$name" >"$TMP/body"
+    printf '%s' "${enc#*:}" | xxd -r -p >"$TMP/$name.jsonl"
+    cat "$TMP/body" >>"$TMP/$name.jsonl"
+    why="the file is $name (it starts with that encoding's byte order mark): JSON text is UTF-8, so save it as UTF-8"
+    printf '%s' "${enc#*:}" | xxd -r -p >"$TMP/$name.json"
+    iconv -t "$name" "$CFG" >>"$TMP/$name.json"
+    expect "check-config: a $name file" 2 "$name.json: line 1, column 1: $why" -- \
+        "$BIN" check-config "$TMP/$name.json"
+    expect "import: a $name file" 1 "$name.jsonl:1:1: $why: nothing imported from this file" -- \
+        "$BIN" import --store "$TMP/enc.db" "$TMP/$name.jsonl"
+    ! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of a $name file left a store"
+    # eval reads its data as a stream (a pipe too), which cannot give back
+    # the bytes after UTF-32BE's first NUL: that one is "a NUL byte".
+    [ "$name" = UTF-32BE ] && continue
+    expect "eval: a $name file" 2 "$name.jsonl:1:1: $why" -- \
+        "$BIN" eval --config "$CFG" --data "$TMP/$name.jsonl"
+    cat "$TMP/$name.jsonl" | "$BIN" eval --config "$CFG" --data - >/dev/null 2>"$TMP/err"
+    grep -qF "/dev/stdin:1:1: $why" "$TMP/err" && ok || bad "eval: a $name pipe: $(cat "$TMP/err")"
+done
+# A first byte 0xFF or NUL that starts no such mark is refused as before.
+printf '\xff\x01{}\n' >"$TMP/ff.jsonl"
+printf '\0{}\n' >"$TMP/nul0.jsonl"
+expect "eval: a first byte 0xFF" 2 "ff.jsonl:1:1: unable to decode byte 0xff (expected a JSON array or JSON lines of objects)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/ff.jsonl"
+expect "eval: a first byte NUL" 2 "nul0.jsonl:1:1: a NUL byte (JSON text holds none)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/nul0.jsonl"
+
 # --- a split that is no string is a bad record, not another split ---
 printf '{"query": "q", "split": 5, "outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 3}]}\n{"query": "r", "split": "test", "outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 3}]}\n' \
     >"$TMP/split5.jsonl"
