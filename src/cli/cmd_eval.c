@@ -609,8 +609,10 @@ static int task_ceiling(struct eval *e, double budget)
         goto out;
     r->feasible = spent <= budget;
     if (!r->feasible)
+        /* %g as the budget: at a fraction of a cent "(0.000000)" read as
+         * a choice that costs nothing, below any budget. */
         cli_error("eval", "task-ceiling budget %.6g: below the cheapest choice for every "
-                          "query (%.6f); the row is that choice",
+                          "query (%.6g); the row is that choice",
                   budget, spent);
     /* A task's steps gain less per dollar one after another, so in this
      * order each task's steps come in hull order. */

@@ -527,6 +527,21 @@ expect "eval marks infeasible rows" 0 \
     --predictors default --budget 0
 grep -E -q '^smart-budget \(default\) (\* )?! ' "$TMP/out" && grep -qF "! infeasible:" "$TMP/out" \
     && ok || bad "eval table marks an infeasible budget row: $(grep smart-budget "$TMP/out")"
+# At prices a millionth as high, the cheapest choice is a fraction of a
+# cent: it read "below the cheapest choice for every query (0.000000)".
+python3 - "$TMP/cfg.json" "$TMP/cheap_cfg.json" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+for m in cfg["models"]:
+    for k in ("cost_per_input_token", "cost_per_output_token"):
+        m[k] = m[k] * 1e-6
+json.dump(cfg, open(sys.argv[2], "w"))
+PY
+expect "eval: a task-ceiling budget below a tiny cheapest choice" 0 \
+    "task-ceiling budget 1e-12: below the cheapest choice for every query (" -- \
+    "$BIN" eval --config "$TMP/cheap_cfg.json" --data "$TMP/data.json" --split test --budget 1e-12
+grep -F "task-ceiling budget 1e-12" "$TMP/err" | grep -qF "(0.000000)" &&
+    bad "eval: the cheapest choice printed as nothing: $(grep -F task-ceiling "$TMP/err")" || ok
 # A record with an empty query is one bad record, skipped and named; the
 # other records are still scored (it used to stop the smart rows, exit 2).
 python3 - "$TMP" <<'PY'
