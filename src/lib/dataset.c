@@ -382,6 +382,10 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t u
             rc = parse_fail(L, lineno, nul_col, LR__NUL_BYTE, "");
             break;
         }
+        if (e - s >= 3 && memcmp(line + s, "\xef\xbb\xbf", 3) == 0) {
+            rc = parse_fail(L, lineno, (int)s + col0 + 1, LR__BOM_IN_LINE, "");
+            break;
+        }
         /* "5" parses: a bad record, which take() counts. */
         r = json_loadb(line + s, (size_t)(e - s), LR__RECORD_JSON_FLAGS, &je);
         if (!r) {

@@ -113,6 +113,14 @@ const char *lr__bom_encoding(const unsigned char *p, size_t len);
     "is %s (it starts with that encoding's byte order mark): JSON text is UTF-8, so save it "   \
     "as UTF-8"
 
+/* What a loader of JSON lines says of a UTF-8 byte order mark at the start
+ * of a line after the first (files joined with cat keep each one's mark):
+ * jansson's "invalid token near '\xEF\xBB\xBF'" quoted the mark, which a
+ * terminal shows as nothing. */
+#define LR__BOM_IN_LINE                                                                          \
+    "a UTF-8 byte order mark, which may start only the file (files joined into one keep "      \
+    "each one's): remove it"
+
 /* The column of a jansson parse error, 1 for a line's first character.
  * jansson counts the characters it has decoded, so at a byte that decodes
  * as no UTF-8 its column is the character's before (0 at a line's start);

@@ -3818,6 +3818,8 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
             int nul_col;
             if (lr__nul_at(p + s, e - s, line, (int)(s - pos), &nul_line, &nul_col))
                 return parse_fail(im, path, line, nul_col, LR__NUL_BYTE);
+            if (e - s >= 3 && memcmp(p + s, "\xef\xbb\xbf", 3) == 0)
+                return parse_fail(im, path, line, (int)(s - pos) + 1, LR__BOM_IN_LINE);
             json_t *j = json_loadb(p + s, e - s, LR__RECORD_JSON_FLAGS, &je);
             if (!j)
                 lr__json_error_text(&je, what, sizeof what);

@@ -371,6 +371,15 @@ for enc in UTF-16LE:fffe UTF-16BE:feff UTF-32LE:fffe0000 UTF-32BE:0000feff; do
     cat "$TMP/$name.jsonl" | "$BIN" eval --config "$CFG" --data - >/dev/null 2>"$TMP/err"
     grep -qF "/dev/stdin:1:1: $why" "$TMP/err" && ok || bad "eval: a $name pipe: $(cat "$TMP/err")"
 done
+# A UTF-8 mark at the start of a later line (files joined with cat) is
+# named: "invalid token near '...'" quoted the mark, which shows as nothing.
+printf '\357\273\277%s\n  \357\273\277%s\n' "$REC" "$REC" >"$TMP/joined.jsonl"
+why="joined.jsonl:2:3: a UTF-8 byte order mark, which may start only the file (files joined into one keep each one's): remove it"
+expect "import: a byte order mark on line 2" 1 "$why: nothing imported from this file" -- \
+    "$BIN" import --store "$TMP/enc.db" "$TMP/joined.jsonl"
+! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of joined files left a store"
+expect "eval: a byte order mark on line 2" 2 "$why" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/joined.jsonl"
 # A first byte 0xFF or NUL that starts no such mark is refused as before.
 printf '\xff\x01{}\n' >"$TMP/ff.jsonl"
 printf '\0{}\n' >"$TMP/nul0.jsonl"
