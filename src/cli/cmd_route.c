@@ -30,7 +30,8 @@ static const char help[] =
     "  --strategy NAME      sequential or smart (default: the config's router.strategy)\n"
     "  --models a,b,c       candidate models (default: every configured model)\n"
     "  --store FILE         history store for smart routing (default: router.store)\n"
-    "  --requirement R      per-query quality requirement in [0,1] (default: config's)\n"
+    "  --requirement R      per-query quality requirement in [0,1] (default: config's);\n"
+    "                       not with --batch, whose target is --alpha\n"
     "  --predictor NAME     default or aios (smart)\n"
     "  --n-similar K        neighbours used for prediction (smart)\n"
     "  --input-tokens N     input token count of every query, 0 to 1000000000\n"
@@ -489,6 +490,15 @@ int cmd_route(int argc, char **argv)
         cli_error("route", "give --alpha or --budget with --batch, not both (--alpha: the "
                            "least cost at that mean quality; --budget: the most quality "
                            "within that cost)");
+        rc = CLI_USAGE;
+        goto out;
+    }
+    /* A batch is held to a mean quality (--alpha), not to a requirement
+     * per query, which it never reads: --batch --requirement 1 chose what
+     * --requirement 0 did, without a word. */
+    if (a.batch && a.requirement) {
+        cli_error("route", "--requirement applies to routing one query at a time: a --batch "
+                           "assignment meets a mean quality target, given with --alpha");
         rc = CLI_USAGE;
         goto out;
     }

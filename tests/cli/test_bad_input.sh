@@ -490,6 +490,13 @@ expect "route --models=--json: a value, an unknown model" 2 "unknown model '--js
 expect "import --store :memory:" 2 "--store :memory: keeps nothing once the command ends" -- \
     "$BIN" import --store :memory: "$TMP/one.jsonl"
 
+# A batch meets a mean quality (--alpha) and never read --requirement:
+# --batch --requirement 1 chose what --requirement 0 did, exit 0.
+expect "route --batch --requirement" 2 \
+    "--requirement applies to routing one query at a time: a --batch assignment meets a mean quality target, given with --alpha" -- \
+    "$BIN" route --config "$CFG" --strategy smart --store "$TMP/esc.db" --batch --requirement 1 q r
+! [ -s "$TMP/out" ] && ok || bad "route --batch --requirement printed $(cat "$TMP/out")"
+
 # -0 is 0, and printed so (it was "budget -0 cannot be met").
 expect "route --batch --budget -0" 3 "budget 0 cannot be met" -- \
     "$BIN" route --config "$CFG" --strategy smart --store "$TMP/esc.db" --batch --budget -0 q
