@@ -60,6 +60,18 @@ static const char *empty_value(const char *cmd, const char *name)
     return msg;
 }
 
+/* Whether option NAME takes a file that is opened by its name: a store,
+ * a config, a plot or a port file (--data, which reads '-' as standard
+ * input, is not one). */
+static int is_file_option(const char *name)
+{
+    static const char *const files[] = {"config", "store", "plot", "port-file"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        if (strcmp(name, files[i]) == 0)
+            return 1;
+    return 0;
+}
+
 /* Whether a, "--NAME" or "--NAME=...", names one of opts. */
 static int is_own_option(const struct cli_opt *opts, const char *a)
 {
@@ -144,6 +156,19 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts
             }
             if (*v == '\0') {
                 cli_error(cmd, "%s", empty_value(cmd, o->name));
+                free(p);
+                return CLI_USAGE;
+            }
+            /* A lone '-' is standard input for the data a command reads
+             * (import's DATA, eval --data), but no file option reads or
+             * writes a stream: "import --store -" made a store named "-"
+             * in the current folder, exit 0, and "--config -" said "-: No
+             * such file or directory". */
+            if (strcmp(v, "-") == 0 && is_file_option(o->name)) {
+                cli_error(cmd,
+                          "--%s: '-' is not standard input or output here: give a file name "
+                          "(./- for a file named '-')",
+                          o->name);
                 free(p);
                 return CLI_USAGE;
             }

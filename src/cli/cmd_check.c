@@ -6,6 +6,7 @@
  * accepts, serve accepts in the same environment with the same store. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "gateway.h"
@@ -66,6 +67,13 @@ int cmd_check_config(int argc, char **argv)
     }
     if (n_pos != 1) {
         cli_error("check-config", "expected one FILE, got %d arguments", n_pos);
+        free(pos);
+        return CLI_USAGE;
+    }
+    if (strcmp(pos[0], "-") == 0) {
+        /* As a --config of '-' is refused: no config is read from a stream. */
+        cli_error("check-config", "'-' is not standard input here: give the configuration's "
+                                  "file name (./- for a file named '-')");
         free(pos);
         return CLI_USAGE;
     }

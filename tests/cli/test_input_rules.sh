@@ -188,6 +188,23 @@ expect "import: a file and its copy" 0 "$TMP/twice.db: 66 records" -- \
 rc=$?
 [ "$rc" = 0 ] && grep -q "^smart," "$TMP/out" && ok || bad "eval --data -: exit $rc, $(cat "$TMP/err")"
 expect "route -" 2 "query 1: '-' is not read as standard input" -- "$BIN" route --config "$CFG" -
+# No file option reads or writes a stream: "import --store -" made a store
+# named "-" (exit 0), "--config -" said "-: No such file or directory".
+( bin=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+  cd "$TMP" && "$bin" import --store - "$HIST" >out 2>err; echo $? >rc )
+[ "$(cat "$TMP/rc")" = 2 ] && grep -qF "llmroute import: --store: '-' is not standard input or output here: give a file name (./- for a file named '-')" "$TMP/err" &&
+    [ ! -e "$TMP/-" ] && ok || bad "import --store -: rc $(cat "$TMP/rc"), $(cat "$TMP/err"), $(ls "$TMP"/-* 2>&1)"
+expect "route --config -" 2 "--config: '-' is not standard input or output here" -- \
+    "$BIN" route --config - q
+expect "eval --plot -" 2 "--plot: '-' is not standard input or output here" -- \
+    "$BIN" eval --config "$CFG" --data "$HIST" --plot -
+expect "serve --port-file=-" 2 "--port-file: '-' is not standard input or output here" -- \
+    timeout 20 "$BIN" serve --config "$CFG" --store "$TMP/h.db" --listen 127.0.0.1:0 --port-file=-
+expect "check-config -" 2 "llmroute check-config: '-' is not standard input here" -- \
+    "$BIN" check-config -
+( bin=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+  cd "$TMP" && "$bin" import --store ./- "$HIST" >out 2>err; echo $? >rc )
+[ "$(cat "$TMP/rc")" = 0 ] && [ -s "$TMP/-" ] && ok || bad "import --store ./-: rc $(cat "$TMP/rc"), $(cat "$TMP/err")"
 for s in sequential smart; do
     expect "route --strategy $s: an empty query argument" 2 "query 2: argument 2 is empty" -- \
         "$BIN" route --config "$CFG" --strategy "$s" --store "$TMP/h.db" q ""
