@@ -69,6 +69,17 @@ class DenseRoutingTest(SmartTestCase):
     def names(self, idxs):
         return [MODELS[i]["name"] for i in idxs]
 
+    def assert_refused_unembedded(self, embed, cases):
+        # Each (words, call): call() raises InvalidInput in exactly these words,
+        # and embed is never called.
+        for words, call in cases:
+            with self.subTest(words=words):
+                embed.calls.clear()
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    call()
+                self.assertEqual(str(cm.exception), words)
+                self.assertEqual(embed.calls, [])
+
     def test_the_vectors_choose_the_neighbours(self):
         sr, embed = self.smart()
         self.assertEqual(self.names(sr.get_model_idxs(MODELS, QUERIES)), EXPECTED)
@@ -183,7 +194,7 @@ class DenseRoutingTest(SmartTestCase):
         # had been called (a request to an embeddings server).
         sr, embed = self.smart()
         router = sr.router
-        for words, call in [
+        self.assert_refused_unembedded(embed, [
                 ("Router.route: input_tokens: expected a whole number, got str 'x'",
                  lambda: router.route(query=QUERIES[0], input_tokens="x")),
                 ("Router.route: performance_requirement: expected a number, got str 'x'",
@@ -205,13 +216,7 @@ class DenseRoutingTest(SmartTestCase):
                  lambda: sr.route_batch(MODELS, QUERIES[:2], capacities={"cheap": -1})),
                 ("SmartRouting.get_model_idxs: input_token_lengths[1]: expected a whole "
                  "number, got str 'x'",
-                 lambda: sr.get_model_idxs(MODELS, QUERIES[:2], [3, "x"]))]:
-            with self.subTest(words=words):
-                embed.calls.clear()
-                with self.assertRaises(llmroute.InvalidInput) as cm:
-                    call()
-                self.assertEqual(str(cm.exception), words)
-                self.assertEqual(embed.calls, [])
+                 lambda: sr.get_model_idxs(MODELS, QUERIES[:2], [3, "x"]))])
 
     def test_a_value_out_of_range_is_refused_before_the_queries_are_embedded(self):
         # The type of alpha, budget and performance_requirement was checked
@@ -222,7 +227,7 @@ class DenseRoutingTest(SmartTestCase):
         router = sr.router
         rb = router.route_batch
         two = QUERIES[:2]
-        for words, call in [
+        self.assert_refused_unembedded(embed, [
                 ("Router.route: performance_requirement: expected a number from 0 to 1, got 2",
                  lambda: router.route(query=QUERIES[0], performance_requirement=2)),
                 ("Router.route: performance_requirement: expected a number from 0 to 1, "
@@ -258,13 +263,7 @@ class DenseRoutingTest(SmartTestCase):
                 ("SmartRouting.route_batch: budget: expected a number from 0 to 1e+12, got inf",
                  lambda: sr.route_batch(MODELS, two, budget=float("inf"))),
                 ("SmartRouting.get_model_idxs_global: alpha: expected a number from 0 to 1, "
-                 "got 2", lambda: sr.get_model_idxs_global(MODELS, two, alpha=2))]:
-            with self.subTest(words=words):
-                embed.calls.clear()
-                with self.assertRaises(llmroute.InvalidInput) as cm:
-                    call()
-                self.assertEqual(str(cm.exception), words)
-                self.assertEqual(embed.calls, [])
+                 "got 2", lambda: sr.get_model_idxs_global(MODELS, two, alpha=2))])
         # With the embeddings server down, the mistake is still the one
         # named, not the server's failure.
         def down(texts):
