@@ -764,6 +764,11 @@ static int parse_router(struct lr_config *cfg, json_t *r, const char *base_dir,
                              err)) ||
             (rc = get_string(r, "store", "router", 0, 1, &store, err)))
             return rc;
+        /* A name of blank space alone is a slip, not a file name: it made a store
+         * file named "  " beside the config. */
+        if (store && store[strspn(store, " \t\n\v\f\r")] == '\0')
+            return fail(err, "router.store: the name is blank (only spaces, tabs or line "
+                             "breaks): expected a file name");
         if (s)
             d->strategy = s;
         if (p) {

@@ -194,6 +194,15 @@ expect "route -" 2 "query 1: '-' is not read as standard input" -- "$BIN" route 
   cd "$TMP" && "$bin" import --store - "$HIST" >out 2>err; echo $? >rc )
 [ "$(cat "$TMP/rc")" = 2 ] && grep -qF "llmroute import: --store: '-' is not standard input or output here: give a file name (./- for a file named '-')" "$TMP/err" &&
     [ ! -e "$TMP/-" ] && ok || bad "import --store -: rc $(cat "$TMP/rc"), $(cat "$TMP/err"), $(ls "$TMP"/-* 2>&1)"
+# A store named by blank space alone was made as a file of that name.
+( bin=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+  cd "$TMP" && "$bin" import --store "  " "$HIST" >out 2>err; echo $? >rc )
+[ "$(cat "$TMP/rc")" = 2 ] && grep -qF "llmroute import: --store: the value is blank (only spaces, tabs or line breaks): give a file name" "$TMP/err" &&
+    [ ! -e "$TMP/  " ] && ok || bad "import --store '  ': rc $(cat "$TMP/rc"), $(cat "$TMP/err")"
+printf '{"models": [{"name": "a", "backend": "mock"}], "router": {"store": " \\t "}}' >"$TMP/blankstore.json"
+expect "check-config: a blank router.store" 2 \
+    "router.store: the name is blank (only spaces, tabs or line breaks): expected a file name" -- \
+    "$BIN" check-config "$TMP/blankstore.json"
 expect "route --config -" 2 "--config: '-' is not standard input or output here" -- \
     "$BIN" route --config - q
 expect "eval --plot -" 2 "--plot: '-' is not standard input or output here" -- \

@@ -174,6 +174,20 @@ static void resolves_store_path_against_the_config_folder(void **state)
     rmdir(dir);
 }
 
+/* A store named by blank space alone was taken and made as a file of that
+ * name beside the config; an empty name is refused as any empty string. */
+static void a_blank_store_name_is_refused(void **state)
+{
+    (void)state;
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"  \"}}", LR_ECONFIG,
+                 "router.store: the name is blank (only spaces, tabs or line breaks): "
+                 "expected a file name");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"\\t\\n \"}}",
+                 LR_ECONFIG, "router.store: the name is blank");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"\"}}", LR_ECONFIG,
+                 "router.store: expected a non-empty string");
+}
+
 static void rejects_malformed_json_with_line_and_column(void **state)
 {
     struct lr_config *cfg = NULL;
@@ -919,6 +933,7 @@ int main(void)
         cmocka_unit_test(applies_defaults_when_router_is_absent),
         cmocka_unit_test(warns_about_unknown_keys_and_backends),
         cmocka_unit_test(resolves_store_path_against_the_config_folder),
+        cmocka_unit_test(a_blank_store_name_is_refused),
         cmocka_unit_test(rejects_malformed_json_with_line_and_column),
         cmocka_unit_test(rejects_a_missing_file_naming_it),
         cmocka_unit_test(rejects_a_directory_saying_so),
