@@ -868,6 +868,35 @@ static int conf_new(const char *path, struct lr_store *store, const char *who, i
     return 0;
 }
 
+/* A request on route i makes at most retry.max_attempts attempts (its own
+ * over the server's), and a retry of one model is an attempt too. With
+ * more candidates and fallbacks than that, the last fallbacks are never
+ * reached by failures, only past models skipped unattempted (an open
+ * breaker, a full max_concurrency): the file lists models the route
+ * cannot get to, so it is warned about. Not an error: the route works. */
+static void warn_unreachable_fallbacks(const struct gw_conf *c, size_t i)
+{
+    const struct lr_route_info *ri = lr_config_route(c->cfg, i);
+    struct rs_policy p = c->set.policy;
+    size_t n_cands = ri->n_models ? ri->n_models : lr_config_model_count(c->cfg), n_extra = 0;
+
+    rs_policy_merge(&p, &c->route_policy[i]);
+    /* A fallback among the candidates is ranked with them (the library
+     * warns about it), not tried again after them: it adds nothing. */
+    for (size_t f = 0; ri->n_models && f < ri->n_fallbacks; f++) {
+        size_t k = 0;
+        while (k < ri->n_models && ri->models[k] != ri->fallbacks[f])
+            k++;
+        n_extra += k == ri->n_models;
+    }
+    if (n_extra && n_cands + n_extra > (size_t)p.retry.max_attempts)
+        warn(c,
+             "routes[%zu] (%.64s): %zu candidates and fallbacks, more than retry.max_attempts "
+             "(%ld): its last fallbacks are never tried after failures, only past models "
+             "skipped for an open breaker or a full max_concurrency",
+             i, ri->name, n_cands + n_extra, p.retry.max_attempts);
+}
+
 /* Everything the gateway reads beyond the library's checks except the
  * routers: the `server` section, the embedder (against c->store, when there
  * is one), each model's backend, and each route's retry and timeouts. Both
@@ -896,6 +925,7 @@ static int conf_prepare(struct gw_conf *c, const char *listen, struct lr_error *
         snprintf(where, sizeof where, "routes[%zu]", i);
         if ((rc = load_policy(lr_config_route(c->cfg, i)->json, &c->route_policy[i], where, err)))
             return rc;
+        warn_unreachable_fallbacks(c, i);
     }
     return 0;
 }

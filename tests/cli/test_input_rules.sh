@@ -232,6 +232,24 @@ printf '{"models": [{"name": "a", "backend": "mock"}], "routes": [{"name": "r", 
 expect "check-config: a fallback among the route's models" 0 \
     "warning: $TMP/fb.json: routes[0].fallbacks[0]: 'a' is also one of the route's models (routes[0].models[0]): it is ranked with them, not tried after them" -- \
     "$BIN" check-config "$TMP/fb.json"
+# --- a route with more candidates and fallbacks than retry.max_attempts
+# (its own over the server's) never reaches its last fallbacks by failures ---
+M3='"models": [{"name": "a", "backend": "mock"}, {"name": "b", "backend": "mock"}, {"name": "c", "backend": "mock"}]'
+printf '{%s, "routes": [{"name": "r", "models": ["a", "b"], "fallbacks": ["c"], "retry": {"max_attempts": 2}}]}' "$M3" >"$TMP/ma.json"
+expect "check-config: fallbacks past the route's max_attempts" 0 \
+    "warning: $TMP/ma.json: routes[0] (r): 3 candidates and fallbacks, more than retry.max_attempts (2): its last fallbacks are never tried after failures, only past models skipped for an open breaker or a full max_concurrency" -- \
+    "$BIN" check-config "$TMP/ma.json"
+printf '{%s, "server": {"resilience": {"retry": {"max_attempts": 2}}}, "routes": [{"name": "r", "models": ["a", "b"], "fallbacks": ["c"]}]}' "$M3" >"$TMP/ma-server.json"
+expect "check-config: fallbacks past the server's max_attempts" 0 \
+    "routes[0] (r): 3 candidates and fallbacks, more than retry.max_attempts (2)" -- \
+    "$BIN" check-config "$TMP/ma-server.json"
+# Room for every one (the route's 3 over the server's 2), or a fallback that
+# is one of the route's models (ranked with them): nothing about attempts.
+printf '{%s, "server": {"resilience": {"retry": {"max_attempts": 2}}}, "routes": [{"name": "r", "models": ["a", "b"], "fallbacks": ["c"], "retry": {"max_attempts": 3}}, {"name": "s", "models": ["a", "b"], "fallbacks": ["b"]}]}' "$M3" >"$TMP/ma-room.json"
+"$BIN" check-config "$TMP/ma-room.json" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+[ "$rc" = 0 ] && ! grep -q "max_attempts" "$TMP/err" && ok ||
+    bad "check-config: fallbacks within max_attempts: exit $rc, $(cat "$TMP/err")"
 
 # --- a base_url without http:// or https:// shows its value and the model;
 # a scheme is taken in any case (RFC 3986 3.1) ---
