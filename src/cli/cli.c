@@ -159,11 +159,14 @@ int cli_parse(const char *cmd, int argc, char **argv, const struct cli_opt *opts
                 free(p);
                 return CLI_USAGE;
             }
-            /* A store named by blank space alone was made as a file of
-             * that name ("import --store '  '"): a slip, not a name. */
-            if (strcmp(o->name, "store") == 0 && v[strspn(v, " \t\n\v\f\r")] == '\0') {
-                cli_error(cmd, "--store: the value is blank (only spaces, tabs or line breaks): "
-                               "give a file name");
+            /* A file named by blank space alone was made as a file of
+             * that name ("import --store '  '", "eval --plot ' '"): a slip,
+             * not a name. */
+            if (is_file_option(o->name) && v[strspn(v, " \t\n\v\f\r")] == '\0') {
+                cli_error(cmd,
+                          "--%s: the value is blank (only spaces, tabs or line breaks): give a "
+                          "file name",
+                          o->name);
                 free(p);
                 return CLI_USAGE;
             }

@@ -199,6 +199,21 @@ expect "route -" 2 "query 1: '-' is not read as standard input" -- "$BIN" route 
   cd "$TMP" && "$bin" import --store "  " "$HIST" >out 2>err; echo $? >rc )
 [ "$(cat "$TMP/rc")" = 2 ] && grep -qF "llmroute import: --store: the value is blank (only spaces, tabs or line breaks): give a file name" "$TMP/err" &&
     [ ! -e "$TMP/  " ] && ok || bad "import --store '  ': rc $(cat "$TMP/rc"), $(cat "$TMP/err")"
+# So was a plot or a port file, and a config of that name was looked for.
+# Each runs in $TMP, where a file named " " would be made.
+blank_refused() { # OPTION COMMAND ARGS...
+    local opt=$1
+    shift
+    ( bin=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+      cd "$TMP" && timeout 20 "$bin" "$@" >out 2>err </dev/null; echo $? >rc )
+    [ "$(cat "$TMP/rc")" = 2 ] &&
+        grep -qF -- "$opt: the value is blank (only spaces, tabs or line breaks): give a file name" "$TMP/err" &&
+        [ ! -e "$TMP/ " ] && ok || bad "$1 $opt ' ': rc $(cat "$TMP/rc"), $(cat "$TMP/err")"
+    rm -f "$TMP/ "
+}
+blank_refused --plot eval --config "$CFG" --data "$HIST" --plot " "
+blank_refused --port-file serve --config "$CFG" --store "$TMP/h.db" --listen 127.0.0.1:0 --port-file " "
+blank_refused --config route --config " " hello
 printf '{"models": [{"name": "a", "backend": "mock"}], "router": {"store": " \\t "}}' >"$TMP/blankstore.json"
 expect "check-config: a blank router.store" 2 \
     "router.store: the name is blank (only spaces, tabs or line breaks): expected a file name" -- \
