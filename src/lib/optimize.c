@@ -217,7 +217,6 @@ struct gen {
     long long cap_sum;
     double target; /* T */
     double tol_b;  /* B >= T - tol_b counts as met (constraint_met's rule) */
-    double tol_a;  /* improvements in A below this are noise */
     double sa, sb; /* largest |a|, |b| over candidates (at least 1e-300) */
     int quality_form; /* a is cost (else b is minus cost) */
 };
@@ -279,8 +278,18 @@ static int gen_build(const struct lr__opt_problem *p, int quality_form, struct g
         g->target = -p->budget;
         g->tol_b = LR__OPT_TOL * p->budget;
     }
-    g->tol_a = 1e-12 * g->sa * (double)n;
     return 0;
+}
+
+/* Differences in A below this, next to a sum of A, are noise: the rounding
+ * of a sum of n terms, with a margin. It is relative to the sum itself and
+ * not to the largest |a| over the candidates, which with costs from 1e-9
+ * to 1e6 put the noise above the whole of a cheap optimum, and the repair
+ * and the search stopped well short of it. Every a of a form has the same
+ * sign, so |A| is the sum of the magnitudes added. */
+static double gen_noise_a(const struct gen *g, double A)
+{
+    return (1e-12 + 4.0 * (double)g->n * DBL_EPSILON) * fabs(A);
 }
 
 #define CAND(g, i, j) (!isnan((g)->a[(i) * (g)->m + (j)]))
@@ -956,7 +965,8 @@ static void search_improve(struct search *s, int max_moves)
     while (s->moves < max_moves) {
         struct move single = {-1, -1, 0.0, 0.0, 0.0};
         struct move pd, pu;
-        double slack = s->B - (g->target - g->tol_b), best_pair = -g->tol_a;
+        double slack = s->B - (g->target - g->tol_b), tol_a = gen_noise_a(g, s->A);
+        double best_pair = -tol_a;
 
         memset(s->lens, 0, sizeof s->lens);
         for (i = 0; i < n; i++) {
@@ -973,7 +983,7 @@ static void search_improve(struct search *s, int max_moves)
                 mv.dA = g->a[i * m + j] - g->a[i * m + from];
                 mv.dB = g->b[i * m + j] - g->b[i * m + from];
                 room = s->load[j] < g->cap[j];
-                if (room && mv.dA < single.dA - g->tol_a && mv.dB >= -slack)
+                if (room && mv.dA < single.dA - tol_a && mv.dB >= -slack)
                     single = mv;
                 /* Savings: largest first, and best by reduced cost. */
                 if (mv.dA < 0.0) {
@@ -1798,7 +1808,7 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
     /* On small batches one query can be a large share of the total, and the
      * rounding gap may exceed what single and paired moves can close: search
      * for a better assignment under a node budget. */
-    if (n <= LR__OPT_POLISH_MAX_N && A_hi - bound > g->tol_a) {
+    if (n <= LR__OPT_POLISH_MAX_N && A_hi - bound > gen_noise_a(g, A_hi)) {
         struct bb s;
         if ((rc = bb_init(&s, g)) != 0)
             goto out;
@@ -1843,7 +1853,8 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
              * few (ties in cost make many assignments look alike to the
              * bounds) end far closer to it. */
             if (used >= LR__OPT_POLISH_NODES && used < LR__OPT_POLISH_MORE_NODES &&
-                A_hi - bound > LR__OPT_POLISH_GAP * fabs(A_hi) && A_hi - bound > g->tol_a) {
+                A_hi - bound > LR__OPT_POLISH_GAP * fabs(A_hi) &&
+                A_hi - bound > gen_noise_a(g, A_hi)) {
                 s.disc = -1;
                 s.max_nodes = LR__OPT_POLISH_MORE_NODES - used;
                 used += bb_pass(&s, out, &A_hi, &B_hi);
@@ -1923,9 +1934,10 @@ static int spread_better(const struct gen *g, const struct gen_answer *a,
     if (met_a != met_b)
         return met_a;
     if (met_a) {
-        if (a->A < b->A - g->tol_a)
+        double tol_a = gen_noise_a(g, fmax(fabs(a->A), fabs(b->A)));
+        if (a->A < b->A - tol_a)
             return 1;
-        return a->A <= b->A + g->tol_a && a->B > b->B;
+        return a->A <= b->A + tol_a && a->B > b->B;
     }
     if (a->B != b->B)
         return a->B > b->B;
