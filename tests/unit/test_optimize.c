@@ -1834,6 +1834,46 @@ static void many_small_capacities_below_the_batch_put_the_fewest_over(void **sta
     capped_free(&c);
 }
 
+/* A batch the capacities cannot hold is solved as several batches that fit
+ * (the overflow spread over the models in the ways gen_spread_overflow
+ * tries), but a way that cannot beat the best so far is left as soon as
+ * its bound shows it: 60 models of capacity 4 and 300 queries took 170
+ * relaxations and moves, 17 ways each solved whole, against 11 for the
+ * same batch over capacity 5, which holds it; now 29. The count (what the
+ * optimizer reports in iterations) is the work, untimed. The answer still
+ * puts the fewest over capacity and meets alpha. */
+static void overflow_spreads_that_cannot_win_are_left_early(void **state)
+{
+    static const int four[] = {4}, five[] = {5};
+    struct capped c, fits;
+    struct lr__opt_result r;
+    double quality, cost;
+    int it_over, it_fits;
+    (void)state;
+
+    capped_make(&fits, 7, 300, 60, five, 1);
+    fits.p.alpha = 0.6;
+    memset(&r, 0, sizeof r);
+    r.assign = fits.assign;
+    assert_int_equal(lr__optimize_quality(&fits.p, &r), 0);
+    it_fits = r.iterations;
+
+    capped_make(&c, 7, 300, 60, four, 1);
+    c.p.alpha = 0.6;
+    memset(&r, 0, sizeof r);
+    r.assign = c.assign;
+    assert_int_equal(lr__optimize_quality(&c.p, &r), LR_EINFEASIBLE);
+    it_over = r.iterations;
+    assert_int_equal(capped_check(&c, &quality, &cost), 60);
+    assert_true(quality >= c.p.alpha * (double)c.n * (1.0 - LR__OPT_TOL));
+    assert_non_null(strstr(r.message, "alpha 0.6 is met"));
+    print_message("capacity 4 (over): %d iterations, cost %.9g; capacity 5 (fits): %d\n",
+                  it_over, cost, it_fits);
+    assert_true(it_over <= 5 * it_fits);
+    capped_free(&c);
+    capped_free(&fits);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1870,6 +1910,7 @@ int main(void)
         cmocka_unit_test(large_batch_is_within_half_a_percent_of_its_lagrangian_bound),
         cmocka_unit_test(many_small_capacities_give_the_exact_capacitated_optimum),
         cmocka_unit_test(many_small_capacities_below_the_batch_put_the_fewest_over),
+        cmocka_unit_test(overflow_spreads_that_cannot_win_are_left_early),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
