@@ -671,12 +671,7 @@ static int flow_solve(struct flow *f)
 {
     const struct gen *g = f->g;
     size_t n = g->n, m = g->m, i, j, k;
-    double wscale = 0.0, eps;
 
-    for (k = 0; g->capped && k < n * m; k++) /* eps is for the paths */
-        if (f->w[k] != INFINITY && fabs(f->w[k]) > wscale)
-            wscale = fabs(f->w[k]);
-    eps = 1e-13 * (wscale > 0.0 ? wscale : 1.0);
     memset(f->load, 0, m * sizeof *f->load);
     memset(f->list_len, 0, m * sizeof *f->list_len);
     for (j = 0; j < m; j++)
@@ -769,7 +764,13 @@ static int flow_solve(struct flow *f)
                 double nd;
                 b = f->open[o];
                 nd = da + top_a[b] - f->pot[b];
-                if (nd < f->dist[b] - eps) {
+                /* No margin: one of 1e-13 of the largest weight, which
+                 * Bellman-Ford needed against cycles made by rounding,
+                 * was 1e-4 with costs up to 1e9, and paths that saved
+                 * less were not taken, though a batch of cheap models
+                 * costs less in all. Dijkstra settles each model once, so
+                 * pred stays a tree whatever the rounding. */
+                if (nd < f->dist[b]) {
                     f->dist[b] = nd;
                     f->pred[b] = (int)a;
                 }
@@ -1583,8 +1584,9 @@ static double tie_weight(double s_main, double s_tie, size_t n)
  * relaxation solved at weights (1, lambda) with answer sums A and B. That
  * bound, A - lambda * (B - T), holds for the assignments with B >= T, but
  * the constraint counts B >= T - tol_b as met; the sums round; and with
- * capacities the flow settles each of its n paths of up to m steps to
- * within 1e-13 of its largest weight (flow_solve's eps). With costs many
+ * capacities the flow's n paths of up to m steps each round with its
+ * potentials, which are as large as its largest weight (taken here as
+ * 1e-13 of it per step, a wide margin over the rounding). With costs many
  * orders of magnitude apart these are no longer small next to the bound. */
 static double bound_slack(const struct gen *g, double lambda, double A, double B)
 {

@@ -1285,13 +1285,14 @@ static void mixed_cost_scales_match_exhaustive_search(void **state)
     assert_true(feasible > checked / 3);
 }
 
-/* One instance of costs drawn log-uniformly across 1e-9 .. 1e6 (a span of
- * 1e15: local models priced at a nominal fraction of a cent beside paid
- * ones at a large batch's price), qualities in [0,1], no capacities, ones
+/* One instance of costs drawn log-uniformly across 10^lo .. 10^hi (1e-9 ..
+ * 1e6, a span of 1e15: local models priced at a nominal fraction of a cent
+ * beside paid ones at a large batch's price), qualities in [0,1], no
+ * capacities, ones
  * that hold the batch or any, an alpha between the least and a little over
  * the most mean quality, and a budget between the cheapest and the dearest
  * total, log-uniform or uniform. */
-static void span_make(struct inst *in, uint64_t seed)
+static void span_make(struct inst *in, uint64_t seed, double lo, double hi)
 {
     struct rng r = {seed * 2654435761u + 11u};
     double q_lo = 0.0, q_hi = 0.0, c_lo = 0.0, c_hi = 0.0;
@@ -1303,7 +1304,7 @@ static void span_make(struct inst *in, uint64_t seed)
     in->m = 1 + rng_below(&r, MAXM);
     for (i = 0; i < in->n * in->m; i++) {
         in->quality[i] = rng_unit(&r);
-        in->cost[i] = pow(10.0, -9.0 + 15.0 * rng_unit(&r));
+        in->cost[i] = pow(10.0, lo + (hi - lo) * rng_unit(&r));
     }
     with_caps = (int)rng_below(&r, 3);
     for (j = 0; j < in->m; j++) {
@@ -1351,22 +1352,16 @@ static void span_make(struct inst *in, uint64_t seed)
  * in both forms: the same feasibility, the constraint met, within 1% of
  * the optimum, a bound that does not pass it, the figures reported those
  * of the assignment, and the best reachable value when the constraint
- * cannot be met. The repair and the search took improvements in cost
- * below 1e-12 of the largest cost times n as noise: 5e-6 at 1e6, more
- * than a whole optimum of cheap models, and the quality form stopped up
- * to 58% above it (seeds 13210, 14432, 15098 and 17114, run first). */
-static void costs_spanning_1e15_match_exhaustive_search(void **state)
+ * cannot be met. The seeds in seen first, then 1 .. count. */
+static void span_check(double lo, double hi, const uint64_t *seen, size_t n_seen, size_t count)
 {
-    static const uint64_t seen[] = {13210, 14432, 15098, 17114};
-    const size_t n_seen = sizeof seen / sizeof seen[0];
     int checked = 0, feasible = 0, infeasible = 0;
-    (void)state;
-    for (size_t k = 0; k < n_seen + 3000; k++) {
+    for (size_t k = 0; k < n_seen + count; k++) {
         uint64_t seed = k < n_seen ? seen[k] : (uint64_t)(k - n_seen + 1);
         struct inst in;
         int form;
 
-        span_make(&in, seed);
+        span_make(&in, seed, lo, hi);
         for (form = 0; form <= 1; form++) {
             struct lr__opt_result res;
             struct eval e;
@@ -1411,10 +1406,36 @@ static void costs_spanning_1e15_match_exhaustive_search(void **state)
             }
         }
     }
-    print_message("costs spanning 1e15: %d checked against enumeration, %d feasible, "
-                  "%d infeasible\n", checked, feasible, infeasible);
+    print_message("costs from 1e%g to 1e%g: %d checked against enumeration, %d feasible, "
+                  "%d infeasible\n", lo, hi, checked, feasible, infeasible);
     assert_true(feasible > checked / 3);
     assert_true(infeasible > 0);
+}
+
+/* The repair and the search took improvements in cost below 1e-12 of the
+ * largest cost times n as noise: 5e-6 at 1e6, more than a whole optimum of
+ * cheap models, and the quality form stopped up to 58% above it (seeds
+ * 13210, 14432, 15098 and 17114). */
+static void costs_spanning_1e15_match_exhaustive_search(void **state)
+{
+    static const uint64_t seen[] = {13210, 14432, 15098, 17114};
+    (void)state;
+    span_check(-9.0, 6.0, seen, sizeof seen / sizeof seen[0], 3000);
+}
+
+/* Over 1e-12 .. 1e9 the flow took no path that saved less than 1e-13 of
+ * its largest weight, 1e-4: the quality form stopped up to 50 times above
+ * the optimum (seed 16269: cost 3.9e-6 where 7.9e-8 meets alpha; seed
+ * 1190: 1.49 times), the budget form called a budget it could meet
+ * unmeetable (seed 16269) or reported a least reachable cost above the
+ * least (seeds 605, 18495). Wider still, 1e-30 .. 1e30, as a check that
+ * nothing else depends on the span. */
+static void costs_spanning_1e21_and_1e60_match_exhaustive_search(void **state)
+{
+    static const uint64_t seen[] = {16269, 18495};
+    (void)state;
+    span_check(-12.0, 9.0, seen, sizeof seen / sizeof seen[0], 3000);
+    span_check(-30.0, 30.0, NULL, 0, 1000);
 }
 
 /* ==== Bad input ==== */
@@ -1901,6 +1922,7 @@ int main(void)
         cmocka_unit_test(costs_a_billion_apart_keep_the_cheaper_of_two_cheap_models),
         cmocka_unit_test(mixed_cost_scales_match_exhaustive_search),
         cmocka_unit_test(costs_spanning_1e15_match_exhaustive_search),
+        cmocka_unit_test(costs_spanning_1e21_and_1e60_match_exhaustive_search),
         cmocka_unit_test(nan_cost_is_rejected_naming_the_cost),
         cmocka_unit_test(negative_cost_is_rejected_naming_the_cost),
         cmocka_unit_test(quality_above_one_is_rejected_naming_the_quality),
