@@ -5,6 +5,11 @@
  * exact about where members begin and end; it still checks every byte it
  * relies on and refuses what it does not recognise.
  *
+ * js_object_prefix() is the other kind: a whole reading of every byte of
+ * text jansson has not accepted (an answer the upstream ended early), by the
+ * JSON grammar as a pushdown automaton, to say whether more bytes could have
+ * made it an object.
+ *
  * Threads: pure functions; any thread.
  */
 #include <stdlib.h>
@@ -335,4 +340,252 @@ out:
     if (m != stack)
         free(m);
     return rc;
+}
+
+/* ==== Prefixes ==== */
+
+/* jansson refuses a text nested deeper than this (JSON_PARSER_MAX_DEPTH). */
+#define PREFIX_MAX_DEPTH 2048
+
+enum prefix_state {
+    P_VALUE,         /* a value: a member's, an array's next, or the text's own */
+    P_ARRAY_FIRST,   /* after '[': a value or ']' */
+    P_NAME_FIRST,    /* after '{': a name or '}' */
+    P_NAME,          /* after an object's ',': a name */
+    P_COLON,         /* after a name */
+    P_AFTER,         /* after a value: ',' or its container's end; blanks after the text's */
+    P_STRING,        /* inside a string */
+    P_ESCAPE,        /* after a backslash in one */
+    P_HEX,           /* inside \uXXXX */
+    P_LOW_BACKSLASH, /* after a high surrogate's \uXXXX: the low one's backslash */
+    P_LOW_U,         /* and its 'u' */
+    P_LITERAL,       /* inside true, false or null */
+    P_NUMBER         /* inside a number */
+};
+
+/* Where a number is: after its '-', its leading '0', its integer digits, its
+ * '.', its fraction digits, its 'e', the exponent's sign, its digits. */
+enum number_state { N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_E_SIGN, N_EXP };
+
+static int is_blank(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+enum js_prefix js_object_prefix(const char *buf, size_t len)
+{
+    unsigned char objects[PREFIX_MAX_DEPTH / 8]; /* a bit per open container: an object's */
+    size_t depth = 0;
+    enum prefix_state st = P_VALUE;
+    enum number_state num = N_MINUS;
+    const char *literal = NULL;
+    size_t literal_at = 0;
+    int name = 0;            /* the string is a member's name */
+    int low_wanted = 0;      /* the \uXXXX being read must be a low surrogate */
+    unsigned hex_digits = 0; /* of the \uXXXX being read */
+    unsigned long code = 0;
+    unsigned utf8_left = 0;             /* continuation bytes the UTF-8 sequence still needs */
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the next one */
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        int d;
+        switch (st) {
+        case P_STRING:
+            if (utf8_left) {
+                if (c < lo || c > hi)
+                    return JS_NEVER;
+                lo = 0x80;
+                hi = 0xBF;
+                utf8_left--;
+            } else if (c == '"') {
+                st = name ? P_COLON : P_AFTER;
+            } else if (c == '\\') {
+                st = P_ESCAPE;
+            } else if (c < 0x20) {
+                return JS_NEVER; /* a control character, an LF among them, is escaped */
+            } else if (c >= 0x80) {
+                /* RFC 3629's well-formed sequences: no overlong form, no
+                 * surrogate, nothing past U+10FFFF. */
+                utf8_left = c >= 0xC2 && c <= 0xDF   ? 1
+                            : c >= 0xE0 && c <= 0xEF ? 2
+                            : c >= 0xF0 && c <= 0xF4 ? 3
+                                                     : 0;
+                if (!utf8_left)
+                    return JS_NEVER;
+                lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+                hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+            }
+            continue;
+        case P_ESCAPE:
+            if (c == 'u') {
+                st = P_HEX;
+                hex_digits = 0;
+                code = 0;
+            } else if (c != '\0' && strchr("\"\\/bfnrt", c)) {
+                st = P_STRING;
+            } else {
+                return JS_NEVER;
+            }
+            continue;
+        case P_HEX:
+            if ((d = hex_value(c)) < 0)
+                return JS_NEVER;
+            code = code * 16 + (unsigned long)d;
+            if (++hex_digits < 4)
+                continue;
+            if (low_wanted) {
+                if (code < 0xDC00 || code > 0xDFFF)
+                    return JS_NEVER;
+                low_wanted = 0;
+                st = P_STRING;
+            } else if (code >= 0xD800 && code <= 0xDBFF) {
+                low_wanted = 1;
+                st = P_LOW_BACKSLASH;
+            } else if (code >= 0xDC00 && code <= 0xDFFF) {
+                return JS_NEVER;
+            } else {
+                st = P_STRING;
+            }
+            continue;
+        case P_LOW_BACKSLASH:
+            if (c != '\\')
+                return JS_NEVER;
+            st = P_LOW_U;
+            continue;
+        case P_LOW_U:
+            if (c != 'u')
+                return JS_NEVER;
+            st = P_HEX;
+            hex_digits = 0;
+            code = 0;
+            continue;
+        case P_LITERAL:
+            if (c != (unsigned char)literal[literal_at])
+                return JS_NEVER;
+            if (literal[++literal_at] == '\0')
+                st = P_AFTER;
+            continue;
+        case P_NUMBER: {
+            int digit = c >= '0' && c <= '9';
+            switch (num) {
+            case N_MINUS:
+                if (!digit)
+                    return JS_NEVER;
+                num = c == '0' ? N_ZERO : N_INT;
+                continue;
+            case N_DOT:
+            case N_E_SIGN:
+                if (!digit)
+                    return JS_NEVER;
+                num = num == N_DOT ? N_FRAC : N_EXP;
+                continue;
+            case N_E:
+                if (!digit && c != '+' && c != '-')
+                    return JS_NEVER;
+                num = digit ? N_EXP : N_E_SIGN;
+                continue;
+            case N_INT:
+            case N_FRAC:
+            case N_EXP:
+                if (digit)
+                    continue;
+                /* fall through */
+            case N_ZERO:
+                if (c == '.' && (num == N_ZERO || num == N_INT)) {
+                    num = N_DOT;
+                    continue;
+                }
+                if ((c == 'e' || c == 'E') && num != N_EXP) {
+                    num = N_E;
+                    continue;
+                }
+                break;
+            }
+            st = P_AFTER; /* the number ended before c: c is read after it */
+        }
+            /* fall through */
+        case P_AFTER:
+            if (is_blank(c))
+                continue;
+            if (depth == 0)
+                return JS_NEVER; /* the object ended: only blanks may follow */
+            if (c == ',') {
+                st = objects[(depth - 1) / 8] & (1u << ((depth - 1) % 8)) ? P_NAME : P_VALUE;
+                continue;
+            }
+            if (c != ((objects[(depth - 1) / 8] & (1u << ((depth - 1) % 8))) ? '}' : ']'))
+                return JS_NEVER;
+            depth--;
+            continue;
+        case P_COLON:
+            if (is_blank(c))
+                continue;
+            if (c != ':')
+                return JS_NEVER;
+            st = P_VALUE;
+            continue;
+        case P_NAME_FIRST:
+        case P_NAME:
+            if (is_blank(c))
+                continue;
+            if (c == '}' && st == P_NAME_FIRST) {
+                depth--;
+                st = P_AFTER;
+                continue;
+            }
+            if (c != '"')
+                return JS_NEVER;
+            st = P_STRING;
+            name = 1;
+            continue;
+        case P_ARRAY_FIRST:
+            if (c == ']') {
+                depth--;
+                st = P_AFTER;
+                continue;
+            }
+            /* fall through */
+        case P_VALUE:
+            if (is_blank(c))
+                continue;
+            if (depth == 0 && c != '{')
+                return JS_NEVER; /* the text is an object */
+            if (c == '{' || c == '[') {
+                if (depth == PREFIX_MAX_DEPTH)
+                    return JS_NEVER;
+                if (c == '{')
+                    objects[depth / 8] |= (unsigned char)(1u << (depth % 8));
+                else
+                    objects[depth / 8] &= (unsigned char)~(1u << (depth % 8));
+                depth++;
+                st = c == '{' ? P_NAME_FIRST : P_ARRAY_FIRST;
+            } else if (c == '"') {
+                st = P_STRING;
+                name = 0;
+            } else if (c == 't' || c == 'f' || c == 'n') {
+                literal = c == 't' ? "true" : c == 'f' ? "false" : "null";
+                literal_at = 1;
+                st = P_LITERAL;
+            } else if (c == '-' || (c >= '0' && c <= '9')) {
+                num = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
+                st = P_NUMBER;
+            } else {
+                return JS_NEVER;
+            }
+            continue;
+        }
+    }
+    return st == P_AFTER && depth == 0 ? JS_WHOLE : JS_OPEN;
 }

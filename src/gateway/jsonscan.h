@@ -8,6 +8,9 @@
  * client sent them. This scanner finds those ranges. It trusts nothing: on any
  * byte it does not expect it returns an error rather than guessing.
  *
+ * It also tells an upstream's answer cut short from a malformed one: whether
+ * the bytes that came are the start of a JSON object (js_object_prefix()).
+ *
  * Threads: pure functions over caller buffers; any thread.
  */
 #ifndef GW_JSONSCAN_H
@@ -52,6 +55,19 @@ size_t js_count_values(const char *buf, size_t len, size_t limit);
  * pay for its elements), reached by "[0,0,...]". A body shorter than
  * twice a limit cannot be over it, and need not be counted. */
 #define JS_MAX_VALUES(len) (((len) + 1) / 2)
+
+/* What the bytes buf[0..len) are of a JSON object, as jansson reads one
+ * (RFC 8259, UTF-8 strings, no lone surrogate, at most 2048 levels deep):
+ * JS_WHOLE, a whole object (blanks may follow); JS_OPEN, the start of one
+ * that more bytes could complete (blanks alone, or nothing, are such a
+ * start; so is a cut inside a name, a number, a literal, an escape or a
+ * UTF-8 sequence); JS_NEVER, bytes that no bytes after them could make an
+ * object (`hello`, `[1,`, a raw LF inside a string, `{"a":1} x`). Numbers
+ * are read by their grammar only: one too large for jansson is no reason
+ * here. Every answer the gateway relays is an object, so a start of
+ * anything else is JS_NEVER. */
+enum js_prefix { JS_WHOLE, JS_OPEN, JS_NEVER };
+enum js_prefix js_object_prefix(const char *buf, size_t len);
 
 /* Does member m's key equal `name`? Keys with escapes are decoded first. */
 int js_key_equals(const char *buf, const struct js_member *m, const char *name);

@@ -982,28 +982,25 @@ static int is_done(const char *v, size_t n)
     return n == 6 && memcmp(v, "[DONE]", 6) == 0;
 }
 
-/* Whether an open event's data d[0..n) (its data lines joined), which is
- * neither JSON nor [DONE], is the start of one cut short: JSON that ends
- * before its value does, or the start of [DONE]. Data no more bytes could
- * make whole (`hello`, a raw LF in a string) is malformed, not cut. */
-static int data_cut_short(const char *d, size_t n)
+/* Whether an open event's data d[0..n) (its data lines joined, an LF after
+ * each), which is neither JSON nor [DONE], is the start of one cut short:
+ * the start of a JSON object that more bytes could complete, or of [DONE].
+ * line_open: the last data line has not ended, so more bytes could have
+ * gone on with it; otherwise only a line after it could, joined to it with
+ * the LF that is already there. Data nothing more could make whole
+ * (`hello`, a string or a literal open at a line's end, where the next line
+ * would put a raw LF) is malformed, not cut. */
+static int data_cut_short(const char *d, size_t n, int line_open)
 {
-    json_error_t e;
-    json_t *j;
+    if (line_open && n > 0 && d[n - 1] == '\n')
+        n--; /* the LF sse_line() put after the open line: no line after it yet */
     while (n && (*d == ' ' || *d == '\t' || *d == '\n')) {
         d++;
         n--;
     }
-    while (n && (d[n - 1] == ' ' || d[n - 1] == '\t' || d[n - 1] == '\n'))
-        n--;
-    if (n > 0 && n < 6 && memcmp(d, "[DONE]", n) == 0)
+    if (line_open && n > 0 && n < 6 && memcmp(d, "[DONE]", n) == 0)
         return 1;
-    j = json_loadb(d, n, JSON_ALLOW_NUL, &e);
-    if (j) {
-        json_decref(j); /* whole JSON, but no object */
-        return 0;
-    }
-    return json_error_code(&e) == json_error_premature_end_of_input;
+    return js_object_prefix(d, n) == JS_OPEN;
 }
 
 /* The open event is `data: [DONE]` and nothing else (for /v1/responses: one
@@ -2238,11 +2235,15 @@ static void on_done(void *arg, enum up_error err, const char *message)
              * the upstream sent is lost. A last line without its line end
              * ends with it. */
             size_t data_len;
+            unsigned lines = ex->ev_lines;
+            int line_open;
             if (mid_line &&
                 sse_line(ex, ex->held + ex->held_line, ex->held_len - ex->held_line) < 0) {
                 failed(ex, RS_PROTOCOL, "out of memory holding the stream");
                 return;
             }
+            /* The last line, unended, was a data line: more of it could have come. */
+            line_open = mid_line && ex->ev_lines > lines;
             data_len = ex->ev_len; /* sse_event() empties the event, not its buffer */
             rc = sse_event(ex);
             if (rc == -2) {
@@ -2251,8 +2252,10 @@ static void on_done(void *arg, enum up_error err, const char *message)
                 failed(ex, RS_SERVER_ERROR, why);
                 return;
             }
-            if (rc < 0 && !data_cut_short(ex->ev_data, data_len)) {
-                failed(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
+            if (rc < 0 && !data_cut_short(ex->ev_data, data_len, line_open)) {
+                failed(ex, RS_MALFORMED,
+                       "the stream ended inside an event whose data is neither JSON nor "
+                       "[DONE], nor the start of either");
                 return;
             }
             if (rc < 0) {

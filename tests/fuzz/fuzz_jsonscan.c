@@ -8,7 +8,8 @@
  * its rewrite must be JSON again, with the new model, without the cut
  * members, and with every other member as it was. A difference aborts.
  * js_count_values must count exactly the values of the tree jansson made
- * (member names included), and stop just past any limit.
+ * (member names included), and stop just past any limit. An object jansson
+ * accepts is whole to js_object_prefix, and each of its starts open.
  *
  * Threads: one.
  */
@@ -103,6 +104,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fail("js_count_values differs from the values jansson parsed");
         if (want > 1 && js_count_values(buf, size, want - 2) != want - 1)
             fail("js_count_values does not stop just past its limit");
+    }
+    if (is_object) {
+        /* Every start of it (each one, for a short body) could be completed. */
+        size_t step = size > 512 ? size / 256 : 1;
+        if (js_object_prefix(buf, size) != JS_WHOLE)
+            fail("jansson accepts the object, js_object_prefix does not take it as whole");
+        for (size_t k = 0; k < size; k += step)
+            if (js_object_prefix(buf, k) == JS_NEVER)
+                fail("js_object_prefix refuses the start of an object jansson accepts");
+    } else {
+        (void)js_object_prefix(buf, size);
     }
     if (rc == 0 || rc == -2) {
         size_t k = n < 8 ? n : 8;

@@ -16,6 +16,7 @@ Groups (each one ctest entry):
   streams   cut, stall and malformed chunk before and after the first event,
             a clean close without [DONE] (a cut, unless every choice finished),
             a clean end inside an event (its last event if whole, else a cut),
+            also between the data lines of one event,
             error events by their fields (`error:`, `event: error`) and after a
             BOM, a client gone right after [DONE]
   breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
@@ -969,6 +970,57 @@ def streams(gw_bin, fake_bin):
     check("a body that ends cleanly inside an event: a whole last event is relayed (also "
           "when the stream is then a cut), one cut inside its data is stream_cut, not "
           "malformed", clean_end_inside_an_event)
+
+    def clean_end_between_data_lines():
+        # An event whose data is split over several `data:` lines (joined
+        # with LF), the body ending cleanly after one of them. The data so
+        # far is judged as the single-line case is: the start of a JSON
+        # object that a line more could complete is a cut, whole data is
+        # the last event, and anything else is malformed. At a line's end
+        # the next line would bring an LF first, which no JSON string or
+        # literal may hold: a string open there ("a), or [DO, was taken
+        # for a cut. Inside a line, more bytes could complete a literal or
+        # a number (nu, 1.): those were taken for malformed.
+        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
+        head = b'data: {"id":"x","object":"chat.completion.chunk",\n'
+        cases = [
+            (head + b'data: "choices":[{"index":0,\n', "upstream_stream_cut"),
+            (head + b'data: "choices":[{"index":0,"delta":{"content":"a\n', "upstream_malformed"),
+            (b"data: [DO\n", "upstream_malformed"),
+            (head + b'data: "choices":[{"index":0,"delta":{},"finish_reason":nu',
+             "upstream_stream_cut"),
+            (head + b'data: "choices":[{"index":0,"delta":{},"finish_reason":null}],"x":1.',
+             "upstream_stream_cut"),
+        ]
+        # Whole data over two lines, its blank line missing: relayed, and
+        # with every choice finished the stream is whole.
+        whole = head + b'data: "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n'
+
+        def serve(c, n):
+            c.sendall(chunked_sse(first + (cases[n - 1][0] if n <= len(cases) else whole)))
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                             resilience={"breaker": {"consecutive_failures": 0,
+                                                     "failure_rate": 0}})
+        for n, (body, code) in enumerate(cases, 1):
+            st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
+            assert_error_event_no_done(ev, code)
+            # Nothing of the unfinished event is relayed: the error event
+            # comes right after the first one.
+            assert len(ev) == 2 and raw.startswith(first + b'data: {"error":'), (n, raw)
+        st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+        assert st == 200 and raw == first + whole + b"\ndata: [DONE]\n\n", (st, raw)
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 3, m
+        assert m['llmroute_upstream_attempts_total{model="s",class="malformed"}'] == 2, m
+        assert m['llmroute_upstream_attempts_total{model="s",class="ok"}'] == 1, m
+        stop(g)
+        up.close()
+    check("a body that ends cleanly between an event's data lines: a cut when a line more "
+          "could complete its JSON, malformed when none could, relayed when whole",
+          clean_end_between_data_lines)
 
     def error_field_first_falls_back():
         # An older llama.cpp server (before PR #16109) sends a stream's error as

@@ -1,6 +1,7 @@
 /* test_gw_jsonscan.c -- the gateway's top-level JSON scanner and body
  * rewrite: members found by byte range, `model` spliced, extension members
- * removed wherever they sit, every other byte kept, bad input refused. */
+ * removed wherever they sit, every other byte kept, bad input refused; and
+ * the start of an object told from bytes no more could make one. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -227,6 +228,58 @@ static void count_values_stops_past_the_limit(void **state)
     assert_int_equal(count("[\"abc\\", 100), 2);
 }
 
+static enum js_prefix prefix(const char *text)
+{
+    return js_object_prefix(text, strlen(text));
+}
+
+static void object_prefix_tells_a_start_from_what_no_bytes_could_complete(void **state)
+{
+    /* Starts of an object: more bytes could complete each, wherever it was
+     * cut (inside a name, a string, a number, a literal, an escape, a
+     * surrogate pair or a UTF-8 sequence). */
+    static const char *const open[] = {
+        "", "  \n", "{", " {\"a\"", "{\"a\":", "{\"a\": 1", "{\"a\":1,", "{\"a\":\"hel",
+        "{\"a\":tr", "{\"a\":fals", "{\"a\":n", "{\"a\":-", "{\"a\":0", "{\"a\":1.", "{\"a\":1.5e",
+        "{\"a\":1E+", "{\"a\":\"\\", "{\"a\":\"\\u00", "{\"a\":\"\\ud83d", "{\"a\":\"\\ud83d\\",
+        "{\"a\":\"\\ud83d\\udc", "{\"a\":\"\xc3", "{\"a\":\"\xf0\x9f\x98", "{\"a\":[", "{\"a\":[1,",
+        "{\"a\":[{}, {\"b\":[]", "{\"a\":{\"b\":null}", "{\"a\":1,\n\"b\"",
+    };
+    static const char *const never[] = {
+        "hello", "[1,", "[DONE]", "\"s\"", "1", "{\"a\":1} x", "{\"a\":1}}", "{\"a\":\"x\n",
+        "{\"a\":\"\x01", "{a", "{\"a\" 1", "{\"a\":1 2", "{\"a\":01", "{\"a\":1.e", "{\"a\":-x",
+        "{\"a\":tx", "{\"a\":truex", "{\"a\":1,}", "{\"a\":[1,]", "{\"a\":[1}", "{\"a\":\"\\x",
+        "{\"a\":\"\\u12g", "{\"a\":\"\\udc00", "{\"a\":\"\\ud83d\\n", "{\"a\":\"\\ud83d\\u0041",
+        "{\"a\":\"\xc0\x80", "{\"a\":\"\xed\xa0\x80", "{\"a\":\"\xf4\x90", "{\"a\":\"\xff", "{,",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof open / sizeof open[0]; i++)
+        if (prefix(open[i]) != JS_OPEN)
+            fail_msg("'%s' is the start of an object", open[i]);
+    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++)
+        if (prefix(never[i]) != JS_NEVER)
+            fail_msg("'%s' is no start of an object", never[i]);
+    assert_int_equal(prefix("{}"), JS_WHOLE);
+    assert_int_equal(prefix(" {\"a\": [1, -2.5e+3, true, null, \"\\ud83d\\ude00\xc3\xa9\"]}\n"),
+                     JS_WHOLE);
+    /* A NUL is a control character in a string, as jansson has it. */
+    assert_int_equal(js_object_prefix("{\"a\":\"\0", 7), JS_NEVER);
+}
+
+/* jansson's limit on nesting (2048 levels) is the prefix's too. */
+static void object_prefix_nests_as_deep_as_jansson_reads(void **state)
+{
+    size_t n = 5 + 2048; /* {"a": and 2048 arrays: 2049 levels */
+    char *deep = malloc(n);
+    (void)state;
+    assert_non_null(deep);
+    memcpy(deep, "{\"a\":", 5);
+    memset(deep + 5, '[', n - 5);
+    assert_int_equal(js_object_prefix(deep, n - 1), JS_OPEN); /* 2048 levels */
+    assert_int_equal(js_object_prefix(deep, n), JS_NEVER);
+    free(deep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +297,8 @@ int main(void)
         cmocka_unit_test(count_values_counts_each_value_once),
         cmocka_unit_test(count_values_never_passes_the_bound_for_a_length),
         cmocka_unit_test(count_values_stops_past_the_limit),
+        cmocka_unit_test(object_prefix_tells_a_start_from_what_no_bytes_could_complete),
+        cmocka_unit_test(object_prefix_nests_as_deep_as_jansson_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
