@@ -1061,6 +1061,7 @@ static enum pump_result pump(struct h1_xfer *x)
                 h.relay = x->relay.n ? x->relay.buf : NULL;
                 h.retry_after_ms = x->retry_after_ms[0] ? x->retry_after_ms : NULL;
                 h.allow = x->allow[0] ? x->allow : NULL;
+                h.close_delimited = x->rs == R_UNTIL_EOF;
                 x->in_cb++;
                 x->cb.on_head(x->arg, &h);
                 x->in_cb--;

@@ -100,7 +100,7 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     x->in_tick = 1;
     if (!x->head_sent) {
-        struct up_head h = {200, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+        struct up_head h = {200, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
         h.status = x->status;
         h.content_type = x->stream ? "text/event-stream" : "application/json";
         x->head_sent = 1;

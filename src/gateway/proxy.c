@@ -196,6 +196,7 @@ struct exchange {
     long up_status;
     char up_ctype[128];
     int up_ctype_given; /* the upstream named a Content-Type (up_ctype's default is JSON's) */
+    int up_close_delimited; /* the body has neither length nor chunks: the close ends it */
     char up_retry_after[64];
     char up_retry_after_ms[64]; /* read for a retry's delay; relayed among up_relay */
     char up_location[UP_LOCATION_CAP];
@@ -1882,6 +1883,7 @@ static void on_head(void *arg, const struct up_head *head)
     ex->head_seen = 1;
     snprintf(ex->up_ctype, sizeof ex->up_ctype, "%s", ct ? ct : "application/json");
     ex->up_ctype_given = ct != NULL;
+    ex->up_close_delimited = head->close_delimited;
     snprintf(ex->up_retry_after, sizeof ex->up_retry_after, "%s",
              head->retry_after ? head->retry_after : "");
     header_safe(ex->up_ctype);
@@ -2346,8 +2348,21 @@ static void on_done(void *arg, enum up_error err, const char *message)
          * JSON content type the body is malformed; under another (an HTML
          * page from a proxy or a login portal, plain text) it is not an
          * answer at all. */
-        char msg[160];
+        char msg[200];
         int json = strstr(ex->up_ctype, "json") != NULL;
+        if (ex->up_close_delimited &&
+            js_object_prefix(ex->resp ? ex->resp : "", ex->resp_len) == JS_OPEN) {
+            /* But a body the close ends, that stops inside an object more
+             * bytes could complete, was cut short by that close: a cut, as
+             * a body short of its Content-Length is, not a malformed one. */
+            snprintf(msg, sizeof msg,
+                     "the upstream closed the connection before the response body's JSON "
+                     "ended, after %zu bytes (a body with neither Content-Length nor chunks "
+                     "ends at the close)",
+                     ex->resp_len);
+            failed(ex, RS_STREAM_CUT, msg);
+            return;
+        }
         snprintf(msg, sizeof msg, "the upstream's answer is not a JSON object%s%.64s%s",
                  json ? "" : " (Content-Type '", json ? "" : ex->up_ctype, json ? "" : "')");
         failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);
@@ -2591,6 +2606,7 @@ static void start_attempt(struct exchange *ex)
     ex->up_status = 0;
     ex->up_ctype[0] = '\0';
     ex->up_ctype_given = 0;
+    ex->up_close_delimited = 0;
     ex->up_retry_after[0] = '\0';
     ex->up_retry_after_ms[0] = '\0';
     ex->up_location[0] = '\0';

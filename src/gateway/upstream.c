@@ -86,6 +86,12 @@ struct up_xfer {
     size_t fold_len;
     int fold_cut;
     int fold_on;
+    /* How the body is framed, from the head: an HTTP/1.x status line, a
+     * Content-Length, a Transfer-Encoding naming chunked. None of the last
+     * two under HTTP/1.x: the close ends the body (up_head.close_delimited). */
+    int http1;
+    int has_length;
+    int chunked;
     int head_done;
     int aborted;
     int in_cb;
@@ -398,6 +404,8 @@ static void deliver_head(struct up_xfer *x)
     h.relay = x->relay.n ? x->relay.buf : NULL;
     h.retry_after_ms = x->retry_after_ms[0] ? x->retry_after_ms : NULL;
     h.allow = x->allow[0] ? x->allow : NULL;
+    h.close_delimited =
+        x->http1 && !x->has_length && !x->chunked && x->status != 204 && x->status != 304;
     if (x->cb.on_head)
         x->cb.on_head(x->arg, &h);
 }
@@ -446,6 +454,11 @@ static void kept_header(struct up_xfer *x, const char *name, size_t nl, const ch
         char k[128];
         value_copy(k, sizeof k, v, vl);
         x->keep_ms = h1_keep_alive_ms(k, strlen(k));
+    } else if (nl == 14 && strncasecmp(name, "content-length", 14) == 0) {
+        x->has_length = 1;
+    } else if (nl == 17 && strncasecmp(name, "transfer-encoding", 17) == 0) {
+        for (size_t i = 0; i + 7 <= vl && !x->chunked; i++)
+            x->chunked = strncasecmp(v + i, "chunked", 7) == 0;
     } else if (nl == 12 && strncasecmp(name, "x-request-id", 12) == 0) {
         char r[UP_REQUEST_ID_CAP * 2];
         value_copy(r, sizeof r, v, vl);
@@ -459,7 +472,8 @@ static int kept_name(const char *name, size_t nl)
 {
     static const char *const names[] = {"content-type", "retry-after", "location",
                                         "content-encoding", "allow", "keep-alive",
-                                        "x-request-id"};
+                                        "x-request-id", "content-length",
+                                        "transfer-encoding"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (nl == strlen(names[i]) && strncasecmp(name, names[i], nl) == 0)
             return 1;
@@ -533,6 +547,8 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *ud)
                 st = st * 10 + (*sp - '0');
         }
         x->status = st;
+        x->http1 = len >= 7 && memcmp(buf, "HTTP/1.", 7) == 0;
+        x->has_length = x->chunked = 0;
         x->content_type[0] = '\0';
         x->retry_after[0] = '\0';
         x->retry_after_ms[0] = '\0';

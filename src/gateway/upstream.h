@@ -88,6 +88,9 @@ struct up_head {
     /* The Allow value (several lines joined, up_list_join(); possibly cut to
      * UP_ALLOW_CAP - 1 bytes), or NULL: what a 405 must say. */
     const char *allow;
+    /* 1 when the body has neither Content-Length nor chunks (HTTP/1.x): the
+     * close ends it, so a clean end says nothing of whether it came whole. */
+    int close_delimited;
 };
 
 #define UP_LOCATION_CAP 1024

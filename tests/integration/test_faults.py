@@ -14,6 +14,7 @@ Groups (each one ctest entry):
             first byte, fail N times then recover, fallback order, deadline, an oversized head,
             a route of more than 64 models
   streams   cut, stall and malformed chunk before and after the first event,
+            a non-stream body the close ends inside its JSON (a cut),
             a clean close without [DONE] (a cut, unless every choice finished),
             a clean end inside an event (its last event if whole, else a cut),
             also between the data lines of one event,
@@ -745,6 +746,42 @@ def streams(gw_bin, fake_bin):
     check("non-stream cut: falls back", lambda: nonstream("cut_after=1"))
     check("non-stream stall: falls back", lambda: nonstream("stall_after=1"))
     check("non-stream malformed body: falls back", lambda: nonstream("malformed_after=1"))
+
+    def unframed_cut_retried_as_a_cut():
+        # A model whose policy retries a cut body (retry.on.stream_cut) but
+        # not a malformed one. A non-stream answer with neither
+        # Content-Length nor chunks, closed inside its JSON, is a cut body:
+        # retried on the same model, which then answers. It was malformed,
+        # so the request went to the fallback instead. Bytes that no more
+        # could make JSON are still malformed: that request falls back.
+        whole = (b'{"id":"x","object":"chat.completion","choices":[{"index":0,"message":'
+                 b'{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}')
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        answers = [head + b"\r\n" + whole[:50],
+                   head + b"Content-Length: %d\r\n\r\n" % len(whole) + whole,
+                   head + b"\r\nhello"]
+
+        def serve(c, n):
+            c.sendall(answers[n - 1])
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url,
+                                 "retry": {"on": {"stream_cut": "retry"}, "max_retries": 1}},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
+                                      "fallbacks": ["c"]}])
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "s", (st, h, j)
+        assert h["x-llmroute-attempts"] == "2" and up.requests == 2, (h, up.requests)
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "c", (st, h, j)
+        assert up.requests == 3, up.requests
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 1, m
+        assert m['llmroute_upstream_attempts_total{model="s",class="malformed"}'] == 1, m
+        stop(g)
+        up.close()
+    check("a non-stream body the close ends inside its JSON is a cut body: retried when the "
+          "policy retries cuts; bytes no more could complete fall back, malformed",
+          unframed_cut_retried_as_a_cut)
 
     def clean_close_without_done():
         gw = fresh()

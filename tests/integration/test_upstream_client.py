@@ -705,6 +705,42 @@ def run(gw_bin, env):
         assert "server.max_stream_event_bytes (1048576)" in e["message"], e
         assert "[DONE]" not in events and len(events) == 3, events[-1]
 
+    def close_delimited_cut():
+        # A body with neither Content-Length nor chunks ends at the close, so
+        # a close inside its JSON may as well have cut it short: the start of
+        # an object that more bytes could complete (after 40 bytes, inside
+        # `true`, or nothing at all) is a cut body, stream_cut, as one short
+        # of its Content-Length is; it was upstream_malformed. Bytes no
+        # continuation could make an object stay malformed, and so does a
+        # body its framing says came whole (the last chunk).
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+
+        def answer(wire):
+            def step(c):
+                c.sendall(wire)
+                return "close"
+            return step
+        cases = [
+            (head + b"\r\n" + OK_BODY[:40], "upstream_stream_cut"),
+            (head + b"\r\n" + b'{"id": "x", "ok": tr', "upstream_stream_cut"),
+            (head + b"\r\n", "upstream_stream_cut"),
+            (head + b"Content-Length: %d\r\n\r\n" % len(OK_BODY) + OK_BODY[:40],
+             "upstream_stream_cut"),
+            (head + b"\r\n" + OK_BODY[:40] + b"\n}x", "upstream_malformed"),
+            (head + b"\r\nhello", "upstream_malformed"),
+            (head + b"Transfer-Encoding: chunked\r\n\r\n28\r\n" + OK_BODY[:40] +
+             b"\r\n0\r\n\r\n", "upstream_malformed"),
+        ]
+        key = 'llmroute_upstream_attempts_total{model="s",class="%s"}'
+        before = {c: gw.metrics().get(key % c, 0) for c in ("stream_cut", "malformed")}
+        for wire, code in cases:
+            up.steps.put(answer(wire))
+            st, h, j, raw = chat(gw.port, {"model": "s", "messages": HELLO})
+            assert st == 502 and error_shape(j)["code"] == code, (wire[-60:], st, raw)
+        m = gw.metrics()
+        assert m.get(key % "stream_cut", 0) == before["stream_cut"] + 4, m
+        assert m.get(key % "malformed", 0) == before["malformed"] + 3, m
+
     def empty_stream():
         # A 200 event stream that ends before its first event (at once, by a
         # close, by the last chunk): nothing reached the client, so it is the
@@ -1115,6 +1151,9 @@ def run(gw_bin, env):
     check(tag + "oversized response head: 502", expect_502, huge_head)
     check(tag + "garbage instead of a status line: 502", expect_502, garbage)
     check(tag + "reset in the body: 502", expect_502, reset_mid_body)
+    check(tag + "a close-delimited body that ends inside its JSON is a cut body, as one short "
+          "of its Content-Length is; one no bytes could complete is malformed",
+          close_delimited_cut)
     check(tag + "reset before the head: 502", expect_502, reset_before_head)
     def mutations():
         seen = {}
