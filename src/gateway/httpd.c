@@ -88,7 +88,7 @@ struct hs_req {
     char *head; /* the header block, parsed in place */
     const char *method, *target;
     char *path;
-    char *target_own; /* an absolute-form target with no path: "/" and its query */
+    char *target_own; /* an absolute-form target with no path: "/" and its query, or "*" */
     int minor; /* HTTP/1.minor */
     struct header hdr[MAX_HEADERS];
     int n_hdr;
@@ -1181,7 +1181,10 @@ static int parse_head(struct hs_req *r, const char **why)
     /* The absolute-form ("http://host:port/path?query"), which RFC 9112
      * 3.2.2 has a server accept: what follows the authority is read as an
      * origin-form target, its path and query, and an empty path is "/"
-     * ("http://host?x" is "/?x": the query is kept). */
+     * ("http://host?x" is "/?x": the query is kept). But OPTIONS with an
+     * empty path and no query ("http://host") asks about the server as a
+     * whole, as section 3.2.4 has it: the target is "*", the asterisk-form
+     * a proxy would forward it in ("http://host/" stays "/"). */
     if (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0) {
         char *auth = strstr(p, "://") + 3, *slash = auth + strcspn(auth, "/?#");
         if (slash == auth) {
@@ -1190,6 +1193,13 @@ static int parse_head(struct hs_req *r, const char **why)
         }
         if (*slash == '/') {
             r->target = slash;
+        } else if (*slash == '\0' && strcmp(r->method, "OPTIONS") == 0) {
+            r->target_own = strdup("*");
+            if (!r->target_own) {
+                *why = "out of memory";
+                return 500;
+            }
+            r->target = r->target_own;
         } else {
             size_t n = strlen(slash) + 2;
             r->target_own = malloc(n);

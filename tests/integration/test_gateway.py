@@ -1053,6 +1053,19 @@ def errors(gw_bin, fake_bin):
         assert b"\r\nContent-Length: 0\r\n" in first, first
         assert b"Connection: close" not in first, first
         assert status_of(second) == 200 and b"Connection: close" in second, raw  # 1.0 closes
+        # OPTIONS in the absolute form with an empty path and no query is
+        # the same question (RFC 9112 3.2.4: a proxy forwards it as "*");
+        # it was served as OPTIONS /, a 404. With a path or a query it is
+        # not: "/" stays "/".
+        for target in (b"http://x", b"HTTP://127.0.0.1:9"):
+            raw = raw_exchange(port, b"OPTIONS " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                               b"Connection: close\r\n\r\n")
+            assert status_of(raw) == 200, (target, raw[:300])
+            assert b"\r\nAllow: GET, HEAD, POST, DELETE, OPTIONS\r\n" in raw, raw
+        for target in (b"http://x/", b"http://x?y"):
+            raw = raw_exchange(port, b"OPTIONS " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                               b"Connection: close\r\n\r\n")
+            assert status_of(raw) == 404 and b"OPTIONS /" in raw, (target, raw[:300])
         # Only OPTIONS takes the asterisk-form.
         for method in (b"GET", b"POST", b"DELETE"):
             raw = raw_exchange(port, method + b" * HTTP/1.1\r\nHost: x\r\n\r\n")

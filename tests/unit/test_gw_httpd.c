@@ -105,10 +105,43 @@ static void absolute_form_keeps_its_query_as_the_origin_form_does(void **state)
     }
 }
 
+/* RFC 9112 section 3.2.4: OPTIONS in the absolute form with an empty path
+ * and no query is the asterisk-form's question about the server as a
+ * whole, so its path is "*". It was "/", as any method's is: OPTIONS on
+ * that path, which no endpoint takes. A path or a query keeps it "/". */
+static void options_absolute_form_without_a_path_is_the_asterisk_form(void **state)
+{
+    static const char *const targets[][4] = {
+        /* method, target, path, query */
+        {"OPTIONS", "http://h", "*", ""},
+        {"OPTIONS", "HTTP://127.0.0.1:8080", "*", ""},
+        {"OPTIONS", "https://h", "*", ""},
+        {"OPTIONS", "*", "*", ""},
+        {"OPTIONS", "http://h/", "/", ""},
+        {"OPTIONS", "http://h?x", "/", "x"},
+        {"OPTIONS", "http://h/v1/models", "/v1/models", ""},
+        {"GET", "http://h", "/", ""},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
+        struct seen s;
+        char req[512];
+        snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+                 targets[i][0], targets[i][1]);
+        exchange(req, &s);
+        assert_int_equal(s.called, 1);
+        assert_string_equal(s.method, targets[i][0]);
+        if (strcmp(s.path, targets[i][2]) != 0 || strcmp(s.query, targets[i][3]) != 0)
+            fail_msg("%s %s: path '%s' query '%s', expected '%s' and '%s'", targets[i][0],
+                     targets[i][1], s.path, s.query, targets[i][2], targets[i][3]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(absolute_form_keeps_its_query_as_the_origin_form_does),
+        cmocka_unit_test(options_absolute_form_without_a_path_is_the_asterisk_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
