@@ -529,6 +529,12 @@ void lr__json_error_text(const struct json_error_t *je, char *buf, size_t cap)
         snprintf(buf, cap, "%s", je->text);
 }
 
+/* Whether a UTF-8 byte order mark starts at p[pos]. */
+static int bom_at(const char *p, size_t len, size_t pos)
+{
+    return len - pos >= 3 && memcmp(p + pos, "\xef\xbb\xbf", 3) == 0;
+}
+
 static int array_fault(struct lr__array_fault *f, long line, int col, const char *what)
 {
     f->line = line;
@@ -555,6 +561,9 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
             pos++;
             break;
         }
+        /* jansson would quote the mark as its "invalid token". */
+        if (bom_at(p, len, pos))
+            return array_fault(fault, line, column_at(p, pos, col0), LR__BOM_IN_LINE);
         json_error_t je;
         /* Any value: a non-object element is a bad record, not a reason to
          * refuse the file. */
@@ -586,13 +595,15 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
         }
         line += count_lines(p, line_at, pos);
         return array_fault(fault, line, column_at(p, pos, col0),
-                           pos >= len ? "unexpected end of file: the array is not closed"
-                                      : "expected ',' or ']' after a record");
+                           pos >= len           ? "unexpected end of file: the array is not closed"
+                           : bom_at(p, len, pos) ? LR__BOM_IN_LINE
+                                                 : "expected ',' or ']' after a record");
     }
     while (pos < len && lr__json_ws(p[pos]))
         pos++;
     if (pos < len)
         return array_fault(fault, line + count_lines(p, line_at, pos), column_at(p, pos, col0),
-                           "unexpected data after the array");
+                           bom_at(p, len, pos) ? LR__BOM_IN_LINE
+                                               : "unexpected data after the array");
     return 0;
 }

@@ -113,10 +113,12 @@ const char *lr__bom_encoding(const unsigned char *p, size_t len);
     "is %s (it starts with that encoding's byte order mark): JSON text is UTF-8, so save it "   \
     "as UTF-8"
 
-/* What a loader of JSON lines says of a UTF-8 byte order mark at the start
- * of a line after the first (files joined with cat keep each one's mark):
- * jansson's "invalid token near '\xEF\xBB\xBF'" quoted the mark, which a
- * terminal shows as nothing. */
+/* What a loader says of a UTF-8 byte order mark past the start of the
+ * file: at the start of a line of JSON lines after the first (files joined
+ * with cat keep each one's mark), or in a JSON array where a record, a ','
+ * or the ']' should be, or after it (lr__record_array_walk()): jansson's
+ * "invalid token near '\xEF\xBB\xBF'" quoted the mark, which a terminal
+ * shows as nothing. */
 #define LR__BOM_IN_LINE                                                                          \
     "a UTF-8 byte order mark, which may start only the file (files joined into one keep "      \
     "each one's): remove it"

@@ -380,6 +380,21 @@ expect "import: a byte order mark on line 2" 1 "$why: nothing imported from this
 ! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of joined files left a store"
 expect "eval: a byte order mark on line 2" 2 "$why" -- \
     "$BIN" eval --config "$CFG" --data "$TMP/joined.jsonl"
+# So is one inside a JSON array, before its first record or a later one,
+# and one starting a second array after the first: "invalid token near
+# '...'" there too.
+printf '[\357\273\277%s]\n' "$REC" >"$TMP/bomarr1.json"
+printf '[%s,\n\357\273\277%s]\n' "$REC" "$REC" >"$TMP/bomarr2.json"
+printf '[%s]\n\357\273\277[%s]\n' "$REC" "$REC" >"$TMP/bomarr3.json"
+for at in bomarr1.json:1:2 bomarr2.json:2:1 bomarr3.json:2:1; do
+    f=${at%%:*}
+    why="$at: a UTF-8 byte order mark, which may start only the file (files joined into one keep each one's): remove it"
+    expect "import: a byte order mark in $f" 1 "$why: nothing imported from this file" -- \
+        "$BIN" import --store "$TMP/enc.db" "$TMP/$f"
+    ! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of $f left a store"
+    expect "eval: a byte order mark in $f" 2 "$why" -- \
+        "$BIN" eval --config "$CFG" --data "$TMP/$f"
+done
 # A first byte 0xFF or NUL that starts no such mark is refused as before.
 printf '\xff\x01{}\n' >"$TMP/ff.jsonl"
 printf '\0{}\n' >"$TMP/nul0.jsonl"
