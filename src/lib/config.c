@@ -1017,7 +1017,7 @@ static json_t *parse_text(const char *json, size_t len, const char *what, struct
 int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
                           struct lr_error *err)
 {
-    const char *nul, *encoding;
+    const char *nul, *encoding, *how;
     json_t *root;
 
     if (!out)
@@ -1028,8 +1028,9 @@ int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
     if (len > CONFIG_MAX_BYTES)
         return lr__error_set(err, LR_ETOOBIG, "the configuration is over %u bytes",
                              CONFIG_MAX_BYTES);
-    if ((encoding = lr__bom_encoding((const unsigned char *)json, len)) != NULL)
-        return lr__error_set(err, LR_EPARSE, "configuration: the text " LR__NOT_UTF8, encoding);
+    if ((encoding = lr__text_encoding((const unsigned char *)json, len, &how)) != NULL)
+        return lr__error_set(err, LR_EPARSE, "configuration: the text " LR__NOT_UTF8, encoding,
+                             how);
     /* JSON text holds no NUL byte; one at the end is a len that counted the
      * string's terminator (sizeof a literal, strlen + 1), which the parser
      * would report as "end of file expected" at a column that says nothing
@@ -1110,13 +1111,13 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
 
     /* As lr_config_load_string() refuses one, named by its place. */
     {
-        const char *encoding = lr__bom_encoding((const unsigned char *)buf, len);
+        const char *how, *encoding = lr__text_encoding((const unsigned char *)buf, len, &how);
         long nul_line;
         int nul_col;
         if (encoding) {
             free(buf);
             lr__error_set(err, LR_EPARSE, "%s: line 1, column 1: the file " LR__NOT_UTF8, path,
-                          encoding);
+                          encoding, how);
             if (err)
                 err->line = 1;
             return LR_EPARSE;

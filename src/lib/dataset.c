@@ -178,6 +178,13 @@ struct loader {
     struct lr_error *err;
     const char *path;
     struct lr__record_view *view; /* about 24 KB: on the heap, reused per record */
+    /* The file's bytes read before the text a loader reads (a UTF-8 byte
+     * order mark, blank space): `before` of them, the first 4 in head.
+     * first_text: the loader has not yet read past its first line or
+     * array, so what it reads follows them in the file. */
+    unsigned char head[4];
+    size_t before;
+    int first_text;
 };
 
 /* One record parsed from the file: add it, or count and explain it. */
@@ -226,6 +233,33 @@ static int parse_fail(struct loader *L, long line, int col, const char *what, co
 }
 
 static const char NOT_DATA[] = " (expected a JSON array or JSON lines of objects)";
+
+/* A NUL byte in text (n bytes; the NUL at line, col). In the loader's first
+ * text, a file in UTF-16 or UTF-32 is named by its encoding, from its first
+ * 4 bytes (those read before the text, its own, and when it is shorter the
+ * next ones from f, which the failed load no longer needs), as the store's
+ * import names it from the file it holds whole: the stream cannot be read
+ * again from its start. Else the NUL byte is named, at its place. */
+static int nul_fail(struct loader *L, FILE *f, const char *text, size_t n, long line, int col)
+{
+    unsigned char head[4];
+    size_t k = L->before < 4 ? L->before : 4;
+    const char *how, *encoding;
+
+    memcpy(head, L->head, k);
+    for (size_t i = 0; k < 4 && i < n; i++)
+        head[k++] = (unsigned char)text[i];
+    for (int c; L->first_text && k < 4 && (c = fgetc(f)) != EOF;)
+        head[k++] = (unsigned char)c;
+    if (L->first_text && (encoding = lr__text_encoding(head, k, &how)) != NULL) {
+        lr__error_set(L->err, LR_EPARSE, "%s:1:1: the file " LR__NOT_UTF8, L->path, encoding,
+                      how);
+        if (L->err)
+            L->err->line = 1;
+        return LR_EPARSE;
+    }
+    return parse_fail(L, line, col, LR__NUL_BYTE, "");
+}
 
 /* The rest of f (a file or a pipe) into *out (malloc'd, *len bytes). */
 static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
@@ -289,8 +323,9 @@ static int load_array(struct loader *L, FILE *f, long line, int col0)
     if ((rc = read_rest(L, f, &p, &len)) != 0)
         return rc;
     if (lr__nul_at(p, len, line, col0, &nul_line, &nul_col)) {
+        rc = nul_fail(L, f, p, len, nul_line, nul_col);
         free(p);
-        return parse_fail(L, nul_line, nul_col, LR__NUL_BYTE, "");
+        return rc;
     }
     rc = lr__record_array_walk(p, len, 1, line, col0, take_each, L, &fault); /* past the '[' */
     if (fault.line > 0)
@@ -376,12 +411,14 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t u
             e--;
         if (s == e) {
             col0 = 0;
+            L->first_text = 0;
             continue; /* blank line */
         }
         if (lr__nul_at(line + s, (size_t)(e - s), lineno, (int)s + col0, &nul_line, &nul_col)) {
-            rc = parse_fail(L, lineno, nul_col, LR__NUL_BYTE, "");
+            rc = nul_fail(L, f, line, (size_t)len, lineno, nul_col);
             break;
         }
+        L->first_text = 0;
         if (e - s >= 3 && memcmp(line + s, "\xef\xbb\xbf", 3) == 0) {
             rc = parse_fail(L, lineno, (int)s + col0 + 1, LR__BOM_IN_LINE, "");
             break;
@@ -479,28 +516,31 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     L.rep = report;
     L.err = err;
     L.path = name;
+    L.before = 0;
+    L.first_text = 1;
 
     /* A UTF-8 byte order mark, as some editors save a file, is not data.
      * A file is read once (it may be a pipe), so the mark is read past
      * here; a first byte 0xEF that starts no mark starts no JSON either. */
     c = fgetc(f);
     /* Nor does a UTF-16 or UTF-32LE file's mark start JSON: its encoding
-     * is named (lr__bom_encoding()). The bytes read are no JSON either
-     * way. (UTF-32BE's starts with a NUL byte, read on as one: the bytes
-     * after it are not read here, and a stream cannot give them back.) */
+     * is named (lr__text_encoding()). The bytes read are no JSON either
+     * way. (UTF-32BE's mark, and a file in UTF-16 or UTF-32 with no mark,
+     * start with a NUL byte or have one second: read on, the loaders find
+     * it and name the encoding from the first bytes, nul_fail().) */
     if (c == 0xFF || c == 0xFE) {
         unsigned char mark[4] = {(unsigned char)c};
         size_t n = 1;
         int more;
         while (n < 4 && (more = fgetc(f)) != EOF)
             mark[n++] = (unsigned char)more;
-        const char *encoding = lr__bom_encoding(mark, n);
+        const char *how, *encoding = lr__text_encoding(mark, n, &how);
         fclose(f);
         free(L.ds);
         free(L.view);
         if (encoding)
             return lr__error_set(err, LR_EPARSE, "%s:1:1: the file " LR__NOT_UTF8, name,
-                                 encoding);
+                                 encoding, how);
         /* As jansson words such a byte. */
         return lr__error_set(err, LR_EPARSE, "%s:1:1: unable to decode byte 0x%02x%s", name, c,
                              NOT_DATA);
@@ -513,12 +553,19 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
     }
     if (c != 0xEF)
         ungetc(c, f);
+    else {
+        memcpy(L.head, "\xef\xbb\xbf", 3);
+        L.before = 3;
+    }
     /* Blank space up to the first record: its lines are counted, and the
      * bytes on the first record's line, for the positions in messages. */
     long lines = 0;
     size_t used = c == 0xEF ? 3 : 0;
     int col = 0;
     while ((c = fgetc(f)) == ' ' || c == '\t' || c == '\r' || c == '\n') {
+        if (L.before < sizeof L.head)
+            L.head[L.before] = (unsigned char)c;
+        L.before++;
         col = c == '\n' ? 0 : col + 1;
         lines += c == '\n';
         if (++used > (size_t)LR__DATASET_MAX_FILE)

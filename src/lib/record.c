@@ -484,8 +484,20 @@ static int column_at(const char *p, size_t pos, int col0)
     return col + (ls == 0 ? col0 : 0);
 }
 
-const char *lr__bom_encoding(const unsigned char *p, size_t len)
+const char *lr__text_encoding(const unsigned char *p, size_t len, const char **how)
 {
+    /* Each of the first 4 bytes as 'z' (NUL), 'a' (ASCII) or 'x' (other). */
+    static const struct {
+        const char *shape, *encoding;
+    } unmarked[] = {
+        {"zzza", "UTF-32BE"},
+        {"azzz", "UTF-32LE"},
+        {"zaza", "UTF-16BE"},
+        {"azaz", "UTF-16LE"},
+    };
+    char shape[5] = "";
+
+    *how = " (it starts with that encoding's byte order mark)";
     /* UTF-32LE's mark starts as UTF-16LE's does: tried first. */
     if (len >= 4 && p[0] == 0xFF && p[1] == 0xFE && p[2] == 0 && p[3] == 0)
         return "UTF-32LE";
@@ -495,6 +507,15 @@ const char *lr__bom_encoding(const unsigned char *p, size_t len)
         return "UTF-16LE";
     if (len >= 2 && p[0] == 0xFE && p[1] == 0xFF)
         return "UTF-16BE";
+    if (len < 4)
+        return NULL;
+    for (int i = 0; i < 4; i++)
+        shape[i] = p[i] == 0 ? 'z' : p[i] < 0x80 ? 'a' : 'x';
+    *how = " without a byte order mark (its first characters are ASCII with NUL bytes "
+           "between them, as that encoding writes them)";
+    for (size_t i = 0; i < sizeof unmarked / sizeof *unmarked; i++)
+        if (strcmp(shape, unmarked[i].shape) == 0)
+            return unmarked[i].encoding;
     return NULL;
 }
 

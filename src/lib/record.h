@@ -102,16 +102,20 @@ struct lr__array_fault {
  * precede p on its first line). */
 int lr__nul_at(const char *p, size_t len, long line0, int col0, long *line, int *col);
 
-/* The encoding that a byte order mark at the start of p (len bytes) names
- * when it is not UTF-8's: "UTF-32LE", "UTF-32BE", "UTF-16LE" or
- * "UTF-16BE", else NULL. Every loader refuses such a text naming its
- * encoding (LR__NOT_UTF8): read as UTF-8 it failed as "a NUL byte" or an
+/* The encoding of a text in UTF-16 or UTF-32 (p, len bytes): "UTF-32LE",
+ * "UTF-32BE", "UTF-16LE" or "UTF-16BE", else NULL. It is known by its byte
+ * order mark, or without one by where the NUL bytes fall among its first 4
+ * bytes: JSON text starts with ASCII characters (blank space, '[', '{'),
+ * which UTF-16 writes with a NUL byte before or after each and UTF-32 with
+ * three (RFC 4627, section 3). *how is what LR__NOT_UTF8 says of the
+ * encoding's sign: the mark, or the NUL bytes. Every loader refuses such a
+ * text naming its encoding: read as UTF-8 it failed as "a NUL byte" or an
  * "invalid token" at a place that said nothing of why (Windows
- * PowerShell's > and Notepad's "Unicode" save UTF-16LE). */
-const char *lr__bom_encoding(const unsigned char *p, size_t len);
-#define LR__NOT_UTF8                                                                             \
-    "is %s (it starts with that encoding's byte order mark): JSON text is UTF-8, so save it "   \
-    "as UTF-8"
+ * PowerShell's > and Notepad's "Unicode" save UTF-16LE with a mark; other
+ * programs write none). */
+const char *lr__text_encoding(const unsigned char *p, size_t len, const char **how);
+/* With the encoding and *how of lr__text_encoding(). */
+#define LR__NOT_UTF8 "is %s%s: JSON text is UTF-8, so save it as UTF-8"
 
 /* What a loader says of a UTF-8 byte order mark past the start of the
  * file: at the start of a line of JSON lines after the first (files joined

@@ -3936,9 +3936,9 @@ int lr_store_import_file(struct lr_store *store, const char *path,
         goto out;
     const char *p = len > 0 ? map : "";
     size_t first = 0;
-    const char *encoding = lr__bom_encoding((const unsigned char *)p, len);
+    const char *how, *encoding = lr__text_encoding((const unsigned char *)p, len, &how);
     if (encoding) {
-        rc = fail(err, LR_EPARSE, 1, "%s:1:1: the file " LR__NOT_UTF8, im.path, encoding);
+        rc = fail(err, LR_EPARSE, 1, "%s:1:1: the file " LR__NOT_UTF8, im.path, encoding, how);
         goto out;
     }
     /* A UTF-8 byte order mark, as some editors save a file, is not data. */

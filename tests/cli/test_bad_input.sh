@@ -363,13 +363,31 @@ for enc in UTF-16LE:fffe UTF-16BE:feff UTF-32LE:fffe0000 UTF-32BE:0000feff; do
     expect "import: a $name file" 1 "$name.jsonl:1:1: $why: nothing imported from this file" -- \
         "$BIN" import --store "$TMP/enc.db" "$TMP/$name.jsonl"
     ! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of a $name file left a store"
-    # eval reads its data as a stream (a pipe too), which cannot give back
-    # the bytes after UTF-32BE's first NUL: that one is "a NUL byte".
-    [ "$name" = UTF-32BE ] && continue
+    # eval reads its data as a stream (a pipe too), and names the encoding
+    # too, UTF-32BE's as well, whose mark starts with a NUL byte (that was
+    # "a NUL byte").
     expect "eval: a $name file" 2 "$name.jsonl:1:1: $why" -- \
         "$BIN" eval --config "$CFG" --data "$TMP/$name.jsonl"
     cat "$TMP/$name.jsonl" | "$BIN" eval --config "$CFG" --data - >/dev/null 2>"$TMP/err"
     grep -qF "/dev/stdin:1:1: $why" "$TMP/err" && ok || bad "eval: a $name pipe: $(cat "$TMP/err")"
+    # With no mark, the encoding is known from the NUL bytes among the
+    # first characters, which are ASCII ("a NUL byte" at 1:1 or 1:2 before):
+    # JSON lines, an array, either after a blank line, and a config.
+    why="the file is $name without a byte order mark (its first characters are ASCII with NUL bytes between them, as that encoding writes them): JSON text is UTF-8, so save it as UTF-8"
+    cp "$TMP/body" "$TMP/n$name.jsonl"
+    printf '\n[%s]\n' "$REC" | iconv -t "$name" >"$TMP/n$name.json"
+    printf '\n%s\n' "$REC" | iconv -t "$name" >"$TMP/nl$name.jsonl"
+    iconv -t "$name" "$CFG" >"$TMP/nc$name.json"
+    expect "check-config: a $name file with no mark" 2 "nc$name.json: line 1, column 1: $why" -- \
+        "$BIN" check-config "$TMP/nc$name.json"
+    for f in "n$name.jsonl" "n$name.json" "nl$name.jsonl"; do
+        expect "import: $f" 1 "$f:1:1: $why: nothing imported from this file" -- \
+            "$BIN" import --store "$TMP/enc.db" "$TMP/$f"
+        ! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of $f left a store"
+        expect "eval: $f" 2 "$f:1:1: $why" -- "$BIN" eval --config "$CFG" --data "$TMP/$f"
+        cat "$TMP/$f" | "$BIN" eval --config "$CFG" --data - >/dev/null 2>"$TMP/err"
+        grep -qF "/dev/stdin:1:1: $why" "$TMP/err" && ok || bad "eval: $f from a pipe: $(cat "$TMP/err")"
+    done
 done
 # A UTF-8 mark at the start of a later line (files joined with cat) is
 # named: "invalid token near '...'" quoted the mark, which shows as nothing.
@@ -395,9 +413,15 @@ for at in bomarr1.json:1:2 bomarr2.json:2:1 bomarr3.json:2:1; do
     expect "eval: a byte order mark in $f" 2 "$why" -- \
         "$BIN" eval --config "$CFG" --data "$TMP/$f"
 done
-# A first byte 0xFF or NUL that starts no such mark is refused as before.
+# A first byte 0xFF or NUL that starts no such mark, and NUL bytes at the
+# start in no such pattern, are refused as before.
 printf '\xff\x01{}\n' >"$TMP/ff.jsonl"
 printf '\0{}\n' >"$TMP/nul0.jsonl"
+printf '{}\0\n' >"$TMP/nul2.jsonl"
+expect "eval: a NUL third" 2 "nul2.jsonl:1:3: a NUL byte (JSON text holds none)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/nul2.jsonl"
+expect "import: a NUL third" 1 "nul2.jsonl:1:3: a NUL byte (JSON text holds none)" -- \
+    "$BIN" import --store "$TMP/enc.db" "$TMP/nul2.jsonl"
 expect "eval: a first byte 0xFF" 2 "ff.jsonl:1:1: unable to decode byte 0xff (expected a JSON array or JSON lines of objects)" -- \
     "$BIN" eval --config "$CFG" --data "$TMP/ff.jsonl"
 expect "eval: a first byte NUL" 2 "nul0.jsonl:1:1: a NUL byte (JSON text holds none)" -- \

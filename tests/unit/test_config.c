@@ -821,6 +821,67 @@ static void a_utf16_or_utf32_text_is_named(void **state)
     }
 }
 
+/* Without a byte order mark, a text in UTF-16 or UTF-32 is named by its
+ * encoding from the NUL bytes among its first characters, which JSON's
+ * are ASCII: it was "a NUL byte" at column 1 or 2. NUL bytes in no such
+ * pattern are still named as a NUL byte. */
+static void a_utf16_or_utf32_text_without_a_mark_is_named(void **state)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *encoding;
+    } texts[] = {
+        {"{\0}\0", 4, "UTF-16LE"},
+        {"\0{\0}", 4, "UTF-16BE"},
+        {"{\0\0\0}\0\0\0", 8, "UTF-32LE"},
+        {"\0\0\0{\0\0\0}", 8, "UTF-32BE"},
+        {"\n\0{\0}\0", 6, "UTF-16LE"},
+    };
+    char path[] = "/tmp/lr_cfg_utf16n_XXXXXX";
+    struct lr_config *cfg = (struct lr_config *)1;
+    struct lr_error err = {0};
+    char want[320];
+    int fd;
+    (void)state;
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        assert_int_equal(lr_config_load_string(texts[i].bytes, texts[i].len, &cfg, &err),
+                         LR_EPARSE);
+        assert_null(cfg);
+        snprintf(want, sizeof want,
+                 "configuration: the text is %s without a byte order mark (its first "
+                 "characters are ASCII with NUL bytes between them, as that encoding writes "
+                 "them): JSON text is UTF-8, so save it as UTF-8",
+                 texts[i].encoding);
+        assert_string_equal(err.message, want);
+        memcpy(path + strlen(path) - 6, "XXXXXX", 6);
+        fd = mkstemp(path);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, texts[i].bytes, texts[i].len), (int)texts[i].len);
+        close(fd);
+        assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
+        assert_null(cfg);
+        snprintf(want, sizeof want,
+                 "%s: line 1, column 1: the file is %s without a byte order mark (its first "
+                 "characters are ASCII with NUL bytes between them, as that encoding writes "
+                 "them): JSON text is UTF-8, so save it as UTF-8",
+                 path, texts[i].encoding);
+        assert_string_equal(err.message, want);
+        assert_int_equal(err.line, 1);
+        unlink(path);
+    }
+    /* ASCII, ASCII, NUL: no such encoding writes it. */
+    memcpy(path + strlen(path) - 6, "XXXXXX", 6);
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "{}\0\n", 4), 4);
+    close(fd);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
+    snprintf(want, sizeof want, "%s: line 1, column 3: a NUL byte (JSON text holds none)", path);
+    assert_string_equal(err.message, want);
+    unlink(path);
+}
+
 /* The cap on a configuration's size is 16 MiB: a file of exactly that size
  * loads, as the same text does from a string, and one byte more is refused
  * (a file of exactly the cap was refused as "over 16777216 bytes"). */
@@ -956,6 +1017,7 @@ int main(void)
         cmocka_unit_test(nul_byte_in_the_text_is_named),
         cmocka_unit_test(nul_byte_in_a_file_is_named),
         cmocka_unit_test(a_utf16_or_utf32_text_is_named),
+        cmocka_unit_test(a_utf16_or_utf32_text_without_a_mark_is_named),
         cmocka_unit_test(a_file_of_exactly_the_size_cap_loads),
         cmocka_unit_test(comma_in_a_model_name_is_refused),
         cmocka_unit_test(a_number_for_an_integer_shows_the_value),
