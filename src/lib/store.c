@@ -1291,6 +1291,12 @@ static int open_schema(struct lr_store *st, size_t want_dim, size_t *dim_out,
     int found, rc;
 
     if (meta_get(st->db, "schema_version", buf, sizeof(buf), &found) != 0) {
+        /* Busy: another process has held the file's write lock all through
+         * the busy timeout (a rollback journal's exclusive lock keeps
+         * readers out too). Said at once: taken for a missing table, it
+         * went on to wait the whole timeout again for the write lock. */
+        if (sql_code(st->db) == LR_EBUSY)
+            return sql_fail(st, err, "opening");
         /* No meta table: a new store, if the database is empty. Looked at
          * again inside the write transaction that would make it one: two
          * processes opening a new file at once both find no table first,
@@ -2411,19 +2417,37 @@ static int header_check(struct lr_store *st, struct lr_error *err)
 
 static int remove_files(struct lr_store *store, int *removed, struct lr_error *err);
 
-/* PRAGMA journal_mode=WAL needs the file to itself for a moment, and
- * SQLite does not wait for that: when two processes open a new store at
- * once, one of them is refused at once. It is tried again for as long as
- * any other statement would wait. */
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* PRAGMA journal_mode=WAL needs the file to itself for a moment. SQLite
+ * does not always wait for that (when two processes open a new store at
+ * once, one of them is refused at once, and so is one while another holds
+ * a rollback journal's write lock), and sometimes waits its whole busy
+ * timeout (while another process reads a store in rollback-journal mode).
+ * It is tried again until BUSY_TIMEOUT_MS have passed in all, each try
+ * waiting no longer than what is left: counting 10 ms a try, a try that
+ * waited 5 s was counted as 10 ms, and the open waited for as long as the
+ * reader read. */
 static int journal_wal(struct lr_store *st, struct lr_error *err)
 {
-    for (int waited = 0;; waited += 10) {
-        int rc = exec(st, "PRAGMA journal_mode=WAL", waited < BUSY_TIMEOUT_MS ? NULL : err);
-        if (rc != LR_EBUSY || waited >= BUSY_TIMEOUT_MS)
-            return rc;
+    long long start = monotonic_ms();
+    int rc;
+    for (;;) {
+        long long left = BUSY_TIMEOUT_MS - (monotonic_ms() - start);
+        sqlite3_busy_timeout(st->db, left > 0 ? (int)left : 0);
+        rc = exec(st, "PRAGMA journal_mode=WAL", left > 0 ? NULL : err);
+        if (rc != LR_EBUSY || left <= 0)
+            break;
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    return rc;
 }
 
 void lr_store_options_init(struct lr_store_options *opts)

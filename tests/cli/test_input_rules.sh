@@ -13,7 +13,8 @@ CFG=$SRC/examples/llmroute.json
 HIST=$SRC/examples/history.jsonl
 TMP=$(mktemp -d)
 serve_pid=
-trap '[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; rm -rf "$TMP"' EXIT
+hold_pid=
+trap '[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null; [ -n "$hold_pid" ] && kill "$hold_pid" 2>/dev/null; rm -rf "$TMP"' EXIT
 . "$(dirname "$0")/lib.sh"
 
 "$BIN" import --store "$TMP/h.db" "$HIST" >/dev/null 2>&1 || bad "importing the example history"
@@ -106,6 +107,47 @@ listed = m.group(1).split(", ")
 assert all(re.fullmatch(r"'model-\d{3}'", n) for n in listed), listed
 assert len(listed) + int(m.group(2)) == 199, (len(listed), m.group(2))
 PY
+
+# --- a store another process holds in rollback-journal mode: 5 s in all ---
+# Another program switches the store out of WAL (journal_mode=DELETE) and
+# holds it for 9 s: with BEGIN EXCLUSIVE, a lock that keeps readers out
+# too, import waited 5 s to read the store at open, took that for a new
+# store, and waited 5 s more to make it one; with a read, it waited for
+# as long as the reader read, 5 s at each try to switch back to WAL. So
+# either import got in when the lock was gone and wrote. It gives up
+# with the documented message and writes nothing; no time is measured.
+hold_store() { # MODE: EXCLUSIVE or read; returns once the lock is held
+    rm -f "$TMP/held" "$TMP"/held.db*
+    "$BIN" import --store "$TMP/held.db" "$HIST" >/dev/null 2>&1 || bad "importing into held.db"
+    python3 - "$TMP/held.db" "$1" "$TMP/held" <<'PY' &
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA journal_mode=DELETE")
+if sys.argv[2] == "read":
+    c.execute("BEGIN")
+    c.execute("SELECT COUNT(*) FROM records").fetchone()
+else:
+    c.execute("BEGIN EXCLUSIVE")
+open(sys.argv[3], "w").close()
+time.sleep(9)
+c.execute("ROLLBACK")
+PY
+    hold_pid=$!
+    for _ in $(seq 100); do [ -e "$TMP/held" ] && break; sleep 0.1; done
+    [ -e "$TMP/held" ] || bad "the store was not held"
+}
+for mode in EXCLUSIVE read; do
+    hold_store $mode
+    expect "import into a store held by another process ($mode, rollback journal)" 1 \
+        "history store '$TMP/held.db' is busy: another process has been writing it for over 5 s" -- \
+        "$BIN" import --store "$TMP/held.db" "$HIST"
+    grep -qF "nothing was written, try again" "$TMP/err" && ok ||
+        bad "import into a held store ($mode): $(cat "$TMP/err")"
+    wait "$hold_pid"
+    hold_pid=
+    [ "$(count "$TMP/held.db")" = "$TMP/held.db: 64 records" ] && ok ||
+        bad "import into a held store ($mode) changed it: $(count "$TMP/held.db")"
+done
 
 # --- output lost to a full disk names the reason ---
 if [ -w /dev/full ]; then
