@@ -88,10 +88,11 @@ static const char *intern(struct lr_dataset *ds, const char *name)
 
 /* Check one record's JSON (record.h, the rules the store's import uses too)
  * into *v; on success append it. Returns 0, LR_EPARSE with msg filled (a bad
- * record), or LR_ENOMEM. A record of another split is skipped before it is
- * checked (*skipped_split 1; 2 when it names no split at all): evaluating
- * the test split does not judge the train split. */
-static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
+ * record: also one with `bad`, lr__record_load()'s message of a number out
+ * of range in it), or LR_ENOMEM. A record of another split is skipped
+ * before it is checked (*skipped_split 1; 2 when it names no split at
+ * all): evaluating the test split does not judge the train split. */
+static int add_record(struct lr_dataset *ds, json_t *r, const char *bad, const char *split,
                       struct lr__record_view *v, int *skipped_split, char *msg, size_t msg_len)
 {
     size_t cap_recs = ds->cap;
@@ -112,6 +113,10 @@ static int add_record(struct lr_dataset *ds, json_t *r, const char *split,
             *skipped_split = !sp || json_is_null(sp) ? 2 : 1;
             return 0;
         }
+    }
+    if (bad) {
+        snprintf(msg, msg_len, "%s", bad);
+        return LR_EPARSE;
     }
     if (lr__record_from_json(r, v, msg, msg_len) != 0)
         return LR_EPARSE;
@@ -188,13 +193,13 @@ struct loader {
 };
 
 /* One record parsed from the file: add it, or count and explain it. */
-static int take(struct loader *L, json_t *r, size_t index, long line)
+static int take(struct loader *L, json_t *r, size_t index, long line, const char *bad)
 {
     char msg[400], where[64];
     int skipped = 0, rc;
 
     L->rep->read++;
-    rc = add_record(L->ds, r, L->opts ? L->opts->split : NULL, L->view, &skipped, msg,
+    rc = add_record(L->ds, r, bad, L->opts ? L->opts->split : NULL, L->view, &skipped, msg,
                     sizeof msg);
     if (rc == LR_ENOMEM)
         return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
@@ -302,9 +307,9 @@ static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
     return 0;
 }
 
-static int take_each(void *ctx, json_t *rec, size_t index, long line)
+static int take_each(void *ctx, json_t *rec, size_t index, long line, const char *bad)
 {
-    return take(ctx, rec, index, line);
+    return take(ctx, rec, index, line, bad);
 }
 
 /* A JSON array, element by element, so that each record knows its line and
@@ -401,6 +406,7 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t u
     while ((len = read_line(f, &line, &cap, LR__DATASET_MAX_LINE, &budget, &why, &why_line)) > 0) {
         json_error_t je;
         json_t *r;
+        char range[400];
         ssize_t s = 0, e = len;
         long nul_line;
         int nul_col;
@@ -424,7 +430,7 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t u
             break;
         }
         /* "5" parses: a bad record, which take() counts. */
-        r = json_loadb(line + s, (size_t)(e - s), LR__RECORD_JSON_FLAGS, &je);
+        r = lr__record_load(line + s, (size_t)(e - s), 0, &je, range, sizeof range);
         if (!r) {
             char what[sizeof je.text];
             lr__json_error_text(&je, what, sizeof what);
@@ -435,7 +441,7 @@ static int load_lines(struct loader *L, FILE *f, long lineno, int col0, size_t u
             break;
         }
         col0 = 0;
-        rc = take(L, r, index++, lineno);
+        rc = take(L, r, index++, lineno, range[0] ? range : NULL);
         json_decref(r);
         if (rc)
             break;

@@ -550,6 +550,165 @@ void lr__json_error_text(const struct json_error_t *je, char *buf, size_t cap)
         snprintf(buf, cap, "%s", je->text);
 }
 
+/* ==== Numbers out of range ==== */
+
+/* Past the string whose opening quote is p[i]: the index after its closing
+ * quote, or len when it is not closed. */
+static size_t string_end(const char *p, size_t len, size_t i)
+{
+    for (i++; i < len && p[i] != '"'; i++)
+        if (p[i] == '\\')
+            i++;
+    return i < len ? i + 1 : len;
+}
+
+static int number_char(char c)
+{
+    return (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-';
+}
+
+/* The end of the JSON value that starts after blank space in p (len
+ * bytes): past its closing bracket or quote, or at the first byte that
+ * ends a scalar. Only its brackets and strings are followed, which is
+ * enough to find where a well-formed value ends; len when it does not. */
+static size_t value_end(const char *p, size_t len)
+{
+    size_t i = 0, depth = 0;
+    while (i < len && lr__json_ws(p[i]))
+        i++;
+    if (i < len && p[i] != '{' && p[i] != '[' && p[i] != '"') {
+        while (i < len && !lr__json_ws(p[i]) && p[i] != ',' && p[i] != ']' && p[i] != '}')
+            i++;
+        return i;
+    }
+    while (i < len) {
+        char c = p[i];
+        if (c == '"') {
+            i = string_end(p, len, i);
+            if (depth == 0)
+                return i;
+            continue;
+        }
+        if (c == '{' || c == '[')
+            depth++;
+        else if ((c == '}' || c == ']') && --depth == 0)
+            return i + 1;
+        i++;
+    }
+    return len;
+}
+
+/* The field the value at p[at] is in, named as record.c names fields
+ * (outputs[2].correctness), into out: p[0..at) is the start of a JSON
+ * value that jansson parsed up to there. A key is shown as the file
+ * writes it, escapes and all; past 32 levels, "..." stands for the rest. */
+static void field_at(const char *p, size_t at, char *out, size_t cap)
+{
+    enum { MAX_LEVELS = 32 };
+    struct {
+        char kind; /* '{' or '[' */
+        size_t index;
+        const char *key;
+        int key_len;
+    } level[MAX_LEVELS];
+    size_t depth = 0, n = 0;
+    int want_key = 0;
+
+    for (size_t i = 0; i < at;) {
+        char c = p[i];
+        if (c == '"') {
+            size_t e = string_end(p, at, i);
+            if (want_key && depth > 0 && depth <= MAX_LEVELS) {
+                level[depth - 1].key = p + i + 1;
+                level[depth - 1].key_len = (int)(e - i - 2);
+            }
+            want_key = 0;
+            i = e;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            if (depth < MAX_LEVELS) {
+                level[depth].kind = c;
+                level[depth].index = 0;
+                level[depth].key = NULL;
+                level[depth].key_len = 0;
+            }
+            depth++;
+            want_key = c == '{';
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && depth > 0 && depth <= MAX_LEVELS) {
+            if (level[depth - 1].kind == '[')
+                level[depth - 1].index++;
+            else
+                want_key = 1;
+        }
+        i++;
+    }
+    out[0] = '\0';
+    for (size_t d = 0; d < depth && d < MAX_LEVELS && n < cap; d++) {
+        int w;
+        if (level[d].kind == '[')
+            w = snprintf(out + n, cap - n, "[%zu]", level[d].index);
+        else
+            w = snprintf(out + n, cap - n, "%s%.*s", d > 0 ? "." : "", level[d].key_len,
+                         level[d].key ? level[d].key : "");
+        n += w > 0 ? (size_t)w : 0;
+    }
+    if (depth > MAX_LEVELS && n < cap)
+        snprintf(out + n, cap - n, "...");
+}
+
+json_t *lr__record_load(const char *p, size_t len, size_t flags, json_error_t *je, char *range,
+                        size_t cap)
+{
+    json_t *r = json_loadb(p, len, flags | LR__RECORD_JSON_FLAGS, je);
+    char *copy;
+    size_t n;
+
+    range[0] = '\0';
+    if (r || json_error_code(je) != json_error_numeric_overflow)
+        return r;
+    /* jansson refuses the whole text for it. Parsed again from a copy of
+     * the value in which each such number is null (padded with spaces, so
+     * that every other fault keeps its place), it is a record with a bad
+     * field, skipped as any other. */
+    n = flags & JSON_DISABLE_EOF_CHECK ? value_end(p, len) : len;
+    if (!(copy = malloc(n ? n : 1)))
+        return NULL; /* *je still says what jansson said */
+    memcpy(copy, p, n);
+    while (!r && json_error_code(je) == json_error_numeric_overflow) {
+        size_t end = (size_t)je->position, start = end;
+        if (end > n || end < 4)
+            break;
+        while (start > 0 && number_char(copy[start - 1]))
+            start--;
+        if (end - start < 4)
+            break;
+        if (!range[0]) {
+            char field[256];
+            field_at(copy, start, field, sizeof field);
+            if (end - start > 40)
+                snprintf(range, cap,
+                         "%s%s%.20s... (%zu characters) is out of range: a number's magnitude "
+                         "is at most about 1.8e308",
+                         field, field[0] ? ": " : "", copy + start, end - start);
+            else
+                snprintf(range, cap,
+                         "%s%s%.*s is out of range: a number's magnitude is at most about "
+                         "1.8e308",
+                         field, field[0] ? ": " : "", (int)(end - start), copy + start);
+        }
+        memcpy(copy + start, "null", 4);
+        memset(copy + start + 4, ' ', end - start - 4);
+        r = json_loadb(copy, n, flags | LR__RECORD_JSON_FLAGS, je);
+    }
+    free(copy);
+    if (!r)
+        range[0] = '\0';
+    return r;
+}
+
 /* Whether a UTF-8 byte order mark starts at p[pos]. */
 static int bom_at(const char *p, size_t len, size_t pos)
 {
@@ -588,8 +747,9 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
         json_error_t je;
         /* Any value: a non-object element is a bad record, not a reason to
          * refuse the file. */
-        json_t *r =
-            json_loadb(p + pos, len - pos, JSON_DISABLE_EOF_CHECK | LR__RECORD_JSON_FLAGS, &je);
+        char range[400];
+        json_t *r = lr__record_load(p + pos, len - pos, JSON_DISABLE_EOF_CHECK, &je, range,
+                                    sizeof range);
         if (!r) {
             int col = lr__json_error_col(&je);
             if (je.line == 1)
@@ -598,7 +758,7 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
             lr__json_error_text(&je, what, sizeof what);
             return array_fault(fault, line + (je.line > 0 ? je.line - 1 : 0), col, what);
         }
-        rc = each(ctx, r, index, line);
+        rc = each(ctx, r, index, line, range[0] ? range : NULL);
         json_decref(r);
         if (rc != 0)
             return rc;

@@ -162,10 +162,27 @@ static inline int lr__json_ws(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Called with each element of a record array (any JSON value, parsed with
- * LR__RECORD_JSON_FLAGS; the callee keeps no reference past its return),
- * its index and the line it starts on. Nonzero stops the walk. */
-typedef int (*lr__array_each)(void *ctx, struct json_t *rec, size_t index, long line);
+/* One record's JSON text (p, len bytes; a line of JSON lines, or with
+ * JSON_DISABLE_EOF_CHECK in flags an array's element and what follows it),
+ * parsed with LR__RECORD_JSON_FLAGS and flags; NULL with *je filled when it
+ * is no JSON. But a number out of a double's range (1e400), which jansson
+ * refuses as a syntax error of the whole text, is read as null, and range
+ * (cap bytes) names the first one by its field, as record.c names fields:
+ * "outputs[0].output_token_length: 1e400 is out of range: a number's
+ * magnitude is at most about 1.8e308" (else range is ""). A loader counts
+ * a record with one as a bad record, with that message, as it counts a
+ * record with a field out of its rule's range; so a file with one is not
+ * refused whole, but its record is skipped (or, under --strict, refuses
+ * the file naming it). */
+struct json_t *lr__record_load(const char *p, size_t len, size_t flags, struct json_error_t *je,
+                               char *range, size_t cap);
+
+/* Called with each element of a record array (any JSON value, parsed by
+ * lr__record_load(); the callee keeps no reference past its return), its
+ * index, the line it starts on, and NULL or lr__record_load()'s message
+ * of a number out of range in it (a bad record). Nonzero stops the walk. */
+typedef int (*lr__array_each)(void *ctx, struct json_t *rec, size_t index, long line,
+                              const char *bad);
 
 /* Walk a JSON array of records element by element, so that each record
  * knows its line and a fault is worded the same for both loaders: p[0..len)

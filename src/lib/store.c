@@ -3693,9 +3693,11 @@ out:
 }
 
 /* One parsed element: check it, filter it, write it (or, for a dense store,
- * queue it for embedding). Returns 0 (added, queued, skipped or counted as
- * bad) or an error that fails the whole import. */
-static int import_one(struct importer *im, json_t *j, size_t index, int line)
+ * queue it for embedding). `bad`: NULL, or lr__record_load()'s message of
+ * a number out of range in it, which makes it a bad record. Returns 0
+ * (added, queued, skipped or counted as bad) or an error that fails the
+ * whole import. */
+static int import_one(struct importer *im, json_t *j, size_t index, int line, const char *bad)
 {
     char msg[400];
     int rc;
@@ -3713,6 +3715,11 @@ static int import_one(struct importer *im, json_t *j, size_t index, int line)
         if (!sp || json_is_null(sp))
             im->rep->skipped_unsplit++;
         return 0;
+    }
+    /* An element that is no object is said to be one first. */
+    if (in >= 0 && bad && json_is_object(j)) {
+        snprintf(msg, sizeof(msg), "%s", bad);
+        in = -1;
     }
     if (in < 0 || validate_json(j, im->v, msg, sizeof(msg)) != 0) {
         im->rep->bad++;
@@ -3790,9 +3797,9 @@ static int parse_fail(struct importer *im, const char *path, int line, int col, 
     return fail(im->err, LR_EPARSE, line, "%s:%d:%d: %s", path, line, col, what);
 }
 
-static int import_each(void *ctx, json_t *rec, size_t index, long line)
+static int import_each(void *ctx, json_t *rec, size_t index, long line, const char *bad)
 {
-    return import_one(ctx, rec, index, (int)line);
+    return import_one(ctx, rec, index, (int)line, bad);
 }
 
 /* A JSON array, element by element, so each record knows its line
@@ -3837,14 +3844,14 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
                         line, (long)LR__RECORD_MAX_LINE);
         if (s < e) {
             json_error_t je;
-            char what[sizeof je.text];
+            char what[sizeof je.text], range[400];
             long nul_line;
             int nul_col;
             if (lr__nul_at(p + s, e - s, line, (int)(s - pos), &nul_line, &nul_col))
                 return parse_fail(im, path, line, nul_col, LR__NUL_BYTE);
             if (e - s >= 3 && memcmp(p + s, "\xef\xbb\xbf", 3) == 0)
                 return parse_fail(im, path, line, (int)(s - pos) + 1, LR__BOM_IN_LINE);
-            json_t *j = json_loadb(p + s, e - s, LR__RECORD_JSON_FLAGS, &je);
+            json_t *j = lr__record_load(p + s, e - s, 0, &je, range, sizeof range);
             if (!j)
                 lr__json_error_text(&je, what, sizeof what);
             /* Not JSON from the start: say what a data file is (a line
@@ -3856,7 +3863,7 @@ static int import_lines(struct importer *im, const char *path, const char *p, si
             if (!j)
                 return parse_fail(im, path, line, lr__json_error_col(&je) + (int)(s - pos),
                                   what);
-            int rc = import_one(im, j, index, line);
+            int rc = import_one(im, j, index, line, range[0] ? range : NULL);
             json_decref(j);
             if (rc != 0)
                 return rc;

@@ -324,16 +324,34 @@ printf '{"models": [{"name": "a\\u0000"}]}' >"$TMP/nulcfg.json"
 expect "check-config: a NUL" 2 "a NUL character (\u0000) is not allowed" -- \
     "$BIN" check-config "$TMP/nulcfg.json"
 # What a data file is, only when the first line does not start as one:
-# a duplicate key or a number out of range in a first record is that.
+# a duplicate key or a syntax error in a first record is that.
 printf '{"query": "a", "query": "b"}\n' >"$TMP/dup.jsonl"
-printf '{"query": "a", "input_token_length": 1e400}\n' >"$TMP/e400.jsonl"
-for f in dup.jsonl e400.jsonl; do
+printf '{"query": "a", "input_token_length": 1,}\n' >"$TMP/comma.jsonl"
+for f in dup.jsonl comma.jsonl; do
     expect "eval: a fault in the first record of $f" 2 "$f:1:" -- \
         "$BIN" eval --config "$CFG" --data "$TMP/$f"
     ! grep -qF "expected a JSON array" "$TMP/err" && ok || bad "eval: $f: $(cat "$TMP/err")"
     expect "import: a fault in the first record of $f" 1 "$f:1:" -- \
         "$BIN" import --store "$TMP/nul.db" "$TMP/$f"
     ! grep -qF "expected a JSON array" "$TMP/err" && ok || bad "import: $f: $(cat "$TMP/err")"
+done
+# A number out of a double's range is a bad field of its record, in JSON
+# lines and in an array alike: the record is named and skipped, or with
+# --strict refuses the file naming it. jansson refused the whole file
+# ("e400.json:2:42: real number overflow near '1e400'"), with --strict or
+# not, where a number in range but over the cap is a bad record.
+printf '%s\n{"query": "a", "input_token_length": 1e400, "outputs": []}\n' "$good" >"$TMP/e400.jsonl"
+printf '[%s,\n{"query": "a", "input_token_length": 1e400, "outputs": []}]\n' "$good" >"$TMP/e400.json"
+why="record 1 (line 2): input_token_length: 1e400 is out of range: a number's magnitude is at most about 1.8e308"
+for f in e400.jsonl e400.json; do
+    rm -f "$TMP"/e400.db*
+    expect "import: a number out of range in $f" 0 "imported 1 of 2 records, skipped 1 bad (first: $why)" -- \
+        "$BIN" import --store "$TMP/e400.db" "$TMP/$f"
+    expect "import --strict: a number out of range in $f" 1 "$f: $why: nothing imported from this file" -- \
+        "$BIN" import --store "$TMP/e400.db" --strict "$TMP/$f"
+    [ "$(count "$TMP/e400.db")" = "$TMP/e400.db: 1 records" ] && ok || bad "import of $f: $(count "$TMP/e400.db")"
+    expect "eval: a number out of range in $f" 0 "skipped 1 bad (first: $why)" -- \
+        "$BIN" eval --config "$CFG" --data "$TMP/$f"
 done
 printf 'query\n' >"$TMP/word.jsonl"
 expect "eval: a first line that is no JSON" 2 \

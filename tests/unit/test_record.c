@@ -168,6 +168,25 @@ static void loader_and_import_refuse_each_bad_field_alike(void **st)
          "outputs[0].output_token_length: 1500000000 is over the cap of 1000000000"},
         {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "1000000000.5") "]}",
          "outputs[0].output_token_length: 1000000000.5 is over the cap of 1000000000"},
+        /* A number out of a double's range is a bad field of its record, not a
+         * syntax error that refused the file ("real number overflow near
+         * '1e400'"), wherever it is, in a field nothing reads too. */
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1", "1") ", "
+         OUT("\"b\"", "1", "1e400") "]}",
+         "outputs[1].output_token_length: 1e400 is out of range: a number's magnitude is at "
+         "most about 1.8e308"},
+        {"{\"query\": \"q\", \"input_token_length\": -1E+309, \"outputs\": []}",
+         "input_token_length: -1E+309 is out of range: a number's magnitude is at most about "
+         "1.8e308"},
+        {"{\"query\": \"q\", \"note\": {\"x\": [1, 2e999, 3e999]}, \"outputs\": [" OUT("\"a\"", "1", "1") "]}",
+         "note.x[1]: 2e999 is out of range: a number's magnitude is at most about 1.8e308"},
+        {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1",
+         "1000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+         "00000000000000000000000000000000000000000000000000000") "]}",
+         "outputs[0].output_token_length: 10000000000000000000... (317 characters) is out of "
+         "range: a number's magnitude is at most about 1.8e308"},
     };
     (void)st;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
@@ -452,13 +471,72 @@ static void loader_and_import_read_valid_edge_cases_alike(void **st)
     lr_dataset_free(ds);
 }
 
-static int count_each(void *ctx, struct json_t *rec, size_t index, long line)
+static int count_each(void *ctx, struct json_t *rec, size_t index, long line, const char *bad)
 {
     (void)rec;
     (void)index;
     (void)line;
+    (void)bad;
     ++*(int *)ctx;
     return 0;
+}
+
+/* A number out of a double's range in an element of a JSON array is a bad
+ * record, named with its index, line and field and skipped, for both
+ * loaders (it was jansson's "real number overflow near '1e400'", which
+ * refused the whole file); with --strict it refuses the file naming the
+ * record. A syntax error after it in the same element still refuses the
+ * file, at its own place, in the words a number in range would get. */
+static void loader_and_import_skip_an_array_record_with_a_number_out_of_range(void **st)
+{
+    static const char want[] = "record 1 (line 3): outputs[0].correctness: -1e400 is out of "
+                               "range: a number's magnitude is at most about 1.8e308";
+    struct lr_import_options strict;
+    struct lr_import_report drep, srep;
+    struct lr_dataset *ds = NULL;
+    struct lr_store *s = NULL;
+    struct lr_error err;
+    char expect[sizeof path + 256];
+    FILE *f;
+    (void)st;
+
+    snprintf(path, sizeof(path), "%s/range.json", tmpdir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[%s,\n\n {\"query\": \"r\", \"outputs\": [" OUT("\"a\"", "-1e400", "1e999")
+            "]},\n%s]\n", GOOD, GOOD);
+    fclose(f);
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &drep, &err), 0);
+    assert_int_equal(drep.bad, 1);
+    assert_string_equal(drep.first_bad, want);
+    assert_int_equal(lr_dataset_count(ds), 2);
+    lr_dataset_free(ds);
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, path, NULL, &srep, &err), 0);
+    assert_int_equal(srep.bad, 1);
+    assert_string_equal(srep.first_bad, want);
+    assert_int_equal(lr_store_count(s), 2);
+
+    lr_import_options_init(&strict);
+    strict.strict = 1;
+    snprintf(expect, sizeof expect, "%s: %s", path, want);
+    assert_int_equal(lr_dataset_load(path, &strict, &ds, &drep, &err), LR_EPARSE);
+    assert_string_equal(err.message, expect);
+    assert_int_equal(lr_store_import_file(s, path, &strict, &srep, &err), LR_EPARSE);
+    assert_string_equal(err.message, expect);
+    assert_int_equal(lr_store_count(s), 2);
+
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[%s,\n {\"query\": \"r\", \"n\": 1e400 x}]\n", GOOD);
+    fclose(f);
+    snprintf(expect, sizeof expect, "%s:2:28: '}' expected near 'x'", path);
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, &drep, &err), LR_EPARSE);
+    assert_string_equal(err.message, expect);
+    assert_int_equal(lr_store_import_file(s, path, NULL, &srep, &err), LR_EPARSE);
+    assert_string_equal(err.message, expect);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
 }
 
 /* Where a record array stops parsing: the line and the column in
@@ -514,6 +592,7 @@ int main(void)
         cmocka_unit_test(loader_and_import_refuse_a_task_label_over_its_cap),
         cmocka_unit_test(adds_refuse_invalid_utf8_and_control_characters_in_names),
         cmocka_unit_test(array_walk_names_line_and_column),
+        cmocka_unit_test(loader_and_import_skip_an_array_record_with_a_number_out_of_range),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

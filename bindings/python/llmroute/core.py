@@ -848,6 +848,11 @@ def _records_json(records):
     return _records_utf8(text, records), hits
 
 
+# A run of digits as long as a whole number beyond a double's range
+# (about 1.8e308) is written: _huge_int() need only look when there is one.
+_LONG_DIGITS = re.compile(rb"[0-9]{309}")
+
+
 def _huge_int(v, path=""):
     """(record index, field, value) of the first int in the records v too
     large for a double (which the import reads every number as), or None."""
@@ -1216,6 +1221,14 @@ class Store(_Handle):
             e.message = "Store.import_records: " + e.message
             e.args = (e.message,)
             raise
+        # An int too large for a double is the caller's mistake, named here
+        # whether strict or not, as for any other argument (the library
+        # would skip its record as bad data). json writes it in full, 309
+        # digits or more: only then are the records walked to find it.
+        huge = _huge_int(records) if _LONG_DIGITS.search(data) else None
+        if huge is not None:
+            i, field, v = huge
+            raise _too_large("import_records: records[%d]: %s" % (i, field), v)
         fd, tmp = tempfile.mkstemp(prefix="llmroute-import-", suffix=".json")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -1225,11 +1238,6 @@ class Store(_Handle):
             except Error as e:
                 # The library names the temporary file and its one line:
                 # name the records instead.
-                huge = _huge_int(records) if "number overflow" in e.message else None
-                if huge is not None:  # the parser names only a column
-                    i, field, v = huge
-                    raise _too_large("import_records: records[%d]: %s" % (i, field),
-                                     v) from None
                 e.message = _name_non_finite(_records_message(e.message, tmp), hits)
                 e.args = (e.message,)
                 e.line = 0
