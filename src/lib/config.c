@@ -205,6 +205,23 @@ static int fail(struct lr_error *err, const char *fmt, ...)
     return LR_ECONFIG;
 }
 
+/* Whether a and b are the same but for the case of ASCII letters (a
+ * locale's own case folding would fold bytes of UTF-8 sequences too). */
+static int ascii_case_equal(const char *a, const char *b)
+{
+    for (;; a++, b++) {
+        unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+        if (x >= 'A' && x <= 'Z')
+            x = (unsigned char)(x - 'A' + 'a');
+        if (y >= 'A' && y <= 'Z')
+            y = (unsigned char)(y - 'A' + 'a');
+        if (x != y)
+            return 0;
+        if (!x)
+            return 1;
+    }
+}
+
 static int warn(struct lr_config *cfg, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
@@ -591,6 +608,21 @@ static int parse_model(struct lr_config *cfg, json_t *m, size_t i, struct lr_err
         if (strcmp(cfg->models[j].name, info->name) == 0)
             return fail(err, "%s.name: '%s' is already the name of models[%zu]", where,
                         info->name, j);
+    /* Names are matched byte for byte, so 'GPT-4' and 'gpt-4' are two
+     * models here, which clients and upstreams routinely take for one: a
+     * client that asks for the other spelling reaches the other model, and
+     * their outcomes are kept apart. Warned, naming both, as an unknown
+     * key is; the first such name only. */
+    for (size_t j = 0; j < i; j++)
+        if (ascii_case_equal(cfg->models[j].name, info->name)) {
+            if ((rc = warn(cfg,
+                           "%s.name: '%s' differs from models[%zu].name '%s' only in case: "
+                           "they are two models (names are matched byte for byte), which "
+                           "clients and upstreams often take for one",
+                           where, info->name, j, cfg->models[j].name)))
+                return rc;
+            break;
+        }
     if (!info->backend)
         info->backend = "openai";
     else if (!in_list(info->backend, known_backends) &&

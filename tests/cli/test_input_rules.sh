@@ -108,6 +108,13 @@ assert all(re.fullmatch(r"'model-\d{3}'", n) for n in listed), listed
 assert len(listed) + int(m.group(2)) == 199, (len(listed), m.group(2))
 PY
 
+# --- model names that differ only in case are two models, with a warning ---
+printf '{"models": [{"name": "GPT-4", "backend": "mock"}, {"name": "gpt-4", "backend": "mock"}]}' >"$TMP/case.json"
+expect "check-config: 'GPT-4' and 'gpt-4'" 0 \
+    "warning: $TMP/case.json: models[1].name: 'gpt-4' differs from models[0].name 'GPT-4' only in case" -- \
+    "$BIN" check-config "$TMP/case.json"
+grep -qF "ok: 2 models" "$TMP/out" && ok || bad "check-config of case.json: $(cat "$TMP/out")"
+
 # --- a store another process holds in rollback-journal mode: 5 s in all ---
 # Another program switches the store out of WAL (journal_mode=DELETE) and
 # holds it for 9 s: with BEGIN EXCLUSIVE, a lock that keeps readers out

@@ -634,6 +634,33 @@ static void a_fallback_among_the_routes_own_models_is_warned_about(void **state)
     lr_config_free(cfg);
 }
 
+/* Model names that differ only in ASCII case are two models, since names
+ * are matched byte for byte, but clients and upstreams routinely take them
+ * for one: the second is warned about, naming both (it was taken
+ * silently). Each name is warned about once; other bytes are not folded. */
+static void model_names_that_differ_only_in_case_are_warned_about(void **state)
+{
+    struct lr_config *cfg;
+    (void)state;
+    cfg = load_ok("{\"models\": [{\"name\": \"GPT-4\"}, {\"name\": \"b\"},"
+                  " {\"name\": \"gpt-4\"}, {\"name\": \"Gpt-4\"}]}");
+    assert_int_equal(lr_config_model_count(cfg), 4);
+    assert_int_equal(lr_config_warning_count(cfg), 2);
+    assert_string_equal(lr_config_warning(cfg, 0),
+                        "models[2].name: 'gpt-4' differs from models[0].name 'GPT-4' only in "
+                        "case: they are two models (names are matched byte for byte), which "
+                        "clients and upstreams often take for one");
+    assert_string_equal(lr_config_warning(cfg, 1),
+                        "models[3].name: 'Gpt-4' differs from models[0].name 'GPT-4' only in "
+                        "case: they are two models (names are matched byte for byte), which "
+                        "clients and upstreams often take for one");
+    lr_config_free(cfg);
+    cfg = load_ok("{\"models\": [{\"name\": \"gpt-4\"}, {\"name\": \"gpt-4o\"},"
+                  " {\"name\": \"\u00c9t\u00e9\"}, {\"name\": \"\u00e9t\u00e9\"}]}");
+    assert_int_equal(lr_config_warning_count(cfg), 0);
+    lr_config_free(cfg);
+}
+
 /* A scheme is case-insensitive (RFC 3986 3.1): "HTTP://" was refused for
  * router.embedding and skipped the port and host checks of a model's. */
 static void a_base_url_scheme_is_taken_in_any_case(void **state)
@@ -1018,6 +1045,7 @@ int main(void)
         cmocka_unit_test(nul_byte_in_a_file_is_named),
         cmocka_unit_test(a_utf16_or_utf32_text_is_named),
         cmocka_unit_test(a_utf16_or_utf32_text_without_a_mark_is_named),
+        cmocka_unit_test(model_names_that_differ_only_in_case_are_warned_about),
         cmocka_unit_test(a_file_of_exactly_the_size_cap_loads),
         cmocka_unit_test(comma_in_a_model_name_is_refused),
         cmocka_unit_test(a_number_for_an_integer_shows_the_value),
