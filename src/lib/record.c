@@ -748,8 +748,8 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
         /* Any value: a non-object element is a bad record, not a reason to
          * refuse the file. */
         char range[400];
-        json_t *r = lr__record_load(p + pos, len - pos, JSON_DISABLE_EOF_CHECK, &je, range,
-                                    sizeof range);
+        json_t *r =
+            lr__record_load(p + pos, len - pos, JSON_DISABLE_EOF_CHECK, &je, range, sizeof range);
         if (!r) {
             int col = lr__json_error_col(&je);
             if (je.line == 1)
@@ -776,7 +776,7 @@ int lr__record_array_walk(const char *p, size_t len, size_t pos, long line, int 
         }
         line += count_lines(p, line_at, pos);
         return array_fault(fault, line, column_at(p, pos, col0),
-                           pos >= len           ? "unexpected end of file: the array is not closed"
+                           pos >= len            ? "unexpected end of file: the array is not closed"
                            : bom_at(p, len, pos) ? LR__BOM_IN_LINE
                                                  : "expected ',' or ']' after a record");
     }

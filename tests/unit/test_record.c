@@ -178,7 +178,8 @@ static void loader_and_import_refuse_each_bad_field_alike(void **st)
         {"{\"query\": \"q\", \"input_token_length\": -1E+309, \"outputs\": []}",
          "input_token_length: -1E+309 is out of range: a number's magnitude is at most about "
          "1.8e308"},
-        {"{\"query\": \"q\", \"note\": {\"x\": [1, 2e999, 3e999]}, \"outputs\": [" OUT("\"a\"", "1", "1") "]}",
+        {"{\"query\": \"q\", \"note\": {\"x\": [1, 2e999, 3e999]}, "
+         "\"outputs\": [" OUT("\"a\"", "1", "1") "]}",
          "note.x[1]: 2e999 is out of range: a number's magnitude is at most about 1.8e308"},
         {"{\"query\": \"q\", \"outputs\": [" OUT("\"a\"", "1",
          "1000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
