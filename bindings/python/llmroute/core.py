@@ -1699,34 +1699,37 @@ class Router(_Handle):
         tokens = _tokens(input_tokens, where + ": input_tokens")
         requirement = (NAN if performance_requirement is None else
                        _fraction(performance_requirement, where + ": performance_requirement"))
-        flat = self._vectors([query], None if embedding is None else [embedding], where,
-                             where + ": embedding", models)
         buf = None
         if ranking:
             n = n_cands or len(self._names)
             buf = (_lib.lr_candidate * n)()
         s = self._scratch
         req, dec, err = s.req, s.dec, s.err
-        try:
-            req.models, req.n_models = cands, n_cands
-            req.query = query_b
-            if flat is not None:
-                req.embedding, req.embedding_dim = _float_ptr(flat[0], 0, flat[1]), flat[1]
-            req.input_tokens = tokens
-            req.performance_requirement = requirement
-            if buf is not None:
-                dec.ranking, dec.ranking_cap = buf, len(buf)
-            else:
-                dec.ranking, dec.ranking_cap = None, 0
-            h = self._borrow()
+        for attempt in (0, 1):
+            flat = self._vectors([query], None if embedding is None else [embedding], where,
+                                 where + ": embedding", models)
             try:
-                rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))
+                req.models, req.n_models = cands, n_cands
+                req.query = query_b
+                if flat is not None:
+                    req.embedding, req.embedding_dim = _float_ptr(flat[0], 0, flat[1]), flat[1]
+                req.input_tokens = tokens
+                req.performance_requirement = requirement
+                if buf is not None:
+                    dec.ranking, dec.ranking_cap = buf, len(buf)
+                else:
+                    dec.ranking, dec.ranking_cap = None, 0
+                h = self._borrow()
+                try:
+                    rc = api.lr_router_route(h, byref(req), byref(dec), byref(err))
+                finally:
+                    self._give_back()
             finally:
-                self._give_back()
-        finally:
-            req.models = None
-            req.query = None
-            req.embedding, req.embedding_dim = None, 0
+                req.models = None
+                req.query = None
+                req.embedding, req.embedding_dim = None, 0
+            if rc >= 0 or attempt or not self._filled_meanwhile(flat, embedding):
+                break
         del flat
         if rc < 0:
             raise_for(rc, err, "lr_router_route")
@@ -1886,6 +1889,18 @@ class Router(_Handle):
         flat, dim = _embed.checked(embed, texts, dim)
         return flat, dim, rows
 
+    def _filled_meanwhile(self, vectors, given):
+        """Whether a call that failed should be made again with vectors:
+        _vectors() gave none (`vectors` None, no vectors `given`) because the
+        dense store had no records, and it has some now. Another thread's
+        first import or add may land between that look at the store and the
+        library's, which then finds records and a request without the
+        vector they need; made again, the request is embedded and routed
+        over the store as it now is."""
+        if vectors is not None or given is not None or self.embed is None:
+            return False
+        return self._store_dim() > 0 and not self._store_empty()
+
     def _known_candidates(self, models, per_query):
         """Raise, in the library's words, what it would raise for the
         candidates `models` (see _vectors) once it had the vectors: an
@@ -2007,28 +2022,32 @@ class Router(_Handle):
         if capacities is not None:
             caps = self._capacities(capacities, where)
             opts.capacities = caps
-        vecs = self._vectors(queries, embeddings, where, where + ": embeddings", models,
-                             per_query)
-        reqs, keep = self._requests(where, queries, models, input_tokens, per_query, vecs)
-        decs = (_lib.lr_decision * count)()
-        bufs = None
-        if ranking:
-            bufs = []
-            for i in range(count):
-                m = models[i] if per_query else models
-                k = len(self._names) if m is None else (1 if isinstance(m, (str, bytes))
-                                                        else len(m))
-                b = (_lib.lr_candidate * k)()
-                decs[i].ranking, decs[i].ranking_cap = b, k
-                bufs.append(b)
-        rep = _lib.lr_batch_report()
-        err = _lib.lr_error()
-        h = self._borrow()
-        try:
-            rc = api.lr_router_route_batch(h, reqs, count, byref(opts), decs, byref(rep),
-                                           byref(err))
-        finally:
-            self._give_back()
+        for attempt in (0, 1):
+            vecs = self._vectors(queries, embeddings, where, where + ": embeddings", models,
+                                 per_query)
+            reqs, keep = self._requests(where, queries, models, input_tokens, per_query, vecs)
+            decs = (_lib.lr_decision * count)()
+            bufs = None
+            if ranking:
+                bufs = []
+                for i in range(count):
+                    m = models[i] if per_query else models
+                    k = len(self._names) if m is None else (1 if isinstance(m, (str, bytes))
+                                                            else len(m))
+                    b = (_lib.lr_candidate * k)()
+                    decs[i].ranking, decs[i].ranking_cap = b, k
+                    bufs.append(b)
+            rep = _lib.lr_batch_report()
+            err = _lib.lr_error()
+            h = self._borrow()
+            try:
+                rc = api.lr_router_route_batch(h, reqs, count, byref(opts), decs, byref(rep),
+                                               byref(err))
+            finally:
+                self._give_back()
+            if (rc >= 0 or rc == _lib.LR_EINFEASIBLE or attempt
+                    or not self._filled_meanwhile(vecs, embeddings)):
+                break
         if rc < 0 and rc != _lib.LR_EINFEASIBLE:
             e = _make_error(rc, err, "lr_router_route_batch")
             # The library names the argument it refuses ("alpha: expected a

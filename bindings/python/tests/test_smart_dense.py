@@ -753,5 +753,79 @@ class HttpEmbedderTest(SmartTestCase):
         ro.close()
 
 
+# A dense store's first records: every model of three but "dear" wrong.
+FIRST_RECORDS = [{"query": "how do I sort a list in place %d" % i, "input_token_length": 10,
+                  "outputs": [{"model_name": m, "correctness": int(m == "dear"),
+                               "output_token_length": 50} for m in WINNER]}
+                 for i in range(4)]
+FIRST_QUERY = "how do I sort a list in place"
+
+
+class FirstRecordsTest(SmartTestCase):
+    """Routing over a dense store while another thread adds its first records."""
+
+    def setUp(self):
+        self.server = EmbedServer()
+        self.addCleanup(self.server.close)
+
+    def smart(self):
+        return SmartRouting(MODELS, performance_requirement=0.7, n_similar=4,
+                            embed=llmroute.openai_embedder(self.server.base_url, "mini"))
+
+    def land_first_records_after_the_look(self, sr, router):
+        """Make another thread's add_data of the first records land just
+        after `router` has looked at the store (its dimension: 0, no
+        records) and before it calls into the library: the window in which
+        the two see different stores. Returns a list that gets True when it
+        has landed."""
+        look = router._store_dim
+        landed = []
+
+        def dim_then_records():
+            d = look()
+            if not landed:
+                landed.append(True)
+                t = threading.Thread(target=sr.store.add_data, args=(FIRST_RECORDS,))
+                t.start()
+                t.join(60)
+            return d
+
+        router._store_dim = dim_then_records
+        return landed
+
+    def test_a_query_routed_as_the_first_records_land_is_embedded_and_routed_on_them(self):
+        # The router decided from its look that the store had no records
+        # and sent no vector; the library found the records and refused
+        # the request: InvalidInput "query 0: the history store uses the
+        # remote embedder 'openai:mini': the request needs an embedding of
+        # dimension 64 (got 0)", out of get_model_idxs too.
+        before = self.smart()
+        before.store.add_data(FIRST_RECORDS)
+        want = before.get_model_idxs(MODELS, [FIRST_QUERY])
+        # "dear", not the first candidate, as over an empty store.
+        self.assertEqual(want, [[m["name"] for m in MODELS].index("dear")])
+        calls = [("Router.route", lambda sr, r: [r.route(query=FIRST_QUERY).index]),
+                 ("Router.route_batch", lambda sr, r: r.route_batch([FIRST_QUERY]).indices),
+                 ("SmartRouting.get_model_idxs",
+                  lambda sr, r: sr.get_model_idxs(MODELS, [FIRST_QUERY])),
+                 ("SmartRouting.route_batch",
+                  lambda sr, r: sr.route_batch(MODELS, [FIRST_QUERY], alpha=0.5).indices)]
+        for name, call in calls:
+            with self.subTest(call=name):
+                sr = self.smart()
+                router = sr.router
+                landed = self.land_first_records_after_the_look(sr, router)
+                self.server.requests.clear()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", RuntimeWarning)  # no fallback
+                    self.assertEqual(call(sr, router), want)
+                self.assertEqual(landed, [True])
+                self.assertEqual(sr.store.count(), len(FIRST_RECORDS))
+                # The routed query was embedded (after the import's probe
+                # and its batch).
+                self.assertIn(["how do I sort a list in place"],
+                              [body["input"] for _, _, body in self.server.requests])
+
+
 if __name__ == "__main__":
     unittest.main()
