@@ -104,6 +104,11 @@ LR_EBUSY = -12
 LR_EREPLACED = -13
 LR_ECANCELED = -14
 
+# enum lr_record_number: a record's numbers, each with the importer's rule.
+LR_CORRECTNESS = 0
+LR_INPUT_TOKENS = 1
+LR_OUTPUT_TOKENS = 2
+
 LR_BATCH_PER_QUERY = 0
 LR_BATCH_QUALITY = 1
 LR_BATCH_BUDGET = 2
@@ -260,6 +265,7 @@ _PROTOTYPES = {
     "lr_store_add_outcome_keyed": (c_int, [_store, c_char_p, c_char_p, c_long, c_char_p,
                                            c_double, c_double, _P(c_float), c_size_t, _P(c_int),
                                            _P(lr_error)]),
+    "lr_record_check_number": (c_int, [c_int, c_double, c_char_p, _P(lr_error)]),
     "lr_store_import_file": (c_int, [_store, c_char_p, _P(lr_import_options),
                                      _P(lr_import_report), _P(lr_error)]),
     "lr_router_options_init": (None, [_P(lr_router_options)]),

@@ -155,17 +155,49 @@ def _iterable(x):
     return True
 
 
-def _figure(x, what, rule):
-    """A record's number as a float for the library to check; a value that
-    is no number at all (float() of "yes") is refused naming the field."""
-    if _is_bool(x):  # numpy's bool too, which is no numbers.Real
-        return 1.0 if x else 0.0
-    if isinstance(x, numbers.Real):  # numpy's number scalars too
-        return _float(x, what)
-    raise InvalidType("%s: expected %s, got %s" % (what, rule, _got(x)), code=_lib.LR_EINVAL)
-
-
 _CORRECT = "a boolean or a number in [0,1]"
+
+# A record's numbers (enum lr_record_number), each with the rule `llmroute
+# import` words it by.
+_RECORD_RULES = {_lib.LR_CORRECTNESS: _CORRECT,
+                 _lib.LR_INPUT_TOKENS: "a non-negative integer",
+                 _lib.LR_OUTPUT_TOKENS: "a non-negative number"}
+
+
+def _record_number(x, what, kind):
+    """A record's number (kind: _lib.LR_CORRECTNESS, LR_INPUT_TOKENS or
+    LR_OUTPUT_TOKENS) as a float, for the library to check on the rule
+    `llmroute import` applies to it (lr_record_check_number()), so that
+    Store.add and add_outcome take what an import of the same record
+    takes. What the import refuses before any rule is refused here, in its
+    words after `what` (the caller's argument) and with the value: True
+    and False, which a correctness takes as 1 and 0 and a token count
+    refuses, as the import refuses JSON's true there (InvalidType), and a
+    value that is no number at all, a str or None (InvalidType)."""
+    if _is_bool(x):  # numpy's bool too, which is no numbers.Real
+        if kind == _lib.LR_CORRECTNESS:
+            return 1.0 if x else 0.0
+    elif isinstance(x, numbers.Real):  # numpy's number scalars too
+        return _float(x, what)
+    raise InvalidType("%s: expected %s, got %s" % (what, _RECORD_RULES[kind], _got(x)),
+                      code=_lib.LR_EINVAL)
+
+
+def _record_tokens(x, what):
+    """A record's input token count for lr_record.input_tokens (a C long),
+    checked here on the import's rule (lr_record_check_number(), in its
+    words after `what`), as a long cannot carry 2.5 or 1e300 to the
+    library: a whole number from 0 to 1e9, 123.0 taken as 123; 2.5, a
+    negative, NaN, an infinity and a count over the cap are InvalidInput.
+    None (estimate it from the query, as an import estimates an absent
+    one) is -1."""
+    if x is None:
+        return -1
+    v = _record_number(x, what, _lib.LR_INPUT_TOKENS)
+    err = _lib.lr_error()
+    if api.lr_record_check_number(_lib.LR_INPUT_TOKENS, v, _b(what, what), byref(err)) != 0:
+        raise InvalidInput(_s(err.message), code=_lib.LR_EINVAL)
+    return int(v)
 
 
 def _too_large(what, x):
@@ -1270,14 +1302,15 @@ class Store(_Handle):
                           "an outcome dict, got %s" % (where, i, _got(o)), code=_lib.LR_EINVAL)
             model, correct, out_tokens = o
             # None is passed on as NaN: the library names the missing field.
-            correct = NAN if correct is None else _figure(
-                correct, "%s: outcomes[%d].correctness" % (where, i), _CORRECT)
-            out_tokens = NAN if out_tokens is None else _figure(
-                out_tokens, "%s: outcomes[%d].output_tokens" % (where, i), "a number")
+            correct = NAN if correct is None else _record_number(
+                correct, "%s: outcomes[%d].correctness" % (where, i), _lib.LR_CORRECTNESS)
+            out_tokens = NAN if out_tokens is None else _record_number(
+                out_tokens, "%s: outcomes[%d].output_tokens" % (where, i),
+                _lib.LR_OUTPUT_TOKENS)
             outs.append(_lib.lr_outcome(_b(model, "%s: outcomes[%d].model" % (where, i)),
                                         correct, out_tokens))
         arr = (_lib.lr_outcome * max(1, len(outs)))(*outs)
-        rec = _lib.lr_record(qb, _tokens(input_tokens, where + ": input_tokens"),
+        rec = _lib.lr_record(qb, _record_tokens(input_tokens, where + ": input_tokens"),
                              _b(task, where + ": task"), arr, len(outs))
         vec, dim, keep = self._vector(query, embedding, where)
         err = _lib.lr_error()
@@ -1307,11 +1340,12 @@ class Store(_Handle):
         err = _lib.lr_error()
         qb = _b(query, where + ": query")
         mb = _b(model, where + ": model")
-        correctness = _figure(correctness, where + ": correctness", _CORRECT)
-        output_tokens = _figure(output_tokens, where + ": output_tokens", "a number")
+        correctness = _record_number(correctness, where + ": correctness", _lib.LR_CORRECTNESS)
+        output_tokens = _record_number(output_tokens, where + ": output_tokens",
+                                       _lib.LR_OUTPUT_TOKENS)
         if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise _wrong_type(where + ": idempotency_key", "a str or None", idempotency_key)
-        tokens = _tokens(input_tokens, where + ": input_tokens")
+        tokens = _record_tokens(input_tokens, where + ": input_tokens")
         kb = (None if idempotency_key is None
               else _b(idempotency_key, where + ": idempotency_key"))
         vec, dim, keep = self._vector(query, embedding, where)

@@ -2,7 +2,10 @@
 on the rules import_records checks it on, import_records' messages name the
 records (not the file it goes through), and an embedder id no store can be
 used with is refused when the store would be made."""
+import json
 import os
+import subprocess
+import tempfile
 import unittest
 
 import support  # puts the package on the path; StoreFileTestCase
@@ -69,7 +72,8 @@ class AddRulesTest(unittest.TestCase):
         # float() said only "could not convert string to float: 'yes'".
         self.refused("Store.add: outcomes[1].correctness: expected a boolean or a number in "
                      "[0,1], got str 'yes'", self.store.add, "q", [("a", 1, 3), ("b", "yes", 3)])
-        self.refused("Store.add: outcomes[0].output_tokens: expected a number, got str 'ten'",
+        self.refused("Store.add: outcomes[0].output_tokens: expected a non-negative number, "
+                     "got str 'ten'",
                      self.store.add, "q", [{"model_name": "a", "correctness": 1,
                                             "output_token_length": "ten"}])
         self.refused("outcomes[0]: expected (model, correctness, output_tokens) or an "
@@ -77,11 +81,115 @@ class AddRulesTest(unittest.TestCase):
         self.refused("Store.add_outcome: correctness: expected a boolean or a number in "
                      "[0,1], got str 'x'",
                      self.store.add_outcome, "q", "a", "x", 3)
-        self.refused("output_tokens: expected a number, got None",
+        self.refused("output_tokens: expected a non-negative number, got None",
                      self.store.add_outcome, "q", "a", 1, None, idempotency_key="k1")
         self.store.add("q", [("a", True, 3), {"model": "b", "correctness": 0.5,
                                                "output_tokens": 2}])
         self.assertEqual(len(self.store), 1)
+
+
+class ImporterNumberRulesTest(unittest.TestCase):
+    """A record's numbers are taken or refused by Store.add and add_outcome
+    as `llmroute import` takes or refuses them (and Store.import_records,
+    which is the same import), a refusal in the import's words."""
+
+    VALUES = [("0", 0), ("1", 1), ("whole", 123), ("123.0", 123.0), ("2.5", 2.5), ("0.5", 0.5),
+              ("negative", -1), ("NaN", float("nan")), ("huge", 1e300), ("huge int", 10 ** 20),
+              ("True", True), ("False", False), ("string", "123")]
+    # field -> (Store.add's argument, add_outcome's)
+    FIELDS = {"input_token_length": "input_tokens", "output_token_length": "output_tokens",
+              "correctness": "correctness"}
+
+    @staticmethod
+    def record(field, v):
+        r = {"query": "what is 2+2", "input_token_length": 5,
+             "outputs": [{"model_name": "a", "correctness": 1, "output_token_length": 7}]}
+        if field == "input_token_length":
+            r[field] = v
+        else:
+            r["outputs"][0][field] = v
+        return r
+
+    def command_takes(self, cli, folder, rec):
+        """Whether `llmroute import --strict` imports the record (a JSON
+        file of it; NaN written as json.dumps writes it, which no JSON
+        reader takes)."""
+        data = os.path.join(folder, "data.json")
+        with open(data, "w") as f:
+            json.dump([rec], f)
+        store = os.path.join(folder, "h.db")
+        out = subprocess.run([cli, "import", "--strict", "--store", store, data],
+                             capture_output=True, text=True, timeout=60)
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
+        return out.returncode == 0
+
+    def binding(self, field, v):
+        """What Store.add and Store.add_outcome do with v in field: None
+        when they store it, else their exceptions."""
+        arg = self.FIELDS[field]
+        out = []
+        for how in ("add", "add_outcome"):
+            s = llmroute.Store()
+            kw = {"input_tokens": 5}
+            outcome = {"model_name": "a", "correctness": 1, "output_token_length": 7}
+            if field == "input_token_length":
+                kw["input_tokens"] = v
+            elif how == "add":
+                outcome[field] = v
+            try:
+                if how == "add":
+                    s.add("what is 2+2", [outcome], **kw)
+                else:
+                    kw.setdefault("correctness", 1)
+                    kw.setdefault("output_tokens", 7)
+                    if field != "input_token_length":
+                        kw[arg] = v
+                    s.add_outcome("what is 2+2", "a", **kw)
+                out.append(None)
+                self.assertEqual(len(s), 1)
+            except llmroute.InvalidInput as e:
+                out.append(e)
+                self.assertEqual(len(s), 0)
+            s.close()
+        return out
+
+    def test_store_add_takes_and_refuses_each_number_as_the_import_does(self):
+        # Store.add and add_outcome took True as an output token count (1),
+        # which the import refuses, and refused an input token count in
+        # words of their own ("expected a whole number, got float 2.5",
+        # "expected a whole number from 0 to 1000000000, got -1", a
+        # 301-digit number for 1e300) where the import says "expected a
+        # non-negative integer" and "1e+300 is over the cap of 1000000000".
+        cli = support.cli_path()
+        if cli is None:
+            self.fail("the llmroute command was not found: set LLMROUTE_CLI")
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        for field in self.FIELDS:
+            for name, v in self.VALUES:
+                with self.subTest(field=field, value=name):
+                    rec = self.record(field, v)
+                    imported = llmroute.Store()
+                    try:
+                        imported.import_records([rec])
+                        refusal = None
+                    except llmroute.ParseError as e:
+                        refusal = str(e)
+                    self.assertEqual(len(imported), 0 if refusal else 1)
+                    self.assertEqual(self.command_takes(cli, folder.name, rec), refusal is None)
+                    for got in self.binding(field, v):
+                        if refusal is None:
+                            self.assertIsNone(got)
+                            continue
+                        self.assertIsNotNone(got, refusal)
+                        # "import_records: records[0]: outputs[0].correctness:
+                        # expected ..., got NaN": the rule after the field.
+                        rule = refusal.split(field + ": ", 1)[1].split(", got ")[0]
+                        self.assertIn(": " + rule, str(got))
+                        self.assertIsInstance(got, llmroute.InvalidType
+                                              if isinstance(v, (bool, str))
+                                              else llmroute.InvalidInput)
 
 
 class ImportRecordsMessagesTest(unittest.TestCase):
