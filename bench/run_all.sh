@@ -2,13 +2,12 @@
 # Run the benchmarks that need no data or setup beyond the build, each
 # printing its ratio against its named anchor:
 #   bench/run_all.sh [build-dir]
-# route_bench, dense_bench (two corpora), then every bench/*.sh but
-# python_add.sh: faults, gateway, open_bench, optimize_bench,
-# optimize_caps_bench, python, smart_bench. Expect tens of minutes on a
-# 2-core machine (not timed as a whole): smart_bench.sh builds and imports
-# two 100,000-record stores, optimize_bench.sh and optimize_caps_bench.sh
-# wait on CBC (up to 300 s a solve), gateway.sh sends over a million
-# requests.
+# route_bench, dense_bench (two corpora), then every bench/*.sh: faults,
+# gateway, open_bench, optimize_bench, optimize_caps_bench, python,
+# python_add, smart_bench. Expect tens of minutes on a 2-core machine (not timed as a
+# whole): smart_bench.sh builds and imports two 100,000-record stores,
+# optimize_bench.sh and optimize_caps_bench.sh wait on CBC (up to 300 s a
+# solve), gateway.sh sends over a million requests.
 #
 # Not run here (each is run by hand; the script lists them at the end):
 #   rebuild_bench   needs a large store (the 100,000-record one smart_bench
@@ -19,10 +18,6 @@
 #                   run alternately by hand
 #   predict_eval, bench/predict_compare.py, bench/predict_lsa.py
 #                   need the development data (not shipped) and scikit-learn
-#   python_add.sh   QueryStore.add_data one record at a time against one call:
-#                   each single add rebuilds the store's copy (about 1 s at
-#                   10,000 records), so 3 rounds of 2,000 adds take hours;
-#                   run it by hand, with --adds to shorten it
 #   open_bench on the 100,000-record store
 #                   needs that store from smart_bench --dir DIR (open_bench.sh
 #                   times the example history and, if present, the
@@ -39,7 +34,7 @@ echo
 echo "== dense_bench: exact kNN over 100,000 dense rows vs the flat scan of every row =="
 "$BUILD/bench/dense_bench" --corpus topics && "$BUILD/bench/dense_bench" --corpus iso || status=1
 for script in bench/*.sh; do
-    case "$(basename "$script")" in run_all.sh | python_add.sh) continue ;; esac
+    [ "$(basename "$script")" = run_all.sh ] && continue
     echo
     echo "== $script =="
     bash "$script" "$BUILD" || status=1
@@ -49,6 +44,5 @@ echo "== not run by this script (run by hand; see each file's header) =="
 echo "  rebuild_bench: needs a large store (smart_bench --dir DIR leaves one) and a tmpfs folder"
 echo "  regroup_bench: minutes on its own; its figures compare builds run alternately by hand"
 echo "  predict_eval + bench/predict_compare.py, bench/predict_lsa.py: need the development data and scikit-learn"
-echo "  python_add.sh: hours at 2,000 adds (each rebuilds the store's copy); --adds N shortens it"
 echo "  open_bench on the 100,000-record store: needs the store smart_bench --dir DIR leaves"
 exit $status

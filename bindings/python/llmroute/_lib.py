@@ -230,6 +230,7 @@ _P = POINTER
 _cfg = c_void_p      # struct lr_config *
 _store = c_void_p    # struct lr_store *
 _router = c_void_p   # struct lr_router *
+_dataset = c_void_p  # struct lr_dataset *
 
 _PROTOTYPES = {
     "lr_strerror": (c_char_p, [c_int]),
@@ -266,6 +267,11 @@ _PROTOTYPES = {
                                            c_double, c_double, _P(c_float), c_size_t, _P(c_int),
                                            _P(lr_error)]),
     "lr_record_check_number": (c_int, [c_int, c_double, c_char_p, _P(lr_error)]),
+    "lr_dataset_load": (c_int, [c_char_p, _P(lr_import_options), _P(_dataset),
+                                _P(lr_import_report), _P(lr_error)]),
+    "lr_dataset_free": (None, [_dataset]),
+    "lr_dataset_count": (c_size_t, [_dataset]),
+    "lr_dataset_record": (_P(lr_record), [_dataset, c_size_t]),
     "lr_store_import_file": (c_int, [_store, c_char_p, _P(lr_import_options),
                                      _P(lr_import_report), _P(lr_error)]),
     "lr_router_options_init": (None, [_P(lr_router_options)]),

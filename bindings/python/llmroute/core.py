@@ -1247,6 +1247,13 @@ class Store(_Handle):
             if not isinstance(rec, Mapping):
                 raise _wrong_type("Store.import_records: records[%d]" % i, "a record (a dict "
                                   "with \"query\", \"input_token_length\", \"outputs\")", rec)
+        return self._through_file(records, lambda tmp: self.import_file(tmp, split=split,
+                                                                         strict=strict))
+
+    def _through_file(self, records, call):
+        """call(path) of a temporary file holding records as JSON (its
+        ImportReport), the messages naming the records, not the file:
+        import_records(), and _append_record()."""
         try:
             data, hits = _records_json(records)
         except InvalidInput as e:
@@ -1266,7 +1273,7 @@ class Store(_Handle):
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             try:
-                rep = self.import_file(tmp, split=split, strict=strict)
+                rep = call(tmp)
             except Error as e:
                 # The library names the temporary file and its one line:
                 # name the records instead.
@@ -1280,6 +1287,40 @@ class Store(_Handle):
             rep = ImportReport(rep.read, rep.imported, rep.skipped_split, rep.bad,
                                _name_non_finite(_records_message(rep.first_bad, tmp), hits))
         return rep
+
+    def _append_record(self, record):
+        """One record (AIOS's format) appended as add() appends one, after
+        the library's record reader (lr_dataset_load(), strict) has checked
+        it on an import's rules and in its words, so that it is taken,
+        refused and named as import_records([record]) would take, refuse
+        and name it; returns the ImportReport that import gives. The copy
+        gains the record in place (added_since_build()), where an import
+        builds it whole: rebuild() makes it what the import makes. For a
+        store of the built-in embedder (a dense one's vectors come through
+        the import's embed callback)."""
+        def load_and_add(tmp):
+            opts = _lib.lr_import_options(None, 1)
+            ds = c_void_p()
+            rep = _lib.lr_import_report()
+            err = _lib.lr_error()
+            rc = api.lr_dataset_load(os.fsencode(tmp), byref(opts), byref(ds), byref(rep),
+                                     byref(err))
+            raise_for(rc, err, "lr_dataset_load")
+            try:
+                if api.lr_dataset_count(ds) != 1:
+                    raise InvalidInput("records: expected one record", code=_lib.LR_EINVAL)
+                err = _lib.lr_error()
+                h = self._borrow()
+                try:
+                    rc = api.lr_store_add(h, api.lr_dataset_record(ds, 0), None, 0, byref(err))
+                finally:
+                    self._give_back()
+                raise_for(rc, err, "lr_store_add")
+            finally:
+                api.lr_dataset_free(ds)
+            return ImportReport(1, 1, 0, 0, None)
+
+        return self._through_file([record], load_and_add)
 
     def add(self, query, outcomes, input_tokens=None, task=None, embedding=None):
         """Append one record: outcomes is a list of (model, correctness,

@@ -1259,10 +1259,14 @@ class QueryStore(_NoCopy):
         self.path = path
         self.model_name = model_name
         self._store = _open_store(path, embedder, max_records, embed, where)
+        self._capped = bool(max_records)
         self.held_out = {"val": [], "test": []}
         self.generation = 0
         self._lock = threading.Lock()
         self._predictors = {}
+        # Set after add_data appended a record in place (see _settle()).
+        self._unbuilt = False
+        self._settle_lock = threading.Lock()
         self.bootstrap_timeout = timeout
         _bootstrap(self, bootstrap_url, path, timeout, where)
 
@@ -1318,6 +1322,7 @@ class QueryStore(_NoCopy):
         length = [[0.0] * len(names) for _ in texts]
         if texts and self._count(where) > 0:
             try:
+                self._settle()
                 # A close() from another thread meanwhile is refused here.
                 router = self._predictor(names, n_similar, where)
                 res = router.route_batch(texts, models=names, input_tokens=[0] * len(texts),
@@ -1381,8 +1386,18 @@ class QueryStore(_NoCopy):
             return None
         if not data:
             return None
+        # One record is appended, in time of its own, rather than imported,
+        # which builds the store's copy whole (the size of the store); the
+        # build is left to the next route over the store (_settle()), which
+        # then routes as after an import. Several records go in one import,
+        # all or nothing, as do a dense store's (embedded in the import) and
+        # a capped one's (the import's rules at the cap are not an append's).
+        single = len(data) == 1 and not self._capped and not self._store.dense
         try:
-            report = self._store.import_records(data, strict=True)
+            if single:
+                report = self._store._append_record(data[0])
+            else:
+                report = self._store.import_records(data, strict=True)
         except Error as e:
             # "import_records: records[3]: query: ..." is data[3] here.
             m = re.sub(r"\brecords(?=\[)", "data", e.message)
@@ -1396,7 +1411,31 @@ class QueryStore(_NoCopy):
             raise
         with self._lock:
             self.generation += 1
+            if single:
+                self._unbuilt = True
         return report
+
+    def _settle(self):
+        """Build the store's copy whole again (Store.rebuild()) when
+        add_data has appended a record to it since the last build, so that
+        what routes over the store is what an import of each record, which
+        builds it whole, left: called before anything routes on it (predict,
+        SmartRouting's routing). A run of single adds so costs one build
+        at the next route, not one each. The flag is cleared before the
+        build, and set by an add after its record is committed, so a record
+        committed after the build's snapshot makes the next route build
+        again."""
+        if not self._unbuilt:
+            return
+        with self._settle_lock:
+            if not self._unbuilt:
+                return
+            self._unbuilt = False
+            try:
+                self._store.rebuild()
+            except BaseException:
+                self._unbuilt = True
+                raise
 
     def import_file(self, path, split=None, strict=True):
         """Import a JSON or JSONL file in the same format (split: keep only
@@ -1768,6 +1807,7 @@ class SmartRouting(_ModelsOwner):
         """The C router over m's config and the store as it is now."""
         if self.store._store._h is None:
             raise _bad("the store is closed")
+        self.store._settle()
         gen = self.store.generation
         current = m.current  # (router, generation), replaced as one object
         if current is not None and current[1] == gen:

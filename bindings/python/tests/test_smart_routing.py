@@ -227,6 +227,64 @@ class SmartStoreTest(SmartTestCase):
             r.store.add_data([{"query": object(), "input_token_length": 1, "outputs": []}])
 
 
+class AddOneAtATimeTest(SmartTestCase):
+    """QueryStore.add_data of one record costs that record, not the store,
+    and routing after it is what it was when each add_data built the
+    store's copy whole."""
+
+    def test_records_added_one_at_a_time_route_as_each_imported_whole(self):
+        # Each add_data was an import, which builds the store's copy whole
+        # (weights, index, groups) before it commits: adding records one
+        # call at a time cost the size of the store at each call
+        # (bench/python_add.sh: 164x one call of the same records at 1,000
+        # records). A lone record is now appended, and the copy built whole
+        # at the next route: the adds leave added_since_build() above 0
+        # until then, where each import left 0.
+        records, queries, _ = fixture()
+        texts = [q for q, _, _ in queries]
+        ours = SmartRouting(CONFIGS, n_similar=K)
+        theirs = SmartRouting(CONFIGS, n_similar=K)
+        # theirs, as add_data was: an import of each record.
+        for i, rec in enumerate(records):
+            self.assertEqual(tuple(ours.store.add_data([rec])), (1, 1, 0, 0, None))
+            theirs.store._store.import_records([rec])
+            self.assertEqual(ours.store.count(), theirs.store.count())
+            if i % 7 == 6 or i == len(records) - 1:
+                # The adds since the last route were appended, not built in.
+                self.assertGreater(ours.store._store.added_since_build(), 0)
+                # A route between the adds, through each way of routing.
+                self.assertEqual(ours.get_model_idxs(CONFIGS, texts),
+                                 theirs.get_model_idxs(CONFIGS, texts))
+                self.assertEqual(ours.store._store.added_since_build(), 0)
+                self.assertEqual(ours.predict(texts, CONFIGS), theirs.predict(texts, CONFIGS))
+                a = ours.store.predict(texts, CONFIGS)
+                b = theirs.store.predict(texts, CONFIGS)
+                self.assertEqual([list(map(list, x)) for x in a],
+                                 [list(map(list, x)) for x in b])
+
+    def test_a_lone_bad_record_is_refused_as_the_import_refuses_it(self):
+        good = {"query": "q", "input_token_length": 3,
+                "outputs": [{"model_name": "cheap", "correctness": 1,
+                             "output_token_length": 9}]}
+        bads = [dict(good, input_token_length=2.5), dict(good, query=""),
+                dict(good, outputs=[]), dict(good, note="x\x00"), dict(good, task=5),
+                dict(good, input_token_length=float("nan")),
+                dict(good, input_token_length=10 ** 400), dict(good, query=b"q"),
+                dict(good, outputs=[{"model_name": "cheap", "correctness": 2,
+                                     "output_token_length": 1}])]
+        for bad in bads:
+            with self.subTest(bad=bad):
+                qs = llmroute.QueryStore()
+                with self.assertRaises(llmroute.Error) as one:
+                    qs.add_data([bad])
+                with self.assertRaises(llmroute.Error) as two:
+                    qs.add_data([good, bad])
+                self.assertIs(type(one.exception), type(two.exception))
+                self.assertEqual(str(one.exception),
+                                 str(two.exception).replace("data[1]", "data[0]"))
+                self.assertEqual(qs.count(), 0)
+
+
 class SmartErrorsTest(SmartTestCase):
     def setUp(self):
         self.records, self.queries, _ = fixture()
