@@ -110,8 +110,8 @@ enum lr_errcode {
                             than a write waits (5 s); nothing was written: try again */
     LR_EREPLACED = -13,  /* the history store's file was replaced or removed since it was
                             opened; nothing was written (lr_store_refresh() opens the new one) */
-    LR_ECANCELED = -14   /* stopped at the caller's request (lr_import_options.cancel);
-                            nothing was written */
+    LR_ECANCELED = -14   /* stopped at the caller's request (lr_import_options.cancel,
+                            lr_router_route_batch_stoppable's stop); nothing was written */
 };
 
 /* A short, static description of an error code. Never NULL. */
@@ -857,6 +857,29 @@ LR_EXTERN void lr_batch_options_init(struct lr_batch_options *opts);
 LR_EXTERN int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                           const struct lr_batch_options *opts, struct lr_decision *out,
                           struct lr_batch_report *report, struct lr_error *err);
+
+/* Asked by lr_router_route_batch_stoppable between steps of its work, on
+ * the thread that routes: nonzero stops the batch. It is asked often (once
+ * a query, once an optimizer step), so it must be cheap: read a flag, or
+ * compare the clock with a deadline. */
+typedef int (*lr_stop_fn)(void *arg);
+
+/* lr_router_route_batch, which a caller can stop: stop(stop_arg) is asked
+ * before each query's neighbour search and prediction (each group of
+ * queries searched together over a dense store) and before each step of
+ * the batch optimizer (each subproblem it solves, each improving move).
+ * Once it answers nonzero the batch ends with LR_ECANCELED, as a failed
+ * batch ends (out[], the report and the router's state as for any error;
+ * err says which step it was stopped in: "stopped at the caller's request
+ * at query 12", "... in the batch assignment"), so a caller with a
+ * deadline stops a large batch at it rather than waiting for every
+ * decision. stop NULL is lr_router_route_batch. */
+LR_EXTERN int lr_router_route_batch_stoppable(struct lr_router *router,
+                                              const struct lr_request *reqs, size_t n,
+                                              const struct lr_batch_options *opts,
+                                              struct lr_decision *out,
+                                              struct lr_batch_report *report, struct lr_error *err,
+                                              lr_stop_fn stop, void *stop_arg);
 
 /* Estimate the token count of text when no tokenizer count is given:
  * about one token per 4 bytes of UTF-8, rounded up (so at least 1 for

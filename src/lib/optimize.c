@@ -219,7 +219,15 @@ struct gen {
     double tol_b;  /* B >= T - tol_b counts as met (constraint_met's rule) */
     double sa, sb; /* largest |a|, |b| over candidates (at least 1e-300) */
     int quality_form; /* a is cost (else b is minus cost) */
+    lr_stop_fn stop;  /* the caller's (lr__opt_problem.stop), or NULL */
+    void *stop_arg;
 };
+
+/* The caller asked to stop (asked before each subproblem and each move). */
+static int gen_stopped(const struct gen *g)
+{
+    return g->stop != NULL && g->stop(g->stop_arg);
+}
 
 static void gen_free(struct gen *g)
 {
@@ -244,6 +252,8 @@ static int gen_build(const struct lr__opt_problem *p, int quality_form, struct g
     }
     g->sa = g->sb = 1e-300;
     g->quality_form = quality_form;
+    g->stop = p->stop;
+    g->stop_arg = p->stop_arg;
     for (i = 0; i < n * m; i++) {
         double q = p->quality[i], c = p->cost[i];
         if (isnan(q)) {
@@ -842,6 +852,8 @@ static int flow_eval(struct flow *f, double wa, double wb, double *A, double *B)
     double sa = 0.0, sb = 0.0;
     int rc;
 
+    if (gen_stopped(g))
+        return LR_ECANCELED;
     for (k = 0; k < g->n * g->m; k++)
         f->w[k] = isnan(g->a[k]) ? INFINITY : wa * g->a[k] - wb * g->b[k];
     /* |a| <= sa and |b| <= sb, so below this every weight is finite. */
@@ -891,6 +903,7 @@ struct search {
     struct move lists[5][LIST_K];
     size_t lens[5];
     int moves;
+    int stopped; /* the caller asked to stop (gen_stopped): the moves end there */
 };
 
 static void search_apply(struct search *s, const struct move *mv)
@@ -913,6 +926,10 @@ static int search_restore(struct search *s)
 
     while (s->B < g->target - g->tol_b) {
         struct move best = {-1, -1, 0.0, 0.0, INFINITY};
+        if (gen_stopped(g)) {
+            s->stopped = 1;
+            return 0;
+        }
         for (i = 0; i < n; i++) {
             size_t from = (size_t)s->asg[i];
             for (j = 0; j < m; j++) {
@@ -968,6 +985,11 @@ static void search_improve(struct search *s, int max_moves)
         struct move pd, pu;
         double slack = s->B - (g->target - g->tol_b), tol_a = gen_noise_a(g, s->A);
         double best_pair = -tol_a;
+
+        if (gen_stopped(g)) {
+            s->stopped = 1;
+            return;
+        }
 
         memset(s->lens, 0, sizeof s->lens);
         for (i = 0; i < n; i++) {
@@ -1815,6 +1837,10 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
         s.A = A_hi;
         s.B = B_hi;
         search_improve(&s, max_moves);
+        if (s.stopped) {
+            rc = LR_ECANCELED;
+            goto out;
+        }
         gen_sums(g, out, &A_hi, &B_hi);
         ans->iterations += s.moves;
 
@@ -1836,6 +1862,10 @@ static int gen_solve_caps(const struct gen *g, int *out, struct gen_answer *ans,
             }
         }
         ans->iterations += s.moves;
+        if (s.stopped) {
+            rc = LR_ECANCELED;
+            goto out;
+        }
     }
 
     /* On small batches one query can be a large share of the total, and the

@@ -54,6 +54,9 @@ struct lr__opt_problem {
     double quality_slack;  /* quality form: a mean up to this much below alpha meets it too
                               (absolute; 0 or less: none). The smart strategy's predictions
                               come from 32-bit floats, where a stored 0.7 is 0.69999999. */
+    lr_stop_fn stop;       /* NULL, or asked before each subproblem and each improving
+                              move: nonzero ends the solve with LR_ECANCELED (no result) */
+    void *stop_arg;
 };
 
 struct lr__opt_result {
@@ -70,6 +73,7 @@ struct lr__opt_result {
 
 /* Minimise the total cost subject to mean quality >= alpha and load_j <= L_j.
  * Returns 0; LR_EINVAL for bad input (message names it); LR_ENOMEM;
+ * LR_ECANCELED when p->stop answered (r->assign is then not an answer);
  * LR_ETOOBIG when n or m do not fit an int; or LR_EINFEASIBLE with the best
  * reachable assignment in r->assign and r->message saying why:
  *   - capacities (with the candidate sets) cannot hold all n queries: the

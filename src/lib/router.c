@@ -449,7 +449,8 @@ int lr_router_route(struct lr_router *router, const struct lr_request *req,
  * Tickets are still drawn one request at a time: under concurrency another
  * thread's routes may come between a batch's. */
 static int route_per_query(struct lr_router *router, const struct lr_request *reqs, size_t n,
-                           struct lr_decision *out, struct lr_error *err)
+                           struct lr_decision *out, const struct lr__stop *stop,
+                           struct lr_error *err)
 {
     struct lr__route_ctx *ctxs;
     struct lr_decision *tmp;
@@ -506,6 +507,11 @@ static int route_per_query(struct lr_router *router, const struct lr_request *re
     }
     for (i = 0; i < n; i++) {
         size_t cap = out[i].ranking ? out[i].ranking_cap : 0;
+        if (lr__stopped(stop)) {
+            rc = lr__error_set(err, LR_ECANCELED,
+                               "stopped at the caller's request at query %zu of %zu", i, n);
+            break;
+        }
         rc = router->strategy->rank(router->state, &ctxs[i], scratch, err);
         if (rc) {
             lr__error_prefix(err, "query %zu: ", i);
@@ -537,7 +543,8 @@ static int route_per_query(struct lr_router *router, const struct lr_request *re
 
 static int route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
                        const struct lr_batch_options *opts, struct lr_decision *out,
-                       struct lr_batch_report *report, struct lr_error *err)
+                       struct lr_batch_report *report, const struct lr__stop *stop,
+                       struct lr_error *err)
 {
     struct lr_batch_options o;
     struct lr_batch_report rep;
@@ -603,7 +610,8 @@ static int route_batch(struct lr_router *router, const struct lr_request *reqs, 
             }
             ranks[done] = res[done].rank;
         }
-        rc = router->strategy->rank_batch(router->state, ctxs, n, &o, ranks, assign, &rep, err);
+        rc = router->strategy->rank_batch(router->state, ctxs, n, &o, ranks, assign, &rep, stop,
+                                          err);
         if (rc == 0 || rc == LR_EINFEASIBLE) {
             for (size_t i = 0; i < n; i++) {
                 size_t j = 0;
@@ -639,7 +647,7 @@ static int route_batch(struct lr_router *router, const struct lr_request *reqs, 
             return lr__error_set(err, LR_EINVAL,
                                  "alpha: the per-query mode takes none (each query meets its "
                                  "performance requirement); use the quality mode");
-        rc = route_per_query(router, reqs, n, out, err);
+        rc = route_per_query(router, reqs, n, out, stop, err);
         if (rc)
             return rc;
         for (size_t i = 0; i < n; i++) {
@@ -660,10 +668,12 @@ static int route_batch(struct lr_router *router, const struct lr_request *reqs, 
     return rc;
 }
 
-int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
-                          const struct lr_batch_options *opts, struct lr_decision *out,
-                          struct lr_batch_report *report, struct lr_error *err)
+int lr_router_route_batch_stoppable(struct lr_router *router, const struct lr_request *reqs,
+                                    size_t n, const struct lr_batch_options *opts,
+                                    struct lr_decision *out, struct lr_batch_report *report,
+                                    struct lr_error *err, lr_stop_fn stop, void *stop_arg)
 {
+    struct lr__stop st = {stop, stop_arg};
     struct lr_batch_report rep;
     int rc;
 
@@ -673,7 +683,7 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
     memset(&rep, 0, sizeof rep);
     rep.mean_quality = NAN;
     rep.total_cost = NAN;
-    rc = route_batch(router, reqs, n, opts, out, &rep, err);
+    rc = route_batch(router, reqs, n, opts, out, &rep, &st, err);
     if (rc && rc != LR_EINFEASIBLE) {
         memset(&rep, 0, sizeof rep);
         rep.mean_quality = NAN;
@@ -682,4 +692,11 @@ int lr_router_route_batch(struct lr_router *router, const struct lr_request *req
     if (report)
         *report = rep;
     return rc;
+}
+
+int lr_router_route_batch(struct lr_router *router, const struct lr_request *reqs, size_t n,
+                          const struct lr_batch_options *opts, struct lr_decision *out,
+                          struct lr_batch_report *report, struct lr_error *err)
+{
+    return lr_router_route_batch_stoppable(router, reqs, n, opts, out, report, err, NULL, NULL);
 }

@@ -366,7 +366,7 @@ int lr__smart_check_query(struct lr__smart *s, const struct lr__smart_query *q,
 }
 
 int lr__smart_knn_batch(struct lr__smart *s, const struct lr__smart_query *qs, size_t n,
-                        struct lr__neighbor *nb, size_t *counts)
+                        struct lr__neighbor *nb, size_t *counts, const struct lr__stop *stop)
 {
     const float *vecs[LR__SMART_SHARED_SEARCH];
     int rc = 0;
@@ -375,6 +375,8 @@ int lr__smart_knn_batch(struct lr__smart *s, const struct lr__smart_query *qs, s
             return 1;
     for (size_t i0 = 0; i0 < n && rc == 0; i0 += LR__SMART_SHARED_SEARCH) {
         size_t c = n - i0 < LR__SMART_SHARED_SEARCH ? n - i0 : LR__SMART_SHARED_SEARCH;
+        if (lr__stopped(stop))
+            return LR_ECANCELED;
         for (size_t i = 0; i < c; i++)
             vecs[i] = qs[i0 + i].embedding;
         lr__store_rdlock(s->store);

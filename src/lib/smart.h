@@ -84,9 +84,10 @@ size_t lr__smart_k(const struct lr__smart *s);
  * counts. Returns 0; 1 when they cannot be searched together (the store
  * is not dense or is empty, a query has no vector or one of another
  * dimension, zero or not finite: lr__smart_rank_models then says what is
- * wrong); or LR_ENOMEM. */
+ * wrong); LR_ENOMEM; or LR_ECANCELED when stop (NULL: never), asked
+ * before each group, answers. */
 int lr__smart_knn_batch(struct lr__smart *s, const struct lr__smart_query *qs, size_t n,
-                        struct lr__neighbor *nb, size_t *counts);
+                        struct lr__neighbor *nb, size_t *counts, const struct lr__stop *stop);
 /* lr__smart_rank_models with q's neighbours already found by
  * lr__smart_knn_batch (searched again only if the store no longer holds
  * one of them). */
@@ -105,6 +106,7 @@ void lr__smart_order(const double *quality, const double *cost, size_t m, double
  * then the optimizer's assignment under the batch constraints. */
 int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n,
                          const struct lr_batch_options *opts, struct lr_candidate *const *rankings,
-                         int *assign, struct lr_batch_report *report, struct lr_error *err);
+                         int *assign, struct lr_batch_report *report, const struct lr__stop *stop,
+                         struct lr_error *err);
 
 #endif /* LR_SMART_H */

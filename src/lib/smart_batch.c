@@ -30,6 +30,10 @@
  * of every sum. A single-candidate query that is predicted is an ordinary
  * row.
  *
+ * The caller's stop (lr_router_route_batch_stoppable) is asked before each
+ * query's prediction, by the neighbour search between its groups and by
+ * the optimizer between its steps; the batch then fails with LR_ECANCELED.
+ *
  * Threads: like rank(), from many threads at once; all state is per call.
  */
 #include <math.h>
@@ -63,7 +67,8 @@ static int fill_models(const struct lr__route_ctx *ctx, struct lr__smart_model *
 
 int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n,
                          const struct lr_batch_options *opts, struct lr_candidate *const *rankings,
-                         int *assign, struct lr_batch_report *report, struct lr_error *err)
+                         int *assign, struct lr_batch_report *report, const struct lr__stop *stop,
+                         struct lr_error *err)
 {
     const struct lr_config *cfg = ctxs[0].cfg;
     size_t n_models = lr_config_model_count(cfg), m = 0, max_cands = 0;
@@ -128,7 +133,13 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
         nb_n = malloc(n * sizeof *nb_n);
         if (!nb || !nb_n)
             goto nomem;
-        int kr = lr__smart_knn_batch(state, qs, n, nb, nb_n);
+        int kr = lr__smart_knn_batch(state, qs, n, nb, nb_n, stop);
+        if (kr == LR_ECANCELED) {
+            rc = lr__error_set(err, kr,
+                               "stopped at the caller's request while searching the history "
+                               "for the queries' neighbours");
+            goto out;
+        }
         if (kr < 0) {
             rc = lr__error_set(err, kr, "out of memory searching the history");
             goto out;
@@ -142,6 +153,11 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     /* Predict every query; its ranking is its fallback order. */
     for (size_t i = 0; i < n; i++) {
         const struct lr__route_ctx *ctx = &ctxs[i];
+        if (lr__stopped(stop)) {
+            rc = lr__error_set(err, LR_ECANCELED,
+                               "stopped at the caller's request at query %zu of %zu", i, n);
+            goto out;
+        }
         if ((rc = lr__smart_check_query(state, &qs[i], err)) ||
             (rc = fill_models(ctx, models, err)))
             goto fail_query;
@@ -203,8 +219,14 @@ int lr__smart_rank_batch(void *state, const struct lr__route_ctx *ctxs, size_t n
     p.quality_slack = LR__SMART_QUALITY_SLACK;
     p.budget = opts->budget;
     p.fixed = fixed;
+    p.stop = stop ? stop->fn : NULL;
+    p.stop_arg = stop ? stop->arg : NULL;
     r.assign = col_assign;
     rc = opts->mode == LR_BATCH_BUDGET ? lr__optimize_budget(&p, &r) : lr__optimize_quality(&p, &r);
+    if (rc == LR_ECANCELED) {
+        lr__error_set(err, rc, "stopped at the caller's request in the batch assignment");
+        goto out;
+    }
     if (rc != 0 && rc != LR_EINFEASIBLE) {
         lr__error_set(err, rc, "batch assignment: %s",
                       r.message[0] ? r.message : lr_strerror(rc));

@@ -29,6 +29,18 @@ struct lr__route_ctx {
     long input_tokens;  /* given, or estimated from the text */
 };
 
+/* A caller's way to stop a batch (lr_router_route_batch_stoppable): fn
+ * NULL never stops. lr__stopped() asks it. */
+struct lr__stop {
+    lr_stop_fn fn;
+    void *arg;
+};
+
+static inline int lr__stopped(const struct lr__stop *stop)
+{
+    return stop && stop->fn && stop->fn(stop->arg);
+}
+
 struct lr__strategy {
     const char *name;
     /* Build the strategy's state for a router. opts is the caller's (store,
@@ -46,10 +58,13 @@ struct lr__strategy {
      * requests together: write assign[i] (a config index among ctxs[i]'s
      * candidates) and rankings[i][0..ctxs[i].n_cands) for each i, and fill
      * report. LR_EINFEASIBLE with a best-effort assignment when the
-     * constraints cannot be met. */
+     * constraints cannot be met. stop (NULL: never) is asked between
+     * queries and between the optimizer's steps: once it answers, the
+     * batch fails with LR_ECANCELED. */
     int (*rank_batch)(void *state, const struct lr__route_ctx *ctxs, size_t n,
                       const struct lr_batch_options *opts, struct lr_candidate *const *rankings,
-                      int *assign, struct lr_batch_report *report, struct lr_error *err);
+                      int *assign, struct lr_batch_report *report, const struct lr__stop *stop,
+                      struct lr_error *err);
     /* Optional, both or neither (NULL: the strategy keeps no round-robin
      * cursor, and lr_router_sequential_cursor() refuses the router): read
      * and set the cursor, each one atomic step that may run beside rank()

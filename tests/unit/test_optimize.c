@@ -305,7 +305,7 @@ static void exact_refuses_instances_over_its_size_limit(void **state)
     enum { N = 40, M = 11 };
     static double q[N * M], c[N * M];
     int assign[N];
-    struct lr__opt_problem p = {N, M, q, c, NULL, 0.5, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {N, M, q, c, NULL, 0.5, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     size_t k;
     (void)state;
@@ -445,7 +445,7 @@ static void unreachable_alpha_returns_max_quality_within_capacities(void **state
     double q[3 * 2] = {0.9, 0.5, 0.8, 0.6, 0.95, 0.4};
     double c[3 * 2] = {3.0, 1.0, 3.0, 1.0, 3.0, 1.0};
     int cap[2] = {1, 0}, assign[3];
-    struct lr__opt_problem p = {3, 2, q, c, cap, 0.9, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {3, 2, q, c, cap, 0.9, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     struct eval e;
     (void)state;
@@ -516,7 +516,7 @@ static void small_batches_reach_the_optimum_the_cheapest_bound_missed(void **sta
         0.001065138889, 0.006018773585, 0.0, 0.0};
     static const int cap10[6] = {7,5,3,2,0,6};
     int a19[19], a10[10], e10[10];
-    struct lr__opt_problem p = {19, 5, q19, c19, cap19, 0.85, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {19, 5, q19, c19, cap19, 0.85, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r, e;
     (void)state;
     memset(&r, 0, sizeof r);
@@ -525,7 +525,7 @@ static void small_batches_reach_the_optimum_the_cheapest_bound_missed(void **sta
     assert_true(r.mean_quality >= 0.85 - 1e-9);
     /* CBC's optimum of the same integer program: 0.12753275. */
     assert_true(r.total_cost <= 0.12753275 * 1.0001);
-    p = (struct lr__opt_problem){10, 6, q10, c10, cap10, 0.0, 0.001, NULL, 0.0};
+    p = (struct lr__opt_problem){10, 6, q10, c10, cap10, 0.0, 0.001, NULL, 0.0, NULL, NULL};
     memset(&r, 0, sizeof r);
     r.assign = a10;
     memset(&e, 0, sizeof e);
@@ -545,7 +545,7 @@ static void quality_slack_lets_a_mean_just_below_alpha_meet_it(void **state)
     double q[4] = {(double)0.7f, 1.0, (double)0.7f, 1.0};
     double c[4] = {1.0, 30.0, 1.0, 30.0};
     int assign[2];
-    struct lr__opt_problem p = {2, 2, q, c, NULL, 0.7, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {2, 2, q, c, NULL, 0.7, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     (void)state;
 
@@ -795,7 +795,8 @@ static void hard_tied_batch_ends_at_the_optimum(void **state)
      * and qualities summing to s eighths. */
     enum { L1 = 4, L3 = 9, S = 8 * HARD_N + 1 };
     double *cur = malloc(L1 * L3 * S * sizeof *cur), *next = malloc(L1 * L3 * S * sizeof *next);
-    struct lr__opt_problem p = {HARD_N, HARD_M, q, c, cap, need / (8.0 * HARD_N), 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {HARD_N, HARD_M, q,   c,    cap, need / (8.0 * HARD_N),
+                                0.0,    NULL,   0.0, NULL, NULL};
     struct lr__opt_result r;
     struct eval e;
     size_t i, j, x;
@@ -853,7 +854,7 @@ static void capacities_below_query_count_are_infeasible_with_message(void **stat
     double q[4 * 2] = {0.5, 0.6, 0.5, 0.6, 0.5, 0.6, 0.5, 0.6};
     double c[4 * 2] = {1, 2, 1, 2, 1, 2, 1, 2};
     int cap[2] = {1, 2}, assign[4];
-    struct lr__opt_problem p = {4, 2, q, c, cap, 0.1, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {4, 2, q, c, cap, 0.1, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     size_t i;
     (void)state;
@@ -960,7 +961,7 @@ static void overflowing_capacities_still_pursue_alpha_and_budget(void **state)
     /* Model 0 is the best and dearest; 3 the worst and cheapest. */
     double q[6 * 4], c[6 * 4];
     int cap[4] = {1, 1, 1, 1}, assign[6];
-    struct lr__opt_problem p = {6, 4, q, c, cap, 0.9, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {6, 4, q, c, cap, 0.9, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     struct overflow_best b;
     char want[160];
@@ -1068,7 +1069,7 @@ static void candidate_sets_that_overfill_a_model_are_infeasible(void **state)
     double q[2 * 2] = {0.5, NAN, 0.7, NAN};
     double c[2 * 2] = {1, 0, 1, 0};
     int cap[2] = {1, 0}, assign[2];
-    struct lr__opt_problem p = {2, 2, q, c, cap, 0.1, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {2, 2, q, c, cap, 0.1, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     (void)state;
     memset(&r, 0, sizeof r);
@@ -1085,7 +1086,7 @@ static void budget_below_cheapest_assignment_returns_the_cheapest(void **state)
     double q[2 * 3] = {0.9, 0.5, 0.7, 0.8, 0.6, 0.2};
     double c[2 * 3] = {5.0, 1.0, 2.0, 4.0, 3.0, 0.5};
     int assign[2];
-    struct lr__opt_problem p = {2, 3, q, c, NULL, 0.0, 1.0, NULL, 0.0};
+    struct lr__opt_problem p = {2, 3, q, c, NULL, 0.0, 1.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     (void)state;
     memset(&r, 0, sizeof r);
@@ -1105,7 +1106,7 @@ static void reached_figure_never_reads_as_meeting_the_bound(void **state)
 {
     double q[1] = {0.1234548}, c[1] = {1.0000004};
     int assign[1];
-    struct lr__opt_problem p = {1, 1, q, c, NULL, 0.0, 1.0000001, NULL, 0.0};
+    struct lr__opt_problem p = {1, 1, q, c, NULL, 0.0, 1.0000001, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     (void)state;
     memset(&r, 0, sizeof r);
@@ -1136,7 +1137,7 @@ static void all_zero_quality_with_huge_costs_picks_the_cheapest_model(void **sta
     double c[2] = {1e18, 2e18};
     double c_swapped[2] = {2e18, 1e18};
     int assign[1];
-    struct lr__opt_problem p = {1, 2, q, c, NULL, 0.0, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {1, 2, q, c, NULL, 0.0, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     (void)state;
 
@@ -1168,7 +1169,7 @@ static void all_zero_quality_with_huge_costs_fills_the_capacities(void **state)
     double q[2 * 2] = {0.0, 0.0, 0.0, 0.0};
     double c[2 * 2] = {1e18, 2e18, 1e18, 2e18};
     int cap[2] = {1, 1}, assign[2];
-    struct lr__opt_problem p = {2, 2, q, c, cap, 0.0, 0.0, NULL, 0.0};
+    struct lr__opt_problem p = {2, 2, q, c, cap, 0.0, 0.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     int form;
     (void)state;
@@ -1196,7 +1197,7 @@ static void costs_a_billion_apart_keep_the_cheaper_of_two_cheap_models(void **st
     double q[3] = {0.5, 0.9, 0.5};
     double c[3] = {1.0, 2e-10, 1e-10};
     int assign[1];
-    struct lr__opt_problem p = {1, 3, q, c, NULL, 0.5, 1e-10, NULL, 0.0};
+    struct lr__opt_problem p = {1, 3, q, c, NULL, 0.5, 1e-10, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     (void)state;
 
@@ -1444,7 +1445,7 @@ static int run_bad(double *q, double *c, size_t n, size_t m, double alpha, char 
                    size_t msg_len)
 {
     int assign[4];
-    struct lr__opt_problem p = {n, m, q, c, NULL, alpha, 1.0, NULL, 0.0};
+    struct lr__opt_problem p = {n, m, q, c, NULL, alpha, 1.0, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     int rc;
     memset(&r, 0, sizeof r);
@@ -1509,7 +1510,7 @@ static void non_finite_alpha_and_budget_are_rejected(void **state)
 {
     double q[2] = {0.5, 0.6}, c[2] = {1.0, 2.0};
     int assign[1];
-    struct lr__opt_problem p = {1, 2, q, c, NULL, NAN, INFINITY, NULL, 0.0};
+    struct lr__opt_problem p = {1, 2, q, c, NULL, NAN, INFINITY, NULL, 0.0, NULL, NULL};
     struct lr__opt_result r;
     char msg[256];
     (void)state;
@@ -1895,6 +1896,57 @@ static void overflow_spreads_that_cannot_win_are_left_early(void **state)
     capped_free(&fits);
 }
 
+static int stop_after(void *arg)
+{
+    int *left = arg;
+    return (*left)-- <= 0;
+}
+
+/* A caller's stop ends a solve at the step it answers, with LR_ECANCELED,
+ * in both forms and when the capacities cannot hold the batch (the solve
+ * that tries several ways to spread the overflow, each a whole solve:
+ * seconds for a gateway's largest batches). A stop that never answers
+ * changes nothing. */
+static void a_stop_ends_the_solve_at_any_step(void **state)
+{
+    enum { N = 40, M = 5 };
+    double q[N * M], c[N * M];
+    int cap[M] = {7, 7, 7, 7, 7}, want[N], assign[N]; /* 35 places for 40 queries */
+    struct lr__opt_problem p = {N, M, q, c, cap, 0.6, 0.0, NULL, 0.0, NULL, NULL};
+    struct lr__opt_result r;
+    (void)state;
+    for (size_t i = 0; i < N; i++)
+        for (size_t j = 0; j < M; j++) {
+            q[i * M + j] = 0.3 + 0.15 * (double)j - 0.004 * (double)((i * 7 + j * 3) % 11);
+            c[i * M + j] = 1.0 + 2.0 * (double)j + 0.01 * (double)((i * 5 + j) % 13);
+        }
+    for (int form = 0; form < 2; form++) {
+        int steps = 0, left, rc;
+        p.budget = 120.0;
+        p.stop = NULL;
+        memset(&r, 0, sizeof r);
+        r.assign = want;
+        rc = form ? lr__optimize_quality(&p, &r) : lr__optimize_budget(&p, &r);
+        assert_int_equal(rc, LR_EINFEASIBLE); /* 5 go over capacity */
+        assert_non_null(strstr(r.message, "placed over capacity"));
+        /* Count the questions a solve asks, stopping at each in turn. */
+        p.stop = stop_after;
+        p.stop_arg = &left;
+        for (;; steps++) {
+            left = steps;
+            memset(&r, 0, sizeof r);
+            r.assign = assign;
+            rc = form ? lr__optimize_quality(&p, &r) : lr__optimize_budget(&p, &r);
+            if (rc != LR_ECANCELED)
+                break;
+            assert_int_equal(left, -1); /* asked no more once it answered */
+        }
+        assert_true(steps > 3); /* several subproblems, each asking */
+        assert_int_equal(rc, LR_EINFEASIBLE);
+        assert_memory_equal(assign, want, sizeof want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1933,6 +1985,7 @@ int main(void)
         cmocka_unit_test(many_small_capacities_give_the_exact_capacitated_optimum),
         cmocka_unit_test(many_small_capacities_below_the_batch_put_the_fewest_over),
         cmocka_unit_test(overflow_spreads_that_cannot_win_are_left_early),
+        cmocka_unit_test(a_stop_ends_the_solve_at_any_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1241,6 +1241,94 @@ static void dense_store_routes_concurrently_while_refreshes_rebuild_and_reopen_i
     assert_int_equal(rmdir(dir), 0);
 }
 
+/* A stop asked between the steps of a batch: answering after `after`
+ * questions, and counting them. */
+struct stop_count {
+    int asked, after;
+};
+
+static int stop_after(void *arg)
+{
+    struct stop_count *c = arg;
+    return c->asked++ >= c->after;
+}
+
+/* lr_router_route_batch_stoppable ends a batch once its stop answers, in
+ * every mode: LR_ECANCELED, no decision written and no figures reported,
+ * as any failed batch; it is asked before each query and between the
+ * optimizer's steps, so it is asked more than once a query in an assigned
+ * batch. A stop that never answers gives lr_router_route_batch's result. */
+static void a_stopped_batch_decides_nothing_in_every_mode(void **state)
+{
+    struct fixture *f = *state;
+    enum { NQ = 12 };
+    struct lr_router *r = smart_router(f, "aios", 4);
+    static const char *const texts[] = {Q_MATH, Q_POEM, Q_PROOF};
+    const char *names[] = {"cheap", "mid", "premium"};
+    int caps[] = {4, 4, 4, 0};
+    struct lr_request reqs[NQ];
+    struct lr_decision want[NQ], out[NQ];
+    struct lr_batch_options bo;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+    const enum lr_batch_mode modes[] = {LR_BATCH_PER_QUERY, LR_BATCH_QUALITY, LR_BATCH_BUDGET};
+
+    for (int i = 0; i < NQ; i++) {
+        lr_request_init(&reqs[i]);
+        reqs[i].query = texts[i % 3];
+        reqs[i].models = names;
+        reqs[i].n_models = 3;
+        reqs[i].input_tokens = 100 + i;
+    }
+    for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++) {
+        struct stop_count never = {0, 1 << 30};
+        int asked;
+        lr_batch_options_init(&bo);
+        bo.mode = modes[mi];
+        if (bo.mode != LR_BATCH_PER_QUERY)
+            bo.capacities = caps;
+        if (bo.mode == LR_BATCH_QUALITY)
+            bo.alpha = 0.7;
+        if (bo.mode == LR_BATCH_BUDGET)
+            bo.budget = 0.05;
+        for (int i = 0; i < NQ; i++)
+            lr_decision_init(&want[i]);
+        assert_int_equal(lr_router_route_batch(r, reqs, NQ, &bo, want, NULL, &err), 0);
+        for (int i = 0; i < NQ; i++)
+            lr_decision_init(&out[i]);
+        assert_int_equal(
+            lr_router_route_batch_stoppable(r, reqs, NQ, &bo, out, &rep, &err, stop_after, &never),
+            0);
+        for (int i = 0; i < NQ; i++)
+            assert_int_equal(out[i].index, want[i].index);
+        asked = never.asked;
+        if (bo.mode == LR_BATCH_PER_QUERY)
+            assert_int_equal(asked, NQ);
+        else
+            assert_true(asked > NQ); /* the optimizer asks too */
+        /* Stopped at each question in turn: nothing decided, nothing
+         * reported. */
+        for (int after = 0; after < asked; after++) {
+            struct stop_count c = {0, after};
+            for (int i = 0; i < NQ; i++)
+                lr_decision_init(&out[i]);
+            rep.feasible = 1;
+            assert_int_equal(
+                lr_router_route_batch_stoppable(r, reqs, NQ, &bo, out, &rep, &err, stop_after, &c),
+                LR_ECANCELED);
+            assert_int_equal(c.asked, after + 1); /* it stopped at once */
+            assert_non_null(strstr(err.message, "stopped at the caller's request"));
+            if (after < NQ)
+                assert_non_null(strstr(err.message, "query"));
+            for (int i = 0; i < NQ; i++)
+                assert_int_equal(out[i].index, -1);
+            assert_int_equal(rep.feasible, 0);
+            assert_true(isnan(rep.mean_quality) && isnan(rep.total_cost));
+        }
+    }
+    lr_router_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1262,6 +1350,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_tiny_vector_routes_by_its_direction, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_stopped_batch_decides_nothing_in_every_mode, setup,
+                                        teardown),
         cmocka_unit_test(unmet_alpha_message_states_the_reports_mean),
         cmocka_unit_test(failed_smart_batch_reports_no_result),
         cmocka_unit_test(alpha_just_above_the_best_mean_is_infeasible),
