@@ -399,8 +399,14 @@ struct route_job {
     int fetching; /* fetching vectors: an abort ends the job at once */
     double t0;
     /* The server's retry.deadline_ms from t0, a gw_now() time (0: none):
-     * the vectors must be in by then. */
+     * the vectors must be in by then, and the decisions made. */
     double deadline;
+    /* Set on the loop when the client goes while the worker decides: the
+     * worker stops at its next step (route_stop). */
+    atomic_int gone;
+    /* Set on the worker when route_stop stopped the decisions at the
+     * deadline; read on the loop once the work is done. */
+    int deadline_passed;
     char id[GW_REQUEST_ID_CAP];
 };
 
@@ -431,11 +437,28 @@ static void route_job_free(struct route_job *j)
     free(j);
 }
 
+/* Asked by the library on the worker between queries and between the
+ * optimizer's steps: a batch stops at the request's deadline, and when its
+ * client has gone, so neither holds a worker for decisions nobody will
+ * read. */
+static int route_stop(void *arg)
+{
+    struct route_job *j = arg;
+    if (atomic_load(&j->gone))
+        return 1;
+    if (j->deadline > 0 && gw_now() >= j->deadline) {
+        j->deadline_passed = 1;
+        return 1;
+    }
+    return 0;
+}
+
 static void route_work(void *arg)
 {
     struct route_job *j = arg;
     memset(&j->rep, 0, sizeof j->rep);
-    j->rc = lr_router_route_batch(j->router, j->reqs, j->n, &j->bo, j->dec, &j->rep, &j->err);
+    j->rc = lr_router_route_batch_stoppable(j->router, j->reqs, j->n, &j->bo, j->dec, &j->rep,
+                                            &j->err, route_stop, j);
 }
 
 /* On the loop again: answer with the decisions (or the error). */
@@ -452,6 +475,23 @@ static void route_done(void *arg)
         return;
     }
     hs_req_watch(j->req, NULL, NULL, NULL);
+    if (j->rc == LR_ECANCELED && j->deadline_passed) {
+        /* As for the vectors' fetch: the client's deadline has passed, and
+         * nothing was decided. The log line says where it stopped. */
+        char msg[300], detail[600];
+        snprintf(msg, sizeof msg,
+                 "retry.deadline_ms (%ld ms) passed during the routing decision (the history "
+                 "search, the predictions and the batch assignment); nothing was decided",
+                 j->conf->set.policy.retry.deadline_ms);
+        snprintf(detail, sizeof detail,
+                 "retry.deadline_ms (%ld ms) passed during the routing decision: %s",
+                 j->conf->set.policy.retry.deadline_ms, j->err.message);
+        status = refuse(j->req, 504, NULL, "deadline_exceeded", msg);
+        gw_log_answered_msg(j->gw, j->id, "POST", "/v1/route", status, "deadline_exceeded", detail,
+                            j->t0);
+        route_job_free(j);
+        return;
+    }
     if (j->rc == LR_EEMPTY && j->gw->store && lr_store_count(j->gw->store) == 0) {
         /* As a chat request's smart route: the gateway's state, not the
          * request's fault, and it passes once outcomes are added. */
@@ -501,12 +541,13 @@ static void route_abort(void *arg)
 {
     struct route_job *j = arg;
     j->req = NULL;
+    atomic_store(&j->gone, 1);
     if (j->fetching) {
         /* Nothing was decided yet: the fetches stop with the job. */
         gw_log_answered(j->gw, j->id, "POST", "/v1/route", 499, "client_closed", j->t0);
         route_job_free(j);
     }
-    /* else the worker goes on; route_done frees the job */
+    /* else the worker stops at its next step; route_done frees the job */
 }
 
 /* Hand the decisions to a worker; when that fails, answer and log the
@@ -1086,6 +1127,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
         goto out;
     }
     job->gw = gw;
+    atomic_init(&job->gone, 0);
     job->conf = conf;
     gw_conf_ref(conf);
     job->req = req;

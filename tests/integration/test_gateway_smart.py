@@ -1929,6 +1929,81 @@ def dense_deadline(bin_, fake_bin):
     assert gw.wait() == 0
 
 
+def decision_deadline(bin_):
+    """The decisions of POST /v1/route count against retry.deadline_ms too:
+    a batch whose history search, predictions and assignment cannot end
+    within it is stopped at the deadline, 504 deadline_exceeded naming the
+    routing decision, and its worker is free for the next request. The
+    decisions ran to the end, holding a worker, and answered 200 long after
+    the deadline (1.8 s against a 50 ms deadline here)."""
+    import random
+    import threading
+    wd = workdir()
+    rnd = random.Random(11)
+    n_models = 64  # the most a candidate list takes
+    words = ["w%d" % i for i in range(500)]
+    hist = os.path.join(wd, "many-models.jsonl")
+    with open(hist, "w") as f:
+        for i in range(1000):
+            f.write(json.dumps({
+                "query": "task %d: %s" % (i % 20, " ".join(rnd.choice(words) for _ in range(20))),
+                "input_token_length": 30,
+                "outputs": [{"model_name": "m%d" % j,
+                             "correctness": int(rnd.random() < 0.3 + 0.6 * j / n_models),
+                             "output_token_length": rnd.randint(10, 400)}
+                            for j in range(n_models)]}) + "\n")
+    store = os.path.join(wd, "many-models.db")
+    r = subprocess.run([bin_, "import", "--store", store, hist], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    # Capacities that cannot hold the batch (64 x 15 = 960 < 1,000): the
+    # optimizer tries several ways to spread the overflow, seconds of work.
+    cfg = {"models": [{"name": "m%d" % j, "backend": "mock",
+                       "cost_per_input_token": 1e-7 * (1 + j),
+                       "cost_per_output_token": 2e-7 * (1 + j), "capacity": 15,
+                       "mock": {"content": "x"}} for j in range(n_models)],
+           "router": {"strategy": "smart", "store": store, "predictor": "aios"},
+           "server": {"resilience": {"retry": {"deadline_ms": 50}}}}
+    gw = Gateway(bin_, wd, cfg, name="decision-deadline")
+    qs = [{"query": "task %d: %s" % (i % 20, " ".join(rnd.choice(words) for _ in range(20)))}
+          for i in range(1000)]
+    batch = json.dumps({"queries": qs, "strategy": "smart", "batch": True, "alpha": 0.6})
+
+    def cut_at_the_deadline():
+        # As many batches as there are workers, at once: each is stopped
+        # at its deadline, and then a small request finds a worker free.
+        got = [None] * 3
+
+        def send(k):
+            got[k] = request(gw.port, "POST", "/v1/route", batch,
+                             {"x-request-id": "decision-deadline-%d" % k}, timeout=120)
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(150)
+        for st, _, body in got:
+            assert st == 504, (st, body[:300])
+            err = error_shape(json.loads(body))
+            assert st == 504 and err["code"] == "deadline_exceeded", (st, err)
+            assert err["message"].startswith(
+                "retry.deadline_ms (50 ms) passed during the routing decision"), err
+        for k in range(3):
+            lines = [l for l in gw.log_lines() if l.get("id") == "decision-deadline-%d" % k]
+            assert len(lines) == 1 and lines[0]["status"] == 504, lines
+            assert lines[0]["error"] == "deadline_exceeded", lines[0]
+            assert "routing decision" in lines[0]["message"], lines[0]
+        st, _, body = request(gw.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": qs[0]["query"]}], "strategy": "smart",
+             "models": ["m0", "m1"]}))
+        assert st == 200 and len(json.loads(body)["assignments"]) == 1, (st, body)
+    check("/v1/route decisions that cannot end within retry.deadline_ms are stopped there: "
+          "504 deadline_exceeded naming the routing decision; the next request is served",
+          cut_at_the_deadline)
+    gw.signal(signal.SIGTERM)
+    assert gw.wait() == 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit("usage: test_gateway_smart.py LLMROUTE FAKE_UPSTREAM")
@@ -1937,6 +2012,7 @@ if __name__ == "__main__":
     dense_edges(sys.argv[1], sys.argv[2])
     dense_long_queries(sys.argv[1], sys.argv[2])
     dense_deadline(sys.argv[1], sys.argv[2])
+    decision_deadline(sys.argv[1])
     dense_from_empty(sys.argv[1], sys.argv[2])
     fallback_predictions(sys.argv[1], sys.argv[2])
     empty_store(sys.argv[1])
