@@ -926,7 +926,9 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
     batch = json_is_true(jbatch);
     if (jalpha && (!json_is_number(jalpha) || json_number_value(jalpha) < 0 ||
                    json_number_value(jalpha) > 1)) {
-        status = refuse(req, 400, "alpha", "invalid_value", "alpha: expected a number from 0 to 1");
+        status =
+            refuse(req, 400, "alpha", json_is_number(jalpha) ? "invalid_value" : "invalid_type",
+                   "alpha: expected a number from 0 to 1");
         goto out;
     }
     /* Only a batch has a quality target; one decided query by query would

@@ -150,6 +150,29 @@ def main(bin_):
     check("/v1/route with a budget assigns a smart batch as `llmroute route --batch --budget` "
           "does; a negative, mistyped or misplaced budget is 400 naming it", route_endpoint_budget)
 
+    def route_endpoint_alpha_and_budget_codes():
+        # A field of the wrong JSON type is invalid_type, one of the right
+        # type out of range invalid_value, as for every other field (the
+        # 400 row of the README); a mistyped alpha was invalid_value.
+        for field, value, code in (("alpha", "0.9", "invalid_type"),
+                                   ("alpha", None, "invalid_type"),
+                                   ("alpha", True, "invalid_type"),
+                                   ("alpha", [0.9], "invalid_type"),
+                                   ("alpha", 1.5, "invalid_value"),
+                                   ("alpha", -0.1, "invalid_value"),
+                                   ("budget", "1", "invalid_type"),
+                                   ("budget", None, "invalid_type"),
+                                   ("budget", -1, "invalid_value"),
+                                   ("budget", 1e13, "invalid_value")):
+            body = {"queries": [{"query": "What is 1 plus 1?"}], "strategy": "smart",
+                    "models": ["cheapo", "smarty"], "batch": True, field: value}
+            st, _, data = request(gw.port, "POST", "/v1/route", json.dumps(body))
+            err = error_shape(json.loads(data))
+            assert st == 400 and err["param"] == field and err["code"] == code, (body, err)
+            assert err["message"].startswith(field + ": expected a number from 0 to "), err
+    check("/v1/route: a mistyped alpha or budget is 400 invalid_type, one out of range "
+          "invalid_value, each naming it", route_endpoint_alpha_and_budget_codes)
+
     def records():
         st, _, body = request(gw.port, "GET", "/health")
         assert st == 200, st
