@@ -988,7 +988,8 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
         {
             if (!json_is_string(v)) {
                 snprintf(param, sizeof param, "models[%zu]", k);
-                status = refuse(req, 400, param, "invalid_type", "models: expected strings");
+                snprintf(msg, sizeof msg, "%s: expected a string", param);
+                status = refuse(req, 400, param, "invalid_type", msg);
                 goto out;
             }
             names[k] = json_string_value(v);

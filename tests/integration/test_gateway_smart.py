@@ -173,6 +173,23 @@ def main(bin_):
     check("/v1/route: a mistyped alpha or budget is 400 invalid_type, one out of range "
           "invalid_value, each naming it", route_endpoint_alpha_and_budget_codes)
 
+    def route_endpoint_names_a_mistyped_candidate():
+        # The message names the entry, as param does and as a chat's
+        # "models" and a query's own list say it; the request-wide list
+        # said "models: expected strings".
+        for body, where in (({"models": ["cheapo", 5]}, "models[1]"),
+                            ({"models": [None]}, "models[0]"),
+                            ({"queries": [{"query": "a", "models": ["cheapo", {}]}]},
+                             "queries[0].models[1]")):
+            body.setdefault("queries", [{"query": "a"}])
+            st, _, data = request(gw.port, "POST", "/v1/route", json.dumps(body))
+            err = error_shape(json.loads(data))
+            assert st == 400 and err["code"] == "invalid_type", (body, err)
+            assert err["param"] == where and err["message"] == where + ": expected a string", \
+                (body, err)
+    check("/v1/route: a candidate name that is no string is 400 invalid_type, its message "
+          "and param naming the entry", route_endpoint_names_a_mistyped_candidate)
+
     def records():
         st, _, body = request(gw.port, "GET", "/health")
         assert st == 200, st
