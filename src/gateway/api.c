@@ -359,6 +359,17 @@ static size_t keep_live(const struct lr_config *cfg, const char **names, size_t 
     return k;
 }
 
+/* The message for a candidate list that is no array, empty or too long:
+ * too long says how long, as a chat's "models" does. */
+static void list_message(char *buf, size_t cap, const char *param, const json_t *list)
+{
+    if (json_is_array(list) && json_array_size(list) > ROUTE_MAX_MODELS)
+        snprintf(buf, cap, "%s: at most %d candidates, got %zu", param, ROUTE_MAX_MODELS,
+                 json_array_size(list));
+    else
+        snprintf(buf, cap, "%s: expected 1 to %d model names", param, ROUTE_MAX_MODELS);
+}
+
 struct route_job;
 
 /* One query's vector being fetched: the fetch's callback argument. */
@@ -963,9 +974,9 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
      * default" would route among every configured model. */
     if (jdefault && (!json_is_array(jdefault) || json_array_size(jdefault) == 0 ||
                      json_array_size(jdefault) > ROUTE_MAX_MODELS)) {
+        list_message(msg, sizeof msg, "models", jdefault);
         status = refuse(req, 400, "models",
-                        json_is_array(jdefault) ? "invalid_value" : "invalid_type",
-                        "models: expected 1 to 64 model names");
+                        json_is_array(jdefault) ? "invalid_value" : "invalid_type", msg);
         goto out;
     }
     router = gw_conf_router(conf, jstrategy ? json_string_value(jstrategy) : NULL, &err);
@@ -1036,7 +1047,7 @@ int api_route(struct gw *gw, struct hs_req *req, const char *id)
             if (!json_is_array(models) || json_array_size(models) == 0 ||
                 json_array_size(models) > ROUTE_MAX_MODELS) {
                 snprintf(param, sizeof param, "queries[%zu].models", i);
-                snprintf(msg, sizeof msg, "%s: expected 1 to 64 model names", param);
+                list_message(msg, sizeof msg, param, models);
                 status = refuse(req, 400, param,
                                 json_is_array(models) ? "invalid_value" : "invalid_type", msg);
                 goto out;

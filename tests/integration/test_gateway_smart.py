@@ -190,6 +190,26 @@ def main(bin_):
     check("/v1/route: a candidate name that is no string is 400 invalid_type, its message "
           "and param naming the entry", route_endpoint_names_a_mistyped_candidate)
 
+    def route_endpoint_says_how_long_a_list_was():
+        # More than 64 names is said as a chat's "models" says it, with the
+        # count; it was "expected 1 to 64 model names", as for an empty one.
+        many = ["cheapo", "smarty"] * 35
+        for body, where in (({"models": many}, "models"),
+                            ({"queries": [{"query": "a", "models": many}]},
+                             "queries[0].models")):
+            body.setdefault("queries", [{"query": "a"}])
+            st, _, data = request(gw.port, "POST", "/v1/route", json.dumps(body))
+            err = error_shape(json.loads(data))
+            assert st == 400 and err["code"] == "invalid_value" and err["param"] == where, err
+            assert err["message"] == where + ": at most 64 candidates, got 70", err
+            body = json.loads(json.dumps(body).replace(json.dumps(many), "[]"))
+            st, _, data = request(gw.port, "POST", "/v1/route", json.dumps(body))
+            err = error_shape(json.loads(data))
+            assert st == 400 and err["code"] == "invalid_value" and err["param"] == where, err
+            assert err["message"] == where + ": expected 1 to 64 model names", err
+    check("/v1/route: a candidate list over 64 names is 400 saying how many it had; an "
+          "empty one is 400 too", route_endpoint_says_how_long_a_list_was)
+
     def records():
         st, _, body = request(gw.port, "GET", "/health")
         assert st == 200, st
