@@ -444,6 +444,18 @@ static void a_tiny_vector_routes_by_its_direction(void **state)
     lr_store_free(s);
 }
 
+/* A stop asked between the steps of a batch: answering after `after`
+ * questions, and counting them. */
+struct stop_count {
+    int asked, after;
+};
+
+static int stop_after(void *arg)
+{
+    struct stop_count *c = arg;
+    return c->asked++ >= c->after;
+}
+
 /* A batch over a dense store searches its queries' neighbours together,
  * a few queries to a pass over the rows: each query's ranking must be the
  * one it gets routed alone, over runs of several passes and a short last
@@ -494,6 +506,20 @@ static void dense_batch_ranks_each_query_as_alone(void **state)
     }
     int rc = lr_router_route_batch(r, reqs, NQ, &bo, out, NULL, &err);
     assert_true(rc == 0 || rc == LR_EINFEASIBLE);
+    /* A stop is asked before each group of queries searched together (21
+     * queries: three groups), then before each prediction. */
+    for (int after = 0; after < 4; after++) {
+        struct stop_count c = {0, after};
+        struct lr_decision untouched[NQ];
+        memcpy(untouched, out, sizeof untouched);
+        assert_int_equal(
+            lr_router_route_batch_stoppable(r, reqs, NQ, &bo, out, NULL, &err, stop_after, &c),
+            LR_ECANCELED);
+        assert_int_equal(c.asked, after + 1);
+        assert_non_null(
+            strstr(err.message, after < 3 ? "while searching the history" : "at query 0 of 21"));
+        assert_memory_equal(untouched, out, sizeof untouched);
+    }
     int differ = 0;
     for (int i = 0; i < NQ; i++) {
         memset(&one, 0, sizeof(one));
@@ -1239,18 +1265,6 @@ static void dense_store_routes_concurrently_while_refreshes_rebuild_and_reopen_i
     snprintf(side, sizeof(side), "%s-shm", path);
     unlink(side);
     assert_int_equal(rmdir(dir), 0);
-}
-
-/* A stop asked between the steps of a batch: answering after `after`
- * questions, and counting them. */
-struct stop_count {
-    int asked, after;
-};
-
-static int stop_after(void *arg)
-{
-    struct stop_count *c = arg;
-    return c->asked++ >= c->after;
 }
 
 /* lr_router_route_batch_stoppable ends a batch once its stop answers, in
