@@ -72,8 +72,8 @@ except ImportError:  # not on Windows
     fcntl = None
 
 from . import _lib
-from .core import (_MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field, _NoCopy,
-                   _got, _iterable, _number, estimate_tokens,
+from .core import (_CURSOR_MAX, _MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field,
+                   _NoCopy, _got, _iterable, _number, estimate_tokens,
                    _path, _tokens, _utf8, _whole, _wrong_type)
 from .embed import (OpenAIEmbedder, _response_socket, _Watch, _WatchedHTTP,
                     _WatchedHTTPS)
@@ -675,6 +675,31 @@ class SequentialRouting(_ModelsOwner):
         """The library router over the current llm_configs (None while it
         is empty)."""
         return self._state().router
+
+    @property
+    def idx(self):
+        """AIOS's round-robin position (its SequentialRouting.idx): the
+        cursor, the ticket the next request of two or more candidates
+        takes, which gets candidate number idx % n of its n. AIOS keeps it
+        modulo the last list's length; here it counts on, so idx %
+        len(selected_llms) is AIOS's value. Setting it (a whole number from
+        0 to 2**64 - 1; idx = 0 restarts the round-robin) sets the cursor,
+        which carries over to a router rebuilt for a new llm_configs."""
+        return self._state().cursor_now()
+
+    @idx.setter
+    def idx(self, value):
+        value = _whole(value, "SequentialRouting: idx", 0, _CURSOR_MAX)
+        while True:
+            m = self._state()
+            if m.router is not None:
+                m.router.sequential_cursor = value
+            else:
+                m.cursor = value
+            # A rebuild between the two lines above read the cursor before
+            # it was set: set it again on the new router.
+            if self._models is m:
+                return
 
     def get_model_idxs(self, selected_llms=_UNSET, n_queries=_UNSET, *,
                        selected_llm_lists=_UNSET, queries=_UNSET):

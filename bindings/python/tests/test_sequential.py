@@ -258,6 +258,35 @@ class SequentialTest(unittest.TestCase):
         self.r.get_model_idxs(sel("a", "b", "c"), n_queries=2)
         self.assertEqual(other.get_model_idxs(sel("a", "b", "c")), [0])
 
+    def test_idx_is_the_round_robin_position_aios_keeps(self):
+        # Earlier AIOS's SequentialRouting (aios/llm_core/routing.py) keeps
+        # its turn in a public attribute:
+        #     self.idx = 0 # internal index to track the current model ...
+        #     current = selected_llms[self.idx]
+        #     self.idx = (self.idx + 1) % len(selected_llms)
+        # Setting it to 0 restarts the round-robin; without the property
+        # the assignment made a new attribute the router never read.
+        self.assertEqual(self.r.idx, 0)
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c"), n_queries=2), [0, 1])
+        self.assertEqual(self.r.idx % 3, 2)
+        self.r.idx = 0
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c")), [0])
+        self.r.idx = 2
+        self.assertEqual(self.r.get_model_idxs(sel("a", "b", "c"), n_queries=2), [2, 0])
+        for bad, cls in ((-1, InvalidInput), (2 ** 64, InvalidInput), ("0", InvalidType),
+                         (True, InvalidType), (None, InvalidType)):
+            with self.assertRaises(cls) as cm:
+                self.r.idx = bad
+            self.assertIn("SequentialRouting: idx", str(cm.exception))
+        self.assertEqual(self.r.idx % 3, 1)  # the refused values changed nothing
+
+    def test_idx_survives_a_change_of_llm_configs_and_an_empty_list(self):
+        r = SequentialRouting([])
+        r.idx = 1
+        self.assertEqual(r.idx, 1)
+        r.llm_configs = list(MODELS)
+        self.assertEqual(r.get_model_idxs(sel("a", "b", "c")), [1])
+
     def test_router_strategy_names(self):
         self.assertEqual(RouterStrategy.Sequential, "sequential")
         self.assertEqual(RouterStrategy.Smart, "smart")
