@@ -1666,8 +1666,8 @@ class SmartRouting(_ModelsOwner):
             raise _wrong_type(where + ": predictor", "a str or None", predictor)
         if alpha is not None:
             alpha = _config_number(alpha, where + ": alpha")
-        self.performance_requirement = performance_requirement
-        self.n_similar = n_similar
+        self._performance_requirement = performance_requirement
+        self._n_similar = n_similar
         self.predictor = predictor
         self.alpha = alpha
         router = {"strategy": "smart", "performance_requirement": performance_requirement,
@@ -1746,6 +1746,50 @@ class SmartRouting(_ModelsOwner):
                     % (where, self._serial, name, ", and " + why if why else "", backend),
                     RuntimeWarning, stacklevel=_caller_level())
         return m
+
+    # ---- AIOS's settings, which it reads at each call ----
+
+    @property
+    def performance_requirement(self):
+        """The quality a candidate must be predicted to reach (None: the
+        configuration's default). May be set, as AIOS's attribute may: the
+        next call routes on the new value."""
+        return self._performance_requirement
+
+    @performance_requirement.setter
+    def performance_requirement(self, value):
+        where = self._WHERE
+        if value is not None:
+            value = _config_number(value, where + ": performance_requirement")
+        self._set_router_setting("performance_requirement", value)
+
+    @property
+    def n_similar(self):
+        """How many nearest past queries predict from (None: the
+        configuration's default). May be set, as AIOS's attribute may: the
+        next call predicts with the new value."""
+        return self._n_similar
+
+    @n_similar.setter
+    def n_similar(self, value):
+        if value is not None:
+            value = _whole(value, self._WHERE + ": n_similar", 1, _lib.LR_MAX_N_SIMILAR)
+        self._set_router_setting("n_similar", value)
+
+    def _set_router_setting(self, key, value):
+        """Sets performance_requirement or n_similar: checked as the
+        constructor checks it (the configuration's range, in its words),
+        then the configuration and router are built again at the next
+        call, as for a new llm_configs, so that no call routes on the old
+        value after this returns."""
+        doc = dict(self._router_doc)
+        doc[key] = value
+        settings = _config([{"name": "llmroute-settings-check"}], doc, self._WHERE)
+        with self._lock:
+            self._router_doc = doc
+            self._settings = settings
+            setattr(self, "_" + key, value)
+            self._models = None
 
     def _routable(self, where):
         """The current _Models; EmptyInput while llm_configs is empty."""

@@ -1256,6 +1256,51 @@ class AiosPredictTest(SmartTestCase):
         self.assertEqual(rows(length), [[0.0, 0.0], [0.0, 0.0]])
 
 
+class AiosSettingsTest(SmartTestCase):
+    """performance_requirement and n_similar set after construction. AIOS
+    reads both at each call (aios/llm_core/routing.py, current and earlier):
+        qualified = [i for i, p in enumerate(perf) if p >= self.performance_requirement]
+        perf, out_len = self.store.predict(q, candidate_cfgs, n_similar=self.n_similar)
+    so `router.performance_requirement = x` changes the next choice."""
+
+    HARD = "hard proof about prime gaps 1"
+
+    def test_a_new_requirement_is_routed_on_at_the_next_call(self):
+        r = SmartRouting(CONFIGS, performance_requirement=0.9)
+        r.store.add_data(records())
+        self.assertEqual(r.get_model_idxs(CONFIGS, [self.HARD], [9]), [1])
+        r.performance_requirement = 0.0  # every candidate meets it: the cheapest
+        self.assertEqual(r.performance_requirement, 0.0)
+        self.assertEqual(r.get_model_idxs(CONFIGS, [self.HARD], [9]), [0])
+        self.assertEqual(r._select_model_single(CONFIGS, [0.1, 0.2], [1, 2]), 0)
+        r.performance_requirement = 0.9
+        self.assertEqual(r.get_model_idxs(CONFIGS, [self.HARD], [9]), [1])
+        self.assertEqual(r._select_model_single(CONFIGS, [0.1, 0.2], [1, 2]), 1)
+
+    def test_a_new_n_similar_is_predicted_with_at_the_next_call(self):
+        r = SmartRouting(CONFIGS, n_similar=16, predictor="aios")
+        r.store.add_data(records())
+        self.assertEqual(r.predict([self.HARD], NAMES)[0][0][0], 0.5)  # all 8 records
+        r.n_similar = 1  # the one nearest record, a hard one
+        self.assertEqual(r.n_similar, 1)
+        self.assertEqual(r.predict([self.HARD], NAMES)[0][0][0], 0.0)
+
+    def test_a_bad_setting_is_refused_naming_it_and_changes_nothing(self):
+        r = SmartRouting(CONFIGS, performance_requirement=0.9, n_similar=4)
+        r.store.add_data(records())
+        for attr, bad, cls in (("performance_requirement", 1.5, llmroute.ConfigError),
+                               ("performance_requirement", float("nan"), llmroute.ConfigError),
+                               ("performance_requirement", "0.5", InvalidType),
+                               ("n_similar", 0, llmroute.InvalidInput),
+                               ("n_similar", 2.5, llmroute.InvalidInput),
+                               ("n_similar", "4", InvalidType)):
+            with self.assertRaises(cls) as cm:
+                setattr(r, attr, bad)
+            self.assertIn("SmartRouting: %s" % attr, str(cm.exception))
+        self.assertEqual((r.performance_requirement, r.n_similar), (0.9, 4))
+        self.assertEqual(r.get_model_idxs(CONFIGS, [self.HARD], [9]), [1])
+
+
 class AiosOptimizeTest(SmartTestCase):
     def test_local_choice(self):
         r = SmartRouting(CONFIGS, performance_requirement=0.7)
