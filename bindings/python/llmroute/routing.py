@@ -1536,7 +1536,7 @@ _ROUTER_SERIALS = itertools.count(1)
 class _SmartModels(_Models):
     """A SmartRouting's _Models: the config (prices filled in), its
     candidates without both prices ({name: why}), and the router over the
-    store, built at first use for each store generation (current)."""
+    store, built at first use for each store and generation (current)."""
 
     def __init__(self, source):
         super().__init__(source)
@@ -1872,22 +1872,37 @@ class SmartRouting(_ModelsOwner):
         in use."""
         return self._router_for(self._routable("SmartRouting.router"))
 
+    @property
+    def store(self):
+        """The QueryStore routed over. May be replaced by another
+        QueryStore, as AIOS's may: the next call routes over it."""
+        return self._query_store
+
+    @store.setter
+    def store(self, value):
+        if not isinstance(value, QueryStore):
+            raise _wrong_type(self._WHERE + ": store", "a QueryStore", value)
+        self._query_store = value
+
     def _router_for(self, m):
         """The C router over m's config and the store as it is now."""
-        if self.store._store._h is None:
+        store = self.store
+        if store._store._h is None:
             raise _bad("the store is closed")
-        self.store._settle()
-        gen = self.store.generation
-        current = m.current  # (router, generation), replaced as one object
-        if current is not None and current[1] == gen:
+        store._settle()
+        gen = store.generation
+        # (router, store, generation), replaced as one object: another
+        # store assigned to `store` may have the same generation.
+        current = m.current
+        if current is not None and current[1] is store and current[2] == gen:
             return current[0]
         with self._lock:
             current = m.current
-            if current is None or current[1] != gen:
-                router = Router(m.config, strategy="smart", store=self.store._store,
+            if current is None or current[1] is not store or current[2] != gen:
+                router = Router(m.config, strategy="smart", store=store._store,
                                 performance_requirement=self.performance_requirement,
                                 n_similar=self.n_similar, predictor=self.predictor)
-                current = m.current = (router, gen)
+                current = m.current = (router, store, gen)
             return current[0]
 
     def _inputs(self, where, selected_llms, queries, input_token_lengths, arg="selected_llms",

@@ -1285,6 +1285,26 @@ class AiosSettingsTest(SmartTestCase):
         self.assertEqual(r.n_similar, 1)
         self.assertEqual(r.predict([self.HARD], NAMES)[0][0][0], 0.0)
 
+    def test_a_store_assigned_is_routed_over_at_the_next_call(self):
+        # AIOS's get_model_idxs asks self.store at each call:
+        #     perf, out_len = self.store.predict(q, candidate_cfgs, n_similar=self.n_similar)
+        # so a QueryStore assigned to router.store is the one routed over.
+        # The two stores have had one import each: the same generation.
+        r = SmartRouting(CONFIGS, performance_requirement=0.9, n_similar=2, predictor="aios")
+        r.store.add_data(records())
+        easy = "easy sum of small numbers 1"
+        self.assertEqual(r.get_model_idxs(CONFIGS, [easy], [8]), [0])
+        other = SmartRouting.QueryStore()
+        other.add_data([dict(rec, outputs=[dict(o, correctness=o["model_name"] == "strong")
+                                           for o in rec["outputs"]]) for rec in records()])
+        r.store = other  # here "cheap" is never right
+        self.assertIs(r.store, other)
+        self.assertEqual(r.get_model_idxs(CONFIGS, [easy], [8]), [1])
+        with self.assertRaises(InvalidType) as cm:
+            r.store = "history.db"
+        self.assertIn("SmartRouting: store: expected a QueryStore", str(cm.exception))
+        self.assertIs(r.store, other)
+
     def test_a_bad_setting_is_refused_naming_it_and_changes_nothing(self):
         r = SmartRouting(CONFIGS, performance_requirement=0.9, n_similar=4)
         r.store.add_data(records())
