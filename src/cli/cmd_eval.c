@@ -513,6 +513,33 @@ static int cmp_step(const void *a, const void *b)
     return (x->task > y->task) - (x->task < y->task);
 }
 
+/* The real success (a sum over the scored records, not yet a rate) and
+ * cost of a task-ceiling mix, summed record by record in the order score()
+ * sums a single model's, so that a mix of one model for every task has that
+ * model's very figures: task t's queries on candidate hull[t * nc + at[t]],
+ * and the fraction `split` of task split_task's on split_to instead (no
+ * task when split_task is past the last). */
+static void mix_figures(const struct eval *e, const size_t *task_of, const int *hull, const int *at,
+                        size_t split_task, int split_to, double split, double *success,
+                        double *cost)
+{
+    size_t nc = e->n_cands;
+    double s = 0, c = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        size_t t = task_of[i], m = (size_t)hull[t * nc + (size_t)at[t]];
+        const double *ok = e->correct + i * nc, *price = e->real_cost + i * nc;
+        if (t == split_task) {
+            s += (1 - split) * ok[m] + split * ok[split_to];
+            c += (1 - split) * price[m] + split * price[split_to];
+        } else {
+            s += ok[m];
+            c += price[m];
+        }
+    }
+    *success = s;
+    *cost = c;
+}
+
 /* The task ceiling at budget B: the most success any router can reach
  * within B when all it knows of a query is its task label. Such a router
  * sees a task's queries as alike, so all it chooses is what share of each
@@ -527,7 +554,14 @@ static int cmp_step(const void *a, const void *b)
  * queries go where, and the shares are that same mix, a fraction of a
  * query where a task is split (rounded to whole queries they described
  * another mix than the one scored, one over the budget). Every scored record
- * needs a task label; else it returns 1 and adds no row. */
+ * needs a task label; else it returns 1 and adds no row.
+ *
+ * The tasks' totals order the steps, but a mix's figures are summed record
+ * by record (mix_figures()), as score() sums a single model's: added task
+ * by task the same costs can round an ulp apart, and at a single model's
+ * own cost (a --sweep budget) the ceiling that is that model called its
+ * cheapest choice over the budget. So the records' sum decides whether the
+ * cheapest choice is within B and, at B's edge, whether a step fits whole. */
 static int task_ceiling(struct eval *e, double budget)
 {
     size_t nc = e->n_cands, nt = 0, ns = 0;
@@ -536,10 +570,11 @@ static int task_ceiling(struct eval *e, double budget)
     double *S = calloc(e->n * nc, sizeof *S), *C = calloc(e->n * nc, sizeof *C);
     int *hull = malloc(e->n * nc * sizeof *hull), *at = calloc(e->n, sizeof *at);
     struct hull_step *steps = malloc(e->n * nc * sizeof *steps);
+    size_t *task_of = malloc(e->n * sizeof *task_of); /* scored record -> task */
     struct row *r;
     int rc = -1;
 
-    if (!order || !first || !S || !C || !hull || !at || !steps)
+    if (!order || !first || !S || !C || !hull || !at || !steps || !task_of)
         goto out;
     for (size_t i = 0; i < e->n; i++) {
         if (!scored(e, i)->task) {
@@ -555,6 +590,7 @@ static int task_ceiling(struct eval *e, double budget)
         size_t i = order[k].i;
         if (k == 0 || strcmp(order[k].task, order[k - 1].task) != 0)
             first[nt++] = k;
+        task_of[i] = nt - 1;
         for (size_t j = 0; j < nc; j++) {
             S[(nt - 1) * nc + j] += e->correct[i * nc + j];
             C[(nt - 1) * nc + j] += e->real_cost[i * nc + j];
@@ -566,7 +602,7 @@ static int task_ceiling(struct eval *e, double budget)
      * (equal costs: the better first), each kept only if it adds success,
      * and the one before dropped while it gains no more per dollar than
      * the step over it. */
-    double spent = 0, gained = 0;
+    double spent = 0; /* the mix's cost by the tasks' totals: decides a step away from B */
     for (size_t t = 0; t < nt; t++) {
         const double *s = S + t * nc, *c = C + t * nc;
         int *h = hull + t * nc;
@@ -595,7 +631,6 @@ static int task_ceiling(struct eval *e, double budget)
         }
         n = kept;
         spent += c[h[0]];
-        gained += s[h[0]];
         for (size_t k = 1; k < n; k++) {
             steps[ns].task = t;
             steps[ns].from = h[k - 1];
@@ -607,32 +642,46 @@ static int task_ceiling(struct eval *e, double budget)
     }
     if (!(r = new_row(e, "task-ceiling", NULL, NAN, budget)))
         goto out;
-    r->feasible = spent <= budget;
+    double success, cost; /* of the mix at hand, record by record */
+    mix_figures(e, task_of, hull, at, nt, -1, 0, &success, &cost);
+    r->feasible = cost <= budget;
     if (!r->feasible)
         /* %g as the budget: at a fraction of a cent "(0.000000)" read as
          * a choice that costs nothing, below any budget. */
         cli_error("eval", "task-ceiling budget %.6g: below the cheapest choice for every "
                           "query (%.6g); the row is that choice",
-                  budget, spent);
+                  budget, cost);
     /* A task's steps gain less per dollar one after another, so in this
      * order each task's steps come in hull order. */
     qsort(steps, ns, sizeof *steps, cmp_step);
     size_t split_task = nt;
-    double split = 0;
+    double split = 0, edge = LR_BATCH_TOLERANCE * budget;
     int split_to = -1;
-    for (size_t k = 0; k < ns && spent < budget; k++) {
+    for (size_t k = 0; r->feasible && k < ns; k++) {
         const struct hull_step *st = &steps[k];
-        if (spent + st->dc <= budget) {
-            spent += st->dc;
-            gained += st->ds;
+        double after = spent + st->dc;
+        int whole = after <= budget;
+        if (fabs(after - budget) <= edge) {
+            /* At B's edge, by the records' own sum. */
+            at[st->task]++;
+            mix_figures(e, task_of, hull, at, nt, -1, 0, &success, &cost);
+            at[st->task]--;
+            whole = cost <= budget;
+        }
+        if (whole) {
+            spent = after;
             at[st->task]++;
             continue;
         }
-        split = (budget - spent) / st->dc;
-        split_task = st->task;
-        split_to = st->to;
-        gained += split * st->ds;
-        spent = budget;
+        /* The part of the step that what is left of B pays for; none when
+         * the mix so far spends it all but rounding (its records' sum a few
+         * ulps off the tasks' one), which would move 1e-17 of a query. */
+        mix_figures(e, task_of, hull, at, nt, -1, 0, &success, &cost);
+        if (budget - cost > edge) {
+            split = fmin((budget - cost) / st->dc, 1);
+            split_task = st->task;
+            split_to = st->to;
+        }
         break;
     }
     for (size_t t = 0; t < nt; t++) {
@@ -645,8 +694,10 @@ static int task_ceiling(struct eval *e, double budget)
         }
         r->share[m] += n_t;
     }
-    r->success = gained / (double)e->n;
-    r->cost = spent;
+    mix_figures(e, task_of, hull, at, split_task, split_to, split, &success, &cost);
+    r->success = success / (double)e->n;
+    /* A task split between two models spends B whole, by construction. */
+    r->cost = split_task < nt ? budget : cost;
     rc = 0;
 out:
     free(order);
@@ -656,6 +707,7 @@ out:
     free(hull);
     free(at);
     free(steps);
+    free(task_of);
     return rc;
 }
 

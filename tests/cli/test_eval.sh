@@ -1110,6 +1110,49 @@ for r in split:
     counts = [v * len(recs) for v in r["model_share"].values()]
     assert any(abs(c - round(c)) > 1e-6 for c in counts), (r["budget"], counts)
 PY
+# At a single model's own real cost (a --sweep budget) the ceiling can be
+# that model on every task, and then it is that model's row, feasible and
+# within its budget. Three records, tasks A, B, A, no input tokens; "cheap"
+# costs 0.1 an output token and writes 1, 4 and 1 (real costs 0.1, 0.4 and
+# 0.1), right on the first record only; "dear" costs 1 a token, writes 1
+# and is right on all three. Record by record cheap costs (0.1 + 0.4) + 0.1
+# = 0.6 and succeeds 1/3; task by task (0.1 + 0.1) + 0.4 =
+# 0.6000000000000001, so the ceiling, summed by task, found its cheapest
+# choice above the budget of 0.6 it was asked at: "below the cheapest choice
+# for every query (0.6)", infeasible, not within. At dear's cost, 3, it is
+# dear everywhere: success 1.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [{"query": "question %d" % i, "input_token_length": 0, "task": t,
+         "outputs": [{"model_name": "cheap", "correctness": i == 0, "output_token_length": n},
+                     {"model_name": "dear", "correctness": True, "output_token_length": 1}]}
+        for i, (t, n) in enumerate([("A", 1), ("B", 4), ("A", 1)])]
+json.dump(recs, open(out + "/ulp.json", "w"))
+json.dump({"models": [{"name": "cheap", "cost_per_input_token": 0, "cost_per_output_token": 0.1},
+                      {"name": "dear", "cost_per_input_token": 0, "cost_per_output_token": 1}]},
+          open(out + "/ulp_cfg.json", "w"))
+PY
+"$BIN" eval --config "$TMP/ulp_cfg.json" --data "$TMP/ulp.json" --sweep --format json \
+    >"$TMP/ulp_out.json" 2>"$TMP/err" && ok || bad "eval of the ceiling at a model's cost: $(cat "$TMP/err")"
+! grep -qF "below the cheapest choice" "$TMP/err" && ok ||
+    bad "eval: the ceiling at the cheapest model's cost called below it: $(cat "$TMP/err")"
+python3 - "$TMP" <<'PY' && ok || bad "eval: the task ceiling at a single model's own cost is that model"
+import json, sys
+res = json.load(open(sys.argv[1] + "/ulp_out.json"))["results"]
+single = {r["strategy"][7:]: r for r in res if r["strategy"].startswith("single:")}
+assert single["cheap"]["total_cost"] == 0.6 and single["dear"]["total_cost"] == 3.0, single
+ceil = {r["budget"]: r for r in res if r["strategy"] == "task-ceiling"}
+assert sorted(ceil) == [0.6, 3.0], ceil
+c = ceil[0.6]
+assert c["feasible"] is True and c["within_budget"] is True, c
+assert c["total_cost"] == 0.6 and abs(c["success_rate"] - 1 / 3) < 1e-14, c
+assert c["model_share"] == {"cheap": 1.0, "dear": 0.0}, c
+d = ceil[3.0]
+assert d["feasible"] is True and d["within_budget"] is True, d
+assert d["total_cost"] == 3.0 and d["success_rate"] == 1.0, d
+assert d["model_share"] == {"cheap": 0.0, "dear": 1.0}, d
+PY
 expect "task ceiling in the table" 0 "task-ceiling: the most success" -- \
     "$BIN" eval --config "$TMP/tasks_cfg.json" --data "$TMP/tasks.json" --budget 0.01
 expect "no task ceiling without every task label" 0 "no task-ceiling rows: some scored records have no task label" -- \
