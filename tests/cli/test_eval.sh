@@ -1159,6 +1159,80 @@ expect "no task ceiling without every task label" 0 "no task-ceiling rows: some 
     "$BIN" eval --config "$TMP/tasks_cfg.json" --data "$TMP/tasks_nolabel.json" --budget 0.01
 ! grep -q "^task-ceiling" "$TMP/out" && ok || bad "task-ceiling rows without every task label"
 
+# --- every figure against a recomputation from the data ---
+# eval_recompute.py recomputes, from the data and the prices alone, every
+# row that does not depend on predictions (single models, random and a
+# draw, sequential, the oracle, the task ceiling), bounds the smart rows by
+# their shares, and checks the JSON's fields and the CSV's figures. The
+# data has what could trip the scoring: candidates missing from some
+# records (skipped), fractional and boolean correctness, zero and
+# fractional token counts, estimated input tokens of a multibyte query, a
+# configured model with no outcomes, outcomes of an unconfigured one, a
+# record only it answered, one no model got right, one all tie on at no
+# cost, outcomes listed in any order, records of other splits and of none.
+python3 - "$TMP" <<'PY'
+import json, random, sys
+out = sys.argv[1]
+random.seed(3)
+right = {"a": [1, True, 1.0, 0.75, 0], "b": [0, 1, True, False, 0.5, 0.25], "c": [0, False, 0.25, 1]}
+recs = []
+for i in range(120):
+    q = ["add %d and %d", "name the capital of country %d near %d", "sort list %d of %d ints"][i % 3]
+    q %= (i, i * 7 % 13)
+    if i % 11 == 0:
+        q += " \u00e9\u65e5\u672c"
+    outs = [{"model_name": m, "correctness": random.choice(right[m]),
+             "output_token_length": random.choice([0, 0, 3, 7.5, 40, 100])}
+            for m in right if not (m == "b" and i % 17 == 5)]
+    random.shuffle(outs)
+    if i % 13 == 2:
+        outs.append({"model_name": "ghost", "correctness": 1, "output_token_length": 5})
+    r = {"query": q, "split": "train" if i % 2 else "test", "task": "t%d" % (i % 3), "outputs": outs}
+    if i % 4 == 3:
+        r["eval_name"] = r.pop("task")
+    if i % 7 == 3:
+        r["input_token_length"] = None
+    elif i % 7 == 4:
+        r["input_token_length"] = float(20 + i)
+    elif i % 5 == 0:
+        r["input_token_length"] = 0
+    elif i % 5 != 1:
+        r["input_token_length"] = 10 + i
+    recs.append(r)
+every = lambda ok, n: [{"model_name": m, "correctness": ok, "output_token_length": n} for m in right]
+recs += [{"query": "nobody knows this", "split": "test", "task": "t0", "input_token_length": 4,
+          "outputs": every(0, 2)},
+         {"query": "all tie at no cost", "split": "test", "task": "t1", "input_token_length": 0,
+          "outputs": every(1, 0)},
+         {"query": "only a ghost knows", "split": "test", "input_token_length": 3,
+          "outputs": [{"model_name": "ghost", "correctness": 1, "output_token_length": 1}]},
+         {"query": "in no split", "input_token_length": 3, "outputs": every(1, 1)},
+         {"query": "in the dev split", "split": "dev", "input_token_length": 3, "outputs": every(1, 1)}]
+with open(out + "/recompute.jsonl", "w") as f:
+    for r in recs:
+        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+json.dump({"models": [
+    {"name": "a", "cost_per_input_token": 3e-6, "cost_per_output_token": 1e-5},
+    {"name": "b", "cost_per_input_token": 1e-6, "cost_per_output_token": 2e-6},
+    {"name": "c", "cost_per_input_token": 1e-6, "cost_per_output_token": 2e-6},
+    {"name": "absent", "cost_per_input_token": 0, "cost_per_output_token": 0}],
+    "router": {"strategy": "smart", "n_similar": 8}}, open(out + "/recompute_cfg.json", "w"))
+PY
+"$BIN" import --store "$TMP/recompute.db" --split train "$TMP/recompute.jsonl" >/dev/null 2>&1
+for fmt in json csv; do
+    "$BIN" eval --config "$TMP/recompute_cfg.json" --store "$TMP/recompute.db" \
+        --data "$TMP/recompute.jsonl" --split test --alpha 0.3,0.6 --budget 0.0001,0.005,0.02 \
+        --sweep-alpha 0.3:0.7:0.1 --seed 7 --format $fmt >"$TMP/recompute.$fmt" 2>"$TMP/err" ||
+        bad "eval --format $fmt for the recomputation: $(cat "$TMP/err")"
+done
+grep -qF "4 records lack an outcome for some candidate" "$TMP/err" && ok ||
+    bad "eval of the recomputation's data: skipped records: $(cat "$TMP/err")"
+python3 "$(dirname "$0")/eval_recompute.py" "$TMP/recompute.jsonl" "$TMP/recompute_cfg.json" \
+    "$TMP/recompute.json" "$TMP/recompute.csv" test >"$TMP/out" && ok ||
+    bad "eval's figures against a recomputation from the data: $(cat "$TMP/out")"
+grep -qF "59 scored queries, 3 candidates; 13 rows recomputed" "$TMP/out" && ok ||
+    bad "the recomputation covers every row: $(cat "$TMP/out")"
+
 # --- the plot in odd cases, the oracle, the CSV shares ---
 # Model names with every XML special character, one model that costs
 # nothing (its point was left out: the log axis has no place for $0), and
