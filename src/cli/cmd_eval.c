@@ -90,8 +90,8 @@ static const char help[] =
     "library's report on that estimate, within_budget compares the real cost.\n"
     "random is the exact expectation of a uniform choice per query (each query's\n"
     "mean over the candidates), not a draw. oracle: for each query the cheapest\n"
-    "model that was right (the highest correctness, then the cheapest); where no\n"
-    "model was right, the cheapest model, scored 0. decision_timing per_query: p50\n"
+    "model that was right (the highest correctness, then the cheapest); where every\n"
+    "model scored 0, the cheapest model, scored 0. decision_timing per_query: p50\n"
     "and p99 are nearest-rank percentiles of single decisions (the ceil(p*n)-th\n"
     "smallest time); batch_mean (smart-batch, smart-budget):\n"
     "p50 is the one call's time divided by the queries, and there is no p99.\n"
@@ -1033,8 +1033,8 @@ static void print_table(const struct eval *e)
            "candidate uniformly at random for each query (each query's mean over the\n"
            "candidates), not one draw.%s\n",
            any_draw ? " random-draw:N is one draw with seed N." : "");
-    printf("oracle: for each query the cheapest model that was right; where none was,\n"
-           "the cheapest model (scored 0).\n");
+    printf("oracle: for each query the cheapest model with the best correctness; where\n"
+           "every model scored 0, the cheapest model (scored 0).\n");
     printf("p50(us), p99(us): nearest-rank percentiles of the single decisions' times\n"
            "for rows routed query by query.%s\n",
            any_batch ? " smart-batch and smart-budget rows are decided in one call:\n"
