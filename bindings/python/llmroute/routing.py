@@ -1668,8 +1668,8 @@ class SmartRouting(_ModelsOwner):
             alpha = _config_number(alpha, where + ": alpha")
         self._performance_requirement = performance_requirement
         self._n_similar = n_similar
-        self.predictor = predictor
-        self.alpha = alpha
+        self._predictor = predictor
+        self._alpha = alpha
         router = {"strategy": "smart", "performance_requirement": performance_requirement,
                   "n_similar": n_similar, "predictor": predictor, "alpha": alpha}
         if embedding is not None:
@@ -1776,12 +1776,41 @@ class SmartRouting(_ModelsOwner):
             value = _whole(value, self._WHERE + ": n_similar", 1, _lib.LR_MAX_N_SIMILAR)
         self._set_router_setting("n_similar", value)
 
+    # ---- The binding's own settings, read at each call as AIOS's are ----
+
+    @property
+    def predictor(self):
+        """The predictor: "aios" (AIOS's plain means over the neighbours),
+        "default" or None (the library's default). May be set: the next
+        call predicts with the new one."""
+        return self._predictor
+
+    @predictor.setter
+    def predictor(self, value):
+        if value is not None and not isinstance(value, str):
+            raise _wrong_type(self._WHERE + ": predictor", "a str or None", value)
+        self._set_router_setting("predictor", value)
+
+    @property
+    def alpha(self):
+        """The mean quality route_batch() and get_model_idxs_global()
+        assign for when given no alpha (None: the configuration's default,
+        performance_requirement). May be set: the next call assigns for
+        the new value."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value):
+        if value is not None:
+            value = _config_number(value, self._WHERE + ": alpha")
+        self._set_router_setting("alpha", value)
+
     def _set_router_setting(self, key, value):
-        """Sets performance_requirement or n_similar: checked as the
-        constructor checks it (the configuration's range, in its words),
-        then the configuration and router are built again at the next
-        call, as for a new llm_configs, so that no call routes on the old
-        value after this returns."""
+        """Sets performance_requirement, n_similar, predictor or alpha:
+        checked as the constructor checks it (the configuration's range,
+        in its words), then the configuration and router are built again
+        at the next call, as for a new llm_configs, so that no call routes
+        on the old value after this returns."""
         doc = dict(self._router_doc)
         doc[key] = value
         settings = _config([{"name": "llmroute-settings-check"}], doc, self._WHERE)

@@ -1257,11 +1257,13 @@ class AiosPredictTest(SmartTestCase):
 
 
 class AiosSettingsTest(SmartTestCase):
-    """performance_requirement and n_similar set after construction. AIOS
-    reads both at each call (aios/llm_core/routing.py, current and earlier):
+    """performance_requirement, n_similar and store set after construction.
+    AIOS reads them at each call (aios/llm_core/routing.py, current and
+    earlier):
         qualified = [i for i, p in enumerate(perf) if p >= self.performance_requirement]
         perf, out_len = self.store.predict(q, candidate_cfgs, n_similar=self.n_similar)
-    so `router.performance_requirement = x` changes the next choice."""
+    so `router.performance_requirement = x` changes the next choice. The
+    binding's own settings, predictor and alpha, are read at each call too."""
 
     HARD = "hard proof about prime gaps 1"
 
@@ -1305,20 +1307,59 @@ class AiosSettingsTest(SmartTestCase):
         self.assertIn("SmartRouting: store: expected a QueryStore", str(cm.exception))
         self.assertIs(r.store, other)
 
+    def test_a_new_predictor_is_predicted_with_at_the_next_call(self):
+        # The binding's own setting, set after construction as AIOS's are:
+        # over the 4 nearest records (3 hard, 1 easy) AIOS's plain mean for
+        # "cheap" is 0/3 on the hard ones; the default shrinks it toward
+        # cheap's record over the whole store (half right), so above 0.
+        r = SmartRouting(CONFIGS, n_similar=4)
+        r.store.add_data(records())
+        self.assertGreater(r.predict([self.HARD], NAMES)[0][0][0], 0.0)
+        r.predictor = "aios"
+        self.assertEqual(r.predictor, "aios")
+        self.assertEqual(r.predict([self.HARD], NAMES)[0][0][0], 0.0)
+        r.predictor = None
+        self.assertGreater(r.predict([self.HARD], NAMES)[0][0][0], 0.0)
+
+    def test_a_new_alpha_is_assigned_for_at_the_next_batch(self):
+        # alpha, the mean quality route_batch() assigns for when given
+        # none: 0 lets every query go to the cheap model; 1 needs "strong"
+        # (right on every record) for both.
+        queries = ["easy sum of small numbers 1", self.HARD]
+        r = SmartRouting(CONFIGS, predictor="aios", alpha=0.0)
+        r.store.add_data(records())
+        self.assertEqual(r.route_batch(NAMES, queries, [8, 9]).indices, [0, 0])
+        r.alpha = 1.0
+        self.assertEqual(r.alpha, 1.0)
+        self.assertEqual(r.route_batch(NAMES, queries, [8, 9]).indices, [1, 1])
+        self.assertEqual(r.get_model_idxs_global(NAMES, queries, [8, 9]), [1, 1])
+        r.alpha = 0.0
+        self.assertEqual(r.route_batch(NAMES, queries, [8, 9]).indices, [0, 0])
+
     def test_a_bad_setting_is_refused_naming_it_and_changes_nothing(self):
-        r = SmartRouting(CONFIGS, performance_requirement=0.9, n_similar=4)
+        r = SmartRouting(CONFIGS, performance_requirement=0.9, n_similar=4, predictor="aios",
+                         alpha=0.0)
         r.store.add_data(records())
         for attr, bad, cls in (("performance_requirement", 1.5, llmroute.ConfigError),
                                ("performance_requirement", float("nan"), llmroute.ConfigError),
                                ("performance_requirement", "0.5", InvalidType),
                                ("n_similar", 0, llmroute.InvalidInput),
                                ("n_similar", 2.5, llmroute.InvalidInput),
-                               ("n_similar", "4", InvalidType)):
+                               ("n_similar", "4", InvalidType),
+                               ("predictor", "bogus", llmroute.ConfigError),
+                               ("predictor", "", llmroute.ConfigError),
+                               ("predictor", 1, InvalidType),
+                               ("alpha", 1.5, llmroute.ConfigError),
+                               ("alpha", float("nan"), llmroute.ConfigError),
+                               ("alpha", "0.5", InvalidType)):
             with self.assertRaises(cls) as cm:
                 setattr(r, attr, bad)
             self.assertIn("SmartRouting: %s" % attr, str(cm.exception))
-        self.assertEqual((r.performance_requirement, r.n_similar), (0.9, 4))
+        self.assertEqual((r.performance_requirement, r.n_similar, r.predictor, r.alpha),
+                         (0.9, 4, "aios", 0.0))
         self.assertEqual(r.get_model_idxs(CONFIGS, [self.HARD], [9]), [1])
+        self.assertEqual(r.predict([self.HARD], NAMES)[0][0][0], 0.0)
+        self.assertEqual(r.route_batch(NAMES, [self.HARD], [9]).indices, [0])
 
 
 class AiosOptimizeTest(SmartTestCase):
