@@ -1183,6 +1183,13 @@ def _looks_like_store_path(s):
     return bool(folder) and os.path.isdir(folder)
 
 
+def _set_at_construction(what, why, instead):
+    """The AttributeError for setting `what` ("QueryStore: path"), a
+    setting the constructor takes and uses at once, so that setting it
+    later would change nothing: why it is so, and what to do instead."""
+    return AttributeError("%s: read-only (%s); to change it, %s" % (what, why, instead))
+
+
 class QueryStore(_NoCopy):
     """The history smart routing learns from (AIOS SmartRouting.QueryStore),
     kept in libllmroute's store: a SQLite file, or memory when path is None.
@@ -1281,8 +1288,8 @@ class QueryStore(_NoCopy):
             path = os.path.join(folder, self.PERSIST_FILE)
         if path is _UNSET:
             path = None
-        self.path = path
-        self.model_name = model_name
+        self._path = path
+        self._model_name = model_name
         self._store = _open_store(path, embedder, max_records, embed, where)
         self._capped = bool(max_records)
         self.held_out = {"val": [], "test": []}
@@ -1292,8 +1299,51 @@ class QueryStore(_NoCopy):
         # Set after add_data appended a record in place (see _settle()).
         self._unbuilt = False
         self._settle_lock = threading.Lock()
-        self.bootstrap_timeout = timeout
+        self._bootstrap_timeout = timeout
         _bootstrap(self, bootstrap_url, path, timeout, where)
+
+    # ---- What the constructor was given, read-only ----
+    #
+    # Each is used once, at construction: the file opened, the embedder
+    # named, the corpus downloaded. Setting one afterwards would change
+    # nothing but the value read back (router.store.path = "b.db" would
+    # leave the records going into a.db), so it is refused, saying what
+    # to do instead.
+
+    @property
+    def path(self):
+        """The store file (None: in memory), as given. Read-only."""
+        return self._path
+
+    @path.setter
+    def path(self, value):
+        raise _set_at_construction(
+            "QueryStore: path", "the store file is opened when the QueryStore is made",
+            "open another QueryStore(path=...) (and assign it to SmartRouting.store)")
+
+    @property
+    def model_name(self):
+        """The embedding model's name given as model_name (AIOS's), or
+        None. Read-only."""
+        return self._model_name
+
+    @model_name.setter
+    def model_name(self, value):
+        raise _set_at_construction(
+            "QueryStore: model_name", "the store's embedder is set when the QueryStore is made",
+            "make another QueryStore(model_name=..., embed=...)")
+
+    @property
+    def bootstrap_timeout(self):
+        """The seconds bootstrap_url's download was given. Read-only."""
+        return self._bootstrap_timeout
+
+    @bootstrap_timeout.setter
+    def bootstrap_timeout(self, value):
+        raise _set_at_construction(
+            "QueryStore: bootstrap_timeout",
+            "bootstrap_url is downloaded when the QueryStore is made",
+            "give bootstrap_timeout= to the constructor")
 
     def query_similar(self, query, *args, **kwargs):
         """Not available: AIOS's QueryStore.query_similar returns ChromaDB's

@@ -1168,6 +1168,21 @@ class AiosQueryStoreTest(InTempDir, SmartTestCase):
             json.dump(records(), f)
         self.assertEqual(QueryStore(bootstrap_url="boot.json").count(), len(records()))
 
+    def test_settings_used_at_construction_are_refused_after_it(self):
+        # The file is opened, the embedder named and the corpus fetched in
+        # the constructor: q.path = "b.db" used to be taken and read back
+        # while the records went on into a.db.
+        q = QueryStore(path="a.db", model_name="mini", embed=CountingEmbed(),
+                       bootstrap_timeout=5)
+        for attr, value in (("path", "b.db"), ("model_name", "other"),
+                            ("bootstrap_timeout", 1)):
+            with self.assertRaises(AttributeError) as cm:
+                setattr(q, attr, value)
+            self.assertIn("QueryStore: %s: read-only" % attr, str(cm.exception))
+        self.assertEqual((q.path, q.model_name, q.bootstrap_timeout), ("a.db", "mini", 5))
+        q.add_data(records())
+        self.assertEqual(self.files(), ["a.db"])
+
     def test_smart_routing_has_its_query_store_class(self):
         self.assertIs(SmartRouting.QueryStore, QueryStore)
         self.assertIsInstance(SmartRouting(CONFIGS).store, SmartRouting.QueryStore)
