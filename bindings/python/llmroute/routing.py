@@ -1750,7 +1750,7 @@ class SmartRouting(_ModelsOwner):
                 raise _renamed(e, where + ": embedding", "OpenAIEmbedder") from None
         _bootstrap_source(bootstrap_url, where)
         timeout = _bootstrap_timeout(bootstrap_timeout, where)
-        self.bootstrap_url = bootstrap_url
+        self._bootstrap_url = bootstrap_url
         try:
             self.store = QueryStore(path=store_path, embedder=embedder, embed=embed)
         except Error as e:
@@ -1950,6 +1950,20 @@ class SmartRouting(_ModelsOwner):
         it took until its call returns, so a rebuild never frees a router
         in use."""
         return self._router_for(self._routable("SmartRouting.router"))
+
+    @property
+    def bootstrap_url(self):
+        """The history corpus given, imported at construction into an
+        empty store (None: none). Read-only."""
+        return self._bootstrap_url
+
+    @bootstrap_url.setter
+    def bootstrap_url(self, value):
+        raise _set_at_construction(
+            "SmartRouting: bootstrap_url",
+            "the corpus is imported when the SmartRouting is made",
+            "import a file now with router.store.import_file(path), or assign a "
+            "QueryStore(bootstrap_url=...) to router.store")
 
     @property
     def store(self):

@@ -1351,6 +1351,21 @@ class AiosSettingsTest(SmartTestCase):
         r.alpha = 0.0
         self.assertEqual(r.route_batch(NAMES, queries, [8, 9]).indices, [0, 0])
 
+    def test_bootstrap_url_is_refused_after_construction(self):
+        # The corpus is imported by the constructor: router.bootstrap_url =
+        # path used to be taken and read back, and imported nothing.
+        with tempfile.TemporaryDirectory() as d:
+            boot = os.path.join(d, "boot.json")
+            with open(boot, "w") as f:
+                json.dump(records(), f)
+            r = SmartRouting(CONFIGS)
+            with self.assertRaises(AttributeError) as cm:
+                r.bootstrap_url = boot
+            self.assertIn("SmartRouting: bootstrap_url: read-only", str(cm.exception))
+            self.assertIn("router.store.import_file(path)", str(cm.exception))
+            self.assertIsNone(r.bootstrap_url)
+            self.assertEqual(SmartRouting(CONFIGS, boot).bootstrap_url, boot)
+
     def test_a_bad_setting_is_refused_naming_it_and_changes_nothing(self):
         r = SmartRouting(CONFIGS, performance_requirement=0.9, n_similar=4, predictor="aios",
                          alpha=0.0)
