@@ -472,6 +472,20 @@ LR_EXTERN int lr_record_check_number(enum lr_record_number kind, double value, c
  * The gateway checks /v1/feedback with it before embedding the query. */
 LR_EXTERN int lr_record_check_query(const char *query, size_t len, struct lr_error *err);
 
+/* 0 unless the JSON text json (len bytes) holds a number out of a double's
+ * range (1e400, -1e999, an integer of 400 digits), which JSON parsers
+ * refuse as a syntax error of the whole text, and read with each such
+ * number as null is JSON `llmroute import` reads; then LR_EINVAL, with
+ * field (cap bytes) naming the first one's place as the import names a
+ * record's fields ("outputs[0].output_token_length", "queries[1].input_tokens";
+ * "" when the text is that number) and err's message the import's
+ * ("output_tokens: 1e400 is out of range: a number's magnitude is at most
+ * about 1.8e308"). A text with another fault is 0: its parser's own error
+ * names that. The gateway checks a request body its parser refused with it,
+ * so such a number is named by its member, in an import's words. */
+LR_EXTERN int lr_record_check_range(const char *json, size_t len, char *field, size_t cap,
+                                    struct lr_error *err);
+
 /* The longest idempotency key lr_store_add_outcome_keyed takes, in bytes. */
 #define LR_STORE_MAX_KEY 255
 

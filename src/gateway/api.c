@@ -263,7 +263,8 @@ static int refuse(struct hs_req *req, int status, const char *param, const char 
 }
 
 /* The request body as JSON, or NULL after answering 400, or 413 for a body
- * over server.max_json_values (status set). */
+ * over server.max_json_values (status set). A number out of a double's
+ * range is 400 invalid_value naming its member (lr_record_check_range()). */
 static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
 {
     json_error_t je;
@@ -282,6 +283,18 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
      * integer past 64 bits is "over the cap" in the words of its member,
      * and one in a member nothing reads is no fault of the body's. */
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &je);
+    if (!root && json_error_code(&je) == json_error_numeric_overflow) {
+        /* A number past a double's range (1e400), which jansson refuses as
+         * a syntax error of the whole body: named by its member, in the
+         * words an import names it in a record, when it is the body's only
+         * fault. */
+        char field[256];
+        struct lr_error err;
+        if (lr_record_check_range(body, len, field, sizeof field, &err) != 0) {
+            *status = refuse(req, 400, field[0] ? field : NULL, "invalid_value", err.message);
+            return NULL;
+        }
+    }
     if (!root) {
         /* jansson names its own flag for a "\u0000": said as the import
          * says it, since no text these endpoints read may hold one. */

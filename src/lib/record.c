@@ -659,14 +659,17 @@ static void field_at(const char *p, size_t at, char *out, size_t cap)
         snprintf(out + n, cap - n, "...");
 }
 
-json_t *lr__record_load(const char *p, size_t len, size_t flags, json_error_t *je, char *range,
-                        size_t cap)
+/* lr__record_load(), which also names the first number out of range by
+ * its field alone, into field (fcap bytes; "" when range is ""). */
+static json_t *load_naming_field(const char *p, size_t len, size_t flags, json_error_t *je,
+                                 char *field, size_t fcap, char *range, size_t cap)
 {
     json_t *r = json_loadb(p, len, flags | LR__RECORD_JSON_FLAGS, je);
     char *copy;
     size_t n;
 
     range[0] = '\0';
+    field[0] = '\0';
     if (r || json_error_code(je) != json_error_numeric_overflow)
         return r;
     /* jansson refuses the whole text for it. Parsed again from a copy of
@@ -686,8 +689,7 @@ json_t *lr__record_load(const char *p, size_t len, size_t flags, json_error_t *j
         if (end - start < 4)
             break;
         if (!range[0]) {
-            char field[256];
-            field_at(copy, start, field, sizeof field);
+            field_at(copy, start, field, fcap);
             if (end - start > 40)
                 snprintf(range, cap,
                          "%s%s%.20s... (%zu characters) is out of range: a number's magnitude "
@@ -705,8 +707,33 @@ json_t *lr__record_load(const char *p, size_t len, size_t flags, json_error_t *j
     }
     free(copy);
     if (!r)
-        range[0] = '\0';
+        range[0] = field[0] = '\0';
     return r;
+}
+
+json_t *lr__record_load(const char *p, size_t len, size_t flags, json_error_t *je, char *range,
+                        size_t cap)
+{
+    char field[256];
+    return load_naming_field(p, len, flags, je, field, sizeof field, range, cap);
+}
+
+int lr_record_check_range(const char *json, size_t len, char *field, size_t cap,
+                          struct lr_error *err)
+{
+    char range[sizeof err->message], name[256];
+    json_error_t je;
+
+    if (field && cap > 0)
+        field[0] = '\0';
+    if (!json)
+        return 0;
+    json_decref(load_naming_field(json, len, 0, &je, name, sizeof name, range, sizeof range));
+    if (!range[0])
+        return 0;
+    if (field && cap > 0)
+        snprintf(field, cap, "%s", name);
+    return lr__error_set(err, LR_EINVAL, "%s", range);
 }
 
 /* Whether a UTF-8 byte order mark starts at p[pos]. */

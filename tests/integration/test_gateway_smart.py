@@ -210,6 +210,32 @@ def main(bin_):
     check("/v1/route: a candidate list over 64 names is 400 saying how many it had; an "
           "empty one is 400 too", route_endpoint_says_how_long_a_list_was)
 
+    def route_numbers_out_of_range_are_named():
+        # A number past a double's range was 400 invalid_json, "real number
+        # overflow near '1e400'", naming no member; it is named as the import
+        # names such a number in a record. A syntax error after it is still
+        # malformed JSON.
+        one = [{"query": "What is 1 plus 1?"}]
+        for body, param, number in (
+                ('{"queries": [{"query": "q"}, {"query": "r", "input_tokens": 1e400}]}',
+                 "queries[1].input_tokens", "1e400"),
+                ('{"queries": %s, "batch": true, "alpha": 1E+309}' % json.dumps(one),
+                 "alpha", "1E+309"),
+                ('{"queries": %s, "batch": true, "budget": -2e999}' % json.dumps(one),
+                 "budget", "-2e999")):
+            st, _, data = request(gw.port, "POST", "/v1/route", body)
+            err = json.loads(data)["error"]
+            assert st == 400 and err["code"] == "invalid_value" and err["param"] == param, \
+                (body, st, err)
+            assert err["message"] == ("%s: %s is out of range: a number's magnitude is at "
+                                      "most about 1.8e308" % (param, number)), err
+        st, _, data = request(gw.port, "POST", "/v1/route",
+                              '{"queries": [{"query": "q", "input_tokens": 1e400 x}]}')
+        err = json.loads(data)["error"]
+        assert st == 400 and err["code"] == "invalid_json" and err["param"] is None, (st, err)
+    check("/v1/route refuses a number out of a double's range 400 invalid_value naming its "
+          "member (alpha, budget, a query's input_tokens)", route_numbers_out_of_range_are_named)
+
     def records():
         st, _, body = request(gw.port, "GET", "/health")
         assert st == 200, st
@@ -448,6 +474,9 @@ def main(bin_):
             ("7", '"3"', "1"), ("100000000000000000000", "3", "1"),
             ("7", "100000000000000000000", "1"),
             ("7", "3", "1.5"), ("7", "3", "0.25"), ("7", "3", "true"), ("7", "3", '"1"'),
+            # Out of a double's range: the import names the field, so does
+            # the feedback (it was invalid_json, naming none).
+            ("1e400", "3", "1"), ("7", "1e400", "1"), ("7", "3", "-1e400"),
         ]
         before = records()
         accepted = 0
@@ -471,6 +500,13 @@ def main(bin_):
         st, j = fed("1000000001", "3", "1")
         msg = j["error"]["message"]
         assert msg.startswith("input_tokens: ") and "over the cap of 1000000000" in msg, j
+        st, j = fed("7", "1" + "0" * 400, "1")
+        assert st == 400 and j["error"]["code"] == "invalid_value", (st, j)
+        assert j["error"]["param"] == "output_tokens", j
+        assert j["error"]["message"] == ("output_tokens: 10000000000000000000... (401 "
+                                         "characters) is out of range: a number's magnitude is "
+                                         "at most about 1.8e308"), j
+        assert records() == before + accepted
     check("feedback's numbers follow `llmroute import`'s rules and words (123.0 is 123; over "
           "the cap says so)", feedback_numbers_follow_the_import_rules)
 

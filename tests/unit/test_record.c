@@ -540,6 +540,41 @@ static void loader_and_import_skip_an_array_record_with_a_number_out_of_range(vo
     lr_store_free(s);
 }
 
+/* lr_record_check_range(), the gateway's check of a body jansson refused:
+ * a number out of a double's range is named by its place, in the import's
+ * words, and only when it is the text's one fault. */
+static void check_range_names_a_number_out_of_range_by_its_place(void **st)
+{
+    static const char body[] = "{\"queries\": [{\"query\": \"q\"}, {\"input_tokens\": 1e400}], "
+                               "\"alpha\": -2E+999}";
+    static const char *const other[] = {"{\"a\": 1e300}", "{\"a\": 1e400 x}",
+                                        "{\"a\": 1e400, \"a\": 1}"};
+    struct lr_error err;
+    char field[64];
+    (void)st;
+
+    assert_int_equal(lr_record_check_range(body, strlen(body), field, sizeof field, &err),
+                     LR_EINVAL);
+    assert_string_equal(field, "queries[1].input_tokens");
+    assert_string_equal(err.message, "queries[1].input_tokens: 1e400 is out of range: a "
+                                     "number's magnitude is at most about 1.8e308");
+    assert_int_equal(lr_record_check_range("1e999", 5, field, sizeof field, &err), LR_EINVAL);
+    assert_string_equal(field, "");
+    assert_string_equal(err.message,
+                        "1e999 is out of range: a number's magnitude is at most about 1.8e308");
+    /* The field is cut to its buffer; the message keeps it whole. */
+    assert_int_equal(lr_record_check_range(body, strlen(body), field, 8, &err), LR_EINVAL);
+    assert_string_equal(field, "queries");
+    assert_non_null(strstr(err.message, "queries[1].input_tokens: 1e400"));
+    /* No such number, or another fault besides: 0, field "". */
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        assert_int_equal(
+            lr_record_check_range(other[i], strlen(other[i]), field, sizeof field, &err), 0);
+        assert_string_equal(field, "");
+    }
+    assert_int_equal(lr_record_check_range(NULL, 0, field, sizeof field, &err), 0);
+}
+
 /* Where a record array stops parsing: the line and the column in
  * characters (as jansson counts them inside an element), between elements
  * and after the array too, and col0 on the first line only. */
@@ -594,6 +629,7 @@ int main(void)
         cmocka_unit_test(adds_refuse_invalid_utf8_and_control_characters_in_names),
         cmocka_unit_test(array_walk_names_line_and_column),
         cmocka_unit_test(loader_and_import_skip_an_array_record_with_a_number_out_of_range),
+        cmocka_unit_test(check_range_names_a_number_out_of_range_by_its_place),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
