@@ -38,7 +38,7 @@ static const char help[] =
     "\n"
     "Exit codes: 0 stopped by SIGTERM or SIGINT; 1 runtime error (cannot listen,\n"
     "cannot write --port-file, out of memory, the store failing to be read or\n"
-    "written: a full disk, an I/O error, another process writing it for over 5 s);\n"
+    "written: a full disk, an I/O error, another process holding it for over 5 s);\n"
     "2 usage, a configuration that is not valid (as check-config reports it) or a\n"
     "store that cannot be opened as given (no such folder, no permission, a file\n"
     "that is not a store) or does not fit.\n";

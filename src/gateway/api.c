@@ -1400,18 +1400,18 @@ static void feedback_done(void *arg)
     }
     hs_req_watch(fb->req, NULL, NULL, NULL);
     if (fb->rc == LR_EBUSY) {
-        /* Another process (an import) has held the store's write lock longer
-         * than the append waits: transient, and nothing was stored. */
+        /* Another process (an import) has held the store longer than the
+         * append waits: transient, and nothing was stored. */
         hs_resp_header(fb->req, "Retry-After", "1");
         status = refuse(fb->req, 503, NULL, "store_busy",
-                        "the history store is busy (another process is writing it); nothing "
-                        "was recorded, retry the feedback");
+                        "the history store is busy (another process holds it); nothing was "
+                        "recorded, retry the feedback");
         if (fb->busy_queued)
             /* No append of its own ran, so the library said nothing: the
              * log line still says why, as the append's own refusal does. */
             snprintf(fb->err.message, sizeof fb->err.message,
                      "history store '%s' is busy: the append before this feedback found "
-                     "another process writing it for over 5 s, and this one waited behind "
+                     "it held by another process for over 5 s, and this one waited behind "
                      "it as long; nothing was written, try again",
                      fb->gw->store_path ? fb->gw->store_path : "");
         fb->why = fb->err.message;

@@ -30,7 +30,7 @@ const char *lr_strerror(int err)
     case LR_EINFEASIBLE: return "constraints cannot be met";
     case LR_ESTRATEGY: return "strategy error";
     case LR_ETOOBIG: return "input too large";
-    case LR_EBUSY: return "history store busy (another process is writing it)";
+    case LR_EBUSY: return "history store busy (another process holds it)";
     case LR_EREPLACED: return "history store file replaced or removed since it was opened";
     case LR_ECANCELED: return "stopped at the caller's request";
     default: return "unknown error";

@@ -350,8 +350,8 @@ static int sql_fail_msg(struct lr_store *st, sqlite3 *db, struct lr_error *err, 
     int code = sql_reason(st, db, why, sizeof(why));
     if (code == LR_EBUSY)
         return fail(err, code, 0,
-                    "history store '%s' is busy: another process has been writing it for "
-                    "over %d s (%.40s: %s); nothing was written, try again",
+                    "history store '%s' is busy: another process has held it for over %d s "
+                    "(%.40s: %s); nothing was written, try again",
                     st->path, BUSY_TIMEOUT_MS / 1000, what, detail);
     return fail(err, code, 0, "history store '%s': %s: %s%s", st->path, what, detail, why);
 }

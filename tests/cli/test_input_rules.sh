@@ -146,7 +146,7 @@ PY
 for mode in EXCLUSIVE read; do
     hold_store $mode
     expect "import into a store held by another process ($mode, rollback journal)" 1 \
-        "history store '$TMP/held.db' is busy: another process has been writing it for over 5 s" -- \
+        "history store '$TMP/held.db' is busy: another process has held it for over 5 s" -- \
         "$BIN" import --store "$TMP/held.db" "$HIST"
     grep -qF "nothing was written, try again" "$TMP/err" && ok ||
         bad "import into a held store ($mode): $(cat "$TMP/err")"

@@ -81,8 +81,8 @@ class StoreError(Error, RuntimeError):
 
 
 class StoreBusy(StoreError):
-    """LR_EBUSY: another process has been writing the history store for longer
-    than a write waits (5 s); nothing was written. Transient: try again."""
+    """LR_EBUSY: another process has held the history store for longer than a
+    write waits (5 s); nothing was written. Transient: try again."""
 
 
 class StoreReplaced(StoreError):
