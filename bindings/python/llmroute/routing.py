@@ -1183,10 +1183,12 @@ def _looks_like_store_path(s):
     return bool(folder) and os.path.isdir(folder)
 
 
-def _set_at_construction(what, why, instead):
-    """The AttributeError for setting `what` ("QueryStore: path"), a
-    setting the constructor takes and uses at once, so that setting it
-    later would change nothing: why it is so, and what to do instead."""
+def _read_only(what, why, instead):
+    """The AttributeError for setting `what` ("QueryStore: path"), an
+    attribute callers may read but not set: a setting the constructor
+    takes and uses at once, so that setting it later would change nothing,
+    or a value the binding keeps for itself; why it is so, and what to do
+    instead."""
     return AttributeError("%s: read-only (%s); to change it, %s" % (what, why, instead))
 
 
@@ -1293,7 +1295,7 @@ class QueryStore(_NoCopy):
         self._store = _open_store(path, embedder, max_records, embed, where)
         self._capped = bool(max_records)
         self.held_out = {"val": [], "test": []}
-        self.generation = 0
+        self._generation = 0
         self._lock = threading.Lock()
         self._predictors = {}
         # Set after add_data appended a record in place (see _settle()).
@@ -1317,7 +1319,7 @@ class QueryStore(_NoCopy):
 
     @path.setter
     def path(self, value):
-        raise _set_at_construction(
+        raise _read_only(
             "QueryStore: path", "the store file is opened when the QueryStore is made",
             "open another QueryStore(path=...) (and assign it to SmartRouting.store)")
 
@@ -1329,7 +1331,7 @@ class QueryStore(_NoCopy):
 
     @model_name.setter
     def model_name(self, value):
-        raise _set_at_construction(
+        raise _read_only(
             "QueryStore: model_name", "the store's embedder is set when the QueryStore is made",
             "make another QueryStore(model_name=..., embed=...)")
 
@@ -1340,10 +1342,29 @@ class QueryStore(_NoCopy):
 
     @bootstrap_timeout.setter
     def bootstrap_timeout(self, value):
-        raise _set_at_construction(
+        raise _read_only(
             "QueryStore: bootstrap_timeout",
             "bootstrap_url is downloaded when the QueryStore is made",
             "give bootstrap_timeout= to the constructor")
+
+    # The count SmartRouting reads to tell whether its router is current:
+    # kept by the store, read-only too.
+
+    @property
+    def generation(self):
+        """How many times the records routed over have changed through this
+        QueryStore (add_data of "train" data, import_file, a refresh that
+        found new records): SmartRouting builds its router again when it
+        differs from the one the router was built at. Read-only."""
+        return self._generation
+
+    @generation.setter
+    def generation(self, value):
+        raise _read_only(
+            "QueryStore: generation",
+            "it counts the changes to the store's records, and SmartRouting compares it with "
+            "the count its router was built at",
+            "change the records (add_data, import_file, refresh), which moves it on")
 
     def query_similar(self, query, *args, **kwargs):
         """Not available: AIOS's QueryStore.query_similar returns ChromaDB's
@@ -1420,9 +1441,9 @@ class QueryStore(_NoCopy):
         key = (tuple(names), n_similar)
         with self._lock:
             cached = self._predictors.get(key)
-            if cached is not None and cached[1] == self.generation:
+            if cached is not None and cached[1] == self._generation:
                 return cached[0]
-            gen = self.generation
+            gen = self._generation
         cfg = Config({"models": [{"name": n, "cost_per_input_token": 0,
                                   "cost_per_output_token": 0} for n in names],
                       "router": {"strategy": "smart", "predictor": "aios",
@@ -1485,7 +1506,7 @@ class QueryStore(_NoCopy):
             e.args = (e.message,)
             raise
         with self._lock:
-            self.generation += 1
+            self._generation += 1
             if single:
                 self._unbuilt = True
         return report
@@ -1520,7 +1541,7 @@ class QueryStore(_NoCopy):
         except Error as e:
             raise _renamed(e, "QueryStore.import_file", "Store.import_file")
         with self._lock:
-            self.generation += 1
+            self._generation += 1
         return report
 
     def refresh(self):
@@ -1532,7 +1553,7 @@ class QueryStore(_NoCopy):
             raise _renamed(e, "QueryStore.refresh", "Store.refresh")
         if changed:
             with self._lock:
-                self.generation += 1
+                self._generation += 1
         return changed
 
     @property
@@ -1959,7 +1980,7 @@ class SmartRouting(_ModelsOwner):
 
     @bootstrap_url.setter
     def bootstrap_url(self, value):
-        raise _set_at_construction(
+        raise _read_only(
             "SmartRouting: bootstrap_url",
             "the corpus is imported when the SmartRouting is made",
             "import a file now with router.store.import_file(path), or assign a "

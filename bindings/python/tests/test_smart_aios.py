@@ -1183,6 +1183,24 @@ class AiosQueryStoreTest(InTempDir, SmartTestCase):
         q.add_data(records())
         self.assertEqual(self.files(), ["a.db"])
 
+    def test_generation_is_refused_to_callers(self):
+        # SmartRouting compares generation with the one its router was
+        # built at: q.generation = g used to be taken, and the router built
+        # before the last add_data was handed out again as current; a
+        # generation of "x" made the next add_data raise TypeError after
+        # its records were committed.
+        r = SmartRouting(CONFIGS)
+        r.store.add_data(records())
+        before, g = r.router, r.store.generation
+        for value in (g - 1, "x"):
+            with self.assertRaises(AttributeError) as cm:
+                r.store.generation = value
+            self.assertIn("QueryStore: generation: read-only", str(cm.exception))
+        self.assertEqual(r.store.generation, g)
+        self.assertIsNotNone(r.store.add_data(records()))
+        self.assertEqual(r.store.generation, g + 1)
+        self.assertIsNot(r.router, before)
+
     def test_smart_routing_has_its_query_store_class(self):
         self.assertIs(SmartRouting.QueryStore, QueryStore)
         self.assertIsInstance(SmartRouting(CONFIGS).store, SmartRouting.QueryStore)
