@@ -106,6 +106,14 @@ def _path(p, what):
     return _b(p, what)
 
 
+def _read_only(what, why, instead):
+    """The AttributeError for setting `what` ("Store: path"), an attribute
+    callers may read but not set: a setting the constructor takes and uses
+    at once, so that setting it later would change nothing, or a value the
+    binding keeps for itself; why it is so, and what to do instead."""
+    return AttributeError("%s: read-only (%s); to change it, %s" % (what, why, instead))
+
+
 def _is_bool(x):
     """Whether x is True or False: a bool, or numpy's bool (numpy.bool_),
     which is no subclass of bool or int (nor a numbers.Real), so that
@@ -1041,7 +1049,7 @@ class Store(_Handle):
     _what = "store"
     _copy_hint = ("share this one (routers and threads may use it at once), or open "
                   "another Store on the same file (Store(path, ...))")
-    embed = None
+    _embed = None
 
     def __init__(self, path=":memory:", embedder=None, read_only=False, max_records=0,
                  dense_dim=0, key_ttl_s=None, embed=None):
@@ -1058,10 +1066,41 @@ class Store(_Handle):
         rc = api.lr_store_open(cpath, byref(opts), byref(h), byref(err))
         raise_for(rc, err, "lr_store_open")
         self._h = h
-        self.path = os.fspath(path)
-        self.embed = embed
+        self._path = os.fspath(path)
+        self._embed = embed
         if ttl is not None:
             self.key_ttl_s = ttl
+
+    # ---- What the constructor was given, read-only ----
+    #
+    # The file is opened, and a dense store's embed function taken, when
+    # the Store is made: setting either afterwards would change nothing but
+    # the value read back (the records would go on into the file opened)
+    # or embed with a function the store was not opened with, so it is
+    # refused, saying what to do instead.
+
+    @property
+    def path(self):
+        """The store file as given (":memory:": in memory). Read-only."""
+        return self._path
+
+    @path.setter
+    def path(self, value):
+        raise _read_only("Store: path", "the store file is opened when the Store is made",
+                         "open another Store(path, ...)")
+
+    @property
+    def embed(self):
+        """The function that gives a dense store's vectors, as given to the
+        constructor (None: none; the built-in embedder needs none).
+        Read-only."""
+        return self._embed
+
+    @embed.setter
+    def embed(self, value):
+        raise _read_only("Store: embed", "a dense store embeds its queries with the function "
+                         "it was opened with",
+                         "open another Store(path, embedder=..., embed=...) on the same file")
 
     @property
     def key_ttl_s(self):
@@ -1650,8 +1689,8 @@ class Router(_Handle):
     @property
     def embed(self):
         """The function that embeds routed queries over a dense store: the
-        router's embed, else the store's (as it is at each call), else the
-        config's router.embedding; None when no vector is needed."""
+        router's embed, else the store's, else the config's
+        router.embedding; None when no vector is needed."""
         if not self._dense:
             return None
         return self._embed or self.store.embed or self._config_embed

@@ -74,7 +74,7 @@ except ImportError:  # not on Windows
 from . import _lib
 from .core import (_CURSOR_MAX, _MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field,
                    _NoCopy, _got, _iterable, _number, estimate_tokens,
-                   _path, _tokens, _utf8, _whole, _wrong_type)
+                   _path, _read_only, _tokens, _utf8, _whole, _wrong_type)
 from .embed import (OpenAIEmbedder, _response_socket, _Watch, _WatchedHTTP,
                     _WatchedHTTPS)
 from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
@@ -1181,15 +1181,6 @@ def _looks_like_store_path(s):
         return True
     folder = os.path.dirname(s)
     return bool(folder) and os.path.isdir(folder)
-
-
-def _read_only(what, why, instead):
-    """The AttributeError for setting `what` ("QueryStore: path"), an
-    attribute callers may read but not set: a setting the constructor
-    takes and uses at once, so that setting it later would change nothing,
-    or a value the binding keeps for itself; why it is so, and what to do
-    instead."""
-    return AttributeError("%s: read-only (%s); to change it, %s" % (what, why, instead))
 
 
 class QueryStore(_NoCopy):

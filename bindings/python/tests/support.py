@@ -178,6 +178,19 @@ class CountingEmbed:
                 for t in texts]
 
 
+class SwitchEmbed:
+    """An embed function that calls fn, which a test may replace. A
+    Store's embed is read-only: a test that has the store's embedding go
+    wrong after it is open (a server going down, vectors of the wrong
+    shape) opens it with one of these."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, texts):
+        return self.fn(texts)
+
+
 class ThreadedServer:
     """A local HTTP server on 127.0.0.1 (port 0) served by a thread, closed by
     close() or at the end of a with block. Subclasses build their handler

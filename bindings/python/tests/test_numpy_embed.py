@@ -14,7 +14,7 @@ import unittest
 import numpy as np
 
 import support
-from support import DIM, SmartTestCase, hashed_vector
+from support import DIM, SmartTestCase, SwitchEmbed, hashed_vector
 
 import llmroute
 from llmroute import SmartRouting
@@ -86,7 +86,8 @@ class NumpyEmbedTest(SmartTestCase):
                     self.assertEqual(router.route(query="x", embedding=mat[i]).index, want_idxs[i])
 
     def test_bad_arrays_raise_by_name_and_store_nothing(self):
-        sr = self.smart(WAYS["float32 matrix"])
+        switch = SwitchEmbed(WAYS["float32 matrix"])
+        sr = self.smart(switch)
         store = sr.store._store
         n = len(store)
 
@@ -120,7 +121,7 @@ class NumpyEmbedTest(SmartTestCase):
         ]
         for what, embed, message in bad:
             with self.subTest(what=what):
-                store.embed = embed
+                switch.fn = embed
                 with self.assertRaises(llmroute.EmbedError) as cm:
                     store.add("one more query", [("cheap", 1, 3)])
                 self.assertIn(message, str(cm.exception))

@@ -13,7 +13,8 @@ import urllib.parse
 import warnings
 
 import support
-from support import DIM, CountingEmbed, EmbedServer, SmartTestCase, hashed_vector
+from support import (DIM, CountingEmbed, EmbedServer, SmartTestCase, SwitchEmbed,
+                     hashed_vector)
 
 import llmroute
 from llmroute import SmartRouting
@@ -59,9 +60,11 @@ EXPECTED = [WINNER[2], WINNER[0], WINNER[1], WINNER[0]]
 
 class DenseRoutingTest(SmartTestCase):
     def smart(self, **kw):
+        # The store's embed is a SwitchEmbed over embed: a test may set its
+        # fn to another function.
         embed = topic_embed()
         sr = SmartRouting(MODELS, performance_requirement=0.7, n_similar=PER_TOPIC,
-                          embed=embed, embedder="all-MiniLM-L6-v2", **kw)
+                          embed=SwitchEmbed(embed), embedder="all-MiniLM-L6-v2", **kw)
         sr.store.add_data(topic_records())
         embed.calls.clear()
         return sr, embed
@@ -269,13 +272,13 @@ class DenseRoutingTest(SmartTestCase):
         def down(texts):
             raise ConnectionError("connection refused")
 
-        sr.store._store.embed = down
+        sr.store.embed.fn = down
         with self.assertRaises(llmroute.InvalidInput) as cm:
             sr.route_batch(MODELS, two, alpha=1.5)
         self.assertNotIsInstance(cm.exception, llmroute.EmbedError)
         self.assertIn("alpha: expected a number from 0 to 1, got 1.5", str(cm.exception))
         # Values in range route as before.
-        sr.store._store.embed = embed
+        sr.store.embed.fn = embed
         self.assertEqual(len(sr.route_batch(MODELS, two, alpha=0.5).decisions), 2)
         self.assertEqual(len(sr.route_batch(MODELS, two, budget=1.0).decisions), 2)
         self.assertEqual(router.route(query=QUERIES[0], performance_requirement=1).name,
@@ -292,8 +295,9 @@ class DenseRoutingTest(SmartTestCase):
         llmroute.Store(path, embedder="all-MiniLM-L6-v2", embed=topic_embed(),
                        dense_dim=DIM).close()
         embed = topic_embed()
+        switch = SwitchEmbed(embed)
         sr = SmartRouting(MODELS, performance_requirement=0.7, n_similar=PER_TOPIC,
-                          store_path=path, embed=embed, embedder="all-MiniLM-L6-v2")
+                          store_path=path, embed=switch, embedder="all-MiniLM-L6-v2")
         self.assertEqual((sr.store.count(), sr.store._store.dim), (0, DIM))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -304,13 +308,13 @@ class DenseRoutingTest(SmartTestCase):
             def down(texts):
                 raise ConnectionError("connection refused")
 
-            sr.store._store.embed = down
+            switch.fn = down
             self.assertEqual(sr.get_model_idxs(MODELS, QUERIES[:2]), [0, 0])
         with self.assertRaises(llmroute.EmptyInput) as cm:
             sr.router.route(query=QUERIES[0])
         self.assertIn("the history store is empty", str(cm.exception))
         # With records, the queries are embedded and routed on as before.
-        sr.store._store.embed = embed
+        switch.fn = embed
         sr.store.add_data(topic_records())
         embed.calls.clear()
         self.assertEqual(self.names(sr.get_model_idxs(MODELS, QUERIES)), EXPECTED)
@@ -318,21 +322,25 @@ class DenseRoutingTest(SmartTestCase):
 
     def test_routing_with_a_bad_embed_fails_by_name(self):
         sr, embed = self.smart()
-        sr.store._store.embed = lambda texts: [[1.0] * (DIM + 1) for _ in texts]
+        sr.store.embed.fn = lambda texts: [[1.0] * (DIM + 1) for _ in texts]
         with self.assertRaises(llmroute.EmbedError) as cm:
             sr.get_model_idxs(MODELS, QUERIES)
         self.assertIn("embed: returned vectors of dimension 65, but the store's are 64",
                       str(cm.exception))
-        sr.store._store.embed = lambda texts: (_ for _ in ()).throw(ConnectionError("down"))
+        sr.store.embed.fn = lambda texts: (_ for _ in ()).throw(ConnectionError("down"))
         with self.assertRaises(llmroute.EmbedError) as cm:
             sr.route_batch(MODELS, QUERIES)
         self.assertIn("embed raised ConnectionError: down", str(cm.exception))
         self.assertIsInstance(cm.exception.__cause__, ConnectionError)
 
     def test_a_dense_store_without_embed_is_named_when_routed(self):
-        sr, embed = self.smart()
+        path = os.path.join(self.enterContext_tmp(), "h.db")
+        sr, embed = self.smart(store_path=path)
+        # The same file opened without embed: a dense store with no
+        # function for its queries' vectors.
+        sr.store = SmartRouting.QueryStore(path=path, embedder="all-MiniLM-L6-v2")
         store = sr.store._store
-        store.embed = None
+        self.assertIsNone(store.embed)
         with self.assertRaises(llmroute.InvalidInput) as cm:
             sr.get_model_idxs(MODELS, QUERIES)
         self.assertIn("uses the embedder 'all-MiniLM-L6-v2'", str(cm.exception))
@@ -350,7 +358,8 @@ class DenseRoutingTest(SmartTestCase):
         # and embedder through the closed Store and raised "the store is
         # closed".
         sr, _ = self.smart()
-        store = llmroute.Store(embedder="all-MiniLM-L6-v2", embed=topic_embed())
+        switch = SwitchEmbed(topic_embed())
+        store = llmroute.Store(embedder="all-MiniLM-L6-v2", embed=switch)
         store.import_records(topic_records())
         router = llmroute.Router(sr.config, strategy="smart", store=store,
                                  performance_requirement=0.7, n_similar=PER_TOPIC)
@@ -362,10 +371,11 @@ class DenseRoutingTest(SmartTestCase):
         vecs = [TOPIC[int(q.split()[-1])] for q in QUERIES]
         self.assertEqual(self.names(router.route_batch(["x"] * 4, embeddings=vecs).indices),
                          EXPECTED)
-        store.embed = None
-        with self.assertRaises(llmroute.InvalidInput) as cm:
+        # The queries are embedded through the closed Store's function.
+        switch.fn = lambda texts: (_ for _ in ()).throw(ConnectionError("down"))
+        with self.assertRaises(llmroute.EmbedError) as cm:
             router.route(query=QUERIES[0])
-        self.assertIn("uses the embedder 'all-MiniLM-L6-v2'", str(cm.exception))
+        self.assertIn("embed raised ConnectionError: down", str(cm.exception))
         router.close()
 
     def test_a_store_file_opens_again_with_its_embedder(self):

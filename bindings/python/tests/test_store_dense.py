@@ -6,7 +6,7 @@ import os
 import unittest
 
 import support
-from support import DIM, CountingEmbed
+from support import DIM, CountingEmbed, SwitchEmbed
 
 import llmroute
 
@@ -55,7 +55,8 @@ class DenseStoreTest(support.StoreFileTestCase):
     def setUp(self):
         super().setUp()
         self.embed = CountingEmbed()
-        self.store = llmroute.Store(self.path, embedder="all-MiniLM-L6-v2", embed=self.embed)
+        self.switch = SwitchEmbed(self.embed)  # its fn: self.embed unless a test sets another
+        self.store = llmroute.Store(self.path, embedder="all-MiniLM-L6-v2", embed=self.switch)
         self.store.import_records(RECORDS)
 
     def tearDown(self):
@@ -83,6 +84,24 @@ class DenseStoreTest(support.StoreFileTestCase):
         s.close()
         again = llmroute.Store(self.path, embedder="all-MiniLM-L6-v2", embed=self.embed)
         self.assertEqual((len(again), again.dim), (9, DIM))
+        again.close()
+
+    def test_embed_is_refused_after_the_store_is_opened(self):
+        # store.embed = f used to be taken: the next add embedded its query
+        # with f, a function the store was not opened with.
+        s = self.store
+        other = CountingEmbed()
+        with self.assertRaises(AttributeError) as cm:
+            s.embed = other
+        self.assertIn("Store: embed: read-only", str(cm.exception))
+        self.assertIn("open another Store(", str(cm.exception))
+        self.assertIs(s.embed, self.switch)
+        s.add("added query", [("a", 1, 3)])
+        self.assertEqual((other.calls, self.embed.calls[-1]), ([], ["added query"]))
+        # Another Store on the same file takes another function.
+        again = llmroute.Store(self.path, embedder="all-MiniLM-L6-v2", embed=other)
+        again.add("another query", [("a", 1, 3)])
+        self.assertEqual(other.calls, [["another query"]])
         again.close()
 
     def test_a_query_in_bytes_is_taken_as_a_builtin_store_takes_it(self):
@@ -136,7 +155,7 @@ class DenseStoreTest(support.StoreFileTestCase):
         for what, bad, words in BAD + [("vectors of differing length", differing,
                                         "embed: vectors differ in length: vector 0 has 64 "
                                         "numbers, vector 1 has 65")]:
-            s.embed = bad
+            self.switch.fn = bad
             calls = [("import_records", lambda: s.import_records(RECORDS[:3]))]
             if bad is not differing:
                 calls += [("add", lambda: s.add("q", [("a", 1, 3)])),
@@ -160,7 +179,7 @@ class DenseStoreTest(support.StoreFileTestCase):
                         self.assertIsInstance(cm.exception.__cause__, ZeroDivisionError)
                     self.assertEqual(len(s), 5)
         # The store is still whole and usable afterwards.
-        s.embed = self.embed
+        self.switch.fn = self.embed
         s.import_records(RECORDS[:2])
         self.assertEqual(len(s), 7)
 
@@ -168,8 +187,8 @@ class DenseStoreTest(support.StoreFileTestCase):
         # Rows as array('f') in a tuple (a numpy matrix is read the same way:
         # a sized sequence of sized sequences of numbers).
         from array import array
-        self.store.embed = lambda texts: tuple(array("f", support.hashed_vector(t))
-                                               for t in texts)
+        self.switch.fn = lambda texts: tuple(array("f", support.hashed_vector(t))
+                                             for t in texts)
         self.store.import_records(RECORDS[:2])
         self.store.add("ints", [("a", 1, 3)], embedding=[1] * DIM)
         self.assertEqual(len(self.store), 8)

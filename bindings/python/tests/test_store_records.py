@@ -338,5 +338,25 @@ class EmbedderIdTest(support.StoreFileTestCase):
         llmroute.Store(self.path, embedder="openai:all-minilm").close()
 
 
+
+class StoreSettingsTest(support.StoreFileTestCase):
+    def test_path_is_refused_after_the_file_is_opened(self):
+        # store.path = "b.db" used to be taken and read back while the
+        # records went on into the file opened (b.db was never made).
+        other = os.path.join(self.dir.name, "b.db")
+        store = llmroute.Store(self.path)
+        try:
+            with self.assertRaises(AttributeError) as cm:
+                store.path = other
+            self.assertIn("Store: path: read-only", str(cm.exception))
+            self.assertIn("open another Store(path", str(cm.exception))
+            self.assertEqual(store.path, self.path)
+            store.add("write a sorting function", [("a", 1, 3)])
+        finally:
+            store.close()
+        self.assertFalse(os.path.exists(other))
+        with llmroute.Store(self.path) as again:
+            self.assertEqual(len(again), 1)
+
 if __name__ == "__main__":
     unittest.main()
