@@ -686,7 +686,7 @@ class Config(_Handle):
                 e.args = (e.message,)
             raise
         self._h = h
-        self.json = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        self._json = text if isinstance(text, str) else text.decode("utf-8", "replace")
         self._load_models()
 
     @classmethod
@@ -698,7 +698,7 @@ class Config(_Handle):
                                      byref(err))
         raise_for(rc, err, "lr_config_load_file")
         self._h = h
-        self.json = None
+        self._json = None
         self._load_models()
         return self
 
@@ -710,9 +710,52 @@ class Config(_Handle):
                                     _s(p.api_key_env), _s(p.upstream_model),
                                     p.cost_per_input_token, p.cost_per_output_token,
                                     p.max_concurrency, p.capacity))
-        self.models = models
-        self.names = [m.name for m in models]
-        self._index = {n: i for i, n in enumerate(self.names)}
+        self._models = models
+        self._names = [m.name for m in models]
+        self._index = {n: i for i, n in enumerate(self._names)}
+
+    # ---- What was loaded, read-only ----
+    #
+    # The models and the text are what the C configuration was loaded
+    # from, which never changes; a Router takes its names and models from
+    # them. Setting one afterwards would change nothing in the
+    # configuration (config.json), or have the binding's view of it differ
+    # from the library's (config.names = [...] had a Router name its
+    # choice of model 0 after another), so it is refused.
+
+    @property
+    def json(self):
+        """The JSON text the configuration was loaded from (None: from a
+        file, Config.from_file). Read-only."""
+        return self._json
+
+    @json.setter
+    def json(self, value):
+        raise self._loaded("json")
+
+    @property
+    def models(self):
+        """The configured models (ModelInfo), in order. Read-only."""
+        return self._models
+
+    @models.setter
+    def models(self, value):
+        raise self._loaded("models")
+
+    @property
+    def names(self):
+        """The configured models' names, in order. Read-only."""
+        return self._names
+
+    @names.setter
+    def names(self, value):
+        raise self._loaded("names")
+
+    @staticmethod
+    def _loaded(attr):
+        return _read_only("Config: " + attr, "the configuration is loaded when the Config is "
+                          "made, and never changes",
+                          "load another Config(doc) or Config.from_file(path)")
 
 
     def index(self, name):
@@ -776,7 +819,7 @@ class Config(_Handle):
             self._give_back()
 
     def __len__(self):
-        return len(self.models)
+        return len(self._models)
 
 
 
@@ -1645,8 +1688,8 @@ class Router(_Handle):
         self._borrowed = borrowed
         self._store_h = opts.store
         self._store_embedder = store_embedder
-        self.config = config
-        self.store = store
+        self._config = config
+        self._store = store
         self._names = config.names
         # The models as loaded, for capacities by name: the Config may be
         # closed while the Router routes on.
@@ -1686,6 +1729,33 @@ class Router(_Handle):
         finally:
             self._give_back()
 
+    # ---- What the router was made over, read-only ----
+    #
+    # The C router keeps the configuration and the store it was made with:
+    # another Config or Store set afterwards would not be routed over, and
+    # a Store's embed function would embed queries for a store other than
+    # the one routed over, so setting either is refused.
+
+    @property
+    def config(self):
+        """The Config the router was made over. Read-only."""
+        return self._config
+
+    @config.setter
+    def config(self, value):
+        raise _read_only("Router: config", "the router routes over the Config it was made "
+                         "with", "build another Router(config, ...)")
+
+    @property
+    def store(self):
+        """The Store the router was made over (None: none). Read-only."""
+        return self._store
+
+    @store.setter
+    def store(self, value):
+        raise _read_only("Router: store", "the router routes over the Store it was made with",
+                         "build another Router(config, store=...)")
+
     @property
     def embed(self):
         """The function that embeds routed queries over a dense store: the
@@ -1693,7 +1763,7 @@ class Router(_Handle):
         router.embedding; None when no vector is needed."""
         if not self._dense:
             return None
-        return self._embed or self.store.embed or self._config_embed
+        return self._embed or self._store.embed or self._config_embed
 
     def _release(self, h):
         # The C router is freed first: until then it may read the Config

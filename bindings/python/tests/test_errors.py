@@ -262,6 +262,46 @@ def run_apart(code):
                           capture_output=True, text=True, timeout=60)
 
 
+class ReadOnlyAttributesTest(unittest.TestCase):
+    """What a Config or a Router holds from its construction: read, never
+    set (AttributeError naming it and saying what to do instead)."""
+
+    def refused(self, obj, attr, value, words):
+        with self.assertRaises(AttributeError) as cm:
+            setattr(obj, attr, value)
+        self.assertIn(words, str(cm.exception))
+
+    def test_a_configs_models_names_and_text_are_refused(self):
+        # config.names = ["b", "a", "c"] used to be taken: a Router built on
+        # the config then named its choice of model 0 "b"; config.models =
+        # [] made len(config) 0 and a batch with capacities by name raise
+        # IndexError; config.json = "..." was read back and loaded nothing.
+        cfg = Config({"models": MODELS})
+        text = cfg.json
+        for attr, value in (("names", ["b", "a", "c"]), ("models", []),
+                            ("json", '{"models": []}')):
+            self.refused(cfg, attr, value, "Config: %s: read-only" % attr)
+        self.assertEqual((cfg.names, len(cfg), cfg.json), (["a", "b", "c"], 3, text))
+        with Router(cfg, strategy="sequential") as r:
+            self.assertEqual(r.route(["a"]).name, "a")
+            self.assertEqual(r.route_batch(n=2, models=["a", "b"], capacities={"a": 1}).indices,
+                             [0, 1])
+
+    def test_a_routers_config_and_store_are_refused(self):
+        # router.config = other and router.store = other used to be taken
+        # while the router went on routing over the ones it was made with.
+        cfg, store = Config({"models": MODELS}), llmroute.Store()
+        r = Router(cfg, strategy="sequential", store=store)
+        try:
+            self.refused(r, "config", Config({"models": MODELS[:1]}),
+                         "Router: config: read-only")
+            self.refused(r, "store", llmroute.Store(), "Router: store: read-only")
+            self.assertIs(r.config, cfg)
+            self.assertIs(r.store, store)
+        finally:
+            r.close()
+
+
 class BorrowedHandlesTest(unittest.TestCase):
     """A Router keeps pointers to its Config and Store: closing either while
     the router lives must not free what the router reads."""

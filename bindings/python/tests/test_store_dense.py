@@ -104,6 +104,25 @@ class DenseStoreTest(support.StoreFileTestCase):
         self.assertEqual(other.calls, [["another query"]])
         again.close()
 
+    def test_a_routers_store_is_refused_after_it_is_made(self):
+        # router.store = other used to be taken: the router then embedded
+        # its queries with other's function (another model's vectors) and
+        # routed them over the store it was made with.
+        other = CountingEmbed()
+        cfg = llmroute.Config({"models": [
+            {"name": n, "cost_per_input_token": 1e-6, "cost_per_output_token": 1e-6}
+            for n in ("a", "b")]})
+        r = llmroute.Router(cfg, strategy="smart", store=self.store)
+        try:
+            with self.assertRaises(AttributeError) as cm:
+                r.store = llmroute.Store(embedder="other-model", embed=other)
+            self.assertIn("Router: store: read-only", str(cm.exception))
+            self.assertIs(r.store, self.store)
+            r.route(query="routed query")
+            self.assertEqual((other.calls, self.embed.calls[-1]), ([], ["routed query"]))
+        finally:
+            r.close()
+
     def test_a_query_in_bytes_is_taken_as_a_builtin_store_takes_it(self):
         # A dense store refused bytes ("expected a string, got bytes"),
         # which a built-in store takes as the query's UTF-8 text.
