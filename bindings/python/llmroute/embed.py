@@ -634,6 +634,9 @@ class OpenAIEmbedder:
     before it is sent (0 to 1048576; 0: sent whole), as router.embedding's
     max_input_chars has the CLI and the gateway cut it, so that vectors made
     here and there agree (the default, 8192, is the config's).
+    base_url and model, and url and embedder_id worked out from them, are
+    read-only (AttributeError: make another OpenAIEmbedder); dimensions,
+    batch_size, timeout and max_input_chars are read at each call.
     An argument of the wrong type (to the constructor or a call) raises
     InvalidType naming it ("OpenAIEmbedder: model: expected ..., got int"),
     as the rest of the binding does; a bad value of the right type (a URL
@@ -682,17 +685,18 @@ class OpenAIEmbedder:
             raise _err(where + "timeout: expected a number of seconds above 0, got %s"
                        % _short(timeout))
         timeout = seconds
-        self.base_url = base_url.rstrip("/")
-        self.url = self.base_url + "/embeddings"
+        self._base_url = base_url.rstrip("/")
+        self._url = self._base_url + "/embeddings"
         # The URL asked: a path that is not ASCII (which the config takes)
         # in UTF-8 and percent-encoded, as http.client writes ASCII alone.
-        self._request_url = _ascii_path(self.url)
-        self.model = model
+        self._request_url = _ascii_path(self._url)
+        self._model = model
+        self._embedder_id = "openai:" + model
+        # Read at each call: settable.
         self.dimensions = dimensions
         self.batch_size = batch_size
         self.max_input_chars = max_input_chars
         self.timeout = timeout
-        self.embedder_id = "openai:" + model
         key = api_key
         if key is None and api_key_env:
             key = os.environ.get(api_key_env) or None
@@ -735,6 +739,58 @@ class OpenAIEmbedder:
 
     def __repr__(self):
         return "OpenAIEmbedder(%r, %r)" % (self.base_url, self.model)
+
+    # base_url and model are used once, when the embedder is made: the URL
+    # asked comes from base_url, and the store id a Store records (never
+    # mixing two models' vectors) from model. Setting either afterwards
+    # would change nothing but the value read back (base_url), or ask the
+    # server for another model's vectors under the old id (model), so they
+    # are refused, with url and embedder_id, which are worked out from them.
+
+    @property
+    def base_url(self):
+        """The server's base URL, its trailing "/" dropped. Read-only."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, value):
+        raise self._made("base_url")
+
+    @property
+    def url(self):
+        """The URL asked, base_url + "/embeddings". Read-only."""
+        return self._url
+
+    @url.setter
+    def url(self, value):
+        raise self._made("url")
+
+    @property
+    def model(self):
+        """The embedding model's name sent in each request. Read-only."""
+        return self._model
+
+    @model.setter
+    def model(self, value):
+        raise self._made("model")
+
+    @property
+    def embedder_id(self):
+        """The store id, "openai:" + model. Read-only."""
+        return self._embedder_id
+
+    @embedder_id.setter
+    def embedder_id(self, value):
+        raise self._made("embedder_id")
+
+    @staticmethod
+    def _made(attr):
+        from .core import _read_only  # core imports this module: imported at call time
+
+        return _read_only("OpenAIEmbedder: " + attr,
+                          "the URL asked and the store id (\"openai:\" + model) are taken "
+                          "from base_url and model when the OpenAIEmbedder is made",
+                          "make another OpenAIEmbedder(base_url, model, ...)")
 
     def __call__(self, texts):
         if isinstance(texts, (str, bytes, Mapping)) or not hasattr(texts, "__iter__"):

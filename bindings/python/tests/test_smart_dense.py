@@ -501,6 +501,58 @@ class HttpEmbedderTest(SmartTestCase):
         with self.assertRaises(llmroute.EmbedError):
             llmroute.openai_embedder(self.server.base_url, "mini", max_input_chars=-1)
 
+    # base_url and model are used once, when the embedder is made: the URL
+    # asked comes from base_url, the store id from model. Setting base_url
+    # was taken and read back while every request went on to the first
+    # server; setting model had the server asked for another model's
+    # vectors while a store opened with the embedder recorded the old id.
+
+    def assert_made_once(self, e, attr, value):
+        before = getattr(e, attr)
+        with self.assertRaises(AttributeError) as cm:
+            setattr(e, attr, value)
+        self.assertEqual(str(cm.exception),
+                         "OpenAIEmbedder: %s: read-only (the URL asked and the store id "
+                         "(\"openai:\" + model) are taken from base_url and model when the "
+                         "OpenAIEmbedder is made); to change it, make another "
+                         "OpenAIEmbedder(base_url, model, ...)" % attr)
+        self.assertEqual(getattr(e, attr), before)
+
+    def test_base_url_and_url_are_refused_after_the_embedder_is_made(self):
+        other = EmbedServer()
+        self.addCleanup(other.close)
+        e = llmroute.openai_embedder(self.server.base_url, "mini")
+        self.assert_made_once(e, "base_url", other.base_url)
+        self.assert_made_once(e, "url", other.base_url + "/embeddings")
+        self.assertEqual(e.url, self.server.base_url + "/embeddings")
+        self.assertEqual(e(["x"]), [hashed_vector("x")])
+        self.assertEqual(len(self.server.requests), 1)
+        self.assertEqual(other.requests, [])
+
+    def test_model_and_embedder_id_are_refused_after_the_embedder_is_made(self):
+        e = llmroute.openai_embedder(self.server.base_url, "mini")
+        store = llmroute.Store(":memory:", embed=e)
+        self.addCleanup(store.close)
+        self.assert_made_once(e, "model", "large")
+        self.assert_made_once(e, "embedder_id", "openai:large")
+        store.add_outcome("one two", "a", 1.0, 10)
+        self.assertEqual(self.server.requests[-1][2]["model"], "mini")
+        self.assertEqual(store.embedder, "openai:mini")
+        self.assertEqual(len(store), 1)
+
+    def test_settings_read_at_each_call_may_be_set_after_the_embedder_is_made(self):
+        # dimensions, batch_size, max_input_chars and timeout are read at
+        # each call: the next call follows them.
+        e = llmroute.openai_embedder(self.server.base_url, "mini")
+        e.dimensions = 32
+        e.batch_size = 1
+        e.max_input_chars = 2
+        e.timeout = 5.0
+        self.assertEqual(e(["abc", "def"]), [hashed_vector("ab", 32), hashed_vector("de", 32)])
+        self.assertEqual([r[2] for r in self.server.requests],
+                         [{"model": "mini", "input": ["ab"], "dimensions": 32},
+                          {"model": "mini", "input": ["de"], "dimensions": 32}])
+
     def test_server_faults_raise_by_name_and_leave_the_store_as_it_was(self):
         sr = SmartRouting(MODELS, n_similar=4,
                           embedding={"base_url": self.server.base_url, "model": "mini"})
