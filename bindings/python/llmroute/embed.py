@@ -636,7 +636,8 @@ class OpenAIEmbedder:
     here and there agree (the default, 8192, is the config's).
     base_url and model, and url and embedder_id worked out from them, are
     read-only (AttributeError: make another OpenAIEmbedder); dimensions,
-    batch_size, timeout and max_input_chars are read at each call.
+    batch_size, timeout and max_input_chars are read at each call and may
+    be set, a value the constructor refuses refused the same way.
     An argument of the wrong type (to the constructor or a call) raises
     InvalidType naming it ("OpenAIEmbedder: model: expected ..., got int"),
     as the rest of the binding does; a bad value of the right type (a URL
@@ -669,22 +670,11 @@ class OpenAIEmbedder:
         for name, x in (("api_key", api_key), ("api_key_env", api_key_env)):
             if x is not None and not isinstance(x, str):
                 raise _wrong_type(where + name, "a str or None", x)
-        if dimensions is not None:
-            _count(dimensions, "dimensions", MAX_DIM)
-        _count(batch_size, "batch_size", 2048)
-        _count(max_input_chars, "max_input_chars", 1048576, lo=0)
-        if isinstance(timeout, (str, bytes, bytearray, bool)):
-            raise _wrong_type(where + "timeout", "a number of seconds above 0", timeout)
-        try:
-            seconds = float(timeout)
-        except (TypeError, ValueError):
-            raise _wrong_type(where + "timeout", "a number of seconds above 0", timeout) from None
-        except OverflowError:  # an int too large for a double: no finite timeout
-            seconds = math.inf
-        if not seconds > 0 or math.isinf(seconds):
-            raise _err(where + "timeout: expected a number of seconds above 0, got %s"
-                       % _short(timeout))
-        timeout = seconds
+        # Checked by their setters, below.
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self.max_input_chars = max_input_chars
+        self.timeout = timeout
         self._base_url = base_url.rstrip("/")
         self._url = self._base_url + "/embeddings"
         # The URL asked: a path that is not ASCII (which the config takes)
@@ -692,11 +682,6 @@ class OpenAIEmbedder:
         self._request_url = _ascii_path(self._url)
         self._model = model
         self._embedder_id = "openai:" + model
-        # Read at each call: settable.
-        self.dimensions = dimensions
-        self.batch_size = batch_size
-        self.max_input_chars = max_input_chars
-        self.timeout = timeout
         key = api_key
         if key is None and api_key_env:
             key = os.environ.get(api_key_env) or None
@@ -782,6 +767,63 @@ class OpenAIEmbedder:
     @embedder_id.setter
     def embedder_id(self, value):
         raise self._made("embedder_id")
+
+    # dimensions, batch_size, max_input_chars and timeout are read at each
+    # call: they may be set, and the next call follows them. A value the
+    # constructor refuses is refused the same way, naming the attribute,
+    # and the old value stays (batch_size = 0 was taken, and the next call
+    # raised range()'s ValueError; timeout = "30" a TypeError from socket).
+
+    @property
+    def dimensions(self):
+        """The "dimensions" sent and checked in answers (None: the
+        server's own)."""
+        return self._dimensions
+
+    @dimensions.setter
+    def dimensions(self, value):
+        if value is not None:
+            _count(value, "dimensions", MAX_DIM)
+        self._dimensions = value
+
+    @property
+    def batch_size(self):
+        """Texts per request (1 to 2048)."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value):
+        self._batch_size = _count(value, "batch_size", 2048)
+
+    @property
+    def max_input_chars(self):
+        """Each text is cut to its first this many characters (0: sent
+        whole)."""
+        return self._max_input_chars
+
+    @max_input_chars.setter
+    def max_input_chars(self, value):
+        self._max_input_chars = _count(value, "max_input_chars", 1048576, lo=0)
+
+    @property
+    def timeout(self):
+        """Seconds per request, the whole of it (a float)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value):
+        what = "OpenAIEmbedder: timeout"
+        if isinstance(value, (str, bytes, bytearray, bool)):
+            raise _wrong_type(what, "a number of seconds above 0", value)
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise _wrong_type(what, "a number of seconds above 0", value) from None
+        except OverflowError:  # an int too large for a double: no finite timeout
+            seconds = math.inf
+        if not seconds > 0 or math.isinf(seconds):
+            raise _err(what + ": expected a number of seconds above 0, got %s" % _short(value))
+        self._timeout = seconds
 
     @staticmethod
     def _made(attr):

@@ -553,6 +553,41 @@ class HttpEmbedderTest(SmartTestCase):
                          [{"model": "mini", "input": ["ab"], "dimensions": 32},
                           {"model": "mini", "input": ["de"], "dimensions": 32}])
 
+    def test_a_setting_read_at_each_call_is_refused_as_the_constructor_refuses_it(self):
+        # batch_size = 0 was taken, and the next call raised range()'s
+        # ValueError; timeout = "30" a TypeError from the socket; a
+        # negative dimensions was sent to the server.
+        e = llmroute.openai_embedder(self.server.base_url, "mini", dimensions=32,
+                                     batch_size=2, max_input_chars=100, timeout=5.0)
+        for attr, value, kind, message in [
+                ("batch_size", 0, llmroute.EmbedError,
+                 "OpenAIEmbedder: batch_size: expected a whole number from 1 to 2048, got 0"),
+                ("batch_size", 2.0, llmroute.EmbedError,
+                 "OpenAIEmbedder: batch_size: expected a whole number from 1 to 2048, got 2.0"),
+                ("dimensions", -3, llmroute.EmbedError,
+                 "OpenAIEmbedder: dimensions: expected a whole number from 1 to 65536, got -3"),
+                ("dimensions", "32", llmroute.InvalidType,
+                 "OpenAIEmbedder: dimensions: expected a whole number from 1 to 65536, got str"),
+                ("max_input_chars", None, llmroute.InvalidType,
+                 "OpenAIEmbedder: max_input_chars: expected a whole number from 0 to 1048576, "
+                 "got NoneType"),
+                ("timeout", "30", llmroute.InvalidType,
+                 "OpenAIEmbedder: timeout: expected a number of seconds above 0, got str"),
+                ("timeout", 0, llmroute.EmbedError,
+                 "OpenAIEmbedder: timeout: expected a number of seconds above 0, got 0")]:
+            with self.subTest(attr=attr, value=value):
+                before = getattr(e, attr)
+                with self.assertRaises(kind) as cm:
+                    setattr(e, attr, value)
+                self.assertEqual(str(cm.exception), message)
+                self.assertEqual(getattr(e, attr), before)
+        self.assertEqual(e(["a", "b", "c"]), [hashed_vector(t, 32) for t in "abc"])
+        self.assertEqual(len(self.server.requests), 2)  # batches of 2
+        e.dimensions = None  # the server's own, as the constructor takes it
+        e.timeout = 2  # a whole number of seconds too, as a float
+        self.assertEqual(e.timeout, 2.0)
+        self.assertEqual(e(["a"]), [hashed_vector("a")])
+
     def test_server_faults_raise_by_name_and_leave_the_store_as_it_was(self):
         sr = SmartRouting(MODELS, n_similar=4,
                           embedding={"base_url": self.server.base_url, "model": "mini"})
