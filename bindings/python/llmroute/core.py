@@ -32,7 +32,6 @@ from ctypes import (POINTER, byref, c_char_p, c_float, c_int, c_long, c_uint64, 
                     sizeof)
 
 from . import _lib
-from . import embed as _embed
 from ._lib import api
 from .errors import (ConfigError, EmbedError, EmptyInput, Error, InvalidInput, InvalidType,
                      OutOfMemory, UnknownModel, raise_for)
@@ -112,6 +111,29 @@ def _read_only(what, why, instead):
     at once, so that setting it later would change nothing, or a value the
     binding keeps for itself; why it is so, and what to do instead."""
     return AttributeError("%s: read-only (%s); to change it, %s" % (what, why, instead))
+
+
+def _read_only_property(attr, doc, owner, why, instead):
+    """A read-only attribute `attr` of class `owner` ("Store"), documented
+    by `doc`: a property whose getter returns self._<attr> and whose setter
+    raises _read_only("<owner>: <attr>", why, instead). It has no deleter,
+    so `del obj.attr` raises the AttributeError property raises for one."""
+    private = "_" + attr
+
+    def get(self):
+        return getattr(self, private)
+
+    def refuse(self, value):
+        raise _read_only("%s: %s" % (owner, attr), why, instead)
+
+    get.__name__ = refuse.__name__ = attr
+    return property(get, refuse, None, doc)
+
+
+# embed.py builds OpenAIEmbedder's read-only attributes with
+# _read_only_property when it is imported, so it is imported once that is
+# defined.
+from . import embed as _embed  # noqa: E402
 
 
 def _is_bool(x):
@@ -723,39 +745,18 @@ class Config(_Handle):
     # from the library's (config.names = [...] had a Router name its
     # choice of model 0 after another), so it is refused.
 
-    @property
-    def json(self):
+    _LOADED = ("Config", "the configuration is loaded when the Config is made, and never changes",
+               "load another Config(doc) or Config.from_file(path)")
+
+    json = _read_only_property(
+        "json",
         """The JSON text the configuration was loaded from (None: from a
-        file, Config.from_file). Read-only."""
-        return self._json
-
-    @json.setter
-    def json(self, value):
-        raise self._loaded("json")
-
-    @property
-    def models(self):
-        """The configured models (ModelInfo), in order. Read-only."""
-        return self._models
-
-    @models.setter
-    def models(self, value):
-        raise self._loaded("models")
-
-    @property
-    def names(self):
-        """The configured models' names, in order. Read-only."""
-        return self._names
-
-    @names.setter
-    def names(self, value):
-        raise self._loaded("names")
-
-    @staticmethod
-    def _loaded(attr):
-        return _read_only("Config: " + attr, "the configuration is loaded when the Config is "
-                          "made, and never changes",
-                          "load another Config(doc) or Config.from_file(path)")
+        file, Config.from_file). Read-only.""",
+        *_LOADED)
+    models = _read_only_property(
+        "models", """The configured models (ModelInfo), in order. Read-only.""", *_LOADED)
+    names = _read_only_property(
+        "names", """The configured models' names, in order. Read-only.""", *_LOADED)
 
 
     def index(self, name):
@@ -1122,28 +1123,17 @@ class Store(_Handle):
     # or embed with a function the store was not opened with, so it is
     # refused, saying what to do instead.
 
-    @property
-    def path(self):
-        """The store file as given (":memory:": in memory). Read-only."""
-        return self._path
-
-    @path.setter
-    def path(self, value):
-        raise _read_only("Store: path", "the store file is opened when the Store is made",
-                         "open another Store(path, ...)")
-
-    @property
-    def embed(self):
+    path = _read_only_property(
+        "path", """The store file as given (":memory:": in memory). Read-only.""",
+        "Store", "the store file is opened when the Store is made",
+        "open another Store(path, ...)")
+    embed = _read_only_property(
+        "embed",
         """The function that gives a dense store's vectors, as given to the
         constructor (None: none; the built-in embedder needs none).
-        Read-only."""
-        return self._embed
-
-    @embed.setter
-    def embed(self, value):
-        raise _read_only("Store: embed", "a dense store embeds its queries with the function "
-                         "it was opened with",
-                         "open another Store(path, embedder=..., embed=...) on the same file")
+        Read-only.""",
+        "Store", "a dense store embeds its queries with the function it was opened with",
+        "open another Store(path, embedder=..., embed=...) on the same file")
 
     @property
     def key_ttl_s(self):
@@ -1736,25 +1726,14 @@ class Router(_Handle):
     # a Store's embed function would embed queries for a store other than
     # the one routed over, so setting either is refused.
 
-    @property
-    def config(self):
-        """The Config the router was made over. Read-only."""
-        return self._config
-
-    @config.setter
-    def config(self, value):
-        raise _read_only("Router: config", "the router routes over the Config it was made "
-                         "with", "build another Router(config, ...)")
-
-    @property
-    def store(self):
-        """The Store the router was made over (None: none). Read-only."""
-        return self._store
-
-    @store.setter
-    def store(self, value):
-        raise _read_only("Router: store", "the router routes over the Store it was made with",
-                         "build another Router(config, store=...)")
+    config = _read_only_property(
+        "config", """The Config the router was made over. Read-only.""",
+        "Router", "the router routes over the Config it was made with",
+        "build another Router(config, ...)")
+    store = _read_only_property(
+        "store", """The Store the router was made over (None: none). Read-only.""",
+        "Router", "the router routes over the Store it was made with",
+        "build another Router(config, store=...)")
 
     @property
     def embed(self):

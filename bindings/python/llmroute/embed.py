@@ -42,6 +42,8 @@ from collections.abc import Mapping
 from ctypes import c_float, memmove, sizeof
 
 from . import _lib
+# core imports this module once it has defined _read_only_property.
+from .core import _read_only_property
 from .errors import EmbedError, InvalidType
 
 __all__ = ["OpenAIEmbedder", "openai_embedder"]
@@ -732,41 +734,19 @@ class OpenAIEmbedder:
     # server for another model's vectors under the old id (model), so they
     # are refused, with url and embedder_id, which are worked out from them.
 
-    @property
-    def base_url(self):
-        """The server's base URL, its trailing "/" dropped. Read-only."""
-        return self._base_url
+    _MADE = ("OpenAIEmbedder",
+             "the URL asked and the store id (\"openai:\" + model) are taken from base_url and "
+             "model when the OpenAIEmbedder is made",
+             "make another OpenAIEmbedder(base_url, model, ...)")
 
-    @base_url.setter
-    def base_url(self, value):
-        raise self._made("base_url")
-
-    @property
-    def url(self):
-        """The URL asked, base_url + "/embeddings". Read-only."""
-        return self._url
-
-    @url.setter
-    def url(self, value):
-        raise self._made("url")
-
-    @property
-    def model(self):
-        """The embedding model's name sent in each request. Read-only."""
-        return self._model
-
-    @model.setter
-    def model(self, value):
-        raise self._made("model")
-
-    @property
-    def embedder_id(self):
-        """The store id, "openai:" + model. Read-only."""
-        return self._embedder_id
-
-    @embedder_id.setter
-    def embedder_id(self, value):
-        raise self._made("embedder_id")
+    base_url = _read_only_property(
+        "base_url", """The server's base URL, its trailing "/" dropped. Read-only.""", *_MADE)
+    url = _read_only_property(
+        "url", """The URL asked, base_url + "/embeddings". Read-only.""", *_MADE)
+    model = _read_only_property(
+        "model", """The embedding model's name sent in each request. Read-only.""", *_MADE)
+    embedder_id = _read_only_property(
+        "embedder_id", """The store id, "openai:" + model. Read-only.""", *_MADE)
 
     # dimensions, batch_size, max_input_chars and timeout are read at each
     # call: they may be set, and the next call follows them. A value the
@@ -824,15 +804,6 @@ class OpenAIEmbedder:
         if not seconds > 0 or math.isinf(seconds):
             raise _err(what + ": expected a number of seconds above 0, got %s" % _short(value))
         self._timeout = seconds
-
-    @staticmethod
-    def _made(attr):
-        from .core import _read_only  # core imports this module: imported at call time
-
-        return _read_only("OpenAIEmbedder: " + attr,
-                          "the URL asked and the store id (\"openai:\" + model) are taken "
-                          "from base_url and model when the OpenAIEmbedder is made",
-                          "make another OpenAIEmbedder(base_url, model, ...)")
 
     def __call__(self, texts):
         if isinstance(texts, (str, bytes, Mapping)) or not hasattr(texts, "__iter__"):

@@ -74,7 +74,7 @@ except ImportError:  # not on Windows
 from . import _lib
 from .core import (_CURSOR_MAX, _MODEL_KEYS, Config, Router, Store, _b, _config_doc, _field,
                    _NoCopy, _got, _iterable, _number, estimate_tokens,
-                   _path, _read_only, _tokens, _utf8, _whole, _wrong_type)
+                   _path, _read_only_property, _tokens, _utf8, _whole, _wrong_type)
 from .embed import (OpenAIEmbedder, _response_socket, _Watch, _WatchedHTTP,
                     _WatchedHTTPS)
 from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
@@ -1303,59 +1303,34 @@ class QueryStore(_NoCopy):
     # leave the records going into a.db), so it is refused, saying what
     # to do instead.
 
-    @property
-    def path(self):
-        """The store file (None: in memory), as given. Read-only."""
-        return self._path
-
-    @path.setter
-    def path(self, value):
-        raise _read_only(
-            "QueryStore: path", "the store file is opened when the QueryStore is made",
-            "open another QueryStore(path=...) (and assign it to SmartRouting.store)")
-
-    @property
-    def model_name(self):
+    path = _read_only_property(
+        "path", """The store file (None: in memory), as given. Read-only.""",
+        "QueryStore", "the store file is opened when the QueryStore is made",
+        "open another QueryStore(path=...) (and assign it to SmartRouting.store)")
+    model_name = _read_only_property(
+        "model_name",
         """The embedding model's name given as model_name (AIOS's), or
-        None. Read-only."""
-        return self._model_name
-
-    @model_name.setter
-    def model_name(self, value):
-        raise _read_only(
-            "QueryStore: model_name", "the store's embedder is set when the QueryStore is made",
-            "make another QueryStore(model_name=..., embed=...)")
-
-    @property
-    def bootstrap_timeout(self):
-        """The seconds bootstrap_url's download was given. Read-only."""
-        return self._bootstrap_timeout
-
-    @bootstrap_timeout.setter
-    def bootstrap_timeout(self, value):
-        raise _read_only(
-            "QueryStore: bootstrap_timeout",
-            "bootstrap_url is downloaded when the QueryStore is made",
-            "give bootstrap_timeout= to the constructor")
+        None. Read-only.""",
+        "QueryStore", "the store's embedder is set when the QueryStore is made",
+        "make another QueryStore(model_name=..., embed=...)")
+    bootstrap_timeout = _read_only_property(
+        "bootstrap_timeout", """The seconds bootstrap_url's download was given. Read-only.""",
+        "QueryStore", "bootstrap_url is downloaded when the QueryStore is made",
+        "give bootstrap_timeout= to the constructor")
 
     # The count SmartRouting reads to tell whether its router is current:
     # kept by the store, read-only too.
 
-    @property
-    def generation(self):
+    generation = _read_only_property(
+        "generation",
         """How many times the records routed over have changed through this
         QueryStore (add_data of "train" data, import_file, a refresh that
         found new records): SmartRouting builds its router again when it
-        differs from the one the router was built at. Read-only."""
-        return self._generation
-
-    @generation.setter
-    def generation(self, value):
-        raise _read_only(
-            "QueryStore: generation",
-            "it counts the changes to the store's records, and SmartRouting compares it with "
-            "the count its router was built at",
-            "change the records (add_data, import_file, refresh), which moves it on")
+        differs from the one the router was built at. Read-only.""",
+        "QueryStore",
+        "it counts the changes to the store's records, and SmartRouting compares it with "
+        "the count its router was built at",
+        "change the records (add_data, import_file, refresh), which moves it on")
 
     def query_similar(self, query, *args, **kwargs):
         """Not available: AIOS's QueryStore.query_similar returns ChromaDB's
@@ -1963,19 +1938,13 @@ class SmartRouting(_ModelsOwner):
         in use."""
         return self._router_for(self._routable("SmartRouting.router"))
 
-    @property
-    def bootstrap_url(self):
+    bootstrap_url = _read_only_property(
+        "bootstrap_url",
         """The history corpus given, imported at construction into an
-        empty store (None: none). Read-only."""
-        return self._bootstrap_url
-
-    @bootstrap_url.setter
-    def bootstrap_url(self, value):
-        raise _read_only(
-            "SmartRouting: bootstrap_url",
-            "the corpus is imported when the SmartRouting is made",
-            "import a file now with router.store.import_file(path), or assign a "
-            "QueryStore(bootstrap_url=...) to router.store")
+        empty store (None: none). Read-only.""",
+        "SmartRouting", "the corpus is imported when the SmartRouting is made",
+        "import a file now with router.store.import_file(path), or assign a "
+        "QueryStore(bootstrap_url=...) to router.store")
 
     @property
     def store(self):

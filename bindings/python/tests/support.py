@@ -345,3 +345,21 @@ class AiosLLMConfig:
     eval_device: str = None
     hostname: str = None
     api_key: str = None
+
+
+def assert_read_only(test, obj, attrs):
+    """For each attr of obj, with the tail of the message setting it raises
+    (the part after "<class>: <attr>: read-only"): setting it and deleting
+    it both raise AttributeError, setting it with that whole message, and
+    the value read back is the one read before."""
+    for attr, tail in attrs:
+        with test.subTest(attr=attr):
+            before = getattr(obj, attr)
+            with test.assertRaises(AttributeError) as cm:
+                setattr(obj, attr, "other")
+            test.assertEqual(str(cm.exception),
+                             "%s: %s: read-only %s" % (type(obj).__name__, attr, tail))
+            with test.assertRaises(AttributeError):
+                delattr(obj, attr)
+            test.assertIs(getattr(obj, attr), before)
+

@@ -7,7 +7,7 @@ import tempfile
 import unittest
 
 import support  # noqa: F401  (puts the package on the path)
-from support import MODELS
+from support import MODELS, assert_read_only
 
 import llmroute
 from llmroute import Config, Router, SequentialRouting
@@ -300,6 +300,38 @@ class ReadOnlyAttributesTest(unittest.TestCase):
             self.assertIs(r.store, store)
         finally:
             r.close()
+
+
+class EveryReadOnlyAttributeTest(unittest.TestCase):
+    """Every attribute a Config, Store, Router or OpenAIEmbedder holds
+    read-only refuses both a new value and del, in the words README and
+    help() give, and keeps its value."""
+
+    def test_set_and_del_are_refused_and_the_value_kept(self):
+        cfg, store = Config({"models": MODELS}), llmroute.Store()
+        loaded = ("(the configuration is loaded when the Config is made, and never changes); "
+                  "to change it, load another Config(doc) or Config.from_file(path)")
+        assert_read_only(self, cfg, [("json", loaded), ("models", loaded), ("names", loaded)])
+        assert_read_only(self, store, [
+            ("path", "(the store file is opened when the Store is made); to change it, "
+                     "open another Store(path, ...)"),
+            ("embed", "(a dense store embeds its queries with the function it was opened "
+                      "with); to change it, open another Store(path, embedder=..., embed=...) "
+                      "on the same file")])
+        with Router(cfg, strategy="sequential", store=store) as r:
+            assert_read_only(self, r, [
+                ("config", "(the router routes over the Config it was made with); to change "
+                           "it, build another Router(config, ...)"),
+                ("store", "(the router routes over the Store it was made with); to change it, "
+                          "build another Router(config, store=...)")])
+        made = ("(the URL asked and the store id (\"openai:\" + model) are taken from base_url "
+                "and model when the OpenAIEmbedder is made); to change it, make another "
+                "OpenAIEmbedder(base_url, model, ...)")
+        emb = llmroute.OpenAIEmbedder("http://127.0.0.1:19100/v1", "m")
+        assert_read_only(self, emb, [(a, made) for a in ("base_url", "url", "model",
+                                                          "embedder_id")])
+        self.assertEqual((emb.url, emb.embedder_id), ("http://127.0.0.1:19100/v1/embeddings",
+                                                      "openai:m"))
 
 
 class BorrowedHandlesTest(unittest.TestCase):

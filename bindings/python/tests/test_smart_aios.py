@@ -19,7 +19,8 @@ import warnings
 from http.server import BaseHTTPRequestHandler
 
 import support  # noqa: F401  (puts the package on the path)
-from support import CountingEmbed, InTempDir, SmartTestCase, ThreadedServer, priced
+from support import (CountingEmbed, InTempDir, SmartTestCase, ThreadedServer,
+                     assert_read_only, priced)
 
 import llmroute
 from llmroute import InvalidType, QueryStore, SmartRouting, routing
@@ -1182,6 +1183,28 @@ class AiosQueryStoreTest(InTempDir, SmartTestCase):
         self.assertEqual((q.path, q.model_name, q.bootstrap_timeout), ("a.db", "mini", 5))
         q.add_data(records())
         self.assertEqual(self.files(), ["a.db"])
+
+    def test_every_read_only_attribute_refuses_set_and_del(self):
+        # Each keeps its value, and setting one says what to do instead, in
+        # the words README quotes.
+        r = SmartRouting(CONFIGS, store_path="a.db")
+        assert_read_only(self, r.store, [
+            ("path", "(the store file is opened when the QueryStore is made); to change it, "
+                     "open another QueryStore(path=...) (and assign it to SmartRouting.store)"),
+            ("model_name", "(the store's embedder is set when the QueryStore is made); to "
+                           "change it, make another QueryStore(model_name=..., embed=...)"),
+            ("bootstrap_timeout", "(bootstrap_url is downloaded when the QueryStore is made); "
+                                  "to change it, give bootstrap_timeout= to the constructor"),
+            ("generation", "(it counts the changes to the store's records, and SmartRouting "
+                           "compares it with the count its router was built at); to change "
+                           "it, change the records (add_data, import_file, refresh), which "
+                           "moves it on")])
+        assert_read_only(self, r, [
+            ("bootstrap_url", "(the corpus is imported when the SmartRouting is made); to "
+                              "change it, import a file now with "
+                              "router.store.import_file(path), or assign a "
+                              "QueryStore(bootstrap_url=...) to router.store")])
+        self.assertEqual(r.store.path, "a.db")
 
     def test_generation_is_refused_to_callers(self):
         # SmartRouting compares generation with the one its router was
