@@ -801,6 +801,38 @@ static void nul_byte_in_a_file_is_named(void **state)
     unlink(path);
 }
 
+/* Loads bytes, which are in an encoding other than UTF-8, from a string
+ * and from a file made from template, and checks that each refusal names
+ * the encoding followed by why, at line 1, column 1 of the file. */
+static void expect_encoding_named(const char *bytes, size_t len, const char *template,
+                                  const char *encoding, const char *why)
+{
+    char path[64];
+    struct lr_config *cfg = (struct lr_config *)1;
+    struct lr_error err = {0};
+    char want[320];
+    int fd;
+    assert_int_equal(lr_config_load_string(bytes, len, &cfg, &err), LR_EPARSE);
+    assert_null(cfg);
+    snprintf(want, sizeof want,
+             "configuration: the text is %s%s: JSON text is UTF-8, so save it as UTF-8",
+             encoding, why);
+    assert_string_equal(err.message, want);
+    snprintf(path, sizeof path, "%s", template);
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, bytes, len), (int)len);
+    close(fd);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
+    assert_null(cfg);
+    snprintf(want, sizeof want,
+             "%s: line 1, column 1: the file is %s%s: JSON text is UTF-8, so save it as UTF-8",
+             path, encoding, why);
+    assert_string_equal(err.message, want);
+    assert_int_equal(err.line, 1);
+    unlink(path);
+}
+
 /* A text in UTF-16 or UTF-32 (Notepad's "Unicode", Windows PowerShell's >)
  * is named by its encoding, from its byte order mark: it was "a NUL byte"
  * or "invalid token" at a place that said nothing of why. */
@@ -816,36 +848,11 @@ static void a_utf16_or_utf32_text_is_named(void **state)
         {"\xff\xfe\0\0{\0\0\0", 8, "UTF-32LE"},
         {"\0\0\xfe\xff\0\0\0{", 8, "UTF-32BE"},
     };
-    char path[] = "/tmp/lr_cfg_utf16_XXXXXX";
-    struct lr_config *cfg = (struct lr_config *)1;
-    struct lr_error err = {0};
-    char want[256];
     (void)state;
-    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
-        int fd;
-        assert_int_equal(lr_config_load_string(texts[i].bytes, texts[i].len, &cfg, &err),
-                         LR_EPARSE);
-        assert_null(cfg);
-        snprintf(want, sizeof want,
-                 "configuration: the text is %s (it starts with that encoding's byte order "
-                 "mark): JSON text is UTF-8, so save it as UTF-8",
-                 texts[i].encoding);
-        assert_string_equal(err.message, want);
-        memcpy(path + strlen(path) - 6, "XXXXXX", 6);
-        fd = mkstemp(path);
-        assert_true(fd >= 0);
-        assert_int_equal(write(fd, texts[i].bytes, texts[i].len), (int)texts[i].len);
-        close(fd);
-        assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
-        assert_null(cfg);
-        snprintf(want, sizeof want,
-                 "%s: line 1, column 1: the file is %s (it starts with that encoding's byte "
-                 "order mark): JSON text is UTF-8, so save it as UTF-8",
-                 path, texts[i].encoding);
-        assert_string_equal(err.message, want);
-        assert_int_equal(err.line, 1);
-        unlink(path);
-    }
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
+        expect_encoding_named(texts[i].bytes, texts[i].len, "/tmp/lr_cfg_utf16_XXXXXX",
+                              texts[i].encoding,
+                              " (it starts with that encoding's byte order mark)");
 }
 
 /* Without a byte order mark, a text in UTF-16 or UTF-32 is named by its
@@ -871,32 +878,11 @@ static void a_utf16_or_utf32_text_without_a_mark_is_named(void **state)
     char want[320];
     int fd;
     (void)state;
-    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
-        assert_int_equal(lr_config_load_string(texts[i].bytes, texts[i].len, &cfg, &err),
-                         LR_EPARSE);
-        assert_null(cfg);
-        snprintf(want, sizeof want,
-                 "configuration: the text is %s without a byte order mark (its first "
-                 "characters are ASCII with NUL bytes between them, as that encoding writes "
-                 "them): JSON text is UTF-8, so save it as UTF-8",
-                 texts[i].encoding);
-        assert_string_equal(err.message, want);
-        memcpy(path + strlen(path) - 6, "XXXXXX", 6);
-        fd = mkstemp(path);
-        assert_true(fd >= 0);
-        assert_int_equal(write(fd, texts[i].bytes, texts[i].len), (int)texts[i].len);
-        close(fd);
-        assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
-        assert_null(cfg);
-        snprintf(want, sizeof want,
-                 "%s: line 1, column 1: the file is %s without a byte order mark (its first "
-                 "characters are ASCII with NUL bytes between them, as that encoding writes "
-                 "them): JSON text is UTF-8, so save it as UTF-8",
-                 path, texts[i].encoding);
-        assert_string_equal(err.message, want);
-        assert_int_equal(err.line, 1);
-        unlink(path);
-    }
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
+        expect_encoding_named(texts[i].bytes, texts[i].len, "/tmp/lr_cfg_utf16n_XXXXXX",
+                              texts[i].encoding,
+                              " without a byte order mark (its first characters are ASCII "
+                              "with NUL bytes between them, as that encoding writes them)");
     /* ASCII, ASCII, NUL: no such encoding writes it. */
     memcpy(path + strlen(path) - 6, "XXXXXX", 6);
     fd = mkstemp(path);
