@@ -1217,6 +1217,61 @@ static void costs_a_billion_apart_keep_the_cheaper_of_two_cheap_models(void **st
     assert_true(r.total_cost == 1e-10);
 }
 
+/* Solves in in one form (0: budget, 1: quality) and checks the result
+ * against enumeration of every assignment: the same feasibility, the
+ * constraint met, within 1% of the optimum, a bound that does not pass it,
+ * and the best reachable value when the constraint cannot be met. With
+ * reported, also the figures reported those of the assignment and a
+ * message when infeasible. Counts the check in checked and, when
+ * enumeration finds it feasible, in feasible. */
+static void check_against_brute_force(struct inst *in, int form, uint64_t seed, int reported,
+                                      int *checked, int *feasible)
+{
+    struct lr__opt_result res;
+    struct eval e;
+    int assign[MAXN], rc, bf;
+    double best;
+
+    memset(&res, 0, sizeof res);
+    res.assign = assign;
+    rc = form ? lr__optimize_quality(&in->p, &res) : lr__optimize_budget(&in->p, &res);
+    bf = brute_force(&in->p, form, &best);
+    e = eval_assign(&in->p, assign);
+    (*checked)++;
+    if (bf == 1) {
+        (*feasible)++;
+        assert_int_equal(rc, 0);
+        assert_true(res.feasible);
+        if (form) {
+            assert_true(meets_alpha(&in->p, &e));
+            if (!(e.total_cost <= best * 1.01))
+                fail_msg("seed %llu: cost %.9g, the optimum %.9g", (unsigned long long)seed,
+                         e.total_cost, best);
+            assert_true(res.lower_bound <= best * (1.0 + 1e-9));
+        } else {
+            assert_true(meets_budget(&in->p, &e));
+            assert_true(e.mean_quality >= best * 0.99);
+            assert_true(res.lower_bound >= best - 1e-9);
+        }
+        if (reported) {
+            assert_true(fabs(res.mean_quality - e.mean_quality) <= 1e-9);
+            assert_true(fabs(res.total_cost - e.total_cost) <= 1e-9 * e.total_cost);
+        }
+    } else {
+        assert_int_equal(rc, LR_EINFEASIBLE);
+        assert_false(res.feasible);
+        if (reported)
+            assert_true(res.message[0] != '\0');
+        if (bf == 0) {
+            assert_true(e.valid);
+            if (form)
+                assert_true(fabs(e.mean_quality - best) <= 1e-9);
+            else
+                assert_true(e.total_cost <= best * (1.0 + 1e-9));
+        }
+    }
+}
+
 /* Seeded instances where some models cost 1e10 times less than the others
  * (a local model given a nominal price next to paid ones), or single costs
  * do, against enumeration of every assignment: the same feasibility, the
@@ -1242,43 +1297,9 @@ static void mixed_cost_scales_match_exhaustive_search(void **state)
                 if (per_model ? cheap[j] : rng_unit(&r) < 0.5)
                     in.cost[i * in.m + j] *= 1e-10;
         for (form = 0; form <= 1; form++) {
-            struct lr__opt_result res;
-            struct eval e;
-            int assign[MAXN], rc, bf;
-            double best;
-
             if (!form)
                 pick_budget(&in, seed);
-            memset(&res, 0, sizeof res);
-            res.assign = assign;
-            rc = form ? lr__optimize_quality(&in.p, &res) : lr__optimize_budget(&in.p, &res);
-            bf = brute_force(&in.p, form, &best);
-            e = eval_assign(&in.p, assign);
-            checked++;
-            if (bf == 1) {
-                feasible++;
-                assert_int_equal(rc, 0);
-                assert_true(res.feasible);
-                if (form) {
-                    assert_true(meets_alpha(&in.p, &e));
-                    assert_true(e.total_cost <= best * 1.01);
-                    assert_true(res.lower_bound <= best * (1.0 + 1e-9));
-                } else {
-                    assert_true(meets_budget(&in.p, &e));
-                    assert_true(e.mean_quality >= best * 0.99);
-                    assert_true(res.lower_bound >= best - 1e-9);
-                }
-            } else {
-                assert_int_equal(rc, LR_EINFEASIBLE);
-                assert_false(res.feasible);
-                if (bf == 0) {
-                    assert_true(e.valid);
-                    if (form)
-                        assert_true(fabs(e.mean_quality - best) <= 1e-9);
-                    else
-                        assert_true(e.total_cost <= best * (1.0 + 1e-9));
-                }
-            }
+            check_against_brute_force(&in, form, seed, 0, &checked, &feasible);
         }
     }
     print_message("mixed cost scales: %d checked against enumeration, %d feasible\n", checked,
@@ -1356,57 +1377,17 @@ static void span_make(struct inst *in, uint64_t seed, double lo, double hi)
  * cannot be met. The seeds in seen first, then 1 .. count. */
 static void span_check(double lo, double hi, const uint64_t *seen, size_t n_seen, size_t count)
 {
-    int checked = 0, feasible = 0, infeasible = 0;
+    int checked = 0, feasible = 0, infeasible;
     for (size_t k = 0; k < n_seen + count; k++) {
         uint64_t seed = k < n_seen ? seen[k] : (uint64_t)(k - n_seen + 1);
         struct inst in;
         int form;
 
         span_make(&in, seed, lo, hi);
-        for (form = 0; form <= 1; form++) {
-            struct lr__opt_result res;
-            struct eval e;
-            int assign[MAXN], rc, bf;
-            double best;
-
-            memset(&res, 0, sizeof res);
-            res.assign = assign;
-            rc = form ? lr__optimize_quality(&in.p, &res) : lr__optimize_budget(&in.p, &res);
-            bf = brute_force(&in.p, form, &best);
-            e = eval_assign(&in.p, assign);
-            checked++;
-            if (bf == 1) {
-                feasible++;
-                assert_int_equal(rc, 0);
-                assert_true(res.feasible);
-                if (form) {
-                    assert_true(meets_alpha(&in.p, &e));
-                    if (!(e.total_cost <= best * 1.01))
-                        fail_msg("seed %llu: cost %.9g, the optimum %.9g",
-                                 (unsigned long long)seed, e.total_cost, best);
-                    assert_true(res.lower_bound <= best * (1.0 + 1e-9));
-                } else {
-                    assert_true(meets_budget(&in.p, &e));
-                    assert_true(e.mean_quality >= best * 0.99);
-                    assert_true(res.lower_bound >= best - 1e-9);
-                }
-                assert_true(fabs(res.mean_quality - e.mean_quality) <= 1e-9);
-                assert_true(fabs(res.total_cost - e.total_cost) <= 1e-9 * e.total_cost);
-            } else {
-                infeasible++;
-                assert_int_equal(rc, LR_EINFEASIBLE);
-                assert_false(res.feasible);
-                assert_true(res.message[0] != '\0');
-                if (bf == 0) {
-                    assert_true(e.valid);
-                    if (form)
-                        assert_true(fabs(e.mean_quality - best) <= 1e-9);
-                    else
-                        assert_true(e.total_cost <= best * (1.0 + 1e-9));
-                }
-            }
-        }
+        for (form = 0; form <= 1; form++)
+            check_against_brute_force(&in, form, seed, 1, &checked, &feasible);
     }
+    infeasible = checked - feasible;
     print_message("costs from 1e%g to 1e%g: %d checked against enumeration, %d feasible, "
                   "%d infeasible\n", lo, hi, checked, feasible, infeasible);
     assert_true(feasible > checked / 3);
