@@ -183,6 +183,26 @@ def assert_error_event_no_done(events, code):
         json.loads(e)  # everything relayed before the error is valid JSON
 
 
+def assert_cut_after_first(port, first, code, n):
+    # A stream from model "s" that relays the event first and then, at
+    # once, an error event of code, with no [DONE]. n names the case.
+    st, h, ev, raw = stream_chat(port, {"model": "s", "messages": HELLO})
+    assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
+    assert_error_event_no_done(ev, code)
+    assert len(ev) == 2 and raw.startswith(first + b'data: {"error":'), (n, raw)
+
+
+def assert_attempts_then_close(gw, up, stream_cut, malformed, ok):
+    # The attempts model "s" logged by class, then the gateway and its
+    # scripted upstream stopped.
+    m = gw.metrics()
+    assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == stream_cut, m
+    assert m['llmroute_upstream_attempts_total{model="s",class="malformed"}'] == malformed, m
+    assert m['llmroute_upstream_attempts_total{model="s",class="ok"}'] == ok, m
+    stop(gw)
+    up.close()
+
+
 def assert_complete_stream(events):
     assert events and events[-1] == "[DONE]", events[-3:]
     assert all("error" not in json.loads(e) for e in events[:-1]), events
@@ -994,16 +1014,8 @@ def streams(gw_bin, fake_bin):
         for n, code in ((7, "upstream_malformed"), (8, "upstream_stream_cut")):
             # Data no more bytes could make JSON is malformed there as
             # anywhere; the start of [DONE] is an event cut short.
-            st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
-            assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
-            assert_error_event_no_done(ev, code)
-            assert len(ev) == 2 and raw.startswith(first + b'data: {"error":'), (n, raw)
-        m = g.metrics()
-        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 5, m
-        assert m['llmroute_upstream_attempts_total{model="s",class="malformed"}'] == 1, m
-        assert m['llmroute_upstream_attempts_total{model="s",class="ok"}'] == 2, m
-        stop(g)
-        up.close()
+            assert_cut_after_first(g.port, first, code, n)
+        assert_attempts_then_close(g, up, stream_cut=5, malformed=1, ok=2)
     check("a body that ends cleanly inside an event: a whole last event is relayed (also "
           "when the stream is then a cut), one cut inside its data is stream_cut, not "
           "malformed", clean_end_inside_an_event)
@@ -1041,20 +1053,12 @@ def streams(gw_bin, fake_bin):
                              resilience={"breaker": {"consecutive_failures": 0,
                                                      "failure_rate": 0}})
         for n, (body, code) in enumerate(cases, 1):
-            st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
-            assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
-            assert_error_event_no_done(ev, code)
             # Nothing of the unfinished event is relayed: the error event
             # comes right after the first one.
-            assert len(ev) == 2 and raw.startswith(first + b'data: {"error":'), (n, raw)
+            assert_cut_after_first(g.port, first, code, n)
         st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
         assert st == 200 and raw == first + whole + b"\ndata: [DONE]\n\n", (st, raw)
-        m = g.metrics()
-        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 3, m
-        assert m['llmroute_upstream_attempts_total{model="s",class="malformed"}'] == 2, m
-        assert m['llmroute_upstream_attempts_total{model="s",class="ok"}'] == 1, m
-        stop(g)
-        up.close()
+        assert_attempts_then_close(g, up, stream_cut=3, malformed=2, ok=1)
     check("a body that ends cleanly between an event's data lines: a cut when a line more "
           "could complete its JSON, malformed when none could, relayed when whole",
           clean_end_between_data_lines)
