@@ -368,6 +368,14 @@ done
 # --- a data or configuration file in UTF-16 or UTF-32 is named so ---
 # (Windows PowerShell's > and Notepad's "Unicode" save UTF-16LE.) It was
 # "a NUL byte" or "invalid token" at a place that said nothing of why.
+# LABEL FILE WHY WHAT: import of $TMP/FILE fails with WHY and leaves no
+# store (else "import of WHAT left a store"); eval of it fails with WHY.
+refused_by_import_and_eval() {
+    expect "import: $1" 1 "$3: nothing imported from this file" -- \
+        "$BIN" import --store "$TMP/enc.db" "$TMP/$2"
+    ! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of $4 left a store"
+    expect "eval: $1" 2 "$3" -- "$BIN" eval --config "$CFG" --data "$TMP/$2"
+}
 for enc in UTF-16LE:fffe UTF-16BE:feff UTF-32LE:fffe0000 UTF-32BE:0000feff; do
     name=${enc%%:*}
     printf '%s\n' "$REC" | iconv -t "$name" >"$TMP/body"
@@ -399,10 +407,7 @@ for enc in UTF-16LE:fffe UTF-16BE:feff UTF-32LE:fffe0000 UTF-32BE:0000feff; do
     expect "check-config: a $name file with no mark" 2 "nc$name.json: line 1, column 1: $why" -- \
         "$BIN" check-config "$TMP/nc$name.json"
     for f in "n$name.jsonl" "n$name.json" "nl$name.jsonl"; do
-        expect "import: $f" 1 "$f:1:1: $why: nothing imported from this file" -- \
-            "$BIN" import --store "$TMP/enc.db" "$TMP/$f"
-        ! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of $f left a store"
-        expect "eval: $f" 2 "$f:1:1: $why" -- "$BIN" eval --config "$CFG" --data "$TMP/$f"
+        refused_by_import_and_eval "$f" "$f" "$f:1:1: $why" "$f"
         cat "$TMP/$f" | "$BIN" eval --config "$CFG" --data - >/dev/null 2>"$TMP/err"
         grep -qF "/dev/stdin:1:1: $why" "$TMP/err" && ok || bad "eval: $f from a pipe: $(cat "$TMP/err")"
     done
@@ -411,11 +416,7 @@ done
 # named: "invalid token near '...'" quoted the mark, which shows as nothing.
 printf '\357\273\277%s\n  \357\273\277%s\n' "$REC" "$REC" >"$TMP/joined.jsonl"
 why="joined.jsonl:2:3: a UTF-8 byte order mark, which may start only the file (files joined into one keep each one's): remove it"
-expect "import: a byte order mark on line 2" 1 "$why: nothing imported from this file" -- \
-    "$BIN" import --store "$TMP/enc.db" "$TMP/joined.jsonl"
-! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of joined files left a store"
-expect "eval: a byte order mark on line 2" 2 "$why" -- \
-    "$BIN" eval --config "$CFG" --data "$TMP/joined.jsonl"
+refused_by_import_and_eval "a byte order mark on line 2" joined.jsonl "$why" "joined files"
 # So is one inside a JSON array, before its first record or a later one,
 # and one starting a second array after the first: "invalid token near
 # '...'" there too.
@@ -425,11 +426,7 @@ printf '[%s]\n\357\273\277[%s]\n' "$REC" "$REC" >"$TMP/bomarr3.json"
 for at in bomarr1.json:1:2 bomarr2.json:2:1 bomarr3.json:2:1; do
     f=${at%%:*}
     why="$at: a UTF-8 byte order mark, which may start only the file (files joined into one keep each one's): remove it"
-    expect "import: a byte order mark in $f" 1 "$why: nothing imported from this file" -- \
-        "$BIN" import --store "$TMP/enc.db" "$TMP/$f"
-    ! ls "$TMP"/enc.db* >/dev/null 2>&1 && ok || bad "import of $f left a store"
-    expect "eval: a byte order mark in $f" 2 "$why" -- \
-        "$BIN" eval --config "$CFG" --data "$TMP/$f"
+    refused_by_import_and_eval "a byte order mark in $f" "$f" "$why" "$f"
 done
 # A first byte 0xFF or NUL that starts no such mark, and NUL bytes at the
 # start in no such pattern, are refused as before.
