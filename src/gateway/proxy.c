@@ -2223,6 +2223,35 @@ static int on_data(void *arg, const char *data, size_t len)
     return UP_CONSUMED;
 }
 
+/* A 2xx body the close ends (up_close_delimited), that stops inside an
+ * object more bytes could complete, was cut short by that close: the
+ * attempt fails as a cut, as a body short of its Content-Length does, not
+ * as a malformed one. On the endpoints that answer an object, nothing at
+ * all is such a start; a request about a response id, whose answer is
+ * relayed as it came and need not be an object, is cut only once its JSON
+ * has begun (an empty or blank body is relayed). Returns whether it failed
+ * the attempt. */
+static int close_cut(struct exchange *ex)
+{
+    const char *b = ex->resp ? ex->resp : "";
+    size_t i = 0;
+    char msg[200];
+    if (!ex->up_close_delimited || is_json_object(b, ex->resp_len))
+        return 0;
+    if (ex->op_method)
+        while (i < ex->resp_len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r'))
+            i++;
+    if ((ex->op_method && i == ex->resp_len) || js_object_prefix(b, ex->resp_len) != JS_OPEN)
+        return 0;
+    snprintf(msg, sizeof msg,
+             "the upstream closed the connection before the response body's JSON "
+             "ended, after %zu bytes (a body with neither Content-Length nor chunks "
+             "ends at the close)",
+             ex->resp_len);
+    failed(ex, RS_STREAM_CUT, msg);
+    return 1;
+}
+
 static void on_done(void *arg, enum up_error err, const char *message)
 {
     struct exchange *ex = arg;
@@ -2342,6 +2371,8 @@ static void on_done(void *arg, enum up_error err, const char *message)
         failed(ex, RS_PROTOCOL, "the upstream's answer is not a JSON object");
         return;
     }
+    if (close_cut(ex))
+        return;
     if (!ex->op_method && !is_json_object(ex->resp ? ex->resp : "", ex->resp_len)) {
         /* Every endpoint answers a JSON object (a request about a response
          * id is answered as it came: a DELETE's 204 has no body). Under a
@@ -2350,19 +2381,6 @@ static void on_done(void *arg, enum up_error err, const char *message)
          * answer at all. */
         char msg[200];
         int json = strstr(ex->up_ctype, "json") != NULL;
-        if (ex->up_close_delimited &&
-            js_object_prefix(ex->resp ? ex->resp : "", ex->resp_len) == JS_OPEN) {
-            /* But a body the close ends, that stops inside an object more
-             * bytes could complete, was cut short by that close: a cut, as
-             * a body short of its Content-Length is, not a malformed one. */
-            snprintf(msg, sizeof msg,
-                     "the upstream closed the connection before the response body's JSON "
-                     "ended, after %zu bytes (a body with neither Content-Length nor chunks "
-                     "ends at the close)",
-                     ex->resp_len);
-            failed(ex, RS_STREAM_CUT, msg);
-            return;
-        }
         snprintf(msg, sizeof msg, "the upstream's answer is not a JSON object%s%.64s%s",
                  json ? "" : " (Content-Type '", json ? "" : ex->up_ctype, json ? "" : "')");
         failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);

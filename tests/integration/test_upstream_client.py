@@ -741,6 +741,50 @@ def run(gw_bin, env):
         assert m.get(key % "stream_cut", 0) == before["stream_cut"] + 4, m
         assert m.get(key % "malformed", 0) == before["malformed"] + 3, m
 
+    def close_delimited_cut_relayed():
+        # The requests about a response id are answered with the upstream's
+        # body as it came, without the JSON check, so a close-delimited 200
+        # cut inside its JSON reached the client as a 200 with half an
+        # object. It is a cut body now, as on chat: 502 upstream_stream_cut
+        # (one candidate, the model that served the id, nothing to fall back
+        # to). A whole one, and a DELETE's 204, are relayed as they came.
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        made = json.dumps({"id": "resp_cut", "object": "response", "status": "completed",
+                           "output": []}).encode()
+
+        def answer(wire):
+            def step(c):
+                c.sendall(wire)
+                return "close"
+            return step
+        up.steps.put(answer(head + b"Content-Length: %d\r\n\r\n" % len(made) + made))
+        st, _, body = request(gw.port, "POST", "/v1/responses",
+                              json.dumps({"model": "s", "input": "hello"}))
+        assert st == 200 and json.loads(body)["id"] == "resp_cut", (st, body)
+        key = 'llmroute_upstream_attempts_total{model="s",class="stream_cut"}'
+        before = gw.metrics().get(key, 0)
+        ops = [("GET", "/v1/responses/resp_cut"), ("DELETE", "/v1/responses/resp_cut"),
+               ("POST", "/v1/responses/resp_cut/cancel"),
+               ("GET", "/v1/responses/resp_cut/input_items")]
+        for method, path in ops:
+            up.steps.put(answer(head + b"\r\n" + made[:30]))
+            st, h, body = request(gw.port, method, path)
+            assert st == 502, (method, path, st, body)
+            e = error_shape(json.loads(body))
+            assert e["code"] == "upstream_stream_cut", (method, path, e)
+            assert "after 30 bytes" in e["message"], e
+        assert gw.metrics().get(key, 0) == before + len(ops)
+        # The DELETE failed: the id is still held, and a whole body, with or
+        # without its length, is relayed byte for byte; so is a 204.
+        for wire in (head + b"\r\n" + made,
+                     head + b"Content-Length: %d\r\n\r\n" % len(made) + made):
+            up.steps.put(answer(wire))
+            st, h, body = request(gw.port, "GET", "/v1/responses/resp_cut")
+            assert st == 200 and body == made, (st, body)
+        up.steps.put(answer(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"))
+        st, h, body = request(gw.port, "DELETE", "/v1/responses/resp_cut")
+        assert st == 204 and body == b"", (st, body)
+
     def empty_stream():
         # A 200 event stream that ends before its first event (at once, by a
         # close, by the last chunk): nothing reached the client, so it is the
@@ -1154,6 +1198,9 @@ def run(gw_bin, env):
     check(tag + "a close-delimited body that ends inside its JSON is a cut body, as one short "
           "of its Content-Length is; one no bytes could complete is malformed",
           close_delimited_cut)
+    check(tag + "a close-delimited 200 to a request about a response id that ends inside "
+          "its JSON is a cut body, 502; a whole one and a 204 are relayed as they came",
+          close_delimited_cut_relayed)
     check(tag + "reset before the head: 502", expect_502, reset_before_head)
     def mutations():
         seen = {}
