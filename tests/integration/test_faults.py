@@ -14,7 +14,8 @@ Groups (each one ctest entry):
             first byte, fail N times then recover, fallback order, deadline, an oversized head,
             a route of more than 64 models
   streams   cut, stall and malformed chunk before and after the first event,
-            a non-stream body the close ends inside its JSON (a cut),
+            a non-stream body the close ends inside its JSON (a cut), also one
+            answering a request about a response id,
             a clean close without [DONE] (a cut, unless every choice finished),
             a clean end inside an event (its last event if whole, else a cut),
             also between the data lines of one event,
@@ -802,6 +803,41 @@ def streams(gw_bin, fake_bin):
     check("a non-stream body the close ends inside its JSON is a cut body: retried when the "
           "policy retries cuts; bytes no more could complete fall back, malformed",
           unframed_cut_retried_as_a_cut)
+
+    def unframed_cut_of_a_response_id_retried():
+        # A request about a response id goes to the model that served the id
+        # alone, its answer relayed as it came: a 200 the close cut inside
+        # its JSON reached the client as it was. It is a cut body now, so
+        # the model's retry.on.stream_cut retries it there, and the client
+        # gets the whole answer of the retry; without a retry left, 502.
+        made = b'{"id":"resp_1","object":"response","status":"completed","output":[]}'
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        answers = [head + b"Content-Length: %d\r\n\r\n" % len(made) + made,
+                   head + b"\r\n" + made[:25], head + b"\r\n" + made,
+                   head + b"\r\n" + made[:25], head + b"\r\n" + made[:40]]
+
+        def serve(c, n):
+            c.sendall(answers[n - 1])
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url,
+                                 "retry": {"on": {"stream_cut": "retry"}, "max_retries": 1}})
+        st, _, body = request(g.port, "POST", "/v1/responses",
+                              json.dumps({"model": "s", "input": "hi"}))
+        assert st == 200 and json.loads(body)["id"] == "resp_1", (st, body)
+        st, h, body = request(g.port, "GET", "/v1/responses/resp_1")
+        assert st == 200 and body == made, (st, h, body)
+        assert h["x-llmroute-attempts"] == "2", h
+        st, h, body = request(g.port, "GET", "/v1/responses/resp_1")
+        assert st == 502, (st, h, body)
+        assert json.loads(body)["error"]["code"] == "upstream_stream_cut", body
+        assert up.requests == 5, up.requests
+        m = g.metrics()
+        assert m['llmroute_upstream_attempts_total{model="s",class="stream_cut"}'] == 3, m
+        stop(g)
+        up.close()
+    check("a request about a response id whose body the close cuts inside its JSON is a "
+          "cut: retried on the id's model when its policy retries cuts, else 502",
+          unframed_cut_of_a_response_id_retried)
 
     def clean_close_without_done():
         gw = fresh()
