@@ -58,6 +58,32 @@ struct inst {
     struct lr__opt_problem p;
 };
 
+/* The capacities of in's m models, drawn from r. with_caps: 0 none, 1
+ * capacities that hold everyone (usually: topped up so that their sum
+ * covers n unless a model has none), 2 any; a model has none (0) one time
+ * in five either way. */
+static void caps_make(struct inst *in, struct rng *r, int with_caps)
+{
+    long sum = 0;
+    int unlimited = 0;
+    size_t j;
+
+    for (j = 0; j < in->m; j++) {
+        if (with_caps == 0 || rng_unit(r) < 0.2)
+            in->capacity[j] = 0;
+        else
+            in->capacity[j] = 1 + (int)rng_below(r, with_caps == 1 ? in->n / in->m + 2 : in->n);
+    }
+    if (with_caps != 1)
+        return;
+    for (j = 0; j < in->m; j++) {
+        sum += in->capacity[j];
+        unlimited |= in->capacity[j] == 0;
+    }
+    for (j = 0; !unlimited && sum < (long)in->n; j = (j + 1) % in->m, sum++)
+        in->capacity[j]++;
+}
+
 /* Models get a strength and a price that grow together, so quality costs
  * money; per-query noise and some non-candidates make each instance its own.
  * with_caps: 0 none, 1 capacities that hold everyone (usually), 2 any. */
@@ -87,25 +113,7 @@ static void inst_make(struct inst *in, uint64_t seed, size_t maxn, size_t maxm, 
             }
         }
     }
-    for (j = 0; j < in->m; j++) {
-        if (with_caps == 0 || rng_unit(&r) < 0.2)
-            in->capacity[j] = 0;
-        else if (with_caps == 1)
-            in->capacity[j] = 1 + (int)rng_below(&r, in->n / in->m + 2);
-        else
-            in->capacity[j] = 1 + (int)rng_below(&r, in->n);
-    }
-    if (with_caps == 1) {
-        /* Top up the capacities so that their sum covers n. */
-        long sum = 0;
-        int unlimited = 0;
-        for (j = 0; j < in->m; j++) {
-            sum += in->capacity[j];
-            unlimited |= in->capacity[j] == 0;
-        }
-        for (j = 0; !unlimited && sum < (long)in->n; j = (j + 1) % in->m, sum++)
-            in->capacity[j]++;
-    }
+    caps_make(in, &r, with_caps);
     in->p.n = in->n;
     in->p.m = in->m;
     in->p.quality = in->quality;
@@ -1329,23 +1337,7 @@ static void span_make(struct inst *in, uint64_t seed, double lo, double hi)
         in->cost[i] = pow(10.0, lo + (hi - lo) * rng_unit(&r));
     }
     with_caps = (int)rng_below(&r, 3);
-    for (j = 0; j < in->m; j++) {
-        if (with_caps == 0 || rng_unit(&r) < 0.2)
-            in->capacity[j] = 0;
-        else
-            in->capacity[j] =
-                1 + (int)rng_below(&r, with_caps == 1 ? in->n / in->m + 2 : in->n);
-    }
-    if (with_caps == 1) {
-        long sum = 0;
-        int unlimited = 0;
-        for (j = 0; j < in->m; j++) {
-            sum += in->capacity[j];
-            unlimited |= in->capacity[j] == 0;
-        }
-        for (j = 0; !unlimited && sum < (long)in->n; j = (j + 1) % in->m, sum++)
-            in->capacity[j]++;
-    }
+    caps_make(in, &r, with_caps);
     for (i = 0; i < in->n; i++) {
         double ql = 1.0, qh = 0.0, cl = INFINITY, ch = 0.0;
         for (j = 0; j < in->m; j++) {
