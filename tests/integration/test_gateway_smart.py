@@ -2085,7 +2085,10 @@ def decision_deadline(bin_):
             assert err["message"].startswith(
                 "retry.deadline_ms (50 ms) passed during the routing decision"), err
         for k in range(3):
-            lines = [l for l in gw.log_lines() if l.get("id") == "decision-deadline-%d" % k]
+            # The access line is written after the answer is sent: wait for it.
+            rid = "decision-deadline-%d" % k
+            lines = wait_for(lambda: [l for l in gw.log_lines() if l.get("id") == rid], 30,
+                             "the log line of " + rid)
             assert len(lines) == 1 and lines[0]["status"] == 504, lines
             assert lines[0]["error"] == "deadline_exceeded", lines[0]
             assert "routing decision" in lines[0]["message"], lines[0]
