@@ -1065,6 +1065,14 @@ def _check_new_embedder(path, embedder, embed=None):
                        code=_lib.LR_EINVAL)
 
 
+def _blank(q):
+    """Whether a query (a str or bytes) is spaces, tabs and line breaks
+    alone, and not empty: the text the library ranks without neighbours."""
+    if isinstance(q, (bytes, bytearray)):
+        q = q.decode("latin-1")
+    return isinstance(q, str) and q != "" and q.strip(" \t\n\v\f\r") == ""
+
+
 def _float_ptr(flat, i, dim):
     """A float * to row i of an array('f') of rows of dim floats."""
     return cast(flat.buffer_info()[0] + i * dim * sizeof(c_float), POINTER(c_float))
@@ -2036,7 +2044,10 @@ class Router(_Handle):
             return None
         rows, texts = [], []
         for i, q in enumerate(queries):
-            if q is None:
+            if q is None or _blank(q):
+                # A blank text (spaces, tabs, line breaks alone) has nothing
+                # to search by: the library ranks it without neighbours, on
+                # the priors, and it needs no vector (nor a call to embed).
                 rows.append(None)
             else:
                 rows.append(len(texts))

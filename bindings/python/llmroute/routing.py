@@ -33,7 +33,9 @@ candidate without them is refused with a message naming it (AIOS counts a
 missing price as 0), but as the only candidate of a get_model_idxs
 request, which gets it; a model listed twice among one request's
 candidates and (with the built-in embedder, over a store with data) a
-query without text raise InvalidInput;
+query given as the string "" raise InvalidInput, where a query given as
+chat messages with no user text (or a blank last user message) is ranked
+on each candidate's store-wide prior, as the gateway serves it;
 with predictor="aios", a tie on the highest quality when no candidate
 meets the requirement goes to the cheapest (AIOS's argmax: the first).
 Arguments of the wrong type raise InvalidType (an InvalidInput, and a
@@ -1997,7 +1999,13 @@ class SmartRouting(_ModelsOwner):
             raise _bad_type("%s: queries: expected a list of queries (strings or chat message "
                             "lists), got %s" % (where, type(queries).__name__))
         queries = list(queries)
+        # A chat with no query text (only a system message, a last user
+        # message of image parts or "") is routed as a blank text, on the
+        # priors with no vector fetched, as the gateway serves it; a str
+        # query "" stays refused, as the library refuses it.
         texts = [_query_text(q, i, where) for i, q in enumerate(queries)]
+        texts = [" " if t == "" and q is not None and not isinstance(q, str) else t
+                 for t, q in zip(texts, queries)]
         if not texts:
             raise EmptyInput("%s: queries is empty" % where, code=_lib.LR_EEMPTY)
         m = self._routable(where)

@@ -318,6 +318,50 @@ class RuntimeModelsTest(SmartTestCase):
         # predictions as for that text alone.
         self.assertEqual(r.predict([chat], None)[0], r.predict([chat[-1]["content"]], None)[0])
 
+    def test_a_chat_without_query_text_is_routed_on_the_priors(self):
+        # AIOS routes the empty string; its adapter gives chats and catches
+        # nothing, so one chat with no user text raised InvalidInput "smart
+        # routing needs the query text" and failed the whole batch. As the
+        # gateway serves such a chat: ranked on each candidate's store-wide
+        # prior (here cheap right on 4 of 8, strong on 8; 20 and 40 output
+        # tokens), with no vector fetched over a dense store.
+        chats = [[{"role": "system", "content": "x"}],
+                 [{"role": "user", "content": ""}],
+                 [{"role": "user", "content": " \n\t"}],
+                 [{"role": "user", "content": [{"type": "image_url",
+                                                "image_url": {"url": "x"}}]}],
+                 [self.CHAT[0], {"role": "assistant", "content": "hi"},
+                  {"role": "user", "content": None}]]
+        embed = CountingEmbed()
+        dense = QueryStore(embed=embed, embedder="e")
+        dense.add_data(records())
+        for store in (None, dense):
+            r = SmartRouting(CONFIGS)
+            if store is None:
+                r.store.add_data(records())
+            else:
+                r.store = store
+            before = len(embed.calls)
+            for q in chats:
+                self.assertEqual(r.get_model_idxs([NAMES, NAMES], [q, self.CHAT])[0], 1)
+                perf, out, _ = r.predict([q], NAMES)
+                self.assertEqual((perf, out), ([[0.5, 1.0]], [[20.0, 40.0]]))
+                res = r.route_batch(NAMES, [q])
+                self.assertEqual(res.decisions[0].name, "strong")
+                self.assertEqual(r.get_model_idxs_global([NAMES], [q]), [1])
+            # A blank text given as a string is ranked the same way.
+            self.assertEqual(r.predict([" \n"], NAMES)[:2], ([[0.5, 1.0]], [[20.0, 40.0]]))
+            # Only the chat with text was embedded (once per call that had it).
+            self.assertEqual([t for call in embed.calls[before:] for t in call],
+                             [self.CHAT[0]["content"]] * (len(chats) if store else 0))
+        # A query given as the string "" is still refused, as the library
+        # and `llmroute route` refuse it.
+        r = SmartRouting(CONFIGS)
+        r.store.add_data(records())
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            r.get_model_idxs([NAMES], [""])
+        self.assertIn("smart routing needs the query text", str(cm.exception))
+
     def test_no_history_for_a_model_predicts_0_not_nan(self):
         # The default predictor leaves a model without outcomes among the
         # neighbours unknown; predict() gave NaN for it, which np.argmax
