@@ -20,6 +20,8 @@
 
 #include "jsonscan.h"
 
+#include "httpd.h" /* hs_hex_digit() */
+
 static size_t skip_ws(const char *b, size_t i, size_t len)
 {
     while (i < len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r'))
@@ -372,17 +374,6 @@ static int is_blank(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 enum js_prefix js_object_prefix(const char *buf, size_t len)
 {
     unsigned char objects[PREFIX_MAX_DEPTH / 8]; /* a bit per open container: an object's */
@@ -440,7 +431,7 @@ enum js_prefix js_object_prefix(const char *buf, size_t len)
             }
             continue;
         case P_HEX:
-            if ((d = hex_value(c)) < 0)
+            if ((d = hs_hex_digit(c)) < 0)
                 return JS_NEVER;
             code = code * 16 + (unsigned long)d;
             if (++hex_digits < 4)
