@@ -101,7 +101,10 @@ static void print_decision(const struct lr_config *cfg, const char *strategy,
         json_array_append_new(cands, co);
     }
     json_object_set_new(o, "ranking", cands);
-    s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    /* jansson's default precision, 17 digits, as the gateway's /v1/route
+     * has it: at 1e-7 a token, two candidates' costs can differ past the
+     * tenth digit, and a consumer must not see a tie that is not one. */
+    s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (s)
         printf("%s\n", s);
     free(s);

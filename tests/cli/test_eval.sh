@@ -195,6 +195,16 @@ b = rows[("smart-batch", "default", 0.9)]
 assert b["feasible"] is True and b["predicted_quality"] >= 0.9 - 1e-9, b
 assert any(r["strategy"] == "smart-budget" and r["budget"] == 0.01 for r in res["results"])
 PY
+python3 - "$TMP" <<'PY' && ok || bad "eval json: a total cost reads back as the exact sum"
+import sys
+exec(open(sys.argv[1] + "/prelude.py").read())
+# A single model's total cost is the sum of its records' costs, added in the
+# data's order as here: it must read back as that very double. At 15 digits
+# strong's 0.11484000000000012 printed as 0.11484, another number.
+for m in price:
+    row = rows[("single:" + m, None, None)]
+    assert row["total_cost"] == sum(real(r, m)[1] for r in data), (m, row["total_cost"])
+PY
 python3 - "$TMP" <<'PY' && ok || bad "eval random is the expectation of a uniform choice"
 import sys
 exec(open(sys.argv[1] + "/prelude.py").read())
@@ -356,11 +366,36 @@ row = [r for r in json.load(open(out + "/eval.json"))["results"]
        if (r["strategy"], r["predictor"], r["alpha"]) == ("smart", "default", 0.7)][0]
 assert abs(row["predicted_cost"] - want) <= 1e-9 * want, (row["predicted_cost"], want)
 PY
+python3 - "$TMP" <<'PY' && ok || bad "route --json: an estimated cost reads back as the exact one"
+import json, sys
+out = sys.argv[1]
+# A candidate's estimated cost is its input tokens at its input price plus
+# its predicted output tokens at its output price, both as printed: each
+# must read back as the double it was. At ten digits a cost at 1e-7-scale
+# prices was another number, and two that differ could print alike.
+price = {m["name"]: (m["cost_per_input_token"], m["cost_per_output_token"])
+         for m in json.load(open(out + "/cfg.json"))["models"]}
+for d in (json.loads(l) for l in open(out + "/route.json")):
+    for c in d["ranking"]:
+        p = price[c["model"]]
+        want = d["input_tokens"] * p[0] + c["predicted_output_tokens"] * p[1]
+        assert c["estimated_cost"] == want, (c, want)
+    assert d["estimated_cost"] == d["ranking"][0]["estimated_cost"], d
+PY
 "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.jsonl" --split test --format csv >"$TMP/eval.csv" 2>"$TMP/err"
 rc=$?
 [ $rc -eq 0 ] && ok || bad "eval --format csv: exit $rc: $(cat "$TMP/err")"
 python3 -c "import csv, sys; rows = list(csv.DictReader(open(sys.argv[1]))); assert len(rows) >= 8 and 'share:strong' in rows[0], rows[0]" "$TMP/eval.csv" \
     && ok || bad "eval --format csv"
+python3 - "$TMP" <<'PY' && ok || bad "eval --format csv: a total cost reads back as the exact sum"
+import csv, sys
+exec(open(sys.argv[1] + "/prelude.py").read())
+# As in the JSON: at ten digits strong's total cost read 0.11484.
+csv_rows = {r["strategy"]: r for r in csv.DictReader(open(sys.argv[1] + "/eval.csv"))}
+for m in price:
+    got = float(csv_rows["single:" + m]["total_cost"])
+    assert got == sum(real(r, m)[1] for r in data), (m, got)
+PY
 expect "eval table" 0 "oracle" -- "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test
 # Without --alpha, the batch rows meet router.alpha, the target route --batch
 # meets, and the per-query rows the performance requirement: the batch rows
