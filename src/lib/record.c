@@ -494,8 +494,19 @@ const char *lr__text_encoding(const unsigned char *p, size_t len, const char **h
         {"azzz", "UTF-32LE"},
         {"zaza", "UTF-16BE"},
         {"azaz", "UTF-16LE"},
+        /* A text of 2 or 3 bytes: how one of the shapes above starts, an
+         * ASCII character among it. "az" starts both little-endian ones
+         * and is UTF-16LE's whole '{'; "azz" is UTF-32LE's alone, as
+         * UTF-16LE's second character would be no ASCII one. Bytes all
+         * NUL show no encoding. */
+        {"az", "UTF-16LE"},
+        {"za", "UTF-16BE"},
+        {"aza", "UTF-16LE"},
+        {"zaz", "UTF-16BE"},
+        {"azz", "UTF-32LE"},
     };
     char shape[5] = "";
+    size_t n = len < 4 ? len : 4;
 
     *how = " (it starts with that encoding's byte order mark)";
     /* UTF-32LE's mark starts as UTF-16LE's does: tried first. */
@@ -507,12 +518,12 @@ const char *lr__text_encoding(const unsigned char *p, size_t len, const char **h
         return "UTF-16LE";
     if (len >= 2 && p[0] == 0xFE && p[1] == 0xFF)
         return "UTF-16BE";
-    if (len < 4)
-        return NULL;
-    for (int i = 0; i < 4; i++)
+    for (size_t i = 0; i < n; i++)
         shape[i] = p[i] == 0 ? 'z' : p[i] < 0x80 ? 'a' : 'x';
-    *how = " without a byte order mark (its first characters are ASCII with NUL bytes "
-           "between them, as that encoding writes them)";
+    *how = n < 4 ? " without a byte order mark (its few bytes are ASCII with NUL bytes beside "
+                   "them, as that encoding writes ASCII)"
+                 : " without a byte order mark (its first characters are ASCII with NUL "
+                   "bytes between them, as that encoding writes them)";
     for (size_t i = 0; i < sizeof unmarked / sizeof *unmarked; i++)
         if (strcmp(shape, unmarked[i].shape) == 0)
             return unmarked[i].encoding;

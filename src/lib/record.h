@@ -107,12 +107,14 @@ int lr__nul_at(const char *p, size_t len, long line0, int col0, long *line, int 
  * order mark, or without one by where the NUL bytes fall among its first 4
  * bytes: JSON text starts with ASCII characters (blank space, '[', '{'),
  * which UTF-16 writes with a NUL byte before or after each and UTF-32 with
- * three (RFC 4627, section 3). *how is what LR__NOT_UTF8 says of the
- * encoding's sign: the mark, or the NUL bytes. Every loader refuses such a
- * text naming its encoding: read as UTF-8 it failed as "a NUL byte" or an
- * "invalid token" at a place that said nothing of why (Windows
- * PowerShell's > and Notepad's "Unicode" save UTF-16LE with a mark; other
- * programs write none). */
+ * three (RFC 4627, section 3). A text of 2 or 3 bytes is known by the same
+ * pattern as far as it goes ("{\0" is UTF-16LE), when it holds a byte that
+ * is not NUL and the pattern fits one encoding. *how is what LR__NOT_UTF8
+ * says of the encoding's sign: the mark, or the NUL bytes. Every loader
+ * refuses such a text naming its encoding: read as UTF-8 it failed as "a
+ * NUL byte" or an "invalid token" at a place that said nothing of why
+ * (Windows PowerShell's > and Notepad's "Unicode" save UTF-16LE with a
+ * mark; other programs write none). */
 const char *lr__text_encoding(const unsigned char *p, size_t len, const char **how);
 /* With the encoding and *how of lr__text_encoding(). */
 #define LR__NOT_UTF8 "is %s%s: JSON text is UTF-8, so save it as UTF-8"

@@ -412,6 +412,28 @@ for enc in UTF-16LE:fffe UTF-16BE:feff UTF-32LE:fffe0000 UTF-32BE:0000feff; do
         grep -qF "/dev/stdin:1:1: $why" "$TMP/err" && ok || bad "eval: $f from a pipe: $(cat "$TMP/err")"
     done
 done
+# A file of 2 or 3 bytes is named the same way, by its mark alone or by
+# NUL bytes beside an ASCII character as far as the pattern goes: "{\0",
+# UTF-16LE's '{', was "a NUL byte" at 1:2. Bytes all NUL show no encoding.
+for short in UTF-16LE:fffe: UTF-16BE:feff: UTF-16LE:7b00 UTF-16BE:007b UTF-16LE:7b000a \
+    UTF-16BE:005b00 UTF-32LE:5b0000; do
+    name=${short%%:*} hex=${short#*:}
+    f=short${hex%:}.jsonl
+    printf '%s' "${hex%:}" | xxd -r -p >"$TMP/$f"
+    case $hex in
+    *:) why="the file is $name (it starts with that encoding's byte order mark)" ;;
+    *) why="the file is $name without a byte order mark (its few bytes are ASCII with NUL bytes beside them, as that encoding writes ASCII)" ;;
+    esac
+    why="$why: JSON text is UTF-8, so save it as UTF-8"
+    refused_by_import_and_eval "a file of the bytes ${hex%:}" "$f" "$f:1:1: $why" "$f"
+    "$BIN" eval --config "$CFG" --data - <"$TMP/$f" >/dev/null 2>"$TMP/err"
+    grep -qF "/dev/stdin:1:1: $why" "$TMP/err" && ok || bad "eval: $f from a pipe: $(cat "$TMP/err")"
+    expect "check-config: a file of the bytes ${hex%:}" 2 "$f: line 1, column 1: $why" -- \
+        "$BIN" check-config "$TMP/$f"
+done
+printf '\0\0' >"$TMP/nul00.jsonl"
+expect "eval: two NUL bytes" 2 "nul00.jsonl:1:1: a NUL byte (JSON text holds none)" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/nul00.jsonl"
 # A UTF-8 mark at the start of a later line (files joined with cat) is
 # named: "invalid token near '...'" quoted the mark, which shows as nothing.
 printf '\357\273\277%s\n  \357\273\277%s\n' "$REC" "$REC" >"$TMP/joined.jsonl"

@@ -895,6 +895,54 @@ static void a_utf16_or_utf32_text_without_a_mark_is_named(void **state)
     unlink(path);
 }
 
+/* A text of 2 or 3 bytes in UTF-16 or UTF-32 is named as a longer one is:
+ * by its mark alone, or by NUL bytes beside an ASCII character as far as
+ * the pattern goes (it was "a NUL byte" at column 1 or 2). Bytes all NUL,
+ * or in no encoding's pattern, are still a NUL byte. */
+static void a_utf16_or_utf32_text_of_under_4_bytes_is_named(void **state)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *encoding;
+    } texts[] = {
+        {"{\0", 2, "UTF-16LE"},   {"\0{", 2, "UTF-16BE"},   {"{\0\n", 3, "UTF-16LE"},
+        {"\0{\0", 3, "UTF-16BE"}, {"{\0\0", 3, "UTF-32LE"},
+    };
+    static const struct {
+        const char *bytes;
+        size_t len;
+        int column;
+    } nul[] = {{"\0\0", 2, 1}, {"\0\0\0", 3, 1}, {"\0\0{", 3, 1}, {"{}\0", 3, 3}};
+    char path[] = "/tmp/lr_cfg_utf16s_XXXXXX";
+    struct lr_config *cfg = (struct lr_config *)1;
+    struct lr_error err = {0};
+    char want[320];
+    int fd;
+    (void)state;
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
+        expect_encoding_named(texts[i].bytes, texts[i].len, "/tmp/lr_cfg_utf16s_XXXXXX",
+                              texts[i].encoding,
+                              " without a byte order mark (its few bytes are ASCII with NUL "
+                              "bytes beside them, as that encoding writes ASCII)");
+    expect_encoding_named("\xff\xfe", 2, "/tmp/lr_cfg_utf16s_XXXXXX", "UTF-16LE",
+                          " (it starts with that encoding's byte order mark)");
+    expect_encoding_named("\xfe\xff", 2, "/tmp/lr_cfg_utf16s_XXXXXX", "UTF-16BE",
+                          " (it starts with that encoding's byte order mark)");
+    for (size_t i = 0; i < sizeof nul / sizeof *nul; i++) {
+        memcpy(path + strlen(path) - 6, "XXXXXX", 6);
+        fd = mkstemp(path);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, nul[i].bytes, nul[i].len), (int)nul[i].len);
+        close(fd);
+        assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
+        snprintf(want, sizeof want, "%s: line 1, column %d: a NUL byte (JSON text holds none)",
+                 path, nul[i].column);
+        assert_string_equal(err.message, want);
+        unlink(path);
+    }
+}
+
 /* The cap on a configuration's size is 16 MiB: a file of exactly that size
  * loads, as the same text does from a string, and one byte more is refused
  * (a file of exactly the cap was refused as "over 16777216 bytes"). */
@@ -1031,6 +1079,7 @@ int main(void)
         cmocka_unit_test(nul_byte_in_a_file_is_named),
         cmocka_unit_test(a_utf16_or_utf32_text_is_named),
         cmocka_unit_test(a_utf16_or_utf32_text_without_a_mark_is_named),
+        cmocka_unit_test(a_utf16_or_utf32_text_of_under_4_bytes_is_named),
         cmocka_unit_test(model_names_that_differ_only_in_case_are_warned_about),
         cmocka_unit_test(a_file_of_exactly_the_size_cap_loads),
         cmocka_unit_test(comma_in_a_model_name_is_refused),
