@@ -3658,6 +3658,20 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
      * no integer in the body is read here, it is not refused as malformed. */
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
                       &je);
+    if (!root && json_error_code(&je) == json_error_numeric_overflow) {
+        /* A number past a double's range ("temperature": 1e400) is valid
+         * JSON that jansson refuses as a syntax error of the whole body:
+         * named by its member, as /v1/route and /v1/feedback name one
+         * (api.c's load_body()), when it is the body's only fault. Nothing
+         * is forwarded: an upstream's parser would refuse it too, or read
+         * it as infinity. */
+        char field[256];
+        struct lr_error err;
+        if (lr_record_check_range(body, len, field, sizeof field, &err) != 0) {
+            fail_with(ex, 400, field[0] ? field : NULL, "invalid_value", "%s", err.message);
+            return;
+        }
+    }
     if (!root) {
         fail_with(ex, 400, NULL, "invalid_json",
                   "malformed JSON in the request body: %s (line %d, column %d)", je.text, je.line,

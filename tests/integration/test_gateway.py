@@ -545,6 +545,42 @@ def forwarding(gw_bin, fake_bin):
         assert fake.logged()[-1]["body"] == body.replace('"fake-b"', '"upstream-b"')
     check("an integer past int64 is forwarded as written", integer_past_int64)
 
+    def number_past_a_double():
+        # A number past a double's range is valid JSON grammar that the
+        # parser refuses: it was 400 invalid_json, "real number overflow
+        # near '1e400'", naming no member. It is 400 invalid_value with
+        # param its place, as /v1/route and /v1/feedback name one, on each
+        # forwarded endpoint (a \u0000 elsewhere in the body or not), and
+        # nothing is forwarded. A syntax error besides is still invalid_json.
+        msgs = [{"role": "user", "content": "a\u0000b"}]
+        for path, body, param, number in (
+                ("/v1/chat/completions",
+                 '{"model":"fake-b","messages":%s,"temperature":1e400}' % json.dumps(msgs),
+                 "temperature", "1e400"),
+                ("/v1/chat/completions",
+                 '{"model":"fake-b","messages":[{"role":"user","content":[{"type":"text",'
+                 '"text":"x","w":-2E+999}]}]}', "messages[0].content[0].w", "-2E+999"),
+                ("/v1/completions", '{"model":"fake-b","prompt":"x","max_tokens":1e309}',
+                 "max_tokens", "1e309"),
+                ("/v1/embeddings", '{"model":"fake-b","input":[1, 1e400]}', "input[1]",
+                 "1e400"),
+                ("/v1/responses", '{"model":"fake-b","input":"x","top_p":1e400}', "top_p",
+                 "1e400")):
+            n = len(fake.logged())
+            st, _, data = request(gw.port, "POST", path, body)
+            e = error_shape(json.loads(data))
+            assert st == 400 and e["code"] == "invalid_value" and e["param"] == param, \
+                (path, body, st, e)
+            assert e["message"] == ("%s: %s is out of range: a number's magnitude is at most "
+                                    "about 1.8e308" % (param, number)), e
+            assert len(fake.logged()) == n, "forwarded"
+        st, _, data = request(gw.port, "POST", "/v1/chat/completions",
+                              '{"model":"fake-b","messages":[],"temperature":1e400 x}')
+        e = error_shape(json.loads(data))
+        assert st == 400 and e["code"] == "invalid_json" and e["param"] is None, (st, e)
+    check("a number past a double's range is 400 invalid_value naming its place, not "
+          "forwarded", number_past_a_double)
+
     def nul_in_names():
         # ... but a name with one cannot be a configured name, and is not cut
         # short to one: 400 naming the field.
