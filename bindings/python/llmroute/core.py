@@ -2042,13 +2042,18 @@ class Router(_Handle):
             # Nothing to search: the library says the store is empty (and
             # an AIOS class falls back), without a call to embed.
             return None
-        rows, texts = [], []
+        rows, texts, empty = [], [], []
         for i, q in enumerate(queries):
             if q is None or _blank(q):
                 # A blank text (spaces, tabs, line breaks alone) has nothing
                 # to search by: the library ranks it without neighbours, on
                 # the priors, and it needs no vector (nor a call to embed).
                 rows.append(None)
+            elif isinstance(q, (str, bytes, bytearray)) and len(q) == 0:
+                # An empty text is refused below, as the library refuses it
+                # over a store of the built-in embedder: it is never embedded.
+                rows.append(None)
+                empty.append(i)
             else:
                 rows.append(len(texts))
                 # Checked as the request will be (_requests()) before any is
@@ -2057,11 +2062,35 @@ class Router(_Handle):
                 # goes to embed (or its server).
                 qb = _b(q, "%s: queries[%d]" % (where, i))
                 texts.append(q if isinstance(q, str) else _s(qb))
+        if empty:
+            self._known_candidates(models, per_query)
+            self._refuse_empty(empty, models, per_query)
         if not texts:
             return None
         self._known_candidates(models, per_query)
         flat, dim = _embed.checked(embed, texts, dim)
         return flat, dim, rows
+
+    def _refuse_empty(self, empty, models, per_query):
+        """Raise, in the library's words, its refusal of the first empty
+        query text (of those at the indices `empty`) in a request with more
+        than one candidate: smart routing has nothing to rank it by. A
+        request with a single candidate gets it, text or none, and is left
+        to the library. See _vectors: the empty text is never embedded."""
+        batch = per_query is not None
+        for i in empty:
+            names = models[i] if per_query else models
+            if names is None:
+                n = len(self._names)
+            elif isinstance(names, (str, bytes)):
+                n = 1
+            else:
+                n = len(names)
+            if n > 1:
+                raise InvalidInput("%ssmart routing needs the query text"
+                                   % ("query %d: " % i if batch else ""), code=_lib.LR_EINVAL,
+                                   c_name="lr_router_route_batch" if batch
+                                   else "lr_router_route")
 
     def _filled_meanwhile(self, vectors, given):
         """Whether a call that failed should be made again with vectors:

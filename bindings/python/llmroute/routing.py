@@ -32,10 +32,11 @@ a local backend (LOCAL_BACKENDS, with a warning), and any other smart
 candidate without them is refused with a message naming it (AIOS counts a
 missing price as 0), but as the only candidate of a get_model_idxs
 request, which gets it; a model listed twice among one request's
-candidates and (with the built-in embedder, over a store with data) a
-query given as the string "" raise InvalidInput, where a query given as
-chat messages with no user text (or a blank last user message) is ranked
-on each candidate's store-wide prior, as the gateway serves it;
+candidates and (over a store with data, with any embedder, which is not
+called for it) a query given as the string "" raise InvalidInput, where a
+query given as chat messages with no user text (or a blank last user
+message) is ranked on each candidate's store-wide prior, as the gateway
+serves it;
 with predictor="aios", a tie on the highest quality when no candidate
 meets the requirement goes to the cheapest (AIOS's argmax: the first).
 Arguments of the wrong type raise InvalidType (an InvalidInput, and a
@@ -1375,13 +1376,12 @@ class QueryStore(_NoCopy):
                 raise _bad("%s: model_configs: model '%s' is listed twice" % (where, n))
             seen.add(n)
         n_similar = _whole(n_similar, where + ": n_similar", 1, _lib.LR_MAX_N_SIMILAR)
-        if self._store.embed is None:
-            for i, t in enumerate(texts):
-                if t == "":
-                    # Refused over an empty store too, as over one with data.
-                    raise _bad("%s: query[%d]: smart routing needs the query text: the "
-                               "built-in embedder has nothing to compare an empty query by"
-                               % (where, i))
+        for i, t in enumerate(texts):
+            if t == "":
+                # Refused over an empty store too, as over one with data, and
+                # over a dense store before embed is called.
+                raise _bad("%s: query[%d]: smart routing needs the query text: an empty "
+                           "query has nothing to find similar past queries by" % (where, i))
         perf = [[0.0] * len(names) for _ in texts]
         length = [[0.0] * len(names) for _ in texts]
         if texts and self._count(where) > 0:

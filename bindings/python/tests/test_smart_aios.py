@@ -362,6 +362,43 @@ class RuntimeModelsTest(SmartTestCase):
             r.get_model_idxs([NAMES], [""])
         self.assertIn("smart routing needs the query text", str(cm.exception))
 
+    def test_the_string_empty_is_refused_over_a_dense_store_without_embedding_it(self):
+        # Over a store of embed= the empty string was embedded and routed
+        # (to "strong" here), where over the built-in embedder's it is
+        # refused; now it is refused there too, in the same words, with
+        # no call to embed, on every method that routes queries.
+        def errors(store):
+            r = SmartRouting(CONFIGS)
+            r.store = store
+            calls = [lambda: r.get_model_idxs([NAMES, NAMES], ["easy sum", ""]),
+                     lambda: r.get_model_idxs(NAMES, [""]),
+                     lambda: r.predict(["easy sum", ""], NAMES),
+                     lambda: r.route_batch(NAMES, ["easy sum", ""]),
+                     lambda: r.get_model_idxs_global([NAMES, NAMES], ["easy sum", ""]),
+                     lambda: r.router.route(NAMES, ""),
+                     lambda: store.predict(["easy sum", ""], NAMES)]
+            out = []
+            for call in calls:
+                with self.assertRaises(llmroute.InvalidInput) as cm:
+                    call()
+                out.append(str(cm.exception))
+            return out
+        builtin = QueryStore()
+        builtin.add_data(records())
+        embed = CountingEmbed()
+        dense = QueryStore(embed=embed, embedder="e")
+        dense.add_data(records())
+        before = len(embed.calls)
+        got = errors(dense)
+        self.assertEqual(embed.calls[before:], [])
+        self.assertEqual(got, errors(builtin))
+        self.assertIn("query 1: smart routing needs the query text", got[0])
+        # A single candidate is still given, as over the built-in store.
+        r = SmartRouting(CONFIGS)
+        r.store = dense
+        self.assertEqual(r.get_model_idxs([["strong"]], [""]), [1])
+        self.assertEqual(embed.calls[before:], [])
+
     def test_no_history_for_a_model_predicts_0_not_nan(self):
         # The default predictor leaves a model without outcomes among the
         # neighbours unknown; predict() gave NaN for it, which np.argmax
@@ -1319,8 +1356,8 @@ class AiosPredictTest(SmartTestCase):
                 with self.assertRaises(llmroute.InvalidInput) as cm:
                     q.predict(["q", ""], ["cheap"])
                 self.assertEqual(str(cm.exception), "QueryStore.predict: query[1]: smart "
-                                 "routing needs the query text: the built-in embedder has "
-                                 "nothing to compare an empty query by")
+                                 "routing needs the query text: an empty query has nothing "
+                                 "to find similar past queries by")
 
     def test_a_closed_store_is_refused_in_the_method_s_name(self):
         # predict() said "the store is closed", naming no method; an empty
