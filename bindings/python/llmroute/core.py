@@ -113,15 +113,19 @@ def _read_only(what, why, instead):
     return AttributeError("%s: read-only (%s); to change it, %s" % (what, why, instead))
 
 
-def _read_only_property(attr, doc, owner, why, instead):
+def _read_only_property(attr, doc, owner, why, instead, copy=False):
     """A read-only attribute `attr` of class `owner` ("Store"), documented
-    by `doc`: a property whose getter returns self._<attr> and whose setter
-    raises _read_only("<owner>: <attr>", why, instead). It has no deleter,
-    so `del obj.attr` raises the AttributeError property raises for one."""
+    by `doc`: a property whose getter returns self._<attr> (with copy, a
+    new list of its items: a list the object keeps for itself is not
+    handed out, for a caller's append or sort to change it in place) and
+    whose setter raises _read_only("<owner>: <attr>", why, instead). It has
+    no deleter, so `del obj.attr` raises the AttributeError property raises
+    for one."""
     private = "_" + attr
 
     def get(self):
-        return getattr(self, private)
+        value = getattr(self, private)
+        return list(value) if copy else value
 
     def refuse(self, value):
         raise _read_only("%s: %s" % (owner, attr), why, instead)
@@ -754,9 +758,13 @@ class Config(_Handle):
         file, Config.from_file). Read-only.""",
         *_LOADED)
     models = _read_only_property(
-        "models", """The configured models (ModelInfo), in order. Read-only.""", *_LOADED)
+        "models", """The configured models (ModelInfo), in order: a new list
+        at each read, so that changing it changes nothing in the Config.
+        Read-only.""", *_LOADED, copy=True)
     names = _read_only_property(
-        "names", """The configured models' names, in order. Read-only.""", *_LOADED)
+        "names", """The configured models' names, in order: a new list at
+        each read, so that changing it changes nothing in the Config.
+        Read-only.""", *_LOADED, copy=True)
 
 
     def index(self, name):
@@ -1688,10 +1696,11 @@ class Router(_Handle):
         self._store_embedder = store_embedder
         self._config = config
         self._store = store
-        self._names = config.names
-        # The models as loaded, for capacities by name: the Config may be
-        # closed while the Router routes on.
-        self._models = config.models
+        # The Config's own lists, which it never changes (its names and
+        # models hand out copies): the Config may be closed while the
+        # Router routes on, and the models as loaded give capacities by name.
+        self._names = config._names
+        self._models = config._models
         self._model_index = config._index
         self._scratch = _Scratch()
         self._cands = {}

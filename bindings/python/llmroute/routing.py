@@ -1930,7 +1930,7 @@ class SmartRouting(_ModelsOwner):
         takes its list once, at construction); [] while it is empty.
         Read-only."""
         config = self._state().config
-        return [] if config is None else list(config.names)
+        return [] if config is None else config.names
 
     @property
     def router(self):
@@ -2035,7 +2035,7 @@ class SmartRouting(_ModelsOwner):
                                              where, arg)
         if m.unpriced:
             for names in (models if per_query else [models]):
-                names = m.config.names if names is None else names
+                names = m.config._names if names is None else names
                 if lone_unpriced and len(names) == 1:
                     continue
                 for name in names:
@@ -2094,7 +2094,7 @@ class SmartRouting(_ModelsOwner):
         for i, text in enumerate(texts):
             names = models[i] if isinstance(models, list) else models
             if names is None:
-                names = tuple(config.names)
+                names = tuple(config._names)
             seen = set()
             for n in names:
                 if n not in config._index:
@@ -2106,7 +2106,7 @@ class SmartRouting(_ModelsOwner):
                 seen.add(n)
             tokens = lengths[i] if lengths is not None and lengths[i] is not None else \
                 estimate_tokens(text or "")
-            prices = [config.models[config._index[n]].cost_per_input_token for n in names]
+            prices = [config._models[config._index[n]].cost_per_input_token for n in names]
             rows.append((names, tokens, prices))
         return rows
 
@@ -2200,7 +2200,7 @@ class SmartRouting(_ModelsOwner):
             by_name = {c.name: c for c in d.ranking}
             order = models[i] if isinstance(models, list) else models
             if order is None:
-                order = m.config.names
+                order = m.config._names
             perf.append([_known(by_name[n].predicted_quality) for n in order])
             out_len.append([_known(by_name[n].predicted_output_tokens) for n in order])
             cost.append([by_name[n].estimated_cost for n in order])

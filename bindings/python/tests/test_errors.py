@@ -287,6 +287,24 @@ class ReadOnlyAttributesTest(unittest.TestCase):
             self.assertEqual(r.route_batch(n=2, models=["a", "b"], capacities={"a": 1}).indices,
                              [0, 1])
 
+    def test_changing_a_configs_names_or_models_in_place_changes_nothing(self):
+        # cfg.names and cfg.models were the Config's own lists, which its
+        # Routers share: cfg.names.reverse() had a Router name its choice
+        # of model 0 "c", and cfg.models.clear() made len(cfg) 0.
+        cfg = Config({"models": MODELS})
+        with Router(cfg, strategy="sequential") as before:
+            cfg.names.reverse()
+            cfg.names.append("x")
+            cfg.models.clear()
+            self.assertEqual((cfg.names, len(cfg), [m.name for m in cfg.models]),
+                             (["a", "b", "c"], 3, ["a", "b", "c"]))
+            self.assertEqual(cfg.index("a"), 0)
+            with Router(cfg, strategy="sequential") as after:
+                for r in (before, after):
+                    self.assertEqual([r.route().name for _ in range(3)], ["a", "b", "c"])
+                    self.assertEqual([d.name for d in r.route_batch(n=3).decisions],
+                                     ["a", "b", "c"])
+
     def test_a_routers_config_and_store_are_refused(self):
         # router.config = other and router.store = other used to be taken
         # while the router went on routing over the ones it was made with.
