@@ -17,13 +17,18 @@ Each round then checks that the two stores hold the same number of
 records and give the same predictions (QueryStore.predict over 50 new
 queries), so that a faster add that routed differently would be seen.
 
-    bench/python_add.sh [build-dir] [--adds N] [--rounds R] [--sizes 1000,10000]
+With --dense the stores are dense, opened with embed= a function that
+hashes each word of a text into one of 64 places (quick, and the same on
+every run), so that what is timed is the store's work, not an embedder's.
+
+    bench/python_add.sh [build-dir] [--adds N] [--rounds R] [--sizes 1000,10000] [--dense]
 """
 import argparse
 import random
 import statistics
 import sys
 import time
+import zlib
 
 import llmroute
 
@@ -56,8 +61,26 @@ def synth(n_records, seed):
     return records, [text() for _ in range(50)]
 
 
-def store_of(records):
-    s = llmroute.QueryStore(None)
+DIM = 64
+
+
+def hashed(texts):
+    """embed= of the dense stores: a hashed bag of words per text."""
+    out = []
+    for t in texts:
+        v = [0.0] * DIM
+        for w in t.split():
+            h = zlib.crc32(w.encode("utf-8"))
+            v[h % DIM] += 1.0 if (h >> 16) & 1 else -1.0
+        if not any(v):
+            v[0] = 1.0
+        out.append(v)
+    return out
+
+
+def store_of(records, dense):
+    s = (llmroute.QueryStore(embed=hashed, embedder="bench-hash-64") if dense
+         else llmroute.QueryStore(None))
     s.add_data(records)
     return s
 
@@ -82,17 +105,19 @@ def main():
     ap.add_argument("--adds", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--dense", action="store_true",
+                    help="dense stores (embed= a hashed bag of words of 64 places)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
-    print("QueryStore.add_data: %d records one at a time vs in one call; median of %d rounds"
-          % (args.adds, args.rounds))
+    print("QueryStore.add_data%s: %d records one at a time vs in one call; median of %d rounds"
+          % (" (dense store)" if args.dense else "", args.adds, args.rounds))
     status = 0
     for size in sizes:
         records, probes = synth(size + args.adds, seed=size)
         base, new = records[:size], records[size:]
         singles, batches = [], []
         for r in range(args.rounds):
-            a, b = store_of(base), store_of(base)
+            a, b = store_of(base, args.dense), store_of(base, args.dense)
             if r % 2 == 0:
                 singles.append(one_at_a_time(a, new, probes[0]))
                 batches.append(in_one_call(b, new, probes[0]))
