@@ -1086,6 +1086,13 @@ def _float_ptr(flat, i, dim):
     return cast(flat.buffer_info()[0] + i * dim * sizeof(c_float), POINTER(c_float))
 
 
+# The stores whose import is calling its embed function on this thread
+# (Store.import_file), innermost last: a write to one of them from inside
+# that embed is refused by the library at once, and add_data of one record
+# must not call embed first (it would run again, and again).
+_importing = threading.local()
+
+
 class Store(_Handle):
     """A history store (struct lr_store) in a SQLite file, or in memory.
 
@@ -1307,11 +1314,14 @@ class Store(_Handle):
             opts.embed_dim = dim
         rep = _lib.lr_import_report()
         err = _lib.lr_error()
+        stack = _importing.__dict__.setdefault("stores", [])
+        stack.append(self)
         h = self._borrow()
         try:
             rc = api.lr_store_import_file(h, cpath, byref(opts), byref(rep), byref(err))
         finally:
             self._give_back()
+            stack.pop()
         if rc < 0 and cb is not None:
             cb.reraise(err.message.decode("utf-8", "replace"))
         raise_for(rc, err, "lr_store_import_file")
@@ -1383,9 +1393,14 @@ class Store(_Handle):
         refused and named as import_records([record]) would take, refuse
         and name it; returns the ImportReport that import gives. The copy
         gains the record in place (added_since_build()), where an import
-        builds it whole: rebuild() makes it what the import makes. For a
-        store of the built-in embedder (a dense one's vectors come through
-        the import's embed callback)."""
+        builds it whole: rebuild() makes it what the import makes. A dense
+        store (one that knows its dimension: the first import learns it)
+        embeds the record's query with one call of its embed function
+        after the check, as the import's callback would, a fault there
+        raised as the import raises it."""
+        embed = self._need_embed("import")
+        dim = self.dim if embed is not None else 0
+
         def load_and_add(tmp):
             opts = _lib.lr_import_options(None, 1)
             ds = c_void_p()
@@ -1397,18 +1412,49 @@ class Store(_Handle):
             try:
                 if api.lr_dataset_count(ds) != 1:
                     raise InvalidInput("records: expected one record", code=_lib.LR_EINVAL)
+                rec = api.lr_dataset_record(ds, 0)
+                vec, keep = None, None
+                if embed is not None:
+                    keep = self._embed_for_import(embed, rec.contents.query, dim, tmp)
+                    vec = _float_ptr(keep, 0, dim)
                 err = _lib.lr_error()
                 h = self._borrow()
                 try:
-                    rc = api.lr_store_add(h, api.lr_dataset_record(ds, 0), None, 0, byref(err))
+                    rc = api.lr_store_add(h, rec, vec, dim, byref(err))
                 finally:
                     self._give_back()
+                del keep
                 raise_for(rc, err, "lr_store_add")
             finally:
                 api.lr_dataset_free(ds)
             return ImportReport(1, 1, 0, 0, None)
 
         return self._through_file([record], load_and_add)
+
+    def _in_own_import(self):
+        """Whether this thread is inside an import into this store (in its
+        embed function, then): see _importing."""
+        return any(s is self for s in getattr(_importing, "stores", ()))
+
+    @staticmethod
+    def _embed_for_import(embed, query, dim, tmp):
+        """The vector (an array('f') of dim floats) of query (bytes, the
+        one record of the file tmp) from embed, as an import's embed
+        callback gets it (_embed.ImportCallback); a fault is raised as the
+        import raises it (EmbedError "tmp: embedding records 0 to 0 (lines
+        1 to 1): ...", chained from what embed raised), which
+        _through_file() then words as about the records."""
+        try:
+            flat, _ = _embed.vectors(embed, [query.decode("utf-8", "replace")], dim)
+            return flat
+        except Exception as e:
+            message = str(e) if isinstance(e, EmbedError) else (
+                "embed raised %s: %s" % (type(e).__name__, e))
+            out = EmbedError("%s: embedding records 0 to 0 (lines 1 to 1): %s" % (tmp, message),
+                             code=_lib.LR_EINVAL)
+            if isinstance(e, EmbedError) and e.__cause__ is None and e.__context__ is None:
+                raise out from None
+            raise out from e
 
     def add(self, query, outcomes, input_tokens=None, task=None, embedding=None):
         """Append one record: outcomes is a list of (model, correctness,

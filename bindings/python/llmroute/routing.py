@@ -1453,10 +1453,17 @@ class QueryStore(_NoCopy):
         # One record is appended, in time of its own, rather than imported,
         # which builds the store's copy whole (the size of the store); the
         # build is left to the next route over the store (_settle()), which
-        # then routes as after an import. Several records go in one import,
-        # all or nothing, as do a dense store's (embedded in the import) and
-        # a capped one's (the import's rules at the cap are not an append's).
-        single = len(data) == 1 and not self._capped and not self._store.dense
+        # then routes as after an import. A dense store's record is embedded
+        # first, by one call of its embed function, once the store knows its
+        # dimension (its first import learns it). Several records go in one
+        # import, all or nothing, as do a dense store's first and a capped
+        # store's (the import's rules at the cap are not an append's), and a
+        # dense store's from inside its own import's embed function, which
+        # the library then refuses at once, before embed is called again.
+        single = (len(data) == 1 and not self._capped
+                  and (not self._store.dense or (self._store.embed is not None
+                                                 and self._store.dim > 0
+                                                 and not self._store._in_own_import())))
         try:
             if single:
                 report = self._store._append_record(data[0])

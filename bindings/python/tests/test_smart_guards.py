@@ -93,6 +93,17 @@ class EmbedWritesToItsOwnStoreTest(SmartTestCase):
             COUNT="s.store.count()", ADD="s.store.add_data(RECS[:1])")
         self.check(lines, "import into it", 0)
 
+    def test_add_data_of_one_record_from_embed_during_add_data(self):
+        # add_data of one record into a dense store that holds records
+        # embeds it, then appends it: from inside the store's own import it
+        # called embed again before the library refused the write. It is
+        # refused at once, as add_data of several records is.
+        lines = self.run_case(
+            MAKE="SmartRouting(M, embed=embed, embedder='hash8')\ns.store.add_data(RECS[:3])",
+            WRITE="s.store.add_data(RECS[3:4])", IMPORT="s.store.add_data(RECS[4:])",
+            COUNT="s.store.count()", ADD="s.store.add_data(RECS[:1])")
+        self.check(lines, "import into it", 3)
+
     def test_store_add_and_refresh_from_embed_during_import(self):
         for write, doing in (("s.add('x', [('a', 1, 5)])", "add to it"),
                              ("s.add_outcome('x', 'a', 1, 5)", "add to it"),

@@ -8,7 +8,7 @@ import threading
 import unittest
 
 import support  # noqa: F401  (puts the package on the path)
-from support import SmartTestCase, group_fixture, priced
+from support import CountingEmbed, SmartTestCase, SwitchEmbed, group_fixture, priced
 
 import llmroute
 from llmroute import SmartRouting
@@ -261,6 +261,77 @@ class AddOneAtATimeTest(SmartTestCase):
                 b = theirs.store.predict(texts, CONFIGS)
                 self.assertEqual([list(map(list, x)) for x in a],
                                  [list(map(list, x)) for x in b])
+
+    def test_a_dense_stores_records_added_one_at_a_time_route_as_added_in_one_call(self):
+        # Over a dense store add_data of one record was still an import,
+        # which builds the store's copy whole: 8.3 ms an add into 1,000
+        # records, 151 ms into 10,000 (bench/python_add.sh --dense). A
+        # lone record is now embedded (one call of embed, with
+        # its query alone) and appended, and the copy built whole at the
+        # next route: the adds leave added_since_build() above 0 until
+        # then, where each import left 0.
+        records, queries, _ = fixture()
+        texts = [q for q, _, _ in queries]
+        ours_embed, theirs_embed = CountingEmbed(), CountingEmbed()
+        ours = SmartRouting(CONFIGS, n_similar=K)
+        ours.store = llmroute.QueryStore(embed=ours_embed, embedder="e")
+        theirs = SmartRouting(CONFIGS, n_similar=K)
+        theirs.store = llmroute.QueryStore(embed=theirs_embed, embedder="e")
+        # The first import learns the vectors' dimension, on both sides.
+        ours.store.add_data(records[:5])
+        theirs.store.add_data(records[:5])
+        for rec in records[5:]:
+            self.assertEqual(tuple(ours.store.add_data([rec])), (1, 1, 0, 0, None))
+            self.assertEqual(ours_embed.calls[-1], [rec["query"]])
+        theirs.store.add_data(records[5:])
+        self.assertEqual(ours.store.count(), theirs.store.count())
+        self.assertGreater(ours.store._store.added_since_build(), 0)
+        self.assertEqual(ours.get_model_idxs(CONFIGS, texts),
+                         theirs.get_model_idxs(CONFIGS, texts))
+        self.assertEqual(ours.store._store.added_since_build(), 0)
+        self.assertEqual(ours.predict(texts, CONFIGS), theirs.predict(texts, CONFIGS))
+        self.assertEqual(ours.route_batch(CONFIGS, texts).indices,
+                         theirs.route_batch(CONFIGS, texts).indices)
+        a = ours.store.predict(texts, CONFIGS)
+        b = theirs.store.predict(texts, CONFIGS)
+        self.assertEqual([list(map(list, x)) for x in a], [list(map(list, x)) for x in b])
+
+    def test_a_dense_stores_lone_record_is_refused_as_the_import_refuses_it(self):
+        good = {"query": "q", "input_token_length": 3,
+                "outputs": [{"model_name": "cheap", "correctness": 1,
+                             "output_token_length": 9}]}
+        embed = CountingEmbed()
+        qs = llmroute.QueryStore(embed=embed, embedder="e")
+        qs.add_data([good])
+        calls = len(embed.calls)
+        for bad in (dict(good, query=""), dict(good, input_token_length=2.5),
+                    dict(good, outputs=[])):
+            with self.subTest(bad=bad):
+                with self.assertRaises(llmroute.Error) as one:
+                    qs.add_data([bad])
+                with self.assertRaises(llmroute.Error) as two:
+                    qs.add_data([good, bad])
+                self.assertIs(type(one.exception), type(two.exception))
+                self.assertEqual(str(one.exception),
+                                 str(two.exception).replace("data[1]", "data[0]"))
+        self.assertEqual((qs.count(), len(embed.calls)), (1, calls))
+
+        def boom(texts):
+            raise ZeroDivisionError("no vectors today")
+        qs = llmroute.QueryStore(embed=SwitchEmbed(embed), embedder="e")
+        qs.add_data([good])
+        qs._store.embed.fn = boom
+        with self.assertRaises(llmroute.EmbedError) as cm:
+            qs.add_data([good])
+        self.assertEqual(str(cm.exception), "QueryStore.add_data: embedding data[0] to "
+                         "data[0]: embed raised ZeroDivisionError: no vectors today")
+        self.assertIsInstance(cm.exception.__cause__, ZeroDivisionError)
+        qs._store.embed.fn = lambda texts: [[0.0] * 64 for _ in texts]
+        with self.assertRaises(llmroute.EmbedError) as cm:
+            qs.add_data([good])
+        self.assertEqual(str(cm.exception), "QueryStore.add_data: embedding data[0] to "
+                         "data[0]: embed: vector 0 is all zeros (it has no direction)")
+        self.assertEqual(qs.count(), 1)
 
     def test_a_lone_bad_record_is_refused_as_the_import_refuses_it(self):
         good = {"query": "q", "input_token_length": 3,
