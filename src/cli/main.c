@@ -99,12 +99,19 @@ int main(int argc, char **argv)
         usage(stderr);
         return CLI_USAGE;
     }
-    /* 'llmroute help route' is 'llmroute route --help'. */
+    /* 'llmroute help route' is 'llmroute route --help'. help is a command
+     * too, so its own -h, --help and 'help help' are the usage, as for
+     * every other command. */
     if (strcmp(argv[1], "help") == 0 && argc > 2) {
         char help_flag[] = "--help";
         if (argc > 3) {
             cli_error("help", "takes one command name (see 'llmroute --help')");
             return CLI_USAGE;
+        }
+        if (strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0 ||
+            strcmp(argv[2], "help") == 0) {
+            usage(stdout);
+            return finish_stdout(NULL, CLI_OK);
         }
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
             if (strcmp(argv[2], commands[i].name) == 0) {

@@ -509,6 +509,11 @@ for c in route import eval check-config serve version; do
 done
 expect "help of an unknown command" 2 "llmroute help: unknown command 'bogus'" -- "$BIN" help bogus
 expect "help with two names" 2 "takes one command name" -- "$BIN" help route eval
+# help is a command too: its -h, its --help and "help help" print the usage.
+for h in -h --help help; do
+    expect "help $h" 0 "usage: llmroute <command> [options]" -- "$BIN" help "$h"
+    grep -qF "usage: llmroute <command>" "$TMP/out" && ok || bad "help $h: usage not on stdout"
+done
 
 # A warning of serve's or check-config's own quotes a key from the file: one line too.
 printf '{"models": [{"name": "a", "backend": "mock"}], "server": {"x\\u001b[2J": 1}}' >"$TMP/esckey.json"
