@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "gateway.h"
+#include "jsonscan.h"
 #include "metrics.h"
 
 #define ROUTE_MAX_QUERIES 1000
@@ -277,6 +278,19 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
     if (gw_body_over_value_limit(gw, gw->conf, body, len, msg, sizeof msg)) {
         *status = refuse(req, 413, NULL, "too_many_json_values", msg);
         return NULL;
+    }
+    /* A raw NUL byte is not JSON, and jansson skips one after a number or a
+     * literal (js_find_nul()). */
+    {
+        int line, column;
+        if (js_find_nul(body, len, &line, &column)) {
+            snprintf(msg, sizeof msg,
+                     "malformed JSON in the request body: a NUL byte at line %d, column %d "
+                     "(JSON text holds none; a string writes the character as \\u0000)",
+                     line, column);
+            *status = refuse(req, 400, NULL, "invalid_json", msg);
+            return NULL;
+        }
     }
     /* Numbers read as reals, as the chat endpoints and an import read them:
      * every number here is checked by value (json_number_value), so an

@@ -215,6 +215,25 @@ size_t js_count_values(const char *buf, size_t len, size_t limit)
     return count;
 }
 
+int js_find_nul(const char *buf, size_t len, int *line, int *column)
+{
+    const char *nul = len ? memchr(buf, '\0', len) : NULL;
+    int l = 1, c = 0;
+    if (!nul)
+        return 0;
+    for (const char *p = buf; p <= nul; p++) {
+        if (*p == '\n') {
+            l++;
+            c = 0;
+        } else if (((unsigned char)*p & 0xC0) != 0x80) {
+            c++;
+        }
+    }
+    *line = l;
+    *column = c;
+    return 1;
+}
+
 int js_key_equals(const char *buf, const struct js_member *m, const char *name)
 {
     const char *k = buf + m->key_start + 1;

@@ -69,6 +69,15 @@ size_t js_count_values(const char *buf, size_t len, size_t limit);
 enum js_prefix { JS_WHOLE, JS_OPEN, JS_NEVER };
 enum js_prefix js_object_prefix(const char *buf, size_t len);
 
+/* Whether buf[0..len) holds a NUL byte (0x00), which no JSON text does: a
+ * string writes the character as \u0000, and none may stand between
+ * tokens. jansson 2.14 reads past one that follows a number or a literal
+ * (`{"n":2<NUL>}` parses as {"n":2}), so a body is checked for it before
+ * the parse. Returns 1 and the first one's place, counted as jansson
+ * counts places (lines from 1, at each LF; columns from 1, in characters:
+ * bytes that do not continue a UTF-8 sequence), or 0 when there is none. */
+int js_find_nul(const char *buf, size_t len, int *line, int *column);
+
 /* Does member m's key equal `name`? Keys with escapes are decoded first. */
 int js_key_equals(const char *buf, const struct js_member *m, const char *name);
 

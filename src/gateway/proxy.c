@@ -3652,6 +3652,18 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
             return;
         }
     }
+    /* A raw NUL byte is not JSON, and jansson skips one after a number or a
+     * literal: the body would be forwarded with it (js_find_nul()). */
+    {
+        int line, column;
+        if (js_find_nul(body, len, &line, &column)) {
+            fail_with(ex, 400, NULL, "invalid_json",
+                      "malformed JSON in the request body: a NUL byte at line %d, column %d "
+                      "(JSON text holds none; a string writes the character as \\u0000)",
+                      line, column);
+            return;
+        }
+    }
     /* "\u0000" is valid JSON, and a prompt may hold it: the body is forwarded
      * as sent. The names read from it are checked for it (has_nul()). So is
      * an integer past int64 (a 64-bit unsigned seed): read as a real, since

@@ -597,6 +597,27 @@ def forwarding(gw_bin, fake_bin):
             assert len(fake.logged()) == n, "forwarded"
     check("a name holding \\u0000 is refused, naming the field", nul_in_names)
 
+    def raw_nul_refused():
+        # A raw NUL byte is no JSON, where "\\u0000" is: jansson read past
+        # one after a number or a literal, and the body went upstream with
+        # it. Refused as malformed, at its place, on each endpoint.
+        for path, body, column in (
+                ("/v1/chat/completions",
+                 '{"model":"fake-b","max_tokens":5\0,"messages":[]}', 33),
+                ("/v1/chat/completions",
+                 '{"model":"fake-b","stream":false\0,"messages":[]}', 33),
+                ("/v1/route", '{"queries":[{"query":"a","input_tokens":1\0}],'
+                              '"strategy":"sequential","models":["fake-a","mocky"]}', 42)):
+            n = len(fake.logged())
+            st, _, data = request(gw.port, "POST", path, body)
+            assert st == 400, (path, st, data)
+            e = error_shape(json.loads(data))
+            assert e["code"] == "invalid_json", e
+            assert "a NUL byte at line 1, column %d " % column in e["message"], e
+            assert len(fake.logged()) == n, "forwarded"
+    check("a raw NUL byte after a number or a literal is refused as malformed JSON",
+          raw_nul_refused)
+
     def long_model_name_whole():
         # A model name may run to 256 bytes, and hold any character: the
         # answer's message and the log line's tries name it whole, and the

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "jsonscan.h"
 
@@ -280,6 +281,48 @@ static void object_prefix_nests_as_deep_as_jansson_reads(void **state)
     free(deep);
 }
 
+/* A raw NUL byte is in no JSON text; jansson reads past one that follows a
+ * number or a literal, so the gateway finds it first, and names its place
+ * by line and column as jansson counts them (lines at LF, columns in
+ * characters). */
+static void find_nul_finds_a_raw_nul_where_jansson_would_place_it(void **state)
+{
+    static const char after_number[] = "{\"max_tokens\":5\0}";
+    static const char after_literal[] = "[true\0]";
+    static const char in_string[] = "{\"\xc3\xa9t\xc3\xa9\":\n  [1, \"a\xe2\x82\xac\0\"]}";
+    static const char escaped[] = "{\"a\":\"x\\u0000y\"}";
+    int line = 0, column = 0;
+    json_error_t je;
+    json_t *j;
+    (void)state;
+
+    /* jansson takes the first two as JSON; they are not. */
+    j = json_loadb(after_number, sizeof after_number - 1, 0, &je);
+    assert_non_null(j);
+    json_decref(j);
+    assert_int_equal(js_find_nul(after_number, sizeof after_number - 1, &line, &column), 1);
+    assert_int_equal(line, 1);
+    assert_int_equal(column, 16);
+    assert_int_equal(js_find_nul(after_literal, sizeof after_literal - 1, &line, &column), 1);
+    assert_int_equal(line, 1);
+    assert_int_equal(column, 6);
+
+    /* Inside a string jansson refuses it too, on the line it is on. The
+     * column counts characters: the euro sign's three bytes are one. */
+    assert_null(json_loadb(in_string, sizeof in_string - 1, JSON_ALLOW_NUL, &je));
+    assert_int_equal(js_find_nul(in_string, sizeof in_string - 1, &line, &column), 1);
+    assert_int_equal(line, je.line);
+    assert_int_equal(line, 2);
+    assert_int_equal(column, 10);
+
+    /* Written as an escape it is JSON, and no byte of it is NUL. */
+    line = column = -1;
+    assert_int_equal(js_find_nul(escaped, sizeof escaped - 1, &line, &column), 0);
+    assert_int_equal(js_find_nul("", 0, &line, &column), 0);
+    assert_int_equal(line, -1);
+    assert_int_equal(column, -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -294,6 +337,7 @@ int main(void)
         cmocka_unit_test(rewrite_leaves_nested_lookalikes_alone),
         cmocka_unit_test(rewrite_handles_many_members),
         cmocka_unit_test(scan_refuses_what_is_not_an_object),
+        cmocka_unit_test(find_nul_finds_a_raw_nul_where_jansson_would_place_it),
         cmocka_unit_test(count_values_counts_each_value_once),
         cmocka_unit_test(count_values_never_passes_the_bound_for_a_length),
         cmocka_unit_test(count_values_stops_past_the_limit),
