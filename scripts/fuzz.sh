@@ -6,7 +6,8 @@
 # means all. A run keeps what it learns in build-fuzz/corpus/NAME (the seeds
 # in tests/fuzz/corpus/NAME are read, never written) and writes a crashing,
 # hanging or leaking input to build-fuzz/artifacts/NAME/. One harness runs at
-# a time, niced.
+# a time, niced; one that fails does not stop the others, and the script
+# ends naming every harness that failed, with status 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
@@ -25,6 +26,7 @@ if [ ${#names[@]} -eq 0 ]; then
         names+=("${n#fuzz_}")
     done
 fi
+failed=()
 for n in "${names[@]}"; do
     exe=$bin/fuzz_$n
     seeds=tests/fuzz/corpus/$n
@@ -35,13 +37,17 @@ for n in "${names[@]}"; do
         dict=(-dict=tests/fuzz/json.dict)
     if [ "$mode" = smoke ]; then
         echo "fuzz: replaying $seeds through fuzz_$n" >&2
-        "$exe" -runs=0 "$seeds"
+        "$exe" -runs=0 "$seeds" || failed+=("$n")
     else
         mkdir -p "$FUZZ_BUILD/corpus/$n" "$FUZZ_BUILD/artifacts/$n"
         echo "fuzz: fuzz_$n for ${seconds}s" >&2
         nice "$exe" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
             -max_len=65536 -print_final_stats=1 "${dict[@]}" \
             -artifact_prefix="$FUZZ_BUILD/artifacts/$n/" \
-            "$FUZZ_BUILD/corpus/$n" "$seeds"
+            "$FUZZ_BUILD/corpus/$n" "$seeds" || failed+=("$n")
     fi
 done
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "fuzz: failed: ${failed[*]} (inputs in $FUZZ_BUILD/artifacts/NAME/ for a run)" >&2
+    exit 1
+fi
