@@ -726,8 +726,9 @@ LR_EXTERN int lr_router_set_sequential_cursor(struct lr_router *router, uint64_t
  * router over a store of the built-in embedder, which routes by the query
  * text, refuses a vector (LR_EINVAL) as lr_store_add does. A smart choice
  * with neither a vector nor text is LR_EINVAL "smart routing needs the
- * query text" over either kind of store. The sequential strategy reads
- * neither. */
+ * query text" over either kind of store, an empty one too (checked before
+ * the store: the empty store's LR_EEMPTY is for a request that could be
+ * routed once it has data). The sequential strategy reads neither. */
 struct lr_request {
     const char *const *models;
     const int *model_indices;

@@ -2,10 +2,11 @@
  *
  * The router validates a request (resolves candidate names to config
  * indices, rejects unknown or repeated names, checks the requirement),
- * estimates its input tokens when the caller gave none, asks the strategy for
- * a ranking and copies its head into the caller's decision. Every strategy's
- * answer is a ranking, so the gateway's fallback order is the strategy's own
- * judgement.
+ * estimates its input tokens when the caller gave none, lets the strategy
+ * refuse what it could never route (its check(), before its state is looked
+ * at), asks the strategy for a ranking and copies its head into the
+ * caller's decision. Every strategy's answer is a ranking, so the gateway's
+ * fallback order is the strategy's own judgement.
  *
  * Threads: lr_router_route(), lr_router_route_batch() and the sequential
  * cursor's functions may run on several threads at once; the router itself
@@ -406,6 +407,17 @@ out:
     return rc;
 }
 
+/* The strategy's own refusal of a resolved request (its check(), if any),
+ * before its state is looked at: what it could never route (smart: a
+ * choice to make and no query text) is named as the caller's fault, and
+ * not hidden behind the state's (an empty history store). A batch checks
+ * its queries once all are resolved, so that a name at fault in any query
+ * is still named first, as before the strategy had a say. */
+static int check(struct lr_router *r, const struct lr__route_ctx *ctx, struct lr_error *err)
+{
+    return r->strategy->check ? r->strategy->check(r->state, ctx, err) : 0;
+}
+
 static void fill_decision(struct lr_decision *out, const struct lr_candidate *rank, size_t n,
                           long input_tokens)
 {
@@ -432,6 +444,8 @@ int lr_router_route(struct lr_router *router, const struct lr_request *req,
     if (!router || !req || !out)
         return lr__error_set(err, LR_EINVAL, "lr_router_route: router, req and out are needed");
     rc = resolve(router, req, &ctx, &res, err);
+    if (rc == 0)
+        rc = check(router, &ctx, err);
     if (rc == 0)
         rc = router->strategy->rank(router->state, &ctx, res.rank, err);
     if (rc == 0)
@@ -505,6 +519,12 @@ static int route_per_query(struct lr_router *router, const struct lr_request *re
             return rc;
         }
     }
+    for (i = 0; i < n; i++)
+        if ((rc = check(router, &ctxs[i], err)) != 0) {
+            lr__error_prefix(err, "query %zu: ", i);
+            free(block);
+            return rc;
+        }
     for (i = 0; i < n; i++) {
         size_t cap = out[i].ranking ? out[i].ranking_cap : 0;
         if (lr__stopped(stop)) {
@@ -610,6 +630,11 @@ static int route_batch(struct lr_router *router, const struct lr_request *reqs, 
             }
             ranks[done] = res[done].rank;
         }
+        for (size_t i = 0; i < n; i++)
+            if ((rc = check(router, &ctxs[i], err)) != 0) {
+                lr__error_prefix(err, "query %zu: ", i);
+                goto batch_out;
+            }
         rc = router->strategy->rank_batch(router->state, ctxs, n, &o, ranks, assign, &rep, stop,
                                           err);
         if (rc == 0 || rc == LR_EINFEASIBLE) {

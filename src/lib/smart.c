@@ -16,7 +16,10 @@
  *     is ranked on the candidates' store-wide priors (default predictor)
  *     or as one no neighbour knows (aios: quality 0, so the cheapest
  *     first), not on whatever records a search for nothing returns. An
- *     empty one is refused ("smart routing needs the query text").
+ *     empty one (with a choice to make and no vector) is refused ("smart
+ *     routing needs the query text") by smart_check(), before the store is
+ *     looked at: over an empty store too, where it was LR_EEMPTY, and the
+ *     caller who imported data as told was then refused for the text.
  *   - A predicted quality up to LR__SMART_QUALITY_SLACK (smart.h) below the
  *     requirement meets it: the store holds outcomes as 32-bit floats, and a
  *     neighbour's 0.7 read back is 0.69999999, which must not fall short of
@@ -423,6 +426,40 @@ static void smart_destroy(void *state)
     lr__smart_free(state);
 }
 
+/* What the request itself lacks, refused before the store is looked at
+ * (the router calls this once the request is resolved, before rank() or
+ * rank_batch()): a candidate without prices, a vector over a store of the
+ * built-in embedder, and, with a choice to make, neither a query text nor
+ * a vector. The last was found only past the empty store's refusal, so
+ * over an empty store the caller was told to import data, and after that
+ * was told of the text. One candidate needs neither prices nor text. */
+static int smart_check(void *state, const struct lr__route_ctx *ctx, struct lr_error *err)
+{
+    struct lr__smart_query q;
+    int rc;
+
+    for (size_t j = 0; ctx->n_cands > 1 && j < ctx->n_cands; j++) {
+        const struct lr_model_info *mi = lr_config_model(ctx->cfg, (size_t)ctx->cands[j]);
+        /* A cost cannot be estimated without prices. */
+        if (mi && (isnan(mi->cost_per_input_token) || isnan(mi->cost_per_output_token)))
+            return lr__error_set(err, LR_EINVAL,
+                                 "model '%s' has no %s: smart routing needs both prices",
+                                 mi->name,
+                                 isnan(mi->cost_per_input_token) ? "cost_per_input_token"
+                                                                 : "cost_per_output_token");
+    }
+    lr__smart_query_of(ctx, &q);
+    if ((rc = lr__smart_check_query(state, &q, err)) != 0)
+        return rc;
+    /* A blank text (spaces alone) is ranked on the priors; an empty one has
+     * nothing to rank by, over a store of either embedder, unless a dense
+     * store's vector is given (one over a built-in store is refused above). */
+    if (ctx->n_cands > 1 && q.len == 0 && !q.embedding)
+        return lr__error_set(err, LR_EINVAL, "smart routing needs the query text");
+    return 0;
+}
+
+/* The request has passed smart_check(). */
 static int smart_rank(void *state, const struct lr__route_ctx *ctx, struct lr_candidate *ranking,
                       struct lr_error *err)
 {
@@ -442,24 +479,8 @@ static int smart_rank(void *state, const struct lr__route_ctx *ctx, struct lr_ca
         models[j].name = mi ? mi->name : NULL;
         models[j].price_in = mi ? mi->cost_per_input_token : NAN;
         models[j].price_out = mi ? mi->cost_per_output_token : NAN;
-        /* A cost cannot be estimated without prices; one candidate needs none. */
-        if (ctx->n_cands > 1 && (isnan(models[j].price_in) || isnan(models[j].price_out))) {
-            rc = lr__error_set(err, LR_EINVAL,
-                               "model '%s' has no %s: smart routing needs both prices",
-                               models[j].name,
-                               isnan(models[j].price_in) ? "cost_per_input_token"
-                                                         : "cost_per_output_token");
-            if (models != stack_m)
-                free(models);
-            return rc;
-        }
     }
     lr__smart_query_of(ctx, &q);
-    if ((rc = lr__smart_check_query(state, &q, err)) != 0) {
-        if (models != stack_m)
-            free(models);
-        return rc;
-    }
     rc = lr__smart_rank_models(state, &q, models, ctx->n_cands, ranking, err);
     /* One candidate is its own ranking whatever the history lacks. */
     if (rc != 0 && rc != LR_ENOMEM && ctx->n_cands == 1) {
@@ -475,6 +496,7 @@ const struct lr__strategy lr__strategy_smart = {
     .name = "smart",
     .create = smart_create,
     .destroy = smart_destroy,
+    .check = smart_check,
     .rank = smart_rank,
     .rank_batch = lr__smart_rank_batch,
 };

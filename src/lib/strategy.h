@@ -7,9 +7,9 @@
  * caller's decision. Adding a strategy is: one .c file defining a
  * `const struct lr__strategy`, and one line in the table in router.c.
  *
- * Threads: rank(), rank_batch(), cursor_load() and cursor_store() may be
- * called from several threads at once on the same state; a strategy makes
- * its own state safe for that.
+ * Threads: check(), rank(), rank_batch(), cursor_load() and cursor_store()
+ * may be called from several threads at once on the same state; a strategy
+ * makes its own state safe for that.
  */
 #ifndef LR_STRATEGY_H
 #define LR_STRATEGY_H
@@ -49,6 +49,14 @@ struct lr__strategy {
     int (*create)(const struct lr_config *cfg, const struct lr_router_options *opts,
                   void **state, struct lr_error *err);
     void (*destroy)(void *state);
+    /* Optional (NULL: nothing to check). Refuse a request the strategy
+     * could never route whatever its state holds (smart: a choice to make
+     * and no query text): 0 or LR_E* with err filled. The router calls it
+     * once the request is resolved and valid, before rank() or
+     * rank_batch() look at the state, so that the caller's fault is named
+     * before the state's (an empty history store) and does not change
+     * once the state is filled. Threads: as rank(). */
+    int (*check)(void *state, const struct lr__route_ctx *ctx, struct lr_error *err);
     /* Write ctx->n_cands candidates into ranking, best first. With one
      * candidate the ranking is that candidate (a strategy must not fail on
      * it for lack of data). */

@@ -408,6 +408,84 @@ static void dense_store_routes_by_the_given_embedding(void **state)
     lr_store_free(s);
 }
 
+/* A query with a choice to make and no text (none, or "") is refused as
+ * the caller's fault whatever the store holds. Over an empty store it was
+ * LR_EEMPTY, "the history store is empty: import data first": the caller
+ * who imported data as told was then refused for the text. The empty
+ * store's refusal still stands for a query with text; one candidate needs
+ * no text; and a batch, in every mode, names the query. */
+static void query_without_text_is_refused_whatever_the_store_holds(void **state)
+{
+    struct fixture *f = *state;
+    const char *const two[] = {"cheap", "mid"}, *const one[] = {"mid"};
+    const enum lr_batch_mode modes[] = {LR_BATCH_PER_QUERY, LR_BATCH_QUALITY, LR_BATCH_BUDGET};
+    const char *const texts[] = {NULL, ""};
+    struct lr_store *empty = NULL, *dense_empty = NULL;
+    struct lr_store_options so = {"remote-test", 2, 0, 0, 0, 0};
+    struct lr_error err = {0};
+    assert_int_equal(lr_store_open(":memory:", NULL, &empty, &err), 0);
+    assert_int_equal(lr_store_open(":memory:", &so, &dense_empty, &err), 0);
+    struct lr_store *const stores[] = {empty, dense_empty, f->store};
+
+    for (size_t si = 0; si < sizeof stores / sizeof stores[0]; si++) {
+        struct lr_router *r = smart_router_over(f, stores[si], NULL, 0);
+        for (size_t ti = 0; ti < sizeof texts / sizeof texts[0]; ti++) {
+            struct lr_request req, reqs[2];
+            struct lr_decision d, out[2];
+            struct lr_batch_options bo;
+            lr_request_init(&req);
+            req.query = texts[ti];
+            req.models = two;
+            req.n_models = 2;
+            memset(&err, 0, sizeof err);
+            assert_int_equal(lr_router_route(r, &req, &d, &err), LR_EINVAL);
+            assert_string_equal(err.message, "smart routing needs the query text");
+            /* Every model, no list given: a choice too. */
+            req.models = NULL;
+            req.n_models = 0;
+            assert_int_equal(lr_router_route(r, &req, &d, &err), LR_EINVAL);
+            assert_string_equal(err.message, "smart routing needs the query text");
+            /* One candidate is its own ranking, text or none. */
+            req.models = one;
+            req.n_models = 1;
+            lr_decision_init(&d);
+            assert_int_equal(lr_router_route(r, &req, &d, &err), 0);
+            assert_int_equal(d.index, MID);
+            /* In a batch, behind a query with text (which an empty store
+             * alone would refuse first), the query without is named. */
+            lr_request_init(&reqs[0]);
+            reqs[0].query = Q_MATH;
+            reqs[0].models = two;
+            reqs[0].n_models = 2;
+            reqs[1] = req;
+            reqs[1].models = two;
+            reqs[1].n_models = 2;
+            for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++) {
+                lr_batch_options_init(&bo);
+                bo.mode = modes[mi];
+                if (bo.mode == LR_BATCH_BUDGET)
+                    bo.budget = 1.0;
+                memset(&err, 0, sizeof err);
+                assert_int_equal(lr_router_route_batch(r, reqs, 2, &bo, out, NULL, &err),
+                                 LR_EINVAL);
+                assert_string_equal(err.message, "query 1: smart routing needs the query text");
+            }
+        }
+        /* With text, an empty store is still the empty store's refusal. */
+        if (stores[si] == empty) {
+            struct lr_request req;
+            struct lr_decision d;
+            lr_request_init(&req);
+            req.query = Q_MATH;
+            assert_int_equal(lr_router_route(r, &req, &d, &err), LR_EEMPTY);
+            assert_string_equal(err.message, "the history store is empty: import data first");
+        }
+        lr_router_free(r);
+    }
+    lr_store_free(dense_empty);
+    lr_store_free(empty);
+}
+
 /* A vector's length does not matter, however small: one of coordinates
  * around 1e-39 (a norm below 1 / FLT_MAX) points the way it points. Its
  * scaling factor was an infinity, which made the vector infinities and
@@ -1364,6 +1442,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(dense_store_routes_by_the_given_embedding, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_tiny_vector_routes_by_its_direction, setup, teardown),
+        cmocka_unit_test_setup_teardown(query_without_text_is_refused_whatever_the_store_holds,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(a_stopped_batch_decides_nothing_in_every_mode, setup,
                                         teardown),
         cmocka_unit_test(unmet_alpha_message_states_the_reports_mean),

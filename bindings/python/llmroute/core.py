@@ -2095,7 +2095,8 @@ class Router(_Handle):
         dim = self._store_dim()
         if dim == 0 or self._store_empty():
             # Nothing to search: the library says the store is empty (and
-            # an AIOS class falls back), without a call to embed.
+            # an AIOS class falls back), or refuses a query with a choice to
+            # make and no text for its text, without a call to embed.
             return None
         rows, texts, empty = [], [], []
         for i, q in enumerate(queries):

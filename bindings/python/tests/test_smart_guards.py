@@ -4,6 +4,7 @@ store, a model name where QueryStore takes a path, ...), and current
 AIOS's SmartRouting.available_models."""
 import os
 import unittest
+import warnings
 
 import support  # noqa: F401  (puts the package on the path)
 from support import CountingEmbed, InTempDir, SmartTestCase, priced
@@ -202,6 +203,58 @@ class NanRequirementTest(SmartTestCase):
             SmartRouting(CONFIGS, performance_requirement=-1)
 
 
+
+
+class NoTextOverAnEmptyStoreTest(SmartTestCase):
+    """A query with no text and a choice to make is refused for its text
+    over an empty store, as over one with records. It fell back as the
+    empty store does (SmartRouting: the first candidate, with the empty
+    store's warning; Router: EmptyInput, "the history store is empty"), and
+    once data was imported as told, the same call raised for the text."""
+
+    def test_smart_routing_refuses_the_empty_text_not_the_store(self):
+        sr = SmartRouting(CONFIGS)
+        self.assertEqual(sr.store.count(), 0)
+        for call in (lambda: sr.get_model_idxs(None, [""]),
+                     lambda: sr.get_model_idxs([NAMES, NAMES], ["a question", ""]),
+                     lambda: sr.predict([""])):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with self.assertRaises(ValueError) as cm:
+                    call()
+            self.assertIsInstance(cm.exception, llmroute.InvalidInput)
+            self.assertIn("smart routing needs the query text", str(cm.exception))
+            self.assertNotIn("history store is empty", str(cm.exception))
+            self.assertEqual([str(w.message) for w in caught], [])
+        # One candidate needs no text; a text over the empty store falls
+        # back as before.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.assertEqual(sr.get_model_idxs([["strong"]], [""]), [1])
+            self.assertEqual(sr.get_model_idxs(None, ["a question"]), [0])
+        # Refused the same once the store has records.
+        sr.store.add_data(records())
+        with self.assertRaises(llmroute.InvalidInput) as cm:
+            sr.get_model_idxs(None, [""])
+        self.assertIn("smart routing needs the query text", str(cm.exception))
+
+    def test_router_refuses_no_text_not_the_empty_store(self):
+        st = llmroute.Store(":memory:")
+        cfg = llmroute.Config({"models": [
+            {"name": n, "cost_per_input_token": 1e-6, "cost_per_output_token": 2e-6}
+            for n in NAMES]})
+        r = llmroute.Router(cfg, strategy="smart", store=st)
+        for query in (None, ""):
+            with self.assertRaises(llmroute.InvalidInput) as cm:
+                r.route(NAMES, query=query)
+            self.assertEqual(str(cm.exception).split(": ")[-1],
+                             "smart routing needs the query text")
+        with self.assertRaises(llmroute.EmptyInput) as cm:
+            r.route(NAMES, query="a question")
+        self.assertIn("the history store is empty", str(cm.exception))
+        self.assertEqual(r.route(["cheap"]).name, "cheap")
+        r.close()
+        st.close()
 
 
 class RouteLeavesNothingBehindTest(SmartTestCase):
