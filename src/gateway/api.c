@@ -865,15 +865,16 @@ static int route_names_once(struct hs_req *req, const struct lr_config *cfg,
  * fetched, in the words of the library's refusal (smart.c), rather than
  * routed on the vector of "". The library refuses such a query too, but
  * only when it comes to it: the other queries' vectors would be fetched
- * first, and one without its vector refused in other words. An empty store
- * is left to the library's history_empty, as with text (unknown names are
- * refused before, route_names_known()). */
+ * first, and one without its vector refused in other words. Over an empty
+ * store too: the fault is the request's, not the store's (history_empty),
+ * and it would not pass once outcomes are added (unknown names are refused
+ * before, route_names_known()). */
 static int route_needs_text(struct gw *gw, struct hs_req *req, const struct gw_conf *conf,
                             struct lr_router *router, const struct lr_request *reqs, size_t n)
 {
     char msg[100];
 
-    if (!gw->store || lr_store_count(gw->store) == 0)
+    if (!gw->store)
         return 0;
     for (size_t i = 0; i < n; i++) {
         if (reqs[i].query && reqs[i].query[0])

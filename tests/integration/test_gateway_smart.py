@@ -1435,6 +1435,59 @@ def empty_store(bin_):
     check("no store_empty warning over a store with records", no_warning_with_records)
 
 
+def no_text_over_an_empty_store(bin_, fake_bin):
+    """A /v1/route query with a choice to make and no text is the caller's fault
+    whatever the store holds: 400 naming the text over an empty store too, built-in
+    or dense, where it was 503 history_empty (and, once outcomes were added as that
+    told, 400 for the text). A query with one candidate needs no text; one with text
+    is still 503 history_empty."""
+    wd = workdir()
+    fake = Fake(fake_bin, wd, name="fake-empty")
+    builtin = Gateway(bin_, wd, config(os.path.join(wd, "empty.db")), name="empty-builtin")
+    dcfg = config(os.path.join(wd, "empty-dense.db"))
+    dcfg["router"]["embedding"] = {"base_url": fake.base_url, "model": "embed-small"}
+    dense = Gateway(bin_, wd, dcfg, name="empty-dense")
+    pair = ["cheapo", "smarty"]
+    text = {"query": "What is 1 plus 2?"}
+    no_text = [
+        ({"queries": [{}], "strategy": "smart", "models": pair}, "query 0: "),
+        ({"queries": [{"query": ""}], "strategy": "smart", "models": pair}, "query 0: "),
+        ({"queries": [text, {}], "strategy": "smart"}, "query 1: "),
+        ({"queries": [text, {"query": ""}], "strategy": "smart", "models": pair,
+          "batch": True}, "query 1: "),
+    ]
+
+    def fetches():
+        return sum(r["path"] == "/v1/embeddings" for r in fake.logged())
+
+    def refused_for_the_text():
+        for name, g in (("built-in", builtin), ("dense", dense)):
+            for body, where in no_text:
+                n = fetches()
+                st, _, raw = request(g.port, "POST", "/v1/route", json.dumps(body))
+                e = json.loads(raw).get("error", {})
+                assert st == 400 and e.get("code") == "routing_failed", (name, body, st, raw)
+                assert e["message"] == where + "smart routing needs the query text", (
+                    name, body, e)
+                assert fetches() == n, (name, body, "fetched a vector")
+                line = wait_for(lambda: [l for l in g.log_lines()
+                                         if l.get("path") == "/v1/route"], 5, "a log line")[-1]
+                assert line["status"] == 400, (name, body, line)
+            st, _, raw = request(g.port, "POST", "/v1/route", json.dumps(
+                {"queries": [{}], "strategy": "smart", "models": ["smarty"]}))
+            assert st == 200 and json.loads(raw)["assignments"][0]["model"] == "smarty", (
+                name, st, raw)
+            st, _, raw = request(g.port, "POST", "/v1/route", json.dumps(
+                {"queries": [text], "strategy": "smart", "models": pair}))
+            assert st == 503 and json.loads(raw)["error"]["code"] == "history_empty", (
+                name, st, raw)
+    check("a /v1/route query with no text over an empty store is refused 400 for its text, "
+          "not 503 history_empty (built-in and dense stores)", refused_for_the_text)
+    for g in (builtin, dense):
+        g.signal(signal.SIGTERM)
+        assert g.wait() == 0
+
+
 class Embedder(Upstream):
     """A scripted embedding server: each request on a connection is answered
     self.status (200) with the body self.answer (bytes) names; kept alive."""
@@ -2115,4 +2168,5 @@ if __name__ == "__main__":
     dense_from_empty(sys.argv[1], sys.argv[2])
     fallback_predictions(sys.argv[1], sys.argv[2])
     empty_store(sys.argv[1])
+    no_text_over_an_empty_store(sys.argv[1], sys.argv[2])
     finish()
