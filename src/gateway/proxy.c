@@ -77,6 +77,10 @@
  * [DONE]. */
 #define CHOICE_MAP 256
 
+/* Why an answer holding a raw NUL byte is malformed, and an event's words for it. */
+#define NUL_WORDS "(JSON text holds none; a string writes the character as \\u0000)"
+#define EVENT_NUL_WORDS "an event's data holds a NUL byte " NUL_WORDS
+
 static const char *const extension_members[] = {"models", "route", NULL};
 
 enum watch_kind { WATCH_NONE, WATCH_FIRST_BYTE, WATCH_HEAD, WATCH_IDLE, WATCH_FAILED };
@@ -782,7 +786,8 @@ static int resp_is_terminal(const char *v, size_t n)
     }
     while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\n'))
         n--;
-    return n && *v == '{' && resp_event_scan(v, n, &e) == 0 && type_in(&e, terminal_types);
+    return n && *v == '{' && !memchr(v, '\0', n) && resp_event_scan(v, n, &e) == 0 &&
+           type_in(&e, terminal_types);
 }
 
 /* A whole Responses event, its data p[0..n) scanned into e (a JSON object):
@@ -863,7 +868,10 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
  * or when its type is `error`, whatever its data (on /v1/responses that one
  * only before the commit, as the API's own error event). An event with no
  * data (comments or other fields only), or with only blank data, is not
- * checked. */
+ * checked. Returns -3, malformed, when the data holds a raw NUL byte, which
+ * no JSON text does: the scanner skips strings and jansson reads past one
+ * after a number, so it is looked for first, in an error event's data too
+ * (which is relayed past the commit). */
 static int sse_event(struct exchange *ex)
 {
     const char *p, *end;
@@ -885,6 +893,8 @@ static int sse_event(struct exchange *ex)
     if (p == end)
         return 0;
     n = (size_t)(end - p);
+    if (memchr(p, '\0', n))
+        return -3;
     if (error_field || (named_error && (ex->ep != EP_RESPONSES || !ex->streaming))) {
         /* An error event of the SSE fields' making: its data need not be
          * JSON, nor have an `error` member. Past the commit it is relayed as
@@ -2125,7 +2135,9 @@ static int stream_data(struct exchange *ex, const char *data, size_t len)
             /* Relay the events before it, then fail; this one never goes out. */
             if (ex->streaming)
                 flush_held(ex);
-            defer_failure(ex, RS_MALFORMED, "an event's data is neither JSON nor [DONE]");
+            defer_failure(ex, RS_MALFORMED,
+                          rc == -3 ? EVENT_NUL_WORDS
+                                   : "an event's data is neither JSON nor [DONE]");
             return UP_CONSUMED;
         }
         ex->held_ok = ex->held_line; /* a whole event, checked: it may go out */
@@ -2283,6 +2295,10 @@ static void on_done(void *arg, enum up_error err, const char *message)
                 failed(ex, RS_SERVER_ERROR, why);
                 return;
             }
+            if (rc == -3) {
+                failed(ex, RS_MALFORMED, EVENT_NUL_WORDS);
+                return;
+            }
             if (rc < 0 && !data_cut_short(ex->ev_data, data_len, line_open)) {
                 failed(ex, RS_MALFORMED,
                        "the stream ended inside an event whose data is neither JSON nor "
@@ -2385,6 +2401,20 @@ static void on_done(void *arg, enum up_error err, const char *message)
                  json ? "" : " (Content-Type '", json ? "" : ex->up_ctype, json ? "" : "')");
         failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);
         return;
+    }
+    if (!ex->op_method) {
+        /* A raw NUL byte is in no JSON text, but the check above skips
+         * strings, and jansson reads past one after a number: the answer
+         * would reach the client with it. */
+        int line, column;
+        if (js_find_nul(ex->resp, ex->resp_len, &line, &column)) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "the upstream's answer holds a NUL byte at line %d, column %d " NUL_WORDS,
+                     line, column);
+            failed(ex, RS_MALFORMED, msg);
+            return;
+        }
     }
     if (!ex->op_method) {
         /* A 2xx that is an error and no answer (OpenRouter's, when the

@@ -18,7 +18,8 @@ Groups (each one ctest entry):
             answering a request about a response id,
             a clean close without [DONE] (a cut, unless every choice finished),
             a clean end inside an event (its last event if whole, else a cut),
-            also between the data lines of one event,
+            also between the data lines of one event, a raw NUL byte in an
+            answer or an event (malformed),
             error events by their fields (`error:`, `event: error`) and after a
             BOM, a client gone right after [DONE]
   breaker   opening, fail-fast 503, half-open probe, try_closest, no retry
@@ -1098,6 +1099,82 @@ def streams(gw_bin, fake_bin):
     check("a body that ends cleanly between an event's data lines: a cut when a line more "
           "could complete its JSON, malformed when none could, relayed when whole",
           clean_end_between_data_lines)
+
+    def raw_nul_is_malformed():
+        # No JSON text holds a raw NUL byte (a string writes the character
+        # as \u0000), but the checks of an answer skip strings, and jansson
+        # reads past one after a number: a 2xx body or an event's data with
+        # one was relayed 200, the NUL in it. It is malformed, as data that
+        # is not JSON is: the request falls back, and past the commit the
+        # client's stream ends with an error event, the event never relayed.
+        msg = (b'{"id":"x","object":"chat.completion","choices":[{"index":0%s,"message":'
+               b'{"role":"assistant","content":"h%si"},"finish_reason":"stop"}]}')
+        in_string, after_number = msg % (b"", b"\0"), msg % (b"\0", b"")
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
+        ev = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0%s,'
+              b'"delta":{"content":"t%sx"},"finish_reason":null}]}\n\n')
+        nul_events = [ev % (b"", b"\0"), ev % (b"\0", b"")]
+        answers = []
+        for body in (in_string, after_number):
+            answers.append([head + b"Content-Length: %d\r\n\r\n" % len(body) + body])
+        for e in nul_events:  # as the first event: nothing went out
+            answers.append([chunked_sse(e + b"data: [DONE]\n\n")])
+        for e in nul_events:
+            # After the first, which went out before it came: the stream had
+            # committed.
+            whole = chunked_sse(first + e + b"data: [DONE]\n\n")
+            cut = whole.index(b"\r\n\r\n") + 4
+            answers.append([whole[:cut] + b"%x\r\n" % len(first) + first + b"\r\n",
+                            b"%x\r\n" % (len(e) + 14) + e + b"data: [DONE]\n\n\r\n0\r\n\r\n"])
+        # The body ending cleanly inside that event, its blank line not come:
+        # its data was whole, so it went out as the stream's last event.
+        unended = nul_events[1][:-2]
+        answers.append(answers[-1][:1] +
+                       [b"%x\r\n" % len(unended) + unended + b"\r\n0\r\n\r\n"])
+        plan = [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]  # the answer to each request, in turn
+
+        def serve(c, n):
+            for k, piece in enumerate(answers[plan[n - 1]]):
+                if k:
+                    time.sleep(0.2)
+                c.sendall(piece)
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
+                                      "fallbacks": ["c"]}],
+                             resilience={"breaker": {"consecutive_failures": 0,
+                                                     "failure_rate": 0}})
+        for n in (1, 2):
+            st, h, j, raw = chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, raw)
+            assert h["x-llmroute-attempts"] == "2" and b"\0" not in raw, (n, h, raw)
+        for n in (3, 4):
+            st, h, events, raw = stream_chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, raw)
+            assert_complete_stream(events)
+            assert b"\0" not in raw, (n, raw)
+        for n in (5, 6, 7):
+            assert_cut_after_first(g.port, first, "upstream_malformed", n)
+        # Alone, the model's answer is a 502 that says what was wrong.
+        for n, column in ((8, 102), (9, 59)):
+            st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
+            e = error_shape(j)
+            assert st == 502 and e["code"] == "upstream_malformed", (n, st, raw)
+            assert "holds a NUL byte at line 1, column %d " % column in e["message"], e
+        st, h, events, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+        e = error_shape(json.loads(raw))
+        assert st == 502 and e["code"] == "upstream_malformed", (st, raw)
+        assert "an event's data holds a NUL byte" in e["message"], e
+        assert up.requests == 10, up.requests
+        for cls, count in (("malformed", 10), ("ok", 0), ("stream_cut", 0)):
+            key = 'llmroute_upstream_attempts_total{model="s",class="%s"}' % cls
+            assert metric(g, key) == count, (cls, metric(g, key))
+        stop(g)
+        up.close()
+    check("an answer or an event holding a raw NUL byte is malformed: fallback, else 502; "
+          "past the commit an error event, the event never relayed", raw_nul_is_malformed)
 
     def error_field_first_falls_back():
         # An older llama.cpp server (before PR #16109) sends a stream's error as
