@@ -3,11 +3,12 @@
  *
  * One request per batch: {"model", "input": [texts], "dimensions"?} to
  * {base_url}/embeddings with a Bearer key when one is configured. The answer
- * is read into a buffer with a cap sized to the batch, parsed with jansson,
- * and checked before a single float is handed on: one embedding per text,
- * each `index` in range and seen once (rows are placed by index, since a
- * server may answer out of order), every vector of the expected dimension
- * with finite numbers, not all zero. Errors name the URL and pass on the
+ * is read into a buffer with a cap sized to the batch, parsed with jansson
+ * (an answer holding a raw NUL byte is refused first: jansson reads past
+ * one after a number), and checked before a single float is handed on:
+ * one embedding per text, each `index` in range and seen once (rows are
+ * placed by index, since a server may answer out of order), every vector
+ * of the expected dimension with finite numbers, not all zero. Errors name the URL and pass on the
  * server's own message for a non-200 answer.
  *
  * Threads: a client is used by one thread at a time (the CLI has one).
@@ -24,6 +25,7 @@
 #include <jansson.h>
 
 #include "gateway.h"
+#include "jsonscan.h"
 
 /* The answer to a batch of n texts may be up to this many bytes: JSON
  * floats take about 10 to 25 characters each. */
@@ -257,11 +259,20 @@ static int parse_answer(struct embed_http *c, const struct answer *a, size_t n, 
                         size_t dim, size_t *got_dim, struct lr_error *err)
 {
     json_error_t je;
-    json_t *root = json_loadb(a->p ? a->p : "", a->n, 0, &je);
+    json_t *root;
     const json_t *data;
     unsigned char *seen = NULL;
-    int rc = 0;
+    int rc = 0, line, column;
 
+    /* No JSON text holds a raw NUL byte, but jansson reads past one after
+     * a number: its vector would be used, and stored. */
+    if (js_find_nul(a->p, a->n, &line, &column))
+        return fail(err, LR_EPARSE,
+                    "embedding server at %s: the answer is not JSON: a NUL byte at line %d, "
+                    "column %d (JSON text holds none; a string writes the character as "
+                    "\\u0000)",
+                    c->url, line, column);
+    root = json_loadb(a->p ? a->p : "", a->n, 0, &je);
     if (!root)
         return fail(err, LR_EPARSE, "embedding server at %s: the answer is not JSON (%s)", c->url,
                     je.text);

@@ -5,7 +5,8 @@
 # text) on 127.0.0.1, into a dense store. Then the errors: the server down
 # (exit 1 naming the URL, store unchanged; a store the failed import created
 # removed again), a wrong dimension, a non-200
-# answer, an answer that is not JSON, a built-in store opened with the
+# answer, an answer that is not JSON or holds a raw NUL byte (from a server
+# of the script's own, start_raw), a built-in store opened with the
 # remote config, and the gateway refusing a dense store without router.embedding.
 #   usage: test_embed_remote.sh /path/to/llmroute /path/to/source /path/to/fake_upstream
 set -u
@@ -65,6 +66,59 @@ c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
 c.request("POST", "/_control", json.dumps({"scenario": sys.argv[2]}))
 assert c.getresponse().status == 200
 PY
+}
+
+# start_raw NAME AFTER BYTES: start an embedding server of the test's own
+# that answers each request 200 with one vector of 16 numbers per input,
+# BYTES (Python escapes: '\0') spliced into the answer's body after the
+# first AFTER in it, the rest of the answer as it was; and write
+# $TMP/NAME.json, remote.json with its base_url. For the answers the fake
+# upstream cannot send.
+start_raw() {
+    local name=$1
+    python3 - "$TMP" "$name" "$2" "$3" <<'PY' &
+import ast, json, os, socket, sys
+tmp, name, after, splice = sys.argv[1], sys.argv[2], sys.argv[3].encode(), \
+    ast.literal_eval("b'%s'" % sys.argv[4])
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+c = json.load(open(tmp + "/remote.json"))
+c["router"]["embedding"]["base_url"] = "http://127.0.0.1:%d/v1" % s.getsockname()[1]
+json.dump(c, open(tmp + "/" + name + ".json", "w"))
+open(tmp + "/" + name + ".port.tmp", "w").write(str(s.getsockname()[1]))
+os.rename(tmp + "/" + name + ".port.tmp", tmp + "/" + name + ".port")
+s.settimeout(120)
+while True:
+    try:
+        conn, _ = s.accept()
+    except OSError:
+        break
+    conn.settimeout(10)
+    req = b""
+    while b"\r\n\r\n" not in req:
+        req += conn.recv(65536)
+    head, body = req.split(b"\r\n\r\n", 1)
+    length = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+              if l.lower().startswith(b"content-length:")][0]
+    while len(body) < length:
+        body += conn.recv(65536)
+    n = len(json.loads(body)["input"])
+    answer = json.dumps({"object": "list", "model": "fake-emb", "data": [
+        {"object": "embedding", "index": i, "embedding": [1 + i] + [0.5] * 15}
+        for i in range(n)]}, separators=(",", ":")).encode()
+    k = answer.index(after) + len(after)
+    answer = answer[:k] + splice + answer[k:]
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                 b"%d\r\nConnection: close\r\n\r\n" % len(answer) + answer)
+    conn.close()
+PY
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        [ -s "$TMP/$name.port" ] && break
+        sleep 0.05
+    done
+    [ -s "$TMP/$name.port" ] || { echo "FAIL: the raw server $name did not start"; exit 1; }
 }
 
 # A port on 127.0.0.1 that nothing listens on.
@@ -331,6 +385,28 @@ json.dump(cfg, open(sys.argv[1] + "/err200.json", "w"))
 PY
 expect route_200_error 1 "embedding server at http://127.0.0.1:$ERR200_PORT/v1/embeddings answered HTTP 200 with an error: quota exceeded" -- \
     "$BIN" route --config "$TMP/err200.json" --store "$DENSE" "What is 1 plus 4?"
+
+# ---- an answer holding a raw NUL byte ----
+# No JSON text holds one (a string writes the character as \u0000), but
+# jansson reads past one after a number: route used the vector, and import
+# stored it. Refused, naming the NUL's place; nothing stored. (In a string
+# jansson refused it in its own words, "\u0000 is not allowed".)
+start_raw nul '"embedding":[1' '\0'
+NUL_MSG="embedding server at http://127.0.0.1:$(cat "$TMP/nul.port")/v1/embeddings: the answer is not JSON: a NUL byte at line 1, column "
+expect route_nul 1 "${NUL_MSG}91 (JSON text holds none" -- \
+    "$BIN" route --config "$TMP/nul.json" --store "$DENSE" "What is 1 plus 4?"
+NEW=$TMP/new-nul.db
+expect import_nul 1 "${NUL_MSG}91 (JSON text holds none" -- \
+    "$BIN" import --config "$TMP/nul.json" --store "$NEW" "$TMP/more.json"
+grep -qF "nothing imported" "$TMP/err" && [ ! -e "$NEW" ] && ok ||
+    bad "import_nul stored something: $(cat "$TMP/err"; ls "$TMP" | grep new-nul)"
+expect import_nul_dense 1 "${NUL_MSG}91 (JSON text holds none" -- \
+    "$BIN" import --config "$TMP/nul.json" --store "$DENSE" "$TMP/more.json"
+[ "$(store_facts "$DENSE")" = "$before" ] && ok ||
+    bad "store changed after an answer with a NUL: $(store_facts "$DENSE")"
+start_raw nulstr '"object":"embed' '\0'
+expect route_nul_string 1 "the answer is not JSON: a NUL byte at line 1, column 61 (JSON text holds none" -- \
+    "$BIN" route --config "$TMP/nulstr.json" --store "$DENSE" "What is 1 plus 4?"
 
 # ---- a stop signal while a request waits on the server ----
 # SIGTERM stops import at once, not after router.embedding.timeout_ms (here
