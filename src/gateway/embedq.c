@@ -7,10 +7,11 @@
  * feedback outcome (api.c). All start a fetch here:
  * POST {"model", "input": [text]} (and "dimensions" when configured) to
  * {router.embedding.base_url}/embeddings, the answer capped at 8 MB, checked
- * (JSON, one item in data, index 0, its embedding an array of numbers, of
- * the store's dimension once it has one; a 200 that is an error object
- * quotes its message, and so does any other status, in the shapes the
- * CLI's embed_http.c reads, else its body) and handed over. A redirect is
+ * (JSON, no raw NUL byte in it, one item in data, index 0, its embedding
+ * an array of numbers, of the store's dimension once it has one; a 200
+ * that is an error object quotes its message, and so does any other
+ * status, in the shapes the CLI's embed_http.c reads, else its body) and
+ * handed over. A redirect is
  * never followed: it fails the fetch with a message naming the status, the
  * Location and the key to fix. An answer past the cap stops the transfer
  * and fails it as too large.
@@ -48,6 +49,7 @@
 #include <jansson.h>
 
 #include "gateway.h"
+#include "jsonscan.h"
 #include "metrics.h"
 #include "upstream.h"
 
@@ -208,15 +210,27 @@ int gw_embed_error_message(const char *body, size_t len, char *buf, size_t cap)
 static int embed_parse(struct gw_embed *e)
 {
     json_error_t je;
-    json_t *root = json_loadb(e->resp ? e->resp : "", e->len, 0, &je);
-    json_t *data = json_object_get(root, "data");
-    json_t *item = json_array_get(data, 0), *jx = json_object_get(item, "index");
-    json_t *v = json_object_get(item, "embedding");
-    size_t dim = lr_store_dim(e->conf->store), n = json_array_size(v);
-    int rc = -1;
+    json_t *root, *data, *item, *jx, *v;
+    size_t dim = lr_store_dim(e->conf->store), n;
+    int rc = -1, line, column;
 
     char msg[200];
 
+    /* No JSON text holds a raw NUL byte, but jansson reads past one after
+     * a number: its vector would be routed with, or stored. */
+    if (js_find_nul(e->resp, e->len, &line, &column)) {
+        set_why(e,
+                ": the answer is not JSON: a NUL byte at line %d, column %d (JSON text holds "
+                "none; a string writes the character as \\u0000)",
+                line, column);
+        return -1;
+    }
+    root = json_loadb(e->resp ? e->resp : "", e->len, 0, &je);
+    data = json_object_get(root, "data");
+    item = json_array_get(data, 0);
+    jx = json_object_get(item, "index");
+    v = json_object_get(item, "embedding");
+    n = json_array_size(v);
     if (!root)
         set_why(e, ": the answer is not JSON (%s)", je.text);
     else if (!json_is_array(data) &&

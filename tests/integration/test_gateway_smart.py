@@ -998,6 +998,51 @@ def dense(bin_, fake_bin):
     check("an embedder's compressed answer is 502 embedding_failed naming its Content-Encoding",
           embedder_answer_compressed)
 
+    def embedder_answer_with_a_raw_nul():
+        # No JSON text holds a raw NUL byte, but jansson reads past one after
+        # a number: the vector [1, 0.5, ...] was used (a 200) and a feedback
+        # stored with it. It is not JSON: 502 embedding_failed naming the
+        # NUL's place, nothing stored, counted as a bad response.
+        answer = b'{"data":[{"index":0,"embedding":[1\0' + b",0.5" * 7 + b"]}]}"
+
+        class Nul(Upstream):
+            def serve(self, c):
+                try:
+                    read_request(c)
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(answer)
+                              + answer)
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+        nul = Nul().start()
+        cfg8 = config(store)
+        cfg8["router"]["embedding"] = {"base_url": nul.base_url, "model": "embed-small"}
+        gw8 = Gateway(bin_, wd, cfg8, name="dense-nul")
+        before = records(gw8.port)
+        want = ("the embedding server (router.embedding): the answer is not JSON: a NUL byte at "
+                "line 1, column 35 (JSON text holds none; a string writes the character as "
+                "\\u0000)")
+        st, _, j, _ = chat(gw8.port, {"model": "auto", "messages": ASK("What is 3 plus 8?")})
+        assert st == 502 and j["error"]["code"] == "embedding_failed", (st, j)
+        assert j["error"]["message"] == want, j
+        st, _, body = request(gw8.port, "POST", "/v1/route", json.dumps(
+            {"queries": [{"query": "What is 3 plus 8?"}], "strategy": "smart",
+             "models": ["cheapo", "smarty"]}))
+        assert st == 502 and json.loads(body)["error"]["message"] == want, (st, body)
+        st, _, body = request(gw8.port, "POST", "/v1/feedback", json.dumps(
+            {"query": "What is 3 plus 8?", "model": "cheapo", "correctness": 1,
+             "output_tokens": 2}))
+        assert st == 502 and json.loads(body)["error"]["message"] == want, (st, body)
+        assert records(gw8.port) == before
+        m = gw8.metrics()
+        assert m['llmroute_embedder_fetches_total{class="bad_response"}'] == 3, m
+        gw8.signal(signal.SIGTERM)
+        assert gw8.wait() == 0
+    check("an embedder's answer holding a raw NUL byte is 502 embedding_failed naming it, "
+          "nothing stored", embedder_answer_with_a_raw_nul)
+
     def embedder_redirect_is_named():
         # An embedding server that redirects (a wrong base_url): the 502 names
         # the status, the Location and the key to fix, and the redirect is not
