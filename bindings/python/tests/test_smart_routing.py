@@ -5,10 +5,12 @@ import math
 import os
 import tempfile
 import threading
+import time
 import unittest
 
 import support  # noqa: F401  (puts the package on the path)
-from support import CountingEmbed, SmartTestCase, SwitchEmbed, group_fixture, priced
+from support import (DIM, CountingEmbed, SmartTestCase, SwitchEmbed, group_fixture,
+                     hashed_vector, priced)
 
 import llmroute
 from llmroute import SmartRouting
@@ -295,6 +297,108 @@ class AddOneAtATimeTest(SmartTestCase):
         a = ours.store.predict(texts, CONFIGS)
         b = theirs.store.predict(texts, CONFIGS)
         self.assertEqual([list(map(list, x)) for x in a], [list(map(list, x)) for x in b])
+
+    def test_a_capped_stores_lone_records_go_in_to_the_cap_then_are_refused_as_imported(self):
+        # A store opened with max_records takes records one add_data at a
+        # time while it has room, and routes over them as over the same
+        # records imported one at a time; at the cap a lone record is
+        # refused as the import refuses it (TooBig, in its words), before
+        # embed is called, and the store is as it was.
+        records, queries, _ = fixture()
+        texts = [q for q, _, _ in queries]
+        cap = len(records) - 3
+        for dense in (False, True):
+            with self.subTest(dense=dense), tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "capped.db")
+                embed = CountingEmbed()
+
+                def store(path=None):
+                    if dense:
+                        return llmroute.QueryStore(path=path, embed=embed, embedder="e",
+                                                   max_records=cap)
+                    return llmroute.QueryStore(path=path, max_records=cap)
+                ours = SmartRouting(CONFIGS, n_similar=K)
+                ours.store = store(path)
+                theirs = SmartRouting(CONFIGS, n_similar=K)
+                theirs.store = store()
+                # Five in one call: a dense store learns its dimension.
+                ours.store.add_data(records[:5])
+                theirs.store.add_data(records[:5])
+                for rec in records[5:cap]:
+                    self.assertEqual(tuple(ours.store.add_data([rec])), (1, 1, 0, 0, None))
+                    if dense:
+                        self.assertEqual(embed.calls[-1], [rec["query"]])
+                    theirs.store._store.import_records([rec])
+                self.assertEqual((ours.store.count(), theirs.store.count()), (cap, cap))
+                self.assertEqual(ours.get_model_idxs(CONFIGS, texts),
+                                 theirs.get_model_idxs(CONFIGS, texts))
+                self.assertEqual(ours.store._store.added_since_build(), 0)
+                self.assertEqual(ours.predict(texts, CONFIGS), theirs.predict(texts, CONFIGS))
+                a = ours.store.predict(texts, CONFIGS)
+                self.assertEqual([list(map(list, x)) for x in a],
+                                 [list(map(list, x)) for x in theirs.store.predict(texts,
+                                                                                   CONFIGS)])
+                generation, calls = ours.store.generation, len(embed.calls)
+                for rec in records[cap:]:
+                    with self.assertRaises(llmroute.TooBig) as cm:
+                        ours.store.add_data([rec])
+                    self.assertEqual(str(cm.exception), "QueryStore.add_data: data[0]: the "
+                                     "history store's cap of %d records is reached" % cap)
+                self.assertEqual((ours.store.count(), ours.store.generation, len(embed.calls)),
+                                 (cap, generation, calls))
+                self.assertEqual(ours.store._store.added_since_build(), 0)
+                b = ours.store.predict(texts, CONFIGS)
+                self.assertEqual([list(map(list, x)) for x in a], [list(map(list, x)) for x in b])
+                ours.store.close()
+                # The file holds the records the adds committed, and no more.
+                again = store(path)
+                self.assertEqual(again.count(), cap)
+                b = again.predict(texts, CONFIGS)
+                self.assertEqual([list(map(list, x)) for x in a], [list(map(list, x)) for x in b])
+                with self.assertRaises(llmroute.TooBig):
+                    again.add_data([records[-1]])
+                again.close()
+
+    def test_lone_records_added_at_once_into_room_for_one_take_one(self):
+        # Threads each add one record at once into a capped store with room
+        # for one: one is taken, every other is refused in the import's
+        # words, and the store holds its cap, never more. A dense store's
+        # embed is slow, so that the adds overlap.
+        records, _, _ = fixture()
+        threads = 6
+
+        def slow(texts):
+            time.sleep(0.005)
+            return [hashed_vector(t, DIM) for t in texts]
+
+        for dense in (False, True):
+            for rnd in range(5):
+                with self.subTest(dense=dense, round=rnd):
+                    qs = (llmroute.QueryStore(embed=slow, embedder="e", max_records=6)
+                          if dense else llmroute.QueryStore(max_records=6))
+                    qs.add_data(records[:5])
+                    start = threading.Barrier(threads)
+                    got = [None] * threads
+
+                    def add(i):
+                        start.wait()
+                        try:
+                            got[i] = tuple(qs.add_data([records[6 + i]]))
+                        except Exception as e:
+                            got[i] = e
+                    ts = [threading.Thread(target=add, args=(i,)) for i in range(threads)]
+                    for t in ts:
+                        t.start()
+                    for t in ts:
+                        t.join()
+                    taken = [g for g in got if g == (1, 1, 0, 0, None)]
+                    refused = [g for g in got if isinstance(g, llmroute.TooBig)]
+                    self.assertEqual((len(taken), len(refused)), (1, threads - 1), got)
+                    for e in refused:
+                        self.assertEqual(str(e), "QueryStore.add_data: data[0]: the history "
+                                         "store's cap of 6 records is reached")
+                    self.assertEqual(qs.count(), 6)
+                    qs.close()
 
     def test_a_dense_stores_lone_record_is_refused_as_the_import_refuses_it(self):
         good = {"query": "q", "input_token_length": 3,
