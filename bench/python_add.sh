@@ -2,6 +2,8 @@
 # QueryStore.add_data one record at a time against the same records in one
 # call, at store sizes 1,000 and 10,000 (bench/python_add_bench.py).
 #   bench/python_add.sh [build-dir] [--adds N] [--rounds R] [--sizes 1000,10000] [--dense]
+#                       [--cap N]
+# --cap N opens both stores with max_records=N.
 # Needs only the build and python3 (no numpy).
 set -u
 BUILD=${1:-build}

@@ -21,7 +21,12 @@ With --dense the stores are dense, opened with embed= a function that
 hashes each word of a text into one of 64 places (quick, and the same on
 every run), so that what is timed is the store's work, not an embedder's.
 
+With --cap N both stores are opened with max_records=N (a cap on their
+records, which must leave room for the adds at every size), so that the
+adds into a capped store are what is timed.
+
     bench/python_add.sh [build-dir] [--adds N] [--rounds R] [--sizes 1000,10000] [--dense]
+                        [--cap N]
 """
 import argparse
 import random
@@ -78,9 +83,9 @@ def hashed(texts):
     return out
 
 
-def store_of(records, dense):
-    s = (llmroute.QueryStore(embed=hashed, embedder="bench-hash-64") if dense
-         else llmroute.QueryStore(None))
+def store_of(records, dense, cap):
+    s = (llmroute.QueryStore(embed=hashed, embedder="bench-hash-64", max_records=cap) if dense
+         else llmroute.QueryStore(None, max_records=cap))
     s.add_data(records)
     return s
 
@@ -107,17 +112,26 @@ def main():
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--dense", action="store_true",
                     help="dense stores (embed= a hashed bag of words of 64 places)")
+    ap.add_argument("--cap", type=int, default=0,
+                    help="open the stores with max_records=CAP (0: no cap)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    if args.cap < 0:
+        ap.error("--cap %d: expected a record count, or 0 for no cap" % args.cap)
+    if args.cap and args.cap < max(sizes) + args.adds:
+        ap.error("--cap %d leaves no room for %d adds into a store of %d records: give "
+                 "at least %d" % (args.cap, args.adds, max(sizes), max(sizes) + args.adds))
+    kind = [k for k, on in (("dense store", args.dense),
+                            ("max_records %d" % args.cap, args.cap)) if on]
     print("QueryStore.add_data%s: %d records one at a time vs in one call; median of %d rounds"
-          % (" (dense store)" if args.dense else "", args.adds, args.rounds))
+          % (" (%s)" % ", ".join(kind) if kind else "", args.adds, args.rounds))
     status = 0
     for size in sizes:
         records, probes = synth(size + args.adds, seed=size)
         base, new = records[:size], records[size:]
         singles, batches = [], []
         for r in range(args.rounds):
-            a, b = store_of(base, args.dense), store_of(base, args.dense)
+            a, b = store_of(base, args.dense, args.cap), store_of(base, args.dense, args.cap)
             if r % 2 == 0:
                 singles.append(one_at_a_time(a, new, probes[0]))
                 batches.append(in_one_call(b, new, probes[0]))
