@@ -1443,8 +1443,11 @@ class QueryStore(_NoCopy):
                 raise _bad_type("%s: data[%d]: expected a record (a dict with \"query\", "
                                 "\"input_token_length\", \"outputs\"), got %s"
                                 % (where, i, type(rec).__name__))
+        # A closed store refuses every add in this method's name: held-out
+        # data, no record at all, and one record, whose path below asks the
+        # store what it is before anything could name the method.
+        self._check_open(where)
         if split != "train":
-            self._check_open(where)
             with self._lock:
                 self.held_out[split].extend(data)
             return None
@@ -1460,11 +1463,13 @@ class QueryStore(_NoCopy):
         # store's (the import's rules at the cap are not an append's), and a
         # dense store's from inside its own import's embed function, which
         # the library then refuses at once, before embed is called again.
-        single = (len(data) == 1 and not self._capped
-                  and (not self._store.dense or (self._store.embed is not None
-                                                 and self._store.dim > 0
-                                                 and not self._store._in_own_import())))
         try:
+            # Inside the try: a close() from another thread since the check
+            # above is refused here, in this method's name.
+            single = (len(data) == 1 and not self._capped
+                      and (not self._store.dense or (self._store.embed is not None
+                                                     and self._store.dim > 0
+                                                     and not self._store._in_own_import())))
             if single:
                 report = self._store._append_record(data[0])
             else:

@@ -3,6 +3,7 @@ its constructor's two positional orders, its keyword names, the argument
 types it refuses, prices from litellm (a fake module: litellm is not
 needed), routing over an empty store, bootstrap_url downloads (from a
 local http.server), and AIOS's QueryStore and optimize methods."""
+import itertools
 import json
 import os
 import socket
@@ -1362,28 +1363,38 @@ class AiosPredictTest(SmartTestCase):
     def test_a_closed_store_is_refused_in_the_method_s_name(self):
         # predict() said "the store is closed", naming no method; an empty
         # list of queries and held-out data were taken by a closed store.
+        # add_data of one record into a closed store without a cap said
+        # "the store is closed", naming no method, where several records
+        # named it; no record at all was taken.
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "more.json")
             with open(path, "w") as f:
                 json.dump(records(1), f)
-            for data in ([], records()):
-                q = QueryStore()
+            stores = {"built-in": lambda: QueryStore(),
+                      "capped": lambda: QueryStore(max_records=100),
+                      "dense": lambda: QueryStore(embed=CountingEmbed(), embedder="e"),
+                      "dense, capped": lambda: QueryStore(embed=CountingEmbed(), embedder="e",
+                                                          max_records=100)}
+            for kind, data in itertools.product(stores, ([], records())):
+                q = stores[kind]()
                 q.add_data(data)
                 q.close()
-                calls = {"predict": lambda: q.predict(["hard proof"], ["cheap"]),
-                         "predict ": lambda: q.predict([], ["cheap"]),
-                         "add_data": lambda: q.add_data(records()),
-                         "add_data ": lambda: q.add_data(records(), split="test"),
-                         "import_file": lambda: q.import_file(path),
-                         "refresh": q.refresh,
-                         "count": q.count,
-                         "count ": lambda: len(q)}
-                for method, call in calls.items():
-                    with self.subTest(records=len(data), method=method):
+                calls = [("predict", lambda: q.predict(["hard proof"], ["cheap"])),
+                         ("predict", lambda: q.predict([], ["cheap"])),
+                         ("add_data", lambda: q.add_data(records())),
+                         ("add_data", lambda: q.add_data(records()[:1])),
+                         ("add_data", lambda: q.add_data([])),
+                         ("add_data", lambda: q.add_data(records(), split="test")),
+                         ("import_file", lambda: q.import_file(path)),
+                         ("refresh", q.refresh),
+                         ("count", q.count),
+                         ("count", lambda: len(q))]
+                for i, (method, call) in enumerate(calls):
+                    with self.subTest(store=kind, records=len(data), call=i):
                         with self.assertRaises(llmroute.InvalidInput) as cm:
                             call()
                         self.assertEqual(str(cm.exception), "QueryStore.%s: the store is "
-                                         "closed" % method.strip())
+                                         "closed" % method)
                 self.assertEqual(q.held_out, {"val": [], "test": []})
                 q.close()  # a second close is harmless
 
