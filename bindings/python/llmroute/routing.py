@@ -81,7 +81,7 @@ from .core import (_CURSOR_MAX, _MODEL_KEYS, Config, Router, Store, _b, _config_
 from .embed import (OpenAIEmbedder, _response_socket, _Watch, _WatchedHTTP,
                     _WatchedHTTPS)
 from .errors import (ConfigError, EmbedError, EmptyInput, Error, Infeasible, InvalidInput,
-                     InvalidType, IOFailure, UnknownModel)
+                     InvalidType, IOFailure, TooBig, UnknownModel)
 
 __all__ = ["RouterStrategy", "SequentialRouting", "SmartRouting", "QueryStore"]
 
@@ -1287,10 +1287,17 @@ class QueryStore(_NoCopy):
         self._path = path
         self._model_name = model_name
         self._store = _open_store(path, embedder, max_records, embed, where)
-        self._capped = bool(max_records)
+        # The cap given (0: none), which a lone record's append checks
+        # before it goes (_room()); _appending counts the appends in flight
+        # that have taken room under it, guarded by _lock, and _own those
+        # of the calling thread.
+        self._max_records = _whole(max_records, where + ": max_records", 0, 2 ** 63 - 1)
+        self._appending = 0
+        self._own = threading.local()
         self.held_out = {"val": [], "test": []}
         self._generation = 0
         self._lock = threading.Lock()
+        self._appended = threading.Condition(self._lock)
         self._predictors = {}
         # Set after add_data appended a record in place (see _settle()).
         self._unbuilt = False
@@ -1459,19 +1466,35 @@ class QueryStore(_NoCopy):
         # then routes as after an import. A dense store's record is embedded
         # first, by one call of its embed function, once the store knows its
         # dimension (its first import learns it). Several records go in one
-        # import, all or nothing, as do a dense store's first and a capped
-        # store's (the import's rules at the cap are not an append's), and a
-        # dense store's from inside its own import's embed function, which
-        # the library then refuses at once, before embed is called again.
+        # import, all or nothing, as do a dense store's first, and a dense
+        # store's from inside its own import's embed function, which the
+        # library then refuses at once, before embed is called again.
+        # Into a capped store a record is appended only when the store has
+        # room for it (_room()); at the cap it goes to the import, which
+        # refuses it in its own words (TooBig "data[0]: the history
+        # store's cap of N records is reached") before embed is called.
+        appended = False
         try:
             # Inside the try: a close() from another thread since the check
             # above is refused here, in this method's name.
-            single = (len(data) == 1 and not self._capped
+            single = (len(data) == 1
                       and (not self._store.dense or (self._store.embed is not None
                                                      and self._store.dim > 0
-                                                     and not self._store._in_own_import())))
+                                                     and not self._store._in_own_import()))
+                      and self._room(where))
             if single:
-                report = self._store._append_record(data[0])
+                try:
+                    report = self._store._append_record(data[0])
+                    appended = True
+                except TooBig:
+                    # The library found the store full all the same: another
+                    # handle on its file, or an import of several records
+                    # through this one, filled it since _room() read count().
+                    # The import refuses the record as it refuses it at the
+                    # cap, having written nothing.
+                    report = self._store.import_records(data, strict=True)
+                finally:
+                    self._room_given_back()
             else:
                 report = self._store.import_records(data, strict=True)
         except Error as e:
@@ -1487,9 +1510,42 @@ class QueryStore(_NoCopy):
             raise
         with self._lock:
             self._generation += 1
-            if single:
+            if appended:
                 self._unbuilt = True
         return report
+
+    def _room(self, where):
+        """Whether a lone record may be appended: always into a store
+        without a cap; into a capped one when its records and the appends
+        in flight leave room for one more, which is then taken (counted in
+        _appending until _room_given_back()). Checked and taken under
+        _lock. When only the appends in flight fill the store, their
+        outcome is waited for: one that fails gives its room back, and one
+        that commits leaves the store full, when the record goes to the
+        import, which refuses it in its words before embed is called. So
+        adds from several threads into room for one append one record and
+        embed one query. A thread that adds from inside its own append
+        (its embed function) does not wait on itself: its record goes to
+        the import."""
+        if not self._max_records:
+            return True
+        with self._lock:
+            while self._count(where) + self._appending >= self._max_records:
+                if not self._appending or getattr(self._own, "appending", 0):
+                    return False
+                self._appended.wait()
+            self._appending += 1
+        self._own.appending = getattr(self._own, "appending", 0) + 1
+        return True
+
+    def _room_given_back(self):
+        """The end of an append that _room() let go (committed or not)."""
+        if not self._max_records:
+            return
+        self._own.appending -= 1
+        with self._lock:
+            self._appending -= 1
+            self._appended.notify_all()
 
     def _settle(self):
         """Build the store's copy whole again (Store.rebuild()) when
