@@ -779,26 +779,37 @@ static void nul_byte_in_the_text_is_named(void **state)
     lr_config_free(cfg);
 }
 
+/* Loads bytes from a file made from template and checks that the refusal
+ * names a NUL byte at line, column. */
+static void expect_nul_byte(const char *bytes, size_t len, const char *template, int line,
+                            int column)
+{
+    char path[64];
+    struct lr_config *cfg = (struct lr_config *)1;
+    struct lr_error err = {0};
+    char want[160];
+    int fd;
+    snprintf(path, sizeof path, "%s", template);
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, bytes, len), (int)len);
+    close(fd);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
+    assert_null(cfg);
+    snprintf(want, sizeof want, "%s: line %d, column %d: a NUL byte (JSON text holds none)",
+             path, line, column);
+    assert_string_equal(err.message, want);
+    assert_int_equal(err.line, line);
+    unlink(path);
+}
+
 /* A raw NUL byte in a file is named with its line and column, as in a
  * string: it was "'}' expected near end of file". */
 static void nul_byte_in_a_file_is_named(void **state)
 {
-    char path[] = "/tmp/lr_cfg_nul_XXXXXX";
-    int fd = mkstemp(path);
-    struct lr_config *cfg = NULL;
-    struct lr_error err = {0};
     static const char json[] = "{\"models\": [\n  {\"name\": \"a\"\0}]}";
-    char want[160];
     (void)state;
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, json, sizeof json - 1), (int)(sizeof json - 1));
-    close(fd);
-    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
-    assert_null(cfg);
-    snprintf(want, sizeof want, "%s: line 2, column 15: a NUL byte (JSON text holds none)", path);
-    assert_string_equal(err.message, want);
-    assert_int_equal(err.line, 2);
-    unlink(path);
+    expect_nul_byte(json, sizeof json - 1, "/tmp/lr_cfg_nul_XXXXXX", 2, 15);
 }
 
 /* Loads bytes, which are in an encoding other than UTF-8, from a string
@@ -872,11 +883,6 @@ static void a_utf16_or_utf32_text_without_a_mark_is_named(void **state)
         {"\0\0\0{\0\0\0}", 8, "UTF-32BE"},
         {"\n\0{\0}\0", 6, "UTF-16LE"},
     };
-    char path[] = "/tmp/lr_cfg_utf16n_XXXXXX";
-    struct lr_config *cfg = (struct lr_config *)1;
-    struct lr_error err = {0};
-    char want[320];
-    int fd;
     (void)state;
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
         expect_encoding_named(texts[i].bytes, texts[i].len, "/tmp/lr_cfg_utf16n_XXXXXX",
@@ -884,15 +890,7 @@ static void a_utf16_or_utf32_text_without_a_mark_is_named(void **state)
                               " without a byte order mark (its first characters are ASCII "
                               "with NUL bytes between them, as that encoding writes them)");
     /* ASCII, ASCII, NUL: no such encoding writes it. */
-    memcpy(path + strlen(path) - 6, "XXXXXX", 6);
-    fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, "{}\0\n", 4), 4);
-    close(fd);
-    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
-    snprintf(want, sizeof want, "%s: line 1, column 3: a NUL byte (JSON text holds none)", path);
-    assert_string_equal(err.message, want);
-    unlink(path);
+    expect_nul_byte("{}\0\n", 4, "/tmp/lr_cfg_utf16n_XXXXXX", 1, 3);
 }
 
 /* A text of 2 or 3 bytes in UTF-16 or UTF-32 is named as a longer one is:
@@ -914,11 +912,6 @@ static void a_utf16_or_utf32_text_of_under_4_bytes_is_named(void **state)
         size_t len;
         int column;
     } nul[] = {{"\0\0", 2, 1}, {"\0\0\0", 3, 1}, {"\0\0{", 3, 1}, {"{}\0", 3, 3}};
-    char path[] = "/tmp/lr_cfg_utf16s_XXXXXX";
-    struct lr_config *cfg = (struct lr_config *)1;
-    struct lr_error err = {0};
-    char want[320];
-    int fd;
     (void)state;
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
         expect_encoding_named(texts[i].bytes, texts[i].len, "/tmp/lr_cfg_utf16s_XXXXXX",
@@ -929,18 +922,8 @@ static void a_utf16_or_utf32_text_of_under_4_bytes_is_named(void **state)
                           " (it starts with that encoding's byte order mark)");
     expect_encoding_named("\xfe\xff", 2, "/tmp/lr_cfg_utf16s_XXXXXX", "UTF-16BE",
                           " (it starts with that encoding's byte order mark)");
-    for (size_t i = 0; i < sizeof nul / sizeof *nul; i++) {
-        memcpy(path + strlen(path) - 6, "XXXXXX", 6);
-        fd = mkstemp(path);
-        assert_true(fd >= 0);
-        assert_int_equal(write(fd, nul[i].bytes, nul[i].len), (int)nul[i].len);
-        close(fd);
-        assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_EPARSE);
-        snprintf(want, sizeof want, "%s: line 1, column %d: a NUL byte (JSON text holds none)",
-                 path, nul[i].column);
-        assert_string_equal(err.message, want);
-        unlink(path);
-    }
+    for (size_t i = 0; i < sizeof nul / sizeof *nul; i++)
+        expect_nul_byte(nul[i].bytes, nul[i].len, "/tmp/lr_cfg_utf16s_XXXXXX", 1, nul[i].column);
 }
 
 /* The cap on a configuration's size is 16 MiB: a file of exactly that size
