@@ -152,6 +152,16 @@ def scripted_gateway(w, model, routes=None, resilience=None, server=None):
     return Gateway(w.gw_bin, w.wd, cfg, name="gw%d" % w.n)
 
 
+def falls_back_to_c(w, up):
+    """scripted_gateway with the Scripted upstream up as model s, route r
+    (s, falling back to c), and no breaker, so that every request tries s."""
+    return scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                            routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
+                                     "fallbacks": ["c"]}],
+                            resilience={"breaker": {"consecutive_failures": 0,
+                                                    "failure_rate": 0}})
+
+
 def stop(gw):
     gw.signal(15)
     assert gw.wait(15) == 0
@@ -1019,11 +1029,7 @@ def streams(gw_bin, fake_bin):
         def serve(c, n):
             c.sendall(chunked_sse(bodies[n - 1]))
         up = Scripted(serve)
-        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
-                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
-                                      "fallbacks": ["c"]}],
-                             resilience={"breaker": {"consecutive_failures": 0,
-                                                     "failure_rate": 0}})
+        g = falls_back_to_c(w, up)
         for n in (1, 2):  # cut inside the JSON, before or after the finish
             st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
             assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
@@ -1141,11 +1147,7 @@ def streams(gw_bin, fake_bin):
                     time.sleep(0.2)
                 c.sendall(piece)
         up = Scripted(serve)
-        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
-                             routes=[{"name": "r", "strategy": "sequential", "models": ["s"],
-                                      "fallbacks": ["c"]}],
-                             resilience={"breaker": {"consecutive_failures": 0,
-                                                     "failure_rate": 0}})
+        g = falls_back_to_c(w, up)
         for n in (1, 2):
             st, h, j, raw = chat(g.port, {"model": "r", "messages": HELLO})
             assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, raw)
