@@ -234,6 +234,17 @@ class AddOneAtATimeTest(SmartTestCase):
     and routing after it is what it was when each add_data built the
     store's copy whole."""
 
+    def assert_refused_as_imported(self, qs, good, bad):
+        """add_data of bad alone (appended) is refused as add_data of good
+        and bad (imported, all or nothing) refuses it: the same error and
+        words, bad named data[0]."""
+        with self.assertRaises(llmroute.Error) as one:
+            qs.add_data([bad])
+        with self.assertRaises(llmroute.Error) as two:
+            qs.add_data([good, bad])
+        self.assertIs(type(one.exception), type(two.exception))
+        self.assertEqual(str(one.exception), str(two.exception).replace("data[1]", "data[0]"))
+
     def test_records_added_one_at_a_time_route_as_each_imported_whole(self):
         # Each add_data was an import, which builds the store's copy whole
         # (weights, index, groups) before it commits: adding records one
@@ -446,13 +457,7 @@ class AddOneAtATimeTest(SmartTestCase):
         for bad in (dict(good, query=""), dict(good, input_token_length=2.5),
                     dict(good, outputs=[])):
             with self.subTest(bad=bad):
-                with self.assertRaises(llmroute.Error) as one:
-                    qs.add_data([bad])
-                with self.assertRaises(llmroute.Error) as two:
-                    qs.add_data([good, bad])
-                self.assertIs(type(one.exception), type(two.exception))
-                self.assertEqual(str(one.exception),
-                                 str(two.exception).replace("data[1]", "data[0]"))
+                self.assert_refused_as_imported(qs, good, bad)
         self.assertEqual((qs.count(), len(embed.calls)), (1, calls))
 
         def boom(texts):
@@ -485,13 +490,7 @@ class AddOneAtATimeTest(SmartTestCase):
         for bad in bads:
             with self.subTest(bad=bad):
                 qs = llmroute.QueryStore()
-                with self.assertRaises(llmroute.Error) as one:
-                    qs.add_data([bad])
-                with self.assertRaises(llmroute.Error) as two:
-                    qs.add_data([good, bad])
-                self.assertIs(type(one.exception), type(two.exception))
-                self.assertEqual(str(one.exception),
-                                 str(two.exception).replace("data[1]", "data[0]"))
+                self.assert_refused_as_imported(qs, good, bad)
                 self.assertEqual(qs.count(), 0)
 
 
