@@ -169,23 +169,27 @@ size_t gw_error_format(char *buf, size_t cap, const char *message, const char *t
 
 /* A redirect's Location, fit to quote in a message: at most GW_LOCATION_SHOWN
  * bytes cut between characters ("..." marks the cut), control characters as
- * '?' and bytes that are not UTF-8 as U+FFFD. The upstream chose these bytes. */
+ * '?' (U+0080 to U+009F, the C1 controls, too: U+009B is a terminal's CSI)
+ * and bytes that are not UTF-8 as U+FFFD. The upstream chose these bytes. */
 static void location_for_message(char *dst, size_t cap, const char *loc)
 {
     size_t o = 0;
     const unsigned char *p = (const unsigned char *)loc;
     while (*p) {
         size_t n = *p >= 0x80 ? gw_utf8_char_len(p) : 1;
-        size_t out = n ? n : 3;
+        int control = *p < 0x20 || *p == 0x7f || (n == 2 && p[0] == 0xC2 && p[1] < 0xA0);
+        size_t out = control ? 1 : n ? n : 3;
         if (o + out > GW_LOCATION_SHOWN || o + out + 4 > cap) {
             memcpy(dst + o, "...", 3);
             o += 3;
             break;
         }
-        if (n == 0)
+        if (control)
+            dst[o] = '?';
+        else if (n == 0)
             memcpy(dst + o, "\xEF\xBF\xBD", 3);
         else if (n == 1)
-            dst[o] = *p < 0x20 || *p == 0x7f ? '?' : (char)*p;
+            dst[o] = (char)*p;
         else
             memcpy(dst + o, p, n);
         o += out;

@@ -451,9 +451,9 @@ const char *gw_name_shown(const char *name, char *out, size_t cap);
 size_t gw_json_string(char *buf, size_t cap, size_t o, const char *s);
 /* A redirect's Location quoted in a message: "a redirect to 'URL'" (the URL
  * cut to GW_LOCATION_SHOWN bytes between characters, "..." marking the cut,
- * control characters as '?', bytes that are not UTF-8 as U+FFFD: the
- * upstream chose them), or "a redirect without a Location" when location is
- * NULL or empty. */
+ * control characters, C1 (U+0080 to U+009F) too, as '?', bytes that are not
+ * UTF-8 as U+FFFD: the upstream chose them), or "a redirect without a
+ * Location" when location is NULL or empty. */
 #define GW_LOCATION_SHOWN 200
 #define GW_REDIRECT_PHRASE_CAP (GW_LOCATION_SHOWN + 40)
 void gw_redirect_phrase(char *dst, size_t cap, const char *location);

@@ -100,6 +100,16 @@ static void redirect_phrase_quotes_a_cleaned_location(void **state)
     assert_non_null(strstr(out, "a...'"));
 }
 
+/* U+0080 to U+009F are control characters too (U+009B is a terminal's CSI):
+ * a Location's are '?' in the message, as its ASCII controls are. */
+static void redirect_phrase_replaces_c1_controls(void **state)
+{
+    char out[GW_REDIRECT_PHRASE_CAP];
+    (void)state;
+    gw_redirect_phrase(out, sizeof out, "http://a/\xc2\x9b" "2J\xc2\x80\xc2\x9f\xc2\xa0!");
+    assert_string_equal(out, "a redirect to 'http://a/?2J??\xc2\xa0!'");
+}
+
 /* An SDK reads the type to tell a provider's outage from the gateway's own. */
 static void a_503_of_the_gateways_own_state_is_a_server_error(void **state)
 {
@@ -135,6 +145,7 @@ int main(void)
         cmocka_unit_test(error_body_replaces_bytes_that_are_not_utf8),
         cmocka_unit_test(error_body_cut_to_fit_never_splits_a_character),
         cmocka_unit_test(redirect_phrase_quotes_a_cleaned_location),
+        cmocka_unit_test(redirect_phrase_replaces_c1_controls),
         cmocka_unit_test(a_503_of_the_gateways_own_state_is_a_server_error),
         cmocka_unit_test(reserve_grows_by_doubling_and_keeps_the_bytes),
     };
