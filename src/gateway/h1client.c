@@ -60,7 +60,6 @@
 #define AUTHORITY_CAP 280     /* "[IPv6]:port" and then some */
 #define PATH_CAP 8192
 #define CTYPE_CAP 256
-#define RETRY_AFTER_CAP 64
 #define MSG_CAP 512
 
 enum rstate {
@@ -123,8 +122,8 @@ struct h1_xfer {
     int send_errno; /* what ended writing the request early (send_failed()), or 0 */
     long status;
     char ctype[CTYPE_CAP];
-    char retry_after[RETRY_AFTER_CAP];
-    char retry_after_ms[RETRY_AFTER_CAP];
+    char retry_after[UP_HINT_CAP];
+    char retry_after_ms[UP_HINT_CAP];
     char location[UP_LOCATION_CAP];
     char content_encoding[UP_ENCODING_CAP];
     char request_id[UP_REQUEST_ID_CAP];
@@ -898,10 +897,10 @@ static int parse_head(struct h1_xfer *x, const char *p, size_t hl, const char **
         } else if (nlen == 12 && strncasecmp(line, "content-type", 12) == 0) {
             copy_value(x->ctype, sizeof x->ctype, v, (size_t)(ve - v));
         } else if (nlen == 11 && strncasecmp(line, "retry-after", 11) == 0) {
-            copy_value(x->retry_after, sizeof x->retry_after, v, (size_t)(ve - v));
+            up_hint_copy(x->retry_after, sizeof x->retry_after, v, (size_t)(ve - v));
         } else if (nlen == 14 && strncasecmp(line, "retry-after-ms", 14) == 0) {
             /* Read for the retry's delay, and relayed as the other hints are. */
-            copy_value(x->retry_after_ms, sizeof x->retry_after_ms, v, (size_t)(ve - v));
+            up_hint_copy(x->retry_after_ms, sizeof x->retry_after_ms, v, (size_t)(ve - v));
             up_relay_add(&x->relay, line, nlen, v, (size_t)(ve - v));
         } else if (nlen == 8 && strncasecmp(line, "location", 8) == 0) {
             copy_value(x->location, sizeof x->location, v, (size_t)(ve - v));

@@ -67,8 +67,8 @@ struct up_xfer {
     int socket_errno;   /* errno of the last socket() that failed in open_cb, or 0 */
     int sockets_opened; /* socket() calls in open_cb that succeeded: connects tried */
     char content_type[128];
-    char retry_after[64];
-    char retry_after_ms[64];
+    char retry_after[UP_HINT_CAP];
+    char retry_after_ms[UP_HINT_CAP];
     char location[UP_LOCATION_CAP];
     char content_encoding[UP_ENCODING_CAP];
     char allow[UP_ALLOW_CAP];
@@ -198,6 +198,17 @@ void up_request_id_copy(char *dst, size_t cap, const char *value, size_t value_l
         value_len = 0;
     if (value_len >= cap)
         value_len = cap - 1;
+    memcpy(dst, value, value_len);
+    dst[value_len] = '\0';
+}
+
+void up_hint_copy(char *dst, size_t cap, const char *value, size_t value_len)
+{
+    const char *nul = memchr(value, '\0', value_len);
+    if (nul)
+        value_len = (size_t)(nul - value);
+    if (value_len >= cap)
+        value_len = 0;
     memcpy(dst, value, value_len);
     dst[value_len] = '\0';
 }
@@ -431,11 +442,12 @@ static void kept_header(struct up_xfer *x, const char *name, size_t nl, const ch
     if (nl == 12 && strncasecmp(name, "content-type", 12) == 0) {
         value_copy(x->content_type, sizeof x->content_type, v, vl);
     } else if (nl == 11 && strncasecmp(name, "retry-after", 11) == 0) {
-        value_copy(x->retry_after, sizeof x->retry_after, v, vl);
+        up_hint_copy(x->retry_after, sizeof x->retry_after, v, cut ? sizeof x->retry_after : vl);
     } else if (nl == 14 && strncasecmp(name, "retry-after-ms", 14) == 0) {
-        /* Read for the retry's delay (cut: then unreadable, and relayed
-         * whole), and relayed as the other hints are. */
-        value_copy(x->retry_after_ms, sizeof x->retry_after_ms, v, vl);
+        /* Read for the retry's delay (unreadable when it does not fit),
+         * and relayed as the other hints are. */
+        up_hint_copy(x->retry_after_ms, sizeof x->retry_after_ms, v,
+                     cut ? sizeof x->retry_after_ms : vl);
         if (!cut)
             up_relay_add(&x->relay, name, nl, v, vl);
     } else if (nl == 8 && strncasecmp(name, "location", 8) == 0) {

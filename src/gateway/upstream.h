@@ -68,7 +68,9 @@ enum up_error up_couldnt_connect_error(int sockets_opened, int socket_errno);
 struct up_head {
     long status;
     const char *content_type; /* the Content-Type value, or NULL */
-    const char *retry_after;  /* the raw Retry-After value, or NULL */
+    /* The raw Retry-After value, or NULL (also when longer than
+     * UP_HINT_CAP - 1 bytes: up_hint_copy()). */
+    const char *retry_after;
     /* The raw Location value (possibly cut to UP_LOCATION_CAP - 1 bytes), or
      * NULL. Redirects are never followed: a 3xx arrives here like any status. */
     const char *location;
@@ -82,8 +84,8 @@ struct up_head {
     /* The headers meant for the client (up_relay_add()), as "Name: value\r\n"
      * lines, or NULL when there are none. */
     const char *relay;
-    /* The raw retry-after-ms value (possibly cut), or NULL. It is relayed
-     * too, among the headers of relay. */
+    /* The raw retry-after-ms value, or NULL (also when longer than
+     * UP_HINT_CAP - 1 bytes). It is relayed too, among the headers of relay. */
     const char *retry_after_ms;
     /* The Allow value (several lines joined, up_list_join(); possibly cut to
      * UP_ALLOW_CAP - 1 bytes), or NULL: what a 405 must say. */
@@ -122,6 +124,12 @@ void up_relay_add(struct up_relay *r, const char *name, size_t name_len, const c
 /* Copy a header value (trimmed, not NUL-terminated) into dst, cut to fit.
  * An x-request-id with a control character is left out (dst empty). */
 void up_request_id_copy(char *dst, size_t cap, const char *value, size_t value_len);
+/* What the clients keep of a retry hint (Retry-After, retry-after-ms). */
+#define UP_HINT_CAP 64
+/* Copy a retry hint's value (trimmed, not NUL-terminated, read up to a NUL)
+ * into dst. One longer than cap - 1 bytes is left out (dst empty): its
+ * start ("300" and blanks) could read as a number the whole value is not. */
+void up_hint_copy(char *dst, size_t cap, const char *value, size_t value_len);
 /* Add the value of one more line of a list header (trimmed, not
  * NUL-terminated) to the value in dst: repeated lines of such a header are
  * one list, joined by ", " (RFC 9110 section 5.3). An empty value adds

@@ -4,7 +4,9 @@
  * rs_retry_hint_seconds() on the Retry-After and retry-after-ms values,
  * rs_class_of_answer() and rs_class_of_status() on the status,
  * rs_class_of_ok_body() on the body, gw_redirect_phrase() on the Location
- * and up_relay_add() on every header. A broken promise aborts.
+ * and up_relay_add() on every header. A retry hint kept as the clients keep
+ * it (up_hint_copy()) must read as the whole value or not at all. A broken
+ * promise aborts.
  *
  * Framing of an input: the first line is the status line ("HTTP/1.1 429
  * Too Many Requests", or the number alone; the status is the first number
@@ -102,6 +104,19 @@ static void check_hints(const char *ra, const char *ram)
         if (h != (ms >= 0 ? ms : s))
             fail("rs_retry_hint_seconds is not retry-after-ms when readable, else Retry-After");
     }
+}
+
+/* A hint as the clients keep it (up_hint_copy()) reads as the whole value
+ * does, or not at all: never as some number the whole is not. */
+static void check_kept_hint(const char *whole, const char *v, size_t n, int ms)
+{
+    char kept_hint[UP_HINT_CAP];
+    double w, k;
+    up_hint_copy(kept_hint, sizeof kept_hint, v, n);
+    w = ms ? rs_retry_after_ms_seconds(whole) : rs_retry_after_seconds(whole, 1.8e9);
+    k = ms ? rs_retry_after_ms_seconds(kept_hint) : rs_retry_after_seconds(kept_hint, 1.8e9);
+    if (k != -1 && k != w)
+        fail("a retry hint as kept reads as another pause than the whole value");
 }
 
 static void check_class_name(enum rs_class c)
@@ -334,10 +349,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ;
             for (ve = le; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--)
                 ;
-            if (nl == 11 && strncasecmp(p, "retry-after", 11) == 0 && !ra)
+            if (nl == 11 && strncasecmp(p, "retry-after", 11) == 0 && !ra) {
                 ra = kept(v, (size_t)(ve - v), (size_t)(ve - v) + 1);
-            else if (nl == 14 && strncasecmp(p, "retry-after-ms", 14) == 0 && !ram)
+                check_kept_hint(ra, v, (size_t)(ve - v), 0);
+            } else if (nl == 14 && strncasecmp(p, "retry-after-ms", 14) == 0 && !ram) {
                 ram = kept(v, (size_t)(ve - v), (size_t)(ve - v) + 1);
+                check_kept_hint(ram, v, (size_t)(ve - v), 1);
+            }
             else if (nl == 8 && strncasecmp(p, "location", 8) == 0 && !loc)
                 loc = kept(v, (size_t)(ve - v), UP_LOCATION_CAP);
             check_relay_add(&relay, p, nl, v, (size_t)(ve - v));

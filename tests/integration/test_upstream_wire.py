@@ -522,6 +522,21 @@ def run(gw_bin, env):
     check(tag + "retry-after-ms is preferred to Retry-After", retried_after,
           b"Retry-After: 5\r\nretry-after-ms: 200\r\n", 0.15)
 
+    # A hint longer than the gateway keeps is no hint: its kept start
+    # ("300" and blanks) would read as a number the whole value is not.
+    def long_hint_unreadable(extra):
+        drain()
+        up.steps.put(answer(429, ERROR_BODY, extra=extra))
+        up.steps.put(ok_with_length)
+        st, h, j, raw = chat(gw.port, {"model": "rl", "messages": HELLO})
+        line = log_line(h)
+        assert line["tries"][0]["class"] == "rate_limited_no_retry_after", line
+
+    check(tag + "a retry-after-ms unreadable past its first 63 bytes is no hint",
+          long_hint_unreadable, b"retry-after-ms: 300" + b" " * 70 + b"soon\r\n")
+    check(tag + "a Retry-After unreadable past its first 63 bytes is no hint",
+          long_hint_unreadable, b"Retry-After: 1" + b" " * 70 + b"soon\r\n")
+
     # ---- Headers ----
 
     drain()
