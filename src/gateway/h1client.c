@@ -1116,14 +1116,15 @@ static enum pump_result pump(struct h1_xfer *x)
         case R_TRAILER: {
             const char *nl = memchr(p, '\n', avail);
             size_t ll;
-            if (!nl) {
-                if (avail > LINE_CAP) {
-                    fail_proto(x, UP_EPROTO,
-                               "a chunk-size or trailer line over 32 KiB from the upstream");
-                    return PUMP_STOP;
-                }
-                return PUMP_MORE;
+            /* Measured whole, line end found or not: which read brings the
+             * line end must not decide whether a long line is taken. */
+            if ((nl ? (size_t)(nl - p) : avail) > LINE_CAP) {
+                fail_proto(x, UP_EPROTO,
+                           "a chunk-size or trailer line over 32 KiB from the upstream");
+                return PUMP_STOP;
             }
+            if (!nl)
+                return PUMP_MORE;
             ll = (size_t)(nl - p);
             if (ll && p[ll - 1] == '\r')
                 ll--;
