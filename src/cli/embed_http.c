@@ -269,8 +269,7 @@ static int parse_answer(struct embed_http *c, const struct answer *a, size_t n, 
     if (js_find_nul(a->p, a->n, &line, &column))
         return fail(err, LR_EPARSE,
                     "embedding server at %s: the answer is not JSON: a NUL byte at line %d, "
-                    "column %d (JSON text holds none; a string writes the character as "
-                    "\\u0000)",
+                    "column %d " JS_NUL_WHY,
                     c->url, line, column);
     root = json_loadb(a->p ? a->p : "", a->n, 0, &je);
     if (!root)

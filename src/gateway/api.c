@@ -286,7 +286,7 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
         if (js_find_nul(body, len, &line, &column)) {
             snprintf(msg, sizeof msg,
                      "malformed JSON in the request body: a NUL byte at line %d, column %d "
-                     "(JSON text holds none; a string writes the character as \\u0000)",
+                     JS_NUL_WHY,
                      line, column);
             *status = refuse(req, 400, NULL, "invalid_json", msg);
             return NULL;

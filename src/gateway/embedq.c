@@ -219,10 +219,8 @@ static int embed_parse(struct gw_embed *e)
     /* No JSON text holds a raw NUL byte, but jansson reads past one after
      * a number: its vector would be routed with, or stored. */
     if (js_find_nul(e->resp, e->len, &line, &column)) {
-        set_why(e,
-                ": the answer is not JSON: a NUL byte at line %d, column %d (JSON text holds "
-                "none; a string writes the character as \\u0000)",
-                line, column);
+        set_why(e, ": the answer is not JSON: a NUL byte at line %d, column %d " JS_NUL_WHY, line,
+                column);
         return -1;
     }
     root = json_loadb(e->resp ? e->resp : "", e->len, 0, &je);

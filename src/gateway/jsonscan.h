@@ -77,6 +77,8 @@ enum js_prefix js_object_prefix(const char *buf, size_t len);
  * counts places (lines from 1, at each LF; columns from 1, in characters:
  * bytes that do not continue a UTF-8 sequence), or 0 when there is none. */
 int js_find_nul(const char *buf, size_t len, int *line, int *column);
+/* Why a NUL byte is not JSON, as each refusal of one words it after its place. */
+#define JS_NUL_WHY "(JSON text holds none; a string writes the character as \\u0000)"
 
 /* Does member m's key equal `name`? Keys with escapes are decoded first. */
 int js_key_equals(const char *buf, const struct js_member *m, const char *name);

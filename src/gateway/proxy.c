@@ -77,9 +77,8 @@
  * [DONE]. */
 #define CHOICE_MAP 256
 
-/* Why an answer holding a raw NUL byte is malformed, and an event's words for it. */
-#define NUL_WORDS "(JSON text holds none; a string writes the character as \\u0000)"
-#define EVENT_NUL_WORDS "an event's data holds a NUL byte " NUL_WORDS
+/* An event's words for data holding a raw NUL byte. */
+#define EVENT_NUL_WORDS "an event's data holds a NUL byte " JS_NUL_WHY
 
 static const char *const extension_members[] = {"models", "route", NULL};
 
@@ -2410,7 +2409,7 @@ static void on_done(void *arg, enum up_error err, const char *message)
         if (js_find_nul(ex->resp, ex->resp_len, &line, &column)) {
             char msg[200];
             snprintf(msg, sizeof msg,
-                     "the upstream's answer holds a NUL byte at line %d, column %d " NUL_WORDS,
+                     "the upstream's answer holds a NUL byte at line %d, column %d " JS_NUL_WHY,
                      line, column);
             failed(ex, RS_MALFORMED, msg);
             return;
@@ -3689,7 +3688,7 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
         if (js_find_nul(body, len, &line, &column)) {
             fail_with(ex, 400, NULL, "invalid_json",
                       "malformed JSON in the request body: a NUL byte at line %d, column %d "
-                      "(JSON text holds none; a string writes the character as \\u0000)",
+                      JS_NUL_WHY,
                       line, column);
             return;
         }
