@@ -65,6 +65,17 @@ static void aios_mode_is_the_plain_mean(void **st)
     /* No neighbour has data for C, nor anyone for the unseen model: 0, 0. */
     assert_true(q[2] == 0.0 && o[2] == 0.0);
     assert_true(q[3] == 0.0 && o[3] == 0.0);
+    /* A temperature weighs the default mode's neighbours only: aios keeps
+     * the plain mean whatever it is. */
+    p.temperature = 0.1;
+    lr__store_rdlock(s);
+    h = lr__store_hist(s);
+    lr__predict(h, LR__PREDICT_AIOS, &p, NB, 3, 3, ids, 2, q, o);
+    lr__store_unlock(s);
+    assert_true(fabs(q[0] - 2.0 / 3.0) < 1e-9);
+    assert_true(fabs(o[0] - 20.0) < 1e-9);
+    assert_true(fabs(q[1] - 0.5) < 1e-9);
+    assert_true(fabs(o[1] - 150.0) < 1e-9);
     lr_store_free(s);
 }
 
@@ -210,6 +221,106 @@ static void leave_one_out_takes_the_record_out_of_its_group(void **st)
     lr_store_free(s);
 }
 
+/* A model the store never saw: its length is the neighbours' outputs of
+ * every model, shrunk with m_o toward the store's mean output over every
+ * model's outcomes. */
+static void unseen_model_length_pools_every_model(void **st)
+{
+    (void)st;
+    struct lr_store *s = fixture();
+    struct lr__predict_params p = {0.0, 0.0, 2.0, 0.0, 0.0, 0.0};
+    double q[4], o[4];
+    int ids[4];
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    ids_of(h, ids);
+    lr__predict(h, LR__PREDICT_DEFAULT, &p, NB, 3, 3, ids, 4, q, o);
+    lr__store_unlock(s);
+    /* Neighbours rec0 to rec2: five outcomes, 10 + 100 + 20 + 200 + 30
+     * tokens. The store: six outcomes, those and C's 5. */
+    double store_mean = (10.0 + 100 + 20 + 200 + 30 + 5) / 6.0;
+    double want = (360.0 + 2.0 * store_mean) / (5.0 + 2.0);
+    assert_true(isnan(q[3]));
+    assert_true(fabs(o[3] - want) < 1e-6);
+    lr_store_free(s);
+}
+
+/* Take record rec out of its group's totals and put it in none, as the
+ * store does with a record that shares no feature with any centroid. */
+static void ungroup(const struct lr__hist *hc, uint32_t rec)
+{
+    struct lr__hist *h = (struct lr__hist *)hc; /* no reader meanwhile */
+    uint32_t grp = h->groups.of[rec];
+    size_t no;
+    const struct lr__outcome *oc = lr__hist_outcomes(h, rec, &no);
+    for (size_t y = 0; y < no; y++) {
+        struct lr__group_stats *gs =
+            (struct lr__group_stats *)lr__groups_stats(&h->groups, oc[y].model, grp);
+        gs->n -= 1.0;
+        gs->sum_correct -= oc[y].correctness;
+        gs->sum_output -= oc[y].output_tokens;
+    }
+    h->groups.of[rec] = LR__GROUPS_NONE;
+}
+
+/* A neighbour in no group puts its share of the mixture on the store's
+ * means, for quality and for length. */
+static void neighbour_in_no_group_puts_its_share_on_the_store_mean(void **st)
+{
+    (void)st;
+    struct lr_store *s = fixture();
+    /* equal weights, m_o = 1, m_q = 1, m_w = 0, m_wo = 0 */
+    struct lr__predict_params p = {0.0, 0.0, 1.0, 1.0, 0.0, 0.0};
+    static const struct lr__neighbor nb[3] = {{0, 0.9f}, {2, 0.7f}, {3, 0.6f}};
+    double q[1], o[1];
+    int ids[4];
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    ids_of(h, ids);
+    group_fixture(h);
+    ungroup(h, 3);
+    lr__predict(h, LR__PREDICT_DEFAULT, &p, nb, 3, 3, ids, 1, q, o);
+    lr__store_unlock(s);
+    /* A, a third each: group {rec0, rec1} 1 of 2 right, outputs 30;
+     * group {rec2} 1 of 1, output 30; rec3 in none, the store's 2 of 3 and
+     * mean output 20. Local: rec0 and rec2, 2 of 2, outputs 40. */
+    double group_q = (0.5 + 1.0 + 2.0 / 3.0) / 3.0;
+    double group_o = (15.0 + 30.0 + 20.0) / 3.0;
+    assert_true(fabs(q[0] - (2.0 + group_q) / 3.0) < 1e-9);
+    assert_true(fabs(o[0] - (40.0 + group_o) / 3.0) < 1e-6);
+    lr_store_free(s);
+}
+
+/* Leaving a record out takes its outcomes, correctness and output tokens
+ * both, out of its own group's totals only, not out of the other groups
+ * of the mixture. */
+static void leave_one_out_corrects_only_the_records_own_group(void **st)
+{
+    (void)st;
+    struct lr_store *s = fixture();
+    /* equal weights, m_o = 1, m_q = 1, m_w = 1, m_wo = 0 */
+    struct lr__predict_params p = {0.0, 0.0, 1.0, 1.0, 1.0, 0.0};
+    static const struct lr__neighbor nb[2] = {{0, 0.9f}, {2, 0.7f}};
+    double q[1], o[1];
+    int ids[4];
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    ids_of(h, ids);
+    group_fixture(h);
+    /* rec1 (A wrong, 20 tokens) predicted from rec0 and rec2, half in
+     * each group; rec1 is in rec0's group only. */
+    lr__predict_excluding(h, LR__PREDICT_DEFAULT, &p, nb, 2, 2, ids, 1, 1, q, o);
+    lr__store_unlock(s);
+    /* A's store mean 2/3, output 20. Without rec1, group {rec0}: 1 of 1,
+     * output 10; group {rec2, rec3} as it is: 1 of 1, output 30. */
+    double g0_q = (1.0 + 1.0 * 2.0 / 3.0) / (1.0 + 1.0), g1_q = (1.0 + 1.0 * 2.0 / 3.0) / 2.0;
+    double group_q = 0.5 * g0_q + 0.5 * g1_q, group_o = 0.5 * 10.0 + 0.5 * 30.0;
+    /* Local: rec0 and rec2, 2 of 2 right, outputs 40. */
+    assert_true(fabs(q[0] - (2.0 + group_q) / 3.0) < 1e-9);
+    assert_true(fabs(o[0] - (40.0 + group_o) / 3.0) < 1e-6);
+    lr_store_free(s);
+}
+
 static void small_store_shrinks_toward_the_store_mean(void **st)
 {
     (void)st;
@@ -272,6 +383,9 @@ int main(void)
         cmocka_unit_test(neighbours_in_two_groups_mix_them_by_share),
         cmocka_unit_test(leave_one_out_takes_the_record_out_of_its_group),
         cmocka_unit_test(small_store_shrinks_toward_the_store_mean),
+        cmocka_unit_test(unseen_model_length_pools_every_model),
+        cmocka_unit_test(neighbour_in_no_group_puts_its_share_on_the_store_mean),
+        cmocka_unit_test(leave_one_out_corrects_only_the_records_own_group),
         cmocka_unit_test(aios_mode_ignores_the_local_tail_and_groups),
         cmocka_unit_test(mode_names_parse),
     };
