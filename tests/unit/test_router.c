@@ -1,7 +1,8 @@
 /* test_router.c -- the router and the sequential strategy: single-model
  * passthrough, the round-robin cycle, changing candidate lists, unknown and
- * repeated names, fairness under concurrency, batch refusal, and reading and
- * setting the sequential cursor. */
+ * repeated names, the ranges of a request's and a router's settings,
+ * fairness under concurrency, batch refusal, and reading and setting the
+ * sequential cursor. */
 #include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -175,6 +176,19 @@ static void model_indices_are_checked(void **state)
     req.n_models = 1;
     assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
     assert_int_equal(d.index, 3);
+    /* The configured count itself is one past the last index, as is -1
+     * before the first. */
+    static const int edge[][1] = {{4}, {-1}};
+    for (size_t i = 0; i < 2; i++) {
+        char want[96];
+        req.model_indices = edge[i];
+        lr_decision_init(&d);
+        assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_ENOMODEL);
+        snprintf(want, sizeof want, "model index %d is out of range (4 models configured)",
+                 edge[i][0]);
+        assert_string_equal(err.message, want);
+        assert_int_equal(d.index, -1);
+    }
 }
 
 static void requirement_out_of_range_is_refused(void **state)
@@ -192,6 +206,15 @@ static void requirement_out_of_range_is_refused(void **state)
     assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
     assert_string_equal(err.message,
                         "performance requirement: expected a number from 0 to 1, got 1.0000001");
+    req.performance_requirement = -0.25;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_string_equal(err.message,
+                        "performance requirement: expected a number from 0 to 1, got -0.25");
+    /* Both ends of the range are requirements a request may give. */
+    req.performance_requirement = 0;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    req.performance_requirement = 1;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
 }
 
 static void input_tokens_are_estimated_from_text(void **state)
@@ -207,6 +230,15 @@ static void input_tokens_are_estimated_from_text(void **state)
     req.input_tokens = 77;
     assert_int_equal(lr_router_route(f->router, &req, &d, NULL), 0);
     assert_int_equal(d.input_tokens, 77);
+    /* Only a negative count asks for the estimate: 0 is a count given. */
+    req.input_tokens = 0;
+    assert_int_equal(lr_router_route(f->router, &req, &d, NULL), 0);
+    assert_int_equal(d.input_tokens, 0);
+    /* No text to estimate from: no input tokens. */
+    req.query = NULL;
+    req.input_tokens = -1;
+    assert_int_equal(lr_router_route(f->router, &req, &d, NULL), 0);
+    assert_int_equal(d.input_tokens, 0);
     assert_int_equal(lr_estimate_tokens("", 0), 0);
     assert_int_equal(lr_estimate_tokens("a", 1), 1);
 }
@@ -289,6 +321,12 @@ static void sequential_refuses_a_batch_assignment(void **state)
     assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err),
                      LR_ESTRATEGY);
     assert_non_null(strstr(err.message, "smart"));
+    /* A mode that is none of the three is the caller's mistake, whatever
+     * the strategy. */
+    bo.mode = (enum lr_batch_mode)7;
+    assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err),
+                     LR_EINVAL);
+    assert_string_equal(err.message, "batch mode 7 is not a known mode");
     bo.mode = LR_BATCH_PER_QUERY;
     assert_int_equal(lr_router_route_batch(f->router, reqs, 2, &bo, out, NULL, &err), 0);
     assert_int_equal(out[0].index, 0);
@@ -504,6 +542,10 @@ static void failed_batch_takes_no_turn_and_writes_no_decision(void **state)
         assert_ptr_equal(out[i].ranking, rank[i]);
     }
     assert_int_equal(rep.feasible, 1);
+    /* The sequential strategy predicts nothing: the report has no figures
+     * (NaN), not a quality or a cost of 0. */
+    assert_true(isnan(rep.mean_quality));
+    assert_true(isnan(rep.total_cost));
 }
 
 /* On any error but LR_EINFEASIBLE the report says "no result" the same way,
@@ -804,6 +846,198 @@ static void decision_init_gives_a_decision_without_a_ranking(void **state)
     lr_import_options_init(NULL);
 }
 
+/* A router's own requirement and n_similar are taken at both ends of their
+ * documented ranges and refused just outside them, naming the value, for
+ * the sequential strategy too (which reads neither). */
+static void router_options_are_taken_at_the_ends_of_their_ranges(void **state)
+{
+    struct fixture *f = *state;
+    static const double good_req[] = {0, 1};
+    static const struct {
+        double value;
+        const char *msg;
+    } bad_req[] = {{-0.5, "performance requirement: expected a number from 0 to 1, got -0.5"},
+                   {1.5, "performance requirement: expected a number from 0 to 1, got 1.5"}};
+    static const int good_k[] = {1, LR_MAX_N_SIMILAR};
+    static const int bad_k[] = {-1, LR_MAX_N_SIMILAR + 1};
+    struct lr_router_options o;
+    struct lr_router *r = NULL;
+    struct lr_error err = {0};
+    char want[96];
+    for (size_t i = 0; i < 2; i++) {
+        lr_router_options_init(&o);
+        o.performance_requirement = good_req[i];
+        assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), 0);
+        lr_router_free(r);
+        o.performance_requirement = bad_req[i].value;
+        assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), LR_EINVAL);
+        assert_null(r);
+        assert_string_equal(err.message, bad_req[i].msg);
+    }
+    for (size_t i = 0; i < 2; i++) {
+        lr_router_options_init(&o);
+        o.n_similar = good_k[i];
+        assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), 0);
+        lr_router_free(r);
+        o.n_similar = bad_k[i];
+        assert_int_equal(lr_router_new(f->cfg, &o, &r, &err), LR_EINVAL);
+        assert_null(r);
+        snprintf(want, sizeof want, "n_similar: expected 1 to %d, got %d", LR_MAX_N_SIMILAR,
+                 bad_k[i]);
+        assert_string_equal(err.message, want);
+    }
+}
+
+/* A count with no list, and a list with a NULL name, are the caller's
+ * slips: each is refused with words naming it, never read as "every
+ * model" or followed through a NULL pointer. */
+static void candidate_list_slips_are_refused_naming_them(void **state)
+{
+    struct fixture *f = *state;
+    const char *names[] = {"A", NULL, "C"};
+    struct lr_request req;
+    struct lr_decision d;
+    struct lr_error err = {0};
+    lr_request_init(&req);
+    lr_decision_init(&d);
+    req.n_models = 2;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_string_equal(err.message, "request: n_models is 2 but no models are given");
+    assert_int_equal(d.index, -1);
+    req.models = names;
+    req.n_models = 3;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), LR_EINVAL);
+    assert_string_equal(err.message, "models[1]: missing model name");
+    assert_int_equal(d.index, -1);
+    /* Neither took a turn of the round robin. */
+    assert_true(cursor_of(f->router) == 0);
+}
+
+/* n_ranked says how many candidates were written to the ranking buffer:
+ * none when a decision routed before with a buffer is routed again
+ * without one, or with a buffer of no room. */
+static void a_decision_without_a_ranking_buffer_has_none_ranked(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_request req;
+    struct lr_decision d;
+    struct lr_candidate rank[4];
+    struct lr_error err = {0};
+    lr_request_init(&req);
+    lr_decision_init(&d);
+    d.ranking = rank;
+    d.ranking_cap = 4;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    assert_int_equal(d.n_ranked, 4);
+    d.ranking = NULL;
+    d.ranking_cap = 0;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    assert_int_equal(d.index, 1);
+    assert_int_equal(d.n_ranked, 0);
+    d.ranking = rank;
+    d.n_ranked = 4;
+    assert_int_equal(lr_router_route(f->router, &req, &d, &err), 0);
+    assert_int_equal(d.index, 2);
+    assert_int_equal(d.n_ranked, 0);
+}
+
+/* In a per-query batch, a ranking buffer larger than its request's
+ * candidate list gets the whole ranking (the cycle from the choice), and
+ * the caller's buffer and its capacity are handed back as given, beside
+ * requests that ask for no ranking. */
+static void per_query_batch_fills_rankings_shorter_than_their_buffers(void **state)
+{
+    struct fixture *f = *state;
+    enum { RANKED = 4, N = 24, CAP = 8 };
+    const char *two[] = {"C", "A"};
+    const int two_idx[] = {2, 0};
+    struct lr_request reqs[N];
+    struct lr_decision out[N];
+    struct lr_candidate rank[RANKED][CAP];
+    struct lr_error err = {0};
+    for (int i = 0; i < N; i++) {
+        lr_request_init(&reqs[i]);
+        lr_decision_init(&out[i]);
+        if (i < RANKED) {
+            reqs[i].models = two;
+            reqs[i].n_models = 2;
+            out[i].ranking = rank[i];
+            out[i].ranking_cap = CAP;
+        }
+    }
+    assert_int_equal(lr_router_route_batch(f->router, reqs, N, NULL, out, NULL, &err), 0);
+    /* The cursor starts at 0 and each request takes the next ticket. */
+    for (int i = 0; i < N; i++) {
+        if (i < RANKED) {
+            assert_int_equal(out[i].index, two_idx[i % 2]);
+            assert_ptr_equal(out[i].ranking, rank[i]);
+            assert_int_equal(out[i].ranking_cap, CAP);
+            assert_int_equal(out[i].n_ranked, 2);
+            assert_int_equal(rank[i][0].index, two_idx[i % 2]);
+            assert_int_equal(rank[i][1].index, two_idx[(i + 1) % 2]);
+        } else {
+            assert_int_equal(out[i].index, i % 4);
+            assert_null(out[i].ranking);
+            assert_int_equal(out[i].ranking_cap, 0);
+            assert_int_equal(out[i].n_ranked, 0);
+        }
+    }
+    assert_true(cursor_of(f->router) == N);
+}
+
+/* A candidate list longer than the router keeps on its stack, with an
+ * unknown name at its end, fails the assignment path's batch naming the
+ * query and the name, as in the per-query path. (Under AddressSanitizer
+ * the suite also checks that the failed query's buffers are freed.) */
+static void long_candidate_list_with_an_unknown_name_fails_a_batch_naming_it(void **state)
+{
+    enum { N_MODELS = 70 };
+    char cfg_text[N_MODELS * 24 + 16], *p = cfg_text;
+    char names_buf[N_MODELS][8];
+    const char *names[N_MODELS];
+    struct lr_config *cfg = NULL;
+    struct lr_store *store = NULL;
+    struct lr_router *router = NULL;
+    struct lr_router_options o;
+    struct lr_request req;
+    struct lr_decision out;
+    struct lr_batch_options bo;
+    struct lr_error err = {0};
+    (void)state;
+    p += snprintf(p, sizeof cfg_text, "{\"models\": [");
+    for (int i = 0; i < N_MODELS; i++) {
+        snprintf(names_buf[i], sizeof names_buf[i], "m%d", i);
+        p += snprintf(p, sizeof cfg_text - (size_t)(p - cfg_text), "%s{\"name\": \"%s\"}",
+                      i ? ", " : "", names_buf[i]);
+        names[i] = names_buf[i];
+    }
+    snprintf(p, sizeof cfg_text - (size_t)(p - cfg_text), "]}");
+    assert_int_equal(lr_config_load_string(cfg_text, strlen(cfg_text), &cfg, &err), 0);
+    assert_int_equal(lr_store_open(":memory:", NULL, &store, &err), 0);
+    names[N_MODELS - 1] = "zz";
+    lr_request_init(&req);
+    req.query = "a question";
+    req.models = names;
+    req.n_models = N_MODELS;
+    for (int smart = 0; smart < 2; smart++) {
+        lr_router_options_init(&o);
+        o.strategy = smart ? "smart" : "sequential";
+        o.store = store;
+        assert_int_equal(lr_router_new(cfg, &o, &router, &err), 0);
+        lr_batch_options_init(&bo);
+        if (smart)
+            bo.mode = LR_BATCH_QUALITY;
+        lr_decision_init(&out);
+        assert_int_equal(lr_router_route_batch(router, &req, 1, &bo, &out, NULL, &err),
+                         LR_ENOMODEL);
+        assert_string_equal(err.message, "query 0: unknown model 'zz'");
+        assert_int_equal(out.index, -1);
+        lr_router_free(router);
+    }
+    lr_store_free(store);
+    lr_config_free(cfg);
+}
+
 /* ---- concurrency ---- */
 
 #define THREADS 4
@@ -940,6 +1174,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(sequential_cursor_refuses_null_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(sequential_cursor_reads_and_sets_are_whole_beside_routing,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(router_options_are_taken_at_the_ends_of_their_ranges, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(candidate_list_slips_are_refused_naming_them, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_decision_without_a_ranking_buffer_has_none_ranked, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(per_query_batch_fills_rankings_shorter_than_their_buffers,
+                                        setup, teardown),
+        cmocka_unit_test(long_candidate_list_with_an_unknown_name_fails_a_batch_naming_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
