@@ -857,6 +857,149 @@ static void hard_tied_batch_ends_at_the_optimum(void **state)
     assert_true(e.total_cost <= optimum * (1.0 + 1e-9));
 }
 
+/* ==== Batches past the polishing limit against an exact dynamic program ====
+ *
+ * A batch of more than 64 queries gets no branch and bound: its answer is
+ * the secant search's two hull points, the one short of the target
+ * repaired by upgrades, both improved by moves, and the better kept. With
+ * qualities in whole eighths and no capacities, the least cost of every
+ * sum of eighths over the batch is an exact dynamic program, which gives
+ * the optimum of both forms at any size. */
+
+#define WIDE_MAXN 160
+#define WIDE_MAXM 6
+
+struct wide {
+    size_t n, m;
+    int eighths[WIDE_MAXN * WIDE_MAXM];
+    double quality[WIDE_MAXN * WIDE_MAXM];
+    double cost[WIDE_MAXN * WIDE_MAXM];
+    /* least_cost[s]: least cost of an assignment whose qualities sum to s
+     * eighths (INFINITY: none) */
+    double least_cost[8 * WIDE_MAXN + 1];
+};
+
+/* 65 to 160 queries over 2 to 6 models whose strength and price grow
+ * together; per-query noise on the quality, and on the cost unless tied
+ * (each model's cost then the same for every query, as when the
+ * predicted lengths agree, which leaves many assignments alike in cost). */
+static void wide_make(struct wide *w, uint64_t seed, int tied)
+{
+    struct rng r = {seed * 2246822519u + 13u};
+    double strength[WIDE_MAXM], price[WIDE_MAXM], next[8 * WIDE_MAXN + 1];
+    size_t i, j, s;
+
+    memset(w, 0, sizeof *w);
+    w->n = 65 + rng_below(&r, WIDE_MAXN - 65 + 1);
+    w->m = 2 + rng_below(&r, WIDE_MAXM - 2 + 1);
+    for (j = 0; j < w->m; j++) {
+        strength[j] = 0.3 + 0.6 * rng_unit(&r);
+        price[j] = 0.05 + strength[j] * strength[j] * (0.5 + rng_unit(&r));
+    }
+    for (i = 0; i < w->n; i++)
+        for (j = 0; j < w->m; j++) {
+            double v = 8.0 * (strength[j] + 0.3 * (rng_unit(&r) - 0.5));
+            int e = (int)lround(v);
+            e = e < 0 ? 0 : e > 8 ? 8 : e;
+            w->eighths[i * w->m + j] = e;
+            w->quality[i * w->m + j] = e / 8.0;
+            w->cost[i * w->m + j] = tied ? price[j] : price[j] * (0.5 + rng_unit(&r));
+        }
+    for (s = 0; s <= 8 * w->n; s++)
+        w->least_cost[s] = INFINITY;
+    w->least_cost[0] = 0.0;
+    for (i = 0; i < w->n; i++) {
+        for (s = 0; s <= 8 * w->n; s++)
+            next[s] = INFINITY;
+        for (s = 0; s <= 8 * i; s++) {
+            if (w->least_cost[s] == INFINITY)
+                continue;
+            for (j = 0; j < w->m; j++) {
+                size_t to = s + (size_t)w->eighths[i * w->m + j];
+                next[to] = fmin(next[to], w->least_cost[s] + w->cost[i * w->m + j]);
+            }
+        }
+        memcpy(w->least_cost, next, (8 * w->n + 1) * sizeof next[0]);
+    }
+}
+
+static void batches_past_the_polishing_limit_end_within_one_percent_of_the_optimum(void **state)
+{
+    uint64_t seed;
+    int runs = 0, at_optimum_q = 0, at_optimum_b = 0;
+    double worst_q = 1.0, worst_b = 1.0;
+    (void)state;
+    for (seed = 1; seed <= 120; seed++) {
+        static struct wide w;
+        struct lr__opt_problem p = {0};
+        struct lr__opt_result r;
+        struct eval e;
+        int assign[WIDE_MAXN], top = -1, cheapest, need, s;
+        double optimum, least = INFINITY;
+        struct rng r2 = {seed + 77};
+
+        wide_make(&w, seed, seed % 2 == 0);
+        for (s = 0; s <= (int)(8 * w.n); s++)
+            if (w.least_cost[s] < INFINITY) {
+                top = s;
+                least = fmin(least, w.least_cost[s]);
+            }
+        for (cheapest = 0; w.least_cost[cheapest] != least; cheapest++)
+            ;
+        p.n = w.n;
+        p.m = w.m;
+        p.quality = w.quality;
+        p.cost = w.cost;
+
+        /* Quality form: alpha a whole number of eighths per batch, above
+         * what the cheapest assignment reaches and at most the most
+         * reachable. */
+        need =
+            cheapest + 1 + (int)rng_below(&r2, (size_t)(top - cheapest > 0 ? top - cheapest : 1));
+        if (need > top)
+            need = top;
+        p.alpha = need / (8.0 * (double)w.n);
+        optimum = INFINITY;
+        for (s = need; s <= top; s++)
+            optimum = fmin(optimum, w.least_cost[s]);
+        memset(&r, 0, sizeof r);
+        r.assign = assign;
+        assert_int_equal(lr__optimize_quality(&p, &r), 0);
+        e = eval_assign(&p, assign);
+        assert_true(meets_alpha(&p, &e));
+        if (!(e.total_cost <= optimum * 1.01))
+            fail_msg("seed %llu: cost %.9g, the optimum %.9g", (unsigned long long)seed,
+                     e.total_cost, optimum);
+        assert_true(r.lower_bound <= optimum * (1.0 + 1e-9));
+        at_optimum_q += e.total_cost <= optimum * (1.0 + 1e-9);
+        worst_q = fmax(worst_q, e.total_cost / optimum);
+
+        /* Budget form: a budget between the least cost and that of the
+         * most reachable quality; the optimum is the largest sum of eighths
+         * whose least cost fits. */
+        p.budget = least + (w.least_cost[top] - least) * rng_unit(&r2);
+        optimum = -1.0;
+        for (s = top; s >= 0 && optimum < 0.0; s--)
+            if (w.least_cost[s] <= p.budget)
+                optimum = s / (8.0 * (double)w.n);
+        memset(&r, 0, sizeof r);
+        r.assign = assign;
+        assert_int_equal(lr__optimize_budget(&p, &r), 0);
+        e = eval_assign(&p, assign);
+        assert_true(meets_budget(&p, &e));
+        if (!(e.mean_quality >= optimum * 0.99))
+            fail_msg("seed %llu: mean quality %.9g, the optimum %.9g", (unsigned long long)seed,
+                     e.mean_quality, optimum);
+        assert_true(r.lower_bound >= optimum - 1e-9);
+        at_optimum_b += e.mean_quality >= optimum - 1e-9;
+        worst_b = fmax(worst_b, e.mean_quality > 0.0 ? optimum / e.mean_quality : 1.0);
+        runs++;
+    }
+    print_message("batches past the polishing limit: %d; at the optimum %d (quality form), %d "
+                  "(budget form); worst ratio to it %.5f, %.5f\n", runs, at_optimum_q,
+                  at_optimum_b, worst_q, worst_b);
+}
+
 static void capacities_below_query_count_are_infeasible_with_message(void **state)
 {
     double q[4 * 2] = {0.5, 0.6, 0.5, 0.6, 0.5, 0.6, 0.5, 0.6};
@@ -1869,6 +2012,73 @@ static void overflow_spreads_that_cannot_win_are_left_early(void **state)
     capped_free(&fits);
 }
 
+/* Past 1,024 / n ways to spread the overflow, not every way is tried: the
+ * least-cost placement's own spread, then each model taking all of it. An
+ * answer still meets alpha when one of those ways does: when all of the
+ * overflow must go to one model (the only one good enough), and when it
+ * must go to two (the only models some queries can use). */
+static void overflow_with_too_many_ways_to_spread_still_meets_alpha(void **state)
+{
+    enum { N = 30, M = 8 };
+    double q[N * M], c[N * M];
+    int cap[M], assign[N], load[M], over;
+    struct lr__opt_problem p = {N, M, q, c, cap, 0.6, 0.0, NULL, 0.0, NULL, NULL};
+    struct lr__opt_result r;
+    struct eval e;
+    size_t i, j;
+    (void)state;
+
+    /* Eight models holding 3 each: 6 of 30 queries go over (1,716 ways).
+     * Model 0 (quality 0.9, cost 10) must take 8 to meet alpha 0.6, the
+     * others (0.5, cost 1) are cheap: of the ways tried only model 0
+     * taking all 6 does, with 9 on it. */
+    for (i = 0; i < N; i++)
+        for (j = 0; j < M; j++) {
+            q[i * M + j] = j == 0 ? 0.9 : 0.5;
+            c[i * M + j] = j == 0 ? 10.0 : 1.0;
+        }
+    for (j = 0; j < M; j++)
+        cap[j] = 3;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_non_null(strstr(r.message, "6 queries were placed over capacity"));
+    assert_non_null(strstr(r.message, "alpha 0.6 is met"));
+    e = eval_assign(&p, assign);
+    assert_true(e.mean_quality * N >= 0.6 * N * (1 - LR__OPT_TOL));
+    assert_true(e.total_cost <= 9 * 10.0 + 21 * 1.0 + 1e-9);
+
+    /* Queries 0-3 can use model 0 only, 4-7 model 1 only (each holding 3):
+     * one goes over on each, 2 in all (36 ways). The 22 others can use
+     * models 2 to 7, 2 the good one (0.9, cost 10, holding 10), 3 to 7
+     * cheap (0.5, cost 1, holding 5 each). Alpha 0.55 needs 4 on model 2. */
+    for (i = 0; i < N; i++)
+        for (j = 0; j < M; j++) {
+            int ok = i < 4 ? j == 0 : i < 8 ? j == 1 : j >= 2;
+            q[i * M + j] = !ok ? NAN : j == 2 ? 0.9 : 0.5;
+            c[i * M + j] = !ok ? 0.0 : j == 2 ? 10.0 : 1.0;
+        }
+    cap[0] = cap[1] = 3;
+    cap[2] = 10;
+    for (j = 3; j < M; j++)
+        cap[j] = 5;
+    p.alpha = 0.55;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_non_null(strstr(r.message, "hold only 28 of the 30 queries; 2 were placed over"));
+    assert_non_null(strstr(r.message, "alpha 0.55 is met"));
+    e = eval_assign(&p, assign);
+    assert_true(e.mean_quality * N >= 0.55 * N * (1 - LR__OPT_TOL));
+    assert_true(fabs(e.total_cost - (4 * 10.0 + 26 * 1.0)) < 1e-9);
+    memset(load, 0, sizeof load);
+    for (i = 0; i < N; i++)
+        load[assign[i]]++;
+    for (j = 0, over = 0; j < M; j++)
+        over += load[j] > cap[j] ? load[j] - cap[j] : 0;
+    assert_int_equal(over, 2);
+}
+
 static int stop_after(void *arg)
 {
     int *left = arg;
@@ -1937,6 +2147,7 @@ int main(void)
         cmocka_unit_test(small_batches_reach_the_optimum_the_cheapest_bound_missed),
         cmocka_unit_test(capacity_tight_batches_end_within_one_percent_of_the_optimum),
         cmocka_unit_test(hard_tied_batch_ends_at_the_optimum),
+        cmocka_unit_test(batches_past_the_polishing_limit_end_within_one_percent_of_the_optimum),
         cmocka_unit_test(candidate_sets_that_overfill_a_model_are_infeasible),
         cmocka_unit_test(overflowing_capacities_still_pursue_alpha_and_budget),
         cmocka_unit_test(budget_below_cheapest_assignment_returns_the_cheapest),
@@ -1958,6 +2169,7 @@ int main(void)
         cmocka_unit_test(many_small_capacities_give_the_exact_capacitated_optimum),
         cmocka_unit_test(many_small_capacities_below_the_batch_put_the_fewest_over),
         cmocka_unit_test(overflow_spreads_that_cannot_win_are_left_early),
+        cmocka_unit_test(overflow_with_too_many_ways_to_spread_still_meets_alpha),
         cmocka_unit_test(a_stop_ends_the_solve_at_any_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
