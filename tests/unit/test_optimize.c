@@ -263,6 +263,11 @@ static void exact_matches_brute_force_on_tiny_instances(void **state)
                     assert_true(fabs(e.total_cost - best) <= 1e-9 * fmax(1.0, best));
                 else
                     assert_true(fabs(e.mean_quality - best) <= 1e-9);
+                /* Its bound is the optimum itself. */
+                if (form)
+                    assert_true(fabs(r.lower_bound - best) <= 1e-9 * fmax(1.0, best));
+                else
+                    assert_true(fabs(r.lower_bound - best) <= 1e-9);
             } else if (bf == 0) {
                 struct eval e = eval_assign(&in.p, assign);
                 infeasible++;
@@ -325,6 +330,14 @@ static void exact_refuses_instances_over_its_size_limit(void **state)
     r.assign = assign;
     assert_int_equal(lr__optimize_exact(&p, &r, 1), LR_ETOOBIG);
     assert_non_null(strstr(r.message, "limit"));
+    /* 10 models ^ 9 queries is the limit itself, which it takes. */
+    p.n = 9;
+    p.m = 10;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_exact(&p, &r, 1), 0);
+    assert_true(r.feasible);
+    assert_true(r.total_cost == 9.0);
 }
 
 /* ==== The optimizer against the exact solver ==== */
@@ -350,6 +363,7 @@ static void compare_with_exact(struct inst *in, int form, struct tally *t)
     rcx = lr__optimize_exact(&in->p, &rx, form);
     rco = form ? lr__optimize_quality(&in->p, &ro) : lr__optimize_budget(&in->p, &ro);
     t->runs++;
+    assert_true(ro.iterations > 0); /* every solve solves a subproblem at least */
     ex = eval_assign(&in->p, ax);
     eo = eval_assign(&in->p, ao);
     if (rcx == 0) {
@@ -472,6 +486,68 @@ static void unreachable_alpha_returns_max_quality_within_capacities(void **state
     assert_non_null(strstr(r.message, "within capacities"));
 }
 
+/* When alpha is out of reach, the assignment of highest mean quality is
+ * returned, the cheapest among those; in the budget form, when the budget
+ * is, the cheapest, the best among those. So it is for the exact solver,
+ * for the optimizer, and when capacities cannot hold the batch. Ties also
+ * where partial sums of quality round apart (0.45, 0.45 and 0.7 added in
+ * one order or another). */
+static void highest_quality_out_of_reach_ties_go_to_the_cheapest(void **state)
+{
+    /* Two queries, two models of the same quality, one cheaper. */
+    double q2[2 * 2] = {0.5, 0.5, 0.5, 0.5};
+    double c2[2][2 * 2] = {{1.0, 2.0, 1.0, 2.0}, {2.0, 1.0, 2.0, 1.0}};
+    /* Query 1's models tie; the highest quality costs 3 + 1 + 2. */
+    double q3[3 * 2] = {0.45, 0.1, 0.45, 0.45, 0.7, 0.3};
+    double c3[3 * 2] = {3.0, 3.0, 2.0, 1.0, 2.0, 2.0};
+    /* Three queries on two models holding one each: one goes over. */
+    double qo[3 * 2] = {0.5, 0.5, 0.5, 0.5, 0.5, 0.5}, co[3 * 2] = {1, 2, 1, 2, 1, 2};
+    double qb[3 * 2] = {0.9, 0.5, 0.9, 0.5, 0.9, 0.5}, cb[3 * 2] = {1, 1, 1, 1, 1, 1};
+    int cap[2] = {1, 1}, assign[3];
+    struct lr__opt_problem p = {2, 2, q2, NULL, NULL, 0.9, 0.0, NULL, 0.0, NULL, NULL};
+    struct lr__opt_result r;
+    int k, solver;
+    (void)state;
+
+    for (k = 0; k < 2; k++)
+        for (solver = 0; solver < 2; solver++) {
+            p.cost = c2[k];
+            memset(&r, 0, sizeof r);
+            r.assign = assign;
+            assert_int_equal(solver ? lr__optimize_exact(&p, &r, 1) : lr__optimize_quality(&p, &r),
+                             LR_EINFEASIBLE);
+            assert_int_equal(assign[0], k);
+            assert_int_equal(assign[1], k);
+            assert_true(r.total_cost == 2.0);
+        }
+
+    p = (struct lr__opt_problem){3, 2, q3, c3, NULL, 0.99, 0.0, NULL, 0.0, NULL, NULL};
+    for (solver = 0; solver < 2; solver++) {
+        memset(&r, 0, sizeof r);
+        r.assign = assign;
+        assert_int_equal(solver ? lr__optimize_exact(&p, &r, 1) : lr__optimize_quality(&p, &r),
+                         LR_EINFEASIBLE);
+        assert_true(fabs(r.mean_quality - 1.6 / 3.0) < 1e-12);
+        assert_true(r.total_cost == 6.0);
+    }
+
+    /* Over capacity: two on the cheaper model, the third on the other. */
+    p = (struct lr__opt_problem){3, 2, qo, co, cap, 0.9, 0.0, NULL, 0.0, NULL, NULL};
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_non_null(strstr(r.message, "1 query was placed over capacity"));
+    assert_true(r.total_cost == 4.0);
+    /* The budget form: every assignment costs 3; two on the better model. */
+    p = (struct lr__opt_problem){3, 2, qb, cb, cap, 0.0, 2.0, NULL, 0.0, NULL, NULL};
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINFEASIBLE);
+    assert_non_null(strstr(r.message, "budget 2 cannot be met"));
+    assert_true(r.total_cost == 3.0);
+    assert_true(fabs(r.mean_quality - 2.3 / 3.0) < 1e-12);
+}
+
 /* Two small batches whose rounding gap the pairs of moves did not close
  * and whose branch and bound, bounded by the cheapest completion alone,
  * ran out of nodes: 4.3% above the optimum, and a budget assignment short
@@ -547,7 +623,8 @@ static void small_batches_reach_the_optimum_the_cheapest_bound_missed(void **sta
 /* quality_slack lets a mean that far below alpha meet it (the smart
  * strategy's 0.7 read back from a float as 0.69999999), in the solver's
  * choice and in feasible alike; without it that mean misses alpha and the
- * dearer model is taken. The message still names alpha itself. */
+ * dearer model is taken. The message still names alpha itself. A slack
+ * below 0 is none: it does not raise the mean alpha asks for. */
 static void quality_slack_lets_a_mean_just_below_alpha_meet_it(void **state)
 {
     double q[4] = {(double)0.7f, 1.0, (double)0.7f, 1.0};
@@ -579,6 +656,20 @@ static void quality_slack_lets_a_mean_just_below_alpha_meet_it(void **state)
     assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
     assert_int_equal(r.feasible, 0);
     assert_non_null(strstr(r.message, "alpha 0.7 cannot be met"));
+    /* A negative slack: a mean of exactly alpha still meets it on the
+     * cheap model. */
+    q[0] = q[2] = 0.7;
+    q[1] = q[3] = 1.0;
+    p.quality_slack = -0.1;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), 0);
+    assert_true(r.feasible);
+    assert_true(r.total_cost == 2.0);
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_exact(&p, &r, 1), 0);
+    assert_true(r.total_cost == 2.0);
 }
 
 /* ==== Capacity-tight batches against an exact dynamic program ====
@@ -1232,6 +1323,59 @@ static void candidate_sets_that_overfill_a_model_are_infeasible(void **state)
     assert_int_equal(assign[1], 0);
 }
 
+/* Capacities that sum to the batch, or more, can still be unable to hold
+ * it when candidate sets crowd one model: the message then blames both and
+ * does not say the capacities sum to less than the queries. The exact
+ * solver, finding no assignment within capacities, says so and puts each
+ * query on its cheapest candidate. */
+static void capacities_summing_to_the_batch_that_candidate_sets_overfill(void **state)
+{
+    /* Queries 0 and 1 only on model 0, which holds one; query 2 on both,
+     * cheaper on model 0. The capacities sum to 3. */
+    double q[3 * 2] = {0.5, NAN, 0.6, NAN, 0.7, 0.9};
+    double c[3 * 2] = {1.0, 0.0, 1.0, 0.0, 1.0, 2.0};
+    int cap[2] = {1, 2}, assign[3];
+    struct lr__opt_problem p = {3, 2, q, c, cap, 0.1, 0.0, NULL, 0.0, NULL, NULL};
+    struct lr__opt_result r;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_non_null(strstr(r.message, "capacities and candidate sets hold only 2 of the 3 "
+                                      "queries; 1 was placed over capacity"));
+    assert_null(strstr(r.message, "below"));
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_exact(&p, &r, 1), LR_EINFEASIBLE);
+    assert_false(r.feasible);
+    assert_string_equal(r.message, "capacities and candidate sets cannot hold all 3 queries");
+    assert_int_equal(assign[0], 0);
+    assert_int_equal(assign[1], 0);
+    assert_int_equal(assign[2], 0);
+}
+
+/* Fixed queries alone, more than the capacities hold: there is no mean
+ * quality or total cost to state (both NaN), and the message states none. */
+static void fixed_queries_alone_over_capacity_state_no_figures(void **state)
+{
+    double q[2] = {0.0, 0.0}, c[2] = {0.0, 0.0};
+    const unsigned char fixed[2] = {1, 1};
+    int cap[1] = {1}, assign[2], form;
+    struct lr__opt_problem p = {2, 1, q, c, cap, 0.5, 1.0, fixed, 0.0, NULL, NULL};
+    struct lr__opt_result r;
+    (void)state;
+    for (form = 0; form <= 1; form++) {
+        memset(&r, 0, sizeof r);
+        r.assign = assign;
+        assert_int_equal(form ? lr__optimize_quality(&p, &r) : lr__optimize_budget(&p, &r),
+                         LR_EINFEASIBLE);
+        assert_true(isnan(r.mean_quality));
+        assert_true(isnan(r.total_cost));
+        assert_string_equal(r.message, "capacities sum to 1, below the 2 queries; 1 query was "
+                                       "placed over capacity");
+    }
+}
+
 static void budget_below_cheapest_assignment_returns_the_cheapest(void **state)
 {
     double q[2 * 3] = {0.9, 0.5, 0.7, 0.8, 0.6, 0.2};
@@ -1250,9 +1394,30 @@ static void budget_below_cheapest_assignment_returns_the_cheapest(void **state)
     assert_non_null(strstr(r.message, "budget 1 cannot be met"));
 }
 
+/* A budget of 0 is a budget: free models meet it. */
+static void a_budget_of_zero_is_met_by_free_models(void **state)
+{
+    double q[2 * 2] = {0.4, 0.9, 0.6, 0.9};
+    double c[2 * 2] = {0.0, 1.0, 0.0, 2.0};
+    int assign[2];
+    struct lr__opt_problem p = {2, 2, q, c, NULL, 0.0, 0.0, NULL, 0.0, NULL, NULL};
+    struct lr__opt_result r;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), 0);
+    assert_true(r.feasible);
+    assert_int_equal(assign[0], 0);
+    assert_int_equal(assign[1], 0);
+    assert_true(r.total_cost == 0.0);
+    assert_string_equal(r.message, "");
+}
+
 /* A missed bound's reached figure reads on the missed side of it: six
  * digits made a cost of 1.0000004 over a budget of 1.0000001 "1", and a
- * mean quality of 0.1234548 under alpha 0.1234549 "0.123455". */
+ * mean quality of 0.1234548 under alpha 0.1234549 "0.123455". Nor does it
+ * read as the bound itself: a cost of 1.000001 over a budget of 1 is not
+ * "1", a mean of 0.4999999 under alpha 0.5 not "0.5". */
 static void reached_figure_never_reads_as_meeting_the_bound(void **state)
 {
     double q[1] = {0.1234548}, c[1] = {1.0000004};
@@ -1274,6 +1439,22 @@ static void reached_figure_never_reads_as_meeting_the_bound(void **state)
     assert_string_equal(r.message,
                         "mean quality 0.1234548 is the most reachable; alpha 0.1234549 cannot "
                         "be met");
+    q[0] = 0.4999999;
+    c[0] = 1.000001;
+    p.alpha = 0.0;
+    p.budget = 1.0;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINFEASIBLE);
+    assert_string_equal(r.message,
+                        "total cost 1.000001 is the least reachable; budget 1 cannot be met");
+    p.alpha = 0.5;
+    p.budget = 0.0;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINFEASIBLE);
+    assert_string_equal(r.message,
+                        "mean quality 0.4999999 is the most reachable; alpha 0.5 cannot be met");
 }
 
 /* ==== Costs far apart in scale ==== */
@@ -1589,6 +1770,59 @@ static void negative_cost_is_rejected_naming_the_cost(void **state)
     (void)state;
     assert_int_equal(run_bad(q, c, 1, 2, 0.5, msg, sizeof msg), LR_EINVAL);
     assert_non_null(strstr(msg, "cost[0][1]"));
+}
+
+static void infinite_cost_is_rejected_naming_the_cost(void **state)
+{
+    double q[2 * 2] = {0.5, 0.6, 0.7, 0.8};
+    double c[2 * 2] = {1.0, 2.0, 1.0, INFINITY};
+    char msg[256];
+    (void)state;
+    assert_int_equal(run_bad(q, c, 2, 2, 0.5, msg, sizeof msg), LR_EINVAL);
+    assert_non_null(strstr(msg, "cost[1][1] = inf: expected a finite number >= 0"));
+}
+
+static void missing_quality_or_cost_is_rejected_naming_it(void **state)
+{
+    double q[2] = {0.5, 0.6}, c[2] = {1.0, 2.0};
+    int assign[1];
+    struct lr__opt_problem p = {1, 2, NULL, c, NULL, 0.5, 1.0, NULL, 0.0, NULL, NULL};
+    struct lr__opt_result r;
+    (void)state;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(&p, &r), LR_EINVAL);
+    assert_string_equal(r.message, "quality is NULL");
+    p.quality = q;
+    p.cost = NULL;
+    assert_int_equal(lr__optimize_budget(&p, &r), LR_EINVAL);
+    assert_string_equal(r.message, "cost is NULL");
+}
+
+/* A fixed query's quality and cost are not read, only which of them are
+ * NaN: figures no other query could have there are no bad input, and the
+ * others' assignment is the one they get alone. */
+static void fixed_queries_figures_are_not_read(void **state)
+{
+    /* Query 0 meets alpha 0.7 only on model 0; query 1 is fixed. */
+    double q[2 * 2] = {0.9, 0.5, 7.0, -1.0};
+    double c[2 * 2] = {2.0, 1.0, -3.0, NAN};
+    const unsigned char fixed[2] = {0, 1};
+    int assign[2];
+    struct lr__opt_problem p = {2, 2, q, c, NULL, 0.7, 2.0, fixed, 0.0, NULL, NULL};
+    struct lr__opt_result r;
+    int form;
+    (void)state;
+    for (form = 0; form <= 1; form++) {
+        memset(&r, 0, sizeof r);
+        r.assign = assign;
+        assert_int_equal(form ? lr__optimize_quality(&p, &r) : lr__optimize_budget(&p, &r), 0);
+        assert_true(r.feasible);
+        assert_int_equal(assign[0], 0);
+        assert_in_range(assign[1], 0, 1);
+        assert_true(r.mean_quality == 0.9);
+        assert_true(r.total_cost == 2.0);
+    }
 }
 
 static void quality_above_one_is_rejected_naming_the_quality(void **state)
@@ -2143,14 +2377,18 @@ int main(void)
         cmocka_unit_test(budget_form_meets_budget_within_one_percent_of_optimum),
         cmocka_unit_test(budget_form_respects_capacities_within_one_percent_of_optimum),
         cmocka_unit_test(unreachable_alpha_returns_max_quality_within_capacities),
+        cmocka_unit_test(highest_quality_out_of_reach_ties_go_to_the_cheapest),
         cmocka_unit_test(capacities_below_query_count_are_infeasible_with_message),
         cmocka_unit_test(small_batches_reach_the_optimum_the_cheapest_bound_missed),
         cmocka_unit_test(capacity_tight_batches_end_within_one_percent_of_the_optimum),
         cmocka_unit_test(hard_tied_batch_ends_at_the_optimum),
         cmocka_unit_test(batches_past_the_polishing_limit_end_within_one_percent_of_the_optimum),
         cmocka_unit_test(candidate_sets_that_overfill_a_model_are_infeasible),
+        cmocka_unit_test(capacities_summing_to_the_batch_that_candidate_sets_overfill),
+        cmocka_unit_test(fixed_queries_alone_over_capacity_state_no_figures),
         cmocka_unit_test(overflowing_capacities_still_pursue_alpha_and_budget),
         cmocka_unit_test(budget_below_cheapest_assignment_returns_the_cheapest),
+        cmocka_unit_test(a_budget_of_zero_is_met_by_free_models),
         cmocka_unit_test(reached_figure_never_reads_as_meeting_the_bound),
         cmocka_unit_test(quality_slack_lets_a_mean_just_below_alpha_meet_it),
         cmocka_unit_test(all_zero_quality_with_huge_costs_picks_the_cheapest_model),
@@ -2161,6 +2399,9 @@ int main(void)
         cmocka_unit_test(costs_spanning_1e21_and_1e60_match_exhaustive_search),
         cmocka_unit_test(nan_cost_is_rejected_naming_the_cost),
         cmocka_unit_test(negative_cost_is_rejected_naming_the_cost),
+        cmocka_unit_test(infinite_cost_is_rejected_naming_the_cost),
+        cmocka_unit_test(missing_quality_or_cost_is_rejected_naming_it),
+        cmocka_unit_test(fixed_queries_figures_are_not_read),
         cmocka_unit_test(quality_above_one_is_rejected_naming_the_quality),
         cmocka_unit_test(zero_queries_is_rejected),
         cmocka_unit_test(query_without_candidate_is_rejected),
