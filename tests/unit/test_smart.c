@@ -761,6 +761,56 @@ static void single_candidate_queries_get_their_model_in_every_batch_mode(void **
     lr_config_free(cfg);
 }
 
+/* In a batch, a candidate whose quality the predictor does not know (a
+ * model the history has never seen, under the default predictor) counts
+ * as quality 0: the assignment rests on what is predicted, so a free
+ * unseen model does not take queries a known model meets alpha on. */
+static void batch_counts_an_unpredicted_quality_as_zero(void **state)
+{
+    struct fixture *f = *state;
+    struct lr_router *r = smart_router(f, "default", 0);
+    const char *names[] = {"mid", "fresh"};
+    struct lr_request reqs[2];
+    struct lr_decision out[2];
+    struct lr_candidate rank[2][2];
+    struct lr_batch_options bo;
+    struct lr_batch_report rep;
+    struct lr_error err = {0};
+
+    for (int i = 0; i < 2; i++) {
+        lr_request_init(&reqs[i]);
+        reqs[i].query = Q_MATH;
+        reqs[i].models = names;
+        reqs[i].n_models = 2;
+        reqs[i].input_tokens = 100;
+        lr_decision_init(&out[i]);
+        out[i].ranking = rank[i];
+        out[i].ranking_cap = 2;
+    }
+    lr_batch_options_init(&bo);
+    bo.mode = LR_BATCH_QUALITY;
+    bo.alpha = 0.7;
+    assert_int_equal(lr_router_route_batch(r, reqs, 2, &bo, out, &rep, &err), 0);
+    assert_int_equal(rep.feasible, 1);
+    assert_true(rep.iterations > 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(out[i].index, MID);
+        assert_true(out[i].predicted_quality >= 0.7);
+        /* The unseen model is ranked, its quality not predicted. */
+        assert_int_equal(rank[i][1].index, FRESH);
+        assert_true(isnan(rank[i][1].predicted_quality));
+    }
+    assert_true(rep.mean_quality >= 0.7);
+    /* Asked for more than mid reaches, the batch reaches what mid does:
+     * the unseen model adds nothing to the mean. */
+    bo.alpha = 1.0;
+    assert_int_equal(lr_router_route_batch(r, reqs, 2, &bo, out, &rep, &err), LR_EINFEASIBLE);
+    assert_int_equal(out[0].index, MID);
+    assert_int_equal(out[1].index, MID);
+    assert_true(rep.mean_quality < 1.0);
+    lr_router_free(r);
+}
+
 /* Two priced models and one without prices; two past queries. */
 static const char PRICED_CFG[] =
     "{\"models\": ["
@@ -1462,6 +1512,8 @@ static void a_stopped_batch_decides_nothing_in_every_mode(void **state)
             assert_non_null(strstr(err.message, "stopped at the caller's request"));
             if (after < NQ)
                 assert_non_null(strstr(err.message, "query"));
+            else /* asked by the optimizer */
+                assert_non_null(strstr(err.message, "in the batch assignment"));
             for (int i = 0; i < NQ; i++)
                 assert_int_equal(out[i].index, -1);
             assert_int_equal(rep.feasible, 0);
@@ -1495,6 +1547,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(query_without_text_is_refused_whatever_the_store_holds,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_stopped_batch_decides_nothing_in_every_mode, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(batch_counts_an_unpredicted_quality_as_zero, setup,
                                         teardown),
         cmocka_unit_test(unmet_alpha_message_states_the_reports_mean),
         cmocka_unit_test(failed_smart_batch_reports_no_result),
