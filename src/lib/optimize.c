@@ -926,6 +926,7 @@ static int search_restore(struct search *s)
 
     while (s->B < g->target - g->tol_b) {
         struct move best = {-1, -1, 0.0, 0.0, INFINITY};
+        int best_saves = 0;
         if (gen_stopped(g)) {
             s->stopped = 1;
             return 0;
@@ -934,6 +935,7 @@ static int search_restore(struct search *s)
             size_t from = (size_t)s->asg[i];
             for (j = 0; j < m; j++) {
                 double dA, dB, key;
+                int saves;
                 if (j == from || !CAND(g, i, j) || s->load[j] >= g->cap[j])
                     continue;
                 dB = g->b[i * m + j] - g->b[i * m + from];
@@ -942,12 +944,13 @@ static int search_restore(struct search *s)
                 dA = g->a[i * m + j] - g->a[i * m + from];
                 /* Upgrades that also save are taken first, biggest saving
                  * first; otherwise cheapest per unit, with overshoot
-                 * beyond the missing amount not counted as gain. */
-                if (dA <= 0.0)
-                    key = -1e300 + (dA / g->sa);
-                else
-                    key = dA / fmin(dB, g->target - s->B);
-                if (key < best.key) {
+                 * beyond the missing amount not counted as gain. (The
+                 * first rule was a key of -1e300 + dA / sa, which rounds
+                 * to -1e300 whatever the saving: the first found won.) */
+                saves = dA <= 0.0;
+                key = saves ? dA : dA / fmin(dB, g->target - s->B);
+                if (saves > best_saves || (saves == best_saves && key < best.key)) {
+                    best_saves = saves;
                     best.query = (int)i;
                     best.to = (int)j;
                     best.dA = dA;
