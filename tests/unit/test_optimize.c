@@ -1196,7 +1196,7 @@ static int overflow_of(const struct lr__opt_problem *p, const int *assign)
  * message said nothing of the constraint. Now the fewest queries go over
  * capacity, placed where they best serve alpha (the budget), and the
  * message says whether it holds and what is reached. Six queries on four
- * models of capacity 1, as the audit's example; then random batches
+ * models of capacity 1; then random batches
  * against enumeration. */
 static void overflowing_capacities_still_pursue_alpha_and_budget(void **state)
 {
