@@ -36,6 +36,7 @@ static void statuses_map_to_classes(void **state)
     assert_int_equal(rs_class_of_status(302, NULL, 0, NULL), RS_REDIRECT);
     assert_int_equal(rs_class_of_status(307, "moved", 5, "1"), RS_REDIRECT);
     assert_int_equal(rs_class_of_status(308, NULL, 0, NULL), RS_REDIRECT);
+    assert_int_equal(rs_class_of_status(300, NULL, 0, NULL), RS_REDIRECT);
     assert_int_equal(rs_class_of_status(600, NULL, 0, NULL), RS_PROTOCOL);
     /* 501 Not Implemented: the endpoint is missing there, as with a 404. */
     assert_int_equal(rs_class_of_status(501, NULL, 0, NULL), RS_NOT_FOUND);
@@ -72,6 +73,7 @@ static void answers_of_the_gateways_exchange_are_not_relayed(void **state)
     assert_true(rs_answer_relayed(429));
     assert_true(rs_answer_relayed(500));
     assert_true(rs_answer_relayed(503));
+    assert_true(rs_answer_relayed(599));
     assert_false(rs_answer_relayed(408));
     assert_false(rs_answer_relayed(401));
     assert_false(rs_answer_relayed(407));
@@ -140,6 +142,8 @@ static void retry_after_reads_decimal_seconds(void **state)
     assert_true(rs_retry_after_seconds("inf", 0) < 0);
     /* A 429 with a decimal Retry-After is waited for, not taken as bare. */
     assert_int_equal(rs_class_of_status(429, NULL, 0, "0.5"), RS_RATE_LIMITED);
+    /* "0" is a readable pause too: try again at once. */
+    assert_int_equal(rs_class_of_status(429, NULL, 0, "0"), RS_RATE_LIMITED);
 }
 
 static void retry_after_ms_is_read_and_preferred(void **state)
@@ -149,6 +153,9 @@ static void retry_after_ms_is_read_and_preferred(void **state)
     assert_true(rs_retry_after_ms_seconds("1500.5") == 1.5005);
     assert_true(rs_retry_after_ms_seconds("0") == 0);
     assert_true(rs_retry_after_ms_seconds("999999999999") == 86400);
+    /* The cap is a day: 120000 ms is two minutes. */
+    assert_true(rs_retry_after_ms_seconds("120000") == 120);
+    assert_true(rs_retry_after_ms_seconds("86400000") == 86400);
     assert_true(rs_retry_after_ms_seconds(NULL) < 0);
     assert_true(rs_retry_after_ms_seconds("-5") < 0);
     assert_true(rs_retry_after_ms_seconds("soon") < 0);
@@ -156,6 +163,7 @@ static void retry_after_ms_is_read_and_preferred(void **state)
     /* Preferred when readable; Retry-After otherwise. */
     assert_true(rs_retry_hint_seconds("5", "200", 0) == 0.2);
     assert_true(rs_retry_hint_seconds("5", "soon", 0) == 5);
+    assert_true(rs_retry_hint_seconds("5", "0", 0) == 0); /* a pause of none is readable */
     assert_true(rs_retry_hint_seconds(NULL, "300", 0) == 0.3);
     assert_true(rs_retry_hint_seconds("2", NULL, 0) == 2);
     assert_true(rs_retry_hint_seconds(NULL, NULL, 0) < 0);
@@ -254,6 +262,29 @@ static void context_overflow_scan_is_bounded(void **state)
                      RS_CONTEXT_LENGTH);
 }
 
+/* Each of the servers' words the README lists is enough by itself: as the
+ * whole body, or as the only sign in an error object. */
+static void context_overflow_is_told_by_each_servers_words_alone(void **state)
+{
+    static const char *const words[] = {
+        "context_length_exceeded",
+        "maximum context length",
+        "exceed_context_size_error",
+        "exceeds the available context size",
+        "`inputs` tokens + `max_new_tokens` must be <=",
+        "`inputs` must have less than",
+        "input length exceeds the context length",
+    };
+    char body[256];
+    (void)state;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        assert_int_equal(class_of(400, words[i]), RS_CONTEXT_LENGTH);
+        snprintf(body, sizeof body, "{\"error\":{\"type\":\"%s\",\"message\":\"refused\"}}",
+                 words[i]);
+        assert_int_equal(class_of(400, body), RS_CONTEXT_LENGTH);
+    }
+}
+
 static enum rs_class ok_class(const char *body, char *msg, size_t cap)
 {
     return rs_class_of_ok_body(body, strlen(body), msg, cap);
@@ -280,6 +311,8 @@ static void ok_body_with_an_error_is_a_failure(void **state)
         RS_SERVER_ERROR);
     assert_int_equal(ok_class("{\"error\":\"overloaded\"}", msg, sizeof msg), RS_SERVER_ERROR);
     assert_string_equal(msg, "overloaded");
+    /* A code that only begins with a status is no status. */
+    assert_int_equal(ok_class("{\"error\":{\"code\":\"429x\"}}", msg, sizeof msg), RS_SERVER_ERROR);
     assert_int_equal(ok_class(" {\"error\" : {}} ", msg, sizeof msg), RS_SERVER_ERROR);
 }
 
@@ -324,6 +357,39 @@ static void ok_body_error_message_is_cut_between_characters(void **state)
     }
 }
 
+/* A message of 160 bytes fits whole; one byte more is cut there, marked. */
+static void ok_body_error_message_of_160_bytes_comes_whole(void **state)
+{
+    char body[400], msg[300];
+    (void)state;
+    for (size_t len = 159; len <= 161; len++) {
+        int o = snprintf(body, sizeof body, "{\"error\":{\"message\":\"");
+        memset(body + o, 'm', len);
+        snprintf(body + o + len, sizeof body - o - len, "\"}}");
+        assert_int_equal(ok_class(body, msg, sizeof msg), RS_SERVER_ERROR);
+        assert_int_equal(strlen(msg), len <= 160 ? len : 160 + 3);
+        assert_memory_equal(msg, body + o, len <= 160 ? len : 160);
+        if (len > 160)
+            assert_string_equal(msg + 160, "...");
+    }
+}
+
+/* An error member too large to read its message from is still an error,
+ * never an answer relayed with its 200. */
+static void ok_body_with_a_huge_error_is_still_a_failure(void **state)
+{
+    size_t n = 70000;
+    char *body = malloc(n + 64), msg[200];
+    int o;
+    (void)state;
+    assert_non_null(body);
+    o = snprintf(body, n + 64, "{\"error\":{\"code\":502,\"message\":\"");
+    memset(body + o, 'x', n);
+    snprintf(body + o + n, 64, "\"}}");
+    assert_int_equal(ok_class(body, msg, sizeof msg), RS_SERVER_ERROR);
+    free(body);
+}
+
 static void defaults_are_safe(void **state)
 {
     struct rs_policy p;
@@ -338,6 +404,69 @@ static void defaults_are_safe(void **state)
     /* A redirect does not go away on a retry; another model may work. */
     assert_int_equal(p.retry.on[RS_REDIRECT], RS_FALLBACK);
     assert_true(rs_class_is_upstream_failure(RS_REDIRECT));
+}
+
+/* The defaults the README's Resilience part shows: its class table's
+ * actions, and the values of its `server.resilience` example. */
+static void defaults_are_the_documented_ones(void **state)
+{
+    static const struct {
+        const char *class_name, *action;
+    } table[] = {
+        {"connect_refused", "fallback"},
+        {"connect_timeout", "fallback"},
+        {"tls", "fallback"},
+        {"reset", "fallback"},
+        {"reset_reused", "retry"},
+        {"timeout", "fallback"},
+        {"rate_limited", "retry"},
+        {"rate_limited_no_retry_after", "fallback"},
+        {"server_error", "fallback"},
+        {"auth", "fallback"},
+        {"not_found", "fallback"},
+        {"redirect", "fallback"},
+        {"context_length", "fallback"},
+        {"bad_request", "fail"},
+        {"stream_cut", "fallback"},
+        {"stream_stall", "fallback"},
+        {"malformed", "fallback"},
+        {"protocol", "fallback"},
+        {"too_large", "fail"},
+        {"descriptors", "fail"},
+        {"bad_response", "fallback"},
+    };
+    struct rs_policy p;
+    struct rs_breaker_conf b;
+    struct rs_queue_conf q;
+    (void)state;
+    assert_int_equal(sizeof table / sizeof table[0], RS_N_CLASSES - 1);
+    rs_policy_defaults(&p);
+    rs_breaker_defaults(&b);
+    rs_queue_defaults(&q);
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        int c = rs_class_from_name(table[i].class_name);
+        assert_true(c > 0);
+        assert_string_equal(rs_action_name(p.retry.on[c]), table[i].action);
+    }
+    assert_int_equal(p.retry.max_attempts, 4);
+    assert_int_equal(p.retry.max_retries, 1);
+    assert_int_equal(p.retry.base_delay_ms, 100);
+    assert_int_equal(p.retry.max_delay_ms, 2000);
+    assert_int_equal(p.retry.max_retry_after_ms, 1000);
+    assert_int_equal(p.retry.deadline_ms, 60000);
+    assert_int_equal(p.timeouts.connect_ms, 10000);
+    assert_int_equal(p.timeouts.first_byte_ms, 60000);
+    assert_int_equal(p.timeouts.idle_ms, 300000);
+    assert_int_equal(p.timeouts.total_ms, 600000);
+    assert_int_equal(b.consecutive_failures, 5);
+    assert_true(b.failure_rate == 0.5);
+    assert_int_equal(b.min_requests, 20);
+    assert_int_equal(b.window_ms, 30000);
+    assert_int_equal(b.cooldown_ms, 5000);
+    assert_int_equal(b.max_cooldown_ms, 60000);
+    assert_false(b.try_closest); /* when_all_open: "fail" */
+    assert_int_equal(q.max_waiting, 100);
+    assert_int_equal(q.max_wait_ms, 1000);
 }
 
 static void timeouts_default_to_long_generations(void **state)
@@ -429,6 +558,121 @@ static void policy_layers_override_field_by_field(void **state)
     assert_int_equal(rs_policy_parse(NULL, "{\"idle\":5}", &over, "m", msg, sizeof msg), -1);
     assert_int_equal(rs_policy_parse("{\"max_attempts\":0}", NULL, &over, "m", msg, sizeof msg),
                      -1);
+}
+
+/* An overlay changes the fields it sets, each into its own place, and
+ * nothing else. */
+static void overlay_sets_exactly_the_fields_it_names(void **state)
+{
+    struct rs_policy p, d, over;
+    char msg[256];
+    (void)state;
+    memset(&p, 0, sizeof p);
+    memset(&d, 0, sizeof d);
+    rs_policy_defaults(&p);
+    rs_policy_defaults(&d);
+    /* An overlay with nothing set changes nothing, whatever its memory
+     * held before. */
+    memset(&over, 0x55, sizeof over);
+    rs_policy_unset(&over);
+    rs_policy_merge(&p, &over);
+    assert_memory_equal(&p, &d, sizeof p);
+
+    assert_int_equal(rs_policy_parse("{\"max_attempts\":7,\"max_retries\":3,\"base_delay_ms\":11,"
+                                     "\"max_delay_ms\":222,\"max_retry_after_ms\":3333,"
+                                     "\"deadline_ms\":44444,\"on\":{\"bad_request\":\"fallback\","
+                                     "\"server_error\":\"fail\",\"timeout\":\"retry\"}}",
+                                     "{\"connect_ms\":5,\"first_byte_ms\":6,\"head_ms\":7,"
+                                     "\"idle_ms\":8,\"total_ms\":9}",
+                                     &over, "routes[0]", msg, sizeof msg),
+                     0);
+    rs_policy_merge(&p, &over);
+    assert_int_equal(p.retry.max_attempts, 7);
+    assert_int_equal(p.retry.max_retries, 3);
+    assert_int_equal(p.retry.base_delay_ms, 11);
+    assert_int_equal(p.retry.max_delay_ms, 222);
+    assert_int_equal(p.retry.max_retry_after_ms, 3333);
+    assert_int_equal(p.retry.deadline_ms, 44444);
+    assert_int_equal(p.retry.on[RS_BAD_REQUEST], RS_FALLBACK);
+    assert_int_equal(p.retry.on[RS_SERVER_ERROR], RS_FAIL);
+    assert_int_equal(p.retry.on[RS_TIMEOUT], RS_RETRY);
+    assert_int_equal(p.retry.on[RS_AUTH], d.retry.on[RS_AUTH]);
+    assert_int_equal(p.timeouts.connect_ms, 5);
+    assert_int_equal(p.timeouts.first_byte_ms, 6);
+    assert_int_equal(p.timeouts.head_ms, 7);
+    assert_int_equal(p.timeouts.idle_ms, 8);
+    assert_int_equal(p.timeouts.total_ms, 9);
+}
+
+/* A bad `retry` is refused, however good the `timeouts` beside it. */
+static void policy_error_in_retry_stands_beside_good_timeouts(void **state)
+{
+    struct rs_policy over;
+    char msg[256];
+    (void)state;
+    rs_policy_unset(&over);
+    assert_int_equal(rs_policy_parse("{\"max_retries\":-1}", "{\"idle_ms\":5}", &over, "models[3]",
+                                     msg, sizeof msg),
+                     -1);
+    assert_non_null(strstr(msg, "models[3].retry.max_retries"));
+}
+
+/* Each number's refusal names its range ("expected an integer from LO to
+ * HI"): both ends are taken, and the values just past them refused. */
+static void config_ranges_are_the_ones_their_messages_name(void **state)
+{
+    static const struct {
+        const char *section, *key;
+    } keys[] = {
+        {"retry", "max_attempts"},       {"retry", "max_retries"},
+        {"retry", "base_delay_ms"},      {"retry", "max_delay_ms"},
+        {"retry", "max_retry_after_ms"}, {"retry", "deadline_ms"},
+        {"timeouts", "connect_ms"},      {"timeouts", "first_byte_ms"},
+        {"timeouts", "head_ms"},         {"timeouts", "idle_ms"},
+        {"timeouts", "total_ms"},        {"breaker", "consecutive_failures"},
+        {"breaker", "min_requests"},     {"breaker", "window_ms"},
+        {"breaker", "cooldown_ms"},      {"breaker", "max_cooldown_ms"},
+        {"queue", "max_waiting"},        {"queue", "max_wait_ms"},
+    };
+    struct rs_policy p;
+    struct rs_breaker_conf b;
+    struct rs_queue_conf q;
+    char json[160], msg[256];
+    (void)state;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        long lo, hi;
+        const char *range;
+        rs_policy_defaults(&p);
+        rs_breaker_defaults(&b);
+        rs_queue_defaults(&q);
+        snprintf(json, sizeof json, "{\"%s\":{\"%s\":99999999999}}", keys[i].section, keys[i].key);
+        assert_int_equal(rs_resilience_parse(json, &p, &b, &q, msg, sizeof msg), -1);
+        assert_non_null(strstr(msg, keys[i].key));
+        range = strstr(msg, "expected an integer from ");
+        assert_non_null(range);
+        assert_int_equal(sscanf(range, "expected an integer from %ld to %ld", &lo, &hi), 2);
+        for (int k = 0; k < 4; k++) {
+            long v = k == 0 ? lo : k == 1 ? hi : k == 2 ? lo - 1 : hi + 1;
+            snprintf(json, sizeof json, "{\"%s\":{\"%s\":%ld}}", keys[i].section, keys[i].key, v);
+            assert_int_equal(rs_resilience_parse(json, &p, &b, &q, msg, sizeof msg),
+                             k < 2 ? 0 : -1);
+        }
+    }
+    /* Each timeout may be 0 for none, but connect_ms. */
+    assert_int_equal(
+        rs_resilience_parse("{\"timeouts\":{\"connect_ms\":0}}", &p, &b, &q, msg, sizeof msg), -1);
+    /* failure_rate: from 0 (never) to 1 (every attempt failed). */
+    assert_int_equal(
+        rs_resilience_parse("{\"breaker\":{\"failure_rate\":0}}", &p, &b, &q, msg, sizeof msg), 0);
+    assert_int_equal(
+        rs_resilience_parse("{\"breaker\":{\"failure_rate\":1}}", &p, &b, &q, msg, sizeof msg), 0);
+    assert_true(b.failure_rate == 1);
+    assert_int_equal(
+        rs_resilience_parse("{\"breaker\":{\"failure_rate\":1.01}}", &p, &b, &q, msg, sizeof msg),
+        -1);
+    assert_int_equal(
+        rs_resilience_parse("{\"breaker\":{\"failure_rate\":-0.01}}", &p, &b, &q, msg, sizeof msg),
+        -1);
 }
 
 static void resilience_section_parses_every_part(void **state)
@@ -687,6 +931,180 @@ static void breaker_closed_by_a_probe_forgets_the_failures_that_opened_it(void *
     assert_int_equal(b.state, RS_OPEN);
 }
 
+static void breaker_ready_in_says_when_an_attempt_could_go(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    (void)state;
+    /* The probe in flight holds every other attempt back; released, it
+     * holds none. */
+    half_open_with_probe(&b, &c);
+    assert_true(rs_breaker_ready_in(&b, 1.0) > 0);
+    rs_breaker_release(&b, 1);
+    assert_true(rs_breaker_ready_in(&b, 1.0) == 0);
+    /* Open: the rest of its cooldown, and none once that is over, whether
+     * or not an attempt has asked since. */
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 3; i++)
+        rs_breaker_record(&b, &c, 0, 1, -1, 0);
+    assert_true(rs_breaker_ready_in(&b, 0.25) == 0.75);
+    assert_true(rs_breaker_ready_in(&b, 1.0) == 0);
+    assert_true(rs_breaker_ready_in(&b, 5.0) == 0);
+}
+
+/* An attempt that was not the probe and ends with no verdict (a class
+ * that says nothing of the upstream) does not free the probe's place. */
+static void breaker_release_of_another_attempt_leaves_the_probe_alone(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    int probe;
+    (void)state;
+    half_open_with_probe(&b, &c);
+    rs_breaker_release(&b, 0);
+    assert_false(rs_breaker_admit(&b, 1.2, &probe));
+    rs_breaker_release(&b, 1);
+    assert_true(rs_breaker_admit(&b, 1.2, &probe) && probe);
+}
+
+static void breaker_failed_probes_wait_at_most_max_cooldown(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf(); /* cooldown 1 s, at most 8 s */
+    double now = 1.0, wait = 1.0;
+    int probe;
+    (void)state;
+    half_open_with_probe(&b, &c);
+    for (int i = 0; i < 6; i++) {
+        rs_breaker_record(&b, &c, now, 1, -1, 1);
+        wait = wait * 2 > 8 ? 8 : wait * 2;
+        assert_true(rs_breaker_ready_in(&b, now) == wait);
+        now += wait;
+        assert_true(rs_breaker_admit(&b, now, &probe) && probe);
+    }
+}
+
+static void breaker_failed_probe_waits_for_a_longer_retry_after(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    int probe;
+    (void)state;
+    half_open_with_probe(&b, &c);
+    /* Twice the cooldown is 2 s; the upstream asked for 6. */
+    rs_breaker_record(&b, &c, 1.0, 1, 6.0, 1);
+    assert_true(rs_breaker_ready_in(&b, 1.0) == 6.0);
+    assert_false(rs_breaker_admit(&b, 6.9, &probe));
+    assert_true(rs_breaker_admit(&b, 7.0, &probe) && probe);
+}
+
+/* Attempts that started before the breaker opened may end while it is
+ * open: a longer pause asked for keeps it open longer, a shorter one does
+ * not shorten it. */
+static void breaker_open_keeps_the_longest_pause_asked_for(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    int probe;
+    (void)state;
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 3; i++)
+        rs_breaker_record(&b, &c, 0, 1, -1, 0); /* open until 1.0 */
+    rs_breaker_record(&b, &c, 0.5, 1, 3.0, 0);
+    assert_true(rs_breaker_ready_in(&b, 0.5) == 3.0);
+    rs_breaker_record(&b, &c, 1.0, 1, 0.5, 0);
+    assert_true(rs_breaker_ready_in(&b, 1.0) == 2.5);
+    assert_false(rs_breaker_admit(&b, 3.4, &probe));
+    assert_true(rs_breaker_admit(&b, 3.5, &probe) && probe);
+}
+
+/* consecutive_failures 0 and failure_rate 0 turn those triggers off:
+ * failures alone never open it then, however many; a pause asked for
+ * still does. */
+static void breaker_triggers_set_to_zero_never_open_it(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    (void)state;
+    c.consecutive_failures = 0;
+    c.failure_rate = 0;
+    c.min_requests = 4;
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 50; i++)
+        rs_breaker_record(&b, &c, 0.1 * i, 1, -1, 0);
+    assert_int_equal(b.state, RS_CLOSED);
+    rs_breaker_record(&b, &c, 5.0, 1, 2.0, 0);
+    assert_int_equal(b.state, RS_OPEN);
+}
+
+/* The failure rate is over the attempts of the last window_ms, whenever
+ * that is: those at the very moment asked about are in it, those older
+ * than window_ms are not. */
+static void breaker_window_holds_the_attempts_of_the_last_window_ms(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    uint32_t f, t;
+    (void)state;
+    c.consecutive_failures = 0;
+    c.failure_rate = 0.5;
+    c.min_requests = 4;
+    c.window_ms = 10000;
+    memset(&b, 0, sizeof b);
+    for (int i = 1; i <= 3; i++)
+        rs_breaker_record(&b, &c, 0.1 * i, 1, -1, 0);
+    rs_breaker_window(&b, &c, 0.3, &f, &t);
+    assert_int_equal(f, 3);
+    assert_int_equal(t, 3);
+    rs_breaker_window(&b, &c, 10.9, &f, &t); /* 10.6 s and more after them */
+    assert_int_equal(t, 0);
+
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 4; i++)
+        rs_breaker_record(&b, &c, 5.0, 1, -1, 0);
+    assert_int_equal(b.state, RS_OPEN);
+
+    /* Successes, then failures more than a window later: the successes
+     * are out of the window, the failures in it. */
+    memset(&b, 0, sizeof b);
+    for (int i = 0; i < 10; i++)
+        rs_breaker_record(&b, &c, 1.5, 0, -1, 0);
+    for (int i = 0; i < 3; i++)
+        rs_breaker_record(&b, &c, 11.5 + 0.1 * i, 1, -1, 0);
+    rs_breaker_window(&b, &c, 11.7, &f, &t);
+    assert_int_equal(f, 3);
+    assert_int_equal(t, 3);
+    rs_breaker_record(&b, &c, 11.8, 1, -1, 0);
+    assert_int_equal(b.state, RS_OPEN);
+}
+
+/* A cooldown set above the default max_cooldown_ms: a failed probe
+ * reopens the breaker for no less than that cooldown. */
+static void breaker_failed_probe_never_waits_less_than_the_cooldown(void **state)
+{
+    struct rs_policy p;
+    struct rs_breaker_conf c;
+    struct rs_queue_conf q;
+    struct rs_breaker b;
+    char msg[256];
+    int probe;
+    (void)state;
+    rs_policy_defaults(&p);
+    rs_breaker_defaults(&c);
+    rs_queue_defaults(&q);
+    assert_int_equal(rs_resilience_parse("{\"breaker\":{\"consecutive_failures\":1,"
+                                         "\"cooldown_ms\":120000}}",
+                                         &p, &c, &q, msg, sizeof msg),
+                     0);
+    memset(&b, 0, sizeof b);
+    rs_breaker_record(&b, &c, 0, 1, -1, 0);
+    assert_true(rs_breaker_ready_in(&b, 0) == 120);
+    assert_true(rs_breaker_admit(&b, 120, &probe) && probe);
+    rs_breaker_record(&b, &c, 120, 1, -1, 1);
+    assert_int_equal(b.state, RS_OPEN);
+    assert_true(rs_breaker_ready_in(&b, 120) >= 120);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -701,14 +1119,21 @@ int main(void)
         cmocka_unit_test(context_overflow_of_tgi),
         cmocka_unit_test(context_overflow_of_ollama),
         cmocka_unit_test(context_overflow_scan_is_bounded),
+        cmocka_unit_test(context_overflow_is_told_by_each_servers_words_alone),
         cmocka_unit_test(ok_body_with_an_error_is_a_failure),
         cmocka_unit_test(ok_body_that_answers_is_never_refused),
         cmocka_unit_test(ok_body_error_message_is_cut_between_characters),
+        cmocka_unit_test(ok_body_error_message_of_160_bytes_comes_whole),
+        cmocka_unit_test(ok_body_with_a_huge_error_is_still_a_failure),
         cmocka_unit_test(defaults_are_safe),
+        cmocka_unit_test(defaults_are_the_documented_ones),
         cmocka_unit_test(missing_endpoint_or_model_blames_no_model),
         cmocka_unit_test(timeouts_default_to_long_generations),
         cmocka_unit_test(reset_on_a_reused_connection_is_retried_and_blames_nobody),
         cmocka_unit_test(policy_layers_override_field_by_field),
+        cmocka_unit_test(overlay_sets_exactly_the_fields_it_names),
+        cmocka_unit_test(policy_error_in_retry_stands_beside_good_timeouts),
+        cmocka_unit_test(config_ranges_are_the_ones_their_messages_name),
         cmocka_unit_test(resilience_section_parses_every_part),
         cmocka_unit_test(null_in_the_resilience_section_leaves_the_default),
         cmocka_unit_test(backoff_is_full_jitter_capped),
@@ -718,6 +1143,14 @@ int main(void)
         cmocka_unit_test(breaker_honours_retry_after),
         cmocka_unit_test(breaker_opens_on_failure_rate_with_minimum),
         cmocka_unit_test(breaker_closed_by_a_probe_forgets_the_failures_that_opened_it),
+        cmocka_unit_test(breaker_ready_in_says_when_an_attempt_could_go),
+        cmocka_unit_test(breaker_release_of_another_attempt_leaves_the_probe_alone),
+        cmocka_unit_test(breaker_failed_probes_wait_at_most_max_cooldown),
+        cmocka_unit_test(breaker_failed_probe_waits_for_a_longer_retry_after),
+        cmocka_unit_test(breaker_open_keeps_the_longest_pause_asked_for),
+        cmocka_unit_test(breaker_triggers_set_to_zero_never_open_it),
+        cmocka_unit_test(breaker_window_holds_the_attempts_of_the_last_window_ms),
+        cmocka_unit_test(breaker_failed_probe_never_waits_less_than_the_cooldown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
