@@ -49,6 +49,14 @@ static void scan_finds_members_by_byte_range(void **state)
     assert_memory_equal(b + m[2].value_start, "\"q\\\"\"", m[2].value_end - m[2].value_start);
     assert_true(js_key_equals(b, &m[0], "a"));
     assert_false(js_key_equals(b, &m[0], "b"));
+    /* A number's range ends with its last digit, blanks after it aside. */
+    b = "{\"n\": 12 , \"t\": true\n}";
+    assert_int_equal(js_scan_object(b, strlen(b), m, 4, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(m[0].value_end - m[0].value_start, 2);
+    assert_memory_equal(b + m[0].value_start, "12", 2);
+    assert_int_equal(m[1].value_end - m[1].value_start, 4);
+    assert_memory_equal(b + m[1].value_start, "true", 4);
 }
 
 static void find_members_takes_any_number_of_members(void **state)
@@ -115,6 +123,28 @@ static void rewrite_decodes_escaped_keys(void **state)
     (void)state;
     expect_rewrite("{\"mod\\u0065l\": \"x\", \"rout\\u0065\": 1}", "\"y\"",
                    "{\"mod\\u0065l\": \"y\"}");
+    /* A key that decodes to a longer name is not the one it starts with. */
+    expect_rewrite("{\"model\": \"x\", \"rout\\u0065s\": 1, \"mod\\u0065lx\": 2}", "\"y\"",
+                   "{\"model\": \"y\", \"rout\\u0065s\": 1, \"mod\\u0065lx\": 2}");
+}
+
+/* Tabs, CRs and LFs are blanks between tokens as spaces are: a body
+ * pretty-printed with CRLF line ends and tabs is rewritten, its blanks kept. */
+static void rewrite_reads_every_json_blank(void **state)
+{
+    (void)state;
+    expect_rewrite(
+        "{\r\n\t\"model\"\t:\r\n\t\"x\",\r\n\t\"models\":\t[\"a\"],\r\n\t\"n\": 1\r\n}\r\n",
+        "\"y\"", "{\r\n\t\"model\"\t:\r\n\t\"y\",\r\n\t\"n\": 1\r\n}\r\n");
+}
+
+/* Without a new model the body's own stays, and the extension members
+ * still go. */
+static void rewrite_without_a_model_keeps_the_bodys_own(void **state)
+{
+    (void)state;
+    expect_rewrite("{\"model\": \"x\", \"models\": [\"a\"], \"n\": 1}", NULL,
+                   "{\"model\": \"x\", \"n\": 1}");
 }
 
 static void rewrite_adds_model_when_the_body_has_none(void **state)
@@ -168,7 +198,9 @@ static void rewrite_handles_many_members(void **state)
 static void scan_refuses_what_is_not_an_object(void **state)
 {
     const char *bad[] = {"", "[]", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":1} x",
-                         "{\"a\":\"unterminated}", "{\"a\":[1,2}", "{a:1}", "\"s\"", "{\"a\":]}"};
+                         "{\"a\":\"unterminated}", "{\"a\":[1,2}", "{a:1}", "\"s\"", "{\"a\":]}",
+                         "{} x", "{\"a\";1}", "{\"a\" 12}", "{\"a\":1 2}", "{\"a\":\"b\"]",
+                         "{\"a\":1 x"};
     (void)state;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct js_member m[4];
@@ -267,6 +299,39 @@ static void object_prefix_tells_a_start_from_what_no_bytes_could_complete(void *
     assert_int_equal(js_object_prefix("{\"a\":\"\0", 7), JS_NEVER);
 }
 
+/* The edges of the grammar, read as jansson reads them: every blank
+ * where JSON allows one, every escape, surrogate pairs up to U+10FFFF,
+ * UTF-8 sequences whose second byte has a narrower range (after E0, ED,
+ * F0, F4), and numbers' signs, points and exponents. */
+static void object_prefix_reads_the_edges_of_the_grammar(void **state)
+{
+    static const char *const whole[] = {
+        "{\"a\":1,\"b\":2}",
+        "{ \"a\" : 1 , \"b\" :\t[ 1 , 2 ] }",
+        "{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",
+        "{\"a\":\"\\ud800\\udc00\\udbff\\udfff\"}",
+        "{\"a\":\"\xe0\xa4\xb9\xe0\xb8\x81\xe0\xbf\xbf\"}",         /* U+0939, U+0E01, U+0FFF */
+        "{\"a\":\"\xed\x9f\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf\"}", /* U+D7FF, U+10000, U+10FFFF */
+        "{\"a\":[0,-0,1e-5,-1.5E+3,2e9,0.25]}",
+    };
+    static const char *const never[] = {
+        "{\"a\":\"\x1f",     "{\"a\":\"\xf5\x80", "{\"a\":\"\xe0\x80\x80", "{\"a\":\"\xf0\x80",
+        "{\"a\":\"\xc1\xbf", "{\"a\":1e5e",       "{\"a\":1.5.",           "{\"a\":-01",
+        "{\"a\":1,2",        "{\"a\":\"\\a",      "{\"a\":1e+-",           "{\"a\" , 1",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        json_t *j = json_loads(whole[i], 0, NULL);
+        assert_non_null(j); /* jansson reads it whole */
+        json_decref(j);
+        if (prefix(whole[i]) != JS_WHOLE)
+            fail_msg("'%s' is a whole object", whole[i]);
+    }
+    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++)
+        if (prefix(never[i]) != JS_NEVER)
+            fail_msg("'%s' is no start of an object", never[i]);
+}
+
 /* jansson's limit on nesting (2048 levels) is the prefix's too. */
 static void object_prefix_nests_as_deep_as_jansson_reads(void **state)
 {
@@ -331,6 +396,8 @@ int main(void)
         cmocka_unit_test(rewrite_keeps_numbers_and_order_exactly),
         cmocka_unit_test(rewrite_removes_extension_members_anywhere),
         cmocka_unit_test(rewrite_decodes_escaped_keys),
+        cmocka_unit_test(rewrite_reads_every_json_blank),
+        cmocka_unit_test(rewrite_without_a_model_keeps_the_bodys_own),
         cmocka_unit_test(rewrite_sizes_for_every_model_member),
         cmocka_unit_test(rewrite_adds_model_when_the_body_has_none),
         cmocka_unit_test(rewrite_adds_model_to_a_body_that_loses_nothing),
@@ -342,6 +409,7 @@ int main(void)
         cmocka_unit_test(count_values_never_passes_the_bound_for_a_length),
         cmocka_unit_test(count_values_stops_past_the_limit),
         cmocka_unit_test(object_prefix_tells_a_start_from_what_no_bytes_could_complete),
+        cmocka_unit_test(object_prefix_reads_the_edges_of_the_grammar),
         cmocka_unit_test(object_prefix_nests_as_deep_as_jansson_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
