@@ -11,10 +11,13 @@ random (the expectation), random-draw:N (xorshift64 from N), sequential
 (round-robin over the candidates in config order, from the first), the
 oracle (the highest correctness, then the cheapest, then the first in the
 config) and the task ceiling (its linear programme's value through the
-dual). The smart rows depend on predictions: their shares must be whole
-queries, and their success and cost within what an assignment of those
-counts can reach. The JSON's fields must be the documented ones, and the
-CSV must carry the JSON's figures. Prints each difference; exit 1 if any.
+dual; its cost its budget, or where the budget buys the most success there
+is, the least cost of that). The smart rows depend on predictions: their
+shares must be whole queries, and their success and cost within what an
+assignment of those counts can reach. The frontier marks and versus_single
+are recomputed from the rows' figures. The JSON's fields must be the
+documented ones, and the CSV must carry the JSON's values, field by field.
+Prints each difference; exit 1 if any.
 Python's standard library only.
 """
 import csv
@@ -100,17 +103,22 @@ for r in res["results"]:
         want[r["strategy"]] = assign(slots)
 
 
+# Each task's total real success and cost per candidate (the task ceiling's
+# inputs; a record without a label is in task None, and then eval prints no
+# ceiling).
+tasks = {}
+for i, r in enumerate(scored):
+    tasks.setdefault(r.get("task") or r.get("eval_name"), []).append(i)
+S = {t: [sum(OK[i][j] for i in ix) for j in range(K)] for t, ix in tasks.items()}
+C = {t: [sum(COST[i][j] for i in ix) for j in range(K)] for t, ix in tasks.items()}
+
+
 def ceiling(budget):
     """(success rate, cheapest cost, feasible) of the task ceiling: the
     linear programme max sum x_tm S_tm, sum x_tm C_tm <= B, each task's x
     a distribution over the models, by its dual: min over lam >= 0 of
     lam B + sum_t max_m (S_tm - lam C_tm), convex and piecewise linear, so
     least at 0 or where two of a task's lines cross."""
-    tasks = {}
-    for i, r in enumerate(scored):
-        tasks.setdefault(r.get("task") or r.get("eval_name"), []).append(i)
-    S = {t: [sum(OK[i][j] for i in ix) for j in range(K)] for t, ix in tasks.items()}
-    C = {t: [sum(COST[i][j] for i in ix) for j in range(K)] for t, ix in tasks.items()}
     cheapest = sum(min(C[t]) for t in tasks)
     if budget < cheapest * (1 - 1e-12):  # the cheapest choice, the best of equal cost
         return sum(max(S[t][j] for j in range(K) if C[t][j] == min(C[t])) for t in tasks) / N, \
@@ -124,6 +132,15 @@ def ceiling(budget):
     dual = min(lam * budget + sum(max(S[t][j] - lam * C[t][j] for j in range(K)) for t in tasks)
                for lam in lams)
     return dual / N, cheapest, True
+
+
+def best_mix():
+    """(success rate, cost) of every task on its most successful model, the
+    cheapest of those that tie: the most success any budget buys, at the
+    least cost it takes."""
+    top = {t: max(S[t]) for t in tasks}
+    return (sum(top.values()) / N,
+            sum(min(C[t][j] for j in range(K) if S[t][j] == top[t]) for t in tasks))
 
 
 if res["queries"] != N:
@@ -158,6 +175,18 @@ for r in res["results"]:
         errors.append("%s: costs %r, the cheapest choice %r" % (tag, r["total_cost"], cheapest))
     if abs(sum(r["model_share"].values()) - 1) > 1e-9:
         errors.append("%s: shares sum to %r" % (tag, sum(r["model_share"].values())))
+    # Below the best mix's cost the ceiling spends its budget (exactly, where
+    # a task is split: a fraction of a query moved); at or above it, it is
+    # the best mix, which costs no more than it must.
+    top_s, top_c = best_mix()
+    split = any(abs(v * N - round(v * N)) > 1e-6 for v in r["model_share"].values())
+    if feasible and r["budget"] >= top_c:
+        if not close(r["success_rate"], top_s, 1e-9) or not close(r["total_cost"], top_c, 1e-9):
+            errors.append("%s: %r at %r, the best mix %r at %r"
+                          % (tag, r["success_rate"], r["total_cost"], top_s, top_c))
+    elif feasible and (not close(r["total_cost"], r["budget"], 1e-9) or
+                       split and r["total_cost"] != r["budget"]):
+        errors.append("%s: costs %r, not its budget" % (tag, r["total_cost"]))
 
 # Smart rows: whole queries per model, and figures that an assignment of
 # those counts can reach (between each model's worst and best queries).
@@ -181,6 +210,45 @@ for r in res["results"]:
     if not lo_c * (1 - 1e-12) <= r["total_cost"] <= hi_c * (1 + 1e-12):
         errors.append("%s: cost %r outside [%r, %r]" % (tag, r["total_cost"], lo_c, hi_c))
 
+
+# frontier: exactly the smart rows that no smart row of the same predictor
+# beats (at least as good in success and real cost, better in one).
+def beats(o, r):
+    return (o["total_cost"] <= r["total_cost"] and o["success_rate"] >= r["success_rate"] and
+            (o["total_cost"] < r["total_cost"] or o["success_rate"] > r["success_rate"]))
+
+
+for r in res["results"]:
+    want_front = r["predictor"] is not None and not any(
+        o is not r and o["predictor"] == r["predictor"] and beats(o, r) for o in res["results"])
+    if r["frontier"] is not want_front:
+        errors.append("%s (%s) alpha %r budget %r: frontier %r, recomputed %r"
+                      % (r["strategy"], r["predictor"], r["alpha"], r["budget"], r["frontier"],
+                         want_front))
+
+# versus_single: each single model beside the point of the swept
+# predictor's frontier with the most success at no more real cost (the
+# cheapest of those), named by its row's strategy, alpha and budget.
+swept = {r["predictor"] for r in res["results"] if r["sweep"] and r["predictor"]}
+for v in res.get("versus_single", []):
+    s = first["single:" + v["model"]]
+    pts = [r for r in res["results"] if r["frontier"] and r["predictor"] in swept and
+           r["total_cost"] <= s["total_cost"]]
+    best = max(((r["success_rate"], -r["total_cost"]) for r in pts), default=None)
+    named = [r for r in pts if (r["strategy"], r["alpha"], r["budget"]) ==
+             (v["frontier_strategy"], v["frontier_alpha"], v["frontier_budget"])]
+    if best is None:
+        ok = all(v[k] is None for k in ("frontier_strategy", "frontier_alpha", "frontier_budget",
+                                         "frontier_success_rate", "frontier_total_cost"))
+        rel = "below"
+    else:
+        ok = (any((r["success_rate"], -r["total_cost"]) == best for r in named) and
+              (v["frontier_success_rate"], -v["frontier_total_cost"]) == best)
+        rel = ("below" if best[0] < s["success_rate"] else "higher" if best[0] > s["success_rate"]
+               else "cheaper" if -best[1] < s["total_cost"] else "same")
+    if not ok or v["relation"] != rel or v["above"] is not (rel != "below"):
+        errors.append("versus_single %s: %r, recomputed %r (%s)" % (v["model"], v, best, rel))
+
 # The documented fields, in order.
 FIELDS = ["strategy", "predictor", "alpha", "budget", "frontier", "sweep", "feasible",
           "success_rate", "total_cost", "predicted_cost", "within_budget", "predicted_quality",
@@ -200,11 +268,27 @@ if list(rows[0]) != [f for f in FIELDS if f != "model_share"] + ["share:" + m fo
     errors.append("csv columns: %r" % list(rows[0]))
 if [c["strategy"] for c in rows] != [r["strategy"] for r in res["results"]]:
     errors.append("csv rows: %r" % [c["strategy"] for c in rows])
+
+
+def csv_reads_as(text, value):
+    """Whether a CSV field says what the JSON's value does: empty for null,
+    1 and 0 for true and false, a number that reads back as the same double."""
+    if value is None or isinstance(value, (bool, str)):
+        return text == {None: "", True: "1", False: "0"}.get(value, value)
+    return text != "" and float(text) == value
+
+
 for c, r in zip(rows, res["results"]):
-    figures = [(c[f], r[f]) for f in ("success_rate", "total_cost")]
-    figures += [(c["share:" + m], r["model_share"][m]) for m in cands]
-    if any(float(a) != b for a, b in figures):
-        errors.append("csv %s: %r against the json's %r" % (c["strategy"], figures, r))
+    # Every field but the decision times, which the two runs took apart:
+    # of those, only whether there is one.
+    fields = [f for f in FIELDS if f not in ("model_share", "decision_us_p50", "decision_us_p99")]
+    figures = [(f, c[f], r[f]) for f in fields]
+    figures += [("share:" + m, c["share:" + m], r["model_share"][m]) for m in cands]
+    wrong = [x for x in figures if not csv_reads_as(x[1], x[2])]
+    wrong += [(f, c[f], r[f]) for f in ("decision_us_p50", "decision_us_p99")
+              if (c[f] == "") != (r[f] is None)]
+    if wrong:
+        errors.append("csv %s: %r against the json's" % (c["strategy"], wrong))
 
 for e in errors:
     print("DIFF:", e)

@@ -1198,13 +1198,14 @@ expect "no task ceiling without every task label" 0 "no task-ceiling rows: some 
 # eval_recompute.py recomputes, from the data and the prices alone, every
 # row that does not depend on predictions (single models, random and a
 # draw, sequential, the oracle, the task ceiling), bounds the smart rows by
-# their shares, and checks the JSON's fields and the CSV's figures. The
-# data has what could trip the scoring: candidates missing from some
-# records (skipped), fractional and boolean correctness, zero and
-# fractional token counts, estimated input tokens of a multibyte query, a
-# configured model with no outcomes, outcomes of an unconfigured one, a
-# record only it answered, one no model got right, one all tie on at no
-# cost, outcomes listed in any order, records of other splits and of none.
+# their shares, recomputes the frontier and versus_single from the rows,
+# and checks the JSON's fields and the CSV's values. The data has what
+# could trip the scoring: candidates missing from some records (skipped),
+# fractional and boolean correctness, zero and fractional token counts,
+# estimated input tokens of a multibyte query, a configured model with no
+# outcomes, outcomes of an unconfigured one, a record only it answered, one
+# no model got right, one all tie on at no cost, outcomes listed in any
+# order, records of other splits and of none.
 python3 - "$TMP" <<'PY'
 import json, random, sys
 out = sys.argv[1]
@@ -1267,6 +1268,69 @@ python3 "$(dirname "$0")/eval_recompute.py" "$TMP/recompute.jsonl" "$TMP/recompu
     bad "eval's figures against a recomputation from the data: $(cat "$TMP/out")"
 grep -qF "59 scored queries, 3 candidates; 13 rows recomputed" "$TMP/out" && ok ||
     bad "the recomputation covers every row: $(cat "$TMP/out")"
+
+# Ties, recomputed alike. On the test records "x" and "y" cost the same
+# (one price, one length) and "x" is never right, "y" always; "z" is dearer
+# and right on task A only, so there "y" and "z" tie in success. The history
+# has "x" right on 3 queries in 5 with the fewest output tokens, so smart
+# routing takes "x" at a low alpha and "y" at a high one: rows at one real
+# cost and different success, of which only the best are on the frontier.
+# The task ceiling takes "y": of equal success the cheaper, and of equal
+# cost (the cheapest choice, below every budget) the better. Without task
+# labels there is no ceiling, and the last row (smart-budget) is the one
+# that beats the others.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = []
+for i in range(40):
+    task = "A" if i % 2 == 0 else "B"
+    q = "what is %d plus %d" % (i, i + 5) if task == "A" else "name the river of city %d" % i
+    test = i % 4 >= 2
+    right = {"x": not test and i % 5 < 3, "y": True, "z": task == "A"}
+    tokens = {"x": 15, "y": 15, "z": 15} if test else {"x": 10, "y": 20, "z": 30}
+    recs.append({"query": q, "input_token_length": 10, "split": "test" if test else "train",
+                 "task": task,
+                 "outputs": [{"model_name": m, "correctness": right[m],
+                              "output_token_length": tokens[m]} for m in ("x", "y", "z")]})
+json.dump(recs, open(out + "/tie.json", "w"))
+for r in recs:
+    del r["task"]
+json.dump(recs, open(out + "/tie_nolabel.json", "w"))
+json.dump({"models": [{"name": "x", "cost_per_input_token": 1e-6, "cost_per_output_token": 2e-6},
+                      {"name": "y", "cost_per_input_token": 1e-6, "cost_per_output_token": 2e-6},
+                      {"name": "z", "cost_per_input_token": 1e-5, "cost_per_output_token": 3e-5}]},
+          open(out + "/tie_cfg.json", "w"))
+PY
+"$BIN" import --store "$TMP/tie.db" --split train "$TMP/tie.json" >/dev/null 2>&1
+for data in tie tie_nolabel; do
+    case $data in
+    tie) args=(--alpha 0.3,0.95 --budget 0.0000001,1 --sweep-alpha 0.3:0.9:0.3) ;;
+    tie_nolabel) args=(--alpha 0.3 --budget 1) ;;
+    esac
+    for fmt in json csv; do
+        "$BIN" eval --config "$TMP/tie_cfg.json" --store "$TMP/tie.db" --data "$TMP/$data.json" \
+            --split test --predictors default "${args[@]}" --format $fmt >"$TMP/$data.out.$fmt" \
+            2>"$TMP/err" || bad "eval --format $fmt of $data.json: $(cat "$TMP/err")"
+    done
+    python3 "$(dirname "$0")/eval_recompute.py" "$TMP/$data.json" "$TMP/tie_cfg.json" \
+        "$TMP/$data.out.json" "$TMP/$data.out.csv" test >"$TMP/out" && ok ||
+        bad "eval's figures on $data.json against a recomputation: $(cat "$TMP/out")"
+done
+python3 - "$TMP" <<'PY' && ok || bad "eval: the ties the recomputation is to meet"
+import json, sys
+out = sys.argv[1]
+res = json.load(open(out + "/tie.out.json"))["results"]
+smart = [r for r in res if r["predictor"]]
+assert len({r["total_cost"] for r in smart}) == 1, smart
+assert {r["success_rate"] for r in smart} >= {0.0, 1.0}, smart
+ceil = [r for r in res if r["strategy"] == "task-ceiling"]
+single = {r["strategy"][7:]: r for r in res if r["strategy"].startswith("single:")}
+assert [r["feasible"] for r in ceil][:2] == [False, True], ceil
+assert any(r["budget"] >= single["z"]["total_cost"] for r in ceil), ceil
+last = json.load(open(out + "/tie_nolabel.out.json"))["results"][-1]
+assert last["strategy"] == "smart-budget" and last["success_rate"] == 1.0, last
+PY
 
 # --- the plot in odd cases, the oracle, the CSV shares ---
 # Model names with every XML special character, one model that costs
