@@ -276,6 +276,11 @@ assert sorted(r["budget"] for r in swept if r["strategy"] == "smart-budget") == 
     sorted(s["total_cost"] for s in singles.values())
 assert all(r["predictor"] in ("default", None) for r in swept)
 assert all(r["strategy"] in ("smart-batch", "smart-budget", "task-ceiling") for r in swept)
+# The task ceiling at each single model's cost is swept, at the given budget not.
+ceilings = [r for r in res["results"] if r["strategy"] == "task-ceiling"]
+assert sorted(r["budget"] for r in ceilings if r["sweep"]) == \
+    sorted(s["total_cost"] for s in singles.values()), ceilings
+assert [r["budget"] for r in ceilings if not r["sweep"]] == [0.01], ceilings
 PY
 python3 - "$TMP" <<'PY' && ok || bad "eval versus_single"
 import sys
@@ -427,6 +432,19 @@ assert [r["alpha"] for r in swept if r["strategy"] == "smart-batch"] == [0.2, 0.
 singles = sorted(r["total_cost"] for r in res if r["strategy"].startswith("single:"))
 assert sorted(r["budget"] for r in swept if r["strategy"] == "smart-budget") == singles, swept
 PY
+# LO may be HI: one alpha. A STEP that passes HI by less than the nine
+# decimals each alpha is rounded to ends at HI, not above 1.
+for spec in 0.6:0.6:0.1 0.3:1:0.7000000006; do
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
+        --predictors default --sweep-alpha $spec --format json >"$TMP/sweep.json" 2>"$TMP/err" &&
+    python3 - "$TMP" $spec <<'PY' && ok || bad "eval --sweep-alpha $spec: $(cat "$TMP/err")"
+import json, sys
+lo, hi, step = map(float, sys.argv[2].split(":"))
+res = json.load(open(sys.argv[1] + "/sweep.json"))["results"]
+alphas = [r["alpha"] for r in res if r["sweep"] and r["strategy"] == "smart-batch"]
+assert alphas == ([lo] if lo == hi else [lo, hi]), alphas
+PY
+done
 expect "eval --sweep-alpha names its range in the table" 0 "batch over alpha 0.25..0.75" -- \
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --split test \
     --sweep-alpha 0.25:0.8:0.25
@@ -499,6 +517,20 @@ grep -qF "87 queries, 3 candidate models; 87 of the queries are in the history s
 python3 -c "import json, sys; r = json.load(open(sys.argv[1])); assert r['queries'] == 261 and r['queries_in_store'] == 261, (r['queries'], r['queries_in_store'])" \
     "$TMP/all.json" && ok || bad "eval json queries_in_store: $(cat "$TMP/err")"
 grep -qF "warning: 261 of the 261 scored queries" "$TMP/err" && ok || bad "eval without --split warns: $(cat "$TMP/err")"
+# One such query is warned of as well.
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = json.load(open(out + "/data.json"))
+json.dump([r for r in recs if r["split"] == "train"] + [recs[0]], open(out + "/one_in.json", "w"))
+PY
+"$BIN" import --store "$TMP/one_in.db" "$TMP/one_in.json" >/dev/null 2>&1
+expect "eval warns of one scored query in the store" 0 \
+    "warning: 1 of the 87 scored queries are also in the history store '$TMP/one_in.db'" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/one_in.db" --data "$TMP/data.json" \
+    --split test
+grep -qF "87 queries, 3 candidate models; 1 of the queries are in the history store" "$TMP/out" \
+    && ok || bad "eval table names one query in the store: $(head -2 "$TMP/out")"
 # A candidate the history store has no outcome of is named: smart routing
 # cannot predict it, whatever the data holds, and each predictor's rows stand
 # on its fallback for it.
@@ -713,6 +745,8 @@ expect "eval --predictors with a name twice" 2 "--predictors: 'aios' is given tw
     "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --predictors aios,aios
 expect "eval --alpha with an empty list" 2 "--alpha: the list is empty; give one or more numbers" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --alpha ""
+expect "eval --budget below 0" 2 "--budget: expected a number from 0 to" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --budget 0.5,-0.5
 expect "eval --alpha with an empty item" 2 "--alpha: number 2 of the list is empty" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --alpha 0.5,,0.6
 expect "route --models with a name twice" 2 "--models: 'mid' is given twice" -- \
@@ -809,6 +843,13 @@ f = f[f.index("-"):]
 assert f[1] == "0.001600", f
 assert f[3] == "%.6f" % row["total_cost"] and f[4] == "%.6f" % row["predicted_cost"], f
 assert f[5] == "NO" and f[8] == "-", f  # within; no p99 for a batch
+# Every row, in the JSON's order, with its success and cost at the table's
+# four and six decimals (after the 44 characters of its name).
+results = json.load(open(sys.argv[2]))["results"]
+start = lines.index([l for l in lines if l.startswith("strategy")][0]) + 1
+table = lines[start:start + len(results)]
+assert [(l[44:].split()[2], l[44:].split()[3]) for l in table] == \
+    [("%.4f" % r["success_rate"], "%.6f" % r["total_cost"]) for r in results], table
 PY
 # CSV: the same columns, a batch row's p99 empty.
 "$BIN" eval --config "$TMP/over_cfg.json" --store "$TMP/over.db" --data "$TMP/over.json" \
@@ -1144,6 +1185,12 @@ assert split
 for r in split:
     counts = [v * len(recs) for v in r["model_share"].values()]
     assert any(abs(c - round(c)) > 1e-6 for c in counts), (r["budget"], counts)
+# A task split between two models spends the budget whole: the row's cost
+# is its budget, not a sum that rounds a little above it (and so not
+# within it) or below.
+for r in rows:
+    if any(abs(v * len(recs) - round(v * len(recs))) > 1e-6 for v in r["model_share"].values()):
+        assert r["total_cost"] == r["budget"] and r["within_budget"] is True, r
 PY
 # At a single model's own real cost (a --sweep budget) the ceiling can be
 # that model on every task, and then it is that model's row, feasible and
@@ -1187,6 +1234,37 @@ d = ceil[3.0]
 assert d["feasible"] is True and d["within_budget"] is True, d
 assert d["total_cost"] == 3.0 and d["success_rate"] == 1.0, d
 assert d["model_share"] == {"cheap": 0.0, "dear": 1.0}, d
+PY
+# The same at the end of the ceiling's steps: "free" costs nothing and is
+# never right, "paid" costs 0.1 a token, writes 1, 4 and 1 (tasks A, B, A)
+# and is always right. Its cost record by record is 0.6, task by task
+# 0.6000000000000001, so the last step to it looks an ulp over the budget of
+# 0.6; at its own cost the ceiling is still "paid" alone, whole, with its
+# very figures, not a few 1e-17 of a query left on "free".
+python3 - "$TMP" <<'PY'
+import json, sys
+out = sys.argv[1]
+recs = [{"query": "question %d" % i, "input_token_length": 0, "task": t,
+         "outputs": [{"model_name": "free", "correctness": False, "output_token_length": n},
+                     {"model_name": "paid", "correctness": True, "output_token_length": n}]}
+        for i, (t, n) in enumerate([("A", 1), ("B", 4), ("A", 1)])]
+json.dump(recs, open(out + "/up.json", "w"))
+json.dump({"models": [{"name": "free", "cost_per_input_token": 0, "cost_per_output_token": 0},
+                      {"name": "paid", "cost_per_input_token": 0, "cost_per_output_token": 0.1}]},
+          open(out + "/up_cfg.json", "w"))
+PY
+"$BIN" eval --config "$TMP/up_cfg.json" --data "$TMP/up.json" --sweep --format json \
+    >"$TMP/up_out.json" 2>"$TMP/err" && ok ||
+    bad "eval of the ceiling up to a model's cost: $(cat "$TMP/err")"
+python3 - "$TMP" <<'PY' && ok || bad "eval: the ceiling at the best model's own cost is that model"
+import json, sys
+res = json.load(open(sys.argv[1] + "/up_out.json"))["results"]
+paid = [r for r in res if r["strategy"] == "single:paid"][0]
+assert paid["total_cost"] == 0.1 + 0.4 + 0.1, paid
+c = [r for r in res if r["strategy"] == "task-ceiling" and r["budget"] == paid["total_cost"]][0]
+assert c["feasible"] is True and c["within_budget"] is True, c
+assert (c["success_rate"], c["total_cost"]) == (1.0, paid["total_cost"]), c
+assert c["model_share"] == {"free": 0.0, "paid": 1.0}, c
 PY
 expect "task ceiling in the table" 0 "task-ceiling: the most success" -- \
     "$BIN" eval --config "$TMP/tasks_cfg.json" --data "$TMP/tasks.json" --budget 0.01
