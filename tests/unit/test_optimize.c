@@ -786,80 +786,101 @@ static void tight_solve(struct tight *t)
     free(next);
 }
 
+/* What a run of batches checked against their sums of eighths came to. */
+struct eighths_tally {
+    int runs, at_optimum_q, at_optimum_b;
+    double worst_q, worst_b;
+};
+
+/* Both forms of p (its batch, figures and capacities set) against
+ * least_cost[s], the least cost of an assignment whose qualities sum to s
+ * eighths (INFINITY: none), n the batch's queries. Quality form: alpha a
+ * whole number of eighths per batch, above what the cheapest assignment
+ * reaches and at most the most reachable. Budget form: a budget between
+ * the least cost and that of the most reachable quality; the optimum is
+ * the largest sum of eighths whose least cost fits. Each answer meets its
+ * constraint and is within 1% of the optimum, and its bound does not pass
+ * the optimum. */
+static void check_against_eighths(struct lr__opt_problem *p, const double *least_cost,
+                                  uint64_t seed, struct rng *r2, int *assign,
+                                  struct eighths_tally *tally)
+{
+    struct lr__opt_result r;
+    struct eval e;
+    int top = -1, cheapest, need, s;
+    double optimum, least = INFINITY, eighths = 8.0 * (double)p->n;
+
+    for (s = 0; s <= (int)(8 * p->n); s++)
+        if (least_cost[s] < INFINITY) {
+            top = s;
+            least = fmin(least, least_cost[s]);
+        }
+    assert_true(top >= 0);
+    for (cheapest = 0; least_cost[cheapest] != least; cheapest++)
+        ;
+
+    need = cheapest + 1 + (int)rng_below(r2, (size_t)(top - cheapest > 0 ? top - cheapest : 1));
+    if (need > top)
+        need = top;
+    p->alpha = need / eighths;
+    p->budget = 0.0;
+    optimum = INFINITY;
+    for (s = need; s <= top; s++)
+        optimum = fmin(optimum, least_cost[s]);
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_quality(p, &r), 0);
+    e = eval_assign(p, assign);
+    assert_true(meets_alpha(p, &e));
+    if (!(e.total_cost <= optimum * 1.01 + 1e-12))
+        fail_msg("seed %llu: cost %.9g, the optimum %.9g", (unsigned long long)seed,
+                 e.total_cost, optimum);
+    assert_true(r.lower_bound <= optimum * (1.0 + 1e-9) + 1e-12);
+    tally->at_optimum_q += e.total_cost <= optimum * (1.0 + 1e-9) + 1e-12;
+    tally->worst_q = fmax(tally->worst_q, optimum > 0.0 ? e.total_cost / optimum : 1.0);
+
+    p->budget = least + (least_cost[top] - least) * rng_unit(r2);
+    optimum = -1.0;
+    for (s = top; s >= 0 && optimum < 0.0; s--)
+        if (least_cost[s] <= p->budget)
+            optimum = s / eighths;
+    memset(&r, 0, sizeof r);
+    r.assign = assign;
+    assert_int_equal(lr__optimize_budget(p, &r), 0);
+    e = eval_assign(p, assign);
+    assert_true(meets_budget(p, &e));
+    if (!(e.mean_quality >= optimum * 0.99 - 1e-12))
+        fail_msg("seed %llu: mean quality %.9g, the optimum %.9g", (unsigned long long)seed,
+                 e.mean_quality, optimum);
+    assert_true(r.lower_bound >= optimum - 1e-9);
+    tally->at_optimum_b += e.mean_quality >= optimum - 1e-9;
+    tally->worst_b = fmax(tally->worst_b, e.mean_quality > 0.0 ? optimum / e.mean_quality : 1.0);
+    tally->runs++;
+}
+
 static void capacity_tight_batches_end_within_one_percent_of_the_optimum(void **state)
 {
+    struct eighths_tally tally = {0, 0, 0, 1.0, 1.0};
     uint64_t seed;
-    int runs = 0, at_optimum_q = 0, at_optimum_b = 0;
-    double worst_q = 1.0, worst_b = 1.0;
     (void)state;
     for (seed = 1; seed <= 300; seed++) {
         struct tight t;
         struct lr__opt_problem p = {0};
-        struct lr__opt_result r;
-        struct eval e;
-        int assign[TIGHT_MAXN], top = -1, need, s;
-        double optimum, least = INFINITY;
+        int assign[TIGHT_MAXN];
         struct rng r2 = {seed};
 
         tight_make(&t, seed);
         tight_solve(&t);
-        for (s = 0; s <= (int)(8 * t.n); s++)
-            if (t.least_cost[s] < INFINITY) {
-                top = s;
-                least = fmin(least, t.least_cost[s]);
-            }
-        assert_true(top >= 0);
         p.n = t.n;
         p.m = t.m;
         p.quality = t.quality;
         p.cost = t.cost;
         p.capacity = t.capacity;
-        p.budget = 0.0;
-
-        /* Quality form: alpha a whole number of eighths per batch, between
-         * what the cheapest assignment reaches and the most reachable. */
-        for (s = 0; s <= top; s++)
-            if (t.least_cost[s] == least)
-                break;
-        need = s + 1 + (int)rng_below(&r2, (size_t)(top - s > 0 ? top - s : 1));
-        if (need > top)
-            need = top;
-        p.alpha = need / (8.0 * (double)t.n);
-        optimum = INFINITY;
-        for (s = need; s <= top; s++)
-            optimum = fmin(optimum, t.least_cost[s]);
-        memset(&r, 0, sizeof r);
-        r.assign = assign;
-        assert_int_equal(lr__optimize_quality(&p, &r), 0);
-        e = eval_assign(&p, assign);
-        assert_true(meets_alpha(&p, &e));
-        assert_true(e.total_cost <= optimum * 1.01 + 1e-12);
-        assert_true(r.lower_bound <= optimum * (1.0 + 1e-9) + 1e-12);
-        at_optimum_q += e.total_cost <= optimum * (1.0 + 1e-9) + 1e-12;
-        worst_q = fmax(worst_q, optimum > 0.0 ? e.total_cost / optimum : 1.0);
-
-        /* Budget form: a budget between the least cost and that of the
-         * most reachable quality; the optimum is the largest sum of eighths
-         * whose least cost fits. */
-        p.budget = least + (t.least_cost[top] - least) * rng_unit(&r2);
-        optimum = -1.0;
-        for (s = top; s >= 0 && optimum < 0.0; s--)
-            if (t.least_cost[s] <= p.budget)
-                optimum = s / (8.0 * (double)t.n);
-        memset(&r, 0, sizeof r);
-        r.assign = assign;
-        assert_int_equal(lr__optimize_budget(&p, &r), 0);
-        e = eval_assign(&p, assign);
-        assert_true(meets_budget(&p, &e));
-        assert_true(e.mean_quality >= optimum * 0.99 - 1e-12);
-        assert_true(r.lower_bound >= optimum - 1e-9);
-        at_optimum_b += e.mean_quality >= optimum - 1e-9;
-        worst_b = fmax(worst_b, e.mean_quality > 0.0 ? optimum / e.mean_quality : 1.0);
-        runs++;
+        check_against_eighths(&p, t.least_cost, seed, &r2, assign, &tally);
     }
     print_message("capacity-tight batches: %d; at the optimum %d (quality form), %d (budget "
-                  "form); worst ratio to it %.5f, %.5f\n", runs, at_optimum_q, at_optimum_b,
-                  worst_q, worst_b);
+                  "form); worst ratio to it %.5f, %.5f\n", tally.runs, tally.at_optimum_q,
+                  tally.at_optimum_b, tally.worst_q, tally.worst_b);
 }
 
 /* A batch whose search used up its first 200,000 nodes far above the
@@ -1016,79 +1037,25 @@ static void wide_make(struct wide *w, uint64_t seed, int tied)
 
 static void batches_past_the_polishing_limit_end_within_one_percent_of_the_optimum(void **state)
 {
+    struct eighths_tally tally = {0, 0, 0, 1.0, 1.0};
     uint64_t seed;
-    int runs = 0, at_optimum_q = 0, at_optimum_b = 0;
-    double worst_q = 1.0, worst_b = 1.0;
     (void)state;
     for (seed = 1; seed <= 120; seed++) {
         static struct wide w;
         struct lr__opt_problem p = {0};
-        struct lr__opt_result r;
-        struct eval e;
-        int assign[WIDE_MAXN], top = -1, cheapest, need, s;
-        double optimum, least = INFINITY;
+        int assign[WIDE_MAXN];
         struct rng r2 = {seed + 77};
 
         wide_make(&w, seed, seed % 2 == 0);
-        for (s = 0; s <= (int)(8 * w.n); s++)
-            if (w.least_cost[s] < INFINITY) {
-                top = s;
-                least = fmin(least, w.least_cost[s]);
-            }
-        for (cheapest = 0; w.least_cost[cheapest] != least; cheapest++)
-            ;
         p.n = w.n;
         p.m = w.m;
         p.quality = w.quality;
         p.cost = w.cost;
-
-        /* Quality form: alpha a whole number of eighths per batch, above
-         * what the cheapest assignment reaches and at most the most
-         * reachable. */
-        need =
-            cheapest + 1 + (int)rng_below(&r2, (size_t)(top - cheapest > 0 ? top - cheapest : 1));
-        if (need > top)
-            need = top;
-        p.alpha = need / (8.0 * (double)w.n);
-        optimum = INFINITY;
-        for (s = need; s <= top; s++)
-            optimum = fmin(optimum, w.least_cost[s]);
-        memset(&r, 0, sizeof r);
-        r.assign = assign;
-        assert_int_equal(lr__optimize_quality(&p, &r), 0);
-        e = eval_assign(&p, assign);
-        assert_true(meets_alpha(&p, &e));
-        if (!(e.total_cost <= optimum * 1.01))
-            fail_msg("seed %llu: cost %.9g, the optimum %.9g", (unsigned long long)seed,
-                     e.total_cost, optimum);
-        assert_true(r.lower_bound <= optimum * (1.0 + 1e-9));
-        at_optimum_q += e.total_cost <= optimum * (1.0 + 1e-9);
-        worst_q = fmax(worst_q, e.total_cost / optimum);
-
-        /* Budget form: a budget between the least cost and that of the
-         * most reachable quality; the optimum is the largest sum of eighths
-         * whose least cost fits. */
-        p.budget = least + (w.least_cost[top] - least) * rng_unit(&r2);
-        optimum = -1.0;
-        for (s = top; s >= 0 && optimum < 0.0; s--)
-            if (w.least_cost[s] <= p.budget)
-                optimum = s / (8.0 * (double)w.n);
-        memset(&r, 0, sizeof r);
-        r.assign = assign;
-        assert_int_equal(lr__optimize_budget(&p, &r), 0);
-        e = eval_assign(&p, assign);
-        assert_true(meets_budget(&p, &e));
-        if (!(e.mean_quality >= optimum * 0.99))
-            fail_msg("seed %llu: mean quality %.9g, the optimum %.9g", (unsigned long long)seed,
-                     e.mean_quality, optimum);
-        assert_true(r.lower_bound >= optimum - 1e-9);
-        at_optimum_b += e.mean_quality >= optimum - 1e-9;
-        worst_b = fmax(worst_b, e.mean_quality > 0.0 ? optimum / e.mean_quality : 1.0);
-        runs++;
+        check_against_eighths(&p, w.least_cost, seed, &r2, assign, &tally);
     }
     print_message("batches past the polishing limit: %d; at the optimum %d (quality form), %d "
-                  "(budget form); worst ratio to it %.5f, %.5f\n", runs, at_optimum_q,
-                  at_optimum_b, worst_q, worst_b);
+                  "(budget form); worst ratio to it %.5f, %.5f\n", tally.runs,
+                  tally.at_optimum_q, tally.at_optimum_b, tally.worst_q, tally.worst_b);
 }
 
 static void capacities_below_query_count_are_infeasible_with_message(void **state)
