@@ -1063,47 +1063,42 @@ static void batch_of_stored_outcomes_at_alpha_meets_it(void **state)
 static void each_batch_mode_takes_its_own_constraint_only(void **state)
 {
     struct priced p;
-    struct lr_request q;
-    struct lr_decision d;
+    struct lr_request q[4];
+    struct lr_decision d[4];
     struct lr_batch_options o;
     struct lr_batch_report rep;
     struct lr_error err = {0};
-    const char *ab[] = {"a", "b"};
     (void)state;
     priced_open(&p);
-    lr_request_init(&q);
-    q.query = "two plus two";
-    q.models = ab;
-    q.n_models = 2;
-    lr_decision_init(&d);
+    four_requests(q, d);
     lr_batch_options_init(&o);
     o.mode = LR_BATCH_BUDGET;
     o.budget = 1;
     o.alpha = 0.5;
-    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), LR_EINVAL);
+    assert_int_equal(lr_router_route_batch(p.r, q, 1, &o, d, &rep, &err), LR_EINVAL);
     assert_string_equal(err.message, "alpha: the budget mode takes none (it maximises quality "
                                      "within the budget); give alpha or budget, not both");
-    assert_int_equal(d.index, -1);
+    assert_int_equal(d[0].index, -1);
     lr_batch_options_init(&o);
     o.mode = LR_BATCH_QUALITY;
     o.budget = 1;
-    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), LR_EINVAL);
+    assert_int_equal(lr_router_route_batch(p.r, q, 1, &o, d, &rep, &err), LR_EINVAL);
     assert_string_equal(err.message, "budget: the quality mode takes none (it meets alpha at the "
                                      "least cost); give alpha or budget, not both");
-    assert_int_equal(d.index, -1);
+    assert_int_equal(d[0].index, -1);
     lr_batch_options_init(&o);
     o.mode = LR_BATCH_QUALITY;
     o.alpha = -0.5;
-    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), LR_EINVAL);
+    assert_int_equal(lr_router_route_batch(p.r, q, 1, &o, d, &rep, &err), LR_EINVAL);
     assert_string_equal(err.message, "alpha: expected a number from 0 to 1, got -0.5");
     o.alpha = 1.5;
-    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), LR_EINVAL);
+    assert_int_equal(lr_router_route_batch(p.r, q, 1, &o, d, &rep, &err), LR_EINVAL);
     assert_string_equal(err.message, "alpha: expected a number from 0 to 1, got 1.5");
     /* Alpha 0 is a value given, and any assignment meets it. */
     o.alpha = 0;
-    assert_int_equal(lr_router_route_batch(p.r, &q, 1, &o, &d, &rep, &err), 0);
+    assert_int_equal(lr_router_route_batch(p.r, q, 1, &o, d, &rep, &err), 0);
     assert_int_equal(rep.feasible, 1);
-    assert_true(d.index == 0 || d.index == 1);
+    assert_true(d[0].index == 0 || d[0].index == 1);
     priced_close(&p);
 }
 
