@@ -798,13 +798,19 @@ static void breaker_opens_after_consecutive_failures(void **state)
     assert_true(rs_breaker_ready_in(&b, 11.0) > 0.39 && rs_breaker_ready_in(&b, 11.0) < 0.41);
 }
 
+/* A fresh breaker opened at 0 by three failures: open until 1.0. */
+static void opened_at_zero(struct rs_breaker *b, const struct rs_breaker_conf *c)
+{
+    memset(b, 0, sizeof *b);
+    for (int i = 0; i < 3; i++)
+        rs_breaker_record(b, c, 0, 1, -1, 0);
+}
+
 /* Opened at 0 by three failures, half-open at 1.0 with its probe let through. */
 static void half_open_with_probe(struct rs_breaker *b, const struct rs_breaker_conf *c)
 {
     int probe;
-    memset(b, 0, sizeof *b);
-    for (int i = 0; i < 3; i++)
-        rs_breaker_record(b, c, 0, 1, -1, 0);
+    opened_at_zero(b, c);
     assert_true(rs_breaker_admit(b, 1.0, &probe) && probe);
 }
 
@@ -944,9 +950,7 @@ static void breaker_ready_in_says_when_an_attempt_could_go(void **state)
     assert_true(rs_breaker_ready_in(&b, 1.0) == 0);
     /* Open: the rest of its cooldown, and none once that is over, whether
      * or not an attempt has asked since. */
-    memset(&b, 0, sizeof b);
-    for (int i = 0; i < 3; i++)
-        rs_breaker_record(&b, &c, 0, 1, -1, 0);
+    opened_at_zero(&b, &c);
     assert_true(rs_breaker_ready_in(&b, 0.25) == 0.75);
     assert_true(rs_breaker_ready_in(&b, 1.0) == 0);
     assert_true(rs_breaker_ready_in(&b, 5.0) == 0);
@@ -1007,9 +1011,7 @@ static void breaker_open_keeps_the_longest_pause_asked_for(void **state)
     struct rs_breaker_conf c = conf();
     int probe;
     (void)state;
-    memset(&b, 0, sizeof b);
-    for (int i = 0; i < 3; i++)
-        rs_breaker_record(&b, &c, 0, 1, -1, 0); /* open until 1.0 */
+    opened_at_zero(&b, &c);
     rs_breaker_record(&b, &c, 0.5, 1, 3.0, 0);
     assert_true(rs_breaker_ready_in(&b, 0.5) == 3.0);
     rs_breaker_record(&b, &c, 1.0, 1, 0.5, 0);
