@@ -237,6 +237,25 @@ int cli_check_split(const char *cmd, const char *split)
     return CLI_USAGE;
 }
 
+int cli_check_file_args(const char *cmd, char **files, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const char *what;
+        char place[48] = "the file name";
+        if (!*files[i])
+            what = "is empty";
+        else if (files[i][strspn(files[i], " \t\n\v\f\r")] == '\0')
+            what = "is blank (only spaces, tabs or line breaks): give a file name";
+        else
+            continue;
+        if (n > 1)
+            snprintf(place, sizeof place, "file %d of %d: the name", i + 1, n);
+        cli_error(cmd, "%s %s", place, what);
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
 int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,
                    char ***names, size_t *n)
 {

@@ -63,6 +63,13 @@ int cli_check_store_exists(const char *cmd, const char *path);
  * for an empty one, else CLI_OK. */
 int cli_check_split(const char *cmd, const char *split);
 
+/* Each of the n file arguments names a file: CLI_USAGE after printing why
+ * for an empty one or one of blank space alone, naming it by its place
+ * ("file 2 of 3") when there are several, else CLI_OK. As with a file
+ * option's value: no file has the empty name, and a blank one is a slip;
+ * import would make its store and then fail on it. */
+int cli_check_file_args(const char *cmd, char **files, int n);
+
 /* Parse a number in [lo, hi] written in plain decimal (a long: digits
  * only; a double: also a leading '-', a fraction and an exponent), with no
  * blank, '+' or hex; CLI_USAGE after printing why. */

@@ -70,6 +70,10 @@ int cmd_check_config(int argc, char **argv)
         free(pos);
         return CLI_USAGE;
     }
+    if (cli_check_file_args("check-config", pos, n_pos)) {
+        free(pos);
+        return CLI_USAGE;
+    }
     if (strcmp(pos[0], "-") == 0) {
         /* As a --config of '-' is refused: no config is read from a stream. */
         cli_error("check-config", "'-' is not standard input here: give the configuration's "

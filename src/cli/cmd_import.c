@@ -248,7 +248,7 @@ int cmd_import(int argc, char **argv)
         free(pos);
         return CLI_OK;
     }
-    if (cli_check_split("import", split)) {
+    if (cli_check_split("import", split) || cli_check_file_args("import", pos, n_pos)) {
         free(pos);
         return CLI_USAGE;
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the rule that bad input of every kind gets a clear
 # error naming the problem, a documented exit code, and changes nothing
-# stored: raw NUL bytes in files, repeated and empty option values, '-',
+# stored: raw NUL bytes in files, repeated and empty option values, empty
+# and blank file arguments, '-',
 # empty queries, a bad query after good ones, names the command line cannot
 # select, the store's model cap, lost output, a smart choice with no
 # history behind it, and /v1/route's code for an empty list of queries.
@@ -193,6 +194,21 @@ expect "eval --plot=''" 2 "llmroute eval: --plot: the value is empty" -- \
     "$BIN" eval --config "$CFG" --data "$HIST" --plot=
 expect "route --store ''" 2 "llmroute route: --store: the value is empty" -- \
     "$BIN" route --config "$CFG" --strategy smart --store "" q
+# An empty file argument too, by its place, before any store is made or
+# any file read: a store named after it is not created, one that exists keeps its records.
+expect "import ''" 2 "llmroute import: the file name is empty" -- \
+    "$BIN" import --store "$TMP/new.db" ""
+[ ! -e "$TMP/new.db" ] && ok || bad "import '' made a store"
+expect "import FILE ''" 2 "llmroute import: file 2 of 2: the name is empty" -- \
+    "$BIN" import --store "$TMP/h.db" "$HIST" ""
+[ "$(count "$TMP/h.db")" = "$TMP/h.db: 64 records" ] && ok || bad "import FILE '' changed the store"
+expect "check-config ''" 2 "llmroute check-config: the file name is empty" -- \
+    "$BIN" check-config ""
+expect "import '  '" 2 "llmroute import: the file name is blank (only spaces, tabs or line breaks)" \
+    -- "$BIN" import --store "$TMP/new.db" "  "
+[ ! -e "$TMP/new.db" ] && ok || bad "import '  ' made a store"
+expect "check-config TAB" 2 "llmroute check-config: the file name is blank" -- \
+    "$BIN" check-config "$(printf '\t')"
 
 # --- '-' is standard input for import and eval --data; no query for route ---
 "$BIN" import --store "$TMP/stdin.db" - <"$HIST" >"$TMP/out" 2>"$TMP/err"
