@@ -858,6 +858,32 @@ static void breaker_stale_failure_leaves_the_probe_alone(void **state)
     assert_false(rs_breaker_admit(&b, 12.1, &probe));
 }
 
+/* An attempt that started before the breaker opened succeeds while it is
+ * half-open: the model answered, so it closes, as for the probe's success;
+ * while the cooldown still runs, such a success changes nothing. */
+static void breaker_stale_success_closes_it(void **state)
+{
+    struct rs_breaker b;
+    struct rs_breaker_conf c = conf();
+    int probe;
+    (void)state;
+    half_open_with_probe(&b, &c);
+    rs_breaker_record(&b, &c, 1.1, 0, -1, 0);
+    assert_int_equal(b.state, RS_CLOSED);
+    assert_true(rs_breaker_admit(&b, 1.1, &probe));
+    assert_false(probe);
+    assert_true(rs_breaker_admit(&b, 1.1, &probe)); /* closed: not one at a time */
+    /* The probe then fails: one failure of the three it takes to open. */
+    rs_breaker_record(&b, &c, 1.2, 1, -1, 1);
+    assert_int_equal(b.state, RS_CLOSED);
+
+    opened_at_zero(&b, &c);
+    rs_breaker_record(&b, &c, 0.5, 0, -1, 0);
+    assert_int_equal(b.state, RS_OPEN);
+    assert_false(rs_breaker_admit(&b, 0.99, &probe));
+    assert_true(rs_breaker_admit(&b, 1.0, &probe) && probe);
+}
+
 static void breaker_honours_retry_after(void **state)
 {
     struct rs_breaker b;
@@ -1142,6 +1168,7 @@ int main(void)
         cmocka_unit_test(breaker_opens_after_consecutive_failures),
         cmocka_unit_test(breaker_half_open_admits_one_probe),
         cmocka_unit_test(breaker_stale_failure_leaves_the_probe_alone),
+        cmocka_unit_test(breaker_stale_success_closes_it),
         cmocka_unit_test(breaker_honours_retry_after),
         cmocka_unit_test(breaker_opens_on_failure_rate_with_minimum),
         cmocka_unit_test(breaker_closed_by_a_probe_forgets_the_failures_that_opened_it),
