@@ -236,6 +236,39 @@ def main(bin_):
     check("/v1/route refuses a number out of a double's range 400 invalid_value naming its "
           "member (alpha, budget, a query's input_tokens)", route_numbers_out_of_range_are_named)
 
+    def route_endpoint_misshapen_members():
+        # Each member of a /v1/route body in a shape it cannot take is 400
+        # naming it (param), as the README's 400 row has it: the wrong JSON
+        # type invalid_type, a value of the right type it does not know
+        # invalid_value; more than 1000 queries is 413 too_many_queries.
+        one = {"query": "What is 1 plus 1?"}
+        for body, code, param in (
+                ({"queries": [one], "strategy": 5}, "invalid_type", "strategy"),
+                ({"queries": [one], "strategy": "fastest"}, "invalid_value", "strategy"),
+                ({"queries": [one], "batch": "yes"}, "invalid_type", "batch"),
+                ({"queries": [one, 5]}, "invalid_type", "queries[1]"),
+                ({"queries": [one, {"query": 5}]}, "invalid_type", "queries[1].query"),
+                ({"queries": {"query": "a"}}, "invalid_type", "queries"),
+                ({"strategy": "smart"}, "missing_required_parameter", "queries")):
+            st, _, data = request(gw.port, "POST", "/v1/route", json.dumps(body))
+            err = error_shape(json.loads(data))
+            assert st == 400 and err["code"] == code and err["param"] == param, (body, st, err)
+        for text in ('[{"queries": []}]', '"queries"', "5"):
+            st, _, data = request(gw.port, "POST", "/v1/route", text)
+            err = error_shape(json.loads(data))
+            assert st == 400 and err["type"] == "invalid_request_error", (text, st, err)
+        qs = [{"query": "What is %d plus 1?" % i} for i in range(1001)]
+        st, _, data = request(gw.port, "POST", "/v1/route",
+                              json.dumps({"queries": qs, "models": ["cheapo", "smarty"]}))
+        err = error_shape(json.loads(data))
+        assert st == 413 and err["code"] == "too_many_queries", (st, err)
+        st, _, data = request(gw.port, "POST", "/v1/route",
+                              json.dumps({"queries": qs[:1000], "models": ["cheapo", "smarty"]}))
+        j = json.loads(data)
+        assert st == 200 and len(j["assignments"]) == 1000, (st, str(j)[:300])
+    check("/v1/route: a member of the wrong shape is 400 naming it; 1000 queries are answered, "
+          "1001 are 413 too_many_queries", route_endpoint_misshapen_members)
+
     def records():
         st, _, body = request(gw.port, "GET", "/health")
         assert st == 200, st
