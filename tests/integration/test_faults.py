@@ -530,6 +530,60 @@ def attempts(gw_bin, fake_bin):
     check("a response head over 64 KiB is a protocol failure: falls back, counts against "
           "the model", head_too_large)
 
+    def answer_over_max_response_bytes():
+        # A non-stream answer over server.max_response_bytes (here its least,
+        # 1024) is class too_large, which fails at once (the README's class
+        # table): 502 upstream_too_large naming the cap, one attempt, no
+        # fallback, and the breaker does not count it. A stream is held an
+        # event at a time, so a stream of as many bytes is relayed whole, and
+        # an answer under the cap is.
+        text = "x" * 1500
+        big = json.dumps({"id": "x", "object": "chat.completion", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text},
+             "finish_reason": "stop"}]}).encode()
+        small = big.replace(text.encode(), b"y" * 500)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        sse = b"".join(b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                       b'"delta":{"content":"%s"},"finish_reason":null}]}\n\n' % (b"z" * 500)
+                       for _ in range(4))
+        sse += (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                b'"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
+
+        def serve(c, n):
+            if n <= 4:
+                c.sendall(head + b"Content-Length: %d\r\n\r\n" % len(big) + big)
+            elif n == 5:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                          b"Connection: close\r\n\r\n" + sse)
+            else:
+                c.sendall(head + b"Content-Length: %d\r\n\r\n" % len(small) + small)
+        up = Scripted(serve)
+        g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
+                             [{"name": "r", "strategy": "sequential", "models": ["s"],
+                               "fallbacks": ["c"]}], server={"max_response_bytes": 1024})
+        for i in range(4):  # more than the breaker's consecutive_failures (3)
+            st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+            err = error_shape(j)
+            assert st == 502 and err["code"] == "upstream_too_large", (i, st, j)
+            assert "server.max_response_bytes (1024)" in err["message"], err
+            assert h["x-llmroute-attempts"] == "1", h
+        assert up.requests == 4, up.requests
+        assert metric(g, 'llmroute_upstream_attempts_total{model="s",class="too_large"}') == 4
+        assert health(g, "s")["breaker"] == "closed", health(g, "s")
+        st, h, ev, raw = stream_chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "s", (st, h, raw[:200])
+        assert_complete_stream(ev)
+        assert "".join(json.loads(e)["choices"][0]["delta"].get("content", "")
+                       for e in ev[:-1]) == "z" * 2000, ev
+        st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
+        assert st == 200 and h["x-llmroute-model"] == "s", (st, h, j)
+        assert j["choices"][0]["message"]["content"] == "y" * 500, j
+        stop(g)
+        up.close()
+    check("a non-stream answer over server.max_response_bytes is 502 upstream_too_large at "
+          "once, no fallback, not counted by the breaker; a stream as long is relayed",
+          answer_over_max_response_bytes)
+
     def rate_limited_retry_after():
         g = w.gateway(routes=[{"name": "r", "strategy": "sequential", "models": ["b"],
                                "fallbacks": ["c"]}])
