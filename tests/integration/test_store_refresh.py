@@ -557,6 +557,58 @@ def main(bin_):
     check("feedback appends go on while a SIGHUP rebuilds the store's copy, not after it",
           feedback_goes_on_beside_a_rebuild)
 
+    def store_warnings(gw):
+        return [e["message"] for e in events(gw, "reload_warning")
+                if "router.store" in e["message"]]
+
+    def reload_with(gw, cfg):
+        gw.write_config(cfg)
+        n = len(events(gw, "reloaded")) + len(events(gw, "reload_failed"))
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: len(events(gw, "reloaded")) + len(events(gw, "reload_failed")) > n,
+                 timeout=30, what="the reload")
+        assert not events(gw, "reload_failed"), events(gw, "reload_failed")
+
+    def reload_cannot_change_the_store():
+        # The README: a changed router.store is not applied but logged as a
+        # reload_warning event at each reload whose file asks for another,
+        # naming both; the gateway goes on with the store it opened.
+        store = seeded_store(bin_, wd, "kept")
+        other = seeded_store(bin_, wd, "asked")
+        import_ok(bin_, other, more_records(wd, "asked"))
+        gw = Gateway(bin_, wd, config(store, 0), name="kept")
+        changed = ("router.store changed to '%s'; the gateway goes on with the store it "
+                   "opened, '%s', until a restart" % (other, store))
+        for k in (1, 2):
+            reload_with(gw, config(other, 0))
+            assert store_warnings(gw) == [changed] * k, store_warnings(gw)
+            assert history_records(gw.port) == SEED
+        reload_with(gw, config(store, 0))  # the store it has: nothing to say
+        assert len(store_warnings(gw)) == 2, store_warnings(gw)
+        none = config(store, 0)
+        del none["router"]["store"]
+        none["routes"][0]["strategy"] = "sequential"  # a smart one needs a store
+        reload_with(gw, none)
+        assert store_warnings(gw)[2:] == [
+            "router.store was removed; the gateway goes on with the store it opened, '%s', "
+            "until a restart" % store], store_warnings(gw)
+        assert history_records(gw.port) == SEED
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+
+        bare = Gateway(bin_, wd, none, name="storeless")
+        named = json.loads(json.dumps(none))
+        named["router"]["store"] = store
+        reload_with(bare, named)
+        assert store_warnings(bare) == [
+            "router.store names '%s', but the gateway started without a store; a new store "
+            "needs a restart" % store], store_warnings(bare)
+        bare.signal(signal.SIGTERM)
+        assert bare.wait() == 0
+    check("a reload asking for another router.store, or for none, is warned about at each "
+          "reload, naming both; the gateway keeps the store it opened",
+          reload_cannot_change_the_store)
+
     def bad_values_are_config_errors():
         store = os.path.join(wd, "bad.db")
         for i, bad in enumerate([-1, "1000", 1.5, 86400001, True]):
