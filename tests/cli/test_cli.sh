@@ -186,6 +186,31 @@ chk "server.listen port" "{\"models\": [$M], \"server\": {\"listen\": \"127.0.0.
 printf '%s' "{\"models\": [$M], \"server\": {\"listen\": \"127.0.0.1:99999\"}}" >"$TMP/gw.json"
 expect "serve --listen with a bad server.listen" 2 "" "server.listen: expected a port from 0 to 65535" -- \
     timeout 10 "$BIN" serve --config "$TMP/gw.json" --listen 127.0.0.1:0
+# The forms of server.listen the README refuses, each named: an IPv6
+# address without its brackets (or a bracket left open), a port with no host.
+chk "server.listen open bracket" "{\"models\": [$M], \"server\": {\"listen\": \"[::1:8080\"}}" \
+    "server.listen: expected [IPV6]:PORT, got '[::1:8080'"
+chk "server.listen IPv6 bare" "{\"models\": [$M], \"server\": {\"listen\": \"::1:80\"}}" \
+    "server.listen: an IPv6 address goes in brackets, as [::1]:80, got '::1:80'"
+chk "server.listen no host" "{\"models\": [$M], \"server\": {\"listen\": \":8080\"}}" \
+    "server.listen: expected a numeric host before ':', got ':8080'"
+chk "server not an object" "{\"models\": [$M], \"server\": 5}" "server: expected an object"
+chk "server.log_requests" "{\"models\": [$M], \"server\": {\"log_requests\": \"yes\"}}" \
+    "server.log_requests: expected true or false"
+chk "mock not an object" '{"models": [{"name": "m", "backend": "mock", "mock": 5}]}' \
+    "models[0].mock: expected an object"
+# The one name server.listen takes, localhost, is IPv4 loopback.
+printf '%s' "{\"models\": [$M], \"server\": {\"listen\": \"localhost:0\"}}" >"$TMP/lh.json"
+"$BIN" serve --config "$TMP/lh.json" --port-file "$TMP/lh.port" 2>"$TMP/lh.err" &
+lh_pid=$!
+for _ in $(seq 100); do [ -s "$TMP/lh.port" ] && break; sleep 0.1; done
+python3 - "$(cat "$TMP/lh.port" 2>/dev/null)" <<'PY' && ok || bad "serve on localhost:0: no /health on 127.0.0.1: $(cat "$TMP/lh.err")"
+import json, sys, urllib.request
+with urllib.request.urlopen("http://127.0.0.1:%d/health" % int(sys.argv[1]), timeout=10) as r:
+    assert r.status == 200 and json.load(r)["status"] == "ok"
+PY
+kill "$lh_pid" && wait "$lh_pid"
+[ $? = 0 ] && ok || bad "serve on localhost:0 did not stop cleanly on SIGTERM"
 chk "server.resilience" "{\"models\": [$M], \"server\": {\"resilience\": {\"retry\": 3}}}" \
     "server.resilience.retry: expected an object"
 chk "base_url scheme" \
