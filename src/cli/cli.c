@@ -282,6 +282,12 @@ int cli_split_list(const char *cmd, const char *opt, const char *csv, const char
         char *end = strchr(tok, ',');
         if (end)
             *end = '\0';
+        /* Blank space around an item is not part of it ("a, b"): no model
+         * name starts or ends with a space (the config refuses one), and a
+         * number or a predictor's name has none. */
+        tok += strspn(tok, " \t");
+        for (size_t t = strlen(tok); t > 0 && (tok[t - 1] == ' ' || tok[t - 1] == '\t'); t--)
+            tok[t - 1] = '\0';
         if (*tok == '\0') {
             cli_error(cmd, "%s: %s %zu of the list is empty", opt, what, k + 1);
             free(arr);

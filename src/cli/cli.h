@@ -47,8 +47,9 @@ void cli_error(const char *cmd, const char *fmt, ...)
 /* Load a config, printing its warnings; CLI_USAGE after printing why. */
 int cli_load_config(const char *cmd, const char *path, struct lr_config **out);
 
-/* Split "a,b,c" into names (one allocation, freed with free(*names)).
- * An empty list, an empty item or one given twice is CLI_USAGE after
+/* Split "a,b,c" into names (one allocation, freed with free(*names)),
+ * each without the spaces and tabs around it ("a, b" is a and b). An
+ * empty list, an empty or blank item or one given twice is CLI_USAGE after
  * printing why; `what` names an item in those messages ("name"). */
 int cli_split_list(const char *cmd, const char *opt, const char *csv, const char *what,
                    char ***names, size_t *n);

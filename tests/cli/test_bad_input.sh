@@ -289,8 +289,9 @@ for v in +5 ' 5' '5 ' 0x10 -0 5.0 1e3; do
         "$BIN" route --config "$CFG" --input-tokens "$v" q
 done
 expect "--input-tokens 010 is decimal" 0 "" -- "$BIN" route --config "$CFG" --input-tokens 010 q
-expect "eval --alpha ' 0.8'" 2 "--alpha: expected a number from 0 to 1, got ' 0.8'" -- \
-    "$BIN" eval --config "$CFG" --data "$SRC/examples/history.jsonl" --alpha '0.7, 0.8'
+# A list's items are taken without the blank around them, not within.
+expect "eval --alpha '0. 8'" 2 "--alpha: expected a number from 0 to 1, got '0. 8'" -- \
+    "$BIN" eval --config "$CFG" --data "$SRC/examples/history.jsonl" --alpha '0.7, 0. 8'
 expect "eval --seed +3" 2 "--seed: expected an integer from 1 to 2147483647, got '+3'" -- \
     "$BIN" eval --config "$CFG" --data "$SRC/examples/history.jsonl" --seed +3
 

@@ -84,6 +84,15 @@ expect "unknown model" 2 "" "unknown model 'gpt-5'" -- \
 expect "empty --models" 2 "" "--models: the list is empty" -- "$BIN" route --config "$CFG" --models "" q
 expect "empty name in --models" 2 "" "name 2 of the list is empty" -- \
     "$BIN" route --config "$CFG" --models "gpt-4o,,qwen2.5:7b" q
+# Spaces and tabs around a list's items are not part of them (no model name
+# starts or ends with one); an item of blank space alone is an empty one.
+expect "--models with spaces after the commas" 0 "gpt-4o-mini" "" -- \
+    "$BIN" route --config "$CFG" --strategy sequential --models " gpt-4o-mini,	qwen2.5:7b " q
+[ "$(cat "$TMP/out")" = "gpt-4o-mini" ] && ok || bad "--models ' gpt-4o-mini, ...': $(cat "$TMP/out")"
+expect "blank name in --models" 2 "" "name 2 of the list is empty" -- \
+    "$BIN" route --config "$CFG" --models "gpt-4o,  ,qwen2.5:7b" q
+expect "a name twice, once with a space" 2 "" "--models: 'gpt-4o' is given twice" -- \
+    "$BIN" route --config "$CFG" --models "gpt-4o, gpt-4o" q
 printf '{"models": [{"name": "a",\n' >"$TMP/trunc.json"
 expect "malformed config" 2 "" "trunc.json: line" -- "$BIN" route --config "$TMP/trunc.json" q
 [ "$(wc -l <"$TMP/err")" -eq 1 ] && ok || bad "malformed config: message is not one line"

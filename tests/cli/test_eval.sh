@@ -749,6 +749,9 @@ expect "eval --budget below 0" 2 "--budget: expected a number from 0 to" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --budget 0.5,-0.5
 expect "eval --alpha with an empty item" 2 "--alpha: number 2 of the list is empty" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --alpha 0.5,,0.6
+# Spaces around an item are not part of it: "0.7, 0.70" is 0.7 twice.
+expect "eval --alpha with spaces in the list" 2 "--alpha: 0.7 is given twice ('0.7' and '0.70')" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --store "$TMP/h.db" --data "$TMP/data.json" --alpha "0.7, 0.70"
 expect "route --models with a name twice" 2 "--models: 'mid' is given twice" -- \
     "$BIN" route --config "$TMP/cfg.json" --strategy sequential --models mid,cheap,mid "What is 1 plus 1?"
 # A model name with a quote or a blank (a comma is refused by the config):
