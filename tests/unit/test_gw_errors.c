@@ -1,13 +1,21 @@
 /* test_gw_errors.c -- the gateway's OpenAI-shaped error bodies: whatever
  * the message quotes (a client's model name, path or bytes) and however it
- * is cut to fit, the body is valid JSON in UTF-8. And gw_reserve(), the
- * byte buffers' growth, from the same file. */
+ * is cut to fit, the body is valid JSON in UTF-8, with the type and code
+ * the README gives each status, also as gw_send_error() answers a request.
+ * And gw_reserve(), the byte buffers' growth, from the same file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -139,6 +147,241 @@ static void reserve_grows_by_doubling_and_keeps_the_bytes(void **state)
     free(buf);
 }
 
+/* The body's four members as a client's SDK reads them: a string, or JSON
+ * null where the caller gave NULL. */
+static json_t *parse_body(const char *buf, size_t n)
+{
+    json_error_t je;
+    json_t *j = json_loadb(buf, n, 0, &je);
+    if (!j)
+        fail_msg("not valid JSON (%s): %s", je.text, buf);
+    assert_true(json_is_object(json_object_get(j, "error")));
+    return j;
+}
+
+static const char *member(json_t *j, const char *name)
+{
+    json_t *v = json_object_get(json_object_get(j, "error"), name);
+    assert_non_null(v);
+    return json_is_null(v) ? NULL : json_string_value(v);
+}
+
+static void error_body_carries_type_param_and_code(void **state)
+{
+    char buf[512];
+    size_t n;
+    json_t *j;
+    (void)state;
+    n = gw_error_format(buf, sizeof buf, "no such model", "invalid_request_error", "model",
+                        "model_not_found");
+    j = parse_body(buf, n);
+    assert_string_equal(member(j, "message"), "no such model");
+    assert_string_equal(member(j, "type"), "invalid_request_error");
+    assert_string_equal(member(j, "param"), "model");
+    assert_string_equal(member(j, "code"), "model_not_found");
+    json_decref(j);
+    n = gw_error_format(buf, sizeof buf, "m", "server_error", NULL, NULL);
+    j = parse_body(buf, n);
+    assert_string_equal(member(j, "type"), "server_error");
+    assert_null(member(j, "param"));
+    assert_null(member(j, "code"));
+    json_decref(j);
+}
+
+/* A long message is cut, never the members after it; a body too small for
+ * them all is still cut within the buffer and NUL-terminated. */
+static void error_body_cuts_the_message_to_keep_the_rest(void **state)
+{
+    char msg[3000], buf[700];
+    size_t n;
+    json_t *j;
+    (void)state;
+    memset(msg, 'x', sizeof msg - 1);
+    msg[sizeof msg - 1] = '\0';
+    n = gw_error_format(buf, 600, msg, "invalid_request_error", "queries[999].input_tokens",
+                        "missing_required_parameter");
+    assert_true(n < 600);
+    j = parse_body(buf, n);
+    assert_true(strlen(member(j, "message")) > 100);
+    assert_string_equal(member(j, "param"), "queries[999].input_tokens");
+    assert_string_equal(member(j, "code"), "missing_required_parameter");
+    json_decref(j);
+    memset(buf, '#', sizeof buf);
+    n = gw_error_format(buf, 128, msg, "invalid_request_error", msg, msg);
+    assert_true(n < 128);
+    assert_int_equal(buf[n], '\0');
+    assert_int_equal(buf[128], '#');
+}
+
+/* Quotes, backslashes, newlines and other control characters in a message
+ * (a client's bytes quoted) come back as they were sent. */
+static void error_body_escapes_what_json_needs_escaped(void **state)
+{
+    static const char msg[] = "say \"hi\" \\ back\nslash\ttab \x01 \x1f \x7f end";
+    char *got;
+    (void)state;
+    got = round_trip(msg, 512);
+    assert_string_equal(got, msg);
+    free(got);
+}
+
+/* The type and code of each status the README's table lists with the
+ * HTTP server's own refusals (gw_error_body) and the defaults of the rest. */
+static void each_status_has_its_documented_type_and_code(void **state)
+{
+    static const struct {
+        int status;
+        const char *type, *code;
+    } cases[] = {
+        {400, "invalid_request_error", NULL},
+        {401, "authentication_error", "invalid_api_key"},
+        {403, "permission_error", NULL},
+        {404, "invalid_request_error", NULL},
+        {405, "invalid_request_error", "method_not_allowed"},
+        {408, "invalid_request_error", "request_timeout"},
+        {413, "invalid_request_error", "request_too_large"},
+        {414, "invalid_request_error", "uri_too_long"},
+        {417, "invalid_request_error", "expectation_failed"},
+        {422, "invalid_request_error", NULL},
+        {429, "rate_limit_error", NULL},
+        {431, "invalid_request_error", "headers_too_large"},
+        {500, "server_error", NULL},
+        {501, "not_implemented", NULL},
+        {502, "upstream_error", "upstream_unreachable"},
+        {503, "upstream_error", NULL},
+        {504, "upstream_error", "upstream_timeout"},
+        {505, "invalid_request_error", "http_version_not_supported"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *code = gw_error_code(cases[i].status);
+        if (strcmp(gw_error_type(cases[i].status), cases[i].type) != 0)
+            fail_msg("%d: type %s, expected %s", cases[i].status, gw_error_type(cases[i].status),
+                     cases[i].type);
+        if (cases[i].code && (!code || strcmp(code, cases[i].code) != 0))
+            fail_msg("%d: code %s, expected %s", cases[i].status, code ? code : "null",
+                     cases[i].code);
+    }
+}
+
+/* The HTTP server's own refusals: the status's type and code, param null. */
+static void server_refusal_body_is_typed_by_its_status(void **state)
+{
+    char buf[512];
+    size_t n;
+    json_t *j;
+    (void)state;
+    n = gw_error_body(buf, sizeof buf, 431, "too many header fields (over 100)");
+    j = parse_body(buf, n);
+    assert_string_equal(member(j, "message"), "too many header fields (over 100)");
+    assert_string_equal(member(j, "type"), "invalid_request_error");
+    assert_null(member(j, "param"));
+    assert_string_equal(member(j, "code"), "headers_too_large");
+    json_decref(j);
+}
+
+/* ==== gw_send_error() answering a request on a real connection ==== */
+
+struct refusal {
+    int status;
+    const char *param, *code, *message;
+};
+
+static void refuse(struct hs_req *req, void *arg)
+{
+    const struct refusal *r = arg;
+    gw_send_error(req, r->status, r->param, r->code, "%s", r->message);
+}
+
+/* One request on 127.0.0.1 answered by refuse(); the loop runs until the
+ * server has closed the connection (Connection: close) or 2 s pass. The
+ * answer's status, and its body parsed. */
+static json_t *send_refusal(const struct refusal *r, int *status)
+{
+    struct event_base *base = event_base_new();
+    struct hs_limits lim = {8192, 1 << 20, 1 << 16, 5000};
+    static const char request[] = "GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+    struct timeval tick = {0, 10000};
+    struct hs_server *srv;
+    struct sockaddr_in a;
+    char resp[8192];
+    size_t len = 0;
+    const char *body;
+    int fd, closed = 0;
+
+    assert_non_null(base);
+    srv = hs_server_new(base, &lim, refuse, gw_error_body, (void *)r);
+    assert_non_null(srv);
+    assert_int_equal(hs_server_listen(srv, "127.0.0.1", 0), 0);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)hs_server_port(srv));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(write(fd, request, strlen(request)), (ssize_t)strlen(request));
+    for (int i = 0; i < 200 && !closed; i++) {
+        ssize_t k;
+        event_base_loopexit(base, &tick);
+        event_base_dispatch(base);
+        while ((k = recv(fd, resp + len, sizeof resp - 1 - len, MSG_DONTWAIT)) > 0)
+            len += (size_t)k;
+        closed = k == 0 || len == sizeof resp - 1;
+    }
+    close(fd);
+    hs_server_free(srv);
+    event_base_free(base);
+    resp[len] = '\0';
+    assert_true(closed);
+    assert_int_equal(sscanf(resp, "HTTP/1.1 %d ", status), 1);
+    body = strstr(resp, "\r\n\r\n");
+    assert_non_null(body);
+    body += 4;
+    return parse_body(body, strlen(body));
+}
+
+/* A 503 of the gateway's own state is a server_error; the message comes
+ * whole (it can quote a model name and a Location of 200 bytes each); the
+ * code is kept for the request's log line until taken. */
+static void send_error_answers_with_the_code_and_type_of_the_refusal(void **state)
+{
+    char msg[401];
+    struct refusal r = {503, NULL, "store_busy", msg};
+    json_t *j;
+    int status;
+    (void)state;
+    memset(msg, 'w', sizeof msg - 1);
+    msg[sizeof msg - 1] = '\0';
+    j = send_refusal(&r, &status);
+    assert_int_equal(status, 503);
+    assert_string_equal(member(j, "message"), msg);
+    assert_string_equal(member(j, "type"), "server_error");
+    assert_null(member(j, "param"));
+    assert_string_equal(member(j, "code"), "store_busy");
+    json_decref(j);
+    assert_string_equal(gw_error_sent(1), "store_busy");
+    assert_null(gw_error_sent(0));
+}
+
+/* Without a code of its own the answer has the status's, and so does the
+ * log line. */
+static void send_error_without_a_code_takes_the_status_default(void **state)
+{
+    struct refusal r = {504, "model", NULL, "model 'm' timed out"};
+    json_t *j;
+    int status;
+    (void)state;
+    j = send_refusal(&r, &status);
+    assert_int_equal(status, 504);
+    assert_string_equal(member(j, "message"), "model 'm' timed out");
+    assert_string_equal(member(j, "type"), "upstream_error");
+    assert_string_equal(member(j, "param"), "model");
+    assert_string_equal(member(j, "code"), "upstream_timeout");
+    json_decref(j);
+    assert_string_equal(gw_error_sent(1), "upstream_timeout");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -148,6 +391,13 @@ int main(void)
         cmocka_unit_test(redirect_phrase_replaces_c1_controls),
         cmocka_unit_test(a_503_of_the_gateways_own_state_is_a_server_error),
         cmocka_unit_test(reserve_grows_by_doubling_and_keeps_the_bytes),
+        cmocka_unit_test(error_body_carries_type_param_and_code),
+        cmocka_unit_test(error_body_cuts_the_message_to_keep_the_rest),
+        cmocka_unit_test(error_body_escapes_what_json_needs_escaped),
+        cmocka_unit_test(each_status_has_its_documented_type_and_code),
+        cmocka_unit_test(server_refusal_body_is_typed_by_its_status),
+        cmocka_unit_test(send_error_answers_with_the_code_and_type_of_the_refusal),
+        cmocka_unit_test(send_error_without_a_code_takes_the_status_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
