@@ -145,6 +145,11 @@ static void reserve_grows_by_doubling_and_keeps_the_bytes(void **state)
     assert_int_equal(cap, 256);
     assert_string_equal(buf, "kept");
     free(buf);
+    buf = NULL;
+    cap = 0;
+    assert_int_equal(gw_reserve(&buf, &cap, 64, 16), 0);
+    assert_int_equal(cap, 64); /* 64 bytes fit in 64: no doubling past it */
+    free(buf);
 }
 
 /* The body's four members as a client's SDK reads them: a string, or JSON
@@ -223,6 +228,92 @@ static void error_body_escapes_what_json_needs_escaped(void **state)
     got = round_trip(msg, 512);
     assert_string_equal(got, msg);
     free(got);
+}
+
+/* The characters at the edges of each UTF-8 length are whole characters;
+ * the forms just past them (overlong, surrogates, past U+10FFFF, a lead
+ * byte with no continuation after it) are not. */
+static void utf8_char_len_knows_the_edges_of_each_length(void **state)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } cases[] = {
+        {"\x7f", 1},
+        {"\xc2\x80", 2},             /* U+0080 */
+        {"\xdf\xbf", 2},             /* U+07FF */
+        {"\xe0\xa0\x80", 3},         /* U+0800 */
+        {"\xed\x9f\xbf", 3},         /* U+D7FF */
+        {"\xee\x80\x80", 3},         /* U+E000 */
+        {"\xef\xbf\xbd", 3},         /* U+FFFD */
+        {"\xf0\x90\x80\x80", 4},     /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", 4},     /* U+10FFFF */
+        {"\x80", 0},                 /* a continuation byte alone */
+        {"\xc1\xbf", 0},             /* overlong U+007F */
+        {"\xe0\x9f\xbf", 0},         /* overlong U+07FF */
+        {"\xed\xa0\x80", 0},         /* U+D800, a surrogate */
+        {"\xf0\x8f\xbf\xbf", 0},     /* overlong U+FFFF */
+        {"\xf4\x90\x80\x80", 0},     /* U+110000 */
+        {"\xf5\x80\x80\x80", 0},     /* past U+10FFFF */
+        {"\xe2\x82\xc3\xa9", 0},     /* a new character's lead where a continuation belongs */
+        {"\xf0\x9f\x98\xc3\xa9", 0}, /* the same in the last place */
+        {"\xe2\x82", 0},             /* cut short by the NUL */
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t got = gw_utf8_char_len((const unsigned char *)cases[i].bytes);
+        if (got != cases[i].len)
+            fail_msg("case %zu: %zu, expected %zu", i, got, cases[i].len);
+    }
+}
+
+/* A client's name quoted in a message: printable ASCII and UTF-8 from
+ * U+00A0 as they are, a backslash and a quote escaped, any other byte (C1
+ * controls too) as \xNN, and "..." after GW_NAME_SHOWN bytes, never inside a
+ * character. */
+static void name_shown_escapes_what_a_terminal_would_act_on(void **state)
+{
+    char out[GW_NAME_SHOWN_CAP], name[GW_NAME_SHOWN + 8], want[GW_NAME_SHOWN + 8];
+    (void)state;
+    assert_string_equal(gw_name_shown("gpt 4o-mini", out, sizeof out), "gpt 4o-mini");
+    assert_string_equal(gw_name_shown("a\\b'c", out, sizeof out), "a\\\\b\\'c");
+    assert_string_equal(gw_name_shown("\x01[2J\x80", out, sizeof out), "\\x01[2J\\x80");
+    assert_string_equal(gw_name_shown("caf\xc3\xa9 \xc2\xa0", out, sizeof out),
+                        "caf\xc3\xa9 \xc2\xa0");
+    /* U+009B, a terminal's CSI, as its two bytes. */
+    assert_string_equal(gw_name_shown("\xc2\x9bm", out, sizeof out), "\\xc2\\x9bm");
+    gw_name_shown("a\x7f", out, sizeof out);
+    assert_null(strchr(out, 0x7f));
+    assert_int_equal(strncmp(out, "a\\x", 3), 0);
+    assert_int_equal(strlen(out), 5);
+
+    memset(name, 'm', GW_NAME_SHOWN);
+    name[GW_NAME_SHOWN] = '\0';
+    assert_string_equal(gw_name_shown(name, out, sizeof out), name); /* all of it: no cut */
+    memcpy(want, name, GW_NAME_SHOWN + 1);
+    memcpy(want + GW_NAME_SHOWN, "...", 4);
+    name[GW_NAME_SHOWN] = 'm';
+    name[GW_NAME_SHOWN + 1] = '\0';
+    assert_string_equal(gw_name_shown(name, out, sizeof out), want);
+    /* A two-byte character across the cut is left out whole. */
+    memcpy(name + GW_NAME_SHOWN - 1, "\xc3\xa9x", 4);
+    memcpy(want + GW_NAME_SHOWN - 1, "...", 4);
+    assert_string_equal(gw_name_shown(name, out, sizeof out), want);
+}
+
+/* DEL is a control character as those below U+0020 are; a space is not.
+ * The cut at GW_LOCATION_SHOWN bytes falls between characters. */
+static void redirect_phrase_cuts_between_characters(void **state)
+{
+    char out[GW_REDIRECT_PHRASE_CAP], loc[GW_LOCATION_SHOWN + 8], want[GW_REDIRECT_PHRASE_CAP];
+    (void)state;
+    gw_redirect_phrase(out, sizeof out, "http://a/\x7f b");
+    assert_string_equal(out, "a redirect to 'http://a/? b'");
+    memset(loc, 'a', GW_LOCATION_SHOWN - 1);
+    memcpy(loc + GW_LOCATION_SHOWN - 1, "\xc3\xa9zz", 5);
+    gw_redirect_phrase(out, sizeof out, loc);
+    snprintf(want, sizeof want, "a redirect to '%.*s...'", GW_LOCATION_SHOWN - 1, loc);
+    assert_string_equal(out, want);
 }
 
 /* The type and code of each status the README's table lists with the
@@ -394,6 +485,9 @@ int main(void)
         cmocka_unit_test(error_body_carries_type_param_and_code),
         cmocka_unit_test(error_body_cuts_the_message_to_keep_the_rest),
         cmocka_unit_test(error_body_escapes_what_json_needs_escaped),
+        cmocka_unit_test(utf8_char_len_knows_the_edges_of_each_length),
+        cmocka_unit_test(name_shown_escapes_what_a_terminal_would_act_on),
+        cmocka_unit_test(redirect_phrase_cuts_between_characters),
         cmocka_unit_test(each_status_has_its_documented_type_and_code),
         cmocka_unit_test(server_refusal_body_is_typed_by_its_status),
         cmocka_unit_test(send_error_answers_with_the_code_and_type_of_the_refusal),
