@@ -116,6 +116,66 @@ static void ids_over_the_cap_and_empty_ids_are_not_kept(void **state)
     af_table_free(NULL);
 }
 
+static void capacity_is_what_was_set_not_what_is_held(void **state)
+{
+    struct af_table *t = af_table_new(7);
+    (void)state;
+    assert_int_equal(af_table_capacity(t), 7);
+    put(t, "r1", "a");
+    assert_int_equal(af_table_capacity(t), 7);
+    af_table_set_capacity(t, 3);
+    assert_int_equal(af_table_capacity(t), 3);
+    assert_int_equal(af_table_count(t), 1);
+    af_table_free(t);
+}
+
+/* A put of an id already held moves it to the front, whether its model
+ * changes or not: the id put again is not the next to go. */
+static void putting_a_held_id_again_makes_it_the_most_recent(void **state)
+{
+    struct af_table *t = af_table_new(2);
+    (void)state;
+    put(t, "r1", "a");
+    put(t, "r2", "b");
+    assert_int_equal(put(t, "r1", "c"), 0);
+    put(t, "r3", "d"); /* r2 goes */
+    assert_null(get(t, "r2"));
+    assert_string_equal(get(t, "r1"), "c");
+    put(t, "r4", "e"); /* r3 goes */
+    assert_int_equal(put(t, "r4", "e"), 0);
+    assert_int_equal(put(t, "r1", "c"), 0);
+    put(t, "r5", "f"); /* r4, put again before r1, goes */
+    assert_null(get(t, "r4"));
+    assert_string_equal(get(t, "r1"), "c");
+    assert_string_equal(get(t, "r5"), "f");
+    af_table_free(t);
+}
+
+/* Whichever place an id holds in the use order, and an id of AF_ID_MAX
+ * bytes too (one the table keeps), a remove forgets it. */
+static void a_remove_forgets_the_newest_and_the_longest(void **state)
+{
+    struct af_table *t = af_table_new(4);
+    char id[AF_ID_MAX];
+    (void)state;
+    put(t, "r1", "a");
+    put(t, "r2", "b");
+    af_table_remove(t, "r2", 2); /* the most recently used */
+    assert_null(get(t, "r2"));
+    assert_int_equal(af_table_count(t), 1);
+    af_table_remove(t, "r1", 2); /* the only one */
+    assert_null(get(t, "r1"));
+    assert_int_equal(af_table_count(t), 0);
+    memset(id, 'y', sizeof id);
+    assert_int_equal(af_table_put(t, id, AF_ID_MAX, "a"), 0);
+    af_table_remove(t, id, AF_ID_MAX);
+    assert_null(af_table_get(t, id, AF_ID_MAX));
+    assert_int_equal(af_table_count(t), 0);
+    assert_int_equal(put(t, "r3", "c"), 0); /* the emptied table still works */
+    assert_string_equal(get(t, "r3"), "c");
+    af_table_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -124,6 +184,9 @@ int main(void)
         cmocka_unit_test(a_removed_id_is_forgotten),
         cmocka_unit_test(many_entries_grow_the_buckets),
         cmocka_unit_test(ids_over_the_cap_and_empty_ids_are_not_kept),
+        cmocka_unit_test(capacity_is_what_was_set_not_what_is_held),
+        cmocka_unit_test(putting_a_held_id_again_makes_it_the_most_recent),
+        cmocka_unit_test(a_remove_forgets_the_newest_and_the_longest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
