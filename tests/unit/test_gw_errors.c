@@ -276,6 +276,8 @@ static void name_shown_escapes_what_a_terminal_would_act_on(void **state)
     char out[GW_NAME_SHOWN_CAP], name[GW_NAME_SHOWN + 8], want[GW_NAME_SHOWN + 8];
     (void)state;
     assert_string_equal(gw_name_shown("gpt 4o-mini", out, sizeof out), "gpt 4o-mini");
+    memset(out, 'z', sizeof out);
+    assert_string_equal(gw_name_shown("", out, sizeof out), ""); /* a model given as "" */
     assert_string_equal(gw_name_shown("a\\b'c", out, sizeof out), "a\\\\b\\'c");
     assert_string_equal(gw_name_shown("\x01[2J\x80", out, sizeof out), "\\x01[2J\\x80");
     assert_string_equal(gw_name_shown("caf\xc3\xa9 \xc2\xa0", out, sizeof out),
