@@ -184,6 +184,8 @@ static void a_blank_store_name_is_refused(void **state)
                  "expected a file name");
     expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"\\t\\n \"}}",
                  LR_ECONFIG, "router.store: the name is blank");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \" \\r\\n\"}}",
+                 LR_ECONFIG, "router.store: the name is blank");
     expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"\"}}", LR_ECONFIG,
                  "router.store: expected a non-empty string");
 }
@@ -281,6 +283,8 @@ static void rejects_each_invalid_field_naming_it(void **state)
                  "models[0].capacity: expected an integer");
     expect_error("{\"models\": [{\"name\": \"a\", \"api_key\": \"sk-123\"}]}", LR_ECONFIG,
                  "models[0].api_key: keys are not read from the config file");
+    expect_error("{\"models\": [{\"name\": \"a\", \"api_key\": null}]}", LR_ECONFIG,
+                 "models[0].api_key: keys are not read from the config file");
     expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"strategy\": \"psychic\"}}",
                  LR_ECONFIG, "router.strategy: unknown strategy 'psychic'");
     expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"performance_requirement\": 1.5}}",
@@ -303,6 +307,11 @@ static void rejects_each_invalid_field_naming_it(void **state)
                  LR_ECONFIG, "routes[1].name: 'r' is already the name of routes[0]");
     expect_error("{\"models\": [{\"name\": \"a\"}], \"server\": 1}", LR_ECONFIG,
                  "server: expected an object");
+    /* A top-level section given as null is refused. */
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"server\": null}", LR_ECONFIG,
+                 "server: expected an object, got null");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": null}", LR_ECONFIG,
+                 "router: expected an object, got null");
     expect_error("{\"models\": [{\"name\": \"a\"}], \"models\": [{\"name\": \"b\"}]}", LR_EPARSE,
                  "duplicate object key");
     /* JSON has no NaN, and jansson refuses numbers that overflow a double. */
@@ -323,6 +332,8 @@ static void rejects_control_characters_in_names_and_urls(void **state)
     expect_error("{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\\u007f\"}]}",
                  LR_ECONFIG, "models[1].name: must not contain control characters");
     expect_error("{\"models\": [{\"name\": \"tab\\there\"}]}", LR_ECONFIG,
+                 "models[0].name: must not contain control characters");
+    expect_error("{\"models\": [{\"name\": \"unit\\u001fsep\"}]}", LR_ECONFIG,
                  "models[0].name: must not contain control characters");
     expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\\nX: 1\"}]}",
                  LR_ECONFIG, "routes[0].name: must not contain control characters");
@@ -375,6 +386,9 @@ static void loads_literal_and_env_headers(void **state)
                           " \"api-key\": {\"env\": \"AZURE_KEY\"}, \"X-Empty\": \"\","
                           " \"X-Tab\": \"a\\tb\", \"Accept\": \"application/json\"}"));
     lr_config_free(cfg);
+    /* A name may hold every token character. */
+    cfg = load_ok(HDR_CFG("{\"X-Zz_09!#$%&'*+.^`|~\": \"v\"}"));
+    lr_config_free(cfg);
     cfg = load_ok(HDR_CFG("{}"));
     lr_config_free(cfg);
     cfg = load_ok(HDR_CFG("null"));
@@ -413,6 +427,10 @@ static void refuses_each_bad_header_naming_it(void **state)
                  "models[1].headers.X-Title: the value contains a control character");
     expect_error(HDR_CFG("{\"X-Title\": \"a\\nb\"}"), LR_ECONFIG,
                  "models[1].headers.X-Title: the value contains a control character");
+    expect_error(HDR_CFG("{\"X-Title\": \"a\\u001fb\"}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: the value contains a control character");
+    expect_error(HDR_CFG("{\"X-Title\": \"a\\u007fb\"}"), LR_ECONFIG,
+                 "models[1].headers.X-Title: the value contains a control character");
     /* A NUL never gets past the parser. */
     expect_error(HDR_CFG("{\"X-Title\": \"a\\u0000b\"}"), LR_EPARSE, "u0000");
     /* The headers the gateway sets itself, in any case. */
@@ -435,6 +453,14 @@ static void refuses_each_bad_header_naming_it(void **state)
                  "models[1].headers.Expect: the gateway sets this header itself");
     expect_error(HDR_CFG("{\"Upgrade\": \"h2c\"}"), LR_ECONFIG,
                  "models[1].headers.Upgrade: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"Keep-Alive\": \"timeout=5\"}"), LR_ECONFIG,
+                 "models[1].headers.Keep-Alive: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"TE\": \"trailers\"}"), LR_ECONFIG,
+                 "models[1].headers.TE: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"Trailer\": \"X-A\"}"), LR_ECONFIG,
+                 "models[1].headers.Trailer: the gateway sets this header itself");
+    expect_error(HDR_CFG("{\"Proxy-Connection\": \"close\"}"), LR_ECONFIG,
+                 "models[1].headers.Proxy-Connection: the gateway sets this header itself");
     /* The gateway asks for identity and decodes nothing. */
     expect_error(HDR_CFG("{\"Accept-Encoding\": \"gzip\"}"), LR_ECONFIG,
                  "models[1].headers.Accept-Encoding: the gateway sets this header itself");
@@ -598,6 +624,13 @@ static void a_base_url_with_an_unusable_port_or_host_is_refused(void **state)
                  LR_ECONFIG, "base_url 'http://[::1/v1' has an IPv6 address without its closing ']'");
     expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://fe80::1/v1\"}]}",
                  LR_ECONFIG, "base_url 'http://fe80::1/v1' has a host with more than one ':'");
+    /* 655350 is past the cap however many of its digits are read. */
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h:655350/v1\"}]}",
+                 LR_ECONFIG, "base_url 'http://h:655350/v1' has a port that is not a number");
+    expect_error("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://[::1]x/v1\"}]}",
+                 LR_ECONFIG,
+                 "base_url 'http://[::1]x/v1' has something other than ':PORT' after its IPv6 "
+                 "address's ']'");
     expect_error(EMB_CFG("{\"base_url\": \"http://h:70000/v1\", \"model\": \"m\"}"),
                  LR_ECONFIG,
                  "router.embedding.base_url: 'http://h:70000/v1' has a port that is not a number");
@@ -609,6 +642,8 @@ static void a_base_url_with_an_unusable_port_or_host_is_refused(void **state)
                            " {\"name\": \"d\", \"base_url\": \"http://[::1]:8000/v1\"},"
                            " {\"name\": \"e\", \"base_url\": \"http://[::1]/v1\"},"
                            " {\"name\": \"f\", \"base_url\": \"http://h:08000/v1\"}]}"));
+    lr_config_free(
+        load_ok("{\"models\": [{\"name\": \"a\", \"base_url\": \"http://h:9090/v1\"}]}"));
 }
 
 /* A route's fallback that is one of its own models is ranked with them by
@@ -626,6 +661,14 @@ static void a_fallback_among_the_routes_own_models_is_warned_about(void **state)
                         "routes[0].fallbacks[1]: 'b' is also one of the route's models "
                         "(routes[0].models[1]): it is ranked with them, not tried after them");
     assert_int_equal(lr_config_route(cfg, 0)->n_fallbacks, 2);
+    lr_config_free(cfg);
+    cfg = load_ok("{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\"}],"
+                  " \"routes\": [{\"name\": \"r\", \"models\": [\"a\"],"
+                  " \"fallbacks\": [\"a\", \"b\"]}]}");
+    assert_int_equal(lr_config_warning_count(cfg), 1);
+    assert_string_equal(lr_config_warning(cfg, 0),
+                        "routes[0].fallbacks[0]: 'a' is also one of the route's models "
+                        "(routes[0].models[0]): it is ranked with them, not tried after them");
     lr_config_free(cfg);
     /* Fallbacks outside the route's models: nothing to say. */
     cfg = load_ok("{\"models\": [{\"name\": \"a\"}, {\"name\": \"b\"}],"
@@ -959,6 +1002,9 @@ static void a_file_of_exactly_the_size_cap_loads(void **state)
             lr_config_free(cfg);
             cfg = NULL;
         } else {
+            assert_int_equal(lr_config_load_string(text, len, &cfg, &err), LR_ETOOBIG);
+            assert_null(cfg);
+            assert_string_equal(err.message, "the configuration is over 16777216 bytes");
             assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_ETOOBIG);
             assert_null(cfg);
             snprintf(want, sizeof want, "%s: the configuration is over 16777216 bytes", path);
