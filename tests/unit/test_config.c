@@ -1076,6 +1076,269 @@ static void library_version_is_the_headers(void **state)
                      LR_VERSION_MAJOR * 10000 + LR_VERSION_MINOR * 100 + LR_VERSION_PATCH);
 }
 
+/* A configuration that fails validation is LR_ECONFIG in err.code too, and
+ * is tied to no line of a file: err.line is 0, whatever it held. Read from a
+ * file, the message starts with the file's name, so a user knows which file
+ * to fix. */
+static void a_validation_error_has_its_code_no_line_and_the_files_name(void **state)
+{
+    char path[] = "/tmp/lr_cfg_invalid_XXXXXX", want[160];
+    const char *json = "{\"models\": []}";
+    int fd = mkstemp(path);
+    struct lr_config *cfg = (struct lr_config *)1;
+    struct lr_error err = {.code = 0, .line = 7};
+    (void)state;
+    assert_int_equal(lr_config_load_string(json, strlen(json), &cfg, &err), LR_ECONFIG);
+    assert_null(cfg);
+    assert_int_equal(err.code, LR_ECONFIG);
+    assert_int_equal(err.line, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, json, strlen(json)), (int)strlen(json));
+    close(fd);
+    err.code = 0;
+    err.line = 7;
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), LR_ECONFIG);
+    assert_null(cfg);
+    assert_int_equal(err.code, LR_ECONFIG);
+    assert_int_equal(err.line, 0);
+    snprintf(want, sizeof want, "%s: models: expected at least one model", path);
+    assert_string_equal(err.message, want);
+    unlink(path);
+}
+
+/* A NULL text, path or out is LR_EINVAL, in err.code too; freeing NULL
+ * does nothing. */
+static void null_arguments_are_invalid(void **state)
+{
+    struct lr_config *cfg = (struct lr_config *)1;
+    struct lr_error err = {0};
+    (void)state;
+    assert_int_equal(lr_config_load_string("{}", 2, NULL, &err), LR_EINVAL);
+    assert_int_equal(err.code, LR_EINVAL);
+    err.code = 0;
+    assert_int_equal(lr_config_load_string(NULL, 2, &cfg, &err), LR_EINVAL);
+    assert_int_equal(err.code, LR_EINVAL);
+    assert_null(cfg);
+    err.code = 0;
+    assert_int_equal(lr_config_load_file("/tmp/x.json", NULL, &err), LR_EINVAL);
+    assert_int_equal(err.code, LR_EINVAL);
+    err.code = 0;
+    cfg = (struct lr_config *)1;
+    assert_int_equal(lr_config_load_file(NULL, &cfg, &err), LR_EINVAL);
+    assert_int_equal(err.code, LR_EINVAL);
+    assert_null(cfg);
+    lr_config_free(NULL);
+}
+
+/* A member of the wrong type is refused naming the type it has, each JSON
+ * type by its own name. "routes": null is refused, as "router": null is. */
+static void a_member_of_the_wrong_type_is_named_by_its_type(void **state)
+{
+    static const struct {
+        const char *json;
+        const char *want;
+    } cases[] = {
+        {"{\"models\": {}}", "models: expected an array, got an object"},
+        {"{\"models\": \"a\"}", "models: expected an array, got a string"},
+        {"{\"models\": 1}", "models: expected an array, got an integer"},
+        {"{\"models\": 1.5}", "models: expected an array, got a number"},
+        {"{\"models\": true}", "models: expected an array, got a boolean"},
+        {"{\"models\": false}", "models: expected an array, got a boolean"},
+        {"{\"models\": null}", "models: expected an array, got null"},
+        {"{\"models\": [[]]}", "models[0]: expected an object, got an array"},
+        {"{\"models\": [{\"name\": \"a\"}], \"routes\": null}",
+         "routes: expected an array, got null"},
+        {"{\"models\": [{\"name\": \"a\"}], \"routes\": {}}",
+         "routes: expected an array, got an object"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        expect_error(cases[i].json, LR_ECONFIG, cases[i].want);
+}
+
+/* null for an optional member means unset: the default applies, as if the
+ * member were absent, and nothing is warned about. */
+static void null_for_an_optional_member_is_its_default(void **state)
+{
+    struct lr_config *cfg;
+    const struct lr_model_info *m;
+    const struct lr_router_defaults *d;
+    const struct lr_route_info *r;
+    const struct lr_embedding_info *e;
+    (void)state;
+    cfg = load_ok("{\"models\": [{\"name\": \"a\", \"backend\": null, \"base_url\": null,"
+                  " \"api_key_env\": null, \"upstream_model\": null, \"hosted_model\": null,"
+                  " \"cost_per_input_token\": null, \"cost_per_output_token\": null,"
+                  " \"max_concurrency\": null, \"capacity\": null,"
+                  " \"retry\": {\"max_attempts\": null, \"deadline_ms\": null}}],"
+                  " \"router\": {\"strategy\": null, \"performance_requirement\": null,"
+                  " \"n_similar\": null, \"predictor\": null, \"alpha\": null, \"store\": null,"
+                  " \"query_text\": null, \"embedding\": null},"
+                  " \"routes\": [{\"name\": \"r\", \"strategy\": null, \"models\": null,"
+                  " \"performance_requirement\": null, \"fallbacks\": null}]}");
+    m = lr_config_model(cfg, 0);
+    assert_string_equal(m->backend, "openai");
+    assert_null(m->base_url);
+    assert_null(m->api_key_env);
+    assert_string_equal(m->upstream_model, "a");
+    assert_true(isnan(m->cost_per_input_token));
+    assert_true(isnan(m->cost_per_output_token));
+    assert_int_equal(m->max_concurrency, 0);
+    assert_int_equal(m->capacity, 0);
+    d = lr_config_router_defaults(cfg);
+    assert_string_equal(d->strategy, "sequential");
+    assert_true(d->performance_requirement == 0.7);
+    assert_int_equal(d->n_similar, 16);
+    assert_string_equal(d->predictor, "default");
+    assert_true(d->alpha == 0.7);
+    assert_null(d->store_path);
+    assert_string_equal(d->query_text, "last_user");
+    assert_null(d->embedding_json);
+    assert_null(lr_config_embedding(cfg));
+    r = lr_config_route(cfg, 0);
+    assert_null(r->strategy);
+    assert_int_equal(r->n_models, 0); /* all models */
+    assert_true(isnan(r->performance_requirement));
+    assert_int_equal(r->n_fallbacks, 0);
+    assert_int_equal(lr_config_warning_count(cfg), 0);
+    lr_config_free(cfg);
+
+    cfg = load_ok(EMB_CFG("{\"base_url\": \"http://h/v1\", \"model\": \"m\", \"api_key_env\": null,"
+                          " \"dimensions\": null, \"batch_size\": null, \"timeout_ms\": null,"
+                          " \"max_input_chars\": null}"));
+    e = lr_config_embedding(cfg);
+    assert_null(e->api_key_env);
+    assert_int_equal(e->dimensions, 0);
+    assert_int_equal(e->batch_size, 64);
+    assert_int_equal(e->timeout_ms, 30000);
+    assert_int_equal(e->max_input_chars, 8192);
+    lr_config_free(cfg);
+}
+
+/* What a config gives is what reads back: the router's strategy,
+ * predictor, alpha and query_text, a model's upstream_model, a route's
+ * strategy and models, and each model's and route's object as compact
+ * JSON. A route without a performance_requirement has NaN (the router's). */
+static void configured_values_read_back(void **state)
+{
+    struct lr_config *cfg;
+    const struct lr_router_defaults *d;
+    const struct lr_model_info *m;
+    const struct lr_route_info *r;
+    (void)state;
+    cfg = load_ok("{\"models\": [{\"name\": \"a\", \"upstream_model\": \"a-2024\","
+                  " \"mock\": {\"latency_ms\": 5}}, {\"name\": \"b\"}],"
+                  " \"router\": {\"strategy\": \"smart\", \"predictor\": \"aios\", \"alpha\": 0.85,"
+                  " \"query_text\": \"all_user\"},"
+                  " \"routes\": [{\"name\": \"r\", \"strategy\": \"sequential\","
+                  " \"models\": [\"b\"]},"
+                  " {\"name\": \"s\", \"fallbacks\": [\"a\"]}]}");
+    d = lr_config_router_defaults(cfg);
+    assert_string_equal(d->strategy, "smart");
+    assert_string_equal(d->predictor, "aios");
+    assert_true(d->alpha == 0.85);
+    assert_true(d->performance_requirement == 0.7);
+    assert_string_equal(d->query_text, "all_user");
+    m = lr_config_model(cfg, 0);
+    assert_string_equal(m->upstream_model, "a-2024");
+    assert_string_equal(m->json, "{\"name\":\"a\",\"upstream_model\":\"a-2024\","
+                                 "\"mock\":{\"latency_ms\":5}}");
+    assert_string_equal(lr_config_model(cfg, 1)->json, "{\"name\":\"b\"}");
+    r = lr_config_route(cfg, 0);
+    assert_string_equal(r->strategy, "sequential");
+    assert_true(isnan(r->performance_requirement));
+    assert_int_equal(r->n_models, 1);
+    assert_int_equal(r->models[0], 1);
+    assert_string_equal(r->json, "{\"name\":\"r\",\"strategy\":\"sequential\",\"models\":[\"b\"]}");
+    r = lr_config_route(cfg, 1);
+    assert_int_equal(r->n_models, 0); /* all models */
+    assert_int_equal(r->n_fallbacks, 1);
+    assert_int_equal(r->fallbacks[0], 0);
+    assert_null(lr_config_route(cfg, 2));
+    assert_int_equal(lr_config_route_index(cfg, "s"), 1);
+    assert_int_equal(lr_config_warning_count(cfg), 0);
+    assert_null(lr_config_warning(cfg, 0));
+    lr_config_free(cfg);
+}
+
+/* Each router and route field that is refused is named: query_text, a
+ * route's strategy, models and fallbacks, and an unknown key in a route is
+ * warned about. */
+static void invalid_router_and_route_fields_are_named(void **state)
+{
+    struct lr_config *cfg;
+    (void)state;
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"query_text\": \"first_user\"}}",
+                 LR_ECONFIG,
+                 "router.query_text: expected \"last_user\" or \"all_user\", got 'first_user'");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\", \"strategy\": "
+                 "\"psychic\"}]}",
+                 LR_ECONFIG, "routes[0].strategy: unknown strategy 'psychic'");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\", \"models\": "
+                 "\"a\"}]}",
+                 LR_ECONFIG, "routes[0].models: expected an array of model names, got a string");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\", \"fallbacks\": "
+                 "[7]}]}",
+                 LR_ECONFIG, "routes[0].fallbacks[0]: expected a model name, got an integer");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\", \"fallbacks\": "
+                 "[\"z\"]}]}",
+                 LR_ECONFIG, "routes[0].fallbacks[0]: 'z' is not a configured model");
+    cfg = load_ok(
+        "{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\", \"colour\": 1}]}");
+    assert_int_equal(lr_config_warning_count(cfg), 1);
+    assert_string_equal(lr_config_warning(cfg, 0), "routes[0].colour: unknown key, ignored");
+    lr_config_free(cfg);
+}
+
+/* Each range takes both its ends, and a value just past either is refused
+ * naming the field, the range and the value. */
+static void ranges_take_both_ends_and_refuse_past_them(void **state)
+{
+    struct lr_config *cfg;
+    const struct lr_model_info *m;
+    (void)state;
+    cfg = load_ok("{\"models\": [{\"name\": \"a\", \"cost_per_input_token\": 1e6,"
+                  " \"cost_per_output_token\": 1000000, \"max_concurrency\": 1000000},"
+                  " {\"name\": \"b\", \"cost_per_input_token\": 0, \"cost_per_output_token\": 0,"
+                  " \"max_concurrency\": 0}],"
+                  " \"router\": {\"performance_requirement\": 1, \"alpha\": 0},"
+                  " \"routes\": [{\"name\": \"r\", \"performance_requirement\": 0},"
+                  " {\"name\": \"s\", \"performance_requirement\": 1.0}]}");
+    m = lr_config_model(cfg, 0);
+    assert_true(m->cost_per_input_token == 1e6);
+    assert_true(m->cost_per_output_token == 1e6);
+    assert_int_equal(m->max_concurrency, 1000000);
+    assert_true(lr_config_model(cfg, 1)->cost_per_output_token == 0);
+    assert_int_equal(lr_config_model(cfg, 1)->max_concurrency, 0);
+    assert_true(lr_config_router_defaults(cfg)->performance_requirement == 1);
+    assert_true(lr_config_router_defaults(cfg)->alpha == 0);
+    assert_true(lr_config_route(cfg, 0)->performance_requirement == 0);
+    assert_true(lr_config_route(cfg, 1)->performance_requirement == 1);
+    lr_config_free(cfg);
+    expect_error("{\"models\": [{\"name\": \"a\", \"cost_per_output_token\": -1}]}", LR_ECONFIG,
+                 "models[0].cost_per_output_token: expected a non-negative number, got -1");
+    expect_error(
+        "{\"models\": [{\"name\": \"a\"}], \"router\": {\"performance_requirement\": -0.5}}",
+        LR_ECONFIG, "router.performance_requirement: expected a number from 0 to 1, got -0.5");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"router\": {\"alpha\": -0.5}}", LR_ECONFIG,
+                 "router.alpha: expected a number from 0 to 1, got -0.5");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\","
+                 " \"performance_requirement\": 1.5}]}",
+                 LR_ECONFIG,
+                 "routes[0].performance_requirement: expected a number from 0 to 1, got 1.5, over "
+                 "the cap of 1");
+    expect_error("{\"models\": [{\"name\": \"a\"}], \"routes\": [{\"name\": \"r\","
+                 " \"performance_requirement\": -0.5}]}",
+                 LR_ECONFIG,
+                 "routes[0].performance_requirement: expected a number from 0 to 1, got -0.5");
+    expect_error("{\"models\": [{\"name\": \"a\", \"max_concurrency\": 1000001}]}", LR_ECONFIG,
+                 "models[0].max_concurrency: expected an integer from 0 to 1000000, got 1000001");
+    expect_error("{\"models\": [{\"name\": \"a\", \"max_concurrency\": -1}]}", LR_ECONFIG,
+                 "models[0].max_concurrency: expected an integer from 0 to 1000000, got -1");
+    expect_error("{\"models\": [{\"name\": \"a\", \"max_concurrency\": \"8\"}]}", LR_ECONFIG,
+                 "models[0].max_concurrency: expected an integer from 0 to 1000000, got a string");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1114,6 +1377,13 @@ int main(void)
         cmocka_unit_test(comma_in_a_model_name_is_refused),
         cmocka_unit_test(a_number_for_an_integer_shows_the_value),
         cmocka_unit_test(long_path_and_odd_names_leave_a_readable_message),
+        cmocka_unit_test(a_validation_error_has_its_code_no_line_and_the_files_name),
+        cmocka_unit_test(null_arguments_are_invalid),
+        cmocka_unit_test(a_member_of_the_wrong_type_is_named_by_its_type),
+        cmocka_unit_test(null_for_an_optional_member_is_its_default),
+        cmocka_unit_test(configured_values_read_back),
+        cmocka_unit_test(invalid_router_and_route_fields_are_named),
+        cmocka_unit_test(ranges_take_both_ends_and_refuse_past_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
