@@ -1339,6 +1339,148 @@ static void ranges_take_both_ends_and_refuse_past_them(void **state)
                  "models[0].max_concurrency: expected an integer from 0 to 1000000, got a string");
 }
 
+/* Every ASCII letter folds, A and Z included, whether in the first name or
+ * the second; '@' and '[', just outside the capitals, and '`' and '{',
+ * just outside the small letters, are not letters and do not. */
+static void case_folding_takes_every_ascii_letter_and_nothing_else(void **state)
+{
+    struct lr_config *cfg;
+    (void)state;
+    cfg = load_ok("{\"models\": [{\"name\": \"AZ\"}, {\"name\": \"az\"}, {\"name\": \"za\"},"
+                  " {\"name\": \"ZA\"}, {\"name\": \"q@\"}, {\"name\": \"q`\"}, {\"name\": \"q{\"},"
+                  " {\"name\": \"q[\"}]}");
+    assert_int_equal(lr_config_warning_count(cfg), 2);
+    assert_non_null(strstr(lr_config_warning(cfg, 0),
+                           "models[1].name: 'az' differs from models[0].name 'AZ' only in case"));
+    assert_non_null(strstr(lr_config_warning(cfg, 1),
+                           "models[3].name: 'ZA' differs from models[2].name 'za' only in case"));
+    lr_config_free(cfg);
+}
+
+/* A model name, as a route name, may be 256 bytes, and one more is refused
+ * naming the cap and the kind of name. */
+static void a_model_name_over_256_bytes_is_refused(void **state)
+{
+    char text[1024];
+    char name[300];
+    (void)state;
+    memset(name, 'm', 257);
+    name[257] = '\0';
+    snprintf(text, sizeof text, "{\"models\": [{\"name\": \"%s\"}]}", name);
+    expect_error(text, LR_ECONFIG,
+                 "models[0].name: 257 bytes, over the cap of 256 bytes for a model name");
+    name[256] = '\0';
+    snprintf(text, sizeof text, "{\"models\": [{\"name\": \"%s\"}]}", name);
+    lr_config_free(load_ok(text));
+}
+
+/* Writes into buf a config whose one model has headers: an env header
+ * when with_env, then X-A with a value of n bytes. */
+static void headers_of_size(char *buf, size_t cap, int with_env, size_t n)
+{
+    size_t off = (size_t)snprintf(buf, cap,
+                                  "{\"models\": [{\"name\": \"a\", \"headers\": {%s\"X-A\": \"",
+                                  with_env ? "\"E\": {\"env\": \"V\"}, " : "");
+    memset(buf + off, 'v', n);
+    snprintf(buf + off + n, cap - off - n, "\"}}]}");
+}
+
+/* A model takes up to 32 headers and 8192 bytes of them, each counted as
+ * it is sent ("Name: value\r\n"), an {"env": NAME} one by its name here
+ * (its value is counted where it is read); one byte more is refused. */
+static void headers_take_32_and_8192_bytes(void **state)
+{
+    static char big[9000];
+    size_t off;
+    (void)state;
+    off = (size_t)snprintf(big, sizeof big, "{\"models\": [{\"name\": \"a\", \"headers\": {");
+    for (int i = 0; i < 32; i++)
+        off += (size_t)snprintf(big + off, sizeof big - off, "%s\"X-%d\": \"v\"", i ? ", " : "", i);
+    snprintf(big + off, sizeof big - off, "}}]}");
+    lr_config_free(load_ok(big));
+    /* "X-A: " + 8185 bytes + "\r\n" is 8192 bytes. */
+    headers_of_size(big, sizeof big, 0, 8185);
+    lr_config_free(load_ok(big));
+    headers_of_size(big, sizeof big, 0, 8186);
+    expect_error(big, LR_ECONFIG, "models[0].headers: more than 8192 bytes of headers");
+    /* "E: " and "\r\n" leave 8180 bytes for X-A's value. */
+    headers_of_size(big, sizeof big, 1, 8180);
+    lr_config_free(load_ok(big));
+    headers_of_size(big, sizeof big, 1, 8181);
+    expect_error(big, LR_ECONFIG, "models[0].headers: more than 8192 bytes of headers");
+}
+
+/* router.embedding: a model name of 120 bytes makes the id "openai:" and
+ * it; one of 121 is refused. Every trailing '/' of base_url goes. A key is
+ * refused even as null. */
+static void embedding_model_cap_slashes_and_key(void **state)
+{
+    char text[512], model[200], id[256];
+    struct lr_config *cfg;
+    (void)state;
+    memset(model, 'e', 121);
+    model[121] = '\0';
+    snprintf(text, sizeof text, EMB_CFG("{\"base_url\": \"http://h/v1\", \"model\": \"%s\"}"),
+             model);
+    expect_error(text, LR_ECONFIG, "router.embedding.model: longer than 120 bytes");
+    model[120] = '\0';
+    snprintf(text, sizeof text, EMB_CFG("{\"base_url\": \"http://h/v1\", \"model\": \"%s\"}"),
+             model);
+    cfg = load_ok(text);
+    snprintf(id, sizeof id, "openai:%s", model);
+    assert_string_equal(lr_config_embedding(cfg)->embedder_id, id);
+    lr_config_free(cfg);
+    cfg = load_ok(EMB_CFG("{\"base_url\": \"http://h/v1///\", \"model\": \"m\"}"));
+    assert_string_equal(lr_config_embedding(cfg)->base_url, "http://h/v1");
+    lr_config_free(cfg);
+    expect_error(EMB_CFG("{\"base_url\": \"http://h\", \"model\": \"m\", \"api_key\": null}"),
+                 LR_ECONFIG, "router.embedding.api_key: keys are not read from the config file");
+}
+
+/* A UTF-8 byte order mark before the text is skipped, in a string and in a
+ * file. An empty text is refused at line 1, column 1: columns count from 1. */
+static void a_byte_order_mark_is_skipped_and_an_empty_text_is_at_column_1(void **state)
+{
+    static const char json[] = "\xef\xbb\xbf{\"models\": [{\"name\": \"a\"}]}";
+    char path[] = "/tmp/lr_cfg_bom_XXXXXX";
+    int fd = mkstemp(path);
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    (void)state;
+    cfg = load_ok(json);
+    assert_int_equal(lr_config_model_count(cfg), 1);
+    lr_config_free(cfg);
+    cfg = NULL;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, json, sizeof json - 1), (int)(sizeof json - 1));
+    close(fd);
+    if (lr_config_load_file(path, &cfg, &err) != 0)
+        fail_msg("expected the file to load: %s", err.message);
+    assert_int_equal(lr_config_model_count(cfg), 1);
+    lr_config_free(cfg);
+    unlink(path);
+    expect_error("", LR_EPARSE, "configuration: line 1, column 1: ");
+}
+
+/* An absolute store path is kept as it is, not put under the config's
+ * folder. */
+static void an_absolute_store_path_is_kept(void **state)
+{
+    char path[] = "/tmp/lr_cfg_abs_XXXXXX";
+    const char *json = "{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"/srv/h.db\"}}";
+    int fd = mkstemp(path);
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, json, strlen(json)), (int)strlen(json));
+    close(fd);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), 0);
+    assert_string_equal(lr_config_router_defaults(cfg)->store_path, "/srv/h.db");
+    lr_config_free(cfg);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1384,6 +1526,12 @@ int main(void)
         cmocka_unit_test(configured_values_read_back),
         cmocka_unit_test(invalid_router_and_route_fields_are_named),
         cmocka_unit_test(ranges_take_both_ends_and_refuse_past_them),
+        cmocka_unit_test(case_folding_takes_every_ascii_letter_and_nothing_else),
+        cmocka_unit_test(a_model_name_over_256_bytes_is_refused),
+        cmocka_unit_test(headers_take_32_and_8192_bytes),
+        cmocka_unit_test(embedding_model_cap_slashes_and_key),
+        cmocka_unit_test(a_byte_order_mark_is_skipped_and_an_empty_text_is_at_column_1),
+        cmocka_unit_test(an_absolute_store_path_is_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
