@@ -3678,6 +3678,55 @@ static void open_refuses_a_bad_embedder_id_and_a_dimension_for_the_builtin(void 
     lr_store_free(s);
 }
 
+/* The path must be given, an embedder id is 1 to 128 bytes and dense_dim is
+ * in [0, 65536] (lr_store_options): each is refused with LR_EINVAL naming
+ * the fault, before any file is made, and the ends of the ranges open. */
+static void open_refuses_an_empty_path_and_options_out_of_range(void **state)
+{
+    static const int bad_dims[] = {-1, LR__STORE_MAX_DIM + 1};
+    char id[LR__STORE_MAX_EMBEDDER + 2], want[128];
+    struct lr_store_options o;
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    char p[512];
+    (void)state;
+    path_in(p, sizeof(p), "out-of-range.db");
+    assert_int_equal(lr_store_open("", NULL, &s, &err), LR_EINVAL);
+    assert_string_equal(err.message, "history store: no path given");
+    assert_null(s);
+
+    lr_store_options_init(&o);
+    memset(id, 'e', sizeof id);
+    id[LR__STORE_MAX_EMBEDDER + 1] = '\0';
+    for (int k = 0; k < 2; k++) {
+        o.embedder = k ? id : "";
+        assert_int_equal(lr_store_open(p, &o, &s, &err), LR_EINVAL);
+        assert_string_equal(err.message, "history store: embedder id must be 1 to 128 bytes");
+        assert_null(s);
+        assert_int_equal(access(p, F_OK), -1);
+    }
+    id[LR__STORE_MAX_EMBEDDER] = '\0';
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    assert_string_equal(lr_store_embedder(s), id);
+    lr_store_free(s);
+
+    o.embedder = "openai:text-embedding-3-small";
+    for (size_t i = 0; i < sizeof bad_dims / sizeof bad_dims[0]; i++) {
+        s = NULL;
+        o.dense_dim = bad_dims[i];
+        assert_int_equal(lr_store_open(p, &o, &s, &err), LR_EINVAL);
+        snprintf(want, sizeof want, "history store: dense_dim %d is out of range [0, 65536]",
+                 bad_dims[i]);
+        assert_string_equal(err.message, want);
+        assert_null(s);
+        assert_int_equal(access(p, F_OK), -1);
+    }
+    o.dense_dim = LR__STORE_MAX_DIM;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    assert_int_equal(lr_store_dim(s), 65536);
+    lr_store_free(s);
+}
+
 /* A record's task is capped at 64 KiB, refused naming the field; it had no
  * cap (a megabyte went in). */
 static void add_refuses_a_task_over_its_cap(void **state)
@@ -3880,6 +3929,7 @@ int main(void)
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
         cmocka_unit_test(null_store_is_named_by_the_function_called),
         cmocka_unit_test(open_refuses_a_bad_embedder_id_and_a_dimension_for_the_builtin),
+        cmocka_unit_test(open_refuses_an_empty_path_and_options_out_of_range),
         cmocka_unit_test(add_refuses_a_task_over_its_cap),
         cmocka_unit_test(add_refuses_a_dim_without_a_vector),
         cmocka_unit_test(long_names_leave_the_reason_in_the_message),
