@@ -469,6 +469,7 @@ static void appends_validate_and_respect_the_cap(void **st)
     struct lr_store *s = NULL;
     struct lr_error err;
     struct lr_store_options o = {NULL, 0, 0, 3, 0, 0};
+    char want[700];
     assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
     assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1.5, 1, &err), LR_EINVAL);
     assert_non_null(strstr(err.message, "correctness"));
@@ -482,11 +483,87 @@ static void appends_validate_and_respect_the_cap(void **st)
                                  "\n" REC("c", "x", "1", "1") "\n" REC("d", "x", "1", "1"));
     int rc = lr_store_import_file(s, big, NULL, NULL, &err);
     assert_int_equal(rc, LR_ETOOBIG);
+    snprintf(want, sizeof(want),
+             "%s: record 3 (line 4): the history store's cap of 3 records is reached", big);
+    assert_string_equal(err.message, want);
     assert_int_equal(lr_store_count(s), 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, 1, &err), 0);
     assert_int_equal(lr_store_add_outcome(s, "q", 1, "m", 1, 1, &err), LR_ETOOBIG);
+    assert_string_equal(err.message, "history store ':memory:' is full (3 records)");
     assert_int_equal(lr_store_count(s), 3);
+    lr_store_free(s);
+}
+
+/* A JSON lines file of `records` records with `per` outcomes each, of
+ * models named prefix0, prefix1, ... in order. */
+static const char *write_models_file(const char *name, const char *prefix, int records, int per)
+{
+    static char p[512];
+    int m = 0;
+    FILE *f = fopen(path_in(p, sizeof(p), name), "w");
+    assert_non_null(f);
+    for (int r = 0; r < records; r++) {
+        fprintf(f, "{\"query\": \"question %s %d\", \"input_token_length\": 4, \"outputs\": [",
+                prefix, r);
+        for (int k = 0; k < per; k++, m++)
+            fprintf(f, "%s{\"model_name\": \"%s%d\", \"correctness\": 1, "
+                       "\"output_token_length\": 2}",
+                    k ? ", " : "", prefix, m);
+        fprintf(f, "]}\n");
+    }
+    fclose(f);
+    return p;
+}
+
+/* A store holds at most 4096 distinct models (README): an import that
+ * would pass them is refused whole, naming the record that adds the first
+ * one past the cap (the README's own example: 4090 held, a file adding 7),
+ * and an append of a model past them is LR_ETOOBIG; up to the cap both
+ * add, and the store opens again with all 4096. */
+static void models_are_capped_at_4096_by_imports_and_appends(void **state)
+{
+    char db[512], want[1200];
+    struct lr_store *s = NULL;
+    struct lr_import_report rep;
+    struct lr_error err = {0};
+    (void)state;
+    path_in(db, sizeof(db), "models-cap.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, write_models_file("held.jsonl", "m", 5, 818), NULL,
+                                          &rep, &err),
+                     0);
+    assert_int_equal(rep.imported, 5);
+
+    const char *m = write_models_file("m.jsonl", "n", 7, 1);
+    assert_int_equal(lr_store_import_file(s, m, NULL, &rep, &err), LR_ETOOBIG);
+    snprintf(want, sizeof want,
+             "%s: record 6 (line 7) adds model 'n6': history store '%s' would hold more than "
+             "4096 distinct models (it holds 4090, and this file adds 6 before this record)",
+             m, db);
+    assert_string_equal(err.message, want);
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(lr_store_count(s), 5);
+    assert_int_equal(lr_store_model_outcomes(s, "n0"), 0);
+
+    assert_int_equal(lr_store_import_file(s, write_models_file("m.jsonl", "n", 5, 1), NULL,
+                                          &rep, &err),
+                     0);
+    assert_int_equal(lr_store_add_outcome(s, "one more model", 3, "n5", 1, 2, &err), 0);
+    assert_int_equal(lr_store_count(s), 11);
+    assert_int_equal(lr_store_add_outcome(s, "past the cap", 3, "n6", 1, 2, &err), LR_ETOOBIG);
+    snprintf(want, sizeof want, "history store '%s': more than 4096 models", db);
+    assert_string_equal(err.message, want);
+    assert_int_equal(lr_store_count(s), 11);
+    assert_int_equal(lr_store_add_outcome(s, "a model it holds", 3, "m4089", 1, 2, &err), 0);
+    lr_store_free(s);
+
+    s = NULL;
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 12);
+    assert_int_equal(lr_store_model_outcomes(s, "n5"), 1);
+    assert_int_equal(lr_store_model_outcomes(s, "m4089"), 2);
+    assert_int_equal(lr_store_model_outcomes(s, "n6"), 0);
     lr_store_free(s);
 }
 
@@ -3772,6 +3849,51 @@ static void add_refuses_a_dim_without_a_vector(void **state)
     lr_store_free(s);
 }
 
+/* A dense store's vectors have at most 65536 floats, the most dense_dim may
+ * be: a longer first vector, appended or an import's embed_dim, is refused
+ * before anything is written (or embedded), and leaves the store without a
+ * dimension; one of 65536 is kept, and the store opens again with it. */
+static void vectors_over_the_dimension_cap_are_refused(void **state)
+{
+    struct lr_outcome oc = {"m", 1, 3};
+    struct lr_record rec = {"what is two plus two", 5, NULL, &oc, 1};
+    struct fake_embedder fe = {0};
+    struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe,
+                                   .embed_dim = LR__STORE_MAX_DIM + 1};
+    struct lr_store_options o;
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    float *v = calloc(LR__STORE_MAX_DIM + 1, sizeof(*v));
+    char db[512];
+    (void)state;
+    assert_non_null(v);
+    v[0] = 1;
+    path_in(db, sizeof(db), "dim-cap.db");
+    lr_store_options_init(&o);
+    o.embedder = "openai:text-embedding-3-small";
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_add(s, &rec, v, LR__STORE_MAX_DIM + 1, &err), LR_EINVAL);
+    assert_string_equal(err.message, "vector dimension 65537 is over the cap of 65536");
+    assert_int_equal(lr_store_count(s), 0);
+    assert_int_equal(lr_store_dim(s), 0);
+    assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), &io, NULL, &err),
+                     LR_EINVAL);
+    assert_string_equal(err.message, "vector dimension 65537 is over the cap of 65536");
+    assert_int_equal(fe.calls, 0);
+    assert_int_equal(lr_store_count(s), 0);
+    assert_int_equal(lr_store_dim(s), 0);
+    assert_int_equal(lr_store_add(s, &rec, v, LR__STORE_MAX_DIM, &err), 0);
+    assert_int_equal(lr_store_dim(s), 65536);
+    lr_store_free(s);
+
+    s = NULL;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 1);
+    assert_int_equal(lr_store_dim(s), 65536);
+    lr_store_free(s);
+    free(v);
+}
+
 /* A long path or field name in a message is cut in its middle, so the
  * reason after it stays: a 700-byte path pushed it out of the 512-byte
  * message, a 1999-byte field name too. */
@@ -3876,6 +3998,7 @@ int main(void)
         cmocka_unit_test(names_read_from_the_file_are_shown_escaped),
         cmocka_unit_test(dense_store_keeps_vectors_and_checks_dimension),
         cmocka_unit_test(appends_validate_and_respect_the_cap),
+        cmocka_unit_test(models_are_capped_at_4096_by_imports_and_appends),
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
         cmocka_unit_test(missing_file_is_an_io_error),
         cmocka_unit_test(short_non_database_file_is_refused_and_left_alone),
@@ -3932,6 +4055,7 @@ int main(void)
         cmocka_unit_test(open_refuses_an_empty_path_and_options_out_of_range),
         cmocka_unit_test(add_refuses_a_task_over_its_cap),
         cmocka_unit_test(add_refuses_a_dim_without_a_vector),
+        cmocka_unit_test(vectors_over_the_dimension_cap_are_refused),
         cmocka_unit_test(long_names_leave_the_reason_in_the_message),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
