@@ -302,6 +302,32 @@ static void store_survives_close_and_reopen(void **st)
     lr_store_free(s);
 }
 
+/* Token counts of 0 are within the import's rules (input_tokens a whole
+ * number from 0, output_tokens a number from 0): a record holding them is
+ * kept, and the store opens again with it. */
+static void zero_token_counts_are_kept_and_open_again(void **st)
+{
+    char db[512];
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    (void)st;
+    path_in(db, sizeof(db), "zero-tokens.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_add_outcome(s, "an empty answer", 0, "m", 0, 0, &err), 0);
+    lr_store_free(s);
+
+    s = NULL;
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    assert_int_equal(lr_store_count(s), 1);
+    lr__store_rdlock(s);
+    size_t n;
+    const struct lr__outcome *o = lr__hist_outcomes(lr__store_hist(s), 0, &n);
+    assert_int_equal(n, 1);
+    assert_true(o[0].correctness == 0.0f && o[0].output_tokens == 0.0f);
+    lr__store_unlock(s);
+    lr_store_free(s);
+}
+
 static void another_embedder_is_a_clear_error(void **st)
 {
     (void)st;
@@ -918,6 +944,38 @@ static void dense_outcome_appends_carry_their_vector(void **st)
     lr_store_free(s);
 }
 
+/* A dense store that holds no vector yet has the dimension it is opened
+ * with (lr_store_dim()); a read-only open takes it too, but writes
+ * nothing: the file still knows no dimension afterwards. */
+static void read_only_open_takes_dense_dim_without_writing_it(void **st)
+{
+    char db[512];
+    struct lr_store_options o;
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    (void)st;
+    path_in(db, sizeof(db), "dense-no-dim.db");
+    lr_store_options_init(&o);
+    o.embedder = "openai:fake";
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_dim(s), 0);
+    lr_store_free(s);
+
+    o.read_only = 1;
+    o.dense_dim = 8;
+    s = NULL;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_dim(s), 8);
+    assert_int_equal(lr_store_count(s), 0);
+    lr_store_free(s);
+
+    o.dense_dim = 0;
+    s = NULL;
+    assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+    assert_int_equal(lr_store_dim(s), 0);
+    lr_store_free(s);
+}
+
 /* A first vector whose write fails must not fix the store's dimension in
  * memory: later vectors of another dimension are then sized correctly. */
 static void failed_first_vector_leaves_no_dimension_behind(void **st)
@@ -1397,6 +1455,73 @@ static void edited_rows_are_refused_by_record_column_and_value(void **st)
     }
 }
 
+/* Rows whose ids do not fit together (a model id past the models, a gap
+ * in the records, an outcome of a record that is not there or out of
+ * record order), as a hand edit could leave them, are refused at open,
+ * writable or read-only, naming the table, and the file is left as it was;
+ * in a dense store, so are vectors missing or of the wrong size. */
+static void rows_whose_ids_do_not_fit_are_refused_naming_the_table(void **st)
+{
+    (void)st;
+    static const struct {
+        int dense;
+        const char *sql, *want;
+    } cases[] = {
+        /* ARRAY3: records 0, 1, 2; models small (0) and big (1); each
+         * record's outcomes are small's, then big's. */
+        {0, "UPDATE models SET id = 5 WHERE id = 1", "models table is inconsistent"},
+        {0, "DELETE FROM records WHERE id = 1", "records table is inconsistent"},
+        {0, "UPDATE outcomes SET model_id = 2 WHERE record_id = 0 AND model_id = 1",
+         "outcomes table is inconsistent"},
+        {0, "UPDATE outcomes SET record_id = 3 WHERE record_id = 2 AND model_id = 1",
+         "outcomes table is inconsistent"},
+        {0, "UPDATE outcomes SET record_id = 0 WHERE record_id = 2 AND model_id = 1",
+         "outcomes table is inconsistent"},
+        {1, "DELETE FROM vectors WHERE record_id = 2", "3 records but 2 vectors"},
+        {1, "DELETE FROM vectors WHERE record_id = 0", "vectors table is inconsistent"},
+        {1, "UPDATE vectors SET vec = x'0000803f' WHERE record_id = 1",
+         "vectors table is inconsistent"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char db[512], name[32], want[700];
+        struct fake_embedder fe = {0};
+        struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe, .embed_dim = 4};
+        struct lr_store_options o;
+        struct lr_store *s = NULL;
+        struct lr_error err;
+        size_t n0, n1;
+        char *before, *after;
+
+        snprintf(name, sizeof(name), "ids-%zu.db", i);
+        path_in(db, sizeof(db), name);
+        lr_store_options_init(&o);
+        o.embedder = cases[i].dense ? "openai:fake" : NULL;
+        assert_int_equal(lr_store_open(db, &o, &s, &err), 0);
+        assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3),
+                                              cases[i].dense ? &io : NULL, NULL, &err),
+                         0);
+        assert_int_equal(lr_store_count(s), 3);
+        lr_store_free(s);
+        sql_edit(db, cases[i].sql);
+        before = file_bytes(db, &n0);
+        snprintf(want, sizeof(want), "history store '%s': %s", db, cases[i].want);
+        for (int read_only = 0; read_only <= 1; read_only++) {
+            s = NULL;
+            memset(&err, 0, sizeof(err));
+            o.read_only = read_only;
+            assert_int_equal(lr_store_open(db, &o, &s, &err), LR_ESTORE);
+            assert_null(s);
+            if (strcmp(err.message, want) != 0)
+                fail_msg("%s: got \"%s\", wanted \"%s\"", cases[i].sql, err.message, want);
+        }
+        after = file_bytes(db, &n1);
+        assert_int_equal(n0, n1);
+        assert_memory_equal(before, after, n0);
+        free(before);
+        free(after);
+    }
+}
+
 /* Such a row committed by another connection after the copy was built is
  * refused by the refresh that reads it, by its record, column and value,
  * and the copy is kept; a dense store's records are checked as well. */
@@ -1540,6 +1665,66 @@ static void short_non_database_file_is_refused_and_left_alone(void **st)
         assert_int_equal(fread(back, 1, sizeof(back) - 1, f), strlen(bodies[i]));
         fclose(f);
         assert_string_equal(back, bodies[i]);
+    }
+}
+
+/* Another program's SQLite database at the path is refused, writable or
+ * read-only, and left as it was: no store tables are added to it and its
+ * journal mode is not turned to WAL. An empty database is made a store,
+ * but not by a read-only open. */
+static void other_programs_database_is_refused_and_left_as_it_was(void **st)
+{
+    char p[512], want[600];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    (void)st;
+    path_in(p, sizeof(p), "other-program.db");
+    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE notes(x TEXT); INSERT INTO notes VALUES('a');",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    snprintf(want, sizeof(want), "'%s' is a SQLite database but not a history store", p);
+    for (int read_only = 0; read_only <= 1; read_only++) {
+        struct lr_store_options o = {0};
+        struct lr_store *s = NULL;
+        struct lr_error err = {0};
+        o.read_only = read_only;
+        assert_int_equal(lr_store_open(p, &o, &s, &err), LR_ESTORE);
+        assert_null(s);
+        assert_string_equal(err.message, want);
+    }
+    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM sqlite_master", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(q, 0), "delete");
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+
+    /* A database with no tables at all is made a store by a writable open
+     * only: a read-only one is refused, saying it is no store. */
+    path_in(p, sizeof(p), "no-tables.db");
+    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 7;", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    {
+        struct lr_store_options o = {0};
+        struct lr_store *s = NULL;
+        struct lr_error err = {0};
+        o.read_only = 1;
+        assert_int_equal(lr_store_open(p, &o, &s, &err), LR_ESTORE);
+        assert_null(s);
+        snprintf(want, sizeof(want), "'%s' is not a history store (opened read-only)", p);
+        assert_string_equal(err.message, want);
+        o.read_only = 0;
+        assert_int_equal(lr_store_open(p, &o, &s, &err), 0);
+        assert_int_equal(lr_store_count(s), 0);
+        lr_store_free(s);
     }
 }
 
@@ -3696,6 +3881,25 @@ static void new_key_table_stamps_an_old_writers_keys_with_the_time(void **st)
     assert_true(t >= (long long)before.tv_sec && t <= (long long)after.tv_sec);
 }
 
+/* A store whose file does not name its embedder (its meta row deleted by
+ * hand) is refused saying so. */
+static void store_that_does_not_name_its_embedder_is_refused(void **st)
+{
+    char db[512], want[600];
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    (void)st;
+    path_in(db, sizeof(db), "no-embedder.db");
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), 0);
+    lr_store_free(s);
+    sql_edit(db, "DELETE FROM meta WHERE key = 'embedder'");
+    s = NULL;
+    assert_int_equal(lr_store_open(db, NULL, &s, &err), LR_ESTORE);
+    assert_null(s);
+    snprintf(want, sizeof(want), "history store '%s' does not name its embedder", db);
+    assert_string_equal(err.message, want);
+}
+
 /* lr_store_add_outcome and lr_store_add_outcome_vec given no store name
  * themselves; both named lr_store_add_outcome_keyed or lr_store_add, the
  * functions they call. */
@@ -3994,6 +4198,7 @@ int main(void)
         cmocka_unit_test(bad_records_are_named_skipped_and_counted),
         cmocka_unit_test(strict_import_fails_whole_on_a_bad_record),
         cmocka_unit_test(store_survives_close_and_reopen),
+        cmocka_unit_test(zero_token_counts_are_kept_and_open_again),
         cmocka_unit_test(another_embedder_is_a_clear_error),
         cmocka_unit_test(names_read_from_the_file_are_shown_escaped),
         cmocka_unit_test(dense_store_keeps_vectors_and_checks_dimension),
@@ -4002,6 +4207,7 @@ int main(void)
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
         cmocka_unit_test(missing_file_is_an_io_error),
         cmocka_unit_test(short_non_database_file_is_refused_and_left_alone),
+        cmocka_unit_test(other_programs_database_is_refused_and_left_as_it_was),
         cmocka_unit_test(truncated_store_is_refused_with_sqlites_reason),
         cmocka_unit_test(copy_is_the_same_on_any_number_of_threads),
         cmocka_unit_test(dense_import_embeds_kept_records_in_batches),
@@ -4009,6 +4215,7 @@ int main(void)
         cmocka_unit_test(writes_from_the_stores_own_embed_callback_are_refused),
         cmocka_unit_test(negative_threads_are_refused),
         cmocka_unit_test(dense_outcome_appends_carry_their_vector),
+        cmocka_unit_test(read_only_open_takes_dense_dim_without_writing_it),
         cmocka_unit_test(failed_first_vector_leaves_no_dimension_behind),
         cmocka_unit_test(writers_catch_up_with_another_connections_commits),
         cmocka_unit_test(dense_writer_catches_up_with_another_connections_vectors),
@@ -4017,6 +4224,7 @@ int main(void)
         cmocka_unit_test(read_only_refresh_sees_a_rewrite_with_as_many_records),
         cmocka_unit_test(failed_refresh_keeps_the_old_copy),
         cmocka_unit_test(edited_rows_are_refused_by_record_column_and_value),
+        cmocka_unit_test(rows_whose_ids_do_not_fit_are_refused_naming_the_table),
         cmocka_unit_test(edited_rows_are_refused_by_a_refresh_and_in_a_dense_store),
         cmocka_unit_test(dense_refresh_reads_another_connections_vectors),
         cmocka_unit_test(keyed_append_records_a_key_once),
@@ -4050,6 +4258,7 @@ int main(void)
         cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
+        cmocka_unit_test(store_that_does_not_name_its_embedder_is_refused),
         cmocka_unit_test(null_store_is_named_by_the_function_called),
         cmocka_unit_test(open_refuses_a_bad_embedder_id_and_a_dimension_for_the_builtin),
         cmocka_unit_test(open_refuses_an_empty_path_and_options_out_of_range),
