@@ -1742,6 +1742,49 @@ static void missing_file_is_an_io_error(void **st)
     lr_store_free(s);
 }
 
+/* What is not a regular file is refused with LR_EIO saying so (a folder as
+ * one), and a file over LR_DATA_FILE_MAX (1 GiB) with LR_ETOOBIG, before a
+ * byte is read; with lr_import_options.name every message names the data
+ * by it, as for a caller that copied standard input to a file. */
+static void import_refuses_what_it_cannot_read_naming_the_data(void **st)
+{
+    struct lr_store *s = open_mem();
+    struct lr_import_options io;
+    struct lr_error err = {0};
+    char p[512], want[700];
+    FILE *f;
+    (void)st;
+    assert_int_equal(lr_store_import_file(s, tmpdir, NULL, NULL, &err), LR_EIO);
+    snprintf(want, sizeof(want), "cannot read '%s': it is a directory", tmpdir);
+    assert_string_equal(err.message, want);
+    assert_int_equal(lr_store_import_file(s, "/dev/null", NULL, NULL, &err), LR_EIO);
+    assert_string_equal(err.message, "cannot read '/dev/null': not a regular file");
+
+    /* Sparse: its size is all that is looked at. */
+    path_in(p, sizeof(p), "over-a-gib.jsonl");
+    f = fopen(p, "w");
+    assert_non_null(f);
+    assert_int_equal(ftruncate(fileno(f), (off_t)LR_DATA_FILE_MAX + 1), 0);
+    fclose(f);
+    assert_int_equal(lr_store_import_file(s, p, NULL, NULL, &err), LR_ETOOBIG);
+    snprintf(want, sizeof(want),
+             "'%s' is 1073741825 bytes, over the cap of 1073741824 bytes for a data file", p);
+    assert_string_equal(err.message, want);
+
+    lr_import_options_init(&io);
+    io.name = "standard input";
+    assert_int_equal(lr_store_import_file(s, p, &io, NULL, &err), LR_ETOOBIG);
+    assert_string_equal(err.message, "'standard input' is 1073741825 bytes, over the cap of "
+                                     "1073741824 bytes for a data file");
+    io.strict = 1;
+    assert_int_equal(lr_store_import_file(s, write_file("bad.json", BAD), &io, NULL, &err),
+                     LR_EPARSE);
+    assert_string_equal(err.message, "standard input: record 1 (line 3): outputs[1].correctness: "
+                                     "expected a boolean or a number in [0,1]");
+    assert_int_equal(lr_store_count(s), 0);
+    lr_store_free(s);
+}
+
 /* ==== Rebuilding on several threads ==== */
 
 /* A store of `n` records of made-up text (a fixed generator): enough
@@ -3914,6 +3957,34 @@ static void null_store_is_named_by_the_function_called(void **state)
     assert_string_equal(err.message, "lr_store_add_outcome_vec: store is NULL");
 }
 
+/* An embed callback given to an import into a store of the built-in
+ * embedder is the caller's mistake (it is for a remote embedder's store,
+ * and would never be called): refused, as are a NULL store and a NULL
+ * path, and nothing is imported. */
+static void import_refuses_an_embed_callback_and_a_null_store_or_path(void **state)
+{
+    struct fake_embedder fe = {0};
+    struct lr_import_options io = {.embed = fake_embed, .embed_arg = &fe};
+    struct lr_import_report rep;
+    struct lr_store *s = open_mem();
+    struct lr_error err = {0};
+    const char *p = write_file("a.json", ARRAY3);
+    (void)state;
+    assert_int_equal(lr_store_import_file(s, p, &io, &rep, &err), LR_EINVAL);
+    assert_string_equal(err.message, "history store ':memory:' uses the built-in embedder "
+                                     "'tfidf-v1': give no embed callback");
+    assert_int_equal(fe.calls, 0);
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(lr_store_import_file(NULL, p, NULL, &rep, &err), LR_EINVAL);
+    assert_string_equal(err.message, "lr_store_import_file: store and path are required");
+    assert_int_equal(lr_store_import_file(s, NULL, NULL, &rep, &err), LR_EINVAL);
+    assert_string_equal(err.message, "lr_store_import_file: store and path are required");
+    assert_int_equal(lr_store_count(s), 0);
+    assert_int_equal(lr_store_import_file(s, p, NULL, &rep, &err), 0);
+    assert_int_equal(lr_store_count(s), 3);
+    lr_store_free(s);
+}
+
 /* An embedder id is text without control characters (it was written into
  * the file as given), and dense_dim goes with a remote embedder only (it
  * was ignored with the built-in one); both are refused before any file is
@@ -4206,6 +4277,7 @@ int main(void)
         cmocka_unit_test(models_are_capped_at_4096_by_imports_and_appends),
         cmocka_unit_test(records_appended_to_an_empty_store_are_searchable),
         cmocka_unit_test(missing_file_is_an_io_error),
+        cmocka_unit_test(import_refuses_what_it_cannot_read_naming_the_data),
         cmocka_unit_test(short_non_database_file_is_refused_and_left_alone),
         cmocka_unit_test(other_programs_database_is_refused_and_left_as_it_was),
         cmocka_unit_test(truncated_store_is_refused_with_sqlites_reason),
@@ -4260,6 +4332,7 @@ int main(void)
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
         cmocka_unit_test(store_that_does_not_name_its_embedder_is_refused),
         cmocka_unit_test(null_store_is_named_by_the_function_called),
+        cmocka_unit_test(import_refuses_an_embed_callback_and_a_null_store_or_path),
         cmocka_unit_test(open_refuses_a_bad_embedder_id_and_a_dimension_for_the_builtin),
         cmocka_unit_test(open_refuses_an_empty_path_and_options_out_of_range),
         cmocka_unit_test(add_refuses_a_task_over_its_cap),
