@@ -3055,6 +3055,35 @@ static void file_replaced_during_a_write_is_not_committed_to(void **st)
     lr_store_free(a);
 }
 
+/* An import builds the copy whole (lr_store_added_since_build()): the
+ * records appended before it count no more, and a re-weighing they made
+ * due is done with it; those appended after it count again. */
+static void import_builds_the_copy_whole(void **st)
+{
+    struct lr_store_options o;
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    size_t n = 0;
+    char q[64];
+    (void)st;
+    lr_store_options_init(&o);
+    o.defer_reweigh = 1;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    while (!lr_store_reweigh_due(s) && n < 300) {
+        snprintf(q, sizeof q, "appended question number %zu", n++);
+        assert_int_equal(lr_store_add_outcome(s, q, 4, "m", 1, 2, &err), 0);
+    }
+    assert_int_equal(lr_store_reweigh_due(s), 1);
+    assert_int_equal(lr_store_added_since_build(s), n);
+    assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), NULL, NULL, &err), 0);
+    assert_int_equal(lr_store_count(s), n + 3);
+    assert_int_equal(lr_store_added_since_build(s), 0);
+    assert_int_equal(lr_store_reweigh_due(s), 0);
+    assert_int_equal(lr_store_add_outcome(s, "one more question", 4, "m", 1, 2, &err), 0);
+    assert_int_equal(lr_store_added_since_build(s), 1);
+    lr_store_free(s);
+}
+
 /* With defer_reweigh, the append that grows the store by a quarter only
  * marks the re-weighing due: it returns with the copy it had (no rebuild
  * ran, the copy's weights are those of the import), and the next refresh
@@ -3924,6 +3953,38 @@ static void new_key_table_stamps_an_old_writers_keys_with_the_time(void **st)
     assert_true(t >= (long long)before.tv_sec && t <= (long long)after.tv_sec);
 }
 
+/* A dense import embeds in batches of 64 when embed_batch is 0, and one
+ * that keeps no record calls no embedder and leaves a store that held no
+ * vector without a dimension. */
+static void dense_import_batches_64_by_default_and_sets_no_dimension_for_nothing(void **st)
+{
+    struct lr_store *s = NULL;
+    struct lr_error err = {0};
+    struct lr_import_report rep;
+    struct fake_embedder fe = {0};
+    struct lr_store_options o = {"openai:fake", 0, 0, 0, 0, 0};
+    struct lr_import_options io = {.split = "validation", .embed = fake_embed, .embed_arg = &fe,
+                                   .embed_dim = 8};
+    (void)st;
+    assert_int_equal(lr_store_open(":memory:", &o, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, write_file("a.json", ARRAY3), &io, &rep, &err), 0);
+    assert_int_equal(rep.read, 3);
+    assert_int_equal(rep.imported, 0);
+    assert_int_equal(fe.calls, 0);
+    assert_int_equal(lr_store_dim(s), 0);
+
+    io.split = NULL;
+    assert_int_equal(lr_store_import_file(s, write_models_file("b.jsonl", "b", 65, 1), &io, &rep,
+                                          &err),
+                     0);
+    assert_int_equal(rep.imported, 65);
+    assert_int_equal(fe.calls, 2);
+    assert_int_equal(fe.batch_sizes[0], 64);
+    assert_int_equal(fe.batch_sizes[1], 1);
+    assert_int_equal(lr_store_dim(s), 8);
+    lr_store_free(s);
+}
+
 /* A store whose file does not name its embedder (its meta row deleted by
  * hand) is refused saying so. */
 static void store_that_does_not_name_its_embedder_is_refused(void **st)
@@ -4317,6 +4378,7 @@ int main(void)
         cmocka_unit_test(writer_rebuilds_outside_the_write_lock),
         cmocka_unit_test(failed_rebuild_keeps_the_old_copy_and_appends_go_on),
         cmocka_unit_test(deferred_reweigh_runs_at_the_next_refresh),
+        cmocka_unit_test(import_builds_the_copy_whole),
         cmocka_unit_test(rebuild_reads_the_file_opened_not_its_path),
         cmocka_unit_test(
             write_after_the_file_was_replaced_is_refused_then_refresh_opens_the_new_one),
@@ -4330,6 +4392,7 @@ int main(void)
         cmocka_unit_test(file_replaced_during_a_write_is_not_committed_to),
         cmocka_unit_test(dense_refresh_rebuilds_while_appends_go_on),
         cmocka_unit_test(import_far_behind_takes_ids_from_the_file),
+        cmocka_unit_test(dense_import_batches_64_by_default_and_sets_no_dimension_for_nothing),
         cmocka_unit_test(store_that_does_not_name_its_embedder_is_refused),
         cmocka_unit_test(null_store_is_named_by_the_function_called),
         cmocka_unit_test(import_refuses_an_embed_callback_and_a_null_store_or_path),
