@@ -838,14 +838,10 @@ done:
     if (isnan(d->alpha))
         d->alpha = d->performance_requirement;
     if (store) {
-        if (store[0] == '/' || !base_dir || !*base_dir || strcmp(store, ":memory:") == 0) {
+        if (store[0] == '/' || !base_dir || !*base_dir || strcmp(store, ":memory:") == 0)
             cfg->store_path = strdup(store);
-        } else {
-            size_t len = strlen(base_dir) + strlen(store) + 2;
-            cfg->store_path = malloc(len);
-            if (cfg->store_path)
-                snprintf(cfg->store_path, len, "%s/%s", base_dir, store);
-        }
+        else
+            cfg->store_path = lr__path_join(base_dir, store);
         if (!cfg->store_path)
             return LR_ENOMEM;
         d->store_path = cfg->store_path;
@@ -1083,10 +1079,34 @@ int lr_config_load_string(const char *json, size_t len, struct lr_config **out,
     return load(root, NULL, out, err);
 }
 
+char *lr__config_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/"); /* "/c.json": the root, not "" */
+    return strndup(path, (size_t)(slash - path));
+}
+
+char *lr__path_join(const char *dir, const char *name)
+{
+    size_t dlen = strlen(dir), len;
+    char *out;
+    while (dlen > 1 && dir[dlen - 1] == '/')
+        dlen--;
+    len = dlen + strlen(name) + 2;
+    out = malloc(len);
+    if (out)
+        snprintf(out, len, "%.*s%s%s", (int)dlen, dir, dlen == 0 || dir[dlen - 1] == '/' ? "" : "/",
+                 name);
+    return out;
+}
+
 int lr_config_load_file(const char *path, struct lr_config **out, struct lr_error *err)
 {
     FILE *f;
-    char *buf = NULL, *dir = NULL, *slash;
+    char *buf = NULL, *dir = NULL;
     size_t len = 0, cap = 0;
     struct stat st;
     json_t *root;
@@ -1168,17 +1188,12 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
     if (!root)
         return LR_EPARSE;
 
-    dir = strdup(path);
+    dir = lr__config_dir(path);
     if (!dir) {
         json_decref(root);
         return lr__error_set(err, LR_ENOMEM, "out of memory");
     }
-    slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    else
-        dir[0] = '\0';
-    rc = load(root, slash ? dir : ".", out, err);
+    rc = load(root, dir, out, err);
     free(dir);
     if (rc && rc != LR_ENOMEM)
         lr__error_prefix(err, "%s: ", path); /* so a user knows which file to fix */

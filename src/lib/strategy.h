@@ -100,6 +100,15 @@ int lr__error_set(struct lr_error *err, int code, const char *fmt, ...)
 #endif
     ;
 
+/* The folder of a configuration file's path, where a relative router.store
+ * is found: "." for a bare name, "/" for a file in the root ("/c.json"),
+ * else all before the last '/'. NULL when out of memory; the caller frees it. */
+char *lr__config_dir(const char *path);
+/* dir and name joined by one '/' (none added after a dir ending in '/', as
+ * the root; trailing slashes of dir beyond that dropped; "" dir: the name).
+ * NULL when out of memory; the caller frees it. */
+char *lr__path_join(const char *dir, const char *name);
+
 /* d as text for a message: %g's six digits when they read back as d, else
  * as many more (up to 17) as it takes, so a value just over a cap is not
  * shown as the cap ("1000000.0000001", not "1e+06"). Returns buf. */

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "llmroute.h"
+#include "strategy.h"
 
 static const char good[] =
     "{\"models\": ["
@@ -1481,6 +1482,62 @@ static void an_absolute_store_path_is_kept(void **state)
     unlink(path);
 }
 
+/* The folder a relative store is found in: a file in the root has "/" for
+ * its folder (its store is "/h.db", not "h.db" under the working folder),
+ * a bare name has ".", and the join puts one '/' between folder and name. */
+static void a_config_in_the_root_puts_its_store_in_the_root(void **state)
+{
+    static const struct {
+        const char *path, *dir, *joined;
+    } cases[] = {
+        {"/c.json", "/", "/h.db"},
+        {"c.json", ".", "./h.db"},
+        {"etc/c.json", "etc", "etc/h.db"},
+        {"/etc/llmroute/c.json", "/etc/llmroute", "/etc/llmroute/h.db"},
+        {"/etc//c.json", "/etc/", "/etc/h.db"},
+        {"//c.json", "/", "/h.db"},
+    };
+    char *dir, *joined;
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dir = lr__config_dir(cases[i].path);
+        assert_non_null(dir);
+        assert_string_equal(dir, cases[i].dir);
+        joined = lr__path_join(dir, "h.db");
+        assert_non_null(joined);
+        assert_string_equal(joined, cases[i].joined);
+        free(joined);
+        free(dir);
+    }
+    joined = lr__path_join("", "h.db");
+    assert_string_equal(joined, "h.db");
+    free(joined);
+}
+
+/* A config named with a doubled '/' before its name puts one '/' before
+ * the store's. */
+static void a_doubled_slash_before_the_config_name_is_not_kept(void **state)
+{
+    char dir[] = "/tmp/lr_cfg_XXXXXX", path[128], want[128];
+    const char *json = "{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"h.db\"}}";
+    struct lr_config *cfg = NULL;
+    struct lr_error err = {0};
+    FILE *f;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s//c.json", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(json, f);
+    fclose(f);
+    assert_int_equal(lr_config_load_file(path, &cfg, &err), 0);
+    snprintf(want, sizeof want, "%s/h.db", dir);
+    assert_string_equal(lr_config_router_defaults(cfg)->store_path, want);
+    lr_config_free(cfg);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1532,6 +1589,8 @@ int main(void)
         cmocka_unit_test(embedding_model_cap_slashes_and_key),
         cmocka_unit_test(a_byte_order_mark_is_skipped_and_an_empty_text_is_at_column_1),
         cmocka_unit_test(an_absolute_store_path_is_kept),
+        cmocka_unit_test(a_config_in_the_root_puts_its_store_in_the_root),
+        cmocka_unit_test(a_doubled_slash_before_the_config_name_is_not_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
