@@ -266,16 +266,16 @@ static int nul_fail(struct loader *L, FILE *f, const char *text, size_t n, long 
     return parse_fail(L, line, col, LR__NUL_BYTE, "");
 }
 
-/* The rest of f (a file or a pipe) into *out (malloc'd, *len bytes). */
-static int read_rest(struct loader *L, FILE *f, char **out, size_t *len)
+/* The rest of f (a file or a pipe) into *out (malloc'd, *len bytes), at
+ * most `max` bytes: what the file's cap leaves after the bytes read before. */
+static int read_rest(struct loader *L, FILE *f, size_t max, char **out, size_t *len)
 {
-    size_t cap = (size_t)LR__DATASET_MAX_FILE < 65536 ? (size_t)LR__DATASET_MAX_FILE : 65536, n = 0;
-    char *buf = malloc(cap);
+    size_t cap = max < 65536 ? max : 65536, n = 0;
+    char *buf = malloc(cap ? cap : 1);
     if (!buf)
         return lr__error_set(L->err, LR_ENOMEM, "out of memory reading %s", L->path);
     for (;;) {
         if (n == cap) {
-            size_t max = (size_t)LR__DATASET_MAX_FILE;
             size_t grown = cap * 2 > max ? max : cap * 2;
             char *g;
             if (grown == cap) {
@@ -314,8 +314,9 @@ static int take_each(void *ctx, json_t *rec, size_t index, long line, const char
 
 /* A JSON array, element by element, so that each record knows its line and
  * a fault is worded as the store's import words it (record.h's walk, which
- * both use). f is at the '[', on line `line` after col0 other bytes. */
-static int load_array(struct loader *L, FILE *f, long line, int col0)
+ * both use). f is at the '[', on line `line` after col0 other bytes, and
+ * `used` bytes (a byte order mark, blank space) came before it. */
+static int load_array(struct loader *L, FILE *f, long line, int col0, size_t used)
 {
     struct lr__array_fault fault = {0};
     char *p = NULL;
@@ -325,7 +326,7 @@ static int load_array(struct loader *L, FILE *f, long line, int col0)
     long nul_line;
     int nul_col;
 
-    if ((rc = read_rest(L, f, &p, &len)) != 0)
+    if ((rc = read_rest(L, f, (size_t)LR__DATASET_MAX_FILE - used, &p, &len)) != 0)
         return rc;
     if (lr__nul_at(p, len, line, col0, &nul_line, &nul_col)) {
         rc = nul_fail(L, f, p, len, nul_line, nul_col);
@@ -584,7 +585,7 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
         rc = lr__error_set(err, LR_EEMPTY, "%s: the file holds no records", name);
     } else {
         ungetc(c, f);
-        rc = c == '[' ? load_array(&L, f, lines + 1, col) : load_lines(&L, f, lines, col, used);
+        rc = c == '[' ? load_array(&L, f, lines + 1, col, used) : load_lines(&L, f, lines, col, used);
     }
     fclose(f);
     free(L.view);

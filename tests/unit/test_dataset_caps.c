@@ -120,6 +120,47 @@ static void a_piped_array_over_the_file_cap_is_refused(void **state)
     assert_non_null(strstr(err.message, "is over the cap of 4096 bytes for a data file"));
 }
 
+/* A piped array of `total` bytes: a byte order mark and 97 bytes of blank
+ * space, then '[', one record, blanks and ']'. */
+static void piped_array_of(char *buf, size_t total)
+{
+    char rec[1024];
+    size_t n;
+    record_line(rec, sizeof rec, 10);
+    memcpy(buf, "\xef\xbb\xbf", 3);
+    memset(buf + 3, ' ', 96);
+    buf[99] = '\n';
+    n = 100;
+    buf[n++] = '[';
+    memcpy(buf + n, rec, strlen(rec));
+    n += strlen(rec);
+    memset(buf + n, ' ', total - 1 - n);
+    buf[total - 1] = ']';
+    buf[total] = '\0';
+}
+
+/* The bytes before a piped array's '[' count against the file's cap as
+ * they do before JSON lines: 4096 bytes in all are read, 4097 are not,
+ * though the array alone is under the cap. */
+static void bytes_before_a_piped_array_count_against_the_cap(void **state)
+{
+    char buf[4098];
+    struct lr_dataset *ds = NULL;
+    struct lr_error err = {0};
+    (void)state;
+    piped_array_of(buf, 4096);
+    assert_int_equal(strlen(buf), 4096);
+    assert_int_equal(load_piped(buf, 1, &ds, &err), 0);
+    assert_int_equal(ds->n, 1);
+    lr_dataset_free(ds);
+    ds = NULL;
+    piped_array_of(buf, 4097);
+    assert_int_equal(strlen(buf), 4097);
+    assert_int_equal(load_piped(buf, 1, &ds, &err), LR_ETOOBIG);
+    assert_null(ds);
+    assert_non_null(strstr(err.message, "is over the cap of 4096 bytes for a data file"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -128,6 +169,7 @@ int main(void)
         cmocka_unit_test(a_line_over_the_line_cap_is_refused),
         cmocka_unit_test(blank_space_without_end_is_refused),
         cmocka_unit_test(a_piped_array_over_the_file_cap_is_refused),
+        cmocka_unit_test(bytes_before_a_piped_array_count_against_the_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
