@@ -252,6 +252,94 @@ static void empty_and_missing_files_are_refused(void **state)
     lr_dataset_free(ds);
 }
 
+/* The bytes before the first record: a UTF-8 byte order mark and blank
+ * space (spaces, tabs, CR, LF) are passed over, and the position of a fault
+ * after them counts their lines and the bytes on the record's own line. */
+static void a_fault_after_a_mark_and_blank_space_is_placed(void **state)
+{
+    struct lr_dataset *ds = (struct lr_dataset *)1;
+    struct lr_error err = {0};
+    char want[128];
+    (void)state;
+    /* Line 3 is "\t [{bad": '[' at column 3, '{' at 4, the bad token at 5
+     * to 7; a fault is placed at the token's last byte, as jansson places
+     * it ("[{bad" alone is 1:5). */
+    write_file("\xef\xbb\xbf \r\n\n\t [{bad");
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_EPARSE);
+    assert_null(ds);
+    snprintf(want, sizeof want, "%s:3:7: ", path);
+    assert_true(strncmp(err.message, want, strlen(want)) == 0);
+    assert_int_equal(err.line, 3);
+    unlink(path);
+    /* JSON lines: line 2 is " \t{bad", the token at columns 4 to 6. */
+    write_file("\xef\xbb\xbf\r\n \t{bad\n");
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_EPARSE);
+    snprintf(want, sizeof want, "%s:2:6: ", path);
+    assert_true(strncmp(err.message, want, strlen(want)) == 0);
+    assert_int_equal(err.line, 2);
+    unlink(path);
+    /* The same records behind the mark and blank space read as without. */
+    {
+        char text[sizeof array_text + 16];
+        snprintf(text, sizeof text, "\xef\xbb\xbf\t\r\n %s", array_text);
+        write_file(text);
+        assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), 0);
+        assert_int_equal(lr_dataset_count(ds), 2);
+        assert_string_equal(lr_dataset_record(ds, 1)->query, "capital of France?");
+        lr_dataset_free(ds);
+    }
+}
+
+/* 0xEF starts a byte order mark only with 0xBB 0xBF after it: "\xef\xbb["
+ * is no JSON at 1:1, and its '[' is not taken as the data's start. */
+static void a_mark_cut_short_is_no_json(void **state)
+{
+    struct lr_dataset *ds = (struct lr_dataset *)1;
+    struct lr_error err = {0};
+    char want[192];
+    (void)state;
+    write_file("\xef\xbb[{\"query\": \"q\", \"input_token_length\": 1, \"outputs\": []}]");
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_EPARSE);
+    assert_null(ds);
+    snprintf(want, sizeof want,
+             "%s:1:1: invalid token (expected a JSON array or JSON lines of objects)", path);
+    assert_string_equal(err.message, want);
+}
+
+/* A regular file is refused by its size before any of it is read, the
+ * size named: a sparse file one byte over LR_DATA_FILE_MAX. */
+static void a_regular_file_over_the_cap_is_refused_by_its_size(void **state)
+{
+    struct lr_dataset *ds = (struct lr_dataset *)1;
+    struct lr_error err = {0};
+    char want[256];
+    (void)state;
+    write_file("[");
+    assert_int_equal(truncate(path, (off_t)LR_DATA_FILE_MAX + 1), 0);
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), LR_ETOOBIG);
+    assert_null(ds);
+    snprintf(want, sizeof want, "'%s' is %lld bytes, over the cap of %ld bytes for a data file",
+             path, (long long)LR_DATA_FILE_MAX + 1, (long)LR_DATA_FILE_MAX);
+    assert_string_equal(err.message, want);
+}
+
+/* The accessors take a NULL dataset, as free() takes NULL: none counts 0
+ * records and has none, and a record past the last is NULL. */
+static void the_accessors_take_no_dataset(void **state)
+{
+    struct lr_dataset *ds = NULL;
+    struct lr_error err = {0};
+    (void)state;
+    assert_int_equal(lr_dataset_count(NULL), 0);
+    assert_null(lr_dataset_record(NULL, 0));
+    lr_dataset_free(NULL);
+    write_file(array_text);
+    assert_int_equal(lr_dataset_load(path, NULL, &ds, NULL, &err), 0);
+    assert_non_null(lr_dataset_record(ds, 1));
+    assert_null(lr_dataset_record(ds, 2));
+    lr_dataset_free(ds);
+}
+
 /* A file may name thousands of models: each of 4096 distinct names (the
  * cap) is read back as written, every use of a name gives the same one
  * copy, and a record that would add one more is bad and named. */
@@ -322,6 +410,10 @@ int main(void)
         cmocka_unit_test_teardown(empty_and_missing_files_are_refused, teardown),
         cmocka_unit_test_teardown(many_distinct_model_names_load_and_map_each_to_its_own,
                                   teardown),
+        cmocka_unit_test_teardown(a_fault_after_a_mark_and_blank_space_is_placed, teardown),
+        cmocka_unit_test_teardown(a_mark_cut_short_is_no_json, teardown),
+        cmocka_unit_test_teardown(a_regular_file_over_the_cap_is_refused_by_its_size, teardown),
+        cmocka_unit_test_teardown(the_accessors_take_no_dataset, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
