@@ -617,6 +617,145 @@ static void array_walk_names_line_and_column(void **st)
     }
 }
 
+/* A non-ASCII character's UTF-8 sequence as RFC 3629 has it: the first
+ * and last code point of each length, the overlong forms just below them,
+ * the surrogates U+D800 to U+DFFF, nothing past U+10FFFF, and a sequence
+ * cut short or broken by a byte that is no continuation. */
+static void utf8_seq_takes_what_rfc_3629_allows(void **st)
+{
+    static const struct {
+        const char *bytes;
+        size_t n, len;
+        unsigned long cp;
+    } cases[] = {
+        {"\xc2\x80", 2, 2, 0x80},          {"\xdf\xbf", 2, 2, 0x7ff},
+        {"\xc1\xbf", 2, 0, 0},             {"\xc0\x80", 2, 0, 0},
+        {"\xe0\xa0\x80", 3, 3, 0x800},     {"\xe0\x9f\xbf", 3, 0, 0},
+        {"\xe1\x80\x80", 3, 3, 0x1000},    {"\xed\x9f\xbf", 3, 3, 0xd7ff},
+        {"\xed\xa0\x80", 3, 0, 0},         {"\xed\xbf\xbf", 3, 0, 0},
+        {"\xee\x80\x80", 3, 3, 0xe000},    {"\xef\xbf\xbf", 3, 3, 0xffff},
+        {"\xf0\x90\x80\x80", 4, 4, 0x10000}, {"\xf0\x8f\xbf\xbf", 4, 0, 0},
+        {"\xf4\x8f\xbf\xbf", 4, 4, 0x10ffff}, {"\xf4\x90\x80\x80", 4, 0, 0},
+        {"\xf5\x80\x80\x80", 4, 0, 0},     {"\xe0\xa0\x80", 2, 0, 0},
+        {"\xc2\x41", 2, 0, 0},             {"\xe2\x82\x41", 3, 0, 0},
+        {"\xf0\x90\x80\x41", 4, 0, 0},     {"\x80\x80", 2, 0, 0},
+        {"\x41\x80", 2, 0, 0},
+    };
+    (void)st;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unsigned long cp = 0xdeadUL;
+        size_t len = lr__utf8_seq((const unsigned char *)cases[i].bytes, cases[i].n, &cp);
+        if (len != cases[i].len || (len && cp != cases[i].cp))
+            fail_msg("case %zu: length %zu, U+%04lX; want %zu, U+%04lX", i, len, cp,
+                     cases[i].len, cases[i].cp);
+    }
+}
+
+/* The encoding a text's first bytes show: by its byte order mark (UTF-32LE's
+ * before UTF-16LE's, which starts it), or by where its NUL bytes fall among
+ * ASCII ones, in 4 bytes or as far as 2 or 3 go; none for UTF-8, for bytes
+ * all NUL, or for a pattern no encoding writes. */
+static void text_encoding_is_known_by_mark_or_nul_bytes(void **st)
+{
+    static const char MARK[] = " (it starts with that encoding's byte order mark)";
+    static const char FOUR[] = " without a byte order mark (its first characters are ASCII "
+                               "with NUL bytes between them, as that encoding writes them)";
+    static const char FEW[] = " without a byte order mark (its few bytes are ASCII with NUL "
+                              "bytes beside them, as that encoding writes ASCII)";
+    static const struct {
+        const char *bytes;
+        size_t n;
+        const char *encoding, *how;
+    } cases[] = {
+        {"\xff\xfe\0\0", 4, "UTF-32LE", MARK}, {"\0\0\xfe\xff", 4, "UTF-32BE", MARK},
+        {"\xff\xfe[\0", 4, "UTF-16LE", MARK},  {"\xfe\xff\0[", 4, "UTF-16BE", MARK},
+        {"\xff\xfe", 2, "UTF-16LE", MARK},     {"\xfe\xff", 2, "UTF-16BE", MARK},
+        {"[\0\0\0", 4, "UTF-32LE", FOUR},      {"\0\0\0[", 4, "UTF-32BE", FOUR},
+        {"[\0{\0", 4, "UTF-16LE", FOUR},       {"\0[\0{", 4, "UTF-16BE", FOUR},
+        {"{\0", 2, "UTF-16LE", FEW},           {"\0{", 2, "UTF-16BE", FEW},
+        {"[\0{", 3, "UTF-16LE", FEW},          {"\0[\0", 3, "UTF-16BE", FEW},
+        {"[\0\0", 3, "UTF-32LE", FEW},         {"[{\"q", 4, NULL, NULL},
+        {"\0\0\0\0", 4, NULL, NULL},           {"\0\0", 2, NULL, NULL},
+        {"[\0\0[", 4, NULL, NULL},             {"\0[[\0", 4, NULL, NULL},
+        {"\xc3\xa9\0\0", 4, NULL, NULL},       {"[", 1, NULL, NULL},
+        {"\x80\0\0\0", 4, NULL, NULL},         {"\x7f\0\0\0", 4, "UTF-32LE", FOUR},
+    };
+    (void)st;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *how = NULL;
+        const char *enc = lr__text_encoding((const unsigned char *)cases[i].bytes, cases[i].n, &how);
+        if (!cases[i].encoding) {
+            if (enc)
+                fail_msg("case %zu: %s, want none", i, enc);
+            continue;
+        }
+        if (!enc || strcmp(enc, cases[i].encoding) != 0)
+            fail_msg("case %zu: %s, want %s", i, enc ? enc : "none", cases[i].encoding);
+        if (strcmp(how, cases[i].how) != 0)
+            fail_msg("case %zu: '%s', want '%s'", i, how, cases[i].how);
+    }
+}
+
+/* A name may hold a space and any valid UTF-8 from U+0080 up; a byte below
+ * 0x20 or DEL is a control character, named with its offset, and a byte
+ * that starts no valid sequence is named by its offset. */
+static void names_refuse_control_characters_and_invalid_utf8_by_their_place(void **st)
+{
+    char msg[128];
+    (void)st;
+    assert_int_equal(lr__record_check_name("m", "a b", 3, msg, sizeof msg), 0);
+    assert_int_equal(lr__record_check_name("m", "\xc2\x80\xf4\x8f\xbf\xbf", 6, msg, sizeof msg),
+                     0);
+    assert_int_equal(lr__record_check_name("m", "ab\x1f", 3, msg, sizeof msg), -1);
+    assert_string_equal(msg, "m: contains the control character 0x1f at byte 2");
+    assert_int_equal(lr__record_check_name("m", "\x7f", 1, msg, sizeof msg), -1);
+    assert_string_equal(msg, "m: contains the control character 0x7f at byte 0");
+    assert_int_equal(lr__record_check_name("m", "a\x80", 2, msg, sizeof msg), -1);
+    assert_string_equal(msg, "m: not valid UTF-8 at byte 1");
+    assert_int_equal(lr__record_check_utf8("q", "\xc3\xa9\xed\xa0\x80", 5, msg, sizeof msg), -1);
+    assert_string_equal(msg, "q: not valid UTF-8 at byte 2");
+    /* Control characters are a name's rule only: a query may hold a tab. */
+    assert_int_equal(lr__record_check_utf8("q", "a\tb\x7f", 4, msg, sizeof msg), 0);
+}
+
+/* A query of exactly the cap's bytes and a model name of exactly 256 are
+ * read by both loaders; one byte more is refused (above). */
+static void loader_and_import_take_strings_at_their_caps(void **st)
+{
+    size_t qlen = LR__RECORD_MAX_QUERY, mlen = LR__RECORD_MAX_MODEL_NAME;
+    size_t cap = qlen + mlen + 256;
+    char *q = malloc(qlen + 1), *m = malloc(mlen + 1), *rec = malloc(cap);
+    struct lr_dataset *ds = NULL;
+    struct lr_store *s = NULL;
+    struct lr_import_report rep;
+    struct lr_error err;
+    const char *p;
+    (void)st;
+    assert_non_null(q);
+    assert_non_null(m);
+    assert_non_null(rec);
+    memset(q, 'x', qlen);
+    q[qlen] = '\0';
+    memset(m, 'm', mlen);
+    m[mlen] = '\0';
+    snprintf(rec, cap, "{\"query\": \"%s\", \"outputs\": [" OUT("\"%s\"", "1", "1") "]}", q, m);
+    p = write_jsonl(rec);
+    assert_int_equal(lr_dataset_load(p, NULL, &ds, &rep, &err), 0);
+    assert_int_equal(rep.bad, 0);
+    assert_int_equal(lr_dataset_count(ds), 2); /* with write_jsonl()'s good one */
+    assert_int_equal(strlen(lr_dataset_record(ds, 0)->query), qlen);
+    assert_string_equal(lr_dataset_record(ds, 0)->outcomes[0].model, m);
+    lr_dataset_free(ds);
+    assert_int_equal(lr_store_open(":memory:", NULL, &s, &err), 0);
+    assert_int_equal(lr_store_import_file(s, p, NULL, &rep, &err), 0);
+    assert_int_equal(rep.bad, 0);
+    assert_int_equal(lr_store_count(s), 2);
+    lr_store_free(s);
+    free(q);
+    free(m);
+    free(rec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -630,6 +769,10 @@ int main(void)
         cmocka_unit_test(array_walk_names_line_and_column),
         cmocka_unit_test(loader_and_import_skip_an_array_record_with_a_number_out_of_range),
         cmocka_unit_test(check_range_names_a_number_out_of_range_by_its_place),
+        cmocka_unit_test(utf8_seq_takes_what_rfc_3629_allows),
+        cmocka_unit_test(text_encoding_is_known_by_mark_or_nul_bytes),
+        cmocka_unit_test(names_refuse_control_characters_and_invalid_utf8_by_their_place),
+        cmocka_unit_test(loader_and_import_take_strings_at_their_caps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
