@@ -291,13 +291,19 @@ def status_of(raw):
     return int(m.group(1)) if m else None
 
 
+_HELD_PORTS = []
+
+
 def closed_port():
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    """A port on 127.0.0.1 that nothing listens on: bound and never listened
+    on, and held so for the life of the test process, so a connection to it
+    is refused. (Bound and released, the port went back to the kernel's
+    pool, and a test running beside could take it: an attempt meant to be
+    refused then met a server.)"""
     s = socket.socket()
     s.bind((HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    _HELD_PORTS.append(s)
+    return s.getsockname()[1]
 
 
 def error_shape(j):

@@ -240,7 +240,7 @@ def attempts(gw_bin, fake_bin):
         assert h["x-llmroute-attempts"] == "2", h
         assert w.stats("b") == 1
         m = gw.metrics()
-        assert m['llmroute_upstream_attempts_total{model="dead",class="connect_refused"}'] == 1
+        assert m.get('llmroute_upstream_attempts_total{model="dead",class="connect_refused"}') == 1, m
         st, h, j, _ = chat(gw.port, {"model": "dead", "messages": HELLO})
         assert st == 502 and error_shape(j)["code"] == "upstream_unreachable", (st, j)
         assert h["x-llmroute-attempts"] == "1", h
@@ -1917,7 +1917,7 @@ def breaker(gw_bin, fake_bin):
         st, h, j, _ = chat(g.port, {"model": "r", "messages": HELLO})
         assert st == 200 and h["x-llmroute-model"] == "c" and h["x-llmroute-attempts"] == "3"
         m = g.metrics()
-        assert m['llmroute_upstream_attempts_total{model="dead",class="connect_refused"}'] == 1
+        assert m.get('llmroute_upstream_attempts_total{model="dead",class="connect_refused"}') == 1, m
         assert m['llmroute_upstream_attempts_total{model="b",class="server_error"}'] == 1
         assert m['llmroute_upstream_attempts_total{model="c",class="ok"}'] == 1
         assert m['llmroute_requests_by_attempts_total{attempts="3"}'] == 1
