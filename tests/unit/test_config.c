@@ -152,27 +152,33 @@ static void warns_about_unknown_keys_and_backends(void **state)
     lr_config_free(cfg);
 }
 
-static void resolves_store_path_against_the_config_folder(void **state)
+/* A config written as c.json in a new folder, named with `sep` between
+ * folder and name, with "store": "h.db", has its store at folder/h.db. */
+static void store_is_put_in_the_folder(const char *sep)
 {
-    char dir[] = "/tmp/lr_cfg_XXXXXX", path[128];
+    char dir[] = "/tmp/lr_cfg_XXXXXX", path[128], want[128];
     const char *json = "{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"h.db\"}}";
     struct lr_config *cfg = NULL;
     struct lr_error err = {0};
     FILE *f;
-    (void)state;
     assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/c.json", dir);
+    snprintf(path, sizeof path, "%s%sc.json", dir, sep);
     f = fopen(path, "w");
     assert_non_null(f);
     fputs(json, f);
     fclose(f);
     assert_int_equal(lr_config_load_file(path, &cfg, &err), 0);
-    snprintf(path, sizeof path, "%s/h.db", dir);
-    assert_string_equal(lr_config_router_defaults(cfg)->store_path, path);
+    snprintf(want, sizeof want, "%s/h.db", dir);
+    assert_string_equal(lr_config_router_defaults(cfg)->store_path, want);
     lr_config_free(cfg);
-    snprintf(path, sizeof path, "%s/c.json", dir);
     unlink(path);
     rmdir(dir);
+}
+
+static void resolves_store_path_against_the_config_folder(void **state)
+{
+    (void)state;
+    store_is_put_in_the_folder("/");
 }
 
 /* A store named by blank space alone was taken and made as a file of that
@@ -1518,24 +1524,8 @@ static void a_config_in_the_root_puts_its_store_in_the_root(void **state)
  * the store's. */
 static void a_doubled_slash_before_the_config_name_is_not_kept(void **state)
 {
-    char dir[] = "/tmp/lr_cfg_XXXXXX", path[128], want[128];
-    const char *json = "{\"models\": [{\"name\": \"a\"}], \"router\": {\"store\": \"h.db\"}}";
-    struct lr_config *cfg = NULL;
-    struct lr_error err = {0};
-    FILE *f;
     (void)state;
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s//c.json", dir);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(json, f);
-    fclose(f);
-    assert_int_equal(lr_config_load_file(path, &cfg, &err), 0);
-    snprintf(want, sizeof want, "%s/h.db", dir);
-    assert_string_equal(lr_config_router_defaults(cfg)->store_path, want);
-    lr_config_free(cfg);
-    unlink(path);
-    rmdir(dir);
+    store_is_put_in_the_folder("//");
 }
 
 int main(void)

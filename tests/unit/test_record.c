@@ -195,20 +195,24 @@ static void loader_and_import_refuse_each_bad_field_alike(void **st)
 }
 
 /* Strings at their caps and one byte over: a query and a model name. */
+/* n copies of c as a string (the caller frees it). */
+static char *repeated(char c, size_t n)
+{
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
 static void loader_and_import_refuse_strings_over_their_caps_alike(void **st)
 {
     size_t qlen = LR__RECORD_MAX_QUERY + 1, mlen = LR__RECORD_MAX_MODEL_NAME + 1;
     size_t cap = qlen + mlen + 256;
-    char *q = malloc(qlen + 1), *m = malloc(mlen + 1), *rec = malloc(cap);
+    char *q = repeated('x', qlen), *m = repeated('m', mlen), *rec = malloc(cap);
     char want[128];
     (void)st;
-    assert_non_null(q);
-    assert_non_null(m);
     assert_non_null(rec);
-    memset(q, 'x', qlen);
-    q[qlen] = '\0';
-    memset(m, 'm', mlen);
-    m[mlen] = '\0';
     snprintf(rec, cap, "{\"query\": \"%s\", \"outputs\": [" OUT("\"a\"", "1", "1") "]}", q);
     snprintf(want, sizeof(want), "query: %zu bytes is over the cap of %d", qlen,
              LR__RECORD_MAX_QUERY);
@@ -724,20 +728,14 @@ static void loader_and_import_take_strings_at_their_caps(void **st)
 {
     size_t qlen = LR__RECORD_MAX_QUERY, mlen = LR__RECORD_MAX_MODEL_NAME;
     size_t cap = qlen + mlen + 256;
-    char *q = malloc(qlen + 1), *m = malloc(mlen + 1), *rec = malloc(cap);
+    char *q = repeated('x', qlen), *m = repeated('m', mlen), *rec = malloc(cap);
     struct lr_dataset *ds = NULL;
     struct lr_store *s = NULL;
     struct lr_import_report rep;
     struct lr_error err;
     const char *p;
     (void)st;
-    assert_non_null(q);
-    assert_non_null(m);
     assert_non_null(rec);
-    memset(q, 'x', qlen);
-    q[qlen] = '\0';
-    memset(m, 'm', mlen);
-    m[mlen] = '\0';
     snprintf(rec, cap, "{\"query\": \"%s\", \"outputs\": [" OUT("\"%s\"", "1", "1") "]}", q, m);
     p = write_jsonl(rec);
     assert_int_equal(lr_dataset_load(p, NULL, &ds, &rep, &err), 0);
