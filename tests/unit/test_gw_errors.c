@@ -11,8 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <event2/event.h>
@@ -21,6 +19,7 @@
 #include <jansson.h>
 
 #include "gateway.h"
+#include "loopback.h"
 
 /* Format the message and parse the body back (jansson refuses bad UTF-8):
  * the message as decoded. */
@@ -396,7 +395,6 @@ static json_t *send_refusal(const struct refusal *r, int *status)
     static const char request[] = "GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
     struct timeval tick = {0, 10000};
     struct hs_server *srv;
-    struct sockaddr_in a;
     char resp[8192];
     size_t len = 0;
     const char *body;
@@ -406,14 +404,7 @@ static json_t *send_refusal(const struct refusal *r, int *status)
     srv = hs_server_new(base, &lim, refuse, gw_error_body, (void *)r);
     assert_non_null(srv);
     assert_int_equal(hs_server_listen(srv, "127.0.0.1", 0), 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((unsigned short)hs_server_port(srv));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(write(fd, request, strlen(request)), (ssize_t)strlen(request));
+    fd = loopback_send(hs_server_port(srv), request);
     for (int i = 0; i < 200 && !closed; i++) {
         ssize_t k;
         event_base_loopexit(base, &tick);

@@ -12,15 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <event2/event.h>
 
 #include <cmocka.h>
 
 #include "httpd.h"
+#include "loopback.h"
 
 struct seen {
     int called;
@@ -52,7 +49,6 @@ static void exchange(const char *request, struct seen *s)
     struct event_base *base = event_base_new();
     struct hs_limits lim = {8192, 1 << 20, 1 << 16, 5000};
     struct hs_server *srv;
-    struct sockaddr_in a;
     struct timeval tick = {0, 10000};
     int fd;
 
@@ -60,14 +56,7 @@ static void exchange(const char *request, struct seen *s)
     srv = hs_server_new(base, &lim, handler, error_body, s);
     assert_non_null(srv);
     assert_int_equal(hs_server_listen(srv, "127.0.0.1", 0), 0);
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((unsigned short)hs_server_port(srv));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(write(fd, request, strlen(request)), (ssize_t)strlen(request));
+    fd = loopback_send(hs_server_port(srv), request);
     memset(s, 0, sizeof *s);
     for (int i = 0; i < 200 && !s->called; i++) {
         event_base_loopexit(base, &tick);
