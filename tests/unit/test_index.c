@@ -471,33 +471,30 @@ static void pruned_knn_stays_exact_as_documents_are_appended(void **st)
 #define DDIM 37
 #define DROWS 2000
 
-/* The similarity the index defines, computed the plain way: the short
- * lists' terms in the query's order (each weight found by a binary search
- * in its list), then the long part from the document's long features.
- * d is the index's number of the document (idx->orig[d] the caller's). */
-static float plain_sim(const struct lr__sindex *idx, const struct lr__feat *q, size_t nq,
-                       const float *qrow, uint32_t d)
+/* The similarity the index defines, computed the plain way for every
+ * document: the short lists' terms in the query's order (each list's
+ * postings added to their documents' sums), then the long part from each
+ * document's long features. sim[d] is for the index's document d
+ * (idx->orig[d] the caller's). */
+static void plain_sims(const struct lr__sindex *idx, const struct lr__feat *q, size_t nq,
+                       const float *qrow, float *sim)
 {
-    float acc = 0.0f, lp = 0.0f;
+    for (uint32_t d = 0; d < idx->ndocs; d++)
+        sim[d] = 0.0f;
     for (size_t i = 0; i < nq; i++) {
         const struct lr__plist *l = &idx->lists[q[i].id];
         if (idx->row_of && idx->row_of[q[i].id])
             continue;
-        size_t lo = 0, hi = l->n;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (l->p[mid].doc < d)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        if (lo < l->n && l->p[lo].doc == d)
-            acc = acc + q[i].w * l->p[lo].w;
+        for (uint32_t j = 0; j < l->n; j++)
+            sim[l->p[j].doc] = sim[l->p[j].doc] + q[i].w * l->p[j].w;
     }
-    if (idx->nrows)
-        for (size_t j = idx->fwd_off[d]; j < idx->fwd_off[d + 1]; j++)
-            lp += qrow[idx->fwd[j].row] * idx->fwd[j].w;
-    return acc + lp;
+    for (uint32_t d = 0; d < idx->ndocs; d++) {
+        float lp = 0.0f;
+        if (idx->nrows)
+            for (size_t j = idx->fwd_off[d]; j < idx->fwd_off[d + 1]; j++)
+                lp += qrow[idx->fwd[j].row] * idx->fwd[j].w;
+        sim[d] = sim[d] + lp;
+    }
 }
 
 /* The search must return exactly (same documents, same float bits, same
@@ -507,19 +504,22 @@ static void check_exact(const struct lr__sindex *idx, const struct lr__feat *q, 
                         struct lr__neighbor *all, float *qrow)
 {
     size_t n = 0;
+    float *sim = malloc(idx->ndocs * sizeof(*sim) + 1);
+    assert_non_null(sim);
     for (size_t r = 0; r < idx->nrows; r++)
         qrow[r] = 0.0f;
     for (size_t i = 0; i < nq; i++)
         if (idx->row_of && idx->row_of[q[i].id])
             qrow[idx->row_of[q[i].id] - 1] = q[i].w;
+    plain_sims(idx, q, nq, qrow, sim);
     for (uint32_t d = 0; d < idx->ndocs; d++) {
-        float s = plain_sim(idx, q, nq, qrow, d);
-        if (s > 0.0f) {
+        if (sim[d] > 0.0f) {
             all[n].doc = idx->orig[d];
-            all[n].sim = s;
+            all[n].sim = sim[d];
             n++;
         }
     }
+    free(sim);
     qsort(all, n, sizeof(*all), cmp_nb);
     /* Fewer than k share a feature: the rest at 0 in document order. */
     for (uint32_t d = 0, shared = (uint32_t)n; n < k && d < idx->ndocs; d++) {
