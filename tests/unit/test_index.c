@@ -475,7 +475,8 @@ static void pruned_knn_stays_exact_as_documents_are_appended(void **st)
  * document: the short lists' terms in the query's order (each list's
  * postings added to their documents' sums), then the long part from each
  * document's long features. sim[d] is for the index's document d
- * (idx->orig[d] the caller's). */
+ * (idx->orig[d] the caller's). Each list it reads must hold its documents
+ * once each in ascending order, as the search's walk by blocks assumes. */
 static void plain_sims(const struct lr__sindex *idx, const struct lr__feat *q, size_t nq,
                        const float *qrow, float *sim)
 {
@@ -483,10 +484,14 @@ static void plain_sims(const struct lr__sindex *idx, const struct lr__feat *q, s
         sim[d] = 0.0f;
     for (size_t i = 0; i < nq; i++) {
         const struct lr__plist *l = &idx->lists[q[i].id];
+        uint32_t out_of_order = 0;
         if (idx->row_of && idx->row_of[q[i].id])
             continue;
-        for (uint32_t j = 0; j < l->n; j++)
+        for (uint32_t j = 0; j < l->n; j++) {
+            out_of_order += j > 0 && l->p[j - 1].doc >= l->p[j].doc;
             sim[l->p[j].doc] = sim[l->p[j].doc] + q[i].w * l->p[j].w;
+        }
+        assert_int_equal(out_of_order, 0);
     }
     for (uint32_t d = 0; d < idx->ndocs; d++) {
         float lp = 0.0f;
