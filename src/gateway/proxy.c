@@ -915,20 +915,14 @@ static int sse_event(struct exchange *ex)
             ex->saw_done = 1;
         return 0;
     }
-    /* A Responses event is scanned once, for its members too. */
-    if (ex->ep == EP_RESPONSES ? resp_event_scan(p, n, &re) != 0 : !is_json_object(p, n))
+    /* The data is read whole by the JSON grammar: the scans for members read
+     * the top level only, so an event broken inside a value, or one whose
+     * string was cut over two data lines (joined, a raw LF in it), would go
+     * out to a client whose parser refuses it. A Responses event is scanned
+     * for its members too. */
+    if (js_object_prefix(p, n) != JS_WHOLE ||
+        (ex->ep == EP_RESPONSES && resp_event_scan(p, n, &re) != 0))
         return -1;
-    if (lines > 1) {
-        /* Joined, the data holds LFs, and the scanner does not look inside
-         * strings: a string cut over two data lines would pass it with a raw
-         * LF, which no JSON parser takes. An event of several lines (rare:
-         * OpenAI sends one) is parsed whole. */
-        json_t *j = json_loadb(p, n, JSON_ALLOW_NUL, NULL);
-        int ok = json_is_object(j);
-        json_decref(j);
-        if (!ok)
-            return -1;
-    }
     if (!ex->error_event && event_error(p, n, ex->event_error, sizeof ex->event_error)) {
         if (!ex->streaming)
             return -2;
@@ -2263,6 +2257,23 @@ static int close_cut(struct exchange *ex)
     return 1;
 }
 
+/* A 2xx answer that is no whole JSON object though its top level scans as
+ * one: malformed, with jansson's words for the first fault and its place
+ * (parsed only here, on the failure). */
+static void failed_not_json(struct exchange *ex)
+{
+    json_error_t je;
+    char msg[sizeof je.text + 96];
+    json_t *j = json_loadb(ex->resp, ex->resp_len, 0, &je);
+    if (j)
+        snprintf(msg, sizeof msg, "the upstream's answer is not valid JSON");
+    else
+        snprintf(msg, sizeof msg, "the upstream's answer is not valid JSON: %s (line %d, column %d)",
+                 je.text, je.line, je.column);
+    json_decref(j);
+    failed(ex, RS_MALFORMED, msg);
+}
+
 static void on_done(void *arg, enum up_error err, const char *message)
 {
     struct exchange *ex = arg;
@@ -2414,6 +2425,14 @@ static void on_done(void *arg, enum up_error err, const char *message)
             failed(ex, RS_MALFORMED, msg);
             return;
         }
+    }
+    if (!ex->op_method && js_object_prefix(ex->resp, ex->resp_len) != JS_WHOLE) {
+        /* The check above reads the top level only: it skips each member's
+         * value by its brackets and quotes, so an answer broken inside one
+         * (`"usage":{"total_tokens":tru}`, a raw LF or bad UTF-8 in the
+         * content) would reach the client as a 200 its parser refuses. */
+        failed_not_json(ex);
+        return;
     }
     if (!ex->op_method) {
         /* A 2xx that is an error and no answer (OpenRouter's, when the

@@ -1232,6 +1232,79 @@ def streams(gw_bin, fake_bin):
     check("an answer or an event holding a raw NUL byte is malformed: fallback, else 502; "
           "past the commit an error event, the event never relayed", raw_nul_is_malformed)
 
+    def broken_inside_a_value_is_malformed():
+        # The top level of each of these is an object's, and a scan of it
+        # alone (which skips a member's value by its brackets and quotes)
+        # took them, so they were relayed 200, to clients whose parsers
+        # refuse them: a literal cut short in the usage, a raw LF in the
+        # content, a byte that is no UTF-8 there. Each is malformed: the
+        # request falls back, and past the commit the stream ends with an
+        # error event, the event never relayed.
+        answer = (b'{"id":"x","object":"chat.completion","choices":[{"index":0,"message":'
+                  b'{"role":"assistant","content":"h%si"},"finish_reason":"stop"}],'
+                  b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":%s}}')
+        bodies = [answer % (b"", b"tru"), answer % (b"\n", b"2"), answer % (b"\xff", b"2")]
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+                 b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
+        ev = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+              b'"delta":{"content":"Zq%sqZ"},"finish_reason":%s}]}\n\n')
+        bad_events = [ev % (b"", b"nul"), ev % (b"\xc3(", b"null")]
+        answers = [[head + b"Content-Length: %d\r\n\r\n" % len(b) + b] for b in bodies]
+        for e in bad_events:  # as the first event: nothing went out
+            answers.append([chunked_sse(e + b"data: [DONE]\n\n")])
+        for e in bad_events:  # after the first, which went out before it came
+            whole = chunked_sse(first + e + b"data: [DONE]\n\n")
+            cut = whole.index(b"\r\n\r\n") + 4
+            answers.append([whole[:cut] + b"%x\r\n" % len(first) + first + b"\r\n",
+                            b"%x\r\n" % (len(e) + 14) + e + b"data: [DONE]\n\n\r\n0\r\n\r\n"])
+        plan = [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3]  # the answer to each request, in turn
+
+        def serve(c, n):
+            for k, piece in enumerate(answers[plan[n - 1]]):
+                if k:
+                    time.sleep(0.2)
+                c.sendall(piece)
+        up = Scripted(serve)
+        g = falls_back_to_c(w, up)
+        for n in (1, 2, 3):
+            st, h, j, raw = chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, raw)
+            assert h["x-llmroute-attempts"] == "2" and "choices" in j, (n, h, raw)
+        for n in (4, 5):
+            st, h, events, raw = stream_chat(g.port, {"model": "r", "messages": HELLO})
+            assert st == 200 and h["x-llmroute-model"] == "c", (n, st, h, raw)
+            assert_complete_stream(events)
+            assert b"Zq" not in raw, (n, raw)
+        for n in (6, 7):
+            assert_cut_after_first(g.port, first, "upstream_malformed", n)
+        # Alone, the model's answer is a 502 that names the fault and its place.
+        # jansson's words, and its column: the byte at fault's (0-based), or
+        # the end of the token it could not read.
+        for n, words in ((8, "invalid token near 'tru' (line 1, column %d)"
+                          % (bodies[0].index(b"tru") + 3)),
+                         (9, "unexpected newline near '\"h' (line 1, column %d)"
+                          % bodies[1].index(b"\n")),
+                         (10, "unable to decode byte 0xff near '\"h' (line 1, column %d)"
+                          % bodies[2].index(b"\xff"))):
+            st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
+            e = error_shape(j)
+            assert st == 502 and e["code"] == "upstream_malformed", (n, st, raw)
+            assert "the upstream's answer is not valid JSON: " + words in e["message"], e
+        st, h, events, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
+        e = error_shape(json.loads(raw))
+        assert st == 502 and e["code"] == "upstream_malformed", (st, raw)
+        assert "an event's data is neither JSON nor [DONE]" in e["message"], e
+        assert up.requests == 11, up.requests
+        for cls, count in (("malformed", 11), ("ok", 0)):
+            key = 'llmroute_upstream_attempts_total{model="s",class="%s"}' % cls
+            assert metric(g, key) == count, (cls, metric(g, key))
+        stop(g)
+        up.close()
+    check("an answer or an event whose top level is an object's but that is not JSON inside "
+          "a value is malformed: fallback, else 502 naming the fault; past the commit an "
+          "error event, the event never relayed", broken_inside_a_value_is_malformed)
+
     def error_field_first_falls_back():
         # An older llama.cpp server (before PR #16109) sends a stream's error as
         # an `error:` field, then [DONE]. Before anything reached the client it
