@@ -2259,12 +2259,14 @@ static int close_cut(struct exchange *ex)
 
 /* A 2xx answer that is no whole JSON object though its top level scans as
  * one: malformed, with jansson's words for the first fault and its place
- * (parsed only here, on the failure). */
+ * (parsed only here, on the failure). The flags take what is JSON though
+ * jansson refuses it by default (\u0000 in a string, an integer past 64
+ * bits), so that the words are for the fault. */
 static void failed_not_json(struct exchange *ex)
 {
     json_error_t je;
     char msg[sizeof je.text + 96];
-    json_t *j = json_loadb(ex->resp, ex->resp_len, 0, &je);
+    json_t *j = json_loadb(ex->resp, ex->resp_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
     if (j)
         snprintf(msg, sizeof msg, "the upstream's answer is not valid JSON");
     else

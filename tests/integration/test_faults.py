@@ -1243,7 +1243,10 @@ def streams(gw_bin, fake_bin):
         answer = (b'{"id":"x","object":"chat.completion","choices":[{"index":0,"message":'
                   b'{"role":"assistant","content":"h%si"},"finish_reason":"stop"}],'
                   b'"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":%s}}')
-        bodies = [answer % (b"", b"tru"), answer % (b"\n", b"2"), answer % (b"\xff", b"2")]
+        # The first also holds JSON that jansson refuses unless asked (an
+        # escaped NUL in a string): the words must still be for the fault.
+        bodies = [answer % (b"\\u0000", b"tru"), answer % (b"\n", b"2"),
+                  answer % (b"\xff", b"2")]
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
         first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
                  b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
