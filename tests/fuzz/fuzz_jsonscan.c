@@ -9,7 +9,12 @@
  * members, and with every other member as it was. A difference aborts.
  * js_count_values must count exactly the values of the tree jansson made
  * (member names included), and stop just past any limit. An object jansson
- * accepts is whole to js_object_prefix, and each of its starts open.
+ * accepts is whole to js_object_prefix, and each of its starts open; and
+ * the other way, as the proxy relays what is whole to it: jansson accepts
+ * what it takes as whole, but for a number past a double's range (which
+ * the grammar does not weigh), a name given twice (which a client's
+ * parser takes, and the proxy's flags refuse only in request bodies) and a
+ * name holding \u0000 (JSON, which jansson alone does not take in a name).
  * "Accepts" is as the gateway accepts a body: jansson reads past a raw NUL
  * byte after a number or a literal (`{"":2<NUL>}` parses), which is no
  * JSON, so a body js_find_nul finds one in is refused before the parse and
@@ -119,8 +124,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t k = 0; k < size; k += step)
             if (js_object_prefix(buf, k) == JS_NEVER)
                 fail("js_object_prefix refuses the start of an object jansson accepts");
-    } else {
-        (void)js_object_prefix(buf, size);
+    } else if (js_object_prefix(buf, size) == JS_WHOLE && !js_find_nul(buf, size, &line, &column)) {
+        json_error_t je;
+        json_t *j = json_loadb(buf, size, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
+        if (!j && json_error_code(&je) != json_error_numeric_overflow &&
+            json_error_code(&je) != json_error_null_byte_in_key)
+            fail("js_object_prefix takes as whole an object jansson refuses");
+        json_decref(j);
     }
     if (rc == 0 || rc == -2) {
         size_t k = n < 8 ? n : 8;
