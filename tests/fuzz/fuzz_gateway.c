@@ -16,6 +16,12 @@
  * event loop runs until the gateway has answered and closed, and then the
  * metrics page is rendered (its labels escaped) as GET /metrics would.
  *
+ * What the client got is held to the gateway's promise that a 200 is JSON
+ * whatever the upstream sent (check_answer()): a JSON answer is a whole
+ * object by the grammar, and each event of a stream, as an SSE client
+ * reads it (lines end at CR, LF or CRLF; its data lines joined), is a
+ * whole object or [DONE]. A broken promise aborts.
+ *
  * gateway.c is included for its static dispatch.
  *
  * Threads: the loop's, and the gateway's worker threads.
@@ -121,6 +127,132 @@ static void upstream_turn(struct upstream_conn *c, size_t *n, const char *answer
     }
 }
 
+static void fail(const char *what)
+{
+    fprintf(stderr, "fuzz_gateway: %s\n", what);
+    abort();
+}
+
+/* Is d[0..n) a whole JSON object, blanks around it allowed, or (for an
+ * event's data, events set) [DONE]? The blanks the gateway trims from an
+ * event's data (space, tab, LF) are trimmed first. */
+static int whole(const char *d, size_t n, int events)
+{
+    while (n && (*d == ' ' || *d == '\t' || *d == '\n'))
+        d++, n--;
+    while (n && (d[n - 1] == ' ' || d[n - 1] == '\t' || d[n - 1] == '\n'))
+        n--;
+    if (events && (n == 0 || (n == 6 && memcmp(d, "[DONE]", 6) == 0)))
+        return 1;
+    return js_object_prefix(d, n) == JS_WHOLE;
+}
+
+/* The events of an event stream's body b[0..n), read as an SSE client
+ * reads them (the WHATWG rules): a UTF-8 BOM at the start dropped, lines
+ * ended by CR, LF or CRLF, a `data` field's value (one space after its
+ * colon dropped) added to the event's data with an LF after it, the event
+ * dispatched at a blank line with that last LF removed. An event the body
+ * ends inside was never dispatched, and is not checked. */
+static void check_events(const char *b, size_t n)
+{
+    char *data = malloc(n + 1);
+    size_t dn = 0, i = 0;
+    if (!data)
+        abort();
+    if (n >= 3 && memcmp(b, "\xEF\xBB\xBF", 3) == 0)
+        i = 3;
+    while (i < n) {
+        size_t start = i, len;
+        while (i < n && b[i] != '\r' && b[i] != '\n')
+            i++;
+        if (i == n)
+            break; /* a line the body ends inside */
+        len = i - start;
+        i += b[i] == '\r' && i + 1 < n && b[i + 1] == '\n' ? 2 : 1;
+        if (len == 0) {
+            if (dn && !whole(data, dn - 1, 1))
+                fail("an event of a 200 stream is neither a whole JSON object nor [DONE]");
+            dn = 0;
+        } else if (len >= 4 && memcmp(b + start, "data", 4) == 0 &&
+                   (len == 4 || b[start + 4] == ':')) {
+            size_t v = len > 4 ? start + 5 : start + 4;
+            if (v < start + len && b[v] == ' ')
+                v++;
+            memcpy(data + dn, b + v, start + len - v);
+            dn += start + len - v;
+            data[dn++] = '\n';
+        }
+    }
+    free(data);
+}
+
+/* A chunked body's data, from b[0..n) into out (as long as b at most);
+ * what is cut short or not chunked ends it. Returns its length. */
+static size_t dechunk(const char *b, size_t n, char *out)
+{
+    size_t i = 0, o = 0;
+    while (i < n) {
+        size_t size = 0, k = i;
+        int d;
+        while (k < n && (d = hs_hex_digit((unsigned char)b[k])) >= 0 && size < ((size_t)1 << 40))
+            size = size * 16 + (size_t)d, k++;
+        while (k < n && b[k] != '\n')
+            k++;
+        if (k == i || k == n || size == 0 || size > n - k - 1)
+            break;
+        memcpy(out + o, b + k + 1, size);
+        o += size;
+        i = k + 1 + size + 2;
+    }
+    return o;
+}
+
+/* The value of header name (lower case) in the head h[0..n), or NULL. */
+static const char *header(const char *h, size_t n, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *p = h, *end = h + n; p < end;) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (v < eol && *v == ' ')
+                v++;
+            *len = (size_t)(eol - v) - (eol > v && eol[-1] == '\r');
+            return v;
+        }
+        p = eol + 1;
+    }
+    return NULL;
+}
+
+/* What the client got, a[0..n): a 200's body as the promise above has it. */
+static void check_answer(const char *a, size_t n)
+{
+    const char *end = memmem(a, n, "\r\n\r\n", 4), *ct, *te, *cl;
+    size_t hn, ctn = 0, ten = 0, cln = 0, bn;
+    if (n < 13 || memcmp(a, "HTTP/1.1 200 ", 13) != 0 || !end)
+        return;
+    hn = (size_t)(end - a) + 2;
+    bn = n - hn - 2;
+    ct = header(a, hn, "content-type", &ctn);
+    te = header(a, hn, "transfer-encoding", &ten);
+    cl = header(a, hn, "content-length", &cln);
+    if (!ct)
+        return;
+    if (ctn >= 17 && strncmp(ct, "text/event-stream", 17) == 0) {
+        char *body = malloc(bn + 1);
+        if (!body)
+            abort();
+        check_events(body, te ? dechunk(end + 4, bn, body) : (memcpy(body, end + 4, bn), bn));
+        free(body);
+    } else if (ctn >= 16 && strncmp(ct, "application/json", 16) == 0 && cl &&
+               strtoull(cl, NULL, 10) == bn && !whole(end + 4, bn, 0)) {
+        fail("a 200 JSON answer is not a whole JSON object");
+    }
+}
+
 static const char *const endpoints[8][2] = {
     {"POST", "/v1/chat/completions"}, {"POST", "/v1/completions"}, {"POST", "/v1/responses"},
     {"POST", "/v1/embeddings"},       {"POST", "/v1/route"},       {"POST", "/v1/feedback"},
@@ -138,7 +270,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n_up = 0, body_len, answer_len = 0, req_len, sent = 0;
     const char *body, *sep, *answer = NULL;
     char *req = NULL, *up_answer = NULL;
-    int sel, client = -1, closed = 0;
+    int sel, client = -1, closed = 0, got_over = 0;
+    static char got[1 << 20]; /* what the client got (more is not checked) */
+    size_t got_len = 0;
 
     if (size < 1)
         return 0;
@@ -220,7 +354,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         evutil_make_socket_nonblocking(client);
     }
     for (int turn = 0; turn < 20000 && !closed; turn++) {
-        char sink[8192];
         ssize_t r;
         if (sent < req_len) {
             ssize_t w = write(client, req + sent, req_len - sent);
@@ -229,15 +362,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         event_base_loop(gw.base, EVLOOP_NONBLOCK);
         upstream_turn(up, &n_up, up_answer, answer_len);
-        while ((r = read(client, sink, sizeof sink)) > 0)
+        while (got_len < sizeof got &&
+               (r = read(client, got + got_len, sizeof got - got_len)) > 0) {
             if (getenv("FUZZ_GATEWAY_SHOW")) /* the answers, to see what a seed does */
-                fwrite(sink, 1, (size_t)r, stderr);
+                fwrite(got + got_len, 1, (size_t)r, stderr);
+            got_len += (size_t)r;
+        }
+        if (got_len == sizeof got) {
+            char sink[8192];
+            while ((r = read(client, sink, sizeof sink)) > 0)
+                got_over = 1;
+        }
         if (r == 0 || (r < 0 && errno != EAGAIN))
             closed = 1;
         /* Waiting on a timer or a worker: give it time, not the CPU. */
         if (turn > 200)
             nanosleep(&(struct timespec){0, 100000}, NULL);
     }
+    if (closed && !got_over)
+        check_answer(got, got_len);
     {
         size_t mlen = 0;
         free(metrics_render(gw.metrics, gw_now(), &mlen));
