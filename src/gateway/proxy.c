@@ -2257,16 +2257,37 @@ static int close_cut(struct exchange *ex)
     return 1;
 }
 
-/* A 2xx answer that is no whole JSON object though its top level scans as
- * one: malformed, with jansson's words for the first fault and its place
- * (parsed only here, on the failure). The flags take what is JSON though
- * jansson refuses it by default (\u0000 in a string, an integer past 64
- * bits), so that the words are for the fault. */
-static void failed_not_json(struct exchange *ex)
+/* A 2xx answer that is no whole JSON object, failed with what it is, found
+ * again on this failure only. Not an object at its top level: malformed
+ * under a JSON content type; under another (an HTML page from a proxy or a
+ * login portal, plain text) not an answer at all. Holding a raw NUL byte,
+ * which no JSON text holds: malformed, at its place. Else broken inside a
+ * value (`"usage":{"total_tokens":tru}`, a raw LF or bad UTF-8 in the
+ * content): malformed, in jansson's words for the fault and its place;
+ * its flags take what is JSON though jansson refuses it by default
+ * (\u0000 in a string, an integer past 64 bits), so that the words are for
+ * the fault. */
+static void not_an_object(struct exchange *ex)
 {
     json_error_t je;
     char msg[sizeof je.text + 96];
-    json_t *j = json_loadb(ex->resp, ex->resp_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
+    int line, column;
+    json_t *j;
+    if (!is_json_object(ex->resp ? ex->resp : "", ex->resp_len)) {
+        int json = strstr(ex->up_ctype, "json") != NULL;
+        snprintf(msg, sizeof msg, "the upstream's answer is not a JSON object%s%.64s%s",
+                 json ? "" : " (Content-Type '", json ? "" : ex->up_ctype, json ? "" : "')");
+        failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);
+        return;
+    }
+    if (js_find_nul(ex->resp, ex->resp_len, &line, &column)) {
+        snprintf(msg, sizeof msg,
+                 "the upstream's answer holds a NUL byte at line %d, column %d " JS_NUL_WHY, line,
+                 column);
+        failed(ex, RS_MALFORMED, msg);
+        return;
+    }
+    j = json_loadb(ex->resp, ex->resp_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
     if (j)
         snprintf(msg, sizeof msg, "the upstream's answer is not valid JSON");
     else
@@ -2401,39 +2422,13 @@ static void on_done(void *arg, enum up_error err, const char *message)
     }
     if (close_cut(ex))
         return;
-    if (!ex->op_method && !is_json_object(ex->resp ? ex->resp : "", ex->resp_len)) {
+    if (!ex->op_method && js_object_prefix(ex->resp ? ex->resp : "", ex->resp_len) != JS_WHOLE) {
         /* Every endpoint answers a JSON object (a request about a response
-         * id is answered as it came: a DELETE's 204 has no body). Under a
-         * JSON content type the body is malformed; under another (an HTML
-         * page from a proxy or a login portal, plain text) it is not an
-         * answer at all. */
-        char msg[200];
-        int json = strstr(ex->up_ctype, "json") != NULL;
-        snprintf(msg, sizeof msg, "the upstream's answer is not a JSON object%s%.64s%s",
-                 json ? "" : " (Content-Type '", json ? "" : ex->up_ctype, json ? "" : "')");
-        failed(ex, json ? RS_MALFORMED : RS_BAD_RESPONSE, msg);
-        return;
-    }
-    if (!ex->op_method) {
-        /* A raw NUL byte is in no JSON text, but the check above skips
-         * strings, and jansson reads past one after a number: the answer
-         * would reach the client with it. */
-        int line, column;
-        if (js_find_nul(ex->resp, ex->resp_len, &line, &column)) {
-            char msg[200];
-            snprintf(msg, sizeof msg,
-                     "the upstream's answer holds a NUL byte at line %d, column %d " JS_NUL_WHY,
-                     line, column);
-            failed(ex, RS_MALFORMED, msg);
-            return;
-        }
-    }
-    if (!ex->op_method && js_object_prefix(ex->resp, ex->resp_len) != JS_WHOLE) {
-        /* The check above reads the top level only: it skips each member's
-         * value by its brackets and quotes, so an answer broken inside one
-         * (`"usage":{"total_tokens":tru}`, a raw LF or bad UTF-8 in the
-         * content) would reach the client as a 200 its parser refuses. */
-        failed_not_json(ex);
+         * id is answered as it came: a DELETE's 204 has no body), read
+         * whole by the grammar in one pass: a top-level scan alone would
+         * pass an answer broken inside a value to a client whose parser
+         * refuses it. not_an_object() says what it is instead. */
+        not_an_object(ex);
         return;
     }
     if (!ex->op_method) {

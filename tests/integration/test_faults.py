@@ -765,6 +765,10 @@ def attempts(gw_bin, fake_bin):
             st, h, j, raw = chat(g.port, payload)
             assert st == 502 and h["content-type"] == "application/json", (k, st, h, raw)
             assert error_shape(j)["code"] == "upstream_bad_response", j
+            if not stream:
+                said = "the upstream's answer is not a JSON object (Content-Type '%s')" % (
+                    answers[k][0].decode())
+                assert said in error_shape(j)["message"], j
         assert metric(g, 'llmroute_upstream_attempts_total{model="odd",class="bad_response"}') \
             == 6
         stop(g)
