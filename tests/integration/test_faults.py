@@ -195,6 +195,11 @@ def assert_error_event_no_done(events, code):
         json.loads(e)  # everything relayed before the error is valid JSON
 
 
+# A stream's first event with content: it goes out to the client at once.
+CHUNK_HI = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
+            b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
+
+
 def assert_cut_after_first(port, first, code, n):
     # A stream from model "s" that relays the event first and then, at
     # once, an error event of code, with no [DONE]. n names the case.
@@ -1023,6 +1028,24 @@ def streams(gw_bin, fake_bin):
                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
                 b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
 
+    def after_a_first_event(first, e):
+        """The pieces of a chunked stream whose event e comes 0.2 s after its
+        first event went out (the stream had committed), then [DONE]."""
+        whole = chunked_sse(first + e + b"data: [DONE]\n\n")
+        cut = whole.index(b"\r\n\r\n") + 4
+        return [whole[:cut] + b"%x\r\n" % len(first) + first + b"\r\n",
+                b"%x\r\n" % (len(e) + 14) + e + b"data: [DONE]\n\n\r\n0\r\n\r\n"]
+
+    def answering_in_turn(answers, plan):
+        """A Scripted upstream that answers request n with the pieces of
+        answers[plan[n - 1]], 0.2 s apart."""
+        def serve(c, n):
+            for k, piece in enumerate(answers[plan[n - 1]]):
+                if k:
+                    time.sleep(0.2)
+                c.sendall(piece)
+        return Scripted(serve)
+
     def finished_without_done_keeps_breaker_closed():
         # An upstream that ends each stream properly after its finish reason but
         # never sends [DONE] (llama.cpp's server before PR #9459, TGI before PR
@@ -1072,17 +1095,15 @@ def streams(gw_bin, fake_bin):
         # error event, nothing of the cut event relayed. It was
         # upstream_malformed, as if the upstream had sent bad data. Data that
         # no more bytes could make JSON is malformed, at the end as anywhere.
-        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
-                 b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
         last = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
                 b'"delta":{},"finish_reason":"stop"}]}')
         cut = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"del'
         usage_cut = b'\n\ndata: {"id":"x","object":"chat.completion.chunk","choices":[],"usa'
         more = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
                 b'"delta":{"content":" there"},"finish_reason":null}]}')
-        bodies = [first + cut, first + last + usage_cut, first + last + b"\n", first + last,
-                  first + more + b"\n", first + more, first + b"data: hello",
-                  first + b"data: [DO"]
+        bodies = [CHUNK_HI + cut, CHUNK_HI + last + usage_cut, CHUNK_HI + last + b"\n",
+                  CHUNK_HI + last, CHUNK_HI + more + b"\n", CHUNK_HI + more,
+                  CHUNK_HI + b"data: hello", CHUNK_HI + b"data: [DO"]
 
         def serve(c, n):
             c.sendall(chunked_sse(bodies[n - 1]))
@@ -1092,7 +1113,7 @@ def streams(gw_bin, fake_bin):
             st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
             assert st == 200 and h["x-llmroute-model"] == "s", (n, st, h, ev)
             assert_error_event_no_done(ev, "upstream_stream_cut")
-            whole = first if n == 1 else first + last + b"\n\n"
+            whole = CHUNK_HI if n == 1 else CHUNK_HI + last + b"\n\n"
             rest = raw[len(whole):]  # the error event alone: nothing of the cut one
             assert raw.startswith(whole) and rest.startswith(b'data: {"error":'), (n, raw)
             assert rest.count(b"\n") == 2 and rest.endswith(b"}}\n\n"), (n, raw)
@@ -1115,7 +1136,7 @@ def streams(gw_bin, fake_bin):
         for n, code in ((7, "upstream_malformed"), (8, "upstream_stream_cut")):
             # Data no more bytes could make JSON is malformed there as
             # anywhere; the start of [DONE] is an event cut short.
-            assert_cut_after_first(g.port, first, code, n)
+            assert_cut_after_first(g.port, CHUNK_HI, code, n)
         assert_attempts_then_close(g, up, stream_cut=5, malformed=1, ok=2)
     check("a body that ends cleanly inside an event: a whole last event is relayed (also "
           "when the stream is then a cut), one cut inside its data is stream_cut, not "
@@ -1131,8 +1152,6 @@ def streams(gw_bin, fake_bin):
         # literal may hold: a string open there ("a), or [DO, was taken
         # for a cut. Inside a line, more bytes could complete a literal or
         # a number (nu, 1.): those were taken for malformed.
-        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
-                 b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
         head = b'data: {"id":"x","object":"chat.completion.chunk",\n'
         cases = [
             (head + b'data: "choices":[{"index":0,\n', "upstream_stream_cut"),
@@ -1148,7 +1167,7 @@ def streams(gw_bin, fake_bin):
         whole = head + b'data: "choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n'
 
         def serve(c, n):
-            c.sendall(chunked_sse(first + (cases[n - 1][0] if n <= len(cases) else whole)))
+            c.sendall(chunked_sse(CHUNK_HI + (cases[n - 1][0] if n <= len(cases) else whole)))
         up = Scripted(serve)
         g = scripted_gateway(w, {"name": "s", "backend": "openai", "base_url": up.base_url},
                              resilience={"breaker": {"consecutive_failures": 0,
@@ -1156,9 +1175,9 @@ def streams(gw_bin, fake_bin):
         for n, (body, code) in enumerate(cases, 1):
             # Nothing of the unfinished event is relayed: the error event
             # comes right after the first one.
-            assert_cut_after_first(g.port, first, code, n)
+            assert_cut_after_first(g.port, CHUNK_HI, code, n)
         st, h, ev, raw = stream_chat(g.port, {"model": "s", "messages": HELLO})
-        assert st == 200 and raw == first + whole + b"\ndata: [DONE]\n\n", (st, raw)
+        assert st == 200 and raw == CHUNK_HI + whole + b"\ndata: [DONE]\n\n", (st, raw)
         assert_attempts_then_close(g, up, stream_cut=3, malformed=2, ok=1)
     check("a body that ends cleanly between an event's data lines: a cut when a line more "
           "could complete its JSON, malformed when none could, relayed when whole",
@@ -1175,8 +1194,6 @@ def streams(gw_bin, fake_bin):
                b'{"role":"assistant","content":"h%si"},"finish_reason":"stop"}]}')
         in_string, after_number = msg % (b"", b"\0"), msg % (b"\0", b"")
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
-                 b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
         ev = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0%s,'
               b'"delta":{"content":"t%sx"},"finish_reason":null}]}\n\n')
         nul_events = [ev % (b"", b"\0"), ev % (b"\0", b"")]
@@ -1185,26 +1202,15 @@ def streams(gw_bin, fake_bin):
             answers.append([head + b"Content-Length: %d\r\n\r\n" % len(body) + body])
         for e in nul_events:  # as the first event: nothing went out
             answers.append([chunked_sse(e + b"data: [DONE]\n\n")])
-        for e in nul_events:
-            # After the first, which went out before it came: the stream had
-            # committed.
-            whole = chunked_sse(first + e + b"data: [DONE]\n\n")
-            cut = whole.index(b"\r\n\r\n") + 4
-            answers.append([whole[:cut] + b"%x\r\n" % len(first) + first + b"\r\n",
-                            b"%x\r\n" % (len(e) + 14) + e + b"data: [DONE]\n\n\r\n0\r\n\r\n"])
+        for e in nul_events:  # after the first, which went out before it came
+            answers.append(after_a_first_event(CHUNK_HI, e))
         # The body ending cleanly inside that event, its blank line not come:
         # its data was whole, so it went out as the stream's last event.
         unended = nul_events[1][:-2]
         answers.append(answers[-1][:1] +
                        [b"%x\r\n" % len(unended) + unended + b"\r\n0\r\n\r\n"])
-        plan = [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]  # the answer to each request, in turn
-
-        def serve(c, n):
-            for k, piece in enumerate(answers[plan[n - 1]]):
-                if k:
-                    time.sleep(0.2)
-                c.sendall(piece)
-        up = Scripted(serve)
+        # The answer to each request, in turn.
+        up = answering_in_turn(answers, [0, 1, 2, 3, 4, 5, 6, 0, 1, 2])
         g = falls_back_to_c(w, up)
         for n in (1, 2):
             st, h, j, raw = chat(g.port, {"model": "r", "messages": HELLO})
@@ -1216,7 +1222,7 @@ def streams(gw_bin, fake_bin):
             assert_complete_stream(events)
             assert b"\0" not in raw, (n, raw)
         for n in (5, 6, 7):
-            assert_cut_after_first(g.port, first, "upstream_malformed", n)
+            assert_cut_after_first(g.port, CHUNK_HI, "upstream_malformed", n)
         # Alone, the model's answer is a 502 that says what was wrong.
         for n, column in ((8, 102), (9, 59)):
             st, h, j, raw = chat(g.port, {"model": "s", "messages": HELLO})
@@ -1252,8 +1258,6 @@ def streams(gw_bin, fake_bin):
         bodies = [answer % (b"\\u0000", b"tru"), answer % (b"\n", b"2"),
                   answer % (b"\xff", b"2")]
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        first = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
-                 b'"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}\n\n')
         ev = (b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,'
               b'"delta":{"content":"Zq%sqZ"},"finish_reason":%s}]}\n\n')
         bad_events = [ev % (b"", b"nul"), ev % (b"\xc3(", b"null")]
@@ -1261,18 +1265,9 @@ def streams(gw_bin, fake_bin):
         for e in bad_events:  # as the first event: nothing went out
             answers.append([chunked_sse(e + b"data: [DONE]\n\n")])
         for e in bad_events:  # after the first, which went out before it came
-            whole = chunked_sse(first + e + b"data: [DONE]\n\n")
-            cut = whole.index(b"\r\n\r\n") + 4
-            answers.append([whole[:cut] + b"%x\r\n" % len(first) + first + b"\r\n",
-                            b"%x\r\n" % (len(e) + 14) + e + b"data: [DONE]\n\n\r\n0\r\n\r\n"])
-        plan = [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3]  # the answer to each request, in turn
-
-        def serve(c, n):
-            for k, piece in enumerate(answers[plan[n - 1]]):
-                if k:
-                    time.sleep(0.2)
-                c.sendall(piece)
-        up = Scripted(serve)
+            answers.append(after_a_first_event(CHUNK_HI, e))
+        # The answer to each request, in turn.
+        up = answering_in_turn(answers, [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3])
         g = falls_back_to_c(w, up)
         for n in (1, 2, 3):
             st, h, j, raw = chat(g.port, {"model": "r", "messages": HELLO})
@@ -1284,7 +1279,7 @@ def streams(gw_bin, fake_bin):
             assert_complete_stream(events)
             assert b"Zq" not in raw, (n, raw)
         for n in (6, 7):
-            assert_cut_after_first(g.port, first, "upstream_malformed", n)
+            assert_cut_after_first(g.port, CHUNK_HI, "upstream_malformed", n)
         # Alone, the model's answer is a 502 that names the fault and its place.
         # jansson's words, and its column: the byte at fault's (0-based), or
         # the end of the token it could not read.
