@@ -868,9 +868,9 @@ static int sse_line(struct exchange *ex, const char *l, size_t n)
  * only before the commit, as the API's own error event). An event with no
  * data (comments or other fields only), or with only blank data, is not
  * checked. Returns -3, malformed, when the data holds a raw NUL byte, which
- * no JSON text does: the scanner skips strings and jansson reads past one
- * after a number, so it is looked for first, in an error event's data too
- * (which is relayed past the commit). */
+ * no JSON text does. It is looked for first: an error event's data is not
+ * read by the grammar (it need not be JSON, and past the commit it is
+ * relayed), and the NUL has words of its own. */
 static int sse_event(struct exchange *ex)
 {
     const char *p, *end;

@@ -10,11 +10,12 @@
  * js_count_values must count exactly the values of the tree jansson made
  * (member names included), and stop just past any limit. An object jansson
  * accepts is whole to js_object_prefix, and each of its starts open; and
- * the other way, as the proxy relays what is whole to it: jansson accepts
- * what it takes as whole, but for a number past a double's range (which
- * the grammar does not weigh), a name given twice (which a client's
- * parser takes, and the proxy's flags refuse only in request bodies) and a
- * name holding \u0000 (JSON, which jansson alone does not take in a name).
+ * the other way, as the proxy relays what is whole to it: jansson, with
+ * names given twice taken as a client's parser takes them (the proxy's
+ * flags refuse them in request bodies only), accepts what it takes as
+ * whole, but for a number past a double's range (which the grammar does
+ * not weigh) and a name holding \u0000 (JSON, which jansson alone does not
+ * take in a name).
  * "Accepts" is as the gateway accepts a body: jansson reads past a raw NUL
  * byte after a number or a literal (`{"":2<NUL>}` parses), which is no
  * JSON, so a body js_find_nul finds one in is refused before the parse and
