@@ -62,6 +62,19 @@
  *     per model over TF-IDF word and character n-grams, 5-fold on train:
  *     Brier 0.19965, decisions 0.77118 (paired z -2.2 against this form);
  *     blended 1:3 with this form: 0.19390, 0.77914 (z 0.8).
+ *   - a logistic regression per model stacked on this form's parts
+ *     (bench/predict_stack.py): logit(q), alone or with the neighbours' mean
+ *     lead over their groups', or with all 11 models' neighbour means and
+ *     group records (as they are or as logits), L2 at C = 0.1, 1, 10. Read
+ *     leave-one-out, the parts leak: a record left out of its group lowers
+ *     the group's record by its own outcome, and a regression given 11
+ *     such records reads the outcome back (Brier 0.1894, decisions 0.7988,
+ *     all of it the leak). Scored without it (each quarter of train
+ *     predicted from a store of two others, the regression fitted on the
+ *     fourth; this form on the same stores: Brier 0.1946 to 0.1952,
+ *     decisions 0.7766 to 0.7780), no variant beat this form in any of
+ *     three splits: Brier worse by 0.00005 to 0.0066, decisions -0.0180 to
+ *     +0.0026 (z 1.5 at best), at half of GPT-4's cost -0.022 to +0.0005.
  *   - the records' task labels as a level (each task's mean correctness):
  *     alone 0.19502, decisions 0.77374 (z -2.4); blended with this form at
  *     weights 0.25, 0.5, 0.75: Brier 0.19390 to 0.19448, decisions 0.77918
