@@ -422,6 +422,7 @@ int cli_same_file(const char *a, const char *b)
 }
 
 static int stdout_errno;
+int cli_import_started;
 
 void cli_flush_stdout(void)
 {

@@ -92,6 +92,11 @@ void cli_flush_stdout(void);
 /* The errno of the first failed cli_flush_stdout(), else 0. */
 int cli_stdout_errno(void);
 
+/* Set by import once its arguments are read and it goes on to the store
+ * (not for --help): main() then says an import that exits 0 but lost its
+ * report stored its records (exit 4). */
+extern int cli_import_started;
+
 /* Exit code for a library error code. */
 int cli_exit_code(int lr_code);
 

@@ -267,6 +267,7 @@ int cmd_import(int argc, char **argv)
         free(pos);
         return rc;
     }
+    cli_import_started = 1;
     if (!store_path && cfg)
         store_path = lr_config_router_defaults(cfg)->store_path;
     if (!store_path) {

@@ -75,7 +75,7 @@ static int finish_stdout(const char *cmd, int rc)
     if (!e)
         e = cli_stdout_errno(); /* a command's own flush failed first */
     if (e || ferror(stdout)) {
-        int stored = rc == CLI_OK && cmd && strcmp(cmd, "import") == 0;
+        int stored = rc == CLI_OK && cli_import_started;
         cli_error(cmd, "cannot write standard output%s%s%s", e ? ": " : "", e ? strerror(e) : "",
                   stored ? " (the import itself succeeded: its records are stored)" : "");
         return rc != CLI_OK ? rc : stored ? CLI_UNSAID : CLI_RUNTIME;

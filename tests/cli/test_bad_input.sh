@@ -214,6 +214,15 @@ if [ -w /dev/full ]; then
     rc=$?
     [ "$rc" = 1 ] && ! grep -qF "import itself" "$TMP/err" && ok ||
         bad "route >/dev/full: exit $rc, $(cat "$TMP/err")"
+    # Nor does import's help, in any of its spellings.
+    for how in "import --help" "import -h" "help import"; do
+        # shellcheck disable=SC2086
+        "$BIN" $how >/dev/full 2>"$TMP/err"
+        rc=$?
+        [ "$rc" = 1 ] && grep -qF "cannot write standard output" "$TMP/err" &&
+            ! grep -qF "import itself" "$TMP/err" && ok ||
+            bad "$how >/dev/full: exit $rc, $(cat "$TMP/err")"
+    done
 fi
 # A reader already gone (a closed pipe): the same exit 4, every file imported,
 # where SIGPIPE killed the import (exit by signal) after storing its records.
