@@ -295,6 +295,25 @@ def _part_texts(parts, i, where):
     return texts
 
 
+def _length_list(where, lengths):
+    """input_token_lengths as a list, or None to estimate them: one count
+    (an int or a numpy integer) is a list of one; a str, a mapping or what
+    cannot be iterated is refused."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, int) and not hasattr(lengths, "__len__"):
+        try:  # a numpy integer, say
+            lengths = operator.index(lengths)
+        except TypeError:
+            pass
+    if isinstance(lengths, int):
+        return [lengths]
+    if isinstance(lengths, (str, bytes, bytearray, Mapping)) or not _iterable(lengths):
+        raise _bad_type("%s: input_token_lengths: expected one count per query (a list), or None "
+                        "to estimate them, got %s" % (where, type(lengths).__name__))
+    return list(lengths)
+
+
 def _n_picks(n_queries, where):
     """How many picks n_queries asks for: a count (an int), or the queries
     themselves (one pick each: a list, a tuple, a generator). A str, a float
@@ -2077,14 +2096,8 @@ class SmartRouting(_ModelsOwner):
         if not texts:
             raise EmptyInput("%s: queries is empty" % where, code=_lib.LR_EEMPTY)
         m = self._routable(where)
+        input_token_lengths = _length_list(where, input_token_lengths)
         if input_token_lengths is not None:
-            if isinstance(input_token_lengths, int):
-                input_token_lengths = [input_token_lengths]
-            elif (isinstance(input_token_lengths, (str, bytes, bytearray, Mapping))
-                  or not _iterable(input_token_lengths)):
-                raise _bad_type("%s: input_token_lengths: expected one count per query (a "
-                                "list), or None to estimate them, got %s"
-                                % (where, type(input_token_lengths).__name__))
             input_token_lengths = [
                 n if n is None else _tokens(n, "%s: input_token_lengths[%d]" % (where, i))
                 for i, n in enumerate(input_token_lengths)]
@@ -2207,18 +2220,27 @@ class SmartRouting(_ModelsOwner):
         chat message lists. input_token_lengths: counts, or None to estimate
         them (about 4 bytes per token: of the query text, or of all the
         messages of a chat). No queries ([] and [], as AIOS's adapter may
-        pass) is no choices: [].
+        pass, or an empty generator) is no choices: [], while counts given
+        must still be one per query.
         """
         where = "SmartRouting.get_model_idxs"
         arg = "selected_llm_lists" if selected_llm_lists is not _UNSET else "selected_llms"
         selected_llms = _alias(where, "selected_llms", selected_llms, "selected_llm_lists",
                                selected_llm_lists, None)
+        if (queries is not None and not isinstance(queries, (str, bytes, bytearray, list, tuple))
+                and _iterable(queries)):
+            queries = list(queries)  # a generator, read once
         if isinstance(queries, (list, tuple)) and not queries:
             # No queries: no choices, as AIOS's loop over them makes none.
-            # One candidate list per query must still be one per query.
+            # One candidate list and one count per query must still be one
+            # per query.
             selected = _selection(selected_llms, where, arg)
             if _is_per_query(selected):
                 _candidate_lists(selected, 0, where, arg)
+            lengths = _length_list(where, input_token_lengths)
+            if lengths:
+                raise _bad("%s: Number of queries must match number of input token lengths "
+                           "(0 queries, %d lengths)" % (where, len(lengths)))
             return []
         models, texts, lengths, m = self._inputs(where, selected_llms, queries,
                                                  input_token_lengths, arg, lone_unpriced=True)

@@ -80,6 +80,23 @@ NUMPY = [{"int": np.int64, "float": np.float64, "bool": np.bool_},
          {"int": np.uint16, "float": np.float16, "bool": np.bool_}]
 
 
+class NumpyCountTest(SmartTestCase):
+    def test_a_numpy_integer_is_one_input_token_count_as_an_int_is(self):
+        configs = MODELS
+        smart = llmroute.SmartRouting(configs)
+        smart.store.add_data([{"query": q, "input_token_length": 5, "outputs": [
+            {"model_name": "cheap", "correctness": i % 2, "output_token_length": 10},
+            {"model_name": "dear", "correctness": 1, "output_token_length": 20}]}
+            for i, q in enumerate(QUERIES)])
+        for count in (7, 7000000):
+            want = smart.get_model_idxs(configs, [QUERIES[1]], count)
+            for kind in (np.int64, np.int32, np.uint16 if count < 65536 else np.uint64):
+                self.assertEqual(smart.get_model_idxs(configs, [QUERIES[1]], kind(count)), want,
+                                 kind)
+        with self.assertRaises(llmroute.InvalidType):
+            smart.get_model_idxs(configs, [QUERIES[1]], np.float64(7.5))
+
+
 class NumpyRecordsTest(SmartTestCase):
     """Records built from numpy data (a DataFrame's rows hold numpy.int64,
     numpy.float64, numpy.bool_) import as the Python numbers they hold, as

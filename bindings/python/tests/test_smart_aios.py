@@ -280,6 +280,19 @@ class RuntimeModelsTest(SmartTestCase):
         self.assertEqual(r.get_model_idxs(CONFIGS, [], []), [])
         with self.assertRaises(llmroute.InvalidInput):  # still one list per query
             r.get_model_idxs([CONFIGS], [])
+        # A generator serves as its list does: none in it is no choices.
+        self.assertEqual(r.get_model_idxs(CONFIGS, iter([])), [])
+        self.assertEqual(r.get_model_idxs(CONFIGS, (q for q in [])), [])
+        # One count per query still: AIOS raises "Number of queries must
+        # match number of input token lengths" before it routes anything.
+        with self.assertRaisesRegex(llmroute.InvalidInput, "0 queries, 2 lengths"):
+            r.get_model_idxs(CONFIGS, [], [1, 2])
+        with self.assertRaisesRegex(llmroute.InvalidInput, "0 queries, 1 lengths"):
+            r.get_model_idxs(CONFIGS, iter([]), 7)
+        with self.assertRaises(llmroute.InvalidType):
+            r.get_model_idxs(CONFIGS, [], "abc")
+        self.assertEqual(r.get_model_idxs(CONFIGS, [], []), [])
+        self.assertEqual(r.get_model_idxs(CONFIGS, [], iter([])), [])
 
     def test_none_is_every_model_for_a_lone_query_too(self):
         # [None] was InvalidType, while [None, [...]] took None as every model.
