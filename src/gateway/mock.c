@@ -22,6 +22,7 @@
  * Threads: the event loop thread only.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,8 @@
 /* The most choices an answer has: OpenAI's cap on `n`, here also on `n`
  * times the prompts of a completions request. */
 #define MOCK_MAX_CHOICES 128
+/* The most dimensions a mock embedding has (OpenAI's largest model: 3072). */
+#define MOCK_MAX_DIMS 3072
 
 struct mock_xfer {
     struct event *timer;
@@ -516,27 +519,66 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                  c->prompt_tokens + (c->ep == EP_EMBEDDINGS ? 0 : tokens));
 
     if (c->ep == EP_EMBEDDINGS) {
-        /* Deterministic 8-dimensional unit-ish vectors, one per input. */
-        size_t n = c->n_inputs, o = 0, bcap = 64 + n * 160;
+        /* Deterministic vectors, one per input: `dimensions` of them (8
+         * when absent), as numbers or, for encoding_format "base64", as
+         * OpenAI sends them: the little-endian float32s in base64. */
+        static const char b64[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        size_t n = c->n_inputs, o = 0, dims = c->emb_dims ? (size_t)c->emb_dims : 8, bcap;
         char *b;
         if (n == 0) /* an empty list: OpenAI's API refuses it */
             return refuse(x, "input", "empty_array",
                           "Invalid 'input': empty array. Expected an array with minimum length "
                           "1, but got an empty array instead.");
+        if (c->emb_base64 < 0)
+            return refuse(x, "encoding_format", "invalid_value",
+                          "Invalid value for 'encoding_format': expected 'float' or 'base64'.");
+        if (c->emb_dims < 0 || c->emb_dims > MOCK_MAX_DIMS)
+            return refuse(x, "dimensions", "invalid_value",
+                          "Invalid value for 'dimensions': expected an integer from 1 to %d.",
+                          MOCK_MAX_DIMS);
+        bcap = 64 + n * (64 + dims * 12);
         b = malloc(bcap);
         if (!b)
             return -1;
         o += (size_t)snprintf(b + o, bcap - o, "{\"object\":\"list\",\"data\":[");
         for (size_t i = 0; i < n && o < bcap; i++) {
+            unsigned char raw[3];
+            size_t have = 0;
             o += (size_t)snprintf(b + o, bcap - o,
                                   "%s{\"object\":\"embedding\",\"index\":%zu,"
-                                  "\"embedding\":[",
-                                  i ? "," : "", i);
-            for (int d = 0; d < 8 && o < bcap; d++)
-                o += (size_t)snprintf(b + o, bcap - o, "%s%.4f", d ? "," : "",
-                                      (double)((i * 31 + (size_t)d * 7) % 17) / 17.0 - 0.5);
+                                  "\"embedding\":%s",
+                                  i ? "," : "", i, c->emb_base64 ? "\"" : "[");
+            for (size_t d = 0; d < dims && o + 16 < bcap; d++) {
+                float v = (float)((double)((i * 31 + d * 7) % 17) / 17.0 - 0.5);
+                unsigned char le[4];
+                uint32_t u;
+                if (!c->emb_base64) {
+                    o += (size_t)snprintf(b + o, bcap - o, "%s%.4f", d ? "," : "", (double)v);
+                    continue;
+                }
+                memcpy(&u, &v, 4);
+                for (int k = 0; k < 4; k++)
+                    le[k] = (unsigned char)(u >> (8 * k));
+                for (int k = 0; k < 4; k++) {
+                    raw[have++] = le[k];
+                    if (have == 3) {
+                        b[o++] = b64[raw[0] >> 2];
+                        b[o++] = b64[((raw[0] & 3) << 4) | (raw[1] >> 4)];
+                        b[o++] = b64[((raw[1] & 15) << 2) | (raw[2] >> 6)];
+                        b[o++] = b64[raw[2] & 63];
+                        have = 0;
+                    }
+                }
+            }
+            if (have && o + 8 < bcap) { /* the last one or two bytes, padded */
+                b[o++] = b64[raw[0] >> 2];
+                b[o++] = b64[((raw[0] & 3) << 4) | (have == 2 ? raw[1] >> 4 : 0)];
+                b[o++] = have == 2 ? b64[(raw[1] & 15) << 2] : '=';
+                b[o++] = '=';
+            }
             if (o < bcap)
-                o += (size_t)snprintf(b + o, bcap - o, "]}");
+                o += (size_t)snprintf(b + o, bcap - o, "%s}", c->emb_base64 ? "\"" : "]");
         }
         all = o < bcap ? fmt("%s],\"model\":%s,\"usage\":%s,\"system_fingerprint\":"
                              "\"llmroute-mock\"}",

@@ -21,6 +21,11 @@ struct mock_call {
     const char *model_json; /* the model name as a JSON string */
     long prompt_tokens;
     size_t n_inputs; /* embeddings: how many vectors (0: an empty list, refused) */
+    /* Embeddings: encoding_format "base64" (1), "float" or absent (0),
+     * another value (-1, refused); dimensions (0: absent, 8 then; -1: no
+     * integer or below 1; refused, as is one above MOCK_MAX_DIMS). */
+    int emb_base64;
+    long long emb_dims;
     /* Chat and completions: the request's `n` (1 when absent), n_bad when
      * it is not an integer, and the completions prompts (at least 1): the
      * answer has n choices a prompt. */

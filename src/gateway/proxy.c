@@ -126,6 +126,11 @@ struct exchange {
     double est_quality, est_cost;
     int stream, include_usage;
     size_t n_inputs;
+    /* Embeddings, for the mock: encoding_format "base64" (1), "float" or
+     * absent (0), anything else (-1); dimensions as sent, 0 when absent,
+     * -1 when it is no integer. */
+    int emb_base64;
+    long long emb_dims;
     /* Embeddings and completions, for the mock's usage: the token numbers
      * the input or prompt gives (a list of them, or a list of such lists). */
     long token_ids;
@@ -2725,6 +2730,8 @@ static void start_attempt(struct exchange *ex)
         call.model_json = gm->model_json;
         call.prompt_tokens = ex->input_tokens + ex->token_ids;
         call.n_inputs = ex->n_inputs;
+        call.emb_base64 = ex->emb_base64;
+        call.emb_dims = ex->emb_dims;
         call.n = ex->n_set ? ex->n : 1;
         call.n_bad = ex->n_bad;
         call.n_text = ex->n_text;
@@ -3177,6 +3184,21 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             fail_with(ex, 400, "input", "invalid_type", "input: expected a string or an array");
             return -1;
         }
+        p = json_object_get(root, "encoding_format");
+        ex->emb_base64 = !p || json_is_null(p) ? 0
+                         : !json_is_string(p) ? -1
+                         : strcmp(json_string_value(p), "base64") == 0 ? 1
+                         : strcmp(json_string_value(p), "float") == 0 ? 0
+                                                                      : -1;
+        p = json_object_get(root, "dimensions");
+        ex->emb_dims = !p || json_is_null(p) ? 0
+                       : json_is_integer(p) ? (long long)json_integer_value(p)
+                       : json_is_real(p) && json_real_value(p) == floor(json_real_value(p)) &&
+                               fabs(json_real_value(p)) < 1e15
+                           ? (long long)json_real_value(p)
+                           : -1;
+        if (p && !json_is_null(p) && ex->emb_dims < 1)
+            ex->emb_dims = -1; /* 0 and below: refused, not the default */
     }
     return 0;
 oom:

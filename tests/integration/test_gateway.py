@@ -19,12 +19,14 @@ Groups (each one ctest entry with its own processes):
   mock        the mock backend's answers: streamed text cut on whole characters,
               no empty piece; n choices a prompt, and the n it refuses
 """
+import base64
 import json
 import os
 import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -346,6 +348,42 @@ def proxy(gw_bin, fake_bin):
             assert [d["index"] for d in j["data"]] == list(range(n)), j
     check("the mock backend answers one embedding per input (a token array is one)",
           mock_embeddings_count_inputs)
+
+    def mock_embeddings_format_and_dimensions():
+        # OpenAI's encoding_format "base64" is the little-endian float32s in base64 (the
+        # Node SDK asks for it by default and decodes whatever string it gets), and
+        # dimensions sets the length; both as the float answer's numbers.
+        def vectors(extra):
+            st, _, body = request(gw.port, "POST", "/v1/embeddings",
+                                  json.dumps(dict({"model": "mocky", "input": ["a", "b"]},
+                                                  **extra)))
+            assert st == 200, (extra, st, body[:300])
+            return [d["embedding"] for d in json.loads(body)["data"]]
+        plain = vectors({})
+        assert [len(v) for v in plain] == [8, 8] and plain[0] != plain[1], plain
+        assert vectors({"encoding_format": "float"}) == plain
+        for dims in (1, 3, 8, 20):
+            floats = vectors({"dimensions": dims})
+            assert [len(v) for v in floats] == [dims, dims], (dims, floats)
+            assert [v[:8] for v in floats] == [v[:dims] for v in plain], (dims, floats)
+            packed = vectors({"dimensions": dims, "encoding_format": "base64"})
+            decoded = [list(struct.unpack("<%df" % dims, base64.b64decode(s, validate=True)))
+                       for s in packed]
+            for got, want in zip(decoded, floats):
+                assert all(abs(a - b) <= 5e-5 for a, b in zip(got, want)), (dims, got, want)
+        for extra, param in (({"encoding_format": "hex"}, "encoding_format"),
+                             ({"encoding_format": 1}, "encoding_format"),
+                             ({"dimensions": 0}, "dimensions"),
+                             ({"dimensions": "3"}, "dimensions"),
+                             ({"dimensions": 2.5}, "dimensions"),
+                             ({"dimensions": 3073}, "dimensions")):
+            st, _, body = request(gw.port, "POST", "/v1/embeddings",
+                                  json.dumps(dict({"model": "mocky", "input": "a"}, **extra)))
+            assert st == 400, (extra, st, body[:300])
+            e = error_shape(json.loads(body))
+            assert e["param"] == param and e["code"] == "invalid_value", (extra, e)
+    check("the mock backend's embeddings honour encoding_format base64 and dimensions",
+          mock_embeddings_format_and_dimensions)
 
     def mock_stream():
         st, h, body = request(gw.port, "POST", "/v1/chat/completions", json.dumps(
