@@ -295,17 +295,24 @@ def _part_texts(parts, i, where):
     return texts
 
 
+def _count_or_same(x):
+    """x as an int when it is an integer of another type (a numpy integer,
+    say) and no sequence; else x itself."""
+    if not isinstance(x, int) and not hasattr(x, "__len__"):
+        try:
+            return operator.index(x)
+        except TypeError:
+            pass
+    return x
+
+
 def _length_list(where, lengths):
     """input_token_lengths as a list, or None to estimate them: one count
     (an int or a numpy integer) is a list of one; a str, a mapping or what
     cannot be iterated is refused."""
     if lengths is None:
         return None
-    if not isinstance(lengths, int) and not hasattr(lengths, "__len__"):
-        try:  # a numpy integer, say
-            lengths = operator.index(lengths)
-        except TypeError:
-            pass
+    lengths = _count_or_same(lengths)
     if isinstance(lengths, int):
         return [lengths]
     if isinstance(lengths, (str, bytes, bytearray, Mapping)) or not _iterable(lengths):
@@ -322,11 +329,7 @@ def _n_picks(n_queries, where):
     if isinstance(n_queries, (str, bytes, bytearray, bool, float)):
         raise _bad_type("%s: n_queries: expected a count (an int) or a list of queries, got %s"
                         % (where, _got(n_queries)))
-    if not isinstance(n_queries, int) and not hasattr(n_queries, "__len__"):
-        try:  # a numpy integer, say
-            n_queries = operator.index(n_queries)
-        except TypeError:
-            pass
+    n_queries = _count_or_same(n_queries)
     if isinstance(n_queries, int):
         if not 0 <= n_queries <= _MAX_PICKS:
             raise _bad("%s: n_queries: expected a count from 0 to %d, got %d"
