@@ -467,6 +467,29 @@ static int keep_content(struct mock_xfer *x, const char *content, size_t clen, l
     return 0;
 }
 
+/* The length of n bytes in base64 (RFC 4648, padded). */
+static size_t base64_len(size_t n)
+{
+    return (n + 2) / 3 * 4;
+}
+
+/* Writes n bytes of in as padded base64 to out (base64_len(n) chars, no NUL);
+ * returns the chars written. */
+static size_t base64(char *out, const unsigned char *in, size_t n)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) |
+                     (i + 2 < n ? in[i + 2] : 0);
+        out[o++] = abc[v >> 18 & 63];
+        out[o++] = abc[v >> 12 & 63];
+        out[o++] = i + 1 < n ? abc[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? abc[v & 63] : '=';
+    }
+    return o;
+}
+
 static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct mock_call *c)
 {
     const char *content = spec->content;
@@ -522,9 +545,8 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
         /* Deterministic vectors, one per input: `dimensions` of them (8
          * when absent), as numbers or, for encoding_format "base64", as
          * OpenAI sends them: the little-endian float32s in base64. */
-        static const char b64[] =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         size_t n = c->n_inputs, o = 0, dims = c->emb_dims ? (size_t)c->emb_dims : 8, bcap;
+        unsigned char *bytes;
         char *b;
         if (n == 0) /* an empty list: OpenAI's API refuses it */
             return refuse(x, "input", "empty_array",
@@ -539,19 +561,20 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                           MOCK_MAX_DIMS);
         bcap = 64 + n * (64 + dims * 12);
         b = malloc(bcap);
-        if (!b)
+        bytes = malloc(dims * 4);
+        if (!b || !bytes) {
+            free(b);
+            free(bytes);
             return -1;
+        }
         o += (size_t)snprintf(b + o, bcap - o, "{\"object\":\"list\",\"data\":[");
         for (size_t i = 0; i < n && o < bcap; i++) {
-            unsigned char raw[3];
-            size_t have = 0;
             o += (size_t)snprintf(b + o, bcap - o,
                                   "%s{\"object\":\"embedding\",\"index\":%zu,"
                                   "\"embedding\":%s",
                                   i ? "," : "", i, c->emb_base64 ? "\"" : "[");
             for (size_t d = 0; d < dims && o + 16 < bcap; d++) {
                 float v = (float)((double)((i * 31 + d * 7) % 17) / 17.0 - 0.5);
-                unsigned char le[4];
                 uint32_t u;
                 if (!c->emb_base64) {
                     o += (size_t)snprintf(b + o, bcap - o, "%s%.4f", d ? "," : "", (double)v);
@@ -559,24 +582,10 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                 }
                 memcpy(&u, &v, 4);
                 for (int k = 0; k < 4; k++)
-                    le[k] = (unsigned char)(u >> (8 * k));
-                for (int k = 0; k < 4; k++) {
-                    raw[have++] = le[k];
-                    if (have == 3) {
-                        b[o++] = b64[raw[0] >> 2];
-                        b[o++] = b64[((raw[0] & 3) << 4) | (raw[1] >> 4)];
-                        b[o++] = b64[((raw[1] & 15) << 2) | (raw[2] >> 6)];
-                        b[o++] = b64[raw[2] & 63];
-                        have = 0;
-                    }
-                }
+                    bytes[d * 4 + (size_t)k] = (unsigned char)(u >> (8 * k));
             }
-            if (have && o + 8 < bcap) { /* the last one or two bytes, padded */
-                b[o++] = b64[raw[0] >> 2];
-                b[o++] = b64[((raw[0] & 3) << 4) | (have == 2 ? raw[1] >> 4 : 0)];
-                b[o++] = have == 2 ? b64[(raw[1] & 15) << 2] : '=';
-                b[o++] = '=';
-            }
+            if (c->emb_base64 && o + base64_len(dims * 4) < bcap)
+                o += base64(b + o, bytes, dims * 4);
             if (o < bcap)
                 o += (size_t)snprintf(b + o, bcap - o, "%s}", c->emb_base64 ? "\"" : "]");
         }
@@ -585,6 +594,7 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                              b, c->model_json, usage)
                        : NULL;
         free(b);
+        free(bytes);
         x->piece = all;
         return all ? 0 : -1;
     }

@@ -127,8 +127,8 @@ struct exchange {
     int stream, include_usage;
     size_t n_inputs;
     /* Embeddings, for the mock: encoding_format "base64" (1), "float" or
-     * absent (0), anything else (-1); dimensions as sent, 0 when absent,
-     * -1 when it is no integer. */
+     * absent (0), anything else (-1); dimensions as sent (at most 1e9),
+     * 0 when absent, -1 when it is no whole number of at least 1. */
     int emb_base64;
     long long emb_dims;
     /* Embeddings and completions, for the mock's usage: the token numbers
@@ -3190,15 +3190,16 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
                          : strcmp(json_string_value(p), "base64") == 0 ? 1
                          : strcmp(json_string_value(p), "float") == 0 ? 0
                                                                       : -1;
+        /* dimensions, read as `n` is: the body's numbers are reals, so an
+         * integer is one with no fraction; below 1 is refused, not the
+         * default. */
         p = json_object_get(root, "dimensions");
-        ex->emb_dims = !p || json_is_null(p) ? 0
-                       : json_is_integer(p) ? (long long)json_integer_value(p)
-                       : json_is_real(p) && json_real_value(p) == floor(json_real_value(p)) &&
-                               fabs(json_real_value(p)) < 1e15
-                           ? (long long)json_real_value(p)
-                           : -1;
-        if (p && !json_is_null(p) && ex->emb_dims < 1)
-            ex->emb_dims = -1; /* 0 and below: refused, not the default */
+        if (json_is_number(p) && json_number_value(p) == floor(json_number_value(p))) {
+            double v = json_number_value(p);
+            ex->emb_dims = v > 1e9 ? 1000000000 : v < 1 ? -1 : (long long)v;
+        } else {
+            ex->emb_dims = !p || json_is_null(p) ? 0 : -1;
+        }
     }
     return 0;
 oom:
