@@ -496,10 +496,41 @@ static int body_not_allowed(struct hs_req *req)
     return hs_req_body_announced(req) && (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0);
 }
 
+/* A body under a content coding (RFC 9110 section 8.4): the gateway
+ * decodes none, and read as JSON a gzip body would be "malformed JSON",
+ * which names the wrong problem. Every Content-Encoding line is part of one
+ * list; identity members pass. Returns the first other coding, copied into
+ * buf (cut to fit), or NULL when the body, if any, is as sent. */
+static const char *body_coding(const struct hs_req *req, char *buf, size_t cap)
+{
+    const char *v;
+    if (!hs_req_body_announced(req))
+        return NULL;
+    for (int i = 0; (v = hs_req_header_nth(req, "Content-Encoding", i)) != NULL; i++) {
+        const char *p = v;
+        for (;;) {
+            size_t n, k;
+            p += strspn(p, " \t,");
+            if (!*p)
+                break;
+            n = k = strcspn(p, ",");
+            while (k && (p[k - 1] == ' ' || p[k - 1] == '\t'))
+                k--;
+            if (!(k == 8 && strncasecmp(p, "identity", 8) == 0)) {
+                snprintf(buf, cap, "%.*s", (int)(k < cap ? k : cap - 1), p);
+                return buf;
+            }
+            p += n;
+        }
+    }
+    return NULL;
+}
+
 /* A request announcing a body has it read only when handle() will not
  * refuse it anyway: a GET or HEAD (400, body_not_allowed()), an unknown
  * path (404), a wrong method (405), a missing or wrong key (401, or 403 for
- * a client key on /v1/feedback when feedback keys are set) are answered on
+ * a client key on /v1/feedback when feedback keys are set), a body under a
+ * content coding (415, body_coding()) are answered on
  * the head alone (httpd.h, hs_server_on_head), so a client with no key
  * cannot make the gateway hold its body, and one announcing it with
  * Expect: 100-continue is not invited to send it. */
@@ -515,7 +546,10 @@ static int head_refuses(struct hs_req *req, void *arg)
         if (!allow || !gw_method_listed(allow, hs_req_method(req)))
             return 1;
     }
-    return key_refusal(gw->conf, e, req) != 0;
+    if (key_refusal(gw->conf, e, req) != 0)
+        return 1;
+    char coding[64];
+    return body_coding(req, coding, sizeof coding) != NULL;
 }
 
 static void handle(struct hs_req *req, void *arg)
@@ -528,6 +562,7 @@ static void handle(struct hs_req *req, void *arg)
     const char *whole = hs_req_path(req);
     double t0 = gw_now();
     int status, refusal = 0;
+    char coding[64];
 
     /* Copies for the log and the messages: the request is gone once it is
      * answered, and the log comes after. */
@@ -579,6 +614,16 @@ static void handle(struct hs_req *req, void *arg)
                       "takes only the gateway's feedback keys (server.feedback_api_keys_env): "
                       "this key is a client key");
         status = 403;
+    } else if (e && method_ok(e, method) && body_coding(req, coding, sizeof coding)) {
+        /* Its body was not read (head_refuses()): the connection closes.
+         * RFC 9110 section 15.5.16: 415, Accept-Encoding naming what is. */
+        hs_resp_header(req, "x-request-id", id);
+        hs_resp_header(req, "Accept-Encoding", "identity");
+        gw_send_error(req, 415, NULL, "unsupported_content_encoding",
+                      "the request body's Content-Encoding '%s' is not decoded here: send the "
+                      "body as it is (no Content-Encoding, or identity); it was not read",
+                      coding);
+        status = 415;
     } else if (e && method_ok(e, method)) {
         if (e->kind == H_PROXY) {
             proxy_handle(gw, req, e->ep, id);

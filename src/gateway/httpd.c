@@ -2459,8 +2459,13 @@ const char *hs_req_query(const struct hs_req *req)
 
 const char *hs_req_header(const struct hs_req *req, const char *name)
 {
+    return hs_req_header_nth(req, name, 0);
+}
+
+const char *hs_req_header_nth(const struct hs_req *req, const char *name, int nth)
+{
     for (int i = 0; i < req->n_hdr; i++)
-        if (strcasecmp(req->hdr[i].name, name) == 0)
+        if (strcasecmp(req->hdr[i].name, name) == 0 && nth-- == 0)
             return req->hdr[i].value;
     return NULL;
 }

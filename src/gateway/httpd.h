@@ -126,6 +126,9 @@ const char *hs_req_path(const struct hs_req *req);
 const char *hs_req_query(const struct hs_req *req);
 /* The first header with this name (case-insensitive), or NULL. */
 const char *hs_req_header(const struct hs_req *req, const char *name);
+/* The value of the nth (from 0) header line with this name, or NULL: for a
+ * field whose lines make one list (RFC 9110 section 5.3). */
+const char *hs_req_header_nth(const struct hs_req *req, const char *name, int nth);
 /* How many header lines have this name (case-insensitive): a caller that
  * takes one value can refuse a repeated header rather than pick one. */
 int hs_req_header_count(const struct hs_req *req, const char *name);

@@ -1272,6 +1272,52 @@ def errors(gw_bin, fake_bin):
     check("Transfer-Encoding: a coding before chunked is 501, chunked not last 400",
           transfer_codings)
 
+    def content_codings():
+        # RFC 9110 section 15.5.16: a body under a content coding the server
+        # does not decode is 415, with Accept-Encoding naming what it takes.
+        # A gzip body was read as JSON and answered "malformed JSON".
+        import gzip
+        plain = json.dumps({"queries": [{"query": "a"}], "strategy": "sequential",
+                            "models": ["fake-a", "mocky"]}).encode()
+        packed = gzip.compress(plain)
+
+        def post(codings, body, key=b"Authorization: Bearer gk-one\r\n", extra=b""):
+            head = b"POST /v1/route HTTP/1.1\r\nHost: x\r\n" + key + extra
+            for c in codings:
+                head += b"Content-Encoding: " + c + b"\r\n"
+            return raw_exchange(port, head + b"Content-Type: application/json\r\n"
+                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        for codings, named in (([b"gzip"], "gzip"), ([b"GZIP"], "GZIP"),
+                               ([b"identity, br"], "br"), ([b"identity", b"deflate"], "deflate"),
+                               ([b"x-custom ,identity"], "x-custom")):
+            raw = post(codings, packed)
+            head, body = raw.split(b"\r\n\r\n", 1)
+            assert status_of(raw) == 415, (codings, raw[:300])
+            assert b"\r\nAccept-Encoding: identity\r\n" in head, (codings, head)
+            assert b"Connection: close" in head, (codings, head)  # its body was not read
+            e = error_shape(json.loads(body))
+            assert e["code"] == "unsupported_content_encoding", (codings, e)
+            assert "Content-Encoding '%s'" % named in e["message"], (codings, e)
+        # A key is asked first: without one, 401 whatever the coding.
+        assert status_of(post([b"gzip"], packed, key=b"")) == 401
+        # Expect: 100-continue is not met: the body is not invited.
+        raw = post([b"gzip"], packed, extra=b"Expect: 100-continue\r\n")
+        assert status_of(raw) == 415 and b"100 Continue" not in raw, raw[:300]
+        # identity, alone or listed twice, is the body as it is.
+        for codings in ([b"identity"], [b"Identity", b" identity ,"]):
+            raw = post(codings, plain, extra=b"Connection: close\r\n")
+            assert status_of(raw) == 200, (codings, raw[:300])
+            j = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+            assert j["assignments"][0]["model"] in ("fake-a", "mocky"), j
+        # With no body there is nothing to decode.
+        raw = post([b"gzip"], b"", extra=b"Connection: close\r\n")
+        assert status_of(raw) == 400, raw[:300]
+        assert error_shape(json.loads(raw.split(b"\r\n\r\n", 1)[1]))["code"] != \
+            "unsupported_content_encoding", raw
+        still_serving(gw, auth)
+    check("a body under a Content-Encoding other than identity is 415, unread",
+          content_codings)
+
     def host_header():
         # RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host, an authority.
         for bad, why in ((b"GET /health HTTP/1.1\r\n\r\n", b"missing Host header"),
