@@ -506,6 +506,10 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
     x->status = 200;
     x->cut_k = -1;
     x->n_choices = 1;
+    if (c->ep == EP_CHAT && c->n_inputs == 0) /* OpenAI's API refuses an empty list */
+        return refuse(x, "messages", "empty_array",
+                      "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+                      "but got an empty array instead.");
     if (c->ep != EP_EMBEDDINGS && c->limit_bad) {
         /* An output limit that is no integer from 1, in OpenAI's words. */
         if (c->limit_bad_type)

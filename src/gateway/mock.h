@@ -20,7 +20,9 @@ struct mock_call {
     int include_usage;
     const char *model_json; /* the model name as a JSON string */
     long prompt_tokens;
-    size_t n_inputs; /* embeddings: how many vectors (0: an empty list, refused) */
+    /* Embeddings: how many vectors; chat: how many messages (0 for either:
+     * an empty list, refused as OpenAI's API refuses it). */
+    size_t n_inputs;
     /* Embeddings: encoding_format "base64" (1), "float" or absent (0),
      * another value (-1, refused); dimensions (0: absent, 8 then; -1: no
      * integer or below 1; refused, as is one above MOCK_MAX_DIMS). */

@@ -125,7 +125,7 @@ struct exchange {
     long input_tokens;
     double est_quality, est_cost;
     int stream, include_usage;
-    size_t n_inputs;
+    size_t n_inputs; /* for the mock: embeddings' inputs, or chat's messages */
     /* Embeddings, for the mock: encoding_format "base64" (1), "float" or
      * absent (0), anything else (-1); dimensions as sent (at most 1e9),
      * 0 when absent, -1 when it is no whole number of at least 1. */
@@ -3107,6 +3107,7 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             fail_with(ex, 400, "messages", "invalid_type", "messages: expected an array");
             return -1;
         }
+        ex->n_inputs = json_array_size(messages); /* for the mock: an empty list is refused */
         json_array_foreach(messages, i, msg)
         {
             json_t *role = json_object_get(msg, "role");

@@ -982,7 +982,7 @@ def errors(gw_bin, fake_bin):
         # A keep-alive client whose refused request carried a small body gets
         # the refusal alone: the body and what follows it are not read as
         # requests.
-        body = b'{"model": "mocky", "messages": []}'
+        body = b'{"model": "mocky", "messages": [{"role": "user", "content": "x"}]}'
         raw = raw_exchange(port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                            b"Authorization: Bearer wrong\r\nContent-Length: %d\r\n\r\n"
                            % len(body) + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -1807,7 +1807,7 @@ def errors(gw_bin, fake_bin):
           lambda: err(502, '{"model": "dead", "messages": []}', code="upstream_unreachable"))
 
     def pipelined_and_keepalive():
-        body = b'{"model": "mocky", "messages": []}'
+        body = b'{"model": "mocky", "messages": [{"role": "user", "content": "x"}]}'
         one = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer gk-one"
                b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         s = socket.create_connection((HOST, port), timeout=5)
@@ -2848,6 +2848,24 @@ def mock(gw_bin, fake_bin):
         assert st == 200 and len(json.loads(body)["data"]) == 1, (st, body[:300])
     check("the mock refuses an empty embeddings input list with a 400 naming input",
           embeddings_empty_input_refused)
+
+    def chat_empty_messages_refused():
+        # OpenAI's API refuses an empty messages list (code empty_array); the
+        # mock answered it 200 with its text, streamed or not.
+        for stream in (False, True):
+            st, _, body = request(gw.port, "POST", "/v1/chat/completions",
+                                  json.dumps({"model": "cjk-1", "messages": [],
+                                              "stream": stream}))
+            assert st == 400, (stream, st, body[:300])
+            e = error_shape(json.loads(body))
+            assert e["type"] == "invalid_request_error" and e["param"] == "messages", e
+            assert e["code"] == "empty_array" and "'messages': empty array" in e["message"], e
+        st, _, body = request(gw.port, "POST", "/v1/chat/completions",
+                              json.dumps({"model": "cjk-1",
+                                          "messages": [{"role": "system", "content": "x"}]}))
+        assert st == 200 and json.loads(body)["choices"][0]["message"]["content"], (st, body)
+    check("the mock refuses an empty messages list with a 400 naming messages",
+          chat_empty_messages_refused)
 
     def token_inputs_counted():
         # A token list's usage counts its tokens, one a number, as OpenAI's API does.
