@@ -219,9 +219,11 @@ int cli_load_config(const char *cmd, const char *path, struct lr_config **out)
 int cli_check_store_exists(const char *cmd, const char *path)
 {
     /* Only a path that names nothing is a missing store: one that cannot be
-     * looked at (a folder without permission) is left to the store's open,
-     * which says why. */
-    if (!path || strcmp(path, ":memory:") == 0 || access(path, F_OK) == 0 || errno != ENOENT)
+     * looked at (a folder without permission), or a symbolic link to
+     * nothing, is left to the store's open, which says why. */
+    struct stat sb;
+    if (!path || strcmp(path, ":memory:") == 0 || access(path, F_OK) == 0 || errno != ENOENT ||
+        lstat(path, &sb) == 0)
         return CLI_OK;
     cli_error(cmd, "history store '%s' does not exist: create it with "
                    "'llmroute import --store %s DATA'",

@@ -1150,9 +1150,10 @@ int gw_store_open(const char *config_path, const char *store_flag, int check, in
         rc = fail(err, LR_ENOMEM, "out of memory");
         goto out;
     }
-    if (check && !read_only && stat(path, &sb) != 0 && errno == ENOENT) {
+    if (check && !read_only && stat(path, &sb) != 0 && errno == ENOENT && lstat(path, &sb) != 0) {
         /* serve would make it: check that it could, then check against
-         * the same empty store. */
+         * the same empty store. (A symbolic link to nothing it would not:
+         * the open below says so.) */
         if ((rc = folder_creatable(path, err)) == 0)
             rc = lr_store_open(":memory:", &so, out, err);
         goto out;

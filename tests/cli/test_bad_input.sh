@@ -593,4 +593,31 @@ expect "route --batch --budget -0" 3 "budget 0 cannot be met" -- \
     "$BIN" route --config "$CFG" --strategy smart --store "$TMP/esc.db" --batch --budget -0 q
 ! grep -qF -- "budget -0" "$TMP/err" && ok || bad "route --budget -0 printed -0: $(cat "$TMP/err")"
 
+# --- a store path that is a symbolic link to nothing ---
+# It was "No such file or directory" of a path that is there (import), or
+# "does not exist: create it with llmroute import" (route), which failed so;
+# check-config passed a config serve then refused. Each names the link's
+# target, and nothing is made through the link.
+mkdir -p "$TMP/links"
+ln -s "$TMP/links/gone/x.db" "$TMP/links/dir.db"
+ln -s "$TMP/links/target.db" "$TMP/links/file.db"
+for link in dir file; do
+    to=$TMP/links/gone/x.db
+    [ $link = file ] && to=$TMP/links/target.db
+    want="cannot open history store '$TMP/links/$link.db': it is a symbolic link to '$to', which does not exist"
+    expect "import into a link to nothing ($link)" 1 "$want" -- \
+        "$BIN" import --store "$TMP/links/$link.db" "$SRC/examples/history.jsonl"
+    expect "route on a link to nothing ($link)" 1 "$want" -- \
+        "$BIN" route --config "$CFG" --strategy smart --store "$TMP/links/$link.db" q
+    sed "s#\"strategy\": \"sequential\", \"performance#\"store\": \"$TMP/links/$link.db\", \"strategy\": \"sequential\", \"performance#" \
+        "$CFG" >"$TMP/links/cfg.json"
+    grep -qF "$TMP/links/$link.db" "$TMP/links/cfg.json" && ok || bad "the config names no store"
+    expect "check-config of a store that is a link to nothing ($link)" 2 "$want" -- \
+        "$BIN" check-config "$TMP/links/cfg.json"
+    expect "serve on a link to nothing ($link)" 2 "$want" -- \
+        "$BIN" serve --config "$TMP/links/cfg.json" --listen 127.0.0.1:0
+done
+[ "$(ls "$TMP/links")" = "$(printf 'cfg.json\ndir.db\nfile.db')" ] && ok ||
+    bad "a link to nothing had a store made through it: $(ls -R "$TMP/links")"
+
 summary
