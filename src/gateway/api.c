@@ -292,6 +292,10 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
             return NULL;
         }
     }
+    if (len >= 3 && memcmp(body, JS_BOM, 3) == 0) {
+        *status = refuse(req, 400, NULL, "invalid_json", JS_BOM_WHY);
+        return NULL;
+    }
     /* Numbers read as reals, as the chat endpoints and an import read them:
      * every number here is checked by value (json_number_value), so an
      * integer past 64 bits is "over the cap" in the words of its member,

@@ -3733,6 +3733,10 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
             return;
         }
     }
+    if (len >= 3 && memcmp(body, JS_BOM, 3) == 0) {
+        fail_with(ex, 400, NULL, "invalid_json", JS_BOM_WHY);
+        return;
+    }
     /* "\u0000" is valid JSON, and a prompt may hold it: the body is forwarded
      * as sent. The names read from it are checked for it (has_nul()). So is
      * an integer past int64 (a 64-bit unsigned seed): read as a real, since

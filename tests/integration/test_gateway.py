@@ -716,6 +716,24 @@ def errors(gw_bin, fake_bin):
     check("400 malformed JSON",
           lambda: err(400, '{"model": "fake-a", "messages": [', code="invalid_json"))
     check("400 body not an object", lambda: err(400, '[1, 2]'))
+
+    def byte_order_mark():
+        # A leading UTF-8 BOM was "'[' or '{' expected near '\ufeff'": an
+        # invisible character. Named, on the proxied endpoints and the
+        # gateway's own; nothing forwarded.
+        seen = len(fake.logged())
+        for path, body in (("/v1/chat/completions", {"model": "fake-a", "messages": [
+                               {"role": "user", "content": "hi"}]}),
+                           ("/v1/embeddings", {"model": "fake-a", "input": "hi"}),
+                           ("/v1/route", {"queries": [{"query": "a"}], "strategy": "sequential",
+                                          "models": ["fake-a"]})):
+            raw = json.dumps(body).encode()
+            e = err(400, b"\xef\xbb\xbf" + raw, code="invalid_json", path=path)
+            assert "byte order mark" in e["message"] and "EF BB BF" in e["message"], e
+            st, _, _ = request(port, "POST", path, raw, auth)  # the same JSON without it
+            assert st == 200, (path, st)
+        assert len(fake.logged()) == seen + 2, fake.logged()[seen:]
+    check("400 naming a byte order mark before the JSON", byte_order_mark)
     check("400 duplicate keys refused",
           lambda: err(400, '{"model": "fake-a", "model": "dead", "messages": []}'))
     check("400 empty body", lambda: err(400, ''))
