@@ -510,6 +510,14 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
         return refuse(x, "messages", "empty_array",
                       "Invalid 'messages': empty array. Expected an array with minimum length 1, "
                       "but got an empty array instead.");
+    if (c->ep == EP_CHAT && c->bad_role) {
+        char param[48];
+        snprintf(param, sizeof param, "messages[%zu].role", c->bad_role_at);
+        return refuse(x, param, "invalid_value",
+                      "Invalid value: '%s'. Supported values are: 'system', 'assistant', "
+                      "'user', 'function', 'tool', and 'developer'.",
+                      c->bad_role_text);
+    }
     if (c->ep != EP_EMBEDDINGS && c->limit_bad) {
         /* An output limit that is no integer from 1, in OpenAI's words. */
         if (c->limit_bad_type)

@@ -23,6 +23,11 @@ struct mock_call {
     /* Embeddings: how many vectors; chat: how many messages (0 for either:
      * an empty list, refused as OpenAI's API refuses it). */
     size_t n_inputs;
+    /* Chat: a message's role is none of OpenAI's (bad_role), the first such
+     * at bad_role_at, its role as sent (refused, as OpenAI's API refuses it). */
+    int bad_role;
+    size_t bad_role_at;
+    const char *bad_role_text;
     /* Embeddings: encoding_format "base64" (1), "float" or absent (0),
      * another value (-1, refused); dimensions (0: absent, 8 then; -1: no
      * integer or below 1; refused, as is one above MOCK_MAX_DIMS). */

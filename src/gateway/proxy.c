@@ -126,6 +126,11 @@ struct exchange {
     double est_quality, est_cost;
     int stream, include_usage;
     size_t n_inputs; /* for the mock: embeddings' inputs, or chat's messages */
+    /* Chat, for the mock: the first message whose role is none of OpenAI's
+     * (bad_role set; at bad_role_at, its role as sent, cut to fit). */
+    int bad_role;
+    size_t bad_role_at;
+    char bad_role_text[64];
     /* Embeddings, for the mock: encoding_format "base64" (1), "float" or
      * absent (0), anything else (-1); dimensions as sent (at most 1e9),
      * 0 when absent, -1 when it is no whole number of at least 1. */
@@ -2730,6 +2735,9 @@ static void start_attempt(struct exchange *ex)
         call.model_json = gm->model_json;
         call.prompt_tokens = ex->input_tokens + ex->token_ids;
         call.n_inputs = ex->n_inputs;
+        call.bad_role = ex->bad_role;
+        call.bad_role_at = ex->bad_role_at;
+        call.bad_role_text = ex->bad_role_text;
         call.emb_base64 = ex->emb_base64;
         call.emb_dims = ex->emb_dims;
         call.n = ex->n_set ? ex->n : 1;
@@ -2914,6 +2922,18 @@ static int text_add(struct text *t, const char *s, size_t n, const char *sep)
 static int has_nul(json_t *s)
 {
     return strlen(json_string_value(s)) != json_string_length(s);
+}
+
+/* A chat message's role OpenAI's API takes (the mock refuses any other,
+ * in its words; a real upstream judges for itself: the gateway forwards). */
+static int chat_role_known(const char *role)
+{
+    static const char *const known[] = {"system", "developer", "user",
+                                        "assistant", "tool", "function"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(role, known[i]) == 0)
+            return 1;
+    return 0;
 }
 
 /* The text of a message's content: a string, or the text of an array's
@@ -3122,6 +3142,11 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
                 fail_with(ex, 400, param, role ? "invalid_type" : "missing_required_parameter",
                           "%s: expected a string", param);
                 return -1;
+            }
+            if (!ex->bad_role && !chat_role_known(json_string_value(role))) {
+                ex->bad_role = 1;
+                ex->bad_role_at = i;
+                snprintf(ex->bad_role_text, sizeof ex->bad_role_text, "%s", json_string_value(role));
             }
             if (strcmp(json_string_value(role), "user") != 0)
                 continue;

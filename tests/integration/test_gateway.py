@@ -2885,6 +2885,28 @@ def mock(gw_bin, fake_bin):
     check("the mock refuses an empty messages list with a 400 naming messages",
           chat_empty_messages_refused)
 
+    def chat_unknown_role_refused():
+        # OpenAI's API refuses a role it does not know, naming the first such message;
+        # the mock answered it 200.
+        msgs = [{"role": "system", "content": "s"}, {"role": "developer", "content": "d"},
+                {"role": "user", "content": "u"}, {"role": "wizard", "content": "w"},
+                {"role": "robot", "content": "r"}]
+        for stream in (False, True):
+            st, _, body = request(gw.port, "POST", "/v1/chat/completions",
+                                  json.dumps({"model": "cjk-1", "messages": msgs,
+                                              "stream": stream}))
+            assert st == 400, (stream, st, body[:300])
+            e = error_shape(json.loads(body))
+            assert e["param"] == "messages[3].role" and e["code"] == "invalid_value", e
+            assert e["message"].startswith("Invalid value: 'wizard'. Supported values are:"), e
+        known = [{"role": r, "content": "x"} for r in ("system", "developer", "user",
+                                                       "assistant", "tool", "function")]
+        st, _, body = request(gw.port, "POST", "/v1/chat/completions",
+                              json.dumps({"model": "cjk-1", "messages": known}))
+        assert st == 200 and json.loads(body)["choices"][0]["message"]["content"], (st, body)
+    check("the mock refuses a message role OpenAI's API does not know, naming it",
+          chat_unknown_role_refused)
+
     def token_inputs_counted():
         # A token list's usage counts its tokens, one a number, as OpenAI's API does.
         for path, key in (("/v1/embeddings", "input"), ("/v1/completions", "prompt")):
