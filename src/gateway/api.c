@@ -865,28 +865,34 @@ static int route_names_once(struct hs_req *req, const struct lr_config *cfg,
 }
 
 /* 0, or the status of the 400 sent for the first query that has a choice to
- * make over a dense store and no text: it is refused before any vector is
+ * make and no text, over either store: it is refused before any vector is
  * fetched, in the words of the library's refusal (smart.c), rather than
  * routed on the vector of "". The library refuses such a query too, but
  * only when it comes to it: the other queries' vectors would be fetched
- * first, and one without its vector refused in other words. Over an empty
+ * first, and one without its vector refused in other words; and its
+ * refusal does not say which field it is. Over an empty
  * store too: the fault is the request's, not the store's (history_empty),
  * and it would not pass once outcomes are added (unknown names are refused
- * before, route_names_known()). */
+ * before, route_names_known()). Its `param` is the query's text,
+ * `queries[i].query`, absent or "". */
 static int route_needs_text(struct gw *gw, struct hs_req *req, const struct gw_conf *conf,
                             struct lr_router *router, const struct lr_request *reqs, size_t n)
 {
-    char msg[100];
+    char msg[100], param[48];
 
     if (!gw->store)
         return 0;
     for (size_t i = 0; i < n; i++) {
         if (reqs[i].query && reqs[i].query[0])
             continue;
-        if (!gw_conf_needs_vector(conf, router, query_candidates(conf, &reqs[i])))
+        /* The library's rule (smart.c), over either store: a choice to
+         * make among the query's candidates (those left once the full and
+         * open ones are left out, as the library will see them). */
+        if (query_candidates(conf, &reqs[i]) < 2 || strcmp(lr_router_strategy(router), "smart"))
             continue;
         snprintf(msg, sizeof msg, "query %zu: smart routing needs the query text", i);
-        return refuse(req, 400, NULL, "routing_failed", msg);
+        snprintf(param, sizeof param, "queries[%zu].query", i);
+        return refuse(req, 400, param, "routing_failed", msg);
     }
     return 0;
 }

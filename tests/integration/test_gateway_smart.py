@@ -1528,11 +1528,11 @@ def no_text_over_an_empty_store(bin_, fake_bin):
     pair = ["cheapo", "smarty"]
     text = {"query": "What is 1 plus 2?"}
     no_text = [
-        ({"queries": [{}], "strategy": "smart", "models": pair}, "query 0: "),
-        ({"queries": [{"query": ""}], "strategy": "smart", "models": pair}, "query 0: "),
-        ({"queries": [text, {}], "strategy": "smart"}, "query 1: "),
+        ({"queries": [{}], "strategy": "smart", "models": pair}, 0),
+        ({"queries": [{"query": ""}], "strategy": "smart", "models": pair}, 0),
+        ({"queries": [text, {}], "strategy": "smart"}, 1),
         ({"queries": [text, {"query": ""}], "strategy": "smart", "models": pair,
-          "batch": True}, "query 1: "),
+          "batch": True}, 1),
     ]
 
     def fetches():
@@ -1545,8 +1545,9 @@ def no_text_over_an_empty_store(bin_, fake_bin):
                 st, _, raw = request(g.port, "POST", "/v1/route", json.dumps(body))
                 e = json.loads(raw).get("error", {})
                 assert st == 400 and e.get("code") == "routing_failed", (name, body, st, raw)
-                assert e["message"] == where + "smart routing needs the query text", (
+                assert e["message"] == "query %d: smart routing needs the query text" % where, (
                     name, body, e)
+                assert e["param"] == "queries[%d].query" % where, (name, body, e)
                 assert fetches() == n, (name, body, "fetched a vector")
                 line = wait_for(lambda: [l for l in g.log_lines()
                                          if l.get("path") == "/v1/route"], 5, "a log line")[-1]
