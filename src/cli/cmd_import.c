@@ -376,6 +376,21 @@ int cmd_import(int argc, char **argv)
             printf(")");
         }
         printf("\n");
+        /* Every record it had (of the split) bad: a failure, not an empty
+         * file, so that a file in another format (RouterBench's own, a
+         * chat log) does not pass for one with nothing to add. */
+        if (rep.bad && !rep.imported) {
+            const char *name = io.name ? io.name : path;
+            if (split)
+                cli_error("import", "%s: nothing imported: %zu bad record%s and none of split '%s'",
+                          name, rep.bad, rep.bad == 1 ? "" : "s", split);
+            else if (rep.bad == 1)
+                cli_error("import", "%s: nothing imported: its one record is bad", name);
+            else
+                cli_error("import", "%s: nothing imported: its %zu records are all bad", name,
+                          rep.bad);
+            status = CLI_RUNTIME;
+        }
         if (split && !rep.bad && unsplit && unsplit == rep.read)
             cli_error("import",
                       "%s: no record has a \"split\" field, so --split %s dropped all %zu",

@@ -324,7 +324,8 @@ for f in nul.jsonl nul.json; do
     ! grep -qF JSON_ALLOW_NUL "$TMP/err" && ok || bad "eval: $f: $(cat "$TMP/err")"
 done
 printf '%s\n' "$nul_query" >"$TMP/nulq.jsonl"
-expect "import: a NUL in a query" 0 "record 0 (line 1): query: a NUL character (\u0000) is not allowed" -- \
+# (Its one record bad, the file imports nothing and fails: see below.)
+expect "import: a NUL in a query" 1 "record 0 (line 1): query: a NUL character (\u0000) is not allowed" -- \
     "$BIN" import --store "$TMP/nulq.db" "$TMP/nulq.jsonl"
 # A key cannot hold one: that is a parse error, which refuses the file.
 printf '{"query": "q", "x\\u0000": 1}\n' >"$TMP/nulkey.jsonl"
@@ -619,5 +620,46 @@ for link in dir file; do
 done
 [ "$(ls "$TMP/links")" = "$(printf 'cfg.json\ndir.db\nfile.db')" ] && ok ||
     bad "a link to nothing had a store made through it: $(ls -R "$TMP/links")"
+
+# --- a file all of whose records are bad ---
+# It was "imported 0 of 2 records, skipped 2 bad", exit 0, with an empty
+# store made: a file in another format passed for one with nothing in it.
+mkdir -p "$TMP/allbad"
+printf '{"prompt": "q", "answers": {"gpt-4o": 1}}\n{"prompt": "r", "answers": {"gpt-4o": 0}}\n' \
+    >"$TMP/allbad/other.jsonl"
+printf '{"query": "q", "outputs": []}\n' >"$TMP/allbad/one.jsonl"
+expect "import of a file whose records are all bad" 1 \
+    "other.jsonl: nothing imported: its 2 records are all bad" -- \
+    "$BIN" import --store "$TMP/allbad/new.db" "$TMP/allbad/other.jsonl"
+grep -qF "imported 0 of 2 records, skipped 2 bad (first: record 0 (line 1): query: " "$TMP/out" && ok ||
+    bad "the report line is gone: $(cat "$TMP/out")"
+grep -qF "removed '$TMP/allbad/new.db', which this command created" "$TMP/err" && ok ||
+    bad "the store made is not said removed: $(cat "$TMP/err")"
+[ ! -e "$TMP/allbad/new.db" ] && ok || bad "an empty store was left at new.db"
+expect "import of a file whose one record is bad" 1 \
+    "one.jsonl: nothing imported: its one record is bad" -- \
+    "$BIN" import --store "$TMP/allbad/new.db" "$TMP/allbad/one.jsonl"
+"$BIN" import --store "$TMP/allbad/old.db" "$SRC/examples/history.jsonl" >/dev/null 2>&1
+before=$(count "$TMP/allbad/old.db")
+expect "import of an all-bad file into a store" 1 "nothing imported: its 2 records are all bad" -- \
+    "$BIN" import --store "$TMP/allbad/old.db" "$TMP/allbad/other.jsonl"
+[ -n "$before" ] && [ "$(count "$TMP/allbad/old.db")" = "$before" ] && ok ||
+    bad "the store changed: $before, then $(count "$TMP/allbad/old.db")"
+# With good files beside it, they are imported and the command still fails.
+expect "import of a good file and an all-bad one" 1 "nothing imported: its one record is bad" -- \
+    "$BIN" import --store "$TMP/allbad/mixed.db" "$SRC/examples/history.jsonl" "$TMP/allbad/one.jsonl"
+grep -qF "kept '$TMP/allbad/mixed.db', which this command created: it holds the 64 records" "$TMP/err" && ok ||
+    bad "the good file's records are not said kept: $(cat "$TMP/err")"
+# Under --split: bad records and none of the split is a failure; bad
+# records beside good ones of the split are not.
+R='"outputs": [{"model_name": "gpt-4o", "correctness": true, "output_token_length": 3}]'
+printf '{"query": "q", "split": 5, %s}\n{"query": "r", "split": "train", %s}\n' "$R" "$R" \
+    >"$TMP/allbad/split.jsonl"
+expect "import --split of bad records and none of the split" 1 \
+    "split.jsonl: nothing imported: 1 bad record and none of split 'test'" -- \
+    "$BIN" import --store "$TMP/allbad/split.db" --split test "$TMP/allbad/split.jsonl"
+expect "import --split of bad records and one of the split" 0 \
+    "imported 1 of 2 records (0 in other splits), skipped 1 bad" -- \
+    "$BIN" import --store "$TMP/allbad/split.db" --split train "$TMP/allbad/split.jsonl"
 
 summary
