@@ -41,6 +41,7 @@ static const char help[] =
     "                 embedder (the store is then dense); default: built-in embedder\n"
     "  --split NAME   keep only records whose \"split\" is NAME (e.g. train)\n"
     "  --strict       a bad record fails its whole file instead of being skipped\n"
+    "                 (a file whose records are all bad fails either way)\n"
     "\n"
     "Each file is imported in one transaction: on any error nothing of it is\n"
     "added. With no DATA, the store is created if needed and its size printed.\n"
@@ -49,13 +50,13 @@ static const char help[] =
     "SIGINT (Ctrl-C), SIGTERM or SIGHUP stops it at the next record: nothing of\n"
     "that file is added, a store it created and left empty is removed, and it\n"
     "dies of the signal.\n"
-    "Exit codes: 0 ok; 1 runtime error: a file could not be imported, the store\n"
-    "could not be opened or does not fit (another embedder's, a newer schema) or\n"
-    "the embedding server failed; 2 usage or configuration error: a bad option,\n"
-    "no store named, a --config that is not valid; 4 every file was imported\n"
-    "but this report could not be written to standard output (a full disk, or\n"
-    "a pipe whose reader is gone): the records are stored, do not import them\n"
-    "again.\n";
+    "Exit codes: 0 ok; 1 runtime error: a file could not be imported or held\n"
+    "only bad records, the store could not be opened or does not fit (another\n"
+    "embedder's, a newer schema) or the embedding server failed;\n"
+    "2 usage or configuration error: a bad option, no store named, a --config\n"
+    "that is not valid; 4 every file was imported but this report could not be\n"
+    "written to standard output (a full disk, or a pipe whose reader is gone):\n"
+    "the records are stored, do not import them again.\n";
 
 /* The signal that asked the command to stop (0: none), set by on_stop(). */
 static volatile sig_atomic_t stop_signal;

@@ -661,5 +661,7 @@ expect "import --split of bad records and none of the split" 1 \
 expect "import --split of bad records and one of the split" 0 \
     "imported 1 of 2 records (0 in other splits), skipped 1 bad" -- \
     "$BIN" import --store "$TMP/allbad/split.db" --split train "$TMP/allbad/split.jsonl"
+expect "import --help says a file of bad records alone fails" 0 \
+    "(a file whose records are all bad fails either way)" -- "$BIN" import --help
 
 summary
