@@ -279,21 +279,10 @@ static json_t *load_body(struct gw *gw, struct hs_req *req, int *status)
         *status = refuse(req, 413, NULL, "too_many_json_values", msg);
         return NULL;
     }
-    /* A raw NUL byte is not JSON, and jansson skips one after a number or a
-     * literal (js_find_nul()). */
-    {
-        int line, column;
-        if (js_find_nul(body, len, &line, &column)) {
-            snprintf(msg, sizeof msg,
-                     "malformed JSON in the request body: a NUL byte at line %d, column %d "
-                     JS_NUL_WHY,
-                     line, column);
-            *status = refuse(req, 400, NULL, "invalid_json", msg);
-            return NULL;
-        }
-    }
-    if (len >= 3 && memcmp(body, JS_BOM, 3) == 0) {
-        *status = refuse(req, 400, NULL, "invalid_json", JS_BOM_WHY);
+    /* A byte order mark, or a raw NUL byte, which jansson skips after a
+     * number or a literal. */
+    if (js_body_fault(body, len, msg, sizeof msg)) {
+        *status = refuse(req, 400, NULL, "invalid_json", msg);
         return NULL;
     }
     /* Numbers read as reals, as the chat endpoints and an import read them:
@@ -885,10 +874,9 @@ static int route_needs_text(struct gw *gw, struct hs_req *req, const struct gw_c
     for (size_t i = 0; i < n; i++) {
         if (reqs[i].query && reqs[i].query[0])
             continue;
-        /* The library's rule (smart.c), over either store: a choice to
-         * make among the query's candidates (those left once the full and
-         * open ones are left out, as the library will see them). */
-        if (query_candidates(conf, &reqs[i]) < 2 || strcmp(lr_router_strategy(router), "smart"))
+        /* Among the candidates left once the full and open ones are left
+         * out, as the library will see them. */
+        if (!gw_router_has_choice(router, query_candidates(conf, &reqs[i])))
             continue;
         snprintf(msg, sizeof msg, "query %zu: smart routing needs the query text", i);
         snprintf(param, sizeof param, "queries[%zu].query", i);

@@ -233,6 +233,10 @@ struct lr_router *gw_conf_router(struct gw_conf *conf, const char *strategy, str
  * since it stores the vector, and does not ask here. */
 int gw_conf_needs_vector(const struct gw_conf *conf, const struct lr_router *router,
                          size_t n_candidates);
+/* Whether router ranks a query among n_candidates by its history (a smart
+ * router, two or more candidates): then the query needs its text, over a
+ * store of either embedder (the library's rule, smart.c). */
+int gw_router_has_choice(const struct lr_router *router, size_t n_candidates);
 void gw_conf_ref(struct gw_conf *conf);
 void gw_conf_unref(struct gw_conf *conf);
 

@@ -783,10 +783,15 @@ static int load_embedder(struct gw_conf *c, struct lr_error *err)
 
 /* ==== Routers ==== */
 
+int gw_router_has_choice(const struct lr_router *router, size_t n_candidates)
+{
+    return n_candidates > 1 && strcmp(lr_router_strategy(router), "smart") == 0;
+}
+
 int gw_conf_needs_vector(const struct gw_conf *conf, const struct lr_router *router,
                          size_t n_candidates)
 {
-    return conf->embed && n_candidates > 1 && strcmp(lr_router_strategy(router), "smart") == 0;
+    return conf->embed && gw_router_has_choice(router, n_candidates);
 }
 
 struct lr_router *gw_conf_router(struct gw_conf *c, const char *strategy, struct lr_error *err)

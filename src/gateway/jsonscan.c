@@ -12,6 +12,7 @@
  *
  * Threads: pure functions; any thread.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -232,6 +233,25 @@ int js_find_nul(const char *buf, size_t len, int *line, int *column)
     *line = l;
     *column = c;
     return 1;
+}
+
+int js_body_fault(const char *buf, size_t len, char *msg, size_t cap)
+{
+    int line, column;
+    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+        snprintf(msg, cap,
+                 "the request body begins with a byte order mark (U+FEFF, the bytes EF BB BF), "
+                 "which JSON sent over a network must not carry (RFC 8259 section 8.1): send the "
+                 "JSON without it");
+        return 1;
+    }
+    if (js_find_nul(buf, len, &line, &column)) {
+        snprintf(msg, cap,
+                 "malformed JSON in the request body: a NUL byte at line %d, column %d " JS_NUL_WHY,
+                 line, column);
+        return 1;
+    }
+    return 0;
 }
 
 int js_key_equals(const char *buf, const struct js_member *m, const char *name)

@@ -79,13 +79,13 @@ enum js_prefix js_object_prefix(const char *buf, size_t len);
 int js_find_nul(const char *buf, size_t len, int *line, int *column);
 /* Why a NUL byte is not JSON, as each refusal of one words it after its place. */
 #define JS_NUL_WHY "(JSON text holds none; a string writes the character as \\u0000)"
-/* A body that begins with a UTF-8 byte order mark (EF BB BF), refused in
- * these words: RFC 8259 section 8.1 has JSON sent over a network carry
- * none, and read as JSON it is an invisible character "expected near". */
-#define JS_BOM "\xef\xbb\xbf"
-#define JS_BOM_WHY                                                                                 \
-    "the request body begins with a byte order mark (U+FEFF, the bytes EF BB BF), which JSON "   \
-    "sent over a network must not carry (RFC 8259 section 8.1): send the JSON without it"
+/* A request body's fault its JSON parser would misname, checked before the
+ * parse by every endpoint that reads one: a UTF-8 byte order mark at its
+ * start (RFC 8259 section 8.1 has JSON sent over a network carry none; read
+ * as JSON it is an invisible character "expected near"), or a raw NUL byte
+ * (js_find_nul()). 1 with the refusal's words (400 invalid_json) in msg,
+ * else 0. */
+int js_body_fault(const char *buf, size_t len, char *msg, size_t cap);
 
 /* Does member m's key equal `name`? Keys with escapes are decoded first. */
 int js_key_equals(const char *buf, const struct js_member *m, const char *name);

@@ -3738,29 +3738,19 @@ void proxy_handle(struct gw *gw, struct hs_req *req, enum gw_endpoint ep, const 
                   "the request body is empty: expected a JSON object");
         return;
     }
-    /* The parse costs memory by the value, not by the byte: bounded first. */
+    /* The parse costs memory by the value, not by the byte: bounded first.
+     * Then a byte order mark, or a raw NUL byte, which jansson skips after
+     * a number or a literal: the body would be forwarded with it. */
     {
         char msg[400];
         if (gw_body_over_value_limit(ex->gw, ex->conf, body, len, msg, sizeof msg)) {
             fail_with(ex, 413, NULL, "too_many_json_values", "%s", msg);
             return;
         }
-    }
-    /* A raw NUL byte is not JSON, and jansson skips one after a number or a
-     * literal: the body would be forwarded with it (js_find_nul()). */
-    {
-        int line, column;
-        if (js_find_nul(body, len, &line, &column)) {
-            fail_with(ex, 400, NULL, "invalid_json",
-                      "malformed JSON in the request body: a NUL byte at line %d, column %d "
-                      JS_NUL_WHY,
-                      line, column);
+        if (js_body_fault(body, len, msg, sizeof msg)) {
+            fail_with(ex, 400, NULL, "invalid_json", "%s", msg);
             return;
         }
-    }
-    if (len >= 3 && memcmp(body, JS_BOM, 3) == 0) {
-        fail_with(ex, 400, NULL, "invalid_json", JS_BOM_WHY);
-        return;
     }
     /* "\u0000" is valid JSON, and a prompt may hold it: the body is forwarded
      * as sent. The names read from it are checked for it (has_nul()). So is

@@ -388,9 +388,33 @@ static void find_nul_finds_a_raw_nul_where_jansson_would_place_it(void **state)
     assert_int_equal(column, -1);
 }
 
+/* A request body is refused before the parse for a leading byte order
+ * mark, or a NUL byte anywhere, each named; a mark further on is left to
+ * the parse, and a body without either passes. */
+static void body_fault_names_a_byte_order_mark_and_a_nul(void **state)
+{
+    static const char nul[] = "{\"n\":1\0}";
+    char msg[400];
+    (void)state;
+
+    assert_int_equal(js_body_fault("\xef\xbb\xbf{}", 5, msg, sizeof msg), 1);
+    assert_non_null(strstr(msg, "begins with a byte order mark"));
+    assert_non_null(strstr(msg, "EF BB BF"));
+    assert_int_equal(js_body_fault(nul, sizeof nul - 1, msg, sizeof msg), 1);
+    assert_string_equal(msg, "malformed JSON in the request body: a NUL byte at line 1, column 7 "
+                             JS_NUL_WHY);
+    strcpy(msg, "untouched");
+    assert_int_equal(js_body_fault(" \xef\xbb\xbf{}", 6, msg, sizeof msg), 0);
+    assert_int_equal(js_body_fault("\xef\xbb", 2, msg, sizeof msg), 0);
+    assert_int_equal(js_body_fault("{\"a\": 1}", 8, msg, sizeof msg), 0);
+    assert_int_equal(js_body_fault("", 0, msg, sizeof msg), 0);
+    assert_string_equal(msg, "untouched");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(body_fault_names_a_byte_order_mark_and_a_nul),
         cmocka_unit_test(scan_finds_members_by_byte_range),
         cmocka_unit_test(find_members_takes_any_number_of_members),
         cmocka_unit_test(rewrite_keeps_numbers_and_order_exactly),
