@@ -647,6 +647,13 @@ expect "eval --plot into a folder that does not exist" 2 "--plot $TMP/nodir/p.sv
 [ ! -s "$TMP/out" ] && ok || bad "eval with an unwritable plot printed results: $(cat "$TMP/out")"
 expect "eval --plot that is a folder" 2 "--plot $TMP: is a directory" -- \
     "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --plot "$TMP"
+# The plot is SVG: a name that asks for another format is refused before
+# the work, and no file of that name is left behind.
+expect "eval --plot naming another format" 2 \
+    "--plot $TMP/frontier.png: the plot is written as SVG, not as .png; give a name ending in .svg" -- \
+    "$BIN" eval --config "$TMP/cfg.json" --data "$TMP/data.json" --plot "$TMP/frontier.png"
+[ ! -e "$TMP/frontier.png" ] && [ ! -s "$TMP/out" ] && ok ||
+    bad "eval --plot frontier.png left a file or printed results: $(ls "$TMP/frontier.png" 2>&1) $(cat "$TMP/out")"
 # A plot that fails while it is written (a full disk, a file size limit) says
 # why, exits 1 and leaves no half-written SVG behind (it said "write error"
 # and kept the first part of the file).
