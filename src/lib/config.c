@@ -1118,8 +1118,10 @@ int lr_config_load_file(const char *path, struct lr_config **out, struct lr_erro
     if (!path)
         return lr__error_set(err, LR_EINVAL, "lr_config_load_file: path is NULL");
     f = fopen(path, "rb");
-    if (!f)
-        return lr__error_set(err, LR_EIO, "%s: %s", path, strerror(errno));
+    if (!f) {
+        char why[LR__OPEN_FAULT_CAP];
+        return lr__error_set(err, LR_EIO, "%s: %s", path, lr__error_open_fault(path, errno, why));
+    }
     /* A directory opens, and only its first read fails (EISDIR): say what it is. */
     if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
         fclose(f);

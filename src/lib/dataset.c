@@ -493,8 +493,11 @@ int lr_dataset_load(const char *path, const struct lr_import_options *opts,
      * (lr_store_import_file()), so that `llmroute eval` and `llmroute
      * import` say the same of the same file. */
     f = fopen(path, "rb");
-    if (!f)
-        return lr__error_set(err, LR_EIO, "cannot read '%s': %s", name, strerror(errno));
+    if (!f) {
+        char why[LR__OPEN_FAULT_CAP];
+        return lr__error_set(err, LR_EIO, "cannot read '%s': %s", name,
+                             lr__error_open_fault(path, errno, why));
+    }
     if (fstat(fileno(f), &st) != 0) {
         int e = errno;
         fclose(f);

@@ -5,11 +5,15 @@
  * lr__error_number() writes a number for such a message.
  * Both are pure and safe from any thread.
  */
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "llmroute.h"
 #include "record.h" /* lr__utf8_seq() */
@@ -167,6 +171,20 @@ const char *lr__error_shown(const char *name, size_t max, char *out, size_t cap)
     }
     out[o] = '\0';
     return out;
+}
+
+const char *lr__error_open_fault(const char *path, int e, char buf[LR__OPEN_FAULT_CAP])
+{
+    char to[PATH_MAX], name[LR__SHOWN_CAP(120)];
+    struct stat link;
+    ssize_t n;
+    if (e != ENOENT || lstat(path, &link) != 0 || !S_ISLNK(link.st_mode) ||
+        (n = readlink(path, to, sizeof to - 1)) < 0)
+        return strerror(e);
+    to[n] = '\0';
+    snprintf(buf, LR__OPEN_FAULT_CAP, "it is a symbolic link to '%s', which does not exist",
+             lr__error_shown(to, 120, name, sizeof name));
+    return buf;
 }
 
 void lr__error_prefix(struct lr_error *err, const char *fmt, ...)

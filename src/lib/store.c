@@ -3962,7 +3962,9 @@ int lr_store_import_file(struct lr_store *store, const char *path,
     }
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &sb) != 0) {
-        rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", im.path, strerror(errno));
+        char why[LR__OPEN_FAULT_CAP];
+        rc = fail(err, LR_EIO, 0, "cannot read '%s': %s", im.path,
+                  fd < 0 ? lr__error_open_fault(path, errno, why) : strerror(errno));
         goto out;
     }
     if (!S_ISREG(sb.st_mode)) {

@@ -621,6 +621,27 @@ done
 [ "$(ls "$TMP/links")" = "$(printf 'cfg.json\ndir.db\nfile.db')" ] && ok ||
     bad "a link to nothing had a store made through it: $(ls -R "$TMP/links")"
 
+# A configuration or data file that is a symbolic link to nothing (a
+# config map swapped under a gateway, a data link left behind) names the
+# link's target too, where it said "No such file or directory" of a path
+# that is there.
+mkdir -p "$TMP/flinks"
+ln -s "$TMP/flinks/cfg-v2.json" "$TMP/flinks/cfg.json"
+ln -s "$TMP/flinks/data-v2.jsonl" "$TMP/flinks/data.jsonl"
+want="$TMP/flinks/cfg.json: it is a symbolic link to '$TMP/flinks/cfg-v2.json', which does not exist"
+expect "check-config of a link to nothing" 2 "$want" -- "$BIN" check-config "$TMP/flinks/cfg.json"
+expect "route with a config that is a link to nothing" 2 "$want" -- \
+    "$BIN" route --config "$TMP/flinks/cfg.json" q
+expect "serve with a config that is a link to nothing" 2 "$want" -- \
+    "$BIN" serve --config "$TMP/flinks/cfg.json" --listen 127.0.0.1:0
+want="cannot read '$TMP/flinks/data.jsonl': it is a symbolic link to '$TMP/flinks/data-v2.jsonl', which does not exist"
+expect "import of a data file that is a link to nothing" 1 "$want" -- \
+    "$BIN" import --store "$TMP/flinks/h.db" "$TMP/flinks/data.jsonl"
+expect "eval of a data file that is a link to nothing" 2 "$want" -- \
+    "$BIN" eval --config "$CFG" --data "$TMP/flinks/data.jsonl"
+[ "$(ls "$TMP/flinks")" = "$(printf 'cfg.json\ndata.jsonl')" ] && ok ||
+    bad "a link to nothing had a file made through it: $(ls "$TMP/flinks")"
+
 # --- a file all of whose records are bad ---
 # It was "imported 0 of 2 records, skipped 2 bad", exit 0, with an empty
 # store made: a file in another format passed for one with nothing in it.
