@@ -528,6 +528,23 @@ static int build(struct mock_xfer *x, const struct mock_spec *spec, const struct
                       "got %s instead.",
                       c->limit_bad, c->limit_text);
     }
+    if ((c->ep == EP_CHAT || c->ep == EP_COMPLETIONS) && c->stream_options_unstreamed)
+        return refuse(x, "stream_options", NULL,
+                      "The 'stream_options' parameter is only allowed when 'stream' is enabled.");
+    if (c->ep != EP_EMBEDDINGS && c->sampling_bad) {
+        /* temperature or top_p that is no number in its range, in
+         * OpenAI's words. */
+        int top_p = strcmp(c->sampling_bad, "top_p") == 0, above = c->sampling_above;
+        if (c->sampling_bad_type)
+            return refuse(x, c->sampling_bad, "invalid_type",
+                          "Invalid type for '%s': expected a decimal.", c->sampling_bad);
+        return refuse(x, c->sampling_bad,
+                      above ? "decimal_above_max_value" : "decimal_below_min_value",
+                      "Invalid '%s': decimal %s value. Expected a value %s %d, but got %s "
+                      "instead.",
+                      c->sampling_bad, above ? "above maximum" : "below minimum",
+                      above ? "<=" : ">=", above ? (top_p ? 1 : 2) : 0, c->sampling_text);
+    }
     if (c->ep != EP_EMBEDDINGS && c->max_tokens >= 0 && c->max_tokens < tokens) {
         /* Stopped at the limit: the text keeps its words in proportion
          * (all the limit's when the tokens are its word count). */

@@ -49,6 +49,16 @@ struct mock_call {
     const char *limit_bad;
     int limit_bad_type;
     const char *limit_text;
+    /* Chat and completions: stream_options given on a request that does
+     * not stream (refused, as OpenAI's API refuses it). Chat, completions,
+     * responses: sampling_bad names the first of temperature (0 to 2) and
+     * top_p (0 to 1) given as no number (sampling_bad_type) or outside its
+     * range (above it: sampling_above; sampling_text: its number as sent);
+     * NULL: none. */
+    int stream_options_unstreamed;
+    const char *sampling_bad;
+    int sampling_bad_type, sampling_above;
+    const char *sampling_text;
 };
 
 struct mock_xfer;

@@ -153,6 +153,14 @@ struct exchange {
     const char *limit_bad;
     int limit_bad_type;
     char limit_text[48];
+    /* For the mock: stream_options given (not null) on a request that
+     * does not stream; the first of temperature and top_p given as no
+     * number or outside its range (NULL: none), whether it is no number,
+     * and its number as sent. */
+    int stream_options_unstreamed;
+    const char *sampling_bad;
+    int sampling_bad_type, sampling_above;
+    char sampling_text[48];
 
     /* Resilience */
     struct rs_retry req_retry; /* server + route: attempt cap and deadline */
@@ -2748,6 +2756,11 @@ static void start_attempt(struct exchange *ex)
         call.limit_bad = ex->limit_bad;
         call.limit_bad_type = ex->limit_bad_type;
         call.limit_text = ex->limit_text;
+        call.stream_options_unstreamed = ex->stream_options_unstreamed;
+        call.sampling_bad = ex->sampling_bad;
+        call.sampling_bad_type = ex->sampling_bad_type;
+        call.sampling_above = ex->sampling_above;
+        call.sampling_text = ex->sampling_text;
         ex->mock = mock_start(ex->gw->base, &gm->mock, &call, &upstream_cbs, ex);
         if (!ex->mock) {
             ex->gone_label = "out_of_memory"; /* nothing went out: no attempt counted */
@@ -3019,8 +3032,6 @@ static long count_token_ids(json_t *list)
     return n;
 }
 
-/* Validate the fields the gateway reads and extract the query text. Returns
- * 0, or refuses the request (and finishes the exchange) and returns -1. */
 /* The number the top-level member `name` holds as the client wrote it
  * (cut short with "..." past cap), for a message that shows it: the body's
  * numbers are read as reals, so 99999999999999999999999 is 1e+23 once read. */
@@ -3047,6 +3058,8 @@ static void number_as_sent(struct exchange *ex, const char *name, double v, char
     snprintf(buf, cap, "%.17g", v);
 }
 
+/* Validate the fields the gateway reads and extract the query text. Returns
+ * 0, or refuses the request (and finishes the exchange) and returns -1. */
 static int read_fields(struct exchange *ex, json_t *root, struct text *query)
 {
     json_t *stream = json_object_get(root, "stream");
@@ -3073,6 +3086,8 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             return -1;
         }
         ex->include_usage = json_is_true(iu);
+        /* Read for the mock; an upstream judges it itself. */
+        ex->stream_options_unstreamed = !json_is_true(stream);
     }
     if (ex->ep == EP_CHAT || ex->ep == EP_COMPLETIONS) {
         /* Read for the mock; an upstream judges `n` itself. The body's
@@ -3111,6 +3126,24 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             }
             if (ex->max_tokens < 0 || v < (double)ex->max_tokens)
                 ex->max_tokens = v > 1e9 ? 1000000000 : (long long)v;
+        }
+    }
+
+    if (ex->ep != EP_EMBEDDINGS) {
+        /* Read for the mock, which refuses what OpenAI's API refuses; an
+         * upstream judges these itself. */
+        static const char *const sampling[] = {"temperature", "top_p"};
+        static const double sampling_max[] = {2.0, 1.0};
+        for (i = 0; i < sizeof sampling / sizeof *sampling && !ex->sampling_bad; i++) {
+            json_t *m = json_object_get(root, sampling[i]);
+            double v = json_number_value(m);
+            if (!m || json_is_null(m) || (json_is_number(m) && v >= 0 && v <= sampling_max[i]))
+                continue;
+            ex->sampling_bad = sampling[i];
+            ex->sampling_bad_type = !json_is_number(m);
+            ex->sampling_above = v > sampling_max[i];
+            if (!ex->sampling_bad_type)
+                number_as_sent(ex, sampling[i], v, ex->sampling_text, sizeof ex->sampling_text);
         }
     }
 

@@ -2853,6 +2853,54 @@ def mock(gw_bin, fake_bin):
     check("the mock refuses an output limit that is not an integer from 1 with a 400 "
           "naming it", limit_refused)
 
+    def sampling_refused():
+        # A temperature or top_p that is no number in its range, and stream_options
+        # on a request that does not stream, are refused in OpenAI's words; the mock
+        # answered them 200.
+        chat_p = ("/v1/chat/completions", '"messages": %s' % json.dumps(HELLO))
+        comp_p = ("/v1/completions", '"prompt": "hi"')
+        resp_p = ("/v1/responses", '"input": "hi"')
+        for path, base in (chat_p, comp_p, resp_p):
+            for name, value, code, tail in (
+                    ("temperature", "3", "decimal_above_max_value",
+                     "Expected a value <= 2, but got 3 instead."),
+                    ("temperature", "-0.5", "decimal_below_min_value",
+                     "Expected a value >= 0, but got -0.5 instead."),
+                    ("top_p", "1.5", "decimal_above_max_value",
+                     "Expected a value <= 1, but got 1.5 instead."),
+                    ("top_p", "99999999999999999999999", "decimal_above_max_value",
+                     "but got 99999999999999999999999 instead."),
+                    ("temperature", '"hot"', "invalid_type", "expected a decimal.")):
+                for stream in ("false", "true"):
+                    body = '{"model": "mixed-4", %s, "%s": %s, "stream": %s}' % (
+                        base, name, value, stream)
+                    st, _, got = request(gw.port, "POST", path, body)
+                    assert st == 400, (body, st, got[:300])
+                    e = error_shape(json.loads(got))
+                    assert e["param"] == name and e["code"] == code, (body, e)
+                    assert e["type"] == "invalid_request_error", e
+                    assert ("'%s'" % name) in e["message"] and e["message"].endswith(tail), (
+                        body, e)
+            # The ends of each range, and null, are served.
+            st, _, got = request(gw.port, "POST", path, '{"model": "mixed-4", %s, '
+                                 '"temperature": 2, "top_p": 0}' % base)
+            assert st == 200, (path, st, got[:300])
+            st, _, got = request(gw.port, "POST", path, '{"model": "mixed-4", %s, '
+                                 '"temperature": 0, "top_p": 1, "stream_options": null}' % base)
+            assert st == 200, (path, st, got[:300])
+        for path, base in (chat_p, comp_p):
+            for stream in ('"stream": false, ', ""):
+                body = '{"model": "mixed-4", %s, %s"stream_options": {"include_usage": true}}' % (
+                    base, stream)
+                st, _, got = request(gw.port, "POST", path, body)
+                assert st == 400, (body, st, got[:300])
+                e = error_shape(json.loads(got))
+                assert e["param"] == "stream_options" and e["code"] is None, (body, e)
+                assert e["message"] == ("The 'stream_options' parameter is only allowed when "
+                                        "'stream' is enabled."), e
+    check("the mock refuses a temperature or top_p out of range, and stream_options "
+          "without stream, with a 400 naming it", sampling_refused)
+
     def embeddings_empty_input_refused():
         # OpenAI's API refuses an empty input list; the mock does not answer it a vector.
         st, _, body = request(gw.port, "POST", "/v1/embeddings",
