@@ -2821,6 +2821,19 @@ def mock(gw_bin, fake_bin):
             assert e["message"].endswith("but got %s instead." % shown), (n, e)
     check("the mock's refusal of n shows the n given, not a clamped one", n_shown_as_sent)
 
+    def assert_field_refused(path, base, name, value, code, tail):
+        # The mock's 400 for one field's value, plain and streamed, in OpenAI's words:
+        # naming the field, its message ending in tail.
+        for stream in ("false", "true"):
+            body = '{"model": "mixed-4", %s, "%s": %s, "stream": %s}' % (
+                base, name, value, stream)
+            st, _, got = request(gw.port, "POST", path, body)
+            assert st == 400, (body, st, got[:300])
+            e = error_shape(json.loads(got))
+            assert e["param"] == name and e["code"] == code, (body, e)
+            assert e["type"] == "invalid_request_error", e
+            assert ("'%s'" % name) in e["message"] and e["message"].endswith(tail), (body, e)
+
     def limit_refused():
         # An output limit that is no integer from 1 is refused in OpenAI's words, not
         # ignored with the whole answer served.
@@ -2836,16 +2849,8 @@ def mock(gw_bin, fake_bin):
                        "got -1e30 instead."),
                       (path, base, name, "1.5", "invalid_type", "expected an integer."),
                       (path, base, name, '"3"', "invalid_type", "expected an integer.")]
-        for path, base, name, value, code, tail in cases:
-            for stream in ("false", "true"):
-                body = '{"model": "mixed-4", %s, "%s": %s, "stream": %s}' % (
-                    base, name, value, stream)
-                st, _, got = request(gw.port, "POST", path, body)
-                assert st == 400, (body, st, got[:300])
-                e = error_shape(json.loads(got))
-                assert e["param"] == name and e["code"] == code, (body, e)
-                assert e["type"] == "invalid_request_error", e
-                assert ("'%s'" % name) in e["message"] and e["message"].endswith(tail), (body, e)
+        for case in cases:
+            assert_field_refused(*case)
         for path, base in (chat_p, comp_p, resp_p):  # null is no limit: served whole
             st, _, got = request(gw.port, "POST", path, '{"model": "mixed-4", %s, '
                                  '"max_tokens": null, "max_output_tokens": null}' % base)
@@ -2871,16 +2876,7 @@ def mock(gw_bin, fake_bin):
                     ("top_p", "99999999999999999999999", "decimal_above_max_value",
                      "but got 99999999999999999999999 instead."),
                     ("temperature", '"hot"', "invalid_type", "expected a decimal.")):
-                for stream in ("false", "true"):
-                    body = '{"model": "mixed-4", %s, "%s": %s, "stream": %s}' % (
-                        base, name, value, stream)
-                    st, _, got = request(gw.port, "POST", path, body)
-                    assert st == 400, (body, st, got[:300])
-                    e = error_shape(json.loads(got))
-                    assert e["param"] == name and e["code"] == code, (body, e)
-                    assert e["type"] == "invalid_request_error", e
-                    assert ("'%s'" % name) in e["message"] and e["message"].endswith(tail), (
-                        body, e)
+                assert_field_refused(path, base, name, value, code, tail)
             # The ends of each range, and null, are served.
             st, _, got = request(gw.port, "POST", path, '{"model": "mixed-4", %s, '
                                  '"temperature": 2, "top_p": 0}' % base)
