@@ -17,7 +17,7 @@
 #                   minutes on its own, and its figure compares two builds
 #                   run alternately by hand
 #   predict_eval, bench/predict_compare.py, bench/predict_lsa.py,
-#   bench/predict_stack.py
+#   bench/predict_stack.py, bench/predict_twins.py
 #                   need the development data (not shipped) and scikit-learn
 #   open_bench on the 100,000-record store
 #                   needs that store from smart_bench --dir DIR (open_bench.sh
@@ -44,6 +44,6 @@ echo
 echo "== not run by this script (run by hand; see each file's header) =="
 echo "  rebuild_bench: needs a large store (smart_bench --dir DIR leaves one) and a tmpfs folder"
 echo "  regroup_bench: minutes on its own; its figures compare builds run alternately by hand"
-echo "  predict_eval + bench/predict_compare.py, bench/predict_lsa.py, bench/predict_stack.py: need the development data and scikit-learn"
+echo "  predict_eval + bench/predict_compare.py, bench/predict_lsa.py, bench/predict_stack.py, bench/predict_twins.py: need the development data and scikit-learn"
 echo "  open_bench on the 100,000-record store: needs the store smart_bench --dir DIR leaves"
 exit $status
