@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "llmroute.h"
+#include "twins.h"
 
 /* Tuned by leave-one-out over the train split of the development data
  * (bench/predict_eval.c --tune, which leaves each record out of its
@@ -125,6 +126,9 @@
  *     the sparse search. Re-scoring only the sparse search's 64 nearest by
  *     the mix keeps little of it: decisions 0.77885 to 0.77984 (z 0.2 to
  *     0.9).
+ * Adopted since, beside this form: the twin term (twins.h), which reads
+ * the nearest neighbour's outcome through the store's own near-duplicate
+ * pairs; its measurements are in twins.h. The figures above are without it.
  * The optimizer's predicted mean quality exceeds the realised one where it
  * trades cheap models against each other (at mixtral's cost 0.758 against
  * 0.734 on train) under every variant above. With the real output lengths
@@ -150,6 +154,7 @@ void lr__predict_params_default(struct lr__predict_params *p)
     p->group_weight = DEFAULT_GROUP_WEIGHT;
     p->group_prior_weight = DEFAULT_GROUP_PRIOR_WEIGHT;
     p->length_group_prior_weight = DEFAULT_LENGTH_GROUP_PRIOR_WEIGHT;
+    p->twins = 1;
 }
 
 int lr__predict_mode_parse(const char *name, enum lr__predict_mode *out)
@@ -374,6 +379,10 @@ void lr__predict_excluding(const struct lr__hist *h, enum lr__predict_mode mode,
         all_n += h->mstats[x].n;
         all_o += h->mstats[x].sum_output;
     }
+    /* The nearest neighbour is the query's twin: a near-duplicate. Not
+     * for a record left out: the slopes were fitted over its own pairs. */
+    int twin = dflt && params->twins && self == LR__PREDICT_NO_RECORD && n_local > 0 &&
+               h->twins.models > 0 && lr__twins_is_twin(nb[0].sim);
     double m_q = mx.n ? params->group_weight : params->prior_weight;
     double m_o = params->length_prior_weight, m_w = params->group_prior_weight;
     for (size_t j = 0; j < m; j++) {
@@ -399,6 +408,18 @@ void lr__predict_excluding(const struct lr__hist *h, enum lr__predict_mode mode,
                          self, &p_c, &p_o);
         quality[j] = shrink(a[j].wc, a[j].w, m_q, p_c);
         output_tokens[j] = shrink(a[j].wo, a[j].w, m_o, p_o);
+        if (twin) {
+            /* The twin's outcome, read with the slope the store's own
+             * twin pairs gave (twins.h). */
+            size_t no;
+            const struct lr__outcome *o = lr__hist_outcomes(h, nb[0].doc, &no);
+            for (size_t x = 0; x < no; x++)
+                if ((int)o[x].model == id) {
+                    double q = quality[j] + lr__twins_shift(&h->twins, id, o[x].correctness);
+                    quality[j] = q < 0.0 ? 0.0 : q > 1.0 ? 1.0 : q;
+                    break;
+                }
+        }
     }
     if (a != stack_acc)
         free(a);

@@ -33,6 +33,13 @@
  *            the store's mean instead of a group's; when no neighbour is
  *            in a group, the store's mean with weight m_s, as without
  *            groups.
+ *            Last, the twin term (twins.h): when the nearest neighbour is
+ *            the query's twin (cosine from 0.9 to below 0.99999: the same
+ *            prompt with a word or two changed), each model's quality
+ *            moves by the slope the store's own twin pairs give times the
+ *            twin's outcome less their mean, kept in [0, 1]. On the
+ *            development data's Winogrande schemas twins have different
+ *            answers, and the slopes are negative.
  *            A model with no outcome anywhere in the store has unknown
  *            quality (NaN) and the neighbours' output length pooled over all
  *            models. Every constant was tuned by leave-one-out on the train
@@ -40,7 +47,7 @@
  *            --tune): quality by Brier score, length by squared error.
  *
  * Per request the work is O(k x outcomes per record + groups in the
- * mixture x candidates).
+ * mixture x candidates), and the twin's outcomes once more.
  *
  * Threads: pure functions; call lr__predict with the store's read lock held.
  */
@@ -65,6 +72,7 @@ struct lr__predict_params {
     double group_weight;        /* m_q: local quality toward the groups' estimate */
     double group_prior_weight;  /* m_w: a group's mean quality toward the store's */
     double length_group_prior_weight; /* m_wo: a group's mean length toward the store's */
+    int twins; /* add the twin term (twins.h) when the nearest neighbour is a twin; 0: not */
 };
 
 /* The most groups a query's mixture holds (its local neighbours' groups). */
@@ -88,7 +96,9 @@ void lr__predict(const struct lr__hist *h, enum lr__predict_mode mode,
                  double *output_tokens);
 
 /* lr__predict as if record `self` were not in the store's group totals
- * (leave-one-out evaluation; the neighbours must already leave it out). */
+ * (leave-one-out evaluation; the neighbours must already leave it out),
+ * and without the twin term, whose slopes the store fitted over self's
+ * own pairs (bench/predict_twins.py measures the term leaving them out). */
 void lr__predict_excluding(const struct lr__hist *h, enum lr__predict_mode mode,
                            const struct lr__predict_params *params,
                            const struct lr__neighbor *nb, size_t n_nb, size_t k,

@@ -469,6 +469,7 @@ static void hist_free(struct lr__hist *h)
     lr__sindex_free(&h->sidx);
     lr__dindex_free(&h->didx);
     lr__groups_free(&h->groups);
+    lr__twins_free(&h->twins);
     free(h);
 }
 
@@ -876,6 +877,14 @@ static int groups_built(struct lr_store *st, int rc, struct lr_error *err)
     return fail(err, rc, 0, "out of memory grouping the history store's records");
 }
 
+/* The same for the near-duplicate pairs (twins.h). */
+static int twins_built(struct lr_store *st, int rc, struct lr_error *err)
+{
+    if (rc == 0 || !st->opened)
+        return 0;
+    return fail(err, rc, 0, "out of memory finding the history store's near-duplicate records");
+}
+
 static int load_tfidf(struct lr_store *st, sqlite3 *db, struct lr__hist *h, struct lr_error *err)
 {
     struct tfidf_build b;
@@ -951,6 +960,8 @@ static int load_tfidf(struct lr_store *st, sqlite3 *db, struct lr__hist *h, stru
         rc = groups_built(st, lr__groups_build_sparse(&h->groups, h, b.feats, off,
                                                       lr__groups_count_for(h->n), threads),
                           err);
+    if (rc == 0 && h->n > 0)
+        rc = twins_built(st, lr__twins_build_sparse(&h->twins, h, b.feats, off, threads), err);
     goto out;
 nomem:
     rc = fail(err, LR_ENOMEM, 0, "out of memory loading the history store");
@@ -1052,6 +1063,10 @@ static int hist_load(struct lr_store *st, sqlite3 *db, size_t dim, struct lr__hi
                                                       lr__groups_count_for(h->n),
                                                       build_threads(st, h->n)),
                            err)) != 0)
+        goto fail;
+    if (st->dense && h->n > 0 &&
+        (rc = twins_built(st, lr__twins_build_dense(&h->twins, h, build_threads(st, h->n)),
+                          err)) != 0)
         goto fail;
     *out = h;
     return 0;

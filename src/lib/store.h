@@ -30,6 +30,7 @@
 #include "index.h"
 #include "llmroute.h"
 #include "record.h"
+#include "twins.h"
 
 /* Caps on what a store accepts. */
 #define LR__STORE_MAX_QUERY LR__RECORD_MAX_QUERY           /* bytes of one query */
@@ -109,6 +110,9 @@ struct lr__hist {
     /* groups of similar records and their per-model totals (groups.h),
      * built with the index; n == 0 when the store has none */
     struct lr__groups groups;
+    /* each model's slope over the records' near-duplicate pairs (twins.h),
+     * built with the groups */
+    struct lr__twins twins;
 
     /* The largest rowid of the outcomes table in the copy (0: none): a
      * rebuild or a writer's catch-up reads the outcomes committed after it

@@ -83,7 +83,7 @@ static void default_mode_weights_and_shrinks(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    struct lr__predict_params p = {0.1, 2.0, 1.0, 0.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.1, 2.0, 1.0, 0.0, 0.0, 0.0, 0};
     double q[4], o[4];
     int ids[4];
     lr__store_rdlock(s);
@@ -113,7 +113,7 @@ static void default_without_weights_or_prior_equals_aios(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    struct lr__predict_params p = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0};
     double qd[2], od[2], qa[2], oa[2];
     int ids[4];
     lr__store_rdlock(s);
@@ -152,7 +152,7 @@ static void default_shrinks_local_toward_group_then_store(void **st)
     (void)st;
     struct lr_store *s = fixture();
     /* equal weights, m_o = 1, m_q = 2, m_w = 3, m_wo = 0 */
-    struct lr__predict_params p = {0.0, 0.0, 1.0, 2.0, 3.0, 0.0};
+    struct lr__predict_params p = {0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0};
     double q[4], o[4];
     int ids[4];
     lr__store_rdlock(s);
@@ -183,7 +183,7 @@ static void neighbours_in_two_groups_mix_them_by_share(void **st)
     (void)st;
     struct lr_store *s = fixture();
     /* m_q = 1, m_w = 0: the groups' plain means, mixed half and half. */
-    struct lr__predict_params p = {0.0, 0.0, 0.0, 1.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0};
     double q[1], o[1];
     int ids[4];
     lr__store_rdlock(s);
@@ -203,7 +203,7 @@ static void leave_one_out_takes_the_record_out_of_its_group(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    struct lr__predict_params p = {0.0, 0.0, 0.0, 1.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0};
     double q[1], o[1], qx[1], ox[1];
     int ids[4];
     lr__store_rdlock(s);
@@ -228,7 +228,7 @@ static void unseen_model_length_pools_every_model(void **st)
 {
     (void)st;
     struct lr_store *s = fixture();
-    struct lr__predict_params p = {0.0, 0.0, 2.0, 0.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0};
     double q[4], o[4];
     int ids[4];
     lr__store_rdlock(s);
@@ -270,7 +270,7 @@ static void neighbour_in_no_group_puts_its_share_on_the_store_mean(void **st)
     (void)st;
     struct lr_store *s = fixture();
     /* equal weights, m_o = 1, m_q = 1, m_w = 0, m_wo = 0 */
-    struct lr__predict_params p = {0.0, 0.0, 1.0, 1.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0};
     static const struct lr__neighbor nb[3] = {{0, 0.9f}, {2, 0.7f}, {3, 0.6f}};
     double q[1], o[1];
     int ids[4];
@@ -299,7 +299,7 @@ static void leave_one_out_corrects_only_the_records_own_group(void **st)
     (void)st;
     struct lr_store *s = fixture();
     /* equal weights, m_o = 1, m_q = 1, m_w = 1, m_wo = 0 */
-    struct lr__predict_params p = {0.0, 0.0, 1.0, 1.0, 1.0, 0.0};
+    struct lr__predict_params p = {0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0};
     static const struct lr__neighbor nb[2] = {{0, 0.9f}, {2, 0.7f}};
     double q[1], o[1];
     int ids[4];
@@ -326,7 +326,7 @@ static void small_store_shrinks_toward_the_store_mean(void **st)
     (void)st;
     struct lr_store *s = fixture();
     /* Four records: no groups; m_s = 2 toward the store's mean. */
-    struct lr__predict_params p = {0.0, 2.0, 0.0, 100.0, 0.0, 0.0};
+    struct lr__predict_params p = {0.0, 2.0, 0.0, 100.0, 0.0, 0.0, 0};
     double q[1], o[1];
     int ids[4];
     lr__store_rdlock(s);
