@@ -32,6 +32,21 @@ import sys
 import numpy as np
 
 
+def options(defaults, usage):
+    """The command line's "--name value" options over defaults (a dict of
+    strings or None) and its two other arguments, DATA and PRICES; exits
+    with usage unless exactly two are left."""
+    args, opt = sys.argv[1:], dict(defaults)
+    for name in opt:
+        if name in args:
+            i = args.index(name)
+            opt[name] = args[i + 1]
+            del args[i:i + 2]
+    if len(args) != 2:
+        sys.exit(usage)
+    return opt, args
+
+
 def load(data_path, prices_path):
     data = json.load(open(data_path))
     prices = json.load(open(prices_path))

@@ -59,7 +59,7 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from predict_compare import budget_assign, load  # noqa: E402
+from predict_compare import budget_assign, load, options  # noqa: E402
 
 K = 16
 M_Q, M_W, M_O, M_WO = 64.0, 2.0, 16.0, 0.0
@@ -210,16 +210,8 @@ def topk(sim, k=K):
 
 
 def main():
-    args = sys.argv[1:]
-    opt = {"--test": None, "--groups": None, "--seed": "0"}
-    for name in opt:
-        if name in args:
-            i = args.index(name)
-            opt[name] = args[i + 1]
-            del args[i:i + 2]
+    opt, args = options({"--test": None, "--groups": None, "--seed": "0"}, __doc__)
     test_variant, seed = opt["--test"], int(opt["--seed"])
-    if len(args) != 2:
-        sys.exit(__doc__)
     from sklearn.decomposition import TruncatedSVD
     from sklearn.preprocessing import normalize
 

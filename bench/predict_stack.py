@@ -45,7 +45,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from predict_compare import budget_assign, load  # noqa: E402
+from predict_compare import budget_assign, load, options  # noqa: E402
 import predict_lsa as lsa  # noqa: E402
 
 
@@ -55,15 +55,8 @@ def logit(p):
 
 
 def main():
-    args = sys.argv[1:]
-    opt = {"--groups": None, "--seed": "0", "--split": "0", "--c": "1,10,100"}
-    for name in opt:
-        if name in args:
-            i = args.index(name)
-            opt[name] = args[i + 1]
-            del args[i:i + 2]
-    if len(args) != 2:
-        sys.exit(__doc__)
+    opt, args = options({"--groups": None, "--seed": "0", "--split": "0", "--c": "1,10,100"},
+                        __doc__)
     from sklearn.linear_model import LogisticRegression
 
     seed = int(opt["--seed"])

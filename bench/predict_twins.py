@@ -26,20 +26,13 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from predict_compare import budget_assign, load  # noqa: E402
+from predict_compare import budget_assign, load, options  # noqa: E402
 from predict_lsa import Tfidf, kmeans, predict, topk  # noqa: E402
 
 
 def main():
-    args = sys.argv[1:]
-    opt = {"--seed": "0", "--sims": "0.6,0.7,0.8,0.85,0.9,0.93", "--shrink": "0,10"}
-    for name in opt:
-        if name in args:
-            i = args.index(name)
-            opt[name] = args[i + 1]
-            del args[i:i + 2]
-    if len(args) != 2:
-        sys.exit(__doc__)
+    opt, args = options({"--seed": "0", "--sims": "0.6,0.7,0.8,0.85,0.9,0.93",
+                         "--shrink": "0,10"}, __doc__)
     seed = int(opt["--seed"])
     sims = [float(x) for x in opt["--sims"].split(",")]
     shrinks = [float(x) for x in opt["--shrink"].split(",")]
