@@ -141,6 +141,17 @@ static void predict_both(struct lr_store *s, const char *text, const int *ids, d
     lr__store_scratch_free(&sc);
 }
 
+/* The store's copy, read-locked, and the three models' ids in it. */
+static const struct lr__hist *read_models(struct lr_store *s, int ids[3])
+{
+    static const char *const name[3] = {"biased", "steady", "rare"};
+    lr__store_rdlock(s);
+    const struct lr__hist *h = lr__store_hist(s);
+    for (int j = 0; j < 3; j++)
+        ids[j] = lr__hist_model_id(h, name[j]);
+    return h;
+}
+
 static void a_twins_outcome_moves_the_prediction(void **st)
 {
     (void)st;
@@ -148,10 +159,8 @@ static void a_twins_outcome_moves_the_prediction(void **st)
     char text[512];
     double with[3], without[3];
     struct lr__neighbor nb0;
-    lr__store_rdlock(s);
-    const struct lr__hist *h = lr__store_hist(s);
-    int ids[3] = {lr__hist_model_id(h, "biased"), lr__hist_model_id(h, "steady"),
-                  lr__hist_model_id(h, "rare")};
+    int ids[3];
+    const struct lr__hist *h = read_models(s, ids);
 
     /* Schema 0's omega sentence: its nearest record is its alpha twin,
      * where biased and steady were both right. */
@@ -214,10 +223,8 @@ static void a_copy_is_no_twin(void **st)
     char text[512];
     double with[3], without[3];
     struct lr__neighbor nb0;
-    lr__store_rdlock(s);
-    const struct lr__hist *h = lr__store_hist(s);
-    int ids[3] = {lr__hist_model_id(h, "biased"), lr__hist_model_id(h, "steady"),
-                  lr__hist_model_id(h, "rare")};
+    int ids[3];
+    const struct lr__hist *h = read_models(s, ids);
     /* Schema 1's alpha record and its copy are each other's nearest: no
      * pair for either. Its omega record's nearest is one of them: a pair. */
     assert_int_equal(h->twins.pairs, 2 * (SCHEMAS - 1) - 1);
