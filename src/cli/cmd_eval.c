@@ -1723,10 +1723,11 @@ static int plot_check(const char *path, const char *const inputs[3])
     /* The plot is SVG whatever the name says: a name that says another
      * format (plot.png) would leave a file its viewer cannot open. A name
      * with no suffix (a device, a pipe) is taken as it is. */
-    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
     const char *dot = strrchr(base, '.');
     if (dot && dot > base && dot[1] && strcasecmp(dot, ".svg") != 0) {
-        cli_error("eval", "--plot %s: the plot is written as SVG, not as %s; give a name ending in .svg",
+        cli_error("eval",
+                  "--plot %s: the plot is written as SVG, not as %s; give a name ending in .svg",
                   path, dot);
         return CLI_USAGE;
     }

@@ -3179,7 +3179,8 @@ static int read_fields(struct exchange *ex, json_t *root, struct text *query)
             if (!ex->bad_role && !chat_role_known(json_string_value(role))) {
                 ex->bad_role = 1;
                 ex->bad_role_at = i;
-                snprintf(ex->bad_role_text, sizeof ex->bad_role_text, "%s", json_string_value(role));
+                snprintf(ex->bad_role_text, sizeof ex->bad_role_text, "%s",
+                         json_string_value(role));
             }
             if (strcmp(json_string_value(role), "user") != 0)
                 continue;

@@ -408,17 +408,13 @@ void lr__predict_excluding(const struct lr__hist *h, enum lr__predict_mode mode,
                          self, &p_c, &p_o);
         quality[j] = shrink(a[j].wc, a[j].w, m_q, p_c);
         output_tokens[j] = shrink(a[j].wo, a[j].w, m_o, p_o);
-        if (twin) {
-            /* The twin's outcome, read with the slope the store's own
-             * twin pairs gave (twins.h). */
-            size_t no;
-            const struct lr__outcome *o = lr__hist_outcomes(h, nb[0].doc, &no);
-            for (size_t x = 0; x < no; x++)
-                if ((int)o[x].model == id) {
-                    double q = quality[j] + lr__twins_shift(&h->twins, id, o[x].correctness);
-                    quality[j] = q < 0.0 ? 0.0 : q > 1.0 ? 1.0 : q;
-                    break;
-                }
+        /* The twin's outcome, read with the slope the store's own twin
+         * pairs gave (twins.h). */
+        const struct lr__outcome *to =
+            twin ? lr__hist_outcome_of(h, nb[0].doc, (uint32_t)id) : NULL;
+        if (to) {
+            double q = quality[j] + lr__twins_shift(&h->twins, id, to->correctness);
+            quality[j] = q < 0.0 ? 0.0 : q > 1.0 ? 1.0 : q;
         }
     }
     if (a != stack_acc)

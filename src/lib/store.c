@@ -2364,25 +2364,19 @@ static int presence_take(struct lr_store *st, const char *file, int may_create,
             int e = errno;
             int access = e == EACCES || e == EPERM || e == EROFS || e == ENOENT ||
                          e == ENOTDIR || e == ELOOP || e == ENAMETOOLONG || e == EISDIR;
-            char to[PATH_MAX];
-            struct stat link;
-            ssize_t n;
+            char link[LR__OPEN_FAULT_CAP];
+            const char *why = lr__error_open_fault(file, e, link);
             /* A symbolic link to nothing: "No such file" names a path that
-             * is there. No store is made through it (O_EXCL refuses it, so
-             * a link planted in the store's place cannot make one
-             * elsewhere). */
-            if (e == ENOENT && lstat(file, &link) == 0 && S_ISLNK(link.st_mode) &&
-                (n = readlink(file, to, sizeof to - 1)) >= 0) {
-                char name[SHOWN_CAP];
-                to[n] = '\0';
+             * is there (lr__error_open_fault() says so instead). No store
+             * is made through it (O_EXCL refuses it, so a link planted in
+             * the store's place cannot make one elsewhere). */
+            if (why == link)
                 return fail(err, LR_ESTORE, 0,
-                            "cannot open history store '%s': it is a symbolic link to '%s', "
-                            "which does not exist (no store is made through a link: make it "
-                            "at the link's target, or name the target)",
-                            st->path, shown(to, name, sizeof name));
-            }
+                            "cannot open history store '%s': %s (no store is made through a "
+                            "link: make it at the link's target, or name the target)",
+                            st->path, link);
             return fail(err, access ? LR_ESTORE : LR_EIO, 0, "cannot open history store '%s': %s",
-                        st->path, strerror(e));
+                        st->path, why);
         }
         if (fstat(fd, &held) != 0) {
             int e = errno;

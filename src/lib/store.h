@@ -158,6 +158,19 @@ static inline const struct lr__outcome *lr__hist_outcomes(const struct lr__hist 
     return h->outs + h->out_start[rec];
 }
 
+/* Record rec's outcome for store model `model` (its first, should a record
+ * hold two), or NULL when it has none. */
+static inline const struct lr__outcome *lr__hist_outcome_of(const struct lr__hist *h, uint32_t rec,
+                                                            uint32_t model)
+{
+    size_t n;
+    const struct lr__outcome *o = lr__hist_outcomes(h, rec, &n);
+    for (size_t x = 0; x < n; x++)
+        if (o[x].model == model)
+            return &o[x];
+    return NULL;
+}
+
 /* Scratch for one search at a time. */
 struct lr__store_scratch {
     struct lr__terms terms;

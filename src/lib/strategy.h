@@ -141,7 +141,8 @@ const char *lr__error_shown(const char *name, size_t max, char *out, size_t cap)
  * a symbolic link to nothing (ENOENT on a path that is there), which is
  * said as such with the link's target (shown as lr__error_shown() shows a
  * name), since "No such file or directory" names a file the user can see.
- * The text is written in buf when it needs it. Returns the text. */
+ * The text is written in buf when it needs it. Returns the text: buf
+ * exactly when path is such a link. */
 #define LR__OPEN_FAULT_CAP (LR__SHOWN_CAP(120) + 64)
 const char *lr__error_open_fault(const char *path, int e, char buf[LR__OPEN_FAULT_CAP]);
 /* The bytes of a caller's name a message shows. */

@@ -71,16 +71,6 @@ struct sums {
     double n, a, b, ab, bb;
 };
 
-static double outcome_of(const struct lr__hist *h, uint32_t rec, uint32_t model)
-{
-    size_t no;
-    const struct lr__outcome *o = lr__hist_outcomes(h, rec, &no);
-    for (size_t x = 0; x < no; x++)
-        if (o[x].model == model)
-            return o[x].correctness;
-    return NAN;
-}
-
 static int build(struct lr__twins *t, const struct lr__hist *h, const struct lr__feat *feats,
                  const size_t *off, unsigned threads)
 {
@@ -117,10 +107,12 @@ static int build(struct lr__twins *t, const struct lr__hist *h, const struct lr_
         t->pairs++;
         o = lr__hist_outcomes(h, rec, &no);
         for (size_t x = 0; x < no; x++) {
-            double a = o[x].correctness, b = outcome_of(h, tw, o[x].model);
+            const struct lr__outcome *ob = lr__hist_outcome_of(h, tw, o[x].model);
             struct sums *m = &s[o[x].model];
-            if (isnan(b))
+            double a = o[x].correctness, b;
+            if (!ob)
                 continue;
+            b = ob->correctness;
             m->n += 1.0;
             m->a += a;
             m->b += b;
